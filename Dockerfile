@@ -1,0 +1,35 @@
+# Easel on a CUDA runtime. Build: docker build -t easel .
+# Run:   docker run --gpus all --env-file .env -v easel-data:/data -v /path/to/models:/models easel
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    EASEL_DATA_DIR=/data \
+    EASEL_MODELS_DIR=/models \
+    EASEL_WILDCARDS_DIR=/wildcards
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/easel
+ENV PATH=/opt/easel/bin:$PATH
+
+WORKDIR /app
+# Dependencies first so code edits do not reinstall torch.
+COPY pyproject.toml README.md ./
+COPY bot/ bot/
+COPY cogs/ cogs/
+COPY db/ db/
+COPY inference/ inference/
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cu126 ".[distributed]"
+
+RUN useradd --create-home --uid 10001 easel \
+    && mkdir -p /data /models /wildcards \
+    && chown easel:easel /data /models /wildcards
+USER easel
+
+VOLUME ["/data", "/models"]
+HEALTHCHECK --interval=60s --timeout=30s --start-period=120s --retries=3 CMD ["easel", "doctor"]
+CMD ["easel", "run"]

@@ -1,0 +1,68 @@
+"""Median timings of the prompt language on a realistic 500-character prompt, as JSON.
+
+Run: ``python benchmarks/prompts.py``. Goal: parsing (schedule + attention) under 1 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inference.prompts import (
+    chunk_tokens,
+    default_tokenizer,
+    expand_prompt,
+    parse_attention,
+    schedule_prompt,
+)
+
+PROMPT = (
+    "masterpiece, best quality, (ultra-detailed:1.2), a {majestic|weathered} lighthouse on a "
+    "rocky cliff at [dawn:dusk:0.4], crashing waves, ((dramatic clouds)), [oil painting|"
+    "watercolor], volumetric light, god rays, seagulls in flight, (intricate stonework:1.1), "
+    "warm glow from the lantern room, moss on the rocks, [[muted colors]], wide angle, 35mm, "
+    "depth of field, sharp focus, highly detailed foreground, atmospheric perspective, "
+    "BREAK cinematic composition, by a famous marine painter, trending on artstation, 8k"
+)
+
+
+def median_ms(work: Callable[[], object], repeats: int = 300) -> float:
+    work()  # warm caches (vocabulary, BPE cache, dynamicprompts parser)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        samples.append(time.perf_counter() - start)
+    return round(statistics.median(samples) * 1000, 4)
+
+
+def main() -> None:
+    expanded = expand_prompt(PROMPT, 1)[0].text
+    segments = schedule_prompt(expanded, 20)
+    parsed = parse_attention(segments[0].text)
+    tokenizer = default_tokenizer()
+
+    def parse() -> None:
+        for segment in schedule_prompt(expanded, 20):
+            parse_attention(segment.text)
+
+    figures = {
+        "prompt_chars": len(PROMPT),
+        "schedule_segments": len(segments),
+        "parse_ms": median_ms(parse),
+        "parse_one_text_ms": median_ms(lambda: parse_attention(segments[0].text)),
+        "expand_ms": median_ms(lambda: expand_prompt(PROMPT, 1)),
+        "chunk_tokens_ms": median_ms(lambda: chunk_tokens(parsed, tokenizer)),
+        "tokens": sum(len(c.token_ids) for c in chunk_tokens(parsed, tokenizer)),
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""``python -m bot`` is ``easel run``."""
+
+import sys
+
+from bot.cli import main
+
+sys.exit(main(["run", *sys.argv[1:]]))

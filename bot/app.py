@@ -1,0 +1,92 @@
+"""The composition root: settings in, a running bot out. Nothing else wires parts together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aiosqlite
+import discord
+from discord.ext import commands
+
+from bot.discord_endpoints import point_discord_at
+from bot.queue import JobQueue
+from bot.settings import Settings
+from cogs.imagine import ImagineCog
+from cogs.results import DiscordResults, RerollButton
+from db.database import connect
+from inference.worker import DeviceWorker, EngineFactory, RenderEngine
+
+log = logging.getLogger(__name__)
+
+
+def engine_factory_for(settings: Settings) -> EngineFactory:
+    """Real engines: one per device, built on that device's worker thread."""
+
+    def build_engine(device: str) -> RenderEngine:
+        from inference.engine import Engine
+
+        return Engine(settings.models_dir, device=device, default_model=settings.default_model)
+
+    return build_engine
+
+
+class EaselBot(commands.Bot):
+    queue: JobQueue
+
+    def __init__(self, settings: Settings, engine_factory: EngineFactory | None = None) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        self.settings = settings
+        self._engine_factory = engine_factory or engine_factory_for(settings)
+        self._db: aiosqlite.Connection | None = None
+
+    async def setup_hook(self) -> None:
+        from inference.devices import resolve_devices
+
+        settings = self.settings
+        self._db = await connect(settings.database_path)
+        workers = [
+            DeviceWorker(device, self._engine_factory)
+            for device in resolve_devices(settings.devices)
+        ]
+        self.queue = JobQueue(self._db, workers, settings.images_dir)
+        self.queue.set_sink(DiscordResults(self))
+        await self.add_cog(ImagineCog())
+        self.add_dynamic_items(RerollButton)
+        await self._sync_commands()
+        await self.queue.start()
+
+    async def _sync_commands(self) -> None:
+        if self.settings.dev_guild_id is None:
+            await self.tree.sync()
+            return
+        guild = discord.Object(self.settings.dev_guild_id)
+        self.tree.copy_global_to(guild=guild)
+        await self.tree.sync(guild=guild)
+
+    async def close(self) -> None:
+        if hasattr(self, "queue"):
+            await self.queue.stop()
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        await super().close()
+
+
+def build(settings: Settings, engine_factory: EngineFactory | None = None) -> EaselBot:
+    point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
+    return EaselBot(settings, engine_factory)
+
+
+async def run(settings: Settings) -> None:
+    """``easel run``: the bot until SIGINT/SIGTERM, then a clean stop that loses no job."""
+    settings.require_token()
+    bot = build(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+    async with bot:
+        await bot.start(settings.discord_token)

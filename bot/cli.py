@@ -1,0 +1,152 @@
+"""``easel``: the command line. Arguments are validated before any model loads."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from bot.requests import ImagineOptions, RequestError, build_request
+from bot.settings import Settings, SettingsError, load_settings
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line that names the argument, as the contract asks (argparse prints usage too).
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt")
+    parser.add_argument("--negative")
+    parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--cfg", type=float)
+    parser.add_argument("--sampler")
+    parser.add_argument("--size", help="WxH or an aspect ratio such as 16:9")
+    parser.add_argument("--model")
+    parser.add_argument("--count", type=int)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="easel", description="A Stable Diffusion studio for Discord servers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("run", help="run the Discord bot (reads .env)")
+    commands.add_parser("worker", help="serve the broker named by EASEL_QUEUE_URL")
+    _add_render_options(commands.add_parser("render", help="one generation without Discord"))
+    explain = commands.add_parser("explain", help="print how a prompt is understood, as JSON")
+    explain.add_argument("prompt")
+    explain.add_argument("--negative", default="")
+    explain.add_argument("--seed", type=int)
+    explain.add_argument("--steps", type=int, default=20)
+    tiny = commands.add_parser("tiny-model", help="write a small random-weight model to DIR")
+    tiny.add_argument("directory", type=Path)
+    tiny.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    tiny.add_argument("--inpainting", action="store_true")
+    commands.add_parser("doctor", help="check settings, models, devices, database and broker")
+    return parser
+
+
+def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import run
+
+    settings.require_token()
+    asyncio.run(run(settings))
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError(
+        "easel worker: the distributed queue is not available yet; "
+        "leave EASEL_QUEUE_URL empty and use `easel run` (in-process workers)"
+    )
+
+
+def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        request = build_request(
+            ImagineOptions(
+                prompt=args.prompt,
+                negative=args.negative,
+                seed=args.seed,
+                steps=args.steps,
+                cfg=args.cfg,
+                sampler=args.sampler,
+                size=args.size,
+                model=args.model,
+                count=args.count,
+            )
+        )
+    except RequestError as error:
+        raise UsageError(str(error)) from None
+    from inference.devices import resolve_devices
+    from inference.engine import Engine
+    from inference.types import RenderInputError
+
+    device = resolve_devices(settings.devices)[0]
+    engine = Engine(settings.models_dir, device=device, default_model=settings.default_model)
+    try:
+        images = engine.render(request)
+    except RenderInputError as error:
+        raise UsageError(str(error)) from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        path = args.out / f"{image.seed}.png"
+        path.write_bytes(image.png)
+        print(path)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("easel explain: the prompt explainer is not available yet")
+
+
+def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
+    from inference.tiny import write_tiny_model
+
+    path = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
+    print(path)
+    return 0
+
+
+def cmd_doctor(_: argparse.Namespace, settings: Settings) -> int:
+    from bot.doctor import diagnose
+
+    problems = 0
+    for check in diagnose(settings):
+        mark = "ok " if check.ok else "ERR"
+        print(f"[{mark}] {check.name}: {check.detail}")
+        problems += not check.ok
+    return 1 if problems else 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "run": cmd_run,
+    "worker": cmd_worker,
+    "render": cmd_render,
+    "explain": cmd_explain,
+    "tiny-model": cmd_tiny_model,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return COMMANDS[args.command](args, settings)
+    except (SettingsError, UsageError) as error:
+        print(f"easel {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

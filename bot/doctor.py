@@ -1,0 +1,77 @@
+"""``easel doctor``: each part of an installation checked, with the fix when it is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from bot.settings import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _broker_problem(url: str, timeout: float = 2.0) -> str | None:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "", parsed.port or 4222), timeout):
+            return None
+    except OSError as error:
+        return f"cannot reach {url}: {error.strerror or error}"
+
+
+async def _database_version(settings: Settings) -> int:
+    from db.database import connect, schema_version
+
+    conn = await connect(settings.database_path)
+    try:
+        return await schema_version(conn)
+    finally:
+        await conn.close()
+
+
+def diagnose(settings: Settings) -> Iterator[Check]:
+    if settings.discord_token:
+        yield Check("settings", True, "DISCORD_TOKEN is set")
+    else:
+        yield Check(
+            "settings", False, "DISCORD_TOKEN is not set: add it to .env (see .env.example)"
+        )
+
+    from inference.devices import device_problem, resolve_devices
+
+    for device in resolve_devices(settings.devices):
+        problem = device_problem(device)
+        yield Check(f"device {device}", problem is None, problem or "usable")
+
+    from inference.engine import Engine
+
+    models = Engine(settings.models_dir, device="cpu").list_models()
+    if models:
+        yield Check("models", True, f"{len(models)} in {settings.models_dir}: {', '.join(models)}")
+    else:
+        yield Check(
+            "models",
+            False,
+            f"no checkpoint in {settings.models_dir}: copy .safetensors files or diffusers folders "
+            "there (or run `easel tiny-model models/tiny` to try Easel out)",
+        )
+
+    try:
+        version = asyncio.run(_database_version(settings))
+        yield Check("database", True, f"{settings.database_path} at schema version {version}")
+    except Exception as error:
+        yield Check("database", False, f"{settings.database_path}: {error}")
+
+    if settings.queue_url:
+        problem = _broker_problem(settings.queue_url)
+        yield Check("broker", problem is None, problem or f"{settings.queue_url} reachable")
+    else:
+        yield Check("broker", True, "in-process queue (EASEL_QUEUE_URL is empty)")

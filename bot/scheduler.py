@@ -1,0 +1,540 @@
+"""The fair scheduler: which queued jobs a free device should render next.
+
+Pure and synchronous: no I/O, no clock of its own (every time-dependent call takes ``now``,
+which must never decrease), and deterministic for a given sequence of calls.
+
+Fair order
+    1. Strict priority by *effective* class: ``PRIORITY`` > ``STANDARD`` > ``RELAX``. A job is
+       promoted one class for every ``aging_seconds`` it has waited (capped at ``PRIORITY``),
+       so nothing starves forever.
+    2. Within a class, round robin across users: the user who started a job least recently goes
+       first (a user who never started one goes before everyone who has); ties go to the user
+       whose next job was submitted first.
+    3. Within a user, first in first out (among the jobs that can run on the device asked for):
+       a user's job never starts before one of theirs that is ahead of it.
+    A user has at most ``per_user_in_flight`` jobs running, a guild at most
+    ``per_guild_in_flight`` (direct messages have no guild cap); jobs of users or guilds at
+    their cap wait without blocking others.
+
+Batching bound
+    ``next_batch`` simulates the fair order one job at a time (as if every batch held a single
+    job) and numbers the jobs it would start 0, 1, 2...  A batch only ever takes jobs whose
+    number is below ``2 * max_batch``: under strict fair dispatch in full batches such a job
+    would have started in this batch or the next, so batching moves a job at most one batch
+    ahead of its fair turn. The batch leader is job 0, or the first of jobs
+    ``1..model_affinity_turns`` whose model is already loaded on the device (jumping that many
+    turns at most); partners share the leader's ``batch_key`` and keep FIFO within each user.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+__all__ = [
+    "FairScheduler",
+    "PriorityClass",
+    "QueueSnapshot",
+    "QueuedJob",
+    "RunningJob",
+    "SchedulerConfig",
+]
+
+
+class PriorityClass(IntEnum):
+    """Higher runs first; aging promotes a waiting job towards ``PRIORITY``."""
+
+    RELAX = 0
+    STANDARD = 1
+    PRIORITY = 2
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One schedulable job. ``batch_key[0]`` is the model; equal keys can share one batch."""
+
+    job_id: str
+    user_id: int
+    guild_id: int | None
+    batch_key: tuple[object, ...]
+    priority: PriorityClass
+    submitted_at: float
+    images: int = 1
+    est_seconds: float = 10.0
+    device: str | None = None  # affinity: None runs anywhere
+
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            raise ValueError("job_id must be a non-empty string")
+        if not self.batch_key:
+            raise ValueError(f"job {self.job_id}: batch_key must start with the model name")
+        if self.images < 1:
+            raise ValueError(f"job {self.job_id}: images must be at least 1, got {self.images}")
+        if self.est_seconds < 0:
+            raise ValueError(
+                f"job {self.job_id}: est_seconds must be 0 or more, got {self.est_seconds}"
+            )
+
+    @property
+    def model(self) -> object:
+        return self.batch_key[0]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    per_user_in_flight: int = 2
+    per_guild_in_flight: int | None = None
+    max_batch: int = 4
+    aging_seconds: float = 600.0
+    # How long a caller may hold a batch open for partners (see FairScheduler.could_grow).
+    batch_window_s: float = 0.05
+    # How many turns a job whose model is already loaded may jump to lead a batch.
+    model_affinity_turns: int = 1
+
+    def __post_init__(self) -> None:
+        if self.per_user_in_flight < 1:
+            raise ValueError(
+                f"per_user_in_flight must be at least 1, got {self.per_user_in_flight}"
+            )
+        if self.per_guild_in_flight is not None and self.per_guild_in_flight < 1:
+            raise ValueError(
+                "per_guild_in_flight must be at least 1 or None (no cap), "
+                f"got {self.per_guild_in_flight}"
+            )
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
+        if self.aging_seconds <= 0:
+            raise ValueError(f"aging_seconds must be greater than 0, got {self.aging_seconds}")
+        if not 0 <= self.batch_window_s <= 0.05:
+            raise ValueError(f"batch_window_s must be within 0..0.05, got {self.batch_window_s}")
+        if self.model_affinity_turns < 0:
+            raise ValueError(
+                f"model_affinity_turns must be 0 or more, got {self.model_affinity_turns}"
+            )
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    job: QueuedJob
+    device: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """For a ``/queue`` view: ``queued`` is in fair order, so an index is a position."""
+
+    running: tuple[RunningJob, ...]
+    queued: tuple[QueuedJob, ...]
+
+
+# A lane holds one user's jobs of one priority class and one device affinity, in FIFO order.
+_LaneKey = tuple[PriorityClass, str | None]
+# Heap entry: (-effective class, user's start sequence, head submitted_at, head ticket, version,
+# user id). Entries whose version is no longer the user's are stale and skipped.
+_Entry = tuple[int, int, float, int, int, int]
+
+
+@dataclass(slots=True)
+class _Ticket:
+    seq: int  # submission order, the final tie-breaker
+    job: QueuedJob
+
+
+@dataclass(slots=True, eq=False)
+class _User:
+    lanes: dict[_LaneKey, deque[_Ticket]] = field(default_factory=dict)
+    start_seq: int = 0  # 0 = never started; larger = started more recently
+    running: int = 0
+    version: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _View:
+    """The fair-order index for one device (``None``: every job, whatever its affinity)."""
+
+    device: str | None
+    heap: list[_Entry] = field(default_factory=list)
+
+    def fits(self, lane_device: str | None) -> bool:
+        return self.device is None or lane_device is None or lane_device == self.device
+
+
+@dataclass(slots=True, eq=False)
+class _Simulated:
+    """A user's state while a walk pretends their jobs started one by one."""
+
+    version: int
+    start_seq: int
+    started: int = 0
+    consumed: Counter[_LaneKey] = field(default_factory=Counter)
+
+
+class FairScheduler:
+    def __init__(self, config: SchedulerConfig | None = None, devices: Iterable[str] = ()) -> None:
+        self.config = config or SchedulerConfig()
+        self._users: dict[int, _User] = {}
+        self._tickets: dict[str, tuple[_Ticket, _LaneKey]] = {}
+        self._running: dict[str, RunningJob] = {}
+        self._running_seq: dict[str, int] = {}  # submission order, kept for requeue
+        self._guild_running: Counter[int | None] = Counter()
+        self._views: dict[str | None, _View] = {None: _View(None)}
+        # (time, user id, version): when one of that user's waiting jobs gets promoted by aging.
+        self._aging_events: list[tuple[float, int, int]] = []
+        self._submit_seq = itertools.count(1)
+        self._versions = itertools.count(1)
+        self._last_start_seq = 0
+        self._clock = float("-inf")
+        for device in devices:
+            self._view(device)
+
+    # ---- mutations -------------------------------------------------------------------------
+
+    def submit(self, job: QueuedJob) -> None:
+        if job.job_id in self._tickets or job.job_id in self._running:
+            raise ValueError(f"job {job.job_id} is already queued or running")
+        self._clock = max(self._clock, job.submitted_at)
+        self._enqueue(_Ticket(next(self._submit_seq), job))
+
+    def peek_batch(
+        self, device: str, now: float, loaded_model: object | None = None
+    ) -> list[QueuedJob]:
+        """The batch ``next_batch`` would start, without starting it (leader first)."""
+        view = self._view(device)
+        self._advance(view, now)
+        horizon = 2 * self.config.max_batch
+        order = list(itertools.islice(self._walk(view, now, respect_caps=True), horizon))
+        if not order:
+            return []
+        first_of_user: dict[int, int] = {}
+        for index, job in enumerate(order):
+            first_of_user.setdefault(job.user_id, index)
+        leader_index = 0
+        if loaded_model is not None:
+            for index, job in enumerate(order[: self.config.model_affinity_turns + 1]):
+                if job.model == loaded_model and first_of_user[job.user_id] == index:
+                    leader_index = index
+                    break
+        leader = order[leader_index]
+        batch = [leader]
+        blocked_users: set[int] = set()  # FIFO: a user's later job may not pass a skipped one
+        for index, job in enumerate(order):
+            if len(batch) == self.config.max_batch:
+                break
+            if index == leader_index:
+                continue
+            if job.user_id in blocked_users or job.batch_key != leader.batch_key:
+                blocked_users.add(job.user_id)
+                continue
+            batch.append(job)
+        return batch
+
+    def next_batch(
+        self, device: str, now: float, loaded_model: object | None = None
+    ) -> list[QueuedJob]:
+        """Start and return the next batch for ``device`` (empty when nothing can run there)."""
+        batch = self.peek_batch(device, now, loaded_model)
+        touched: set[int] = set()
+        for job in batch:
+            ticket, lane_key = self._tickets.pop(job.job_id)
+            user = self._users[job.user_id]
+            lane = user.lanes[lane_key]
+            if lane[0] is not ticket:
+                raise AssertionError(f"job {job.job_id} is not the head of its lane")
+            lane.popleft()
+            if not lane:
+                del user.lanes[lane_key]
+            self._last_start_seq += 1
+            user.start_seq = self._last_start_seq
+            user.running += 1
+            self._guild_running[job.guild_id] += 1
+            self._running[job.job_id] = RunningJob(job, device, now)
+            self._running_seq[job.job_id] = ticket.seq
+            touched.add(job.user_id)
+        for user_id in touched:
+            self._refresh(user_id)
+        return batch
+
+    def finish(self, job_id: str) -> None:
+        """A running job is done (rendered or failed): it leaves the scheduler."""
+        if job_id not in self._running:
+            raise KeyError(f"job {job_id} is not running")
+        self._release(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Drop a queued or running job; False when it is neither. Callers check ownership."""
+        if job_id in self._running:
+            self._release(job_id)
+            return True
+        found = self._tickets.pop(job_id, None)
+        if found is None:
+            return False
+        ticket, lane_key = found
+        user = self._users[ticket.job.user_id]
+        lane = user.lanes[lane_key]
+        lane.remove(ticket)
+        if not lane:
+            del user.lanes[lane_key]
+        self._refresh(ticket.job.user_id)
+        return True
+
+    def requeue(self, job_id: str) -> None:
+        """Put a running job whose worker died back in the queue, at its original place.
+
+        The user keeps the round-robin place their start gave them: the lost render is not
+        refunded as a turn, so a crashing job cannot be used to jump the queue.
+        """
+        if job_id not in self._running:
+            raise KeyError(f"job {job_id} is not running, so it cannot be requeued")
+        job = self._running[job_id].job
+        seq = self._release(job_id)
+        self._enqueue(_Ticket(seq, job))
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def owner_of(self, job_id: str) -> int | None:
+        job = self._find(job_id)
+        return None if job is None else job.user_id
+
+    def could_grow(self, batch: list[QueuedJob]) -> bool:
+        """Whether waiting ``batch_window_s`` for partners could make ``batch`` bigger.
+
+        A caller that wants partners does ``peek_batch``; if ``could_grow``, waits the window
+        (or until a submit), then takes ``next_batch``.
+        """
+        return 0 < len(batch) < self.config.max_batch
+
+    def position(self, job_id: str, now: float) -> int | None:
+        """How many queued jobs start before this one (0 = next); None if it is not queued.
+
+        Counted over every device and ignoring in-flight caps, which delay but do not reorder.
+        """
+        if job_id not in self._tickets:
+            return None
+        view = self._views[None]
+        self._advance(view, now)
+        for index, job in enumerate(self._walk(view, now, respect_caps=False)):
+            if job.job_id == job_id:
+                return index
+        raise AssertionError(f"queued job {job_id} is missing from the fair order")
+
+    def eta(self, job_id: str, now: float) -> float | None:
+        """Estimated time (same clock as ``now``) this queued job's render finishes.
+
+        The remaining work of running jobs and the ``est_seconds`` of the jobs ahead are shared
+        among the known devices. None when the job is not queued.
+        """
+        if job_id not in self._tickets:
+            return None
+        view = self._views[None]
+        self._advance(view, now)
+        work_ahead = sum(
+            max(0.0, running.job.est_seconds - (now - running.started_at))
+            for running in self._running.values()
+        )
+        for job in self._walk(view, now, respect_caps=False):
+            if job.job_id == job_id:
+                devices = max(1, len(self._views) - 1)
+                return now + work_ahead / devices + job.est_seconds
+            work_ahead += job.est_seconds
+        raise AssertionError(f"queued job {job_id} is missing from the fair order")
+
+    def fair_order(
+        self, now: float, device: str | None = None, *, respect_caps: bool = True
+    ) -> list[QueuedJob]:
+        """Queued jobs in the order they would start one at a time (``device`` None: any)."""
+        view = self._view(device)
+        self._advance(view, now)
+        return list(self._walk(view, now, respect_caps=respect_caps))
+
+    def snapshot(self, now: float) -> QueueSnapshot:
+        return QueueSnapshot(
+            running=tuple(sorted(self._running.values(), key=lambda r: r.started_at)),
+            queued=tuple(self.fair_order(now, respect_caps=False)),
+        )
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._tickets)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _find(self, job_id: str) -> QueuedJob | None:
+        if job_id in self._running:
+            return self._running[job_id].job
+        found = self._tickets.get(job_id)
+        return None if found is None else found[0].job
+
+    def _view(self, device: str | None) -> _View:
+        view = self._views.get(device)
+        if view is None:
+            view = self._views[device] = _View(device)
+            for user_id in self._users:
+                self._push(view, user_id)
+        return view
+
+    def _enqueue(self, ticket: _Ticket) -> None:
+        job = ticket.job
+        lane_key: _LaneKey = (job.priority, job.device)
+        user = self._users.setdefault(job.user_id, _User())
+        lane = user.lanes.setdefault(lane_key, deque())
+        # Tickets normally arrive in sequence order; a requeued one goes back to its place.
+        index = len(lane)
+        while index > 0 and lane[index - 1].seq > ticket.seq:
+            index -= 1
+        lane.insert(index, ticket)
+        self._tickets[job.job_id] = (ticket, lane_key)
+        self._refresh(job.user_id)
+
+    def _release(self, job_id: str) -> int:
+        """Forget a running job, freeing its in-flight slots; returns its submission seq."""
+        running = self._running.pop(job_id)
+        user = self._users[running.job.user_id]
+        user.running -= 1
+        self._guild_running[running.job.guild_id] -= 1
+        return self._running_seq.pop(job_id)
+
+    def _effective_class(self, job: QueuedJob, now: float) -> int:
+        # Promotion k happens at submitted_at + k * aging_seconds; _next_promotion uses the same
+        # expression so the aging events and this computation can never disagree.
+        promoted = int(job.priority)
+        while promoted < PriorityClass.PRIORITY and self._next_promotion(job, promoted) <= now:
+            promoted += 1
+        return promoted
+
+    def _next_promotion(self, job: QueuedJob, current_class: int) -> float:
+        return job.submitted_at + (current_class - job.priority + 1) * self.config.aging_seconds
+
+    def _head(
+        self, user: _User, view: _View, now: float, consumed: Counter[_LaneKey] | None = None
+    ) -> tuple[_Ticket, int] | None:
+        """The user's next job in ``view`` (after ``consumed`` simulated starts) and its class."""
+        best: tuple[_Ticket, int] | None = None
+        best_key: tuple[int, float, int] | None = None
+        for lane_key, lane in user.lanes.items():
+            if not view.fits(lane_key[1]):
+                continue
+            skipped = consumed[lane_key] if consumed else 0
+            if skipped >= len(lane):
+                continue
+            ticket = lane[skipped]
+            effective = self._effective_class(ticket.job, now)
+            key = (-effective, ticket.job.submitted_at, ticket.seq)
+            if best_key is None or key < best_key:
+                best, best_key = (ticket, effective), key
+        return best
+
+    def _refresh(self, user_id: int) -> None:
+        """Invalidate the user's index entries and push current ones into every view."""
+        user = self._users[user_id]
+        user.version = next(self._versions)
+        for view in self._views.values():
+            self._push(view, user_id)
+        promotions = []
+        for lane in user.lanes.values():
+            lane_class = self._effective_class(lane[0].job, self._clock)
+            if lane_class < PriorityClass.PRIORITY:
+                promotions.append(self._next_promotion(lane[0].job, lane_class))
+        if promotions:
+            heapq.heappush(self._aging_events, (min(promotions), user_id, user.version))
+        self._compact_if_needed()
+
+    def _push(self, view: _View, user_id: int) -> None:
+        user = self._users[user_id]
+        head = self._head(user, view, self._clock)
+        if head is not None:
+            ticket, effective = head
+            entry = (
+                -effective,
+                user.start_seq,
+                ticket.job.submitted_at,
+                ticket.seq,
+                user.version,
+                user_id,
+            )
+            heapq.heappush(view.heap, entry)
+
+    def _advance(self, view: _View, now: float) -> None:
+        """Move the clock to ``now``, re-index promoted users and drop stale entries on top."""
+        self._clock = max(self._clock, now)
+        events = self._aging_events
+        while events and events[0][0] <= now:
+            _, user_id, version = heapq.heappop(events)
+            if self._is_current(user_id, version):
+                self._refresh(user_id)
+        # Stale entries of users who just started sort first; dropping them here keeps walks short.
+        heap = view.heap
+        while heap and not self._is_current(heap[0][5], heap[0][4]):
+            heapq.heappop(heap)
+
+    def _compact_if_needed(self) -> None:
+        # Stale entries pile up with every refresh; rebuild once they dominate.
+        limit = 4 * len(self._users) + 64
+        for view in self._views.values():
+            if len(view.heap) > limit:
+                view.heap = [entry for entry in view.heap if self._is_current(entry[5], entry[4])]
+                heapq.heapify(view.heap)
+        if len(self._aging_events) > limit:
+            self._aging_events = [
+                event for event in self._aging_events if self._is_current(event[1], event[2])
+            ]
+            heapq.heapify(self._aging_events)
+
+    def _is_current(self, user_id: int, version: int) -> bool:
+        return self._users[user_id].version == version
+
+    def _walk(self, view: _View, now: float, *, respect_caps: bool) -> Iterator[QueuedJob]:
+        """Yield queued jobs in fair order, pretending each starts before the next is chosen."""
+        heap = list(view.heap)  # simulated starts are pushed into this copy only
+        simulated: dict[int, _Simulated] = {}
+        simulated_versions = itertools.count(-1, -1)
+        start_seqs = itertools.count(self._last_start_seq + 1)
+        guild_started: Counter[int | None] = Counter()
+        user_cap = self.config.per_user_in_flight
+        guild_cap = self.config.per_guild_in_flight
+        while heap:
+            *_, version, user_id = heapq.heappop(heap)
+            user = self._users[user_id]
+            state = simulated.get(user_id)
+            if version != (user.version if state is None else state.version):
+                continue
+            head = self._head(user, view, now, state.consumed if state else None)
+            assert head is not None, "a current index entry always has a head job"
+            ticket, _ = head
+            job = ticket.job
+            if respect_caps:
+                if user.running + (state.started if state else 0) >= user_cap:
+                    continue  # this user can start nothing more; drop them from the walk
+                guild_load = self._guild_running[job.guild_id] + guild_started[job.guild_id]
+                if guild_cap is not None and job.guild_id is not None and guild_load >= guild_cap:
+                    continue
+            yield job
+            if state is None:
+                state = simulated[user_id] = _Simulated(version=0, start_seq=0)
+            state.version = next(simulated_versions)
+            state.start_seq = next(start_seqs)
+            state.started += 1
+            state.consumed[(job.priority, job.device)] += 1
+            guild_started[job.guild_id] += 1
+            following = self._head(user, view, now, state.consumed)
+            if following is not None:
+                after, effective = following
+                heapq.heappush(
+                    heap,
+                    (
+                        -effective,
+                        state.start_seq,
+                        after.job.submitted_at,
+                        after.seq,
+                        state.version,
+                        user_id,
+                    ),
+                )

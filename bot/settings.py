@@ -1,0 +1,108 @@
+"""The one settings object: environment variables, or a ``.env`` file in the working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it and says what is accepted."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    discord_token: str = Field(default="", validation_alias="DISCORD_TOKEN")
+    discord_api_base: str = Field(
+        default=DISCORD_API_BASE_DEFAULT, validation_alias="DISCORD_API_BASE"
+    )
+    discord_gateway_url: str = Field(
+        default=DISCORD_GATEWAY_URL_DEFAULT, validation_alias="DISCORD_GATEWAY_URL"
+    )
+    dev_guild_id: int | None = Field(default=None, validation_alias="EASEL_DEV_GUILD_ID")
+    data_dir: Path = Field(default=Path("data"), validation_alias="EASEL_DATA_DIR")
+    models_dir: Path = Field(default=Path("models"), validation_alias="EASEL_MODELS_DIR")
+    wildcards_dir: Path = Field(default=Path("wildcards"), validation_alias="EASEL_WILDCARDS_DIR")
+    default_model: str | None = Field(default=None, validation_alias="EASEL_DEFAULT_MODEL")
+    # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
+    devices: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="EASEL_DEVICES"
+    )
+    queue_url: str = Field(default="", validation_alias="EASEL_QUEUE_URL")
+
+    @field_validator("dev_guild_id", "default_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _split_devices(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for device in value:
+            kind, _, index = device.partition(":")
+            if kind not in {"cpu", "cuda", "mps", "xpu"} or (index and not index.isdigit()):
+                raise ValueError(
+                    f"{device!r} is not a device; use cpu, cuda, cuda:N, mps or xpu:N, "
+                    "comma-separated"
+                )
+        return value
+
+    @field_validator("discord_api_base")
+    @classmethod
+    def _check_api_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://discord.com/api/v10")
+        return value
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _check_gateway(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws(s) URL such as wss://gateway.discord.gg/")
+        return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _check_queue_url(cls, value: str) -> str:
+        if value and not value.startswith(("nats://", "tls://")):
+            raise ValueError("must be empty (in-process queue) or a nats:// URL")
+        return value
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "easel.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    def require_token(self) -> None:
+        if not self.discord_token:
+            raise SettingsError(
+                "DISCORD_TOKEN is not set: put your bot token in .env (see .env.example) "
+                "or the environment"
+            )
+
+
+def load_settings(env_file: Path | None = Path(".env")) -> Settings:
+    """Read the settings, turning pydantic's report into one line that names the setting."""
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        value = first.get("input")
+        raise SettingsError(f"{name}={value!r} is invalid: {first['msg']}") from None

@@ -1,0 +1,187 @@
+"""The job journal and the images (history) each job produced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiosqlite
+
+from db.database import transaction
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: str
+    kind: str
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    request_json: str
+    created_at: float
+    parent_job_id: str | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    interaction_created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    status: JobStatus
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    parent_job_id: str | None
+    request_json: str
+    attempts: int
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    gpu_seconds: float | None
+    application_id: int | None
+    interaction_token: str | None
+    interaction_created_at: float | None
+    delivered_at: float | None
+    result_message_id: int | None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    job_id: str
+    idx: int
+    seed: int
+    path: str
+    infotext: str
+    width: int
+    height: int
+
+
+def _job(row: aiosqlite.Row) -> JobRecord:
+    data = dict(row)
+    data["status"] = JobStatus(data["status"])
+    return JobRecord(**data)
+
+
+async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
+    await conn.execute(
+        """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
+                             created_at, application_id, interaction_token, interaction_created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            job.id,
+            job.kind,
+            job.user_id,
+            job.guild_id,
+            job.channel_id,
+            job.parent_job_id,
+            job.request_json,
+            job.created_at,
+            job.application_id,
+            job.interaction_token,
+            job.interaction_created_at,
+        ),
+    )
+
+
+async def get_job(conn: aiosqlite.Connection, job_id: str) -> JobRecord | None:
+    async with conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    return _job(row) if row else None
+
+
+async def jobs_with_status(conn: aiosqlite.Connection, status: JobStatus) -> list[JobRecord]:
+    async with conn.execute(
+        "SELECT * FROM jobs WHERE status = ? ORDER BY created_at", (status.value,)
+    ) as cursor:
+        return [_job(row) for row in await cursor.fetchall()]
+
+
+async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
+    async with conn.execute(
+        """SELECT * FROM jobs WHERE status IN ('done', 'failed') AND delivered_at IS NULL
+           ORDER BY finished_at"""
+    ) as cursor:
+        return [_job(row) for row in await cursor.fetchall()]
+
+
+async def requeue_running(conn: aiosqlite.Connection) -> int:
+    """Jobs a dead process left running go back to the queue; returns how many."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"
+    )
+    return cursor.rowcount
+
+
+async def mark_running(conn: aiosqlite.Connection, job_ids: Iterable[str], now: float) -> None:
+    await conn.executemany(
+        """UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1
+           WHERE id = ? AND status = 'queued'""",
+        [(now, job_id) for job_id in job_ids],
+    )
+
+
+async def mark_done(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    images: list[ImageRecord],
+    gpu_seconds: float,
+    now: float,
+) -> None:
+    """Record the pictures and the finished state together, so a crash leaves one or the other."""
+    async with transaction(conn):
+        await conn.executemany(
+            """INSERT OR REPLACE INTO images (job_id, idx, seed, path, infotext, width, height)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [(i.job_id, i.idx, i.seed, i.path, i.infotext, i.width, i.height) for i in images],
+        )
+        await conn.execute(
+            """UPDATE jobs SET status = 'done', finished_at = ?, gpu_seconds = ?, error = NULL
+               WHERE id = ?""",
+            (now, gpu_seconds, job_id),
+        )
+
+
+async def mark_failed(
+    conn: aiosqlite.Connection, job_id: str, error: str, now: float, *, cancelled: bool = False
+) -> None:
+    status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
+    await conn.execute(
+        "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+        (status.value, now, error, job_id),
+    )
+
+
+async def claim_delivery(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
+    """Take the right to post a job's result; False when it was already taken (posted once)."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", (now, job_id)
+    )
+    return cursor.rowcount == 1
+
+
+async def release_delivery(conn: aiosqlite.Connection, job_id: str) -> None:
+    """Give the delivery back after a failed post so the next start tries again."""
+    await conn.execute("UPDATE jobs SET delivered_at = NULL WHERE id = ?", (job_id,))
+
+
+async def set_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> None:
+    await conn.execute("UPDATE jobs SET result_message_id = ? WHERE id = ?", (message_id, job_id))
+
+
+async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord]:
+    async with conn.execute(
+        "SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,)
+    ) as cursor:
+        return [ImageRecord(**dict(row)) for row in await cursor.fetchall()]

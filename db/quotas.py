@@ -1,0 +1,262 @@
+"""The quota ledger and the limit overrides (tables from ``0002_quota_ledger.sql``).
+
+A job's cost is reserved when it is accepted, then either committed with the measured GPU time
+or refunded (failure, cancel). ``UNIQUE (job_id, kind)`` makes every step idempotent, so a
+restart or a redelivered message can repeat it without charging twice.
+
+Every function here is one SQL statement (plus, on a no-op, a read to explain it), so it is
+atomic on its own and can also run inside a caller's ``transaction(conn)`` (for instance
+"check usage, reserve, journal the job" as one unit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiosqlite
+
+__all__ = [
+    "LIMIT_COLUMNS",
+    "LedgerError",
+    "LimitOverrides",
+    "LimitScope",
+    "Usage",
+    "clear_limits",
+    "commit",
+    "get_limits",
+    "overrides_for",
+    "refund",
+    "reserve",
+    "set_limits",
+    "usage",
+]
+
+# The limit columns of quota_limits; bot.quota.QuotaLimits has exactly these fields.
+LIMIT_COLUMNS = (
+    "images_per_day",
+    "images_per_week",
+    "images_per_month",
+    "gpu_seconds_per_day",
+    "gpu_seconds_per_week",
+    "gpu_seconds_per_month",
+)
+
+Limits = dict[str, float | None]
+
+_PAST = {"commit": "committed", "refund": "refunded"}
+
+
+class LedgerError(Exception):
+    """A ledger step that contradicts an earlier one (commit after refund, or the reverse)."""
+
+
+class LimitScope(StrEnum):
+    GUILD = "guild"  # the guild's default; subject_id is the guild id
+    ROLE = "role"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class Usage:
+    images: int
+    gpu_seconds: float
+
+
+@dataclass(frozen=True)
+class LimitOverrides:
+    """Everything stored that bears on one user's limits in one guild (None: no override)."""
+
+    user: Limits | None
+    roles: list[Limits]
+    guild: Limits | None
+
+
+async def reserve(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    user_id: int,
+    guild_id: int | None,
+    images: int,
+    est_gpu_s: float,
+    now: float,
+) -> bool:
+    """Hold ``images`` and ``est_gpu_s`` for the job; False if it was already reserved."""
+    if images < 0 or est_gpu_s < 0:
+        raise ValueError(
+            f"job {job_id}: images and est_gpu_s must be 0 or more, got {images}, {est_gpu_s}"
+        )
+    async with conn.execute(
+        "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
+        " VALUES (?, 'reserve', ?, ?, ?, ?, ?) ON CONFLICT (job_id, kind) DO NOTHING",
+        (job_id, user_id, guild_id, images, est_gpu_s, now),
+    ) as cursor:
+        return cursor.rowcount == 1
+
+
+async def commit(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    measured_gpu_s: float,
+    now: float,
+    *,
+    images: int | None = None,
+) -> bool:
+    """Charge the measured cost in place of the estimate (``images`` defaults to the reserved
+    count); False if already committed. Raises LedgerError if refunded or never reserved."""
+    if measured_gpu_s < 0 or (images is not None and images < 0):
+        raise ValueError(
+            f"job {job_id}: measured_gpu_s and images must be 0 or more, "
+            f"got {measured_gpu_s}, {images}"
+        )
+    async with conn.execute(
+        "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
+        " SELECT job_id, 'commit', user_id, guild_id, COALESCE(?, images), ?, ?"
+        " FROM quota_ledger WHERE job_id = ? AND kind = 'reserve' AND NOT EXISTS"
+        " (SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'refund')"
+        " ON CONFLICT (job_id, kind) DO NOTHING",
+        (images, measured_gpu_s, now, job_id, job_id),
+    ) as cursor:
+        if cursor.rowcount == 1:
+            return True
+    return await _explain_no_op(conn, job_id, done="commit", contradicting="refund")
+
+
+async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
+    """Release the job's reservation; False if already refunded. Raises LedgerError if the
+    job was committed (its cost is final) or never reserved."""
+    async with conn.execute(
+        "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
+        " SELECT job_id, 'refund', user_id, guild_id, images, gpu_seconds, ?"
+        " FROM quota_ledger WHERE job_id = ? AND kind = 'reserve' AND NOT EXISTS"
+        " (SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'commit')"
+        " ON CONFLICT (job_id, kind) DO NOTHING",
+        (now, job_id, job_id),
+    ) as cursor:
+        if cursor.rowcount == 1:
+            return True
+    return await _explain_no_op(conn, job_id, done="refund", contradicting="commit")
+
+
+async def _explain_no_op(
+    conn: aiosqlite.Connection, job_id: str, *, done: str, contradicting: str
+) -> bool:
+    # Rows are never removed, so this read cannot disagree with the insert that just did nothing.
+    async with conn.execute("SELECT kind FROM quota_ledger WHERE job_id = ?", (job_id,)) as cursor:
+        kinds = {row[0] for row in await cursor.fetchall()}
+    if done in kinds:
+        return False
+    if contradicting in kinds:
+        raise LedgerError(
+            f"job {job_id} was already {_PAST[contradicting]}; it cannot be {_PAST[done]}"
+        )
+    raise LedgerError(f"job {job_id} has no reservation to {done}")
+
+
+async def usage(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None, since: float
+) -> Usage:
+    """What the user has spent in the guild (None: DMs) on jobs reserved at or after ``since``:
+    committed costs plus reservations still outstanding. A job counts in the period it was
+    reserved in, even if it finished after the period ended."""
+    async with conn.execute(
+        "SELECT COALESCE(SUM(COALESCE(c.images, r.images)), 0),"
+        " COALESCE(SUM(COALESCE(c.gpu_seconds, r.gpu_seconds)), 0.0)"
+        " FROM quota_ledger AS r"
+        " LEFT JOIN quota_ledger AS c ON c.job_id = r.job_id AND c.kind = 'commit'"
+        " WHERE r.kind = 'reserve' AND r.user_id = ? AND r.guild_id IS ? AND r.at >= ?"
+        " AND NOT EXISTS"
+        " (SELECT 1 FROM quota_ledger AS f WHERE f.job_id = r.job_id AND f.kind = 'refund')",
+        (user_id, guild_id, since),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise AssertionError("an aggregate query returned no row")
+    return Usage(images=int(row[0]), gpu_seconds=float(row[1]))
+
+
+async def set_limits(
+    conn: aiosqlite.Connection,
+    scope: LimitScope,
+    guild_id: int,
+    subject_id: int,
+    limits: Mapping[str, float | None],
+    now: float,
+) -> None:
+    """Store an override; a limit missing from ``limits`` or None is unlimited at this level."""
+    unknown = sorted(set(limits) - set(LIMIT_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown quota limits {unknown}; known: {list(LIMIT_COLUMNS)}")
+    values = [limits.get(column) for column in LIMIT_COLUMNS]
+    for column, value in zip(LIMIT_COLUMNS, values, strict=True):
+        if value is not None and value < 0:
+            raise ValueError(f"{column} must be 0 or more (or None for unlimited), got {value}")
+    columns = ", ".join(LIMIT_COLUMNS)
+    placeholders = ", ".join("?" for _ in LIMIT_COLUMNS)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in LIMIT_COLUMNS)
+    await conn.execute(
+        f"INSERT INTO quota_limits (scope, guild_id, subject_id, {columns}, updated_at)"
+        f" VALUES (?, ?, ?, {placeholders}, ?)"
+        f" ON CONFLICT (scope, guild_id, subject_id) DO UPDATE SET {updates},"
+        " updated_at = excluded.updated_at",
+        (scope.value, guild_id, subject_id, *values, now),
+    )
+
+
+async def clear_limits(
+    conn: aiosqlite.Connection, scope: LimitScope, guild_id: int, subject_id: int
+) -> bool:
+    """Remove an override (the next level applies again); False if there was none."""
+    async with conn.execute(
+        "DELETE FROM quota_limits WHERE scope = ? AND guild_id = ? AND subject_id = ?",
+        (scope.value, guild_id, subject_id),
+    ) as cursor:
+        return cursor.rowcount == 1
+
+
+async def get_limits(
+    conn: aiosqlite.Connection, scope: LimitScope, guild_id: int, subject_id: int
+) -> Limits | None:
+    async with conn.execute(
+        f"SELECT {', '.join(LIMIT_COLUMNS)} FROM quota_limits"
+        " WHERE scope = ? AND guild_id = ? AND subject_id = ?",
+        (scope.value, guild_id, subject_id),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _limits(row)
+
+
+async def overrides_for(
+    conn: aiosqlite.Connection, guild_id: int, user_id: int, role_ids: Iterable[int]
+) -> LimitOverrides:
+    """The user's, their roles' and the guild's overrides, ready for ``bot.quota``."""
+    roles = sorted(set(role_ids))
+    role_marks = ", ".join("?" for _ in roles)
+    async with conn.execute(
+        f"SELECT scope, {', '.join(LIMIT_COLUMNS)} FROM quota_limits WHERE guild_id = ? AND ("
+        "(scope = 'user' AND subject_id = ?) OR (scope = 'guild' AND subject_id = ?)"
+        f" OR (scope = 'role' AND subject_id IN ({role_marks})))"
+        " ORDER BY subject_id",
+        (guild_id, user_id, guild_id, *roles),
+    ) as cursor:
+        rows = await cursor.fetchall()
+    by_scope: dict[str, list[Limits]] = {scope.value: [] for scope in LimitScope}
+    for row in rows:
+        by_scope[row[0]].append(_limits(row[1:]))
+    user = by_scope[LimitScope.USER.value]
+    guild = by_scope[LimitScope.GUILD.value]
+    return LimitOverrides(
+        user=user[0] if user else None,
+        roles=by_scope[LimitScope.ROLE.value],
+        guild=guild[0] if guild else None,
+    )
+
+
+def _limits(row: Iterable[object]) -> Limits:
+    values: Limits = {}
+    for column, value in zip(LIMIT_COLUMNS, row, strict=True):
+        if value is not None and not isinstance(value, int | float):
+            raise TypeError(f"quota_limits.{column} holds {value!r}, not a number")
+        values[column] = value
+    return values

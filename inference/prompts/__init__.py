@@ -1,0 +1,61 @@
+"""The web UI prompt language, pure Python (never imports torch): see ``plan`` for the flow."""
+
+from inference.prompts.attention import parse_attention
+from inference.prompts.composition import SubPrompt, split_subprompts
+from inference.prompts.errors import (
+    InlineFlagError,
+    PromptError,
+    UnknownWildcardError,
+    WildcardRecursionError,
+)
+from inference.prompts.extra_networks import ExtraNetwork, extract_extra_networks, find_embeddings
+from inference.prompts.flags import (
+    KNOWN_FLAGS,
+    InlineFlags,
+    parse_aspect_ratio,
+    parse_inline_flags,
+    resolve_flags,
+    resolve_size,
+)
+from inference.prompts.plan import PromptPlan, ScheduledText, SubPromptPlan, build_plan, explain
+from inference.prompts.schedule import ScheduleSegment, schedule_prompt
+from inference.prompts.styles import Style, apply_styles, load_styles, pick_styles
+from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
+from inference.prompts.wildcards import Expansion, WildcardLibrary, expand_prompt
+
+__all__ = [
+    "KNOWN_FLAGS",
+    "Chunk",
+    "ClipTokenizer",
+    "Expansion",
+    "ExtraNetwork",
+    "InlineFlagError",
+    "InlineFlags",
+    "PromptError",
+    "PromptPlan",
+    "ScheduleSegment",
+    "ScheduledText",
+    "Style",
+    "SubPrompt",
+    "SubPromptPlan",
+    "UnknownWildcardError",
+    "WildcardLibrary",
+    "WildcardRecursionError",
+    "apply_styles",
+    "build_plan",
+    "chunk_tokens",
+    "default_tokenizer",
+    "expand_prompt",
+    "explain",
+    "extract_extra_networks",
+    "find_embeddings",
+    "load_styles",
+    "parse_aspect_ratio",
+    "parse_attention",
+    "parse_inline_flags",
+    "pick_styles",
+    "resolve_flags",
+    "resolve_size",
+    "schedule_prompt",
+    "split_subprompts",
+]

@@ -1,0 +1,84 @@
+"""Attention (emphasis) syntax of the web UI: ``(x)``, ``[x]``, ``(x:1.5)`` and ``BREAK``.
+
+Behaviour follows the web UI, quirks included:
+
+* ``(x)`` multiplies by 1.1, ``[x]`` divides by 1.1, ``(x:w)`` multiplies by ``w``; nesting
+  multiplies, innermost first (so float results match the web UI to the last bit).
+* A bracket never closed applies its multiplier to everything after it; a closing bracket
+  with nothing open stays in the text as a literal character.
+* ``\\(``, ``\\)``, ``\\[``, ``\\]`` and ``\\\\`` are escapes; any other backslash is dropped
+  (so ``\\:`` reads as ``:``).
+* ``BREAK`` (uppercase, a word of its own) becomes ``("BREAK", -1.0)``; inside brackets
+  its marker is multiplied like any text, as in the web UI, and then no longer breaks.
+* Adjacent pieces with exactly equal weights are merged; an empty prompt is ``[("", 1.0)]``.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROUND_MULTIPLIER = 1.1
+SQUARE_MULTIPLIER = 1 / 1.1
+BREAK_MARKER = ("BREAK", -1.0)
+
+_TOKEN = re.compile(
+    r"""
+    \\[()\[\]\\]                            # escaped bracket or backslash
+    | \\                                    # lone backslash: dropped
+    | \(
+    | \[
+    | :\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)   # ':1.5)' closes a round bracket with a weight
+    | \)
+    | \]
+    | [^\\()\[\]:]+
+    | :
+    """,
+    re.VERBOSE,
+)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+
+
+def parse_attention(text: str) -> list[tuple[str, float]]:
+    """Split ``text`` into ``(piece, weight)`` pairs the way the web UI weights tokens."""
+    pieces: list[list[str | float]] = []
+    open_round: list[int] = []
+    open_square: list[int] = []
+
+    def multiply_from(start: int, factor: float) -> None:
+        for piece in pieces[start:]:
+            piece[1] = float(piece[1]) * factor
+
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        weight = match.group(1)
+        if token.startswith("\\"):
+            pieces.append([token[1:], 1.0])
+        elif token == "(":
+            open_round.append(len(pieces))
+        elif token == "[":
+            open_square.append(len(pieces))
+        elif weight is not None and open_round:
+            multiply_from(open_round.pop(), float(weight))
+        elif token == ")" and open_round:
+            multiply_from(open_round.pop(), ROUND_MULTIPLIER)
+        elif token == "]" and open_square:
+            multiply_from(open_square.pop(), SQUARE_MULTIPLIER)
+        else:
+            for index, part in enumerate(_BREAK.split(token)):
+                if index:
+                    pieces.append(list(BREAK_MARKER))
+                pieces.append([part, 1.0])
+
+    # Unclosed brackets reach to the end of the prompt, outermost first as in the web UI.
+    for start in open_round:
+        multiply_from(start, ROUND_MULTIPLIER)
+    for start in open_square:
+        multiply_from(start, SQUARE_MULTIPLIER)
+
+    merged: list[tuple[str, float]] = []
+    for piece_text, piece_weight in pieces:
+        if merged and merged[-1][1] == piece_weight:
+            merged[-1] = (merged[-1][0] + str(piece_text), merged[-1][1])
+        else:
+            merged.append((str(piece_text), float(piece_weight)))
+    return merged or [("", 1.0)]

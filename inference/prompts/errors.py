@@ -1,0 +1,37 @@
+"""Errors raised by the prompt language: each message names the problem and how to fix it."""
+
+from __future__ import annotations
+
+
+class PromptError(ValueError):
+    """A prompt the user must change; the message is shown to them as is."""
+
+
+class InlineFlagError(PromptError):
+    """An unknown ``--flag`` or a flag value outside its accepted range."""
+
+
+class UnknownWildcardError(PromptError):
+    """``__name__`` names no wildcard file or collection."""
+
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        self.name = name
+        self.suggestions = suggestions
+        hint = (
+            "did you mean " + ", ".join(f"__{s}__" for s in suggestions) + "?"
+            if suggestions
+            else "add a file named " + f"{name}.txt to the wildcards folder."
+        )
+        super().__init__(f"unknown wildcard __{name}__: {hint}")
+
+
+class WildcardRecursionError(PromptError):
+    """Wildcards that include each other without end."""
+
+    def __init__(self, chain: tuple[str, ...], limit: int) -> None:
+        self.chain = chain
+        path = " -> ".join(f"__{name}__" for name in chain)
+        super().__init__(
+            f"wildcards nest deeper than {limit} levels, most likely a wildcard that includes "
+            f"itself: {path}; remove the self-reference"
+        )

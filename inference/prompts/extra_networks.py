@@ -1,0 +1,95 @@
+"""Extra-network tags ``<kind:name:weight>`` and textual-inversion embeddings in a prompt.
+
+Like the web UI, every ``<word:...>`` tag is removed from the text whatever its kind.
+``<lora:name>`` means weight 1.0; ``<lora:name:te:unet>`` (or ``te=``/``unet=``) sets the text
+encoder and UNet weights apart. ``lyco`` and ``hypernet`` tags are recognised but not applied,
+and unknown names become warnings, never exceptions: a typo must not fail a render.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+_TAG = re.compile(r"<(\w+):([^>]+)>")
+SUPPORTED_KINDS = frozenset({"lora"})
+UNSUPPORTED_KINDS = frozenset({"lyco", "hypernet"})
+
+
+@dataclass(frozen=True)
+class ExtraNetwork:
+    """One tag: ``weight`` scales the text encoder, ``unet_weight`` the UNet."""
+
+    kind: str
+    name: str
+    weight: float
+    unet_weight: float
+
+
+def _closest(name: str, available: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(name, list(available), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(matches)}?)" if matches else ""
+
+
+def _number(text: str, what: str, warnings: list[str]) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        warnings.append(f"{what} {text!r} is not a number; using 1.0")
+        return None
+
+
+def _parse_tag(kind: str, args: list[str], warnings: list[str]) -> ExtraNetwork:
+    name, positional, named = args[0], [], {}
+    for arg in args[1:]:
+        key, sep, value = arg.partition("=")
+        if sep and key in ("te", "unet"):
+            named[key] = value
+        else:
+            positional.append(arg)
+    label = f"<{kind}:{name}> weight"
+    te_text = named.get("te", positional[0] if positional else None)
+    weight = 1.0 if te_text is None else _number(te_text, label, warnings)
+    weight = 1.0 if weight is None else weight
+    unet_text = named.get("unet", positional[1] if len(positional) > 1 else None)
+    unet_weight = weight if unet_text is None else _number(unet_text, label, warnings)
+    return ExtraNetwork(kind, name, weight, weight if unet_weight is None else unet_weight)
+
+
+def extract_extra_networks(
+    prompt: str, available_loras: Collection[str] | None = None
+) -> tuple[str, list[ExtraNetwork], list[str]]:
+    """Remove every ``<kind:...>`` tag; return the text, the tags and warnings.
+
+    ``available_loras`` (names without extension) enables the unknown-name check; ``None``
+    skips it (for callers that do not know the model folder, such as ``easel explain``).
+    """
+    networks: list[ExtraNetwork] = []
+    warnings: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        kind = match.group(1)
+        network = _parse_tag(kind, match.group(2).split(":"), warnings)
+        networks.append(network)
+        if kind in UNSUPPORTED_KINDS:
+            warnings.append(f"<{kind}:{network.name}> ignored: {kind} networks are not supported")
+        elif kind not in SUPPORTED_KINDS:
+            warnings.append(f"<{kind}:{network.name}> ignored: unknown extra network {kind!r}")
+        elif available_loras is not None and network.name not in available_loras:
+            warnings.append(
+                f"unknown LoRA {network.name!r} ignored{_closest(network.name, available_loras)}"
+            )
+        return ""
+
+    return _TAG.sub(take, prompt), networks, warnings
+
+
+def find_embeddings(prompt: str, available: Iterable[str]) -> list[str]:
+    """Textual-inversion names that appear as whole words (case-insensitive, like CLIP)."""
+    found = []
+    for name in available:
+        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", prompt, re.IGNORECASE):
+            found.append(name)
+    return sorted(found)

@@ -1,0 +1,184 @@
+"""Midjourney-style flags typed at the end of a prompt: ``a castle --ar 16:9 --seed 5``.
+
+Known flags: ``--ar W:H`` (each side 1..21; ``--aspect`` is the same), ``--seed N``
+(0..2**32-1, or -1 for random), ``--no a, b`` (appended to the negative prompt with ", "),
+``--steps N`` (1..150), ``--cfg X`` (0..30), ``--sampler NAME`` (one word or "quoted"),
+``--model NAME`` and ``--count N`` (1..4). Flags start at the first `` --word``; everything
+after that must be flags.
+
+Precedence: a slash-command option the user set explicitly beats the inline flag (both were
+typed on purpose, and the option is the more specific place); the conflict is reported in
+the warnings so the user sees which value was used. ``--no`` never conflicts: it adds to the
+negative prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+from inference.prompts.errors import InlineFlagError
+
+SEED_MAX = 2**32 - 1
+_WORD = re.compile(r'"([^"]*)"|(\S+)')
+_FLAGS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
+_ALIASES = {"aspect": "ar"}
+_USAGE = {
+    "ar": "--ar W:H with whole numbers 1..21 on each side, e.g. --ar 16:9",
+    "seed": "--seed N with N in 0..4294967295, or -1 for random",
+    "no": "--no followed by what to avoid, e.g. --no cars, people",
+    "steps": "--steps N with N in 1..150",
+    "cfg": "--cfg X with X in 0..30",
+    "sampler": '--sampler NAME, quoted when it has spaces: --sampler "DPM++ 2M Karras"',
+    "model": "--model NAME",
+    "count": "--count N with N in 1..4",
+}
+KNOWN_FLAGS = tuple(f"--{name}" for name in _USAGE)
+
+
+@dataclass(frozen=True)
+class InlineFlags:
+    """Settings typed in the prompt; ``None`` where the flag is absent."""
+
+    aspect_ratio: tuple[int, int] | None = None
+    seed: int | None = None
+    no: str | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    model: str | None = None
+    count: int | None = None
+
+
+_FIELD_OF = {"ar": "aspect_ratio"}
+
+
+def _bad(flag: str, value: str) -> InlineFlagError:
+    return InlineFlagError(f"bad value {value!r} for --{flag}: expected {_USAGE[flag]}")
+
+
+def _integer(flag: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _bad(flag, value) from None
+    if not low <= number <= high:
+        raise _bad(flag, value)
+    return number
+
+
+def parse_aspect_ratio(value: str, flag: str = "ar") -> tuple[int, int]:
+    """``"16:9"`` -> ``(16, 9)``; each side must be a whole number in 1..21."""
+    width, sep, height = value.partition(":")
+    if not (sep and width.strip().isdigit() and height.strip().isdigit()):
+        raise _bad(flag, value)
+    sides = int(width), int(height)
+    if not all(1 <= side <= 21 for side in sides):
+        raise _bad(flag, value)
+    return sides
+
+
+def _convert(flag: str, words: list[str]) -> object:
+    if flag == "no":
+        text = " ".join(words).strip()
+        if not text:
+            raise _bad(flag, text)
+        return text
+    if len(words) != 1:
+        shown = " ".join(words)
+        raise InlineFlagError(f"--{flag} takes one value, got {shown!r}: expected {_USAGE[flag]}")
+    value = words[0]
+    if flag == "ar":
+        return parse_aspect_ratio(value)
+    if flag == "seed":
+        return -1 if value == "-1" else _integer(flag, value, 0, SEED_MAX)
+    if flag == "steps":
+        return _integer(flag, value, 1, 150)
+    if flag == "count":
+        return _integer(flag, value, 1, 4)
+    if flag == "cfg":
+        try:
+            cfg = float(value)
+        except ValueError:
+            raise _bad(flag, value) from None
+        if not (math.isfinite(cfg) and 0 <= cfg <= 30):
+            raise _bad(flag, value)
+        return cfg
+    return value  # sampler, model: names are checked by the engine
+
+
+def _split_words(text: str) -> list[str]:
+    """Whitespace-separated words; "double quotes" group words (apostrophes are text)."""
+    return [
+        match.group(1) if match.group(1) is not None else match.group(2)
+        for match in _WORD.finditer(text)
+    ]
+
+
+def parse_inline_flags(prompt: str) -> tuple[str, InlineFlags]:
+    """Cut the flags off the end of ``prompt``: ``(prompt without flags, flags)``."""
+    start = _FLAGS_START.search(prompt)
+    if start is None:
+        return prompt, InlineFlags()
+    values: dict[str, object] = {}
+    flag: str | None = None
+    words: list[str] = []
+
+    def finish() -> None:
+        if flag is not None:
+            values[_FIELD_OF.get(flag, flag)] = _convert(flag, words)
+
+    for word in _split_words(prompt[start.start() :]):
+        if word.startswith("--") and word[2:3].isalpha():
+            finish()
+            name = word[2:].lower()
+            flag = _ALIASES.get(name, name)
+            if flag not in _USAGE:
+                raise InlineFlagError(
+                    f"unknown flag {word}: known flags are {', '.join(KNOWN_FLAGS)}"
+                )
+            if _FIELD_OF.get(flag, flag) in values:
+                raise InlineFlagError(f"--{flag} is given twice; keep one")
+            words = []
+        else:
+            words.append(word)
+    finish()
+    return prompt[: start.start()].rstrip(), InlineFlags(**values)  # type: ignore[arg-type]
+
+
+def resolve_flags(inline: InlineFlags, explicit: InlineFlags) -> tuple[InlineFlags, list[str]]:
+    """Merge flags typed in the prompt with options set explicitly; explicit ones win."""
+    merged = {}
+    warnings = []
+    for field in dataclasses.fields(InlineFlags):
+        typed, chosen = getattr(inline, field.name), getattr(explicit, field.name)
+        if chosen is not None and typed is not None and chosen != typed:
+            warnings.append(
+                f"the {field.name} option ({chosen}) overrides the prompt's flag ({typed})"
+            )
+        merged[field.name] = chosen if chosen is not None else typed
+    return InlineFlags(**merged), warnings
+
+
+def resolve_size(
+    aspect: str | tuple[int, int], base_pixels: int = 512 * 512, multiple_of: int = 64
+) -> tuple[int, int]:
+    """Width and height for an aspect ratio with about ``base_pixels`` pixels.
+
+    Each side is rounded to the nearest multiple of ``multiple_of`` (at least 8) and is at
+    least one multiple. ``aspect`` is ``"16:9"`` or ``(16, 9)``.
+    """
+    if multiple_of < 8 or multiple_of % 8:
+        raise ValueError(f"multiple_of must be a multiple of 8 and at least 8, got {multiple_of}")
+    if base_pixels < multiple_of * multiple_of:
+        raise ValueError(f"base_pixels must be at least {multiple_of**2}, got {base_pixels}")
+    ratio_w, ratio_h = parse_aspect_ratio(aspect) if isinstance(aspect, str) else aspect
+    width = math.sqrt(base_pixels * ratio_w / ratio_h)
+    height = math.sqrt(base_pixels * ratio_h / ratio_w)
+
+    def snap(side: float) -> int:
+        return max(multiple_of, round(side / multiple_of) * multiple_of)
+
+    return snap(width), snap(height)

@@ -1,0 +1,220 @@
+"""From what the user typed to what the text encoder needs, step by step: ``PromptPlan``.
+
+Order, as in the web UI with the dynamic-prompts extension: inline flags are cut off, styles
+applied, wildcards and ``{a|b}`` expanded (seeded by the image seed), extra-network tags
+removed (positive prompt only, as in the web UI), ``AND`` splits sub-prompts with their
+weights, each sub-prompt is scheduled over the steps (editing and alternation), each
+scheduled text is weighted by the attention parser and cut into 75-token chunks. The
+negative prompt gets the same scheduling but no ``AND`` and no weight.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference.prompts.attention import parse_attention
+from inference.prompts.composition import split_subprompts
+from inference.prompts.errors import PromptError
+from inference.prompts.extra_networks import ExtraNetwork, extract_extra_networks, find_embeddings
+from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
+from inference.prompts.schedule import schedule_prompt
+from inference.prompts.styles import Style, apply_styles
+from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
+from inference.prompts.wildcards import WildcardLibrary, expand_prompt
+
+DEFAULT_STEPS = 20
+MAX_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class ScheduledText:
+    """The text used up to and including ``until_step``, weighted and chunked."""
+
+    until_step: int
+    text: str
+    pieces: tuple[tuple[str, float], ...]
+    chunks: tuple[Chunk, ...]
+
+    @property
+    def token_count(self) -> int:
+        return sum(len(chunk.token_ids) for chunk in self.chunks)
+
+
+@dataclass(frozen=True)
+class SubPromptPlan:
+    weight: float
+    schedule: tuple[ScheduledText, ...]
+
+    def at_step(self, step: int) -> ScheduledText:
+        """The scheduled text in force at ``step`` (1-based)."""
+        return next(
+            (entry for entry in self.schedule if step <= entry.until_step), self.schedule[-1]
+        )
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Everything the engine needs from the prompt text for one image."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    subprompts: tuple[SubPromptPlan, ...]
+    negative: SubPromptPlan
+    extra_networks: tuple[ExtraNetwork, ...]
+    embeddings_used: tuple[str, ...]
+    flags: InlineFlags
+    warnings: tuple[str, ...] = field(default=())
+
+    def loras(self, available: Collection[str] | None = None) -> list[ExtraNetwork]:
+        """LoRA tags to apply: kind ``lora`` and, when ``available`` is given, a known name."""
+        return [
+            network
+            for network in self.extra_networks
+            if network.kind == "lora" and (available is None or network.name in available)
+        ]
+
+    def to_explain(self) -> dict[str, Any]:
+        """The ``easel explain`` JSON structure (docs: interfaces.md)."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "subprompts": [
+                {
+                    "weight": sub.weight,
+                    "schedule": [
+                        {
+                            "until_step": entry.until_step,
+                            "text": entry.text,
+                            "chunks": [
+                                [text, -1 if (text, weight) == ("BREAK", -1.0) else weight]
+                                for text, weight in entry.pieces
+                            ],
+                            "tokens": entry.token_count,
+                        }
+                        for entry in sub.schedule
+                    ],
+                }
+                for sub in self.subprompts
+            ],
+            "extra_networks": [
+                {"kind": n.kind, "name": n.name, "weight": n.weight} for n in self.extra_networks
+            ],
+            "warnings": list(self.warnings),
+        }
+
+
+def _plan_subprompt(
+    text: str, weight: float, steps: int, tokenizer: ClipTokenizer
+) -> SubPromptPlan:
+    schedule = []
+    for segment in schedule_prompt(text, steps):
+        pieces = parse_attention(segment.text)
+        chunks = chunk_tokens(pieces, tokenizer)
+        schedule.append(
+            ScheduledText(segment.until_step, segment.text, tuple(pieces), tuple(chunks))
+        )
+    return SubPromptPlan(weight, tuple(schedule))
+
+
+def _choose_seed(explicit: int | None, typed: int | None) -> int:
+    seed = explicit if explicit is not None else typed
+    if seed is None or seed == -1:
+        return random.randrange(SEED_MAX + 1)
+    if not 0 <= seed <= SEED_MAX:
+        raise PromptError(f"seed must be in 0..{SEED_MAX} or -1 for random, got {seed}")
+    return seed
+
+
+def build_plan(
+    prompt: str,
+    negative: str = "",
+    *,
+    seed: int | None = None,
+    steps: int | None = None,
+    wildcards: WildcardLibrary | Path | str | None = None,
+    styles: Sequence[Style] = (),
+    loras: Collection[str] | None = None,
+    embeddings: Collection[str] = (),
+    tokenizer: ClipTokenizer | None = None,
+) -> PromptPlan:
+    """Plan one image. ``seed``/``steps`` given here win over ``--seed``/``--steps`` flags.
+
+    ``seed`` is this image's seed (``None`` or -1: the flag's, else random). ``loras`` are
+    the LoRA names on disk (``None``: not checked); ``embeddings`` the textual-inversion
+    names. Raises ``PromptError`` for bad flags, unknown wildcards or steps out of range;
+    any other text is accepted.
+    """
+    typed_prompt, typed_flags = parse_inline_flags(prompt)
+    flags, warnings = resolve_flags(
+        typed_flags,
+        InlineFlags(seed=None if seed == -1 else seed, steps=steps),
+    )
+    steps = flags.steps if flags.steps is not None else DEFAULT_STEPS
+    if not 1 <= steps <= MAX_STEPS:
+        raise PromptError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
+    image_seed = _choose_seed(seed if seed != -1 else None, typed_flags.seed)
+    if flags.no:
+        negative = ", ".join(part for part in (negative.strip(), flags.no) if part)
+    typed_prompt, negative = apply_styles(typed_prompt, negative, styles)
+
+    library = (
+        wildcards if isinstance(wildcards, WildcardLibrary | None) else WildcardLibrary(wildcards)
+    )
+    expanded = expand_prompt(typed_prompt, image_seed, library)[0]
+    expanded_negative = expand_prompt(negative, image_seed, library)[0]
+    for warning in (*expanded.warnings, *expanded_negative.warnings):
+        if warning not in warnings:
+            warnings.append(warning)
+
+    text, networks, network_warnings = extract_extra_networks(expanded.text, loras)
+    warnings += network_warnings
+    if extract_extra_networks(expanded_negative.text)[1]:
+        warnings.append("extra-network tags in the negative prompt are read as plain text")
+
+    tokenizer = tokenizer or default_tokenizer()
+    subprompts = tuple(
+        _plan_subprompt(sub.text, sub.weight, steps, tokenizer) for sub in split_subprompts(text)
+    )
+    return PromptPlan(
+        prompt=expanded.text,
+        negative_prompt=expanded_negative.text,
+        seed=image_seed,
+        steps=steps,
+        subprompts=subprompts,
+        negative=_plan_subprompt(expanded_negative.text, 1.0, steps, tokenizer),
+        extra_networks=tuple(networks),
+        embeddings_used=tuple(find_embeddings(f"{text}\n{expanded_negative.text}", embeddings)),
+        flags=flags,
+        warnings=tuple(warnings),
+    )
+
+
+def explain(
+    prompt: str,
+    negative: str = "",
+    seed: int | None = None,
+    steps: int | None = None,
+    wildcards_dir: Path | str | None = None,
+    styles: Sequence[Style] = (),
+    loras: Collection[str] | None = None,
+    embeddings: Collection[str] = (),
+) -> dict[str, Any]:
+    """How the prompt is understood, as the ``easel explain`` JSON (no torch needed)."""
+    plan = build_plan(
+        prompt,
+        negative,
+        seed=seed,
+        steps=steps,
+        wildcards=wildcards_dir,
+        styles=styles,
+        loras=loras,
+        embeddings=embeddings,
+    )
+    return plan.to_explain()

@@ -1,0 +1,131 @@
+"""Which models exist under ``EASEL_MODELS_DIR``, what they are called and their web UI hash.
+
+Pure Python (no torch) so listing and validating model names costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from inference.types import RenderInputError
+
+log = logging.getLogger(__name__)
+
+ModelFormat = Literal["diffusers", "safetensors", "pickle"]
+
+# Searched in this order; on a name clash the first one found wins.
+CHECKPOINT_FOLDERS = (".", "Stable-diffusion", "checkpoints")
+PICKLE_SUFFIXES = (".ckpt", ".pt")
+HASH_CACHE_FILE = ".easel-hashes.json"
+# Diffusers folders are hashed by their UNet weights, the file that makes the model.
+UNET_WEIGHT_FILES = (
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.bin",
+)
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    format: ModelFormat
+
+    @property
+    def hashed_file(self) -> Path:
+        if self.format != "diffusers":
+            return self.path
+        for relative in UNET_WEIGHT_FILES:
+            if (self.path / relative).is_file():
+                return self.path / relative
+        return self.path / "model_index.json"
+
+
+def _entry_for(path: Path, allow_pickle: bool) -> ModelEntry | None:
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return ModelEntry(path.name, path, "diffusers")
+    if path.is_file() and path.suffix == ".safetensors":
+        return ModelEntry(path.stem, path, "safetensors")
+    if allow_pickle and path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        return ModelEntry(path.stem, path, "pickle")
+    return None
+
+
+class ModelRegistry:
+    """Scans the models folder on every lookup, so models dropped in appear without a restart."""
+
+    def __init__(self, models_dir: Path, allow_pickle: bool = False) -> None:
+        self.models_dir = Path(models_dir)
+        self.allow_pickle = allow_pickle
+
+    def scan(self) -> dict[str, ModelEntry]:
+        entries: dict[str, ModelEntry] = {}
+        for folder_name in CHECKPOINT_FOLDERS:
+            folder = self.models_dir / folder_name
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                entry = _entry_for(path, self.allow_pickle)
+                if entry is None:
+                    continue
+                if entry.name in entries:
+                    log.warning("model %s at %s hidden by %s", entry.name, path,
+                                entries[entry.name].path)
+                    continue
+                entries[entry.name] = entry
+        return entries
+
+    def names(self) -> list[str]:
+        return sorted(self.scan())
+
+    def resolve(self, name: str | None, default: str | None = None) -> ModelEntry:
+        """The entry for ``name`` (or the default, or the first model found)."""
+        entries = self.scan()
+        if not entries:
+            raise RenderInputError(
+                f"no models found in {self.models_dir}: put a .safetensors checkpoint or a "
+                "diffusers folder there (or run `easel tiny-model models/tiny` to try things out)"
+            )
+        wanted = name or default or sorted(entries)[0]
+        if wanted not in entries:
+            raise RenderInputError(
+                f"unknown model {wanted!r}; available: {', '.join(sorted(entries))}"
+            )
+        return entries[wanted]
+
+    def short_hash(self, entry: ModelEntry) -> str:
+        """The web UI's model hash: the first 10 hex digits of the file's SHA-256."""
+        return self.sha256(entry.hashed_file)[:10]
+
+    def sha256(self, file: Path) -> str:
+        cache_file = self.models_dir / HASH_CACHE_FILE
+        stat = file.stat()
+        key = str(file.resolve())
+        cache = _read_cache(cache_file)
+        cached = cache.get(key)
+        if cached and cached.get("mtime") == stat.st_mtime and cached.get("size") == stat.st_size:
+            return str(cached["sha256"])
+        digest = hashlib.sha256()
+        with file.open("rb") as stream:
+            while chunk := stream.read(_HASH_CHUNK):
+                digest.update(chunk)
+        cache[key] = {"mtime": stat.st_mtime, "size": stat.st_size, "sha256": digest.hexdigest()}
+        try:
+            cache_file.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        except OSError as error:  # a read-only models folder only costs re-hashing
+            log.info("cannot write hash cache %s: %s", cache_file, error)
+        return digest.hexdigest()
+
+
+def _read_cache(cache_file: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,102 @@
+"""Samplers by their Stable Diffusion web UI names, mapped onto diffusers schedulers.
+
+Pure Python at import time (diffusers is imported only to build a scheduler) so the bot can
+validate a sampler name without loading torch.
+
+Two names have no exact diffusers twin and use the closest solver:
+``DPM++ 2S a`` -> second-order single-step DPM-Solver++ (deterministic, not ancestral) and
+``DPM++ SDE`` -> second-order single-step SDE-DPM-Solver++ (k-diffusion's Brownian-tree
+version needs the torchsde package, and its noise would not follow our per-image seeds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from inference.types import RenderInputError
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
+
+DEFAULT_SAMPLER = "Euler a"
+SIGMA_SCHEDULES = {"Karras": "use_karras_sigmas", "Exponential": "use_exponential_sigmas"}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    scheduler_class: str
+    flags: dict[str, Any] = field(default_factory=dict)
+    # Whether the scheduler takes the Karras / Exponential sigma schedule flags.
+    sigma_schedules: bool = True
+
+
+_DPM_SOLVER_PP_2 = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+_SDE_DPM_SOLVER_PP_2 = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+
+BASE_SAMPLERS: dict[str, SamplerSpec] = {
+    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False),
+    "Euler": SamplerSpec("EulerDiscreteScheduler"),
+    "LMS": SamplerSpec("LMSDiscreteScheduler"),
+    "Heun": SamplerSpec("HeunDiscreteScheduler"),
+    "DPM2": SamplerSpec("KDPM2DiscreteScheduler"),
+    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
+    "DPM++ 2S a": SamplerSpec("DPMSolverSinglestepScheduler", _DPM_SOLVER_PP_2),
+    "DPM++ 2M": SamplerSpec("DPMSolverMultistepScheduler", _DPM_SOLVER_PP_2),
+    "DPM++ SDE": SamplerSpec("DPMSolverSinglestepScheduler", _SDE_DPM_SOLVER_PP_2),
+    "DPM++ 2M SDE": SamplerSpec("DPMSolverMultistepScheduler", _SDE_DPM_SOLVER_PP_2),
+    # SD was trained without sample clipping and with alpha_prod at t=0 below one.
+    "DDIM": SamplerSpec(
+        "DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, sigma_schedules=False
+    ),
+    "UniPC": SamplerSpec("UniPCMultistepScheduler"),
+    "LCM": SamplerSpec("LCMScheduler", sigma_schedules=False),
+}
+
+
+def _all_samplers() -> dict[str, SamplerSpec]:
+    samplers: dict[str, SamplerSpec] = {}
+    for name, spec in BASE_SAMPLERS.items():
+        if not spec.sigma_schedules:
+            samplers[name] = spec
+            continue
+        # Plain names reset every sigma-schedule flag a model's own config may carry.
+        samplers[name] = SamplerSpec(
+            spec.scheduler_class, {**spec.flags, **dict.fromkeys(SIGMA_SCHEDULES.values(), False)}
+        )
+        for schedule, flag in SIGMA_SCHEDULES.items():
+            samplers[f"{name} {schedule}"] = SamplerSpec(
+                spec.scheduler_class, {**samplers[name].flags, flag: True}
+            )
+    return samplers
+
+
+SAMPLERS: dict[str, SamplerSpec] = _all_samplers()
+_BY_FOLDED_NAME = {" ".join(name.casefold().split()): name for name in SAMPLERS}
+
+
+def sampler_names() -> list[str]:
+    return list(SAMPLERS)
+
+
+def canonical_sampler_name(name: str) -> str:
+    """The web UI spelling of ``name`` (case and spacing are forgiven)."""
+    canonical = _BY_FOLDED_NAME.get(" ".join(name.casefold().split()))
+    if canonical is None:
+        raise RenderInputError(
+            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}"
+        )
+    return canonical
+
+
+def make_scheduler(name: str, model_scheduler_config: Mapping[str, Any]) -> SchedulerMixin:
+    """A fresh scheduler for ``name`` built on the model's own noise schedule."""
+    import diffusers
+
+    spec = SAMPLERS[canonical_sampler_name(name)]
+    scheduler_class = getattr(diffusers, spec.scheduler_class)
+    scheduler: SchedulerMixin = scheduler_class.from_config(
+        dict(model_scheduler_config), **spec.flags
+    )
+    return scheduler

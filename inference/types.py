@@ -1,0 +1,104 @@
+"""The engine's contract: what a render asks for and what it gives back.
+
+Pure Python (no torch) so the bot, the queue and the database can build, store and
+compare requests without loading the inference stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["txt2img", "img2img", "inpaint", "upscale"]
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One generation as the engine sees it: every field already validated by the caller.
+
+    ``seed`` is concrete (never -1) once a job is journaled so a re-render is identical;
+    the engine still resolves -1 for direct callers such as ``easel render``.
+    Image inputs are file paths (PNG on disk) so the request stays JSON-serialisable.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler: str = "Euler a"
+    model: str | None = None
+    count: int = 1
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    mode: Mode = "txt2img"
+    init_image: str | None = None
+    mask_image: str | None = None
+    denoising_strength: float = 0.75
+    # Extra engine options (hires fix, inpaint fill mode, upscale factor...) keyed by name.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RenderRequest:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Requests with equal keys can share one pipeline call."""
+        return (
+            self.model,
+            self.width,
+            self.height,
+            self.sampler,
+            self.steps,
+            self.cfg_scale,
+            self.mode,
+        )
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """One output picture: the PNG bytes already carry the infotext."""
+
+    png: bytes
+    seed: int
+    infotext: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    step: int
+    total_steps: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 1.0
+
+    @property
+    def eta_s(self) -> float:
+        if self.step == 0:
+            return 0.0
+        return self.elapsed_s / self.step * (self.total_steps - self.step)
+
+
+ProgressCallback = Callable[[StepProgress], None]
+
+
+class RenderCancelled(Exception):
+    """Raised by the engine when the cancel event is set between two steps."""
+
+
+class RenderInputError(ValueError):
+    """A request the engine refuses before any tensor is made; the message teaches the fix."""

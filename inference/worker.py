@@ -1,0 +1,71 @@
+"""One thread per device: the async seam in front of the synchronous engine.
+
+The engine is plain torch code that must never run on the event loop and never share a device
+with another thread (a model switch must not race a running job), so each device gets a
+single-thread executor that owns its engine for the life of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
+
+
+class RenderEngine(Protocol):
+    def render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[RenderedImage]: ...
+
+
+EngineFactory = Callable[[str], RenderEngine]
+
+
+class DeviceWorker:
+    """Runs renders for one device on its own thread; the engine is built there, lazily."""
+
+    def __init__(self, device: str, engine_factory: EngineFactory) -> None:
+        self.device = device
+        self._engine_factory = engine_factory
+        self._engine: RenderEngine | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{device}")
+
+    async def render(
+        self,
+        request: RenderRequest,
+        progress: Callable[[StepProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[RenderedImage]:
+        loop = asyncio.get_running_loop()
+        thread_progress: ProgressCallback | None = None
+        if progress is not None:
+            report = progress
+
+            def thread_progress(step: StepProgress) -> None:
+                # Called on the device thread: hand the report to the event loop.
+                loop.call_soon_threadsafe(report, step)
+
+        return await loop.run_in_executor(
+            self._executor, self._render, request, thread_progress, cancel
+        )
+
+    def _render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[RenderedImage]:
+        if self._engine is None:
+            self._engine = self._engine_factory(self.device)
+        return self._engine.render(request, progress, cancel)
+
+    def close(self) -> None:
+        """Wait for the running render (if any) and stop the thread."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,56 @@
+"""Fixtures shared by the whole suite: tiny models and a guard against ERROR logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_discord.fixtures import fake_discord
+
+__all__ = ["error_logs", "fake_discord", "tiny_models_dir"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding one tiny random-weight SD1.5 model named ``tiny``."""
+    from inference.tiny import write_tiny_model
+
+    directory = tmp_path_factory.mktemp("models")
+    write_tiny_model(directory / "tiny", family="sd15", seed=0)
+    return directory
+
+
+class ErrorLogs(logging.Handler):
+    """Collects ERROR records; the test fails at teardown unless each was expected."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self._expected: list[re.Pattern[str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def expect(self, pattern: str) -> None:
+        self._expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        messages = [record.getMessage() for record in self.records]
+        return [m for m in messages if not any(p.search(m) for p in self._expected)]
+
+
+@pytest.fixture
+def error_logs() -> Iterator[ErrorLogs]:
+    handler = ErrorLogs()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+    if unexpected := handler.unexpected():
+        pytest.fail("ERROR logged:\n  " + "\n  ".join(unexpected), pytrace=False)

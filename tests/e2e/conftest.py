@@ -1,0 +1,56 @@
+"""Easel itself, built by its composition root, running against the fake Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from bot.app import EaselBot, build
+from bot.settings import Settings
+from inference.worker import EngineFactory
+from tests.conftest import ErrorLogs
+from tests.fake_discord import FakeDiscord
+from tests.fake_discord.fixtures import running_bot
+
+StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
+
+
+def easel_settings(fake: FakeDiscord, data_dir: Path, models_dir: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        DISCORD_TOKEN=fake.token,
+        DISCORD_API_BASE=fake.api_base,
+        DISCORD_GATEWAY_URL=fake.gateway_url,
+        EASEL_DEV_GUILD_ID=str(fake.guild_id),
+        EASEL_DATA_DIR=str(data_dir),
+        EASEL_MODELS_DIR=str(models_dir),
+        EASEL_DEVICES="cpu",
+    )
+
+
+@pytest.fixture
+def easel_settings_for_test(
+    fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
+) -> Settings:
+    return easel_settings(fake_discord, tmp_path / "data", tiny_models_dir)
+
+
+@pytest.fixture
+def start_easel(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings, error_logs: ErrorLogs
+) -> Callable[..., AbstractAsyncContextManager[EaselBot]]:
+    """``async with start_easel() as bot`` runs Easel (real engine unless one is given).
+
+    Every start uses the same data folder, so leaving the block and entering again is a restart.
+    """
+
+    @asynccontextmanager
+    async def start(engine_factory: EngineFactory | None = None) -> AsyncIterator[EaselBot]:
+        bot = build(easel_settings_for_test, engine_factory)
+        async with running_bot(fake_discord, bot):
+            yield bot
+
+    return start

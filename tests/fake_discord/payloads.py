@@ -1,0 +1,243 @@
+"""Discord API v10 JSON shapes as Discord sends them (the fields discord.py reads)."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import itertools
+import mimetypes
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+Json = dict[str, Any]
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+PERMISSION_ADMINISTRATOR = 1 << 3
+PERMISSION_VIEW_CHANNEL = 1 << 10
+PERMISSION_SEND_MESSAGES = 1 << 11
+PERMISSION_EMBED_LINKS = 1 << 14
+PERMISSION_ATTACH_FILES = 1 << 15
+PERMISSION_READ_MESSAGE_HISTORY = 1 << 16
+PERMISSION_USE_APPLICATION_COMMANDS = 1 << 31
+ALL_PERMISSIONS = (1 << 53) - 1
+DEFAULT_MEMBER_PERMISSIONS = (
+    PERMISSION_VIEW_CHANNEL
+    | PERMISSION_SEND_MESSAGES
+    | PERMISSION_EMBED_LINKS
+    | PERMISSION_ATTACH_FILES
+    | PERMISSION_READ_MESSAGE_HISTORY
+    | PERMISSION_USE_APPLICATION_COMMANDS
+)
+
+# Gateway intents that change what the fake sends.
+INTENT_GUILD_MEMBERS = 1 << 1
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
+
+# Message flags.
+FLAG_EPHEMERAL = 1 << 6
+FLAG_LOADING = 1 << 7
+FLAG_COMPONENTS_V2 = 1 << 15
+FLAGS_A_CLIENT_MAY_SET = (1 << 2) | (1 << 12) | FLAG_EPHEMERAL | FLAG_COMPONENTS_V2
+
+CHANNEL_TYPE_GUILD_TEXT = 0
+CHANNEL_TYPE_DM = 1
+
+
+class SnowflakeFactory:
+    """Ids with Discord's layout (ms since 2015 << 22), strictly increasing within a fake."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+
+    def next(self) -> int:
+        milliseconds = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return (milliseconds << 22) | (next(self._counter) & 0x3FFFFF)
+
+
+def iso_timestamp(epoch_seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch_seconds, datetime.UTC).isoformat()
+
+
+@dataclass
+class MemberRecord:
+    user_id: int
+    name: str
+    roles: tuple[int, ...]
+    permissions: int
+    joined_at: float
+    bot: bool = False
+
+
+@dataclass
+class RoleRecord:
+    role_id: int
+    name: str
+    permissions: int
+    position: int
+
+
+@dataclass
+class StoredAttachment:
+    """A file Discord holds: uploaded by the bot, or by a user as a command input."""
+
+    attachment_id: int
+    channel_id: int
+    filename: str
+    data: bytes
+    content_type: str
+    url: str
+    description: str | None = None
+    ephemeral: bool = False
+    width: int | None = field(init=False, default=None)
+    height: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.content_type.startswith("image/"):
+            self.width, self.height = image_size(self.data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def payload(self) -> Json:
+        data: Json = {
+            "id": str(self.attachment_id),
+            "filename": self.filename,
+            "size": self.size,
+            "url": self.url,
+            "proxy_url": self.url,
+            "content_type": self.content_type,
+        }
+        if self.width is not None:
+            data["width"], data["height"] = self.width, self.height
+        if self.description is not None:
+            data["description"] = self.description
+        if self.ephemeral:
+            data["ephemeral"] = True
+        return data
+
+
+def image_size(data: bytes) -> tuple[int | None, int | None]:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None, None
+
+
+def guess_content_type(filename: str, data: bytes) -> str:
+    """Discord ignores the uploaded part's content type and infers it from name and bytes."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    guessed, _ = mimetypes.guess_type(filename)
+    return guessed or "application/octet-stream"
+
+
+def user_payload(user_id: int, name: str, *, bot: bool = False) -> Json:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+    }
+
+
+def member_payload(member: MemberRecord, *, with_permissions: bool = False) -> Json:
+    data: Json = {
+        "user": user_payload(member.user_id, member.name, bot=member.bot),
+        "nick": None,
+        "avatar": None,
+        "roles": [str(role_id) for role_id in member.roles],
+        "joined_at": iso_timestamp(member.joined_at),
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "pending": False,
+    }
+    if with_permissions:
+        data["permissions"] = str(member.permissions)
+    return data
+
+
+def role_payload(role: RoleRecord) -> Json:
+    return {
+        "id": str(role.role_id),
+        "name": role.name,
+        "color": 0,
+        "hoist": False,
+        "icon": None,
+        "unicode_emoji": None,
+        "position": role.position,
+        "permissions": str(role.permissions),
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
+
+
+def text_channel_payload(channel_id: int, guild_id: int, name: str, position: int) -> Json:
+    return {
+        "id": str(channel_id),
+        "type": CHANNEL_TYPE_GUILD_TEXT,
+        "guild_id": str(guild_id),
+        "name": name,
+        "position": position,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "parent_id": None,
+        "flags": 0,
+    }
+
+
+def dm_channel_payload(channel_id: int, recipient: Json) -> Json:
+    return {
+        "id": str(channel_id),
+        "type": CHANNEL_TYPE_DM,
+        "recipients": [recipient],
+        "last_message_id": None,
+        "flags": 0,
+    }
+
+
+def message_payload(
+    *,
+    message_id: int,
+    channel_id: int,
+    guild_id: int | None,
+    author: Json,
+    created_at: float,
+    message_type: int = 0,
+) -> Json:
+    data: Json = {
+        "id": str(message_id),
+        "channel_id": str(channel_id),
+        "author": author,
+        "content": "",
+        "timestamp": iso_timestamp(created_at),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "components": [],
+        "pinned": False,
+        "type": message_type,
+        "flags": 0,
+    }
+    if guild_id is not None:
+        data["guild_id"] = str(guild_id)
+    return data

@@ -1,0 +1,268 @@
+"""The limits Discord enforces on what a bot sends; each check returns human-readable problems.
+
+Numbers are from Discord's developer docs (message, component, embed, interaction and
+application-command resources). A problem found here is answered with 400 code 50035
+("Invalid Form Body") and recorded as a violation, as a real Discord would reject it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from .payloads import FLAG_COMPONENTS_V2, Json
+
+MAX_CONTENT_CHARS = 2000
+MAX_ACTION_ROWS = 5
+MAX_BUTTONS_PER_ROW = 5
+MAX_CUSTOM_ID_CHARS = 100
+MAX_BUTTON_LABEL_CHARS = 80
+MAX_SELECT_OPTIONS = 25
+MAX_EMBEDS = 10
+MAX_EMBED_TOTAL_CHARS = 6000
+MAX_EMBED_FIELDS = 25
+MAX_FILES_PER_MESSAGE = 10
+MAX_AUTOCOMPLETE_CHOICES = 25
+MAX_CHOICE_NAME_CHARS = 100
+MAX_MODAL_TITLE_CHARS = 45
+MAX_MODAL_COMPONENTS = 5
+MAX_COMMANDS_PER_SCOPE = 100
+MAX_COMMAND_OPTIONS = 25
+MAX_COMMAND_DESCRIPTION_CHARS = 100
+COMMAND_NAME_PATTERN = re.compile(r"^[-_\w]{1,32}$")
+
+COMPONENT_ACTION_ROW = 1
+COMPONENT_BUTTON = 2
+BUTTON_STYLE_LINK = 5
+BUTTON_STYLE_PREMIUM = 6
+SELECT_COMPONENT_TYPES = frozenset({3, 5, 6, 7, 8})
+
+
+class Violation(enum.StrEnum):
+    """The kind a violation string starts with: ``f"{kind}: {detail}"``."""
+
+    LATE_ACK = "late-ack"
+    DOUBLE_ACK = "double-ack"
+    EXPIRED_TOKEN = "expired-token"
+    UNKNOWN_INTERACTION = "unknown-interaction"
+    NOT_ACKNOWLEDGED = "not-acknowledged"
+    WRONG_RESPONSE_TYPE = "wrong-response-type"
+    INVALID_MESSAGE = "invalid-message"
+    INVALID_AUTOCOMPLETE = "invalid-autocomplete"
+    INVALID_MODAL = "invalid-modal"
+    INVALID_COMMANDS = "invalid-commands"
+    FILE_TOO_LARGE = "file-too-large"
+    UNKNOWN_ROUTE = "unknown-route"
+    UNKNOWN_RESOURCE = "unknown-resource"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMIT_IGNORED = "rate-limit-ignored"
+    GATEWAY = "gateway"
+
+
+def message_problems(body: Json) -> list[str]:
+    problems: list[str] = []
+    content = body.get("content")
+    if isinstance(content, str) and len(content) > MAX_CONTENT_CHARS:
+        problems.append(
+            f"content is {len(content)} characters; Discord accepts at most {MAX_CONTENT_CHARS}"
+        )
+    problems += embed_problems(body.get("embeds") or [])
+    components_v2 = bool((body.get("flags") or 0) & FLAG_COMPONENTS_V2)
+    problems += component_problems(body.get("components") or [], components_v2=components_v2)
+    return problems
+
+
+def embed_problems(embeds: list[Json]) -> list[str]:
+    if len(embeds) > MAX_EMBEDS:
+        return [f"{len(embeds)} embeds; Discord accepts at most {MAX_EMBEDS} per message"]
+    problems: list[str] = []
+    total_chars = 0
+    for index, embed in enumerate(embeds):
+        fields = embed.get("fields") or []
+        if len(fields) > MAX_EMBED_FIELDS:
+            problems.append(f"embed {index} has {len(fields)} fields; at most {MAX_EMBED_FIELDS}")
+        total_chars += len(embed.get("title") or "") + len(embed.get("description") or "")
+        total_chars += sum(len(f.get("name", "")) + len(f.get("value", "")) for f in fields)
+        total_chars += len((embed.get("footer") or {}).get("text", ""))
+        total_chars += len((embed.get("author") or {}).get("name", ""))
+    if total_chars > MAX_EMBED_TOTAL_CHARS:
+        problems.append(
+            f"embeds hold {total_chars} characters in all; at most {MAX_EMBED_TOTAL_CHARS}"
+        )
+    return problems
+
+
+def walk_components(components: list[Json]) -> Iterator[Json]:
+    """Every component, rows and containers included, in document order."""
+    for component in components:
+        yield component
+        yield from walk_components(component.get("components") or [])
+        for key in ("component", "accessory"):
+            if isinstance(component.get(key), dict):
+                yield from walk_components([component[key]])
+
+
+def component_problems(components: list[Json], *, components_v2: bool) -> list[str]:
+    problems: list[str] = []
+    if not components_v2:
+        if len(components) > MAX_ACTION_ROWS:
+            problems.append(
+                f"{len(components)} action rows; Discord accepts at most {MAX_ACTION_ROWS}"
+            )
+        for index, row in enumerate(components):
+            if row.get("type") != COMPONENT_ACTION_ROW:
+                problems.append(
+                    f"top-level component {index} has type {row.get('type')}; "
+                    "without the components-v2 flag only action rows (type 1) are accepted"
+                )
+    for row in (c for c in walk_components(components) if c.get("type") == COMPONENT_ACTION_ROW):
+        problems += action_row_problems(row)
+    custom_ids = [c["custom_id"] for c in walk_components(components) if "custom_id" in c]
+    for custom_id in custom_ids:
+        if not 1 <= len(custom_id) <= MAX_CUSTOM_ID_CHARS:
+            problems.append(
+                f"custom_id {custom_id[:40]!r}... is {len(custom_id)} characters; "
+                f"Discord accepts 1 to {MAX_CUSTOM_ID_CHARS}"
+            )
+    duplicates = sorted(cid for cid, count in Counter(custom_ids).items() if count > 1)
+    if duplicates:
+        problems.append(f"custom_ids must be unique within a message; repeated: {duplicates}")
+    for button in (c for c in walk_components(components) if c.get("type") == COMPONENT_BUTTON):
+        problems += button_problems(button)
+    return problems
+
+
+def action_row_problems(row: Json) -> list[str]:
+    children: list[Json] = row.get("components") or []
+    if not children:
+        return ["an action row has no components; Discord needs 1 to 5"]
+    selects = [c for c in children if c.get("type") in SELECT_COMPONENT_TYPES]
+    if selects and len(children) > 1:
+        return ["a select menu must be alone in its action row"]
+    problems: list[str] = []
+    buttons = [c for c in children if c.get("type") == COMPONENT_BUTTON]
+    if len(buttons) > MAX_BUTTONS_PER_ROW:
+        problems.append(
+            f"an action row holds {len(buttons)} buttons; Discord accepts at most "
+            f"{MAX_BUTTONS_PER_ROW}"
+        )
+    for select in selects:
+        options = select.get("options") or []
+        if len(options) > MAX_SELECT_OPTIONS:
+            problems.append(
+                f"select {select.get('custom_id')!r} has {len(options)} options; "
+                f"at most {MAX_SELECT_OPTIONS}"
+            )
+    return problems
+
+
+def button_problems(button: Json) -> list[str]:
+    problems: list[str] = []
+    style = button.get("style")
+    label = button.get("label") or ""
+    if len(label) > MAX_BUTTON_LABEL_CHARS:
+        problems.append(f"button label {label[:30]!r}... exceeds {MAX_BUTTON_LABEL_CHARS} chars")
+    if style == BUTTON_STYLE_LINK:
+        if "custom_id" in button or not button.get("url"):
+            problems.append("a link button (style 5) needs a url and no custom_id")
+    elif style != BUTTON_STYLE_PREMIUM and not button.get("custom_id"):
+        problems.append(f"a button of style {style} needs a custom_id")
+    return problems
+
+
+def autocomplete_problems(body: Json) -> list[str]:
+    choices: list[Json] = body.get("choices") or []
+    problems: list[str] = []
+    if len(choices) > MAX_AUTOCOMPLETE_CHOICES:
+        problems.append(
+            f"{len(choices)} autocomplete choices; Discord accepts at most "
+            f"{MAX_AUTOCOMPLETE_CHOICES}"
+        )
+    for choice in choices:
+        name = str(choice.get("name", ""))
+        if not 1 <= len(name) <= MAX_CHOICE_NAME_CHARS:
+            problems.append(
+                f"choice name {name[:30]!r} is {len(name)} characters; "
+                f"Discord accepts 1 to {MAX_CHOICE_NAME_CHARS}"
+            )
+    return problems
+
+
+def modal_problems(body: Json) -> list[str]:
+    problems: list[str] = []
+    title = body.get("title") or ""
+    if not 1 <= len(title) <= MAX_MODAL_TITLE_CHARS:
+        problems.append(
+            f"modal title is {len(title)} characters; Discord accepts 1 to {MAX_MODAL_TITLE_CHARS}"
+        )
+    components: list[Json] = body.get("components") or []
+    if not 1 <= len(components) <= MAX_MODAL_COMPONENTS:
+        problems.append(
+            f"modal has {len(components)} top-level components; "
+            f"Discord accepts 1 to {MAX_MODAL_COMPONENTS}"
+        )
+    custom_id = body.get("custom_id") or ""
+    if not 1 <= len(custom_id) <= MAX_CUSTOM_ID_CHARS:
+        problems.append(
+            f"modal custom_id is {len(custom_id)} characters; 1 to {MAX_CUSTOM_ID_CHARS}"
+        )
+    return problems
+
+
+def command_list_problems(commands: Any) -> list[str]:
+    if not isinstance(commands, list):
+        return ["the body of a bulk overwrite must be a JSON array of commands"]
+    problems: list[str] = []
+    if len(commands) > MAX_COMMANDS_PER_SCOPE:
+        problems.append(f"{len(commands)} commands; at most {MAX_COMMANDS_PER_SCOPE} per scope")
+    keys = Counter((c.get("name"), c.get("type", 1)) for c in commands)
+    problems += [f"command {name!r} is defined twice" for (name, _), n in keys.items() if n > 1]
+    for command in commands:
+        problems += command_problems(command)
+    return problems
+
+
+def command_problems(command: Json) -> list[str]:
+    name = str(command.get("name", ""))
+    is_slash = command.get("type", 1) == 1
+    problems: list[str] = []
+    if is_slash and (not COMMAND_NAME_PATTERN.match(name) or name != name.lower()):
+        problems.append(f"command name {name!r} must be 1-32 lowercase letters, digits, '-' or '_'")
+    if is_slash:
+        description = str(command.get("description", ""))
+        if not 1 <= len(description) <= MAX_COMMAND_DESCRIPTION_CHARS:
+            problems.append(
+                f"/{name}: description is {len(description)} characters; "
+                f"Discord accepts 1 to {MAX_COMMAND_DESCRIPTION_CHARS}"
+            )
+    problems += option_list_problems(f"/{name}", command.get("options") or [])
+    return problems
+
+
+def option_list_problems(where: str, options: list[Json]) -> list[str]:
+    problems: list[str] = []
+    if len(options) > MAX_COMMAND_OPTIONS:
+        problems.append(f"{where}: {len(options)} options; at most {MAX_COMMAND_OPTIONS}")
+    seen_optional = False
+    for option in options:
+        option_name = option.get("name", "")
+        label = f"{where} {option_name}"
+        if option.get("type") in (1, 2):
+            problems += option_list_problems(label, option.get("options") or [])
+            continue
+        if not COMMAND_NAME_PATTERN.match(option_name) or option_name != option_name.lower():
+            problems.append(f"{label}: option names are 1-32 lowercase characters")
+        if option.get("required"):
+            if seen_optional:
+                problems.append(f"{label}: required options must come before optional ones")
+        else:
+            seen_optional = True
+        choices = option.get("choices") or []
+        if len(choices) > MAX_AUTOCOMPLETE_CHOICES:
+            problems.append(f"{label}: {len(choices)} choices; at most {MAX_AUTOCOMPLETE_CHOICES}")
+        if choices and option.get("autocomplete"):
+            problems.append(f"{label}: an option cannot have both choices and autocomplete")
+    return problems

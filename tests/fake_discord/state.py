@@ -1,0 +1,468 @@
+"""All the fake Discord holds: one guild, members, channels, messages, files, commands."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .payloads import (
+    ALL_PERMISSIONS,
+    DEFAULT_MEMBER_PERMISSIONS,
+    FLAG_EPHEMERAL,
+    FLAG_LOADING,
+    FLAGS_A_CLIENT_MAY_SET,
+    Json,
+    MemberRecord,
+    RoleRecord,
+    SnowflakeFactory,
+    StoredAttachment,
+    dm_channel_payload,
+    guess_content_type,
+    iso_timestamp,
+    member_payload,
+    message_payload,
+    role_payload,
+    text_channel_payload,
+    user_payload,
+)
+from .records import (
+    ChangeFeed,
+    InteractionHandle,
+    RateLimitRecord,
+    RestCall,
+    StoredMessage,
+    UploadedFile,
+)
+from .rules import MAX_FILES_PER_MESSAGE, Violation
+
+DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+
+
+class RequestRejected(Exception):
+    """Ends a request with Discord's error answer; ``violation`` is recorded when set."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        violation: tuple[Violation, str] | None = None,
+        errors: Json | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.violation = violation
+        self.errors = errors
+
+    def body(self) -> Json:
+        body: Json = {"code": self.code, "message": self.message}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+@dataclass
+class RateLimitPlan:
+    remaining: int
+    retry_after: float
+    is_global: bool
+
+
+class DiscordState:
+    def __init__(self, *, token: str, attachment_size_limit: int) -> None:
+        self.token = token
+        self.attachment_size_limit = attachment_size_limit
+        self.origin = ""  # "http://127.0.0.1:PORT", known once the server listens
+        self.ids = SnowflakeFactory()
+        self.feed = ChangeFeed()
+        self.clock_offset = 0.0
+        self.violations: list[str] = []
+        self.calls: list[RestCall] = []
+        self.rate_limit_plans: dict[tuple[str, str], RateLimitPlan] = {}
+        self.rate_limit_log: list[RateLimitRecord] = []
+
+        self.application_id = self.ids.next()
+        self.bot_user_id = self.application_id  # Discord gives a bot the application's id
+        self.guild_id = self.ids.next()
+        self.channel_id = self.ids.next()
+        self.owner_id = self.ids.next()
+        self.member_role_id = self.ids.next()
+        self.moderator_role_id = self.ids.next()
+        self.roles: dict[int, RoleRecord] = {
+            self.guild_id: RoleRecord(self.guild_id, "@everyone", DEFAULT_MEMBER_PERMISSIONS, 0),
+            self.member_role_id: RoleRecord(
+                self.member_role_id, "Member", DEFAULT_MEMBER_PERMISSIONS, 1
+            ),
+            self.moderator_role_id: RoleRecord(
+                self.moderator_role_id, "Moderator", DEFAULT_MEMBER_PERMISSIONS, 2
+            ),
+        }
+        self.members: dict[int, MemberRecord] = {}
+        self.add_member(self.bot_user_id, "Easel", bot=True)
+        self.tester_id = self.ids.next()
+        self.add_member(self.tester_id, "tester", roles=(self.member_role_id,))
+        self.add_member(
+            self.owner_id, "owner", roles=(self.member_role_id,), permissions=ALL_PERMISSIONS
+        )
+        self.channels: dict[int, Json] = {
+            self.channel_id: text_channel_payload(self.channel_id, self.guild_id, "studio", 0)
+        }
+        self.dm_channel_by_user: dict[int, int] = {}
+        self.messages: dict[int, StoredMessage] = {}
+        self.attachments: dict[int, StoredAttachment] = {}
+        self.global_commands: list[Json] = []
+        self.guild_commands: dict[int, list[Json]] = {}
+        self.interactions: dict[int, InteractionHandle] = {}
+
+    # -- clock and bookkeeping -------------------------------------------------------------
+
+    def now(self) -> float:
+        """Monotonic seconds on the fake's clock, which tests can move forward."""
+        return time.monotonic() + self.clock_offset
+
+    def wall_now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def violate(self, kind: Violation, detail: str) -> None:
+        self.violations.append(f"{kind}: {detail}")
+        self.feed.notify()
+
+    # -- people and places -----------------------------------------------------------------
+
+    def add_member(
+        self,
+        user_id: int,
+        name: str,
+        roles: tuple[int, ...] = (),
+        permissions: int | None = None,
+        *,
+        bot: bool = False,
+    ) -> MemberRecord:
+        unknown = [r for r in roles if r not in self.roles]
+        if unknown:
+            raise ValueError(f"unknown role ids {unknown}; known roles: {self.role_names()}")
+        member = MemberRecord(
+            user_id=user_id,
+            name=name,
+            roles=tuple(roles),
+            permissions=self._permissions_from_roles(roles) if permissions is None else permissions,
+            joined_at=self.wall_now(),
+            bot=bot,
+        )
+        self.members[user_id] = member
+        return member
+
+    def _permissions_from_roles(self, roles: tuple[int, ...]) -> int:
+        permissions = self.roles[self.guild_id].permissions
+        for role_id in roles:
+            permissions |= self.roles[role_id].permissions
+        return permissions
+
+    def role_names(self) -> dict[int, str]:
+        return {role.role_id: role.name for role in self.roles.values()}
+
+    def member(self, user_id: int) -> MemberRecord:
+        try:
+            return self.members[user_id]
+        except KeyError:
+            raise LookupError(
+                f"user {user_id} is not a member; add them with add_member() first "
+                f"(members: {[(m.user_id, m.name) for m in self.members.values()]})"
+            ) from None
+
+    def user_json(self, user_id: int) -> Json:
+        member = self.member(user_id)
+        return user_payload(member.user_id, member.name, bot=member.bot)
+
+    def bot_user_json(self) -> Json:
+        return self.user_json(self.bot_user_id)
+
+    def guild_json(self, *, with_members: bool) -> Json:
+        members = [
+            member_payload(m)
+            for m in self.members.values()
+            if with_members or m.user_id == self.bot_user_id
+        ]
+        return {
+            "id": str(self.guild_id),
+            "name": "Easel test guild",
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": str(self.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "premium_progress_bar_enabled": False,
+            "preferred_locale": "en-US",
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "vanity_url_code": None,
+            "features": [],
+            "roles": [role_payload(r) for r in self.roles.values()],
+            "emojis": [],
+            "stickers": [],
+            "joined_at": iso_timestamp(self.wall_now()),
+            "large": False,
+            "unavailable": False,
+            "member_count": len(self.members),
+            "members": members,
+            "channels": [c for c in self.channels.values() if c.get("guild_id")],
+            "threads": [],
+            "presences": [],
+            "voice_states": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+
+    def add_text_channel(self, name: str) -> int:
+        channel_id = self.ids.next()
+        position = len(self.channels)
+        self.channels[channel_id] = text_channel_payload(channel_id, self.guild_id, name, position)
+        return channel_id
+
+    def open_dm(self, user_id: int) -> Json:
+        if user_id not in self.dm_channel_by_user:
+            channel_id = self.ids.next()
+            self.dm_channel_by_user[user_id] = channel_id
+            self.channels[channel_id] = dm_channel_payload(channel_id, self.user_json(user_id))
+        return self.channels[self.dm_channel_by_user[user_id]]
+
+    def channel(self, channel_id: int) -> Json:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise RequestRejected(
+                404,
+                10003,
+                "Unknown Channel",
+                (Violation.UNKNOWN_RESOURCE, f"channel {channel_id} does not exist"),
+            ) from None
+
+    def guild_id_of(self, channel_id: int) -> int | None:
+        guild_id = self.channel(channel_id).get("guild_id")
+        return None if guild_id is None else int(guild_id)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def store_file(
+        self,
+        channel_id: int,
+        filename: str,
+        data: bytes,
+        *,
+        description: str | None = None,
+        ephemeral: bool = False,
+    ) -> StoredAttachment:
+        attachment_id = self.ids.next()
+        attachment = StoredAttachment(
+            attachment_id=attachment_id,
+            channel_id=channel_id,
+            filename=filename,
+            data=data,
+            content_type=guess_content_type(filename, data),
+            url=f"{self.origin}/attachments/{channel_id}/{attachment_id}/{filename}",
+            description=description,
+            ephemeral=ephemeral,
+        )
+        self.attachments[attachment_id] = attachment
+        return attachment
+
+    def check_upload_sizes(self, uploads: list[UploadedFile], limit: int, where: str) -> None:
+        if len(uploads) > MAX_FILES_PER_MESSAGE:
+            raise RequestRejected(
+                400,
+                50035,
+                "Invalid Form Body",
+                (
+                    Violation.INVALID_MESSAGE,
+                    f"{where}: {len(uploads)} files; at most {MAX_FILES_PER_MESSAGE}",
+                ),
+            )
+        for upload in uploads:
+            if len(upload.data) > limit:
+                raise RequestRejected(
+                    413,
+                    40005,
+                    "Request entity too large",
+                    (
+                        Violation.FILE_TOO_LARGE,
+                        f"{where}: {upload.filename!r} is {len(upload.data)} bytes; the limit "
+                        f"for this upload is {limit} bytes",
+                    ),
+                )
+
+    # -- messages --------------------------------------------------------------------------
+
+    def new_message(self, channel_id: int, author: Json, *, message_type: int = 0) -> StoredMessage:
+        message_id = self.ids.next()
+        payload = message_payload(
+            message_id=message_id,
+            channel_id=channel_id,
+            guild_id=self.guild_id_of(channel_id),
+            author=author,
+            created_at=self.wall_now(),
+            message_type=message_type,
+        )
+        message = StoredMessage(payload, self.attachments)
+        self.messages[message_id] = message
+        self.channels[channel_id]["last_message_id"] = str(message_id)
+        return message
+
+    def message_in_channel(self, channel_id: int, message_id: int) -> StoredMessage:
+        message = self.messages.get(message_id)
+        if message is None or message.deleted or message.channel_id != channel_id:
+            raise RequestRejected(
+                404,
+                10008,
+                "Unknown Message",
+                (
+                    Violation.UNKNOWN_RESOURCE,
+                    f"message {message_id} is not in channel {channel_id}",
+                ),
+            )
+        return message
+
+    def apply_message_body(
+        self, message: StoredMessage, body: Json, uploads: list[UploadedFile], *, editing: bool
+    ) -> None:
+        """Writes a create/edit body (already validated) into the stored message."""
+        payload = message.payload
+        for key, empty in (("content", ""), ("embeds", []), ("components", [])):
+            if key in body:
+                payload[key] = empty if body[key] is None else body[key]
+        requested_flags = int(body.get("flags") or 0) & FLAGS_A_CLIENT_MAY_SET
+        if editing:
+            # The ephemeral bit is fixed at creation; any edit ends a "thinking" state.
+            if "flags" in body:
+                ephemeral = payload["flags"] & FLAG_EPHEMERAL
+                payload["flags"] = ephemeral | (requested_flags & ~FLAG_EPHEMERAL)
+            payload["flags"] &= ~FLAG_LOADING
+            payload["edited_timestamp"] = iso_timestamp(self.wall_now())
+            message.edit_count += 1
+        else:
+            payload["flags"] = requested_flags
+        payload["attachments"] = self._resolve_attachments(message, body, uploads, editing)
+        self.feed.notify()
+
+    def _resolve_attachments(
+        self, message: StoredMessage, body: Json, uploads: list[UploadedFile], editing: bool
+    ) -> list[Json]:
+        existing = {int(a["id"]): a for a in message.payload["attachments"]} if editing else {}
+        listed: list[Json] | None = body.get("attachments")
+        by_index = {upload.index: upload for upload in uploads}
+        ephemeral = message.is_ephemeral
+        if listed is None:
+            kept = list(existing.values())
+            new_files = [
+                self.store_file(message.channel_id, u.filename, u.data, ephemeral=ephemeral)
+                for u in uploads
+            ]
+            return kept + [f.payload() for f in new_files]
+        result: list[Json] = []
+        used_indices: set[int] = set()
+        for entry in listed:
+            entry_id = int(entry["id"])
+            if entry_id in existing:
+                result.append(existing[entry_id])
+            elif entry_id in by_index:
+                upload = by_index[entry_id]
+                used_indices.add(entry_id)
+                stored = self.store_file(
+                    message.channel_id,
+                    entry.get("filename") or upload.filename,
+                    upload.data,
+                    description=entry.get("description"),
+                    ephemeral=ephemeral,
+                )
+                result.append(stored.payload())
+            else:
+                raise RequestRejected(
+                    400,
+                    50035,
+                    "Invalid Form Body",
+                    (
+                        Violation.INVALID_MESSAGE,
+                        f"attachments entry id {entry_id} is neither an attachment of message "
+                        f"{message.id} nor the index of an uploaded files[n] part "
+                        f"(uploaded: {sorted(by_index)})",
+                    ),
+                )
+        for index, upload in by_index.items():
+            if index not in used_indices:
+                stored = self.store_file(
+                    message.channel_id, upload.filename, upload.data, ephemeral=ephemeral
+                )
+                result.append(stored.payload())
+        return result
+
+    # -- commands --------------------------------------------------------------------------
+
+    def registered_commands(self, guild_id: int | None) -> list[Json]:
+        if guild_id is None:
+            return self.global_commands
+        return self.guild_commands.get(guild_id, [])
+
+    def find_command(self, name: str, command_type: int) -> Json:
+        """A registered command as the guild's members see it: guild commands shadow global."""
+        for command in [*self.guild_commands.get(self.guild_id, []), *self.global_commands]:
+            if command["name"] == name and command.get("type", 1) == command_type:
+                return command
+        registered = sorted(
+            (c["name"], c.get("type", 1))
+            for c in [*self.guild_commands.get(self.guild_id, []), *self.global_commands]
+        )
+        raise LookupError(
+            f"no command {name!r} of type {command_type} is registered; the bot synced "
+            f"(name, type): {registered} (did the bot call tree.sync()?)"
+        )
+
+    def command_json(self, command: Json, guild_id: int | None) -> Json:
+        """A registered command as Discord stores and returns it."""
+        stored: Json = {
+            "type": 1,
+            "default_member_permissions": None,
+            "nsfw": False,
+            "options": [],
+            **command,
+            "id": str(self.ids.next()),
+            "application_id": str(self.application_id),
+            "version": str(self.ids.next()),
+        }
+        if stored["type"] != 1:
+            stored.setdefault("description", "")
+        if guild_id is not None:
+            stored["guild_id"] = str(guild_id)
+        return stored
+
+    # -- interactions ----------------------------------------------------------------------
+
+    def interaction(self, interaction_id: int, token: str) -> InteractionHandle:
+        handle = self.interactions.get(interaction_id)
+        if handle is None or handle.token != token:
+            raise RequestRejected(
+                404,
+                10062,
+                "Unknown interaction",
+                (
+                    Violation.UNKNOWN_INTERACTION,
+                    f"callback for interaction {interaction_id} with a token the fake never issued",
+                ),
+            )
+        return handle
+
+    def interaction_by_token(self, token: str) -> InteractionHandle | None:
+        return next((h for h in self.interactions.values() if h.token == token), None)

@@ -1,0 +1,176 @@
+"""Each Discord rule the fake enforces is both answered like Discord and recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+
+from tests.fake_discord import FakeDiscord, Violation
+from tests.fake_discord_selftest.studio import OVERLONG_CUSTOM_ID, StudioBot
+
+
+def kinds(violations: list[str]) -> list[str]:
+    return [v.split(":", 1)[0] for v in violations]
+
+
+async def test_a_first_response_after_three_seconds_is_an_unknown_interaction(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command("slow")
+    fake_discord.advance_time(3.2)  # the bot answers 3.2 s after the interaction
+    studio_bot.release_slow.set()
+
+    error = await studio_bot.wait_for_outcome("slow")
+
+    assert isinstance(error, discord.NotFound) and error.code == 10062
+    assert handle.error_codes == [10062]
+    assert handle.acknowledged_at is None
+    assert kinds(fake_discord.take_violations()) == [Violation.LATE_ACK]
+
+
+async def test_a_second_initial_response_is_already_acknowledged(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command("twice")
+
+    error = await studio_bot.wait_for_outcome("twice")
+
+    assert isinstance(error, discord.HTTPException) and error.code == 40060
+    assert (await handle.wait_for_original()).content == "first follow-up"
+    assert kinds(fake_discord.take_violations()) == [Violation.DOUBLE_ACK]
+
+
+async def test_an_interaction_token_expires_after_fifteen_minutes(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command("deferred_edit")
+    await handle.wait_for_ack()
+    fake_discord.advance_time(15 * 60 + 1)
+    studio_bot.release_slow.set()
+
+    error = await studio_bot.wait_for_outcome("deferred_edit")
+
+    assert isinstance(error, discord.HTTPException)
+    assert (error.status, error.code) == (401, 50027)
+    assert kinds(fake_discord.take_violations()) == [Violation.EXPIRED_TOKEN]
+
+
+async def test_an_overlong_custom_id_is_rejected(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command("badview")
+
+    error = await studio_bot.wait_for_outcome("badview")
+
+    assert isinstance(error, discord.HTTPException) and error.code == 50035
+    assert handle.original is None
+    [violation] = fake_discord.take_violations()
+    assert violation.startswith(Violation.INVALID_MESSAGE)
+    assert f"is {len(OVERLONG_CUSTOM_ID)} characters" in violation
+
+
+async def test_a_file_over_the_interactions_limit_is_413(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command(
+        "bigfile", {"size": 2048}, attachment_size_limit=1024
+    )
+
+    error = await studio_bot.wait_for_outcome("bigfile")
+
+    assert isinstance(error, discord.HTTPException)
+    assert (error.status, error.code) == (413, 40005)
+    assert handle.error_codes == [40005]
+    assert kinds(fake_discord.take_violations()) == [Violation.FILE_TOO_LARGE]
+
+
+async def test_a_file_within_the_limit_is_accepted(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command(
+        "bigfile", {"size": 1024}, attachment_size_limit=1024
+    )
+    assert await studio_bot.wait_for_outcome("bigfile") == "sent"
+    [blob] = (await handle.wait_for_original()).attachments
+    assert blob.size == 1024
+
+
+async def test_more_than_25_autocomplete_choices_are_rejected(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    studio_bot.autocomplete_choice_count = 30
+    with pytest.raises(TimeoutError):
+        await fake_discord.autocomplete("pick", {"model": "x"}, focused="model", timeout=0.5)
+    assert kinds(fake_discord.take_violations()) == [Violation.INVALID_AUTOCOMPLETE]
+
+
+def button(custom_id: str) -> dict[str, Any]:
+    return {"type": 2, "style": 1, "label": custom_id, "custom_id": custom_id}
+
+
+def row(*custom_ids: str) -> dict[str, Any]:
+    return {"type": 1, "components": [button(c) for c in custom_ids]}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"content": "x" * 2001}, "content is 2001 characters"),
+        ({"components": [row(f"r{i}") for i in range(6)]}, "6 action rows"),
+        ({"components": [row(*(f"b{i}" for i in range(6)))]}, "holds 6 buttons"),
+        ({"components": [row("same"), row("same")]}, "repeated: ['same']"),
+        ({"embeds": [{"title": "t"}] * 11}, "11 embeds"),
+    ],
+)
+async def test_invalid_channel_messages_are_rejected(
+    fake_discord: FakeDiscord, body: dict[str, Any], problem: str
+) -> None:
+    url = f"{fake_discord.api_base}/channels/{fake_discord.channel_id}/messages"
+    headers = {"Authorization": f"Bot {fake_discord.token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers=headers) as response,
+    ):
+        answer = await response.json()
+
+    assert (response.status, answer["code"]) == (400, 50035)
+    [violation] = fake_discord.take_violations()
+    assert violation.startswith(Violation.INVALID_MESSAGE) and problem in violation
+    assert not fake_discord.messages
+
+
+async def test_unknown_routes_and_missing_auth_are_violations(fake_discord: FakeDiscord) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{fake_discord.api_base}/guilds/1/nothing-here") as response:
+            assert response.status == 404
+        async with session.get(f"{fake_discord.api_base}/users/@me") as response:
+            assert response.status == 401
+    assert kinds(fake_discord.take_violations()) == [
+        Violation.UNKNOWN_ROUTE,
+        Violation.UNAUTHORIZED,
+    ]
+    assert [str(c) for c in fake_discord.calls] == [
+        "GET /api/v10/guilds/1/nothing-here -> 404",
+        "GET /api/v10/users/@me -> 401",
+    ]
+
+
+async def test_invoking_an_unregistered_command_names_the_registered_ones(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    with pytest.raises(LookupError, match="'render', 1"):
+        await fake_discord.invoke_command("imagine", {"prompt": "x"})
+
+
+async def test_option_values_are_checked_like_discords_client(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    with pytest.raises(ValueError, match=r"outside the accepted range \[0, 99\]"):
+        await fake_discord.invoke_command("render", {"prompt": "x", "seed": 500})
+    with pytest.raises(TypeError, match="takes an int"):
+        await fake_discord.invoke_command("render", {"prompt": "x", "seed": "5"})
+    with pytest.raises(ValueError, match="needs its required option 'prompt'"):
+        await fake_discord.invoke_command("render", {})

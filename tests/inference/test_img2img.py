@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from inference.engine import Engine
+from inference.images import MASKED_CONTENTS
+from inference.infotext import parse_infotext
+from inference.types import RenderInputError, RenderRequest
+
+PixelReader = Callable[[bytes], np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An init picture (96x80, with shapes) and a mask with a white square in it."""
+    folder = tmp_path_factory.mktemp("pictures")
+    init = Image.new("RGB", (96, 80), (30, 120, 200))
+    ImageDraw.Draw(init).ellipse((10, 10, 60, 70), fill=(250, 200, 20))
+    mask = Image.new("L", (96, 80), 0)
+    ImageDraw.Draw(mask).rectangle((40, 24, 63, 47), fill=255)
+    empty_mask = Image.new("L", (96, 80), 0)
+    paths = {"init": folder / "init.png", "mask": folder / "mask.png", "empty": folder / "e.png"}
+    init.save(paths["init"])
+    mask.save(paths["mask"])
+    empty_mask.save(paths["empty"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def img2img(pictures: dict[str, str], **changes: Any) -> RenderRequest:
+    base = RenderRequest(
+        "a cat", seed=4, steps=4, width=64, height=64, mode="img2img",
+        init_image=pictures["init"], denoising_strength=0.5,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def inpaint(pictures: dict[str, str], **changes: Any) -> RenderRequest:
+    return img2img(pictures, mode="inpaint", mask_image=pictures["mask"], **changes)
+
+
+def test_img2img_is_reproducible_and_uses_its_inputs(
+    engine: Engine, pictures: dict[str, str], pixels: PixelReader, tmp_path: Path
+) -> None:
+    first = engine.render(img2img(pictures))[0]
+    assert np.array_equal(pixels(first.png), pixels(engine.render(img2img(pictures))[0].png))
+    assert (first.width, first.height) == (64, 64)
+    assert parse_infotext(first.infotext)[2]["Denoising strength"] == 0.5
+    stronger = engine.render(img2img(pictures, denoising_strength=0.9))[0]
+    assert not np.array_equal(pixels(first.png), pixels(stronger.png))
+    other_init = tmp_path / "other.png"
+    Image.new("RGB", (64, 64), "white").save(other_init)
+    other = engine.render(img2img(pictures, init_image=str(other_init)))[0]
+    assert np.abs(pixels(first.png) - pixels(other.png)).mean() > 1
+
+
+def test_inpaint_keeps_pixels_outside_the_mask(
+    engine: Engine, pictures: dict[str, str], pixels: PixelReader
+) -> None:
+    # Whole picture at the init's own size, no blur: the composite edge is the mask edge.
+    request = inpaint(pictures, width=96, height=80, options={"mask_blur": 0})
+    [image] = engine.render(request)
+    result = pixels(image.png)
+    original = np.asarray(Image.open(pictures["init"]).convert("RGB"), dtype=np.int16)
+    outside = np.ones(result.shape[:2], bool)
+    outside[24:48, 40:64] = False
+    assert np.array_equal(result[outside], original[outside])
+    assert np.abs(result[~outside] - original[~outside]).mean() > 5
+    params = parse_infotext(image.infotext)[2]
+    assert (params["Mask blur"], params["Masked content"]) == (0, "original")
+
+
+def test_inpaint_only_masked_returns_the_full_picture(
+    engine: Engine, pictures: dict[str, str], pixels: PixelReader
+) -> None:
+    request = inpaint(pictures, options={"only_masked": True, "only_masked_padding": 4})
+    [image] = engine.render(request)
+    assert (image.width, image.height) == (96, 80)  # the init's size, not the render size
+    result = pixels(image.png)
+    original = np.asarray(Image.open(pictures["init"]).convert("RGB"), dtype=np.int16)
+    # Far from the square (blur 4 reaches about 3 sigma) nothing changed.
+    assert np.array_equal(result[:, :20], original[:, :20])
+    assert np.array_equal(result[:8], original[:8])
+    assert np.abs(result[28:44, 44:60] - original[28:44, 44:60]).mean() > 5
+    params = parse_infotext(image.infotext)[2]
+    assert (params["Inpaint area"], params["Masked area padding"]) == ("Only masked", 4)
+
+
+@pytest.mark.parametrize("content", MASKED_CONTENTS)
+def test_every_masked_content_mode_runs(
+    engine: Engine, pictures: dict[str, str], content: str
+) -> None:
+    [image] = engine.render(inpaint(pictures, options={"masked_content": content}))
+    assert parse_infotext(image.infotext)[2]["Masked content"] == content
+
+
+def test_inverted_mask_repaints_the_outside(
+    engine: Engine, pictures: dict[str, str], pixels: PixelReader
+) -> None:
+    request = inpaint(pictures, width=96, height=80, options={"mask_blur": 0, "mask_invert": True})
+    result = pixels(engine.render(request)[0].png)
+    original = np.asarray(Image.open(pictures["init"]).convert("RGB"), dtype=np.int16)
+    assert np.array_equal(result[24:48, 40:64], original[24:48, 40:64])
+    assert np.abs(result[:20] - original[:20]).mean() > 5
+
+
+def test_nine_channel_inpainting_model(
+    engine: Engine, pictures: dict[str, str], pixels: PixelReader
+) -> None:
+    request = inpaint(pictures, model="tiny-inpainting", width=96, height=80,
+                      options={"mask_blur": 0})
+    result = pixels(engine.render(request)[0].png)
+    original = np.asarray(Image.open(pictures["init"]).convert("RGB"), dtype=np.int16)
+    assert np.array_equal(result[:24], original[:24])
+    # txt2img and img2img on an inpainting model repaint everything through its inpaint path.
+    txt2img = RenderRequest("a cat", seed=1, steps=2, width=64, height=64, model="tiny-inpainting")
+    assert engine.render(txt2img)[0].width == 64
+    assert engine.render(img2img(pictures, model="tiny-inpainting"))[0].height == 64
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"init_image": None}, "img2img needs an init image"),
+        ({"init_image": "/nonexistent.png"}, "init image '/nonexistent.png' does not exist"),
+        ({"mode": "inpaint"}, "inpaint needs a mask image"),
+        ({"mode": "inpaint", "mask_image": "MASK", "options": {"mask_blur": 65}},
+         "mask blur must be a whole number from 0 to 64, got 65"),
+        ({"mode": "inpaint", "mask_image": "MASK", "options": {"masked_content": "x"}},
+         "masked content must be one of fill, original, latent noise, latent nothing"),
+        ({"mode": "inpaint", "mask_image": "EMPTY"}, "the mask is empty"),
+        ({"mode": "upscale"}, "mode 'upscale' is not supported"),
+    ],
+)
+def test_bad_inputs_are_refused(
+    engine: Engine, pictures: dict[str, str], changes: dict[str, Any], message: str
+) -> None:
+    names = {"MASK": pictures["mask"], "EMPTY": pictures["empty"]}
+    changes = {key: names.get(value, value) if isinstance(value, str) else value
+               for key, value in changes.items()}
+    with pytest.raises(RenderInputError, match=message):
+        engine.render(img2img(pictures, **changes))

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from sd_parsers import ParserManager
+
+from inference.infotext import (
+    format_infotext,
+    infotext_from_png,
+    parse_infotext,
+    parse_parameters,
+    png_with_infotext,
+)
+
+# Written by hand in the layout the web UI puts in its PNGs.
+WEB_UI_SAMPLE = (
+    "masterpiece, (best quality:1.2), a castle on a hill, <lora:detail:0.6>\n"
+    "Negative prompt: lowres, bad anatomy,\nworst quality\n"
+    "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 3960000142, "
+    "Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, "
+    "Denoising strength: 0.45, Hires upscale: 2, Hires upscaler: Latent, "
+    'Lora hashes: "detail: 62b0bd5e1e6c", Version: v1.6.0'
+)
+
+
+def test_parse_web_ui_sample() -> None:
+    prompt, negative, params = parse_infotext(WEB_UI_SAMPLE)
+    assert prompt == "masterpiece, (best quality:1.2), a castle on a hill, <lora:detail:0.6>"
+    assert negative == "lowres, bad anatomy,\nworst quality"
+    assert params["Steps"] == 28
+    assert params["Sampler"] == "DPM++ 2M Karras"
+    assert params["CFG scale"] == 6.5
+    assert params["Seed"] == 3960000142
+    assert params["Size"] == "512x768"
+    assert params["Model hash"] == "6ce0161689"
+    assert params["Lora hashes"] == "detail: 62b0bd5e1e6c"
+    assert params["Version"] == "v1.6.0"
+
+
+def test_parse_without_negative_or_parameters() -> None:
+    assert parse_infotext("just a prompt") == ("just a prompt", "", {})
+    # A last line with fewer than three pairs is still prompt, as in the web UI.
+    assert parse_infotext("a cat\nstyle: ink") == ("a cat\nstyle: ink", "", {})
+
+
+def test_format_matches_web_ui_layout() -> None:
+    text = format_infotext(
+        "a cat",
+        "",
+        {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 1, "Size": "512x512",
+         "Model hash": "abcdef1234", "Model": "name", "Variation seed": None},
+    )
+    assert text == (
+        "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, "
+        "Model hash: abcdef1234, Model: name"
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", "with, comma", "key: colon", 'starts "quoted', "multi\nline", "ünïcödé 猫"]
+)
+def test_round_trip(value: str) -> None:
+    params = {"Steps": 4, "CFG scale": 7.5, "Seed": 42, "Model": value, "Denoising strength": 0.3}
+    text = format_infotext("a (cat:1.1),\nsecond line", "neg, ugly", params)
+    assert parse_infotext(text) == ("a (cat:1.1),\nsecond line", "neg, ugly", params)
+
+
+def test_unbalanced_quote_is_not_parameters() -> None:
+    assert parse_parameters('Steps: 1, Model: "open, Seed: 2') is None
+
+
+def test_png_chunk_read_back_by_us_and_sd_parsers() -> None:
+    infotext = format_infotext(
+        "a cat",
+        "blurry",
+        {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7, "Seed": 99, "Size": "64x64"},
+    )
+    png = png_with_infotext(Image.new("RGB", (64, 64), "red"), infotext)
+    assert infotext_from_png(png) == infotext
+    info = ParserManager().parse(Image.open(io.BytesIO(png)))
+    assert info is not None
+    assert [p.value for p in info.prompts] == ["a cat"]
+    assert [p.value for p in info.negative_prompts] == ["blurry"]
+    sampler = info.samplers[0]
+    assert sampler.name == "Euler a"
+    assert sampler.parameters["seed"] == "99"
+
+
+def test_non_latin1_text_survives_png() -> None:
+    png = png_with_infotext(Image.new("RGB", (8, 8)), "猫 on a mat")
+    assert infotext_from_png(png) == "猫 on a mat"
+    assert infotext_from_png(png_with_infotext(Image.new("RGB", (8, 8)), "x")) == "x"

@@ -1,0 +1,152 @@
+"""The in-process queue on a real SQLite file, with an engine that needs no torch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.queue import FinishedJob, JobQueue, Submission
+from db import jobs as journal
+from db.database import connect
+from inference.infotext import infotext_from_png
+from inference.types import RenderRequest
+from inference.worker import DeviceWorker
+from tests.support.engines import InstantEngine
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.delivered: list[FinishedJob] = []
+        self.arrived = asyncio.Event()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        self.delivered.append(job)
+        self.arrived.set()
+        return 1000 + len(self.delivered)
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.delivered) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    connection = await connect(tmp_path / "easel.sqlite3")
+    yield connection
+    await connection.close()
+
+
+def make_queue(conn: aiosqlite.Connection, tmp_path: Path, engine: InstantEngine) -> JobQueue:
+    return JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images")
+
+
+def submission(prompt: str = "a cat", seed: int = 1, count: int = 1) -> Submission:
+    return Submission(
+        kind="imagine",
+        request=RenderRequest(prompt, seed=seed, count=count, steps=2),
+        user_id=7,
+        channel_id=9,
+    )
+
+
+async def test_job_runs_stores_pngs_and_is_delivered_once(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = make_queue(conn, tmp_path, InstantEngine())
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    job_id = await queue.submit(submission(count=2, seed=40))
+    await sink.wait_for(1)
+    await queue.stop()
+
+    finished = sink.delivered[0]
+    assert finished.job_id == job_id and finished.succeeded
+    assert [image.seed for image in finished.images] == [40, 41]
+    infotext = infotext_from_png(finished.images[1].path.read_bytes())
+    assert infotext is not None and "Seed: 41" in infotext
+    record = await journal.get_job(conn, job_id)
+    assert record is not None
+    assert record.status is journal.JobStatus.DONE and record.attempts == 1
+    assert record.result_message_id == 1001 and record.delivered_at is not None
+
+    # A second start finds nothing left to deliver.
+    queue = make_queue(conn, tmp_path, InstantEngine())
+    queue.set_sink(sink)
+    await queue.start()
+    await queue.stop()
+    assert len(sink.delivered) == 1
+
+
+async def test_engine_failure_is_journaled_and_reported(
+    conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = make_queue(conn, tmp_path, InstantEngine(fail_on="boom"))
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    job_id = await queue.submit(submission(prompt="boom"))
+    await sink.wait_for(1)
+    await queue.stop()
+    assert not sink.delivered[0].succeeded
+    assert sink.delivered[0].error == "internal error (RuntimeError)"
+    assert job_id in caplog.text  # the log names the job, with its traceback
+    record = await journal.get_job(conn, job_id)
+    assert record is not None and record.status is journal.JobStatus.FAILED
+
+
+async def test_restart_requeues_running_and_delivers_finished(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    # A previous process journaled two jobs, started one, and died.
+    first = make_queue(conn, tmp_path, InstantEngine())
+    running = await first.submit(submission(seed=1))
+    waiting = await first.submit(submission(seed=2))
+    await journal.mark_running(conn, [running], 0.0)
+
+    engine = InstantEngine()
+    queue = make_queue(conn, tmp_path, engine)
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    await sink.wait_for(2)
+    await queue.stop()
+    assert {job.job_id for job in sink.delivered} == {running, waiting}
+    assert sorted(request.seed for request in engine.rendered) == [1, 2]
+    record = await journal.get_job(conn, running)
+    assert record is not None and record.attempts == 2
+
+
+async def test_failed_delivery_is_retried_at_next_start(
+    conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenSink(RecordingSink):
+        async def deliver(self, job: FinishedJob) -> int | None:
+            self.arrived.set()
+            raise ConnectionError("discord is down")
+
+    queue = make_queue(conn, tmp_path, InstantEngine())
+    broken = BrokenSink()
+    queue.set_sink(broken)
+    await queue.start()
+    job_id = await queue.submit(submission())
+    async with asyncio.timeout(10):
+        await broken.arrived.wait()
+    await queue.stop()
+    assert "delivery failed" in caplog.text
+
+    engine = InstantEngine()
+    queue = make_queue(conn, tmp_path, engine)
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    await sink.wait_for(1)
+    await queue.stop()
+    assert sink.delivered[0].job_id == job_id
+    assert engine.rendered == []  # delivered from the stored PNGs, not rendered again

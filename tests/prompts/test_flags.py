@@ -1,0 +1,100 @@
+"""Midjourney-style inline flags and aspect-ratio sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.prompts import (
+    InlineFlagError,
+    InlineFlags,
+    parse_inline_flags,
+    resolve_flags,
+    resolve_size,
+)
+
+
+def test_all_flags() -> None:
+    prompt, flags = parse_inline_flags(
+        "a castle, dusk --ar 16:9 --seed 5 --no cars, people --steps 30 --cfg 6.5 "
+        '--sampler "DPM++ 2M Karras" --model sdxl-base --count 2'
+    )
+    assert prompt == "a castle, dusk"
+    assert flags == InlineFlags(
+        (16, 9), 5, "cars, people", 30, 6.5, "DPM++ 2M Karras", "sdxl-base", 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected_prompt", "expected"),
+    [
+        ("a cat", "a cat", InlineFlags()),
+        ("a cat --seed -1", "a cat", InlineFlags(seed=-1)),
+        ("a cat --aspect 2:3", "a cat", InlineFlags(aspect_ratio=(2, 3))),
+        ("a--b cat --sampler Euler", "a--b cat", InlineFlags(sampler="Euler")),
+        ("a cat --no people's faces", "a cat", InlineFlags(no="people's faces")),
+        ("--steps 1", "", InlineFlags(steps=1)),
+        ("a -- b", "a -- b", InlineFlags()),
+    ],
+)
+def test_flag_parsing(prompt: str, expected_prompt: str, expected: InlineFlags) -> None:
+    assert parse_inline_flags(prompt) == (expected_prompt, expected)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a --v 5", "unknown flag --v: known flags are --ar, --seed, --no, --steps"),
+        ("a --ar 22:9", "bad value '22:9' for --ar: expected --ar W:H with whole numbers 1..21"),
+        ("a --ar 16x9", "bad value '16x9' for --ar"),
+        ("a --steps 0", "bad value '0' for --steps: expected --steps N with N in 1..150"),
+        ("a --steps 151", "1..150"),
+        ("a --cfg 31", "bad value '31' for --cfg: expected --cfg X with X in 0..30"),
+        ("a --cfg inf", "--cfg"),
+        ("a --count 5", "N in 1..4"),
+        ("a --seed 4294967296", "0..4294967295, or -1"),
+        ("a --seed -2", "--seed"),
+        ("a --sampler DPM++ 2M", "quoted when it has spaces"),
+        ("a --no", "--no followed by"),
+        ("a --seed 1 --seed 2", "--seed is given twice"),
+        ("a --steps", "--steps takes one value"),
+    ],
+)
+def test_flag_errors_teach(prompt: str, message: str) -> None:
+    with pytest.raises(InlineFlagError) as caught:
+        parse_inline_flags(prompt)
+    assert message in str(caught.value)
+
+
+def test_explicit_options_win_and_conflicts_are_reported() -> None:
+    typed = InlineFlags(seed=5, steps=30, no="cars")
+    merged, warnings = resolve_flags(typed, InlineFlags(seed=7, cfg=4.0))
+    assert merged == InlineFlags(seed=7, steps=30, no="cars", cfg=4.0)
+    assert warnings == ["the seed option (7) overrides the prompt's flag (5)"]
+    assert resolve_flags(typed, InlineFlags(seed=5)) == (typed, [])
+
+
+@pytest.mark.parametrize(
+    ("aspect", "base", "multiple", "expected"),
+    [
+        ("1:1", 512 * 512, 64, (512, 512)),
+        ("16:9", 512 * 512, 64, (704, 384)),
+        ("9:16", 512 * 512, 64, (384, 704)),
+        ("2:3", 1024 * 1024, 64, (832, 1280)),
+        ((21, 1), 512 * 512, 64, (2368, 128)),
+        ("3:2", 512 * 512, 8, (624, 416)),
+    ],
+)
+def test_resolve_size(
+    aspect: str | tuple[int, int], base: int, multiple: int, expected: tuple[int, int]
+) -> None:
+    width, height = resolve_size(aspect, base, multiple)
+    assert (width, height) == expected
+    assert width % multiple == 0 and height % multiple == 0
+    assert abs(width * height - base) / base < 0.2  # extreme ratios lose most to rounding
+
+
+def test_resolve_size_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        resolve_size("1:1", multiple_of=4)
+    with pytest.raises(InlineFlagError, match=r"1\.\.21"):
+        resolve_size("0:1")

@@ -1,0 +1,47 @@
+"""Random text through every stage: nothing raises, each example within 50 ms."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference.prompts import InlineFlagError, explain, parse_attention, schedule_prompt
+
+_PIECES = st.sampled_from(
+    [
+        *list("()[]{}:|\\<>_#$%,. -\n"),
+        "a",
+        "cat",
+        "1",
+        "0.5",
+        "1.2",
+        "BREAK",
+        " AND ",
+        "<lora:x:0.5>",
+        "__w__",
+        "--no",
+        "é",
+        "猫",
+        "🎉",
+    ]
+)
+PROMPTS = st.lists(_PIECES, max_size=40).map("".join) | st.text(max_size=60)
+
+
+def setup_module() -> None:
+    """Load the vocabulary and build dynamicprompts' parser once, outside the deadline."""
+    explain("{a|b} __w__ (x) [y:z:2]", seed=1)
+
+
+@settings(max_examples=10_000, deadline=50, suppress_health_check=[HealthCheck.too_slow])
+@given(prompt=PROMPTS, steps=st.integers(1, 12))
+def test_random_prompts_never_raise(prompt: str, steps: int) -> None:
+    assert parse_attention(prompt)
+    segments = schedule_prompt(prompt, steps)
+    assert segments[-1].until_step == steps
+    try:
+        result = explain(prompt, seed=1, steps=steps)
+    except InlineFlagError as error:  # a typed "--word" is checked on purpose
+        assert "--" in prompt and str(error)
+    else:
+        assert result["subprompts"] and result["seed"] == 1

@@ -1,0 +1,129 @@
+"""AND composition, extra networks, embeddings and styles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inference.prompts import (
+    ExtraNetwork,
+    PromptError,
+    Style,
+    apply_styles,
+    extract_extra_networks,
+    find_embeddings,
+    load_styles,
+    pick_styles,
+    split_subprompts,
+)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("a cat", [("a cat", 1.0)]),
+        ("a cat:1.5", [("a cat", 1.5)]),
+        ("a cat : 1.5 ", [("a cat", 1.5)]),
+        ("a cat AND a dog", [("a cat", 1.0), (" a dog", 1.0)]),
+        ("a cat:1.2 AND a dog:0.5", [("a cat", 1.2), (" a dog", 0.5)]),
+        ("a cat AND a dog:-1", [("a cat", 1.0), (" a dog", -1.0)]),
+        ("a cat and a dog", [("a cat and a dog", 1.0)]),
+        ("a catAND dog", [("a catAND dog", 1.0)]),
+        ("a,AND,b", [("a,", 1.0), (",b", 1.0)]),
+        ("(cat:1.5)", [("(cat:1.5)", 1.0)]),
+        ("x:2.", [("x", 2.0)]),
+        ("x:.5", [("x", 0.5)]),
+        ("AND", [("", 1.0), ("", 1.0)]),
+    ],
+)
+def test_split_subprompts(prompt: str, expected: list[tuple[str, float]]) -> None:
+    assert [(s.text, s.weight) for s in split_subprompts(prompt)] == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "network"),
+    [
+        ("a <lora:x:0.8> b", "a  b", ExtraNetwork("lora", "x", 0.8, 0.8)),
+        ("<lora:x>", "", ExtraNetwork("lora", "x", 1.0, 1.0)),
+        ("<lora:x:0.5:0.2>", "", ExtraNetwork("lora", "x", 0.5, 0.2)),
+        ("<lora:x:te=0.3:unet=0.7>", "", ExtraNetwork("lora", "x", 0.3, 0.7)),
+        ("<lora:x:-1>", "", ExtraNetwork("lora", "x", -1.0, -1.0)),
+        ("<lora:my-lora v2:1>", "", ExtraNetwork("lora", "my-lora v2", 1.0, 1.0)),
+    ],
+)
+def test_lora_tags(prompt: str, text: str, network: ExtraNetwork) -> None:
+    assert extract_extra_networks(prompt) == (text, [network], [])
+
+
+def test_unknown_lora_is_a_warning_with_suggestion() -> None:
+    text, networks, warnings = extract_extra_networks("<lora:detial:1>", ["detail", "style"])
+    assert text == "" and networks[0].name == "detial"
+    assert warnings == ["unknown LoRA 'detial' ignored (did you mean detail?)"]
+
+
+def test_unsupported_and_unknown_kinds_are_removed_with_warnings() -> None:
+    text, networks, warnings = extract_extra_networks("a <lyco:x:1> <hypernet:h:0.5> <foo:y>")
+    assert text == "a   "
+    assert [n.kind for n in networks] == ["lyco", "hypernet", "foo"]
+    assert len(warnings) == 3 and "not supported" in warnings[0] and "unknown" in warnings[2]
+
+
+def test_bad_lora_weight_warns_and_uses_one() -> None:
+    _, networks, warnings = extract_extra_networks("<lora:x:strong>")
+    assert networks == [ExtraNetwork("lora", "x", 1.0, 1.0)]
+    assert "'strong' is not a number" in warnings[0]
+
+
+def test_not_a_tag_stays() -> None:
+    assert extract_extra_networks("a <b> c <:x>") == ("a <b> c <:x>", [], [])
+
+
+def test_find_embeddings_whole_words_case_insensitive() -> None:
+    found = find_embeddings(
+        "EasyNegative, bad-hands-5, notbadhands",
+        ["easynegative", "bad-hands-5", "badhands", "absent"],
+    )
+    assert found == ["bad-hands-5", "easynegative"]
+
+
+@pytest.fixture
+def styles_file(tmp_path: Path) -> Path:
+    path = tmp_path / "styles.csv"
+    path.write_text(
+        "name,prompt,negative_prompt\n"
+        'cinematic,"cinematic still of {prompt}, film grain","cartoon"\n'
+        "vivid,vivid colors,\n"
+        ',"ignored row",\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_load_and_apply_styles(styles_file: Path) -> None:
+    styles = load_styles(styles_file)
+    assert set(styles) == {"cinematic", "vivid"}
+    picked = pick_styles(["cinematic", "vivid"], styles)
+    assert apply_styles("a cat", "blurry", picked) == (
+        "cinematic still of a cat, film grain, vivid colors",
+        "blurry, cartoon",
+    )
+    assert apply_styles("", "", [styles["vivid"]]) == ("vivid colors", "")
+
+
+def test_unknown_style_names_closest(styles_file: Path) -> None:
+    with pytest.raises(
+        PromptError, match="unknown style 'cinematik' \\(did you mean cinematic\\?\\)"
+    ):
+        pick_styles(["cinematik"], load_styles(styles_file))
+
+
+def test_styles_file_without_columns(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("title,text\nx,y\n", encoding="utf-8")
+    with pytest.raises(PromptError, match="missing name, prompt"):
+        load_styles(path)
+
+
+def test_style_without_placeholder_on_empty_style() -> None:
+    assert apply_styles("a cat ", "", [Style("s", "", "")]) == ("a cat", "")

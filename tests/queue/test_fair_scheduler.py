@@ -1,0 +1,391 @@
+"""FairScheduler: fair order, caps, aging, batching bound, devices, position/ETA, cancel."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.scheduler import (
+    FairScheduler,
+    PriorityClass,
+    QueuedJob,
+    SchedulerConfig,
+)
+
+STANDARD = PriorityClass.STANDARD
+_ids = itertools.count()
+
+
+def job(
+    user: int,
+    *,
+    at: float = 0.0,
+    model: str = "sd15",
+    priority: PriorityClass = STANDARD,
+    guild: int | None = 1,
+    device: str | None = None,
+    est: float = 10.0,
+) -> QueuedJob:
+    return QueuedJob(
+        job_id=f"u{user}-{next(_ids)}",
+        user_id=user,
+        guild_id=guild,
+        batch_key=(model, 512, 512),
+        priority=priority,
+        submitted_at=at,
+        est_seconds=est,
+        device=device,
+    )
+
+
+def drain_one_at_a_time(scheduler: FairScheduler, now: float = 0.0) -> list[QueuedJob]:
+    """Start and finish jobs one by one on one device, returning the start order."""
+    started = []
+    while batch := scheduler.next_batch("cpu", now):
+        assert len(batch) == 1
+        started.append(batch[0])
+        scheduler.finish(batch[0].job_id)
+    return started
+
+
+@dataclass
+class Simulation:
+    """One device rendering every batch in ``render_s``; jobs arrive at their submitted_at."""
+
+    scheduler: FairScheduler
+    render_s: float = 1.0
+    batches: list[tuple[float, list[QueuedJob]]] = field(default_factory=list)
+
+    def run(self, arrivals: list[QueuedJob]) -> None:
+        pending = sorted(arrivals, key=lambda j: j.submitted_at)
+        now = 0.0
+        while pending or self.scheduler.queued_count:
+            while pending and pending[0].submitted_at <= now:
+                self.scheduler.submit(pending.pop(0))
+            batch = self.scheduler.next_batch("cpu", now)
+            if not batch:
+                now = pending[0].submitted_at
+                continue
+            self.batches.append((now, batch))
+            now += self.render_s
+            for started in batch:
+                self.scheduler.finish(started.job_id)
+
+    def start_of(self, job_id: str) -> tuple[int, float]:
+        for index, (at, batch) in enumerate(self.batches):
+            if any(j.job_id == job_id for j in batch):
+                return index, at
+        raise AssertionError(f"{job_id} never started")
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+@pytest.mark.parametrize("light_users_share_model", [True, False])
+def test_light_users_are_not_starved_by_a_heavy_user(
+    max_batch: int, light_users_share_model: bool
+) -> None:
+    config = SchedulerConfig(per_user_in_flight=2, max_batch=max_batch)
+    heavy = [job(0, at=0.0) for _ in range(50)]
+    light_users = [1, 2, 3, 4]
+    light = [
+        job(user, at=0.5, model="sd15" if light_users_share_model else f"model{user}")
+        for user in light_users
+        for _ in range(5)
+    ]
+    simulation = Simulation(FairScheduler(config))
+    simulation.run(heavy + light)
+
+    bound = config.per_user_in_flight + len(light_users)
+    for user in light_users:
+        first = next(j for j in light if j.user_id == user)
+        index, _ = simulation.start_of(first.job_id)
+        renders_waited = sum(1 for at, _ in simulation.batches[:index] if at >= first.submitted_at)
+        assert renders_waited <= bound
+    started = [j.job_id for _, batch in simulation.batches for j in batch]
+    assert sorted(started) == sorted(j.job_id for j in heavy + light)
+
+
+def test_round_robin_across_users_and_fifo_within_each() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1))
+    jobs = {user: [job(user, at=float(i)) for i in range(3)] for user in (7, 8, 9)}
+    for i in range(3):
+        for user in (9, 7, 8):  # user 9 submits first each round
+            scheduler.submit(jobs[user][i])
+    order = drain_one_at_a_time(scheduler)
+    assert [j.user_id for j in order] == [9, 7, 8] * 3
+    for user, own in jobs.items():
+        assert [j for j in order if j.user_id == user] == own
+
+
+def test_least_recently_started_user_goes_first() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1))
+    first = job(1, at=0.0)
+    scheduler.submit(first)
+    assert scheduler.next_batch("cpu", 1.0) == [first]
+    scheduler.finish(first.job_id)
+    again = job(1, at=2.0)
+    newcomer = job(2, at=3.0)  # submitted later, but user 2 never had a turn
+    scheduler.submit(again)
+    scheduler.submit(newcomer)
+    assert scheduler.next_batch("cpu", 4.0) == [newcomer]
+
+
+def test_per_user_cap_counts_running_jobs() -> None:
+    scheduler = FairScheduler(SchedulerConfig(per_user_in_flight=2, max_batch=4))
+    mine = [job(1) for _ in range(4)]
+    for queued in mine:
+        scheduler.submit(queued)
+    assert scheduler.next_batch("cpu", 0.0) == mine[:2]
+    assert scheduler.next_batch("cuda:1", 0.0) == []  # both slots busy
+    scheduler.finish(mine[0].job_id)
+    assert scheduler.next_batch("cpu", 1.0) == [mine[2]]
+
+
+def test_guild_cap_lets_other_guilds_through() -> None:
+    scheduler = FairScheduler(SchedulerConfig(per_guild_in_flight=1, max_batch=4))
+    a, b, c = job(1, guild=10), job(2, guild=10), job(3, guild=20)
+    direct = [job(4, guild=None), job(5, guild=None)]  # direct messages have no guild cap
+    for queued in (a, b, c, *direct):
+        scheduler.submit(queued)
+    assert scheduler.next_batch("cpu", 0.0) == [a, c, *direct]
+    scheduler.finish(a.job_id)
+    assert scheduler.next_batch("cpu", 1.0) == [b]
+
+
+def test_strict_priority_between_classes() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=9))
+    relax = job(1, priority=PriorityClass.RELAX, at=0.0)
+    standard = job(2, priority=STANDARD, at=1.0)
+    urgent = job(3, priority=PriorityClass.PRIORITY, at=2.0)
+    own_urgent = job(1, priority=PriorityClass.PRIORITY, at=3.0)
+    for queued in (relax, standard, urgent, own_urgent):
+        scheduler.submit(queued)
+    assert drain_one_at_a_time(scheduler, now=4.0) == [urgent, own_urgent, standard, relax]
+
+
+def test_aging_lets_relax_run_despite_a_constant_stream() -> None:
+    aging = 10.0
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=aging))
+    relax = job(99, priority=PriorityClass.RELAX, at=0.0)
+    # A STANDARD job arrives every second, exactly as fast as the device renders.
+    busy = [job(1 + second % 3, at=float(second)) for second in range(40)]
+    simulation = Simulation(scheduler, render_s=1.0)
+    simulation.run([relax, *busy])
+    _, started_at = simulation.start_of(relax.job_id)
+    # Strict priority holds it back until it has waited aging_seconds, then it is STANDARD
+    # and, never having started a job, its user goes first.
+    assert started_at == aging
+
+
+def test_aging_promotes_one_class_per_period_up_to_priority() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=10.0))
+    relax = job(1, priority=PriorityClass.RELAX, at=0.0)
+    urgent = job(2, priority=PriorityClass.PRIORITY, at=15.0)
+    scheduler.submit(relax)
+    scheduler.submit(urgent)
+    assert scheduler.fair_order(15.0) == [urgent, relax]  # RELAX aged to STANDARD only
+    assert scheduler.fair_order(20.0) == [relax, urgent]  # now PRIORITY, and older
+
+
+def test_batches_group_only_compatible_jobs() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=4))
+    a1, b1, a2, a3 = job(1, model="a"), job(2, model="b"), job(3, model="a"), job(4, model="a")
+    for queued in (a1, b1, a2, a3):
+        scheduler.submit(queued)
+    assert scheduler.next_batch("cpu", 0.0) == [a1, a2, a3]
+    assert scheduler.next_batch("cpu", 0.0) == [b1]
+
+
+def test_batch_never_passes_a_users_incompatible_job() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=4, per_user_in_flight=4))
+    first, second = job(1, model="b"), job(1, model="a")
+    leader = job(2, model="a")
+    for queued in (leader, first, second):
+        scheduler.submit(queued)
+    assert scheduler.next_batch("cpu", 0.0) == [leader]  # `second` would jump `first`
+
+
+def test_batch_partners_stay_within_two_batches_of_fair_order() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=2, per_user_in_flight=9))
+    # Fair order: a b b b b a — the second "a" is at position 5, beyond 2 * max_batch.
+    jobs = [job(1, model="a"), *[job(u, model="b") for u in (2, 3, 4, 5)], job(6, model="a")]
+    for queued in jobs:
+        scheduler.submit(queued)
+    assert scheduler.next_batch("cpu", 0.0) == [jobs[0]]
+
+
+def test_loaded_model_may_jump_one_turn_only() -> None:
+    config = SchedulerConfig(max_batch=1, model_affinity_turns=1)
+    scheduler = FairScheduler(config)
+    x, y, z = job(1, model="x"), job(2, model="y"), job(3, model="z")
+    for queued in (x, y, z):
+        scheduler.submit(queued)
+    assert scheduler.next_batch("cpu", 0.0, loaded_model="z") == [x]  # z is two turns back
+    assert scheduler.next_batch("cpu", 0.0, loaded_model="z") == [z]  # now one turn back
+    assert scheduler.next_batch("cpu", 0.0, loaded_model="z") == [y]
+
+
+@st.composite
+def job_mixes(draw: st.DrawFn) -> tuple[SchedulerConfig, list[QueuedJob], list[bool]]:
+    config = SchedulerConfig(
+        per_user_in_flight=draw(st.integers(1, 3)),
+        per_guild_in_flight=draw(st.none() | st.integers(1, 4)),
+        max_batch=draw(st.integers(1, 4)),
+    )
+    jobs = [
+        job(
+            draw(st.integers(0, 5)),
+            at=float(index),
+            model=draw(st.sampled_from(["a", "b", "c"])),
+            priority=draw(st.sampled_from(list(PriorityClass))),
+            guild=draw(st.sampled_from([1, 2, None])),
+            device=draw(st.sampled_from([None, None, "cpu", "gpu"])),
+        )
+        for index in range(draw(st.integers(1, 40)))
+    ]
+    finishes = draw(st.lists(st.booleans(), min_size=200, max_size=200))
+    return config, jobs, finishes
+
+
+@settings(max_examples=60, deadline=None)
+@given(job_mixes())
+def test_every_batch_respects_fair_order_caps_and_fifo(
+    mix: tuple[SchedulerConfig, list[QueuedJob], list[bool]],
+) -> None:
+    config, jobs, finishes = mix
+    scheduler = FairScheduler(config)
+    for queued in jobs:
+        scheduler.submit(queued)
+    running: list[QueuedJob] = []
+    now = 100.0
+    for step, finish_one in enumerate(finishes):
+        device = "cpu" if step % 2 else "gpu"
+        fair = scheduler.fair_order(now, device)
+        batch = scheduler.next_batch(device, now)
+        horizon = fair[: 2 * config.max_batch]
+        assert all(started in horizon for started in batch)
+        assert len(batch) <= config.max_batch
+        assert len({started.batch_key for started in batch}) <= 1
+        assert all(started.device in (None, device) for started in batch)
+        for user in {started.user_id for started in batch}:
+            # FIFO: the user's started jobs are the first of theirs in the fair order.
+            theirs = [j for j in fair if j.user_id == user]
+            assert [j for j in batch if j.user_id == user] == theirs[
+                : len([j for j in batch if j.user_id == user])
+            ]
+        running += batch
+        for user in {j.user_id for j in running}:
+            assert sum(j.user_id == user for j in running) <= config.per_user_in_flight
+        if config.per_guild_in_flight is not None:
+            for guild in {j.guild_id for j in running} - {None}:
+                assert sum(j.guild_id == guild for j in running) <= config.per_guild_in_flight
+        if running and (finish_one or not batch):
+            scheduler.finish(running.pop(0).job_id)
+        now += 1.0
+        if not running and scheduler.queued_count == 0:
+            break
+    assert scheduler.queued_count == 0 or running
+
+
+def test_device_affinity_and_fifo_per_device() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=4, per_user_in_flight=4))
+    pinned = job(1, model="big", device="cuda:1", at=0.0)
+    anywhere = job(1, model="small", at=1.0)
+    scheduler.submit(pinned)
+    scheduler.submit(anywhere)
+    assert scheduler.next_batch("cuda:0", 2.0) == [anywhere]
+    assert scheduler.next_batch("cuda:0", 2.0) == []
+    assert scheduler.next_batch("cuda:1", 2.0) == [pinned]
+
+
+def test_position_and_eta_follow_the_fair_order() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1), devices=["cuda:0"])
+    running = job(1, est=10.0)
+    scheduler.submit(running)
+    assert scheduler.next_batch("cuda:0", 0.0) == [running]
+    queued = [job(2, est=5.0), job(3, est=7.0), job(2, est=3.0)]
+    for item in queued:
+        scheduler.submit(item)
+    now = 4.0
+    assert [scheduler.position(j.job_id, now) for j in queued] == [0, 1, 2]
+    assert scheduler.position(running.job_id, now) is None
+    # 6 s left on the running job, then 5 + 7 ahead, then its own 3.
+    assert scheduler.eta(queued[2].job_id, now) == pytest.approx(now + 6 + 5 + 7 + 3)
+    snapshot = scheduler.snapshot(now)
+    assert [r.job for r in snapshot.running] == [running]
+    assert list(snapshot.queued) == queued
+
+
+def test_eta_shares_the_work_among_devices() -> None:
+    scheduler = FairScheduler(devices=["cuda:0", "cuda:1"])
+    jobs = [job(user, est=10.0) for user in range(5)]
+    for item in jobs:
+        scheduler.submit(item)
+    assert scheduler.eta(jobs[4].job_id, 0.0) == pytest.approx(40.0 / 2 + 10.0)
+
+
+def test_cancel_queued_and_running_jobs() -> None:
+    scheduler = FairScheduler(SchedulerConfig(per_user_in_flight=1, max_batch=1))
+    first, second, third = job(1), job(1), job(1)
+    for item in (first, second, third):
+        scheduler.submit(item)
+    assert scheduler.owner_of(second.job_id) == 1
+    assert scheduler.cancel(second.job_id)
+    assert scheduler.position(second.job_id, 0.0) is None
+    assert scheduler.owner_of(second.job_id) is None
+    assert not scheduler.cancel(second.job_id)
+    assert scheduler.next_batch("cpu", 0.0) == [first]
+    assert scheduler.next_batch("cpu", 0.0) == []  # at the cap
+    assert scheduler.cancel(first.job_id)  # running: frees the slot
+    assert scheduler.next_batch("cpu", 0.0) == [third]
+    assert not scheduler.cancel("no-such-job")
+
+
+def test_requeue_puts_a_running_job_back_in_its_place() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=1))
+    first, second = job(1, at=0.0), job(1, at=1.0)
+    scheduler.submit(first)
+    scheduler.submit(second)
+    assert scheduler.next_batch("cuda:0", 2.0) == [first]
+    scheduler.requeue(first.job_id)
+    assert scheduler.running_count == 0
+    assert scheduler.fair_order(3.0, respect_caps=False) == [first, second]
+    assert scheduler.next_batch("cuda:1", 3.0) == [first]
+    with pytest.raises(KeyError, match="not running"):
+        scheduler.requeue(second.job_id)
+
+
+def test_could_grow_only_for_partial_batches() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=2))
+    a, b = job(1), job(2)
+    assert not scheduler.could_grow([])
+    assert scheduler.could_grow([a])
+    assert not scheduler.could_grow([a, b])
+
+
+def test_peek_batch_starts_nothing() -> None:
+    scheduler = FairScheduler()
+    item = job(1)
+    scheduler.submit(item)
+    assert scheduler.peek_batch("cpu", 0.0) == [item]
+    assert scheduler.running_count == 0
+    assert scheduler.next_batch("cpu", 0.0) == [item]
+
+
+def test_bad_input_is_refused_with_the_accepted_range() -> None:
+    with pytest.raises(ValueError, match=r"batch_window_s must be within 0\.\.0\.05"):
+        SchedulerConfig(batch_window_s=0.2)
+    with pytest.raises(ValueError, match="per_user_in_flight must be at least 1"):
+        SchedulerConfig(per_user_in_flight=0)
+    with pytest.raises(ValueError, match="images must be at least 1"):
+        QueuedJob("j", 1, None, ("m",), STANDARD, 0.0, images=0)
+    scheduler = FairScheduler()
+    item = job(1)
+    scheduler.submit(item)
+    with pytest.raises(ValueError, match="already queued"):
+        scheduler.submit(item)
+    with pytest.raises(KeyError, match="not running"):
+        scheduler.finish(item.job_id)

@@ -1,0 +1,75 @@
+"""Engines for tests and benchmarks that must not pay for diffusion: same contract, no torch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from inference.infotext import format_infotext, png_with_infotext
+from inference.types import (
+    ProgressCallback,
+    RenderCancelled,
+    RenderedImage,
+    RenderRequest,
+    StepProgress,
+)
+
+
+@dataclass
+class InstantEngine:
+    """Renders a flat picture whose colour comes from the seed, after ``seconds`` of "work".
+
+    ``fail_on`` makes prompts containing that text raise, to test failure paths.
+    """
+
+    seconds: float = 0.0
+    fail_on: str | None = None
+    rendered: list[RenderRequest] = field(default_factory=list)
+
+    def render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[RenderedImage]:
+        if self.fail_on and self.fail_on in request.prompt:
+            raise RuntimeError(f"engine told to fail on {self.fail_on!r}")
+        started = time.perf_counter()
+        for step in range(1, request.steps + 1):
+            if cancel is not None and cancel.is_set():
+                raise RenderCancelled
+            if self.seconds:
+                time.sleep(self.seconds / request.steps)
+            if progress is not None:
+                progress(StepProgress(step, request.steps, time.perf_counter() - started))
+        self.rendered.append(request)
+        images = []
+        for index in range(request.count):
+            seed = request.seed + index
+            colour = (seed % 256, (seed // 256) % 256, (seed // 65536) % 256)
+            infotext = format_infotext(
+                request.prompt,
+                request.negative_prompt,
+                {
+                    "Steps": request.steps,
+                    "Sampler": request.sampler,
+                    "CFG scale": request.cfg_scale,
+                    "Seed": seed,
+                    "Size": f"{request.width}x{request.height}",
+                    "Model": "instant",
+                },
+            )
+            picture = Image.new("RGB", (request.width // 8, request.height // 8), colour)
+            images.append(
+                RenderedImage(
+                    png_with_infotext(picture, infotext),
+                    seed,
+                    infotext,
+                    picture.width,
+                    picture.height,
+                )
+            )
+        return images

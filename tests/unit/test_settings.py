@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, SettingsError, load_settings
+
+SETTING_NAMES = [
+    "DISCORD_TOKEN",
+    "DISCORD_API_BASE",
+    "DISCORD_GATEWAY_URL",
+    "EASEL_DEV_GUILD_ID",
+    "EASEL_DATA_DIR",
+    "EASEL_MODELS_DIR",
+    "EASEL_WILDCARDS_DIR",
+    "EASEL_DEFAULT_MODEL",
+    "EASEL_DEVICES",
+    "EASEL_QUEUE_URL",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = load_settings(None)
+    assert settings.discord_token == ""
+    assert settings.discord_api_base == "https://discord.com/api/v10"
+    assert settings.data_dir == Path("data")
+    assert settings.models_dir == Path("models")
+    assert settings.wildcards_dir == Path("wildcards")
+    assert settings.devices == ()
+    assert settings.queue_url == ""
+    assert settings.dev_guild_id is None
+
+
+def test_every_contract_name_is_a_setting_and_documented() -> None:
+    aliases = {field.validation_alias for field in Settings.model_fields.values()}
+    assert set(SETTING_NAMES) <= aliases
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
+    for name in SETTING_NAMES:
+        assert f"\n{name}=" in example, f"{name} missing from .env.example"
+
+
+def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("DISCORD_TOKEN=abc\nEASEL_DEVICES=cuda:0, cuda:1\nEASEL_DEV_GUILD_ID=42\n")
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "d"))
+    settings = load_settings(env_file)
+    assert settings.discord_token == "abc"
+    assert settings.devices == ("cuda:0", "cuda:1")
+    assert settings.dev_guild_id == 42
+    assert settings.database_path == tmp_path / "d" / "easel.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("EASEL_DEVICES", "gpu0", "EASEL_DEVICES='gpu0' is invalid"),
+        ("EASEL_DEV_GUILD_ID", "my-server", "EASEL_DEV_GUILD_ID='my-server' is invalid"),
+        ("EASEL_QUEUE_URL", "redis://x", "nats:// URL"),
+        ("DISCORD_API_BASE", "discord.com", "http(s) URL"),
+        ("DISCORD_GATEWAY_URL", "https://x", "ws(s) URL"),
+    ],
+)
+def test_bad_setting_names_itself(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(None)
+
+
+def test_missing_token_is_named() -> None:
+    with pytest.raises(SettingsError, match="DISCORD_TOKEN is not set"):
+        load_settings(None).require_token()
