@@ -13,6 +13,7 @@ import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,8 +25,7 @@ from inference.types import RenderRequest
 PROMPTS = ("a red fox in snow", "a lighthouse at dusk", "a bowl of ramen", "a city in rain")
 
 
-def timed(action: object) -> float:
-    assert callable(action)
+def timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     if torch.cuda.is_available():
@@ -58,7 +58,9 @@ def main() -> None:
             timed(lambda: [engine.render(request) for request in requests])
             for _ in range(arguments.repeats)
         )
-        batched = min(timed(lambda: engine.render_batch(requests)) for _ in range(arguments.repeats))
+        batched = min(
+            timed(lambda: engine.render_batch(requests)) for _ in range(arguments.repeats)
+        )
     print(
         json.dumps(
             {

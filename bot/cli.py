@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from bot.requests import ImagineOptions, RequestError, build_request
+from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
 
 
@@ -106,7 +107,26 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("easel explain: the prompt explainer is not available yet")
+    from inference.prompts import PromptError, explain
+
+    try:
+        seed = resolve_seed(args.seed)
+    except RequestError as error:
+        raise UsageError(str(error)) from None
+    if not 1 <= args.steps <= 150:
+        raise UsageError(f"--steps must be between 1 and 150, not {args.steps}")
+    try:
+        report = explain(
+            args.prompt,
+            args.negative,
+            seed=seed,
+            steps=args.steps,
+            wildcards_dir=settings.wildcards_dir if settings.wildcards_dir.is_dir() else None,
+        )
+    except PromptError as error:
+        raise UsageError(str(error)) from None
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
 
 
 def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,10 @@
-"""The in-process job queue: journal in SQLite, one dispatcher per device worker, delivery.
+"""The job queue: journal in SQLite, fair scheduling, one dispatcher per render slot, delivery.
 
-A job is written to the journal before anyone is told it was accepted; a start replays the
-journal (running jobs are queued again, finished but undelivered results are delivered), and
-delivery is claimed in the database first so a result is posted once.
+A job is written to the journal (with its quota reservation, in one transaction) before anyone
+is told it was accepted; a start replays the journal (running jobs are queued again, finished
+but undelivered results are delivered), and delivery is claimed in the database first so a
+result is posted once. A failed or cancelled job is refunded; a finished one is charged the
+GPU time it really took.
 """
 
 from __future__ import annotations
@@ -12,22 +14,59 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 import aiosqlite
 
+from bot import accounting
+from bot.accounting import QuotaExceeded
 from bot.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
 from db import jobs as journal
-from inference.types import RenderCancelled, RenderedImage, RenderInputError, RenderRequest
-from inference.worker import DeviceWorker
+from db.database import transaction
+from inference.types import (
+    RenderCancelled,
+    RenderedImage,
+    RenderInputError,
+    RenderRequest,
+    StepProgress,
+)
+
+__all__ = [
+    "CancelOutcome",
+    "FinishedJob",
+    "JobQueue",
+    "JobState",
+    "QuotaExceeded",
+    "RenderSlot",
+    "ResultImage",
+    "ResultSink",
+    "Submission",
+]
 
 log = logging.getLogger(__name__)
 
 # Stop waiting for a running render after this long on shutdown; the journal requeues it.
 SHUTDOWN_GRACE_S = 25.0
+
+
+class RenderSlot(Protocol):
+    """Somewhere one render runs at a time: a local device thread, or a remote worker."""
+
+    @property
+    def device(self) -> str: ...
+
+    async def render(
+        self,
+        request: RenderRequest,
+        progress: Callable[[StepProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[RenderedImage]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +80,9 @@ class Submission:
     application_id: int | None = None
     interaction_token: str | None = None
     interaction_created_at: float | None = None
+    role_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+    priority: PriorityClass = PriorityClass.STANDARD
 
 
 @dataclass(frozen=True)
@@ -52,7 +94,7 @@ class ResultImage:
 
 @dataclass(frozen=True)
 class FinishedJob:
-    """What a delivery needs to know about a job that ended, successfully or not."""
+    """What a delivery needs to know about a job that ended: done, failed or cancelled."""
 
     job_id: str
     kind: str
@@ -72,36 +114,59 @@ class ResultSink(Protocol):
         """Post the result (or the failure); returns the posted message's id when known."""
 
 
+ProgressListener = Callable[[str, StepProgress], None]
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"  # it was queued: it will not run
+    STOPPING = "stopping"  # it was running: it stops at the next step
+    NOT_YOURS = "not-yours"
+    FINISHED = "finished"  # too late: it already ended
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: journal.JobStatus
+    position: int | None  # jobs that start before it; None unless queued
+    eta_s: float | None  # seconds until it should be finished; None unless queued or running
+
+
 class JobQueue:
     def __init__(
         self,
         conn: aiosqlite.Connection,
-        workers: list[DeviceWorker],
+        slots: Sequence[RenderSlot],
         images_dir: Path,
         clock: Callable[[], float] = time.time,
         scheduler_config: SchedulerConfig | None = None,
     ) -> None:
         self._conn = conn
-        self._workers = workers
+        self._slots = list(slots)
         self._images_dir = images_dir
         self._clock = clock
         self._last_now = 0.0
         # One job per batch until the engine renders a batch in one pipeline call.
         self._scheduler = FairScheduler(
             scheduler_config or SchedulerConfig(max_batch=1),
-            devices=[worker.device for worker in workers],
+            devices=[slot.device for slot in self._slots],
         )
         self._wakeup = asyncio.Condition()
         self._cancel_events: dict[str, threading.Event] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._sink: ResultSink | None = None
+        self._progress: ProgressListener | None = None
         self._stopping = False
 
     def set_sink(self, sink: ResultSink) -> None:
         self._sink = sink
 
+    def set_progress_listener(self, listener: ProgressListener) -> None:
+        """``listener(job_id, step)`` is called on the event loop after each sampling step."""
+        self._progress = listener
+
     async def start(self) -> None:
-        """Replay the journal, then start one dispatcher per device."""
+        """Replay the journal, then start one dispatcher per slot."""
         requeued = await journal.requeue_running(self._conn)
         if requeued:
             log.info("requeued %d job(s) left running by a previous process", requeued)
@@ -110,12 +175,16 @@ class JobQueue:
         for job in await journal.finished_undelivered(self._conn):
             await self._deliver(job.id)
         self._dispatchers = [
-            asyncio.create_task(self._dispatch(worker), name=f"easel-dispatch-{worker.device}")
-            for worker in self._workers
+            asyncio.create_task(self._dispatch(slot), name=f"easel-dispatch-{slot.device}")
+            for slot in self._slots
         ]
 
     async def stop(self) -> None:
-        """Take no new work; let running renders finish (bounded), then stop the workers."""
+        """Take no new work; let running renders finish (bounded), then close the slots.
+
+        A render still running after the grace period is abandoned: its journal row stays
+        ``running`` and the next start queues it again.
+        """
         self._stopping = True
         async with self._wakeup:
             self._wakeup.notify_all()
@@ -123,31 +192,44 @@ class JobQueue:
             _, still_running = await asyncio.wait(self._dispatchers, timeout=SHUTDOWN_GRACE_S)
             for task in still_running:
                 task.cancel()
-            for event in self._cancel_events.values():
-                event.set()
-        for worker in self._workers:
-            await asyncio.to_thread(worker.close)
+        for slot in self._slots:
+            await asyncio.to_thread(slot.close)
 
     async def submit(self, submission: Submission) -> str:
-        """Journal the job, then queue it; returns its id once it cannot be lost."""
+        """Reserve quota and journal the job, then queue it; returns its id once it cannot be
+        lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits say no."""
         job_id = uuid.uuid4().hex[:16]
         created_at = self._now()
-        await journal.insert_job(
-            self._conn,
-            journal.NewJob(
-                id=job_id,
-                kind=submission.kind,
-                user_id=submission.user_id,
-                guild_id=submission.guild_id,
-                channel_id=submission.channel_id,
-                request_json=submission.request.to_json(),
-                created_at=created_at,
-                parent_job_id=submission.parent_job_id,
-                application_id=submission.application_id,
-                interaction_token=submission.interaction_token,
-                interaction_created_at=submission.interaction_created_at,
-            ),
-        )
+        async with transaction(self._conn):
+            refusal = await accounting.admit(
+                self._conn,
+                job_id,
+                submission.request,
+                submission.user_id,
+                submission.guild_id,
+                submission.role_ids,
+                submission.is_admin,
+                created_at,
+            )
+            if refusal is None:
+                await journal.insert_job(
+                    self._conn,
+                    journal.NewJob(
+                        id=job_id,
+                        kind=submission.kind,
+                        user_id=submission.user_id,
+                        guild_id=submission.guild_id,
+                        channel_id=submission.channel_id,
+                        request_json=submission.request.to_json(),
+                        created_at=created_at,
+                        parent_job_id=submission.parent_job_id,
+                        application_id=submission.application_id,
+                        interaction_token=submission.interaction_token,
+                        interaction_created_at=submission.interaction_created_at,
+                    ),
+                )
+        if refusal is not None:
+            raise QuotaExceeded(refusal.message)
         async with self._wakeup:
             self._schedule(
                 job_id,
@@ -155,12 +237,47 @@ class JobQueue:
                 submission.guild_id,
                 submission.request.to_json(),
                 created_at,
+                submission.priority,
             )
             self._wakeup.notify_all()
         return job_id
 
+    async def cancel(self, job_id: str, user_id: int, is_admin: bool = False) -> CancelOutcome:
+        """Cancel a queued job (refunded, the owner is told) or stop a running one."""
+        job = await journal.get_job(self._conn, job_id)
+        if job is None:
+            return CancelOutcome.UNKNOWN
+        if job.user_id != user_id and not is_admin:
+            return CancelOutcome.NOT_YOURS
+        if job_id in self._cancel_events:
+            self._cancel_events[job_id].set()
+            return CancelOutcome.STOPPING
+        async with self._wakeup:
+            removed = self._scheduler.cancel(job_id)
+            self._wakeup.notify_all()
+        if not removed:
+            return CancelOutcome.FINISHED
+        await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+        return CancelOutcome.CANCELLED
+
+    async def state(self, job_id: str) -> JobState | None:
+        job = await journal.get_job(self._conn, job_id)
+        if job is None:
+            return None
+        now = self._now()
+        eta = self._scheduler.eta(job_id, now)
+        return JobState(
+            status=job.status,
+            position=self._scheduler.position(job_id, now),
+            eta_s=None if eta is None else max(0.0, eta - now),
+        )
+
     def queued_count(self) -> int:
         return self._scheduler.queued_count
+
+    async def request_of(self, job_id: str) -> RenderRequest | None:
+        job = await journal.get_job(self._conn, job_id)
+        return RenderRequest.from_json(job.request_json) if job else None
 
     def _now(self) -> float:
         # The scheduler needs a clock that never goes back, even if the wall clock does.
@@ -168,7 +285,13 @@ class JobQueue:
         return self._last_now
 
     def _schedule(
-        self, job_id: str, user_id: int, guild_id: int | None, request_json: str, at: float
+        self,
+        job_id: str,
+        user_id: int,
+        guild_id: int | None,
+        request_json: str,
+        at: float,
+        priority: PriorityClass = PriorityClass.STANDARD,
     ) -> None:
         request = RenderRequest.from_json(request_json)
         self._scheduler.submit(
@@ -177,15 +300,12 @@ class JobQueue:
                 user_id=user_id,
                 guild_id=guild_id,
                 batch_key=request.batch_key(),
-                priority=PriorityClass.STANDARD,
+                priority=priority,
                 submitted_at=min(at, self._now()),
                 images=request.count,
+                est_seconds=accounting.estimated_cost(request).gpu_seconds,
             )
         )
-
-    async def request_of(self, job_id: str) -> RenderRequest | None:
-        job = await journal.get_job(self._conn, job_id)
-        return RenderRequest.from_json(job.request_json) if job else None
 
     async def _next_batch(self, device: str) -> list[QueuedJob] | None:
         async with self._wakeup:
@@ -195,11 +315,11 @@ class JobQueue:
                 await self._wakeup.wait()
             return None
 
-    async def _dispatch(self, worker: DeviceWorker) -> None:
-        while (batch := await self._next_batch(worker.device)) is not None:
+    async def _dispatch(self, slot: RenderSlot) -> None:
+        while (batch := await self._next_batch(slot.device)) is not None:
             for job in batch:
                 try:
-                    await self._run(worker, job.job_id)
+                    await self._run(slot, job.job_id)
                 except Exception:
                     # The job stays in the journal as it was; the next start retries it.
                     log.exception("job %s: the queue could not record its outcome", job.job_id)
@@ -207,7 +327,7 @@ class JobQueue:
                     self._scheduler.finish(job.job_id)
                     self._wakeup.notify_all()
 
-    async def _run(self, worker: DeviceWorker, job_id: str) -> None:
+    async def _run(self, slot: RenderSlot, job_id: str) -> None:
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.status is not journal.JobStatus.QUEUED:
             return
@@ -216,25 +336,38 @@ class JobQueue:
         cancel = self._cancel_events[job_id] = threading.Event()
         started = time.perf_counter()
         try:
-            rendered = await worker.render(request, cancel=cancel)
+            rendered = await slot.render(request, self._progress_for(job_id), cancel)
         except RenderCancelled:
-            await journal.mark_failed(
-                self._conn, job_id, "cancelled", self._now(), cancelled=True
-            )
-            return
+            await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
         except RenderInputError as error:
-            await journal.mark_failed(self._conn, job_id, str(error), self._now())
+            await self._finish_unsuccessfully(job_id, str(error))
         except Exception as error:
-            log.exception("job %s failed on %s", job_id, worker.device)
-            await journal.mark_failed(
-                self._conn, job_id, f"internal error ({type(error).__name__})", self._now()
+            log.exception("job %s failed on %s", job_id, slot.device)
+            await self._finish_unsuccessfully(
+                job_id, f"internal error ({type(error).__name__}); reference {job_id}"
             )
         else:
             gpu_seconds = time.perf_counter() - started
             records = await asyncio.to_thread(self._store_images, job_id, rendered)
-            await journal.mark_done(self._conn, job_id, records, gpu_seconds, self._now())
+            now = self._now()
+            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
+            await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
+            await self._deliver(job_id)
         finally:
             self._cancel_events.pop(job_id, None)
+
+    def _progress_for(self, job_id: str) -> Callable[[StepProgress], None] | None:
+        listener = self._progress
+        if listener is None:
+            return None
+        return lambda step: listener(job_id, step)
+
+    async def _finish_unsuccessfully(
+        self, job_id: str, error: str, *, cancelled: bool = False
+    ) -> None:
+        now = self._now()
+        await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
+        await accounting.refund(self._conn, job_id, now)
         await self._deliver(job_id)
 
     def _store_images(
@@ -254,9 +387,7 @@ class JobQueue:
         return records
 
     async def _deliver(self, job_id: str) -> None:
-        if self._sink is None or not await journal.claim_delivery(
-            self._conn, job_id, self._now()
-        ):
+        if self._sink is None or not await journal.claim_delivery(self._conn, job_id, self._now()):
             return
         job = await journal.get_job(self._conn, job_id)
         assert job is not None

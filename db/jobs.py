@@ -110,7 +110,8 @@ async def jobs_with_status(conn: aiosqlite.Connection, status: JobStatus) -> lis
 
 async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
     async with conn.execute(
-        """SELECT * FROM jobs WHERE status IN ('done', 'failed') AND delivered_at IS NULL
+        """SELECT * FROM jobs
+           WHERE status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL
            ORDER BY finished_at"""
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]

@@ -23,6 +23,7 @@ import transformers
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 from PIL import Image
 
+from inference.checkpoints import load_single_file
 from inference.images import InpaintCanvas, InpaintOptions, inpaint_canvas, load_input_image
 from inference.infotext import format_infotext, png_with_infotext
 from inference.noise import initial_noise, seeded_generator
@@ -239,10 +240,7 @@ class Engine:
 
     def _load_pipeline(self, entry: ModelEntry) -> Any:
         if entry.format != "diffusers":
-            raise RenderInputError(
-                f"model {entry.name!r} is a single-file checkpoint, which this engine cannot "
-                "load yet; convert it to a diffusers folder"
-            )
+            return load_single_file(entry, self.dtype)
         index = json.loads((entry.path / "model_index.json").read_text())
         no_safety_checker: dict[str, Any] = (
             {"safety_checker": None, "requires_safety_checker": False}

@@ -22,6 +22,8 @@ ModelFormat = Literal["diffusers", "safetensors", "pickle"]
 CHECKPOINT_FOLDERS = (".", "Stable-diffusion", "checkpoints")
 PICKLE_SUFFIXES = (".ckpt", ".pt")
 HASH_CACHE_FILE = ".easel-hashes.json"
+# ``<checkpoint stem>.config/``: a diffusers config folder (no weights) for that checkpoint.
+SIDECAR_SUFFIX = ".config"
 # Diffusers folders are hashed by their UNet weights, the file that makes the model.
 UNET_WEIGHT_FILES = (
     "unet/diffusion_pytorch_model.safetensors",
@@ -47,12 +49,14 @@ class ModelEntry:
         return self.path / "model_index.json"
 
 
-def _entry_for(path: Path, allow_pickle: bool) -> ModelEntry | None:
+def _entry_for(path: Path) -> ModelEntry | None:
+    if path.is_dir() and path.name.endswith(SIDECAR_SUFFIX):
+        return None
     if path.is_dir() and (path / "model_index.json").is_file():
         return ModelEntry(path.name, path, "diffusers")
     if path.is_file() and path.suffix == ".safetensors":
         return ModelEntry(path.stem, path, "safetensors")
-    if allow_pickle and path.is_file() and path.suffix in PICKLE_SUFFIXES:
+    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
         return ModelEntry(path.stem, path, "pickle")
     return None
 
@@ -71,7 +75,7 @@ class ModelRegistry:
             if not folder.is_dir():
                 continue
             for path in sorted(folder.iterdir()):
-                entry = _entry_for(path, self.allow_pickle)
+                entry = _entry_for(path)
                 if entry is None:
                     continue
                 if entry.name in entries:
@@ -81,18 +85,33 @@ class ModelRegistry:
                 entries[entry.name] = entry
         return entries
 
+    def loadable(self) -> dict[str, ModelEntry]:
+        """The models this registry will load (pickle checkpoints only when allowed)."""
+        return {
+            name: entry
+            for name, entry in self.scan().items()
+            if entry.format != "pickle" or self.allow_pickle
+        }
+
     def names(self) -> list[str]:
-        return sorted(self.scan())
+        return sorted(self.loadable())
 
     def resolve(self, name: str | None, default: str | None = None) -> ModelEntry:
         """The entry for ``name`` (or the default, or the first model found)."""
-        entries = self.scan()
-        if not entries:
+        found = self.scan()
+        entries = self.loadable()
+        wanted = name or default or (sorted(entries)[0] if entries else None)
+        if wanted in found and wanted not in entries:
+            raise RenderInputError(
+                f"model {wanted!r} is a pickle checkpoint ({found[wanted].path.name}), which can "
+                "run arbitrary code when loaded; convert it to .safetensors, or let an admin "
+                "allow pickle checkpoints"
+            )
+        if wanted is None:
             raise RenderInputError(
                 f"no models found in {self.models_dir}: put a .safetensors checkpoint or a "
                 "diffusers folder there (or run `easel tiny-model models/tiny` to try things out)"
             )
-        wanted = name or default or sorted(entries)[0]
         if wanted not in entries:
             raise RenderInputError(
                 f"unknown model {wanted!r}; available: {', '.join(sorted(entries))}"

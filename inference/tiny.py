@@ -8,6 +8,8 @@ latent scale factor and a real scheduler. A 64x64 render takes a fraction of a s
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from inference.ldm_export import export_ldm_checkpoint
+from inference.registry import SIDECAR_SUFFIX
+
 Family = Literal["sd15", "sdxl"]
 
 CLIP_TOKENIZER_DIR = Path(__file__).parent / "configs" / "tokenizers" / "clip"
@@ -31,16 +36,11 @@ CLIP_EOS_ID = 49407
 TINY_TEXT_HIDDEN = 32
 SDXL_TIME_EMBED_DIM = 8
 
+CONFIGS_DIR = Path(__file__).parent / "configs"
 # The Stable Diffusion noise schedule, shared by SD1.x, SD2.x and SDXL.
-SD_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-}
+SD_SCHEDULER_CONFIG: dict[str, Any] = json.loads(
+    (CONFIGS_DIR / "sd15" / "scheduler" / "scheduler_config.json").read_text()
+)
 
 
 def load_clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
@@ -128,7 +128,7 @@ def build_tiny_pipeline(
         unet = _tiny_unet(family, inpainting)
         vae = _tiny_vae()
         text_encoder = CLIPTextModel(_tiny_text_config(with_projection=False))
-        scheduler = EulerAncestralDiscreteScheduler(**SD_SCHEDULER_CONFIG)
+        scheduler = EulerAncestralDiscreteScheduler.from_config(SD_SCHEDULER_CONFIG)
         if family == "sd15":
             sd_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
             return sd_class(
@@ -175,3 +175,25 @@ def _mark_as_tiny(directory: Path, family: Family, inpainting: bool, seed: int) 
     """Record what the folder is, so `easel doctor` can say it renders noise on purpose."""
     marker = {"family": family, "inpainting": inpainting, "seed": seed}
     (directory / "easel_tiny.json").write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def write_tiny_checkpoint(
+    path: Path,
+    family: Family = "sd15",
+    inpainting: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write the tiny model as one web UI style ``.safetensors`` file (original LDM tensor
+    names) plus the sidecar config folder ``<stem>.config/`` its odd sizes need."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"a checkpoint path must end in .safetensors, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = build_tiny_pipeline(family, inpainting, seed)
+    export_ldm_checkpoint(pipeline, path)
+    sidecar = path.with_name(path.stem + SIDECAR_SUFFIX)
+    with tempfile.TemporaryDirectory() as scratch:
+        pipeline.save_pretrained(scratch, safe_serialization=True)
+        shutil.copytree(scratch, sidecar, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.safetensors"))
+    return path

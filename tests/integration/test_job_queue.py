@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
-from bot.queue import FinishedJob, JobQueue, Submission
+from bot.queue import CancelOutcome, FinishedJob, JobQueue, QuotaExceeded, Submission
+from bot.quota import Period, period_start
 from db import jobs as journal
+from db import quotas as ledger
 from db.database import connect
 from inference.infotext import infotext_from_png
-from inference.types import RenderRequest
+from inference.types import RenderRequest, StepProgress
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
 
@@ -95,7 +98,7 @@ async def test_engine_failure_is_journaled_and_reported(
     await sink.wait_for(1)
     await queue.stop()
     assert not sink.delivered[0].succeeded
-    assert sink.delivered[0].error == "internal error (RuntimeError)"
+    assert sink.delivered[0].error == f"internal error (RuntimeError); reference {job_id}"
     assert job_id in caplog.text  # the log names the job, with its traceback
     record = await journal.get_job(conn, job_id)
     assert record is not None and record.status is journal.JobStatus.FAILED
@@ -150,3 +153,88 @@ async def test_failed_delivery_is_retried_at_next_start(
     await queue.stop()
     assert sink.delivered[0].job_id == job_id
     assert engine.rendered == []  # delivered from the stored PNGs, not rendered again
+
+
+async def usage_today(conn: aiosqlite.Connection) -> ledger.Usage:
+    return await ledger.usage(conn, 7, 5, period_start(Period.DAY, time.time()))
+
+
+def guild_submission(prompt: str = "a cat", count: int = 1) -> Submission:
+    return Submission(
+        kind="imagine",
+        request=RenderRequest(prompt, seed=1, count=count, steps=2),
+        user_id=7,
+        guild_id=5,
+    )
+
+
+async def test_quota_is_reserved_charged_refunded_and_refusal_explains(
+    conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ledger.set_limits(conn, ledger.LimitScope.GUILD, 5, 5, {"images_per_day": 3}, 0.0)
+    queue = make_queue(conn, tmp_path, InstantEngine(fail_on="boom"))
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    await queue.submit(guild_submission(count=2))
+    await sink.wait_for(1)
+    assert (await usage_today(conn)).images == 2
+
+    await queue.submit(guild_submission(prompt="boom"))
+    await sink.wait_for(2)
+    assert not sink.delivered[1].succeeded
+    assert (await usage_today(conn)).images == 2  # the failed job was refunded
+
+    with pytest.raises(QuotaExceeded, match=r"needs 2 images but you have 1 of 3 left today"):
+        await queue.submit(guild_submission(count=2))
+    await queue.stop()
+    assert (await usage_today(conn)).images == 2
+    caplog.clear()
+
+
+async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = make_queue(conn, tmp_path, InstantEngine())  # not started: jobs stay queued
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    job_id = await queue.submit(guild_submission())
+    assert (await usage_today(conn)).images == 1
+    state = await queue.state(job_id)
+    assert state is not None and state.position == 0
+    assert await queue.cancel(job_id, user_id=8) is CancelOutcome.NOT_YOURS
+    assert await queue.cancel(job_id, user_id=7) is CancelOutcome.CANCELLED
+    assert await queue.cancel(job_id, user_id=7) is CancelOutcome.FINISHED
+    assert (await usage_today(conn)).images == 0
+    assert sink.delivered[0].job_id == job_id and sink.delivered[0].error == "cancelled"
+    record = await journal.get_job(conn, job_id)
+    assert record is not None and record.status is journal.JobStatus.CANCELLED
+
+
+async def test_cancelling_a_running_job_stops_it_within_a_step(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = make_queue(conn, tmp_path, InstantEngine(seconds=5.0))
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    steps: list[int] = []
+    first_step = asyncio.Event()
+
+    def on_progress(job_id: str, step: StepProgress) -> None:
+        steps.append(step.step)
+        first_step.set()
+
+    queue.set_progress_listener(on_progress)
+    await queue.start()
+    job_id = await queue.submit(
+        Submission(kind="imagine", request=RenderRequest("slow", seed=1, steps=50), user_id=7)
+    )
+    async with asyncio.timeout(10):
+        await first_step.wait()
+    assert await queue.cancel(job_id, user_id=7) is CancelOutcome.STOPPING
+    started = time.perf_counter()
+    await sink.wait_for(1)
+    assert time.perf_counter() - started < 1.0  # one step of this engine is 0.1 s
+    await queue.stop()
+    assert sink.delivered[0].error == "cancelled"
+    assert len(steps) < 50

@@ -1,0 +1,96 @@
+"""Quota accounting around a job's life: admit (check + reserve), commit, refund.
+
+The policy (which limits apply, what a refusal says) is ``bot.quota``; the ledger rows are
+``db.quotas``. This module joins them at the three moments the queue knows about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+
+from bot.quota import (
+    Cost,
+    Period,
+    QuotaLimits,
+    Refusal,
+    check,
+    period_start,
+    resolve_limits,
+)
+from db import quotas as ledger
+from inference.types import RenderRequest
+
+# A rough GPU cost used for the reservation only; the measured time replaces it at commit.
+ESTIMATED_SECONDS_PER_STEP_512 = 0.08
+
+
+class QuotaExceeded(Exception):
+    """The member's limits refuse this job; ``message`` names the limit and when it resets."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def estimated_cost(request: RenderRequest) -> Cost:
+    pixels = (request.width or 512) * (request.height or 512)
+    seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
+    return Cost(images=request.count, gpu_seconds=round(seconds, 3))
+
+
+async def limits_for(
+    conn: aiosqlite.Connection,
+    user_id: int,
+    guild_id: int | None,
+    role_ids: Sequence[int],
+    is_admin: bool,
+) -> QuotaLimits:
+    if guild_id is None:  # direct messages have no overrides: the built-in limits apply
+        return resolve_limits(
+            is_admin=is_admin, user_override=None, role_overrides=(), guild_default=None
+        )
+    found = await ledger.overrides_for(conn, guild_id, user_id, role_ids)
+    return resolve_limits(
+        is_admin=is_admin,
+        user_override=QuotaLimits.from_mapping(found.user) if found.user else None,
+        role_overrides=[QuotaLimits.from_mapping(role) for role in found.roles],
+        guild_default=QuotaLimits.from_mapping(found.guild) if found.guild else None,
+    )
+
+
+async def admit(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    request: RenderRequest,
+    user_id: int,
+    guild_id: int | None,
+    role_ids: Sequence[int],
+    is_admin: bool,
+    now: float,
+) -> Refusal | None:
+    """Reserve the job's estimated cost; or, when it does not fit, write nothing and say why.
+
+    Returns rather than raises so the caller's transaction can commit: a refusal is an
+    answer, not a failure (see ``db.database.transaction``)."""
+    cost = estimated_cost(request)
+    limits = await limits_for(conn, user_id, guild_id, role_ids, is_admin)
+    usage = {
+        period: await ledger.usage(conn, user_id, guild_id, period_start(period, now))
+        for period in Period
+    }
+    refusal = check(usage, limits, cost, now)
+    if refusal is None:
+        await ledger.reserve(conn, job_id, user_id, guild_id, cost.images, cost.gpu_seconds, now)
+    return refusal
+
+
+async def charge(
+    conn: aiosqlite.Connection, job_id: str, gpu_seconds: float, images: int, now: float
+) -> None:
+    await ledger.commit(conn, job_id, gpu_seconds, now, images=images)
+
+
+async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
+    await ledger.refund(conn, job_id, now)

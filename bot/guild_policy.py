@@ -1,0 +1,95 @@
+"""What admins set per guild, and the check every request passes before it is queued."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import aiosqlite
+
+from bot.moderation import NsfwPolicy, check_request
+from bot.quota import QuotaLimits
+from db import guild_settings as store
+from db import quotas
+from db.guild_settings import AuditEntry, GuildList, GuildSettings
+from db.quotas import LimitScope
+from inference.types import RenderRequest
+
+__all__ = ["AuditEntry", "GuildList", "GuildPolicy", "GuildSettings", "LimitScope", "NsfwPolicy"]
+
+
+class GuildPolicy:
+    def __init__(
+        self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def settings(self, guild_id: int) -> GuildSettings:
+        return await store.get(self._conn, guild_id)
+
+    async def check(
+        self,
+        guild_id: int | None,
+        channel_id: int | None,
+        channel_is_age_restricted: bool,
+        request: RenderRequest,
+    ) -> None:
+        """Raise ``UserError`` naming the rule the request breaks (nothing applies in DMs)."""
+        if guild_id is None:
+            return
+        settings = await store.get(self._conn, guild_id)
+        check_request(
+            prompt=request.prompt,
+            negative=request.negative_prompt,
+            model=request.model or settings.default_model,
+            channel_id=channel_id,
+            channel_is_age_restricted=channel_is_age_restricted,
+            allowed_channels={int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)},
+            allowed_models=settings.entries(GuildList.ALLOWED_MODEL),
+            banned_words=settings.entries(GuildList.BANNED_WORD),
+            nsfw_policy=NsfwPolicy(settings.nsfw_policy),
+        )
+
+    async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
+        await store.set_value(
+            self._conn, guild_id, admin_id, "default_model", model, self._clock()
+        )
+
+    async def set_nsfw_policy(self, guild_id: int, admin_id: int, policy: NsfwPolicy) -> None:
+        await store.set_value(
+            self._conn, guild_id, admin_id, "nsfw_policy", policy.value, self._clock()
+        )
+
+    async def change_list(
+        self, guild_id: int, admin_id: int, which: GuildList, value: str, *, add: bool
+    ) -> bool:
+        value = value.strip().lower() if which is GuildList.BANNED_WORD else value.strip()
+        return await store.change_list(
+            self._conn, guild_id, admin_id, which, value, add=add, now=self._clock()
+        )
+
+    async def set_quota(
+        self,
+        guild_id: int,
+        admin_id: int,
+        scope: LimitScope,
+        subject_id: int,
+        limits: QuotaLimits,
+    ) -> None:
+        now = self._clock()
+        await quotas.set_limits(
+            self._conn, scope, guild_id, subject_id, limits.as_mapping(), now
+        )
+        await store.record_change(
+            self._conn,
+            guild_id,
+            admin_id,
+            f"quota:{scope.value}:{subject_id}",
+            json.dumps({k: v for k, v in limits.as_mapping().items() if v is not None}),
+            now,
+        )
+
+    async def audit_log(self, guild_id: int, limit: int = 15) -> list[AuditEntry]:
+        return await store.audit_log(self._conn, guild_id, limit)

@@ -1,0 +1,121 @@
+"""Image work the bot does itself, with Pillow only: checking uploads, grids, quick upscales,
+and shrinking a result that is too large for Discord (pure: no discord, no torch)."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from bot.user_errors import UserError
+from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Above this a small file can still decode to gigabytes (a "decompression bomb").
+MAX_UPLOAD_PIXELS = 4096 * 4096
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+
+def check_upload_size(name: str, size: int) -> None:
+    """Refuse an attachment by its announced size, before downloading it."""
+    if size > MAX_UPLOAD_BYTES:
+        raise UserError(
+            f"{name!r} is {size / 2**20:.1f} MiB; attach an image of at most "
+            f"{MAX_UPLOAD_BYTES // 2**20} MiB."
+        )
+
+
+def check_image(name: str, data: bytes) -> CheckedImage:
+    """Accept only a PNG, JPEG or WebP of sane size; the header is read before any decoding."""
+    check_upload_size(name, len(data))
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format or "unknown"
+            width, height = image.size
+            if image_format not in ACCEPTED_FORMATS:
+                raise UserError(
+                    f"{name!r} is a {image_format} file; attach a PNG, JPEG or WebP image."
+                )
+            if width * height > MAX_UPLOAD_PIXELS:
+                raise UserError(
+                    f"{name!r} is {width}x{height} pixels; attach an image of at most "
+                    f"{MAX_UPLOAD_PIXELS:,} pixels (e.g. 4096x4096)."
+                )
+            image.verify()
+    except (UnidentifiedImageError, SyntaxError, OSError, Image.DecompressionBombError):
+        raise UserError(f"{name!r} is not a readable image; attach a PNG, JPEG or WebP.") from None
+    return CheckedImage(data, image_format, width, height)
+
+
+def infotext_of(image: CheckedImage) -> str | None:
+    return infotext_from_png(image.data) if image.format == "PNG" else None
+
+
+def grid_png(pngs: list[bytes], infotext: str) -> bytes:
+    """The pictures in a near-square grid (2x2 for four), carrying ``infotext``."""
+    pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
+    columns = math.ceil(math.sqrt(len(pictures)))
+    rows = math.ceil(len(pictures) / columns)
+    cell_w = max(p.width for p in pictures)
+    cell_h = max(p.height for p in pictures)
+    grid = Image.new("RGB", (columns * cell_w, rows * cell_h))
+    for index, picture in enumerate(pictures):
+        grid.paste(picture, ((index % columns) * cell_w, (index // columns) * cell_h))
+    return png_with_infotext(grid, infotext)
+
+
+def upscale_png(png: bytes, factor: int) -> bytes:
+    """Lanczos upscale that keeps the infotext and notes the step as the web UI does."""
+    if factor not in (2, 4):
+        raise UserError(f"upscale factor must be 2 or 4, not {factor}.")
+    with Image.open(io.BytesIO(png)) as image:
+        infotext = image.info.get(PNG_TEXT_KEY)
+        bigger = image.convert("RGB").resize(
+            (image.width * factor, image.height * factor), Image.Resampling.LANCZOS
+        )
+    note = f"Postprocess upscale by: {factor}, Postprocess upscaler: Lanczos"
+    text = f"{infotext}, {note}" if isinstance(infotext, str) and infotext else note
+    return png_with_infotext(bigger, text)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    data: bytes
+    extension: str
+    is_preview: bool  # False: the same pixels (only re-compressed)
+
+
+def fit_under(png: bytes, limit: int) -> Fitted:
+    """The PNG as is, else optimised, else a smaller JPEG preview that fits under ``limit``."""
+    if len(png) <= limit:
+        return Fitted(png, "png", is_preview=False)
+    with Image.open(io.BytesIO(png)) as image:
+        infotext = image.info.get(PNG_TEXT_KEY)
+        rgb = image.convert("RGB")
+    optimised = io.BytesIO()
+    metadata = PngInfo()
+    if isinstance(infotext, str):
+        metadata.add_text(PNG_TEXT_KEY, infotext)
+    rgb.save(optimised, format="PNG", optimize=True, compress_level=9, pnginfo=metadata)
+    if optimised.tell() <= limit:
+        return Fitted(optimised.getvalue(), "png", is_preview=False)
+    preview = rgb
+    while True:
+        buffer = io.BytesIO()
+        preview.save(buffer, format="JPEG", quality=80)
+        if buffer.tell() <= limit or min(preview.size) <= 16:
+            return Fitted(buffer.getvalue(), "jpg", is_preview=True)
+        half = (preview.width // 2, preview.height // 2)
+        preview = preview.resize(half, Image.Resampling.LANCZOS)
+

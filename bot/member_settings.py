@@ -1,0 +1,59 @@
+"""Personal /imagine defaults: validated on the way in, applied where an option is absent."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import aiosqlite
+
+from bot.requests import ImagineOptions, RequestError, parse_size
+from db import user_settings as store
+from db.user_settings import UserSettings
+
+__all__ = ["MemberSettings", "UserSettings", "with_personal_defaults"]
+
+
+def with_personal_defaults(options: ImagineOptions, settings: UserSettings) -> ImagineOptions:
+    """Fill the options the member left out with their saved defaults."""
+    return dataclasses.replace(
+        options,
+        steps=options.steps if options.steps is not None else settings.steps,
+        cfg=options.cfg if options.cfg is not None else settings.cfg,
+        sampler=options.sampler or settings.sampler,
+        size=options.size or settings.size,
+        negative=options.negative if options.negative is not None else settings.negative,
+    )
+
+
+def _validated(settings: UserSettings) -> UserSettings:
+    if settings.steps is not None and not 1 <= settings.steps <= 150:
+        raise RequestError(f"steps must be between 1 and 150, not {settings.steps}")
+    if settings.cfg is not None and not 0 <= settings.cfg <= 30:
+        raise RequestError(f"cfg must be between 0 and 30, not {settings.cfg:g}")
+    if settings.size is not None:
+        parse_size(settings.size)
+    return settings
+
+
+class MemberSettings:
+    def __init__(
+        self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def get(self, user_id: int) -> UserSettings:
+        return await store.get(self._conn, user_id)
+
+    async def update(
+        self, user_id: int, changes: dict[str, object], *, clear: bool = False
+    ) -> UserSettings:
+        """Apply the given changes (None values are ignored) on top of the saved settings,
+        or on top of nothing with ``clear``; raises ``RequestError`` for a bad value."""
+        base = UserSettings() if clear else await store.get(self._conn, user_id)
+        given = {name: value for name, value in changes.items() if value is not None}
+        updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
+        await store.put(self._conn, user_id, updated, self._clock())
+        return updated

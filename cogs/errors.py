@@ -1,0 +1,60 @@
+"""The app-command error handler: a member's mistake is one ephemeral sentence; anything else
+is logged with a reference id the member can quote to the admins."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.requests import RequestError
+from bot.user_errors import UserError
+from cogs.common import tell
+
+log = logging.getLogger(__name__)
+
+
+def user_message(error: app_commands.AppCommandError) -> str | None:
+    """The sentence for an error the member can fix, or None for an internal failure."""
+    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(cause, UserError | RequestError):
+        return str(cause)
+    if isinstance(cause, app_commands.MissingPermissions):
+        needed = ", ".join(p.replace("_", " ") for p in cause.missing_permissions)
+        return f"You need the {needed} permission to use this; ask a server admin."
+    if isinstance(cause, app_commands.NoPrivateMessage):
+        return "This command works only in a server; run it in a server channel."
+    if isinstance(cause, app_commands.CommandOnCooldown):
+        return f"Slow down: try again in {cause.retry_after:.0f} s."
+    if isinstance(cause, app_commands.TransformerError):
+        return f"{cause.value!r} is not a valid {cause.type.name.lower()}; pick one from the list."
+    if isinstance(cause, app_commands.CheckFailure):
+        return str(cause) or "You are not allowed to use this command here."
+    return None
+
+
+async def on_app_command_error(
+    interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+) -> None:
+    message = user_message(error)
+    if message is None:
+        reference = secrets.token_hex(4)
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error(
+            "internal error %s in /%s for user %s",
+            reference,
+            command,
+            interaction.user.id,
+            exc_info=error,
+        )
+        message = (
+            f"Something went wrong on Easel's side (reference `{reference}`); "
+            "try again later, or give the reference to a server admin."
+        )
+    try:
+        await tell(interaction, message)
+    except discord.HTTPException:
+        log.warning("could not tell user %s about an error", interaction.user.id)

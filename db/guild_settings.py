@@ -1,0 +1,147 @@
+"""Per-guild policy set by admins, and the audit trail of every change (``0003``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiosqlite
+
+from db.database import transaction
+
+
+class GuildList(StrEnum):
+    ALLOWED_CHANNEL = "allowed_channel"
+    ALLOWED_MODEL = "allowed_model"
+    PRIORITY_ROLE = "priority_role"
+    BANNED_WORD = "banned_word"
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    guild_id: int
+    default_model: str | None
+    nsfw_policy: str
+    lists: dict[GuildList, frozenset[str]]
+
+    def entries(self, which: GuildList) -> frozenset[str]:
+        return self.lists.get(which, frozenset())
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    user_id: int
+    setting: str
+    old_value: str | None
+    new_value: str | None
+    at: float
+
+
+async def get(conn: aiosqlite.Connection, guild_id: int) -> GuildSettings:
+    async with conn.execute(
+        "SELECT default_model, nsfw_policy FROM guild_settings WHERE guild_id = ?", (guild_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    default_model, nsfw_policy = (row[0], row[1]) if row else (None, "allow")
+    lists: dict[GuildList, set[str]] = {}
+    async with conn.execute(
+        "SELECT list, value FROM guild_list_entries WHERE guild_id = ?", (guild_id,)
+    ) as cursor:
+        for list_name, value in await cursor.fetchall():
+            lists.setdefault(GuildList(list_name), set()).add(value)
+    return GuildSettings(
+        guild_id, default_model, nsfw_policy, {k: frozenset(v) for k, v in lists.items()}
+    )
+
+
+async def _audit(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    user_id: int,
+    setting: str,
+    old: str | None,
+    new: str | None,
+    now: float,
+) -> None:
+    await conn.execute(
+        "INSERT INTO settings_audit (guild_id, user_id, setting, old_value, new_value, at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (guild_id, user_id, setting, old, new, now),
+    )
+
+
+async def set_value(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    user_id: int,
+    setting: str,
+    value: str | None,
+    now: float,
+) -> None:
+    """Set ``default_model`` or ``nsfw_policy`` and audit it, in one transaction."""
+    if setting not in {"default_model", "nsfw_policy"}:
+        raise ValueError(f"unknown guild setting {setting!r}; known: default_model, nsfw_policy")
+    async with transaction(conn):
+        old = await get(conn, guild_id)
+        old_value = old.default_model if setting == "default_model" else old.nsfw_policy
+        await conn.execute(
+            "INSERT INTO guild_settings (guild_id, updated_at) VALUES (?, ?)"
+            " ON CONFLICT (guild_id) DO NOTHING",
+            (guild_id, now),
+        )
+        # ``setting`` is one of the two column names checked above.
+        await conn.execute(
+            f"UPDATE guild_settings SET {setting} = ?, updated_at = ? WHERE guild_id = ?",
+            (value, now, guild_id),
+        )
+        await _audit(conn, guild_id, user_id, setting, old_value, value, now)
+
+
+async def change_list(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    user_id: int,
+    which: GuildList,
+    value: str,
+    *,
+    add: bool,
+    now: float,
+) -> bool:
+    """Add or remove one entry and audit it; False (nothing audited) when nothing changed."""
+    async with transaction(conn):
+        if add:
+            cursor = await conn.execute(
+                "INSERT OR IGNORE INTO guild_list_entries (guild_id, list, value) VALUES (?, ?, ?)",
+                (guild_id, which.value, value),
+            )
+        else:
+            cursor = await conn.execute(
+                "DELETE FROM guild_list_entries WHERE guild_id = ? AND list = ? AND value = ?",
+                (guild_id, which.value, value),
+            )
+        changed = cursor.rowcount == 1
+        if changed:
+            old, new = (None, value) if add else (value, None)
+            await _audit(conn, guild_id, user_id, which.value, old, new, now)
+    return changed
+
+
+async def record_change(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    user_id: int,
+    setting: str,
+    new_value: str | None,
+    now: float,
+) -> None:
+    """Audit a change stored elsewhere (for instance quota limits)."""
+    await _audit(conn, guild_id, user_id, setting, None, new_value, now)
+
+
+async def audit_log(conn: aiosqlite.Connection, guild_id: int, limit: int) -> list[AuditEntry]:
+    async with conn.execute(
+        "SELECT user_id, setting, old_value, new_value, at FROM settings_audit"
+        " WHERE guild_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+        (guild_id, limit),
+    ) as cursor:
+        return [AuditEntry(*row) for row in await cursor.fetchall()]

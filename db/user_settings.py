@@ -1,0 +1,58 @@
+"""Personal /imagine defaults (table ``user_settings`` from ``0003_settings_and_audit.sql``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import aiosqlite
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """A member's defaults; None means "no preference"."""
+
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    size: str | None = None
+    negative: str | None = None
+    private_results: bool = False
+
+
+_COLUMNS = tuple(field.name for field in fields(UserSettings))
+
+
+async def get(conn: aiosqlite.Connection, user_id: int) -> UserSettings:
+    async with conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM user_settings WHERE user_id = ?", (user_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return UserSettings()
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["private_results"] = bool(values["private_results"])
+    return UserSettings(**values)
+
+
+async def put(conn: aiosqlite.Connection, user_id: int, settings: UserSettings, now: float) -> None:
+    updates = ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS)
+    await conn.execute(
+        f"INSERT INTO user_settings (user_id, {', '.join(_COLUMNS)}, updated_at)"
+        f" VALUES (?, {', '.join('?' for _ in _COLUMNS)}, ?)"
+        f" ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
+        (
+            user_id,
+            settings.steps,
+            settings.cfg,
+            settings.sampler,
+            settings.size,
+            settings.negative,
+            int(settings.private_results),
+            now,
+        ),
+    )
+
+
+async def delete(conn: aiosqlite.Connection, user_id: int) -> bool:
+    cursor = await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
+    return cursor.rowcount == 1

@@ -1,0 +1,76 @@
+"""Single-file checkpoints (the web UI's ``.safetensors`` files): family detection and loading
+with the configs shipped in ``inference/configs`` (or a sidecar config folder), offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from safetensors import safe_open
+
+from inference.registry import SIDECAR_SUFFIX, ModelEntry
+from inference.tiny import load_clip_tokenizer
+from inference.types import RenderInputError
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
+# One tensor name that only each family's text encoder has.
+_FAMILY_MARKERS = (
+    ("sdxl-base", "conditioner.embedders.1.model.ln_final.weight"),
+    ("sd2-v", "cond_stage_model.model.ln_final.weight"),
+    ("sd15", "cond_stage_model.transformer.text_model.final_layer_norm.weight"),
+)
+# OpenCLIP tokenizers (SD2, SDXL's second encoder) pad with "!" where OpenAI's CLIP pads with
+# its end token.
+_OPEN_CLIP_PAD = "!"
+
+
+def detect_family(checkpoint: Path) -> str:
+    """The shipped config folder that fits ``checkpoint``, read from tensor names and shapes."""
+    with safe_open(str(checkpoint), framework="pt") as weights:
+        names = set(weights.keys())
+        if UNET_INPUT_CONV not in names:
+            raise RenderInputError(
+                f"{checkpoint.name} is not a Stable Diffusion checkpoint (no UNet weights found)"
+            )
+        in_channels = weights.get_slice(UNET_INPUT_CONV).get_shape()[1]
+    family = next((family for family, marker in _FAMILY_MARKERS if marker in names), None)
+    if family is None:
+        raise RenderInputError(
+            f"cannot tell which model family {checkpoint.name} is (SD1.x, SD2.x and SDXL are "
+            "known); put a diffusers config folder next to it as "
+            f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
+        )
+    if in_channels == 9 and family == "sd15":
+        return "sd15-inpainting"
+    if in_channels != 4:
+        raise RenderInputError(
+            f"{checkpoint.name} has a {in_channels}-channel UNet input, which the shipped "
+            f"{family} config does not fit; add a sidecar config folder "
+            f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
+        )
+    return family
+
+
+def load_single_file(entry: ModelEntry, dtype: torch.dtype) -> Any:
+    """Load a single-file checkpoint as a diffusers pipeline, without touching the network.
+
+    The config comes from a sidecar folder ``<stem>.config/`` next to the file when there is
+    one (which may also hold its own tokenizer folders), else from the detected family.
+    """
+    sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
+    family = None if sidecar.is_dir() else detect_family(entry.path)
+    config = sidecar if family is None else CONFIGS_DIR / family
+    index: dict[str, Any] = diffusers.DiffusionPipeline.load_config(str(config))
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    first_pad = _OPEN_CLIP_PAD if family == "sd2-v" else "<|endoftext|>"
+    tokenizers = {
+        name: load_clip_tokenizer(first_pad if name == "tokenizer" else _OPEN_CLIP_PAD)
+        for name in ("tokenizer", "tokenizer_2")
+        if name in index and not (config / name).is_dir()
+    }
+    return pipeline_class.from_single_file(
+        str(entry.path), config=str(config), local_files_only=True, dtype=dtype, **tokenizers
+    )
