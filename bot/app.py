@@ -12,8 +12,11 @@ from discord.ext import commands
 
 from bot.discord_endpoints import point_discord_at
 from bot.queue import JobQueue
+from bot.services import Services
 from bot.settings import Settings
+from cogs.errors import on_app_command_error
 from cogs.imagine import ImagineCog
+from cogs.info import InfoCog
 from cogs.results import DiscordResults, RerollButton
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
@@ -34,11 +37,18 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
 
 class EaselBot(commands.Bot):
     queue: JobQueue
+    services: Services
 
     def __init__(self, settings: Settings, engine_factory: EngineFactory | None = None) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        # Easel needs no complete guild cache to serve interactions: be ready without waiting.
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            guild_ready_timeout=0.1,
+        )
         self.settings = settings
         self._engine_factory = engine_factory or engine_factory_for(settings)
         self._db: aiosqlite.Connection | None = None
@@ -54,7 +64,10 @@ class EaselBot(commands.Bot):
         ]
         self.queue = JobQueue(self._db, workers, settings.images_dir)
         self.queue.set_sink(DiscordResults(self))
+        self.services = Services.build(self._db, settings.images_dir, settings.wildcards_dir)
+        self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
+        await self.add_cog(InfoCog(self))
         self.add_dynamic_items(RerollButton)
         await self._sync_commands()
         await self.queue.start()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from bot.settings import Settings
@@ -37,6 +39,20 @@ async def _database_version(settings: Settings) -> int:
         await conn.close()
 
 
+def _database_check(settings: Settings) -> Check:
+    path = settings.database_path
+    if not path.exists():
+        folder = next((p for p in (path, *path.parents) if p.exists()), Path())
+        if os.access(folder, os.W_OK):
+            return Check("database", True, f"{path} will be created at the first start")
+        return Check("database", False, f"{folder} is not writable: fix EASEL_DATA_DIR")
+    try:
+        version = asyncio.run(_database_version(settings))
+    except Exception as error:
+        return Check("database", False, f"{path}: {error}")
+    return Check("database", True, f"{path} at schema version {version}")
+
+
 def diagnose(settings: Settings) -> Iterator[Check]:
     if settings.discord_token:
         yield Check("settings", True, "DISCORD_TOKEN is set")
@@ -64,11 +80,7 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             "there (or run `easel tiny-model models/tiny` to try Easel out)",
         )
 
-    try:
-        version = asyncio.run(_database_version(settings))
-        yield Check("database", True, f"{settings.database_path} at schema version {version}")
-    except Exception as error:
-        yield Check("database", False, f"{settings.database_path}: {error}")
+    yield _database_check(settings)
 
     if settings.queue_url:
         problem = _broker_problem(settings.queue_url)

@@ -20,9 +20,7 @@ __all__ = ["AuditEntry", "GuildList", "GuildPolicy", "GuildSettings", "LimitScop
 
 
 class GuildPolicy:
-    def __init__(
-        self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
 
@@ -53,9 +51,7 @@ class GuildPolicy:
         )
 
     async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
-        await store.set_value(
-            self._conn, guild_id, admin_id, "default_model", model, self._clock()
-        )
+        await store.set_value(self._conn, guild_id, admin_id, "default_model", model, self._clock())
 
     async def set_nsfw_policy(self, guild_id: int, admin_id: int, policy: NsfwPolicy) -> None:
         await store.set_value(
@@ -79,9 +75,7 @@ class GuildPolicy:
         limits: QuotaLimits,
     ) -> None:
         now = self._clock()
-        await quotas.set_limits(
-            self._conn, scope, guild_id, subject_id, limits.as_mapping(), now
-        )
+        await quotas.set_limits(self._conn, scope, guild_id, subject_id, limits.as_mapping(), now)
         await store.record_change(
             self._conn,
             guild_id,

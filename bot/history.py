@@ -56,9 +56,7 @@ class History:
 
     async def page(self, user_id: int, page: int, search: str | None = None) -> HistoryPage:
         """Page ``page`` (clamped to the last one) of the member's jobs, newest first."""
-        _, total = await store.page_of_jobs(
-            self._conn, user_id, search=search, limit=0, offset=0
-        )
+        _, total = await store.page_of_jobs(self._conn, user_id, search=search, limit=0, offset=0)
         page_count = max(1, -(-total // PAGE_SIZE))
         page = min(max(page, 0), page_count - 1)
         entries, total = await store.page_of_jobs(

@@ -53,7 +53,12 @@ def check_image(name: str, data: bytes) -> CheckedImage:
                     f"{MAX_UPLOAD_PIXELS:,} pixels (e.g. 4096x4096)."
                 )
             image.verify()
-    except (UnidentifiedImageError, SyntaxError, OSError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise UserError(
+            f"{name!r} claims more pixels than Pillow will decode; attach an image of at most "
+            f"{MAX_UPLOAD_PIXELS:,} pixels (e.g. 4096x4096)."
+        ) from None
+    except (UnidentifiedImageError, SyntaxError, OSError):
         raise UserError(f"{name!r} is not a readable image; attach a PNG, JPEG or WebP.") from None
     return CheckedImage(data, image_format, width, height)
 
@@ -118,4 +123,3 @@ def fit_under(png: bytes, limit: int) -> Fitted:
             return Fitted(buffer.getvalue(), "jpg", is_preview=True)
         half = (preview.width // 2, preview.height // 2)
         preview = preview.resize(half, Image.Resampling.LANCZOS)
-

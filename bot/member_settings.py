@@ -38,9 +38,7 @@ def _validated(settings: UserSettings) -> UserSettings:
 
 
 class MemberSettings:
-    def __init__(
-        self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
 

@@ -42,13 +42,10 @@ def check_request(
         raise UserError(f"Easel is not enabled in this channel; use it in {where}.")
     if nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY and not channel_is_age_restricted:
         raise UserError(
-            "This server allows generation only in age-restricted channels; "
-            "use one of those."
+            "This server allows generation only in age-restricted channels; use one of those."
         )
     if model is not None and allowed_models and model not in allowed_models:
         names = ", ".join(sorted(allowed_models))
         raise UserError(f"Model {model!r} is not allowed on this server; choose one of: {names}.")
     if word := find_banned_word((prompt, negative), banned_words):
-        raise UserError(
-            f"The word {word!r} is banned on this server; remove it from your prompt."
-        )
+        raise UserError(f"The word {word!r} is banned on this server; remove it from your prompt.")

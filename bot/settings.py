@@ -105,4 +105,5 @@ def load_settings(env_file: Path | None = Path(".env")) -> Settings:
         first = error.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "settings"
         value = first.get("input")
-        raise SettingsError(f"{name}={value!r} is invalid: {first['msg']}") from None
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{name}={value!r} is invalid: {reason}") from None

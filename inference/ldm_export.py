@@ -7,7 +7,7 @@ end to end. The renames follow the original Stable Diffusion code's module names
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,16 @@ def open_clip_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return {SDXL_OPEN_CLIP_PREFIX + key: tensor for key, tensor in converted.items()}
 
 
-def _prefixed(prefix: str) -> Callable[[Mapping[str, torch.Tensor]], dict[str, Any]]:
-    return lambda state: {prefix + key: tensor for key, tensor in state.items()}
+def _with_text_model_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Transformers 5 drops CLIPTextModel's ``text_model.`` prefix; checkpoints keep it."""
+    return {
+        key if key.startswith(("text_model.", "text_projection.")) else f"text_model.{key}": tensor
+        for key, tensor in state.items()
+    }
+
+
+def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    return {prefix + key: tensor for key, tensor in _with_text_model_names(state).items()}
 
 
 def export_ldm_checkpoint(pipeline: Any, path: Path) -> Path:
@@ -175,9 +183,9 @@ def export_ldm_checkpoint(pipeline: Any, path: Path) -> Path:
     weights.update(unet_to_ldm(pipeline.unet.state_dict(), pipeline.unet.config))
     weights.update(vae_to_ldm(pipeline.vae.state_dict(), pipeline.vae.config))
     if getattr(pipeline, "text_encoder_2", None) is None:
-        weights.update(_prefixed(SD1_TEXT_PREFIX)(pipeline.text_encoder.state_dict()))
+        weights.update(_prefixed(SD1_TEXT_PREFIX, pipeline.text_encoder.state_dict()))
     else:
-        weights.update(_prefixed(SDXL_TEXT_PREFIX)(pipeline.text_encoder.state_dict()))
-        weights.update(open_clip_to_ldm(pipeline.text_encoder_2.state_dict()))
+        weights.update(_prefixed(SDXL_TEXT_PREFIX, pipeline.text_encoder.state_dict()))
+        weights.update(open_clip_to_ldm(_with_text_model_names(pipeline.text_encoder_2.state_dict())))
     save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path))
     return path

@@ -34,6 +34,8 @@ CLIP_TOKENIZER_DIR = Path(__file__).parent / "configs" / "tokenizers" / "clip"
 CLIP_BOS_ID = 49406
 CLIP_EOS_ID = 49407
 TINY_TEXT_HIDDEN = 32
+# SDXL's encoders differ in width (768 / 1280); loaders tell them apart by it, so ours do too.
+TINY_TEXT_2_HIDDEN = 48
 SDXL_TIME_EMBED_DIM = 8
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -56,15 +58,15 @@ def load_clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
     )
 
 
-def _tiny_text_config(with_projection: bool) -> CLIPTextConfig:
+def _tiny_text_config(hidden_size: int, with_projection: bool) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=CLIP_EOS_ID + 1,
-        hidden_size=TINY_TEXT_HIDDEN,
+        hidden_size=hidden_size,
         intermediate_size=37,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=77,
-        projection_dim=TINY_TEXT_HIDDEN if with_projection else 512,
+        projection_dim=hidden_size if with_projection else 512,
         bos_token_id=CLIP_BOS_ID,
         eos_token_id=CLIP_EOS_ID,
         pad_token_id=CLIP_EOS_ID,
@@ -79,7 +81,7 @@ def _tiny_unet(family: Family, inpainting: bool) -> UNet2DConditionModel:
         sdxl_conditioning = {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": SDXL_TIME_EMBED_DIM,
-            "projection_class_embeddings_input_dim": TINY_TEXT_HIDDEN + 6 * SDXL_TIME_EMBED_DIM,
+            "projection_class_embeddings_input_dim": TINY_TEXT_2_HIDDEN + 6 * SDXL_TIME_EMBED_DIM,
         }
     return UNet2DConditionModel(
         sample_size=8,
@@ -91,7 +93,7 @@ def _tiny_unet(family: Family, inpainting: bool) -> UNet2DConditionModel:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         # SDXL concatenates its two text encoders' hidden states.
-        cross_attention_dim=TINY_TEXT_HIDDEN * (2 if family == "sdxl" else 1),
+        cross_attention_dim=TINY_TEXT_HIDDEN + (TINY_TEXT_2_HIDDEN if family == "sdxl" else 0),
         attention_head_dim=8,
         norm_num_groups=16,
         use_linear_projection=family == "sdxl",
@@ -127,7 +129,7 @@ def build_tiny_pipeline(
         torch.manual_seed(seed)
         unet = _tiny_unet(family, inpainting)
         vae = _tiny_vae()
-        text_encoder = CLIPTextModel(_tiny_text_config(with_projection=False))
+        text_encoder = CLIPTextModel(_tiny_text_config(TINY_TEXT_HIDDEN, with_projection=False))
         scheduler = EulerAncestralDiscreteScheduler.from_config(SD_SCHEDULER_CONFIG)
         if family == "sd15":
             sd_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
@@ -141,7 +143,9 @@ def build_tiny_pipeline(
                 feature_extractor=None,
                 requires_safety_checker=False,
             )
-        text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(with_projection=True))
+        text_encoder_2 = CLIPTextModelWithProjection(
+            _tiny_text_config(TINY_TEXT_2_HIDDEN, with_projection=True)
+        )
         xl_class = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
         return xl_class(
             vae=vae,

@@ -1,0 +1,129 @@
+"""/history (paged, searchable), /show (re-post a job with live buttons), /forget-me."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.history import History, HistoryPage
+from bot.user_errors import UserError
+from cogs.results import job_view
+
+_PROMPT_PREVIEW = 80
+HISTORY_VIEW_TIMEOUT_S = 600
+
+
+def render_page(page: HistoryPage, search: str | None) -> str:
+    if not page.lines:
+        if search:
+            return f"None of your jobs mention {search!r}; try a shorter search."
+        return "You have no jobs yet; try `/imagine`."
+    header = f"**Your jobs** — page {page.page + 1}/{page.page_count} ({page.total} in all)"
+    if search:
+        header += f", matching {search!r}"
+    lines = [header]
+    for line in page.lines:
+        prompt = line.prompt.replace("\n", " ")
+        if len(prompt) > _PROMPT_PREVIEW:
+            prompt = prompt[:_PROMPT_PREVIEW] + "…"
+        lines.append(
+            f"`{line.job_id}` <t:{int(line.created_at)}:R> {line.status}, "
+            f"{line.image_count} image(s) — {discord.utils.escape_markdown(prompt)}"
+        )
+    lines.append("Use `/show job_id` to post one again.")
+    return "\n".join(lines)
+
+
+class HistoryPager(discord.ui.View):
+    """◀ / ▶ under an ephemeral /history reply; only its owner ever sees it."""
+
+    def __init__(self, history: History, user_id: int, search: str | None, page: HistoryPage):
+        super().__init__(timeout=HISTORY_VIEW_TIMEOUT_S)
+        self._history = history
+        self._user_id = user_id
+        self._search = search
+        self._page = page
+        self._sync_buttons()
+
+    def _sync_buttons(self) -> None:
+        self.previous.disabled = self._page.page == 0
+        self.next.disabled = self._page.page >= self._page.page_count - 1
+
+    async def _show(self, interaction: discord.Interaction[Any], page: int) -> None:
+        self._page = await self._history.page(self._user_id, page, self._search)
+        self._sync_buttons()
+        await interaction.response.edit_message(
+            content=render_page(self._page, self._search), view=self
+        )
+
+    @discord.ui.button(label="◀", style=discord.ButtonStyle.secondary)
+    async def previous(
+        self, interaction: discord.Interaction[Any], button: discord.ui.Button[HistoryPager]
+    ) -> None:
+        await self._show(interaction, self._page.page - 1)
+
+    @discord.ui.button(label="▶", style=discord.ButtonStyle.secondary)
+    async def next(
+        self, interaction: discord.Interaction[Any], button: discord.ui.Button[HistoryPager]
+    ) -> None:
+        await self._show(interaction, self._page.page + 1)
+
+
+class HistoryCog(commands.Cog):
+    def __init__(self, history: History) -> None:
+        self._history = history
+
+    @app_commands.command(name="history", description="Your past jobs, newest first")
+    @app_commands.describe(search="Only jobs whose prompt contains this text")
+    async def history(
+        self,
+        interaction: discord.Interaction[Any],
+        search: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
+        page = await self._history.page(interaction.user.id, 0, search)
+        view = HistoryPager(self._history, interaction.user.id, search, page)
+        await interaction.response.send_message(
+            render_page(page, search),
+            view=view if page.page_count > 1 else discord.utils.MISSING,
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="show", description="Post one of your past results again")
+    @app_commands.describe(job_id="The job id from /history or a result's caption")
+    async def show(
+        self, interaction: discord.Interaction[Any], job_id: app_commands.Range[str, 1, 32]
+    ) -> None:
+        job = await self._history.job(job_id.strip().lower())
+        if job is None or job.user_id != interaction.user.id:
+            raise UserError(f"You have no job `{job_id}`; find your job ids with /history.")
+        if not job.image_paths:
+            raise UserError(
+                f"Job `{job.job_id}` is {job.status} and has no pictures; /history lists "
+                "the finished ones."
+            )
+        await interaction.response.defer(thinking=True)
+        files = [
+            discord.File(path, filename=f"easel-{job.job_id}-{index}.png")
+            for index, path in enumerate(job.image_paths)
+        ]
+        await interaction.followup.send(
+            f"**{discord.utils.escape_markdown(job.prompt[:1500])}** — job `{job.job_id}` "
+            f"(seed {', '.join(map(str, job.seeds))})",
+            files=files,
+            view=job_view(job.job_id, len(files)),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(
+        name="forget-me", description="Erase your finished jobs, stored pictures and settings"
+    )
+    async def forget_me(self, interaction: discord.Interaction[Any]) -> None:
+        forgotten = await self._history.forget(interaction.user.id)
+        await interaction.response.send_message(
+            f"Done: erased {forgotten.jobs} job(s), {forgotten.files} stored picture(s) and "
+            "your settings. Messages already posted in channels stay until deleted there.",
+            ephemeral=True,
+        )

@@ -1,0 +1,121 @@
+"""Read-only helpers: /info and the "Info" message menu (a PNG's parameters), /help, /explain."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
+from bot.user_errors import UserError
+from cogs.common import services_of
+from inference.infotext import parse_infotext
+from inference.prompts import PromptError, explain
+
+MESSAGE_LIMIT = 2000
+_CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
+
+HELP_TEXT = """\
+**Easel** — Stable Diffusion in this server.
+`/imagine prompt` — pictures from a prompt; web UI syntax works: `(word:1.3)`, `[a|b]`, \
+`[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --seed 5 --no cars`.
+Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
+`Vary (Subtle/Strong)`, `Upscale (2x/4x)` under a single picture.
+`/info image` or the message menu **Apps › Info** — the settings stored in an Easel/web UI PNG.
+`/explain prompt` — how Easel reads a prompt (weights, schedule, LoRAs), as JSON.
+`/history [search]`, `/show job_id` — your past results; `/forget-me` erases them and your settings.
+`/settings` — your defaults for steps, cfg, sampler, size, negative prompt and private results.
+`/easel-admin ...` — server admins: channels, models, quotas, NSFW policy, banned words, audit."""
+
+
+async def _read_attachment(attachment: discord.Attachment) -> CheckedImage:
+    check_upload_size(attachment.filename, attachment.size)
+    return check_image(attachment.filename, await attachment.read())
+
+
+def describe_infotext(filename: str, infotext: str | None) -> str:
+    """The parameters laid out for reading, or a sentence saying there are none."""
+    if infotext is None:
+        return (
+            f"{filename!r} carries no generation parameters; only PNGs saved by Easel or the "
+            "web UI (not re-compressed by an app) have them."
+        )
+    prompt, negative, params = parse_infotext(infotext)
+    lines = [f"**Prompt:** {discord.utils.escape_markdown(prompt)}"]
+    if negative:
+        lines.append(f"**Negative:** {discord.utils.escape_markdown(negative)}")
+    lines.extend(f"**{key}:** {value}" for key, value in params.items())
+    text = "\n".join(lines)
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+
+
+class InfoCog(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self._bot = bot
+        self._info_menu = app_commands.ContextMenu(name="Info", callback=self.info_menu)
+
+    async def cog_load(self) -> None:
+        self._bot.tree.add_command(self._info_menu)
+
+    async def cog_unload(self) -> None:
+        self._bot.tree.remove_command(self._info_menu.name, type=self._info_menu.type)
+
+    @app_commands.command(name="info", description="Show the generation settings stored in a PNG")
+    @app_commands.describe(image="A PNG made by Easel or the Stable Diffusion web UI")
+    async def info(self, interaction: discord.Interaction[Any], image: discord.Attachment) -> None:
+        checked = await _read_attachment(image)
+        await interaction.response.send_message(
+            describe_infotext(image.filename, infotext_of(checked)), ephemeral=True
+        )
+
+    async def info_menu(
+        self, interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        if not pictures:
+            raise UserError("That message has no image; use Info on a message with a picture.")
+        checked = await _read_attachment(pictures[0])
+        await interaction.response.send_message(
+            describe_infotext(pictures[0].filename, infotext_of(checked)), ephemeral=True
+        )
+
+    @app_commands.command(name="help", description="What Easel can do and how to ask for it")
+    async def help(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.send_message(HELP_TEXT, ephemeral=True)
+
+    @app_commands.command(name="explain", description="How Easel understands a prompt, as JSON")
+    @app_commands.describe(
+        prompt="The prompt to explain",
+        negative="A negative prompt to explain with it",
+        steps="Steps, for [from:to:when] schedules (1-150)",
+    )
+    async def explain(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: app_commands.Range[str, 1, 4000],
+        negative: app_commands.Range[str, 0, 2000] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+    ) -> None:
+        try:
+            explained = explain(
+                prompt,
+                negative or "",
+                steps=steps,
+                wildcards_dir=services_of(interaction).wildcards_dir,
+            )
+        except PromptError as error:
+            raise UserError(f"{error}; fix the prompt and try again.") from None
+        text = json.dumps(explained, indent=1, ensure_ascii=False)
+        if len(text) <= _CODE_BLOCK_ROOM:
+            await interaction.response.send_message(f"```json\n{text}\n```", ephemeral=True)
+            return
+        # Too long for a message: a readable head, and the whole JSON as a file.
+        await interaction.response.send_message(
+            f"```json\n{text[:_CODE_BLOCK_ROOM]}\n```… truncated; the full JSON is attached.",
+            file=discord.File(io.BytesIO(text.encode()), filename="explain.json"),
+            ephemeral=True,
+        )

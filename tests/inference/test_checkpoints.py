@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from inference.checkpoints import CONFIGS_DIR, UNET_INPUT_CONV, detect_family
+from inference.engine import Engine
+from inference.ldm_export import unet_to_ldm
+from inference.tiny import write_tiny_checkpoint, write_tiny_model
+from inference.types import RenderInputError, RenderRequest
+
+PixelReader = Callable[[bytes], np.ndarray]
+
+# Parameter counts of the published models: the shipped configs must rebuild them exactly.
+PUBLISHED_SIZES = {
+    "sd15": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
+    "sd15-inpainting": {"unet": 859_535_364, "vae": 83_653_863, "text_encoder": 123_060_480},
+    "sd2-v": {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840},
+    "sdxl-base": {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
+                  "text_encoder_2": 694_659_840},
+}
+COMPONENT_CLASSES = {
+    "unet": UNet2DConditionModel.from_config,
+    "vae": AutoencoderKL.from_config,
+    "text_encoder": lambda config: CLIPTextModel(CLIPTextConfig(**config)),
+    "text_encoder_2": lambda config: CLIPTextModelWithProjection(CLIPTextConfig(**config)),
+}
+
+
+def config_of(family: str, component: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((CONFIGS_DIR / family / component / "config.json").read_text())
+    return data
+
+
+@pytest.mark.parametrize("family", list(PUBLISHED_SIZES))
+def test_shipped_configs_rebuild_the_published_architectures(family: str) -> None:
+    for component, expected in PUBLISHED_SIZES[family].items():
+        with torch.device("meta"):  # shapes without gigabytes
+            model = COMPONENT_CLASSES[component](config_of(family, component))
+        assert sum(p.numel() for p in model.parameters()) == expected, component
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl-base"])
+def test_ldm_names_round_trip_through_diffusers_converter(family: str) -> None:
+    config = config_of(family, "unet")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+    state = unet.state_dict()
+    converted = convert_ldm_unet_checkpoint(unet_to_ldm(state, config), unet.config)
+    assert set(converted) == set(state)
+
+
+def fake_checkpoint(path: Path, names: list[str], in_channels: int = 4) -> Path:
+    tensors = {name: torch.zeros(1) for name in names}
+    tensors[UNET_INPUT_CONV] = torch.zeros(1, in_channels, 1, 1)
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("marker", "in_channels", "family"),
+    [
+        ("cond_stage_model.transformer.text_model.final_layer_norm.weight", 4, "sd15"),
+        ("cond_stage_model.transformer.text_model.final_layer_norm.weight", 9, "sd15-inpainting"),
+        ("cond_stage_model.model.ln_final.weight", 4, "sd2-v"),
+        ("conditioner.embedders.1.model.ln_final.weight", 4, "sdxl-base"),
+    ],
+)
+def test_family_detection(tmp_path: Path, marker: str, in_channels: int, family: str) -> None:
+    checkpoint = fake_checkpoint(tmp_path / "m.safetensors", [marker], in_channels)
+    assert detect_family(checkpoint) == family
+
+
+def test_unknown_checkpoints_are_explained(tmp_path: Path) -> None:
+    odd = fake_checkpoint(tmp_path / "odd.safetensors", ["something.else"])
+    with pytest.raises(RenderInputError, match=r"cannot tell which model family odd\.safetensors"):
+        detect_family(odd)
+    lora = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.alpha": torch.zeros(1)}, str(lora))
+    with pytest.raises(RenderInputError, match="not a Stable Diffusion checkpoint"):
+        detect_family(lora)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    folder = tmp_path_factory.mktemp("single-file")
+    write_tiny_model(folder / "folder", seed=5)
+    write_tiny_checkpoint(folder / "file.safetensors", seed=5)
+    write_tiny_checkpoint(folder / "file-inpainting.safetensors", inpainting=True, seed=5)
+    return Engine(folder, max_loaded_models=3)
+
+
+def test_single_file_renders_like_the_diffusers_folder(
+    checkpoint_engine: Engine, pixels: PixelReader
+) -> None:
+    assert checkpoint_engine.list_models() == ["file", "file-inpainting", "folder"]
+    request = RenderRequest("a cat", seed=9, steps=2, width=64, height=64, sampler="Euler")
+    from_file = checkpoint_engine.render(dataclasses.replace(request, model="file"))[0]
+    from_folder = checkpoint_engine.render(dataclasses.replace(request, model="folder"))[0]
+    assert np.array_equal(pixels(from_file.png), pixels(from_folder.png))
+    assert "Model: file" in from_file.infotext
+    inpainting = checkpoint_engine.render(dataclasses.replace(request, model="file-inpainting"))
+    assert inpainting[0].width == 64

@@ -1,0 +1,123 @@
+"""The ``easel`` command line, run in-process through its ``main``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sd_parsers import ParserManager
+
+from bot.cli import main
+from tests.unit.test_settings import SETTING_NAMES
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env, data written here
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_run_without_token_says_what_to_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "DISCORD_TOKEN is not set" in one_error_line(capsys)
+
+
+def test_bad_setting_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EASEL_DEVICES", "tpu")
+    assert main(["doctor"]) == 2
+    assert one_error_line(capsys).startswith("easel doctor: error: EASEL_DEVICES='tpu' is invalid")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["render", "a cat", "--size", "3x3", "--out", "o"], "multiple of 8 between 64 and 2048"),
+        (["render", "a cat", "--steps", "500", "--out", "o"], "steps must be between 1 and 150"),
+        (["render", "a cat", "--seed", "-7", "--out", "o"], "seed must be -1 (random)"),
+        (["explain", "a cat", "--steps", "0"], "--steps must be between 1 and 150"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(argv) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_argument_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", "--out", "o"])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: prompt" in one_error_line(capsys)
+
+
+def test_explain_prints_the_contract_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["explain", "a [cat:dog:5] <lora:ink:0.5>", "--seed", "3", "--steps", "10"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "subprompts",
+        "extra_networks",
+        "warnings",
+    }
+    schedule = report["subprompts"][0]["schedule"]
+    assert [entry["until_step"] for entry in schedule] == [5, 10]
+    assert report["extra_networks"] == [{"kind": "lora", "name": "ink", "weight": 0.5}]
+
+
+def test_tiny_model_then_render_writes_a_png_sd_parsers_reads(
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(tiny_models_dir))
+    status = main(
+        [
+            "render",
+            "a (red:1.2) cat",
+            "--seed",
+            "1",
+            "--steps",
+            "2",
+            "--size",
+            "64x64",
+            "--out",
+            "out",
+        ]
+    )
+    assert status == 0
+    [printed] = capsys.readouterr().out.split()
+    assert Path(printed) == Path("out") / "1.png"
+    info = ParserManager().parse(tmp_path / printed)
+    assert info is not None
+    [sampler] = info.samplers
+    assert sampler.name == "Euler a"
+    assert sampler.parameters["seed"] == "1"
+    assert sampler.prompts[0].value == "a (red:1.2) cat"
+    assert sampler.model is not None and sampler.model.name == "tiny"
+
+
+def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[ERR] settings: DISCORD_TOKEN is not set" in out
+    assert "[ERR] models: no checkpoint in models" in out
+    assert "[ok ] database: data/easel.sqlite3 will be created" in out
+    assert not Path("data").exists()  # the doctor looks, it does not build
