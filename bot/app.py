@@ -14,10 +14,13 @@ from bot.discord_endpoints import point_discord_at
 from bot.queue import JobQueue
 from bot.services import Services
 from bot.settings import Settings
+from cogs.admin import AdminCog
 from cogs.errors import on_app_command_error
+from cogs.history import HistoryCog
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
-from cogs.results import DiscordResults, RerollButton
+from cogs.results import RESULT_BUTTONS, DiscordResults
+from cogs.settings import SettingsCog
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
 
@@ -38,6 +41,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
 class EaselBot(commands.Bot):
     queue: JobQueue
     services: Services
+    results: DiscordResults
 
     def __init__(self, settings: Settings, engine_factory: EngineFactory | None = None) -> None:
         intents = discord.Intents.none()
@@ -63,12 +67,17 @@ class EaselBot(commands.Bot):
             for device in resolve_devices(settings.devices)
         ]
         self.queue = JobQueue(self._db, workers, settings.images_dir)
-        self.queue.set_sink(DiscordResults(self))
+        self.results = DiscordResults(self)
+        self.queue.set_sink(self.results)
+        self.queue.set_progress_listener(self.results.progress)
         self.services = Services.build(self._db, settings.images_dir, settings.wildcards_dir)
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
-        self.add_dynamic_items(RerollButton)
+        await self.add_cog(HistoryCog(self.services.history))
+        await self.add_cog(SettingsCog(self.services.member_settings))
+        await self.add_cog(AdminCog(self.services.guild_policy))
+        self.add_dynamic_items(*RESULT_BUTTONS)
         await self._sync_commands()
         await self.queue.start()
 

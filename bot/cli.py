@@ -65,10 +65,25 @@ def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError(
-        "easel worker: the distributed queue is not available yet; "
-        "leave EASEL_QUEUE_URL empty and use `easel run` (in-process workers)"
-    )
+    if not settings.queue_url:
+        raise UsageError(
+            "EASEL_QUEUE_URL is empty: set it to the broker the bot uses, "
+            "e.g. nats://127.0.0.1:4222"
+        )
+    from bot.app import engine_factory_for
+    from bot.broker_wire import BrokerUnavailable
+    from bot.broker_worker import WorkerConfig, run_worker
+    from inference.devices import resolve_devices
+
+    try:
+        config = WorkerConfig(settings.queue_url, resolve_devices(settings.devices))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        run_worker(config, engine_factory_for(settings))
+    except BrokerUnavailable as error:
+        raise UsageError(str(error)) from None
+    return 0
 
 
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 import aiosqlite
 
@@ -16,7 +18,22 @@ from db.guild_settings import AuditEntry, GuildList, GuildSettings
 from db.quotas import LimitScope
 from inference.types import RenderRequest
 
-__all__ = ["AuditEntry", "GuildList", "GuildPolicy", "GuildSettings", "LimitScope", "NsfwPolicy"]
+__all__ = [
+    "Admission",
+    "AuditEntry",
+    "GuildList",
+    "GuildPolicy",
+    "GuildSettings",
+    "LimitScope",
+    "NsfwPolicy",
+]
+
+
+@dataclass(frozen=True)
+class Admission:
+    request: RenderRequest
+    priority: bool  # the member holds one of the guild's priority roles
+    nsfw_policy: NsfwPolicy
 
 
 class GuildPolicy:
@@ -27,28 +44,35 @@ class GuildPolicy:
     async def settings(self, guild_id: int) -> GuildSettings:
         return await store.get(self._conn, guild_id)
 
-    async def check(
+    async def admit(
         self,
         guild_id: int | None,
         channel_id: int | None,
         channel_is_age_restricted: bool,
         request: RenderRequest,
-    ) -> None:
-        """Raise ``UserError`` naming the rule the request breaks (nothing applies in DMs)."""
+        role_ids: Collection[int] = (),
+    ) -> Admission:
+        """The request as the guild wants it run (its default model filled in), or
+        ``UserError`` naming the rule it breaks. Nothing applies in direct messages."""
         if guild_id is None:
-            return
+            return Admission(request, priority=False, nsfw_policy=NsfwPolicy.ALLOW)
         settings = await store.get(self._conn, guild_id)
+        if request.model is None and settings.default_model is not None:
+            request = dataclasses.replace(request, model=settings.default_model)
+        nsfw_policy = NsfwPolicy(settings.nsfw_policy)
         check_request(
             prompt=request.prompt,
             negative=request.negative_prompt,
-            model=request.model or settings.default_model,
+            model=request.model,
             channel_id=channel_id,
             channel_is_age_restricted=channel_is_age_restricted,
             allowed_channels={int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)},
             allowed_models=settings.entries(GuildList.ALLOWED_MODEL),
             banned_words=settings.entries(GuildList.BANNED_WORD),
-            nsfw_policy=NsfwPolicy(settings.nsfw_policy),
+            nsfw_policy=nsfw_policy,
         )
+        priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
+        return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
 
     async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
         await store.set_value(self._conn, guild_id, admin_id, "default_model", model, self._clock())

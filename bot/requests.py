@@ -7,11 +7,15 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from inference.types import RenderRequest
+from inference.limits import MAX_SEED as MAX_SEED
+from inference.limits import MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
+from inference.prompts import PromptError, parse_aspect_ratio
+from inference.types import RenderInputError, RenderRequest
+from inference.validation import validate_request
 
-MAX_SEED = 2**32 - 1
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
-_ASPECT = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+# The Discord contract offers 1-4 pictures a request (a 2x2 grid at most).
+MAX_COUNT = 4
 
 
 class RequestError(ValueError):
@@ -38,7 +42,6 @@ class Defaults:
     steps: int = 20
     cfg: float = 7.0
     sampler: str = "Euler a"
-    base_size: int = 512
 
 
 def random_seed() -> int:
@@ -54,65 +57,68 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
-def parse_size(text: str, base_size: int = 512) -> tuple[int, int]:
-    """``WxH`` exactly, or an aspect ratio ``W:H`` scaled to about ``base_size``² pixels.
-
-    Sides are rounded to multiples of 64 as Stable Diffusion models expect.
-    """
+def parse_size(text: str) -> tuple[int, int] | str:
+    """``WxH`` (e.g. ``512x768``) as a pair, or an aspect ratio (e.g. ``16:9``) as its text,
+    left for the engine to apply to the model's native size."""
     if match := _SIZE.match(text):
         width, height = int(match.group(1)), int(match.group(2))
         for name, side in (("width", width), ("height", height)):
-            if not 64 <= side <= 2048 or side % 8:
+            if not MIN_SIZE <= side <= MAX_SIZE or side % SIZE_MULTIPLE:
                 raise RequestError(
-                    f"size {text!r}: {name} must be a multiple of 8 between 64 and 2048"
+                    f"size {text!r}: {name} must be a multiple of {SIZE_MULTIPLE} "
+                    f"between {MIN_SIZE} and {MAX_SIZE}"
                 )
         return width, height
-    if match := _ASPECT.match(text):
-        aspect_w, aspect_h = int(match.group(1)), int(match.group(2))
-        if not (1 <= aspect_w <= 21 and 1 <= aspect_h <= 21):
-            raise RequestError(f"aspect ratio {text!r}: each side must be between 1 and 21")
-        ratio = aspect_w / aspect_h
-        area = base_size * base_size
-        width = round((area * ratio) ** 0.5 / 64) * 64
-        height = round((area / ratio) ** 0.5 / 64) * 64
-        return max(64, width), max(64, height)
+    if ":" in text:
+        try:
+            aspect_w, aspect_h = parse_aspect_ratio(text.strip())
+        except PromptError:
+            raise RequestError(
+                f"size {text!r}: an aspect ratio needs two whole numbers 1..21, e.g. 16:9"
+            ) from None
+        return f"{aspect_w}:{aspect_h}"
     raise RequestError(
         f"size {text!r} is neither WxH (e.g. 512x768) nor an aspect ratio (e.g. 16:9)"
     )
 
 
-def _in_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise RequestError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
-
-
 def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> RenderRequest:
-    """Validate the options and fill the gaps; the seed is made concrete so a re-run is the same."""
+    """Validate the options and fill the gaps; the seed is made concrete so a re-run is the same.
+
+    Without a size the model's native one is used (512 for SD1.5, 1024 for SDXL...).
+    """
     prompt = options.prompt.strip()
     if not prompt:
         raise RequestError("prompt is empty: describe the picture you want")
-    steps = options.steps if options.steps is not None else defaults.steps
-    _in_range("steps", steps, 1, 150)
-    cfg = options.cfg if options.cfg is not None else defaults.cfg
-    _in_range("cfg", cfg, 0, 30)
     count = options.count if options.count is not None else 1
-    _in_range("count", count, 1, 4)
+    if not 1 <= count <= MAX_COUNT:
+        raise RequestError(f"count must be between 1 and {MAX_COUNT}, not {count}")
+    width = height = None
+    extra: dict[str, object] = {}
     if options.size:
-        width, height = parse_size(options.size, defaults.base_size)
-    else:
-        width = height = defaults.base_size
-    return RenderRequest(
+        size = parse_size(options.size)
+        if isinstance(size, str):
+            extra["aspect"] = size
+        else:
+            width, height = size
+    request = RenderRequest(
         prompt=prompt,
         negative_prompt=(options.negative or "").strip(),
         seed=resolve_seed(options.seed),
-        steps=steps,
-        cfg_scale=cfg,
+        steps=options.steps if options.steps is not None else defaults.steps,
+        cfg_scale=options.cfg if options.cfg is not None else defaults.cfg,
         width=width,
         height=height,
         sampler=options.sampler or defaults.sampler,
         model=options.model,
         count=count,
+        options=extra,
     )
+    try:
+        validate_request(request)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+    return request
 
 
 def reroll(request: RenderRequest) -> RenderRequest:

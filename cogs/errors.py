@@ -17,7 +17,7 @@ from cogs.common import tell
 log = logging.getLogger(__name__)
 
 
-def user_message(error: app_commands.AppCommandError) -> str | None:
+def user_message(error: BaseException) -> str | None:
     """The sentence for an error the member can fix, or None for an internal failure."""
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
     if isinstance(cause, UserError | RequestError):
@@ -30,7 +30,8 @@ def user_message(error: app_commands.AppCommandError) -> str | None:
     if isinstance(cause, app_commands.CommandOnCooldown):
         return f"Slow down: try again in {cause.retry_after:.0f} s."
     if isinstance(cause, app_commands.TransformerError):
-        return f"{cause.value!r} is not a valid {cause.type.name.lower()}; pick one from the list."
+        kind = cause.type.name.lower()
+        return f"That {kind} cannot be used here; pick another {kind} from the list."
     if isinstance(cause, app_commands.CheckFailure):
         return str(cause) or "You are not allowed to use this command here."
     return None
@@ -39,14 +40,21 @@ def user_message(error: app_commands.AppCommandError) -> str | None:
 async def on_app_command_error(
     interaction: discord.Interaction[Any], error: app_commands.AppCommandError
 ) -> None:
+    command = interaction.command.qualified_name if interaction.command else "?"
+    await report_error(interaction, error, f"/{command}")
+
+
+async def report_error(
+    interaction: discord.Interaction[Any], error: BaseException, where: str
+) -> None:
+    """Tell the member what went wrong; log internal failures with a reference id."""
     message = user_message(error)
     if message is None:
         reference = secrets.token_hex(4)
-        command = interaction.command.qualified_name if interaction.command else "?"
         log.error(
-            "internal error %s in /%s for user %s",
+            "internal error %s in %s for user %s",
             reference,
-            command,
+            where,
             interaction.user.id,
             exc_info=error,
         )

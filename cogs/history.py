@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.history import History, HistoryPage
 from bot.user_errors import UserError
+from cogs.errors import report_error
 from cogs.results import job_view
 
 _PROMPT_PREVIEW = 80
@@ -47,6 +48,14 @@ class HistoryPager(discord.ui.View):
         self._search = search
         self._page = page
         self._sync_buttons()
+
+    async def on_error(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        item: discord.ui.Item[Any],
+    ) -> None:
+        await report_error(interaction, error, "history pager")
 
     def _sync_buttons(self) -> None:
         self.previous.disabled = self._page.page == 0

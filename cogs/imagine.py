@@ -1,4 +1,4 @@
-"""``/imagine``: validate, acknowledge, journal. The queue posts the result."""
+"""``/imagine``: personal defaults, validate, acknowledge, journal. The queue posts the result."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.requests import MAX_SEED, ImagineOptions, RequestError, build_request
+from bot.member_settings import with_personal_defaults
+from bot.requests import MAX_SEED, ImagineOptions, build_request
+from cogs.common import services_of
 from cogs.results import submit_from_interaction
 
 
@@ -49,10 +51,9 @@ class ImagineCog(commands.Cog):
             model=model,
             count=count,
         )
-        try:
-            request = build_request(options)
-        except RequestError as error:
-            await interaction.response.send_message(str(error), ephemeral=True)
-            return
-        await interaction.response.defer(thinking=True)
-        await submit_from_interaction(interaction, "imagine", request)
+        personal = await services_of(interaction).member_settings.get(interaction.user.id)
+        # A RequestError reaches the error handler: one ephemeral sentence, nothing queued.
+        request = build_request(with_personal_defaults(options, personal))
+        await submit_from_interaction(
+            interaction, "imagine", request, private=personal.private_results
+        )

@@ -1,30 +1,83 @@
-"""Posting results: the files, the caption and the persistent buttons of a finished job."""
+"""Posting results: files, caption and persistent buttons of a finished job, plus the progress
+edits (queue position, percent, Cancel) that come before it.
+
+Every button is a ``DynamicItem`` whose custom_id holds the job id (and image index), so it
+works after a restart: the callback resolves everything through the database.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import io
+import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import discord
 
-from bot.queue import FinishedJob, JobQueue, Submission
-from bot.requests import reroll
-from inference.types import RenderRequest
+from bot.guild_policy import NsfwPolicy
+from bot.history import StoredJob
+from bot.images import fit_under, grid_png, upscale_png
+from bot.queue import (
+    CancelOutcome,
+    FinishedJob,
+    JobQueue,
+    QuotaExceeded,
+    Submission,
+)
+from bot.requests import random_seed, reroll
+from bot.scheduler import PriorityClass
+from bot.user_errors import UserError
+from cogs.common import services_of
+from cogs.errors import report_error
+from inference.infotext import format_value
+from inference.types import RenderRequest, StepProgress
+
+log = logging.getLogger(__name__)
 
 # Discord accepts edits through an interaction token for 15 minutes; leave a safety margin.
 INTERACTION_TOKEN_LIFETIME_S = 14 * 60
+# Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
+DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
+PROGRESS_EDIT_INTERVAL_S = 2.0
 _MAX_CAPTION_PROMPT = 1500
 # Discord's alias for an interaction's first response; discord.py types message ids as int.
 ORIGINAL_RESPONSE: Any = "@original"
+_UNFINISHED = frozenset({"queued", "running"})
+# Invalid Webhook Token, Unknown Webhook, Unknown Message.
+_GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
+_JOB = r"(?P<job_id>[0-9a-f]{16})"
+_IDX = r"(?P<idx>[0-3])"
+# Variation strengths until img2img variations land: V1-V4, Vary (Subtle), Vary (Strong).
+VARIATION_STRENGTHS = {"v": 0.3, "subtle": 0.15, "strong": 0.5}
 
 
-class HasQueue(Protocol):
+class EaselClient(Protocol):
     queue: JobQueue
+    results: DiscordResults
+
+
+def client_of(interaction: discord.Interaction[Any]) -> EaselClient:
+    """The Easel bot that received this interaction (see bot.app.EaselBot)."""
+    return cast(EaselClient, interaction.client)
 
 
 def queue_of(interaction: discord.Interaction[Any]) -> JobQueue:
-    """The job queue of the bot that received this interaction (see bot.app.EaselBot)."""
-    return cast(HasQueue, interaction.client).queue
+    return client_of(interaction).queue
+
+
+def _is_admin(interaction: discord.Interaction[Any]) -> bool:
+    permissions = interaction.permissions
+    return permissions.manage_guild or permissions.administrator
+
+
+def _role_ids(interaction: discord.Interaction[Any]) -> tuple[int, ...]:
+    if isinstance(interaction.user, discord.Member):
+        return tuple(role.id for role in interaction.user.roles)
+    return ()
 
 
 async def submit_from_interaction(
@@ -32,66 +85,309 @@ async def submit_from_interaction(
     kind: str,
     request: RenderRequest,
     parent_job_id: str | None = None,
-) -> str:
-    """Journal a job whose result edits this (already deferred) interaction's response."""
-    return await queue_of(interaction).submit(
-        Submission(
-            kind=kind,
-            request=request,
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            parent_job_id=parent_job_id,
-            application_id=interaction.application_id,
-            interaction_token=interaction.token,
-            interaction_created_at=interaction.created_at.timestamp(),
-        )
+    *,
+    private: bool = False,
+) -> str | None:
+    """Check the guild's rules, acknowledge (deferred, within 3 s), journal the job and show
+    its place in the queue; the result later edits this interaction's response.
+
+    Returns the job id, or None when the member's quota refused it (they are told why)."""
+    services = services_of(interaction)
+    channel = interaction.channel
+    age_restricted = bool(channel is not None and getattr(channel, "nsfw", False))
+    role_ids = _role_ids(interaction)
+    admission = await services.guild_policy.admit(
+        interaction.guild_id, interaction.channel_id, age_restricted, request, role_ids
     )
+    await interaction.response.defer(thinking=True, ephemeral=private)
+    results = client_of(interaction).results
+    results.expect(
+        interaction.token,
+        DeliveryOptions(interaction.filesize_limit, admission.nsfw_policy is NsfwPolicy.SPOILER),
+    )
+    try:
+        job_id = await queue_of(interaction).submit(
+            Submission(
+                kind=kind,
+                request=admission.request,
+                user_id=interaction.user.id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                parent_job_id=parent_job_id,
+                application_id=interaction.application_id,
+                interaction_token=interaction.token,
+                interaction_created_at=interaction.created_at.timestamp(),
+                role_ids=role_ids,
+                is_admin=_is_admin(interaction),
+                priority=PriorityClass.PRIORITY if admission.priority else PriorityClass.STANDARD,
+            )
+        )
+    except QuotaExceeded as refusal:
+        results.forget(interaction.token)
+        await interaction.edit_original_response(content=f"⛔ {refusal.message}")
+        return None
+    await results.show_queued(job_id, interaction)
+    return job_id
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    filesize_limit: int = DEFAULT_FILESIZE_LIMIT
+    spoiler: bool = False
+
+
+# --- buttons --------------------------------------------------------------------------------
+
+
+async def _stored_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
+    job = await services_of(interaction).history.job(job_id)
+    if job is None or not job.image_paths:
+        raise UserError(
+            f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
+        )
+    return job
+
+
+async def _original_request(interaction: discord.Interaction[Any], job_id: str) -> RenderRequest:
+    request = await queue_of(interaction).request_of(job_id)
+    if request is None:
+        raise UserError(
+            f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
+        )
+    return request
+
+
+class _ReportsErrors:
+    """Mixed into the buttons: discord.py only logs a failing dynamic item, so a member's
+    mistake is answered here and an internal failure gets a reference id."""
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self.run(interaction)
+        except Exception as error:
+            await report_error(interaction, error, f"button {type(self).__name__}")
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        raise NotImplementedError
 
 
 class RerollButton(
+    _ReportsErrors,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"easel:reroll:(?P<job_id>[0-9a-f]{16})",
+    template=rf"easel:reroll:{_JOB}",
 ):
-    """🔄: the same request with a new seed. The job id in the custom_id outlives restarts."""
+    """🔄: the same request with a new seed."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, row: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
                 emoji="🔄",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"easel:reroll:{job_id}",
+                row=row,
             )
         )
         self.job_id = job_id
 
     @classmethod
     async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: Any,
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
     ) -> RerollButton:
         return cls(match["job_id"])
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        queue = queue_of(interaction)
-        original = await queue.request_of(self.job_id)
-        if original is None:
-            await interaction.response.send_message(
-                "That result is no longer in the history, so it cannot be re-rolled; "
-                "use /imagine again.",
-                ephemeral=True,
-            )
-            return
-        await interaction.response.defer(thinking=True)
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        original = await _original_request(interaction, self.job_id)
         await submit_from_interaction(interaction, "reroll", reroll(original), self.job_id)
 
 
-def result_view(job: FinishedJob) -> discord.ui.View:
+class PickButton(
+    _ReportsErrors,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:pick:{_JOB}:{_IDX}",
+):
+    """U1-U4: post that picture alone, with the single-picture buttons."""
+
+    def __init__(self, job_id: str, idx: int, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"U{idx + 1}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"easel:pick:{job_id}:{idx}",
+                row=row,
+            )
+        )
+        self.job_id = job_id
+        self.idx = idx
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> PickButton:
+        return cls(match["job_id"], int(match["idx"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        job = await _stored_job(interaction, self.job_id)
+        if self.idx >= len(job.image_paths):
+            raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+        png = await asyncio.to_thread(job.image_paths[self.idx].read_bytes)
+        await interaction.response.send_message(
+            f"Picture {self.idx + 1} of `{self.job_id}` (seed {job.seeds[self.idx]}) "
+            f"— <@{interaction.user.id}>",
+            file=discord.File(io.BytesIO(png), filename=f"easel-{self.job_id}-{self.idx}.png"),
+            view=single_view(self.job_id, self.idx),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+
+class VaryButton(
+    _ReportsErrors,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:vary:{_JOB}:{_IDX}:(?P<strength>v|subtle|strong)",
+):
+    """V1-V4, Vary (Subtle), Vary (Strong): a variation job seeded from that picture."""
+
+    def __init__(self, job_id: str, idx: int, strength: str, row: int | None = None) -> None:
+        label = f"V{idx + 1}" if strength == "v" else f"Vary ({strength.title()})"
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"easel:vary:{job_id}:{idx}:{strength}",
+                row=row,
+            )
+        )
+        self.job_id = job_id
+        self.idx = idx
+        self.strength = strength
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> VaryButton:
+        return cls(match["job_id"], int(match["idx"]), match["strength"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        job = await _stored_job(interaction, self.job_id)
+        if self.idx >= len(job.seeds):
+            raise UserError(f"Job `{self.job_id}` has only {len(job.seeds)} picture(s).")
+        original = await _original_request(interaction, self.job_id)
+        variation = dataclasses.replace(
+            original,
+            seed=job.seeds[self.idx],
+            count=1,
+            variation_seed=random_seed(),
+            variation_strength=VARIATION_STRENGTHS[self.strength],
+        )
+        await submit_from_interaction(interaction, "variation", variation, self.job_id)
+
+
+class UpscaleButton(
+    _ReportsErrors,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:upscale:{_JOB}:{_IDX}:(?P<factor>[24])",
+):
+    """Upscale (2x/4x): Lanczos for now; the PNG keeps its infotext."""
+
+    def __init__(self, job_id: str, idx: int, factor: int, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Upscale ({factor}x)",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"easel:upscale:{job_id}:{idx}:{factor}",
+                row=row,
+            )
+        )
+        self.job_id = job_id
+        self.idx = idx
+        self.factor = factor
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> UpscaleButton:
+        return cls(match["job_id"], int(match["idx"]), int(match["factor"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        job = await _stored_job(interaction, self.job_id)
+        if self.idx >= len(job.image_paths):
+            raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+        await interaction.response.defer(thinking=True)
+        png = await asyncio.to_thread(job.image_paths[self.idx].read_bytes)
+        bigger = await asyncio.to_thread(upscale_png, png, self.factor)
+        fitted = await asyncio.to_thread(fit_under, bigger, interaction.filesize_limit)
+        note = f" (preview; the full {self.factor}x file is too large here)" * fitted.is_preview
+        await interaction.followup.send(
+            f"Upscaled {self.factor}x: picture {self.idx + 1} of `{self.job_id}` "
+            f"— <@{interaction.user.id}>{note}",
+            file=discord.File(
+                io.BytesIO(fitted.data),
+                filename=f"easel-{self.job_id}-{self.idx}-x{self.factor}.{fitted.extension}",
+            ),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+
+class CancelButton(
+    _ReportsErrors,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:cancel:{_JOB}",
+):
+    """Cancel under a job's progress message; only its owner (or an admin) may use it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"easel:cancel:{job_id}"
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> CancelButton:
+        return cls(match["job_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        outcome = await queue_of(interaction).cancel(
+            self.job_id, interaction.user.id, _is_admin(interaction)
+        )
+        messages = {
+            CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
+            CancelOutcome.STOPPING: "Stopping at the next step; nothing will be charged.",
+            CancelOutcome.NOT_YOURS: "Only the member who started this job can cancel it.",
+            CancelOutcome.FINISHED: "Too late: that job has already finished.",
+            CancelOutcome.UNKNOWN: "That job is no longer in the history.",
+        }
+        await interaction.response.send_message(messages[outcome], ephemeral=True)
+
+
+RESULT_BUTTONS = (RerollButton, PickButton, VaryButton, UpscaleButton, CancelButton)
+
+
+def single_view(job_id: str, idx: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(job.job_id))
+    view.add_item(VaryButton(job_id, idx, "subtle", row=0))
+    view.add_item(VaryButton(job_id, idx, "strong", row=0))
+    view.add_item(UpscaleButton(job_id, idx, 2, row=0))
+    view.add_item(UpscaleButton(job_id, idx, 4, row=0))
+    view.add_item(RerollButton(job_id, row=0))
     return view
+
+
+def job_view(job_id: str, image_count: int) -> discord.ui.View:
+    """Single picture: Vary/Upscale/🔄; several: U1-U4, V1-V4 and 🔄 (at most 3 rows of 4)."""
+    if image_count == 1:
+        return single_view(job_id, 0)
+    view = discord.ui.View(timeout=None)
+    for idx in range(image_count):
+        view.add_item(PickButton(job_id, idx, row=0))
+        view.add_item(VaryButton(job_id, idx, "v", row=1))
+    view.add_item(RerollButton(job_id, row=2))
+    return view
+
+
+# --- delivery -------------------------------------------------------------------------------
 
 
 def caption(job: FinishedJob) -> str:
@@ -99,42 +395,129 @@ def caption(job: FinishedJob) -> str:
     if len(prompt) > _MAX_CAPTION_PROMPT:
         prompt = prompt[:_MAX_CAPTION_PROMPT] + "…"
     seeds = ", ".join(str(image.seed) for image in job.images)
-    return f"**{discord.utils.escape_markdown(prompt)}** — <@{job.user_id}> (seed {seeds})"
+    return (
+        f"**{discord.utils.escape_markdown(prompt)}** — <@{job.user_id}> "
+        f"(seed {seeds}, job `{job.job_id}`)"
+    )
+
+
+def grid_note(job: FinishedJob) -> str:
+    seeds = format_value(" ".join(str(image.seed) for image in job.images))
+    return f"Grid: {len(job.images)} images, Grid seeds: {seeds}"
+
+
+def result_png(job: FinishedJob) -> bytes:
+    """The one picture, or a grid of all of them with the first one's infotext."""
+    pictures = [image.path.read_bytes() for image in job.images]
+    if len(pictures) == 1:
+        return pictures[0]
+    return grid_png(pictures, f"{job.images[0].infotext}, {grid_note(job)}")
 
 
 class DiscordResults:
-    """The queue's result sink: edits the original response, or posts in the channel when the
-    interaction token has expired (or the job came from somewhere without one)."""
+    """The queue's result sink and progress listener: edits the original response while its
+    token lives, else posts in the channel mentioning the member."""
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
+        # Token lifetimes are judged on the wall clock (a test may move it with Discord's).
+        self.wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._options: dict[str, DeliveryOptions] = {}
+        self._watched: dict[str, _Watched] = {}
+
+    def expect(self, interaction_token: str, options: DeliveryOptions) -> None:
+        """Remember how this interaction's result must be posted (limit, spoiler)."""
+        self._options[interaction_token] = options
+
+    def forget(self, interaction_token: str) -> None:
+        self._options.pop(interaction_token, None)
+
+    async def show_queued(self, job_id: str, interaction: discord.Interaction[Any]) -> None:
+        """Replace "thinking…" with the queue position and a Cancel button, then follow progress."""
+        state = await queue_of(interaction).state(job_id)
+        # No await between this check and the registration: deliver() either already ran
+        # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
+        if state is None or state.status not in _UNFINISHED:
+            return
+        watched = _Watched(interaction.followup, interaction.created_at.timestamp())
+        self._watched[job_id] = watched
+        if state.position is None:  # already rendering: progress edits take over
+            return
+        eta = f", about {state.eta_s:.0f} s" if state.eta_s is not None else ""
+        watched.schedule(f"⏳ Queued — position {state.position + 1}{eta}.", _cancel_view(job_id))
+        watched.last_edit = self._monotonic()
+
+    def progress(self, job_id: str, step: StepProgress) -> None:
+        """The queue's progress listener: at most one edit per interval per job."""
+        watched = self._watched.get(job_id)
+        if watched is None or not self._alive(watched.created_at):
+            return
+        now = self._monotonic()
+        if now - watched.last_edit < PROGRESS_EDIT_INTERVAL_S:
+            return
+        watched.last_edit = now
+        watched.schedule(
+            f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps}).",
+            _cancel_view(job_id),
+        )
 
     async def deliver(self, job: FinishedJob) -> int | None:
+        watched = self._watched.pop(job.job_id, None)
+        if watched is not None:
+            await watched.settle()  # never let a late progress edit overwrite the result
+        options = self._options.pop(job.interaction_token or "", DeliveryOptions())
         mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
+        files: list[discord.File] = []
+        view: discord.ui.View | None = None
         if job.succeeded:
             content = caption(job)
+            png = await asyncio.to_thread(result_png, job)
+            fitted = await asyncio.to_thread(fit_under, png, options.filesize_limit)
+            if fitted.is_preview:
+                content += f"\nThis is a smaller preview; `/show {job.job_id}` gives the original."
             files = [
-                discord.File(image.path, filename=f"easel-{job.job_id}-{index}.png")
-                for index, image in enumerate(job.images)
+                discord.File(
+                    io.BytesIO(fitted.data),
+                    filename=f"easel-{job.job_id}.{fitted.extension}",
+                    spoiler=options.spoiler,
+                )
             ]
-            view: discord.ui.View | None = result_view(job)
+            view = job_view(job.job_id, len(job.images))
+        elif job.error == "cancelled":
+            content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); nothing was charged."
         else:
             content = f"<@{job.user_id}> ❌ {job.error} (job `{job.job_id}`)"
-            files = []
-            view = None
-        if self._token_alive(job):
-            assert job.application_id is not None and job.interaction_token is not None
+        if (
+            job.application_id is not None
+            and job.interaction_token is not None
+            and job.interaction_created_at is not None
+            and self._alive(job.interaction_created_at)
+        ):
             webhook = discord.Webhook.partial(
                 job.application_id, job.interaction_token, client=self._client
             )
-            edited = await webhook.edit_message(
-                ORIGINAL_RESPONSE,
-                content=content,
-                attachments=files,
-                allowed_mentions=mentions,
-                view=view,
-            )
-            return edited.id
+            try:
+                edited = await webhook.edit_message(
+                    ORIGINAL_RESPONSE,
+                    content=content,
+                    attachments=files,
+                    allowed_mentions=mentions,
+                    view=view,
+                )
+                return edited.id
+            except discord.HTTPException as error:
+                # Clocks disagree, or the response was deleted: post in the channel instead.
+                if error.code not in _GONE_TOKEN_CODES:
+                    raise
+                log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
+                for file in files:
+                    file.reset()
         if job.channel_id is None:
             return None
         channel = self._client.get_partial_messageable(job.channel_id)
@@ -146,11 +529,39 @@ class DiscordResults:
         )
         return sent.id
 
-    @staticmethod
-    def _token_alive(job: FinishedJob) -> bool:
-        return (
-            job.interaction_token is not None
-            and job.application_id is not None
-            and job.interaction_created_at is not None
-            and time.time() - job.interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
-        )
+    def _alive(self, interaction_created_at: float) -> bool:
+        return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
+
+
+def _cancel_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+class _Watched:
+    """One job's progress message: edits run one at a time, the newest text wins."""
+
+    def __init__(self, followup: discord.Webhook, created_at: float) -> None:
+        self._followup = followup
+        self.created_at = created_at
+        self._edit: asyncio.Task[None] | None = None
+        self.last_edit = float("-inf")
+
+    def schedule(self, content: str, view: discord.ui.View) -> None:
+        previous = self._edit
+        self._edit = asyncio.ensure_future(self._run(previous, content, view))
+
+    async def _run(
+        self, previous: asyncio.Task[None] | None, content: str, view: discord.ui.View
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self._followup.edit_message(ORIGINAL_RESPONSE, content=content, view=view)
+        except discord.HTTPException as error:
+            log.warning("progress edit failed (%s); the result will still be posted", error)
+
+    async def settle(self) -> None:
+        if self._edit is not None:
+            await asyncio.wait([self._edit])

@@ -1,8 +1,10 @@
 """The synchronous render engine: one instance per device, called from that device's thread.
 
-``render`` validates a request before touching torch, loads (and caches) the model, draws
-each image's starting noise on the CPU from its own seed, runs the diffusers pipeline with a
-progress/cancel hook at every step and returns PNGs that carry web UI infotext.
+``render`` checks a request before touching torch (``inference.validation``), loads the
+model into a small per-device LRU cache, draws each image's starting noise on the CPU from
+its own seed, runs the diffusers pipeline (txt2img, hires fix, img2img, inpaint, creative
+upscale) with a progress/cancel hook at every step and returns PNGs with web UI infotext.
+``render_batch`` runs compatible txt2img requests in one pipeline call.
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from PIL import Image
 
 from inference.checkpoints import load_single_file
 from inference.images import InpaintCanvas, InpaintOptions, inpaint_canvas, load_input_image
-from inference.infotext import format_infotext, png_with_infotext
+from inference.infotext import (
+    format_infotext,
+    infotext_from_png,
+    parse_infotext,
+    png_with_infotext,
+)
+from inference.limits import MAX_BATCH_IMAGES, MAX_SEED
 from inference.noise import initial_noise, seeded_generator
 from inference.registry import ModelEntry, ModelRegistry
 from inference.samplers import canonical_sampler_name, make_scheduler
+from inference.sizes import with_default_size
 from inference.types import (
     ProgressCallback,
     RenderCancelled,
@@ -37,60 +46,21 @@ from inference.types import (
     RenderRequest,
     StepProgress,
 )
+from inference.upscale import (
+    UPSCALER_NAME,
+    HiresOptions,
+    UpscaleOptions,
+    lanczos_upscale,
+    scaled_render_size,
+)
+from inference.validation import validate_request
 
-MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 2048, 8
-MIN_STEPS, MAX_STEPS = 1, 150
-MIN_CFG, MAX_CFG = 0.0, 30.0
-MIN_COUNT, MAX_COUNT = 1, 8
-MAX_BATCH_IMAGES = 16
-MAX_SEED = 2**32 - 1
 # Latents (4) + mask (1) + masked-picture latents (4).
 INPAINTING_UNET_CHANNELS = 9
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
 transformers.utils.logging.disable_progress_bar()
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise RenderInputError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
-
-
-def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:
-    if seed is None or (allow_random and seed == -1):
-        return
-    if not 0 <= seed <= MAX_SEED:
-        random_hint = " (or -1 for a random seed)" if allow_random else ""
-        raise RenderInputError(f"{name} must be between 0 and {MAX_SEED}{random_hint}, got {seed}")
-
-
-def validate_request(request: RenderRequest) -> None:
-    """Refuse a request with a message that names the problem and the accepted range."""
-    for name, size in (("width", request.width), ("height", request.height)):
-        if not MIN_SIZE <= size <= MAX_SIZE or size % SIZE_MULTIPLE:
-            raise RenderInputError(
-                f"{name} must be a multiple of {SIZE_MULTIPLE} between {MIN_SIZE} and "
-                f"{MAX_SIZE}, got {size}"
-            )
-    _check_range("steps", request.steps, MIN_STEPS, MAX_STEPS)
-    if request.steps != int(request.steps):
-        raise RenderInputError(f"steps must be a whole number, got {request.steps}")
-    _check_range("cfg scale", request.cfg_scale, MIN_CFG, MAX_CFG)
-    _check_range("count", request.count, MIN_COUNT, MAX_COUNT)
-    _check_seed("seed", request.seed, allow_random=True)
-    _check_seed("variation seed", request.variation_seed, allow_random=True)
-    _check_range("variation strength", request.variation_strength, 0.0, 1.0)
-    _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
-    canonical_sampler_name(request.sampler)
-    if request.mode == "upscale":
-        raise RenderInputError("mode 'upscale' is not supported by the engine yet")
-    if request.mode in ("img2img", "inpaint") and not request.init_image:
-        raise RenderInputError(f"{request.mode} needs an init image")
-    if request.mode == "inpaint":
-        if not request.mask_image:
-            raise RenderInputError("inpaint needs a mask image (white = repaint)")
-        InpaintOptions.from_options(request.options)
 
 
 def _resolve_seed(seed: int | None) -> int:
@@ -121,6 +91,11 @@ class LoadedModel:
     task_pipelines: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def weight_bytes(self) -> int:
+        modules = [c for c in self.pipeline.components.values() if isinstance(c, torch.nn.Module)]
+        return sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
+
+    @property
     def inpainting_unet(self) -> bool:
         return bool(self.pipeline.unet.config.in_channels == INPAINTING_UNET_CHANNELS)
 
@@ -145,17 +120,30 @@ class Engine:
         allow_pickle: bool = False,
         dtype: torch.dtype | None = None,
         max_loaded_models: int = 1,
+        memory_budget_bytes: int | None = None,
     ) -> None:
+        """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
+        the least recently used model is dropped first (the last one loaded always stays)."""
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
         self.device = device
         self.default_model = default_model
         # Half precision halves GPU memory and time; CPUs are faster (and exact) in float32.
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         self.max_loaded_models = max_loaded_models
+        self.memory_budget_bytes = memory_budget_bytes
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
 
     def list_models(self) -> list[str]:
         return self.registry.names()
+
+    def loaded_models(self) -> list[str]:
+        """Names of the models in this device's cache, least recently used first."""
+        return list(self._loaded)
+
+    def unload(self) -> None:
+        """Drop every cached model (for shutdown or to free the device)."""
+        self._loaded.clear()
+        self._release_device_memory()
 
     def render(
         self,
@@ -164,7 +152,10 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> list[RenderedImage]:
         validate_request(request)
+        if request.mode == "upscale":
+            return self._upscale(request, progress, cancel)
         entry = self.registry.resolve(request.model, self.default_model)
+        request = self._sized(request, entry)
         jobs = _image_jobs(request)
         inputs = _load_inputs(request, jobs[0].seed)
         _raise_if_cancelled(cancel)
@@ -200,6 +191,7 @@ class Engine:
         for request in requests:
             validate_request(request)
         entry = self.registry.resolve(requests[0].model, self.default_model)
+        requests = [self._sized(request, entry) for request in requests]
         jobs_per_request = [_image_jobs(request) for request in requests]
         _raise_if_cancelled(cancel)
         model = self._load(entry)
@@ -219,6 +211,19 @@ class Engine:
             images = images[len(jobs) :]
         return results
 
+    def _sized(self, request: RenderRequest, entry: ModelEntry) -> RenderRequest:
+        """Fill a missing width/height (loading the model for its native size), then check it."""
+        if request.width is not None and request.height is not None:
+            return request
+        pipeline = self._load(entry).pipeline
+        native = int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+        init_size = None
+        if request.mode in ("img2img", "inpaint") and request.init_image:
+            init_size = load_input_image(request.init_image, "init image").size
+        sized = with_default_size(request, native, init_size)
+        validate_request(sized)
+        return sized
+
     def _load(self, entry: ModelEntry) -> LoadedModel:
         cached = self._loaded.get(entry.name)
         if cached is not None and cached.entry == entry:
@@ -226,6 +231,7 @@ class Engine:
             return cached
         while len(self._loaded) >= self.max_loaded_models:
             self._loaded.popitem(last=False)
+        self._release_device_memory()
         pipeline = self._load_pipeline(entry)
         pipeline.to(self.device)
         pipeline.set_progress_bar_config(disable=True)
@@ -236,7 +242,25 @@ class Engine:
             short_hash=self.registry.short_hash(entry),
         )
         self._loaded[entry.name] = loaded
+        self._fit_memory_budget()
         return loaded
+
+    def _fit_memory_budget(self) -> None:
+        if self.memory_budget_bytes is None:
+            return
+        evicted = False
+        while len(self._loaded) > 1 and self._cache_bytes() > self.memory_budget_bytes:
+            self._loaded.popitem(last=False)
+            evicted = True
+        if evicted:
+            self._release_device_memory()
+
+    def _cache_bytes(self) -> int:
+        return sum(model.weight_bytes for model in self._loaded.values())
+
+    def _release_device_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     def _load_pipeline(self, entry: ModelEntry) -> Any:
         if entry.format != "diffusers":
@@ -260,17 +284,63 @@ class Engine:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> list[RenderedImage]:
+        size = request.size()
         task = _pipeline_task(request.mode, model.inpainting_unet)
+        hires = HiresOptions.from_options(request.options, *size) if task == "txt2img" else None
+        hires_steps = (hires.steps or request.steps) if hires else 0
+        tracker = _StepTracker(progress, cancel, later_steps=hires_steps)
+        init_images = None if inputs.init is None else [inputs.init] * len(jobs)
+        arguments = _task_arguments(
+            task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
+        )
+        images = self._denoise(model, task, request, jobs, size, request.steps, arguments, tracker)
+        params: dict[str, object] = {}
+        if hires is not None:
+            hires_size = scaled_render_size(*size, hires.scale)
+            upscaled = [lanczos_upscale(image, hires_size) for image in images]
+            hires_task = _pipeline_task("img2img", model.inpainting_unet)
+            tracker.later_steps = 0
+            arguments = _task_arguments(
+                hires_task, hires_size, hires.denoising, upscaled, None, len(jobs)
+            )
+            images = self._denoise(
+                model, hires_task, request, jobs, hires_size, hires_steps, arguments, tracker
+            )
+            params = {
+                "Denoising strength": hires.denoising,
+                "Hires upscale": hires.scale,
+                "Hires steps": hires.steps or None,
+                "Hires upscaler": UPSCALER_NAME,
+            }
+        if inputs.canvas is not None:
+            images = [inputs.canvas.composite(image) for image in images]
+        if request.mode != "txt2img":
+            params = {
+                "Denoising strength": request.denoising_strength,
+                **_inpaint_infotext(request),
+            }
+        return [
+            _rendered(job, image, {**_base_params(model, request, job, size), **params})
+            for job, image in zip(jobs, images, strict=True)
+        ]
+
+    def _denoise(
+        self,
+        model: LoadedModel,
+        task: PipelineTask,
+        request: RenderRequest,
+        jobs: Sequence[ImageJob],
+        size: tuple[int, int],
+        steps: int,
+        arguments: TaskArguments,
+        tracker: _StepTracker,
+    ) -> list[Image.Image]:
+        """One pipeline call: every picture starts from its own seeded CPU noise."""
         pipeline = model.pipeline_for(task)
         scheduler = make_scheduler(request.sampler, model.scheduler_config)
         pipeline.scheduler = scheduler
         scale = pipeline.vae_scale_factor
-        latent_shape = (
-            1,
-            pipeline.vae.config.latent_channels,
-            request.height // scale,
-            request.width // scale,
-        )
+        latent_shape = (1, pipeline.vae.config.latent_channels, size[1] // scale, size[0] // scale)
         noise = torch.cat(
             [
                 initial_noise(job.seed, latent_shape, job.variation_seed, job.variation_strength)
@@ -278,63 +348,132 @@ class Engine:
             ]
         ).to(self.device, self.dtype)
         _use_noise_for_img2img(scheduler, noise)
-        # The same per-image CPU generators also drive ancestral samplers' step noise.
-        generators = [seeded_generator(job.seed) for job in jobs]
-        arguments = _task_arguments(task, request, inputs, noise, len(jobs))
-        started = time.monotonic()
-
-        def on_step_end(
-            pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
-            if progress is not None:
-                elapsed = time.monotonic() - started
-                progress(StepProgress(step_index + 1, pipe.num_timesteps, elapsed))
-            _raise_if_cancelled(cancel)
-            return tensors
-
+        start = {"latents": noise} if arguments.starts_from_noise else {}
+        tracker.begin_pass()
         with torch.inference_mode():
             images: list[Image.Image] = pipeline(
                 prompt=[job.prompt for job in jobs],
                 negative_prompt=[job.negative_prompt for job in jobs],
-                num_inference_steps=request.steps,
+                num_inference_steps=steps,
                 guidance_scale=request.cfg_scale,
-                generator=generators,
-                callback_on_step_end=on_step_end,
+                # The same per-image CPU generators also drive ancestral samplers' step noise.
+                generator=[seeded_generator(job.seed) for job in jobs],
+                callback_on_step_end=tracker.on_step_end,
                 output_type="pil",
-                **arguments,
+                **arguments.values,
+                **start,
             ).images
-        if inputs.canvas is not None:
-            images = [inputs.canvas.composite(image) for image in images]
-        return [
-            self._rendered(model, request, job, image)
-            for job, image in zip(jobs, images, strict=True)
-        ]
+        return images
 
-    def _rendered(
-        self, model: LoadedModel, request: RenderRequest, job: ImageJob, image: Image.Image
-    ) -> RenderedImage:
-        varied = job.variation_seed is not None and job.variation_strength > 0
-        params: dict[str, object] = {
-            "Steps": request.steps,
-            "Sampler": canonical_sampler_name(request.sampler),
-            "CFG scale": float(request.cfg_scale),
-            "Seed": job.seed,
-            "Size": f"{request.width}x{request.height}",
-            "Model hash": model.short_hash,
-            "Model": model.entry.name,
-            "Variation seed": job.variation_seed if varied else None,
-            "Variation seed strength": job.variation_strength if varied else None,
-            "Denoising strength": request.denoising_strength if request.mode != "txt2img" else None,
-            **_inpaint_infotext(request),
-        }
-        infotext = format_infotext(job.prompt, job.negative_prompt, params)
-        return RenderedImage(
-            png=png_with_infotext(image, infotext),
-            seed=job.seed,
-            infotext=infotext,
-            width=image.width,
-            height=image.height,
+    def _upscale(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[RenderedImage]:
+        """Enlarge ``init_image`` with Lanczos; ``creative`` then re-details it with img2img.
+
+        The picture's own infotext is kept (plus the postprocessing keys), so an upscaled
+        result still says how it was made.
+        """
+        assert request.init_image is not None  # validate_request made sure
+        options = UpscaleOptions.from_options(request.options)
+        source = load_input_image(request.init_image, "image to upscale")
+        size = options.output_size(*source.size)
+        original = infotext_from_png(Path(request.init_image).read_bytes())
+        prompt, negative, params = (
+            parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
         )
+        image = lanczos_upscale(source, size)
+        postprocess = {
+            "Postprocess upscale by": options.factor,
+            "Postprocess upscaler": UPSCALER_NAME,
+        }
+        if options.mode == "fast":
+            _raise_if_cancelled(cancel)
+            original_seed = params.get("Seed")
+            seed = original_seed if isinstance(original_seed, int) else _resolve_seed(request.seed)
+            job = ImageJob(prompt, negative, seed, None, 0.0)
+            return [_rendered(job, image, {**params, **postprocess})]
+        # The request's prompt, else the picture's own, guides the re-detailing.
+        job = ImageJob(
+            request.prompt or prompt,
+            request.negative_prompt or negative,
+            _resolve_seed(request.seed),
+            None,
+            0.0,
+        )
+        entry = self.registry.resolve(request.model, self.default_model)
+        _raise_if_cancelled(cancel)
+        model = self._load(entry)
+        task = _pipeline_task("img2img", model.inpainting_unet)
+        arguments = _task_arguments(task, size, options.strength, [image], None, 1)
+        tracker = _StepTracker(progress, cancel)
+        [image] = self._denoise(
+            model, task, request, [job], size, request.steps, arguments, tracker
+        )
+        creative = {"Denoising strength": options.strength, **postprocess}
+        return [_rendered(job, image, {**_base_params(model, request, job, size), **creative})]
+
+
+def _base_params(
+    model: LoadedModel, request: RenderRequest, job: ImageJob, size: tuple[int, int]
+) -> dict[str, object]:
+    varied = job.variation_seed is not None and job.variation_strength > 0
+    return {
+        "Steps": request.steps,
+        "Sampler": canonical_sampler_name(request.sampler),
+        "CFG scale": float(request.cfg_scale),
+        "Seed": job.seed,
+        "Size": f"{size[0]}x{size[1]}",
+        "Model hash": model.short_hash,
+        "Model": model.entry.name,
+        "Variation seed": job.variation_seed if varied else None,
+        "Variation seed strength": job.variation_strength if varied else None,
+    }
+
+
+def _rendered(job: ImageJob, image: Image.Image, params: dict[str, object]) -> RenderedImage:
+    infotext = format_infotext(job.prompt, job.negative_prompt, params)
+    return RenderedImage(
+        png=png_with_infotext(image, infotext),
+        seed=job.seed,
+        infotext=infotext,
+        width=image.width,
+        height=image.height,
+    )
+
+
+class _StepTracker:
+    """Step progress and cancel checks across one or two denoising passes (hires fix)."""
+
+    def __init__(
+        self,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        later_steps: int = 0,
+    ) -> None:
+        self.progress = progress
+        self.cancel = cancel
+        self.later_steps = later_steps  # an estimate for passes still to come
+        self.started = time.monotonic()
+        self.finished_steps = 0
+        self.pass_steps = 0
+
+    def begin_pass(self) -> None:
+        self.finished_steps += self.pass_steps
+        self.pass_steps = 0
+
+    def on_step_end(
+        self, pipeline: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.pass_steps = step_index + 1
+        if self.progress is not None:
+            total = self.finished_steps + pipeline.num_timesteps + self.later_steps
+            elapsed = time.monotonic() - self.started
+            self.progress(StepProgress(self.finished_steps + self.pass_steps, total, elapsed))
+        _raise_if_cancelled(self.cancel)
+        return tensors
 
 
 def _image_jobs(request: RenderRequest) -> list[ImageJob]:
@@ -364,7 +503,7 @@ class RenderInputs:
 
 
 def _load_inputs(request: RenderRequest, seed: int) -> RenderInputs:
-    size = (request.width, request.height)
+    size = request.size()
     if request.mode == "img2img" and request.init_image:
         init = load_input_image(request.init_image, "init image")
         return RenderInputs(init=init.resize(size, Image.Resampling.LANCZOS))
@@ -383,26 +522,35 @@ def _pipeline_task(mode: str, inpainting_unet: bool) -> PipelineTask:
     return "img2img" if mode == "img2img" else "txt2img"
 
 
+@dataclass(frozen=True)
+class TaskArguments:
+    values: dict[str, Any]
+    # At full strength the pipeline starts from our noise as ``latents`` instead of noising
+    # the picture.
+    starts_from_noise: bool
+
+
 def _task_arguments(
-    task: PipelineTask, request: RenderRequest, inputs: RenderInputs, noise: torch.Tensor,
+    task: PipelineTask,
+    size: tuple[int, int],
+    strength: float,
+    init_images: list[Image.Image] | None,
+    canvas: InpaintCanvas | None,
     count: int,
-) -> dict[str, Any]:
-    size = {"width": request.width, "height": request.height}
+) -> TaskArguments:
+    dimensions = {"width": size[0], "height": size[1]}
     if task == "txt2img":
-        return {**size, "latents": noise}
+        return TaskArguments(dimensions, starts_from_noise=True)
     if task == "img2img":
-        return {"image": [inputs.init] * count, "strength": request.denoising_strength}
-    if inputs.canvas is not None:
-        image, mask = inputs.canvas.image, inputs.canvas.mask
-        strength = request.denoising_strength
+        return TaskArguments({"image": init_images, "strength": strength}, False)
+    if canvas is not None:
+        images, masks = [canvas.image] * count, [canvas.mask] * count
     else:  # an inpainting model asked for txt2img / img2img: repaint everything
-        image = inputs.init or Image.new("RGB", (request.width, request.height), (127, 127, 127))
-        mask = Image.new("L", image.size, 255)
-        strength = request.denoising_strength if inputs.init else 1.0
-    # At full strength the pipeline starts from ``latents`` instead of noising the picture.
-    start = {"latents": noise} if strength == 1.0 else {}
-    return {**size, **start, "image": [image] * count, "mask_image": [mask] * count,
-            "strength": strength}
+        images = init_images or [Image.new("RGB", size, (127, 127, 127))] * count
+        masks = [Image.new("L", size, 255)] * count
+        strength = strength if init_images else 1.0
+    values = {**dimensions, "image": images, "mask_image": masks, "strength": strength}
+    return TaskArguments(values, starts_from_noise=strength == 1.0)
 
 
 def _use_noise_for_img2img(scheduler: Any, noise: torch.Tensor) -> None:

@@ -116,9 +116,7 @@ class CropBox:
         return self.left, self.top, self.right, self.bottom
 
 
-def masked_region(
-    mask: Image.Image, padding: int, target_size: tuple[int, int]
-) -> CropBox | None:
+def masked_region(mask: Image.Image, padding: int, target_size: tuple[int, int]) -> CropBox | None:
     """The "only masked" crop: the mask's bounding box plus ``padding``, widened to the
     render's aspect ratio and kept inside the picture. None when the mask is empty."""
     bounds = mask.getbbox()
@@ -165,16 +163,25 @@ class InpaintOptions:
         padding = options.get(ONLY_MASKED_PADDING, DEFAULT_PADDING)
         content = options.get(MASKED_CONTENT, DEFAULT_MASKED_CONTENT)
         if not isinstance(blur, int) or not 0 <= blur <= MAX_MASK_BLUR:
-            raise RenderInputError(f"mask blur must be a whole number from 0 to {MAX_MASK_BLUR}, "
-                                   f"got {blur!r}")
+            raise RenderInputError(
+                f"mask blur must be a whole number from 0 to {MAX_MASK_BLUR}, got {blur!r}"
+            )
         if not isinstance(padding, int) or not 0 <= padding <= MAX_PADDING:
-            raise RenderInputError(f"only-masked padding must be a whole number from 0 to "
-                                   f"{MAX_PADDING}, got {padding!r}")
+            raise RenderInputError(
+                f"only-masked padding must be a whole number from 0 to "
+                f"{MAX_PADDING}, got {padding!r}"
+            )
         if content not in MASKED_CONTENTS:
-            raise RenderInputError(f"masked content must be one of {', '.join(MASKED_CONTENTS)}, "
-                                   f"got {content!r}")
-        return cls(blur, bool(options.get(MASK_INVERT, False)), str(content),
-                   bool(options.get(ONLY_MASKED, False)), padding)
+            raise RenderInputError(
+                f"masked content must be one of {', '.join(MASKED_CONTENTS)}, got {content!r}"
+            )
+        return cls(
+            blur,
+            bool(options.get(MASK_INVERT, False)),
+            str(content),
+            bool(options.get(ONLY_MASKED, False)),
+            padding,
+        )
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,10 @@ class InpaintCanvas:
 
 
 def inpaint_canvas(
-    image: Image.Image, mask: Image.Image, size: tuple[int, int], options: InpaintOptions,
+    image: Image.Image,
+    mask: Image.Image,
+    size: tuple[int, int],
+    options: InpaintOptions,
     noise_seed: int,
 ) -> InpaintCanvas:
     """Prepare an inpainting job as the web UI does: blur/invert the mask, crop around it for
@@ -222,7 +232,10 @@ def inpaint_canvas(
         crop, work, work_mask = None, backdrop, backdrop_mask
     return InpaintCanvas(
         _prefill(work, work_mask, options.masked_content, noise_seed),
-        work_mask, backdrop, backdrop_mask, crop,
+        work_mask,
+        backdrop,
+        backdrop_mask,
+        crop,
     )
 
 

@@ -186,6 +186,8 @@ def export_ldm_checkpoint(pipeline: Any, path: Path) -> Path:
         weights.update(_prefixed(SD1_TEXT_PREFIX, pipeline.text_encoder.state_dict()))
     else:
         weights.update(_prefixed(SDXL_TEXT_PREFIX, pipeline.text_encoder.state_dict()))
-        weights.update(open_clip_to_ldm(_with_text_model_names(pipeline.text_encoder_2.state_dict())))
+        weights.update(
+            open_clip_to_ldm(_with_text_model_names(pipeline.text_encoder_2.state_dict()))
+        )
     save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path))
     return path

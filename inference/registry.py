@@ -79,8 +79,9 @@ class ModelRegistry:
                 if entry is None:
                     continue
                 if entry.name in entries:
-                    log.warning("model %s at %s hidden by %s", entry.name, path,
-                                entries[entry.name].path)
+                    log.warning(
+                        "model %s at %s hidden by %s", entry.name, path, entries[entry.name].path
+                    )
                     continue
                 entries[entry.name] = entry
         return entries

@@ -84,9 +84,7 @@ def canonical_sampler_name(name: str) -> str:
     """The web UI spelling of ``name`` (case and spacing are forgiven)."""
     canonical = _BY_FOLDED_NAME.get(" ".join(name.casefold().split()))
     if canonical is None:
-        raise RenderInputError(
-            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}"
-        )
+        raise RenderInputError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     return canonical
 
 

@@ -117,9 +117,7 @@ def _tiny_vae() -> AutoencoderKL:
     )
 
 
-def build_tiny_pipeline(
-    family: Family = "sd15", inpainting: bool = False, seed: int = 0
-) -> Any:
+def build_tiny_pipeline(family: Family = "sd15", inpainting: bool = False, seed: int = 0) -> Any:
     """Build the tiny pipeline in memory; weights depend only on ``seed``.
 
     Returns a Stable Diffusion (XL) (inpaint) pipeline; typed Any because diffusers' lazy
@@ -198,6 +196,7 @@ def write_tiny_checkpoint(
     sidecar = path.with_name(path.stem + SIDECAR_SUFFIX)
     with tempfile.TemporaryDirectory() as scratch:
         pipeline.save_pretrained(scratch, safe_serialization=True)
-        shutil.copytree(scratch, sidecar, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.safetensors"))
+        shutil.copytree(
+            scratch, sidecar, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors")
+        )
     return path

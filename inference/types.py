@@ -29,8 +29,10 @@ class RenderRequest:
     seed: int = -1
     steps: int = 20
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    # None: the model's native size (shaped by options["aspect"], e.g. "16:9") for txt2img,
+    # the input picture's size for img2img and inpainting.
+    width: int | None = None
+    height: int | None = None
     sampler: str = "Euler a"
     model: str | None = None
     count: int = 1
@@ -52,6 +54,12 @@ class RenderRequest:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def size(self) -> tuple[int, int]:
+        """Width and height, once they are concrete (the engine fills missing ones first)."""
+        if self.width is None or self.height is None:
+            raise ValueError("this request's size is not resolved yet (width/height is None)")
+        return self.width, self.height
+
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call."""
         return (
@@ -62,6 +70,7 @@ class RenderRequest:
             self.steps,
             self.cfg_scale,
             self.mode,
+            self.options.get("aspect"),
         )
 
 

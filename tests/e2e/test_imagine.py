@@ -17,8 +17,7 @@ def has_picture(message: StoredMessage) -> bool:
 
 
 def reroll_id(message: StoredMessage) -> str:
-    [custom_id] = message.custom_ids
-    assert custom_id.startswith("easel:reroll:")
+    [custom_id] = [c for c in message.custom_ids if c.startswith("easel:reroll:")]
     return custom_id
 
 

@@ -6,8 +6,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from inference.engine import MAX_BATCH_IMAGES, Engine
+from inference.engine import Engine
 from inference.infotext import parse_infotext
+from inference.limits import MAX_BATCH_IMAGES
 from inference.types import RenderInputError, RenderRequest
 
 PixelReader = Callable[[bytes], np.ndarray]
@@ -20,8 +21,9 @@ def test_batch_matches_solo_renders(engine: Engine, pixels: PixelReader) -> None
     requests = [
         dataclasses.replace(BASE, prompt="a red fox", seed=10),
         dataclasses.replace(BASE, prompt="a blue bird", negative_prompt="fog", seed=30, count=2),
-        dataclasses.replace(BASE, prompt="a tree", seed=50, variation_seed=7,
-                            variation_strength=0.4),
+        dataclasses.replace(
+            BASE, prompt="a tree", seed=50, variation_seed=7, variation_strength=0.4
+        ),
     ]
     batched = engine.render_batch(requests)
     assert [len(images) for images in batched] == [1, 2, 1]

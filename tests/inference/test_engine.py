@@ -24,6 +24,7 @@ def fast(**changes: Any) -> RenderRequest:
     """A 64x64, 3-step request for the tiny model."""
     return dataclasses.replace(RenderRequest("a cat", width=64, height=64, steps=3), **changes)
 
+
 # Batched matrix products may round differently from solo ones: allow 2/255 per channel.
 BATCH_TOLERANCE = 2
 

@@ -35,8 +35,14 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def img2img(pictures: dict[str, str], **changes: Any) -> RenderRequest:
     base = RenderRequest(
-        "a cat", seed=4, steps=4, width=64, height=64, mode="img2img",
-        init_image=pictures["init"], denoising_strength=0.5,
+        "a cat",
+        seed=4,
+        steps=4,
+        width=64,
+        height=64,
+        mode="img2img",
+        init_image=pictures["init"],
+        denoising_strength=0.5,
     )
     return dataclasses.replace(base, **changes)
 
@@ -113,8 +119,9 @@ def test_inverted_mask_repaints_the_outside(
 def test_nine_channel_inpainting_model(
     engine: Engine, pictures: dict[str, str], pixels: PixelReader
 ) -> None:
-    request = inpaint(pictures, model="tiny-inpainting", width=96, height=80,
-                      options={"mask_blur": 0})
+    request = inpaint(
+        pictures, model="tiny-inpainting", width=96, height=80, options={"mask_blur": 0}
+    )
     result = pixels(engine.render(request)[0].png)
     original = np.asarray(Image.open(pictures["init"]).convert("RGB"), dtype=np.int16)
     assert np.array_equal(result[:24], original[:24])
@@ -130,19 +137,28 @@ def test_nine_channel_inpainting_model(
         ({"init_image": None}, "img2img needs an init image"),
         ({"init_image": "/nonexistent.png"}, "init image '/nonexistent.png' does not exist"),
         ({"mode": "inpaint"}, "inpaint needs a mask image"),
-        ({"mode": "inpaint", "mask_image": "MASK", "options": {"mask_blur": 65}},
-         "mask blur must be a whole number from 0 to 64, got 65"),
-        ({"mode": "inpaint", "mask_image": "MASK", "options": {"masked_content": "x"}},
-         "masked content must be one of fill, original, latent noise, latent nothing"),
+        (
+            {"mode": "inpaint", "mask_image": "MASK", "options": {"mask_blur": 65}},
+            "mask blur must be a whole number from 0 to 64, got 65",
+        ),
+        (
+            {"mode": "inpaint", "mask_image": "MASK", "options": {"masked_content": "x"}},
+            "masked content must be one of fill, original, latent noise, latent nothing",
+        ),
         ({"mode": "inpaint", "mask_image": "EMPTY"}, "the mask is empty"),
-        ({"mode": "upscale"}, "mode 'upscale' is not supported"),
+        (
+            {"mode": "upscale", "options": {"upscale_factor": 3}},
+            "upscale factor must be 2 or 4, got 3",
+        ),
     ],
 )
 def test_bad_inputs_are_refused(
     engine: Engine, pictures: dict[str, str], changes: dict[str, Any], message: str
 ) -> None:
     names = {"MASK": pictures["mask"], "EMPTY": pictures["empty"]}
-    changes = {key: names.get(value, value) if isinstance(value, str) else value
-               for key, value in changes.items()}
+    changes = {
+        key: names.get(value, value) if isinstance(value, str) else value
+        for key, value in changes.items()
+    }
     with pytest.raises(RenderInputError, match=message):
         engine.render(img2img(pictures, **changes))

@@ -39,6 +39,42 @@ def test_parse_web_ui_sample() -> None:
     assert params["Version"] == "v1.6.0"
 
 
+# More hand-written samples in web UI layouts: hires fix, no negative, quoted values.
+MORE_SAMPLES = [
+    (
+        "portrait of a knight, intricate armor\n"
+        "Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 512x512, "
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Denoising strength: 0.7, "
+        "Hires upscale: 2, Hires steps: 15, Hires upscaler: Latent",
+        "portrait of a knight, intricate armor",
+        "",
+        {"Seed": 1234, "Hires upscale": 2, "Hires steps": 15, "Hires upscaler": "Latent"},
+    ),
+    (
+        "a cat\nNegative prompt: dog\n"
+        "Steps: 20, Sampler: DPM++ SDE Karras, CFG scale: 5.5, Seed: 7, Size: 768x512, "
+        'Variation seed: 99, Variation seed strength: 0.25, TI hashes: "easyneg: c74b4e810b03"',
+        "a cat",
+        "dog",
+        {
+            "CFG scale": 5.5,
+            "Variation seed": 99,
+            "Variation seed strength": 0.25,
+            "TI hashes": "easyneg: c74b4e810b03",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "prompt", "negative", "expected"), MORE_SAMPLES)
+def test_parse_more_web_ui_samples(
+    text: str, prompt: str, negative: str, expected: dict[str, object]
+) -> None:
+    parsed_prompt, parsed_negative, params = parse_infotext(text)
+    assert (parsed_prompt, parsed_negative) == (prompt, negative)
+    assert {key: params[key] for key in expected} == expected
+
+
 def test_parse_without_negative_or_parameters() -> None:
     assert parse_infotext("just a prompt") == ("just a prompt", "", {})
     # A last line with fewer than three pairs is still prompt, as in the web UI.
@@ -49,8 +85,16 @@ def test_format_matches_web_ui_layout() -> None:
     text = format_infotext(
         "a cat",
         "",
-        {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 1, "Size": "512x512",
-         "Model hash": "abcdef1234", "Model": "name", "Variation seed": None},
+        {
+            "Steps": 20,
+            "Sampler": "Euler a",
+            "CFG scale": 7.0,
+            "Seed": 1,
+            "Size": "512x512",
+            "Model hash": "abcdef1234",
+            "Model": "name",
+            "Variation seed": None,
+        },
     )
     assert text == (
         "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, "

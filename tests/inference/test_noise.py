@@ -60,7 +60,13 @@ def test_variation_renders_between_base_and_variation(engine: Engine, pixels: Pi
 
 def test_batch_variation_seeds_count_up(engine: Engine) -> None:
     request = RenderRequest(
-        "a cat", seed=1, steps=2, width=64, height=64, count=2, variation_seed=50,
+        "a cat",
+        seed=1,
+        steps=2,
+        width=64,
+        height=64,
+        count=2,
+        variation_seed=50,
         variation_strength=0.3,
     )
     images = engine.render(request)

@@ -63,7 +63,8 @@ def test_short_hash_is_sha256_prefix_and_cached(tmp_path: Path) -> None:
     # A changed file (new mtime/size) is hashed again.
     model.write_bytes(b"other weights!")
     os.utime(model, (1, 1))
-    assert registry.short_hash(registry.resolve("m")) == hashlib.sha256(b"other weights!").hexdigest()[:10]
+    rehashed = hashlib.sha256(b"other weights!").hexdigest()[:10]
+    assert registry.short_hash(registry.resolve("m")) == rehashed
 
 
 def test_diffusers_folders_hash_their_unet(tmp_path: Path) -> None:

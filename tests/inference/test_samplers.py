@@ -19,9 +19,25 @@ from inference.tiny import SD_SCHEDULER_CONFIG
 from inference.types import RenderInputError, RenderRequest
 
 WEB_UI_NAMES = [
-    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM++ SDE",
-    "DPM++ 2M SDE", "DDIM", "UniPC", "LCM", "DPM++ 2M Karras", "DPM++ 2M SDE Karras",
-    "DPM2 a Karras", "LMS Karras", "DPM++ SDE Karras", "DPM++ 2M SDE Exponential",
+    "Euler a",
+    "Euler",
+    "LMS",
+    "Heun",
+    "DPM2",
+    "DPM2 a",
+    "DPM++ 2S a",
+    "DPM++ 2M",
+    "DPM++ SDE",
+    "DPM++ 2M SDE",
+    "DDIM",
+    "UniPC",
+    "LCM",
+    "DPM++ 2M Karras",
+    "DPM++ 2M SDE Karras",
+    "DPM2 a Karras",
+    "LMS Karras",
+    "DPM++ SDE Karras",
+    "DPM++ 2M SDE Exponential",
 ]
 
 

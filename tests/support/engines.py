@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from inference.infotext import format_infotext, png_with_infotext
+from inference.sizes import with_default_size
 from inference.types import (
     ProgressCallback,
     RenderCancelled,
@@ -46,6 +47,7 @@ class InstantEngine:
             if progress is not None:
                 progress(StepProgress(step, request.steps, time.perf_counter() - started))
         self.rendered.append(request)
+        width, height = with_default_size(request, native=64).size()
         images = []
         for index in range(request.count):
             seed = request.seed + index
@@ -58,11 +60,11 @@ class InstantEngine:
                     "Sampler": request.sampler,
                     "CFG scale": request.cfg_scale,
                     "Seed": seed,
-                    "Size": f"{request.width}x{request.height}",
+                    "Size": f"{width}x{height}",
                     "Model": "instant",
                 },
             )
-            picture = Image.new("RGB", (request.width // 8, request.height // 8), colour)
+            picture = Image.new("RGB", (width // 8, height // 8), colour)
             images.append(
                 RenderedImage(
                     png_with_infotext(picture, infotext),

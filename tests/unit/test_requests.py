@@ -11,6 +11,7 @@ from bot.requests import (
     reroll,
     resolve_seed,
 )
+from inference.sizes import default_size
 
 
 @pytest.mark.parametrize(
@@ -18,13 +19,11 @@ from bot.requests import (
     [
         ("512x768", (512, 768)),
         (" 640 X 384 ", (640, 384)),
-        ("1:1", (512, 512)),
-        ("16:9", (704, 384)),
-        ("9:16", (384, 704)),
-        ("2:3", (448, 640)),
+        ("1:1", "1:1"),
+        (" 16 : 9 ", "16:9"),
     ],
 )
-def test_sizes_and_aspect_ratios(text: str, expected: tuple[int, int]) -> None:
+def test_sizes_and_aspect_ratios(text: str, expected: tuple[int, int] | str) -> None:
     assert parse_size(text) == expected
 
 
@@ -33,7 +32,7 @@ def test_sizes_and_aspect_ratios(text: str, expected: tuple[int, int]) -> None:
     [
         ("500x512", "multiple of 8"),
         ("4096x512", "between 64 and 2048"),
-        ("30:1", "between 1 and 21"),
+        ("30:1", "1..21"),
         ("big", "neither WxH"),
     ],
 )
@@ -42,13 +41,21 @@ def test_bad_sizes_explain_the_accepted_form(text: str, message: str) -> None:
         parse_size(text)
 
 
-@given(st.integers(1, 21), st.integers(1, 21))
-def test_aspect_ratios_keep_area_and_multiples_of_64(w: int, h: int) -> None:
-    width, height = parse_size(f"{w}:{h}")
-    assert width % 64 == 0 and height % 64 == 0
-    assert width >= 64 and height >= 64
-    if 1 / 4 <= w / h <= 4:
-        assert 0.7 <= width * height / 512**2 <= 1.3
+@given(st.integers(1, 21), st.integers(1, 21), st.sampled_from([64, 512, 768, 1024]))
+def test_aspect_ratios_keep_area_and_model_multiples(w: int, h: int, native: int) -> None:
+    width, height = default_size(native, f"{w}:{h}", None)
+    multiple = 64 if native >= 512 else 8
+    assert width % multiple == 0 and height % multiple == 0
+    assert 64 <= width <= 2048 and 64 <= height <= 2048
+    if native >= 512 and 1 / 3 <= w / h <= 3:
+        assert 0.7 <= width * height / native**2 <= 1.3
+        assert (width >= height) == (w >= h) or abs(width - height) <= multiple
+
+
+def test_missing_size_is_native_or_the_input_picture() -> None:
+    assert default_size(1024, None, None) == (1024, 1024)
+    assert default_size(512, "16:9", None) == (704, 384)
+    assert default_size(512, None, (1001, 767)) == (1000, 760)
 
 
 def test_seed_minus_one_becomes_concrete_and_bounds_are_named() -> None:
@@ -66,8 +73,14 @@ def test_build_request_fills_defaults_and_validates() -> None:
         20,
         "Euler a",
     )
-    assert (request.width, request.height) == (704, 384)
-    with pytest.raises(RequestError, match="steps must be between 1 and 150"):
+    assert (request.width, request.height, request.options) == (None, None, {"aspect": "16:9"})
+    sized = build_request(ImagineOptions(prompt="a cat", size="512x768"))
+    assert (sized.width, sized.height) == (512, 768)
+    with pytest.raises(RequestError, match="sampler"):
+        build_request(ImagineOptions(prompt="x", sampler="Euler z"))
+    with pytest.raises(RequestError, match="count must be between 1 and 4"):
+        build_request(ImagineOptions(prompt="x", count=5))
+    with pytest.raises(RequestError, match="steps must be between 1 and 150, got 0"):
         build_request(ImagineOptions(prompt="x", steps=0))
     with pytest.raises(RequestError, match="prompt is empty"):
         build_request(ImagineOptions(prompt="   "))

@@ -1,0 +1,295 @@
+"""The bot's side of the distributed queue: render slots whose renders run on remote workers.
+
+The bot keeps the journal, the quotas and the fair scheduler (``bot.queue``); each
+``RemoteSlot`` is one job in flight on the broker. ``render`` publishes the job (message id =
+job id), waits for its result, fetches the PNGs from the object store, and returns them or
+raises what a local engine would (``RenderCancelled``, ``RenderInputError``), or
+``RemoteRenderFailed``. Before publishing it reads the results stream: a job the journal
+says was running when the bot died may already be finished, and must not run twice.
+
+See ``docs/distributed.md`` for the whole design and ``bot.broker_wire`` for the names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.object_store import ObjectStore
+
+from bot.broker_wire import (
+    JOBS_STREAM,
+    PROGRESS_SUBJECTS,
+    RESULTS_STREAM,
+    RESULTS_SUBJECTS,
+    BrokerUnavailable,
+    JobMessage,
+    Outcome,
+    ResultMessage,
+    cancel_subject,
+    connect,
+    consumer_name,
+    decode_progress,
+    ensure_streams,
+    headers_for_job,
+    job_id_of,
+    job_subject,
+    result_subject,
+    retry_transient,
+)
+from inference.types import (
+    RenderCancelled,
+    RenderedImage,
+    RenderInputError,
+    RenderRequest,
+    StepProgress,
+)
+
+__all__ = [
+    "BrokerClient",
+    "BrokerConfig",
+    "BrokerUnavailable",
+    "RemoteRenderFailed",
+    "RemoteSlot",
+    "connect_slots",
+]
+
+log = logging.getLogger(__name__)
+
+# How often a waiting render looks at its cancel event (a threading.Event cannot be awaited).
+CANCEL_POLL_S = 0.05
+
+
+class RemoteRenderFailed(Exception):
+    """The worker's engine raised, or every delivery of the job was lost with its worker."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    url: str
+    # Jobs in flight on the broker at once (EASEL_REMOTE_SLOTS): more than the workers' devices
+    # keeps every device busy; fewer keeps more jobs in the bot's fair queue.
+    slots: int = 8
+    # A worker that stops heartbeating for this long has its job given to another worker.
+    ack_wait_s: float = 30.0
+    # Deliveries a job gets before it is reported as failed.
+    max_attempts: int = 3
+    # A waiting render rereads the results stream this often, in case the result was published
+    # while the connection was down (core messages are not replayed).
+    result_recheck_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("nats://", "tls://")):
+            raise ValueError(f"the queue URL must start with nats:// or tls://, not {self.url!r}")
+        if not 1 <= self.slots <= 1024:
+            raise ValueError(f"EASEL_REMOTE_SLOTS must be within 1..1024, got {self.slots}")
+        if not 0.1 <= self.ack_wait_s <= 3600:
+            raise ValueError(f"ack_wait_s must be within 0.1..3600 seconds, got {self.ack_wait_s}")
+        if not 1 <= self.max_attempts <= 20:
+            raise ValueError(f"max_attempts must be within 1..20, got {self.max_attempts}")
+        if self.result_recheck_s <= 0:
+            raise ValueError(f"result_recheck_s must be above 0, got {self.result_recheck_s}")
+
+
+class BrokerClient:
+    """One NATS connection shared by all the bot's remote slots. Build it with ``open``."""
+
+    def __init__(
+        self, nc: NatsClient, js: JetStreamContext, images: ObjectStore, config: BrokerConfig
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._images = images
+        self._config = config
+        self._waiters: dict[str, asyncio.Future[ResultMessage]] = {}
+        self._progress: dict[str, Callable[[StepProgress], None]] = {}
+        self._consumers_ready: set[str] = set()
+
+    @classmethod
+    async def open(cls, config: BrokerConfig) -> BrokerClient:
+        """Connect, create the streams when missing, and listen for results and progress."""
+        nc = await connect(config.url, "easel-bot")
+        try:
+            js = nc.jetstream()
+            images = await retry_transient("create the streams", lambda: ensure_streams(js))
+            client = cls(nc, js, images, config)
+            await nc.subscribe(RESULTS_SUBJECTS, cb=client._on_result)
+            await nc.subscribe(PROGRESS_SUBJECTS, cb=client._on_progress)
+        except BaseException:
+            await nc.close()
+            raise
+        return client
+
+    def slots(self) -> list[RemoteSlot]:
+        return [RemoteSlot(self, f"remote-{index}") for index in range(self._config.slots)]
+
+    async def close(self) -> None:
+        await self._nc.close()
+
+    async def render(
+        self,
+        job_id: str,
+        request: RenderRequest,
+        progress: Callable[[StepProgress], None] | None,
+        cancel: threading.Event | None,
+    ) -> list[RenderedImage]:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[job_id] = waiter
+        if progress is not None:
+            self._progress[job_id] = progress
+        try:
+            result = await retry_transient(
+                f"job {job_id}: look for a stored result", lambda: self._stored_result(job_id)
+            )
+            if result is None:
+                sequence = await self._publish(job_id, request)
+                result = await self._wait(job_id, waiter, cancel, sequence)
+            else:
+                log.info("job %s: already finished on the broker; not published again", job_id)
+            return await self._images_of(result)
+        finally:
+            self._waiters.pop(job_id, None)
+            self._progress.pop(job_id, None)
+
+    async def _publish(self, job_id: str, request: RenderRequest) -> int:
+        await self._ensure_consumer(request.model)
+        ack = await retry_transient(
+            f"job {job_id}: publish",
+            lambda: self._js.publish(
+                job_subject(request.model),
+                JobMessage(job_id, request).encode(),
+                headers=headers_for_job(job_id),
+            ),
+        )
+        if ack.duplicate:
+            log.info("job %s: the broker already holds it; waiting for that copy", job_id)
+        return ack.seq
+
+    async def _ensure_consumer(self, model: str | None) -> None:
+        name = consumer_name(model)
+        if name in self._consumers_ready:
+            return
+        config = ConsumerConfig(
+            name=name,
+            durable_name=name,
+            filter_subject=job_subject(model),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._config.ack_wait_s,
+            # One delivery more than the attempts: the worker that receives it reports the
+            # failure (a result outlives a bot restart; an advisory would not).
+            max_deliver=self._config.max_attempts + 1,
+        )
+        await retry_transient(
+            f"create consumer {name}", lambda: self._js.add_consumer(JOBS_STREAM, config)
+        )
+        self._consumers_ready.add(name)
+
+    async def _wait(
+        self,
+        job_id: str,
+        waiter: asyncio.Future[ResultMessage],
+        cancel: threading.Event | None,
+        sequence: int,
+    ) -> ResultMessage:
+        loop = asyncio.get_running_loop()
+        recheck_at = loop.time() + self._config.result_recheck_s
+        poll_s = CANCEL_POLL_S if cancel is not None else self._config.result_recheck_s
+        while not waiter.done():
+            if cancel is not None and cancel.is_set():
+                await self._cancel(job_id, sequence)
+                raise RenderCancelled
+            await asyncio.wait([waiter], timeout=poll_s)
+            if not waiter.done() and loop.time() >= recheck_at:
+                recheck_at = loop.time() + self._config.result_recheck_s
+                with contextlib.suppress(nats.errors.Error):
+                    if stored := await self._stored_result(job_id):
+                        return stored
+        return waiter.result()
+
+    async def _cancel(self, job_id: str, sequence: int) -> None:
+        # Delete first so no worker takes it later; a worker already rendering it hears the
+        # cancel message (or finds the id among those it heard of just before it started).
+        with contextlib.suppress(nats.errors.Error):
+            await self._js.delete_msg(JOBS_STREAM, sequence)
+        with contextlib.suppress(nats.errors.Error):
+            await self._nc.publish(cancel_subject(job_id))
+
+    async def _stored_result(self, job_id: str) -> ResultMessage | None:
+        try:
+            stored = await self._js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
+        except nats.js.errors.NotFoundError:
+            return None
+        return ResultMessage.decode(stored.data or b"")
+
+    async def _images_of(self, result: ResultMessage) -> list[RenderedImage]:
+        if result.outcome is Outcome.CANCELLED:
+            raise RenderCancelled
+        if result.outcome is Outcome.INVALID:
+            raise RenderInputError(result.error or "the worker refused the request")
+        if result.outcome is Outcome.FAILED:
+            raise RemoteRenderFailed(result.error or "the worker reported a failure")
+        images = []
+        for ref in result.images:
+            try:
+                stored = await retry_transient(
+                    f"job {result.job_id}: fetch {ref.object_name}",
+                    functools.partial(self._images.get, ref.object_name),
+                )
+            except nats.js.errors.NotFoundError:
+                raise RemoteRenderFailed(
+                    f"{ref.object_name} is no longer in the broker's image store "
+                    "(results are kept 24 hours)"
+                ) from None
+            images.append(
+                RenderedImage(stored.data or b"", ref.seed, ref.infotext, ref.width, ref.height)
+            )
+        return images
+
+    async def _on_result(self, msg: Msg) -> None:
+        waiter = self._waiters.get(job_id_of(msg.subject))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ResultMessage.decode(msg.data))
+
+    async def _on_progress(self, msg: Msg) -> None:
+        listener = self._progress.get(job_id_of(msg.subject))
+        if listener is not None:
+            listener(decode_progress(msg.data))
+
+
+class RemoteSlot:
+    """A ``bot.queue.RenderSlot`` backed by the broker: one job in flight at a time."""
+
+    def __init__(self, client: BrokerClient, device: str) -> None:
+        self._client = client
+        self.device = device
+
+    async def render(
+        self,
+        request: RenderRequest,
+        progress: Callable[[StepProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        job_id: str,
+    ) -> list[RenderedImage]:
+        return await self._client.render(job_id, request, progress, cancel)
+
+    def close(self) -> None:
+        """Nothing per slot: the connection is ``BrokerClient``'s, closed by its owner."""
+
+
+async def connect_slots(queue_url: str, slots: int) -> tuple[BrokerClient, list[RemoteSlot]]:
+    """For the composition root: the client (close it after the queue stops) and its slots."""
+    client = await BrokerClient.open(BrokerConfig(queue_url, slots=slots))
+    return client, client.slots()

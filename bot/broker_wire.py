@@ -1,0 +1,278 @@
+"""What the bot and the GPU workers say to each other over NATS JetStream.
+
+Both sides import this module and nothing else of each other. Names:
+
+- ``EASEL_JOBS`` (work-queue stream, file storage): one message per job on
+  ``easel.jobs.<model token>``, message id = job id so a republish is dropped as a duplicate.
+  One durable pull consumer per model (``model-<token>``, filter = that model's subject):
+  filters never overlap, as work-queue streams require, and a worker can ask for its loaded
+  model's jobs first.
+- ``EASEL_RESULTS`` (limits stream, one message per subject, kept ``RESULT_TTL_S``): the
+  outcome of a job on ``easel.results.<job id>``; also read back after a restart or reconnect.
+- ``easel-images`` (object store, same TTL): the PNGs of finished jobs.
+- Core NATS (not stored): ``easel.progress.<job id>`` after each step, ``easel.cancel.<job id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.object_store import ObjectStore
+
+from inference.types import RenderRequest, StepProgress
+
+__all__ = [
+    "IMAGES_BUCKET",
+    "JOBS_STREAM",
+    "RESULTS_STREAM",
+    "BrokerUnavailable",
+    "ImageRef",
+    "JobMessage",
+    "Outcome",
+    "ResultMessage",
+    "cancel_subject",
+    "connect",
+    "consumer_name",
+    "decode_progress",
+    "encode_progress",
+    "ensure_streams",
+    "headers_for_job",
+    "job_id_of",
+    "job_subject",
+    "model_token",
+    "progress_subject",
+    "result_subject",
+    "retry_transient",
+]
+
+log = logging.getLogger(__name__)
+
+JOBS_STREAM = "EASEL_JOBS"
+RESULTS_STREAM = "EASEL_RESULTS"
+IMAGES_BUCKET = "easel-images"
+JOBS_SUBJECTS = "easel.jobs.>"
+RESULTS_SUBJECTS = "easel.results.*"
+PROGRESS_SUBJECTS = "easel.progress.*"
+CANCEL_SUBJECTS = "easel.cancel.*"
+# Long enough for a bot restarted the next morning to collect what finished overnight.
+RESULT_TTL_S = 24 * 3600.0
+# A broker restart takes seconds; past this a publish is reported as failed.
+TRANSIENT_RETRY_S = 60.0
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class BrokerUnavailable(Exception):
+    """The NATS server cannot be reached; the message names the URL and what to check."""
+
+
+def _subject_token(kind: str, value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{kind} {value!r} must be letters, digits, '-' or '_' only")
+    return value
+
+
+def model_token(model: str | None) -> str:
+    """A subject- and consumer-safe name for a model: readable prefix plus a short hash."""
+    if model is None:
+        return "default"
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", model)[:40]
+    return f"{readable}-{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+
+
+def job_subject(model: str | None) -> str:
+    return f"easel.jobs.{model_token(model)}"
+
+
+def consumer_name(model: str | None) -> str:
+    return f"model-{model_token(model)}"
+
+
+def result_subject(job_id: str) -> str:
+    return f"easel.results.{_subject_token('job id', job_id)}"
+
+
+def progress_subject(job_id: str) -> str:
+    return f"easel.progress.{_subject_token('job id', job_id)}"
+
+
+def cancel_subject(job_id: str) -> str:
+    return f"easel.cancel.{_subject_token('job id', job_id)}"
+
+
+def job_id_of(subject: str) -> str:
+    """The last token of a per-job subject."""
+    return subject.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """A job on the broker. Deliveries are counted by JetStream, so no attempt number here."""
+
+    job_id: str
+    request: RenderRequest
+
+    def encode(self) -> bytes:
+        return json.dumps({"job_id": self.job_id, "request": self.request.to_json()}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> JobMessage:
+        body = json.loads(data)
+        return cls(body["job_id"], RenderRequest.from_json(body["request"]))
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    CANCELLED = "cancelled"
+    INVALID = "invalid"  # the engine refused the request: RenderInputError, message for the user
+    FAILED = "failed"  # the engine raised, or every delivery was lost with its worker
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    object_name: str
+    seed: int
+    infotext: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    job_id: str
+    outcome: Outcome
+    worker: str
+    deliveries: int
+    images: tuple[ImageRef, ...] = ()
+    error: str | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "job_id": self.job_id,
+                "outcome": self.outcome.value,
+                "worker": self.worker,
+                "deliveries": self.deliveries,
+                "images": [vars(image) for image in self.images],
+                "error": self.error,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ResultMessage:
+        body = json.loads(data)
+        return cls(
+            job_id=body["job_id"],
+            outcome=Outcome(body["outcome"]),
+            worker=body["worker"],
+            deliveries=body["deliveries"],
+            images=tuple(ImageRef(**image) for image in body["images"]),
+            error=body["error"],
+        )
+
+
+def encode_progress(step: StepProgress) -> bytes:
+    return json.dumps([step.step, step.total_steps, step.elapsed_s]).encode()
+
+
+def decode_progress(data: bytes) -> StepProgress:
+    step, total_steps, elapsed_s = json.loads(data)
+    return StepProgress(int(step), int(total_steps), float(elapsed_s))
+
+
+async def connect(url: str, client_name: str, timeout_s: float = 10.0) -> NatsClient:
+    """Connect, reconnecting forever afterwards (a broker restart must not stop the process)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await nats.connect(
+                url,
+                name=client_name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+            )
+    except (TimeoutError, OSError, nats.errors.Error) as error:
+        raise BrokerUnavailable(
+            f"cannot reach the NATS server at {url} within {timeout_s:g} s ({error!r}); "
+            "start one with `nats-server -js` or fix EASEL_QUEUE_URL"
+        ) from None
+
+
+async def ensure_streams(js: JetStreamContext) -> ObjectStore:
+    """Create the streams and the image bucket when missing; returns the bucket."""
+    wanted = [
+        StreamConfig(
+            name=JOBS_STREAM,
+            subjects=[JOBS_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        ),
+        StreamConfig(
+            name=RESULTS_STREAM,
+            subjects=[RESULTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=RESULT_TTL_S,
+            max_msgs_per_subject=1,
+        ),
+    ]
+    for config in wanted:
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+    try:
+        return await js.object_store(IMAGES_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return await js.create_object_store(
+            IMAGES_BUCKET, ttl=RESULT_TTL_S, storage=StorageType.FILE
+        )
+
+
+T = TypeVar("T")
+
+# Failures that a reconnect or a JetStream leader coming back will cure.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def retry_transient(
+    what: str, operation: Callable[[], Awaitable[T]], give_up_after_s: float = TRANSIENT_RETRY_S
+) -> T:
+    """Run ``operation`` again while the broker is away; safe only for idempotent operations."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after_s
+    delay = 0.05
+    while True:
+        try:
+            return await operation()
+        except _TRANSIENT as error:
+            if loop.time() + delay > deadline:
+                raise
+            log.info("%s: broker unavailable (%r); retrying", what, error)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def headers_for_job(job_id: str) -> dict[str, Any]:
+    # JetStream drops a second message with the same id inside the stream's duplicate window.
+    return {"Nats-Msg-Id": job_id}

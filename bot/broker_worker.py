@@ -1,0 +1,325 @@
+"""``easel worker``: GPU devices serving the broker's job stream.
+
+One pull loop per device, each with its own ``DeviceWorker``. A loop takes one job at a time,
+asking first the consumer of the model it rendered last (already loaded: no model switch),
+then the others with the most waiting jobs. While rendering it tells JetStream the job is in
+progress, so only a worker that died (or hung) has its job redelivered after the ack wait.
+A job's result goes to the results stream *before* the job is acked, so a crash between the
+two costs a redelivery that finds the result and only acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.object_store import ObjectStore
+
+from bot.broker_wire import (
+    CANCEL_SUBJECTS,
+    JOBS_STREAM,
+    JOBS_SUBJECTS,
+    RESULTS_STREAM,
+    ImageRef,
+    JobMessage,
+    Outcome,
+    ResultMessage,
+    connect,
+    consumer_name,
+    encode_progress,
+    ensure_streams,
+    job_id_of,
+    progress_subject,
+    result_subject,
+    retry_transient,
+)
+from inference.types import RenderCancelled, RenderedImage, RenderInputError, StepProgress
+from inference.worker import DeviceWorker, EngineFactory
+
+__all__ = ["WorkerConfig", "run_worker", "serve"]
+
+log = logging.getLogger(__name__)
+
+# Cancels heard for jobs not (yet) running here: a job taken just before its cancel arrived.
+REMEMBERED_CANCELS = 1024
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    url: str
+    devices: tuple[str, ...]
+    # An idle loop looks for redelivered jobs this often (new jobs wake it at once).
+    idle_poll_s: float = 1.0
+    # How long a fetch waits on a consumer that the server says has work.
+    fetch_timeout_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            raise ValueError("a worker needs at least one device, e.g. EASEL_DEVICES=cuda:0")
+        if len(set(self.devices)) != len(self.devices):
+            raise ValueError(f"EASEL_DEVICES names a device twice: {', '.join(self.devices)}")
+        if not 0.01 <= self.idle_poll_s <= 60:
+            raise ValueError(f"idle_poll_s must be within 0.01..60, got {self.idle_poll_s}")
+        if not 0.005 <= self.fetch_timeout_s <= 5:
+            raise ValueError(f"fetch_timeout_s must be within 0.005..5, got {self.fetch_timeout_s}")
+
+
+class _Hub:
+    """What the device loops of one process share: the connection, doorbells and cancels."""
+
+    def __init__(self, nc: NatsClient, js: JetStreamContext, images: ObjectStore) -> None:
+        self.nc = nc
+        self.js = js
+        self.images = images
+        self.name = f"{socket.gethostname()}/{os.getpid()}"
+        self.doorbells: list[asyncio.Event] = []
+        self.running: dict[str, threading.Event] = {}
+        self._heard_cancels: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def listen(self) -> None:
+        # Every job publish also reaches core subscribers: a cheap "new work" signal.
+        await self.nc.subscribe(JOBS_SUBJECTS, cb=self._ring)
+        await self.nc.subscribe(CANCEL_SUBJECTS, cb=self._on_cancel)
+
+    async def _ring(self, _: Msg) -> None:
+        for doorbell in self.doorbells:
+            doorbell.set()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        job_id = job_id_of(msg.subject)
+        if event := self.running.get(job_id):
+            event.set()
+            return
+        self._heard_cancels[job_id] = None
+        while len(self._heard_cancels) > REMEMBERED_CANCELS:
+            self._heard_cancels.popitem(last=False)
+
+    def cancel_event_for(self, job_id: str) -> threading.Event:
+        event = self.running[job_id] = threading.Event()
+        if self._heard_cancels.pop(job_id, "absent") is None:
+            event.set()
+        return event
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def has_result(self, job_id: str) -> bool:
+        try:
+            await self.js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    async def publish_result(self, result: ResultMessage) -> None:
+        await retry_transient(
+            f"job {result.job_id}: publish the result",
+            lambda: self.js.publish(result_subject(result.job_id), result.encode()),
+        )
+
+
+class _DeviceLoop:
+    def __init__(
+        self, hub: _Hub, device: str, engine_factory: EngineFactory, config: WorkerConfig
+    ) -> None:
+        self._hub = hub
+        self._device = DeviceWorker(device, engine_factory)
+        self._config = config
+        self._doorbell = asyncio.Event()
+        hub.doorbells.append(self._doorbell)
+        self._loaded_model: str | None = None
+        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        self._consumers: dict[str, ConsumerInfo] = {}
+
+    @property
+    def device(self) -> str:
+        return self._device.device
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    taken = await self._take()
+                    if taken is None:
+                        await _wait_any(self._config.idle_poll_s, self._doorbell, stop)
+                    else:
+                        await self._handle(*taken)
+                except nats.errors.Error as error:
+                    # The broker is restarting: wait for the reconnect instead of spinning.
+                    log.warning("%s: broker error (%r); retrying", self.device, error)
+                    await _wait_any(self._config.idle_poll_s, stop)
+        finally:
+            await asyncio.to_thread(self._device.close)
+
+    async def _take(self) -> tuple[Msg, ConsumerInfo] | None:
+        # Cleared before looking, so a job published while we look rings again.
+        self._doorbell.clear()
+        for info in await self._candidates():
+            subscription = await self._subscription(info.name)
+            try:
+                messages = await subscription.fetch(1, timeout=self._config.fetch_timeout_s)
+            except nats.errors.TimeoutError:
+                continue  # another worker was faster
+            return messages[0], info
+        return None
+
+    async def _candidates(self) -> list[ConsumerInfo]:
+        """Consumers that may have a job for us: buffered here first, then the loaded model's,
+        then by most waiting jobs. Unacked jobs count: their worker may have died."""
+        infos = await self._hub.js.consumers_info(JOBS_STREAM)
+        self._consumers = {info.name: info for info in infos}
+        loaded = consumer_name(self._loaded_model)
+
+        def buffered(info: ConsumerInfo) -> bool:
+            # A message that arrived just after a fetch gave up waits in the subscription.
+            subscription = self._subscriptions.get(info.name)
+            return subscription is not None and subscription.pending_msgs > 0
+
+        def preference(info: ConsumerInfo) -> tuple[bool, bool, int]:
+            return (not buffered(info), info.name != loaded, -(info.num_pending or 0))
+
+        busy = [
+            info
+            for info in infos
+            if buffered(info) or (info.num_pending or 0) + (info.num_ack_pending or 0) > 0
+        ]
+        return sorted(busy, key=preference)
+
+    async def _subscription(self, name: str) -> JetStreamContext.PullSubscription:
+        if name not in self._subscriptions:
+            self._subscriptions[name] = await self._hub.js.pull_subscribe_bind(
+                consumer=name, stream=JOBS_STREAM
+            )
+        return self._subscriptions[name]
+
+    async def _handle(self, msg: Msg, consumer: ConsumerInfo) -> None:
+        job = JobMessage.decode(msg.data)
+        deliveries = msg.metadata.num_delivered or 1
+        max_deliver = consumer.config.max_deliver or 0
+        if await retry_transient(
+            f"job {job.job_id}: check", lambda: self._hub.has_result(job.job_id)
+        ):
+            log.info("job %s: already has a result; acknowledging only", job.job_id)
+        elif max_deliver > 0 and deliveries >= max_deliver:
+            attempts = deliveries - 1
+            log.error(
+                "job %s: lost with its worker %d times; reporting it failed", job.job_id, attempts
+            )
+            await self._hub.publish_result(
+                ResultMessage(
+                    job.job_id,
+                    Outcome.FAILED,
+                    self._hub.name,
+                    deliveries,
+                    error=f"failed after {attempts} deliveries: each worker stopped mid-render",
+                )
+            )
+        else:
+            await self._hub.publish_result(await self._render(job, msg, consumer, deliveries))
+        with contextlib.suppress(nats.errors.Error):
+            # If this ack is lost, the redelivery finds the result and acks again.
+            await msg.ack()
+
+    async def _render(
+        self, job: JobMessage, msg: Msg, consumer: ConsumerInfo, deliveries: int
+    ) -> ResultMessage:
+        log.info("job %s: started on %s (delivery %d)", job.job_id, self.device, deliveries)
+        cancel = self._hub.cancel_event_for(job.job_id)
+        heartbeat = asyncio.create_task(
+            _heartbeat(msg, (consumer.config.ack_wait or 30.0) / 3), name=f"heartbeat-{job.job_id}"
+        )
+        report = functools.partial(self._report_progress, job.job_id)
+        result = functools.partial(
+            ResultMessage, job.job_id, worker=self._hub.name, deliveries=deliveries
+        )
+        self._loaded_model = job.request.model
+        try:
+            rendered = await self._device.render(job.request, report, cancel)
+        except RenderCancelled:
+            return result(Outcome.CANCELLED)
+        except RenderInputError as error:
+            return result(Outcome.INVALID, error=str(error))
+        except Exception as error:
+            log.exception("job %s failed on %s", job.job_id, self.device)
+            return result(Outcome.FAILED, error=f"{type(error).__name__}: {error}")
+        finally:
+            heartbeat.cancel()
+            self._hub.running.pop(job.job_id, None)
+        return result(Outcome.DONE, images=await self._store(job.job_id, rendered))
+
+    async def _store(self, job_id: str, rendered: list[RenderedImage]) -> tuple[ImageRef, ...]:
+        refs = []
+        for index, image in enumerate(rendered):
+            name = f"{job_id}/{index}.png"
+            await retry_transient(
+                f"job {job_id}: store {name}",
+                functools.partial(self._hub.images.put, name, image.png),
+            )
+            refs.append(ImageRef(name, image.seed, image.infotext, image.width, image.height))
+        return tuple(refs)
+
+    def _report_progress(self, job_id: str, step: StepProgress) -> None:
+        self._hub.spawn(self._hub.nc.publish(progress_subject(job_id), encode_progress(step)))
+
+
+async def _heartbeat(msg: Msg, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
+
+
+async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
+    """Return when one of ``events`` is set, or after ``timeout_s``."""
+    tasks = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; a running render is finished and reported first."""
+    nc = await connect(config.url, f"easel-worker-{socket.gethostname()}")
+    try:
+        js = nc.jetstream()
+        images = await retry_transient("create the streams", lambda: ensure_streams(js))
+        hub = _Hub(nc, js, images)
+        loops = [_DeviceLoop(hub, device, engine_factory, config) for device in config.devices]
+        await hub.listen()
+        log.info("worker %s serving %s on %s", hub.name, ", ".join(config.devices), config.url)
+        await asyncio.gather(*(loop.run(stop) for loop in loops))
+    finally:
+        await nc.close()
+
+
+def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> None:
+    """The blocking entry point: SIGINT or SIGTERM stops taking jobs, then exits."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(config, engine_factory, stop)
+
+    asyncio.run(main())

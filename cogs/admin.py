@@ -1,0 +1,210 @@
+"""``/easel-admin ...``: a guild's channels, models, quotas, priority roles, NSFW policy,
+banned words and the audit of every change. Hidden from members without Manage Server, and
+checked again at run time (a guild can override command permissions)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.guild_policy import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
+from bot.quota import QuotaLimits
+from bot.user_errors import UserError
+
+Action = Literal["add", "remove"]
+_NSFW_LABELS = {
+    NsfwPolicy.ALLOW: "allow",
+    NsfwPolicy.SPOILER: "post results as spoilers",
+    NsfwPolicy.AGE_RESTRICTED_ONLY: "only in age-restricted channels",
+}
+
+
+def _guild_id(interaction: discord.Interaction[Any]) -> int:
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage()
+    return interaction.guild_id
+
+
+def describe_guild(settings: GuildSettings) -> str:
+    def listed(which: GuildList, show: Any = str) -> str:
+        entries = sorted(settings.entries(which))
+        return ", ".join(show(entry) for entry in entries) if entries else "—"
+
+    return "\n".join(
+        [
+            "**Easel settings for this server**",
+            f"allowed channels: {listed(GuildList.ALLOWED_CHANNEL, lambda c: f'<#{c}>')}"
+            " (— means every channel)",
+            f"allowed models: {listed(GuildList.ALLOWED_MODEL)} (— means every model)",
+            f"default model: {settings.default_model or 'Easel default'}",
+            f"priority roles: {listed(GuildList.PRIORITY_ROLE, lambda r: f'<@&{r}>')}",
+            f"NSFW policy: {_NSFW_LABELS[NsfwPolicy(settings.nsfw_policy)]}",
+            f"banned words: {listed(GuildList.BANNED_WORD, lambda w: f'||{w}||')}",
+        ]
+    )
+
+
+class AdminCog(commands.Cog):
+    admin = app_commands.Group(
+        name="easel-admin",
+        description="Server settings for Easel (Manage Server)",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+
+    def __init__(self, policy: GuildPolicy) -> None:
+        self._policy = policy
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    async def _done(self, interaction: discord.Interaction[Any], message: str) -> None:
+        await interaction.response.send_message(
+            message, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    async def _change(
+        self,
+        interaction: discord.Interaction[Any],
+        which: GuildList,
+        action: Action,
+        value: str,
+        shown: str,
+    ) -> None:
+        changed = await self._policy.change_list(
+            _guild_id(interaction), interaction.user.id, which, value, add=action == "add"
+        )
+        list_name = which.value.replace("_", " ") + "s"
+        if not changed:
+            state = "already" if action == "add" else "not"
+            await self._done(interaction, f"{shown} is {state} in the {list_name}; no change.")
+            return
+        verb = "Added" if action == "add" else "Removed"
+        await self._done(
+            interaction, f"{verb} {shown} {'to' if action == 'add' else 'from'} the {list_name}."
+        )
+
+    @admin.command(name="show", description="Every Easel setting of this server")
+    async def show(self, interaction: discord.Interaction[Any]) -> None:
+        settings = await self._policy.settings(_guild_id(interaction))
+        await self._done(interaction, describe_guild(settings))
+
+    @admin.command(name="channel", description="Allow or disallow Easel in a channel")
+    @app_commands.describe(action="add: allow it; remove: stop allowing it", channel="The channel")
+    async def channel(
+        self,
+        interaction: discord.Interaction[Any],
+        action: Action,
+        channel: app_commands.AppCommandChannel,
+    ) -> None:
+        await self._change(
+            interaction, GuildList.ALLOWED_CHANNEL, action, str(channel.id), channel.mention
+        )
+
+    @admin.command(name="model", description="Allow or disallow a model on this server")
+    @app_commands.describe(action="add: allow it; remove: stop allowing it", name="Model name")
+    async def model(
+        self,
+        interaction: discord.Interaction[Any],
+        action: Action,
+        name: app_commands.Range[str, 1, 100],
+    ) -> None:
+        await self._change(interaction, GuildList.ALLOWED_MODEL, action, name, f"`{name}`")
+
+    @admin.command(name="default-model", description="The model used when a request names none")
+    @app_commands.describe(name="Model name; leave empty for Easel's default")
+    async def default_model(
+        self,
+        interaction: discord.Interaction[Any],
+        name: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        await self._policy.set_default_model(_guild_id(interaction), interaction.user.id, name)
+        await self._done(interaction, f"Default model: {name or 'Easel default'}.")
+
+    @admin.command(name="priority-role", description="Members with this role jump the queue")
+    @app_commands.describe(action="add or remove", role="The role")
+    async def priority_role(
+        self, interaction: discord.Interaction[Any], action: Action, role: discord.Role
+    ) -> None:
+        await self._change(interaction, GuildList.PRIORITY_ROLE, action, str(role.id), role.mention)
+
+    @admin.command(name="nsfw", description="How this server handles NSFW generation")
+    @app_commands.describe(
+        policy="allow, post results as spoilers, or age-restricted channels only"
+    )
+    async def nsfw(self, interaction: discord.Interaction[Any], policy: NsfwPolicy) -> None:
+        await self._policy.set_nsfw_policy(_guild_id(interaction), interaction.user.id, policy)
+        await self._done(interaction, f"NSFW policy: {_NSFW_LABELS[policy]}.")
+
+    @admin.command(name="banned-word", description="Refuse prompts containing a word")
+    @app_commands.describe(action="add or remove", word="A word or phrase (any case)")
+    async def banned_word(
+        self,
+        interaction: discord.Interaction[Any],
+        action: Action,
+        word: app_commands.Range[str, 1, 100],
+    ) -> None:
+        await self._change(interaction, GuildList.BANNED_WORD, action, word, f"||{word}||")
+
+    @admin.command(name="quota", description="Limits for the server, a role or a member")
+    @app_commands.describe(
+        scope="guild: everyone's default; role or user: an override",
+        role="The role, for scope role",
+        member="The member, for scope user",
+        images_per_day="Pictures a day (empty: unlimited)",
+        images_per_week="Pictures a week (empty: unlimited)",
+        images_per_month="Pictures a month (empty: unlimited)",
+        gpu_seconds_per_day="GPU seconds a day (empty: unlimited)",
+    )
+    async def quota(
+        self,
+        interaction: discord.Interaction[Any],
+        scope: LimitScope,
+        role: discord.Role | None = None,
+        member: discord.Member | None = None,
+        images_per_day: app_commands.Range[int, 0, 100_000] | None = None,
+        images_per_week: app_commands.Range[int, 0, 1_000_000] | None = None,
+        images_per_month: app_commands.Range[int, 0, 10_000_000] | None = None,
+        gpu_seconds_per_day: app_commands.Range[float, 0.0, 86_400.0] | None = None,
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        if scope is LimitScope.GUILD:
+            subject_id, subject = guild_id, "everyone"
+        elif scope is LimitScope.ROLE:
+            if role is None:
+                raise UserError("Scope role needs the role option; pick the role to limit.")
+            subject_id, subject = role.id, role.mention
+        else:
+            if member is None:
+                raise UserError("Scope user needs the member option; pick the member to limit.")
+            subject_id, subject = member.id, member.mention
+        limits = QuotaLimits(
+            images_per_day=images_per_day,
+            images_per_week=images_per_week,
+            images_per_month=images_per_month,
+            gpu_seconds_per_day=gpu_seconds_per_day,
+        )
+        await self._policy.set_quota(guild_id, interaction.user.id, scope, subject_id, limits)
+        given = [
+            f"{k.replace('_', ' ')}: {v:g}" for k, v in limits.as_mapping().items() if v is not None
+        ]
+        await self._done(interaction, f"Quota for {subject}: {', '.join(given) or 'unlimited'}.")
+
+    @admin.command(name="audit", description="The latest changes to Easel's settings here")
+    async def audit(self, interaction: discord.Interaction[Any]) -> None:
+        entries = await self._policy.audit_log(_guild_id(interaction))
+        if not entries:
+            await self._done(interaction, "No settings were changed on this server yet.")
+            return
+        lines = [
+            f"<t:{int(entry.at)}:f> <@{entry.user_id}> {entry.setting}: "
+            f"{entry.old_value or '—'} → {entry.new_value or '—'}"
+            for entry in entries
+        ]
+        text = "\n".join(["**Latest Easel settings changes**", *lines])
+        await self._done(interaction, text[:2000])

@@ -1,0 +1,147 @@
+"""The web UI's prompt encoder: weighted 75-token chunks to text-encoder conditioning.
+
+Behaviour (as the web UI documents it):
+
+* each ``Chunk`` (75 tokens at most, cut by ``inference.prompts.chunk_tokens``) is wrapped
+  in start/end tokens to 77 ids and encoded on its own; the chunks' hidden states are
+  concatenated along the sequence axis, so a 150-token prompt gives 154 positions;
+* for encoders whose padding token differs from the end token (OpenCLIP: SD2, SDXL's second
+  encoder) every position after the first end token holds the padding token;
+* SD1.x/SD2 use the hidden state of layer ``-clip_skip`` followed by the final layer norm
+  (``clip_skip`` 1 is the last layer); SDXL uses both encoders' penultimate hidden states
+  concatenated on the feature axis (no final norm, clip skip ignored as in the web UI) and
+  the second encoder's pooled output of the first chunk;
+* per-token weights multiply the hidden states, then the result is rescaled so its mean is
+  the unweighted mean (the web UI's "original mean" emphasis), per encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from inference.prompts import Chunk
+
+DEFAULT_CLIP_SKIP = 1
+EMPTY_CHUNK = Chunk((), ())
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """One text's encoding: ``hidden`` is (1, 77 * chunks, features); ``pooled`` (1, P) for
+    SDXL, else ``None``."""
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor | None
+
+    @property
+    def length(self) -> int:
+        return int(self.hidden.shape[1])
+
+
+def chunk_ids(chunk: Chunk, start_id: int, end_id: int, pad_id: int) -> tuple[list[int], list[float]]:
+    """77 ids and weights for ``chunk``: start, tokens, end tokens to the end, then (when the
+    padding token differs from the end token) padding after the first end token."""
+    ids, weights = chunk.model_input(start_id, end_id, end_id)
+    if pad_id != end_id:
+        first_end = ids.index(end_id, 1)
+        ids[first_end + 1 :] = [pad_id] * (len(ids) - first_end - 1)
+    return ids, weights
+
+
+def emphasize(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Multiply each position by its weight, then restore the unweighted mean."""
+    if bool((weights == 1).all()):
+        return hidden  # exactly the plain encoding, without a rounding round-trip
+    original_mean = hidden.mean()
+    weighted = hidden * weights.to(hidden.dtype).reshape(1, -1, 1)
+    weighted_mean = weighted.mean()
+    if weighted_mean == 0:  # all-zero weights: nothing to rescale towards
+        return weighted
+    return weighted * (original_mean / weighted_mean)
+
+
+def pad_to_chunks(conditioning: Conditioning, chunks: int, empty: Conditioning) -> Conditioning:
+    """Append empty-chunk encodings until ``conditioning`` spans ``chunks`` chunks (the web
+    UI's "pad prompt/negative prompt to the same length")."""
+    missing = chunks - conditioning.length // empty.length
+    if missing <= 0:
+        return conditioning
+    padding = empty.hidden.expand(missing, -1, -1).reshape(1, -1, empty.hidden.shape[2])
+    return Conditioning(torch.cat([conditioning.hidden, padding], dim=1), conditioning.pooled)
+
+
+@dataclass(frozen=True)
+class _TextEncoder:
+    model: Any  # a transformers CLIPTextModel(WithProjection)
+    pad_id: int
+    # Hidden-state index and whether the final layer norm follows (SD1.x/SD2 clip skip).
+    layer: int
+    final_norm: bool
+
+
+class PromptEncoder:
+    """Encodes chunk sequences with a diffusers SD / SD2 / SDXL pipeline's text encoder(s).
+
+    Encodings are cached by chunk sequence: a render encodes each scheduled text once.
+    """
+
+    def __init__(self, pipeline: Any, clip_skip: int = DEFAULT_CLIP_SKIP) -> None:
+        tokenizer = pipeline.tokenizer
+        self.start_id: int = tokenizer.bos_token_id
+        self.end_id: int = tokenizer.eos_token_id
+        second = getattr(pipeline, "text_encoder_2", None)
+        self.is_sdxl = second is not None
+        if self.is_sdxl:
+            self.encoders = [
+                _TextEncoder(pipeline.text_encoder, tokenizer.pad_token_id, -2, False),
+                _TextEncoder(second, pipeline.tokenizer_2.pad_token_id, -2, False),
+            ]
+        else:
+            layers = pipeline.text_encoder.config.num_hidden_layers
+            if not 1 <= clip_skip <= layers:
+                raise ValueError(f"clip skip must be in 1..{layers}, got {clip_skip}")
+            self.encoders = [
+                _TextEncoder(pipeline.text_encoder, tokenizer.pad_token_id, -clip_skip, True)
+            ]
+        self._cache: dict[tuple[Chunk, ...], Conditioning] = {}
+
+    @property
+    def empty(self) -> Conditioning:
+        """The encoding of one empty chunk (what padding appends)."""
+        return self.encode([EMPTY_CHUNK])
+
+    def encode(self, chunks: Sequence[Chunk]) -> Conditioning:
+        key = tuple(chunks) or (EMPTY_CHUNK,)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._encode(key)
+            self._cache[key] = cached
+        return cached
+
+    def _encode(self, chunks: tuple[Chunk, ...]) -> Conditioning:
+        per_encoder = []
+        pooled = None
+        for encoder in self.encoders:
+            device = encoder.model.device
+            encoded_chunks = []
+            for index, chunk in enumerate(chunks):
+                ids, weights = chunk_ids(chunk, self.start_id, self.end_id, encoder.pad_id)
+                output = encoder.model(
+                    torch.tensor([ids], device=device), output_hidden_states=True
+                )
+                if encoder.final_norm and encoder.layer == -1:
+                    hidden = output.last_hidden_state  # already normed by the model
+                else:
+                    hidden = output.hidden_states[encoder.layer]
+                    if encoder.final_norm:
+                        hidden = encoder.model.text_model.final_layer_norm(hidden)
+                weight_tensor = torch.tensor(weights, device=device)
+                encoded_chunks.append(emphasize(hidden, weight_tensor))
+                if index == 0 and hasattr(output, "text_embeds"):
+                    pooled = output.text_embeds
+            per_encoder.append(torch.cat(encoded_chunks, dim=1))
+        return Conditioning(torch.cat(per_encoder, dim=2), pooled)

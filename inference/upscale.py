@@ -1,0 +1,111 @@
+"""Upscaling (Lanczos; spandrel's model upscalers are not installable here) and the options of
+the two features built on it: hires fix and the ``upscale`` mode. Pure PIL: no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image
+
+from inference.limits import MAX_SIZE, MAX_STEPS, SIZE_MULTIPLE
+from inference.types import RenderInputError
+
+UPSCALER_NAME = "Lanczos"
+# A fast (no model) upscale may go past the render limit; this caps memory and PNG size.
+MAX_UPSCALED_SIDE = 8192
+
+UpscaleMode = Literal["fast", "creative"]
+UPSCALE_FACTORS = (2, 4)
+# Creative upscaling re-details the enlarged picture with a light img2img pass.
+DEFAULT_CREATIVE_STRENGTH = 0.35
+MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
+DEFAULT_HIRES_DENOISING = 0.7  # the web UI's default
+
+
+def lanczos_upscale(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def scaled_render_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """``width x height`` times ``scale``, rounded to the multiple of 8 a UNet needs."""
+    return (
+        max(SIZE_MULTIPLE, round(width * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE),
+        max(SIZE_MULTIPLE, round(height * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE),
+    )
+
+
+@dataclass(frozen=True)
+class HiresOptions:
+    """Hires fix: render small, upscale, then img2img at the large size (web UI names)."""
+
+    scale: float
+    steps: int  # 0: as many as the first pass
+    denoising: float
+
+    @classmethod
+    def from_options(
+        cls, options: dict[str, object], width: int, height: int
+    ) -> HiresOptions | None:
+        scale = options.get("hires_scale")
+        if scale is None:
+            return None
+        steps = options.get("hires_steps", 0)
+        denoising = options.get("hires_denoising", DEFAULT_HIRES_DENOISING)
+        if not isinstance(scale, int | float) or not MIN_HIRES_SCALE < scale <= MAX_HIRES_SCALE:
+            raise RenderInputError(
+                f"hires scale must be above {MIN_HIRES_SCALE:g} and at most "
+                f"{MAX_HIRES_SCALE:g}, got {scale!r}"
+            )
+        if not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+            raise RenderInputError(
+                f"hires steps must be from 0 (same as steps) to {MAX_STEPS}, got {steps!r}"
+            )
+        if not isinstance(denoising, int | float) or not 0 < denoising <= 1:
+            raise RenderInputError(
+                f"hires denoising must be above 0 and at most 1, got {denoising!r}"
+            )
+        target = scaled_render_size(width, height, scale)
+        if max(target) > MAX_SIZE:
+            raise RenderInputError(
+                f"hires fix would render {target[0]}x{target[1]}; the largest side allowed is "
+                f"{MAX_SIZE}: lower the size or the hires scale"
+            )
+        return cls(float(scale), steps, float(denoising))
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    factor: int
+    mode: UpscaleMode
+    strength: float  # the creative pass's denoising strength
+
+    @classmethod
+    def from_options(cls, options: dict[str, object]) -> UpscaleOptions:
+        factor = options.get("upscale_factor", UPSCALE_FACTORS[0])
+        mode = options.get("upscale_mode", "fast")
+        strength = options.get("upscale_strength", DEFAULT_CREATIVE_STRENGTH)
+        if factor not in UPSCALE_FACTORS or not isinstance(factor, int):
+            raise RenderInputError(f"upscale factor must be 2 or 4, got {factor!r}")
+        if mode != "fast" and mode != "creative":
+            raise RenderInputError(f"upscale mode must be 'fast' or 'creative', got {mode!r}")
+        if not isinstance(strength, int | float) or not 0 < strength <= 1:
+            raise RenderInputError(
+                f"upscale strength must be above 0 and at most 1, got {strength!r}"
+            )
+        return cls(factor, mode, float(strength))
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The upscaled size, refused when too large (creative mode renders at that size)."""
+        if self.mode == "fast":
+            size = (width * self.factor, height * self.factor)
+            limit = MAX_UPSCALED_SIDE
+        else:
+            size = scaled_render_size(width, height, self.factor)
+            limit = MAX_SIZE
+        if max(size) > limit:
+            raise RenderInputError(
+                f"a {self.factor}x {self.mode} upscale of {width}x{height} would be "
+                f"{size[0]}x{size[1]}; the largest side allowed is {limit}"
+            )
+        return size

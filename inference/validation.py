@@ -1,0 +1,69 @@
+"""Request checks that need no model and no torch, so the bot and the CLI can refuse a bad
+request up front with the same teaching messages the engine gives."""
+
+from __future__ import annotations
+
+from inference.images import InpaintOptions
+from inference.limits import (
+    MAX_CFG,
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_CFG,
+    MIN_COUNT,
+    MIN_SIZE,
+    MIN_STEPS,
+    SIZE_MULTIPLE,
+)
+from inference.prompts import parse_aspect_ratio
+from inference.samplers import canonical_sampler_name
+from inference.types import RenderInputError, RenderRequest
+from inference.upscale import HiresOptions, UpscaleOptions
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise RenderInputError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+
+
+def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:
+    if seed is None or (allow_random and seed == -1):
+        return
+    if not 0 <= seed <= MAX_SEED:
+        random_hint = " (or -1 for a random seed)" if allow_random else ""
+        raise RenderInputError(f"{name} must be between 0 and {MAX_SEED}{random_hint}, got {seed}")
+
+
+def validate_request(request: RenderRequest) -> None:
+    """Refuse a request with a message that names the problem and the accepted range."""
+    for name, size in (("width", request.width), ("height", request.height)):
+        if size is None:  # the engine picks the native (or the input picture's) size
+            continue
+        if not MIN_SIZE <= size <= MAX_SIZE or size % SIZE_MULTIPLE:
+            raise RenderInputError(
+                f"{name} must be a multiple of {SIZE_MULTIPLE} between {MIN_SIZE} and "
+                f"{MAX_SIZE}, got {size}"
+            )
+    _check_range("steps", request.steps, MIN_STEPS, MAX_STEPS)
+    if request.steps != int(request.steps):
+        raise RenderInputError(f"steps must be a whole number, got {request.steps}")
+    _check_range("cfg scale", request.cfg_scale, MIN_CFG, MAX_CFG)
+    _check_range("count", request.count, MIN_COUNT, MAX_COUNT)
+    _check_seed("seed", request.seed, allow_random=True)
+    _check_seed("variation seed", request.variation_seed, allow_random=True)
+    _check_range("variation strength", request.variation_strength, 0.0, 1.0)
+    _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
+    canonical_sampler_name(request.sampler)
+    if request.mode in ("img2img", "inpaint", "upscale") and not request.init_image:
+        raise RenderInputError(f"{request.mode} needs an init image")
+    if request.mode == "upscale":
+        UpscaleOptions.from_options(request.options)
+    if "aspect" in request.options:
+        parse_aspect_ratio(str(request.options["aspect"]))
+    if request.mode == "txt2img" and request.width is not None and request.height is not None:
+        HiresOptions.from_options(request.options, request.width, request.height)
+    if request.mode == "inpaint":
+        if not request.mask_image:
+            raise RenderInputError("inpaint needs a mask image (white = repaint)")
+        InpaintOptions.from_options(request.options)

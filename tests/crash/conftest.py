@@ -1,0 +1,6 @@
+"""Fixtures: a real nats-server per test, and the transports the queue tests run against."""
+
+from tests.distributed.nats_server import nats_server
+from tests.distributed.transports import conn, nats, transport
+
+__all__ = ["conn", "nats", "nats_server", "transport"]

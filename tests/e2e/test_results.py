@@ -1,0 +1,179 @@
+"""Result posting through the fake Discord: grid and U/V buttons, Vary and Upscale, and
+Discord's rules (expired tokens, upload limits, rate limits), progress and Cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import time
+
+from PIL import Image
+
+from inference.infotext import infotext_from_png, parse_infotext
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    imagine,
+    job_id_of,
+)
+from tests.fake_discord import FakeDiscord, StoredMessage
+
+
+def params_of(message: StoredMessage) -> dict[str, object]:
+    infotext = infotext_from_png(message.attachments[0].data)
+    assert infotext is not None
+    return dict(parse_infotext(infotext)[2])
+
+
+def size_of(message: StoredMessage) -> tuple[int, int]:
+    with Image.open(io.BytesIO(message.attachments[0].data)) as image:
+        return image.size
+
+
+async def test_grid_with_pick_and_variation_buttons(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        grid = await imagine(fake_discord, "four cats", seed=100, count=4)
+        assert len(grid.attachments) == 1  # one grid, not four files
+        assert size_of(grid) == (128, 128)  # 2x2 of 64x64
+        params = params_of(grid)
+        assert params["Seed"] == 100 and params["Grid"] == "4 images"
+        assert params["Grid seeds"] == "100 101 102 103"
+        labels = [c["label"] for row in grid.components for c in row["components"] if "label" in c]
+        assert labels == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
+        assert all(len(custom_id) <= 100 for custom_id in grid.custom_ids)
+
+        picked = await (await fake_discord.click(grid, label="U2")).wait_for_original(has_picture)
+        assert size_of(picked) == (64, 64) and params_of(picked)["Seed"] == 101
+        picked_labels = {c.get("label") for row in picked.components for c in row["components"]}
+        assert {"Vary (Subtle)", "Vary (Strong)", "Upscale (2x)", "Upscale (4x)"} <= picked_labels
+
+        varied = await (await fake_discord.click(grid, label="V3")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        varied_params = params_of(varied)
+        assert varied_params["Seed"] == 102 and varied_params["Variation seed strength"] == 0.3
+        assert isinstance(varied_params["Variation seed"], int)
+
+        subtle = await (await fake_discord.click(picked, label="Vary (Subtle)")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        assert params_of(subtle)["Variation seed strength"] == 0.15
+        assert params_of(subtle)["Seed"] == 101
+
+        upscaled = await (await fake_discord.click(picked, label="Upscale (2x)")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        assert size_of(upscaled) == (128, 128)
+        upscaled_params = params_of(upscaled)
+        assert upscaled_params["Postprocess upscale by"] == 2
+        assert upscaled_params["Seed"] == 101
+
+
+async def test_result_after_token_expiry_goes_to_the_channel(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        gate = asyncio.Event()
+        original_deliver = bot.results.deliver
+
+        async def late_deliver(job: object) -> int | None:
+            await gate.wait()
+            return await original_deliver(job)  # type: ignore[arg-type]
+
+        bot.queue.set_sink(type("Late", (), {"deliver": staticmethod(late_deliver)})())
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a slow cat", **QUICK})
+        await handle.wait_for_ack()
+        # Sixteen minutes pass, for Discord and for the bot alike.
+        fake_discord.advance_time(16 * 60)
+        bot.results.wall_clock = lambda: time.time() + 16 * 60
+        gate.set()
+        posted = await fake_discord.wait_for_channel_message(
+            lambda m: has_picture(m) and not m.is_ephemeral, timeout=RENDER_TIMEOUT_S
+        )
+        assert f"<@{fake_discord.user_id}>" in posted.content
+        assert any(c.startswith("easel:upscale:") for c in posted.custom_ids)
+
+
+async def test_oversized_result_becomes_a_preview(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "imagine",
+            {"prompt": "a detailed cat", "steps": 2, "size": "256x256", "seed": 3},
+            attachment_size_limit=20_000,
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        [preview] = result.attachments
+        assert preview.size <= 20_000 and preview.content_type == "image/jpeg"
+        assert f"`/show {job_id_of(result)}` gives the original" in result.content
+
+
+async def test_rate_limited_post_is_retried_after_the_wait(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        fake_discord.rate_limit(
+            "PATCH", "/webhooks/{app}/{token}/messages/{message}", times=2, retry_after=0.3
+        )
+        result = await imagine(fake_discord, "a patient cat")
+        assert has_picture(result)
+        assert fake_discord.rate_limits and all(r.waited for r in fake_discord.rate_limits)
+
+
+def progress_edit_times(fake: FakeDiscord) -> list[float]:
+    return [
+        call.at
+        for call in fake.calls
+        if call.method == "PATCH"
+        and "/webhooks/" in call.path
+        and "Rendering" in str((call.json or {}).get("content", ""))
+    ]
+
+
+async def test_queue_position_progress_and_cancel_by_the_owner_only(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        long_job = await fake_discord.invoke_command(
+            "imagine", {"prompt": "a long cat", "steps": 150, "size": "256x256"}
+        )
+        progress = await long_job.wait_for_original(
+            lambda m: "Rendering" in m.content, timeout=RENDER_TIMEOUT_S
+        )
+        [cancel_long] = progress.custom_ids
+        assert cancel_long.startswith("easel:cancel:")
+
+        waiting = await fake_discord.invoke_command("imagine", {"prompt": "a next cat", **QUICK})
+        queued = await waiting.wait_for_original(lambda m: "Queued" in m.content)
+        assert "⏳ Queued — position 1" in queued.content
+        cancelled = await (
+            await fake_discord.click(queued, queued.custom_ids[0])
+        ).wait_for_original()
+        assert cancelled.is_ephemeral and "Cancelled; nothing was charged" in cancelled.content
+        ended = await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
+        assert not ended.custom_ids
+
+        # Progress edits come at most once every 2 s.
+        await long_job.wait_for_original(
+            lambda m: len(progress_edit_times(fake_discord)) >= 3, timeout=RENDER_TIMEOUT_S
+        )
+        times = progress_edit_times(fake_discord)
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 1.9
+
+        fake_discord.add_member(4242, "stranger", roles=(fake_discord.member_role_id,))
+        stranger = await fake_discord.click(progress, cancel_long, user=4242)
+        refused = await stranger.wait_for_original()
+        assert refused.is_ephemeral and "Only the member who started" in refused.content
+        owner = await (await fake_discord.click(progress, cancel_long)).wait_for_original()
+        assert "nothing will be charged" in owner.content
+        ended = await long_job.wait_for_original(
+            lambda m: "Cancelled" in m.content, timeout=RENDER_TIMEOUT_S
+        )
+        assert not ended.attachments and not ended.custom_ids
+        assert bot.queue.queued_count() == 0

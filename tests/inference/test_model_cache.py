@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from inference.engine import Engine
+from inference.tiny import write_tiny_model
+from inference.types import RenderRequest
+
+REQUEST = RenderRequest("a cat", seed=1, steps=1, width=64, height=64)
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("three")
+    for index, name in enumerate(("a", "b", "c")):
+        write_tiny_model(folder / name, seed=index)
+    return folder
+
+
+def render_with(engine: Engine, *names: str) -> None:
+    for name in names:
+        engine.render(dataclasses.replace(REQUEST, model=name))
+
+
+def test_least_recently_used_model_is_dropped(three_models: Path) -> None:
+    engine = Engine(three_models, max_loaded_models=2)
+    render_with(engine, "a", "b", "a", "c")
+    assert engine.loaded_models() == ["a", "c"]
+    engine.unload()
+    assert engine.loaded_models() == []
+
+
+def test_memory_budget_bounds_the_cache(three_models: Path) -> None:
+    probe = Engine(three_models)
+    render_with(probe, "a")
+    one_model = probe._loaded["a"].weight_bytes
+    assert one_model > 1_000_000  # the tiny model's weights, in float32
+    engine = Engine(three_models, max_loaded_models=3, memory_budget_bytes=int(one_model * 2.5))
+    render_with(engine, "a", "b", "c")
+    assert engine.loaded_models() == ["b", "c"]
+    # A model larger than the whole budget still loads: the newest one always stays.
+    tight = Engine(three_models, max_loaded_models=3, memory_budget_bytes=1)
+    render_with(tight, "a", "b")
+    assert tight.loaded_models() == ["b"]

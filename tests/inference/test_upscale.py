@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.engine import Engine
+from inference.infotext import format_infotext, parse_infotext, png_with_infotext
+from inference.types import RenderInputError, RenderRequest, StepProgress
+from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
+
+PixelReader = Callable[[bytes], np.ndarray]
+BASE = RenderRequest("a cat", seed=3, steps=2, width=64, height=64)
+
+
+@pytest.fixture
+def picture_with_infotext(tmp_path: Path) -> Path:
+    path = tmp_path / "result.png"
+    infotext = format_infotext("a lighthouse", "fog", {"Steps": 20, "Seed": 77, "Size": "40x24"})
+    gradient = np.linspace(0, 255, 40 * 24 * 3).reshape(24, 40, 3).astype(np.uint8)
+    path.write_bytes(png_with_infotext(Image.fromarray(gradient), infotext))
+    return path
+
+
+def test_fast_upscale_needs_no_model(tmp_path: Path, picture_with_infotext: Path) -> None:
+    engine = Engine(tmp_path / "no-models-here")  # would fail if it tried to load one
+    request = dataclasses.replace(
+        BASE, mode="upscale", init_image=str(picture_with_infotext), options={"upscale_factor": 4}
+    )
+    [image] = engine.render(request)
+    assert (image.width, image.height) == (160, 96)
+    prompt, negative, params = parse_infotext(image.infotext)
+    assert (prompt, negative, params["Seed"]) == ("a lighthouse", "fog", 77)
+    assert (params["Postprocess upscale by"], params["Postprocess upscaler"]) == (4, "Lanczos")
+
+
+def test_creative_upscale_redetails_with_the_model(
+    engine: Engine, picture_with_infotext: Path, pixels: PixelReader
+) -> None:
+    options = {"upscale_factor": 2, "upscale_mode": "creative", "upscale_strength": 0.5}
+    request = dataclasses.replace(
+        BASE, mode="upscale", init_image=str(picture_with_infotext), options=options
+    )
+    [image] = engine.render(request)
+    assert (image.width, image.height) == (80, 48)
+    params = parse_infotext(image.infotext)[2]
+    assert (params["Model"], params["Denoising strength"], params["Size"]) == ("tiny", 0.5, "80x48")
+    fast = engine.render(dataclasses.replace(request, options={"upscale_factor": 2}))[0]
+    assert np.abs(pixels(image.png) - pixels(fast.png)).mean() > 1
+
+
+def test_hires_fix_renders_twice_and_reports_both_passes(engine: Engine) -> None:
+    reports: list[StepProgress] = []
+    request = dataclasses.replace(
+        BASE, options={"hires_scale": 1.5, "hires_steps": 4, "hires_denoising": 0.5}
+    )
+    [image] = engine.render(request, progress=reports.append)
+    assert (image.width, image.height) == (96, 96)
+    params = parse_infotext(image.infotext)[2]
+    assert params["Size"] == "64x64"  # the web UI records the first pass's size
+    assert (params["Hires upscale"], params["Hires steps"], params["Denoising strength"]) == (
+        1.5,
+        4,
+        0.5,
+    )
+    # 2 first-pass steps, then img2img runs 4 x 0.5 = 2 steps.
+    assert [report.step for report in reports] == [1, 2, 3, 4]
+    assert reports[-1].total_steps == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"hires_scale": 5}, "hires scale must be above 1 and at most 4, got 5"),
+        ({"hires_scale": 2, "hires_steps": -1}, "hires steps must be from 0"),
+        ({"hires_scale": 2, "hires_denoising": 0}, "hires denoising must be above 0"),
+    ],
+)
+def test_hires_options_are_checked(options: dict[str, object], message: str) -> None:
+    with pytest.raises(RenderInputError, match=message):
+        HiresOptions.from_options(options, 64, 64)
+
+
+def test_hires_size_limit_and_rounding() -> None:
+    assert scaled_render_size(512, 768, 1.5) == (768, 1152)
+    assert scaled_render_size(100, 60, 1.3) == (128, 80)
+    with pytest.raises(RenderInputError, match="hires fix would render 2560x2560"):
+        HiresOptions.from_options({"hires_scale": 2.5}, 1024, 1024)
+    assert HiresOptions.from_options({}, 64, 64) is None
+
+
+def test_upscale_size_limits() -> None:
+    fast = UpscaleOptions.from_options({"upscale_factor": 4})
+    assert fast.output_size(2048, 1024) == (8192, 4096)
+    with pytest.raises(RenderInputError, match="largest side allowed is 8192"):
+        fast.output_size(4096, 64)
+    creative = UpscaleOptions.from_options({"upscale_factor": 2, "upscale_mode": "creative"})
+    with pytest.raises(RenderInputError, match="largest side allowed is 2048"):
+        creative.output_size(1200, 600)
+    with pytest.raises(RenderInputError, match="upscale mode must be 'fast' or 'creative'"):
+        UpscaleOptions.from_options({"upscale_mode": "magic"})

@@ -1,0 +1,99 @@
+"""bot.images: upload checks, grids, Lanczos upscales and fitting under an upload limit."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from bot.images import (
+    MAX_UPLOAD_BYTES,
+    check_image,
+    check_upload_size,
+    fit_under,
+    grid_png,
+    upscale_png,
+)
+from bot.user_errors import UserError
+from inference.infotext import infotext_from_png, png_with_infotext
+
+INFOTEXT = "a cat\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 32x32"
+
+
+def picture(color: str = "red", size: tuple[int, int] = (32, 32)) -> bytes:
+    return png_with_infotext(Image.new("RGB", size, color), INFOTEXT)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    data = bytearray(picture())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def test_check_image_accepts_a_png_and_reports_its_size() -> None:
+    checked = check_image("cat.png", picture())
+    assert (checked.format, checked.width, checked.height) == ("PNG", 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"GIF89a not really", "not a readable image"),
+        (b"hello", "not a readable image"),
+        (png_claiming(5000, 5000), "5000x5000 pixels"),
+        (png_claiming(60000, 60000), "more pixels than Pillow will decode"),
+    ],
+)
+def test_hostile_uploads_are_refused_with_a_reason(data: bytes, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        check_image("upload.png", data)
+
+
+def test_gif_is_refused_by_format() -> None:
+    buffer = io.BytesIO()
+    Image.new("P", (4, 4)).save(buffer, format="GIF")
+    with pytest.raises(UserError, match="is a GIF file; attach a PNG, JPEG or WebP"):
+        check_image("anim.gif", buffer.getvalue())
+
+
+def test_announced_size_is_checked_before_download() -> None:
+    with pytest.raises(UserError, match="at most 10 MiB"):
+        check_upload_size("huge.png", MAX_UPLOAD_BYTES + 1)
+
+
+def test_grid_places_four_pictures_two_by_two_with_the_infotext() -> None:
+    colors = ["red", "green", "blue", "white"]
+    grid = grid_png([picture(c) for c in colors], INFOTEXT + ", Grid: 4 images")
+    with Image.open(io.BytesIO(grid)) as image:
+        assert image.size == (64, 64)
+        rgb = image.convert("RGB")
+        assert rgb.getpixel((0, 0)) == (255, 0, 0)
+        assert rgb.getpixel((63, 0)) == (0, 128, 0)
+        assert rgb.getpixel((0, 63)) == (0, 0, 255)
+        assert rgb.getpixel((63, 63)) == (255, 255, 255)
+    assert infotext_from_png(grid) == INFOTEXT + ", Grid: 4 images"
+
+
+def test_upscale_keeps_infotext_and_notes_the_step() -> None:
+    bigger = upscale_png(picture(), 4)
+    with Image.open(io.BytesIO(bigger)) as image:
+        assert image.size == (128, 128)
+    assert infotext_from_png(bigger) == (
+        INFOTEXT + ", Postprocess upscale by: 4, Postprocess upscaler: Lanczos"
+    )
+    with pytest.raises(UserError, match="must be 2 or 4"):
+        upscale_png(picture(), 3)
+
+
+def test_fit_under_keeps_small_files_and_previews_big_ones() -> None:
+    small = picture()
+    assert fit_under(small, len(small)).data == small
+    noisy = Image.effect_noise((256, 256), 100).convert("RGB")
+    big = png_with_infotext(noisy, INFOTEXT)
+    fitted = fit_under(big, 8_000)
+    assert fitted.is_preview and fitted.extension == "jpg" and len(fitted.data) <= 8_000
