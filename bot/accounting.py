@@ -60,6 +60,24 @@ async def limits_for(
     )
 
 
+async def refusal_for(
+    conn: aiosqlite.Connection,
+    request: RenderRequest,
+    user_id: int,
+    guild_id: int | None,
+    role_ids: Sequence[int],
+    is_admin: bool,
+    now: float,
+) -> Refusal | None:
+    """Why this request does not fit the member's limits now, or None; reads only."""
+    limits = await limits_for(conn, user_id, guild_id, role_ids, is_admin)
+    usage = {
+        period: await ledger.usage(conn, user_id, guild_id, period_start(period, now))
+        for period in Period
+    }
+    return check(usage, limits, estimated_cost(request), now)
+
+
 async def admit(
     conn: aiosqlite.Connection,
     job_id: str,
@@ -74,14 +92,9 @@ async def admit(
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    cost = estimated_cost(request)
-    limits = await limits_for(conn, user_id, guild_id, role_ids, is_admin)
-    usage = {
-        period: await ledger.usage(conn, user_id, guild_id, period_start(period, now))
-        for period in Period
-    }
-    refusal = check(usage, limits, cost, now)
+    refusal = await refusal_for(conn, request, user_id, guild_id, role_ids, is_admin, now)
     if refusal is None:
+        cost = estimated_cost(request)
         await ledger.reserve(conn, job_id, user_id, guild_id, cost.images, cost.gpu_seconds, now)
     return refusal
 

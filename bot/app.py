@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import aiosqlite
 import discord
 from discord.ext import commands
 
 from bot.discord_endpoints import point_discord_at
-from bot.queue import JobQueue
+from bot.queue import JobQueue, RenderSlot
 from bot.services import Services
 from bot.settings import Settings
 from cogs.admin import AdminCog
@@ -23,6 +25,9 @@ from cogs.results import RESULT_BUTTONS, DiscordResults
 from cogs.settings import SettingsCog
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
+
+if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
+    from bot.broker import BrokerClient
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +61,12 @@ class EaselBot(commands.Bot):
         self.settings = settings
         self._engine_factory = engine_factory or engine_factory_for(settings)
         self._db: aiosqlite.Connection | None = None
+        self._broker: BrokerClient | None = None
 
     async def setup_hook(self) -> None:
-        from inference.devices import resolve_devices
-
         settings = self.settings
         self._db = await connect(settings.database_path)
-        workers = [
-            DeviceWorker(device, self._engine_factory)
-            for device in resolve_devices(settings.devices)
-        ]
-        self.queue = JobQueue(self._db, workers, settings.images_dir)
+        self.queue = JobQueue(self._db, await self._render_slots(), settings.images_dir)
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
         self.queue.set_progress_listener(self.results.progress)
@@ -81,6 +81,22 @@ class EaselBot(commands.Bot):
         await self._sync_commands()
         await self.queue.start()
 
+    async def _render_slots(self) -> Sequence[RenderSlot]:
+        """Remote slots on the broker when EASEL_QUEUE_URL names one, else a thread per device."""
+        if self.settings.queue_url:
+            from bot.broker import connect_slots
+
+            self._broker, slots = await connect_slots(
+                self.settings.queue_url, self.settings.remote_slots
+            )
+            return slots
+        from inference.devices import resolve_devices
+
+        return [
+            DeviceWorker(device, self._engine_factory)
+            for device in resolve_devices(self.settings.devices)
+        ]
+
     async def _sync_commands(self) -> None:
         if self.settings.dev_guild_id is None:
             await self.tree.sync()
@@ -92,6 +108,9 @@ class EaselBot(commands.Bot):
     async def close(self) -> None:
         if hasattr(self, "queue"):
             await self.queue.stop()
+        if self._broker is not None:
+            await self._broker.close()
+            self._broker = None
         if self._db is not None:
             await self._db.close()
             self._db = None

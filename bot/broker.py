@@ -51,6 +51,7 @@ from bot.broker_wire import (
 from inference.types import (
     RenderCancelled,
     RenderedImage,
+    RenderFailed,
     RenderInputError,
     RenderRequest,
     StepProgress,
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.05
 
 
-class RemoteRenderFailed(Exception):
+class RemoteRenderFailed(RenderFailed):
     """The worker's engine raised, or every delivery of the job was lost with its worker."""
 
 

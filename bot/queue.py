@@ -2,9 +2,8 @@
 
 A job is written to the journal (with its quota reservation, in one transaction) before anyone
 is told it was accepted; a start replays the journal (running jobs are queued again, finished
-but undelivered results are delivered), and delivery is claimed in the database first so a
-result is posted once. A failed or cancelled job is refunded; a finished one is charged the
-GPU time it really took.
+but undelivered results are delivered), and a delivery is recorded once it is posted. A failed
+or cancelled job is refunded; a finished one is charged the GPU time it really took.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from db.database import transaction
 from inference.types import (
     RenderCancelled,
     RenderedImage,
+    RenderFailed,
     RenderInputError,
     RenderRequest,
     StepProgress,
@@ -64,6 +64,8 @@ class RenderSlot(Protocol):
         request: RenderRequest,
         progress: Callable[[StepProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        *,
+        job_id: str,
     ) -> list[RenderedImage]: ...
 
     def close(self) -> None: ...
@@ -83,6 +85,9 @@ class Submission:
     role_ids: tuple[int, ...] = ()
     is_admin: bool = False
     priority: PriorityClass = PriorityClass.STANDARD
+    # How the result must be posted: the interaction's attachment limit, spoilered or not.
+    filesize_limit: int | None = None
+    spoiler: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,11 +107,14 @@ class FinishedJob:
     error: str | None
     request: RenderRequest
     user_id: int
+    guild_id: int | None
     channel_id: int | None
     application_id: int | None
     interaction_token: str | None
     interaction_created_at: float | None
     images: tuple[ResultImage, ...]
+    filesize_limit: int | None = None
+    spoiler: bool = False
 
 
 class ResultSink(Protocol):
@@ -226,6 +234,8 @@ class JobQueue:
                         application_id=submission.application_id,
                         interaction_token=submission.interaction_token,
                         interaction_created_at=submission.interaction_created_at,
+                        filesize_limit=submission.filesize_limit,
+                        spoiler=submission.spoiler,
                     ),
                 )
         if refusal is not None:
@@ -241,6 +251,22 @@ class JobQueue:
             )
             self._wakeup.notify_all()
         return job_id
+
+    async def quota_refusal(self, submission: Submission) -> str | None:
+        """Why the member's limits would refuse this submission now, or None (reads only).
+
+        For answering before the interaction is deferred, so a refusal can be ephemeral;
+        ``submit`` checks again, atomically, and stays the authority."""
+        refusal = await accounting.refusal_for(
+            self._conn,
+            submission.request,
+            submission.user_id,
+            submission.guild_id,
+            submission.role_ids,
+            submission.is_admin,
+            self._now(),
+        )
+        return refusal.message if refusal else None
 
     async def cancel(self, job_id: str, user_id: int, is_admin: bool = False) -> CancelOutcome:
         """Cancel a queued job (refunded, the owner is told) or stop a running one."""
@@ -336,11 +362,14 @@ class JobQueue:
         cancel = self._cancel_events[job_id] = threading.Event()
         started = time.perf_counter()
         try:
-            rendered = await slot.render(request, self._progress_for(job_id), cancel)
+            rendered = await slot.render(request, self._progress_for(job_id), cancel, job_id=job_id)
         except RenderCancelled:
             await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
         except RenderInputError as error:
             await self._finish_unsuccessfully(job_id, str(error))
+        except RenderFailed as error:
+            log.warning("job %s failed on %s: %s", job_id, slot.device, error)
+            await self._finish_unsuccessfully(job_id, f"{error}; reference {job_id}")
         except Exception as error:
             log.exception("job %s failed on %s", job_id, slot.device)
             await self._finish_unsuccessfully(
@@ -387,10 +416,15 @@ class JobQueue:
         return records
 
     async def _deliver(self, job_id: str) -> None:
-        if self._sink is None or not await journal.claim_delivery(self._conn, job_id, self._now()):
-            return
+        """Post the job's outcome, then record that it was posted.
+
+        At least once: a crash between the two posts again at the next start. Editing the
+        interaction's original response is idempotent, so only the channel-message fallback
+        (token expired) can show a result twice, and only after such a crash.
+        """
         job = await journal.get_job(self._conn, job_id)
-        assert job is not None
+        if self._sink is None or job is None or job.delivered_at is not None:
+            return
         images = await journal.images_of(self._conn, job_id)
         finished = FinishedJob(
             job_id=job.id,
@@ -399,17 +433,18 @@ class JobQueue:
             error=job.error,
             request=RenderRequest.from_json(job.request_json),
             user_id=job.user_id,
+            guild_id=job.guild_id,
             channel_id=job.channel_id,
             application_id=job.application_id,
             interaction_token=job.interaction_token,
             interaction_created_at=job.interaction_created_at,
             images=tuple(ResultImage(Path(i.path), i.seed, i.infotext) for i in images),
+            filesize_limit=job.filesize_limit,
+            spoiler=job.spoiler,
         )
         try:
             message_id = await self._sink.deliver(finished)
         except Exception:
             log.exception("job %s: delivery failed; it will be retried at the next start", job_id)
-            await journal.release_delivery(self._conn, job_id)
             return
-        if message_id is not None:
-            await journal.set_result_message(self._conn, job_id, message_id)
+        await journal.mark_delivered(self._conn, job_id, self._now(), message_id)

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
         default=(), validation_alias="EASEL_DEVICES"
     )
     queue_url: str = Field(default="", validation_alias="EASEL_QUEUE_URL")
+    # With a broker: how many jobs the bot keeps in flight on it at once.
+    remote_slots: int = Field(default=8, ge=1, le=1024, validation_alias="EASEL_REMOTE_SLOTS")
 
     @field_validator("dev_guild_id", "default_model", mode="before")
     @classmethod

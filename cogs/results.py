@@ -521,11 +521,14 @@ class DiscordResults:
         if job.channel_id is None:
             return None
         channel = self._client.get_partial_messageable(job.channel_id)
+        # The job id as an enforced nonce: Discord returns the first message instead of
+        # posting a second one when a restart delivers the same job again.
         sent = await channel.send(
             content=content,
             files=files,
             allowed_mentions=mentions,
             view=view or discord.utils.MISSING,
+            nonce=job.job_id,
         )
         return sent.id
 

@@ -32,6 +32,8 @@ class NewJob:
     application_id: int | None = None
     interaction_token: str | None = None
     interaction_created_at: float | None = None
+    filesize_limit: int | None = None
+    spoiler: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class JobRecord:
     interaction_created_at: float | None
     delivered_at: float | None
     result_message_id: int | None
+    filesize_limit: int | None
+    spoiler: bool
 
 
 @dataclass(frozen=True)
@@ -71,14 +75,16 @@ class ImageRecord:
 def _job(row: aiosqlite.Row) -> JobRecord:
     data = dict(row)
     data["status"] = JobStatus(data["status"])
+    data["spoiler"] = bool(data["spoiler"])
     return JobRecord(**data)
 
 
 async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
     await conn.execute(
         """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
-                             created_at, application_id, interaction_token, interaction_created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                             created_at, application_id, interaction_token, interaction_created_at,
+                             filesize_limit, spoiler)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             job.id,
             job.kind,
@@ -91,6 +97,8 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
             job.application_id,
             job.interaction_token,
             job.interaction_created_at,
+            job.filesize_limit,
+            int(job.spoiler),
         ),
     )
 
@@ -164,21 +172,13 @@ async def mark_failed(
     )
 
 
-async def claim_delivery(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
-    """Take the right to post a job's result; False when it was already taken (posted once)."""
-    cursor = await conn.execute(
-        "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", (now, job_id)
+async def mark_delivered(
+    conn: aiosqlite.Connection, job_id: str, now: float, message_id: int | None
+) -> None:
+    await conn.execute(
+        "UPDATE jobs SET delivered_at = ?, result_message_id = ? WHERE id = ?",
+        (now, message_id, job_id),
     )
-    return cursor.rowcount == 1
-
-
-async def release_delivery(conn: aiosqlite.Connection, job_id: str) -> None:
-    """Give the delivery back after a failed post so the next start tries again."""
-    await conn.execute("UPDATE jobs SET delivered_at = NULL WHERE id = ?", (job_id,))
-
-
-async def set_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> None:
-    await conn.execute("UPDATE jobs SET result_message_id = ? WHERE id = ?", (message_id, job_id))
 
 
 async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord]:

@@ -42,7 +42,9 @@ class Conditioning:
         return int(self.hidden.shape[1])
 
 
-def chunk_ids(chunk: Chunk, start_id: int, end_id: int, pad_id: int) -> tuple[list[int], list[float]]:
+def chunk_ids(
+    chunk: Chunk, start_id: int, end_id: int, pad_id: int
+) -> tuple[list[int], list[float]]:
     """77 ids and weights for ``chunk``: start, tokens, end tokens to the end, then (when the
     padding token differs from the end token) padding after the first end token."""
     ids, weights = chunk.model_input(start_id, end_id, end_id)
@@ -138,10 +140,15 @@ class PromptEncoder:
                 else:
                     hidden = output.hidden_states[encoder.layer]
                     if encoder.final_norm:
-                        hidden = encoder.model.text_model.final_layer_norm(hidden)
+                        hidden = _final_layer_norm(encoder.model)(hidden)
                 weight_tensor = torch.tensor(weights, device=device)
                 encoded_chunks.append(emphasize(hidden, weight_tensor))
                 if index == 0 and hasattr(output, "text_embeds"):
                     pooled = output.text_embeds
             per_encoder.append(torch.cat(encoded_chunks, dim=1))
         return Conditioning(torch.cat(per_encoder, dim=2), pooled)
+
+
+def _final_layer_norm(model: Any) -> Any:
+    # transformers 5 moved the text transformer's modules up onto the model itself.
+    return getattr(model, "text_model", model).final_layer_norm

@@ -26,6 +26,8 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 from PIL import Image
 
 from inference.checkpoints import load_single_file
+from inference.conditioning import DEFAULT_CLIP_SKIP, PromptEncoder
+from inference.guidance import PromptGuidance
 from inference.images import InpaintCanvas, InpaintOptions, inpaint_canvas, load_input_image
 from inference.infotext import (
     format_infotext,
@@ -35,6 +37,7 @@ from inference.infotext import (
 )
 from inference.limits import MAX_BATCH_IMAGES, MAX_SEED
 from inference.noise import initial_noise, seeded_generator
+from inference.prompts import PromptError, PromptPlan, WildcardLibrary, build_plan
 from inference.registry import ModelEntry, ModelRegistry
 from inference.samplers import canonical_sampler_name, make_scheduler
 from inference.sizes import with_default_size
@@ -57,6 +60,8 @@ from inference.validation import validate_request
 
 # Latents (4) + mask (1) + masked-picture latents (4).
 INPAINTING_UNET_CHANNELS = 9
+# SD1.x's text encoder has 12 layers; the encoder checks the loaded model's own count.
+MAX_CLIP_SKIP = 12
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
@@ -69,13 +74,30 @@ def _resolve_seed(seed: int | None) -> int:
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One picture of a (possibly batched) pipeline call."""
+    """One picture of a (possibly batched) pipeline call.
+
+    ``prompt``/``negative_prompt`` are the texts after wildcard expansion (what the infotext
+    shows); ``template``/``negative_template`` what was typed, when expansion changed it.
+    """
 
     prompt: str
     negative_prompt: str
     seed: int
     variation_seed: int | None
     variation_strength: float
+    template: str | None = None
+    negative_template: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
+        """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
+        return build_plan(
+            self.prompt if self.template is None else self.template,
+            self.negative_prompt if self.negative_template is None else self.negative_template,
+            seed=self.seed,
+            steps=steps,
+            wildcards=wildcards,
+        )
 
 
 PipelineTask = Literal["txt2img", "img2img", "inpaint"]
@@ -121,10 +143,13 @@ class Engine:
         dtype: torch.dtype | None = None,
         max_loaded_models: int = 1,
         memory_budget_bytes: int | None = None,
+        wildcards_dir: Path | None = None,
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
-        the least recently used model is dropped first (the last one loaded always stays)."""
+        the least recently used model is dropped first (the last one loaded always stays).
+        ``wildcards_dir`` holds the ``__name__`` wildcard files (``None``: no wildcards)."""
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
+        self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
         self.default_model = default_model
         # Half precision halves GPU memory and time; CPUs are faster (and exact) in float32.
@@ -156,7 +181,7 @@ class Engine:
             return self._upscale(request, progress, cancel)
         entry = self.registry.resolve(request.model, self.default_model)
         request = self._sized(request, entry)
-        jobs = _image_jobs(request)
+        jobs = _image_jobs(request, self.wildcards)
         inputs = _load_inputs(request, jobs[0].seed)
         _raise_if_cancelled(cancel)
         model = self._load(entry)
@@ -192,7 +217,7 @@ class Engine:
             validate_request(request)
         entry = self.registry.resolve(requests[0].model, self.default_model)
         requests = [self._sized(request, entry) for request in requests]
-        jobs_per_request = [_image_jobs(request) for request in requests]
+        jobs_per_request = [_image_jobs(request, self.wildcards) for request in requests]
         _raise_if_cancelled(cancel)
         model = self._load(entry)
         # Everything but the per-image prompts and seeds is shared, so the first request
@@ -351,18 +376,24 @@ class Engine:
         start = {"latents": noise} if arguments.starts_from_noise else {}
         tracker.begin_pass()
         with torch.inference_mode():
-            images: list[Image.Image] = pipeline(
-                prompt=[job.prompt for job in jobs],
-                negative_prompt=[job.negative_prompt for job in jobs],
-                num_inference_steps=steps,
-                guidance_scale=request.cfg_scale,
-                # The same per-image CPU generators also drive ancestral samplers' step noise.
-                generator=[seeded_generator(job.seed) for job in jobs],
-                callback_on_step_end=tracker.on_step_end,
-                output_type="pil",
-                **arguments.values,
-                **start,
-            ).images
+            # Prompts are encoded here (web UI syntax, schedules, AND), not by the pipeline.
+            guidance = PromptGuidance(
+                PromptEncoder(pipeline, _clip_skip(request)),
+                lambda steps_run: [job.plan(steps_run, self.wildcards) for job in jobs],
+                pad_conds=_pad_conds(request),
+            )
+            with guidance.installed(pipeline):
+                images: list[Image.Image] = pipeline(
+                    **guidance.pipeline_arguments(len(jobs)),
+                    num_inference_steps=steps,
+                    guidance_scale=request.cfg_scale,
+                    # The same per-image CPU generators also drive ancestral samplers' noise.
+                    generator=[seeded_generator(job.seed) for job in jobs],
+                    callback_on_step_end=guidance.step_callback(tracker.on_step_end),
+                    output_type="pil",
+                    **arguments.values,
+                    **start,
+                ).images
         return images
 
     def _upscale(
@@ -420,6 +451,7 @@ def _base_params(
     model: LoadedModel, request: RenderRequest, job: ImageJob, size: tuple[int, int]
 ) -> dict[str, object]:
     varied = job.variation_seed is not None and job.variation_strength > 0
+    clip_skip = _clip_skip(request)
     return {
         "Steps": request.steps,
         "Sampler": canonical_sampler_name(request.sampler),
@@ -430,6 +462,12 @@ def _base_params(
         "Model": model.entry.name,
         "Variation seed": job.variation_seed if varied else None,
         "Variation seed strength": job.variation_strength if varied else None,
+        "Clip skip": clip_skip if clip_skip != DEFAULT_CLIP_SKIP else None,
+        "Pad conds": True if _pad_conds(request) else None,
+        # The dynamic-prompts extension's keys: what was typed, when expansion changed it.
+        "Template": job.template,
+        "Negative Template": job.negative_template,
+        "Prompt warnings": "; ".join(job.warnings) or None,
     }
 
 
@@ -476,22 +514,64 @@ class _StepTracker:
         return tensors
 
 
-def _image_jobs(request: RenderRequest) -> list[ImageJob]:
-    """One job per picture: image i uses seed + i (and variation seed + i), as the web UI."""
+def _image_jobs(request: RenderRequest, wildcards: WildcardLibrary | None) -> list[ImageJob]:
+    """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
+    and its wildcards are expanded with that seed. Prompt errors surface here, before any
+    model loads."""
+    _clip_skip(request)
     seed = _resolve_seed(request.seed)
     variation_seed = (
         None if request.variation_seed is None else _resolve_seed(request.variation_seed)
     )
-    return [
-        ImageJob(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=seed + index,
-            variation_seed=None if variation_seed is None else variation_seed + index,
-            variation_strength=request.variation_strength,
+    jobs = []
+    for index in range(request.count):
+        try:
+            plan = build_plan(
+                request.prompt,
+                request.negative_prompt,
+                seed=seed + index,
+                steps=request.steps,
+                wildcards=wildcards,
+            )
+        except PromptError as error:
+            raise RenderInputError(str(error)) from error
+        unapplied = [
+            f"<lora:{lora.name}:{lora.weight:g}> not applied: this engine does not load LoRAs"
+            for lora in plan.loras()
+        ]
+        jobs.append(
+            ImageJob(
+                prompt=plan.prompt,
+                negative_prompt=plan.negative_prompt,
+                seed=seed + index,
+                variation_seed=None if variation_seed is None else variation_seed + index,
+                variation_strength=request.variation_strength,
+                template=request.prompt if plan.prompt != request.prompt else None,
+                negative_template=(
+                    request.negative_prompt
+                    if plan.negative_prompt != request.negative_prompt
+                    else None
+                ),
+                warnings=(*plan.warnings, *unapplied),
+            )
         )
-        for index in range(request.count)
-    ]
+    return jobs
+
+
+def _clip_skip(request: RenderRequest) -> int:
+    """``options["clip_skip"]``: 1 (the last layer, default) to 12."""
+    value = request.options.get("clip_skip", DEFAULT_CLIP_SKIP)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RenderInputError(
+            f"clip skip must be a whole number in 1..{MAX_CLIP_SKIP}, got {value!r}"
+        )
+    if not 1 <= value <= MAX_CLIP_SKIP:
+        raise RenderInputError(f"clip skip must be in 1..{MAX_CLIP_SKIP}, got {value}")
+    return value
+
+
+def _pad_conds(request: RenderRequest) -> bool:
+    return bool(request.options.get("pad_conds", False))
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,7 @@ class RenderCancelled(Exception):
 
 class RenderInputError(ValueError):
     """A request the engine refuses before any tensor is made; the message teaches the fix."""
+
+
+class RenderFailed(Exception):
+    """A render failed for a reason worth telling the member as it is (no traceback needed)."""

@@ -42,6 +42,8 @@ class DeviceWorker:
         request: RenderRequest,
         progress: Callable[[StepProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        *,
+        job_id: str | None = None,  # the queue's id for the job: only remote slots need it
     ) -> list[RenderedImage]:
         loop = asyncio.get_running_loop()
         thread_progress: ProgressCallback | None = None

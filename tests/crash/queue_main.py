@@ -3,8 +3,10 @@
     python -m tests.crash.queue_main DB IMAGES POSTED [--submit N] [--seconds S] [--queue-url URL]
 
 Submits N jobs (printing "submitted <id>"), then runs until every journaled job is finished
-and delivered, and exits 0. Each delivery appends "<job id>" to POSTED, flushed to disk before
-it returns, standing in for the Discord message.
+and delivered, and exits 0. Each delivery appends "<job id> <outcome>" to POSTED, flushed to disk
+before it returns, standing in for the Discord message; like Discord with an enforced nonce
+(Easel sends the job id), a second delivery of the same job shows nothing new and is counted in
+POSTED.repeats instead.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class FilePoster:
         self.posted = asyncio.Event()
 
     async def deliver(self, job: FinishedJob) -> int | None:
-        with self._path.open("a") as posted:
+        shown = self._path.read_text().split() if self._path.exists() else []
+        target = self._path.with_suffix(".repeats") if job.job_id in shown else self._path
+        with target.open("a") as posted:
             posted.write(f"{job.job_id} {'done' if job.succeeded else job.error}\n")
             posted.flush()
             os.fsync(posted.fileno())
