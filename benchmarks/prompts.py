@@ -1,6 +1,9 @@
 """Median timings of the prompt language on a realistic 500-character prompt, as JSON.
 
 Run: ``python benchmarks/prompts.py``. Goal: parsing (schedule + attention) under 1 ms.
+``encode_*_ms`` time the text encoder on the tiny random-weight models (CPU, no cache):
+the cost of our chunking, weighting and concatenation around 2-layer encoders, so it is
+a floor, not a real model's figure.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch
+
+from inference.conditioning import PromptEncoder
 from inference.prompts import (
+    build_plan,
     chunk_tokens,
     default_tokenizer,
     expand_prompt,
     parse_attention,
     schedule_prompt,
 )
+from inference.tiny import build_tiny_pipeline
 
 PROMPT = (
     "masterpiece, best quality, (ultra-detailed:1.2), a {majestic|weathered} lighthouse on a "
@@ -42,6 +50,27 @@ def median_ms(work: Callable[[], object], repeats: int = 300) -> float:
     return round(statistics.median(samples) * 1000, 4)
 
 
+def encode_figures() -> dict[str, object]:
+    """Encoding every scheduled text of the prompt's plan, each time without the cache."""
+    plan = build_plan(PROMPT, seed=1, steps=20)
+    texts = [entry.chunks for sub in plan.subprompts for entry in sub.schedule]
+    figures: dict[str, object] = {
+        "scheduled_texts": len(texts),
+        "chunks_per_text": len(texts[0]),
+    }
+    for family in ("sd15", "sdxl"):
+        pipeline = build_tiny_pipeline(family)
+
+        def encode_all(pipeline: object = pipeline) -> None:
+            encoder = PromptEncoder(pipeline)
+            for chunks in texts:
+                encoder.encode(chunks)
+
+        with torch.inference_mode():
+            figures[f"encode_{family}_tiny_ms"] = median_ms(encode_all, repeats=20)
+    return figures
+
+
 def main() -> None:
     expanded = expand_prompt(PROMPT, 1)[0].text
     segments = schedule_prompt(expanded, 20)
@@ -60,6 +89,7 @@ def main() -> None:
         "expand_ms": median_ms(lambda: expand_prompt(PROMPT, 1)),
         "chunk_tokens_ms": median_ms(lambda: chunk_tokens(parsed, tokenizer)),
         "tokens": sum(len(c.token_ids) for c in chunk_tokens(parsed, tokenizer)),
+        **encode_figures(),
     }
     print(json.dumps(figures))
 

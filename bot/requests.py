@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 from inference.limits import MAX_SEED as MAX_SEED
 from inference.limits import MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
-from inference.prompts import PromptError, parse_aspect_ratio
+from inference.prompts import (
+    InlineFlags,
+    PromptError,
+    parse_aspect_ratio,
+    parse_inline_flags,
+    resolve_flags,
+)
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -83,36 +89,60 @@ def parse_size(text: str) -> tuple[int, int] | str:
 
 
 def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> RenderRequest:
-    """Validate the options and fill the gaps; the seed is made concrete so a re-run is the same.
+    """Validate the options and the prompt's inline flags and fill the gaps; the seed is made
+    concrete so a re-run is the same.
 
-    Without a size the model's native one is used (512 for SD1.5, 1024 for SDXL...).
+    An option set explicitly beats the same flag typed in the prompt (``--ar`` loses to
+    ``size``); each such conflict becomes a note. Without a size the model's native one is
+    used (512 for SD1.5, 1024 for SDXL...).
     """
-    prompt = options.prompt.strip()
+    try:
+        prompt, typed = parse_inline_flags(options.prompt)
+    except PromptError as error:
+        raise RequestError(str(error)) from None
+    prompt = prompt.strip()
     if not prompt:
         raise RequestError("prompt is empty: describe the picture you want")
-    count = options.count if options.count is not None else 1
+    flags, notes = resolve_flags(
+        dataclasses.replace(typed, aspect_ratio=None),
+        InlineFlags(
+            seed=options.seed,
+            steps=options.steps,
+            cfg=options.cfg,
+            sampler=options.sampler,
+            model=options.model,
+            count=options.count,
+        ),
+    )
+    count = flags.count if flags.count is not None else 1
     if not 1 <= count <= MAX_COUNT:
         raise RequestError(f"count must be between 1 and {MAX_COUNT}, not {count}")
     width = height = None
     extra: dict[str, object] = {}
     if options.size:
+        if typed.aspect_ratio is not None:
+            notes.append(f"the size option ({options.size}) overrides the prompt's --ar")
         size = parse_size(options.size)
         if isinstance(size, str):
             extra["aspect"] = size
         else:
             width, height = size
+    elif typed.aspect_ratio is not None:
+        extra["aspect"] = "{}:{}".format(*typed.aspect_ratio)
+    negative = ", ".join(part for part in ((options.negative or "").strip(), flags.no) if part)
     request = RenderRequest(
         prompt=prompt,
-        negative_prompt=(options.negative or "").strip(),
-        seed=resolve_seed(options.seed),
-        steps=options.steps if options.steps is not None else defaults.steps,
-        cfg_scale=options.cfg if options.cfg is not None else defaults.cfg,
+        negative_prompt=negative,
+        seed=resolve_seed(flags.seed),
+        steps=flags.steps if flags.steps is not None else defaults.steps,
+        cfg_scale=flags.cfg if flags.cfg is not None else defaults.cfg,
         width=width,
         height=height,
-        sampler=options.sampler or defaults.sampler,
-        model=options.model,
+        sampler=flags.sampler or defaults.sampler,
+        model=flags.model,
         count=count,
         options=extra,
+        notes=notes,
     )
     try:
         validate_request(request)

@@ -44,6 +44,9 @@ class RenderRequest:
     denoising_strength: float = 0.75
     # Extra engine options (hires fix, inpaint fill mode, upscale factor...) keyed by name.
     options: dict[str, Any] = field(default_factory=dict)
+    # What the member should know about how the request was read (e.g. an option that
+    # overrode a flag typed in the prompt); shown with the result.
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -96,17 +96,20 @@ def test_the_real_unet_comes_back_even_after_an_error(pipeline: Any) -> None:
     def fail(*_args: Any) -> dict[str, Any]:
         raise RuntimeError("cancelled")
 
-    with pytest.raises(RuntimeError, match="cancelled"), torch.inference_mode():
-        with guidance.installed(pipeline):
-            assert pipeline.unet is not unet
-            pipeline(
-                **guidance.pipeline_arguments(1),
-                num_inference_steps=2,
-                height=64,
-                width=64,
-                output_type="latent",
-                callback_on_step_end=guidance.step_callback(fail),
-            )
+    with (
+        pytest.raises(RuntimeError, match="cancelled"),
+        torch.inference_mode(),
+        guidance.installed(pipeline),
+    ):
+        assert pipeline.unet is not unet
+        pipeline(
+            **guidance.pipeline_arguments(1),
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            output_type="latent",
+            callback_on_step_end=guidance.step_callback(fail),
+        )
     assert pipeline.unet is unet
 
 

@@ -91,3 +91,29 @@ def test_reroll_changes_only_the_seed() -> None:
     rolled = reroll(request)
     assert rolled.seed != request.seed or reroll(request).seed != request.seed
     assert rolled.prompt == request.prompt and rolled.steps == request.steps
+
+
+def test_inline_flags_fill_the_request_and_explicit_options_win() -> None:
+    request = build_request(
+        ImagineOptions(
+            prompt="a castle --ar 16:9 --seed 5 --no cars, people --steps 30 --cfg 6 "
+            '--sampler "DPM++ 2M Karras" --count 2',
+            negative="blurry",
+            steps=12,
+        )
+    )
+    assert request.prompt == "a castle"
+    assert request.options == {"aspect": "16:9"}
+    assert (request.seed, request.steps, request.cfg_scale, request.count) == (5, 12, 6, 2)
+    assert request.sampler == "DPM++ 2M Karras"
+    assert request.negative_prompt == "blurry, cars, people"
+    assert request.notes == ["the steps option (12) overrides the prompt's flag (30)"]
+
+    sized = build_request(ImagineOptions(prompt="a castle --ar 16:9", size="512x512"))
+    assert (sized.width, sized.height, sized.options) == (512, 512, {})
+    assert sized.notes == ["the size option (512x512) overrides the prompt's --ar"]
+
+
+def test_unknown_flag_lists_the_known_ones() -> None:
+    with pytest.raises(RequestError, match=r"--ar.*--count"):
+        build_request(ImagineOptions(prompt="a cat --weird 3"))
