@@ -9,15 +9,16 @@ or cancelled job is refunded; a finished one is charged the GPU time it really t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiosqlite
 
@@ -69,6 +70,34 @@ class RenderSlot(Protocol):
     ) -> list[RenderedImage]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchRenderSlot(RenderSlot, Protocol):
+    """A slot that can render several compatible requests in one call (a local device)."""
+
+    max_batch: int
+
+    async def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: Callable[[StepProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]: ...
+
+
+@dataclass
+class _RunningBatch:
+    """Jobs rendering together: the render stops only when every one of them is cancelled."""
+
+    job_ids: tuple[str, ...]
+    stop: threading.Event = field(default_factory=threading.Event)
+    cancelled: set[str] = field(default_factory=set)
+
+    def cancel(self, job_id: str) -> None:
+        self.cancelled.add(job_id)
+        if self.cancelled.issuperset(self.job_ids):
+            self.stop.set()
 
 
 @dataclass(frozen=True)
@@ -154,13 +183,18 @@ class JobQueue:
         self._images_dir = images_dir
         self._clock = clock
         self._last_now = 0.0
-        # One job per batch until the engine renders a batch in one pipeline call.
+        # Batches only as big as every slot can render in one call (remote slots: one job).
+        max_batch = min(
+            (slot.max_batch if isinstance(slot, BatchRenderSlot) else 1 for slot in self._slots),
+            default=1,
+        )
         self._scheduler = FairScheduler(
-            scheduler_config or SchedulerConfig(max_batch=1),
+            scheduler_config or SchedulerConfig(max_batch=max_batch),
             devices=[slot.device for slot in self._slots],
         )
+        self._last_submit = 0.0
         self._wakeup = asyncio.Condition()
-        self._cancel_events: dict[str, threading.Event] = {}
+        self._running: dict[str, _RunningBatch] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._sink: ResultSink | None = None
         self._progress: ProgressListener | None = None
@@ -241,6 +275,7 @@ class JobQueue:
         if refusal is not None:
             raise QuotaExceeded(refusal.message)
         async with self._wakeup:
+            self._last_submit = time.monotonic()
             self._schedule(
                 job_id,
                 submission.user_id,
@@ -275,8 +310,8 @@ class JobQueue:
             return CancelOutcome.UNKNOWN
         if job.user_id != user_id and not is_admin:
             return CancelOutcome.NOT_YOURS
-        if job_id in self._cancel_events:
-            self._cancel_events[job_id].set()
+        if job_id in self._running:
+            self._running[job_id].cancel(job_id)
             return CancelOutcome.STOPPING
         async with self._wakeup:
             removed = self._scheduler.cancel(job_id)
@@ -334,62 +369,106 @@ class JobQueue:
         )
 
     async def _next_batch(self, device: str) -> list[QueuedJob] | None:
+        """The next fair batch for ``device``; while submissions are arriving, a batch that
+        could grow waits up to the scheduler's window for compatible partners."""
+        window = self._scheduler.config.batch_window_s
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
         async with self._wakeup:
             while not self._stopping:
-                if batch := self._scheduler.next_batch(device, self._now()):
-                    return batch
-                await self._wakeup.wait()
+                batch = self._scheduler.peek_batch(device, self._now())
+                if not batch:
+                    deadline = None
+                    await self._wakeup.wait()
+                    continue
+                burst = time.monotonic() - self._last_submit < window
+                if burst and self._scheduler.could_grow(batch):
+                    deadline = deadline or loop.time() + window
+                    if (remaining := deadline - loop.time()) > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wakeup.wait(), remaining)
+                        continue
+                return self._scheduler.next_batch(device, self._now())
             return None
 
     async def _dispatch(self, slot: RenderSlot) -> None:
         while (batch := await self._next_batch(slot.device)) is not None:
-            for job in batch:
-                try:
-                    await self._run(slot, job.job_id)
-                except Exception:
-                    # The job stays in the journal as it was; the next start retries it.
-                    log.exception("job %s: the queue could not record its outcome", job.job_id)
-                async with self._wakeup:
-                    self._scheduler.finish(job.job_id)
-                    self._wakeup.notify_all()
+            job_ids = [job.job_id for job in batch]
+            try:
+                await self._run(slot, job_ids)
+            except Exception:
+                # The jobs stay in the journal as they were; the next start retries them.
+                log.exception("jobs %s: the queue could not record the outcome", job_ids)
+            async with self._wakeup:
+                for job_id in job_ids:
+                    self._scheduler.finish(job_id)
+                self._wakeup.notify_all()
 
-    async def _run(self, slot: RenderSlot, job_id: str) -> None:
-        job = await journal.get_job(self._conn, job_id)
-        if job is None or job.status is not journal.JobStatus.QUEUED:
+    async def _run(self, slot: RenderSlot, job_ids: list[str]) -> None:
+        jobs = [job for job_id in job_ids if (job := await journal.get_job(self._conn, job_id))]
+        jobs = [job for job in jobs if job.status is journal.JobStatus.QUEUED]
+        if not jobs:
             return
-        request = RenderRequest.from_json(job.request_json)
-        await journal.mark_running(self._conn, [job_id], self._now())
-        cancel = self._cancel_events[job_id] = threading.Event()
+        requests = [RenderRequest.from_json(job.request_json) for job in jobs]
+        ids = tuple(job.id for job in jobs)
+        await journal.mark_running(self._conn, ids, self._now())
+        running = _RunningBatch(ids)
+        self._running.update(dict.fromkeys(ids, running))
         started = time.perf_counter()
         try:
-            rendered = await slot.render(request, self._progress_for(job_id), cancel, job_id=job_id)
+            if len(ids) == 1:
+                results = [
+                    await slot.render(
+                        requests[0], self._progress_for(ids), running.stop, job_id=ids[0]
+                    )
+                ]
+            else:
+                assert isinstance(slot, BatchRenderSlot)
+                results = await slot.render_batch(requests, self._progress_for(ids), running.stop)
         except RenderCancelled:
-            await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+            for job_id in ids:
+                await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
         except RenderInputError as error:
-            await self._finish_unsuccessfully(job_id, str(error))
+            for job_id in ids:
+                await self._finish_unsuccessfully(job_id, str(error))
         except RenderFailed as error:
-            log.warning("job %s failed on %s: %s", job_id, slot.device, error)
-            await self._finish_unsuccessfully(job_id, f"{error}; reference {job_id}")
+            log.warning("jobs %s failed on %s: %s", ids, slot.device, error)
+            for job_id in ids:
+                await self._finish_unsuccessfully(job_id, f"{error}; reference {job_id}")
         except Exception as error:
-            log.exception("job %s failed on %s", job_id, slot.device)
-            await self._finish_unsuccessfully(
-                job_id, f"internal error ({type(error).__name__}); reference {job_id}"
-            )
+            log.exception("jobs %s failed on %s", ids, slot.device)
+            for job_id in ids:
+                await self._finish_unsuccessfully(
+                    job_id, f"internal error ({type(error).__name__}); reference {job_id}"
+                )
         else:
-            gpu_seconds = time.perf_counter() - started
-            records = await asyncio.to_thread(self._store_images, job_id, rendered)
-            now = self._now()
-            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
-            await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
-            await self._deliver(job_id)
+            # The batch's GPU time is shared by its jobs in proportion to their pictures.
+            elapsed = time.perf_counter() - started
+            total_images = sum(len(rendered) for rendered in results) or 1
+            for job_id, rendered in zip(ids, results, strict=True):
+                if job_id in running.cancelled:
+                    await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+                    continue
+                gpu_seconds = elapsed * len(rendered) / total_images
+                records = await asyncio.to_thread(self._store_images, job_id, rendered)
+                now = self._now()
+                await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
+                await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
+                await self._deliver(job_id)
         finally:
-            self._cancel_events.pop(job_id, None)
+            for job_id in ids:
+                self._running.pop(job_id, None)
 
-    def _progress_for(self, job_id: str) -> Callable[[StepProgress], None] | None:
+    def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
         listener = self._progress
         if listener is None:
             return None
-        return lambda step: listener(job_id, step)
+
+        def report(step: StepProgress) -> None:
+            for job_id in job_ids:
+                listener(job_id, step)
+
+        return report
 
     async def _finish_unsuccessfully(
         self, job_id: str, error: str, *, cancelled: bool = False

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
 
@@ -24,12 +24,23 @@ class RenderEngine(Protocol):
         cancel: threading.Event | None = None,
     ) -> list[RenderedImage]: ...
 
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]: ...
+
 
 EngineFactory = Callable[[str], RenderEngine]
+_T = TypeVar("_T")
 
 
 class DeviceWorker:
     """Runs renders for one device on its own thread; the engine is built there, lazily."""
+
+    # Compatible txt2img requests rendered in one pipeline call (see Engine.render_batch).
+    max_batch = 4
 
     def __init__(self, device: str, engine_factory: EngineFactory) -> None:
         self.device = device
@@ -45,6 +56,25 @@ class DeviceWorker:
         *,
         job_id: str | None = None,  # the queue's id for the job: only remote slots need it
     ) -> list[RenderedImage]:
+        return await self._on_thread(
+            lambda engine, report: engine.render(request, report, cancel), progress
+        )
+
+    async def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: Callable[[StepProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        return await self._on_thread(
+            lambda engine, report: engine.render_batch(requests, report, cancel), progress
+        )
+
+    async def _on_thread(
+        self,
+        work: Callable[[RenderEngine, ProgressCallback | None], _T],
+        progress: Callable[[StepProgress], None] | None,
+    ) -> _T:
         loop = asyncio.get_running_loop()
         thread_progress: ProgressCallback | None = None
         if progress is not None:
@@ -54,19 +84,12 @@ class DeviceWorker:
                 # Called on the device thread: hand the report to the event loop.
                 loop.call_soon_threadsafe(report, step)
 
-        return await loop.run_in_executor(
-            self._executor, self._render, request, thread_progress, cancel
-        )
+        def run() -> _T:
+            if self._engine is None:
+                self._engine = self._engine_factory(self.device)
+            return work(self._engine, thread_progress)
 
-    def _render(
-        self,
-        request: RenderRequest,
-        progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-    ) -> list[RenderedImage]:
-        if self._engine is None:
-            self._engine = self._engine_factory(self.device)
-        return self._engine.render(request, progress, cancel)
+        return await loop.run_in_executor(self._executor, run)
 
     def close(self) -> None:
         """Wait for the running render (if any) and stop the thread."""

@@ -238,3 +238,40 @@ async def test_cancelling_a_running_job_stops_it_within_a_step(
     await queue.stop()
     assert sink.delivered[0].error == "cancelled"
     assert len(steps) < 50
+
+
+async def test_compatible_jobs_arriving_together_render_as_one_batch(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    engine = InstantEngine(seconds=0.2)
+    queue = make_queue(conn, tmp_path, engine)
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    for user in range(4):
+        await queue.submit(
+            Submission(
+                kind="imagine",
+                request=RenderRequest(f"cat {user}", seed=user, steps=2),
+                user_id=100 + user,
+            )
+        )
+    # Same settings but another size: never in the same batch as the cats.
+    await queue.submit(
+        Submission(
+            kind="imagine",
+            request=RenderRequest("dog", seed=9, steps=2, width=128, height=128),
+            user_id=200,
+        )
+    )
+    await sink.wait_for(5)
+    await queue.stop()
+    assert sorted(engine.batches) == [1, 4]
+    dog = next(job for job in sink.delivered if job.request.prompt == "dog")
+    assert [image.seed for image in dog.images] == [9]
+    cats = {job.request.prompt: job for job in sink.delivered if job.request.prompt != "dog"}
+    assert {name: job.images[0].seed for name, job in cats.items()} == {
+        f"cat {user}": user for user in range(4)
+    }
+    charged = [await journal.get_job(conn, job.job_id) for job in cats.values()]
+    assert all(record is not None and record.gpu_seconds for record in charged)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -23,12 +24,14 @@ from inference.types import (
 class InstantEngine:
     """Renders a flat picture whose colour comes from the seed, after ``seconds`` of "work".
 
-    ``fail_on`` makes prompts containing that text raise, to test failure paths.
+    ``fail_on`` makes prompts containing that text raise, to test failure paths. A batch
+    takes as long as one request, as on a GPU with room to spare; ``batches`` records sizes.
     """
 
     seconds: float = 0.0
     fail_on: str | None = None
     rendered: list[RenderRequest] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)
 
     def render(
         self,
@@ -36,17 +39,33 @@ class InstantEngine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> list[RenderedImage]:
-        if self.fail_on and self.fail_on in request.prompt:
-            raise RuntimeError(f"engine told to fail on {self.fail_on!r}")
+        [images] = self.render_batch([request], progress, cancel)
+        return images
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        for request in requests:
+            if self.fail_on and self.fail_on in request.prompt:
+                raise RuntimeError(f"engine told to fail on {self.fail_on!r}")
+        steps = requests[0].steps
         started = time.perf_counter()
-        for step in range(1, request.steps + 1):
+        for step in range(1, steps + 1):
             if cancel is not None and cancel.is_set():
                 raise RenderCancelled
             if self.seconds:
-                time.sleep(self.seconds / request.steps)
+                time.sleep(self.seconds / steps)
             if progress is not None:
-                progress(StepProgress(step, request.steps, time.perf_counter() - started))
-        self.rendered.append(request)
+                progress(StepProgress(step, steps, time.perf_counter() - started))
+        self.batches.append(len(requests))
+        self.rendered.extend(requests)
+        return [self._pictures(request) for request in requests]
+
+    @staticmethod
+    def _pictures(request: RenderRequest) -> list[RenderedImage]:
         width, height = with_default_size(request, native=64).size()
         images = []
         for index in range(request.count):
