@@ -8,29 +8,13 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.queue import FinishedJob, JobQueue, Submission
+from bot.queue import JobQueue, Submission
 from inference.types import RenderRequest
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
+from tests.support.sinks import RecordingSink
 
 JOBS = 6
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.delivered: list[FinishedJob] = []
-        self.arrived = asyncio.Event()
-
-    async def deliver(self, job: FinishedJob) -> int | None:
-        self.delivered.append(job)
-        self.arrived.set()
-        return None
-
-    async def wait_for(self, count: int) -> None:
-        async with asyncio.timeout(20):
-            while len(self.delivered) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
 
 
 async def test_jobs_survive_a_broker_restart(
@@ -40,7 +24,7 @@ async def test_jobs_survive_a_broker_restart(
     client = await nats.client(slots=4)
     nats.start_worker(engine, devices=("gpu-0", "gpu-1"))
     queue = JobQueue(conn, client.slots(), tmp_path / "images")
-    sink = Sink()
+    sink = RecordingSink()
     queue.set_sink(sink)
     await queue.start()
     submitted = [

@@ -8,21 +8,11 @@ from pathlib import Path
 import aiosqlite
 
 from bot.broker import BrokerClient, BrokerConfig
-from bot.queue import FinishedJob, JobQueue, Submission
+from bot.queue import JobQueue, Submission
 from db import jobs as journal
 from inference.types import RenderRequest
 from tests.distributed.nats_server import NatsServer, python_process, read_until
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.delivered: list[FinishedJob] = []
-        self.arrived = asyncio.Event()
-
-    async def deliver(self, job: FinishedJob) -> int | None:
-        self.delivered.append(job)
-        self.arrived.set()
-        return None
+from tests.support.sinks import RecordingSink
 
 
 async def test_a_job_finishes_on_another_worker_when_its_worker_is_killed(
@@ -45,7 +35,7 @@ async def test_a_job_finishes_on_another_worker_when_its_worker_is_killed(
             await read_until(worker, "serving", 15)
         client = await BrokerClient.open(BrokerConfig(nats_server.url, ack_wait_s=1.0))
         queue = JobQueue(conn, client.slots(), tmp_path / "images")
-        sink = Sink()
+        sink = RecordingSink()
         queue.set_sink(sink)
         await queue.start()
         job_id = await queue.submit(

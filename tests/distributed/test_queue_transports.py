@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.queue import CancelOutcome, FinishedJob, JobQueue, Submission
+from bot.queue import CancelOutcome, JobQueue, Submission
 from bot.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
@@ -16,25 +16,9 @@ from inference.infotext import infotext_from_png
 from inference.types import RenderRequest, StepProgress
 from tests.distributed.transports import Transport
 from tests.support.engines import InstantEngine
+from tests.support.sinks import RecordingSink
 
 USER, GUILD = 7, 5
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.delivered: list[FinishedJob] = []
-        self.arrived = asyncio.Event()
-
-    async def deliver(self, job: FinishedJob) -> int | None:
-        self.delivered.append(job)
-        self.arrived.set()
-        return 1000 + len(self.delivered)
-
-    async def wait_for(self, count: int) -> None:
-        async with asyncio.timeout(10):
-            while len(self.delivered) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
 
 
 def submission(prompt: str = "a cat", seed: int = 1, count: int = 1, steps: int = 2) -> Submission:

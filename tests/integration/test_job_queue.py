@@ -19,23 +19,7 @@ from inference.infotext import infotext_from_png
 from inference.types import RenderRequest, StepProgress
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.delivered: list[FinishedJob] = []
-        self.arrived = asyncio.Event()
-
-    async def deliver(self, job: FinishedJob) -> int | None:
-        self.delivered.append(job)
-        self.arrived.set()
-        return 1000 + len(self.delivered)
-
-    async def wait_for(self, count: int) -> None:
-        async with asyncio.timeout(10):
-            while len(self.delivered) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
+from tests.support.sinks import RecordingSink
 
 
 @pytest.fixture
