@@ -17,10 +17,12 @@ from bot.queue import JobQueue, RenderSlot
 from bot.services import Services
 from bot.settings import Settings
 from cogs.admin import AdminCog
+from cogs.edit import EditCog
 from cogs.errors import on_app_command_error
 from cogs.history import HistoryCog
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
+from cogs.jobs import JobsCog
 from cogs.results import RESULT_BUTTONS, DiscordResults
 from cogs.settings import SettingsCog
 from db.database import connect
@@ -30,6 +32,11 @@ if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
     from bot.broker import BrokerClient
 
 log = logging.getLogger(__name__)
+
+# How long a stop waits for commands and clicks already being handled (they journal jobs).
+HANDLER_GRACE_S = 10.0
+# The names discord.py 2.x gives the tasks running app commands and component callbacks.
+_HANDLER_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 
 
 def engine_factory_for(settings: Settings) -> EngineFactory:
@@ -62,6 +69,7 @@ class EaselBot(commands.Bot):
         self._engine_factory = engine_factory or engine_factory_for(settings)
         self._db: aiosqlite.Connection | None = None
         self._broker: BrokerClient | None = None
+        self._shutdown: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -70,13 +78,15 @@ class EaselBot(commands.Bot):
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
         self.queue.set_progress_listener(self.results.progress)
-        self.services = Services.build(self._db, settings.images_dir, settings.wildcards_dir)
+        self.services = Services.build(self._db, settings)
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
         await self.add_cog(HistoryCog(self.services.history))
         await self.add_cog(SettingsCog(self.services.member_settings))
         await self.add_cog(AdminCog(self.services.guild_policy))
+        await self.add_cog(EditCog(self))
+        await self.add_cog(JobsCog())
         self.add_dynamic_items(*RESULT_BUTTONS)
         await self._sync_commands()
         await self.queue.start()
@@ -106,15 +116,38 @@ class EaselBot(commands.Bot):
         await self.tree.sync(guild=guild)
 
     async def close(self) -> None:
+        """Stop everything once; a second call (signal, then ``async with``) waits for the first."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._shut_down())
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
+        # Renders first (they finish, or stay journaled for the next start), then the commands
+        # and clicks being handled, then Discord, then whatever those handlers still had in
+        # hand, and only then the database they journal into.
         if hasattr(self, "queue"):
             await self.queue.stop()
+        await _interaction_handlers_settled()
+        await super().close()
+        await _interaction_handlers_settled()
         if self._broker is not None:
             await self._broker.close()
             self._broker = None
         if self._db is not None:
             await self._db.close()
             self._db = None
-        await super().close()
+
+
+async def _interaction_handlers_settled() -> None:
+    """Wait (bounded) for the tasks discord.py runs slash commands and component clicks in."""
+    current = asyncio.current_task()
+    handlers = [
+        task
+        for task in asyncio.all_tasks()
+        if task is not current and task.get_name().startswith(_HANDLER_TASK_PREFIXES)
+    ]
+    if handlers:
+        await asyncio.wait(handlers, timeout=HANDLER_GRACE_S)
 
 
 def build(settings: Settings, engine_factory: EngineFactory | None = None) -> EaselBot:
@@ -125,9 +158,18 @@ def build(settings: Settings, engine_factory: EngineFactory | None = None) -> Ea
 async def run(settings: Settings) -> None:
     """``easel run``: the bot until SIGINT/SIGTERM, then a clean stop that loses no job."""
     settings.require_token()
+    discord.utils.setup_logging(level=logging.INFO)
     bot = build(settings)
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+        loop.add_signal_handler(signum, stop.set)
     async with bot:
-        await bot.start(settings.discord_token)
+        connection = asyncio.create_task(bot.start(settings.discord_token))
+        stop_requested = asyncio.create_task(stop.wait())
+        await asyncio.wait({connection, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        stop_requested.cancel()
+        if not connection.done():
+            log.info("stopping: running renders finish or return to the queue")
+            await bot.close()
+        await connection  # raises what ended the connection, if it failed

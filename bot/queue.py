@@ -239,7 +239,9 @@ class JobQueue:
 
     async def submit(self, submission: Submission) -> str:
         """Reserve quota and journal the job, then queue it; returns its id once it cannot be
-        lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits say no."""
+        lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits say no.
+
+        While the queue stops, a submission is still journaled: the next start runs it."""
         job_id = uuid.uuid4().hex[:16]
         created_at = self._now()
         async with transaction(self._conn):

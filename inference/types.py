@@ -73,7 +73,11 @@ class RenderRequest:
             self.steps,
             self.cfg_scale,
             self.mode,
+            # Options that shape the whole pipeline call: requests must agree on them.
             self.options.get("aspect"),
+            self.options.get("clip_skip"),
+            self.options.get("pad_conds"),
+            self.options.get("hires_scale"),
         )
 
 

@@ -1,6 +1,6 @@
 """The job queue's own cost, in-process and over NATS, its scaling, and what fair share buys.
 
-    python -m benchmarks.queue [--jobs 200] [--render-s 0.2]
+    python benchmarks/job_queue.py [--jobs 200] [--render-s 0.2]
 
 (Run it as a module: as a script, its folder would come first on sys.path and this file
 would shadow the standard library's ``queue``.)
