@@ -89,6 +89,26 @@ class History:
             infotexts=[image.infotext for image in images],
         )
 
+    async def unfinished(self, user_id: int | None) -> list[HistoryLine]:
+        """The member's (None: everyone's) queued and running jobs, oldest first."""
+        records = [
+            record
+            for status in (journal.JobStatus.RUNNING, journal.JobStatus.QUEUED)
+            for record in await journal.jobs_with_status(self._conn, status)
+            if user_id is None or record.user_id == user_id
+        ]
+        records.sort(key=lambda record: record.created_at)
+        return [
+            HistoryLine(
+                record.id,
+                record.status.value,
+                str(json.loads(record.request_json).get("prompt", "")),
+                record.created_at,
+                0,
+            )
+            for record in records
+        ]
+
     async def forget(self, user_id: int) -> Forgotten:
         """Erase the member's finished jobs, pictures (rows and files) and settings."""
         erased = await store.erase_user(self._conn, user_id)

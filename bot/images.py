@@ -1,11 +1,12 @@
-"""Image work the bot does itself, with Pillow only: checking uploads, grids, quick upscales,
-and shrinking a result that is too large for Discord (pure: no discord, no torch)."""
+"""Image work the bot does itself, with Pillow only: checking uploads, grids, and shrinking
+a result that is too large for Discord (pure: no discord, no torch)."""
 
 from __future__ import annotations
 
 import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
@@ -67,6 +68,22 @@ def infotext_of(image: CheckedImage) -> str | None:
     return infotext_from_png(image.data) if image.format == "PNG" else None
 
 
+def png_of(image: CheckedImage) -> bytes:
+    """The upload as PNG bytes: a PNG as it came (infotext kept), a JPEG or WebP converted."""
+    if image.format == "PNG":
+        return image.data
+    with Image.open(io.BytesIO(image.data)) as opened:
+        buffer = io.BytesIO()
+        opened.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def picture_size(path: Path) -> tuple[int, int]:
+    """Width and height from a stored picture's header (no decoding)."""
+    with Image.open(path) as image:
+        return image.size
+
+
 def grid_png(pngs: list[bytes], infotext: str) -> bytes:
     """The pictures in a near-square grid (2x2 for four), carrying ``infotext``."""
     pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
@@ -78,20 +95,6 @@ def grid_png(pngs: list[bytes], infotext: str) -> bytes:
     for index, picture in enumerate(pictures):
         grid.paste(picture, ((index % columns) * cell_w, (index // columns) * cell_h))
     return png_with_infotext(grid, infotext)
-
-
-def upscale_png(png: bytes, factor: int) -> bytes:
-    """Lanczos upscale that keeps the infotext and notes the step as the web UI does."""
-    if factor not in (2, 4):
-        raise UserError(f"upscale factor must be 2 or 4, not {factor}.")
-    with Image.open(io.BytesIO(png)) as image:
-        infotext = image.info.get(PNG_TEXT_KEY)
-        bigger = image.convert("RGB").resize(
-            (image.width * factor, image.height * factor), Image.Resampling.LANCZOS
-        )
-    note = f"Postprocess upscale by: {factor}, Postprocess upscaler: Lanczos"
-    text = f"{infotext}, {note}" if isinstance(infotext, str) and infotext else note
-    return png_with_infotext(bigger, text)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ import aiosqlite
 from bot.guild_policy import GuildPolicy
 from bot.history import History
 from bot.member_settings import MemberSettings
+from bot.quota_status import QuotaStatus
+from bot.settings import Settings
+from bot.styles import Style, load_styles
+from inference.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -17,10 +21,29 @@ class Services:
     history: History
     member_settings: MemberSettings
     guild_policy: GuildPolicy
+    quota_status: QuotaStatus
     wildcards_dir: Path
+    # Uploaded pictures (/vary, /inpaint, /upscale), saved as PNG for the engine to read.
+    inputs_dir: Path
+    models_dir: Path
+    styles_path: Path
 
     @classmethod
-    def build(cls, conn: aiosqlite.Connection, images_dir: Path, wildcards_dir: Path) -> Services:
+    def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
         return cls(
-            History(conn, images_dir), MemberSettings(conn), GuildPolicy(conn), wildcards_dir
+            History(conn, settings.images_dir),
+            MemberSettings(conn),
+            GuildPolicy(conn),
+            QuotaStatus(conn),
+            settings.wildcards_dir,
+            settings.data_dir / "inputs",
+            settings.models_dir,
+            settings.data_dir / "styles.csv",
         )
+
+    def model_names(self) -> list[str]:
+        """Installed checkpoints, from a folder scan (no torch)."""
+        return ModelRegistry(self.models_dir).names()
+
+    def styles(self) -> dict[str, Style]:
+        return load_styles(self.styles_path)

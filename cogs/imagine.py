@@ -1,7 +1,9 @@
-"""``/imagine``: personal defaults, validate, acknowledge, journal. The queue posts the result."""
+"""``/imagine``: personal defaults, style, hires fix, validate, acknowledge, journal. The queue
+posts the result."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import discord
@@ -9,9 +11,25 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.member_settings import with_personal_defaults
-from bot.requests import MAX_SEED, ImagineOptions, build_request
+from bot.requests import MAX_SEED, ImagineOptions, RequestError, build_request
+from bot.styles import apply_style
+from cogs.choices import model_choices, sampler_choices, style_choices
 from cogs.common import services_of
 from cogs.results import submit_from_interaction
+from inference.types import RenderInputError, RenderRequest
+from inference.validation import validate_request
+
+# The "hires" option: render at the size asked, then re-detail at twice that (web UI's hires fix).
+HIRES_SCALE = 2.0
+
+
+def with_hires_fix(request: RenderRequest) -> RenderRequest:
+    hires = dataclasses.replace(request, options={**request.options, "hires_scale": HIRES_SCALE})
+    try:
+        validate_request(hires)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+    return hires
 
 
 class ImagineCog(commands.Cog):
@@ -26,7 +44,10 @@ class ImagineCog(commands.Cog):
         size="WxH such as 512x768, or an aspect ratio such as 16:9",
         model="Checkpoint name",
         count="How many pictures (1-4)",
+        style="A saved style (styles.csv) added to the prompt and negative prompt",
+        hires="Hires fix: render, then re-detail at twice the size (slower)",
     )
+    @app_commands.autocomplete(model=model_choices, sampler=sampler_choices, style=style_choices)
     async def imagine(
         self,
         interaction: discord.Interaction[Any],
@@ -39,6 +60,8 @@ class ImagineCog(commands.Cog):
         size: str | None = None,
         model: str | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
+        style: str | None = None,
+        hires: bool = False,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -51,9 +74,20 @@ class ImagineCog(commands.Cog):
             model=model,
             count=count,
         )
-        personal = await services_of(interaction).member_settings.get(interaction.user.id)
+        services = services_of(interaction)
+        personal = await services.member_settings.get(interaction.user.id)
         # A RequestError reaches the error handler: one ephemeral sentence, nothing queued.
         request = build_request(with_personal_defaults(options, personal))
+        if style:
+            # After the inline flags were read, so the style's text cannot be taken for one.
+            prompt_text, negative_text = apply_style(
+                services.styles(), style, request.prompt, request.negative_prompt
+            )
+            request = dataclasses.replace(
+                request, prompt=prompt_text, negative_prompt=negative_text
+            )
+        if hires:
+            request = with_hires_fix(request)
         await submit_from_interaction(
             interaction, "imagine", request, private=personal.private_results
         )

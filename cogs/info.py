@@ -22,9 +22,13 @@ _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
 HELP_TEXT = """\
 **Easel** — Stable Diffusion in this server.
 `/imagine prompt` — pictures from a prompt; web UI syntax works: `(word:1.3)`, `[a|b]`, \
-`[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --seed 5 --no cars`.
+`[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --seed 5 --no cars`; \
+`style` adds a saved style, `hires` re-details at twice the size.
 Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
 `Vary (Subtle/Strong)`, `Upscale (2x/4x)` under a single picture.
+`/vary image|message strength`, `/inpaint image mask prompt`, `/upscale image scale mode` — \
+work from a picture; also **Apps › Vary** and **Apps › Upscale** on any message with an image.
+`/queue`, `/cancel [job_id]`, `/quota` — your jobs in the queue, stop one, your limits.
 `/info image` or the message menu **Apps › Info** — the settings stored in an Easel/web UI PNG.
 `/explain prompt` — how Easel reads a prompt (weights, schedule, LoRAs), as JSON.
 `/history [search]`, `/show job_id` — your past results; `/forget-me` erases them and your settings.

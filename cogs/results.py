@@ -13,14 +13,14 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import discord
 
+from bot.edits import Picture, upscale_request, vary_request
 from bot.guild_policy import NsfwPolicy
 from bot.history import StoredJob
-from bot.images import fit_under, grid_png, upscale_png
+from bot.images import fit_under, grid_png, picture_size
 from bot.queue import (
     CancelOutcome,
     FinishedJob,
@@ -28,7 +28,7 @@ from bot.queue import (
     QuotaExceeded,
     Submission,
 )
-from bot.requests import random_seed, reroll
+from bot.requests import reroll
 from bot.scheduler import PriorityClass
 from bot.user_errors import UserError
 from cogs.common import services_of
@@ -51,8 +51,8 @@ _UNFINISHED = frozenset({"queued", "running"})
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
 _JOB = r"(?P<job_id>[0-9a-f]{16})"
 _IDX = r"(?P<idx>[0-3])"
-# Variation strengths until img2img variations land: V1-V4, Vary (Subtle), Vary (Strong).
-VARIATION_STRENGTHS = {"v": 0.3, "subtle": 0.15, "strong": 0.5}
+# V1-V4 vary a grid's picture as much as "Vary (Strong)" does, as Midjourney's do.
+VARY_PRESETS = {"v": "strong", "subtle": "subtle", "strong": "strong"}
 
 
 class EaselClient(Protocol):
@@ -69,12 +69,12 @@ def queue_of(interaction: discord.Interaction[Any]) -> JobQueue:
     return client_of(interaction).queue
 
 
-def _is_admin(interaction: discord.Interaction[Any]) -> bool:
+def is_admin(interaction: discord.Interaction[Any]) -> bool:
     permissions = interaction.permissions
     return permissions.manage_guild or permissions.administrator
 
 
-def _role_ids(interaction: discord.Interaction[Any]) -> tuple[int, ...]:
+def role_ids(interaction: discord.Interaction[Any]) -> tuple[int, ...]:
     if isinstance(interaction.user, discord.Member):
         return tuple(role.id for role in interaction.user.roles)
     return ()
@@ -95,45 +95,40 @@ async def submit_from_interaction(
     services = services_of(interaction)
     channel = interaction.channel
     age_restricted = bool(channel is not None and getattr(channel, "nsfw", False))
-    role_ids = _role_ids(interaction)
+    roles = role_ids(interaction)
     admission = await services.guild_policy.admit(
-        interaction.guild_id, interaction.channel_id, age_restricted, request, role_ids
+        interaction.guild_id, interaction.channel_id, age_restricted, request, roles
     )
-    await interaction.response.defer(thinking=True, ephemeral=private)
-    results = client_of(interaction).results
-    results.expect(
-        interaction.token,
-        DeliveryOptions(interaction.filesize_limit, admission.nsfw_policy is NsfwPolicy.SPOILER),
+    submission = Submission(
+        kind=kind,
+        request=admission.request,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        parent_job_id=parent_job_id,
+        application_id=interaction.application_id,
+        interaction_token=interaction.token,
+        interaction_created_at=interaction.created_at.timestamp(),
+        role_ids=roles,
+        is_admin=is_admin(interaction),
+        priority=PriorityClass.PRIORITY if admission.priority else PriorityClass.STANDARD,
+        filesize_limit=interaction.filesize_limit,
+        spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
     )
-    try:
-        job_id = await queue_of(interaction).submit(
-            Submission(
-                kind=kind,
-                request=admission.request,
-                user_id=interaction.user.id,
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                parent_job_id=parent_job_id,
-                application_id=interaction.application_id,
-                interaction_token=interaction.token,
-                interaction_created_at=interaction.created_at.timestamp(),
-                role_ids=role_ids,
-                is_admin=_is_admin(interaction),
-                priority=PriorityClass.PRIORITY if admission.priority else PriorityClass.STANDARD,
-            )
-        )
-    except QuotaExceeded as refusal:
-        results.forget(interaction.token)
-        await interaction.edit_original_response(content=f"⛔ {refusal.message}")
+    queue = queue_of(interaction)
+    # Asked before deferring so that a refusal is a private sentence, not a public reply.
+    refusal = await queue.quota_refusal(submission)
+    if refusal is not None:
+        await interaction.response.send_message(f"⛔ {refusal}", ephemeral=True)
         return None
-    await results.show_queued(job_id, interaction)
+    await interaction.response.defer(thinking=True, ephemeral=private)
+    try:
+        job_id = await queue.submit(submission)
+    except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
+        await interaction.edit_original_response(content=f"⛔ {refused.message}")
+        return None
+    await client_of(interaction).results.show_queued(job_id, interaction)
     return job_id
-
-
-@dataclass(frozen=True)
-class DeliveryOptions:
-    filesize_limit: int = DEFAULT_FILESIZE_LIMIT
-    spoiler: bool = False
 
 
 # --- buttons --------------------------------------------------------------------------------
@@ -155,6 +150,25 @@ async def _original_request(interaction: discord.Interaction[Any], job_id: str) 
             f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
         )
     return request
+
+
+async def _stored_picture(
+    interaction: discord.Interaction[Any], job_id: str, idx: int
+) -> tuple[RenderRequest, Picture]:
+    """Picture ``idx`` of a stored result, and its job's request with that picture's seed."""
+    job = await _stored_job(interaction, job_id)
+    if idx >= len(job.image_paths):
+        raise UserError(f"Job `{job_id}` has only {len(job.image_paths)} picture(s).")
+    path = job.image_paths[idx]
+    try:
+        width, height = await asyncio.to_thread(picture_size, path)
+    except FileNotFoundError:
+        raise UserError(
+            f"Picture {idx + 1} of job `{job_id}` was deleted; make a new one with /imagine."
+        ) from None
+    original = await _original_request(interaction, job_id)
+    request = dataclasses.replace(original, seed=job.seeds[idx], notes=[])
+    return request, Picture(path, width, height, job.infotexts[idx])
 
 
 class _ReportsErrors:
@@ -244,7 +258,7 @@ class VaryButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:vary:{_JOB}:{_IDX}:(?P<strength>v|subtle|strong)",
 ):
-    """V1-V4, Vary (Subtle), Vary (Strong): a variation job seeded from that picture."""
+    """V1-V4, Vary (Subtle), Vary (Strong): an img2img pass over that picture."""
 
     def __init__(self, job_id: str, idx: int, strength: str, row: int | None = None) -> None:
         label = f"V{idx + 1}" if strength == "v" else f"Vary ({strength.title()})"
@@ -267,18 +281,9 @@ class VaryButton(
         return cls(match["job_id"], int(match["idx"]), match["strength"])
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await _stored_job(interaction, self.job_id)
-        if self.idx >= len(job.seeds):
-            raise UserError(f"Job `{self.job_id}` has only {len(job.seeds)} picture(s).")
-        original = await _original_request(interaction, self.job_id)
-        variation = dataclasses.replace(
-            original,
-            seed=job.seeds[self.idx],
-            count=1,
-            variation_seed=random_seed(),
-            variation_strength=VARIATION_STRENGTHS[self.strength],
-        )
-        await submit_from_interaction(interaction, "variation", variation, self.job_id)
+        base, picture = await _stored_picture(interaction, self.job_id, self.idx)
+        variation = vary_request(base, picture, VARY_PRESETS[self.strength])
+        await submit_from_interaction(interaction, "vary", variation, self.job_id)
 
 
 class UpscaleButton(
@@ -286,7 +291,7 @@ class UpscaleButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:upscale:{_JOB}:{_IDX}:(?P<factor>[24])",
 ):
-    """Upscale (2x/4x): Lanczos for now; the PNG keeps its infotext."""
+    """Upscale (2x/4x): a fast upscale job for that picture; the PNG keeps its infotext."""
 
     def __init__(self, job_id: str, idx: int, factor: int, row: int | None = None) -> None:
         super().__init__(
@@ -308,23 +313,9 @@ class UpscaleButton(
         return cls(match["job_id"], int(match["idx"]), int(match["factor"]))
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await _stored_job(interaction, self.job_id)
-        if self.idx >= len(job.image_paths):
-            raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
-        await interaction.response.defer(thinking=True)
-        png = await asyncio.to_thread(job.image_paths[self.idx].read_bytes)
-        bigger = await asyncio.to_thread(upscale_png, png, self.factor)
-        fitted = await asyncio.to_thread(fit_under, bigger, interaction.filesize_limit)
-        note = f" (preview; the full {self.factor}x file is too large here)" * fitted.is_preview
-        await interaction.followup.send(
-            f"Upscaled {self.factor}x: picture {self.idx + 1} of `{self.job_id}` "
-            f"— <@{interaction.user.id}>{note}",
-            file=discord.File(
-                io.BytesIO(fitted.data),
-                filename=f"easel-{self.job_id}-{self.idx}-x{self.factor}.{fitted.extension}",
-            ),
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        base, picture = await _stored_picture(interaction, self.job_id, self.idx)
+        upscale = upscale_request(base, picture, self.factor)
+        await submit_from_interaction(interaction, "upscale", upscale, self.job_id)
 
 
 class CancelButton(
@@ -350,7 +341,7 @@ class CancelButton(
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         outcome = await queue_of(interaction).cancel(
-            self.job_id, interaction.user.id, _is_admin(interaction)
+            self.job_id, interaction.user.id, is_admin(interaction)
         )
         messages = {
             CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
@@ -391,14 +382,16 @@ def job_view(job_id: str, image_count: int) -> discord.ui.View:
 
 
 def caption(job: FinishedJob) -> str:
-    prompt = job.request.prompt
+    prompt = job.request.prompt or f"({job.kind}, no prompt)"
     if len(prompt) > _MAX_CAPTION_PROMPT:
         prompt = prompt[:_MAX_CAPTION_PROMPT] + "…"
     seeds = ", ".join(str(image.seed) for image in job.images)
-    return (
+    text = (
         f"**{discord.utils.escape_markdown(prompt)}** — <@{job.user_id}> "
         f"(seed {seeds}, job `{job.job_id}`)"
     )
+    notes = "".join(f"\nNote: {discord.utils.escape_markdown(n)}" for n in job.request.notes)
+    return text + notes
 
 
 def grid_note(job: FinishedJob) -> str:
@@ -428,15 +421,7 @@ class DiscordResults:
         # Token lifetimes are judged on the wall clock (a test may move it with Discord's).
         self.wall_clock = wall_clock
         self._monotonic = monotonic
-        self._options: dict[str, DeliveryOptions] = {}
         self._watched: dict[str, _Watched] = {}
-
-    def expect(self, interaction_token: str, options: DeliveryOptions) -> None:
-        """Remember how this interaction's result must be posted (limit, spoiler)."""
-        self._options[interaction_token] = options
-
-    def forget(self, interaction_token: str) -> None:
-        self._options.pop(interaction_token, None)
 
     async def show_queued(self, job_id: str, interaction: discord.Interaction[Any]) -> None:
         """Replace "thinking…" with the queue position and a Cancel button, then follow progress."""
@@ -445,7 +430,8 @@ class DiscordResults:
         # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
         if state is None or state.status not in _UNFINISHED:
             return
-        watched = _Watched(interaction.followup, interaction.created_at.timestamp())
+        created_at = interaction.created_at.timestamp()
+        watched = _Watched(interaction.followup, lambda: self._alive(created_at))
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits take over
             return
@@ -456,7 +442,7 @@ class DiscordResults:
     def progress(self, job_id: str, step: StepProgress) -> None:
         """The queue's progress listener: at most one edit per interval per job."""
         watched = self._watched.get(job_id)
-        if watched is None or not self._alive(watched.created_at):
+        if watched is None or not watched.token_alive():
             return
         now = self._monotonic()
         if now - watched.last_edit < PROGRESS_EDIT_INTERVAL_S:
@@ -471,21 +457,21 @@ class DiscordResults:
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit overwrite the result
-        options = self._options.pop(job.interaction_token or "", DeliveryOptions())
+        filesize_limit = job.filesize_limit or DEFAULT_FILESIZE_LIMIT
         mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
         files: list[discord.File] = []
         view: discord.ui.View | None = None
         if job.succeeded:
             content = caption(job)
             png = await asyncio.to_thread(result_png, job)
-            fitted = await asyncio.to_thread(fit_under, png, options.filesize_limit)
+            fitted = await asyncio.to_thread(fit_under, png, filesize_limit)
             if fitted.is_preview:
                 content += f"\nThis is a smaller preview; `/show {job.job_id}` gives the original."
             files = [
                 discord.File(
                     io.BytesIO(fitted.data),
                     filename=f"easel-{job.job_id}.{fitted.extension}",
-                    spoiler=options.spoiler,
+                    spoiler=job.spoiler,
                 )
             ]
             view = job_view(job.job_id, len(job.images))
@@ -545,9 +531,9 @@ def _cancel_view(job_id: str) -> discord.ui.View:
 class _Watched:
     """One job's progress message: edits run one at a time, the newest text wins."""
 
-    def __init__(self, followup: discord.Webhook, created_at: float) -> None:
+    def __init__(self, followup: discord.Webhook, token_alive: Callable[[], bool]) -> None:
         self._followup = followup
-        self.created_at = created_at
+        self.token_alive = token_alive
         self._edit: asyncio.Task[None] | None = None
         self.last_edit = float("-inf")
 
@@ -560,6 +546,8 @@ class _Watched:
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        if not self.token_alive():  # judged again now: the edit may have waited a while
+            return
         try:
             await self._followup.edit_message(ORIGINAL_RESPONSE, content=content, view=view)
         except discord.HTTPException as error:

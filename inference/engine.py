@@ -4,17 +4,20 @@
 model into a small per-device LRU cache, draws each image's starting noise on the CPU from
 its own seed, runs the diffusers pipeline (txt2img, hires fix, img2img, inpaint, creative
 upscale) with a progress/cancel hook at every step and returns PNGs with web UI infotext.
-``render_batch`` runs compatible txt2img requests in one pipeline call.
+``render_batch`` runs compatible txt2img requests in one pipeline call. LoRAs, embeddings
+and a VAE override (``inference.networks``) are applied per pipeline call and removed after.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +39,16 @@ from inference.infotext import (
     png_with_infotext,
 )
 from inference.limits import MAX_BATCH_IMAGES, MAX_SEED
+from inference.networks import (
+    EmbeddingTokens,
+    applied_embeddings,
+    applied_loras,
+    load_vae,
+    merged_loras,
+)
 from inference.noise import initial_noise, seeded_generator
-from inference.prompts import PromptError, PromptPlan, WildcardLibrary, build_plan
+from inference.outpaint import OutpaintOptions, outpaint_canvas
+from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLibrary, build_plan
 from inference.registry import ModelEntry, ModelRegistry
 from inference.samplers import canonical_sampler_name, make_scheduler
 from inference.sizes import with_default_size
@@ -62,6 +73,12 @@ from inference.validation import validate_request
 INPAINTING_UNET_CHANNELS = 9
 # SD1.x's text encoder has 12 layers; the encoder checks the loaded model's own count.
 MAX_CLIP_SKIP = 12
+# Above this many pixels the VAE decodes in tiles, so a large picture cannot exhaust memory.
+DEFAULT_VAE_TILING_PIXELS = 1024 * 1024
+# ``options["vae"]`` values meaning "the model's own VAE", as the web UI's settings say it.
+MODEL_VAE_NAMES = ("", "Automatic", "None")
+# The web UI's short hashes: 10 hex digits for models and VAEs, 12 for extra networks.
+VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
@@ -88,6 +105,9 @@ class ImageJob:
     template: str | None = None
     negative_template: str | None = None
     warnings: tuple[str, ...] = ()
+    # LoRAs found on disk (merged by name, sorted) and embedding names the prompts use.
+    loras: tuple[ExtraNetwork, ...] = ()
+    embeddings: tuple[str, ...] = ()
 
     def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
         """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
@@ -130,6 +150,73 @@ class LoadedModel:
         return self.task_pipelines[task]
 
 
+@dataclass(frozen=True)
+class JobNetworks:
+    """The extra networks and VAE applied to one pipeline call, and what the infotext says."""
+
+    tokens: EmbeddingTokens
+    vae: Any | None  # an AutoencoderKL replacing the model's own for this call
+    warnings: tuple[str, ...]
+    shared_infotext: dict[str, object]
+    embedding_hashes: dict[str, str]
+
+    def params(self, job: ImageJob) -> dict[str, object]:
+        used = {n: h for n, h in self.embedding_hashes.items() if n in job.embeddings}
+        return {**self.shared_infotext, "TI hashes": _hash_list(used)}
+
+    def with_warnings(self, job: ImageJob) -> ImageJob:
+        if not self.warnings:
+            return job
+        return dataclasses.replace(job, warnings=(*job.warnings, *self.warnings))
+
+
+def _hash_list(hashes: dict[str, str]) -> str | None:
+    """The web UI's ``name: hash, name: hash`` value (None when empty)."""
+    return ", ".join(f"{name}: {short}" for name, short in hashes.items()) or None
+
+
+@contextmanager
+def _vae_in_use(pipeline: Any, vae: Any | None) -> Iterator[None]:
+    """``vae`` decodes (and encodes) for this call; the model's own VAE comes back after."""
+    if vae is None:
+        yield
+        return
+    original = pipeline.vae
+    pipeline.vae = vae
+    try:
+        yield
+    finally:
+        pipeline.vae = original
+
+
+@contextmanager
+def _vae_tiling(pipeline: Any, tiled: bool) -> Iterator[None]:
+    if not tiled:
+        yield
+        return
+    pipeline.vae.enable_tiling()
+    try:
+        yield
+    finally:
+        pipeline.vae.disable_tiling()
+
+
+def _outpainted(request: RenderRequest) -> RenderRequest:
+    """An outpaint / zoom-out request as the inpainting of its grown canvas."""
+    options = OutpaintOptions.from_options(request.options)
+    if options is None:
+        return request
+    assert request.init_image is not None  # validate_request made sure
+    width, height = load_input_image(request.init_image, "init image").size
+    size = options.margins(width, height).canvas_size(width, height)
+    if (request.width, request.height) not in ((None, None), size):
+        raise RenderInputError(
+            f"outpainting makes a {size[0]}x{size[1]} picture; leave width and height "
+            f"unset (got {request.width}x{request.height})"
+        )
+    return dataclasses.replace(request, mode="inpaint", width=size[0], height=size[1])
+
+
 class Engine:
     """Renders requests on one device; not thread-safe by design (one thread per device)."""
 
@@ -144,10 +231,15 @@ class Engine:
         max_loaded_models: int = 1,
         memory_budget_bytes: int | None = None,
         wildcards_dir: Path | None = None,
+        vae_tiling_pixels: int | None = DEFAULT_VAE_TILING_PIXELS,
+        cpu_offload: bool = False,
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
         the least recently used model is dropped first (the last one loaded always stays).
-        ``wildcards_dir`` holds the ``__name__`` wildcard files (``None``: no wildcards)."""
+        ``wildcards_dir`` holds the ``__name__`` wildcard files (``None``: no wildcards).
+        Pictures above ``vae_tiling_pixels`` (width x height; ``None``: never) decode in
+        tiles. ``cpu_offload`` keeps each model part in CPU memory until the pipeline needs it
+        (CUDA devices only; ignored elsewhere): slower, but fits small GPUs."""
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
@@ -156,7 +248,11 @@ class Engine:
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         self.max_loaded_models = max_loaded_models
         self.memory_budget_bytes = memory_budget_bytes
+        self.vae_tiling_pixels = vae_tiling_pixels
+        self.cpu_offload = cpu_offload and device.startswith("cuda")
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        # The last VAE override, kept while it is asked for again: (file, model, VAE).
+        self._vae_override: tuple[Path, LoadedModel, Any] | None = None
 
     def list_models(self) -> list[str]:
         return self.registry.names()
@@ -179,9 +275,10 @@ class Engine:
         validate_request(request)
         if request.mode == "upscale":
             return self._upscale(request, progress, cancel)
+        self._vae_file(request)  # an unknown VAE name is refused before any model loads
         entry = self.registry.resolve(request.model, self.default_model)
-        request = self._sized(request, entry)
-        jobs = _image_jobs(request, self.wildcards)
+        request = self._sized(_outpainted(request), entry)
+        jobs = self._image_jobs(request)
         inputs = _load_inputs(request, jobs[0].seed)
         _raise_if_cancelled(cancel)
         model = self._load(entry)
@@ -215,9 +312,10 @@ class Engine:
             return [self.render(request, progress, cancel) for request in requests]
         for request in requests:
             validate_request(request)
+            self._vae_file(request)
         entry = self.registry.resolve(requests[0].model, self.default_model)
         requests = [self._sized(request, entry) for request in requests]
-        jobs_per_request = [_image_jobs(request, self.wildcards) for request in requests]
+        jobs_per_request = [self._image_jobs(request) for request in requests]
         _raise_if_cancelled(cancel)
         model = self._load(entry)
         # Everything but the per-image prompts and seeds is shared, so the first request
@@ -258,7 +356,10 @@ class Engine:
             self._loaded.popitem(last=False)
         self._release_device_memory()
         pipeline = self._load_pipeline(entry)
-        pipeline.to(self.device)
+        if self.cpu_offload:
+            pipeline.enable_model_cpu_offload(device=self.device)
+        else:
+            pipeline.to(self.device)
         pipeline.set_progress_bar_config(disable=True)
         loaded = LoadedModel(
             entry=entry,
@@ -300,12 +401,98 @@ class Engine:
             entry.path, dtype=self.dtype, local_files_only=True, **no_safety_checker
         )
 
+    def _image_jobs(self, request: RenderRequest) -> list[ImageJob]:
+        return _image_jobs(
+            request,
+            self.wildcards,
+            self.registry.network_files("lora"),
+            self.registry.network_files("embedding"),
+        )
+
+    def _vae_file(self, request: RenderRequest) -> Path | None:
+        """The file ``options["vae"]`` names (None: the model's own VAE)."""
+        name = request.options.get("vae")
+        if name is None or name in MODEL_VAE_NAMES:
+            return None
+        files = self.registry.network_files("vae")
+        # The web UI records the file name (``VAE: x.safetensors``); both spellings work.
+        path = files.get(str(name)) or files.get(Path(str(name)).stem)
+        if path is None:
+            available = ", ".join(sorted(files)) or "none (put .safetensors files in models/vae)"
+            raise RenderInputError(f"unknown VAE {name!r}; available: {available}")
+        return path
+
+    def _vae_for(self, model: LoadedModel, path: Path) -> Any:
+        cached = self._vae_override
+        if cached is not None and cached[0] == path and cached[1] is model:
+            return cached[2]
+        self._vae_override = None  # drop the old one before loading the next
+        vae = load_vae(path, model.pipeline.vae)
+        self._vae_override = (path, model, vae)
+        return vae
+
+    @contextmanager
+    def _networks(
+        self, model: LoadedModel, request: RenderRequest, jobs: Sequence[ImageJob]
+    ) -> Iterator[JobNetworks]:
+        """Apply the jobs' LoRAs (one set: ``_run`` groups by it), embeddings and the VAE
+        override to ``model`` for one pipeline call; everything is removed afterwards."""
+        pipeline = model.pipeline
+        lora_files = self.registry.network_files("lora")
+        embedding_files = self.registry.network_files("embedding")
+        embeddings = sorted({name for job in jobs for name in job.embeddings})
+        vae_path = self._vae_file(request)
+        vae = None if vae_path is None else self._vae_for(model, vae_path)
+        with (
+            applied_loras(pipeline, jobs[0].loras, lora_files) as loras,
+            applied_embeddings(pipeline, embeddings, embedding_files) as (tokens, applied),
+        ):
+            yield JobNetworks(
+                tokens=tokens,
+                vae=vae,
+                warnings=(*loras.warnings, *applied.warnings),
+                shared_infotext={
+                    "VAE hash": None
+                    if vae_path is None
+                    else self.registry.sha256(vae_path)[:VAE_HASH_LENGTH],
+                    "VAE": None if vae_path is None else vae_path.name,
+                    "Lora hashes": _hash_list(self._short_hashes(loras.names, lora_files)),
+                },
+                embedding_hashes=self._short_hashes(applied.names, embedding_files),
+            )
+
+    def _short_hashes(self, names: Sequence[str], files: dict[str, Path]) -> dict[str, str]:
+        return {name: self.registry.sha256(files[name])[:NETWORK_HASH_LENGTH] for name in names}
+
     def _run(
         self,
         model: LoadedModel,
         request: RenderRequest,
         jobs: Sequence[ImageJob],
         inputs: RenderInputs,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[RenderedImage]:
+        """Render ``jobs``; pictures whose prompts ask for different LoRA sets (wildcards can
+        pick LoRAs per picture) run in separate pipeline calls, in their original order."""
+        groups: dict[tuple[ExtraNetwork, ...], list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(job.loras, []).append(index)
+        rendered: dict[int, RenderedImage] = {}
+        for indices in groups.values():
+            group = [jobs[index] for index in indices]
+            with self._networks(model, request, group) as networks:
+                images = self._run_group(model, request, group, inputs, networks, progress, cancel)
+            rendered.update(zip(indices, images, strict=True))
+        return [rendered[index] for index in range(len(jobs))]
+
+    def _run_group(
+        self,
+        model: LoadedModel,
+        request: RenderRequest,
+        jobs: Sequence[ImageJob],
+        inputs: RenderInputs,
+        networks: JobNetworks,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> list[RenderedImage]:
@@ -318,7 +505,9 @@ class Engine:
         arguments = _task_arguments(
             task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
         )
-        images = self._denoise(model, task, request, jobs, size, request.steps, arguments, tracker)
+        images = self._denoise(
+            model, task, request, jobs, size, request.steps, arguments, tracker, networks
+        )
         params: dict[str, object] = {}
         if hires is not None:
             hires_size = scaled_render_size(*size, hires.scale)
@@ -329,7 +518,15 @@ class Engine:
                 hires_task, hires_size, hires.denoising, upscaled, None, len(jobs)
             )
             images = self._denoise(
-                model, hires_task, request, jobs, hires_size, hires_steps, arguments, tracker
+                model,
+                hires_task,
+                request,
+                jobs,
+                hires_size,
+                hires_steps,
+                arguments,
+                tracker,
+                networks,
             )
             params = {
                 "Denoising strength": hires.denoising,
@@ -345,7 +542,11 @@ class Engine:
                 **_inpaint_infotext(request),
             }
         return [
-            _rendered(job, image, {**_base_params(model, request, job, size), **params})
+            _rendered(
+                networks.with_warnings(job),
+                image,
+                {**_base_params(model, request, job, size), **networks.params(job), **params},
+            )
             for job, image in zip(jobs, images, strict=True)
         ]
 
@@ -359,6 +560,7 @@ class Engine:
         steps: int,
         arguments: TaskArguments,
         tracker: _StepTracker,
+        networks: JobNetworks,
     ) -> list[Image.Image]:
         """One pipeline call: every picture starts from its own seeded CPU noise."""
         pipeline = model.pipeline_for(task)
@@ -379,10 +581,19 @@ class Engine:
             # Prompts are encoded here (web UI syntax, schedules, AND), not by the pipeline.
             guidance = PromptGuidance(
                 PromptEncoder(pipeline, _clip_skip(request)),
-                lambda steps_run: [job.plan(steps_run, self.wildcards) for job in jobs],
+                lambda steps_run: [
+                    networks.tokens.plan(job.plan(steps_run, self.wildcards)) for job in jobs
+                ],
                 pad_conds=_pad_conds(request),
             )
-            with guidance.installed(pipeline):
+            tiled = self.vae_tiling_pixels is not None and (
+                size[0] * size[1] > self.vae_tiling_pixels
+            )
+            with (
+                guidance.installed(pipeline),
+                _vae_in_use(pipeline, networks.vae),
+                _vae_tiling(pipeline, tiled),
+            ):
                 images: list[Image.Image] = pipeline(
                     **guidance.pipeline_arguments(len(jobs)),
                     num_inference_steps=steps,
@@ -440,11 +651,17 @@ class Engine:
         task = _pipeline_task("img2img", model.inpainting_unet)
         arguments = _task_arguments(task, size, options.strength, [image], None, 1)
         tracker = _StepTracker(progress, cancel)
-        [image] = self._denoise(
-            model, task, request, [job], size, request.steps, arguments, tracker
-        )
-        creative = {"Denoising strength": options.strength, **postprocess}
-        return [_rendered(job, image, {**_base_params(model, request, job, size), **creative})]
+        with self._networks(model, request, [job]) as networks:
+            [image] = self._denoise(
+                model, task, request, [job], size, request.steps, arguments, tracker, networks
+            )
+        creative: dict[str, object] = {"Denoising strength": options.strength, **postprocess}
+        infotext: dict[str, object] = {
+            **_base_params(model, request, job, size),
+            **networks.params(job),
+            **creative,
+        }
+        return [_rendered(job, image, infotext)]
 
 
 def _base_params(
@@ -514,10 +731,16 @@ class _StepTracker:
         return tensors
 
 
-def _image_jobs(request: RenderRequest, wildcards: WildcardLibrary | None) -> list[ImageJob]:
+def _image_jobs(
+    request: RenderRequest,
+    wildcards: WildcardLibrary | None,
+    loras: Collection[str],
+    embeddings: Collection[str],
+) -> list[ImageJob]:
     """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
     and its wildcards are expanded with that seed. Prompt errors surface here, before any
-    model loads."""
+    model loads. ``loras`` and ``embeddings`` are the names on disk: unknown LoRA tags
+    become prompt warnings."""
     _clip_skip(request)
     seed = _resolve_seed(request.seed)
     variation_seed = (
@@ -532,13 +755,11 @@ def _image_jobs(request: RenderRequest, wildcards: WildcardLibrary | None) -> li
                 seed=seed + index,
                 steps=request.steps,
                 wildcards=wildcards,
+                loras=loras,
+                embeddings=embeddings,
             )
         except PromptError as error:
             raise RenderInputError(str(error)) from error
-        unapplied = [
-            f"<lora:{lora.name}:{lora.weight:g}> not applied: this engine does not load LoRAs"
-            for lora in plan.loras()
-        ]
         jobs.append(
             ImageJob(
                 prompt=plan.prompt,
@@ -552,7 +773,9 @@ def _image_jobs(request: RenderRequest, wildcards: WildcardLibrary | None) -> li
                     if plan.negative_prompt != request.negative_prompt
                     else None
                 ),
-                warnings=(*plan.warnings, *unapplied),
+                warnings=plan.warnings,
+                loras=merged_loras(plan.loras(loras)),
+                embeddings=plan.embeddings_used,
             )
         )
     return jobs
@@ -587,6 +810,10 @@ def _load_inputs(request: RenderRequest, seed: int) -> RenderInputs:
     if request.mode == "img2img" and request.init_image:
         init = load_input_image(request.init_image, "init image")
         return RenderInputs(init=init.resize(size, Image.Resampling.LANCZOS))
+    outpaint = OutpaintOptions.from_options(request.options)
+    if outpaint is not None and request.init_image:
+        init = load_input_image(request.init_image, "init image")
+        return RenderInputs(canvas=outpaint_canvas(init, outpaint.margins(*init.size)))
     if request.mode == "inpaint" and request.init_image and request.mask_image:
         init = load_input_image(request.init_image, "init image")
         mask = load_input_image(request.mask_image, "mask image")
@@ -655,6 +882,10 @@ def _use_noise_for_img2img(scheduler: Any, noise: torch.Tensor) -> None:
 def _inpaint_infotext(request: RenderRequest) -> dict[str, object]:
     if request.mode != "inpaint":
         return {}
+    outpaint = OutpaintOptions.from_options(request.options)
+    if outpaint is not None and request.init_image:
+        width, height = load_input_image(request.init_image, "init image").size
+        return {"Masked content": "fill", "Outpaint": outpaint.margins(width, height).describe()}
     options = InpaintOptions.from_options(request.options)
     return {
         "Mask blur": options.mask_blur,

@@ -32,6 +32,15 @@ UNET_WEIGHT_FILES = (
 )
 _HASH_CHUNK = 1 << 20
 
+NetworkKind = Literal["lora", "embedding", "vae"]
+# Easel's folder names first, then the web UI's; on a name clash the first one found wins.
+NETWORK_FOLDERS: dict[NetworkKind, tuple[str, ...]] = {
+    "lora": ("lora", "Lora"),
+    "embedding": ("embeddings",),
+    "vae": ("vae", "VAE"),
+}
+NETWORK_SUFFIX = ".safetensors"
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -118,6 +127,24 @@ class ModelRegistry:
                 f"unknown model {wanted!r}; available: {', '.join(sorted(entries))}"
             )
         return entries[wanted]
+
+    def network_files(self, kind: NetworkKind) -> dict[str, Path]:
+        """``.safetensors`` LoRAs, embeddings or VAEs by file stem (subfolders included, as in
+        the web UI); pickles are never listed, they could run code when loaded."""
+        files: dict[str, Path] = {}
+        seen: set[Path] = set()
+        for folder_name in NETWORK_FOLDERS[kind]:
+            folder = self.models_dir / folder_name
+            # On a case-insensitive disk ``lora`` and ``Lora`` are one folder.
+            if not folder.is_dir() or folder.resolve() in seen:
+                continue
+            seen.add(folder.resolve())
+            for path in sorted(folder.rglob(f"*{NETWORK_SUFFIX}")):
+                if path.stem in files:
+                    log.warning("%s %s at %s hidden by %s", kind, path.stem, path, files[path.stem])
+                    continue
+                files[path.stem] = path
+        return files
 
     def short_hash(self, entry: ModelEntry) -> str:
         """The web UI's model hash: the first 10 hex digits of the file's SHA-256."""

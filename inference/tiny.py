@@ -23,9 +23,10 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from inference.ldm_export import export_ldm_checkpoint
+from inference.ldm_export import export_ldm_checkpoint, vae_to_ldm
 from inference.registry import SIDECAR_SUFFIX
 
 Family = Literal["sd15", "sdxl"]
@@ -199,4 +200,83 @@ def write_tiny_checkpoint(
         shutil.copytree(
             scratch, sidecar, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors")
         )
+    return path
+
+
+# The kohya / web UI key prefix of each LoRA-able part of the tiny pipelines.
+_LORA_PREFIXES: dict[Family, dict[str, str]] = {
+    "sd15": {"unet": "lora_unet_", "text_encoder": "lora_te_text_model_"},
+    "sdxl": {
+        "unet": "lora_unet_",
+        "text_encoder": "lora_te1_text_model_",
+        "text_encoder_2": "lora_te2_text_model_",
+    },
+}
+TINY_LORA_RANK = 4
+
+
+def write_tiny_lora(path: Path, family: Family = "sd15", seed: int = 0) -> Path:
+    """Write a random LoRA for the tiny model in the kohya / web UI key layout
+    (``lora_unet_<module>.lora_down.weight``, ``.lora_up.weight``, ``.alpha`` and the
+    ``lora_te_`` text-encoder keys), covering every attention and MLP linear layer."""
+    pipeline = build_tiny_pipeline(family)
+    generator = torch.Generator().manual_seed(seed)
+    weights: dict[str, torch.Tensor] = {}
+    for part, prefix in _LORA_PREFIXES[family].items():
+        for name, module in getattr(pipeline, part).named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            if part == "unet" and "transformer_blocks" not in name:
+                continue  # kohya's default LoRA targets the UNet's transformer blocks
+            key = prefix + name.replace(".", "_")
+            weights[f"{key}.lora_down.weight"] = 0.3 * torch.randn(
+                TINY_LORA_RANK, module.in_features, generator=generator
+            )
+            weights[f"{key}.lora_up.weight"] = 0.3 * torch.randn(
+                module.out_features, TINY_LORA_RANK, generator=generator
+            )
+            weights[f"{key}.alpha"] = torch.tensor(float(TINY_LORA_RANK))
+    return _save(weights, path)
+
+
+EmbeddingLayout = Literal["web_ui", "diffusers"]
+
+
+def write_tiny_embedding(
+    path: Path,
+    family: Family = "sd15",
+    seed: int = 0,
+    vectors: int = 2,
+    layout: EmbeddingLayout = "web_ui",
+) -> Path:
+    """Write a random textual-inversion embedding for the tiny model: the web UI's
+    ``emb_params`` (SDXL: ``clip_l`` + ``clip_g``) or diffusers' one-tensor
+    ``learned_embeds`` layout (keyed by the file stem)."""
+    generator = torch.Generator().manual_seed(seed)
+    widths = [TINY_TEXT_HIDDEN] if family == "sd15" else [TINY_TEXT_HIDDEN, TINY_TEXT_2_HIDDEN]
+    tensors = [torch.randn(vectors, width, generator=generator) for width in widths]
+    if family == "sdxl":
+        weights = dict(zip(("clip_l", "clip_g"), tensors, strict=True))
+    elif layout == "web_ui":
+        weights = {"emb_params": tensors[0]}
+    else:
+        weights = {Path(path).stem: tensors[0]}
+    return _save(weights, path)
+
+
+def write_tiny_vae(path: Path, seed: int = 1) -> Path:
+    """Write a tiny VAE (other weights than the tiny models' own) as one ``.safetensors``
+    file in the original LDM layout, as the web UI's VAE files are."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae: Any = _tiny_vae()  # diffusers' lazy imports hide nn.Module from mypy
+    return _save(vae_to_ldm(vae.state_dict(), vae.config), path)
+
+
+def _save(weights: dict[str, torch.Tensor], path: Path) -> Path:
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"the file must end in .safetensors, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path))
     return path

@@ -3,6 +3,8 @@ request up front with the same teaching messages the engine gives."""
 
 from __future__ import annotations
 
+import math
+
 from inference.images import InpaintOptions
 from inference.limits import (
     MAX_CFG,
@@ -16,6 +18,7 @@ from inference.limits import (
     MIN_STEPS,
     SIZE_MULTIPLE,
 )
+from inference.outpaint import OutpaintOptions
 from inference.prompts import parse_aspect_ratio
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
@@ -54,6 +57,14 @@ def validate_request(request: RenderRequest) -> None:
     _check_seed("variation seed", request.variation_seed, allow_random=True)
     _check_range("variation strength", request.variation_strength, 0.0, 1.0)
     _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
+    if request.mode in ("img2img", "inpaint") and request.steps * request.denoising_strength < 1:
+        # img2img runs steps x strength of the schedule; below one step there is nothing to run.
+        needed = math.ceil(1 / request.denoising_strength) if request.denoising_strength else None
+        fix = f"raise steps to {needed} or more" if needed else "raise the denoising strength"
+        raise RenderInputError(
+            f"{request.steps} steps at denoising strength {request.denoising_strength:g} "
+            f"leave no step to run: {fix}"
+        )
     canonical_sampler_name(request.sampler)
     if request.mode in ("img2img", "inpaint", "upscale") and not request.init_image:
         raise RenderInputError(f"{request.mode} needs an init image")
@@ -63,7 +74,14 @@ def validate_request(request: RenderRequest) -> None:
         parse_aspect_ratio(str(request.options["aspect"]))
     if request.mode == "txt2img" and request.width is not None and request.height is not None:
         HiresOptions.from_options(request.options, request.width, request.height)
-    if request.mode == "inpaint":
+    outpaint = OutpaintOptions.from_options(request.options)
+    if outpaint is not None:
+        if request.mode not in ("img2img", "inpaint") or request.mask_image:
+            raise RenderInputError(
+                "outpaint and zoom out need an img2img or inpaint request with an init image "
+                "and no mask (the new area is the mask)"
+            )
+    elif request.mode == "inpaint":
         if not request.mask_image:
             raise RenderInputError("inpaint needs a mask image (white = repaint)")
         InpaintOptions.from_options(request.options)

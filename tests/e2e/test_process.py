@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -45,20 +45,14 @@ async def bot_process(
             await process.wait()
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.1)
-
-
 async def test_sigterm_finishes_or_requeues_running_jobs_and_a_restart_delivers_all(
     fake_discord: FakeDiscord, tiny_models_dir: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    identified = fake_discord.gateway.identify_count
     async with bot_process(fake_discord, data_dir, tiny_models_dir) as bot:
-        await wait_until(lambda: fake_discord.gateway.identify_count > identified, 60)
-        await wait_until(lambda: bool(fake_discord.registered_commands(guild=True)), 60)
+        # Commands are synced in setup_hook, before the bot connects to the gateway.
+        await fake_discord.wait_until_identified(timeout=60)
+        assert fake_discord.registered_commands(guild=True)
         handles = [
             await fake_discord.invoke_command(
                 "imagine", {"prompt": f"job {n}", "seed": n, "steps": 40, "size": "64x64"}

@@ -37,7 +37,8 @@ async def test_grid_with_pick_and_variation_buttons(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
     async with start_easel():
-        grid = await imagine(fake_discord, "four cats", seed=100, count=4)
+        # 3 steps: an img2img pass runs steps x strength of them, and subtle (0.35) needs one.
+        grid = await imagine(fake_discord, "four cats", seed=100, count=4, steps=3)
         assert len(grid.attachments) == 1  # one grid, not four files
         assert size_of(grid) == (128, 128)  # 2x2 of 64x64
         params = params_of(grid)
@@ -55,14 +56,15 @@ async def test_grid_with_pick_and_variation_buttons(
         varied = await (await fake_discord.click(grid, label="V3")).wait_for_original(
             has_picture, timeout=RENDER_TIMEOUT_S
         )
+        # V3: an img2img pass over picture 3 (its seed, strong preset), not a seed variation.
         varied_params = params_of(varied)
-        assert varied_params["Seed"] == 102 and varied_params["Variation seed strength"] == 0.3
-        assert isinstance(varied_params["Variation seed"], int)
+        assert varied_params["Seed"] == 102 and varied_params["Denoising strength"] == 0.7
+        assert "Variation seed" not in varied_params and size_of(varied) == (64, 64)
 
         subtle = await (await fake_discord.click(picked, label="Vary (Subtle)")).wait_for_original(
             has_picture, timeout=RENDER_TIMEOUT_S
         )
-        assert params_of(subtle)["Variation seed strength"] == 0.15
+        assert params_of(subtle)["Denoising strength"] == 0.35
         assert params_of(subtle)["Seed"] == 101
 
         upscaled = await (await fake_discord.click(picked, label="Upscale (2x)")).wait_for_original(

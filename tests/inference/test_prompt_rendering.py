@@ -242,3 +242,18 @@ def test_sdxl_renders_weights_and_and(tmp_path: Path, pixels: PixelReader) -> No
     assert not np.array_equal(plain, composed)
     halves = pixels(render(engine, "a cat:0.5 AND a cat:0.5"))
     assert np.abs(halves - plain).max() <= BATCH_TOLERANCE
+
+
+def test_pad_conds_attends_empty_chunks_instead_of_masking(
+    engine: Engine, pixels: PixelReader
+) -> None:
+    long_negative = "blurry " * 100
+    masked = pixels(render(engine, "a cat", negative_prompt=long_negative))
+    padded = engine.render(
+        dataclasses.replace(BASE, options={"pad_conds": True}, negative_prompt=long_negative)
+    )[0]
+    assert parse_infotext(padded.infotext)[2]["Pad conds"] == "True"
+    assert not np.array_equal(pixels(padded.png), masked)
+    # Equal lengths need no padding: the option changes nothing.
+    same_length = engine.render(dataclasses.replace(BASE, options={"pad_conds": True}))[0]
+    assert np.array_equal(pixels(same_length.png), pixels(render(engine, "a cat")))

@@ -1,4 +1,4 @@
-"""bot.images: upload checks, grids, Lanczos upscales and fitting under an upload limit."""
+"""bot.images: upload checks, PNG conversion, grids and fitting under an upload limit."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bot.images import (
     check_upload_size,
     fit_under,
     grid_png,
-    upscale_png,
+    png_of,
 )
 from bot.user_errors import UserError
 from inference.infotext import infotext_from_png, png_with_infotext
@@ -79,15 +79,14 @@ def test_grid_places_four_pictures_two_by_two_with_the_infotext() -> None:
     assert infotext_from_png(grid) == INFOTEXT + ", Grid: 4 images"
 
 
-def test_upscale_keeps_infotext_and_notes_the_step() -> None:
-    bigger = upscale_png(picture(), 4)
-    with Image.open(io.BytesIO(bigger)) as image:
-        assert image.size == (128, 128)
-    assert infotext_from_png(bigger) == (
-        INFOTEXT + ", Postprocess upscale by: 4, Postprocess upscaler: Lanczos"
-    )
-    with pytest.raises(UserError, match="must be 2 or 4"):
-        upscale_png(picture(), 3)
+def test_png_of_keeps_a_png_and_converts_a_jpeg() -> None:
+    png = picture()
+    assert png_of(check_image("a.png", png)) == png
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8), "blue").save(buffer, format="JPEG")
+    converted = png_of(check_image("a.jpg", buffer.getvalue()))
+    with Image.open(io.BytesIO(converted)) as image:
+        assert (image.format, image.size) == ("PNG", (16, 8))
 
 
 def test_fit_under_keeps_small_files_and_previews_big_ones() -> None:

@@ -1,0 +1,216 @@
+"""Requests that start from an existing picture: /vary, /inpaint, /upscale and the result
+buttons (pure: no discord, no torch).
+
+The picture's own settings (its web UI infotext, or the request of the job that made it) are
+reused, so a variation of a result keeps its prompt, seed, model and steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bot.requests import RequestError, random_seed
+from inference.images import (
+    MASK_BLUR,
+    MASK_INVERT,
+    MASKED_CONTENT,
+    ONLY_MASKED,
+    ONLY_MASKED_PADDING,
+)
+from inference.infotext import parse_infotext
+from inference.limits import MIN_SIZE
+from inference.presets import vary_strength
+from inference.samplers import canonical_sampler_name
+from inference.types import RenderInputError, RenderRequest
+from inference.upscale import UPSCALER_NAME, UpscaleOptions
+from inference.validation import validate_request
+
+# What /upscale can run: spandrel's model upscalers cannot be installed here.
+UPSCALERS = (UPSCALER_NAME,)
+DEFAULT_INPAINT_DENOISE = 0.75
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An input picture already checked and saved as a PNG (see ``bot.images``)."""
+
+    path: Path
+    width: int
+    height: int
+    infotext: str | None = None
+
+
+def input_path(inputs_dir: Path) -> Path:
+    """A fresh ``inputs/<uuid>.png`` path for an uploaded picture."""
+    return inputs_dir / f"{uuid.uuid4().hex}.png"
+
+
+def request_from_infotext(
+    infotext: str | None,
+    prompt: str | None,
+    installed_models: Collection[str],
+    *,
+    prompt_required: bool = True,
+) -> RenderRequest:
+    """The settings a picture was made with (prompt, negative, seed, steps, cfg, sampler,
+    model), with ``prompt`` replacing its prompt; an uninstalled model or unknown sampler
+    falls back to the default, with a note saying so."""
+    typed_prompt = (prompt or "").strip()
+    if infotext is None:
+        if not typed_prompt and prompt_required:
+            raise RequestError(
+                "that picture carries no prompt (no web UI parameters); give one with `prompt`"
+            )
+        return RenderRequest(prompt=typed_prompt, seed=random_seed())
+    stored_prompt, negative, params = parse_infotext(infotext)
+    notes: list[str] = []
+    fields: dict[str, Any] = {}
+    seed, steps, cfg = params.get("Seed"), params.get("Steps"), params.get("CFG scale")
+    if isinstance(steps, int):
+        fields["steps"] = steps
+    if isinstance(cfg, int | float):
+        fields["cfg_scale"] = float(cfg)
+    sampler = params.get("Sampler")
+    if isinstance(sampler, str):
+        try:
+            fields["sampler"] = canonical_sampler_name(sampler)
+        except RenderInputError:
+            notes.append(f"sampler {sampler!r} is unknown here; the default sampler was used")
+    model = params.get("Model")
+    if isinstance(model, str):
+        if model in installed_models:
+            fields["model"] = model
+        else:
+            notes.append(f"model {model!r} is not installed here; the default model was used")
+    return RenderRequest(
+        prompt=typed_prompt or stored_prompt,
+        negative_prompt=negative,
+        seed=seed if isinstance(seed, int) else random_seed(),
+        notes=notes,
+        **fields,
+    )
+
+
+def _checked(request: RenderRequest) -> RenderRequest:
+    try:
+        validate_request(request)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+    return request
+
+
+def _check_renderable(picture: Picture, role: str) -> None:
+    if min(picture.width, picture.height) < MIN_SIZE:
+        raise RequestError(
+            f"the {role} is {picture.width}x{picture.height}; both sides must be at least "
+            f"{MIN_SIZE} pixels"
+        )
+
+
+def vary_request(base: RenderRequest, picture: Picture, strength: str | float) -> RenderRequest:
+    """An img2img pass over ``picture`` with ``base``'s settings; ``strength`` is ``subtle``,
+    ``strong`` or a number above 0 and at most 1 (how much may change)."""
+    _check_renderable(picture, "picture to vary")
+    try:
+        denoise = vary_strength(strength)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+    return _checked(
+        dataclasses.replace(
+            base,
+            mode="img2img",
+            init_image=str(picture.path),
+            denoising_strength=denoise,
+            count=1,
+            width=None,  # the picture's own size
+            height=None,
+            variation_seed=None,
+            variation_strength=0.0,
+            options={},
+        )
+    )
+
+
+MaskedContent = Literal["fill", "original", "latent noise", "latent nothing"]
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    denoise: float = DEFAULT_INPAINT_DENOISE
+    mask_blur: int = 4
+    padding: int = 32
+    fill: MaskedContent = "original"
+    only_masked: bool = False
+    invert: bool = False
+
+
+def inpaint_request(
+    base: RenderRequest, picture: Picture, mask: Picture, settings: InpaintSettings
+) -> RenderRequest:
+    """Repaint the white part of ``mask`` (the black part with ``invert``) of ``picture``."""
+    _check_renderable(picture, "picture to inpaint")
+    if (mask.width, mask.height) != (picture.width, picture.height):
+        raise RequestError(
+            f"the mask is {mask.width}x{mask.height} but the picture is "
+            f"{picture.width}x{picture.height}; attach a mask of the same size"
+        )
+    return _checked(
+        dataclasses.replace(
+            base,
+            mode="inpaint",
+            init_image=str(picture.path),
+            mask_image=str(mask.path),
+            denoising_strength=settings.denoise,
+            count=1,
+            width=None,
+            height=None,
+            variation_seed=None,
+            variation_strength=0.0,
+            options={
+                MASK_BLUR: settings.mask_blur,
+                ONLY_MASKED_PADDING: settings.padding,
+                MASKED_CONTENT: settings.fill,
+                ONLY_MASKED: settings.only_masked,
+                MASK_INVERT: settings.invert,
+            },
+        )
+    )
+
+
+def upscale_request(
+    base: RenderRequest,
+    picture: Picture,
+    factor: int,
+    mode: str = "fast",
+    upscaler: str = UPSCALER_NAME,
+) -> RenderRequest:
+    """Enlarge ``picture`` ``factor`` times: ``fast`` resamples only, ``creative`` re-details
+    with a light img2img pass using ``base``'s prompt and model."""
+    if upscaler.casefold() not in {name.casefold() for name in UPSCALERS}:
+        raise RequestError(
+            f"upscaler {upscaler!r} is not installed; choose one of {', '.join(UPSCALERS)}"
+        )
+    options: dict[str, Any] = {"upscale_factor": factor, "upscale_mode": mode}
+    try:
+        UpscaleOptions.from_options(options).output_size(picture.width, picture.height)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+    return _checked(
+        dataclasses.replace(
+            base,
+            mode="upscale",
+            init_image=str(picture.path),
+            mask_image=None,
+            count=1,
+            width=None,
+            height=None,
+            variation_seed=None,
+            variation_strength=0.0,
+            options=options,
+        )
+    )

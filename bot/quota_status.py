@@ -1,0 +1,59 @@
+"""/quota for the cogs: a member's limits, what they used in each period and when it resets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.accounting import limits_for
+from bot.quota import Period, QuotaLimits, period_start, reset_at
+from db import quotas as ledger
+
+
+@dataclass(frozen=True)
+class PeriodUsage:
+    period: Period
+    images: int
+    gpu_seconds: float
+    image_limit: int | None  # None: unlimited
+    gpu_seconds_limit: float | None
+    resets_at: float
+
+
+@dataclass(frozen=True)
+class QuotaReport:
+    periods: list[PeriodUsage]
+
+    @property
+    def unlimited(self) -> bool:
+        return all(p.image_limit is None and p.gpu_seconds_limit is None for p in self.periods)
+
+
+class QuotaStatus:
+    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def report(
+        self, user_id: int, guild_id: int | None, role_ids: Sequence[int], is_admin: bool
+    ) -> QuotaReport:
+        now = self._clock()
+        limits: QuotaLimits = await limits_for(self._conn, user_id, guild_id, role_ids, is_admin)
+        periods = []
+        for period in Period:
+            used = await ledger.usage(self._conn, user_id, guild_id, period_start(period, now))
+            image_limit = limits.limit("images", period)
+            periods.append(
+                PeriodUsage(
+                    period=period,
+                    images=used.images,
+                    gpu_seconds=used.gpu_seconds,
+                    image_limit=None if image_limit is None else int(image_limit),
+                    gpu_seconds_limit=limits.limit("gpu_seconds", period),
+                    resets_at=reset_at(period, now),
+                )
+            )
+        return QuotaReport(periods)

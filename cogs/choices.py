@@ -1,0 +1,51 @@
+"""Autocomplete for option values that depend on what is installed (never over 25 choices)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.edits import UPSCALERS
+from cogs.common import services_of
+from inference.samplers import sampler_names
+
+MAX_CHOICES = 25  # Discord refuses more
+_MAX_CHOICE_NAME = 100
+
+
+def matching_choices(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]:
+    """Names that start with what was typed first, then names that contain it."""
+    needle = typed.strip().casefold()
+    starts = [name for name in names if name.casefold().startswith(needle)]
+    contains = [name for name in names if needle in name.casefold() and name not in starts]
+    return [
+        app_commands.Choice(name=name[:_MAX_CHOICE_NAME], value=name)
+        for name in (starts + contains)[:MAX_CHOICES]
+    ]
+
+
+async def model_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    return matching_choices(services_of(interaction).model_names(), current)
+
+
+async def sampler_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    return matching_choices(sampler_names(), current)
+
+
+async def style_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    return matching_choices(sorted(services_of(interaction).styles()), current)
+
+
+async def upscaler_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    return matching_choices(UPSCALERS, current)

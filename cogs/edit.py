@@ -1,0 +1,248 @@
+"""/vary, /inpaint, /upscale and the Vary / Upscale message menus: jobs that start from a
+picture. Uploads are checked (type, size, pixel count, dimensions) and saved as PNG under
+``EASEL_DATA_DIR/inputs`` before anything is queued; the queue posts the result."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.edits import (
+    InpaintSettings,
+    Picture,
+    inpaint_request,
+    input_path,
+    request_from_infotext,
+    upscale_request,
+    vary_request,
+)
+from bot.images import check_image, check_upload_size, infotext_of, png_of
+from bot.services import Services
+from bot.user_errors import UserError
+from cogs.choices import upscaler_choices
+from cogs.common import services_of
+from cogs.results import submit_from_interaction
+from inference.types import RenderRequest
+from inference.upscale import UPSCALER_NAME
+
+# A message link (https://discord.com/channels/<guild>/<channel>/<message>) or a bare id.
+_MESSAGE_REFERENCE = re.compile(
+    r"^\s*(?:\S*/channels/(?:\d+|@me)/(?P<channel>\d+)/)?(?P<id>\d{15,22})\s*$"
+)
+DEFAULT_VARY_STRENGTH = "strong"
+MENU_UPSCALE_FACTOR = 2
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+class SavedInputs:
+    """The pictures one command saved; removed again unless the job was accepted."""
+
+    def __init__(self, services: Services) -> None:
+        self._inputs_dir = services.inputs_dir
+        self._paths: list[Path] = []
+        self.accepted = False
+
+    async def save(self, attachment: discord.Attachment) -> Picture:
+        check_upload_size(attachment.filename, attachment.size)  # before downloading it
+        checked = check_image(attachment.filename, await attachment.read())
+        path = input_path(self._inputs_dir)
+        self._paths.append(path)
+        await asyncio.to_thread(_write, path, png_of(checked))
+        return Picture(path, checked.width, checked.height, infotext_of(checked))
+
+    async def __aenter__(self) -> SavedInputs:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.accepted:
+            for path in self._paths:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _first_picture(message: discord.Message) -> discord.Attachment:
+    for attachment in message.attachments:
+        if (attachment.content_type or "").startswith("image/"):
+            return attachment
+    raise UserError("That message has no picture; pick a message with an image attached.")
+
+
+async def _referenced_message(
+    interaction: discord.Interaction[Any], reference: str
+) -> discord.Message:
+    match = _MESSAGE_REFERENCE.match(reference)
+    if match is None:
+        raise UserError(
+            f"{reference!r} is not a message link or id; copy it with "
+            "right-click › Copy Message Link."
+        )
+    channel_id = int(match["channel"]) if match["channel"] else interaction.channel_id
+    if channel_id is None:
+        raise UserError("Give the full message link: this place has no channel to look in.")
+    channel: discord.PartialMessageable = interaction.client.get_partial_messageable(channel_id)
+    try:
+        return await channel.fetch_message(int(match["id"]))
+    except (discord.NotFound, discord.Forbidden):
+        raise UserError(
+            "I cannot see that message; link a message in a channel I can read."
+        ) from None
+
+
+async def _submit(
+    interaction: discord.Interaction[Any],
+    inputs: SavedInputs,
+    kind: str,
+    request: RenderRequest,
+) -> None:
+    personal = await services_of(interaction).member_settings.get(interaction.user.id)
+    job_id = await submit_from_interaction(
+        interaction, kind, request, private=personal.private_results
+    )
+    inputs.accepted = job_id is not None
+
+
+class EditCog(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self._bot = bot
+        self._menus = (
+            app_commands.ContextMenu(name="Vary", callback=self.vary_menu),
+            app_commands.ContextMenu(name="Upscale", callback=self.upscale_menu),
+        )
+
+    async def cog_load(self) -> None:
+        for menu in self._menus:
+            self._bot.tree.add_command(menu)
+
+    async def cog_unload(self) -> None:
+        for menu in self._menus:
+            self._bot.tree.remove_command(menu.name, type=menu.type)
+
+    @app_commands.command(name="vary", description="Variations of a picture (img2img)")
+    @app_commands.describe(
+        image="The picture to vary",
+        message="Or: a link to (or the id of) a message with the picture",
+        strength="subtle, strong, or how much may change from 0 to 1",
+        prompt="A new prompt; by default the picture's own (from its PNG parameters)",
+    )
+    async def vary(
+        self,
+        interaction: discord.Interaction[Any],
+        image: discord.Attachment | None = None,
+        message: str | None = None,
+        strength: str = DEFAULT_VARY_STRENGTH,
+        prompt: app_commands.Range[str, 1, 4000] | None = None,
+    ) -> None:
+        if image is not None and message is None:
+            picture = image
+        elif image is None and message is not None:
+            picture = _first_picture(await _referenced_message(interaction, message))
+        else:
+            raise UserError("Give exactly one of `image` (an upload) or `message` (a link).")
+        await self._vary(interaction, picture, strength, prompt)
+
+    async def vary_menu(
+        self, interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        await self._vary(interaction, _first_picture(message), DEFAULT_VARY_STRENGTH, None)
+
+    async def _vary(
+        self,
+        interaction: discord.Interaction[Any],
+        image: discord.Attachment,
+        strength: str,
+        prompt: str | None,
+    ) -> None:
+        services = services_of(interaction)
+        async with SavedInputs(services) as inputs:
+            picture = await inputs.save(image)
+            base = request_from_infotext(picture.infotext, prompt, services.model_names())
+            await _submit(interaction, inputs, "vary", vary_request(base, picture, strength))
+
+    @app_commands.command(name="inpaint", description="Repaint the white part of a mask")
+    @app_commands.describe(
+        image="The picture to change",
+        mask="Same size as the picture: white = repaint, black = keep",
+        prompt="What to paint in the masked area",
+        denoise="How much the masked area may change (0-1)",
+        mask_blur="Soften the mask's edge by this many pixels (0-64)",
+        padding="With only_masked: context around the mask in pixels (0-256)",
+        fill="What the masked area starts from",
+        only_masked="Render only the masked area at full resolution, then paste it back",
+        invert="Repaint the black part instead",
+    )
+    async def inpaint(
+        self,
+        interaction: discord.Interaction[Any],
+        image: discord.Attachment,
+        mask: discord.Attachment,
+        prompt: app_commands.Range[str, 1, 4000],
+        denoise: app_commands.Range[float, 0.0, 1.0] = 0.75,
+        mask_blur: app_commands.Range[int, 0, 64] = 4,
+        padding: app_commands.Range[int, 0, 256] = 32,
+        fill: Literal["original", "fill", "latent noise", "latent nothing"] = "original",
+        only_masked: bool = False,
+        invert: bool = False,
+    ) -> None:
+        services = services_of(interaction)
+        async with SavedInputs(services) as inputs:
+            picture = await inputs.save(image)
+            mask_picture = await inputs.save(mask)
+            base = request_from_infotext(picture.infotext, prompt, services.model_names())
+            settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
+            request = inpaint_request(base, picture, mask_picture, settings)
+            await _submit(interaction, inputs, "inpaint", request)
+
+    @app_commands.command(name="upscale", description="Enlarge a picture 2x or 4x")
+    @app_commands.describe(
+        image="The picture to enlarge",
+        scale="2x or 4x (default 2x)",
+        mode="fast: resample only; creative: re-detail with the picture's prompt",
+        upscaler="How to resample (installed upscalers)",
+    )
+    @app_commands.autocomplete(upscaler=upscaler_choices)
+    async def upscale(
+        self,
+        interaction: discord.Interaction[Any],
+        image: discord.Attachment,
+        scale: Literal[2, 4] = 2,
+        mode: Literal["fast", "creative"] = "fast",
+        upscaler: str = UPSCALER_NAME,
+    ) -> None:
+        await self._upscale(interaction, image, scale, mode, upscaler)
+
+    async def upscale_menu(
+        self, interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        await self._upscale(interaction, _first_picture(message), MENU_UPSCALE_FACTOR)
+
+    async def _upscale(
+        self,
+        interaction: discord.Interaction[Any],
+        image: discord.Attachment,
+        factor: int,
+        mode: str = "fast",
+        upscaler: str = UPSCALER_NAME,
+    ) -> None:
+        services = services_of(interaction)
+        async with SavedInputs(services) as inputs:
+            picture = await inputs.save(image)
+            base = request_from_infotext(
+                picture.infotext, None, services.model_names(), prompt_required=False
+            )
+            request = upscale_request(base, picture, factor, mode, upscaler)
+            await _submit(interaction, inputs, "upscale", request)

@@ -1,0 +1,102 @@
+"""/cancel, /queue and /quota: a member's own jobs and limits (admins may cancel any job)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.queue import CancelOutcome
+from bot.quota_status import PeriodUsage, QuotaReport
+from bot.user_errors import UserError
+from cogs.common import services_of
+from cogs.results import is_admin, queue_of, role_ids
+
+CANCEL_MESSAGES = {
+    CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
+    CancelOutcome.STOPPING: "Job `{}` stops at the next step; nothing will be charged.",
+    CancelOutcome.NOT_YOURS: "Job `{}` is not yours; only its owner or an admin can cancel it.",
+    CancelOutcome.FINISHED: "Too late: job `{}` has already finished.",
+    CancelOutcome.UNKNOWN: "There is no job `{}`; `/queue` lists yours.",
+}
+_MAX_QUEUE_LINES = 10
+_PROMPT_PREVIEW = 60
+
+
+def _limit_text(used: float, limit: float | None, unit: str) -> str:
+    shown = f"{used:,.0f}" if float(used).is_integer() else f"{used:,.1f}"
+    if limit is None:
+        return f"{shown} {unit} (no limit)"
+    return f"{shown} of {limit:,.0f} {unit}"
+
+
+def _period_line(usage: PeriodUsage) -> str:
+    return (
+        f"**{usage.period.value.title()}:** "
+        f"{_limit_text(usage.images, usage.image_limit, 'images')}, "
+        f"{_limit_text(usage.gpu_seconds, usage.gpu_seconds_limit, 'GPU-seconds')}; "
+        f"resets <t:{int(usage.resets_at)}:R>"
+    )
+
+
+def render_quota(report: QuotaReport) -> str:
+    header = (
+        "**Your quota here** — no limits apply to you."
+        if report.unlimited
+        else "**Your quota here**"
+    )
+    return "\n".join([header, *(_period_line(usage) for usage in report.periods)])
+
+
+class JobsCog(commands.Cog):
+    @app_commands.command(name="cancel", description="Cancel your latest job, or one by its id")
+    @app_commands.describe(job_id="The job's id (from its message); by default your latest")
+    async def cancel(
+        self,
+        interaction: discord.Interaction[Any],
+        job_id: app_commands.Range[str, 16, 16] | None = None,
+    ) -> None:
+        if job_id is None:
+            mine = await services_of(interaction).history.unfinished(interaction.user.id)
+            if not mine:
+                raise UserError("You have no queued or running job to cancel.")
+            job_id = mine[-1].job_id
+        outcome = await queue_of(interaction).cancel(
+            job_id, interaction.user.id, is_admin(interaction)
+        )
+        await interaction.response.send_message(
+            CANCEL_MESSAGES[outcome].format(job_id), ephemeral=True
+        )
+
+    @app_commands.command(name="queue", description="Where your jobs are in the queue")
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        queue = queue_of(interaction)
+        mine = await services_of(interaction).history.unfinished(interaction.user.id)
+        lines = [f"**Queue** — {queue.queued_count()} job(s) waiting in all."]
+        for line in mine[:_MAX_QUEUE_LINES]:
+            state = await queue.state(line.job_id)
+            if state is None:
+                continue
+            where = "rendering" if state.position is None else f"position {state.position + 1}"
+            eta = f", done in about {state.eta_s:.0f} s" if state.eta_s is not None else ""
+            prompt = line.prompt
+            if len(prompt) > _PROMPT_PREVIEW:
+                prompt = prompt[:_PROMPT_PREVIEW] + "…"
+            lines.append(f"`{line.job_id}` {where}{eta} — {discord.utils.escape_markdown(prompt)}")
+        if not mine:
+            lines.append("You have no queued or running jobs.")
+        elif len(mine) > _MAX_QUEUE_LINES:
+            lines.append(f"… and {len(mine) - _MAX_QUEUE_LINES} more.")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="quota", description="Your limits, what you used and when it resets")
+    async def quota(self, interaction: discord.Interaction[Any]) -> None:
+        report = await services_of(interaction).quota_status.report(
+            interaction.user.id,
+            interaction.guild_id,
+            role_ids(interaction),
+            is_admin(interaction),
+        )
+        await interaction.response.send_message(render_quota(report), ephemeral=True)

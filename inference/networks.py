@@ -1,0 +1,294 @@
+"""LoRAs, textual-inversion embeddings and VAE overrides, applied to a pipeline for one job.
+
+Everything here is temporary: ``applied_loras`` and ``applied_embeddings`` are context
+managers that leave the pipeline exactly as they found it (same modules, same weights), so a
+plain job after a LoRA job renders the plain job's pixels bit for bit.
+
+Embeddings: our prompt chunker has its own CLIP tokenizer, so an embedding's name arrives
+as ordinary token ids. For the job each embedding gets placeholder ids past the end of the
+vocabulary (rows appended to a copy of each text encoder's token table); the name's tokens
+in every chunk are replaced by those ids, one per vector, and an embedding never straddles
+two 75-token chunks (it moves whole to the next one, as in the web UI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from diffusers import AutoencoderKL
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from inference.prompts import Chunk, ExtraNetwork, PromptPlan, SubPromptPlan, default_tokenizer
+from inference.prompts.tokenizer import CHUNK_LENGTH
+from inference.types import RenderFailed
+
+log = logging.getLogger(__name__)
+
+# Adapter names are ours, so they never clash with anything a user names a file.
+_ADAPTER_PREFIX = "easel_lora_"
+# Web-UI embeddings keep their vectors under one of these keys.
+_WEB_UI_EMBEDDING_KEYS = ("emb_params", "string_to_param.*", "string_to_param")
+# SDXL embeddings hold one tensor per text encoder.
+_SDXL_EMBEDDING_KEYS = ("clip_l", "clip_g")
+# Keys of a VAE saved in the original (LDM) layout, as the web UI's VAE files are.
+_LDM_VAE_MARKERS = ("encoder.down.", "first_stage_model.", "decoder.up.")
+
+
+def merged_loras(networks: Sequence[ExtraNetwork]) -> tuple[ExtraNetwork, ...]:
+    """One entry per LoRA name, sorted (a name tagged twice adds up its weights, as two
+    applications would); the tuple is also what tells two jobs' LoRA sets apart."""
+    merged: dict[str, ExtraNetwork] = {}
+    for network in networks:
+        seen = merged.get(network.name)
+        if seen is not None:
+            network = dataclasses.replace(
+                seen,
+                weight=seen.weight + network.weight,
+                unet_weight=seen.unet_weight + network.unet_weight,
+            )
+        merged[network.name] = network
+    return tuple(merged[name] for name in sorted(merged))
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    # peft's partial state-dict load makes transformers print a "MISSING weights" report
+    # for every base weight; they are not missing, the LoRA file only holds its own.
+    previous = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(previous)
+
+
+@dataclass(frozen=True)
+class AppliedNetworks:
+    """What a context manager below applied, and why it skipped the rest."""
+
+    names: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+@contextmanager
+def applied_loras(
+    pipeline: Any, loras: Sequence[ExtraNetwork], files: Mapping[str, Path]
+) -> Iterator[AppliedNetworks]:
+    """Load ``loras`` (kohya/web UI or diffusers ``.safetensors``) for one job, with their
+    text-encoder and UNet weights. All adapters are unloaded afterwards."""
+    applied: list[str] = []
+    warnings: list[str] = []
+    adapters: list[str] = []
+    weights: list[dict[str, float]] = []
+    try:
+        for index, lora in enumerate(loras):
+            adapter = f"{_ADAPTER_PREFIX}{index}"
+            try:
+                with _quiet_transformers():
+                    pipeline.load_lora_weights(str(files[lora.name]), adapter_name=adapter)
+            except (ValueError, KeyError, RuntimeError, SafetensorError) as error:
+                log.warning("LoRA %s not loaded: %s", lora.name, error)
+                warnings.append(f"LoRA {lora.name!r} skipped: it does not fit this model")
+                _forget_adapter(pipeline, adapter)
+                continue
+            adapters.append(adapter)
+            applied.append(lora.name)
+            weights.append(_component_weights(pipeline, adapter, lora))
+        if adapters:
+            pipeline.set_adapters(adapters, weights)
+        yield AppliedNetworks(tuple(applied), tuple(warnings))
+    finally:
+        if adapters:
+            pipeline.unload_lora_weights()
+
+
+def _component_weights(pipeline: Any, adapter: str, lora: ExtraNetwork) -> dict[str, float]:
+    """The tag's text-encoder weight for the text encoders, its UNet weight for the UNet,
+    for the parts this LoRA actually has."""
+    weights = {"unet": lora.unet_weight, "text_encoder": lora.weight, "text_encoder_2": lora.weight}
+    present = pipeline.get_list_adapters()
+    return {part: weight for part, weight in weights.items() if adapter in present.get(part, ())}
+
+
+def _forget_adapter(pipeline: Any, adapter: str) -> None:
+    """Drop whatever a failed load left behind under ``adapter``."""
+    if any(adapter in names for names in pipeline.get_list_adapters().values()):
+        pipeline.delete_adapters(adapter)
+
+
+def read_embedding(path: Path) -> tuple[torch.Tensor, ...]:
+    """An embedding's vectors, one (vectors, features) tensor per text encoder it is for.
+
+    Accepts the web UI's ``emb_params`` / ``string_to_param``, diffusers' ``learned_embeds``
+    (one tensor under the token's name) and SDXL's ``clip_l`` + ``clip_g``.
+    """
+    state = load_file(str(path))
+    if all(key in state for key in _SDXL_EMBEDDING_KEYS):
+        tensors = tuple(state[key] for key in _SDXL_EMBEDDING_KEYS)
+    elif key := next((k for k in _WEB_UI_EMBEDDING_KEYS if k in state), None):
+        tensors = (state[key],)
+    elif len(state) == 1:
+        tensors = tuple(state.values())
+    else:
+        raise ValueError(f"unknown embedding layout (keys: {', '.join(sorted(state)[:5])})")
+    return tuple(t.reshape(-1, t.shape[-1]) for t in tensors)
+
+
+@dataclass(frozen=True)
+class EmbeddingTokens:
+    """How this job's embedding names map to placeholder token ids."""
+
+    # The name's ordinary token ids -> the placeholder ids standing for its vectors.
+    placeholders: Mapping[tuple[int, ...], tuple[int, ...]]
+
+    def plan(self, plan: PromptPlan) -> PromptPlan:
+        """``plan`` with every embedding name replaced by its vectors' placeholders."""
+        if not self.placeholders:
+            return plan
+        return dataclasses.replace(
+            plan,
+            subprompts=tuple(self._subprompt(sub) for sub in plan.subprompts),
+            negative=self._subprompt(plan.negative),
+        )
+
+    def _subprompt(self, sub: SubPromptPlan) -> SubPromptPlan:
+        schedule = tuple(
+            dataclasses.replace(entry, chunks=self.chunks(entry.chunks)) for entry in sub.schedule
+        )
+        return dataclasses.replace(sub, schedule=schedule)
+
+    def chunks(self, chunks: Sequence[Chunk]) -> tuple[Chunk, ...]:
+        """Each chunk with names replaced, re-cut where the vectors made it longer than 75."""
+        return tuple(piece for chunk in chunks for piece in _pack(self._groups(chunk)))
+
+    def _groups(self, chunk: Chunk) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
+        """The chunk as token groups: an embedding's placeholders form one unsplittable group."""
+        names = sorted(self.placeholders, key=len, reverse=True)  # longest name first
+        ids, weights = chunk.token_ids, chunk.weights
+        groups: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
+        position = 0
+        while position < len(ids):
+            name = next((n for n in names if ids[position : position + len(n)] == n), None)
+            if name is None:
+                groups.append(((ids[position],), (weights[position],)))
+                position += 1
+                continue
+            placeholders = self.placeholders[name]
+            groups.append((placeholders, (weights[position],) * len(placeholders)))
+            position += len(name)
+        return groups
+
+
+def _pack(groups: Sequence[tuple[tuple[int, ...], tuple[float, ...]]]) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    ids: list[int] = []
+    weights: list[float] = []
+    for group_ids, group_weights in groups:
+        if ids and len(ids) + len(group_ids) > CHUNK_LENGTH:
+            chunks.append(Chunk(tuple(ids), tuple(weights)))
+            ids, weights = [], []
+        ids += group_ids
+        weights += group_weights
+    if ids or not chunks:
+        chunks.append(Chunk(tuple(ids), tuple(weights)))
+    return chunks
+
+
+def _text_encoders(pipeline: Any) -> list[Any]:
+    second = getattr(pipeline, "text_encoder_2", None)
+    return [pipeline.text_encoder] if second is None else [pipeline.text_encoder, second]
+
+
+@contextmanager
+def applied_embeddings(
+    pipeline: Any, names: Sequence[str], files: Mapping[str, Path]
+) -> Iterator[tuple[EmbeddingTokens, AppliedNetworks]]:
+    """Give each embedding in ``names`` placeholder ids in the text encoder(s) for one job;
+    yields the tokens and what was applied. The original token tables come back afterwards."""
+    encoders = _text_encoders(pipeline)
+    tables = [encoder.get_input_embeddings() for encoder in encoders]
+    widths = [table.embedding_dim for table in tables]
+    next_id = max(table.num_embeddings for table in tables)
+    vectors: list[tuple[torch.Tensor, ...]] = []
+    placeholders: dict[tuple[int, ...], tuple[int, ...]] = {}
+    applied: list[str] = []
+    warnings: list[str] = []
+    for name in names:
+        try:
+            tensors = read_embedding(files[name])
+        except (ValueError, SafetensorError) as error:
+            warnings.append(f"embedding {name!r} skipped: {error}")
+            continue
+        shape = [t.shape[-1] for t in tensors]
+        if shape != widths:
+            warnings.append(
+                f"embedding {name!r} skipped: made for text encoders of width {shape}, "
+                f"this model's are {widths}"
+            )
+            continue
+        count = tensors[0].shape[0]
+        if not 1 <= count <= CHUNK_LENGTH:
+            warnings.append(
+                f"embedding {name!r} skipped: it has {count} vectors, at most "
+                f"{CHUNK_LENGTH} fit a prompt chunk"
+            )
+            continue
+        placeholders[tuple(default_tokenizer().encode(name))] = tuple(
+            range(next_id, next_id + count)
+        )
+        vectors.append(tensors)
+        applied.append(name)
+        next_id += count
+    try:
+        for index, (encoder, table) in enumerate(zip(encoders, tables, strict=True)):
+            if vectors:
+                encoder.set_input_embeddings(
+                    _extended_table(table, [v[index] for v in vectors], next_id)
+                )
+        yield EmbeddingTokens(placeholders), AppliedNetworks(tuple(applied), tuple(warnings))
+    finally:
+        for encoder, table in zip(encoders, tables, strict=True):
+            encoder.set_input_embeddings(table)
+
+
+def _extended_table(
+    table: torch.nn.Embedding, vectors: Sequence[torch.Tensor], rows: int
+) -> torch.nn.Embedding:
+    """A copy of ``table`` with ``vectors`` appended so that it has ``rows`` rows (zero rows
+    pad an encoder whose vocabulary is shorter than the other's)."""
+    weight = table.weight
+    added = torch.cat([v.to(weight.device, weight.dtype) for v in vectors])
+    padding = weight.new_zeros(rows - weight.shape[0] - added.shape[0], weight.shape[1])
+    extended: torch.nn.Embedding = torch.nn.Embedding.from_pretrained(
+        torch.cat([weight, padding, added]), freeze=True
+    )
+    return extended
+
+
+def load_vae(path: Path, like: Any) -> Any:
+    """A single-file VAE (original LDM or diffusers key layout) built with ``like``'s config,
+    on ``like``'s device and dtype. Raises ``RenderFailed`` when it does not fit."""
+    state = load_file(str(path))
+    if any(key.startswith(_LDM_VAE_MARKERS) for key in state):
+        state = convert_ldm_vae_checkpoint(state, like.config)
+    vae = AutoencoderKL.from_config(like.config)
+    try:
+        missing, unexpected = vae.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensor shapes differ: a VAE for another model family
+        raise RenderFailed(f"VAE {path.name} does not fit this model: {error}") from error
+    if missing or unexpected:
+        raise RenderFailed(
+            f"VAE {path.name} does not fit this model: {len(missing)} weights missing, "
+            f"{len(unexpected)} unexpected (e.g. {(missing or unexpected)[0]})"
+        )
+    return vae.to(like.device, like.dtype).eval()

@@ -1,0 +1,184 @@
+"""/vary, /inpaint, /upscale and the Vary / Upscale message menus through the fake Discord,
+with the real tiny model; hostile uploads are refused before anything is queued."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+from bot.settings import Settings
+from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
+from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.fake_discord import FakeDiscord, StoredMessage
+
+SOURCE_INFOTEXT = (
+    "a red fox\nNegative prompt: blurry\n"
+    "Steps: 3, Sampler: Euler, CFG scale: 6, Seed: 77, Size: 64x64, Model: tiny"
+)
+
+
+def source_png(size: tuple[int, int] = (64, 64), infotext: str = SOURCE_INFOTEXT) -> bytes:
+    return png_with_infotext(Image.new("RGB", size, "orange"), infotext)
+
+
+def mask_png(size: tuple[int, int] = (64, 64)) -> bytes:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (16, 16, 48, 48))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def params_of(message: StoredMessage) -> tuple[str, dict[str, object]]:
+    infotext = infotext_from_png(message.attachments[0].data)
+    assert infotext is not None
+    prompt, _, params = parse_infotext(infotext)
+    return prompt, dict(params)
+
+
+def size_of(message: StoredMessage) -> tuple[int, int]:
+    with Image.open(io.BytesIO(message.attachments[0].data)) as image:
+        return image.size
+
+
+def inputs_of(settings: Settings) -> list[Path]:
+    folder = settings.data_dir / "inputs"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+async def test_vary_an_upload_reuses_its_parameters(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "vary", {"strength": "0.5"}, attachments={"image": ("fox.png", source_png())}
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        prompt, params = params_of(result)
+        assert prompt == "a red fox" and params["Seed"] == 77 and params["Steps"] == 3
+        assert params["Denoising strength"] == 0.5 and params["Sampler"] == "Euler"
+        assert size_of(result) == (64, 64)
+        [saved] = inputs_of(easel_settings_for_test)
+        assert saved.suffix == ".png" and infotext_from_png(saved.read_bytes()) == SOURCE_INFOTEXT
+        labels = {c.get("label") for row in result.components for c in row["components"]}
+        assert {"Vary (Subtle)", "Upscale (2x)"} <= labels
+
+
+async def test_vary_a_linked_message_with_a_new_prompt(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        posted = await fake_discord.post_user_message(
+            "look", attachments=[("fox.png", source_png())]
+        )
+        link = (
+            f"https://discord.com/channels/{fake_discord.guild_id}/{posted.channel_id}/{posted.id}"
+        )
+        handle = await fake_discord.invoke_command(
+            "vary", {"message": link, "strength": "strong", "prompt": "a blue fox"}
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        prompt, params = params_of(result)
+        assert prompt == "a blue fox" and params["Denoising strength"] == 0.7
+        assert params["Seed"] == 77
+
+
+async def test_message_menus_vary_and_upscale(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        posted = await fake_discord.post_user_message(
+            "look", attachments=[("fox.png", source_png())]
+        )
+        upscaled = await (
+            await fake_discord.invoke_message_command("Upscale", posted)
+        ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert size_of(upscaled) == (128, 128)
+        assert params_of(upscaled)[1]["Postprocess upscale by"] == 2
+        varied = await (
+            await fake_discord.invoke_message_command("Vary", posted)
+        ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert params_of(varied)[1]["Denoising strength"] == 0.7
+
+
+async def test_inpaint_repaints_the_masked_area_only(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "inpaint",
+            {"prompt": "a green hat", "denoise": 1.0, "mask_blur": 0, "fill": "latent noise"},
+            attachments={
+                "image": ("fox.png", source_png()),
+                "mask": ("mask.png", mask_png()),
+            },
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        prompt, params = params_of(result)
+        assert prompt == "a green hat" and params["Mask blur"] == 0
+        assert params["Masked content"] == "latent noise"
+        with Image.open(io.BytesIO(result.attachments[0].data)) as image:
+            rgb = image.convert("RGB")
+            assert rgb.getpixel((2, 2)) == (255, 165, 0)  # outside the mask: untouched
+            assert rgb.getpixel((32, 32)) != (255, 165, 0)  # inside: repainted
+
+
+async def test_upscale_command_and_upscale_buttons_are_jobs(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        handle = await fake_discord.invoke_command(
+            "upscale", {"scale": 4}, attachments={"image": ("fox.png", source_png())}
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert size_of(result) == (256, 256)
+        choices = await fake_discord.autocomplete(
+            "upscale", {"image": ("fox.png", source_png()), "upscaler": "lan"}, "upscaler"
+        )
+        assert [choice["value"] for choice in choices] == ["Lanczos"]
+
+        button = await (await fake_discord.click(result, label="Upscale (2x)")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        assert size_of(button) == (512, 512)
+        history = await bot.services.history.page(fake_discord.user_id, 0)
+        assert [line.status for line in history.lines] == ["done", "done"]  # journaled
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width x height`` (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+async def test_hostile_uploads_are_refused_before_queueing(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    fox = ("fox.png", source_png())
+    cases: list[tuple[str, dict[str, object], dict[str, tuple[str, bytes]], str]] = [
+        ("vary", {}, {"image": ("notes.txt", b"just some text")}, "not a readable image"),
+        ("vary", {}, {"image": ("bomb.png", png_claiming(5000, 5000))}, "pixels"),
+        ("vary", {}, {"image": ("tiny.png", source_png((32, 32)))}, "at least 64"),
+        ("upscale", {"scale": 4}, {"image": ("big.png", source_png((4096, 1024)))}, "largest"),
+        ("inpaint", {"prompt": "x"}, {"image": fox, "mask": ("m.png", mask_png((64, 32)))}, "same"),
+        ("vary", {}, {"image": ("huge.png", b"\x89PNG" + bytes(11 * 2**20))}, "MiB"),
+        ("vary", {}, {}, "exactly one"),
+    ]
+    async with start_easel() as bot:
+        for command, options, files, expected in cases:
+            handle = await fake_discord.invoke_command(command, options, attachments=files)
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral and expected in reply.content, (command, reply.content)
+            assert "\n" not in reply.content  # one sentence, no traceback
+        assert bot.queue.queued_count() == 0
+        assert (await bot.services.history.page(fake_discord.user_id, 0)).total == 0
+        assert inputs_of(easel_settings_for_test) == []  # refused uploads are not kept

@@ -1,0 +1,108 @@
+"""/cancel, /queue, /quota, the quota refusal, autocomplete and /imagine's style and hires
+options, through the fake Discord with the real tiny model."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from bot.settings import Settings
+from inference.infotext import infotext_from_png, parse_infotext
+from tests.e2e.helpers import QUICK, StartEasel, imagine, reply_to
+from tests.fake_discord import FakeDiscord
+
+
+async def test_queue_and_cancel_your_latest_job(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        nothing = await reply_to(fake_discord, "cancel")
+        assert nothing.is_ephemeral and "no queued or running job" in nothing.content
+        long_job = await fake_discord.invoke_command(
+            "imagine", {"prompt": "a long cat", "steps": 150, "size": "256x256"}
+        )
+        await long_job.wait_for_original(lambda m: "Rendering" in m.content, timeout=30)
+        waiting = await fake_discord.invoke_command("imagine", {"prompt": "a next cat", **QUICK})
+        await waiting.wait_for_original(lambda m: "Queued" in m.content)
+
+        listed = await reply_to(fake_discord, "queue")
+        assert listed.is_ephemeral and "1 job(s) waiting in all" in listed.content
+        assert "rendering" in listed.content and "position 1" in listed.content
+        assert "a long cat" in listed.content and "a next cat" in listed.content
+
+        latest = await reply_to(fake_discord, "cancel")  # the newest: the queued one
+        assert "Cancelled job" in latest.content
+        await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
+        fake_discord.add_member(4242, "stranger", roles=(fake_discord.member_role_id,))
+        [running] = await bot.services.history.unfinished(fake_discord.user_id)
+        running_id = running.job_id
+        stranger = await reply_to(fake_discord, "cancel", {"job_id": running_id}, user=4242)
+        assert "is not yours" in stranger.content
+        admin = await reply_to(
+            fake_discord, "cancel", {"job_id": running_id}, user=fake_discord.owner_id
+        )
+        assert "stops at the next step" in admin.content
+        await long_job.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
+        assert bot.queue.queued_count() == 0
+
+
+async def test_quota_report_and_ephemeral_refusal(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        await reply_to(
+            fake_discord,
+            "easel-admin quota",
+            {"scope": "user", "member": fake_discord.user_id, "images_per_day": 1},
+            user=fake_discord.owner_id,
+        )
+        await imagine(fake_discord, "a counted cat")
+        report = await reply_to(fake_discord, "quota")
+        assert report.is_ephemeral and "**Day:** 1 of 1 images" in report.content
+        assert "**Week:** 1 images (no limit)" in report.content and "resets <t:" in report.content
+
+        over = await fake_discord.invoke_command("imagine", {"prompt": "one more cat", **QUICK})
+        refusal = await over.wait_for_original(lambda m: "⛔" in m.content)
+        assert refusal.is_ephemeral and "used 1 of 1 images today" in refusal.content
+        assert over.response_type == 4  # answered at once: never deferred in public
+        assert bot.queue.queued_count() == 0
+
+
+async def test_autocomplete_lists_what_is_installed(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    easel_settings_for_test.data_dir.mkdir(parents=True, exist_ok=True)
+    (easel_settings_for_test.data_dir / "styles.csv").write_text(
+        "name,prompt,negative_prompt\n"
+        'Oil painting,"oil painting of {prompt}, brush strokes",photo\n'
+        + "".join(f"Style {n},style {n},\n" for n in range(30))
+    )
+    async with start_easel():
+        models = await fake_discord.autocomplete("imagine", {"prompt": "x", "model": ""}, "model")
+        assert [choice["value"] for choice in models] == ["tiny"]
+        samplers = await fake_discord.autocomplete(
+            "imagine", {"prompt": "x", "sampler": "dpm++ 2m"}, "sampler"
+        )
+        names = [choice["value"] for choice in samplers]
+        assert 1 <= len(names) <= 25 and "DPM++ 2M Karras" in names
+        styles = await fake_discord.autocomplete("imagine", {"prompt": "x", "style": ""}, "style")
+        assert len(styles) == 25  # 31 styles, capped
+        oil = await fake_discord.autocomplete("imagine", {"prompt": "x", "style": "oil"}, "style")
+        assert [choice["value"] for choice in oil] == ["Oil painting"]
+
+        result = await imagine(fake_discord, "a cat --ar 1:1", style="Oil painting", hires=True)
+        infotext = infotext_from_png(result.attachments[0].data)
+        assert infotext is not None
+        prompt, negative, params = parse_infotext(infotext)
+        assert prompt == "oil painting of a cat, brush strokes" and negative == "photo"
+        assert params["Hires upscale"] == 2
+        with Image.open(io.BytesIO(result.attachments[0].data)) as image:
+            assert image.size == (128, 128)  # 64x64, then the hires pass at twice that
+        # size overrides the prompt's --ar: the member is told so under the result.
+        assert "Note: the size option (64x64) overrides the prompt's --ar" in result.content
+
+        unknown = await reply_to(
+            fake_discord, "imagine", {"prompt": "a cat", "style": "Nope", **QUICK}
+        )
+        assert unknown.is_ephemeral and "style 'Nope' does not exist" in unknown.content

@@ -1,0 +1,54 @@
+"""Each benchmark's smallest configuration, run so it cannot rot as the code it drives changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.gpu import VARIANTS, Levers, benchmark_family
+from benchmarks.interactions import check_arguments, percentile, run_load
+
+
+async def test_interaction_load_answers_every_request_exactly_once(tmp_path: Path) -> None:
+    report = (await run_load(requests=20, members=5, data_dir=tmp_path)).report()
+    assert report["acknowledged"] == 20
+    assert (report["results_arrived"], report["lost"], report["duplicated"]) == (20, 0, 0)
+    assert report["protocol_violations"] == 0, report["violation_details"]
+    # Each result comes after its own acknowledgement, so every percentile does too.
+    assert report["time_to_result"]["p99_ms"] >= report["time_to_ack"]["p99_ms"] > 0
+
+
+def test_nearest_rank_percentile() -> None:
+    sample = [float(value) for value in range(100, 0, -1)]
+    assert percentile(sample, 0.50) == 50.0
+    assert percentile(sample, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_load_beyond_the_daily_quota_is_refused_with_the_member_count_needed() -> None:
+    with pytest.raises(SystemExit, match=r"quota of 100 images a day; use at least 5 members"):
+        check_arguments(requests=500, members=2)
+    with pytest.raises(SystemExit, match=r"--members must be in 1\.\.20"):
+        check_arguments(requests=20, members=21)
+
+
+def test_gpu_benchmark_runs_every_variant_on_cpu_with_the_tiny_model(tmp_path: Path) -> None:
+    report = benchmark_family(
+        "sd15",
+        tmp_path,
+        "cpu",
+        torch.float32,
+        size=64,
+        steps=2,
+        runs=1,
+        levers=Levers(),
+        tiny=True,
+    )
+    for variant in VARIANTS:
+        assert report[variant]["it_per_s"] > 0
+        assert report[variant]["grid_2x2_s"] > 0
+        assert "AttnProcessor" in report[variant]["attention"]
+    assert set(report["ratios"]) == {"easel_vs_plain", "easel_tuned_vs_plain"}
+    assert report["goals"] == {}  # 64x64 is not the size the goals are stated for

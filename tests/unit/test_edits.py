@@ -1,0 +1,123 @@
+"""bot.edits and bot.styles: requests built from a picture, and styles.csv (pure, fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.edits import (
+    InpaintSettings,
+    Picture,
+    inpaint_request,
+    input_path,
+    request_from_infotext,
+    upscale_request,
+    vary_request,
+)
+from bot.requests import RequestError
+from bot.styles import apply_style, load_styles
+from inference.types import RenderRequest
+
+INFOTEXT = (
+    "a red fox\nNegative prompt: blurry\n"
+    "Steps: 12, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 77, Size: 64x64, Model: tiny"
+)
+PICTURE = Picture(Path("/data/inputs/a.png"), 96, 64, INFOTEXT)
+
+
+def test_infotext_gives_prompt_seed_and_settings() -> None:
+    request = request_from_infotext(INFOTEXT, None, {"tiny"})
+    assert (request.prompt, request.negative_prompt, request.seed) == ("a red fox", "blurry", 77)
+    assert (request.steps, request.cfg_scale, request.sampler) == (12, 6.5, "DPM++ 2M Karras")
+    assert request.model == "tiny" and request.notes == []
+    assert request_from_infotext(INFOTEXT, " a fox ", {"tiny"}).prompt == "a fox"
+
+
+def test_unknown_model_and_sampler_fall_back_with_notes() -> None:
+    text = INFOTEXT.replace("DPM++ 2M Karras", "Magic").replace("Model: tiny", "Model: huge")
+    request = request_from_infotext(text, None, {"tiny"})
+    assert request.model is None and request.sampler == RenderRequest("x").sampler
+    assert len(request.notes) == 2 and "'huge' is not installed" in request.notes[1]
+
+
+def test_a_picture_without_infotext_needs_a_prompt() -> None:
+    with pytest.raises(RequestError, match="give one with `prompt`"):
+        request_from_infotext(None, None, {"tiny"})
+    assert request_from_infotext(None, None, (), prompt_required=False).prompt == ""
+    assert 0 <= request_from_infotext(None, "a fox", ()).seed <= 2**32 - 1
+
+
+@pytest.mark.parametrize(("strength", "denoise"), [("subtle", 0.35), ("Strong", 0.7), (0.2, 0.2)])
+def test_vary_is_img2img_at_the_picture_size(strength: str | float, denoise: float) -> None:
+    base = RenderRequest("a fox", seed=5, width=512, height=512, count=4, options={"aspect": "1:1"})
+    varied = vary_request(base, PICTURE, strength)
+    assert (varied.mode, varied.init_image, varied.denoising_strength) == (
+        "img2img",
+        str(PICTURE.path),
+        denoise,
+    )
+    assert (varied.width, varied.height, varied.count, varied.seed) == (None, None, 1, 5)
+    assert varied.options == {}
+
+
+@pytest.mark.parametrize("strength", ["medium", "0", "1.5"])
+def test_vary_strength_out_of_range_is_refused(strength: str) -> None:
+    with pytest.raises(RequestError, match="vary strength"):
+        vary_request(RenderRequest("a fox"), PICTURE, strength)
+
+
+def test_inpaint_options_and_size_checks() -> None:
+    mask = Picture(Path("/data/inputs/m.png"), 96, 64)
+    request = inpaint_request(
+        RenderRequest("a hat"), PICTURE, mask, InpaintSettings(0.6, 8, 16, "fill", True, True)
+    )
+    assert request.mode == "inpaint" and request.mask_image == str(mask.path)
+    assert request.options == {
+        "mask_blur": 8,
+        "only_masked_padding": 16,
+        "masked_content": "fill",
+        "only_masked": True,
+        "mask_invert": True,
+    }
+    with pytest.raises(RequestError, match="the mask is 64x64 but the picture is 96x64"):
+        inpaint_request(
+            RenderRequest("a hat"), PICTURE, Picture(mask.path, 64, 64), InpaintSettings()
+        )
+    with pytest.raises(RequestError, match="at least 64 pixels"):
+        small = Picture(PICTURE.path, 32, 32)
+        inpaint_request(RenderRequest("a hat"), small, small, InpaintSettings())
+
+
+def test_upscale_checks_factor_size_and_upscaler() -> None:
+    request = upscale_request(RenderRequest(""), PICTURE, 4, "creative")
+    assert request.mode == "upscale"
+    assert request.options == {"upscale_factor": 4, "upscale_mode": "creative"}
+    with pytest.raises(RequestError, match="upscale factor must be 2 or 4"):
+        upscale_request(RenderRequest(""), PICTURE, 3)
+    with pytest.raises(RequestError, match="largest side allowed is 2048"):
+        upscale_request(RenderRequest(""), Picture(PICTURE.path, 1024, 1024), 4, "creative")
+    with pytest.raises(RequestError, match="choose one of Lanczos"):
+        upscale_request(RenderRequest(""), PICTURE, 2, upscaler="ESRGAN")
+
+
+def test_input_paths_are_fresh_pngs(tmp_path: Path) -> None:
+    first, second = input_path(tmp_path), input_path(tmp_path)
+    assert first != second and first.parent == tmp_path and first.suffix == ".png"
+
+
+def test_styles_csv_placeholder_append_and_unknown(tmp_path: Path) -> None:
+    assert load_styles(tmp_path / "missing.csv") == {}
+    path = tmp_path / "styles.csv"
+    path.write_text(
+        "name,prompt,negative_prompt\n"
+        '"Oil","oil painting of {prompt}",photo\n'
+        "Sharp,sharp focus,\n"
+        ",ignored,\n"
+    )
+    styles = load_styles(path)
+    assert sorted(styles) == ["Oil", "Sharp"]
+    assert apply_style(styles, "Oil", "a cat", "dog") == ("oil painting of a cat", "dog, photo")
+    assert apply_style(styles, "Sharp", "a cat", None) == ("a cat, sharp focus", "")
+    with pytest.raises(RequestError, match="style 'Nope' does not exist; known styles: Oil"):
+        apply_style(styles, "Nope", "a cat", None)
