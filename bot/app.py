@@ -45,7 +45,12 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
     def build_engine(device: str) -> RenderEngine:
         from inference.engine import Engine
 
-        return Engine(settings.models_dir, device=device, default_model=settings.default_model)
+        return Engine(
+            settings.models_dir,
+            device=device,
+            default_model=settings.default_model,
+            wildcards_dir=settings.existing_wildcards_dir,
+        )
 
     return build_engine
 
@@ -56,6 +61,8 @@ class EaselBot(commands.Bot):
     results: DiscordResults
 
     def __init__(self, settings: Settings, engine_factory: EngineFactory | None = None) -> None:
+        # Easel never joins voice: discord.py's warnings about missing voice libraries are noise.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True
         # Easel needs no complete guild cache to serve interactions: be ready without waiting.

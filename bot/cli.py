@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from typing import NoReturn
 
 from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
+from inference.types import RenderRequest
 
 
 class UsageError(Exception):
@@ -34,6 +36,11 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="WxH or an aspect ratio such as 16:9")
     parser.add_argument("--model")
     parser.add_argument("--count", type=int)
+    parser.add_argument("--variation-seed", type=int)
+    parser.add_argument("--variation-strength", type=float, default=0.0)
+    parser.add_argument("--init-image", type=Path, help="img2img from this picture")
+    parser.add_argument("--strength", type=float, default=0.75, help="img2img denoising 0-1")
+    parser.add_argument("--mask", type=Path, help="inpaint the white area (needs --init-image)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
 
 
@@ -86,7 +93,14 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+def render_request(args: argparse.Namespace) -> RenderRequest:
+    """``easel render``'s arguments as a checked request (no model, no torch)."""
+    from inference.images import load_input_image
+    from inference.types import RenderInputError
+    from inference.validation import validate_request
+
+    if args.mask and not args.init_image:
+        raise UsageError("--mask needs --init-image: the picture to inpaint")
     try:
         request = build_request(
             ImagineOptions(
@@ -101,14 +115,40 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
                 count=args.count,
             )
         )
-    except RequestError as error:
+        variation_seed = None if args.variation_seed is None else resolve_seed(args.variation_seed)
+        changes: dict[str, object] = {
+            "variation_seed": variation_seed,
+            "variation_strength": args.variation_strength,
+        }
+        if args.init_image:
+            load_input_image(args.init_image, "--init-image")
+            changes.update(
+                mode="inpaint" if args.mask else "img2img",
+                init_image=str(args.init_image),
+                denoising_strength=args.strength,
+            )
+        if args.mask:
+            load_input_image(args.mask, "--mask")
+            changes["mask_image"] = str(args.mask)
+        request = dataclasses.replace(request, **changes)  # type: ignore[arg-type]
+        validate_request(request)
+    except (RequestError, RenderInputError) as error:
         raise UsageError(str(error)) from None
+    return request
+
+
+def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+    request = render_request(args)
     from inference.devices import resolve_devices
     from inference.engine import Engine
     from inference.types import RenderInputError
 
-    device = resolve_devices(settings.devices)[0]
-    engine = Engine(settings.models_dir, device=device, default_model=settings.default_model)
+    engine = Engine(
+        settings.models_dir,
+        device=resolve_devices(settings.devices)[0],
+        default_model=settings.default_model,
+        wildcards_dir=settings.existing_wildcards_dir,
+    )
     try:
         images = engine.render(request)
     except RenderInputError as error:
@@ -136,7 +176,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             args.negative,
             seed=seed,
             steps=args.steps,
-            wildcards_dir=settings.wildcards_dir if settings.wildcards_dir.is_dir() else None,
+            wildcards_dir=settings.existing_wildcards_dir,
         )
     except PromptError as error:
         raise UsageError(str(error)) from None

@@ -67,9 +67,9 @@ def diagnose(settings: Settings) -> Iterator[Check]:
         problem = device_problem(device)
         yield Check(f"device {device}", problem is None, problem or "usable")
 
-    from inference.engine import Engine
+    from inference.registry import ModelRegistry
 
-    models = Engine(settings.models_dir, device="cpu").list_models()
+    models = ModelRegistry(settings.models_dir).names()
     if models:
         yield Check("models", True, f"{len(models)} in {settings.models_dir}: {', '.join(models)}")
     else:

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         return self.data_dir / "easel.sqlite3"
 
     @property
+    def existing_wildcards_dir(self) -> Path | None:
+        """The wildcards folder when there is one (it is optional)."""
+        return self.wildcards_dir if self.wildcards_dir.is_dir() else None
+
+    @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
 

@@ -18,9 +18,12 @@ from tests.fake_discord.fixtures import running_bot
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
 
 
-def easel_settings(fake: FakeDiscord, data_dir: Path, models_dir: Path) -> Settings:
+def easel_settings(
+    fake: FakeDiscord, data_dir: Path, models_dir: Path, wildcards_dir: Path | None = None
+) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
+        EASEL_WILDCARDS_DIR=str(wildcards_dir or data_dir.parent / "wildcards"),
         DISCORD_TOKEN=fake.token,
         DISCORD_API_BASE=fake.api_base,
         DISCORD_GATEWAY_URL=fake.gateway_url,
@@ -35,7 +38,9 @@ def easel_settings(fake: FakeDiscord, data_dir: Path, models_dir: Path) -> Setti
 def easel_settings_for_test(
     fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
 ) -> Settings:
-    return easel_settings(fake_discord, tmp_path / "data", tiny_models_dir)
+    return easel_settings(
+        fake_discord, tmp_path / "data", tiny_models_dir, tmp_path / "wildcards"
+    )
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from sd_parsers import ParserManager
 
 from bot.cli import main
+from inference.infotext import infotext_from_png, parse_infotext
 from tests.unit.test_settings import SETTING_NAMES
 
 
@@ -54,6 +55,16 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(
     assert main(argv) == 2
     assert message in one_error_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_mask_without_a_picture_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "a cat", "--mask", "m.png", "--out", "o"]) == 2
+    assert "--mask needs --init-image" in one_error_line(capsys)
+
+
+def test_missing_init_image_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "a cat", "--init-image", "nope.png", "--out", "o"]) == 2
+    assert "'nope.png' does not exist" in one_error_line(capsys)
 
 
 def test_missing_argument_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,3 +132,39 @@ def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> Non
     assert "[ERR] models: no checkpoint in models" in out
     assert "[ok ] database: data/easel.sqlite3 will be created" in out
     assert not Path("data").exists()  # the doctor looks, it does not build
+
+
+def test_render_img2img_and_variation_from_the_command_line(
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(tiny_models_dir))
+    assert main(["render", "a cat", "--seed", "3", "--steps", "2", "--out", "first"]) == 0
+    [first] = capsys.readouterr().out.split()
+    argv = [
+        "render",
+        "a dog",
+        "--seed",
+        "4",
+        "--steps",
+        "4",
+        "--init-image",
+        first,
+        "--strength",
+        "0.5",
+        "--variation-seed",
+        "9",
+        "--variation-strength",
+        "0.25",
+        "--out",
+        "second",
+    ]
+    assert main(argv) == 0
+    [second] = capsys.readouterr().out.split()
+    infotext = infotext_from_png(Path(second).read_bytes())
+    assert infotext is not None
+    _, _, params = parse_infotext(infotext)
+    assert params["Denoising strength"] == 0.5
+    assert params["Variation seed"] == 9 and params["Variation seed strength"] == 0.25
+    assert params["Size"] == "64x64"  # the init picture's size
