@@ -6,6 +6,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import pytest
+
 from bot.app import EaselBot
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext
@@ -16,14 +18,18 @@ def has_picture(message: StoredMessage) -> bool:
     return bool(message.attachments)
 
 
+@pytest.fixture
+def animal_wildcards(easel_settings_for_test: Settings) -> None:
+    wildcards = Path(easel_settings_for_test.wildcards_dir)
+    wildcards.mkdir(parents=True)
+    (wildcards / "animal.txt").write_text("cat\ndog\nfox\n")
+
+
 async def test_weights_wildcards_editing_and_aspect_flag_render(
     fake_discord: FakeDiscord,
     start_easel: Callable[[], AbstractAsyncContextManager[EaselBot]],
-    easel_settings_for_test: Settings,
+    animal_wildcards: None,
 ) -> None:
-    wildcards = Path(easel_settings_for_test.wildcards_dir)
-    wildcards.mkdir(parents=True)
-    (wildcards / "animal").with_suffix(".txt").write_text("cat\ndog\nfox\n")
     template = "a (red:1.2) [__animal__:bird:2] on {a hill|the sea} --ar 2:1 --seed 77"
     async with start_easel():
         handle = await fake_discord.invoke_command("imagine", {"prompt": template, "steps": 4})
