@@ -2,9 +2,6 @@
 
     python benchmarks/job_queue.py [--jobs 200] [--render-s 0.2]
 
-(Run it as a module: as a script, its folder would come first on sys.path and this file
-would shadow the standard library's ``queue``.)
-
 Starts a nats-server on loopback (JetStream in a temporary folder). Prints one JSON object;
 compare ratios from the same run, not absolute times across machines.
 
@@ -28,6 +25,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.broker import BrokerClient, BrokerConfig
 from bot.broker_worker import WorkerConfig, serve
