@@ -37,12 +37,18 @@ class Admission:
 
 
 class GuildPolicy:
+    """Read on every request before it is acknowledged, so a guild's settings are kept in
+    memory after the first read; every change goes through here and refreshes them."""
+
     def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
+        self._cached: dict[int, GuildSettings] = {}
 
     async def settings(self, guild_id: int) -> GuildSettings:
-        return await store.get(self._conn, guild_id)
+        if guild_id not in self._cached:
+            self._cached[guild_id] = await store.get(self._conn, guild_id)
+        return self._cached[guild_id]
 
     async def admit(
         self,
@@ -56,7 +62,7 @@ class GuildPolicy:
         ``UserError`` naming the rule it breaks. Nothing applies in direct messages."""
         if guild_id is None:
             return Admission(request, priority=False, nsfw_policy=NsfwPolicy.ALLOW)
-        settings = await store.get(self._conn, guild_id)
+        settings = await self.settings(guild_id)
         if request.model is None and settings.default_model is not None:
             request = dataclasses.replace(request, model=settings.default_model)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
@@ -76,19 +82,23 @@ class GuildPolicy:
 
     async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
         await store.set_value(self._conn, guild_id, admin_id, "default_model", model, self._clock())
+        self._cached.pop(guild_id, None)
 
     async def set_nsfw_policy(self, guild_id: int, admin_id: int, policy: NsfwPolicy) -> None:
         await store.set_value(
             self._conn, guild_id, admin_id, "nsfw_policy", policy.value, self._clock()
         )
+        self._cached.pop(guild_id, None)
 
     async def change_list(
         self, guild_id: int, admin_id: int, which: GuildList, value: str, *, add: bool
     ) -> bool:
         value = value.strip().lower() if which is GuildList.BANNED_WORD else value.strip()
-        return await store.change_list(
+        changed = await store.change_list(
             self._conn, guild_id, admin_id, which, value, add=add, now=self._clock()
         )
+        self._cached.pop(guild_id, None)
+        return changed
 
     async def set_quota(
         self,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.member_settings import MemberSettings
 from db import history as store
 from db import jobs as journal
 
@@ -50,9 +51,12 @@ class Forgotten:
 
 
 class History:
-    def __init__(self, conn: aiosqlite.Connection, images_dir: Path) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, images_dir: Path, member_settings: MemberSettings
+    ) -> None:
         self._conn = conn
         self._images_dir = images_dir
+        self._member_settings = member_settings
 
     async def page(self, user_id: int, page: int, search: str | None = None) -> HistoryPage:
         """Page ``page`` (clamped to the last one) of the member's jobs, newest first."""
@@ -112,6 +116,7 @@ class History:
     async def forget(self, user_id: int) -> Forgotten:
         """Erase the member's finished jobs, pictures (rows and files) and settings."""
         erased = await store.erase_user(self._conn, user_id)
+        self._member_settings.forget(user_id)
         removed = await asyncio.to_thread(self._remove_files, erased.image_paths)
         return Forgotten(jobs=erased.jobs, files=removed)
 

@@ -38,12 +38,22 @@ def _validated(settings: UserSettings) -> UserSettings:
 
 
 class MemberSettings:
+    """Read on every /imagine before it is acknowledged, so kept in memory after the first
+    read; this process is the only writer (updates and /forget-me go through here)."""
+
     def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
+        self._cached: dict[int, UserSettings] = {}
 
     async def get(self, user_id: int) -> UserSettings:
-        return await store.get(self._conn, user_id)
+        if user_id not in self._cached:
+            self._cached[user_id] = await store.get(self._conn, user_id)
+        return self._cached[user_id]
+
+    def forget(self, user_id: int) -> None:
+        """Drop the member's settings from memory (their rows were erased)."""
+        self._cached.pop(user_id, None)
 
     async def update(
         self, user_id: int, changes: dict[str, object], *, clear: bool = False
@@ -54,4 +64,5 @@ class MemberSettings:
         given = {name: value for name, value in changes.items() if value is not None}
         updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
         await store.put(self._conn, user_id, updated, self._clock())
+        self._cached[user_id] = updated
         return updated

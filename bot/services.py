@@ -30,9 +30,10 @@ class Services:
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
+        member_settings = MemberSettings(conn)
         return cls(
-            History(conn, settings.images_dir),
-            MemberSettings(conn),
+            History(conn, settings.images_dir, member_settings),
+            member_settings,
             GuildPolicy(conn),
             QuotaStatus(conn),
             settings.wildcards_dir,
