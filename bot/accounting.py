@@ -71,11 +71,19 @@ async def refusal_for(
 ) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only."""
     limits = await limits_for(conn, user_id, guild_id, role_ids, is_admin)
-    usage = {
-        period: await ledger.usage(conn, user_id, guild_id, period_start(period, now))
-        for period in Period
-    }
+    usage = await usage_by_period(conn, user_id, guild_id, now)
     return check(usage, limits, estimated_cost(request), now)
+
+
+async def usage_by_period(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None, now: float
+) -> dict[Period, ledger.Usage]:
+    """The member's spending in the current day, week and month (one query)."""
+    periods = list(Period)
+    spent = await ledger.usage_since_each(
+        conn, user_id, guild_id, [period_start(period, now) for period in periods]
+    )
+    return dict(zip(periods, spent, strict=True))
 
 
 async def admit(

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.accounting import limits_for
-from bot.quota import Period, QuotaLimits, period_start, reset_at
-from db import quotas as ledger
+from bot.accounting import limits_for, usage_by_period
+from bot.quota import Period, QuotaLimits, reset_at
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,7 @@ class QuotaStatus:
         now = self._clock()
         limits: QuotaLimits = await limits_for(self._conn, user_id, guild_id, role_ids, is_admin)
         periods = []
-        for period in Period:
-            used = await ledger.usage(self._conn, user_id, guild_id, period_start(period, now))
+        for period, used in (await usage_by_period(self._conn, user_id, guild_id, now)).items():
             image_limit = limits.limit("images", period)
             periods.append(
                 PeriodUsage(

@@ -11,7 +11,7 @@ atomic on its own and can also run inside a caller's ``transaction(conn)`` (for 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -31,6 +31,7 @@ __all__ = [
     "reserve",
     "set_limits",
     "usage",
+    "usage_since_each",
 ]
 
 # The limit columns of quota_limits; bot.quota.QuotaLimits has exactly these fields.
@@ -160,20 +161,36 @@ async def usage(
     """What the user has spent in the guild (None: DMs) on jobs reserved at or after ``since``:
     committed costs plus reservations still outstanding. A job counts in the period it was
     reserved in, even if it finished after the period ended."""
+    [spent] = await usage_since_each(conn, user_id, guild_id, [since])
+    return spent
+
+
+async def usage_since_each(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None, starts: Sequence[float]
+) -> list[Usage]:
+    """``usage`` for several period starts at once, in one query (one per start would be a
+    database round trip each, on the path that answers a slash command)."""
+    per_start = ", ".join(
+        "COALESCE(SUM(CASE WHEN r.at >= ? THEN COALESCE(c.images, r.images) END), 0),"
+        " COALESCE(SUM(CASE WHEN r.at >= ? THEN COALESCE(c.gpu_seconds, r.gpu_seconds) END), 0.0)"
+        for _ in starts
+    )
     async with conn.execute(
-        "SELECT COALESCE(SUM(COALESCE(c.images, r.images)), 0),"
-        " COALESCE(SUM(COALESCE(c.gpu_seconds, r.gpu_seconds)), 0.0)"
+        f"SELECT {per_start}"
         " FROM quota_ledger AS r"
         " LEFT JOIN quota_ledger AS c ON c.job_id = r.job_id AND c.kind = 'commit'"
         " WHERE r.kind = 'reserve' AND r.user_id = ? AND r.guild_id IS ? AND r.at >= ?"
         " AND NOT EXISTS"
         " (SELECT 1 FROM quota_ledger AS f WHERE f.job_id = r.job_id AND f.kind = 'refund')",
-        (user_id, guild_id, since),
+        (*(start for start in starts for _ in range(2)), user_id, guild_id, min(starts)),
     ) as cursor:
         row = await cursor.fetchone()
     if row is None:
         raise AssertionError("an aggregate query returned no row")
-    return Usage(images=int(row[0]), gpu_seconds=float(row[1]))
+    return [
+        Usage(images=int(row[2 * index]), gpu_seconds=float(row[2 * index + 1]))
+        for index in range(len(starts))
+    ]
 
 
 async def set_limits(
