@@ -214,3 +214,43 @@ def upscale_request(
             options=options,
         )
     )
+
+
+# How far a pan button moves the frame: half the picture's side in that direction.
+PAN_FRACTION = 0.5
+# Outpainting repaints new canvas only, so it may change almost everything there.
+EXPAND_DENOISE = 0.95
+PAN_DIRECTIONS = ("left", "right", "up", "down")
+
+
+def expand_request(
+    base: RenderRequest, picture: Picture, *, zoom_out: float | None = None, pan: str | None = None
+) -> RenderRequest:
+    """Outpaint ``picture``: ``zoom_out`` grows the canvas around it (1.5 or 2 times), ``pan``
+    adds half a picture in one direction; the original pixels are kept as they are."""
+    if (zoom_out is None) == (pan is None):
+        raise RequestError("choose either a zoom-out factor or a pan direction")
+    _check_renderable(picture, "picture to expand")
+    options: dict[str, Any]
+    if pan is not None:
+        if pan not in PAN_DIRECTIONS:
+            raise RequestError(f"pan must be one of {', '.join(PAN_DIRECTIONS)}, not {pan!r}")
+        side = picture.width if pan in ("left", "right") else picture.height
+        options = {"outpaint": {pan: int(side * PAN_FRACTION) // 8 * 8}}
+    else:
+        options = {"zoom_out": zoom_out}
+    return _checked(
+        dataclasses.replace(
+            base,
+            mode="img2img",
+            init_image=str(picture.path),
+            mask_image=None,
+            denoising_strength=EXPAND_DENOISE,
+            count=1,
+            width=None,  # the engine sizes the grown canvas
+            height=None,
+            variation_seed=None,
+            variation_strength=0.0,
+            options=options,
+        )
+    )

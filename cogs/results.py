@@ -13,11 +13,11 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import discord
 
-from bot.edits import Picture, upscale_request, vary_request
+from bot.edits import Picture, expand_request, upscale_request, vary_request
 from bot.guild_policy import NsfwPolicy
 from bot.history import StoredJob
 from bot.images import fit_under, grid_png, picture_size
@@ -318,6 +318,51 @@ class UpscaleButton(
         await submit_from_interaction(interaction, "upscale", upscale, self.job_id)
 
 
+class ExpandButton(
+    _ReportsErrors,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:expand:{_JOB}:{_IDX}:(?P<how>zoom2|left|right|up|down)",
+):
+    """Zoom Out (2x) and the pans ⬅️ ➡️ ⬆️ ⬇️: outpaint that picture, keeping its pixels."""
+
+    _LOOKS: ClassVar[dict[str, tuple[str | None, str | None]]] = {
+        "zoom2": ("Zoom Out (2x)", None),
+        "left": (None, "⬅️"),
+        "right": (None, "➡️"),
+        "up": (None, "⬆️"),
+        "down": (None, "⬇️"),
+    }
+
+    def __init__(self, job_id: str, idx: int, how: str, row: int | None = None) -> None:
+        label, emoji = self._LOOKS[how]
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji=emoji,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"easel:expand:{job_id}:{idx}:{how}",
+                row=row,
+            )
+        )
+        self.job_id = job_id
+        self.idx = idx
+        self.how = how
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> ExpandButton:
+        return cls(match["job_id"], int(match["idx"]), match["how"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        base, picture = await _stored_picture(interaction, self.job_id, self.idx)
+        if self.how == "zoom2":
+            expanded = expand_request(base, picture, zoom_out=2.0)
+        else:
+            expanded = expand_request(base, picture, pan=self.how)
+        await submit_from_interaction(interaction, "expand", expanded, self.job_id)
+
+
 class CancelButton(
     _ReportsErrors,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
@@ -353,7 +398,14 @@ class CancelButton(
         await interaction.response.send_message(messages[outcome], ephemeral=True)
 
 
-RESULT_BUTTONS = (RerollButton, PickButton, VaryButton, UpscaleButton, CancelButton)
+RESULT_BUTTONS = (
+    RerollButton,
+    PickButton,
+    VaryButton,
+    UpscaleButton,
+    ExpandButton,
+    CancelButton,
+)
 
 
 def single_view(job_id: str, idx: int) -> discord.ui.View:
@@ -363,11 +415,13 @@ def single_view(job_id: str, idx: int) -> discord.ui.View:
     view.add_item(UpscaleButton(job_id, idx, 2, row=0))
     view.add_item(UpscaleButton(job_id, idx, 4, row=0))
     view.add_item(RerollButton(job_id, row=0))
+    for how in ("zoom2", "left", "right", "up", "down"):
+        view.add_item(ExpandButton(job_id, idx, how, row=1))
     return view
 
 
 def job_view(job_id: str, image_count: int) -> discord.ui.View:
-    """Single picture: Vary/Upscale/🔄; several: U1-U4, V1-V4 and 🔄 (at most 3 rows of 4)."""
+    """Single picture: Vary/Upscale/🔄, then Zoom Out and pans; several: U1-U4, V1-V4 and 🔄."""
     if image_count == 1:
         return single_view(job_id, 0)
     view = discord.ui.View(timeout=None)

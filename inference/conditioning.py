@@ -141,7 +141,7 @@ class PromptEncoder:
                     hidden = output.hidden_states[encoder.layer]
                     if encoder.final_norm:
                         hidden = _final_layer_norm(encoder.model)(hidden)
-                weight_tensor = torch.tensor(weights, device=device)
+                weight_tensor = torch.tensor(weights, device=hidden.device)
                 encoded_chunks.append(emphasize(hidden, weight_tensor))
                 if index == 0 and hasattr(output, "text_embeds"):
                     pooled = output.text_embeds

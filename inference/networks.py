@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,13 +62,16 @@ def merged_loras(networks: Sequence[ExtraNetwork]) -> tuple[ExtraNetwork, ...]:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def _quiet_lora_loading() -> Iterator[None]:
     # peft's partial state-dict load makes transformers print a "MISSING weights" report
-    # for every base weight; they are not missing, the LoRA file only holds its own.
+    # for every base weight (the LoRA file only holds its own), and peft warns that a second
+    # adapter joins the first, which is what we want.
     previous = transformers.utils.logging.get_verbosity()
     transformers.utils.logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+            yield
     finally:
         transformers.utils.logging.set_verbosity(previous)
 
@@ -87,18 +91,18 @@ def applied_loras(
     """Load ``loras`` (kohya/web UI or diffusers ``.safetensors``) for one job, with their
     text-encoder and UNet weights. All adapters are unloaded afterwards."""
     applied: list[str] = []
-    warnings: list[str] = []
+    skipped: list[str] = []
     adapters: list[str] = []
     weights: list[dict[str, float]] = []
     try:
         for index, lora in enumerate(loras):
             adapter = f"{_ADAPTER_PREFIX}{index}"
             try:
-                with _quiet_transformers():
+                with _quiet_lora_loading():
                     pipeline.load_lora_weights(str(files[lora.name]), adapter_name=adapter)
             except (ValueError, KeyError, RuntimeError, SafetensorError) as error:
                 log.warning("LoRA %s not loaded: %s", lora.name, error)
-                warnings.append(f"LoRA {lora.name!r} skipped: it does not fit this model")
+                skipped.append(f"LoRA {lora.name!r} skipped: it does not fit this model")
                 _forget_adapter(pipeline, adapter)
                 continue
             adapters.append(adapter)
@@ -106,7 +110,7 @@ def applied_loras(
             weights.append(_component_weights(pipeline, adapter, lora))
         if adapters:
             pipeline.set_adapters(adapters, weights)
-        yield AppliedNetworks(tuple(applied), tuple(warnings))
+        yield AppliedNetworks(tuple(applied), tuple(skipped))
     finally:
         if adapters:
             pipeline.unload_lora_weights()
@@ -222,23 +226,23 @@ def applied_embeddings(
     vectors: list[tuple[torch.Tensor, ...]] = []
     placeholders: dict[tuple[int, ...], tuple[int, ...]] = {}
     applied: list[str] = []
-    warnings: list[str] = []
+    skipped: list[str] = []
     for name in names:
         try:
             tensors = read_embedding(files[name])
         except (ValueError, SafetensorError) as error:
-            warnings.append(f"embedding {name!r} skipped: {error}")
+            skipped.append(f"embedding {name!r} skipped: {error}")
             continue
         shape = [t.shape[-1] for t in tensors]
         if shape != widths:
-            warnings.append(
+            skipped.append(
                 f"embedding {name!r} skipped: made for text encoders of width {shape}, "
                 f"this model's are {widths}"
             )
             continue
         count = tensors[0].shape[0]
         if not 1 <= count <= CHUNK_LENGTH:
-            warnings.append(
+            skipped.append(
                 f"embedding {name!r} skipped: it has {count} vectors, at most "
                 f"{CHUNK_LENGTH} fit a prompt chunk"
             )
@@ -255,7 +259,7 @@ def applied_embeddings(
                 encoder.set_input_embeddings(
                     _extended_table(table, [v[index] for v in vectors], next_id)
                 )
-        yield EmbeddingTokens(placeholders), AppliedNetworks(tuple(applied), tuple(warnings))
+        yield EmbeddingTokens(placeholders), AppliedNetworks(tuple(applied), tuple(skipped))
     finally:
         for encoder, table in zip(encoders, tables, strict=True):
             encoder.set_input_embeddings(table)
@@ -291,4 +295,7 @@ def load_vae(path: Path, like: Any) -> Any:
             f"VAE {path.name} does not fit this model: {len(missing)} weights missing, "
             f"{len(unexpected)} unexpected (e.g. {(missing or unexpected)[0]})"
         )
-    return vae.to(like.device, like.dtype).eval()
+    vae.to(like.device)
+    if vae.dtype != like.dtype:  # converting an float32 VAE to itself only earns a warning
+        vae.to(like.dtype)
+    return vae.eval()

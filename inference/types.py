@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from inference.lora_batching import lora_batch_key
+
 Mode = Literal["txt2img", "img2img", "inpaint", "upscale"]
 
 
@@ -78,6 +80,9 @@ class RenderRequest:
             self.options.get("clip_skip"),
             self.options.get("pad_conds"),
             self.options.get("hires_scale"),
+            self.options.get("vae"),
+            # A LoRA is loaded into the model for the whole call.
+            lora_batch_key(self.prompt),
         )
 
 

@@ -199,7 +199,7 @@ def test_wildcards_expand_with_each_image_seed(models_dir: Path, pixels: PixelRe
         prompt, _negative, params = parse_infotext(image.infotext)
         assert prompt == expected != request.prompt
         assert params["Template"] == request.prompt
-        assert "<lora:ink:0.6> not applied" in str(params["Prompt warnings"])
+        assert "unknown LoRA 'ink' ignored" in str(params["Prompt warnings"])
         assert np.array_equal(pixels(image.png), pixels(repeat.png))
     with pytest.raises(RenderInputError, match="animals"):
         engine.render(dataclasses.replace(BASE, prompt="a __animals__"))
