@@ -170,6 +170,10 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(error)) from None
     if not 1 <= args.steps <= 150:
         raise UsageError(f"--steps must be between 1 and 150, not {args.steps}")
+    from inference.registry import ModelRegistry
+
+    # Installed LoRAs and embeddings by name, so unknown ones are listed in the warnings.
+    registry = ModelRegistry(settings.models_dir)
     try:
         report = explain(
             args.prompt,
@@ -177,6 +181,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             seed=seed,
             steps=args.steps,
             wildcards_dir=settings.existing_wildcards_dir,
+            loras=registry.network_files("lora").keys(),
+            embeddings=registry.network_files("embedding").keys(),
         )
     except PromptError as error:
         raise UsageError(str(error)) from None

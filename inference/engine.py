@@ -290,14 +290,14 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> list[list[RenderedImage]]:
-        """Render compatible txt2img requests (equal ``batch_key()``) in one pipeline call.
+        """Render compatible txt2img requests (equal ``pipeline_key()``) in one pipeline call.
 
         Each picture matches its solo render up to float rounding (see the tests' tolerance).
         Other modes carry per-request pictures and are rendered one request at a time.
         """
         if not requests:
             return []
-        keys = {request.batch_key() for request in requests}
+        keys = {request.pipeline_key() for request in requests}
         if len(keys) > 1:
             raise RenderInputError(
                 "a batch must share model, size, sampler, steps, cfg scale and mode; "

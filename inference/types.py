@@ -65,8 +65,8 @@ class RenderRequest:
             raise ValueError("this request's size is not resolved yet (width/height is None)")
         return self.width, self.height
 
-    def batch_key(self) -> tuple[object, ...]:
-        """Requests with equal keys can share one pipeline call."""
+    def pipeline_key(self) -> tuple[object, ...]:
+        """Requests with equal keys can be rendered by one pipeline call."""
         return (
             self.model,
             self.width,
@@ -81,9 +81,12 @@ class RenderRequest:
             self.options.get("pad_conds"),
             self.options.get("hires_scale"),
             self.options.get("vae"),
-            # A LoRA is loaded into the model for the whole call.
-            lora_batch_key(self.prompt),
         )
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Requests the queue may batch: one pipeline call and the same LoRAs (the engine
+        would otherwise split the call by LoRA set, loading each in turn)."""
+        return (*self.pipeline_key(), lora_batch_key(self.prompt))
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,18 @@ def test_render_img2img_and_variation_from_the_command_line(
     assert params["Denoising strength"] == 0.5
     assert params["Variation seed"] == 9 and params["Variation seed strength"] == 0.25
     assert params["Size"] == "64x64"  # the init picture's size
+
+
+def test_explain_warns_about_loras_that_are_not_installed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from inference.tiny import write_tiny_lora
+
+    write_tiny_lora(tmp_path / "models" / "lora" / "ink.safetensors", "sd15", 0)
+    assert main(["explain", "a cat <lora:ink:0.5> <lora:glow:1>", "--seed", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [n["name"] for n in report["extra_networks"]] == ["ink", "glow"]
+    assert any("glow" in warning for warning in report["warnings"])
+    assert not any("'ink'" in warning for warning in report["warnings"])
