@@ -192,7 +192,8 @@ class JobQueue:
             scheduler_config or SchedulerConfig(max_batch=max_batch),
             devices=[slot.device for slot in self._slots],
         )
-        self._last_submit = 0.0
+        # The two latest submission times: a burst is two arrivals within the batch window.
+        self._submitted_at = (-1e9, -1e9)
         self._wakeup = asyncio.Condition()
         self._running: dict[str, _RunningBatch] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
@@ -277,7 +278,7 @@ class JobQueue:
         if refusal is not None:
             raise QuotaExceeded(refusal.message)
         async with self._wakeup:
-            self._last_submit = time.monotonic()
+            self._submitted_at = (self._submitted_at[1], time.monotonic())
             self._schedule(
                 job_id,
                 submission.user_id,
@@ -371,8 +372,9 @@ class JobQueue:
         )
 
     async def _next_batch(self, device: str) -> list[QueuedJob] | None:
-        """The next fair batch for ``device``; while submissions are arriving, a batch that
-        could grow waits up to the scheduler's window for compatible partners."""
+        """The next fair batch for ``device``; during a burst of submissions (two within the
+        window), a batch that could grow waits up to the scheduler's window for partners. A
+        lone request never waits."""
         window = self._scheduler.config.batch_window_s
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -383,7 +385,8 @@ class JobQueue:
                     deadline = None
                     await self._wakeup.wait()
                     continue
-                burst = time.monotonic() - self._last_submit < window
+                previous, latest = self._submitted_at
+                burst = latest - previous < window and time.monotonic() - latest < window
                 if burst and self._scheduler.could_grow(batch):
                     deadline = deadline or loop.time() + window
                     if (remaining := deadline - loop.time()) > 0:

@@ -227,19 +227,12 @@ async def test_cancelling_a_running_job_stops_it_within_a_step(
 async def test_compatible_jobs_arriving_together_render_as_one_batch(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
-    engine = InstantEngine(seconds=0.2)
+    engine = InstantEngine(seconds=0.3)
     queue = make_queue(conn, tmp_path, engine)
     sink = RecordingSink()
     queue.set_sink(sink)
     await queue.start()
-    for user in range(4):
-        await queue.submit(
-            Submission(
-                kind="imagine",
-                request=RenderRequest(f"cat {user}", seed=user, steps=2),
-                user_id=100 + user,
-            )
-        )
+    # A lone request starts at once; the four that arrive while it renders wait for the device.
     # Same settings but another size: never in the same batch as the cats.
     await queue.submit(
         Submission(
@@ -248,9 +241,17 @@ async def test_compatible_jobs_arriving_together_render_as_one_batch(
             user_id=200,
         )
     )
+    for user in range(4):
+        await queue.submit(
+            Submission(
+                kind="imagine",
+                request=RenderRequest(f"cat {user}", seed=user, steps=2),
+                user_id=100 + user,
+            )
+        )
     await sink.wait_for(5)
     await queue.stop()
-    assert sorted(engine.batches) == [1, 4]
+    assert engine.batches == [1, 4]
     dog = next(job for job in sink.delivered if job.request.prompt == "dog")
     assert [image.seed for image in dog.images] == [9]
     cats = {job.request.prompt: job for job in sink.delivered if job.request.prompt != "dog"}
@@ -259,3 +260,4 @@ async def test_compatible_jobs_arriving_together_render_as_one_batch(
     }
     charged = [await journal.get_job(conn, job.job_id) for job in cats.values()]
     assert all(record is not None and record.gpu_seconds for record in charged)
+
