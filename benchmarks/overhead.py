@@ -1,9 +1,9 @@
 """What Easel adds on top of a raw pipeline call, measured in one process.
 
-raw: ``Engine.render`` on the tiny model. easel: the same request as ``/imagine`` through the
-wire-level fake Discord → discord.py → cog → journal → fair queue → worker thread → engine →
-PNG stored → webhook edit with the file, timed from the interaction's dispatch to the edited
-message arriving at the fake. Prints JSON.
+raw: ``Engine.render`` on the tiny model, on the bot's own device thread. easel: the same
+request as ``/imagine`` through the wire-level fake Discord → discord.py → cog → journal →
+fair queue → worker thread → engine → PNG stored → webhook edit with the file, timed from the
+interaction's dispatch to the edited message arriving at the fake. Prints JSON.
 
     python benchmarks/overhead.py [--runs 20] [--steps 10] [--size 64]
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import build
-from inference.engine import Engine
 from inference.tiny import write_tiny_model
 from inference.types import RenderRequest
 from tests.e2e.conftest import easel_settings
@@ -34,39 +33,35 @@ def has_picture(message: StoredMessage) -> bool:
     return bool(message.attachments)
 
 
-def raw_times(models_dir: Path, request: RenderRequest, runs: int) -> list[float]:
-    engine = Engine(models_dir, device="cpu")
-    engine.render(request)  # load and warm up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        engine.render(request)
-        times.append(time.perf_counter() - started)
-    return times
-
-
-async def easel_times(
+async def measure(
     models_dir: Path, data_dir: Path, request: RenderRequest, runs: int
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
+    """Interleaved: the raw render on the bot's own device thread and engine, then the same
+    request as /imagine, so both see the same thread, model and machine state."""
     options = {
         "prompt": request.prompt,
         "seed": request.seed,
         "steps": request.steps,
         "size": f"{request.width}x{request.height}",
     }
-    times = []
+    raw, easel = [], []
     async with FakeDiscord() as fake:
         bot = build(easel_settings(fake, data_dir, models_dir))
         async with running_bot(fake, bot):
-            for attempt in range(runs + 1):
+            [device] = bot.queue.slots
+            for attempt in range(runs + 1):  # the first round loads the model
+                started = time.perf_counter()
+                await device.render(request, job_id="raw")
+                raw_s = time.perf_counter() - started
                 started = time.perf_counter()
                 handle = await fake.invoke_command("imagine", options)
                 await handle.wait_for_original(has_picture, timeout=120)
-                if attempt:  # the first one loads the model
-                    times.append(time.perf_counter() - started)
+                if attempt:
+                    raw.append(raw_s)
+                    easel.append(time.perf_counter() - started)
         if fake.violations:
             raise SystemExit(f"protocol violations: {fake.violations}")
-    return times
+    return raw, easel
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -89,8 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         models_dir = Path(scratch) / "models"
         write_tiny_model(models_dir / "tiny")
-        raw = raw_times(models_dir, request, args.runs)
-        easel = asyncio.run(easel_times(models_dir, Path(scratch) / "data", request, args.runs))
+        raw, easel = asyncio.run(measure(models_dir, Path(scratch) / "data", request, args.runs))
     raw_median = statistics.median(raw)
     easel_median = statistics.median(easel)
     print(

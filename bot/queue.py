@@ -336,6 +336,10 @@ class JobQueue:
             eta_s=None if eta is None else max(0.0, eta - now),
         )
 
+    @property
+    def slots(self) -> Sequence[RenderSlot]:
+        return tuple(self._slots)
+
     def queued_count(self) -> int:
         return self._scheduler.queued_count
 
