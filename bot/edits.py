@@ -26,7 +26,7 @@ from inference.infotext import parse_infotext
 from inference.limits import MIN_SIZE
 from inference.presets import vary_strength
 from inference.samplers import canonical_sampler_name
-from inference.types import RenderInputError, RenderRequest
+from inference.types import Mode, RenderInputError, RenderRequest
 from inference.upscale import UPSCALER_NAME, UpscaleOptions
 from inference.validation import validate_request
 
@@ -104,6 +104,25 @@ def _checked(request: RenderRequest) -> RenderRequest:
     return request
 
 
+def _from_picture(
+    base: RenderRequest, picture: Picture, mode: Mode, **changes: Any
+) -> RenderRequest:
+    """``base``'s prompt and settings applied to one stored or uploaded picture: one image,
+    at the size the engine derives from the picture, no variation seed, no mask unless given."""
+    fields: dict[str, Any] = {
+        "mode": mode,
+        "init_image": str(picture.path),
+        "mask_image": None,
+        "count": 1,
+        "width": None,
+        "height": None,
+        "variation_seed": None,
+        "variation_strength": 0.0,
+        **changes,
+    }
+    return _checked(dataclasses.replace(base, **fields))
+
+
 def _check_renderable(picture: Picture, role: str) -> None:
     if min(picture.width, picture.height) < MIN_SIZE:
         raise RequestError(
@@ -120,20 +139,7 @@ def vary_request(base: RenderRequest, picture: Picture, strength: str | float) -
         denoise = vary_strength(strength)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
-    return _checked(
-        dataclasses.replace(
-            base,
-            mode="img2img",
-            init_image=str(picture.path),
-            denoising_strength=denoise,
-            count=1,
-            width=None,  # the picture's own size
-            height=None,
-            variation_seed=None,
-            variation_strength=0.0,
-            options={},
-        )
-    )
+    return _from_picture(base, picture, "img2img", denoising_strength=denoise, options={})
 
 
 MaskedContent = Literal["fill", "original", "latent noise", "latent nothing"]
@@ -159,26 +165,19 @@ def inpaint_request(
             f"the mask is {mask.width}x{mask.height} but the picture is "
             f"{picture.width}x{picture.height}; attach a mask of the same size"
         )
-    return _checked(
-        dataclasses.replace(
-            base,
-            mode="inpaint",
-            init_image=str(picture.path),
-            mask_image=str(mask.path),
-            denoising_strength=settings.denoise,
-            count=1,
-            width=None,
-            height=None,
-            variation_seed=None,
-            variation_strength=0.0,
-            options={
-                MASK_BLUR: settings.mask_blur,
-                ONLY_MASKED_PADDING: settings.padding,
-                MASKED_CONTENT: settings.fill,
-                ONLY_MASKED: settings.only_masked,
-                MASK_INVERT: settings.invert,
-            },
-        )
+    return _from_picture(
+        base,
+        picture,
+        "inpaint",
+        mask_image=str(mask.path),
+        denoising_strength=settings.denoise,
+        options={
+            MASK_BLUR: settings.mask_blur,
+            ONLY_MASKED_PADDING: settings.padding,
+            MASKED_CONTENT: settings.fill,
+            ONLY_MASKED: settings.only_masked,
+            MASK_INVERT: settings.invert,
+        },
     )
 
 
@@ -200,20 +199,7 @@ def upscale_request(
         UpscaleOptions.from_options(options).output_size(picture.width, picture.height)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
-    return _checked(
-        dataclasses.replace(
-            base,
-            mode="upscale",
-            init_image=str(picture.path),
-            mask_image=None,
-            count=1,
-            width=None,
-            height=None,
-            variation_seed=None,
-            variation_strength=0.0,
-            options=options,
-        )
-    )
+    return _from_picture(base, picture, "upscale", options=options)
 
 
 # How far a pan button moves the frame: half the picture's side in that direction.
@@ -239,18 +225,6 @@ def expand_request(
         options = {"outpaint": {pan: int(side * PAN_FRACTION) // 8 * 8}}
     else:
         options = {"zoom_out": zoom_out}
-    return _checked(
-        dataclasses.replace(
-            base,
-            mode="img2img",
-            init_image=str(picture.path),
-            mask_image=None,
-            denoising_strength=EXPAND_DENOISE,
-            count=1,
-            width=None,  # the engine sizes the grown canvas
-            height=None,
-            variation_seed=None,
-            variation_strength=0.0,
-            options=options,
-        )
+    return _from_picture(
+        base, picture, "img2img", denoising_strength=EXPAND_DENOISE, options=options
     )
