@@ -560,7 +560,26 @@ class DiscordResults:
                     file.reset()
         if job.channel_id is None:
             return None
-        channel = self._client.get_partial_messageable(job.channel_id)
+        channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
+        try:
+            return await self._post(channel, job, content, files, mentions, view)
+        except discord.Forbidden as error:
+            # The bot may not post there (any more): the member gets it in a direct message.
+            log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
+            for file in files:
+                file.reset()
+            direct = await self._client.create_dm(discord.Object(job.user_id))
+            return await self._post(direct, job, content, files, mentions, view)
+
+    @staticmethod
+    async def _post(
+        channel: discord.abc.Messageable,
+        job: FinishedJob,
+        content: str,
+        files: list[discord.File],
+        mentions: discord.AllowedMentions,
+        view: discord.ui.View | None,
+    ) -> int:
         # The job id as an enforced nonce: Discord returns the first message instead of
         # posting a second one when a restart delivers the same job again.
         sent = await channel.send(

@@ -390,6 +390,8 @@ class RestApi:
     async def create_channel_message(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
         self.state.channel(channel_id)
+        if channel_id in self.state.channels_without_send:
+            raise RequestRejected(403, 50013, "Missing Permissions")
         body, uploads = await read_body(request)
         self._validate_message(
             body, uploads, self.state.attachment_size_limit, f"channel {channel_id}"

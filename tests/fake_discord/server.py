@@ -190,6 +190,14 @@ class FakeDiscord:
         """Moves the fake's clock forward (interaction deadlines and token lifetimes use it)."""
         self._state.clock_offset += seconds
 
+    def dm_channel_of(self, user_id: int) -> int:
+        """The id of the direct-message channel with ``user_id`` (opened if needed)."""
+        return int(self._state.open_dm(user_id)["id"])
+
+    def revoke_send_messages(self, channel_id: int) -> None:
+        """The bot loses Send Messages in ``channel_id``: posts there get 403 (code 50013)."""
+        self._state.channels_without_send.add(channel_id)
+
     def rate_limit(
         self,
         method: str,

@@ -78,6 +78,8 @@ class DiscordState:
         self.ids = SnowflakeFactory()
         self.feed = ChangeFeed()
         self.clock_offset = 0.0
+        # Channels where the bot lacks Send Messages: posting there answers 403 50013.
+        self.channels_without_send: set[int] = set()
         self.violations: list[str] = []
         self.calls: list[RestCall] = []
         self.rate_limit_plans: dict[tuple[str, str], RateLimitPlan] = {}
