@@ -38,6 +38,16 @@ def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:
         raise RenderInputError(f"{name} must be between 0 and {MAX_SEED}{random_hint}, got {seed}")
 
 
+def _check_some_step_runs(steps: int, strength: float) -> None:
+    """img2img runs steps x strength of the schedule; below one step there is nothing to run."""
+    if steps * strength >= 1:
+        return
+    fix = f"raise steps to {math.ceil(1 / strength)} or more" if strength else "raise the strength"
+    raise RenderInputError(
+        f"{steps} steps at denoising strength {strength:g} leave no step to run: {fix}"
+    )
+
+
 def validate_request(request: RenderRequest) -> None:
     """Refuse a request with a message that names the problem and the accepted range."""
     for name, size in (("width", request.width), ("height", request.height)):
@@ -57,19 +67,15 @@ def validate_request(request: RenderRequest) -> None:
     _check_seed("variation seed", request.variation_seed, allow_random=True)
     _check_range("variation strength", request.variation_strength, 0.0, 1.0)
     _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
-    if request.mode in ("img2img", "inpaint") and request.steps * request.denoising_strength < 1:
-        # img2img runs steps x strength of the schedule; below one step there is nothing to run.
-        needed = math.ceil(1 / request.denoising_strength) if request.denoising_strength else None
-        fix = f"raise steps to {needed} or more" if needed else "raise the denoising strength"
-        raise RenderInputError(
-            f"{request.steps} steps at denoising strength {request.denoising_strength:g} "
-            f"leave no step to run: {fix}"
-        )
+    if request.mode in ("img2img", "inpaint"):
+        _check_some_step_runs(request.steps, request.denoising_strength)
     canonical_sampler_name(request.sampler)
     if request.mode in ("img2img", "inpaint", "upscale") and not request.init_image:
         raise RenderInputError(f"{request.mode} needs an init image")
     if request.mode == "upscale":
-        UpscaleOptions.from_options(request.options)
+        upscale = UpscaleOptions.from_options(request.options)
+        if upscale.mode == "creative":
+            _check_some_step_runs(request.steps, upscale.strength)
     if "aspect" in request.options:
         parse_aspect_ratio(str(request.options["aspect"]))
     if request.mode == "txt2img" and request.width is not None and request.height is not None:

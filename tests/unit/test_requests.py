@@ -12,6 +12,8 @@ from bot.requests import (
     resolve_seed,
 )
 from inference.sizes import default_size
+from inference.types import RenderInputError, RenderRequest
+from inference.validation import validate_request
 
 
 @pytest.mark.parametrize(
@@ -117,3 +119,19 @@ def test_inline_flags_fill_the_request_and_explicit_options_win() -> None:
 def test_unknown_flag_lists_the_known_ones() -> None:
     with pytest.raises(RequestError, match=r"--ar.*--count"):
         build_request(ImagineOptions(prompt="a cat --weird 3"))
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        RenderRequest("x", steps=2, mode="img2img", init_image="a.png", denoising_strength=0.35),
+        RenderRequest(
+            "x", steps=2, mode="upscale", init_image="a.png", options={"upscale_mode": "creative"}
+        ),
+    ],
+)
+def test_an_img2img_pass_with_no_step_to_run_is_refused_with_the_fix(
+    request_: RenderRequest,
+) -> None:
+    with pytest.raises(RenderInputError, match="leave no step to run: raise steps to 3 or more"):
+        validate_request(request_)
