@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
 
 log = logging.getLogger(__name__)
 
-# How long a stop waits for commands and clicks already being handled (they journal jobs).
-HANDLER_GRACE_S = 10.0
+# How long a stop waits, twice, for commands and clicks being handled (they journal jobs).
+# With the queue's 15 s for renders, a stop takes 25 s at most: the contract says 30.
+HANDLER_GRACE_S = 5.0
 # The names discord.py 2.x gives the tasks running app commands and component callbacks.
 _HANDLER_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 

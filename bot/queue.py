@@ -51,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Stop waiting for a running render after this long on shutdown; the journal requeues it.
-SHUTDOWN_GRACE_S = 25.0
+SHUTDOWN_GRACE_S = 15.0
 
 
 class RenderSlot(Protocol):
