@@ -214,7 +214,8 @@ class JobQueue:
         if requeued:
             log.info("requeued %d job(s) left running by a previous process", requeued)
         for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
-            self._schedule(job.id, job.user_id, job.guild_id, job.request_json, job.created_at)
+            request = RenderRequest.from_json(job.request_json)
+            self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at)
         for job in await journal.finished_undelivered(self._conn):
             await self._deliver(job.id)
         self._dispatchers = [
@@ -283,7 +284,7 @@ class JobQueue:
                 job_id,
                 submission.user_id,
                 submission.guild_id,
-                submission.request.to_json(),
+                submission.request,
                 created_at,
                 submission.priority,
             )
@@ -357,11 +358,10 @@ class JobQueue:
         job_id: str,
         user_id: int,
         guild_id: int | None,
-        request_json: str,
+        request: RenderRequest,
         at: float,
         priority: PriorityClass = PriorityClass.STANDARD,
     ) -> None:
-        request = RenderRequest.from_json(request_json)
         self._scheduler.submit(
             QueuedJob(
                 job_id=job_id,
