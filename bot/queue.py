@@ -215,7 +215,8 @@ class JobQueue:
             log.info("requeued %d job(s) left running by a previous process", requeued)
         for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
             request = RenderRequest.from_json(job.request_json)
-            self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at)
+            priority = PriorityClass(job.priority)
+            self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at, priority)
         for job in await journal.finished_undelivered(self._conn):
             await self._deliver(job.id)
         self._dispatchers = [
@@ -274,6 +275,7 @@ class JobQueue:
                         interaction_created_at=submission.interaction_created_at,
                         filesize_limit=submission.filesize_limit,
                         spoiler=submission.spoiler,
+                        priority=int(submission.priority),
                     ),
                 )
         if refusal is not None:

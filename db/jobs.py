@@ -34,6 +34,7 @@ class NewJob:
     interaction_created_at: float | None = None
     filesize_limit: int | None = None
     spoiler: bool = False
+    priority: int = 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class JobRecord:
     result_message_id: int | None
     filesize_limit: int | None
     spoiler: bool
+    priority: int
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
     await conn.execute(
         """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
                              created_at, application_id, interaction_token, interaction_created_at,
-                             filesize_limit, spoiler)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                             filesize_limit, spoiler, priority)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             job.id,
             job.kind,
@@ -99,6 +101,7 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
             job.interaction_created_at,
             job.filesize_limit,
             int(job.spoiler),
+            job.priority,
         ),
     )
 

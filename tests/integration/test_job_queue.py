@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from bot.queue import CancelOutcome, FinishedJob, JobQueue, QuotaExceeded, Submission
 from bot.quota import Period, period_start
+from bot.scheduler import PriorityClass
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect
@@ -261,3 +263,24 @@ async def test_compatible_jobs_arriving_together_render_as_one_batch(
     charged = [await journal.get_job(conn, job.job_id) for job in cats.values()]
     assert all(record is not None and record.gpu_seconds for record in charged)
 
+
+async def test_a_restart_keeps_each_queued_jobs_priority(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    first = make_queue(conn, tmp_path, InstantEngine())
+    relaxed = await first.submit(
+        dataclasses.replace(submission(seed=1), priority=PriorityClass.RELAX)
+    )
+    urgent = await first.submit(
+        dataclasses.replace(submission(seed=2), priority=PriorityClass.PRIORITY)
+    )
+    engine = InstantEngine()
+    queue = make_queue(conn, tmp_path, engine)
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    await sink.wait_for(2)
+    await queue.stop()
+    # Submitted second, but its priority survived the restart: it renders first.
+    assert [job.job_id for job in sink.delivered] == [urgent, relaxed]
+    assert [request.seed for request in engine.rendered] == [2, 1]
