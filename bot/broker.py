@@ -2,10 +2,11 @@
 
 The bot keeps the journal, the quotas and the fair scheduler (``bot.queue``); each
 ``RemoteSlot`` is one job in flight on the broker. ``render`` publishes the job (message id =
-job id), waits for its result, fetches the PNGs from the object store, and returns them or
-raises what a local engine would (``RenderCancelled``, ``RenderInputError``), or
-``RemoteRenderFailed``. Before publishing it reads the results stream: a job the journal
-says was running when the bot died may already be finished, and must not run twice.
+job id), waits for its result, takes the PNGs from it (or from the object store when large),
+and returns them or raises what a local engine would (``RenderCancelled``,
+``RenderInputError``), or ``RemoteRenderFailed``. While publishing it also reads the results
+stream: a job the journal says was running when the bot died may already be finished, and
+its stored result is used instead (a republished copy is only acked by the worker).
 
 See ``docs/distributed.md`` for the whole design and ``bot.broker_wire`` for the names.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -25,11 +27,12 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.object_store import ObjectStore
 
 from bot.broker_wire import (
     JOBS_STREAM,
+    MAX_DELIVERIES_ADVISORIES,
     PROGRESS_SUBJECTS,
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
@@ -45,6 +48,7 @@ from bot.broker_wire import (
     headers_for_job,
     job_id_of,
     job_subject,
+    lost_with_workers,
     result_subject,
     retry_transient,
 )
@@ -70,6 +74,8 @@ log = logging.getLogger(__name__)
 
 # How often a waiting render looks at its cancel event (a threading.Event cannot be awaited).
 CANCEL_POLL_S = 0.05
+# The ``worker`` of a failure the bot stores itself, when no worker lived to report it.
+BOT_REPORTER = "easel-bot"
 
 
 class RemoteRenderFailed(RenderFailed):
@@ -127,6 +133,7 @@ class BrokerClient:
             client = cls(nc, js, images, config)
             await nc.subscribe(RESULTS_SUBJECTS, cb=client._on_result)
             await nc.subscribe(PROGRESS_SUBJECTS, cb=client._on_progress)
+            await nc.subscribe(MAX_DELIVERIES_ADVISORIES, cb=client._on_max_deliveries)
         except BaseException:
             await nc.close()
             raise
@@ -150,14 +157,22 @@ class BrokerClient:
         if progress is not None:
             self._progress[job_id] = progress
         try:
-            result = await retry_transient(
-                f"job {job_id}: look for a stored result", lambda: self._stored_result(job_id)
+            # Looked up while publishing, not before: one round trip instead of two. A job
+            # that already has a result is then republished, but a worker only acks that copy.
+            lookup = asyncio.ensure_future(
+                retry_transient(
+                    f"job {job_id}: look for a stored result", lambda: self._stored_result(job_id)
+                )
             )
-            if result is None:
+            try:
                 sequence = await self._publish(job_id, request)
+                result = await lookup
+            finally:
+                lookup.cancel()  # when the publish failed: its error is the one to report
+            if result is None:
                 result = await self._wait(job_id, waiter, cancel, sequence)
             else:
-                log.info("job %s: already finished on the broker; not published again", job_id)
+                log.info("job %s: already finished on the broker; its result is used", job_id)
             return await self._images_of(result)
         finally:
             self._waiters.pop(job_id, None)
@@ -243,6 +258,10 @@ class BrokerClient:
             raise RemoteRenderFailed(result.error or "the worker reported a failure")
         images = []
         for ref in result.images:
+            if ref.png is not None:
+                images.append(RenderedImage(ref.png, ref.seed, ref.infotext, ref.width, ref.height))
+                continue
+            assert ref.object_name is not None  # ImageRef holds one or the other
             try:
                 stored = await retry_transient(
                     f"job {result.job_id}: fetch {ref.object_name}",
@@ -262,6 +281,27 @@ class BrokerClient:
         waiter = self._waiters.get(job_id_of(msg.subject))
         if waiter is not None and not waiter.done():
             waiter.set_result(ResultMessage.decode(msg.data))
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """JetStream gave up on a job whose last delivery died with its worker too: store the
+        failure as that worker would have, so the waiting slot (or a restarted bot) sees it."""
+        advisory = json.loads(msg.data)
+        sequence, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
+        try:
+            stored = await self._js.get_msg(JOBS_STREAM, sequence)
+            job_id = JobMessage.decode(stored.data or b"").job_id
+            log.error("job %s: all %d deliveries lost; reporting it failed", job_id, deliveries)
+            await self._js.publish(
+                result_subject(job_id),
+                lost_with_workers(job_id, BOT_REPORTER, deliveries).encode(),
+                # Only when no result is there yet: another bot, or a hung worker, may have won.
+                headers={Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0"},
+            )
+            await self._js.delete_msg(JOBS_STREAM, sequence)
+        except nats.js.errors.NotFoundError:
+            return  # cancelled, or already handled by another bot
+        except (nats.js.errors.APIError, nats.errors.Error) as error:
+            log.warning("max-deliveries advisory for message %d: %r", sequence, error)
 
     async def _on_progress(self, msg: Msg) -> None:
         listener = self._progress.get(job_id_of(msg.subject))

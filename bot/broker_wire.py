@@ -9,13 +9,17 @@ Both sides import this module and nothing else of each other. Names:
   model's jobs first.
 - ``EASEL_RESULTS`` (limits stream, one message per subject, kept ``RESULT_TTL_S``): the
   outcome of a job on ``easel.results.<job id>``; also read back after a restart or reconnect.
-- ``easel-images`` (object store, same TTL): the PNGs of finished jobs.
+  PNGs up to ``inline_images_budget`` bytes in all travel inside it (no object-store round trip).
+- ``easel-images`` (object store, same TTL): the PNGs of finished jobs too large to go inline.
+- ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EASEL_JOBS.*``: JetStream's notice that a job
+  used up its deliveries, the last one lost with its worker too; the bot then stores the failure.
 - Core NATS (not stored): ``easel.progress.<job id>`` after each step, ``easel.cancel.<job id>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -38,6 +42,7 @@ from inference.types import RenderRequest, StepProgress
 __all__ = [
     "IMAGES_BUCKET",
     "JOBS_STREAM",
+    "MAX_DELIVERIES_ADVISORIES",
     "RESULTS_STREAM",
     "BrokerUnavailable",
     "ImageRef",
@@ -51,8 +56,10 @@ __all__ = [
     "encode_progress",
     "ensure_streams",
     "headers_for_job",
+    "inline_images_budget",
     "job_id_of",
     "job_subject",
+    "lost_with_workers",
     "model_token",
     "progress_subject",
     "result_subject",
@@ -68,10 +75,15 @@ JOBS_SUBJECTS = "easel.jobs.>"
 RESULTS_SUBJECTS = "easel.results.*"
 PROGRESS_SUBJECTS = "easel.progress.*"
 CANCEL_SUBJECTS = "easel.cancel.*"
+MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
 # Long enough for a bot restarted the next morning to collect what finished overnight.
 RESULT_TTL_S = 24 * 3600.0
 # A broker restart takes seconds; past this a publish is reported as failed.
 TRANSIENT_RETRY_S = 60.0
+# PNGs up to this many bytes in all ride in the result message: fetching them from the object
+# store costs the bot a round trip per image. Base64 makes them 4/3 larger, so the budget is
+# also kept under half the server's max_payload (1 MiB by default).
+INLINE_IMAGES_MAX_BYTES = 512 * 1024
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -144,11 +156,43 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class ImageRef:
-    object_name: str
+    """One image of a result: the PNG itself (``png``) or its name in the object store."""
+
     seed: int
     infotext: str
     width: int
     height: int
+    png: bytes | None = None
+    object_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.png is None) == (self.object_name is None):
+            raise ValueError("an image carries either its PNG or an object name, not both")
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "seed": self.seed,
+            "infotext": self.infotext,
+            "width": self.width,
+            "height": self.height,
+        }
+        if self.png is not None:
+            body["png"] = base64.b64encode(self.png).decode("ascii")
+        else:
+            body["object_name"] = self.object_name
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ImageRef:
+        png = body.get("png")
+        return cls(
+            seed=body["seed"],
+            infotext=body["infotext"],
+            width=body["width"],
+            height=body["height"],
+            png=None if png is None else base64.b64decode(png),
+            object_name=body.get("object_name"),
+        )
 
 
 @dataclass(frozen=True)
@@ -167,7 +211,7 @@ class ResultMessage:
                 "outcome": self.outcome.value,
                 "worker": self.worker,
                 "deliveries": self.deliveries,
-                "images": [vars(image) for image in self.images],
+                "images": [image.to_json() for image in self.images],
                 "error": self.error,
             }
         ).encode()
@@ -180,9 +224,26 @@ class ResultMessage:
             outcome=Outcome(body["outcome"]),
             worker=body["worker"],
             deliveries=body["deliveries"],
-            images=tuple(ImageRef(**image) for image in body["images"]),
+            images=tuple(ImageRef.from_json(image) for image in body["images"]),
             error=body["error"],
         )
+
+
+def lost_with_workers(job_id: str, worker: str, deliveries: int) -> ResultMessage:
+    """The failure of a job whose every delivery but the last was lost with its worker."""
+    attempts = deliveries - 1
+    return ResultMessage(
+        job_id,
+        Outcome.FAILED,
+        worker,
+        deliveries,
+        error=f"failed after {attempts} deliveries: each worker stopped mid-render",
+    )
+
+
+def inline_images_budget(max_payload: int) -> int:
+    """How many PNG bytes in all may ride in a result message on a server with this limit."""
+    return min(INLINE_IMAGES_MAX_BYTES, max_payload // 2)
 
 
 def encode_progress(step: StepProgress) -> bytes:

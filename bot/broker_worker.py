@@ -44,7 +44,9 @@ from bot.broker_wire import (
     consumer_name,
     encode_progress,
     ensure_streams,
+    inline_images_budget,
     job_id_of,
+    lost_with_workers,
     progress_subject,
     result_subject,
     retry_transient,
@@ -219,18 +221,13 @@ class _DeviceLoop:
         ):
             log.info("job %s: already has a result; acknowledging only", job.job_id)
         elif max_deliver > 0 and deliveries >= max_deliver:
-            attempts = deliveries - 1
             log.error(
-                "job %s: lost with its worker %d times; reporting it failed", job.job_id, attempts
+                "job %s: lost with its worker %d times; reporting it failed",
+                job.job_id,
+                deliveries - 1,
             )
             await self._hub.publish_result(
-                ResultMessage(
-                    job.job_id,
-                    Outcome.FAILED,
-                    self._hub.name,
-                    deliveries,
-                    error=f"failed after {attempts} deliveries: each worker stopped mid-render",
-                )
+                lost_with_workers(job.job_id, self._hub.name, deliveries)
             )
         else:
             await self._hub.publish_result(await self._render(job, msg, consumer, deliveries))
@@ -266,6 +263,14 @@ class _DeviceLoop:
         return result(Outcome.DONE, images=await self._store(job.job_id, rendered))
 
     async def _store(self, job_id: str, rendered: list[RenderedImage]) -> tuple[ImageRef, ...]:
+        """Small results go inline in the result message; larger ones to the object store."""
+        if sum(len(image.png) for image in rendered) <= inline_images_budget(
+            self._hub.nc.max_payload
+        ):
+            return tuple(
+                ImageRef(image.seed, image.infotext, image.width, image.height, png=image.png)
+                for image in rendered
+            )
         refs = []
         for index, image in enumerate(rendered):
             name = f"{job_id}/{index}.png"
@@ -273,7 +278,9 @@ class _DeviceLoop:
                 f"job {job_id}: store {name}",
                 functools.partial(self._hub.images.put, name, image.png),
             )
-            refs.append(ImageRef(name, image.seed, image.infotext, image.width, image.height))
+            refs.append(
+                ImageRef(image.seed, image.infotext, image.width, image.height, object_name=name)
+            )
         return tuple(refs)
 
     def _report_progress(self, job_id: str, step: StepProgress) -> None:

@@ -121,3 +121,39 @@ async def test_a_render_longer_than_the_ack_wait_is_not_redelivered(nats: NatsTr
 
     await client.render("job-long", request(None), on_step, None)
     assert len(first_steps) == 1
+
+
+async def test_a_job_whose_last_delivery_dies_too_is_reported_failed(
+    nats: NatsTransport,
+) -> None:
+    client = await nats.client(ack_wait_s=0.2)
+    lost = await nats_client.connect(nats.server.url)
+    published = asyncio.Event()
+
+    async def on_job(_: Msg) -> None:
+        published.set()
+
+    await lost.subscribe("easel.jobs.>", cb=on_job)
+    job = asyncio.create_task(client.render("job-orphan", request(None), None, None))
+    async with asyncio.timeout(5):
+        await published.wait()
+    # All four deliveries, the reporting one included, go to "workers" that die silently.
+    js = lost.jetstream()
+    puller = await js.pull_subscribe_bind(consumer_name(None), stream=JOBS_STREAM)
+    for delivery in range(1, 5):
+        (message,) = await puller.fetch(1, timeout=5)
+        assert message.metadata.num_delivered == delivery
+    await lost.close()
+    engine = InstantEngine()
+    nats.start_worker(engine)  # its next pull makes JetStream give up on the job
+    with pytest.raises(RemoteRenderFailed, match="failed after 3 deliveries"):
+        async with asyncio.timeout(10):
+            await job
+    assert engine.rendered == []
+    # The failure is stored, so a restarted bot gets it too, and the stuck job is gone.
+    with pytest.raises(RemoteRenderFailed, match="failed after 3 deliveries"):
+        await (await nats.client()).render("job-orphan", request(None), None, None)
+    observer = await nats_client.connect(nats.server.url)
+    info = await observer.jetstream().stream_info(JOBS_STREAM)
+    await observer.close()
+    assert info.state.messages == 0 and engine.rendered == []
