@@ -13,7 +13,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
 
@@ -253,114 +253,103 @@ class PickButton(
         )
 
 
-class VaryButton(
-    _ReportsErrors,
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"easel:vary:{_JOB}:{_IDX}:(?P<strength>v|subtle|strong)",
-):
-    """V1-V4, Vary (Subtle), Vary (Strong): an img2img pass over that picture."""
+class _PictureEditButton(_ReportsErrors):
+    """A button that submits a new job made from one stored picture of a job: the custom_id
+    is ``easel:<action>:<job>:<picture index>:<variant>``, the job's kind is ``action``."""
 
-    def __init__(self, job_id: str, idx: int, strength: str, row: int | None = None) -> None:
-        label = f"V{idx + 1}" if strength == "v" else f"Vary ({strength.title()})"
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:vary:{job_id}:{idx}:{strength}",
-                row=row,
-            )
-        )
-        self.job_id = job_id
-        self.idx = idx
-        self.strength = strength
+    action: ClassVar[str]
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> VaryButton:
-        return cls(match["job_id"], int(match["idx"]), match["strength"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        base, picture = await _stored_picture(interaction, self.job_id, self.idx)
-        variation = vary_request(base, picture, VARY_PRESETS[self.strength])
-        await submit_from_interaction(interaction, "vary", variation, self.job_id)
-
-
-class UpscaleButton(
-    _ReportsErrors,
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"easel:upscale:{_JOB}:{_IDX}:(?P<factor>[24])",
-):
-    """Upscale (2x/4x): a fast upscale job for that picture; the PNG keeps its infotext."""
-
-    def __init__(self, job_id: str, idx: int, factor: int, row: int | None = None) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=f"Upscale ({factor}x)",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:upscale:{job_id}:{idx}:{factor}",
-                row=row,
-            )
-        )
-        self.job_id = job_id
-        self.idx = idx
-        self.factor = factor
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> UpscaleButton:
-        return cls(match["job_id"], int(match["idx"]), int(match["factor"]))
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        base, picture = await _stored_picture(interaction, self.job_id, self.idx)
-        upscale = upscale_request(base, picture, self.factor)
-        await submit_from_interaction(interaction, "upscale", upscale, self.job_id)
-
-
-class ExpandButton(
-    _ReportsErrors,
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"easel:expand:{_JOB}:{_IDX}:(?P<how>zoom2|left|right|up|down)",
-):
-    """Zoom Out (2x) and the pans ⬅️ ➡️ ⬆️ ⬇️: outpaint that picture, keeping its pixels."""
-
-    _LOOKS: ClassVar[dict[str, tuple[str | None, str | None]]] = {
-        "zoom2": ("Zoom Out (2x)", None),
-        "left": (None, "⬅️"),
-        "right": (None, "➡️"),
-        "up": (None, "⬆️"),
-        "down": (None, "⬇️"),
-    }
-
-    def __init__(self, job_id: str, idx: int, how: str, row: int | None = None) -> None:
-        label, emoji = self._LOOKS[how]
-        super().__init__(
+    def __init__(self, job_id: str, idx: int, variant: str, row: int | None = None) -> None:
+        label, emoji = self.looks(idx, variant)
+        # The next class in the MRO is discord.ui.DynamicItem, which takes the button.
+        super().__init__(  # type: ignore[call-arg]
             discord.ui.Button(
                 label=label,
                 emoji=emoji,
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:expand:{job_id}:{idx}:{how}",
+                custom_id=f"easel:{self.action}:{job_id}:{idx}:{variant}",
                 row=row,
             )
         )
         self.job_id = job_id
         self.idx = idx
-        self.how = how
+        self.variant = variant
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> ExpandButton:
-        return cls(match["job_id"], int(match["idx"]), match["how"])
+    ) -> Self:
+        return cls(match["job_id"], int(match["idx"]), match["variant"])
+
+    @staticmethod
+    def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
+        """The button's label and emoji."""
+        raise NotImplementedError
+
+    def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
+        """The new job's request, from the picture and its job's request."""
+        raise NotImplementedError
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         base, picture = await _stored_picture(interaction, self.job_id, self.idx)
-        if self.how == "zoom2":
-            expanded = expand_request(base, picture, zoom_out=2.0)
-        else:
-            expanded = expand_request(base, picture, pan=self.how)
-        await submit_from_interaction(interaction, "expand", expanded, self.job_id)
+        request = self.edit(base, picture)
+        await submit_from_interaction(interaction, self.action, request, self.job_id)
+
+
+class VaryButton(
+    _PictureEditButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:vary:{_JOB}:{_IDX}:(?P<variant>v|subtle|strong)",
+):
+    """V1-V4, Vary (Subtle), Vary (Strong): an img2img pass over that picture."""
+
+    action = "vary"
+
+    @staticmethod
+    def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
+        return (f"V{idx + 1}" if variant == "v" else f"Vary ({variant.title()})"), None
+
+    def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
+        return vary_request(base, picture, VARY_PRESETS[self.variant])
+
+
+class UpscaleButton(
+    _PictureEditButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:upscale:{_JOB}:{_IDX}:(?P<variant>[24])",
+):
+    """Upscale (2x/4x): a fast upscale job for that picture; the PNG keeps its infotext."""
+
+    action = "upscale"
+
+    @staticmethod
+    def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
+        return f"Upscale ({variant}x)", None
+
+    def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
+        return upscale_request(base, picture, int(self.variant))
+
+
+class ExpandButton(
+    _PictureEditButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:expand:{_JOB}:{_IDX}:(?P<variant>zoom2|left|right|up|down)",
+):
+    """Zoom Out (2x) and the pans ⬅️ ➡️ ⬆️ ⬇️: outpaint that picture, keeping its pixels."""
+
+    action = "expand"
+    _PAN_ARROWS: ClassVar[dict[str, str]] = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+
+    @staticmethod
+    def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
+        if variant == "zoom2":
+            return "Zoom Out (2x)", None
+        return None, ExpandButton._PAN_ARROWS[variant]
+
+    def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
+        if self.variant == "zoom2":
+            return expand_request(base, picture, zoom_out=2.0)
+        return expand_request(base, picture, pan=self.variant)
 
 
 class CancelButton(
@@ -412,8 +401,8 @@ def single_view(job_id: str, idx: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(VaryButton(job_id, idx, "subtle", row=0))
     view.add_item(VaryButton(job_id, idx, "strong", row=0))
-    view.add_item(UpscaleButton(job_id, idx, 2, row=0))
-    view.add_item(UpscaleButton(job_id, idx, 4, row=0))
+    view.add_item(UpscaleButton(job_id, idx, "2", row=0))
+    view.add_item(UpscaleButton(job_id, idx, "4", row=0))
     view.add_item(RerollButton(job_id, row=0))
     for how in ("zoom2", "left", "right", "up", "down"):
         view.add_item(ExpandButton(job_id, idx, how, row=1))
