@@ -11,7 +11,7 @@ from nats.js.api import AckPolicy
 
 from bot.broker import BrokerClient, RemoteRenderFailed
 from bot.broker_wire import JOBS_STREAM, consumer_name
-from inference.types import RenderRequest, StepProgress
+from inference.types import RenderedImage, RenderRequest, StepProgress
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
 
@@ -66,10 +66,11 @@ async def test_a_job_is_rendered_once_however_often_it_is_submitted(
     assert len(engine.rendered) == 1
 
 
-async def test_a_job_lost_with_its_worker_three_times_is_reported_failed(
-    nats: NatsTransport,
-) -> None:
-    client = await nats.client(ack_wait_s=0.2)
+async def render_lost_with_workers(
+    nats: NatsTransport, client: BrokerClient, job_id: str, deliveries: int
+) -> asyncio.Task[list[RenderedImage]]:
+    """Start rendering ``job_id`` and hand its first ``deliveries`` deliveries to "workers"
+    that die without a word (no ack, no heartbeat); returns the still-waiting render."""
     lost = await nats_client.connect(nats.server.url)
     published = asyncio.Event()
 
@@ -77,16 +78,23 @@ async def test_a_job_lost_with_its_worker_three_times_is_reported_failed(
         published.set()
 
     await lost.subscribe("easel.jobs.>", cb=on_job)  # a job publish reaches core subscribers too
-    job = asyncio.create_task(client.render("job-doomed", request(None), None, None))
+    job = asyncio.create_task(client.render(job_id, request(None), None, None))
     async with asyncio.timeout(5):
         await published.wait()
-    # Three "workers" take the job and die without a word (no ack, no heartbeat).
-    js = lost.jetstream()
-    puller = await js.pull_subscribe_bind(consumer_name(None), stream=JOBS_STREAM)
-    for delivery in range(1, 4):
+    puller = await lost.jetstream().pull_subscribe_bind(consumer_name(None), stream=JOBS_STREAM)
+    for delivery in range(1, deliveries + 1):
         (message,) = await puller.fetch(1, timeout=5)
         assert message.metadata.num_delivered == delivery
     await lost.close()
+    return job
+
+
+async def test_a_job_lost_with_its_worker_three_times_is_reported_failed(
+    nats: NatsTransport,
+) -> None:
+    client = await nats.client(ack_wait_s=0.2)
+    # Three "workers" take the job and die without a word (no ack, no heartbeat).
+    job = await render_lost_with_workers(nats, client, "job-doomed", deliveries=3)
     engine = InstantEngine()
     nats.start_worker(engine)
     with pytest.raises(RemoteRenderFailed, match="failed after 3 deliveries"):
@@ -127,23 +135,8 @@ async def test_a_job_whose_last_delivery_dies_too_is_reported_failed(
     nats: NatsTransport,
 ) -> None:
     client = await nats.client(ack_wait_s=0.2)
-    lost = await nats_client.connect(nats.server.url)
-    published = asyncio.Event()
-
-    async def on_job(_: Msg) -> None:
-        published.set()
-
-    await lost.subscribe("easel.jobs.>", cb=on_job)
-    job = asyncio.create_task(client.render("job-orphan", request(None), None, None))
-    async with asyncio.timeout(5):
-        await published.wait()
     # All four deliveries, the reporting one included, go to "workers" that die silently.
-    js = lost.jetstream()
-    puller = await js.pull_subscribe_bind(consumer_name(None), stream=JOBS_STREAM)
-    for delivery in range(1, 5):
-        (message,) = await puller.fetch(1, timeout=5)
-        assert message.metadata.num_delivered == delivery
-    await lost.close()
+    job = await render_lost_with_workers(nats, client, "job-orphan", deliveries=4)
     engine = InstantEngine()
     nats.start_worker(engine)  # its next pull makes JetStream give up on the job
     with pytest.raises(RemoteRenderFailed, match="failed after 3 deliveries"):

@@ -59,6 +59,7 @@ async def test_job_runs_is_charged_and_delivered_once(
     assert infotext is not None and "Seed: 41" in infotext
     record = await journal.get_job(conn, job_id)
     assert record is not None and record.status is journal.JobStatus.DONE
+    assert record.attempts == 1 and record.delivered_at is not None
     assert record.result_message_id == 1001
     assert await images_used_today(conn) == 2
 
@@ -93,10 +94,15 @@ async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(
     queue.set_sink(sink)
     job_id = await queue.submit(submission())
     assert await images_used_today(conn) == 1
+    state = await queue.state(job_id)
+    assert state is not None and state.position == 0
     assert await queue.cancel(job_id, user_id=USER + 1) is CancelOutcome.NOT_YOURS
     assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.CANCELLED
+    assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.FINISHED
     assert await images_used_today(conn) == 0
-    assert sink.delivered[0].error == "cancelled"
+    assert sink.delivered[0].job_id == job_id and sink.delivered[0].error == "cancelled"
+    record = await journal.get_job(conn, job_id)
+    assert record is not None and record.status is journal.JobStatus.CANCELLED
     await queue.start()
     await asyncio.sleep(0.2)
     await queue.stop()

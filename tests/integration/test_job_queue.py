@@ -1,4 +1,7 @@
-"""The in-process queue on a real SQLite file, with an engine that needs no torch."""
+"""The in-process queue on a real SQLite file, with an engine that needs no torch.
+
+What must hold for every transport (done, delivered once, refunds, cancel) is tested for the
+in-process queue and NATS alike in ``tests/distributed/test_queue_transports.py``."""
 
 from __future__ import annotations
 
@@ -11,14 +14,13 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.queue import CancelOutcome, FinishedJob, JobQueue, QuotaExceeded, Submission
+from bot.queue import FinishedJob, JobQueue, QuotaExceeded, Submission
 from bot.quota import Period, period_start
 from bot.scheduler import PriorityClass
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect
-from inference.infotext import infotext_from_png
-from inference.types import RenderRequest, StepProgress
+from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
@@ -42,35 +44,6 @@ def submission(prompt: str = "a cat", seed: int = 1, count: int = 1) -> Submissi
         user_id=7,
         channel_id=9,
     )
-
-
-async def test_job_runs_stores_pngs_and_is_delivered_once(
-    conn: aiosqlite.Connection, tmp_path: Path
-) -> None:
-    queue = make_queue(conn, tmp_path, InstantEngine())
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
-    job_id = await queue.submit(submission(count=2, seed=40))
-    await sink.wait_for(1)
-    await queue.stop()
-
-    finished = sink.delivered[0]
-    assert finished.job_id == job_id and finished.succeeded
-    assert [image.seed for image in finished.images] == [40, 41]
-    infotext = infotext_from_png(finished.images[1].path.read_bytes())
-    assert infotext is not None and "Seed: 41" in infotext
-    record = await journal.get_job(conn, job_id)
-    assert record is not None
-    assert record.status is journal.JobStatus.DONE and record.attempts == 1
-    assert record.result_message_id == 1001 and record.delivered_at is not None
-
-    # A second start finds nothing left to deliver.
-    queue = make_queue(conn, tmp_path, InstantEngine())
-    queue.set_sink(sink)
-    await queue.start()
-    await queue.stop()
-    assert len(sink.delivered) == 1
 
 
 async def test_engine_failure_is_journaled_and_reported(
@@ -176,54 +149,6 @@ async def test_quota_is_reserved_charged_refunded_and_refusal_explains(
     await queue.stop()
     assert (await usage_today(conn)).images == 2
     caplog.clear()
-
-
-async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(
-    conn: aiosqlite.Connection, tmp_path: Path
-) -> None:
-    queue = make_queue(conn, tmp_path, InstantEngine())  # not started: jobs stay queued
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    job_id = await queue.submit(guild_submission())
-    assert (await usage_today(conn)).images == 1
-    state = await queue.state(job_id)
-    assert state is not None and state.position == 0
-    assert await queue.cancel(job_id, user_id=8) is CancelOutcome.NOT_YOURS
-    assert await queue.cancel(job_id, user_id=7) is CancelOutcome.CANCELLED
-    assert await queue.cancel(job_id, user_id=7) is CancelOutcome.FINISHED
-    assert (await usage_today(conn)).images == 0
-    assert sink.delivered[0].job_id == job_id and sink.delivered[0].error == "cancelled"
-    record = await journal.get_job(conn, job_id)
-    assert record is not None and record.status is journal.JobStatus.CANCELLED
-
-
-async def test_cancelling_a_running_job_stops_it_within_a_step(
-    conn: aiosqlite.Connection, tmp_path: Path
-) -> None:
-    queue = make_queue(conn, tmp_path, InstantEngine(seconds=5.0))
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    steps: list[int] = []
-    first_step = asyncio.Event()
-
-    def on_progress(job_id: str, step: StepProgress) -> None:
-        steps.append(step.step)
-        first_step.set()
-
-    queue.set_progress_listener(on_progress)
-    await queue.start()
-    job_id = await queue.submit(
-        Submission(kind="imagine", request=RenderRequest("slow", seed=1, steps=50), user_id=7)
-    )
-    async with asyncio.timeout(10):
-        await first_step.wait()
-    assert await queue.cancel(job_id, user_id=7) is CancelOutcome.STOPPING
-    started = time.perf_counter()
-    await sink.wait_for(1)
-    assert time.perf_counter() - started < 1.0  # one step of this engine is 0.1 s
-    await queue.stop()
-    assert sink.delivered[0].error == "cancelled"
-    assert len(steps) < 50
 
 
 async def test_compatible_jobs_arriving_together_render_as_one_batch(
