@@ -7,6 +7,7 @@ The policy (which limits apply, what a refusal says) is ``bot.quota``; the ledge
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiosqlite
 
@@ -34,26 +35,30 @@ class QuotaExceeded(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Member:
+    """Whose limits apply: the member, where (None: a direct message), their roles there."""
+
+    user_id: int
+    guild_id: int | None
+    role_ids: Sequence[int] = ()
+    is_admin: bool = False
+
+
 def estimated_cost(request: RenderRequest) -> Cost:
     pixels = (request.width or 512) * (request.height or 512)
     seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
 
 
-async def limits_for(
-    conn: aiosqlite.Connection,
-    user_id: int,
-    guild_id: int | None,
-    role_ids: Sequence[int],
-    is_admin: bool,
-) -> QuotaLimits:
-    if guild_id is None:  # direct messages have no overrides: the built-in limits apply
+async def limits_for(conn: aiosqlite.Connection, member: Member) -> QuotaLimits:
+    if member.guild_id is None:  # direct messages have no overrides: the built-in limits apply
         return resolve_limits(
-            is_admin=is_admin, user_override=None, role_overrides=(), guild_default=None
+            is_admin=member.is_admin, user_override=None, role_overrides=(), guild_default=None
         )
-    found = await ledger.overrides_for(conn, guild_id, user_id, role_ids)
+    found = await ledger.overrides_for(conn, member.guild_id, member.user_id, member.role_ids)
     return resolve_limits(
-        is_admin=is_admin,
+        is_admin=member.is_admin,
         user_override=QuotaLimits.from_mapping(found.user) if found.user else None,
         role_overrides=[QuotaLimits.from_mapping(role) for role in found.roles],
         guild_default=QuotaLimits.from_mapping(found.guild) if found.guild else None,
@@ -61,17 +66,11 @@ async def limits_for(
 
 
 async def refusal_for(
-    conn: aiosqlite.Connection,
-    request: RenderRequest,
-    user_id: int,
-    guild_id: int | None,
-    role_ids: Sequence[int],
-    is_admin: bool,
-    now: float,
+    conn: aiosqlite.Connection, member: Member, request: RenderRequest, now: float
 ) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only."""
-    limits = await limits_for(conn, user_id, guild_id, role_ids, is_admin)
-    usage = await usage_by_period(conn, user_id, guild_id, now)
+    limits = await limits_for(conn, member)
+    usage = await usage_by_period(conn, member.user_id, member.guild_id, now)
     return check(usage, limits, estimated_cost(request), now)
 
 
@@ -87,23 +86,18 @@ async def usage_by_period(
 
 
 async def admit(
-    conn: aiosqlite.Connection,
-    job_id: str,
-    request: RenderRequest,
-    user_id: int,
-    guild_id: int | None,
-    role_ids: Sequence[int],
-    is_admin: bool,
-    now: float,
+    conn: aiosqlite.Connection, job_id: str, member: Member, request: RenderRequest, now: float
 ) -> Refusal | None:
     """Reserve the job's estimated cost; or, when it does not fit, write nothing and say why.
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal = await refusal_for(conn, request, user_id, guild_id, role_ids, is_admin, now)
+    refusal = await refusal_for(conn, member, request, now)
     if refusal is None:
         cost = estimated_cost(request)
-        await ledger.reserve(conn, job_id, user_id, guild_id, cost.images, cost.gpu_seconds, now)
+        await ledger.reserve(
+            conn, job_id, member.user_id, member.guild_id, cost.images, cost.gpu_seconds, now
+        )
     return refusal
 
 

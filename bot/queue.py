@@ -118,6 +118,10 @@ class Submission:
     filesize_limit: int | None = None
     spoiler: bool = False
 
+    @property
+    def member(self) -> accounting.Member:
+        return accounting.Member(self.user_id, self.guild_id, self.role_ids, self.is_admin)
+
 
 @dataclass(frozen=True)
 class ResultImage:
@@ -249,14 +253,7 @@ class JobQueue:
         created_at = self._now()
         async with transaction(self._conn):
             refusal = await accounting.admit(
-                self._conn,
-                job_id,
-                submission.request,
-                submission.user_id,
-                submission.guild_id,
-                submission.role_ids,
-                submission.is_admin,
-                created_at,
+                self._conn, job_id, submission.member, submission.request, created_at
             )
             if refusal is None:
                 await journal.insert_job(
@@ -299,13 +296,7 @@ class JobQueue:
         For answering before the interaction is deferred, so a refusal can be ephemeral;
         ``submit`` checks again, atomically, and stays the authority."""
         refusal = await accounting.refusal_for(
-            self._conn,
-            submission.request,
-            submission.user_id,
-            submission.guild_id,
-            submission.role_ids,
-            submission.is_admin,
-            self._now(),
+            self._conn, submission.member, submission.request, self._now()
         )
         return refusal.message if refusal else None
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.accounting import limits_for, usage_by_period
+from bot.accounting import Member, limits_for, usage_by_period
 from bot.quota import Period, QuotaLimits, reset_at
 
 
@@ -40,7 +40,8 @@ class QuotaStatus:
         self, user_id: int, guild_id: int | None, role_ids: Sequence[int], is_admin: bool
     ) -> QuotaReport:
         now = self._clock()
-        limits: QuotaLimits = await limits_for(self._conn, user_id, guild_id, role_ids, is_admin)
+        member = Member(user_id, guild_id, role_ids, is_admin)
+        limits: QuotaLimits = await limits_for(self._conn, member)
         periods = []
         for period, used in (await usage_by_period(self._conn, user_id, guild_id, now)).items():
             image_limit = limits.limit("images", period)
