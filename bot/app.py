@@ -50,7 +50,10 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             settings.models_dir,
             device=device,
             default_model=settings.default_model,
+            default_upscaler=settings.default_upscaler,
+            allow_pickle=settings.allow_pickle,
             wildcards_dir=settings.existing_wildcards_dir,
+            cpu_offload=settings.cpu_offload,
         )
 
     return build_engine

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
     tiny.add_argument("--inpainting", action="store_true")
+    tiny.add_argument(
+        "--upscaler",
+        type=int,
+        choices=[2, 4],
+        metavar="SCALE",
+        help="instead, write a tiny ESRGAN upscaler as DIR/tiny-esrgan-<SCALE>x.safetensors",
+    )
     commands.add_parser("doctor", help="check settings, models, devices, database and broker")
     return parser
 
@@ -139,16 +146,11 @@ def render_request(args: argparse.Namespace) -> RenderRequest:
 
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     request = render_request(args)
+    from bot.app import engine_factory_for
     from inference.devices import resolve_devices
-    from inference.engine import Engine
     from inference.types import RenderInputError
 
-    engine = Engine(
-        settings.models_dir,
-        device=resolve_devices(settings.devices)[0],
-        default_model=settings.default_model,
-        wildcards_dir=settings.existing_wildcards_dir,
-    )
+    engine = engine_factory_for(settings)(resolve_devices(settings.devices)[0])
     try:
         images = engine.render(request)
     except RenderInputError as error:
@@ -191,9 +193,12 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.tiny import write_tiny_model
+    from inference.tiny import write_tiny_model, write_tiny_upscaler
 
-    path = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
+    if args.upscaler:
+        path = write_tiny_upscaler(args.directory, scale=args.upscaler)
+    else:
+        path = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
     print(path)
     return 0
 

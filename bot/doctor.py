@@ -8,9 +8,13 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from bot.settings import Settings
+
+if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
+    from inference.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,26 @@ def _database_check(settings: Settings) -> Check:
     return Check("database", True, f"{path} at schema version {version}")
 
 
+def _upscalers_check(registry: ModelRegistry, default: str | None) -> Check:
+    """Lanczos always works; model upscalers are listed, pickles left out are named, and the
+    default must be one of them."""
+    from inference.types import RenderInputError
+
+    try:
+        default_name = registry.resolve_upscaler(None, default)[0]
+    except RenderInputError as error:
+        return Check("upscalers", False, f"EASEL_DEFAULT_UPSCALER: {error}")
+    detail = f"{', '.join(registry.upscaler_names())}; default {default_name}"
+    if not registry.allow_pickle:
+        pickled = registry.pickled_upscaler_files()
+        if pickled:
+            detail += (
+                f" (left out, pickle files: {', '.join(sorted(p.name for p in pickled.values()))}"
+                "; convert them to .safetensors or set EASEL_ALLOW_PICKLE=1)"
+            )
+    return Check("upscalers", True, detail)
+
+
 def diagnose(settings: Settings) -> Iterator[Check]:
     if settings.discord_token:
         yield Check("settings", True, "DISCORD_TOKEN is set")
@@ -69,7 +93,8 @@ def diagnose(settings: Settings) -> Iterator[Check]:
 
     from inference.registry import ModelRegistry
 
-    models = ModelRegistry(settings.models_dir).names()
+    registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
+    models = registry.names()
     if models:
         yield Check("models", True, f"{len(models)} in {settings.models_dir}: {', '.join(models)}")
     else:
@@ -80,6 +105,7 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             "there (or run `easel tiny-model models/tiny` to try Easel out)",
         )
 
+    yield _upscalers_check(registry, settings.default_upscaler)
     yield _database_check(settings)
 
     if settings.queue_url:

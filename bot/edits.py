@@ -27,11 +27,9 @@ from inference.limits import MIN_SIZE
 from inference.presets import vary_strength
 from inference.samplers import canonical_sampler_name
 from inference.types import Mode, RenderInputError, RenderRequest
-from inference.upscale import UPSCALER_NAME, UpscaleOptions
+from inference.upscale import UpscaleOptions
 from inference.validation import validate_request
 
-# What /upscale can run: spandrel's model upscalers cannot be installed here.
-UPSCALERS = (UPSCALER_NAME,)
 DEFAULT_INPAINT_DENOISE = 0.75
 
 
@@ -186,15 +184,22 @@ def upscale_request(
     picture: Picture,
     factor: int,
     mode: str = "fast",
-    upscaler: str = UPSCALER_NAME,
+    *,
+    upscaler: str | None = None,
+    installed_upscalers: Collection[str] = (),
 ) -> RenderRequest:
-    """Enlarge ``picture`` ``factor`` times: ``fast`` resamples only, ``creative`` re-details
-    with a light img2img pass using ``base``'s prompt and model."""
-    if upscaler.casefold() not in {name.casefold() for name in UPSCALERS}:
-        raise RequestError(
-            f"upscaler {upscaler!r} is not installed; choose one of {', '.join(UPSCALERS)}"
-        )
+    """Enlarge ``picture`` ``factor`` times with ``upscaler`` (None: the worker's default,
+    its first model upscaler, else Lanczos); ``creative`` then re-details with a light
+    img2img pass using ``base``'s prompt and model."""
     options: dict[str, Any] = {"upscale_factor": factor, "upscale_mode": mode}
+    if upscaler is not None:
+        by_folded = {name.casefold(): name for name in installed_upscalers}
+        if upscaler.casefold() not in by_folded:
+            raise RequestError(
+                f"upscaler {upscaler!r} is not installed; choose one of "
+                f"{', '.join(installed_upscalers)}"
+            )
+        options["upscaler"] = by_folded[upscaler.casefold()]
     try:
         UpscaleOptions.from_options(options).output_size(picture.width, picture.height)
     except RenderInputError as error:

@@ -25,7 +25,8 @@ class Services:
     wildcards_dir: Path
     # Uploaded pictures (/vary, /inpaint, /upscale), saved as PNG for the engine to read.
     inputs_dir: Path
-    models_dir: Path
+    # Folder scans only (no torch): what the autocomplete lists and requests are checked against.
+    registry: ModelRegistry
     styles_path: Path
 
     @classmethod
@@ -38,13 +39,17 @@ class Services:
             QuotaStatus(conn),
             settings.wildcards_dir,
             settings.data_dir / "inputs",
-            settings.models_dir,
+            ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle),
             settings.data_dir / "styles.csv",
         )
 
     def model_names(self) -> list[str]:
-        """Installed checkpoints, from a folder scan (no torch)."""
-        return ModelRegistry(self.models_dir).names()
+        """Installed checkpoints."""
+        return self.registry.names()
+
+    def upscaler_names(self) -> list[str]:
+        """Lanczos and the installed model upscalers."""
+        return self.registry.upscaler_names()
 
     def styles(self) -> dict[str, Style]:
         return load_styles(self.styles_path)

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default=Path("models"), validation_alias="EASEL_MODELS_DIR")
     wildcards_dir: Path = Field(default=Path("wildcards"), validation_alias="EASEL_WILDCARDS_DIR")
     default_model: str | None = Field(default=None, validation_alias="EASEL_DEFAULT_MODEL")
+    # What /upscale uses when no upscaler is named; None: the first model upscaler, else Lanczos.
+    default_upscaler: str | None = Field(default=None, validation_alias="EASEL_DEFAULT_UPSCALER")
+    # Pickle files (.ckpt, .pt, .pth) can run code when loaded: off unless an admin trusts them.
+    allow_pickle: bool = Field(default=False, validation_alias="EASEL_ALLOW_PICKLE")
+    # Keep each model part in CPU memory until the pipeline needs it: slower, fits small GPUs.
+    cpu_offload: bool = Field(default=False, validation_alias="EASEL_CPU_OFFLOAD")
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
     devices: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="EASEL_DEVICES"
@@ -38,7 +44,7 @@ class Settings(BaseSettings):
     # With a broker: how many jobs the bot keeps in flight on it at once.
     remote_slots: int = Field(default=8, ge=1, le=1024, validation_alias="EASEL_REMOTE_SLOTS")
 
-    @field_validator("dev_guild_id", "default_model", mode="before")
+    @field_validator("dev_guild_id", "default_model", "default_upscaler", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

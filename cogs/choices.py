@@ -8,7 +8,6 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.edits import UPSCALERS
 from cogs.common import services_of
 from inference.samplers import sampler_names
 
@@ -48,4 +47,4 @@ async def style_choices(
 async def upscaler_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
-    return matching_choices(UPSCALERS, current)
+    return matching_choices(services_of(interaction).upscaler_names(), current)

@@ -30,7 +30,6 @@ from cogs.choices import upscaler_choices
 from cogs.common import services_of
 from cogs.results import submit_from_interaction
 from inference.types import RenderRequest
-from inference.upscale import UPSCALER_NAME
 
 # A message link (https://discord.com/channels/<guild>/<channel>/<message>) or a bare id.
 _MESSAGE_REFERENCE = re.compile(
@@ -212,7 +211,7 @@ class EditCog(commands.Cog):
         image="The picture to enlarge",
         scale="2x or 4x (default 2x)",
         mode="fast: resample only; creative: re-detail with the picture's prompt",
-        upscaler="How to resample (installed upscalers)",
+        upscaler="Which upscaler (default: the configured one, else the first model installed)",
     )
     @app_commands.autocomplete(upscaler=upscaler_choices)
     async def upscale(
@@ -221,7 +220,7 @@ class EditCog(commands.Cog):
         image: discord.Attachment,
         scale: Literal[2, 4] = 2,
         mode: Literal["fast", "creative"] = "fast",
-        upscaler: str = UPSCALER_NAME,
+        upscaler: str | None = None,
     ) -> None:
         await self._upscale(interaction, image, scale, mode, upscaler)
 
@@ -236,7 +235,7 @@ class EditCog(commands.Cog):
         image: discord.Attachment,
         factor: int,
         mode: str = "fast",
-        upscaler: str = UPSCALER_NAME,
+        upscaler: str | None = None,
     ) -> None:
         services = services_of(interaction)
         async with SavedInputs(services) as inputs:
@@ -244,5 +243,12 @@ class EditCog(commands.Cog):
             base = request_from_infotext(
                 picture.infotext, None, services.model_names(), prompt_required=False
             )
-            request = upscale_request(base, picture, factor, mode, upscaler)
+            request = upscale_request(
+                base,
+                picture,
+                factor,
+                mode,
+                upscaler=upscaler,
+                installed_upscalers=services.upscaler_names(),
+            )
             await _submit(interaction, inputs, "upscale", request)

@@ -39,6 +39,7 @@ from inference.infotext import (
     png_with_infotext,
 )
 from inference.limits import MAX_BATCH_IMAGES, MAX_SEED
+from inference.model_upscale import ModelUpscaler, TileDone, load_upscaler, model_upscale
 from inference.networks import (
     EmbeddingTokens,
     applied_embeddings,
@@ -61,7 +62,6 @@ from inference.types import (
     StepProgress,
 )
 from inference.upscale import (
-    UPSCALER_NAME,
     HiresOptions,
     UpscaleOptions,
     lanczos_upscale,
@@ -226,6 +226,7 @@ class Engine:
         device: str = "cpu",
         default_model: str | None = None,
         *,
+        default_upscaler: str | None = None,
         allow_pickle: bool = False,
         dtype: torch.dtype | None = None,
         max_loaded_models: int = 1,
@@ -244,6 +245,7 @@ class Engine:
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
         self.default_model = default_model
+        self.default_upscaler = default_upscaler
         # Half precision halves GPU memory and time; CPUs are faster (and exact) in float32.
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         self.max_loaded_models = max_loaded_models
@@ -253,6 +255,8 @@ class Engine:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
+        # The last model upscaler, kept while it is asked for again.
+        self._upscaler: ModelUpscaler | None = None
 
     def list_models(self) -> list[str]:
         return self.registry.names()
@@ -264,6 +268,8 @@ class Engine:
     def unload(self) -> None:
         """Drop every cached model (for shutdown or to free the device)."""
         self._loaded.clear()
+        self._vae_override = None
+        self._upscaler = None
         self._release_device_memory()
 
     def render(
@@ -465,6 +471,26 @@ class Engine:
                 embedding_hashes=self._short_hashes(applied.names, embedding_files),
             )
 
+    def _enlarge(
+        self,
+        image: Image.Image,
+        size: tuple[int, int],
+        upscaler_name: str | None,
+        cancel: threading.Event | None,
+        on_tile: TileDone | None = None,
+    ) -> tuple[Image.Image, str]:
+        """``image`` resized to ``size`` by the named upscaler (None: the default one), and
+        the name of the upscaler used, for the infotext."""
+        name, path = self.registry.resolve_upscaler(upscaler_name, self.default_upscaler)
+        if path is None:
+            return lanczos_upscale(image, size), name
+        cached = self._upscaler
+        if cached is None or cached.path != path:
+            self._upscaler = None  # drop the old one before loading the next
+            self._release_device_memory()
+            cached = self._upscaler = load_upscaler(name, path, self.device)
+        return model_upscale(cached, image, size, cancel=cancel, on_tile=on_tile), name
+
     def _short_hashes(self, names: Sequence[str], files: dict[str, Path]) -> dict[str, str]:
         return {name: self.registry.sha256(files[name])[:NETWORK_HASH_LENGTH] for name in names}
 
@@ -515,7 +541,10 @@ class Engine:
         params: dict[str, object] = {}
         if hires is not None:
             hires_size = scaled_render_size(*size, hires.scale)
-            upscaled = [lanczos_upscale(image, hires_size) for image in images]
+            enlarged = [
+                self._enlarge(image, hires_size, hires.upscaler, cancel) for image in images
+            ]
+            upscaled = [image for image, _ in enlarged]
             hires_task = _pipeline_task("img2img", model.inpainting_unet)
             tracker.later_steps = 0
             arguments = _task_arguments(
@@ -536,7 +565,7 @@ class Engine:
                 "Denoising strength": hires.denoising,
                 "Hires upscale": hires.scale,
                 "Hires steps": hires.steps or None,
-                "Hires upscaler": UPSCALER_NAME,
+                "Hires upscaler": enlarged[0][1],
             }
         if inputs.canvas is not None:
             images = [inputs.canvas.composite(image) for image in images]
@@ -617,7 +646,8 @@ class Engine:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> list[RenderedImage]:
-        """Enlarge ``init_image`` with Lanczos; ``creative`` then re-details it with img2img.
+        """Enlarge ``init_image`` with the upscaler asked for (a model, or Lanczos);
+        ``creative`` then re-details it with img2img.
 
         The picture's own infotext is kept (plus the postprocessing keys), so an upscaled
         result still says how it was made.
@@ -626,14 +656,17 @@ class Engine:
         options = UpscaleOptions.from_options(request.options)
         source = load_input_image(request.init_image, "image to upscale")
         size = options.output_size(*source.size)
+        # An unknown name fails before any work.
+        self.registry.resolve_upscaler(options.upscaler, self.default_upscaler)
         original = infotext_from_png(Path(request.init_image).read_bytes())
         prompt, negative, params = (
             parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
         )
-        image = lanczos_upscale(source, size)
+        tracker = _StepTracker(progress, cancel)
+        image, upscaler = self._enlarge(source, size, options.upscaler, cancel, tracker.on_tile)
         postprocess = {
             "Postprocess upscale by": options.factor,
-            "Postprocess upscaler": UPSCALER_NAME,
+            "Postprocess upscaler": upscaler,
         }
         if options.mode == "fast":
             _raise_if_cancelled(cancel)
@@ -654,7 +687,6 @@ class Engine:
         model = self._load(entry)
         task = _pipeline_task("img2img", model.inpainting_unet)
         arguments = _task_arguments(task, size, options.strength, [image], None, 1)
-        tracker = _StepTracker(progress, cancel)
         with self._networks(model, request, [job]) as networks:
             [image] = self._denoise(
                 model, task, request, [job], size, request.steps, arguments, tracker, networks
@@ -722,6 +754,11 @@ class _StepTracker:
     def begin_pass(self) -> None:
         self.finished_steps += self.pass_steps
         self.pass_steps = 0
+
+    def on_tile(self, done: int, total: int) -> None:
+        """Progress of a model upscale, tile by tile (it has no denoising steps)."""
+        if self.progress is not None:
+            self.progress(StepProgress(done, total, time.monotonic() - self.started))
 
     def on_step_end(
         self, pipeline: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]

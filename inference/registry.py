@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from inference.types import RenderInputError
+from inference.upscale import LANCZOS
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ NETWORK_FOLDERS: dict[NetworkKind, tuple[str, ...]] = {
     "vae": ("vae", "VAE"),
 }
 NETWORK_SUFFIX = ".safetensors"
+# Model upscalers (anything spandrel loads): Easel's folder, then the web UI's.
+UPSCALER_FOLDERS = ("upscalers", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")
+# Most upscalers are published as pickles; they are listed only where pickles are allowed.
+UPSCALER_PICKLE_SUFFIXES = (".pth", ".pt")
 
 
 @dataclass(frozen=True)
@@ -131,15 +136,64 @@ class ModelRegistry:
     def network_files(self, kind: NetworkKind) -> dict[str, Path]:
         """``.safetensors`` LoRAs, embeddings or VAEs by file stem (subfolders included, as in
         the web UI); pickles are never listed, they could run code when loaded."""
+        return self._files_in(NETWORK_FOLDERS[kind], (NETWORK_SUFFIX,), kind)
+
+    def upscaler_files(self) -> dict[str, Path]:
+        """Model upscalers by file stem: ``.safetensors``, plus ``.pth``/``.pt`` where pickles
+        are allowed (spandrel still opens those with its restricted unpickler)."""
+        pickles = UPSCALER_PICKLE_SUFFIXES if self.allow_pickle else ()
+        return self._files_in(UPSCALER_FOLDERS, (NETWORK_SUFFIX, *pickles), "upscaler")
+
+    def upscaler_names(self) -> list[str]:
+        """Lanczos (always there), then the model upscalers in name order."""
+        return [LANCZOS, *sorted(self.upscaler_files(), key=str.casefold)]
+
+    def resolve_upscaler(
+        self, name: str | None, default: str | None = None
+    ) -> tuple[str, Path | None]:
+        """``(name, file)`` for an upscaler name in any letter case; the file is None for
+        Lanczos. No name means ``default``, else the first model upscaler, else Lanczos."""
+        files = self.upscaler_files()
+        name = name or default
+        if name is None:
+            if not files:
+                return LANCZOS, None
+            first = min(files, key=str.casefold)
+            return first, files[first]
+        if name.casefold() == LANCZOS.casefold():
+            return LANCZOS, None
+        for stem, path in files.items():
+            if stem.casefold() == name.casefold():
+                return stem, path
+        for stem, path in self.pickled_upscaler_files().items():
+            if stem.casefold() == name.casefold():
+                raise RenderInputError(
+                    f"upscaler {name!r} is a pickle file ({path.name}), which can run code when "
+                    "loaded; convert it to .safetensors, or let an admin allow pickle files "
+                    "(EASEL_ALLOW_PICKLE=1)"
+                )
+        raise RenderInputError(
+            f"unknown upscaler {name!r}; available: {', '.join(self.upscaler_names())}"
+        )
+
+    def pickled_upscaler_files(self) -> dict[str, Path]:
+        """Upscalers published as pickles (listed only where pickles are allowed)."""
+        return self._files_in(UPSCALER_FOLDERS, UPSCALER_PICKLE_SUFFIXES, "upscaler")
+
+    def _files_in(
+        self, folder_names: tuple[str, ...], suffixes: tuple[str, ...], kind: str
+    ) -> dict[str, Path]:
+        """Files with one of ``suffixes`` under the folders, by stem; the first one found wins."""
         files: dict[str, Path] = {}
         seen: set[Path] = set()
-        for folder_name in NETWORK_FOLDERS[kind]:
+        for folder_name in folder_names:
             folder = self.models_dir / folder_name
             # On a case-insensitive disk ``lora`` and ``Lora`` are one folder.
             if not folder.is_dir() or folder.resolve() in seen:
                 continue
             seen.add(folder.resolve())
-            for path in sorted(folder.rglob(f"*{NETWORK_SUFFIX}")):
+            found = (p for p in folder.rglob("*") if p.suffix in suffixes and p.is_file())
+            for path in sorted(found):
                 if path.stem in files:
                     log.warning("%s %s at %s hidden by %s", kind, path.stem, path, files[path.stem])
                     continue

@@ -273,6 +273,16 @@ def write_tiny_vae(path: Path, seed: int = 1) -> Path:
     return _save(vae_to_ldm(vae.state_dict(), vae.config), path)
 
 
+def write_tiny_upscaler(directory: Path, scale: int = 4, seed: int = 0) -> Path:
+    """A random-weight ESRGAN (RRDBNet: 8 filters, 1 block) as ``tiny-esrgan-<scale>x``,
+    loaded by spandrel like any ESRGAN download."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    model = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+    return _save(model.state_dict(), directory / f"tiny-esrgan-{scale}x.safetensors")
+
+
 def _save(weights: dict[str, torch.Tensor], path: Path) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -1,5 +1,5 @@
-"""Upscaling (Lanczos; spandrel's model upscalers are not installable here) and the options of
-the two features built on it: hires fix and the ``upscale`` mode. Pure PIL: no torch."""
+"""Lanczos resampling and the options of the two features that enlarge pictures: hires fix and
+the ``upscale`` mode. Pure PIL: no torch (model upscalers live in ``inference.model_upscale``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from PIL import Image
 from inference.limits import MAX_SIZE, MAX_STEPS, SIZE_MULTIPLE
 from inference.types import RenderInputError
 
-UPSCALER_NAME = "Lanczos"
+# The upscaler that needs no model file; the others are named after their files.
+LANCZOS = "Lanczos"
 # A fast (no model) upscale may go past the render limit; this caps memory and PNG size.
 MAX_UPSCALED_SIDE = 8192
 
@@ -21,6 +22,12 @@ UPSCALE_FACTORS = (2, 4)
 DEFAULT_CREATIVE_STRENGTH = 0.35
 MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
 DEFAULT_HIRES_DENOISING = 0.7  # the web UI's default
+
+
+def _upscaler_name(option: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RenderInputError(f"{option} must be an upscaler's name, got {value!r}")
+    return value.strip()
 
 
 def lanczos_upscale(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -42,6 +49,7 @@ class HiresOptions:
     scale: float
     steps: int  # 0: as many as the first pass
     denoising: float
+    upscaler: str = LANCZOS  # quick, and the second pass redraws the detail anyway
 
     @classmethod
     def from_options(
@@ -65,13 +73,14 @@ class HiresOptions:
             raise RenderInputError(
                 f"hires denoising must be above 0 and at most 1, got {denoising!r}"
             )
+        upscaler = _upscaler_name("hires upscaler", options.get("hires_upscaler", LANCZOS))
         target = scaled_render_size(width, height, scale)
         if max(target) > MAX_SIZE:
             raise RenderInputError(
                 f"hires fix would render {target[0]}x{target[1]}; the largest side allowed is "
                 f"{MAX_SIZE}: lower the size or the hires scale"
             )
-        return cls(float(scale), steps, float(denoising))
+        return cls(float(scale), steps, float(denoising), upscaler)
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class UpscaleOptions:
     factor: int
     mode: UpscaleMode
     strength: float  # the creative pass's denoising strength
+    upscaler: str | None  # None: the engine's default upscaler
 
     @classmethod
     def from_options(cls, options: dict[str, object]) -> UpscaleOptions:
@@ -93,7 +103,10 @@ class UpscaleOptions:
             raise RenderInputError(
                 f"upscale strength must be above 0 and at most 1, got {strength!r}"
             )
-        return cls(factor, mode, float(strength))
+        upscaler = options.get("upscaler")
+        if upscaler is not None:
+            upscaler = _upscaler_name("upscaler", upscaler)
+        return cls(factor, mode, float(strength), upscaler)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The upscaled size, refused when too large (creative mode renders at that size)."""

@@ -38,9 +38,7 @@ def easel_settings(
 def easel_settings_for_test(
     fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
 ) -> Settings:
-    return easel_settings(
-        fake_discord, tmp_path / "data", tiny_models_dir, tmp_path / "wildcards"
-    )
+    return easel_settings(fake_discord, tmp_path / "data", tiny_models_dir, tmp_path / "wildcards")
 
 
 @pytest.fixture

@@ -130,23 +130,41 @@ async def test_inpaint_repaints_the_masked_area_only(
 async def test_upscale_command_and_upscale_buttons_are_jobs(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
+    fox = ("fox.png", source_png())
     async with start_easel() as bot:
         handle = await fake_discord.invoke_command(
-            "upscale", {"scale": 4}, attachments={"image": ("fox.png", source_png())}
+            "upscale", {"scale": 4}, attachments={"image": fox}
         )
         result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         assert size_of(result) == (256, 256)
+        # No upscaler named: the installed model upscaler (2x, run twice), not Lanczos.
+        assert params_of(result)[1]["Postprocess upscaler"] == "tiny-esrgan-2x"
         choices = await fake_discord.autocomplete(
-            "upscale", {"image": ("fox.png", source_png()), "upscaler": "lan"}, "upscaler"
+            "upscale", {"image": fox, "upscaler": ""}, "upscaler"
         )
-        assert [choice["value"] for choice in choices] == ["Lanczos"]
+        assert [choice["value"] for choice in choices] == ["Lanczos", "tiny-esrgan-2x"]
+        lanczos = await (
+            await fake_discord.invoke_command(
+                "upscale", {"upscaler": "lanczos"}, attachments={"image": fox}
+            )
+        ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert params_of(lanczos)[1]["Postprocess upscaler"] == "Lanczos"
+        refused = await (
+            await fake_discord.invoke_command(
+                "upscale", {"upscaler": "4x-UltraSharp"}, attachments={"image": fox}
+            )
+        ).wait_for_original(lambda m: not m.is_loading)
+        assert refused.is_ephemeral
+        assert "'4x-UltraSharp' is not installed; choose one of Lanczos, tiny-esrgan-2x" in (
+            refused.content
+        )
 
         button = await (await fake_discord.click(result, label="Upscale (2x)")).wait_for_original(
             has_picture, timeout=RENDER_TIMEOUT_S
         )
         assert size_of(button) == (512, 512)
         history = await bot.services.history.page(fake_discord.user_id, 0)
-        assert [line.status for line in history.lines] == ["done", "done"]  # journaled
+        assert [line.status for line in history.lines] == ["done", "done", "done"]  # journaled
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -97,8 +97,16 @@ def test_upscale_checks_factor_size_and_upscaler() -> None:
         upscale_request(RenderRequest(""), PICTURE, 3)
     with pytest.raises(RequestError, match="largest side allowed is 2048"):
         upscale_request(RenderRequest(""), Picture(PICTURE.path, 1024, 1024), 4, "creative")
-    with pytest.raises(RequestError, match="choose one of Lanczos"):
-        upscale_request(RenderRequest(""), PICTURE, 2, upscaler="ESRGAN")
+    installed = ["Lanczos", "4x-UltraSharp"]
+    with pytest.raises(RequestError, match="'ESRGAN' is not installed; choose one of Lanczos, 4x"):
+        upscale_request(
+            RenderRequest(""), PICTURE, 2, upscaler="ESRGAN", installed_upscalers=installed
+        )
+    # Any letter case; the request carries the installed spelling.
+    chosen = upscale_request(
+        RenderRequest(""), PICTURE, 2, upscaler="4X-ULTRASHARP", installed_upscalers=installed
+    )
+    assert chosen.options["upscaler"] == "4x-UltraSharp"
 
 
 def test_input_paths_are_fresh_pngs(tmp_path: Path) -> None:

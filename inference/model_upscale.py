@@ -1,0 +1,168 @@
+"""Model upscalers (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT, … whatever spandrel recognises),
+run tile by tile so device memory stays bounded whatever the picture's size.
+
+Neighbouring tiles overlap and are blended with linear ramps across the overlap, so no seam
+shows where one tile's output meets the next.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
+
+from inference.types import RenderCancelled, RenderInputError
+
+# Input pixels per tile side: a 4x model's 256x256 tile is a 1024x1024 output in memory.
+DEFAULT_TILE = 256
+# Input pixels shared by neighbouring tiles; their outputs are cross-faded over it.
+DEFAULT_TILE_OVERLAP = 16
+# A 2x model asked for 8x runs three times at most, then Lanczos makes the exact size.
+MAX_MODEL_PASSES = 3
+
+TileDone = Callable[[int, int], None]  # (tiles done, tiles in all)
+
+
+@dataclass
+class ModelUpscaler:
+    """A loaded upscaler on its device, with the dtype its inputs must have."""
+
+    name: str
+    path: Path
+    descriptor: ImageModelDescriptor[Any]
+
+    @property
+    def scale(self) -> int:
+        return int(self.descriptor.scale)
+
+
+def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
+    """Load ``path`` with spandrel; refuse files that are not (super-resolution) upscalers."""
+    try:
+        descriptor = ModelLoader(device="cpu").load_from_file(path)
+    except UnsupportedModelError:
+        raise RenderInputError(
+            f"upscaler {name!r} ({path.name}) is not an architecture spandrel recognises"
+        ) from None
+    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
+        raise RenderInputError(
+            f"upscaler {name!r} ({path.name}) is a {descriptor.architecture.name} model for "
+            f"{descriptor.purpose} at scale {descriptor.scale}, not an upscaler"
+        )
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise RenderInputError(
+            f"upscaler {name!r} works on {descriptor.input_channels}-channel pictures; "
+            "only RGB (3-channel) upscalers are supported"
+        )
+    # Half precision where the architecture allows it: half the memory, tensor-core speed.
+    half = device.startswith("cuda") and descriptor.supports_half
+    descriptor.to(torch.device(device), torch.float16 if half else torch.float32).eval()
+    return ModelUpscaler(name, path, descriptor)
+
+
+def model_upscale(
+    upscaler: ModelUpscaler,
+    image: Image.Image,
+    size: tuple[int, int],
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_TILE_OVERLAP,
+    cancel: threading.Event | None = None,
+    on_tile: TileDone | None = None,
+) -> Image.Image:
+    """``image`` enlarged to ``size``: the model runs until the picture is at least that big
+    (at most ``MAX_MODEL_PASSES`` times), then Lanczos resamples to the exact size, as the
+    web UI does when the model's scale differs from the one asked for."""
+    image = image.convert("RGB")
+    passes = _passes_needed(image.size, size, upscaler.scale)
+    for _ in range(passes):
+        image = upscale_tiled(upscaler, image, tile, overlap, cancel, on_tile)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
+
+
+def _passes_needed(source: tuple[int, int], target: tuple[int, int], scale: int) -> int:
+    ratio = max(target[0] / source[0], target[1] / source[1])
+    if ratio <= 1:
+        return 0
+    return min(MAX_MODEL_PASSES, math.ceil(math.log(ratio, scale) - 1e-9))
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the fewest tiles of at most ``tile`` pixels that cover ``length``
+    with at least ``overlap`` pixels shared by neighbours; all of one size, spread evenly so
+    no tile is wasted on a sliver at the edge."""
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile overlap must be from 0 to {tile - 1}, got {overlap}")
+    if length <= tile:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    side = math.ceil((length + (count - 1) * overlap) / count)
+    starts = [index * (length - side) // (count - 1) for index in range(count)]
+    return [(start, start + side) for start in starts]
+
+
+def _ramp(length: int, fade_start: bool, fade_end: bool, fade: int) -> np.ndarray:
+    """Weights along one tile side: rising over ``fade`` pixels at an edge shared with a
+    neighbour, 1 elsewhere (never 0, so a pixel always has some weight)."""
+    weights = np.ones(length, dtype=np.float32)
+    fade = min(fade, length // 2)
+    if fade:
+        rising = np.arange(1, fade + 1, dtype=np.float32) / (fade + 1)
+        if fade_start:
+            weights[:fade] = rising
+        if fade_end:
+            weights[length - fade :] = rising[::-1]
+    return weights
+
+
+def upscale_tiled(
+    upscaler: ModelUpscaler,
+    image: Image.Image,
+    tile: int,
+    overlap: int,
+    cancel: threading.Event | None = None,
+    on_tile: TileDone | None = None,
+) -> Image.Image:
+    """One pass of the model over ``image``, ``tile`` input pixels at a time."""
+    descriptor = upscaler.descriptor
+    scale = descriptor.scale
+    if descriptor.tiling == ModelTiling.INTERNAL:
+        tile = max(image.size)  # the model tiles by itself and wants the whole picture
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    height, width = pixels.shape[1:]
+    output = torch.zeros(3, height * scale, width * scale)
+    weight = torch.zeros(1, height * scale, width * scale)
+    rows, columns = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
+    done, total = 0, len(rows) * len(columns)
+    for top, bottom in rows:
+        for left, right in columns:
+            if cancel is not None and cancel.is_set():
+                raise RenderCancelled("cancelled")
+            piece = pixels[:, top:bottom, left:right].unsqueeze(0)
+            piece = piece.to(descriptor.device, descriptor.dtype)
+            result = descriptor(piece)[0].float().cpu()
+            ramp_y = _ramp(result.shape[1], top > 0, bottom < height, overlap * scale)
+            ramp_x = _ramp(result.shape[2], left > 0, right < width, overlap * scale)
+            tile_weight = torch.from_numpy(np.outer(ramp_y, ramp_x)).unsqueeze(0)
+            box = (
+                slice(None),
+                slice(top * scale, bottom * scale),
+                slice(left * scale, right * scale),
+            )
+            output[box] += result * tile_weight
+            weight[box] += tile_weight
+            done += 1
+            if on_tile is not None:
+                on_tile(done, total)
+    blended = (output / weight).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    return Image.fromarray(blended.permute(1, 2, 0).numpy())
