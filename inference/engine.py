@@ -15,6 +15,7 @@ import json
 import secrets
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +84,9 @@ VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
 transformers.utils.logging.disable_progress_bar()
+# DPM++ SDE asks its Brownian tree for the largest sigma in float32 while the tree was built
+# with the float64 value; torchsde clamps the last digit and warns at every render.
+warnings.filterwarnings("ignore", message="Should have tb<=t1", module="torchsde")
 
 
 def _resolve_seed(seed: int | None) -> int:
@@ -608,6 +612,7 @@ class Engine:
             ]
         ).to(self.device, self.dtype)
         _use_noise_for_img2img(scheduler, noise)
+        _seed_brownian_noise(scheduler, jobs)
         start = {"latents": noise} if arguments.starts_from_noise else {}
         tracker.begin_pass()
         with torch.inference_mode():
@@ -918,6 +923,13 @@ def _use_noise_for_img2img(scheduler: Any, noise: torch.Tensor) -> None:
         return noised
 
     scheduler.add_noise = add_seeded_noise
+
+
+def _seed_brownian_noise(scheduler: Any, jobs: Sequence[ImageJob]) -> None:
+    """DPM++ SDE draws its noise from a Brownian tree; one tree per picture, seeded with the
+    picture's seed as the web UI does, keeps a picture the same whether batched or alone."""
+    if hasattr(scheduler, "noise_sampler_seed"):
+        scheduler.noise_sampler_seed = [job.seed for job in jobs]
 
 
 def _inpaint_infotext(request: RenderRequest) -> dict[str, object]:

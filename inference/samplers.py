@@ -3,10 +3,9 @@
 Pure Python at import time (diffusers is imported only to build a scheduler) so the bot can
 validate a sampler name without loading torch.
 
-Two names have no exact diffusers twin and use the closest solver:
-``DPM++ 2S a`` -> second-order single-step DPM-Solver++ (deterministic, not ancestral) and
-``DPM++ SDE`` -> second-order single-step SDE-DPM-Solver++ (k-diffusion's Brownian-tree
-version needs the torchsde package, and its noise would not follow our per-image seeds).
+``DPM++ 2S a`` has no diffusers twin and uses the closest solver: second-order single-step
+DPM-Solver++ (deterministic, not ancestral). ``DPM++ SDE`` is k-diffusion's sampler ported by
+diffusers, with its Brownian-tree noise (torchsde) seeded per picture by the engine.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ BASE_SAMPLERS: dict[str, SamplerSpec] = {
     "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
     "DPM++ 2S a": SamplerSpec("DPMSolverSinglestepScheduler", _DPM_SOLVER_PP_2),
     "DPM++ 2M": SamplerSpec("DPMSolverMultistepScheduler", _DPM_SOLVER_PP_2),
-    "DPM++ SDE": SamplerSpec("DPMSolverSinglestepScheduler", _SDE_DPM_SOLVER_PP_2),
+    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler"),
     "DPM++ 2M SDE": SamplerSpec("DPMSolverMultistepScheduler", _SDE_DPM_SOLVER_PP_2),
     # SD was trained without sample clipping and with alpha_prod at t=0 below one.
     "DDIM": SamplerSpec(

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
 import diffusers
+import numpy as np
 import pytest
 
 from inference.engine import Engine
@@ -17,6 +19,8 @@ from inference.samplers import (
 )
 from inference.tiny import SD_SCHEDULER_CONFIG
 from inference.types import RenderInputError, RenderRequest
+from tests.inference.conftest import PixelReader
+from tests.inference.test_batching import BATCH_TOLERANCE
 
 WEB_UI_NAMES = [
     "Euler a",
@@ -84,3 +88,16 @@ def test_every_sampler_renders_on_the_tiny_model(engine: Engine, name: str) -> N
     request = RenderRequest("a cat", seed=5, steps=2, width=64, height=64, sampler=name)
     [image] = engine.render(request)
     assert parse_infotext(image.infotext)[2]["Sampler"] == name
+
+
+def test_dpm_sde_noise_follows_each_picture_s_seed(engine: Engine, pixels: PixelReader) -> None:
+    """The Brownian tree is seeded per picture: the same seed gives the same picture, alone or
+    as the second of a batch, and another seed another picture."""
+    request = RenderRequest("a cat", seed=5, steps=4, width=64, height=64, sampler="DPM++ SDE")
+    first, again = engine.render(request)[0], engine.render(request)[0]
+    assert first.png == again.png
+    second_alone = engine.render(dataclasses.replace(request, seed=6))[0]
+    pair = engine.render(dataclasses.replace(request, count=2))
+    assert np.abs(pixels(pair[0].png) - pixels(first.png)).max() <= BATCH_TOLERANCE
+    assert np.abs(pixels(pair[1].png) - pixels(second_alone.png)).max() <= BATCH_TOLERANCE
+    assert np.abs(pixels(first.png) - pixels(second_alone.png)).mean() > 10

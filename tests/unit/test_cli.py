@@ -134,6 +134,28 @@ def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> Non
     assert not Path("data").exists()  # the doctor looks, it does not build
 
 
+def test_tiny_upscaler_and_the_doctor_s_upscaler_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["tiny-model", "--upscaler", "4", str(tmp_path / "upscalers")]) == 0
+    assert capsys.readouterr().out.strip().endswith("upscalers/tiny-esrgan-4x.safetensors")
+    (tmp_path / "ESRGAN").mkdir()
+    (tmp_path / "ESRGAN" / "4x-UltraSharp.pth").write_bytes(b"a pickle")
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(tmp_path))
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert (
+        "[ok ] upscalers: Lanczos, tiny-esrgan-4x; default tiny-esrgan-4x (left out, pickle " in out
+    )
+    assert "4x-UltraSharp.pth; convert them to .safetensors or set EASEL_ALLOW_PICKLE=1)" in out
+    monkeypatch.setenv("EASEL_ALLOW_PICKLE", "1")
+    monkeypatch.setenv("EASEL_DEFAULT_UPSCALER", "nope")
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert "[ERR] upscalers: EASEL_DEFAULT_UPSCALER: unknown upscaler 'nope'; available: " in out
+    assert "Lanczos, 4x-UltraSharp, tiny-esrgan-4x" in out  # pickles allowed: listed
+
+
 def test_render_img2img_and_variation_from_the_command_line(
     tiny_models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
