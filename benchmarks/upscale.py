@@ -82,7 +82,10 @@ def main() -> None:
                 "tile": args.tile,
                 "tiled": tiled,
                 "whole": whole,
-                "memory_ratio_whole_over_tiled": round(whole["peak_mib"] / tiled["peak_mib"], 2),
+                # None when the picture is too small to raise the peak over the model load's.
+                "memory_ratio_whole_over_tiled": round(whole["peak_mib"] / tiled["peak_mib"], 2)
+                if tiled["peak_mib"] > 0
+                else None,
                 "time_ratio_tiled_over_whole": round(tiled["seconds"] / whole["seconds"], 2),
             },
             indent=1,

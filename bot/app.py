@@ -23,7 +23,7 @@ from cogs.history import HistoryCog
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
 from cogs.jobs import JobsCog
-from cogs.results import RESULT_BUTTONS, DiscordResults
+from cogs.results import PROGRESS_EDIT_INTERVAL_S, RESULT_BUTTONS, DiscordResults
 from cogs.settings import SettingsCog
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
@@ -54,6 +54,8 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             allow_pickle=settings.allow_pickle,
             wildcards_dir=settings.existing_wildcards_dir,
             cpu_offload=settings.cpu_offload,
+            # A preview for each progress edit, no more often than those are allowed.
+            preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
         )
 
     return build_engine

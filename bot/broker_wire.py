@@ -247,12 +247,18 @@ def inline_images_budget(max_payload: int) -> int:
 
 
 def encode_progress(step: StepProgress) -> bytes:
-    return json.dumps([step.step, step.total_steps, step.elapsed_s]).encode()
+    preview = None if step.preview is None else base64.b64encode(step.preview).decode()
+    return json.dumps([step.step, step.total_steps, step.elapsed_s, preview]).encode()
 
 
 def decode_progress(data: bytes) -> StepProgress:
-    step, total_steps, elapsed_s = json.loads(data)
-    return StepProgress(int(step), int(total_steps), float(elapsed_s))
+    step, total_steps, elapsed_s, preview = json.loads(data)
+    return StepProgress(
+        int(step),
+        int(total_steps),
+        float(elapsed_s),
+        None if preview is None else base64.b64decode(preview),
+    )
 
 
 async def connect(url: str, client_name: str, timeout_s: float = 10.0) -> NatsClient:

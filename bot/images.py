@@ -4,7 +4,6 @@ a result that is too large for Discord (pure: no discord, no torch)."""
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from bot.user_errors import UserError
+from inference.images import picture_grid
 from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -87,14 +87,7 @@ def picture_size(path: Path) -> tuple[int, int]:
 def grid_png(pngs: list[bytes], infotext: str) -> bytes:
     """The pictures in a near-square grid (2x2 for four), carrying ``infotext``."""
     pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
-    columns = math.ceil(math.sqrt(len(pictures)))
-    rows = math.ceil(len(pictures) / columns)
-    cell_w = max(p.width for p in pictures)
-    cell_h = max(p.height for p in pictures)
-    grid = Image.new("RGB", (columns * cell_w, rows * cell_h))
-    for index, picture in enumerate(pictures):
-        grid.paste(picture, ((index % columns) * cell_w, (index // columns) * cell_h))
-    return png_with_infotext(grid, infotext)
+    return png_with_infotext(picture_grid(pictures), infotext)
 
 
 @dataclass(frozen=True)

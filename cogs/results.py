@@ -487,6 +487,8 @@ class DiscordResults:
         watched = self._watched.get(job_id)
         if watched is None or not watched.token_alive():
             return
+        if step.preview is not None:
+            watched.preview = step.preview  # shown with the next edit
         now = self._monotonic()
         if now - watched.last_edit < PROGRESS_EDIT_INTERVAL_S:
             return
@@ -494,6 +496,7 @@ class DiscordResults:
         watched.schedule(
             f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps}).",
             _cancel_view(job_id),
+            preview=watched.take_preview(),
         )
 
     async def deliver(self, job: FinishedJob) -> int | None:
@@ -598,20 +601,40 @@ class _Watched:
         self.token_alive = token_alive
         self._edit: asyncio.Task[None] | None = None
         self.last_edit = float("-inf")
+        # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
+        self.preview: bytes | None = None
 
-    def schedule(self, content: str, view: discord.ui.View) -> None:
+    def take_preview(self) -> bytes | None:
+        preview, self.preview = self.preview, None
+        return preview
+
+    def schedule(
+        self, content: str, view: discord.ui.View, *, preview: bytes | None = None
+    ) -> None:
         previous = self._edit
-        self._edit = asyncio.ensure_future(self._run(previous, content, view))
+        self._edit = asyncio.ensure_future(self._run(previous, content, view, preview))
 
     async def _run(
-        self, previous: asyncio.Task[None] | None, content: str, view: discord.ui.View
+        self,
+        previous: asyncio.Task[None] | None,
+        content: str,
+        view: discord.ui.View,
+        preview: bytes | None,
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         if not self.token_alive():  # judged again now: the edit may have waited a while
             return
+        # Without a new preview the message keeps the one it shows.
+        attachments = (
+            discord.utils.MISSING
+            if preview is None
+            else [discord.File(io.BytesIO(preview), filename="preview.jpg")]
+        )
         try:
-            await self._followup.edit_message(ORIGINAL_RESPONSE, content=content, view=view)
+            await self._followup.edit_message(
+                ORIGINAL_RESPONSE, content=content, view=view, attachments=attachments
+            )
         except discord.HTTPException as error:
             log.warning("progress edit failed (%s); the result will still be posted", error)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import secrets
 import threading
 import time
@@ -50,6 +51,7 @@ from inference.networks import (
 )
 from inference.noise import initial_noise, seeded_generator
 from inference.outpaint import OutpaintOptions, outpaint_canvas
+from inference.preview import LatentPreviewer
 from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLibrary, build_plan
 from inference.registry import ModelEntry, ModelRegistry
 from inference.samplers import canonical_sampler_name, make_scheduler
@@ -69,6 +71,8 @@ from inference.upscale import (
     scaled_render_size,
 )
 from inference.validation import validate_request
+
+log = logging.getLogger(__name__)
 
 # Latents (4) + mask (1) + masked-picture latents (4).
 INPAINTING_UNET_CHANNELS = 9
@@ -135,6 +139,9 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     short_hash: str
     task_pipelines: dict[str, Any] = field(default_factory=dict)
+    # Fitted at the first preview asked for; None after a failed fit means no previews.
+    previewer: LatentPreviewer | None = None
+    previewer_fitted: bool = False
 
     @property
     def weight_bytes(self) -> int:
@@ -238,13 +245,16 @@ class Engine:
         wildcards_dir: Path | None = None,
         vae_tiling_pixels: int | None = DEFAULT_VAE_TILING_PIXELS,
         cpu_offload: bool = False,
+        preview_interval_s: float | None = None,
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
         the least recently used model is dropped first (the last one loaded always stays).
         ``wildcards_dir`` holds the ``__name__`` wildcard files (``None``: no wildcards).
         Pictures above ``vae_tiling_pixels`` (width x height; ``None``: never) decode in
         tiles. ``cpu_offload`` keeps each model part in CPU memory until the pipeline needs it
-        (CUDA devices only; ignored elsewhere): slower, but fits small GPUs."""
+        (CUDA devices only; ignored elsewhere): slower, but fits small GPUs.
+        ``preview_interval_s`` (``None``: never) makes progress reports carry a cheap preview
+        of the pictures at most that often (0: every step)."""
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
@@ -256,6 +266,7 @@ class Engine:
         self.memory_budget_bytes = memory_budget_bytes
         self.vae_tiling_pixels = vae_tiling_pixels
         self.cpu_offload = cpu_offload and device.startswith("cuda")
+        self.preview_interval_s = preview_interval_s
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
@@ -475,6 +486,22 @@ class Engine:
                 embedding_hashes=self._short_hashes(applied.names, embedding_files),
             )
 
+    def _previewer(
+        self, model: LoadedModel, progress: ProgressCallback | None
+    ) -> LatentPreviewer | None:
+        """The model's latent previewer, when previews were asked for and someone listens."""
+        if self.preview_interval_s is None or progress is None:
+            return None
+        if not model.previewer_fitted:
+            pipeline = model.pipeline
+            model.previewer = LatentPreviewer.fit(pipeline.vae, pipeline.vae_scale_factor)
+            model.previewer_fitted = True
+            if model.previewer is None:
+                log.warning(
+                    "model %s: no previews, its VAE gave no finite latents", model.entry.name
+                )
+        return model.previewer
+
     def _enlarge(
         self,
         image: Image.Image,
@@ -534,7 +561,8 @@ class Engine:
         task = _pipeline_task(request.mode, model.inpainting_unet)
         hires = HiresOptions.from_options(request.options, *size) if task == "txt2img" else None
         hires_steps = (hires.steps or request.steps) if hires else 0
-        tracker = _StepTracker(progress, cancel, later_steps=hires_steps)
+        tracker = _StepTracker(progress, cancel, self.preview_interval_s, later_steps=hires_steps)
+        tracker.previewer = self._previewer(model, progress)
         init_images = None if inputs.init is None else [inputs.init] * len(jobs)
         arguments = _task_arguments(
             task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
@@ -667,7 +695,7 @@ class Engine:
         prompt, negative, params = (
             parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
         )
-        tracker = _StepTracker(progress, cancel)
+        tracker = _StepTracker(progress, cancel, self.preview_interval_s)
         image, upscaler = self._enlarge(source, size, options.upscaler, cancel, tracker.on_tile)
         postprocess = {
             "Postprocess upscale by": options.factor,
@@ -692,6 +720,7 @@ class Engine:
         model = self._load(entry)
         task = _pipeline_task("img2img", model.inpainting_unet)
         arguments = _task_arguments(task, size, options.strength, [image], None, 1)
+        tracker.previewer = self._previewer(model, progress)
         with self._networks(model, request, [job]) as networks:
             [image] = self._denoise(
                 model, task, request, [job], size, request.steps, arguments, tracker, networks
@@ -747,18 +776,27 @@ class _StepTracker:
         self,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        preview_interval_s: float | None = None,
         later_steps: int = 0,
     ) -> None:
         self.progress = progress
         self.cancel = cancel
         self.later_steps = later_steps  # an estimate for passes still to come
+        # Set once the model is loaded (and only when previews were asked for).
+        self.previewer: LatentPreviewer | None = None
+        self.preview_interval_s = preview_interval_s
         self.started = time.monotonic()
+        self.last_preview = float("-inf")
         self.finished_steps = 0
         self.pass_steps = 0
 
     def begin_pass(self) -> None:
         self.finished_steps += self.pass_steps
         self.pass_steps = 0
+
+    def _preview_due(self, now: float) -> bool:
+        interval = self.preview_interval_s
+        return interval is not None and now - self.last_preview >= interval
 
     def on_tile(self, done: int, total: int) -> None:
         """Progress of a model upscale, tile by tile (it has no denoising steps)."""
@@ -771,8 +809,13 @@ class _StepTracker:
         self.pass_steps = step_index + 1
         if self.progress is not None:
             total = self.finished_steps + pipeline.num_timesteps + self.later_steps
-            elapsed = time.monotonic() - self.started
-            self.progress(StepProgress(self.finished_steps + self.pass_steps, total, elapsed))
+            now = time.monotonic()
+            preview = None
+            if self.previewer is not None and self._preview_due(now):
+                preview = self.previewer.jpeg(tensors["latents"])
+                self.last_preview = now
+            step = self.finished_steps + self.pass_steps
+            self.progress(StepProgress(step, total, now - self.started, preview))
         _raise_if_cancelled(self.cancel)
         return tensors
 

@@ -5,6 +5,7 @@ Pure PIL + numpy (no torch), so a bad file is refused before any model is touche
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,3 +254,15 @@ def _prefill(image: Image.Image, mask: Image.Image, content: str, noise_seed: in
         replacement = Image.new("RGB", image.size, LATENT_NOTHING_GREY)
     hard_mask = mask.point(lambda value: 255 if value > MASK_THRESHOLD else 0)
     return Image.composite(replacement, image, hard_mask)
+
+
+def picture_grid(pictures: list[Image.Image]) -> Image.Image:
+    """The pictures in a near-square grid (2x2 for four), cells as large as the largest."""
+    columns = math.ceil(math.sqrt(len(pictures)))
+    rows = math.ceil(len(pictures) / columns)
+    cell_w = max(p.width for p in pictures)
+    cell_h = max(p.height for p in pictures)
+    grid = Image.new("RGB", (columns * cell_w, rows * cell_h))
+    for index, picture in enumerate(pictures):
+        grid.paste(picture, ((index % columns) * cell_w, (index // columns) * cell_h))
+    return grid

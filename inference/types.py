@@ -105,6 +105,9 @@ class StepProgress:
     step: int
     total_steps: int
     elapsed_s: float
+    # A small JPEG of the pictures so far (latents mapped to colours, no VAE decode), when
+    # the engine was asked for previews and one was due at this step.
+    preview: bytes | None = None
 
     @property
     def fraction(self) -> float:

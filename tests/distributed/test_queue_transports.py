@@ -112,13 +112,15 @@ async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(
 async def test_cancelling_a_running_job_stops_it_within_a_step(
     conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
 ) -> None:
-    engine = InstantEngine(seconds=5.0)
+    preview = b"\xff\xd8 a JPEG preview \x00\xff"
+    engine = InstantEngine(seconds=5.0, preview=preview)
     queue, sink = await started_queue(conn, tmp_path, transport, engine)
     steps: list[int] = []
     first_step = asyncio.Event()
 
     def on_progress(job_id: str, step: StepProgress) -> None:
         steps.append(step.step)
+        assert step.preview == preview  # previews cross the broker intact
         first_step.set()
 
     queue.set_progress_listener(on_progress)

@@ -16,7 +16,8 @@ QUICK = {"steps": 2, "size": "64x64"}
 
 
 def has_picture(message: StoredMessage) -> bool:
-    return bool(message.attachments)
+    """A result picture is attached (not just the progress message's preview)."""
+    return any(attachment.filename != "preview.jpg" for attachment in message.attachments)
 
 
 def job_id_of(message: StoredMessage) -> str:

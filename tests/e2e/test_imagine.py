@@ -7,13 +7,8 @@ from contextlib import AbstractAsyncContextManager
 
 from bot.app import EaselBot
 from inference.infotext import infotext_from_png, parse_infotext
+from tests.e2e.helpers import RENDER_TIMEOUT_S, has_picture
 from tests.fake_discord import FakeDiscord, StoredMessage
-
-RENDER_TIMEOUT_S = 90
-
-
-def has_picture(message: StoredMessage) -> bool:
-    return bool(message.attachments)
 
 
 def reroll_id(message: StoredMessage) -> str:

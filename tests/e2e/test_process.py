@@ -10,14 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.e2e.helpers import has_picture
+from tests.fake_discord import FakeDiscord
 
 STOP_LIMIT_S = 30  # the contract: SIGTERM stops the bot within 30 s
 JOBS = 3
-
-
-def has_picture(message: StoredMessage) -> bool:
-    return bool(message.attachments)
 
 
 @asynccontextmanager

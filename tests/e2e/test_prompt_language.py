@@ -11,11 +11,8 @@ import pytest
 from bot.app import EaselBot
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext
-from tests.fake_discord import FakeDiscord, StoredMessage
-
-
-def has_picture(message: StoredMessage) -> bool:
-    return bool(message.attachments)
+from tests.e2e.helpers import has_picture
+from tests.fake_discord import FakeDiscord
 
 
 @pytest.fixture

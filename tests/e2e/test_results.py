@@ -171,6 +171,14 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         )
         [cancel_long] = progress.custom_ids
         assert cancel_long.startswith("easel:cancel:")
+        # The progress message shows a cheap preview of the render (latents, no VAE decode).
+        [preview] = progress.attachments
+        with Image.open(io.BytesIO(preview.data)) as picture:
+            assert (preview.filename, picture.format, picture.size) == (
+                "preview.jpg",
+                "JPEG",
+                (256, 256),
+            )
 
         waiting = await fake_discord.invoke_command("imagine", {"prompt": "a next cat", **QUICK})
         queued = await waiting.wait_for_original(lambda m: "Queued" in m.content)

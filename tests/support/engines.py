@@ -26,10 +26,12 @@ class InstantEngine:
 
     ``fail_on`` makes prompts containing that text raise, to test failure paths. A batch
     takes as long as one request, as on a GPU with room to spare; ``batches`` records sizes.
+    Every progress report carries ``preview``.
     """
 
     seconds: float = 0.0
     fail_on: str | None = None
+    preview: bytes | None = None
     rendered: list[RenderRequest] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)
 
@@ -59,7 +61,8 @@ class InstantEngine:
             if self.seconds:
                 time.sleep(self.seconds / steps)
             if progress is not None:
-                progress(StepProgress(step, steps, time.perf_counter() - started))
+                elapsed = time.perf_counter() - started
+                progress(StepProgress(step, steps, elapsed, self.preview))
         self.batches.append(len(requests))
         self.rendered.extend(requests)
         return [self._pictures(request) for request in requests]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -52,3 +56,26 @@ def test_gpu_benchmark_runs_every_variant_on_cpu_with_the_tiny_model(tmp_path: P
         assert "AttnProcessor" in report[variant]["attention"]
     assert set(report["ratios"]) == {"easel_vs_plain", "easel_tuned_vs_plain"}
     assert report["goals"] == {}  # 64x64 is not the size the goals are stated for
+
+
+def _script_report(script: str, *arguments: str) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(root / "benchmarks" / script), *arguments]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=root)
+    report: dict[str, Any] = json.loads(output.stdout)
+    return report
+
+
+def test_upscale_benchmark_compares_tiled_with_whole() -> None:
+    report = _script_report(
+        "upscale.py", "--size", "48", "--filters", "8", "--blocks", "1", "--tile", "24"
+    )
+    assert report["picture"] == "48x48 -> 192x192"
+    assert report["tiled"]["seconds"] > 0 and report["whole"]["seconds"] > 0
+    assert report["tiled"]["peak_mib"] >= 0 and report["whole"]["peak_mib"] >= 0
+
+
+def test_preview_benchmark_compares_a_preview_with_a_decode() -> None:
+    report = _script_report("preview.py", "--size", "64", "--count", "1", "--runs", "1")
+    assert report["pictures"] == "1 x 64x64"
+    assert report["preview_ms"] > 0 and report["decode_over_preview"] > 0
