@@ -3,13 +3,15 @@
 Pure Python at import time (diffusers is imported only to build a scheduler) so the bot can
 validate a sampler name without loading torch.
 
-``DPM++ 2S a`` has no diffusers twin and uses the closest solver: second-order single-step
-DPM-Solver++ (deterministic, not ancestral). ``DPM++ SDE`` is k-diffusion's sampler ported by
-diffusers, with its Brownian-tree noise (torchsde) seeded per picture by the engine.
+``DPM++ 2S a`` has no diffusers twin: ``inference.schedulers`` adds it. ``DPM++ SDE`` is
+k-diffusion's sampler ported by diffusers, with its Brownian-tree noise (torchsde) seeded per
+picture by the engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,13 @@ class SamplerSpec:
     flags: dict[str, Any] = field(default_factory=dict)
     # Whether the scheduler takes the Karras / Exponential sigma schedule flags.
     sigma_schedules: bool = True
+    module: str = "diffusers"  # where scheduler_class lives (imported only to build one)
+
+    def scheduler_type(self) -> type[SchedulerMixin]:
+        scheduler_type: type[SchedulerMixin] = getattr(
+            importlib.import_module(self.module), self.scheduler_class
+        )
+        return scheduler_type
 
 
 _DPM_SOLVER_PP_2 = {"algorithm_type": "dpmsolver++", "solver_order": 2}
@@ -41,7 +50,9 @@ BASE_SAMPLERS: dict[str, SamplerSpec] = {
     "Heun": SamplerSpec("HeunDiscreteScheduler"),
     "DPM2": SamplerSpec("KDPM2DiscreteScheduler"),
     "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
-    "DPM++ 2S a": SamplerSpec("DPMSolverSinglestepScheduler", _DPM_SOLVER_PP_2),
+    "DPM++ 2S a": SamplerSpec(
+        "DPMSolverPlusPlus2SAncestralScheduler", module="inference.schedulers"
+    ),
     "DPM++ 2M": SamplerSpec("DPMSolverMultistepScheduler", _DPM_SOLVER_PP_2),
     "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler"),
     "DPM++ 2M SDE": SamplerSpec("DPMSolverMultistepScheduler", _SDE_DPM_SOLVER_PP_2),
@@ -61,12 +72,12 @@ def _all_samplers() -> dict[str, SamplerSpec]:
             samplers[name] = spec
             continue
         # Plain names reset every sigma-schedule flag a model's own config may carry.
-        samplers[name] = SamplerSpec(
-            spec.scheduler_class, {**spec.flags, **dict.fromkeys(SIGMA_SCHEDULES.values(), False)}
+        samplers[name] = dataclasses.replace(
+            spec, flags={**spec.flags, **dict.fromkeys(SIGMA_SCHEDULES.values(), False)}
         )
         for schedule, flag in SIGMA_SCHEDULES.items():
-            samplers[f"{name} {schedule}"] = SamplerSpec(
-                spec.scheduler_class, {**samplers[name].flags, flag: True}
+            samplers[f"{name} {schedule}"] = dataclasses.replace(
+                spec, flags={**samplers[name].flags, flag: True}
             )
     return samplers
 
@@ -89,11 +100,8 @@ def canonical_sampler_name(name: str) -> str:
 
 def make_scheduler(name: str, model_scheduler_config: Mapping[str, Any]) -> SchedulerMixin:
     """A fresh scheduler for ``name`` built on the model's own noise schedule."""
-    import diffusers
-
     spec = SAMPLERS[canonical_sampler_name(name)]
-    scheduler_class = getattr(diffusers, spec.scheduler_class)
-    scheduler: SchedulerMixin = scheduler_class.from_config(
+    scheduler: SchedulerMixin = spec.scheduler_type().from_config(
         dict(model_scheduler_config), **spec.flags
     )
     return scheduler
