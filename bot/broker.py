@@ -31,6 +31,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.object_store import ObjectStore
 
 from bot.broker_wire import (
+    ADVISORIES_CONSUMER,
+    ADVISORIES_STREAM,
     JOBS_STREAM,
     MAX_DELIVERIES_ADVISORIES,
     PROGRESS_SUBJECTS,
@@ -133,7 +135,15 @@ class BrokerClient:
             client = cls(nc, js, images, config)
             await nc.subscribe(RESULTS_SUBJECTS, cb=client._on_result)
             await nc.subscribe(PROGRESS_SUBJECTS, cb=client._on_progress)
-            await nc.subscribe(MAX_DELIVERIES_ADVISORIES, cb=client._on_max_deliveries)
+            # Stored notices: one delivered while no bot was connected waits for the next.
+            await js.subscribe(
+                MAX_DELIVERIES_ADVISORIES,
+                queue=ADVISORIES_CONSUMER,
+                durable=ADVISORIES_CONSUMER,
+                stream=ADVISORIES_STREAM,
+                cb=client._on_max_deliveries,
+                manual_ack=True,
+            )
         except BaseException:
             await nc.close()
             raise
@@ -284,7 +294,8 @@ class BrokerClient:
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """JetStream gave up on a job whose last delivery died with its worker too: store the
-        failure as that worker would have, so the waiting slot (or a restarted bot) sees it."""
+        failure as that worker would have, so the waiting slot (or a restarted bot) sees it.
+        The notice is acknowledged once handled (or found moot)."""
         advisory = json.loads(msg.data)
         sequence, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
         try:
@@ -299,9 +310,13 @@ class BrokerClient:
             )
             await self._js.delete_msg(JOBS_STREAM, sequence)
         except nats.js.errors.NotFoundError:
-            return  # cancelled, or already handled by another bot
+            pass  # cancelled, or already handled
         except (nats.js.errors.APIError, nats.errors.Error) as error:
+            # Not acknowledged: JetStream offers the notice again after its ack wait.
             log.warning("max-deliveries advisory for message %d: %r", sequence, error)
+            return
+        with contextlib.suppress(nats.errors.Error):
+            await msg.ack()
 
     async def _on_progress(self, msg: Msg) -> None:
         listener = self._progress.get(job_id_of(msg.subject))

@@ -13,6 +13,9 @@ Both sides import this module and nothing else of each other. Names:
 - ``easel-images`` (object store, same TTL): the PNGs of finished jobs too large to go inline.
 - ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EASEL_JOBS.*``: JetStream's notice that a job
   used up its deliveries, the last one lost with its worker too; the bot then stores the failure.
+  ``EASEL_ADVISORIES`` (work-queue stream) keeps these notices until a bot acknowledges one,
+  so a notice that fires while no bot is connected is handled when one comes back; bots share
+  one durable consumer (``easel-bots``, a queue group), so one of them handles each.
 - Core NATS (not stored): ``easel.progress.<job id>`` after each step, ``easel.cancel.<job id>``.
 """
 
@@ -40,6 +43,8 @@ from nats.js.object_store import ObjectStore
 from inference.types import RenderRequest, StepProgress
 
 __all__ = [
+    "ADVISORIES_CONSUMER",
+    "ADVISORIES_STREAM",
     "IMAGES_BUCKET",
     "JOBS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
@@ -70,6 +75,8 @@ log = logging.getLogger(__name__)
 
 JOBS_STREAM = "EASEL_JOBS"
 RESULTS_STREAM = "EASEL_RESULTS"
+ADVISORIES_STREAM = "EASEL_ADVISORIES"
+ADVISORIES_CONSUMER = "easel-bots"
 IMAGES_BUCKET = "easel-images"
 JOBS_SUBJECTS = "easel.jobs.>"
 RESULTS_SUBJECTS = "easel.results.*"
@@ -294,6 +301,13 @@ async def ensure_streams(js: JetStreamContext) -> ObjectStore:
             storage=StorageType.FILE,
             max_age=RESULT_TTL_S,
             max_msgs_per_subject=1,
+        ),
+        StreamConfig(
+            name=ADVISORIES_STREAM,
+            subjects=[MAX_DELIVERIES_ADVISORIES],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=RESULT_TTL_S,
         ),
     ]
     for config in wanted:

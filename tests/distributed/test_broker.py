@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import nats as nats_client
 import pytest
@@ -10,7 +11,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy
 
 from bot.broker import BrokerClient, RemoteRenderFailed
-from bot.broker_wire import JOBS_STREAM, consumer_name
+from bot.broker_wire import ADVISORIES_STREAM, JOBS_STREAM, consumer_name
 from inference.types import RenderedImage, RenderRequest, StepProgress
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
@@ -150,3 +151,37 @@ async def test_a_job_whose_last_delivery_dies_too_is_reported_failed(
     info = await observer.jetstream().stream_info(JOBS_STREAM)
     await observer.close()
     assert info.state.messages == 0 and engine.rendered == []
+
+
+async def stream_state_reached(
+    count: Callable[[], Awaitable[int]], wanted: int, timeout_s: float = 10.0
+) -> None:
+    """Poll a stream's message count (JetStream has no event for it) until it is ``wanted``."""
+    async with asyncio.timeout(timeout_s):
+        while await count() != wanted:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_notice_given_while_no_bot_listens_is_handled_when_one_comes_back(
+    nats: NatsTransport,
+) -> None:
+    gone = await nats.client(ack_wait_s=0.2)
+    job = await render_lost_with_workers(nats, gone, "job-unheard", deliveries=4)
+    job.cancel()
+    await gone.close()  # no bot connected from here on
+    nats.start_worker(InstantEngine())  # its pulls make JetStream give up on the job...
+    observer = await nats_client.connect(nats.server.url)
+    js = observer.jetstream()
+
+    async def notices_waiting() -> int:
+        return int((await js.stream_info(ADVISORIES_STREAM)).state.messages)
+
+    await stream_state_reached(lambda: notices_waiting(), 1)  # ...its notice waits, unheard
+    # A bot started later (asking for the same job again, as a restarted bot does) handles
+    # the stored notice: the job is reported failed instead of waiting forever.
+    with pytest.raises(RemoteRenderFailed, match="failed after 3 deliveries"):
+        async with asyncio.timeout(10):
+            await (await nats.client()).render("job-unheard", request(None), None, None)
+    await stream_state_reached(lambda: notices_waiting(), 0)  # acknowledged: gone
+    assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
+    await observer.close()
