@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import diffusers
+import numpy as np
 import torch
 import transformers
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
@@ -40,7 +42,7 @@ from inference.infotext import (
     parse_infotext,
     png_with_infotext,
 )
-from inference.limits import MAX_BATCH_IMAGES, MAX_SEED
+from inference.limits import MAX_BATCH_IMAGES, MAX_SEED, SIZE_MULTIPLE
 from inference.model_upscale import ModelUpscaler, TileDone, load_upscaler, model_upscale
 from inference.networks import (
     EmbeddingTokens,
@@ -56,6 +58,7 @@ from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLib
 from inference.registry import ModelEntry, ModelRegistry
 from inference.samplers import canonical_sampler_name, make_scheduler
 from inference.sizes import with_default_size
+from inference.tiles import TileBlender, tile_spans
 from inference.types import (
     ProgressCallback,
     RenderCancelled,
@@ -82,6 +85,8 @@ MAX_CLIP_SKIP = 12
 DEFAULT_VAE_TILING_PIXELS = 1024 * 1024
 # ``options["vae"]`` values meaning "the model's own VAE", as the web UI's settings say it.
 MODEL_VAE_NAMES = ("", "Automatic", "None")
+# The creative upscale re-details this many tiles per pipeline call.
+CREATIVE_TILES_PER_CALL = 4
 # The web UI's short hashes: 10 hex digits for models and VAEs, 12 for extra networks.
 VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
 
@@ -359,8 +364,7 @@ class Engine:
         """Fill a missing width/height (loading the model for its native size), then check it."""
         if request.width is not None and request.height is not None:
             return request
-        pipeline = self._load(entry).pipeline
-        native = int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+        native = _native_size(self._load(entry).pipeline)
         init_size = None
         if request.mode in ("img2img", "inpaint") and request.init_image:
             init_size = load_input_image(request.init_image, "init image").size
@@ -485,6 +489,45 @@ class Engine:
                 },
                 embedding_hashes=self._short_hashes(applied.names, embedding_files),
             )
+
+    def _redetail_in_tiles(
+        self,
+        model: LoadedModel,
+        request: RenderRequest,
+        job: ImageJob,
+        image: Image.Image,
+        strength: float,
+        tracker: _StepTracker,
+        networks: JobNetworks,
+    ) -> tuple[Image.Image, int]:
+        """The creative upscale's img2img pass over ``image``, in tiles of the model's native
+        size overlapping by an eighth of it, a few per pipeline call, blended across the
+        overlaps: any output size in the memory of one batch of native-size tiles. Tile i
+        uses seed + i. Returns the picture and the overlap (for the infotext)."""
+        native = _native_size(model.pipeline)
+        overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
+        rows = tile_spans(image.height, native, overlap, SIZE_MULTIPLE)
+        columns = tile_spans(image.width, native, overlap, SIZE_MULTIPLE)
+        boxes = [(left, top, right, bottom) for top, bottom in rows for left, right in columns]
+        tile_size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+        task = _pipeline_task("img2img", model.inpainting_unet)
+        blender = TileBlender(image.height, image.width, 3, overlap)
+        steps_per_call = max(1, int(request.steps * strength))
+        for first in range(0, len(boxes), CREATIVE_TILES_PER_CALL):
+            batch = boxes[first : first + CREATIVE_TILES_PER_CALL]
+            tracker.later_steps = steps_per_call * math.ceil(
+                (len(boxes) - first - len(batch)) / CREATIVE_TILES_PER_CALL
+            )
+            jobs = [dataclasses.replace(job, seed=job.seed + first + i) for i in range(len(batch))]
+            crops = [image.crop(box) for box in batch]
+            arguments = _task_arguments(task, tile_size, strength, crops, None, len(batch))
+            tiles = self._denoise(
+                model, task, request, jobs, tile_size, request.steps, arguments, tracker, networks
+            )
+            for (left, top, _, _), tile in zip(batch, tiles, strict=True):
+                blender.add(top, left, np.asarray(tile.convert("RGB"), dtype=np.float32))
+        blended = np.round(np.clip(blender.result(), 0, 255)).astype(np.uint8)
+        return Image.fromarray(blended), overlap
 
     def _previewer(
         self, model: LoadedModel, progress: ProgressCallback | None
@@ -718,20 +761,27 @@ class Engine:
         entry = self.registry.resolve(request.model, self.default_model)
         _raise_if_cancelled(cancel)
         model = self._load(entry)
-        task = _pipeline_task("img2img", model.inpainting_unet)
-        arguments = _task_arguments(task, size, options.strength, [image], None, 1)
         tracker.previewer = self._previewer(model, progress)
         with self._networks(model, request, [job]) as networks:
-            [image] = self._denoise(
-                model, task, request, [job], size, request.steps, arguments, tracker, networks
+            image, overlap = self._redetail_in_tiles(
+                model, request, job, image, options.strength, tracker, networks
             )
-        creative: dict[str, object] = {"Denoising strength": options.strength, **postprocess}
+        creative: dict[str, object] = {
+            "Denoising strength": options.strength,
+            "SD upscale overlap": overlap,
+            **postprocess,
+        }
         infotext: dict[str, object] = {
             **_base_params(model, request, job, size),
             **networks.params(job),
             **creative,
         }
         return [_rendered(job, image, infotext)]
+
+
+def _native_size(pipeline: Any) -> int:
+    """The side the model was trained at (512 for SD1.5, 1024 for SDXL)."""
+    return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
 
 
 def _base_params(

@@ -1,8 +1,8 @@
 """Model upscalers (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT, … whatever spandrel recognises),
 run tile by tile so device memory stays bounded whatever the picture's size.
 
-Neighbouring tiles overlap and are blended with linear ramps across the overlap, so no seam
-shows where one tile's output meets the next.
+Neighbouring tiles overlap and are blended across the overlap (``inference.tiles``), so no
+seam shows where one tile's output meets the next.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
 
+from inference.tiles import TileBlender, tile_spans
 from inference.types import RenderCancelled, RenderInputError
 
 # Input pixels per tile side: a 4x model's 256x256 tile is a 1024x1024 output in memory.
@@ -97,34 +98,6 @@ def _passes_needed(source: tuple[int, int], target: tuple[int, int], scale: int)
     return min(MAX_MODEL_PASSES, math.ceil(math.log(ratio, scale) - 1e-9))
 
 
-def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """``(start, end)`` of the fewest tiles of at most ``tile`` pixels that cover ``length``
-    with at least ``overlap`` pixels shared by neighbours; all of one size, spread evenly so
-    no tile is wasted on a sliver at the edge."""
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile overlap must be from 0 to {tile - 1}, got {overlap}")
-    if length <= tile:
-        return [(0, length)]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    side = math.ceil((length + (count - 1) * overlap) / count)
-    starts = [index * (length - side) // (count - 1) for index in range(count)]
-    return [(start, start + side) for start in starts]
-
-
-def _ramp(length: int, fade_start: bool, fade_end: bool, fade: int) -> np.ndarray:
-    """Weights along one tile side: rising over ``fade`` pixels at an edge shared with a
-    neighbour, 1 elsewhere (never 0, so a pixel always has some weight)."""
-    weights = np.ones(length, dtype=np.float32)
-    fade = min(fade, length // 2)
-    if fade:
-        rising = np.arange(1, fade + 1, dtype=np.float32) / (fade + 1)
-        if fade_start:
-            weights[:fade] = rising
-        if fade_end:
-            weights[length - fade :] = rising[::-1]
-    return weights
-
-
 def upscale_tiled(
     upscaler: ModelUpscaler,
     image: Image.Image,
@@ -140,8 +113,7 @@ def upscale_tiled(
         tile = max(image.size)  # the model tiles by itself and wants the whole picture
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
     height, width = pixels.shape[1:]
-    output = torch.zeros(3, height * scale, width * scale)
-    weight = torch.zeros(1, height * scale, width * scale)
+    blender = TileBlender(height * scale, width * scale, 3, overlap * scale)
     rows, columns = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
     done, total = 0, len(rows) * len(columns)
     for top, bottom in rows:
@@ -150,19 +122,10 @@ def upscale_tiled(
                 raise RenderCancelled("cancelled")
             piece = pixels[:, top:bottom, left:right].unsqueeze(0)
             piece = piece.to(descriptor.device, descriptor.dtype)
-            result = descriptor(piece)[0].float().cpu()
-            ramp_y = _ramp(result.shape[1], top > 0, bottom < height, overlap * scale)
-            ramp_x = _ramp(result.shape[2], left > 0, right < width, overlap * scale)
-            tile_weight = torch.from_numpy(np.outer(ramp_y, ramp_x)).unsqueeze(0)
-            box = (
-                slice(None),
-                slice(top * scale, bottom * scale),
-                slice(left * scale, right * scale),
-            )
-            output[box] += result * tile_weight
-            weight[box] += tile_weight
+            result = descriptor(piece)[0].float().cpu().permute(1, 2, 0).numpy()
+            blender.add(top * scale, left * scale, result)
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
-    blended = (output / weight).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-    return Image.fromarray(blended.permute(1, 2, 0).numpy())
+    blended = np.clip(blender.result(), 0, 1) * 255
+    return Image.fromarray(np.round(blended).astype(np.uint8))

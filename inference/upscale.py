@@ -13,12 +13,14 @@ from inference.types import RenderInputError
 
 # The upscaler that needs no model file; the others are named after their files.
 LANCZOS = "Lanczos"
-# A fast (no model) upscale may go past the render limit; this caps memory and PNG size.
+# An upscale may go past the render limit (it works in tiles); these cap memory, PNG size
+# and, for the creative upscale's diffusion pass over every tile, time.
 MAX_UPSCALED_SIDE = 8192
+MAX_CREATIVE_SIDE = 4096
 
 UpscaleMode = Literal["fast", "creative"]
 UPSCALE_FACTORS = (2, 4)
-# Creative upscaling re-details the enlarged picture with a light img2img pass.
+# Creative upscaling re-details the enlarged picture with a light img2img pass, in tiles.
 DEFAULT_CREATIVE_STRENGTH = 0.35
 MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
 DEFAULT_HIRES_DENOISING = 0.7  # the web UI's default
@@ -109,13 +111,13 @@ class UpscaleOptions:
         return cls(factor, mode, float(strength), upscaler)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """The upscaled size, refused when too large (creative mode renders at that size)."""
+        """The upscaled size, refused when too large."""
         if self.mode == "fast":
             size = (width * self.factor, height * self.factor)
             limit = MAX_UPSCALED_SIDE
-        else:
+        else:  # the UNet needs multiples of 8
             size = scaled_render_size(width, height, self.factor)
-            limit = MAX_SIZE
+            limit = MAX_CREATIVE_SIDE
         if max(size) > limit:
             raise RenderInputError(
                 f"a {self.factor}x {self.mode} upscale of {width}x{height} would be "

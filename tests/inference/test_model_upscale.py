@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 from spandrel.architectures.ESRGAN import ESRGAN
@@ -22,7 +19,6 @@ from inference.model_upscale import (
     _passes_needed,
     load_upscaler,
     model_upscale,
-    tile_spans,
     upscale_tiled,
 )
 from inference.registry import ModelRegistry
@@ -111,23 +107,6 @@ def test_tiles_blend_into_the_untiled_result(upscaler_models: Path) -> None:
     assert tiled.shape == whole.shape == (320, 384, 3)
     # Overlapping tiles cross-faded: no seam differs by more than one level from the whole.
     assert np.abs(tiled - whole).max() <= 1
-
-
-@given(
-    length=st.integers(1, 3000),
-    tile=st.integers(16, 512),
-    overlap=st.integers(0, 15),
-)
-def test_tiles_cover_the_side_with_the_overlap(length: int, tile: int, overlap: int) -> None:
-    spans = tile_spans(length, tile, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == length
-    assert len({end - start for start, end in spans}) == 1  # one size
-    assert all(0 < end - start <= tile for start, end in spans)
-    for (start, end), (next_start, _) in itertools.pairwise(spans):
-        assert start < next_start and end - next_start >= overlap  # neighbours share that much
-    # The fewest tiles: one less could not cover the side with that overlap.
-    fewer = len(spans) - 1
-    assert fewer * tile - (fewer - 1) * overlap < length or fewer == 0
 
 
 def test_cancel_stops_between_tiles(upscaler_models: Path) -> None:

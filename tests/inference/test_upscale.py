@@ -53,6 +53,25 @@ def test_creative_upscale_redetails_with_the_model(
     assert np.abs(pixels(image.png) - pixels(fast.png)).mean() > 1
 
 
+def test_creative_upscale_past_the_model_size_goes_in_tiles(
+    engine: Engine, picture_with_infotext: Path
+) -> None:
+    """40x24 at 4x is 160x96: six tiles of the tiny model's 64-pixel native size, overlapping
+    by 8, in two pipeline calls (four tiles, then two), blended into one picture."""
+    options = {"upscale_factor": 4, "upscale_mode": "creative", "upscale_strength": 0.5}
+    request = dataclasses.replace(
+        BASE, steps=4, mode="upscale", init_image=str(picture_with_infotext), options=options
+    )
+    reports: list[StepProgress] = []
+    [image] = engine.render(request, progress=reports.append)
+    assert (image.width, image.height) == (160, 96)
+    params = parse_infotext(image.infotext)[2]
+    assert (params["Size"], params["SD upscale overlap"]) == ("160x96", 8)
+    # Two steps (4 x 0.5) per call, two calls: the total is known from the first report.
+    assert [(r.step, r.total_steps) for r in reports] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert engine.render(request)[0].png == image.png  # tile i uses seed + i: repeatable
+
+
 def test_hires_fix_renders_twice_and_reports_both_passes(engine: Engine) -> None:
     reports: list[StepProgress] = []
     request = dataclasses.replace(
@@ -99,7 +118,8 @@ def test_upscale_size_limits() -> None:
     with pytest.raises(RenderInputError, match="largest side allowed is 8192"):
         fast.output_size(4096, 64)
     creative = UpscaleOptions.from_options({"upscale_factor": 2, "upscale_mode": "creative"})
-    with pytest.raises(RenderInputError, match="largest side allowed is 2048"):
-        creative.output_size(1200, 600)
+    assert creative.output_size(1200, 600) == (2400, 1200)  # past the render limit: tiles
+    with pytest.raises(RenderInputError, match="largest side allowed is 4096"):
+        creative.output_size(2400, 600)
     with pytest.raises(RenderInputError, match="upscale mode must be 'fast' or 'creative'"):
         UpscaleOptions.from_options({"upscale_mode": "magic"})

@@ -95,8 +95,8 @@ def test_upscale_checks_factor_size_and_upscaler() -> None:
     assert request.options == {"upscale_factor": 4, "upscale_mode": "creative"}
     with pytest.raises(RequestError, match="upscale factor must be 2 or 4"):
         upscale_request(RenderRequest(""), PICTURE, 3)
-    with pytest.raises(RequestError, match="largest side allowed is 2048"):
-        upscale_request(RenderRequest(""), Picture(PICTURE.path, 1024, 1024), 4, "creative")
+    with pytest.raises(RequestError, match="largest side allowed is 4096"):
+        upscale_request(RenderRequest(""), Picture(PICTURE.path, 1200, 1024), 4, "creative")
     installed = ["Lanczos", "4x-UltraSharp"]
     with pytest.raises(RequestError, match="'ESRGAN' is not installed; choose one of Lanczos, 4x"):
         upscale_request(
