@@ -56,6 +56,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             cpu_offload=settings.cpu_offload,
             # A preview for each progress edit, no more often than those are allowed.
             preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
+            limits=settings.render_limits,
         )
 
     return build_engine

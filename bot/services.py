@@ -11,9 +11,11 @@ from bot.guild_policy import GuildPolicy
 from bot.history import History
 from bot.member_settings import MemberSettings
 from bot.quota_status import QuotaStatus
+from bot.requests import Defaults
 from bot.settings import Settings
 from bot.styles import Style, load_styles
 from inference.registry import ModelRegistry
+from inference.validation import RenderLimits
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Services:
     # Folder scans only (no torch): what the autocomplete lists and requests are checked against.
     registry: ModelRegistry
     styles_path: Path
+    # Checked before a job is accepted; the engine checks again once sizes are known.
+    limits: RenderLimits
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
@@ -41,7 +45,14 @@ class Services:
             settings.data_dir / "inputs",
             ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle),
             settings.data_dir / "styles.csv",
+            settings.render_limits,
         )
+
+    @property
+    def request_defaults(self) -> Defaults:
+        """What a request that names no steps gets: the usual default, or this server's
+        ceiling when that is lower (so a plain /imagine is never refused for its steps)."""
+        return Defaults(steps=min(Defaults.steps, self.limits.max_steps))
 
     def model_names(self) -> list[str]:
         """Installed checkpoints."""

@@ -9,6 +9,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
+from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
+from inference.validation import RenderLimits
 
 
 class SettingsError(Exception):
@@ -34,6 +36,16 @@ class Settings(BaseSettings):
     default_upscaler: str | None = Field(default=None, validation_alias="EASEL_DEFAULT_UPSCALER")
     # Pickle files (.ckpt, .pt, .pth) can run code when loaded: off unless an admin trusts them.
     allow_pickle: bool = Field(default=False, validation_alias="EASEL_ALLOW_PICKLE")
+    # This server's ceilings, below the hard ranges: pixels per picture and sampling steps.
+    max_pixels: int = Field(
+        default=MAX_SIZE * MAX_SIZE,
+        ge=MIN_SIZE * MIN_SIZE,
+        le=MAX_SIZE * MAX_SIZE,
+        validation_alias="EASEL_MAX_PIXELS",
+    )
+    max_steps: int = Field(
+        default=MAX_STEPS, ge=MIN_STEPS, le=MAX_STEPS, validation_alias="EASEL_MAX_STEPS"
+    )
     # Keep each model part in CPU memory until the pipeline needs it: slower, fits small GPUs.
     cpu_offload: bool = Field(default=False, validation_alias="EASEL_CPU_OFFLOAD")
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
@@ -97,6 +109,10 @@ class Settings(BaseSettings):
     def existing_wildcards_dir(self) -> Path | None:
         """The wildcards folder when there is one (it is optional)."""
         return self.wildcards_dir if self.wildcards_dir.is_dir() else None
+
+    @property
+    def render_limits(self) -> RenderLimits:
+        return RenderLimits(max_pixels=self.max_pixels, max_steps=self.max_steps)
 
     @property
     def images_dir(self) -> Path:

@@ -77,7 +77,9 @@ class ImagineCog(commands.Cog):
         services = services_of(interaction)
         personal = await services.member_settings.get(interaction.user.id)
         # A RequestError reaches the error handler: one ephemeral sentence, nothing queued.
-        request = build_request(with_personal_defaults(options, personal))
+        request = build_request(
+            with_personal_defaults(options, personal), services.request_defaults
+        )
         if style:
             # After the inline flags were read, so the style's text cannot be taken for one.
             prompt_text, negative_text = apply_style(

@@ -115,6 +115,9 @@ async def submit_from_interaction(
         filesize_limit=interaction.filesize_limit,
         spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
     )
+    limit = services.limits.refusal(admission.request)
+    if limit is not None:
+        raise UserError(f"Not rendered: {limit}.")
     queue = queue_of(interaction)
     # Asked before deferring so that a refusal is a private sentence, not a public reply.
     refusal = await queue.quota_refusal(submission)

@@ -73,7 +73,7 @@ from inference.upscale import (
     lanczos_upscale,
     scaled_render_size,
 )
-from inference.validation import validate_request
+from inference.validation import RenderLimits, validate_request
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ class Engine:
         vae_tiling_pixels: int | None = DEFAULT_VAE_TILING_PIXELS,
         cpu_offload: bool = False,
         preview_interval_s: float | None = None,
+        limits: RenderLimits | None = None,
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
         the least recently used model is dropped first (the last one loaded always stays).
@@ -259,7 +260,8 @@ class Engine:
         tiles. ``cpu_offload`` keeps each model part in CPU memory until the pipeline needs it
         (CUDA devices only; ignored elsewhere): slower, but fits small GPUs.
         ``preview_interval_s`` (``None``: never) makes progress reports carry a cheap preview
-        of the pictures at most that often (0: every step)."""
+        of the pictures at most that often (0: every step). ``limits`` are the server's own
+        ceilings on pixels and steps (default: the hard ranges only)."""
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
@@ -272,6 +274,7 @@ class Engine:
         self.vae_tiling_pixels = vae_tiling_pixels
         self.cpu_offload = cpu_offload and device.startswith("cuda")
         self.preview_interval_s = preview_interval_s
+        self.limits = limits or RenderLimits()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
@@ -300,6 +303,7 @@ class Engine:
     ) -> list[RenderedImage]:
         validate_request(request)
         if request.mode == "upscale":
+            self._check_limits(request)  # the steps of a creative pass
             return self._upscale(request, progress, cancel)
         self._vae_file(request)  # an unknown VAE name is refused before any model loads
         entry = self.registry.resolve(request.model, self.default_model)
@@ -361,16 +365,22 @@ class Engine:
         return results
 
     def _sized(self, request: RenderRequest, entry: ModelEntry) -> RenderRequest:
-        """Fill a missing width/height (loading the model for its native size), then check it."""
-        if request.width is not None and request.height is not None:
-            return request
-        native = _native_size(self._load(entry).pipeline)
-        init_size = None
-        if request.mode in ("img2img", "inpaint") and request.init_image:
-            init_size = load_input_image(request.init_image, "init image").size
-        sized = with_default_size(request, native, init_size)
-        validate_request(sized)
-        return sized
+        """Fill a missing width/height (loading the model for its native size), then check it
+        against the request ranges and this server's limits."""
+        if request.width is None or request.height is None:
+            native = _native_size(self._load(entry).pipeline)
+            init_size = None
+            if request.mode in ("img2img", "inpaint") and request.init_image:
+                init_size = load_input_image(request.init_image, "init image").size
+            request = with_default_size(request, native, init_size)
+            validate_request(request)
+        self._check_limits(request)
+        return request
+
+    def _check_limits(self, request: RenderRequest) -> None:
+        refusal = self.limits.refusal(request)
+        if refusal is not None:
+            raise RenderInputError(refusal)
 
     def _load(self, entry: ModelEntry) -> LoadedModel:
         cached = self._loaded.get(entry.name)

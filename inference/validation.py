@@ -4,6 +4,7 @@ request up front with the same teaching messages the engine gives."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from inference.images import InpaintOptions
 from inference.limits import (
@@ -22,7 +23,7 @@ from inference.outpaint import OutpaintOptions
 from inference.prompts import parse_aspect_ratio
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
-from inference.upscale import HiresOptions, UpscaleOptions
+from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -91,3 +92,37 @@ def validate_request(request: RenderRequest) -> None:
         if not request.mask_image:
             raise RenderInputError("inpaint needs a mask image (white = repaint)")
         InpaintOptions.from_options(request.options)
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """A server's own ceilings (``EASEL_MAX_PIXELS``, ``EASEL_MAX_STEPS``) below the ranges
+    every request must keep, for devices that cannot take the largest renders."""
+
+    max_pixels: int = MAX_SIZE * MAX_SIZE  # per picture, at every pass (hires fix included)
+    max_steps: int = MAX_STEPS
+
+    def refusal(self, request: RenderRequest) -> str | None:
+        """Why this server will not render ``request``, or None. A size not chosen yet (the
+        model's native size) is judged by the engine once it knows it."""
+        if request.steps > self.max_steps:
+            return f"this server renders at most {self.max_steps} steps, got {request.steps}"
+        if request.width is None or request.height is None:
+            return None
+        sizes = [(request.width, request.height)]
+        hires = (
+            HiresOptions.from_options(request.options, request.width, request.height)
+            if request.mode == "txt2img"
+            else None
+        )
+        if hires is not None:
+            sizes.append(scaled_render_size(request.width, request.height, hires.scale))
+        for width, height in sizes:
+            if width * height > self.max_pixels:
+                side = math.isqrt(self.max_pixels)
+                return (
+                    f"this server renders at most {self.max_pixels:,} pixels a picture (about "
+                    f"{side}x{side}); {width}x{height} is {width * height:,}: ask for a smaller "
+                    "size" + (" or no hires fix" if hires is not None else "")
+                )
+        return None

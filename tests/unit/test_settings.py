@@ -16,6 +16,12 @@ SETTING_NAMES = [
     "EASEL_DEVICES",
     "EASEL_QUEUE_URL",
     "EASEL_REMOTE_SLOTS",
+    # Beyond the contract's list: what the engine offers an admin.
+    "EASEL_DEFAULT_UPSCALER",
+    "EASEL_ALLOW_PICKLE",
+    "EASEL_CPU_OFFLOAD",
+    "EASEL_MAX_PIXELS",
+    "EASEL_MAX_STEPS",
 ]
 
 
@@ -64,6 +70,9 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("EASEL_QUEUE_URL", "redis://x", "nats:// URL"),
         ("DISCORD_API_BASE", "discord.com", "http(s) URL"),
         ("DISCORD_GATEWAY_URL", "https://x", "ws(s) URL"),
+        ("EASEL_MAX_STEPS", "500", "EASEL_MAX_STEPS='500' is invalid: Input should be less than"),
+        ("EASEL_MAX_PIXELS", "100", "EASEL_MAX_PIXELS='100' is invalid"),
+        ("EASEL_ALLOW_PICKLE", "maybe", "EASEL_ALLOW_PICKLE='maybe' is invalid"),
     ],
 )
 def test_bad_setting_names_itself(
@@ -72,6 +81,24 @@ def test_bad_setting_names_itself(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         load_settings(None)
+
+
+def test_engine_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.app import engine_factory_for
+    from inference.engine import Engine
+
+    for name, value in {
+        "EASEL_MAX_PIXELS": "65536",
+        "EASEL_MAX_STEPS": "30",
+        "EASEL_ALLOW_PICKLE": "1",
+        "EASEL_DEFAULT_UPSCALER": "4x-UltraSharp",
+    }.items():
+        monkeypatch.setenv(name, value)
+    engine = engine_factory_for(load_settings(None))("cpu")
+    assert isinstance(engine, Engine)
+    assert (engine.limits.max_pixels, engine.limits.max_steps) == (65536, 30)
+    assert engine.registry.allow_pickle and engine.default_upscaler == "4x-UltraSharp"
+    assert engine.preview_interval_s == 2.0  # one preview per progress edit
 
 
 def test_missing_token_is_named() -> None:
