@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
 
 log = logging.getLogger(__name__)
 
+# With EASEL_MODEL_CACHE_GB set, at most this many models stay loaded on a device.
+MAX_CACHED_MODELS = 8
 # How long a stop waits, twice, for commands and clicks being handled (they journal jobs).
 # With the queue's 15 s for renders, a stop takes 25 s at most: the contract says 30.
 HANDLER_GRACE_S = 5.0
@@ -54,6 +56,8 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             allow_pickle=settings.allow_pickle,
             wildcards_dir=settings.existing_wildcards_dir,
             cpu_offload=settings.cpu_offload,
+            max_loaded_models=MAX_CACHED_MODELS if settings.model_cache_gb else 1,
+            memory_budget_bytes=int(settings.model_cache_gb * 2**30) or None,
             # A preview for each progress edit, no more often than those are allowed.
             preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
             limits=settings.render_limits,

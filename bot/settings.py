@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_steps: int = Field(
         default=MAX_STEPS, ge=MIN_STEPS, le=MAX_STEPS, validation_alias="EASEL_MAX_STEPS"
     )
+    # 0: one model per device at a time. Above 0: recently used models stay loaded while their
+    # weights fit in this many GB per device (the one in use always stays).
+    model_cache_gb: float = Field(default=0, ge=0, le=4096, validation_alias="EASEL_MODEL_CACHE_GB")
     # Keep each model part in CPU memory until the pipeline needs it: slower, fits small GPUs.
     cpu_offload: bool = Field(default=False, validation_alias="EASEL_CPU_OFFLOAD")
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
