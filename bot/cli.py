@@ -14,6 +14,7 @@ from typing import NoReturn
 from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
 from inference.types import RenderRequest
+from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
 
 
 class UsageError(Exception):
@@ -44,12 +45,37 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
 
 
+def _add_upscale_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="the picture to enlarge")
+    parser.add_argument("--scale", type=int, choices=UPSCALE_FACTORS, default=UPSCALE_FACTORS[0])
+    parser.add_argument(
+        "--mode",
+        choices=["fast", "creative"],
+        default="fast",
+        help="fast: the upscaler only; creative: then a diffusion re-detail in tiles",
+    )
+    parser.add_argument(
+        "--upscaler",
+        help="an installed upscaler or Lanczos (default: EASEL_DEFAULT_UPSCALER, else the "
+        "first model upscaler, else Lanczos)",
+    )
+    parser.add_argument(
+        "--strength", type=float, default=DEFAULT_CREATIVE_STRENGTH, help="creative denoising 0-1"
+    )
+    parser.add_argument("--prompt", default="", help="creative: else the picture's own prompt")
+    parser.add_argument("--model")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the PNG")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="easel", description="A Stable Diffusion studio for Discord servers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands.add_parser("run", help="run the Discord bot (reads .env)")
     commands.add_parser("worker", help="serve the broker named by EASEL_QUEUE_URL")
     _add_render_options(commands.add_parser("render", help="one generation without Discord"))
+    _add_upscale_options(commands.add_parser("upscale", help="enlarge a picture 2x or 4x"))
     explain = commands.add_parser("explain", help="print how a prompt is understood, as JSON")
     explain.add_argument("prompt")
     explain.add_argument("--negative", default="")
@@ -144,8 +170,51 @@ def render_request(args: argparse.Namespace) -> RenderRequest:
     return request
 
 
+def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderRequest:
+    """``easel upscale``'s arguments as a checked request (no model, no torch)."""
+    from inference.images import load_input_image
+    from inference.registry import ModelRegistry
+    from inference.types import RenderInputError
+    from inference.upscale import UpscaleOptions
+    from inference.validation import validate_request
+
+    options: dict[str, object] = {
+        "upscale_factor": args.scale,
+        "upscale_mode": args.mode,
+        "upscale_strength": args.strength,
+    }
+    if args.upscaler:
+        options["upscaler"] = args.upscaler
+    try:
+        picture = load_input_image(args.image, "IMAGE")
+        UpscaleOptions.from_options(options).output_size(*picture.size)
+        registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
+        registry.resolve_upscaler(args.upscaler, settings.default_upscaler)
+        request = RenderRequest(
+            args.prompt,
+            seed=resolve_seed(args.seed),
+            steps=args.steps,
+            model=args.model,
+            mode="upscale",
+            init_image=str(args.image),
+            options=options,
+        )
+        validate_request(request)
+    except (RequestError, RenderInputError) as error:
+        raise UsageError(str(error)) from None
+    return request
+
+
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
-    request = render_request(args)
+    return _render_and_write(render_request(args), settings, args.out)
+
+
+def cmd_upscale(args: argparse.Namespace, settings: Settings) -> int:
+    return _render_and_write(upscale_request(args, settings), settings, args.out)
+
+
+def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> int:
+    """Render on the first device and print each PNG's path."""
     from bot.app import engine_factory_for
     from inference.devices import resolve_devices
     from inference.types import RenderInputError
@@ -155,9 +224,9 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
         images = engine.render(request)
     except RenderInputError as error:
         raise UsageError(str(error)) from None
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for image in images:
-        path = args.out / f"{image.seed}.png"
+        path = out / f"{image.seed}.png"
         path.write_bytes(image.png)
         print(path)
     return 0
@@ -218,6 +287,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "worker": cmd_worker,
     "render": cmd_render,
+    "upscale": cmd_upscale,
     "explain": cmd_explain,
     "tiny-model": cmd_tiny_model,
     "doctor": cmd_doctor,

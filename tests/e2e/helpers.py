@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+
+from PIL import Image
 
 from bot.app import EaselBot
 from tests.fake_discord import FakeDiscord, StoredMessage
@@ -18,6 +21,12 @@ QUICK = {"steps": 2, "size": "64x64"}
 def has_picture(message: StoredMessage) -> bool:
     """A result picture is attached (not just the progress message's preview)."""
     return any(attachment.filename != "preview.jpg" for attachment in message.attachments)
+
+
+def size_of(message: StoredMessage) -> tuple[int, int]:
+    """The size of the message's first picture."""
+    with Image.open(io.BytesIO(message.attachments[0].data)) as image:
+        return image.size
 
 
 def job_id_of(message: StoredMessage) -> str:

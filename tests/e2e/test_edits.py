@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
-from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, size_of
 from tests.fake_discord import FakeDiscord, StoredMessage
 
 SOURCE_INFOTEXT = (
@@ -38,11 +38,6 @@ def params_of(message: StoredMessage) -> tuple[str, dict[str, object]]:
     assert infotext is not None
     prompt, _, params = parse_infotext(infotext)
     return prompt, dict(params)
-
-
-def size_of(message: StoredMessage) -> tuple[int, int]:
-    with Image.open(io.BytesIO(message.attachments[0].data)) as image:
-        return image.size
 
 
 def inputs_of(settings: Settings) -> list[Path]:

@@ -20,6 +20,7 @@ from tests.e2e.helpers import (
     has_picture,
     imagine,
     job_id_of,
+    size_of,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
 
@@ -28,11 +29,6 @@ def params_of(message: StoredMessage) -> dict[str, object]:
     infotext = infotext_from_png(message.attachments[0].data)
     assert infotext is not None
     return dict(parse_infotext(infotext)[2])
-
-
-def size_of(message: StoredMessage) -> tuple[int, int]:
-    with Image.open(io.BytesIO(message.attachments[0].data)) as image:
-        return image.size
 
 
 async def test_grid_with_pick_and_variation_buttons(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sd_parsers import ParserManager
 
 from bot.cli import main
@@ -156,14 +157,21 @@ def test_tiny_upscaler_and_the_doctor_s_upscaler_report(
     assert "Lanczos, 4x-UltraSharp, tiny-esrgan-4x" in out  # pickles allowed: listed
 
 
-def test_render_img2img_and_variation_from_the_command_line(
-    tiny_models_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def rendered_cat(
+    tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """The path of a 64x64 render (seed 3) by `easel render` with the tiny models."""
     monkeypatch.setenv("EASEL_MODELS_DIR", str(tiny_models_dir))
     assert main(["render", "a cat", "--seed", "3", "--steps", "2", "--out", "first"]) == 0
     [first] = capsys.readouterr().out.split()
+    return first
+
+
+def test_render_img2img_and_variation_from_the_command_line(
+    rendered_cat: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = rendered_cat
     argv = [
         "render",
         "a dog",
@@ -205,3 +213,20 @@ def test_explain_warns_about_loras_that_are_not_installed(
     assert [n["name"] for n in report["extra_networks"]] == ["ink", "glow"]
     assert any("glow" in warning for warning in report["warnings"])
     assert not any("'ink'" in warning for warning in report["warnings"])
+
+
+def test_upscale_from_the_command_line(
+    rendered_cat: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = rendered_cat
+    assert main(["upscale", first, "--scale", "4", "--out", "big"]) == 0
+    [big] = capsys.readouterr().out.split()
+    with Image.open(big) as image:
+        assert image.size == (256, 256)
+    infotext = infotext_from_png(Path(big).read_bytes())
+    assert infotext is not None
+    params = parse_infotext(infotext)[2]
+    assert (params["Seed"], params["Postprocess upscaler"]) == (3, "tiny-esrgan-2x")
+    assert main(["upscale", first, "--upscaler", "nope", "--out", "never"]) == 2
+    assert "unknown upscaler 'nope'; available: Lanczos, tiny-esrgan-2x" in one_error_line(capsys)
+    assert not Path("never").exists()
