@@ -692,7 +692,7 @@ class Engine:
                 for job in jobs
             ]
         ).to(self.device, self.dtype)
-        _use_noise_for_img2img(scheduler, noise)
+        _use_noise_for_img2img(scheduler, noise, arguments.latent_fill)
         _seed_brownian_noise(scheduler, jobs)
         start = {"latents": noise} if arguments.starts_from_noise else {}
         tracker.begin_pass()
@@ -967,7 +967,7 @@ def _load_inputs(request: RenderRequest, seed: int) -> RenderInputs:
         init = load_input_image(request.init_image, "init image")
         mask = load_input_image(request.mask_image, "mask image")
         options = InpaintOptions.from_options(request.options)
-        return RenderInputs(canvas=inpaint_canvas(init, mask, size, options, seed))
+        return RenderInputs(canvas=inpaint_canvas(init, mask, size, options))
     return RenderInputs()
 
 
@@ -984,6 +984,7 @@ class TaskArguments:
     # At full strength the pipeline starts from our noise as ``latents`` instead of noising
     # the picture.
     starts_from_noise: bool
+    latent_fill: LatentFill | None = None
 
 
 def _task_arguments(
@@ -1006,20 +1007,50 @@ def _task_arguments(
         masks = [Image.new("L", size, 255)] * count
         strength = strength if init_images else 1.0
     values = {**dimensions, "image": images, "mask_image": masks, "strength": strength}
-    return TaskArguments(values, starts_from_noise=strength == 1.0)
+    fill = None
+    if canvas is not None and canvas.latent_fill is not None:
+        fill = LatentFill(canvas.latent_fill, canvas.mask)
+    return TaskArguments(values, starts_from_noise=strength == 1.0, latent_fill=fill)
 
 
-def _use_noise_for_img2img(scheduler: Any, noise: torch.Tensor) -> None:
-    """Make the pipeline noise the init picture with our seeded noise, not its own draw.
+@dataclass(frozen=True)
+class LatentFill:
+    """Inpainting's "latent noise" / "latent nothing": the encoded picture's latents under
+    the mask replaced by the picture's own seeded noise or by zeros, blended by the (blurred)
+    mask at latent size, before they are noised to the first step, as the web UI does."""
+
+    kind: str
+    mask: Image.Image  # at render size, white = filled
+
+    def apply(self, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        height, width = latents.shape[-2:]
+        small = self.mask.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+        weight = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).to(latents)
+        if self.kind == "latent noise":
+            replacement = noise.to(latents)
+        else:
+            replacement = torch.zeros_like(latents)
+        return latents * (1 - weight) + replacement * weight
+
+
+def _use_noise_for_img2img(
+    scheduler: Any, noise: torch.Tensor, fill: LatentFill | None = None
+) -> None:
+    """Make the pipeline noise the init picture with our seeded noise, not its own draw
+    (after ``fill`` replaced its masked latents, when given).
 
     Diffusers' img2img and inpaint pipelines draw that noise internally; the scheduler is a
     fresh instance per render, so overriding its ``add_noise`` affects this render only.
+    The inpaint pipelines also re-noise the encoded picture at every step to keep what lies
+    outside the mask; the fill only touches what lies inside.
     """
     add_noise = scheduler.add_noise
 
     def add_seeded_noise(
         original: torch.Tensor, _pipeline_noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
+        if fill is not None:
+            original = fill.apply(original, noise)
         noised: torch.Tensor = add_noise(
             original, noise.to(original.device, original.dtype), timesteps
         )

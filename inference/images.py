@@ -146,8 +146,8 @@ MASKED_CONTENT, DEFAULT_MASKED_CONTENT = "masked_content", "original"
 MASKED_CONTENTS = ("fill", "original", "latent noise", "latent nothing")
 ONLY_MASKED = "only_masked"
 ONLY_MASKED_PADDING, MAX_PADDING, DEFAULT_PADDING = "only_masked_padding", 256, 32
-# Grey is what a zero latent decodes to, closely enough, with the SD VAEs.
-LATENT_NOTHING_GREY = (127, 127, 127)
+# Filled in latent space by the engine: the picture's own seeded noise, or zeros.
+LATENT_FILLS = ("latent noise", "latent nothing")
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,8 @@ class InpaintCanvas:
     backdrop: Image.Image  # the picture the result is composited into
     backdrop_mask: Image.Image  # blurred mask at backdrop size
     crop: CropBox | None
+    # "latent noise" / "latent nothing": the engine fills the masked latents, not the pixels.
+    latent_fill: str | None = None
 
     def composite(self, generated: Image.Image) -> Image.Image:
         if self.crop is None:
@@ -213,7 +215,6 @@ def inpaint_canvas(
     mask: Image.Image,
     size: tuple[int, int],
     options: InpaintOptions,
-    noise_seed: int,
 ) -> InpaintCanvas:
     """Prepare an inpainting job as the web UI does: blur/invert the mask, crop around it for
     "only masked", and pre-fill the hole according to the masked-content choice."""
@@ -231,29 +232,15 @@ def inpaint_canvas(
         if backdrop_mask.getbbox() is None:
             raise RenderInputError("the mask is empty: paint white where the picture should change")
         crop, work, work_mask = None, backdrop, backdrop_mask
+    content = options.masked_content
     return InpaintCanvas(
-        _prefill(work, work_mask, options.masked_content, noise_seed),
+        fill_masked_area(work, work_mask) if content == "fill" else work,
         work_mask,
         backdrop,
         backdrop_mask,
         crop,
+        latent_fill=content if content in LATENT_FILLS else None,
     )
-
-
-def _prefill(image: Image.Image, mask: Image.Image, content: str, noise_seed: int) -> Image.Image:
-    # Diffusers encodes the picture itself, so the latent fills are made in pixel space.
-    if content == "original":
-        return image
-    if content == "fill":
-        return fill_masked_area(image, mask)
-    if content == "latent noise":
-        rng = np.random.default_rng(noise_seed)
-        noise = rng.integers(0, 256, (image.height, image.width, 3), dtype=np.uint8)
-        replacement = Image.fromarray(noise)
-    else:
-        replacement = Image.new("RGB", image.size, LATENT_NOTHING_GREY)
-    hard_mask = mask.point(lambda value: 255 if value > MASK_THRESHOLD else 0)
-    return Image.composite(replacement, image, hard_mask)
 
 
 def picture_grid(pictures: list[Image.Image]) -> Image.Image:

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
-from inference.engine import Engine
+from inference.engine import Engine, LatentFill
 from inference.images import MASKED_CONTENTS
 from inference.infotext import parse_infotext
 from inference.types import RenderInputError, RenderRequest
@@ -104,6 +105,37 @@ def test_every_masked_content_mode_runs(
 ) -> None:
     [image] = engine.render(inpaint(pictures, options={"masked_content": content}))
     assert parse_infotext(image.infotext)[2]["Masked content"] == content
+
+
+def test_latent_fills_replace_the_masked_latents_only() -> None:
+    mask = Image.new("L", (64, 32), 0)
+    mask.paste(255, (0, 0, 32, 32))  # the left half, latent columns 0-3 of 8
+    latents, noise = torch.ones(1, 4, 4, 8), torch.full((1, 4, 4, 8), 2.0)
+    filled_noise = LatentFill("latent noise", mask).apply(latents, noise)
+    filled_nothing = LatentFill("latent nothing", mask).apply(latents, noise)
+    assert torch.equal(filled_noise[..., :3], noise[..., :3])
+    assert torch.equal(filled_nothing[..., :3], torch.zeros(1, 4, 4, 3))
+    for filled in (filled_noise, filled_nothing):
+        assert torch.equal(filled[..., 5:], latents[..., 5:])  # outside: the picture's latents
+
+
+def test_latent_fills_change_what_the_hole_starts_from(
+    engine: Engine, pictures: dict[str, str], pixels: PixelReader
+) -> None:
+    """At a denoising strength below 1 the start decides much of the hole: each fill gives
+    its own picture there, and the outside stays the original."""
+    results = {}
+    for content in ("original", "latent noise", "latent nothing"):
+        options = {"masked_content": content, "mask_blur": 0}
+        request = inpaint(pictures, width=96, height=80, denoising_strength=0.5, options=options)
+        results[content] = pixels(engine.render(request)[0].png)
+    original = np.asarray(Image.open(pictures["init"]).convert("RGB"), dtype=np.int16)
+    for content, result in results.items():
+        assert np.array_equal(result[:8], original[:8]), content
+    hole = (slice(28, 44), slice(44, 60))
+    assert np.abs(results["latent noise"][hole] - results["original"][hole]).mean() > 2
+    assert np.abs(results["latent nothing"][hole] - results["original"][hole]).mean() > 2
+    assert np.abs(results["latent noise"][hole] - results["latent nothing"][hole]).mean() > 2
 
 
 def test_inverted_mask_repaints_the_outside(
