@@ -57,15 +57,21 @@ def _database_check(settings: Settings) -> Check:
     return Check("database", True, f"{path} at schema version {version}")
 
 
-def _upscalers_check(registry: ModelRegistry, default: str | None) -> Check:
+def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -> Check:
     """Lanczos always works; model upscalers are listed, pickles left out are named, and the
-    default must be one of them."""
+    default and the hires fix's upscaler must be installed."""
     from inference.types import RenderInputError
+    from inference.upscale import latent_upscaler
 
     try:
         default_name = registry.resolve_upscaler(None, default)[0]
     except RenderInputError as error:
         return Check("upscalers", False, f"EASEL_DEFAULT_UPSCALER: {error}")
+    if latent_upscaler(hires) is None:
+        try:
+            registry.resolve_upscaler(hires)
+        except RenderInputError as error:
+            return Check("upscalers", False, f"EASEL_HIRES_UPSCALER: {error} (or Latent)")
     detail = f"{', '.join(registry.upscaler_names())}; default {default_name}"
     if not registry.allow_pickle:
         pickled = registry.pickled_upscaler_files()
@@ -105,7 +111,7 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             "there (or run `easel tiny-model models/tiny` to try Easel out)",
         )
 
-    yield _upscalers_check(registry, settings.default_upscaler)
+    yield _upscalers_check(registry, settings.default_upscaler, settings.hires_upscaler)
     yield _database_check(settings)
 
     if settings.queue_url:

@@ -32,6 +32,7 @@ class Services:
     styles_path: Path
     # Checked before a job is accepted; the engine checks again once sizes are known.
     limits: RenderLimits
+    hires_upscaler: str  # what /imagine's hires fix enlarges with
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
@@ -46,6 +47,7 @@ class Services:
             ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle),
             settings.data_dir / "styles.csv",
             settings.render_limits,
+            settings.hires_upscaler,
         )
 
     @property

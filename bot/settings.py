@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     default_model: str | None = Field(default=None, validation_alias="EASEL_DEFAULT_MODEL")
     # What /upscale uses when no upscaler is named; None: the first model upscaler, else Lanczos.
     default_upscaler: str | None = Field(default=None, validation_alias="EASEL_DEFAULT_UPSCALER")
+    # The upscaler of /imagine's hires fix: Lanczos, a Latent variant or a model upscaler.
+    hires_upscaler: str = Field(
+        default="Lanczos", min_length=1, validation_alias="EASEL_HIRES_UPSCALER"
+    )
     # Pickle files (.ckpt, .pt, .pth) can run code when loaded: off unless an admin trusts them.
     allow_pickle: bool = Field(default=False, validation_alias="EASEL_ALLOW_PICKLE")
     # This server's ceilings, below the hard ranges: pixels per picture and sampling steps.

@@ -23,8 +23,9 @@ from inference.validation import validate_request
 HIRES_SCALE = 2.0
 
 
-def with_hires_fix(request: RenderRequest) -> RenderRequest:
-    hires = dataclasses.replace(request, options={**request.options, "hires_scale": HIRES_SCALE})
+def with_hires_fix(request: RenderRequest, upscaler: str) -> RenderRequest:
+    options = {**request.options, "hires_scale": HIRES_SCALE, "hires_upscaler": upscaler}
+    hires = dataclasses.replace(request, options=options)
     try:
         validate_request(hires)
     except RenderInputError as error:
@@ -89,7 +90,7 @@ class ImagineCog(commands.Cog):
                 request, prompt=prompt_text, negative_prompt=negative_text
             )
         if hires:
-            request = with_hires_fix(request)
+            request = with_hires_fix(request, services.hires_upscaler)
         await submit_from_interaction(
             interaction, "imagine", request, private=personal.private_results
         )

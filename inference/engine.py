@@ -68,9 +68,11 @@ from inference.types import (
     StepProgress,
 )
 from inference.upscale import (
+    LATENT_UPSCALERS,
     HiresOptions,
     UpscaleOptions,
     lanczos_upscale,
+    latent_upscaler,
     scaled_render_size,
 )
 from inference.validation import RenderLimits, validate_request
@@ -612,7 +614,9 @@ class Engine:
     ) -> list[RenderedImage]:
         size = request.size()
         task = _pipeline_task(request.mode, model.inpainting_unet)
-        hires = HiresOptions.from_options(request.options, *size) if task == "txt2img" else None
+        # Inpainting checkpoints render txt2img through the inpaint pipeline; hires fix too.
+        txt2img = request.mode == "txt2img"
+        hires = HiresOptions.from_options(request.options, *size) if txt2img else None
         hires_steps = (hires.steps or request.steps) if hires else 0
         tracker = _StepTracker(progress, cancel, self.preview_interval_s, later_steps=hires_steps)
         tracker.previewer = self._previewer(model, progress)
@@ -620,20 +624,41 @@ class Engine:
         arguments = _task_arguments(
             task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
         )
-        images = self._denoise(
-            model, task, request, jobs, size, request.steps, arguments, tracker, networks
+        latent = None if hires is None else latent_upscaler(hires.upscaler)
+        if latent is not None and model.inpainting_unet:
+            raise RenderInputError(
+                f"the {latent} hires upscaler needs an ordinary checkpoint; "
+                f"{model.entry.name} is an inpainting model: choose Lanczos or a model upscaler"
+            )
+        first_pass = self._denoise(
+            model,
+            task,
+            request,
+            jobs,
+            size,
+            request.steps,
+            arguments,
+            tracker,
+            networks,
+            output_type="pil" if latent is None else "latent",
         )
+        images: list[Image.Image] = first_pass
         params: dict[str, object] = {}
         if hires is not None:
             hires_size = scaled_render_size(*size, hires.scale)
-            enlarged = [
-                self._enlarge(image, hires_size, hires.upscaler, cancel) for image in images
-            ]
-            upscaled = [image for image, _ in enlarged]
+            start: list[Image.Image] | torch.Tensor
+            if latent is not None:
+                scale = model.pipeline.vae_scale_factor
+                start, upscaler = _resized_latents(first_pass, hires_size, scale, latent), latent
+            else:
+                enlarged = [
+                    self._enlarge(image, hires_size, hires.upscaler, cancel) for image in images
+                ]
+                start, upscaler = [image for image, _ in enlarged], enlarged[0][1]
             hires_task = _pipeline_task("img2img", model.inpainting_unet)
             tracker.later_steps = 0
             arguments = _task_arguments(
-                hires_task, hires_size, hires.denoising, upscaled, None, len(jobs)
+                hires_task, hires_size, hires.denoising, start, None, len(jobs)
             )
             images = self._denoise(
                 model,
@@ -650,7 +675,7 @@ class Engine:
                 "Denoising strength": hires.denoising,
                 "Hires upscale": hires.scale,
                 "Hires steps": hires.steps or None,
-                "Hires upscaler": enlarged[0][1],
+                "Hires upscaler": upscaler,
             }
         if inputs.canvas is not None:
             images = [inputs.canvas.composite(image) for image in images]
@@ -679,8 +704,10 @@ class Engine:
         arguments: TaskArguments,
         tracker: _StepTracker,
         networks: JobNetworks,
-    ) -> list[Image.Image]:
-        """One pipeline call: every picture starts from its own seeded CPU noise."""
+        output_type: Literal["pil", "latent"] = "pil",
+    ) -> Any:
+        """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
+        pictures, or with ``output_type="latent"`` the final latents (no VAE decode)."""
         pipeline = model.pipeline_for(task)
         scheduler = make_scheduler(request.sampler, model.scheduler_config)
         pipeline.scheduler = scheduler
@@ -713,14 +740,14 @@ class Engine:
                 _vae_in_use(pipeline, networks.vae),
                 _vae_tiling(pipeline, tiled),
             ):
-                images: list[Image.Image] = pipeline(
+                images = pipeline(
                     **guidance.pipeline_arguments(len(jobs)),
                     num_inference_steps=steps,
                     guidance_scale=request.cfg_scale,
                     # The same per-image CPU generators also drive ancestral samplers' noise.
                     generator=[seeded_generator(job.seed) for job in jobs],
                     callback_on_step_end=guidance.step_callback(tracker.on_step_end),
-                    output_type="pil",
+                    output_type=output_type,
                     **arguments.values,
                     **start,
                 ).images
@@ -787,6 +814,17 @@ class Engine:
             **creative,
         }
         return [_rendered(job, image, infotext)]
+
+
+def _resized_latents(
+    latents: torch.Tensor, size: tuple[int, int], vae_scale: int, upscaler: str
+) -> torch.Tensor:
+    """The latent hires upscalers: latents interpolated to the latent size of ``size``."""
+    mode, antialias = LATENT_UPSCALERS[upscaler]
+    latent_size = (size[1] // vae_scale, size[0] // vae_scale)
+    return torch.nn.functional.interpolate(
+        latents, size=latent_size, mode=mode, antialias=antialias
+    )
 
 
 def _native_size(pipeline: Any) -> int:
@@ -991,7 +1029,7 @@ def _task_arguments(
     task: PipelineTask,
     size: tuple[int, int],
     strength: float,
-    init_images: list[Image.Image] | None,
+    init_images: list[Image.Image] | torch.Tensor | None,
     canvas: InpaintCanvas | None,
     count: int,
 ) -> TaskArguments:
@@ -1003,6 +1041,7 @@ def _task_arguments(
     if canvas is not None:
         images, masks = [canvas.image] * count, [canvas.mask] * count
     else:  # an inpainting model asked for txt2img / img2img: repaint everything
+        assert not isinstance(init_images, torch.Tensor)  # latent hires refuses these models
         images = init_images or [Image.new("RGB", size, (127, 127, 127))] * count
         masks = [Image.new("L", size, 255)] * count
         strength = strength if init_images else 1.0

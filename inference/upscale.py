@@ -13,6 +13,24 @@ from inference.types import RenderInputError
 
 # The upscaler that needs no model file; the others are named after their files.
 LANCZOS = "Lanczos"
+# Hires fix only: the first pass's latents are resized (torch interpolation mode, antialias)
+# and the second pass starts from them, with no VAE decode and encode between (web UI names).
+LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+
+def latent_upscaler(name: str) -> str | None:
+    """The web UI spelling of a latent upscaler name in any letter case, else None."""
+    folded = {known.casefold(): known for known in LATENT_UPSCALERS}
+    return folded.get(name.casefold())
+
+
 # An upscale may go past the render limit (it works in tiles); these cap memory, PNG size
 # and, for the creative upscale's diffusion pass over every tile, time.
 MAX_UPSCALED_SIDE = 8192
@@ -76,6 +94,7 @@ class HiresOptions:
                 f"hires denoising must be above 0 and at most 1, got {denoising!r}"
             )
         upscaler = _upscaler_name("hires upscaler", options.get("hires_upscaler", LANCZOS))
+        upscaler = latent_upscaler(upscaler) or upscaler
         target = scaled_render_size(width, height, scale)
         if max(target) > MAX_SIZE:
             raise RenderInputError(

@@ -96,7 +96,7 @@ async def test_autocomplete_lists_what_is_installed(
         assert infotext is not None
         prompt, negative, params = parse_infotext(infotext)
         assert prompt == "oil painting of a cat, brush strokes" and negative == "photo"
-        assert params["Hires upscale"] == 2
+        assert (params["Hires upscale"], params["Hires upscaler"]) == (2, "Lanczos")
         with Image.open(io.BytesIO(result.attachments[0].data)) as image:
             assert image.size == (128, 128)  # 64x64, then the hires pass at twice that
         # size overrides the prompt's --ar: the member is told so under the result.

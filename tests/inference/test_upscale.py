@@ -91,6 +91,32 @@ def test_hires_fix_renders_twice_and_reports_both_passes(engine: Engine) -> None
     assert reports[-1].total_steps == 4
 
 
+def test_latent_hires_resizes_the_first_pass_latents(engine: Engine, pixels: PixelReader) -> None:
+    """The web UI's default hires upscaler: no decode and encode between the two passes."""
+    hires = {"hires_scale": 2, "hires_denoising": 0.6}
+    request = dataclasses.replace(BASE, options={**hires, "hires_upscaler": "latent (NEAREST)"})
+    [latent] = engine.render(request)
+    assert (latent.width, latent.height) == (128, 128)
+    assert parse_infotext(latent.infotext)[2]["Hires upscaler"] == "Latent (nearest)"
+    assert engine.render(request)[0].png == latent.png
+    [bilinear] = engine.render(
+        dataclasses.replace(request, options={**hires, "hires_upscaler": "Latent"})
+    )
+    [lanczos] = engine.render(dataclasses.replace(request, options=hires))
+    assert np.abs(pixels(latent.png) - pixels(bilinear.png)).mean() > 1
+    assert np.abs(pixels(latent.png) - pixels(lanczos.png)).mean() > 1
+
+
+def test_inpainting_checkpoints_take_hires_fix_but_not_in_latents(engine: Engine) -> None:
+    request = dataclasses.replace(BASE, model="tiny-inpainting", options={"hires_scale": 2})
+    [image] = engine.render(request)
+    assert (image.width, image.height) == (128, 128)
+    assert parse_infotext(image.infotext)[2]["Hires upscaler"] == "Lanczos"
+    latent = dataclasses.replace(request, options={"hires_scale": 2, "hires_upscaler": "Latent"})
+    with pytest.raises(RenderInputError, match="the Latent hires upscaler needs an ordinary"):
+        engine.render(latent)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -155,6 +155,13 @@ def test_tiny_upscaler_and_the_doctor_s_upscaler_report(
     out = capsys.readouterr().out
     assert "[ERR] upscalers: EASEL_DEFAULT_UPSCALER: unknown upscaler 'nope'; available: " in out
     assert "Lanczos, 4x-UltraSharp, tiny-esrgan-4x" in out  # pickles allowed: listed
+    monkeypatch.delenv("EASEL_DEFAULT_UPSCALER")
+    for hires, ok in (("latent (bicubic)", True), ("tiny-esrgan-4x", True), ("Latent 2", False)):
+        monkeypatch.setenv("EASEL_HIRES_UPSCALER", hires)
+        main(["doctor"])
+        out = capsys.readouterr().out
+        assert ("[ok ] upscalers" in out) == ok, out
+    assert "EASEL_HIRES_UPSCALER: unknown upscaler 'Latent 2'" in out
 
 
 @pytest.fixture
