@@ -26,8 +26,9 @@ HELP_TEXT = """\
 `style` adds a saved style, `hires` re-details at twice the size.
 Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
 `Vary (Subtle/Strong)`, `Upscale (2x/4x)` under a single picture.
-`/vary image|message strength`, `/inpaint image mask prompt`, `/upscale image scale mode` — \
-work from a picture; also **Apps › Vary** and **Apps › Upscale** on any message with an image.
+`/vary image|message strength`, `/inpaint image mask prompt`, \
+`/upscale image scale mode upscaler` — work from a picture; also **Apps › Vary** and \
+**Apps › Upscale** on any message with an image.
 `/queue`, `/cancel [job_id]`, `/quota` — your jobs in the queue, stop one, your limits.
 `/info image` or the message menu **Apps › Info** — the settings stored in an Easel/web UI PNG.
 `/explain prompt` — how Easel reads a prompt (weights, schedule, LoRAs), as JSON.
