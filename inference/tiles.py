@@ -14,10 +14,10 @@ def tile_spans(length: int, tile: int, overlap: int, multiple_of: int = 1) -> li
     with at least ``overlap`` pixels shared by neighbours; all of one size (a multiple of
     ``multiple_of`` when ``length`` and ``tile`` are), spread evenly so no tile is wasted on
     a sliver at the edge."""
+    if length <= tile:  # one tile: no overlap to keep
+        return [(0, length)]
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap must be from 0 to {tile - 1}, got {overlap}")
-    if length <= tile:
-        return [(0, length)]
     count = math.ceil((length - overlap) / (tile - overlap))
     side = math.ceil((length + (count - 1) * overlap) / count)
     side = min(tile, math.ceil(side / multiple_of) * multiple_of)
