@@ -164,7 +164,9 @@ class LoadedModel:
         if task == "txt2img" or (task == "inpaint" and self.inpainting_unet):
             return self.pipeline
         if task not in self.task_pipelines:
-            self.task_pipelines[task] = _TASK_PIPELINES[task].from_pipe(self.pipeline)
+            pipeline = _TASK_PIPELINES[task].from_pipe(self.pipeline)
+            pipeline.set_progress_bar_config(disable=True)  # from_pipe does not carry it over
+            self.task_pipelines[task] = pipeline
         return self.task_pipelines[task]
 
 
@@ -822,9 +824,11 @@ def _resized_latents(
     """The latent hires upscalers: latents interpolated to the latent size of ``size``."""
     mode, antialias = LATENT_UPSCALERS[upscaler]
     latent_size = (size[1] // vae_scale, size[0] // vae_scale)
-    return torch.nn.functional.interpolate(
-        latents, size=latent_size, mode=mode, antialias=antialias
+    # In float32: antialiased resizing has no half-precision kernel on every device.
+    resized = torch.nn.functional.interpolate(
+        latents.float(), size=latent_size, mode=mode, antialias=antialias
     )
+    return resized.to(latents.dtype)
 
 
 def _native_size(pipeline: Any) -> int:

@@ -107,6 +107,17 @@ def test_every_masked_content_mode_runs(
     assert parse_infotext(image.infotext)[2]["Masked content"] == content
 
 
+def test_task_pipelines_print_no_progress_bars(
+    models_dir: Path, pictures: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A server logs; diffusers' per-step bars on stderr would flood it (a fresh engine, so
+    its img2img and inpaint pipelines are made in this test)."""
+    fresh = Engine(models_dir)
+    fresh.render(img2img(pictures))
+    fresh.render(inpaint(pictures))
+    assert "it/s" not in capfd.readouterr().err
+
+
 def test_latent_fills_replace_the_masked_latents_only() -> None:
     mask = Image.new("L", (64, 32), 0)
     mask.paste(255, (0, 0, 32, 32))  # the left half, latent columns 0-3 of 8
