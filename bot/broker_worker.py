@@ -124,6 +124,15 @@ class _Hub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def still_queued(self, msg: Msg) -> bool:
+        """Whether the job's message is still in the stream: a bot cancels a job by deleting
+        it (and by a core message, which a disconnect can lose)."""
+        try:
+            await self.js.get_msg(JOBS_STREAM, msg.metadata.sequence.stream)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
     async def has_result(self, job_id: str) -> bool:
         try:
             await self.js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
@@ -241,7 +250,8 @@ class _DeviceLoop:
         log.info("job %s: started on %s (delivery %d)", job.job_id, self.device, deliveries)
         cancel = self._hub.cancel_event_for(job.job_id)
         heartbeat = asyncio.create_task(
-            _heartbeat(msg, (consumer.config.ack_wait or 30.0) / 3), name=f"heartbeat-{job.job_id}"
+            self._heartbeat(msg, (consumer.config.ack_wait or 30.0) / 3, cancel),
+            name=f"heartbeat-{job.job_id}",
         )
         report = functools.partial(self._report_progress, job.job_id)
         result = functools.partial(
@@ -286,12 +296,15 @@ class _DeviceLoop:
     def _report_progress(self, job_id: str, step: StepProgress) -> None:
         self._hub.spawn(self._hub.nc.publish(progress_subject(job_id), encode_progress(step)))
 
-
-async def _heartbeat(msg: Msg, every_s: float) -> None:
-    while True:
-        await asyncio.sleep(every_s)
-        with contextlib.suppress(nats.errors.Error):
-            await msg.in_progress()
+    async def _heartbeat(self, msg: Msg, every_s: float, cancel: threading.Event) -> None:
+        """Keep the job ours while it renders, and stop it if its message was deleted (a
+        cancel whose core message never arrived)."""
+        while not cancel.is_set():
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.in_progress()
+                if not await self._hub.still_queued(msg):
+                    cancel.set()
 
 
 async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:

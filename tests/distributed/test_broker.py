@@ -11,8 +11,8 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy
 
 from bot.broker import BrokerClient, RemoteRenderFailed
-from bot.broker_wire import ADVISORIES_STREAM, JOBS_STREAM, consumer_name
-from inference.types import RenderedImage, RenderRequest, StepProgress
+from bot.broker_wire import ADVISORIES_STREAM, JOBS_STREAM, consumer_name, job_subject
+from inference.types import RenderCancelled, RenderedImage, RenderRequest, StepProgress
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
 
@@ -185,3 +185,23 @@ async def test_a_notice_given_while_no_bot_listens_is_handled_when_one_comes_bac
     await stream_state_reached(lambda: notices_waiting(), 0)  # acknowledged: gone
     assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
     await observer.close()
+
+
+async def test_a_cancel_whose_message_is_lost_still_stops_the_render(
+    nats: NatsTransport,
+) -> None:
+    """A bot cancels a running job by deleting its message and publishing a core cancel; with
+    only the deletion arriving, the worker's heartbeat notices and stops the render."""
+    client = await nats.client(ack_wait_s=0.3)  # heartbeats every 0.1 s
+    engine = InstantEngine(seconds=10.0)  # 2 s a step
+    nats.start_worker(engine)
+    job = await render_started(client, "job-quiet-cancel", request(None))
+    observer = await nats_client.connect(nats.server.url)
+    js = observer.jetstream()
+    stored = await js.get_last_msg(JOBS_STREAM, job_subject(None))
+    await js.delete_msg(JOBS_STREAM, stored.seq)
+    with pytest.raises(RenderCancelled):
+        async with asyncio.timeout(4):  # the step under way, then the check
+            await job
+    await observer.close()
+    assert engine.rendered == []
