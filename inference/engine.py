@@ -573,7 +573,7 @@ class Engine:
         if path is None:
             return lanczos_upscale(image, size), name
         cached = self._upscaler
-        if cached is None or cached.path != path:
+        if cached is None or not cached.is_current(path):
             self._upscaler = None  # drop the old one before loading the next
             self._release_device_memory()
             cached = self._upscaler = load_upscaler(name, path, self.device)

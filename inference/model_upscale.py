@@ -34,11 +34,16 @@ TileDone = Callable[[int, int], None]  # (tiles done, tiles in all)
 
 @dataclass
 class ModelUpscaler:
-    """A loaded upscaler on its device, with the dtype its inputs must have."""
+    """A loaded upscaler on its device (in half precision on CUDA where its architecture
+    allows), and the file it came from as it was then."""
 
     name: str
     path: Path
+    modified: float  # the file's mtime when loaded: a replaced file is loaded again
     descriptor: ImageModelDescriptor[Any]
+
+    def is_current(self, path: Path) -> bool:
+        return path == self.path and path.stat().st_mtime == self.modified
 
     @property
     def scale(self) -> int:
@@ -47,6 +52,7 @@ class ModelUpscaler:
 
 def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     """Load ``path`` with spandrel; refuse files that are not (super-resolution) upscalers."""
+    modified = path.stat().st_mtime
     try:
         descriptor = ModelLoader(device="cpu").load_from_file(path)
     except UnsupportedModelError:
@@ -66,7 +72,7 @@ def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     # Half precision where the architecture allows it: half the memory, tensor-core speed.
     half = device.startswith("cuda") and descriptor.supports_half
     descriptor.to(torch.device(device), torch.float16 if half else torch.float32).eval()
-    return ModelUpscaler(name, path, descriptor)
+    return ModelUpscaler(name, path, modified, descriptor)
 
 
 def model_upscale(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -190,3 +191,14 @@ def test_an_unknown_upscaler_fails_before_any_work(tmp_path: Path, picture: Path
         Engine(tmp_path).render(request)
     with pytest.raises(RenderInputError, match="upscaler must be an upscaler's name"):
         Engine(tmp_path).render(dataclasses.replace(request, options={"upscaler": 4}))
+
+
+def test_a_replaced_upscaler_file_is_loaded_again(tmp_path: Path, picture: Path) -> None:
+    path = write_tiny_upscaler(tmp_path / "upscalers", scale=2, seed=1)
+    engine = Engine(tmp_path)
+    request = _upscale(picture, upscaler=X2)
+    before = engine.render(request)[0].png
+    assert engine.render(request)[0].png == before  # kept while the file is the same
+    write_tiny_upscaler(tmp_path / "upscalers", scale=2, seed=2)
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 1))
+    assert engine.render(request)[0].png != before
