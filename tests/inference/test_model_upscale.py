@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from spandrel.architectures.ESRGAN import ESRGAN
+from spandrel.architectures.SwinIR import SwinIR
 
 from inference.engine import Engine
 from inference.infotext import format_infotext, parse_infotext, png_with_infotext
@@ -202,3 +203,29 @@ def test_a_replaced_upscaler_file_is_loaded_again(tmp_path: Path, picture: Path)
     write_tiny_upscaler(tmp_path / "upscalers", scale=2, seed=2)
     os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 1))
     assert engine.render(request)[0].png != before
+
+
+def test_another_architecture_swinir_from_the_web_ui_folder(tmp_path: Path, picture: Path) -> None:
+    """spandrel brings every architecture it knows: a tiny random SwinIR (windows of 4, a
+    minimum input of 16) in the web UI's SwinIR/ folder, tiled at sizes that are not
+    multiples of its window."""
+    torch.manual_seed(0)
+    network = SwinIR(
+        img_size=16,
+        embed_dim=12,
+        depths=[1, 1],
+        num_heads=[2, 2],
+        window_size=4,
+        mlp_ratio=2,
+        upscale=2,
+        upsampler="pixelshuffledirect",
+    )
+    (tmp_path / "SwinIR").mkdir()
+    path = tmp_path / "SwinIR" / "swinir-2x.safetensors"
+    save_file({key: value.contiguous() for key, value in network.state_dict().items()}, str(path))
+    [image] = Engine(tmp_path).render(_upscale(picture, upscale_factor=2, upscaler="swinir-2x"))
+    assert (image.width, image.height) == (80, 48)
+    upscaler = load_upscaler("swinir-2x", path, "cpu")
+    whole = upscale_tiled(upscaler, Image.open(picture).convert("RGB"), 1000, 0)
+    tiled = upscale_tiled(upscaler, Image.open(picture).convert("RGB"), 22, 6)
+    assert tiled.size == whole.size == (80, 48)
