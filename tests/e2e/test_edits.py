@@ -100,6 +100,26 @@ async def test_message_menus_vary_and_upscale(
         assert params_of(varied)[1]["Denoising strength"] == 0.7
 
 
+async def test_creative_upscale_re_details_in_tiles_with_the_picture_s_prompt(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "upscale",
+            {"scale": 2, "mode": "creative"},
+            attachments={"image": ("fox.png", source_png())},
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert size_of(result) == (128, 128)  # past the tiny model's 64 px: tiles
+        prompt, params = params_of(result)
+        assert prompt == "a red fox"  # the picture's own prompt guided the re-detail
+        assert (params["SD upscale overlap"], params["Postprocess upscaler"]) == (
+            8,
+            "tiny-esrgan-2x",
+        )
+        assert params["Size"] == "128x128"
+
+
 async def test_inpaint_repaints_the_masked_area_only(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
