@@ -29,7 +29,8 @@ from bot.app import build
 from bot.quota import DEFAULT_LIMITS
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
-from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
+from tests.e2e.helpers import has_picture
+from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_discord.fixtures import running_bot
 from tests.support.engines import InstantEngine
 
@@ -40,10 +41,6 @@ RESULT_TIMEOUT_S = 120.0
 # After the last result: how long to keep watching for a duplicate result message.
 DUPLICATE_WATCH_S = 0.5
 PROMPT_OPTIONS = {"steps": 2, "size": "64x64"}
-
-
-def has_picture(message: StoredMessage) -> bool:
-    return bool(message.attachments)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

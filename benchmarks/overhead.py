@@ -25,12 +25,9 @@ from bot.app import build
 from inference.tiny import write_tiny_model
 from inference.types import RenderRequest
 from tests.e2e.conftest import easel_settings
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.e2e.helpers import has_picture
+from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
-
-
-def has_picture(message: StoredMessage) -> bool:
-    return bool(message.attachments)
 
 
 async def measure(
