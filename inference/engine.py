@@ -72,7 +72,6 @@ from inference.upscale import (
     HiresOptions,
     UpscaleOptions,
     lanczos_upscale,
-    latent_upscaler,
     scaled_render_size,
 )
 from inference.validation import RenderLimits, validate_request
@@ -563,21 +562,21 @@ class Engine:
         self,
         image: Image.Image,
         size: tuple[int, int],
-        upscaler_name: str | None,
+        upscaler: tuple[str, Path | None],
         cancel: threading.Event | None,
         on_tile: TileDone | None = None,
-    ) -> tuple[Image.Image, str]:
-        """``image`` resized to ``size`` by the named upscaler (None: the default one), and
-        the name of the upscaler used, for the infotext."""
-        name, path = self.registry.resolve_upscaler(upscaler_name, self.default_upscaler)
+    ) -> Image.Image:
+        """``image`` resized to ``size`` by ``upscaler`` (as ``registry.resolve_upscaler``
+        gives it: a name, and its file unless it is Lanczos)."""
+        name, path = upscaler
         if path is None:
-            return lanczos_upscale(image, size), name
+            return lanczos_upscale(image, size)
         cached = self._upscaler
         if cached is None or not cached.is_current(path):
             self._upscaler = None  # drop the old one before loading the next
             self._release_device_memory()
             cached = self._upscaler = load_upscaler(name, path, self.device)
-        return model_upscale(cached, image, size, cancel=cancel, on_tile=on_tile), name
+        return model_upscale(cached, image, size, cancel=cancel, on_tile=on_tile)
 
     def _short_hashes(self, names: Sequence[str], files: dict[str, Path]) -> dict[str, str]:
         return {name: self.registry.sha256(files[name])[:NETWORK_HASH_LENGTH] for name in names}
@@ -626,7 +625,8 @@ class Engine:
         arguments = _task_arguments(
             task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
         )
-        latent = None if hires is None else latent_upscaler(hires.upscaler)
+        # HiresOptions gives latent upscalers their web UI spelling.
+        latent = hires.upscaler if hires and hires.upscaler in LATENT_UPSCALERS else None
         if latent is not None and model.inpainting_unet:
             raise RenderInputError(
                 f"the {latent} hires upscaler needs an ordinary checkpoint; "
@@ -653,10 +653,9 @@ class Engine:
                 scale = model.pipeline.vae_scale_factor
                 start, upscaler = _resized_latents(first_pass, hires_size, scale, latent), latent
             else:
-                enlarged = [
-                    self._enlarge(image, hires_size, hires.upscaler, cancel) for image in images
-                ]
-                start, upscaler = [image for image, _ in enlarged], enlarged[0][1]
+                resolved = self.registry.resolve_upscaler(hires.upscaler)
+                start = [self._enlarge(image, hires_size, resolved, cancel) for image in images]
+                upscaler = resolved[0]
             hires_task = _pipeline_task("img2img", model.inpainting_unet)
             tracker.later_steps = 0
             arguments = _task_arguments(
@@ -772,16 +771,16 @@ class Engine:
         source = load_input_image(request.init_image, "image to upscale")
         size = options.output_size(*source.size)
         # An unknown name fails before any work.
-        self.registry.resolve_upscaler(options.upscaler, self.default_upscaler)
+        resolved = self.registry.resolve_upscaler(options.upscaler, self.default_upscaler)
         original = infotext_from_png(Path(request.init_image).read_bytes())
         prompt, negative, params = (
             parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
         )
         tracker = _StepTracker(progress, cancel, self.preview_interval_s)
-        image, upscaler = self._enlarge(source, size, options.upscaler, cancel, tracker.on_tile)
+        image = self._enlarge(source, size, resolved, cancel, tracker.on_tile)
         postprocess = {
             "Postprocess upscale by": options.factor,
-            "Postprocess upscaler": upscaler,
+            "Postprocess upscaler": resolved[0],
         }
         if options.mode == "fast":
             _raise_if_cancelled(cancel)
