@@ -11,6 +11,7 @@ and a VAE override (``inference.networks``) are applied per pipeline call and re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -145,9 +146,6 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     short_hash: str
     task_pipelines: dict[str, Any] = field(default_factory=dict)
-    # Fitted at the first preview asked for; None after a failed fit means no previews.
-    previewer: LatentPreviewer | None = None
-    previewer_fitted: bool = False
 
     @property
     def weight_bytes(self) -> int:
@@ -157,6 +155,15 @@ class LoadedModel:
     @property
     def inpainting_unet(self) -> bool:
         return bool(self.pipeline.unet.config.in_channels == INPAINTING_UNET_CHANNELS)
+
+    @functools.cached_property
+    def previewer(self) -> LatentPreviewer | None:
+        """The latent previewer, fitted to this model's VAE at the first preview asked for;
+        None (and no previews) when the VAE gives no finite latents."""
+        previewer = LatentPreviewer.fit(self.pipeline.vae, self.pipeline.vae_scale_factor)
+        if previewer is None:
+            log.warning("model %s: no previews, its VAE gave no finite latents", self.entry.name)
+        return previewer
 
     def pipeline_for(self, task: PipelineTask) -> Any:
         """The pipeline for ``task``, sharing this model's weights (made once, then kept)."""
@@ -548,14 +555,6 @@ class Engine:
         """The model's latent previewer, when previews were asked for and someone listens."""
         if self.preview_interval_s is None or progress is None:
             return None
-        if not model.previewer_fitted:
-            pipeline = model.pipeline
-            model.previewer = LatentPreviewer.fit(pipeline.vae, pipeline.vae_scale_factor)
-            model.previewer_fitted = True
-            if model.previewer is None:
-                log.warning(
-                    "model %s: no previews, its VAE gave no finite latents", model.entry.name
-                )
         return model.previewer
 
     def _enlarge(
