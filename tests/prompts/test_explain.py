@@ -9,19 +9,15 @@ import pytest
 
 from inference.prompts import InlineFlagError, PromptError, Style, build_plan, explain
 
+# The top-level keys of ``easel explain``'s JSON, as the interface contract lists them.
+EXPLAIN_KEYS = {"prompt", "negative_prompt", "seed", "subprompts", "extra_networks", "warnings"}
+
 
 def test_explain_structure() -> None:
     result = explain(
         "a (cat:1.2) <lora:x:0.8> [dog:fox:0.5] AND sky:0.5", "ugly", seed=123, steps=10
     )
-    assert set(result) == {
-        "prompt",
-        "negative_prompt",
-        "seed",
-        "subprompts",
-        "extra_networks",
-        "warnings",
-    }
+    assert set(result) == EXPLAIN_KEYS
     assert result["prompt"] == "a (cat:1.2) <lora:x:0.8> [dog:fox:0.5] AND sky:0.5"
     assert result["negative_prompt"] == "ugly" and result["seed"] == 123
     first, second = result["subprompts"]

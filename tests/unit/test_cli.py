@@ -10,6 +10,7 @@ from sd_parsers import ParserManager
 
 from bot.cli import main
 from inference.infotext import infotext_from_png, parse_infotext
+from tests.prompts.test_explain import EXPLAIN_KEYS
 from tests.unit.test_settings import SETTING_NAMES
 
 
@@ -80,14 +81,7 @@ def test_explain_prints_the_contract_json(capsys: pytest.CaptureFixture[str]) ->
 
     assert main(["explain", "a [cat:dog:5] <lora:ink:0.5>", "--seed", "3", "--steps", "10"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {
-        "prompt",
-        "negative_prompt",
-        "seed",
-        "subprompts",
-        "extra_networks",
-        "warnings",
-    }
+    assert set(report) == EXPLAIN_KEYS
     schedule = report["subprompts"][0]["schedule"]
     assert [entry["until_step"] for entry in schedule] == [5, 10]
     assert report["extra_networks"] == [{"kind": "lora", "name": "ink", "weight": 0.5}]
