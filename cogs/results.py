@@ -499,7 +499,6 @@ class DiscordResults:
         watched.schedule(
             f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps}).",
             _cancel_view(job_id),
-            preview=watched.take_preview(),
         )
 
     async def deliver(self, job: FinishedJob) -> int | None:
@@ -607,14 +606,9 @@ class _Watched:
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
 
-    def take_preview(self) -> bytes | None:
-        preview, self.preview = self.preview, None
-        return preview
-
-    def schedule(
-        self, content: str, view: discord.ui.View, *, preview: bytes | None = None
-    ) -> None:
-        previous = self._edit
+    def schedule(self, content: str, view: discord.ui.View) -> None:
+        """Edit the message to ``content``, with the newest preview if one came since."""
+        previous, preview, self.preview = self._edit, self.preview, None
         self._edit = asyncio.ensure_future(self._run(previous, content, view, preview))
 
     async def _run(
