@@ -16,7 +16,7 @@ from inference.infotext import infotext_from_png
 from inference.types import RenderRequest, StepProgress
 from tests.distributed.transports import Transport
 from tests.support.engines import InstantEngine
-from tests.support.sinks import RecordingSink
+from tests.support.sinks import RecordingSink, started_queue
 
 USER, GUILD = 7, 5
 
@@ -34,20 +34,12 @@ async def images_used_today(conn: aiosqlite.Connection) -> int:
     return (await ledger.usage(conn, USER, GUILD, period_start(Period.DAY, time.time()))).images
 
 
-async def started_queue(
-    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport, engine: InstantEngine
-) -> tuple[JobQueue, RecordingSink]:
-    queue = JobQueue(conn, await transport.slots(engine), tmp_path / "images")
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
-    return queue, sink
-
-
 async def test_job_runs_is_charged_and_delivered_once(
     conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
 ) -> None:
-    queue, sink = await started_queue(conn, tmp_path, transport, InstantEngine())
+    queue, sink = await started_queue(
+        conn, await transport.slots(InstantEngine()), tmp_path / "images"
+    )
     job_id = await queue.submit(submission(count=2, seed=40))
     await sink.wait_for(1)
     await queue.stop()
@@ -65,7 +57,7 @@ async def test_job_runs_is_charged_and_delivered_once(
 
     # A second start (same database, new slots) finds nothing left to run or deliver.
     engine = InstantEngine()
-    queue, sink = await started_queue(conn, tmp_path, transport, engine)
+    queue, sink = await started_queue(conn, await transport.slots(engine), tmp_path / "images")
     await asyncio.sleep(0.2)
     await queue.stop()
     assert sink.delivered == [] and engine.rendered == []
@@ -74,7 +66,9 @@ async def test_job_runs_is_charged_and_delivered_once(
 async def test_engine_failure_is_reported_and_refunded(
     conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
 ) -> None:
-    queue, sink = await started_queue(conn, tmp_path, transport, InstantEngine(fail_on="boom"))
+    queue, sink = await started_queue(
+        conn, await transport.slots(InstantEngine(fail_on="boom")), tmp_path / "images"
+    )
     job_id = await queue.submit(submission(prompt="boom"))
     await sink.wait_for(1)
     await queue.stop()
@@ -114,7 +108,7 @@ async def test_cancelling_a_running_job_stops_it_within_a_step(
 ) -> None:
     preview = b"\xff\xd8 a JPEG preview \x00\xff"
     engine = InstantEngine(seconds=5.0, preview=preview)
-    queue, sink = await started_queue(conn, tmp_path, transport, engine)
+    queue, sink = await started_queue(conn, await transport.slots(engine), tmp_path / "images")
     steps: list[int] = []
     first_step = asyncio.Event()
 
@@ -142,7 +136,7 @@ async def test_several_jobs_each_render_and_deliver_once(
 ) -> None:
     jobs = 6
     engine = InstantEngine(seconds=0.02)
-    queue, sink = await started_queue(conn, tmp_path, transport, engine)
+    queue, sink = await started_queue(conn, await transport.slots(engine), tmp_path / "images")
     submitted = [await queue.submit(submission(seed=seed)) for seed in range(jobs)]
     await sink.wait_for(jobs)
     await queue.stop()

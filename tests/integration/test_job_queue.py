@@ -23,7 +23,7 @@ from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
-from tests.support.sinks import RecordingSink
+from tests.support.sinks import RecordingSink, started_queue
 
 
 @pytest.fixture
@@ -33,8 +33,12 @@ async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     await connection.close()
 
 
+def local_slots(engine: InstantEngine) -> list[DeviceWorker]:
+    return [DeviceWorker("cpu", lambda _: engine)]
+
+
 def make_queue(conn: aiosqlite.Connection, tmp_path: Path, engine: InstantEngine) -> JobQueue:
-    return JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images")
+    return JobQueue(conn, local_slots(engine), tmp_path / "images")
 
 
 def submission(prompt: str = "a cat", seed: int = 1, count: int = 1) -> Submission:
@@ -49,10 +53,9 @@ def submission(prompt: str = "a cat", seed: int = 1, count: int = 1) -> Submissi
 async def test_engine_failure_is_journaled_and_reported(
     conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = make_queue(conn, tmp_path, InstantEngine(fail_on="boom"))
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
+    queue, sink = await started_queue(
+        conn, local_slots(InstantEngine(fail_on="boom")), tmp_path / "images"
+    )
     job_id = await queue.submit(submission(prompt="boom"))
     await sink.wait_for(1)
     await queue.stop()
@@ -73,10 +76,7 @@ async def test_restart_requeues_running_and_delivers_finished(
     await journal.mark_running(conn, [running], 0.0)
 
     engine = InstantEngine()
-    queue = make_queue(conn, tmp_path, engine)
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
     await sink.wait_for(2)
     await queue.stop()
     assert {job.job_id for job in sink.delivered} == {running, waiting}
@@ -104,10 +104,7 @@ async def test_failed_delivery_is_retried_at_next_start(
     assert "delivery failed" in caplog.text
 
     engine = InstantEngine()
-    queue = make_queue(conn, tmp_path, engine)
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
     await sink.wait_for(1)
     await queue.stop()
     assert sink.delivered[0].job_id == job_id
@@ -131,10 +128,9 @@ async def test_quota_is_reserved_charged_refunded_and_refusal_explains(
     conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     await ledger.set_limits(conn, ledger.LimitScope.GUILD, 5, 5, {"images_per_day": 3}, 0.0)
-    queue = make_queue(conn, tmp_path, InstantEngine(fail_on="boom"))
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
+    queue, sink = await started_queue(
+        conn, local_slots(InstantEngine(fail_on="boom")), tmp_path / "images"
+    )
     await queue.submit(guild_submission(count=2))
     await sink.wait_for(1)
     assert (await usage_today(conn)).images == 2
@@ -155,10 +151,7 @@ async def test_compatible_jobs_arriving_together_render_as_one_batch(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
     engine = InstantEngine(seconds=0.3)
-    queue = make_queue(conn, tmp_path, engine)
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
     # A lone request starts at once; the four that arrive while it renders wait for the device.
     # Same settings but another size: never in the same batch as the cats.
     await queue.submit(
@@ -200,10 +193,7 @@ async def test_a_restart_keeps_each_queued_jobs_priority(
         dataclasses.replace(submission(seed=2), priority=PriorityClass.PRIORITY)
     )
     engine = InstantEngine()
-    queue = make_queue(conn, tmp_path, engine)
-    sink = RecordingSink()
-    queue.set_sink(sink)
-    await queue.start()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
     await sink.wait_for(2)
     await queue.stop()
     # Submitted second, but its priority survived the restart: it renders first.

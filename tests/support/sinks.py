@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from pathlib import Path
 
-from bot.queue import FinishedJob
+import aiosqlite
+
+from bot.queue import FinishedJob, JobQueue, RenderSlot
 
 
 class RecordingSink:
@@ -22,3 +26,14 @@ class RecordingSink:
             while len(self.delivered) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
+
+
+async def started_queue(
+    conn: aiosqlite.Connection, slots: Sequence[RenderSlot], images_dir: Path
+) -> tuple[JobQueue, RecordingSink]:
+    """A started queue on ``slots``, with a sink recording what it delivers."""
+    queue = JobQueue(conn, slots, images_dir)
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    return queue, sink
