@@ -72,35 +72,43 @@ class Levers:
 def build_random_pipeline(family: Family, device: str, dtype: torch.dtype, seed: int) -> Any:
     """A full-size pipeline with random weights, every component made from the shipped config.
 
-    Weights are initialised on ``device`` (seconds on a GPU, where CPU init of SDXL is slow).
+    Weights are initialised on ``device`` (seconds on a GPU, where CPU init of SDXL is slow);
+    only the networks are: a scheduler made under ``torch.device("cuda")`` calls numpy on CUDA
+    tensors in its constructor and crashes.
     """
     config_dir = CONFIGS_DIR / CONFIG_FOLDERS[family]
     index: dict[str, Any] = diffusers.DiffusionPipeline.load_config(str(config_dir))
     arguments: dict[str, Any] = {}
     torch.manual_seed(seed)
-    with torch.device(device):
-        for name, value in index.items():
-            if name.startswith("_"):
-                continue
-            if not isinstance(value, list):  # a pipeline setting, e.g. requires_safety_checker
-                arguments[name] = value
-            elif value[1] is None:  # a component this model goes without (safety checker)
-                arguments[name] = None
-            else:
-                arguments[name] = _random_component(name, value[0], value[1], config_dir)
+    for name, value in index.items():
+        if name.startswith("_"):
+            continue
+        if not isinstance(value, list):  # a pipeline setting, e.g. requires_safety_checker
+            arguments[name] = value
+        elif value[1] is None:  # a component this model goes without (safety checker)
+            arguments[name] = None
+        else:
+            arguments[name] = _random_component(name, value[0], value[1], config_dir, device)
     pipeline = getattr(diffusers, index["_class_name"])(**arguments)
     return pipeline.to(dtype=dtype)
 
 
-def _random_component(name: str, library: str, class_name: str, config_dir: Path) -> Any:
+def _random_component(
+    name: str, library: str, class_name: str, config_dir: Path, device: str
+) -> Any:
     if class_name == "CLIPTokenizer":
         return load_clip_tokenizer(TOKENIZER_PADS[name])
     if library == "diffusers":
         component_class = getattr(diffusers, class_name)
-        return component_class.from_config(component_class.load_config(str(config_dir / name)))
+        config = component_class.load_config(str(config_dir / name))
+        if not issubclass(component_class, torch.nn.Module):  # a scheduler: CPU numpy inside
+            return component_class.from_config(config)
+        with torch.device(device):
+            return component_class.from_config(config)
     if library == "transformers":
         model_class = getattr(transformers, class_name)
-        return model_class(model_class.config_class.from_pretrained(str(config_dir / name)))
+        with torch.device(device):
+            return model_class(model_class.config_class.from_pretrained(str(config_dir / name)))
     raise ValueError(f"{name}: no way to build a {library}.{class_name} from a config")
 
 

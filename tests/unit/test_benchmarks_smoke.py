@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.gpu import VARIANTS, Levers, benchmark_family
+from benchmarks.gpu import VARIANTS, Family, Levers, benchmark_family, build_random_pipeline
 from benchmarks.interactions import check_arguments, percentile, run_load
 
 
@@ -79,3 +79,13 @@ def test_preview_benchmark_compares_a_preview_with_a_decode() -> None:
     report = _script_report("preview.py", "--size", "64", "--count", "1", "--runs", "1")
     assert report["pictures"] == "1 x 64x64"
     assert report["preview_ms"] > 0 and report["decode_over_preview"] > 0
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_full_size_random_pipeline_builds_its_networks_on_another_device(family: Family) -> None:
+    # "meta" stands in for CUDA here: a scheduler constructed under torch.device("cuda") called
+    # numpy on a device tensor and crashed the GPU benchmark before it printed anything.
+    pipeline = build_random_pipeline(family, "meta", torch.float16, seed=0)
+    assert pipeline.unet.device.type == "meta"
+    assert pipeline.text_encoder.device.type == "meta"
+    assert pipeline.scheduler.sigmas.device.type == "cpu"
