@@ -76,6 +76,7 @@ class Gateway:
         self.resume_count = 0
         self.heartbeat_count = 0
         self.compressions: list[str] = []  # the compress= each connection asked for
+        self.pending: list[tuple[str, Json]] = []  # see dispatch_later
 
     @property
     def intents(self) -> int:
@@ -150,16 +151,19 @@ class Gateway:
         ready: Json = {
             "v": 10,
             "user": {**self.state.bot_user_json(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(self.state.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.state.guilds],
             "session_id": self.session.session_id,
             "resume_gateway_url": self.url,
             "application": {"id": str(self.state.application_id), "flags": 0},
         }
         if self.session.shard is not None:
             ready["shard"] = self.session.shard
+        self.pending.clear()  # the GUILD_CREATEs below carry the world as it is now
         await self.dispatch("READY", ready)
         with_members = bool(self.session.intents & INTENT_GUILD_MEMBERS)
-        await self.dispatch("GUILD_CREATE", self.state.guild_json(with_members=with_members))
+        for guild_id in list(self.state.guilds):
+            guild = self.state.guild_json(with_members=with_members, guild_id=guild_id)
+            await self.dispatch("GUILD_CREATE", guild)
         return True
 
     async def _resume(self, connection: GatewayConnection, data: Json) -> bool:
@@ -181,9 +185,10 @@ class Gateway:
         return True
 
     async def _send_member_chunk(self, data: Json) -> None:
-        members = [member_payload(m) for m in self.state.members.values()]
+        guild = self.state.guild(int(data.get("guild_id") or self.state.guild_id))
+        members = [member_payload(m) for m in guild.members.values()]
         chunk: Json = {
-            "guild_id": str(self.state.guild_id),
+            "guild_id": str(guild.guild_id),
             "members": members,
             "chunk_index": 0,
             "chunk_count": 1,
@@ -193,8 +198,20 @@ class Gateway:
             chunk["nonce"] = data["nonce"]
         await self.dispatch("GUILD_MEMBERS_CHUNK", chunk)
 
+    def dispatch_later(self, event: str, data: Json) -> None:
+        """Queues an event that a synchronous change to the world causes (CHANNEL_CREATE, ...);
+        it goes out before the next dispatched event. Before any IDENTIFY there is nobody to
+        tell: the GUILD_CREATEs will carry the change."""
+        if self.session is not None:
+            self.pending.append((event, data))
+
     async def dispatch(self, event: str, data: Json) -> None:
         """Sends an event now, or keeps it for the RESUME when the client is disconnected."""
+        while self.pending:
+            await self._send_event(*self.pending.pop(0))
+        await self._send_event(event, data)
+
+    async def _send_event(self, event: str, data: Json) -> None:
         session = self.session
         if session is None:
             raise RuntimeError(

@@ -10,7 +10,15 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from .payloads import ALL_PERMISSIONS, Json, StoredAttachment, member_payload, role_payload
+from .payloads import (
+    CONTEXT_BOT_DM,
+    CONTEXT_GUILD,
+    PERMISSION_VIEW_CHANNEL,
+    Json,
+    StoredAttachment,
+    member_payload,
+    role_payload,
+)
 from .records import StoredMessage
 from .rules import SELECT_COMPONENT_TYPES, walk_components
 from .state import DiscordState
@@ -58,9 +66,17 @@ class InteractionBuilder:
         message: StoredMessage | None,
         attachment_size_limit: int,
     ) -> Json:
-        member = self.state.member(user_id)
         channel = self.state.channel(channel_id)
         guild_id = self.state.guild_id_of(channel_id)
+        if guild_id is not None:
+            self.state.member(user_id, guild_id)  # says so when they are not in that guild
+        permissions = self.state.permissions_in(channel_id, user_id)
+        if not permissions & PERMISSION_VIEW_CHANNEL:
+            place = "this DM" if guild_id is None else f"channel {channel_id}"
+            raise ValueError(
+                f"user {user_id} cannot see {place} (permissions from roles and overwrites), "
+                "so Discord's client gives them nothing to use there"
+            )
         payload: Json = {
             "id": str(interaction_id),
             "application_id": str(self.state.application_id),
@@ -69,9 +85,9 @@ class InteractionBuilder:
             "token": token,
             "version": 1,
             "channel_id": str(channel_id),
-            "channel": {**channel, "permissions": str(member.permissions)},
+            "channel": {**channel, "permissions": str(permissions)},
             "locale": "en-US",
-            "app_permissions": str(self.state.member(self.state.bot_user_id).permissions),
+            "app_permissions": str(self.state.permissions_in(channel_id, self.state.bot_user_id)),
             "entitlements": [],
             "attachment_size_limit": attachment_size_limit,
         }
@@ -79,13 +95,15 @@ class InteractionBuilder:
             payload["guild_id"] = str(guild_id)
             payload["guild"] = {"id": str(guild_id), "locale": "en-US", "features": []}
             payload["guild_locale"] = "en-US"
-            payload["member"] = member_payload(member, with_permissions=True)
+            member = member_payload(self.state.member(user_id, guild_id))
+            payload["member"] = {**member, "permissions": str(permissions)}
             payload["authorizing_integration_owners"] = {"0": str(guild_id)}
-            payload["context"] = 0
+            payload["context"] = CONTEXT_GUILD
         else:
+            # A guild-installed app used in its bot's DM: the guild-install owner is "0".
             payload["user"] = self.state.user_json(user_id)
-            payload["authorizing_integration_owners"] = {"1": str(user_id)}
-            payload["context"] = 1
+            payload["authorizing_integration_owners"] = {"0": "0"}
+            payload["context"] = CONTEXT_BOT_DM
         if message is not None:
             payload["message"] = copy.deepcopy(message.payload)
         return payload
@@ -96,9 +114,10 @@ class InteractionBuilder:
         inputs: Mapping[str, Any],
         *,
         channel_id: int,
+        user_id: int,
         focused: str | None = None,
     ) -> Json:
-        command = self.state.find_command(path[0], 1)
+        command = self.state.find_command(path[0], 1, channel_id)
         data = self._command_header(command)
         resolved: Json = {}
         schema: list[Json] = command.get("options") or []
@@ -135,7 +154,7 @@ class InteractionBuilder:
                 continue
             is_focused = name == focused
             value = self._option_value(
-                where, option, inputs[name], resolved, channel_id, partial=is_focused
+                where, option, inputs[name], resolved, channel_id, user_id, partial=is_focused
             )
             option_entry: Json = {"name": name, "type": option["type"], "value": value}
             if is_focused:
@@ -146,16 +165,16 @@ class InteractionBuilder:
         return data
 
     def message_command_data(self, name: str, message: StoredMessage) -> Json:
-        data = self._command_header(self.state.find_command(name, 3))
+        data = self._command_header(self.state.find_command(name, 3, message.channel_id))
         data["target_id"] = str(message.id)
         data["resolved"] = {"messages": {str(message.id): copy.deepcopy(message.payload)}}
         return data
 
-    def user_command_data(self, name: str, target_user_id: int) -> Json:
-        data = self._command_header(self.state.find_command(name, 2))
+    def user_command_data(self, name: str, target_user_id: int, channel_id: int) -> Json:
+        data = self._command_header(self.state.find_command(name, 2, channel_id))
         data["target_id"] = str(target_user_id)
         resolved: Json = {}
-        self._resolve_user(target_user_id, resolved)
+        self._resolve_user(target_user_id, resolved, self.state.guild_id_of(channel_id))
         data["resolved"] = resolved
         return data
 
@@ -216,6 +235,7 @@ class InteractionBuilder:
         value: Any,
         resolved: Json,
         channel_id: int,
+        user_id: int,
         *,
         partial: bool,
     ) -> Any:
@@ -237,23 +257,29 @@ class InteractionBuilder:
         choices = [c["value"] for c in option.get("choices") or []]
         if choices and value not in choices:
             raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-        if option_type in (OPTION_USER, OPTION_MENTIONABLE) and value in self.state.members:
-            self._resolve_user(value, resolved)
-        elif option_type in (OPTION_ROLE, OPTION_MENTIONABLE) and value in self.state.roles:
+        guild_id = self.state.guild_id_of(channel_id)
+        guild = None if guild_id is None else self.state.guild(guild_id)
+        users = guild.members if guild is not None else {}
+        if option_type in (OPTION_USER, OPTION_MENTIONABLE) and value in users:
+            self._resolve_user(value, resolved, guild_id)
+        elif option_type in (OPTION_ROLE, OPTION_MENTIONABLE) and guild and value in guild.roles:
             roles = resolved.setdefault("roles", {})
-            roles[str(value)] = role_payload(self.state.roles[value])
+            roles[str(value)] = role_payload(guild.roles[value])
         elif option_type == OPTION_CHANNEL:
             channel = self.state.channel(value)
             channels = resolved.setdefault("channels", {})
-            channels[str(value)] = {**channel, "permissions": str(ALL_PERMISSIONS)}
+            # Discord resolves a channel with the invoking user's permissions in it.
+            permissions = self.state.permissions_in(value, user_id)
+            channels[str(value)] = {**channel, "permissions": str(permissions)}
         elif option_type in (OPTION_USER, OPTION_ROLE, OPTION_MENTIONABLE):
             raise LookupError(f"{name}: {value} is neither a member nor a role of the guild")
         return str(value) if option_type in _SNOWFLAKE_TYPES else value
 
-    def _resolve_user(self, user_id: int, resolved: Json) -> None:
-        member = self.state.member(user_id)
+    def _resolve_user(self, user_id: int, resolved: Json, guild_id: int | None) -> None:
         resolved.setdefault("users", {})[str(user_id)] = self.state.user_json(user_id)
-        member_json = member_payload(member, with_permissions=True)
+        if guild_id is None:
+            return
+        member_json = member_payload(self.state.member(user_id, guild_id), with_permissions=True)
         del member_json["user"]
         resolved.setdefault("members", {})[str(user_id)] = member_json
 

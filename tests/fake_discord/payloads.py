@@ -18,11 +18,14 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 PERMISSION_ADMINISTRATOR = 1 << 3
+PERMISSION_MANAGE_GUILD = 1 << 5
 PERMISSION_VIEW_CHANNEL = 1 << 10
 PERMISSION_SEND_MESSAGES = 1 << 11
+PERMISSION_SEND_TTS_MESSAGES = 1 << 12
 PERMISSION_EMBED_LINKS = 1 << 14
 PERMISSION_ATTACH_FILES = 1 << 15
 PERMISSION_READ_MESSAGE_HISTORY = 1 << 16
+PERMISSION_MENTION_EVERYONE = 1 << 17
 PERMISSION_USE_APPLICATION_COMMANDS = 1 << 31
 ALL_PERMISSIONS = (1 << 53) - 1
 DEFAULT_MEMBER_PERMISSIONS = (
@@ -32,6 +35,15 @@ DEFAULT_MEMBER_PERMISSIONS = (
     | PERMISSION_ATTACH_FILES
     | PERMISSION_READ_MESSAGE_HISTORY
     | PERMISSION_USE_APPLICATION_COMMANDS
+)
+# What a user may do in a DM with the bot (Discord reports these in DM interactions).
+DM_PERMISSIONS = DEFAULT_MEMBER_PERMISSIONS
+# Lost along with Send Messages, as Discord (and discord.py's permissions_for) computes it.
+NEEDS_SEND_MESSAGES = (
+    PERMISSION_SEND_TTS_MESSAGES
+    | PERMISSION_EMBED_LINKS
+    | PERMISSION_ATTACH_FILES
+    | PERMISSION_MENTION_EVERYONE
 )
 
 # Gateway intents that change what the fake sends.
@@ -47,6 +59,17 @@ FLAGS_A_CLIENT_MAY_SET = (1 << 2) | (1 << 12) | FLAG_EPHEMERAL | FLAG_COMPONENTS
 
 CHANNEL_TYPE_GUILD_TEXT = 0
 CHANNEL_TYPE_DM = 1
+
+# Permission overwrite targets.
+OVERWRITE_ROLE = 0
+OVERWRITE_MEMBER = 1
+
+# Interaction contexts (where a command was used) and installation types.
+CONTEXT_GUILD = 0
+CONTEXT_BOT_DM = 1
+CONTEXT_PRIVATE_CHANNEL = 2
+INSTALL_GUILD = 0
+INSTALL_USER = 1
 
 
 class SnowflakeFactory:
@@ -80,6 +103,63 @@ class RoleRecord:
     name: str
     permissions: int
     position: int
+
+
+@dataclass(frozen=True)
+class Overwrite:
+    """A channel permission overwrite for a role (``@everyone``'s id is the guild's) or member."""
+
+    target_id: int
+    allow: int = 0
+    deny: int = 0
+    member: bool = False
+
+    def payload(self) -> Json:
+        return {
+            "id": str(self.target_id),
+            "type": OVERWRITE_MEMBER if self.member else OVERWRITE_ROLE,
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+def channel_permissions(
+    *,
+    base: int,
+    is_owner: bool,
+    guild_id: int,
+    user_id: int,
+    member_roles: tuple[int, ...],
+    overwrites: list[Json],
+) -> int:
+    """A member's permissions in a guild channel, computed the way Discord documents it.
+
+    Base (``@everyone`` + the member's roles) -> owner and Administrator get everything ->
+    the ``@everyone`` overwrite -> the member's role overwrites combined -> the member's own
+    overwrite. Without View Channel nothing is left; without Send Messages, nothing that needs it.
+    """
+    if is_owner or base & PERMISSION_ADMINISTRATOR:
+        return ALL_PERMISSIONS
+    by_target = {(int(o["type"]), int(o["id"])): o for o in overwrites}
+    permissions = base
+    everyone = by_target.get((OVERWRITE_ROLE, guild_id))
+    if everyone is not None:
+        permissions = (permissions & ~int(everyone["deny"])) | int(everyone["allow"])
+    allow = deny = 0
+    for role_id in member_roles:
+        overwrite = by_target.get((OVERWRITE_ROLE, role_id))
+        if overwrite is not None:
+            allow |= int(overwrite["allow"])
+            deny |= int(overwrite["deny"])
+    permissions = (permissions & ~deny) | allow
+    own = by_target.get((OVERWRITE_MEMBER, user_id))
+    if own is not None:
+        permissions = (permissions & ~int(own["deny"])) | int(own["allow"])
+    if not permissions & PERMISSION_VIEW_CHANNEL:
+        return 0
+    if not permissions & PERMISSION_SEND_MESSAGES:
+        permissions &= ~NEEDS_SEND_MESSAGES
+    return permissions
 
 
 @dataclass
@@ -184,15 +264,23 @@ def role_payload(role: RoleRecord) -> Json:
     }
 
 
-def text_channel_payload(channel_id: int, guild_id: int, name: str, position: int) -> Json:
+def text_channel_payload(
+    channel_id: int,
+    guild_id: int,
+    name: str,
+    position: int,
+    *,
+    overwrites: tuple[Overwrite, ...] = (),
+    nsfw: bool = False,
+) -> Json:
     return {
         "id": str(channel_id),
         "type": CHANNEL_TYPE_GUILD_TEXT,
         "guild_id": str(guild_id),
         "name": name,
         "position": position,
-        "permission_overwrites": [],
-        "nsfw": False,
+        "permission_overwrites": [o.payload() for o in overwrites],
+        "nsfw": nsfw,
         "topic": None,
         "last_message_id": None,
         "rate_limit_per_user": 0,

@@ -109,6 +109,17 @@ class StoredMessage:
         return int(self.payload["author"]["id"])
 
     @property
+    def guild_id(self) -> int | None:
+        guild_id = self.payload.get("guild_id")
+        return None if guild_id is None else int(guild_id)
+
+    @property
+    def jump_url(self) -> str:
+        """The message link a user copies in Discord's client."""
+        where = "@me" if self.guild_id is None else self.guild_id
+        return f"https://discord.com/channels/{where}/{self.channel_id}/{self.id}"
+
+    @property
     def content(self) -> str:
         return str(self.payload["content"])
 

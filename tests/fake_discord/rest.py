@@ -18,6 +18,9 @@ from .payloads import (
     FLAG_LOADING,
     INTENT_DIRECT_MESSAGES,
     INTENT_GUILD_MESSAGES,
+    PERMISSION_READ_MESSAGE_HISTORY,
+    PERMISSION_SEND_MESSAGES,
+    PERMISSION_VIEW_CHANNEL,
     Json,
     member_payload,
 )
@@ -285,14 +288,14 @@ class RestApi:
 
     async def get_user(self, request: web.Request) -> web.Response:
         user_id = int(request.match_info["user_id"])
-        if user_id not in self.state.members:
+        if self.state.find_user(user_id) is None:
             raise RequestRejected(404, 10013, "Unknown User")
         return json_response(self.state.user_json(user_id))
 
     async def create_dm(self, request: web.Request) -> web.Response:
         body, _ = await read_body(request)
         recipient = int(body.get("recipient_id", 0))
-        if recipient not in self.state.members:
+        if self.state.find_user(recipient) is None:
             raise RequestRejected(
                 400,
                 50007,
@@ -333,7 +336,7 @@ class RestApi:
                 ),
             )
         guild = request.match_info.get("guild")
-        if guild is not None and guild != str(self.state.guild_id):
+        if guild is not None and int(guild) not in self.state.guilds:
             raise RequestRejected(
                 403,
                 50001,
@@ -364,34 +367,51 @@ class RestApi:
 
     # -- guild and channels ----------------------------------------------------------------
 
-    def _check_guild(self, request: web.Request) -> None:
-        if request.match_info["guild"] != str(self.state.guild_id):
+    def _check_guild(self, request: web.Request) -> int:
+        guild_id = int(request.match_info["guild"])
+        if guild_id not in self.state.guilds:
             raise RequestRejected(404, 10004, "Unknown Guild")
+        return guild_id
 
     async def get_guild(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
-        guild = self.state.guild_json(with_members=False)
+        guild = self.state.guild_json(with_members=False, guild_id=self._check_guild(request))
         return json_response({k: v for k, v in guild.items() if k not in ("members", "channels")})
 
     async def get_member(self, request: web.Request) -> web.Response:
-        self._check_guild(request)
-        member = self.state.members.get(int(request.match_info["user_id"]))
+        members = self.state.guild(self._check_guild(request)).members
+        member = members.get(int(request.match_info["user_id"]))
         if member is None:
             raise RequestRejected(404, 10007, "Unknown Member")
         return json_response(member_payload(member))
 
     async def get_channel(self, request: web.Request) -> web.Response:
-        return json_response(self.state.channel(int(request.match_info["channel"])))
+        channel_id = int(request.match_info["channel"])
+        channel = self.state.channel(channel_id)
+        self._check_bot_sees(channel_id)
+        return json_response(channel)
 
     async def trigger_typing(self, request: web.Request) -> web.Response:
-        self.state.channel(int(request.match_info["channel"]))
+        self._check_bot_may_send(int(request.match_info["channel"]))
         return web.Response(status=204)
+
+    def _check_bot_sees(self, channel_id: int) -> int:
+        """The bot's permissions in the channel; 403 Missing Access where it cannot view it."""
+        permissions = self.state.permissions_in(channel_id, self.state.bot_user_id)
+        if not permissions & PERMISSION_VIEW_CHANNEL:
+            raise RequestRejected(403, 50001, "Missing Access")
+        return permissions
+
+    def _check_bot_may_send(self, channel_id: int) -> None:
+        self.state.channel(channel_id)
+        permissions = self._check_bot_sees(channel_id)
+        if channel_id in self.state.channels_without_send or not (
+            permissions & PERMISSION_SEND_MESSAGES
+        ):
+            raise RequestRejected(403, 50013, "Missing Permissions")
 
     async def create_channel_message(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
-        self.state.channel(channel_id)
-        if channel_id in self.state.channels_without_send:
-            raise RequestRejected(403, 50013, "Missing Permissions")
+        self._check_bot_may_send(channel_id)
         body, uploads = await read_body(request)
         self._validate_message(
             body, uploads, self.state.attachment_size_limit, f"channel {channel_id}"
@@ -404,6 +424,11 @@ class RestApi:
         return json_response(message.payload)
 
     async def get_channel_message(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel"])
+        self.state.channel(channel_id)
+        # Discord answers Missing Access before it says whether the message exists.
+        if self._check_bot_sees(channel_id) & PERMISSION_READ_MESSAGE_HISTORY == 0:
+            raise RequestRejected(403, 50001, "Missing Access")
         return json_response(self._channel_message(request).payload)
 
     async def edit_channel_message(self, request: web.Request) -> web.Response:
@@ -429,6 +454,7 @@ class RestApi:
     def _channel_message(self, request: web.Request) -> StoredMessage:
         channel_id = int(request.match_info["channel"])
         self.state.channel(channel_id)
+        self._check_bot_sees(channel_id)
         return self.state.message_in_channel(channel_id, int(request.match_info["message"]))
 
     async def download_attachment(self, request: web.Request) -> web.Response:
@@ -575,7 +601,9 @@ class RestApi:
                     "id": str(handle.id),
                     "type": handle.type,
                     "user": user,
-                    "authorizing_integration_owners": {"0": str(self.state.guild_id)},
+                    "authorizing_integration_owners": handle.payload[
+                        "authorizing_integration_owners"
+                    ],
                 },
             }
         )
@@ -701,6 +729,9 @@ class RestApi:
 
     def _gateway_sees(self, message: StoredMessage) -> bool:
         if message.is_ephemeral or self.gateway.session is None:
+            return False
+        bot_permissions = self.state.permissions_in(message.channel_id, self.state.bot_user_id)
+        if not bot_permissions & PERMISSION_VIEW_CHANNEL:
             return False
         is_dm = self.state.channel(message.channel_id)["type"] == CHANNEL_TYPE_DM
         needed = INTENT_DIRECT_MESSAGES if is_dm else INTENT_GUILD_MESSAGES

@@ -15,7 +15,15 @@ from aiohttp import web
 
 from .gateway import Gateway
 from .interactions import AttachmentInput, InteractionBuilder
-from .payloads import Json, StoredAttachment
+from .payloads import (
+    INTENT_GUILD_MEMBERS,
+    PERMISSION_READ_MESSAGE_HISTORY,
+    PERMISSION_VIEW_CHANNEL,
+    Json,
+    Overwrite,
+    StoredAttachment,
+    member_payload,
+)
 from .records import DEFAULT_WAIT_S, InteractionHandle, RateLimitRecord, RestCall, StoredMessage
 from .rest import (
     API_PREFIX,
@@ -25,7 +33,7 @@ from .rest import (
     INTERACTION_MODAL_SUBMIT,
     RestApi,
 )
-from .state import DEFAULT_ATTACHMENT_SIZE_LIMIT, DiscordState, RateLimitPlan
+from .state import DEFAULT_ATTACHMENT_SIZE_LIMIT, AddedGuild, DiscordState, RateLimitPlan
 
 DEFAULT_HEARTBEAT_INTERVAL_MS = 41_250
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -36,6 +44,7 @@ class FakeDiscord:
 
     One guild (``guild_id``) with one text channel (``channel_id``), roles ``@everyone``,
     ``Member`` and ``Moderator``, the bot, a default human ``tester`` and the ``owner``.
+    More guilds (``add_guild``), channels with permission overwrites, and DMs on request.
     """
 
     def __init__(
@@ -142,12 +151,84 @@ class FakeDiscord:
         name: str,
         roles: Sequence[int] = (),
         permissions: int | None = None,
+        *,
+        guild: int | None = None,
     ) -> None:
-        """A human member; ``permissions`` defaults to the union of the roles' permissions."""
-        self._state.add_member(user_id, name, tuple(roles), permissions)
+        """A human member of ``guild`` (default: the first); ``permissions`` (the guild-wide
+        base) defaults to the union of @everyone's and the roles' permissions."""
+        record = self._state.add_member(user_id, name, tuple(roles), permissions, guild_id=guild)
+        guild_id = self._state.guild(guild).guild_id
+        if self._gateway.intents & INTENT_GUILD_MEMBERS:  # Discord sends it only with the intent
+            self._gateway.dispatch_later(
+                "GUILD_MEMBER_ADD", {**member_payload(record), "guild_id": str(guild_id)}
+            )
 
-    def add_text_channel(self, name: str) -> int:
-        return self._state.add_text_channel(name)
+    def add_guild(self, name: str, *, owner: int | None = None) -> AddedGuild:
+        """Another guild the bot is in: @everyone, a ``Member`` role, its owner (a new user
+        unless ``owner`` names a known one) and a ``general`` channel. Add people with
+        ``add_member(..., guild=added.guild_id)``. Sent as GUILD_CREATE if the bot is online."""
+        added = self._state.add_guild(name, owner)
+        self._gateway.dispatch_later(
+            "GUILD_CREATE", self._state.guild_json(with_members=False, guild_id=added.guild_id)
+        )
+        return added
+
+    def add_text_channel(
+        self,
+        name: str,
+        *,
+        guild: int | None = None,
+        visible_to: Sequence[int] | None = None,
+        overwrites: Sequence[Overwrite] = (),
+        nsfw: bool = False,
+    ) -> int:
+        """A text channel in ``guild`` (default: the first).
+
+        ``visible_to``: role or user ids that may see it (and the bot); everyone else is denied
+        View Channel by an @everyone overwrite. ``overwrites``: any others, Discord's model.
+        """
+        guild_id = self._state.guild(guild).guild_id
+        hidden: list[Overwrite] = []
+        if visible_to is not None:
+            hidden.append(Overwrite(guild_id, deny=PERMISSION_VIEW_CHANNEL))
+            for target in [*visible_to, self.bot_user_id]:
+                is_role = target in self._state.guild(guild_id).roles
+                hidden.append(
+                    Overwrite(
+                        target,
+                        allow=PERMISSION_VIEW_CHANNEL | PERMISSION_READ_MESSAGE_HISTORY,
+                        member=not is_role,
+                    )
+                )
+        channel_id = self._state.add_text_channel(
+            name, guild_id=guild_id, overwrites=(*hidden, *overwrites), nsfw=nsfw
+        )
+        self._gateway.dispatch_later("CHANNEL_CREATE", self._state.channel(channel_id))
+        return channel_id
+
+    def set_overwrite(
+        self,
+        channel_id: int,
+        target_id: int,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+        member: bool | None = None,
+    ) -> None:
+        """Sets the channel's overwrite for a role or member (``member`` defaults to "not a
+        role of the guild"), replacing any earlier one for the same target."""
+        guild_id = self._state.guild_id_of(channel_id)
+        if member is None:
+            member = guild_id is None or target_id not in self._state.guild(guild_id).roles
+        channel = self._state.set_overwrite(
+            channel_id, Overwrite(target_id, allow=allow, deny=deny, member=member)
+        )
+        self._gateway.dispatch_later("CHANNEL_UPDATE", channel)
+
+    def permissions_in(self, channel_id: int, user_id: int) -> int:
+        """What Discord computes for ``user_id`` in ``channel_id``: roles, owner, Administrator,
+        then overwrites (@everyone, roles, member). 0 where they cannot view the channel."""
+        return self._state.permissions_in(channel_id, user_id)
 
     # -- what happened ---------------------------------------------------------------------
 
@@ -178,8 +259,11 @@ class FakeDiscord:
     def messages(self) -> Mapping[int, StoredMessage]:
         return self._state.messages
 
-    def registered_commands(self, *, guild: bool = False) -> list[Json]:
-        return self._state.registered_commands(self.guild_id if guild else None)
+    def registered_commands(self, *, guild: bool | int = False) -> list[Json]:
+        """Global commands, or those of a guild (``True``: the first guild)."""
+        if guild is False:
+            return self._state.registered_commands(None)
+        return self._state.registered_commands(self.guild_id if guild is True else guild)
 
     def attachment(self, attachment_id: int) -> StoredAttachment:
         return self._state.attachments[attachment_id]
@@ -283,7 +367,9 @@ class FakeDiscord:
         path = self._command_path(name, subcommand)
         channel_id = self.channel_id if channel is None else channel
         inputs = {**(options or {}), **(attachments or {})}
-        data = self._builder.slash_command_data(path, inputs, channel_id=channel_id)
+        data = self._builder.slash_command_data(
+            path, inputs, channel_id=channel_id, user_id=self._user(user)
+        )
         return await self._dispatch(
             INTERACTION_APPLICATION_COMMAND,
             data,
@@ -308,7 +394,7 @@ class FakeDiscord:
         path = self._command_path(name, subcommand)
         channel_id = self.channel_id if channel is None else channel
         data = self._builder.slash_command_data(
-            path, options, channel_id=channel_id, focused=focused
+            path, options, channel_id=channel_id, user_id=self._user(user), focused=focused
         )
         handle = await self._dispatch(
             INTERACTION_AUTOCOMPLETE,
@@ -363,13 +449,14 @@ class FakeDiscord:
     async def invoke_user_command(
         self, name: str, target_user: int, *, user: int | None = None, channel: int | None = None
     ) -> InteractionHandle:
-        data = self._builder.user_command_data(name, target_user)
+        channel_id = self.channel_id if channel is None else channel
+        data = self._builder.user_command_data(name, target_user, channel_id)
         return await self._dispatch(
             INTERACTION_APPLICATION_COMMAND,
             data,
             label=f"user command {name!r} on {target_user}",
             user=user,
-            channel_id=self.channel_id if channel is None else channel,
+            channel_id=channel_id,
         )
 
     async def submit_modal(
@@ -412,6 +499,9 @@ class FakeDiscord:
         return message
 
     # -- internals -------------------------------------------------------------------------
+
+    def _user(self, user: int | None) -> int:
+        return self.user_id if user is None else user
 
     def _command_path(self, name: str, subcommand: str | Sequence[str]) -> list[str]:
         extra = subcommand.split() if isinstance(subcommand, str) else list(subcommand)

@@ -1,4 +1,4 @@
-"""All the fake Discord holds: one guild, members, channels, messages, files, commands."""
+"""All the fake Discord holds: guilds, members, channels, messages, files, commands."""
 
 from __future__ import annotations
 
@@ -7,15 +7,22 @@ from dataclasses import dataclass
 
 from .payloads import (
     ALL_PERMISSIONS,
+    CHANNEL_TYPE_DM,
+    CONTEXT_BOT_DM,
+    CONTEXT_GUILD,
+    CONTEXT_PRIVATE_CHANNEL,
     DEFAULT_MEMBER_PERMISSIONS,
+    DM_PERMISSIONS,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
     FLAGS_A_CLIENT_MAY_SET,
     Json,
     MemberRecord,
+    Overwrite,
     RoleRecord,
     SnowflakeFactory,
     StoredAttachment,
+    channel_permissions,
     dm_channel_payload,
     guess_content_type,
     iso_timestamp,
@@ -63,6 +70,29 @@ class RequestRejected(Exception):
         return body
 
 
+class CommandNotShown(LookupError):
+    """The command exists, but Discord's client would not offer it here (its contexts)."""
+
+
+@dataclass
+class GuildRecord:
+    guild_id: int  # also the id of its @everyone role
+    name: str
+    owner_id: int
+    roles: dict[int, RoleRecord]
+    members: dict[int, MemberRecord]
+
+
+@dataclass(frozen=True)
+class AddedGuild:
+    """What ``FakeDiscord.add_guild`` made: the guild, its first channel, owner and Member role."""
+
+    guild_id: int
+    channel_id: int
+    owner_id: int
+    member_role_id: int
+
+
 @dataclass
 class RateLimitPlan:
     remaining: int
@@ -92,6 +122,7 @@ class DiscordState:
         self.owner_id = self.ids.next()
         self.member_role_id = self.ids.next()
         self.moderator_role_id = self.ids.next()
+        # The first guild's roles and members (``guilds`` holds every guild, this one included).
         self.roles: dict[int, RoleRecord] = {
             self.guild_id: RoleRecord(self.guild_id, "@everyone", DEFAULT_MEMBER_PERMISSIONS, 0),
             self.member_role_id: RoleRecord(
@@ -102,6 +133,11 @@ class DiscordState:
             ),
         }
         self.members: dict[int, MemberRecord] = {}
+        self.guilds: dict[int, GuildRecord] = {
+            self.guild_id: GuildRecord(
+                self.guild_id, "Easel test guild", self.owner_id, self.roles, self.members
+            )
+        }
         self.add_member(self.bot_user_id, "Easel", bot=True)
         self.tester_id = self.ids.next()
         self.add_member(self.tester_id, "tester", roles=(self.member_role_id,))
@@ -133,6 +169,14 @@ class DiscordState:
 
     # -- people and places -----------------------------------------------------------------
 
+    def guild(self, guild_id: int | None = None) -> GuildRecord:
+        try:
+            return self.guilds[self.guild_id if guild_id is None else guild_id]
+        except KeyError:
+            raise LookupError(
+                f"no guild {guild_id}; the fake holds {sorted(self.guilds)}"
+            ) from None
+
     def add_member(
         self,
         user_id: int,
@@ -141,61 +185,79 @@ class DiscordState:
         permissions: int | None = None,
         *,
         bot: bool = False,
+        guild_id: int | None = None,
     ) -> MemberRecord:
-        unknown = [r for r in roles if r not in self.roles]
+        guild = self.guild(guild_id)
+        unknown = [r for r in roles if r not in guild.roles]
         if unknown:
-            raise ValueError(f"unknown role ids {unknown}; known roles: {self.role_names()}")
+            raise ValueError(
+                f"unknown role ids {unknown}; known roles: {self.role_names(guild.guild_id)}"
+            )
         member = MemberRecord(
             user_id=user_id,
             name=name,
             roles=tuple(roles),
-            permissions=self._permissions_from_roles(roles) if permissions is None else permissions,
+            permissions=(
+                self._permissions_from_roles(guild, roles) if permissions is None else permissions
+            ),
             joined_at=self.wall_now(),
             bot=bot,
         )
-        self.members[user_id] = member
+        guild.members[user_id] = member
         return member
 
-    def _permissions_from_roles(self, roles: tuple[int, ...]) -> int:
-        permissions = self.roles[self.guild_id].permissions
+    def _permissions_from_roles(self, guild: GuildRecord, roles: tuple[int, ...]) -> int:
+        permissions = guild.roles[guild.guild_id].permissions
         for role_id in roles:
-            permissions |= self.roles[role_id].permissions
+            permissions |= guild.roles[role_id].permissions
         return permissions
 
-    def role_names(self) -> dict[int, str]:
-        return {role.role_id: role.name for role in self.roles.values()}
+    def role_names(self, guild_id: int | None = None) -> dict[int, str]:
+        return {role.role_id: role.name for role in self.guild(guild_id).roles.values()}
 
-    def member(self, user_id: int) -> MemberRecord:
+    def member(self, user_id: int, guild_id: int | None = None) -> MemberRecord:
+        guild = self.guild(guild_id)
         try:
-            return self.members[user_id]
+            return guild.members[user_id]
         except KeyError:
+            members = [(m.user_id, m.name) for m in guild.members.values()]
             raise LookupError(
-                f"user {user_id} is not a member; add them with add_member() first "
-                f"(members: {[(m.user_id, m.name) for m in self.members.values()]})"
+                f"user {user_id} is not a member of guild {guild.guild_id}; add them with "
+                f"add_member() first (members: {members})"
             ) from None
 
+    def find_user(self, user_id: int) -> MemberRecord | None:
+        """The user's record in any guild they share with the bot."""
+        for guild in self.guilds.values():
+            if user_id in guild.members:
+                return guild.members[user_id]
+        return None
+
     def user_json(self, user_id: int) -> Json:
-        member = self.member(user_id)
+        member = self.find_user(user_id)
+        if member is None:
+            raise LookupError(f"user {user_id} is in no guild of the fake; add_member() first")
         return user_payload(member.user_id, member.name, bot=member.bot)
 
     def bot_user_json(self) -> Json:
         return self.user_json(self.bot_user_id)
 
-    def guild_json(self, *, with_members: bool) -> Json:
+    def guild_json(self, *, with_members: bool, guild_id: int | None = None) -> Json:
+        guild = self.guild(guild_id)
         members = [
             member_payload(m)
-            for m in self.members.values()
+            for m in guild.members.values()
             if with_members or m.user_id == self.bot_user_id
         ]
         return {
-            "id": str(self.guild_id),
-            "name": "Easel test guild",
+            "id": str(guild.guild_id),
+            "name": guild.name,
             "icon": None,
             "splash": None,
             "discovery_splash": None,
             "banner": None,
             "description": None,
-            "owner_id": str(self.owner_id),
+            "owner_id": str(guild.owner_id),
             "afk_channel_id": None,
             "afk_timeout": 300,
             "verification_level": 0,
@@ -213,15 +275,17 @@ class DiscordState:
             "public_updates_channel_id": None,
             "vanity_url_code": None,
             "features": [],
-            "roles": [role_payload(r) for r in self.roles.values()],
+            "roles": [role_payload(r) for r in guild.roles.values()],
             "emojis": [],
             "stickers": [],
             "joined_at": iso_timestamp(self.wall_now()),
             "large": False,
             "unavailable": False,
-            "member_count": len(self.members),
+            "member_count": len(guild.members),
             "members": members,
-            "channels": [c for c in self.channels.values() if c.get("guild_id")],
+            "channels": [
+                c for c in self.channels.values() if c.get("guild_id") == str(guild.guild_id)
+            ],
             "threads": [],
             "presences": [],
             "voice_states": [],
@@ -230,11 +294,71 @@ class DiscordState:
             "soundboard_sounds": [],
         }
 
-    def add_text_channel(self, name: str) -> int:
+    def add_guild(self, name: str, owner_id: int | None) -> AddedGuild:
+        """A guild the bot is in, with @everyone, a Member role, its owner and one channel."""
+        guild_id = self.ids.next()
+        member_role_id = self.ids.next()
+        owner = self.ids.next() if owner_id is None else owner_id
+        roles = {
+            guild_id: RoleRecord(guild_id, "@everyone", DEFAULT_MEMBER_PERMISSIONS, 0),
+            member_role_id: RoleRecord(member_role_id, "Member", DEFAULT_MEMBER_PERMISSIONS, 1),
+        }
+        self.guilds[guild_id] = GuildRecord(guild_id, name, owner, roles, {})
+        self.add_member(self.bot_user_id, "Easel", bot=True, guild_id=guild_id)
+        known = self.find_user(owner)
+        self.add_member(owner, f"{name} owner" if known is None else known.name, guild_id=guild_id)
+        channel_id = self.add_text_channel("general", guild_id=guild_id)
+        return AddedGuild(guild_id, channel_id, owner, member_role_id)
+
+    def add_text_channel(
+        self,
+        name: str,
+        *,
+        guild_id: int | None = None,
+        overwrites: tuple[Overwrite, ...] = (),
+        nsfw: bool = False,
+    ) -> int:
+        guild = self.guild(guild_id)
         channel_id = self.ids.next()
         position = len(self.channels)
-        self.channels[channel_id] = text_channel_payload(channel_id, self.guild_id, name, position)
+        self.channels[channel_id] = text_channel_payload(
+            channel_id, guild.guild_id, name, position, overwrites=overwrites, nsfw=nsfw
+        )
         return channel_id
+
+    def set_overwrite(self, channel_id: int, overwrite: Overwrite) -> Json:
+        """Adds or replaces the overwrite for ``overwrite.target_id``; returns the channel."""
+        channel = self.channel(channel_id)
+        guild = self.guild(self.guild_id_of(channel_id))
+        if overwrite.member and self.find_user(overwrite.target_id) is None:
+            raise ValueError(f"overwrite for unknown user {overwrite.target_id}")
+        if not overwrite.member and overwrite.target_id not in guild.roles:
+            raise ValueError(
+                f"{overwrite.target_id} is no role of guild {guild.guild_id} "
+                f"({self.role_names(guild.guild_id)}); pass member=True for a member"
+            )
+        kept = [o for o in channel["permission_overwrites"] if int(o["id"]) != overwrite.target_id]
+        channel["permission_overwrites"] = [*kept, overwrite.payload()]
+        return channel
+
+    def permissions_in(self, channel_id: int, user_id: int) -> int:
+        """``user_id``'s permissions in a channel, with roles and overwrites (0 if not there)."""
+        channel = self.channel(channel_id)
+        if channel["type"] == CHANNEL_TYPE_DM:
+            recipients = {int(u["id"]) for u in channel["recipients"]}
+            return DM_PERMISSIONS if user_id in recipients | {self.bot_user_id} else 0
+        guild = self.guild(self.guild_id_of(channel_id))
+        member = guild.members.get(user_id)
+        if member is None:
+            return 0
+        return channel_permissions(
+            base=member.permissions,
+            is_owner=user_id == guild.owner_id,
+            guild_id=guild.guild_id,
+            user_id=user_id,
+            member_roles=member.roles,
+            overwrites=channel["permission_overwrites"],
+        )
 
     def open_dm(self, user_id: int) -> Json:
         if user_id not in self.dm_channel_by_user:
@@ -418,18 +542,34 @@ class DiscordState:
             return self.global_commands
         return self.guild_commands.get(guild_id, [])
 
-    def find_command(self, name: str, command_type: int) -> Json:
-        """A registered command as the guild's members see it: guild commands shadow global."""
-        for command in [*self.guild_commands.get(self.guild_id, []), *self.global_commands]:
+    def find_command(self, name: str, command_type: int, channel_id: int) -> Json:
+        """The command as a user in ``channel_id`` sees it: that guild's commands shadow global
+        ones, and a command whose contexts leave this place out is not offered at all."""
+        guild_id = self.guild_id_of(channel_id)
+        where = "a DM with the bot" if guild_id is None else f"guild {guild_id}"
+        visible = [*self.guild_commands.get(guild_id or 0, []), *self.global_commands]
+        for command in visible:
             if command["name"] == name and command.get("type", 1) == command_type:
+                context = CONTEXT_GUILD if guild_id is not None else CONTEXT_BOT_DM
+                allowed = command_contexts(command)
+                if context not in allowed:
+                    raise CommandNotShown(
+                        f"{name!r} is not available in {where}: it was registered for contexts "
+                        f"{allowed} (0 guild, 1 bot DM, 2 private channel); Discord's client "
+                        "does not offer it there"
+                    )
                 return command
-        registered = sorted(
-            (c["name"], c.get("type", 1))
-            for c in [*self.guild_commands.get(self.guild_id, []), *self.global_commands]
-        )
+        registered = {
+            "global": sorted((c["name"], c.get("type", 1)) for c in self.global_commands),
+            **{
+                f"guild {g}": sorted((c["name"], c.get("type", 1)) for c in commands)
+                for g, commands in self.guild_commands.items()
+            },
+        }
         raise LookupError(
-            f"no command {name!r} of type {command_type} is registered; the bot synced "
-            f"(name, type): {registered} (did the bot call tree.sync()?)"
+            f"no command {name!r} of type {command_type} is registered for {where}; the bot "
+            f"synced (name, type): {registered} (did the bot call tree.sync()? guild commands "
+            "exist only in their guild)"
         )
 
     def command_json(self, command: Json, guild_id: int | None) -> Json:
@@ -468,3 +608,17 @@ class DiscordState:
 
     def interaction_by_token(self, token: str) -> InteractionHandle | None:
         return next((h for h in self.interactions.values() if h.token == token), None)
+
+
+def command_contexts(command: Json) -> list[int]:
+    """Where Discord offers a command: its ``contexts``, else what ``dm_permission`` implies.
+
+    discord.py 2.7 sends ``contexts: null`` unless a command sets them; Discord then allows
+    every context, except in DMs for a command sent with ``dm_permission: false``.
+    """
+    contexts = command.get("contexts")
+    if contexts is not None:
+        return sorted(int(c) for c in contexts)
+    if command.get("dm_permission") is False or command.get("guild_id") is not None:
+        return [CONTEXT_GUILD]
+    return [CONTEXT_GUILD, CONTEXT_BOT_DM, CONTEXT_PRIVATE_CHANNEL]

@@ -182,6 +182,39 @@ class StudioBot(commands.Bot):
             names = [f"{current}-model-{i}" for i in range(self.autocomplete_choice_count)]
             return [app_commands.Choice(name=n, value=n) for n in names]
 
+        @tree.command(name="whereami", description="Where the command ran and who may do what")
+        async def whereami(interaction: discord.Interaction, channel_id: str = "") -> None:
+            # Permissions as Discord sent them, and as discord.py computes them from its cache.
+            place = "dm" if interaction.guild_id is None else f"guild={interaction.guild_id}"
+            report = [
+                place,
+                f"view={interaction.permissions.view_channel}",
+                f"app_view={interaction.app_permissions.view_channel}",
+            ]
+            guild = interaction.guild
+            if channel_id and guild is not None and isinstance(interaction.user, discord.Member):
+                channel = guild.get_channel(int(channel_id))
+                assert channel is not None, f"channel {channel_id} is not in the cache"
+                cached = channel.permissions_for(interaction.user)
+                report.append(f"cached_view={cached.view_channel}")
+            await interaction.response.send_message(" ".join(report), ephemeral=True)
+
+        @tree.command(name="peek", description="Fetches a message with the bot's rights")
+        async def peek(interaction: discord.Interaction, channel_id: str, message_id: str) -> None:
+            await interaction.response.defer(ephemeral=True)
+            channel = self.get_partial_messageable(int(channel_id))
+            try:
+                message = await channel.fetch_message(int(message_id))
+            except discord.HTTPException as error:
+                await interaction.followup.send(f"{error.status} {error.code}")
+                return
+            await interaction.followup.send(f"read: {message.content}")
+
+        @tree.command(name="serveronly", description="Only offered in servers")
+        @app_commands.guild_only()
+        async def serveronly(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("in a server")
+
         @tree.context_menu(name="Describe")
         async def describe(interaction: discord.Interaction, message: discord.Message) -> None:
             sizes = [len(await a.read()) for a in message.attachments]
