@@ -37,12 +37,17 @@ class QuotaExceeded(Exception):
 
 @dataclass(frozen=True)
 class Member:
-    """Whose limits apply: the member, where (None: a direct message), their roles there."""
+    """Who acts, where (None: a direct message), their roles there, and whether they manage
+    that guild: admin power belongs to a member in one guild, never to a person everywhere."""
 
     user_id: int
     guild_id: int | None
     role_ids: Sequence[int] = ()
-    is_admin: bool = False
+    is_admin: bool = False  # manages ``guild_id`` (Manage Server there)
+
+    def __post_init__(self) -> None:
+        if self.is_admin and self.guild_id is None:
+            raise ValueError("a direct message has no admins: is_admin needs a guild_id")
 
 
 def estimated_cost(request: RenderRequest) -> Cost:
@@ -51,11 +56,13 @@ def estimated_cost(request: RenderRequest) -> Cost:
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
 
 
-async def limits_for(conn: aiosqlite.Connection, member: Member) -> QuotaLimits:
-    if member.guild_id is None:  # direct messages have no overrides: the built-in limits apply
-        return resolve_limits(
-            is_admin=member.is_admin, user_override=None, role_overrides=(), guild_default=None
-        )
+async def limits_for(
+    conn: aiosqlite.Connection, member: Member, dm_limits: QuotaLimits
+) -> QuotaLimits:
+    """The member's limits where they are: in a guild, its overrides (none for its admins);
+    in direct messages, which no guild governs, the operator's ``dm_limits``."""
+    if member.guild_id is None:
+        return dm_limits
     found = await ledger.overrides_for(conn, member.guild_id, member.user_id, member.role_ids)
     return resolve_limits(
         is_admin=member.is_admin,
@@ -66,10 +73,14 @@ async def limits_for(conn: aiosqlite.Connection, member: Member) -> QuotaLimits:
 
 
 async def refusal_for(
-    conn: aiosqlite.Connection, member: Member, request: RenderRequest, now: float
+    conn: aiosqlite.Connection,
+    member: Member,
+    request: RenderRequest,
+    now: float,
+    dm_limits: QuotaLimits,
 ) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only."""
-    limits = await limits_for(conn, member)
+    limits = await limits_for(conn, member, dm_limits)
     usage = await usage_by_period(conn, member.user_id, member.guild_id, now)
     return check(usage, limits, estimated_cost(request), now)
 
@@ -86,13 +97,18 @@ async def usage_by_period(
 
 
 async def admit(
-    conn: aiosqlite.Connection, job_id: str, member: Member, request: RenderRequest, now: float
+    conn: aiosqlite.Connection,
+    job_id: str,
+    member: Member,
+    request: RenderRequest,
+    now: float,
+    dm_limits: QuotaLimits,
 ) -> Refusal | None:
     """Reserve the job's estimated cost; or, when it does not fit, write nothing and say why.
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal = await refusal_for(conn, member, request, now)
+    refusal = await refusal_for(conn, member, request, now, dm_limits)
     if refusal is None:
         cost = estimated_cost(request)
         await ledger.reserve(

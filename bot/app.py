@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -14,9 +15,11 @@ from discord.ext import commands
 
 from bot.discord_endpoints import point_discord_at
 from bot.queue import JobQueue, RenderSlot
+from bot.retention import Retention
 from bot.services import Services
 from bot.settings import Settings
 from cogs.admin import AdminCog
+from cogs.contexts import EaselCommandTree, command_contexts
 from cogs.edit import EditCog
 from cogs.errors import on_app_command_error
 from cogs.history import HistoryCog
@@ -82,17 +85,26 @@ class EaselBot(commands.Bot):
             intents=intents,
             help_command=None,
             guild_ready_timeout=0.1,
+            # Commands work in servers; in direct messages only when the operator allows it.
+            tree_cls=EaselCommandTree,
+            allowed_contexts=command_contexts(allow_dms=settings.allow_dms),
         )
         self.settings = settings
         self._engine_factory = engine_factory or engine_factory_for(settings)
         self._db: aiosqlite.Connection | None = None
         self._broker: BrokerClient | None = None
         self._shutdown: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
         self._db = await connect(settings.database_path)
-        self.queue = JobQueue(self._db, await self._render_slots(), settings.images_dir)
+        self.queue = JobQueue(
+            self._db,
+            await self._render_slots(),
+            settings.images_dir,
+            dm_limits=settings.dm_limits,
+        )
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
         self.queue.set_progress_listener(self.results.progress)
@@ -108,6 +120,10 @@ class EaselBot(commands.Bot):
         self.add_dynamic_items(*RESULT_BUTTONS)
         await self._sync_commands()
         await self.queue.start()
+        retention = Retention(
+            self._db, settings.images_dir, settings.inputs_dir, settings.retention_days
+        )
+        self._pruning = asyncio.create_task(retention.run(), name="easel-retention")
 
     async def _render_slots(self) -> Sequence[RenderSlot]:
         """Remote slots on the broker when EASEL_QUEUE_URL names one, else a thread per device."""
@@ -148,6 +164,10 @@ class EaselBot(commands.Bot):
         await _interaction_handlers_settled()
         await super().close()
         await _interaction_handlers_settled()
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
         if self._broker is not None:
             await self._broker.close()
             self._broker = None

@@ -2,9 +2,10 @@
 
 The bot keeps the journal, the quotas and the fair scheduler (``bot.queue``); each
 ``RemoteSlot`` is one job in flight on the broker. ``render`` publishes the job (message id =
-job id), waits for its result, takes the PNGs from it (or from the object store when large),
-and returns them or raises what a local engine would (``RenderCancelled``,
-``RenderInputError``), or ``RemoteRenderFailed``. While publishing it also reads the results
+job id) with the pictures it reads (their bytes, never the bot's paths), waits for its
+result, takes the PNGs from it (or from the object store when large), and returns them or
+raises what a local engine would (``RenderCancelled``, ``RenderInputError``), or
+``RemoteRenderFailed``. While publishing it also reads the results
 stream: a job the journal says was running when the bot died may already be finished, and
 its stored result is used instead (a republished copy is only acked by the worker).
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import nats.errors
 import nats.js.errors
@@ -35,12 +38,14 @@ from bot.broker_wire import (
     ADVISORIES_STREAM,
     JOBS_STREAM,
     MAX_DELIVERIES_ADVISORIES,
+    PICTURE_FIELDS,
     PROGRESS_SUBJECTS,
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
     BrokerUnavailable,
     JobMessage,
     Outcome,
+    PictureInput,
     ResultMessage,
     cancel_subject,
     connect,
@@ -48,12 +53,15 @@ from bot.broker_wire import (
     decode_progress,
     ensure_streams,
     headers_for_job,
+    inline_images_budget,
+    input_object_name,
     job_id_of,
     job_subject,
     lost_with_workers,
     result_subject,
     retry_transient,
 )
+from bot.redaction import redact_url
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -86,7 +94,7 @@ class RemoteRenderFailed(RenderFailed):
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    url: str
+    url: str = field(repr=False)  # may carry credentials
     # Jobs in flight on the broker at once (EASEL_REMOTE_SLOTS): more than the workers' devices
     # keeps every device busy; fewer keeps more jobs in the bot's fair queue.
     slots: int = 8
@@ -100,7 +108,9 @@ class BrokerConfig:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("nats://", "tls://")):
-            raise ValueError(f"the queue URL must start with nats:// or tls://, not {self.url!r}")
+            raise ValueError(
+                f"the queue URL must start with nats:// or tls://, not {redact_url(self.url)!r}"
+            )
         if not 1 <= self.slots <= 1024:
             raise ValueError(f"EASEL_REMOTE_SLOTS must be within 1..1024, got {self.slots}")
         if not 0.1 <= self.ack_wait_s <= 3600:
@@ -175,32 +185,63 @@ class BrokerClient:
                 )
             )
             try:
-                sequence = await self._publish(job_id, request)
+                message = await self._job_message(job_id, request)
+                sequence = await self._publish(message, request.model)
                 result = await lookup
             finally:
                 lookup.cancel()  # when the publish failed: its error is the one to report
+            stored_inputs = [p.object_name for p in message.inputs if p.object_name is not None]
             if result is None:
-                result = await self._wait(job_id, waiter, cancel, sequence)
+                result = await self._wait(job_id, waiter, cancel, sequence, stored_inputs)
             else:
                 log.info("job %s: already finished on the broker; its result is used", job_id)
+            # Only once there is a result: a redelivered job still needs its inputs.
+            await self._delete_objects(stored_inputs)
             return await self._images_of(result)
         finally:
             self._waiters.pop(job_id, None)
             self._progress.pop(job_id, None)
 
-    async def _publish(self, job_id: str, request: RenderRequest) -> int:
-        await self._ensure_consumer(request.model)
+    async def _job_message(self, job_id: str, request: RenderRequest) -> JobMessage:
+        """The job with the pictures it reads instead of the paths of the bot's files (a worker
+        cannot see them): inside the message when small, else in the object store first."""
+        pictures = {
+            name: await asyncio.to_thread(_read_picture, name, path)
+            for name in PICTURE_FIELDS
+            if (path := getattr(request, name)) is not None
+        }
+        inline = sum(map(len, pictures.values())) <= inline_images_budget(self._nc.max_payload)
+        inputs = []
+        for name, data in pictures.items():
+            if inline:
+                inputs.append(PictureInput(name, png=data))
+                continue
+            object_name = input_object_name(job_id, name)
+            await retry_transient(
+                f"job {job_id}: store {object_name}",
+                functools.partial(self._images.put, object_name, data),
+            )
+            inputs.append(PictureInput(name, object_name=object_name))
+        without_paths = dataclasses.replace(request, init_image=None, mask_image=None)
+        return JobMessage(job_id, without_paths, tuple(inputs))
+
+    async def _publish(self, message: JobMessage, model: str | None) -> int:
+        await self._ensure_consumer(model)
+        job_id = message.job_id
+        data = message.encode()
         ack = await retry_transient(
             f"job {job_id}: publish",
-            lambda: self._js.publish(
-                job_subject(request.model),
-                JobMessage(job_id, request).encode(),
-                headers=headers_for_job(job_id),
-            ),
+            lambda: self._js.publish(job_subject(model), data, headers=headers_for_job(job_id)),
         )
         if ack.duplicate:
             log.info("job %s: the broker already holds it; waiting for that copy", job_id)
         return ack.seq
+
+    async def _delete_objects(self, names: list[str]) -> None:
+        """Best effort: what is left is dropped with the bucket's TTL."""
+        for name in names:
+            with contextlib.suppress(nats.errors.Error):
+                await self._images.delete(name)
 
     async def _ensure_consumer(self, model: str | None) -> None:
         name = consumer_name(model)
@@ -228,6 +269,7 @@ class BrokerClient:
         waiter: asyncio.Future[ResultMessage],
         cancel: threading.Event | None,
         sequence: int,
+        stored_inputs: list[str],
     ) -> ResultMessage:
         loop = asyncio.get_running_loop()
         recheck_at = loop.time() + self._config.result_recheck_s
@@ -235,6 +277,7 @@ class BrokerClient:
         while not waiter.done():
             if cancel is not None and cancel.is_set():
                 await self._cancel(job_id, sequence)
+                await self._delete_objects(stored_inputs)
                 raise RenderCancelled
             await asyncio.wait([waiter], timeout=poll_s)
             if not waiter.done() and loop.time() >= recheck_at:
@@ -322,6 +365,14 @@ class BrokerClient:
         listener = self._progress.get(job_id_of(msg.subject))
         if listener is not None:
             listener(decode_progress(msg.data))
+
+
+def _read_picture(field: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        role = field.replace("_", " ")
+        raise RenderInputError(f"{role} {path!r} cannot be read: {error.strerror}") from None
 
 
 class RemoteSlot:

@@ -10,7 +10,9 @@ Both sides import this module and nothing else of each other. Names:
 - ``EASEL_RESULTS`` (limits stream, one message per subject, kept ``RESULT_TTL_S``): the
   outcome of a job on ``easel.results.<job id>``; also read back after a restart or reconnect.
   PNGs up to ``inline_images_budget`` bytes in all travel inside it (no object-store round trip).
-- ``easel-images`` (object store, same TTL): the PNGs of finished jobs too large to go inline.
+- ``easel-images`` (object store, same TTL): the PNGs of finished jobs too large to go inline,
+  and the input pictures of jobs (img2img, inpaint, upscale) too large to ride in the job
+  message. Jobs never carry file paths: a worker refuses a message that names one.
 - ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EASEL_JOBS.*``: JetStream's notice that a job
   used up its deliveries, the last one lost with its worker too; the bot then stores the failure.
   ``EASEL_ADVISORIES`` (work-queue stream) keeps these notices until a bot acknowledges one,
@@ -28,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -37,9 +39,10 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.object_store import ObjectStore
 
+from bot.redaction import redact_url
 from inference.types import RenderRequest, StepProgress
 
 __all__ = [
@@ -48,11 +51,13 @@ __all__ = [
     "IMAGES_BUCKET",
     "JOBS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
+    "PICTURE_FIELDS",
     "RESULTS_STREAM",
     "BrokerUnavailable",
     "ImageRef",
     "JobMessage",
     "Outcome",
+    "PictureInput",
     "ResultMessage",
     "cancel_subject",
     "connect",
@@ -62,6 +67,7 @@ __all__ = [
     "ensure_streams",
     "headers_for_job",
     "inline_images_budget",
+    "input_object_name",
     "job_id_of",
     "job_subject",
     "lost_with_workers",
@@ -85,6 +91,18 @@ CANCEL_SUBJECTS = "easel.cancel.*"
 MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
 # Long enough for a bot restarted the next morning to collect what finished overnight.
 RESULT_TTL_S = 24 * 3600.0
+# Byte caps, so a flood of jobs or pictures cannot fill the broker's disk. JetStream reserves
+# them when a stream is made (a server with less storage refuses it, and ``ensure_streams``
+# says so). Full, the jobs stream refuses a new job (its publish fails: the job is failed,
+# refunded and the member told) rather than drop waiting ones; the others drop their oldest
+# messages, long collected: results and pictures are read within seconds of being stored.
+JOBS_MAX_BYTES = 256 * 2**20
+RESULTS_MAX_BYTES = 256 * 2**20
+ADVISORIES_MAX_BYTES = 8 * 2**20
+IMAGES_MAX_BYTES = 2**30
+STREAMS_MAX_BYTES = JOBS_MAX_BYTES + RESULTS_MAX_BYTES + ADVISORIES_MAX_BYTES + IMAGES_MAX_BYTES
+# JetStream's error code for "insufficient storage resources available".
+_INSUFFICIENT_STORAGE = 10047
 # A broker restart takes seconds; past this a publish is reported as failed.
 TRANSIENT_RETRY_S = 60.0
 # PNGs up to this many bytes in all ride in the result message: fetching them from the object
@@ -93,6 +111,8 @@ TRANSIENT_RETRY_S = 60.0
 INLINE_IMAGES_MAX_BYTES = 512 * 1024
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+# The request fields that name a picture file on the bot's side.
+PICTURE_FIELDS = ("init_image", "mask_image")
 
 
 class BrokerUnavailable(Exception):
@@ -139,19 +159,76 @@ def job_id_of(subject: str) -> str:
 
 
 @dataclass(frozen=True)
+class PictureInput:
+    """A picture a job reads (``field``: the request field it fills), travelling with the job:
+    the bytes themselves (``png``, any accepted image format) or their name in the object
+    store. Never a file path: the bot's files are not the worker's, and a worker must not
+    open a file that whoever can publish on the broker names."""
+
+    field: str
+    png: bytes | None = None
+    object_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.field not in PICTURE_FIELDS:
+            raise ValueError(f"{self.field!r} is not a picture field ({', '.join(PICTURE_FIELDS)})")
+        if (self.png is None) == (self.object_name is None):
+            raise ValueError("a picture carries either its bytes or an object name, not both")
+
+    def to_json(self) -> dict[str, Any]:
+        if self.png is not None:
+            return {"field": self.field, "png": base64.b64encode(self.png).decode("ascii")}
+        return {"field": self.field, "object_name": self.object_name}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> PictureInput:
+        png = body.get("png")
+        return cls(
+            body["field"],
+            png=None if png is None else base64.b64decode(png),
+            object_name=body.get("object_name"),
+        )
+
+
+def input_object_name(job_id: str, field: str) -> str:
+    """Where a job's input picture too large to ride in its message waits in the store."""
+    return f"{_subject_token('job id', job_id)}/input-{field}"
+
+
+@dataclass(frozen=True)
 class JobMessage:
-    """A job on the broker. Deliveries are counted by JetStream, so no attempt number here."""
+    """A job on the broker. Deliveries are counted by JetStream, so no attempt number here.
+    The request's picture fields are empty on the wire: ``inputs`` carry the pictures."""
 
     job_id: str
     request: RenderRequest
+    inputs: tuple[PictureInput, ...] = ()
 
     def encode(self) -> bytes:
-        return json.dumps({"job_id": self.job_id, "request": self.request.to_json()}).encode()
+        return json.dumps(
+            {
+                "job_id": self.job_id,
+                "request": self.request.to_json(),
+                "inputs": [picture.to_json() for picture in self.inputs],
+            }
+        ).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> JobMessage:
-        body = json.loads(data)
-        return cls(body["job_id"], RenderRequest.from_json(body["request"]))
+        """Raises ``ValueError`` for anything but a well-formed job message."""
+        try:
+            body = json.loads(data)
+            return cls(
+                body["job_id"],
+                RenderRequest.from_json(body["request"]),
+                tuple(PictureInput.from_json(picture) for picture in body.get("inputs", ())),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"not a job message: {error!r}") from None
+
+    def named_paths(self) -> list[str]:
+        """The request's picture fields that name a file: a message that has any is refused."""
+        return [name for name in PICTURE_FIELDS if getattr(self.request, name) is not None]
 
 
 class Outcome(StrEnum):
@@ -280,19 +357,24 @@ async def connect(url: str, client_name: str, timeout_s: float = 10.0) -> NatsCl
             )
     except (TimeoutError, OSError, nats.errors.Error) as error:
         raise BrokerUnavailable(
-            f"cannot reach the NATS server at {url} within {timeout_s:g} s ({error!r}); "
-            "start one with `nats-server -js` or fix EASEL_QUEUE_URL"
+            redact_url(
+                f"cannot reach the NATS server at {url} within {timeout_s:g} s ({error!r}); "
+                "start one with `nats-server -js` or fix EASEL_QUEUE_URL"
+            )
         ) from None
 
 
 async def ensure_streams(js: JetStreamContext) -> ObjectStore:
-    """Create the streams and the image bucket when missing; returns the bucket."""
+    """Create the streams and the image bucket when missing, and give them their byte caps
+    (streams an older Easel made had none); returns the bucket."""
     wanted = [
         StreamConfig(
             name=JOBS_STREAM,
             subjects=[JOBS_SUBJECTS],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            max_bytes=JOBS_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
         ),
         StreamConfig(
             name=RESULTS_STREAM,
@@ -301,6 +383,8 @@ async def ensure_streams(js: JetStreamContext) -> ObjectStore:
             storage=StorageType.FILE,
             max_age=RESULT_TTL_S,
             max_msgs_per_subject=1,
+            max_bytes=RESULTS_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
         ),
         StreamConfig(
             name=ADVISORIES_STREAM,
@@ -308,20 +392,47 @@ async def ensure_streams(js: JetStreamContext) -> ObjectStore:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_age=RESULT_TTL_S,
+            max_bytes=ADVISORIES_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
         ),
     ]
-    for config in wanted:
-        assert config.name is not None
-        try:
-            await js.stream_info(config.name)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(config)
     try:
-        return await js.object_store(IMAGES_BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        return await js.create_object_store(
-            IMAGES_BUCKET, ttl=RESULT_TTL_S, storage=StorageType.FILE
-        )
+        for config in wanted:
+            assert config.name is not None
+            try:
+                current = (await js.stream_info(config.name)).config
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(config)
+                continue
+            await _cap(js, current, config.max_bytes, config.discard)
+        try:
+            images = await js.object_store(IMAGES_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            images = await js.create_object_store(
+                IMAGES_BUCKET, ttl=RESULT_TTL_S, storage=StorageType.FILE
+            )
+        bucket = (await js.stream_info(f"OBJ_{IMAGES_BUCKET}")).config
+        await _cap(js, bucket, IMAGES_MAX_BYTES, DiscardPolicy.OLD)
+    except nats.js.errors.APIError as error:
+        if error.err_code != _INSUFFICIENT_STORAGE:
+            raise
+        raise BrokerUnavailable(
+            f"the NATS server has less JetStream storage than Easel's streams reserve "
+            f"({STREAMS_MAX_BYTES // 2**20} MiB in all): raise its max_file_store, or free "
+            "disk space where it stores"
+        ) from None
+    return images
+
+
+async def _cap(
+    js: JetStreamContext,
+    current: StreamConfig,
+    max_bytes: int | None,
+    discard: DiscardPolicy | None,
+) -> None:
+    """Give an existing stream its byte cap and what it drops when full, if it lacks them."""
+    if current.max_bytes != max_bytes or current.discard != discard:
+        await js.update_stream(replace(current, max_bytes=max_bytes, discard=discard))
 
 
 T = TypeVar("T")

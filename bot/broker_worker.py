@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -51,7 +54,14 @@ from bot.broker_wire import (
     result_subject,
     retry_transient,
 )
-from inference.types import RenderCancelled, RenderedImage, RenderInputError, StepProgress
+from bot.redaction import redact_url
+from inference.types import (
+    RenderCancelled,
+    RenderedImage,
+    RenderInputError,
+    RenderRequest,
+    StepProgress,
+)
 from inference.worker import DeviceWorker, EngineFactory
 
 __all__ = ["WorkerConfig", "run_worker", "serve"]
@@ -64,7 +74,7 @@ REMEMBERED_CANCELS = 1024
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    url: str
+    url: str = field(repr=False)  # may carry credentials
     devices: tuple[str, ...]
     # An idle loop looks for redelivered jobs this often (new jobs wake it at once).
     idle_poll_s: float = 1.0
@@ -222,7 +232,16 @@ class _DeviceLoop:
         return self._subscriptions[name]
 
     async def _handle(self, msg: Msg, consumer: ConsumerInfo) -> None:
-        job = JobMessage.decode(msg.data)
+        try:
+            job = JobMessage.decode(msg.data)
+        except ValueError as error:
+            # Not from a bot (none would send it): dropped, so it is not delivered again.
+            log.warning(
+                "message %s on %s dropped: %s", msg.metadata.sequence.stream, msg.subject, error
+            )
+            with contextlib.suppress(nats.errors.Error):
+                await msg.term()
+            return
         deliveries = msg.metadata.num_delivered or 1
         max_deliver = consumer.config.max_deliver or 0
         if await retry_transient(
@@ -247,6 +266,17 @@ class _DeviceLoop:
     async def _render(
         self, job: JobMessage, msg: Msg, consumer: ConsumerInfo, deliveries: int
     ) -> ResultMessage:
+        result = functools.partial(
+            ResultMessage, job.job_id, worker=self._hub.name, deliveries=deliveries
+        )
+        if paths := job.named_paths():
+            # Whoever can publish on the broker could name any file here: never opened.
+            log.warning("job %s names file paths (%s): refused", job.job_id, ", ".join(paths))
+            return result(
+                Outcome.INVALID,
+                error=f"refused: the job names file paths ({', '.join(paths)}); pictures must "
+                "travel with the job, a worker never opens a path a message names",
+            )
         log.info("job %s: started on %s (delivery %d)", job.job_id, self.device, deliveries)
         cancel = self._hub.cancel_event_for(job.job_id)
         heartbeat = asyncio.create_task(
@@ -254,12 +284,11 @@ class _DeviceLoop:
             name=f"heartbeat-{job.job_id}",
         )
         report = functools.partial(self._report_progress, job.job_id)
-        result = functools.partial(
-            ResultMessage, job.job_id, worker=self._hub.name, deliveries=deliveries
-        )
         self._loaded_model = job.request.model
         try:
-            rendered = await self._device.render(job.request, report, cancel)
+            with tempfile.TemporaryDirectory(prefix="easel-job-") as folder:
+                request = await self._with_pictures(job, Path(folder))
+                rendered = await self._device.render(request, report, cancel)
         except RenderCancelled:
             return result(Outcome.CANCELLED)
         except RenderInputError as error:
@@ -271,6 +300,35 @@ class _DeviceLoop:
             heartbeat.cancel()
             self._hub.running.pop(job.job_id, None)
         return result(Outcome.DONE, images=await self._store(job.job_id, rendered))
+
+    async def _with_pictures(self, job: JobMessage, folder: Path) -> RenderRequest:
+        """The request with its pictures written to ``folder`` (this job's own temporary
+        folder) and their paths filled in: the engine reads files."""
+        paths = {}
+        for picture in job.inputs:
+            data = picture.png
+            if data is None:
+                assert picture.object_name is not None  # PictureInput holds one or the other
+                data = await self._fetch(job.job_id, picture.object_name)
+            path = folder / picture.field  # one of PICTURE_FIELDS (checked when decoded)
+            await asyncio.to_thread(path.write_bytes, data)
+            paths[picture.field] = str(path)
+        return dataclasses.replace(
+            job.request, init_image=paths.get("init_image"), mask_image=paths.get("mask_image")
+        )
+
+    async def _fetch(self, job_id: str, object_name: str) -> bytes:
+        try:
+            stored = await retry_transient(
+                f"job {job_id}: fetch {object_name}",
+                functools.partial(self._hub.images.get, object_name),
+            )
+        except nats.js.errors.NotFoundError:
+            raise RenderInputError(
+                f"the job's input picture {object_name} is no longer in the broker's store "
+                "(kept 24 hours)"
+            ) from None
+        return stored.data or b""
 
     async def _store(self, job_id: str, rendered: list[RenderedImage]) -> tuple[ImageRef, ...]:
         """Small results go inline in the result message; larger ones to the object store."""
@@ -326,7 +384,12 @@ async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: async
         hub = _Hub(nc, js, images)
         loops = [_DeviceLoop(hub, device, engine_factory, config) for device in config.devices]
         await hub.listen()
-        log.info("worker %s serving %s on %s", hub.name, ", ".join(config.devices), config.url)
+        log.info(
+            "worker %s serving %s on %s",
+            hub.name,
+            ", ".join(config.devices),
+            redact_url(config.url),
+        )
         await asyncio.gather(*(loop.run(stop) for loop in loops))
     finally:
         await nc.close()

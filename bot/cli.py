@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from bot.redaction import redact_url
 from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
 from inference.types import RenderRequest
@@ -278,7 +279,7 @@ def cmd_doctor(_: argparse.Namespace, settings: Settings) -> int:
     problems = 0
     for check in diagnose(settings):
         mark = "ok " if check.ok else "ERR"
-        print(f"[{mark}] {check.name}: {check.detail}")
+        print(redact_url(f"[{mark}] {check.name}: {check.detail}"))
         problems += not check.ok
     return 1 if problems else 0
 
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         return COMMANDS[args.command](args, settings)
     except (SettingsError, UsageError) as error:
-        print(f"easel {args.command}: error: {error}", file=sys.stderr)
+        print(redact_url(f"easel {args.command}: error: {error}"), file=sys.stderr)
         return 2
 
 

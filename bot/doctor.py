@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from bot.redaction import redact_url
 from bot.settings import Settings
 
 if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
@@ -30,7 +31,7 @@ def _broker_problem(url: str, timeout: float = 2.0) -> str | None:
         with socket.create_connection((parsed.hostname or "", parsed.port or 4222), timeout):
             return None
     except OSError as error:
-        return f"cannot reach {url}: {error.strerror or error}"
+        return redact_url(f"cannot reach {url}: {error.strerror or error}")
 
 
 async def _database_version(settings: Settings) -> int:
@@ -116,6 +117,7 @@ def diagnose(settings: Settings) -> Iterator[Check]:
 
     if settings.queue_url:
         problem = _broker_problem(settings.queue_url)
-        yield Check("broker", problem is None, problem or f"{settings.queue_url} reachable")
+        reachable = f"{redact_url(settings.queue_url)} reachable"
+        yield Check("broker", problem is None, problem or reachable)
     else:
         yield Check("broker", True, "in-process queue (EASEL_QUEUE_URL is empty)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.requests import RequestError, random_seed
+from bot.requests import RequestError, check_prompt_length, random_seed
 from inference.images import (
     MASK_BLUR,
     MASK_INVERT,
@@ -66,6 +66,10 @@ def request_from_infotext(
             )
         return RenderRequest(prompt=typed_prompt, seed=random_seed())
     stored_prompt, negative, params = parse_infotext(infotext)
+    # A picture's parameters are member input like a typed prompt: the same cap applies.
+    if not typed_prompt:
+        check_prompt_length(stored_prompt, "the picture's prompt")
+    check_prompt_length(negative, "the picture's negative prompt")
     notes: list[str] = []
     fields: dict[str, Any] = {}
     seed, steps, cfg = params.get("Seed"), params.get("Steps"), params.get("CFG scale")

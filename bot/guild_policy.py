@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.moderation import NsfwPolicy, check_request
+from bot.prompt_safety import PromptPlanner
 from bot.quota import QuotaLimits
+from bot.user_errors import UserError
 from db import guild_settings as store
 from db import quotas
 from db.guild_settings import AuditEntry, GuildList, GuildSettings
@@ -29,6 +31,13 @@ __all__ = [
 ]
 
 
+DMS_OFF = "Easel works only in servers: use it in a server channel, not in direct messages."
+# Direct messages (when allowed) get the rules a guild has before its admins set any.
+_DIRECT_MESSAGES = GuildSettings(
+    guild_id=0, default_model=None, nsfw_policy=store.DEFAULT_NSFW_POLICY, lists={}
+)
+
+
 @dataclass(frozen=True)
 class Admission:
     request: RenderRequest
@@ -40,9 +49,18 @@ class GuildPolicy:
     """Read on every request before it is acknowledged, so a guild's settings are kept in
     memory after the first read; every change goes through here and refreshes them."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        clock: Callable[[], float] = time.time,
+        *,
+        allow_dms: bool = False,
+        prompts: PromptPlanner,
+    ) -> None:
         self._conn = conn
+        self._prompts = prompts
         self._clock = clock
+        self._allow_dms = allow_dms  # EASEL_ALLOW_DMS
         self._cached: dict[int, GuildSettings] = {}
 
     async def settings(self, guild_id: int) -> GuildSettings:
@@ -59,24 +77,26 @@ class GuildPolicy:
         role_ids: Collection[int] = (),
     ) -> Admission:
         """The request as the guild wants it run (its default model filled in), or
-        ``UserError`` naming the rule it breaks. Nothing applies in direct messages."""
-        if guild_id is None:
-            return Admission(request, priority=False, nsfw_policy=NsfwPolicy.ALLOW)
-        settings = await self.settings(guild_id)
+        ``UserError`` naming the rule it breaks. Direct messages, which no guild governs, are
+        refused unless the operator allows them; then a new guild's rules apply there."""
+        if guild_id is None and not self._allow_dms:
+            # Also for a button or a stale command registration that Discord still delivers.
+            raise UserError(DMS_OFF)
+        settings = _DIRECT_MESSAGES if guild_id is None else await self.settings(guild_id)
         if request.model is None and settings.default_model is not None:
             request = dataclasses.replace(request, model=settings.default_model)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
         check_request(
-            prompt=request.prompt,
-            negative=request.negative_prompt,
             model=request.model,
             channel_id=channel_id,
             channel_is_age_restricted=channel_is_age_restricted,
             allowed_channels={int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)},
             allowed_models=settings.entries(GuildList.ALLOWED_MODEL),
-            banned_words=settings.entries(GuildList.BANNED_WORD),
             nsfw_policy=nsfw_policy,
         )
+        # The prompt as the model will read it, banned words included: planned now, so a bad
+        # one fails alone.
+        request = await self._prompts.check(request, settings.entries(GuildList.BANNED_WORD))
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
 

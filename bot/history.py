@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
 from bot.member_settings import MemberSettings
+from bot.retention import quota_window
+from bot.stored_files import remove_inside
+from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal
 
@@ -37,6 +42,9 @@ class HistoryPage:
 class StoredJob:
     job_id: str
     user_id: int
+    guild_id: int | None  # None: made in a direct message
+    private: bool
+    spoiler: bool
     status: str
     prompt: str
     image_paths: list[Path]
@@ -46,25 +54,49 @@ class StoredJob:
 
 @dataclass(frozen=True)
 class Forgotten:
+    """What /forget-me erased. ``ledger_rows_deferred`` still count towards the member's
+    current quota periods: they lose the member's id at ``deferred_until``."""
+
     jobs: int
-    files: int
+    pictures: int
+    uploads: int
+    ledger_rows_anonymised: int
+    ledger_rows_deferred: int
+    deferred_until: float
 
 
 class History:
     def __init__(
-        self, conn: aiosqlite.Connection, images_dir: Path, member_settings: MemberSettings
+        self,
+        conn: aiosqlite.Connection,
+        images_dir: Path,
+        inputs_dir: Path,
+        member_settings: MemberSettings,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._conn = conn
         self._images_dir = images_dir
+        self._inputs_dir = inputs_dir
         self._member_settings = member_settings
+        self._clock = clock
 
-    async def page(self, user_id: int, page: int, search: str | None = None) -> HistoryPage:
-        """Page ``page`` (clamped to the last one) of the member's jobs, newest first."""
-        _, total = await store.page_of_jobs(self._conn, user_id, search=search, limit=0, offset=0)
+    async def page(
+        self, user_id: int, page: int, search: str | None = None, *, guild_id: int | None
+    ) -> HistoryPage:
+        """Page ``page`` (clamped to the last one) of the member's jobs in the guild (None:
+        direct messages), newest first: results belong to the server they were made in."""
+        _, total = await store.page_of_jobs(
+            self._conn, user_id, guild_id=guild_id, search=search, limit=0, offset=0
+        )
         page_count = max(1, -(-total // PAGE_SIZE))
         page = min(max(page, 0), page_count - 1)
         entries, total = await store.page_of_jobs(
-            self._conn, user_id, search=search, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+            self._conn,
+            user_id,
+            guild_id=guild_id,
+            search=search,
+            limit=PAGE_SIZE,
+            offset=page * PAGE_SIZE,
         )
         lines = [
             HistoryLine(
@@ -86,6 +118,9 @@ class History:
         return StoredJob(
             job_id=record.id,
             user_id=record.user_id,
+            guild_id=record.guild_id,
+            private=record.private,
+            spoiler=record.spoiler,
             status=record.status.value,
             prompt=str(json.loads(record.request_json).get("prompt", "")),
             image_paths=[Path(image.path) for image in images],
@@ -93,13 +128,14 @@ class History:
             infotexts=[image.infotext for image in images],
         )
 
-    async def unfinished(self, user_id: int | None) -> list[HistoryLine]:
-        """The member's (None: everyone's) queued and running jobs, oldest first."""
+    async def unfinished(self, user_id: int, *, guild_id: int | None) -> list[HistoryLine]:
+        """The member's queued and running jobs in the guild (None: direct messages), oldest
+        first: jobs belong to the server they were made in."""
         records = [
             record
             for status in (journal.JobStatus.RUNNING, journal.JobStatus.QUEUED)
             for record in await journal.jobs_with_status(self._conn, status)
-            if user_id is None or record.user_id == user_id
+            if record.user_id == user_id and record.guild_id == guild_id
         ]
         records.sort(key=lambda record: record.created_at)
         return [
@@ -114,26 +150,31 @@ class History:
         ]
 
     async def forget(self, user_id: int) -> Forgotten:
-        """Erase the member's finished jobs, pictures (rows and files) and settings."""
-        erased = await store.erase_user(self._conn, user_id)
+        """Erase the member's jobs, pictures and uploads (rows and files) and settings, and
+        anonymise their quota ledger rows. Refused, erasing nothing, while one of their jobs
+        is queued or running: the queue still owns it, and a result written after the erase
+        would name the member again."""
+        counted_since, period_end = quota_window(self._clock())
+        erased = await store.erase_user(
+            self._conn, user_id, counted_since=counted_since, anonymise_at=period_end
+        )
+        if erased.unfinished:
+            ids = ", ".join(f"`{job_id}`" for job_id in erased.unfinished)
+            raise UserError(
+                f"Nothing was erased: your job(s) {ids} are still queued or running. Cancel "
+                "them with /cancel or wait until they finish, then run /forget-me again."
+            )
         self._member_settings.forget(user_id)
-        removed = await asyncio.to_thread(self._remove_files, erased.image_paths)
-        return Forgotten(jobs=erased.jobs, files=removed)
-
-    def _remove_files(self, paths: list[str]) -> int:
-        removed = 0
-        root = self._images_dir.resolve()
-        for text in paths:
-            path = Path(text).resolve()
-            # Only ever delete inside the images folder, whatever a row says.
-            if root not in path.parents:
-                continue
-            if path.exists():
-                path.unlink()
-                removed += 1
-            if path.parent != root and not any(path.parent.iterdir()):
-                path.parent.rmdir()
-        return removed
+        pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
+        uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
+        return Forgotten(
+            jobs=erased.jobs,
+            pictures=pictures,
+            uploads=uploads,
+            ledger_rows_anonymised=erased.ledger_rows_anonymised,
+            ledger_rows_deferred=erased.ledger_rows_deferred,
+            deferred_until=period_end,
+        )
 
     async def rows_left_for(self, user_id: int) -> int:
         return await store.count_rows_of_user(self._conn, user_id)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Iterable
 from enum import StrEnum
 
 from bot.user_errors import UserError
+from inference.prompts import Rendering
 
 
 class NsfwPolicy(StrEnum):
@@ -15,28 +17,108 @@ class NsfwPolicy(StrEnum):
     AGE_RESTRICTED_ONLY = "age_restricted_only"  # generation only in age-restricted channels
 
 
-def find_banned_word(texts: Iterable[str], banned: Collection[str]) -> str | None:
-    """The first banned word or phrase found as a whole word (any case), or None."""
-    for word in sorted(banned):
-        pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
-        if any(pattern.search(text) for text in texts):
-            return word
+# Besides format characters (zero-width space and joiners, word joiner, BOM, soft hyphen:
+# category Cf), these show nothing either: combining grapheme joiner, Hangul fillers,
+# variation selectors. All are removed before matching, so they cannot split a banned word.
+_INVISIBLE = re.compile(r"[\u034f\u115f\u1160\u3164\ufe00-\ufe0f\uffa0]")
+_SPACES = re.compile(r"\s+")
+# A word is a run of letters, as CLIP's tokenizer splits them: "red_hair" and "cat2" show
+# the text encoder "hair" and "cat".
+_LETTER = r"[^\W\d_]"
+# Start and end of a text: a non-letter, so a word there is a whole word.
+_EDGE = " "
+# Choices whose variants end in more distinct ways than this are not checked one by one:
+# such a prompt is refused where words are banned (see find_banned_rendering).
+MAX_CHECKED_ENDINGS = 4096
+
+
+def normalise(text: str) -> str:
+    """Text as compared with banned words: invisible characters removed, NFKC, case folded,
+    whitespace runs as one space (``ｃａ\u200bT`` reads ``cat``)."""
+    visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    folded = unicodedata.normalize("NFKC", _INVISIBLE.sub("", visible)).casefold()
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", folded))
+
+
+def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -> str | None:
+    """The first banned word or phrase some variant of ``texts`` contains as a whole word (not
+    inside a longer run of letters), or None; both sides are normalised (``normalise``).
+
+    A rendering is literal text and choices between renderings (``schedule.renderings``);
+    every combination of choices is checked without listing them: only each variant's last
+    characters (the longest banned word's length, and one before it) are carried along,
+    so ``[c|d]at`` costs two short strings, not every full text.
+    """
+    words = {normalise(word).strip(): word for word in sorted(banned, reverse=True)}
+    words.pop("", None)
+    if not words:
+        return None
+    matcher = _Matcher(words)
+    try:
+        for text in texts:
+            matcher.at_end(matcher.endings({_EDGE}, text))
+    except _Banned as banned_word:
+        return banned_word.word
     return None
+
+
+class _Banned(Exception):
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+
+class _Matcher:
+    """Banned words over renderings, carrying each variant's ending along."""
+
+    def __init__(self, words: dict[str, str]) -> None:
+        self.patterns = [
+            (re.compile(rf"(?<!{_LETTER}){re.escape(word)}(?!{_LETTER})"), original)
+            for word, original in sorted(words.items())
+        ]
+        self.keep = max(map(len, words)) + 1
+
+    def check(self, buffer: str, *, at_end: bool = False) -> None:
+        """Raise ``_Banned`` for a whole-word match after the buffer's first character (its
+        context) that ends before its last one, or anywhere once the text has ended."""
+        for pattern, original in self.patterns:
+            match = pattern.search(buffer, 1)
+            if match is not None and (at_end or match.end() < len(buffer)):
+                raise _Banned(original)
+
+    def endings(self, endings: set[str], rendering: Rendering) -> set[str]:
+        """The endings of every variant after ``rendering``, checked on the way."""
+        for part in rendering:
+            if isinstance(part, str):
+                buffers = {normalise(ending + part) for ending in endings}
+                for buffer in buffers:
+                    self.check(buffer)
+                endings = {buffer[-self.keep :] for buffer in buffers}
+            else:
+                endings = set().union(*(self.endings(endings, option) for option in part))
+            if len(endings) > MAX_CHECKED_ENDINGS:
+                raise UserError(
+                    "This prompt has too many [a|b] and [from:to:when] combinations to check "
+                    f"against the server's banned words (more than {MAX_CHECKED_ENDINGS:,}); "
+                    "simplify it."
+                )
+        return endings
+
+    def at_end(self, endings: set[str]) -> None:
+        for ending in endings:
+            self.check(normalise(ending + _EDGE), at_end=True)
 
 
 def check_request(
     *,
-    prompt: str,
-    negative: str,
     model: str | None,
     channel_id: int | None,
     channel_is_age_restricted: bool,
     allowed_channels: Collection[int],
     allowed_models: Collection[str],
-    banned_words: Collection[str],
     nsfw_policy: NsfwPolicy,
 ) -> None:
-    """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all."""
+    """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all.
+    Banned words are looked for in what the prompt renders: ``bot.prompt_safety``."""
     if allowed_channels and channel_id not in allowed_channels:
         where = ", ".join(f"<#{channel}>" for channel in sorted(allowed_channels))
         raise UserError(f"Easel is not enabled in this channel; use it in {where}.")
@@ -47,5 +129,3 @@ def check_request(
     if model is not None and allowed_models and model not in allowed_models:
         names = ", ".join(sorted(allowed_models))
         raise UserError(f"Model {model!r} is not allowed on this server; choose one of: {names}.")
-    if word := find_banned_word((prompt, negative), banned_words):
-        raise UserError(f"The word {word!r} is banned on this server; remove it from your prompt.")

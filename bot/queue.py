@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ import aiosqlite
 
 from bot import accounting
 from bot.accounting import QuotaExceeded
+from bot.quota import DEFAULT_LIMITS, QuotaLimits
 from bot.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
 from db import jobs as journal
 from db.database import transaction
@@ -114,9 +116,11 @@ class Submission:
     role_ids: tuple[int, ...] = ()
     is_admin: bool = False
     priority: PriorityClass = PriorityClass.STANDARD
-    # How the result must be posted: the interaction's attachment limit, spoilered or not.
+    # How the result must be posted: the interaction's attachment limit, spoilered or not,
+    # seen by the member alone or not.
     filesize_limit: int | None = None
     spoiler: bool = False
+    private: bool = False
 
     @property
     def member(self) -> accounting.Member:
@@ -148,6 +152,7 @@ class FinishedJob:
     images: tuple[ResultImage, ...]
     filesize_limit: int | None = None
     spoiler: bool = False
+    private: bool = False
 
 
 class ResultSink(Protocol):
@@ -173,6 +178,17 @@ class JobState:
     eta_s: float | None  # seconds until it should be finished; None unless queued or running
 
 
+def _failure(error: Exception, job_id: str, device: str) -> str:
+    """What the member of a job that failed with ``error`` is told."""
+    if isinstance(error, RenderInputError):
+        return str(error)
+    if isinstance(error, RenderFailed):
+        log.warning("job %s failed on %s: %s", job_id, device, error)
+        return f"{error}; reference {job_id}"
+    log.error("job %s failed on %s", job_id, device, exc_info=error)
+    return f"internal error ({type(error).__name__}); reference {job_id}"
+
+
 class JobQueue:
     def __init__(
         self,
@@ -181,8 +197,10 @@ class JobQueue:
         images_dir: Path,
         clock: Callable[[], float] = time.time,
         scheduler_config: SchedulerConfig | None = None,
+        dm_limits: QuotaLimits = DEFAULT_LIMITS,
     ) -> None:
         self._conn = conn
+        self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
         self._slots = list(slots)
         self._images_dir = images_dir
         self._clock = clock
@@ -253,7 +271,12 @@ class JobQueue:
         created_at = self._now()
         async with transaction(self._conn):
             refusal = await accounting.admit(
-                self._conn, job_id, submission.member, submission.request, created_at
+                self._conn,
+                job_id,
+                submission.member,
+                submission.request,
+                created_at,
+                self._dm_limits,
             )
             if refusal is None:
                 await journal.insert_job(
@@ -273,6 +296,7 @@ class JobQueue:
                         filesize_limit=submission.filesize_limit,
                         spoiler=submission.spoiler,
                         priority=int(submission.priority),
+                        private=submission.private,
                     ),
                 )
         if refusal is not None:
@@ -296,16 +320,19 @@ class JobQueue:
         For answering before the interaction is deferred, so a refusal can be ephemeral;
         ``submit`` checks again, atomically, and stays the authority."""
         refusal = await accounting.refusal_for(
-            self._conn, submission.member, submission.request, self._now()
+            self._conn, submission.member, submission.request, self._now(), self._dm_limits
         )
         return refusal.message if refusal else None
 
-    async def cancel(self, job_id: str, user_id: int, is_admin: bool = False) -> CancelOutcome:
-        """Cancel a queued job (refunded, the owner is told) or stop a running one."""
+    async def cancel(self, job_id: str, by: accounting.Member) -> CancelOutcome:
+        """Cancel a queued job (refunded, the owner is told) or stop a running one.
+
+        ``by`` acts where they are: a job of another guild (or of DMs) is answered as unknown,
+        so its existence does not leak; there only its owner or an admin may cancel it."""
         job = await journal.get_job(self._conn, job_id)
-        if job is None:
+        if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
-        if job.user_id != user_id and not is_admin:
+        if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
             return CancelOutcome.NOT_YOURS
         if job_id in self._running:
             self._running[job_id].cancel(job_id)
@@ -414,6 +441,12 @@ class JobQueue:
         requests = [RenderRequest.from_json(job.request_json) for job in jobs]
         ids = tuple(job.id for job in jobs)
         await journal.mark_running(self._conn, ids, self._now())
+        await self._render(slot, ids, requests)
+
+    async def _render(
+        self, slot: RenderSlot, ids: tuple[str, ...], requests: list[RenderRequest]
+    ) -> None:
+        """Render jobs marked running and record each one's outcome."""
         running = _RunningBatch(ids)
         self._running.update(dict.fromkeys(ids, running))
         started = time.perf_counter()
@@ -430,19 +463,20 @@ class JobQueue:
         except RenderCancelled:
             for job_id in ids:
                 await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
-        except RenderInputError as error:
-            for job_id in ids:
-                await self._finish_unsuccessfully(job_id, str(error))
-        except RenderFailed as error:
-            log.warning("jobs %s failed on %s: %s", ids, slot.device, error)
-            for job_id in ids:
-                await self._finish_unsuccessfully(job_id, f"{error}; reference {job_id}")
         except Exception as error:
-            log.exception("jobs %s failed on %s", ids, slot.device)
-            for job_id in ids:
-                await self._finish_unsuccessfully(
-                    job_id, f"internal error ({type(error).__name__}); reference {job_id}"
-                )
+            if len(ids) == 1:
+                await self._finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
+                return
+            # One job's bad input must not fail the jobs batched with it (nor show them its
+            # error): each renders again alone, so only the culprit fails.
+            log.warning(
+                "batch %s failed on %s (%s); rendering it job by job", ids, slot.device, error
+            )
+            for job_id, request in zip(ids, requests, strict=True):
+                if job_id in running.cancelled:
+                    await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+                else:
+                    await self._render(slot, (job_id,), [request])
         else:
             # The batch's GPU time is shared by its jobs in proportion to their pictures.
             elapsed = time.perf_counter() - started
@@ -452,11 +486,7 @@ class JobQueue:
                     await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
                     continue
                 gpu_seconds = elapsed * len(rendered) / total_images
-                records = await asyncio.to_thread(self._store_images, job_id, rendered)
-                now = self._now()
-                await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
-                await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
-                await self._deliver(job_id)
+                await self._finish_successfully(job_id, rendered, gpu_seconds)
         finally:
             for job_id in ids:
                 self._running.pop(job_id, None)
@@ -471,6 +501,30 @@ class JobQueue:
                 listener(job_id, step)
 
         return report
+
+    async def _finish_successfully(
+        self, job_id: str, rendered: list[RenderedImage], gpu_seconds: float
+    ) -> None:
+        """Store the pictures and record them with the job's end, charge it, deliver it.
+
+        A storage failure (a full disk, a folder it may not write) fails the job instead:
+        refunded, and the member told, rather than left running with its quota reserved."""
+        try:
+            records = await asyncio.to_thread(self._store_images, job_id, rendered)
+            now = self._now()
+            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
+        except Exception as error:
+            log.exception("job %s: rendered, but its pictures could not be stored", job_id)
+            await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
+            reason = error.strerror if isinstance(error, OSError) else None
+            await self._finish_unsuccessfully(
+                job_id,
+                f"the pictures were rendered but could not be stored on the server "
+                f"({reason or type(error).__name__}); reference {job_id}",
+            )
+            return
+        await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
+        await self._deliver(job_id)
 
     async def _finish_unsuccessfully(
         self, job_id: str, error: str, *, cancelled: bool = False
@@ -522,6 +576,7 @@ class JobQueue:
             images=tuple(ResultImage(Path(i.path), i.seed, i.infotext) for i in images),
             filesize_limit=job.filesize_limit,
             spoiler=job.spoiler,
+            private=job.private,
         )
         try:
             message_id = await self._sink.deliver(finished)

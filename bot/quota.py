@@ -128,8 +128,9 @@ def resolve_limits(
     guild_default: QuotaLimits | None,
     builtin: QuotaLimits = DEFAULT_LIMITS,
 ) -> QuotaLimits:
-    """The first level that says anything wins, whole: admin (unlimited), the user's own
-    override, the most generous of their roles' overrides, the guild default, the built-in."""
+    """The limits of a member in one guild. The first level that says anything wins, whole:
+    admin of this guild (unlimited), the user's own override, the most generous of their roles'
+    overrides, the guild default, the built-in."""
     if is_admin:
         return UNLIMITED
     for candidate in (user_override, most_generous(role_overrides), guild_default):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiosqlite
@@ -32,18 +32,23 @@ class QuotaReport:
 
 
 class QuotaStatus:
-    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        dm_limits: QuotaLimits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._conn = conn
+        self._dm_limits = dm_limits  # what applies in direct messages, which no guild governs
         self._clock = clock
 
-    async def report(
-        self, user_id: int, guild_id: int | None, role_ids: Sequence[int], is_admin: bool
-    ) -> QuotaReport:
+    async def report(self, member: Member) -> QuotaReport:
+        """The member's limits and spending where they are (a guild, or direct messages)."""
         now = self._clock()
-        member = Member(user_id, guild_id, role_ids, is_admin)
-        limits: QuotaLimits = await limits_for(self._conn, member)
+        limits: QuotaLimits = await limits_for(self._conn, member, self._dm_limits)
+        usage = await usage_by_period(self._conn, member.user_id, member.guild_id, now)
         periods = []
-        for period, used in (await usage_by_period(self._conn, user_id, guild_id, now)).items():
+        for period, used in usage.items():
             image_limit = limits.limit("images", period)
             periods.append(
                 PeriodUsage(

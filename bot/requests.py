@@ -22,6 +22,9 @@ from inference.validation import validate_request
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 # The Discord contract offers 1-4 pictures a request (a 2x2 grid at most).
 MAX_COUNT = 4
+# The longest prompt (and negative prompt) accepted from anywhere: typed, or read from a
+# picture's parameters; also the /imagine option's length limit.
+MAX_PROMPT_CHARS = 4000
 
 
 class RequestError(ValueError):
@@ -88,6 +91,14 @@ def parse_size(text: str) -> tuple[int, int] | str:
     )
 
 
+def check_prompt_length(text: str, what: str) -> None:
+    """One cap for every prompt: typed, or read from an uploaded picture's parameters."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RequestError(
+            f"{what} is {len(text):,} characters long; at most {MAX_PROMPT_CHARS:,} are allowed"
+        )
+
+
 def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> RenderRequest:
     """Validate the options and the prompt's inline flags and fill the gaps; the seed is made
     concrete so a re-run is the same.
@@ -96,6 +107,7 @@ def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> R
     ``size``); each such conflict becomes a note. Without a size the model's native one is
     used (512 for SD1.5, 1024 for SDXL...).
     """
+    check_prompt_length(options.prompt, "prompt")
     try:
         prompt, typed = parse_inline_flags(options.prompt)
     except PromptError as error:

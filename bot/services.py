@@ -10,6 +10,7 @@ import aiosqlite
 from bot.guild_policy import GuildPolicy
 from bot.history import History
 from bot.member_settings import MemberSettings
+from bot.prompt_safety import PromptPlanner
 from bot.quota_status import QuotaStatus
 from bot.requests import Defaults
 from bot.settings import Settings
@@ -24,7 +25,7 @@ class Services:
     member_settings: MemberSettings
     guild_policy: GuildPolicy
     quota_status: QuotaStatus
-    wildcards_dir: Path
+    prompts: PromptPlanner  # the prompt language's CPU work, off the event loop
     # Uploaded pictures (/vary, /inpaint, /upscale), saved as PNG for the engine to read.
     inputs_dir: Path
     # Folder scans only (no torch): what the autocomplete lists and requests are checked against.
@@ -37,13 +38,14 @@ class Services:
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
         member_settings = MemberSettings(conn)
+        prompts = PromptPlanner(settings.wildcards_dir)
         return cls(
-            History(conn, settings.images_dir, member_settings),
+            History(conn, settings.images_dir, settings.inputs_dir, member_settings),
             member_settings,
-            GuildPolicy(conn),
-            QuotaStatus(conn),
-            settings.wildcards_dir,
-            settings.data_dir / "inputs",
+            GuildPolicy(conn, allow_dms=settings.allow_dms, prompts=prompts),
+            QuotaStatus(conn, settings.dm_limits),
+            prompts,
+            settings.inputs_dir,
             ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle),
             settings.data_dir / "styles.csv",
             settings.render_limits,

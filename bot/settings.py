@@ -9,6 +9,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
+from bot.quota import QuotaLimits
+from bot.redaction import redact_url
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
 from inference.validation import RenderLimits
 
@@ -20,7 +22,8 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    discord_token: str = Field(default="", validation_alias="DISCORD_TOKEN")
+    # Secrets (the token, a queue URL's credentials) stay out of the settings' repr.
+    discord_token: str = Field(default="", repr=False, validation_alias="DISCORD_TOKEN")
     discord_api_base: str = Field(
         default=DISCORD_API_BASE_DEFAULT, validation_alias="DISCORD_API_BASE"
     )
@@ -59,9 +62,20 @@ class Settings(BaseSettings):
     devices: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="EASEL_DEVICES"
     )
-    queue_url: str = Field(default="", validation_alias="EASEL_QUEUE_URL")
+    queue_url: str = Field(default="", repr=False, validation_alias="EASEL_QUEUE_URL")
     # With a broker: how many jobs the bot keeps in flight on it at once.
     remote_slots: int = Field(default=8, ge=1, le=1024, validation_alias="EASEL_REMOTE_SLOTS")
+    # Days a delivered result (journal row, pictures, uploads, settled ledger rows) is kept;
+    # 0 keeps them forever.
+    retention_days: int = Field(default=30, ge=0, le=36500, validation_alias="EASEL_RETENTION_DAYS")
+    # Commands in direct messages with the bot. A DM belongs to no server, so no server's
+    # rules or admins reach it: off unless the operator turns it on; then the DM quota below
+    # and the rules a server has before its admins change any apply.
+    allow_dms: bool = Field(default=False, validation_alias="EASEL_ALLOW_DMS")
+    # With DMs on: pictures a member may make a day there. No server admin can change it.
+    dm_images_per_day: int = Field(
+        default=20, ge=0, le=1_000_000, validation_alias="EASEL_DM_IMAGES_PER_DAY"
+    )
 
     @field_validator("dev_guild_id", "default_model", "default_upscaler", mode="before")
     @classmethod
@@ -122,8 +136,17 @@ class Settings(BaseSettings):
         return RenderLimits(max_pixels=self.max_pixels, max_steps=self.max_steps)
 
     @property
+    def dm_limits(self) -> QuotaLimits:
+        return QuotaLimits(images_per_day=self.dm_images_per_day)
+
+    @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def inputs_dir(self) -> Path:
+        """Uploaded pictures (/vary, /inpaint, /upscale), saved as PNG for the engine."""
+        return self.data_dir / "inputs"
 
     def require_token(self) -> None:
         if not self.discord_token:
@@ -142,4 +165,4 @@ def load_settings(env_file: Path | None = Path(".env")) -> Settings:
         name = str(first["loc"][0]) if first["loc"] else "settings"
         value = first.get("input")
         reason = str(first["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"{name}={value!r} is invalid: {reason}") from None
+        raise SettingsError(redact_url(f"{name}={value!r} is invalid: {reason}")) from None

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.guild_policy import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
 from bot.quota import QuotaLimits
 from bot.user_errors import UserError
+from cogs.contexts import command_contexts
 
 Action = Literal["add", "remove"]
 _NSFW_LABELS = {
@@ -53,6 +54,8 @@ class AdminCog(commands.Cog):
         description="Server settings for Easel (Manage Server)",
         default_permissions=discord.Permissions(manage_guild=True),
         guild_only=True,
+        # Explicit: the tree's contexts include DMs when the operator allows them.
+        allowed_contexts=command_contexts(allow_dms=False),
     )
 
     def __init__(self, policy: GuildPolicy) -> None:

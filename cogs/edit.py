@@ -5,7 +5,6 @@ picture. Uploads are checked (type, size, pixel count, dimensions) and saved as 
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -29,12 +28,9 @@ from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
 from cogs.common import services_of
 from cogs.results import submit_from_interaction
+from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
 
-# A message link (https://discord.com/channels/<guild>/<channel>/<message>) or a bare id.
-_MESSAGE_REFERENCE = re.compile(
-    r"^\s*(?:\S*/channels/(?:\d+|@me)/(?P<channel>\d+)/)?(?P<id>\d{15,22})\s*$"
-)
 DEFAULT_VARY_STRENGTH = "strong"
 MENU_UPSCALE_FACTOR = 2
 
@@ -79,27 +75,6 @@ def _first_picture(message: discord.Message) -> discord.Attachment:
         if (attachment.content_type or "").startswith("image/"):
             return attachment
     raise UserError("That message has no picture; pick a message with an image attached.")
-
-
-async def _referenced_message(
-    interaction: discord.Interaction[Any], reference: str
-) -> discord.Message:
-    match = _MESSAGE_REFERENCE.match(reference)
-    if match is None:
-        raise UserError(
-            f"{reference!r} is not a message link or id; copy it with "
-            "right-click › Copy Message Link."
-        )
-    channel_id = int(match["channel"]) if match["channel"] else interaction.channel_id
-    if channel_id is None:
-        raise UserError("Give the full message link: this place has no channel to look in.")
-    channel: discord.PartialMessageable = interaction.client.get_partial_messageable(channel_id)
-    try:
-        return await channel.fetch_message(int(match["id"]))
-    except (discord.NotFound, discord.Forbidden):
-        raise UserError(
-            "I cannot see that message; link a message in a channel I can read."
-        ) from None
 
 
 async def _submit(
@@ -149,7 +124,7 @@ class EditCog(commands.Cog):
         if image is not None and message is None:
             picture = image
         elif image is None and message is not None:
-            picture = _first_picture(await _referenced_message(interaction, message))
+            picture = _first_picture(await message_for_member(interaction, message))
         else:
             raise UserError("Give exactly one of `image` (an upload) or `message` (a link).")
         await self._vary(interaction, picture, strength, prompt)
@@ -157,6 +132,7 @@ class EditCog(commands.Cog):
     async def vary_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
+        check_member_may_use(interaction, message)
         await self._vary(interaction, _first_picture(message), DEFAULT_VARY_STRENGTH, None)
 
     async def _vary(
@@ -227,6 +203,7 @@ class EditCog(commands.Cog):
     async def upscale_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
+        check_member_may_use(interaction, message)
         await self._upscale(interaction, _first_picture(message), MENU_UPSCALE_FACTOR)
 
     async def _upscale(

@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.history import History, HistoryPage
 from bot.user_errors import UserError
 from cogs.errors import report_error
-from cogs.results import job_view
+from cogs.results import job_view, keeps_private, spoilered
 
 _PROMPT_PREVIEW = 80
 HISTORY_VIEW_TIMEOUT_S = 600
@@ -41,10 +41,18 @@ def render_page(page: HistoryPage, search: str | None) -> str:
 class HistoryPager(discord.ui.View):
     """◀ / ▶ under an ephemeral /history reply; only its owner ever sees it."""
 
-    def __init__(self, history: History, user_id: int, search: str | None, page: HistoryPage):
+    def __init__(
+        self,
+        history: History,
+        user_id: int,
+        guild_id: int | None,
+        search: str | None,
+        page: HistoryPage,
+    ):
         super().__init__(timeout=HISTORY_VIEW_TIMEOUT_S)
         self._history = history
         self._user_id = user_id
+        self._guild_id = guild_id
         self._search = search
         self._page = page
         self._sync_buttons()
@@ -62,7 +70,9 @@ class HistoryPager(discord.ui.View):
         self.next.disabled = self._page.page >= self._page.page_count - 1
 
     async def _show(self, interaction: discord.Interaction[Any], page: int) -> None:
-        self._page = await self._history.page(self._user_id, page, self._search)
+        self._page = await self._history.page(
+            self._user_id, page, self._search, guild_id=self._guild_id
+        )
         self._sync_buttons()
         await interaction.response.edit_message(
             content=render_page(self._page, self._search), view=self
@@ -85,15 +95,17 @@ class HistoryCog(commands.Cog):
     def __init__(self, history: History) -> None:
         self._history = history
 
-    @app_commands.command(name="history", description="Your past jobs, newest first")
+    @app_commands.command(name="history", description="Your past jobs in this server, newest first")
     @app_commands.describe(search="Only jobs whose prompt contains this text")
     async def history(
         self,
         interaction: discord.Interaction[Any],
         search: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
-        page = await self._history.page(interaction.user.id, 0, search)
-        view = HistoryPager(self._history, interaction.user.id, search, page)
+        page = await self._history.page(
+            interaction.user.id, 0, search, guild_id=interaction.guild_id
+        )
+        view = HistoryPager(self._history, interaction.user.id, interaction.guild_id, search, page)
         await interaction.response.send_message(
             render_page(page, search),
             view=view if page.page_count > 1 else discord.utils.MISSING,
@@ -106,16 +118,22 @@ class HistoryCog(commands.Cog):
         self, interaction: discord.Interaction[Any], job_id: app_commands.Range[str, 1, 32]
     ) -> None:
         job = await self._history.job(job_id.strip().lower())
-        if job is None or job.user_id != interaction.user.id:
+        # Someone else's job, or one of another server, is answered as if it did not exist.
+        if (
+            job is None
+            or job.user_id != interaction.user.id
+            or job.guild_id != interaction.guild_id
+        ):
             raise UserError(f"You have no job `{job_id}`; find your job ids with /history.")
         if not job.image_paths:
             raise UserError(
                 f"Job `{job.job_id}` is {job.status} and has no pictures; /history lists "
                 "the finished ones."
             )
-        await interaction.response.defer(thinking=True)
+        private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
+        await interaction.response.defer(thinking=True, ephemeral=private)
         files = [
-            discord.File(path, filename=f"easel-{job.job_id}-{index}.png")
+            discord.File(path, filename=f"easel-{job.job_id}-{index}.png", spoiler=spoiler)
             for index, path in enumerate(job.image_paths)
         ]
         await interaction.followup.send(
@@ -124,15 +142,26 @@ class HistoryCog(commands.Cog):
             files=files,
             view=job_view(job.job_id, len(files)),
             allowed_mentions=discord.AllowedMentions.none(),
+            ephemeral=private,
         )
 
     @app_commands.command(
-        name="forget-me", description="Erase your finished jobs, stored pictures and settings"
+        name="forget-me",
+        description="Erase your jobs, pictures, uploads and settings; anonymise your quota records",
     )
     async def forget_me(self, interaction: discord.Interaction[Any]) -> None:
         forgotten = await self._history.forget(interaction.user.id)
+        deferred = (
+            f" {forgotten.ledger_rows_deferred} more still count towards your current limits "
+            f"and lose your id when those periods end, <t:{int(forgotten.deferred_until)}:f>."
+            if forgotten.ledger_rows_deferred
+            else ""
+        )
         await interaction.response.send_message(
-            f"Done: erased {forgotten.jobs} job(s), {forgotten.files} stored picture(s) and "
-            "your settings. Messages already posted in channels stay until deleted there.",
+            f"Done: erased {forgotten.jobs} job(s), {forgotten.pictures} stored picture(s), "
+            f"{forgotten.uploads} uploaded picture(s) and your settings; anonymised "
+            f"{forgotten.ledger_rows_anonymised} quota record(s) (the server keeps the amounts, "
+            f"not your id).{deferred} Messages already posted in channels stay until deleted "
+            "there.",
             ephemeral=True,
         )

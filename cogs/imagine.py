@@ -11,7 +11,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.member_settings import with_personal_defaults
-from bot.requests import MAX_SEED, ImagineOptions, RequestError, build_request
+from bot.requests import (
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    ImagineOptions,
+    RequestError,
+    build_request,
+)
 from bot.styles import apply_style
 from cogs.choices import model_choices, sampler_choices, style_choices
 from cogs.common import services_of
@@ -52,7 +58,7 @@ class ImagineCog(commands.Cog):
     async def imagine(
         self,
         interaction: discord.Interaction[Any],
-        prompt: app_commands.Range[str, 1, 4000],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         negative: app_commands.Range[str, 0, 2000] | None = None,
         seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,

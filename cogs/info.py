@@ -13,8 +13,8 @@ from discord.ext import commands
 from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
 from bot.user_errors import UserError
 from cogs.common import services_of
+from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
-from inference.prompts import PromptError, explain
 
 MESSAGE_LIMIT = 2000
 _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
@@ -80,6 +80,7 @@ class InfoCog(commands.Cog):
     async def info_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
+        check_member_may_use(interaction, message)
         pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if not pictures:
             raise UserError("That message has no image; use Info on a message with a picture.")
@@ -105,15 +106,8 @@ class InfoCog(commands.Cog):
         negative: app_commands.Range[str, 0, 2000] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
     ) -> None:
-        try:
-            explained = explain(
-                prompt,
-                negative or "",
-                steps=steps,
-                wildcards_dir=services_of(interaction).wildcards_dir,
-            )
-        except PromptError as error:
-            raise UserError(f"{error}; fix the prompt and try again.") from None
+        # On a worker thread within a time budget; a prompt error is a UserError.
+        explained = await services_of(interaction).prompts.explain(prompt, negative or "", steps)
         text = json.dumps(explained, indent=1, ensure_ascii=False)
         if len(text) <= _CODE_BLOCK_ROOM:
             await interaction.response.send_message(f"```json\n{text}\n```", ephemeral=True)

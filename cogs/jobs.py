@@ -1,4 +1,5 @@
-"""/cancel, /queue and /quota: a member's own jobs and limits (admins may cancel any job)."""
+"""/cancel, /queue and /quota: a member's own jobs and limits where they are (a server's admins
+may cancel that server's jobs)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from bot.queue import CancelOutcome
 from bot.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
 from cogs.common import services_of
-from cogs.results import is_admin, queue_of, role_ids
+from cogs.results import acting_member, queue_of
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
     CancelOutcome.STOPPING: "Job `{}` stops at the next step; nothing will be charged.",
     CancelOutcome.NOT_YOURS: "Job `{}` is not yours; only its owner or an admin can cancel it.",
     CancelOutcome.FINISHED: "Too late: job `{}` has already finished.",
-    CancelOutcome.UNKNOWN: "There is no job `{}`; `/queue` lists yours.",
+    CancelOutcome.UNKNOWN: "There is no job `{}` here; `/queue` lists yours.",
 }
 _MAX_QUEUE_LINES = 10
 _PROMPT_PREVIEW = 60
@@ -59,13 +60,13 @@ class JobsCog(commands.Cog):
         job_id: app_commands.Range[str, 16, 16] | None = None,
     ) -> None:
         if job_id is None:
-            mine = await services_of(interaction).history.unfinished(interaction.user.id)
+            mine = await services_of(interaction).history.unfinished(
+                interaction.user.id, guild_id=interaction.guild_id
+            )
             if not mine:
-                raise UserError("You have no queued or running job to cancel.")
+                raise UserError("You have no queued or running job here to cancel.")
             job_id = mine[-1].job_id
-        outcome = await queue_of(interaction).cancel(
-            job_id, interaction.user.id, is_admin(interaction)
-        )
+        outcome = await queue_of(interaction).cancel(job_id, acting_member(interaction))
         await interaction.response.send_message(
             CANCEL_MESSAGES[outcome].format(job_id), ephemeral=True
         )
@@ -73,7 +74,10 @@ class JobsCog(commands.Cog):
     @app_commands.command(name="queue", description="Where your jobs are in the queue")
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
         queue = queue_of(interaction)
-        mine = await services_of(interaction).history.unfinished(interaction.user.id)
+        # Only this server's jobs: a job's prompt never shows outside the server it was made in.
+        mine = await services_of(interaction).history.unfinished(
+            interaction.user.id, guild_id=interaction.guild_id
+        )
         lines = [f"**Queue** — {queue.queued_count()} job(s) waiting in all."]
         for line in mine[:_MAX_QUEUE_LINES]:
             state = await queue.state(line.job_id)
@@ -86,17 +90,12 @@ class JobsCog(commands.Cog):
                 prompt = prompt[:_PROMPT_PREVIEW] + "…"
             lines.append(f"`{line.job_id}` {where}{eta} — {discord.utils.escape_markdown(prompt)}")
         if not mine:
-            lines.append("You have no queued or running jobs.")
+            lines.append("You have no queued or running jobs here.")
         elif len(mine) > _MAX_QUEUE_LINES:
             lines.append(f"… and {len(mine) - _MAX_QUEUE_LINES} more.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
     @app_commands.command(name="quota", description="Your limits, what you used and when it resets")
     async def quota(self, interaction: discord.Interaction[Any]) -> None:
-        report = await services_of(interaction).quota_status.report(
-            interaction.user.id,
-            interaction.guild_id,
-            role_ids(interaction),
-            is_admin(interaction),
-        )
+        report = await services_of(interaction).quota_status.report(acting_member(interaction))
         await interaction.response.send_message(render_quota(report), ephemeral=True)

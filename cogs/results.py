@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
 
+from bot.accounting import Member
 from bot.edits import Picture, expand_request, upscale_request, vary_request
 from bot.guild_policy import NsfwPolicy
 from bot.history import StoredJob
@@ -49,6 +50,7 @@ ORIGINAL_RESPONSE: Any = "@original"
 _UNFINISHED = frozenset({"queued", "running"})
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
+_CANNOT_MESSAGE_USER = 50007
 _JOB = r"(?P<job_id>[0-9a-f]{16})"
 _IDX = r"(?P<idx>[0-3])"
 # V1-V4 vary a grid's picture as much as "Vary (Strong)" does, as Midjourney's do.
@@ -70,8 +72,19 @@ def queue_of(interaction: discord.Interaction[Any]) -> JobQueue:
 
 
 def is_admin(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the member manages the server this interaction comes from (a DM has no admin);
+    Discord computes the permissions in that server's channel."""
     permissions = interaction.permissions
-    return permissions.manage_guild or permissions.administrator
+    return interaction.guild_id is not None and (
+        permissions.manage_guild or permissions.administrator
+    )
+
+
+def acting_member(interaction: discord.Interaction[Any]) -> Member:
+    """Who acts, where, and with what power there: admin power never leaves its server."""
+    return Member(
+        interaction.user.id, interaction.guild_id, role_ids(interaction), is_admin(interaction)
+    )
 
 
 def role_ids(interaction: discord.Interaction[Any]) -> tuple[int, ...]:
@@ -114,6 +127,7 @@ async def submit_from_interaction(
         priority=PriorityClass.PRIORITY if admission.priority else PriorityClass.STANDARD,
         filesize_limit=interaction.filesize_limit,
         spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
+        private=private,
     )
     limit = services.limits.refusal(admission.request)
     if limit is not None:
@@ -130,20 +144,42 @@ async def submit_from_interaction(
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
         await interaction.edit_original_response(content=f"⛔ {refused.message}")
         return None
-    await client_of(interaction).results.show_queued(job_id, interaction)
+    await client_of(interaction).results.show_queued(
+        job_id, interaction, spoiler=submission.spoiler
+    )
     return job_id
 
 
 # --- buttons --------------------------------------------------------------------------------
 
 
-async def _stored_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
+async def clicked_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
+    """The job a button names, with its pictures. A job of another server (or of direct
+    messages, clicked in a server) is answered as if it did not exist: results belong to
+    the server they were made in."""
     job = await services_of(interaction).history.job(job_id)
-    if job is None or not job.image_paths:
+    if job is None or job.guild_id != interaction.guild_id or not job.image_paths:
         raise UserError(
             f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
         )
     return job
+
+
+async def keeps_private(interaction: discord.Interaction[Any], job: StoredJob) -> bool:
+    """Whether what the member makes from or shows of ``job`` is for their eyes only: a
+    private job stays private on every path, and so does anything the member asked to keep
+    to themselves."""
+    personal = await services_of(interaction).member_settings.get(interaction.user.id)
+    return job.private or personal.private_results
+
+
+async def spoilered(interaction: discord.Interaction[Any], job: StoredJob) -> bool:
+    """Whether ``job``'s pictures go behind a spoiler: they did when it was made, or the
+    server's NSFW policy says so now."""
+    if job.spoiler or interaction.guild_id is None:
+        return job.spoiler
+    settings = await services_of(interaction).guild_policy.settings(interaction.guild_id)
+    return NsfwPolicy(settings.nsfw_policy) is NsfwPolicy.SPOILER
 
 
 async def _original_request(interaction: discord.Interaction[Any], job_id: str) -> RenderRequest:
@@ -156,10 +192,10 @@ async def _original_request(interaction: discord.Interaction[Any], job_id: str) 
 
 
 async def _stored_picture(
-    interaction: discord.Interaction[Any], job_id: str, idx: int
+    interaction: discord.Interaction[Any], job: StoredJob, idx: int
 ) -> tuple[RenderRequest, Picture]:
     """Picture ``idx`` of a stored result, and its job's request with that picture's seed."""
-    job = await _stored_job(interaction, job_id)
+    job_id = job.job_id
     if idx >= len(job.image_paths):
         raise UserError(f"Job `{job_id}` has only {len(job.image_paths)} picture(s).")
     path = job.image_paths[idx]
@@ -213,8 +249,15 @@ class RerollButton(
         return cls(match["job_id"])
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
+        job = await clicked_job(interaction, self.job_id)
         original = await _original_request(interaction, self.job_id)
-        await submit_from_interaction(interaction, "reroll", reroll(original), self.job_id)
+        await submit_from_interaction(
+            interaction,
+            "reroll",
+            reroll(original),
+            self.job_id,
+            private=await keeps_private(interaction, job),
+        )
 
 
 class PickButton(
@@ -243,16 +286,19 @@ class PickButton(
         return cls(match["job_id"], int(match["idx"]))
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await _stored_job(interaction, self.job_id)
+        job = await clicked_job(interaction, self.job_id)
         if self.idx >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+        private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         png = await asyncio.to_thread(job.image_paths[self.idx].read_bytes)
+        filename = f"easel-{self.job_id}-{self.idx}.png"
         await interaction.response.send_message(
             f"Picture {self.idx + 1} of `{self.job_id}` (seed {job.seeds[self.idx]}) "
             f"— <@{interaction.user.id}>",
-            file=discord.File(io.BytesIO(png), filename=f"easel-{self.job_id}-{self.idx}.png"),
+            file=discord.File(io.BytesIO(png), filename=filename, spoiler=spoiler),
             view=single_view(self.job_id, self.idx),
             allowed_mentions=discord.AllowedMentions.none(),
+            ephemeral=private,
         )
 
 
@@ -294,9 +340,16 @@ class _PictureEditButton(_ReportsErrors):
         raise NotImplementedError
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        base, picture = await _stored_picture(interaction, self.job_id, self.idx)
+        job = await clicked_job(interaction, self.job_id)
+        base, picture = await _stored_picture(interaction, job, self.idx)
         request = self.edit(base, picture)
-        await submit_from_interaction(interaction, self.action, request, self.job_id)
+        await submit_from_interaction(
+            interaction,
+            self.action,
+            request,
+            self.job_id,
+            private=await keeps_private(interaction, job),
+        )
 
 
 class VaryButton(
@@ -377,9 +430,7 @@ class CancelButton(
         return cls(match["job_id"])
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        outcome = await queue_of(interaction).cancel(
-            self.job_id, interaction.user.id, is_admin(interaction)
-        )
+        outcome = await queue_of(interaction).cancel(self.job_id, acting_member(interaction))
         messages = {
             CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
             CancelOutcome.STOPPING: "Stopping at the next step; nothing will be charged.",
@@ -455,7 +506,8 @@ def result_png(job: FinishedJob) -> bytes:
 
 class DiscordResults:
     """The queue's result sink and progress listener: edits the original response while its
-    token lives, else posts in the channel mentioning the member."""
+    token lives, else posts in the channel mentioning the member (a private result: in the
+    member's direct messages, never the channel)."""
 
     def __init__(
         self,
@@ -469,15 +521,18 @@ class DiscordResults:
         self._monotonic = monotonic
         self._watched: dict[str, _Watched] = {}
 
-    async def show_queued(self, job_id: str, interaction: discord.Interaction[Any]) -> None:
-        """Replace "thinking…" with the queue position and a Cancel button, then follow progress."""
+    async def show_queued(
+        self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool
+    ) -> None:
+        """Replace "thinking…" with the queue position and a Cancel button, then follow progress
+        (previews spoilered like the result; a private job's response is ephemeral, so are they)."""
         state = await queue_of(interaction).state(job_id)
         # No await between this check and the registration: deliver() either already ran
         # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
         if state is None or state.status not in _UNFINISHED:
             return
         created_at = interaction.created_at.timestamp()
-        watched = _Watched(interaction.followup, lambda: self._alive(created_at))
+        watched = _Watched(interaction.followup, lambda: self._alive(created_at), spoiler)
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits take over
             return
@@ -546,12 +601,14 @@ class DiscordResults:
                 )
                 return edited.id
             except discord.HTTPException as error:
-                # Clocks disagree, or the response was deleted: post in the channel instead.
+                # Clocks disagree, or the response was deleted: post it as a message instead.
                 if error.code not in _GONE_TOKEN_CODES:
                     raise
                 log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
                 for file in files:
                     file.reset()
+        if job.private:  # never the channel: the member asked to see it alone
+            return await self._post_directly(job, content, files, mentions, view)
         if job.channel_id is None:
             return None
         channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
@@ -560,10 +617,37 @@ class DiscordResults:
         except discord.Forbidden as error:
             # The bot may not post there (any more): the member gets it in a direct message.
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
-            for file in files:
-                file.reset()
+            return await self._post_directly(job, content, files, mentions, view)
+
+    async def _post_directly(
+        self,
+        job: FinishedJob,
+        content: str,
+        files: list[discord.File],
+        mentions: discord.AllowedMentions,
+        view: discord.ui.View | None,
+    ) -> int | None:
+        """Post in the member's direct messages; when those are closed to the bot, nowhere
+        (logged: `/show` still brings the result back). A server's job gets no buttons
+        there, since a click outside its server is refused."""
+        for file in files:
+            file.reset()
+        if job.guild_id is not None and view is not None:
+            view = None
+            content += f"\nIts buttons work in its server: `/show {job.job_id}` there."
+        try:
             direct = await self._client.create_dm(discord.Object(job.user_id))
             return await self._post(direct, job, content, files, mentions, view)
+        except discord.HTTPException as error:
+            if not isinstance(error, discord.Forbidden) and error.code != _CANNOT_MESSAGE_USER:
+                raise
+            log.warning(
+                "job %s: the member's direct messages are closed to the bot (%s); "
+                "the result was not posted",
+                job.job_id,
+                error,
+            )
+            return None
 
     @staticmethod
     async def _post(
@@ -598,9 +682,12 @@ def _cancel_view(job_id: str) -> discord.ui.View:
 class _Watched:
     """One job's progress message: edits run one at a time, the newest text wins."""
 
-    def __init__(self, followup: discord.Webhook, token_alive: Callable[[], bool]) -> None:
+    def __init__(
+        self, followup: discord.Webhook, token_alive: Callable[[], bool], spoiler: bool
+    ) -> None:
         self._followup = followup
         self.token_alive = token_alive
+        self._spoiler = spoiler
         self._edit: asyncio.Task[None] | None = None
         self.last_edit = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
@@ -626,7 +713,7 @@ class _Watched:
         attachments = (
             discord.utils.MISSING
             if preview is None
-            else [discord.File(io.BytesIO(preview), filename="preview.jpg")]
+            else [discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=self._spoiler)]
         )
         try:
             await self._followup.edit_message(

@@ -9,6 +9,10 @@ import aiosqlite
 
 from db.database import transaction
 
+# What a guild has before its admins change anything: every channel and model, no banned
+# words, no default model (Easel's), and this NSFW policy.
+DEFAULT_NSFW_POLICY = "allow"
+
 
 class GuildList(StrEnum):
     ALLOWED_CHANNEL = "allowed_channel"
@@ -42,7 +46,7 @@ async def get(conn: aiosqlite.Connection, guild_id: int) -> GuildSettings:
         "SELECT default_model, nsfw_policy FROM guild_settings WHERE guild_id = ?", (guild_id,)
     ) as cursor:
         row = await cursor.fetchone()
-    default_model, nsfw_policy = (row[0], row[1]) if row else (None, "allow")
+    default_model, nsfw_policy = (row[0], row[1]) if row else (None, DEFAULT_NSFW_POLICY)
     lists: dict[GuildList, set[str]] = {}
     async with conn.execute(
         "SELECT list, value FROM guild_list_entries WHERE guild_id = ?", (guild_id,)

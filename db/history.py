@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from db import quotas
 from db.database import transaction
 
 
@@ -21,10 +22,16 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class ErasedData:
-    """What /forget-me removed; ``image_paths`` are files the caller still has to delete."""
+    """What /forget-me removed; ``image_paths`` and ``input_paths`` are files the caller still
+    has to delete. ``unfinished``: the member's queued or running jobs, when nothing was erased
+    because of them."""
 
     jobs: int
     image_paths: list[str]
+    input_paths: list[str]
+    ledger_rows_anonymised: int
+    ledger_rows_deferred: int
+    unfinished: list[str]
 
 
 def _escape_like(text: str) -> str:
@@ -35,18 +42,24 @@ async def page_of_jobs(
     conn: aiosqlite.Connection,
     user_id: int,
     *,
+    guild_id: int | None,
     search: str | None,
     limit: int,
     offset: int,
 ) -> tuple[list[HistoryEntry], int]:
-    """One page of the member's jobs, newest first, and how many match in all.
+    """One page of the member's jobs in the guild (None: direct messages), newest first, and
+    how many match in all.
 
     ``search`` is a case-insensitive substring of the request (which holds the prompt).
     """
     pattern = f"%{_escape_like(search)}%" if search else "%"
-    where = "user_id = ? AND json_extract(request_json, '$.prompt') LIKE ? ESCAPE '\\'"
+    # IS rather than =: it also matches NULL, the guild of a direct message.
+    where = (
+        "user_id = ? AND guild_id IS ?"
+        " AND json_extract(request_json, '$.prompt') LIKE ? ESCAPE '\\'"
+    )
     async with conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE {where}", (user_id, pattern)
+        f"SELECT COUNT(*) FROM jobs WHERE {where}", (user_id, guild_id, pattern)
     ) as cursor:
         row = await cursor.fetchone()
     total = int(row[0]) if row else 0
@@ -54,7 +67,7 @@ async def page_of_jobs(
         "SELECT j.id, j.kind, j.status, j.request_json, j.created_at,"
         " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id)"
         f" FROM jobs j WHERE {where} ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
-        (user_id, pattern, limit, offset),
+        (user_id, guild_id, pattern, limit, offset),
     ) as cursor:
         rows = await cursor.fetchall()
     return [HistoryEntry(*row) for row in rows], total
@@ -72,20 +85,53 @@ async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def erase_user(conn: aiosqlite.Connection, user_id: int) -> ErasedData:
-    """Delete the member's finished jobs, their images rows and their settings, atomically.
+async def erase_user(
+    conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
+) -> ErasedData:
+    """Delete the member's jobs, their images rows and their settings, and anonymise their
+    quota ledger rows, atomically (``db.quotas.anonymise_user`` says which rows wait, and why).
 
-    Queued and running jobs are kept: the queue still owns them (cancel them first).
+    Nothing is erased while one of the member's jobs is queued or running: the queue still
+    owns it (its upload, its reservation, the result it will post).
     """
-    finished = "user_id = ? AND status NOT IN ('queued', 'running')"
     async with transaction(conn):
         async with conn.execute(
-            f"SELECT path FROM images WHERE job_id IN (SELECT id FROM jobs WHERE {finished})",
+            "SELECT id FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
+            " ORDER BY created_at",
             (user_id,),
         ) as cursor:
-            paths = [str(row[0]) for row in await cursor.fetchall()]
+            unfinished = [str(row[0]) for row in await cursor.fetchall()]
+        if unfinished:
+            return ErasedData(0, [], [], 0, 0, unfinished)
+        async with conn.execute(
+            "SELECT path FROM images WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?)",
+            (user_id,),
+        ) as cursor:
+            image_paths = [str(row[0]) for row in await cursor.fetchall()]
+        async with conn.execute(
+            "SELECT json_extract(request_json, '$.init_image') FROM jobs WHERE user_id = ?"
+            " UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs WHERE user_id = ?",
+            (user_id, user_id),
+        ) as cursor:
+            input_paths = [str(row[0]) for row in await cursor.fetchall() if row[0] is not None]
         # images go with their job (ON DELETE CASCADE).
-        cursor = await conn.execute(f"DELETE FROM jobs WHERE {finished}", (user_id,))
+        cursor = await conn.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
         jobs = cursor.rowcount
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
-    return ErasedData(jobs=jobs, image_paths=paths)
+        anonymised, deferred = await quotas.anonymise_user(
+            conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
+        )
+    return ErasedData(jobs, image_paths, input_paths, anonymised, deferred, [])
+
+
+async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:
+    """Delete the jobs that ended and were delivered before ``finished_before``, with their
+    images rows; returns how many jobs. Their files are the caller's (``bot.retention``), and
+    their ledger rows ``db.quotas.prune_settled``'s."""
+    # images go with their job (ON DELETE CASCADE).
+    cursor = await conn.execute(
+        "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled')"
+        " AND delivered_at IS NOT NULL AND finished_at < ?",
+        (finished_before,),
+    )
+    return cursor.rowcount

@@ -35,6 +35,7 @@ class NewJob:
     filesize_limit: int | None = None
     spoiler: bool = False
     priority: int = 1
+    private: bool = False  # the member asked to see the result alone
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class JobRecord:
     filesize_limit: int | None
     spoiler: bool
     priority: int
+    private: bool
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data = dict(row)
     data["status"] = JobStatus(data["status"])
     data["spoiler"] = bool(data["spoiler"])
+    data["private"] = bool(data["private"])
     return JobRecord(**data)
 
 
@@ -85,8 +88,8 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
     await conn.execute(
         """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
                              created_at, application_id, interaction_token, interaction_created_at,
-                             filesize_limit, spoiler, priority)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                             filesize_limit, spoiler, priority, private)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             job.id,
             job.kind,
@@ -102,6 +105,7 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
             job.filesize_limit,
             int(job.spoiler),
             job.priority,
+            int(job.private),
         ),
     )
 
@@ -178,10 +182,39 @@ async def mark_failed(
 async def mark_delivered(
     conn: aiosqlite.Connection, job_id: str, now: float, message_id: int | None
 ) -> None:
+    """Record the posted result; the interaction token, needed only to post it, is blanked."""
     await conn.execute(
-        "UPDATE jobs SET delivered_at = ?, result_message_id = ? WHERE id = ?",
+        "UPDATE jobs SET delivered_at = ?, result_message_id = ?, interaction_token = NULL"
+        " WHERE id = ?",
         (now, message_id, job_id),
     )
+
+
+async def clear_expired_tokens(conn: aiosqlite.Connection, issued_before: float) -> int:
+    """Blank the interaction tokens issued before ``issued_before`` (Discord no longer
+    accepts them); returns how many."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET interaction_token = NULL"
+        " WHERE interaction_token IS NOT NULL AND interaction_created_at < ?",
+        (issued_before,),
+    )
+    return cursor.rowcount
+
+
+async def job_ids(conn: aiosqlite.Connection) -> set[str]:
+    """Every job in the journal."""
+    async with conn.execute("SELECT id FROM jobs") as cursor:
+        return {str(row[0]) for row in await cursor.fetchall()}
+
+
+async def input_picture_paths(conn: aiosqlite.Connection) -> set[str]:
+    """Every picture a job in the journal reads (``init_image``, ``mask_image``): uploads, or
+    another job's stored result."""
+    async with conn.execute(
+        "SELECT json_extract(request_json, '$.init_image') FROM jobs"
+        " UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs"
+    ) as cursor:
+        return {str(row[0]) for row in await cursor.fetchall() if row[0] is not None}
 
 
 async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord]:

@@ -23,10 +23,13 @@ __all__ = [
     "LimitOverrides",
     "LimitScope",
     "Usage",
+    "anonymise_due",
+    "anonymise_user",
     "clear_limits",
     "commit",
     "get_limits",
     "overrides_for",
+    "prune_settled",
     "refund",
     "reserve",
     "set_limits",
@@ -143,7 +146,8 @@ async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
 async def _explain_no_op(
     conn: aiosqlite.Connection, job_id: str, *, done: str, contradicting: str
 ) -> bool:
-    # Rows are never removed, so this read cannot disagree with the insert that just did nothing.
+    # A job's rows are removed only once it is settled (``prune_settled``), so this read cannot
+    # disagree with the insert that just did nothing.
     async with conn.execute("SELECT kind FROM quota_ledger WHERE job_id = ?", (job_id,)) as cursor:
         kinds = {row[0] for row in await cursor.fetchall()}
     if done in kinds:
@@ -277,3 +281,48 @@ def _limits(row: Iterable[object]) -> Limits:
             raise TypeError(f"quota_limits.{column} holds {value!r}, not a number")
         values[column] = value
     return values
+
+
+async def anonymise_user(
+    conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
+) -> tuple[int, int]:
+    """The member's ledger rows lose their id (user_id 0, never a Discord id; amounts, guild
+    and times stay for the server's accounting). Rows of jobs reserved at or after
+    ``counted_since`` still count towards the member's current limits: they keep the id until
+    ``anonymise_at`` (``anonymise_due`` then), or forgetting oneself would give quota back.
+    Returns (rows anonymised now, rows deferred). Two statements: run it inside the caller's
+    transaction (``db.history.erase_user`` does)."""
+    cursor = await conn.execute(
+        "UPDATE quota_ledger SET user_id = 0, anonymise_at = NULL WHERE user_id = ?"
+        " AND job_id NOT IN (SELECT job_id FROM quota_ledger"
+        " WHERE kind = 'reserve' AND user_id = ? AND at >= ?)",
+        (user_id, user_id, counted_since),
+    )
+    anonymised = cursor.rowcount
+    cursor = await conn.execute(
+        "UPDATE quota_ledger SET anonymise_at = ? WHERE user_id = ?", (anonymise_at, user_id)
+    )
+    return anonymised, cursor.rowcount
+
+
+async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:
+    """Anonymise the ledger rows /forget-me left named until their quota periods ended."""
+    cursor = await conn.execute(
+        "UPDATE quota_ledger SET user_id = 0, anonymise_at = NULL WHERE anonymise_at <= ?",
+        (now,),
+    )
+    return cursor.rowcount
+
+
+async def prune_settled(conn: aiosqlite.Connection, reserved_before: float) -> int:
+    """Delete the rows of jobs reserved before ``reserved_before`` whose cost is settled
+    (committed or refunded); returns how many rows. The caller passes a time no quota period
+    still counts (see ``bot.retention``); an unsettled reservation is always kept."""
+    cursor = await conn.execute(
+        "DELETE FROM quota_ledger WHERE job_id IN ("
+        "SELECT r.job_id FROM quota_ledger AS r WHERE r.kind = 'reserve' AND r.at < ?"
+        " AND EXISTS (SELECT 1 FROM quota_ledger AS s"
+        " WHERE s.job_id = r.job_id AND s.kind IN ('commit', 'refund')))",
+        (reserved_before,),
+    )
+    return cursor.rowcount

@@ -1,5 +1,6 @@
-"""Single-file checkpoints (the web UI's ``.safetensors`` files): family detection and loading
-with the configs shipped in ``inference/configs`` (or a sidecar config folder), offline."""
+"""Single-file checkpoints (the web UI's ``.safetensors`` files, and ``.ckpt`` pickles where
+allowed, read weights-only): family detection and loading with the configs shipped in
+``inference/configs`` (or a sidecar config folder), offline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import diffusers
 import torch
 from safetensors import safe_open
 
-from inference.registry import SIDECAR_SUFFIX, ModelEntry
+from inference.pickles import pickled_state_dict
+from inference.registry import PICKLE_SUFFIXES, SIDECAR_SUFFIX, ModelEntry
 from inference.tiny import load_clip_tokenizer
 from inference.types import RenderInputError
 
@@ -27,15 +29,26 @@ _FAMILY_MARKERS = (
 _OPEN_CLIP_PAD = "!"
 
 
-def detect_family(checkpoint: Path) -> str:
-    """The shipped config folder that fits ``checkpoint``, read from tensor names and shapes."""
+def _names_and_input_channels(checkpoint: Path) -> tuple[set[str], int | None]:
+    """The checkpoint's tensor names, and its UNet's input channels (None: no UNet)."""
+    if checkpoint.suffix in PICKLE_SUFFIXES:
+        state = pickled_state_dict(checkpoint)
+        conv = state.get(UNET_INPUT_CONV)
+        return set(state), None if conv is None else int(conv.shape[1])
     with safe_open(str(checkpoint), framework="pt") as weights:
         names = set(weights.keys())
         if UNET_INPUT_CONV not in names:
-            raise RenderInputError(
-                f"{checkpoint.name} is not a Stable Diffusion checkpoint (no UNet weights found)"
-            )
-        in_channels = weights.get_slice(UNET_INPUT_CONV).get_shape()[1]
+            return names, None
+        return names, int(weights.get_slice(UNET_INPUT_CONV).get_shape()[1])
+
+
+def detect_family(checkpoint: Path) -> str:
+    """The shipped config folder that fits ``checkpoint``, read from tensor names and shapes."""
+    names, in_channels = _names_and_input_channels(checkpoint)
+    if in_channels is None:
+        raise RenderInputError(
+            f"{checkpoint.name} is not a Stable Diffusion checkpoint (no UNet weights found)"
+        )
     family = next((family for family, marker in _FAMILY_MARKERS if marker in names), None)
     if family is None:
         raise RenderInputError(
@@ -62,6 +75,11 @@ def load_single_file(entry: ModelEntry, dtype: torch.dtype) -> Any:
     """
     sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
     family = None if sidecar.is_dir() else detect_family(entry.path)
+    if sidecar.is_dir() and entry.format == "pickle":
+        # Detection reads a pickle weights-only; with no detection, this does: a file that
+        # holds more than weights is refused, by name, before diffusers (weights-only too)
+        # reads it.
+        pickled_state_dict(entry.path)
     config = sidecar if family is None else CONFIGS_DIR / family
     index: dict[str, Any] = diffusers.DiffusionPipeline.load_config(str(config))
     pipeline_class = getattr(diffusers, index["_class_name"])

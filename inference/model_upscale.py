@@ -17,8 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
+from spandrel import (
+    ImageModelDescriptor,
+    ModelLoader,
+    ModelTiling,
+    UnsupportedModelError,
+    canonicalize_state_dict,
+)
 
+from inference.pickles import load_pickled_weights
+from inference.registry import UPSCALER_PICKLE_SUFFIXES
 from inference.tiles import TileBlender, tile_spans
 from inference.types import RenderCancelled, RenderInputError
 
@@ -53,8 +61,19 @@ class ModelUpscaler:
 def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     """Load ``path`` with spandrel; refuse files that are not (super-resolution) upscalers."""
     modified = path.stat().st_mtime
+    loader = ModelLoader(device="cpu")
     try:
-        descriptor = ModelLoader(device="cpu").load_from_file(path)
+        if path.suffix in UPSCALER_PICKLE_SUFFIXES:
+            # Weights-only, never spandrel's own .pt path (torch.jit.load runs TorchScript).
+            weights = load_pickled_weights(path)
+            if not isinstance(weights, dict):
+                raise RenderInputError(
+                    f"upscaler {name!r} ({path.name}) holds a {type(weights).__name__}, "
+                    "not a model's weights"
+                )
+            descriptor = loader.load_from_state_dict(canonicalize_state_dict(weights))
+        else:
+            descriptor = loader.load_from_file(path)
     except UnsupportedModelError:
         raise RenderInputError(
             f"upscaler {name!r} ({path.name}) is not an architecture spandrel recognises"

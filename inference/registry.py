@@ -120,7 +120,7 @@ class ModelRegistry:
             raise RenderInputError(
                 f"model {wanted!r} is a pickle checkpoint ({found[wanted].path.name}), which can "
                 "run arbitrary code when loaded; convert it to .safetensors, or let an admin "
-                "allow pickle checkpoints"
+                "allow pickle checkpoints (EASEL_ALLOW_PICKLE=1: they are then read weights-only)"
             )
         if wanted is None:
             raise RenderInputError(
@@ -140,7 +140,7 @@ class ModelRegistry:
 
     def upscaler_files(self) -> dict[str, Path]:
         """Model upscalers by file stem: ``.safetensors``, plus ``.pth``/``.pt`` where pickles
-        are allowed (spandrel still opens those with its restricted unpickler)."""
+        are allowed (read weights-only by ``inference.pickles``, never as TorchScript)."""
         pickles = UPSCALER_PICKLE_SUFFIXES if self.allow_pickle else ()
         return self._files_in(UPSCALER_FOLDERS, (NETWORK_SUFFIX, *pickles), "upscaler")
 

@@ -4,6 +4,7 @@ from inference.prompts.attention import parse_attention
 from inference.prompts.composition import SubPrompt, split_subprompts
 from inference.prompts.errors import (
     InlineFlagError,
+    NestingError,
     PromptError,
     UnknownWildcardError,
     WildcardRecursionError,
@@ -18,7 +19,7 @@ from inference.prompts.flags import (
     resolve_size,
 )
 from inference.prompts.plan import PromptPlan, ScheduledText, SubPromptPlan, build_plan, explain
-from inference.prompts.schedule import ScheduleSegment, schedule_prompt
+from inference.prompts.schedule import Rendering, ScheduleSegment, renderings, schedule_prompt
 from inference.prompts.styles import Style, apply_styles, load_styles, pick_styles
 from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
 from inference.prompts.wildcards import Expansion, WildcardLibrary, expand_prompt
@@ -31,8 +32,10 @@ __all__ = [
     "ExtraNetwork",
     "InlineFlagError",
     "InlineFlags",
+    "NestingError",
     "PromptError",
     "PromptPlan",
+    "Rendering",
     "ScheduleSegment",
     "ScheduledText",
     "Style",
@@ -54,6 +57,7 @@ __all__ = [
     "parse_attention",
     "parse_inline_flags",
     "pick_styles",
+    "renderings",
     "resolve_flags",
     "resolve_size",
     "schedule_prompt",

@@ -35,3 +35,11 @@ class WildcardRecursionError(PromptError):
             f"wildcards nest deeper than {limit} levels, most likely a wildcard that includes "
             f"itself: {path}; remove the self-reference"
         )
+
+
+class NestingError(PromptError):
+    """Brackets or braces nested deeper than the prompt language allows."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"{what}; at most {limit} levels are allowed, flatten the prompt")

@@ -21,7 +21,7 @@ from inference.prompts.composition import split_subprompts
 from inference.prompts.errors import PromptError
 from inference.prompts.extra_networks import ExtraNetwork, extract_extra_networks, find_embeddings
 from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
-from inference.prompts.schedule import schedule_prompt
+from inference.prompts.schedule import Rendering, renderings, schedule_prompt
 from inference.prompts.styles import Style, apply_styles
 from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
 from inference.prompts.wildcards import WildcardLibrary, expand_prompt
@@ -48,6 +48,7 @@ class ScheduledText:
 class SubPromptPlan:
     weight: float
     schedule: tuple[ScheduledText, ...]
+    text: str  # before scheduling
 
     def at_step(self, step: int) -> ScheduledText:
         """The scheduled text in force at ``step`` (1-based)."""
@@ -78,6 +79,11 @@ class PromptPlan:
             for network in self.extra_networks
             if network.kind == "lora" and (available is None or network.name in available)
         ]
+
+    def renderings(self) -> tuple[Rendering, ...]:
+        """Every text each sub-prompt and the negative prompt can condition the model on,
+        whatever number of steps a pass runs (what moderation must read)."""
+        return tuple(renderings(sub.text) for sub in (*self.subprompts, self.negative))
 
     def to_explain(self) -> dict[str, Any]:
         """The ``easel explain`` JSON structure (docs: interfaces.md)."""
@@ -120,7 +126,7 @@ def _plan_subprompt(
         schedule.append(
             ScheduledText(segment.until_step, segment.text, tuple(pieces), tuple(chunks))
         )
-    return SubPromptPlan(weight, tuple(schedule))
+    return SubPromptPlan(weight, tuple(schedule), text)
 
 
 def _choose_seed(explicit: int | None, typed: int | None) -> int:

@@ -12,6 +12,7 @@ The web UI's rules, quirks included:
 * ``[a|b|c]`` cycles a, b, c, a, ... one option per step; an empty option is empty text.
 * Editing and alternation nest. ``(x)``, ``(x:1.2)`` and ``[x]`` are kept verbatim for the
   attention parser.
+* ``renderings`` lists every text a prompt can show at any step count (for moderation).
 * Syntax the web UI grammar does not accept (a ``|`` outside brackets, a trailing backslash,
   ``[a|b`` left open...) leaves the whole prompt as literal text for every step; stray
   brackets and colons at the outermost level are literal characters.
@@ -27,6 +28,9 @@ _PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")
 _WHEN = re.compile(r"\s*([+-]?(?:\d+[eE][+-]?\d+|(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+))\s*\]")
 # Deeper nesting than this gives up on structure (the web UI itself overflows its stack).
 _MAX_NESTING = 150
+_WEIGHT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
+# In literal text: an escaped bracket or backslash, another backslash, a bracket.
+_ATTENTION_CHARACTER = re.compile(r"\\([()\[\]\\])|\\|([()\[\]])")
 
 
 @dataclass(frozen=True)
@@ -241,3 +245,58 @@ def schedule_prompt(
         else:
             segments.append(ScheduleSegment(step, rendered))
     return segments
+
+
+# Literal text, or a choice between sequences.
+Rendering = tuple["str | tuple[Rendering, ...]", ...]
+
+
+def renderings(text: str) -> Rendering:
+    """Every text ``text`` can show, at any step of any step count, as a sequence of literal
+    text and choices: both sides of each ``[from:to:when]``, every option of each ``[a|b]``,
+    each taken independently (a superset of what renders). Attention brackets, ``:weight``
+    and escapes are resolved, as the text encoder never sees them."""
+    try:
+        nodes = _Parser(text).document()
+    except _NoParse:
+        return _literal(text)
+    return _renderings(nodes)
+
+
+def _literal(text: str) -> Rendering:
+    """Literal text as the attention parser passes it on: escapes resolved, other backslashes
+    dropped, and each bracket either an emphasis mark (gone, its neighbours joined) or a
+    stray character kept: both are checked."""
+    out: list[str | tuple[Rendering, ...]] = []
+    position = 0
+    for match in _ATTENTION_CHARACTER.finditer(text):
+        out.append(text[position : match.start()])
+        escaped, bracket = match.groups()
+        if escaped:
+            out.append(escaped)
+        elif bracket:
+            out.append(((), (bracket,)))
+        position = match.end()
+    out.append(text[position:])
+    return tuple(part for part in out if part)
+
+
+def _is_weight(nodes: list[_Node]) -> bool:
+    return len(nodes) == 1 and isinstance(nodes[0], str) and bool(_WEIGHT.fullmatch(nodes[0]))
+
+
+def _renderings(nodes: list[_Node]) -> Rendering:
+    out: list[str | tuple[Rendering, ...]] = []
+    for node in nodes:
+        if isinstance(node, str):
+            out.extend(_literal(node))
+        elif isinstance(node, _Emphasis):
+            first, *rest = node.parts
+            out.extend(_renderings(first))
+            if rest and not _is_weight(rest[0]):  # "(a:b)" is text, "(a:1.2)" a weight
+                out.extend((":", *_renderings(rest[0])))
+        elif isinstance(node, _Edit):
+            out.append((_renderings(node.before or []), _renderings(node.after)))
+        else:
+            out.append(tuple(_renderings(option) for option in node.options))
+    return tuple(out)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
 
-from dynamicprompts.commands import WildcardCommand
+from dynamicprompts.commands import Command, WildcardCommand
 from dynamicprompts.enums import SamplingMethod
 from dynamicprompts.parser.parse import parse
 from dynamicprompts.samplers.combinatorial import CombinatorialSampler
@@ -33,9 +34,20 @@ from dynamicprompts.wildcards.item import WildcardItem
 from dynamicprompts.wildcards.values import WildcardValues
 from pyparsing import ParseBaseException
 
-from inference.prompts.errors import PromptError, UnknownWildcardError, WildcardRecursionError
+from inference.prompts.errors import (
+    NestingError,
+    PromptError,
+    UnknownWildcardError,
+    WildcardRecursionError,
+)
 
 MAX_WILDCARD_DEPTH = 20
+# dynamicprompts parses ``{`` recursively, about 25 stack frames a level: 39 levels overflow
+# Python's stack, so deeper nesting is refused before it is parsed.
+MAX_BRACE_NESTING = 10
+# A wildcard file can turn a short prompt into megabytes; expansion stops past these.
+MAX_EXPANDED_CHARS = 16_000
+MAX_WILDCARD_EXPANSIONS = 1_000
 # Plane-15 private-use characters stand in for protected ASCII characters during expansion.
 _SHIELD = 0xF0000
 _SPECIAL = "{}|#$%_"
@@ -57,6 +69,19 @@ def _wildcard_end(text: str, start: int) -> int:
             return position + 2
         position += 1
     return -1
+
+
+def _check_brace_nesting(shielded: str, where: str) -> None:
+    """Refuse ``{`` nested deeper than ``MAX_BRACE_NESTING`` (escaped braces are shielded)."""
+    depth = deepest = 0
+    for char in shielded:
+        if char == "{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == "}" and depth:
+            depth -= 1
+    if deepest > MAX_BRACE_NESTING:
+        raise NestingError(f"{where} nests {{ }} braces {deepest} deep", MAX_BRACE_NESTING)
 
 
 def protect(text: str, *, keep_wildcards: bool = True) -> str:
@@ -101,14 +126,44 @@ class _Manager(WildcardManager):
             raise UnknownWildcardError(
                 wildcard, difflib.get_close_matches(wildcard, names, n=3, cutoff=0.5)
             )
-        return WildcardValues.from_items(
+        items = [
             WildcardItem(protect(str(item)), getattr(item, "weight", 1.0)) for item in values.items
-        )
+        ]
+        for item in items:
+            _check_brace_nesting(str(item), f"a value of __{wildcard}__")
+        return WildcardValues.from_items(items)
+
+
+class _Budget:
+    """What one expansion may still produce: wildcard look-ups and characters of values."""
+
+    def __init__(self) -> None:
+        self.expansions = 0
+        self.chars = 0
+
+    def spend(self, chars: int) -> None:
+        self.expansions += 1
+        self.chars += chars
+        if self.expansions > MAX_WILDCARD_EXPANSIONS:
+            raise PromptError(
+                f"the prompt's wildcards expand more than {MAX_WILDCARD_EXPANSIONS} times; "
+                "use fewer wildcards, or wildcards that include fewer others"
+            )
+        if self.chars > MAX_EXPANDED_CHARS:
+            raise _too_long()
+
+
+def _too_long() -> PromptError:
+    return PromptError(
+        f"the prompt expands to more than {MAX_EXPANDED_CHARS:,} characters after wildcards "
+        "and {a|b} choices; use shorter wildcard values or fewer wildcards"
+    )
 
 
 @dataclass(frozen=True)
 class _Context(SamplingContext):
     wildcard_chain: tuple[str, ...] = ()
+    budget: _Budget = dataclasses.field(default_factory=_Budget)
 
 
 class _DepthLimitedSampler(RandomSampler):
@@ -119,10 +174,11 @@ class _DepthLimitedSampler(RandomSampler):
             earlier = [i for i, name in enumerate(chain[:-1]) if name == chain[-1]]
             loop = chain[earlier[-1] :] if earlier else chain  # one turn of the loop
             raise WildcardRecursionError(loop, MAX_WILDCARD_DEPTH)
-        yield from super()._get_wildcard(
-            command,
-            dataclasses.replace(context, wildcard_chain=chain),  # type: ignore[call-arg]
-        )
+        inner = dataclasses.replace(context, wildcard_chain=chain)  # type: ignore[call-arg]
+        budget: _Budget = inner.budget  # type: ignore[attr-defined]
+        for result in super()._get_wildcard(command, inner):
+            budget.spend(len(result.text))
+            yield result
 
 
 class WildcardLibrary:
@@ -161,13 +217,22 @@ class Expansion:
     warnings: tuple[str, ...] = ()
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(shielded: str) -> Command:
+    """dynamicprompts' parse, the slow part (pyparsing), once per text: every picture of a
+    request, and every pass that plans it again, samples the same command."""
+    return parse(shielded)
+
+
 def expand_prompt(
     template: str, seed: int, library: WildcardLibrary | None = None, *, count: int = 1
 ) -> list[Expansion]:
     """Expand ``template`` for ``count`` images, image ``i`` seeded with ``seed + i``.
 
-    Raises ``UnknownWildcardError`` (with the closest names) and ``WildcardRecursionError``.
-    Malformed braces are not an error: the text is used as typed, with a warning. Without a
+    Raises ``UnknownWildcardError`` (with the closest names), ``WildcardRecursionError``,
+    ``NestingError`` (braces deeper than ``MAX_BRACE_NESTING``) and ``PromptError`` past the
+    expansion limits (``MAX_EXPANDED_CHARS``, ``MAX_WILDCARD_EXPANSIONS``). Malformed braces
+    are not an error: the text is used as typed, with a warning. Without a
     library, ``__name__`` stays as typed (with a warning) and ``{a|b}`` still expands.
     """
     seeds = [seed + index for index in range(count)]
@@ -177,8 +242,9 @@ def expand_prompt(
     if library is None and "__" in template:
         warnings = ("no wildcards folder is configured: __name__ is left as typed",)
     shielded = protect(template, keep_wildcards=library is not None)
+    _check_brace_nesting(shielded, "the prompt")
     try:
-        parse(shielded)
+        command = _parsed(shielded)
     except ParseBaseException as error:
         warning = f"dynamic prompt syntax not understood ({error}); the text is used as typed"
         return [Expansion(template, template, image_seed, (warning,)) for image_seed in seeds]
@@ -186,9 +252,11 @@ def expand_prompt(
     for image_seed in seeds:
         context = (library or _NO_FOLDER).context(image_seed)
         try:
-            result = next(iter(context.sample_prompts(shielded, 1)), None)
+            result = next(iter(context.sample_prompts(command, 1)), None)
         except ParseBaseException as error:
             raise PromptError(f"a wildcard value could not be expanded: {error}") from error
         text = _unshield(result.text) if result is not None else ""
+        if len(text) > MAX_EXPANDED_CHARS:
+            raise _too_long()
         expansions.append(Expansion(template, text, image_seed, warnings))
     return expansions

@@ -37,20 +37,33 @@ def _free_port() -> int:
 
 
 class NatsServer:
-    """``start``/``stop`` keep the store folder and the port, so a restart loses nothing."""
+    """``start``/``stop`` keep the store folder and the port, so a restart loses nothing.
+    With ``user`` and ``password`` the server accepts only clients that give them;
+    ``max_file_store`` (e.g. "64MB") caps its JetStream storage."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(
+        self, store_dir: Path, user: str = "", password: str = "", max_file_store: str = ""
+    ) -> None:
         self.store_dir = store_dir
+        self.max_file_store = max_file_store
         self.port = _free_port()
+        self.credentials = (user, password) if user else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        userinfo = "" if self.credentials is None else "{}:{}@".format(*self.credentials)
+        return f"nats://{userinfo}127.0.0.1:{self.port}"
 
     def start(self) -> None:
         command = [_server_binary(), "-js", "-sd", str(self.store_dir)]
         command += ["-a", "127.0.0.1", "-p", str(self.port)]
+        if self.credentials is not None:
+            command += ["--user", self.credentials[0], "--pass", self.credentials[1]]
+        if self.max_file_store:  # no command-line flag for it: a config file
+            config = self.store_dir.with_suffix(".conf")
+            config.write_text(f"jetstream {{ max_file_store: {self.max_file_store} }}\n")
+            command += ["-c", str(config)]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -82,12 +95,13 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         server.stop()
 
 
-async def python_process(*args: str) -> asyncio.subprocess.Process:
-    """``python ARGS`` from the repository root, its stdout a pipe of text lines."""
+async def python_process(*args: str, cwd: Path = REPO_ROOT) -> asyncio.subprocess.Process:
+    """``python ARGS`` (from the repository root unless ``cwd`` says otherwise), its stdout a
+    pipe of text lines."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         *args,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=asyncio.subprocess.PIPE,
     )

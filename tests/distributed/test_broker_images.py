@@ -32,7 +32,7 @@ async def stored_object_names(url: str) -> list[str]:
     try:
         bucket = await observer.jetstream().object_store(IMAGES_BUCKET)
         try:
-            return [info.name for info in await bucket.list()]
+            return [info.name for info in await bucket.list(ignore_deletes=True)]
         except nats_client.js.errors.NotFoundError:
             return []  # an empty bucket answers "no objects found"
     finally:

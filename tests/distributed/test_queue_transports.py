@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.accounting import Member
 from bot.queue import CancelOutcome, JobQueue, Submission
 from bot.quota import Period, period_start
 from db import jobs as journal
@@ -90,9 +91,9 @@ async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(
     assert await images_used_today(conn) == 1
     state = await queue.state(job_id)
     assert state is not None and state.position == 0
-    assert await queue.cancel(job_id, user_id=USER + 1) is CancelOutcome.NOT_YOURS
-    assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.CANCELLED
-    assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.FINISHED
+    assert await queue.cancel(job_id, Member(USER + 1, GUILD)) is CancelOutcome.NOT_YOURS
+    assert await queue.cancel(job_id, Member(USER, GUILD)) is CancelOutcome.CANCELLED
+    assert await queue.cancel(job_id, Member(USER, GUILD)) is CancelOutcome.FINISHED
     assert await images_used_today(conn) == 0
     assert sink.delivered[0].job_id == job_id and sink.delivered[0].error == "cancelled"
     record = await journal.get_job(conn, job_id)
@@ -121,7 +122,7 @@ async def test_cancelling_a_running_job_stops_it_within_a_step(
     job_id = await queue.submit(submission(prompt="slow", steps=50))
     async with asyncio.timeout(10):
         await first_step.wait()
-    assert await queue.cancel(job_id, user_id=USER) is CancelOutcome.STOPPING
+    assert await queue.cancel(job_id, Member(USER, GUILD)) is CancelOutcome.STOPPING
     started = time.perf_counter()
     await sink.wait_for(1)
     assert time.perf_counter() - started < 1.0  # one step of this engine is 0.1 s

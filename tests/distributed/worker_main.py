@@ -1,6 +1,8 @@
-"""``easel worker`` with a torch-free engine, for tests that kill or restart processes.
+"""``easel worker`` with a torch-free engine (or a real one), for tests that kill or restart
+processes or need a worker that shares nothing with the bot but the broker.
 
     python -m tests.distributed.worker_main URL --devices a,b --seconds 2 --idle-poll 0.1
+    python -m tests.distributed.worker_main URL --models DIR   # a real engine, on the CPU
 
 Logs one line per event on stdout ("job <id>: started on <device> (delivery <n>)").
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from bot.broker_worker import WorkerConfig, run_worker
 from tests.support.engines import InstantEngine
@@ -21,11 +24,17 @@ def main() -> None:
     parser.add_argument("--devices", default="test-0")
     parser.add_argument("--seconds", type=float, default=0.0, help="render time per job")
     parser.add_argument("--idle-poll", type=float, default=0.1)
+    parser.add_argument("--models", type=Path, help="render for real with the models in this")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    engine = InstantEngine(seconds=args.seconds)
     config = WorkerConfig(args.url, tuple(args.devices.split(",")), idle_poll_s=args.idle_poll)
-    run_worker(config, lambda _device: engine)
+    if args.models is None:
+        engine = InstantEngine(seconds=args.seconds)
+        run_worker(config, lambda _device: engine)
+        return
+    from inference.engine import Engine
+
+    run_worker(config, lambda _device: Engine(args.models, device="cpu"))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 from bot.app import EaselBot
+from bot.queue import FinishedJob
 from tests.fake_discord import FakeDiscord, StoredMessage
 
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
@@ -19,8 +22,11 @@ QUICK = {"steps": 2, "size": "64x64"}
 
 
 def has_picture(message: StoredMessage) -> bool:
-    """A result picture is attached (not just the progress message's preview)."""
-    return any(attachment.filename != "preview.jpg" for attachment in message.attachments)
+    """A result picture is attached (not just the progress message's preview, spoilered or not)."""
+    return any(
+        attachment.filename.removeprefix("SPOILER_") != "preview.jpg"
+        for attachment in message.attachments
+    )
 
 
 def size_of(message: StoredMessage) -> tuple[int, int]:
@@ -48,3 +54,28 @@ async def reply_to(
 ) -> StoredMessage:
     handle = await fake.invoke_command(command, options, **kwargs)
     return await handle.wait_for_original(lambda m: not m.is_loading)
+
+
+async def deliver_after_token_expiry(
+    fake: FakeDiscord, bot: EaselBot, prompt: str = "a slow cat"
+) -> asyncio.Future[int | None]:
+    """Run a quick /imagine whose result is held back until its token has expired; the future
+    holds the id of the message the result was posted as (None: posted nowhere)."""
+    gate = asyncio.Event()
+    original_deliver = bot.results.deliver
+    posted: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def late_deliver(job: FinishedJob) -> int | None:
+        await gate.wait()
+        message_id = await original_deliver(job)
+        posted.set_result(message_id)
+        return message_id
+
+    bot.queue.set_sink(type("Late", (), {"deliver": staticmethod(late_deliver)})())
+    handle = await fake.invoke_command("imagine", {"prompt": prompt, **QUICK})
+    await handle.wait_for_ack()
+    # Sixteen minutes pass, for Discord and for the bot alike.
+    fake.advance_time(16 * 60)
+    bot.results.wall_clock = lambda: time.time() + 16 * 60
+    gate.set()
+    return posted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.accounting import Member
 from bot.quota import Period
 from bot.services import Services
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine
@@ -11,7 +12,7 @@ OTHER = 5151
 
 
 async def images_today(services: Services, user: int, guild: int) -> int:
-    report = await services.quota_status.report(user, guild, (), False)
+    report = await services.quota_status.report(Member(user, guild))
     return next(p.images for p in report.periods if p.period is Period.DAY)
 
 

@@ -178,7 +178,9 @@ async def test_upscale_command_and_upscale_buttons_are_jobs(
             has_picture, timeout=RENDER_TIMEOUT_S
         )
         assert size_of(button) == (512, 512)
-        history = await bot.services.history.page(fake_discord.user_id, 0)
+        history = await bot.services.history.page(
+            fake_discord.user_id, 0, guild_id=fake_discord.guild_id
+        )
         assert [line.status for line in history.lines] == ["done", "done", "done"]  # journaled
 
 
@@ -213,5 +215,7 @@ async def test_hostile_uploads_are_refused_before_queueing(
             assert reply.is_ephemeral and expected in reply.content, (command, reply.content)
             assert "\n" not in reply.content  # one sentence, no traceback
         assert bot.queue.queued_count() == 0
-        assert (await bot.services.history.page(fake_discord.user_id, 0)).total == 0
+        assert (
+            await bot.services.history.page(fake_discord.user_id, 0, guild_id=fake_discord.guild_id)
+        ).total == 0
         assert inputs_of(easel_settings_for_test) == []  # refused uploads are not kept

@@ -35,7 +35,9 @@ async def test_queue_and_cancel_your_latest_job(
         assert "Cancelled job" in latest.content
         await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
         fake_discord.add_member(4242, "stranger", roles=(fake_discord.member_role_id,))
-        [running] = await bot.services.history.unfinished(fake_discord.user_id)
+        [running] = await bot.services.history.unfinished(
+            fake_discord.user_id, guild_id=fake_discord.guild_id
+        )
         running_id = running.job_id
         stranger = await reply_to(fake_discord, "cancel", {"job_id": running_id}, user=4242)
         assert "is not yours" in stranger.content

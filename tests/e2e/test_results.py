@@ -3,20 +3,17 @@ Discord's rules (expired tokens, upload limits, rate limits), progress and Cance
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
-import time
 
 from PIL import Image
 
-from bot.app import EaselBot
-from bot.queue import FinishedJob
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    deliver_after_token_expiry,
     has_picture,
     imagine,
     job_id_of,
@@ -74,24 +71,6 @@ async def test_grid_with_pick_and_variation_buttons(
         assert upscaled_params["Seed"] == 101
 
 
-async def deliver_after_token_expiry(fake_discord: FakeDiscord, bot: EaselBot) -> None:
-    """Run a quick /imagine whose result is held back until its token has expired."""
-    gate = asyncio.Event()
-    original_deliver = bot.results.deliver
-
-    async def late_deliver(job: FinishedJob) -> int | None:
-        await gate.wait()
-        return await original_deliver(job)
-
-    bot.queue.set_sink(type("Late", (), {"deliver": staticmethod(late_deliver)})())
-    handle = await fake_discord.invoke_command("imagine", {"prompt": "a slow cat", **QUICK})
-    await handle.wait_for_ack()
-    # Sixteen minutes pass, for Discord and for the bot alike.
-    fake_discord.advance_time(16 * 60)
-    bot.results.wall_clock = lambda: time.time() + 16 * 60
-    gate.set()
-
-
 async def test_result_after_token_expiry_goes_to_the_channel(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
@@ -115,7 +94,8 @@ async def test_result_goes_by_direct_message_when_the_channel_is_closed_to_the_b
             timeout=RENDER_TIMEOUT_S,
             channel=fake_discord.dm_channel_of(fake_discord.user_id),
         )
-        assert any(c.startswith("easel:reroll:") for c in direct.custom_ids)
+        # A click outside the job's server would be refused: no buttons, a pointer to /show.
+        assert direct.custom_ids == [] and f"`/show {job_id_of(direct)}` there" in direct.content
 
 
 async def test_oversized_result_becomes_a_preview(

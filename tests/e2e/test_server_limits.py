@@ -37,7 +37,9 @@ async def test_requests_over_the_server_limits_are_refused_privately(
             reply = await handle.wait_for_original(lambda m: not m.is_loading)
             assert reply.is_ephemeral and expected in reply.content, reply.content
         assert bot.queue.queued_count() == 0
-        assert (await bot.services.history.page(fake_discord.user_id, 0)).total == 0
+        assert (
+            await bot.services.history.page(fake_discord.user_id, 0, guild_id=fake_discord.guild_id)
+        ).total == 0
         # No steps given: the server's ceiling (10) instead of the usual 20.
         fits = await fake_discord.invoke_command("imagine", {"prompt": "a cat"})
         result = await fits.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,13 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from inference.checkpoints import CONFIGS_DIR, UNET_INPUT_CONV, detect_family
 from inference.engine import Engine
 from inference.ldm_export import unet_to_ldm
+from inference.registry import SIDECAR_SUFFIX
 from inference.tiny import write_tiny_checkpoint, write_tiny_model
 from inference.types import RenderInputError, RenderRequest
 
@@ -69,24 +71,35 @@ def test_ldm_names_round_trip_through_diffusers_converter(family: str) -> None:
     assert set(converted) == set(state)
 
 
+SD15_MARKER = "cond_stage_model.transformer.text_model.final_layer_norm.weight"
+
+
 def fake_checkpoint(path: Path, names: list[str], in_channels: int = 4) -> Path:
+    """Zeros under ``names``: a ``.safetensors`` file, or a ``.ckpt`` pickle nesting them
+    under ``state_dict`` as the web UI's checkpoints do."""
     tensors = {name: torch.zeros(1) for name in names}
     tensors[UNET_INPUT_CONV] = torch.zeros(1, in_channels, 1, 1)
-    save_file(tensors, str(path))
+    if path.suffix == ".ckpt":
+        torch.save({"state_dict": tensors, "global_step": 1}, path)
+    else:
+        save_file(tensors, str(path))
     return path
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
 @pytest.mark.parametrize(
     ("marker", "in_channels", "family"),
     [
-        ("cond_stage_model.transformer.text_model.final_layer_norm.weight", 4, "sd15"),
-        ("cond_stage_model.transformer.text_model.final_layer_norm.weight", 9, "sd15-inpainting"),
+        (SD15_MARKER, 4, "sd15"),
+        (SD15_MARKER, 9, "sd15-inpainting"),
         ("cond_stage_model.model.ln_final.weight", 4, "sd2-v"),
         ("conditioner.embedders.1.model.ln_final.weight", 4, "sdxl-base"),
     ],
 )
-def test_family_detection(tmp_path: Path, marker: str, in_channels: int, family: str) -> None:
-    checkpoint = fake_checkpoint(tmp_path / "m.safetensors", [marker], in_channels)
+def test_family_detection(
+    tmp_path: Path, marker: str, in_channels: int, family: str, suffix: str
+) -> None:
+    checkpoint = fake_checkpoint(tmp_path / f"m{suffix}", [marker], in_channels)
     assert detect_family(checkpoint) == family
 
 
@@ -120,3 +133,58 @@ def test_single_file_renders_like_the_diffusers_folder(
     assert "Model: file" in from_file.infotext
     inpainting = checkpoint_engine.render(dataclasses.replace(request, model="file-inpainting"))
     assert inpainting[0].width == 64
+
+
+@dataclasses.dataclass
+class WritesAMarker:
+    """Unpickled, this creates ``marker``: what a malicious checkpoint would do with a shell."""
+
+    marker: Path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.marker), "w")
+
+
+def pickle_checkpoint(safetensors: Path, ckpt: Path) -> Path:
+    """The tiny ``.safetensors`` checkpoint as the web UI's ``.ckpt`` (torch.save of its LDM
+    state dict under ``state_dict``), with the sidecar config its tiny sizes need."""
+    torch.save({"state_dict": load_file(safetensors), "global_step": 1}, ckpt)
+    sidecar = safetensors.with_name(safetensors.stem + SIDECAR_SUFFIX)
+    shutil.copytree(sidecar, ckpt.with_name(ckpt.stem + SIDECAR_SUFFIX))
+    return ckpt
+
+
+def test_a_ckpt_renders_weights_only_where_pickles_are_allowed(
+    tmp_path: Path, pixels: PixelReader
+) -> None:
+    write_tiny_checkpoint(tmp_path / "source" / "file.safetensors", seed=5)
+    models = tmp_path / "models"
+    models.mkdir()
+    pickle_checkpoint(tmp_path / "source" / "file.safetensors", models / "pickled.ckpt")
+    request = RenderRequest("a cat", seed=9, steps=2, width=64, height=64, sampler="Euler")
+    with pytest.raises(RenderInputError, match=r"pickled\.ckpt.*EASEL_ALLOW_PICKLE=1"):
+        Engine(models).render(dataclasses.replace(request, model="pickled"))
+    (models / "file.safetensors").symlink_to(tmp_path / "source" / "file.safetensors")
+    (models / "file.config").symlink_to(tmp_path / "source" / "file.config")
+    engine = Engine(models, allow_pickle=True, max_loaded_models=2)
+    from_pickle = engine.render(dataclasses.replace(request, model="pickled"))[0]
+    from_file = engine.render(dataclasses.replace(request, model="file"))[0]
+    assert np.array_equal(pixels(from_pickle.png), pixels(from_file.png))
+    assert "Model: pickled" in from_pickle.infotext
+
+
+@pytest.mark.parametrize("sidecar", [True, False], ids=["sidecar-config", "detected-family"])
+def test_a_ckpt_that_would_run_code_is_refused_unrun(tmp_path: Path, sidecar: bool) -> None:
+    marker = tmp_path / "code-ran"
+    models = tmp_path / "models"
+    models.mkdir()
+    tensors = {SD15_MARKER: torch.zeros(1), UNET_INPUT_CONV: torch.zeros(1, 4, 1, 1)}
+    torch.save({"state_dict": tensors, "payload": WritesAMarker(marker)}, models / "evil.ckpt")
+    if sidecar:
+        shutil.copytree(CONFIGS_DIR / "sd15", models / f"evil{SIDECAR_SUFFIX}")
+    engine = Engine(models, allow_pickle=True)
+    with pytest.raises(RenderInputError, match=r"evil\.ckpt holds more than weights.*refused"):
+        engine.render(RenderRequest("a cat", steps=2, width=64, height=64, model="evil"))
+    assert not marker.exists()
+    torch.load(models / "evil.ckpt", weights_only=False)  # the payload is real: unrestricted,
+    assert marker.exists()  # it runs

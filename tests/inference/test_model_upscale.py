@@ -27,6 +27,7 @@ from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_upscaler
 from inference.types import RenderCancelled, RenderInputError, RenderRequest, StepProgress
 from tests.inference.conftest import TINY, PixelReader
+from tests.inference.test_checkpoints import WritesAMarker
 
 X4, X2 = "tiny-esrgan-4x", "tiny-esrgan-2x"
 
@@ -168,9 +169,40 @@ def test_pickled_upscalers_need_the_admins_permission(tmp_path: Path, picture: P
     assert ModelRegistry(tmp_path).upscaler_names() == ["Lanczos"]
     with pytest.raises(RenderInputError, match=r"pickle file \(pickled-2x.pth\).*ALLOW_PICKLE"):
         Engine(tmp_path).render(_upscale(picture, upscaler="pickled-2x"))
-    # Allowed: loaded through spandrel's restricted unpickler.
+    # Allowed: loaded through torch's restricted (weights-only) unpickler.
     [image] = Engine(tmp_path, allow_pickle=True).render(_upscale(picture, upscaler="pickled-2x"))
     assert (image.width, image.height) == (80, 48)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")  # writing the archive
+def test_pickled_upscalers_load_weights_only_never_as_torchscript(
+    tmp_path: Path, picture: Path, pixels: PixelReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_torchscript(*_: object, **__: object) -> None:
+        raise AssertionError("torch.jit.load runs the archive's code: never called")
+
+    monkeypatch.setattr(torch.jit, "load", no_torchscript)
+    torch.manual_seed(0)
+    model = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2).eval()
+    folder = tmp_path / "ESRGAN"
+    folder.mkdir()
+    save_file(model.state_dict(), str(folder / "weights.safetensors"))
+    torch.save(model.state_dict(), folder / "as-pth.pth")
+    torch.save({"params_ema": model.state_dict()}, folder / "as-pt.pt")  # Real-ESRGAN's nesting
+    scripted = torch.jit.trace(model, torch.zeros(1, 3, 16, 16))  # type: ignore[no-untyped-call]
+    scripted.save(str(folder / "scripted.pt"))
+    marker = tmp_path / "code-ran"
+    torch.save({"params": model.state_dict(), "x": WritesAMarker(marker)}, folder / "evil.pth")
+    engine = Engine(tmp_path, allow_pickle=True)
+    [expected] = engine.render(_upscale(picture, upscaler="weights"))
+    for name in ("as-pth", "as-pt"):
+        [image] = engine.render(_upscale(picture, upscaler=name))
+        assert np.array_equal(pixels(image.png), pixels(expected.png))
+    with pytest.raises(RenderInputError, match=r"scripted\.pt is a TorchScript archive"):
+        engine.render(_upscale(picture, upscaler="scripted"))
+    with pytest.raises(RenderInputError, match=r"evil\.pth holds more than weights.*refused"):
+        engine.render(_upscale(picture, upscaler="evil"))
+    assert not marker.exists()
 
 
 def test_files_that_are_not_upscalers_are_refused(tmp_path: Path, picture: Path) -> None:

@@ -1,11 +1,18 @@
-"""Random text through every stage: nothing raises, each example within 50 ms."""
+"""Random text through every stage: nothing raises but a clear ``PromptError`` (a bad flag,
+braces nested too deep), each example within 50 ms."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference.prompts import InlineFlagError, explain, parse_attention, schedule_prompt
+from inference.prompts import (
+    InlineFlagError,
+    NestingError,
+    explain,
+    parse_attention,
+    schedule_prompt,
+)
 
 _PIECES = st.sampled_from(
     [
@@ -23,6 +30,10 @@ _PIECES = st.sampled_from(
         "é",
         "猫",
         "🎉",
+        # Deep nesting: 39 levels of braces used to overflow Python's stack.
+        "{" * 13,
+        "[" * 40,
+        "(" * 40,
     ]
 )
 PROMPTS = st.lists(_PIECES, max_size=40).map("".join) | st.text(max_size=60)
@@ -43,5 +54,26 @@ def test_random_prompts_never_raise(prompt: str, steps: int) -> None:
         result = explain(prompt, seed=1, steps=steps)
     except InlineFlagError as error:  # a typed "--word" is checked on purpose
         assert "--" in prompt and str(error)
+    except NestingError as error:
+        assert prompt.count("{") > error.limit and "at most 10 levels" in str(error)
     else:
         assert result["subprompts"] and result["seed"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    brackets=st.sampled_from([("{", "}"), ("{a|", "}"), ("[", "]"), ("[a|", "]"), ("(", ")")]),
+    wildcard=st.booleans(),
+    depth=st.integers(1, 400),
+    closed=st.booleans(),
+)
+def test_any_nesting_depth_is_read_or_refused_clearly(
+    brackets: tuple[str, str], wildcard: bool, depth: int, closed: bool
+) -> None:
+    opening, closing = brackets
+    inner = "__w__" if wildcard else "x"
+    prompt = opening * depth + inner + (closing * depth if closed else "")
+    try:
+        explain(prompt, seed=1, steps=4)
+    except NestingError as error:
+        assert opening.startswith("{") and depth > error.limit

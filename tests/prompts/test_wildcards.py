@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from inference.prompts import (
+    NestingError,
+    PromptError,
     UnknownWildcardError,
     WildcardLibrary,
     WildcardRecursionError,
@@ -109,3 +111,26 @@ def test_without_library_wildcards_stay_and_warn() -> None:
     expansion = expand_prompt("__color__ {x|x}", 1)[0]
     assert expansion.text == "__color__ x"
     assert "no wildcards folder" in expansion.warnings[0]
+
+
+def test_braces_nested_too_deep_are_refused_in_prompts_and_values(tmp_path: Path) -> None:
+    (tmp_path / "deep.txt").write_text("{" * 11 + "a" + "}" * 11 + "\n", encoding="utf-8")
+    library = WildcardLibrary(tmp_path)
+    assert texts("{" * 10 + "a" + "}" * 10, 1, library) == ["a"]
+    with pytest.raises(NestingError, match=r"the prompt nests \{ \} braces 39 deep; at most 10"):
+        expand_prompt("{" * 39 + "a|b" + "}" * 39, 1, library)
+    with pytest.raises(NestingError, match=r"a value of __deep__ nests \{ \} braces 11"):
+        expand_prompt("__deep__", 1, library)
+
+
+def test_expansion_stops_at_its_limits(tmp_path: Path) -> None:
+    (tmp_path / "dot.txt").write_text(".\n", encoding="utf-8")
+    (tmp_path / "many.txt").write_text("__dot__" * 1200 + "\n", encoding="utf-8")
+    (tmp_path / "huge.txt").write_text("word " * 5000 + "\n", encoding="utf-8")
+    library = WildcardLibrary(tmp_path)
+    with pytest.raises(PromptError, match="expand more than 1000 times"):
+        expand_prompt("__many__", 1, library)
+    with pytest.raises(PromptError, match="more than 16,000 characters"):
+        expand_prompt("__huge__", 1, library)
+    with pytest.raises(PromptError, match="more than 16,000 characters"):
+        expand_prompt("{x|x} " + "a" * 17_000, 1, library)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from PIL import Image
 from sd_parsers import ParserManager
 
 from bot.cli import main
+from bot.settings import load_settings
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.prompts.test_explain import EXPLAIN_KEYS
 from tests.unit.test_settings import SETTING_NAMES
@@ -127,6 +129,43 @@ def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> Non
     assert "[ERR] models: no checkpoint in models" in out
     assert "[ok ] database: data/easel.sqlite3 will be created" in out
     assert not Path("data").exists()  # the doctor looks, it does not build
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["reachable", "unreachable"])
+@pytest.mark.parametrize(
+    ("credentials", "shown"),
+    [("easel:s3cret-pass@", "easel:***@"), ("s3cret-token@", "***@")],
+    ids=["user-password", "token"],
+)
+def test_doctor_never_prints_the_broker_s_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    listening: bool,
+    credentials: str,
+    shown: str,
+) -> None:
+    with socket.socket() as broker:
+        broker.bind(("127.0.0.1", 0))
+        if listening:
+            broker.listen()
+        port = broker.getsockname()[1]
+        monkeypatch.setenv("EASEL_QUEUE_URL", f"nats://{credentials}127.0.0.1:{port}")
+        main(["doctor"])
+        settings = repr(load_settings())
+    out = capsys.readouterr().out
+    assert "s3cret" not in out + settings
+    verdict = "[ok ] broker: " if listening else "[ERR] broker: cannot reach "
+    assert f"{verdict}nats://{shown}127.0.0.1:{port}" in out
+
+
+def test_a_bad_queue_url_is_named_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EASEL_QUEUE_URL", "http://easel:s3cret@broker:4222")
+    assert main(["doctor"]) == 2
+    line = one_error_line(capsys)
+    assert "EASEL_QUEUE_URL='http://easel:***@broker:4222' is invalid" in line
+    assert "s3cret" not in line
 
 
 def test_tiny_upscaler_and_the_doctor_s_upscaler_report(

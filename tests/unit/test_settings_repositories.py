@@ -65,13 +65,23 @@ async def test_history_search_paging_and_erase_only_touch_one_member(tmp_path: P
             await _job(conn, f"{index:016x}", 1, f"cat {index}", float(index))
         await _job(conn, "f" * 16, 2, "cat of someone else", 10.0)
         await _job(conn, "e" * 16, 1, "100%_literal", 11.0)
-        page, total = await history.page_of_jobs(conn, 1, search="CAT", limit=2, offset=0)
+        # The member's job in another server is not part of this server's history.
+        await journal.insert_job(
+            conn, journal.NewJob("d" * 16, "imagine", 1, 8, 9, '{"prompt": "cat 9"}', 12.0)
+        )
+        page, total = await history.page_of_jobs(
+            conn, 1, guild_id=7, search="CAT", limit=2, offset=0
+        )
         assert total == 3 and [e.job_id for e in page] == [f"{2:016x}", f"{1:016x}"]
-        _, literal = await history.page_of_jobs(conn, 1, search="0%_", limit=5, offset=0)
+        _, literal = await history.page_of_jobs(
+            conn, 1, guild_id=7, search="0%_", limit=5, offset=0
+        )
         assert literal == 1  # % and _ are matched literally
-        await journal.mark_failed(conn, f"{0:016x}", "boom", now=12.0)
-        erased = await history.erase_user(conn, 1)
-        assert erased.jobs == 1  # only the finished job; queued ones belong to the queue
+        for job_id in [f"{i:016x}" for i in range(3)] + ["e" * 16, "d" * 16]:
+            await journal.mark_failed(conn, job_id, "boom", now=12.0)
+        erased = await history.erase_user(conn, 1, counted_since=0.0, anonymise_at=0.0)
+        assert erased.jobs == 5  # in every server
+        assert await history.count_rows_of_user(conn, 1) == 0
         assert await history.count_rows_of_user(conn, 2) == 1
     finally:
         await conn.close()

@@ -1,0 +1,126 @@
+"""Retention: nothing Easel stores is kept longer than it is needed.
+
+A task started by the composition root prunes at start and then every few hours:
+
+- always: interaction tokens Discord no longer accepts are blanked (a token is kept only while
+  it can post the job's result: the queue blanks it once the result is posted, and this task
+  sweeps the rest every 15 minutes), and ledger rows /forget-me left named until their quota
+  periods ended lose the member's id;
+- with ``EASEL_RETENTION_DAYS`` above 0: jobs that ended and were delivered longer ago than
+  that (journal and history rows), their pictures (``images/<job>/``) and uploads
+  (``inputs/``), and settled ledger rows no quota period still counts.
+
+A button on a pruned result then finds no job and answers that it is no longer stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from bot.quota import Period, period_start, reset_at
+from bot.stored_files import remove_unused_results, remove_unused_uploads
+from db import history, quotas
+from db import jobs as journal
+
+log = logging.getLogger(__name__)
+
+# Everything is pruned at start, then this often...
+PRUNE_INTERVAL_S = 6 * 3600.0
+# ...and expired interaction tokens are blanked this often too.
+TOKEN_SWEEP_S = 15 * 60.0
+# Discord accepts an interaction token for 15 minutes; after that it is only a secret to leak.
+DISCORD_TOKEN_LIFETIME_S = 15 * 60.0
+DAY_S = 86400.0
+# A file this recent is never pruned: its job may be being journaled right now.
+FILE_GRACE_S = 3600.0
+
+
+def quota_window(now: float) -> tuple[float, float]:
+    """From the start of the earliest quota period containing ``now`` to the end of the
+    latest: the ledger rows reserved inside it are what the limits are checked against."""
+    return (
+        min(period_start(period, now) for period in Period),
+        max(reset_at(period, now) for period in Period),
+    )
+
+
+@dataclass(frozen=True)
+class Pruned:
+    tokens: int = 0
+    ledger_rows_anonymised: int = 0
+    jobs: int = 0
+    pictures: int = 0
+    uploads: int = 0
+    ledger_rows: int = 0
+
+
+class Retention:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        images_dir: Path,
+        inputs_dir: Path,
+        retention_days: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._conn = conn
+        self._images_dir = images_dir
+        self._inputs_dir = inputs_dir
+        self._retention_s = retention_days * DAY_S
+        self._clock = clock
+
+    async def clear_expired_tokens(self) -> int:
+        return await journal.clear_expired_tokens(
+            self._conn, self._clock() - DISCORD_TOKEN_LIFETIME_S
+        )
+
+    async def prune(self) -> Pruned:
+        now = self._clock()
+        tokens = await self.clear_expired_tokens()
+        anonymised = await quotas.anonymise_due(self._conn, now)
+        if not self._retention_s:  # 0: keep forever
+            return Pruned(tokens, anonymised)
+        cutoff = now - self._retention_s
+        jobs = await history.prune_jobs(self._conn, finished_before=cutoff)
+        counted_since, _ = quota_window(now)
+        ledger_rows = await quotas.prune_settled(
+            self._conn, reserved_before=min(cutoff, counted_since)
+        )
+        # Files after rows, so no row names a file that is gone; files of no job (a crash, an
+        # erase that failed half-way) go too. What a remaining job reads (an upload, or another
+        # job's picture it varies) stays with it.
+        kept_jobs = await journal.job_ids(self._conn)
+        in_use = await journal.input_picture_paths(self._conn)
+        written_before = now - FILE_GRACE_S
+        pictures = await asyncio.to_thread(
+            remove_unused_results, self._images_dir, written_before, kept_jobs, in_use
+        )
+        uploads = await asyncio.to_thread(
+            remove_unused_uploads, self._inputs_dir, written_before, in_use
+        )
+        return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows)
+
+    async def run(self) -> None:
+        """Prune now and every ``PRUNE_INTERVAL_S``, blank expired tokens every
+        ``TOKEN_SWEEP_S`` in between, until cancelled; a failed round is logged and tried
+        again at the next sweep."""
+        pruned_at: float | None = None
+        while True:
+            try:
+                if pruned_at is None or time.monotonic() - pruned_at >= PRUNE_INTERVAL_S:
+                    pruned = await self.prune()
+                    pruned_at = time.monotonic()
+                    if pruned != Pruned():
+                        log.info("pruned stored data: %s", pruned)
+                else:
+                    await self.clear_expired_tokens()
+            except Exception:
+                log.exception("pruning stored data failed; trying again in %.0f s", TOKEN_SWEEP_S)
+            await asyncio.sleep(TOKEN_SWEEP_S)

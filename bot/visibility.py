@@ -1,0 +1,92 @@
+"""Which message a member may have Easel read on their behalf (pure: no discord, no torch).
+
+Easel reads with the bot's rights, which usually reach further than the member's: moderator
+channels, other servers, other people's DMs with the bot. A picture is only read for a member
+from the place they invoked Easel in: the same server, in a channel where they have View Channel
+and Read Message History; in a DM, only that DM.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.user_errors import UserError
+
+# A message link (https://discord.com/channels/<guild|@me>/<channel>/<message>) or a bare id.
+_MESSAGE_REFERENCE = re.compile(
+    r"^\s*(?:\S*/channels/(?P<guild>\d+|@me)/(?P<channel>\d+)/)?(?P<id>\d{15,22})\s*$"
+)
+DIRECT_MESSAGES = "@me"  # the guild part of a link to a message in a DM
+
+OTHER_SERVER = "That message is in another server; link a picture from this server."
+DIRECT_MESSAGE = "That message is in a direct message; link a picture from this server."
+OUTSIDE_THIS_DM = "Here I can only use pictures from this conversation; link a message in it."
+NOT_READABLE = (
+    "That message is not in a channel of this server you can read; "
+    "link a picture from a channel you can see."
+)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a member invoked Easel: a server channel, or a DM (``guild_id`` None)."""
+
+    guild_id: int | None
+    channel_id: int | None
+
+
+@dataclass(frozen=True)
+class MessageLocation:
+    channel_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class ChannelAccess:
+    """What the server's cache says about a channel for the invoking member."""
+
+    in_this_server: bool
+    view_channel: bool
+    read_message_history: bool
+
+
+def locate_message(reference: str, where: Place) -> MessageLocation:
+    """The message a link or id names, if it is in ``where``'s server (or ``where``'s DM).
+
+    A bare id means the channel the member is in. The channel's permissions are checked after,
+    with ``check_member_may_read``, because they need the server's cache.
+    """
+    match = _MESSAGE_REFERENCE.match(reference)
+    if match is None:
+        raise UserError(
+            f"{reference!r} is not a message link or id; copy it with "
+            "right-click › Copy Message Link."
+        )
+    message_id = int(match["id"])
+    if match["channel"] is None:
+        if where.channel_id is None:
+            raise UserError("Give the full message link: this place has no channel to look in.")
+        return MessageLocation(where.channel_id, message_id)
+    channel_id = int(match["channel"])
+    guild = match["guild"]
+    check_same_place(None if guild == DIRECT_MESSAGES else int(guild), channel_id, where)
+    return MessageLocation(channel_id, message_id)
+
+
+def check_same_place(guild_id: int | None, channel_id: int, where: Place) -> None:
+    """A message in ``channel_id`` of ``guild_id`` (None: a DM) may be read from ``where`` only
+    in the same server, or, from a DM, in that same DM."""
+    if where.guild_id is None:
+        if guild_id is not None or channel_id != where.channel_id:
+            raise UserError(OUTSIDE_THIS_DM)
+    elif guild_id is None:
+        raise UserError(DIRECT_MESSAGE)
+    elif guild_id != where.guild_id:
+        raise UserError(OTHER_SERVER)
+
+
+def check_member_may_read(access: ChannelAccess) -> None:
+    """The member needs View Channel and Read Message History where the message is."""
+    if not (access.in_this_server and access.view_channel and access.read_message_history):
+        raise UserError(NOT_READABLE)

@@ -1,0 +1,64 @@
+"""Reading a message on a member's behalf: only from where they are and what they can read
+(the decisions are in bot.visibility; this is the discord.py glue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from bot.user_errors import UserError
+from bot.visibility import (
+    ChannelAccess,
+    Place,
+    check_member_may_read,
+    check_same_place,
+    locate_message,
+)
+
+
+def _place_of(interaction: discord.Interaction[Any]) -> Place:
+    return Place(interaction.guild_id, interaction.channel_id)
+
+
+def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: int) -> None:
+    """View Channel + Read Message History from the server's cached roles and overwrites.
+
+    In a DM, ``check_same_place`` has already kept the message to the member's own DM.
+    """
+    if interaction.guild_id is None:
+        return
+    guild = interaction.guild
+    channel = None if guild is None else guild.get_channel_or_thread(channel_id)
+    member = interaction.user
+    if channel is None or not isinstance(member, discord.Member):
+        check_member_may_read(ChannelAccess(False, False, False))
+        return
+    permissions = channel.permissions_for(member)
+    check_member_may_read(
+        ChannelAccess(True, permissions.view_channel, permissions.read_message_history)
+    )
+
+
+async def message_for_member(
+    interaction: discord.Interaction[Any], reference: str
+) -> discord.Message:
+    """The message a link or id names, if the invoking member may read it there."""
+    location = locate_message(reference, _place_of(interaction))
+    _check_member_may_read(interaction, location.channel_id)
+    channel: discord.PartialMessageable = interaction.client.get_partial_messageable(
+        location.channel_id
+    )
+    try:
+        return await channel.fetch_message(location.message_id)
+    except (discord.NotFound, discord.Forbidden):
+        raise UserError(
+            "I cannot see that message; link a message in a channel I can read."
+        ) from None
+
+
+def check_member_may_use(interaction: discord.Interaction[Any], message: discord.Message) -> None:
+    """For message menus: Discord offers them on messages the member sees; Easel holds to it too."""
+    guild_id = None if message.guild is None else message.guild.id
+    check_same_place(guild_id, message.channel.id, _place_of(interaction))
+    _check_member_may_read(interaction, message.channel.id)

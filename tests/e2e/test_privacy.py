@@ -1,0 +1,173 @@
+"""A private result stays private on every path, the spoiler policy holds on every path, and
+results belong to the server they were made in — through the fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.settings import Settings
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    deliver_after_token_expiry,
+    has_picture,
+    imagine,
+    job_id_of,
+    reply_to,
+)
+from tests.fake_discord import FakeDiscord, StoredMessage
+
+OTHER = 5151
+
+
+@pytest.fixture
+def easel_settings_for_test(easel_settings_for_test: Settings) -> Settings:
+    """Commands synced globally: a dev guild's commands exist only in that one server."""
+    return easel_settings_for_test.model_copy(update={"dev_guild_id": None})
+
+
+def public_messages(fake: FakeDiscord) -> list[StoredMessage]:
+    """What everyone in the guild channel can see."""
+    return [
+        m
+        for m in fake.messages.values()
+        if m.channel_id == fake.channel_id and not m.is_ephemeral and not m.deleted
+    ]
+
+
+async def keep_private(fake: FakeDiscord, private: bool = True) -> None:
+    await reply_to(fake, "settings", {"private_results": private})
+
+
+async def test_a_private_result_whose_token_expired_goes_by_direct_message(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        await keep_private(fake_discord)
+        await deliver_after_token_expiry(fake_discord, bot, "a secret cat")
+        direct = await fake_discord.wait_for_channel_message(
+            has_picture,
+            timeout=RENDER_TIMEOUT_S,
+            channel=fake_discord.dm_channel_of(fake_discord.user_id),
+        )
+        assert "a secret cat" in direct.content
+        # Its buttons would be refused outside the server; /show there brings them back.
+        assert direct.custom_ids == [] and f"`/show {job_id_of(direct)}` there" in direct.content
+        assert not any(
+            has_picture(m) or "secret" in m.content for m in public_messages(fake_discord)
+        )
+
+
+async def test_a_private_result_is_posted_nowhere_when_direct_messages_are_closed(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    direct_channel = fake_discord.dm_channel_of(fake_discord.user_id)
+    fake_discord.revoke_send_messages(direct_channel)
+    async with start_easel() as bot:
+        await keep_private(fake_discord)
+        posted = await deliver_after_token_expiry(fake_discord, bot, "a secret cat")
+        assert await asyncio.wait_for(posted, RENDER_TIMEOUT_S) is None
+        assert not any(has_picture(m) for m in public_messages(fake_discord))
+
+        # The member still gets it, privately, with /show.
+        [line] = (
+            await bot.services.history.page(fake_discord.user_id, 0, guild_id=fake_discord.guild_id)
+        ).lines
+        show = await fake_discord.invoke_command("show", {"job_id": line.job_id})
+        shown = await show.wait_for_original(has_picture)
+        assert shown.is_ephemeral
+
+
+async def test_buttons_and_show_on_a_private_result_answer_privately(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
+    async with start_easel():
+        await keep_private(fake_discord)
+        grid = await imagine(fake_discord, "two secret cats", count=2)
+        assert grid.is_ephemeral
+        # The job's privacy decides, not the member's setting at the time of the click.
+        await keep_private(fake_discord, False)
+
+        picked = await (await fake_discord.click(grid, label="U1")).wait_for_original(has_picture)
+        varied = await (await fake_discord.click(grid, label="V2")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        rerolled = await (
+            await fake_discord.click(grid, next(c for c in grid.custom_ids if "reroll" in c))
+        ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        upscaled = await (await fake_discord.click(picked, label="Upscale (2x)")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        assert picked.is_ephemeral and varied.is_ephemeral
+        assert rerolled.is_ephemeral and upscaled.is_ephemeral
+
+        show = await fake_discord.invoke_command("show", {"job_id": job_id_of(grid)})
+        shown = await show.wait_for_original(has_picture)
+        assert shown.is_ephemeral
+        theirs = await reply_to(fake_discord, "show", {"job_id": job_id_of(grid)}, user=OTHER)
+        assert theirs.is_ephemeral and "You have no job" in theirs.content
+        assert not any(has_picture(m) for m in public_messages(fake_discord))
+
+
+async def test_the_spoiler_policy_holds_for_previews_picks_and_show(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        await reply_to(
+            fake_discord, "easel-admin nsfw", {"policy": "spoiler"}, user=fake_discord.owner_id
+        )
+        await keep_private(fake_discord)
+        long_job = await fake_discord.invoke_command(
+            "imagine", {"prompt": "a long secret cat", "steps": 150, "size": "256x256"}
+        )
+        progress = await long_job.wait_for_original(
+            lambda m: "Rendering" in m.content and bool(m.attachments), timeout=RENDER_TIMEOUT_S
+        )
+        # A private job's previews ride on its ephemeral response only, behind a spoiler.
+        assert progress.is_ephemeral
+        assert [a.filename for a in progress.attachments] == ["SPOILER_preview.jpg"]
+        assert not any(m.attachments for m in public_messages(fake_discord))
+        await (await fake_discord.click(progress, progress.custom_ids[0])).wait_for_original()
+
+        await keep_private(fake_discord, False)
+        grid = await imagine(fake_discord, "two cats", count=2)
+        picked = await (await fake_discord.click(grid, label="U2")).wait_for_original(has_picture)
+        show = await fake_discord.invoke_command("show", {"job_id": job_id_of(grid)})
+        shown = await show.wait_for_original(has_picture)
+        for message in (grid, picked, shown):
+            assert not message.is_ephemeral
+            assert all(a.filename.startswith("SPOILER_") for a in message.attachments), message
+
+
+async def test_results_belong_to_the_server_they_were_made_in(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    other = fake_discord.add_guild("Other server")
+    fake_discord.add_member(
+        fake_discord.user_id, "tester", roles=(other.member_role_id,), guild=other.guild_id
+    )
+    async with start_easel():
+        grid = await imagine(fake_discord, "a cat from here", count=2)
+        job_id = job_id_of(grid)
+
+        shown = await reply_to(fake_discord, "show", {"job_id": job_id}, channel=other.channel_id)
+        assert shown.is_ephemeral and "You have no job" in shown.content and not shown.attachments
+        listed = await reply_to(fake_discord, "history", channel=other.channel_id)
+        assert job_id not in listed.content and "You have no jobs yet" in listed.content
+        assert job_id in (await reply_to(fake_discord, "history")).content
+
+        # A message in the other server that carries this job's buttons (say, a copy of the
+        # result): its clicks are refused and nothing is made there.
+        copy = await fake_discord.post_user_message(
+            "a copy", user=fake_discord.bot_user_id, channel=other.channel_id
+        )
+        copy.payload["components"] = grid.components
+        for label in ("U1", "V2"):
+            refused = await (await fake_discord.click(copy, label=label)).wait_for_original()
+            assert refused.is_ephemeral and "no longer in the history" in refused.content
+        assert not any(
+            has_picture(m) for m in fake_discord.messages.values() if m.guild_id == other.guild_id
+        )

@@ -1,0 +1,112 @@
+"""A request's prompt planned before it is queued (bot.prompt_safety), without Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.edits import request_from_infotext
+from bot.prompt_safety import PromptPlanner, plan_request
+from bot.requests import MAX_PROMPT_CHARS, RequestError
+from bot.user_errors import UserError
+from inference.prompts import WildcardLibrary, expand_prompt
+from inference.types import RenderRequest
+
+PARAMETERS = "Steps: 3, Sampler: Euler, CFG scale: 6, Seed: 77, Size: 64x64"
+# dynamicprompts reads this legal prompt slowly (about a second on a laptop).
+HEAVY = ("{a|b}" * 800)[:MAX_PROMPT_CHARS]
+
+
+@pytest.fixture
+def wildcards(tmp_path: Path) -> Path:
+    (tmp_path / "animal.txt").write_text("cat\n", encoding="utf-8")
+    (tmp_path / "pet.txt").write_text("dog\ncat\nbird\nfish\n", encoding="utf-8")
+    # Each level doubles: 2**19 words from a 6-character prompt.
+    for level in range(20):
+        value = f"__grow{level + 1}__ __grow{level + 1}__" if level < 19 else "word"
+        (tmp_path / f"grow{level}.txt").write_text(value + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_wildcards_are_checked_as_they_expand(wildcards: Path) -> None:
+    request = RenderRequest("a __animal__", seed=5)
+    with pytest.raises(UserError, match="'cat' is banned"):
+        plan_request(request, {"cat"}, wildcards)
+    assert plan_request(request, {"dog"}, wildcards) == request
+
+
+def test_every_picture_of_a_request_is_checked(wildcards: Path) -> None:
+    library = WildcardLibrary(wildcards)
+
+    def pets(seed: int) -> list[str]:
+        return [expansion.text for expansion in expand_prompt("__pet__", seed, library, count=4)]
+
+    # A seed whose first picture is harmless but a later one of four draws the banned word.
+    seed = next(seed for seed in range(1000) if pets(seed)[0] != "cat" and "cat" in pets(seed))
+    plan_request(RenderRequest("a __pet__", seed=seed, count=1), {"cat"}, wildcards)
+    with pytest.raises(UserError, match="'cat' is banned"):
+        plan_request(RenderRequest("a __pet__", seed=seed, count=4), {"cat"}, wildcards)
+
+
+def test_a_random_seed_is_made_concrete_before_the_check(wildcards: Path) -> None:
+    checked = plan_request(RenderRequest("a __pet__", seed=-1), set(), wildcards)
+    assert checked.seed != -1
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a __nosuch__", "unknown wildcard __nosuch__"),
+        ("{" * 39 + "a" + "}" * 39, "nests { } braces 39 deep; at most 10 levels"),
+        ("__grow0__", "more than 16,000 characters"),
+        ("a cat --nosuchflag", "nosuchflag"),
+    ],
+)
+def test_prompt_language_errors_are_clear_refusals(
+    wildcards: Path, prompt: str, message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        plan_request(RenderRequest(prompt, seed=1), set(), wildcards)
+
+
+def test_one_length_cap_for_prompts_and_negative_prompts(wildcards: Path) -> None:
+    plan_request(RenderRequest("a" * MAX_PROMPT_CHARS, seed=1), set(), wildcards)
+    with pytest.raises(RequestError, match="prompt is 4,001 characters long; at most 4,000"):
+        plan_request(RenderRequest("a" * 4001, seed=1), set(), wildcards)
+    with pytest.raises(RequestError, match="negative prompt is 4,001"):
+        plan_request(RenderRequest("a", negative_prompt="b" * 4001, seed=1), set(), wildcards)
+
+
+def test_a_picture_s_parameters_have_the_same_cap() -> None:
+    huge = f"{'a cat, ' * 140_000}\nNegative prompt: blurry\n{PARAMETERS}"
+    with pytest.raises(RequestError, match="picture's prompt is 980,000 characters long"):
+        request_from_infotext(huge, None, ())
+    # A prompt typed with /vary replaces the stored one, so only that one counts.
+    assert request_from_infotext(huge, "a dog", ()).prompt == "a dog"
+    long_negative = f"a cat\nNegative prompt: {'x' * 5000}\n{PARAMETERS}"
+    with pytest.raises(RequestError, match="negative prompt is 5,000"):
+        request_from_infotext(long_negative, None, ())
+
+
+async def test_planning_runs_off_the_event_loop_within_its_budget() -> None:
+    planner = PromptPlanner(None)
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    explained = await planner.explain(HEAVY, "", 150)
+    ticker.cancel()
+    assert explained["subprompts"]
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
+
+    unparsed = HEAVY.replace("a", "c")  # not in the parse cache yet
+    with pytest.raises(UserError, match=r"took longer than 0\.05 s; simplify it"):
+        await PromptPlanner(None, budget_s=0.05).explain(unparsed, "", 150)
