@@ -28,6 +28,8 @@ T = TypeVar("T")
 # How long the prompt language may take before the request is refused: the answer (or the
 # "thinking..." that defers it) must reach Discord within 3 s of the command.
 PLAN_BUDGET_S = 2.5
+# /explain answers after acknowledging, so it may take longer (still bounded: the thread goes on).
+EXPLAIN_BUDGET_S = 10.0
 
 
 def plan_request(
@@ -78,24 +80,35 @@ def explain_prompt(
 class PromptPlanner:
     """The prompt work of the bot, each call on a worker thread within ``budget_s``."""
 
-    def __init__(self, wildcards_dir: Path | None, budget_s: float = PLAN_BUDGET_S) -> None:
+    def __init__(
+        self,
+        wildcards_dir: Path | None,
+        budget_s: float = PLAN_BUDGET_S,
+        explain_budget_s: float = EXPLAIN_BUDGET_S,
+    ) -> None:
         self.wildcards_dir = wildcards_dir
         self.budget_s = budget_s
+        self.explain_budget_s = explain_budget_s
 
     async def check(self, request: RenderRequest, banned_words: Collection[str]) -> RenderRequest:
         """``plan_request`` off the event loop."""
-        return await self._off_loop(plan_request, request, banned_words, self.wildcards_dir)
+        return await self._off_loop(
+            self.budget_s, plan_request, request, banned_words, self.wildcards_dir
+        )
 
     async def explain(self, prompt: str, negative: str, steps: int | None) -> dict[str, Any]:
         """``explain_prompt`` off the event loop."""
-        return await self._off_loop(explain_prompt, prompt, negative, steps, self.wildcards_dir)
+        return await self._off_loop(
+            self.explain_budget_s, explain_prompt, prompt, negative, steps, self.wildcards_dir
+        )
 
-    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+    @staticmethod
+    async def _off_loop(budget_s: float, function: Callable[..., T], *args: Any) -> T:
         # The thread cannot be stopped; the expander's limits bound how long it goes on.
         try:
-            return await asyncio.wait_for(asyncio.to_thread(function, *args), self.budget_s)
+            return await asyncio.wait_for(asyncio.to_thread(function, *args), budget_s)
         except TimeoutError:
             raise UserError(
-                f"Reading this prompt took longer than {self.budget_s:g} s; simplify it (fewer "
+                f"Reading this prompt took longer than {budget_s:g} s; simplify it (fewer "
                 "wildcards, choices or schedules)."
             ) from None

@@ -106,15 +106,17 @@ class InfoCog(commands.Cog):
         negative: app_commands.Range[str, 0, 2000] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
     ) -> None:
-        # On a worker thread within a time budget; a prompt error is a UserError.
+        # Acknowledged first (the answer is the member's alone), then read on a worker thread
+        # within a time budget; a prompt error is a UserError.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         explained = await services_of(interaction).prompts.explain(prompt, negative or "", steps)
         text = json.dumps(explained, indent=1, ensure_ascii=False)
         if len(text) <= _CODE_BLOCK_ROOM:
-            await interaction.response.send_message(f"```json\n{text}\n```", ephemeral=True)
+            await interaction.edit_original_response(content=f"```json\n{text}\n```")
             return
         # Too long for a message: a readable head, and the whole JSON as a file.
-        await interaction.response.send_message(
-            f"```json\n{text[:_CODE_BLOCK_ROOM]}\n```… truncated; the full JSON is attached.",
-            file=discord.File(io.BytesIO(text.encode()), filename="explain.json"),
-            ephemeral=True,
+        await interaction.edit_original_response(
+            content=f"```json\n{text[:_CODE_BLOCK_ROOM]}\n```… truncated; the full JSON is "
+            "attached.",
+            attachments=[discord.File(io.BytesIO(text.encode()), filename="explain.json")],
         )

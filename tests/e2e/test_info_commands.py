@@ -51,7 +51,9 @@ async def test_help_and_explain(fake_discord: FakeDiscord, start_easel: StartEas
         handle = await fake_discord.invoke_command(
             "explain", {"prompt": "a (red:1.5) cat <lora:ink:0.8>", "steps": 10}
         )
-        reply = await handle.wait_for_original()
+        await handle.wait_for_ack()
+        assert handle.response_type == 5  # acknowledged before the prompt is read
+        reply = await handle.wait_for_original(lambda m: not m.is_loading)
         assert reply.is_ephemeral and reply.content.startswith("```json\n")
         explained = json.loads(reply.content.removeprefix("```json\n").removesuffix("\n```"))
         assert explained["extra_networks"] == [{"kind": "lora", "name": "ink", "weight": 0.8}]
@@ -64,7 +66,7 @@ async def test_long_explanation_is_truncated_with_the_full_json_attached(
     prompt = " AND ".join(f"[word{i}|other{i}]" for i in range(40))
     async with start_easel():
         handle = await fake_discord.invoke_command("explain", {"prompt": prompt, "steps": 12})
-        reply = await handle.wait_for_original()
+        reply = await handle.wait_for_original(lambda m: not m.is_loading)
         assert len(reply.content) <= 2000 and "truncated" in reply.content
         [attached] = reply.attachments
         assert len(json.loads(attached.data)["subprompts"]) == 40
