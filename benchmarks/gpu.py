@@ -1,69 +1,128 @@
-"""Full-size GPU throughput: our ``Engine`` against a plain diffusers pipeline, same weights.
+"""Full-size GPU throughput: Easel against a plain diffusers pipeline, same weights, one run.
 
 Random-weight SD1.5 / SDXL models are built from the configs shipped in ``inference/configs``
 (no download) and written to a temporary diffusers folder, so the ``Engine`` loads them like
-real ones. Three variants render the same requests in one run:
+real ones. The variants render the same requests, one variant in memory at a time:
 
-- ``plain``: ``StableDiffusion(XL)Pipeline.from_pretrained`` with default settings;
-- ``easel``: our ``Engine`` as shipped (fp16 on CUDA; diffusers' default SDPA attention);
-- ``easel_tuned``: the Engine plus the speed levers it lacks — channels_last UNet/VAE,
-  ``torch.compile`` of the UNet (``--compile``), no fp32 VAE upcast (``--no-vae-upcast``; only
-  safe with an fp16-fixed VAE).
+- ``plain``: ``DiffusionPipeline.from_pretrained`` with default settings, PNGs encoded with PIL;
+- ``plain_compiled`` (``--compile``): the same with ``pipeline.unet.compile()`` (inductor,
+  default mode): the baseline a diffusers user gets with one line;
+- ``easel``: Easel as shipped: the ``Engine`` behind its ``DeviceWorker`` and the real
+  ``JobQueue`` (journal, quota, PNG with infotext, files written, delivery), with the settings
+  the product uses by default;
+- ``easel_tuned`` (``--compile`` or ``--no-vae-upcast``): the same plus benchmark-only levers
+  (``torch.compile`` of the UNet; no fp32 VAE upcast, only safe with an fp16-fixed VAE).
 
-Each reports sampling it/s (batch 1; the device is synchronised at every step end so a step is
-timed when it is done) and the end-to-end time of a 2x2 grid (count 4, PNGs included for the
-Engine). Goals: >= 1.6x plain it/s on SD1.5 512^2; SDXL 1024^2 30-step grid <= 4.5 s (H100).
-Prints JSON.
+Each variant reports, after warm-up renders (each batch shape once; the device synchronised
+around every timing):
+
+- ``first_picture_s``: from nothing loaded to the first picture's PNG (load, any compile);
+- ``it_per_s``: sampling steps per second, batch 1, first to last step end (synchronised at
+  each step end), so prompt encoding and VAE decode are not in it;
+- ``grid_2x2_s``: a count-4 request end to end, PNGs included (through the queue for Easel);
+- ``backlog``: Easel only: ``BACKLOG_JOBS`` one-picture jobs submitted at once through the
+  queue; ``device_busy_fraction`` is the time the device thread spent inside the engine
+  (synchronised at each render's end) over the wall time from first submit to last delivery;
+- ``peak_memory_mib``: ``torch.cuda.max_memory_allocated`` for the variant (CUDA; ``null`` on
+  the CPU, where the report gives the process's peak resident set instead).
+
+Ratios are to plain diffusers in the same run. Goals (issue 12, Easel as shipped, fp16 on a
+GPU): SD1.5 512^2 it/s >= 2.5x plain; 2x2 grid >= 2x faster than plain; SDXL 1024^2 30-step
+2x2 grid <= 4.5 s. Prints JSON.
 
     python benchmarks/gpu.py [--family sd15 sdxl] [--device cuda] [--steps 30] [--compile]
+        [--variants plain easel ...] [--runs 3] [--backlog 8] [--compile-wait 420]
     python benchmarks/gpu.py --device cpu --family sd15 --size 64 --steps 2 --tiny   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import io
+import itertools
 import json
+import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
+import aiosqlite
 import diffusers
 import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.job_queue import Arrivals
+from bot.app import engine_factory_for
+from bot.queue import JobQueue, Submission
+from bot.settings import load_settings
+from db.database import connect
 from inference.engine import Engine
 from inference.tiny import CONFIGS_DIR, load_clip_tokenizer, write_tiny_model
-from inference.types import RenderRequest, StepProgress
+from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
+from inference.worker import DeviceWorker
 
 Family = Literal["sd15", "sdxl"]
-Variant = Literal["plain", "easel", "easel_tuned"]
-VARIANTS: tuple[Variant, ...] = ("plain", "easel", "easel_tuned")
+Variant = Literal["plain", "plain_compiled", "easel", "easel_tuned"]
 CONFIG_FOLDERS: dict[Family, str] = {"sd15": "sd15", "sdxl": "sdxl-base"}
 NATIVE_SIZES: dict[Family, int] = {"sd15": 512, "sdxl": 1024}
 # OpenCLIP's tokenizer (SDXL's second) pads with "!", OpenAI CLIP's with its end token.
 TOKENIZER_PADS = {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"}
 GRID_COUNT = 4
+BACKLOG_JOBS = 8
+# How long a variant may take to finish compiling in the background before it is timed
+# (``--compile-wait``; the report says whether it finished).
+COMPILE_WAIT_S = 420.0
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 MODEL_NAME = "random"
-SD15_IT_S_GOAL_RATIO = 1.6
+SD15_IT_S_GOAL_RATIO = 2.5
+SD15_GRID_GOAL_SPEEDUP = 2.0
 SDXL_GRID_GOAL_S = 4.5
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class Levers:
-    """Speed levers the tuned Engine applies after loading a pipeline."""
+    """Benchmark-only speed levers: ``compile`` also adds the compiled plain baseline."""
 
-    channels_last: bool = True
     compile_unet: bool = False
     no_vae_upcast: bool = False
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every variant of one family is measured with."""
+
+    device: str
+    dtype: torch.dtype
+    size: int
+    steps: int
+    runs: int = 3
+    levers: Levers = Levers()
+    backlog_jobs: int = BACKLOG_JOBS
+    compile_wait_s: float = COMPILE_WAIT_S
+    # None: what the levers call for (variants_for); plain always comes first (the ratios').
+    variants: tuple[Variant, ...] | None = None
+
+    def variant_list(self) -> tuple[Variant, ...]:
+        chosen = self.variants or variants_for(self.levers)
+        return ("plain", *(variant for variant in chosen if variant != "plain"))
+
+
+def variants_for(levers: Levers) -> tuple[Variant, ...]:
+    compiled: tuple[Variant, ...] = ("plain_compiled",) if levers.compile_unet else ()
+    tuned: tuple[Variant, ...] = ("easel_tuned",) if levers != Levers() else ()
+    return ("plain", *compiled, "easel", *tuned)
 
 
 # -- the random full-size model ------------------------------------------------------------
@@ -129,9 +188,12 @@ def write_model(
 
 
 def release_memory(device: str) -> None:
+    """Drop what the last variant left: compiled graphs (they hold its modules), then memory."""
+    torch.compiler.reset()
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def synchronize(device: str) -> None:
@@ -139,84 +201,247 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def peak_memory_mib(device: str) -> float | None:
+    if device.startswith("cuda"):
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return None
+
+
+def process_peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def png_bytes(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 # -- the variants --------------------------------------------------------------------------
 
 
-def apply_levers(pipeline: Any, levers: Levers) -> None:
-    if levers.channels_last:
-        pipeline.unet.to(memory_format=torch.channels_last)
-        pipeline.vae.to(memory_format=torch.channels_last)
-    if levers.compile_unet:
-        pipeline.unet.compile()
-    if levers.no_vae_upcast and hasattr(pipeline.vae.config, "force_upcast"):
-        pipeline.vae.register_to_config(force_upcast=False)
+class Renderer(Protocol):
+    """One variant, loaded: ``render`` returns once ``count`` pictures are PNGs; with
+    ``step_ends`` it appends the (synchronised) time of every sampling step's end."""
+
+    attention: str
+
+    async def render(self, count: int, step_ends: list[float] | None = None) -> None: ...
+
+    async def backlog(self, jobs: int) -> dict[str, Any] | None: ...
+
+    async def settle(self, timeout_s: float) -> dict[str, Any] | None:
+        """Wait for what the variant compiles in the background, if anything."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PlainRenderer:
+    """Plain diffusers on a thread of its own, as Easel's device thread is (on a loaded CPU a
+    render on the main thread ran 3-25x slower than on a worker thread)."""
+
+    def __init__(self, device: str, size: int, steps: int) -> None:
+        self.device, self.size, self.steps = device, size, steps
+        self.pipeline: Any = None
+        self.attention = "not loaded"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plain-diffusers")
+
+    async def open(self, folder: Path, dtype: torch.dtype, compile: bool) -> PlainRenderer:
+        def load() -> None:
+            # Diffusers' loaders are untyped; what comes back is an SD (XL) pipeline.
+            loader: Any = diffusers.DiffusionPipeline
+            self.pipeline = loader.from_pretrained(folder, dtype=dtype).to(self.device)
+            self.pipeline.set_progress_bar_config(disable=True)
+            if compile:
+                self.pipeline.unet.compile()
+            self.attention = attention_processor(self.pipeline.unet)
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, load)
+        return self
+
+    async def render(self, count: int, step_ends: list[float] | None = None) -> None:
+        def step_end(_pipe: Any, _index: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if step_ends is not None:
+                synchronize(self.device)
+                step_ends.append(time.perf_counter())
+            return tensors
+
+        def render() -> None:
+            output = self.pipeline(
+                PROMPT,
+                num_images_per_prompt=count,
+                num_inference_steps=self.steps,
+                height=self.size,
+                width=self.size,
+                callback_on_step_end=step_end,
+            )
+            for image in output.images:
+                png_bytes(image)
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, render)
+
+    async def backlog(self, jobs: int) -> dict[str, Any] | None:
+        return None  # plain diffusers has no queue to hold a backlog
+
+    async def settle(self, timeout_s: float) -> dict[str, Any] | None:
+        return None  # torch.compile compiles in the call that needs it (the warm-up)
+
+    async def close(self) -> None:
+        self.pipeline = None
+        self._thread.shutdown(wait=True)
 
 
 class BenchEngine(Engine):
-    """Our Engine, keeping the pipeline it loads (to report on) and applying ``levers`` to it
-    where a freshly loaded pipeline is made (``None``: the Engine as shipped)."""
+    """Our Engine with benchmark-only ``levers`` applied to each pipeline it loads (and no
+    compiler of its own: a compiled UNet here is ``torch.compile``'s default)."""
 
-    def __init__(
-        self, models_dir: Path, device: str, dtype: torch.dtype, levers: Levers | None
-    ) -> None:
+    def __init__(self, models_dir: Path, device: str, dtype: torch.dtype, levers: Levers) -> None:
         super().__init__(models_dir, device=device, dtype=dtype)
         self.levers = levers
-        self.pipeline: Any = None
 
     def _load_pipeline(self, entry: Any) -> Any:
         pipeline = super()._load_pipeline(entry)
-        # The Engine moves the pipeline to the device after this; the memory format sticks.
-        if self.levers is not None:
-            apply_levers(pipeline, self.levers)
-        self.pipeline = pipeline
+        if self.levers.compile_unet:
+            pipeline.unet.compile()
+        if self.levers.no_vae_upcast and hasattr(pipeline.vae.config, "force_upcast"):
+            pipeline.vae.register_to_config(force_upcast=False)
         return pipeline
 
 
 @dataclass
-class Renderer:
-    """One variant: ``render(count, on_step)`` runs a txt2img call and returns when it is done."""
+class TimedEngine:
+    """The engine the device thread holds, timing what it does there: each render call's
+    (start, end), synchronised at the end so queued device work counts as busy, and, while
+    ``step_ends`` is set, every sampling step's synchronised end. (A wrapper, not a subclass
+    like ``benchmarks.device_busy.TimedEngine``: the shipped engine comes from the product's
+    own factory.)"""
 
-    attention: str
-    render: Callable[[int, Callable[[], None]], None]
+    engine: Engine
+    busy: list[tuple[float, float]] = field(default_factory=list)
+    step_ends: list[float] | None = None
 
+    def render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[RenderedImage]:
+        return self._timed(lambda report: self.engine.render(request, report, cancel), progress)
 
-def plain_renderer(
-    folder: Path, device: str, dtype: torch.dtype, size: int, steps: int
-) -> Renderer:
-    # Diffusers' loaders are untyped; what comes back is a Stable Diffusion (XL) pipeline.
-    loader: Any = diffusers.DiffusionPipeline
-    pipeline = loader.from_pretrained(folder, dtype=dtype).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-
-    def render(count: int, on_step: Callable[[], None]) -> None:
-        def step_end(_pipe: Any, _index: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            on_step()
-            return tensors
-
-        pipeline(
-            PROMPT,
-            num_images_per_prompt=count,
-            num_inference_steps=steps,
-            height=size,
-            width=size,
-            callback_on_step_end=step_end,
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        return self._timed(
+            lambda report: self.engine.render_batch(requests, report, cancel), progress
         )
 
-    return Renderer(attention_processor(pipeline.unet), render)
+    def _timed(
+        self, work: Callable[[ProgressCallback], _T], progress: ProgressCallback | None
+    ) -> _T:
+        def report(step: StepProgress) -> None:
+            if self.step_ends is not None:
+                synchronize(self.engine.device)
+                self.step_ends.append(time.perf_counter())
+            if progress is not None:
+                progress(step)
+
+        started = time.perf_counter()
+        try:
+            return work(report)
+        finally:
+            synchronize(self.engine.device)
+            self.busy.append((started, time.perf_counter()))
 
 
-def engine_renderer(engine: BenchEngine, size: int, steps: int) -> Renderer:
-    def render(count: int, on_step: Callable[[], None]) -> None:
-        def progress(_progress: StepProgress) -> None:
-            on_step()
+class EaselRenderer:
+    """Easel end to end without Discord: the real queue on a fresh database, one device."""
 
+    def __init__(
+        self,
+        engine: TimedEngine,
+        conn: aiosqlite.Connection,
+        queue: JobQueue,
+        arrivals: Arrivals,
+        request: RenderRequest,
+    ) -> None:
+        self.engine, self.conn, self.queue, self.arrivals = engine, conn, queue, arrivals
+        self.request = request
+        self.attention = "not loaded"
+        self._users = itertools.count(1)  # a member per job: no per-member limit is reached
+
+    @classmethod
+    async def open(cls, scratch: Path, engine: Engine, size: int, steps: int) -> EaselRenderer:
+        timed = TimedEngine(engine)
+        worker = DeviceWorker(engine.device, lambda _device: timed)
+        conn = await connect(scratch / "easel.sqlite3")
+        queue = JobQueue(conn, [worker], scratch / "images")
+        arrivals = Arrivals()
+        queue.set_sink(arrivals)
+        await queue.start()
         request = RenderRequest(
-            PROMPT, seed=1, steps=steps, width=size, height=size, count=count, model=MODEL_NAME
+            PROMPT, seed=1, steps=steps, width=size, height=size, model=MODEL_NAME
         )
-        engine.render(request, progress)
+        return cls(timed, conn, queue, arrivals, request)
 
-    render(1, lambda: None)  # loads the model, so its attention processor can be read
-    return Renderer(attention_processor(engine.pipeline.unet), render)
+    async def _submit(self, count: int) -> str:
+        request = replace(self.request, count=count)
+        return await self.queue.submit(Submission("imagine", request, user_id=next(self._users)))
+
+    async def render(self, count: int, step_ends: list[float] | None = None) -> None:
+        self.engine.step_ends = step_ends
+        try:
+            await self.arrivals.wait_for([await self._submit(count)])
+        finally:
+            self.engine.step_ends = None
+        if self.attention == "not loaded":
+            self.attention = attention_processor(loaded_pipeline(self.engine.engine).unet)
+
+    async def backlog(self, jobs: int) -> dict[str, Any]:
+        self.engine.busy.clear()
+        started = time.perf_counter()
+        job_ids = [await self._submit(1) for _ in range(jobs)]
+        await self.arrivals.wait_for(job_ids)
+        ended = max(self.arrivals.finished[job_id] for job_id in job_ids)
+        busy = sum(min(end, ended) - max(start, started) for start, end in self.engine.busy)
+        return {
+            "jobs": jobs,
+            "wall_s": round(ended - started, 3),
+            "device_busy_fraction": round(busy / (ended - started), 3),
+            "render_calls": len(self.engine.busy),
+        }
+
+    async def settle(self, timeout_s: float) -> dict[str, Any] | None:
+        compiler = self.engine.engine.compiler  # EASEL_COMPILE's, when it is on
+        if compiler is None:
+            return None
+        started = time.perf_counter()
+        finished = await asyncio.to_thread(compiler.wait_idle, timeout_s)
+        return {"wait_s": round(time.perf_counter() - started, 3), "finished": finished}
+
+    async def close(self) -> None:
+        await self.queue.stop()
+        await self.conn.close()
+
+
+def loaded_pipeline(engine: Engine) -> Any:
+    # The engine keeps its pipelines to itself; a benchmark may look.
+    return engine._loaded[MODEL_NAME].pipeline
+
+
+def shipped_engine(models_dir: Path, data_dir: Path, device: str) -> Engine:
+    """The engine the bot builds for ``device`` (bot.app), with this environment's settings,
+    EASEL_COMPILE included; no .env file is read."""
+    settings = load_settings(env_file=None).model_copy(
+        update={"models_dir": models_dir, "data_dir": data_dir}
+    )
+    engine = engine_factory_for(settings)(device)
+    assert isinstance(engine, Engine)
+    return engine
 
 
 def attention_processor(unet: Any) -> str:
@@ -224,100 +449,108 @@ def attention_processor(unet: Any) -> str:
     return ",".join(sorted(names))
 
 
-def load_variant(
-    variant: Variant,
-    folder: Path,
-    device: str,
-    dtype: torch.dtype,
-    size: int,
-    steps: int,
-    levers: Levers,
-) -> Renderer:
-    if variant == "plain":
-        return plain_renderer(folder, device, dtype, size, steps)
-    variant_levers = levers if variant == "easel_tuned" else None
-    return engine_renderer(BenchEngine(folder.parent, device, dtype, variant_levers), size, steps)
+async def open_variant(variant: Variant, folder: Path, scratch: Path, run: RunSettings) -> Renderer:
+    if variant in ("plain", "plain_compiled"):
+        plain = PlainRenderer(run.device, run.size, run.steps)
+        return await plain.open(folder, run.dtype, compile=variant == "plain_compiled")
+    if variant == "easel":
+        engine = shipped_engine(folder.parent, scratch, run.device)
+    else:
+        engine = BenchEngine(folder.parent, run.device, run.dtype, run.levers)
+    return await EaselRenderer.open(scratch, engine, run.size, run.steps)
 
 
-def measure(renderer: Renderer, device: str, runs: int) -> dict[str, Any]:
-    """Median it/s of a one-picture render and median seconds of a 2x2 grid, after warm-up."""
-    step_ends: list[float] = []
-
-    def on_step() -> None:
-        synchronize(device)
-        step_ends.append(time.perf_counter())
-
+async def measure(
+    variant: Variant, folder: Path, scratch: Path, run: RunSettings
+) -> dict[str, Any]:
+    """One variant from nothing loaded to its last render; medians over ``run.runs``."""
+    synchronize(run.device)
+    started = time.perf_counter()
+    renderer = await open_variant(variant, folder, scratch, run)
+    await renderer.render(1)
+    synchronize(run.device)
+    first_picture_s = time.perf_counter() - started
     rates: list[float] = []
     grid_seconds: list[float] = []
-    for warm_up in (1, GRID_COUNT):  # each batch shape once (torch.compile specialises)
-        renderer.render(warm_up, lambda: None)
-    for _ in range(runs):
-        step_ends.clear()
-        renderer.render(1, on_step)
-        # First to last step end: the loop's pace, without prompt encoding and VAE decode.
-        rates.append((len(step_ends) - 1) / (step_ends[-1] - step_ends[0]))
-        synchronize(device)
-        started = time.perf_counter()
-        renderer.render(GRID_COUNT, lambda: None)
-        synchronize(device)
-        grid_seconds.append(time.perf_counter() - started)
+    try:
+        # Easel's first jobs run eager while it compiles; what follows is its steady state.
+        background_compile = await renderer.settle(run.compile_wait_s)
+        await renderer.render(GRID_COUNT)  # warm-up: each batch shape once (compile specialises)
+        for _ in range(run.runs):
+            step_ends: list[float] = []
+            await renderer.render(1, step_ends)
+            # First to last step end: the loop's pace, without prompt encoding and VAE decode.
+            rates.append((len(step_ends) - 1) / (step_ends[-1] - step_ends[0]))
+            synchronize(run.device)
+            grid_started = time.perf_counter()
+            await renderer.render(GRID_COUNT)
+            synchronize(run.device)
+            grid_seconds.append(time.perf_counter() - grid_started)
+        backlog = await renderer.backlog(run.backlog_jobs)
+    finally:
+        await renderer.close()
     return {
         "attention": renderer.attention,
+        "first_picture_s": round(first_picture_s, 3),
+        "background_compile": background_compile,
         "it_per_s": round(statistics.median(rates), 3),
         "grid_2x2_s": round(statistics.median(grid_seconds), 3),
+        "backlog": backlog,
+        "peak_memory_mib": peak_memory_mib(run.device),
     }
 
 
 def benchmark_family(
-    family: Family,
-    models_dir: Path,
-    device: str,
-    dtype: torch.dtype,
-    size: int,
-    steps: int,
-    runs: int,
-    levers: Levers,
-    tiny: bool,
+    family: Family, models_dir: Path, run: RunSettings, tiny: bool
 ) -> dict[str, Any]:
-    folder, build_seconds = write_model(models_dir / family, family, device, dtype, tiny)
+    folder, build_seconds = write_model(models_dir / family, family, run.device, run.dtype, tiny)
+    variants = run.variant_list()
     results: dict[str, Any] = {}
-    for variant in VARIANTS:
-        # One variant in memory at a time: nothing keeps the renderer once it is measured.
-        results[variant] = measure(
-            load_variant(variant, folder, device, dtype, size, steps, levers), device, runs
-        )
-        release_memory(device)
+    for variant in variants:
+        release_memory(run.device)  # each variant starts from an empty device and fresh peak
+        scratch = Path(tempfile.mkdtemp(dir=models_dir, prefix=f"{variant}-"))
+        results[variant] = asyncio.run(measure(variant, folder, scratch, run))
+    release_memory(run.device)
     plain = results["plain"]
     ratios = {
         f"{variant}_vs_plain": {
             "it_per_s": round(results[variant]["it_per_s"] / plain["it_per_s"], 3),
             "grid_speedup": round(plain["grid_2x2_s"] / results[variant]["grid_2x2_s"], 3),
+            "first_picture_speedup": round(
+                plain["first_picture_s"] / results[variant]["first_picture_s"], 3
+            ),
         }
-        for variant in VARIANTS[1:]
+        for variant in variants[1:]
     }
     return {
         "family": family,
         "model": "tiny" if tiny else "full-size random weights",
-        "size": f"{size}x{size}",
-        "steps": steps,
+        "size": f"{run.size}x{run.size}",
+        "steps": run.steps,
         "build_and_write_s": round(build_seconds, 2),
         **results,
         "ratios": ratios,
-        "goals": goals(family, size, steps, results, device),
+        "goals": goals(family, run, results),
     }
 
 
-def goals(
-    family: Family, size: int, steps: int, results: dict[str, Any], device: str
-) -> dict[str, Any]:
-    """The recorded goals, where this run's settings are the ones they are stated for."""
-    if family == "sd15" and size == 512:
-        ratio = results["easel_tuned"]["it_per_s"] / results["plain"]["it_per_s"]
-        goal = SD15_IT_S_GOAL_RATIO
-        return {"tuned_it_per_s_ratio_goal": goal, "met": ratio >= goal}
-    if family == "sdxl" and size == 1024 and steps == 30 and device.startswith("cuda"):
-        grid = results["easel_tuned"]["grid_2x2_s"]
-        return {"tuned_grid_2x2_s_goal": SDXL_GRID_GOAL_S, "met": grid <= SDXL_GRID_GOAL_S}
+def goals(family: Family, run: RunSettings, results: dict[str, Any]) -> dict[str, Any]:
+    """Issue 12's goals for Easel as shipped, where this run's settings are theirs."""
+    if not run.device.startswith("cuda"):
+        return {}
+    easel, plain = results["easel"], results["plain"]
+    if family == "sd15" and run.size == 512:
+        ratio = easel["it_per_s"] / plain["it_per_s"]
+        speedup = plain["grid_2x2_s"] / easel["grid_2x2_s"]
+        return {
+            "it_per_s_ratio_goal": SD15_IT_S_GOAL_RATIO,
+            "it_per_s_met": ratio >= SD15_IT_S_GOAL_RATIO,
+            "grid_speedup_goal": SD15_GRID_GOAL_SPEEDUP,
+            "grid_met": speedup >= SD15_GRID_GOAL_SPEEDUP,
+        }
+    if family == "sdxl" and run.size == 1024 and run.steps == 30:
+        grid = easel["grid_2x2_s"]
+        return {"grid_2x2_s_goal": SDXL_GRID_GOAL_S, "met": grid <= SDXL_GRID_GOAL_S}
     return {}
 
 
@@ -328,18 +561,37 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="square side in pixels (default: native)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the tuned UNet")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add plain diffusers with torch.compile, and Easel with a compiled UNet",
+    )
     parser.add_argument(
         "--no-vae-upcast",
         action="store_true",
         help="tuned variant decodes in fp16 (what an fp16-fixed VAE allows)",
     )
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (smoke runs)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=get_args(Variant),
+        help="measure only these (plain always runs: the ratios are to it)",
+    )
+    parser.add_argument("--backlog", type=int, default=BACKLOG_JOBS, help="jobs in the backlog")
+    parser.add_argument(
+        "--compile-wait",
+        type=float,
+        default=COMPILE_WAIT_S,
+        help="seconds Easel's background compile may take before it is timed anyway",
+    )
     args = parser.parse_args()
     if args.steps < 2:
         parser.error(f"--steps must be at least 2 (it/s needs two step ends), got {args.steps}")
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
+    if args.backlog < 1:
+        parser.error(f"--backlog must be at least 1, got {args.backlog}")
     if args.size is not None and (args.size < 64 or args.size % 8):
         parser.error(f"--size must be a multiple of 8, at least 64, got {args.size}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -353,25 +605,25 @@ def main() -> None:
         "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
+        "easel_compile": load_settings(env_file=None).compile,  # EASEL_COMPILE, as shipped
         "levers": vars(levers),
         "families": [],
     }
     with tempfile.TemporaryDirectory() as scratch:
         for family in args.family:
-            size = args.size or NATIVE_SIZES[family]
-            report["families"].append(
-                benchmark_family(
-                    family,
-                    Path(scratch),
-                    args.device,
-                    dtype,
-                    size,
-                    args.steps,
-                    args.runs,
-                    levers,
-                    args.tiny,
-                )
+            run = RunSettings(
+                args.device,
+                dtype,
+                args.size or NATIVE_SIZES[family],
+                args.steps,
+                args.runs,
+                levers,
+                args.backlog,
+                args.compile_wait,
+                tuple(args.variants) if args.variants else None,
             )
+            report["families"].append(benchmark_family(family, Path(scratch), run, args.tiny))
+    report["process_peak_rss_mib"] = process_peak_rss_mib()
     print(json.dumps(report, indent=2))
 
 

@@ -2,15 +2,24 @@
 
 The policy (which limits apply, what a refusal says) is ``bot.quota``; the ledger rows are
 ``db.quotas``. This module joins them at the three moments the queue knows about.
+
+The check before an interaction is acknowledged (``refusal_for``) reads the member's limits
+and spending from memory: every write of the ledger or the limits goes through this module
+(or tells it: ``limits_changed``, ``member_forgotten``, ``ledger_pruned``) and updates what
+is kept. That check is advisory: ``admit`` checks again in SQLite, in the transaction that
+reserves, and stays the authority.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosqlite
 
+from bot.memo import Memo
 from bot.quota import (
     Cost,
     Period,
@@ -79,7 +88,41 @@ async def refusal_for(
     now: float,
     dm_limits: QuotaLimits,
 ) -> Refusal | None:
-    """Why this request does not fit the member's limits now, or None; reads only."""
+    """Why this request does not fit the member's limits now, or None; reads only, and
+    from memory when it can (see the module's docstring).
+
+    Memory can count too much (a reservation whose transaction rolled back), so a refusal is
+    confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
+    still refuses, in the transaction that would reserve."""
+    kept = _kept(conn)
+    if member.guild_id is None:
+        limits = dm_limits
+    else:
+        limits = await kept.limits.get(
+            _limits_key(member), lambda: limits_for(conn, member, dm_limits)
+        )
+    key = (member.user_id, member.guild_id)
+    starts = _period_starts(now)
+    spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
+    if spent.starts != starts:  # a period began since it was read
+        kept.usage.drop(key)
+        spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
+    if check(spent.by_period, limits, estimated_cost(request), now) is None:
+        return None
+    # Read again next time too: what memory held may have been too much.
+    kept.usage.drop(key)
+    if member.guild_id is not None:
+        kept.limits.drop(_limits_key(member))
+    return await _refusal_in_ledger(conn, member, request, now, dm_limits)
+
+
+async def _refusal_in_ledger(
+    conn: aiosqlite.Connection,
+    member: Member,
+    request: RenderRequest,
+    now: float,
+    dm_limits: QuotaLimits,
+) -> Refusal | None:
     limits = await limits_for(conn, member, dm_limits)
     usage = await usage_by_period(conn, member.user_id, member.guild_id, now)
     return check(usage, limits, estimated_cost(request), now)
@@ -108,20 +151,124 @@ async def admit(
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal = await refusal_for(conn, member, request, now, dm_limits)
+    refusal = await _refusal_in_ledger(conn, member, request, now, dm_limits)
     if refusal is None:
         cost = estimated_cost(request)
-        await ledger.reserve(
+        reserved = await ledger.reserve(
             conn, job_id, member.user_id, member.guild_id, cost.images, cost.gpu_seconds, now
         )
+        if reserved:
+            # Kept even if the caller's transaction rolls back: memory then counts too much,
+            # which ``refusal_for`` corrects before refusing anyone.
+            _kept(conn).reserved(job_id, _Reservation((member.user_id, member.guild_id), cost, now))
     return refusal
 
 
 async def charge(
     conn: aiosqlite.Connection, job_id: str, gpu_seconds: float, images: int, now: float
 ) -> None:
-    await ledger.commit(conn, job_id, gpu_seconds, now, images=images)
+    if await ledger.commit(conn, job_id, gpu_seconds, now, images=images):
+        _kept(conn).settled(job_id, Cost(images=images, gpu_seconds=gpu_seconds))
 
 
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
-    await ledger.refund(conn, job_id, now)
+    if await ledger.refund(conn, job_id, now):
+        _kept(conn).settled(job_id, Cost(images=0, gpu_seconds=0.0))
+
+
+def limits_changed(conn: aiosqlite.Connection, guild_id: int) -> None:
+    """A limit override of ``guild_id`` (its default, a role's or a member's) was written."""
+    _kept(conn).limits.drop_where(lambda key: key[0] == guild_id)
+
+
+def member_forgotten(conn: aiosqlite.Connection, user_id: int) -> None:
+    """/forget-me rewrote the member's ledger rows."""
+    kept = _kept(conn)
+    kept.usage.drop_where(lambda key: key[0] == user_id)
+    kept.limits.drop_where(lambda key: key[1] == user_id)
+
+
+def ledger_pruned(conn: aiosqlite.Connection) -> None:
+    """Retention anonymised or deleted ledger rows (of periods no limit counts any more)."""
+    _kept(conn).usage.drop_where(lambda _key: True)
+
+
+# -- what ``refusal_for`` reads from memory ---------------------------------------------------
+
+UsageKey = tuple[int, int | None]  # user, guild (None: direct messages)
+LimitsKey = tuple[int, int, frozenset[int], bool]  # guild, user, roles, admin there
+
+
+@dataclass(frozen=True)
+class _Spending:
+    starts: tuple[float, ...]  # the start of each Period when it was read
+    by_period: dict[Period, ledger.Usage]
+
+    def plus(self, change: Cost, at: float) -> _Spending:
+        """With ``change`` added to every period that counts a job reserved ``at``."""
+        by_period = {
+            period: ledger.Usage(used.images + change.images, used.gpu_seconds + change.gpu_seconds)
+            if at >= start
+            else used
+            for (period, used), start in zip(self.by_period.items(), self.starts, strict=True)
+        }
+        return dataclasses.replace(self, by_period=by_period)
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    member: UsageKey
+    cost: Cost
+    at: float
+
+
+class _KeptQuotas:
+    def __init__(self) -> None:
+        self.limits: Memo[LimitsKey, QuotaLimits] = Memo()
+        self.usage: Memo[UsageKey, _Spending] = Memo()
+        # Reserved by this process and not settled yet: what a commit or refund replaces.
+        self._open: dict[str, _Reservation] = {}
+
+    def reserved(self, job_id: str, reservation: _Reservation) -> None:
+        self._open[job_id] = reservation
+        self.usage.update(
+            reservation.member, lambda spent: spent.plus(reservation.cost, reservation.at)
+        )
+
+    def settled(self, job_id: str, final: Cost) -> None:
+        """The job's reservation was replaced by ``final`` (its measured cost, or nothing)."""
+        reservation = self._open.pop(job_id, None)
+        if reservation is None:  # reserved before this process started: whose is unknown
+            self.usage.drop_where(lambda _key: True)
+            return
+        change = Cost(
+            images=final.images - reservation.cost.images,
+            gpu_seconds=final.gpu_seconds - reservation.cost.gpu_seconds,
+        )
+        self.usage.update(reservation.member, lambda spent: spent.plus(change, reservation.at))
+
+
+# One per connection, like the connection's transaction lock (``db.database``): the ledger it
+# mirrors is written through that connection only.
+_KEPT: weakref.WeakKeyDictionary[aiosqlite.Connection, _KeptQuotas] = weakref.WeakKeyDictionary()
+
+
+def _kept(conn: aiosqlite.Connection) -> _KeptQuotas:
+    return _KEPT.setdefault(conn, _KeptQuotas())
+
+
+def _limits_key(member: Member) -> LimitsKey:
+    assert member.guild_id is not None
+    return (member.guild_id, member.user_id, frozenset(member.role_ids), member.is_admin)
+
+
+def _period_starts(now: float) -> tuple[float, ...]:
+    return tuple(period_start(period, now) for period in Period)
+
+
+async def _spending(
+    conn: aiosqlite.Connection, member: UsageKey, starts: tuple[float, ...]
+) -> _Spending:
+    user_id, guild_id = member
+    spent = await ledger.usage_since_each(conn, user_id, guild_id, list(starts))
+    return _Spending(starts, dict(zip(Period, spent, strict=True)))

@@ -49,8 +49,12 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
     """Real engines: one per device, built on that device's worker thread."""
 
     def build_engine(device: str) -> RenderEngine:
+        from inference.compile import Compiler
         from inference.engine import Engine
 
+        compiler = (
+            Compiler(device, settings.compile_cache_dir) if settings.compiles_on(device) else None
+        )
         return Engine(
             settings.models_dir,
             device=device,
@@ -64,6 +68,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             # A preview for each progress edit, no more often than those are allowed.
             preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
             limits=settings.render_limits,
+            compiler=compiler,
         )
 
     return build_engine

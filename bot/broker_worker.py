@@ -332,19 +332,18 @@ class _DeviceLoop:
 
     async def _store(self, job_id: str, rendered: list[RenderedImage]) -> tuple[ImageRef, ...]:
         """Small results go inline in the result message; larger ones to the object store."""
-        if sum(len(image.png) for image in rendered) <= inline_images_budget(
-            self._hub.nc.max_payload
-        ):
+        pngs = [await image.png_ready() for image in rendered]  # encoding off the device
+        if sum(len(png) for png in pngs) <= inline_images_budget(self._hub.nc.max_payload):
             return tuple(
-                ImageRef(image.seed, image.infotext, image.width, image.height, png=image.png)
-                for image in rendered
+                ImageRef(image.seed, image.infotext, image.width, image.height, png=png)
+                for image, png in zip(rendered, pngs, strict=True)
             )
         refs = []
-        for index, image in enumerate(rendered):
+        for index, (image, png) in enumerate(zip(rendered, pngs, strict=True)):
             name = f"{job_id}/{index}.png"
             await retry_transient(
                 f"job {job_id}: store {name}",
-                functools.partial(self._hub.images.put, name, image.png),
+                functools.partial(self._hub.images.put, name, png),
             )
             refs.append(
                 ImageRef(image.seed, image.infotext, image.width, image.height, object_name=name)

@@ -38,6 +38,11 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="WxH or an aspect ratio such as 16:9")
     parser.add_argument("--model")
     parser.add_argument("--count", type=int)
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode: a few-step model's own recipe, else a UNet feature cache (DeepCache)",
+    )
     parser.add_argument("--variation-seed", type=int)
     parser.add_argument("--variation-strength", type=float, default=0.0)
     parser.add_argument("--init-image", type=Path, help="img2img from this picture")
@@ -147,6 +152,8 @@ def render_request(args: argparse.Namespace) -> RenderRequest:
                 size=args.size,
                 model=args.model,
                 count=args.count,
+                # Absent rather than False, so a --fast typed in the prompt still counts.
+                fast=args.fast or None,
             )
         )
         variation_seed = None if args.variation_seed is None else resolve_seed(args.variation_seed)

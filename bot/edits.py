@@ -56,7 +56,7 @@ def request_from_infotext(
     prompt_required: bool = True,
 ) -> RenderRequest:
     """The settings a picture was made with (prompt, negative, seed, steps, cfg, sampler,
-    model), with ``prompt`` replacing its prompt; an uninstalled model or unknown sampler
+    model, fast mode), with ``prompt`` replacing its prompt; an uninstalled model or unknown sampler
     falls back to the default, with a note saying so."""
     typed_prompt = (prompt or "").strip()
     if infotext is None:
@@ -77,6 +77,8 @@ def request_from_infotext(
         fields["steps"] = steps
     if isinstance(cfg, int | float):
         fields["cfg_scale"] = float(cfg)
+    if params.get("Fast"):  # the same picture again needs the same fast mode
+        fields["fast"] = True
     sampler = params.get("Sampler")
     if isinstance(sampler, str):
         try:

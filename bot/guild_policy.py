@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from bot import accounting
+from bot.memo import Memo
 from bot.moderation import NsfwPolicy, check_request
 from bot.prompt_safety import PromptPlanner
 from bot.quota import QuotaLimits
@@ -47,7 +49,7 @@ class Admission:
 
 class GuildPolicy:
     """Read on every request before it is acknowledged, so a guild's settings are kept in
-    memory after the first read; every change goes through here and refreshes them."""
+    memory after the first read; every change goes through here and drops them."""
 
     def __init__(
         self,
@@ -61,12 +63,10 @@ class GuildPolicy:
         self._prompts = prompts
         self._clock = clock
         self._allow_dms = allow_dms  # EASEL_ALLOW_DMS
-        self._cached: dict[int, GuildSettings] = {}
+        self._cached: Memo[int, GuildSettings] = Memo()
 
     async def settings(self, guild_id: int) -> GuildSettings:
-        if guild_id not in self._cached:
-            self._cached[guild_id] = await store.get(self._conn, guild_id)
-        return self._cached[guild_id]
+        return await self._cached.get(guild_id, lambda: store.get(self._conn, guild_id))
 
     async def admit(
         self,
@@ -102,13 +102,13 @@ class GuildPolicy:
 
     async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
         await store.set_value(self._conn, guild_id, admin_id, "default_model", model, self._clock())
-        self._cached.pop(guild_id, None)
+        self._cached.drop(guild_id)
 
     async def set_nsfw_policy(self, guild_id: int, admin_id: int, policy: NsfwPolicy) -> None:
         await store.set_value(
             self._conn, guild_id, admin_id, "nsfw_policy", policy.value, self._clock()
         )
-        self._cached.pop(guild_id, None)
+        self._cached.drop(guild_id)
 
     async def change_list(
         self, guild_id: int, admin_id: int, which: GuildList, value: str, *, add: bool
@@ -117,7 +117,7 @@ class GuildPolicy:
         changed = await store.change_list(
             self._conn, guild_id, admin_id, which, value, add=add, now=self._clock()
         )
-        self._cached.pop(guild_id, None)
+        self._cached.drop(guild_id)
         return changed
 
     async def set_quota(
@@ -138,6 +138,7 @@ class GuildPolicy:
             json.dumps({k: v for k, v in limits.as_mapping().items() if v is not None}),
             now,
         )
+        accounting.limits_changed(self._conn, guild_id)
 
     async def audit_log(self, guild_id: int, limit: int = 15) -> list[AuditEntry]:
         return await store.audit_log(self._conn, guild_id, limit)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot import accounting
 from bot.member_settings import MemberSettings
 from bot.retention import quota_window
 from bot.stored_files import remove_inside
@@ -165,6 +166,7 @@ class History:
                 "them with /cancel or wait until they finish, then run /forget-me again."
             )
         self._member_settings.forget(user_id)
+        accounting.member_forgotten(self._conn, user_id)
         pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
         uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
         return Forgotten(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import aiosqlite
 
+from bot.memo import Memo
 from bot.requests import ImagineOptions, RequestError, parse_size
 from db import user_settings as store
 from db.user_settings import UserSettings
@@ -44,16 +45,14 @@ class MemberSettings:
     def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
-        self._cached: dict[int, UserSettings] = {}
+        self._cached: Memo[int, UserSettings] = Memo()
 
     async def get(self, user_id: int) -> UserSettings:
-        if user_id not in self._cached:
-            self._cached[user_id] = await store.get(self._conn, user_id)
-        return self._cached[user_id]
+        return await self._cached.get(user_id, lambda: store.get(self._conn, user_id))
 
     def forget(self, user_id: int) -> None:
         """Drop the member's settings from memory (their rows were erased)."""
-        self._cached.pop(user_id, None)
+        self._cached.drop(user_id)
 
     async def update(
         self, user_id: int, changes: dict[str, object], *, clear: bool = False
@@ -64,5 +63,5 @@ class MemberSettings:
         given = {name: value for name, value in changes.items() if value is not None}
         updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
         await store.put(self._conn, user_id, updated, self._clock())
-        self._cached[user_id] = updated
+        self._cached.put(user_id, updated)
         return updated

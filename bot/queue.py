@@ -15,11 +15,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import aiosqlite
 
@@ -219,6 +219,8 @@ class JobQueue:
         self._wakeup = asyncio.Condition()
         self._running: dict[str, _RunningBatch] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
+        # Rendered batches being stored, charged and delivered while their slot renders on.
+        self._finishing: set[asyncio.Task[None]] = set()
         self._sink: ResultSink | None = None
         self._progress: ProgressListener | None = None
         self._stopping = False
@@ -258,6 +260,10 @@ class JobQueue:
         if self._dispatchers:
             _, still_running = await asyncio.wait(self._dispatchers, timeout=SHUTDOWN_GRACE_S)
             for task in still_running:
+                task.cancel()
+        if self._finishing:
+            _, still_finishing = await asyncio.wait(self._finishing, timeout=SHUTDOWN_GRACE_S)
+            for task in still_finishing:
                 task.cancel()
         for slot in self._slots:
             await asyncio.to_thread(slot.close)
@@ -478,18 +484,39 @@ class JobQueue:
                 else:
                     await self._render(slot, (job_id,), [request])
         else:
-            # The batch's GPU time is shared by its jobs in proportion to their pictures.
+            # The slot is free now: its next batch renders while this one is stored.
             elapsed = time.perf_counter() - started
-            total_images = sum(len(rendered) for rendered in results) or 1
+            cancelled = running.cancelled & set(ids)
+            self._in_background(self._finish_rendered(ids, results, cancelled, elapsed))
+        finally:
+            for job_id in ids:
+                self._running.pop(job_id, None)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish_rendered(
+        self,
+        ids: tuple[str, ...],
+        results: list[list[RenderedImage]],
+        cancelled: set[str],
+        elapsed: float,
+    ) -> None:
+        """Store, charge and deliver the jobs of a rendered batch (cancelled ones refunded)."""
+        # The batch's GPU time is shared by its jobs in proportion to their pictures.
+        total_images = sum(len(rendered) for rendered in results) or 1
+        try:
             for job_id, rendered in zip(ids, results, strict=True):
-                if job_id in running.cancelled:
+                if job_id in cancelled:
                     await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
                     continue
                 gpu_seconds = elapsed * len(rendered) / total_images
                 await self._finish_successfully(job_id, rendered, gpu_seconds)
-        finally:
-            for job_id in ids:
-                self._running.pop(job_id, None)
+        except Exception:
+            # The jobs stay in the journal as they were; the next start retries them.
+            log.exception("jobs %s: the queue could not record the outcome", ids)
 
     def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
         listener = self._progress

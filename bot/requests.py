@@ -44,6 +44,8 @@ class ImagineOptions:
     size: str | None = None
     model: str | None = None
     count: int | None = None
+    # Fast mode is never a default: only a member's option or ``--fast`` turns it on.
+    fast: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> R
             sampler=options.sampler,
             model=options.model,
             count=options.count,
+            fast=options.fast,
         ),
     )
     count = flags.count if flags.count is not None else 1
@@ -153,6 +156,7 @@ def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> R
         sampler=flags.sampler or defaults.sampler,
         model=flags.model,
         count=count,
+        fast=bool(flags.fast),
         options=extra,
         notes=notes,
     )

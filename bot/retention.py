@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot import accounting
 from bot.quota import Period, period_start, reset_at
 from bot.stored_files import remove_unused_results, remove_unused_uploads
 from db import history, quotas
@@ -85,6 +86,7 @@ class Retention:
         now = self._clock()
         tokens = await self.clear_expired_tokens()
         anonymised = await quotas.anonymise_due(self._conn, now)
+        accounting.ledger_pruned(self._conn)
         if not self._retention_s:  # 0: keep forever
             return Pruned(tokens, anonymised)
         cutoff = now - self._retention_s

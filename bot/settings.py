@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     model_cache_gb: float = Field(default=0, ge=0, le=4096, validation_alias="EASEL_MODEL_CACHE_GB")
     # Keep each model part in CPU memory until the pipeline needs it: slower, fits small GPUs.
     cpu_offload: bool = Field(default=False, validation_alias="EASEL_CPU_OFFLOAD")
+    # torch.compile of each model's UNet and VAE decoder (inference.compile); auto: CUDA only.
+    compile: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="EASEL_COMPILE")
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
     devices: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="EASEL_DEVICES"
@@ -81,6 +83,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _lower_compile(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -130,6 +137,16 @@ class Settings(BaseSettings):
     def existing_wildcards_dir(self) -> Path | None:
         """The wildcards folder when there is one (it is optional)."""
         return self.wildcards_dir if self.wildcards_dir.is_dir() else None
+
+    @property
+    def compile_cache_dir(self) -> Path:
+        """Inductor's compiled graphs and kernels, kept so a restart compiles from cache."""
+        return self.data_dir / "compile-cache"
+
+    def compiles_on(self, device: str) -> bool:
+        """Whether models on ``device`` are compiled: ``auto`` means CUDA devices only (on a
+        CPU the compile costs more than it saves)."""
+        return self.compile == "on" or (self.compile == "auto" and device.startswith("cuda"))
 
     @property
     def render_limits(self) -> RenderLimits:

@@ -53,6 +53,7 @@ class ImagineCog(commands.Cog):
         count="How many pictures (1-4)",
         style="A saved style (styles.csv) added to the prompt and negative prompt",
         hires="Hires fix: render, then re-detail at twice the size (slower)",
+        fast="Fast mode: fewer full UNet passes (or a turbo model's recipe); close, not equal",
     )
     @app_commands.autocomplete(model=model_choices, sampler=sampler_choices, style=style_choices)
     async def imagine(
@@ -69,6 +70,7 @@ class ImagineCog(commands.Cog):
         count: app_commands.Range[int, 1, 4] | None = None,
         style: str | None = None,
         hires: bool = False,
+        fast: bool | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -80,6 +82,7 @@ class ImagineCog(commands.Cog):
             size=size,
             model=model,
             count=count,
+            fast=fast,
         )
         services = services_of(interaction)
         personal = await services.member_settings.get(interaction.user.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import math
@@ -21,7 +22,8 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +36,9 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 from PIL import Image
 
 from inference.checkpoints import load_single_file
+from inference.compile import Compiler
 from inference.conditioning import DEFAULT_CLIP_SKIP, PromptEncoder
+from inference.fast import DeepCache, FastPreset, fast_infotext, fast_preset
 from inference.guidance import PromptGuidance
 from inference.images import InpaintCanvas, InpaintOptions, inpaint_canvas, load_input_image
 from inference.infotext import (
@@ -52,7 +56,7 @@ from inference.networks import (
     load_vae,
     merged_loras,
 )
-from inference.noise import initial_noise, seeded_generator
+from inference.noise import initial_noise, seeded_generator, step_noise_drawn_ahead
 from inference.outpaint import OutpaintOptions, outpaint_canvas
 from inference.preview import LatentPreviewer
 from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLibrary, build_plan
@@ -91,6 +95,8 @@ MODEL_VAE_NAMES = ("", "Automatic", "None")
 CREATIVE_TILES_PER_CALL = 4
 # The web UI's short hashes: 10 hex digits for models and VAEs, 12 for extra networks.
 VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
+# Pictures PNG-encoded at once, off the device thread (a batch holds up to four per request).
+PNG_ENCODER_THREADS = 4
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
@@ -262,6 +268,7 @@ class Engine:
         cpu_offload: bool = False,
         preview_interval_s: float | None = None,
         limits: RenderLimits | None = None,
+        compiler: Compiler | None = None,
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
         the least recently used model is dropped first (the last one loaded always stays).
@@ -271,7 +278,9 @@ class Engine:
         (CUDA devices only; ignored elsewhere): slower, but fits small GPUs.
         ``preview_interval_s`` (``None``: never) makes progress reports carry a cheap preview
         of the pictures at most that often (0: every step). ``limits`` are the server's own
-        ceilings on pixels and steps (default: the hard ranges only)."""
+        ceilings on pixels and steps (default: the hard ranges only). ``compiler`` compiles
+        each model's UNet and VAE decoder as it loads (``inference.compile``; not with
+        ``cpu_offload``, which moves the weights between calls)."""
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
@@ -285,11 +294,15 @@ class Engine:
         self.cpu_offload = cpu_offload and device.startswith("cuda")
         self.preview_interval_s = preview_interval_s
         self.limits = limits or RenderLimits()
+        self.compiler = None if self.cpu_offload else compiler
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
         # The last model upscaler, kept while it is asked for again.
         self._upscaler: ModelUpscaler | None = None
+        # PNG encoding is CPU work the device must not wait for: pictures leave ``render``
+        # with their PNG still encoding here (see ``RenderedImage.png``).
+        self._png_encoder = ThreadPoolExecutor(PNG_ENCODER_THREADS, thread_name_prefix="easel-png")
 
     def list_models(self) -> list[str]:
         return self.registry.names()
@@ -409,6 +422,8 @@ class Engine:
             # NHWC convolutions are the fast path of cuDNN's half-precision kernels.
             pipeline.unet.to(memory_format=torch.channels_last)
             pipeline.vae.to(memory_format=torch.channels_last)
+        if self.compiler is not None:
+            self.compiler.install(pipeline)
         pipeline.set_progress_bar_config(disable=True)
         loaded = LoadedModel(
             entry=entry,
@@ -434,6 +449,8 @@ class Engine:
         return sum(model.weight_bytes for model in self._loaded.values())
 
     def _release_device_memory(self) -> None:
+        if self.compiler is not None:
+            gc.collect()  # a compiled twin is freed in a cycle with torch.compile's wrapper
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
@@ -591,6 +608,9 @@ class Engine:
     ) -> list[RenderedImage]:
         """Render ``jobs``; pictures whose prompts ask for different LoRA sets (wildcards can
         pick LoRAs per picture) run in separate pipeline calls, in their original order."""
+        preset = _fast_preset(model, request)
+        if preset is not None:
+            request = preset.applied(request)
         groups: dict[tuple[ExtraNetwork, ...], list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(job.loras, []).append(index)
@@ -686,6 +706,7 @@ class Engine:
             }
         return [
             _rendered(
+                self._png_encoder,
                 networks.with_warnings(job),
                 image,
                 {**_base_params(model, request, job, size), **networks.params(job), **params},
@@ -735,7 +756,13 @@ class Engine:
             tiled = self.vae_tiling_pixels is not None and (
                 size[0] * size[1] > self.vae_tiling_pixels
             )
+            # The cache wraps the real UNet, so it goes on before the guidance's stand-in.
+            use_cache = request.fast and _fast_preset(model, request) is None
+            # The same per-image CPU generators also drive ancestral samplers' noise.
+            generators = [seeded_generator(job.seed) for job in jobs]
             with (
+                step_noise_drawn_ahead(scheduler, generators, steps),
+                DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
                 guidance.installed(pipeline),
                 _vae_in_use(pipeline, networks.vae),
                 _vae_tiling(pipeline, tiled),
@@ -744,8 +771,7 @@ class Engine:
                     **guidance.pipeline_arguments(len(jobs)),
                     num_inference_steps=steps,
                     guidance_scale=request.cfg_scale,
-                    # The same per-image CPU generators also drive ancestral samplers' noise.
-                    generator=[seeded_generator(job.seed) for job in jobs],
+                    generator=generators,
                     callback_on_step_end=guidance.step_callback(tracker.on_step_end),
                     output_type=output_type,
                     **arguments.values,
@@ -786,7 +812,7 @@ class Engine:
             original_seed = params.get("Seed")
             seed = original_seed if isinstance(original_seed, int) else _resolve_seed(request.seed)
             job = ImageJob(prompt, negative, seed, None, 0.0)
-            return [_rendered(job, image, {**params, **postprocess})]
+            return [_rendered(self._png_encoder, job, image, {**params, **postprocess})]
         # The request's prompt, else the picture's own, guides the re-detailing.
         job = ImageJob(
             request.prompt or prompt,
@@ -813,7 +839,7 @@ class Engine:
             **networks.params(job),
             **creative,
         }
-        return [_rendered(job, image, infotext)]
+        return [_rendered(self._png_encoder, job, image, infotext)]
 
 
 def _resized_latents(
@@ -834,6 +860,13 @@ def _native_size(pipeline: Any) -> int:
     return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
 
 
+def _fast_preset(model: LoadedModel, request: RenderRequest) -> FastPreset | None:
+    """The few-step recipe a fast request gets on this model, if the model has one."""
+    if not request.fast:
+        return None
+    return fast_preset(model.entry.name, model.scheduler_config)
+
+
 def _base_params(
     model: LoadedModel, request: RenderRequest, job: ImageJob, size: tuple[int, int]
 ) -> dict[str, object]:
@@ -851,6 +884,7 @@ def _base_params(
         "Variation seed strength": job.variation_strength if varied else None,
         "Clip skip": clip_skip if clip_skip != DEFAULT_CLIP_SKIP else None,
         "Pad conds": True if _pad_conds(request) else None,
+        "Fast": fast_infotext(request, _fast_preset(model, request)),
         # The dynamic-prompts extension's keys: what was typed, when expansion changed it.
         "Template": job.template,
         "Negative Template": job.negative_template,
@@ -858,10 +892,12 @@ def _base_params(
     }
 
 
-def _rendered(job: ImageJob, image: Image.Image, params: dict[str, object]) -> RenderedImage:
+def _rendered(
+    encoder: Executor, job: ImageJob, image: Image.Image, params: dict[str, object]
+) -> RenderedImage:
     infotext = format_infotext(job.prompt, job.negative_prompt, params)
     return RenderedImage(
-        png=png_with_infotext(image, infotext),
+        encoded=encoder.submit(png_with_infotext, image, infotext),
         seed=job.seed,
         infotext=infotext,
         width=image.width,

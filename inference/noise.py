@@ -1,7 +1,14 @@
 """Initial latent noise: drawn on the CPU from the seed alone, so a seed gives the same
-picture on any device and at any position in a batch; variation seeds blend two noises."""
+picture on any device and at any position in a batch; variation seeds blend two noises.
+Ancestral samplers' per-step noise comes from the same CPU generators, drawn ahead."""
 
 from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import ModuleType
 
 import torch
 
@@ -42,3 +49,82 @@ def initial_noise(
     if variation_seed is None or variation_strength == 0:
         return noise
     return slerp(variation_strength, noise, seeded_noise(variation_seed, shape))
+
+
+# Ancestral samplers draw fresh noise at every step from the pictures' CPU generators and copy
+# it to the device; on CUDA that blocking copy waits for every queued kernel, so the device
+# thread could not run ahead of the device. The steps' noise is drawn ahead instead, in the same
+# order from the same generators (so bit for bit the same), and copied once.
+_drawing_ahead = threading.local()
+# At most this much noise is held ahead on the device (large pictures and many steps refill).
+AHEAD_BYTES = 64 * 2**20
+RandnTensor = Callable[..., torch.Tensor]
+
+
+class StepNoise:
+    """The noise a sampler asks of ``generators``, ``draws`` steps at a time."""
+
+    def __init__(self, generators: list[torch.Generator], draws: int) -> None:
+        self.generators = generators
+        self.draws = max(1, draws)
+        self._pending: list[torch.Tensor] = []
+        self._drawn_as: tuple[object, ...] | None = None
+
+    def next(
+        self,
+        randn_tensor: RandnTensor,
+        shape: Sequence[int],
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> torch.Tensor:
+        drawn_as = (tuple(shape), None if device is None else torch.device(device), dtype)
+        if self._pending and drawn_as != self._drawn_as:
+            # Draws already made cannot be taken back: the sequence would differ from step-wise.
+            raise RuntimeError(f"step noise drawn ahead as {self._drawn_as}, asked as {drawn_as}")
+        if not self._pending:
+            first = randn_tensor(shape, generator=self.generators, device="cpu", dtype=dtype)
+            fitting = AHEAD_BYTES // (first.numel() * first.element_size())
+            on_cpu = [first] + [
+                randn_tensor(shape, generator=self.generators, device="cpu", dtype=dtype)
+                for _ in range(min(self.draws, fitting) - 1)
+            ]
+            self._pending = list(torch.stack(on_cpu).to(device or "cpu").unbind(0))
+            self._drawn_as = drawn_as
+        return self._pending.pop(0)
+
+
+def _draw_ahead_in(module: ModuleType) -> None:
+    """Route ``module``'s ``randn_tensor`` through the calling thread's ``StepNoise``, if any
+    (once per module; other threads and other callers get the original)."""
+    original: RandnTensor | None = getattr(module, "randn_tensor", None)
+    if original is None or getattr(original, "draws_ahead", False):
+        return
+
+    def randn_tensor(
+        shape: Sequence[int],
+        generator: object = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        layout: torch.layout | None = None,
+    ) -> torch.Tensor:
+        ahead: StepNoise | None = getattr(_drawing_ahead, "noise", None)
+        if ahead is not None and generator is ahead.generators and layout in (None, torch.strided):
+            return ahead.next(original, shape, device, dtype)
+        return original(shape, generator=generator, device=device, dtype=dtype, layout=layout)
+
+    randn_tensor.draws_ahead = True  # type: ignore[attr-defined]
+    module.randn_tensor = randn_tensor  # type: ignore[attr-defined]
+
+
+@contextmanager
+def step_noise_drawn_ahead(
+    scheduler: object, generators: list[torch.Generator], steps: int
+) -> Iterator[None]:
+    """While the pipeline runs on this thread, ``scheduler``'s per-step noise from
+    ``generators`` is drawn ``steps`` draws ahead and copied to the device once per batch."""
+    _draw_ahead_in(sys.modules[type(scheduler).__module__])
+    _drawing_ahead.noise = StepNoise(generators, steps)
+    try:
+        yield
+    finally:
+        _drawing_ahead.noise = None

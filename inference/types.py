@@ -6,9 +6,11 @@ compare requests without loading the inference stack.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +46,9 @@ class RenderRequest:
     init_image: str | None = None
     mask_image: str | None = None
     denoising_strength: float = 0.75
+    # Fast mode, only when asked: a few-step model's own recipe, else a UNet feature cache
+    # (inference/fast.py). Pictures are close to, not equal to, the plain render.
+    fast: bool = False
     # Extra engine options (hires fix, inpaint fill mode, upscale factor...) keyed by name.
     options: dict[str, Any] = field(default_factory=dict)
     # What the member should know about how the request was read (e.g. an option that
@@ -75,6 +80,7 @@ class RenderRequest:
             self.steps,
             self.cfg_scale,
             self.mode,
+            self.fast,
             # Options that shape the whole pipeline call: requests must agree on them.
             self.options.get("aspect"),
             self.options.get("clip_skip"),
@@ -91,13 +97,27 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class RenderedImage:
-    """One output picture: the PNG bytes already carry the infotext."""
+    """One output picture: its PNG carries the infotext.
 
-    png: bytes
+    The engine hands a picture back as soon as its pixels exist, so the device can start the
+    next render: ``encoded`` may be the PNG still being encoded on a CPU pool, and reading
+    ``png`` waits for it (off the device thread: the queue stores pictures in a worker)."""
+
+    encoded: bytes | Future[bytes]
     seed: int
     infotext: str
     width: int
     height: int
+
+    @property
+    def png(self) -> bytes:
+        return self.encoded if isinstance(self.encoded, bytes) else self.encoded.result()
+
+    async def png_ready(self) -> bytes:
+        """``png`` for a coroutine: waits for the encoding without blocking the event loop."""
+        if isinstance(self.encoded, bytes):
+            return self.encoded
+        return await asyncio.wrap_future(self.encoded)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Known flags: ``--ar W:H`` (each side 1..21; ``--aspect`` is the same), ``--seed N``
 (0..2**32-1, or -1 for random), ``--no a, b`` (appended to the negative prompt with ", "),
 ``--steps N`` (1..150), ``--cfg X`` (0..30), ``--sampler NAME`` (one word or "quoted"),
-``--model NAME`` and ``--count N`` (1..4). Flags start at the first `` --word``; everything
-after that must be flags.
+``--model NAME``, ``--count N`` (1..4) and ``--fast`` (no value: fast mode). Flags start
+at the first `` --word``; everything after that must be flags.
 
 Precedence: a slash-command option the user set explicitly beats the inline flag (both were
 typed on purpose, and the option is the more specific place); the conflict is reported in
@@ -34,6 +34,7 @@ _USAGE = {
     "sampler": '--sampler NAME, quoted when it has spaces: --sampler "DPM++ 2M Karras"',
     "model": "--model NAME",
     "count": "--count N with N in 1..4",
+    "fast": "--fast alone, without a value",
 }
 KNOWN_FLAGS = tuple(f"--{name}" for name in _USAGE)
 
@@ -50,6 +51,7 @@ class InlineFlags:
     sampler: str | None = None
     model: str | None = None
     count: int | None = None
+    fast: bool | None = None
 
 
 _FIELD_OF = {"ar": "aspect_ratio"}
@@ -86,6 +88,10 @@ def _convert(flag: str, words: list[str]) -> object:
         if not text:
             raise _bad(flag, text)
         return text
+    if flag == "fast":
+        if words:
+            raise _bad(flag, " ".join(words))
+        return True
     if len(words) != 1:
         shown = " ".join(words)
         raise InlineFlagError(f"--{flag} takes one value, got {shown!r}: expected {_USAGE[flag]}")

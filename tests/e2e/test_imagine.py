@@ -60,6 +60,24 @@ async def test_imagine_reroll_and_reroll_after_restart(
         assert third_prompt == prompt and third_params["Size"] == "64x64"
 
 
+async def test_fast_flag_renders_a_picture_that_records_fast_mode(
+    fake_discord: FakeDiscord,
+    start_easel: Callable[[], AbstractAsyncContextManager[EaselBot]],
+) -> None:
+    options = {"seed": 21, "steps": 6, "size": "64x64"}
+    async with start_easel():
+        fast = await fake_discord.invoke_command("imagine", {"prompt": "a cat --fast", **options})
+        fast_message = await fast.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        plain = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **options})
+        plain_message = await plain.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    prompt, params = parameters_of(fast_message)
+    assert prompt == "a cat" and params["Fast"] == "DeepCache 3"
+    assert params["Seed"] == 21 and params["Steps"] == 6
+    _prompt, plain_params = parameters_of(plain_message)
+    assert "Fast" not in plain_params  # never a default
+    assert fast_message.attachments[0].data != plain_message.attachments[0].data
+
+
 async def test_bad_option_is_refused_ephemerally_and_nothing_is_queued(
     fake_discord: FakeDiscord,
     start_easel: Callable[[], AbstractAsyncContextManager[EaselBot]],

@@ -37,6 +37,7 @@ from .state import DEFAULT_ATTACHMENT_SIZE_LIMIT, AddedGuild, DiscordState, Rate
 
 DEFAULT_HEARTBEAT_INTERVAL_MS = 41_250
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+LISTEN_BACKLOG = 1024
 
 
 class FakeDiscord:
@@ -69,7 +70,10 @@ class FakeDiscord:
         app.add_routes([web.get("/gateway", self._gateway.handle), *self._rest.routes()])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # aiohttp's default backlog (128) overflows when a burst of interactions is answered
+        # at once (discord.py opens a connection per concurrent request): the connections
+        # past it wait for a SYN retry, a second later. Discord's own edge has no such limit.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
         await site.start()
         port = self._runner.addresses[0][1]
         self._state.origin = f"http://127.0.0.1:{port}"

@@ -2,13 +2,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
+import inference.engine as engine_module
 from inference.engine import Engine
 from inference.infotext import parse_infotext
-from inference.noise import initial_noise, seeded_noise, slerp
+from inference.noise import (
+    initial_noise,
+    seeded_generator,
+    seeded_noise,
+    slerp,
+    step_noise_drawn_ahead,
+)
+from inference.samplers import make_scheduler
 from inference.types import RenderRequest
 
 SHAPE = (1, 4, 8, 8)
@@ -71,3 +82,54 @@ def test_batch_variation_seeds_count_up(engine: Engine) -> None:
     )
     images = engine.render(request)
     assert [parse_infotext(image.infotext)[2]["Variation seed"] for image in images] == [50, 51]
+
+
+def _ancestral_steps(steps: int, seeds: list[int], ahead: bool) -> list[torch.Tensor]:
+    """``steps`` Euler a steps on a fixed sample, optionally with the noise drawn ahead; the
+    generators' states after the first step are appended last."""
+    scheduler: Any = make_scheduler("Euler a", {"num_train_timesteps": 1000})
+    scheduler.set_timesteps(steps)
+    generators = [seeded_generator(seed) for seed in seeds]
+    sample = seeded_noise(0, (len(seeds), *SHAPE[1:]))
+    outputs: list[torch.Tensor] = []
+    after_first: list[torch.Tensor] = []
+    with step_noise_drawn_ahead(scheduler, generators, steps) if ahead else nullcontext():
+        for timestep in scheduler.timesteps:
+            model_output = seeded_noise(int(timestep), sample.shape)
+            sample = scheduler.step(
+                model_output, timestep, sample, generator=generators
+            ).prev_sample
+            outputs.append(sample)
+            if not after_first:
+                after_first = [generator.get_state() for generator in generators]
+    return outputs + after_first
+
+
+def test_ancestral_step_noise_drawn_ahead_is_the_step_wise_noise_bit_for_bit() -> None:
+    for seeds in ([5], [5, 6]):
+        step_wise = _ancestral_steps(4, seeds, ahead=False)
+        ahead = _ancestral_steps(4, seeds, ahead=True)
+        steps_step_wise, steps_ahead = step_wise[:4], ahead[:4]
+        assert all(torch.equal(a, b) for a, b in zip(steps_step_wise, steps_ahead, strict=True))
+        # Drawn ahead: after the first step every generator has already given all four draws.
+        drained = [seeded_generator(seed) for seed in seeds]
+        for generator in drained:
+            for _ in range(4):
+                torch.randn(SHAPE, generator=generator)
+        assert all(
+            torch.equal(state, generator.get_state())
+            for state, generator in zip(ahead[4:], drained, strict=True)
+        )
+
+
+def test_ancestral_renders_equal_those_with_step_wise_noise(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = [
+        RenderRequest("a cat", seed=21, steps=3, width=64, height=64, sampler=name, count=2)
+        for name in ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ 2M SDE", "LCM")
+    ]
+    ahead = [[image.png for image in engine.render(request)] for request in requests]
+    monkeypatch.setattr(engine_module, "step_noise_drawn_ahead", lambda *_: nullcontext())
+    step_wise = [[image.png for image in engine.render(request)] for request in requests]
+    assert ahead == step_wise

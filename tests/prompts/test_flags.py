@@ -65,6 +65,16 @@ def test_flag_errors_teach(prompt: str, message: str) -> None:
     assert message in str(caught.value)
 
 
+def test_fast_is_a_flag_without_a_value() -> None:
+    assert parse_inline_flags("a cat --fast") == ("a cat", InlineFlags(fast=True))
+    assert parse_inline_flags("a cat --fast --seed 3") == ("a cat", InlineFlags(seed=3, fast=True))
+    assert parse_inline_flags("a cat")[1].fast is None  # absent: never on by default
+    with pytest.raises(InlineFlagError, match="bad value 'yes' for --fast: expected --fast alone"):
+        parse_inline_flags("a cat --fast yes")
+    with pytest.raises(InlineFlagError, match="--fast is given twice"):
+        parse_inline_flags("a cat --fast --fast")
+
+
 def test_explicit_options_win_and_conflicts_are_reported() -> None:
     typed = InlineFlags(seed=5, steps=30, no="cars")
     merged, warnings = resolve_flags(typed, InlineFlags(seed=7, cfg=4.0))

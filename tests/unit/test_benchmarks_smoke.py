@@ -11,8 +11,18 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.gpu import VARIANTS, Family, Levers, benchmark_family, build_random_pipeline
+from benchmarks.cuda_paths import TXT2IMG, CheckedEngine, check_path
+from benchmarks.device_busy import measure
+from benchmarks.gpu import (
+    Family,
+    Levers,
+    RunSettings,
+    benchmark_family,
+    build_random_pipeline,
+    variants_for,
+)
 from benchmarks.interactions import check_arguments, percentile, run_load
+from inference.tiny import write_tiny_model
 
 
 async def test_interaction_load_answers_every_request_exactly_once(tmp_path: Path) -> None:
@@ -39,23 +49,64 @@ def test_load_beyond_the_daily_quota_is_refused_with_the_member_count_needed() -
 
 
 def test_gpu_benchmark_runs_every_variant_on_cpu_with_the_tiny_model(tmp_path: Path) -> None:
-    report = benchmark_family(
-        "sd15",
-        tmp_path,
-        "cpu",
-        torch.float32,
-        size=64,
-        steps=2,
-        runs=1,
-        levers=Levers(),
-        tiny=True,
-    )
-    for variant in VARIANTS:
+    levers = Levers(no_vae_upcast=True)  # a tuned variant without compiling (slow on a CPU)
+    run = RunSettings("cpu", torch.float32, size=64, steps=2, runs=1, levers=levers, backlog_jobs=3)
+    report = benchmark_family("sd15", tmp_path, run, tiny=True)
+    assert variants_for(levers) == ("plain", "easel", "easel_tuned")
+    for variant in variants_for(levers):
         assert report[variant]["it_per_s"] > 0
         assert report[variant]["grid_2x2_s"] > 0
+        assert report[variant]["first_picture_s"] > 0
+        assert report[variant]["peak_memory_mib"] is None  # CUDA only
+        assert report[variant]["background_compile"] is None  # EASEL_COMPILE=auto: not on CPU
         assert "AttnProcessor" in report[variant]["attention"]
+    assert report["plain"]["backlog"] is None  # plain diffusers has no queue
+    for variant in ("easel", "easel_tuned"):
+        backlog = report[variant]["backlog"]
+        assert backlog["jobs"] == 3 and backlog["render_calls"] >= 1
+        assert 0 < backlog["device_busy_fraction"] <= 1
     assert set(report["ratios"]) == {"easel_vs_plain", "easel_tuned_vs_plain"}
-    assert report["goals"] == {}  # 64x64 is not the size the goals are stated for
+    assert set(report["ratios"]["easel_vs_plain"]) == {
+        "it_per_s",
+        "grid_speedup",
+        "first_picture_speedup",
+    }
+    assert report["goals"] == {}  # stated for a GPU at native sizes
+
+
+def test_gpu_benchmark_compares_compiled_plain_diffusers_when_asked() -> None:
+    # Compiling on the CPU takes minutes, so the smoke run above leaves it out; the list of
+    # variants says what a --compile run measures.
+    assert variants_for(Levers(compile_unet=True)) == (
+        "plain",
+        "plain_compiled",
+        "easel",
+        "easel_tuned",
+    )
+    assert variants_for(Levers()) == ("plain", "easel")
+    # A session can split a long run; each part still measures plain diffusers first.
+    chosen = RunSettings("cuda", torch.float16, 512, 25, variants=("easel_tuned", "plain_compiled"))
+    assert chosen.variant_list() == ("plain", "easel_tuned", "plain_compiled")
+
+
+class _PoisonedEngine(CheckedEngine):
+    """A UNet whose first convolution turns everything into NaN."""
+
+    def _load_pipeline(self, entry: Any) -> Any:
+        pipeline = super()._load_pipeline(entry)
+        pipeline.unet.conv_in.weight.data.fill_(float("nan"))
+        return pipeline
+
+
+# The poisoned render's NaN pixels meet numpy's cast to uint8 on their way to a PNG.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+def test_engine_path_pass_passes_a_sound_render_and_catches_nan(tmp_path: Path) -> None:
+    write_tiny_model(tmp_path / "tiny", family="sd15", seed=0)
+    sound = check_path(CheckedEngine(tmp_path, "cpu"), [TXT2IMG])
+    assert (sound["ok"], sound["finite"], sound["max_rerun_difference"]) == (True, True, 0)
+    broken = check_path(_PoisonedEngine(tmp_path, "cpu"), [TXT2IMG])
+    assert not broken["ok"] and not broken["finite"]
+    assert "tiny.unet.conv_in" in broken["non_finite_in"]
 
 
 def _script_report(script: str, *arguments: str) -> dict[str, Any]:
@@ -81,6 +132,13 @@ def test_preview_benchmark_compares_a_preview_with_a_decode() -> None:
     assert report["preview_ms"] > 0 and report["decode_over_preview"] > 0
 
 
+def test_fast_mode_benchmark_compares_fast_with_plain() -> None:
+    arguments = ("--unet", "tiny", "--size", "64", "--steps", "4", "--seeds", "1", "--repeats", "1")
+    report = _script_report("fast_mode.py", *arguments)
+    assert report["fast_repeatable"] is True and report["cache_interval"] == 3
+    assert report["speedup"] > 0 and report["psnr_db_min"] > 0
+
+
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_full_size_random_pipeline_builds_its_networks_on_another_device(family: Family) -> None:
     # "meta" stands in for CUDA here: a scheduler constructed under torch.device("cuda") called
@@ -89,3 +147,11 @@ def test_full_size_random_pipeline_builds_its_networks_on_another_device(family:
     assert pipeline.unet.device.type == "meta"
     assert pipeline.text_encoder.device.type == "meta"
     assert pipeline.scheduler.sigmas.device.type == "cpu"
+
+
+async def test_device_busy_benchmark_reports_idle_fractions_of_a_backlog(tmp_path: Path) -> None:
+    report = await measure(tmp_path, jobs=1, size=64, steps=1, device="cpu", max_batch=1)
+    assert report["render_calls"] == 1 and report["jobs"] == 1
+    for key in ("device_idle_fraction", "device_thread_idle_fraction"):
+        assert isinstance(report[key], float) and 0 <= report[key] <= 1
+    assert isinstance(report["span_s"], float) and report["span_s"] > 0

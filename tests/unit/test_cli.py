@@ -122,6 +122,19 @@ def test_tiny_model_then_render_writes_a_png_sd_parsers_reads(
     assert sampler.model is not None and sampler.model.name == "tiny"
 
 
+def test_render_fast_records_fast_mode_in_the_png(
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(tiny_models_dir))
+    arguments = ["render", "a cat", "--fast", "--seed", "1", "--steps", "3", "--size", "64x64"]
+    assert main([*arguments, "--out", "out"]) == 0
+    [printed] = capsys.readouterr().out.split()
+    infotext = infotext_from_png(Path(printed).read_bytes())
+    assert infotext is not None and parse_infotext(infotext)[2]["Fast"] == "DeepCache 3"
+
+
 def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out

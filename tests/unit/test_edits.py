@@ -34,6 +34,12 @@ def test_infotext_gives_prompt_seed_and_settings() -> None:
     assert request_from_infotext(INFOTEXT, " a fox ", {"tiny"}).prompt == "a fox"
 
 
+def test_a_fast_picture_is_remade_fast() -> None:
+    assert request_from_infotext(INFOTEXT, None, {"tiny"}).fast is False
+    made_fast = request_from_infotext(INFOTEXT + ", Fast: DeepCache 3", None, {"tiny"})
+    assert made_fast.fast is True and made_fast.seed == 77
+
+
 def test_unknown_model_and_sampler_fall_back_with_notes() -> None:
     text = INFOTEXT.replace("DPM++ 2M Karras", "Magic").replace("Model: tiny", "Model: huge")
     request = request_from_infotext(text, None, {"tiny"})

@@ -116,6 +116,21 @@ def test_inline_flags_fill_the_request_and_explicit_options_win() -> None:
     assert sized.notes == ["the size option (512x512) overrides the prompt's --ar"]
 
 
+def test_fast_is_off_unless_asked_and_keeps_batches_apart() -> None:
+    plain = build_request(ImagineOptions(prompt="a cat", seed=3))
+    assert plain.fast is False
+    typed = build_request(ImagineOptions(prompt="a cat --fast", seed=3))
+    assert (typed.prompt, typed.fast) == ("a cat", True)
+    assert build_request(ImagineOptions(prompt="a cat", seed=3, fast=True)).fast is True
+    refused = build_request(ImagineOptions(prompt="a cat --fast", seed=3, fast=False))
+    assert refused.fast is False
+    assert refused.notes == ["the fast option (False) overrides the prompt's flag (True)"]
+    # A fast render and a plain one cannot share a pipeline call.
+    assert typed.pipeline_key() != plain.pipeline_key()
+    assert typed.batch_key() != plain.batch_key()
+    assert RenderRequest.from_json(typed.to_json()) == typed
+
+
 def test_unknown_flag_lists_the_known_ones() -> None:
     with pytest.raises(RequestError, match=r"--ar.*--count"):
         build_request(ImagineOptions(prompt="a cat --weird 3"))

@@ -1,0 +1,144 @@
+"""EASEL_COMPILE: the engine with a compiled UNet and VAE decoder against the eager engine.
+
+    python benchmarks/compiled.py --device cpu --steps 10 --seen-shapes-only   # tiny model
+    python benchmarks/compiled.py --device cuda --family sd15 --size 512 --steps 25
+    python benchmarks/compiled.py --device cuda --models-dir DIR --model NAME --size 512
+
+Without --models-dir a model is written to a temporary folder: the tiny test model, or with
+--family a random-weight full-size one from the shipped configs (as benchmarks/gpu.py does).
+The compiled engine's first render runs eager while the background thread compiles (its time
+is the first-job latency: no wait for the compile); the script then waits for the compile, times
+best-of-``--runs`` renders of both engines (batch 1 and a 2x2 grid) and prints one JSON
+object with the speed-ups and the largest pixel difference (of 255) between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for benchmarks.gpu
+
+from inference.compile import Compiler, compiled_parts
+from inference.engine import Engine
+from inference.tiny import write_tiny_model
+from inference.types import RenderedImage, RenderRequest
+
+PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(engine: Engine, request: RenderRequest, device: str) -> tuple[float, RenderedImage]:
+    started = time.perf_counter()
+    images = engine.render(request)
+    _synchronize(device)
+    return time.perf_counter() - started, images[0]
+
+
+def best(engine: Engine, request: RenderRequest, device: str, runs: int) -> float:
+    return min(timed(engine, request, device)[0] for _ in range(runs))
+
+
+def pixels(image: RenderedImage) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.int16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models-dir", type=Path)
+    parser.add_argument(
+        "--family",
+        choices=["sd15", "sdxl"],
+        help="without --models-dir: a random-weight full-size model from the shipped configs",
+    )
+    parser.add_argument("--model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cache-dir", type=Path, help="inductor's cache (default: a new one)")
+    parser.add_argument(
+        "--seen-shapes-only",
+        action="store_true",
+        help="compile the shapes the renders use, not every batch size (a CPU saves minutes)",
+    )
+    arguments = parser.parse_args()
+    device = arguments.device
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir = arguments.models_dir
+        if models_dir is None:
+            models_dir = Path(scratch) / "models"
+            if arguments.family is None:
+                write_tiny_model(models_dir / "tiny")
+            else:
+                from benchmarks.gpu import write_model
+
+                dtype = torch.float16 if device.startswith("cuda") else torch.float32
+                write_model(models_dir, arguments.family, device, dtype, tiny=False)
+        cache_dir = arguments.cache_dir or Path(scratch) / "compile-cache"
+        request = RenderRequest(
+            PROMPT, width=arguments.size, height=arguments.size, steps=arguments.steps, seed=1
+        )
+        grid = dataclasses.replace(request, count=4)
+        eager = Engine(models_dir, device=device, default_model=arguments.model)
+        compiled = Engine(
+            models_dir,
+            device=device,
+            default_model=arguments.model,
+            compiler=Compiler(device, cache_dir, batch_variants=not arguments.seen_shapes_only),
+        )
+        eager.render(dataclasses.replace(request, steps=1))  # load, first kernels
+        started = time.perf_counter()
+        first_job_s, _ = timed(compiled, request, device)  # loads, runs eager, starts compiles
+        compiled.render(grid)  # still eager: its shapes are queued (by the first job or now)
+        assert compiled.compiler is not None
+        compiled.compiler.wait_idle()
+        compile_s = time.perf_counter() - started
+        eager_s = best(eager, request, device, arguments.runs)
+        compiled_s = best(compiled, request, device, arguments.runs)
+        eager_grid_s = best(eager, grid, device, arguments.runs)
+        compiled_grid_s = best(compiled, grid, device, arguments.runs)
+        _, eager_image = timed(eager, request, device)
+        _, compiled_image = timed(compiled, request, device)
+        [loaded] = compiled._loaded.values()
+        calls = [part.compiled_calls for part in compiled_parts(loaded.pipeline)]
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "model": arguments.model or "tiny",
+                "size": arguments.size,
+                "steps": arguments.steps,
+                "first_job_s": round(first_job_s, 3),
+                "compile_s": round(compile_s, 1),
+                "eager_s": round(eager_s, 4),
+                "compiled_s": round(compiled_s, 4),
+                "speedup": round(eager_s / compiled_s, 3),
+                "eager_grid_s": round(eager_grid_s, 4),
+                "compiled_grid_s": round(compiled_grid_s, 4),
+                "grid_speedup": round(eager_grid_s / compiled_grid_s, 3),
+                "max_pixel_difference": int(
+                    np.abs(pixels(eager_image) - pixels(compiled_image)).max()
+                ),
+                "compiled_calls_unet_decoder": calls,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Rows read from SQLite kept in memory, for what is read before an interaction is acknowledged
+(pure: no discord, no torch, no SQL; the caller passes the read).
+
+This process is the only writer of what it caches (guild settings, member settings, the quota
+ledger), and every writer tells the memo: it stores the new value (write-through), updates it
+or drops it. A read that overlapped a change of its key is returned but not kept, since it
+may predate the change. Callers that miss the same key at once share one read (a burst of
+commands from one member, or the first ones of a guild, reads once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    def __init__(self) -> None:
+        self._values: dict[K, V] = {}
+        self._version = 0  # counts changes
+        self._changed_at: dict[K, int] = {}  # the version of each key's latest change
+        self._cleared_at = 0  # the version of the latest change of many keys at once
+        self._reading: dict[K, asyncio.Task[V]] = {}  # reads no change has overtaken
+
+    async def get(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        """The kept value, or ``read()``'s, kept unless the key changed while it ran."""
+        if key in self._values:
+            return self._values[key]
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(key, read))
+            self._reading[key] = reading
+        # Shielded: one caller giving up does not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        started = self._version
+        try:
+            value = await read()
+        finally:
+            if self._reading.get(key) is asyncio.current_task():
+                del self._reading[key]
+        if self._changed_at.get(key, 0) <= started and self._cleared_at <= started:
+            self._values[key] = value
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """The value just written."""
+        self._changed(key)
+        self._values[key] = value
+
+    def update(self, key: K, change: Callable[[V], V]) -> None:
+        """Apply a write to the kept value, if there is one."""
+        self._changed(key)
+        if key in self._values:
+            self._values[key] = change(self._values[key])
+
+    def drop(self, key: K) -> None:
+        """Read the key again next time."""
+        self._changed(key)
+        self._values.pop(key, None)
+
+    def drop_where(self, matches: Callable[[K], bool]) -> None:
+        """Read every key that ``matches`` again next time (and any key being read now)."""
+        self._version += 1
+        self._cleared_at = self._version
+        for key in [key for key in self._values if matches(key)]:
+            del self._values[key]
+        for key in [key for key in self._reading if matches(key)]:
+            del self._reading[key]
+
+    def _changed(self, key: K) -> None:
+        self._version += 1
+        self._changed_at[key] = self._version
+        self._reading.pop(key, None)  # who asks from now on reads after the change

@@ -1,0 +1,188 @@
+"""What is checked before an interaction is acknowledged comes from memory (issue 12), on the
+real SQLite file: once warm, nothing waits on SQLite, and every change is seen at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot import accounting
+from bot.accounting import Member
+from bot.guild_policy import GuildList, GuildPolicy
+from bot.history import History
+from bot.member_settings import MemberSettings
+from bot.prompt_safety import PromptPlanner
+from bot.queue import JobQueue, Submission
+from bot.quota import QuotaLimits
+from bot.retention import Retention
+from bot.user_errors import UserError
+from db.database import connect
+from db.quotas import LimitScope
+from inference.types import RenderRequest
+
+GUILD, ADMIN, MEMBER = 100, 1, 2
+CAT = RenderRequest("a cat", seed=1, steps=2)
+NO_DM_LIMITS = QuotaLimits()
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    connection = await connect(tmp_path / "easel.db")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def policy(conn: aiosqlite.Connection) -> GuildPolicy:
+    return GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+
+
+@pytest.fixture
+def queue(conn: aiosqlite.Connection, tmp_path: Path) -> JobQueue:
+    # No render slot: a submitted job stays queued, its reservation open.
+    return JobQueue(conn, [], tmp_path / "images")
+
+
+@asynccontextmanager
+async def counting_statements(conn: aiosqlite.Connection) -> AsyncIterator[list[str]]:
+    """The SQL statements run on ``conn`` inside the block."""
+    statements: list[str] = []
+    await conn.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        await conn.set_trace_callback(None)
+
+
+def submission(request: RenderRequest = CAT) -> Submission:
+    return Submission(kind="imagine", request=request, user_id=MEMBER, guild_id=GUILD)
+
+
+async def limit_member(policy: GuildPolicy, limits: QuotaLimits) -> None:
+    await policy.set_quota(GUILD, ADMIN, LimitScope.USER, MEMBER, limits)
+
+
+async def test_once_warm_nothing_before_the_defer_reads_sqlite(
+    conn: aiosqlite.Connection, policy: GuildPolicy, queue: JobQueue
+) -> None:
+    settings = MemberSettings(conn)
+    await limit_member(policy, QuotaLimits(images_per_day=10))
+
+    async def checks_before_the_defer() -> None:
+        await settings.get(MEMBER)
+        admission = await policy.admit(GUILD, None, False, CAT)
+        assert await queue.quota_refusal(submission(admission.request)) is None
+
+    await checks_before_the_defer()
+    await queue.submit(submission())
+    async with counting_statements(conn) as statements:
+        await checks_before_the_defer()
+    assert statements == []
+
+
+async def test_a_banned_word_refuses_the_very_next_request(
+    conn: aiosqlite.Connection, policy: GuildPolicy
+) -> None:
+    owl = RenderRequest("an owl", seed=1, steps=2)
+    await policy.admit(GUILD, None, False, owl)
+    await policy.change_list(GUILD, ADMIN, GuildList.BANNED_WORD, "Owl", add=True)
+    with pytest.raises(UserError, match="The word 'owl' is banned"):
+        await policy.admit(GUILD, None, False, owl)
+    await policy.change_list(GUILD, ADMIN, GuildList.BANNED_WORD, "owl", add=False)
+    await policy.admit(GUILD, None, False, owl)
+
+
+async def test_settings_are_seen_at_once_and_forgotten_with_the_member(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    settings = MemberSettings(conn)
+    assert (await settings.get(MEMBER)).steps is None
+    await settings.update(MEMBER, {"steps": 12})
+    assert (await settings.get(MEMBER)).steps == 12
+    history = History(conn, tmp_path / "images", tmp_path / "inputs", settings)
+    await history.forget(MEMBER)
+    assert (await settings.get(MEMBER)).steps is None
+
+
+async def test_a_queued_job_counts_against_the_next_request_at_once(
+    policy: GuildPolicy, queue: JobQueue
+) -> None:
+    await limit_member(policy, QuotaLimits(images_per_day=1))
+    assert await queue.quota_refusal(submission()) is None
+    await queue.submit(submission())
+    refusal = await queue.quota_refusal(submission())
+    assert refusal is not None and "used 1 of 1 images today" in refusal
+
+
+async def test_a_refund_gives_the_images_back_without_a_read(
+    conn: aiosqlite.Connection, policy: GuildPolicy, queue: JobQueue
+) -> None:
+    await limit_member(policy, QuotaLimits(images_per_day=1))
+    assert await queue.quota_refusal(submission()) is None
+    job_id = await queue.submit(submission())  # memory: 1 of 1 used
+    await accounting.refund(conn, job_id, now=1.0)
+    async with counting_statements(conn) as statements:
+        assert await queue.quota_refusal(submission()) is None
+    assert statements == []
+
+
+async def test_the_measured_cost_replaces_the_estimate_at_once(
+    conn: aiosqlite.Connection, policy: GuildPolicy, queue: JobQueue
+) -> None:
+    await limit_member(policy, QuotaLimits(gpu_seconds_per_day=10))
+    job_id = await queue.submit(submission())  # estimated well under a second
+    assert await queue.quota_refusal(submission()) is None
+    await accounting.charge(conn, job_id, gpu_seconds=10.0, images=1, now=1.0)
+    refusal = await queue.quota_refusal(submission())
+    assert refusal is not None and "GPU" in refusal
+
+
+async def test_an_admins_new_limit_applies_to_the_next_request(
+    policy: GuildPolicy, queue: JobQueue
+) -> None:
+    await limit_member(policy, QuotaLimits(images_per_day=5))
+    await queue.submit(submission())
+    assert await queue.quota_refusal(submission()) is None
+    await limit_member(policy, QuotaLimits(images_per_day=1))
+    refusal = await queue.quota_refusal(submission())
+    assert refusal is not None and "used 1 of 1 images today" in refusal
+    await policy.set_quota(GUILD, ADMIN, LimitScope.USER, MEMBER, QuotaLimits())
+    assert await queue.quota_refusal(submission()) is None
+
+
+async def test_a_refusal_is_confirmed_in_the_ledger_first(
+    conn: aiosqlite.Connection, policy: GuildPolicy, queue: JobQueue
+) -> None:
+    """Memory that counts too much (a reservation whose transaction rolled back) never
+    refuses anyone."""
+    await limit_member(policy, QuotaLimits(images_per_day=1))
+    assert await queue.quota_refusal(submission()) is None
+    member = Member(MEMBER, GUILD)
+    await accounting.admit(conn, "0123456789abcdef", member, CAT, time.time(), NO_DM_LIMITS)
+    await conn.execute("DELETE FROM quota_ledger")  # as a rollback would leave it
+    assert await queue.quota_refusal(submission()) is None
+
+
+@pytest.mark.parametrize("change", ["forget-me", "retention"])
+async def test_forget_me_and_retention_make_the_next_check_read_the_ledger(
+    conn: aiosqlite.Connection,
+    policy: GuildPolicy,
+    queue: JobQueue,
+    tmp_path: Path,
+    change: str,
+) -> None:
+    await limit_member(policy, QuotaLimits(images_per_day=5))
+    assert await queue.quota_refusal(submission()) is None
+    if change == "forget-me":
+        history = History(conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn))
+        await history.forget(MEMBER)
+    else:
+        await Retention(conn, tmp_path / "images", tmp_path / "inputs", retention_days=0).prune()
+    async with counting_statements(conn) as statements:
+        assert await queue.quota_refusal(submission()) is None
+    assert any("quota_ledger" in statement for statement in statements)

@@ -1,0 +1,103 @@
+"""bot.memo: what is kept, what is read again, and what concurrent misses share."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.memo import Memo
+
+
+class Store:
+    """A table of one value per key whose reads can be held open."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.reads = 0
+        self.reading = asyncio.Event()  # a read has begun
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def read(self, key: str) -> int:
+        self.reads += 1
+        value = self.rows.get(key, 0)  # read at once, returned when the gate opens
+        self.reading.set()
+        await self.gate.wait()
+        return value
+
+    async def began(self) -> None:
+        await self.reading.wait()
+        self.reading.clear()
+
+
+async def test_a_value_is_read_once_and_a_write_is_seen_at_once() -> None:
+    store, memo = Store(), Memo[str, int]()
+    assert await memo.get("a", lambda: store.read("a")) == 0
+    assert await memo.get("a", lambda: store.read("a")) == 0
+    assert store.reads == 1
+    store.rows["a"] = 5
+    memo.put("a", 5)
+    assert await memo.get("a", lambda: store.read("a")) == 5
+    memo.update("a", lambda value: value + 1)
+    assert await memo.get("a", lambda: store.read("a")) == 6
+    memo.drop("a")
+    assert await memo.get("a", lambda: store.read("a")) == 5
+    assert store.reads == 2
+
+
+async def test_a_read_that_overlapped_a_change_is_not_kept() -> None:
+    store, memo = Store(), Memo[str, int]()
+    store.gate.clear()
+    stale = asyncio.create_task(memo.get("a", lambda: store.read("a")))
+    await store.began()  # the read has seen 0
+    store.rows["a"] = 7
+    memo.drop("a")
+    store.gate.set()
+    assert await stale == 0  # its caller came before the change
+    assert await memo.get("a", lambda: store.read("a")) == 7
+
+
+async def test_a_read_that_overlapped_a_change_of_many_keys_is_not_kept() -> None:
+    store, memo = Store(), Memo[str, int]()
+    store.gate.clear()
+    stale = asyncio.create_task(memo.get("a", lambda: store.read("a")))
+    await store.began()
+    store.rows["a"] = 7
+    memo.drop_where(lambda key: key.startswith("a"))
+    store.gate.set()
+    await stale
+    assert await memo.get("a", lambda: store.read("a")) == 7
+
+
+async def test_concurrent_misses_share_one_read_until_a_change() -> None:
+    store, memo = Store(), Memo[str, int]()
+    store.gate.clear()
+    first = [asyncio.create_task(memo.get("a", lambda: store.read("a"))) for _ in range(5)]
+    await store.began()
+    await asyncio.sleep(0)  # the other four have asked too
+    assert store.reads == 1
+    store.rows["a"] = 3
+    memo.drop("a")
+    # Asked after the change: not handed the read that began before it.
+    later = asyncio.create_task(memo.get("a", lambda: store.read("a")))
+    await store.began()
+    store.gate.set()
+    assert await asyncio.gather(*first) == [0] * 5
+    assert await later == 3
+    assert store.reads == 2
+
+
+async def test_a_failed_read_is_not_kept() -> None:
+    memo = Memo[str, int]()
+
+    async def broken() -> int:
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        await memo.get("a", broken)
+
+    async def fine() -> int:
+        return 4
+
+    assert await memo.get("a", fine) == 4
