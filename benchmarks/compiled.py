@@ -114,7 +114,7 @@ def main() -> None:
         compiled_grid_s = best(compiled, grid, device, arguments.runs)
         _, eager_image = timed(eager, request, device)
         _, compiled_image = timed(compiled, request, device)
-        [loaded] = compiled._loaded.values()
+        [loaded] = compiled.models.loaded.values()
         calls = [part.compiled_calls for part in compiled_parts(loaded.pipeline)]
     print(
         json.dumps(

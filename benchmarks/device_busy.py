@@ -24,15 +24,17 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.queue import FinishedJob, JobQueue, Submission
-from bot.scheduler import SchedulerConfig
+from bot.jobs.queue import FinishedJob, JobQueue, Submission
+from bot.jobs.scheduler import SchedulerConfig
 from db.database import connect
 from inference.engine import Engine
+from inference.passes.denoise import Denoiser
 from inference.tiny import write_tiny_model
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
@@ -60,6 +62,17 @@ class BusyClock:
         return sum(end - start for start, end in self.intervals)
 
 
+@dataclass(frozen=True)
+class TimedDenoiser(Denoiser):
+    """The engine's pipeline calls, timed."""
+
+    clock: BusyClock = field(default_factory=BusyClock)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.clock.timing():
+            return super().__call__(*args, **kwargs)
+
+
 class TimedEngine(Engine):
     """The engine, timing its render calls (device thread) and its denoising (device work)."""
 
@@ -67,6 +80,8 @@ class TimedEngine(Engine):
         super().__init__(*args, **kwargs)
         self.renders = BusyClock()
         self.denoising = BusyClock()
+        timed = TimedDenoiser(**vars(self.tools.denoise), clock=self.denoising)
+        self.tools = replace(self.tools, denoise=timed)
 
     def render_batch(
         self,
@@ -86,10 +101,6 @@ class TimedEngine(Engine):
         # Never nested here: render_batch calls render only for modes other than txt2img.
         with self.renders.timing():
             return super().render(request, progress, cancel)
-
-    def _denoise(self, *args: Any, **kwargs: Any) -> Any:
-        with self.denoising.timing():
-            return super()._denoise(*args, **kwargs)
 
 
 class Deliveries:

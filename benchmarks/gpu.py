@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.job_queue import Arrivals
 from bot.app import engine_factory_for
-from bot.queue import JobQueue, Submission
+from bot.jobs.queue import JobQueue, Submission
 from bot.settings import load_settings
 from db.database import connect
 from inference.engine import Engine
@@ -430,7 +430,7 @@ class EaselRenderer:
 
 def loaded_pipeline(engine: Engine) -> Any:
     # The engine keeps its pipelines to itself; a benchmark may look.
-    return engine._loaded[MODEL_NAME].pipeline
+    return engine.models.loaded[MODEL_NAME].pipeline
 
 
 def shipped_engine(models_dir: Path, data_dir: Path, device: str) -> Engine:

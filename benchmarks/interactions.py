@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import build
-from bot.quota import DEFAULT_LIMITS
+from bot.policy.quota import DEFAULT_LIMITS
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import has_picture

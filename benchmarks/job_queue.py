@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.broker import BrokerClient, BrokerConfig
-from bot.broker_worker import WorkerConfig, serve
-from bot.queue import FinishedJob, JobQueue, RenderSlot, Submission
-from bot.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
+from bot.jobs.broker.client import BrokerClient, BrokerConfig
+from bot.jobs.broker.worker import WorkerConfig, serve
+from bot.jobs.queue import FinishedJob, JobQueue, RenderSlot, Submission
+from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
 from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker

@@ -14,8 +14,8 @@ import discord
 from discord.ext import commands
 
 from bot.discord_endpoints import point_discord_at
-from bot.queue import JobQueue, RenderSlot
-from bot.retention import Retention
+from bot.jobs.queue import JobQueue, RenderSlot
+from bot.jobs.retention import Retention
 from bot.services import Services
 from bot.settings import Settings
 from cogs.admin import AdminCog
@@ -26,13 +26,15 @@ from cogs.history import HistoryCog
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
 from cogs.jobs import JobsCog
-from cogs.results import PROGRESS_EDIT_INTERVAL_S, RESULT_BUTTONS, DiscordResults
+from cogs.results.buttons import RESULT_BUTTONS
+from cogs.results.posting import DiscordResults
+from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S
 from cogs.settings import SettingsCog
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
 
 if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
-    from bot.broker import BrokerClient
+    from bot.jobs.broker.client import BrokerClient
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ class EaselBot(commands.Bot):
     async def _render_slots(self) -> Sequence[RenderSlot]:
         """Remote slots on the broker when EASEL_QUEUE_URL names one, else a thread per device."""
         if self.settings.queue_url:
-            from bot.broker import connect_slots
+            from bot.jobs.broker.client import connect_slots
 
             self._broker, slots = await connect_slots(
                 self.settings.queue_url, self.settings.remote_slots

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot import accounting
-from bot.member_settings import MemberSettings
-from bot.retention import quota_window
-from bot.stored_files import remove_inside
+from bot.jobs import accounting
+from bot.jobs.retention import quota_window
+from bot.jobs.stored_files import remove_inside
+from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal

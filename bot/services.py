@@ -7,14 +7,14 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.guild_policy import GuildPolicy
 from bot.history import History
-from bot.member_settings import MemberSettings
-from bot.prompt_safety import PromptPlanner
-from bot.quota_status import QuotaStatus
+from bot.policy.guild import GuildPolicy
+from bot.policy.member_settings import MemberSettings
+from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.quota_status import QuotaStatus
+from bot.policy.styles import Style, load_styles
 from bot.requests import Defaults
 from bot.settings import Settings
-from bot.styles import Style, load_styles
 from inference.registry import ModelRegistry
 from inference.validation import RenderLimits
 

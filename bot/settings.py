@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
-from bot.quota import QuotaLimits
+from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
 from inference.validation import RenderLimits

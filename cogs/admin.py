@@ -10,8 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.guild_policy import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
-from bot.quota import QuotaLimits
+from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
+from bot.policy.quota import QuotaLimits
 from bot.user_errors import UserError
 from cogs.contexts import command_contexts
 

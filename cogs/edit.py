@@ -26,8 +26,7 @@ from bot.images import check_image, check_upload_size, infotext_of, png_of
 from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
-from cogs.common import services_of
-from cogs.results import submit_from_interaction
+from cogs.common import services_of, submit_from_interaction
 from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
 

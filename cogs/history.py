@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.history import History, HistoryPage
 from bot.user_errors import UserError
 from cogs.errors import report_error
-from cogs.results import job_view, keeps_private, spoilered
+from cogs.results.buttons import job_view, keeps_private, spoilered
 
 _PROMPT_PREVIEW = 80
 HISTORY_VIEW_TIMEOUT_S = 600

@@ -10,7 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.member_settings import with_personal_defaults
+from bot.policy.member_settings import with_personal_defaults
+from bot.policy.styles import apply_style
 from bot.requests import (
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -18,10 +19,8 @@ from bot.requests import (
     RequestError,
     build_request,
 )
-from bot.styles import apply_style
 from cogs.choices import model_choices, sampler_choices, style_choices
-from cogs.common import services_of
-from cogs.results import submit_from_interaction
+from cogs.common import services_of, submit_from_interaction
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 

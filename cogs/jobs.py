@@ -9,11 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.queue import CancelOutcome
-from bot.quota_status import PeriodUsage, QuotaReport
+from bot.jobs.queue import CancelOutcome
+from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
-from cogs.common import services_of
-from cogs.results import acting_member, queue_of
+from cogs.common import acting_member, queue_of, services_of
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.member_settings import MemberSettings, UserSettings
+from bot.policy.member_settings import MemberSettings, UserSettings
 
 
 def describe_settings(settings: UserSettings) -> str:

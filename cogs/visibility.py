@@ -1,5 +1,5 @@
 """Reading a message on a member's behalf: only from where they are and what they can read
-(the decisions are in bot.visibility; this is the discord.py glue)."""
+(the decisions are in bot.policy.visibility; this is the discord.py glue)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from typing import Any
 
 import discord
 
-from bot.user_errors import UserError
-from bot.visibility import (
+from bot.policy.visibility import (
     ChannelAccess,
     Place,
     check_member_may_read,
     check_same_place,
     locate_message,
 )
+from bot.user_errors import UserError
 
 
 def _place_of(interaction: discord.Interaction[Any]) -> Place:

@@ -126,7 +126,7 @@ async def erase_user(
 
 async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:
     """Delete the jobs that ended and were delivered before ``finished_before``, with their
-    images rows; returns how many jobs. Their files are the caller's (``bot.retention``), and
+    images rows; returns how many jobs. Their files are the caller's (``bot.jobs.retention``), and
     their ledger rows ``db.quotas.prune_settled``'s."""
     # images go with their job (ON DELETE CASCADE).
     cursor = await conn.execute(

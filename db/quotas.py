@@ -37,7 +37,7 @@ __all__ = [
     "usage_since_each",
 ]
 
-# The limit columns of quota_limits; bot.quota.QuotaLimits has exactly these fields.
+# The limit columns of quota_limits; bot.policy.quota.QuotaLimits has exactly these fields.
 LIMIT_COLUMNS = (
     "images_per_day",
     "images_per_week",
@@ -251,7 +251,7 @@ async def get_limits(
 async def overrides_for(
     conn: aiosqlite.Connection, guild_id: int, user_id: int, role_ids: Iterable[int]
 ) -> LimitOverrides:
-    """The user's, their roles' and the guild's overrides, ready for ``bot.quota``."""
+    """The user's, their roles' and the guild's overrides, ready for ``bot.policy.quota``."""
     roles = sorted(set(role_ids))
     role_marks = ", ".join("?" for _ in roles)
     async with conn.execute(
@@ -317,7 +317,7 @@ async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:
 async def prune_settled(conn: aiosqlite.Connection, reserved_before: float) -> int:
     """Delete the rows of jobs reserved before ``reserved_before`` whose cost is settled
     (committed or refunded); returns how many rows. The caller passes a time no quota period
-    still counts (see ``bot.retention``); an unsettled reservation is always kept."""
+    still counts (see ``bot.jobs.retention``); an unsettled reservation is always kept."""
     cursor = await conn.execute(
         "DELETE FROM quota_ledger WHERE job_id IN ("
         "SELECT r.job_id FROM quota_ledger AS r WHERE r.kind = 'reserve' AND r.at < ?"

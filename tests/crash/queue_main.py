@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.broker import BrokerClient, BrokerConfig
-from bot.queue import FinishedJob, JobQueue, RenderSlot, Submission
+from bot.jobs.broker.client import BrokerClient, BrokerConfig
+from bot.jobs.queue import FinishedJob, JobQueue, RenderSlot, Submission
 from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker

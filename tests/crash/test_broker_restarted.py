@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.queue import JobQueue, Submission
+from bot.jobs.queue import JobQueue, Submission
 from inference.types import RenderRequest
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine

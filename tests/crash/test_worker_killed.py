@@ -7,8 +7,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.broker import BrokerClient, BrokerConfig
-from bot.queue import JobQueue, Submission
+from bot.jobs.broker.client import BrokerClient, BrokerConfig
+from bot.jobs.queue import JobQueue, Submission
 from db import jobs as journal
 from inference.types import RenderRequest
 from tests.distributed.nats_server import NatsServer, python_process, read_until

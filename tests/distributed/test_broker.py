@@ -10,8 +10,8 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy
 
-from bot.broker import BrokerClient, RemoteRenderFailed
-from bot.broker_wire import ADVISORIES_STREAM, JOBS_STREAM, consumer_name, job_subject
+from bot.jobs.broker.client import BrokerClient, RemoteRenderFailed
+from bot.jobs.broker.wire import ADVISORIES_STREAM, JOBS_STREAM, consumer_name, job_subject
 from inference.types import RenderCancelled, RenderedImage, RenderRequest, StepProgress
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.broker import BrokerClient, BrokerConfig
-from bot.broker_wire import BrokerUnavailable, connect
-from bot.broker_worker import WorkerConfig, serve
+from bot.jobs.broker.client import BrokerClient, BrokerConfig
+from bot.jobs.broker.wire import BrokerUnavailable, connect
+from bot.jobs.broker.worker import WorkerConfig, serve
 from inference.types import RenderRequest
 from tests.distributed.nats_server import NatsServer
 from tests.support.engines import InstantEngine

@@ -7,7 +7,7 @@ import os
 import nats as nats_client
 from PIL import Image
 
-from bot.broker_wire import IMAGES_BUCKET, INLINE_IMAGES_MAX_BYTES, inline_images_budget
+from bot.jobs.broker.wire import IMAGES_BUCKET, INLINE_IMAGES_MAX_BYTES, inline_images_budget
 from inference.infotext import png_with_infotext
 from inference.types import RenderedImage, RenderRequest
 from tests.distributed.transports import NatsTransport

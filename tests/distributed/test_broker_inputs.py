@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.broker import BrokerClient, BrokerConfig
-from bot.broker_wire import (
+from bot.jobs.broker.client import BrokerClient, BrokerConfig
+from bot.jobs.broker.wire import (
     INLINE_IMAGES_MAX_BYTES,
     RESULTS_STREAM,
     Outcome,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.accounting import Member
-from bot.queue import CancelOutcome, JobQueue, Submission
-from bot.quota import Period, period_start
+from bot.jobs.accounting import Member
+from bot.jobs.queue import CancelOutcome, JobQueue, Submission
+from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
 from inference.infotext import infotext_from_png

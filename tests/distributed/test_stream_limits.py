@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from bot.broker_wire import (
+from bot.jobs.broker.wire import (
     ADVISORIES_MAX_BYTES,
     ADVISORIES_STREAM,
     IMAGES_BUCKET,

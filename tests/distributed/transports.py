@@ -10,9 +10,9 @@ from typing import Protocol
 import aiosqlite
 import pytest
 
-from bot.broker import BrokerClient, BrokerConfig
-from bot.broker_worker import WorkerConfig, serve
-from bot.queue import RenderSlot
+from bot.jobs.broker.client import BrokerClient, BrokerConfig
+from bot.jobs.broker.worker import WorkerConfig, serve
+from bot.jobs.queue import RenderSlot
 from db.database import connect
 from inference.worker import DeviceWorker
 from tests.distributed.nats_server import NatsServer

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from bot.broker_worker import WorkerConfig, run_worker
+from bot.jobs.broker.worker import WorkerConfig, run_worker
 from tests.support.engines import InstantEngine
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from bot.app import EaselBot
-from bot.queue import FinishedJob
+from bot.jobs.queue import FinishedJob
 from tests.fake_discord import FakeDiscord, StoredMessage
 
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]

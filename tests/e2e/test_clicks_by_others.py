@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.accounting import Member
-from bot.quota import Period
+from bot.jobs.accounting import Member
+from bot.policy.quota import Period
 from bot.services import Services
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine
 from tests.fake_discord import FakeDiscord

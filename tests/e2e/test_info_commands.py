@@ -125,7 +125,7 @@ async def test_internal_error_gives_a_reference_and_logs_the_traceback(
     def broken(*args: object, **kwargs: object) -> dict[str, object]:
         raise RuntimeError("tokenizer exploded")
 
-    monkeypatch.setattr("bot.prompt_safety.explain", broken)
+    monkeypatch.setattr("bot.policy.prompt_safety.explain", broken)
     error_logs.expect(r"internal error [0-9a-f]{8} in /explain")
     async with start_easel():
         reply = await (

@@ -8,9 +8,9 @@ from typing import cast
 
 import pytest
 
-from bot.accounting import Member
 from bot.app import EaselBot, build
-from bot.quota import Period
+from bot.jobs.accounting import Member
+from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
 from db.jobs import JobStatus

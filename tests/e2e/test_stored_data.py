@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from bot.retention import Retention, quota_window
+from bot.jobs.retention import Retention, quota_window
 from bot.settings import Settings
 from db import jobs as journal
 from db import quotas as ledger

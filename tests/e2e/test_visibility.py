@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bot.accounting import Member
-from bot.quota import Period
+from bot.jobs.accounting import Member
+from bot.policy.quota import Period
+from bot.policy.visibility import DIRECT_MESSAGE, NOT_READABLE, OTHER_SERVER
 from bot.settings import Settings
-from bot.visibility import DIRECT_MESSAGE, NOT_READABLE, OTHER_SERVER
 from inference.infotext import infotext_from_png, png_with_infotext
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture
 from tests.fake_discord import FakeDiscord, Overwrite, StoredMessage

@@ -67,7 +67,7 @@ def compiled_engine(
 
 
 def _parts(engine: Engine) -> list[CompiledModule]:
-    return compiled_parts(engine._loaded["tiny"].pipeline)
+    return compiled_parts(engine.models.loaded["tiny"].pipeline)
 
 
 def _compiled_calls(engine: Engine) -> list[int]:

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from inference.engine import Engine, LatentFill
+from inference.engine import Engine
 from inference.images import MASKED_CONTENTS
 from inference.infotext import parse_infotext
+from inference.passes.denoise import LatentFill
 from inference.types import RenderInputError, RenderRequest
 
 PixelReader = Callable[[bytes], np.ndarray]

@@ -36,7 +36,7 @@ def test_least_recently_used_model_is_dropped(three_models: Path) -> None:
 def test_memory_budget_bounds_the_cache(three_models: Path) -> None:
     probe = Engine(three_models)
     render_with(probe, "a")
-    one_model = probe._loaded["a"].weight_bytes
+    one_model = probe.models.loaded["a"].weight_bytes
     assert one_model > 1_000_000  # the tiny model's weights, in float32
     engine = Engine(three_models, max_loaded_models=3, memory_budget_bytes=int(one_model * 2.5))
     render_with(engine, "a", "b", "c")

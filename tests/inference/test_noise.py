@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import inference.engine as engine_module
+import inference.passes.denoise as denoise_module
 from inference.engine import Engine
 from inference.infotext import parse_infotext
 from inference.noise import (
@@ -130,6 +130,6 @@ def test_ancestral_renders_equal_those_with_step_wise_noise(
         for name in ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ 2M SDE", "LCM")
     ]
     ahead = [[image.png for image in engine.render(request)] for request in requests]
-    monkeypatch.setattr(engine_module, "step_noise_drawn_ahead", lambda *_: nullcontext())
+    monkeypatch.setattr(denoise_module, "step_noise_drawn_ahead", lambda *_: nullcontext())
     step_wise = [[image.png for image in engine.render(request)] for request in requests]
     assert ahead == step_wise

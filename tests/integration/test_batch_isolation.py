@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.queue import Submission
+from bot.jobs.queue import Submission
 from db import jobs as journal
 from db.database import connect
 from inference.types import ProgressCallback, RenderedImage, RenderRequest

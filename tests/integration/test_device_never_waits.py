@@ -13,8 +13,8 @@ import aiosqlite
 import pytest
 from PIL import Image
 
-import inference.engine as engine_module
-from bot.queue import FinishedJob, JobQueue, Submission
+import inference.passes.output as output_module
+from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from db.database import connect
 from inference.engine import Engine
 from inference.infotext import infotext_from_png, png_with_infotext
@@ -46,7 +46,7 @@ async def test_a_render_returns_before_its_png_is_encoded_and_off_the_device_thr
         release.wait(2 * NEVER_S)
         return png_with_infotext(image, infotext)
 
-    monkeypatch.setattr(engine_module, "png_with_infotext", slow_png)
+    monkeypatch.setattr(output_module, "png_with_infotext", slow_png)
     worker = DeviceWorker("cpu", lambda device: Engine(tiny_models_dir, device))
     request = RenderRequest("a cat", seed=3, steps=2, width=64, height=64)
     try:

@@ -14,9 +14,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.queue import FinishedJob, JobQueue, QuotaExceeded, Submission
-from bot.quota import Period, period_start
-from bot.scheduler import PriorityClass
+from bot.jobs.queue import FinishedJob, JobQueue, QuotaExceeded, Submission
+from bot.jobs.scheduler import PriorityClass
+from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect

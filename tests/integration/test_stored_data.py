@@ -14,9 +14,9 @@ import aiosqlite
 import pytest
 
 from bot.history import Forgotten, History
-from bot.member_settings import MemberSettings
-from bot.queue import JobQueue, Submission
-from bot.retention import Pruned, Retention
+from bot.jobs.queue import JobQueue, Submission
+from bot.jobs.retention import Pruned, Retention
+from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
 from db import jobs as journal
 from db import quotas as ledger

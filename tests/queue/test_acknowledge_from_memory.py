@@ -11,15 +11,15 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot import accounting
-from bot.accounting import Member
-from bot.guild_policy import GuildList, GuildPolicy
 from bot.history import History
-from bot.member_settings import MemberSettings
-from bot.prompt_safety import PromptPlanner
-from bot.queue import JobQueue, Submission
-from bot.quota import QuotaLimits
-from bot.retention import Retention
+from bot.jobs import accounting
+from bot.jobs.accounting import Member
+from bot.jobs.queue import JobQueue, Submission
+from bot.jobs.retention import Retention
+from bot.policy.guild import GuildList, GuildPolicy
+from bot.policy.member_settings import MemberSettings
+from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.quota import QuotaLimits
 from bot.user_errors import UserError
 from db.database import connect
 from db.quotas import LimitScope

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.scheduler import (
+from bot.jobs.scheduler import (
     FairScheduler,
     PriorityClass,
     QueuedJob,

@@ -1,4 +1,4 @@
-"""bot.quota: limit resolution, calendar periods and refusal messages."""
+"""bot.policy.quota: limit resolution, calendar periods and refusal messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.quota import (
+from bot.policy.quota import (
     DEFAULT_LIMITS,
     UNLIMITED,
     Cost,

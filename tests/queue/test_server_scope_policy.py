@@ -8,12 +8,12 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.accounting import Member, limits_for
-from bot.guild_policy import GuildList, GuildPolicy, NsfwPolicy
-from bot.prompt_safety import PromptPlanner
-from bot.queue import CancelOutcome, JobQueue, QuotaExceeded, Submission
-from bot.quota import UNLIMITED, QuotaLimits
-from bot.quota_status import QuotaStatus
+from bot.jobs.accounting import Member, limits_for
+from bot.jobs.queue import CancelOutcome, JobQueue, QuotaExceeded, Submission
+from bot.policy.guild import GuildList, GuildPolicy, NsfwPolicy
+from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.quota import UNLIMITED, QuotaLimits
+from bot.policy.quota_status import QuotaStatus
 from bot.user_errors import UserError
 from db import jobs as journal
 from db.database import connect

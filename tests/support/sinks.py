@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.queue import FinishedJob, JobQueue, RenderSlot
+from bot.jobs.queue import FinishedJob, JobQueue, RenderSlot
 
 
 class RecordingSink:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sd_parsers import ParserManager
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.settings import load_settings
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.prompts.test_explain import EXPLAIN_KEYS

@@ -1,4 +1,4 @@
-"""bot.edits and bot.styles: requests built from a picture, and styles.csv (pure, fast)."""
+"""bot.edits and bot.policy.styles: requests built from a picture, and styles.csv (pure, fast)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
+from bot.policy.styles import apply_style, load_styles
 from bot.requests import RequestError
-from bot.styles import apply_style, load_styles
 from inference.types import RenderRequest
 
 INFOTEXT = (

@@ -1,4 +1,4 @@
-"""Guild rules on a request (bot.moderation), without Discord."""
+"""Guild rules on a request (bot.policy.moderation), without Discord."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.moderation import (
+from bot.policy.moderation import (
     NsfwPolicy,
     check_request,
     find_banned_rendering,

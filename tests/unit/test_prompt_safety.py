@@ -1,4 +1,4 @@
-"""A request's prompt planned before it is queued (bot.prompt_safety), without Discord."""
+"""A request's prompt planned before it is queued (bot.policy.prompt_safety), without Discord."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.edits import request_from_infotext
-from bot.prompt_safety import PromptPlanner, plan_request
+from bot.policy.prompt_safety import PromptPlanner, plan_request
 from bot.requests import MAX_PROMPT_CHARS, RequestError
 from bot.user_errors import UserError
 from inference.prompts import WildcardLibrary, expand_prompt

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.user_errors import UserError
-from bot.visibility import (
+from bot.policy.visibility import (
     DIRECT_MESSAGE,
     NOT_READABLE,
     OTHER_SERVER,
@@ -16,6 +15,7 @@ from bot.visibility import (
     check_member_may_read,
     locate_message,
 )
+from bot.user_errors import UserError
 
 GUILD = 111111111111111111
 OTHER_GUILD = 222222222222222222

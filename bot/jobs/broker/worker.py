@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from nats.js.object_store import ObjectStore
 
-from bot.broker_wire import (
+from bot.jobs.broker.wire import (
     CANCEL_SUBJECTS,
     JOBS_STREAM,
     JOBS_SUBJECTS,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.moderation import find_banned_rendering
+from bot.policy.moderation import find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import UserError
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain

@@ -117,8 +117,8 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
             "e.g. nats://127.0.0.1:4222"
         )
     from bot.app import engine_factory_for
-    from bot.broker_wire import BrokerUnavailable
-    from bot.broker_worker import WorkerConfig, run_worker
+    from bot.jobs.broker.wire import BrokerUnavailable
+    from bot.jobs.broker.worker import WorkerConfig, run_worker
     from inference.devices import resolve_devices
 
     try:
@@ -281,7 +281,7 @@ def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_doctor(_: argparse.Namespace, settings: Settings) -> int:
-    from bot.doctor import diagnose
+    from bot.cli.doctor import diagnose
 
     problems = 0
     for check in diagnose(settings):

@@ -1,6 +1,6 @@
 """The bot's side of the distributed queue: render slots whose renders run on remote workers.
 
-The bot keeps the journal, the quotas and the fair scheduler (``bot.queue``); each
+The bot keeps the journal, the quotas and the fair scheduler (``bot.jobs.queue``); each
 ``RemoteSlot`` is one job in flight on the broker. ``render`` publishes the job (message id =
 job id) with the pictures it reads (their bytes, never the bot's paths), waits for its
 result, takes the PNGs from it (or from the object store when large), and returns them or
@@ -9,7 +9,7 @@ raises what a local engine would (``RenderCancelled``, ``RenderInputError``), or
 stream: a job the journal says was running when the bot died may already be finished, and
 its stored result is used instead (a republished copy is only acked by the worker).
 
-See ``docs/distributed.md`` for the whole design and ``bot.broker_wire`` for the names.
+See ``docs/distributed.md`` for the whole design and ``bot.jobs.broker.wire`` for the names.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.object_store import ObjectStore
 
-from bot.broker_wire import (
+from bot.jobs.broker.wire import (
     ADVISORIES_CONSUMER,
     ADVISORIES_STREAM,
     JOBS_STREAM,
@@ -376,7 +376,7 @@ def _read_picture(field: str, path: str) -> bytes:
 
 
 class RemoteSlot:
-    """A ``bot.queue.RenderSlot`` backed by the broker: one job in flight at a time."""
+    """A ``bot.jobs.queue.RenderSlot`` backed by the broker: one job in flight at a time."""
 
     def __init__(self, client: BrokerClient, device: str) -> None:
         self._client = client

@@ -118,7 +118,7 @@ def check_request(
     nsfw_policy: NsfwPolicy,
 ) -> None:
     """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all.
-    Banned words are looked for in what the prompt renders: ``bot.prompt_safety``."""
+    Banned words are looked for in what the prompt renders: ``bot.policy.prompt_safety``."""
     if allowed_channels and channel_id not in allowed_channels:
         where = ", ".join(f"<#{channel}>" for channel in sorted(allowed_channels))
         raise UserError(f"Easel is not enabled in this channel; use it in {where}.")

@@ -1,6 +1,6 @@
 """Quota accounting around a job's life: admit (check + reserve), commit, refund.
 
-The policy (which limits apply, what a refusal says) is ``bot.quota``; the ledger rows are
+The policy (which limits apply, what a refusal says) is ``bot.policy.quota``; the ledger rows are
 ``db.quotas``. This module joins them at the three moments the queue knows about.
 
 The check before an interaction is acknowledged (``refusal_for``) reads the member's limits
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.memo import Memo
-from bot.quota import (
+from bot.policy.quota import (
     Cost,
     Period,
     QuotaLimits,

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot import accounting
-from bot.quota import Period, period_start, reset_at
-from bot.stored_files import remove_unused_results, remove_unused_uploads
+from bot.jobs import accounting
+from bot.jobs.stored_files import remove_unused_results, remove_unused_uploads
+from bot.policy.quota import Period, period_start, reset_at
 from db import history, quotas
 from db import jobs as journal
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot import accounting
+from bot.jobs import accounting
 from bot.memo import Memo
-from bot.moderation import NsfwPolicy, check_request
-from bot.prompt_safety import PromptPlanner
-from bot.quota import QuotaLimits
+from bot.policy.moderation import NsfwPolicy, check_request
+from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.quota import QuotaLimits
 from bot.user_errors import UserError
 from db import guild_settings as store
 from db import quotas

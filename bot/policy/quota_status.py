@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.accounting import Member, limits_for, usage_by_period
-from bot.quota import Period, QuotaLimits, reset_at
+from bot.jobs.accounting import Member, limits_for, usage_by_period
+from bot.policy.quota import Period, QuotaLimits, reset_at
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiosqlite
 
-from bot import accounting
-from bot.accounting import QuotaExceeded
-from bot.quota import DEFAULT_LIMITS, QuotaLimits
-from bot.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
+from bot.jobs import accounting
+from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
+from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
 from db.database import transaction
 from inference.types import (

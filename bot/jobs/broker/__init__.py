@@ -1,0 +1,1 @@
+"""The NATS JetStream transport between the bot's queue and remote ``easel worker``s."""

@@ -1,0 +1,2 @@
+"""What a server decides: guild policy, moderation, quotas, member settings, styles, prompt
+safety, visibility. Pure: no torch, no discord."""

@@ -1,0 +1,1 @@
+"""What a job shows in Discord after its command: buttons, progress and the posted result."""

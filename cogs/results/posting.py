@@ -1,0 +1,181 @@
+"""Posting a finished job: its files, caption and buttons, in the interaction's response while
+its token lives, else in the channel or the member's direct messages."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+
+import discord
+
+from bot.images import fit_under, grid_png
+from bot.jobs.queue import FinishedJob
+from cogs.results.buttons import job_view
+from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
+from inference.infotext import format_value
+
+log = logging.getLogger(__name__)
+
+# Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
+DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
+_MAX_CAPTION_PROMPT = 1500
+# Invalid Webhook Token, Unknown Webhook, Unknown Message.
+_GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
+_CANNOT_MESSAGE_USER = 50007
+
+
+def caption(job: FinishedJob) -> str:
+    prompt = job.request.prompt or f"({job.kind}, no prompt)"
+    if len(prompt) > _MAX_CAPTION_PROMPT:
+        prompt = prompt[:_MAX_CAPTION_PROMPT] + "…"
+    seeds = ", ".join(str(image.seed) for image in job.images)
+    text = (
+        f"**{discord.utils.escape_markdown(prompt)}** — <@{job.user_id}> "
+        f"(seed {seeds}, job `{job.job_id}`)"
+    )
+    notes = "".join(f"\nNote: {discord.utils.escape_markdown(n)}" for n in job.request.notes)
+    return text + notes
+
+
+def grid_note(job: FinishedJob) -> str:
+    seeds = format_value(" ".join(str(image.seed) for image in job.images))
+    return f"Grid: {len(job.images)} images, Grid seeds: {seeds}"
+
+
+def result_png(job: FinishedJob) -> bytes:
+    """The one picture, or a grid of all of them with the first one's infotext."""
+    pictures = [image.path.read_bytes() for image in job.images]
+    if len(pictures) == 1:
+        return pictures[0]
+    return grid_png(pictures, f"{job.images[0].infotext}, {grid_note(job)}")
+
+
+class DiscordResults(ProgressMessages):
+    """The queue's result sink and progress listener: edits the original response while its
+    token lives, else posts in the channel mentioning the member (a private result: in the
+    member's direct messages, never the channel)."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(wall_clock, monotonic)
+        self._client = client
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        watched = self._watched.pop(job.job_id, None)
+        if watched is not None:
+            await watched.settle()  # never let a late progress edit overwrite the result
+        filesize_limit = job.filesize_limit or DEFAULT_FILESIZE_LIMIT
+        mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
+        files: list[discord.File] = []
+        view: discord.ui.View | None = None
+        if job.succeeded:
+            content = caption(job)
+            png = await asyncio.to_thread(result_png, job)
+            fitted = await asyncio.to_thread(fit_under, png, filesize_limit)
+            if fitted.is_preview:
+                content += f"\nThis is a smaller preview; `/show {job.job_id}` gives the original."
+            files = [
+                discord.File(
+                    io.BytesIO(fitted.data),
+                    filename=f"easel-{job.job_id}.{fitted.extension}",
+                    spoiler=job.spoiler,
+                )
+            ]
+            view = job_view(job.job_id, len(job.images))
+        elif job.error == "cancelled":
+            content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); nothing was charged."
+        else:
+            content = f"<@{job.user_id}> ❌ {job.error} (job `{job.job_id}`)"
+        if (
+            job.application_id is not None
+            and job.interaction_token is not None
+            and job.interaction_created_at is not None
+            and self._alive(job.interaction_created_at)
+        ):
+            webhook = discord.Webhook.partial(
+                job.application_id, job.interaction_token, client=self._client
+            )
+            try:
+                edited = await webhook.edit_message(
+                    ORIGINAL_RESPONSE,
+                    content=content,
+                    attachments=files,
+                    allowed_mentions=mentions,
+                    view=view,
+                )
+                return edited.id
+            except discord.HTTPException as error:
+                # Clocks disagree, or the response was deleted: post it as a message instead.
+                if error.code not in _GONE_TOKEN_CODES:
+                    raise
+                log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
+                for file in files:
+                    file.reset()
+        if job.private:  # never the channel: the member asked to see it alone
+            return await self._post_directly(job, content, files, mentions, view)
+        if job.channel_id is None:
+            return None
+        channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
+        try:
+            return await self._post(channel, job, content, files, mentions, view)
+        except discord.Forbidden as error:
+            # The bot may not post there (any more): the member gets it in a direct message.
+            log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
+            return await self._post_directly(job, content, files, mentions, view)
+
+    async def _post_directly(
+        self,
+        job: FinishedJob,
+        content: str,
+        files: list[discord.File],
+        mentions: discord.AllowedMentions,
+        view: discord.ui.View | None,
+    ) -> int | None:
+        """Post in the member's direct messages; when those are closed to the bot, nowhere
+        (logged: `/show` still brings the result back). A server's job gets no buttons
+        there, since a click outside its server is refused."""
+        for file in files:
+            file.reset()
+        if job.guild_id is not None and view is not None:
+            view = None
+            content += f"\nIts buttons work in its server: `/show {job.job_id}` there."
+        try:
+            direct = await self._client.create_dm(discord.Object(job.user_id))
+            return await self._post(direct, job, content, files, mentions, view)
+        except discord.HTTPException as error:
+            if not isinstance(error, discord.Forbidden) and error.code != _CANNOT_MESSAGE_USER:
+                raise
+            log.warning(
+                "job %s: the member's direct messages are closed to the bot (%s); "
+                "the result was not posted",
+                job.job_id,
+                error,
+            )
+            return None
+
+    @staticmethod
+    async def _post(
+        channel: discord.abc.Messageable,
+        job: FinishedJob,
+        content: str,
+        files: list[discord.File],
+        mentions: discord.AllowedMentions,
+        view: discord.ui.View | None,
+    ) -> int:
+        # The job id as an enforced nonce: Discord returns the first message instead of
+        # posting a second one when a restart delivers the same job again.
+        sent = await channel.send(
+            content=content,
+            files=files,
+            allowed_mentions=mentions,
+            view=view or discord.utils.MISSING,
+            nonce=job.job_id,
+        )
+        return sent.id

@@ -1,0 +1,133 @@
+"""A job's progress before its result: the queue position, then the percent with the newest
+preview, edited into the interaction's response at most once per interval, with Cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import discord
+
+from cogs.common import queue_of
+from cogs.results.buttons import CancelButton
+from inference.types import StepProgress
+
+log = logging.getLogger(__name__)
+
+# Discord accepts edits through an interaction token for 15 minutes; leave a safety margin.
+INTERACTION_TOKEN_LIFETIME_S = 14 * 60
+PROGRESS_EDIT_INTERVAL_S = 2.0
+# Discord's alias for an interaction's first response; discord.py types message ids as int.
+ORIGINAL_RESPONSE: Any = "@original"
+_UNFINISHED = frozenset({"queued", "running"})
+
+
+class ProgressMessages:
+    """The queue's progress listener: the queue position and then the progress of each job
+    whose response is still editable, one edit at a time."""
+
+    def __init__(
+        self,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Token lifetimes are judged on the wall clock (a test may move it with Discord's).
+        self.wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._watched: dict[str, _Watched] = {}
+
+    async def show_queued(
+        self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool
+    ) -> None:
+        """Replace "thinking…" with the queue position and a Cancel button, then follow progress
+        (previews spoilered like the result; a private job's response is ephemeral, so are they)."""
+        state = await queue_of(interaction).state(job_id)
+        # No await between this check and the registration: deliver() either already ran
+        # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
+        if state is None or state.status not in _UNFINISHED:
+            return
+        created_at = interaction.created_at.timestamp()
+        watched = _Watched(interaction.followup, lambda: self._alive(created_at), spoiler)
+        self._watched[job_id] = watched
+        if state.position is None:  # already rendering: progress edits take over
+            return
+        eta = f", about {state.eta_s:.0f} s" if state.eta_s is not None else ""
+        watched.schedule(f"⏳ Queued — position {state.position + 1}{eta}.", _cancel_view(job_id))
+        watched.last_edit = self._monotonic()
+
+    def progress(self, job_id: str, step: StepProgress) -> None:
+        """The queue's progress listener: at most one edit per interval per job."""
+        watched = self._watched.get(job_id)
+        if watched is None or not watched.token_alive():
+            return
+        if step.preview is not None:
+            watched.preview = step.preview  # shown with the next edit
+        now = self._monotonic()
+        if now - watched.last_edit < PROGRESS_EDIT_INTERVAL_S:
+            return
+        watched.last_edit = now
+        watched.schedule(
+            f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps}).",
+            _cancel_view(job_id),
+        )
+
+    def _alive(self, interaction_created_at: float) -> bool:
+        return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
+
+
+def _cancel_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+class _Watched:
+    """One job's progress message: edits run one at a time, the newest text wins."""
+
+    def __init__(
+        self, followup: discord.Webhook, token_alive: Callable[[], bool], spoiler: bool
+    ) -> None:
+        self._followup = followup
+        self.token_alive = token_alive
+        self._spoiler = spoiler
+        self._edit: asyncio.Task[None] | None = None
+        self.last_edit = float("-inf")
+        # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
+        self.preview: bytes | None = None
+
+    def schedule(self, content: str, view: discord.ui.View) -> None:
+        """Edit the message to ``content``, with the newest preview if one came since."""
+        previous, preview, self.preview = self._edit, self.preview, None
+        self._edit = asyncio.ensure_future(self._run(previous, content, view, preview))
+
+    async def _run(
+        self,
+        previous: asyncio.Task[None] | None,
+        content: str,
+        view: discord.ui.View,
+        preview: bytes | None,
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        if not self.token_alive():  # judged again now: the edit may have waited a while
+            return
+        # Without a new preview the message keeps the one it shows.
+        attachments = (
+            discord.utils.MISSING
+            if preview is None
+            else [discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=self._spoiler)]
+        )
+        try:
+            await self._followup.edit_message(
+                ORIGINAL_RESPONSE, content=content, view=view, attachments=attachments
+            )
+        except discord.HTTPException as error:
+            log.warning("progress edit failed (%s); the result will still be posted", error)
+
+    async def settle(self) -> None:
+        if self._edit is not None:
+            await asyncio.wait([self._edit])

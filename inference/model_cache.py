@@ -1,0 +1,209 @@
+"""The per-device model cache: loaded pipelines kept least recently used first, bounded by a
+count and a memory budget (``EASEL_MODEL_CACHE_GB``), plus the last VAE override and model
+upscaler, each kept while it is asked for again. A model is compiled as it loads when the
+engine has a compiler (``inference.compile``).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
+from PIL import Image
+
+from inference.checkpoints import load_single_file
+from inference.compile import Compiler
+from inference.model_upscale import ModelUpscaler, TileDone, load_upscaler, model_upscale
+from inference.networks import load_vae
+from inference.preview import LatentPreviewer
+from inference.registry import ModelEntry, ModelRegistry
+from inference.upscale import lanczos_upscale
+
+log = logging.getLogger(__name__)
+
+# Latents (4) + mask (1) + masked-picture latents (4).
+INPAINTING_UNET_CHANNELS = 9
+
+PipelineTask = Literal["txt2img", "img2img", "inpaint"]
+_TASK_PIPELINES = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    pipeline: Any  # the diffusers Stable Diffusion (XL) pipeline the model loads as
+    scheduler_config: dict[str, Any]
+    short_hash: str
+    task_pipelines: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weight_bytes(self) -> int:
+        modules = [c for c in self.pipeline.components.values() if isinstance(c, torch.nn.Module)]
+        return sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
+
+    @property
+    def inpainting_unet(self) -> bool:
+        return bool(self.pipeline.unet.config.in_channels == INPAINTING_UNET_CHANNELS)
+
+    @functools.cached_property
+    def previewer(self) -> LatentPreviewer | None:
+        """The latent previewer, fitted to this model's VAE at the first preview asked for;
+        None (and no previews) when the VAE gives no finite latents."""
+        previewer = LatentPreviewer.fit(self.pipeline.vae, self.pipeline.vae_scale_factor)
+        if previewer is None:
+            log.warning("model %s: no previews, its VAE gave no finite latents", self.entry.name)
+        return previewer
+
+    def pipeline_for(self, task: PipelineTask) -> Any:
+        """The pipeline for ``task``, sharing this model's weights (made once, then kept)."""
+        if task == "txt2img" or (task == "inpaint" and self.inpainting_unet):
+            return self.pipeline
+        if task not in self.task_pipelines:
+            pipeline = _TASK_PIPELINES[task].from_pipe(self.pipeline)
+            pipeline.set_progress_bar_config(disable=True)  # from_pipe does not carry it over
+            self.task_pipelines[task] = pipeline
+        return self.task_pipelines[task]
+
+
+class ModelCache:
+    """One device's loaded models; the least recently used is dropped first (the last one
+    loaded always stays). ``load_pipeline`` reads a model's pipeline from disk."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        device: str,
+        load_pipeline: Callable[[ModelEntry], Any],
+        *,
+        max_loaded_models: int = 1,
+        memory_budget_bytes: int | None = None,
+        cpu_offload: bool = False,
+        compiler: Compiler | None = None,
+    ) -> None:
+        self.registry = registry
+        self.device = device
+        self.load_pipeline = load_pipeline
+        self.max_loaded_models = max_loaded_models
+        self.memory_budget_bytes = memory_budget_bytes
+        self.cpu_offload = cpu_offload
+        self.compiler = compiler
+        self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        # The last VAE override, kept while it is asked for again: (file, model, VAE).
+        self._vae_override: tuple[Path, LoadedModel, Any] | None = None
+        # The last model upscaler, kept while it is asked for again.
+        self._upscaler: ModelUpscaler | None = None
+
+    def clear(self) -> None:
+        """Drop every cached model, VAE and upscaler."""
+        self.loaded.clear()
+        self._vae_override = None
+        self._upscaler = None
+        self.release_device_memory()
+
+    def load(self, entry: ModelEntry) -> LoadedModel:
+        cached = self.loaded.get(entry.name)
+        if cached is not None and cached.entry == entry:
+            self.loaded.move_to_end(entry.name)
+            return cached
+        while len(self.loaded) >= self.max_loaded_models:
+            self.loaded.popitem(last=False)
+        self.release_device_memory()
+        pipeline = self.load_pipeline(entry)
+        if self.cpu_offload:
+            pipeline.enable_model_cpu_offload(device=self.device)
+        else:
+            pipeline.to(self.device)
+        if self.device.startswith("cuda"):
+            # NHWC convolutions are the fast path of cuDNN's half-precision kernels.
+            pipeline.unet.to(memory_format=torch.channels_last)
+            pipeline.vae.to(memory_format=torch.channels_last)
+        if self.compiler is not None:
+            self.compiler.install(pipeline)
+        pipeline.set_progress_bar_config(disable=True)
+        loaded = LoadedModel(
+            entry=entry,
+            pipeline=pipeline,
+            scheduler_config=dict(pipeline.scheduler.config),
+            short_hash=self.registry.short_hash(entry),
+        )
+        self.loaded[entry.name] = loaded
+        self._fit_memory_budget()
+        return loaded
+
+    def vae_for(self, model: LoadedModel, path: Path) -> Any:
+        cached = self._vae_override
+        if cached is not None and cached[0] == path and cached[1] is model:
+            return cached[2]
+        self._vae_override = None  # drop the old one before loading the next
+        vae = load_vae(path, model.pipeline.vae)
+        self._vae_override = (path, model, vae)
+        return vae
+
+    def enlarge(
+        self,
+        image: Image.Image,
+        size: tuple[int, int],
+        upscaler: tuple[str, Path | None],
+        cancel: threading.Event | None,
+        on_tile: TileDone | None = None,
+    ) -> Image.Image:
+        """``image`` resized to ``size`` by ``upscaler`` (as ``registry.resolve_upscaler``
+        gives it: a name, and its file unless it is Lanczos)."""
+        name, path = upscaler
+        if path is None:
+            return lanczos_upscale(image, size)
+        cached = self._upscaler
+        if cached is None or not cached.is_current(path):
+            self._upscaler = None  # drop the old one before loading the next
+            self.release_device_memory()
+            cached = self._upscaler = load_upscaler(name, path, self.device)
+        return model_upscale(cached, image, size, cancel=cancel, on_tile=on_tile)
+
+    def _fit_memory_budget(self) -> None:
+        if self.memory_budget_bytes is None:
+            return
+        evicted = False
+        while len(self.loaded) > 1 and self._cache_bytes() > self.memory_budget_bytes:
+            self.loaded.popitem(last=False)
+            evicted = True
+        if evicted:
+            self.release_device_memory()
+
+    def _cache_bytes(self) -> int:
+        return sum(model.weight_bytes for model in self.loaded.values())
+
+    def release_device_memory(self) -> None:
+        if self.compiler is not None:
+            gc.collect()  # a compiled twin is freed in a cycle with torch.compile's wrapper
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def load_pipeline(entry: ModelEntry, dtype: torch.dtype) -> Any:
+    """A model's pipeline read from disk (diffusers folder or single file), in ``dtype``."""
+    if entry.format != "diffusers":
+        return load_single_file(entry, dtype)
+    index = json.loads((entry.path / "model_index.json").read_text())
+    no_safety_checker: dict[str, Any] = (
+        {"safety_checker": None, "requires_safety_checker": False}
+        if "safety_checker" in index
+        else {}
+    )
+    return DiffusionPipeline.from_pretrained(
+        entry.path, dtype=dtype, local_files_only=True, **no_safety_checker
+    )
+
+
+def native_size(pipeline: Any) -> int:
+    """The side the model was trained at (512 for SD1.5, 1024 for SDXL)."""
+    return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)

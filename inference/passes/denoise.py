@@ -1,0 +1,246 @@
+"""One denoising pipeline call, shared by every pass: each picture's seeded CPU noise, the
+prompt guidance, fast mode's DeepCache, the VAE override and tiling; and the arguments each
+pipeline task (txt2img, img2img, inpaint) takes, with inpainting's latent fill."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inference.conditioning import PromptEncoder
+from inference.fast import DeepCache, FastPreset, fast_preset
+from inference.guidance import PromptGuidance
+from inference.images import InpaintCanvas
+from inference.model_cache import LoadedModel, ModelCache, PipelineTask
+from inference.noise import initial_noise, seeded_generator, step_noise_drawn_ahead
+from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
+from inference.passes.networks import JobNetworks
+from inference.progress import StepTracker
+from inference.prompts import WildcardLibrary
+from inference.registry import ModelRegistry
+from inference.samplers import make_scheduler
+from inference.types import RenderRequest
+
+
+@contextmanager
+def vae_in_use(pipeline: Any, vae: Any | None) -> Iterator[None]:
+    """``vae`` decodes (and encodes) for this call; the model's own VAE comes back after."""
+    if vae is None:
+        yield
+        return
+    original = pipeline.vae
+    pipeline.vae = vae
+    try:
+        yield
+    finally:
+        pipeline.vae = original
+
+
+@contextmanager
+def vae_tiling(pipeline: Any, tiled: bool) -> Iterator[None]:
+    if not tiled:
+        yield
+        return
+    pipeline.vae.enable_tiling()
+    try:
+        yield
+    finally:
+        pipeline.vae.disable_tiling()
+
+
+@dataclass(frozen=True)
+class Denoiser:
+    """The pipeline calls of one engine: its device and dtype, wildcards, and the picture
+    size (width x height; ``None``: never) above which the VAE decodes in tiles."""
+
+    device: str
+    dtype: torch.dtype
+    wildcards: WildcardLibrary | None
+    vae_tiling_pixels: int | None
+
+    def __call__(
+        self,
+        model: LoadedModel,
+        task: PipelineTask,
+        request: RenderRequest,
+        jobs: Sequence[ImageJob],
+        size: tuple[int, int],
+        steps: int,
+        arguments: TaskArguments,
+        tracker: StepTracker,
+        networks: JobNetworks,
+        output_type: Literal["pil", "latent"] = "pil",
+    ) -> Any:
+        """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
+        pictures, or with ``output_type="latent"`` the final latents (no VAE decode)."""
+        pipeline = model.pipeline_for(task)
+        scheduler = make_scheduler(request.sampler, model.scheduler_config)
+        pipeline.scheduler = scheduler
+        scale = pipeline.vae_scale_factor
+        latent_shape = (1, pipeline.vae.config.latent_channels, size[1] // scale, size[0] // scale)
+        noise = torch.cat(
+            [
+                initial_noise(job.seed, latent_shape, job.variation_seed, job.variation_strength)
+                for job in jobs
+            ]
+        ).to(self.device, self.dtype)
+        use_noise_for_img2img(scheduler, noise, arguments.latent_fill)
+        seed_brownian_noise(scheduler, jobs)
+        start = {"latents": noise} if arguments.starts_from_noise else {}
+        tracker.begin_pass()
+        with torch.inference_mode():
+            # Prompts are encoded here (web UI syntax, schedules, AND), not by the pipeline.
+            guidance = PromptGuidance(
+                PromptEncoder(pipeline, clip_skip_of(request)),
+                lambda steps_run: [
+                    networks.tokens.plan(job.plan(steps_run, self.wildcards)) for job in jobs
+                ],
+                pad_conds=pad_conds(request),
+            )
+            tiled = self.vae_tiling_pixels is not None and (
+                size[0] * size[1] > self.vae_tiling_pixels
+            )
+            # The cache wraps the real UNet, so it goes on before the guidance's stand-in.
+            use_cache = request.fast and fast_preset_for(model, request) is None
+            # The same per-image CPU generators also drive ancestral samplers' noise.
+            generators = [seeded_generator(job.seed) for job in jobs]
+            with (
+                step_noise_drawn_ahead(scheduler, generators, steps),
+                DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
+                guidance.installed(pipeline),
+                vae_in_use(pipeline, networks.vae),
+                vae_tiling(pipeline, tiled),
+            ):
+                images = pipeline(
+                    **guidance.pipeline_arguments(len(jobs)),
+                    num_inference_steps=steps,
+                    guidance_scale=request.cfg_scale,
+                    generator=generators,
+                    callback_on_step_end=guidance.step_callback(tracker.on_step_end),
+                    output_type=output_type,
+                    **arguments.values,
+                    **start,
+                ).images
+        return images
+
+
+@dataclass(frozen=True)
+class PassTools:
+    """What every pass of one engine uses: its pipeline calls, model cache and registry, the
+    pool encoding its PNGs, and how often progress reports carry a preview."""
+
+    denoise: Denoiser
+    models: ModelCache
+    registry: ModelRegistry
+    encoder: Executor
+    preview_interval_s: float | None
+
+
+def fast_preset_for(model: LoadedModel, request: RenderRequest) -> FastPreset | None:
+    """The few-step recipe a fast request gets on this model, if the model has one."""
+    if not request.fast:
+        return None
+    return fast_preset(model.entry.name, model.scheduler_config)
+
+
+def pipeline_task(mode: str, inpainting_unet: bool) -> PipelineTask:
+    # A 9-channel inpainting UNet cannot run without a mask: everything goes through inpaint.
+    if inpainting_unet or mode == "inpaint":
+        return "inpaint"
+    return "img2img" if mode == "img2img" else "txt2img"
+
+
+@dataclass(frozen=True)
+class TaskArguments:
+    values: dict[str, Any]
+    # At full strength the pipeline starts from our noise as ``latents`` instead of noising
+    # the picture.
+    starts_from_noise: bool
+    latent_fill: LatentFill | None = None
+
+
+def task_arguments(
+    task: PipelineTask,
+    size: tuple[int, int],
+    strength: float,
+    init_images: list[Image.Image] | torch.Tensor | None,
+    canvas: InpaintCanvas | None,
+    count: int,
+) -> TaskArguments:
+    dimensions = {"width": size[0], "height": size[1]}
+    if task == "txt2img":
+        return TaskArguments(dimensions, starts_from_noise=True)
+    if task == "img2img":
+        return TaskArguments({"image": init_images, "strength": strength}, False)
+    if canvas is not None:
+        images, masks = [canvas.image] * count, [canvas.mask] * count
+    else:  # an inpainting model asked for txt2img / img2img: repaint everything
+        assert not isinstance(init_images, torch.Tensor)  # latent hires refuses these models
+        images = init_images or [Image.new("RGB", size, (127, 127, 127))] * count
+        masks = [Image.new("L", size, 255)] * count
+        strength = strength if init_images else 1.0
+    values = {**dimensions, "image": images, "mask_image": masks, "strength": strength}
+    fill = None
+    if canvas is not None and canvas.latent_fill is not None:
+        fill = LatentFill(canvas.latent_fill, canvas.mask)
+    return TaskArguments(values, starts_from_noise=strength == 1.0, latent_fill=fill)
+
+
+@dataclass(frozen=True)
+class LatentFill:
+    """Inpainting's "latent noise" / "latent nothing": the encoded picture's latents under
+    the mask replaced by the picture's own seeded noise or by zeros, blended by the (blurred)
+    mask at latent size, before they are noised to the first step, as the web UI does."""
+
+    kind: str
+    mask: Image.Image  # at render size, white = filled
+
+    def apply(self, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        height, width = latents.shape[-2:]
+        small = self.mask.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+        weight = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).to(latents)
+        if self.kind == "latent noise":
+            replacement = noise.to(latents)
+        else:
+            replacement = torch.zeros_like(latents)
+        return latents * (1 - weight) + replacement * weight
+
+
+def use_noise_for_img2img(
+    scheduler: Any, noise: torch.Tensor, fill: LatentFill | None = None
+) -> None:
+    """Make the pipeline noise the init picture with our seeded noise, not its own draw
+    (after ``fill`` replaced its masked latents, when given).
+
+    Diffusers' img2img and inpaint pipelines draw that noise internally; the scheduler is a
+    fresh instance per render, so overriding its ``add_noise`` affects this render only.
+    The inpaint pipelines also re-noise the encoded picture at every step to keep what lies
+    outside the mask; the fill only touches what lies inside.
+    """
+    add_noise = scheduler.add_noise
+
+    def add_seeded_noise(
+        original: torch.Tensor, _pipeline_noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        if fill is not None:
+            original = fill.apply(original, noise)
+        noised: torch.Tensor = add_noise(
+            original, noise.to(original.device, original.dtype), timesteps
+        )
+        return noised
+
+    scheduler.add_noise = add_seeded_noise
+
+
+def seed_brownian_noise(scheduler: Any, jobs: Sequence[ImageJob]) -> None:
+    """DPM++ SDE draws its noise from a Brownian tree; one tree per picture, seeded with the
+    picture's seed as the web UI does, keeps a picture the same whether batched or alone."""
+    if hasattr(scheduler, "noise_sampler_seed"):
+        scheduler.noise_sampler_seed = [job.seed for job in jobs]

@@ -1,0 +1,118 @@
+"""A request's pictures as image jobs: one per picture, each with its own seed, its prompt
+expanded (wildcards) and checked, and the LoRAs and embeddings it asks for."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from inference.conditioning import DEFAULT_CLIP_SKIP
+from inference.limits import MAX_SEED
+from inference.networks import merged_loras
+from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLibrary, build_plan
+from inference.types import RenderInputError, RenderRequest
+
+# SD1.x's text encoder has 12 layers; the encoder checks the loaded model's own count.
+MAX_CLIP_SKIP = 12
+
+
+def resolve_seed(seed: int | None) -> int:
+    return secrets.randbelow(MAX_SEED + 1) if seed is None or seed == -1 else seed
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One picture of a (possibly batched) pipeline call.
+
+    ``prompt``/``negative_prompt`` are the texts after wildcard expansion (what the infotext
+    shows); ``template``/``negative_template`` what was typed, when expansion changed it.
+    """
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    variation_seed: int | None
+    variation_strength: float
+    template: str | None = None
+    negative_template: str | None = None
+    warnings: tuple[str, ...] = ()
+    # LoRAs found on disk (merged by name, sorted) and embedding names the prompts use.
+    loras: tuple[ExtraNetwork, ...] = ()
+    embeddings: tuple[str, ...] = ()
+
+    def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
+        """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
+        return build_plan(
+            self.prompt if self.template is None else self.template,
+            self.negative_prompt if self.negative_template is None else self.negative_template,
+            seed=self.seed,
+            steps=steps,
+            wildcards=wildcards,
+        )
+
+
+def image_jobs(
+    request: RenderRequest,
+    wildcards: WildcardLibrary | None,
+    loras: Collection[str],
+    embeddings: Collection[str],
+) -> list[ImageJob]:
+    """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
+    and its wildcards are expanded with that seed. Prompt errors surface here, before any
+    model loads. ``loras`` and ``embeddings`` are the names on disk: unknown LoRA tags
+    become prompt warnings."""
+    clip_skip_of(request)
+    seed = resolve_seed(request.seed)
+    variation_seed = (
+        None if request.variation_seed is None else resolve_seed(request.variation_seed)
+    )
+    jobs = []
+    for index in range(request.count):
+        try:
+            plan = build_plan(
+                request.prompt,
+                request.negative_prompt,
+                seed=seed + index,
+                steps=request.steps,
+                wildcards=wildcards,
+                loras=loras,
+                embeddings=embeddings,
+            )
+        except PromptError as error:
+            raise RenderInputError(str(error)) from error
+        jobs.append(
+            ImageJob(
+                prompt=plan.prompt,
+                negative_prompt=plan.negative_prompt,
+                seed=seed + index,
+                variation_seed=None if variation_seed is None else variation_seed + index,
+                variation_strength=request.variation_strength,
+                template=request.prompt if plan.prompt != request.prompt else None,
+                negative_template=(
+                    request.negative_prompt
+                    if plan.negative_prompt != request.negative_prompt
+                    else None
+                ),
+                warnings=plan.warnings,
+                loras=merged_loras(plan.loras(loras)),
+                embeddings=plan.embeddings_used,
+            )
+        )
+    return jobs
+
+
+def clip_skip_of(request: RenderRequest) -> int:
+    """``options["clip_skip"]``: 1 (the last layer, default) to 12."""
+    value = request.options.get("clip_skip", DEFAULT_CLIP_SKIP)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RenderInputError(
+            f"clip skip must be a whole number in 1..{MAX_CLIP_SKIP}, got {value!r}"
+        )
+    if not 1 <= value <= MAX_CLIP_SKIP:
+        raise RenderInputError(f"clip skip must be in 1..{MAX_CLIP_SKIP}, got {value}")
+    return value
+
+
+def pad_conds(request: RenderRequest) -> bool:
+    return bool(request.options.get("pad_conds", False))

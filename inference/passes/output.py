@@ -1,0 +1,55 @@
+"""A finished picture: its web UI infotext parameters and its PNG, encoded off the device
+thread (``RenderedImage.png``)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from PIL import Image
+
+from inference.conditioning import DEFAULT_CLIP_SKIP
+from inference.fast import fast_infotext
+from inference.infotext import format_infotext, png_with_infotext
+from inference.model_cache import LoadedModel
+from inference.passes.denoise import fast_preset_for
+from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
+from inference.samplers import canonical_sampler_name
+from inference.types import RenderedImage, RenderRequest
+
+
+def base_params(
+    model: LoadedModel, request: RenderRequest, job: ImageJob, size: tuple[int, int]
+) -> dict[str, object]:
+    varied = job.variation_seed is not None and job.variation_strength > 0
+    clip_skip = clip_skip_of(request)
+    return {
+        "Steps": request.steps,
+        "Sampler": canonical_sampler_name(request.sampler),
+        "CFG scale": float(request.cfg_scale),
+        "Seed": job.seed,
+        "Size": f"{size[0]}x{size[1]}",
+        "Model hash": model.short_hash,
+        "Model": model.entry.name,
+        "Variation seed": job.variation_seed if varied else None,
+        "Variation seed strength": job.variation_strength if varied else None,
+        "Clip skip": clip_skip if clip_skip != DEFAULT_CLIP_SKIP else None,
+        "Pad conds": True if pad_conds(request) else None,
+        "Fast": fast_infotext(request, fast_preset_for(model, request)),
+        # The dynamic-prompts extension's keys: what was typed, when expansion changed it.
+        "Template": job.template,
+        "Negative Template": job.negative_template,
+        "Prompt warnings": "; ".join(job.warnings) or None,
+    }
+
+
+def rendered(
+    encoder: Executor, job: ImageJob, image: Image.Image, params: dict[str, object]
+) -> RenderedImage:
+    infotext = format_infotext(job.prompt, job.negative_prompt, params)
+    return RenderedImage(
+        encoded=encoder.submit(png_with_infotext, image, infotext),
+        seed=job.seed,
+        infotext=infotext,
+        width=image.width,
+        height=image.height,
+    )

@@ -1,0 +1,126 @@
+"""The txt2img pass and its hires fix (an upscaler, or a latent upscale, then an img2img pass
+at the larger size). img2img, inpaint and outpaint run through the same group call, with the
+pictures ``inference.passes.img2img`` loads for them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from inference.model_cache import LoadedModel
+from inference.passes.denoise import PassTools, pipeline_task, task_arguments
+from inference.passes.img2img import RenderInputs, inpaint_infotext
+from inference.passes.jobs import ImageJob
+from inference.passes.networks import JobNetworks
+from inference.passes.output import base_params, rendered
+from inference.progress import StepTracker, previewer_for
+from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
+from inference.upscale import LATENT_UPSCALERS, HiresOptions, scaled_render_size
+
+
+def render_group(
+    model: LoadedModel,
+    request: RenderRequest,
+    jobs: Sequence[ImageJob],
+    inputs: RenderInputs,
+    networks: JobNetworks,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    tools: PassTools,
+) -> list[RenderedImage]:
+    """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked."""
+    size = request.size()
+    task = pipeline_task(request.mode, model.inpainting_unet)
+    # Inpainting checkpoints render txt2img through the inpaint pipeline; hires fix too.
+    txt2img = request.mode == "txt2img"
+    hires = HiresOptions.from_options(request.options, *size) if txt2img else None
+    hires_steps = (hires.steps or request.steps) if hires else 0
+    tracker = StepTracker(progress, cancel, tools.preview_interval_s, later_steps=hires_steps)
+    tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
+    init_images = None if inputs.init is None else [inputs.init] * len(jobs)
+    arguments = task_arguments(
+        task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
+    )
+    # HiresOptions gives latent upscalers their web UI spelling.
+    latent = hires.upscaler if hires and hires.upscaler in LATENT_UPSCALERS else None
+    if latent is not None and model.inpainting_unet:
+        raise RenderInputError(
+            f"the {latent} hires upscaler needs an ordinary checkpoint; "
+            f"{model.entry.name} is an inpainting model: choose Lanczos or a model upscaler"
+        )
+    first_pass = tools.denoise(
+        model,
+        task,
+        request,
+        jobs,
+        size,
+        request.steps,
+        arguments,
+        tracker,
+        networks,
+        output_type="pil" if latent is None else "latent",
+    )
+    images: list[Image.Image] = first_pass
+    params: dict[str, object] = {}
+    if hires is not None:
+        hires_size = scaled_render_size(*size, hires.scale)
+        start: list[Image.Image] | torch.Tensor
+        if latent is not None:
+            scale = model.pipeline.vae_scale_factor
+            start, upscaler = resized_latents(first_pass, hires_size, scale, latent), latent
+        else:
+            resolved = tools.registry.resolve_upscaler(hires.upscaler)
+            start = [tools.models.enlarge(image, hires_size, resolved, cancel) for image in images]
+            upscaler = resolved[0]
+        hires_task = pipeline_task("img2img", model.inpainting_unet)
+        tracker.later_steps = 0
+        arguments = task_arguments(hires_task, hires_size, hires.denoising, start, None, len(jobs))
+        images = tools.denoise(
+            model,
+            hires_task,
+            request,
+            jobs,
+            hires_size,
+            hires_steps,
+            arguments,
+            tracker,
+            networks,
+        )
+        params = {
+            "Denoising strength": hires.denoising,
+            "Hires upscale": hires.scale,
+            "Hires steps": hires.steps or None,
+            "Hires upscaler": upscaler,
+        }
+    if inputs.canvas is not None:
+        images = [inputs.canvas.composite(image) for image in images]
+    if request.mode != "txt2img":
+        params = {
+            "Denoising strength": request.denoising_strength,
+            **inpaint_infotext(request),
+        }
+    return [
+        rendered(
+            tools.encoder,
+            networks.with_warnings(job),
+            image,
+            {**base_params(model, request, job, size), **networks.params(job), **params},
+        )
+        for job, image in zip(jobs, images, strict=True)
+    ]
+
+
+def resized_latents(
+    latents: torch.Tensor, size: tuple[int, int], vae_scale: int, upscaler: str
+) -> torch.Tensor:
+    """The latent hires upscalers: latents interpolated to the latent size of ``size``."""
+    mode, antialias = LATENT_UPSCALERS[upscaler]
+    latent_size = (size[1] // vae_scale, size[0] // vae_scale)
+    # In float32: antialiased resizing has no half-precision kernel on every device.
+    resized = torch.nn.functional.interpolate(
+        latents.float(), size=latent_size, mode=mode, antialias=antialias
+    )
+    return resized.to(latents.dtype)

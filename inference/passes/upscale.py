@@ -1,0 +1,134 @@
+"""The upscale pass: enlarge a picture with a model upscaler or Lanczos, keeping its infotext;
+``creative`` then re-details it with img2img in blended native-size tiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from inference.images import load_input_image
+from inference.infotext import infotext_from_png, parse_infotext
+from inference.limits import SIZE_MULTIPLE
+from inference.model_cache import LoadedModel, native_size
+from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
+from inference.passes.jobs import ImageJob, resolve_seed
+from inference.passes.networks import JobNetworks, job_networks
+from inference.passes.output import base_params, rendered
+from inference.progress import StepTracker, previewer_for, raise_if_cancelled
+from inference.tiles import TileBlender, tile_spans
+from inference.types import ProgressCallback, RenderedImage, RenderRequest
+from inference.upscale import UpscaleOptions
+
+# The creative upscale re-details this many tiles per pipeline call.
+CREATIVE_TILES_PER_CALL = 4
+
+
+def upscale(
+    request: RenderRequest,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    tools: PassTools,
+    *,
+    default_model: str | None,
+    default_upscaler: str | None,
+) -> list[RenderedImage]:
+    """Enlarge ``init_image`` with the upscaler asked for (a model, or Lanczos);
+    ``creative`` then re-details it with img2img.
+
+    The picture's own infotext is kept (plus the postprocessing keys), so an upscaled
+    result still says how it was made.
+    """
+    assert request.init_image is not None  # validate_request made sure
+    options = UpscaleOptions.from_options(request.options)
+    source = load_input_image(request.init_image, "image to upscale")
+    size = options.output_size(*source.size)
+    # An unknown name fails before any work.
+    resolved = tools.registry.resolve_upscaler(options.upscaler, default_upscaler)
+    original = infotext_from_png(Path(request.init_image).read_bytes())
+    prompt, negative, params = (
+        parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
+    )
+    tracker = StepTracker(progress, cancel, tools.preview_interval_s)
+    image = tools.models.enlarge(source, size, resolved, cancel, tracker.on_tile)
+    postprocess = {
+        "Postprocess upscale by": options.factor,
+        "Postprocess upscaler": resolved[0],
+    }
+    if options.mode == "fast":
+        raise_if_cancelled(cancel)
+        original_seed = params.get("Seed")
+        seed = original_seed if isinstance(original_seed, int) else resolve_seed(request.seed)
+        job = ImageJob(prompt, negative, seed, None, 0.0)
+        return [rendered(tools.encoder, job, image, {**params, **postprocess})]
+    # The request's prompt, else the picture's own, guides the re-detailing.
+    job = ImageJob(
+        request.prompt or prompt,
+        request.negative_prompt or negative,
+        resolve_seed(request.seed),
+        None,
+        0.0,
+    )
+    entry = tools.registry.resolve(request.model, default_model)
+    raise_if_cancelled(cancel)
+    model = tools.models.load(entry)
+    tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
+    with job_networks(tools.registry, tools.models, model, request, [job]) as networks:
+        image, overlap = redetail_in_tiles(
+            model, request, job, image, options.strength, tracker, networks, tools.denoise
+        )
+    creative: dict[str, object] = {
+        "Denoising strength": options.strength,
+        "SD upscale overlap": overlap,
+        **postprocess,
+    }
+    infotext: dict[str, object] = {
+        **base_params(model, request, job, size),
+        **networks.params(job),
+        **creative,
+    }
+    return [rendered(tools.encoder, job, image, infotext)]
+
+
+def redetail_in_tiles(
+    model: LoadedModel,
+    request: RenderRequest,
+    job: ImageJob,
+    image: Image.Image,
+    strength: float,
+    tracker: StepTracker,
+    networks: JobNetworks,
+    denoise: Denoiser,
+) -> tuple[Image.Image, int]:
+    """The creative upscale's img2img pass over ``image``, in tiles of the model's native
+    size overlapping by an eighth of it, a few per pipeline call, blended across the
+    overlaps: any output size in the memory of one batch of native-size tiles. Tile i
+    uses seed + i. Returns the picture and the overlap (for the infotext)."""
+    native = native_size(model.pipeline)
+    overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    rows = tile_spans(image.height, native, overlap, SIZE_MULTIPLE)
+    columns = tile_spans(image.width, native, overlap, SIZE_MULTIPLE)
+    boxes = [(left, top, right, bottom) for top, bottom in rows for left, right in columns]
+    tile_size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+    task = pipeline_task("img2img", model.inpainting_unet)
+    blender = TileBlender(image.height, image.width, 3, overlap)
+    steps_per_call = max(1, int(request.steps * strength))
+    for first in range(0, len(boxes), CREATIVE_TILES_PER_CALL):
+        batch = boxes[first : first + CREATIVE_TILES_PER_CALL]
+        tracker.later_steps = steps_per_call * math.ceil(
+            (len(boxes) - first - len(batch)) / CREATIVE_TILES_PER_CALL
+        )
+        jobs = [dataclasses.replace(job, seed=job.seed + first + i) for i in range(len(batch))]
+        crops = [image.crop(box) for box in batch]
+        arguments = task_arguments(task, tile_size, strength, crops, None, len(batch))
+        tiles = denoise(
+            model, task, request, jobs, tile_size, request.steps, arguments, tracker, networks
+        )
+        for (left, top, _, _), tile in zip(batch, tiles, strict=True):
+            blender.add(top, left, np.asarray(tile.convert("RGB"), dtype=np.float32))
+    blended = np.round(np.clip(blender.result(), 0, 255)).astype(np.uint8)
+    return Image.fromarray(blended), overlap
