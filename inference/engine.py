@@ -92,21 +92,16 @@ class Engine:
         self.default_upscaler = default_upscaler
         # Half precision halves GPU memory and time; CPUs are faster (and exact) in float32.
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
-        self.max_loaded_models = max_loaded_models
-        self.memory_budget_bytes = memory_budget_bytes
-        self.vae_tiling_pixels = vae_tiling_pixels
-        self.cpu_offload = cpu_offload and device.startswith("cuda")
-        self.preview_interval_s = preview_interval_s
         self.limits = limits or RenderLimits()
-        self.compiler = None if self.cpu_offload else compiler
+        offload = cpu_offload and device.startswith("cuda")
         self.models = ModelCache(
             self.registry,
             device,
             self._load_pipeline,
             max_loaded_models=max_loaded_models,
             memory_budget_bytes=memory_budget_bytes,
-            cpu_offload=self.cpu_offload,
-            compiler=self.compiler,
+            cpu_offload=offload,
+            compiler=None if offload else compiler,
         )
         self.tools = PassTools(
             denoise=Denoiser(device, self.dtype, self.wildcards, vae_tiling_pixels),
@@ -117,6 +112,11 @@ class Engine:
             encoder=ThreadPoolExecutor(PNG_ENCODER_THREADS, thread_name_prefix="easel-png"),
             preview_interval_s=preview_interval_s,
         )
+
+    @property
+    def compiler(self) -> Compiler | None:
+        """What compiles each model as it loads (``None``: nothing does)."""
+        return self.models.compiler
 
     def list_models(self) -> list[str]:
         return self.registry.names()

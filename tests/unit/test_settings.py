@@ -102,12 +102,13 @@ def test_engine_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> No
     assert isinstance(engine, Engine)
     assert (engine.limits.max_pixels, engine.limits.max_steps) == (65536, 30)
     assert engine.registry.allow_pickle and engine.default_upscaler == "4x-UltraSharp"
-    assert engine.preview_interval_s == 2.0  # one preview per progress edit
-    assert (engine.max_loaded_models, engine.memory_budget_bytes) == (8, 1536 * 2**20)
+    assert engine.tools.preview_interval_s == 2.0  # one preview per progress edit
+    assert (engine.models.max_loaded_models, engine.models.memory_budget_bytes) == (8, 1536 * 2**20)
     monkeypatch.delenv("EASEL_MODEL_CACHE_GB")
     one_at_a_time = engine_factory_for(load_settings(None))("cpu")
     assert isinstance(one_at_a_time, Engine)
-    assert (one_at_a_time.max_loaded_models, one_at_a_time.memory_budget_bytes) == (1, None)
+    cache = one_at_a_time.models
+    assert (cache.max_loaded_models, cache.memory_budget_bytes) == (1, None)
 
 
 def test_missing_token_is_named() -> None:
