@@ -23,6 +23,7 @@ from bot.edits import (
     vary_request,
 )
 from bot.images import check_image, check_upload_size, infotext_of, png_of
+from bot.requests import MAX_PROMPT_CHARS
 from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
@@ -118,7 +119,7 @@ class EditCog(commands.Cog):
         image: discord.Attachment | None = None,
         message: str | None = None,
         strength: str = DEFAULT_VARY_STRENGTH,
-        prompt: app_commands.Range[str, 1, 4000] | None = None,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS] | None = None,
     ) -> None:
         if image is not None and message is None:
             picture = image
@@ -164,7 +165,7 @@ class EditCog(commands.Cog):
         interaction: discord.Interaction[Any],
         image: discord.Attachment,
         mask: discord.Attachment,
-        prompt: app_commands.Range[str, 1, 4000],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         denoise: app_commands.Range[float, 0.0, 1.0] = 0.75,
         mask_blur: app_commands.Range[int, 0, 64] = 4,
         padding: app_commands.Range[int, 0, 256] = 32,

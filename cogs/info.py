@@ -11,6 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
+from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import services_of
 from cogs.visibility import check_member_may_use
@@ -102,7 +103,7 @@ class InfoCog(commands.Cog):
     async def explain(
         self,
         interaction: discord.Interaction[Any],
-        prompt: app_commands.Range[str, 1, 4000],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         negative: app_commands.Range[str, 0, 2000] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
     ) -> None:
