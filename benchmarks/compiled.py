@@ -76,7 +76,26 @@ def main() -> None:
         action="store_true",
         help="compile the shapes the renders use, not every batch size (a CPU saves minutes)",
     )
+    parser.add_argument(
+        "--mode",
+        help="torch.compile's mode (default: the engine's choice for the device)",
+    )
+    parser.add_argument(
+        "--compile-wait",
+        type=float,
+        help="seconds the background compile may take; past it, the script exits with 1",
+    )
+    parser.add_argument(
+        "--no-grid",
+        action="store_true",
+        help="batch 1 only: with --seen-shapes-only, one UNet and one decoder compile",
+    )
     arguments = parser.parse_args()
+    began = time.perf_counter()
+
+    def stage(name: str) -> None:  # stderr: where the time went, should a step be cut short
+        print(f"{time.perf_counter() - began:7.1f} s  {name}", file=sys.stderr, flush=True)
+
     device = arguments.device
     with tempfile.TemporaryDirectory() as scratch:
         models_dir = arguments.models_dir
@@ -89,6 +108,7 @@ def main() -> None:
 
                 dtype = torch.float16 if device.startswith("cuda") else torch.float32
                 write_model(models_dir, arguments.family, device, dtype, tiny=False)
+        stage("model written")
         cache_dir = arguments.cache_dir or Path(scratch) / "compile-cache"
         request = RenderRequest(
             PROMPT, width=arguments.size, height=arguments.size, steps=arguments.steps, seed=1
@@ -99,19 +119,37 @@ def main() -> None:
             models_dir,
             device=device,
             default_model=arguments.model,
-            compiler=Compiler(device, cache_dir, batch_variants=not arguments.seen_shapes_only),
+            compiler=Compiler(
+                device,
+                cache_dir,
+                batch_variants=not arguments.seen_shapes_only,
+                mode=arguments.mode,
+            ),
         )
         eager.render(dataclasses.replace(request, steps=1))  # load, first kernels
+        stage("eager engine loaded")
         started = time.perf_counter()
         first_job_s, _ = timed(compiled, request, device)  # loads, runs eager, starts compiles
-        compiled.render(grid)  # still eager: its shapes are queued (by the first job or now)
+        stage("first job (eager) done")
+        if not arguments.no_grid:
+            compiled.render(grid)  # still eager: its shapes are queued (by the first job or now)
+            stage("grid (eager) done")
         assert compiled.compiler is not None
-        compiled.compiler.wait_idle()
+        if not compiled.compiler.wait_idle(arguments.compile_wait):
+            sys.exit(f"the compile took longer than {arguments.compile_wait} s")
         compile_s = time.perf_counter() - started
+        stage("compiled")
         eager_s = best(eager, request, device, arguments.runs)
         compiled_s = best(compiled, request, device, arguments.runs)
-        eager_grid_s = best(eager, grid, device, arguments.runs)
-        compiled_grid_s = best(compiled, grid, device, arguments.runs)
+        grid_figures: dict[str, float] = {}
+        if not arguments.no_grid:
+            eager_grid_s = best(eager, grid, device, arguments.runs)
+            compiled_grid_s = best(compiled, grid, device, arguments.runs)
+            grid_figures = {
+                "eager_grid_s": round(eager_grid_s, 4),
+                "compiled_grid_s": round(compiled_grid_s, 4),
+                "grid_speedup": round(eager_grid_s / compiled_grid_s, 3),
+            }
         _, eager_image = timed(eager, request, device)
         _, compiled_image = timed(compiled, request, device)
         [loaded] = compiled.models.loaded.values()
@@ -120,7 +158,9 @@ def main() -> None:
         json.dumps(
             {
                 "device": device,
-                "model": arguments.model or "tiny",
+                "torch": torch.__version__,
+                "mode": compiled.compiler.mode,
+                "model": arguments.model or arguments.family or "tiny",
                 "size": arguments.size,
                 "steps": arguments.steps,
                 "first_job_s": round(first_job_s, 3),
@@ -128,9 +168,7 @@ def main() -> None:
                 "eager_s": round(eager_s, 4),
                 "compiled_s": round(compiled_s, 4),
                 "speedup": round(eager_s / compiled_s, 3),
-                "eager_grid_s": round(eager_grid_s, 4),
-                "compiled_grid_s": round(compiled_grid_s, 4),
-                "grid_speedup": round(eager_grid_s / compiled_grid_s, 3),
+                **grid_figures,
                 "max_pixel_difference": int(
                     np.abs(pixels(eager_image) - pixels(compiled_image)).max()
                 ),

@@ -10,8 +10,9 @@ real ones. The variants render the same requests, one variant in memory at a tim
 - ``easel``: Easel as shipped: the ``Engine`` behind its ``DeviceWorker`` and the real
   ``JobQueue`` (journal, quota, PNG with infotext, files written, delivery), with the settings
   the product uses by default;
-- ``easel_tuned`` (``--compile`` or ``--no-vae-upcast``): the same plus benchmark-only levers
-  (``torch.compile`` of the UNet; no fp32 VAE upcast, only safe with an fp16-fixed VAE).
+- ``easel_tuned`` (``--compile``, ``--no-vae-upcast`` or ``--channels-last``): the same plus
+  benchmark-only levers (``torch.compile`` of the UNet; no fp32 VAE upcast, only safe with an
+  fp16-fixed VAE; UNet and VAE in channels_last memory format).
 
 Each variant reports, after warm-up renders (each batch shape once; the device synchronised
 around every timing):
@@ -97,6 +98,7 @@ class Levers:
 
     compile_unet: bool = False
     no_vae_upcast: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,9 @@ class BenchEngine(Engine):
             pipeline.unet.compile()
         if self.levers.no_vae_upcast and hasattr(pipeline.vae.config, "force_upcast"):
             pipeline.vae.register_to_config(force_upcast=False)
+        if self.levers.channels_last:
+            pipeline.unet.to(memory_format=torch.channels_last)
+            pipeline.vae.to(memory_format=torch.channels_last)
         return pipeline
 
 
@@ -571,6 +576,11 @@ def main() -> None:
         action="store_true",
         help="tuned variant decodes in fp16 (what an fp16-fixed VAE allows)",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="tuned variant keeps UNet and VAE in channels_last (NHWC) memory format",
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (smoke runs)")
     parser.add_argument(
         "--variants",
@@ -598,7 +608,11 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device here (use --device cpu for a smoke run)")
     # Half precision on GPUs, as the Engine picks; CPUs have no fast fp16 kernels.
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
-    levers = Levers(compile_unet=args.compile, no_vae_upcast=args.no_vae_upcast)
+    levers = Levers(
+        compile_unet=args.compile,
+        no_vae_upcast=args.no_vae_upcast,
+        channels_last=args.channels_last,
+    )
     report: dict[str, Any] = {
         "benchmark": "gpu",
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",

@@ -4,15 +4,17 @@
 #
 #     benchmarks/gpu_session.sh [OUTPUT_DIR]    # default: $OUT when set, else ./gpu-session
 #
-# 1. cuda_paths  every engine path with the tiny models on CUDA fp16: no NaN, bit-identical
-#                reruns (exit 1 names the failing paths in the JSON's "failed")
-# 2. sd15        SD1.5 512², 25 steps: plain diffusers fp16 vs Easel as shipped (EASEL_COMPILE
-#                as set, default auto: on for CUDA); issue 12's it/s and 2x2 grid goals
-# 3. sdxl        SDXL 1024², 30 steps: the same two; the <= 4.5 s 2x2 grid goal
-# 4. sd15-compiled  the compiled baselines: plain diffusers + torch.compile and Easel + a
-#                torch.compiled UNet, against plain diffusers in the same run
+# 1. cuda_paths      every engine path with the tiny models on CUDA fp16: no NaN, bit-identical
+#                    reruns (exit 1 names the failing paths in the JSON's "failed")
+# 2. sd15            SD1.5 512², 25 steps: plain diffusers fp16 against Easel as shipped and
+#                    Easel with its UNet and VAE in channels_last (the layout it dropped)
+# 3. compiled-sd15   EASEL_COMPILE=on, SD1.5 512², 25 steps, batch 1, inductor's default mode:
+#                    compiled against eager Easel, compile time, pixel difference
+# 4. sdxl            SDXL 1024², 30 steps: plain against Easel; the <= 4.5 s grid goal
 #
-# Writes NAME.json (the script's JSON), NAME.log (its stderr) and summary.txt (exit codes).
+# Compiling every batch size in the background does not fit a lease (79 s for one UNet and one
+# decoder shape on an H200), so step 3 compiles batch 1 only and the others run eager.
+# Writes NAME.json (each step's JSON), steps.log (their stderr) and summary.txt (exit codes).
 set -uo pipefail
 
 out=${1:-${OUT:-gpu-session}}
@@ -24,7 +26,8 @@ step() {
     local name=$1 limit_s=$2
     shift 2
     local started=$SECONDS
-    timeout --kill-after=10 "$limit_s" "$python" "$@" >"$out/$name.json" 2>"$out/$name.log"
+    echo "== $name" >>"$out/steps.log"
+    timeout --kill-after=10 "$limit_s" "$@" >"$out/$name.json" 2>>"$out/steps.log"
     local status=$?
     echo "$name: exit $status after $((SECONDS - started)) s (limit $limit_s s)" | tee -a "$out/summary.txt"
 }
@@ -35,11 +38,11 @@ if ! "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
     exit 1
 fi
 
-step cuda_paths 75 benchmarks/cuda_paths.py --device cuda
-step sd15 150 benchmarks/gpu.py --device cuda --family sd15 --steps 25 --runs 3 \
-    --compile-wait 60
-step sdxl 190 benchmarks/gpu.py --device cuda --family sdxl --steps 30 --runs 2 \
-    --compile-wait 60
-step sd15-compiled 150 benchmarks/gpu.py --device cuda --family sd15 --steps 25 --runs 3 \
-    --compile --variants plain plain_compiled easel_tuned
+step cuda_paths 50 "$python" benchmarks/cuda_paths.py --device cuda
+step sd15 120 "$python" benchmarks/gpu.py --device cuda --family sd15 --steps 25 --runs 3 \
+    --channels-last --variants plain easel easel_tuned
+step compiled-sd15 150 "$python" benchmarks/compiled.py --device cuda --family sd15 --size 512 \
+    --steps 25 --seen-shapes-only --no-grid --compile-wait 110
+step sdxl 150 "$python" benchmarks/gpu.py --device cuda --family sdxl --steps 30 --runs 2 \
+    --variants plain easel
 cat "$out/summary.txt"

@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     model_cache_gb: float = Field(default=0, ge=0, le=4096, validation_alias="EASEL_MODEL_CACHE_GB")
     # Keep each model part in CPU memory until the pipeline needs it: slower, fits small GPUs.
     cpu_offload: bool = Field(default=False, validation_alias="EASEL_CPU_OFFLOAD")
-    # torch.compile of each model's UNet and VAE decoder (inference.compile); auto: CUDA only.
+    # torch.compile of each model's UNet and VAE decoder (inference.compile). auto: off for now,
+    # since on an H200 the compiled engine ran 0.90x the eager one (docs/performance.md).
     compile: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="EASEL_COMPILE")
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
     devices: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -144,9 +145,10 @@ class Settings(BaseSettings):
         return self.data_dir / "compile-cache"
 
     def compiles_on(self, device: str) -> bool:
-        """Whether models on ``device`` are compiled: ``auto`` means CUDA devices only (on a
-        CPU the compile costs more than it saves)."""
-        return self.compile == "on" or (self.compile == "auto" and device.startswith("cuda"))
+        """Whether models on ``device`` are compiled: only when asked for (``on``). ``auto``
+        stays off until a GPU measurement shows the compiled engine faster (it was 0.90x the
+        eager one, SD1.5 512² on an H200), and on a CPU the compile costs more than it saves."""
+        return self.compile == "on"
 
     @property
     def render_limits(self) -> RenderLimits:

@@ -123,10 +123,10 @@ class ModelCache:
             pipeline.enable_model_cpu_offload(device=self.device)
         else:
             pipeline.to(self.device)
-        if self.device.startswith("cuda"):
-            # NHWC convolutions are the fast path of cuDNN's half-precision kernels.
-            pipeline.unet.to(memory_format=torch.channels_last)
-            pipeline.vae.to(memory_format=torch.channels_last)
+        # No channels_last: with it, the eager engine ran SD1.5 at 0.70x plain diffusers' steps/s
+        # on an H200 (torch 2.11), and CUDA GroupNorm there gives NCHW outputs for NHWC inputs
+        # (pytorch#111824), so every norm converts layouts and back. How much of the gap that
+        # explains is unmeasured: benchmarks/gpu.py --channels-last measures it on a GPU.
         if self.compiler is not None:
             self.compiler.install(pipeline)
         pipeline.set_progress_bar_config(disable=True)

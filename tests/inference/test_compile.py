@@ -144,7 +144,7 @@ def test_unloading_frees_the_compiled_twins(compiled_engine: Engine) -> None:
 @pytest.mark.parametrize(
     ("value", "device", "compiles"),
     [
-        ("auto", "cuda:0", True),
+        ("auto", "cuda:0", False),  # measured slower on an H200 (docs/performance.md)
         ("auto", "cpu", False),
         (" ON ", "cpu", True),
         ("off", "cuda", False),

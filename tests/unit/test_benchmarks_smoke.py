@@ -155,3 +155,12 @@ async def test_device_busy_benchmark_reports_idle_fractions_of_a_backlog(tmp_pat
     for key in ("device_idle_fraction", "device_thread_idle_fraction"):
         assert isinstance(report[key], float) and 0 <= report[key] <= 1
     assert isinstance(report["span_s"], float) and report["span_s"] > 0
+
+
+def test_step_overhead_benchmark_times_both_loops_per_sampler() -> None:
+    report = _script_report("step_overhead.py", "--steps", "6", "--runs", "1", "--sampler", "Euler")
+    figures = report["samplers"]["Euler"]
+    assert figures["plain_ms_per_step"] > 0 and figures["easel_ms_per_step"] > 0
+    assert figures["easel_extra_ms_per_step"] == pytest.approx(
+        figures["easel_ms_per_step"] - figures["plain_ms_per_step"], abs=0.002
+    )
