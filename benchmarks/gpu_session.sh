@@ -8,9 +8,11 @@
 #                    reruns (exit 1 names the failing paths in the JSON's "failed")
 # 2. sd15            SD1.5 512², 25 steps: plain diffusers fp16 against Easel as shipped and
 #                    Easel with its UNet and VAE in channels_last (the layout it dropped)
-# 3. compiled-sd15   EASEL_COMPILE=on, SD1.5 512², 25 steps, batch 1, inductor's default mode:
+# 3. profile-sd15    one sampling step of each under torch.profiler: host and device time,
+#                    operators and kernels per step, and where Easel's step differs from plain
+# 4. compiled-sd15   EASEL_COMPILE=on, SD1.5 512², 25 steps, batch 1, inductor's default mode:
 #                    compiled against eager Easel, compile time, pixel difference
-# 4. sdxl            SDXL 1024², 30 steps: plain against Easel; the <= 4.5 s grid goal
+# 5. sdxl            SDXL 1024², 30 steps: plain against Easel; the <= 4.5 s grid goal
 #
 # Compiling every batch size in the background does not fit a lease (79 s for one UNet and one
 # decoder shape on an H200), so step 3 compiles batch 1 only and the others run eager.
@@ -41,7 +43,8 @@ fi
 step cuda_paths 50 "$python" benchmarks/cuda_paths.py --device cuda
 step sd15 120 "$python" benchmarks/gpu.py --device cuda --family sd15 --steps 25 --runs 3 \
     --channels-last --variants plain easel easel_tuned
-step compiled-sd15 150 "$python" benchmarks/compiled.py --device cuda --family sd15 --size 512 \
+step profile-sd15 90 "$python" benchmarks/step_profile.py --device cuda --family sd15
+step compiled-sd15 140 "$python" benchmarks/compiled.py --device cuda --family sd15 --size 512 \
     --steps 25 --seen-shapes-only --no-grid --compile-wait 110
 step sdxl 150 "$python" benchmarks/gpu.py --device cuda --family sdxl --steps 30 --runs 2 \
     --variants plain easel

@@ -164,3 +164,12 @@ def test_step_overhead_benchmark_times_both_loops_per_sampler() -> None:
     assert figures["easel_extra_ms_per_step"] == pytest.approx(
         figures["easel_ms_per_step"] - figures["plain_ms_per_step"], abs=0.002
     )
+
+
+def test_step_profile_benchmark_isolates_one_step_of_each_loop() -> None:
+    report = _script_report("step_profile.py", "--device", "cpu", "--steps", "1", "--extra", "1")
+    for side in ("plain", "easel"):
+        # One step of the tiny UNet under CFG is hundreds of operators; on a CPU no kernels.
+        assert report[side]["operators_per_step"] > 100
+        assert report[side]["kernels_per_step"] == 0
+    assert report["operators_easel_minus_plain"], "the two loops issue different operators"
