@@ -1,5 +1,6 @@
 # Easel on a CUDA runtime. Build: docker build -t easel .
 # Run:   docker run --gpus all --env-file .env -v easel-data:/data -v /path/to/models:/models easel
+# With a broker and one worker per GPU: docker-compose.yml (docs/deployment.md).
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -8,7 +9,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     EASEL_DATA_DIR=/data \
     EASEL_MODELS_DIR=/models \
-    EASEL_WILDCARDS_DIR=/wildcards
+    EASEL_WILDCARDS_DIR=/wildcards \
+    EASEL_METRICS_ADDR=0.0.0.0:9100
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -23,7 +25,9 @@ COPY bot/ bot/
 COPY cogs/ cogs/
 COPY db/ db/
 COPY inference/ inference/
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cu126 ".[distributed]"
+# torch and torchvision from the CUDA 12.6 index that matches the base image.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+RUN pip install --extra-index-url "$TORCH_INDEX" ".[distributed]"
 
 RUN useradd --create-home --uid 10001 easel \
     && mkdir -p /data /models /wildcards \
@@ -31,5 +35,7 @@ RUN useradd --create-home --uid 10001 easel \
 USER easel
 
 VOLUME ["/data", "/models"]
-HEALTHCHECK --interval=60s --timeout=30s --start-period=120s --retries=3 CMD ["easel", "doctor"]
+# /metrics for Prometheus, /healthz for the check below (200 once connected to Discord or NATS).
+EXPOSE 9100
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["easel", "health"]
 CMD ["easel", "run"]

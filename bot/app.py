@@ -13,23 +13,32 @@ import aiosqlite
 import discord
 from discord.ext import commands
 
+from bot import metrics
 from bot.discord_endpoints import point_discord_at
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import Retention
+from bot.logging_setup import install_logging
 from bot.services import Services
 from bot.settings import Settings
+from bot.web.links import LinkSigner, load_secret
+from bot.web.server import RegionWebServer
 from cogs.admin import AdminCog
+from cogs.compare import CompareCog
 from cogs.contexts import EaselCommandTree, command_contexts
+from cogs.describe import DescribeCog, ImagineSuggestionButton
 from cogs.edit import EditCog
 from cogs.errors import on_app_command_error
 from cogs.history import HistoryCog
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
 from cogs.jobs import JobsCog
+from cogs.lists import ListsCog, PageButton
+from cogs.region import RegionOffers, WordsButton
 from cogs.results.buttons import RESULT_BUTTONS
 from cogs.results.posting import DiscordResults
 from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S
-from cogs.settings import SettingsCog
+from cogs.settings import PresetsCog, SettingsCog
+from cogs.use_settings import UseSettingsCog
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
 
@@ -80,6 +89,7 @@ class EaselBot(commands.Bot):
     queue: JobQueue
     services: Services
     results: DiscordResults
+    region_offer: RegionOffers
 
     def __init__(self, settings: Settings, engine_factory: EngineFactory | None = None) -> None:
         # Easel never joins voice: discord.py's warnings about missing voice libraries are noise.
@@ -95,6 +105,8 @@ class EaselBot(commands.Bot):
             # Commands work in servers; in direct messages only when the operator allows it.
             tree_cls=EaselCommandTree,
             allowed_contexts=command_contexts(allow_dms=settings.allow_dms),
+            # Counts Discord's error answers and 429s, and times each interaction's ack.
+            http_trace=metrics.discord_http_trace(),
         )
         self.settings = settings
         self._engine_factory = engine_factory or engine_factory_for(settings)
@@ -102,9 +114,15 @@ class EaselBot(commands.Bot):
         self._broker: BrokerClient | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
+        self.metrics_server: metrics.MetricsServer | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
+        if (endpoint := settings.metrics_endpoint) is not None:
+            # Up first, so a health check sees "starting" (503) rather than nothing.
+            self.metrics_server = await metrics.serve(
+                *endpoint, healthy=lambda: self.is_ready() and not self.is_closed()
+            )
         self._db = await connect(settings.database_path)
         self.queue = JobQueue(
             self._db,
@@ -116,21 +134,41 @@ class EaselBot(commands.Bot):
         self.queue.set_sink(self.results)
         self.queue.set_progress_listener(self.results.progress)
         self.services = Services.build(self._db, settings)
+        self.results.member_settings = self.services.member_settings
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
         await self.add_cog(HistoryCog(self.services.history))
         await self.add_cog(SettingsCog(self.services.member_settings))
-        await self.add_cog(AdminCog(self.services.guild_policy))
+        await self.add_cog(PresetsCog())
+        await self.add_cog(AdminCog(self.services.guild_policy, self.services.presets))
         await self.add_cog(EditCog(self))
         await self.add_cog(JobsCog())
-        self.add_dynamic_items(*RESULT_BUTTONS)
+        await self.add_cog(ListsCog())
+        await self.add_cog(CompareCog())
+        await self.add_cog(DescribeCog(settings.captioner_dir))
+        await self.add_cog(UseSettingsCog(self))
+        self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
+        await self._start_web_server()
+        self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
         await self._sync_commands()
         await self.queue.start()
         retention = Retention(
             self._db, settings.images_dir, settings.inputs_dir, settings.retention_days
         )
         self._pruning = asyncio.create_task(retention.run(), name="easel-retention")
+
+    async def _start_web_server(self) -> None:
+        """The Vary (Region) mask editor, when EASEL_PUBLIC_URL says where members reach it."""
+        endpoint = self.settings.web_endpoint
+        if endpoint is None:
+            return
+        data_dir = self.settings.data_dir
+        secret = await asyncio.to_thread(load_secret, self.settings.web_secret, data_dir)
+        signer = LinkSigner(secret, data_dir / "used-links")
+        web = RegionWebServer(signer, self.region_offer, self.settings.public_url, *endpoint)
+        await web.start()
+        self.region_offer.web = web
 
     async def _render_slots(self) -> Sequence[RenderSlot]:
         """Remote slots on the broker when EASEL_QUEUE_URL names one, else a thread per device."""
@@ -166,6 +204,8 @@ class EaselBot(commands.Bot):
         # Renders first (they finish, or stay journaled for the next start), then the commands
         # and clicks being handled, then Discord, then whatever those handlers still had in
         # hand, and only then the database they journal into.
+        if hasattr(self, "region_offer") and self.region_offer.web is not None:
+            await self.region_offer.web.stop()  # no new jobs from the page while stopping
         if hasattr(self, "queue"):
             await self.queue.stop()
         await _interaction_handlers_settled()
@@ -181,6 +221,9 @@ class EaselBot(commands.Bot):
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
 
 
 async def _interaction_handlers_settled() -> None:
@@ -203,7 +246,7 @@ def build(settings: Settings, engine_factory: EngineFactory | None = None) -> Ea
 async def run(settings: Settings) -> None:
     """``easel run``: the bot until SIGINT/SIGTERM, then a clean stop that loses no job."""
     settings.require_token()
-    discord.utils.setup_logging(level=logging.INFO)
+    install_logging(settings.log_format, secrets=settings.log_secrets)
     bot = build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,10 +22,9 @@ from inference.images import (
     ONLY_MASKED,
     ONLY_MASKED_PADDING,
 )
-from inference.infotext import parse_infotext
+from inference.infotext import described_sampler, parse_infotext, sampler_and_schedule
 from inference.limits import MIN_SIZE
 from inference.presets import vary_strength
-from inference.samplers import canonical_sampler_name
 from inference.types import Mode, RenderInputError, RenderRequest
 from inference.upscale import UpscaleOptions
 from inference.validation import validate_request
@@ -79,12 +78,13 @@ def request_from_infotext(
         fields["cfg_scale"] = float(cfg)
     if params.get("Fast"):  # the same picture again needs the same fast mode
         fields["fast"] = True
-    sampler = params.get("Sampler")
-    if isinstance(sampler, str):
-        try:
-            fields["sampler"] = canonical_sampler_name(sampler)
-        except RenderInputError:
-            notes.append(f"sampler {sampler!r} is unknown here; the default sampler was used")
+    try:
+        named = sampler_and_schedule(params)
+    except RenderInputError:
+        notes.append(f"{described_sampler(params)} is unknown here; the default sampler was used")
+        named = None
+    if named is not None:
+        fields["sampler"], fields["schedule_type"] = named
     model = params.get("Model")
     if isinstance(model, str):
         if model in installed_models:

@@ -6,9 +6,10 @@ import dataclasses
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from inference.limits import MAX_CLIP_SKIP, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 from inference.limits import MAX_SEED as MAX_SEED
-from inference.limits import MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 from inference.prompts import (
     InlineFlags,
     PromptError,
@@ -18,6 +19,9 @@ from inference.prompts import (
 )
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
+
+if TYPE_CHECKING:
+    from bot.presets import Preset
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 # The Discord contract offers 1-4 pictures a request (a 2x2 grid at most).
@@ -46,6 +50,10 @@ class ImagineOptions:
     count: int | None = None
     # Fast mode is never a default: only a member's option or ``--fast`` turns it on.
     fast: bool | None = None
+    clip_skip: int | None = None
+    preset: str | None = None
+    # The web UI's "Schedule type" (Karras, Exponential...); None: what the sampler name says.
+    schedule_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,14 +109,76 @@ def check_prompt_length(text: str, what: str) -> None:
         )
 
 
-def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> RenderRequest:
+def preset_named(options: ImagineOptions) -> str | None:
+    """The preset the member asked for: the ``preset`` option, else ``--preset`` in the prompt."""
+    if options.preset:
+        return options.preset
+    try:
+        return parse_inline_flags(options.prompt)[1].preset
+    except PromptError as error:
+        raise RequestError(str(error)) from None
+
+
+def build_request(
+    options: ImagineOptions, defaults: Defaults = Defaults(), preset: Preset | None = None
+) -> RenderRequest:
     """Validate the options and the prompt's inline flags and fill the gaps; the seed is made
     concrete so a re-run is the same.
 
     An option set explicitly beats the same flag typed in the prompt (``--ar`` loses to
-    ``size``); each such conflict becomes a note. Without a size the model's native one is
-    used (512 for SD1.5, 1024 for SDXL...).
+    ``size``); each such conflict becomes a note. What both leave out comes from ``preset``,
+    then ``defaults``. Without a size the model's native one is used (512 for SD1.5, 1024
+    for SDXL...). ``--repeat`` is for :func:`build_requests`, and ``--preset`` for a caller
+    that looks the preset up: without one, each only adds a note.
     """
+    request, flags = _build(options, defaults, preset)
+    notes = list(request.notes)
+    if (flags.repeat or 1) > 1:
+        notes.append(f"--repeat {flags.repeat} is for /imagine only; this rendered once")
+    if flags.preset and preset is None:
+        notes.append(f"--preset {flags.preset} is for /imagine only; it was not applied")
+    return dataclasses.replace(request, notes=notes)
+
+
+def build_requests(
+    options: ImagineOptions, defaults: Defaults = Defaults(), preset: Preset | None = None
+) -> list[RenderRequest]:
+    """:func:`build_request`, once per ``--repeat``: each job has its own seed (a typed seed
+    goes on where the previous job's pictures stopped, so no picture repeats)."""
+    first, flags = _build(options, defaults, preset)
+    seeded = flags.seed not in (None, -1)
+    return [
+        dataclasses.replace(
+            first,
+            seed=(first.seed + index * first.count) % (MAX_SEED + 1) if seeded else random_seed(),
+        )
+        if index
+        else first
+        for index in range(flags.repeat or 1)
+    ]
+
+
+def _render_flags(flags: InlineFlags, clip_skip: int | None) -> dict[str, object]:
+    """The engine options the flags and the clip skip ask for (absent when they change nothing)."""
+    extra: dict[str, object] = {}
+    if clip_skip is not None:
+        if not 1 <= clip_skip <= MAX_CLIP_SKIP:
+            raise RequestError(f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {clip_skip}")
+        extra["clip_skip"] = clip_skip
+    if flags.chaos:
+        extra["chaos"] = flags.chaos
+    if flags.tile:
+        extra["tile"] = True
+    if flags.stop is not None and flags.stop < 100:
+        extra["stop"] = flags.stop
+    if flags.relax:
+        extra["relax"] = True
+    return extra
+
+
+def _build(
+    options: ImagineOptions, defaults: Defaults, preset: Preset | None
+) -> tuple[RenderRequest, InlineFlags]:
     check_prompt_length(options.prompt, "prompt")
     try:
         prompt, typed = parse_inline_flags(options.prompt)
@@ -127,24 +197,40 @@ def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> R
             model=options.model,
             count=options.count,
             fast=options.fast,
+            preset=options.preset,
         ),
     )
+    if preset is not None:
+        flags = dataclasses.replace(
+            flags,
+            steps=flags.steps if flags.steps is not None else preset.steps,
+            cfg=flags.cfg if flags.cfg is not None else preset.cfg,
+            sampler=flags.sampler or preset.sampler,
+            model=flags.model or preset.model,
+        )
     count = flags.count if flags.count is not None else 1
     if not 1 <= count <= MAX_COUNT:
         raise RequestError(f"count must be between 1 and {MAX_COUNT}, not {count}")
     width = height = None
-    extra: dict[str, object] = {}
-    if options.size:
-        if typed.aspect_ratio is not None:
+    clip_skip = options.clip_skip
+    if clip_skip is None and preset is not None:
+        clip_skip = preset.clip_skip
+    extra = _render_flags(flags, clip_skip)
+    size_text = options.size or (preset.size if preset and typed.aspect_ratio is None else None)
+    if size_text:
+        if options.size and typed.aspect_ratio is not None:
             notes.append(f"the size option ({options.size}) overrides the prompt's --ar")
-        size = parse_size(options.size)
+        size = parse_size(size_text)
         if isinstance(size, str):
             extra["aspect"] = size
         else:
             width, height = size
     elif typed.aspect_ratio is not None:
         extra["aspect"] = "{}:{}".format(*typed.aspect_ratio)
-    negative = ", ".join(part for part in ((options.negative or "").strip(), flags.no) if part)
+    given_negative = (
+        options.negative if options.negative is not None else (preset.negative if preset else None)
+    )
+    negative = ", ".join(part for part in ((given_negative or "").strip(), flags.no) if part)
     request = RenderRequest(
         prompt=prompt,
         negative_prompt=negative,
@@ -154,6 +240,7 @@ def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> R
         width=width,
         height=height,
         sampler=flags.sampler or defaults.sampler,
+        schedule_type=options.schedule_type or RenderRequest.schedule_type,
         model=flags.model,
         count=count,
         fast=bool(flags.fast),
@@ -164,7 +251,7 @@ def build_request(options: ImagineOptions, defaults: Defaults = Defaults()) -> R
         validate_request(request)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
-    return request
+    return request, flags
 
 
 def reroll(request: RenderRequest) -> RenderRequest:

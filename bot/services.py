@@ -13,6 +13,7 @@ from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota_status import QuotaStatus
 from bot.policy.styles import Style, load_styles
+from bot.presets import Presets
 from bot.requests import Defaults
 from bot.settings import Settings
 from inference.registry import ModelRegistry
@@ -23,6 +24,7 @@ from inference.validation import RenderLimits
 class Services:
     history: History
     member_settings: MemberSettings
+    presets: Presets  # named /imagine presets, a member's and a server's
     guild_policy: GuildPolicy
     quota_status: QuotaStatus
     prompts: PromptPlanner  # the prompt language's CPU work, off the event loop
@@ -34,6 +36,7 @@ class Services:
     # Checked before a job is accepted; the engine checks again once sizes are known.
     limits: RenderLimits
     hires_upscaler: str  # what /imagine's hires fix enlarges with
+    default_model: str | None = None  # EASEL_DEFAULT_MODEL (a server's own default comes first)
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
@@ -42,6 +45,7 @@ class Services:
         return cls(
             History(conn, settings.images_dir, settings.inputs_dir, member_settings),
             member_settings,
+            Presets(conn),
             GuildPolicy(conn, allow_dms=settings.allow_dms, prompts=prompts),
             QuotaStatus(conn, settings.dm_limits),
             prompts,
@@ -50,6 +54,7 @@ class Services:
             settings.data_dir / "styles.csv",
             settings.render_limits,
             settings.hires_upscaler,
+            settings.default_model,
         )
 
     @property

@@ -19,6 +19,15 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names it and says what is accepted."""
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9100`` for IPv6; port 0: any free one) as a pair."""
+    host, colon, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("must be host:port, e.g. 0.0.0.0:9100 or 127.0.0.1:9100 (port 0-65535)")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -41,6 +50,8 @@ class Settings(BaseSettings):
     hires_upscaler: str = Field(
         default="Lanczos", min_length=1, validation_alias="EASEL_HIRES_UPSCALER"
     )
+    # A local BLIP captioning model folder for /describe (None: /describe is off).
+    captioner_dir: Path | None = Field(default=None, validation_alias="EASEL_CAPTIONER_DIR")
     # Pickle files (.ckpt, .pt, .pth) can run code when loaded: off unless an admin trusts them.
     allow_pickle: bool = Field(default=False, validation_alias="EASEL_ALLOW_PICKLE")
     # This server's ceilings, below the hard ranges: pixels per picture and sampling steps.
@@ -79,15 +90,48 @@ class Settings(BaseSettings):
     dm_images_per_day: int = Field(
         default=20, ge=0, le=1_000_000, validation_alias="EASEL_DM_IMAGES_PER_DAY"
     )
+    # host:port of the Prometheus /metrics and /healthz server; empty: no server.
+    metrics_addr: str = Field(default="", validation_alias="EASEL_METRICS_ADDR")
+    # text for people, json for log collectors (one object a line).
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias="EASEL_LOG_FORMAT")
+    # Where members open the Vary (Region) mask editor (as they see it, e.g. behind a reverse
+    # proxy); empty: no web server, regions are described in words only.
+    public_url: str = Field(default="", validation_alias="EASEL_PUBLIC_URL")
+    # host:port the mask editor's web server listens on (when EASEL_PUBLIC_URL is set).
+    web_addr: str = Field(default="127.0.0.1:8080", validation_alias="EASEL_WEB_ADDR")
+    # Signs the editor's links; empty: a random one kept in EASEL_DATA_DIR/web-secret.
+    web_secret: str = Field(default="", repr=False, validation_alias="EASEL_WEB_SECRET")
 
-    @field_validator("dev_guild_id", "default_model", "default_upscaler", mode="before")
+    @field_validator(
+        "dev_guild_id", "default_model", "default_upscaler", "captioner_dir", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("compile", mode="before")
+    @field_validator("metrics_addr")
     @classmethod
-    def _lower_compile(cls, value: object) -> object:
+    def _check_metrics_addr(cls, value: str) -> str:
+        if value:
+            split_host_port(value)
+        return value
+
+    @field_validator("web_addr")
+    @classmethod
+    def _check_web_addr(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
+        return value.rstrip("/")
+
+    @field_validator("compile", "log_format", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("devices", mode="before")
@@ -129,6 +173,21 @@ class Settings(BaseSettings):
         if value and not value.startswith(("nats://", "tls://")):
             raise ValueError("must be empty (in-process queue) or a nats:// URL")
         return value
+
+    @property
+    def log_secrets(self) -> tuple[str, ...]:
+        """Values no log line may show (URL credentials are hidden wherever they appear)."""
+        return (self.discord_token, self.web_secret)
+
+    @property
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """Where the metrics server listens, or None when it is off."""
+        return split_host_port(self.metrics_addr) if self.metrics_addr else None
+
+    @property
+    def web_endpoint(self) -> tuple[str, int] | None:
+        """Where the mask editor's web server listens, or None when there is none."""
+        return split_host_port(self.web_addr) if self.public_url else None
 
     @property
     def database_path(self) -> Path:

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
 from bot.policy.quota import QuotaLimits
+from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from cogs.contexts import command_contexts
 
@@ -58,8 +59,9 @@ class AdminCog(commands.Cog):
         allowed_contexts=command_contexts(allow_dms=False),
     )
 
-    def __init__(self, policy: GuildPolicy) -> None:
+    def __init__(self, policy: GuildPolicy, presets: Presets) -> None:
         self._policy = policy
+        self._presets = presets
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not interaction.permissions.manage_guild:
@@ -197,6 +199,26 @@ class AdminCog(commands.Cog):
             f"{k.replace('_', ' ')}: {v:g}" for k, v in limits.as_mapping().items() if v is not None
         ]
         await self._done(interaction, f"Quota for {subject}: {', '.join(given) or 'unlimited'}.")
+
+    @admin.command(name="preset", description="Share one of your presets with the server")
+    @app_commands.describe(
+        action="add: copy your own preset of that name for everyone here; remove: delete it",
+        name="The preset's name",
+    )
+    async def preset(
+        self,
+        interaction: discord.Interaction[Any],
+        action: Action,
+        name: app_commands.Range[str, 1, MAX_PRESET_NAME],
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        if action == "add":
+            shared = await self._presets.share(guild_id, interaction.user.id, name)
+            await self._done(interaction, f"Server preset saved: {shared.describe()}")
+        elif await self._presets.unshare(guild_id, interaction.user.id, name):
+            await self._done(interaction, f"Server preset `{name}` deleted.")
+        else:
+            await self._done(interaction, f"This server has no preset named `{name}`.")
 
     @admin.command(name="audit", description="The latest changes to Easel's settings here")
     async def audit(self, interaction: discord.Interaction[Any]) -> None:

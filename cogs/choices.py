@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from cogs.common import services_of
-from inference.samplers import sampler_names
+from inference.samplers import AUTOMATIC_SCHEDULE, SCHEDULE_TYPES, sampler_names
 
 MAX_CHOICES = 25  # Discord refuses more
 _MAX_CHOICE_NAME = 100
@@ -36,6 +36,12 @@ async def sampler_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
     return matching_choices(sampler_names(), current)
+
+
+async def schedule_type_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    return matching_choices([AUTOMATIC_SCHEDULE, *SCHEDULE_TYPES], current)
 
 
 async def style_choices(

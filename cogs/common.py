@@ -3,6 +3,8 @@ and one-sentence ephemeral replies."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
@@ -11,6 +13,9 @@ from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.guild import NsfwPolicy
+from bot.policy.member_settings import with_personal_defaults
+from bot.presets import Preset, shadowed_by
+from bot.requests import ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import UserError
 from inference.types import RenderRequest
@@ -72,6 +77,101 @@ def role_ids(interaction: discord.Interaction[Any]) -> tuple[int, ...]:
     return ()
 
 
+# Relax jobs cost no quota: this bounds how many a member may have waiting or running (all
+# their jobs count) so free jobs cannot flood the queue.
+MAX_UNFINISHED_WITH_RELAX = 4
+
+
+def priority_class(request: RenderRequest, priority_role: bool) -> PriorityClass:
+    """``--relax`` asks for the lowest class (free, runs when nothing else waits); a server's
+    priority role for the highest."""
+    if request.options.get("relax"):
+        return PriorityClass.RELAX
+    return PriorityClass.PRIORITY if priority_role else PriorityClass.STANDARD
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberRequests:
+    """What a member's options make: one request per ``--repeat``, the preset they named, and
+    whether they keep their results private."""
+
+    requests: list[RenderRequest]
+    preset: Preset | None
+    private: bool
+
+
+async def requests_for_member(
+    interaction: discord.Interaction[Any], options: ImagineOptions
+) -> MemberRequests:
+    """``options`` filled in as the member asked: typed options and flags first, then the preset
+    they name (``--preset``), then their /settings; a bad value raises ``RequestError``."""
+    services = services_of(interaction)
+    personal = await services.member_settings.get(interaction.user.id)
+    preset_name = preset_named(options)
+    chosen = (
+        await services.presets.find(interaction.user.id, interaction.guild_id, preset_name)
+        if preset_name
+        else None
+    )
+    requests = build_requests(
+        with_personal_defaults(options, shadowed_by(personal, chosen)),
+        services.request_defaults,
+        chosen,
+    )
+    return MemberRequests(requests, chosen, personal.private_results)
+
+
+@dataclasses.dataclass(frozen=True)
+class Requester:
+    """Who asks for a job and where: what the server's rules are applied to."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    role_ids: tuple[int, ...]
+    is_admin: bool
+    age_restricted: bool  # the channel's NSFW flag
+
+
+async def admitted_submission(
+    services: Services,
+    kind: str,
+    request: RenderRequest,
+    requester: Requester,
+    *,
+    parent_job_id: str | None,
+    private: bool,
+    **delivery: Any,
+) -> Submission:
+    """The job the server's rules make of ``request`` (channel, models, banned words, NSFW,
+    priority role), refused with one sentence when over the render limits. ``delivery``: the
+    interaction fields of a Submission, when there is an interaction to answer."""
+    admission = await services.guild_policy.admit(
+        requester.guild_id,
+        requester.channel_id,
+        requester.age_restricted,
+        request,
+        requester.role_ids,
+    )
+    limit = services.limits.refusal(admission.request)
+    if limit is not None:
+        raise UserError(f"Not rendered: {limit}.")
+    return Submission(
+        kind=kind,
+        request=admission.request,
+        user_id=requester.user_id,
+        guild_id=requester.guild_id,
+        channel_id=requester.channel_id,
+        parent_job_id=parent_job_id,
+        role_ids=requester.role_ids,
+        is_admin=requester.is_admin,
+        priority=priority_class(admission.request, admission.priority),
+        spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
+        private=private,
+        **delivery,
+    )
+
+
 async def submit_from_interaction(
     interaction: discord.Interaction[Any],
     kind: str,
@@ -79,41 +179,57 @@ async def submit_from_interaction(
     parent_job_id: str | None = None,
     *,
     private: bool = False,
+    repeat_seeds: Sequence[int] = (),
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s), journal the job and show
     its place in the queue; the result later edits this interaction's response.
 
+    ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
+    as a job each and refused together up front when they do not all fit the member's quota;
+    their results are posted as new messages.
+
     Returns the job id, or None when the member's quota refused it (they are told why)."""
     services = services_of(interaction)
     channel = interaction.channel
-    age_restricted = bool(channel is not None and getattr(channel, "nsfw", False))
-    roles = role_ids(interaction)
-    admission = await services.guild_policy.admit(
-        interaction.guild_id, interaction.channel_id, age_restricted, request, roles
-    )
-    submission = Submission(
-        kind=kind,
-        request=admission.request,
+    requester = Requester(
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
+        role_ids=role_ids(interaction),
+        is_admin=is_admin(interaction),
+        age_restricted=bool(channel is not None and getattr(channel, "nsfw", False)),
+    )
+    submission = await admitted_submission(
+        services,
+        kind,
+        request,
+        requester,
         parent_job_id=parent_job_id,
+        private=private,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         interaction_created_at=interaction.created_at.timestamp(),
-        role_ids=roles,
-        is_admin=is_admin(interaction),
-        priority=PriorityClass.PRIORITY if admission.priority else PriorityClass.STANDARD,
         filesize_limit=interaction.filesize_limit,
-        spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
-        private=private,
     )
-    limit = services.limits.refusal(admission.request)
-    if limit is not None:
-        raise UserError(f"Not rendered: {limit}.")
+    if submission.priority is PriorityClass.RELAX:
+        unfinished = await services.history.unfinished(
+            interaction.user.id, guild_id=interaction.guild_id
+        )
+        if len(unfinished) + 1 + len(repeat_seeds) > MAX_UNFINISHED_WITH_RELAX:
+            raise UserError(
+                f"Not queued: --relax is free, so it is taken while you have at most "
+                f"{MAX_UNFINISHED_WITH_RELAX} jobs waiting or running here, this one included; "
+                f"you have {len(unfinished)}."
+            )
     queue = queue_of(interaction)
     # Asked before deferring so that a refusal is a private sentence, not a public reply.
-    refusal = await queue.quota_refusal(submission)
+    # Repeats cost what one request of their pictures together would.
+    all_pictures = submission.request.count * (1 + len(repeat_seeds))
+    refusal = await queue.quota_refusal(
+        dataclasses.replace(
+            submission, request=dataclasses.replace(submission.request, count=all_pictures)
+        )
+    )
     if refusal is not None:
         await interaction.response.send_message(f"⛔ {refusal}", ephemeral=True)
         return None
@@ -126,4 +242,32 @@ async def submit_from_interaction(
     await client_of(interaction).results.show_queued(
         job_id, interaction, spoiler=submission.spoiler
     )
+    if repeat_seeds:
+        await _submit_repeats(interaction, submission, repeat_seeds)
     return job_id
+
+
+async def _submit_repeats(
+    interaction: discord.Interaction[Any], first: Submission, seeds: Sequence[int]
+) -> None:
+    """The other jobs of a ``--repeat``: no interaction of their own, so each result is
+    posted as a new message where the first one would be (privately when it is private)."""
+    queue = queue_of(interaction)
+    for index, seed in enumerate(seeds, start=2):
+        repeat = dataclasses.replace(
+            first,
+            request=dataclasses.replace(first.request, seed=seed),
+            application_id=None,
+            interaction_token=None,
+            interaction_created_at=None,
+        )
+        try:
+            await queue.submit(repeat)
+        except QuotaExceeded as refused:
+            await tell(interaction, f"⛔ Repeat {index} of {len(seeds) + 1}: {refused.message}")
+            return
+    await tell(
+        interaction,
+        f"🔁 {len(seeds)} more job(s) of this prompt queued (--repeat); each result is posted "
+        "when it is ready.",
+    )

@@ -28,6 +28,7 @@ from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
 from cogs.common import services_of, submit_from_interaction
+from cogs.results.story import picture_with_story
 from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
 
@@ -121,19 +122,21 @@ class EditCog(commands.Cog):
         strength: str = DEFAULT_VARY_STRENGTH,
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS] | None = None,
     ) -> None:
+        source: discord.Message | None = None
         if image is not None and message is None:
             picture = image
         elif image is None and message is not None:
-            picture = _first_picture(await message_for_member(interaction, message))
+            source = await message_for_member(interaction, message)
+            picture = _first_picture(source)
         else:
             raise UserError("Give exactly one of `image` (an upload) or `message` (a link).")
-        await self._vary(interaction, picture, strength, prompt)
+        await self._vary(interaction, picture, strength, prompt, source)
 
     async def vary_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         check_member_may_use(interaction, message)
-        await self._vary(interaction, _first_picture(message), DEFAULT_VARY_STRENGTH, None)
+        await self._vary(interaction, _first_picture(message), DEFAULT_VARY_STRENGTH, None, message)
 
     async def _vary(
         self,
@@ -141,10 +144,12 @@ class EditCog(commands.Cog):
         image: discord.Attachment,
         strength: str,
         prompt: str | None,
+        source: discord.Message | None = None,
     ) -> None:
         services = services_of(interaction)
         async with SavedInputs(services) as inputs:
-            picture = await inputs.save(image)
+            saved = await inputs.save(image)
+            picture = await picture_with_story(interaction, saved, source, image.filename)
             base = request_from_infotext(picture.infotext, prompt, services.model_names())
             await _submit(interaction, inputs, "vary", vary_request(base, picture, strength))
 
@@ -204,7 +209,9 @@ class EditCog(commands.Cog):
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         check_member_may_use(interaction, message)
-        await self._upscale(interaction, _first_picture(message), MENU_UPSCALE_FACTOR)
+        await self._upscale(
+            interaction, _first_picture(message), MENU_UPSCALE_FACTOR, source=message
+        )
 
     async def _upscale(
         self,
@@ -213,10 +220,12 @@ class EditCog(commands.Cog):
         factor: int,
         mode: str = "fast",
         upscaler: str | None = None,
+        source: discord.Message | None = None,
     ) -> None:
         services = services_of(interaction)
         async with SavedInputs(services) as inputs:
-            picture = await inputs.save(image)
+            saved = await inputs.save(image)
+            picture = await picture_with_story(interaction, saved, source, image.filename)
             base = request_from_infotext(
                 picture.infotext, None, services.model_names(), prompt_required=False
             )

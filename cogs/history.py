@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.compare_grid import comparison_png
 from bot.history import History, HistoryPage
 from bot.user_errors import UserError
+from cogs.common import queue_of
 from cogs.errors import report_error
-from cogs.results.buttons import job_view, keeps_private, spoilered
+from cogs.results.buttons import copy_view, job_view, keeps_private, spoilered
+from inference.compare import is_comparison
 
 _PROMPT_PREVIEW = 80
 HISTORY_VIEW_TIMEOUT_S = 600
@@ -136,11 +141,22 @@ class HistoryCog(commands.Cog):
             discord.File(path, filename=f"easel-{job.job_id}-{index}.png", spoiler=spoiler)
             for index, path in enumerate(job.image_paths)
         ]
+        view = job_view(job.job_id, len(files))
+        request = await queue_of(interaction).request_of(job.job_id)
+        if request is not None and is_comparison(request):
+            # Up to 16 pictures: posted as their labelled grid, with Delete alone under it.
+            comparison, paths, first_infotext = request, job.image_paths, job.infotexts[0]
+            grid = await asyncio.to_thread(
+                lambda: comparison_png(comparison, [p.read_bytes() for p in paths], first_infotext)
+            )
+            name = f"easel-{job.job_id}.png"
+            files = [discord.File(io.BytesIO(grid), filename=name, spoiler=spoiler)]
+            view = copy_view(job.job_id)
         await interaction.followup.send(
             f"**{discord.utils.escape_markdown(job.prompt[:1500])}** — job `{job.job_id}` "
             f"(seed {', '.join(map(str, job.seeds))})",
             files=files,
-            view=job_view(job.job_id, len(files)),
+            view=view,
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
         )

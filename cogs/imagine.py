@@ -10,17 +10,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.member_settings import with_personal_defaults
 from bot.policy.styles import apply_style
+from bot.presets import MAX_PRESET_NAME
 from bot.requests import (
     MAX_PROMPT_CHARS,
     MAX_SEED,
     ImagineOptions,
     RequestError,
-    build_request,
 )
-from cogs.choices import model_choices, sampler_choices, style_choices
-from cogs.common import services_of, submit_from_interaction
+from cogs.choices import model_choices, sampler_choices, schedule_type_choices, style_choices
+from cogs.common import requests_for_member, services_of, submit_from_interaction
+from cogs.control import ControlType, with_control_picture
+from cogs.edit import SavedInputs
+from cogs.lists import lora_choices, with_lora
+from cogs.settings import preset_choices
+from inference.control_units import MAX_CONTROL_WEIGHT
+from inference.limits import MAX_CLIP_SKIP
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -47,14 +52,30 @@ class ImagineCog(commands.Cog):
         steps="Sampling steps (1-150)",
         cfg="How strictly to follow the prompt (0-30)",
         sampler="Sampler by its web UI name, e.g. Euler a",
+        schedule_type="Web UI schedule type (Karras, Exponential...); default: as the sampler says",
         size="WxH such as 512x768, or an aspect ratio such as 16:9",
         model="Checkpoint name",
         count="How many pictures (1-4)",
         style="A saved style (styles.csv) added to the prompt and negative prompt",
         hires="Hires fix: render, then re-detail at twice the size (slower)",
         fast="Fast mode: fewer full UNet passes (or a turbo model's recipe); close, not equal",
+        lora="A LoRA (pick from the list): its <lora:name:0.8> tag goes at the end of the prompt",
+        clip_skip="Clip skip (1-12): use the text encoder that many layers from its end",
+        preset="A saved preset (/presets): its settings fill what you leave out",
+        control="A picture to follow with a ControlNet (its edges, layout, depth...)",
+        control_type="What the ControlNet reads from it; none: the picture already is the map",
+        control_weight="How strongly the ControlNet steers (0-2, default 1)",
+        control_start="When in the render it starts steering (0-1, default 0)",
+        control_end="When it stops (0-1, default 1)",
     )
-    @app_commands.autocomplete(model=model_choices, sampler=sampler_choices, style=style_choices)
+    @app_commands.autocomplete(
+        model=model_choices,
+        sampler=sampler_choices,
+        schedule_type=schedule_type_choices,
+        style=style_choices,
+        lora=lora_choices,
+        preset=preset_choices,
+    )
     async def imagine(
         self,
         interaction: discord.Interaction[Any],
@@ -70,9 +91,18 @@ class ImagineCog(commands.Cog):
         style: str | None = None,
         hires: bool = False,
         fast: bool | None = None,
+        lora: str | None = None,
+        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
+        preset: app_commands.Range[str, 1, MAX_PRESET_NAME] | None = None,
+        control: discord.Attachment | None = None,
+        control_type: ControlType | None = None,
+        control_weight: app_commands.Range[float, 0.0, MAX_CONTROL_WEIGHT] = 1.0,
+        control_start: app_commands.Range[float, 0.0, 1.0] = 0.0,
+        control_end: app_commands.Range[float, 0.0, 1.0] = 1.0,
+        schedule_type: str | None = None,
     ) -> None:
         options = ImagineOptions(
-            prompt=prompt,
+            prompt=with_lora(interaction, prompt, lora),
             negative=negative,
             seed=seed,
             steps=steps,
@@ -82,13 +112,16 @@ class ImagineCog(commands.Cog):
             model=model,
             count=count,
             fast=fast,
+            clip_skip=clip_skip,
+            preset=preset,
+            schedule_type=schedule_type,
         )
         services = services_of(interaction)
-        personal = await services.member_settings.get(interaction.user.id)
         # A RequestError reaches the error handler: one ephemeral sentence, nothing queued.
-        request = build_request(
-            with_personal_defaults(options, personal), services.request_defaults
-        )
+        asked = await requests_for_member(interaction, options)
+        chosen = asked.preset
+        request, *repeats = asked.requests
+        style = style or (chosen.style if chosen else None)
         if style:
             # After the inline flags were read, so the style's text cannot be taken for one.
             prompt_text, negative_text = apply_style(
@@ -99,6 +132,23 @@ class ImagineCog(commands.Cog):
             )
         if hires:
             request = with_hires_fix(request, services.hires_upscaler)
-        await submit_from_interaction(
-            interaction, "imagine", request, private=personal.private_results
-        )
+        async with SavedInputs(services) as inputs:
+            if control is not None:
+                request = await with_control_picture(
+                    request,
+                    inputs,
+                    services,
+                    control,
+                    control_type,
+                    control_weight,
+                    control_start,
+                    control_end,
+                )
+            job_id = await submit_from_interaction(
+                interaction,
+                "imagine",
+                request,
+                private=asked.private,
+                repeat_seeds=[repeat.seed for repeat in repeats],
+            )
+            inputs.accepted = job_id is not None

@@ -11,9 +11,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
+from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import services_of
+from cogs.results.story import journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
 
@@ -23,24 +25,41 @@ _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
 HELP_TEXT = """\
 **Easel** — Stable Diffusion in this server.
 `/imagine prompt` — pictures from a prompt; web UI syntax works: `(word:1.3)`, `[a|b]`, \
-`[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --seed 5 --no cars`; \
-`style` adds a saved style, `hires` re-details at twice the size.
+`[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --no cars \
+--chaos 50 --tile --repeat 2 --stop 80 --relax --preset name`; \
+`style` adds a saved style, `hires` re-details at twice the size, `control` + `control_type` \
+follows a picture's edges (canny), layout (tile) or a ready map (none) with a ControlNet.
 Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
-`Vary (Subtle/Strong)`, `Upscale (2x/4x)` under a single picture.
+`Vary (Subtle/Strong)`, `Upscale (2x/4x)`, `Vary (Region)` (repaint a part you name in \
+words or paint on a page) under a single picture; `Remix` (edit, render), `DM me`, `Delete`.
 `/vary image|message strength`, `/inpaint image mask prompt`, \
 `/upscale image scale mode upscaler` — work from a picture; also **Apps › Vary** and \
 **Apps › Upscale** on any message with an image.
 `/queue`, `/cancel [job_id]`, `/quota` — your jobs in the queue, stop one, your limits.
 `/info image` or the message menu **Apps › Info** — the settings stored in an Easel/web UI PNG.
+`/use-settings infotext|image` or **Apps › Use settings** — render again from a picture's \
+settings (Easel, web UI or Civitai); says what could not be honoured.
 `/explain prompt` — how Easel reads a prompt (weights, schedule, LoRAs), as JSON.
+`/compare` — an X/Y plot; `/describe image` — prompt ideas; `/models`, `/loras`, \
+`/embeddings`, `/wildcards` — what is installed (`/imagine lora:` adds a LoRA).
 `/history [search]`, `/show job_id` — your past results; `/forget-me` erases them and your settings.
-`/settings` — your defaults for steps, cfg, sampler, size, negative prompt and private results.
-`/easel-admin ...` — server admins: channels, models, quotas, NSFW policy, banned words, audit."""
+`/settings` — your defaults for steps, cfg, sampler, size, negative prompt, clip skip, \
+private results and results by DM; `/presets` — named settings for `--preset`.
+`/easel-admin ...` — server admins: channels, models, quotas, NSFW policy, banned words, \
+presets, audit."""
 
 
-async def _read_attachment(attachment: discord.Attachment) -> CheckedImage:
+async def read_attachment(attachment: discord.Attachment) -> CheckedImage:
     check_upload_size(attachment.filename, attachment.size)
     return check_image(attachment.filename, await attachment.read())
+
+
+def picture_of(message: discord.Message, menu: str) -> discord.Attachment:
+    """The first image a message menu was used on."""
+    for attachment in message.attachments:
+        if (attachment.content_type or "").startswith("image/"):
+            return attachment
+    raise UserError(f"That message has no image; use {menu} on a message with a picture.")
 
 
 def describe_infotext(filename: str, infotext: str | None) -> str:
@@ -49,6 +68,11 @@ def describe_infotext(filename: str, infotext: str | None) -> str:
         return (
             f"{filename!r} carries no generation parameters; only PNGs saved by Easel or the "
             "web UI (not re-compressed by an app) have them."
+        )
+    if len(infotext) > MAX_INFOTEXT_CHARS:  # read on the event loop: bounded work only
+        return (
+            f"{filename!r} carries {len(infotext):,} characters of parameters; at most "
+            f"{MAX_INFOTEXT_CHARS:,} are read."
         )
     prompt, negative, params = parse_infotext(infotext)
     lines = [f"**Prompt:** {discord.utils.escape_markdown(prompt)}"]
@@ -73,21 +97,25 @@ class InfoCog(commands.Cog):
     @app_commands.command(name="info", description="Show the generation settings stored in a PNG")
     @app_commands.describe(image="A PNG made by Easel or the Stable Diffusion web UI")
     async def info(self, interaction: discord.Interaction[Any], image: discord.Attachment) -> None:
-        checked = await _read_attachment(image)
+        checked = await read_attachment(image)
+        # A copy of the member's own result whose text was stripped: the journal remembers.
+        infotext = infotext_of(checked) or await own_upload_infotext(interaction, image.filename)
         await interaction.response.send_message(
-            describe_infotext(image.filename, infotext_of(checked)), ephemeral=True
+            describe_infotext(image.filename, infotext), ephemeral=True
         )
 
     async def info_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         check_member_may_use(interaction, message)
-        pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
-        if not pictures:
-            raise UserError("That message has no image; use Info on a message with a picture.")
-        checked = await _read_attachment(pictures[0])
+        picture = picture_of(message, "Info")
+        checked = await read_attachment(picture)
+        # Easel's own result served re-encoded, its text gone: the journal remembers.
+        infotext = infotext_of(checked) or await journaled_infotext(
+            interaction, message, picture.filename
+        )
         await interaction.response.send_message(
-            describe_infotext(pictures[0].filename, infotext_of(checked)), ephemeral=True
+            describe_infotext(picture.filename, infotext), ephemeral=True
         )
 
     @app_commands.command(name="help", description="What Easel can do and how to ask for it")

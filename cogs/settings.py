@@ -1,4 +1,5 @@
-"""/settings: a member's own defaults for /imagine (used when an option is left out)."""
+"""/settings: a member's own defaults for /imagine (used when an option is left out), and
+/presets: named settings used as ``--preset name``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.policy.member_settings import MemberSettings, UserSettings
+from bot.presets import MAX_PRESET_NAME, Preset, Scope
+from cogs.choices import matching_choices, model_choices, sampler_choices, style_choices
+from cogs.common import services_of, tell
+from inference.limits import MAX_CLIP_SKIP
 
 
 def describe_settings(settings: UserSettings) -> str:
@@ -23,7 +28,9 @@ def describe_settings(settings: UserSettings) -> str:
             f"sampler: {shown(settings.sampler)}",
             f"size: {shown(settings.size)}",
             f"negative: {shown(settings.negative)}",
+            f"clip skip: {shown(settings.clip_skip)}",
             f"private results: {'yes' if settings.private_results else 'no'}",
+            f"results by DM too: {'yes' if settings.results_by_dm else 'no'}",
         ]
     )
 
@@ -39,7 +46,9 @@ class SettingsCog(commands.Cog):
         sampler="Default sampler, by its web UI name",
         size="Default size: WxH such as 512x768, or an aspect ratio such as 16:9",
         negative="Default negative prompt",
+        clip_skip="Default clip skip (1-12; 1 is the text encoder's last layer)",
         private_results="Show your results only to you",
+        results_by_dm="Also send you a copy of each result in direct messages",
         reset="Forget every saved default first",
     )
     async def settings(
@@ -50,7 +59,9 @@ class SettingsCog(commands.Cog):
         sampler: app_commands.Range[str, 1, 64] | None = None,
         size: app_commands.Range[str, 1, 16] | None = None,
         negative: app_commands.Range[str, 0, 2000] | None = None,
+        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         private_results: bool | None = None,
+        results_by_dm: bool | None = None,
         reset: bool = False,
     ) -> None:
         changes: dict[str, object] = {
@@ -59,7 +70,9 @@ class SettingsCog(commands.Cog):
             "sampler": sampler,
             "size": size,
             "negative": negative,
+            "clip_skip": clip_skip,
             "private_results": private_results,
+            "results_by_dm": results_by_dm,
         }
         user_id = interaction.user.id
         if reset or any(value is not None for value in changes.values()):
@@ -71,3 +84,79 @@ class SettingsCog(commands.Cog):
         await interaction.response.send_message(
             f"{heading}\n{describe_settings(current)}", ephemeral=True
         )
+
+
+async def preset_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """The member's presets, then this server's (a member's shadows a server's of that name)."""
+    names = await services_of(interaction).presets.names_for(
+        interaction.user.id, interaction.guild_id
+    )
+    return matching_choices(names, current)
+
+
+def describe_presets(title: str, presets: list[Preset]) -> list[str]:
+    return [f"**{title}**", *(preset.describe() for preset in presets)] if presets else []
+
+
+class PresetsCog(commands.Cog):
+    presets = app_commands.Group(
+        name="presets", description="Named /imagine settings, used as --preset name"
+    )
+
+    @presets.command(name="save", description="Save (or replace) one of your presets")
+    @app_commands.describe(
+        name=f"1-{MAX_PRESET_NAME} characters, no spaces; use it as --preset name",
+        sampler="Sampler, by its web UI name",
+        steps="Sampling steps (1-150)",
+        cfg="CFG scale (0-30)",
+        size="WxH such as 512x768, or an aspect ratio such as 16:9",
+        style="A saved style (styles.csv)",
+        model="Checkpoint name",
+        negative="Negative prompt",
+        clip_skip="Clip skip (1-12)",
+    )
+    @app_commands.autocomplete(model=model_choices, sampler=sampler_choices, style=style_choices)
+    async def save(
+        self,
+        interaction: discord.Interaction[Any],
+        name: app_commands.Range[str, 1, MAX_PRESET_NAME],
+        sampler: app_commands.Range[str, 1, 64] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        size: app_commands.Range[str, 1, 16] | None = None,
+        style: app_commands.Range[str, 1, 100] | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
+        negative: app_commands.Range[str, 0, 2000] | None = None,
+        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
+    ) -> None:
+        preset = Preset(name, sampler, steps, cfg, size, style, model, negative, clip_skip)
+        saved = await services_of(interaction).presets.save(interaction.user.id, preset)
+        await tell(interaction, f"Saved your preset {saved.describe()}")
+
+    @presets.command(name="delete", description="Delete one of your presets")
+    @app_commands.autocomplete(name=preset_choices)
+    async def delete(
+        self,
+        interaction: discord.Interaction[Any],
+        name: app_commands.Range[str, 1, MAX_PRESET_NAME],
+    ) -> None:
+        deleted = await services_of(interaction).presets.delete(interaction.user.id, name)
+        await tell(
+            interaction,
+            f"Deleted your preset `{name}`." if deleted else f"You have no preset named `{name}`.",
+        )
+
+    @presets.command(name="list", description="Your presets, and this server's")
+    async def list_presets(self, interaction: discord.Interaction[Any]) -> None:
+        presets = services_of(interaction).presets
+        lines = describe_presets(
+            "Your presets", await presets.of(Scope.MEMBER, interaction.user.id)
+        )
+        if interaction.guild_id is not None:
+            lines += describe_presets(
+                "This server's presets", await presets.of(Scope.SERVER, interaction.guild_id)
+            )
+        text = "\n".join(lines) or "No presets yet: `/presets save` makes one."
+        await tell(interaction, text[:2000])

@@ -127,6 +127,17 @@ async def commit(
     return await _explain_no_op(conn, job_id, done="commit", contradicting="refund")
 
 
+async def reserved_free(conn: aiosqlite.Connection, job_id: str) -> bool:
+    """Whether the job was reserved at no cost (a relax job): its commit charges nothing."""
+    async with conn.execute(
+        "SELECT images = 0 AND gpu_seconds = 0 FROM quota_ledger"
+        " WHERE job_id = ? AND kind = 'reserve'",
+        (job_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
     """Release the job's reservation; False if already refunded. Raises LedgerError if the
     job was committed (its cost is final) or never reserved."""

@@ -17,9 +17,16 @@ class UserSettings:
     size: str | None = None
     negative: str | None = None
     private_results: bool = False
+    results_by_dm: bool = False  # a copy of each result in the member's direct messages
+    clip_skip: int | None = None  # 0008_presets.sql
 
 
 _COLUMNS = tuple(field.name for field in fields(UserSettings))
+
+
+def _stored(value: object) -> object:
+    """A setting as SQLite stores it (flags as 0/1)."""
+    return int(value) if isinstance(value, bool) else value
 
 
 async def get(conn: aiosqlite.Connection, user_id: int) -> UserSettings:
@@ -31,6 +38,7 @@ async def get(conn: aiosqlite.Connection, user_id: int) -> UserSettings:
         return UserSettings()
     values = dict(zip(_COLUMNS, row, strict=True))
     values["private_results"] = bool(values["private_results"])
+    values["results_by_dm"] = bool(values["results_by_dm"])
     return UserSettings(**values)
 
 
@@ -40,16 +48,7 @@ async def put(conn: aiosqlite.Connection, user_id: int, settings: UserSettings, 
         f"INSERT INTO user_settings (user_id, {', '.join(_COLUMNS)}, updated_at)"
         f" VALUES (?, {', '.join('?' for _ in _COLUMNS)}, ?)"
         f" ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
-        (
-            user_id,
-            settings.steps,
-            settings.cfg,
-            settings.sampler,
-            settings.size,
-            settings.negative,
-            int(settings.private_results),
-            now,
-        ),
+        (user_id, *(_stored(getattr(settings, column)) for column in _COLUMNS), now),
     )
 
 

@@ -11,19 +11,13 @@ import diffusers
 import torch
 from safetensors import safe_open
 
+from inference.metadata import FAMILY_MARKERS, UNET_INPUT_CONV
 from inference.pickles import pickled_state_dict
 from inference.registry import PICKLE_SUFFIXES, SIDECAR_SUFFIX, ModelEntry
 from inference.tiny import load_clip_tokenizer
 from inference.types import RenderInputError
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
-UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
-# One tensor name that only each family's text encoder has.
-_FAMILY_MARKERS = (
-    ("sdxl-base", "conditioner.embedders.1.model.ln_final.weight"),
-    ("sd2-v", "cond_stage_model.model.ln_final.weight"),
-    ("sd15", "cond_stage_model.transformer.text_model.final_layer_norm.weight"),
-)
 # OpenCLIP tokenizers (SD2, SDXL's second encoder) pad with "!" where OpenAI's CLIP pads with
 # its end token.
 _OPEN_CLIP_PAD = "!"
@@ -49,7 +43,7 @@ def detect_family(checkpoint: Path) -> str:
         raise RenderInputError(
             f"{checkpoint.name} is not a Stable Diffusion checkpoint (no UNet weights found)"
         )
-    family = next((family for family, marker in _FAMILY_MARKERS if marker in names), None)
+    family = next((family for family, marker in FAMILY_MARKERS if marker in names), None)
     if family is None:
         raise RenderInputError(
             f"cannot tell which model family {checkpoint.name} is (SD1.x, SD2.x and SDXL are "

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from inference.prompts import Chunk
+from inference.types import RenderInputError
 
 DEFAULT_CLIP_SKIP = 1
 EMPTY_CHUNK = Chunk((), ())
@@ -105,7 +106,11 @@ class PromptEncoder:
         else:
             layers = pipeline.text_encoder.config.num_hidden_layers
             if not 1 <= clip_skip <= layers:
-                raise ValueError(f"clip skip must be in 1..{layers}, got {clip_skip}")
+                # The member's input, not a fault: told as it is (and refunded).
+                raise RenderInputError(
+                    f"clip skip must be in 1..{layers}, got {clip_skip} "
+                    f"(this model's text encoder has {layers} layers)"
+                )
             self.encoders = [
                 _TextEncoder(pipeline.text_encoder, tokenizer.pad_token_id, -clip_skip, True)
             ]

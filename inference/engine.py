@@ -12,6 +12,7 @@ removed after.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ import diffusers
 import torch
 import transformers
 
+from inference.compare import cell_requests, is_comparison
 from inference.compile import Compiler
+from inference.control_units import control_units
 from inference.images import load_input_image
 from inference.limits import MAX_BATCH_IMAGES
 from inference.model_cache import LoadedModel, ModelCache, load_pipeline, native_size
@@ -33,11 +36,18 @@ from inference.passes.jobs import ImageJob, image_jobs
 from inference.passes.networks import job_networks, vae_file
 from inference.passes.txt2img import render_group
 from inference.passes.upscale import upscale
+from inference.preprocessors import check_controls
 from inference.progress import raise_if_cancelled
 from inference.prompts import ExtraNetwork, WildcardLibrary
 from inference.registry import ModelEntry, ModelRegistry
 from inference.sizes import with_default_size
-from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
+from inference.types import (
+    ProgressCallback,
+    RenderedImage,
+    RenderInputError,
+    RenderRequest,
+    StepProgress,
+)
 from inference.validation import RenderLimits, validate_request
 
 # Above this many pixels the VAE decodes in tiles, so a large picture cannot exhaust memory.
@@ -48,9 +58,9 @@ PNG_ENCODER_THREADS = 4
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
 transformers.utils.logging.disable_progress_bar()
-# DPM++ SDE asks its Brownian tree for the largest sigma in float32 while the tree was built
-# with the float64 value; torchsde clamps the last digit and warns at every render.
-warnings.filterwarnings("ignore", message="Should have tb<=t1", module="torchsde")
+# DPM++ SDE asks its Brownian tree for the largest and smallest sigmas in float32 while the tree
+# was built with the float64 values; torchsde clamps the last digit and warns at every render.
+warnings.filterwarnings("ignore", message="Should have (tb<=t1|ta>=t0)", module="torchsde")
 
 
 class Engine:
@@ -135,6 +145,8 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> list[RenderedImage]:
+        if is_comparison(request):
+            return self._render_comparison(request, progress, cancel)
         validate_request(request)
         if request.mode == "upscale":
             self._check_limits(request)  # the steps of a creative pass
@@ -147,6 +159,7 @@ class Engine:
                 default_upscaler=self.default_upscaler,
             )
         vae_file(self.registry, request)  # an unknown VAE name is refused before any model loads
+        check_controls(control_units(request.options), self.registry.models_dir)
         entry = self.registry.resolve(request.model, self.default_model)
         request = self._sized(outpainted(request), entry)
         jobs = self._image_jobs(request)
@@ -168,6 +181,9 @@ class Engine:
         """
         if not requests:
             return []
+        if any(is_comparison(request) for request in requests):
+            # A comparison's cells differ in what one pipeline call shares: one job at a time.
+            return [self.render(request, progress, cancel) for request in requests]
         keys = {request.pipeline_key() for request in requests}
         if len(keys) > 1:
             raise RenderInputError(
@@ -184,6 +200,7 @@ class Engine:
         for request in requests:
             validate_request(request)
             vae_file(self.registry, request)
+            check_controls(control_units(request.options), self.registry.models_dir)
         entry = self.registry.resolve(requests[0].model, self.default_model)
         requests = [self._sized(request, entry) for request in requests]
         jobs_per_request = [self._image_jobs(request) for request in requests]
@@ -204,6 +221,23 @@ class Engine:
             results.append(images[: len(jobs)])
             images = images[len(jobs) :]
         return results
+
+    def _render_comparison(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[RenderedImage]:
+        """Each cell of an X/Y comparison as its own render, in order; progress counts the
+        steps of the whole grid."""
+        cells = cell_requests(request)
+        total = sum(cell.steps for cell in cells)
+        images: list[RenderedImage] = []
+        done = 0
+        for cell in cells:
+            images += self.render(cell, _offset_progress(progress, done, total), cancel)
+            done += cell.steps
+        return images
 
     def _sized(self, request: RenderRequest, entry: ModelEntry) -> RenderRequest:
         """Fill a missing width/height (loading the model for its native size), then check it
@@ -268,3 +302,17 @@ class Engine:
                 )
             rendered.update(zip(indices, images, strict=True))
         return [rendered[index] for index in range(len(jobs))]
+
+
+def _offset_progress(
+    progress: ProgressCallback | None, done: int, total: int
+) -> ProgressCallback | None:
+    """``progress`` for one part of a longer render: ``done`` steps before it, ``total`` in all."""
+    if progress is None:
+        return None
+    report = progress
+
+    def offset(step: StepProgress) -> None:
+        report(dataclasses.replace(step, step=done + step.step, total_steps=total))
+
+    return offset

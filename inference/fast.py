@@ -38,10 +38,16 @@ class FastPreset:
     steps: int
     cfg_scale: float
     sampler: str
+    # Turbo and Lightning were distilled on evenly spaced timesteps from the last ("trailing").
+    schedule_type: str = "Automatic"
 
     def applied(self, request: RenderRequest) -> RenderRequest:
         return dataclasses.replace(
-            request, steps=self.steps, cfg_scale=self.cfg_scale, sampler=self.sampler
+            request,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            sampler=self.sampler,
+            schedule_type=self.schedule_type,
         )
 
 
@@ -49,8 +55,8 @@ class FastPreset:
 # CFG (1 turns it off); SDXL Lightning 4 steps without CFG, Euler.
 _PRESETS = (
     FastPreset("LCM", steps=4, cfg_scale=1.5, sampler="LCM"),
-    FastPreset("Turbo", steps=4, cfg_scale=1.0, sampler="Euler a"),
-    FastPreset("Lightning", steps=4, cfg_scale=1.0, sampler="Euler"),
+    FastPreset("Turbo", steps=4, cfg_scale=1.0, sampler="Euler a", schedule_type="SGM Uniform"),
+    FastPreset("Lightning", steps=4, cfg_scale=1.0, sampler="Euler", schedule_type="SGM Uniform"),
 )
 
 

@@ -40,6 +40,9 @@ from inference.conditioning import Conditioning, PromptEncoder, pad_to_chunks
 from inference.prompts import PromptPlan, SubPromptPlan
 
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+# Extra UNet inputs for the evaluated rows (ControlNet residuals): given the rows' latents,
+# timestep, text states, the UNet's other inputs and how far the pass is (0 to 1).
+ControlHook = Callable[[torch.Tensor, Any, torch.Tensor, dict[str, Any], float], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,12 @@ class PromptGuidance:
         encoder: PromptEncoder,
         plans: Callable[[int], Sequence[PromptPlan]],
         pad_conds: bool = False,
+        control: ControlHook | None = None,
     ) -> None:
         self.encoder = encoder
         self.plans = plans
         self.pad_conds = pad_conds
+        self.control = control
         self.images: list[ImageConditioning] = []
         self.steps = 0
         self.iteration = 0  # UNet loop iterations finished
@@ -262,10 +267,16 @@ class ScheduledUNet(torch.nn.Module):
             if all(p is not None for p in pooled):
                 added["text_embeds"] = torch.cat(pooled)  # type: ignore[arg-type]
             extra["added_cond_kwargs"] = added
+        hidden = hidden.to(encoder_hidden_states.dtype)
+        if guidance.control is not None:
+            # The ControlNet sees the very rows and conditionings the UNet does.
+            progress = guidance.step_index / guidance.steps
+            timesteps = _rows(timestep, sources, rows)
+            extra |= guidance.control(sample[sources], timesteps, hidden, extra, progress)
         predicted = self.unet(
             sample[sources],
             _rows(timestep, sources, rows),
-            hidden.to(encoder_hidden_states.dtype),
+            hidden,
             *args,
             return_dict=False,
             **extra,

@@ -11,22 +11,88 @@ tab, sd-parsers and most image sites read back.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from inference.samplers import (
+    AUTOMATIC_SCHEDULE,
+    SAMPLERS,
+    canonical_sampler_name,
+    canonical_schedule_type,
+    scheduler_spec,
+    split_sampler,
+)
+
 InfotextValue = str | int | float
+STEPS = "Steps"
+SAMPLER = "Sampler"
+SCHEDULE_TYPE = "Schedule type"
+UNIFORM_SCHEDULE = "Uniform"  # the model's own sigmas, as plain sampler names use
 NEGATIVE_PREFIX = "Negative prompt:"
 PNG_TEXT_KEY = "parameters"
 # The web UI only takes the last line as parameters when it holds at least this many pairs.
 MIN_PARAMETER_PAIRS = 3
 
+_JSON_OPENERS = ('"', "{", "[")
+# Where an infotext's parameters start when its line breaks were lost.
+_PARAMETERS_START = re.compile(r"(?:^|\s)(Steps:\s*\d+\s*(,|$))")
+_MAX_PARAMETER_STARTS = 4
 _KEY = re.compile(r"\s*([A-Za-z][^:,\n]*?):\s*")
-_INT = re.compile(r"-?\d+")
+# Digits with a leading zero (a hash such as 0123456789) stay text.
+_INT = re.compile(r"-?(0|[1-9]\d*)")
 _FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?|-?\d+[eE][-+]?\d+")
+
+
+def easel_version() -> str:
+    """``Version: Easel 0.1.0``: the installed package's version, as the web UI names its own."""
+    try:
+        return f"Easel {version('easel')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "Easel"
+
+
+def web_ui_sampler_fields(sampler: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> dict[str, str]:
+    """Easel's sampler as the web UI 1.9+ writes it: ``DPM++ 2M Karras`` is ``Sampler: DPM++
+    2M, Schedule type: Karras``. A sampler that takes schedules gets its type even when plain
+    (``Uniform``): without one, the web UI would use the sampler's own default (Karras for
+    DPM++ 2M)."""
+    base, schedule = split_sampler(sampler, schedule_type)
+    if schedule == AUTOMATIC_SCHEDULE and SAMPLERS[base].sigma_schedules:
+        schedule = UNIFORM_SCHEDULE
+    fields = {SAMPLER: base}
+    if schedule != AUTOMATIC_SCHEDULE:
+        fields[SCHEDULE_TYPE] = schedule
+    return fields
+
+
+def sampler_and_schedule(params: Mapping[str, object]) -> tuple[str, str] | None:
+    """The (sampler, schedule type) an infotext asks for, checked (``RenderInputError`` names
+    what is unknown here); no ``Schedule type`` is ``Automatic``, what the sampler's name says.
+    None when it names no sampler."""
+    sampler, schedule = params.get(SAMPLER), params.get(SCHEDULE_TYPE)
+    if not isinstance(sampler, str):
+        return None
+    if not isinstance(schedule, str) or not schedule.strip():
+        schedule = AUTOMATIC_SCHEDULE
+    canonical = canonical_sampler_name(sampler)
+    label = canonical_schedule_type(schedule)
+    scheduler_spec(canonical, label)  # a schedule this sampler cannot take is refused
+    return canonical, label
+
+
+def described_sampler(params: Mapping[str, object]) -> str:
+    """``sampler 'X'``, with ``with schedule type 'Y'`` when the infotext names one."""
+    schedule = params.get(SCHEDULE_TYPE)
+    described = f"sampler {params.get(SAMPLER)!r}"
+    if isinstance(schedule, str) and schedule.strip() not in ("", AUTOMATIC_SCHEDULE):
+        described += f" with schedule type {schedule!r}"
+    return described
 
 
 def format_value(value: object) -> str:
@@ -37,7 +103,7 @@ def format_value(value: object) -> str:
         return str(int(value)) if value.is_integer() else repr(value)
     text = str(value)
     # Commas separate pairs and colons separate key from value, so such text is JSON-quoted.
-    if any(mark in text for mark in ",:\n") or text.startswith('"'):
+    if any(mark in text for mark in ",:\n") or text.startswith(_JSON_OPENERS):
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -60,6 +126,27 @@ def _typed(raw: str) -> InfotextValue:
     return raw
 
 
+def _skip_spaces(line: str, position: int) -> int:
+    while position < len(line) and line[position].isspace():
+        position += 1
+    return position
+
+
+def _json_value(decoder: json.JSONDecoder, line: str, position: int) -> tuple[str, int] | None:
+    """A quoted text, or a JSON object or list (Civitai's ``Hashes: {...}``, kept as its JSON
+    text), starting at ``position``; None when there is none."""
+    if not line.startswith(_JSON_OPENERS, position):
+        return None
+    try:
+        decoded, end = decoder.raw_decode(line, position)
+    except json.JSONDecodeError:
+        return None
+    after = _skip_spaces(line, end)
+    if after < len(line) and line[after] != ",":
+        return None  # JSON-looking text such as "{}0": read as plain text
+    return (decoded if isinstance(decoded, str) else json.dumps(decoded)), end
+
+
 def parse_parameters(line: str) -> dict[str, InfotextValue] | None:
     """Read ``Key: value, Key: "quoted, value"`` pairs; None when the line is not such a list.
 
@@ -74,32 +161,55 @@ def parse_parameters(line: str) -> dict[str, InfotextValue] | None:
             return None
         position = key_match.end()
         value: InfotextValue
-        if line.startswith('"', position):
-            try:
-                value, position = decoder.raw_decode(line, position)
-            except json.JSONDecodeError:
-                return None
+        decoded = _json_value(decoder, line, position)
+        if decoded is not None:
+            value, position = decoded
+        elif line.startswith('"', position):
+            return None
         else:
             end = line.find(",", position)
             end = len(line) if end == -1 else end
             value = _typed(line[position:end].strip())
             position = end
         params[key_match.group(1).strip()] = value
-        rest = line[position:].lstrip()
-        if rest and not rest.startswith(","):
+        # Skipped in place: slicing the rest of the line for every pair would be quadratic.
+        position = _skip_spaces(line, position)
+        if position < len(line) and line[position] != ",":
             return None
-        position = len(line) - len(rest) + 1
+        position += 1
     return params
 
 
+def _parameters_inside(line: str) -> tuple[str, dict[str, InfotextValue]] | None:
+    """(text before, parameters) when ``line`` ends with parameters that start at ``Steps:``
+    (the web UI's first key) after some text: an infotext pasted where line breaks are lost."""
+    # A few tries: each reads to the end of the line, and hostile text may repeat "Steps: 1,".
+    for match in itertools.islice(_PARAMETERS_START.finditer(line), _MAX_PARAMETER_STARTS):
+        params = parse_parameters(line[match.start(1) :])
+        if params is not None and len(params) >= MIN_PARAMETER_PAIRS:
+            return line[: match.start(1)].rstrip(), params
+    return None
+
+
 def parse_infotext(text: str) -> tuple[str, str, dict[str, InfotextValue]]:
-    """Split an infotext into (prompt, negative prompt, parameters)."""
+    """Split an infotext into (prompt, negative prompt, parameters).
+
+    Also reads one pasted on a single line (Discord's text options drop line breaks):
+    ``prompt Negative prompt: negative Steps: 20, Sampler: ...``."""
     lines = text.strip().split("\n")
-    params = parse_parameters(lines[-1])
-    if params is not None and len(params) >= MIN_PARAMETER_PAIRS:
-        lines = lines[:-1]
-    else:
-        params = {}
+    whole_line = parse_parameters(lines[-1]) or {}
+    inside = _parameters_inside(lines[-1])
+    params: dict[str, InfotextValue] = {}
+    # A real parameter line has its own "Steps" key; text glued to "Steps:" means a
+    # prompt on the same line.
+    if len(whole_line) >= MIN_PARAMETER_PAIRS and (
+        inside is None or not inside[0] or STEPS in whole_line
+    ):
+        lines, params = lines[:-1], whole_line
+    elif inside is not None:
+        lines[-1], params = inside
+    if len(lines) == 1 and (at := lines[0].find(f" {NEGATIVE_PREFIX}")) > 0:
+        lines = [lines[0][:at], lines[0][at + 1 :]]
     for index, line in enumerate(lines):
         if line.startswith(NEGATIVE_PREFIX):
             negative_lines = [line.removeprefix(NEGATIVE_PREFIX).lstrip(" "), *lines[index + 1 :]]

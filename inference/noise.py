@@ -25,17 +25,28 @@ def seeded_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def slerp(fraction: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation, which keeps the blend's norm like that of Gaussian noise."""
-    start_flat = start.flatten()
-    end_flat = end.flatten()
-    cosine = torch.dot(start_flat / start_flat.norm(), end_flat / end_flat.norm()).clamp(-1, 1)
-    if cosine.abs() > _PARALLEL_DOT:
+    """Spherical interpolation, which keeps the blend's norm like that of Gaussian noise.
+
+    As the web UI does it (so variation seeds give its pictures): each column of each channel
+    (the height axis of ``(..., C, H, W)``) is interpolated on its own great circle."""
+    start_unit = start / start.norm(dim=-2, keepdim=True)
+    end_unit = end / end.norm(dim=-2, keepdim=True)
+    cosine = (start_unit * end_unit).sum(-2, keepdim=True).clamp(-1, 1)
+    if cosine.mean() > _PARALLEL_DOT:
         return (1 - fraction) * start + fraction * end
     angle = torch.arccos(cosine)
     sine = torch.sin(angle)
     return (torch.sin((1 - fraction) * angle) / sine) * start + (
         torch.sin(fraction * angle) / sine
     ) * end
+
+
+def generator_after_initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Generator:
+    """The picture's CPU generator as the web UI leaves it once the initial noise is drawn:
+    ancestral steps draw on from there, not from the seed's first numbers again."""
+    generator = seeded_generator(seed)
+    torch.randn(shape, generator=generator, dtype=torch.float32)
+    return generator
 
 
 def initial_noise(

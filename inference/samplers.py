@@ -23,6 +23,19 @@ if TYPE_CHECKING:
 
 DEFAULT_SAMPLER = "Euler a"
 SIGMA_SCHEDULES = {"Karras": "use_karras_sigmas", "Exponential": "use_exponential_sigmas"}
+# The web UI's "Schedule type" labels (1.9) and the scheduler flags each sets. "Automatic":
+# what the sampler name says ("DPM++ 2M Karras": Karras; plain names: Uniform, the model's
+# own sigmas). Polyexponential at the web UI's default rho 1 is the exponential schedule;
+# SGM Uniform (evenly spaced timesteps leaving out t = 0) is diffusers' trailing spacing.
+AUTOMATIC_SCHEDULE = "Automatic"
+SCHEDULE_TYPES: dict[str, dict[str, Any]] = {
+    AUTOMATIC_SCHEDULE: {},
+    "Uniform": {},
+    "Karras": {"use_karras_sigmas": True},
+    "Exponential": {"use_exponential_sigmas": True},
+    "Polyexponential": {"use_exponential_sigmas": True},
+    "SGM Uniform": {"timestep_spacing": "trailing"},
+}
 
 
 @dataclass(frozen=True)
@@ -40,25 +53,35 @@ class SamplerSpec:
         return scheduler_type
 
 
-_DPM_SOLVER_PP_2 = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-_SDE_DPM_SOLVER_PP_2 = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+# k-diffusion's samplers (the web UI's) step through the model's own sigmas at timesteps
+# spread evenly from the last to the first (T-1 ... 0), whatever the model's config says.
+_K_DIFFUSION = {"timestep_spacing": "linspace"}
+_DPM_SOLVER_PP_2 = {**_K_DIFFUSION, "algorithm_type": "dpmsolver++", "solver_order": 2}
+_SDE_DPM_SOLVER_PP_2 = {**_K_DIFFUSION, "algorithm_type": "sde-dpmsolver++", "solver_order": 2}
 
 BASE_SAMPLERS: dict[str, SamplerSpec] = {
-    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False),
-    "Euler": SamplerSpec("EulerDiscreteScheduler"),
-    "LMS": SamplerSpec("LMSDiscreteScheduler"),
-    "Heun": SamplerSpec("HeunDiscreteScheduler"),
-    "DPM2": SamplerSpec("KDPM2DiscreteScheduler"),
-    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
+    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", _K_DIFFUSION, sigma_schedules=False),
+    "Euler": SamplerSpec("EulerDiscreteScheduler", _K_DIFFUSION),
+    "LMS": SamplerSpec("LMSDiscreteScheduler", _K_DIFFUSION),
+    "Heun": SamplerSpec("HeunDiscreteScheduler", _K_DIFFUSION),
+    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", _K_DIFFUSION),
+    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler", _K_DIFFUSION),
     "DPM++ 2S a": SamplerSpec(
-        "DPMSolverPlusPlus2SAncestralScheduler", module="inference.schedulers"
+        "DPMSolverPlusPlus2SAncestralScheduler", _K_DIFFUSION, module="inference.schedulers"
     ),
-    "DPM++ 2M": SamplerSpec("DPMSolverMultistepScheduler", _DPM_SOLVER_PP_2),
-    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler"),
-    "DPM++ 2M SDE": SamplerSpec("DPMSolverMultistepScheduler", _SDE_DPM_SOLVER_PP_2),
-    # SD was trained without sample clipping and with alpha_prod at t=0 below one.
+    "DPM++ 2M": SamplerSpec(
+        "KDiffusionMultistepScheduler", _DPM_SOLVER_PP_2, module="inference.schedulers"
+    ),
+    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", _K_DIFFUSION),
+    "DPM++ 2M SDE": SamplerSpec(
+        "KDiffusionMultistepScheduler", _SDE_DPM_SOLVER_PP_2, module="inference.schedulers"
+    ),
+    # The web UI's DDIM timesteps; SD was trained without sample clipping.
     "DDIM": SamplerSpec(
-        "DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, sigma_schedules=False
+        "WebUIDDIMScheduler",
+        {"clip_sample": False, "set_alpha_to_one": False},
+        sigma_schedules=False,
+        module="inference.schedulers",
     ),
     "UniPC": SamplerSpec("UniPCMultistepScheduler"),
     "LCM": SamplerSpec("LCMScheduler", sigma_schedules=False),
@@ -98,9 +121,62 @@ def canonical_sampler_name(name: str) -> str:
     return canonical
 
 
-def make_scheduler(name: str, model_scheduler_config: Mapping[str, Any]) -> SchedulerMixin:
-    """A fresh scheduler for ``name`` built on the model's own noise schedule."""
+def canonical_schedule_type(name: str) -> str:
+    """The web UI label of schedule type ``name`` (case and spacing are forgiven)."""
+    folded = " ".join(name.casefold().split())
+    for label in SCHEDULE_TYPES:
+        if label.casefold() == folded:
+            return label
+    raise RenderInputError(
+        f"unknown schedule type {name!r}; choose one of: {', '.join(SCHEDULE_TYPES)}"
+    )
+
+
+def split_sampler(name: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> tuple[str, str]:
+    """The web UI 1.9 pair (sampler, schedule type) for Easel's ``name`` and
+    ``schedule_type``: "DPM++ 2M Karras" is ("DPM++ 2M", "Karras")."""
+    canonical = canonical_sampler_name(name)
+    schedule = canonical_schedule_type(schedule_type)
+    for suffix in SIGMA_SCHEDULES:
+        if canonical.endswith(f" {suffix}"):
+            base = canonical.removesuffix(f" {suffix}")
+            return base, suffix if schedule == AUTOMATIC_SCHEDULE else schedule
+    return canonical, schedule
+
+
+def scheduler_spec(name: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> SamplerSpec:
+    """The scheduler for sampler ``name`` with its sigmas spaced by ``schedule_type`` (a web
+    UI label; "Automatic": as the name says), refusing a schedule the sampler cannot take."""
+    requested = canonical_schedule_type(schedule_type)
     spec = SAMPLERS[canonical_sampler_name(name)]
+    if requested == AUTOMATIC_SCHEDULE:
+        return spec
+    base, _ = split_sampler(name)
+    if spec.sigma_schedules:
+        return dataclasses.replace(
+            spec, flags={**SAMPLERS[base].flags, **SCHEDULE_TYPES[requested]}
+        )
+    # Without a sigma choice the spacing of the timesteps is all a k-diffusion sampler takes.
+    accepted = [AUTOMATIC_SCHEDULE, "Uniform"]
+    if "timestep_spacing" in spec.flags:
+        accepted.append("SGM Uniform")
+    if requested not in accepted:
+        raise RenderInputError(
+            f"the {base} sampler cannot use the {requested} schedule; "
+            f"choose one of: {', '.join(accepted)}"
+        )
+    if requested == "SGM Uniform":
+        return dataclasses.replace(spec, flags={**spec.flags, **SCHEDULE_TYPES[requested]})
+    return spec
+
+
+def make_scheduler(
+    name: str,
+    model_scheduler_config: Mapping[str, Any],
+    schedule_type: str = AUTOMATIC_SCHEDULE,
+) -> SchedulerMixin:
+    """A fresh scheduler for ``name`` and ``schedule_type`` on the model's own noise schedule."""
+    spec = scheduler_spec(name, schedule_type)
     scheduler: SchedulerMixin = spec.scheduler_type().from_config(
         dict(model_scheduler_config), **spec.flags
     )

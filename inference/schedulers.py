@@ -6,6 +6,9 @@ of sigma and the ancestral step's sigma_down, a second model call there, the ful
 DPM-Solver++(2S) step to sigma_down, then fresh noise of size sigma_up. Its sigma schedule,
 midpoints and model-call bookkeeping are exactly those of diffusers' DPM2 a scheduler, so it
 inherits them and only replaces the update.
+
+``WebUIDDIMScheduler`` is the web UI's DDIM, whose timesteps differ from diffusers' own;
+``KDiffusionMultistepScheduler`` gives DPM++ 2M (SDE) k-diffusion's uniform schedule.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete import (
     KDPM2AncestralDiscreteScheduler,
     KDPM2AncestralDiscreteSchedulerOutput,
@@ -83,3 +88,42 @@ class DPMSolverPlusPlus2SAncestralScheduler(KDPM2AncestralDiscreteScheduler):
         raise ValueError(
             f"DPM++ 2S a supports epsilon and v_prediction models, not {prediction_type!r}"
         )
+
+
+class WebUIDDIMScheduler(DDIMScheduler):
+    """DDIM on the web UI's timesteps: ``range(0, T, T // steps) + 1``, run from the top down
+    to the second lowest, so the last step lands on the lowest one's noise level (t = 1), not
+    on t = 0. That is ``ceil(T / (T // steps)) - 1`` model calls: ``steps - 1`` when ``steps``
+    divides T, ``steps`` or a few more otherwise (150 steps: 166)."""
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device = "cpu") -> None:
+        super().set_timesteps(num_inference_steps, device)
+        train_steps = self.config["num_train_timesteps"]
+        ratio = train_steps // num_inference_steps
+        timesteps = np.clip(np.arange(0, train_steps, ratio) + 1, 0, train_steps - 1)
+        # diffusers' step goes from t to t - ratio: from the second lowest that is t = 1.
+        self.timesteps = torch.from_numpy(timesteps[1:][::-1].copy()).to(device)
+
+
+class KDiffusionMultistepScheduler(DPMSolverMultistepScheduler):
+    """DPM++ 2M and 2M SDE whose uniform schedule is k-diffusion's: the model's sigmas at
+    ``steps`` timesteps spread evenly from T-1 down to 0, then 0. diffusers' own "linspace"
+    spreads ``steps + 1`` and leaves out t = 0. Karras / exponential schedules are diffusers'."""
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        mu: float | None = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        config = self.config
+        own_sigmas = config["use_karras_sigmas"] or config["use_exponential_sigmas"]
+        uniform = config["timestep_spacing"] == "linspace" and not own_sigmas
+        if uniform and timesteps is None and num_inference_steps is not None:
+            last = config["num_train_timesteps"] - 1
+            spread = np.linspace(last, 0, num_inference_steps).round().astype(np.int64)
+            timesteps, num_inference_steps = spread.tolist(), None
+        # diffusers types the steps and device as never None, though None is its default.
+        arguments: dict[str, Any] = {"num_inference_steps": num_inference_steps, "device": device}
+        super().set_timesteps(**arguments, mu=mu, timesteps=timesteps)

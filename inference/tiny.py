@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     EulerAncestralDiscreteScheduler,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -24,9 +25,19 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipImageProcessor,
+    BlipProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
-from inference.ldm_export import export_ldm_checkpoint, vae_to_ldm
+from inference.ldm_export import UNET_PREFIX, export_ldm_checkpoint, unet_to_ldm, vae_to_ldm
 from inference.registry import SIDECAR_SUFFIX
 
 Family = Literal["sd15", "sdxl"]
@@ -215,10 +226,13 @@ _LORA_PREFIXES: dict[Family, dict[str, str]] = {
 TINY_LORA_RANK = 4
 
 
-def write_tiny_lora(path: Path, family: Family = "sd15", seed: int = 0) -> Path:
+def write_tiny_lora(
+    path: Path, family: Family = "sd15", seed: int = 0, metadata: dict[str, str] | None = None
+) -> Path:
     """Write a random LoRA for the tiny model in the kohya / web UI key layout
     (``lora_unet_<module>.lora_down.weight``, ``.lora_up.weight``, ``.alpha`` and the
-    ``lora_te_`` text-encoder keys), covering every attention and MLP linear layer."""
+    ``lora_te_`` text-encoder keys), covering every attention and MLP linear layer;
+    ``metadata`` goes in the header, as kohya's ``ss_*`` keys do."""
     pipeline = build_tiny_pipeline(family)
     generator = torch.Generator().manual_seed(seed)
     weights: dict[str, torch.Tensor] = {}
@@ -236,7 +250,7 @@ def write_tiny_lora(path: Path, family: Family = "sd15", seed: int = 0) -> Path:
                 module.out_features, TINY_LORA_RANK, generator=generator
             )
             weights[f"{key}.alpha"] = torch.tensor(float(TINY_LORA_RANK))
-    return _save(weights, path)
+    return _save(weights, path, metadata)
 
 
 EmbeddingLayout = Literal["web_ui", "diffusers"]
@@ -283,10 +297,152 @@ def write_tiny_upscaler(directory: Path, scale: int = 4, seed: int = 0) -> Path:
     return _save(model.state_dict(), directory / f"tiny-esrgan-{scale}x.safetensors")
 
 
-def _save(weights: dict[str, torch.Tensor], path: Path) -> Path:
+CONTROLNET_FOLDER = "ControlNet"
+# The original ControlNet code's names for the parts a UNet does not have.
+LDM_CONTROLNET_PREFIX = "control_model."
+_CONTROLNET_ONLY = (
+    "controlnet_cond_embedding.",
+    "controlnet_down_blocks.",
+    "controlnet_mid_block.",
+)
+_ZERO_INITIALISED = (
+    "controlnet_down_blocks.",
+    "controlnet_mid_block.",
+    "controlnet_cond_embedding.conv_out.",
+)
+
+
+def write_tiny_controlnet(model_dir: Path, seed: int = 0) -> Path:
+    """Write a random ControlNet for the tiny diffusers model at ``model_dir`` as one file
+    under ``<model_dir's parent>/ControlNet/`` (with the sidecar config its odd sizes need):
+    an SD1.x one in the original ControlNet layout, as the web UI's ``control_*`` files are,
+    an SDXL one with diffusers tensor names, as SDXL ControlNets are published."""
+    model_dir = Path(model_dir)
+    unet_dir = model_dir / "unet"
+    if not (unet_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} holds no diffusers model: write one there first")
+    unet: Any = UNet2DConditionModel.from_pretrained(unet_dir)
+    sdxl = unet.config.addition_embed_type == "text_time"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        controlnet: Any = ControlNetModel.from_unet(unet)
+        # A trained ControlNet's zero convolutions have learned weights; zeros would make
+        # the random one a no-op.
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(_ZERO_INITIALISED):
+                parameter.data = 0.3 * torch.randn_like(parameter)
+    state = controlnet.state_dict()
+    weights = state if sdxl else controlnet_to_ldm(state, controlnet.config)
+    path = model_dir.parent / CONTROLNET_FOLDER / f"{model_dir.name}-controlnet.safetensors"
+    _save(weights, path)
+    sidecar = path.with_name(path.stem + SIDECAR_SUFFIX)
+    sidecar.mkdir(exist_ok=True)
+    controlnet.save_config(sidecar)
+    return path
+
+
+def controlnet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNet's weights under the original ControlNet code's names."""
+    shared = {k: v for k, v in state.items() if not k.startswith(_CONTROLNET_ONLY)}
+    renamed = {
+        LDM_CONTROLNET_PREFIX + key.removeprefix(UNET_PREFIX): tensor
+        for key, tensor in unet_to_ldm(shared, {**config, "up_block_types": []}).items()
+    }
+    hint_blocks = len(config["conditioning_embedding_out_channels"]) * 2 - 2
+    for key, tensor in state.items():
+        name, _, parameter = key.rpartition(".")
+        if name == "controlnet_cond_embedding.conv_in":
+            ldm = "input_hint_block.0"
+        elif name == "controlnet_cond_embedding.conv_out":
+            ldm = f"input_hint_block.{2 * (hint_blocks + 1)}"
+        elif name.startswith("controlnet_cond_embedding.blocks."):
+            ldm = f"input_hint_block.{2 * (int(name.rsplit('.', 1)[1]) + 1)}"
+        elif name.startswith("controlnet_down_blocks."):
+            ldm = f"zero_convs.{name.rsplit('.', 1)[1]}.0"
+        elif name == "controlnet_mid_block":
+            ldm = "middle_block_out.0"
+        else:
+            continue
+        renamed[f"{LDM_CONTROLNET_PREFIX}{ldm}.{parameter}"] = tensor
+    return renamed
+
+
+# The tiny captioner's vocabulary: BERT's special tokens, BLIP's decoder start, a few words.
+_TINY_CAPTION_WORDS = (
+    *("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"),
+    *("a", "an", "the", "of", "on", "in", "with", "cat", "dog", "red", "blue", "green"),
+    *("photo", "painting", "portrait", "sofa", "hat", "sky", "tree", "house", "river", "city"),
+)
+
+
+def write_tiny_depth_annotator(models_dir: Path, seed: int = 0) -> Path:
+    """A random-weight DPT depth model where the ``depth`` preprocessor looks for one:
+    ``<models_dir>/ControlNet/annotators/depth/`` (config, weights, preprocessor config)."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    folder = Path(models_dir) / CONTROLNET_FOLDER / "annotators" / "depth"
+    config = DPTConfig(
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=16,
+        image_size=32,
+        patch_size=8,
+        neck_hidden_sizes=[8, 8, 8, 8],
+        fusion_hidden_size=8,
+        backbone_out_indices=[0, 1, 2, 3],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        DPTForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_captioner(directory: Path, seed: int = 0) -> Path:
+    """Write a random-weight BLIP captioning model (and its processor) for ``/describe``:
+    its captions are random words of a small vocabulary, everything else is real."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(_TINY_CAPTION_WORDS) + "\n")
+    tokenizer = BertTokenizer(str(vocab), do_lower_case=True, bos_token="[DEC]")
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
+    layers = {"num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+    config = BlipConfig(
+        text_config={
+            **layers,
+            "vocab_size": len(tokenizer),
+            "hidden_size": TINY_TEXT_HIDDEN,
+            "encoder_hidden_size": TINY_TEXT_HIDDEN,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            **layers,
+            "hidden_size": TINY_TEXT_HIDDEN,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=TINY_TEXT_HIDDEN,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        BlipForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def _save(
+    weights: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"the file must end in .safetensors, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path))
+    save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path), metadata)
     return path

@@ -38,6 +38,9 @@ class RenderRequest:
     width: int | None = None
     height: int | None = None
     sampler: str = "Euler a"
+    # The web UI's "Schedule type" label ("Karras", "Exponential"...); "Automatic": what the
+    # sampler name says (inference/samplers.py SCHEDULE_TYPES).
+    schedule_type: str = "Automatic"
     model: str | None = None
     count: int = 1
     variation_seed: int | None = None
@@ -77,6 +80,7 @@ class RenderRequest:
             self.width,
             self.height,
             self.sampler,
+            self.schedule_type,
             self.steps,
             self.cfg_scale,
             self.mode,
@@ -87,6 +91,10 @@ class RenderRequest:
             self.options.get("pad_conds"),
             self.options.get("hires_scale"),
             self.options.get("vae"),
+            self.options.get("tile"),
+            self.options.get("stop"),
+            # ControlNet units (models, maps, weights) apply to the whole call.
+            json.dumps(self.options.get("controlnet"), sort_keys=True),
         )
 
     def batch_key(self) -> tuple[object, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from inference.control_units import control_units
 from inference.images import InpaintOptions
 from inference.limits import (
     MAX_CFG,
@@ -21,7 +22,7 @@ from inference.limits import (
 )
 from inference.outpaint import OutpaintOptions
 from inference.prompts import parse_aspect_ratio
-from inference.samplers import canonical_sampler_name
+from inference.samplers import scheduler_spec
 from inference.types import RenderInputError, RenderRequest
 from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
 
@@ -70,7 +71,7 @@ def validate_request(request: RenderRequest) -> None:
     _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
     if request.mode in ("img2img", "inpaint"):
         _check_some_step_runs(request.steps, request.denoising_strength)
-    canonical_sampler_name(request.sampler)
+    scheduler_spec(request.sampler, request.schedule_type)
     if request.mode in ("img2img", "inpaint", "upscale") and not request.init_image:
         raise RenderInputError(f"{request.mode} needs an init image")
     if request.mode == "upscale":
@@ -81,6 +82,8 @@ def validate_request(request: RenderRequest) -> None:
         parse_aspect_ratio(str(request.options["aspect"]))
     if request.mode == "txt2img" and request.width is not None and request.height is not None:
         HiresOptions.from_options(request.options, request.width, request.height)
+    if control_units(request.options) and request.mode == "upscale":
+        raise RenderInputError("a ControlNet guides txt2img, img2img and inpaint, not upscale")
     outpaint = OutpaintOptions.from_options(request.options)
     if outpaint is not None:
         if request.mode not in ("img2img", "inpaint") or request.mask_image:

@@ -16,12 +16,13 @@ __all__ = ["error_logs", "fake_discord", "tiny_models_dir"]
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder holding one tiny random-weight SD1.5 model named ``tiny`` and a tiny
-    2x ESRGAN upscaler, ``upscalers/tiny-esrgan-2x``."""
-    from inference.tiny import write_tiny_model, write_tiny_upscaler
+    """A models folder holding one tiny random-weight SD1.5 model named ``tiny``, its tiny
+    ControlNet ``ControlNet/tiny-controlnet`` and a tiny 2x ESRGAN upscaler,
+    ``upscalers/tiny-esrgan-2x``."""
+    from inference.tiny import write_tiny_controlnet, write_tiny_model, write_tiny_upscaler
 
     directory = tmp_path_factory.mktemp("models")
-    write_tiny_model(directory / "tiny", family="sd15", seed=0)
+    write_tiny_controlnet(write_tiny_model(directory / "tiny", family="sd15", seed=0))
     write_tiny_upscaler(directory / "upscalers", scale=2)
     return directory
 

@@ -9,13 +9,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from bot.cli.control import ControlUsageError, add_control_options, control_units_from_args
 from bot.redaction import redact_url
 from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
 from inference.types import RenderRequest
 from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Longer --infotext values are the text itself, never a file name.
+_LONGEST_PATH = 4096
 
 
 class UsageError(Exception):
@@ -29,12 +34,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt")
+    parser.add_argument("prompt", nargs="?", help="required unless --infotext gives one")
+    parser.add_argument(
+        "--infotext",
+        metavar="FILE|TEXT",
+        help="render from these settings (a PNG, a text file or the text itself); "
+        "the other options override them",
+    )
     parser.add_argument("--negative")
-    parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--cfg", type=float)
     parser.add_argument("--sampler")
+    parser.add_argument(
+        "--schedule-type", help="the web UI's schedule type, e.g. Karras (default: Automatic)"
+    )
     parser.add_argument("--size", help="WxH or an aspect ratio such as 16:9")
     parser.add_argument("--model")
     parser.add_argument("--count", type=int)
@@ -44,10 +58,11 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
         help="fast mode: a few-step model's own recipe, else a UNet feature cache (DeepCache)",
     )
     parser.add_argument("--variation-seed", type=int)
-    parser.add_argument("--variation-strength", type=float, default=0.0)
+    parser.add_argument("--variation-strength", type=float)
     parser.add_argument("--init-image", type=Path, help="img2img from this picture")
     parser.add_argument("--strength", type=float, default=0.75, help="img2img denoising 0-1")
     parser.add_argument("--mask", type=Path, help="inpaint the white area (needs --init-image)")
+    add_control_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
 
 
@@ -98,15 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SCALE",
         help="instead, write a tiny ESRGAN upscaler as DIR/tiny-esrgan-<SCALE>x.safetensors",
     )
+    tiny.add_argument(
+        "--controlnet",
+        action="store_true",
+        help="also write a tiny ControlNet for DIR's model as "
+        "DIR/../ControlNet/<DIR name>-controlnet.safetensors (DIR being EASEL_MODELS_DIR/NAME)",
+    )
     commands.add_parser("doctor", help="check settings, models, devices, database and broker")
+    commands.add_parser("health", help="ask the metrics server (EASEL_METRICS_ADDR) if all is up")
     return parser
 
 
 def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     from bot.app import run
+    from bot.metrics import MetricsServerError
 
     settings.require_token()
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except MetricsServerError as error:
+        raise UsageError(str(error)) from None
     return 0
 
 
@@ -119,47 +145,69 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     from bot.app import engine_factory_for
     from bot.jobs.broker.wire import BrokerUnavailable
     from bot.jobs.broker.worker import WorkerConfig, run_worker
+    from bot.logging_setup import install_logging
+    from bot.metrics import MetricsServerError
     from inference.devices import resolve_devices
 
     try:
-        config = WorkerConfig(settings.queue_url, resolve_devices(settings.devices))
+        config = WorkerConfig(
+            settings.queue_url,
+            resolve_devices(settings.devices),
+            metrics_endpoint=settings.metrics_endpoint,
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
+    install_logging(settings.log_format, secrets=settings.log_secrets)
     try:
         run_worker(config, engine_factory_for(settings))
-    except BrokerUnavailable as error:
+    except (BrokerUnavailable, MetricsServerError) as error:
         raise UsageError(str(error)) from None
     return 0
 
 
-def render_request(args: argparse.Namespace) -> RenderRequest:
-    """``easel render``'s arguments as a checked request (no model, no torch)."""
+def _first_given(*values: object) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def render_request(args: argparse.Namespace, base: RenderRequest | None = None) -> RenderRequest:
+    """``easel render``'s arguments as a checked request (no model, no torch); the options
+    given override ``base`` (the settings of ``--infotext``)."""
+    from inference.control_units import with_control_units
     from inference.images import load_input_image
     from inference.types import RenderInputError
     from inference.validation import validate_request
 
     if args.mask and not args.init_image:
         raise UsageError("--mask needs --init-image: the picture to inpaint")
+    base = base or RenderRequest("", seed=-1, variation_strength=0.0)
+    base_size = None if base.width is None else f"{base.width}x{base.height}"
     try:
         request = build_request(
             ImagineOptions(
-                prompt=args.prompt,
-                negative=args.negative,
-                seed=args.seed,
-                steps=args.steps,
-                cfg=args.cfg,
-                sampler=args.sampler,
-                size=args.size,
-                model=args.model,
+                prompt=args.prompt or base.prompt,
+                negative=_first_given(args.negative, base.negative_prompt or None),
+                seed=_first_given(args.seed, base.seed),
+                steps=_first_given(args.steps, base.steps if base.prompt else None),
+                cfg=_first_given(args.cfg, base.cfg_scale if base.prompt else None),
+                sampler=args.sampler or (base.sampler if base.prompt else None),
+                size=args.size or base_size,
+                model=args.model or base.model,
                 count=args.count,
                 # Absent rather than False, so a --fast typed in the prompt still counts.
-                fast=args.fast or None,
+                fast=args.fast or base.fast or None,
+                schedule_type=args.schedule_type,
             )
         )
-        variation_seed = None if args.variation_seed is None else resolve_seed(args.variation_seed)
+        variation_seed = _first_given(args.variation_seed, base.variation_seed)
         changes: dict[str, object] = {
-            "variation_seed": variation_seed,
-            "variation_strength": args.variation_strength,
+            "variation_seed": None if variation_seed is None else resolve_seed(variation_seed),
+            "variation_strength": _first_given(args.variation_strength, base.variation_strength),
+            # Clip skip, hires fix, VAE... from the infotext; the size given may change.
+            "options": {**base.options, **request.options},
+            # A --sampler given names its schedule itself ("Euler Karras").
+            "schedule_type": (
+                request.schedule_type if args.sampler or args.schedule_type else base.schedule_type
+            ),
         }
         if args.init_image:
             load_input_image(args.init_image, "--init-image")
@@ -172,8 +220,9 @@ def render_request(args: argparse.Namespace) -> RenderRequest:
             load_input_image(args.mask, "--mask")
             changes["mask_image"] = str(args.mask)
         request = dataclasses.replace(request, **changes)  # type: ignore[arg-type]
+        request = with_control_units(request, control_units_from_args(args))
         validate_request(request)
-    except (RequestError, RenderInputError) as error:
+    except (RequestError, RenderInputError, ControlUsageError) as error:
         raise UsageError(str(error)) from None
     return request
 
@@ -213,8 +262,42 @@ def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderReque
     return request
 
 
+def infotext_settings(value: str, settings: Settings) -> RenderRequest:
+    """``--infotext FILE|TEXT`` as a request; what cannot be honoured is a warning on stderr."""
+    from bot.infotext_import import installed_in, request_from_infotext_text
+    from inference.infotext import infotext_from_png
+    from inference.registry import ModelRegistry
+
+    path = Path(value)
+    text = value
+    if len(value) < _LONGEST_PATH and path.is_file():
+        data = path.read_bytes()
+        in_png = infotext_from_png(data) if data.startswith(_PNG_SIGNATURE) else None
+        if data.startswith(_PNG_SIGNATURE) and in_png is None:
+            raise UsageError(f"--infotext: {value!r} is a PNG that carries no parameters")
+        text = in_png or data.decode("utf-8", errors="replace")
+    registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
+    try:
+        imported = request_from_infotext_text(text, installed_in(registry, settings.default_model))
+    except RequestError as error:
+        raise UsageError(f"--infotext: {error}") from None
+    for warning in imported.unhonoured:
+        print(f"easel render: warning: {warning}", file=sys.stderr)
+    return dataclasses.replace(imported.request, notes=[])
+
+
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
-    return _render_and_write(render_request(args), settings, args.out)
+    from inference.control_units import control_units
+    from inference.preprocessors import check_controls
+    from inference.types import RenderInputError
+
+    base = None if args.infotext is None else infotext_settings(args.infotext, settings)
+    request = render_request(args, base)
+    try:
+        check_controls(control_units(request.options), settings.models_dir)
+    except RenderInputError as error:
+        raise UsageError(str(error)) from None
+    return _render_and_write(request, settings, args.out)
 
 
 def cmd_upscale(args: argparse.Namespace, settings: Settings) -> int:
@@ -270,12 +353,16 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.tiny import write_tiny_model, write_tiny_upscaler
+    from inference.tiny import write_tiny_controlnet, write_tiny_model, write_tiny_upscaler
 
     if args.upscaler:
         path = write_tiny_upscaler(args.directory, scale=args.upscaler)
+    elif args.controlnet and (args.directory / "model_index.json").is_file():
+        path = write_tiny_controlnet(args.directory)  # for the model already there
     else:
         path = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
+        if args.controlnet:
+            path = write_tiny_controlnet(path)
     print(path)
     return 0
 
@@ -291,6 +378,16 @@ def cmd_doctor(_: argparse.Namespace, settings: Settings) -> int:
     return 1 if problems else 0
 
 
+def cmd_health(_: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli.health import check_health
+
+    if settings.metrics_endpoint is None:
+        raise UsageError("EASEL_METRICS_ADDR is empty: the health route lives on that server")
+    healthy, detail = check_health(*settings.metrics_endpoint)
+    print(detail)
+    return 0 if healthy else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "worker": cmd_worker,
@@ -299,11 +396,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "explain": cmd_explain,
     "tiny-model": cmd_tiny_model,
     "doctor": cmd_doctor,
+    "health": cmd_health,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "render" and args.prompt is None and args.infotext is None:
+        parser.error("the following arguments are required: prompt (or --infotext)")
     try:
         settings = load_settings()
         return COMMANDS[args.command](args, settings)

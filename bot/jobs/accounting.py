@@ -30,10 +30,13 @@ from bot.policy.quota import (
     resolve_limits,
 )
 from db import quotas as ledger
+from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.types import RenderRequest
 
 # A rough GPU cost used for the reservation only; the measured time replaces it at commit.
 ESTIMATED_SECONDS_PER_STEP_512 = 0.08
+# Each ControlNet adds about half a UNet's work to every step.
+CONTROLNET_STEP_SHARE = 0.5
 
 
 class QuotaExceeded(Exception):
@@ -62,7 +65,16 @@ class Member:
 def estimated_cost(request: RenderRequest) -> Cost:
     pixels = (request.width or 512) * (request.height or 512)
     seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
+    seconds *= 1 + CONTROLNET_STEP_SHARE * len(request.options.get(CONTROLNET_OPTION) or [])
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
+
+
+def quota_cost(request: RenderRequest) -> Cost:
+    """What the job counts against the member's limits: a relax job (``--relax``, the
+    queue's lowest class) counts nothing; any other its estimate."""
+    return (
+        Cost(images=0, gpu_seconds=0.0) if request.options.get("relax") else estimated_cost(request)
+    )
 
 
 async def limits_for(
@@ -107,7 +119,7 @@ async def refusal_for(
     if spent.starts != starts:  # a period began since it was read
         kept.usage.drop(key)
         spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
-    if check(spent.by_period, limits, estimated_cost(request), now) is None:
+    if check(spent.by_period, limits, quota_cost(request), now) is None:
         return None
     # Read again next time too: what memory held may have been too much.
     kept.usage.drop(key)
@@ -125,7 +137,7 @@ async def _refusal_in_ledger(
 ) -> Refusal | None:
     limits = await limits_for(conn, member, dm_limits)
     usage = await usage_by_period(conn, member.user_id, member.guild_id, now)
-    return check(usage, limits, estimated_cost(request), now)
+    return check(usage, limits, quota_cost(request), now)
 
 
 async def usage_by_period(
@@ -153,7 +165,7 @@ async def admit(
     answer, not a failure (see ``db.database.transaction``)."""
     refusal = await _refusal_in_ledger(conn, member, request, now, dm_limits)
     if refusal is None:
-        cost = estimated_cost(request)
+        cost = quota_cost(request)
         reserved = await ledger.reserve(
             conn, job_id, member.user_id, member.guild_id, cost.images, cost.gpu_seconds, now
         )
@@ -167,6 +179,8 @@ async def admit(
 async def charge(
     conn: aiosqlite.Connection, job_id: str, gpu_seconds: float, images: int, now: float
 ) -> None:
+    if await ledger.reserved_free(conn, job_id):  # a relax job stays free
+        gpu_seconds, images = 0.0, 0
     if await ledger.commit(conn, job_id, gpu_seconds, now, images=images):
         _kept(conn).settled(job_id, Cost(images=images, gpu_seconds=gpu_seconds))
 

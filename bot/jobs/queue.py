@@ -23,9 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiosqlite
 
+from bot import metrics
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
 from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
+from bot.logging_setup import job_event
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
 from db.database import transaction
@@ -218,6 +220,9 @@ class JobQueue:
         self._submitted_at = (-1e9, -1e9)
         self._wakeup = asyncio.Condition()
         self._running: dict[str, _RunningBatch] = {}
+        # The kind of each job not yet ended, for the metrics that count jobs by kind.
+        self._kinds: dict[str, str] = {}
+        metrics.watch_queue_depth(self.queued_count)
         self._dispatchers: list[asyncio.Task[None]] = []
         # Rendered batches being stored, charged and delivered while their slot renders on.
         self._finishing: set[asyncio.Task[None]] = set()
@@ -240,6 +245,7 @@ class JobQueue:
         for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
             request = RenderRequest.from_json(job.request_json)
             priority = PriorityClass(job.priority)
+            self._kinds[job.id] = job.kind
             self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at, priority)
         for job in await journal.finished_undelivered(self._conn):
             await self._deliver(job.id)
@@ -306,7 +312,15 @@ class JobQueue:
                     ),
                 )
         if refusal is not None:
+            metrics.quota_refused()
             raise QuotaExceeded(refusal.message)
+        self._kinds[job_id] = submission.kind
+        metrics.job_submitted(submission.kind)
+        log.info(
+            "job %s queued",
+            job_id,
+            extra=job_event(job_id, "queued", kind=submission.kind, private=submission.private),
+        )
         async with self._wakeup:
             self._submitted_at = (self._submitted_at[1], time.monotonic())
             self._schedule(
@@ -328,7 +342,10 @@ class JobQueue:
         refusal = await accounting.refusal_for(
             self._conn, submission.member, submission.request, self._now(), self._dm_limits
         )
-        return refusal.message if refusal else None
+        if refusal is None:
+            return None
+        metrics.quota_refused()
+        return refusal.message
 
     async def cancel(self, job_id: str, by: accounting.Member) -> CancelOutcome:
         """Cancel a queued job (refunded, the owner is told) or stop a running one.
@@ -446,7 +463,16 @@ class JobQueue:
             return
         requests = [RenderRequest.from_json(job.request_json) for job in jobs]
         ids = tuple(job.id for job in jobs)
-        await journal.mark_running(self._conn, ids, self._now())
+        now = self._now()
+        await journal.mark_running(self._conn, ids, now)
+        for job in jobs:
+            metrics.job_started(now - job.created_at)
+            log.info(
+                "job %s started on %s",
+                job.id,
+                slot.device,
+                extra=job_event(job.id, "started", kind=job.kind, device=slot.device),
+            )
         await self._render(slot, ids, requests)
 
     async def _render(
@@ -486,6 +512,7 @@ class JobQueue:
         else:
             # The slot is free now: its next batch renders while this one is stored.
             elapsed = time.perf_counter() - started
+            metrics.render_finished(requests[0].model, slot.device, requests[0].steps, elapsed)
             cancelled = running.cancelled & set(ids)
             self._in_background(self._finish_rendered(ids, results, cancelled, elapsed))
         finally:
@@ -540,6 +567,7 @@ class JobQueue:
             records = await asyncio.to_thread(self._store_images, job_id, rendered)
             now = self._now()
             await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
+            self._ended(job_id, "done")
         except Exception as error:
             log.exception("job %s: rendered, but its pictures could not be stored", job_id)
             await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
@@ -558,8 +586,17 @@ class JobQueue:
     ) -> None:
         now = self._now()
         await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
+        self._ended(job_id, "cancelled" if cancelled else "failed")
         await accounting.refund(self._conn, job_id, now)
+        log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
         await self._deliver(job_id)
+
+    def _ended(self, job_id: str, outcome: str) -> None:
+        """Count and log a job's end: done, failed or cancelled (its error is the member's
+        to read, not the log's: it may quote the prompt)."""
+        kind = self._kinds.pop(job_id, "unknown")
+        metrics.job_ended(kind, outcome)
+        log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
 
     def _store_images(
         self, job_id: str, rendered: list[RenderedImage]
@@ -611,3 +648,4 @@ class JobQueue:
             log.exception("job %s: delivery failed; it will be retried at the next start", job_id)
             return
         await journal.mark_delivered(self._conn, job_id, self._now(), message_id)
+        log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))

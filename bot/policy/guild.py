@@ -12,7 +12,7 @@ import aiosqlite
 
 from bot.jobs import accounting
 from bot.memo import Memo
-from bot.policy.moderation import NsfwPolicy, check_request
+from bot.policy.moderation import NsfwPolicy, check_channel, check_request
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import QuotaLimits
 from bot.user_errors import UserError
@@ -99,6 +99,16 @@ class GuildPolicy:
         request = await self._prompts.check(request, settings.entries(GuildList.BANNED_WORD))
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
+
+    async def check_channel(self, guild_id: int | None, channel_id: int | None) -> None:
+        """``UserError`` when Easel may not work here: direct messages while they are off, or
+        a channel the server has not enabled (for work that is not a job, e.g. /describe)."""
+        if guild_id is None:
+            if not self._allow_dms:
+                raise UserError(DMS_OFF)
+            return
+        settings = await self.settings(guild_id)
+        check_channel(channel_id, {int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)})
 
     async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
         await store.set_value(self._conn, guild_id, admin_id, "default_model", model, self._clock())

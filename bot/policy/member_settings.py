@@ -12,6 +12,7 @@ from bot.memo import Memo
 from bot.requests import ImagineOptions, RequestError, parse_size
 from db import user_settings as store
 from db.user_settings import UserSettings
+from inference.limits import MAX_CLIP_SKIP
 
 __all__ = ["MemberSettings", "UserSettings", "with_personal_defaults"]
 
@@ -25,6 +26,7 @@ def with_personal_defaults(options: ImagineOptions, settings: UserSettings) -> I
         sampler=options.sampler or settings.sampler,
         size=options.size or settings.size,
         negative=options.negative if options.negative is not None else settings.negative,
+        clip_skip=options.clip_skip if options.clip_skip is not None else settings.clip_skip,
     )
 
 
@@ -35,6 +37,10 @@ def _validated(settings: UserSettings) -> UserSettings:
         raise RequestError(f"cfg must be between 0 and 30, not {settings.cfg:g}")
     if settings.size is not None:
         parse_size(settings.size)
+    if settings.clip_skip is not None and not 1 <= settings.clip_skip <= MAX_CLIP_SKIP:
+        raise RequestError(
+            f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {settings.clip_skip}"
+        )
     return settings
 
 

@@ -108,6 +108,13 @@ class _Matcher:
             self.check(normalise(ending + _EDGE), at_end=True)
 
 
+def check_channel(channel_id: int | None, allowed_channels: Collection[int]) -> None:
+    """Raise ``UserError`` when Easel is not enabled in this channel (empty list: all are)."""
+    if allowed_channels and channel_id not in allowed_channels:
+        where = ", ".join(f"<#{channel}>" for channel in sorted(allowed_channels))
+        raise UserError(f"Easel is not enabled in this channel; use it in {where}.")
+
+
 def check_request(
     *,
     model: str | None,
@@ -119,9 +126,7 @@ def check_request(
 ) -> None:
     """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all.
     Banned words are looked for in what the prompt renders: ``bot.policy.prompt_safety``."""
-    if allowed_channels and channel_id not in allowed_channels:
-        where = ", ".join(f"<#{channel}>" for channel in sorted(allowed_channels))
-        raise UserError(f"Easel is not enabled in this channel; use it in {where}.")
+    check_channel(channel_id, allowed_channels)
     if nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY and not channel_is_age_restricted:
         raise UserError(
             "This server allows generation only in age-restricted channels; use one of those."

@@ -1,5 +1,5 @@
 """The buttons under a job's messages: U1-U4, V1-V4, 🔄, Vary, Upscale, Zoom Out and the pans
-under a result, Cancel under its progress.
+under a result, Remix, DM me and Delete under every result, Cancel under its progress.
 
 Every button is a ``DynamicItem`` whose custom_id holds the job id (and image index), so it
 works after a restart: the callback resolves everything through the database.
@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-from typing import Any, ClassVar, Self
+import secrets
+from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
 
 from bot.edits import Picture, expand_request, upscale_request, vary_request
 from bot.history import StoredJob
 from bot.images import picture_size
-from bot.jobs.queue import CancelOutcome
+from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
 from bot.requests import reroll
 from bot.user_errors import UserError
 from cogs.common import acting_member, queue_of, services_of, submit_from_interaction
 from cogs.errors import report_error
+from cogs.results.copies import send_copy
+from cogs.results.remix import RemixModal
 from inference.types import RenderRequest
 
 _JOB = r"(?P<job_id>[0-9a-f]{16})"
@@ -61,7 +64,11 @@ async def spoilered(interaction: discord.Interaction[Any], job: StoredJob) -> bo
 
 
 async def _original_request(interaction: discord.Interaction[Any], job_id: str) -> RenderRequest:
-    request = await queue_of(interaction).request_of(job_id)
+    return await original_request(queue_of(interaction), job_id)
+
+
+async def original_request(queue: JobQueue, job_id: str) -> RenderRequest:
+    request = await queue.request_of(job_id)
     if request is None:
         raise UserError(
             f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
@@ -71,6 +78,12 @@ async def _original_request(interaction: discord.Interaction[Any], job_id: str) 
 
 async def _stored_picture(
     interaction: discord.Interaction[Any], job: StoredJob, idx: int
+) -> tuple[RenderRequest, Picture]:
+    return await stored_picture(queue_of(interaction), job, idx)
+
+
+async def stored_picture(
+    queue: JobQueue, job: StoredJob, idx: int
 ) -> tuple[RenderRequest, Picture]:
     """Picture ``idx`` of a stored result, and its job's request with that picture's seed."""
     job_id = job.job_id
@@ -83,7 +96,7 @@ async def _stored_picture(
         raise UserError(
             f"Picture {idx + 1} of job `{job_id}` was deleted; make a new one with /imagine."
         ) from None
-    original = await _original_request(interaction, job_id)
+    original = await original_request(queue, job_id)
     request = dataclasses.replace(original, seed=job.seeds[idx], notes=[])
     return request, Picture(path, width, height, job.infotexts[idx])
 
@@ -102,29 +115,52 @@ class _ReportsErrors:
         raise NotImplementedError
 
 
+class JobButton(_ReportsErrors):
+    """A button about a whole job or one picture of it: the custom_id is
+    ``easel:<action>:<job>`` or ``easel:<action>:<job>:<picture index>``."""
+
+    action: ClassVar[str]
+    label: ClassVar[str | None] = None
+    emoji: ClassVar[str | None] = None
+    style: ClassVar[discord.ButtonStyle] = discord.ButtonStyle.secondary
+
+    def __init__(self, job_id: str, idx: int | None = None, row: int | None = None) -> None:
+        suffix = "" if idx is None else f":{idx}"
+        label, emoji = self.looks(idx)
+        # The next class in the MRO is discord.ui.DynamicItem, which takes the button.
+        super().__init__(  # type: ignore[call-arg]
+            discord.ui.Button(
+                label=label,
+                emoji=emoji,
+                style=self.style,
+                custom_id=f"easel:{self.action}:{job_id}{suffix}",
+                row=row,
+            )
+        )
+        self.job_id = job_id
+        self.idx = idx
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> Self:
+        idx = match.groupdict().get("idx")
+        return cls(match["job_id"], None if idx is None else int(idx))
+
+    @classmethod
+    def looks(cls, idx: int | None) -> tuple[str | None, str | None]:
+        """The button's label and emoji."""
+        return cls.label, cls.emoji
+
+
 class RerollButton(
-    _ReportsErrors,
+    JobButton,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:reroll:{_JOB}",
 ):
     """🔄: the same request with a new seed."""
 
-    def __init__(self, job_id: str, row: int | None = None) -> None:
-        super().__init__(
-            discord.ui.Button(
-                emoji="🔄",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:reroll:{job_id}",
-                row=row,
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> RerollButton:
-        return cls(match["job_id"])
+    action, emoji = "reroll", "🔄"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await clicked_job(interaction, self.job_id)
@@ -139,42 +175,32 @@ class RerollButton(
 
 
 class PickButton(
-    _ReportsErrors,
+    JobButton,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:pick:{_JOB}:{_IDX}",
 ):
     """U1-U4: post that picture alone, with the single-picture buttons."""
 
-    def __init__(self, job_id: str, idx: int, row: int | None = None) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=f"U{idx + 1}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:pick:{job_id}:{idx}",
-                row=row,
-            )
-        )
-        self.job_id = job_id
-        self.idx = idx
+    action = "pick"
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> PickButton:
-        return cls(match["job_id"], int(match["idx"]))
+    def looks(cls, idx: int | None) -> tuple[str | None, str | None]:
+        return f"U{(idx or 0) + 1}", None
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
+        idx = self.idx
+        assert idx is not None  # the template always holds a picture index
         job = await clicked_job(interaction, self.job_id)
-        if self.idx >= len(job.image_paths):
+        if idx >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
-        png = await asyncio.to_thread(job.image_paths[self.idx].read_bytes)
-        filename = f"easel-{self.job_id}-{self.idx}.png"
+        png = await asyncio.to_thread(job.image_paths[idx].read_bytes)
+        filename = f"easel-{self.job_id}-{idx}.png"
         await interaction.response.send_message(
-            f"Picture {self.idx + 1} of `{self.job_id}` (seed {job.seeds[self.idx]}) "
+            f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
             f"— <@{interaction.user.id}>",
             file=discord.File(io.BytesIO(png), filename=filename, spoiler=spoiler),
-            view=single_view(self.job_id, self.idx),
+            view=single_view(self.job_id, idx),
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
         )
@@ -287,25 +313,14 @@ class ExpandButton(
 
 
 class CancelButton(
-    _ReportsErrors,
+    JobButton,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:cancel:{_JOB}",
 ):
     """Cancel under a job's progress message; only its owner (or an admin) may use it."""
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"easel:cancel:{job_id}"
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> CancelButton:
-        return cls(match["job_id"])
+    action, label = "cancel", "Cancel"
+    style = discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         outcome = await queue_of(interaction).cancel(self.job_id, acting_member(interaction))
@@ -319,6 +334,135 @@ class CancelButton(
         await interaction.response.send_message(messages[outcome], ephemeral=True)
 
 
+class RemixButton(
+    JobButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:remix:{_JOB}(?::{_IDX})?",
+):
+    """Remix: a modal with the job's prompt and main settings filled in; submitted, the edited
+    job renders for whoever submits it. Under one picture of a grid (``idx``), that picture."""
+
+    action, label, emoji = "remix", "Remix", "🎛️"
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        job = await clicked_job(interaction, self.job_id)
+        original = await _original_request(interaction, self.job_id)
+        if self.idx is not None:
+            if self.idx >= len(job.seeds):
+                raise UserError(f"Job `{self.job_id}` has only {len(job.seeds)} picture(s).")
+            original = dataclasses.replace(original, seed=job.seeds[self.idx], count=1)
+        original = dataclasses.replace(original, notes=[])
+        modal = RemixModal(self.job_id, original, private=await keeps_private(interaction, job))
+        await interaction.response.send_modal(modal)
+
+
+class DirectCopyButton(
+    JobButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:dm:{_JOB}(?::{_IDX})?",
+):
+    """DM me: a copy of the result (or of one picture) in the clicker's direct messages."""
+
+    action, label, emoji = "dm", "DM me", "📩"
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        job = await clicked_job(interaction, self.job_id)
+        if job.private and job.user_id != interaction.user.id:
+            # Only its maker ever saw a private result: answered like an unknown job.
+            raise UserError(
+                f"Job `{self.job_id}` is no longer in the history; make a new picture with "
+                "/imagine."
+            )
+        indexes = range(len(job.image_paths)) if self.idx is None else [self.idx]
+        if max(indexes) >= len(job.image_paths):
+            raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        sent = await send_copy(
+            interaction.client,
+            interaction.user.id,
+            copy_caption(job),
+            [(job.image_paths[i], f"easel-{job.job_id}-{i}") for i in indexes],
+            spoiler=await spoilered(interaction, job),
+            view=copy_view(job.job_id),
+            nonce=secrets.token_hex(8),  # every click is a copy of its own
+        )
+        await interaction.followup.send(
+            "Sent to your direct messages."
+            if sent
+            else "I cannot send you direct messages: allow them from this server's members "
+            "(Privacy Settings), then click again.",
+            ephemeral=True,
+        )
+
+
+class DeleteButton(
+    JobButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:delete:{_JOB}",
+):
+    """Delete the message it is on: in a server, for the job's owner or a member with Manage
+    Messages in that channel; in direct messages, the member's own copy."""
+
+    action, label, emoji = "delete", "Delete", "🗑️"
+    style = discord.ButtonStyle.danger
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.guild_id is not None:
+            job = await clicked_job(interaction, self.job_id)
+            # Discord computes Manage Messages for the channel the message is in.
+            if job.user_id != interaction.user.id and not interaction.permissions.manage_messages:
+                raise UserError(
+                    "Only the member who made this picture, or a member with Manage Messages "
+                    "in this channel, can delete it."
+                )
+        # A button in direct messages is on the clicker's own copy.
+        await interaction.response.defer()
+        await interaction.delete_original_response()
+
+
+def copy_caption(job: StoredJob) -> str:
+    prompt = discord.utils.escape_markdown(job.prompt[:1500]) or "(no prompt)"
+    seeds = ", ".join(map(str, job.seeds))
+    return f"**{prompt}** — job `{job.job_id}` (seed {seeds})"
+
+
+def copy_view(job_id: str) -> discord.ui.View:
+    """The buttons under a copy in direct messages: Delete alone."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(DeleteButton(job_id))
+    return view
+
+
+class RegionOffer(Protocol):
+    """Vary (Region)'s two ways to say where (``cogs.region.RegionOffers``)."""
+
+    async def offer(
+        self, interaction: discord.Interaction[Any], job: StoredJob, idx: int
+    ) -> None: ...
+
+
+class RegionButton(
+    JobButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:region:{_JOB}:{_IDX}",
+):
+    """Vary (Region): repaint part of that picture, named in words or painted on a page."""
+
+    action, label = "region", "Vary (Region)"
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        idx = self.idx
+        assert idx is not None  # the template always holds a picture index
+        job = await clicked_job(interaction, self.job_id)
+        await _stored_picture(interaction, job, idx)  # still there, its job still known
+        offers = cast(HasRegionOffer, interaction.client).region_offer
+        await offers.offer(interaction, job, idx)
+
+
+class HasRegionOffer(Protocol):
+    region_offer: RegionOffer
+
+
 RESULT_BUTTONS = (
     RerollButton,
     PickButton,
@@ -326,6 +470,10 @@ RESULT_BUTTONS = (
     UpscaleButton,
     ExpandButton,
     CancelButton,
+    RemixButton,
+    DirectCopyButton,
+    DeleteButton,
+    RegionButton,
 )
 
 
@@ -338,11 +486,21 @@ def single_view(job_id: str, idx: int) -> discord.ui.View:
     view.add_item(RerollButton(job_id, row=0))
     for how in ("zoom2", "left", "right", "up", "down"):
         view.add_item(ExpandButton(job_id, idx, how, row=1))
+    view.add_item(RegionButton(job_id, idx, row=2))
+    add_everyday_buttons(view, job_id, idx)
     return view
 
 
+def add_everyday_buttons(view: discord.ui.View, job_id: str, idx: int | None) -> None:
+    """Remix, DM me and Delete on row 2 (``idx``: one picture, None: the whole job)."""
+    view.add_item(RemixButton(job_id, idx, row=2))
+    view.add_item(DirectCopyButton(job_id, idx, row=2))
+    view.add_item(DeleteButton(job_id, row=2))
+
+
 def job_view(job_id: str, image_count: int) -> discord.ui.View:
-    """Single picture: Vary/Upscale/🔄, then Zoom Out and pans; several: U1-U4, V1-V4 and 🔄."""
+    """Single picture: Vary/Upscale/🔄, then Zoom Out and pans; several: U1-U4, V1-V4 and 🔄;
+    then Remix, DM me and Delete."""
     if image_count == 1:
         return single_view(job_id, 0)
     view = discord.ui.View(timeout=None)
@@ -350,4 +508,5 @@ def job_view(job_id: str, image_count: int) -> discord.ui.View:
         view.add_item(PickButton(job_id, idx, row=0))
         view.add_item(VaryButton(job_id, idx, "v", row=1))
     view.add_item(RerollButton(job_id, row=2))
+    add_everyday_buttons(view, job_id, None)
     return view

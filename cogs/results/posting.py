@@ -8,23 +8,25 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import discord
 
+from bot.compare_grid import comparison_png
 from bot.images import fit_under, grid_png
 from bot.jobs.queue import FinishedJob
-from cogs.results.buttons import job_view
+from bot.policy.member_settings import MemberSettings
+from cogs.results.buttons import copy_view, job_view
+from cogs.results.copies import DEFAULT_FILESIZE_LIMIT, dms_closed, send_copy
 from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
+from inference.compare import is_comparison
 from inference.infotext import format_value
 
 log = logging.getLogger(__name__)
 
-# Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
-DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
 _MAX_CAPTION_PROMPT = 1500
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
-_CANNOT_MESSAGE_USER = 50007
 
 
 def caption(job: FinishedJob) -> str:
@@ -46,8 +48,11 @@ def grid_note(job: FinishedJob) -> str:
 
 
 def result_png(job: FinishedJob) -> bytes:
-    """The one picture, or a grid of all of them with the first one's infotext."""
+    """The one picture, or a grid of all of them with the first one's infotext (a
+    comparison's grid labelled with its axes)."""
     pictures = [image.path.read_bytes() for image in job.images]
+    if is_comparison(job.request):
+        return comparison_png(job.request, pictures, job.images[0].infotext)
     if len(pictures) == 1:
         return pictures[0]
     return grid_png(pictures, f"{job.images[0].infotext}, {grid_note(job)}")
@@ -66,8 +71,59 @@ class DiscordResults(ProgressMessages):
     ) -> None:
         super().__init__(wall_clock, monotonic)
         self._client = client
+        # Set by the composition root: whose results also go to their direct messages.
+        self.member_settings: MemberSettings | None = None
 
     async def deliver(self, job: FinishedJob) -> int | None:
+        message_id = await self._post_result(job)
+        if job.succeeded and await self._wants_copy(job):
+            await self._send_copy(job)
+        return message_id
+
+    async def _send_copy(self, job: FinishedJob) -> None:
+        """The copy by DM is extra: failing to send it never fails the posted result. A
+        comparison's copy is its labelled grid (its cells can outnumber a message's 10 files)."""
+        pictures: list[tuple[Path | bytes, str]]
+        if is_comparison(job.request):
+            pictures = [(await asyncio.to_thread(result_png, job), f"easel-{job.job_id}")]
+        else:
+            pictures = [
+                (image.path, f"easel-{job.job_id}-{idx}") for idx, image in enumerate(job.images)
+            ]
+        try:
+            # The job id in the nonce: a restart that delivers again shows one copy.
+            sent = await send_copy(
+                self._client,
+                job.user_id,
+                f"{caption(job)}\nA copy, as your settings ask (`/settings results_by_dm`).",
+                pictures,
+                spoiler=job.spoiler,
+                view=copy_view(job.job_id),
+                nonce=f"{job.job_id}dm",
+            )
+        except discord.HTTPException as error:
+            log.warning("job %s: the copy by DM failed (%s)", job.job_id, error)
+            return
+        if not sent:
+            log.warning("job %s: no copy by DM, the member's DMs are closed", job.job_id)
+
+    async def _wants_copy(self, job: FinishedJob) -> bool:
+        """The member asked for copies by DM, and the result itself did not go there."""
+        if self.member_settings is None or job.guild_id is None:
+            return False
+        if job.private and not self._token_alive(job):
+            return False  # an expired private result was itself sent to their DMs
+        return (await self.member_settings.get(job.user_id)).results_by_dm
+
+    def _token_alive(self, job: FinishedJob) -> bool:
+        return (
+            job.application_id is not None
+            and job.interaction_token is not None
+            and job.interaction_created_at is not None
+            and self._alive(job.interaction_created_at)
+        )
+
+    async def _post_result(self, job: FinishedJob) -> int | None:
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit overwrite the result
@@ -88,17 +144,15 @@ class DiscordResults(ProgressMessages):
                     spoiler=job.spoiler,
                 )
             ]
-            view = job_view(job.job_id, len(job.images))
+            # A comparison's cells are not a grid of choices: Delete alone under it.
+            comparison = is_comparison(job.request)
+            view = copy_view(job.job_id) if comparison else job_view(job.job_id, len(job.images))
         elif job.error == "cancelled":
             content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); nothing was charged."
         else:
             content = f"<@{job.user_id}> ❌ {job.error} (job `{job.job_id}`)"
-        if (
-            job.application_id is not None
-            and job.interaction_token is not None
-            and job.interaction_created_at is not None
-            and self._alive(job.interaction_created_at)
-        ):
+        if self._token_alive(job):
+            assert job.application_id is not None and job.interaction_token is not None
             webhook = discord.Webhook.partial(
                 job.application_id, job.interaction_token, client=self._client
             )
@@ -150,7 +204,7 @@ class DiscordResults(ProgressMessages):
             direct = await self._client.create_dm(discord.Object(job.user_id))
             return await self._post(direct, job, content, files, mentions, view)
         except discord.HTTPException as error:
-            if not isinstance(error, discord.Forbidden) and error.code != _CANNOT_MESSAGE_USER:
+            if not dms_closed(error):
                 raise
             log.warning(
                 "job %s: the member's direct messages are closed to the bot (%s); "

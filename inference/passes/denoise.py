@@ -4,10 +4,11 @@ pipeline task (txt2img, img2img, inpaint) takes, with inpainting's latent fill."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -15,17 +16,23 @@ import torch
 from PIL import Image
 
 from inference.conditioning import PromptEncoder
+from inference.controlnet import ControlNetCache, Controls
 from inference.fast import DeepCache, FastPreset, fast_preset
-from inference.guidance import PromptGuidance
+from inference.guidance import PromptGuidance, StepCallback
 from inference.images import InpaintCanvas
 from inference.model_cache import LoadedModel, ModelCache, PipelineTask
-from inference.noise import initial_noise, seeded_generator, step_noise_drawn_ahead
+from inference.noise import (
+    generator_after_initial_noise,
+    initial_noise,
+    step_noise_drawn_ahead,
+)
 from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
 from inference.passes.networks import JobNetworks
 from inference.progress import StepTracker
 from inference.prompts import WildcardLibrary
 from inference.registry import ModelRegistry
 from inference.samplers import make_scheduler
+from inference.tiling import seamless
 from inference.types import RenderRequest
 
 
@@ -55,6 +62,24 @@ def vae_tiling(pipeline: Any, tiled: bool) -> Iterator[None]:
         pipeline.vae.disable_tiling()
 
 
+def stopping_early(request: RenderRequest, then: StepCallback) -> StepCallback:
+    """``--stop N``: after N% of the pass's UNet iterations the pipeline skips the rest and
+    decodes what it has (as Midjourney's ``--stop``: softer, less finished pictures)."""
+    stop = request.options.get("stop")
+    if stop is None:
+        return then
+
+    def on_step_end(
+        pipeline: Any, iteration: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        result = then(pipeline, iteration, timestep, tensors)
+        if iteration + 1 >= max(1, math.ceil(pipeline.num_timesteps * stop / 100)):
+            pipeline._interrupt = True  # diffusers skips the remaining iterations
+        return result
+
+    return on_step_end
+
+
 @dataclass(frozen=True)
 class Denoiser:
     """The pipeline calls of one engine: its device and dtype, wildcards, and the picture
@@ -64,6 +89,13 @@ class Denoiser:
     dtype: torch.dtype
     wildcards: WildcardLibrary | None
     vae_tiling_pixels: int | None
+    controlnets: ControlNetCache = field(default_factory=ControlNetCache)
+
+    def controls_for(
+        self, request: RenderRequest, model: LoadedModel, registry: ModelRegistry
+    ) -> Controls | None:
+        """The ControlNets ``request`` asks for, loaded for ``model`` (None: no ControlNet)."""
+        return self.controlnets.controls(request, model.pipeline, registry, self.device, self.dtype)
 
     def __call__(
         self,
@@ -77,11 +109,13 @@ class Denoiser:
         tracker: StepTracker,
         networks: JobNetworks,
         output_type: Literal["pil", "latent"] = "pil",
+        controls: Controls | None = None,
     ) -> Any:
         """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
-        pictures, or with ``output_type="latent"`` the final latents (no VAE decode)."""
+        pictures, or with ``output_type="latent"`` the final latents (no VAE decode).
+        ``controls``: the ControlNets that guide it."""
         pipeline = model.pipeline_for(task)
-        scheduler = make_scheduler(request.sampler, model.scheduler_config)
+        scheduler = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type)
         pipeline.scheduler = scheduler
         scale = pipeline.vae_scale_factor
         latent_shape = (1, pipeline.vae.config.latent_channels, size[1] // scale, size[0] // scale)
@@ -103,15 +137,23 @@ class Denoiser:
                     networks.tokens.plan(job.plan(steps_run, self.wildcards)) for job in jobs
                 ],
                 pad_conds=pad_conds(request),
+                control=None if controls is None else controls.residuals,
             )
             tiled = self.vae_tiling_pixels is not None and (
                 size[0] * size[1] > self.vae_tiling_pixels
             )
             # The cache wraps the real UNet, so it goes on before the guidance's stand-in.
-            use_cache = request.fast and fast_preset_for(model, request) is None
+            # Not with a ControlNet: skipped UNet blocks would drop its residuals.
+            use_cache = (
+                request.fast and fast_preset_for(model, request) is None and controls is None
+            )
             # The same per-image CPU generators also drive ancestral samplers' noise.
-            generators = [seeded_generator(job.seed) for job in jobs]
+            generators = [generator_after_initial_noise(job.seed, latent_shape) for job in jobs]
             with (
+                # First, while pipeline.unet is the real UNet; the VAE that will decode.
+                seamless(
+                    bool(request.options.get("tile")), pipeline.unet, networks.vae or pipeline.vae
+                ),
                 step_noise_drawn_ahead(scheduler, generators, steps),
                 DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
                 guidance.installed(pipeline),
@@ -123,7 +165,9 @@ class Denoiser:
                     num_inference_steps=steps,
                     guidance_scale=request.cfg_scale,
                     generator=generators,
-                    callback_on_step_end=guidance.step_callback(tracker.on_step_end),
+                    callback_on_step_end=stopping_early(
+                        request, guidance.step_callback(tracker.on_step_end)
+                    ),
                     output_type=output_type,
                     **arguments.values,
                     **start,

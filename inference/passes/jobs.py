@@ -8,13 +8,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from inference.conditioning import DEFAULT_CLIP_SKIP
-from inference.limits import MAX_SEED
+from inference.limits import MAX_CLIP_SKIP, MAX_SEED
 from inference.networks import merged_loras
 from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLibrary, build_plan
+from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
 from inference.types import RenderInputError, RenderRequest
-
-# SD1.x's text encoder has 12 layers; the encoder checks the loaded model's own count.
-MAX_CLIP_SKIP = 12
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -61,17 +59,20 @@ def image_jobs(
     """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
     and its wildcards are expanded with that seed. Prompt errors surface here, before any
     model loads. ``loras`` and ``embeddings`` are the names on disk: unknown LoRA tags
-    become prompt warnings."""
+    become prompt warnings. With ``options["chaos"]`` each picture reads the prompt with its
+    own seeded weights (``inference.prompts.chaos``)."""
     clip_skip_of(request)
+    chaos = chaos_of(request)
     seed = resolve_seed(request.seed)
     variation_seed = (
         None if request.variation_seed is None else resolve_seed(request.variation_seed)
     )
     jobs = []
     for index in range(request.count):
+        prompt = chaos_prompt(request.prompt, chaos, seed + index)
         try:
             plan = build_plan(
-                request.prompt,
+                prompt,
                 request.negative_prompt,
                 seed=seed + index,
                 steps=request.steps,
@@ -88,7 +89,7 @@ def image_jobs(
                 seed=seed + index,
                 variation_seed=None if variation_seed is None else variation_seed + index,
                 variation_strength=request.variation_strength,
-                template=request.prompt if plan.prompt != request.prompt else None,
+                template=prompt if plan.prompt != prompt else None,
                 negative_template=(
                     request.negative_prompt
                     if plan.negative_prompt != request.negative_prompt
@@ -111,6 +112,14 @@ def clip_skip_of(request: RenderRequest) -> int:
         )
     if not 1 <= value <= MAX_CLIP_SKIP:
         raise RenderInputError(f"clip skip must be in 1..{MAX_CLIP_SKIP}, got {value}")
+    return value
+
+
+def chaos_of(request: RenderRequest) -> int:
+    """``options["chaos"]``: 0 (no change, the default) to 100."""
+    value = request.options.get("chaos", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CHAOS:
+        raise RenderInputError(f"chaos must be a whole number in 0..{MAX_CHAOS}, got {value!r}")
     return value
 
 

@@ -9,11 +9,15 @@ from PIL import Image
 
 from inference.conditioning import DEFAULT_CLIP_SKIP
 from inference.fast import fast_infotext
-from inference.infotext import format_infotext, png_with_infotext
+from inference.infotext import (
+    easel_version,
+    format_infotext,
+    png_with_infotext,
+    web_ui_sampler_fields,
+)
 from inference.model_cache import LoadedModel
 from inference.passes.denoise import fast_preset_for
 from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
-from inference.samplers import canonical_sampler_name
 from inference.types import RenderedImage, RenderRequest
 
 
@@ -24,7 +28,7 @@ def base_params(
     clip_skip = clip_skip_of(request)
     return {
         "Steps": request.steps,
-        "Sampler": canonical_sampler_name(request.sampler),
+        **web_ui_sampler_fields(request.sampler, request.schedule_type),
         "CFG scale": float(request.cfg_scale),
         "Seed": job.seed,
         "Size": f"{size[0]}x{size[1]}",
@@ -34,6 +38,13 @@ def base_params(
         "Variation seed strength": job.variation_strength if varied else None,
         "Clip skip": clip_skip if clip_skip != DEFAULT_CLIP_SKIP else None,
         "Pad conds": True if pad_conds(request) else None,
+        # Midjourney-style flags (bot.requests): absent unless asked for.
+        "Tiling": True if request.options.get("tile") else None,
+        "Chaos": request.options.get("chaos"),
+        "Stop at": f"{request.options['stop']}%" if "stop" in request.options else None,
+        "Relax": True if request.options.get("relax") else None,
+        # Initial and step noise come from per-picture CPU generators (the web UI's "CPU").
+        "RNG": "CPU",
         "Fast": fast_infotext(request, fast_preset_for(model, request)),
         # The dynamic-prompts extension's keys: what was typed, when expansion changed it.
         "Template": job.template,
@@ -45,7 +56,10 @@ def base_params(
 def rendered(
     encoder: Executor, job: ImageJob, image: Image.Image, params: dict[str, object]
 ) -> RenderedImage:
-    infotext = format_infotext(job.prompt, job.negative_prompt, params)
+    # Last, where the web UI writes its own version.
+    infotext = format_infotext(
+        job.prompt, job.negative_prompt, {**params, "Version": easel_version()}
+    )
     return RenderedImage(
         encoded=encoder.submit(png_with_infotext, image, infotext),
         seed=job.seed,

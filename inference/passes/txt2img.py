@@ -51,6 +51,7 @@ def render_group(
             f"the {latent} hires upscaler needs an ordinary checkpoint; "
             f"{model.entry.name} is an inpainting model: choose Lanczos or a model upscaler"
         )
+    controls = tools.denoise.controls_for(request, model, tools.registry)
     first_pass = tools.denoise(
         model,
         task,
@@ -62,6 +63,7 @@ def render_group(
         tracker,
         networks,
         output_type="pil" if latent is None else "latent",
+        controls=controls,
     )
     images: list[Image.Image] = first_pass
     params: dict[str, object] = {}
@@ -88,6 +90,7 @@ def render_group(
             arguments,
             tracker,
             networks,
+            controls=controls,
         )
         params = {
             "Denoising strength": hires.denoising,
@@ -102,6 +105,8 @@ def render_group(
             "Denoising strength": request.denoising_strength,
             **inpaint_infotext(request),
         }
+    if controls is not None:
+        params |= controls.infotext()
     return [
         rendered(
             tools.encoder,

@@ -3,8 +3,10 @@
 Known flags: ``--ar W:H`` (each side 1..21; ``--aspect`` is the same), ``--seed N``
 (0..2**32-1, or -1 for random), ``--no a, b`` (appended to the negative prompt with ", "),
 ``--steps N`` (1..150), ``--cfg X`` (0..30), ``--sampler NAME`` (one word or "quoted"),
-``--model NAME``, ``--count N`` (1..4) and ``--fast`` (no value: fast mode). Flags start
-at the first `` --word``; everything after that must be flags.
+``--model NAME``, ``--count N`` (1..4) and ``--fast`` (no value: fast mode, never
+Midjourney's queue class). Midjourney's ``--chaos N`` (0..100), ``--tile``, ``--repeat N``
+(1..4), ``--stop N`` (10..100) and ``--relax`` too, and ``--preset NAME`` (a saved preset).
+Flags start at the first `` --word``; everything after that must be flags.
 
 Precedence: a slash-command option the user set explicitly beats the inline flag (both were
 typed on purpose, and the option is the more specific place); the conflict is reported in
@@ -35,7 +37,15 @@ _USAGE = {
     "model": "--model NAME",
     "count": "--count N with N in 1..4",
     "fast": "--fast alone, without a value",
+    "chaos": "--chaos N with N in 0..100 (how different the grid's pictures are)",
+    "tile": "--tile alone, without a value",
+    "repeat": "--repeat N with N in 1..4 (that many jobs, each charged)",
+    "stop": "--stop N with N in 10..100 (the percentage of the steps to run)",
+    "relax": "--relax alone, without a value",
+    "preset": "--preset NAME",
 }
+# Flags that are switches: present means on, and they take no value.
+_SWITCHES = ("fast", "tile", "relax")
 KNOWN_FLAGS = tuple(f"--{name}" for name in _USAGE)
 
 
@@ -52,6 +62,12 @@ class InlineFlags:
     model: str | None = None
     count: int | None = None
     fast: bool | None = None
+    chaos: int | None = None
+    tile: bool | None = None
+    repeat: int | None = None
+    stop: int | None = None
+    relax: bool | None = None
+    preset: str | None = None
 
 
 _FIELD_OF = {"ar": "aspect_ratio"}
@@ -88,7 +104,7 @@ def _convert(flag: str, words: list[str]) -> object:
         if not text:
             raise _bad(flag, text)
         return text
-    if flag == "fast":
+    if flag in _SWITCHES:
         if words:
             raise _bad(flag, " ".join(words))
         return True
@@ -104,6 +120,12 @@ def _convert(flag: str, words: list[str]) -> object:
         return _integer(flag, value, 1, 150)
     if flag == "count":
         return _integer(flag, value, 1, 4)
+    if flag == "chaos":
+        return _integer(flag, value, 0, 100)
+    if flag == "repeat":
+        return _integer(flag, value, 1, 4)
+    if flag == "stop":
+        return _integer(flag, value, 10, 100)
     if flag == "cfg":
         try:
             cfg = float(value)
@@ -112,7 +134,7 @@ def _convert(flag: str, words: list[str]) -> object:
         if not (math.isfinite(cfg) and 0 <= cfg <= 30):
             raise _bad(flag, value)
         return cfg
-    return value  # sampler, model: names are checked by the engine
+    return value  # sampler, model, preset: names are checked where they are looked up
 
 
 def _split_words(text: str) -> list[str]:

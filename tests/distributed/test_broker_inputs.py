@@ -1,5 +1,5 @@
-"""Picture inputs travel with the job: a worker renders img2img, inpaint and upscale jobs
-without seeing the bot's files, and never opens a file that a message names."""
+"""Picture inputs travel with the job: a worker renders img2img, inpaint, ControlNet and upscale
+jobs without seeing the bot's files, and never opens a file that a message names."""
 
 from __future__ import annotations
 
@@ -98,6 +98,10 @@ async def test_pictures_travel_with_the_job_to_a_worker_that_cannot_see_the_bot_
         denoising_strength=0.5,
     )
     inpaint = dataclasses.replace(vary, mode="inpaint", mask_image=str(bot_inputs / "mask.png"))
+    control_unit = {"module": "canny", "image": str(bot_inputs / "upload.png"), "weight": 1.0}
+    controlled = dataclasses.replace(
+        vary, mode="txt2img", init_image=None, options={"controlnet": [control_unit]}
+    )
     upscale = RenderRequest(
         "",
         mode="upscale",
@@ -108,13 +112,22 @@ async def test_pictures_travel_with_the_job_to_a_worker_that_cannot_see_the_bot_
     client = await BrokerClient.open(BrokerConfig(nats_server.url))
     try:
         remote: dict[str, list[RenderedImage]] = {}
-        for job_id, request in (("job-vary", vary), ("job-inpaint", inpaint)):
+        for job_id, request in (
+            ("job-vary", vary),
+            ("job-inpaint", inpaint),
+            ("job-control", controlled),
+        ):
             remote[job_id] = await client.render(job_id, request, None, None)
         remote["job-upscale"] = await client.render("job-upscale", upscale, None, None)
     finally:
         await client.close()
     local = Engine(tiny_models_dir)
-    for job_id, request in (("job-vary", vary), ("job-inpaint", inpaint), ("job-upscale", upscale)):
+    for job_id, request in (
+        ("job-vary", vary),
+        ("job-inpaint", inpaint),
+        ("job-control", controlled),
+        ("job-upscale", upscale),
+    ):
         [expected] = await asyncio.to_thread(local.render, request)
         [image] = remote[job_id]
         assert np.array_equal(pixels(image.png), pixels(expected.png)), job_id
@@ -155,6 +168,9 @@ async def test_a_worker_never_opens_a_file_a_message_names(
         "forged-passwd": RenderRequest("a cat", mode="img2img", init_image="/etc/passwd"),
         "forged-bot-file": RenderRequest(
             "a cat", mode="inpaint", init_image=str(bot_file), mask_image=str(bot_file)
+        ),
+        "forged-control": RenderRequest(
+            "a cat", options={"controlnet": [{"module": "none", "image": "/etc/passwd"}]}
         ),
     }
     for job_id, request in forged.items():

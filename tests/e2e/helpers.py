@@ -56,6 +56,16 @@ async def reply_to(
     return await handle.wait_for_original(lambda m: not m.is_loading)
 
 
+async def limit_daily_images(fake: FakeDiscord, images: int, member: int | None = None) -> None:
+    """The server's owner caps a member's pictures a day (default: the test's member)."""
+    limits = {
+        "scope": "user",
+        "member": fake.user_id if member is None else member,
+        "images_per_day": images,
+    }
+    await reply_to(fake, "easel-admin quota", limits, user=fake.owner_id)
+
+
 async def deliver_after_token_expiry(
     fake: FakeDiscord, bot: EaselBot, prompt: str = "a slow cat"
 ) -> asyncio.Future[int | None]:

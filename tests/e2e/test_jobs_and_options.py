@@ -9,7 +9,7 @@ from PIL import Image
 
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext
-from tests.e2e.helpers import QUICK, StartEasel, imagine, reply_to
+from tests.e2e.helpers import QUICK, StartEasel, imagine, limit_daily_images, reply_to
 from tests.fake_discord import FakeDiscord
 
 
@@ -53,12 +53,7 @@ async def test_quota_report_and_ephemeral_refusal(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
     async with start_easel() as bot:
-        await reply_to(
-            fake_discord,
-            "easel-admin quota",
-            {"scope": "user", "member": fake_discord.user_id, "images_per_day": 1},
-            user=fake_discord.owner_id,
-        )
+        await limit_daily_images(fake_discord, 1)
         await imagine(fake_discord, "a counted cat")
         report = await reply_to(fake_discord, "quota")
         assert report.is_ephemeral and "**Day:** 1 of 1 images" in report.content
@@ -108,3 +103,26 @@ async def test_autocomplete_lists_what_is_installed(
             fake_discord, "imagine", {"prompt": "a cat", "style": "Nope", **QUICK}
         )
         assert unknown.is_ephemeral and "style 'Nope' does not exist" in unknown.content
+
+
+async def test_schedule_type_option_reaches_the_picture(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        offered = await fake_discord.autocomplete(
+            "imagine", {"prompt": "x", "schedule_type": "karr"}, "schedule_type"
+        )
+        assert [choice["value"] for choice in offered] == ["Karras"]
+        result = await imagine(
+            fake_discord, "a cat", sampler="DPM++ 2M", schedule_type="Exponential"
+        )
+        infotext = infotext_from_png(result.attachments[0].data)
+        assert infotext is not None
+        params = parse_infotext(infotext)[2]
+        assert (params["Sampler"], params["Schedule type"]) == ("DPM++ 2M", "Exponential")
+        refused = await reply_to(
+            fake_discord,
+            "imagine",
+            {"prompt": "a cat", "sampler": "Euler a", "schedule_type": "Karras", **QUICK},
+        )
+        assert refused.is_ephemeral and "Karras" in refused.content

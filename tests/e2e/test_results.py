@@ -40,7 +40,8 @@ async def test_grid_with_pick_and_variation_buttons(
         assert params["Seed"] == 100 and params["Grid"] == "4 images"
         assert params["Grid seeds"] == "100 101 102 103"
         labels = [c["label"] for row in grid.components for c in row["components"] if "label" in c]
-        assert labels == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
+        picks_and_variations = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
+        assert labels == [*picks_and_variations, "Remix", "DM me", "Delete"]
         assert all(len(custom_id) <= 100 for custom_id in grid.custom_ids)
 
         picked = await (await fake_discord.click(grid, label="U2")).wait_for_original(has_picture)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from PIL import Image
 
 from .gateway import Gateway
 from .payloads import (
@@ -79,6 +81,14 @@ COMMAND_TYPE_CHAT_INPUT = 1
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALL_KEY = web.RequestKey("call", RestCall)
 UNMATCHED_ROUTE = "?"
+
+
+def webp_without_text(png: bytes) -> bytes:
+    """The picture re-encoded as WebP: pixels kept, PNG text chunks dropped."""
+    with Image.open(io.BytesIO(png)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="WEBP", lossless=True)
+    return out.getvalue()
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -461,6 +471,8 @@ class RestApi:
         attachment = self.state.attachments.get(int(request.match_info["attachment"]))
         if attachment is None:
             raise web.HTTPNotFound()
+        if self.state.cdn_reencodes_pictures and attachment.content_type == "image/png":
+            return web.Response(body=webp_without_text(attachment.data), content_type="image/webp")
         return web.Response(body=attachment.data, content_type=attachment.content_type)
 
     # -- interaction responses -------------------------------------------------------------

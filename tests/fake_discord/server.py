@@ -278,6 +278,11 @@ class FakeDiscord:
         """Moves the fake's clock forward (interaction deadlines and token lifetimes use it)."""
         self._state.clock_offset += seconds
 
+    def reencode_pictures_on_download(self, reencode: bool = True) -> None:
+        """Serve PNG attachments as WebP without their text chunks (Easel's infotext), as
+        Discord's media proxy may; ``StoredAttachment.data`` keeps what was uploaded."""
+        self._state.cdn_reencodes_pictures = reencode
+
     def dm_channel_of(self, user_id: int) -> int:
         """The id of the direct-message channel with ``user_id`` (opened if needed)."""
         return int(self._state.open_dm(user_id)["id"])

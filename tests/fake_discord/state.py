@@ -110,6 +110,8 @@ class DiscordState:
         self.clock_offset = 0.0
         # Channels where the bot lacks Send Messages: posting there answers 403 50013.
         self.channels_without_send: set[int] = set()
+        # Like Discord's media proxy may: PNGs served re-encoded as WebP, their text chunks gone.
+        self.cdn_reencodes_pictures = False
         self.violations: list[str] = []
         self.calls: list[RestCall] = []
         self.rate_limit_plans: dict[tuple[str, str], RateLimitPlan] = {}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from inference.engine import Engine
-from inference.infotext import infotext_from_png, parse_infotext
+from inference.infotext import easel_version, infotext_from_png, parse_infotext
 from inference.registry import ModelRegistry
 from inference.types import RenderCancelled, RenderInputError, RenderRequest, StepProgress
 
@@ -46,6 +46,8 @@ def test_tiny_model_renders_png_with_infotext(engine: Engine, models_dir: Path) 
         "Size": "64x64",
         "Model hash": registry.short_hash(registry.resolve("tiny")),
         "Model": "tiny",
+        "RNG": "CPU",
+        "Version": easel_version(),
     }
 
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from inference.engine import Engine
-from inference.infotext import parse_infotext
+from inference.infotext import parse_infotext, sampler_and_schedule
 from inference.samplers import (
     BASE_SAMPLERS,
     SAMPLERS,
     SIGMA_SCHEDULES,
     canonical_sampler_name,
     make_scheduler,
+    scheduler_spec,
 )
 from inference.tiny import SD_SCHEDULER_CONFIG
 from inference.types import RenderInputError, RenderRequest
@@ -65,7 +66,7 @@ def test_variant_sets_its_sigma_flag_and_plain_name_clears_it() -> None:
     plain: Any = make_scheduler("DPM++ 2M", karras_config)
     exponential: Any = make_scheduler("DPM++ 2M SDE Exponential", karras_config)
     assert karras.config.use_karras_sigmas
-    assert type(plain).__name__ == "DPMSolverMultistepScheduler"
+    assert type(plain).__name__ == "KDiffusionMultistepScheduler"  # k-diffusion's uniform
     assert not plain.config.use_karras_sigmas
     assert plain.config.algorithm_type == "dpmsolver++"
     assert exponential.config.use_exponential_sigmas
@@ -88,7 +89,9 @@ def test_unknown_name_lists_the_valid_ones() -> None:
 def test_every_sampler_renders_on_the_tiny_model(engine: Engine, name: str) -> None:
     request = RenderRequest("a cat", seed=5, steps=2, width=64, height=64, sampler=name)
     [image] = engine.render(request)
-    assert parse_infotext(image.infotext)[2]["Sampler"] == name
+    # The infotext names the very scheduler that rendered (as the web UI's Sampler + Schedule type).
+    named = sampler_and_schedule(parse_infotext(image.infotext)[2])
+    assert named is not None and scheduler_spec(*named) == SAMPLERS[name]
 
 
 def test_dpm_sde_noise_follows_each_picture_s_seed(engine: Engine, pixels: PixelReader) -> None:

@@ -135,6 +135,26 @@ def test_render_fast_records_fast_mode_in_the_png(
     assert infotext is not None and parse_infotext(infotext)[2]["Fast"] == "DeepCache 3"
 
 
+def test_render_takes_the_web_ui_s_schedule_type(
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(tiny_models_dir))
+    quick = ["--seed", "1", "--steps", "3", "--size", "64x64", "--out", "out"]
+    karras = ["render", "a cat", "--sampler", "DPM++ 2M", "--schedule-type", "Karras"]
+    assert main([*karras, *quick]) == 0
+    [printed] = capsys.readouterr().out.split()
+    infotext = infotext_from_png(Path(printed).read_bytes())
+    assert infotext is not None
+    params = parse_infotext(infotext)[2]
+    assert (params["Sampler"], params["Schedule type"]) == ("DPM++ 2M", "Karras")
+    # Euler a draws its own sigmas: a schedule it cannot take is one line, exit 2.
+    refused = ["render", "a cat", "--sampler", "Euler a", "--schedule-type", "Karras"]
+    assert main([*refused, *quick]) == 2
+    assert "Karras" in capsys.readouterr().err
+
+
 def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out

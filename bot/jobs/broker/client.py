@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -38,7 +37,6 @@ from bot.jobs.broker.wire import (
     ADVISORIES_STREAM,
     JOBS_STREAM,
     MAX_DELIVERIES_ADVISORIES,
-    PICTURE_FIELDS,
     PROGRESS_SUBJECTS,
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
@@ -58,8 +56,10 @@ from bot.jobs.broker.wire import (
     job_id_of,
     job_subject,
     lost_with_workers,
+    picture_paths,
     result_subject,
     retry_transient,
+    with_picture_paths,
 )
 from bot.redaction import redact_url
 from inference.types import (
@@ -207,8 +207,7 @@ class BrokerClient:
         cannot see them): inside the message when small, else in the object store first."""
         pictures = {
             name: await asyncio.to_thread(_read_picture, name, path)
-            for name in PICTURE_FIELDS
-            if (path := getattr(request, name)) is not None
+            for name, path in picture_paths(request).items()
         }
         inline = sum(map(len, pictures.values())) <= inline_images_budget(self._nc.max_payload)
         inputs = []
@@ -222,8 +221,7 @@ class BrokerClient:
                 functools.partial(self._images.put, object_name, data),
             )
             inputs.append(PictureInput(name, object_name=object_name))
-        without_paths = dataclasses.replace(request, init_image=None, mask_image=None)
-        return JobMessage(job_id, without_paths, tuple(inputs))
+        return JobMessage(job_id, with_picture_paths(request, {}), tuple(inputs))
 
     async def _publish(self, message: JobMessage, model: str | None) -> int:
         await self._ensure_consumer(model)

@@ -43,11 +43,14 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.object_store import ObjectStore
 
 from bot.redaction import redact_url
+from inference.control_units import MAX_CONTROL_UNITS
+from inference.control_units import OPTION_KEY as CONTROL_OPTION
 from inference.types import RenderRequest, StepProgress
 
 __all__ = [
     "ADVISORIES_CONSUMER",
     "ADVISORIES_STREAM",
+    "ALL_PICTURES",
     "IMAGES_BUCKET",
     "JOBS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
@@ -111,8 +114,42 @@ TRANSIENT_RETRY_S = 60.0
 INLINE_IMAGES_MAX_BYTES = 512 * 1024
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-# The request fields that name a picture file on the bot's side.
+# The request fields that name a picture file on the bot's side, and the names the pictures of
+# ControlNet units (``options["controlnet"][i]["image"]``) travel under.
 PICTURE_FIELDS = ("init_image", "mask_image")
+CONTROL_PICTURES = tuple(f"control_{index}" for index in range(MAX_CONTROL_UNITS))
+ALL_PICTURES = PICTURE_FIELDS + CONTROL_PICTURES
+
+
+def _control_units(request: RenderRequest) -> list[Any]:
+    units = request.options.get(CONTROL_OPTION)
+    return units if isinstance(units, list) else []
+
+
+def picture_paths(request: RenderRequest) -> dict[str, str]:
+    """Every picture file ``request`` names, by the name it travels under."""
+    paths = {name: path for name in PICTURE_FIELDS if (path := getattr(request, name))}
+    for index, unit in enumerate(_control_units(request)):
+        if isinstance(unit, dict) and unit.get("image") is not None:
+            paths[f"control_{index}"] = str(unit["image"])
+    return paths
+
+
+def with_picture_paths(request: RenderRequest, paths: dict[str, str]) -> RenderRequest:
+    """``request`` naming exactly the files in ``paths`` (the rest of its pictures: none)."""
+    units = [
+        {**unit, "image": paths.get(f"control_{index}")} if isinstance(unit, dict) else unit
+        for index, unit in enumerate(_control_units(request))
+    ]
+    options = request.options
+    if CONTROL_OPTION in options:
+        options = {**options, CONTROL_OPTION: units}
+    return replace(
+        request,
+        init_image=paths.get("init_image"),
+        mask_image=paths.get("mask_image"),
+        options=options,
+    )
 
 
 class BrokerUnavailable(Exception):
@@ -170,8 +207,8 @@ class PictureInput:
     object_name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.field not in PICTURE_FIELDS:
-            raise ValueError(f"{self.field!r} is not a picture field ({', '.join(PICTURE_FIELDS)})")
+        if self.field not in ALL_PICTURES:
+            raise ValueError(f"{self.field!r} is not a picture field ({', '.join(ALL_PICTURES)})")
         if (self.png is None) == (self.object_name is None):
             raise ValueError("a picture carries either its bytes or an object name, not both")
 
@@ -227,8 +264,8 @@ class JobMessage:
             raise ValueError(f"not a job message: {error!r}") from None
 
     def named_paths(self) -> list[str]:
-        """The request's picture fields that name a file: a message that has any is refused."""
-        return [name for name in PICTURE_FIELDS if getattr(self.request, name) is not None]
+        """The request's pictures that name a file: a message that has any is refused."""
+        return list(picture_paths(self.request))
 
 
 class Outcome(StrEnum):

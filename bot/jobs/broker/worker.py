@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -20,6 +19,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from nats.js.object_store import ObjectStore
 
+from bot import metrics
 from bot.jobs.broker.wire import (
     CANCEL_SUBJECTS,
     JOBS_STREAM,
@@ -53,6 +54,7 @@ from bot.jobs.broker.wire import (
     progress_subject,
     result_subject,
     retry_transient,
+    with_picture_paths,
 )
 from bot.redaction import redact_url
 from inference.types import (
@@ -80,6 +82,8 @@ class WorkerConfig:
     idle_poll_s: float = 1.0
     # How long a fetch waits on a consumer that the server says has work.
     fetch_timeout_s: float = 0.05
+    # host and port of this process's /metrics and /healthz server; None: no server.
+    metrics_endpoint: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -258,7 +262,9 @@ class _DeviceLoop:
                 lost_with_workers(job.job_id, self._hub.name, deliveries)
             )
         else:
-            await self._hub.publish_result(await self._render(job, msg, consumer, deliveries))
+            result = await self._render(job, msg, consumer, deliveries)
+            metrics.worker_job_ended(result.outcome)
+            await self._hub.publish_result(result)
         with contextlib.suppress(nats.errors.Error):
             # If this ack is lost, the redelivery finds the result and acks again.
             await msg.ack()
@@ -288,7 +294,10 @@ class _DeviceLoop:
         try:
             with tempfile.TemporaryDirectory(prefix="easel-job-") as folder:
                 request = await self._with_pictures(job, Path(folder))
+                started = time.perf_counter()
                 rendered = await self._device.render(request, report, cancel)
+                seconds = time.perf_counter() - started
+                metrics.render_finished(request.model, self.device, request.steps, seconds)
         except RenderCancelled:
             return result(Outcome.CANCELLED)
         except RenderInputError as error:
@@ -310,12 +319,10 @@ class _DeviceLoop:
             if data is None:
                 assert picture.object_name is not None  # PictureInput holds one or the other
                 data = await self._fetch(job.job_id, picture.object_name)
-            path = folder / picture.field  # one of PICTURE_FIELDS (checked when decoded)
+            path = folder / picture.field  # one of ALL_PICTURES (checked when decoded)
             await asyncio.to_thread(path.write_bytes, data)
             paths[picture.field] = str(path)
-        return dataclasses.replace(
-            job.request, init_image=paths.get("init_image"), mask_image=paths.get("mask_image")
-        )
+        return with_picture_paths(job.request, paths)
 
     async def _fetch(self, job_id: str, object_name: str) -> bytes:
         try:
@@ -377,7 +384,12 @@ async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
 async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; a running render is finished and reported first."""
     nc = await connect(config.url, f"easel-worker-{socket.gethostname()}")
+    metrics_server: metrics.MetricsServer | None = None
     try:
+        if config.metrics_endpoint is not None:
+            metrics_server = await metrics.serve(
+                *config.metrics_endpoint, healthy=lambda: nc.is_connected and not stop.is_set()
+            )
         js = nc.jetstream()
         images = await retry_transient("create the streams", lambda: ensure_streams(js))
         hub = _Hub(nc, js, images)
@@ -391,6 +403,8 @@ async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: async
         )
         await asyncio.gather(*(loop.run(stop) for loop in loops))
     finally:
+        if metrics_server is not None:
+            await metrics_server.close()
         await nc.close()
 
 

@@ -1,0 +1,191 @@
+"""``/compare``'s X/Y plot, planned (pure: no torch, no discord): axis values parsed as the web
+UI's X/Y/Z plot writes them, checked, and turned into the cells of one comparison request
+(``inference.compare``)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.user_errors import UserError
+from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_requests
+from inference.infotext import format_value
+from inference.limits import MAX_CFG, MAX_SEED, MIN_CFG, MIN_STEPS
+from inference.samplers import canonical_sampler_name
+from inference.types import RenderInputError, RenderRequest
+
+
+class Axis(StrEnum):
+    SEED = "seed"
+    SAMPLER = "sampler"
+    STEPS = "steps"
+    CFG = "cfg"
+    MODEL = "model"
+    PROMPT = "prompt"  # search/replace: the first value is searched for, each value replaces it
+
+
+# The web UI's axis names (its grid infotext says "X Type: CFG Scale").
+AXIS_TITLES = {
+    Axis.SEED: "Seed",
+    Axis.SAMPLER: "Sampler",
+    Axis.STEPS: "Steps",
+    Axis.CFG: "CFG Scale",
+    Axis.MODEL: "Checkpoint name",
+    Axis.PROMPT: "Prompt S/R",
+}
+# "1-4" or "2-10 (+2)": an inclusive range with a step, as the web UI writes it.
+_RANGE = re.compile(
+    r"(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)(?:\s*\(\+\s*(?P<step>\d+(?:\.\d+)?)\))?"
+)
+
+
+@dataclass(frozen=True)
+class AxisValues:
+    axis: Axis
+    labels: list[str]
+    changes: list[dict[str, Any]]  # what each value changes in a cell's request
+
+
+@dataclass(frozen=True)
+class Comparison:
+    request: RenderRequest  # one job: count = cells, the cells in its options
+    x: AxisValues
+    y: AxisValues | None
+
+    @property
+    def cells(self) -> list[RenderRequest]:
+        return cell_requests(self.request)
+
+
+def parse_axis(
+    axis: Axis, text: str, prompt: str, max_steps: int, models: Collection[str]
+) -> AxisValues:
+    """The values typed for ``axis`` (comma-separated, quotes allowed), or ``UserError``
+    naming the bad one and the accepted range. ``models``: those this server may use."""
+    values = [value.strip() for value in next(csv.reader([text], skipinitialspace=True), [])]
+    values = [value for value in values if value]
+    if not values:
+        raise UserError(f"Give the {axis.value} axis at least one value, separated by commas.")
+    if axis is Axis.PROMPT:
+        return _search_replace(values, prompt)
+    parsed: list[Any] = []
+    for value in values:
+        parsed.extend(_parse_value(axis, value, max_steps, models))
+        if len(parsed) > MAX_CELLS:
+            break
+    field = {Axis.SEED: "seed", Axis.SAMPLER: "sampler", Axis.STEPS: "steps"}.get(
+        axis, "cfg_scale" if axis is Axis.CFG else "model"
+    )
+    return AxisValues(axis, [format_value(v) for v in parsed], [{field: v} for v in parsed])
+
+
+def plan_comparison(base: RenderRequest, x: AxisValues, y: AxisValues | None) -> Comparison:
+    """One request whose cells are every X value on every Y value (rows are Y), at most
+    ``MAX_CELLS`` pictures; the same axis twice is refused."""
+    if y is not None and y.axis is x.axis:
+        raise UserError(f"The X and Y axes are both {x.axis.value}; choose two different axes.")
+    rows = y.changes if y is not None else [{}]
+    cells = [{**row, **column} for row in rows for column in x.changes]
+    if len(cells) > MAX_CELLS:
+        raise UserError(
+            f"A comparison renders at most {MAX_CELLS} pictures; "
+            f"{_count(x)}{'' if y is None else ' x ' + _count(y)} is {len(cells)}."
+        )
+    plan: dict[str, Any] = {"cells": cells, "x": _axis_plan(x)}
+    if y is not None:
+        plan["y"] = _axis_plan(y)
+    options = {**base.options, COMPARE_OPTION: plan}
+    request = dataclasses.replace(base, count=len(cells), options=options)
+    return Comparison(request, x, y)
+
+
+def grid_infotext(first_cell_infotext: str, x: AxisLabels, y: AxisLabels | None) -> str:
+    """The first picture's infotext with the axes, as the web UI's X/Y plot writes them."""
+    axes = [("X", x)] + ([] if y is None else [("Y", y)])
+    pairs = [
+        f"{name} Type: {format_value(title)}, {name} Values: {format_value(', '.join(labels))}"
+        for name, (title, labels) in axes
+    ]
+    return f"{first_cell_infotext}, {', '.join(pairs)}"
+
+
+def _count(values: AxisValues) -> str:
+    return f"{len(values.labels)} {values.axis.value} values"
+
+
+def _axis_plan(values: AxisValues) -> dict[str, Any]:
+    return {"title": AXIS_TITLES[values.axis], "labels": values.labels}
+
+
+def _search_replace(values: list[str], prompt: str) -> AxisValues:
+    search = values[0]
+    if search not in prompt:
+        raise UserError(
+            f"Prompt S/R searches the prompt for its first value, {search!r}, "
+            "which the prompt does not contain."
+        )
+    return AxisValues(
+        Axis.PROMPT, values, [{"prompt": prompt.replace(search, value)} for value in values]
+    )
+
+
+def _parse_value(axis: Axis, value: str, max_steps: int, models: Collection[str]) -> list[Any]:
+    if axis is Axis.SAMPLER:
+        try:
+            return [canonical_sampler_name(value)]
+        except RenderInputError as error:
+            raise UserError(f"{error}.") from None
+    if axis is Axis.MODEL:
+        if value not in models:
+            raise UserError(
+                f"Model {value!r} is not one this server may use; choose from: "
+                f"{', '.join(sorted(models)) or 'none'}."
+            )
+        return [value]
+    numbers = _numbers(axis, value)
+    low, high = {
+        Axis.SEED: (0, MAX_SEED),
+        Axis.STEPS: (MIN_STEPS, max_steps),
+        Axis.CFG: (MIN_CFG, MAX_CFG),
+    }[axis]
+    for number in numbers:
+        if not low <= number <= high:
+            raise UserError(
+                f"{axis.value} values must be between {format_value(low)} and "
+                f"{format_value(high)} here, not {format_value(number)}."
+            )
+    return numbers
+
+
+def _numbers(axis: Axis, value: str) -> list[Any]:
+    """A number or a range of them: whole numbers for seeds and steps, decimals for cfg."""
+    kind = float if axis is Axis.CFG else int
+    accepted = "a number" if kind is float else "a whole number"
+    try:
+        return [kind(value)]
+    except ValueError:
+        pass
+    match = _RANGE.fullmatch(value)
+    if match is None:
+        raise UserError(
+            f"{value!r} is not {accepted} or a range such as 1-4 or 2-10 (+2) "
+            f"for the {axis.value} axis."
+        )
+    try:
+        start, end = kind(match["start"]), kind(match["end"])
+        step = kind(match["step"] or 1)
+    except ValueError:
+        raise UserError(f"The {axis.value} range {value!r} needs whole numbers.") from None
+    if step <= 0 or end < start:
+        raise UserError(f"The range {value!r} must go up from its first to its last value.")
+    numbers: list[Any] = []
+    number = start
+    while number <= end + 1e-9 and len(numbers) <= MAX_CELLS:
+        numbers.append(round(number, 4) if kind is float else number)
+        number += step
+    return numbers

@@ -1,0 +1,396 @@
+"""A pasted infotext (the web UI's or Civitai's form) as a request, and what of it could not be
+honoured here (pure: no discord, no torch).
+
+Every setting Easel can reproduce is taken; every other one is named in a sentence (an unknown
+sampler, a LoRA or model that is not installed, a size out of range, fields Easel has no use
+for) instead of being changed silently. Those sentences also ride on the request as notes, so
+the member reads them under the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.requests import (
+    Defaults,
+    ImagineOptions,
+    RequestError,
+    build_request,
+    check_prompt_length,
+    parse_size,
+)
+from inference.infotext import (
+    SAMPLER,
+    SCHEDULE_TYPE,
+    InfotextValue,
+    described_sampler,
+    parse_infotext,
+    sampler_and_schedule,
+)
+from inference.limits import MAX_CLIP_SKIP
+from inference.prompts import PromptError, extract_extra_networks
+from inference.registry import ModelRegistry
+from inference.samplers import canonical_sampler_name
+from inference.types import RenderInputError, RenderRequest
+from inference.upscale import LANCZOS, latent_upscaler
+from inference.validation import validate_request
+
+# Room for a prompt and a negative prompt at their cap, and the parameters (Civitai's resource
+# lists are long); longer text is refused before it is parsed.
+MAX_INFOTEXT_CHARS = 16_000
+MODEL_HASH_LENGTH = 10  # the web UI's short SHA-256; older 8-digit hashes cannot be matched
+NOT_HONOURED = "not honoured"
+_LISTED_UNKNOWN_FIELDS = 8
+
+# Fields that only describe the picture (hashes, versions, dates) or that Easel reads below.
+_READ_FIELDS = frozenset(
+    {
+        "Steps",
+        SAMPLER,
+        SCHEDULE_TYPE,
+        "CFG scale",
+        "Seed",
+        "Size",
+        "Model",
+        "Model hash",
+        "VAE",
+        "VAE hash",
+        "Variation seed",
+        "Variation seed strength",
+        "Clip skip",
+        "Denoising strength",
+        "Hires upscale",
+        "Hires steps",
+        "Hires upscaler",
+        "Pad conds",
+        "Fast",
+        "RNG",
+        "Emphasis",
+        "Lora hashes",
+        "TI hashes",
+        "Hashes",
+        "Version",
+        "Template",
+        "Negative Template",
+        "Prompt warnings",
+        "Civitai resources",
+        "Civitai metadata",
+        "Created Date",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What this Easel can render with, to match an infotext's names against."""
+
+    models: Collection[str]
+    # The web UI short hash of an installed model (may read the file once: call off the loop).
+    model_hash: Callable[[str], str]
+    loras: Collection[str]
+    vaes: Collection[str]
+    upscalers: Collection[str]
+    # The model used when the infotext's is not installed (None: the server's default).
+    fallback_model: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportedSettings:
+    request: RenderRequest
+    # One sentence per setting that could not be honoured (also in ``request.notes``).
+    unhonoured: list[str]
+
+
+def request_from_infotext_text(
+    text: str, installed: Installed, defaults: Defaults | None = None
+) -> ImportedSettings:
+    """The request ``text`` (an infotext) describes, as far as it can be honoured here.
+
+    ``RequestError`` when there is nothing to render: too long, no prompt, no parameters, or a
+    prompt over the one cap every prompt has."""
+    if len(text) > MAX_INFOTEXT_CHARS:
+        raise RequestError(
+            f"those settings are {len(text):,} characters long; at most "
+            f"{MAX_INFOTEXT_CHARS:,} are read"
+        )
+    prompt, negative, params = parse_infotext(text)
+    if not params:
+        raise RequestError(
+            "no generation settings found: paste the whole infotext, ending with its "
+            "'Steps: …, Sampler: …, Seed: …' line (or use /imagine for a plain prompt)"
+        )
+    check_prompt_length(prompt, "the settings' prompt")
+    check_prompt_length(negative, "the settings' negative prompt")
+    if not prompt.strip():
+        raise RequestError("those settings carry no prompt; nothing to render")
+    defaults = defaults or Defaults()
+    base = build_request(ImagineOptions(prompt=prompt, negative=negative), defaults)
+    reader = _Reader(params, installed, defaults, base)
+    request = reader.read()
+    notes = [f"{NOT_HONOURED}: {sentence}" for sentence in reader.unhonoured]
+    return ImportedSettings(
+        dataclasses.replace(request, notes=[*request.notes, *notes]), reader.unhonoured
+    )
+
+
+class _Reader:
+    """Applies the infotext's settings one group at a time; a group the request checks refuse
+    is left out with a sentence saying what is used instead."""
+
+    def __init__(
+        self,
+        params: Mapping[str, InfotextValue],
+        installed: Installed,
+        defaults: Defaults,
+        request: RenderRequest,
+    ) -> None:
+        self.params = params
+        self.installed = installed
+        self.defaults = defaults
+        self.request = request
+        self.unhonoured: list[str] = []
+
+    def read(self) -> RenderRequest:
+        get = self.params.get
+        self._apply({"steps": get("Steps")}, "steps", f"{self.defaults.steps} are used instead")
+        cfg = get("CFG scale")
+        self._apply(
+            {"cfg_scale": float(cfg) if isinstance(cfg, int | float) else cfg},
+            "CFG scale",
+            f"{self.defaults.cfg:g} is used instead",
+        )
+        self._apply({"seed": get("Seed")}, "seed", "a random seed is used instead")
+        self._read_size()
+        self._read_sampler()
+        self._read_model()
+        self._read_variation()
+        self._read_options()
+        self._read_networks()
+        self._read_noise_source()
+        self._list_unknown_fields()
+        return self.request
+
+    def _tell(self, sentence: str) -> None:
+        self.unhonoured.append(sentence)
+
+    def _apply(self, changes: dict[str, Any], what: str, instead: str) -> None:
+        """``changes`` (None values skipped) when the request checks accept them."""
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if not changes:
+            return
+        try:
+            candidate = dataclasses.replace(self.request, **changes)
+            validate_request(candidate)
+        except (RenderInputError, TypeError, ValueError) as error:
+            self._tell(f"{what}: {error}; {instead}")
+            return
+        self.request = candidate
+
+    def _read_size(self) -> None:
+        size = self.params.get("Size")
+        if size is None:
+            return
+        try:
+            parsed = parse_size(str(size))
+        except RequestError as error:
+            self._tell(f"{error}; the model's native size is used instead")
+            return
+        if isinstance(parsed, str):  # an aspect ratio is no picture size
+            self._tell(f"size {size!r} is not WxH; the model's native size is used instead")
+            return
+        self._apply(
+            {"width": parsed[0], "height": parsed[1]},
+            "size",
+            "the model's native size is used instead",
+        )
+
+    def _read_sampler(self) -> None:
+        try:
+            named = sampler_and_schedule(self.params)
+        except RenderInputError:
+            self._read_sampler_alone()
+            return
+        if named is not None:
+            sampler, schedule_type = named
+            self.request = dataclasses.replace(
+                self.request, sampler=sampler, schedule_type=schedule_type
+            )
+
+    def _read_sampler_alone(self) -> None:
+        """The sampler without its schedule type, when only the type cannot be used here."""
+        try:
+            sampler = canonical_sampler_name(str(self.params.get(SAMPLER)))
+        except RenderInputError:
+            self._tell(
+                f"{described_sampler(self.params)} is not available here; "
+                f"{self.defaults.sampler} is used instead (the picture will differ)"
+            )
+            return
+        self.request = dataclasses.replace(self.request, sampler=sampler)
+        self._tell(
+            f"schedule type {self.params.get(SCHEDULE_TYPE)!r} is not available for {sampler} "
+            "here; the sampler's own schedule is used instead (the picture will differ)"
+        )
+
+    def _read_model(self) -> None:
+        name = self.params.get("Model")
+        wanted_hash = _model_hash_of(self.params)
+        if name is None and wanted_hash is None:
+            return
+        models = sorted(self.installed.models)
+        if isinstance(name, str) and name in self.installed.models:
+            self.request = dataclasses.replace(self.request, model=name)
+            here = self.installed.model_hash(name)
+            if wanted_hash is not None and not here.startswith(wanted_hash):
+                self._tell(
+                    f"model {name!r} here has hash {here}, not {wanted_hash}: a different "
+                    "file of that name, so the picture may differ"
+                )
+            return
+        if wanted_hash is not None:
+            for model in models:
+                if self.installed.model_hash(model).startswith(wanted_hash):
+                    self.request = dataclasses.replace(self.request, model=model)
+                    return
+        fallback = self.installed.fallback_model
+        instead = f"{fallback!r} is used instead" if fallback else "the default model is used"
+        named = f"model {name!r}" if name is not None else "the model"
+        hash_text = f" (hash {wanted_hash})" if wanted_hash else ""
+        self.request = dataclasses.replace(self.request, model=fallback)
+        self._tell(f"{named}{hash_text} is not installed here; {instead}")
+
+    def _read_variation(self) -> None:
+        seed, strength = (
+            self.params.get("Variation seed"),
+            self.params.get("Variation seed strength"),
+        )
+        if seed is None and strength is None:
+            return
+        self._apply(
+            {"variation_seed": seed, "variation_strength": strength},
+            "variation seed",
+            "rendered without a variation",
+        )
+
+    def _read_options(self) -> None:
+        """Clip skip, hires fix, pad conds, fast mode and the VAE: engine options."""
+        get = self.params.get
+        options: dict[str, object] = {}
+        clip_skip = get("Clip skip")
+        if clip_skip is not None:
+            if isinstance(clip_skip, int) and 1 <= clip_skip <= MAX_CLIP_SKIP:
+                options["clip_skip"] = clip_skip
+            else:
+                self._tell(f"clip skip {clip_skip!r} is not 1-{MAX_CLIP_SKIP}; 1 is used instead")
+        if str(get("Pad conds")) == "True":
+            options["pad_conds"] = True
+        vae = get("VAE")
+        if vae is not None:
+            stem = Path(str(vae)).stem
+            if stem in self.installed.vaes:
+                options["vae"] = stem
+            else:
+                self._tell(f"VAE {vae!r} is not installed here; the model's own VAE is used")
+        self._apply(
+            {"options": {**self.request.options, **options}} if options else {},
+            "settings",
+            "left out",
+        )
+        if str(get("Fast")) not in ("None", "False", ""):
+            self.request = dataclasses.replace(self.request, fast=True)
+        self._read_hires()
+
+    def _read_hires(self) -> None:
+        get = self.params.get
+        scale, denoising = get("Hires upscale"), get("Denoising strength")
+        if scale is None:
+            if denoising is not None:
+                self._tell(
+                    "these settings come from a picture made from another picture "
+                    f"(denoising strength {denoising}); it is drawn from the text here"
+                )
+            return
+        hires: dict[str, object] = {"hires_scale": scale}
+        if get("Hires steps") is not None:
+            hires["hires_steps"] = get("Hires steps")
+        if denoising is not None:
+            hires["hires_denoising"] = denoising
+        upscaler = get("Hires upscaler")
+        if upscaler is not None:
+            known = {name.casefold(): name for name in self.installed.upscalers}
+            named = latent_upscaler(str(upscaler)) or known.get(str(upscaler).casefold())
+            if named is None:
+                self._tell(
+                    f"hires upscaler {upscaler!r} is not installed here; {LANCZOS} is used instead"
+                )
+            hires["hires_upscaler"] = named or LANCZOS
+        self._apply(
+            {"options": {**self.request.options, **hires}},
+            "hires fix",
+            "rendered without it",
+        )
+
+    def _read_networks(self) -> None:
+        """LoRA tags in the prompt that cannot be applied here (their text stays harmless)."""
+        try:
+            _, _, warnings = extract_extra_networks(self.request.prompt, self.installed.loras)
+        except PromptError as error:
+            self._tell(str(error))
+            return
+        for warning in warnings:
+            self._tell(warning)
+
+    def _read_noise_source(self) -> None:
+        rng = self.params.get("RNG")
+        if rng != "CPU":
+            self._tell(
+                f"noise source {rng or 'GPU (no RNG field)'}: Easel draws noise on the CPU, "
+                "as the web UI's 'RNG: CPU' does, so the picture will differ"
+            )
+
+    def _list_unknown_fields(self) -> None:
+        unknown = [key for key in self.params if key not in _READ_FIELDS]
+        emphasis = self.params.get("Emphasis")
+        if emphasis is not None and emphasis != "Original":
+            unknown.insert(0, f"Emphasis: {emphasis}")
+        if not unknown:
+            return
+        listed = ", ".join(unknown[:_LISTED_UNKNOWN_FIELDS])
+        more = len(unknown) - _LISTED_UNKNOWN_FIELDS
+        self._tell(f"not used here: {listed}" + (f" and {more} more" if more > 0 else ""))
+
+
+def _model_hash_of(params: Mapping[str, InfotextValue]) -> str | None:
+    """``Model hash``, or the ``model`` entry of Civitai's ``Hashes`` JSON; lower case."""
+    short = params.get("Model hash")
+    if short is None:
+        try:
+            hashes = json.loads(str(params.get("Hashes", "{}")))
+        except ValueError:
+            hashes = None
+        short = hashes.get("model") if isinstance(hashes, dict) else None
+    if short is None:
+        return None
+    text = str(short).strip().lower()
+    return text[:MODEL_HASH_LENGTH] or None
+
+
+def installed_in(registry: ModelRegistry, default_model: str | None) -> Installed:
+    """What ``registry``'s folders hold; a model the infotext names but that is missing gives
+    way to ``default_model`` (else the first installed). Model hashes are read lazily (the
+    registry caches them), so call the import off the event loop."""
+    models = registry.names()
+    fallback = default_model if default_model in models else (models[0] if models else None)
+    return Installed(
+        models=models,
+        model_hash=lambda name: registry.short_hash(registry.resolve(name)),
+        loras=list(registry.network_files("lora")),
+        vaes=list(registry.network_files("vae")),
+        upscalers=registry.upscaler_names(),
+        fallback_model=fallback,
+    )

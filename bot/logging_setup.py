@@ -1,0 +1,105 @@
+"""How Easel's processes log: text for people or JSON lines for collectors
+(``EASEL_LOG_FORMAT``), with secrets removed from every line either way.
+
+A job's state changes are logged by the queue as ``job <id> <event>`` with ``extra=
+job_event(...)``; in JSON those fields become keys, so a collector can follow a job by id.
+Those lines never carry a prompt; the formatters here keep tokens out of every line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from bot.redaction import redact_url
+
+__all__ = [
+    "JOB_FIELDS",
+    "JsonFormatter",
+    "Redactor",
+    "TextFormatter",
+    "install_logging",
+    "job_event",
+]
+
+# The ``extra`` keys a job state line may carry; a JSON line copies them when present.
+JOB_FIELDS = ("job_id", "event", "kind", "device", "private")
+HIDDEN = "***"
+# Interaction tokens sit in webhook and callback URLs; whoever holds one can post as the bot
+# in that conversation for 15 minutes.
+_URL_TOKENS = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?\"']+")
+_TEXT_FORMAT = "[%(asctime)s] [%(levelname)-8s] %(name)s: %(message)s"
+
+
+def job_event(job_id: str, event: str, **fields: object) -> dict[str, object]:
+    """The ``extra`` of a job state line: queued, started, done, failed, cancelled, refunded
+    or delivered, with the job's id (and its kind, device or privacy when known)."""
+    return {"job_id": job_id, "event": event, **fields}
+
+
+class Redactor:
+    """Hides ``secrets``, URL credentials and interaction tokens in a text."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = [secret for secret in secrets if secret]
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, HIDDEN)
+        return _URL_TOKENS.sub(rf"\1{HIDDEN}", redact_url(text))
+
+
+class TextFormatter(logging.Formatter):
+    """The usual one-line text, traceback included, redacted as a whole."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__(_TEXT_FORMAT)
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the job fields
+    the record carries, and the traceback when there is one; every text redacted."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": self._redact(record.getMessage()),
+        }
+        line.update({key: getattr(record, key) for key in JOB_FIELDS if hasattr(record, key)})
+        if record.exc_info:
+            line["exception"] = self._redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            line["stack"] = self._redact(self.formatStack(record.stack_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def install_logging(
+    log_format: Literal["text", "json"],
+    secrets: Iterable[str],
+    stream: TextIO | None = None,
+    level: int = logging.INFO,
+) -> logging.Handler:
+    """Send the root logger's records at ``level`` and above to ``stream`` (stderr) in
+    ``log_format``, redacted; returns the handler (a test removes it again)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    redact = Redactor(secrets)
+    handler.setFormatter(JsonFormatter(redact) if log_format == "json" else TextFormatter(redact))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

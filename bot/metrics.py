@@ -1,0 +1,224 @@
+"""Prometheus metrics: the one module that owns Easel's metric objects, and the small HTTP
+server (``EASEL_METRICS_ADDR``) that serves them at ``/metrics`` beside a ``/healthz`` route.
+
+The places that count call the small functions below; none of them knows prometheus-client.
+Labels carry kinds, outcomes, models, devices and HTTP statuses, never a job, member, server
+or prompt, so a scrape says how Easel runs and nothing about who asked for what.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "MetricsServer",
+    "MetricsServerError",
+    "discord_http_trace",
+    "job_ended",
+    "job_started",
+    "job_submitted",
+    "quota_refused",
+    "render_finished",
+    "serve",
+    "watch_queue_depth",
+    "worker_job_ended",
+]
+
+# Seconds; from a quick 64 px render on a CPU to a 2048 px hires batch.
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+# Discord fails an interaction not answered within 3 s: the buckets crowd below that.
+_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 5, 10)
+
+JOBS = Counter("easel_jobs", "Jobs that ended, by kind and outcome", ["kind", "outcome"])
+JOBS_SUBMITTED = Counter("easel_jobs_submitted", "Jobs journaled and queued, by kind", ["kind"])
+QUOTA_REFUSALS = Counter("easel_quota_refusals", "Requests a member's quota refused")
+QUEUE_DEPTH = Gauge("easel_queue_depth", "Jobs waiting for a render slot")
+QUEUE_WAIT = Histogram(
+    "easel_queue_wait_seconds",
+    "From journaling a job to its render start",
+    buckets=_DURATION_BUCKETS,
+)
+RENDER_SECONDS = Histogram(
+    "easel_render_seconds",
+    "Wall time of one render call (a batch of jobs, or one job on a remote worker)",
+    ["model", "device"],
+    buckets=_DURATION_BUCKETS,
+)
+ITERATIONS_PER_SECOND = Gauge(
+    "easel_render_iterations_per_second",
+    "Sampling steps asked for divided by render seconds, for the latest render",
+    ["model", "device"],
+)
+WORKER_JOBS = Counter(
+    "easel_worker_jobs", "Jobs an `easel worker` process finished, by outcome", ["outcome"]
+)
+DISCORD_API_ERRORS = Counter(
+    "easel_discord_api_errors",
+    "Discord API answers with an error status (429 included), or 'connection' when none came",
+    ["status"],
+)
+DISCORD_RATE_LIMITS = Counter("easel_discord_rate_limits", "Discord API answers with status 429")
+ACK_LATENCY = Histogram(
+    "easel_ack_latency_seconds",
+    "From an interaction's creation (its snowflake) to Easel's first answer to it",
+    buckets=_ACK_BUCKETS,
+)
+
+# The model label of a request that names none (the engine then uses EASEL_DEFAULT_MODEL).
+DEFAULT_MODEL_LABEL = "default"
+_DISCORD_EPOCH_S = 1_420_070_400
+# The first answer to an interaction: POST /interactions/{id}/{token}/callback.
+_INTERACTION_CALLBACK = re.compile(r"/interactions/(\d+)/[^/]+/callback$")
+
+
+def job_submitted(kind: str) -> None:
+    JOBS_SUBMITTED.labels(kind).inc()
+
+
+def job_started(waited_s: float) -> None:
+    QUEUE_WAIT.observe(max(0.0, waited_s))
+
+
+def job_ended(kind: str, outcome: str) -> None:
+    """``outcome``: done, failed or cancelled."""
+    JOBS.labels(kind, outcome).inc()
+
+
+def worker_job_ended(outcome: str) -> None:
+    WORKER_JOBS.labels(outcome).inc()
+
+
+def quota_refused() -> None:
+    QUOTA_REFUSALS.inc()
+
+
+def render_finished(model: str | None, device: str, steps: int, seconds: float) -> None:
+    labels = (model or DEFAULT_MODEL_LABEL, device)
+    RENDER_SECONDS.labels(*labels).observe(seconds)
+    if seconds > 0:
+        ITERATIONS_PER_SECOND.labels(*labels).set(steps / seconds)
+
+
+def watch_queue_depth(queued_count: Callable[[], int]) -> None:
+    """The queue depth gauge reads ``queued_count`` at each scrape (the newest queue wins)."""
+    QUEUE_DEPTH.set_function(queued_count)
+
+
+class _GpuMemory(Collector):
+    """Memory torch holds on each CUDA device, read at scrape time. Torch is never imported
+    for it: a process that has not loaded torch (or has no CUDA) reports nothing."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return
+        family = GaugeMetricFamily(
+            "easel_gpu_memory_bytes",
+            "CUDA memory torch has allocated and reserved, by device",
+            labels=["device", "kind"],
+        )
+        for index in range(torch.cuda.device_count()):
+            device = f"cuda:{index}"
+            family.add_metric([device, "allocated"], torch.cuda.memory_allocated(index))
+            family.add_metric([device, "reserved"], torch.cuda.memory_reserved(index))
+        yield family
+
+
+REGISTRY.register(_GpuMemory())
+
+
+def discord_http_trace() -> aiohttp.TraceConfig:
+    """A trace for discord.py's HTTP session (``Client(http_trace=...)``): counts error
+    answers and 429s, and times each interaction's first answer from its creation."""
+
+    async def on_request_end(
+        _session: aiohttp.ClientSession,
+        _context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        status = params.response.status
+        if status >= 400:
+            DISCORD_API_ERRORS.labels(str(status)).inc()
+        if status == 429:
+            DISCORD_RATE_LIMITS.inc()
+        callback = _INTERACTION_CALLBACK.search(params.url.path)
+        if callback is not None and status < 400:
+            created_s = (int(callback[1]) >> 22) / 1000 + _DISCORD_EPOCH_S
+            ACK_LATENCY.observe(max(0.0, time.time() - created_s))
+
+    async def on_request_exception(
+        _session: aiohttp.ClientSession,
+        _context: SimpleNamespace,
+        _params: aiohttp.TraceRequestExceptionParams,
+    ) -> None:
+        DISCORD_API_ERRORS.labels("connection").inc()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    trace.on_request_exception.append(on_request_exception)
+    return trace
+
+
+class MetricsServerError(Exception):
+    """The metrics server cannot listen where EASEL_METRICS_ADDR says; the message says why."""
+
+
+@dataclass
+class MetricsServer:
+    """A running metrics server; ``port`` is the one bound (useful when asked for port 0)."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(host: str, port: int, healthy: Callable[[], bool]) -> MetricsServer:
+    """Serve ``/metrics`` (Prometheus text) and ``/healthz`` (200 while ``healthy()``, else
+    503) on ``host:port`` until closed."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(REGISTRY))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def health(_: web.Request) -> web.Response:
+        ok = healthy()
+        return web.Response(
+            text="ok\n" if ok else "starting or stopping\n", status=200 if ok else 503
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        await runner.cleanup()
+        raise MetricsServerError(
+            f"EASEL_METRICS_ADDR={host}:{port}: cannot listen there ({error.strerror or error}); "
+            "free the port or choose another"
+        ) from None
+    return MetricsServer(runner, host, runner.addresses[0][1])

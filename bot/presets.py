@@ -1,0 +1,191 @@
+"""Named /imagine presets: a member's own, and a server's saved by its admins.
+
+A preset fills what a request leaves out, after the options and the prompt's flags and
+before the member's saved defaults. ``--preset name`` (or the ``preset`` option) finds the
+member's preset of that name first, then the server's: a member's preset shadows the
+server's one of the same name. A server's presets are used in that server only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.requests import RequestError, check_prompt_length, parse_size
+from db import presets as store
+from db.database import transaction
+from db.presets import Scope, StoredPreset
+from db.user_settings import UserSettings
+from inference.limits import MAX_CLIP_SKIP
+
+__all__ = ["MAX_PRESETS", "MAX_PRESET_NAME", "Preset", "Presets", "Scope", "shadowed_by"]
+
+MAX_PRESETS = 25  # per member, and per server
+MAX_PRESET_NAME = 32
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The settings a preset fixes; None: left to the request, the member or Easel."""
+
+    name: str
+    sampler: str | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    size: str | None = None
+    style: str | None = None
+    model: str | None = None
+    negative: str | None = None
+    clip_skip: int | None = None
+    scope: Scope = Scope.MEMBER
+
+    def settings(self) -> dict[str, Any]:
+        """The settings it fixes, by name (what is stored)."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in ("name", "scope") and getattr(self, field.name) is not None
+        }
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{name}: `{value}`" for name, value in self.settings().items())
+        return f"**{self.name}** — {shown or 'nothing fixed'}"
+
+
+def validated(preset: Preset) -> Preset:
+    """The preset with its name trimmed; ``RequestError`` names the first bad setting."""
+    name = preset.name.strip()
+    if not 1 <= len(name) <= MAX_PRESET_NAME or any(char.isspace() for char in name):
+        raise RequestError(
+            f"a preset name must be 1 to {MAX_PRESET_NAME} characters without spaces, "
+            f"not {preset.name!r}"
+        )
+    if not preset.settings():
+        raise RequestError("a preset must fix at least one setting (sampler, steps, cfg, ...)")
+    if preset.steps is not None and not 1 <= preset.steps <= 150:
+        raise RequestError(f"steps must be between 1 and 150, not {preset.steps}")
+    if preset.cfg is not None and not 0 <= preset.cfg <= 30:
+        raise RequestError(f"cfg must be between 0 and 30, not {preset.cfg:g}")
+    if preset.clip_skip is not None and not 1 <= preset.clip_skip <= MAX_CLIP_SKIP:
+        raise RequestError(
+            f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {preset.clip_skip}"
+        )
+    if preset.size is not None:
+        parse_size(preset.size)
+    if preset.negative is not None:
+        check_prompt_length(preset.negative, "the preset's negative prompt")
+    return dataclasses.replace(preset, name=name)
+
+
+def shadowed_by(settings: UserSettings, preset: Preset | None) -> UserSettings:
+    """The member's saved defaults without those the preset fixes: a preset beats them."""
+    if preset is None:
+        return settings
+
+    return dataclasses.replace(
+        settings,
+        steps=None if preset.steps is not None else settings.steps,
+        cfg=None if preset.cfg is not None else settings.cfg,
+        sampler=None if preset.sampler is not None else settings.sampler,
+        size=None if preset.size is not None else settings.size,
+        negative=None if preset.negative is not None else settings.negative,
+        clip_skip=None if preset.clip_skip is not None else settings.clip_skip,
+    )
+
+
+def _from_stored(stored: StoredPreset, scope: Scope) -> Preset:
+    known = {field.name for field in dataclasses.fields(Preset)} - {"name", "scope"}
+    values = {name: value for name, value in stored.values.items() if name in known}
+    return Preset(name=stored.name, scope=scope, **values)
+
+
+class Presets:
+    """Saving, listing and finding presets; a server's are written by its admins only (the
+    cogs check who acts, this class what is stored)."""
+
+    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def save(self, user_id: int, preset: Preset) -> Preset:
+        """Save (or replace) one of the member's presets; at most ``MAX_PRESETS``."""
+        preset = validated(preset)
+        async with transaction(self._conn):
+            await self._put(Scope.MEMBER, user_id, StoredPreset(preset.name, preset.settings()))
+        return preset
+
+    async def delete(self, user_id: int, name: str) -> bool:
+        return await store.delete(self._conn, Scope.MEMBER, user_id, name)
+
+    async def share(self, guild_id: int, admin_id: int, name: str) -> Preset:
+        """Copy the admin's own preset ``name`` to the server's presets (audited)."""
+        async with transaction(self._conn):
+            own = await store.find(self._conn, Scope.MEMBER, admin_id, name)
+            if own is None:
+                raise RequestError(
+                    f"you have no preset named {name!r}; save it with `/presets save` first"
+                )
+            old = await self._put(Scope.SERVER, guild_id, own)
+            await store.audit_server_change(
+                self._conn, guild_id, admin_id, own.name, old, own, self._clock()
+            )
+        return _from_stored(own, Scope.SERVER)
+
+    async def unshare(self, guild_id: int, admin_id: int, name: str) -> bool:
+        """Delete the server's preset ``name`` (audited); False when there is none."""
+        async with transaction(self._conn):
+            old = await store.find(self._conn, Scope.SERVER, guild_id, name)
+            if old is None:
+                return False
+            await store.delete(self._conn, Scope.SERVER, guild_id, name)
+            await store.audit_server_change(
+                self._conn, guild_id, admin_id, old.name, old, None, self._clock()
+            )
+        return True
+
+    async def _put(self, scope: Scope, owner_id: int, preset: StoredPreset) -> StoredPreset | None:
+        """Write inside the caller's transaction; returns the preset it replaced, if any."""
+        old = await store.find(self._conn, scope, owner_id, preset.name)
+        if old is None and await store.count(self._conn, scope, owner_id) >= MAX_PRESETS:
+            raise RequestError(
+                f"at most {MAX_PRESETS} presets are kept; delete one before saving {preset.name!r}"
+            )
+        await store.put(self._conn, scope, owner_id, preset, self._clock())
+        return old
+
+    async def of(self, scope: Scope, owner_id: int) -> list[Preset]:
+        """The owner's presets, by name."""
+        return [
+            _from_stored(stored, scope)
+            for stored in await store.list_all(self._conn, scope, owner_id)
+        ]
+
+    async def names_for(self, user_id: int, guild_id: int | None) -> list[str]:
+        """The names ``find`` can find for this member here: theirs, then the server's."""
+        names = [preset.name for preset in await self.of(Scope.MEMBER, user_id)]
+        if guild_id is not None:
+            taken = {name.casefold() for name in names}
+            names += [
+                preset.name
+                for preset in await self.of(Scope.SERVER, guild_id)
+                if preset.name.casefold() not in taken
+            ]
+        return names
+
+    async def find(self, user_id: int, guild_id: int | None, name: str) -> Preset:
+        """The member's preset of that name, else the server's (in a server); ``RequestError``
+        when neither exists."""
+        stored = await store.find(self._conn, Scope.MEMBER, user_id, name)
+        if stored is not None:
+            return _from_stored(stored, Scope.MEMBER)
+        if guild_id is not None:
+            stored = await store.find(self._conn, Scope.SERVER, guild_id, name)
+            if stored is not None:
+                return _from_stored(stored, Scope.SERVER)
+        where = "yours or this server's" if guild_id is not None else "yours"
+        raise RequestError(f"no preset named {name!r} among {where}; `/presets list` shows them")

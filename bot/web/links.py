@@ -1,0 +1,144 @@
+"""Signed, expiring, single-use links to the mask editor page (pure: no discord, no torch).
+
+A link carries who may use it, where, and on which picture; the HMAC (SHA-256) over those
+fields is keyed by ``EASEL_WEB_SECRET`` or, when unset, a random secret kept in
+``EASEL_DATA_DIR/web-secret``. Anyone holding the URL can open the page, so the link is
+short-lived, works once, and the submit checks again that the member may still act.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# As long as the interaction the link was given in: Discord's tokens also live 15 minutes.
+LINK_LIFETIME_S = 15 * 60
+_SECRET_BYTES = 32
+
+
+class LinkRefused(Exception):
+    """The link is forged, expired or used; the message says which, for the member."""
+
+
+@dataclass(frozen=True)
+class RegionLink:
+    """What a mask-editor link allows: member ``user_id`` repaints picture ``idx`` of job
+    ``job_id``, in the server and channel where they clicked, until ``expires_at``."""
+
+    job_id: str
+    idx: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    private: bool
+    expires_at: int
+    nonce: str
+
+
+def load_secret(configured: str, data_dir: Path) -> bytes:
+    """The configured secret, else the one stored under ``data_dir`` (made on first use, 0600)."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "web-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secrets.token_bytes(_SECRET_BYTES))
+    return path.read_bytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class LinkSigner:
+    """Makes and checks link tokens; ``used_dir`` records the nonces of links already used."""
+
+    def __init__(
+        self, secret: bytes, used_dir: Path, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self._used_dir = used_dir
+        self.clock = clock
+
+    def _signature(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+
+    def issue(
+        self,
+        job_id: str,
+        idx: int,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        *,
+        private: bool,
+    ) -> str:
+        link = RegionLink(
+            job_id,
+            idx,
+            user_id,
+            guild_id,
+            channel_id,
+            private,
+            int(self.clock()) + LINK_LIFETIME_S,
+            secrets.token_hex(16),
+        )
+        payload = json.dumps(asdict(link), separators=(",", ":")).encode()
+        return f"{_b64(payload)}.{_b64(self._signature(payload))}"
+
+    def check(self, token: str) -> RegionLink:
+        """The link a token carries; LinkRefused when forged, expired or already used."""
+        encoded, _, signature = token.partition(".")
+        try:
+            payload, given = _unb64(encoded), _unb64(signature)
+        except (binascii.Error, ValueError):
+            raise LinkRefused("This link is not one Easel made.") from None
+        if not hmac.compare_digest(given, self._signature(payload)):
+            raise LinkRefused("This link is not one Easel made.")
+        link = RegionLink(**json.loads(payload))
+        if self.clock() >= link.expires_at:
+            raise LinkRefused(
+                "This link has expired (links last 15 minutes); click Vary (Region) again."
+            )
+        if self._used_path(link).exists():
+            raise LinkRefused("This link was already used; click Vary (Region) again.")
+        return link
+
+    def use(self, link: RegionLink) -> None:
+        """Mark the link used; LinkRefused when another submit used it first."""
+        self._used_dir.mkdir(parents=True, exist_ok=True)
+        self._prune_used()
+        try:
+            self._used_path(link).touch(exist_ok=False)
+        except FileExistsError:
+            raise LinkRefused("This link was already used; click Vary (Region) again.") from None
+
+    def _used_path(self, link: RegionLink) -> Path:
+        # Named with the expiry, so pruning needs no file times (and follows this clock).
+        return self._used_dir / f"{link.expires_at}-{link.nonce}"
+
+    def _prune_used(self) -> None:
+        """Forget used links that have expired anyway."""
+        now = self.clock()
+        for path in self._used_dir.iterdir():
+            expires_at, _, _ = path.name.partition("-")
+            if not expires_at.isdigit() or int(expires_at) <= now:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,145 @@
+"""The bot's small web server (aiohttp): the Vary (Region) mask editor behind signed links.
+
+It serves three routes under ``/region/<token>``: the page, its picture and the submit. Every
+one checks the token first (signature, expiry, not used); a refused link gets a page saying
+why and HTTP 403, and nothing is queued. What a submit does (the member still in the server
+and allowed to act, the inpaint job charged to them) is the ``RegionEditor``'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from bot.images import MAX_UPLOAD_BYTES
+from bot.requests import RequestError
+from bot.user_errors import UserError
+from bot.web.links import LinkRefused, LinkSigner, RegionLink
+from bot.web.pages import editor_page, message_page
+
+log = logging.getLogger(__name__)
+# The multipart body: the mask PNG (an upload's limit) and a prompt.
+_MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+_SECURITY_HEADERS = {
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+}
+
+
+class RegionEditor(Protocol):
+    """What the pages act on (``cogs.region`` implements it with the bot's services)."""
+
+    async def picture(self, link: RegionLink) -> Path:
+        """The picture the link names, after checking the member may still act on it
+        (LinkRefused otherwise)."""
+        ...
+
+    async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
+        """Queue the inpaint; ``claim()`` marks the link used just before the job is
+        journaled. Returns the sentence for the member; raises LinkRefused or UserError."""
+        ...
+
+
+class Claim(Protocol):
+    def __call__(self) -> None: ...
+
+
+def _page(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status, content_type="text/html", headers=_SECURITY_HEADERS
+    )
+
+
+def _refused(reason: LinkRefused) -> web.Response:
+    return _page(message_page("Link refused", str(reason)), status=403)
+
+
+class RegionWebServer:
+    """Serves the mask editor at ``public_url`` (what members open), listening on ``host:port``."""
+
+    def __init__(
+        self, signer: LinkSigner, editor: RegionEditor, public_url: str, host: str, port: int
+    ) -> None:
+        self.signer = signer
+        self._editor = editor
+        self._public_url = public_url.rstrip("/")
+        self._host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+
+    def url_for(self, token: str) -> str:
+        return f"{self._public_url}/region/{token}"
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app.add_routes(
+            [
+                web.get("/region/{token}", self._show),
+                web.get("/region/{token}/picture", self._picture),
+                web.post("/region/{token}", self._submit),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app(), access_log=None)  # tokens stay out of logs
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        log.info("mask editor listening on %s:%s", self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _show(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        try:
+            link = self.signer.check(token)
+            await self._editor.picture(link)
+        except LinkRefused as refused:
+            return _refused(refused)
+        return _page(editor_page(f"/region/{token}/picture"))
+
+    async def _picture(self, request: web.Request) -> web.StreamResponse:
+        try:
+            path = await self._editor.picture(self.signer.check(request.match_info["token"]))
+        except LinkRefused as refused:
+            return _refused(refused)
+        data = await asyncio.to_thread(path.read_bytes)
+        return web.Response(body=data, content_type="image/png", headers=_SECURITY_HEADERS)
+
+    async def _submit(self, request: web.Request) -> web.Response:
+        try:
+            link = self.signer.check(request.match_info["token"])
+        except LinkRefused as refused:
+            return _refused(refused)
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return _plain("The mask is too large; paint on the page Easel gave you.", 413)
+        mask, prompt = form.get("mask"), form.get("prompt", "")
+        if not isinstance(mask, web.FileField) or not isinstance(prompt, str):
+            return _plain("Send the mask as a PNG file and the prompt as text.", 400)
+        try:
+            sentence = await self._editor.submit(
+                link, mask.file.read(), prompt, lambda: self.signer.use(link)
+            )
+        except LinkRefused as refused:
+            return _plain(str(refused), 403)
+        except (UserError, RequestError) as error:
+            return _plain(str(error), 400)
+        return _plain(sentence, 200)
+
+
+def _plain(text: str, status: int) -> web.Response:
+    return web.Response(text=text, status=status, headers=_SECURITY_HEADERS)

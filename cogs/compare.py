@@ -1,0 +1,127 @@
+"""``/compare``: an X/Y plot of one prompt (seed, sampler, steps, cfg, model or prompt
+search/replace on each axis), queued as one job of several pictures and posted as one labelled
+grid. Each picture is charged, and each must pass this server's rules and limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.compare import Axis, AxisValues, parse_axis, plan_comparison
+from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
+from bot.user_errors import UserError
+from cogs.choices import model_choices, sampler_choices
+from cogs.common import requests_for_member, role_ids, services_of, submit_from_interaction
+from cogs.lists import allowed_model_names
+from inference.types import RenderInputError, RenderRequest
+from inference.validation import validate_request
+
+_AXES = [app_commands.Choice(name=f"{axis.value}", value=axis.value) for axis in Axis]
+_AXES[-1] = app_commands.Choice(name="prompt S/R (search/replace)", value=Axis.PROMPT.value)
+_VALUES = app_commands.Range[str, 1, 1000]
+
+
+class CompareCog(commands.Cog):
+    @app_commands.command(
+        name="compare", description="An X/Y plot: one prompt with settings varied on two axes"
+    )
+    @app_commands.describe(
+        prompt="What to draw; web UI syntax works",
+        x="What changes from column to column",
+        x_values=(
+            "Comma-separated: 1,2,3 or 3-9 (+3); prompt S/R: the word to replace, "
+            "then its stand-ins"
+        ),
+        y="What changes from row to row",
+        y_values="Comma-separated values for the rows",
+        negative="What to keep out of the pictures",
+        seed="The seed every picture uses unless an axis changes it; -1 or empty for random",
+        steps="Sampling steps (1-150) unless an axis changes them",
+        cfg="How strictly to follow the prompt (0-30) unless an axis changes it",
+        sampler="Sampler unless an axis changes it",
+        size="WxH such as 512x768, or an aspect ratio such as 16:9",
+        model="Checkpoint unless an axis changes it",
+    )
+    @app_commands.choices(x=_AXES, y=_AXES)
+    @app_commands.autocomplete(model=model_choices, sampler=sampler_choices)
+    async def compare(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        x: str,
+        x_values: _VALUES,
+        y: str | None = None,
+        y_values: _VALUES | None = None,
+        negative: app_commands.Range[str, 0, 2000] | None = None,
+        seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        sampler: str | None = None,
+        size: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        if (y is None) != (y_values is None):
+            raise UserError("Give both y and y_values for a second axis, or neither.")
+        services = services_of(interaction)
+        options = ImagineOptions(
+            prompt=prompt,
+            negative=negative,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            size=size,
+            model=model,
+        )
+        # A preset (--preset name) fills what the options leave out, as for /imagine.
+        asked = await requests_for_member(interaction, options)
+        base = asked.requests[0]
+        if len(asked.requests) > 1:
+            raise UserError("/compare renders one grid; leave out --repeat.")
+        if base.count != 1:
+            raise UserError("/compare renders one picture per cell; leave out --count.")
+        models = await allowed_model_names(interaction)
+
+        def axis(name: str, values: str) -> AxisValues:
+            max_steps = services.limits.max_steps
+            return parse_axis(Axis(name), values, base.prompt, max_steps, models)
+
+        comparison = plan_comparison(
+            base,
+            axis(x, x_values),
+            None if y is None or y_values is None else axis(y, y_values),
+        )
+        await _check_every_cell(interaction, comparison.cells)
+        await submit_from_interaction(
+            interaction, "compare", comparison.request, private=asked.private
+        )
+
+
+async def _check_every_cell(
+    interaction: discord.Interaction[Any], cells: list[RenderRequest]
+) -> None:
+    """Every picture passes what a lone /imagine of it would: ranges, this server's limits,
+    its models and banned words (each search/replace prompt planned as the engine will)."""
+    services = services_of(interaction)
+    channel = interaction.channel
+    age_restricted = bool(channel is not None and getattr(channel, "nsfw", False))
+    admitted: set[tuple[str, str | None]] = set()
+    for cell in cells:
+        try:
+            validate_request(cell)
+        except RenderInputError as error:
+            raise UserError(f"Not rendered: {error}.") from None
+        if (refusal := services.limits.refusal(cell)) is not None:
+            raise UserError(f"Not rendered: {refusal}.")
+        if (cell.prompt, cell.model) not in admitted:
+            await services.guild_policy.admit(
+                interaction.guild_id,
+                interaction.channel_id,
+                age_restricted,
+                cell,
+                role_ids(interaction),
+            )
+            admitted.add((cell.prompt, cell.model))

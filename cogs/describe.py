@@ -1,0 +1,122 @@
+"""``/describe``: four prompt suggestions for a picture (a local captioning model), with a
+button under each that runs ``/imagine`` with it for whoever clicks.
+
+The buttons read their prompt from the message they are on (the bot's own words), so they
+keep working after a restart without storing anything.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Self
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.policy.member_settings import with_personal_defaults
+from bot.requests import ImagineOptions, build_request
+from bot.user_errors import UserError
+from cogs.common import services_of, submit_from_interaction
+from cogs.errors import report_error
+from cogs.info import read_attachment
+from inference.describe import MAX_WAITING, Captioner, CaptionerBusy
+from inference.types import RenderFailed
+
+_SUGGESTION = re.compile(r"\*\*(?P<number>[1-9])\.\*\* (?P<prompt>.+)")
+_MARKDOWN_ESCAPE = re.compile(r"\\(.)")
+
+
+def suggestions_message(captions: list[str]) -> str:
+    lines = [
+        f"**{number}.** {discord.utils.escape_markdown(caption, ignore_links=False)}"
+        for number, caption in enumerate(captions, start=1)
+    ]
+    return "Prompts for this picture; a button runs `/imagine` with one:\n" + "\n".join(lines)
+
+
+def suggestion_in(content: str, number: int) -> str | None:
+    """Suggestion ``number`` of a /describe message, as the captioner wrote it."""
+    for line in content.splitlines():
+        match = _SUGGESTION.fullmatch(line)
+        if match and int(match["number"]) == number:
+            return _MARKDOWN_ESCAPE.sub(r"\1", match["prompt"])
+    return None
+
+
+class ImagineSuggestionButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"easel:describe:(?P<number>[1-9])",
+):
+    """A number under /describe's suggestions: /imagine that prompt, charged to the clicker."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=str(number),
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"easel:describe:{number}",
+            )
+        )
+        self.number = number
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> Self:
+        return cls(int(match["number"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            message = interaction.message
+            prompt = None if message is None else suggestion_in(message.content, self.number)
+            if prompt is None:
+                raise UserError("That suggestion is gone; run /describe again.")
+            services = services_of(interaction)
+            personal = await services.member_settings.get(interaction.user.id)
+            options = with_personal_defaults(ImagineOptions(prompt=prompt), personal)
+            request = build_request(options, services.request_defaults)
+            await submit_from_interaction(
+                interaction, "imagine", request, private=personal.private_results
+            )
+        except Exception as error:
+            await report_error(interaction, error, "describe suggestion")
+
+
+class DescribeCog(commands.Cog):
+    def __init__(self, captioner_dir: Path | None) -> None:
+        self._captioner = None if captioner_dir is None else Captioner(captioner_dir)
+
+    async def cog_unload(self) -> None:
+        if self._captioner is not None:
+            self._captioner.close()
+
+    @app_commands.command(name="describe", description="Prompt suggestions for a picture")
+    @app_commands.describe(image="A PNG, JPEG or WebP picture")
+    async def describe(
+        self, interaction: discord.Interaction[Any], image: discord.Attachment
+    ) -> None:
+        if self._captioner is None:
+            raise UserError(
+                "/describe is not set up on this bot: its operator sets EASEL_CAPTIONER_DIR "
+                "to a captioning model folder."
+            )
+        services = services_of(interaction)
+        await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
+        checked = await read_attachment(image)
+        personal = await services.member_settings.get(interaction.user.id)
+        await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
+        try:
+            captions = await self._captioner.describe(checked.data)
+        except CaptionerBusy:
+            raise UserError(
+                f"More than {MAX_WAITING} pictures are waiting to be described; try again in a "
+                "minute."
+            ) from None
+        except RenderFailed as error:
+            raise UserError(f"Not described: {error}.") from None
+        view = discord.ui.View(timeout=None)
+        for number in range(1, len(captions) + 1):
+            view.add_item(ImagineSuggestionButton(number))
+        await interaction.followup.send(suggestions_message(captions), view=view)

@@ -1,0 +1,283 @@
+"""Vary (Region): repaint part of a result. The member says where in words (CLIPSeg makes the
+mask, ``inference.segment``) or paints it on the bot's mask editor page (``bot.web``); either
+way the mask goes into the inpaint /inpaint uses, as a job charged to the member.
+
+The page's link is signed for one member, one picture, the server and channel of the click,
+and expires; its submit is checked again here as a click would be (the job still in that
+server, the member still in it and able to see the channel, the server's rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import secrets
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import discord
+from PIL import Image
+
+from bot.edits import InpaintSettings, Picture, inpaint_request, input_path
+from bot.history import StoredJob
+from bot.images import check_image, png_of
+from bot.jobs.queue import JobQueue, QuotaExceeded
+from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
+from bot.services import Services
+from bot.user_errors import UserError
+from bot.web.links import LinkRefused, RegionLink
+from bot.web.server import Claim, RegionWebServer
+from cogs.common import Requester, admitted_submission, submit_from_interaction
+from cogs.errors import report_error
+from cogs.results.buttons import JobButton, clicked_job, keeps_private, stored_picture
+from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
+from inference.types import RenderInputError, RenderRequest
+
+# The Discord modal lives as long as the link: what the member chose stays usable 15 minutes.
+MODAL_TIMEOUT_S = 15 * 60
+MAX_REGION_CHARS = 200
+_GONE = "That picture is no longer in the history; make a new one with /imagine."
+
+
+def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:
+    typed = prompt.strip()
+    if not typed:
+        return base
+    check_prompt_length(typed, "the prompt")
+    return dataclasses.replace(base, prompt=typed)
+
+
+def _write_mask(path: Path, mask: Image.Image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask.save(path, format="PNG")
+
+
+class RegionOffers:
+    """What Vary (Region) offers and does; the composition root builds one per bot."""
+
+    def __init__(
+        self, client: discord.Client, queue: JobQueue, services: Services, models_dir: Path
+    ) -> None:
+        self._client = client
+        self._queue = queue
+        self._services = services
+        self._models_dir = models_dir
+        self.web: RegionWebServer | None = None
+        self._warming: asyncio.Task[Any] | None = None
+
+    # Discord: the button and the modal.
+
+    async def offer(self, interaction: discord.Interaction[Any], job: StoredJob, idx: int) -> None:
+        """Without the web page, the words modal at once; with it, a private choice of the
+        two: words, or a link to the page made for this member alone."""
+        if self.web is None:
+            await self.ask_for_words(interaction, job.job_id, idx)
+            return
+        token = self.web.signer.issue(
+            job.job_id,
+            idx,
+            interaction.user.id,
+            interaction.guild_id,
+            interaction.channel_id,
+            private=await keeps_private(interaction, job),
+        )
+        view = discord.ui.View(timeout=None)
+        view.add_item(WordsButton(job.job_id, idx))
+        view.add_item(discord.ui.Button(label="Paint the region", url=self.web.url_for(token)))
+        await interaction.response.send_message(
+            "Say which part to repaint: describe it in words, or paint it on the page "
+            "(the link is yours alone, works once and expires in 15 minutes).",
+            view=view,
+            ephemeral=True,
+        )
+
+    async def ask_for_words(
+        self, interaction: discord.Interaction[Any], job_id: str, idx: int
+    ) -> None:
+        missing = missing_model_sentence(self._models_dir)
+        if missing is not None:
+            raise UserError(missing)
+        self._warm_up()
+        await interaction.response.send_modal(RegionModal(self, job_id, idx))
+
+    def _warm_up(self) -> None:
+        """Load CLIPSeg while the member types, so the modal's answer stays within 3 s."""
+        if self._warming is None or self._warming.done():
+            directory = clipseg_dir(self._models_dir)
+            self._warming = asyncio.create_task(asyncio.to_thread(load_segmenter, directory))
+
+    async def submit_words(
+        self, interaction: discord.Interaction[Any], job_id: str, idx: int, words: str, prompt: str
+    ) -> None:
+        job = await clicked_job(interaction, job_id)
+        base, picture = await stored_picture(self._queue, job, idx)
+        if self._warming is not None:
+            with contextlib.suppress(Exception):  # segment() reports a broken model itself
+                await self._warming
+        try:
+            mask = await asyncio.to_thread(segment, self._models_dir, picture.path, words.strip())
+        except RenderInputError as error:
+            raise UserError(str(error)) from None
+        mask_path = input_path(self._services.inputs_dir)
+        await asyncio.to_thread(_write_mask, mask_path, mask)
+        mask_picture = Picture(mask_path, picture.width, picture.height)
+        job_id_made = None
+        try:
+            request = inpaint_request(
+                _with_prompt(base, prompt), picture, mask_picture, InpaintSettings()
+            )
+            job_id_made = await submit_from_interaction(
+                interaction,
+                "region",
+                request,
+                job_id,
+                private=await keeps_private(interaction, job),
+            )
+        finally:
+            if job_id_made is None:
+                await asyncio.to_thread(mask_path.unlink, missing_ok=True)
+
+    # The web page (bot.web.server.RegionEditor).
+
+    async def _linked_job(self, link: RegionLink) -> StoredJob:
+        """The link's job, still in the server it was made in, its picture still stored."""
+        job = await self._services.history.job(link.job_id)
+        if job is None or job.guild_id != link.guild_id or link.idx >= len(job.image_paths):
+            raise LinkRefused(_GONE)
+        if not await asyncio.to_thread(job.image_paths[link.idx].is_file):
+            raise LinkRefused(_GONE)
+        return job
+
+    async def picture(self, link: RegionLink) -> Path:
+        job = await self._linked_job(link)
+        return job.image_paths[link.idx]
+
+    async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
+        job = await self._linked_job(link)
+        roles, is_admin, age_restricted = await self._member_may_act(link)
+        checked = check_image("mask.png", mask_png)
+        if not await asyncio.to_thread(_anything_painted, checked.data):
+            raise UserError("The mask is empty: paint over what should change, then Submit.")
+        try:
+            base, picture = await stored_picture(self._queue, job, link.idx)
+        except UserError:
+            raise LinkRefused(_GONE) from None
+        mask_path = input_path(self._services.inputs_dir)
+        mask_picture = Picture(mask_path, checked.width, checked.height)
+        request = inpaint_request(
+            _with_prompt(base, prompt), picture, mask_picture, InpaintSettings()
+        )
+        requester = Requester(
+            link.user_id, link.guild_id, link.channel_id, roles, is_admin, age_restricted
+        )
+        submission = await admitted_submission(
+            self._services,
+            "region",
+            request,
+            requester,
+            parent_job_id=link.job_id,
+            private=link.private,
+        )
+        refusal = await self._queue.quota_refusal(submission)
+        if refusal is not None:
+            raise UserError(refusal)
+        await asyncio.to_thread(_write_bytes, mask_path, png_of(checked))
+        job_id = None
+        try:
+            claim()
+            job_id = await self._queue.submit(submission)
+        except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
+            raise UserError(refused.message) from None
+        finally:
+            if job_id is None:
+                await asyncio.to_thread(mask_path.unlink, missing_ok=True)
+        where = "in your direct messages" if link.private else "in the channel"
+        return f"Queued as job {job_id}; the result will be posted {where} in Discord."
+
+    async def _member_may_act(self, link: RegionLink) -> tuple[tuple[int, ...], bool, bool]:
+        """The member's roles, admin power and the channel's age restriction now; refused
+        when they left the server or can no longer see the channel."""
+        if link.guild_id is None:
+            return (), False, False
+        guild = self._client.get_guild(link.guild_id)
+        if guild is None:
+            raise LinkRefused("Easel is no longer in that server.")
+        try:
+            member = await guild.fetch_member(link.user_id)
+        except discord.NotFound:
+            raise LinkRefused("You are no longer a member of that server.") from None
+        channel = guild.get_channel(link.channel_id) if link.channel_id is not None else None
+        if channel is None or not channel.permissions_for(member).view_channel:
+            raise LinkRefused("You can no longer see the channel this picture was made in.")
+        permissions = member.guild_permissions
+        roles = tuple(role.id for role in member.roles if role.id != guild.id)
+        age_restricted = bool(getattr(channel, "nsfw", False))
+        return roles, permissions.manage_guild or permissions.administrator, age_restricted
+
+
+def _anything_painted(png: bytes) -> bool:
+    with Image.open(io.BytesIO(png)) as mask:
+        return mask.convert("L").getbbox() is not None
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+class _HasRegionOffers(Protocol):
+    region_offer: RegionOffers
+
+
+class RegionModal(discord.ui.Modal):
+    def __init__(self, offers: RegionOffers, job_id: str, idx: int) -> None:
+        super().__init__(
+            title="Vary (Region)",
+            timeout=MODAL_TIMEOUT_S,
+            custom_id=f"easel:region-modal:{secrets.token_hex(8)}",
+        )
+        self._offers = offers
+        self.job_id = job_id
+        self.idx = idx
+        self.region = discord.ui.TextInput[RegionModal](
+            label="What to repaint (e.g. the sky)", max_length=MAX_REGION_CHARS
+        )
+        self.prompt = discord.ui.TextInput[RegionModal](
+            label="New prompt (optional)",
+            style=discord.TextStyle.paragraph,
+            required=False,
+            max_length=MAX_PROMPT_CHARS,
+        )
+        self.add_item(self.region)
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        await self._offers.submit_words(
+            interaction, self.job_id, self.idx, self.region.value, self.prompt.value
+        )
+
+    # discord.py's stubs give Modal.on_error the View's signature; at run time it has this one.
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction[Any], error: Exception, /
+    ) -> None:
+        await report_error(interaction, error, "region modal")
+
+
+class WordsButton(
+    JobButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"easel:region-words:(?P<job_id>[0-9a-f]{16}):(?P<idx>[0-3])",
+):
+    """Under the Vary (Region) choice: opens the words modal."""
+
+    action, label = "region-words", "Describe it in words"
+    style = discord.ButtonStyle.primary
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        idx = self.idx
+        assert idx is not None  # the template always holds a picture index
+        await clicked_job(interaction, self.job_id)
+        offers = cast(_HasRegionOffers, interaction.client).region_offer
+        await offers.ask_for_words(interaction, self.job_id, idx)

@@ -1,0 +1,81 @@
+"""The Remix modal: a result's prompt, negative prompt and main settings to edit, then the
+edited job is submitted for whoever submits it (bot.remix reads the fields)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import discord
+
+from bot.remix import RemixFields, remix_fields, remix_request
+from bot.requests import MAX_PROMPT_CHARS
+from cogs.common import submit_from_interaction
+from cogs.errors import report_error
+from inference.types import RenderRequest
+
+# A modal lives in memory until submitted; one left open is dropped after this long.
+MODAL_TIMEOUT_S = 15 * 60
+
+
+class RemixModal(discord.ui.Modal):
+    def __init__(self, job_id: str, original: RenderRequest, *, private: bool) -> None:
+        # A fresh custom_id per modal: two members remixing the same job never collide.
+        super().__init__(
+            title=f"Remix {job_id}",
+            timeout=MODAL_TIMEOUT_S,
+            custom_id=f"easel:remix-modal:{secrets.token_hex(8)}",
+        )
+        self.job_id = job_id
+        self.original = original
+        self.private = private
+        filled = remix_fields(original)
+        self.prompt = discord.ui.TextInput[RemixModal](
+            label="Prompt (inline flags such as --ar work)",
+            style=discord.TextStyle.paragraph,
+            default=filled.prompt,
+            max_length=MAX_PROMPT_CHARS,
+        )
+        self.negative = discord.ui.TextInput[RemixModal](
+            label="Negative prompt",
+            style=discord.TextStyle.paragraph,
+            default=filled.negative,
+            required=False,
+            max_length=MAX_PROMPT_CHARS,
+        )
+        self.seed = discord.ui.TextInput[RemixModal](
+            label="Seed (keep it, or clear it for a new one)",
+            default=filled.seed,
+            required=False,
+            max_length=20,
+        )
+        self.steps_cfg = discord.ui.TextInput[RemixModal](
+            label="Steps, CFG scale", default=filled.steps_cfg, max_length=20
+        )
+        self.size_sampler = discord.ui.TextInput[RemixModal](
+            label="Size (WxH, W:H or auto), sampler", default=filled.size_sampler, max_length=64
+        )
+        for field in (self.prompt, self.negative, self.seed, self.steps_cfg, self.size_sampler):
+            self.add_item(field)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        fields = RemixFields(
+            prompt=self.prompt.value,
+            negative=self.negative.value,
+            seed=self.seed.value,
+            steps_cfg=self.steps_cfg.value,
+            size_sampler=self.size_sampler.value,
+        )
+        await submit_from_interaction(
+            interaction,
+            "remix",
+            remix_request(self.original, fields),
+            self.job_id,
+            private=self.private,
+        )
+
+    # discord.py's Modal.on_error drops the View's ``item`` argument, as here.
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction[Any], error: Exception, /
+    ) -> None:
+        await report_error(interaction, error, "remix modal")

@@ -1,0 +1,101 @@
+"""Rendering from another picture's settings: ``/use-settings`` (a pasted infotext or a PNG)
+and the "Use settings" message menu. What cannot be honoured is said under the result."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.images import infotext_of
+from bot.infotext_import import MAX_INFOTEXT_CHARS, installed_in, request_from_infotext_text
+from bot.user_errors import UserError
+from cogs.common import services_of, submit_from_interaction
+from cogs.info import describe_infotext, picture_of, read_attachment
+from cogs.results.story import journaled_infotext, own_upload_infotext
+from cogs.visibility import check_member_may_use
+
+# Discord's longest text option.
+MAX_PASTED_CHARS = min(6000, MAX_INFOTEXT_CHARS)
+
+
+class UseSettingsCog(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self._bot = bot
+        self._menu = app_commands.ContextMenu(name="Use settings", callback=self.use_settings_menu)
+
+    async def cog_load(self) -> None:
+        self._bot.tree.add_command(self._menu)
+
+    async def cog_unload(self) -> None:
+        self._bot.tree.remove_command(self._menu.name, type=self._menu.type)
+
+    @app_commands.command(
+        name="use-settings",
+        description="Render from a picture's settings (web UI or Civitai infotext, or its PNG)",
+    )
+    @app_commands.describe(
+        infotext="The settings as text: prompt, 'Negative prompt: …' and 'Steps: …, Seed: …'",
+        image="Or: a PNG that carries them (saved by Easel or the web UI)",
+    )
+    async def use_settings(
+        self,
+        interaction: discord.Interaction[Any],
+        infotext: app_commands.Range[str, 1, MAX_PASTED_CHARS] | None = None,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        if image is not None and infotext is None:
+            await _render(interaction, await _infotext_in(interaction, image))
+        elif infotext is not None and image is None:
+            await _render(interaction, infotext)
+        else:
+            raise UserError("Give either `infotext` (the pasted settings) or `image` (a PNG).")
+
+    async def use_settings_menu(
+        self, interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        check_member_may_use(interaction, message)
+        picture = picture_of(message, "Use settings")
+        await _render(interaction, await _infotext_in(interaction, picture, message))
+
+
+async def _infotext_in(
+    interaction: discord.Interaction[Any],
+    image: discord.Attachment,
+    message: discord.Message | None = None,
+) -> str:
+    infotext = infotext_of(await read_attachment(image))
+    if infotext is None:
+        # Easel's own result whose PNG text was lost on the way: the journal remembers.
+        if message is None:
+            infotext = await own_upload_infotext(interaction, image.filename)
+        else:
+            infotext = await journaled_infotext(interaction, message, image.filename)
+    if infotext is None:
+        raise UserError(describe_infotext(image.filename, None))
+    return infotext
+
+
+async def _render(interaction: discord.Interaction[Any], infotext: str) -> None:
+    """The settings as an /imagine job: the same prompt cap, server rules, banned words and
+    quota, through the same submission."""
+    services = services_of(interaction)
+    guild_default = (
+        None
+        if interaction.guild_id is None
+        else (await services.guild_policy.settings(interaction.guild_id)).default_model
+    )
+    default_model = guild_default or services.default_model
+    # Off the loop: folder scans, and the first look at a model's hash reads its file.
+    imported = await asyncio.to_thread(
+        lambda: request_from_infotext_text(
+            infotext, installed_in(services.registry, default_model), services.request_defaults
+        )
+    )
+    personal = await services.member_settings.get(interaction.user.id)
+    await submit_from_interaction(
+        interaction, "imagine", imported.request, private=personal.private_results
+    )

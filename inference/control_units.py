@@ -1,0 +1,181 @@
+"""ControlNet units of a request: what each asks for (preprocessor, model, map picture,
+weight, guidance window), read from ``options["controlnet"]`` and checked, and the ControlNet
+models under ``EASEL_MODELS_DIR``. Pure Python (no torch), so the bot and the CLI refuse a bad
+unit before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference.registry import SIDECAR_SUFFIX
+from inference.types import RenderInputError, RenderRequest
+
+OPTION_KEY = "controlnet"
+# Preprocessors by the web UI ControlNet extension's module names; "none": the picture
+# already is the map.
+CONTROL_TYPES = ("canny", "tile", "lineart", "softedge", "depth", "openpose", "none")
+# The web UI's own folder name first, then a lower-case one.
+CONTROLNET_FOLDERS = ("ControlNet", "controlnet")
+# Local annotator models live here, one folder per preprocessor that needs weights.
+ANNOTATORS_FOLDER = "annotators"
+MAX_CONTROL_UNITS = 3
+MAX_CONTROL_WEIGHT = 2.0
+# The web UI's default resize mode: the map is scaled to cover the picture, then cropped.
+RESIZE_MODE = "Crop and Resize"
+# A diffusers ControlNet folder holds these.
+DIFFUSERS_CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet: ``image`` is a PNG path (as the request's other pictures);
+    ``model`` None picks an installed ControlNet for ``module`` and the checkpoint's family."""
+
+    module: str
+    image: str
+    model: str | None = None
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+
+    def active_at(self, progress: float) -> bool:
+        """Whether the unit guides the step at ``progress`` (0: first step, 1: the end)."""
+        return self.guidance_start <= progress <= self.guidance_end
+
+
+def _number(unit: Mapping[str, Any], key: str, default: float, high: float) -> float:
+    value = unit.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RenderInputError(f"control {key.replace('_', ' ')} must be a number, got {value!r}")
+    if not 0.0 <= value <= high:
+        raise RenderInputError(
+            f"control {key.replace('_', ' ')} must be between 0 and {high:g}, got {value:g}"
+        )
+    return float(value)
+
+
+def control_units(options: Mapping[str, Any]) -> list[ControlUnit]:
+    """The request's ControlNet units, checked; a message names the first problem."""
+    raw = options.get(OPTION_KEY) or []
+    if not isinstance(raw, list) or len(raw) > MAX_CONTROL_UNITS:
+        raise RenderInputError(f"a request takes 1 to {MAX_CONTROL_UNITS} ControlNet units")
+    units = []
+    for unit in raw:
+        if not isinstance(unit, dict):
+            raise RenderInputError(f"a ControlNet unit must be a mapping, got {unit!r}")
+        module = str(unit.get("module", ""))
+        if module not in CONTROL_TYPES:
+            raise RenderInputError(
+                f"unknown control type {module!r}; choose one of {', '.join(CONTROL_TYPES)}"
+            )
+        image = unit.get("image")
+        if not isinstance(image, str) or not image:
+            raise RenderInputError(f"the {module} control needs a picture")
+        model = unit.get("model")
+        start = _number(unit, "guidance_start", 0.0, 1.0)
+        end = _number(unit, "guidance_end", 1.0, 1.0)
+        if start > end:
+            raise RenderInputError(
+                f"control start ({start:g}) must not be after control end ({end:g})"
+            )
+        units.append(
+            ControlUnit(
+                module=module,
+                image=image,
+                model=None if model is None else str(model),
+                weight=_number(unit, "weight", 1.0, MAX_CONTROL_WEIGHT),
+                guidance_start=start,
+                guidance_end=end,
+            )
+        )
+    return units
+
+
+def with_control_units(request: RenderRequest, units: Sequence[ControlUnit]) -> RenderRequest:
+    """``request`` guided by ``units`` (checked, with their pictures' paths kept as given)."""
+    options = {**request.options, OPTION_KEY: [dataclasses.asdict(unit) for unit in units]}
+    controlled = dataclasses.replace(request, options=options)
+    control_units(controlled.options)
+    return controlled
+
+
+def controlnet_files(models_dir: Path) -> dict[str, Path]:
+    """Installed ControlNets by name: ``.safetensors`` files (subfolders included, as in the
+    web UI) and diffusers folders (``config.json`` + weights); the first one found wins.
+    Pickled ``.pth`` files are not listed: they could run code when loaded."""
+    found: dict[str, Path] = {}
+    seen: set[Path] = set()
+    for folder_name in CONTROLNET_FOLDERS:
+        folder = models_dir / folder_name
+        # On a case-insensitive disk both names are one folder.
+        if not folder.is_dir() or folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for path in sorted(folder.rglob("*")):
+            parts = path.relative_to(folder).parts
+            # Annotators, sidecar configs and a diffusers folder's own files are no models.
+            inside = [folder.joinpath(*parts[:depth]) for depth in range(1, len(parts))]
+            if ANNOTATORS_FOLDER in parts[:1] or any(
+                part.endswith(SIDECAR_SUFFIX) for part in parts
+            ):
+                continue
+            if any((parent / DIFFUSERS_CONFIG).is_file() for parent in inside):
+                continue
+            if path.is_dir() and (path / DIFFUSERS_CONFIG).is_file():
+                found.setdefault(path.name, path)
+            elif path.is_file() and path.suffix == ".safetensors":
+                found.setdefault(path.stem, path)
+    return found
+
+
+def check_control_models(units: Sequence[ControlUnit], models_dir: Path) -> None:
+    """Refuse a unit whose ControlNet is not installed (before any model loads)."""
+    if not units:
+        return
+    installed = controlnet_files(models_dir)
+    if not installed:
+        raise RenderInputError(
+            f"no ControlNet models in {models_dir / CONTROLNET_FOLDERS[0]}: put a ControlNet "
+            "there as a .safetensors file or a diffusers folder"
+        )
+    for unit in units:
+        if unit.model is not None and unit.model not in installed:
+            raise RenderInputError(
+                f"unknown ControlNet model {unit.model!r}; available: "
+                f"{', '.join(sorted(installed))}"
+            )
+
+
+def control_infotext(index: int, unit: ControlUnit, model_label: str) -> dict[str, str]:
+    """One unit as the web UI ControlNet extension writes it: ``ControlNet 0: "Module: ...,
+    Model: name [hash], Weight: 1, ..."``."""
+    fields = {
+        "Module": unit.module,
+        "Model": model_label,
+        "Weight": unit.weight,
+        "Resize Mode": RESIZE_MODE,
+        "Guidance Start": unit.guidance_start,
+        "Guidance End": unit.guidance_end,
+    }
+    text = ", ".join(f"{key}: {_plain(value)}" for key, value in fields.items())
+    return {f"ControlNet {index}": text}
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def parse_control_infotext(value: str) -> dict[str, str]:
+    """A ``ControlNet N`` infotext value back as its fields (the model keeps its hash)."""
+    fields = {}
+    for pair in value.split(", "):
+        key, _, field = pair.partition(": ")
+        fields[key] = field
+    return fields

@@ -1,0 +1,179 @@
+"""What the lists show about a model file, read from its header only (never its weights):
+a checkpoint's family, a LoRA's or embedding's base model and trigger words (the kohya
+``ss_*`` and ``modelspec.*`` metadata keys).
+
+Pure Python (no torch): a ``.safetensors`` file starts with an 8-byte length and that many
+bytes of JSON naming every tensor (with its shape) and, under ``__metadata__``, strings.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference.registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+# safetensors itself refuses headers above 100 MB; a list reads no more.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
+# One tensor name that only each family's text encoder has (shipped config folder, name).
+FAMILY_MARKERS = (
+    ("sdxl-base", "conditioner.embedders.1.model.ln_final.weight"),
+    ("sd2-v", "cond_stage_model.model.ln_final.weight"),
+    ("sd15", "cond_stage_model.transformer.text_model.final_layer_norm.weight"),
+)
+FAMILY_NAMES = {
+    "sd15": "SD 1.5",
+    "sd15-inpainting": "SD 1.5 inpainting",
+    "sd2-v": "SD 2.x",
+    "sdxl-base": "SDXL",
+}
+# kohya's ss_base_model_version and the start of modelspec.architecture, as people say them.
+_BASE_MODELS = (
+    ("sdxl", "SDXL"),
+    ("stable-diffusion-xl", "SDXL"),
+    ("sd_v2", "SD 2.x"),
+    ("stable-diffusion-v2", "SD 2.x"),
+    ("sd_v1", "SD 1.5"),
+    ("stable-diffusion-v1", "SD 1.5"),
+    ("flux", "FLUX"),
+    ("sd3", "SD 3"),
+    ("stable-diffusion-v3", "SD 3"),
+)
+UNKNOWN = "unknown"
+MAX_TRIGGER_WORDS = 5
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A LoRA's or embedding's card: base model and trigger words (most used tags first)."""
+
+    base_model: str
+    trigger_words: tuple[str, ...]
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a ``.safetensors`` file (``ValueError`` if it is not one)."""
+    with path.open("rb") as stream:
+        prefix = stream.read(8)
+        if len(prefix) != 8:
+            raise ValueError(f"{path.name} is too short to be a safetensors file")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER_BYTES:
+            raise ValueError(f"{path.name} announces a {length}-byte header, over the limit")
+        raw = stream.read(length)
+    if len(raw) != length:
+        raise ValueError(f"{path.name} ends inside its header")
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name}'s header is not a JSON object")
+    return header
+
+
+def network_info(path: Path) -> NetworkInfo:
+    """What ``path``'s metadata says (``unknown`` and no words when it says nothing, or the
+    file cannot be read)."""
+    stat = path.stat()
+    return _network_info(path, stat.st_mtime_ns, stat.st_size)
+
+
+def checkpoint_family(entry: ModelEntry) -> str:
+    """The model family as people say it (``SDXL``), from a diffusers folder's configs or a
+    single file's tensor names; pickles are not opened for a list."""
+    try:
+        if entry.format == "diffusers":
+            return _diffusers_family(entry.path)
+        if entry.format == "safetensors":
+            stat = entry.path.stat()
+            return _file_family(entry.path, stat.st_mtime_ns, stat.st_size)
+    except (OSError, ValueError) as error:
+        log.info("cannot read %s for its family: %s", entry.path, error)
+    return UNKNOWN
+
+
+def family_from_tensors(header: dict[str, Any]) -> str | None:
+    """The shipped config folder (``sd15``, ``sdxl-base``...) that fits these tensor names
+    and the UNet's input channels, or None when no family's marker is there."""
+    family = next((family for family, marker in FAMILY_MARKERS if marker in header), None)
+    conv = header.get(UNET_INPUT_CONV)
+    in_channels = conv["shape"][1] if isinstance(conv, dict) else None
+    if family == "sd15" and in_channels == 9:
+        return "sd15-inpainting"
+    return family
+
+
+def trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
+    """``modelspec.trigger_phrase`` when set, else the most frequent training tags."""
+    phrase = metadata.get("modelspec.trigger_phrase", "").strip()
+    if phrase:
+        words = [word.strip() for word in phrase.split(",")]
+        return tuple(word for word in words if word)[:MAX_TRIGGER_WORDS]
+    try:
+        datasets = json.loads(metadata.get("ss_tag_frequency", "{}"))
+    except ValueError:
+        return ()
+    counts: Counter[str] = Counter()
+    for tags in datasets.values() if isinstance(datasets, dict) else ():
+        if isinstance(tags, dict):
+            counts.update({str(tag).strip(): int(n) for tag, n in tags.items() if _is_count(n)})
+    return tuple(tag for tag, _ in counts.most_common(MAX_TRIGGER_WORDS) if tag)
+
+
+def base_model(metadata: dict[str, str]) -> str:
+    for key in ("ss_base_model_version", "modelspec.architecture"):
+        value = metadata.get(key, "").strip().casefold()
+        for prefix, name in _BASE_MODELS:
+            if value.startswith(prefix):
+                return name
+    return UNKNOWN
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_info(path: Path, mtime_ns: int, size: int) -> NetworkInfo:
+    """Cached by modification time and size: a list reads each changed file once."""
+    try:
+        metadata = safetensors_header(path).get("__metadata__") or {}
+    except (OSError, ValueError) as error:
+        log.info("cannot read the metadata of %s: %s", path, error)
+        return NetworkInfo(UNKNOWN, ())
+    metadata = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+    return NetworkInfo(base_model(metadata), trigger_words(metadata))
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_family(path: Path, mtime_ns: int, size: int) -> str:
+    header = safetensors_header(path)
+    metadata = header.get("__metadata__")
+    if isinstance(metadata, dict) and (said := base_model(metadata)) != UNKNOWN:
+        return said
+    family = family_from_tensors(header)
+    return UNKNOWN if family is None else FAMILY_NAMES[family]
+
+
+def _diffusers_family(folder: Path) -> str:
+    index = json.loads((folder / "model_index.json").read_text())
+    pipeline = str(index.get("_class_name", ""))
+    if "XL" in pipeline:
+        return FAMILY_NAMES["sdxl-base"]
+    unet = folder / "unet" / "config.json"
+    if unet.is_file() and json.loads(unet.read_text()).get("in_channels") == 9:
+        return FAMILY_NAMES["sd15-inpainting"]
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    if (
+        scheduler.is_file()
+        and json.loads(scheduler.read_text()).get("prediction_type") == "v_prediction"
+    ):
+        return FAMILY_NAMES["sd2-v"]
+    return FAMILY_NAMES["sd15"]

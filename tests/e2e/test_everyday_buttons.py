@@ -1,0 +1,163 @@
+"""Remix, Delete, DM me and the "results by DM" setting, through the fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+
+from inference.infotext import infotext_from_png, parse_infotext
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    imagine,
+    reply_to,
+)
+from tests.e2e.test_clicks_by_others import images_today
+from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.payloads import DEFAULT_MEMBER_PERMISSIONS
+from tests.fake_discord.rules import walk_components
+
+OTHER = 5252
+MODERATOR = 5353
+MANAGE_MESSAGES = 1 << 13
+
+
+def modal_fields(modal: dict[str, object]) -> dict[str, tuple[str, str]]:
+    """The modal's text inputs: label -> (custom_id, filled-in value)."""
+    components = modal["components"]
+    assert isinstance(components, list)
+    return {
+        c["label"]: (c["custom_id"], c.get("value") or "")
+        for c in walk_components(components)
+        if c.get("type") == 4  # text input
+    }
+
+
+def params_of(message: StoredMessage) -> tuple[str, str, dict[str, object]]:
+    infotext = infotext_from_png(message.attachments[0].data)
+    assert infotext is not None
+    return parse_infotext(infotext)
+
+
+async def until_deleted(message: StoredMessage) -> None:
+    for _ in range(200):  # 10 s
+        if message.deleted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"message {message.id} was not deleted")
+
+
+def direct_messages(fake: FakeDiscord, user: int) -> list[StoredMessage]:
+    channel = fake.dm_channel_of(user)
+    return [m for m in fake.messages.values() if m.channel_id == channel and not m.deleted]
+
+
+async def test_remix_renders_the_edited_job_for_the_member_who_submits_it(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
+    async with start_easel() as bot:
+        original = await imagine(fake_discord, "a red barn", negative="fog", seed=77)
+
+        opened = await fake_discord.click(original, label="Remix", user=OTHER)
+        fields = modal_fields(await opened.wait_for_modal())
+        values = {custom_id: value for custom_id, value in fields.values()}
+        prompt_id, prompt = next(v for label, v in fields.items() if label.startswith("Prompt"))
+        assert prompt == "a red barn"
+        assert fields["Negative prompt"][1] == "fog"
+        steps_id = fields["Steps, CFG scale"][0]
+
+        # A bad field is one private sentence; nothing is queued or charged.
+        bad = await fake_discord.submit_modal(opened, {**values, steps_id: "many, 7"}, user=OTHER)
+        refusal = await bad.wait_for_original(lambda m: "steps and CFG" in m.content)
+        assert refusal.is_ephemeral
+
+        # The seed field kept: the same seed with the edited prompt.
+        kept = await fake_discord.submit_modal(
+            opened, {**values, prompt_id: "a blue barn --no snow"}, user=OTHER
+        )
+        remixed = await kept.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        prompt_read, negative, params = params_of(remixed)
+        assert (prompt_read, negative, params["Seed"]) == ("a blue barn", "fog, snow", 77)
+        assert params["Steps"] == 2 and params["Size"] == "64x64"
+        assert f"<@{OTHER}>" in remixed.content
+
+        # A modal is submitted once; a new one, with the seed field cleared: a new seed.
+        reopened = await fake_discord.click(original, label="Remix", user=OTHER)
+        refilled = modal_fields(await reopened.wait_for_modal())
+        cleared = {
+            custom_id: "" if label.startswith("Seed") else value
+            for label, (custom_id, value) in refilled.items()
+        }
+        fresh = await fake_discord.submit_modal(reopened, cleared, user=OTHER)
+        reseeded = await fresh.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert params_of(reseeded)[2]["Seed"] != 77
+
+        guild = fake_discord.guild_id
+        assert await images_today(bot.services, OTHER, guild) == 2
+        assert await images_today(bot.services, fake_discord.user_id, guild) == 1
+
+
+async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
+    fake_discord.add_member(
+        MODERATOR, "mod", permissions=DEFAULT_MEMBER_PERMISSIONS | MANAGE_MESSAGES
+    )
+    async with start_easel():
+        first = await imagine(fake_discord, "a lighthouse")
+        refused = await fake_discord.click(first, label="Delete", user=OTHER)
+        answer = await refused.wait_for_original(lambda m: "Manage Messages" in m.content)
+        assert answer.is_ephemeral and not first.deleted
+
+        await fake_discord.click(first, label="Delete", user=MODERATOR)
+        await until_deleted(first)
+        second = await imagine(fake_discord, "a windmill", count=2)
+
+        # DM me: the clicker gets the pictures (with their infotext) and only a Delete button.
+        asked = await fake_discord.click(second, label="DM me", user=OTHER)
+        await asked.wait_for_original(lambda m: "Sent to your direct messages" in m.content)
+        [copy] = direct_messages(fake_discord, OTHER)
+        assert len(copy.attachments) == 2
+        assert params_of(copy)[0] == "a windmill"
+        assert len(copy.custom_ids) == 1 and copy.custom_ids[0].startswith("easel:delete:")
+        await fake_discord.click(copy, label="Delete", user=OTHER)
+        await until_deleted(copy)
+
+        # Closed direct messages: one private sentence.
+        fake_discord.revoke_send_messages(fake_discord.dm_channel_of(fake_discord.user_id))
+        closed = await fake_discord.click(second, label="DM me")
+        sentence = await closed.wait_for_original(lambda m: "cannot send you" in m.content)
+        assert sentence.is_ephemeral
+
+        await fake_discord.click(second, label="Delete")
+        await until_deleted(second)
+
+
+async def test_results_by_dm_sends_each_result_to_the_member_too(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        await imagine(fake_discord, "a harbour at dusk")  # the setting is off by default
+        saved = await reply_to(fake_discord, "settings", {"results_by_dm": True})
+        assert "results by DM too: yes" in saved.content
+        result = await imagine(fake_discord, "a harbour at dawn")
+        direct = fake_discord.dm_channel_of(fake_discord.user_id)
+        copy = await fake_discord.wait_for_channel_message(has_picture, channel=direct)
+        assert copy.attachments[0].data == result.attachments[0].data
+        assert all(c.startswith("easel:delete:") for c in copy.custom_ids)
+        assert direct_messages(fake_discord, fake_discord.user_id) == [copy]
+
+        # A comparison's copy is its labelled grid, one file: its cells can outnumber the
+        # 10 files a message may carry.
+        axes = {"x": "seed", "x_values": "1, 2", "y": "cfg", "y_values": "3, 9"}
+        plot_handle = await fake_discord.invoke_command(
+            "compare", {"prompt": "a harbour", **axes, **QUICK}
+        )
+        plot = await plot_handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        plot_copy = await fake_discord.wait_for_channel_message(
+            lambda m: has_picture(m) and m.id != copy.id, channel=direct
+        )
+        assert [a.data for a in plot_copy.attachments] == [plot.attachments[0].data]

@@ -1,0 +1,130 @@
+"""/models, /loras, /embeddings, /wildcards and /imagine's lora pick through the fake Discord:
+paged, searchable, the server's model rules applied, LoRA cards read from file metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bot.app import build
+from inference.infotext import infotext_from_png
+from inference.tiny import write_tiny_embedding, write_tiny_lora
+from tests.e2e.conftest import easel_settings
+from tests.e2e.helpers import imagine, reply_to
+from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.fixtures import running_bot
+
+FILLERS = [f"filler-{index:02}" for index in range(10)]
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, tiny_models_dir: Path) -> Path:
+    """Two models (``tiny`` and ``other``, the same tiny weights), a real tiny LoRA whose
+    kohya metadata names its base model and tags, ten header-only LoRAs and an SDXL one, an
+    embedding."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("tiny", "other"):
+        (models / name).symlink_to(tiny_models_dir / "tiny", target_is_directory=True)
+    tags = {"10_cat": {"red cat": 12, "whiskers": 7}, "2_misc": {"whiskers": 1, "sofa": 2}}
+    write_tiny_lora(
+        models / "lora" / "red-cat.safetensors",
+        metadata={"ss_tag_frequency": json.dumps(tags), "ss_base_model_version": "sd_v1"},
+    )
+    # The lists read headers only: these files need no real weights.
+    for name, base in [*((filler, "sd_v1") for filler in FILLERS), ("xl-style", "sdxl_base_v1-0")]:
+        save_file(
+            {"w": torch.zeros(1)},
+            str(models / "lora" / f"{name}.safetensors"),
+            {"ss_base_model_version": base},
+        )
+    write_tiny_embedding(models / "embeddings" / "bad-hands.safetensors")
+    return models
+
+
+def lines_of(message: StoredMessage) -> list[str]:
+    [embed] = message.embeds
+    return [line for line in embed["description"].split("\n\n")[0].splitlines() if line]
+
+
+def footer_of(message: StoredMessage) -> str:
+    return str(message.embeds[0]["footer"]["text"])
+
+
+async def test_lists_page_search_and_follow_the_servers_rules(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path
+) -> None:
+    fake = fake_discord
+    wildcards = tmp_path / "wildcards"
+    wildcards.mkdir()
+    (wildcards / "colors.txt").write_text("red\nblue\n")
+    (wildcards / "animals.txt").write_text("cat\ndog\n")
+    settings = easel_settings(fake, tmp_path / "data", models_dir, wildcards)
+    async with running_bot(fake, build(settings)):
+        loras = await reply_to(fake, "loras")
+        assert loras.is_ephemeral
+        assert loras.embeds[0]["title"] == "LoRAs (12)" and footer_of(loras) == "Page 1/2"
+        first_page = lines_of(loras)
+        assert len(first_page) == 10 and first_page[0].startswith("`<lora:filler-00:0.8>`")
+        assert loras.component(label="◀")["disabled"] is True
+        click = await fake.click(loras, label="▶")
+        await click.wait_for_ack()
+        assert click.response_type == 7  # the same message shows the next page
+        assert footer_of(loras) == "Page 2/2"
+        assert lines_of(loras) == [
+            "`<lora:red-cat:0.8>` — base model SD 1.5; trigger words: red cat, whiskers, sofa",
+            "`<lora:xl-style:0.8>` — base model SDXL",
+        ]
+        assert loras.component(label="▶")["disabled"] is True
+
+        # Search looks at names, base models and trigger words.
+        searched = await reply_to(fake, "loras", {"search": "sdxl"})
+        assert lines_of(searched) == ["`<lora:xl-style:0.8>` — base model SDXL"]
+        assert not searched.custom_ids  # one page: no buttons
+        nothing = await reply_to(fake, "loras", {"search": "zebra"})
+        assert lines_of(nothing) == ["Nothing matches “zebra”."]
+
+        models = await reply_to(fake, "models")
+        assert lines_of(models) == ["`other` — SD 1.5", "`tiny` — SD 1.5"]
+        await reply_to(
+            fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=fake.owner_id
+        )
+        models = await reply_to(fake, "models")
+        assert lines_of(models) == ["`tiny` — SD 1.5"]
+
+        embeddings = await reply_to(fake, "embeddings")
+        assert lines_of(embeddings) == ["`bad-hands` — base model unknown"]
+        listed = await reply_to(fake, "wildcards", {"search": "o"})
+        assert lines_of(listed) == ["`__colors__`"]
+
+
+async def test_imagine_picks_a_lora_by_its_trigger_words(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path
+) -> None:
+    fake = fake_discord
+    async with running_bot(fake, build(easel_settings(fake, tmp_path / "data", models_dir))):
+        choices = await fake.autocomplete(
+            "imagine", {"prompt": "a cat", "lora": "whisk"}, focused="lora"
+        )
+        assert choices == [
+            {
+                "name": "red-cat — base model SD 1.5; trigger words: red cat, whiskers, sofa",
+                "value": "red-cat",
+            }
+        ]
+        result = await imagine(fake, "a cat", lora="red-cat", seed=3)
+        infotext = infotext_from_png(result.attachments[0].data)
+        assert infotext is not None and infotext.startswith("a cat <lora:red-cat:0.8>\n")
+        assert "Prompt warnings" not in infotext  # the LoRA was found and applied
+        assert "red-cat" in infotext.splitlines()[-1]  # its hash is recorded
+        unknown = await reply_to(
+            fake, "imagine", {"prompt": "a cat", "lora": "nope", "steps": 2, "size": "64x64"}
+        )
+        assert unknown.is_ephemeral
+        assert (
+            "There is no LoRA named 'nope'; `/loras` lists the installed ones." in unknown.content
+        )

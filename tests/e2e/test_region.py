@@ -1,0 +1,227 @@
+"""Vary (Region) through the fake Discord with the real tiny model: the mask editor page in a
+real headless Chromium (Debian's, driven by Playwright), refused links, and regions in words
+(a tiny random CLIPSeg)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from PIL import Image
+from playwright.async_api import async_playwright
+
+from bot.app import EaselBot, build
+from inference.segment import write_tiny_clipseg
+from tests.e2e.conftest import easel_settings
+from tests.e2e.helpers import RENDER_TIMEOUT_S, has_picture, imagine, job_id_of, reply_to
+from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.fixtures import running_bot
+from tests.fake_discord.rules import walk_components
+
+StartRegionEasel = Callable[..., AbstractAsyncContextManager[EaselBot]]
+PICTURE = {"size": "128x128"}
+# Where the test paints on the 128x128 picture, shown at its own size: a band across row 24
+# with the mouse, a dot with a finger.
+STROKE_ROW, STROKE_FROM, STROKE_TO, BRUSH = 24, 16, 112, 10
+TAP = (96, 96)
+VIEW_CHANNEL = 1 << 10
+
+
+@pytest.fixture(scope="module")
+def region_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path) -> Path:
+    """The tiny checkpoint beside a tiny random CLIPSeg in ``clipseg/``."""
+    directory = tmp_path_factory.mktemp("region-models")
+    (directory / "tiny").symlink_to(tiny_models_dir / "tiny", target_is_directory=True)
+    write_tiny_clipseg(directory / "clipseg")
+    return directory
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def start_region_easel(
+    fake_discord: FakeDiscord, tmp_path: Path, region_models_dir: Path
+) -> StartRegionEasel:
+    """Easel with the mask editor on a free loopback port (``web=False``: without it)."""
+
+    @asynccontextmanager
+    async def start(web: bool = True) -> AsyncIterator[EaselBot]:
+        settings = easel_settings(fake_discord, tmp_path / "data", region_models_dir)
+        if web:
+            port = _free_port()
+            settings = settings.model_copy(
+                update={
+                    "public_url": f"http://127.0.0.1:{port}",
+                    "web_addr": f"127.0.0.1:{port}",
+                }
+            )
+        bot = build(settings)
+        async with running_bot(fake_discord, bot):
+            yield bot
+
+    return start
+
+
+def link_of(message: StoredMessage) -> str:
+    [url] = [c["url"] for c in walk_components(message.components) if c.get("url")]
+    return str(url)
+
+
+async def region_offer(fake: FakeDiscord, result: StoredMessage, user: int) -> StoredMessage:
+    click = await fake.click(result, label="Vary (Region)", user=user)
+    return await click.wait_for_original(lambda m: not m.is_loading)
+
+
+def mask_form(painted: bool) -> aiohttp.FormData:
+    buffer = io.BytesIO()
+    mask = Image.new("L", (64, 64), 0)
+    if painted:
+        mask.paste(255, (8, 8, 32, 32))
+    mask.save(buffer, format="PNG")
+    form = aiohttp.FormData()
+    form.add_field("mask", buffer.getvalue(), filename="mask.png", content_type="image/png")
+    form.add_field("prompt", "")
+    return form
+
+
+async def jobs_of(bot: EaselBot, user: int, guild: int) -> int:
+    return (await bot.services.history.page(user, 0, guild_id=guild)).total
+
+
+async def test_painted_region_is_inpainted_for_the_clicker(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    clicker = 424242424242424242
+    fake_discord.add_member(clicker, "painter", roles=(fake_discord.member_role_id,))
+    async with start_region_easel() as bot:
+        result = await imagine(fake_discord, "a lighthouse at dusk", **PICTURE)
+        link = link_of(await region_offer(fake_discord, result, clicker))
+        assert link.startswith(bot.settings.public_url + "/region/")
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+            )
+            page = await browser.new_page(has_touch=True)
+            await page.goto(link)
+            await page.wait_for_function("() => document.getElementById('mask').width === 128")
+            await page.locator("#size").fill(str(BRUSH))
+            box = await page.locator("#mask").bounding_box()
+            assert box is not None and round(box["width"]) == 128
+            await page.mouse.move(box["x"] + STROKE_FROM, box["y"] + STROKE_ROW)
+            await page.mouse.down()
+            await page.mouse.move(box["x"] + STROKE_TO, box["y"] + STROKE_ROW, steps=8)
+            await page.mouse.up()
+            await page.touchscreen.tap(box["x"] + TAP[0], box["y"] + TAP[1])  # a finger's dot
+            await page.fill("#prompt", "a lighthouse under a starry sky")
+            await page.click("#submit")
+            await page.wait_for_function(
+                "() => document.getElementById('status').textContent.startsWith('Queued')"
+            )
+            answer = await page.inner_text("#status")
+            await browser.close()
+
+        match = re.search(r"job ([0-9a-f]{16})", answer)
+        assert match is not None, answer
+        job_id = match.group(1)
+        posted = await fake_discord.wait_for_channel_message(
+            lambda m: has_picture(m) and f"job `{job_id}`" in m.content, timeout=RENDER_TIMEOUT_S
+        )
+        assert f"<@{clicker}>" in posted.content  # made for, and charged to, the clicker
+        assert "starry sky" in posted.content and job_id_of(posted) == job_id
+
+        request = await bot.queue.request_of(job_id)
+        assert request is not None and request.mode == "inpaint" and request.mask_image
+        with Image.open(request.mask_image) as mask:
+            grey = mask.convert("L")
+            assert grey.size == (128, 128)
+            assert grey.getpixel((64, STROKE_ROW)) == 255  # painted
+            assert grey.getpixel((STROKE_FROM + 2, STROKE_ROW)) == 255
+            assert grey.getpixel((64, STROKE_ROW + BRUSH)) == 0  # beside the stroke
+            assert grey.getpixel(TAP) == 255
+            assert grey.getpixel((20, 100)) == 0
+
+        # Single use: the same link again is refused, and queues nothing.
+        before = await jobs_of(bot, clicker, fake_discord.guild_id)
+        async with aiohttp.ClientSession() as http, http.get(link) as again:
+            assert again.status == 403 and "already used" in await again.text()
+        assert await jobs_of(bot, clicker, fake_discord.guild_id) == before
+
+
+async def test_forged_and_expired_links_are_refused(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    async with start_region_easel() as bot:
+        result = await imagine(fake_discord, "a quiet harbour")
+        offer = await region_offer(fake_discord, result, fake_discord.user_id)
+        link = link_of(offer)
+        # The other way to say where, offered beside the link: words, in a modal.
+        words = await fake_discord.click(offer, label="Describe it in words")
+        assert (await words.wait_for_modal())["title"] == "Vary (Region)"
+        payload, signature = link.rsplit(".", 1)
+        forged_signature = payload + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
+        other_job = payload[:-4] + ("AAAA" if payload[-4:] != "AAAA" else "BBBB")
+        before = await jobs_of(bot, fake_discord.user_id, fake_discord.guild_id)
+        form = aiohttp.FormData()
+        form.add_field("mask", b"not even a png", filename="mask.png")
+        form.add_field("prompt", "")
+
+        async with aiohttp.ClientSession() as http:
+            for forged in (forged_signature, f"{other_job}.{signature}", link + "x"):
+                async with http.get(forged) as shown:
+                    assert shown.status == 403 and "not one Easel made" in await shown.text()
+                async with http.post(forged, data=form) as posted:
+                    assert posted.status == 403
+            web = bot.region_offer.web
+            assert web is not None
+            real_clock = web.signer.clock
+            web.signer.clock = lambda: real_clock() + 16 * 60
+            async with http.get(link) as shown:
+                assert shown.status == 403 and "expired" in await shown.text()
+            async with http.post(link, data=form) as posted:
+                assert posted.status == 403 and "expired" in await posted.text()
+            web.signer.clock = real_clock
+            async with http.post(link, data=mask_form(painted=False)) as posted:
+                assert posted.status == 400 and "mask is empty" in await posted.text()
+            async with http.get(link) as shown:  # the genuine link still opens: nothing used it
+                assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
+
+            # The member can no longer see the channel: refused, as a click there would be.
+            fake_discord.set_overwrite(
+                fake_discord.channel_id, fake_discord.user_id, deny=VIEW_CHANNEL
+            )
+            await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers the change
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403 and "no longer see the channel" in await posted.text()
+        assert await jobs_of(bot, fake_discord.user_id, fake_discord.guild_id) == before
+
+
+async def test_region_in_words_is_segmented_and_inpainted(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    async with start_region_easel(web=False) as bot:
+        result = await imagine(fake_discord, "a meadow under clouds")
+        click = await fake_discord.click(result, label="Vary (Region)")
+        modal = await click.wait_for_modal()
+        inputs = [c["custom_id"] for c in walk_components(modal["components"]) if c["type"] == 4]
+        region_field, prompt_field = inputs
+        submitted = await fake_discord.submit_modal(
+            click, {region_field: "the sky", prompt_field: "a meadow under a red sky"}
+        )
+        posted = await submitted.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert "a meadow under a red sky" in posted.content
+        request = await bot.queue.request_of(job_id_of(posted))
+        assert request is not None and request.mode == "inpaint" and request.mask_image
+        with Image.open(request.mask_image) as mask:
+            assert mask.size == (64, 64) and mask.convert("L").getextrema()[1] == 255

@@ -1,0 +1,159 @@
+"""Rendering from a picture's settings through the fake Discord: the "Use settings" menu and
+/use-settings (pasted text or a PNG) give Easel's own picture back byte for byte, read Civitai's
+form, name what they cannot honour, and hold to the rules /imagine holds to."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from bot.jobs.accounting import Member
+from bot.policy.quota import Period
+from bot.policy.visibility import NOT_READABLE
+from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
+from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine, reply_to
+from tests.fake_discord import FakeDiscord, InteractionHandle, Overwrite, StoredMessage
+from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
+
+CIVITAI = (
+    "a lighthouse at dusk, <lora:missing-style:0.8>\n"
+    "Negative prompt: lowres\n"
+    "Steps: 2, Sampler: Restart, CFG scale: 5, Seed: 4242, Size: 64x64, Clip skip: 2, "
+    "Created Date: 2024-05-01T10:00:00.0000000Z, "
+    'Civitai resources: [{"type":"checkpoint","modelVersionId":128713}], '
+    'Hashes: {"model": "fedcba9876"}, Model: DreamShaper'
+)
+
+
+def picture(infotext: str | None) -> bytes:
+    image = Image.new("RGB", (64, 64), "teal")
+    if infotext is not None:
+        return png_with_infotext(image, infotext)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def rendered(handle: InteractionHandle) -> StoredMessage:
+    return await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+
+
+async def test_easel_s_own_settings_give_the_same_picture_again(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    async with start_easel():
+        first = await imagine(
+            fake,
+            "a (red:1.2) cat",
+            negative="blurry",
+            seed=77,
+            steps=3,
+            cfg=6.0,
+            sampler="DPM++ 2M Karras",
+        )
+        original = first.attachments[0].data
+        infotext = infotext_from_png(original)
+        assert infotext is not None
+        _prompt, _negative, params = parse_infotext(infotext)
+        assert (params["Sampler"], params["Schedule type"], params["RNG"]) == (
+            "DPM++ 2M",
+            "Karras",
+            "CPU",
+        )
+        assert str(params["Version"]).startswith("Easel ")
+
+        # The menu on a member's message carrying the PNG.
+        posted = await fake.post_user_message("look", attachments=[("cat.png", original)])
+        again = await rendered(await fake.invoke_message_command("Use settings", posted))
+        assert again.attachments[0].data == original
+        assert "not honoured" not in again.content
+
+        # Pasted as text: Discord's text options arrive on one line.
+        pasted = await rendered(
+            await fake.invoke_command("use-settings", {"infotext": infotext.replace("\n", " ")})
+        )
+        assert pasted.attachments[0].data == original
+        assert "not honoured" not in pasted.content
+
+
+async def test_civitai_settings_render_and_say_what_was_not_honoured(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        result = await rendered(
+            await fake_discord.invoke_command(
+                "use-settings", attachments={"image": ("civitai.png", picture(CIVITAI))}
+            )
+        )
+    content = result.content
+    assert "not honoured: sampler 'Restart' is not available here; Euler a is used" in content
+    assert "not honoured: unknown LoRA 'missing-style' ignored" in content
+    assert (
+        "not honoured: model 'DreamShaper' (hash fedcba9876) is not installed here; "
+        "'tiny' is used instead" in content
+    )
+    infotext = infotext_from_png(result.attachments[0].data)
+    assert infotext is not None
+    prompt, negative, params = parse_infotext(infotext)
+    assert (prompt, negative) == ("a lighthouse at dusk, <lora:missing-style:0.8>", "lowres")
+    assert (params["Seed"], params["Steps"], params["Size"]) == (4242, 2, "64x64")
+    assert (params["Sampler"], params["Model"], params["Clip skip"]) == ("Euler a", "tiny", 2)
+
+
+async def test_use_settings_keeps_the_rules_of_imagine(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    # Visible to everyone, but without Read Message History.
+    live_only = fake.add_text_channel(
+        "live", overwrites=[Overwrite(fake.guild_id, deny=PERMISSION_READ_MESSAGE_HISTORY)]
+    )
+    unreadable = await fake.post_user_message(
+        "now", user=fake.owner_id, channel=live_only, attachments=[("a.png", picture(CIVITAI))]
+    )
+    plain = await fake.post_user_message("plain", attachments=[("p.png", picture(None))])
+    long_prompt = "x" * 4001 + "\nSteps: 2, Sampler: Euler, Seed: 1, Size: 64x64"
+    async with start_easel() as bot:
+        await reply_to(
+            fake,
+            "easel-admin banned-word",
+            {"action": "add", "word": "cat"},
+            user=fake.owner_id,
+        )
+        refusals = [
+            (
+                await fake.invoke_message_command("Use settings", unreadable),
+                NOT_READABLE,
+            ),
+            (
+                await fake.invoke_message_command("Use settings", plain),
+                "carries no generation parameters",
+            ),
+            (
+                await fake.invoke_command(
+                    "use-settings", {"infotext": "a c\u200bat Steps: 2, Sampler: Euler, Seed: 3"}
+                ),
+                "The word 'cat' is banned on this server",
+            ),
+            (
+                await fake.invoke_command(
+                    "use-settings", attachments={"image": ("long.png", picture(long_prompt))}
+                ),
+                "at most 4,000",
+            ),
+            (
+                await fake.invoke_command("use-settings", {"infotext": "just a prompt"}),
+                "no generation settings found",
+            ),
+            (await fake.invoke_command("use-settings"), "Give either `infotext`"),
+        ]
+        for handle, refusal in refusals:
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral and refusal in reply.content, reply.content
+        assert bot.queue.queued_count() == 0
+        report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))
+        assert next(p.images for p in report.periods if p.period is Period.DAY) == 0
+    posted_by_easel = [m for m in fake.messages.values() if m.author_id == fake.bot_user_id]
+    assert not any(has_picture(message) for message in posted_by_easel)

@@ -1,0 +1,46 @@
+"""Masks from words with CLIPSeg: a tiny random model written locally, never downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.segment import segment, write_tiny_clipseg
+from inference.types import RenderInputError
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("models")
+    write_tiny_clipseg(directory / "clipseg")
+    return directory
+
+
+def picture(tmp_path: Path, size: tuple[int, int] = (96, 64)) -> Path:
+    path = tmp_path / "picture.png"
+    Image.new("RGB", size, "skyblue").save(path)
+    return path
+
+
+def test_the_mask_has_the_pictures_size_and_is_black_and_white(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    mask = segment(models_dir, picture(tmp_path), "the sky")
+    assert mask.mode == "L" and mask.size == (96, 64)
+    assert set(np.unique(np.asarray(mask))) <= {0, 255} and mask.getextrema()[1] == 255
+
+
+def test_without_a_model_the_sentence_names_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(RenderInputError, match=r"CLIPSeg.*" + str(tmp_path / "clipseg")):
+        segment(tmp_path, picture(tmp_path), "the sky")
+
+
+def test_nothing_matched_is_refused(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("inference.segment.MATCH_THRESHOLD", 1.01)  # no probability reaches it
+    with pytest.raises(RenderInputError, match="Nothing in the picture matched 'a dragon'"):
+        segment(models_dir, picture(tmp_path), "a dragon")

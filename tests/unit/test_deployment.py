@@ -1,0 +1,126 @@
+"""docker-compose.yml and the Dockerfile, read as Docker would read them (Docker cannot run in
+CI): the services, the settings they set, their volumes, GPUs and health checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.cli.main import COMMANDS
+from bot.settings import Settings, split_host_port
+
+ROOT = Path(__file__).parents[2]
+SETTING_NAMES = {str(field.validation_alias) for field in Settings.model_fields.values()}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(compose["services"])
+
+
+def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: s for name, s in services(compose).items() if s.get("command") == ["easel", "worker"]
+    }
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    return {str(key): str(value) for key, value in service.get("environment", {}).items()}
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source, for each of the service's volumes."""
+    found = {}
+    for entry in service.get("volumes", []):
+        # source:target[:mode]; a source may be ${VARIABLE:-default}, colon included.
+        spec, _, mode = entry.rpartition(":")
+        source, _, target = (spec if mode in {"ro", "rw"} else entry).rpartition(":")
+        found[target] = source
+    return found
+
+
+def test_the_bot_a_broker_and_a_worker_per_gpu(compose: dict[str, Any]) -> None:
+    bot = services(compose)["bot"]
+    assert bot["command"] == ["easel", "run"]
+    assert "nats" in services(compose)
+    assert "--jetstream" in services(compose)["nats"]["command"]
+    gpus = []
+    for worker in workers(compose).values():
+        [device] = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+        gpus.extend(device["device_ids"])
+        # The one GPU a container is given is cuda:0 inside it.
+        assert environment(worker)["EASEL_DEVICES"] == "cuda:0"
+    assert "0" in gpus and len(gpus) == len(set(gpus)) >= 2, gpus
+
+
+def test_every_setting_named_is_a_real_one_with_a_valid_value(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        env = environment(service)
+        unknown = {key for key in env if key.startswith(("EASEL_", "DISCORD_"))} - SETTING_NAMES
+        assert not unknown, f"{name} sets {unknown}, which bot/settings.py does not read"
+        if name != "nats":
+            Settings(_env_file=None, **env)  # type: ignore[call-arg]
+
+
+def test_bot_and_workers_use_the_broker_once_it_is_healthy(compose: dict[str, Any]) -> None:
+    nats_port = 4222
+    for name in ["bot", *workers(compose)]:
+        service = services(compose)[name]
+        assert environment(service)["EASEL_QUEUE_URL"] == f"nats://nats:{nats_port}", name
+        assert service["depends_on"]["nats"]["condition"] == "service_healthy", name
+
+
+def test_data_and_models_live_in_volumes(compose: dict[str, Any]) -> None:
+    declared = set(compose["volumes"])
+    for name, service in services(compose).items():
+        for source in mounts(service).values():
+            if not source.startswith(("/", ".", "$")):
+                assert source in declared, f"{name} mounts volume {source}, never declared"
+        env = environment(service)
+        for setting in ("EASEL_DATA_DIR", "EASEL_MODELS_DIR", "EASEL_WILDCARDS_DIR"):
+            if setting in env:
+                assert env[setting] in mounts(service), f"{name}: {setting} is not a volume"
+    assert mounts(services(compose)["bot"])["/data"] == "easel-data"
+    assert "/data" in mounts(services(compose)["nats"])
+
+
+def test_every_service_has_a_health_check_that_exists(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD", name
+        if name == "nats":
+            assert any("/healthz" in part for part in test)
+            assert "--http_port" in service["command"]
+            continue
+        assert test[1:] == ["easel", "health"], name
+        assert "health" in COMMANDS
+        # easel health asks the server EASEL_METRICS_ADDR names: it must be set, and published.
+        host, port = split_host_port(environment(service)["EASEL_METRICS_ADDR"])
+        assert host == "0.0.0.0", name
+        assert any(str(entry).endswith(f":{port}") for entry in service["ports"]), name
+
+
+def test_the_dockerfile_builds_a_non_root_cuda_image_with_a_pinned_torch_index() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvidia/cuda:\d+\.\d+\.\d+-\S+$", dockerfile, re.MULTILINE)
+    [cuda] = re.findall(r"^FROM nvidia/cuda:(\d+)\.(\d+)", dockerfile, re.MULTILINE)
+    # The torch wheels' CUDA matches the base image's.
+    assert f"download.pytorch.org/whl/cu{cuda[0]}{cuda[1]}" in dockerfile
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    assert re.search(r'^HEALTHCHECK .*CMD \["easel", "health"\]$', dockerfile, re.MULTILINE)
+    assert "EASEL_METRICS_ADDR=0.0.0.0:9100" in dockerfile and "EXPOSE 9100" in dockerfile
+    # Every package the code needs is copied before the install.
+    for package in ("bot", "cogs", "db", "inference"):
+        assert f"COPY {package}/ {package}/" in dockerfile

@@ -1,0 +1,92 @@
+"""The mask editor's links: signed, expiring, single use; the secret kept private on disk."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner, load_secret
+
+NOW = 1_800_000_000.0
+
+
+def signer(tmp_path: Path, secret: bytes = b"s" * 32) -> LinkSigner:
+    return LinkSigner(secret, tmp_path / "used", clock=lambda: NOW)
+
+
+def issue(links: LinkSigner) -> str:
+    return links.issue("0123456789abcdef", 0, 7, 11, 13, private=False)
+
+
+def test_a_link_carries_what_it_allows(tmp_path: Path) -> None:
+    link = signer(tmp_path).check(issue(signer(tmp_path)))
+    assert (link.job_id, link.idx, link.user_id, link.guild_id, link.channel_id) == (
+        "0123456789abcdef",
+        0,
+        7,
+        11,
+        13,
+    )
+    assert link.expires_at == NOW + LINK_LIFETIME_S and not link.private
+
+
+def test_a_changed_payload_or_another_secret_is_refused(tmp_path: Path) -> None:
+    token = issue(signer(tmp_path))
+    payload, signature = token.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    fields["user_id"] = 8  # someone else's link, same signature
+    changed = base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode()
+    with pytest.raises(LinkRefused, match="not one Easel made"):
+        signer(tmp_path).check(f"{changed}.{signature}")
+    with pytest.raises(LinkRefused, match="not one Easel made"):
+        signer(tmp_path, secret=b"t" * 32).check(token)
+
+
+@given(st.text(max_size=200))
+def test_garbage_is_refused_never_crashes(token: str) -> None:
+    with pytest.raises(LinkRefused):
+        LinkSigner(b"s" * 32, Path("/nonexistent"), clock=lambda: NOW).check(token)
+
+
+def test_a_link_expires_after_its_lifetime(tmp_path: Path) -> None:
+    links = signer(tmp_path)
+    token = issue(links)
+    links.clock = lambda: NOW + LINK_LIFETIME_S - 1
+    links.check(token)
+    links.clock = lambda: NOW + LINK_LIFETIME_S
+    with pytest.raises(LinkRefused, match="expired"):
+        links.check(token)
+
+
+def test_a_link_works_once(tmp_path: Path) -> None:
+    links = signer(tmp_path)
+    token = issue(links)
+    link = links.check(token)
+    links.use(link)
+    with pytest.raises(LinkRefused, match="already used"):
+        links.use(link)  # a second submit racing the first
+    with pytest.raises(LinkRefused, match="already used"):
+        signer(tmp_path).check(token)  # remembered on disk, across a restart
+    signer(tmp_path).check(issue(links))  # a new link for the same picture works
+
+
+def test_the_generated_secret_is_kept_and_private(tmp_path: Path) -> None:
+    first = load_secret("", tmp_path)
+    assert len(first) == 32 and load_secret("", tmp_path) == first
+    assert stat.S_IMODE((tmp_path / "web-secret").stat().st_mode) == 0o600
+    assert load_secret("configured", tmp_path) == b"configured"
+
+
+def test_used_links_are_forgotten_once_expired(tmp_path: Path) -> None:
+    links = signer(tmp_path)
+    links.use(links.check(issue(links)))
+    assert len(list((tmp_path / "used").iterdir())) == 1
+    links.clock = lambda: NOW + LINK_LIFETIME_S + 1
+    links.use(links.check(issue(links)))
+    assert len(list((tmp_path / "used").iterdir())) == 1  # only the new one is remembered
