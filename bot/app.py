@@ -20,9 +20,10 @@ from bot.jobs.retention import Retention
 from bot.logging_setup import install_logging
 from bot.services import Services
 from bot.settings import Settings
+from bot.web.dashboard import Dashboard
 from bot.web.links import LinkSigner, load_secret
 from bot.web.server import RegionWebServer
-from cogs.admin import AdminCog
+from cogs.admin import AdminCog, DiscordServerAdmins
 from cogs.compare import CompareCog
 from cogs.contexts import EaselCommandTree, command_contexts
 from cogs.describe import DescribeCog, ImagineSuggestionButton
@@ -141,7 +142,8 @@ class EaselBot(commands.Bot):
         await self.add_cog(HistoryCog(self.services.history))
         await self.add_cog(SettingsCog(self.services.member_settings))
         await self.add_cog(PresetsCog())
-        await self.add_cog(AdminCog(self.services.guild_policy, self.services.presets))
+        admin = AdminCog(self.services.guild_policy, self.services.presets)
+        await self.add_cog(admin)
         await self.add_cog(EditCog(self))
         await self.add_cog(JobsCog())
         await self.add_cog(ListsCog())
@@ -149,7 +151,7 @@ class EaselBot(commands.Bot):
         await self.add_cog(DescribeCog(settings.captioner_dir))
         await self.add_cog(UseSettingsCog(self))
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
-        await self._start_web_server()
+        await self._start_web_server(self._db, admin)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
         await self._sync_commands()
         await self.queue.start()
@@ -158,17 +160,23 @@ class EaselBot(commands.Bot):
         )
         self._pruning = asyncio.create_task(retention.run(), name="easel-retention")
 
-    async def _start_web_server(self) -> None:
-        """The Vary (Region) mask editor, when EASEL_PUBLIC_URL says where members reach it."""
+    async def _start_web_server(self, conn: aiosqlite.Connection, admin: AdminCog) -> None:
+        """The Vary (Region) mask editor and the admin dashboard, when EASEL_PUBLIC_URL says
+        where members reach them."""
         endpoint = self.settings.web_endpoint
         if endpoint is None:
             return
         data_dir = self.settings.data_dir
         secret = await asyncio.to_thread(load_secret, self.settings.web_secret, data_dir)
         signer = LinkSigner(secret, data_dir / "used-links")
-        web = RegionWebServer(signer, self.region_offer, self.settings.public_url, *endpoint)
+        public_url = self.settings.public_url
+        dashboard = Dashboard(signer, public_url, conn, self.queue, DiscordServerAdmins(self))
+        web = RegionWebServer(
+            signer, self.region_offer, public_url, *endpoint, more_routes=dashboard.routes()
+        )
         await web.start()
         self.region_offer.web = web
+        admin.dashboard_site = dashboard
 
     async def _render_slots(self) -> Sequence[RenderSlot]:
         """Remote slots on the broker when EASEL_QUEUE_URL names one, else a thread per device."""

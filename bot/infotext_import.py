@@ -67,6 +67,8 @@ _READ_FIELDS = frozenset(
         "Hires upscale",
         "Hires steps",
         "Hires upscaler",
+        "Refiner",
+        "Refiner switch at",
         "Pad conds",
         "Fast",
         "RNG",
@@ -304,6 +306,23 @@ class _Reader:
         if str(get("Fast")) not in ("None", "False", ""):
             self.request = dataclasses.replace(self.request, fast=True)
         self._read_hires()
+        self._read_refiner()
+
+    def _read_refiner(self) -> None:
+        """The web UI's ``Refiner: NAME [hash], Refiner switch at: 0.8``."""
+        refiner, switch = self.params.get("Refiner"), self.params.get("Refiner switch at")
+        if refiner is None:
+            return
+        name = str(refiner).rsplit(" [", 1)[0]
+        if name not in self.installed.models:
+            self._tell(f"refiner {name!r} is not installed here; rendered without it")
+            return
+        options = {"refiner": name, "refiner_switch": switch}
+        self._apply(
+            {"options": {**self.request.options, **{k: v for k, v in options.items() if v}}},
+            "refiner",
+            "rendered without it",
+        )
 
     def _read_hires(self) -> None:
         get = self.params.get

@@ -1,6 +1,7 @@
 """``/easel-admin ...``: a guild's channels, models, quotas, priority roles, NSFW policy,
-banned words and the audit of every change. Hidden from members without Manage Server, and
-checked again at run time (a guild can override command permissions)."""
+banned words, the audit of every change and a sign-in link to its dashboard. Hidden from
+members without Manage Server, and checked again at run time (a guild can override command
+permissions)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, 
 from bot.policy.quota import QuotaLimits
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
+from bot.web.dashboard import Dashboard
 from cogs.contexts import command_contexts
 
 Action = Literal["add", "remove"]
@@ -62,6 +64,7 @@ class AdminCog(commands.Cog):
     def __init__(self, policy: GuildPolicy, presets: Presets) -> None:
         self._policy = policy
         self._presets = presets
+        self.dashboard_site: Dashboard | None = None  # set when the web server runs
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not interaction.permissions.manage_guild:
@@ -233,3 +236,47 @@ class AdminCog(commands.Cog):
         ]
         text = "\n".join(["**Latest Easel settings changes**", *lines])
         await self._done(interaction, text[:2000])
+
+    @admin.command(name="dashboard", description="A sign-in link to this server's dashboard")
+    async def dashboard(self, interaction: discord.Interaction[Any]) -> None:
+        guild_id = _guild_id(interaction)
+        if self.dashboard_site is None:
+            raise UserError(
+                "The dashboard needs Easel's web server, which is off; "
+                "ask the bot's operator to set EASEL_PUBLIC_URL."
+            )
+        view = discord.ui.View(timeout=None)
+        link = self.dashboard_site.link_for(interaction.user.id, guild_id)
+        view.add_item(discord.ui.Button(label="Open the dashboard", url=link))
+        await interaction.response.send_message(
+            "Your sign-in link to this server's Easel dashboard: yours alone, it works once "
+            "and expires in 15 minutes; the session it opens lasts 8 hours.",
+            view=view,
+            ephemeral=True,
+        )
+
+
+class DiscordServerAdmins:
+    """Who manages a server, asked of Discord when an admin signs in to the dashboard."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
+
+    async def refusal(self, guild_id: int, user_id: int) -> str | None:
+        guild = self._client.get_guild(guild_id)
+        if guild is None:
+            return "Easel is no longer in that server."
+        try:
+            member = await guild.fetch_member(user_id)  # current roles, not a cached copy
+        except discord.NotFound:
+            return "You are no longer a member of that server."
+        except discord.HTTPException:
+            return "Discord did not answer; open the link again in a minute."
+        permissions = member.guild_permissions
+        if not (permissions.manage_guild or permissions.administrator):
+            return "You no longer have the Manage Server permission there."
+        return None
+
+    def name_of(self, guild_id: int) -> str:
+        guild = self._client.get_guild(guild_id)
+        return guild.name if guild is not None else str(guild_id)

@@ -18,7 +18,13 @@ from bot.requests import (
     ImagineOptions,
     RequestError,
 )
-from cogs.choices import model_choices, sampler_choices, schedule_type_choices, style_choices
+from cogs.choices import (
+    matching_choices,
+    model_choices,
+    sampler_choices,
+    schedule_type_choices,
+    style_choices,
+)
 from cogs.common import requests_for_member, services_of, submit_from_interaction
 from cogs.control import ControlType, with_control_picture
 from cogs.edit import SavedInputs
@@ -26,6 +32,7 @@ from cogs.lists import lora_choices, with_lora
 from cogs.settings import preset_choices
 from inference.control_units import MAX_CONTROL_WEIGHT
 from inference.limits import MAX_CLIP_SKIP
+from inference.refiner import MAX_SWITCH, MIN_SWITCH, refiner_names
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -33,14 +40,25 @@ from inference.validation import validate_request
 HIRES_SCALE = 2.0
 
 
-def with_hires_fix(request: RenderRequest, upscaler: str) -> RenderRequest:
-    options = {**request.options, "hires_scale": HIRES_SCALE, "hires_upscaler": upscaler}
-    hires = dataclasses.replace(request, options=options)
+def with_options(request: RenderRequest, **extra: object) -> RenderRequest:
+    """``request`` with the engine options ``extra`` (None: left out), validated again."""
+    options = {**request.options, **{k: v for k, v in extra.items() if v is not None}}
+    changed = dataclasses.replace(request, options=options)
     try:
-        validate_request(hires)
+        validate_request(changed)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
-    return hires
+    return changed
+
+
+def with_hires_fix(request: RenderRequest, upscaler: str) -> RenderRequest:
+    return with_options(request, hires_scale=HIRES_SCALE, hires_upscaler=upscaler)
+
+
+async def refiner_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    return matching_choices(refiner_names(services_of(interaction).registry), current)
 
 
 class ImagineCog(commands.Cog):
@@ -67,6 +85,8 @@ class ImagineCog(commands.Cog):
         control_weight="How strongly the ControlNet steers (0-2, default 1)",
         control_start="When in the render it starts steering (0-1, default 0)",
         control_end="When it stops (0-1, default 1)",
+        refiner="An SDXL refiner that finishes the picture (web UI's Refiner; SDXL models only)",
+        refiner_switch="Share of the steps the model runs before the refiner (0.01-0.99, 0.8)",
     )
     @app_commands.autocomplete(
         model=model_choices,
@@ -75,6 +95,7 @@ class ImagineCog(commands.Cog):
         style=style_choices,
         lora=lora_choices,
         preset=preset_choices,
+        refiner=refiner_choices,
     )
     async def imagine(
         self,
@@ -100,6 +121,8 @@ class ImagineCog(commands.Cog):
         control_start: app_commands.Range[float, 0.0, 1.0] = 0.0,
         control_end: app_commands.Range[float, 0.0, 1.0] = 1.0,
         schedule_type: str | None = None,
+        refiner: str | None = None,
+        refiner_switch: app_commands.Range[float, MIN_SWITCH, MAX_SWITCH] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=with_lora(interaction, prompt, lora),
@@ -132,6 +155,8 @@ class ImagineCog(commands.Cog):
             )
         if hires:
             request = with_hires_fix(request, services.hires_upscaler)
+        if refiner or refiner_switch is not None:
+            request = with_options(request, refiner=refiner, refiner_switch=refiner_switch)
         async with SavedInputs(services) as inputs:
             if control is not None:
                 request = await with_control_picture(

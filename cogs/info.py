@@ -28,7 +28,8 @@ HELP_TEXT = """\
 `[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --no cars \
 --chaos 50 --tile --repeat 2 --stop 80 --relax --preset name`; \
 `style` adds a saved style, `hires` re-details at twice the size, `control` + `control_type` \
-follows a picture's edges (canny), layout (tile) or a ready map (none) with a ControlNet.
+follows a picture's edges (canny), layout (tile) or a ready map (none) with a ControlNet, \
+`refiner` has an SDXL refiner finish the picture.
 Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
 `Vary (Subtle/Strong)`, `Upscale (2x/4x)`, `Vary (Region)` (repaint a part you name in \
 words or paint on a page) under a single picture; `Remix` (edit, render), `DM me`, `Delete`.
@@ -46,7 +47,7 @@ settings (Easel, web UI or Civitai); says what could not be honoured.
 `/settings` — your defaults for steps, cfg, sampler, size, negative prompt, clip skip, \
 private results and results by DM; `/presets` — named settings for `--preset`.
 `/easel-admin ...` — server admins: channels, models, quotas, NSFW policy, banned words, \
-presets, audit."""
+presets, audit, a link to the server's dashboard."""
 
 
 async def read_attachment(attachment: discord.Attachment) -> CheckedImage:

@@ -81,7 +81,8 @@ def load_single_file(entry: ModelEntry, dtype: torch.dtype) -> Any:
     tokenizers = {
         name: load_clip_tokenizer(first_pad if name == "tokenizer" else _OPEN_CLIP_PAD)
         for name in ("tokenizer", "tokenizer_2")
-        if name in index and not (config / name).is_dir()
+        # The SDXL refiner's config names no first tokenizer ([null, null]).
+        if index.get(name, [None])[0] is not None and not (config / name).is_dir()
     }
     return pipeline_class.from_single_file(
         str(entry.path), config=str(config), local_files_only=True, dtype=dtype, **tokenizers

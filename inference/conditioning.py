@@ -93,15 +93,18 @@ class PromptEncoder:
     """
 
     def __init__(self, pipeline: Any, clip_skip: int = DEFAULT_CLIP_SKIP) -> None:
-        tokenizer = pipeline.tokenizer
+        # The SDXL refiner has only the second (OpenCLIP) encoder and tokenizer.
+        tokenizer = pipeline.tokenizer or pipeline.tokenizer_2
         self.start_id: int = tokenizer.bos_token_id
         self.end_id: int = tokenizer.eos_token_id
         second = getattr(pipeline, "text_encoder_2", None)
         self.is_sdxl = second is not None
         if self.is_sdxl:
+            pairs = ((pipeline.text_encoder, pipeline.tokenizer), (second, pipeline.tokenizer_2))
             self.encoders = [
-                _TextEncoder(pipeline.text_encoder, tokenizer.pad_token_id, -2, False),
-                _TextEncoder(second, pipeline.tokenizer_2.pad_token_id, -2, False),
+                _TextEncoder(model, its_tokenizer.pad_token_id, -2, False)
+                for model, its_tokenizer in pairs
+                if model is not None
             ]
         else:
             layers = pipeline.text_encoder.config.num_hidden_layers

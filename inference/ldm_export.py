@@ -19,6 +19,8 @@ VAE_PREFIX = "first_stage_model."
 SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+# The SDXL refiner's one text encoder is its first embedder.
+SDXL_REFINER_OPEN_CLIP_PREFIX = "conditioner.embedders.0.model."
 
 _UNET_RESNET = {
     "norm1": "in_layers.0",
@@ -133,7 +135,9 @@ def _rename_vae_resnet(rest: str) -> str:
     return rest.replace("conv_shortcut", "nin_shortcut")
 
 
-def open_clip_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def open_clip_to_ldm(
+    state: Mapping[str, torch.Tensor], prefix: str = SDXL_OPEN_CLIP_PREFIX
+) -> dict[str, Any]:
     """A transformers CLIPTextModelWithProjection in OpenCLIP's layout (SDXL's 2nd encoder)."""
     converted: dict[str, Any] = {}
     layers = 1 + max(
@@ -162,7 +166,7 @@ def open_clip_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     converted["ln_final.weight"] = state["text_model.final_layer_norm.weight"]
     converted["ln_final.bias"] = state["text_model.final_layer_norm.bias"]
     converted["text_projection"] = state["text_projection.weight"].T.contiguous()
-    return {SDXL_OPEN_CLIP_PREFIX + key: tensor for key, tensor in converted.items()}
+    return {prefix + key: tensor for key, tensor in converted.items()}
 
 
 def _with_text_model_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -178,12 +182,20 @@ def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def export_ldm_checkpoint(pipeline: Any, path: Path) -> Path:
-    """Save ``pipeline`` (SD1.x or SDXL) as one LDM-layout ``.safetensors`` file."""
+    """Save ``pipeline`` (SD1.x, SDXL or the SDXL refiner) as one LDM-layout ``.safetensors``
+    file."""
     weights: dict[str, Any] = {}
     weights.update(unet_to_ldm(pipeline.unet.state_dict(), pipeline.unet.config))
     weights.update(vae_to_ldm(pipeline.vae.state_dict(), pipeline.vae.config))
     if getattr(pipeline, "text_encoder_2", None) is None:
         weights.update(_prefixed(SD1_TEXT_PREFIX, pipeline.text_encoder.state_dict()))
+    elif pipeline.text_encoder is None:
+        weights.update(
+            open_clip_to_ldm(
+                _with_text_model_names(pipeline.text_encoder_2.state_dict()),
+                SDXL_REFINER_OPEN_CLIP_PREFIX,
+            )
+        )
     else:
         weights.update(_prefixed(SDXL_TEXT_PREFIX, pipeline.text_encoder.state_dict()))
         weights.update(

@@ -27,6 +27,8 @@ UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 # One tensor name that only each family's text encoder has (shipped config folder, name).
 FAMILY_MARKERS = (
     ("sdxl-base", "conditioner.embedders.1.model.ln_final.weight"),
+    # The SDXL refiner has only the OpenCLIP encoder, as its first embedder.
+    ("sdxl-refiner", "conditioner.embedders.0.model.ln_final.weight"),
     ("sd2-v", "cond_stage_model.model.ln_final.weight"),
     ("sd15", "cond_stage_model.transformer.text_model.final_layer_norm.weight"),
 )
@@ -35,6 +37,7 @@ FAMILY_NAMES = {
     "sd15-inpainting": "SD 1.5 inpainting",
     "sd2-v": "SD 2.x",
     "sdxl-base": "SDXL",
+    "sdxl-refiner": "SDXL refiner",
 }
 # kohya's ss_base_model_version and the start of modelspec.architecture, as people say them.
 _BASE_MODELS = (
@@ -156,15 +159,20 @@ def _network_info(path: Path, mtime_ns: int, size: int) -> NetworkInfo:
 def _file_family(path: Path, mtime_ns: int, size: int) -> str:
     header = safetensors_header(path)
     metadata = header.get("__metadata__")
+    family = family_from_tensors(header)
+    # A refiner's modelspec says "stable-diffusion-xl-v1-refiner", which reads as SDXL.
+    if family == "sdxl-refiner":
+        return FAMILY_NAMES[family]
     if isinstance(metadata, dict) and (said := base_model(metadata)) != UNKNOWN:
         return said
-    family = family_from_tensors(header)
     return UNKNOWN if family is None else FAMILY_NAMES[family]
 
 
 def _diffusers_family(folder: Path) -> str:
     index = json.loads((folder / "model_index.json").read_text())
     pipeline = str(index.get("_class_name", ""))
+    if "XL" in pipeline and index.get("text_encoder", [None])[0] is None:
+        return FAMILY_NAMES["sdxl-refiner"]
     if "XL" in pipeline:
         return FAMILY_NAMES["sdxl-base"]
     unet = folder / "unet" / "config.json"

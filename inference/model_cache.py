@@ -23,10 +23,12 @@ from PIL import Image
 
 from inference.checkpoints import load_single_file
 from inference.compile import Compiler
+from inference.metadata import FAMILY_NAMES, checkpoint_family
 from inference.model_upscale import ModelUpscaler, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
 from inference.preview import LatentPreviewer
 from inference.registry import ModelEntry, ModelRegistry
+from inference.types import RenderInputError
 from inference.upscale import lanczos_upscale
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,17 @@ class LoadedModel:
         return sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
 
     @property
+    def is_refiner(self) -> bool:
+        """An SDXL refiner: the second text encoder alone, an img2img pipeline."""
+        return getattr(self.pipeline, "text_encoder_2", None) is not None and (
+            self.pipeline.text_encoder is None
+        )
+
+    @property
+    def is_sdxl_base(self) -> bool:
+        return getattr(self.pipeline, "text_encoder_2", None) is not None and not self.is_refiner
+
+    @property
     def inpainting_unet(self) -> bool:
         return bool(self.pipeline.unet.config.in_channels == INPAINTING_UNET_CHANNELS)
 
@@ -67,6 +80,8 @@ class LoadedModel:
     def pipeline_for(self, task: PipelineTask) -> Any:
         """The pipeline for ``task``, sharing this model's weights (made once, then kept)."""
         if task == "txt2img" or (task == "inpaint" and self.inpainting_unet):
+            return self.pipeline
+        if task == "img2img" and self.is_refiner:  # already an img2img pipeline
             return self.pipeline
         if task not in self.task_pipelines:
             pipeline = _TASK_PIPELINES[task].from_pipe(self.pipeline)
@@ -102,12 +117,15 @@ class ModelCache:
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
         # The last model upscaler, kept while it is asked for again.
         self._upscaler: ModelUpscaler | None = None
+        # The last SDXL refiner, kept (beside the base model) while it is asked for again.
+        self._refiner: LoadedModel | None = None
 
     def clear(self) -> None:
-        """Drop every cached model, VAE and upscaler."""
+        """Drop every cached model, VAE, upscaler and refiner."""
         self.loaded.clear()
         self._vae_override = None
         self._upscaler = None
+        self._refiner = None
         self.release_device_memory()
 
     def load(self, entry: ModelEntry) -> LoadedModel:
@@ -115,9 +133,33 @@ class ModelCache:
         if cached is not None and cached.entry == entry:
             self.loaded.move_to_end(entry.name)
             return cached
+        if checkpoint_family(entry) == FAMILY_NAMES["sdxl-refiner"]:
+            raise RenderInputError(
+                f"{entry.name} is an SDXL refiner: it finishes pictures an SDXL model starts "
+                "(name it as the refiner); choose another model"
+            )
         while len(self.loaded) >= self.max_loaded_models:
             self.loaded.popitem(last=False)
         self.release_device_memory()
+        loaded = self._read(entry)
+        self.loaded[entry.name] = loaded
+        self._fit_memory_budget()
+        return loaded
+
+    def refiner(self, entry: ModelEntry) -> LoadedModel:
+        """The SDXL refiner ``entry``, held beside the loaded base models (not counted in
+        ``max_loaded_models``): both are in memory while the refined pictures render."""
+        cached = self._refiner
+        if cached is not None and cached.entry == entry:
+            return cached
+        self._refiner = None  # drop the old one before loading the next
+        self.release_device_memory()
+        self._refiner = self._read(entry)
+        self._fit_memory_budget()  # base models beyond the last one make room
+        return self._refiner
+
+    def _read(self, entry: ModelEntry) -> LoadedModel:
+        """``entry`` read from disk and put on the device (offloaded, compiled as set)."""
         pipeline = self.load_pipeline(entry)
         if self.cpu_offload:
             pipeline.enable_model_cpu_offload(device=self.device)
@@ -130,15 +172,12 @@ class ModelCache:
         if self.compiler is not None:
             self.compiler.install(pipeline)
         pipeline.set_progress_bar_config(disable=True)
-        loaded = LoadedModel(
+        return LoadedModel(
             entry=entry,
             pipeline=pipeline,
             scheduler_config=dict(pipeline.scheduler.config),
             short_hash=self.registry.short_hash(entry),
         )
-        self.loaded[entry.name] = loaded
-        self._fit_memory_budget()
-        return loaded
 
     def vae_for(self, model: LoadedModel, path: Path) -> Any:
         cached = self._vae_override
@@ -180,7 +219,8 @@ class ModelCache:
             self.release_device_memory()
 
     def _cache_bytes(self) -> int:
-        return sum(model.weight_bytes for model in self.loaded.values())
+        refiner = 0 if self._refiner is None else self._refiner.weight_bytes
+        return refiner + sum(model.weight_bytes for model in self.loaded.values())
 
     def release_device_memory(self) -> None:
         if self.compiler is not None:

@@ -20,6 +20,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -40,7 +41,8 @@ from transformers import (
 from inference.ldm_export import UNET_PREFIX, export_ldm_checkpoint, unet_to_ldm, vae_to_ldm
 from inference.registry import SIDECAR_SUFFIX
 
-Family = Literal["sd15", "sdxl"]
+Family = Literal["sd15", "sdxl", "sdxl-refiner"]
+FAMILIES: tuple[Family, ...] = ("sd15", "sdxl", "sdxl-refiner")
 
 CLIP_TOKENIZER_DIR = Path(__file__).parent / "configs" / "tokenizers" / "clip"
 CLIP_BOS_ID = 49406
@@ -88,13 +90,22 @@ def _tiny_text_config(hidden_size: int, with_projection: bool) -> CLIPTextConfig
 
 def _tiny_unet(family: Family, inpainting: bool) -> UNet2DConditionModel:
     sdxl_conditioning: dict[str, Any] = {}
-    if family == "sdxl":
-        # Pooled text embedding (projection_dim) + six micro-conditioning numbers.
+    if family != "sd15":
+        # Pooled text embedding (projection_dim) + six micro-conditioning numbers (the
+        # refiner's five: sizes, crop and the aesthetic score instead of the target size).
+        numbers = 6 if family == "sdxl" else 5
         sdxl_conditioning = {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": SDXL_TIME_EMBED_DIM,
-            "projection_class_embeddings_input_dim": TINY_TEXT_2_HIDDEN + 6 * SDXL_TIME_EMBED_DIM,
+            "projection_class_embeddings_input_dim": TINY_TEXT_2_HIDDEN
+            + numbers * SDXL_TIME_EMBED_DIM,
         }
+    # SDXL concatenates its two text encoders' hidden states; the refiner has only the second.
+    cross_attention_dim = {
+        "sd15": TINY_TEXT_HIDDEN,
+        "sdxl": TINY_TEXT_HIDDEN + TINY_TEXT_2_HIDDEN,
+        "sdxl-refiner": TINY_TEXT_2_HIDDEN,
+    }[family]
     return UNet2DConditionModel(
         sample_size=8,
         # Inpainting UNets also see the mask and the masked image's latents.
@@ -104,11 +115,10 @@ def _tiny_unet(family: Family, inpainting: bool) -> UNet2DConditionModel:
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        # SDXL concatenates its two text encoders' hidden states.
-        cross_attention_dim=TINY_TEXT_HIDDEN + (TINY_TEXT_2_HIDDEN if family == "sdxl" else 0),
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
         norm_num_groups=16,
-        use_linear_projection=family == "sdxl",
+        use_linear_projection=family != "sd15",
         **sdxl_conditioning,
     )
 
@@ -156,6 +166,18 @@ def build_tiny_pipeline(family: Family = "sd15", inpainting: bool = False, seed:
         text_encoder_2 = CLIPTextModelWithProjection(
             _tiny_text_config(TINY_TEXT_2_HIDDEN, with_projection=True)
         )
+        if family == "sdxl-refiner":
+            return StableDiffusionXLImg2ImgPipeline(
+                vae=vae,
+                text_encoder=None,
+                text_encoder_2=text_encoder_2,
+                tokenizer=None,
+                tokenizer_2=load_clip_tokenizer(pad_token="!"),
+                unet=unet,
+                scheduler=scheduler,
+                requires_aesthetics_score=True,
+                force_zeros_for_empty_prompt=False,
+            )
         xl_class = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
         return xl_class(
             vae=vae,
@@ -175,8 +197,12 @@ def write_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a tiny diffusers model folder (safetensors weights only) and return its path."""
-    if family not in ("sd15", "sdxl"):
-        raise ValueError(f"unknown model family {family!r}: expected 'sd15' or 'sdxl'")
+    if family not in FAMILIES:
+        raise ValueError(
+            f"unknown model family {family!r}: expected 'sd15', 'sdxl' or 'sdxl-refiner'"
+        )
+    if inpainting and family == "sdxl-refiner":
+        raise ValueError("there is no inpainting SDXL refiner")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pipeline = build_tiny_pipeline(family, inpainting, seed)

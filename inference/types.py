@@ -93,6 +93,9 @@ class RenderRequest:
             self.options.get("vae"),
             self.options.get("tile"),
             self.options.get("stop"),
+            # An SDXL refiner finishes the whole call from the same switch.
+            self.options.get("refiner"),
+            self.options.get("refiner_switch"),
             # ControlNet units (models, maps, weights) apply to the whole call.
             json.dumps(self.options.get("controlnet"), sort_keys=True),
         )

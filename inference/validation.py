@@ -22,6 +22,7 @@ from inference.limits import (
 )
 from inference.outpaint import OutpaintOptions
 from inference.prompts import parse_aspect_ratio
+from inference.refiner import check_refiner_request
 from inference.samplers import scheduler_spec
 from inference.types import RenderInputError, RenderRequest
 from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
@@ -82,6 +83,7 @@ def validate_request(request: RenderRequest) -> None:
         parse_aspect_ratio(str(request.options["aspect"]))
     if request.mode == "txt2img" and request.width is not None and request.height is not None:
         HiresOptions.from_options(request.options, request.width, request.height)
+    check_refiner_request(request.mode, request.options)
     if control_units(request.options) and request.mode == "upscale":
         raise RenderInputError("a ControlNet guides txt2img, img2img and inpaint, not upscale")
     outpaint = OutpaintOptions.from_options(request.options)

@@ -62,6 +62,12 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-image", type=Path, help="img2img from this picture")
     parser.add_argument("--strength", type=float, default=0.75, help="img2img denoising 0-1")
     parser.add_argument("--mask", type=Path, help="inpaint the white area (needs --init-image)")
+    parser.add_argument("--refiner", help="an SDXL refiner model that finishes the picture")
+    parser.add_argument(
+        "--refiner-switch",
+        type=float,
+        help="share of the steps the model runs before the refiner (0.01-0.99, default 0.8)",
+    )
     add_control_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
 
@@ -104,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--steps", type=int, default=20)
     tiny = commands.add_parser("tiny-model", help="write a small random-weight model to DIR")
     tiny.add_argument("directory", type=Path)
-    tiny.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    tiny.add_argument(
+        "--family",
+        choices=["sd15", "sdxl", "sdxl-refiner"],
+        default="sd15",
+        help="sdxl-refiner: a tiny SDXL refiner (for --refiner with a tiny sdxl model)",
+    )
     tiny.add_argument("--inpainting", action="store_true")
     tiny.add_argument(
         "--upscaler",
@@ -169,6 +180,12 @@ def _first_given(*values: object) -> Any:
     return next((value for value in values if value is not None), None)
 
 
+def _refiner_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--refiner`` and ``--refiner-switch`` as engine options (only those given)."""
+    given = {"refiner": args.refiner, "refiner_switch": args.refiner_switch}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def render_request(args: argparse.Namespace, base: RenderRequest | None = None) -> RenderRequest:
     """``easel render``'s arguments as a checked request (no model, no torch); the options
     given override ``base`` (the settings of ``--infotext``)."""
@@ -203,7 +220,7 @@ def render_request(args: argparse.Namespace, base: RenderRequest | None = None) 
             "variation_seed": None if variation_seed is None else resolve_seed(variation_seed),
             "variation_strength": _first_given(args.variation_strength, base.variation_strength),
             # Clip skip, hires fix, VAE... from the infotext; the size given may change.
-            "options": {**base.options, **request.options},
+            "options": {**base.options, **request.options, **_refiner_options(args)},
             # A --sampler given names its schedule itself ("Euler Karras").
             "schedule_type": (
                 request.schedule_type if args.sampler or args.schedule_type else base.schedule_type

@@ -26,7 +26,13 @@ import aiosqlite
 from bot import metrics
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
-from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
+from bot.jobs.scheduler import (
+    FairScheduler,
+    PriorityClass,
+    QueuedJob,
+    QueueSnapshot,
+    SchedulerConfig,
+)
 from bot.logging_setup import job_event
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
@@ -386,6 +392,10 @@ class JobQueue:
 
     def queued_count(self) -> int:
         return self._scheduler.queued_count
+
+    def snapshot(self) -> QueueSnapshot:
+        """Running jobs with their devices, and queued ones in the order they would start."""
+        return self._scheduler.snapshot(self._now())
 
     async def request_of(self, job_id: str) -> RenderRequest | None:
         job = await journal.get_job(self._conn, job_id)

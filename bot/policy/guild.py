@@ -93,6 +93,7 @@ class GuildPolicy:
             allowed_channels={int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)},
             allowed_models=settings.entries(GuildList.ALLOWED_MODEL),
             nsfw_policy=nsfw_policy,
+            refiner=request.options.get("refiner"),
         )
         # The prompt as the model will read it, banned words included: planned now, so a bad
         # one fails alone.

@@ -123,6 +123,7 @@ def check_request(
     allowed_channels: Collection[int],
     allowed_models: Collection[str],
     nsfw_policy: NsfwPolicy,
+    refiner: str | None = None,
 ) -> None:
     """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all.
     Banned words are looked for in what the prompt renders: ``bot.policy.prompt_safety``."""
@@ -131,6 +132,10 @@ def check_request(
         raise UserError(
             "This server allows generation only in age-restricted channels; use one of those."
         )
-    if model is not None and allowed_models and model not in allowed_models:
-        names = ", ".join(sorted(allowed_models))
-        raise UserError(f"Model {model!r} is not allowed on this server; choose one of: {names}.")
+    # A refiner is a model too: the server's list governs it as well.
+    for name in (model, refiner):
+        if name is not None and allowed_models and name not in allowed_models:
+            names = ", ".join(sorted(allowed_models))
+            raise UserError(
+                f"Model {name!r} is not allowed on this server; choose one of: {names}."
+            )

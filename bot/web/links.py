@@ -1,9 +1,11 @@
-"""Signed, expiring, single-use links to the mask editor page (pure: no discord, no torch).
+"""Signed, expiring, single-use links to the mask editor page, and the signing the admin
+dashboard's links and sessions use too (pure: no discord, no torch).
 
 A link carries who may use it, where, and on which picture; the HMAC (SHA-256) over those
-fields is keyed by ``EASEL_WEB_SECRET`` or, when unset, a random secret kept in
-``EASEL_DATA_DIR/web-secret``. Anyone holding the URL can open the page, so the link is
-short-lived, works once, and the submit checks again that the member may still act.
+fields and the link's purpose (a token made for one page is refused by the others) is keyed
+by ``EASEL_WEB_SECRET`` or, when unset, a random secret kept in ``EASEL_DATA_DIR/web-secret``.
+Anyone holding the URL can open the page, so the link is short-lived, works once, and the
+submit checks again that the member may still act.
 """
 
 from __future__ import annotations
@@ -16,13 +18,28 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 # As long as the interaction the link was given in: Discord's tokens also live 15 minutes.
 LINK_LIFETIME_S = 15 * 60
 _SECRET_BYTES = 32
+
+
+_REGION = "region"
+_REGION_AGAIN = "click Vary (Region) again"
+
+
+class SingleUse(Protocol):
+    """A link that expires and works once (its nonce is remembered until it expires)."""
+
+    @property
+    def expires_at(self) -> int: ...
+
+    @property
+    def nonce(self) -> str: ...
 
 
 class LinkRefused(Exception):
@@ -78,8 +95,34 @@ class LinkSigner:
         self._used_dir = used_dir
         self.clock = clock
 
-    def _signature(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+    def _signature(self, purpose: str, payload: bytes) -> bytes:
+        # The purpose is signed too: a token made for one page is refused by every other.
+        message = purpose.encode() + b"\n" + payload
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+    def seal(self, purpose: str, fields: Mapping[str, object]) -> str:
+        """A token carrying ``fields`` (JSON), signed for ``purpose``."""
+        payload = json.dumps(fields, separators=(",", ":")).encode()
+        return f"{_b64(payload)}.{_b64(self._signature(purpose, payload))}"
+
+    def unseal(self, purpose: str, token: str) -> dict[str, Any]:
+        """The fields of a token sealed for ``purpose``; LinkRefused when forged."""
+        encoded, _, signature = token.partition(".")
+        try:
+            payload, given = _unb64(encoded), _unb64(signature)
+        except (binascii.Error, ValueError):
+            raise LinkRefused("This link is not one Easel made.") from None
+        if not hmac.compare_digest(given, self._signature(purpose, payload)):
+            raise LinkRefused("This link is not one Easel made.")
+        fields: dict[str, Any] = json.loads(payload)
+        return fields
+
+    def refuse_spent(self, link: SingleUse, again: str) -> None:
+        """LinkRefused when the link has expired or was used; ``again`` says what to do."""
+        if self.clock() >= link.expires_at:
+            raise LinkRefused(f"This link has expired (links last 15 minutes); {again}.")
+        if self._used_path(link).exists():
+            raise LinkRefused(f"This link was already used; {again}.")
 
     def issue(
         self,
@@ -101,37 +144,24 @@ class LinkSigner:
             int(self.clock()) + LINK_LIFETIME_S,
             secrets.token_hex(16),
         )
-        payload = json.dumps(asdict(link), separators=(",", ":")).encode()
-        return f"{_b64(payload)}.{_b64(self._signature(payload))}"
+        return self.seal(_REGION, asdict(link))
 
     def check(self, token: str) -> RegionLink:
         """The link a token carries; LinkRefused when forged, expired or already used."""
-        encoded, _, signature = token.partition(".")
-        try:
-            payload, given = _unb64(encoded), _unb64(signature)
-        except (binascii.Error, ValueError):
-            raise LinkRefused("This link is not one Easel made.") from None
-        if not hmac.compare_digest(given, self._signature(payload)):
-            raise LinkRefused("This link is not one Easel made.")
-        link = RegionLink(**json.loads(payload))
-        if self.clock() >= link.expires_at:
-            raise LinkRefused(
-                "This link has expired (links last 15 minutes); click Vary (Region) again."
-            )
-        if self._used_path(link).exists():
-            raise LinkRefused("This link was already used; click Vary (Region) again.")
+        link = RegionLink(**self.unseal(_REGION, token))
+        self.refuse_spent(link, _REGION_AGAIN)
         return link
 
-    def use(self, link: RegionLink) -> None:
-        """Mark the link used; LinkRefused when another submit used it first."""
+    def use(self, link: SingleUse, again: str = _REGION_AGAIN) -> None:
+        """Mark the link used; LinkRefused when another request used it first."""
         self._used_dir.mkdir(parents=True, exist_ok=True)
         self._prune_used()
         try:
             self._used_path(link).touch(exist_ok=False)
         except FileExistsError:
-            raise LinkRefused("This link was already used; click Vary (Region) again.") from None
+            raise LinkRefused(f"This link was already used; {again}.") from None
 
-    def _used_path(self, link: RegionLink) -> Path:
+    def _used_path(self, link: SingleUse) -> Path:
         # Named with the expiry, so pruning needs no file times (and follows this clock).
         return self._used_dir / f"{link.expires_at}-{link.nonce}"
 

@@ -1,5 +1,6 @@
-"""The mask editor page and the short pages the web server answers with: plain HTML and JS,
-no build step, nothing fetched from elsewhere (the page works offline)."""
+"""The mask editor page, the admin dashboard and the short pages the web server answers
+with: plain HTML and JS, no build step, nothing fetched from elsewhere (the pages work
+offline)."""
 
 from __future__ import annotations
 
@@ -111,12 +112,16 @@ document.getElementById("submit").addEventListener("click", async () => {
 """
 
 
-def _document(title: str, body: str) -> str:
+def _document(title: str, body: str, style: str = "", data: dict[str, str] | None = None) -> str:
+    """A page; ``data`` become ``data-*`` attributes of its ``main`` (for its script)."""
+    attributes = "".join(
+        f' data-{name}="{html.escape(value, quote=True)}"' for name, value in (data or {}).items()
+    )
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>\n"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}{style}</style></head>"
+        f"<body><main{attributes}>{body}</main></body></html>\n"
     )
 
 
@@ -149,3 +154,138 @@ def editor_page(picture_url: str) -> str:
 def message_page(title: str, message: str) -> str:
     """A page with one sentence: a refusal, or what happened."""
     return _document(title, f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>")
+
+
+_DASHBOARD_STYLE = """
+table { border-collapse: collapse; width: 100%; margin-bottom: 1.5rem; }
+th, td { text-align: left; padding: 0.3rem 0.6rem; border-bottom: 1px solid #3f4147; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.75rem; margin-bottom: 1.5rem; }
+.gallery figure { margin: 0; width: 12rem; }
+.gallery img { width: 12rem; height: 12rem; object-fit: cover; border-radius: 4px; }
+.gallery img.spoiler { filter: blur(16px); cursor: pointer; }
+.gallery figcaption { font-size: 0.8rem; overflow-wrap: anywhere; }
+.empty { color: #b5bac1; }
+"""
+
+# Everything members typed (prompts) goes in through textContent, never as HTML.
+_DASHBOARD_SCRIPT = """
+const main = document.querySelector("main");
+const stateUrl = main.dataset.state;
+const POLL_MS = 3000;
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+}
+function member(id) { return id === "0" ? "(forgotten)" : "member " + id; }
+function table(id, rows, columns) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.replaceChildren();
+  for (const item of rows) {
+    const row = document.createElement("tr");
+    for (const column of columns) { cell(row, column(item)); }
+    body.appendChild(row);
+  }
+  document.getElementById(id + "-empty").hidden = rows.length > 0;
+}
+function gallery(pictures) {
+  const holder = document.getElementById("gallery");
+  holder.replaceChildren();
+  for (const picture of pictures) {
+    const figure = document.createElement("figure");
+    const image = document.createElement("img");
+    image.src = picture.url;
+    image.alt = picture.prompt;
+    image.dataset.job = picture.job;
+    if (picture.spoiler) {
+      image.className = "spoiler";
+      image.addEventListener("click", () => image.classList.remove("spoiler"));
+    }
+    const caption = document.createElement("figcaption");
+    caption.textContent = member(picture.member) + ": " + picture.prompt;
+    figure.append(image, caption);
+    holder.appendChild(figure);
+  }
+  document.getElementById("gallery-empty").hidden = pictures.length > 0;
+}
+function show(state) {
+  document.getElementById("server").textContent = state.server;
+  document.getElementById("waiting").textContent = String(state.waiting_in_all);
+  table("queue", state.queue, [
+    (job) => job.job,
+    (job) => member(job.member),
+    (job) => job.kind,
+    (job) => job.status === "running" ? "rendering on " + job.device : "position " + job.position,
+    (job) => Math.round(job.waited_s) + " s",
+    (job) => job.prompt === null ? "(private)" : job.prompt,
+  ]);
+  table("workers", state.workers, [
+    (worker) => worker.device,
+    (worker) => worker.busy ? "busy" : "idle",
+    (worker) => worker.jobs.join(", "),
+  ]);
+  table("quota", state.quota_today, [
+    (usage) => member(usage.member),
+    (usage) => String(usage.images),
+    (usage) => usage.gpu_seconds.toFixed(1),
+  ]);
+  gallery(state.gallery);
+}
+async function poll() {
+  const status = document.getElementById("status");
+  try {
+    const answer = await fetch(stateUrl, { cache: "no-store" });
+    if (!answer.ok) {
+      status.textContent = await answer.text();
+      return;  // signed out: no more polling
+    }
+    show(await answer.json());
+    status.textContent = "Updated " + new Date().toLocaleTimeString();
+  } catch (error) {
+    status.textContent = "Easel did not answer; trying again.";
+  }
+  setTimeout(poll, POLL_MS);
+}
+history.replaceState(null, "", main.dataset.home);  // the used sign-in link leaves the address bar
+poll();
+"""
+
+
+def dashboard_page(home_url: str, state_url: str) -> str:
+    """The dashboard's frame; its script fills it from ``state_url`` every few seconds."""
+
+    def section(title: str, table_id: str, headings: list[str], empty: str) -> str:
+        header = "".join(f"<th>{html.escape(heading)}</th>" for heading in headings)
+        return (
+            f"<h2>{html.escape(title)}</h2><table id={table_id}><thead><tr>{header}</tr></thead>"
+            f"<tbody></tbody></table><p id={table_id}-empty class=empty hidden>"
+            f"{html.escape(empty)}</p>"
+        )
+
+    queue = section(
+        "Queue",
+        "queue",
+        ["Job", "Member", "Kind", "State", "Waiting", "Prompt"],
+        "No job of this server is waiting or rendering.",
+    )
+    workers = section("Workers", "workers", ["Device", "State", "This server's jobs"], "")
+    quota = section(
+        "Quota used today",
+        "quota",
+        ["Member", "Pictures", "GPU seconds"],
+        "Nobody has used any quota here today.",
+    )
+    body = f"""
+<h1>Easel — <span id=server></span></h1>
+<p id=status role=status>Loading…</p>
+<p><span id=waiting></span> job(s) waiting on Easel in all (every server).</p>
+{queue}{workers}
+<h2>Recent pictures</h2>
+<div id=gallery class=gallery></div>
+<p id=gallery-empty class=empty hidden>No pictures yet (private results are never shown).</p>
+{quota}
+<script>{_DASHBOARD_SCRIPT}</script>
+"""
+    return _document(
+        "Dashboard — Easel", body, _DASHBOARD_STYLE, {"home": home_url, "state": state_url}
+    )

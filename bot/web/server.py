@@ -1,4 +1,5 @@
-"""The bot's small web server (aiohttp): the Vary (Region) mask editor behind signed links.
+"""The bot's small web server (aiohttp): the Vary (Region) mask editor behind signed links,
+and the routes of the admin dashboard (``bot.web.dashboard``).
 
 It serves three routes under ``/region/<token>``: the page, its picture and the submit. Every
 one checks the token first (signature, expiry, not used); a refused link gets a page saying
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +26,7 @@ from bot.web.pages import editor_page, message_page
 log = logging.getLogger(__name__)
 # The multipart body: the mask PNG (an upload's limit) and a prompt.
 _MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -54,24 +56,31 @@ class Claim(Protocol):
     def __call__(self) -> None: ...
 
 
-def _page(text: str, status: int = 200) -> web.Response:
+def html_page(text: str, status: int = 200) -> web.Response:
     return web.Response(
-        text=text, status=status, content_type="text/html", headers=_SECURITY_HEADERS
+        text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
 
 
 def _refused(reason: LinkRefused) -> web.Response:
-    return _page(message_page("Link refused", str(reason)), status=403)
+    return html_page(message_page("Link refused", str(reason)), status=403)
 
 
 class RegionWebServer:
     """Serves the mask editor at ``public_url`` (what members open), listening on ``host:port``."""
 
     def __init__(
-        self, signer: LinkSigner, editor: RegionEditor, public_url: str, host: str, port: int
+        self,
+        signer: LinkSigner,
+        editor: RegionEditor,
+        public_url: str,
+        host: str,
+        port: int,
+        more_routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self.signer = signer
         self._editor = editor
+        self._more_routes = more_routes  # other pages on the same server (the dashboard)
         self._public_url = public_url.rstrip("/")
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
@@ -86,6 +95,7 @@ class RegionWebServer:
                 web.get("/region/{token}", self._show),
                 web.get("/region/{token}/picture", self._picture),
                 web.post("/region/{token}", self._submit),
+                *self._more_routes,
             ]
         )
         return app
@@ -108,7 +118,7 @@ class RegionWebServer:
             await self._editor.picture(link)
         except LinkRefused as refused:
             return _refused(refused)
-        return _page(editor_page(f"/region/{token}/picture"))
+        return html_page(editor_page(f"/region/{token}/picture"))
 
     async def _picture(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -116,7 +126,7 @@ class RegionWebServer:
         except LinkRefused as refused:
             return _refused(refused)
         data = await asyncio.to_thread(path.read_bytes)
-        return web.Response(body=data, content_type="image/png", headers=_SECURITY_HEADERS)
+        return web.Response(body=data, content_type="image/png", headers=SECURITY_HEADERS)
 
     async def _submit(self, request: web.Request) -> web.Response:
         try:
@@ -142,4 +152,4 @@ class RegionWebServer:
 
 
 def _plain(text: str, status: int) -> web.Response:
-    return web.Response(text=text, status=status, headers=_SECURITY_HEADERS)
+    return web.Response(text=text, status=status, headers=SECURITY_HEADERS)

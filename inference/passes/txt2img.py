@@ -16,6 +16,7 @@ from inference.passes.img2img import RenderInputs, inpaint_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import JobNetworks
 from inference.passes.output import base_params, rendered
+from inference.passes.refine import refining_for
 from inference.progress import StepTracker, previewer_for
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
 from inference.upscale import LATENT_UPSCALERS, HiresOptions, scaled_render_size
@@ -38,7 +39,10 @@ def render_group(
     txt2img = request.mode == "txt2img"
     hires = HiresOptions.from_options(request.options, *size) if txt2img else None
     hires_steps = (hires.steps or request.steps) if hires else 0
-    tracker = StepTracker(progress, cancel, tools.preview_interval_s, later_steps=hires_steps)
+    # Validation keeps a refiner to txt2img without hires fix.
+    refining = refining_for(request, model, tools) if txt2img else None
+    later_steps = refining.later_steps(request.steps) if refining else hires_steps
+    tracker = StepTracker(progress, cancel, tools.preview_interval_s, later_steps=later_steps)
     tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
     init_images = None if inputs.init is None else [inputs.init] * len(jobs)
     arguments = task_arguments(
@@ -51,6 +55,8 @@ def render_group(
             f"the {latent} hires upscaler needs an ordinary checkpoint; "
             f"{model.entry.name} is an inpainting model: choose Lanczos or a model upscaler"
         )
+    if refining is not None:
+        arguments = refining.base_arguments(arguments)
     controls = tools.denoise.controls_for(request, model, tools.registry)
     first_pass = tools.denoise(
         model,
@@ -62,9 +68,11 @@ def render_group(
         arguments,
         tracker,
         networks,
-        output_type="pil" if latent is None else "latent",
+        output_type="pil" if latent is None and refining is None else "latent",
         controls=controls,
     )
+    if refining is not None:
+        first_pass = refining.finish(request, jobs, size, first_pass, tracker, networks, tools)
     images: list[Image.Image] = first_pass
     params: dict[str, object] = {}
     if hires is not None:
@@ -107,6 +115,8 @@ def render_group(
         }
     if controls is not None:
         params |= controls.infotext()
+    if refining is not None:
+        params |= refining.infotext()
     return [
         rendered(
             tools.encoder,

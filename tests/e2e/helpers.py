@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -14,11 +15,29 @@ from PIL import Image
 
 from bot.app import EaselBot
 from bot.jobs.queue import FinishedJob
+from bot.settings import Settings
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.rules import walk_components
 
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
 RENDER_TIMEOUT_S = 90
 QUICK = {"steps": 2, "size": "64x64"}
+
+
+def with_web_server(settings: Settings) -> Settings:
+    """The settings with Easel's web server (mask editor, dashboard) on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    return settings.model_copy(
+        update={"public_url": f"http://127.0.0.1:{port}", "web_addr": f"127.0.0.1:{port}"}
+    )
+
+
+def link_of(message: StoredMessage) -> str:
+    """The URL of the message's one link button."""
+    [url] = [c["url"] for c in walk_components(message.components) if c.get("url")]
+    return str(url)
 
 
 def has_picture(message: StoredMessage) -> bool:

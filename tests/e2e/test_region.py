@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,15 @@ from playwright.async_api import async_playwright
 from bot.app import EaselBot, build
 from inference.segment import write_tiny_clipseg
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import RENDER_TIMEOUT_S, has_picture, imagine, job_id_of, reply_to
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    has_picture,
+    imagine,
+    job_id_of,
+    link_of,
+    reply_to,
+    with_web_server,
+)
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.rules import walk_components
@@ -43,12 +50,6 @@ def region_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir:
     return directory
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def start_region_easel(
     fake_discord: FakeDiscord, tmp_path: Path, region_models_dir: Path
@@ -59,23 +60,12 @@ def start_region_easel(
     async def start(web: bool = True) -> AsyncIterator[EaselBot]:
         settings = easel_settings(fake_discord, tmp_path / "data", region_models_dir)
         if web:
-            port = _free_port()
-            settings = settings.model_copy(
-                update={
-                    "public_url": f"http://127.0.0.1:{port}",
-                    "web_addr": f"127.0.0.1:{port}",
-                }
-            )
+            settings = with_web_server(settings)
         bot = build(settings)
         async with running_bot(fake_discord, bot):
             yield bot
 
     return start
-
-
-def link_of(message: StoredMessage) -> str:
-    [url] = [c["url"] for c in walk_components(message.components) if c.get("url")]
-    return str(url)
 
 
 async def region_offer(fake: FakeDiscord, result: StoredMessage, user: int) -> StoredMessage:

@@ -90,3 +90,13 @@ def test_used_links_are_forgotten_once_expired(tmp_path: Path) -> None:
     links.clock = lambda: NOW + LINK_LIFETIME_S + 1
     links.use(links.check(issue(links)))
     assert len(list((tmp_path / "used").iterdir())) == 1  # only the new one is remembered
+
+
+def test_a_token_sealed_for_one_purpose_is_refused_for_another(tmp_path: Path) -> None:
+    links = signer(tmp_path)
+    token = links.seal("dashboard-login", {"user_id": 7})
+    assert links.unseal("dashboard-login", token) == {"user_id": 7}
+    with pytest.raises(LinkRefused, match="not one Easel made"):
+        links.unseal("dashboard-session", token)
+    with pytest.raises(LinkRefused, match="not one Easel made"):
+        links.check(token)  # nor is it a mask editor link

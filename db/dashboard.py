@@ -1,0 +1,101 @@
+"""What the admin dashboard reads about one server: its unfinished jobs, its latest pictures
+(never a private job's) and each member's spending today. Every query names the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+
+@dataclass(frozen=True)
+class UnfinishedJob:
+    job_id: str
+    kind: str
+    user_id: int
+    status: str  # queued or running
+    created_at: float
+    prompt: str | None  # None for a private job
+
+
+@dataclass(frozen=True)
+class GalleryPicture:
+    job_id: str
+    idx: int
+    user_id: int
+    kind: str
+    prompt: str
+    finished_at: float
+    spoiler: bool
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    user_id: int  # 0: members who used /forget-me
+    images: int
+    gpu_seconds: float
+
+
+async def unfinished_jobs(conn: aiosqlite.Connection, guild_id: int) -> list[UnfinishedJob]:
+    async with conn.execute(
+        "SELECT id, kind, user_id, status, created_at,"
+        " CASE WHEN private THEN NULL ELSE json_extract(request_json, '$.prompt') END"
+        " FROM jobs WHERE guild_id = ? AND status IN ('queued', 'running')"
+        " ORDER BY created_at",
+        (guild_id,),
+    ) as cursor:
+        return [UnfinishedJob(*row) for row in await cursor.fetchall()]
+
+
+# The pictures a dashboard may show: done, in this server, not private.
+_SHOWN_PICTURES = (
+    " FROM jobs JOIN images ON images.job_id = jobs.id"
+    " WHERE jobs.guild_id = ? AND jobs.status = 'done' AND NOT jobs.private"
+)
+
+
+async def recent_pictures(
+    conn: aiosqlite.Connection, guild_id: int, limit: int
+) -> list[GalleryPicture]:
+    async with conn.execute(
+        "SELECT jobs.id, images.idx, jobs.user_id, jobs.kind,"
+        " COALESCE(json_extract(jobs.request_json, '$.prompt'), ''), jobs.finished_at,"
+        " jobs.spoiler"
+        f"{_SHOWN_PICTURES}"
+        " ORDER BY jobs.finished_at DESC, images.idx LIMIT ?",
+        (guild_id, limit),
+    ) as cursor:
+        return [
+            GalleryPicture(job_id, idx, user_id, kind, prompt, finished_at, bool(spoiler))
+            for job_id, idx, user_id, kind, prompt, finished_at, spoiler in await cursor.fetchall()
+        ]
+
+
+async def shown_picture_path(
+    conn: aiosqlite.Connection, guild_id: int, job_id: str, idx: int
+) -> str | None:
+    """The stored file of a picture the dashboard may show, else None."""
+    async with conn.execute(
+        f"SELECT images.path{_SHOWN_PICTURES} AND jobs.id = ? AND images.idx = ?",
+        (guild_id, job_id, idx),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+async def usage_by_member(
+    conn: aiosqlite.Connection, guild_id: int, since: float
+) -> list[MemberUsage]:
+    """Each member's spending in the server on jobs reserved since ``since``, as the quota
+    counts it (committed costs, else outstanding reservations; refunds count nothing)."""
+    async with conn.execute(
+        "SELECT r.user_id, SUM(COALESCE(c.images, r.images)),"
+        " SUM(COALESCE(c.gpu_seconds, r.gpu_seconds))"
+        " FROM quota_ledger AS r"
+        " LEFT JOIN quota_ledger AS c ON c.job_id = r.job_id AND c.kind = 'commit'"
+        " WHERE r.kind = 'reserve' AND r.guild_id = ? AND r.at >= ? AND NOT EXISTS"
+        " (SELECT 1 FROM quota_ledger AS f WHERE f.job_id = r.job_id AND f.kind = 'refund')"
+        " GROUP BY r.user_id ORDER BY 2 DESC, 3 DESC",
+        (guild_id, since),
+    ) as cursor:
+        return [MemberUsage(*row) for row in await cursor.fetchall()]

@@ -1,0 +1,168 @@
+"""The admin dashboard through the fake Discord and a real headless Chromium (Debian's, driven
+by Playwright): an admin signs in with a one-time link and sees their server's queue, workers,
+public pictures and quota use; private results and other servers never show."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import async_playwright
+
+from bot.jobs.accounting import Member
+from bot.policy.quota import Period
+from bot.settings import Settings
+from bot.web.dashboard import COOKIE, SESSION_LIFETIME_S
+from tests.e2e.conftest import easel_settings
+from tests.e2e.helpers import (
+    StartEasel,
+    has_picture,
+    imagine,
+    job_id_of,
+    link_of,
+    reply_to,
+    with_web_server,
+)
+from tests.fake_discord import FakeDiscord
+from tests.fake_discord.payloads import DEFAULT_MEMBER_PERMISSIONS
+
+MANAGE_GUILD = 1 << 5
+
+
+@pytest.fixture
+def easel_settings_for_test(
+    fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
+) -> Settings:
+    # Registered globally (commands synced to one server exist there only), with the web server.
+    settings = easel_settings(fake_discord, tmp_path / "data", tiny_models_dir)
+    return with_web_server(settings.model_copy(update={"dev_guild_id": None}))
+
+
+async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    other = fake.add_guild("Other server")
+    fake.add_member(fake.user_id, "tester", roles=(other.member_role_id,), guild=other.guild_id)
+    async with start_easel() as bot:
+        public = job_id_of(await imagine(fake, "a public lighthouse"))
+        elsewhere_handle = await fake.invoke_command(
+            "imagine", {"prompt": "a foreign castle", "steps": 2}, channel=other.channel_id
+        )
+        elsewhere = job_id_of(await elsewhere_handle.wait_for_original(has_picture, 90))
+        await reply_to(fake, "settings", {"private_results": True})
+        private = job_id_of(await imagine(fake, "a secret garden"))
+        # A long private job, rendering while the admin looks.
+        long_job = await fake.invoke_command(
+            "imagine", {"prompt": "a secret tower", "steps": 150, "size": "512x512"}
+        )
+        rendering = await long_job.wait_for_original(lambda m: "Rendering" in m.content, 30)
+        [cancel_id] = [c for c in rendering.custom_ids if c.startswith("easel:cancel:")]
+        running = cancel_id.removeprefix("easel:cancel:")
+
+        refused = await reply_to(fake, "easel-admin dashboard")  # the tester manages nothing
+        assert "manage guild permission" in refused.content and not refused.components
+        offer = await reply_to(fake, "easel-admin dashboard", user=fake.owner_id)
+        assert offer.is_ephemeral
+        link = link_of(offer)
+        home = f"{bot.settings.public_url}/dashboard/{fake.guild_id}"
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+            )
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto(link)
+            await page.wait_for_function(
+                "(job) => [...document.querySelectorAll('#gallery img')]"
+                ".some((img) => img.dataset.job === job && img.naturalWidth > 0)",
+                arg=public,
+            )
+            assert page.url == home  # the used link left the address bar
+            assert await page.inner_text("#server") == "Easel test guild"
+            queue = await page.inner_text("#queue tbody")
+            assert running in queue and "rendering on cpu" in queue and "(private)" in queue
+            workers = await page.inner_text("#workers tbody")
+            assert "cpu" in workers and "busy" in workers and running in workers
+            quota = await page.inner_text("#quota tbody")
+            report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))
+            [today] = [usage.images for usage in report.periods if usage.period is Period.DAY]
+            assert f"member {fake.user_id}\t{today}\t" in quota  # as /quota counts, here only
+            shown = await page.content()
+            for hidden in (private, elsewhere, "secret", "foreign castle"):
+                assert hidden not in shown
+            assert "a public lighthouse" in shown
+
+            [cookie] = await context.cookies()
+            assert cookie["name"] == COOKIE and cookie["httpOnly"]
+            assert (
+                cookie["sameSite"] == "Strict" and cookie["path"] == f"/dashboard/{fake.guild_id}"
+            )
+            assert abs(cookie["expires"] - (time.time() + SESSION_LIFETIME_S)) < 60
+            await page.reload()  # the session, not the link, keeps the admin signed in
+            await page.wait_for_function("() => document.querySelectorAll('#gallery img').length")
+
+            again = await page.goto(link)  # the link works once
+            assert again is not None and again.status == 403
+            assert "already used" in await page.inner_text("main")
+            await browser.close()
+
+        await reply_to(fake, "cancel", {"job_id": running})
+        session = {COOKIE: cookie["value"]}
+        picture = f"{home}/picture"
+        async with aiohttp.ClientSession(cookies=session) as http:
+            async with http.get(f"{picture}/{public}/0") as thumbnail:
+                assert thumbnail.status == 200 and thumbnail.content_type == "image/jpeg"
+            for hidden in (private, elsewhere):  # with a valid session, still nothing
+                async with http.get(f"{picture}/{hidden}/0") as answer:
+                    assert answer.status == 404
+            other_home = f"{bot.settings.public_url}/dashboard/{other.guild_id}"
+            for other_route in (f"{other_home}/state", f"{other_home}/picture/{elsewhere}/0"):
+                async with http.get(other_route) as answer:  # this session is for one server
+                    assert answer.status == 403
+
+
+async def test_forged_expired_and_missing_sign_ins_are_refused(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    # Manage Server in the interaction that asked for the link, but no role that grants it
+    # when the link is opened: as if the role was taken away in between.
+    demoted = 434343434343434343
+    fake.add_member(demoted, "demoted", permissions=DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    async with start_easel() as bot:
+        link = link_of(await reply_to(fake, "easel-admin dashboard", user=fake.owner_id))
+        demoted_link = link_of(await reply_to(fake, "easel-admin dashboard", user=demoted))
+        payload, signature = link.rsplit(".", 1)
+        forged = payload + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
+        web = bot.region_offer.web
+        assert web is not None
+        home = f"{bot.settings.public_url}/dashboard/{fake.guild_id}"
+        async with aiohttp.ClientSession() as http:
+            for refused in (forged, link.replace("/dashboard/login/", "/region/")):
+                async with http.get(refused) as answer:
+                    assert answer.status == 403 and "not one Easel made" in await answer.text()
+            async with http.get(f"{home}/state") as answer:  # no session
+                assert answer.status == 403 and "not signed in" in await answer.text()
+            async with http.get(f"{home}/state", cookies={COOKIE: "made.up"}) as answer:
+                assert answer.status == 403
+            real_clock = web.signer.clock
+            web.signer.clock = lambda: real_clock() + 16 * 60
+            async with http.get(link) as answer:
+                assert answer.status == 403 and "expired" in await answer.text()
+            web.signer.clock = real_clock
+            async with http.get(demoted_link) as answer:  # Discord's answer now decides
+                assert answer.status == 403
+                assert "no longer have the Manage Server permission" in await answer.text()
+            async with http.get(link) as answer:  # nothing used it: it still signs in
+                assert answer.status == 200
+                session = {COOKIE: answer.cookies[COOKIE].value}
+            async with http.get(f"{home}/state", cookies=session) as answer:
+                assert answer.status == 200
+            web.signer.clock = lambda: real_clock() + SESSION_LIFETIME_S + 1
+            async with http.get(f"{home}/state", cookies=session) as answer:  # it has ended
+                assert answer.status == 403 and "ended" in await answer.text()

@@ -1,0 +1,54 @@
+"""/imagine with an SDXL refiner through the fake Discord: the refiner option autocompletes
+the installed refiners only, a refined tiny SDXL render comes back through the queue with the
+web UI's refiner fields, and bad refiner inputs are one ephemeral sentence, nothing queued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings
+from inference.infotext import infotext_from_png, parse_infotext
+from inference.tiny import write_tiny_checkpoint, write_tiny_model
+from tests.e2e.conftest import easel_settings
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.fake_discord import FakeDiscord
+
+
+@pytest.fixture
+def easel_settings_for_test(fake_discord: FakeDiscord, tmp_path: Path) -> Settings:
+    """A models folder with a tiny SDXL model ``xl`` and a tiny refiner file ``refiner``."""
+    models = tmp_path / "models"
+    write_tiny_model(models / "xl", family="sdxl")
+    write_tiny_checkpoint(
+        models / "Stable-diffusion" / "refiner.safetensors", family="sdxl-refiner", seed=3
+    )
+    return easel_settings(fake_discord, tmp_path / "data", models, tmp_path / "wildcards")
+
+
+async def test_imagine_with_a_refiner(fake_discord: FakeDiscord, start_easel: StartEasel) -> None:
+    quick = {"prompt": "a cat", **QUICK, "steps": 4, "model": "xl"}
+    async with start_easel() as bot:
+        choices = await fake_discord.autocomplete("imagine", {**quick, "refiner": ""}, "refiner")
+        assert [choice["value"] for choice in choices] == ["refiner"]
+
+        for options, expected in [
+            ({"refiner_switch": 0.5}, "refiner switch needs a refiner model"),
+            ({"refiner": "refiner", "hires": True}, "a refiner and the hires fix do not combine"),
+        ]:
+            handle = await fake_discord.invoke_command("imagine", {**quick, **options})
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral and expected in reply.content, reply.content
+            assert "\n" not in reply.content
+        assert bot.queue.queued_count() == 0
+
+        handle = await fake_discord.invoke_command(
+            "imagine", {**quick, "refiner": "refiner", "refiner_switch": 0.5}
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        infotext = infotext_from_png(result.attachments[0].data)
+        assert infotext is not None
+        params = parse_infotext(infotext)[2]
+        assert str(params["Refiner"]).startswith("refiner [")
+        assert params["Refiner switch at"] == 0.5
