@@ -120,7 +120,6 @@ def main() -> None:
             device=device,
             default_model=arguments.model,
             compiler=Compiler(
-                device,
                 cache_dir,
                 batch_variants=not arguments.seen_shapes_only,
                 mode=arguments.mode,

@@ -64,9 +64,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
         from inference.compile import Compiler
         from inference.engine import Engine
 
-        compiler = (
-            Compiler(device, settings.compile_cache_dir) if settings.compiles_on(device) else None
-        )
+        compiler = Compiler(settings.compile_cache_dir) if settings.compiles_models else None
         return Engine(
             settings.models_dir,
             device=device,

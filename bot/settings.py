@@ -203,8 +203,9 @@ class Settings(BaseSettings):
         """Inductor's compiled graphs and kernels, kept so a restart compiles from cache."""
         return self.data_dir / "compile-cache"
 
-    def compiles_on(self, device: str) -> bool:
-        """Whether models on ``device`` are compiled: only when asked for (``on``). ``auto``
+    @property
+    def compiles_models(self) -> bool:
+        """Whether models are compiled: only when asked for (``on``), on any device. ``auto``
         stays off until a GPU measurement shows the compiled engine faster (it was 0.90x the
         eager one, SD1.5 512² on an H200), and on a CPU the compile costs more than it saves."""
         return self.compile == "on"

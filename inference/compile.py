@@ -201,7 +201,6 @@ class Compiler:
 
     def __init__(
         self,
-        device: str,
         cache_dir: Path,
         *,
         batch_variants: bool = True,

@@ -117,8 +117,13 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 # The request fields that name a picture file on the bot's side, and the names the pictures of
 # ControlNet units (``options["controlnet"][i]["image"]``) travel under.
 PICTURE_FIELDS = ("init_image", "mask_image")
-CONTROL_PICTURES = tuple(f"control_{index}" for index in range(MAX_CONTROL_UNITS))
-ALL_PICTURES = PICTURE_FIELDS + CONTROL_PICTURES
+
+
+def _control_picture(index: int) -> str:
+    return f"control_{index}"
+
+
+ALL_PICTURES = PICTURE_FIELDS + tuple(map(_control_picture, range(MAX_CONTROL_UNITS)))
 
 
 def _control_units(request: RenderRequest) -> list[Any]:
@@ -131,14 +136,14 @@ def picture_paths(request: RenderRequest) -> dict[str, str]:
     paths = {name: path for name in PICTURE_FIELDS if (path := getattr(request, name))}
     for index, unit in enumerate(_control_units(request)):
         if isinstance(unit, dict) and unit.get("image") is not None:
-            paths[f"control_{index}"] = str(unit["image"])
+            paths[_control_picture(index)] = str(unit["image"])
     return paths
 
 
 def with_picture_paths(request: RenderRequest, paths: dict[str, str]) -> RenderRequest:
     """``request`` naming exactly the files in ``paths`` (the rest of its pictures: none)."""
     units = [
-        {**unit, "image": paths.get(f"control_{index}")} if isinstance(unit, dict) else unit
+        {**unit, "image": paths.get(_control_picture(index))} if isinstance(unit, dict) else unit
         for index, unit in enumerate(_control_units(request))
     ]
     options = request.options
