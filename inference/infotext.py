@@ -10,6 +10,7 @@ tab, sd-parsers and most image sites read back.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
@@ -49,6 +50,7 @@ _INT = re.compile(r"-?(0|[1-9]\d*)")
 _FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?|-?\d+[eE][-+]?\d+")
 
 
+@functools.cache  # a metadata look-up on disk, for a value fixed for the process
 def easel_version() -> str:
     """``Version: Easel 0.1.0``: the installed package's version, as the web UI names its own."""
     try:
