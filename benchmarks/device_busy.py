@@ -1,6 +1,7 @@
 """How busy the device stays under a backlog: does it ever wait for CPU work?
 
     python benchmarks/device_busy.py [--jobs 20] [--size 256] [--steps 4] [--device cpu]
+                                     [--long-prompts]
 
 A tiny random-weight model (written to a temporary folder) renders a backlog of ``--jobs``
 small jobs, all submitted at once, through the real JobQueue (journal, fair scheduler,
@@ -11,6 +12,11 @@ batches, PNG files, delivery) on one DeviceWorker. Prints one JSON object:
   the time it waited for PNG encoding, storing, delivery and the queue. Goal <= 0.05.
 - ``device_thread_idle_fraction``: the share of that span in which the device thread was
   not inside a render call at all.
+- ``outside_denoising_ms_per_job``: the device thread's time inside render calls but outside
+  the pipeline calls (request checks, prompt expansion, handing PNGs to the pool), per job.
+
+``--long-prompts`` gives every job a long web UI prompt (alternatives, schedules, weights:
+``benchmarks/prompts.py``'s) whose expansion is CPU work inside the render call.
 """
 
 from __future__ import annotations
@@ -20,87 +26,21 @@ import asyncio
 import json
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.prompts import PROMPT as LONG_PROMPT
+from benchmarks.timing import TimedEngine
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.jobs.scheduler import SchedulerConfig
 from db.database import connect
 from inference.engine import Engine
-from inference.passes.denoise import Denoiser
 from inference.tiny import write_tiny_model
-from inference.types import ProgressCallback, RenderedImage, RenderRequest
+from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 
 PROMPTS = ("a red fox in snow", "a lighthouse at dusk", "a bowl of ramen", "a city in rain")
-
-
-class BusyClock:
-    """Intervals spent in some work, from several call sites (one thread at a time each)."""
-
-    def __init__(self) -> None:
-        self.intervals: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def timing(self) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.intervals.append((started, time.perf_counter()))
-
-    def busy_s(self) -> float:
-        return sum(end - start for start, end in self.intervals)
-
-
-@dataclass(frozen=True)
-class TimedDenoiser(Denoiser):
-    """The engine's pipeline calls, timed."""
-
-    clock: BusyClock = field(default_factory=BusyClock)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with self.clock.timing():
-            return super().__call__(*args, **kwargs)
-
-
-class TimedEngine(Engine):
-    """The engine, timing its render calls (device thread) and its denoising (device work)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.renders = BusyClock()
-        self.denoising = BusyClock()
-        timed = TimedDenoiser(**vars(self.tools.denoise), clock=self.denoising)
-        self.tools = replace(self.tools, denoise=timed)
-
-    def render_batch(
-        self,
-        requests: Sequence[RenderRequest],
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[list[RenderedImage]]:
-        with self.renders.timing():
-            return super().render_batch(requests, progress, cancel)
-
-    def render(
-        self,
-        request: RenderRequest,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[RenderedImage]:
-        # Never nested here: render_batch calls render only for modes other than txt2img.
-        with self.renders.timing():
-            return super().render(request, progress, cancel)
 
 
 class Deliveries:
@@ -122,10 +62,16 @@ class Deliveries:
 
 
 async def measure(
-    scratch: Path, jobs: int, size: int, steps: int, device: str, max_batch: int
+    scratch: Path,
+    jobs: int,
+    size: int,
+    steps: int,
+    device: str,
+    max_batch: int,
+    long_prompts: bool = False,
 ) -> dict[str, object]:
     write_tiny_model(scratch / "models" / "tiny")
-    engine = TimedEngine(scratch / "models", device=device)
+    engine = TimedEngine(Engine(scratch / "models", device=device))
     conn = await connect(scratch / "easel.sqlite3")
     queue = JobQueue(
         conn,
@@ -139,13 +85,14 @@ async def measure(
 
     def request(index: int) -> RenderRequest:
         prompt = PROMPTS[index % len(PROMPTS)]
+        if long_prompts:
+            prompt = f"{prompt}, {LONG_PROMPT}"
         return RenderRequest(prompt, seed=index, steps=steps, width=size, height=size)
 
     # Warm-up (model load, first kernels), then a clean slate for the backlog.
     await queue.submit(Submission("imagine", request(0), user_id=0))
     await deliveries.wait_for(1)
-    engine.renders.intervals.clear()
-    engine.denoising.intervals.clear()
+    engine.clear()
     # Members under the daily quota each; all queued before the first render starts.
     for index in range(jobs):
         await queue.submit(Submission("imagine", request(index), user_id=1 + index))
@@ -157,12 +104,16 @@ async def measure(
     return {
         "device_idle_fraction": round(1 - engine.denoising.busy_s() / span, 4),
         "device_thread_idle_fraction": round(1 - engine.renders.busy_s() / span, 4),
+        "outside_denoising_ms_per_job": round(
+            1000 * (engine.renders.busy_s() - engine.denoising.busy_s()) / jobs, 2
+        ),
         "span_s": round(span, 3),
         "render_calls": len(renders),
         "jobs": jobs,
         "size": size,
         "steps": steps,
         "max_batch": max_batch,
+        "long_prompts": long_prompts,
         "device": device,
         "python": sys.version.split()[0],
     }
@@ -175,6 +126,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--long-prompts", action="store_true")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         report = asyncio.run(
@@ -185,6 +137,7 @@ def main() -> None:
                 arguments.steps,
                 arguments.device,
                 arguments.max_batch,
+                arguments.long_prompts,
             )
         )
     print(json.dumps(report, indent=2))

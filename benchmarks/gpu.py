@@ -48,11 +48,9 @@ import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, get_args
 
@@ -64,13 +62,14 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.job_queue import Arrivals
+from benchmarks.timing import TimedEngine, synchronize
 from bot.app import engine_factory_for
 from bot.jobs.queue import JobQueue, Submission
 from bot.settings import load_settings
 from db.database import connect
 from inference.engine import Engine
 from inference.tiny import CONFIGS_DIR, load_clip_tokenizer, write_tiny_model
-from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
+from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 
 Family = Literal["sd15", "sdxl"]
@@ -198,11 +197,6 @@ def release_memory(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def peak_memory_mib(device: str) -> float | None:
     if device.startswith("cuda"):
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -315,54 +309,6 @@ class BenchEngine(Engine):
         return pipeline
 
 
-@dataclass
-class TimedEngine:
-    """The engine the device thread holds, timing what it does there: each render call's
-    (start, end), synchronised at the end so queued device work counts as busy, and, while
-    ``step_ends`` is set, every sampling step's synchronised end. (A wrapper, not a subclass
-    like ``benchmarks.device_busy.TimedEngine``: the shipped engine comes from the product's
-    own factory.)"""
-
-    engine: Engine
-    busy: list[tuple[float, float]] = field(default_factory=list)
-    step_ends: list[float] | None = None
-
-    def render(
-        self,
-        request: RenderRequest,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[RenderedImage]:
-        return self._timed(lambda report: self.engine.render(request, report, cancel), progress)
-
-    def render_batch(
-        self,
-        requests: Sequence[RenderRequest],
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[list[RenderedImage]]:
-        return self._timed(
-            lambda report: self.engine.render_batch(requests, report, cancel), progress
-        )
-
-    def _timed(
-        self, work: Callable[[ProgressCallback], _T], progress: ProgressCallback | None
-    ) -> _T:
-        def report(step: StepProgress) -> None:
-            if self.step_ends is not None:
-                synchronize(self.engine.device)
-                self.step_ends.append(time.perf_counter())
-            if progress is not None:
-                progress(step)
-
-        started = time.perf_counter()
-        try:
-            return work(report)
-        finally:
-            synchronize(self.engine.device)
-            self.busy.append((started, time.perf_counter()))
-
-
 class EaselRenderer:
     """Easel end to end without Discord: the real queue on a fresh database, one device."""
 
@@ -407,17 +353,17 @@ class EaselRenderer:
             self.attention = attention_processor(loaded_pipeline(self.engine.engine).unet)
 
     async def backlog(self, jobs: int) -> dict[str, Any]:
-        self.engine.busy.clear()
+        self.engine.clear()
         started = time.perf_counter()
         job_ids = [await self._submit(1) for _ in range(jobs)]
         await self.arrivals.wait_for(job_ids)
         ended = max(self.arrivals.finished[job_id] for job_id in job_ids)
-        busy = sum(min(end, ended) - max(start, started) for start, end in self.engine.busy)
+        busy = self.engine.renders.busy_s(since=started, until=ended)
         return {
             "jobs": jobs,
             "wall_s": round(ended - started, 3),
             "device_busy_fraction": round(busy / (ended - started), 3),
-            "render_calls": len(self.engine.busy),
+            "render_calls": len(self.engine.renders.intervals),
         }
 
     async def settle(self, timeout_s: float) -> dict[str, Any] | None:

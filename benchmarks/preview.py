@@ -4,7 +4,9 @@
 
 Builds the full-size VAE of the family from the shipped config (random weights: the cost is
 the same), fits the latent previewer once, then times a preview JPEG and a VAE decode of the
-same ``count`` latents. Prints one JSON object; compare the ratio, not absolute times.
+same ``count`` latents, and the device thread's share of a preview (``frame_ms``: the colours
+as small 8-bit pictures on their way to the CPU; the JPEG is encoded on a CPU pool). Prints
+one JSON object; compare the ratio, not absolute times.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> None:
             vae.decode(latents / vae.config.scaling_factor)
 
     preview_s = median_seconds(lambda: previewer.jpeg(latents), args.runs)
+    frame_s = median_seconds(lambda: previewer.frame(latents), args.runs)
     decode_s = median_seconds(decode, max(1, args.runs // 2))
     print(
         json.dumps(
@@ -70,6 +73,7 @@ def main() -> None:
                 "pictures": f"{args.count} x {args.size}x{args.size}",
                 "fit_once_s": round(fit_s, 3),
                 "preview_ms": round(preview_s * 1000, 2),
+                "frame_ms": round(frame_s * 1000, 2),
                 "vae_decode_ms": round(decode_s * 1000, 1),
                 "decode_over_preview": round(decode_s / preview_s, 1),
             },

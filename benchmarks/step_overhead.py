@@ -24,18 +24,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel, UNet2DConditionOutput
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.sides import PROMPT, easel_and_plain, use_sampler
 from inference.engine import Engine
-from inference.samplers import make_scheduler
 from inference.tiny import write_tiny_model
 from inference.types import RenderRequest, StepProgress
-
-PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 
 
 @contextmanager
@@ -78,8 +75,7 @@ def plain_ms(pipeline: Any, sampler: str, steps: int) -> float:
         step_ends.append(time.perf_counter())
         return tensors
 
-    # The same scheduler Easel makes for this sampler name, so only the loop around it differs.
-    pipeline.scheduler = make_scheduler(sampler, pipeline.scheduler.config)
+    use_sampler(pipeline, sampler)
     pipeline(
         PROMPT,
         num_inference_steps=steps,
@@ -103,10 +99,7 @@ def main() -> None:
     report: dict[str, Any] = {"benchmark": "step_overhead", "steps": arguments.steps}
     with tempfile.TemporaryDirectory() as scratch, stub_unet():
         folder = write_tiny_model(Path(scratch) / "tiny")
-        engine = Engine(Path(scratch), device="cpu")
-        loader: Any = diffusers.StableDiffusionPipeline
-        pipeline = loader.from_pretrained(folder, safety_checker=None)
-        pipeline.set_progress_bar_config(disable=True)
+        engine, pipeline = easel_and_plain(Path(scratch), folder, "cpu", torch.float32)
         samplers: dict[str, Any] = {}
         for sampler in arguments.sampler:
             easel_ms(engine, sampler, 3)  # warm-up: load, first calls

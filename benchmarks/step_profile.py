@@ -25,25 +25,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.engine import Engine
-from inference.samplers import make_scheduler
+from benchmarks.sides import PROMPT, easel_and_plain
+from benchmarks.timing import synchronize
 from inference.tiny import write_tiny_model
 from inference.types import RenderRequest
 
-PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SAMPLER = "Euler a"
 TOP = 12
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def profiled(render: Callable[[int], None], steps: int, device: str) -> dict[str, Any]:
@@ -126,11 +119,7 @@ def main() -> None:
 
             folder, _ = write_model(models_dir, arguments.family, device, dtype, tiny=False)
             size = arguments.size or NATIVE_SIZES[arguments.family]
-        engine = Engine(models_dir, device=device)
-        loader: Any = diffusers.DiffusionPipeline
-        pipeline = loader.from_pretrained(folder, dtype=dtype).to(device)
-        pipeline.set_progress_bar_config(disable=True)
-        pipeline.scheduler = make_scheduler(SAMPLER, pipeline.scheduler.config)
+        engine, pipeline = easel_and_plain(models_dir, folder, device, dtype, SAMPLER)
 
         def easel(steps: int) -> None:
             request = RenderRequest(

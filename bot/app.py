@@ -24,8 +24,10 @@ from bot.web.dashboard import Dashboard
 from bot.web.links import LinkSigner, load_secret
 from bot.web.server import RegionWebServer
 from cogs.admin import AdminCog, DiscordServerAdmins
+from cogs.blend import BlendCog
 from cogs.compare import CompareCog
 from cogs.contexts import EaselCommandTree, command_contexts
+from cogs.control_menu import ControlMenuCog
 from cogs.describe import DescribeCog, ImagineSuggestionButton
 from cogs.edit import EditCog
 from cogs.errors import on_app_command_error
@@ -79,6 +81,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
             limits=settings.render_limits,
             compiler=compiler,
+            quantize=settings.quantize,
         )
 
     return build_engine
@@ -146,8 +149,10 @@ class EaselBot(commands.Bot):
         await self.add_cog(JobsCog())
         await self.add_cog(ListsCog())
         await self.add_cog(CompareCog())
+        await self.add_cog(BlendCog())
         await self.add_cog(DescribeCog(settings.captioner_dir))
         await self.add_cog(UseSettingsCog(self))
+        await self.add_cog(ControlMenuCog(self))
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         await self._start_web_server(self._db, admin)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.requests import RequestError, check_prompt_length, random_seed
+from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.images import (
     MASK_BLUR,
     MASK_INVERT,
@@ -211,6 +212,15 @@ def upscale_request(
     except RenderInputError as error:
         raise RequestError(str(error)) from None
     return _from_picture(base, picture, "upscale", options=options)
+
+
+def fix_faces_request(base: RenderRequest, picture: Picture, *, restore: bool) -> RenderRequest:
+    """Re-render each face of ``picture`` (the ADetailer-style pass, with ``base``'s prompt,
+    model and settings and the picture's seed), then restore them when ``restore``."""
+    options: dict[str, Any] = {FIX_FACES: True}
+    if restore:
+        options[FACE_RESTORE] = True
+    return _from_picture(base, picture, "faces", options=options)
 
 
 # How far a pan button moves the frame: half the picture's side in that direction.

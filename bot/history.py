@@ -51,6 +51,7 @@ class StoredJob:
     image_paths: list[Path]
     seeds: list[int]
     infotexts: list[str]
+    channel_id: int | None = None  # where it was made (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class History:
             image_paths=[Path(image.path) for image in images],
             seeds=[image.seed for image in images],
             infotexts=[image.infotext for image in images],
+            channel_id=record.channel_id,
         )
 
     async def unfinished(self, user_id: int, *, guild_id: int | None) -> list[HistoryLine]:

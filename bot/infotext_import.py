@@ -24,6 +24,14 @@ from bot.requests import (
     check_prompt_length,
     parse_size,
 )
+from inference.face_options import (
+    FACE_RESTORE,
+    FIX_FACES,
+    FIX_FACES_CONFIDENCE,
+    FIX_FACES_PROMPT,
+    FIX_FACES_STRENGTH,
+    HAAR_DETECTOR,
+)
 from inference.infotext import (
     SAMPLER,
     SCHEDULE_TYPE,
@@ -45,6 +53,12 @@ from inference.validation import validate_request
 MAX_INFOTEXT_CHARS = 16_000
 MODEL_HASH_LENGTH = 10  # the web UI's short SHA-256; older 8-digit hashes cannot be matched
 NOT_HONOURED = "not honoured"
+# ADetailer's keys whose values become fix-faces options (``_Reader._read_faces``).
+FACE_FIELDS = {
+    "ADetailer prompt": FIX_FACES_PROMPT,
+    "ADetailer denoising strength": FIX_FACES_STRENGTH,
+    "ADetailer confidence": FIX_FACES_CONFIDENCE,
+}
 _LISTED_UNKNOWN_FIELDS = 8
 
 # Fields that only describe the picture (hashes, versions, dates) or that Easel reads below.
@@ -58,6 +72,7 @@ _READ_FIELDS = frozenset(
         "Size",
         "Model",
         "Model hash",
+        "Quantization",
         "VAE",
         "VAE hash",
         "Variation seed",
@@ -69,6 +84,15 @@ _READ_FIELDS = frozenset(
         "Hires upscaler",
         "Refiner",
         "Refiner switch at",
+        # Fix faces and face restoration (inference.face_options), read by _read_faces.
+        "ADetailer model",
+        *FACE_FIELDS,
+        "ADetailer dilate erode",
+        "ADetailer mask blur",
+        "ADetailer inpaint only masked",
+        "ADetailer inpaint padding",
+        "Face restoration",
+        "Face restoration model",
         "Pad conds",
         "Fast",
         "RNG",
@@ -307,6 +331,7 @@ class _Reader:
             self.request = dataclasses.replace(self.request, fast=True)
         self._read_hires()
         self._read_refiner()
+        self._read_faces()
 
     def _read_refiner(self) -> None:
         """The web UI's ``Refiner: NAME [hash], Refiner switch at: 0.8``."""
@@ -322,6 +347,25 @@ class _Reader:
             {"options": {**self.request.options, **{k: v for k, v in options.items() if v}}},
             "refiner",
             "rendered without it",
+        )
+
+    def _read_faces(self) -> None:
+        """ADetailer's keys (fix faces: prompt, denoising, confidence; Easel's own detector)
+        and the web UI's ``Face restoration`` (the first restorer installed here)."""
+        options = {
+            option: self.params[key] for key, option in FACE_FIELDS.items() if key in self.params
+        }
+        detector = self.params.get("ADetailer model")
+        if detector is not None:
+            options[FIX_FACES] = True
+            if detector != HAAR_DETECTOR:
+                self._tell(f"ADetailer model {detector}: this server's face detector is used")
+        if "Face restoration" in self.params:
+            options[FACE_RESTORE] = True
+        self._apply(
+            {"options": {**self.request.options, **options}} if options else {},
+            "faces",
+            "left as rendered",
         )
 
     def _read_hires(self) -> None:

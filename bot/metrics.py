@@ -35,6 +35,7 @@ __all__ = [
     "job_ended",
     "job_started",
     "job_submitted",
+    "member_refused",
     "quota_refused",
     "render_finished",
     "serve",
@@ -50,6 +51,11 @@ _ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 5, 10)
 JOBS = Counter("easel_jobs", "Jobs that ended, by kind and outcome", ["kind", "outcome"])
 JOBS_SUBMITTED = Counter("easel_jobs_submitted", "Jobs journaled and queued, by kind", ["kind"])
 QUOTA_REFUSALS = Counter("easel_quota_refusals", "Requests a member's quota refused")
+REFUSALS = Counter(
+    "easel_refusals",
+    "Refusals sent to members in a server, by reason (bot.user_errors.Reason)",
+    ["reason"],
+)
 QUEUE_DEPTH = Gauge("easel_queue_depth", "Jobs waiting for a render slot")
 QUEUE_WAIT = Histogram(
     "easel_queue_wait_seconds",
@@ -108,6 +114,10 @@ def worker_job_ended(outcome: str) -> None:
 
 def quota_refused() -> None:
     QUOTA_REFUSALS.inc()
+
+
+def member_refused(reason: str) -> None:
+    REFUSALS.labels(reason).inc()
 
 
 def render_finished(model: str | None, device: str, steps: int, seconds: float) -> None:

@@ -1,9 +1,10 @@
 """Named /imagine presets: a member's own, and a server's saved by its admins.
 
 A preset fills what a request leaves out, after the options and the prompt's flags and
-before the member's saved defaults. ``--preset name`` (or the ``preset`` option) finds the
-member's preset of that name first, then the server's: a member's preset shadows the
-server's one of the same name. A server's presets are used in that server only.
+before the member's saved defaults (``over_saved_settings``). ``--preset name`` (or the
+``preset`` option) finds the member's preset of that name first, then the server's: a
+member's preset shadows the server's one of the same name. A server's presets are used in
+that server only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from db.presets import Scope, StoredPreset
 from db.user_settings import UserSettings
 from inference.limits import MAX_CLIP_SKIP
 
-__all__ = ["MAX_PRESETS", "MAX_PRESET_NAME", "Preset", "Presets", "Scope", "shadowed_by"]
+__all__ = ["MAX_PRESETS", "MAX_PRESET_NAME", "Preset", "Presets", "Scope", "over_saved_settings"]
 
 MAX_PRESETS = 25  # per member, and per server
 MAX_PRESET_NAME = 32
@@ -82,19 +83,19 @@ def validated(preset: Preset) -> Preset:
     return dataclasses.replace(preset, name=name)
 
 
-def shadowed_by(settings: UserSettings, preset: Preset | None) -> UserSettings:
-    """The member's saved defaults without those the preset fixes: a preset beats them."""
-    if preset is None:
-        return settings
-
+def over_saved_settings(preset: Preset | None, settings: UserSettings) -> Preset:
+    """What fills the gaps a member's options and prompt flags leave (``build_requests``'s
+    ``preset``): the named preset's values, then the member's saved /settings. Applied after
+    the flags are read, so a typed ``--steps`` or ``--ar`` beats both."""
+    base = preset or Preset(name="/settings")
     return dataclasses.replace(
-        settings,
-        steps=None if preset.steps is not None else settings.steps,
-        cfg=None if preset.cfg is not None else settings.cfg,
-        sampler=None if preset.sampler is not None else settings.sampler,
-        size=None if preset.size is not None else settings.size,
-        negative=None if preset.negative is not None else settings.negative,
-        clip_skip=None if preset.clip_skip is not None else settings.clip_skip,
+        base,
+        steps=base.steps if base.steps is not None else settings.steps,
+        cfg=base.cfg if base.cfg is not None else settings.cfg,
+        sampler=base.sampler or settings.sampler,
+        size=base.size or settings.size,
+        negative=base.negative if base.negative is not None else settings.negative,
+        clip_skip=base.clip_skip if base.clip_skip is not None else settings.clip_skip,
     )
 
 

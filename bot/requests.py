@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.limits import MAX_CLIP_SKIP, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 from inference.limits import MAX_SEED as MAX_SEED
 from inference.prompts import (
@@ -54,6 +56,8 @@ class ImagineOptions:
     preset: str | None = None
     # The web UI's "Schedule type" (Karras, Exponential...); None: what the sampler name says.
     schedule_type: str | None = None
+    # /blend: the pictures say what to draw, so the words may be left out.
+    prompt_optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,15 @@ def preset_named(options: ImagineOptions) -> str | None:
         raise RequestError(str(error)) from None
 
 
+def style_reference_flags(options: ImagineOptions) -> tuple[str | None, float | None]:
+    """``--sref`` (a message link or id) and ``--sref-strength`` typed in the prompt."""
+    try:
+        flags = parse_inline_flags(options.prompt)[1]
+    except PromptError as error:
+        raise RequestError(str(error)) from None
+    return flags.sref, flags.sref_strength
+
+
 def build_request(
     options: ImagineOptions, defaults: Defaults = Defaults(), preset: Preset | None = None
 ) -> RenderRequest:
@@ -137,15 +150,22 @@ def build_request(
         notes.append(f"--repeat {flags.repeat} is for /imagine only; this rendered once")
     if flags.preset and preset is None:
         notes.append(f"--preset {flags.preset} is for /imagine only; it was not applied")
+    if flags.sref:
+        notes.append("--sref is for /imagine only; it was not applied")
     return dataclasses.replace(request, notes=notes)
 
 
 def build_requests(
-    options: ImagineOptions, defaults: Defaults = Defaults(), preset: Preset | None = None
+    options: ImagineOptions,
+    defaults: Defaults = Defaults(),
+    preset: Preset | None = None,
+    model_defaults: Callable[[str | None], Defaults] | None = None,
 ) -> list[RenderRequest]:
     """:func:`build_request`, once per ``--repeat``: each job has its own seed (a typed seed
-    goes on where the previous job's pictures stopped, so no picture repeats)."""
-    first, flags = _build(options, defaults, preset)
+    goes on where the previous job's pictures stopped, so no picture repeats).
+    ``model_defaults`` gives the defaults for the model asked for (None: the default model),
+    its family's (4 steps for Flux schnell) in place of ``defaults``."""
+    first, flags = _build(options, defaults, preset, model_defaults)
     seeded = flags.seed not in (None, -1)
     return [
         dataclasses.replace(
@@ -173,11 +193,18 @@ def _render_flags(flags: InlineFlags, clip_skip: int | None) -> dict[str, object
         extra["stop"] = flags.stop
     if flags.relax:
         extra["relax"] = True
+    if flags.faces:
+        extra[FIX_FACES] = True
+    if flags.restore_faces:
+        extra[FACE_RESTORE] = True
     return extra
 
 
 def _build(
-    options: ImagineOptions, defaults: Defaults, preset: Preset | None
+    options: ImagineOptions,
+    defaults: Defaults,
+    preset: Preset | None,
+    model_defaults: Callable[[str | None], Defaults] | None = None,
 ) -> tuple[RenderRequest, InlineFlags]:
     check_prompt_length(options.prompt, "prompt")
     try:
@@ -185,7 +212,7 @@ def _build(
     except PromptError as error:
         raise RequestError(str(error)) from None
     prompt = prompt.strip()
-    if not prompt:
+    if not prompt and not options.prompt_optional:
         raise RequestError("prompt is empty: describe the picture you want")
     flags, notes = resolve_flags(
         dataclasses.replace(typed, aspect_ratio=None),
@@ -208,6 +235,8 @@ def _build(
             sampler=flags.sampler or preset.sampler,
             model=flags.model or preset.model,
         )
+    if model_defaults is not None:
+        defaults = model_defaults(flags.model)
     count = flags.count if flags.count is not None else 1
     if not 1 <= count <= MAX_COUNT:
         raise RequestError(f"count must be between 1 and {MAX_COUNT}, not {count}")

@@ -14,9 +14,13 @@ from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota_status import QuotaStatus
 from bot.policy.styles import Style, load_styles
 from bot.presets import Presets
+from bot.refusals import RefusalLog
 from bot.requests import Defaults
 from bot.settings import Settings
+from inference.flow_detect import FAMILY_DEFAULTS
+from inference.metadata import FAMILY_NAMES, UNKNOWN, checkpoint_family
 from inference.registry import ModelRegistry
+from inference.types import RenderInputError
 from inference.validation import RenderLimits
 
 
@@ -36,6 +40,7 @@ class Services:
     # Checked before a job is accepted; the engine checks again once sizes are known.
     limits: RenderLimits
     hires_upscaler: str  # what /imagine's hires fix enlarges with
+    refusals: RefusalLog  # what members were refused, for their server's dashboard
     default_model: str | None = None  # EASEL_DEFAULT_MODEL (a server's own default comes first)
 
     @classmethod
@@ -54,6 +59,7 @@ class Services:
             settings.data_dir / "styles.csv",
             settings.render_limits,
             settings.hires_upscaler,
+            RefusalLog(conn, member_settings),
             settings.default_model,
         )
 
@@ -63,9 +69,36 @@ class Services:
         ceiling when that is lower (so a plain /imagine is never refused for its steps)."""
         return Defaults(steps=min(Defaults.steps, self.limits.max_steps))
 
+    def model_defaults(self, name: str | None, default_model: str | None) -> Defaults:
+        """The request defaults for model ``name`` (None: ``default_model``, else the first
+        installed): its family's steps, CFG and sampler where it has them (Flux schnell's
+        4 steps), under this server's step ceiling; else :attr:`request_defaults`. An unknown
+        name gets those too, and is refused later in its own words."""
+        try:
+            entry = self.registry.resolve(name, default_model)
+        except RenderInputError:
+            return self.request_defaults
+        family = FAMILY_DEFAULTS.get(checkpoint_family(entry))
+        if family is None:
+            return self.request_defaults
+        return Defaults(
+            steps=min(family.steps, self.limits.max_steps), cfg=family.cfg, sampler=family.sampler
+        )
+
     def model_names(self) -> list[str]:
         """Installed checkpoints."""
         return self.registry.names()
+
+    def model_labels(self) -> dict[str, str]:
+        """The checkpoints a member can pick as the model (SDXL refiners only finish
+        pictures), each labelled with its family: ``my-flux (Flux dev)``. Families come
+        from file headers, read once per file version."""
+        labels = {}
+        for name, entry in sorted(self.registry.loadable().items()):
+            family = checkpoint_family(entry)
+            if family != FAMILY_NAMES["sdxl-refiner"]:
+                labels[name] = name if family == UNKNOWN else f"{name} ({family})"
+        return labels
 
     def upscaler_names(self) -> list[str]:
         """Lanczos and the installed model upscalers."""

@@ -12,6 +12,7 @@ from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_
 from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
+from inference.quantization import Quantize
 from inference.validation import RenderLimits
 
 
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     model_cache_gb: float = Field(default=0, ge=0, le=4096, validation_alias="EASEL_MODEL_CACHE_GB")
     # Keep each model part in CPU memory until the pipeline needs it: slower, fits small GPUs.
     cpu_offload: bool = Field(default=False, validation_alias="EASEL_CPU_OFFLOAD")
+    # Quantize each model's UNet or transformer, and T5, as it loads (torchao): int8 on any
+    # device, fp8 on CUDA of compute capability 8.9+. GGUF files come quantized already.
+    quantize: Quantize = Field(default="off", validation_alias="EASEL_QUANTIZE")
     # torch.compile of each model's UNet and VAE decoder (inference.compile). auto: off for now,
     # since on an H200 the compiled engine ran 0.90x the eager one (docs/performance.md).
     compile: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="EASEL_COMPILE")
@@ -129,7 +133,7 @@ class Settings(BaseSettings):
             raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
         return value.rstrip("/")
 
-    @field_validator("compile", "log_format", mode="before")
+    @field_validator("compile", "log_format", "quantize", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

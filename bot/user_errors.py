@@ -1,7 +1,28 @@
-"""The one exception type for a member's mistake (pure: no discord, no torch)."""
+"""The one exception type for a member's mistake, and why it was refused (pure: no discord,
+no torch)."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a member was refused: what the admin dashboard counts and the metrics label."""
+
+    INPUT = "input"  # a value out of range, a prompt that cannot be read, a missing picture...
+    BANNED_WORD = "banned_word"
+    CHANNEL = "channel"  # Easel is not enabled in that channel
+    NSFW = "nsfw"  # the server renders only in age-restricted channels
+    MODEL = "model"  # a model the server does not allow
+    LIMITS = "limits"  # the server's render limits (steps, pixels...)
+    QUOTA = "quota"
+    PERMISSION = "permission"  # a command for admins, a picture the member cannot read
+    COOLDOWN = "cooldown"
 
 
 class UserError(Exception):
     """Refused input: the message is one sentence naming the problem and how to fix it."""
+
+    def __init__(self, message: str, reason: Reason = Reason.INPUT) -> None:
+        super().__init__(message)
+        self.reason = reason

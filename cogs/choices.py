@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import discord
@@ -15,13 +16,17 @@ MAX_CHOICES = 25  # Discord refuses more
 _MAX_CHOICE_NAME = 100
 
 
-def matching_choices(names: Iterable[str], typed: str) -> list[app_commands.Choice[str]]:
-    """Names that start with what was typed first, then names that contain it."""
+def matching_choices(
+    names: Iterable[str], typed: str, labels: Mapping[str, str] | None = None
+) -> list[app_commands.Choice[str]]:
+    """Names that start with what was typed first, then names that contain it; each shown
+    as its label when ``labels`` has one."""
     needle = typed.strip().casefold()
     starts = [name for name in names if name.casefold().startswith(needle)]
     contains = [name for name in names if needle in name.casefold() and name not in starts]
+    shown = labels or {}
     return [
-        app_commands.Choice(name=name[:_MAX_CHOICE_NAME], value=name)
+        app_commands.Choice(name=shown.get(name, name)[:_MAX_CHOICE_NAME], value=name)
         for name in (starts + contains)[:MAX_CHOICES]
     ]
 
@@ -29,7 +34,9 @@ def matching_choices(names: Iterable[str], typed: str) -> list[app_commands.Choi
 async def model_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
-    return matching_choices(services_of(interaction).model_names(), current)
+    """Installed models (refiners left out), each shown with its family."""
+    labels = await asyncio.to_thread(services_of(interaction).model_labels)
+    return matching_choices(labels, current, labels)
 
 
 async def sampler_choices(

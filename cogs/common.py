@@ -3,6 +3,7 @@ and one-sentence ephemeral replies."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -13,11 +14,10 @@ from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.guild import NsfwPolicy
-from bot.policy.member_settings import with_personal_defaults
-from bot.presets import Preset, shadowed_by
+from bot.presets import Preset, over_saved_settings
 from bot.requests import ImagineOptions, build_requests, preset_named
 from bot.services import Services
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from inference.types import RenderRequest
 
 if TYPE_CHECKING:
@@ -103,8 +103,10 @@ class MemberRequests:
 async def requests_for_member(
     interaction: discord.Interaction[Any], options: ImagineOptions
 ) -> MemberRequests:
-    """``options`` filled in as the member asked: typed options and flags first, then the preset
-    they name (``--preset``), then their /settings; a bad value raises ``RequestError``."""
+    """``options`` filled in as the member asked: typed options, then the prompt's flags, then
+    the preset they name (``--preset``), then their /settings, then the model family's
+    defaults (Flux schnell: 4 steps), then the server's defaults; a bad value raises
+    ``RequestError``."""
     services = services_of(interaction)
     personal = await services.member_settings.get(interaction.user.id)
     preset_name = preset_named(options)
@@ -113,10 +115,18 @@ async def requests_for_member(
         if preset_name
         else None
     )
-    requests = build_requests(
-        with_personal_defaults(options, shadowed_by(personal, chosen)),
+    default_model = (
+        None
+        if interaction.guild_id is None
+        else (await services.guild_policy.settings(interaction.guild_id)).default_model
+    ) or services.default_model
+    # Off the loop: the model's family is read from its file's header (once per version).
+    requests = await asyncio.to_thread(
+        build_requests,
+        options,
         services.request_defaults,
-        chosen,
+        over_saved_settings(chosen, personal),
+        lambda model: services.model_defaults(model, default_model),
     )
     return MemberRequests(requests, chosen, personal.private_results)
 
@@ -155,7 +165,7 @@ async def admitted_submission(
     )
     limit = services.limits.refusal(admission.request)
     if limit is not None:
-        raise UserError(f"Not rendered: {limit}.")
+        raise UserError(f"Not rendered: {limit}.", Reason.LIMITS)
     return Submission(
         kind=kind,
         request=admission.request,
@@ -232,12 +242,14 @@ async def submit_from_interaction(
     )
     if refusal is not None:
         await interaction.response.send_message(f"⛔ {refusal}", ephemeral=True)
+        await _record_quota_refusal(interaction, refusal)
         return None
     await interaction.response.defer(thinking=True, ephemeral=private)
     try:
         job_id = await queue.submit(submission)
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
         await interaction.edit_original_response(content=f"⛔ {refused.message}")
+        await _record_quota_refusal(interaction, refused.message)
         return None
     await client_of(interaction).results.show_queued(
         job_id, interaction, spoiler=submission.spoiler
@@ -245,6 +257,13 @@ async def submit_from_interaction(
     if repeat_seeds:
         await _submit_repeats(interaction, submission, repeat_seeds)
     return job_id
+
+
+async def _record_quota_refusal(interaction: discord.Interaction[Any], sentence: str) -> None:
+    """After the member was told: recording never delays the answer."""
+    await services_of(interaction).refusals.record(
+        interaction.guild_id, interaction.channel_id, interaction.user.id, Reason.QUOTA, sentence
+    )
 
 
 async def _submit_repeats(
@@ -265,6 +284,7 @@ async def _submit_repeats(
             await queue.submit(repeat)
         except QuotaExceeded as refused:
             await tell(interaction, f"⛔ Repeat {index} of {len(seeds) + 1}: {refused.message}")
+            await _record_quota_refusal(interaction, refused.message)
             return
     await tell(
         interaction,

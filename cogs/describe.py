@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.member_settings import with_personal_defaults
+from bot.presets import over_saved_settings
 from bot.requests import ImagineOptions, build_request
 from bot.user_errors import UserError
 from cogs.common import services_of, submit_from_interaction
@@ -75,8 +75,11 @@ class ImagineSuggestionButton(
                 raise UserError("That suggestion is gone; run /describe again.")
             services = services_of(interaction)
             personal = await services.member_settings.get(interaction.user.id)
-            options = with_personal_defaults(ImagineOptions(prompt=prompt), personal)
-            request = build_request(options, services.request_defaults)
+            request = build_request(
+                ImagineOptions(prompt=prompt),
+                services.request_defaults,
+                over_saved_settings(None, personal),
+            )
             await submit_from_interaction(
                 interaction, "imagine", request, private=personal.private_results
             )

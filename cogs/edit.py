@@ -51,7 +51,12 @@ class SavedInputs:
 
     async def save(self, attachment: discord.Attachment) -> Picture:
         check_upload_size(attachment.filename, attachment.size)  # before downloading it
-        checked = check_image(attachment.filename, await attachment.read())
+        return await self.save_data(attachment.filename, await attachment.read())
+
+    async def save_data(self, filename: str, data: bytes) -> Picture:
+        """A picture already downloaded (from a link), checked as an upload is."""
+        check_upload_size(filename, len(data))
+        checked = check_image(filename, data)
         path = input_path(self._inputs_dir)
         self._paths.append(path)
         await asyncio.to_thread(_write, path, png_of(checked))

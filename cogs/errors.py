@@ -1,5 +1,6 @@
-"""The app-command error handler: a member's mistake is one ephemeral sentence; anything else
-is logged with a reference id the member can quote to the admins."""
+"""The app-command error handler: a member's mistake is one ephemeral sentence (then recorded as
+a refusal for the server's dashboard); anything else is logged with a reference id the member
+can quote to the admins."""
 
 from __future__ import annotations
 
@@ -11,29 +12,34 @@ import discord
 from discord import app_commands
 
 from bot.requests import RequestError
-from bot.user_errors import UserError
-from cogs.common import tell
+from bot.user_errors import Reason, UserError
+from cogs.common import services_of, tell
 
 log = logging.getLogger(__name__)
 
 
-def user_message(error: BaseException) -> str | None:
-    """The sentence for an error the member can fix, or None for an internal failure."""
+def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
+    """The sentence for an error the member can fix and why they were refused, or None for an
+    internal failure."""
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-    if isinstance(cause, UserError | RequestError):
-        return str(cause)
+    if isinstance(cause, UserError):
+        return str(cause), cause.reason
+    if isinstance(cause, RequestError):
+        return str(cause), Reason.INPUT
     if isinstance(cause, app_commands.MissingPermissions):
         needed = ", ".join(p.replace("_", " ") for p in cause.missing_permissions)
-        return f"You need the {needed} permission to use this; ask a server admin."
+        sentence = f"You need the {needed} permission to use this; ask a server admin."
+        return sentence, Reason.PERMISSION
     if isinstance(cause, app_commands.NoPrivateMessage):
-        return "This command works only in a server; run it in a server channel."
+        return "This command works only in a server; run it in a server channel.", Reason.CHANNEL
     if isinstance(cause, app_commands.CommandOnCooldown):
-        return f"Slow down: try again in {cause.retry_after:.0f} s."
+        return f"Slow down: try again in {cause.retry_after:.0f} s.", Reason.COOLDOWN
     if isinstance(cause, app_commands.TransformerError):
         kind = cause.type.name.lower()
-        return f"That {kind} cannot be used here; pick another {kind} from the list."
+        sentence = f"That {kind} cannot be used here; pick another {kind} from the list."
+        return sentence, Reason.INPUT
     if isinstance(cause, app_commands.CheckFailure):
-        return str(cause) or "You are not allowed to use this command here."
+        return str(cause) or "You are not allowed to use this command here.", Reason.PERMISSION
     return None
 
 
@@ -47,9 +53,10 @@ async def on_app_command_error(
 async def report_error(
     interaction: discord.Interaction[Any], error: BaseException, where: str
 ) -> None:
-    """Tell the member what went wrong; log internal failures with a reference id."""
-    message = user_message(error)
-    if message is None:
+    """Tell the member what went wrong, and record it as a refusal once they were told; log
+    internal failures with a reference id."""
+    refusal = refusal_of(error)
+    if refusal is None:
         reference = secrets.token_hex(4)
         log.error(
             "internal error %s in %s for user %s",
@@ -62,7 +69,13 @@ async def report_error(
             f"Something went wrong on Easel's side (reference `{reference}`); "
             "try again later, or give the reference to a server admin."
         )
+    else:
+        message = refusal[0]
     try:
         await tell(interaction, message)
     except discord.HTTPException:
         log.warning("could not tell user %s about an error", interaction.user.id)
+    if refusal is not None:
+        await services_of(interaction).refusals.record(
+            interaction.guild_id, interaction.channel_id, interaction.user.id, refusal[1], message
+        )

@@ -18,6 +18,7 @@ from bot.requests import (
     ImagineOptions,
     RequestError,
 )
+from cogs.blend import with_style_reference
 from cogs.choices import (
     matching_choices,
     model_choices,
@@ -31,6 +32,7 @@ from cogs.edit import SavedInputs
 from cogs.lists import lora_choices, with_lora
 from cogs.settings import preset_choices
 from inference.control_units import MAX_CONTROL_WEIGHT
+from inference.image_prompts import MAX_IMAGE_PROMPT_WEIGHT
 from inference.limits import MAX_CLIP_SKIP
 from inference.refiner import MAX_SWITCH, MIN_SWITCH, refiner_names
 from inference.types import RenderInputError, RenderRequest
@@ -87,6 +89,8 @@ class ImagineCog(commands.Cog):
         control_end="When it stops (0-1, default 1)",
         refiner="An SDXL refiner that finishes the picture (web UI's Refiner; SDXL models only)",
         refiner_switch="Share of the steps the model runs before the refiner (0.01-0.99, 0.8)",
+        sref="A style reference picture (IP-Adapter); --sref <link> in the prompt works too",
+        sref_strength="How strongly the style reference guides (0-2; default 1 style-only, 0.6)",
     )
     @app_commands.autocomplete(
         model=model_choices,
@@ -123,6 +127,8 @@ class ImagineCog(commands.Cog):
         schedule_type: str | None = None,
         refiner: str | None = None,
         refiner_switch: app_commands.Range[float, MIN_SWITCH, MAX_SWITCH] | None = None,
+        sref: discord.Attachment | None = None,
+        sref_strength: app_commands.Range[float, 0.0, MAX_IMAGE_PROMPT_WEIGHT] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=with_lora(interaction, prompt, lora),
@@ -169,6 +175,9 @@ class ImagineCog(commands.Cog):
                     control_start,
                     control_end,
                 )
+            request = await with_style_reference(
+                interaction, request, prompt, inputs, sref, sref_strength
+            )
             job_id = await submit_from_interaction(
                 interaction,
                 "imagine",

@@ -26,21 +26,23 @@ HELP_TEXT = """\
 **Easel** — Stable Diffusion in this server.
 `/imagine prompt` — pictures from a prompt; web UI syntax works: `(word:1.3)`, `[a|b]`, \
 `[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --no cars \
---chaos 50 --tile --repeat 2 --stop 80 --relax --preset name`; \
+--chaos 50 --tile --repeat 2 --stop 80 --relax --preset name --faces`; \
 `style` adds a saved style, `hires` re-details at twice the size, `control` + `control_type` \
 follows a picture's edges (canny), layout (tile) or a ready map (none) with a ControlNet, \
-`refiner` has an SDXL refiner finish the picture.
+`refiner` has an SDXL refiner finish the picture, `sref` (or `--sref link`) follows a \
+picture's style.
 Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
 `Vary (Subtle/Strong)`, `Upscale (2x/4x)`, `Vary (Region)` (repaint a part you name in \
-words or paint on a page) under a single picture; `Remix` (edit, render), `DM me`, `Delete`.
+words or paint on a page), `Fix faces` under a single picture; `Remix` (edit, render), \
+`DM me`, `Delete`.
 `/vary image|message strength`, `/inpaint image mask prompt`, \
-`/upscale image scale mode upscaler` — work from a picture; also **Apps › Vary** and \
-**Apps › Upscale** on any message with an image.
+`/upscale image scale mode upscaler`, `/blend 2–5 pictures` — work from pictures; also \
+**Apps › Vary**, **Upscale**, **Use as control** on a message's picture.
 `/queue`, `/cancel [job_id]`, `/quota` — your jobs in the queue, stop one, your limits.
-`/info image` or the message menu **Apps › Info** — the settings stored in an Easel/web UI PNG.
+`/info image` or **Apps › Info** — the settings stored in an Easel/web UI PNG.
 `/use-settings infotext|image` or **Apps › Use settings** — render again from a picture's \
-settings (Easel, web UI or Civitai); says what could not be honoured.
-`/explain prompt` — how Easel reads a prompt (weights, schedule, LoRAs), as JSON.
+settings (Easel, web UI or Civitai).
+`/explain prompt` — how Easel reads a prompt, as JSON.
 `/compare` — an X/Y plot; `/describe image` — prompt ideas; `/models`, `/loras`, \
 `/embeddings`, `/wildcards` — what is installed (`/imagine lora:` adds a LoRA).
 `/history [search]`, `/show job_id` — your past results; `/forget-me` erases them and your settings.

@@ -23,8 +23,10 @@ from bot.user_errors import UserError
 from cogs.choices import MAX_CHOICES
 from cogs.common import services_of
 from cogs.errors import report_error
+from inference.memory import gguf_quantization
 from inference.metadata import checkpoint_family, network_info
 from inference.prompts import WildcardLibrary
+from inference.registry import ModelEntry
 
 PAGE_SIZE = 10
 MAX_SEARCH_CHARS = 50  # leaves room for the rest of a page button's custom_id (100 at most)
@@ -75,6 +77,13 @@ async def allowed_model_names(interaction: discord.Interaction[Any]) -> list[str
     return [name for name in names if not allowed or name in allowed]
 
 
+def listed_family(entry: ModelEntry) -> str:
+    """A model's family, and the GGUF quantization of its denoiser when it has one."""
+    gguf = gguf_quantization(entry)
+    family = checkpoint_family(entry)
+    return family if gguf is None else f"{family}, GGUF {gguf}"
+
+
 async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[Listed]:
     """Everything of ``kind`` the member may use here, in name order (files read on a thread)."""
     services = services_of(interaction)
@@ -82,7 +91,7 @@ async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[
     if kind is ListKind.MODELS:
         allowed = set(await allowed_model_names(interaction))
         entries = [entry for name, entry in registry.loadable().items() if name in allowed]
-        families = await asyncio.to_thread(lambda: [checkpoint_family(e) for e in entries])
+        families = await asyncio.to_thread(lambda: [listed_family(e) for e in entries])
         rows = [
             Listed(entry.name, f"`{entry.name}` — {family}")
             for entry, family in zip(entries, families, strict=True)

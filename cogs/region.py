@@ -30,7 +30,7 @@ from bot.user_errors import UserError
 from bot.web.links import LinkRefused, RegionLink
 from bot.web.server import Claim, RegionWebServer
 from cogs.common import Requester, admitted_submission, submit_from_interaction
-from cogs.errors import report_error
+from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import JobButton, clicked_job, keeps_private, stored_picture
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
@@ -155,6 +155,20 @@ class RegionOffers:
         return job.image_paths[link.idx]
 
     async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
+        try:
+            return await self._submit_painted(link, mask_png, prompt, claim)
+        except Exception as error:  # the page shows a refusal; the server's dashboard keeps it
+            refusal = refusal_of(error)
+            if refusal is not None:
+                sentence, reason = refusal
+                await self._services.refusals.record(
+                    link.guild_id, link.channel_id, link.user_id, reason, sentence
+                )
+            raise
+
+    async def _submit_painted(
+        self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim
+    ) -> str:
         job = await self._linked_job(link)
         roles, is_admin, age_restricted = await self._member_may_act(link)
         checked = check_image("mask.png", mask_png)

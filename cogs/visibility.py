@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import discord
 
 from bot.policy.visibility import (
+    DISCORD_CDN_ORIGINS,
     ChannelAccess,
     Place,
     check_member_may_read,
     check_same_place,
+    locate_attachment,
     locate_message,
 )
 from bot.user_errors import UserError
@@ -57,8 +60,38 @@ async def message_for_member(
         ) from None
 
 
+def check_member_may_read_channel(interaction: discord.Interaction[Any], channel_id: int) -> None:
+    """For buttons: a job's picture is for members who can read the channel it was made in."""
+    _check_member_may_read(interaction, channel_id)
+
+
 def check_member_may_use(interaction: discord.Interaction[Any], message: discord.Message) -> None:
     """For message menus: Discord offers them on messages the member sees; Easel holds to it too."""
     guild_id = None if message.guild is None else message.guild.id
     check_same_place(guild_id, message.channel.id, _place_of(interaction))
     _check_member_may_read(interaction, message.channel.id)
+
+
+def _discord_origins() -> tuple[str, ...]:
+    """Discord's CDN, and the origin its API is reached at (a test's fake Discord)."""
+    api = urlsplit(discord.http.Route.BASE)
+    return (*DISCORD_CDN_ORIGINS, f"{api.scheme}://{api.netloc}".lower())
+
+
+async def attachment_for_member(
+    interaction: discord.Interaction[Any], reference: str
+) -> tuple[str, bytes] | None:
+    """The file name and bytes of the picture an attachment URL names (None: ``reference``
+    is not one), if the invoking member may read the channel it was posted in."""
+    location = locate_attachment(reference, _place_of(interaction), _discord_origins())
+    if location is None:
+        return None
+    _check_member_may_read(interaction, location.channel_id)
+    try:
+        data = await interaction.client.http.get_from_cdn(reference.strip())
+    except discord.HTTPException:
+        raise UserError(
+            "I cannot fetch that picture (its link may have expired); attach it or link its "
+            "message."
+        ) from None
+    return location.filename, data

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from db import presets, quotas
+from db import presets, quotas, refusals
 from db.database import transaction
 
 
@@ -74,13 +74,15 @@ async def page_of_jobs(
 
 
 async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
-    """Jobs, images, settings and preset rows that still name the member (0 after /forget-me)."""
+    """Jobs, images, settings, preset and refusal rows that still name the member (0 after
+    /forget-me)."""
     async with conn.execute(
         "SELECT (SELECT COUNT(*) FROM jobs WHERE user_id = ?)"
         " + (SELECT COUNT(*) FROM images WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?))"
         " + (SELECT COUNT(*) FROM user_settings WHERE user_id = ?)"
-        " + (SELECT COUNT(*) FROM presets WHERE scope = 'member' AND owner_id = ?)",
-        (user_id, user_id, user_id, user_id),
+        " + (SELECT COUNT(*) FROM presets WHERE scope = 'member' AND owner_id = ?)"
+        " + (SELECT COUNT(*) FROM refusals WHERE user_id = ?)",
+        (user_id, user_id, user_id, user_id, user_id),
     ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
@@ -89,9 +91,9 @@ async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
 async def erase_user(
     conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
 ) -> ErasedData:
-    """Delete the member's jobs, their images rows, settings and own presets, and anonymise
-    their quota ledger rows, atomically (``db.quotas.anonymise_user`` says which rows wait,
-    and why).
+    """Delete the member's jobs, their images rows, settings, own presets and the refusals they
+    were sent, and anonymise their quota ledger rows, atomically (``db.quotas.anonymise_user``
+    says which rows wait, and why).
 
     Nothing is erased while one of the member's jobs is queued or running: the queue still
     owns it (its upload, its reservation, the result it will post).
@@ -115,8 +117,11 @@ async def erase_user(
             " UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs WHERE user_id = ?"
             " UNION SELECT json_extract(unit.value, '$.image')"
             " FROM jobs, json_each(jobs.request_json, '$.options.controlnet') AS unit"
+            " WHERE jobs.user_id = ?"
+            " UNION SELECT picture.value"
+            " FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture"
             " WHERE jobs.user_id = ?",
-            (user_id, user_id, user_id),
+            (user_id, user_id, user_id, user_id),
         ) as cursor:
             input_paths = [str(row[0]) for row in await cursor.fetchall() if row[0] is not None]
         # images go with their job (ON DELETE CASCADE).
@@ -124,6 +129,7 @@ async def erase_user(
         jobs = cursor.rowcount
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
         await presets.delete_member_presets(conn, user_id)
+        await refusals.delete_member_refusals(conn, user_id)
         anonymised, deferred = await quotas.anonymise_user(
             conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
         )

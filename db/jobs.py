@@ -209,13 +209,16 @@ async def job_ids(conn: aiosqlite.Connection) -> set[str]:
 
 async def input_picture_paths(conn: aiosqlite.Connection) -> set[str]:
     """Every picture a job in the journal reads (``init_image``, ``mask_image``, ControlNet
-    pictures): uploads, or another job's stored result."""
+    and image prompt pictures): uploads, or another job's stored result."""
     async with conn.execute(
         "SELECT json_extract(request_json, '$.init_image') FROM jobs"
         " UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs"
         # ControlNet pictures (``options.controlnet[].image``).
         " UNION SELECT json_extract(unit.value, '$.image')"
         " FROM jobs, json_each(jobs.request_json, '$.options.controlnet') AS unit"
+        # IP-Adapter image prompt pictures (``options.ipadapter.images[]``).
+        " UNION SELECT picture.value"
+        " FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture"
     ) as cursor:
         return {str(row[0]) for row in await cursor.fetchall() if row[0] is not None}
 

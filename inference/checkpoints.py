@@ -11,6 +11,8 @@ import diffusers
 import torch
 from safetensors import safe_open
 
+from inference.flow_detect import UnknownSD3Variant, flow_family_from_tensors
+from inference.flow_families import checkpoint_tensor_names, load_flow_single_file
 from inference.metadata import FAMILY_MARKERS, UNET_INPUT_CONV
 from inference.pickles import pickled_state_dict
 from inference.registry import PICKLE_SUFFIXES, SIDECAR_SUFFIX, ModelEntry
@@ -39,6 +41,15 @@ def _names_and_input_channels(checkpoint: Path) -> tuple[set[str], int | None]:
 def detect_family(checkpoint: Path) -> str:
     """The shipped config folder that fits ``checkpoint``, read from tensor names and shapes."""
     names, in_channels = _names_and_input_channels(checkpoint)
+    try:
+        flow = flow_family_from_tensors(names)
+    except UnknownSD3Variant as error:
+        raise RenderInputError(
+            f"{checkpoint.name} is {error}; put a diffusers config folder next to it as "
+            f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
+        ) from error
+    if flow is not None:
+        return flow
     if in_channels is None:
         raise RenderInputError(
             f"{checkpoint.name} is not a Stable Diffusion checkpoint (no UNet weights found)"
@@ -46,8 +57,8 @@ def detect_family(checkpoint: Path) -> str:
     family = next((family for family, marker in FAMILY_MARKERS if marker in names), None)
     if family is None:
         raise RenderInputError(
-            f"cannot tell which model family {checkpoint.name} is (SD1.x, SD2.x and SDXL are "
-            "known); put a diffusers config folder next to it as "
+            f"cannot tell which model family {checkpoint.name} is (SD1.x, SD2.x, SDXL, "
+            "SD3.5 and Flux are known); put a diffusers config folder next to it as "
             f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
         )
     if in_channels == 9 and family == "sd15":
@@ -61,6 +72,20 @@ def detect_family(checkpoint: Path) -> str:
     return family
 
 
+def _flow_family(checkpoint: Path, sidecar: Path) -> str | None:
+    """The shipped config folder of an SD3.5/Flux file (``sd3`` for an SD3 of another size,
+    which its sidecar folder configures), or None for SD/SDXL files."""
+    try:
+        return flow_family_from_tensors(checkpoint_tensor_names(checkpoint))
+    except UnknownSD3Variant as error:
+        if sidecar.is_dir():
+            return "sd3"
+        raise RenderInputError(
+            f"{checkpoint.name} is {error}; put a diffusers config folder next to it as "
+            f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
+        ) from error
+
+
 def load_single_file(entry: ModelEntry, dtype: torch.dtype) -> Any:
     """Load a single-file checkpoint as a diffusers pipeline, without touching the network.
 
@@ -68,6 +93,16 @@ def load_single_file(entry: ModelEntry, dtype: torch.dtype) -> Any:
     one (which may also hold its own tokenizer folders), else from the detected family.
     """
     sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
+    if entry.format in ("safetensors", "gguf") and (flow := _flow_family(entry.path, sidecar)):
+        return load_flow_single_file(
+            entry, sidecar if sidecar.is_dir() else CONFIGS_DIR / flow, dtype
+        )
+    if entry.format == "gguf":
+        raise RenderInputError(
+            f"{entry.path.name} is not an SD3 or Flux transformer: Easel reads .gguf files in "
+            "the models folder for those only (an SD UNet in GGUF goes in a diffusers folder's "
+            "unet/)"
+        )
     family = None if sidecar.is_dir() else detect_family(entry.path)
     if sidecar.is_dir() and entry.format == "pickle":
         # Detection reads a pickle weights-only; with no detection, this does: a file that

@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def default_dtype(device: str) -> torch.dtype:
+    """Half precision halves GPU memory and time; CPUs are faster (and exact) in float32."""
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
 def resolve_devices(configured: tuple[str, ...]) -> tuple[str, ...]:
     if configured:
         return configured
@@ -27,3 +32,10 @@ def device_problem(device: str) -> str | None:
     if kind == "mps" and not torch.backends.mps.is_available():
         return f"{device}: Apple MPS is not available"
     return None
+
+
+def free_device_bytes(device: str) -> int | None:
+    """Free memory on a usable CUDA device, in bytes; None for the CPU and other kinds."""
+    if not device.startswith("cuda") or device_problem(device) is not None:
+        return None
+    return int(torch.cuda.mem_get_info(device)[0])

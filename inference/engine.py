@@ -27,18 +27,24 @@ import transformers
 from inference.compare import cell_requests, is_comparison
 from inference.compile import Compiler
 from inference.control_units import control_units
+from inference.devices import default_dtype
+from inference.image_prompts import check_image_prompt_models, image_prompt
 from inference.images import load_input_image
 from inference.limits import MAX_BATCH_IMAGES
 from inference.model_cache import LoadedModel, ModelCache, load_pipeline, native_size
 from inference.passes.denoise import Denoiser, PassTools, fast_preset_for
+from inference.passes.faces import check_faces, check_faces_model, faces_of_picture
+from inference.passes.flow import render_flow_group
 from inference.passes.img2img import RenderInputs, load_inputs, outpainted
 from inference.passes.jobs import ImageJob, image_jobs
 from inference.passes.networks import job_networks, vae_file
 from inference.passes.txt2img import render_group
 from inference.passes.upscale import upscale
+from inference.prepared import PreparedJobs
 from inference.preprocessors import check_controls
-from inference.progress import raise_if_cancelled
+from inference.progress import ordered_progress, raise_if_cancelled
 from inference.prompts import ExtraNetwork, WildcardLibrary
+from inference.quantization import Quantize, quantize_problem
 from inference.registry import ModelEntry, ModelRegistry
 from inference.sizes import with_default_size
 from inference.types import (
@@ -83,6 +89,7 @@ class Engine:
         preview_interval_s: float | None = None,
         limits: RenderLimits | None = None,
         compiler: Compiler | None = None,
+        quantize: Quantize = "off",
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
         the least recently used model is dropped first (the last one loaded always stays).
@@ -94,14 +101,18 @@ class Engine:
         of the pictures at most that often (0: every step). ``limits`` are the server's own
         ceilings on pixels and steps (default: the hard ranges only). ``compiler`` compiles
         each model's UNet and VAE decoder as it loads (``inference.compile``; not with
-        ``cpu_offload``, which moves the weights between calls)."""
+        ``cpu_offload``, which moves the weights between calls). ``quantize`` quantizes each
+        model's UNet or transformer as it loads (``inference.quantization``); a mode this
+        device cannot run is refused here, in one sentence."""
+        problem = quantize_problem(quantize, device)
+        if problem is not None:
+            raise RenderInputError(problem)
         self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
         self.default_model = default_model
         self.default_upscaler = default_upscaler
-        # Half precision halves GPU memory and time; CPUs are faster (and exact) in float32.
-        self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
+        self.dtype = dtype or default_dtype(device)
         self.limits = limits or RenderLimits()
         offload = cpu_offload and device.startswith("cuda")
         self.models = ModelCache(
@@ -112,6 +123,7 @@ class Engine:
             memory_budget_bytes=memory_budget_bytes,
             cpu_offload=offload,
             compiler=None if offload else compiler,
+            quantize=quantize,
         )
         self.tools = PassTools(
             denoise=Denoiser(device, self.dtype, self.wildcards, vae_tiling_pixels),
@@ -122,6 +134,7 @@ class Engine:
             encoder=ThreadPoolExecutor(PNG_ENCODER_THREADS, thread_name_prefix="easel-png"),
             preview_interval_s=preview_interval_s,
         )
+        self._prepared = PreparedJobs(self._expanded_jobs)
 
     @property
     def compiler(self) -> Compiler | None:
@@ -145,6 +158,16 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> list[RenderedImage]:
+        # Preview JPEGs encode on the CPU pool; every report arrives before this returns.
+        with ordered_progress(progress, self.tools.encoder) as reports:
+            return self._render(request, reports, cancel)
+
+    def _render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[RenderedImage]:
         if is_comparison(request):
             return self._render_comparison(request, progress, cancel)
         validate_request(request)
@@ -158,8 +181,15 @@ class Engine:
                 default_model=self.default_model,
                 default_upscaler=self.default_upscaler,
             )
+        if request.mode == "faces":
+            self._check_limits(request)  # the steps of a fix-faces pass
+            return faces_of_picture(
+                request, progress, cancel, self.tools, default_model=self.default_model
+            )
         vae_file(self.registry, request)  # an unknown VAE name is refused before any model loads
+        check_faces(request, self.registry)  # an unknown face restorer too
         check_controls(control_units(request.options), self.registry.models_dir)
+        check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
         entry = self.registry.resolve(request.model, self.default_model)
         request = self._sized(outpainted(request), entry)
         jobs = self._image_jobs(request)
@@ -179,6 +209,15 @@ class Engine:
         Each picture matches its solo render up to float rounding (see the tests' tolerance).
         Other modes carry per-request pictures and are rendered one request at a time.
         """
+        with ordered_progress(progress, self.tools.encoder) as reports:
+            return self._render_batch(requests, reports, cancel)
+
+    def _render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[list[RenderedImage]]:
         if not requests:
             return []
         if any(is_comparison(request) for request in requests):
@@ -201,6 +240,8 @@ class Engine:
             validate_request(request)
             vae_file(self.registry, request)
             check_controls(control_units(request.options), self.registry.models_dir)
+            check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
+            check_faces(request, self.registry)
         entry = self.registry.resolve(requests[0].model, self.default_model)
         requests = [self._sized(request, entry) for request in requests]
         jobs_per_request = [self._image_jobs(request) for request in requests]
@@ -261,7 +302,15 @@ class Engine:
         """Read ``entry``'s pipeline from disk (a benchmark may adjust what it loads)."""
         return load_pipeline(entry, self.dtype)
 
+    def prepare(self, requests: Sequence[RenderRequest]) -> None:
+        """Expand the prompts of ``requests``, expected to render next, on the calling thread
+        (a CPU thread, while this engine's device renders): see ``inference.prepared``."""
+        self._prepared.prepare(requests)
+
     def _image_jobs(self, request: RenderRequest) -> list[ImageJob]:
+        return self._prepared.jobs(request)
+
+    def _expanded_jobs(self, request: RenderRequest) -> list[ImageJob]:
         return image_jobs(
             request,
             self.wildcards,
@@ -280,6 +329,7 @@ class Engine:
     ) -> list[RenderedImage]:
         """Render ``jobs``; pictures whose prompts ask for different LoRA sets (wildcards can
         pick LoRAs per picture) run in separate pipeline calls, in their original order."""
+        check_faces_model(model, request)  # before any step: SD3/Flux cannot fix faces
         preset = fast_preset_for(model, request)
         if preset is not None:
             request = preset.applied(request)
@@ -289,6 +339,12 @@ class Engine:
         rendered: dict[int, RenderedImage] = {}
         for indices in groups.values():
             group = [jobs[index] for index in indices]
+            if model.flow is not None:  # SD3 and Flux: their own pass
+                images = render_flow_group(
+                    model, model.flow, request, group, inputs, progress, cancel, self.tools
+                )
+                rendered.update(zip(indices, images, strict=True))
+                continue
             with job_networks(self.registry, self.models, model, request, group) as networks:
                 images = render_group(
                     model,

@@ -43,6 +43,8 @@ StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 # Extra UNet inputs for the evaluated rows (ControlNet residuals): given the rows' latents,
 # timestep, text states, the UNet's other inputs and how far the pass is (0 to 1).
 ControlHook = Callable[[torch.Tensor, Any, torch.Tensor, dict[str, Any], float], dict[str, Any]]
+# An image prompt's tokens for the evaluated rows, given which of them are negative rows.
+ImageTokens = Callable[[Sequence[bool]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,12 @@ class _Evaluations:
 
     sources: list[int]
     conditionings: list[Conditioning]
+    negatives: list[bool]  # rows of a negative prompt (an image prompt leaves them blank)
 
-    def add(self, source: int, conditioning: Conditioning) -> int:
+    def add(self, source: int, conditioning: Conditioning, negative: bool = False) -> int:
         self.sources.append(source)
         self.conditionings.append(conditioning)
+        self.negatives.append(negative)
         return len(self.sources) - 1
 
 
@@ -113,11 +117,13 @@ class PromptGuidance:
         plans: Callable[[int], Sequence[PromptPlan]],
         pad_conds: bool = False,
         control: ControlHook | None = None,
+        image_tokens: ImageTokens | None = None,
     ) -> None:
         self.encoder = encoder
         self.plans = plans
         self.pad_conds = pad_conds
         self.control = control
+        self.image_tokens = image_tokens
         self.images: list[ImageConditioning] = []
         self.steps = 0
         self.iteration = 0  # UNet loop iterations finished
@@ -175,7 +181,7 @@ class PromptGuidance:
             raise RuntimeError(f"the UNet got {rows} rows for {count} pictures")
         guided = rows == 2 * count
         step = self.step_index
-        evaluations = _Evaluations([], [])
+        evaluations = _Evaluations([], [], [])
         recipes: list[_Recipe] = [(None, [])] * rows
         for index, image in enumerate(self.images):
             negative = image.negative.at_step(step)
@@ -190,13 +196,13 @@ class PromptGuidance:
             source = count + index if guided else index
             uncond: int | None = None
             if guided:
-                uncond = evaluations.add(index, negative)
+                uncond = evaluations.add(index, negative, negative=True)
                 recipes[index] = (None, [(1.0, uncond)])
             if image.plain:
                 recipes[source] = (None, [(1.0, evaluations.add(source, positives[0][1]))])
                 continue
             if uncond is None:
-                uncond = evaluations.add(source, negative)
+                uncond = evaluations.add(source, negative, negative=True)
             recipes[source] = (
                 uncond,
                 [(weight, evaluations.add(source, cond)) for weight, cond in positives],
@@ -273,10 +279,14 @@ class ScheduledUNet(torch.nn.Module):
             progress = guidance.step_index / guidance.steps
             timesteps = _rows(timestep, sources, rows)
             extra |= guidance.control(sample[sources], timesteps, hidden, extra, progress)
+        states: Any = hidden
+        if guidance.image_tokens is not None:
+            # The IP-Adapter processors read (text states, [image tokens]) per row.
+            states = (hidden, [guidance.image_tokens(evaluations.negatives).to(hidden.dtype)])
         predicted = self.unet(
             sample[sources],
             _rows(timestep, sources, rows),
-            hidden,
+            states,
             *args,
             return_dict=False,
             **extra,

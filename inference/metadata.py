@@ -13,10 +13,18 @@ import json
 import logging
 import struct
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.flow_detect import (
+    FLOW_FAMILY_NAMES,
+    SD3_LABEL,
+    UnknownSD3Variant,
+    flow_family_from_tensors,
+    gguf_tensor_names,
+)
 from inference.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -24,6 +32,10 @@ log = logging.getLogger(__name__)
 # safetensors itself refuses headers above 100 MB; a list reads no more.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
+# A VAE's decoder input (shape: out, latent channels, 3, 3), in a VAE file of its own (both
+# the original and diffusers names) or under a checkpoint's prefixes.
+_VAE_DECODER_INPUT = "decoder.conv_in.weight"
+_VAE_PREFIXES = ("", "first_stage_model.", "vae.")
 # One tensor name that only each family's text encoder has (shipped config folder, name).
 FAMILY_MARKERS = (
     ("sdxl-base", "conditioner.embedders.1.model.ln_final.weight"),
@@ -38,6 +50,8 @@ FAMILY_NAMES = {
     "sd2-v": "SD 2.x",
     "sdxl-base": "SDXL",
     "sdxl-refiner": "SDXL refiner",
+    **FLOW_FAMILY_NAMES,
+    "sd3": SD3_LABEL,
 }
 # kohya's ss_base_model_version and the start of modelspec.architecture, as people say them.
 _BASE_MODELS = (
@@ -88,6 +102,28 @@ def network_info(path: Path) -> NetworkInfo:
     return _network_info(path, stat.st_mtime_ns, stat.st_size)
 
 
+def vae_latent_channels(path: Path) -> int | None:
+    """The latent channels a VAE file decodes (4: SD1.x/2.x/SDXL, 16: SD3 and Flux), from its
+    decoder's first convolution in its header (cached per file version); None when the file
+    says nothing readable."""
+    stat = path.stat()
+    return _vae_latent_channels(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _vae_latent_channels(path: Path, mtime_ns: int, size: int) -> int | None:
+    try:
+        header = safetensors_header(path)
+    except (OSError, ValueError) as error:
+        log.info("cannot read %s for its latent channels: %s", path, error)
+        return None
+    for prefix in _VAE_PREFIXES:
+        tensor = header.get(prefix + _VAE_DECODER_INPUT)
+        if isinstance(tensor, dict) and len(tensor.get("shape", ())) == 4:
+            return int(tensor["shape"][1])
+    return None
+
+
 def checkpoint_family(entry: ModelEntry) -> str:
     """The model family as people say it (``SDXL``), from a diffusers folder's configs or a
     single file's tensor names; pickles are not opened for a list."""
@@ -97,20 +133,33 @@ def checkpoint_family(entry: ModelEntry) -> str:
         if entry.format == "safetensors":
             stat = entry.path.stat()
             return _file_family(entry.path, stat.st_mtime_ns, stat.st_size)
+        if entry.format == "gguf":
+            family = _flow_family_or_sd3(gguf_tensor_names(entry.path))
+            return UNKNOWN if family is None else FAMILY_NAMES[family]
     except (OSError, ValueError) as error:
         log.info("cannot read %s for its family: %s", entry.path, error)
     return UNKNOWN
 
 
 def family_from_tensors(header: dict[str, Any]) -> str | None:
-    """The shipped config folder (``sd15``, ``sdxl-base``...) that fits these tensor names
-    and the UNet's input channels, or None when no family's marker is there."""
+    """The shipped config folder (``sd15``, ``sdxl-base``, ``flux-dev``...) that fits these
+    tensor names and the UNet's input channels, or None when no family's marker is there."""
     family = next((family for family, marker in FAMILY_MARKERS if marker in header), None)
+    if family is None:
+        return _flow_family_or_sd3(header)
     conv = header.get(UNET_INPUT_CONV)
     in_channels = conv["shape"][1] if isinstance(conv, dict) else None
     if family == "sd15" and in_channels == 9:
         return "sd15-inpainting"
     return family
+
+
+def _flow_family_or_sd3(names: Collection[str]) -> str | None:
+    """The flow family's config folder, ``sd3`` for an SD3 of a size none is shipped for."""
+    try:
+        return flow_family_from_tensors(names)
+    except UnknownSD3Variant:
+        return "sd3"
 
 
 def trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
@@ -160,8 +209,9 @@ def _file_family(path: Path, mtime_ns: int, size: int) -> str:
     header = safetensors_header(path)
     metadata = header.get("__metadata__")
     family = family_from_tensors(header)
-    # A refiner's modelspec says "stable-diffusion-xl-v1-refiner", which reads as SDXL.
-    if family == "sdxl-refiner":
+    # A refiner's modelspec says "stable-diffusion-xl-v1-refiner", which reads as SDXL; a
+    # Flux file's says "flux", not dev or schnell: the tensors know better.
+    if family == "sdxl-refiner" or family in FLOW_FAMILY_NAMES or family == "sd3":
         return FAMILY_NAMES[family]
     if isinstance(metadata, dict) and (said := base_model(metadata)) != UNKNOWN:
         return said
@@ -171,6 +221,11 @@ def _file_family(path: Path, mtime_ns: int, size: int) -> str:
 def _diffusers_family(folder: Path) -> str:
     index = json.loads((folder / "model_index.json").read_text())
     pipeline = str(index.get("_class_name", ""))
+    if pipeline.startswith("StableDiffusion3"):
+        return FAMILY_NAMES["sd3"]
+    if pipeline.startswith("Flux"):
+        transformer = json.loads((folder / "transformer" / "config.json").read_text())
+        return FAMILY_NAMES["flux-dev" if transformer.get("guidance_embeds") else "flux-schnell"]
     if "XL" in pipeline and index.get("text_encoder", [None])[0] is None:
         return FAMILY_NAMES["sdxl-refiner"]
     if "XL" in pipeline:

@@ -23,10 +23,13 @@ from PIL import Image
 
 from inference.checkpoints import load_single_file
 from inference.compile import Compiler
+from inference.faces import FaceRestorer, load_face_restorer
+from inference.flow_families import FlowFamily, flow_family
 from inference.metadata import FAMILY_NAMES, checkpoint_family
 from inference.model_upscale import ModelUpscaler, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
 from inference.preview import LatentPreviewer
+from inference.quantization import Quantize, gguf_denoiser, quantize_denoiser, tensor_bytes
 from inference.registry import ModelEntry, ModelRegistry
 from inference.types import RenderInputError
 from inference.upscale import lanczos_upscale
@@ -46,12 +49,14 @@ class LoadedModel:
     pipeline: Any  # the diffusers Stable Diffusion (XL) pipeline the model loads as
     scheduler_config: dict[str, Any]
     short_hash: str
+    # What the infotext calls its denoiser's quantization (Q8_0, int8); None: not quantized.
+    quantization: str | None = None
     task_pipelines: dict[str, Any] = field(default_factory=dict)
 
     @property
     def weight_bytes(self) -> int:
         modules = [c for c in self.pipeline.components.values() if isinstance(c, torch.nn.Module)]
-        return sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
+        return sum(tensor_bytes(t) for m in modules for t in m.parameters())
 
     @property
     def is_refiner(self) -> bool:
@@ -62,11 +67,18 @@ class LoadedModel:
 
     @property
     def is_sdxl_base(self) -> bool:
-        return getattr(self.pipeline, "text_encoder_2", None) is not None and not self.is_refiner
+        two_encoders = getattr(self.pipeline, "text_encoder_2", None) is not None
+        return two_encoders and not self.is_refiner and self.flow is None
 
     @property
     def inpainting_unet(self) -> bool:
-        return bool(self.pipeline.unet.config.in_channels == INPAINTING_UNET_CHANNELS)
+        unet = getattr(self.pipeline, "unet", None)  # SD3 and Flux have a transformer
+        return unet is not None and bool(unet.config.in_channels == INPAINTING_UNET_CHANNELS)
+
+    @functools.cached_property
+    def flow(self) -> FlowFamily | None:
+        """The flow-matching family (SD3, Flux dev or schnell); None for SD/SDXL UNets."""
+        return flow_family(self.pipeline)
 
     @functools.cached_property
     def previewer(self) -> LatentPreviewer | None:
@@ -104,6 +116,7 @@ class ModelCache:
         memory_budget_bytes: int | None = None,
         cpu_offload: bool = False,
         compiler: Compiler | None = None,
+        quantize: Quantize = "off",
     ) -> None:
         self.registry = registry
         self.device = device
@@ -112,11 +125,14 @@ class ModelCache:
         self.memory_budget_bytes = memory_budget_bytes
         self.cpu_offload = cpu_offload
         self.compiler = compiler
+        self.quantize = quantize
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
         # The last model upscaler, kept while it is asked for again.
         self._upscaler: ModelUpscaler | None = None
+        # The last face restorer, kept while it is asked for again.
+        self._face_restorer: FaceRestorer | None = None
         # The last SDXL refiner, kept (beside the base model) while it is asked for again.
         self._refiner: LoadedModel | None = None
 
@@ -125,6 +141,7 @@ class ModelCache:
         self.loaded.clear()
         self._vae_override = None
         self._upscaler = None
+        self._face_restorer = None
         self._refiner = None
         self.release_device_memory()
 
@@ -161,6 +178,11 @@ class ModelCache:
     def _read(self, entry: ModelEntry) -> LoadedModel:
         """``entry`` read from disk and put on the device (offloaded, compiled as set)."""
         pipeline = self.load_pipeline(entry)
+        # On the CPU when offloaded (the offload hooks move the weights), else layer by layer on
+        # the device, which then never holds the whole denoiser unquantized.
+        quantization = quantize_denoiser(
+            pipeline, self.quantize, "cpu" if self.cpu_offload else self.device
+        )
         if self.cpu_offload:
             pipeline.enable_model_cpu_offload(device=self.device)
         else:
@@ -169,7 +191,8 @@ class ModelCache:
         # on an H200 (torch 2.11), and CUDA GroupNorm there gives NCHW outputs for NHWC inputs
         # (pytorch#111824), so every norm converts layouts and back. How much of the gap that
         # explains is unmeasured: benchmarks/gpu.py --channels-last measures it on a GPU.
-        if self.compiler is not None:
+        # The compiler knows UNets only: SD3 and Flux transformers run eager.
+        if self.compiler is not None and getattr(pipeline, "unet", None) is not None:
             self.compiler.install(pipeline)
         pipeline.set_progress_bar_config(disable=True)
         return LoadedModel(
@@ -177,6 +200,7 @@ class ModelCache:
             pipeline=pipeline,
             scheduler_config=dict(pipeline.scheduler.config),
             short_hash=self.registry.short_hash(entry),
+            quantization=quantization,
         )
 
     def vae_for(self, model: LoadedModel, path: Path) -> Any:
@@ -207,6 +231,15 @@ class ModelCache:
             self.release_device_memory()
             cached = self._upscaler = load_upscaler(name, path, self.device)
         return model_upscale(cached, image, size, cancel=cancel, on_tile=on_tile)
+
+    def face_restorer(self, name: str, path: Path) -> FaceRestorer:
+        """The face restorer in ``path`` on this device (as ``resolve_face_restorer`` gives it)."""
+        cached = self._face_restorer
+        if cached is None or not cached.is_current(path):
+            self._face_restorer = None  # drop the old one before loading the next
+            self.release_device_memory()
+            cached = self._face_restorer = load_face_restorer(name, path, self.device)
+        return cached
 
     def _fit_memory_budget(self) -> None:
         if self.memory_budget_bytes is None:
@@ -240,10 +273,18 @@ def load_pipeline(entry: ModelEntry, dtype: torch.dtype) -> Any:
         else {}
     )
     return DiffusionPipeline.from_pretrained(
-        entry.path, dtype=dtype, local_files_only=True, **no_safety_checker
+        entry.path,
+        dtype=dtype,
+        local_files_only=True,
+        **no_safety_checker,
+        # A GGUF file in unet/ or transformer/ stands in for its safetensors
+        # (inference.quantization).
+        **gguf_denoiser(entry.path, dtype),
     )
 
 
 def native_size(pipeline: Any) -> int:
-    """The side the model was trained at (512 for SD1.5, 1024 for SDXL)."""
+    """The side the model was trained at (512 for SD1.5, 1024 for SDXL, SD3 and Flux)."""
+    if getattr(pipeline, "unet", None) is None:  # SD3 and Flux: their VAE's picture size
+        return int(pipeline.vae.config.sample_size)
     return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from spandrel import (
     ImageModelDescriptor,
+    ModelDescriptor,
     ModelLoader,
     ModelTiling,
     UnsupportedModelError,
@@ -61,23 +62,7 @@ class ModelUpscaler:
 def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     """Load ``path`` with spandrel; refuse files that are not (super-resolution) upscalers."""
     modified = path.stat().st_mtime
-    loader = ModelLoader(device="cpu")
-    try:
-        if path.suffix in UPSCALER_PICKLE_SUFFIXES:
-            # Weights-only, never spandrel's own .pt path (torch.jit.load runs TorchScript).
-            weights = load_pickled_weights(path)
-            if not isinstance(weights, dict):
-                raise RenderInputError(
-                    f"upscaler {name!r} ({path.name}) holds a {type(weights).__name__}, "
-                    "not a model's weights"
-                )
-            descriptor = loader.load_from_state_dict(canonicalize_state_dict(weights))
-        else:
-            descriptor = loader.load_from_file(path)
-    except UnsupportedModelError:
-        raise RenderInputError(
-            f"upscaler {name!r} ({path.name}) is not an architecture spandrel recognises"
-        ) from None
+    descriptor = read_spandrel_model(path, f"upscaler {name!r}")
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
         raise RenderInputError(
             f"upscaler {name!r} ({path.name}) is a {descriptor.architecture.name} model for "
@@ -92,6 +77,26 @@ def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     half = device.startswith("cuda") and descriptor.supports_half
     descriptor.to(torch.device(device), torch.float16 if half else torch.float32).eval()
     return ModelUpscaler(name, path, modified, descriptor)
+
+
+def read_spandrel_model(path: Path, what: str) -> ModelDescriptor:
+    """The spandrel model in ``path`` (on the CPU), pickles read weights-only; ``what``
+    names it in the sentence that refuses a file spandrel does not recognise."""
+    loader = ModelLoader(device="cpu")
+    try:
+        if path.suffix in UPSCALER_PICKLE_SUFFIXES:
+            # Weights-only, never spandrel's own .pt path (torch.jit.load runs TorchScript).
+            weights = load_pickled_weights(path)
+            if not isinstance(weights, dict):
+                raise RenderInputError(
+                    f"{what} ({path.name}) holds a {type(weights).__name__}, not a model's weights"
+                )
+            return loader.load_from_state_dict(canonicalize_state_dict(weights))
+        return loader.load_from_file(path)
+    except UnsupportedModelError:
+        raise RenderInputError(
+            f"{what} ({path.name}) is not an architecture spandrel recognises"
+        ) from None
 
 
 def model_upscale(

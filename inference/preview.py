@@ -9,7 +9,7 @@ colours), so it fits any checkpoint or VAE, the tiny random ones of the tests in
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -54,16 +54,59 @@ class LatentPreviewer:
         solution = torch.linalg.lstsq(with_bias, targets).solution
         return cls(weights=solution[:channels], bias=solution[channels])
 
+    # The map's tensors on each device previews were made on (moved once, not at every preview).
+    _placed: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def frame(self, latents: torch.Tensor) -> PreviewFrame:
+        """The device thread's share of a preview: the colours as small 8-bit pictures, on
+        their way to the CPU without waiting for the device (JPEG encoding is ``PreviewFrame``'s
+        and can run on any thread)."""
+        if latents.device not in self._placed:
+            self._placed[latents.device] = (
+                self.weights.to(latents.device),
+                self.bias.to(latents.device),
+            )
+        weights, bias = self._placed[latents.device]
+        rgb = torch.einsum("bchw,ck->bhwk", latents.float(), weights) + bias
+        values = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if values.device.type != "cuda":
+            return PreviewFrame(values.cpu())
+        # A blocking copy would wait for every queued kernel: copy into pinned memory
+        # behind them instead, and let the encoding thread wait for the copy.
+        host = torch.empty(values.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(values, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return PreviewFrame(host, copied)
+
     def pictures(self, latents: torch.Tensor) -> list[Image.Image]:
         """One RGB picture per latent of the batch, at latent resolution."""
-        rgb = torch.einsum("bchw,ck->bhwk", latents.float().cpu(), self.weights) + self.bias
-        values = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        return [Image.fromarray(picture) for picture in values]
+        return self.frame(latents).pictures()
 
     def jpeg(self, latents: torch.Tensor) -> bytes:
+        """The batch as one JPEG grid (see ``PreviewFrame.jpeg``), on this thread."""
+        return self.frame(latents).jpeg()
+
+
+@dataclass(frozen=True)
+class PreviewFrame:
+    """A batch's preview colours, (batch, height, width, 3) bytes in CPU memory once
+    ``copied`` (a device event; None: already there)."""
+
+    values: torch.Tensor
+    copied: Any = None  # torch.cuda.Event | None
+
+    def pictures(self) -> list[Image.Image]:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return [Image.fromarray(picture) for picture in self.values.numpy()]
+
+    def jpeg(self) -> bytes:
         """The batch as one JPEG grid (as the result will be laid out), longer side
         ``PREVIEW_SIDE``."""
-        grid = picture_grid(self.pictures(latents))
+        grid = picture_grid(self.pictures())
         scale = PREVIEW_SIDE / max(grid.size)
         size = (max(1, round(grid.width * scale)), max(1, round(grid.height * scale)))
         buffer = io.BytesIO()

@@ -1,19 +1,100 @@
 """Step progress across a render's denoising passes: ``StepProgress`` reports (with a latent
 preview at most every ``preview_interval_s``), tile progress of a model upscale, and the
 cancel check at every step.
+
+A preview's JPEG is encoded on the engine's CPU pool, not on the device thread
+(``OrderedProgress``); reports still arrive in step order, and all of them before the render
+returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, wait
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from inference.preview import LatentPreviewer
+from inference.preview import LatentPreviewer, PreviewFrame
 from inference.types import ProgressCallback, RenderCancelled, StepProgress
 
 if TYPE_CHECKING:
     from inference.model_cache import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class OrderedProgress:
+    """A render's progress reports, delivered in step order while their previews' JPEGs
+    are encoded on ``encoder``: a report waits for its own preview, and the reports after it
+    wait behind it (an older preview can never arrive after a newer one)."""
+
+    def __init__(self, progress: ProgressCallback, encoder: Executor) -> None:
+        self._progress = progress
+        self._encoder = encoder
+        # Reports not delivered yet, oldest first; the lock keeps deliveries in that order
+        # whichever thread (device or pool) finds them ready.
+        self._waiting: deque[tuple[StepProgress, Future[bytes] | None]] = deque()
+        self._lock = threading.Lock()
+
+    def __call__(self, step: StepProgress) -> None:
+        self.send(step, None)
+
+    def send(self, step: StepProgress, frame: PreviewFrame | None) -> None:
+        """Deliver ``step``, with ``frame`` encoded as its preview (None: no new preview)."""
+        encoding = None if frame is None else self._encoder.submit(frame.jpeg)
+        with self._lock:
+            self._waiting.append((step, encoding))
+        if encoding is not None:
+            encoding.add_done_callback(lambda _: self._deliver_ready())
+        self._deliver_ready()
+
+    def flush(self) -> None:
+        """Wait for every preview still encoding and deliver the rest: the render's result
+        must come after its last report."""
+        with self._lock:
+            encodings = [encoding for _, encoding in self._waiting if encoding is not None]
+        wait(encodings)
+        self._deliver_ready()
+
+    def _deliver_ready(self) -> None:
+        with self._lock:
+            while self._waiting:
+                step, encoding = self._waiting[0]
+                if encoding is not None:
+                    if not encoding.done():
+                        return
+                    step = dataclasses.replace(step, preview=_encoded(encoding))
+                self._waiting.popleft()
+                self._progress(step)
+
+
+def _encoded(encoding: Future[bytes]) -> bytes | None:
+    try:
+        return encoding.result()
+    except Exception:  # a preview is a nicety: the report goes on without it
+        log.exception("preview encoding failed")
+        return None
+
+
+@contextmanager
+def ordered_progress(
+    progress: ProgressCallback | None, encoder: Executor
+) -> Iterator[ProgressCallback | None]:
+    """``progress`` as an ``OrderedProgress`` for one render, flushed when the render ends
+    (one already ordered, by an outer render, stays as it is)."""
+    if progress is None or isinstance(progress, OrderedProgress):
+        yield progress
+        return
+    ordered = OrderedProgress(progress, encoder)
+    try:
+        yield ordered
+    finally:
+        ordered.flush()
 
 
 class StepTracker:
@@ -57,14 +138,22 @@ class StepTracker:
         if self.progress is not None:
             total = self.finished_steps + pipeline.num_timesteps + self.later_steps
             now = time.monotonic()
-            preview = None
-            if self.previewer is not None and self._preview_due(now):
-                preview = self.previewer.jpeg(tensors["latents"])
-                self.last_preview = now
             step = self.finished_steps + self.pass_steps
-            self.progress(StepProgress(step, total, now - self.started, preview))
+            report = StepProgress(step, total, now - self.started)
+            if self.previewer is not None and self._preview_due(now):
+                self.last_preview = now
+                self._send_with_preview(report, self.previewer.frame(tensors["latents"]))
+            else:
+                self.progress(report)
         raise_if_cancelled(self.cancel)
         return tensors
+
+    def _send_with_preview(self, report: StepProgress, frame: PreviewFrame) -> None:
+        assert self.progress is not None
+        if isinstance(self.progress, OrderedProgress):
+            self.progress.send(report, frame)
+        else:  # a pass called without the engine's ordering: encoded on this thread
+            self.progress(dataclasses.replace(report, preview=frame.jpeg()))
 
 
 def previewer_for(

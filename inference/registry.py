@@ -17,19 +17,29 @@ from inference.upscale import LANCZOS
 
 log = logging.getLogger(__name__)
 
-ModelFormat = Literal["diffusers", "safetensors", "pickle"]
+# "gguf": an SD3/Flux transformer alone, quantized (city96's files), read with its parts from
+# the split folders as a transformer-only safetensors is (inference.flow_families).
+ModelFormat = Literal["diffusers", "safetensors", "pickle", "gguf"]
 
 # Searched in this order; on a name clash the first one found wins.
-CHECKPOINT_FOLDERS = (".", "Stable-diffusion", "checkpoints")
+# ``unet``: where Forge keeps transformer-only files (Flux, SD3.5), read with their parts.
+CHECKPOINT_FOLDERS = (".", "Stable-diffusion", "checkpoints", "unet")
 PICKLE_SUFFIXES = (".ckpt", ".pt")
+# A quantized UNet or transformer, in a diffusers folder's unet/ or transformer/ instead of its
+# safetensors (inference.quantization).
+GGUF_SUFFIX = ".gguf"
+DENOISER_FOLDERS = ("unet", "transformer")
 HASH_CACHE_FILE = ".easel-hashes.json"
 # ``<checkpoint stem>.config/``: a diffusers config folder (no weights) for that checkpoint.
 SIDECAR_SUFFIX = ".config"
-# Diffusers folders are hashed by their UNet weights, the file that makes the model.
+# Diffusers folders are hashed by their UNet weights, the file that makes the model (SD3 and
+# Flux: their transformer's, or its shard index when it is split).
 UNET_WEIGHT_FILES = (
     "unet/diffusion_pytorch_model.safetensors",
     "unet/diffusion_pytorch_model.fp16.safetensors",
     "unet/diffusion_pytorch_model.bin",
+    "transformer/diffusion_pytorch_model.safetensors",
+    "transformer/diffusion_pytorch_model.safetensors.index.json",
 )
 _HASH_CHUNK = 1 << 20
 
@@ -45,6 +55,10 @@ NETWORK_SUFFIX = ".safetensors"
 UPSCALER_FOLDERS = ("upscalers", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")
 # Most upscalers are published as pickles; they are listed only where pickles are allowed.
 UPSCALER_PICKLE_SUFFIXES = (".pth", ".pt")
+# Face restorers (GFPGAN, RestoreFormer: spandrel's "FaceSR" models): Easel's folder, then
+# the web UI's. Listed like upscalers (pickles only where allowed). Not the web UI's
+# Codeformer/: spandrel keeps CodeFormer in a separately licensed package.
+FACE_RESTORER_FOLDERS = ("face_restore", "GFPGAN")
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,20 @@ class ModelEntry:
         for relative in UNET_WEIGHT_FILES:
             if (self.path / relative).is_file():
                 return self.path / relative
+        gguf = denoiser_gguf(self.path)
+        if gguf is not None:
+            return gguf
         return self.path / "model_index.json"
+
+
+def denoiser_gguf(folder: Path) -> Path | None:
+    """The GGUF file a diffusers folder's ``unet/`` or ``transformer/`` holds, if any (the
+    first in name order)."""
+    for name in DENOISER_FOLDERS:
+        found = sorted((folder / name).glob(f"*{GGUF_SUFFIX}"))
+        if found:
+            return found[0]
+    return None
 
 
 def _entry_for(path: Path) -> ModelEntry | None:
@@ -72,6 +99,8 @@ def _entry_for(path: Path) -> ModelEntry | None:
         return ModelEntry(path.stem, path, "safetensors")
     if path.is_file() and path.suffix in PICKLE_SUFFIXES:
         return ModelEntry(path.stem, path, "pickle")
+    if path.is_file() and path.suffix == GGUF_SUFFIX:
+        return ModelEntry(path.stem, path, "gguf")
     return None
 
 
@@ -175,6 +204,12 @@ class ModelRegistry:
         raise RenderInputError(
             f"unknown upscaler {name!r}; available: {', '.join(self.upscaler_names())}"
         )
+
+    def face_restorer_files(self) -> dict[str, Path]:
+        """Face restorers by file stem: ``.safetensors``, plus ``.pth``/``.pt`` where pickles
+        are allowed (read weights-only, as upscalers are)."""
+        pickles = UPSCALER_PICKLE_SUFFIXES if self.allow_pickle else ()
+        return self._files_in(FACE_RESTORER_FOLDERS, (NETWORK_SUFFIX, *pickles), "face restorer")
 
     def pickled_upscaler_files(self) -> dict[str, Path]:
         """Upscalers published as pickles (listed only where pickles are allowed)."""

@@ -38,11 +38,12 @@ from transformers import (
     CLIPTokenizer,
 )
 
+from inference.flow_tiny import FLOW_FAMILIES, write_tiny_flow_model
 from inference.ldm_export import UNET_PREFIX, export_ldm_checkpoint, unet_to_ldm, vae_to_ldm
-from inference.registry import SIDECAR_SUFFIX
+from inference.registry import FACE_RESTORER_FOLDERS, SIDECAR_SUFFIX
 
-Family = Literal["sd15", "sdxl", "sdxl-refiner"]
-FAMILIES: tuple[Family, ...] = ("sd15", "sdxl", "sdxl-refiner")
+Family = Literal["sd15", "sdxl", "sdxl-refiner", "sd3", "flux", "flux-schnell"]
+FAMILIES: tuple[Family, ...] = ("sd15", "sdxl", "sdxl-refiner", *FLOW_FAMILIES)
 
 CLIP_TOKENIZER_DIR = Path(__file__).parent / "configs" / "tokenizers" / "clip"
 CLIP_BOS_ID = 49406
@@ -198,11 +199,15 @@ def write_tiny_model(
 ) -> Path:
     """Write a tiny diffusers model folder (safetensors weights only) and return its path."""
     if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    if inpainting and family in ("sdxl-refiner", *FLOW_FAMILIES):
         raise ValueError(
-            f"unknown model family {family!r}: expected 'sd15', 'sdxl' or 'sdxl-refiner'"
+            f"there is no inpainting {family} model (SD3 and Flux inpaint as they are)"
         )
-    if inpainting and family == "sdxl-refiner":
-        raise ValueError("there is no inpainting SDXL refiner")
+    if family in FLOW_FAMILIES:
+        write_tiny_flow_model(directory, family, seed)
+        _mark_as_tiny(directory, family, inpainting, seed)
+        return Path(directory)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pipeline = build_tiny_pipeline(family, inpainting, seed)
@@ -323,6 +328,34 @@ def write_tiny_upscaler(directory: Path, scale: int = 4, seed: int = 0) -> Path:
     return _save(model.state_dict(), directory / f"tiny-esrgan-{scale}x.safetensors")
 
 
+def write_tiny_face_restorer(models_dir: Path, seed: int = 0) -> Path:
+    """A random-weight RestoreFormer (32 channels, one block a level: 0.55M parameters, 2 MB,
+    about 1 s a face on a CPU) as ``models/face_restore/tiny-restoreformer``, loaded by
+    spandrel as a face restorer like a GFPGAN download. spandrel builds GFPGAN at its full
+    size whatever the file (86M parameters, 349 MB, ~12 s a face on a CPU): too big to test."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    torch.manual_seed(seed)
+    model = RestoreFormer(
+        n_embed=64,
+        embed_dim=32,
+        ch=32,
+        out_ch=3,
+        ch_mult=(1, 1, 1, 1, 1, 1),  # six levels: 512 -> 16, where its attention sits
+        num_res_blocks=1,
+        attn_resolutions=(16,),
+        dropout=0.0,
+        in_channels=3,
+        resolution=512,
+        z_channels=32,
+        double_z=False,
+        enable_mid=True,
+        head_size=8,
+    )
+    folder = Path(models_dir) / FACE_RESTORER_FOLDERS[0]
+    return _save(model.state_dict(), folder / "tiny-restoreformer.safetensors")
+
+
 CONTROLNET_FOLDER = "ControlNet"
 # The original ControlNet code's names for the parts a UNet does not have.
 LDM_CONTROLNET_PREFIX = "control_model."
@@ -365,6 +398,58 @@ def write_tiny_controlnet(model_dir: Path, seed: int = 0) -> Path:
     sidecar.mkdir(exist_ok=True)
     controlnet.save_config(sidecar)
     return path
+
+
+TINY_IMAGE_EMBED = 32
+# The plain IP-Adapter's image tokens per picture.
+IP_ADAPTER_TOKENS = 4
+
+
+def write_tiny_ip_adapter(model_dir: Path, seed: int = 0) -> Path:
+    """Write a random plain IP-Adapter for the tiny diffusers model at ``model_dir`` as
+    ``<model_dir's parent>/ipadapter/<model_dir name>-ipadapter.safetensors`` (``image_proj.*``
+    and ``ip_adapter.*`` tensors, as the published ones), and a tiny CLIP vision model in
+    ``ipadapter/image_encoder/`` unless one is there."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    model_dir = Path(model_dir)
+    unet_dir = model_dir / "unet"
+    if not (unet_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} holds no diffusers model: write one there first")
+    unet: Any = UNet2DConditionModel.from_pretrained(unet_dir)
+    width = int(unet.config.cross_attention_dim)
+    folder = model_dir.parent / "ipadapter"
+    weights: dict[str, torch.Tensor] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        weights["image_proj.proj.weight"] = 0.2 * torch.randn(
+            IP_ADAPTER_TOKENS * width, TINY_IMAGE_EMBED
+        )
+        weights["image_proj.proj.bias"] = torch.zeros(IP_ADAPTER_TOKENS * width)
+        weights["image_proj.norm.weight"] = torch.ones(width)
+        weights["image_proj.norm.bias"] = torch.zeros(width)
+        # The original numbering: processor i of the UNet is number i, cross-attention odd.
+        for number, name in enumerate(unet.attn_processors):
+            if not name.endswith("attn2.processor"):
+                continue
+            module = unet.get_submodule(name.removesuffix(".processor"))
+            for projection in ("to_k_ip", "to_v_ip"):
+                weights[f"ip_adapter.{number}.{projection}.weight"] = 0.3 * torch.randn(
+                    module.to_k.out_features, width
+                )
+        encoder_dir = folder / "image_encoder"
+        if not (encoder_dir / "config.json").is_file():
+            config = CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=32,
+                patch_size=8,
+                projection_dim=TINY_IMAGE_EMBED,
+            )
+            CLIPVisionModelWithProjection(config).save_pretrained(encoder_dir)
+    return _save(weights, folder / f"{model_dir.name}-ipadapter.safetensors")
 
 
 def controlnet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:

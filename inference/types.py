@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from inference.lora_batching import lora_batch_key
 
-Mode = Literal["txt2img", "img2img", "inpaint", "upscale"]
+# "faces": fix and/or restore the faces of ``init_image`` (inference.face_options).
+Mode = Literal["txt2img", "img2img", "inpaint", "upscale", "faces"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class RenderRequest:
             self.options.get("refiner_switch"),
             # ControlNet units (models, maps, weights) apply to the whole call.
             json.dumps(self.options.get("controlnet"), sort_keys=True),
+            # An IP-Adapter's pictures and weight apply to the whole call too.
+            json.dumps(self.options.get("ipadapter"), sort_keys=True),
+            # Faces are fixed and restored as the whole call asks (inference.face_options:
+            # face_restore, fix_faces, fix_faces_*).
+            json.dumps({k: v for k, v in self.options.items() if "face" in k}, sort_keys=True),
         )
 
     def batch_key(self) -> tuple[object, ...]:

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 
 from inference.control_units import control_units
+from inference.face_options import FaceOptions
+from inference.image_prompts import image_prompt
 from inference.images import InpaintOptions
 from inference.limits import (
     MAX_CFG,
@@ -73,7 +75,10 @@ def validate_request(request: RenderRequest) -> None:
     if request.mode in ("img2img", "inpaint"):
         _check_some_step_runs(request.steps, request.denoising_strength)
     scheduler_spec(request.sampler, request.schedule_type)
-    if request.mode in ("img2img", "inpaint", "upscale") and not request.init_image:
+    faces = FaceOptions.from_options(request.options)
+    if request.mode == "faces" and not faces.wanted:
+        raise RenderInputError("a faces job must ask to fix or restore faces (or both)")
+    if request.mode in ("img2img", "inpaint", "upscale", "faces") and not request.init_image:
         raise RenderInputError(f"{request.mode} needs an init image")
     if request.mode == "upscale":
         upscale = UpscaleOptions.from_options(request.options)
@@ -86,6 +91,8 @@ def validate_request(request: RenderRequest) -> None:
     check_refiner_request(request.mode, request.options)
     if control_units(request.options) and request.mode == "upscale":
         raise RenderInputError("a ControlNet guides txt2img, img2img and inpaint, not upscale")
+    if image_prompt(request.options) is not None and request.mode == "upscale":
+        raise RenderInputError("an image prompt guides txt2img, img2img and inpaint, not upscale")
     outpaint = OutpaintOptions.from_options(request.options)
     if outpaint is not None:
         if request.mode not in ("img2img", "inpaint") or request.mask_image:

@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
 
@@ -32,6 +32,11 @@ class RenderEngine(Protocol):
     ) -> list[list[RenderedImage]]: ...
 
 
+@runtime_checkable
+class PreparingEngine(Protocol):
+    def prepare(self, requests: Sequence[RenderRequest]) -> None: ...
+
+
 EngineFactory = Callable[[str], RenderEngine]
 _T = TypeVar("_T")
 
@@ -47,6 +52,10 @@ class DeviceWorker:
         self._engine_factory = engine_factory
         self._engine: RenderEngine | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{device}")
+        # CPU work for the requests expected next, done while the device renders.
+        self._preparer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"easel-{device}-prepare"
+        )
 
     async def render(
         self,
@@ -69,6 +78,13 @@ class DeviceWorker:
         return await self._on_thread(
             lambda engine, report: engine.render_batch(requests, report, cancel), progress
         )
+
+    def prepare(self, requests: Sequence[RenderRequest]) -> None:
+        """Let the engine prepare ``requests`` (expected to render next) on a CPU thread;
+        returns at once. Nothing happens before the engine exists or if it cannot."""
+        engine = self._engine
+        if isinstance(engine, PreparingEngine):
+            self._preparer.submit(engine.prepare, requests)
 
     async def _on_thread(
         self,
@@ -94,3 +110,4 @@ class DeviceWorker:
     def close(self) -> None:
         """Wait for the running render (if any) and stop the thread."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._preparer.shutdown(wait=True, cancel_futures=True)

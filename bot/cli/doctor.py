@@ -15,7 +15,12 @@ from bot.redaction import redact_url
 from bot.settings import Settings
 
 if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
+    from inference.memory import ModelMemory
     from inference.registry import ModelRegistry
+
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_COUNT_UNITS = ((10**9, "B"), (10**6, "M"), (10**3, "k"))
+_SMALLER = "set EASEL_QUANTIZE=int8, use a GGUF file or set EASEL_CPU_OFFLOAD=1"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,102 @@ def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -
     return Check("upscalers", True, detail)
 
 
+def _faces_check(registry: ModelRegistry) -> Check:
+    """The detector fix faces uses (tried on a blank picture, so a broken file shows here)
+    and the face restorers installed (none is fine: only face restoration needs one)."""
+    from PIL import Image
+
+    from inference.faces import FACE_DETECTOR_FOLDER, face_detector
+    from inference.registry import FACE_RESTORER_FOLDERS
+    from inference.types import RenderInputError
+
+    detector = face_detector(registry.models_dir)
+    try:
+        detector.detect(Image.new("RGB", (64, 64)))
+    except RenderInputError as error:
+        return Check("faces", False, str(error))
+    if detector.path is None:
+        found = (
+            f"OpenCV's Haar cascade (a YuNet .onnx in models/{FACE_DETECTOR_FOLDER}/ "
+            "detects better)"
+        )
+    else:
+        found = f"YuNet {detector.path.name}"
+    restorers = ", ".join(sorted(registry.face_restorer_files(), key=str.casefold)) or (
+        f"none (face restoration needs a GFPGAN or RestoreFormer .safetensors in "
+        f"models/{FACE_RESTORER_FOLDERS[0]}/)"
+    )
+    return Check("faces", True, f"detector: {found}; restorers: {restorers}")
+
+
+def _bytes(count: int) -> str:
+    """``count`` bytes as people read them: ``1.6 GiB``."""
+    value = float(count)
+    for unit in _BYTE_UNITS:
+        if value < 1024 or unit == _BYTE_UNITS[-1]:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _count(parameters: int) -> str:
+    """A parameter count as people say it: ``860M``, ``2.6B``."""
+    for size, unit in _COUNT_UNITS:
+        if parameters >= size:
+            return f"{parameters / size:.3g}{unit}"
+    return str(parameters)
+
+
+def _memory_detail(memory: ModelMemory, dtype: str, quantize: str) -> str:
+    parts = ", ".join(
+        f"{c.name} {_bytes(c.stored_bytes)} ({_count(c.parameters)} parameters)"
+        for c in memory.components
+    )
+    unread = f"; not read: {', '.join(memory.unread)}" if memory.unread else ""
+    quantized = "" if quantize == "off" else f", denoiser {quantize}"
+    side = memory.native_side
+    return (
+        f"{parts}{unread}; {_bytes(memory.weight_bytes)} in {dtype}{quantized}; peak about "
+        f"{_bytes(memory.peak_bytes)} for a 2x2 grid at {side}x{side}"
+    )
+
+
+def _memory_checks(
+    settings: Settings, registry: ModelRegistry, devices: tuple[str, ...]
+) -> Iterator[Check]:
+    """Each model's weights per component (from file headers), at the dtype it runs in, its
+    estimated peak for one 2x2 grid (``inference.memory``), and whether that fits each GPU."""
+    from inference.devices import default_dtype, free_device_bytes
+    from inference.memory import gguf_quantization, model_memory
+
+    dtype = default_dtype(devices[0])
+    free = {d: b for d in devices if (b := free_device_bytes(d)) is not None}
+    for name, entry in sorted(registry.loadable().items()):
+        try:
+            memory = model_memory(entry, dtype.itemsize, settings.quantize != "off")
+            gguf = gguf_quantization(entry)
+        except (OSError, ValueError, KeyError) as error:
+            yield Check(f"memory {name}", False, f"cannot read {entry.path.name}: {error}")
+            continue
+        detail = _memory_detail(memory, str(dtype).removeprefix("torch."), settings.quantize)
+        detail += "" if gguf is None else f"; denoiser GGUF {gguf}"
+        if not free:
+            yield Check(f"memory {name}", True, f"{detail}; CPU")
+            continue
+        too_small = [d for d, b in free.items() if b < memory.peak_bytes]
+        room = ", ".join(f"{d} {_bytes(b)} free" for d, b in free.items())
+        if not too_small or settings.cpu_offload:
+            offload = " (EASEL_CPU_OFFLOAD=1: parts move to the GPU in turn)"
+            fits = f"fits: {room}{offload if too_small else ''}"
+            yield Check(f"memory {name}", True, f"{detail}; {fits}")
+        else:
+            yield Check(
+                f"memory {name}",
+                False,
+                f"{detail}; does not fit {', '.join(too_small)} ({room}): {_SMALLER}",
+            )
+
+
 def diagnose(settings: Settings) -> Iterator[Check]:
     if settings.discord_token:
         yield Check("settings", True, "DISCORD_TOKEN is set")
@@ -93,10 +194,15 @@ def diagnose(settings: Settings) -> Iterator[Check]:
         )
 
     from inference.devices import device_problem, resolve_devices
+    from inference.quantization import quantize_problem
 
-    for device in resolve_devices(settings.devices):
+    devices = resolve_devices(settings.devices)
+    for device in devices:
         problem = device_problem(device)
         yield Check(f"device {device}", problem is None, problem or "usable")
+        if problem is None and settings.quantize != "off":
+            problem = quantize_problem(settings.quantize, device)
+            yield Check(f"quantize {device}", problem is None, problem or settings.quantize)
 
     from inference.registry import ModelRegistry
 
@@ -112,7 +218,9 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             "there (or run `easel tiny-model models/tiny` to try Easel out)",
         )
 
+    yield from _memory_checks(settings, registry, devices)
     yield _upscalers_check(registry, settings.default_upscaler, settings.hires_upscaler)
+    yield _faces_check(registry)
     yield _database_check(settings)
 
     if settings.queue_url:

@@ -15,6 +15,7 @@ from bot.cli.control import ControlUsageError, add_control_options, control_unit
 from bot.redaction import redact_url
 from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
+from inference.image_prompts import IMAGE_PROMPT_MODES
 from inference.types import RenderRequest
 from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
 
@@ -69,6 +70,28 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
         help="share of the steps the model runs before the refiner (0.01-0.99, default 0.8)",
     )
     add_control_options(parser)
+    parser.add_argument(
+        "--sref",
+        type=Path,
+        action="append",
+        help="an image prompt (IP-Adapter) from this picture; repeat for up to 5, averaged",
+    )
+    parser.add_argument("--sref-strength", type=float, help="0-2 (default 1 style-only, 0.6 full)")
+    parser.add_argument(
+        "--sref-mode",
+        choices=IMAGE_PROMPT_MODES,
+        default="auto",
+        help="style: only SDXL's style layers; full: every layer; auto: style where possible",
+    )
+    parser.add_argument(
+        "--faces-prompt", help="with --faces in the prompt: the faces' prompt (default: the prompt)"
+    )
+    parser.add_argument(
+        "--faces-strength", type=float, help="with --faces: the faces' denoising (default 0.4)"
+    )
+    parser.add_argument(
+        "--faces-confidence", type=float, help="the face detector's threshold (default 0.3)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
 
 
@@ -112,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path)
     tiny.add_argument(
         "--family",
-        choices=["sd15", "sdxl", "sdxl-refiner"],
+        choices=["sd15", "sdxl", "sdxl-refiner", "sd3", "flux", "flux-schnell"],
         default="sd15",
-        help="sdxl-refiner: a tiny SDXL refiner (for --refiner with a tiny sdxl model)",
+        help="sdxl-refiner: a tiny SDXL refiner (for --refiner with a tiny sdxl model); "
+        "sd3, flux (dev), flux-schnell: tiny flow-matching models",
     )
     tiny.add_argument("--inpainting", action="store_true")
     tiny.add_argument(
@@ -125,10 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead, write a tiny ESRGAN upscaler as DIR/tiny-esrgan-<SCALE>x.safetensors",
     )
     tiny.add_argument(
+        "--faces",
+        action="store_true",
+        help="instead, write a tiny random face restorer (RestoreFormer) as "
+        "DIR/face_restore/tiny-restoreformer.safetensors (DIR being EASEL_MODELS_DIR)",
+    )
+    tiny.add_argument(
         "--controlnet",
         action="store_true",
         help="also write a tiny ControlNet for DIR's model as "
         "DIR/../ControlNet/<DIR name>-controlnet.safetensors (DIR being EASEL_MODELS_DIR/NAME)",
+    )
+    tiny.add_argument(
+        "--ipadapter",
+        action="store_true",
+        help="also write a tiny IP-Adapter for DIR's model as DIR/../ipadapter/<DIR name>-"
+        "ipadapter.safetensors, with a tiny image encoder in DIR/../ipadapter/image_encoder/",
     )
     commands.add_parser("doctor", help="check settings, models, devices, database and broker")
     commands.add_parser("health", help="ask the metrics server (EASEL_METRICS_ADDR) if all is up")
@@ -186,10 +222,24 @@ def _refiner_options(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in given.items() if value is not None}
 
 
+def _faces_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--faces-prompt``, ``--faces-strength`` and ``--faces-confidence`` as engine options
+    (only those given; ``--faces`` / ``--restore-faces`` are flags typed in the prompt)."""
+    from inference.face_options import FIX_FACES_CONFIDENCE, FIX_FACES_PROMPT, FIX_FACES_STRENGTH
+
+    given = {
+        FIX_FACES_PROMPT: args.faces_prompt,
+        FIX_FACES_STRENGTH: args.faces_strength,
+        FIX_FACES_CONFIDENCE: args.faces_confidence,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def render_request(args: argparse.Namespace, base: RenderRequest | None = None) -> RenderRequest:
     """``easel render``'s arguments as a checked request (no model, no torch); the options
     given override ``base`` (the settings of ``--infotext``)."""
     from inference.control_units import with_control_units
+    from inference.image_prompts import ImagePrompt, with_image_prompt
     from inference.images import load_input_image
     from inference.types import RenderInputError
     from inference.validation import validate_request
@@ -220,7 +270,12 @@ def render_request(args: argparse.Namespace, base: RenderRequest | None = None) 
             "variation_seed": None if variation_seed is None else resolve_seed(variation_seed),
             "variation_strength": _first_given(args.variation_strength, base.variation_strength),
             # Clip skip, hires fix, VAE... from the infotext; the size given may change.
-            "options": {**base.options, **request.options, **_refiner_options(args)},
+            "options": {
+                **base.options,
+                **request.options,
+                **_refiner_options(args),
+                **_faces_options(args),
+            },
             # A --sampler given names its schedule itself ("Euler Karras").
             "schedule_type": (
                 request.schedule_type if args.sampler or args.schedule_type else base.schedule_type
@@ -238,6 +293,13 @@ def render_request(args: argparse.Namespace, base: RenderRequest | None = None) 
             changes["mask_image"] = str(args.mask)
         request = dataclasses.replace(request, **changes)  # type: ignore[arg-type]
         request = with_control_units(request, control_units_from_args(args))
+        if args.sref:
+            for picture in args.sref:
+                load_input_image(picture, "--sref")
+            prompt = ImagePrompt(tuple(map(str, args.sref)), args.sref_strength, args.sref_mode)
+            request = with_image_prompt(request, prompt)
+        elif args.sref_strength is not None:
+            raise UsageError("--sref-strength needs --sref PATH: the picture to follow")
         validate_request(request)
     except (RequestError, RenderInputError, ControlUsageError) as error:
         raise UsageError(str(error)) from None
@@ -305,6 +367,7 @@ def infotext_settings(value: str, settings: Settings) -> RenderRequest:
 
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     from inference.control_units import control_units
+    from inference.image_prompts import check_image_prompt_models, image_prompt
     from inference.preprocessors import check_controls
     from inference.types import RenderInputError
 
@@ -312,6 +375,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     request = render_request(args, base)
     try:
         check_controls(control_units(request.options), settings.models_dir)
+        check_image_prompt_models(image_prompt(request.options), settings.models_dir)
     except RenderInputError as error:
         raise UsageError(str(error)) from None
     return _render_and_write(request, settings, args.out)
@@ -370,16 +434,29 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.tiny import write_tiny_controlnet, write_tiny_model, write_tiny_upscaler
+    from inference.tiny import (
+        write_tiny_controlnet,
+        write_tiny_face_restorer,
+        write_tiny_ip_adapter,
+        write_tiny_model,
+        write_tiny_upscaler,
+    )
 
     if args.upscaler:
-        path = write_tiny_upscaler(args.directory, scale=args.upscaler)
-    elif args.controlnet and (args.directory / "model_index.json").is_file():
-        path = write_tiny_controlnet(args.directory)  # for the model already there
-    else:
-        path = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
-        if args.controlnet:
-            path = write_tiny_controlnet(path)
+        print(write_tiny_upscaler(args.directory, scale=args.upscaler))
+        return 0
+    if args.faces:
+        print(write_tiny_face_restorer(args.directory))
+        return 0
+    model = args.directory
+    if not (args.controlnet or args.ipadapter) or not (model / "model_index.json").is_file():
+        model = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
+    # The model's path, or else the last extra written for the model already there.
+    path = model
+    if args.controlnet:
+        path = write_tiny_controlnet(model)
+    if args.ipadapter:
+        path = write_tiny_ip_adapter(model)
     print(path)
     return 0
 

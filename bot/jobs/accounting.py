@@ -31,6 +31,7 @@ from bot.policy.quota import (
 )
 from db import quotas as ledger
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
+from inference.face_options import FaceOptions
 from inference.types import RenderRequest
 
 # A rough GPU cost used for the reservation only; the measured time replaces it at commit.
@@ -66,6 +67,11 @@ def estimated_cost(request: RenderRequest) -> Cost:
     pixels = (request.width or 512) * (request.height or 512)
     seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
     seconds *= 1 + CONTROLNET_STEP_SHARE * len(request.options.get(CONTROLNET_OPTION) or [])
+    if request.mode == "faces":  # a stored picture's faces only: no render of its own
+        seconds = 0.0
+    # Fixing faces: one face pass at 512x512 a picture (the faces are counted when it runs).
+    face_steps = FaceOptions.from_options(request.options).fix_steps(request.steps)
+    seconds += ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
 
 

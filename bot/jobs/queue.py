@@ -96,6 +96,13 @@ class BatchRenderSlot(RenderSlot, Protocol):
     ) -> list[list[RenderedImage]]: ...
 
 
+@runtime_checkable
+class PreparingSlot(RenderSlot, Protocol):
+    """A slot that can do a batch's CPU work (prompt expansion) ahead, while it renders."""
+
+    def prepare(self, requests: Sequence[RenderRequest]) -> None: ...
+
+
 @dataclass
 class _RunningBatch:
     """Jobs rendering together: the render stops only when every one of them is cancelled."""
@@ -466,6 +473,18 @@ class JobQueue:
                     self._scheduler.finish(job_id)
                 self._wakeup.notify_all()
 
+    async def _prepare_next(self, slot: PreparingSlot) -> None:
+        """Hand ``slot`` the batch expected after the one it starts now, to prepare while it
+        renders (a guess: a later submission may change the order, then it is unused)."""
+        try:
+            expected = self._scheduler.peek_batch(slot.device, self._now())
+            jobs = [await journal.get_job(self._conn, job.job_id) for job in expected]
+            requests = [RenderRequest.from_json(job.request_json) for job in jobs if job]
+            if requests:
+                slot.prepare(requests)
+        except Exception:
+            log.exception("could not prepare the next batch on %s", slot.device)
+
     async def _run(self, slot: RenderSlot, job_ids: list[str]) -> None:
         jobs = [job for job_id in job_ids if (job := await journal.get_job(self._conn, job_id))]
         jobs = [job for job in jobs if job.status is journal.JobStatus.QUEUED]
@@ -492,6 +511,9 @@ class JobQueue:
         running = _RunningBatch(ids)
         self._running.update(dict.fromkeys(ids, running))
         started = time.perf_counter()
+        if isinstance(slot, PreparingSlot):
+            # It starts once the render below is on the device: nothing delays the render.
+            self._in_background(self._prepare_next(slot))
         try:
             if len(ids) == 1:
                 results = [

@@ -8,7 +8,8 @@ A task started by the composition root prunes at start and then every few hours:
   periods ended lose the member's id;
 - with ``EASEL_RETENTION_DAYS`` above 0: jobs that ended and were delivered longer ago than
   that (journal and history rows), their pictures (``images/<job>/``) and uploads
-  (``inputs/``), and settled ledger rows no quota period still counts.
+  (``inputs/``), settled ledger rows no quota period still counts, and refusals recorded
+  longer ago than that.
 
 A button on a pruned result then finds no job and answers that it is no longer stored.
 """
@@ -27,7 +28,7 @@ import aiosqlite
 from bot.jobs import accounting
 from bot.jobs.stored_files import remove_unused_results, remove_unused_uploads
 from bot.policy.quota import Period, period_start, reset_at
-from db import history, quotas
+from db import history, quotas, refusals
 from db import jobs as journal
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Pruned:
     pictures: int = 0
     uploads: int = 0
     ledger_rows: int = 0
+    refusals: int = 0
 
 
 class Retention:
@@ -95,6 +97,7 @@ class Retention:
         ledger_rows = await quotas.prune_settled(
             self._conn, reserved_before=min(cutoff, counted_since)
         )
+        refused = await refusals.prune(self._conn, before=cutoff)
         # Files after rows, so no row names a file that is gone; files of no job (a crash, an
         # erase that failed half-way) go too. What a remaining job reads (an upload, or another
         # job's picture it varies) stays with it.
@@ -107,7 +110,7 @@ class Retention:
         uploads = await asyncio.to_thread(
             remove_unused_uploads, self._inputs_dir, written_before, in_use
         )
-        return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows)
+        return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows, refused)
 
     async def run(self) -> None:
         """Prune now and every ``PRUNE_INTERVAL_S``, blank expired tokens every

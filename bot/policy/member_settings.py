@@ -1,4 +1,5 @@
-"""Personal /imagine defaults: validated on the way in, applied where an option is absent."""
+"""Personal /imagine defaults: validated on the way in, applied where an option, a prompt flag
+and a named preset leave a gap (``bot.presets.over_saved_settings``)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,12 @@ from collections.abc import Callable
 import aiosqlite
 
 from bot.memo import Memo
-from bot.requests import ImagineOptions, RequestError, parse_size
+from bot.requests import RequestError, parse_size
 from db import user_settings as store
 from db.user_settings import UserSettings
 from inference.limits import MAX_CLIP_SKIP
 
-__all__ = ["MemberSettings", "UserSettings", "with_personal_defaults"]
-
-
-def with_personal_defaults(options: ImagineOptions, settings: UserSettings) -> ImagineOptions:
-    """Fill the options the member left out with their saved defaults."""
-    return dataclasses.replace(
-        options,
-        steps=options.steps if options.steps is not None else settings.steps,
-        cfg=options.cfg if options.cfg is not None else settings.cfg,
-        sampler=options.sampler or settings.sampler,
-        size=options.size or settings.size,
-        negative=options.negative if options.negative is not None else settings.negative,
-        clip_skip=options.clip_skip if options.clip_skip is not None else settings.clip_skip,
-    )
+__all__ = ["MemberSettings", "UserSettings"]
 
 
 def _validated(settings: UserSettings) -> UserSettings:

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Collection, Iterable
 from enum import StrEnum
 
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from inference.prompts import Rendering
 
 
@@ -112,7 +112,7 @@ def check_channel(channel_id: int | None, allowed_channels: Collection[int]) -> 
     """Raise ``UserError`` when Easel is not enabled in this channel (empty list: all are)."""
     if allowed_channels and channel_id not in allowed_channels:
         where = ", ".join(f"<#{channel}>" for channel in sorted(allowed_channels))
-        raise UserError(f"Easel is not enabled in this channel; use it in {where}.")
+        raise UserError(f"Easel is not enabled in this channel; use it in {where}.", Reason.CHANNEL)
 
 
 def check_request(
@@ -130,12 +130,14 @@ def check_request(
     check_channel(channel_id, allowed_channels)
     if nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY and not channel_is_age_restricted:
         raise UserError(
-            "This server allows generation only in age-restricted channels; use one of those."
+            "This server allows generation only in age-restricted channels; use one of those.",
+            Reason.NSFW,
         )
     # A refiner is a model too: the server's list governs it as well.
     for name in (model, refiner):
         if name is not None and allowed_models and name not in allowed_models:
             names = ", ".join(sorted(allowed_models))
             raise UserError(
-                f"Model {name!r} is not allowed on this server; choose one of: {names}."
+                f"Model {name!r} is not allowed on this server; choose one of: {names}.",
+                Reason.MODEL,
             )

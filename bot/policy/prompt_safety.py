@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from bot.policy.moderation import find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
 from inference.types import RenderRequest
 
@@ -61,7 +61,10 @@ def plan_request(
         raise UserError(f"{error}; fix the prompt and try again.") from None
     renderings = (rendering for plan in plans for rendering in plan.renderings())
     if word := find_banned_rendering(renderings, banned_words):
-        raise UserError(f"The word {word!r} is banned on this server; remove it from your prompt.")
+        raise UserError(
+            f"The word {word!r} is banned on this server; remove it from your prompt.",
+            Reason.BANNED_WORD,
+        )
     return request
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 
 # A message link (https://discord.com/channels/<guild|@me>/<channel>/<message>) or a bare id.
 _MESSAGE_REFERENCE = re.compile(
@@ -83,10 +83,46 @@ def check_same_place(guild_id: int | None, channel_id: int, where: Place) -> Non
     elif guild_id is None:
         raise UserError(DIRECT_MESSAGE)
     elif guild_id != where.guild_id:
-        raise UserError(OTHER_SERVER)
+        raise UserError(OTHER_SERVER, Reason.PERMISSION)
 
 
 def check_member_may_read(access: ChannelAccess) -> None:
     """The member needs View Channel and Read Message History where the message is."""
     if not (access.in_this_server and access.view_channel and access.read_message_history):
-        raise UserError(NOT_READABLE)
+        raise UserError(NOT_READABLE, Reason.PERMISSION)
+
+
+# A picture's address on Discord's CDN: <origin>/attachments/<channel>/<attachment>/<file name>,
+# signed or not (?ex=...&is=...&hm=...).
+_ATTACHMENT_URL = re.compile(
+    r"^\s*(?P<origin>https?://[^/\s]+)/attachments/(?P<channel>\d+)/\d+/"
+    r"(?P<name>[^/?#\s]+)(?:\?\S*)?\s*$"
+)
+DISCORD_CDN_ORIGINS = ("https://cdn.discordapp.com", "https://media.discordapp.net")
+NOT_FROM_DISCORD = (
+    "I only fetch pictures from Discord itself; attach the picture or link its message."
+)
+
+
+@dataclass(frozen=True)
+class AttachmentLocation:
+    channel_id: int
+    filename: str
+
+
+def locate_attachment(
+    reference: str, where: Place, origins: tuple[str, ...]
+) -> AttachmentLocation | None:
+    """The channel an attachment URL was posted in (None: ``reference`` is not one), if it is
+    on Discord (one of ``origins``) and, from a DM, in that DM. A channel of a server is
+    checked after, with ``check_member_may_read``, as for a message link: the URL names no
+    server, so a channel that is not this server's is refused there."""
+    match = _ATTACHMENT_URL.match(reference)
+    if match is None:
+        return None
+    if match["origin"].lower() not in origins:
+        raise UserError(NOT_FROM_DISCORD)
+    channel_id = int(match["channel"])
+    if where.guild_id is None and channel_id != where.channel_id:
+        raise UserError(OUTSIDE_THIS_DM)
+    return AttachmentLocation(channel_id, match["name"])

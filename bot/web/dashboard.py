@@ -1,13 +1,13 @@
-"""The admin dashboard: one server's live queue, the workers, its latest pictures and each
-member's quota use today, for that server's admins (aiohttp; no discord, no torch).
+"""The admin dashboard: one server's live queue, the workers, its latest pictures, each
+member's quota use today and what members were refused, for that server's admins (aiohttp;
+no discord, no torch).
 
 ``/easel-admin dashboard`` gives an admin a sign-in link: signed for the dashboard, bound to
 them and the server, 15 minutes, single use. Opening it (once Discord confirms they still
 manage the server) sets a signed session cookie for that one server (HttpOnly,
 SameSite=Strict, 8 hours, path ``/dashboard/<server>``), and every data route checks that the
 cookie names the server of its URL. Private results never appear (the queries leave them out,
-prompts included). Refusals are not recorded anywhere (only counted in the metrics), so the
-dashboard has none to show.
+prompts included). Refusals carry no prompt (``bot.refusals``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner
 from bot.web.pages import dashboard_page, message_page
 from bot.web.server import SECURITY_HEADERS, html_page
 from db import dashboard as queries
+from db import refusals
 
 SESSION_LIFETIME_S = 8 * 60 * 60
 COOKIE = "easel_dashboard"
 GALLERY_SIZE = 24
+REFUSALS_SHOWN = 20
 THUMBNAIL_PX = 256
 _LOGIN, _SESSION = "dashboard-login", "dashboard-session"
 _AGAIN = "run /easel-admin dashboard again"
@@ -168,7 +170,10 @@ class Dashboard:
         now = time.time()
         unfinished = await queries.unfinished_jobs(self._conn, guild_id)
         pictures = await queries.recent_pictures(self._conn, guild_id, GALLERY_SIZE)
-        usage = await queries.usage_by_member(self._conn, guild_id, period_start(Period.DAY, now))
+        today = period_start(Period.DAY, now)
+        usage = await queries.usage_by_member(self._conn, guild_id, today)
+        refused = await refusals.latest(self._conn, guild_id, REFUSALS_SHOWN)
+        refused_today = await refusals.counts_by_reason(self._conn, guild_id, today)
         ours = {job.job_id for job in unfinished}
         return {
             "server": self._admins.name_of(guild_id),
@@ -218,6 +223,19 @@ class Dashboard:
                     "gpu_seconds": used.gpu_seconds,
                 }
                 for used in usage
+            ],
+            "refusals": [
+                {
+                    "member": str(refusal.user_id),
+                    "channel": None if refusal.channel_id is None else str(refusal.channel_id),
+                    "reason": refusal.reason,
+                    "sentence": refusal.sentence,  # None: the member keeps results private
+                    "at": refusal.created_at,
+                }
+                for refusal in refused
+            ],
+            "refusals_today": [
+                {"reason": reason, "count": count} for reason, count in refused_today.items()
             ],
         }
 

@@ -229,6 +229,17 @@ function show(state) {
     (usage) => String(usage.images),
     (usage) => usage.gpu_seconds.toFixed(1),
   ]);
+  table("refusal-counts", state.refusals_today, [
+    (counted) => counted.reason,
+    (counted) => String(counted.count),
+  ]);
+  table("refusals", state.refusals, [
+    (refusal) => new Date(refusal.at * 1000).toLocaleString(),
+    (refusal) => member(refusal.member),
+    (refusal) => refusal.channel === null ? "" : "channel " + refusal.channel,
+    (refusal) => refusal.reason,
+    (refusal) => refusal.sentence === null ? "(private)" : refusal.sentence,
+  ]);
   gallery(state.gallery);
 }
 async function poll() {
@@ -275,6 +286,15 @@ def dashboard_page(home_url: str, state_url: str) -> str:
         ["Member", "Pictures", "GPU seconds"],
         "Nobody has used any quota here today.",
     )
+    refusal_counts = section(
+        "Refusals today", "refusal-counts", ["Reason", "Refusals"], "Nobody was refused today."
+    )
+    refusals = section(
+        "Latest refusals",
+        "refusals",
+        ["When", "Member", "Channel", "Reason", "What they were told"],
+        "Nobody here has been refused anything.",
+    )
     body = f"""
 <h1>Easel — <span id=server></span></h1>
 <p id=status role=status>Loading…</p>
@@ -283,7 +303,7 @@ def dashboard_page(home_url: str, state_url: str) -> str:
 <h2>Recent pictures</h2>
 <div id=gallery class=gallery></div>
 <p id=gallery-empty class=empty hidden>No pictures yet (private results are never shown).</p>
-{quota}
+{quota}{refusal_counts}{refusals}
 <script>{_DASHBOARD_SCRIPT}</script>
 """
     return _document(

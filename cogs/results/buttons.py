@@ -15,7 +15,13 @@ from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
 
-from bot.edits import Picture, expand_request, upscale_request, vary_request
+from bot.edits import (
+    Picture,
+    expand_request,
+    fix_faces_request,
+    upscale_request,
+    vary_request,
+)
 from bot.history import StoredJob
 from bot.images import picture_size
 from bot.jobs.queue import CancelOutcome, JobQueue
@@ -26,6 +32,7 @@ from cogs.common import acting_member, queue_of, services_of, submit_from_intera
 from cogs.errors import report_error
 from cogs.results.copies import send_copy
 from cogs.results.remix import RemixModal
+from cogs.visibility import check_member_may_read_channel
 from inference.types import RenderRequest
 
 _JOB = r"(?P<job_id>[0-9a-f]{16})"
@@ -44,6 +51,18 @@ async def clicked_job(interaction: discord.Interaction[Any], job_id: str) -> Sto
             f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
         )
     return job
+
+
+def check_clicker_may_see(interaction: discord.Interaction[Any], job: StoredJob) -> None:
+    """A private job is its maker's alone (answered as if it did not exist), and a job's
+    pictures are for members who can read the channel it was made in: a copy of its buttons
+    elsewhere widens neither."""
+    if job.private and job.user_id != interaction.user.id:
+        raise UserError(
+            f"Job `{job.job_id}` is no longer in the history; make a new picture with /imagine."
+        )
+    if job.channel_id is not None and job.channel_id != interaction.channel_id:
+        check_member_may_read_channel(interaction, job.channel_id)
 
 
 async def keeps_private(interaction: discord.Interaction[Any], job: StoredJob) -> bool:
@@ -245,6 +264,7 @@ class _PictureEditButton(_ReportsErrors):
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await clicked_job(interaction, self.job_id)
+        check_clicker_may_see(interaction, job)
         base, picture = await _stored_picture(interaction, job, self.idx)
         request = self.edit(base, picture)
         await submit_from_interaction(
@@ -312,6 +332,29 @@ class ExpandButton(
         return expand_request(base, picture, pan=self.variant)
 
 
+class FixFacesButton(
+    _PictureEditButton,
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"easel:faces:{_JOB}:{_IDX}:(?P<variant>fix)",
+):
+    """Fix faces: each face of that picture re-rendered (ADetailer-style), then restored
+    where the server has a face restorer installed; a job charged to whoever presses it."""
+
+    action = "faces"
+    restore = False
+
+    @staticmethod
+    def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
+        return "Fix faces", "🙂"
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        self.restore = bool(services_of(interaction).registry.face_restorer_files())
+        await super().run(interaction)
+
+    def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
+        return fix_faces_request(base, picture, restore=self.restore)
+
+
 class CancelButton(
     JobButton,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
@@ -367,12 +410,7 @@ class DirectCopyButton(
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await clicked_job(interaction, self.job_id)
-        if job.private and job.user_id != interaction.user.id:
-            # Only its maker ever saw a private result: answered like an unknown job.
-            raise UserError(
-                f"Job `{self.job_id}` is no longer in the history; make a new picture with "
-                "/imagine."
-            )
+        check_clicker_may_see(interaction, job)
         indexes = range(len(job.image_paths)) if self.idx is None else [self.idx]
         if max(indexes) >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
@@ -474,6 +512,7 @@ RESULT_BUTTONS = (
     DirectCopyButton,
     DeleteButton,
     RegionButton,
+    FixFacesButton,
 )
 
 
@@ -487,6 +526,7 @@ def single_view(job_id: str, idx: int) -> discord.ui.View:
     for how in ("zoom2", "left", "right", "up", "down"):
         view.add_item(ExpandButton(job_id, idx, how, row=1))
     view.add_item(RegionButton(job_id, idx, row=2))
+    view.add_item(FixFacesButton(job_id, idx, "fix", row=2))
     add_everyday_buttons(view, job_id, idx)
     return view
 

@@ -20,7 +20,7 @@ from cogs.results.buttons import copy_view, job_view
 from cogs.results.copies import DEFAULT_FILESIZE_LIMIT, dms_closed, send_copy
 from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
 from inference.compare import is_comparison
-from inference.infotext import format_value
+from inference.infotext import format_value, parse_infotext
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,18 @@ def caption(job: FinishedJob) -> str:
         f"**{discord.utils.escape_markdown(prompt)}** — <@{job.user_id}> "
         f"(seed {seeds}, job `{job.job_id}`)"
     )
-    notes = "".join(f"\nNote: {discord.utils.escape_markdown(n)}" for n in job.request.notes)
+    said = [*job.request.notes, *render_warnings(job)]
+    notes = "".join(f"\nNote: {discord.utils.escape_markdown(n)}" for n in said)
     return text + notes
+
+
+def render_warnings(job: FinishedJob) -> list[str]:
+    """What the engine said about how it read the prompt (the first picture's infotext
+    ``Prompt warnings``: weights a T5 model ignored, a sampler it replaced...)."""
+    if not job.images:
+        return []
+    warnings = parse_infotext(job.images[0].infotext)[2].get("Prompt warnings")
+    return [part for part in str(warnings).split("; ") if part] if warnings else []
 
 
 def grid_note(job: FinishedJob) -> str:

@@ -20,6 +20,7 @@ from inference.controlnet import ControlNetCache, Controls
 from inference.fast import DeepCache, FastPreset, fast_preset
 from inference.guidance import PromptGuidance, StepCallback
 from inference.images import InpaintCanvas
+from inference.ip_adapter import ImagePromptCache, ImagePrompting
 from inference.model_cache import LoadedModel, ModelCache, PipelineTask
 from inference.noise import (
     generator_after_initial_noise,
@@ -90,12 +91,21 @@ class Denoiser:
     wildcards: WildcardLibrary | None
     vae_tiling_pixels: int | None
     controlnets: ControlNetCache = field(default_factory=ControlNetCache)
+    image_prompts: ImagePromptCache = field(default_factory=ImagePromptCache)
 
     def controls_for(
         self, request: RenderRequest, model: LoadedModel, registry: ModelRegistry
     ) -> Controls | None:
         """The ControlNets ``request`` asks for, loaded for ``model`` (None: no ControlNet)."""
         return self.controlnets.controls(request, model.pipeline, registry, self.device, self.dtype)
+
+    def image_prompt_for(
+        self, request: RenderRequest, model: LoadedModel, registry: ModelRegistry
+    ) -> ImagePrompting | None:
+        """The IP-Adapter image prompt ``request`` asks for (None: it has none)."""
+        return self.image_prompts.prompting(
+            request, model.pipeline, registry, self.device, self.dtype
+        )
 
     def __call__(
         self,
@@ -110,10 +120,11 @@ class Denoiser:
         networks: JobNetworks,
         output_type: Literal["pil", "latent"] = "pil",
         controls: Controls | None = None,
+        image_prompt: ImagePrompting | None = None,
     ) -> Any:
         """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
         pictures, or with ``output_type="latent"`` the final latents (no VAE decode).
-        ``controls``: the ControlNets that guide it."""
+        ``controls``: the ControlNets that guide it; ``image_prompt``: its IP-Adapter."""
         pipeline = model.pipeline_for(task)
         scheduler = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type)
         pipeline.scheduler = scheduler
@@ -138,14 +149,19 @@ class Denoiser:
                 ],
                 pad_conds=pad_conds(request),
                 control=None if controls is None else controls.residuals,
+                image_tokens=None if image_prompt is None else image_prompt.tokens,
             )
             tiled = self.vae_tiling_pixels is not None and (
                 size[0] * size[1] > self.vae_tiling_pixels
             )
             # The cache wraps the real UNet, so it goes on before the guidance's stand-in.
-            # Not with a ControlNet: skipped UNet blocks would drop its residuals.
+            # Not with a ControlNet or an image prompt: skipped UNet blocks would drop their
+            # residuals or image tokens.
             use_cache = (
-                request.fast and fast_preset_for(model, request) is None and controls is None
+                request.fast
+                and fast_preset_for(model, request) is None
+                and controls is None
+                and image_prompt is None
             )
             # The same per-image CPU generators also drive ancestral samplers' noise.
             generators = [generator_after_initial_noise(job.seed, latent_shape) for job in jobs]
@@ -155,6 +171,8 @@ class Denoiser:
                     bool(request.options.get("tile")), pipeline.unet, networks.vae or pipeline.vae
                 ),
                 step_noise_drawn_ahead(scheduler, generators, steps),
+                # On the real UNet, before any stand-in wraps it.
+                image_prompt.installed(pipeline.unet) if image_prompt else nullcontext(),
                 DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
                 guidance.installed(pipeline),
                 vae_in_use(pipeline, networks.vae),

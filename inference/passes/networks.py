@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.metadata import vae_latent_channels
 from inference.model_cache import LoadedModel, ModelCache
 from inference.networks import EmbeddingTokens, applied_embeddings, applied_loras
 from inference.passes.jobs import ImageJob
@@ -20,6 +21,8 @@ from inference.types import RenderInputError, RenderRequest
 MODEL_VAE_NAMES = ("", "Automatic", "None")
 # The web UI's short hashes: 10 hex digits for models and VAEs, 12 for extra networks.
 VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
+# Who each kind of VAE is for, by the latent channels it decodes.
+_VAE_FAMILIES = {4: "SD 1.x, 2.x and SDXL", 16: "SD3 and Flux"}
 
 
 @dataclass(frozen=True)
@@ -47,18 +50,51 @@ def hash_list(hashes: dict[str, str]) -> str | None:
     return ", ".join(f"{name}: {short}" for name, short in hashes.items()) or None
 
 
-def vae_file(registry: ModelRegistry, request: RenderRequest) -> Path | None:
-    """The file ``options["vae"]`` names (None: the model's own VAE)."""
+def vae_file(
+    registry: ModelRegistry, request: RenderRequest, latent_channels: int | None = None
+) -> Path | None:
+    """The file ``options["vae"]`` names (None: the model's own VAE). With the model's
+    ``latent_channels``, only a VAE of that many is offered and taken (an SD3/Flux VAE
+    decodes 16 channels, an SD one 4), the other kind refused in one sentence."""
     name = request.options.get("vae")
     if name is None or name in MODEL_VAE_NAMES:
         return None
     files = registry.network_files("vae")
     # The web UI records the file name (``VAE: x.safetensors``); both spellings work.
     path = files.get(str(name)) or files.get(Path(str(name)).stem)
+    fitting = (
+        files
+        if latent_channels is None
+        else {stem: p for stem, p in files.items() if _vae_fits(p, latent_channels)}
+    )
+    available = ", ".join(sorted(fitting)) or "none (put .safetensors files in models/vae)"
     if path is None:
-        available = ", ".join(sorted(files)) or "none (put .safetensors files in models/vae)"
         raise RenderInputError(f"unknown VAE {name!r}; available: {available}")
+    if latent_channels is not None and not _vae_fits(path, latent_channels):
+        kind = _VAE_FAMILIES.get(latent_channels, "another family")
+        raise RenderInputError(
+            f"VAE {path.name} is for {_vae_kind(vae_latent_channels(path))} models and this "
+            f"model takes a {latent_channels}-channel VAE ({kind}); choose one of: {available}"
+        )
     return path
+
+
+def _vae_kind(channels: int | None) -> str:
+    return _VAE_FAMILIES.get(channels or 0, f"{channels}-channel")
+
+
+def _vae_fits(path: Path, latent_channels: int) -> bool:
+    """Whether a VAE file decodes ``latent_channels`` (one whose header says nothing is
+    offered, and its loading says whether it fits)."""
+    channels = vae_latent_channels(path)
+    return channels is None or channels == latent_channels
+
+
+def vae_params(registry: ModelRegistry, vae_path: Path | None) -> dict[str, object]:
+    """What the infotext says about the VAE override (nothing without one)."""
+    if vae_path is None:
+        return {"VAE hash": None, "VAE": None}
+    return {"VAE hash": registry.sha256(vae_path)[:VAE_HASH_LENGTH], "VAE": vae_path.name}
 
 
 @contextmanager
@@ -75,7 +111,7 @@ def job_networks(
     lora_files = registry.network_files("lora")
     embedding_files = registry.network_files("embedding")
     embeddings = sorted({name for job in jobs for name in job.embeddings})
-    vae_path = vae_file(registry, request)
+    vae_path = vae_file(registry, request, model.pipeline.vae.config.latent_channels)
     vae = None if vae_path is None else models.vae_for(model, vae_path)
     with (
         applied_loras(pipeline, jobs[0].loras, lora_files) as loras,
@@ -86,10 +122,7 @@ def job_networks(
             vae=vae,
             warnings=(*loras.warnings, *applied.warnings),
             shared_infotext={
-                "VAE hash": None
-                if vae_path is None
-                else registry.sha256(vae_path)[:VAE_HASH_LENGTH],
-                "VAE": None if vae_path is None else vae_path.name,
+                **vae_params(registry, vae_path),
                 "Lora hashes": hash_list(short_hashes(registry, loras.names, lora_files)),
             },
             embedding_hashes=short_hashes(registry, applied.names, embedding_files),

@@ -34,6 +34,7 @@ def base_params(
         "Size": f"{size[0]}x{size[1]}",
         "Model hash": model.short_hash,
         "Model": model.entry.name,
+        "Quantization": model.quantization,
         "Variation seed": job.variation_seed if varied else None,
         "Variation seed strength": job.variation_strength if varied else None,
         "Clip skip": clip_skip if clip_skip != DEFAULT_CLIP_SKIP else None,

@@ -12,6 +12,7 @@ from PIL import Image
 
 from inference.model_cache import LoadedModel
 from inference.passes.denoise import PassTools, pipeline_task, task_arguments
+from inference.passes.faces import finish_faces
 from inference.passes.img2img import RenderInputs, inpaint_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import JobNetworks
@@ -58,6 +59,7 @@ def render_group(
     if refining is not None:
         arguments = refining.base_arguments(arguments)
     controls = tools.denoise.controls_for(request, model, tools.registry)
+    image_prompt = tools.denoise.image_prompt_for(request, model, tools.registry)
     first_pass = tools.denoise(
         model,
         task,
@@ -70,6 +72,7 @@ def render_group(
         networks,
         output_type="pil" if latent is None and refining is None else "latent",
         controls=controls,
+        image_prompt=image_prompt,
     )
     if refining is not None:
         first_pass = refining.finish(request, jobs, size, first_pass, tracker, networks, tools)
@@ -99,6 +102,7 @@ def render_group(
             tracker,
             networks,
             controls=controls,
+            image_prompt=image_prompt,
         )
         params = {
             "Denoising strength": hires.denoising,
@@ -115,8 +119,12 @@ def render_group(
         }
     if controls is not None:
         params |= controls.infotext()
+    if image_prompt is not None:
+        params |= image_prompt.infotext()
     if refining is not None:
         params |= refining.infotext()
+    images, face_params = finish_faces(model, request, jobs, images, networks, tracker, tools)
+    params |= face_params
     return [
         rendered(
             tools.encoder,

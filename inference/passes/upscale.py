@@ -76,6 +76,8 @@ def upscale(
     entry = tools.registry.resolve(request.model, default_model)
     raise_if_cancelled(cancel)
     model = tools.models.load(entry)
+    if model.flow is not None:  # its tiles would need the flow pass
+        raise model.flow.refusal("the creative upscale (img2img in tiles)")
     tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
     with job_networks(tools.registry, tools.models, model, request, [job]) as networks:
         image, overlap = redetail_in_tiles(

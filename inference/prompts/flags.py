@@ -6,6 +6,10 @@ Known flags: ``--ar W:H`` (each side 1..21; ``--aspect`` is the same), ``--seed 
 ``--model NAME``, ``--count N`` (1..4) and ``--fast`` (no value: fast mode, never
 Midjourney's queue class). Midjourney's ``--chaos N`` (0..100), ``--tile``, ``--repeat N``
 (1..4), ``--stop N`` (10..100) and ``--relax`` too, and ``--preset NAME`` (a saved preset).
+``--sref LINK`` names a picture (its URL on Discord, or a message link or id) for an IP-Adapter
+image prompt and ``--sref-strength W`` (0..2) its strength; the bot reads it with the member's
+rights.
+``--faces`` re-renders each face (ADetailer-style) and ``--restore-faces`` restores them.
 Flags start at the first `` --word``; everything after that must be flags.
 
 Precedence: a slash-command option the user set explicitly beats the inline flag (both were
@@ -43,9 +47,13 @@ _USAGE = {
     "stop": "--stop N with N in 10..100 (the percentage of the steps to run)",
     "relax": "--relax alone, without a value",
     "preset": "--preset NAME",
+    "sref": "--sref followed by a picture's URL on Discord or a message link (or id)",
+    "sref-strength": "--sref-strength W with W in 0..2 (how strongly --sref's picture guides)",
+    "faces": "--faces alone, without a value (re-render each face)",
+    "restore-faces": "--restore-faces alone, without a value (restore each face)",
 }
 # Flags that are switches: present means on, and they take no value.
-_SWITCHES = ("fast", "tile", "relax")
+_SWITCHES = ("fast", "tile", "relax", "faces", "restore-faces")
 KNOWN_FLAGS = tuple(f"--{name}" for name in _USAGE)
 
 
@@ -68,9 +76,17 @@ class InlineFlags:
     stop: int | None = None
     relax: bool | None = None
     preset: str | None = None
+    sref: str | None = None
+    sref_strength: float | None = None
+    faces: bool | None = None
+    restore_faces: bool | None = None
 
 
-_FIELD_OF = {"ar": "aspect_ratio"}
+_FIELD_OF = {
+    "ar": "aspect_ratio",
+    "sref-strength": "sref_strength",
+    "restore-faces": "restore_faces",
+}
 
 
 def _bad(flag: str, value: str) -> InlineFlagError:
@@ -126,15 +142,15 @@ def _convert(flag: str, words: list[str]) -> object:
         return _integer(flag, value, 1, 4)
     if flag == "stop":
         return _integer(flag, value, 10, 100)
-    if flag == "cfg":
+    if flag in ("cfg", "sref-strength"):
         try:
-            cfg = float(value)
+            number = float(value)
         except ValueError:
             raise _bad(flag, value) from None
-        if not (math.isfinite(cfg) and 0 <= cfg <= 30):
+        if not (math.isfinite(number) and 0 <= number <= (30 if flag == "cfg" else 2)):
             raise _bad(flag, value)
-        return cfg
-    return value  # sampler, model, preset: names are checked where they are looked up
+        return number
+    return value  # sampler, model, preset, sref: checked where they are looked up
 
 
 def _split_words(text: str) -> list[str]:

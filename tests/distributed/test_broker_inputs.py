@@ -172,6 +172,9 @@ async def test_a_worker_never_opens_a_file_a_message_names(
         "forged-control": RenderRequest(
             "a cat", options={"controlnet": [{"module": "none", "image": "/etc/passwd"}]}
         ),
+        "forged-image-prompt": RenderRequest(
+            "a cat", options={"ipadapter": {"images": [str(bot_file), "/etc/passwd"]}}
+        ),
     }
     for job_id, request in forged.items():
         # As any publisher on the broker could send it, in the shape the bot's messages have.

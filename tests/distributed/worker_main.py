@@ -23,13 +23,14 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--devices", default="test-0")
     parser.add_argument("--seconds", type=float, default=0.0, help="render time per job")
+    parser.add_argument("--encode-seconds", type=float, default=0.0, help="PNG time per job")
     parser.add_argument("--idle-poll", type=float, default=0.1)
     parser.add_argument("--models", type=Path, help="render for real with the models in this")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     config = WorkerConfig(args.url, tuple(args.devices.split(",")), idle_poll_s=args.idle_poll)
     if args.models is None:
-        engine = InstantEngine(seconds=args.seconds)
+        engine = InstantEngine(seconds=args.seconds, encode_seconds=args.encode_seconds)
         run_worker(config, lambda _device: engine)
         return
     from inference.engine import Engine

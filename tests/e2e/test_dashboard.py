@@ -1,6 +1,6 @@
 """The admin dashboard through the fake Discord and a real headless Chromium (Debian's, driven
 by Playwright): an admin signs in with a one-time link and sees their server's queue, workers,
-public pictures and quota use; private results and other servers never show."""
+public pictures, quota use and refusals; private results and other servers never show."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     has_picture,
     imagine,
     job_id_of,
+    limit_daily_images,
     link_of,
     reply_to,
     with_web_server,
@@ -47,14 +48,27 @@ async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
     fake = fake_discord
     other = fake.add_guild("Other server")
     fake.add_member(fake.user_id, "tester", roles=(other.member_role_id,), guild=other.guild_id)
+    limited = 565656565656565656
+    fake.add_member(limited, "limited", roles=(fake.member_role_id,))
     async with start_easel() as bot:
         public = job_id_of(await imagine(fake, "a public lighthouse"))
         elsewhere_handle = await fake.invoke_command(
             "imagine", {"prompt": "a foreign castle", "steps": 2}, channel=other.channel_id
         )
         elsewhere = job_id_of(await elsewhere_handle.wait_for_original(has_picture, 90))
+        # Refusals: a bad size here and in the other server, and a member over their quota.
+        refused_here = await reply_to(fake, "imagine", {"prompt": "a cat", "size": "13x13"})
+        assert refused_here.is_ephemeral and "13x13" in refused_here.content
+        await reply_to(
+            fake, "imagine", {"prompt": "a cat", "size": "17x17"}, channel=other.channel_id
+        )
+        await limit_daily_images(fake, 0, member=limited)
+        over_quota = await reply_to(fake, "imagine", {"prompt": "a cat"}, user=limited)
+        assert over_quota.is_ephemeral and over_quota.content.startswith("⛔")
         await reply_to(fake, "settings", {"private_results": True})
         private = job_id_of(await imagine(fake, "a secret garden"))
+        # Refused while keeping results private: the reason is kept, the sentence is not.
+        await reply_to(fake, "imagine", {"prompt": "a cat", "size": "19x19"})
         # A long private job, rendering while the admin looks.
         long_job = await fake.invoke_command(
             "imagine", {"prompt": "a secret tower", "steps": 150, "size": "512x512"}
@@ -92,8 +106,22 @@ async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
             report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))
             [today] = [usage.images for usage in report.periods if usage.period is Period.DAY]
             assert f"member {fake.user_id}\t{today}\t" in quota  # as /quota counts, here only
+            refusals = await page.inner_text("#refusals tbody")
+            # Newest first: the tester's /easel-admin and bad size (both private by then),
+            # the quota refusal, the first bad size.
+            here = f"channel {fake.channel_id}"
+            tester, other_member = f"member {fake.user_id}\t{here}", f"member {limited}\t{here}"
+            [admin_refusal, private_refusal, quota_refusal, input_refusal] = refusals.splitlines()
+            assert admin_refusal.endswith(f"{tester}\tpermission\t(private)")
+            assert private_refusal.endswith(f"{tester}\tinput\t(private)")
+            assert quota_refusal.endswith(
+                f"{other_member}\tquota\t{over_quota.content.removeprefix('⛔ ')}"
+            )
+            assert input_refusal.endswith(f"{tester}\tinput\t{refused_here.content}")
+            counts = await page.inner_text("#refusal-counts tbody")
+            assert counts.splitlines() == ["input\t2", "permission\t1", "quota\t1"]
             shown = await page.content()
-            for hidden in (private, elsewhere, "secret", "foreign castle"):
+            for hidden in (private, elsewhere, "secret", "foreign castle", "17x17", "19x19"):
                 assert hidden not in shown
             assert "a public lighthouse" in shown
 

@@ -17,6 +17,8 @@ from PIL import Image
 from playwright.async_api import async_playwright
 
 from bot.app import EaselBot, build
+from db import refusals
+from db.database import connect
 from inference.segment import write_tiny_clipseg
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (
@@ -184,6 +186,13 @@ async def test_forged_and_expired_links_are_refused(
             web.signer.clock = real_clock
             async with http.post(link, data=mask_form(painted=False)) as posted:
                 assert posted.status == 400 and "mask is empty" in await posted.text()
+            conn = await connect(bot.settings.database_path)
+            try:  # kept for the server's dashboard, as a refusal in Discord would be
+                [refused] = await refusals.latest(conn, fake_discord.guild_id, 10)
+            finally:
+                await conn.close()
+            assert (refused.user_id, refused.reason) == (fake_discord.user_id, "input")
+            assert refused.sentence is not None and "mask is empty" in refused.sentence
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
                 assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
 

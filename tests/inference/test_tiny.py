@@ -58,5 +58,6 @@ def test_sdxl_tiny_renders_fast(tmp_path: Path) -> None:
 
 
 def test_unknown_family_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="expected 'sd15', 'sdxl' or 'sdxl-refiner'"):
-        write_tiny_model(tmp_path, family="sd3")  # type: ignore[arg-type]
+    expected = "expected one of sd15, sdxl, sdxl-refiner, sd3, flux, flux-schnell"
+    with pytest.raises(ValueError, match=expected):
+        write_tiny_model(tmp_path, family="sd4")  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
@@ -26,10 +27,12 @@ class InstantEngine:
 
     ``fail_on`` makes prompts containing that text raise, to test failure paths. A batch
     takes as long as one request, as on a GPU with room to spare; ``batches`` records sizes.
-    Every progress report carries ``preview``.
+    Every progress report carries ``preview``. With ``encode_seconds`` each PNG is still
+    "encoding" that long after the render returns, as on the engine's PNG pool.
     """
 
     seconds: float = 0.0
+    encode_seconds: float = 0.0
     fail_on: str | None = None
     preview: bytes | None = None
     rendered: list[RenderRequest] = field(default_factory=list)
@@ -65,7 +68,19 @@ class InstantEngine:
                 progress(StepProgress(step, steps, elapsed, self.preview))
         self.batches.append(len(requests))
         self.rendered.extend(requests)
-        return [self._pictures(request) for request in requests]
+        return [self._encoding_late(self._pictures(request)) for request in requests]
+
+    def _encoding_late(self, images: list[RenderedImage]) -> list[RenderedImage]:
+        if not self.encode_seconds:
+            return images
+        late = []
+        for image in images:
+            encoded: Future[bytes] = Future()
+            timer = threading.Timer(self.encode_seconds, encoded.set_result, [image.png])
+            timer.daemon = True
+            timer.start()
+            late.append(replace(image, encoded=encoded))
+        return late
 
     @staticmethod
     def _pictures(request: RenderRequest) -> list[RenderedImage]:

@@ -79,13 +79,14 @@ def test_civitai_form_is_read_and_what_cannot_be_honoured_is_named() -> None:
         "hires_scale": 1.5,
         "hires_denoising": 0.45,
         "hires_upscaler": "Lanczos",
+        "fix_faces": True,
     }
     assert unhonoured == [
         "hires upscaler '4x-UltraSharp' is not installed here; Lanczos is used instead",
+        "ADetailer model face_yolov8n.pt: this server's face detector is used",
         "unknown LoRA 'missing-style' ignored",
         "noise source GPU (no RNG field): Easel draws noise on the CPU, as the web UI's "
         "'RNG: CPU' does, so the picture will differ",
-        "not used here: ADetailer model",
     ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.presets import MAX_PRESETS, Preset, Presets, Scope, shadowed_by
+from bot.presets import MAX_PRESETS, Preset, Presets, Scope, over_saved_settings
 from bot.requests import ImagineOptions, RequestError, build_request
 from db import guild_settings, history
 from db.database import connect
@@ -124,6 +124,7 @@ def test_a_preset_fills_what_the_options_and_flags_leave_out() -> None:
 
 def test_a_preset_beats_the_members_saved_defaults_only_where_it_fixes_something() -> None:
     saved = UserSettings(steps=30, cfg=9.0, sampler="Euler", private_results=True)
-    kept = shadowed_by(saved, Preset("p", steps=9))
-    assert kept == UserSettings(steps=None, cfg=9.0, sampler="Euler", private_results=True)
-    assert shadowed_by(saved, None) == saved
+    layered = over_saved_settings(Preset("p", steps=9), saved)
+    assert (layered.steps, layered.cfg, layered.sampler) == (9, 9.0, "Euler")
+    alone = over_saved_settings(None, saved)
+    assert (alone.steps, alone.cfg, alone.sampler, alone.size) == (30, 9.0, "Euler", None)

@@ -45,6 +45,8 @@ from nats.js.object_store import ObjectStore
 from bot.redaction import redact_url
 from inference.control_units import MAX_CONTROL_UNITS
 from inference.control_units import OPTION_KEY as CONTROL_OPTION
+from inference.image_prompts import MAX_IMAGE_PROMPTS, image_prompt_pictures
+from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_OPTION
 from inference.types import RenderRequest, StepProgress
 
 __all__ = [
@@ -123,7 +125,16 @@ def _control_picture(index: int) -> str:
     return f"control_{index}"
 
 
-ALL_PICTURES = PICTURE_FIELDS + tuple(map(_control_picture, range(MAX_CONTROL_UNITS)))
+def _image_prompt_picture(index: int) -> str:
+    return f"image_prompt_{index}"
+
+
+# The pictures of an IP-Adapter image prompt (``options["ipadapter"]["images"]``) too.
+ALL_PICTURES = (
+    PICTURE_FIELDS
+    + tuple(map(_control_picture, range(MAX_CONTROL_UNITS)))
+    + tuple(map(_image_prompt_picture, range(MAX_IMAGE_PROMPTS)))
+)
 
 
 def _control_units(request: RenderRequest) -> list[Any]:
@@ -137,6 +148,8 @@ def picture_paths(request: RenderRequest) -> dict[str, str]:
     for index, unit in enumerate(_control_units(request)):
         if isinstance(unit, dict) and unit.get("image") is not None:
             paths[_control_picture(index)] = str(unit["image"])
+    for index, image in enumerate(image_prompt_pictures(request.options)):
+        paths[_image_prompt_picture(index)] = image
     return paths
 
 
@@ -149,6 +162,13 @@ def with_picture_paths(request: RenderRequest, paths: dict[str, str]) -> RenderR
     options = request.options
     if CONTROL_OPTION in options:
         options = {**options, CONTROL_OPTION: units}
+    prompt = options.get(IMAGE_PROMPT_OPTION)
+    if isinstance(prompt, dict):
+        images = [
+            paths.get(_image_prompt_picture(index))
+            for index in range(len(image_prompt_pictures(options)))
+        ]
+        options = {**options, IMAGE_PROMPT_OPTION: {**prompt, "images": images}}
     return replace(
         request,
         init_image=paths.get("init_image"),

@@ -6,12 +6,17 @@ then the others with the most waiting jobs. While rendering it tells JetStream t
 progress, so only a worker that died (or hung) has its job redelivered after the ack wait.
 A job's result goes to the results stream *before* the job is acked, so a crash between the
 two costs a redelivery that finds the result and only acks.
+
+The device does not wait for that: once a render returns, the loop takes the next job while
+the last one's pictures are encoded, stored and published and its message acked (one job
+finishing at a time, acked in the order rendered; it stays in progress until acked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -173,6 +178,8 @@ class _DeviceLoop:
         self._loaded_model: str | None = None
         self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
         self._consumers: dict[str, ConsumerInfo] = {}
+        # The last rendered job's result being stored, published and acked.
+        self._finishing: asyncio.Task[None] | None = None
 
     @property
     def device(self) -> str:
@@ -192,7 +199,14 @@ class _DeviceLoop:
                     log.warning("%s: broker error (%r); retrying", self.device, error)
                     await _wait_any(self._config.idle_poll_s, stop)
         finally:
+            await self._settled()
             await asyncio.to_thread(self._device.close)
+
+    async def _settled(self) -> None:
+        """Wait until the last rendered job's result is published and its message acked."""
+        if self._finishing is not None:
+            await asyncio.wait([self._finishing])
+            self._finishing = None
 
     async def _take(self) -> tuple[Msg, ConsumerInfo] | None:
         # Cleared before looking, so a job published while we look rings again.
@@ -252,37 +266,42 @@ class _DeviceLoop:
             f"job {job.job_id}: check", lambda: self._hub.has_result(job.job_id)
         ):
             log.info("job %s: already has a result; acknowledging only", job.job_id)
+            await self._settled()
+            await _ack(msg)
         elif max_deliver > 0 and deliveries >= max_deliver:
             log.error(
                 "job %s: lost with its worker %d times; reporting it failed",
                 job.job_id,
                 deliveries - 1,
             )
+            await self._settled()
             await self._hub.publish_result(
                 lost_with_workers(job.job_id, self._hub.name, deliveries)
             )
+            await _ack(msg)
         else:
-            result = await self._render(job, msg, consumer, deliveries)
-            metrics.worker_job_ended(result.outcome)
-            await self._hub.publish_result(result)
-        with contextlib.suppress(nats.errors.Error):
-            # If this ack is lost, the redelivery finds the result and acks again.
-            await msg.ack()
+            finish = await self._render(job, msg, consumer, deliveries)
+            await self._settled()
+            # The next job renders while this one's result is stored and published.
+            self._finishing = asyncio.create_task(finish, name=f"finish-{job.job_id}")
 
     async def _render(
         self, job: JobMessage, msg: Msg, consumer: ConsumerInfo, deliveries: int
-    ) -> ResultMessage:
+    ) -> Coroutine[Any, Any, None]:
+        """Render ``job``; returns what finishes it once the device is free for the next:
+        storing its pictures, publishing the result, then the ack."""
         result = functools.partial(
             ResultMessage, job.job_id, worker=self._hub.name, deliveries=deliveries
         )
         if paths := job.named_paths():
             # Whoever can publish on the broker could name any file here: never opened.
             log.warning("job %s names file paths (%s): refused", job.job_id, ", ".join(paths))
-            return result(
+            refused = result(
                 Outcome.INVALID,
                 error=f"refused: the job names file paths ({', '.join(paths)}); pictures must "
                 "travel with the job, a worker never opens a path a message names",
             )
+            return self._finish(msg, refused, None)
         log.info("job %s: started on %s (delivery %d)", job.job_id, self.device, deliveries)
         cancel = self._hub.cancel_event_for(job.job_id)
         heartbeat = asyncio.create_task(
@@ -299,16 +318,39 @@ class _DeviceLoop:
                 seconds = time.perf_counter() - started
                 metrics.render_finished(request.model, self.device, request.steps, seconds)
         except RenderCancelled:
-            return result(Outcome.CANCELLED)
+            return self._finish(msg, result(Outcome.CANCELLED), heartbeat)
         except RenderInputError as error:
-            return result(Outcome.INVALID, error=str(error))
+            return self._finish(msg, result(Outcome.INVALID, error=str(error)), heartbeat)
         except Exception as error:
             log.exception("job %s failed on %s", job.job_id, self.device)
-            return result(Outcome.FAILED, error=f"{type(error).__name__}: {error}")
+            failed = result(Outcome.FAILED, error=f"{type(error).__name__}: {error}")
+            return self._finish(msg, failed, heartbeat)
         finally:
-            heartbeat.cancel()
             self._hub.running.pop(job.job_id, None)
-        return result(Outcome.DONE, images=await self._store(job.job_id, rendered))
+        return self._finish(msg, result(Outcome.DONE), heartbeat, rendered)
+
+    async def _finish(
+        self,
+        msg: Msg,
+        result: ResultMessage,
+        heartbeat: asyncio.Task[None] | None,
+        rendered: list[RenderedImage] | None = None,
+    ) -> None:
+        """Store ``rendered`` (a done job's pictures) in ``result``, publish it, then ack the
+        job, which stays in progress until then. A failure here leaves the job unacked:
+        redelivered, it finds its result or renders again (never lost, never published twice)."""
+        try:
+            if rendered is not None:
+                images = await self._store(result.job_id, rendered)
+                result = dataclasses.replace(result, images=images)
+            metrics.worker_job_ended(result.outcome)
+            await self._hub.publish_result(result)
+            await _ack(msg)
+        except Exception:
+            log.exception("job %s: no result published; left to redelivery", result.job_id)
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
 
     async def _with_pictures(self, job: JobMessage, folder: Path) -> RenderRequest:
         """The request with its pictures written to ``folder`` (this job's own temporary
@@ -369,6 +411,12 @@ class _DeviceLoop:
                 await msg.in_progress()
                 if not await self._hub.still_queued(msg):
                     cancel.set()
+
+
+async def _ack(msg: Msg) -> None:
+    with contextlib.suppress(nats.errors.Error):
+        # If this ack is lost, the redelivery finds the result and acks again.
+        await msg.ack()
 
 
 async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:

@@ -1,0 +1,147 @@
+"""Image prompts (IP-Adapter) in Discord: ``/imagine sref:`` or ``--sref <picture URL or
+message link>``, a style reference, and ``/blend``, two to five pictures averaged into one image
+prompt. A linked picture or message is read only where the member may read it
+(``cogs.visibility``), as for ``/vary``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.requests import (
+    MAX_PROMPT_CHARS,
+    ImagineOptions,
+    RequestError,
+    style_reference_flags,
+)
+from bot.services import Services
+from cogs.choices import model_choices
+from cogs.common import requests_for_member, services_of, submit_from_interaction
+from cogs.edit import SavedInputs, _first_picture
+from cogs.visibility import attachment_for_member, message_for_member
+from inference.image_prompts import (
+    MAX_IMAGE_PROMPT_WEIGHT,
+    ImagePrompt,
+    ImagePromptMode,
+    check_image_prompt_models,
+    with_image_prompt,
+)
+from inference.types import RenderInputError, RenderRequest
+
+# /blend's shapes, as Midjourney's ``dimensions`` option.
+BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
+BlendDimensions = Literal["square", "portrait", "landscape"]
+
+
+def _check_installed(services: Services, mode: ImagePromptMode) -> None:
+    """Refuse before any picture is downloaded when no adapter could render it."""
+    try:
+        check_image_prompt_models(ImagePrompt(("",), mode=mode), services.registry.models_dir)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+
+
+def _guided(
+    request: RenderRequest, paths: Sequence[Path], weight: float | None, mode: ImagePromptMode
+) -> RenderRequest:
+    try:
+        return with_image_prompt(request, ImagePrompt(tuple(map(str, paths)), weight, mode))
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+
+
+async def with_style_reference(
+    interaction: discord.Interaction[Any],
+    request: RenderRequest,
+    prompt: str,
+    inputs: SavedInputs,
+    upload: discord.Attachment | None,
+    strength: float | None,
+) -> RenderRequest:
+    """``request`` with the style reference the member gave: the ``sref`` upload, else what
+    ``--sref`` names: a picture's URL on Discord, or a message link whose first picture is
+    used (None of either: ``request`` as it is)."""
+    reference, typed_strength = style_reference_flags(ImagineOptions(prompt=prompt))
+    weight = strength if strength is not None else typed_strength
+    if upload is None and reference is None:
+        if weight is not None:
+            raise RequestError(
+                "sref_strength needs a picture: attach one as `sref` or link one with --sref."
+            )
+        return request
+    _check_installed(services_of(interaction), "auto")
+    notes = list(request.notes)
+    if upload is not None:
+        saved = await inputs.save(upload)
+        if reference is not None:
+            notes.append("the sref option overrides the prompt's --sref")
+    else:
+        assert reference is not None
+        linked = await attachment_for_member(interaction, reference)
+        if linked is not None:
+            saved = await inputs.save_data(*linked)
+        else:
+            message = await message_for_member(interaction, reference)
+            saved = await inputs.save(_first_picture(message))
+    guided = _guided(request, [saved.path], weight, "auto")
+    return dataclasses.replace(guided, notes=notes)
+
+
+class BlendCog(commands.Cog):
+    @app_commands.command(name="blend", description="Blend 2-5 pictures into new pictures")
+    @app_commands.describe(
+        image1="A picture to blend",
+        image2="Another picture to blend",
+        image3="Another picture (optional)",
+        image4="Another picture (optional)",
+        image5="Another picture (optional)",
+        prompt="Words to steer the blend (optional); inline flags such as --seed work",
+        dimensions="The shape of the result (default: your usual size)",
+        strength=f"How strongly the pictures guide (0-{MAX_IMAGE_PROMPT_WEIGHT:g}, default 0.6)",
+        model="Checkpoint name",
+    )
+    @app_commands.autocomplete(model=model_choices)
+    async def blend(
+        self,
+        interaction: discord.Interaction[Any],
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        prompt: app_commands.Range[str, 0, MAX_PROMPT_CHARS] | None = None,
+        dimensions: BlendDimensions | None = None,
+        strength: app_commands.Range[float, 0.0, MAX_IMAGE_PROMPT_WEIGHT] | None = None,
+        model: str | None = None,
+    ) -> None:
+        services = services_of(interaction)
+        _check_installed(services, "full")
+        options = ImagineOptions(
+            prompt=prompt or "",
+            size=BLEND_DIMENSIONS[dimensions] if dimensions else None,
+            model=model,
+            prompt_optional=True,
+        )
+        asked = await requests_for_member(interaction, options)
+        request, *repeats = asked.requests
+        pictures = [
+            image for image in (image1, image2, image3, image4, image5) if image is not None
+        ]
+        async with SavedInputs(services) as inputs:
+            saved = [(await inputs.save(picture)).path for picture in pictures]
+            # The pictures' look and content both: the full adapter, not style-only.
+            request = _guided(request, saved, strength, "full")
+            job_id = await submit_from_interaction(
+                interaction,
+                "blend",
+                request,
+                private=asked.private,
+                repeat_seeds=[repeat.seed for repeat in repeats],
+            )
+            inputs.accepted = job_id is not None

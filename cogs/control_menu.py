@@ -1,0 +1,118 @@
+"""The "Use as control" message menu: the picture of a message the member may read becomes the
+ControlNet picture of an /imagine job charged to them; a modal asks for the prompt (inline flags
+work), the control type and its weight."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.requests import MAX_PROMPT_CHARS, ImagineOptions, RequestError
+from cogs.common import requests_for_member, services_of, submit_from_interaction
+from cogs.control import with_control_picture
+from cogs.edit import SavedInputs
+from cogs.errors import report_error
+from cogs.info import picture_of
+from cogs.results.remix import MODAL_TIMEOUT_S
+from cogs.visibility import check_member_may_use
+from inference.control_units import CONTROL_TYPES, MAX_CONTROL_WEIGHT
+
+MENU_NAME = "Use as control"
+DEFAULT_CONTROL_TYPE = "canny"
+
+
+class ControlMenuCog(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self._bot = bot
+        self._menu = app_commands.ContextMenu(name=MENU_NAME, callback=self.use_as_control)
+
+    async def cog_load(self) -> None:
+        self._bot.tree.add_command(self._menu)
+
+    async def cog_unload(self) -> None:
+        self._bot.tree.remove_command(self._menu.name, type=self._menu.type)
+
+    async def use_as_control(
+        self, interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        # The same reading rules as the other menus, before the modal opens.
+        check_member_may_use(interaction, message)
+        await interaction.response.send_modal(ControlModal(picture_of(message, MENU_NAME)))
+
+
+def control_weight(text: str) -> float:
+    """The modal's weight field: empty means 1."""
+    if not text.strip():
+        return 1.0
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise RequestError(
+            f"control weight must be a number between 0 and {MAX_CONTROL_WEIGHT:g}, not {text!r}"
+        ) from None
+
+
+class ControlModal(discord.ui.Modal):
+    def __init__(self, picture: discord.Attachment) -> None:
+        # A fresh custom_id per modal: two members using the same picture never collide.
+        super().__init__(
+            title=MENU_NAME,
+            timeout=MODAL_TIMEOUT_S,
+            custom_id=f"easel:control-modal:{secrets.token_hex(8)}",
+        )
+        self.picture = picture
+        self.prompt = discord.ui.TextInput[ControlModal](
+            label="Prompt (inline flags such as --ar work)",
+            style=discord.TextStyle.paragraph,
+            max_length=MAX_PROMPT_CHARS,
+        )
+        self.control_type = discord.ui.TextInput[ControlModal](
+            label="Control type",
+            placeholder=", ".join(CONTROL_TYPES),
+            default=DEFAULT_CONTROL_TYPE,
+            max_length=16,
+        )
+        self.weight = discord.ui.TextInput[ControlModal](
+            label=f"Control weight (0 to {MAX_CONTROL_WEIGHT:g})",
+            default="1",
+            required=False,
+            max_length=8,
+        )
+        for field in (self.prompt, self.control_type, self.weight):
+            self.add_item(field)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        """An /imagine of the prompt with the picture as its control, for the submitter."""
+        services = services_of(interaction)
+        weight = control_weight(self.weight.value)
+        asked = await requests_for_member(interaction, ImagineOptions(prompt=self.prompt.value))
+        request, *repeats = asked.requests
+        async with SavedInputs(services) as inputs:
+            request = await with_control_picture(
+                request,
+                inputs,
+                services,
+                self.picture,
+                self.control_type.value.strip().lower(),
+                weight,
+                0.0,
+                1.0,
+            )
+            job_id = await submit_from_interaction(
+                interaction,
+                "imagine",
+                request,
+                private=asked.private,
+                repeat_seeds=[repeat.seed for repeat in repeats],
+            )
+            inputs.accepted = job_id is not None
+
+    # discord.py's Modal.on_error drops the View's ``item`` argument, as here.
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction[Any], error: Exception, /
+    ) -> None:
+        await report_error(interaction, error, "control modal")

@@ -1,0 +1,387 @@
+"""The flow-matching model families, SD3/SD3.5 and Flux (dev, schnell): what each one is
+(guidance, samplers, its T5 tokenizer), how its prompt is read, what it refuses, and how it
+loads (a diffusers folder, or a single file with a shipped config and tokenizers).
+
+The pass that renders them is ``inference.passes.flow``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import diffusers
+import torch
+from safetensors import safe_open
+
+from inference.conditioning import DEFAULT_CLIP_SKIP
+from inference.control_units import control_units
+from inference.flow_detect import gguf_tensor_names
+from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
+from inference.prompts import PromptPlan
+from inference.quantization import gguf_quantization_config
+from inference.registry import CHECKPOINT_FOLDERS, GGUF_SUFFIX, ModelEntry
+from inference.types import RenderInputError, RenderRequest
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+Guidance = Literal["cfg", "distilled", "none"]
+# Where an admin puts T5's tokenizer (``tokenizer.json``, as Hugging Face publishes it in
+# ``google/t5-v1_1-xxl`` or any Flux/SD3 repository's ``tokenizer_2``/``tokenizer_3``) for
+# single-file models: its vocabulary is not ours to ship.
+T5_TOKENIZER_FOLDER = Path("text_encoder") / "t5-tokenizer"
+# Every family's default sampler: the request default ("Euler a") has no flow-matching form.
+FLOW_EULER = "Euler"
+ANCESTRAL_DEFAULT = "Euler a"
+
+
+@dataclass(frozen=True)
+class FlowFamily:
+    """One family's rules: how it is guided, which samplers it takes, its T5 parts."""
+
+    label: str
+    guidance: Guidance
+    samplers: tuple[str, ...]
+    t5_encoder: str  # the pipeline attribute holding T5
+    max_sequence_length: int  # T5 tokens the model was trained with
+
+    def refusal(self, what: str) -> RenderInputError:
+        return RenderInputError(f"{what} does not work with {self.label} models here")
+
+
+SD3 = FlowFamily("SD 3", "cfg", ("Euler", "DPM++ 2M", "UniPC", "Heun"), "text_encoder_3", 256)
+FLUX_DEV = FlowFamily(
+    "Flux dev", "distilled", ("Euler", "DPM++ 2M", "UniPC"), "text_encoder_2", 512
+)
+# Schnell has no dynamic shift; diffusers' DPM++ 2M takes the pipeline's shift only with it.
+FLUX_SCHNELL = FlowFamily("Flux schnell", "none", ("Euler", "UniPC"), "text_encoder_2", 256)
+
+
+def flow_family(pipeline: Any) -> FlowFamily | None:
+    """The family of a loaded pipeline (None: an SD/SDXL UNet pipeline)."""
+    name = type(pipeline).__name__
+    if name.startswith("StableDiffusion3"):
+        return SD3
+    if name.startswith("Flux"):
+        return FLUX_DEV if pipeline.transformer.config.guidance_embeds else FLUX_SCHNELL
+    return None
+
+
+# -- samplers -----------------------------------------------------------------------------
+
+
+def flow_sampler(family: FlowFamily, name: str) -> tuple[str, str | None]:
+    """The sampler ``name`` renders with on ``family``, and a note when it had to change:
+    the default "Euler a" becomes Euler; any other unknown one is refused."""
+    if name == ANCESTRAL_DEFAULT:
+        return FLOW_EULER, f"{family.label} has no Euler a (flow matching); rendered with Euler"
+    if name not in family.samplers:
+        raise RenderInputError(
+            f"the {name} sampler does not work with {family.label} models; choose one of: "
+            f"{', '.join(family.samplers)}"
+        )
+    return name, None
+
+
+def make_flow_scheduler(name: str, config: Mapping[str, Any], schedule_type: str) -> Any:
+    """A fresh scheduler for flow sampler ``name`` on the model's own shift settings."""
+    if schedule_type not in ("Automatic", "Uniform"):
+        raise RenderInputError(
+            f"flow-matching samplers take no {schedule_type} schedule; choose Automatic"
+        )
+    if name == "Euler":
+        return diffusers.FlowMatchEulerDiscreteScheduler.from_config(dict(config))
+    if name == "Heun":
+        return diffusers.FlowMatchHeunDiscreteScheduler(
+            num_train_timesteps=config["num_train_timesteps"], shift=config["shift"]
+        )
+    multistep = {
+        "num_train_timesteps": config["num_train_timesteps"],
+        "prediction_type": "flow_prediction",
+        "use_flow_sigmas": True,
+        "flow_shift": config["shift"],
+        "use_dynamic_shifting": bool(config.get("use_dynamic_shifting")),
+        "time_shift_type": "exponential",
+    }
+    if name == "DPM++ 2M":
+        return diffusers.DPMSolverMultistepScheduler(
+            algorithm_type="dpmsolver++", solver_order=2, **multistep
+        )
+    return diffusers.UniPCMultistepScheduler(**multistep)
+
+
+# -- prompts ------------------------------------------------------------------------------
+
+
+def flow_prompt(plan: PromptPlan, family: FlowFamily) -> tuple[str, str, tuple[str, ...]]:
+    """The plain positive and negative texts T5 and CLIP read, and what the member should
+    know: T5 takes no ``(word:1.3)``, so weights are dropped with a warning; AND and prompt
+    editing/alternation are refused."""
+    if len(plan.subprompts) > 1:
+        raise family.refusal("AND (composable prompts)")
+    texts: list[str] = []
+    weighted = False
+    for part in (plan.subprompts[0], plan.negative):
+        if len(part.schedule) > 1:
+            raise family.refusal("prompt editing and alternation ([a:b:when], [a|b])")
+        pieces = [(text, weight) for text, weight in part.schedule[0].pieces if text != "BREAK"]
+        weighted |= any(weight != 1.0 for _, weight in pieces)
+        texts.append("".join(text for text, _ in pieces))
+    warnings: list[str] = []
+    if weighted:
+        warnings.append(
+            f"{family.label} reads prompts with T5, which takes no weights: (word:1.3) and "
+            "[word] emphasis were ignored"
+        )
+    if family.guidance != "cfg" and texts[1].strip():
+        warnings.append(f"{family.label} takes no negative prompt; it was ignored")
+    return texts[0], texts[1], tuple(warnings)
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+
+def check_flow_request(family: FlowFamily, request: RenderRequest) -> None:
+    """One sentence for each SD feature this family cannot take."""
+    options = request.options
+    if control_units(options):
+        raise family.refusal("ControlNet")
+    if options.get("refiner"):
+        raise family.refusal("the SDXL refiner")
+    if options.get(IMAGE_PROMPT_KEY):
+        raise family.refusal("IP-Adapter (--sref, /blend)")
+    if request.fast:
+        raise family.refusal("fast mode (a UNet feature cache)")
+    if options.get("clip_skip", DEFAULT_CLIP_SKIP) != DEFAULT_CLIP_SKIP:
+        raise family.refusal("clip skip")
+    if options.get("tile"):
+        raise family.refusal("seamless tiling (--tile)")
+    if options.get("pad_conds"):
+        raise family.refusal("pad conds")
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def load_flow_transformer(source: Path, config_dir: Path, dtype: torch.dtype) -> Any:
+    """The denoiser of an SD3/Flux model, from a diffusers ``transformer/`` folder or from a
+    single file (configured by ``config_dir/transformer``); a ``.gguf`` file's linear weights
+    stay packed (inference.quantization)."""
+    config = json.loads((config_dir / "transformer" / "config.json").read_text())
+    model_class = getattr(diffusers, config["_class_name"])
+    if source.is_dir():
+        return model_class.from_pretrained(str(source), dtype=dtype, local_files_only=True)
+    gguf = (
+        {"quantization_config": gguf_quantization_config(dtype)}
+        if source.suffix == GGUF_SUFFIX
+        else {}
+    )
+    return model_class.from_single_file(
+        str(source),
+        config=str(config_dir),
+        subfolder="transformer",
+        dtype=dtype,
+        local_files_only=True,
+        **gguf,
+    )
+
+
+def checkpoint_tensor_names(checkpoint: Path) -> Collection[str]:
+    """The tensor names of a ``.safetensors`` or ``.gguf`` file, from its header."""
+    if checkpoint.suffix == GGUF_SUFFIX:
+        return gguf_tensor_names(checkpoint)
+    with safe_open(str(checkpoint), framework="pt") as weights:
+        return set(weights.keys())
+
+
+def _config_components(
+    index: Mapping[str, Any], config: Path, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pipeline's components not in ``given``, from the config folder (the scheduler, a
+    sidecar's tokenizers); None for the optional ones the index leaves empty."""
+    import importlib
+
+    found: dict[str, Any] = {}
+    for name, spec in index.items():
+        if name.startswith("_") or name in given:
+            continue
+        library, class_name = spec
+        found[name] = (
+            None
+            if class_name is None
+            else getattr(importlib.import_module(library), class_name).from_pretrained(
+                str(config / name), local_files_only=True
+            )
+        )
+    return found
+
+
+def load_flow_single_file(entry: ModelEntry, config: Path, dtype: torch.dtype) -> Any:
+    """An SD3.5/Flux single file as a pipeline, configured by ``config`` (a shipped config
+    folder, or the file's sidecar) and tokenized offline: CLIP from the shipped vocabulary,
+    T5 from the admin's folder (a sidecar may carry its own tokenizers). The parts the file
+    lacks (split releases: a transformer alone) come from the models folder's
+    ``text_encoder/`` and ``vae/``."""
+    from inference.tiny import load_clip_tokenizer
+
+    index: dict[str, Any] = json.loads((config / "model_index.json").read_text())
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    components = part_components(index)
+    t5_tokenizer = components["T5"].replace("text_encoder", "tokenizer")
+    clip = {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"}  # OpenCLIP pads with "!"
+    tokenizers: dict[str, Any] = {
+        name: load_clip_tokenizer(pad)
+        for name, pad in clip.items()
+        if name != t5_tokenizer and not (config / name).is_dir()
+    }
+    root = models_root(entry.path)
+    if not (config / t5_tokenizer).is_dir():
+        tokenizers[t5_tokenizer] = load_t5_tokenizer(root, entry.path.name)
+    # Missing parts are refused before the big transformer loads.
+    parts = separate_parts(entry.path, components, config, root, dtype)
+    given = {"transformer": load_flow_transformer(entry.path, config, dtype), **tokenizers, **parts}
+    if set(components.values()) <= set(parts):
+        # A transformer alone (split files, GGUF): nothing more to read from it.
+        pipeline = pipeline_class(**given, **_config_components(index, config, given))
+    else:
+        pipeline = pipeline_class.from_single_file(
+            str(entry.path), config=str(config), local_files_only=True, dtype=dtype, **given
+        )
+    # The files store T5's token embedding once (shared.weight); diffusers leaves the
+    # encoder's tied copy unloaded, and the model in training mode (its dropout on).
+    t5 = getattr(pipeline, components["T5"])
+    if t5.encoder.embed_tokens.weight.is_meta:
+        t5.encoder.embed_tokens = t5.shared
+    t5.eval()
+    return pipeline
+
+
+# A tensor each part of an all-in-one file has, as SD3's releases and ComfyUI save them.
+_PARTS = {
+    "T5": ("text_encoders.t5xxl.transformer.shared.weight",),
+    "CLIP-L": ("text_encoders.clip_l.transformer.text_model.embeddings.position_embedding.weight",),
+    "CLIP-G": ("text_encoders.clip_g.transformer.text_model.embeddings.position_embedding.weight",),
+    "VAE": ("first_stage_model.decoder.conv_in.weight", "vae.decoder.conv_in.weight"),
+}
+# The tensor that tells each part in a file of its own, and the axis of its width.
+_SEPARATE_MARKERS = {
+    "T5": "shared.weight",
+    "CLIP-L": "text_model.embeddings.position_embedding.weight",
+    "CLIP-G": "text_model.embeddings.position_embedding.weight",
+    "VAE": "decoder.conv_in.weight",
+}
+# Where a part in a file of its own lives, under the models folder.
+PART_FOLDERS = {"T5": "text_encoder", "CLIP-L": "text_encoder", "CLIP-G": "text_encoder"}
+VAE_FOLDERS = ("vae", "VAE")
+
+
+def part_components(index: Mapping[str, Any]) -> dict[str, str]:
+    """Each part's pipeline component: SD3 has CLIP-L, CLIP-G and T5; Flux CLIP-L and T5."""
+    if "text_encoder_3" in index:
+        return {
+            "CLIP-L": "text_encoder",
+            "CLIP-G": "text_encoder_2",
+            "T5": "text_encoder_3",
+            "VAE": "vae",
+        }
+    return {"CLIP-L": "text_encoder", "T5": "text_encoder_2", "VAE": "vae"}
+
+
+def separate_parts(
+    checkpoint: Path,
+    components: Mapping[str, str],
+    config: Path,
+    models_dir: Path,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """The components ``checkpoint`` lacks, each read from its own file under the models
+    folder (the first whose tensors fit the config); one sentence for a part not found."""
+    names = checkpoint_tensor_names(checkpoint)
+    loaded: dict[str, Any] = {}
+    for part, component in components.items():
+        if any(name in names for name in _PARTS[part]):
+            continue
+        folders = VAE_FOLDERS if part == "VAE" else (PART_FOLDERS[part],)
+        path = _find_part(part, config / component, [models_dir / f for f in folders])
+        if path is None:
+            raise RenderInputError(
+                f"{checkpoint.name} holds no {part} and no {part} file that fits it is in "
+                f"{models_dir / folders[0]}/: put one there, or use an all-in-one file or a "
+                "diffusers folder"
+            )
+        loaded[component] = _load_part(part, path, config, component, dtype)
+    return loaded
+
+
+def _width(config: Path, part: str) -> int:
+    """The width the part's file must have: hidden size, T5's d_model, latent channels."""
+    if part == "VAE":
+        return int(json.loads((config / "config.json").read_text())["latent_channels"])
+    settings = json.loads((config / "config.json").read_text())
+    return int(settings["d_model"] if part == "T5" else settings["hidden_size"])
+
+
+def _find_part(part: str, config: Path, folders: list[Path]) -> Path | None:
+    from inference.metadata import safetensors_header
+
+    marker, width = _SEPARATE_MARKERS[part], _width(config, part)
+    for folder in folders:
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+            try:
+                tensor = safetensors_header(path).get(marker)
+            except (OSError, ValueError):
+                continue
+            if isinstance(tensor, dict) and tensor["shape"][1] == width:
+                return path
+    return None
+
+
+def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch.dtype) -> Any:
+    """One part from its own file: the VAE through diffusers' single-file loader, a text
+    encoder built from its config and given the file's tensors."""
+    import transformers
+    from safetensors.torch import load_file
+
+    if part == "VAE":
+        return diffusers.AutoencoderKL.from_single_file(
+            str(path), config=str(config), subfolder="vae", dtype=dtype, local_files_only=True
+        )
+    settings = json.loads((config / component / "config.json").read_text())
+    model = getattr(transformers, settings["architectures"][0])(
+        transformers.AutoConfig.from_pretrained(str(config / component), local_files_only=True)
+    )
+    state = load_file(str(path))
+    if part == "T5":
+        state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])
+    elif "text_projection.weight" in model.state_dict():
+        # Files of CLIP-L carry no projection; SD3 reads CLIP-L with an identity, as diffusers.
+        state.setdefault("text_projection.weight", torch.eye(settings["hidden_size"]))
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise RenderInputError(
+            f"{path.name} does not hold the {part} this model needs (missing {missing[0]})"
+        )
+    return model.to(dtype).eval()
+
+
+def models_root(checkpoint: Path) -> Path:
+    """The models folder a checkpoint file lies in (its folder, or that folder's parent for
+    the web UI's ``Stable-diffusion/`` and Easel's ``checkpoints/``)."""
+    folder = checkpoint.parent
+    return folder.parent if folder.name in CHECKPOINT_FOLDERS else folder
+
+
+def load_t5_tokenizer(models_dir: Path, for_file: str) -> Any:
+    """T5's tokenizer from ``<models>/text_encoder/t5-tokenizer/`` (its ``tokenizer.json``);
+    a clear sentence when the admin has not put it there."""
+    from transformers import T5Tokenizer
+
+    folder = models_dir / T5_TOKENIZER_FOLDER
+    if not (folder / "tokenizer.json").is_file():
+        raise RenderInputError(
+            f"{for_file} needs T5's tokenizer, which Easel cannot download: put its "
+            f"tokenizer.json (from any Flux or SD3 diffusers repository) in {folder}/"
+        )
+    return T5Tokenizer.from_pretrained(str(folder), local_files_only=True)

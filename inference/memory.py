@@ -1,0 +1,329 @@
+"""How much memory each model needs, read from its files' headers (never its weights), for
+``easel doctor``.
+
+Per component (UNet or transformer, VAE, text encoders): its parameters and their bytes as
+stored (dtype x element count; a GGUF tensor's packed blocks), and its bytes at the dtype it
+runs in: float tensors convert to the engine's dtype, GGUF tensors stay packed, and with
+``EASEL_QUANTIZE`` the 2-D weights of the denoiser and of a T5 encoder (its linear layers, as
+torchao quantizes them) take one byte each plus a scale per row.
+
+The peak for one 2x2 grid (four pictures) at the model's native size is an estimate:
+
+    peak = weights + max(denoiser activations, VAE decode)
+    denoiser activations = 4 x guidance batches x tokens x width x item size x DENOISER_COPIES
+    VAE decode          = 4 x VAE_DECODE_COPIES x decoder width x side^2 x item size
+
+``tokens`` is the latent's pixel count, (side/8)^2 for a UNet and (side/16)^2 for a transformer
+(2x2 patches); ``width`` is the denoiser's first layer's output channels (320 for SD1.5, 3072 for
+Flux); guidance batches are 2 with classifier-free guidance and 1 for Flux (distilled). Both
+terms end before the other starts, so only the larger counts. The copies were measured on the
+CPU for SD1.5 (see the constants); on a GPU they are unmeasured.
+
+Pure Python apart from ``gguf`` (numpy): no torch, so listing costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.flow_detect import UnknownSD3Variant, flow_family_from_tensors
+from inference.metadata import family_from_tensors, safetensors_header
+from inference.quantization import T5_ENCODER_CLASS
+from inference.registry import GGUF_SUFFIX, SIDECAR_SUFFIX, ModelEntry, denoiser_gguf
+
+# Pictures in one 2x2 grid.
+GRID_PICTURES = 4
+# How many tensors of the widest layer's size the working memory comes to. Measured on the CPU
+# (float32, growth of the process's peak RSS, random-weight SD1.5 from the shipped config, 512x512):
+# one UNet call with CFG grew it 461 MiB, 46 x (2 x 64^2 x 320 x 4 B); one picture's VAE decode
+# 962 MiB, 7.5 x (128 x 512^2 x 4 B). Unmeasured on a GPU, and for transformers (the UNet's is
+# used).
+DENOISER_COPIES = 46
+VAE_DECODE_COPIES = 8
+# Native side when no config says it (SD3 and Flux are trained at 1024).
+DEFAULT_NATIVE_SIDE = 1024
+VAE_SCALE = 8
+TRANSFORMER_PATCH = 2
+SAFETENSORS_ITEM_SIZES = {
+    "F64": 8, "I64": 8, "U64": 8,
+    "F32": 4, "I32": 4, "U32": 4,
+    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+_FLOAT_GGUF_TYPES = frozenset({"F64", "F32", "F16", "BF16"})
+# Single-file prefixes (the original layouts, as the web UI and ComfyUI save them).
+_COMPONENT_PREFIXES = (
+    ("model.diffusion_model.", "denoiser"),
+    ("first_stage_model.", "vae"),
+    ("vae.", "vae"),
+    ("cond_stage_model.", "text_encoder"),
+    ("conditioner.embedders.0.", "text_encoder"),
+    ("conditioner.embedders.1.", "text_encoder_2"),
+    ("text_encoders.clip_l.", "text_encoder"),
+    ("text_encoders.clip_g.", "text_encoder_2"),
+    ("text_encoders.t5xxl.", "text_encoder_3"),
+)
+# What EASEL_QUANTIZE quantizes besides the denoiser: the T5 encoder (inference.quantization).
+_SINGLE_FILE_T5 = "text_encoder_3"
+# The first layer whose output channels are the denoiser's width, in each layout.
+_WIDTH_TENSORS = (
+    "input_blocks.0.0.weight",  # LDM UNet
+    "conv_in.weight",  # diffusers UNet
+    "img_in.weight",  # Flux, original
+    "x_embedder.weight",  # Flux, diffusers
+    "x_embedder.proj.weight",  # SD3, original
+    "pos_embed.proj.weight",  # SD3, diffusers
+)
+# The VAE decoder's full-resolution width: its last conv's input channels.
+_VAE_WIDTH_TENSOR = "decoder.conv_out.weight"
+_DIFFUSERS_WEIGHTS = ("*.safetensors", f"*{GGUF_SUFFIX}")
+_DENOISER_FOLDERS = ("unet", "transformer")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    stored_bytes: int
+    # The GGUF quantization it stays packed in (``Q8_0``); None for a plain float tensor.
+    packed: str | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ComponentMemory:
+    name: str
+    parameters: int
+    stored_bytes: int
+    run_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    name: str
+    components: tuple[ComponentMemory, ...]
+    native_side: int
+    peak_bytes: int
+    # What could not be read (a pickle, a ``.bin`` folder): its figures are missing.
+    unread: tuple[str, ...] = ()
+
+    @property
+    def weight_bytes(self) -> int:
+        """All components at the dtype they run in."""
+        return sum(component.run_bytes for component in self.components)
+
+
+def safetensors_tensors(path: Path) -> list[TensorInfo]:
+    header = safetensors_header(path)
+    return [
+        TensorInfo(
+            name,
+            tuple(int(side) for side in info["shape"]),
+            int(info["data_offsets"][1]) - int(info["data_offsets"][0]),
+        )
+        for name, info in header.items()
+        if name != "__metadata__"
+    ]
+
+
+def gguf_tensors(path: Path) -> list[TensorInfo]:
+    """A GGUF file's tensors (memory-mapped: only the header is read). GGUF writes shapes
+    innermost first; they are given here as torch has them."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    return [
+        TensorInfo(
+            tensor.name,
+            tuple(int(side) for side in reversed(tensor.shape)),
+            int(tensor.n_bytes),
+            None if tensor.tensor_type.name in _FLOAT_GGUF_TYPES else tensor.tensor_type.name,
+        )
+        for tensor in reader.tensors
+    ]
+
+
+def file_tensors(path: Path) -> list[TensorInfo]:
+    """The tensors of a ``.gguf`` or ``.safetensors`` file, from its header."""
+    return gguf_tensors(path) if path.suffix == GGUF_SUFFIX else safetensors_tensors(path)
+
+
+def run_bytes(tensor: TensorInfo, item_size: int, quantized: bool) -> int:
+    """``tensor``'s bytes on the device: packed GGUF blocks as stored; with ``quantized`` (the
+    denoiser under EASEL_QUANTIZE) a linear weight is one byte a value plus a scale per row;
+    any other tensor at ``item_size`` bytes a value."""
+    if tensor.packed is not None:
+        return tensor.stored_bytes
+    if quantized and len(tensor.shape) == 2 and tensor.name.endswith(".weight"):
+        return tensor.numel + tensor.shape[0] * item_size
+    return tensor.numel * item_size
+
+
+def _component_of(name: str) -> tuple[str, str]:
+    """(component, name inside it) for a single file's tensor name."""
+    for prefix, component in _COMPONENT_PREFIXES:
+        if name.startswith(prefix):
+            return component, name.removeprefix(prefix)
+    return "denoiser", name  # a denoiser saved alone (Flux's split transformer, a GGUF)
+
+
+def _components(
+    parts: Iterable[tuple[str, Sequence[TensorInfo]]], item_size: int, quantized: set[str]
+) -> tuple[ComponentMemory, ...]:
+    """Each part's figures; those named in ``quantized`` under EASEL_QUANTIZE."""
+    return tuple(
+        ComponentMemory(
+            name,
+            sum(t.numel for t in tensors),
+            sum(t.stored_bytes for t in tensors),
+            sum(run_bytes(t, item_size, name in quantized) for t in tensors),
+        )
+        for name, tensors in parts
+    )
+
+
+def _shape_of(tensors: Iterable[TensorInfo], suffixes: Sequence[str]) -> tuple[int, ...]:
+    """The shape of the first tensor named with one of ``suffixes`` (``(0, 0)``: none)."""
+    found = (t.shape for t in tensors if any(t.name.endswith(suffix) for suffix in suffixes))
+    return next(found, (0, 0))
+
+
+def peak_bytes(
+    weights: int,
+    side: int,
+    denoiser: Sequence[TensorInfo],
+    vae: Sequence[TensorInfo],
+    item_size: int,
+    *,
+    transformer: bool,
+    guidance_batches: int,
+) -> int:
+    """The module docstring's estimate for one 2x2 grid at ``side`` x ``side`` pixels."""
+    latent_side = side // VAE_SCALE // (TRANSFORMER_PATCH if transformer else 1)
+    width = _shape_of(denoiser, _WIDTH_TENSORS)[0]
+    denoising = (
+        GRID_PICTURES * guidance_batches * latent_side**2 * width * item_size * DENOISER_COPIES
+    )
+    vae_width = _shape_of(vae, (_VAE_WIDTH_TENSOR,))[1]
+    decoding = GRID_PICTURES * VAE_DECODE_COPIES * vae_width * side**2 * item_size
+    return weights + max(denoising, decoding)
+
+
+def model_memory(entry: ModelEntry, item_size: int, quantize: bool) -> ModelMemory:
+    """``entry``'s memory figures when its float weights run at ``item_size`` bytes a value
+    (``quantize``: under EASEL_QUANTIZE int8/fp8)."""
+    if entry.format == "pickle":
+        return ModelMemory(entry.name, (), DEFAULT_NATIVE_SIDE, 0, (entry.path.name,))
+    if entry.format == "diffusers":
+        return _folder_memory(entry, item_size, quantize)
+    tensors = file_tensors(entry.path)  # a .gguf: an SD3/Flux transformer alone
+    names = {tensor.name for tensor in tensors}
+    split: dict[str, list[TensorInfo]] = {}
+    for tensor in tensors:
+        component, inner = _component_of(tensor.name)
+        split.setdefault(component, []).append(dataclasses.replace(tensor, name=inner))
+    unet = any(name.endswith("input_blocks.0.0.weight") for name in names)
+    denoiser_name = "unet" if unet else "transformer"
+    parts = {denoiser_name if k == "denoiser" else k: v for k, v in split.items()}
+    quantized = {denoiser_name, _SINGLE_FILE_T5} if quantize else set()
+    components = _components(sorted(parts.items()), item_size, quantized)
+    try:
+        flux = (flow_family_from_tensors(names) or "").startswith("flux")
+    except UnknownSD3Variant:
+        flux = False
+    side = _single_file_side(entry.path, names) if unet else DEFAULT_NATIVE_SIDE
+    weights = sum(component.run_bytes for component in components)
+    peak = peak_bytes(
+        weights,
+        side,
+        parts.get(denoiser_name, []),
+        parts.get("vae", []),
+        item_size,
+        transformer=not unet,
+        guidance_batches=1 if flux else 2,
+    )
+    return ModelMemory(entry.name, components, side, peak)
+
+
+def _single_file_side(checkpoint: Path, names: set[str]) -> int:
+    """The native side from the checkpoint's sidecar config, else the shipped config of the
+    detected SD family."""
+    config = checkpoint.with_name(checkpoint.stem + SIDECAR_SUFFIX) / "unet" / "config.json"
+    if not config.is_file():
+        family = family_from_tensors(dict.fromkeys(names)) or "sd15"
+        config = Path(__file__).parent / "configs" / family / "unet" / "config.json"
+    return int(json.loads(config.read_text())["sample_size"]) * VAE_SCALE
+
+
+def _config_class(folder: Path) -> str | None:
+    """The class a diffusers or transformers component folder's config names."""
+    if not (folder / "config.json").is_file():
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    named = config.get("_class_name") or (config.get("architectures") or [None])[0]
+    return None if named is None else str(named)
+
+
+def _folder_weights(folder: Path) -> list[Path]:
+    """The weight files diffusers loads from a component folder: the plain ones, else a
+    variant (``.fp16.``) when that is all there is."""
+    files = sorted(p for pattern in _DIFFUSERS_WEIGHTS for p in folder.glob(pattern))
+    plain = [p for p in files if len(p.name.split(".")) == 2]
+    return plain or files
+
+
+def _folder_memory(entry: ModelEntry, item_size: int, quantize: bool) -> ModelMemory:
+    parts: list[tuple[str, list[TensorInfo]]] = []
+    unread: list[str] = []
+    for folder in sorted(p for p in entry.path.iterdir() if p.is_dir()):
+        files = _folder_weights(folder)
+        if files:
+            parts.append((folder.name, [t for f in files for t in file_tensors(f)]))
+        elif any(folder.glob("*.bin")):
+            unread.append(f"{folder.name} (.bin)")
+    by_name = dict(parts)
+    t5 = {name for name in by_name if _config_class(entry.path / name) == T5_ENCODER_CLASS}
+    quantized = {*_DENOISER_FOLDERS, *t5} if quantize else set()
+    components = _components(parts, item_size, quantized)
+    transformer = "transformer" in by_name
+    config_folder = entry.path / ("vae" if transformer else "unet")
+    config = json.loads((config_folder / "config.json").read_text())
+    side = int(config.get("sample_size", DEFAULT_NATIVE_SIDE // VAE_SCALE))
+    side = side if transformer else side * VAE_SCALE
+    index = json.loads((entry.path / "model_index.json").read_text())
+    flux = "Flux" in str(index.get("_class_name", ""))
+    weights = sum(component.run_bytes for component in components)
+    peak = peak_bytes(
+        weights,
+        side,
+        by_name.get("transformer" if transformer else "unet", []),
+        by_name.get("vae", []),
+        item_size,
+        transformer=transformer,
+        guidance_batches=1 if flux else 2,
+    )
+    return ModelMemory(entry.name, components, side, peak, tuple(unread))
+
+
+def gguf_quantization(entry: ModelEntry) -> str | None:
+    """The GGUF type most of a model's GGUF denoiser (a ``.gguf`` transformer file, or one in a
+    diffusers folder) is packed in (``Q8_0``), for the model list; None when it has none."""
+    path = entry.path if entry.format == "gguf" else None
+    if entry.format == "diffusers":
+        path = denoiser_gguf(entry.path)
+    if path is None:
+        return None
+    packed: Counter[str] = Counter()
+    for tensor in gguf_tensors(path):
+        if tensor.packed is not None:
+            packed[tensor.packed] += tensor.numel
+    return packed.most_common(1)[0][0] if packed else None

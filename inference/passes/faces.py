@@ -1,0 +1,221 @@
+"""The faces passes: the ADetailer-style fix (each detected face re-rendered as an only-masked
+inpaint at the model's native size) and face restoration, after a render or on a stored
+picture (the "faces" mode of the Fix faces button). See ``inference.face_options``."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from inference.face_options import (
+    FIX_DILATION,
+    FIX_MASK_BLUR,
+    FIX_PADDING,
+    FaceOptions,
+)
+from inference.faces import (
+    MIN_FACE_SIDE,
+    FaceBox,
+    FaceDetector,
+    face_detector,
+    face_mask,
+    resolve_face_restorer,
+    restore_faces,
+)
+from inference.images import InpaintOptions, inpaint_canvas, load_input_image
+from inference.infotext import infotext_from_png, parse_infotext
+from inference.model_cache import LoadedModel, native_size
+from inference.passes.denoise import PassTools, pipeline_task, task_arguments
+from inference.passes.jobs import ImageJob, resolve_seed
+from inference.passes.networks import JobNetworks, job_networks
+from inference.passes.output import rendered
+from inference.progress import StepTracker, previewer_for, raise_if_cancelled
+from inference.registry import ModelRegistry
+from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
+
+# The fix pass's inpainting, as ADetailer sets it up: only the masked area, at full size.
+FIX_INPAINT = InpaintOptions(mask_blur=FIX_MASK_BLUR, only_masked=True, padding=FIX_PADDING)
+
+
+def check_faces(request: RenderRequest, registry: ModelRegistry) -> None:
+    """Refuse bad face options and an unknown or missing restorer before any work."""
+    options = FaceOptions.from_options(request.options)
+    if options.restore:
+        resolve_face_restorer(registry, options.restorer)
+
+
+def check_faces_model(model: LoadedModel, request: RenderRequest) -> None:
+    """The faces passes run after an SD 1.x / SDXL render (the fix re-renders through its
+    UNet); an SD3 or Flux model is refused rather than its faces silently left alone."""
+    if model.flow is not None and FaceOptions.from_options(request.options).wanted:
+        raise RenderInputError(
+            f"{model.entry.name} ({model.flow.label}) cannot fix or restore faces: that works "
+            "with SD 1.x and SDXL models; leave out --faces and --restore-faces or pick another"
+        )
+
+
+def finish_faces(
+    model: LoadedModel,
+    request: RenderRequest,
+    jobs: Sequence[ImageJob],
+    images: list[Image.Image],
+    networks: JobNetworks,
+    tracker: StepTracker,
+    tools: PassTools,
+) -> tuple[list[Image.Image], dict[str, object]]:
+    """``images`` with their faces fixed and/or restored as the request asks, and the
+    infotext keys that say so (none when it asks for neither)."""
+    options = FaceOptions.from_options(request.options)
+    if not options.wanted:
+        return images, {}
+    check_faces_model(model, request)
+    detector = face_detector(tools.registry.models_dir)
+    # Found once on the picture as made: a re-rendered face stays where it was.
+    faces = [detector.detect(image, options.confidence) for image in images]
+    return faces_passes(model, request, jobs, images, faces, detector, networks, tracker, tools)
+
+
+def faces_passes(
+    model: LoadedModel,
+    request: RenderRequest,
+    jobs: Sequence[ImageJob],
+    images: list[Image.Image],
+    faces: list[list[FaceBox]],
+    detector: FaceDetector,
+    networks: JobNetworks,
+    tracker: StepTracker,
+    tools: PassTools,
+) -> tuple[list[Image.Image], dict[str, object]]:
+    """The fix (when asked) then the restoration (when asked) of ``faces`` in ``images``."""
+    options = FaceOptions.from_options(request.options)
+    params: dict[str, object] = {}
+    if options.fix:
+        images = [
+            fixed_faces(model, request, job, image, found, options, networks, tracker, tools)
+            for job, image, found in zip(jobs, images, faces, strict=True)
+        ]
+        params |= fix_infotext(options, detector)
+    if options.restore:
+        images, restored = restored_faces(images, faces, options, tools)
+        params |= restored
+    return images, params
+
+
+def fixed_faces(
+    model: LoadedModel,
+    request: RenderRequest,
+    job: ImageJob,
+    image: Image.Image,
+    faces: list[FaceBox],
+    options: FaceOptions,
+    networks: JobNetworks,
+    tracker: StepTracker,
+    tools: PassTools,
+) -> Image.Image:
+    """Each of ``faces`` (largest first) re-rendered in turn: the face's box, grown a
+    little and padded, cropped to a square, inpainted at the model's native size with the
+    picture's seed, and pasted back through the blurred mask."""
+    side = native_size(model.pipeline)
+    size = (side, side)
+    task = pipeline_task("inpaint", model.inpainting_unet)
+    steps = options.pass_steps(request.steps)
+    face_request = dataclasses.replace(
+        request,
+        mode="inpaint",
+        width=side,
+        height=side,
+        steps=steps,
+        denoising_strength=options.strength,
+    )
+    face_job = (
+        job
+        if options.prompt is None
+        else dataclasses.replace(job, prompt=options.prompt, template=None)
+    )
+    for face in faces:
+        raise_if_cancelled(tracker.cancel)
+        mask = face_mask(image.size, face, FIX_DILATION)
+        canvas = inpaint_canvas(image.convert("RGB"), mask, size, FIX_INPAINT)
+        arguments = task_arguments(task, size, options.strength, None, canvas, 1)
+        [generated] = tools.denoise(
+            model, task, face_request, [face_job], size, steps, arguments, tracker, networks
+        )
+        image = canvas.composite(generated)
+    return image
+
+
+def restored_faces(
+    images: list[Image.Image], faces: list[list[FaceBox]], options: FaceOptions, tools: PassTools
+) -> tuple[list[Image.Image], dict[str, object]]:
+    name, path = resolve_face_restorer(tools.registry, options.restorer)
+    restorer = tools.models.face_restorer(name, path)
+    restored = [
+        restore_faces(restorer, image, found) for image, found in zip(images, faces, strict=True)
+    ]
+    # The web UI's key names the kind of restorer; the file says which one exactly.
+    return restored, {"Face restoration": restorer.architecture, "Face restoration model": name}
+
+
+def fix_infotext(options: FaceOptions, detector: FaceDetector) -> dict[str, object]:
+    """The ADetailer extension's keys for its first (and here only) unit."""
+    return {
+        "ADetailer model": detector.name,
+        "ADetailer prompt": options.prompt,
+        "ADetailer confidence": options.confidence,
+        "ADetailer dilate erode": FIX_DILATION,
+        "ADetailer mask blur": FIX_MASK_BLUR,
+        "ADetailer denoising strength": options.strength,
+        "ADetailer inpaint only masked": True,
+        "ADetailer inpaint padding": FIX_PADDING,
+    }
+
+
+def faces_of_picture(
+    request: RenderRequest,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    tools: PassTools,
+    *,
+    default_model: str | None,
+) -> list[RenderedImage]:
+    """The "faces" mode: ``init_image``'s faces fixed and/or restored. The picture keeps its
+    own infotext (prompt, seed, settings) with the face keys added, as an upscale does."""
+    assert request.init_image is not None  # validate_request made sure
+    options = FaceOptions.from_options(request.options)
+    check_faces(request, tools.registry)
+    source = load_input_image(request.init_image, "picture").convert("RGB")
+    original = infotext_from_png(Path(request.init_image).read_bytes())
+    prompt, negative, params = (
+        parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
+    )
+    # The request's seed (the picture's, from a button; a new one from 🔄), else the picture's.
+    seed = params.get("Seed")
+    if request.seed != -1 or not isinstance(seed, int):
+        seed = resolve_seed(request.seed)
+    job = ImageJob(request.prompt or prompt, request.negative_prompt or negative, seed, None, 0.0)
+    detector = face_detector(tools.registry.models_dir)
+    found = detector.detect(source, options.confidence)
+    if not found:  # refused, so the job is refunded rather than charged for the same picture
+        raise RenderInputError(
+            f"no face found in this picture: the detector ({detector.name}) looks for faces "
+            f"seen from the front, at least {MIN_FACE_SIDE} pixels wide"
+        )
+    tracker = StepTracker(progress, cancel, tools.preview_interval_s)
+    if options.fix:
+        entry = tools.registry.resolve(request.model, default_model)
+        raise_if_cancelled(cancel)
+        model = tools.models.load(entry)
+        check_faces_model(model, request)
+        tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
+        with job_networks(tools.registry, tools.models, model, request, [job]) as networks:
+            [image], faces = faces_passes(
+                model, request, [job], [source], [found], detector, networks, tracker, tools
+            )
+    else:
+        [image], faces = restored_faces([source], [found], options, tools)
+    raise_if_cancelled(cancel)
+    return [rendered(tools.encoder, job, image, {**params, **faces})]

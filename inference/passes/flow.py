@@ -1,0 +1,302 @@
+"""The flow-matching pass (SD3/SD3.5, Flux dev and schnell): txt2img with its hires fix (an
+img2img second pass), img2img and inpaint through the family's own diffusers pipelines.
+
+As for SD, every picture starts from its own seeded CPU noise (drawn in the unpacked
+``[16, H/8, W/8]`` shape, then packed for Flux), so a seed gives the same picture alone or
+batched; variation seeds blend two noises; progress, previews and cancel run at every step.
+Prompts are plain text (``inference.flow_families.flow_prompt``); LoRAs go in through
+diffusers' ``load_lora_weights`` (which reads Kohya and BFL layouts) and out after the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from inference.flow_families import (
+    FlowFamily,
+    check_flow_request,
+    flow_prompt,
+    flow_sampler,
+    make_flow_scheduler,
+)
+from inference.model_cache import LoadedModel, PipelineTask
+from inference.noise import initial_noise, seeded_generator
+from inference.passes.denoise import LatentFill, PassTools, stopping_early, vae_in_use
+from inference.passes.img2img import RenderInputs, inpaint_infotext
+from inference.passes.jobs import ImageJob
+from inference.passes.networks import hash_list, short_hashes, vae_file, vae_params
+from inference.passes.output import base_params, rendered
+from inference.progress import StepTracker, previewer_for
+from inference.prompts import ExtraNetwork
+from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
+from inference.upscale import LATENT_UPSCALERS, HiresOptions, scaled_render_size
+
+# Both families cut the latents into 2x2 patches (Flux packs them, the MMDiT embeds them):
+# sides must divide by 8 x 2.
+SIDE_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class FlowCall:
+    """What every pipeline call of one group shares: the family, plain prompts, the pass's
+    progress tracker and the tools."""
+
+    model: LoadedModel
+    family: FlowFamily
+    request: RenderRequest
+    jobs: Sequence[ImageJob]
+    prompts: list[tuple[str, str]]
+    tracker: StepTracker
+    tools: PassTools
+
+    def __call__(
+        self,
+        task: PipelineTask,
+        size: tuple[int, int],
+        steps: int,
+        images: Sequence[Image.Image] | None = None,
+        strength: float = 1.0,
+        mask: Image.Image | None = None,
+        fill: LatentFill | None = None,
+    ) -> list[Image.Image]:
+        """One pipeline call; each picture starts from its own seeded CPU noise."""
+        denoiser, request, count = self.tools.denoise, self.request, len(self.jobs)
+        pipeline = self.model.pipeline_for(task)
+        scheduler = make_flow_scheduler(
+            request.sampler, self.model.scheduler_config, request.schedule_type
+        )
+        pipeline.scheduler = scheduler
+        scale = pipeline.vae_scale_factor
+        height, width = size[1] // scale, size[0] // scale
+        shape = (1, pipeline.vae.config.latent_channels, height, width)
+        noise = torch.cat(
+            [
+                initial_noise(job.seed, shape, job.variation_seed, job.variation_strength)
+                for job in self.jobs
+            ]
+        ).to(denoiser.device, denoiser.dtype)
+        packs = hasattr(pipeline, "_pack_latents")
+        use_seeded_noise(scheduler, noise, fill, packed=packs)
+        arguments: dict[str, Any] = {"width": size[0], "height": size[1]}
+        if images is not None:
+            arguments |= {"image": list(images), "strength": strength}
+        if mask is not None:
+            arguments["mask_image"] = [mask] * count
+        if task == "txt2img":
+            arguments["latents"] = (
+                pipeline._pack_latents(noise, count, shape[1], height, width) if packs else noise
+            )
+        elif strength == 1.0 and task == "inpaint":
+            arguments["latents"] = noise  # the inpaint pipelines take unpacked noise
+        if self.family.guidance == "cfg":
+            arguments["negative_prompt"] = [negative for _, negative in self.prompts]
+        self.tracker.begin_pass()
+        with torch.inference_mode():
+            result = pipeline(
+                prompt=[positive for positive, _ in self.prompts],
+                num_inference_steps=steps,
+                guidance_scale=float(request.cfg_scale) if self.family.guidance != "none" else 0,
+                generator=[seeded_generator(job.seed) for job in self.jobs],
+                max_sequence_length=self.family.max_sequence_length,
+                callback_on_step_end=stopping_early(
+                    request, unpacked_for(self.tracker, pipeline, size)
+                ),
+                **arguments,
+            )
+        return list(result.images)
+
+
+def render_flow_group(
+    model: LoadedModel,
+    family: FlowFamily,
+    request: RenderRequest,
+    jobs: Sequence[ImageJob],
+    inputs: RenderInputs,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    tools: PassTools,
+) -> list[RenderedImage]:
+    """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked."""
+    check_flow_request(family, request)
+    sampler, sampler_note = flow_sampler(family, request.sampler)
+    request = dataclasses.replace(request, sampler=sampler)  # the infotext says what ran
+    if any(job.embeddings for job in jobs):
+        raise family.refusal("textual-inversion embeddings")
+    size = request.size()
+    check_size(family, size)
+    txt2img = request.mode == "txt2img"
+    hires = HiresOptions.from_options(request.options, *size) if txt2img else None
+    if hires is not None:
+        check_size(family, scaled_render_size(*size, hires.scale))
+    if hires is not None and hires.upscaler in LATENT_UPSCALERS:
+        raise RenderInputError(
+            f"the {hires.upscaler} hires upscaler works on SD latents; with {family.label} "
+            "choose Lanczos or a model upscaler"
+        )
+    hires_steps = (hires.steps or request.steps) if hires else 0
+    tracker = StepTracker(progress, cancel, tools.preview_interval_s, later_steps=hires_steps)
+    tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
+    read = [flow_prompt(job.plan(request.steps, tools.denoise.wildcards), family) for job in jobs]
+    notes = tuple(note for note in (sampler_note,) if note)
+    jobs = [
+        dataclasses.replace(job, warnings=(*job.warnings, *notes, *warnings))
+        for job, (_, _, warnings) in zip(jobs, read, strict=True)
+    ]
+    call = FlowCall(
+        model,
+        family,
+        request,
+        jobs,
+        [(positive, negative) for positive, negative, _ in read],
+        tracker,
+        tools,
+    )
+    lora_files = tools.registry.network_files("lora")
+    vae_path = vae_file(tools.registry, request, model.pipeline.vae.config.latent_channels)
+    vae = None if vae_path is None else tools.models.vae_for(model, vae_path)
+    params: dict[str, object] = {}
+    with (
+        flow_loras(model.pipeline, jobs[0].loras, lora_files) as lora_names,
+        vae_in_use(model.pipeline, vae),
+    ):
+        canvas = inputs.canvas
+        if canvas is not None:
+            fill = (
+                None if canvas.latent_fill is None else LatentFill(canvas.latent_fill, canvas.mask)
+            )
+            strength = request.denoising_strength
+            images = call(
+                "inpaint",
+                size,
+                request.steps,
+                [canvas.image] * len(jobs),
+                strength,
+                canvas.mask,
+                fill,
+            )
+        elif inputs.init is not None:
+            images = call(
+                "img2img",
+                size,
+                request.steps,
+                [inputs.init] * len(jobs),
+                request.denoising_strength,
+            )
+        else:
+            images = call("txt2img", size, request.steps)
+        if hires is not None:
+            hires_size = scaled_render_size(*size, hires.scale)
+            resolved = tools.registry.resolve_upscaler(hires.upscaler)
+            start = [tools.models.enlarge(image, hires_size, resolved, cancel) for image in images]
+            tracker.later_steps = 0
+            images = call("img2img", hires_size, hires_steps, start, hires.denoising)
+            params = {
+                "Denoising strength": hires.denoising,
+                "Hires upscale": hires.scale,
+                "Hires steps": hires.steps or None,
+                "Hires upscaler": resolved[0],
+            }
+    if canvas is not None:
+        images = [canvas.composite(image) for image in images]
+    if not txt2img:
+        params = {"Denoising strength": request.denoising_strength, **inpaint_infotext(request)}
+    params["Lora hashes"] = hash_list(short_hashes(tools.registry, lora_names, lora_files))
+    params |= vae_params(tools.registry, vae_path)
+    if family.guidance == "distilled":
+        params["Distilled CFG Scale"] = float(request.cfg_scale)
+    return [
+        rendered(
+            tools.encoder,
+            job,
+            image,
+            {**base_params(model, request, job, size), **params},
+        )
+        for job, image in zip(jobs, images, strict=True)
+    ]
+
+
+def check_size(family: FlowFamily, size: tuple[int, int]) -> None:
+    if any(side % SIDE_MULTIPLE for side in size):
+        raise RenderInputError(
+            f"{family.label} models render sizes in multiples of {SIDE_MULTIPLE} pixels, "
+            f"got {size[0]}x{size[1]}"
+        )
+
+
+def use_seeded_noise(
+    scheduler: Any, noise: torch.Tensor, fill: LatentFill | None, packed: bool
+) -> None:
+    """img2img and inpaint noise the picture with our seeded noise, not their own draw:
+    ``x_t = sigma * noise + (1 - sigma) * x_0`` with ``sigma = t / T``, as flow matching's
+    ``scale_noise`` does (set on every scheduler, which DPM++ and UniPC lack). Flux inpaint
+    re-noises its packed latents at every step with the same noise, packed."""
+    train_steps = scheduler.config.num_train_timesteps
+
+    def scale_noise(
+        sample: torch.Tensor, timestep: torch.Tensor, pipeline_noise: torch.Tensor
+    ) -> torch.Tensor:
+        ours = noise.to(sample.device, sample.dtype)
+        if packed and sample.dim() == 3:
+            batch, channels, height, width = ours.shape
+            ours = (
+                ours.view(batch, channels, height // 2, 2, width // 2, 2)
+                .permute(0, 2, 4, 1, 3, 5)
+                .reshape(pipeline_noise.shape)
+            )
+        elif fill is not None:
+            sample = fill.apply(sample, ours)
+        sigma = (timestep.to(sample.device, torch.float32) / train_steps).to(sample.dtype)
+        sigma = sigma.reshape(-1, *[1] * (sample.dim() - 1))
+        noised: torch.Tensor = sigma * ours + (1 - sigma) * sample
+        return noised
+
+    scheduler.scale_noise = scale_noise
+
+
+def unpacked_for(tracker: StepTracker, pipeline: Any, size: tuple[int, int]) -> Any:
+    """The tracker's step callback, shown latents as ``[B, 16, H/8, W/8]`` (Flux packs them)."""
+
+    def on_step_end(
+        step_pipeline: Any, iteration: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        latents = tensors["latents"]
+        if latents.dim() == 3:
+            latents = pipeline._unpack_latents(latents, size[1], size[0], pipeline.vae_scale_factor)
+        tracker.on_step_end(step_pipeline, iteration, timestep, {"latents": latents})
+        return tensors
+
+    return on_step_end
+
+
+@contextmanager
+def flow_loras(
+    pipeline: Any, loras: Sequence[ExtraNetwork], files: dict[str, Path]
+) -> Iterator[list[str]]:
+    """The LoRAs of one pipeline call, loaded as diffusers adapters at their tag weights
+    and unloaded after; yields their names."""
+    adapters: list[str] = []
+    try:
+        for index, network in enumerate(loras):
+            adapter = f"easel_lora_{index}"
+            try:
+                pipeline.load_lora_weights(str(files[network.name]), adapter_name=adapter)
+            except (ValueError, KeyError, RuntimeError) as error:
+                raise RenderInputError(
+                    f"LoRA {network.name} does not fit this model ({error})"
+                ) from error
+            adapters.append(adapter)
+        if adapters:
+            pipeline.set_adapters(adapters, adapter_weights=[n.unet_weight for n in loras])
+        yield [network.name for network in loras]
+    finally:
+        if adapters:
+            pipeline.unload_lora_weights()

@@ -1,0 +1,136 @@
+"""Image prompts through the fake Discord: ``--sref <message link or picture URL>`` and
+``/blend`` render a real tiny picture guided by a tiny IP-Adapter, recorded in the PNG; a link
+to a channel the member cannot read, a URL off Discord, or an upload that is no picture, is
+refused with one sentence and nothing is queued; /forget-me erases the uploaded pictures."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from bot.policy.visibility import NOT_FROM_DISCORD, NOT_READABLE
+from bot.settings import Settings
+from db import jobs as journal
+from db.database import connect
+from inference.infotext import infotext_from_png, parse_infotext
+from inference.tiny import write_tiny_ip_adapter, write_tiny_model
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
+from tests.e2e.test_edits import inputs_of
+from tests.fake_discord import FakeDiscord, StoredMessage
+
+
+@pytest.fixture(scope="module")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD1.5 model with its tiny IP-Adapter and image encoder."""
+    directory = tmp_path_factory.mktemp("models")
+    write_tiny_ip_adapter(write_tiny_model(directory / "tiny", family="sd15", seed=0))
+    return directory
+
+
+def picture_png(colour: str) -> bytes:
+    picture = Image.new("RGB", (64, 64), colour)
+    ImageDraw.Draw(picture).rectangle((16, 16, 48, 48), fill="white")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_prompt_params(message: StoredMessage) -> dict[str, object]:
+    infotext = infotext_from_png(message.attachments[0].data)
+    assert infotext is not None
+    params = parse_infotext(infotext)[2]
+    return {key: value for key, value in params.items() if key.startswith("IP-Adapter")}
+
+
+async def test_imagine_with_a_style_reference_link(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    fake = fake_discord
+    mods = fake.add_text_channel("mods", visible_to=[fake.moderator_role_id])
+    in_mods = await fake.post_user_message(
+        "mods only", user=fake.owner_id, channel=mods, attachments=[("s.png", picture_png("red"))]
+    )
+    here = await fake.post_user_message("my style", attachments=[("a.png", picture_png("blue"))])
+    async with start_easel() as bot:
+        refusals = [
+            ({"prompt": f"a cat --sref {in_mods.jump_url}"}, {}, NOT_READABLE),
+            ({"prompt": f"a cat --sref {in_mods.attachments[0].url}"}, {}, NOT_READABLE),
+            (
+                {"prompt": "a cat --sref https://example.com/attachments/1/2/a.png"},
+                {},
+                NOT_FROM_DISCORD,
+            ),
+            (
+                {"prompt": "a cat"},
+                {"sref": ("notes.txt", b"just some text")},
+                "not a readable image",
+            ),
+            (
+                {"prompt": "a cat --sref-strength 0.5"},
+                {},
+                "sref_strength needs a picture",
+            ),
+        ]
+        for options, files, expected in refusals:
+            handle = await fake.invoke_command("imagine", {**QUICK, **options}, attachments=files)
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral and expected in reply.content, reply.content
+            assert "\n" not in reply.content
+        assert bot.queue.queued_count() == 0
+        assert inputs_of(easel_settings_for_test) == []
+
+        # A message link, and a picture's URL on Discord (the fake's CDN), both work.
+        for reference in (here.jump_url, here.attachments[0].url):
+            handle = await fake.invoke_command(
+                "imagine",
+                {"prompt": f"a cat --sref {reference} --sref-strength 0.8", **QUICK},
+            )
+            result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+            params = image_prompt_params(result)
+            assert str(params.pop("IP-Adapter")).startswith("tiny-ipadapter [")
+            # SD1.5 has no known style layers: the whole adapter.
+            assert params == {"IP-Adapter weight": 0.8, "IP-Adapter mode": "full"}
+
+
+async def test_blend_of_three_pictures(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    fake = fake_discord
+    uploads = {
+        f"image{index}": (f"p{index}.png", picture_png(colour))
+        for index, colour in enumerate(("red", "green", "blue"), start=1)
+    }
+    async with start_easel() as bot:
+        handle = await fake.invoke_command(
+            "blend",
+            {"prompt": "--steps 2"},
+            attachments={**uploads, "image2": ("notes.txt", b"text")},
+        )
+        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        assert reply.is_ephemeral and "not a readable image" in reply.content, reply.content
+        assert bot.queue.queued_count() == 0
+        assert inputs_of(easel_settings_for_test) == []
+
+        handle = await fake.invoke_command(
+            "blend",
+            {"prompt": "--steps 2", "dimensions": "square", "strength": 1.2},
+            attachments=uploads,
+        )
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        params = image_prompt_params(result)
+        assert params["IP-Adapter images"] == 3
+        assert (params["IP-Adapter weight"], params["IP-Adapter mode"]) == (1.2, "full")
+        kept = inputs_of(easel_settings_for_test)  # the accepted job's pictures
+        assert len(kept) == 3
+        conn = await connect(easel_settings_for_test.database_path)
+        try:  # retention keeps what a journaled job reads
+            assert {str(path) for path in kept} <= await journal.input_picture_paths(conn)
+        finally:
+            await conn.close()
+
+        forgotten = await reply_to(fake, "forget-me")
+        assert "3 uploaded picture(s)" in forgotten.content, forgotten.content
+        assert inputs_of(easel_settings_for_test) == []

@@ -1,0 +1,207 @@
+"""Faces on a real photograph (scikit-image's astronaut, shipped inside its wheel): the local
+detector finds the face, a tiny random RestoreFormer restores it and the ADetailer-style pass
+re-renders it with the tiny model, and nothing away from the face changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from inference.engine import Engine
+from inference.face_options import (
+    FACE_RESTORE,
+    FIX_FACES,
+    FIX_FACES_STRENGTH,
+    HAAR_DETECTOR,
+    FaceOptions,
+)
+from inference.faces import (
+    RESTORE_MARGIN,
+    FaceBox,
+    face_detector,
+    load_face_restorer,
+    resolve_face_restorer,
+    restore_faces,
+)
+from inference.infotext import format_infotext, parse_infotext, png_with_infotext
+from inference.registry import ModelRegistry
+from inference.tiny import write_tiny_face_restorer, write_tiny_model, write_tiny_upscaler
+from inference.types import RenderInputError, RenderRequest
+from tests.inference.conftest import TINY
+
+# Where the astronaut's face is in the 512x512 photograph (checked by eye once).
+FACE_CENTRE = (223, 113)
+PHOTO_INFOTEXT = format_infotext(
+    "portrait of an astronaut", "", {"Steps": 4, "Seed": 1234, "Size": "512x512", "Model": TINY}
+)
+
+
+@pytest.fixture(scope="module")
+def face_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny checkpoint and a tiny RestoreFormer in ``face_restore/``."""
+    directory = tmp_path_factory.mktemp("face-models")
+    (directory / TINY).symlink_to(models_dir / TINY, target_is_directory=True)
+    write_tiny_face_restorer(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return Image.fromarray(skimage.data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def photo_png(photo: Image.Image, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    path.write_bytes(png_with_infotext(photo, PHOTO_INFOTEXT))
+    return path
+
+
+def only_near(face: FaceBox, before: np.ndarray, after: np.ndarray) -> None:
+    """Something changed inside ``face``'s restore crop, and nothing outside it."""
+    crop = face.square_around(RESTORE_MARGIN, (before.shape[1], before.shape[0]))
+    changed = np.abs(before.astype(int) - after.astype(int)).sum(axis=-1) > 0
+    inside = np.zeros_like(changed)
+    inside[crop.top : crop.bottom, crop.left : crop.right] = True
+    assert changed[inside].mean() > 0.5, "the face was left as it was"
+    assert not changed[~inside].any(), "pixels away from the face changed"
+
+
+def test_the_haar_detector_finds_the_astronauts_face(photo: Image.Image, tmp_path: Path) -> None:
+    detector = face_detector(tmp_path)  # no models/adetailer/: OpenCV's own cascade
+    assert detector.name == HAAR_DETECTOR
+    [face] = detector.detect(photo)
+    assert face.left < FACE_CENTRE[0] < face.right and face.top < FACE_CENTRE[1] < face.bottom
+    assert 60 <= face.right - face.left <= 160
+    assert detector.detect(Image.new("RGB", (256, 256), "grey")) == []
+
+
+def test_restoration_changes_the_face_and_nothing_else(
+    face_models: Path, photo: Image.Image
+) -> None:
+    name, path = resolve_face_restorer(ModelRegistry(face_models), None)
+    restorer = load_face_restorer(name, path, "cpu")
+    assert (name, restorer.architecture) == ("tiny-restoreformer", "RestoreFormer")
+    [face] = face_detector(face_models).detect(photo)
+    restored = restore_faces(restorer, photo, [face])
+    only_near(face, np.asarray(photo), np.asarray(restored))
+
+
+def test_restorers_are_named_checked_and_refused_with_a_sentence(
+    face_models: Path, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(face_models)
+    # An upscaler in the web UI's GFPGAN/ folder is not a face restorer.
+    upscaler = write_tiny_upscaler(tmp_path / "GFPGAN", scale=2)
+    assert ModelRegistry(tmp_path).face_restorer_files() == {"tiny-esrgan-2x": upscaler}
+    with pytest.raises(RenderInputError, match="not a face restorer"):
+        load_face_restorer("tiny-esrgan-2x", upscaler, "cpu")
+    # Without a name, a file named as a restorer comes before other files (the web UI's
+    # GFPGAN/ holds its detector's and parser's weights too).
+    restorer = write_tiny_face_restorer(tmp_path)
+    assert resolve_face_restorer(ModelRegistry(tmp_path), None) == ("tiny-restoreformer", restorer)
+    with pytest.raises(RenderInputError, match="unknown face restorer 'gfpgan'; available: "):
+        resolve_face_restorer(registry, "gfpgan")
+    with pytest.raises(RenderInputError, match="no face restorer is installed"):
+        resolve_face_restorer(ModelRegistry(face_models / TINY), None)
+
+
+def test_face_options_refuse_bad_values_with_the_range() -> None:
+    assert FaceOptions.from_options({FIX_FACES: True}).fix_steps(20) == 8
+    with pytest.raises(RenderInputError, match=r"strength must be a number from 0\.05 to 1"):
+        FaceOptions.from_options({FIX_FACES: True, FIX_FACES_STRENGTH: 1.5})
+    with pytest.raises(RenderInputError, match="true or a face restorer's name"):
+        FaceOptions.from_options({FACE_RESTORE: 3})
+
+
+def test_face_options_split_a_batch() -> None:
+    plain = RenderRequest("a face", seed=1)
+    fixed = RenderRequest("a face", seed=1, options={FIX_FACES: True})
+    assert plain.pipeline_key() != fixed.pipeline_key()
+
+
+def test_fix_faces_rerenders_and_restores_only_the_face_of_a_stored_picture(
+    face_models: Path, photo: Image.Image, photo_png: Path
+) -> None:
+    engine = Engine(face_models, device="cpu")
+    request = RenderRequest(
+        "",
+        mode="faces",
+        init_image=str(photo_png),
+        steps=4,
+        options={FIX_FACES: True, FACE_RESTORE: True},
+    )
+    [result] = engine.render(request)
+    after = np.asarray(Image.open(io.BytesIO(result.png)).convert("RGB"))
+    [face] = face_detector(face_models).detect(photo)
+    only_near(face, np.asarray(photo), after)
+    prompt, _, params = parse_infotext(result.infotext)
+    # The picture keeps its own prompt and seed; the passes are recorded as the web UI does.
+    assert prompt == "portrait of an astronaut" and params["Seed"] == 1234
+    assert params["ADetailer model"] == HAAR_DETECTOR
+    assert params["ADetailer denoising strength"] == 0.4
+    assert params["Face restoration"] == "RestoreFormer"
+    assert params["Face restoration model"] == "tiny-restoreformer"
+
+
+def test_a_faces_job_must_ask_for_something_and_find_a_face(
+    face_models: Path, photo_png: Path, tmp_path: Path
+) -> None:
+    engine = Engine(face_models, device="cpu")
+    with pytest.raises(RenderInputError, match="must ask to fix or restore faces"):
+        engine.render(RenderRequest("", mode="faces", init_image=str(photo_png)))
+    # No face: refused (so the job is refunded), not charged for the same picture again.
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (128, 128), "grey").save(blank)
+    for options in ({FIX_FACES: True}, {FACE_RESTORE: True}):
+        with pytest.raises(
+            RenderInputError, match=r"no face found in this picture: the detector \(haar"
+        ):
+            engine.render(RenderRequest("", mode="faces", init_image=str(blank), options=options))
+
+
+def test_fix_faces_alone_repaints_inside_the_face_box_only(
+    face_models: Path, photo: Image.Image, photo_png: Path
+) -> None:
+    engine = Engine(face_models, device="cpu")
+    request = RenderRequest(
+        "", mode="faces", init_image=str(photo_png), steps=2, options={FIX_FACES: True}
+    )
+    [result] = engine.render(request)
+    after = np.asarray(Image.open(io.BytesIO(result.png)).convert("RGB"))
+    [face] = face_detector(face_models).detect(photo)
+    changed = np.abs(np.asarray(photo).astype(int) - after.astype(int)).sum(axis=-1) > 0
+    assert changed[face.top : face.bottom, face.left : face.right].mean() > 0.5
+    # The mask is the box grown 4 pixels, then blurred 4: nothing beyond that changes.
+    margin = face.grown(4 + 3 * 4, photo.size)
+    changed[margin.top : margin.bottom, margin.left : margin.right] = False
+    assert not changed.any()
+    assert "Face restoration" not in parse_infotext(result.infotext)[2]
+
+
+def test_a_render_asked_to_fix_faces_runs_the_pass_after_it(face_models: Path) -> None:
+    engine = Engine(face_models, device="cpu")
+    plain = RenderRequest("a portrait", seed=3, steps=2, width=64, height=64)
+    [made] = engine.render(plain)
+    [fixed] = engine.render(dataclasses.replace(plain, options={FIX_FACES: True}))
+    params = parse_infotext(fixed.infotext)[2]
+    assert params["ADetailer model"] == HAAR_DETECTOR
+    assert params["ADetailer confidence"] == 0.3
+    # A random tiny model draws no face: the pass finds none and leaves the picture alone.
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(fixed.png))), np.asarray(Image.open(io.BytesIO(made.png)))
+    )
+
+
+def test_a_flow_model_is_refused_rather_than_its_faces_left_alone(tmp_path: Path) -> None:
+    write_tiny_model(tmp_path / "tiny-sd3", family="sd3")
+    engine = Engine(tmp_path, device="cpu")
+    request = RenderRequest("a portrait", steps=1, width=64, height=64, options={FIX_FACES: True})
+    with pytest.raises(RenderInputError, match=r"tiny-sd3 \(SD 3\) cannot fix or restore faces"):
+        engine.render(request)

@@ -1,0 +1,240 @@
+"""SD3 and Flux (dev, schnell) through the real engine with tiny random models: txt2img with
+each family's guidance and infotext, batches that give each member their solo picture,
+variation seeds, img2img, inpaint, hires fix, a LoRA applied and removed, progress with
+previews and cancel, and each SD feature these families cannot take refused in one sentence."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.compile import Compiler
+from inference.engine import Engine
+from inference.flow_tiny import write_tiny_flow_checkpoint, write_tiny_flow_lora
+from inference.infotext import parse_infotext
+from inference.tiny import write_tiny_embedding, write_tiny_model
+from inference.types import RenderCancelled, RenderInputError, RenderRequest, StepProgress
+
+SIZE = {"width": 64, "height": 64}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``sd3``, ``flux`` (dev), ``schnell``, ``sd3`` again as ``sd3-file`` (one all-in-one file
+    in SD3's own layout) and as ``sd3-split`` (its transformer alone in ``unet/``, text
+    encoders in ``text_encoder/``, VAE in ``vae/``), a LoRA for each transformer, an SD
+    embedding."""
+    directory = tmp_path_factory.mktemp("models")
+    write_tiny_model(directory / "sd3", family="sd3")
+    write_tiny_flow_checkpoint(directory / "Stable-diffusion" / "sd3-file.safetensors")
+    write_tiny_flow_checkpoint(directory / "unet" / "sd3-split.safetensors", parts_dir=directory)
+    write_tiny_model(directory / "flux", family="flux")
+    write_tiny_model(directory / "schnell", family="flux-schnell")
+    write_tiny_flow_lora(directory / "lora" / "flux-lora.safetensors", "flux")
+    write_tiny_flow_lora(directory / "lora" / "sd3-lora.safetensors", "sd3")
+    write_tiny_embedding(directory / "embeddings" / "emb.safetensors")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def engine(models: Path) -> Engine:
+    return Engine(models, preview_interval_s=0, max_loaded_models=3)
+
+
+def request(model: str, **changes: Any) -> RenderRequest:
+    fields: dict[str, Any] = {"prompt": "a red cat", "seed": 7, "steps": 4, "sampler": "Euler"}
+    return RenderRequest(model=model, **{**fields, **SIZE, **changes})
+
+
+def pixels(image: Any) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB")).astype(np.int16)
+
+
+def render(engine: Engine, model: str, **changes: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    (image,) = engine.render(request(model, **changes))
+    return pixels(image), parse_infotext(image.infotext)[2]
+
+
+@pytest.mark.parametrize(("model", "guidance"), [("sd3", None), ("flux", 3.5), ("schnell", None)])
+def test_each_family_renders_with_its_guidance_and_reads_weights_as_plain_text(
+    engine: Engine, model: str, guidance: float | None
+) -> None:
+    picture, fields = render(engine, model, prompt="a (red:1.4) cat", cfg_scale=3.5)
+    plain, _ = render(engine, model, prompt="a red cat", cfg_scale=3.5)
+    assert picture.shape == (64, 64, 3)
+    assert np.array_equal(picture, plain)  # T5 and CLIP read the same words
+    assert "takes no weights" in fields["Prompt warnings"]
+    assert fields["Sampler"] == "Euler" and fields["Model"] == model
+    assert fields.get("Distilled CFG Scale") == guidance
+    other_cfg, _ = render(engine, model, prompt="a red cat", cfg_scale=6)
+    # SD3's CFG and Flux dev's distilled guidance change the picture; schnell has none.
+    assert np.array_equal(other_cfg, plain) == (model == "schnell")
+
+
+@pytest.mark.parametrize("single_file", ["sd3-file", "sd3-split"])
+def test_a_single_file_renders_as_its_diffusers_folder(engine: Engine, single_file: str) -> None:
+    from_file, fields = render(engine, single_file, negative_prompt="blurry")
+    from_folder, _ = render(engine, "sd3", negative_prompt="blurry")
+    assert np.array_equal(from_file, from_folder)
+    assert fields["Model"] == single_file
+
+
+@pytest.mark.parametrize("model", ["sd3", "flux"])
+def test_a_batch_gives_each_member_their_solo_picture(engine: Engine, model: str) -> None:
+    first = request(model, prompt="a red cat", seed=11)
+    second = request(model, prompt="a blue dog", seed=40, count=2)
+    batched = engine.render_batch([first, second])
+    alone = [engine.render(first)[0], *engine.render(second)]
+    for together, solo in zip([*batched[0], *batched[1]], alone, strict=True):
+        assert np.abs(pixels(together) - pixels(solo)).max() <= 2  # float rounding only
+    assert not np.array_equal(pixels(alone[1]), pixels(alone[2]))  # seed + 1 differs
+
+
+def test_variation_seeds_blend_from_the_seed_s_picture(engine: Engine) -> None:
+    plain, _ = render(engine, "flux")
+    none, _ = render(engine, "flux", variation_seed=99, variation_strength=0.0)
+    half, fields = render(engine, "flux", variation_seed=99, variation_strength=0.5)
+    again, _ = render(engine, "flux", variation_seed=99, variation_strength=0.5)
+    assert np.array_equal(plain, none)
+    assert not np.array_equal(plain, half) and np.array_equal(half, again)
+    assert fields["Variation seed"] == 99
+
+
+@pytest.mark.parametrize("model", ["sd3", "flux"])
+def test_img2img_and_inpaint_start_from_the_picture(
+    engine: Engine, model: str, tmp_path: Path
+) -> None:
+    start, _ = render(engine, model)
+    init = tmp_path / "init.png"
+    # Another seed than the start picture's: its own noise would lead back to it.
+    again = {"seed": 21, "init_image": str(init)}
+    Image.fromarray(start.astype(np.uint8)).save(init)
+    mask = tmp_path / "mask.png"
+    mask_picture = Image.new("L", (64, 64), 0)
+    mask_picture.paste(255, (0, 0, 32, 64))
+    mask_picture.save(mask)
+    light, _ = render(engine, model, mode="img2img", denoising_strength=0.3, **again)
+    strong, _ = render(engine, model, mode="img2img", denoising_strength=0.9, **again)
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(grey)
+    from_grey, _ = render(
+        engine, model, mode="img2img", denoising_strength=0.3, **{**again, "init_image": str(grey)}
+    )
+    # The random VAE is no autoencoder, so no closeness to the start: the picture and the
+    # strength both matter.
+    assert not np.array_equal(light, strong)
+    assert np.abs(light - from_grey).mean() > 5
+    painted, fields = render(
+        engine,
+        model,
+        mode="inpaint",
+        mask_image=str(mask),
+        **again,
+        denoising_strength=1.0,
+        options={"mask_blur": 0},
+    )
+    assert np.abs(painted - start)[:, 40:].max() <= 1  # kept outside the mask
+    assert np.abs(painted - start)[:, :24].mean() > 5  # repainted inside it
+    assert fields["Denoising strength"] == 1.0
+
+
+@pytest.mark.parametrize("model", ["sd3", "flux"])
+def test_a_lora_changes_the_picture_and_comes_off_after(engine: Engine, model: str) -> None:
+    before, _ = render(engine, model)
+    with_lora, fields = render(engine, model, prompt=f"a red cat <lora:{model}-lora:1>")
+    after, _ = render(engine, model)
+    assert not np.array_equal(before, with_lora)
+    assert np.array_equal(before, after)
+    assert str(fields["Lora hashes"]).startswith(f"{model}-lora: ")
+
+
+def test_progress_previews_and_cancel(engine: Engine) -> None:
+    reports: list[StepProgress] = []
+    engine.render(request("flux"), progress=reports.append)
+    assert [report.step for report in reports] == [1, 2, 3, 4]
+    assert all(report.preview and report.preview[:2] == b"\xff\xd8" for report in reports)
+    cancel = threading.Event()
+
+    def stop_at_two(report: StepProgress) -> None:
+        if report.step == 2:
+            cancel.set()
+
+    with pytest.raises(RenderCancelled):
+        engine.render(request("flux"), progress=stop_at_two, cancel=cancel)
+
+
+def test_hires_fix_is_an_img2img_pass_at_the_larger_size(engine: Engine) -> None:
+    (image,) = engine.render(
+        request("sd3", options={"hires_scale": 2.0, "hires_upscaler": "Lanczos"})
+    )
+    fields = parse_infotext(image.infotext)[2]
+    assert (image.width, image.height) == (128, 128)
+    assert fields["Hires upscale"] == 2.0 and fields["Hires upscaler"] == "Lanczos"
+
+
+def test_an_engine_that_compiles_unets_runs_flow_models_eager(models: Path, tmp_path: Path) -> None:
+    engine = Engine(models, compiler=Compiler(tmp_path, batch_variants=False))
+    (image,) = engine.render(request("flux"))
+    assert (image.width, image.height) == (64, 64)
+
+
+def test_the_default_euler_a_renders_as_euler_and_says_so(engine: Engine) -> None:
+    default, fields = render(engine, "flux", sampler="Euler a")
+    euler, _ = render(engine, "flux", sampler="Euler")
+    assert np.array_equal(default, euler)
+    assert fields["Sampler"] == "Euler"
+    assert "rendered with Euler" in fields["Prompt warnings"]
+    other, _ = render(engine, "flux", sampler="DPM++ 2M")
+    assert not np.array_equal(other, euler)
+
+
+@pytest.mark.parametrize(
+    ("model", "changes", "expected"),
+    [
+        ("flux", {"options": {"refiner": "x"}}, "the SDXL refiner does not work with Flux dev"),
+        ("sd3", {"fast": True}, "fast mode (a UNet feature cache) does not work with SD 3"),
+        ("flux", {"options": {"clip_skip": 2}}, "clip skip does not work with Flux dev"),
+        ("schnell", {"options": {"tile": True}}, "seamless tiling (--tile) does not work"),
+        ("flux", {"prompt": "a cat AND a dog"}, "AND (composable prompts) does not work"),
+        ("sd3", {"prompt": "a [cat:dog:2]"}, "prompt editing and alternation"),
+        ("flux", {"prompt": "a cat emb"}, "textual-inversion embeddings does not work"),
+        (
+            "flux",
+            {"options": {"hires_scale": 2.0, "hires_upscaler": "Latent"}},
+            "choose Lanczos or a model upscaler",
+        ),
+        (
+            "schnell",
+            {"sampler": "DPM++ 2M"},
+            "the DPM++ 2M sampler does not work with Flux schnell models; choose one of: "
+            "Euler, UniPC",
+        ),
+        ("flux", {"sampler": "DDIM"}, "choose one of: Euler, DPM++ 2M, UniPC"),
+        ("sd3", {"width": 72, "height": 64}, "multiples of 16 pixels, got 72x64"),
+        ("sd3", {"schedule_type": "Karras"}, "take no Karras schedule"),
+    ],
+)
+def test_what_a_family_cannot_do_is_one_sentence(
+    engine: Engine, model: str, changes: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(RenderInputError) as refused:
+        engine.render(request(model, **changes))
+    message = str(refused.value)
+    assert expected in message, message
+    assert "\n" not in message and message.count(". ") == 0
+
+
+def test_upscale_with_a_flow_model_keeps_the_fast_mode_only(engine: Engine, tmp_path: Path) -> None:
+    picture = tmp_path / "small.png"
+    Image.new("RGB", (64, 64), (90, 120, 30)).save(picture)
+    upscale = {"mode": "upscale", "init_image": str(picture), "width": None, "height": None}
+    (fast,) = engine.render(request("flux", **upscale, options={"upscale_mode": "fast"}))
+    assert (fast.width, fast.height) == (128, 128)
+    with pytest.raises(RenderInputError, match=r"^the creative upscale \(img2img in tiles\) does"):
+        engine.render(request("flux", **upscale, options={"upscale_mode": "creative"}))

@@ -1,0 +1,66 @@
+"""Each rule of a server refuses with its own reason code (what the dashboard counts), and the
+error handler maps Discord's check failures to theirs; internal errors are no refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from discord import app_commands
+
+from bot.policy.moderation import NsfwPolicy, check_request
+from bot.policy.prompt_safety import plan_request
+from bot.policy.visibility import ChannelAccess, check_member_may_read
+from bot.requests import RequestError
+from bot.user_errors import Reason, UserError
+from cogs.errors import refusal_of
+from inference.types import RenderRequest
+
+
+def request_checked(**rules: object) -> Callable[[], None]:
+    def check() -> None:
+        given: dict[str, object] = {
+            "model": "tiny",
+            "channel_id": 1,
+            "channel_is_age_restricted": False,
+            "allowed_channels": (),
+            "allowed_models": (),
+            "nsfw_policy": NsfwPolicy.ALLOW,
+        }
+        check_request(**{**given, **rules})  # type: ignore[arg-type]
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("refuse", "reason"),
+    [
+        (request_checked(allowed_channels={2}), Reason.CHANNEL),
+        (request_checked(nsfw_policy=NsfwPolicy.AGE_RESTRICTED_ONLY), Reason.NSFW),
+        (request_checked(allowed_models={"other"}), Reason.MODEL),
+        (
+            lambda: plan_request(RenderRequest("a red cat", seed=1, steps=2), {"cat"}, None),
+            Reason.BANNED_WORD,
+        ),
+        (lambda: check_member_may_read(ChannelAccess(True, True, False)), Reason.PERMISSION),
+    ],
+)
+def test_each_rule_refuses_with_its_reason(refuse: Callable[[], object], reason: Reason) -> None:
+    with pytest.raises(UserError) as refused:
+        refuse()
+    assert refused.value.reason is reason
+    assert refusal_of(refused.value) == (str(refused.value), reason)
+
+
+def test_the_error_handler_names_the_reason_and_leaves_internal_errors_out() -> None:
+    assert refusal_of(UserError("Nothing to show.")) == ("Nothing to show.", Reason.INPUT)
+    assert refusal_of(RequestError("steps must be between 1 and 150")) == (
+        "steps must be between 1 and 150",
+        Reason.INPUT,
+    )
+    missing = app_commands.MissingPermissions(["manage_guild"])
+    assert refusal_of(missing) == (
+        "You need the manage guild permission to use this; ask a server admin.",
+        Reason.PERMISSION,
+    )
+    assert refusal_of(RuntimeError("a bug")) is None
