@@ -214,6 +214,8 @@ def write_tiny_flow_lora(path: Path, family: FlowFamily, seed: int = 0) -> Path:
     """A random LoRA for the tiny ``family`` transformer in diffusers' layout
     (``transformer.<module>.lora_A.weight`` / ``lora_B.weight``) on its attention
     projections, as ``load_lora_weights`` reads it."""
+    from inference.tiny import save_weights
+
     transformer = build_tiny_flow_pipeline(family).transformer
     generator = torch.Generator().manual_seed(seed)
     weights: dict[str, torch.Tensor] = {}
@@ -225,7 +227,7 @@ def write_tiny_flow_lora(path: Path, family: FlowFamily, seed: int = 0) -> Path:
             weights[f"transformer.{name}.lora_B.weight"] = 0.3 * torch.randn(
                 module.out_features, TINY_LORA_RANK, generator=generator
             )
-    _save_weights(weights, Path(path))
+    save_weights(weights, Path(path))
     return Path(path)
 
 
@@ -312,11 +314,8 @@ def write_tiny_flow_checkpoint(path: Path, seed: int = 0, parts_dir: Path | None
     folder) it is a split release instead: the file holds the transformer alone, the text
     encoders go to ``parts_dir/text_encoder/`` and the VAE (original names, as Flux's
     ``ae.safetensors``) to ``parts_dir/vae/``."""
-    import shutil
-    import tempfile
-
     from inference.ldm_export import VAE_PREFIX, vae_to_ldm
-    from inference.registry import SIDECAR_SUFFIX
+    from inference.tiny import save_weights, write_sidecar_config
 
     path = Path(path)
     pipeline = build_tiny_flow_pipeline("sd3", seed)
@@ -345,21 +344,9 @@ def write_tiny_flow_checkpoint(path: Path, seed: int = 0, parts_dir: Path | None
             weights |= {f"text_encoders.{name}.transformer.{k}": t for k, t in state.items()}
     else:
         for name, state in encoders.items():
-            _save_weights(state, parts_dir / "text_encoder" / f"tiny-{name}.safetensors")
+            save_weights(state, parts_dir / "text_encoder" / f"tiny-{name}.safetensors")
         bare_vae = {key.removeprefix(VAE_PREFIX): tensor for key, tensor in vae.items()}
-        _save_weights(bare_vae, parts_dir / "vae" / "tiny-sd3-ae.safetensors")
-    _save_weights(weights, path)
-    sidecar = path.with_name(path.stem + SIDECAR_SUFFIX)
-    with tempfile.TemporaryDirectory() as scratch:
-        pipeline.save_pretrained(scratch, safe_serialization=True)
-        shutil.copytree(
-            scratch, sidecar, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors")
-        )
+        save_weights(bare_vae, parts_dir / "vae" / "tiny-sd3-ae.safetensors")
+    save_weights(weights, path)
+    write_sidecar_config(pipeline, path)
     return path
-
-
-def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path))

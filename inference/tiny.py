@@ -236,13 +236,20 @@ def write_tiny_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     pipeline = build_tiny_pipeline(family, inpainting, seed)
     export_ldm_checkpoint(pipeline, path)
-    sidecar = path.with_name(path.stem + SIDECAR_SUFFIX)
+    write_sidecar_config(pipeline, path)
+    return path
+
+
+def write_sidecar_config(pipeline: Any, checkpoint: Path) -> Path:
+    """``pipeline``'s configs and tokenizers, without weights, as the sidecar folder
+    ``<stem>.config/`` that a single file of toy sizes is loaded with."""
+    sidecar = checkpoint.with_name(checkpoint.stem + SIDECAR_SUFFIX)
     with tempfile.TemporaryDirectory() as scratch:
         pipeline.save_pretrained(scratch, safe_serialization=True)
         shutil.copytree(
             scratch, sidecar, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors")
         )
-    return path
+    return sidecar
 
 
 # The kohya / web UI key prefix of each LoRA-able part of the tiny pipelines.
@@ -281,7 +288,7 @@ def write_tiny_lora(
                 module.out_features, TINY_LORA_RANK, generator=generator
             )
             weights[f"{key}.alpha"] = torch.tensor(float(TINY_LORA_RANK))
-    return _save(weights, path, metadata)
+    return save_weights(weights, path, metadata)
 
 
 EmbeddingLayout = Literal["web_ui", "diffusers"]
@@ -306,7 +313,7 @@ def write_tiny_embedding(
         weights = {"emb_params": tensors[0]}
     else:
         weights = {Path(path).stem: tensors[0]}
-    return _save(weights, path)
+    return save_weights(weights, path)
 
 
 def write_tiny_vae(path: Path, seed: int = 1) -> Path:
@@ -315,7 +322,7 @@ def write_tiny_vae(path: Path, seed: int = 1) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae: Any = _tiny_vae()  # diffusers' lazy imports hide nn.Module from mypy
-    return _save(vae_to_ldm(vae.state_dict(), vae.config), path)
+    return save_weights(vae_to_ldm(vae.state_dict(), vae.config), path)
 
 
 def write_tiny_upscaler(directory: Path, scale: int = 4, seed: int = 0) -> Path:
@@ -325,7 +332,7 @@ def write_tiny_upscaler(directory: Path, scale: int = 4, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
-    return _save(model.state_dict(), directory / f"tiny-esrgan-{scale}x.safetensors")
+    return save_weights(model.state_dict(), directory / f"tiny-esrgan-{scale}x.safetensors")
 
 
 def write_tiny_face_restorer(models_dir: Path, seed: int = 0) -> Path:
@@ -353,7 +360,7 @@ def write_tiny_face_restorer(models_dir: Path, seed: int = 0) -> Path:
         head_size=8,
     )
     folder = Path(models_dir) / FACE_RESTORER_FOLDERS[0]
-    return _save(model.state_dict(), folder / "tiny-restoreformer.safetensors")
+    return save_weights(model.state_dict(), folder / "tiny-restoreformer.safetensors")
 
 
 CONTROLNET_FOLDER = "ControlNet"
@@ -393,7 +400,7 @@ def write_tiny_controlnet(model_dir: Path, seed: int = 0) -> Path:
     state = controlnet.state_dict()
     weights = state if sdxl else controlnet_to_ldm(state, controlnet.config)
     path = model_dir.parent / CONTROLNET_FOLDER / f"{model_dir.name}-controlnet.safetensors"
-    _save(weights, path)
+    save_weights(weights, path)
     sidecar = path.with_name(path.stem + SIDECAR_SUFFIX)
     sidecar.mkdir(exist_ok=True)
     controlnet.save_config(sidecar)
@@ -449,7 +456,7 @@ def write_tiny_ip_adapter(model_dir: Path, seed: int = 0) -> Path:
                 projection_dim=TINY_IMAGE_EMBED,
             )
             CLIPVisionModelWithProjection(config).save_pretrained(encoder_dir)
-    return _save(weights, folder / f"{model_dir.name}-ipadapter.safetensors")
+    return save_weights(weights, folder / f"{model_dir.name}-ipadapter.safetensors")
 
 
 def controlnet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
@@ -548,7 +555,7 @@ def write_tiny_captioner(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def _save(
+def save_weights(
     weights: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> Path:
     path = Path(path)
