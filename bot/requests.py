@@ -133,7 +133,10 @@ def style_reference_flags(options: ImagineOptions) -> tuple[str | None, float | 
 
 
 def build_request(
-    options: ImagineOptions, defaults: Defaults = Defaults(), preset: Preset | None = None
+    options: ImagineOptions,
+    defaults: Defaults = Defaults(),
+    preset: Preset | None = None,
+    model_defaults: Callable[[str | None], Defaults] | None = None,
 ) -> RenderRequest:
     """Validate the options and the prompt's inline flags and fill the gaps; the seed is made
     concrete so a re-run is the same.
@@ -142,9 +145,10 @@ def build_request(
     ``size``); each such conflict becomes a note. What both leave out comes from ``preset``,
     then ``defaults``. Without a size the model's native one is used (512 for SD1.5, 1024
     for SDXL...). ``--repeat`` is for :func:`build_requests`, and ``--preset`` for a caller
-    that looks the preset up: without one, each only adds a note.
+    that looks the preset up: without one, each only adds a note. ``model_defaults``: as
+    for :func:`build_requests`.
     """
-    request, flags = _build(options, defaults, preset)
+    request, flags = _build(options, defaults, preset, model_defaults)
     notes = list(request.notes)
     if (flags.repeat or 1) > 1:
         notes.append(f"--repeat {flags.repeat} is for /imagine only; this rendered once")

@@ -24,6 +24,28 @@ from inference.types import RenderInputError
 from inference.validation import RenderLimits
 
 
+def model_defaults(
+    registry: ModelRegistry,
+    name: str | None,
+    default_model: str | None,
+    fallback: Defaults,
+    max_steps: int,
+) -> Defaults:
+    """The request defaults for model ``name`` (None: ``default_model``, else the first
+    installed): its family's steps, CFG and sampler where it has them (Flux schnell's 4
+    steps), at most ``max_steps``; else ``fallback``. An unknown name gets ``fallback``
+    too, and is refused later in its own words. Every caller that builds requests (slash
+    commands, /describe's buttons, ``easel render``) goes through this."""
+    try:
+        entry = registry.resolve(name, default_model)
+    except RenderInputError:
+        return fallback
+    family = FAMILY_DEFAULTS.get(checkpoint_family(entry))
+    if family is None:
+        return fallback
+    return Defaults(steps=min(family.steps, max_steps), cfg=family.cfg, sampler=family.sampler)
+
+
 @dataclass(frozen=True)
 class Services:
     history: History
@@ -70,19 +92,10 @@ class Services:
         return Defaults(steps=min(Defaults.steps, self.limits.max_steps))
 
     def model_defaults(self, name: str | None, default_model: str | None) -> Defaults:
-        """The request defaults for model ``name`` (None: ``default_model``, else the first
-        installed): its family's steps, CFG and sampler where it has them (Flux schnell's
-        4 steps), under this server's step ceiling; else :attr:`request_defaults`. An unknown
-        name gets those too, and is refused later in its own words."""
-        try:
-            entry = self.registry.resolve(name, default_model)
-        except RenderInputError:
-            return self.request_defaults
-        family = FAMILY_DEFAULTS.get(checkpoint_family(entry))
-        if family is None:
-            return self.request_defaults
-        return Defaults(
-            steps=min(family.steps, self.limits.max_steps), cfg=family.cfg, sampler=family.sampler
+        """:func:`model_defaults` under this server's step ceiling, falling back to
+        :attr:`request_defaults`."""
+        return model_defaults(
+            self.registry, name, default_model, self.request_defaults, self.limits.max_steps
         )
 
     def model_names(self) -> list[str]:

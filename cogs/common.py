@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
@@ -15,7 +15,7 @@ from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.guild import NsfwPolicy
 from bot.presets import Preset, over_saved_settings
-from bot.requests import ImagineOptions, build_requests, preset_named
+from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
 from inference.types import RenderRequest
@@ -115,20 +115,30 @@ async def requests_for_member(
         if preset_name
         else None
     )
-    default_model = (
-        None
-        if interaction.guild_id is None
-        else (await services.guild_policy.settings(interaction.guild_id)).default_model
-    ) or services.default_model
     # Off the loop: the model's family is read from its file's header (once per version).
     requests = await asyncio.to_thread(
         build_requests,
         options,
         services.request_defaults,
         over_saved_settings(chosen, personal),
-        lambda model: services.model_defaults(model, default_model),
+        await model_defaults_for(interaction),
     )
     return MemberRequests(requests, chosen, personal.private_results)
+
+
+async def model_defaults_for(
+    interaction: discord.Interaction[Any],
+) -> Callable[[str | None], Defaults]:
+    """The request defaults by model name where ``interaction`` happens: the model's family's
+    (Flux schnell: 4 steps), the default model being this server's, else the bot's. What it
+    returns reads file headers: call that from a worker thread."""
+    services = services_of(interaction)
+    default_model = (
+        None
+        if interaction.guild_id is None
+        else (await services.guild_policy.settings(interaction.guild_id)).default_model
+    ) or services.default_model
+    return lambda model: services.model_defaults(model, default_model)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ keep working after a restart without storing anything.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any, Self
@@ -18,7 +19,7 @@ from discord.ext import commands
 from bot.presets import over_saved_settings
 from bot.requests import ImagineOptions, build_request
 from bot.user_errors import UserError
-from cogs.common import services_of, submit_from_interaction
+from cogs.common import model_defaults_for, services_of, submit_from_interaction
 from cogs.errors import report_error
 from cogs.info import read_attachment
 from inference.describe import MAX_WAITING, Captioner, CaptionerBusy
@@ -75,10 +76,13 @@ class ImagineSuggestionButton(
                 raise UserError("That suggestion is gone; run /describe again.")
             services = services_of(interaction)
             personal = await services.member_settings.get(interaction.user.id)
-            request = build_request(
+            # Off the loop: the model's family is read from its file's header.
+            request = await asyncio.to_thread(
+                build_request,
                 ImagineOptions(prompt=prompt),
                 services.request_defaults,
                 over_saved_settings(None, personal),
+                await model_defaults_for(interaction),
             )
             await submit_from_interaction(
                 interaction, "imagine", request, private=personal.private_results

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from inference.flow_detect import UnknownSD3Variant, flow_family_from_tensors
-from inference.flow_families import checkpoint_tensor_names, load_flow_single_file
+from inference.flow_families import checkpoint_tensor_names, load_flow_single_file, part_files
 from inference.metadata import FAMILY_MARKERS, UNET_INPUT_CONV
 from inference.pickles import pickled_state_dict
 from inference.registry import PICKLE_SUFFIXES, SIDECAR_SUFFIX, ModelEntry
@@ -86,17 +86,35 @@ def _flow_family(checkpoint: Path, sidecar: Path) -> str | None:
         ) from error
 
 
+def flow_config(entry: ModelEntry) -> Path | None:
+    """The config folder of an SD3.5/Flux file (its sidecar folder, else the shipped one of
+    its family); None for any other model."""
+    if entry.format not in ("safetensors", "gguf"):
+        return None
+    sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
+    flow = _flow_family(entry.path, sidecar)
+    if flow is None:
+        return None
+    return sidecar if sidecar.is_dir() else CONFIGS_DIR / flow
+
+
+def split_part_files(entry: ModelEntry) -> dict[str, tuple[str, Path]]:
+    """The separate files the loader reads an SD3.5/Flux file's missing parts from (a split
+    release's T5, CLIP and VAE), by component; empty for any other model. Headers only."""
+    config = flow_config(entry)
+    return {} if config is None else part_files(entry.path, config)
+
+
 def load_single_file(entry: ModelEntry, dtype: torch.dtype) -> Any:
     """Load a single-file checkpoint as a diffusers pipeline, without touching the network.
 
     The config comes from a sidecar folder ``<stem>.config/`` next to the file when there is
     one (which may also hold its own tokenizer folders), else from the detected family.
     """
+    flow = flow_config(entry)
+    if flow is not None:
+        return load_flow_single_file(entry, flow, dtype)
     sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
-    if entry.format in ("safetensors", "gguf") and (flow := _flow_family(entry.path, sidecar)):
-        return load_flow_single_file(
-            entry, sidecar if sidecar.is_dir() else CONFIGS_DIR / flow, dtype
-        )
     if entry.format == "gguf":
         raise RenderInputError(
             f"{entry.path.name} is not an SD3 or Flux transformer: Easel reads .gguf files in "

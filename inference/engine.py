@@ -31,6 +31,7 @@ from inference.devices import default_dtype
 from inference.image_prompts import check_image_prompt_models, image_prompt
 from inference.images import load_input_image
 from inference.limits import MAX_BATCH_IMAGES
+from inference.metadata import latent_channels_of
 from inference.model_cache import LoadedModel, ModelCache, load_pipeline, native_size
 from inference.passes.denoise import Denoiser, PassTools, fast_preset_for
 from inference.passes.faces import check_faces, check_faces_model, faces_of_picture
@@ -186,11 +187,13 @@ class Engine:
             return faces_of_picture(
                 request, progress, cancel, self.tools, default_model=self.default_model
             )
-        vae_file(self.registry, request)  # an unknown VAE name is refused before any model loads
+        entry = self.registry.resolve(request.model, self.default_model)
+        # An unknown VAE, or one of the other family (by both files' headers), is refused
+        # before any model loads.
+        vae_file(self.registry, request, latent_channels_of(entry))
         check_faces(request, self.registry)  # an unknown face restorer too
         check_controls(control_units(request.options), self.registry.models_dir)
         check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
-        entry = self.registry.resolve(request.model, self.default_model)
         request = self._sized(outpainted(request), entry)
         jobs = self._image_jobs(request)
         inputs = load_inputs(request, jobs[0].seed)
@@ -236,13 +239,13 @@ class Engine:
             )
         if requests[0].mode != "txt2img":
             return [self.render(request, progress, cancel) for request in requests]
+        entry = self.registry.resolve(requests[0].model, self.default_model)
         for request in requests:
             validate_request(request)
-            vae_file(self.registry, request)
+            vae_file(self.registry, request, latent_channels_of(entry))
             check_controls(control_units(request.options), self.registry.models_dir)
             check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
             check_faces(request, self.registry)
-        entry = self.registry.resolve(requests[0].model, self.default_model)
         requests = [self._sized(request, entry) for request in requests]
         jobs_per_request = [self._image_jobs(request) for request in requests]
         raise_if_cancelled(cancel)

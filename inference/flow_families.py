@@ -236,11 +236,13 @@ def load_flow_single_file(entry: ModelEntry, config: Path, dtype: torch.dtype) -
         for name, pad in clip.items()
         if name != t5_tokenizer and not (config / name).is_dir()
     }
-    root = models_root(entry.path)
     if not (config / t5_tokenizer).is_dir():
-        tokenizers[t5_tokenizer] = load_t5_tokenizer(root, entry.path.name)
+        tokenizers[t5_tokenizer] = load_t5_tokenizer(models_root(entry.path), entry.path.name)
     # Missing parts are refused before the big transformer loads.
-    parts = separate_parts(entry.path, components, config, root, dtype)
+    parts = {
+        component: _load_part(part, path, config, component, dtype)
+        for component, (part, path) in part_files(entry.path, config).items()
+    }
     given = {"transformer": load_flow_transformer(entry.path, config, dtype), **tokenizers, **parts}
     if set(components.values()) <= set(parts):
         # A transformer alone (split files, GGUF): nothing more to read from it.
@@ -289,18 +291,16 @@ def part_components(index: Mapping[str, Any]) -> dict[str, str]:
     return {"CLIP-L": "text_encoder", "T5": "text_encoder_2", "VAE": "vae"}
 
 
-def separate_parts(
-    checkpoint: Path,
-    components: Mapping[str, str],
-    config: Path,
-    models_dir: Path,
-    dtype: torch.dtype,
-) -> dict[str, Any]:
-    """The components ``checkpoint`` lacks, each read from its own file under the models
-    folder (the first whose tensors fit the config); one sentence for a part not found."""
+def part_files(checkpoint: Path, config: Path) -> dict[str, tuple[str, Path]]:
+    """For each component ``checkpoint`` lacks (a split release's transformer alone), its
+    part (``T5``, ``CLIP-L``, ``VAE``...) and the file it is read from: the first under the
+    models folder whose tensors fit ``config`` (headers only; ``easel doctor`` counts them
+    too). One sentence for a part not found."""
+    index: dict[str, Any] = json.loads((config / "model_index.json").read_text())
     names = checkpoint_tensor_names(checkpoint)
-    loaded: dict[str, Any] = {}
-    for part, component in components.items():
+    models_dir = models_root(checkpoint)
+    found: dict[str, tuple[str, Path]] = {}
+    for part, component in part_components(index).items():
         if any(name in names for name in _PARTS[part]):
             continue
         folders = VAE_FOLDERS if part == "VAE" else (PART_FOLDERS[part],)
@@ -311,8 +311,8 @@ def separate_parts(
                 f"{models_dir / folders[0]}/: put one there, or use an all-in-one file or a "
                 "diffusers folder"
             )
-        loaded[component] = _load_part(part, path, config, component, dtype)
-    return loaded
+        found[component] = (part, path)
+    return found
 
 
 def _width(config: Path, part: str) -> int:

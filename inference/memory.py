@@ -28,7 +28,7 @@ import dataclasses
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,9 +218,16 @@ def peak_bytes(
     return weights + max(denoising, decoding)
 
 
-def model_memory(entry: ModelEntry, item_size: int, quantize: bool) -> ModelMemory:
+def model_memory(
+    entry: ModelEntry,
+    item_size: int,
+    quantize: bool,
+    part_files: Mapping[str, tuple[str, Path]] | None = None,
+) -> ModelMemory:
     """``entry``'s memory figures when its float weights run at ``item_size`` bytes a value
-    (``quantize``: under EASEL_QUANTIZE int8/fp8)."""
+    (``quantize``: under EASEL_QUANTIZE int8/fp8). ``part_files``: the files of the parts a
+    split release's transformer is loaded with, by component, each with its part (``T5``,
+    ``VAE``...), as ``inference.checkpoints.split_part_files`` gives them."""
     if entry.format == "pickle":
         return ModelMemory(entry.name, (), DEFAULT_NATIVE_SIDE, 0, (entry.path.name,))
     if entry.format == "diffusers":
@@ -234,7 +241,10 @@ def model_memory(entry: ModelEntry, item_size: int, quantize: bool) -> ModelMemo
     unet = any(name.endswith("input_blocks.0.0.weight") for name in names)
     denoiser_name = "unet" if unet else "transformer"
     parts = {denoiser_name if k == "denoiser" else k: v for k, v in split.items()}
-    quantized = {denoiser_name, _SINGLE_FILE_T5} if quantize else set()
+    separate = part_files or {}
+    parts |= {component: file_tensors(path) for component, (_, path) in separate.items()}
+    t5 = {component for component, (part, _) in separate.items() if part == "T5"}
+    quantized = {denoiser_name, _SINGLE_FILE_T5, *t5} if quantize else set()
     components = _components(sorted(parts.items()), item_size, quantized)
     try:
         flux = (flow_family_from_tensors(names) or "").startswith("flux")

@@ -67,6 +67,10 @@ _BASE_MODELS = (
 )
 UNKNOWN = "unknown"
 MAX_TRIGGER_WORDS = 5
+# The families whose VAE decodes 16 latent channels, and those whose VAE decodes 4 (as
+# tensors, configs or metadata tell them; a modelspec's bare "FLUX" is neither: unknown).
+_FLOW_LABELS = frozenset({*FLOW_FAMILY_NAMES.values(), SD3_LABEL})
+_SD_LABELS = frozenset(FAMILY_NAMES.values()) - _FLOW_LABELS
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,16 @@ def checkpoint_family(entry: ModelEntry) -> str:
     except (OSError, ValueError) as error:
         log.info("cannot read %s for its family: %s", entry.path, error)
     return UNKNOWN
+
+
+def latent_channels_of(entry: ModelEntry) -> int | None:
+    """The latent channels ``entry``'s VAE decodes, from its family (header only, cached):
+    16 for SD3 and Flux, 4 for the SD families, None when the family is unknown (its
+    loading tells)."""
+    family = checkpoint_family(entry)
+    if family in _FLOW_LABELS:
+        return 16
+    return 4 if family in _SD_LABELS else None
 
 
 def family_from_tensors(header: dict[str, Any]) -> str | None:

@@ -154,15 +154,22 @@ def _memory_checks(
 ) -> Iterator[Check]:
     """Each model's weights per component (from file headers), at the dtype it runs in, its
     estimated peak for one 2x2 grid (``inference.memory``), and whether that fits each GPU."""
+    from inference.checkpoints import split_part_files
     from inference.devices import default_dtype, free_device_bytes
     from inference.memory import gguf_quantization, model_memory
+    from inference.types import RenderInputError
 
     dtype = default_dtype(devices[0])
     free = {d: b for d in devices if (b := free_device_bytes(d)) is not None}
     for name, entry in sorted(registry.loadable().items()):
         try:
-            memory = model_memory(entry, dtype.itemsize, settings.quantize != "off")
+            # A split release's transformer counts with the parts its loading would read.
+            parts = split_part_files(entry)
+            memory = model_memory(entry, dtype.itemsize, settings.quantize != "off", parts)
             gguf = gguf_quantization(entry)
+        except RenderInputError as error:
+            yield Check(f"memory {name}", False, str(error))
+            continue
         except (OSError, ValueError, KeyError) as error:
             yield Check(f"memory {name}", False, f"cannot read {entry.path.name}: {error}")
             continue

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from bot.cli.control import ControlUsageError, add_control_options, control_units_from_args
 from bot.redaction import redact_url
-from bot.requests import ImagineOptions, RequestError, build_request, resolve_seed
+from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
 from inference.image_prompts import IMAGE_PROMPT_MODES
 from inference.types import RenderRequest
@@ -235,9 +235,14 @@ def _faces_options(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def render_request(args: argparse.Namespace, base: RenderRequest | None = None) -> RenderRequest:
+def render_request(
+    args: argparse.Namespace,
+    base: RenderRequest | None = None,
+    model_defaults: Callable[[str | None], Defaults] | None = None,
+) -> RenderRequest:
     """``easel render``'s arguments as a checked request (no model, no torch); the options
-    given override ``base`` (the settings of ``--infotext``)."""
+    given override ``base`` (the settings of ``--infotext``). ``model_defaults``: what fills
+    the steps, CFG and sampler nobody gave, by model (Flux schnell's 4 steps)."""
     from inference.control_units import with_control_units
     from inference.image_prompts import ImagePrompt, with_image_prompt
     from inference.images import load_input_image
@@ -263,7 +268,8 @@ def render_request(args: argparse.Namespace, base: RenderRequest | None = None) 
                 # Absent rather than False, so a --fast typed in the prompt still counts.
                 fast=args.fast or base.fast or None,
                 schedule_type=args.schedule_type,
-            )
+            ),
+            model_defaults=model_defaults,
         )
         variation_seed = _first_given(args.variation_seed, base.variation_seed)
         changes: dict[str, object] = {
@@ -372,13 +378,27 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     from inference.types import RenderInputError
 
     base = None if args.infotext is None else infotext_settings(args.infotext, settings)
-    request = render_request(args, base)
+    request = render_request(args, base, _model_defaults(settings))
     try:
         check_controls(control_units(request.options), settings.models_dir)
         check_image_prompt_models(image_prompt(request.options), settings.models_dir)
     except RenderInputError as error:
         raise UsageError(str(error)) from None
     return _render_and_write(request, settings, args.out)
+
+
+def _model_defaults(settings: Settings) -> Callable[[str | None], Defaults]:
+    """The request defaults by model name, as the bot's: the model's family's, else the
+    usual ones, under this setup's step ceiling."""
+    from bot.services import model_defaults
+    from inference.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
+    max_steps = settings.render_limits.max_steps
+    fallback = Defaults()
+    return lambda model: model_defaults(
+        registry, model, settings.default_model, fallback, max_steps
+    )
 
 
 def cmd_upscale(args: argparse.Namespace, settings: Settings) -> int:

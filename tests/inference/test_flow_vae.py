@@ -18,7 +18,8 @@ from inference.engine import Engine
 from inference.flow_tiny import build_tiny_flow_pipeline
 from inference.infotext import parse_infotext
 from inference.ldm_export import vae_to_ldm
-from inference.metadata import vae_latent_channels
+from inference.metadata import latent_channels_of, vae_latent_channels
+from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_model, write_tiny_vae
 from inference.types import RenderInputError, RenderRequest
 
@@ -62,6 +63,9 @@ def render(engine: Engine, model: str, **options: Any) -> tuple[np.ndarray, dict
 def test_the_header_tells_the_latent_channels(models: Path) -> None:
     assert vae_latent_channels(models / "vae" / "sd-vae.safetensors") == 4
     assert vae_latent_channels(models / "vae" / "sd3-ae.safetensors") == 16
+    # What the engine compares them with before loading: the model's family, from its files.
+    entries = ModelRegistry(models).scan()
+    assert (latent_channels_of(entries["sd"]), latent_channels_of(entries["sd3"])) == (4, 16)
 
 
 @pytest.mark.parametrize(
@@ -81,12 +85,18 @@ def test_the_header_tells_the_latent_channels(models: Path) -> None:
         ),
     ],
 )
-def test_a_vae_of_the_other_family_is_refused(
-    engine: Engine, model: str, vae: str, refusal: str
+def test_a_vae_of_the_other_family_is_refused_before_the_model_loads(
+    engine: Engine, model: str, vae: str, refusal: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    loads: list[object] = []
+    monkeypatch.setattr(engine.models, "load", loads.append)
     with pytest.raises(RenderInputError) as refused:
         render(engine, model, vae=vae)
     assert str(refused.value) == refusal
+    with pytest.raises(RenderInputError) as refused_in_a_batch:
+        engine.render_batch([RenderRequest("a cat", model=model, options={"vae": vae})])
+    assert str(refused_in_a_batch.value) == refusal
+    assert loads == []  # both files' headers told: no model was read for a refusal
 
 
 def test_an_sd3_model_renders_with_a_16_channel_vae_override(engine: Engine, models: Path) -> None:

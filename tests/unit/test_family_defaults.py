@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.presets import Preset, over_saved_settings
-from bot.requests import Defaults, ImagineOptions, build_requests
+from bot.requests import Defaults, ImagineOptions, build_request, build_requests
 from db.user_settings import UserSettings
 from inference.flow_detect import FAMILY_DEFAULTS
 from inference.metadata import checkpoint_family
@@ -57,6 +57,16 @@ def test_anything_chosen_beats_the_family(
     prompt: str, options: dict[str, Any], preset: Preset | None, expected: tuple[object, ...]
 ) -> None:
     assert built(prompt, preset, **options) == expected
+
+
+def test_a_single_request_takes_the_family_too() -> None:
+    """/describe's buttons and ``easel render`` build one request, not a --repeat list."""
+    request = build_request(ImagineOptions(prompt="a cat"), SERVER, None, defaults_by_model)
+    assert (request.steps, request.cfg_scale, request.sampler) == (4, 1.0, "Euler")
+    request = build_request(
+        ImagineOptions(prompt="a cat --model sd"), SERVER, None, defaults_by_model
+    )
+    assert (request.steps, request.cfg_scale, request.sampler) == (20, 7.0, "Euler a")
 
 
 def test_saved_settings_beat_the_family() -> None:
