@@ -22,7 +22,6 @@ from diffusers import (
 )
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     T5Config,
@@ -33,7 +32,6 @@ from transformers import (
 FlowFamily = Literal["sd3", "flux", "flux-schnell"]
 FLOW_FAMILIES: tuple[FlowFamily, ...] = ("sd3", "flux", "flux-schnell")
 
-_CLIP_BOS_ID, _CLIP_EOS_ID = 49406, 49407
 TINY_CLIP_HIDDEN = 32
 # SD3's CLIP-G is wider than its CLIP-L; single-file loaders tell them apart by it.
 TINY_CLIP_G_HIDDEN = 48
@@ -73,19 +71,9 @@ def tiny_t5_tokenizer() -> T5Tokenizer:
 
 
 def _clip_encoder(projection: bool, hidden: int = TINY_CLIP_HIDDEN) -> Any:
-    config = CLIPTextConfig(
-        vocab_size=_CLIP_EOS_ID + 1,
-        hidden_size=hidden,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=hidden,
-        bos_token_id=_CLIP_BOS_ID,
-        eos_token_id=_CLIP_EOS_ID,
-        pad_token_id=_CLIP_EOS_ID,
-        hidden_act="gelu" if projection else "quick_gelu",
-    )
+    from inference.tiny import tiny_text_config
+
+    config = tiny_text_config(hidden, projection, "gelu" if projection else "quick_gelu")
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
 

@@ -73,7 +73,10 @@ def load_clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
     )
 
 
-def _tiny_text_config(hidden_size: int, with_projection: bool) -> CLIPTextConfig:
+def tiny_text_config(
+    hidden_size: int, with_projection: bool, hidden_act: str = "quick_gelu"
+) -> CLIPTextConfig:
+    """A tiny CLIP text encoder's config over the shipped CLIP vocabulary."""
     return CLIPTextConfig(
         vocab_size=CLIP_EOS_ID + 1,
         hidden_size=hidden_size,
@@ -85,7 +88,7 @@ def _tiny_text_config(hidden_size: int, with_projection: bool) -> CLIPTextConfig
         bos_token_id=CLIP_BOS_ID,
         eos_token_id=CLIP_EOS_ID,
         pad_token_id=CLIP_EOS_ID,
-        hidden_act="quick_gelu",
+        hidden_act=hidden_act,
     )
 
 
@@ -150,7 +153,7 @@ def build_tiny_pipeline(family: Family = "sd15", inpainting: bool = False, seed:
         torch.manual_seed(seed)
         unet = _tiny_unet(family, inpainting)
         vae = _tiny_vae()
-        text_encoder = CLIPTextModel(_tiny_text_config(TINY_TEXT_HIDDEN, with_projection=False))
+        text_encoder = CLIPTextModel(tiny_text_config(TINY_TEXT_HIDDEN, with_projection=False))
         scheduler = EulerAncestralDiscreteScheduler.from_config(SD_SCHEDULER_CONFIG)
         if family == "sd15":
             sd_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
@@ -165,7 +168,7 @@ def build_tiny_pipeline(family: Family = "sd15", inpainting: bool = False, seed:
                 requires_safety_checker=False,
             )
         text_encoder_2 = CLIPTextModelWithProjection(
-            _tiny_text_config(TINY_TEXT_2_HIDDEN, with_projection=True)
+            tiny_text_config(TINY_TEXT_2_HIDDEN, with_projection=True)
         )
         if family == "sdxl-refiner":
             return StableDiffusionXLImg2ImgPipeline(
