@@ -4,6 +4,7 @@ allowed, read weights-only): family detection and loading with the configs shipp
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,7 @@ def _names_and_input_channels(checkpoint: Path) -> tuple[set[str], int | None]:
 def detect_family(checkpoint: Path) -> str:
     """The shipped config folder that fits ``checkpoint``, read from tensor names and shapes."""
     names, in_channels = _names_and_input_channels(checkpoint)
-    try:
-        flow = flow_family_from_tensors(names)
-    except UnknownSD3Variant as error:
-        raise RenderInputError(
-            f"{checkpoint.name} is {error}; put a diffusers config folder next to it as "
-            f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
-        ) from error
+    flow = _flow_family(checkpoint, names, has_sidecar=False)
     if flow is not None:
         return flow
     if in_channels is None:
@@ -72,13 +67,13 @@ def detect_family(checkpoint: Path) -> str:
     return family
 
 
-def _flow_family(checkpoint: Path, sidecar: Path) -> str | None:
-    """The shipped config folder of an SD3.5/Flux file (``sd3`` for an SD3 of another size,
-    which its sidecar folder configures), or None for SD/SDXL files."""
+def _flow_family(checkpoint: Path, names: Collection[str], has_sidecar: bool) -> str | None:
+    """The shipped config folder of an SD3.5/Flux file with these tensor ``names`` (``sd3``
+    for an SD3 of another size, which its sidecar folder configures), or None for SD/SDXL."""
     try:
-        return flow_family_from_tensors(checkpoint_tensor_names(checkpoint))
+        return flow_family_from_tensors(names)
     except UnknownSD3Variant as error:
-        if sidecar.is_dir():
+        if has_sidecar:
             return "sd3"
         raise RenderInputError(
             f"{checkpoint.name} is {error}; put a diffusers config folder next to it as "
@@ -92,7 +87,7 @@ def flow_config(entry: ModelEntry) -> Path | None:
     if entry.format not in ("safetensors", "gguf"):
         return None
     sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
-    flow = _flow_family(entry.path, sidecar)
+    flow = _flow_family(entry.path, checkpoint_tensor_names(entry.path), sidecar.is_dir())
     if flow is None:
         return None
     return sidecar if sidecar.is_dir() else CONFIGS_DIR / flow
