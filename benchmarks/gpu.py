@@ -52,7 +52,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import aiosqlite
 import diffusers
@@ -88,7 +88,6 @@ MODEL_NAME = "random"
 SD15_IT_S_GOAL_RATIO = 2.5
 SD15_GRID_GOAL_SPEEDUP = 2.0
 SDXL_GRID_GOAL_S = 4.5
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)

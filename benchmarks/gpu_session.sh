@@ -15,7 +15,7 @@
 # 5. sdxl            SDXL 1024², 30 steps: plain against Easel; the <= 4.5 s grid goal
 #
 # Compiling every batch size in the background does not fit a lease (79 s for one UNet and one
-# decoder shape on an H200), so step 3 compiles batch 1 only and the others run eager.
+# decoder shape on an H200), so step 4 compiles batch 1 only and the others run eager.
 # Writes NAME.json (each step's JSON), steps.log (their stderr) and summary.txt (exit codes).
 set -uo pipefail
 

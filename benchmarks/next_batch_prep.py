@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from benchmarks.prompts import PROMPT as LONG_PROMPT
+from benchmarks.prompts import median_ms
 from inference.noise import generator_after_initial_noise, initial_noise
 from inference.passes.jobs import image_jobs
 from inference.prompts import WildcardLibrary
@@ -39,15 +37,6 @@ PROMPTS = {
     "wildcards": f"a __colour__ __animal__, {LONG_PROMPT}",
 }
 LATENTS = {"sd15": (512, (1, 4, 64, 64)), "sdxl": (1024, (1, 4, 128, 128))}
-
-
-def median_ms(action: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return round(1000 * statistics.median(times), 3)
 
 
 def batch_parts(

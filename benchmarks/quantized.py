@@ -23,11 +23,10 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, get_args
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for benchmarks.gpu and tests
 
-from benchmarks.gpu import Family, peak_memory_mib, release_memory, write_model
+from benchmarks.gpu import NATIVE_SIZES, Family, peak_memory_mib, release_memory, write_model
+from benchmarks.timing import synchronize
 from inference.devices import default_dtype
 from inference.engine import Engine
 from inference.memory import model_memory
@@ -74,11 +73,6 @@ def measure_mode(models_dir: Path, mode: str, request: RenderRequest, device: st
     return report
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 def benchmark(
     family: Family, scratch: Path, device: str, size: int, steps: int, tiny: bool
 ) -> dict[str, Any]:
@@ -99,7 +93,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (smoke runs)")
     args = parser.parse_args()
-    size = args.size or (1024 if args.family == "sdxl" else 512)
+    size = args.size or NATIVE_SIZES[args.family]
     with TemporaryDirectory() as scratch:
         report = benchmark(args.family, Path(scratch), args.device, size, args.steps, args.tiny)
     print(json.dumps({"family": args.family, "size": size, **report}, indent=1))
