@@ -188,12 +188,7 @@ class Engine:
                 request, progress, cancel, self.tools, default_model=self.default_model
             )
         entry = self.registry.resolve(request.model, self.default_model)
-        # An unknown VAE, or one of the other family (by both files' headers), is refused
-        # before any model loads.
-        vae_file(self.registry, request, latent_channels_of(entry))
-        check_faces(request, self.registry)  # an unknown face restorer too
-        check_controls(control_units(request.options), self.registry.models_dir)
-        check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
+        self._check_inputs(request, latent_channels_of(entry))
         request = self._sized(outpainted(request), entry)
         jobs = self._image_jobs(request)
         inputs = load_inputs(request, jobs[0].seed)
@@ -240,12 +235,10 @@ class Engine:
         if requests[0].mode != "txt2img":
             return [self.render(request, progress, cancel) for request in requests]
         entry = self.registry.resolve(requests[0].model, self.default_model)
+        latent_channels = latent_channels_of(entry)
         for request in requests:
             validate_request(request)
-            vae_file(self.registry, request, latent_channels_of(entry))
-            check_controls(control_units(request.options), self.registry.models_dir)
-            check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
-            check_faces(request, self.registry)
+            self._check_inputs(request, latent_channels)
         requests = [self._sized(request, entry) for request in requests]
         jobs_per_request = [self._image_jobs(request) for request in requests]
         raise_if_cancelled(cancel)
@@ -295,6 +288,15 @@ class Engine:
             validate_request(request)
         self._check_limits(request)
         return request
+
+    def _check_inputs(self, request: RenderRequest, latent_channels: int | None) -> None:
+        """The files ``request`` names, refused before any model loads: an unknown VAE or
+        one of the other family (by both files' headers), face restorer, ControlNet or
+        IP-Adapter."""
+        vae_file(self.registry, request, latent_channels)
+        check_faces(request, self.registry)
+        check_controls(control_units(request.options), self.registry.models_dir)
+        check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
 
     def _check_limits(self, request: RenderRequest) -> None:
         refusal = self.limits.refusal(request)

@@ -72,7 +72,6 @@ def finish_faces(
     options = FaceOptions.from_options(request.options)
     if not options.wanted:
         return images, {}
-    check_faces_model(model, request)
     detector = face_detector(tools.registry.models_dir)
     # Found once on the picture as made: a re-rendered face stays where it was.
     faces = [detector.detect(image, options.confidence) for image in images]

@@ -62,21 +62,28 @@ def vae_file(
     files = registry.network_files("vae")
     # The web UI records the file name (``VAE: x.safetensors``); both spellings work.
     path = files.get(str(name)) or files.get(Path(str(name)).stem)
-    fitting = (
-        files
-        if latent_channels is None
-        else {stem: p for stem, p in files.items() if _vae_fits(p, latent_channels)}
-    )
-    available = ", ".join(sorted(fitting)) or "none (put .safetensors files in models/vae)"
     if path is None:
-        raise RenderInputError(f"unknown VAE {name!r}; available: {available}")
+        raise RenderInputError(
+            f"unknown VAE {name!r}; available: {_fitting_vaes(files, latent_channels)}"
+        )
     if latent_channels is not None and not _vae_fits(path, latent_channels):
         kind = _VAE_FAMILIES.get(latent_channels, "another family")
         raise RenderInputError(
             f"VAE {path.name} is for {_vae_kind(vae_latent_channels(path))} models and this "
-            f"model takes a {latent_channels}-channel VAE ({kind}); choose one of: {available}"
+            f"model takes a {latent_channels}-channel VAE ({kind}); choose one of: "
+            f"{_fitting_vaes(files, latent_channels)}"
         )
     return path
+
+
+def _fitting_vaes(files: dict[str, Path], latent_channels: int | None) -> str:
+    """The VAE names a refusal offers: those of the model's kind (all when unknown)."""
+    fitting = [
+        stem
+        for stem, path in files.items()
+        if latent_channels is None or _vae_fits(path, latent_channels)
+    ]
+    return ", ".join(sorted(fitting)) or "none (put .safetensors files in models/vae)"
 
 
 def _vae_kind(channels: int | None) -> str:
