@@ -131,7 +131,7 @@ class ImagineCog(commands.Cog):
         sref_strength: app_commands.Range[float, 0.0, MAX_IMAGE_PROMPT_WEIGHT] | None = None,
     ) -> None:
         options = ImagineOptions(
-            prompt=with_lora(interaction, prompt, lora),
+            prompt=await with_lora(interaction, prompt, lora),
             negative=negative,
             seed=seed,
             steps=steps,

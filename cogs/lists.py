@@ -26,7 +26,7 @@ from cogs.errors import report_error
 from inference.memory import gguf_quantization
 from inference.metadata import checkpoint_family, network_info
 from inference.prompts import WildcardLibrary
-from inference.registry import ModelEntry
+from inference.registry import ModelEntry, NetworkKind
 
 PAGE_SIZE = 10
 MAX_SEARCH_CHARS = 50  # leaves room for the rest of a page button's custom_id (100 at most)
@@ -101,8 +101,10 @@ async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[
         names = [] if folder is None else await asyncio.to_thread(WildcardLibrary(folder).names)
         rows = [Listed(name, f"`__{name}__`") for name in names]
     else:
-        files = registry.network_files("lora" if kind is ListKind.LORAS else "embedding")
-        cards = await asyncio.to_thread(lambda: {n: network_info(p) for n, p in files.items()})
+        network_kind: NetworkKind = "lora" if kind is ListKind.LORAS else "embedding"
+        cards = await asyncio.to_thread(
+            lambda: {n: network_info(p) for n, p in registry.network_files(network_kind).items()}
+        )
         rows = []
         for name, card in cards.items():
             shown = f"`{lora_tag(name)}`" if kind is ListKind.LORAS else f"`{name}`"
@@ -195,11 +197,13 @@ async def lora_choices(
     ]
 
 
-def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: str | None) -> str:
+async def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: str | None) -> str:
     """``prompt`` with the picked LoRA's tag at its end (an unknown name is refused)."""
     if lora is None:
         return prompt
-    if lora not in services_of(interaction).registry.network_files("lora"):
+    # Off the loop: the LoRA folders are walked for it.
+    installed = await asyncio.to_thread(services_of(interaction).registry.network_files, "lora")
+    if lora not in installed:
         raise UserError(f"There is no LoRA named {lora!r}; `/loras` lists the installed ones.")
     return f"{prompt} {lora_tag(lora)}"
 

@@ -348,7 +348,9 @@ class FixFacesButton(
         return "Fix faces", "🙂"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        self.restore = bool(services_of(interaction).registry.face_restorer_files())
+        # Off the loop: the restorer folders are walked for it.
+        installed = await asyncio.to_thread(services_of(interaction).registry.face_restorer_files)
+        self.restore = bool(installed)
         await super().run(interaction)
 
     def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
