@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from db import jobs as jobs_journal
 from db import presets, quotas, refusals
 from db.database import transaction
 
@@ -112,18 +113,7 @@ async def erase_user(
             (user_id,),
         ) as cursor:
             image_paths = [str(row[0]) for row in await cursor.fetchall()]
-        async with conn.execute(
-            "SELECT json_extract(request_json, '$.init_image') FROM jobs WHERE user_id = ?"
-            " UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs WHERE user_id = ?"
-            " UNION SELECT json_extract(unit.value, '$.image')"
-            " FROM jobs, json_each(jobs.request_json, '$.options.controlnet') AS unit"
-            " WHERE jobs.user_id = ?"
-            " UNION SELECT picture.value"
-            " FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture"
-            " WHERE jobs.user_id = ?",
-            (user_id, user_id, user_id, user_id),
-        ) as cursor:
-            input_paths = [str(row[0]) for row in await cursor.fetchall() if row[0] is not None]
+        input_paths = list(await jobs_journal.input_picture_paths(conn, user_id))
         # images go with their job (ON DELETE CASCADE).
         cursor = await conn.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
         jobs = cursor.rowcount

@@ -207,18 +207,21 @@ async def job_ids(conn: aiosqlite.Connection) -> set[str]:
         return {str(row[0]) for row in await cursor.fetchall()}
 
 
-async def input_picture_paths(conn: aiosqlite.Connection) -> set[str]:
+async def input_picture_paths(conn: aiosqlite.Connection, user_id: int | None = None) -> set[str]:
     """Every picture a job in the journal reads (``init_image``, ``mask_image``, ControlNet
-    and image prompt pictures): uploads, or another job's stored result."""
+    and image prompt pictures): uploads, or another job's stored result. With ``user_id``,
+    only that member's jobs' (for /forget-me)."""
+    where, member = ("", ()) if user_id is None else (" WHERE jobs.user_id = ?", (user_id,))
     async with conn.execute(
-        "SELECT json_extract(request_json, '$.init_image') FROM jobs"
-        " UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs"
+        f"SELECT json_extract(request_json, '$.init_image') FROM jobs{where}"
+        f" UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs{where}"
         # ControlNet pictures (``options.controlnet[].image``).
         " UNION SELECT json_extract(unit.value, '$.image')"
-        " FROM jobs, json_each(jobs.request_json, '$.options.controlnet') AS unit"
+        f" FROM jobs, json_each(jobs.request_json, '$.options.controlnet') AS unit{where}"
         # IP-Adapter image prompt pictures (``options.ipadapter.images[]``).
         " UNION SELECT picture.value"
-        " FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture"
+        f" FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture{where}",
+        member * 4,
     ) as cursor:
         return {str(row[0]) for row in await cursor.fetchall() if row[0] is not None}
 
