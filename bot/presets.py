@@ -17,12 +17,11 @@ from typing import Any
 
 import aiosqlite
 
-from bot.requests import RequestError, check_prompt_length, parse_size
+from bot.requests import RequestError, check_prompt_length, check_saved_values
 from db import presets as store
 from db.database import transaction
 from db.presets import Scope, StoredPreset
 from db.user_settings import UserSettings
-from inference.limits import MAX_CLIP_SKIP
 
 __all__ = ["MAX_PRESETS", "MAX_PRESET_NAME", "Preset", "Presets", "Scope", "over_saved_settings"]
 
@@ -68,16 +67,7 @@ def validated(preset: Preset) -> Preset:
         )
     if not preset.settings():
         raise RequestError("a preset must fix at least one setting (sampler, steps, cfg, ...)")
-    if preset.steps is not None and not 1 <= preset.steps <= 150:
-        raise RequestError(f"steps must be between 1 and 150, not {preset.steps}")
-    if preset.cfg is not None and not 0 <= preset.cfg <= 30:
-        raise RequestError(f"cfg must be between 0 and 30, not {preset.cfg:g}")
-    if preset.clip_skip is not None and not 1 <= preset.clip_skip <= MAX_CLIP_SKIP:
-        raise RequestError(
-            f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {preset.clip_skip}"
-        )
-    if preset.size is not None:
-        parse_size(preset.size)
+    check_saved_values(preset.steps, preset.cfg, preset.size, preset.clip_skip)
     if preset.negative is not None:
         check_prompt_length(preset.negative, "the preset's negative prompt")
     return dataclasses.replace(preset, name=name)

@@ -182,12 +182,31 @@ def build_requests(
     ]
 
 
+def check_saved_values(
+    steps: int | None, cfg: float | None, size: str | None, clip_skip: int | None
+) -> None:
+    """The values a preset or a member's /settings keep, checked when they are saved;
+    ``RequestError`` names the first bad one (None: not set)."""
+    if steps is not None and not 1 <= steps <= 150:
+        raise RequestError(f"steps must be between 1 and 150, not {steps}")
+    if cfg is not None and not 0 <= cfg <= 30:
+        raise RequestError(f"cfg must be between 0 and 30, not {cfg:g}")
+    if size is not None:
+        parse_size(size)
+    if clip_skip is not None:
+        _check_clip_skip(clip_skip)
+
+
+def _check_clip_skip(clip_skip: int) -> None:
+    if not 1 <= clip_skip <= MAX_CLIP_SKIP:
+        raise RequestError(f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {clip_skip}")
+
+
 def _render_flags(flags: InlineFlags, clip_skip: int | None) -> dict[str, object]:
     """The engine options the flags and the clip skip ask for (absent when they change nothing)."""
     extra: dict[str, object] = {}
     if clip_skip is not None:
-        if not 1 <= clip_skip <= MAX_CLIP_SKIP:
-            raise RequestError(f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {clip_skip}")
+        _check_clip_skip(clip_skip)
         extra["clip_skip"] = clip_skip
     if flags.chaos:
         extra["chaos"] = flags.chaos

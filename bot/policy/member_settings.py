@@ -10,25 +10,15 @@ from collections.abc import Callable
 import aiosqlite
 
 from bot.memo import Memo
-from bot.requests import RequestError, parse_size
+from bot.requests import check_saved_values
 from db import user_settings as store
 from db.user_settings import UserSettings
-from inference.limits import MAX_CLIP_SKIP
 
 __all__ = ["MemberSettings", "UserSettings"]
 
 
 def _validated(settings: UserSettings) -> UserSettings:
-    if settings.steps is not None and not 1 <= settings.steps <= 150:
-        raise RequestError(f"steps must be between 1 and 150, not {settings.steps}")
-    if settings.cfg is not None and not 0 <= settings.cfg <= 30:
-        raise RequestError(f"cfg must be between 0 and 30, not {settings.cfg:g}")
-    if settings.size is not None:
-        parse_size(settings.size)
-    if settings.clip_skip is not None and not 1 <= settings.clip_skip <= MAX_CLIP_SKIP:
-        raise RequestError(
-            f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {settings.clip_skip}"
-        )
+    check_saved_values(settings.steps, settings.cfg, settings.size, settings.clip_skip)
     return settings
 
 
