@@ -133,12 +133,18 @@ async def model_defaults_for(
     (Flux schnell: 4 steps), the default model being this server's, else the bot's. What it
     returns reads file headers: call that from a worker thread."""
     services = services_of(interaction)
-    default_model = (
-        None
-        if interaction.guild_id is None
-        else (await services.guild_policy.settings(interaction.guild_id)).default_model
-    ) or services.default_model
+    default_model = await default_model_for(interaction)
     return lambda model: services.model_defaults(model, default_model)
+
+
+async def default_model_for(interaction: discord.Interaction[Any]) -> str | None:
+    """The model a request that names none renders with: this server's default, else the
+    bot's."""
+    services = services_of(interaction)
+    if interaction.guild_id is None:
+        return services.default_model
+    guild_default = (await services.guild_policy.settings(interaction.guild_id)).default_model
+    return guild_default or services.default_model
 
 
 @dataclasses.dataclass(frozen=True)

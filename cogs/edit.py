@@ -36,7 +36,7 @@ DEFAULT_VARY_STRENGTH = "strong"
 MENU_UPSCALE_FACTOR = 2
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
@@ -59,7 +59,7 @@ class SavedInputs:
         checked = check_image(filename, data)
         path = input_path(self._inputs_dir)
         self._paths.append(path)
-        await asyncio.to_thread(_write, path, png_of(checked))
+        await asyncio.to_thread(write_file, path, png_of(checked))
         return Picture(path, checked.width, checked.height, infotext_of(checked))
 
     async def __aenter__(self) -> SavedInputs:

@@ -26,10 +26,11 @@ from bot.images import check_image, png_of
 from bot.jobs.queue import JobQueue, QuotaExceeded
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from bot.web.links import LinkRefused, RegionLink
 from bot.web.server import Claim, RegionWebServer
 from cogs.common import Requester, admitted_submission, submit_from_interaction
+from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import JobButton, clicked_job, keeps_private, stored_picture
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
@@ -196,14 +197,14 @@ class RegionOffers:
         )
         refusal = await self._queue.quota_refusal(submission)
         if refusal is not None:
-            raise UserError(refusal)
-        await asyncio.to_thread(_write_bytes, mask_path, png_of(checked))
+            raise UserError(refusal, Reason.QUOTA)
+        await asyncio.to_thread(write_file, mask_path, png_of(checked))
         job_id = None
         try:
             claim()
             job_id = await self._queue.submit(submission)
         except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
-            raise UserError(refused.message) from None
+            raise UserError(refused.message, Reason.QUOTA) from None
         finally:
             if job_id is None:
                 await asyncio.to_thread(mask_path.unlink, missing_ok=True)
@@ -234,11 +235,6 @@ class RegionOffers:
 def _anything_painted(png: bytes) -> bool:
     with Image.open(io.BytesIO(png)) as mask:
         return mask.convert("L").getbbox() is not None
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 class _HasRegionOffers(Protocol):

@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot.images import infotext_of
 from bot.infotext_import import MAX_INFOTEXT_CHARS, installed_in, request_from_infotext_text
 from bot.user_errors import UserError
-from cogs.common import services_of, submit_from_interaction
+from cogs.common import default_model_for, services_of, submit_from_interaction
 from cogs.info import describe_infotext, picture_of, read_attachment
 from cogs.results.story import journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
@@ -83,12 +83,7 @@ async def _render(interaction: discord.Interaction[Any], infotext: str) -> None:
     """The settings as an /imagine job: the same prompt cap, server rules, banned words and
     quota, through the same submission."""
     services = services_of(interaction)
-    guild_default = (
-        None
-        if interaction.guild_id is None
-        else (await services.guild_policy.settings(interaction.guild_id)).default_model
-    )
-    default_model = guild_default or services.default_model
+    default_model = await default_model_for(interaction)
     # Off the loop: folder scans, and the first look at a model's hash reads its file.
     imported = await asyncio.to_thread(
         lambda: request_from_infotext_text(

@@ -27,8 +27,8 @@ from PIL import Image
 from bot.jobs.queue import JobQueue
 from bot.policy.quota import Period, period_start
 from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner
-from bot.web.pages import dashboard_page, message_page
-from bot.web.server import SECURITY_HEADERS, html_page
+from bot.web.pages import dashboard_page
+from bot.web.server import SECURITY_HEADERS, html_page, plain_text, refused_page
 from db import dashboard as queries
 from db import refusals
 
@@ -114,7 +114,7 @@ class Dashboard:
                 raise LinkRefused(refusal)
             self._signer.use(login, _AGAIN)
         except LinkRefused as refused:
-            return html_page(message_page("Link refused", str(refused)), status=403)
+            return refused_page(refused)
         session = DashboardSession(
             login.user_id, login.guild_id, int(self._signer.clock()) + SESSION_LIFETIME_S
         )
@@ -158,7 +158,7 @@ class Dashboard:
         try:
             session = self._session(request)
         except LinkRefused as refused:
-            return web.Response(text=str(refused), status=403, headers=SECURITY_HEADERS)
+            return plain_text(str(refused), 403)
         state = await self.state(session.guild_id)
         return web.json_response(state, headers=SECURITY_HEADERS)
 
@@ -243,16 +243,16 @@ class Dashboard:
         try:
             session = self._session(request)
         except LinkRefused as refused:
-            return web.Response(text=str(refused), status=403, headers=SECURITY_HEADERS)
+            return plain_text(str(refused), 403)
         path = await queries.shown_picture_path(
             self._conn, session.guild_id, request.match_info["job"], int(request.match_info["idx"])
         )
         if path is None:
-            return web.Response(text="No such picture here.", status=404, headers=SECURITY_HEADERS)
+            return plain_text("No such picture here.", 404)
         try:
             thumbnail = await asyncio.to_thread(_thumbnail, Path(path))
         except FileNotFoundError:  # pruned meanwhile
-            return web.Response(text="No such picture here.", status=404, headers=SECURITY_HEADERS)
+            return plain_text("No such picture here.", 404)
         return web.Response(body=thumbnail, content_type="image/jpeg", headers=SECURITY_HEADERS)
 
 

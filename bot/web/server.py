@@ -62,7 +62,7 @@ def html_page(text: str, status: int = 200) -> web.Response:
     )
 
 
-def _refused(reason: LinkRefused) -> web.Response:
+def refused_page(reason: LinkRefused) -> web.Response:
     return html_page(message_page("Link refused", str(reason)), status=403)
 
 
@@ -117,14 +117,14 @@ class RegionWebServer:
             link = self.signer.check(token)
             await self._editor.picture(link)
         except LinkRefused as refused:
-            return _refused(refused)
+            return refused_page(refused)
         return html_page(editor_page(f"/region/{token}/picture"))
 
     async def _picture(self, request: web.Request) -> web.StreamResponse:
         try:
             path = await self._editor.picture(self.signer.check(request.match_info["token"]))
         except LinkRefused as refused:
-            return _refused(refused)
+            return refused_page(refused)
         data = await asyncio.to_thread(path.read_bytes)
         return web.Response(body=data, content_type="image/png", headers=SECURITY_HEADERS)
 
@@ -132,24 +132,24 @@ class RegionWebServer:
         try:
             link = self.signer.check(request.match_info["token"])
         except LinkRefused as refused:
-            return _refused(refused)
+            return refused_page(refused)
         try:
             form = await request.post()
         except web.HTTPRequestEntityTooLarge:
-            return _plain("The mask is too large; paint on the page Easel gave you.", 413)
+            return plain_text("The mask is too large; paint on the page Easel gave you.", 413)
         mask, prompt = form.get("mask"), form.get("prompt", "")
         if not isinstance(mask, web.FileField) or not isinstance(prompt, str):
-            return _plain("Send the mask as a PNG file and the prompt as text.", 400)
+            return plain_text("Send the mask as a PNG file and the prompt as text.", 400)
         try:
             sentence = await self._editor.submit(
                 link, mask.file.read(), prompt, lambda: self.signer.use(link)
             )
         except LinkRefused as refused:
-            return _plain(str(refused), 403)
+            return plain_text(str(refused), 403)
         except (UserError, RequestError) as error:
-            return _plain(str(error), 400)
-        return _plain(sentence, 200)
+            return plain_text(str(error), 400)
+        return plain_text(sentence, 200)
 
 
-def _plain(text: str, status: int) -> web.Response:
+def plain_text(text: str, status: int) -> web.Response:
     return web.Response(text=text, status=status, headers=SECURITY_HEADERS)
