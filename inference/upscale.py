@@ -103,6 +103,15 @@ class HiresOptions:
             )
         return cls(float(scale), steps, float(denoising), upscaler)
 
+    def infotext(self, upscaler: str) -> dict[str, object]:
+        """The web UI's hires fix fields, with the upscaler that ran (its resolved name)."""
+        return {
+            "Denoising strength": self.denoising,
+            "Hires upscale": self.scale,
+            "Hires steps": self.steps or None,
+            "Hires upscaler": upscaler,
+        }
+
 
 @dataclass(frozen=True)
 class UpscaleOptions:

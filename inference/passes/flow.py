@@ -31,7 +31,7 @@ from inference.flow_families import (
 from inference.model_cache import LoadedModel, PipelineTask
 from inference.noise import initial_noise, seeded_generator
 from inference.passes.denoise import LatentFill, PassTools, stopping_early, vae_in_use
-from inference.passes.img2img import RenderInputs, inpaint_infotext
+from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import hash_list, short_hashes, vae_file, vae_params
 from inference.passes.output import base_params, rendered
@@ -199,16 +199,11 @@ def render_flow_group(
             start = [tools.models.enlarge(image, hires_size, resolved, cancel) for image in images]
             tracker.later_steps = 0
             images = call("img2img", hires_size, hires_steps, start, hires.denoising)
-            params = {
-                "Denoising strength": hires.denoising,
-                "Hires upscale": hires.scale,
-                "Hires steps": hires.steps or None,
-                "Hires upscaler": resolved[0],
-            }
+            params = hires.infotext(resolved[0])
     if canvas is not None:
         images = [canvas.composite(image) for image in images]
     if not txt2img:
-        params = {"Denoising strength": request.denoising_strength, **inpaint_infotext(request)}
+        params = input_infotext(request)
     params["Lora hashes"] = hash_list(short_hashes(tools.registry, lora_names, lora_files))
     params |= vae_params(tools.registry, vae_path)
     if family.guidance == "distilled":

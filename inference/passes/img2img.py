@@ -54,6 +54,11 @@ def load_inputs(request: RenderRequest, seed: int) -> RenderInputs:
     return RenderInputs()
 
 
+def input_infotext(request: RenderRequest) -> dict[str, object]:
+    """The fields of a render from a picture (img2img, inpaint): its strength and mask."""
+    return {"Denoising strength": request.denoising_strength, **inpaint_infotext(request)}
+
+
 def inpaint_infotext(request: RenderRequest) -> dict[str, object]:
     if request.mode != "inpaint":
         return {}

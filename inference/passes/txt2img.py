@@ -13,7 +13,7 @@ from PIL import Image
 from inference.model_cache import LoadedModel
 from inference.passes.denoise import PassTools, pipeline_task, task_arguments
 from inference.passes.faces import finish_faces
-from inference.passes.img2img import RenderInputs, inpaint_infotext
+from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import JobNetworks
 from inference.passes.output import base_params, rendered
@@ -104,19 +104,11 @@ def render_group(
             controls=controls,
             image_prompt=image_prompt,
         )
-        params = {
-            "Denoising strength": hires.denoising,
-            "Hires upscale": hires.scale,
-            "Hires steps": hires.steps or None,
-            "Hires upscaler": upscaler,
-        }
+        params = hires.infotext(upscaler)
     if inputs.canvas is not None:
         images = [inputs.canvas.composite(image) for image in images]
     if request.mode != "txt2img":
-        params = {
-            "Denoising strength": request.denoising_strength,
-            **inpaint_infotext(request),
-        }
+        params = input_infotext(request)
     if controls is not None:
         params |= controls.infotext()
     if image_prompt is not None:
