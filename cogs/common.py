@@ -159,6 +159,26 @@ class Requester:
     age_restricted: bool  # the channel's NSFW flag
 
 
+def check_render_limits(services: Services, request: RenderRequest) -> None:
+    """This server's render limits (size, steps, count...), refused in one sentence."""
+    limit = services.limits.refusal(request)
+    if limit is not None:
+        raise UserError(f"Not rendered: {limit}.", Reason.LIMITS)
+
+
+def requester_of(interaction: discord.Interaction[Any]) -> Requester:
+    """Who asks through ``interaction``, and where: roles, admin power, the channel's NSFW flag."""
+    channel = interaction.channel
+    return Requester(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        role_ids=role_ids(interaction),
+        is_admin=is_admin(interaction),
+        age_restricted=bool(channel is not None and getattr(channel, "nsfw", False)),
+    )
+
+
 async def admitted_submission(
     services: Services,
     kind: str,
@@ -179,9 +199,7 @@ async def admitted_submission(
         request,
         requester.role_ids,
     )
-    limit = services.limits.refusal(admission.request)
-    if limit is not None:
-        raise UserError(f"Not rendered: {limit}.", Reason.LIMITS)
+    check_render_limits(services, admission.request)
     return Submission(
         kind=kind,
         request=admission.request,
@@ -216,15 +234,7 @@ async def submit_from_interaction(
 
     Returns the job id, or None when the member's quota refused it (they are told why)."""
     services = services_of(interaction)
-    channel = interaction.channel
-    requester = Requester(
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        role_ids=role_ids(interaction),
-        is_admin=is_admin(interaction),
-        age_restricted=bool(channel is not None and getattr(channel, "nsfw", False)),
-    )
+    requester = requester_of(interaction)
     submission = await admitted_submission(
         services,
         kind,

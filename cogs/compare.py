@@ -14,7 +14,13 @@ from bot.compare import Axis, AxisValues, parse_axis, plan_comparison
 from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
-from cogs.common import requests_for_member, role_ids, services_of, submit_from_interaction
+from cogs.common import (
+    check_render_limits,
+    requester_of,
+    requests_for_member,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.lists import allowed_model_names
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
@@ -106,22 +112,20 @@ async def _check_every_cell(
     """Every picture passes what a lone /imagine of it would: ranges, this server's limits,
     its models and banned words (each search/replace prompt planned as the engine will)."""
     services = services_of(interaction)
-    channel = interaction.channel
-    age_restricted = bool(channel is not None and getattr(channel, "nsfw", False))
+    requester = requester_of(interaction)
     admitted: set[tuple[str, str | None]] = set()
     for cell in cells:
         try:
             validate_request(cell)
         except RenderInputError as error:
             raise UserError(f"Not rendered: {error}.") from None
-        if (refusal := services.limits.refusal(cell)) is not None:
-            raise UserError(f"Not rendered: {refusal}.")
+        check_render_limits(services, cell)
         if (cell.prompt, cell.model) not in admitted:
             await services.guild_policy.admit(
-                interaction.guild_id,
-                interaction.channel_id,
-                age_restricted,
+                requester.guild_id,
+                requester.channel_id,
+                requester.age_restricted,
                 cell,
-                role_ids(interaction),
+                requester.role_ids,
             )
             admitted.add((cell.prompt, cell.model))
