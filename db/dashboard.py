@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from db.quotas import COUNTED_RESERVATIONS
+
 
 @dataclass(frozen=True)
 class UnfinishedJob:
@@ -90,11 +92,8 @@ async def usage_by_member(
     counts it (committed costs, else outstanding reservations; refunds count nothing)."""
     async with conn.execute(
         "SELECT r.user_id, SUM(COALESCE(c.images, r.images)),"
-        " SUM(COALESCE(c.gpu_seconds, r.gpu_seconds))"
-        " FROM quota_ledger AS r"
-        " LEFT JOIN quota_ledger AS c ON c.job_id = r.job_id AND c.kind = 'commit'"
-        " WHERE r.kind = 'reserve' AND r.guild_id = ? AND r.at >= ? AND NOT EXISTS"
-        " (SELECT 1 FROM quota_ledger AS f WHERE f.job_id = r.job_id AND f.kind = 'refund')"
+        f" SUM(COALESCE(c.gpu_seconds, r.gpu_seconds)) {COUNTED_RESERVATIONS}"
+        " AND r.guild_id = ? AND r.at >= ?"
         " GROUP BY r.user_id ORDER BY 2 DESC, 3 DESC",
         (guild_id, since),
     ) as cursor:

@@ -180,6 +180,17 @@ async def usage(
     return spent
 
 
+# The reservations a quota counts, as ``r`` with its commit ``c`` (if any): a committed job
+# costs what was measured (``COALESCE(c.x, r.x)``), an outstanding one what was reserved, a
+# refunded one nothing. Callers add ``AND`` conditions on ``r``.
+COUNTED_RESERVATIONS = (
+    "FROM quota_ledger AS r"
+    " LEFT JOIN quota_ledger AS c ON c.job_id = r.job_id AND c.kind = 'commit'"
+    " WHERE r.kind = 'reserve' AND NOT EXISTS"
+    " (SELECT 1 FROM quota_ledger AS f WHERE f.job_id = r.job_id AND f.kind = 'refund')"
+)
+
+
 async def usage_since_each(
     conn: aiosqlite.Connection, user_id: int, guild_id: int | None, starts: Sequence[float]
 ) -> list[Usage]:
@@ -191,12 +202,8 @@ async def usage_since_each(
         for _ in starts
     )
     async with conn.execute(
-        f"SELECT {per_start}"
-        " FROM quota_ledger AS r"
-        " LEFT JOIN quota_ledger AS c ON c.job_id = r.job_id AND c.kind = 'commit'"
-        " WHERE r.kind = 'reserve' AND r.user_id = ? AND r.guild_id IS ? AND r.at >= ?"
-        " AND NOT EXISTS"
-        " (SELECT 1 FROM quota_ledger AS f WHERE f.job_id = r.job_id AND f.kind = 'refund')",
+        f"SELECT {per_start} {COUNTED_RESERVATIONS}"
+        " AND r.user_id = ? AND r.guild_id IS ? AND r.at >= ?",
         (*(start for start in starts for _ in range(2)), user_id, guild_id, min(starts)),
     ) as cursor:
         row = await cursor.fetchone()
