@@ -23,7 +23,7 @@ from bot.requests import (
 from bot.services import Services
 from cogs.choices import model_choices
 from cogs.common import requests_for_member, services_of, submit_from_interaction
-from cogs.edit import SavedInputs, _first_picture
+from cogs.edit import SavedInputs, picture_in
 from cogs.visibility import attachment_for_member, message_for_member
 from inference.image_prompts import (
     MAX_IMAGE_PROMPT_WEIGHT,
@@ -88,7 +88,7 @@ async def with_style_reference(
             saved = await inputs.save_data(*linked)
         else:
             message = await message_for_member(interaction, reference)
-            saved = await inputs.save(_first_picture(message))
+            saved = await inputs.save(picture_in(message))
     guided = _guided(request, [saved.path], weight, "auto")
     return dataclasses.replace(guided, notes=notes)
 

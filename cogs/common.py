@@ -159,6 +159,13 @@ class Requester:
     age_restricted: bool  # the channel's NSFW flag
 
 
+def first_image(message: discord.Message) -> discord.Attachment | None:
+    """The message's first attached picture (None: it has none)."""
+    return next(
+        (a for a in message.attachments if (a.content_type or "").startswith("image/")), None
+    )
+
+
 def check_render_limits(services: Services, request: RenderRequest) -> None:
     """This server's render limits (size, steps, count...), refused in one sentence."""
     limit = services.limits.refusal(request)

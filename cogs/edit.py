@@ -27,7 +27,7 @@ from bot.requests import MAX_PROMPT_CHARS
 from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
-from cogs.common import services_of, submit_from_interaction
+from cogs.common import first_image, services_of, submit_from_interaction
 from cogs.results.story import picture_with_story
 from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
@@ -76,11 +76,12 @@ class SavedInputs:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-def _first_picture(message: discord.Message) -> discord.Attachment:
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/"):
-            return attachment
-    raise UserError("That message has no picture; pick a message with an image attached.")
+def picture_in(message: discord.Message) -> discord.Attachment:
+    """The picture a command reads from a message (its first image)."""
+    picture = first_image(message)
+    if picture is None:
+        raise UserError("That message has no picture; pick a message with an image attached.")
+    return picture
 
 
 async def _submit(
@@ -132,7 +133,7 @@ class EditCog(commands.Cog):
             picture = image
         elif image is None and message is not None:
             source = await message_for_member(interaction, message)
-            picture = _first_picture(source)
+            picture = picture_in(source)
         else:
             raise UserError("Give exactly one of `image` (an upload) or `message` (a link).")
         await self._vary(interaction, picture, strength, prompt, source)
@@ -141,7 +142,7 @@ class EditCog(commands.Cog):
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         check_member_may_use(interaction, message)
-        await self._vary(interaction, _first_picture(message), DEFAULT_VARY_STRENGTH, None, message)
+        await self._vary(interaction, picture_in(message), DEFAULT_VARY_STRENGTH, None, message)
 
     async def _vary(
         self,
@@ -214,9 +215,7 @@ class EditCog(commands.Cog):
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         check_member_may_use(interaction, message)
-        await self._upscale(
-            interaction, _first_picture(message), MENU_UPSCALE_FACTOR, source=message
-        )
+        await self._upscale(interaction, picture_in(message), MENU_UPSCALE_FACTOR, source=message)
 
     async def _upscale(
         self,

@@ -14,7 +14,7 @@ from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
-from cogs.common import services_of
+from cogs.common import first_image, services_of
 from cogs.results.story import journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
@@ -59,10 +59,10 @@ async def read_attachment(attachment: discord.Attachment) -> CheckedImage:
 
 def picture_of(message: discord.Message, menu: str) -> discord.Attachment:
     """The first image a message menu was used on."""
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/"):
-            return attachment
-    raise UserError(f"That message has no image; use {menu} on a message with a picture.")
+    picture = first_image(message)
+    if picture is None:
+        raise UserError(f"That message has no image; use {menu} on a message with a picture.")
+    return picture
 
 
 def describe_infotext(filename: str, infotext: str | None) -> str:
