@@ -25,9 +25,10 @@ COPY bot/ bot/
 COPY cogs/ cogs/
 COPY db/ db/
 COPY inference/ inference/
-# torch and torchvision from the CUDA 12.6 index that matches the base image.
+# torch and torchvision from the CUDA 12.6 index that matches the base image; torchao (quant)
+# for EASEL_QUANTIZE=int8|fp8.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
-RUN pip install --extra-index-url "$TORCH_INDEX" ".[distributed]"
+RUN pip install --extra-index-url "$TORCH_INDEX" ".[distributed,quant]"
 
 RUN useradd --create-home --uid 10001 easel \
     && mkdir -p /data /models /wildcards \

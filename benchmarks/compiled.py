@@ -172,6 +172,12 @@ def main() -> None:
                     np.abs(pixels(eager_image) - pixels(compiled_image)).max()
                 ),
                 "compiled_calls_unet_decoder": calls,
+                # With a CUDA-graph mode: graphs inductor would not record, and why (stderr).
+                "cudagraph_counters": {
+                    name: count
+                    for name, count in torch._dynamo.utils.counters["inductor"].items()
+                    if "cudagraph" in name
+                },
             }
         )
     )

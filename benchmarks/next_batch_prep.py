@@ -6,9 +6,10 @@ wildcards and dynamic prompts, request checks, each picture's seeded CPU noise).
 
 Prints JSON: median milliseconds per batch of ``--count`` pictures, per part and in all, for
 SD1.5 (512², latents 4x64x64) and SDXL (1024², 4x128x128), plain and with a long prompt
-full of wildcards, alternatives and schedules; ancestral samplers draw each picture's
-initial noise a second time to leave its generator where the web UI does. The text encoder
-and the noise's copy to the device are device work and are not counted.
+full of wildcards, alternatives and schedules. The noise part includes each picture's
+generator, left where the web UI leaves it for ancestral samplers (it used to be drawn a
+second time for that). The text encoder and the noise's copy to the device are device work
+and are not counted.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from benchmarks.prompts import PROMPT as LONG_PROMPT
 from benchmarks.prompts import median_ms
-from inference.noise import generator_after_initial_noise, initial_noise
+from inference.noise import initial_noise_and_generator
 from inference.passes.jobs import image_jobs
 from inference.prompts import WildcardLibrary
 from inference.types import RenderRequest
@@ -50,17 +51,13 @@ def batch_parts(
         RenderLimits().refusal(request)
 
     def noise() -> None:
-        torch.cat([initial_noise(job.seed, shape) for job in jobs])
-
-    def ancestral_generators() -> None:
-        for job in jobs:
-            generator_after_initial_noise(job.seed, shape)
+        drawn = [initial_noise_and_generator(job.seed, shape) for job in jobs]
+        torch.cat([picture for picture, _ in drawn])
 
     parts = {
         "prompts_ms": median_ms(lambda: image_jobs(request, wildcards, (), ()), runs),
         "checks_ms": median_ms(checks, runs),
         "noise_ms": median_ms(noise, runs),
-        "ancestral_generators_ms": median_ms(ancestral_generators, runs),
     }
     return {**parts, "total_ms": round(sum(parts.values()), 3)}
 

@@ -66,7 +66,10 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
         from inference.compile import Compiler
         from inference.engine import Engine
 
-        compiler = Compiler(settings.compile_cache_dir) if settings.compiles_models else None
+        mode = None if settings.compile_mode == "default" else settings.compile_mode
+        compiler = (
+            Compiler(settings.compile_cache_dir, mode=mode) if settings.compiles_models else None
+        )
         return Engine(
             settings.models_dir,
             device=device,

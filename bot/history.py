@@ -158,7 +158,7 @@ class History:
         is queued or running: the queue still owns it, and a result written after the erase
         would name the member again."""
         counted_since, period_end = quota_window(self._clock())
-        erased = await store.erase_user(
+        erased = await accounting.erase_member(
             self._conn, user_id, counted_since=counted_since, anonymise_at=period_end
         )
         if erased.unfinished:
@@ -168,7 +168,6 @@ class History:
                 "them with /cancel or wait until they finish, then run /forget-me again."
             )
         self._member_settings.forget(user_id)
-        accounting.member_forgotten(self._conn, user_id)
         pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
         uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
         return Forgotten(

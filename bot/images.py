@@ -59,7 +59,8 @@ def check_image(name: str, data: bytes) -> CheckedImage:
             f"{name!r} claims more pixels than Pillow will decode; attach an image of at most "
             f"{MAX_UPLOAD_PIXELS:,} pixels (e.g. 4096x4096)."
         ) from None
-    except (UnidentifiedImageError, SyntaxError, OSError):
+    # ValueError: Pillow's caps on what a PNG's text and ICC chunks may inflate to.
+    except (UnidentifiedImageError, SyntaxError, OSError, ValueError):
         raise UserError(f"{name!r} is not a readable image; attach a PNG, JPEG or WebP.") from None
     return CheckedImage(data, image_format, width, height)
 

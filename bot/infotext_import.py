@@ -41,11 +41,13 @@ from inference.infotext import (
     sampler_and_schedule,
 )
 from inference.limits import MAX_CLIP_SKIP
+from inference.metadata import latent_channels_of
 from inference.prompts import PromptError, extract_extra_networks
 from inference.registry import ModelRegistry
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
 from inference.upscale import LANCZOS, latent_upscaler
+from inference.vae_files import vae_file
 from inference.validation import validate_request
 
 # Room for a prompt and a negative prompt at their cap, and the parameters (Civitai's resource
@@ -111,6 +113,10 @@ _READ_FIELDS = frozenset(
 )
 
 
+def _no_vae_refusal(_request: RenderRequest) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Installed:
     """What this Easel can render with, to match an infotext's names against."""
@@ -123,6 +129,9 @@ class Installed:
     upscalers: Collection[str]
     # The model used when the infotext's is not installed (None: the server's default).
     fallback_model: str | None = None
+    # The render's refusal of the request's VAE on its model (one of the other family; reads
+    # file headers: call off the loop), or None.
+    vae_refusal: Callable[[RenderRequest], str | None] = _no_vae_refusal
 
 
 @dataclass(frozen=True)
@@ -137,8 +146,9 @@ def request_from_infotext_text(
 ) -> ImportedSettings:
     """The request ``text`` (an infotext) describes, as far as it can be honoured here.
 
-    ``RequestError`` when there is nothing to render: too long, no prompt, no parameters, or a
-    prompt over the one cap every prompt has."""
+    ``RequestError`` when there is nothing to render: too long, no prompt, no parameters, a
+    prompt over the one cap every prompt has, or a VAE the model cannot take (another family's:
+    the render's own sentence, before anything is queued or charged)."""
     if len(text) > MAX_INFOTEXT_CHARS:
         raise RequestError(
             f"those settings are {len(text):,} characters long; at most "
@@ -319,6 +329,12 @@ class _Reader:
         if vae is not None:
             stem = Path(str(vae)).stem
             if stem in self.installed.vaes:
+                with_vae = {**self.request.options, "vae": stem}
+                refusal = self.installed.vae_refusal(
+                    dataclasses.replace(self.request, options=with_vae)
+                )
+                if refusal is not None:  # refused now, as the render would, charging nothing
+                    raise RequestError(refusal)
                 options["vae"] = stem
             else:
                 self._tell(f"VAE {vae!r} is not installed here; the model's own VAE is used")
@@ -456,4 +472,20 @@ def installed_in(registry: ModelRegistry, default_model: str | None) -> Installe
         vaes=list(registry.network_files("vae")),
         upscalers=registry.upscaler_names(),
         fallback_model=fallback,
+        vae_refusal=lambda request: _vae_refusal(registry, request, default_model),
     )
+
+
+def _vae_refusal(
+    registry: ModelRegistry, request: RenderRequest, default_model: str | None
+) -> str | None:
+    """The sentence the render refuses ``request``'s VAE with (``inference.vae_files``)."""
+    try:
+        entry = registry.resolve(request.model, default_model)
+    except RenderInputError:
+        return None  # no such model: the render says so, not about the VAE
+    try:
+        vae_file(registry, request, latent_channels_of(entry))
+    except RenderInputError as error:
+        return str(error)
+    return None

@@ -7,6 +7,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from inference.face_options import FACE_RESTORE, FIX_FACES
@@ -58,6 +59,17 @@ class ImagineOptions:
     schedule_type: str | None = None
     # /blend: the pictures say what to draw, so the words may be left out.
     prompt_optional: bool = False
+
+    @cached_property
+    def typed(self) -> tuple[str, InlineFlags]:
+        """The prompt without its inline flags, and the flags. Parsed once per options (the
+        preset's name, the requests and the style reference all read them), on the first
+        reader's thread; a bad flag or a prompt too long raises ``RequestError``."""
+        check_prompt_length(self.prompt, "prompt")
+        try:
+            return parse_inline_flags(self.prompt)
+        except PromptError as error:
+            raise RequestError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -115,20 +127,12 @@ def check_prompt_length(text: str, what: str) -> None:
 
 def preset_named(options: ImagineOptions) -> str | None:
     """The preset the member asked for: the ``preset`` option, else ``--preset`` in the prompt."""
-    if options.preset:
-        return options.preset
-    try:
-        return parse_inline_flags(options.prompt)[1].preset
-    except PromptError as error:
-        raise RequestError(str(error)) from None
+    return options.preset or options.typed[1].preset
 
 
 def style_reference_flags(options: ImagineOptions) -> tuple[str | None, float | None]:
     """``--sref`` (a message link or id) and ``--sref-strength`` typed in the prompt."""
-    try:
-        flags = parse_inline_flags(options.prompt)[1]
-    except PromptError as error:
-        raise RequestError(str(error)) from None
+    flags = options.typed[1]
     return flags.sref, flags.sref_strength
 
 
@@ -229,11 +233,7 @@ def _build(
     preset: Preset | None,
     model_defaults: Callable[[str | None], Defaults] | None = None,
 ) -> tuple[RenderRequest, InlineFlags]:
-    check_prompt_length(options.prompt, "prompt")
-    try:
-        prompt, typed = parse_inline_flags(options.prompt)
-    except PromptError as error:
-        raise RequestError(str(error)) from None
+    prompt, typed = options.typed
     prompt = prompt.strip()
     if not prompt and not options.prompt_optional:
         raise RequestError("prompt is empty: describe the picture you want")

@@ -19,6 +19,7 @@ from bot.requests import Defaults
 from bot.settings import Settings
 from inference.flow_detect import FAMILY_DEFAULTS
 from inference.metadata import FAMILY_NAMES, UNKNOWN, checkpoint_family
+from inference.model_list import installed_models
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError
 from inference.validation import RenderLimits
@@ -105,12 +106,11 @@ class Services:
     def model_labels(self) -> dict[str, str]:
         """The checkpoints a member can pick as the model (SDXL refiners only finish
         pictures), each labelled with its family: ``my-flux (Flux dev)``. Families come
-        from file headers, read once per file version."""
+        from file headers, read again only when a model's files change."""
         labels = {}
-        for name, entry in sorted(self.registry.loadable().items()):
-            family = checkpoint_family(entry)
-            if family != FAMILY_NAMES["sdxl-refiner"]:
-                labels[name] = name if family == UNKNOWN else f"{name} ({family})"
+        for name, model in sorted(installed_models(self.registry).items()):
+            if model.family != FAMILY_NAMES["sdxl-refiner"]:
+                labels[name] = name if model.family == UNKNOWN else f"{name} ({model.family})"
         return labels
 
     def upscaler_names(self) -> list[str]:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # torch.compile of each model's UNet and VAE decoder (inference.compile). auto: off for now,
     # since on an H200 the compiled engine ran 0.90x the eager one (docs/performance.md).
     compile: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="EASEL_COMPILE")
+    # How: inductor's default mode, or reduce-overhead (CUDA graphs replayed for each shape).
+    compile_mode: Literal["default", "reduce-overhead"] = Field(
+        default="default", validation_alias="EASEL_COMPILE_MODE"
+    )
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
     devices: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="EASEL_DEVICES"
@@ -133,7 +137,7 @@ class Settings(BaseSettings):
             raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
         return value.rstrip("/")
 
-    @field_validator("compile", "log_format", "quantize", mode="before")
+    @field_validator("compile", "compile_mode", "log_format", "quantize", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -5,6 +5,7 @@ prompt. A linked picture or message is read only where the member may read it
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,16 +21,20 @@ from bot.requests import (
     RequestError,
     style_reference_flags,
 )
-from bot.services import Services
-from cogs.choices import model_choices
-from cogs.common import requests_for_member, services_of, submit_from_interaction
+from cogs.choices import allowed_models_only, model_choices
+from cogs.common import (
+    default_model_for,
+    requests_for_member,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.edit import SavedInputs, picture_in
 from cogs.visibility import attachment_for_member, message_for_member
 from inference.image_prompts import (
     MAX_IMAGE_PROMPT_WEIGHT,
     ImagePrompt,
     ImagePromptMode,
-    check_image_prompt_models,
+    check_image_prompt_fits,
     with_image_prompt,
 )
 from inference.types import RenderInputError, RenderRequest
@@ -39,10 +44,20 @@ BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
 BlendDimensions = Literal["square", "portrait", "landscape"]
 
 
-def _check_installed(services: Services, mode: ImagePromptMode) -> None:
-    """Refuse before any picture is downloaded when no adapter could render it."""
+async def _check_installed(
+    interaction: discord.Interaction[Any], model: str | None, mode: ImagePromptMode
+) -> None:
+    """Refuse before any picture is downloaded or anything queued when no installed adapter
+    could render on the model the job will use (file headers, read off the event loop)."""
+    if model is not None and not await allowed_models_only(interaction, [model]):
+        return  # the server's rules refuse it in their own words, naming only allowed models
+    services = services_of(interaction)
+    default_model = await default_model_for(interaction)
+    prompt = ImagePrompt(("",), mode=mode)
     try:
-        check_image_prompt_models(ImagePrompt(("",), mode=mode), services.registry.models_dir)
+        await asyncio.to_thread(
+            check_image_prompt_fits, prompt, services.registry, model, default_model
+        )
     except RenderInputError as error:
         raise RequestError(str(error)) from None
 
@@ -59,15 +74,16 @@ def _guided(
 async def with_style_reference(
     interaction: discord.Interaction[Any],
     request: RenderRequest,
-    prompt: str,
+    options: ImagineOptions,
     inputs: SavedInputs,
     upload: discord.Attachment | None,
     strength: float | None,
 ) -> RenderRequest:
     """``request`` with the style reference the member gave: the ``sref`` upload, else what
-    ``--sref`` names: a picture's URL on Discord, or a message link whose first picture is
-    used (None of either: ``request`` as it is)."""
-    reference, typed_strength = style_reference_flags(ImagineOptions(prompt=prompt))
+    ``--sref`` in the prompt of ``options`` (as parsed for ``request``) names: a picture's URL
+    on Discord, or a message link whose first picture is used (None of either: ``request`` as
+    it is)."""
+    reference, typed_strength = style_reference_flags(options)
     weight = strength if strength is not None else typed_strength
     if upload is None and reference is None:
         if weight is not None:
@@ -75,7 +91,7 @@ async def with_style_reference(
                 "sref_strength needs a picture: attach one as `sref` or link one with --sref."
             )
         return request
-    _check_installed(services_of(interaction), "auto")
+    await _check_installed(interaction, request.model, "auto")
     notes = list(request.notes)
     if upload is not None:
         saved = await inputs.save(upload)
@@ -121,7 +137,6 @@ class BlendCog(commands.Cog):
         model: str | None = None,
     ) -> None:
         services = services_of(interaction)
-        _check_installed(services, "full")
         options = ImagineOptions(
             prompt=prompt or "",
             size=BLEND_DIMENSIONS[dimensions] if dimensions else None,
@@ -130,6 +145,7 @@ class BlendCog(commands.Cog):
         )
         asked = await requests_for_member(interaction, options)
         request, *repeats = asked.requests
+        await _check_installed(interaction, request.model, "full")
         pictures = [
             image for image in (image1, image2, image3, image4, image5) if image is not None
         ]

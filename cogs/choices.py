@@ -9,6 +9,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.policy.guild import GuildList
+from bot.policy.moderation import model_allowed
 from cogs.common import services_of
 from inference.samplers import AUTOMATIC_SCHEDULE, SCHEDULE_TYPES, sampler_names
 
@@ -31,12 +33,25 @@ def matching_choices(
     ]
 
 
+async def allowed_models_only(
+    interaction: discord.Interaction[Any], names: Iterable[str]
+) -> list[str]:
+    """``names`` less the models this server does not allow: a list or an autocomplete never
+    shows what the server's admins left out."""
+    names = list(names)
+    if interaction.guild_id is None:
+        return names
+    settings = await services_of(interaction).guild_policy.settings(interaction.guild_id)
+    allowed = settings.entries(GuildList.ALLOWED_MODEL)
+    return [name for name in names if model_allowed(name, allowed)]
+
+
 async def model_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
-    """Installed models (refiners left out), each shown with its family."""
+    """Installed models this server allows (refiners left out), each shown with its family."""
     labels = await asyncio.to_thread(services_of(interaction).model_labels)
-    return matching_choices(labels, current, labels)
+    return matching_choices(await allowed_models_only(interaction, labels), current, labels)
 
 
 async def sampler_choices(

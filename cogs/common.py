@@ -109,20 +109,29 @@ async def requests_for_member(
     ``RequestError``."""
     services = services_of(interaction)
     personal = await services.member_settings.get(interaction.user.id)
-    preset_name = preset_named(options)
-    chosen = (
-        await services.presets.find(interaction.user.id, interaction.guild_id, preset_name)
-        if preset_name
-        else None
-    )
-    # Off the loop: the model's family is read from its file's header (once per version).
-    requests = await asyncio.to_thread(
-        build_requests,
-        options,
-        services.request_defaults,
-        over_saved_settings(chosen, personal),
-        await model_defaults_for(interaction),
-    )
+    model_defaults = await model_defaults_for(interaction)
+
+    def build(chosen: Preset | None) -> list[RenderRequest]:
+        return build_requests(
+            options,
+            services.request_defaults,
+            over_saved_settings(chosen, personal),
+            model_defaults,
+        )
+
+    def unless_a_preset_is_named() -> list[RenderRequest] | None:
+        return None if preset_named(options) else build(None)
+
+    # Off the loop: the prompt's flags are parsed (once: ``options`` keeps them) and the
+    # model's family read from its file's header. Only a named preset, looked up in the
+    # database, comes back to the loop between the two.
+    requests = await asyncio.to_thread(unless_a_preset_is_named)
+    chosen = None
+    if requests is None:
+        preset_name = preset_named(options)
+        assert preset_name is not None  # named, or the requests were built
+        chosen = await services.presets.find(interaction.user.id, interaction.guild_id, preset_name)
+        requests = await asyncio.to_thread(build, chosen)
     return MemberRequests(requests, chosen, personal.private_results)
 
 
@@ -242,17 +251,33 @@ async def submit_from_interaction(
     Returns the job id, or None when the member's quota refused it (they are told why)."""
     services = services_of(interaction)
     requester = requester_of(interaction)
-    submission = await admitted_submission(
-        services,
-        kind,
-        request,
-        requester,
-        parent_job_id=parent_job_id,
-        private=private,
-        application_id=interaction.application_id,
-        interaction_token=interaction.token,
-        interaction_created_at=interaction.created_at.timestamp(),
-        filesize_limit=interaction.filesize_limit,
+    # Each repeat renders its own seeds, so its wildcards and choices may draw other text:
+    # every one is admitted (banned words included) before anything is acknowledged.
+    submission, *repeats = await asyncio.gather(
+        admitted_submission(
+            services,
+            kind,
+            request,
+            requester,
+            parent_job_id=parent_job_id,
+            private=private,
+            application_id=interaction.application_id,
+            interaction_token=interaction.token,
+            interaction_created_at=interaction.created_at.timestamp(),
+            filesize_limit=interaction.filesize_limit,
+        ),
+        *(
+            admitted_submission(
+                services,
+                kind,
+                dataclasses.replace(request, seed=seed),
+                requester,
+                parent_job_id=parent_job_id,
+                private=private,
+                filesize_limit=interaction.filesize_limit,
+            )
+            for seed in repeat_seeds
+        ),
     )
     if submission.priority is PriorityClass.RELAX:
         unfinished = await services.history.unfinished(
@@ -287,8 +312,8 @@ async def submit_from_interaction(
     await client_of(interaction).results.show_queued(
         job_id, interaction, spoiler=submission.spoiler
     )
-    if repeat_seeds:
-        await _submit_repeats(interaction, submission, repeat_seeds)
+    if repeats:
+        await _submit_repeats(interaction, repeats)
     return job_id
 
 
@@ -299,28 +324,20 @@ async def _record_quota_refusal(interaction: discord.Interaction[Any], sentence:
     )
 
 
-async def _submit_repeats(
-    interaction: discord.Interaction[Any], first: Submission, seeds: Sequence[int]
-) -> None:
-    """The other jobs of a ``--repeat``: no interaction of their own, so each result is
-    posted as a new message where the first one would be (privately when it is private)."""
+async def _submit_repeats(interaction: discord.Interaction[Any], repeats: list[Submission]) -> None:
+    """The other jobs of a ``--repeat``, already admitted: no interaction of their own, so each
+    result is posted as a new message where the first one would be (privately when it is
+    private)."""
     queue = queue_of(interaction)
-    for index, seed in enumerate(seeds, start=2):
-        repeat = dataclasses.replace(
-            first,
-            request=dataclasses.replace(first.request, seed=seed),
-            application_id=None,
-            interaction_token=None,
-            interaction_created_at=None,
-        )
+    for index, repeat in enumerate(repeats, start=2):
         try:
             await queue.submit(repeat)
         except QuotaExceeded as refused:
-            await tell(interaction, f"⛔ Repeat {index} of {len(seeds) + 1}: {refused.message}")
+            await tell(interaction, f"⛔ Repeat {index} of {len(repeats) + 1}: {refused.message}")
             await _record_quota_refusal(interaction, refused.message)
             return
     await tell(
         interaction,
-        f"🔁 {len(seeds)} more job(s) of this prompt queued (--repeat); each result is posted "
+        f"🔁 {len(repeats)} more job(s) of this prompt queued (--repeat); each result is posted "
         "when it is ready.",
     )

@@ -4,6 +4,8 @@ grid. Each picture is charged, and each must pass this server's rules and limits
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import discord
@@ -11,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare import Axis, AxisValues, parse_axis, plan_comparison
-from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
+from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions, random_seed
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
 from cogs.common import (
@@ -89,6 +91,8 @@ class CompareCog(commands.Cog):
             raise UserError("/compare renders one grid; leave out --repeat.")
         if base.count != 1:
             raise UserError("/compare renders one picture per cell; leave out --count.")
+        if base.seed == -1:  # each cell is checked with the seed it renders with
+            base = dataclasses.replace(base, seed=random_seed())
         models = await allowed_model_names(interaction)
 
         def axis(name: str, values: str) -> AxisValues:
@@ -113,19 +117,25 @@ async def _check_every_cell(
     its models and banned words (each search/replace prompt planned as the engine will)."""
     services = services_of(interaction)
     requester = requester_of(interaction)
-    admitted: set[tuple[str, str | None]] = set()
+    # A wildcard draws by seed: a cell is planned for each seed it renders with.
+    distinct: dict[tuple[str, str | None, int], RenderRequest] = {}
     for cell in cells:
         try:
             validate_request(cell)
         except RenderInputError as error:
             raise UserError(f"Not rendered: {error}.") from None
         check_render_limits(services, cell)
-        if (cell.prompt, cell.model) not in admitted:
-            await services.guild_policy.admit(
+        distinct.setdefault((cell.prompt, cell.model, cell.seed), cell)
+    # Side by side, each within the planning budget: the refusal comes before Discord's 3 s.
+    await asyncio.gather(
+        *(
+            services.guild_policy.admit(
                 requester.guild_id,
                 requester.channel_id,
                 requester.age_restricted,
                 cell,
                 requester.role_ids,
             )
-            admitted.add((cell.prompt, cell.model))
+            for cell in distinct.values()
+        )
+    )

@@ -11,11 +11,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare_grid import comparison_png
-from bot.history import History, HistoryPage
+from bot.history import History, HistoryPage, StoredJob
+from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import UserError
-from cogs.common import queue_of
+from cogs.common import queue_of, services_of
 from cogs.errors import report_error
 from cogs.results.buttons import copy_view, job_view, keeps_private, spoilered
+from cogs.visibility import is_age_restricted
 from inference.compare import is_comparison
 
 _PROMPT_PREVIEW = 80
@@ -96,6 +98,25 @@ class HistoryPager(discord.ui.View):
         await self._show(interaction, self._page.page + 1)
 
 
+async def check_may_show_here(
+    interaction: discord.Interaction[Any], job: StoredJob, *, private: bool
+) -> None:
+    """/show works where Easel is enabled, and a picture shown to others keeps the age
+    restriction of the channel it was made in."""
+    policy = services_of(interaction).guild_policy
+    await policy.check_channel(interaction.guild_id, interaction.channel_id)
+    if private or interaction.guild_id is None or job.channel_id is None:
+        return
+    guild = interaction.guild
+    made_in = None if guild is None else guild.get_channel_or_thread(job.channel_id)
+    settings = await policy.settings(interaction.guild_id)
+    check_repost(
+        made_age_restricted=made_in is None or is_age_restricted(made_in),
+        here_age_restricted=is_age_restricted(interaction.channel),
+        nsfw_policy=NsfwPolicy(settings.nsfw_policy),
+    )
+
+
 class HistoryCog(commands.Cog):
     def __init__(self, history: History) -> None:
         self._history = history
@@ -136,6 +157,7 @@ class HistoryCog(commands.Cog):
                 "the finished ones."
             )
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
+        await check_may_show_here(interaction, job, private=private)
         await interaction.response.defer(thinking=True, ephemeral=private)
         files = [
             discord.File(path, filename=f"easel-{job.job_id}-{index}.png", spoiler=spoiler)

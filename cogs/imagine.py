@@ -20,6 +20,7 @@ from bot.requests import (
 )
 from cogs.blend import with_style_reference
 from cogs.choices import (
+    allowed_models_only,
     matching_choices,
     model_choices,
     sampler_choices,
@@ -60,7 +61,9 @@ def with_hires_fix(request: RenderRequest, upscaler: str) -> RenderRequest:
 async def refiner_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
-    return matching_choices(refiner_names(services_of(interaction).registry), current)
+    """Installed SDXL refiners this server allows (a refiner is a model too)."""
+    refiners = refiner_names(services_of(interaction).registry)
+    return matching_choices(await allowed_models_only(interaction, refiners), current)
 
 
 class ImagineCog(commands.Cog):
@@ -176,7 +179,7 @@ class ImagineCog(commands.Cog):
                     control_end,
                 )
             request = await with_style_reference(
-                interaction, request, prompt, inputs, sref, sref_strength
+                interaction, request, options, inputs, sref, sref_strength
             )
             job_id = await submit_from_interaction(
                 interaction,

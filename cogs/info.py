@@ -1,4 +1,5 @@
-"""Read-only helpers: /info and the "Info" message menu (a PNG's parameters), /help, /explain."""
+"""Read-only helpers: /info and the "Info" message menu (a PNG's parameters), /help (its pages
+in ``cogs.help_pages``), /explain."""
 
 from __future__ import annotations
 
@@ -15,41 +16,13 @@ from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import first_image, services_of
+from cogs.help_pages import HelpTopic, help_page
 from cogs.results.story import journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
 
 MESSAGE_LIMIT = 2000
 _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
-
-HELP_TEXT = """\
-**Easel** — Stable Diffusion in this server.
-`/imagine prompt` — pictures from a prompt; web UI syntax works: `(word:1.3)`, `[a|b]`, \
-`[from:to:0.5]`, `AND`, `<lora:name:0.8>`, `__wildcard__`, inline `--ar 16:9 --no cars \
---chaos 50 --tile --repeat 2 --stop 80 --relax --preset name --faces`; \
-`style` adds a saved style, `hires` re-details at twice the size, `control` + `control_type` \
-follows a picture's edges (canny), layout (tile) or a ready map (none) with a ControlNet, \
-`refiner` has an SDXL refiner finish the picture, `sref` (or `--sref link`) follows a \
-picture's style.
-Buttons under a result: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (new seed); \
-`Vary (Subtle/Strong)`, `Upscale (2x/4x)`, `Vary (Region)` (repaint a part you name in \
-words or paint on a page), `Fix faces` under a single picture; `Remix` (edit, render), \
-`DM me`, `Delete`.
-`/vary image|message strength`, `/inpaint image mask prompt`, \
-`/upscale image scale mode upscaler`, `/blend 2–5 pictures` — work from pictures; also \
-**Apps › Vary**, **Upscale**, **Use as control** on a message's picture.
-`/queue`, `/cancel [job_id]`, `/quota` — your jobs in the queue, stop one, your limits.
-`/info image` or **Apps › Info** — the settings stored in an Easel/web UI PNG.
-`/use-settings infotext|image` or **Apps › Use settings** — render again from a picture's \
-settings (Easel, web UI or Civitai).
-`/explain prompt` — how Easel reads a prompt, as JSON.
-`/compare` — an X/Y plot; `/describe image` — prompt ideas; `/models`, `/loras`, \
-`/embeddings`, `/wildcards` — what is installed (`/imagine lora:` adds a LoRA).
-`/history [search]`, `/show job_id` — your past results; `/forget-me` erases them and your settings.
-`/settings` — your defaults for steps, cfg, sampler, size, negative prompt, clip skip, \
-private results and results by DM; `/presets` — named settings for `--preset`.
-`/easel-admin ...` — server admins: channels, models, quotas, NSFW policy, banned words, \
-presets, audit, a link to the server's dashboard."""
 
 
 async def read_attachment(attachment: discord.Attachment) -> CheckedImage:
@@ -122,8 +95,11 @@ class InfoCog(commands.Cog):
         )
 
     @app_commands.command(name="help", description="What Easel can do and how to ask for it")
-    async def help(self, interaction: discord.Interaction[Any]) -> None:
-        await interaction.response.send_message(HELP_TEXT, ephemeral=True)
+    @app_commands.describe(topic="One part in more detail (leave it out for an overview)")
+    async def help(
+        self, interaction: discord.Interaction[Any], topic: HelpTopic | None = None
+    ) -> None:
+        await interaction.response.send_message(help_page(topic), ephemeral=True)
 
     @app_commands.command(name="explain", description="How Easel understands a prompt, as JSON")
     @app_commands.describe(

@@ -1,9 +1,10 @@
 """``/models``, ``/loras``, ``/embeddings`` and ``/wildcards``: what is installed, paged and
 searchable, answered to the member alone; and the ``lora`` autocomplete of ``/imagine``.
 
-Only models this server allows are listed. LoRA and embedding cards come from the files'
-metadata headers (``inference.metadata``), never from their weights. Page buttons carry the
-list, page and search in their custom_id, so they need no memory and work after a restart.
+Only models this server allows are listed. Model families and LoRA and embedding cards come
+from the files' headers (``inference.metadata``), never from their weights, read on a thread;
+models' headers only when their files change (``inference.model_list``). Page buttons carry
+the list, page and search in their custom_id, so they need no memory and work after a restart.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.guild import GuildList
 from bot.user_errors import UserError
-from cogs.choices import MAX_CHOICES
+from cogs.choices import MAX_CHOICES, allowed_models_only
 from cogs.common import services_of
 from cogs.errors import report_error
-from inference.memory import gguf_quantization
-from inference.metadata import checkpoint_family, network_info
+from inference.metadata import network_info
+from inference.model_list import installed_models
 from inference.prompts import WildcardLibrary
-from inference.registry import ModelEntry, NetworkKind
+from inference.prompts.flags import insert_before_flags
+from inference.registry import NetworkKind
 
 PAGE_SIZE = 10
 MAX_SEARCH_CHARS = 50  # leaves room for the rest of a page button's custom_id (100 at most)
@@ -68,20 +69,9 @@ def lora_tag(name: str) -> str:
 
 async def allowed_model_names(interaction: discord.Interaction[Any]) -> list[str]:
     """Installed models this server allows (all of them where its admins chose none)."""
-    services = services_of(interaction)
-    names = services.model_names()
-    if interaction.guild_id is None:
-        return names
-    settings = await services.guild_policy.settings(interaction.guild_id)
-    allowed = settings.entries(GuildList.ALLOWED_MODEL)
-    return [name for name in names if not allowed or name in allowed]
-
-
-def listed_family(entry: ModelEntry) -> str:
-    """A model's family, and the GGUF quantization of its denoiser when it has one."""
-    gguf = gguf_quantization(entry)
-    family = checkpoint_family(entry)
-    return family if gguf is None else f"{family}, GGUF {gguf}"
+    # Off the loop: the models folders are walked for it.
+    names = await asyncio.to_thread(services_of(interaction).model_names)
+    return await allowed_models_only(interaction, names)
 
 
 async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[Listed]:
@@ -89,13 +79,9 @@ async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[
     services = services_of(interaction)
     registry = services.registry
     if kind is ListKind.MODELS:
-        allowed = set(await allowed_model_names(interaction))
-        entries = [entry for name, entry in registry.loadable().items() if name in allowed]
-        families = await asyncio.to_thread(lambda: [listed_family(e) for e in entries])
-        rows = [
-            Listed(entry.name, f"`{entry.name}` — {family}")
-            for entry, family in zip(entries, families, strict=True)
-        ]
+        models = await asyncio.to_thread(installed_models, registry)
+        allowed = await allowed_models_only(interaction, models)
+        rows = [Listed(name, f"`{name}` — {models[name].label}") for name in allowed]
     elif kind is ListKind.WILDCARDS:
         folder = services.prompts.wildcards_dir
         names = [] if folder is None else await asyncio.to_thread(WildcardLibrary(folder).names)
@@ -198,14 +184,14 @@ async def lora_choices(
 
 
 async def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: str | None) -> str:
-    """``prompt`` with the picked LoRA's tag at its end (an unknown name is refused)."""
+    """``prompt`` with the picked LoRA's tag after its words (an unknown name is refused)."""
     if lora is None:
         return prompt
     # Off the loop: the LoRA folders are walked for it.
     installed = await asyncio.to_thread(services_of(interaction).registry.network_files, "lora")
     if lora not in installed:
         raise UserError(f"There is no LoRA named {lora!r}; `/loras` lists the installed ones.")
-    return f"{prompt} {lora_tag(lora)}"
+    return insert_before_flags(prompt, lora_tag(lora))
 
 
 def _choice_name(row: Listed) -> str:

@@ -32,7 +32,7 @@ from bot.web.server import Claim, RegionWebServer
 from cogs.common import Requester, admitted_submission, submit_from_interaction
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
-from cogs.results.buttons import JobButton, clicked_job, keeps_private, stored_picture
+from cogs.results.buttons import JobButton, keeps_private, stored_picture, visible_job
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
 
@@ -112,7 +112,7 @@ class RegionOffers:
     async def submit_words(
         self, interaction: discord.Interaction[Any], job_id: str, idx: int, words: str, prompt: str
     ) -> None:
-        job = await clicked_job(interaction, job_id)
+        job = await visible_job(interaction, job_id)
         base, picture = await stored_picture(self._queue, job, idx)
         if self._warming is not None:
             with contextlib.suppress(Exception):  # segment() reports a broken model itself
@@ -288,6 +288,6 @@ class WordsButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
-        await clicked_job(interaction, self.job_id)
+        await visible_job(interaction, self.job_id)
         offers = cast(_HasRegionOffers, interaction.client).region_offer
         await offers.ask_for_words(interaction, self.job_id, idx)

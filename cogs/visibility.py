@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import discord
 
+from bot.downloads import DownloadFailed, fetch_picture
+from bot.policy.moderation import check_age_restriction_kept
 from bot.policy.visibility import (
     DISCORD_CDN_ORIGINS,
     ChannelAccess,
@@ -25,7 +27,8 @@ def _place_of(interaction: discord.Interaction[Any]) -> Place:
 
 
 def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: int) -> None:
-    """View Channel + Read Message History from the server's cached roles and overwrites.
+    """View Channel + Read Message History from the server's cached roles and overwrites, and
+    from an age-restricted channel only into another one.
 
     In a DM, ``check_same_place`` has already kept the message to the member's own DM.
     """
@@ -41,6 +44,17 @@ def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: in
     check_member_may_read(
         ChannelAccess(True, permissions.view_channel, permissions.read_message_history)
     )
+    # What Easel makes of the picture is posted here: it stays in age-restricted channels.
+    check_age_restriction_kept(
+        source_age_restricted=is_age_restricted(channel),
+        here_age_restricted=is_age_restricted(interaction.channel),
+    )
+
+
+def is_age_restricted(channel: object) -> bool:
+    """Whether a channel is age-restricted (a thread: its parent; a DM or unknown: no)."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 async def message_for_member(
@@ -87,9 +101,17 @@ async def attachment_for_member(
     if location is None:
         return None
     _check_member_may_read(interaction, location.channel_id)
+    http = interaction.client.http
     try:
-        data = await interaction.client.http.get_from_cdn(reference.strip())
-    except discord.HTTPException:
+        # Not discord.py's get_from_cdn: it reads a whole response, and attachments are large.
+        data = await fetch_picture(
+            reference.strip(),
+            location.filename,
+            _discord_origins(),
+            proxy=http.proxy,
+            proxy_auth=http.proxy_auth,
+        )
+    except DownloadFailed:
         raise UserError(
             "I cannot fetch that picture (its link may have expired); attach it or link its "
             "message."

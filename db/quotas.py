@@ -50,6 +50,8 @@ LIMIT_COLUMNS = (
 Limits = dict[str, float | None]
 
 _PAST = {"commit": "committed", "refund": "refunded"}
+# A reservation at no cost (a relax job): its commit charges nothing either.
+_RESERVED_FREE = "images = 0 AND gpu_seconds = 0"
 
 
 class LedgerError(Exception):
@@ -106,9 +108,10 @@ async def commit(
     now: float,
     *,
     images: int | None = None,
-) -> bool:
+) -> Usage | None:
     """Charge the measured cost in place of the estimate (``images`` defaults to the reserved
-    count); False if already committed. Raises LedgerError if refunded or never reserved."""
+    count) and return what was charged; None if already committed. A job reserved at no cost
+    (a relax job) is charged nothing. Raises LedgerError if refunded or never reserved."""
     if measured_gpu_s < 0 or (images is not None and images < 0):
         raise ValueError(
             f"job {job_id}: measured_gpu_s and images must be 0 or more, "
@@ -116,26 +119,19 @@ async def commit(
         )
     async with conn.execute(
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
-        " SELECT job_id, 'commit', user_id, guild_id, COALESCE(?, images), ?, ?"
+        " SELECT job_id, 'commit', user_id, guild_id,"
+        f" CASE WHEN {_RESERVED_FREE} THEN 0 ELSE COALESCE(?, images) END,"
+        f" CASE WHEN {_RESERVED_FREE} THEN 0 ELSE ? END, ?"
         " FROM quota_ledger WHERE job_id = ? AND kind = 'reserve' AND NOT EXISTS"
         " (SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'refund')"
-        " ON CONFLICT (job_id, kind) DO NOTHING",
+        " ON CONFLICT (job_id, kind) DO NOTHING RETURNING images, gpu_seconds",
         (images, measured_gpu_s, now, job_id, job_id),
     ) as cursor:
-        if cursor.rowcount == 1:
-            return True
-    return await _explain_no_op(conn, job_id, done="commit", contradicting="refund")
-
-
-async def reserved_free(conn: aiosqlite.Connection, job_id: str) -> bool:
-    """Whether the job was reserved at no cost (a relax job): its commit charges nothing."""
-    async with conn.execute(
-        "SELECT images = 0 AND gpu_seconds = 0 FROM quota_ledger"
-        " WHERE job_id = ? AND kind = 'reserve'",
-        (job_id,),
-    ) as cursor:
         row = await cursor.fetchone()
-    return bool(row and row[0])
+    if row is not None:
+        return Usage(images=int(row[0]), gpu_seconds=float(row[1]))
+    await _explain_no_op(conn, job_id, done="commit", contradicting="refund")  # or raises
+    return None
 
 
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 import torch._inductor.config as inductor_config
 from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+from torch.utils._pytree import tree_map_only
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ DECODER_ROWS = (1, 2, 3, 4)
 # Graphs kept per compiled code object: every bucket of a few cached models.
 RECOMPILE_LIMIT = 64
 
+# torch.compile modes that replay CUDA graphs (inductor's triton.cudagraphs).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # How the fail_on_recompile stance's error begins.
 _RECOMPILE_REFUSED = "Detected recompile"
 # A call's signature: what dynamo guards on (shapes, strides, dtypes, plain values).
@@ -210,10 +213,15 @@ class Compiler:
         shapes actually seen, not their other batch sizes (tests: fewer compiles). ``mode``:
         ``torch.compile``'s. The default (``None``) is inductor's default mode: on an H200 it
         compiled SD1.5's UNet and VAE decoder for one batch size in 79 s; max-autotune tunes
-        each kernel on top (unmeasured), and CUDA graphs would need every call on the thread
-        that recorded them."""
+        each kernel on top (unmeasured). ``reduce-overhead`` (and ``max-autotune``) replay
+        CUDA graphs: the compile thread's warm-up call is the graph's warm-up run, the device
+        thread's first call of a shape records it, later calls replay it, all through one
+        tree manager (the compile thread's) and never at once (the lock). A replay overwrites
+        the last one's outputs, which samplers keep (DPM++ 2M, LMS, UniPC histories), so
+        each output is cloned out of the graph's memory (docs/performance.md)."""
         use_disk_cache(cache_dir)
         self.mode = mode
+        self.clones_outputs = mode in CUDA_GRAPH_MODES
         self.batch_variants = batch_variants
         # Held while a compile runs; the device thread only ever tries it (never waits).
         self.lock = threading.Lock()
@@ -308,6 +316,9 @@ class CompiledModule:
                 with torch.compiler.set_stance("fail_on_recompile"):
                     result = self.compiled(*args, **kwargs)
                 self.compiled_calls += 1
+                if self.compiler.clones_outputs:
+                    # Out of the CUDA graph's memory, which the next replay overwrites.
+                    return tree_map_only(torch.Tensor, torch.clone, result)
                 return result
             except RuntimeError as error:
                 if not str(error).startswith(_RECOMPILE_REFUSED):

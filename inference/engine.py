@@ -38,7 +38,7 @@ from inference.passes.faces import check_faces, check_faces_model, faces_of_pict
 from inference.passes.flow import render_flow_group
 from inference.passes.img2img import RenderInputs, load_inputs, outpainted
 from inference.passes.jobs import ImageJob, image_jobs
-from inference.passes.networks import job_networks, vae_file
+from inference.passes.networks import job_networks
 from inference.passes.txt2img import render_group
 from inference.passes.upscale import upscale
 from inference.prepared import PreparedJobs
@@ -55,6 +55,7 @@ from inference.types import (
     RenderRequest,
     StepProgress,
 )
+from inference.vae_files import vae_file
 from inference.validation import RenderLimits, validate_request
 
 # Above this many pixels the VAE decodes in tiles, so a large picture cannot exhaust memory.

@@ -26,7 +26,7 @@ from PIL import Image
 from spandrel import ImageModelDescriptor
 
 from inference.face_options import HAAR_DETECTOR
-from inference.model_upscale import read_spandrel_model
+from inference.model_upscale import SpandrelModel, read_spandrel_model
 from inference.registry import FACE_RESTORER_FOLDERS, ModelRegistry
 from inference.types import RenderInputError
 
@@ -154,21 +154,13 @@ def _yunet_faces(pixels: np.ndarray[Any, Any], path: Path, confidence: float) ->
 
 
 @dataclass
-class FaceRestorer:
-    """A loaded restorer on its device, and the file it came from as it was then."""
-
-    name: str
-    path: Path
-    modified: float  # the file's mtime when loaded: a replaced file is loaded again
-    descriptor: ImageModelDescriptor[Any]
+class FaceRestorer(SpandrelModel):
+    """A loaded restorer (in float32: spandrel's face models do not support half precision)."""
 
     @property
     def architecture(self) -> str:
         """What the web UI's infotext calls it: GFPGAN, RestoreFormer."""
         return str(self.descriptor.architecture.name)
-
-    def is_current(self, path: Path) -> bool:
-        return path == self.path and path.stat().st_mtime == self.modified
 
 
 def resolve_face_restorer(registry: ModelRegistry, name: str | None) -> tuple[str, Path]:

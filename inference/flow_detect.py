@@ -15,10 +15,11 @@ The layouts, as the original code and the web UI forks save them:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from inference.gguf_header import gguf_tensors
 
 # The shipped config folders (inference/configs) and the names people use for them.
 FLOW_FAMILY_NAMES = {
@@ -82,14 +83,5 @@ def flow_family_from_tensors(names: Collection[str]) -> str | None:
 
 
 def gguf_tensor_names(path: Path) -> frozenset[str]:
-    """The tensor names of a ``.gguf`` file, read from its header (the file is memory-mapped,
-    its weights untouched); cached per file version, since lists ask on every keystroke."""
-    stat = path.stat()
-    return _gguf_tensor_names(path, stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _gguf_tensor_names(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
-    from gguf import GGUFReader
-
-    return frozenset(tensor.name for tensor in GGUFReader(path).tensors)
+    """The tensor names of a ``.gguf`` file, from its header (``inference.gguf_header``)."""
+    return frozenset(tensor.name for tensor in gguf_tensors(path))

@@ -15,14 +15,14 @@ from typing import Any, Literal
 
 import diffusers
 import torch
-from safetensors import safe_open
 
 from inference.conditioning import DEFAULT_CLIP_SKIP
 from inference.control_units import control_units
 from inference.flow_detect import gguf_tensor_names
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
+from inference.memory import gguf_quantization
 from inference.prompts import PromptPlan
-from inference.quantization import gguf_quantization_config
+from inference.quantization import GGUF_FILE_TYPE, gguf_quantization_config
 from inference.registry import CHECKPOINT_FOLDERS, GGUF_SUFFIX, ModelEntry
 from inference.types import RenderInputError, RenderRequest
 
@@ -189,11 +189,14 @@ def load_flow_transformer(source: Path, config_dir: Path, dtype: torch.dtype) ->
 
 
 def checkpoint_tensor_names(checkpoint: Path) -> Collection[str]:
-    """The tensor names of a ``.safetensors`` or ``.gguf`` file, from its header."""
+    """The tensor names of a ``.safetensors`` or ``.gguf`` file, from its header (read, not
+    mapped: safetensors maps the whole file copy-on-write, which Linux refuses for a file
+    larger than the machine's memory, as a 33 GB all-in-one Flux file on a 32 GB machine)."""
+    from inference.metadata import safetensors_header
+
     if checkpoint.suffix == GGUF_SUFFIX:
         return gguf_tensor_names(checkpoint)
-    with safe_open(str(checkpoint), framework="pt") as weights:
-        return set(weights.keys())
+    return {name for name in safetensors_header(checkpoint) if name != "__metadata__"}
 
 
 def _config_components(
@@ -276,6 +279,11 @@ _SEPARATE_MARKERS = {
 }
 # Where a part in a file of its own lives, under the models folder.
 PART_FOLDERS = {"T5": "text_encoder", "CLIP-L": "text_encoder", "CLIP-G": "text_encoder"}
+# A T5 encoder's GGUF file in llama.cpp's names: its token embedding and its first block.
+_GGUF_T5_EMBEDDING = "token_embd.weight"
+_GGUF_T5_BLOCK = "enc.blk.0.attn_q.weight"
+# The encoder's copy of T5's embedding: tied to ``shared`` as the model loads.
+_T5_TIED = ("encoder.embed_tokens.weight",)
 VAE_FOLDERS = ("vae", "VAE")
 
 
@@ -324,18 +332,33 @@ def _width(config: Path, part: str) -> int:
 
 
 def _find_part(part: str, config: Path, folders: list[Path]) -> Path | None:
+    width = _width(config, part)
+    # T5 may also be a GGUF file (city96's t5-v1_1-xxl-encoder-Q8_0.gguf).
+    patterns = ("*.safetensors", f"*{GGUF_SUFFIX}") if part == "T5" else ("*.safetensors",)
+    for folder in folders:
+        for pattern in patterns if folder.is_dir() else ():
+            for path in sorted(folder.glob(pattern)):
+                if _file_width(part, path) == width:
+                    return path
+    return None
+
+
+def _file_width(part: str, path: Path) -> int | None:
+    """The width of the ``part`` that ``path`` holds, from its header (None: it holds none);
+    a GGUF T5 in llama.cpp's names, as its T5 encoder files are written."""
+    from inference.gguf_header import gguf_tensors
     from inference.metadata import safetensors_header
 
-    marker, width = _SEPARATE_MARKERS[part], _width(config, part)
-    for folder in folders:
-        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
-            try:
-                tensor = safetensors_header(path).get(marker)
-            except (OSError, ValueError):
-                continue
-            if isinstance(tensor, dict) and tensor["shape"][1] == width:
-                return path
-    return None
+    try:
+        if path.suffix == GGUF_SUFFIX:
+            shapes = {tensor.name: tensor.shape for tensor in gguf_tensors(path)}
+            if _GGUF_T5_BLOCK not in shapes or _GGUF_T5_EMBEDDING not in shapes:
+                return None
+            return shapes[_GGUF_T5_EMBEDDING][1]
+        tensor = safetensors_header(path).get(_SEPARATE_MARKERS[part])
+    except (OSError, ValueError):
+        return None
+    return int(tensor["shape"][1]) if isinstance(tensor, dict) else None
 
 
 def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch.dtype) -> Any:
@@ -349,12 +372,20 @@ def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch
             str(path), config=str(config), subfolder="vae", dtype=dtype, local_files_only=True
         )
     settings = json.loads((config / component / "config.json").read_text())
-    model = getattr(transformers, settings["architectures"][0])(
-        transformers.AutoConfig.from_pretrained(str(config / component), local_files_only=True)
+    model_class = getattr(transformers, settings["architectures"][0])
+    model_config = transformers.AutoConfig.from_pretrained(
+        str(config / component), local_files_only=True
     )
+    if path.suffix == GGUF_SUFFIX:
+        return _load_gguf_t5(model_class, model_config, path, dtype)
+    model = model_class(model_config)
     state = load_file(str(path))
     if part == "T5":
         state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])
+    elif not hasattr(model, "text_model"):
+        # transformers 5.6 flattened CLIPTextModel (Flux's CLIP-L); the files keep the
+        # ``text_model.`` names, as CLIPTextModelWithProjection (SD3's) still does.
+        state = {name.removeprefix("text_model."): tensor for name, tensor in state.items()}
     elif "text_projection.weight" in model.state_dict():
         # Files of CLIP-L carry no projection; SD3 reads CLIP-L with an identity, as diffusers.
         state.setdefault("text_projection.weight", torch.eye(settings["hidden_size"]))
@@ -364,6 +395,28 @@ def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch
             f"{path.name} does not hold the {part} this model needs (missing {missing[0]})"
         )
     return model.to(dtype).eval()
+
+
+def _load_gguf_t5(model_class: Any, model_config: Any, path: Path, dtype: torch.dtype) -> Any:
+    """T5 from a GGUF file through transformers' GGUF reader, which unpacks every weight as
+    it loads: it runs at ``dtype`` (Q8_0 T5-XXL: 9.5 GB in bfloat16), only read smaller.
+    The config is the shipped one: transformers reads T5 v1.1's gated GELU from a GGUF file
+    as gated ReLU, which changes every output."""
+    model, loading = model_class.from_pretrained(
+        str(path.parent),
+        gguf_file=path.name,
+        config=model_config,
+        dtype=dtype,
+        local_files_only=True,
+        output_loading_info=True,
+    )
+    missing = [name for name in loading["missing_keys"] if name not in _T5_TIED]
+    if missing:
+        raise RenderInputError(
+            f"{path.name} does not hold the T5 this model needs (missing {missing[0]})"
+        )
+    setattr(model, GGUF_FILE_TYPE, gguf_quantization(ModelEntry(path.stem, path, "gguf")))
+    return model.eval()
 
 
 def models_root(checkpoint: Path) -> Path:

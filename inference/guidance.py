@@ -102,6 +102,8 @@ class _Evaluations:
 
 # How one output row is made from evaluated rows: (uncond row or None, [(weight, row)]).
 _Recipe = tuple[int | None, list[tuple[float, int]]]
+# The rows' text states, cross-attention mask (None: same lengths) and pooled states.
+_States = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 class PromptGuidance:
@@ -225,10 +227,14 @@ def _stack(conditionings: Sequence[Conditioning]) -> tuple[torch.Tensor, torch.T
 
 
 def _rows(value: Any, sources: list[int], rows: int) -> Any:
-    """Per-row tensors follow the evaluated rows; everything else passes unchanged."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == rows:
-        return value[sources]
-    return value
+    """Per-row tensors follow the evaluated rows; everything else passes unchanged.
+    Rows are gathered by slicing, not with ``sources`` as an index: torch would copy that
+    list from the host to the device, and on CUDA the copy waits for every queued kernel."""
+    if not (isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == rows):
+        return value
+    if sources == list(range(rows)):
+        return value
+    return torch.cat([value[row : row + 1] for row in sources])
 
 
 class ScheduledUNet(torch.nn.Module):
@@ -239,6 +245,32 @@ class ScheduledUNet(torch.nn.Module):
         self.unet = unet
         self._guidance = guidance
         self._pipeline = pipeline
+        # The evaluated conditionings' states, stacked once while they stay the same.
+        self._states: tuple[tuple[tuple[Conditioning, ...], torch.dtype], _States] | None = None
+
+    def _stacked(self, conditionings: Sequence[Conditioning], dtype: torch.dtype) -> _States:
+        """Text states (in ``dtype``), cross-attention mask and pooled states of the rows;
+        made again only when a schedule changes the conditionings, not at every call."""
+        # The cache keeps the conditionings it was made from: their ids stay theirs (a padded
+        # copy made for one call and freed could otherwise lend its id to the next one's).
+        if (
+            self._states is None
+            or self._states[0][1] != dtype
+            or len(self._states[0][0]) != len(conditionings)
+            or any(a is not b for a, b in zip(self._states[0][0], conditionings, strict=True))
+        ):
+            key = (tuple(conditionings), dtype)
+            hidden, mask = _stack(conditionings)
+            pooled = [c.pooled for c in conditionings if c.pooled is not None]
+            self._states = (
+                key,
+                (
+                    hidden.to(dtype),
+                    None if mask is None else mask.to(hidden.dtype),
+                    torch.cat(pooled) if len(pooled) == len(conditionings) else None,
+                ),
+            )
+        return self._states[1]
 
     def __getattr__(self, name: str) -> Any:
         # The pipeline reads config, dtype, device, add_embedding... from its UNet.
@@ -263,36 +295,43 @@ class ScheduledUNet(torch.nn.Module):
         rows = sample.shape[0]
         evaluations, recipes = guidance.recipes(rows)
         sources = evaluations.sources
-        hidden, mask = _stack(evaluations.conditionings)
+        hidden, mask, pooled = self._stacked(evaluations.conditionings, encoder_hidden_states.dtype)
         extra = {key: _rows(value, sources, rows) for key, value in kwargs.items()}
         if mask is not None:
-            extra["encoder_attention_mask"] = mask.to(hidden.dtype)
+            extra["encoder_attention_mask"] = mask
         if added_cond_kwargs is not None:
             added = {key: _rows(value, sources, rows) for key, value in added_cond_kwargs.items()}
-            pooled = [c.pooled for c in evaluations.conditionings]
-            if all(p is not None for p in pooled):
-                added["text_embeds"] = torch.cat(pooled)  # type: ignore[arg-type]
+            if pooled is not None:
+                added["text_embeds"] = pooled
             extra["added_cond_kwargs"] = added
-        hidden = hidden.to(encoder_hidden_states.dtype)
+        evaluated = _rows(sample, sources, rows)
         if guidance.control is not None:
             # The ControlNet sees the very rows and conditionings the UNet does.
             progress = guidance.step_index / guidance.steps
             timesteps = _rows(timestep, sources, rows)
-            extra |= guidance.control(sample[sources], timesteps, hidden, extra, progress)
+            extra |= guidance.control(evaluated, timesteps, hidden, extra, progress)
         states: Any = hidden
         if guidance.image_tokens is not None:
             # The IP-Adapter processors read (text states, [image tokens]) per row.
             states = (hidden, [guidance.image_tokens(evaluations.negatives).to(hidden.dtype)])
         predicted = self.unet(
-            sample[sources],
+            evaluated,
             _rows(timestep, sources, rows),
             states,
             *args,
             return_dict=False,
             **extra,
         )[0]
-        output = torch.stack([_combine(predicted, recipe) for recipe in recipes])
+        output = _combined(predicted, recipes)
         return (output,) if not return_dict else UNet2DConditionOutput(sample=output)
+
+
+def _combined(predicted: torch.Tensor, recipes: list[_Recipe]) -> torch.Tensor:
+    """The output rows; the evaluated rows themselves when each output is its own row."""
+    picks = [weighted[0][1] if uncond is None else None for uncond, weighted in recipes]
+    if picks == list(range(predicted.shape[0])):
+        return predicted
+    return torch.stack([_combine(predicted, recipe) for recipe in recipes])
 
 
 def _combine(predicted: torch.Tensor, recipe: _Recipe) -> torch.Tensor:

@@ -9,11 +9,16 @@ embeddings are averaged into one image prompt.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
+from inference.metadata import checkpoint_family, safetensors_header
+from inference.registry import ModelEntry, ModelRegistry
 from inference.types import RenderInputError, RenderRequest
 
 OPTION_KEY = "ipadapter"
@@ -30,6 +35,14 @@ IMAGE_PROMPT_MODES: tuple[ImagePromptMode, ...] = ("auto", "style", "full")
 # Style-only touches one block, so it takes the adapter at full strength (as InstantStyle);
 # across every layer 0.6 keeps the text prompt in charge.
 DEFAULT_WEIGHTS = {"style": 1.0, "full": 0.6}
+# The text width a UNet's cross-attention reads, by the family people know it as.
+CROSS_ATTENTION_FAMILIES = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
+# An adapter's first cross-attention key projection: its input is the text width.
+_ADAPTER_KEY = "ip_adapter.1.to_k_ip.weight"
+# A single file's UNet cross-attention key projection (any: they all read the text).
+_UNET_PREFIX = "model.diffusion_model."
+_UNET_CROSS_ATTENTION_KEY = ".attn2.to_k.weight"
+_FLOW_LABELS = frozenset({*FLOW_FAMILY_NAMES.values(), SD3_LABEL})
 
 
 @dataclass(frozen=True)
@@ -157,3 +170,111 @@ def image_prompt_pictures(options: Mapping[str, Any]) -> Sequence[str]:
     raw = options.get(OPTION_KEY)
     images = raw.get("images") if isinstance(raw, dict) else None
     return [image for image in images if isinstance(image, str)] if isinstance(images, list) else []
+
+
+def text_family(width: int) -> str:
+    """The family whose text features are ``width`` wide (``SD1.x``), or ``80-wide``."""
+    return CROSS_ATTENTION_FAMILIES.get(width, f"{width}-wide")
+
+
+def adapter_text_width(path: Path) -> int | None:
+    """The text width an adapter was trained with (768 SD1.x, 2048 SDXL), read from its
+    file's header (cached per file version; None: not an IP-Adapter, or not readable)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _adapter_text_width(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter_text_width(path: Path, mtime_ns: int, size: int) -> int | None:
+    try:
+        tensor = safetensors_header(path).get(_ADAPTER_KEY)
+    except (OSError, ValueError):
+        return None
+    return int(tensor["shape"][1]) if isinstance(tensor, dict) else None
+
+
+def checkpoint_text_width(entry: ModelEntry) -> int | None:
+    """The text width ``entry``'s UNet attends to, from its ``unet/config.json`` or its
+    file's header (cached per file version); None when neither says (a pickle, SD3/Flux:
+    no UNet), so that only the render can tell."""
+    try:
+        if entry.format == "diffusers":
+            config = entry.path / "unet" / "config.json"
+            width = json.loads(config.read_text()).get("cross_attention_dim")
+            return width if isinstance(width, int) else None
+        if entry.format == "safetensors":
+            stat = entry.path.stat()
+            return _file_text_width(entry.path, stat.st_mtime_ns, stat.st_size)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _file_text_width(path: Path, mtime_ns: int, size: int) -> int | None:
+    for name, tensor in safetensors_header(path).items():
+        if name.startswith(_UNET_PREFIX) and name.endswith(_UNET_CROSS_ATTENTION_KEY):
+            return int(tensor["shape"][1])
+    return None
+
+
+def choose_adapter(prompt: ImagePrompt, models_dir: Path, width: int) -> tuple[str, Path]:
+    """The adapter that renders ``prompt`` on a UNet attending to ``width``-wide text: the
+    one asked for, else the first installed one of that family; one sentence when none can
+    (headers only)."""
+    installed = adapter_files(models_dir)
+    if not installed:
+        raise RenderInputError(missing_adapter_message(models_dir))
+    if prompt.model is None:
+        fitting = sorted(
+            name for name, path in installed.items() if adapter_text_width(path) == width
+        )
+        if not fitting:
+            raise RenderInputError(
+                f"no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the "
+                f"{text_family(width)} family in EASEL_MODELS_DIR/{IPADAPTER_FOLDER}/"
+            )
+        return fitting[0], installed[fitting[0]]
+    if prompt.model not in installed:
+        raise RenderInputError(
+            f"unknown IP-Adapter {prompt.model!r}; available: {', '.join(sorted(installed))}"
+        )
+    path = installed[prompt.model]
+    fits = adapter_text_width(path)
+    if fits is None:
+        raise RenderInputError(
+            f"{path.name} is no IP-Adapter: it needs image_proj.* and ip_adapter.* tensors"
+        )
+    if fits != width:
+        raise RenderInputError(
+            f"the IP-Adapter {prompt.model} is for the {text_family(fits)} family and this "
+            f"checkpoint is {text_family(width)}: pick an adapter of the checkpoint's family"
+        )
+    return prompt.model, path
+
+
+def check_image_prompt_fits(
+    prompt: ImagePrompt | None, registry: ModelRegistry, model: str | None, default: str | None
+) -> None:
+    """Refuse, before a job is queued, an image prompt that the model it will render with
+    (``model``, else ``default``) cannot take: an SD3/Flux checkpoint, or no installed
+    adapter of the checkpoint's family; in the render's own sentences. An unknown model is
+    left to the request's own checks. File headers only, cached: call it off the event loop."""
+    if prompt is None:
+        return
+    check_image_prompt_models(prompt, registry.models_dir)
+    try:
+        entry = registry.resolve(model, default)
+    except RenderInputError:
+        return  # refused where every request's model is, without listing every installed one
+    family = checkpoint_family(entry)
+    if family in _FLOW_LABELS:
+        raise RenderInputError(
+            f"IP-Adapter (--sref, /blend) does not work with {family} models here"
+        )
+    width = checkpoint_text_width(entry)
+    if width is not None:
+        choose_adapter(prompt, registry.models_dir, width)

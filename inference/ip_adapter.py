@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -34,24 +33,17 @@ from inference.image_prompts import (
     DEFAULT_WEIGHTS,
     IPADAPTER_FOLDER,
     ImagePrompt,
-    adapter_files,
+    choose_adapter,
     image_encoder_folder,
     image_prompt,
     image_prompt_infotext,
-    missing_adapter_message,
 )
 from inference.images import load_input_image
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError, RenderRequest
 
 ADAPTER_HASH_DIGITS = 8
-CROSS_ATTENTION_FAMILIES = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
 _CROSS_ATTENTION = "attn2.processor"
-_FIRST_KEY = "ip_adapter.1.to_k_ip.weight"
-
-
-def _family(width: int) -> str:
-    return CROSS_ATTENTION_FAMILIES.get(width, f"{width}-wide")
 
 
 def read_adapter(path: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -79,19 +71,6 @@ def _uses_hidden_states(projection: dict[str, torch.Tensor]) -> bool:
         "face ID IP-Adapters need face embeddings, which Easel does not make; use a plain, "
         "plus or full IP-Adapter"
     )
-
-
-def adapter_text_width(path: Path) -> int | None:
-    """The text width an adapter was trained with (768 SD1.x, 2048 SDXL), read from its
-    file's header (None: not an IP-Adapter, or not a readable safetensors file)."""
-    try:
-        with safe_open(str(path), framework="pt") as weights:
-            names: list[str] = weights.keys()
-            if _FIRST_KEY not in names:
-                return None
-            return int(weights.get_slice(_FIRST_KEY).get_shape()[1])
-    except (OSError, SafetensorError):
-        return None
 
 
 def _image_width(projection: dict[str, torch.Tensor]) -> int:
@@ -200,17 +179,7 @@ class ImagePromptCache:
             return None
         unet = pipeline.unet
         width = int(unet.config.cross_attention_dim)
-        name, path = self._adapter_path(prompt, registry.models_dir, width)
-        fits = adapter_text_width(path)
-        if fits is None:
-            raise RenderInputError(
-                f"{path.name} is no IP-Adapter: it needs image_proj.* and ip_adapter.* tensors"
-            )
-        if fits != width:
-            raise RenderInputError(
-                f"the IP-Adapter {name} is for the {_family(fits)} family and this "
-                f"checkpoint is {_family(width)}: pick an adapter of the checkpoint's family"
-            )
+        name, path = choose_adapter(prompt, registry.models_dir, width)
         style = style_layers(unet)
         mode = prompt.mode
         if mode == "style" and style is None:
@@ -233,28 +202,6 @@ class ImagePromptCache:
             style if mode == "style" else None,
             len(prompt.images),
         )
-
-    @staticmethod
-    def _adapter_path(prompt: ImagePrompt, models_dir: Path, width: int) -> tuple[str, Path]:
-        """The adapter asked for, else the first installed one of the checkpoint's family."""
-        installed = adapter_files(models_dir)
-        if not installed:
-            raise RenderInputError(missing_adapter_message(models_dir))
-        if prompt.model is not None:
-            if prompt.model not in installed:
-                raise RenderInputError(
-                    f"unknown IP-Adapter {prompt.model!r}; available: "
-                    f"{', '.join(sorted(installed))}"
-                )
-            return prompt.model, installed[prompt.model]
-        fitting = [name for name, path in installed.items() if adapter_text_width(path) == width]
-        if not fitting:
-            raise RenderInputError(
-                f"no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the "
-                f"{_family(width)} family in EASEL_MODELS_DIR/{IPADAPTER_FOLDER}/"
-            )
-        name = sorted(fitting)[0]
-        return name, installed[name]
 
     def _adapter(
         self,

@@ -11,13 +11,14 @@ The peak for one 2x2 grid (four pictures) at the model's native size is an estim
 
     peak = weights + max(denoiser activations, VAE decode)
     denoiser activations = 4 x guidance batches x tokens x width x item size x DENOISER_COPIES
-    VAE decode          = 4 x VAE_DECODE_COPIES x decoder width x side^2 x item size
+    VAE decode          = VAE_DECODE_COPIES x decoder width x side^2 x item size
 
 ``tokens`` is the latent's pixel count, (side/8)^2 for a UNet and (side/16)^2 for a transformer
 (2x2 patches); ``width`` is the denoiser's first layer's output channels (320 for SD1.5, 3072 for
-Flux); guidance batches are 2 with classifier-free guidance and 1 for Flux (distilled). Both
-terms end before the other starts, so only the larger counts. The copies were measured on the
-CPU for SD1.5 (see the constants); on a GPU they are unmeasured.
+Flux); guidance batches are 2 with classifier-free guidance and 1 for Flux (distilled). The VAE
+decodes a batch one picture at a time (``inference.passes.denoise.vae_decoding``), so its term
+is one picture's. Both terms end before the other starts, so only the larger counts. The copies
+were measured on the CPU for SD1.5 (see the constants); on a GPU they are unmeasured.
 
 Pure Python apart from ``gguf`` (numpy): no torch, so listing costs nothing.
 """
@@ -26,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from inference.flow_detect import UnknownSD3Variant, flow_family_from_tensors
+from inference.gguf_header import TensorInfo, gguf_tensors
 from inference.metadata import family_from_tensors, safetensors_header
 from inference.quantization import T5_ENCODER_CLASS
 from inference.registry import GGUF_SUFFIX, SIDECAR_SUFFIX, ModelEntry, denoiser_gguf
@@ -42,8 +43,9 @@ GRID_PICTURES = 4
 # How many tensors of the widest layer's size the working memory comes to. Measured on the CPU
 # (float32, growth of the process's peak RSS, random-weight SD1.5 from the shipped config, 512x512):
 # one UNet call with CFG grew it 461 MiB, 46 x (2 x 64^2 x 320 x 4 B); one picture's VAE decode
-# 962 MiB, 7.5 x (128 x 512^2 x 4 B). Unmeasured on a GPU, and for transformers (the UNet's is
-# used).
+# 962 MiB, 7.5 x (128 x 512^2 x 4 B), and four decoded one at a time 1001 MiB, 7.8 x
+# (benchmarks/vae_decode.py; all four at once: 3100 MiB). Unmeasured on a GPU, and for
+# transformers (the UNet's is used).
 DENOISER_COPIES = 46
 VAE_DECODE_COPIES = 8
 # Native side when no config says it (SD3 and Flux are trained at 1024).
@@ -56,7 +58,6 @@ SAFETENSORS_ITEM_SIZES = {
     "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
 }  # fmt: skip
-_FLOAT_GGUF_TYPES = frozenset({"F64", "F32", "F16", "BF16"})
 # Single-file prefixes (the original layouts, as the web UI and ComfyUI save them).
 _COMPONENT_PREFIXES = (
     ("model.diffusion_model.", "denoiser"),
@@ -84,19 +85,6 @@ _WIDTH_TENSORS = (
 _VAE_WIDTH_TENSOR = "decoder.conv_out.weight"
 _DIFFUSERS_WEIGHTS = ("*.safetensors", f"*{GGUF_SUFFIX}")
 _DENOISER_FOLDERS = ("unet", "transformer")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]
-    stored_bytes: int
-    # The GGUF quantization it stays packed in (``Q8_0``); None for a plain float tensor.
-    packed: str | None = None
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -135,24 +123,7 @@ def safetensors_tensors(path: Path) -> list[TensorInfo]:
     ]
 
 
-def gguf_tensors(path: Path) -> list[TensorInfo]:
-    """A GGUF file's tensors (memory-mapped: only the header is read). GGUF writes shapes
-    innermost first; they are given here as torch has them."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-    return [
-        TensorInfo(
-            tensor.name,
-            tuple(int(side) for side in reversed(tensor.shape)),
-            int(tensor.n_bytes),
-            None if tensor.tensor_type.name in _FLOAT_GGUF_TYPES else tensor.tensor_type.name,
-        )
-        for tensor in reader.tensors
-    ]
-
-
-def file_tensors(path: Path) -> list[TensorInfo]:
+def file_tensors(path: Path) -> Sequence[TensorInfo]:
     """The tensors of a ``.gguf`` or ``.safetensors`` file, from its header."""
     return gguf_tensors(path) if path.suffix == GGUF_SUFFIX else safetensors_tensors(path)
 
@@ -214,7 +185,7 @@ def peak_bytes(
         GRID_PICTURES * guidance_batches * latent_side**2 * width * item_size * DENOISER_COPIES
     )
     vae_width = _shape_of(vae, (_VAE_WIDTH_TENSOR,))[1]
-    decoding = GRID_PICTURES * VAE_DECODE_COPIES * vae_width * side**2 * item_size
+    decoding = VAE_DECODE_COPIES * vae_width * side**2 * item_size  # one picture at a time
     return weights + max(denoising, decoding)
 
 
@@ -242,7 +213,11 @@ def model_memory(
     denoiser_name = "unet" if unet else "transformer"
     parts = {denoiser_name if k == "denoiser" else k: v for k, v in split.items()}
     separate = part_files or {}
-    parts |= {component: file_tensors(path) for component, (_, path) in separate.items()}
+    # A part's GGUF file (T5) is unpacked as it loads (transformers' reader): it runs unpacked.
+    parts |= {
+        component: [dataclasses.replace(tensor, packed=None) for tensor in file_tensors(path)]
+        for component, (_, path) in separate.items()
+    }
     t5 = {component for component, (part, _) in separate.items() if part == "T5"}
     quantized = {denoiser_name, _SINGLE_FILE_T5, *t5} if quantize else set()
     components = _components(sorted(parts.items()), item_size, quantized)

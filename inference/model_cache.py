@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
@@ -26,7 +26,7 @@ from inference.compile import Compiler
 from inference.faces import FaceRestorer, load_face_restorer
 from inference.flow_families import FlowFamily, flow_family
 from inference.metadata import FAMILY_NAMES, checkpoint_family
-from inference.model_upscale import ModelUpscaler, TileDone, load_upscaler, model_upscale
+from inference.model_upscale import SpandrelModel, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
 from inference.preview import LatentPreviewer
 from inference.quantization import Quantize, gguf_denoiser, quantize_denoiser, tensor_bytes
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 INPAINTING_UNET_CHANNELS = 9
 
 PipelineTask = Literal["txt2img", "img2img", "inpaint"]
+Kept = TypeVar("Kept", bound=SpandrelModel)
 _TASK_PIPELINES = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
 
 
@@ -102,6 +103,27 @@ class LoadedModel:
         return self.task_pipelines[task]
 
 
+class LastLoaded(Generic[Kept]):
+    """The last spandrel model of one kind (upscaler, face restorer) on a device, kept while it
+    is asked for again; the old one is dropped before the next loads, never both in memory."""
+
+    def __init__(self, load: Callable[[str, Path, str], Kept]) -> None:
+        self._load = load
+        self._model: Kept | None = None
+
+    def get(self, name: str, path: Path, device: str, release: Callable[[], None]) -> Kept:
+        """The model in ``path`` on ``device``; ``release`` frees the device's memory after
+        the old one is dropped."""
+        if self._model is None or not self._model.is_current(path):
+            self._model = None
+            release()
+            self._model = self._load(name, path, device)
+        return self._model
+
+    def drop(self) -> None:
+        self._model = None
+
+
 class ModelCache:
     """One device's loaded models; the least recently used is dropped first (the last one
     loaded always stays). ``load_pipeline`` reads a model's pipeline from disk."""
@@ -129,10 +151,8 @@ class ModelCache:
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
         self._vae_override: tuple[Path, LoadedModel, Any] | None = None
-        # The last model upscaler, kept while it is asked for again.
-        self._upscaler: ModelUpscaler | None = None
-        # The last face restorer, kept while it is asked for again.
-        self._face_restorer: FaceRestorer | None = None
+        self._upscaler = LastLoaded(load_upscaler)
+        self._face_restorer = LastLoaded(load_face_restorer)
         # The last SDXL refiner, kept (beside the base model) while it is asked for again.
         self._refiner: LoadedModel | None = None
 
@@ -140,8 +160,8 @@ class ModelCache:
         """Drop every cached model, VAE, upscaler and refiner."""
         self.loaded.clear()
         self._vae_override = None
-        self._upscaler = None
-        self._face_restorer = None
+        self._upscaler.drop()
+        self._face_restorer.drop()
         self._refiner = None
         self.release_device_memory()
 
@@ -225,21 +245,12 @@ class ModelCache:
         name, path = upscaler
         if path is None:
             return lanczos_upscale(image, size)
-        cached = self._upscaler
-        if cached is None or not cached.is_current(path):
-            self._upscaler = None  # drop the old one before loading the next
-            self.release_device_memory()
-            cached = self._upscaler = load_upscaler(name, path, self.device)
-        return model_upscale(cached, image, size, cancel=cancel, on_tile=on_tile)
+        model = self._upscaler.get(name, path, self.device, self.release_device_memory)
+        return model_upscale(model, image, size, cancel=cancel, on_tile=on_tile)
 
     def face_restorer(self, name: str, path: Path) -> FaceRestorer:
         """The face restorer in ``path`` on this device (as ``resolve_face_restorer`` gives it)."""
-        cached = self._face_restorer
-        if cached is None or not cached.is_current(path):
-            self._face_restorer = None  # drop the old one before loading the next
-            self.release_device_memory()
-            cached = self._face_restorer = load_face_restorer(name, path, self.device)
-        return cached
+        return self._face_restorer.get(name, path, self.device, self.release_device_memory)
 
     def _fit_memory_budget(self) -> None:
         if self.memory_budget_bytes is None:

@@ -42,9 +42,9 @@ TileDone = Callable[[int, int], None]  # (tiles done, tiles in all)
 
 
 @dataclass
-class ModelUpscaler:
-    """A loaded upscaler on its device (in half precision on CUDA where its architecture
-    allows), and the file it came from as it was then."""
+class SpandrelModel:
+    """A model spandrel loaded (an upscaler, a face restorer) on its device, and the file it
+    came from as it was then."""
 
     name: str
     path: Path
@@ -53,6 +53,11 @@ class ModelUpscaler:
 
     def is_current(self, path: Path) -> bool:
         return path == self.path and path.stat().st_mtime == self.modified
+
+
+@dataclass
+class ModelUpscaler(SpandrelModel):
+    """A loaded upscaler (in half precision on CUDA where its architecture allows)."""
 
     @property
     def scale(self) -> int:

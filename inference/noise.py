@@ -41,12 +41,20 @@ def slerp(fraction: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tens
     ) * end
 
 
-def generator_after_initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Generator:
-    """The picture's CPU generator as the web UI leaves it once the initial noise is drawn:
-    ancestral steps draw on from there, not from the seed's first numbers again."""
+def initial_noise_and_generator(
+    seed: int,
+    shape: tuple[int, ...],
+    variation_seed: int | None = None,
+    variation_strength: float = 0.0,
+) -> tuple[torch.Tensor, torch.Generator]:
+    """The starting latents of one image (strength 0: the seed's image, 1: the variation's),
+    and the seed's CPU generator as that draw left it, as the web UI leaves it: ancestral
+    steps draw on from there, not from the seed's first numbers again."""
     generator = seeded_generator(seed)
-    torch.randn(shape, generator=generator, dtype=torch.float32)
-    return generator
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if variation_seed is not None and variation_strength != 0:
+        noise = slerp(variation_strength, noise, seeded_noise(variation_seed, shape))
+    return noise, generator
 
 
 def initial_noise(
@@ -55,11 +63,13 @@ def initial_noise(
     variation_seed: int | None = None,
     variation_strength: float = 0.0,
 ) -> torch.Tensor:
-    """The starting latents of one image (strength 0: the seed's image, 1: the variation's)."""
-    noise = seeded_noise(seed, shape)
-    if variation_seed is None or variation_strength == 0:
-        return noise
-    return slerp(variation_strength, noise, seeded_noise(variation_seed, shape))
+    """The starting latents of one image, for a pass whose sampler draws no step noise."""
+    return initial_noise_and_generator(seed, shape, variation_seed, variation_strength)[0]
+
+
+def generator_after_initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Generator:
+    """The seed's generator after its initial noise (the parity tests' reference state)."""
+    return initial_noise_and_generator(seed, shape)[1]
 
 
 # Ancestral samplers draw fresh noise at every step from the pictures' CPU generators and copy

@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from inference.gguf_header import FLOAT_GGUF_TYPES
 from inference.registry import denoiser_gguf
 
 if TYPE_CHECKING:  # torch is imported where it is used: the settings read ``Quantize`` from here
@@ -30,10 +31,11 @@ if TYPE_CHECKING:  # torch is imported where it is used: the settings read ``Qua
 Quantize = Literal["off", "int8", "fp8"]
 # torchao's float8 weight-only kernels need Ada (8.9) or Hopper (9.0) and later.
 FP8_MIN_CAPABILITY = (8, 9)
-_FLOAT_GGUF_TYPES = ("F32", "F16", "BF16", "F64")
 # SD3's and Flux's big text encoder (4.9B parameters), quantized with their transformer.
 T5_ENCODER_CLASS = "T5EncoderModel"
 _QUANT_EXTRA = "pip install 'easel[quant]'"
+# Set by the loader on a T5 it read from a GGUF file (unpacked as it loads): the file's type.
+GGUF_FILE_TYPE = "easel_gguf_file_type"
 
 
 def quantize_problem(quantize: Quantize, device: str) -> str | None:
@@ -93,12 +95,19 @@ def quantize_denoiser(pipeline: Any, quantize: Quantize, device: str) -> str | N
     """Quantize ``pipeline``'s UNet or transformer, and the T5 encoder of SD3 and Flux, in
     place as ``quantize`` says, layer by layer on ``device`` (which then never holds them
     unquantized). Return what the infotext calls it: ``int8``, the GGUF type of a denoiser
-    loaded from a GGUF file (``Q8_0``; its T5 then says ``Q8_0, T5 int8``), or None."""
+    loaded from a GGUF file (``Q8_0``; its T5 then says ``Q8_0, T5 int8``), that of a T5
+    read from a GGUF file (``T5 Q8_0``), or None."""
     transformer = getattr(pipeline, "transformer", None)  # SD3 and Flux
     denoiser = pipeline.unet if transformer is None else transformer
     gguf_type = loaded_gguf_type(denoiser)
+    t5_encoders = [
+        part for part in pipeline.components.values() if type(part).__name__ == T5_ENCODER_CLASS
+    ]
     if quantize == "off":
-        return gguf_type
+        t5_types = [
+            f"T5 {kind}" for t5 in t5_encoders if (kind := getattr(t5, GGUF_FILE_TYPE, None))
+        ]
+        return ", ".join([gguf_type, *t5_types] if gguf_type else t5_types) or None
     problem = quantize_problem(quantize, device)
     if problem is not None:
         raise RuntimeError(problem)
@@ -110,9 +119,6 @@ def quantize_denoiser(pipeline: Any, quantize: Quantize, device: str) -> str | N
         if quantize == "int8"
         else Float8WeightOnlyConfig(set_inductor_config=False)
     )
-    t5_encoders = [
-        part for part in pipeline.components.values() if type(part).__name__ == T5_ENCODER_CLASS
-    ]
     for part in t5_encoders if gguf_type is not None else [denoiser, *t5_encoders]:
         quantize_(part, config, device=device)
     if gguf_type is None:
@@ -138,7 +144,7 @@ def loaded_gguf_type(denoiser: Any) -> str | None:
         quant_type = getattr(parameter, "quant_type", None)
         if quant_type is not None:
             counts[_gguf_type_name(quant_type)] += parameter.numel()
-    quantized = [name for name, _ in counts.most_common() if name not in _FLOAT_GGUF_TYPES]
+    quantized = [name for name, _ in counts.most_common() if name not in FLOAT_GGUF_TYPES]
     return quantized[0] if quantized else None
 
 

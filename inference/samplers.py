@@ -3,7 +3,8 @@
 Pure Python at import time (diffusers is imported only to build a scheduler) so the bot can
 validate a sampler name without loading torch.
 
-``DPM++ 2S a`` has no diffusers twin: ``inference.schedulers`` adds it. ``DPM++ SDE`` is
+``DPM++ 2S a`` has no diffusers twin: ``inference.schedulers`` adds it, and runs ``Euler a`` and
+``LCM`` on the sigma schedules diffusers' own schedulers for them cannot take. ``DPM++ SDE`` is
 k-diffusion's sampler ported by diffusers, with its Brownian-tree noise (torchsde) seeded per
 picture by the engine.
 """
@@ -45,6 +46,9 @@ class SamplerSpec:
     # Whether the scheduler takes the Karras / Exponential sigma schedule flags.
     sigma_schedules: bool = True
     module: str = "diffusers"  # where scheduler_class lives (imported only to build one)
+    # A scheduler of inference.schedulers that runs this sampler on the sigma schedules its
+    # own scheduler cannot take (the web UI runs any k-diffusion sampler on any schedule).
+    sigma_schedules_by: str | None = None
 
     def scheduler_type(self) -> type[SchedulerMixin]:
         scheduler_type: type[SchedulerMixin] = getattr(
@@ -60,7 +64,12 @@ _DPM_SOLVER_PP_2 = {**_K_DIFFUSION, "algorithm_type": "dpmsolver++", "solver_ord
 _SDE_DPM_SOLVER_PP_2 = {**_K_DIFFUSION, "algorithm_type": "sde-dpmsolver++", "solver_order": 2}
 
 BASE_SAMPLERS: dict[str, SamplerSpec] = {
-    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", _K_DIFFUSION, sigma_schedules=False),
+    "Euler a": SamplerSpec(
+        "EulerAncestralDiscreteScheduler",
+        _K_DIFFUSION,
+        sigma_schedules=False,
+        sigma_schedules_by="EulerAncestralScheduler",
+    ),
     "Euler": SamplerSpec("EulerDiscreteScheduler", _K_DIFFUSION),
     "LMS": SamplerSpec("LMSDiscreteScheduler", _K_DIFFUSION),
     "Heun": SamplerSpec("HeunDiscreteScheduler", _K_DIFFUSION),
@@ -84,7 +93,9 @@ BASE_SAMPLERS: dict[str, SamplerSpec] = {
         module="inference.schedulers",
     ),
     "UniPC": SamplerSpec("UniPCMultistepScheduler"),
-    "LCM": SamplerSpec("LCMScheduler", sigma_schedules=False),
+    "LCM": SamplerSpec(
+        "LCMScheduler", sigma_schedules=False, sigma_schedules_by="LCMSigmasScheduler"
+    ),
 }
 
 
@@ -155,6 +166,17 @@ def scheduler_spec(name: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> Sample
     if spec.sigma_schedules:
         return dataclasses.replace(
             spec, flags={**SAMPLERS[base].flags, **SCHEDULE_TYPES[requested]}
+        )
+    sigma_flags = SCHEDULE_TYPES[requested].keys() & SIGMA_SCHEDULES.values()
+    if spec.sigma_schedules_by is not None and sigma_flags:
+        # k-diffusion's sampler: every sigma flag set (a model's own config may carry another
+        # one), this one on.
+        flags = {**_K_DIFFUSION, **dict.fromkeys(SIGMA_SCHEDULES.values(), False)}
+        return dataclasses.replace(
+            spec,
+            scheduler_class=spec.sigma_schedules_by,
+            module="inference.schedulers",
+            flags={**flags, **SCHEDULE_TYPES[requested]},
         )
     # Without a sigma choice the spacing of the timesteps is all a k-diffusion sampler takes.
     accepted = [AUTOMATIC_SCHEDULE, "Uniform"]

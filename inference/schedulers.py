@@ -7,6 +7,13 @@ DPM-Solver++(2S) step to sigma_down, then fresh noise of size sigma_up. Its sigm
 midpoints and model-call bookkeeping are exactly those of diffusers' DPM2 a scheduler, so it
 inherits them and only replaces the update.
 
+``EulerAncestralScheduler`` is the web UI's "Euler a" (k-diffusion's
+``sample_euler_ancestral``) on any sigma schedule: diffusers' own ancestral Euler takes no
+Karras / exponential flags, its plain Euler does, so the ancestral step goes on the plain one.
+
+``LCMSigmasScheduler`` is the web UI's "LCM" on a chosen sigma schedule: its LCM denoiser reads
+the model at the 50 timesteps an LCM was distilled on, with the LCM boundary scalings.
+
 ``WebUIDDIMScheduler`` is the web UI's DDIM, whose timesteps differ from diffusers' own;
 ``KDiffusionMultistepScheduler`` gives DPM++ 2M (SDE) k-diffusion's uniform schedule.
 """
@@ -19,6 +26,10 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_euler_discrete import (
+    EulerDiscreteScheduler,
+    EulerDiscreteSchedulerOutput,
+)
 from diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete import (
     KDPM2AncestralDiscreteScheduler,
     KDPM2AncestralDiscreteSchedulerOutput,
@@ -48,7 +59,12 @@ class DPMSolverPlusPlus2SAncestralScheduler(KDPM2AncestralDiscreteScheduler):
         sigma = self.sigmas[index]
         sigma_mid = self.sigmas_interpol[index]  # sqrt(sigma * sigma_down): 0 on the last step
         sigma_down, sigma_up = self.sigmas_down[index], self.sigmas_up[index]
-        denoised = self._denoised(model_output, sample, sigma if first_call else sigma_mid)
+        denoised = _denoised(
+            self.config["prediction_type"],
+            model_output,
+            sample,
+            sigma if first_call else sigma_mid,
+        )
         if first_call:
             self.sample = sample  # type: ignore[assignment]  # diffusers types it as None only
             if sigma_mid == 0:  # the last step goes to sigma 0: the prediction itself
@@ -76,18 +92,138 @@ class DPMSolverPlusPlus2SAncestralScheduler(KDPM2AncestralDiscreteScheduler):
             prev_sample=prev_sample, pred_original_sample=denoised
         )
 
-    def _denoised(
-        self, model_output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor
-    ) -> torch.Tensor:
-        """The model's prediction of the clean latents at noise level ``sigma``."""
-        prediction_type = self.config["prediction_type"]
-        if prediction_type == "epsilon":
-            return sample - sigma * model_output
-        if prediction_type == "v_prediction":
-            return model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
-        raise ValueError(
-            f"DPM++ 2S a supports epsilon and v_prediction models, not {prediction_type!r}"
+
+class _NoisySigmaStep(EulerDiscreteScheduler):
+    """What Euler a and LCM on a schedule type share: a step from the plain Euler scheduler's
+    sigmas (any schedule type), computed in full precision as diffusers does, that ends with
+    fresh noise; each says in ``_move`` where the sample goes and how much noise it gets."""
+
+    def _move(
+        self,
+        sample: torch.Tensor,
+        denoised: torch.Tensor,
+        sigma: torch.Tensor,
+        sigma_next: torch.Tensor,
+        step_index: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the sample before the noise, the clean prediction reported, the noise's size)"""
+        raise NotImplementedError
+
+    def step(  # type: ignore[override]  # no churn arguments: these steps have none
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> Any:
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        step_index = self.step_index
+        assert step_index is not None  # _init_step_index set it
+        sigma, sigma_next = self.sigmas[step_index], self.sigmas[step_index + 1]
+        sample = sample.to(torch.float32)
+        denoised = _denoised(self.config["prediction_type"], model_output, sample, sigma)
+        moved, denoised, noise_size = self._move(sample, denoised, sigma, sigma_next, step_index)
+        # Drawn on the last step too (of size 0), so the generators move on as diffusers' do.
+        noise = randn_tensor(
+            model_output.shape,
+            dtype=model_output.dtype,
+            device=model_output.device,
+            generator=generator,
         )
+        prev_sample = (moved + noise * noise_size).to(model_output.dtype)
+        self._step_index = step_index + 1  # type: ignore[assignment]
+        if not return_dict:
+            return (prev_sample, denoised)
+        return EulerDiscreteSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
+
+
+class EulerAncestralScheduler(_NoisySigmaStep):
+    """Euler a on any schedule type: per step, an Euler step to sigma_down, then fresh noise of
+    size sigma_up, where sigma_down² + sigma_up² = sigma_next² and sigma_up² = sigma_next²
+    (sigma² - sigma_next²) / sigma² (eta 1). On the uniform schedule it is bit for bit
+    diffusers' EulerAncestralDiscreteScheduler."""
+
+    def _move(
+        self,
+        sample: torch.Tensor,
+        denoised: torch.Tensor,
+        sigma: torch.Tensor,
+        sigma_next: torch.Tensor,
+        step_index: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sigma_up = (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5
+        sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
+        return sample + (sample - denoised) / sigma * (sigma_down - sigma), denoised, sigma_up
+
+
+# The web UI's LCM: the timesteps an LCM was distilled on (T // 50 apart, ending at T - 1), and
+# the consistency model's boundary scalings (sigma_data 0.5, timesteps scaled by 10).
+_LCM_ORIGINAL_STEPS = 50
+_LCM_SIGMA_DATA = 0.5
+_LCM_TIMESTEP_SCALING = 10.0
+
+
+class LCMSigmasScheduler(_NoisySigmaStep):
+    """LCM on the Karras / exponential schedule between the smallest and largest of the model's
+    sigmas at the 50 LCM timesteps; each sigma is read at the nearest of those timesteps. Per
+    step: the boundary-scaled prediction of the clean latents, plus fresh noise of the next
+    sigma (k-diffusion's ``sample_lcm``)."""
+
+    def set_timesteps(  # type: ignore[override]  # only the step count: no custom schedules
+        self, num_inference_steps: int, device: str | torch.device | None = None
+    ) -> None:
+        config = self.config
+        train_steps = config["num_train_timesteps"]
+        skip = train_steps // _LCM_ORIGINAL_STEPS
+        lcm_timesteps = torch.arange(_LCM_ORIGINAL_STEPS) * skip + skip - 1
+        alphas = self.alphas_cumprod[lcm_timesteps]
+        log_table = (((1 - alphas) / alphas) ** 0.5).log()
+        in_sigmas = log_table.exp().flip(0)  # from the largest to the smallest
+        if config["use_karras_sigmas"]:
+            spaced = self._convert_to_karras(in_sigmas, num_inference_steps)
+        elif config["use_exponential_sigmas"]:
+            spaced = self._convert_to_exponential(in_sigmas, num_inference_steps)
+        else:
+            raise ValueError("LCMSigmasScheduler takes the Karras or the exponential schedule")
+        sigmas = torch.from_numpy(np.asarray(spaced, dtype=np.float32))
+        nearest = (sigmas.log()[:, None] - log_table[None, :]).abs().argmin(dim=1)
+        self.num_inference_steps = num_inference_steps  # type: ignore[assignment]
+        self.timesteps = lcm_timesteps[nearest].to(torch.float32).to(device)
+        self.sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+        self._step_index = None
+        # From the first step (an img2img pipeline sets its own): a schedule can read the same
+        # LCM timestep twice (the first two from 59 Karras steps), so a step is not found by
+        # its timestep.
+        self.set_begin_index(0)
+
+    def _move(
+        self,
+        sample: torch.Tensor,
+        denoised: torch.Tensor,
+        sigma: torch.Tensor,
+        sigma_next: torch.Tensor,
+        step_index: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scaled = float(self.timesteps[step_index]) * _LCM_TIMESTEP_SCALING
+        c_skip = _LCM_SIGMA_DATA**2 / (scaled**2 + _LCM_SIGMA_DATA**2)
+        c_out = scaled / (scaled**2 + _LCM_SIGMA_DATA**2) ** 0.5
+        boundary = c_out * denoised + c_skip * sample
+        return boundary, boundary, sigma_next
+
+
+def _denoised(
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """The model's prediction of the clean latents at noise level ``sigma``."""
+    if prediction_type == "epsilon":
+        return sample - sigma * model_output
+    if prediction_type == "v_prediction":
+        return model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
+    raise ValueError(
+        f"ancestral samplers take epsilon and v_prediction models, not {prediction_type!r}"
+    )
 
 
 class WebUIDDIMScheduler(DDIMScheduler):

@@ -3,6 +3,7 @@ the ``upscale`` mode. Pure PIL: no torch (model upscalers live in ``inference.mo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,6 +103,18 @@ class HiresOptions:
                 f"{MAX_SIZE}: lower the size or the hires scale"
             )
         return cls(float(scale), steps, float(denoising), upscaler)
+
+    def pass_steps(self, first_pass_steps: int) -> int:
+        """The schedule the second pass samples (0: the first pass's steps), refused when its
+        ``steps x denoising`` would leave no step to run."""
+        steps = self.steps or first_pass_steps
+        if int(steps * self.denoising) < 1:
+            least = math.ceil(1 / self.denoising)
+            raise RenderInputError(
+                f"{steps} hires steps at hires denoising {self.denoising:g} leave no step to "
+                f"run: raise hires steps to {least} or more"
+            )
+        return steps
 
     def infotext(self, upscaler: str) -> dict[str, object]:
         """The web UI's hires fix fields, with the upscaler that ran (its resolved name)."""

@@ -4,10 +4,10 @@ The policy (which limits apply, what a refusal says) is ``bot.policy.quota``; th
 ``db.quotas``. This module joins them at the three moments the queue knows about.
 
 The check before an interaction is acknowledged (``refusal_for``) reads the member's limits
-and spending from memory: every write of the ledger or the limits goes through this module
-(or tells it: ``limits_changed``, ``member_forgotten``, ``ledger_pruned``) and updates what
-is kept. That check is advisory: ``admit`` checks again in SQLite, in the transaction that
-reserves, and stays the authority.
+and spending from memory: every write of the ledger or the limits goes through this module,
+which updates what is kept in the same call, so no caller can forget to (a test checks that
+nothing else calls a writing function of ``db.quotas``). That check is advisory: ``admit``
+checks again in SQLite, in the transaction that reserves, and stays the authority.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bot.policy.quota import (
     period_start,
     resolve_limits,
 )
+from db import history as member_data
 from db import quotas as ledger
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
@@ -185,10 +186,10 @@ async def admit(
 async def charge(
     conn: aiosqlite.Connection, job_id: str, gpu_seconds: float, images: int, now: float
 ) -> None:
-    if await ledger.reserved_free(conn, job_id):  # a relax job stays free
-        gpu_seconds, images = 0.0, 0
-    if await ledger.commit(conn, job_id, gpu_seconds, now, images=images):
-        _kept(conn).settled(job_id, Cost(images=images, gpu_seconds=gpu_seconds))
+    """Charge the measured cost (a relax job, reserved free, stays free: the ledger's rule)."""
+    charged = await ledger.commit(conn, job_id, gpu_seconds, now, images=images)
+    if charged is not None:
+        _kept(conn).settled(job_id, Cost(images=charged.images, gpu_seconds=charged.gpu_seconds))
 
 
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
@@ -196,21 +197,44 @@ async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
         _kept(conn).settled(job_id, Cost(images=0, gpu_seconds=0.0))
 
 
-def limits_changed(conn: aiosqlite.Connection, guild_id: int) -> None:
-    """A limit override of ``guild_id`` (its default, a role's or a member's) was written."""
+async def set_limits(
+    conn: aiosqlite.Connection,
+    scope: ledger.LimitScope,
+    guild_id: int,
+    subject_id: int,
+    limits: QuotaLimits,
+    now: float,
+) -> None:
+    """Store a limit override of ``guild_id`` (its default, a role's or a member's)."""
+    await ledger.set_limits(conn, scope, guild_id, subject_id, limits.as_mapping(), now)
     _kept(conn).limits.drop_where(lambda key: key[0] == guild_id)
 
 
-def member_forgotten(conn: aiosqlite.Connection, user_id: int) -> None:
-    """/forget-me rewrote the member's ledger rows."""
+async def erase_member(
+    conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
+) -> member_data.ErasedData:
+    """/forget-me's erase (``db.history.erase_user``), which rewrites the member's ledger rows."""
+    erased = await member_data.erase_user(
+        conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
+    )
     kept = _kept(conn)
     kept.usage.drop_where(lambda key: key[0] == user_id)
     kept.limits.drop_where(lambda key: key[1] == user_id)
+    return erased
 
 
-def ledger_pruned(conn: aiosqlite.Connection) -> None:
-    """Retention anonymised or deleted ledger rows (of periods no limit counts any more)."""
+async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:
+    """Anonymise the ledger rows /forget-me left named until their periods ended."""
+    anonymised = await ledger.anonymise_due(conn, now)
     _kept(conn).usage.drop_where(lambda _key: True)
+    return anonymised
+
+
+async def prune_settled(conn: aiosqlite.Connection, reserved_before: float) -> int:
+    """Delete settled ledger rows reserved before ``reserved_before`` (``db.quotas``)."""
+    pruned = await ledger.prune_settled(conn, reserved_before)
+    _kept(conn).usage.drop_where(lambda _key: True)
+    return pruned
 
 
 # -- what ``refusal_for`` reads from memory ---------------------------------------------------

@@ -28,7 +28,7 @@ import aiosqlite
 from bot.jobs import accounting
 from bot.jobs.stored_files import remove_unused_results, remove_unused_uploads
 from bot.policy.quota import Period, period_start, reset_at
-from db import history, quotas, refusals
+from db import history, refusals
 from db import jobs as journal
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,13 @@ class Retention:
     async def prune(self) -> Pruned:
         now = self._clock()
         tokens = await self.clear_expired_tokens()
-        anonymised = await quotas.anonymise_due(self._conn, now)
-        accounting.ledger_pruned(self._conn)
+        anonymised = await accounting.anonymise_due(self._conn, now)
         if not self._retention_s:  # 0: keep forever
             return Pruned(tokens, anonymised)
         cutoff = now - self._retention_s
         jobs = await history.prune_jobs(self._conn, finished_before=cutoff)
         counted_since, _ = quota_window(now)
-        ledger_rows = await quotas.prune_settled(
+        ledger_rows = await accounting.prune_settled(
             self._conn, reserved_before=min(cutoff, counted_since)
         )
         refused = await refusals.prune(self._conn, before=cutoff)

@@ -17,7 +17,6 @@ from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import QuotaLimits
 from bot.user_errors import UserError
 from db import guild_settings as store
-from db import quotas
 from db.guild_settings import AuditEntry, GuildList, GuildSettings
 from db.quotas import LimitScope
 from inference.types import RenderRequest
@@ -79,10 +78,7 @@ class GuildPolicy:
         """The request as the guild wants it run (its default model filled in), or
         ``UserError`` naming the rule it breaks. Direct messages, which no guild governs, are
         refused unless the operator allows them; then a new guild's rules apply there."""
-        if guild_id is None and not self._allow_dms:
-            # Also for a button or a stale command registration that Discord still delivers.
-            raise UserError(DMS_OFF)
-        settings = _DIRECT_MESSAGES if guild_id is None else await self.settings(guild_id)
+        settings = await self._rules_where(guild_id)
         if request.model is None and settings.default_model is not None:
             request = dataclasses.replace(request, model=settings.default_model)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
@@ -90,7 +86,7 @@ class GuildPolicy:
             model=request.model,
             channel_id=channel_id,
             channel_is_age_restricted=channel_is_age_restricted,
-            allowed_channels={int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)},
+            allowed_channels=_allowed_channels(settings),
             allowed_models=settings.entries(GuildList.ALLOWED_MODEL),
             nsfw_policy=nsfw_policy,
             refiner=request.options.get("refiner"),
@@ -104,12 +100,18 @@ class GuildPolicy:
     async def check_channel(self, guild_id: int | None, channel_id: int | None) -> None:
         """``UserError`` when Easel may not work here: direct messages while they are off, or
         a channel the server has not enabled (for work that is not a job, e.g. /describe)."""
-        if guild_id is None:
-            if not self._allow_dms:
-                raise UserError(DMS_OFF)
-            return
-        settings = await self.settings(guild_id)
-        check_channel(channel_id, {int(c) for c in settings.entries(GuildList.ALLOWED_CHANNEL)})
+        settings = await self._rules_where(guild_id)
+        check_channel(channel_id, _allowed_channels(settings))
+
+    async def _rules_where(self, guild_id: int | None) -> GuildSettings:
+        """The rules of ``guild_id``; in direct messages, which no guild governs, a new
+        guild's, or ``UserError`` while the operator keeps them off."""
+        if guild_id is not None:
+            return await self.settings(guild_id)
+        if not self._allow_dms:
+            # Also for a button or a stale command registration that Discord still delivers.
+            raise UserError(DMS_OFF)
+        return _DIRECT_MESSAGES
 
     async def set_default_model(self, guild_id: int, admin_id: int, model: str | None) -> None:
         await store.set_value(self._conn, guild_id, admin_id, "default_model", model, self._clock())
@@ -140,7 +142,7 @@ class GuildPolicy:
         limits: QuotaLimits,
     ) -> None:
         now = self._clock()
-        await quotas.set_limits(self._conn, scope, guild_id, subject_id, limits.as_mapping(), now)
+        await accounting.set_limits(self._conn, scope, guild_id, subject_id, limits, now)
         await store.record_change(
             self._conn,
             guild_id,
@@ -149,7 +151,10 @@ class GuildPolicy:
             json.dumps({k: v for k, v in limits.as_mapping().items() if v is not None}),
             now,
         )
-        accounting.limits_changed(self._conn, guild_id)
 
     async def audit_log(self, guild_id: int, limit: int = 15) -> list[AuditEntry]:
         return await store.audit_log(self._conn, guild_id, limit)
+
+
+def _allowed_channels(settings: GuildSettings) -> set[int]:
+    return {int(channel) for channel in settings.entries(GuildList.ALLOWED_CHANNEL)}

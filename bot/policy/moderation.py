@@ -115,6 +115,36 @@ def check_channel(channel_id: int | None, allowed_channels: Collection[int]) -> 
         raise UserError(f"Easel is not enabled in this channel; use it in {where}.", Reason.CHANNEL)
 
 
+AGE_RESTRICTED_PICTURE = (
+    "That picture comes from an age-restricted channel (or one I no longer see); use it or "
+    "show it again only in an age-restricted channel."
+)
+
+
+def check_age_restriction_kept(*, source_age_restricted: bool, here_age_restricted: bool) -> None:
+    """A picture from an age-restricted channel stays in those: what Easel makes of it or shows
+    of it is posted where the member asks (``/vary message:``, ``--sref``, buttons, ``/show``)."""
+    if source_age_restricted and not here_age_restricted:
+        raise UserError(AGE_RESTRICTED_PICTURE, Reason.NSFW)
+
+
+def check_repost(
+    *, made_age_restricted: bool, here_age_restricted: bool, nsfw_policy: NsfwPolicy
+) -> None:
+    """A result posted again for others to see (``/show``) keeps the rules it was made
+    under: one made in an age-restricted channel (or one no longer known), or where the
+    server renders only in those, is posted again only in an age-restricted channel."""
+    check_age_restriction_kept(
+        source_age_restricted=made_age_restricted or nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY,
+        here_age_restricted=here_age_restricted,
+    )
+
+
+def model_allowed(name: str, allowed_models: Collection[str]) -> bool:
+    """Whether a server's model list lets ``name`` be used (an empty list allows all)."""
+    return not allowed_models or name in allowed_models
+
+
 def check_request(
     *,
     model: str | None,
@@ -135,7 +165,7 @@ def check_request(
         )
     # A refiner is a model too: the server's list governs it as well.
     for name in (model, refiner):
-        if name is not None and allowed_models and name not in allowed_models:
+        if name is not None and not model_allowed(name, allowed_models):
             names = ", ".join(sorted(allowed_models))
             raise UserError(
                 f"Model {name!r} is not allowed on this server; choose one of: {names}.",

@@ -187,6 +187,11 @@ class Refusal:
                 f"This request needs {_number(self.requested)} {unit} but the limit is "
                 f"{_number(self.limit)} {unit} per {self.period.value}; ask for less."
             )
+        if self.limit == 0:
+            return (
+                f"This server allows you no {unit} per {self.period.value}, --relax jobs "
+                "included; ask its admins."
+            )
         if self.used >= self.limit:
             return (
                 f"You have used {_number(self.used)} of {_number(self.limit)} {unit} {when}; "
@@ -206,7 +211,8 @@ def _number(value: float) -> str:
 def check(
     usage: Mapping[Period, Amount], limits: QuotaLimits, cost: Amount, now: float
 ) -> Refusal | None:
-    """None when ``cost`` fits every limit on top of ``usage`` (per period, from the ledger).
+    """None when ``cost`` fits every limit on top of ``usage`` (per period, from the ledger);
+    a limit of 0 fits nothing, not even a free job.
 
     Of several exceeded limits the one that resets last is reported: only then can the
     request go through. ``usage`` needs an entry for every period that has a limit.
@@ -224,7 +230,8 @@ def check(
                 )
             used: float = getattr(usage[period], resource)
             requested: float = getattr(cost, resource)
-            if used + requested > limit:
+            # A limit of 0 is the admins' "none at all": even a free (--relax) job is refused.
+            if used + requested > limit or limit == 0:
                 refusals.append(
                     Refusal(resource, period, limit, used, requested, reset_at(period, now))
                 )

@@ -26,6 +26,9 @@ from bot.web.pages import editor_page, message_page
 log = logging.getLogger(__name__)
 # The multipart body: the mask PNG (an upload's limit) and a prompt.
 _MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+# aiohttp's keep-alive time, which also bounds how long a request's head may take to arrive
+# (its default is an hour: a client sending a header a minute would hold a socket that long).
+REQUEST_HEAD_TIMEOUT_S = 15.0
 SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
     "Cache-Control": "no-store",
@@ -101,7 +104,11 @@ class RegionWebServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None)  # tokens stay out of logs
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,  # tokens stay out of logs
+            keepalive_timeout=REQUEST_HEAD_TIMEOUT_S,
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
         log.info("mask editor listening on %s:%s", self._host, self._port)

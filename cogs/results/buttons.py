@@ -65,6 +65,14 @@ def check_clicker_may_see(interaction: discord.Interaction[Any], job: StoredJob)
         check_member_may_read_channel(interaction, job.channel_id)
 
 
+async def visible_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
+    """The job a button names (``clicked_job``), if the clicker may see it
+    (``check_clicker_may_see``): every button that reads a job's prompt or pictures asks this."""
+    job = await clicked_job(interaction, job_id)
+    check_clicker_may_see(interaction, job)
+    return job
+
+
 async def keeps_private(interaction: discord.Interaction[Any], job: StoredJob) -> bool:
     """Whether what the member makes from or shows of ``job`` is for their eyes only: a
     private job stays private on every path, and so does anything the member asked to keep
@@ -182,7 +190,7 @@ class RerollButton(
     action, emoji = "reroll", "🔄"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await clicked_job(interaction, self.job_id)
+        job = await visible_job(interaction, self.job_id)
         original = await _original_request(interaction, self.job_id)
         await submit_from_interaction(
             interaction,
@@ -209,7 +217,7 @@ class PickButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
-        job = await clicked_job(interaction, self.job_id)
+        job = await visible_job(interaction, self.job_id)
         if idx >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
@@ -262,11 +270,16 @@ class _PictureEditButton(_ReportsErrors):
         """The new job's request, from the picture and its job's request."""
         raise NotImplementedError
 
+    async def edit_here(
+        self, interaction: discord.Interaction[Any], base: RenderRequest, picture: Picture
+    ) -> RenderRequest:
+        """``edit``, for a button whose request also depends on what is installed here."""
+        return self.edit(base, picture)
+
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await clicked_job(interaction, self.job_id)
-        check_clicker_may_see(interaction, job)
+        job = await visible_job(interaction, self.job_id)
         base, picture = await _stored_picture(interaction, job, self.idx)
-        request = self.edit(base, picture)
+        request = await self.edit_here(interaction, base, picture)
         await submit_from_interaction(
             interaction,
             self.action,
@@ -341,20 +354,17 @@ class FixFacesButton(
     where the server has a face restorer installed; a job charged to whoever presses it."""
 
     action = "faces"
-    restore = False
 
     @staticmethod
     def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
         return "Fix faces", "🙂"
 
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
+    async def edit_here(
+        self, interaction: discord.Interaction[Any], base: RenderRequest, picture: Picture
+    ) -> RenderRequest:
         # Off the loop: the restorer folders are walked for it.
         installed = await asyncio.to_thread(services_of(interaction).registry.face_restorer_files)
-        self.restore = bool(installed)
-        await super().run(interaction)
-
-    def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
-        return fix_faces_request(base, picture, restore=self.restore)
+        return fix_faces_request(base, picture, restore=bool(installed))
 
 
 class CancelButton(
@@ -390,7 +400,7 @@ class RemixButton(
     action, label, emoji = "remix", "Remix", "🎛️"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await clicked_job(interaction, self.job_id)
+        job = await visible_job(interaction, self.job_id)
         original = await _original_request(interaction, self.job_id)
         if self.idx is not None:
             if self.idx >= len(job.seeds):
@@ -411,8 +421,7 @@ class DirectCopyButton(
     action, label, emoji = "dm", "DM me", "📩"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await clicked_job(interaction, self.job_id)
-        check_clicker_may_see(interaction, job)
+        job = await visible_job(interaction, self.job_id)
         indexes = range(len(job.image_paths)) if self.idx is None else [self.idx]
         if max(indexes) >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
@@ -493,7 +502,7 @@ class RegionButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
-        job = await clicked_job(interaction, self.job_id)
+        job = await visible_job(interaction, self.job_id)
         await _stored_picture(interaction, job, idx)  # still there, its job still known
         offers = cast(HasRegionOffer, interaction.client).region_offer
         await offers.offer(interaction, job, idx)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import discord
 
@@ -15,11 +17,26 @@ from bot.images import fit_under
 # Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
 DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
 CANNOT_MESSAGE_USER = 50007
+Sent = TypeVar("Sent")
 
 
 def dms_closed(error: discord.HTTPException) -> bool:
     """Whether Discord refused because the member does not accept the bot's messages."""
     return isinstance(error, discord.Forbidden) or error.code == CANNOT_MESSAGE_USER
+
+
+async def in_direct_messages(
+    client: discord.Client,
+    user_id: int,
+    send: Callable[[discord.DMChannel], Awaitable[Sent]],
+) -> Sent | None:
+    """``send`` in the member's direct messages; None when those are closed to the bot."""
+    try:
+        return await send(await client.create_dm(discord.Object(user_id)))
+    except discord.HTTPException as error:
+        if not dms_closed(error):
+            raise
+        return None
 
 
 def _fitted_file(picture: Path | bytes, filename: str, spoiler: bool) -> discord.File:
@@ -46,17 +63,14 @@ async def send_copy(
         await asyncio.to_thread(_fitted_file, path, filename, spoiler)
         for path, filename in pictures
     ]
-    try:
-        direct = await client.create_dm(discord.Object(user_id))
-        await direct.send(
+
+    async def send(direct: discord.DMChannel) -> discord.Message:
+        return await direct.send(
             content,
             files=files,
             view=view,
             allowed_mentions=discord.AllowedMentions.none(),
             nonce=nonce,
         )
-    except discord.HTTPException as error:
-        if not dms_closed(error):
-            raise
-        return False
-    return True
+
+    return await in_direct_messages(client, user_id, send) is not None

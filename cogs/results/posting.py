@@ -17,7 +17,7 @@ from bot.images import fit_under, grid_png
 from bot.jobs.queue import FinishedJob
 from bot.policy.member_settings import MemberSettings
 from cogs.results.buttons import copy_view, job_view
-from cogs.results.copies import DEFAULT_FILESIZE_LIMIT, dms_closed, send_copy
+from cogs.results.copies import DEFAULT_FILESIZE_LIMIT, in_direct_messages, send_copy
 from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
 from inference.compare import is_comparison
 from inference.infotext import format_value, parse_infotext
@@ -85,17 +85,20 @@ class DiscordResults(ProgressMessages):
         self.member_settings: MemberSettings | None = None
 
     async def deliver(self, job: FinishedJob) -> int | None:
-        message_id = await self._post_result(job)
-        if job.succeeded and await self._wants_copy(job):
-            await self._send_copy(job)
+        # Composed once: the posted result and a comparison's copy by DM are the same picture.
+        png = await asyncio.to_thread(result_png, job) if job.succeeded else None
+        message_id = await self._post_result(job, png)
+        if png is not None and await self._wants_copy(job):
+            await self._send_copy(job, png)
         return message_id
 
-    async def _send_copy(self, job: FinishedJob) -> None:
+    async def _send_copy(self, job: FinishedJob, png: bytes) -> None:
         """The copy by DM is extra: failing to send it never fails the posted result. A
-        comparison's copy is its labelled grid (its cells can outnumber a message's 10 files)."""
+        comparison's copy is its labelled grid ``png`` (its cells can outnumber a message's
+        10 files); other results' copies are their stored pictures."""
         pictures: list[tuple[Path | bytes, str]]
         if is_comparison(job.request):
-            pictures = [(await asyncio.to_thread(result_png, job), f"easel-{job.job_id}")]
+            pictures = [(png, f"easel-{job.job_id}")]
         else:
             pictures = [
                 (image.path, f"easel-{job.job_id}-{idx}") for idx, image in enumerate(job.images)
@@ -133,7 +136,8 @@ class DiscordResults(ProgressMessages):
             and self._alive(job.interaction_created_at)
         )
 
-    async def _post_result(self, job: FinishedJob) -> int | None:
+    async def _post_result(self, job: FinishedJob, png: bytes | None) -> int | None:
+        """Post the result (``png``: its picture; None: it failed or was cancelled)."""
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit overwrite the result
@@ -141,9 +145,8 @@ class DiscordResults(ProgressMessages):
         mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
         files: list[discord.File] = []
         view: discord.ui.View | None = None
-        if job.succeeded:
+        if png is not None:
             content = caption(job)
-            png = await asyncio.to_thread(result_png, job)
             fitted = await asyncio.to_thread(fit_under, png, filesize_limit)
             if fitted.is_preview:
                 content += f"\nThis is a smaller preview; `/show {job.job_id}` gives the original."
@@ -210,19 +213,18 @@ class DiscordResults(ProgressMessages):
         if job.guild_id is not None and view is not None:
             view = None
             content += f"\nIts buttons work in its server: `/show {job.job_id}` there."
-        try:
-            direct = await self._client.create_dm(discord.Object(job.user_id))
+
+        async def post(direct: discord.DMChannel) -> int:
             return await self._post(direct, job, content, files, mentions, view)
-        except discord.HTTPException as error:
-            if not dms_closed(error):
-                raise
+
+        posted = await in_direct_messages(self._client, job.user_id, post)
+        if posted is None:
             log.warning(
-                "job %s: the member's direct messages are closed to the bot (%s); "
+                "job %s: the member's direct messages are closed to the bot; "
                 "the result was not posted",
                 job.job_id,
-                error,
             )
-            return None
+        return posted
 
     @staticmethod
     async def _post(

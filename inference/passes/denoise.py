@@ -22,11 +22,7 @@ from inference.guidance import PromptGuidance, StepCallback
 from inference.images import InpaintCanvas
 from inference.ip_adapter import ImagePromptCache, ImagePrompting
 from inference.model_cache import LoadedModel, ModelCache, PipelineTask
-from inference.noise import (
-    generator_after_initial_noise,
-    initial_noise,
-    step_noise_drawn_ahead,
-)
+from inference.noise import initial_noise_and_generator, step_noise_drawn_ahead
 from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
 from inference.passes.networks import JobNetworks
 from inference.progress import StepTracker
@@ -52,15 +48,21 @@ def vae_in_use(pipeline: Any, vae: Any | None) -> Iterator[None]:
 
 
 @contextmanager
-def vae_tiling(pipeline: Any, tiled: bool) -> Iterator[None]:
-    if not tiled:
-        yield
-        return
-    pipeline.vae.enable_tiling()
+def vae_decoding(pipeline: Any, tiled: bool = False) -> Iterator[None]:
+    """For this call the pipeline's VAE decodes (and encodes) a batch one picture at a time,
+    in tiles when ``tiled``. A batch's peak is then one picture's: on the CPU a 2x2 grid at
+    512x512 peaked at a third, in the same time (docs/performance.md); pictures within 1/255
+    of a batched decode."""
+    vae = pipeline.vae
+    vae.enable_slicing()
+    if tiled:
+        vae.enable_tiling()
     try:
         yield
     finally:
-        pipeline.vae.disable_tiling()
+        vae.disable_slicing()
+        if tiled:
+            vae.disable_tiling()
 
 
 def stopping_early(request: RenderRequest, then: StepCallback) -> StepCallback:
@@ -130,12 +132,16 @@ class Denoiser:
         pipeline.scheduler = scheduler
         scale = pipeline.vae_scale_factor
         latent_shape = (1, pipeline.vae.config.latent_channels, size[1] // scale, size[0] // scale)
-        noise = torch.cat(
-            [
-                initial_noise(job.seed, latent_shape, job.variation_seed, job.variation_strength)
-                for job in jobs
-            ]
-        ).to(self.device, self.dtype)
+        # Each picture's generator, left where its initial noise ends, drives ancestral
+        # samplers' step noise (drawn once, not a second time to move the generator on).
+        drawn = [
+            initial_noise_and_generator(
+                job.seed, latent_shape, job.variation_seed, job.variation_strength
+            )
+            for job in jobs
+        ]
+        noise = torch.cat([picture for picture, _ in drawn]).to(self.device, self.dtype)
+        generators = [generator for _, generator in drawn]
         use_noise_for_img2img(scheduler, noise, arguments.latent_fill)
         seed_brownian_noise(scheduler, jobs)
         start = {"latents": noise} if arguments.starts_from_noise else {}
@@ -163,8 +169,6 @@ class Denoiser:
                 and controls is None
                 and image_prompt is None
             )
-            # The same per-image CPU generators also drive ancestral samplers' noise.
-            generators = [generator_after_initial_noise(job.seed, latent_shape) for job in jobs]
             with (
                 # First, while pipeline.unet is the real UNet; the VAE that will decode.
                 seamless(
@@ -176,7 +180,7 @@ class Denoiser:
                 DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
                 guidance.installed(pipeline),
                 vae_in_use(pipeline, networks.vae),
-                vae_tiling(pipeline, tiled),
+                vae_decoding(pipeline, tiled),
             ):
                 images = pipeline(
                     **guidance.pipeline_arguments(len(jobs)),

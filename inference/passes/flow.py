@@ -30,15 +30,22 @@ from inference.flow_families import (
 )
 from inference.model_cache import LoadedModel, PipelineTask
 from inference.noise import initial_noise, seeded_generator
-from inference.passes.denoise import LatentFill, PassTools, stopping_early, vae_in_use
+from inference.passes.denoise import (
+    LatentFill,
+    PassTools,
+    stopping_early,
+    vae_decoding,
+    vae_in_use,
+)
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
-from inference.passes.networks import hash_list, short_hashes, vae_file, vae_params
+from inference.passes.networks import hash_list, short_hashes, vae_params
 from inference.passes.output import base_params, rendered
 from inference.progress import StepTracker, previewer_for
 from inference.prompts import ExtraNetwork
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
 from inference.upscale import LATENT_UPSCALERS, HiresOptions, scaled_render_size
+from inference.vae_files import vae_file
 
 # Both families cut the latents into 2x2 patches (Flux packs them, the MMDiT embeds them):
 # sides must divide by 8 x 2.
@@ -100,7 +107,7 @@ class FlowCall:
         if self.family.guidance == "cfg":
             arguments["negative_prompt"] = [negative for _, negative in self.prompts]
         self.tracker.begin_pass()
-        with torch.inference_mode():
+        with torch.inference_mode(), vae_decoding(pipeline):
             result = pipeline(
                 prompt=[positive for positive, _ in self.prompts],
                 num_inference_steps=steps,
@@ -142,7 +149,7 @@ def render_flow_group(
             f"the {hires.upscaler} hires upscaler works on SD latents; with {family.label} "
             "choose Lanczos or a model upscaler"
         )
-    hires_steps = (hires.steps or request.steps) if hires else 0
+    hires_steps = hires.pass_steps(request.steps) if hires else 0
     tracker = StepTracker(progress, cancel, tools.preview_interval_s, later_steps=hires_steps)
     tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
     read = [flow_prompt(job.plan(request.steps, tools.denoise.wildcards), family) for job in jobs]

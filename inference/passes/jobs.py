@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inference.conditioning import DEFAULT_CLIP_SKIP
 from inference.limits import MAX_CLIP_SKIP, MAX_SEED
@@ -38,9 +38,18 @@ class ImageJob:
     # LoRAs found on disk (merged by name, sorted) and embedding names the prompts use.
     loras: tuple[ExtraNetwork, ...] = ()
     embeddings: tuple[str, ...] = ()
+    # The plan ``image_jobs`` made, over the request's steps with its wildcard library: the
+    # pass that runs those steps takes it rather than planning the prompt a second time.
+    planned: tuple[PromptPlan, WildcardLibrary | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
         """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
+        if self.planned is not None:
+            plan, planned_with = self.planned
+            if plan.steps == steps and planned_with is wildcards:
+                return plan
         return build_plan(
             self.prompt if self.template is None else self.template,
             self.negative_prompt if self.negative_template is None else self.negative_template,
@@ -98,6 +107,7 @@ def image_jobs(
                 warnings=plan.warnings,
                 loras=merged_loras(plan.loras(loras)),
                 embeddings=plan.embeddings_used,
+                planned=(plan, wildcards),
             )
         )
     return jobs

@@ -10,19 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.metadata import vae_latent_channels
 from inference.model_cache import LoadedModel, ModelCache
 from inference.networks import EmbeddingTokens, applied_embeddings, applied_loras
 from inference.passes.jobs import ImageJob
 from inference.registry import ModelRegistry
-from inference.types import RenderInputError, RenderRequest
+from inference.types import RenderRequest
+from inference.vae_files import vae_file
 
-# ``options["vae"]`` values meaning "the model's own VAE", as the web UI's settings say it.
-MODEL_VAE_NAMES = ("", "Automatic", "None")
 # The web UI's short hashes: 10 hex digits for models and VAEs, 12 for extra networks.
 VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
-# Who each kind of VAE is for, by the latent channels it decodes.
-_VAE_FAMILIES = {4: "SD 1.x, 2.x and SDXL", 16: "SD3 and Flux"}
 
 
 @dataclass(frozen=True)
@@ -48,53 +44,6 @@ class JobNetworks:
 def hash_list(hashes: dict[str, str]) -> str | None:
     """The web UI's ``name: hash, name: hash`` value (None when empty)."""
     return ", ".join(f"{name}: {short}" for name, short in hashes.items()) or None
-
-
-def vae_file(
-    registry: ModelRegistry, request: RenderRequest, latent_channels: int | None = None
-) -> Path | None:
-    """The file ``options["vae"]`` names (None: the model's own VAE). With the model's
-    ``latent_channels``, only a VAE of that many is offered and taken (an SD3/Flux VAE
-    decodes 16 channels, an SD one 4), the other kind refused in one sentence."""
-    name = request.options.get("vae")
-    if name is None or name in MODEL_VAE_NAMES:
-        return None
-    files = registry.network_files("vae")
-    # The web UI records the file name (``VAE: x.safetensors``); both spellings work.
-    path = files.get(str(name)) or files.get(Path(str(name)).stem)
-    if path is None:
-        raise RenderInputError(
-            f"unknown VAE {name!r}; available: {_fitting_vaes(files, latent_channels)}"
-        )
-    if latent_channels is not None and not _vae_fits(path, latent_channels):
-        kind = _VAE_FAMILIES.get(latent_channels, "another family")
-        raise RenderInputError(
-            f"VAE {path.name} is for {_vae_kind(vae_latent_channels(path))} models and this "
-            f"model takes a {latent_channels}-channel VAE ({kind}); choose one of: "
-            f"{_fitting_vaes(files, latent_channels)}"
-        )
-    return path
-
-
-def _fitting_vaes(files: dict[str, Path], latent_channels: int | None) -> str:
-    """The VAE names a refusal offers: those of the model's kind (all when unknown)."""
-    fitting = [
-        stem
-        for stem, path in files.items()
-        if latent_channels is None or _vae_fits(path, latent_channels)
-    ]
-    return ", ".join(sorted(fitting)) or "none (put .safetensors files in models/vae)"
-
-
-def _vae_kind(channels: int | None) -> str:
-    return _VAE_FAMILIES.get(channels or 0, f"{channels}-channel")
-
-
-def _vae_fits(path: Path, latent_channels: int) -> bool:
-    """Whether a VAE file decodes ``latent_channels`` (one whose header says nothing is
-    offered, and its loading says whether it fits)."""
-    channels = vae_latent_channels(path)
-    return channels is None or channels == latent_channels
 
 
 def vae_params(registry: ModelRegistry, vae_path: Path | None) -> dict[str, object]:

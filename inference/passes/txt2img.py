@@ -39,7 +39,7 @@ def render_group(
     # Inpainting checkpoints render txt2img through the inpaint pipeline; hires fix too.
     txt2img = request.mode == "txt2img"
     hires = HiresOptions.from_options(request.options, *size) if txt2img else None
-    hires_steps = (hires.steps or request.steps) if hires else 0
+    hires_steps = hires.pass_steps(request.steps) if hires else 0
     # Validation keeps a refiner to txt2img without hires fix.
     refining = refining_for(request, model, tools) if txt2img else None
     later_steps = refining.later_steps(request.steps) if refining else hires_steps

@@ -192,6 +192,15 @@ def parse_inline_flags(prompt: str) -> tuple[str, InlineFlags]:
     return prompt[: start.start()].rstrip(), InlineFlags(**values)  # type: ignore[arg-type]
 
 
+def insert_before_flags(prompt: str, text: str) -> str:
+    """``prompt`` with ``text`` added to its words, before any flags typed at its end (flags
+    must stay last: ``a cat --ar 16:9`` and a LoRA's tag give ``a cat <lora:x:0.8> --ar 16:9``)."""
+    start = _FLAGS_START.search(prompt)
+    if start is None:
+        return f"{prompt} {text}"
+    return f"{prompt[: start.start()].rstrip()} {text}{prompt[start.start() :]}"
+
+
 def resolve_flags(inline: InlineFlags, explicit: InlineFlags) -> tuple[InlineFlags, list[str]]:
     """Merge flags typed in the prompt with options set explicitly; explicit ones win."""
     merged = {}

@@ -120,6 +120,10 @@ class _Manager(WildcardManager):
     """Raises on unknown names and protects web UI syntax inside wildcard values."""
 
     def get_values(self, wildcard: str) -> WildcardValues:
+        if ".." in wildcard:
+            # Outside the folder: dynamicprompts refuses it too, but logs the member's text
+            # with a traceback each time.
+            raise UnknownWildcardError(wildcard, [])
         values = super().get_values(wildcard)
         if not values:
             names = sorted(self.get_collection_names())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from cogs.results import posting
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
     QUICK,
@@ -137,8 +140,16 @@ async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
 
 
 async def test_results_by_dm_sends_each_result_to_the_member_too(
-    fake_discord: FakeDiscord, start_easel: StartEasel
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    grids_composed: list[bytes] = []
+
+    def counted_grid(*args: object) -> bytes:
+        grids_composed.append(png := original_grid(*args))  # type: ignore[arg-type]
+        return png
+
+    original_grid = posting.comparison_png
+    monkeypatch.setattr(posting, "comparison_png", counted_grid)
     async with start_easel():
         await imagine(fake_discord, "a harbour at dusk")  # the setting is off by default
         saved = await reply_to(fake_discord, "settings", {"results_by_dm": True})
@@ -161,3 +172,4 @@ async def test_results_by_dm_sends_each_result_to_the_member_too(
             lambda m: has_picture(m) and m.id != copy.id, channel=direct
         )
         assert [a.data for a in plot_copy.attachments] == [plot.attachments[0].data]
+        assert len(grids_composed) == 1  # once for the posted grid and its copy both

@@ -9,24 +9,41 @@ import io
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 
 from bot.policy.visibility import NOT_FROM_DISCORD, NOT_READABLE
 from bot.settings import Settings
 from db import jobs as journal
 from db.database import connect
 from inference.infotext import infotext_from_png, parse_infotext
+from inference.ldm_export import UNET_PREFIX
 from inference.tiny import write_tiny_ip_adapter, write_tiny_model
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
 from tests.e2e.test_edits import inputs_of
 from tests.fake_discord import FakeDiscord, StoredMessage
 
+# Discord lets a member attach far more than Easel's 10 MiB upload limit.
+HUGE_BYTES = 48 * 2**20
+SDXL_HEADER = "xl"
+
 
 @pytest.fixture(scope="module")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny SD1.5 model with its tiny IP-Adapter and image encoder."""
+    """The tiny SD1.5 model with its tiny IP-Adapter and image encoder, and an SDXL
+    checkpoint's header (``xl``: never loaded, see the last test)."""
     directory = tmp_path_factory.mktemp("models")
     write_tiny_ip_adapter(write_tiny_model(directory / "tiny", family="sd15", seed=0))
+    save_file(
+        {
+            "conditioner.embedders.1.model.ln_final.weight": torch.zeros(4),
+            f"{UNET_PREFIX}input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(
+                4, 2048
+            ),
+        },
+        directory / f"{SDXL_HEADER}.safetensors",
+    )
     return directory
 
 
@@ -54,6 +71,7 @@ async def test_imagine_with_a_style_reference_link(
         "mods only", user=fake.owner_id, channel=mods, attachments=[("s.png", picture_png("red"))]
     )
     here = await fake.post_user_message("my style", attachments=[("a.png", picture_png("blue"))])
+    huge = await fake.post_user_message("huge", attachments=[("huge.png", b"\0" * HUGE_BYTES)])
     async with start_easel() as bot:
         refusals = [
             ({"prompt": f"a cat --sref {in_mods.jump_url}"}, {}, NOT_READABLE),
@@ -79,6 +97,14 @@ async def test_imagine_with_a_style_reference_link(
             reply = await handle.wait_for_original(lambda m: not m.is_loading)
             assert reply.is_ephemeral and expected in reply.content, reply.content
             assert "\n" not in reply.content
+        # A picture's URL far over the upload limit: refused having read about the limit.
+        huge_picture = huge.attachments[0]
+        handle = await fake.invoke_command(
+            "imagine", {**QUICK, "prompt": f"a cat --sref {huge_picture.url}"}
+        )
+        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        assert reply.is_ephemeral and "at most 10 MiB" in reply.content, reply.content
+        assert fake.cdn_bytes_served(huge_picture.attachment_id) < HUGE_BYTES // 2
         assert bot.queue.queued_count() == 0
         assert inputs_of(easel_settings_for_test) == []
 
@@ -134,3 +160,46 @@ async def test_blend_of_three_pictures(
         forgotten = await reply_to(fake, "forget-me")
         assert "3 uploaded picture(s)" in forgotten.content, forgotten.content
         assert inputs_of(easel_settings_for_test) == []
+
+
+async def test_an_image_prompt_the_model_cannot_take_is_refused_before_queueing(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    """Only an SD1.5 adapter is installed: an image prompt on the SDXL checkpoint is refused
+    from the files' headers when it is asked for, before any picture is fetched and nothing
+    queued (the checkpoint is a header only: a job would fail to load it)."""
+    fake = fake_discord
+    here = await fake.post_user_message("my style", attachments=[("a.png", picture_png("blue"))])
+    pictures = {f"image{n}": (f"p{n}.png", picture_png(c)) for n, c in ((1, "red"), (2, "green"))}
+    asks = [
+        ("imagine", {**QUICK, "prompt": f"a cat --sref {here.jump_url}", "model": SDXL_HEADER}, {}),
+        (
+            "imagine",
+            {**QUICK, "prompt": "a cat", "model": SDXL_HEADER},
+            {"sref": pictures["image1"]},
+        ),
+        ("blend", {"prompt": f"--steps 2 --model {SDXL_HEADER}"}, pictures),
+    ]
+    async with start_easel() as bot:
+        for command, options, files in asks:
+            handle = await fake.invoke_command(command, options, attachments=files)
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral, reply.content
+            assert reply.content.startswith(
+                "no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the SDXL "
+                "family in EASEL_MODELS_DIR/ipadapter/"
+            ), reply.content
+            assert bot.queue.queued_count() == 0
+        assert inputs_of(easel_settings_for_test) == []
+        assert fake.cdn_bytes_served(here.attachments[0].attachment_id) == 0
+
+        # A model the server does not allow is refused by its rules, which say nothing of it.
+        await reply_to(
+            fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=fake.owner_id
+        )
+        handle = await fake.invoke_command("imagine", asks[1][1], attachments=asks[1][2])
+        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        assert reply.is_ephemeral and reply.content == (
+            f"Model '{SDXL_HEADER}' is not allowed on this server; choose one of: tiny."
+        ), reply.content
+        assert bot.queue.queued_count() == 0

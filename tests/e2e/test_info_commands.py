@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bot.app import EaselBot
+from cogs.help_pages import HELP_PAGES
 from inference.infotext import png_with_infotext
 from tests.conftest import ErrorLogs
 from tests.fake_discord import FakeDiscord
@@ -47,6 +48,10 @@ async def test_help_and_explain(fake_discord: FakeDiscord, start_easel: StartEas
     async with start_easel():
         help_reply = await (await fake_discord.invoke_command("help")).wait_for_original()
         assert help_reply.is_ephemeral and "/imagine" in help_reply.content
+        flags = await (
+            await fake_discord.invoke_command("help", {"topic": "flags"})
+        ).wait_for_original()
+        assert flags.is_ephemeral and flags.content == HELP_PAGES["flags"]
 
         handle = await fake_discord.invoke_command(
             "explain", {"prompt": "a (red:1.5) cat <lora:ink:0.8>", "steps": 10}

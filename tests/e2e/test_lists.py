@@ -95,6 +95,15 @@ async def test_lists_page_search_and_follow_the_servers_rules(
         )
         models = await reply_to(fake, "models")
         assert lines_of(models) == ["`tiny` — SD 1.5"]
+        # Every model option's autocomplete follows the same list.
+        for command, options in [("imagine", {"prompt": "a cat"}), ("presets", {"name": "p"})]:
+            choices = await fake.autocomplete(
+                command,
+                {**options, "model": ""},
+                focused="model",
+                subcommand="save" if command == "presets" else (),
+            )
+            assert [choice["value"] for choice in choices] == ["tiny"], command
 
         embeddings = await reply_to(fake, "embeddings")
         assert lines_of(embeddings) == ["`bad-hands` — base model unknown"]
@@ -116,9 +125,11 @@ async def test_imagine_picks_a_lora_by_its_trigger_words(
                 "value": "red-cat",
             }
         ]
-        result = await imagine(fake, "a cat", lora="red-cat", seed=3)
+        # The tag goes before flags typed at the prompt's end, which must stay last.
+        result = await imagine(fake, "a cat --cfg 6", lora="red-cat", seed=3)
         infotext = infotext_from_png(result.attachments[0].data)
         assert infotext is not None and infotext.startswith("a cat <lora:red-cat:0.8>\n")
+        assert "CFG scale: 6," in infotext
         assert "Prompt warnings" not in infotext  # the LoRA was found and applied
         assert "red-cat" in infotext.splitlines()[-1]  # its hash is recorded
         unknown = await reply_to(

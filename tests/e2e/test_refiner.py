@@ -12,7 +12,7 @@ from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.tiny import write_tiny_checkpoint, write_tiny_model
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
 from tests.fake_discord import FakeDiscord
 
 
@@ -52,3 +52,13 @@ async def test_imagine_with_a_refiner(fake_discord: FakeDiscord, start_easel: St
         params = parse_infotext(infotext)[2]
         assert str(params["Refiner"]).startswith("refiner [")
         assert params["Refiner switch at"] == 0.5
+
+        # Once the server allows only ``xl``, the refiner is not offered (a refiner is a model).
+        await reply_to(
+            fake_discord,
+            "easel-admin model",
+            {"action": "add", "name": "xl"},
+            user=fake_discord.owner_id,
+        )
+        choices = await fake_discord.autocomplete("imagine", {**quick, "refiner": ""}, "refiner")
+        assert choices == []

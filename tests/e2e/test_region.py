@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from playwright.async_api import async_playwright
 
 from bot.app import EaselBot, build
@@ -75,12 +76,16 @@ async def region_offer(fake: FakeDiscord, result: StoredMessage, user: int) -> S
     return await click.wait_for_original(lambda m: not m.is_loading)
 
 
-def mask_form(painted: bool) -> aiohttp.FormData:
+def mask_form(painted: bool, text: str = "") -> aiohttp.FormData:
+    """The page's form; ``text``: a compressed text chunk in the mask PNG too."""
     buffer = io.BytesIO()
     mask = Image.new("L", (64, 64), 0)
     if painted:
         mask.paste(255, (8, 8, 32, 32))
-    mask.save(buffer, format="PNG")
+    chunks = PngInfo()
+    if text:
+        chunks.add_text("parameters", text, zip=True)
+    mask.save(buffer, format="PNG", pnginfo=chunks)
     form = aiohttp.FormData()
     form.add_field("mask", buffer.getvalue(), filename="mask.png", content_type="image/png")
     form.add_field("prompt", "")
@@ -193,6 +198,10 @@ async def test_forged_and_expired_links_are_refused(
                 await conn.close()
             assert (refused.user_id, refused.reason) == (fake_discord.user_id, "input")
             assert refused.sentence is not None and "mask is empty" in refused.sentence
+            # A small PNG whose text chunk inflates past Pillow's cap: one sentence, not a 500.
+            bomb = mask_form(painted=True, text="a" * (2 * 2**20))
+            async with http.post(link, data=bomb) as posted:
+                assert posted.status == 400 and "not a readable image" in await posted.text()
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
                 assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
 

@@ -81,6 +81,7 @@ COMMAND_TYPE_CHAT_INPUT = 1
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALL_KEY = web.RequestKey("call", RestCall)
 UNMATCHED_ROUTE = "?"
+CDN_CHUNK_BYTES = 256 * 1024
 
 
 def webp_without_text(png: bytes) -> bytes:
@@ -467,13 +468,26 @@ class RestApi:
         self._check_bot_sees(channel_id)
         return self.state.message_in_channel(channel_id, int(request.match_info["message"]))
 
-    async def download_attachment(self, request: web.Request) -> web.Response:
+    async def download_attachment(self, request: web.Request) -> web.StreamResponse:
         attachment = self.state.attachments.get(int(request.match_info["attachment"]))
         if attachment is None:
             raise web.HTTPNotFound()
         if self.state.cdn_reencodes_pictures and attachment.content_type == "image/png":
             return web.Response(body=webp_without_text(attachment.data), content_type="image/webp")
-        return web.Response(body=attachment.data, content_type=attachment.content_type)
+        # Sent in pieces and counted, so a test sees how much a reader took before hanging up.
+        response = web.StreamResponse()
+        response.content_type = attachment.content_type
+        response.content_length = attachment.size
+        served = self.state.cdn_bytes_served
+        served[attachment.attachment_id] = 0
+        try:
+            await response.prepare(request)
+            for start in range(0, attachment.size, CDN_CHUNK_BYTES):
+                await response.write(attachment.data[start : start + CDN_CHUNK_BYTES])
+                served[attachment.attachment_id] = min(start + CDN_CHUNK_BYTES, attachment.size)
+        except (ConnectionError, RuntimeError):  # the reader hung up
+            pass
+        return response
 
     # -- interaction responses -------------------------------------------------------------
 

@@ -283,6 +283,11 @@ class FakeDiscord:
         Discord's media proxy may; ``StoredAttachment.data`` keeps what was uploaded."""
         self._state.cdn_reencodes_pictures = reencode
 
+    def cdn_bytes_served(self, attachment_id: int) -> int:
+        """How many bytes of an attachment its last download was sent before the reader
+        stopped (0: never downloaded)."""
+        return self._state.cdn_bytes_served.get(attachment_id, 0)
+
     def dm_channel_of(self, user_id: int) -> int:
         """The id of the direct-message channel with ``user_id`` (opened if needed)."""
         return int(self._state.open_dm(user_id)["id"])

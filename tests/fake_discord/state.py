@@ -112,6 +112,8 @@ class DiscordState:
         self.channels_without_send: set[int] = set()
         # Like Discord's media proxy may: PNGs served re-encoded as WebP, their text chunks gone.
         self.cdn_reencodes_pictures = False
+        # Bytes of each attachment (by id) sent to its last downloader.
+        self.cdn_bytes_served: dict[int, int] = {}
         self.violations: list[str] = []
         self.calls: list[RestCall] = []
         self.rate_limit_plans: dict[tuple[str, str], RateLimitPlan] = {}

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bot.settings import SettingsError, load_settings
-from inference.compile import CompiledModule, Compiler, compiled_parts
+from inference.compile import Bucket, CompiledModule, Compiler, call_key, compiled_parts
 from inference.engine import Engine
 from inference.tiny import write_tiny_lora, write_tiny_model, write_tiny_vae
 from inference.types import RenderRequest
@@ -178,3 +178,55 @@ def test_compile_setting_reaches_the_engine(
     monkeypatch.setenv("EASEL_COMPILE", "auto")
     uncompiled = engine_factory_for(load_settings(None))("cpu")
     assert isinstance(uncompiled, Engine) and uncompiled.compiler is None
+
+
+def test_compile_mode_setting_reaches_the_compiler(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bot.app import engine_factory_for
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EASEL_COMPILE", "on")
+    modes = {}
+    for value in ("default", " Reduce-Overhead "):
+        monkeypatch.setenv("EASEL_COMPILE_MODE", value)
+        engine = engine_factory_for(load_settings(None))("cpu")
+        assert isinstance(engine, Engine) and engine.compiler is not None
+        modes[value] = (engine.compiler.mode, engine.compiler.clones_outputs)
+    assert modes == {"default": (None, False), " Reduce-Overhead ": ("reduce-overhead", True)}
+    monkeypatch.setenv("EASEL_COMPILE_MODE", "max-autotune")
+    with pytest.raises(SettingsError, match="EASEL_COMPILE_MODE='max-autotune' is invalid"):
+        load_settings(None)
+
+
+@pytest.mark.parametrize(("mode", "copied"), [(None, False), ("reduce-overhead", True)])
+def test_cuda_graph_outputs_are_copied_before_the_next_replay_overwrites_them(
+    tmp_path: Path, mode: str | None, copied: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sampler keeps earlier model outputs (DPM++ 2M, LMS, UniPC); a CUDA graph's replay
+    # writes its outputs into the same memory each time. (The compiled call is a stand-in:
+    # on a CPU inductor records no CUDA graph, and a real compile in this mode costs minutes
+    # on a cold cache, so the dispatcher's part is tested here and the mode handed to
+    # torch.compile is read from a spy.)
+    asked: list[object] = []
+
+    def compile_spy(model: object, **options: object) -> object:
+        asked.append(options["mode"])
+        return model
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
+    module = torch.nn.Conv2d(4, 4, 1)
+    compiler = Compiler(tmp_path, batch_variants=False, mode=mode)
+    dispatcher = CompiledModule(module, Bucket((8, 8), 2), compiler, module)
+    assert asked == [mode]
+    graph_memory = torch.ones(1, 4, 8, 8)
+    dispatcher.compiled = lambda *args, **kwargs: (graph_memory,)
+    sample = torch.zeros(1, 4, 8, 8)
+    key = call_key((sample,), {})
+    assert key is not None
+    dispatcher.ready.add(key)
+    (output,) = dispatcher(sample)
+    assert dispatcher.compiled_calls == 1
+    assert torch.equal(output, graph_memory)
+    assert (output.data_ptr() != graph_memory.data_ptr()) is copied

@@ -19,12 +19,12 @@ from safetensors.torch import load_file
 
 from bot.cli.doctor import diagnose
 from bot.settings import load_settings
-from cogs.lists import listed_family
 from inference.engine import Engine
 from inference.flow_detect import SD3_PREFIX
 from inference.flow_tiny import write_tiny_flow_checkpoint
 from inference.infotext import parse_infotext
 from inference.memory import model_memory
+from inference.model_list import listed_model
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_model
 from inference.types import RenderInputError, RenderRequest
@@ -73,7 +73,7 @@ def test_the_model_list_and_doctor_show_its_family_and_quantization(
 ) -> None:
     entry = ModelRegistry(models).resolve("sd3-q8")
     assert entry.format == "gguf" and entry.hashed_file == entry.path
-    assert listed_family(entry) == "SD 3, GGUF Q8_0"
+    assert listed_model(entry).label == "SD 3, GGUF Q8_0"
     monkeypatch.setenv("EASEL_MODELS_DIR", str(models))
     monkeypatch.setenv("EASEL_DEVICES", "cpu")
     check = {c.name: c for c in diagnose(load_settings(None))}["memory sd3-q8"]

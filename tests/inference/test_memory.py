@@ -15,7 +15,6 @@ from diffusers import UNet2DConditionModel
 
 from bot.cli.doctor import diagnose
 from bot.settings import load_settings
-from cogs.lists import listed_family
 from inference.checkpoints import CONFIGS_DIR
 from inference.memory import (
     DENOISER_COPIES,
@@ -26,6 +25,7 @@ from inference.memory import (
     run_bytes,
     safetensors_tensors,
 )
+from inference.model_list import listed_model
 from inference.registry import ModelEntry, ModelRegistry
 from inference.tiny import write_tiny_checkpoint, write_tiny_model
 from tests.support.gguf_files import gguf_copy, write_gguf
@@ -136,7 +136,9 @@ def test_gguf_unet_in_a_folder_counts_packed_bytes(tmp_path: Path) -> None:
 def test_model_list_names_the_gguf_quantization(tmp_path: Path) -> None:
     write_tiny_model(tmp_path / "tiny", seed=0)
     gguf_copy(tmp_path / "tiny", tmp_path / "tiny-q8")
-    rows = {name: listed_family(entry) for name, entry in ModelRegistry(tmp_path).scan().items()}
+    rows = {
+        name: listed_model(entry).label for name, entry in ModelRegistry(tmp_path).scan().items()
+    }
     assert rows == {"tiny": "SD 1.5", "tiny-q8": "SD 1.5, GGUF Q8_0"}
 
 

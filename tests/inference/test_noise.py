@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+import inference.noise as noise_module
 import inference.passes.denoise as denoise_module
 from inference.engine import Engine
 from inference.infotext import parse_infotext
 from inference.noise import (
     initial_noise,
+    initial_noise_and_generator,
     seeded_generator,
     seeded_noise,
     slerp,
@@ -133,3 +135,39 @@ def test_ancestral_renders_equal_those_with_step_wise_noise(
     monkeypatch.setattr(denoise_module, "step_noise_drawn_ahead", lambda *_: nullcontext())
     step_wise = [[image.png for image in engine.render(request)] for request in requests]
     assert ahead == step_wise
+
+
+def test_the_generator_comes_back_where_the_initial_noise_left_it() -> None:
+    for variation_seed, strength in ((None, 0.0), (8, 0.0), (8, 0.4)):
+        noise, generator = initial_noise_and_generator(3, SHAPE, variation_seed, strength)
+        assert torch.equal(noise, initial_noise(3, SHAPE, variation_seed, strength))
+        reference = seeded_generator(3)
+        torch.randn(SHAPE, generator=reference)
+        # The seed's generator, past its draw (the variation's own generator is not kept).
+        assert torch.equal(generator.get_state(), reference.get_state())
+
+
+@pytest.mark.parametrize(
+    ("changes", "seeded"),
+    [
+        ({}, [30, 31]),
+        ({"variation_seed": 80, "variation_strength": 0.4}, [30, 80, 31, 81]),
+    ],
+)
+def test_ancestral_render_draws_each_initial_noise_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any], seeded: list[int]
+) -> None:
+    """One seeded generator per noise (the picture's, its variation's): the one that drew the
+    initial noise goes on to the steps, rather than a second one drawing it again."""
+    made: list[int] = []
+
+    def counted(seed: int) -> torch.Generator:
+        made.append(seed)
+        return seeded_generator(seed)
+
+    monkeypatch.setattr(noise_module, "seeded_generator", counted)
+    request = RenderRequest(
+        "a cat", seed=30, steps=2, width=64, height=64, sampler="Euler a", count=2, **changes
+    )
+    engine.render(request)
+    assert made == seeded

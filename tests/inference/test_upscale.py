@@ -12,6 +12,7 @@ from inference.engine import Engine
 from inference.infotext import format_infotext, parse_infotext, png_with_infotext
 from inference.types import RenderInputError, RenderRequest, StepProgress
 from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
+from inference.validation import validate_request
 
 PixelReader = Callable[[bytes], np.ndarray]
 BASE = RenderRequest("a cat", seed=3, steps=2, width=64, height=64)
@@ -128,6 +129,20 @@ def test_inpainting_checkpoints_take_hires_fix_but_not_in_latents(engine: Engine
 def test_hires_options_are_checked(options: dict[str, object], message: str) -> None:
     with pytest.raises(RenderInputError, match=message):
         HiresOptions.from_options(options, 64, 64)
+
+
+def test_a_hires_pass_with_no_step_to_run_is_refused(engine: Engine) -> None:
+    """1 hires step at the default denoising runs int(1 x 0.7) = 0 steps: one sentence, before
+    any step (the engine knows the size), not diffusers' error about an empty schedule."""
+    request = dataclasses.replace(BASE, options={"hires_scale": 1.5, "hires_steps": 1})
+    with pytest.raises(RenderInputError, match=r"1 hires steps at hires denoising 0\.7 leave no"):
+        engine.render(request)
+    native = dataclasses.replace(request, width=None, height=None)
+    with pytest.raises(RenderInputError, match="raise hires steps to 2 or more"):
+        engine.render(native)
+    first_pass = dataclasses.replace(BASE, steps=1, options={"hires_scale": 1.5})
+    with pytest.raises(RenderInputError, match="1 hires steps at hires denoising"):
+        validate_request(first_pass)
 
 
 def test_hires_size_limit_and_rounding() -> None:

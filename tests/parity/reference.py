@@ -12,6 +12,10 @@ Written from the web UI's and k-diffusion's conventions (facts only, no code of 
 - DPM++ SDE's Brownian tree is seeded with the picture's seed over the schedule's sigma range;
 - CFG combines the denoised predictions (cond first, uncond last in one batch);
 - DDIM uses ``range(0, 1000, 1000 // steps) + 1`` timesteps and skips the lowest one;
+- LCM reads the model at the 50 timesteps an LCM was distilled on (19, 39, ... 999): its sigma
+  range is theirs, each sigma goes to the nearest of them, and the prediction takes the
+  consistency boundary scalings (sigma_data 0.5, timestep x 10); then x = denoised + next sigma
+  times fresh noise;
 - decoding truncates to 8 bits (``astype(uint8)``), it does not round.
 
 It deliberately shares no code with ``inference/``: it is what Easel is measured against.
@@ -46,18 +50,14 @@ SAMPLERS = {
     "DPM++ 2M": SamplerInfo("dpmpp_2m", "Karras"),
     "DPM++ SDE": SamplerInfo("dpmpp_sde", "Karras"),
     "DDIM": SamplerInfo("ddim"),
+    "LCM": SamplerInfo("lcm"),
 }
 
 
-class CompVisSigmas:
-    """The model's 1000 sigmas and k-diffusion's conversions between sigma and timestep."""
+class _SigmaTable:
+    """A model's sigmas from the smallest to the largest."""
 
-    def __init__(self, beta_start: float, beta_end: float, train_steps: int = 1000) -> None:
-        betas = torch.linspace(beta_start**0.5, beta_end**0.5, train_steps, dtype=torch.float64)
-        alphas_cumprod = torch.cumprod(1 - betas**2, dim=0).to(torch.float32)
-        self.alphas_cumprod = alphas_cumprod
-        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-        self.log_sigmas = self.sigmas.log()
+    sigmas: torch.Tensor
 
     @property
     def sigma_min(self) -> float:
@@ -66,6 +66,17 @@ class CompVisSigmas:
     @property
     def sigma_max(self) -> float:
         return float(self.sigmas[-1])
+
+
+class CompVisSigmas(_SigmaTable):
+    """The model's 1000 sigmas and k-diffusion's conversions between sigma and timestep."""
+
+    def __init__(self, beta_start: float, beta_end: float, train_steps: int = 1000) -> None:
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, train_steps, dtype=torch.float64)
+        alphas_cumprod = torch.cumprod(1 - betas**2, dim=0).to(torch.float32)
+        self.alphas_cumprod = alphas_cumprod
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        self.log_sigmas = self.sigmas.log()
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         t = t.float()
@@ -82,6 +93,23 @@ class CompVisSigmas:
         return ((1 - weight) * low_index + weight * (low_index + 1)).view(sigma.shape)
 
 
+class LCMSigmas(_SigmaTable):
+    """The web UI's LCM denoiser's view of the model: its sigmas at the 50 LCM timesteps."""
+
+    def __init__(self, model: CompVisSigmas, original_steps: int = 50) -> None:
+        train_steps = len(model.alphas_cumprod)
+        self.skip = train_steps // original_steps
+        alphas = torch.stack(
+            [model.alphas_cumprod[train_steps - 1 - i * self.skip] for i in range(original_steps)]
+        ).flip(0)
+        self.sigmas = ((1 - alphas) / alphas) ** 0.5
+        self.log_sigmas = self.sigmas.log()
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        nearest = (sigma.log() - self.log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
+        return nearest * self.skip + (self.skip - 1)
+
+
 def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
@@ -92,6 +120,16 @@ def schedule(name: str, steps: int, model: CompVisSigmas) -> torch.Tensor:
     if name == "Uniform":
         t = torch.linspace(len(model.sigmas) - 1, 0, steps)
         return _with_zero(model.t_to_sigma(t))
+    if name == "SGM Uniform":
+        start, end = model.sigma_to_t(torch.tensor(high)), model.sigma_to_t(torch.tensor(low))
+        ts = torch.linspace(float(start), float(end), steps + 1)[:-1]
+        return torch.tensor([float(model.t_to_sigma(t)) for t in ts] + [0.0])
+    return range_schedule(name, steps, low, high)
+
+
+def range_schedule(name: str, steps: int, low: float, high: float) -> torch.Tensor:
+    """``steps`` sigmas from ``high`` to ``low`` by a schedule type that needs only the
+    range, then 0."""
     if name == "Karras":
         ramp = torch.linspace(0, 1, steps)
         rho = 7.0
@@ -103,10 +141,6 @@ def schedule(name: str, steps: int, model: CompVisSigmas) -> torch.Tensor:
     if name == "Polyexponential":
         ramp = torch.linspace(1, 0, steps)  # rho 1
         return _with_zero(torch.exp(ramp * (math.log(high) - math.log(low)) + math.log(low)))
-    if name == "SGM Uniform":
-        start, end = model.sigma_to_t(torch.tensor(high)), model.sigma_to_t(torch.tensor(low))
-        ts = torch.linspace(float(start), float(end), steps + 1)[:-1]
-        return torch.tensor([float(model.t_to_sigma(t)) for t in ts] + [0.0])
     raise ValueError(f"no schedule {name!r}")
 
 
@@ -202,6 +236,16 @@ def euler_ancestral(
         x = x + (x - denoised) / sigmas[i] * (down - sigmas[i])
         if sigmas[i + 1] > 0:
             x = x + noise.next() * up
+    return x
+
+
+def lcm(
+    model: Model, x: torch.Tensor, sigmas: torch.Tensor, noise: PictureNoise, **_: Any
+) -> torch.Tensor:
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = x + sigmas[i + 1] * noise.next()
     return x
 
 
@@ -303,17 +347,41 @@ def render(
         if SAMPLERS[sampler].function == "ddim":
             latents = _ddim(parts, x, steps, eps)
         else:
-            sigmas = sigmas_for(sampler, schedule_type, steps, parts.sigmas)
-
-            def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-                scale_in = 1 / (sigma**2 + 1) ** 0.5
-                return x - sigma * eps(x, parts.sigmas.sigma_to_t(sigma), scale_in)
-
+            sigmas, model = _sigmas_and_model(parts, sampler, schedule_type, steps, eps)
             function = globals()[SAMPLERS[sampler].function]
             latents = function(model, x * sigmas[0], sigmas, noise=noise, seeds=[seed])
         image = parts.vae.decode(latents / parts.vae.config.scaling_factor).sample[0]
     pixels = torch.clamp((image + 1) / 2, 0, 1).permute(1, 2, 0).numpy()
     return Image.fromarray((255.0 * pixels).astype(np.uint8))
+
+
+Eps = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sigmas_and_model(
+    parts: Parts, sampler: str, schedule_type: str, steps: int, eps: Eps
+) -> tuple[torch.Tensor, Model]:
+    """The sampler's sigmas and its denoiser (x, sigma) -> denoised x on the CFG'd ``eps``."""
+    if sampler == "LCM":
+        lcm_sigmas = LCMSigmas(parts.sigmas)
+
+        def lcm_model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            t = lcm_sigmas.sigma_to_t(sigma)
+            clean = x - sigma * eps(x, t.float(), 1 / (sigma**2 + 1) ** 0.5)
+            scaled = t * 10.0
+            c_skip = 0.25 / (scaled**2 + 0.25)
+            c_out = scaled / (scaled**2 + 0.25) ** 0.5
+            denoised: torch.Tensor = c_out * clean + c_skip * x
+            return denoised
+
+        low, high = lcm_sigmas.sigma_min, lcm_sigmas.sigma_max
+        return range_schedule(schedule_type, steps, low, high), lcm_model
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        scale_in = 1 / (sigma**2 + 1) ** 0.5
+        return x - sigma * eps(x, parts.sigmas.sigma_to_t(sigma), scale_in)
+
+    return sigmas_for(sampler, schedule_type, steps, parts.sigmas), model
 
 
 def _ddim(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from inference.prompts import (
     InlineFlagError,
@@ -11,6 +13,7 @@ from inference.prompts import (
     resolve_flags,
     resolve_size,
 )
+from inference.prompts.flags import insert_before_flags
 
 
 def test_all_flags() -> None:
@@ -108,3 +111,26 @@ def test_resolve_size_rejects_bad_input() -> None:
         resolve_size("1:1", multiple_of=4)
     with pytest.raises(InlineFlagError, match=r"1\.\.21"):
         resolve_size("0:1")
+
+
+def test_text_added_to_a_prompt_goes_before_its_flags() -> None:
+    assert insert_before_flags("a cat --ar 16:9 --seed 5", "<lora:x:0.8>") == (
+        "a cat <lora:x:0.8> --ar 16:9 --seed 5"
+    )
+    assert insert_before_flags("a cat", "<lora:x:0.8>") == "a cat <lora:x:0.8>"
+
+
+@given(
+    words=st.text(alphabet="abc ,()-", max_size=30),
+    seed=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+)
+def test_added_text_keeps_the_flags_and_joins_the_words(words: str, seed: int | None) -> None:
+    prompt = words if seed is None else f"{words} --seed {seed}"
+    try:
+        before_words, before_flags = parse_inline_flags(prompt)
+    except InlineFlagError:
+        return  # "-a" style words: refused with or without the added text
+    after_words, after_flags = parse_inline_flags(insert_before_flags(prompt, "<lora:x:1>"))
+    assert after_flags == before_flags
+    assert after_words.endswith("<lora:x:1>")
+    assert after_words.removesuffix("<lora:x:1>").strip() == before_words.strip()

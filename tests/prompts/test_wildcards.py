@@ -134,3 +134,19 @@ def test_expansion_stops_at_its_limits(tmp_path: Path) -> None:
         expand_prompt("__huge__", 1, library)
     with pytest.raises(PromptError, match="more than 16,000 characters"):
         expand_prompt("{x|x} " + "a" * 17_000, 1, library)
+
+
+def test_a_wildcard_that_climbs_out_of_the_folder_is_unknown_and_never_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``__../x__`` reads nothing outside the folder, and the member's text stays out of the
+    logs (dynamicprompts would log it, with a traceback, for every such name)."""
+    (tmp_path / "secret.txt").write_text("outside\n", encoding="utf-8")
+    (tmp_path / "wildcards").mkdir()
+    library = WildcardLibrary(tmp_path / "wildcards")
+    caplog.set_level("DEBUG")
+    for name in ("../secret", "animals/../../secret", "..", "**/../secret"):
+        with pytest.raises(UnknownWildcardError):
+            expand_prompt(f"a __{name}__ cat", 1, library)
+    assert not [record for record in caplog.records if "secret" in record.getMessage()]
+    assert not [record for record in caplog.records if record.exc_info]

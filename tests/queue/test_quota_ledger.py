@@ -84,10 +84,13 @@ async def play(path: Path, scenario: list[Step]) -> None:
                     with pytest.raises(LedgerError):
                         await commit(conn, job_id, seconds, float(now))
                 else:
-                    assert await commit(conn, job_id, seconds, float(now)) == (
-                        known.state == "reserved"
-                    )
+                    charged = await commit(conn, job_id, seconds, float(now))
+                    assert (charged is not None) == (known.state == "reserved")
                     if known.state == "reserved":
+                        # A reservation at no cost (a relax job) is charged nothing.
+                        free = known.images == 0 and known.gpu_seconds == 0
+                        seconds = 0.0 if free else seconds
+                        assert charged == Usage(known.images, seconds)
                         known.state, known.gpu_seconds = "committed", seconds
             elif known is None or known.state == "committed":
                 with pytest.raises(LedgerError):

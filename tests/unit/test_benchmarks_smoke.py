@@ -167,9 +167,35 @@ def test_step_overhead_benchmark_times_both_loops_per_sampler() -> None:
 
 
 def test_step_profile_benchmark_isolates_one_step_of_each_loop() -> None:
-    report = _script_report("step_profile.py", "--device", "cpu", "--steps", "1", "--extra", "1")
+    report = _script_report(
+        "step_profile.py", "--device", "cpu", "--steps", "1", "--extra", "1", "--sampler", "Euler a"
+    )
     for side in ("plain", "easel"):
         # One step of the tiny UNet under CFG is hundreds of operators; on a CPU no kernels.
         assert report[side]["operators_per_step"] > 100
         assert report[side]["kernels_per_step"] == 0
     assert report["operators_easel_minus_plain"], "the two loops issue different operators"
+    counts = report["counts"]["Euler a"]
+    for side in ("plain", "easel"):
+        assert counts[side]["operators_per_step"] > 100
+        assert counts[side]["python_calls_per_step"] > 1000
+        # The tiny UNet's 8 attention blocks (self and cross), with diffusers' own processor.
+        assert counts[side]["attention_processor_calls_per_step"] == {"AttnProcessor2_0": 8}
+        # On the CPU nothing crosses to a device; the host waits are counted all the same.
+        assert counts[side]["host_to_device_per_step"] == 0
+        assert counts[side]["syncs_per_step"] == 0
+    # Easel's step makes no tensor of host data (a list as an index was one per step).
+    assert counts["easel"]["host_born"] == {}
+
+
+def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling() -> None:
+    report = _script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
+    assert report["tensor_arguments"] == 3  # sample, timestep, text states
+    assert report["dispatcher_overhead_us"] > 0
+    assert set(report["parts_us"]) == {
+        "call_key",
+        "key_lookup",
+        "lora_and_hook_check",
+        "lock",
+        "fail_on_recompile_stance",
+    }

@@ -149,8 +149,8 @@ def test_render_takes_the_web_ui_s_schedule_type(
     assert infotext is not None
     params = parse_infotext(infotext)[2]
     assert (params["Sampler"], params["Schedule type"]) == ("DPM++ 2M", "Karras")
-    # Euler a draws its own sigmas: a schedule it cannot take is one line, exit 2.
-    refused = ["render", "a cat", "--sampler", "Euler a", "--schedule-type", "Karras"]
+    # The web UI's DDIM keeps its own timesteps: a schedule it cannot take is one line, exit 2.
+    refused = ["render", "a cat", "--sampler", "DDIM", "--schedule-type", "Karras"]
     assert main([*refused, *quick]) == 2
     assert "Karras" in capsys.readouterr().err
 

@@ -4,6 +4,8 @@ CI): the services, the settings they set, their volumes, GPUs and health checks.
 from __future__ import annotations
 
 import re
+import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,36 @@ def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in service.get("environment", {}).items()}
+
+
+def image_environment() -> dict[str, str]:
+    """What the Dockerfile's ENV lines set (continuation lines joined)."""
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    found = {}
+    for line in dockerfile.splitlines():
+        if line.startswith("ENV "):
+            for word in shlex.split(line.removeprefix("ENV ")):
+                key, _, value = word.partition("=")
+                found[key] = value
+    return found
+
+
+def env_file_settings() -> dict[str, str]:
+    """What ``.env.example`` sets, read as ``docker run --env-file`` and compose's env_file
+    read it: every line that is not blank or a comment, empty values included."""
+    found = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found[key] = value
+    return found
+
+
+def container_environment(service: dict[str, Any]) -> dict[str, str]:
+    """What a compose service runs with: the image's ENV, under its env_file (.env, as
+    .env.example has it), under its own environment."""
+    assert service["env_file"] == ".env"
+    return image_environment() | env_file_settings() | environment(service)
 
 
 def mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -96,6 +128,7 @@ def test_data_and_models_live_in_volumes(compose: dict[str, Any]) -> None:
 
 
 def test_every_service_has_a_health_check_that_exists(compose: dict[str, Any]) -> None:
+    easel_checks = []
     for name, service in services(compose).items():
         test = service["healthcheck"]["test"]
         assert test[0] == "CMD", name
@@ -104,11 +137,33 @@ def test_every_service_has_a_health_check_that_exists(compose: dict[str, Any]) -
             assert "--http_port" in service["command"]
             continue
         assert test[1:] == ["easel", "health"], name
+        easel_checks.append(service["healthcheck"])
         assert "health" in COMMANDS
-        # easel health asks the server EASEL_METRICS_ADDR names: it must be set, and published.
-        host, port = split_host_port(environment(service)["EASEL_METRICS_ADDR"])
+        # easel health asks the server EASEL_METRICS_ADDR names, as the container has it after
+        # the image, .env and the service's environment: it must be set, and published.
+        env = container_environment(service)
+        host, port = split_host_port(env["EASEL_METRICS_ADDR"])
         assert host == "0.0.0.0", name
         assert any(str(entry).endswith(f":{port}") for entry in service["ports"]), name
+        settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
+        assert settings.metrics_endpoint == (host, port), name
+        for folder in (settings.data_dir, settings.models_dir):
+            assert str(folder) in mounts(service), f"{name}: {folder} is not a volume"
+    # One health check (compose's x-easel anchor) for the bot and every worker.
+    assert len(easel_checks) >= 3 and all(check == easel_checks[0] for check in easel_checks)
+
+
+def test_the_env_example_overrides_nothing_the_image_sets() -> None:
+    """``docker run --env-file .env`` puts .env over the image's ENV: an empty
+    EASEL_METRICS_ADDR= turned the health check's server off, ./data moved the database out
+    of the /data volume."""
+    image, example = image_environment(), env_file_settings()
+    assert {"EASEL_METRICS_ADDR", "EASEL_DATA_DIR", "EASEL_MODELS_DIR"} <= set(image)
+    overridden = {key: example[key] for key in set(image) & set(example)}
+    assert not overridden, f".env.example overrides the image's {overridden}"
+    settings = Settings(_env_file=None, **(image | example))  # type: ignore[call-arg]
+    assert settings.metrics_endpoint == ("0.0.0.0", 9100)
+    assert settings.data_dir == Path("/data") and settings.models_dir == Path("/models")
 
 
 def test_the_dockerfile_builds_a_non_root_cuda_image_with_a_pinned_torch_index() -> None:
@@ -124,3 +179,9 @@ def test_the_dockerfile_builds_a_non_root_cuda_image_with_a_pinned_torch_index()
     # Every package the code needs is copied before the install.
     for package in ("bot", "cogs", "db", "inference"):
         assert f"COPY {package}/ {package}/" in dockerfile
+    # The broker's client and torchao (EASEL_QUANTIZE), as pyproject names the extras.
+    [extras] = re.findall(r'^RUN pip install .*"\.\[([a-z,]+)\]"$', dockerfile, re.MULTILINE)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    optional = pyproject["project"]["optional-dependencies"]
+    assert {"distributed", "quant"} <= set(extras.split(",")) <= set(optional)
+    assert any(requirement.startswith("torchao") for requirement in optional["quant"])

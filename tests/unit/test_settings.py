@@ -21,6 +21,7 @@ SETTING_NAMES = [
     "EASEL_ALLOW_PICKLE",
     "EASEL_CPU_OFFLOAD",
     "EASEL_COMPILE",
+    "EASEL_COMPILE_MODE",
     "EASEL_MAX_PIXELS",
     "EASEL_MAX_STEPS",
     "EASEL_MODEL_CACHE_GB",
@@ -51,7 +52,9 @@ def test_every_contract_name_is_a_setting_and_documented() -> None:
     assert set(SETTING_NAMES) <= aliases
     example = (Path(__file__).parents[2] / ".env.example").read_text()
     for name in SETTING_NAMES:
-        assert f"\n{name}=" in example, f"{name} missing from .env.example"
+        # Commented out where the Docker image sets it (tests/unit/test_deployment.py).
+        documented = f"\n{name}=" in example or f"\n# {name}=" in example
+        assert documented, f"{name} missing from .env.example"
 
 
 def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

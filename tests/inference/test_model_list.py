@@ -1,0 +1,86 @@
+"""The model lists' families (/models, its pages, /imagine's model autocomplete) are read from
+headers once per version of the models' files: a second call reads none, and a model added,
+replaced or removed shows at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import inference.model_list
+from bot.services import Services
+from inference.metadata import FAMILY_MARKERS
+from inference.model_list import ListedModel, installed_models
+from inference.registry import ModelEntry, ModelRegistry
+
+MARKERS = dict(FAMILY_MARKERS)
+
+
+def write_checkpoint(path: Path, family: str, padding: int = 1) -> None:
+    """A header-only checkpoint the family markers recognise (the lists never read weights)."""
+    save_file({MARKERS[family]: torch.zeros(padding)}, str(path))
+
+
+@pytest.fixture
+def headers_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The models whose headers the lists read from now on."""
+    read: list[str] = []
+    real = inference.model_list.listed_model
+
+    def spy(entry: ModelEntry) -> ListedModel:
+        read.append(entry.name)
+        return real(entry)
+
+    monkeypatch.setattr(inference.model_list, "listed_model", spy)
+    return read
+
+
+def labels(registry: ModelRegistry) -> dict[str, str]:
+    return {name: model.label for name, model in installed_models(registry).items()}
+
+
+def test_headers_are_read_again_only_when_the_files_change(
+    tmp_path: Path, headers_read: list[str]
+) -> None:
+    write_checkpoint(tmp_path / "anime.safetensors", "sd15")
+    registry = ModelRegistry(tmp_path)
+    assert labels(registry) == {"anime": "SD 1.5"}
+    assert labels(registry) == {"anime": "SD 1.5"}
+    assert headers_read == ["anime"]
+
+    write_checkpoint(tmp_path / "photo.safetensors", "sdxl-base")
+    assert labels(registry) == {"anime": "SD 1.5", "photo": "SDXL"}
+
+    # Replaced in place by another family's file: the new header is read.
+    anime = tmp_path / "anime.safetensors"
+    write_checkpoint(anime, "sdxl-base", padding=4)
+    os.utime(anime, ns=(anime.stat().st_atime_ns, anime.stat().st_mtime_ns + 1_000_000))
+    assert labels(registry)["anime"] == "SDXL"
+
+    (tmp_path / "photo.safetensors").unlink()
+    read_before = len(headers_read)
+    assert labels(registry) == {"anime": "SDXL"}
+    assert labels(registry) == {"anime": "SDXL"}
+    assert len(headers_read) == read_before + 1  # once for the new set of files, not twice
+
+
+class _WithRegistry:
+    """All ``Services.model_labels`` reads: the registry."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+
+def test_the_model_autocomplete_reads_no_header_per_keystroke(
+    tmp_path: Path, headers_read: list[str]
+) -> None:
+    write_checkpoint(tmp_path / "anime.safetensors", "sd15")
+    write_checkpoint(tmp_path / "refiner.safetensors", "sdxl-refiner")
+    services = _WithRegistry(ModelRegistry(tmp_path))
+    for _ in range(3):  # three keystrokes
+        assert Services.model_labels(services) == {"anime": "anime (SD 1.5)"}  # type: ignore[arg-type]
+    assert sorted(headers_read) == ["anime", "refiner"]
