@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -160,6 +161,10 @@ class EaselBot(commands.Bot):
         await self._start_web_server(self._db, admin)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
         await self._sync_commands()
+        # Before the gateway connects (discord.py runs this hook first), so no member waits;
+        # and before the queue starts, so no model is loaded yet (see _settle_start_up_heap).
+        await self.services.prompts.warm_up()
+        _settle_start_up_heap()
         await self.queue.start()
         retention = Retention(
             self._db, settings.images_dir, settings.inputs_dir, settings.retention_days
@@ -238,6 +243,17 @@ class EaselBot(commands.Bot):
         if self.metrics_server is not None:
             await self.metrics_server.close()
             self.metrics_server = None
+
+
+def _settle_start_up_heap() -> None:
+    """Collect once what starting left and keep the rest (modules, the CLIP vocabulary...) out
+    of later collections, once per process: else the first full collection falls in the first
+    burst of commands and walks all of it before their acknowledgements (see
+    docs/performance.md, "The first burst"). Frozen objects are never collected as cycles, so
+    this runs before any model is loaded: an evicted model's cycles must stay collectable."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 async def _interaction_handlers_settled() -> None:

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from bot.user_errors import UserError
-from inference.images import picture_grid
+from inference.images import eight_bit, has_wide_greys, picture_grid
 from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -70,12 +70,17 @@ def infotext_of(image: CheckedImage) -> str | None:
 
 
 def png_of(image: CheckedImage) -> bytes:
-    """The upload as PNG bytes: a PNG as it came (infotext kept), a JPEG or WebP converted."""
-    if image.format == "PNG":
-        return image.data
+    """The upload as an 8-bit PNG: a PNG as it came (infotext kept), or with its 16-bit greys
+    scaled to 8 bits (infotext kept); a JPEG or WebP converted."""
     with Image.open(io.BytesIO(image.data)) as opened:
-        buffer = io.BytesIO()
-        opened.convert("RGB").save(buffer, format="PNG")
+        if image.format == "PNG" and not has_wide_greys(opened):
+            return image.data
+        picture = eight_bit(opened) if image.format == "PNG" else opened.convert("RGB")
+    infotext = infotext_of(image)
+    if infotext is not None:
+        return png_with_infotext(picture, infotext)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
     return buffer.getvalue()
 
 

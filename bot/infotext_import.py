@@ -190,6 +190,8 @@ class _Reader:
         self.defaults = defaults
         self.request = request
         self.unhonoured: list[str] = []
+        # The picture's model is not installed: another one stands in for it.
+        self.model_substituted = False
 
     def read(self) -> RenderRequest:
         get = self.params.get
@@ -298,6 +300,7 @@ class _Reader:
         named = f"model {name!r}" if name is not None else "the model"
         hash_text = f" (hash {wanted_hash})" if wanted_hash else ""
         self.request = dataclasses.replace(self.request, model=fallback)
+        self.model_substituted = True
         self._tell(f"{named}{hash_text} is not installed here; {instead}")
 
     def _read_variation(self) -> None:
@@ -333,9 +336,15 @@ class _Reader:
                 refusal = self.installed.vae_refusal(
                     dataclasses.replace(self.request, options=with_vae)
                 )
-                if refusal is not None:  # refused now, as the render would, charging nothing
+                if refusal is None:
+                    options["vae"] = stem
+                elif self.model_substituted:  # the stand-in model's family differs
+                    self._tell(
+                        f"VAE {vae!r} does not fit {self.request.model or 'the default model'}"
+                        ", which stands in for the picture's; the model's own VAE is used"
+                    )
+                else:  # refused now, as the render would, charging nothing
                     raise RequestError(refusal)
-                options["vae"] = stem
             else:
                 self._tell(f"VAE {vae!r} is not installed here; the model's own VAE is used")
         self._apply(

@@ -28,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bot.web.limits import REQUEST_HEAD_TIMEOUT_S
+
 __all__ = [
     "MetricsServer",
     "MetricsServerError",
@@ -221,7 +223,7 @@ async def serve(host: str, port: int, healthy: Callable[[], bool]) -> MetricsSer
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=REQUEST_HEAD_TIMEOUT_S)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -18,6 +18,7 @@ from bot.presets import Preset, over_saved_settings
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
+from inference.prompts.wildcards import draws_by_seed
 from inference.types import RenderRequest
 
 if TYPE_CHECKING:
@@ -251,33 +252,17 @@ async def submit_from_interaction(
     Returns the job id, or None when the member's quota refused it (they are told why)."""
     services = services_of(interaction)
     requester = requester_of(interaction)
-    # Each repeat renders its own seeds, so its wildcards and choices may draw other text:
-    # every one is admitted (banned words included) before anything is acknowledged.
-    submission, *repeats = await asyncio.gather(
-        admitted_submission(
-            services,
-            kind,
-            request,
-            requester,
-            parent_job_id=parent_job_id,
-            private=private,
-            application_id=interaction.application_id,
-            interaction_token=interaction.token,
-            interaction_created_at=interaction.created_at.timestamp(),
-            filesize_limit=interaction.filesize_limit,
-        ),
-        *(
-            admitted_submission(
-                services,
-                kind,
-                dataclasses.replace(request, seed=seed),
-                requester,
-                parent_job_id=parent_job_id,
-                private=private,
-                filesize_limit=interaction.filesize_limit,
-            )
-            for seed in repeat_seeds
-        ),
+    submission = await admitted_submission(
+        services,
+        kind,
+        request,
+        requester,
+        parent_job_id=parent_job_id,
+        private=private,
+        application_id=interaction.application_id,
+        interaction_token=interaction.token,
+        interaction_created_at=interaction.created_at.timestamp(),
+        filesize_limit=interaction.filesize_limit,
     )
     if submission.priority is PriorityClass.RELAX:
         unfinished = await services.history.unfinished(
@@ -312,8 +297,8 @@ async def submit_from_interaction(
     await client_of(interaction).results.show_queued(
         job_id, interaction, spoiler=submission.spoiler
     )
-    if repeats:
-        await _submit_repeats(interaction, repeats)
+    if repeat_seeds:
+        await _submit_repeats(interaction, request, submission, repeat_seeds)
     return job_id
 
 
@@ -324,20 +309,60 @@ async def _record_quota_refusal(interaction: discord.Interaction[Any], sentence:
     )
 
 
-async def _submit_repeats(interaction: discord.Interaction[Any], repeats: list[Submission]) -> None:
-    """The other jobs of a ``--repeat``, already admitted: no interaction of their own, so each
-    result is posted as a new message where the first one would be (privately when it is
-    private)."""
-    queue = queue_of(interaction)
-    for index, repeat in enumerate(repeats, start=2):
+async def _submit_repeats(
+    interaction: discord.Interaction[Any],
+    request: RenderRequest,
+    first: Submission,
+    seeds: Sequence[int],
+) -> None:
+    """The other jobs of a ``--repeat``: no interaction of their own, so each result is
+    posted as a new message where the first one would be (privately when it is private).
+
+    A prompt with wildcards or ``{a|b}`` choices may draw other words at a repeat's seeds, so
+    each such repeat is admitted again (banned words included), one after the other and each
+    within its own planning budget, after the first job was acknowledged: a refusal is told
+    privately and stops the repeats that follow."""
+    services, queue = services_of(interaction), queue_of(interaction)
+    total = len(seeds) + 1
+    redraws = draws_by_seed(request.prompt) or draws_by_seed(request.negative_prompt)
+    for index, seed in enumerate(seeds, start=2):
         try:
+            if redraws:
+                repeat = await admitted_submission(
+                    services,
+                    first.kind,
+                    dataclasses.replace(request, seed=seed),
+                    requester_of(interaction),
+                    parent_job_id=first.parent_job_id,
+                    private=first.private,
+                    filesize_limit=first.filesize_limit,
+                )
+            else:
+                repeat = dataclasses.replace(
+                    first,
+                    request=dataclasses.replace(first.request, seed=seed),
+                    application_id=None,
+                    interaction_token=None,
+                    interaction_created_at=None,
+                )
             await queue.submit(repeat)
+        except UserError as refused:
+            sentence = f"⛔ Repeat {index} of {total}: {refused}"
+            await tell(interaction, sentence)
+            await services.refusals.record(
+                interaction.guild_id,
+                interaction.channel_id,
+                interaction.user.id,
+                refused.reason,
+                sentence,
+            )
+            return
         except QuotaExceeded as refused:
-            await tell(interaction, f"⛔ Repeat {index} of {len(repeats) + 1}: {refused.message}")
+            await tell(interaction, f"⛔ Repeat {index} of {total}: {refused.message}")
             await _record_quota_refusal(interaction, refused.message)
             return
     await tell(
         interaction,
-        f"🔁 {len(repeats)} more job(s) of this prompt queued (--repeat); each result is posted "
+        f"🔁 {len(seeds)} more job(s) of this prompt queued (--repeat); each result is posted "
         "when it is ready.",
     )

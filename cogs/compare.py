@@ -5,7 +5,6 @@ grid. Each picture is charged, and each must pass this server's rules and limits
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 import discord
@@ -13,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare import Axis, AxisValues, parse_axis, plan_comparison
-from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions, random_seed
+from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
 from cogs.common import (
@@ -24,6 +23,7 @@ from cogs.common import (
     submit_from_interaction,
 )
 from cogs.lists import allowed_model_names
+from inference.prompts.wildcards import draws_by_seed
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -91,8 +91,6 @@ class CompareCog(commands.Cog):
             raise UserError("/compare renders one grid; leave out --repeat.")
         if base.count != 1:
             raise UserError("/compare renders one picture per cell; leave out --count.")
-        if base.seed == -1:  # each cell is checked with the seed it renders with
-            base = dataclasses.replace(base, seed=random_seed())
         models = await allowed_model_names(interaction)
 
         def axis(name: str, values: str) -> AxisValues:
@@ -117,15 +115,17 @@ async def _check_every_cell(
     its models and banned words (each search/replace prompt planned as the engine will)."""
     services = services_of(interaction)
     requester = requester_of(interaction)
-    # A wildcard draws by seed: a cell is planned for each seed it renders with.
-    distinct: dict[tuple[str, str | None, int], RenderRequest] = {}
+    # Wildcards and {a|b} draw by seed: such a prompt is planned for each seed it renders
+    # with (the request's seed is already fixed), any other once.
+    distinct: dict[tuple[str, str | None, int | None], RenderRequest] = {}
     for cell in cells:
         try:
             validate_request(cell)
         except RenderInputError as error:
             raise UserError(f"Not rendered: {error}.") from None
         check_render_limits(services, cell)
-        distinct.setdefault((cell.prompt, cell.model, cell.seed), cell)
+        redraws = draws_by_seed(cell.prompt) or draws_by_seed(cell.negative_prompt)
+        distinct.setdefault((cell.prompt, cell.model, cell.seed if redraws else None), cell)
     # Side by side, each within the planning budget: the refusal comes before Discord's 3 s.
     await asyncio.gather(
         *(

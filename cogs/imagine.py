@@ -3,6 +3,7 @@ posts the result."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -62,7 +63,8 @@ async def refiner_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
     """Installed SDXL refiners this server allows (a refiner is a model too)."""
-    refiners = refiner_names(services_of(interaction).registry)
+    # Off the loop: the models folder is walked and headers read (cached per file version).
+    refiners = await asyncio.to_thread(refiner_names, services_of(interaction).registry)
     return matching_choices(await allowed_models_only(interaction, refiners), current)
 
 

@@ -33,6 +33,7 @@ from cogs.common import Requester, admitted_submission, submit_from_interaction
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import JobButton, keeps_private, stored_picture, visible_job
+from inference.images import eight_bit
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
 
@@ -234,7 +235,7 @@ class RegionOffers:
 
 def _anything_painted(png: bytes) -> bool:
     with Image.open(io.BytesIO(png)) as mask:
-        return mask.convert("L").getbbox() is not None
+        return eight_bit(mask).convert("L").getbbox() is not None
 
 
 class _HasRegionOffers(Protocol):

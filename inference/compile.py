@@ -45,9 +45,10 @@ from torch.utils._pytree import tree_map_only
 
 log = logging.getLogger(__name__)
 
-# Batch rows warmed per bucket: 1-4 pictures, twice with classifier-free guidance (UNet).
+# Batch rows warmed per bucket: 1-4 pictures, twice with classifier-free guidance (UNet); the
+# VAE decodes one picture at a time (``passes.denoise.vae_decoding``), so its decoder one row.
 UNET_ROWS = (2, 4, 6, 8)
-DECODER_ROWS = (1, 2, 3, 4)
+DECODER_ROWS = (1,)
 # Graphs kept per compiled code object: every bucket of a few cached models.
 RECOMPILE_LIMIT = 64
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from inference.images import eight_bit
 from inference.types import RenderFailed
 
 SUGGESTIONS = 4
@@ -59,7 +60,7 @@ class Captioner:
     def _describe(self, png: bytes) -> list[str]:
         processor, model = self._model()
         with Image.open(io.BytesIO(png)) as image:
-            inputs = processor(images=image.convert("RGB"), return_tensors="pt")
+            inputs = processor(images=eight_bit(image).convert("RGB"), return_tensors="pt")
         with torch.inference_mode():
             outputs = model.generate(
                 **inputs,

@@ -20,6 +20,11 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_INPUT_SIDE = 4096
 MIN_INPUT_SIDE = 8
 MASK_THRESHOLD = 127
+# Greyscale modes wider than 8 bits (a 16-bit PNG opens as "I;16"; "I" is 32-bit). Pillow's
+# conversions clip them at 255, so a 16-bit grey of 40000 (61%) would turn white. 16-bit
+# colour PNGs already open as 8-bit RGB(A).
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_SIXTEEN_BIT_MAX = 65535
 
 
 def load_input_image(path: str | Path, role: str) -> Image.Image:
@@ -33,7 +38,7 @@ def load_input_image(path: str | Path, role: str) -> Image.Image:
             with Image.open(path) as image:
                 _check_header(image, role)
                 image.load()
-                return image.convert("RGB")
+                return eight_bit(image).convert("RGB")
     except RenderInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -42,6 +47,19 @@ def load_input_image(path: str | Path, role: str) -> Image.Image:
         raise RenderInputError(
             f"{role} is not a readable image ({', '.join(ACCEPTED_FORMATS)}): {error}"
         ) from error
+
+
+def has_wide_greys(image: Image.Image) -> bool:
+    return image.mode in _WIDE_GREY_MODES
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """``image`` with 8-bit channels: wide greyscale scaled from 0-65535 to 0-255 (mode "L");
+    any other picture as it is."""
+    if not has_wide_greys(image):
+        return image
+    values = np.asarray(image, dtype=np.float64) * (255 / _SIXTEEN_BIT_MAX)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
 def _check_header(image: Image.Image, role: str) -> None:

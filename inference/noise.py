@@ -83,10 +83,17 @@ RandnTensor = Callable[..., torch.Tensor]
 
 
 class StepNoise:
-    """The noise a sampler asks of ``generators``, ``draws`` steps at a time."""
+    """The noise a sampler asks of ``asked_with`` (by default ``generators``), drawn from
+    ``generators`` ``draws`` steps at a time."""
 
-    def __init__(self, generators: list[torch.Generator], draws: int) -> None:
+    def __init__(
+        self,
+        generators: list[torch.Generator],
+        draws: int,
+        asked_with: list[torch.Generator] | None = None,
+    ) -> None:
         self.generators = generators
+        self.asked_with = generators if asked_with is None else asked_with
         self.draws = max(1, draws)
         self._pending: list[torch.Tensor] = []
         self._drawn_as: tuple[object, ...] | None = None
@@ -129,7 +136,7 @@ def _draw_ahead_in(module: ModuleType) -> None:
         layout: torch.layout | None = None,
     ) -> torch.Tensor:
         ahead: StepNoise | None = getattr(_drawing_ahead, "noise", None)
-        if ahead is not None and generator is ahead.generators and layout in (None, torch.strided):
+        if ahead is not None and generator is ahead.asked_with and layout in (None, torch.strided):
             return ahead.next(original, shape, device, dtype)
         return original(shape, generator=generator, device=device, dtype=dtype, layout=layout)
 
@@ -139,12 +146,16 @@ def _draw_ahead_in(module: ModuleType) -> None:
 
 @contextmanager
 def step_noise_drawn_ahead(
-    scheduler: object, generators: list[torch.Generator], steps: int
+    scheduler: object,
+    generators: list[torch.Generator],
+    steps: int,
+    asked_with: list[torch.Generator] | None = None,
 ) -> Iterator[None]:
     """While the pipeline runs on this thread, ``scheduler``'s per-step noise from
-    ``generators`` is drawn ``steps`` draws ahead and copied to the device once per batch."""
+    ``generators`` is drawn ``steps`` draws ahead and copied to the device once per batch.
+    ``asked_with``: the generators the pipeline hands the scheduler, when not ``generators``."""
     _draw_ahead_in(sys.modules[type(scheduler).__module__])
-    _drawing_ahead.noise = StepNoise(generators, steps)
+    _drawing_ahead.noise = StepNoise(generators, steps, asked_with)
     try:
         yield
     finally:

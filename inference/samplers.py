@@ -182,6 +182,12 @@ def scheduler_spec(name: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> Sample
     accepted = [AUTOMATIC_SCHEDULE, "Uniform"]
     if "timestep_spacing" in spec.flags:
         accepted.append("SGM Uniform")
+    if spec.sigma_schedules_by is not None:
+        accepted += [
+            label
+            for label, flags in SCHEDULE_TYPES.items()
+            if flags.keys() & SIGMA_SCHEDULES.values()
+        ]
     if requested not in accepted:
         raise RenderInputError(
             f"the {base} sampler cannot use the {requested} schedule; "

@@ -105,9 +105,14 @@ class HiresOptions:
         return cls(float(scale), steps, float(denoising), upscaler)
 
     def pass_steps(self, first_pass_steps: int) -> int:
-        """The schedule the second pass samples (0: the first pass's steps), refused when its
-        ``steps x denoising`` would leave no step to run."""
-        steps = self.steps or first_pass_steps
+        """The steps the second pass runs (0: the first pass's steps), all of them whatever
+        the denoising, as the web UI's (``inference.passes.denoise.Img2ImgSteps.hires``)."""
+        return self.steps or first_pass_steps
+
+    def diffusers_pass_steps(self, first_pass_steps: int) -> int:
+        """The schedule of a second pass that runs ``steps x denoising`` of it, as diffusers'
+        img2img does (the flow families' hires pass), refused when that leaves no step."""
+        steps = self.pass_steps(first_pass_steps)
         if int(steps * self.denoising) < 1:
             least = math.ceil(1 / self.denoising)
             raise RenderInputError(

@@ -87,9 +87,7 @@ def validate_request(request: RenderRequest) -> None:
     if "aspect" in request.options:
         parse_aspect_ratio(str(request.options["aspect"]))
     if request.mode == "txt2img" and request.width is not None and request.height is not None:
-        hires = HiresOptions.from_options(request.options, request.width, request.height)
-        if hires is not None:
-            hires.pass_steps(request.steps)
+        HiresOptions.from_options(request.options, request.width, request.height)
     check_refiner_request(request.mode, request.options)
     if control_units(request.options) and request.mode == "upscale":
         raise RenderInputError("a ControlNet guides txt2img, img2img and inpaint, not upscale")

@@ -8,8 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.fake_discord.fixtures import fake_discord
+
+# Property tests check behaviour, not speed (benchmarks/ measure that): hypothesis' default
+# 200 ms per example fails fast examples that a loaded 2-core machine pauses. A second still
+# catches an example that runs away; a test may set its own.
+settings.register_profile("easel", deadline=1000)
+settings.load_profile("easel")
 
 __all__ = ["error_logs", "fake_discord", "tiny_models_dir"]
 

@@ -30,6 +30,11 @@ T = TypeVar("T")
 PLAN_BUDGET_S = 2.5
 # /explain answers after acknowledging, so it may take longer (still bounded: the thread goes on).
 EXPLAIN_BUDGET_S = 10.0
+# Planned once before the bot connects, so that no member's command pays for what the first plan
+# loads: the CLIP vocabulary, the attention and schedule parsers, dynamicprompts' grammar.
+WARM_UP_REQUEST = RenderRequest(
+    "a (red:1.1) [cat:dog:0.5], {day|night} AND a hat", "blurry", seed=1, steps=2
+)
 
 
 def plan_request(
@@ -98,6 +103,10 @@ class PromptPlanner:
         return await self._off_loop(
             self.budget_s, plan_request, request, banned_words, self.wildcards_dir
         )
+
+    async def warm_up(self) -> None:
+        """Load what the first plan would (see ``WARM_UP_REQUEST``), off the event loop."""
+        await asyncio.to_thread(plan_request, WARM_UP_REQUEST, (), self.wildcards_dir)
 
     async def explain(self, prompt: str, negative: str, steps: int | None) -> dict[str, Any]:
         """``explain_prompt`` off the event loop."""

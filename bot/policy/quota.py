@@ -182,15 +182,15 @@ class Refusal:
         unit = "images" if self.resource == "images" else "GPU-seconds"
         when = _PERIOD_WORDS[self.period]
         reset = f"the limit resets <t:{int(self.resets_at)}:R>."
+        if self.limit == 0:  # asking for less cannot help (a server's or the DM limit)
+            return (
+                f"You are allowed no {unit} per {self.period.value} here, --relax jobs "
+                "included; ask the admins."
+            )
         if self.requested > self.limit:
             return (
                 f"This request needs {_number(self.requested)} {unit} but the limit is "
                 f"{_number(self.limit)} {unit} per {self.period.value}; ask for less."
-            )
-        if self.limit == 0:
-            return (
-                f"This server allows you no {unit} per {self.period.value}, --relax jobs "
-                "included; ask its admins."
             )
         if self.used >= self.limit:
             return (

@@ -407,7 +407,12 @@ class RemixButton(
                 raise UserError(f"Job `{self.job_id}` has only {len(job.seeds)} picture(s).")
             original = dataclasses.replace(original, seed=job.seeds[self.idx], count=1)
         original = dataclasses.replace(original, notes=[])
-        modal = RemixModal(self.job_id, original, private=await keeps_private(interaction, job))
+        modal = RemixModal(
+            self.job_id,
+            original,
+            private=await keeps_private(interaction, job),
+            visible_job=visible_job,
+        )
         await interaction.response.send_modal(modal)
 
 

@@ -43,8 +43,11 @@ class ProgressMessages:
     async def show_queued(
         self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool
     ) -> None:
-        """Replace "thinking…" with the queue position and a Cancel button, then follow progress
-        (previews spoilered like the result; a private job's response is ephemeral, so are they)."""
+        """Replace "thinking…" with the queue position (or "Rendering") and a Cancel button,
+        then follow progress (previews spoilered like the result; a private job's response is
+        ephemeral, so are they). Returns once "thinking…" is replaced: Discord turns the first
+        follow-up of a deferred response into that response, so a private follow-up sent
+        before (a --repeat's notice) would have taken its place, publicly."""
         state = await queue_of(interaction).state(job_id)
         # No await between this check and the registration: deliver() either already ran
         # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
@@ -53,11 +56,14 @@ class ProgressMessages:
         created_at = interaction.created_at.timestamp()
         watched = _Watched(interaction.followup, lambda: self._alive(created_at), spoiler)
         self._watched[job_id] = watched
-        if state.position is None:  # already rendering: progress edits take over
-            return
-        eta = f", about {state.eta_s:.0f} s" if state.eta_s is not None else ""
-        watched.schedule(f"⏳ Queued — position {state.position + 1}{eta}.", _cancel_view(job_id))
-        watched.last_edit = self._monotonic()
+        if state.position is None:  # already rendering: the first progress edit comes at once
+            watched.schedule("🎨 Rendering…", _cancel_view(job_id))
+        else:
+            eta = f", about {state.eta_s:.0f} s" if state.eta_s is not None else ""
+            queued = f"⏳ Queued — position {state.position + 1}{eta}."
+            watched.schedule(queued, _cancel_view(job_id))
+            watched.last_edit = self._monotonic()
+        await watched.settle()
 
     def progress(self, job_id: str, step: StepProgress) -> None:
         """The queue's progress listener: at most one edit per interval per job."""

@@ -1,13 +1,16 @@
 """The Remix modal: a result's prompt, negative prompt and main settings to edit, then the
-edited job is submitted for whoever submits it (bot.remix reads the fields)."""
+edited job is submitted for whoever submits it (bot.remix reads the fields). The form may stay
+open for 15 minutes: submitting checks again that the member may still see the job."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
 
+from bot.history import StoredJob
 from bot.remix import RemixFields, remix_fields, remix_request
 from bot.requests import MAX_PROMPT_CHARS
 from cogs.common import submit_from_interaction
@@ -17,9 +20,14 @@ from inference.types import RenderRequest
 # A modal lives in memory until submitted; one left open is dropped after this long.
 MODAL_TIMEOUT_S = 15 * 60
 
+# The buttons' check (``cogs.results.buttons.visible_job``): the job, if the member may see it.
+VisibleJob = Callable[[discord.Interaction[Any], str], Awaitable[StoredJob]]
+
 
 class RemixModal(discord.ui.Modal):
-    def __init__(self, job_id: str, original: RenderRequest, *, private: bool) -> None:
+    def __init__(
+        self, job_id: str, original: RenderRequest, *, private: bool, visible_job: VisibleJob
+    ) -> None:
         # A fresh custom_id per modal: two members remixing the same job never collide.
         super().__init__(
             title=f"Remix {job_id}",
@@ -29,6 +37,7 @@ class RemixModal(discord.ui.Modal):
         self.job_id = job_id
         self.original = original
         self.private = private
+        self._visible_job = visible_job
         filled = remix_fields(original)
         self.prompt = discord.ui.TextInput[RemixModal](
             label="Prompt (inline flags such as --ar work)",
@@ -59,6 +68,10 @@ class RemixModal(discord.ui.Modal):
             self.add_item(field)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        # The form may have been open for 15 minutes: meanwhile the job may have been erased,
+        # or the member may have lost the channel it was made in (when the form came from a
+        # copy of its buttons elsewhere), so the click's check is made again.
+        job = await self._visible_job(interaction, self.job_id)
         fields = RemixFields(
             prompt=self.prompt.value,
             negative=self.negative.value,
@@ -71,7 +84,7 @@ class RemixModal(discord.ui.Modal):
             "remix",
             remix_request(self.original, fields),
             self.job_id,
-            private=self.private,
+            private=self.private or job.private,
         )
 
     # discord.py's Modal.on_error drops the View's ``item`` argument, as here.

@@ -4,6 +4,7 @@ pipeline task (txt2img, img2img, inpaint) takes, with inpainting's latent fill."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
@@ -22,7 +23,7 @@ from inference.guidance import PromptGuidance, StepCallback
 from inference.images import InpaintCanvas
 from inference.ip_adapter import ImagePromptCache, ImagePrompting
 from inference.model_cache import LoadedModel, ModelCache, PipelineTask
-from inference.noise import initial_noise_and_generator, step_noise_drawn_ahead
+from inference.noise import initial_noise_and_generator, seeded_generator, step_noise_drawn_ahead
 from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
 from inference.passes.networks import JobNetworks
 from inference.progress import StepTracker
@@ -45,6 +46,42 @@ def vae_in_use(pipeline: Any, vae: Any | None) -> Iterator[None]:
         yield
     finally:
         pipeline.vae = original
+
+
+class _PosteriorMean:
+    """A VAE posterior whose sample is its mean (the rest: the posterior's own)."""
+
+    def __init__(self, posterior: Any) -> None:
+        self.posterior = posterior
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.posterior, name)
+
+    def sample(self, generator: Any = None) -> torch.Tensor:
+        mean: torch.Tensor = self.posterior.mode()
+        return mean
+
+    mode = sample
+
+
+@contextmanager
+def encoding_to_the_mean(pipeline: Any) -> Iterator[None]:
+    """For this call the pipeline's VAE encodes a picture to its posterior's mean. The web UI
+    samples the posterior from its unseeded global RNG, which on a trained VAE (a posterior
+    far narrower than a latent's step) is its mean; diffusers' draw would also take numbers
+    from the pictures' generators that the web UI keeps for the ancestral steps."""
+    vae = pipeline.vae
+    encode = vae.encode
+
+    def encode_to_mean(*args: Any, **kwargs: Any) -> Any:
+        output = encode(*args, **kwargs)
+        return dataclasses.replace(output, latent_dist=_PosteriorMean(output.latent_dist))
+
+    vae.encode = encode_to_mean
+    try:
+        yield
+    finally:
+        del vae.encode  # the class's own again
 
 
 @contextmanager
@@ -142,6 +179,14 @@ class Denoiser:
         ]
         noise = torch.cat([picture for picture, _ in drawn]).to(self.device, self.dtype)
         generators = [generator for _, generator in drawn]
+        # A pipeline noising a picture draws a noise of its own (ours replaces it) before the
+        # steps: from other generators, so that each picture's goes on from its initial noise
+        # to the ancestral steps, as the web UI's does.
+        asked_with = (
+            generators
+            if arguments.starts_from_noise
+            else [seeded_generator(job.seed) for job in jobs]
+        )
         use_noise_for_img2img(scheduler, noise, arguments.latent_fill)
         seed_brownian_noise(scheduler, jobs)
         start = {"latents": noise} if arguments.starts_from_noise else {}
@@ -174,19 +219,20 @@ class Denoiser:
                 seamless(
                     bool(request.options.get("tile")), pipeline.unet, networks.vae or pipeline.vae
                 ),
-                step_noise_drawn_ahead(scheduler, generators, steps),
+                step_noise_drawn_ahead(scheduler, generators, steps, asked_with),
                 # On the real UNet, before any stand-in wraps it.
                 image_prompt.installed(pipeline.unet) if image_prompt else nullcontext(),
                 DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
                 guidance.installed(pipeline),
                 vae_in_use(pipeline, networks.vae),
+                encoding_to_the_mean(pipeline),
                 vae_decoding(pipeline, tiled),
             ):
                 images = pipeline(
                     **guidance.pipeline_arguments(len(jobs)),
                     num_inference_steps=steps,
                     guidance_scale=request.cfg_scale,
-                    generator=generators,
+                    generator=asked_with,
                     callback_on_step_end=stopping_early(
                         request, guidance.step_callback(tracker.on_step_end)
                     ),
@@ -224,12 +270,50 @@ def pipeline_task(mode: str, inpainting_unet: bool) -> PipelineTask:
 
 
 @dataclass(frozen=True)
+class Img2ImgSteps:
+    """The web UI's steps of a pass from a picture: a schedule of ``schedule`` steps of which
+    the last ``run`` run (from the sigma where the picture is noised)."""
+
+    schedule: int
+    run: int
+
+    @classmethod
+    def img2img(cls, steps: int, denoising: float) -> Img2ImgSteps:
+        """img2img and inpaint (the web UI's default, img2img_fix_steps off): the last
+        ``int(denoising x steps) + 1`` steps of ``steps`` (diffusers would run one fewer)."""
+        return cls(steps, min(steps, int(min(denoising, 0.999) * steps) + 1))
+
+    @classmethod
+    def hires(cls, steps: int, denoising: float) -> Img2ImgSteps:
+        """The hires pass: exactly ``steps`` steps, the end of a schedule stretched to
+        ``steps / denoising`` steps."""
+        return cls(int(steps / min(denoising, 0.999)), steps)
+
+    @property
+    def strength(self) -> float:
+        """Diffusers' strength that runs the last ``run`` steps: ``int(schedule x strength)``
+        is ``run`` (half a step above, clear of float rounding)."""
+        return min(1.0, (self.run + 0.5) / self.schedule)
+
+
+@dataclass(frozen=True)
 class TaskArguments:
     values: dict[str, Any]
     # At full strength the pipeline starts from our noise as ``latents`` instead of noising
     # the picture.
     starts_from_noise: bool
     latent_fill: LatentFill | None = None
+
+    def running(self, steps: Img2ImgSteps) -> TaskArguments:
+        """These arguments with the strength that runs ``steps`` (a pass from noise keeps
+        its own). Inpaint pipelines take strength 1 to mean "from pure noise": from ours."""
+        if self.starts_from_noise:
+            return self
+        strength = steps.strength
+        from_noise = strength == 1.0 and "mask_image" in self.values
+        return dataclasses.replace(
+            self, values={**self.values, "strength": strength}, starts_from_noise=from_noise
+        )
 
 
 def task_arguments(

@@ -3,6 +3,7 @@ expanded (wildcards) and checked, and the LoRAs and embeddings it asks for."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -40,23 +41,31 @@ class ImageJob:
     embeddings: tuple[str, ...] = ()
     # The plan ``image_jobs`` made, over the request's steps with its wildcard library: the
     # pass that runs those steps takes it rather than planning the prompt a second time.
-    planned: tuple[PromptPlan, WildcardLibrary | None] | None = field(
+    # With the texts and seed it was made from: a copy of the job with another prompt or
+    # seed (a faces pass, an upscale tile) plans its own.
+    planned: tuple[PromptPlan, WildcardLibrary | None, tuple[str, str, int]] | None = field(
         default=None, compare=False, repr=False
     )
 
-    def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
-        """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
-        if self.planned is not None:
-            plan, planned_with = self.planned
-            if plan.steps == steps and planned_with is wildcards:
-                return plan
-        return build_plan(
+    @property
+    def planning_inputs(self) -> tuple[str, str, int]:
+        """What the plan is made from: the typed texts and the seed."""
+        return (
             self.prompt if self.template is None else self.template,
             self.negative_prompt if self.negative_template is None else self.negative_template,
-            seed=self.seed,
-            steps=steps,
-            wildcards=wildcards,
+            self.seed,
         )
+
+    def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
+        """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
+        prompt, negative, seed = self.planning_inputs
+        if self.planned is not None:
+            plan, planned_with, planned_from = self.planned
+            if (plan.steps, planned_from) == (steps, (prompt, negative, seed)) and (
+                planned_with is wildcards
+            ):
+                return plan
+        return build_plan(prompt, negative, seed=seed, steps=steps, wildcards=wildcards)
 
 
 def image_jobs(
@@ -107,8 +116,10 @@ def image_jobs(
                 warnings=plan.warnings,
                 loras=merged_loras(plan.loras(loras)),
                 embeddings=plan.embeddings_used,
-                planned=(plan, wildcards),
             )
+        )
+        jobs[-1] = dataclasses.replace(
+            jobs[-1], planned=(plan, wildcards, jobs[-1].planning_inputs)
         )
     return jobs
 

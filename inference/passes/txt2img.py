@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from inference.model_cache import LoadedModel
-from inference.passes.denoise import PassTools, pipeline_task, task_arguments
+from inference.passes.denoise import Img2ImgSteps, PassTools, pipeline_task, task_arguments
 from inference.passes.faces import finish_faces
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
@@ -48,7 +48,7 @@ def render_group(
     init_images = None if inputs.init is None else [inputs.init] * len(jobs)
     arguments = task_arguments(
         task, size, request.denoising_strength, init_images, inputs.canvas, len(jobs)
-    )
+    ).running(Img2ImgSteps.img2img(request.steps, request.denoising_strength))
     # HiresOptions gives latent upscalers their web UI spelling.
     latent = hires.upscaler if hires and hires.upscaler in LATENT_UPSCALERS else None
     if latent is not None and model.inpainting_unet:
@@ -90,14 +90,18 @@ def render_group(
             upscaler = resolved[0]
         hires_task = pipeline_task("img2img", model.inpainting_unet)
         tracker.later_steps = 0
-        arguments = task_arguments(hires_task, hires_size, hires.denoising, start, None, len(jobs))
+        # As the web UI's: exactly the hires steps, at the end of a longer schedule.
+        schedule = Img2ImgSteps.hires(hires_steps, hires.denoising)
+        arguments = task_arguments(
+            hires_task, hires_size, hires.denoising, start, None, len(jobs)
+        ).running(schedule)
         images = tools.denoise(
             model,
             hires_task,
             request,
             jobs,
             hires_size,
-            hires_steps,
+            schedule.schedule,
             arguments,
             tracker,
             networks,

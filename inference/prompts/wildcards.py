@@ -228,6 +228,11 @@ def _parsed(shielded: str) -> Command:
     return parse(shielded)
 
 
+def draws_by_seed(template: str) -> bool:
+    """Whether ``template`` may expand to other text at another seed (wildcards, ``{a|b}``)."""
+    return "{" in template or "__" in template
+
+
 def expand_prompt(
     template: str, seed: int, library: WildcardLibrary | None = None, *, count: int = 1
 ) -> list[Expansion]:
@@ -240,7 +245,7 @@ def expand_prompt(
     library, ``__name__`` stays as typed (with a warning) and ``{a|b}`` still expands.
     """
     seeds = [seed + index for index in range(count)]
-    if "{" not in template and "__" not in template:
+    if not draws_by_seed(template):
         return [Expansion(template, template, image_seed) for image_seed in seeds]
     warnings: tuple[str, ...] = ()
     if library is None and "__" in template:

@@ -61,4 +61,4 @@ async def test_each_change_reaches_the_next_command(
         lowered = await fake_discord.invoke_command("imagine", {"prompt": "a dog", **QUICK})
         refusal = await lowered.wait_for_original(lambda m: "⛔" in m.content)
         assert refusal.is_ephemeral and lowered.response_type != DEFERRED
-        assert "the limit is 0 images per day" in refusal.content
+        assert "allowed no images per day here" in refusal.content

@@ -78,7 +78,7 @@ async def test_banned_words_channels_models_and_audit(
             "imagine", {"prompt": "a cat", "steps": 2, "size": "64x64"}, channel=other_channel
         )
         refusal = await over.wait_for_original(lambda m: "⛔" in m.content)
-        assert "the limit is 0 images per day" in refusal.content
+        assert "allowed no images per day here" in refusal.content
         assert bot.queue.queued_count() == 0
 
         audit = await reply_to(fake_discord, "easel-admin audit", user=owner)

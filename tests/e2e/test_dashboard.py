@@ -16,6 +16,7 @@ from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.settings import Settings
 from bot.web.dashboard import COOKIE, SESSION_LIFETIME_S
+from tests.e2e.browser import assert_strict_csp, watch_csp
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (
     StartEasel,
@@ -90,7 +91,10 @@ async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
             )
             context = await browser.new_context()
             page = await context.new_page()
-            await page.goto(link)
+            violations = await watch_csp(page)
+            signed_in = await page.goto(link)
+            assert signed_in is not None
+            assert_strict_csp(await signed_in.header_value("content-security-policy"))
             await page.wait_for_function(
                 "(job) => [...document.querySelectorAll('#gallery img')]"
                 ".some((img) => img.dataset.job === job && img.naturalWidth > 0)",
@@ -137,6 +141,7 @@ async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
             again = await page.goto(link)  # the link works once
             assert again is not None and again.status == 403
             assert "already used" in await page.inner_text("main")
+            assert violations == []  # the pages worked within their policy
             await browser.close()
 
         await reply_to(fake, "cancel", {"job_id": running})

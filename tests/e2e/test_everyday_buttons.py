@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bot.policy.visibility import NOT_READABLE
 from cogs.results import posting
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
@@ -24,6 +25,8 @@ from tests.fake_discord.rules import walk_components
 OTHER = 5252
 MODERATOR = 5353
 MANAGE_MESSAGES = 1 << 13
+VIEW_CHANNEL = 1 << 10
+READ_MESSAGE_HISTORY = 1 << 16
 
 
 def modal_fields(modal: dict[str, object]) -> dict[str, tuple[str, str]]:
@@ -100,6 +103,43 @@ async def test_remix_renders_the_edited_job_for_the_member_who_submits_it(
         guild = fake_discord.guild_id
         assert await images_today(bot.services, OTHER, guild) == 2
         assert await images_today(bot.services, fake_discord.user_id, guild) == 1
+
+
+async def test_a_remix_form_is_checked_again_when_submitted(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    fake.add_member(OTHER, "other", roles=(fake.member_role_id,))
+    club = fake.add_text_channel("club", visible_to=[OTHER])
+    async with start_easel() as bot:
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "the club's barn", **QUICK}, user=fake.owner_id, channel=club
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        # A copy of its buttons where everyone can click; OTHER, who sees the club, opens
+        # two forms, then loses the club before submitting.
+        copy = await fake.post_user_message("a copy", user=fake.bot_user_id)
+        copy.payload["components"] = result.components
+        remix = next(c for c in result.custom_ids if c.startswith("easel:remix:"))
+        forms = [await fake.click(copy, remix, user=OTHER) for _ in range(2)]
+        filled = [modal_fields(await form.wait_for_modal()) for form in forms]
+        values = [{custom_id: value for custom_id, value in f.values()} for f in filled]
+
+        fake.set_overwrite(club, OTHER, deny=VIEW_CHANNEL)
+        await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
+        lost = await fake.submit_modal(forms[0], values[0], user=OTHER)
+        refusal = await lost.wait_for_original(lambda m: not m.is_loading)
+        assert refusal.is_ephemeral and NOT_READABLE in refusal.content
+
+        # The club again, but its maker has erased the job meanwhile.
+        fake.set_overwrite(club, OTHER, allow=VIEW_CHANNEL | READ_MESSAGE_HISTORY)
+        await reply_to(fake, "forget-me", user=fake.owner_id)
+        gone = await fake.submit_modal(forms[1], values[1], user=OTHER)
+        refusal = await gone.wait_for_original(lambda m: not m.is_loading)
+        assert refusal.is_ephemeral and "no longer in the history" in refusal.content
+        assert "barn" not in refusal.content
+        assert await images_today(bot.services, OTHER, fake.guild_id) == 0
+        assert (await bot.services.history.page(OTHER, 0, guild_id=fake.guild_id)).total == 0
 
 
 async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(

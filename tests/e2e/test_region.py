@@ -21,6 +21,11 @@ from bot.app import EaselBot, build
 from db import refusals
 from db.database import connect
 from inference.segment import write_tiny_clipseg
+from tests.e2e.browser import (
+    assert_injected_script_is_blocked,
+    assert_strict_csp,
+    watch_csp,
+)
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
@@ -111,7 +116,10 @@ async def test_painted_region_is_inpainted_for_the_clicker(
                 executable_path=shutil.which("chromium"), args=["--no-sandbox"]
             )
             page = await browser.new_page(has_touch=True)
-            await page.goto(link)
+            violations = await watch_csp(page)
+            shown = await page.goto(link)
+            assert shown is not None
+            assert_strict_csp(await shown.header_value("content-security-policy"))
             await page.wait_for_function("() => document.getElementById('mask').width === 128")
             await page.locator("#size").fill(str(BRUSH))
             box = await page.locator("#mask").bounding_box()
@@ -127,6 +135,9 @@ async def test_painted_region_is_inpainted_for_the_clicker(
                 "() => document.getElementById('status').textContent.startsWith('Queued')"
             )
             answer = await page.inner_text("#status")
+            # The page worked without breaking its policy, which stops an injected script.
+            assert violations == []
+            await assert_injected_script_is_blocked(page)
             await browser.close()
 
         match = re.search(r"job ([0-9a-f]{16})", answer)

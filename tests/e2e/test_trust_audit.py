@@ -10,6 +10,7 @@ from __future__ import annotations
 from bot.policy.moderation import AGE_RESTRICTED_PICTURE
 from bot.policy.visibility import NOT_READABLE
 from bot.settings import Settings
+from inference.infotext import infotext_from_png
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -102,16 +103,23 @@ async def test_every_seed_that_renders_meets_the_servers_banned_words(
         )
         alone = await reply_to(fake, "imagine", {"prompt": "a __animal__", "seed": 6, **QUICK})
         assert alone.is_ephemeral and "The word 'cat' is banned" in alone.content
-        refused = await reply_to(
-            fake, "imagine", {"prompt": "a __animal__ --repeat 2", "seed": 5, **QUICK}
-        )
-        assert refused.is_ephemeral and "The word 'cat' is banned" in refused.content
         compare = {"prompt": "a __animal__", "seed": 11, "x": "seed", "x_values": "11,14"}
         refused = await reply_to(fake, "compare", {**compare, **QUICK})
         assert refused.is_ephemeral and "The word 'cat' is banned" in refused.content
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0
         assert bot.queue.queued_count() == 0
-        assert not any(has_picture(message) for message in fake.messages.values())
+        # --repeat: the first job (seed 5, a dog) is acknowledged and renders; its repeat is
+        # planned after that, at seed 6 (a cat), and refused privately, never queued.
+        repeated = await fake.invoke_command(
+            "imagine", {"prompt": "a __animal__ --repeat 2", "seed": 5, **QUICK}
+        )
+        repeat_refused = await repeated.wait_for_followup(lambda m: "Repeat 2 of 2" in m.content)
+        assert repeat_refused.is_ephemeral
+        assert "The word 'cat' is banned" in repeat_refused.content
+        dog = await repeated.wait_for_original(has_picture, RENDER_TIMEOUT_S)
+        assert "a dog" in (infotext_from_png(dog.attachments[0].data) or "")
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
+        assert sum(has_picture(message) for message in fake.messages.values()) == 1
 
 
 async def test_pictures_of_an_age_restricted_channel_stay_in_those(
@@ -163,7 +171,7 @@ async def test_a_member_stopped_by_a_zero_limit_cannot_render_with_relax(
         await limit_daily_images(fake_discord, 0)
         refused = await reply_to(fake_discord, "imagine", {"prompt": "a fox --relax", **QUICK})
         assert refused.is_ephemeral
-        assert "allows you no images per day, --relax jobs included" in refused.content
+        assert "allowed no images per day here, --relax jobs included" in refused.content
         assert bot.queue.queued_count() == 0
         member, guild = fake_discord.user_id, fake_discord.guild_id
         assert not await bot.services.history.unfinished(member, guild_id=guild)

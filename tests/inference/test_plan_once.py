@@ -4,6 +4,8 @@ prepared ahead) instead of planning it again on the device thread."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import inference.passes.jobs as jobs_module
@@ -42,3 +44,16 @@ def test_a_pass_of_other_steps_plans_again(engine: Engine, planned_steps: list[i
     # The first pass's plan, then the hires pass's own over the steps it runs (fewer).
     first, hires_pass = planned_steps
     assert first == 3 and hires_pass is not None and hires_pass < 3
+
+
+def test_a_copy_with_another_prompt_or_seed_plans_its_own() -> None:
+    """A faces pass copies the job with its own prompt, an upscale tile with its own seed:
+    neither may take the picture's plan (at the same steps it would match on steps alone)."""
+    [job] = jobs_module.image_jobs(
+        RenderRequest("a {red|blue} fox", seed=3, steps=10), None, [], []
+    )
+    assert job.plan(10, None) is job.planned[0]  # type: ignore[index]
+    face = dataclasses.replace(job, prompt="a detailed face", template=None)
+    assert face.plan(10, None).prompt == "a detailed face"
+    tiles = [dataclasses.replace(job, seed=seed) for seed in range(3, 9)]
+    assert {tile.plan(10, None).prompt for tile in tiles} == {"a red fox", "a blue fox"}

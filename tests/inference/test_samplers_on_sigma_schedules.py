@@ -14,9 +14,10 @@ import torch
 from diffusers import EulerAncestralDiscreteScheduler
 
 from inference import schedulers
-from inference.samplers import BASE_SAMPLERS, SIGMA_SCHEDULES, make_scheduler
+from inference.samplers import BASE_SAMPLERS, SIGMA_SCHEDULES, make_scheduler, scheduler_spec
 from inference.schedulers import EulerAncestralScheduler, LCMSigmasScheduler
 from inference.tiny import SD_SCHEDULER_CONFIG
+from inference.types import RenderInputError
 from tests.parity import reference
 
 SCHEDULES = ["Karras", "Exponential", "Polyexponential"]
@@ -57,6 +58,9 @@ def test_every_sampler_without_a_sigma_choice_but_ddim_gets_one() -> None:
     for name in ("Euler a", "LCM"):
         accepted = inspect.signature(getattr(schedulers, str(by[name])).__init__).parameters
         assert set(SIGMA_SCHEDULES.values()) <= set(accepted)
+    # A schedule LCM cannot take is refused with the ones it can.
+    with pytest.raises(RenderInputError, match=r"Uniform, Karras, Exponential, Polyexponential$"):
+        scheduler_spec("LCM", "SGM Uniform")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

@@ -87,9 +87,10 @@ def test_hires_fix_renders_twice_and_reports_both_passes(engine: Engine) -> None
         4,
         0.5,
     )
-    # 2 first-pass steps, then img2img runs 4 x 0.5 = 2 steps.
-    assert [report.step for report in reports] == [1, 2, 3, 4]
-    assert reports[-1].total_steps == 4
+    # 2 first-pass steps, then exactly the 4 hires steps (the web UI's: the last 4 of an
+    # 8-step schedule; diffusers' img2img would run 4 x 0.5 = 2).
+    assert [report.step for report in reports] == [1, 2, 3, 4, 5, 6]
+    assert {report.total_steps for report in reports} == {6}
 
 
 def test_latent_hires_resizes_the_first_pass_latents(engine: Engine, pixels: PixelReader) -> None:
@@ -131,18 +132,25 @@ def test_hires_options_are_checked(options: dict[str, object], message: str) -> 
         HiresOptions.from_options(options, 64, 64)
 
 
-def test_a_hires_pass_with_no_step_to_run_is_refused(engine: Engine) -> None:
-    """1 hires step at the default denoising runs int(1 x 0.7) = 0 steps: one sentence, before
-    any step (the engine knows the size), not diffusers' error about an empty schedule."""
+def test_one_hires_step_runs_one_step(engine: Engine) -> None:
+    """The web UI runs the hires steps whatever the denoising: 1 step at 0.7 is the last step
+    of a 1-step schedule (diffusers' int(1 x 0.7) = 0 would run none; this was refused)."""
+    reports: list[StepProgress] = []
     request = dataclasses.replace(BASE, options={"hires_scale": 1.5, "hires_steps": 1})
+    [image] = engine.render(request, progress=reports.append)
+    assert (image.width, image.height) == (96, 96)
+    assert [(r.step, r.total_steps) for r in reports] == [(1, 3), (2, 3), (3, 3)]
+    validate_request(dataclasses.replace(BASE, steps=1, options={"hires_scale": 1.5}))
+
+
+def test_a_flow_hires_pass_with_no_step_to_run_is_refused() -> None:
+    """Flow models' hires pass runs diffusers' steps x denoising: below one step, one sentence."""
+    hires = HiresOptions.from_options({"hires_scale": 1.5, "hires_steps": 1}, 64, 64)
+    assert hires is not None and hires.pass_steps(20) == 1
     with pytest.raises(RenderInputError, match=r"1 hires steps at hires denoising 0\.7 leave no"):
-        engine.render(request)
-    native = dataclasses.replace(request, width=None, height=None)
-    with pytest.raises(RenderInputError, match="raise hires steps to 2 or more"):
-        engine.render(native)
-    first_pass = dataclasses.replace(BASE, steps=1, options={"hires_scale": 1.5})
-    with pytest.raises(RenderInputError, match="1 hires steps at hires denoising"):
-        validate_request(first_pass)
+        hires.diffusers_pass_steps(20)
+    two = HiresOptions.from_options({"hires_scale": 1.5, "hires_steps": 2}, 64, 64)
+    assert two is not None and two.diffusers_pass_steps(20) == 2
 
 
 def test_hires_size_limit_and_rounding() -> None:

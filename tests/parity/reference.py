@@ -318,6 +318,44 @@ def encode(parts: Parts, prompt: str) -> torch.Tensor:
     return hidden
 
 
+def _cfg_eps(parts: Parts, prompt: str, negative: str, cfg_scale: float) -> Eps:
+    conds = torch.cat([encode(parts, prompt), encode(parts, negative)])
+
+    def eps(x: torch.Tensor, timestep: torch.Tensor, scale_in: torch.Tensor) -> torch.Tensor:
+        both = torch.cat([x, x]) * scale_in
+        out = parts.unet(both, timestep, encoder_hidden_states=conds).sample
+        cond, uncond = out.chunk(2)
+        return uncond + (cond - uncond) * cfg_scale
+
+    return eps
+
+
+def txt2img_latents(
+    parts: Parts,
+    prompt: str,
+    negative: str,
+    seed: int,
+    steps: int,
+    cfg_scale: float,
+    size: tuple[int, int],
+    sampler: str,
+    schedule_type: str = "Automatic",
+    variation_seed: int | None = None,
+    variation_strength: float = 0.0,
+) -> torch.Tensor:
+    """One txt2img picture's final latents as the web UI samples them."""
+    with torch.inference_mode():
+        noise = PictureNoise([seed], _latent_shape(parts, size), variation_seed, variation_strength)
+        x = noise.first()
+        eps = _cfg_eps(parts, prompt, negative, cfg_scale)
+        if SAMPLERS[sampler].function == "ddim":
+            return _ddim(parts, x, steps, eps)
+        sigmas, model = _sigmas_and_model(parts, sampler, schedule_type, steps, eps)
+        function = globals()[SAMPLERS[sampler].function]
+        latents: torch.Tensor = function(model, x * sigmas[0], sigmas, noise=noise, seeds=[seed])
+        return latents
+
+
 def render(
     parts: Parts,
     prompt: str,
@@ -332,27 +370,96 @@ def render(
     variation_strength: float = 0.0,
 ) -> Image.Image:
     """One txt2img picture as the web UI makes it."""
+    latents = txt2img_latents(
+        parts,
+        prompt,
+        negative,
+        seed,
+        steps,
+        cfg_scale,
+        size,
+        sampler,
+        schedule_type,
+        variation_seed,
+        variation_strength,
+    )
+    return decode(parts, latents)
+
+
+def _latent_shape(parts: Parts, size: tuple[int, int]) -> tuple[int, int, int]:
+    return (parts.unet.config.in_channels, size[1] // 8, size[0] // 8)
+
+
+def decode(parts: Parts, latents: torch.Tensor) -> Image.Image:
+    """The picture of ``latents``, truncated to 8 bits as the web UI saves it."""
     with torch.inference_mode():
-        latent_shape = (parts.unet.config.in_channels, size[1] // 8, size[0] // 8)
-        noise = PictureNoise([seed], latent_shape, variation_seed, variation_strength)
-        x = noise.first()
-        conds = torch.cat([encode(parts, prompt), encode(parts, negative)])
-
-        def eps(x: torch.Tensor, timestep: torch.Tensor, scale_in: torch.Tensor) -> torch.Tensor:
-            both = torch.cat([x, x]) * scale_in
-            out = parts.unet(both, timestep, encoder_hidden_states=conds).sample
-            cond, uncond = out.chunk(2)
-            return uncond + (cond - uncond) * cfg_scale
-
-        if SAMPLERS[sampler].function == "ddim":
-            latents = _ddim(parts, x, steps, eps)
-        else:
-            sigmas, model = _sigmas_and_model(parts, sampler, schedule_type, steps, eps)
-            function = globals()[SAMPLERS[sampler].function]
-            latents = function(model, x * sigmas[0], sigmas, noise=noise, seeds=[seed])
         image = parts.vae.decode(latents / parts.vae.config.scaling_factor).sample[0]
     pixels = torch.clamp((image + 1) / 2, 0, 1).permute(1, 2, 0).numpy()
     return Image.fromarray((255.0 * pixels).astype(np.uint8))
+
+
+def encode_image(parts: Parts, image: Image.Image) -> torch.Tensor:
+    """A picture's latents: the VAE posterior's mean, scaled. (The web UI samples the posterior
+    from the unseeded global RNG; a trained VAE's posterior is so narrow that this is its
+    mean, so the mean is what a reproducible picture can match.)"""
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+    with torch.inference_mode():
+        batch = pixels.permute(2, 0, 1)[None] * 2 - 1
+        mean: torch.Tensor = parts.vae.encode(batch).latent_dist.mean
+        return mean * parts.vae.config.scaling_factor
+
+
+def img2img_schedule(steps: int, denoising: float, fixed_steps: int | None) -> tuple[int, int]:
+    """(schedule length, t_enc): the web UI's img2img step set-up. With ``fixed_steps`` (the
+    hires pass, or the img2img_fix_steps setting) the schedule is stretched so that exactly
+    that many steps run; otherwise the last ``t_enc + 1`` of ``steps`` run."""
+    strength = min(denoising, 0.999)
+    if fixed_steps is not None:
+        requested = fixed_steps or steps
+        return int(requested / strength), requested - 1
+    return steps, int(strength * steps)
+
+
+def img2img_latents(
+    parts: Parts,
+    init: torch.Tensor,
+    prompt: str,
+    negative: str,
+    seed: int,
+    steps: int,
+    cfg_scale: float,
+    sampler: str,
+    denoising: float,
+    schedule_type: str = "Automatic",
+    fixed_steps: int | None = None,
+    variation_seed: int | None = None,
+    variation_strength: float = 0.0,
+) -> torch.Tensor:
+    """img2img from the latents ``init``: a fresh per-picture noise (the seed's first draw) at
+    the first sigma run, then the sampler on the rest of the schedule (ancestral noise from the
+    same generator, after that first draw)."""
+    with torch.inference_mode():
+        noise = PictureNoise([seed], tuple(init.shape[1:]), variation_seed, variation_strength)  # type: ignore[arg-type]
+        eps = _cfg_eps(parts, prompt, negative, cfg_scale)
+        total, t_enc = img2img_schedule(steps, denoising, fixed_steps)
+        sigmas, model = _sigmas_and_model(parts, sampler, schedule_type, total, eps)
+        run = sigmas[total - t_enc - 1 :]
+        x = init + noise.first() * run[0]
+        function = globals()[SAMPLERS[sampler].function]
+        latents: torch.Tensor = function(model, x, run, noise=noise, seeds=[seed])
+        return latents
+
+
+def hires_upscaled(
+    parts: Parts, latents: torch.Tensor, size: tuple[int, int], upscaler: str
+) -> torch.Tensor:
+    """The hires pass's starting latents at ``size``: Lanczos on the decoded 8-bit picture then
+    the VAE's encoding, or the latents interpolated ("Latent": bilinear, "Latent (nearest)")."""
+    if upscaler == "Lanczos":
+        picture = decode(parts, latents).resize(size, Image.Resampling.LANCZOS)
+        return encode_image(parts, picture)
+    mode = {"Latent": "bilinear", "Latent (nearest)": "nearest"}[upscaler]
+    return torch.nn.functional.interpolate(latents, size=(size[1] // 8, size[0] // 8), mode=mode)
 
 
 Eps = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -1,5 +1,7 @@
 """Random text through every stage: nothing raises but a clear ``PromptError`` (a bad flag,
-braces nested too deep), each example within 50 ms."""
+braces nested too deep), and no example runs away (each within 500 ms: a typical one takes
+under a millisecond, so the bar catches blow-ups, not a busy machine's pauses; at 50 ms a
+garbage collection on the shared CI machine failed a 0.45 ms example)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def setup_module() -> None:
     explain("{a|b} __w__ (x) [y:z:2]", seed=1)
 
 
-@settings(max_examples=10_000, deadline=50, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10_000, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 @given(prompt=PROMPTS, steps=st.integers(1, 12))
 def test_random_prompts_never_raise(prompt: str, steps: int) -> None:
     assert parse_attention(prompt)

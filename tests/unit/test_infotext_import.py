@@ -4,6 +4,8 @@ honoured is said."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -113,6 +115,22 @@ def test_one_line_paste_unknown_sampler_and_missing_model() -> None:
         "VAE 'other-vae.safetensors' is not installed here; the model's own VAE is used",
         "not used here: Emphasis: No norm",
     ]
+
+
+def test_a_vae_that_fits_only_the_missing_model_is_left_out_not_refused() -> None:
+    """The picture's model is missing and "tiny" stands in: its VAE, of the picture's
+    family, does not fit the stand-in, so it is dropped with a note; with the picture's own
+    model installed the same mismatch is refused, as the render would refuse it."""
+    refusing = dataclasses.replace(INSTALLED, vae_refusal=lambda request: "VAE does not fit")
+    text = "a cat\nSteps: 12, Sampler: Euler, Seed: 5, Model: {model}, VAE: clear-vae.safetensors"
+    stood_in = request_from_infotext_text(text.format(model="flux-dev"), refusing)
+    assert "vae" not in stood_in.request.options and stood_in.request.model == "tiny"
+    assert (
+        "VAE 'clear-vae.safetensors' does not fit tiny, which stands in for the picture's; "
+        "the model's own VAE is used"
+    ) in stood_in.unhonoured
+    with pytest.raises(RequestError, match="VAE does not fit"):
+        request_from_infotext_text(text.format(model="tiny"), refusing)
 
 
 def test_a_model_of_the_same_name_with_another_hash_is_named() -> None:

@@ -1,0 +1,92 @@
+// The admin dashboard: polls the server's state and fills the page. Everything members typed
+// (prompts) goes in through textContent, never as HTML.
+const main = document.querySelector("main");
+const stateUrl = main.dataset.state;
+const POLL_MS = 3000;
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+}
+function member(id) { return id === "0" ? "(forgotten)" : "member " + id; }
+function table(id, rows, columns) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.replaceChildren();
+  for (const item of rows) {
+    const row = document.createElement("tr");
+    for (const column of columns) { cell(row, column(item)); }
+    body.appendChild(row);
+  }
+  document.getElementById(id + "-empty").hidden = rows.length > 0;
+}
+function gallery(pictures) {
+  const holder = document.getElementById("gallery");
+  holder.replaceChildren();
+  for (const picture of pictures) {
+    const figure = document.createElement("figure");
+    const image = document.createElement("img");
+    image.src = picture.url;
+    image.alt = picture.prompt;
+    image.dataset.job = picture.job;
+    if (picture.spoiler) {
+      image.className = "spoiler";
+      image.addEventListener("click", () => image.classList.remove("spoiler"));
+    }
+    const caption = document.createElement("figcaption");
+    caption.textContent = member(picture.member) + ": " + picture.prompt;
+    figure.append(image, caption);
+    holder.appendChild(figure);
+  }
+  document.getElementById("gallery-empty").hidden = pictures.length > 0;
+}
+function show(state) {
+  document.getElementById("server").textContent = state.server;
+  document.getElementById("waiting").textContent = String(state.waiting_in_all);
+  table("queue", state.queue, [
+    (job) => job.job,
+    (job) => member(job.member),
+    (job) => job.kind,
+    (job) => job.status === "running" ? "rendering on " + job.device : "position " + job.position,
+    (job) => Math.round(job.waited_s) + " s",
+    (job) => job.prompt === null ? "(private)" : job.prompt,
+  ]);
+  table("workers", state.workers, [
+    (worker) => worker.device,
+    (worker) => worker.busy ? "busy" : "idle",
+    (worker) => worker.jobs.join(", "),
+  ]);
+  table("quota", state.quota_today, [
+    (usage) => member(usage.member),
+    (usage) => String(usage.images),
+    (usage) => usage.gpu_seconds.toFixed(1),
+  ]);
+  table("refusal-counts", state.refusals_today, [
+    (counted) => counted.reason,
+    (counted) => String(counted.count),
+  ]);
+  table("refusals", state.refusals, [
+    (refusal) => new Date(refusal.at * 1000).toLocaleString(),
+    (refusal) => member(refusal.member),
+    (refusal) => refusal.channel === null ? "" : "channel " + refusal.channel,
+    (refusal) => refusal.reason,
+    (refusal) => refusal.sentence === null ? "(private)" : refusal.sentence,
+  ]);
+  gallery(state.gallery);
+}
+async function poll() {
+  const status = document.getElementById("status");
+  try {
+    const answer = await fetch(stateUrl, { cache: "no-store" });
+    if (!answer.ok) {
+      status.textContent = await answer.text();
+      return;  // signed out: no more polling
+    }
+    show(await answer.json());
+    status.textContent = "Updated " + new Date().toLocaleTimeString();
+  } catch (error) {
+    status.textContent = "Easel did not answer; trying again.";
+  }
+  setTimeout(poll, POLL_MS);
+}
+history.replaceState(null, "", main.dataset.home);  // the used sign-in link leaves the address bar
+poll();
