@@ -56,13 +56,13 @@ class ProgressMessages:
         created_at = interaction.created_at.timestamp()
         watched = _Watched(interaction.followup, lambda: self._alive(created_at), spoiler)
         self._watched[job_id] = watched
-        if state.position is None:  # already rendering: the first progress edit comes at once
+        if state.position is None:  # already rendering: progress edits follow
             watched.schedule("🎨 Rendering…", _cancel_view(job_id))
         else:
             eta = f", about {state.eta_s:.0f} s" if state.eta_s is not None else ""
             queued = f"⏳ Queued — position {state.position + 1}{eta}."
             watched.schedule(queued, _cancel_view(job_id))
-            watched.last_edit = self._monotonic()
+        watched.last_edit = self._monotonic()
         await watched.settle()
 
     def progress(self, job_id: str, step: StepProgress) -> None:

@@ -143,8 +143,9 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         long_job = await fake_discord.invoke_command(
             "imagine", {"prompt": "a long cat", "steps": 150, "size": "256x256"}
         )
+        # "Rendering…" replaces "thinking…" at once; progress edits (a percentage) follow.
         progress = await long_job.wait_for_original(
-            lambda m: "Rendering" in m.content, timeout=RENDER_TIMEOUT_S
+            lambda m: "Rendering —" in m.content, timeout=RENDER_TIMEOUT_S
         )
         [cancel_long] = progress.custom_ids
         assert cancel_long.startswith("easel:cancel:")
