@@ -44,7 +44,10 @@ def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:
 
 
 def _check_some_step_runs(steps: int, strength: float) -> None:
-    """img2img runs steps x strength of the schedule; below one step there is nothing to run."""
+    """Below one step of ``steps x strength`` diffusers' img2img (SD3/Flux, creative upscale)
+    has nothing to run. SD/SDXL img2img now runs the web UI's int(strength x steps) + 1, at
+    least one, but is held to the same rule, which the request is checked by before its
+    model (and so its family) is known."""
     if steps * strength >= 1:
         return
     fix = f"raise steps to {math.ceil(1 / strength)} or more" if strength else "raise the strength"

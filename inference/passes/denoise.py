@@ -276,24 +276,35 @@ class Img2ImgSteps:
 
     schedule: int
     run: int
+    # Denoising 1: nothing of the picture is kept (an inpaint pipeline starts from noise).
+    replaces_picture: bool = False
 
     @classmethod
     def img2img(cls, steps: int, denoising: float) -> Img2ImgSteps:
         """img2img and inpaint (the web UI's default, img2img_fix_steps off): the last
         ``int(denoising x steps) + 1`` steps of ``steps`` (diffusers would run one fewer)."""
-        return cls(steps, min(steps, int(min(denoising, 0.999) * steps) + 1))
+        run = min(steps, int(min(denoising, 0.999) * steps) + 1)
+        return cls(steps, run, replaces_picture=denoising >= 1)
 
     @classmethod
-    def hires(cls, steps: int, denoising: float) -> Img2ImgSteps:
+    def hires(cls, steps: int, denoising: float, longest: int) -> Img2ImgSteps:
         """The hires pass: exactly ``steps`` steps, the end of a schedule stretched to
-        ``steps / denoising`` steps."""
-        return cls(int(steps / min(denoising, 0.999)), steps)
+        ``steps / denoising`` steps, but no longer than the sampler takes (``longest``: its
+        training timesteps, an LCM's 50)."""
+        return cls(max(steps, min(int(steps / min(denoising, 0.999)), longest)), steps)
 
     @property
     def strength(self) -> float:
         """Diffusers' strength that runs the last ``run`` steps: ``int(schedule x strength)``
         is ``run`` (half a step above, clear of float rounding)."""
         return min(1.0, (self.run + 0.5) / self.schedule)
+
+
+def longest_schedule(request: RenderRequest, model: LoadedModel) -> int:
+    """The most steps the request's sampler lays out: an LCM's original steps (50), any
+    other's training timesteps (diffusers refuses more)."""
+    config = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type).config
+    return int(config.get("original_inference_steps") or config["num_train_timesteps"])
 
 
 @dataclass(frozen=True)
@@ -310,7 +321,13 @@ class TaskArguments:
         if self.starts_from_noise:
             return self
         strength = steps.strength
-        from_noise = strength == 1.0 and "mask_image" in self.values
+        inpaint = "mask_image" in self.values
+        if inpaint and strength == 1.0 and not steps.replaces_picture:
+            # Diffusers' inpaint pipelines read strength 1 as "from pure noise" and drop the
+            # picture; below denoising 1 it is kept, one step short of the whole schedule
+            # (the web UI runs it all from the picture noised at the largest sigma).
+            strength = (steps.schedule - 0.5) / steps.schedule
+        from_noise = inpaint and strength == 1.0
         return dataclasses.replace(
             self, values={**self.values, "strength": strength}, starts_from_noise=from_noise
         )

@@ -11,7 +11,13 @@ import torch
 from PIL import Image
 
 from inference.model_cache import LoadedModel
-from inference.passes.denoise import Img2ImgSteps, PassTools, pipeline_task, task_arguments
+from inference.passes.denoise import (
+    Img2ImgSteps,
+    PassTools,
+    longest_schedule,
+    pipeline_task,
+    task_arguments,
+)
 from inference.passes.faces import finish_faces
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
@@ -91,7 +97,8 @@ def render_group(
         hires_task = pipeline_task("img2img", model.inpainting_unet)
         tracker.later_steps = 0
         # As the web UI's: exactly the hires steps, at the end of a longer schedule.
-        schedule = Img2ImgSteps.hires(hires_steps, hires.denoising)
+        longest = longest_schedule(request, model)
+        schedule = Img2ImgSteps.hires(hires_steps, hires.denoising, longest)
         arguments = task_arguments(
             hires_task, hires_size, hires.denoising, start, None, len(jobs)
         ).running(schedule)

@@ -143,6 +143,17 @@ def test_one_hires_step_runs_one_step(engine: Engine) -> None:
     validate_request(dataclasses.replace(BASE, steps=1, options={"hires_scale": 1.5}))
 
 
+def test_a_hires_schedule_is_no_longer_than_the_sampler_takes(engine: Engine) -> None:
+    """8 hires steps at 0.15 stretch to a 53-step schedule; an LCM lays out at most 50, so the
+    schedule stops there (diffusers raised). Steps run: still the hires steps."""
+    reports: list[StepProgress] = []
+    hires = {"hires_scale": 1.5, "hires_steps": 8, "hires_denoising": 0.15}
+    request = dataclasses.replace(BASE, sampler="LCM", options=hires)
+    [image] = engine.render(request, progress=reports.append)
+    assert (image.width, image.height) == (96, 96)
+    assert reports[-1].step == reports[-1].total_steps == 2 + 8
+
+
 def test_a_flow_hires_pass_with_no_step_to_run_is_refused() -> None:
     """Flow models' hires pass runs diffusers' steps x denoising: below one step, one sentence."""
     hires = HiresOptions.from_options({"hires_scale": 1.5, "hires_steps": 1}, 64, 64)

@@ -256,13 +256,16 @@ def test_img2img_steps_are_the_web_ui_s() -> None:
         for denoising in [0.05, 0.3, 0.5, 0.7, 0.75, 0.99, 1.0]:
             for passed, fixed in [
                 (Img2ImgSteps.img2img(steps, denoising), None),
-                (Img2ImgSteps.hires(steps, denoising), steps),
+                (Img2ImgSteps.hires(steps, denoising, longest=10**6), steps),
             ]:
                 schedule, t_enc = reference.img2img_schedule(steps, denoising, fixed)
                 assert (passed.schedule, passed.run) == (schedule, t_enc + 1), (steps, denoising)
                 assert int(passed.schedule * passed.strength) == passed.run
     assert Img2ImgSteps.img2img(20, 0.75).run == 16  # the web UI's progress bar: 16 of 16
-    assert Img2ImgSteps.hires(4, 0.5) == Img2ImgSteps(schedule=8, run=4)
+    assert Img2ImgSteps.hires(4, 0.5, longest=1000) == Img2ImgSteps(schedule=8, run=4)
+    # No longer than the sampler lays out (an LCM: 50), and never shorter than the steps run.
+    assert Img2ImgSteps.hires(8, 0.15, longest=50) == Img2ImgSteps(schedule=50, run=8)
+    assert Img2ImgSteps.hires(60, 0.5, longest=50) == Img2ImgSteps(schedule=60, run=60)
 
 
 def test_slerp_is_the_web_ui_s_per_column_slerp() -> None:
