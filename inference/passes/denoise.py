@@ -303,7 +303,8 @@ class Img2ImgSteps:
 def longest_schedule(request: RenderRequest, model: LoadedModel) -> int:
     """The most steps the request's sampler lays out: an LCM's original steps (50), any
     other's training timesteps (diffusers refuses more)."""
-    config = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type).config
+    scheduler: Any = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type)
+    config = scheduler.config
     return int(config.get("original_inference_steps") or config["num_train_timesteps"])
 
 
