@@ -324,7 +324,7 @@ async def _submit_repeats(
     privately and stops the repeats that follow."""
     services, queue = services_of(interaction), queue_of(interaction)
     total = len(seeds) + 1
-    redraws = draws_by_seed(request.prompt) or draws_by_seed(request.negative_prompt)
+    redraws = draws_by_seed(request.prompt, request.negative_prompt)
     for index, seed in enumerate(seeds, start=2):
         try:
             if redraws:

@@ -124,7 +124,7 @@ async def _check_every_cell(
         except RenderInputError as error:
             raise UserError(f"Not rendered: {error}.") from None
         check_render_limits(services, cell)
-        redraws = draws_by_seed(cell.prompt) or draws_by_seed(cell.negative_prompt)
+        redraws = draws_by_seed(cell.prompt, cell.negative_prompt)
         distinct.setdefault((cell.prompt, cell.model, cell.seed if redraws else None), cell)
     # Side by side, each within the planning budget: the refusal comes before Discord's 3 s.
     await asyncio.gather(

@@ -228,9 +228,10 @@ def _parsed(shielded: str) -> Command:
     return parse(shielded)
 
 
-def draws_by_seed(template: str) -> bool:
-    """Whether ``template`` may expand to other text at another seed (wildcards, ``{a|b}``)."""
-    return "{" in template or "__" in template
+def draws_by_seed(*templates: str) -> bool:
+    """Whether any of ``templates`` may expand to other text at another seed (wildcards,
+    ``{a|b}``)."""
+    return any("{" in template or "__" in template for template in templates)
 
 
 def expand_prompt(
