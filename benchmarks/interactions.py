@@ -4,10 +4,17 @@ Easel is built by its composition root and connected to the wire-level fake Disc
 engine renders instantly (``InstantEngine``), so what is measured is the bot itself: gateway
 dispatch → discord.py → cog → journal → fair queue → worker thread → PNG stored → webhook
 edit. Every interaction must be acknowledged (goal: p99 <= 300 ms) and get exactly one result.
+
+By default the fake Discord runs in a process of its own (``benchmarks/interaction_burst.py``,
+on loopback): its gateway and HTTP handling, which the real Discord does on its own machines,
+then takes no CPU from the bot, and ``cpu_s_to_last_ack`` is the bot's process alone.
+``--fake in-process`` runs fake, harness and bot on one event loop, as before the sixth stop.
+Acknowledgements are timed by the fake either way (INTERACTION_CREATE sent, defer received).
 Prints JSON; with ``--bursts N``, N bursts one after the other in one process (each with a new
 bot, database and fake), to tell what only a fresh process's first burst pays for.
 
     python benchmarks/interactions.py [--requests 200] [--members 50] [--bursts 1]
+        [--fake process|in-process]
 """
 
 from __future__ import annotations
@@ -27,31 +34,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.interaction_burst import BurstOutcome, add_members, fire_burst, percentile
 from bot.app import build
 from bot.policy.quota import DEFAULT_LIMITS
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import has_picture
-from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
 from tests.support.engines import InstantEngine
 
 ACK_P99_GOAL_MS = 300.0
-# Members get ids far above the fake's own users (owner, default member).
-FIRST_MEMBER_ID = 500_000
-RESULT_TIMEOUT_S = 120.0
-# After the last result: how long to keep watching for a duplicate result message.
-DUPLICATE_WATCH_S = 0.5
-# How often the watcher looks for results: the resolution of time_to_result.
-RESULT_POLL_S = 0.01
-PROMPT_OPTIONS = {"steps": 2, "size": "64x64"}
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty sample."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
+FAKE_MODES = ("process", "in-process")
+FAKE_SCRIPT = Path(__file__).resolve().with_name("interaction_burst.py")
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float | None]:
@@ -64,119 +58,149 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def has_result(handle: InteractionHandle) -> bool:
-    """Whether the interaction's own response carries its picture."""
-    original = handle.original
-    return original is not None and not original.deleted and has_picture(original)
+@dataclass(frozen=True)
+class FakeAddress:
+    """Where a fake Discord in another process listens: what ``easel_settings`` and
+    ``running_bot`` read of a ``FakeDiscord``."""
 
-
-def result_messages(handle: InteractionHandle) -> int:
-    """How many messages carrying a picture answered this interaction (must be exactly 1)."""
-    return int(has_result(handle)) + sum(1 for message in handle.followups if has_picture(message))
+    token: str
+    api_base: str
+    gateway_url: str
+    guild_id: int
 
 
 @dataclass
 class LoadResult:
     requests: int
     members: int
-    ack_seconds: list[float]
-    result_seconds: list[float]
-    results_per_interaction: list[int]
-    violations: list[str]
-    wall_seconds: float
-    # This process's CPU time from the burst to the last acknowledgement (bot, fake and harness
-    # share it), beside the machine's load: wall time alone varies with what else runs.
+    fake: str  # one of FAKE_MODES
+    outcome: BurstOutcome
+    # CPU time from the burst to the last acknowledgement, beside the machine's load: wall
+    # time alone varies with what else runs. The bot's process: with the fake in its own
+    # process, the bot alone; in process, bot, fake and harness together.
     cpu_seconds_to_last_ack: float | None
+    # The fake's own process's (None when it shares the bot's).
+    fake_cpu_seconds_to_last_ack: float | None
     load_average: float
 
     def report(self) -> dict[str, Any]:
-        exactly_one = sum(1 for count in self.results_per_interaction if count == 1)
-        ack = latency_summary(self.ack_seconds)
+        outcome = self.outcome
+        exactly_one = sum(1 for count in outcome.results_per_interaction if count == 1)
+        ack = latency_summary(outcome.ack_seconds)
         ack_p99 = ack["p99_ms"]
         return {
             "benchmark": "interactions",
             "requests": self.requests,
             "members": self.members,
-            "acknowledged": len(self.ack_seconds),
+            "fake_discord": self.fake,
+            "acknowledged": len(outcome.ack_seconds),
             "time_to_ack": ack,
-            "time_to_result": latency_summary(self.result_seconds),
+            "time_to_result": latency_summary(outcome.result_seconds),
             "results_arrived": exactly_one,
-            "lost": sum(1 for count in self.results_per_interaction if count == 0),
-            "duplicated": sum(1 for count in self.results_per_interaction if count > 1),
-            "protocol_violations": len(self.violations),
-            "violation_details": self.violations[:10],
-            "wall_s": round(self.wall_seconds, 3),
-            "cpu_s_to_last_ack": None
-            if self.cpu_seconds_to_last_ack is None
-            else round(self.cpu_seconds_to_last_ack, 3),
+            "lost": sum(1 for count in outcome.results_per_interaction if count == 0),
+            "duplicated": sum(1 for count in outcome.results_per_interaction if count > 1),
+            "protocol_violations": len(outcome.violations),
+            "violation_details": outcome.violations[:10],
+            "wall_s": round(outcome.wall_seconds, 3),
+            "cpu_s_to_last_ack": rounded(self.cpu_seconds_to_last_ack),
+            "cpu_counted": "bot process" if self.fake == "process" else "bot, fake and harness",
+            "fake_cpu_s_to_last_ack": rounded(self.fake_cpu_seconds_to_last_ack),
             "load_average_1m": self.load_average,
             "ack_p99_goal_ms": ACK_P99_GOAL_MS,
             "ack_goal_met": ack_p99 is not None and ack_p99 <= ACK_P99_GOAL_MS,
         }
 
 
-async def run_load(requests: int, members: int, data_dir: Path) -> LoadResult:
-    """Fire ``requests`` /imagine commands at once, round-robin over ``members`` members."""
+def rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
-    def instant_engine(_device: str) -> RenderEngine:
-        return InstantEngine()
 
+def instant_engine(_device: str) -> RenderEngine:
+    return InstantEngine()
+
+
+async def run_load(
+    requests: int, members: int, data_dir: Path, fake: str = "process"
+) -> LoadResult:
+    """Fire ``requests`` /imagine commands at once, round-robin over ``members`` members,
+    with the fake Discord in its own process or in this one (``fake``, one of FAKE_MODES)."""
+    if fake == "process":
+        return await run_load_against_fake_process(requests, members, data_dir)
+    return await run_load_in_process(requests, members, data_dir)
+
+
+async def run_load_in_process(requests: int, members: int, data_dir: Path) -> LoadResult:
     async with FakeDiscord() as fake:
-        member_ids = [FIRST_MEMBER_ID + index for index in range(members)]
-        for member_id in member_ids:
-            fake.add_member(member_id, f"member-{member_id}", roles=(fake.member_role_id,))
+        member_ids = add_members(fake, members)
         # The engine never loads a model, so an empty models folder will do.
         bot = build(easel_settings(fake, data_dir, data_dir / "models"), instant_engine)
         async with running_bot(fake, bot):
             load_average = os.getloadavg()[0]
-            started, cpu_started = time.perf_counter(), time.process_time()
-            handles = await asyncio.gather(
-                *(
-                    fake.invoke_command(
-                        "imagine",
-                        {"prompt": f"load test {index}", "seed": index, **PROMPT_OPTIONS},
-                        user=member_ids[index % members],
-                    )
-                    for index in range(requests)
-                )
+            cpu_started = time.process_time()
+            cpu_at_last_ack: list[float] = []
+            outcome = await fire_burst(
+                fake,
+                member_ids,
+                requests,
+                lambda: cpu_at_last_ack.append(time.process_time() - cpu_started),
             )
-            result_seconds, cpu_at_last_ack = await watch_results(handles, started)
-            wall = time.perf_counter() - started
-            await asyncio.sleep(DUPLICATE_WATCH_S)
             return LoadResult(
                 requests=requests,
                 members=members,
-                ack_seconds=[h.ack_latency for h in handles if h.ack_latency is not None],
-                result_seconds=result_seconds,
-                results_per_interaction=[result_messages(handle) for handle in handles],
-                violations=list(fake.violations),
-                wall_seconds=wall,
-                cpu_seconds_to_last_ack=None
-                if cpu_at_last_ack is None
-                else cpu_at_last_ack - cpu_started,
+                fake="in-process",
+                outcome=outcome,
+                cpu_seconds_to_last_ack=cpu_at_last_ack[0] if cpu_at_last_ack else None,
+                fake_cpu_seconds_to_last_ack=None,
                 load_average=load_average,
             )
 
 
-async def watch_results(
-    handles: Sequence[InteractionHandle], started: float
-) -> tuple[list[float], float | None]:
-    """Seconds from the burst to each result, and this process's CPU time when the last
-    acknowledgement was seen (None: not all were), polled by one watcher: a waiter per
-    interaction (``wait_for_original``) is woken by every change of the fake, and 200 of them
-    spent more of the event loop the bot runs on than the bot itself."""
-    waiting = set(range(len(handles)))
-    seconds: list[float] = []
-    cpu_at_last_ack = None
-    deadline = started + RESULT_TIMEOUT_S
-    while waiting and time.perf_counter() < deadline:
-        await asyncio.sleep(RESULT_POLL_S)
-        if cpu_at_last_ack is None and all(h.ack_latency is not None for h in handles):
-            cpu_at_last_ack = time.process_time()
-        arrived = {index for index in waiting if has_result(handles[index])}
-        seconds.extend(time.perf_counter() - started for _ in arrived)
-        waiting -= arrived
-    return seconds, cpu_at_last_ack
+async def run_load_against_fake_process(requests: int, members: int, data_dir: Path) -> LoadResult:
+    """The bot here, the fake in ``interaction_burst.py``'s process: it says where it
+    listens, fires on ``go`` and sends what it saw (this process's CPU time included, read
+    when it saw the last acknowledgement); ``stop`` after the bot has logged out."""
+    fake_process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(FAKE_SCRIPT),
+        f"--requests={requests}",
+        f"--members={members}",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert fake_process.stdin is not None and fake_process.stdout is not None
+    commands, replies = fake_process.stdin, fake_process.stdout
+
+    async def reply() -> dict[str, Any]:
+        line = await replies.readline()
+        if not line:
+            raise RuntimeError("the fake Discord's process ended early (its stderr says why)")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    try:
+        address = FakeAddress(**await reply())
+        bot = build(easel_settings(address, data_dir, data_dir / "models"), instant_engine)  # type: ignore[arg-type]
+        async with running_bot(address, bot):  # type: ignore[arg-type]
+            load_average = os.getloadavg()[0]
+            commands.write(b"go\n")
+            await commands.drain()
+            done = await reply()
+        commands.write(b"stop\n")
+        await commands.drain()
+    finally:
+        commands.close()  # its end of file stops the fake if "stop" was not sent
+        await fake_process.wait()
+    if fake_process.returncode != 0:
+        raise RuntimeError(f"the fake Discord's process failed ({fake_process.returncode})")
+    return LoadResult(
+        requests=requests,
+        members=members,
+        fake="process",
+        outcome=BurstOutcome(**done["outcome"]),
+        cpu_seconds_to_last_ack=done["bot_cpu_s_to_last_ack"],
+        fake_cpu_seconds_to_last_ack=done["fake_cpu_s_to_last_ack"],
+        load_average=load_average,
+    )
 
 
 def check_arguments(requests: int, members: int) -> None:
@@ -198,6 +222,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--bursts", type=int, default=1)
+    parser.add_argument(
+        "--fake",
+        choices=FAKE_MODES,
+        default="process",
+        help="the fake Discord in its own process (the default: the bot's CPU is its own) or "
+        "on the bot's event loop",
+    )
     args = parser.parse_args()
     check_arguments(args.requests, args.members)
     if args.bursts < 1:
@@ -205,7 +236,7 @@ def main() -> None:
     reports = []
     for _ in range(args.bursts):
         with tempfile.TemporaryDirectory() as scratch:
-            result = asyncio.run(run_load(args.requests, args.members, Path(scratch)))
+            result = asyncio.run(run_load(args.requests, args.members, Path(scratch), args.fake))
         reports.append(result.report())
     print(json.dumps(reports[0] if args.bursts == 1 else reports, indent=2))
 

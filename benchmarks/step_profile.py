@@ -21,6 +21,7 @@ decode or PNG encoding. Two kinds of figures (``--what``):
     python benchmarks/step_profile.py --device cuda --family sd15      # full-size, random weights
     python benchmarks/step_profile.py --device cpu --family sd15 --size 64 --steps 2 --extra 2 \
         --what counts --models-dir /tmp/sd15-random       # the same counts on a CPU
+    python benchmarks/step_profile.py --device cpu --what counts --count 4  # a 2x2 grid, tiny
     python benchmarks/step_profile.py --device cpu                     # tiny model (smoke run)
 
 Prints JSON.
@@ -356,6 +357,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="square side (default: native, tiny: 64)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--extra", type=int, default=10)
+    parser.add_argument("--count", type=int, default=1, help="pictures per call (a grid: 4)")
     parser.add_argument("--sampler", nargs="+", default=SAMPLERS)
     parser.add_argument(
         "--what", nargs="+", choices=["timing", "counts"], default=["timing", "counts"]
@@ -385,12 +387,18 @@ def main() -> None:
                 write_model(models_dir, arguments.family, device, dtype, tiny=False)
             size = arguments.size or NATIVE_SIZES[arguments.family]
         engine, pipeline = easel_and_plain(models_dir, folder, device, dtype)
-        report["size"] = size
+        report |= {"size": size, "count": arguments.count}
 
         def sides(sampler: str) -> dict[str, Render]:
             def easel(steps: int) -> None:
                 request = RenderRequest(
-                    PROMPT, width=size, height=size, steps=steps, seed=1, sampler=sampler
+                    PROMPT,
+                    width=size,
+                    height=size,
+                    steps=steps,
+                    seed=1,
+                    sampler=sampler,
+                    count=arguments.count,
                 )
                 engine.render(request)
 
@@ -401,6 +409,7 @@ def main() -> None:
                     num_inference_steps=steps,
                     width=size,
                     height=size,
+                    num_images_per_prompt=arguments.count,
                     generator=torch.Generator().manual_seed(1),
                 )
 

@@ -194,14 +194,18 @@ class EaselBot(commands.Bot):
         if self.settings.queue_url:
             from bot.jobs.broker.client import connect_slots
 
+            # Keys the broker jobs' secrets; on disk, so a restarted bot verifies their results.
+            job_key = await asyncio.to_thread(
+                load_secret, "", self.settings.data_dir, "broker-secret"
+            )
             self._broker, slots = await connect_slots(
-                self.settings.queue_url, self.settings.remote_slots
+                self.settings.queue_url, self.settings.remote_slots, job_key
             )
             return slots
         from inference.devices import resolve_devices
 
         return [
-            DeviceWorker(device, self._engine_factory)
+            DeviceWorker(device, self._engine_factory, warm_start=self.settings.warms_up(device))
             for device in resolve_devices(self.settings.devices)
         ]
 

@@ -28,12 +28,14 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bot.web.limits import REQUEST_HEAD_TIMEOUT_S
+from bot.web.connections import Cap, CappedSite, ConnectionCounter
+from bot.web.limits import METRICS_CONNECTION_CAPS, REQUEST_HEAD_TIMEOUT_S
 
 __all__ = [
     "MetricsServer",
     "MetricsServerError",
     "discord_http_trace",
+    "http_connection_refused",
     "job_ended",
     "job_started",
     "job_submitted",
@@ -89,6 +91,11 @@ ACK_LATENCY = Histogram(
     "From an interaction's creation (its snowflake) to Easel's first answer to it",
     buckets=_ACK_BUCKETS,
 )
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "easel_http_connections_refused",
+    "Connections an HTTP server (web or metrics) closed at once, over its cap per client or total",
+    ["server", "cap"],
+)
 
 # The model label of a request that names none (the engine then uses EASEL_DEFAULT_MODEL).
 DEFAULT_MODEL_LABEL = "default"
@@ -127,6 +134,10 @@ def render_finished(model: str | None, device: str, steps: int, seconds: float) 
     RENDER_SECONDS.labels(*labels).observe(seconds)
     if seconds > 0:
         ITERATIONS_PER_SECOND.labels(*labels).set(steps / seconds)
+
+
+def http_connection_refused(server: str, cap: Cap) -> None:
+    HTTP_CONNECTIONS_REFUSED.labels(server, cap).inc()
 
 
 def watch_queue_depth(queued_count: Callable[[], int]) -> None:
@@ -226,7 +237,8 @@ async def serve(host: str, port: int, healthy: Callable[[], bool]) -> MetricsSer
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=REQUEST_HEAD_TIMEOUT_S)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        counter = ConnectionCounter("metrics", METRICS_CONNECTION_CAPS, http_connection_refused)
+        await CappedSite(runner, host, port, counter).start()
     except OSError as error:
         await runner.cleanup()
         raise MetricsServerError(

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     compile_mode: Literal["default", "reduce-overhead"] = Field(
         default="default", validation_alias="EASEL_COMPILE_MODE"
     )
+    # Load the default model and render one throw-away step on each device when the queue
+    # starts, before the first job. auto: on for CUDA devices, off on the CPU.
+    warm_start: Literal["auto", "on", "off"] = Field(
+        default="auto", validation_alias="EASEL_WARM_START"
+    )
     # Empty means "every CUDA device, else cpu"; resolved by inference.devices at start-up.
     devices: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="EASEL_DEVICES"
@@ -137,7 +142,9 @@ class Settings(BaseSettings):
             raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
         return value.rstrip("/")
 
-    @field_validator("compile", "compile_mode", "log_format", "quantize", mode="before")
+    @field_validator(
+        "compile", "compile_mode", "warm_start", "log_format", "quantize", mode="before"
+    )
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -217,6 +224,14 @@ class Settings(BaseSettings):
         stays off until a GPU measurement shows the compiled engine faster (it was 0.90x the
         eager one, SD1.5 512² on an H200), and on a CPU the compile costs more than it saves."""
         return self.compile == "on"
+
+    def warms_up(self, device: str) -> bool:
+        """Whether ``device``'s engine is built and warmed when the queue starts: ``auto``
+        does it on CUDA, where the first job would otherwise also pay the first-call set-up,
+        and not on a CPU, where it would only take the cores from the first commands."""
+        if self.warm_start == "auto":
+            return device.startswith("cuda")
+        return self.warm_start == "on"
 
     @property
     def render_limits(self) -> RenderLimits:

@@ -5,6 +5,8 @@ permissions)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
 from typing import Any, Literal
 
 import discord
@@ -17,6 +19,7 @@ from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import Dashboard
 from cogs.contexts import command_contexts
+from cogs.visibility import member_may_read
 
 Action = Literal["add", "remove"]
 _NSFW_LABELS = {
@@ -257,7 +260,8 @@ class AdminCog(commands.Cog):
 
 
 class DiscordServerAdmins:
-    """Who manages a server, asked of Discord when an admin signs in to the dashboard."""
+    """Who manages a server, asked of Discord when an admin signs in to the dashboard, and
+    which of its channels they may read (for what the dashboard shows them)."""
 
     def __init__(self, client: discord.Client) -> None:
         self._client = client
@@ -280,3 +284,25 @@ class DiscordServerAdmins:
     def name_of(self, guild_id: int) -> str:
         guild = self._client.get_guild(guild_id)
         return guild.name if guild is not None else str(guild_id)
+
+    async def readable_channels(
+        self, guild_id: int, user_id: int, channel_ids: Collection[int]
+    ) -> set[int]:
+        # The member's current roles (one call), the channels' overwrites from the cache, and
+        # one call per private thread they do not manage (cogs.visibility's rules). A channel
+        # not in the cache (deleted, an archived thread) is one they cannot read; so is every
+        # channel while Discord does not answer.
+        guild = self._client.get_guild(guild_id)
+        if guild is None:
+            return set()
+        channels = [
+            channel
+            for channel in map(guild.get_channel_or_thread, channel_ids)
+            if channel is not None
+        ]
+        try:
+            member = await guild.fetch_member(user_id)
+            readable = await asyncio.gather(*(member_may_read(c, member) for c in channels))
+        except discord.HTTPException:
+            return set()
+        return {channel.id for channel, may in zip(channels, readable, strict=True) if may}

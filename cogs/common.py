@@ -18,6 +18,7 @@ from bot.presets import Preset, over_saved_settings
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
+from cogs.visibility import is_age_restricted
 from inference.prompts.wildcards import draws_by_seed
 from inference.types import RenderRequest
 
@@ -184,15 +185,15 @@ def check_render_limits(services: Services, request: RenderRequest) -> None:
 
 
 def requester_of(interaction: discord.Interaction[Any]) -> Requester:
-    """Who asks through ``interaction``, and where: roles, admin power, the channel's NSFW flag."""
-    channel = interaction.channel
+    """Who asks through ``interaction``, and where: roles, admin power, the channel's NSFW flag
+    (a thread's is its parent's)."""
     return Requester(
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         role_ids=role_ids(interaction),
         is_admin=is_admin(interaction),
-        age_restricted=bool(channel is not None and getattr(channel, "nsfw", False)),
+        age_restricted=is_age_restricted(interaction.channel),
     )
 
 

@@ -40,7 +40,7 @@ class ControlMenuCog(commands.Cog):
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         # The same reading rules as the other menus, before the modal opens.
-        check_member_may_use(interaction, message)
+        await check_member_may_use(interaction, message)
         await interaction.response.send_modal(ControlModal(picture_of(message, MENU_NAME)))
 
 

@@ -141,7 +141,7 @@ class EditCog(commands.Cog):
     async def vary_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        check_member_may_use(interaction, message)
+        await check_member_may_use(interaction, message)
         await self._vary(interaction, picture_in(message), DEFAULT_VARY_STRENGTH, None, message)
 
     async def _vary(
@@ -214,7 +214,7 @@ class EditCog(commands.Cog):
     async def upscale_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        check_member_may_use(interaction, message)
+        await check_member_may_use(interaction, message)
         await self._upscale(interaction, picture_in(message), MENU_UPSCALE_FACTOR, source=message)
 
     async def _upscale(

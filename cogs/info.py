@@ -83,7 +83,7 @@ class InfoCog(commands.Cog):
     async def info_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        check_member_may_use(interaction, message)
+        await check_member_may_use(interaction, message)
         picture = picture_of(message, "Info")
         checked = await read_attachment(picture)
         # Easel's own result served re-encoded, its text gone: the journal remembers.

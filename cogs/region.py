@@ -33,6 +33,7 @@ from cogs.common import Requester, admitted_submission, submit_from_interaction
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import JobButton, keeps_private, stored_picture, visible_job
+from cogs.visibility import is_age_restricted, member_may_see
 from inference.images import eight_bit
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
@@ -224,13 +225,13 @@ class RegionOffers:
             member = await guild.fetch_member(link.user_id)
         except discord.NotFound:
             raise LinkRefused("You are no longer a member of that server.") from None
-        channel = guild.get_channel(link.channel_id) if link.channel_id is not None else None
-        if channel is None or not channel.permissions_for(member).view_channel:
+        channel = None if link.channel_id is None else guild.get_channel_or_thread(link.channel_id)
+        if channel is None or not await member_may_see(channel, member):
             raise LinkRefused("You can no longer see the channel this picture was made in.")
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
-        age_restricted = bool(getattr(channel, "nsfw", False))
-        return roles, permissions.manage_guild or permissions.administrator, age_restricted
+        is_admin = permissions.manage_guild or permissions.administrator
+        return roles, is_admin, is_age_restricted(channel)
 
 
 def _anything_painted(png: bytes) -> bool:

@@ -57,7 +57,7 @@ class UseSettingsCog(commands.Cog):
     async def use_settings_menu(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        check_member_may_use(interaction, message)
+        await check_member_may_use(interaction, message)
         picture = picture_of(message, "Use settings")
         await _render(interaction, await _infotext_in(interaction, picture, message))
 

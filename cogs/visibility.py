@@ -18,6 +18,7 @@ from bot.policy.visibility import (
     check_same_place,
     locate_attachment,
     locate_message,
+    must_ask_thread_membership,
 )
 from bot.user_errors import UserError
 
@@ -26,9 +27,9 @@ def _place_of(interaction: discord.Interaction[Any]) -> Place:
     return Place(interaction.guild_id, interaction.channel_id)
 
 
-def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: int) -> None:
-    """View Channel + Read Message History from the server's cached roles and overwrites, and
-    from an age-restricted channel only into another one.
+async def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: int) -> None:
+    """View Channel + Read Message History from the server's cached roles and overwrites (in
+    a private thread, membership too), and from an age-restricted channel only into another.
 
     In a DM, ``check_same_place`` has already kept the message to the member's own DM.
     """
@@ -44,10 +45,49 @@ def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: in
     check_member_may_read(
         ChannelAccess(True, permissions.view_channel, permissions.read_message_history)
     )
+    thread_member = await _counts_as_thread_member(channel, member.id, permissions)
+    check_member_may_read(ChannelAccess(True, True, True, thread_member))
     # What Easel makes of the picture is posted here: it stays in age-restricted channels.
     check_age_restriction_kept(
         source_age_restricted=is_age_restricted(channel),
         here_age_restricted=is_age_restricted(interaction.channel),
+    )
+
+
+async def _counts_as_thread_member(
+    channel: object, member_id: int, permissions: discord.Permissions
+) -> bool:
+    """Whether a private thread counts the member in (any other channel: yes). Its
+    ``permissions`` are its parent's, in discord.py's cache and in an interaction's, so whether
+    the member was added to it is asked of Discord; a thread Easel cannot ask about counts as
+    one the member is not in."""
+    if not isinstance(channel, discord.Thread) or not must_ask_thread_membership(
+        private_thread=channel.is_private(), manage_threads=permissions.manage_threads
+    ):
+        return True
+    try:
+        await channel.fetch_member(member_id)
+    except (discord.NotFound, discord.Forbidden):
+        return False
+    return True
+
+
+async def member_may_see(
+    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+) -> bool:
+    """View Channel there, and in a private thread membership (or Manage Threads)."""
+    permissions = channel.permissions_for(member)
+    return permissions.view_channel and await _counts_as_thread_member(
+        channel, member.id, permissions
+    )
+
+
+async def member_may_read(
+    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+) -> bool:
+    """``member_may_see`` and Read Message History: the member may read what was posted there."""
+    return channel.permissions_for(member).read_message_history and await member_may_see(
+        channel, member
     )
 
 
@@ -62,7 +102,7 @@ async def message_for_member(
 ) -> discord.Message:
     """The message a link or id names, if the invoking member may read it there."""
     location = locate_message(reference, _place_of(interaction))
-    _check_member_may_read(interaction, location.channel_id)
+    await _check_member_may_read(interaction, location.channel_id)
     channel: discord.PartialMessageable = interaction.client.get_partial_messageable(
         location.channel_id
     )
@@ -74,16 +114,32 @@ async def message_for_member(
         ) from None
 
 
-def check_member_may_read_channel(interaction: discord.Interaction[Any], channel_id: int) -> None:
-    """For buttons: a job's picture is for members who can read the channel it was made in."""
-    _check_member_may_read(interaction, channel_id)
+async def check_member_may_read_channel(
+    interaction: discord.Interaction[Any], channel_id: int
+) -> None:
+    """For buttons and their forms: a job's picture is for members who can read the channel it
+    was made in. Clicked there, Discord's own reckoning of the member's permissions in it
+    counts: a form opened before they lost the channel is checked when it is submitted."""
+    if interaction.guild_id is None or channel_id != interaction.channel_id:
+        await _check_member_may_read(interaction, channel_id)
+        return
+    permissions = interaction.permissions
+    check_member_may_read(
+        ChannelAccess(True, permissions.view_channel, permissions.read_message_history)
+    )
+    thread_member = await _counts_as_thread_member(
+        interaction.channel, interaction.user.id, permissions
+    )
+    check_member_may_read(ChannelAccess(True, True, True, thread_member))
 
 
-def check_member_may_use(interaction: discord.Interaction[Any], message: discord.Message) -> None:
+async def check_member_may_use(
+    interaction: discord.Interaction[Any], message: discord.Message
+) -> None:
     """For message menus: Discord offers them on messages the member sees; Easel holds to it too."""
     guild_id = None if message.guild is None else message.guild.id
     check_same_place(guild_id, message.channel.id, _place_of(interaction))
-    _check_member_may_read(interaction, message.channel.id)
+    await _check_member_may_read(interaction, message.channel.id)
 
 
 def _discord_origins() -> tuple[str, ...]:
@@ -100,7 +156,7 @@ async def attachment_for_member(
     location = locate_attachment(reference, _place_of(interaction), _discord_origins())
     if location is None:
         return None
-    _check_member_may_read(interaction, location.channel_id)
+    await _check_member_may_read(interaction, location.channel_id)
     http = interaction.client.http
     try:
         # Not discord.py's get_from_cdn: it reads a whole response, and attachments are large.

@@ -1,8 +1,11 @@
 """What the admin dashboard reads about one server: its unfinished jobs, its latest pictures
-(never a private job's) and each member's spending today. Every query names the server."""
+(never a private job's, only from channels the viewing admin may read) and each member's
+spending today. Every query names the server."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import aiosqlite
@@ -15,6 +18,7 @@ class UnfinishedJob:
     job_id: str
     kind: str
     user_id: int
+    channel_id: int | None
     status: str  # queued or running
     created_at: float
     prompt: str | None  # None for a private job
@@ -40,7 +44,7 @@ class MemberUsage:
 
 async def unfinished_jobs(conn: aiosqlite.Connection, guild_id: int) -> list[UnfinishedJob]:
     async with conn.execute(
-        "SELECT id, kind, user_id, status, created_at,"
+        "SELECT id, kind, user_id, channel_id, status, created_at,"
         " CASE WHEN private THEN NULL ELSE json_extract(request_json, '$.prompt') END"
         " FROM jobs WHERE guild_id = ? AND status IN ('queued', 'running')"
         " ORDER BY created_at",
@@ -56,16 +60,28 @@ _SHOWN_PICTURES = (
 )
 
 
+async def picture_channels(conn: aiosqlite.Connection, guild_id: int) -> set[int]:
+    """The channels the server's shown pictures were made in (the gallery's candidates; a
+    done job without pictures adds one in vain, and keeps the query on one index)."""
+    async with conn.execute(
+        "SELECT DISTINCT channel_id FROM jobs WHERE guild_id = ? AND status = 'done'"
+        " AND NOT private AND channel_id IS NOT NULL",
+        (guild_id,),
+    ) as cursor:
+        return {int(channel_id) for (channel_id,) in await cursor.fetchall()}
+
+
 async def recent_pictures(
-    conn: aiosqlite.Connection, guild_id: int, limit: int
+    conn: aiosqlite.Connection, guild_id: int, channel_ids: Collection[int], limit: int
 ) -> list[GalleryPicture]:
+    """The newest shown pictures made in ``channel_ids`` (one JSON parameter, any number)."""
     async with conn.execute(
         "SELECT jobs.id, images.idx, jobs.user_id, jobs.kind,"
         " COALESCE(json_extract(jobs.request_json, '$.prompt'), ''), jobs.finished_at,"
         " jobs.spoiler"
-        f"{_SHOWN_PICTURES}"
+        f"{_SHOWN_PICTURES} AND jobs.channel_id IN (SELECT value FROM json_each(?))"
         " ORDER BY jobs.finished_at DESC, images.idx LIMIT ?",
-        (guild_id, limit),
+        (guild_id, json.dumps(sorted(channel_ids)), limit),
     ) as cursor:
         return [
             GalleryPicture(job_id, idx, user_id, kind, prompt, finished_at, bool(spoiler))
@@ -73,16 +89,17 @@ async def recent_pictures(
         ]
 
 
-async def shown_picture_path(
+async def shown_picture(
     conn: aiosqlite.Connection, guild_id: int, job_id: str, idx: int
-) -> str | None:
-    """The stored file of a picture the dashboard may show, else None."""
+) -> tuple[str, int | None] | None:
+    """The stored file of a picture the dashboard may show and the channel it was made in (for
+    the admin's reading rights), else None."""
     async with conn.execute(
-        f"SELECT images.path{_SHOWN_PICTURES} AND jobs.id = ? AND images.idx = ?",
+        f"SELECT images.path, jobs.channel_id{_SHOWN_PICTURES} AND jobs.id = ? AND images.idx = ?",
         (guild_id, job_id, idx),
     ) as cursor:
         row = await cursor.fetchone()
-    return str(row[0]) if row else None
+    return None if row is None else (str(row[0]), row[1])
 
 
 async def usage_by_member(

@@ -42,17 +42,20 @@ class AuditEntry:
 
 
 async def get(conn: aiosqlite.Connection, guild_id: int) -> GuildSettings:
-    async with conn.execute(
-        "SELECT default_model, nsfw_policy FROM guild_settings WHERE guild_id = ?", (guild_id,)
-    ) as cursor:
-        row = await cursor.fetchone()
-    default_model, nsfw_policy = (row[0], row[1]) if row else (None, DEFAULT_NSFW_POLICY)
+    # One trip to the database thread per query (execute, fetch and close would be three):
+    # read before /imagine is acknowledged, once for each guild.
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT default_model, nsfw_policy FROM guild_settings WHERE guild_id = ?",
+            (guild_id,),
+        )
+    )
+    default_model, nsfw_policy = (rows[0][0], rows[0][1]) if rows else (None, DEFAULT_NSFW_POLICY)
     lists: dict[GuildList, set[str]] = {}
-    async with conn.execute(
+    for list_name, value in await conn.execute_fetchall(
         "SELECT list, value FROM guild_list_entries WHERE guild_id = ?", (guild_id,)
-    ) as cursor:
-        for list_name, value in await cursor.fetchall():
-            lists.setdefault(GuildList(list_name), set()).add(value)
+    ):
+        lists.setdefault(GuildList(list_name), set()).add(value)
     return GuildSettings(
         guild_id, default_model, nsfw_policy, {k: frozenset(v) for k, v in lists.items()}
     )

@@ -30,12 +30,16 @@ def _stored(value: object) -> object:
 
 
 async def get(conn: aiosqlite.Connection, user_id: int) -> UserSettings:
-    async with conn.execute(
-        f"SELECT {', '.join(_COLUMNS)} FROM user_settings WHERE user_id = ?", (user_id,)
-    ) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
+    # One trip to the database thread (execute, fetch and close would be three): read before
+    # /imagine is acknowledged, once for each member new to the bot.
+    rows = list(
+        await conn.execute_fetchall(
+            f"SELECT {', '.join(_COLUMNS)} FROM user_settings WHERE user_id = ?", (user_id,)
+        )
+    )
+    if not rows:
         return UserSettings()
+    [row] = rows
     values = dict(zip(_COLUMNS, row, strict=True))
     values["private_results"] = bool(values["private_results"])
     values["results_by_dm"] = bool(values["results_by_dm"])

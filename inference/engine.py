@@ -62,6 +62,9 @@ from inference.validation import RenderLimits, validate_request
 DEFAULT_VAE_TILING_PIXELS = 1024 * 1024
 # Pictures PNG-encoded at once, off the device thread (a batch holds up to four per request).
 PNG_ENCODER_THREADS = 4
+# The warm start's render: the default model at its native size, one step, one picture, with
+# classifier-free guidance as a job has it (the same UNet batch rows).
+WARM_UP = RenderRequest("", seed=0, steps=1)
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
@@ -153,6 +156,15 @@ class Engine:
     def unload(self) -> None:
         """Drop every cached model (for shutdown or to free the device)."""
         self.models.clear()
+
+    def warm_up(self) -> None:
+        """Load the default model and render one throw-away step of one picture at its
+        native size, so that the first job finds the model loaded and the device's first-call
+        set-up (kernels, cuDNN plans) done; with a compiler, that step's UNet and VAE decoder
+        calls queue the native shapes for the background compile. The picture is dropped
+        (its PNG encodes on the CPU pool, not here). Raises what a render would (no model, a
+        bad file): the caller decides what a failed warm-up means."""
+        self.render(WARM_UP)
 
     def render(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inference.img2img_steps import Img2ImgSteps
 from inference.types import RenderInputError
 
 # What the infotext's "ADetailer model" says when OpenCV's Haar cascade found the faces.
@@ -67,16 +68,10 @@ class FaceOptions:
             ),
         )
 
-    def pass_steps(self, steps: int) -> int:
-        """The steps one face's pass is scheduled over: the picture's, raised until at least
-        one runs at this strength (an inpaint runs ``steps`` x strength of them)."""
-        while int(steps * self.strength) < 1:
-            steps += 1
-        return steps
-
     def fix_steps(self, steps: int) -> int:
-        """Sampling steps one face's pass runs (none without ``fix``)."""
-        return int(self.pass_steps(steps) * self.strength) if self.fix else 0
+        """Sampling steps one face's pass runs on the picture's ``steps`` schedule, as
+        img2img's (none without ``fix``)."""
+        return Img2ImgSteps.img2img(steps, self.strength).run if self.fix else 0
 
 
 def _fraction(options: dict[str, object], key: str, default: float, low: float, what: str) -> float:

@@ -28,6 +28,7 @@ longest one and attended in full (the web UI's "pad prompt/negative prompt" opti
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,6 +107,17 @@ _Recipe = tuple[int | None, list[tuple[float, int]]]
 _States = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
+@dataclass(frozen=True)
+class _RowPlan:
+    """One UNet call's rows: what is evaluated, and how the output rows are made of it."""
+
+    evaluations: _Evaluations
+    recipes: list[_Recipe]
+    # None: the evaluated rows are the input rows in order, so tensors pass untouched.
+    sources: list[int] | None
+    combined: bool  # False: every output row is its own evaluated row, in order
+
+
 class PromptGuidance:
     """Per-step conditioning for one pipeline call of ``len(plans(...))`` pictures.
 
@@ -130,6 +142,9 @@ class PromptGuidance:
         self.steps = 0
         self.iteration = 0  # UNet loop iterations finished
         self.iterations = 0
+        # Every schedule's until_step: steps between two of them use the same conditionings.
+        self._boundaries: list[int] = []
+        self._row_plans: dict[tuple[int, int], _RowPlan] = {}
 
     def pipeline_arguments(self, count: int) -> dict[str, torch.Tensor]:
         """Stand-in embeddings with the right shapes; ``ScheduledUNet`` replaces them."""
@@ -168,6 +183,15 @@ class PromptGuidance:
         self.iterations = pipeline.num_timesteps
         self.steps = max(1, math.ceil(self.iterations / pipeline.scheduler.order))
         self.images = [ImageConditioning.from_plan(p, self.encoder) for p in self.plans(self.steps)]
+        self._boundaries = sorted(
+            {
+                until
+                for image in self.images
+                for scheduled in (image.negative, *image.subprompts)
+                for until, _ in scheduled.schedule
+            }
+        )
+        self._row_plans = {}
 
     @property
     def step_index(self) -> int:
@@ -176,40 +200,70 @@ class PromptGuidance:
             return 0
         return min(self.iteration * self.steps // self.iterations, self.steps - 1)
 
-    def recipes(self, rows: int) -> tuple[_Evaluations, list[_Recipe]]:
-        """The rows to evaluate for a UNet input of ``rows`` rows, and how to combine them."""
+    def row_plan(self, rows: int) -> _RowPlan:
+        """The rows to evaluate for a UNet input of ``rows`` rows, and how to combine them;
+        planned again only when a schedule changes the step's conditionings."""
+        # Steps with as many until_steps below them pick the same entry of every schedule.
+        key = (rows, bisect_left(self._boundaries, self.step_index))
+        plan = self._row_plans.get(key)
+        if plan is None:
+            plan = self._row_plans[key] = self._planned(rows)
+        return plan
+
+    def _chosen(
+        self, image: ImageConditioning
+    ) -> tuple[Conditioning, list[tuple[float, Conditioning]]]:
+        """The picture's negative and weighted positives at this step."""
+        step = self.step_index
+        negative = image.negative.at_step(step)
+        positives = [(sub.weight, sub.at_step(step)) for sub in image.subprompts]
+        if not self.pad_conds:
+            return negative, positives
+        longest = max(c.length for c in [negative, *(c for _, c in positives)])
+        chunks = longest // self.encoder.empty.length
+        return (
+            pad_to_chunks(negative, chunks, self.encoder.empty),
+            [(w, pad_to_chunks(c, chunks, self.encoder.empty)) for w, c in positives],
+        )
+
+    def _planned(self, rows: int) -> _RowPlan:
+        """Negatives first, then each picture's first positive, then the extra rows of
+        ``AND``: a plain batch evaluates its input rows in order and is its own output."""
         count = len(self.images)
         if rows not in (count, 2 * count):
             raise RuntimeError(f"the UNet got {rows} rows for {count} pictures")
         guided = rows == 2 * count
-        step = self.step_index
+        chosen = [self._chosen(image) for image in self.images]
         evaluations = _Evaluations([], [], [])
         recipes: list[_Recipe] = [(None, [])] * rows
-        for index, image in enumerate(self.images):
-            negative = image.negative.at_step(step)
-            positives = [(sub.weight, sub.at_step(step)) for sub in image.subprompts]
-            if self.pad_conds:
-                longest = max(c.length for c in [negative, *(c for _, c in positives)])
-                chunks = longest // self.encoder.empty.length
-                negative = pad_to_chunks(negative, chunks, self.encoder.empty)
-                positives = [
-                    (w, pad_to_chunks(c, chunks, self.encoder.empty)) for w, c in positives
-                ]
-            source = count + index if guided else index
-            uncond: int | None = None
-            if guided:
-                uncond = evaluations.add(index, negative, negative=True)
-                recipes[index] = (None, [(1.0, uncond)])
+        unconds: list[int | None] = [None] * count
+        if guided:
+            for index, (negative, _) in enumerate(chosen):
+                row = unconds[index] = evaluations.add(index, negative, negative=True)
+                recipes[index] = (None, [(1.0, row)])
+        first = count if guided else 0  # the input row of the first picture's positive
+        firsts = [
+            evaluations.add(first + index, positives[0][1])
+            for index, (_, positives) in enumerate(chosen)
+        ]
+        for index, (image, (negative, positives)) in enumerate(
+            zip(self.images, chosen, strict=True)
+        ):
+            source = first + index
             if image.plain:
-                recipes[source] = (None, [(1.0, evaluations.add(source, positives[0][1]))])
+                recipes[source] = (None, [(1.0, firsts[index])])
                 continue
+            uncond = unconds[index]
             if uncond is None:
                 uncond = evaluations.add(source, negative, negative=True)
-            recipes[source] = (
-                uncond,
-                [(weight, evaluations.add(source, cond)) for weight, cond in positives],
-            )
-        return evaluations, recipes
+            others = [(weight, evaluations.add(source, cond)) for weight, cond in positives[1:]]
+            recipes[source] = (uncond, [(positives[0][0], firsts[index]), *others])
+        in_order = list(range(rows))
+        sources = evaluations.sources
+        picks = [weighted[0][1] if uncond is None else None for uncond, weighted in recipes]
+        return _RowPlan(
+            evaluations, recipes, None if sources == in_order else sources, picks != in_order
+        )
 
 
 def _stack(conditionings: Sequence[Conditioning]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -226,13 +280,14 @@ def _stack(conditionings: Sequence[Conditioning]) -> tuple[torch.Tensor, torch.T
     return torch.cat(padded), mask
 
 
-def _rows(value: Any, sources: list[int], rows: int) -> Any:
-    """Per-row tensors follow the evaluated rows; everything else passes unchanged.
-    Rows are gathered by slicing, not with ``sources`` as an index: torch would copy that
-    list from the host to the device, and on CUDA the copy waits for every queued kernel."""
-    if not (isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == rows):
-        return value
-    if sources == list(range(rows)):
+def _rows(value: Any, sources: list[int] | None, rows: int) -> Any:
+    """Per-row tensors follow the evaluated rows (``None``: the input rows in order);
+    everything else passes unchanged. Rows are gathered by slicing, not with ``sources`` as
+    an index: torch would copy that list from the host to the device, and on CUDA the copy
+    waits for every queued kernel."""
+    if sources is None or not (
+        isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == rows
+    ):
         return value
     return torch.cat([value[row : row + 1] for row in sources])
 
@@ -243,37 +298,40 @@ class ScheduledUNet(torch.nn.Module):
     def __init__(self, unet: torch.nn.Module, guidance: PromptGuidance, pipeline: Any) -> None:
         super().__init__()
         self.unet = unet
+        # Plain attributes, found without ``__getattr__``: the forward calls the real UNet,
+        # and the pipeline reads ``unet.config`` several times per step.
+        object.__setattr__(self, "_real", unet)
+        object.__setattr__(self, "config", unet.config)
         self._guidance = guidance
         self._pipeline = pipeline
-        # The evaluated conditionings' states, stacked once while they stay the same.
-        self._states: tuple[tuple[tuple[Conditioning, ...], torch.dtype], _States] | None = None
+        # The row plan's states (and image tokens), made again only when the plan changes.
+        self._states: tuple[_RowPlan, torch.dtype, _States, torch.Tensor | None] | None = None
 
-    def _stacked(self, conditionings: Sequence[Conditioning], dtype: torch.dtype) -> _States:
-        """Text states (in ``dtype``), cross-attention mask and pooled states of the rows;
-        made again only when a schedule changes the conditionings, not at every call."""
-        # The cache keeps the conditionings it was made from: their ids stay theirs (a padded
-        # copy made for one call and freed could otherwise lend its id to the next one's).
-        if (
-            self._states is None
-            or self._states[0][1] != dtype
-            or len(self._states[0][0]) != len(conditionings)
-            or any(a is not b for a, b in zip(self._states[0][0], conditionings, strict=True))
-        ):
-            key = (tuple(conditionings), dtype)
+    def _stacked(self, plan: _RowPlan, dtype: torch.dtype) -> tuple[_States, torch.Tensor | None]:
+        """Text states (in ``dtype``), cross-attention mask and pooled states of the plan's
+        rows, and their image tokens; made again only when a schedule changes the plan."""
+        # The plans stay in the guidance for the whole call, so one is never another's id.
+        if self._states is None or self._states[0] is not plan or self._states[1] != dtype:
+            conditionings = plan.evaluations.conditionings
             hidden, mask = _stack(conditionings)
             pooled = [c.pooled for c in conditionings if c.pooled is not None]
+            image_tokens = self._guidance.image_tokens
             self._states = (
-                key,
+                plan,
+                dtype,
                 (
                     hidden.to(dtype),
                     None if mask is None else mask.to(hidden.dtype),
                     torch.cat(pooled) if len(pooled) == len(conditionings) else None,
                 ),
+                None
+                if image_tokens is None
+                else image_tokens(plan.evaluations.negatives).to(dtype),
             )
-        return self._states[1]
+        return self._states[2], self._states[3]
 
     def __getattr__(self, name: str) -> Any:
-        # The pipeline reads config, dtype, device, add_embedding... from its UNet.
+        # The pipeline reads dtype, device, add_embedding... from its UNet.
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -293,10 +351,12 @@ class ScheduledUNet(torch.nn.Module):
         if not guidance.images:
             guidance.prepare(self._pipeline)
         rows = sample.shape[0]
-        evaluations, recipes = guidance.recipes(rows)
-        sources = evaluations.sources
-        hidden, mask, pooled = self._stacked(evaluations.conditionings, encoder_hidden_states.dtype)
-        extra = {key: _rows(value, sources, rows) for key, value in kwargs.items()}
+        plan = guidance.row_plan(rows)
+        sources = plan.sources
+        (hidden, mask, pooled), image_tokens = self._stacked(plan, encoder_hidden_states.dtype)
+        extra = kwargs
+        if sources is not None:
+            extra = {key: _rows(value, sources, rows) for key, value in kwargs.items()}
         if mask is not None:
             extra["encoder_attention_mask"] = mask
         if added_cond_kwargs is not None:
@@ -304,33 +364,22 @@ class ScheduledUNet(torch.nn.Module):
             if pooled is not None:
                 added["text_embeds"] = pooled
             extra["added_cond_kwargs"] = added
-        evaluated = _rows(sample, sources, rows)
+        evaluated, timesteps = sample, timestep
+        if sources is not None:
+            evaluated, timesteps = _rows(sample, sources, rows), _rows(timestep, sources, rows)
         if guidance.control is not None:
             # The ControlNet sees the very rows and conditionings the UNet does.
             progress = guidance.step_index / guidance.steps
-            timesteps = _rows(timestep, sources, rows)
             extra |= guidance.control(evaluated, timesteps, hidden, extra, progress)
-        states: Any = hidden
-        if guidance.image_tokens is not None:
-            # The IP-Adapter processors read (text states, [image tokens]) per row.
-            states = (hidden, [guidance.image_tokens(evaluations.negatives).to(hidden.dtype)])
-        predicted = self.unet(
-            evaluated,
-            _rows(timestep, sources, rows),
-            states,
-            *args,
-            return_dict=False,
-            **extra,
-        )[0]
-        output = _combined(predicted, recipes)
+        # The IP-Adapter processors read (text states, [image tokens]) per row.
+        states: Any = hidden if image_tokens is None else (hidden, [image_tokens])
+        predicted = self._real(evaluated, timesteps, states, *args, return_dict=False, **extra)[0]
+        output = _combined(predicted, plan.recipes) if plan.combined else predicted
         return (output,) if not return_dict else UNet2DConditionOutput(sample=output)
 
 
 def _combined(predicted: torch.Tensor, recipes: list[_Recipe]) -> torch.Tensor:
-    """The output rows; the evaluated rows themselves when each output is its own row."""
-    picks = [weighted[0][1] if uncond is None else None for uncond, weighted in recipes]
-    if picks == list(range(predicted.shape[0])):
-        return predicted
+    """The output rows, each made of the evaluated rows by its recipe."""
     return torch.stack([_combine(predicted, recipe) for recipe in recipes])
 
 

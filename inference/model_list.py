@@ -9,11 +9,13 @@ Pure Python (no torch): call it on a thread, it touches the disk.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from inference.memory import gguf_quantization
 from inference.metadata import checkpoint_family
-from inference.registry import ModelEntry, ModelRegistry
+from inference.registry import DENOISER_FOLDERS, GGUF_SUFFIX, ModelEntry, ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -37,23 +39,54 @@ def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
     return dict(_listed(versions))
 
 
-_Version = tuple[ModelEntry, int, int]
+# What the listing reads in a diffusers folder besides its denoiser's GGUF (the family:
+# inference.metadata). Rewritten in place, a file changes no folder's mtime.
+_CONFIGS_READ = (
+    "model_index.json",
+    "transformer/config.json",
+    "unet/config.json",
+    "scheduler/scheduler_config.json",
+)
+_Stat = tuple[int, int]  # size, mtime in ns; (-1, -1): missing or unreadable
+_Version = tuple[ModelEntry, tuple[_Stat, ...]]
 
 
 def _version(entry: ModelEntry) -> _Version:
-    """What changes with a model's files: a file's size and mtime; for a diffusers folder, the
-    latest mtime of it and its component folders (a GGUF dropped into unet/ changes unet/'s)."""
+    """What changes with what the listing reads: a file's size and mtime; for a diffusers
+    folder, those of it and its component folders (a file added or removed) and of the files
+    read from it, configs and denoiser GGUFs (rewritten in place)."""
     folder = entry.path
-    try:
-        paths = (
-            [folder, *(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else [folder]
-        )
-        stats = [path.stat() for path in paths]
+    if not folder.is_dir():
+        return entry, (_stat(folder),)
+    try:  # os.scandir, not pathlib's iterdir and glob: this runs per model and keystroke
+        components = [child for child in _children(folder) if child.is_dir()]
+        ggufs = [
+            child
+            for component in components
+            if component.name in DENOISER_FOLDERS
+            for child in _children(component.path)
+            if child.name.endswith(GGUF_SUFFIX)
+        ]
     except OSError:  # removed since the scan: read (and found unreadable) with this key
-        return entry, -1, -1
-    return entry, sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
+        return entry, ()
+    configs = [folder / name for name in _CONFIGS_READ]
+    read: list[Path | os.DirEntry[str]] = [folder, *configs, *components, *ggufs]
+    return entry, tuple(_stat(path) for path in read)
+
+
+def _children(folder: str | Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as children:
+        return list(children)
+
+
+def _stat(path: Path | os.DirEntry[str]) -> _Stat:
+    try:
+        stat = path.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=8)
 def _listed(versions: tuple[_Version, ...]) -> tuple[tuple[str, ListedModel], ...]:
-    return tuple((entry.name, listed_model(entry)) for entry, _, _ in versions)
+    return tuple((entry.name, listed_model(entry)) for entry, _ in versions)

@@ -93,10 +93,18 @@ BASE_SAMPLERS: dict[str, SamplerSpec] = {
         module="inference.schedulers",
     ),
     "UniPC": SamplerSpec("UniPCMultistepScheduler"),
+    # The web UI's LCM (uniform over the 50 LCM timesteps); an LCM-distilled model's own
+    # sampler is diffusers' (make_scheduler's ``distilled_lcm``).
     "LCM": SamplerSpec(
-        "LCMScheduler", sigma_schedules=False, sigma_schedules_by="LCMSigmasScheduler"
+        "LCMSigmasScheduler",
+        dict.fromkeys(SIGMA_SCHEDULES.values(), False),
+        sigma_schedules=False,
+        module="inference.schedulers",
+        sigma_schedules_by="LCMSigmasScheduler",
     ),
 }
+# Diffusers' LCM scheduler: its own timesteps over the 50 an LCM was distilled on.
+DISTILLED_LCM = SamplerSpec("LCMScheduler", sigma_schedules=False)
 
 
 def _all_samplers() -> dict[str, SamplerSpec]:
@@ -202,9 +210,14 @@ def make_scheduler(
     name: str,
     model_scheduler_config: Mapping[str, Any],
     schedule_type: str = AUTOMATIC_SCHEDULE,
+    distilled_lcm: bool = False,
 ) -> SchedulerMixin:
-    """A fresh scheduler for ``name`` and ``schedule_type`` on the model's own noise schedule."""
+    """A fresh scheduler for ``name`` and ``schedule_type`` on the model's own noise schedule.
+    ``distilled_lcm``: the model is an LCM, whose plain LCM sampler is its own (diffusers')."""
     spec = scheduler_spec(name, schedule_type)
+    sampler, schedule = split_sampler(name, schedule_type)
+    if distilled_lcm and sampler == "LCM" and schedule in (AUTOMATIC_SCHEDULE, "Uniform"):
+        spec = DISTILLED_LCM
     scheduler: SchedulerMixin = spec.scheduler_type().from_config(
         dict(model_scheduler_config), **spec.flags
     )

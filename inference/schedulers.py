@@ -11,8 +11,9 @@ inherits them and only replaces the update.
 ``sample_euler_ancestral``) on any sigma schedule: diffusers' own ancestral Euler takes no
 Karras / exponential flags, its plain Euler does, so the ancestral step goes on the plain one.
 
-``LCMSigmasScheduler`` is the web UI's "LCM" on a chosen sigma schedule: its LCM denoiser reads
-the model at the 50 timesteps an LCM was distilled on, with the LCM boundary scalings.
+``LCMSigmasScheduler`` is the web UI's "LCM" (k-diffusion's ``sample_lcm``) on its uniform or a
+chosen sigma schedule: its LCM denoiser reads the model at the 50 timesteps an LCM was distilled
+on, with the LCM boundary scalings.
 
 ``WebUIDDIMScheduler`` is the web UI's DDIM, whose timesteps differ from diffusers' own;
 ``KDiffusionMultistepScheduler`` gives DPM++ 2M (SDE) k-diffusion's uniform schedule.
@@ -166,10 +167,11 @@ _LCM_TIMESTEP_SCALING = 10.0
 
 
 class LCMSigmasScheduler(_NoisySigmaStep):
-    """LCM on the Karras / exponential schedule between the smallest and largest of the model's
-    sigmas at the 50 LCM timesteps; each sigma is read at the nearest of those timesteps. Per
-    step: the boundary-scaled prediction of the clean latents, plus fresh noise of the next
-    sigma (k-diffusion's ``sample_lcm``)."""
+    """LCM on the model's sigmas at the 50 LCM timesteps: uniform (k-diffusion's, evenly over
+    those 50 from the largest, interpolated in log sigma) or the Karras / exponential
+    schedule between their smallest and largest; each sigma is read at the nearest of those
+    timesteps. Per step: the boundary-scaled prediction of the clean latents, plus fresh
+    noise of the next sigma (k-diffusion's ``sample_lcm``)."""
 
     def set_timesteps(  # type: ignore[override]  # only the step count: no custom schedules
         self, num_inference_steps: int, device: str | torch.device | None = None
@@ -186,7 +188,9 @@ class LCMSigmasScheduler(_NoisySigmaStep):
         elif config["use_exponential_sigmas"]:
             spaced = self._convert_to_exponential(in_sigmas, num_inference_steps)
         else:
-            raise ValueError("LCMSigmasScheduler takes the Karras or the exponential schedule")
+            at = torch.linspace(_LCM_ORIGINAL_STEPS - 1, 0, num_inference_steps)
+            low, high, weight = at.floor().long(), at.ceil().long(), at.frac()
+            spaced = ((1 - weight) * log_table[low] + weight * log_table[high]).exp()
         sigmas = torch.from_numpy(np.asarray(spaced, dtype=np.float32))
         nearest = (sigmas.log()[:, None] - log_table[None, :]).abs().argmin(dim=1)
         self.num_inference_steps = num_inference_steps  # type: ignore[assignment]

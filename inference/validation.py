@@ -43,19 +43,6 @@ def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:
         raise RenderInputError(f"{name} must be between 0 and {MAX_SEED}{random_hint}, got {seed}")
 
 
-def _check_some_step_runs(steps: int, strength: float) -> None:
-    """Below one step of ``steps x strength`` diffusers' img2img (SD3/Flux, creative upscale)
-    has nothing to run. SD/SDXL img2img now runs the web UI's int(strength x steps) + 1, at
-    least one, but is held to the same rule, which the request is checked by before its
-    model (and so its family) is known."""
-    if steps * strength >= 1:
-        return
-    fix = f"raise steps to {math.ceil(1 / strength)} or more" if strength else "raise the strength"
-    raise RenderInputError(
-        f"{steps} steps at denoising strength {strength:g} leave no step to run: {fix}"
-    )
-
-
 def validate_request(request: RenderRequest) -> None:
     """Refuse a request with a message that names the problem and the accepted range."""
     for name, size in (("width", request.width), ("height", request.height)):
@@ -75,8 +62,6 @@ def validate_request(request: RenderRequest) -> None:
     _check_seed("variation seed", request.variation_seed, allow_random=True)
     _check_range("variation strength", request.variation_strength, 0.0, 1.0)
     _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
-    if request.mode in ("img2img", "inpaint"):
-        _check_some_step_runs(request.steps, request.denoising_strength)
     scheduler_spec(request.sampler, request.schedule_type)
     faces = FaceOptions.from_options(request.options)
     if request.mode == "faces" and not faces.wanted:
@@ -84,9 +69,7 @@ def validate_request(request: RenderRequest) -> None:
     if request.mode in ("img2img", "inpaint", "upscale", "faces") and not request.init_image:
         raise RenderInputError(f"{request.mode} needs an init image")
     if request.mode == "upscale":
-        upscale = UpscaleOptions.from_options(request.options)
-        if upscale.mode == "creative":
-            _check_some_step_runs(request.steps, upscale.strength)
+        UpscaleOptions.from_options(request.options)
     if "aspect" in request.options:
         parse_aspect_ratio(str(request.options["aspect"]))
     if request.mode == "txt2img" and request.width is not None and request.height is not None:

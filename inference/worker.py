@@ -8,6 +8,7 @@ single-thread executor that owns its engine for the life of the process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,19 +38,30 @@ class PreparingEngine(Protocol):
     def prepare(self, requests: Sequence[RenderRequest]) -> None: ...
 
 
+@runtime_checkable
+class WarmingEngine(Protocol):
+    def warm_up(self) -> None: ...
+
+
 EngineFactory = Callable[[str], RenderEngine]
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 class DeviceWorker:
-    """Runs renders for one device on its own thread; the engine is built there, lazily."""
+    """Runs renders for one device on its own thread; the engine is built there, at the
+    first job or, with a warm start, when the queue starts."""
 
     # Compatible txt2img requests rendered in one pipeline call (see Engine.render_batch).
     max_batch = 4
 
-    def __init__(self, device: str, engine_factory: EngineFactory) -> None:
+    def __init__(
+        self, device: str, engine_factory: EngineFactory, *, warm_start: bool = False
+    ) -> None:
+        """``warm_start``: ``warm_up`` builds the engine and warms it (``EASEL_WARM_START``)."""
         self.device = device
         self._engine_factory = engine_factory
+        self.warm_start = warm_start
         self._engine: RenderEngine | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{device}")
         # CPU work for the requests expected next, done while the device renders.
@@ -86,6 +98,30 @@ class DeviceWorker:
         if isinstance(engine, PreparingEngine):
             self._preparer.submit(engine.prepare, requests)
 
+    def warm_up(self) -> None:
+        """With ``warm_start``, build the engine and let it warm up (``Engine.warm_up``) on
+        the device thread; returns at once. Jobs submitted meanwhile wait their turn on the
+        thread, as they would for the model load. A failure is logged, never raised: the
+        first job then builds or loads what the warm-up could not."""
+        if self.warm_start:
+            self._executor.submit(self._warm)
+
+    def _warm(self) -> None:
+        try:
+            engine = self._built()
+            if isinstance(engine, WarmingEngine):
+                engine.warm_up()
+        except Exception:
+            log.warning(
+                "warm start on %s failed; the first job loads its model", self.device, exc_info=True
+            )
+
+    def _built(self) -> RenderEngine:
+        """This device's engine, built on first use (on the device thread)."""
+        if self._engine is None:
+            self._engine = self._engine_factory(self.device)
+        return self._engine
+
     async def _on_thread(
         self,
         work: Callable[[RenderEngine, ProgressCallback | None], _T],
@@ -101,9 +137,7 @@ class DeviceWorker:
                 loop.call_soon_threadsafe(report, step)
 
         def run() -> _T:
-            if self._engine is None:
-                self._engine = self._engine_factory(self.device)
-            return work(self._engine, thread_progress)
+            return work(self._built(), thread_progress)
 
         return await loop.run_in_executor(self._executor, run)
 

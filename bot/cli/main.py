@@ -197,10 +197,12 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     from inference.devices import resolve_devices
 
     try:
+        devices = resolve_devices(settings.devices)
         config = WorkerConfig(
             settings.queue_url,
-            resolve_devices(settings.devices),
+            devices,
             metrics_endpoint=settings.metrics_endpoint,
+            warm_devices=frozenset(d for d in devices if settings.warms_up(d)),
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -373,15 +375,20 @@ def infotext_settings(value: str, settings: Settings) -> RenderRequest:
 
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     from inference.control_units import control_units
-    from inference.image_prompts import check_image_prompt_models, image_prompt
+    from inference.image_prompts import check_image_prompt_fits, image_prompt
     from inference.preprocessors import check_controls
+    from inference.registry import ModelRegistry
     from inference.types import RenderInputError
 
     base = None if args.infotext is None else infotext_settings(args.infotext, settings)
     request = render_request(args, base, _model_defaults(settings))
+    registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
     try:
         check_controls(control_units(request.options), settings.models_dir)
-        check_image_prompt_models(image_prompt(request.options), settings.models_dir)
+        # As the bot checks before queueing: an adapter of the model's family, from headers.
+        check_image_prompt_fits(
+            image_prompt(request.options), registry, request.model, settings.default_model
+        )
     except RenderInputError as error:
         raise UsageError(str(error)) from None
     return _render_and_write(request, settings, args.out)

@@ -103,6 +103,13 @@ class PreparingSlot(RenderSlot, Protocol):
     def prepare(self, requests: Sequence[RenderRequest]) -> None: ...
 
 
+@runtime_checkable
+class WarmingSlot(RenderSlot, Protocol):
+    """A slot that can load its default model ahead of the first job (a local device)."""
+
+    def warm_up(self) -> None: ...
+
+
 @dataclass
 class _RunningBatch:
     """Jobs rendering together: the render stops only when every one of them is cancelled."""
@@ -262,6 +269,9 @@ class JobQueue:
             self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at, priority)
         for job in await journal.finished_undelivered(self._conn):
             await self._deliver(job.id)
+        for slot in self._slots:
+            if isinstance(slot, WarmingSlot):
+                slot.warm_up()  # ahead of the dispatcher's first job on the slot's thread
         self._dispatchers = [
             asyncio.create_task(self._dispatch(slot), name=f"easel-dispatch-{slot.device}")
             for slot in self._slots

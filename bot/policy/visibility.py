@@ -3,7 +3,8 @@
 Easel reads with the bot's rights, which usually reach further than the member's: moderator
 channels, other servers, other people's DMs with the bot. A picture is only read for a member
 from the place they invoked Easel in: the same server, in a channel where they have View Channel
-and Read Message History; in a DM, only that DM.
+and Read Message History (in a private thread, one they were added to or may manage); in a DM,
+only that DM.
 """
 
 from __future__ import annotations
@@ -44,11 +45,20 @@ class MessageLocation:
 
 @dataclass(frozen=True)
 class ChannelAccess:
-    """What the server's cache says about a channel for the invoking member."""
+    """What the server's cache says about a channel for the invoking member; in a private
+    thread, also whether Discord counts them among its members (``thread_member``)."""
 
     in_this_server: bool
     view_channel: bool
     read_message_history: bool
+    thread_member: bool = True
+
+
+def must_ask_thread_membership(*, private_thread: bool, manage_threads: bool) -> bool:
+    """Discord's rule: a private thread is seen by the members added to it and by members
+    with Manage Threads in its parent (Administrator includes it); its permissions, taken
+    from the parent, do not say who was added, so that is asked of Discord."""
+    return private_thread and not manage_threads
 
 
 def locate_message(reference: str, where: Place) -> MessageLocation:
@@ -87,8 +97,14 @@ def check_same_place(guild_id: int | None, channel_id: int, where: Place) -> Non
 
 
 def check_member_may_read(access: ChannelAccess) -> None:
-    """The member needs View Channel and Read Message History where the message is."""
-    if not (access.in_this_server and access.view_channel and access.read_message_history):
+    """The member needs View Channel and Read Message History where the message is (and, in
+    a private thread, to be in it or to manage threads: ``must_ask_thread_membership``)."""
+    if not (
+        access.in_this_server
+        and access.view_channel
+        and access.read_message_history
+        and access.thread_member
+    ):
         raise UserError(NOT_READABLE, Reason.PERMISSION)
 
 

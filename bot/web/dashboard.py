@@ -8,6 +8,12 @@ manage the server) sets a signed session cookie for that one server (HttpOnly,
 SameSite=Strict, 8 hours, path ``/dashboard/<server>``), and every data route checks that the
 cookie names the server of its URL. Private results never appear (the queries leave them out,
 prompts included). Refusals carry no prompt (``bot.refusals``).
+
+What members posted in a channel is shown only to an admin who may read that channel, by
+Discord's rules (Manage Server is not View Channel, nor a place in a private thread): the
+gallery and its picture route, queued jobs' prompts and what refused members were told. Who
+did what, when and how much (members, kinds, reasons, channel ids, quota) is the server's
+bookkeeping and shows whole.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import io
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +44,8 @@ COOKIE = "easel_dashboard"
 GALLERY_SIZE = 24
 REFUSALS_SHOWN = 20
 THUMBNAIL_PX = 256
+# How long an admin's reading rights, once asked of Discord, hold: the page polls every 3 s.
+READING_RIGHTS_S = 15
 _LOGIN, _SESSION = "dashboard-login", "dashboard-session"
 _AGAIN = "run /easel-admin dashboard again"
 _SIGNED_OUT = "You are not signed in to this server's dashboard; run /easel-admin dashboard there."
@@ -68,6 +77,12 @@ class ServerAdmins(Protocol):
 
     def name_of(self, guild_id: int) -> str: ...
 
+    async def readable_channels(
+        self, guild_id: int, user_id: int, channel_ids: Collection[int]
+    ) -> set[int]:
+        """Which of ``channel_ids`` the member may read now (any other: none of them)."""
+        ...
+
 
 class Dashboard:
     """Makes sign-in links and serves ``/dashboard/...`` on the bot's web server."""
@@ -86,6 +101,8 @@ class Dashboard:
         self._conn = conn
         self._queue = queue
         self._admins = admins
+        # Per admin and server: when their rights were first asked, and each channel's answer.
+        self._reading: dict[tuple[int, int], tuple[float, dict[int, bool]]] = {}
 
     def link_for(self, user_id: int, guild_id: int) -> str:
         login = DashboardLogin(
@@ -159,20 +176,47 @@ class Dashboard:
             session = self._session(request)
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
-        state = await self.state(session.guild_id)
+        state = await self.state(session)
         return web.json_response(state, headers=SECURITY_HEADERS)
 
-    async def state(self, guild_id: int) -> dict[str, Any]:
-        """What the page shows, for one server only."""
+    async def _readable(self, session: DashboardSession, channel_ids: set[int]) -> set[int]:
+        """Which of ``channel_ids`` the session's admin may read: asked of Discord at most
+        once per channel every READING_RIGHTS_S, whatever the number of polls."""
+        key = (session.guild_id, session.user_id)
+        now = self._signer.clock()
+        asked_at, known = self._reading.get(key, (now, {}))
+        if now - asked_at >= READING_RIGHTS_S:
+            asked_at, known = now, {}
+        unknown = channel_ids - known.keys()
+        if unknown:
+            readable = await self._admins.readable_channels(
+                session.guild_id, session.user_id, unknown
+            )
+            known.update((channel_id, channel_id in readable) for channel_id in unknown)
+            self._reading = {
+                other: held
+                for other, held in self._reading.items()
+                if now - held[0] < READING_RIGHTS_S
+            }
+            self._reading[key] = (asked_at, known)
+        return {channel_id for channel_id in channel_ids if known[channel_id]}
+
+    async def state(self, session: DashboardSession) -> dict[str, Any]:
+        """What the page shows, for one server only and as far as its admin may read."""
+        guild_id = session.guild_id
         snapshot = self._queue.snapshot()
         devices = {running.job.job_id: running.device for running in snapshot.running}
         positions = {job.job_id: place for place, job in enumerate(snapshot.queued)}
         now = time.time()
         unfinished = await queries.unfinished_jobs(self._conn, guild_id)
-        pictures = await queries.recent_pictures(self._conn, guild_id, GALLERY_SIZE)
+        candidates = await queries.picture_channels(self._conn, guild_id)
+        refused = await refusals.latest(self._conn, guild_id, REFUSALS_SHOWN)
+        candidates.update(job.channel_id for job in unfinished if job.channel_id is not None)
+        candidates.update(r.channel_id for r in refused if r.channel_id is not None)
+        readable = await self._readable(session, candidates)
+        pictures = await queries.recent_pictures(self._conn, guild_id, readable, GALLERY_SIZE)
         today = period_start(Period.DAY, now)
         usage = await queries.usage_by_member(self._conn, guild_id, today)
-        refused = await refusals.latest(self._conn, guild_id, REFUSALS_SHOWN)
         refused_today = await refusals.counts_by_reason(self._conn, guild_id, today)
         ours = {job.job_id for job in unfinished}
         return {
@@ -187,7 +231,8 @@ class Dashboard:
                     "device": devices.get(job.job_id),
                     "position": positions[job.job_id] + 1 if job.job_id in positions else None,
                     "waited_s": max(0.0, now - job.created_at),
-                    "prompt": job.prompt,
+                    "readable": job.channel_id in readable,
+                    "prompt": job.prompt if job.channel_id in readable else None,
                 }
                 for job in unfinished
             ],
@@ -229,7 +274,9 @@ class Dashboard:
                     "member": str(refusal.user_id),
                     "channel": None if refusal.channel_id is None else str(refusal.channel_id),
                     "reason": refusal.reason,
-                    "sentence": refusal.sentence,  # None: the member keeps results private
+                    "readable": refusal.channel_id in readable,
+                    # None: the member keeps results private, or the admin cannot read there.
+                    "sentence": refusal.sentence if refusal.channel_id in readable else None,
                     "at": refusal.created_at,
                 }
                 for refusal in refused
@@ -244,11 +291,13 @@ class Dashboard:
             session = self._session(request)
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
-        path = await queries.shown_picture_path(
+        shown = await queries.shown_picture(
             self._conn, session.guild_id, request.match_info["job"], int(request.match_info["idx"])
         )
-        if path is None:
+        # A picture of a channel the admin cannot read is answered as a missing one.
+        if shown is None or shown[1] is None or not await self._readable(session, {shown[1]}):
             return plain_text("No such picture here.", 404)
+        path = shown[0]
         try:
             thumbnail = await asyncio.to_thread(_thumbnail, Path(path))
         except FileNotFoundError:  # pruned meanwhile

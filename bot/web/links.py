@@ -61,11 +61,12 @@ class RegionLink:
     nonce: str
 
 
-def load_secret(configured: str, data_dir: Path) -> bytes:
-    """The configured secret, else the one stored under ``data_dir`` (made on first use, 0600)."""
+def load_secret(configured: str, data_dir: Path, name: str = "web-secret") -> bytes:
+    """The configured secret, else the one stored in ``data_dir / name`` (made on first use,
+    0600)."""
     if configured:
         return configured.encode()
-    path = data_dir / "web-secret"
+    path = data_dir / name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         try:

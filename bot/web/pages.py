@@ -107,7 +107,8 @@ def dashboard_page(home_url: str, state_url: str) -> str:
 {queue}{workers}
 <h2>Recent pictures</h2>
 <div id=gallery class=gallery></div>
-<p id=gallery-empty class=empty hidden>No pictures yet (private results are never shown).</p>
+<p id=gallery-empty class=empty hidden>No pictures yet (private results, and those of channels
+you cannot read, are never shown).</p>
 {quota}{refusal_counts}{refusals}
 """
     return _document(

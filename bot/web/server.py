@@ -17,11 +17,13 @@ from typing import Protocol
 
 from aiohttp import web
 
+from bot import metrics
 from bot.images import MAX_UPLOAD_BYTES
 from bot.requests import RequestError
 from bot.user_errors import UserError
 from bot.web import assets
-from bot.web.limits import REQUEST_HEAD_TIMEOUT_S
+from bot.web.connections import CappedSite, ConnectionCounter
+from bot.web.limits import REQUEST_HEAD_TIMEOUT_S, WEB_CONNECTION_CAPS
 from bot.web.links import LinkRefused, LinkSigner, RegionLink
 from bot.web.pages import editor_page, message_page
 
@@ -112,7 +114,8 @@ class RegionWebServer:
             keepalive_timeout=REQUEST_HEAD_TIMEOUT_S,
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        counter = ConnectionCounter("web", WEB_CONNECTION_CAPS, metrics.http_connection_refused)
+        await CappedSite(self._runner, self._host, self._port, counter).start()
         log.info("mask editor listening on %s:%s", self._host, self._port)
 
     async def stop(self) -> None:

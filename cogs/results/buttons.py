@@ -53,23 +53,24 @@ async def clicked_job(interaction: discord.Interaction[Any], job_id: str) -> Sto
     return job
 
 
-def check_clicker_may_see(interaction: discord.Interaction[Any], job: StoredJob) -> None:
+async def check_clicker_may_see(interaction: discord.Interaction[Any], job: StoredJob) -> None:
     """A private job is its maker's alone (answered as if it did not exist), and a job's
-    pictures are for members who can read the channel it was made in: a copy of its buttons
-    elsewhere widens neither."""
+    pictures are for members who can read the channel it was made in, clicked there or
+    anywhere else: a copy of its buttons elsewhere widens neither, and neither does a form
+    submitted after the member lost the channel."""
     if job.private and job.user_id != interaction.user.id:
         raise UserError(
             f"Job `{job.job_id}` is no longer in the history; make a new picture with /imagine."
         )
-    if job.channel_id is not None and job.channel_id != interaction.channel_id:
-        check_member_may_read_channel(interaction, job.channel_id)
+    if job.channel_id is not None:
+        await check_member_may_read_channel(interaction, job.channel_id)
 
 
 async def visible_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
     """The job a button names (``clicked_job``), if the clicker may see it
     (``check_clicker_may_see``): every button that reads a job's prompt or pictures asks this."""
     job = await clicked_job(interaction, job_id)
-    check_clicker_may_see(interaction, job)
+    await check_clicker_may_see(interaction, job)
     return job
 
 

@@ -21,6 +21,7 @@ from inference.controlnet import ControlNetCache, Controls
 from inference.fast import DeepCache, FastPreset, fast_preset
 from inference.guidance import PromptGuidance, StepCallback
 from inference.images import InpaintCanvas
+from inference.img2img_steps import Img2ImgSteps
 from inference.ip_adapter import ImagePromptCache, ImagePrompting
 from inference.model_cache import LoadedModel, ModelCache, PipelineTask
 from inference.noise import initial_noise_and_generator, seeded_generator, step_noise_drawn_ahead
@@ -82,6 +83,24 @@ def encoding_to_the_mean(pipeline: Any) -> Iterator[None]:
         yield
     finally:
         del vae.encode  # the class's own again
+
+
+@contextmanager
+def noising_the_picture(pipeline: Any) -> Iterator[None]:
+    """For this call an inpaint pipeline at strength 1 starts from the picture noised at the
+    schedule's largest sigma, as the web UI's img2img does, not from pure noise (diffusers'
+    reading of strength 1, which would drop the picture)."""
+
+    prepare_latents = pipeline.prepare_latents
+
+    def prepare_from_the_picture(*args: Any, **kwargs: Any) -> Any:
+        return prepare_latents(*args, **{**kwargs, "is_strength_max": False})
+
+    pipeline.prepare_latents = prepare_from_the_picture
+    try:
+        yield
+    finally:
+        del pipeline.prepare_latents  # the class's own again
 
 
 @contextmanager
@@ -160,12 +179,15 @@ class Denoiser:
         output_type: Literal["pil", "latent"] = "pil",
         controls: Controls | None = None,
         image_prompt: ImagePrompting | None = None,
+        scheduler: Any | None = None,
     ) -> Any:
         """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
         pictures, or with ``output_type="latent"`` the final latents (no VAE decode).
-        ``controls``: the ControlNets that guide it; ``image_prompt``: its IP-Adapter."""
+        ``controls``: the ControlNets that guide it; ``image_prompt``: its IP-Adapter;
+        ``scheduler``: the request's sampler, when the pass built it already (a fresh one)."""
         pipeline = model.pipeline_for(task)
-        scheduler = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type)
+        if scheduler is None:
+            scheduler = scheduler_for(request, model)
         pipeline.scheduler = scheduler
         scale = pipeline.vae_scale_factor
         latent_shape = (1, pipeline.vae.config.latent_channels, size[1] // scale, size[0] // scale)
@@ -219,13 +241,20 @@ class Denoiser:
                 seamless(
                     bool(request.options.get("tile")), pipeline.unet, networks.vae or pipeline.vae
                 ),
-                step_noise_drawn_ahead(scheduler, generators, steps, asked_with),
+                step_noise_drawn_ahead(
+                    scheduler, generators, arguments.steps_run or steps, asked_with
+                ),
                 # On the real UNet, before any stand-in wraps it.
                 image_prompt.installed(pipeline.unet) if image_prompt else nullcontext(),
                 DeepCache(pipeline.unet).installed() if use_cache else nullcontext(),
                 guidance.installed(pipeline),
                 vae_in_use(pipeline, networks.vae),
                 encoding_to_the_mean(pipeline),
+                (
+                    noising_the_picture(pipeline)
+                    if arguments.noises_picture_at_full_strength
+                    else nullcontext()
+                ),
                 vae_decoding(pipeline, tiled),
             ):
                 images = pipeline(
@@ -255,6 +284,19 @@ class PassTools:
     preview_interval_s: float | None
 
 
+def scheduler_for(request: RenderRequest, model: LoadedModel) -> Any:
+    """A fresh scheduler for the request's sampler on ``model``. Plain LCM is the web UI's,
+    except on a model distilled as an LCM (its name or scheduler says so, as for the fast
+    preset), where it is the model's own: diffusers' LCM."""
+    preset = fast_preset(model.entry.name, model.scheduler_config)
+    return make_scheduler(
+        request.sampler,
+        model.scheduler_config,
+        request.schedule_type,
+        distilled_lcm=preset is not None and preset.family == "LCM",
+    )
+
+
 def fast_preset_for(model: LoadedModel, request: RenderRequest) -> FastPreset | None:
     """The few-step recipe a fast request gets on this model, if the model has one."""
     if not request.fast:
@@ -269,41 +311,9 @@ def pipeline_task(mode: str, inpainting_unet: bool) -> PipelineTask:
     return "img2img" if mode == "img2img" else "txt2img"
 
 
-@dataclass(frozen=True)
-class Img2ImgSteps:
-    """The web UI's steps of a pass from a picture: a schedule of ``schedule`` steps of which
-    the last ``run`` run (from the sigma where the picture is noised)."""
-
-    schedule: int
-    run: int
-    # Denoising 1: nothing of the picture is kept (an inpaint pipeline starts from noise).
-    replaces_picture: bool = False
-
-    @classmethod
-    def img2img(cls, steps: int, denoising: float) -> Img2ImgSteps:
-        """img2img and inpaint (the web UI's default, img2img_fix_steps off): the last
-        ``int(denoising x steps) + 1`` steps of ``steps`` (diffusers would run one fewer)."""
-        run = min(steps, int(min(denoising, 0.999) * steps) + 1)
-        return cls(steps, run, replaces_picture=denoising >= 1)
-
-    @classmethod
-    def hires(cls, steps: int, denoising: float, longest: int) -> Img2ImgSteps:
-        """The hires pass: exactly ``steps`` steps, the end of a schedule stretched to
-        ``steps / denoising`` steps, but no longer than the sampler takes (``longest``: its
-        training timesteps, an LCM's 50)."""
-        return cls(max(steps, min(int(steps / min(denoising, 0.999)), longest)), steps)
-
-    @property
-    def strength(self) -> float:
-        """Diffusers' strength that runs the last ``run`` steps: ``int(schedule x strength)``
-        is ``run`` (half a step above, clear of float rounding)."""
-        return min(1.0, (self.run + 0.5) / self.schedule)
-
-
-def longest_schedule(request: RenderRequest, model: LoadedModel) -> int:
-    """The most steps the request's sampler lays out: an LCM's original steps (50), any
-    other's training timesteps (diffusers refuses more)."""
-    scheduler: Any = make_scheduler(request.sampler, model.scheduler_config, request.schedule_type)
+def longest_schedule(scheduler: Any) -> int:
+    """The most steps ``scheduler`` lays out: an LCM's original steps (50), any other's
+    training timesteps (diffusers refuses more)."""
     config = scheduler.config
     return int(config.get("original_inference_steps") or config["num_train_timesteps"])
 
@@ -315,22 +325,26 @@ class TaskArguments:
     # the picture.
     starts_from_noise: bool
     latent_fill: LatentFill | None = None
+    # The steps that run, when fewer than the schedule's (how much step noise to draw ahead).
+    steps_run: int | None = None
+    # An inpaint that runs the whole schedule from the picture noised at the largest sigma.
+    noises_picture_at_full_strength: bool = False
 
     def running(self, steps: Img2ImgSteps) -> TaskArguments:
         """These arguments with the strength that runs ``steps`` (a pass from noise keeps
-        its own). Inpaint pipelines take strength 1 to mean "from pure noise": from ours."""
+        its own). Inpaint pipelines take strength 1 to mean "from pure noise": from ours,
+        at denoising 1; below it the picture is kept, as the web UI keeps it."""
         if self.starts_from_noise:
             return self
         strength = steps.strength
         inpaint = "mask_image" in self.values
-        if inpaint and strength == 1.0 and not steps.replaces_picture:
-            # Diffusers' inpaint pipelines read strength 1 as "from pure noise" and drop the
-            # picture; below denoising 1 it is kept, one step short of the whole schedule
-            # (the web UI runs it all from the picture noised at the largest sigma).
-            strength = (steps.schedule - 0.5) / steps.schedule
-        from_noise = inpaint and strength == 1.0
+        from_noise = inpaint and strength == 1.0 and steps.replaces_picture
         return dataclasses.replace(
-            self, values={**self.values, "strength": strength}, starts_from_noise=from_noise
+            self,
+            values={**self.values, "strength": strength},
+            starts_from_noise=from_noise,
+            steps_run=steps.run,
+            noises_picture_at_full_strength=inpaint and strength == 1.0 and not from_noise,
         )
 
 

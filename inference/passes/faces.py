@@ -27,6 +27,7 @@ from inference.faces import (
     restore_faces,
 )
 from inference.images import InpaintOptions, inpaint_canvas, load_input_image
+from inference.img2img_steps import Img2ImgSteps
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import PassTools, pipeline_task, task_arguments
@@ -117,18 +118,14 @@ def fixed_faces(
 ) -> Image.Image:
     """Each of ``faces`` (largest first) re-rendered in turn: the face's box, grown a
     little and padded, cropped to a square, inpainted at the model's native size with the
-    picture's seed, and pasted back through the blurred mask."""
+    picture's seed, and pasted back through the blurred mask. Each runs img2img's steps
+    of the picture's (ADetailer's pass is an img2img inpaint)."""
     side = native_size(model.pipeline)
     size = (side, side)
     task = pipeline_task("inpaint", model.inpainting_unet)
-    steps = options.pass_steps(request.steps)
+    steps = Img2ImgSteps.img2img(request.steps, options.strength)
     face_request = dataclasses.replace(
-        request,
-        mode="inpaint",
-        width=side,
-        height=side,
-        steps=steps,
-        denoising_strength=options.strength,
+        request, mode="inpaint", width=side, height=side, denoising_strength=options.strength
     )
     face_job = (
         job
@@ -139,9 +136,9 @@ def fixed_faces(
         raise_if_cancelled(tracker.cancel)
         mask = face_mask(image.size, face, FIX_DILATION)
         canvas = inpaint_canvas(image.convert("RGB"), mask, size, FIX_INPAINT)
-        arguments = task_arguments(task, size, options.strength, None, canvas, 1)
+        arguments = task_arguments(task, size, options.strength, None, canvas, 1).running(steps)
         [generated] = tools.denoise(
-            model, task, face_request, [face_job], size, steps, arguments, tracker, networks
+            model, task, face_request, [face_job], size, request.steps, arguments, tracker, networks
         )
         image = canvas.composite(generated)
     return image

@@ -134,6 +134,8 @@ def render_flow_group(
 ) -> list[RenderedImage]:
     """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked."""
     check_flow_request(family, request)
+    if request.mode != "txt2img":
+        check_some_step_runs(family, request.steps, request.denoising_strength)
     sampler, sampler_note = flow_sampler(family, request.sampler)
     request = dataclasses.replace(request, sampler=sampler)  # the infotext says what ran
     if any(job.embeddings for job in jobs):
@@ -224,6 +226,18 @@ def render_flow_group(
         )
         for job, image in zip(jobs, images, strict=True)
     ]
+
+
+def check_some_step_runs(family: FlowFamily, steps: int, strength: float) -> None:
+    """Diffusers' flow-matching img2img and inpaint run the last ``steps - int(steps - steps x
+    strength)`` steps: one at the least denoising above 0, none at 0, where the SD families
+    run one as the web UI does. Refused at render time (the family is known only then), so
+    the job is refunded."""
+    if steps - int(max(steps - min(steps * strength, steps), 0)) >= 1:
+        return
+    raise RenderInputError(
+        f"{family.label} img2img runs no step at denoising strength {strength:g}: raise it above 0"
+    )
 
 
 def check_size(family: FlowFamily, size: tuple[int, int]) -> None:

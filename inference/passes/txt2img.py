@@ -10,12 +10,13 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from inference.img2img_steps import Img2ImgSteps
 from inference.model_cache import LoadedModel
 from inference.passes.denoise import (
-    Img2ImgSteps,
     PassTools,
     longest_schedule,
     pipeline_task,
+    scheduler_for,
     task_arguments,
 )
 from inference.passes.faces import finish_faces
@@ -97,8 +98,8 @@ def render_group(
         hires_task = pipeline_task("img2img", model.inpainting_unet)
         tracker.later_steps = 0
         # As the web UI's: exactly the hires steps, at the end of a longer schedule.
-        longest = longest_schedule(request, model)
-        schedule = Img2ImgSteps.hires(hires_steps, hires.denoising, longest)
+        sampler = scheduler_for(request, model)
+        schedule = Img2ImgSteps.hires(hires_steps, hires.denoising, longest_schedule(sampler))
         arguments = task_arguments(
             hires_task, hires_size, hires.denoising, start, None, len(jobs)
         ).running(schedule)
@@ -114,6 +115,7 @@ def render_group(
             networks,
             controls=controls,
             image_prompt=image_prompt,
+            scheduler=sampler,
         )
         params = hires.infotext(upscaler)
     if inputs.canvas is not None:

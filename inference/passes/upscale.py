@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from inference.images import load_input_image
+from inference.img2img_steps import Img2ImgSteps
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.limits import SIZE_MULTIPLE
 from inference.model_cache import LoadedModel, native_size
@@ -109,7 +110,8 @@ def redetail_in_tiles(
     """The creative upscale's img2img pass over ``image``, in tiles of the model's native
     size overlapping by an eighth of it, a few per pipeline call, blended across the
     overlaps: any output size in the memory of one batch of native-size tiles. Tile i
-    uses seed + i. Returns the picture and the overlap (for the infotext)."""
+    uses seed + i; each runs img2img's steps (the web UI's SD upscale script runs its tiles
+    through img2img). Returns the picture and the overlap (for the infotext)."""
     native = native_size(model.pipeline)
     overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
     rows = tile_spans(image.height, native, overlap, SIZE_MULTIPLE)
@@ -118,15 +120,17 @@ def redetail_in_tiles(
     tile_size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
     task = pipeline_task("img2img", model.inpainting_unet)
     blender = TileBlender(image.height, image.width, 3, overlap)
-    steps_per_call = max(1, int(request.steps * strength))
+    steps = Img2ImgSteps.img2img(request.steps, strength)
     for first in range(0, len(boxes), CREATIVE_TILES_PER_CALL):
         batch = boxes[first : first + CREATIVE_TILES_PER_CALL]
-        tracker.later_steps = steps_per_call * math.ceil(
+        tracker.later_steps = steps.run * math.ceil(
             (len(boxes) - first - len(batch)) / CREATIVE_TILES_PER_CALL
         )
         jobs = [dataclasses.replace(job, seed=job.seed + first + i) for i in range(len(batch))]
         crops = [image.crop(box) for box in batch]
-        arguments = task_arguments(task, tile_size, strength, crops, None, len(batch))
+        arguments = task_arguments(task, tile_size, strength, crops, None, len(batch)).running(
+            steps
+        )
         tiles = denoise(
             model, task, request, jobs, tile_size, request.steps, arguments, tracker, networks
         )

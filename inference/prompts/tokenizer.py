@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,8 +118,20 @@ class ClipTokenizer:
         return [token for word in split_words(cleaned) for token in self.word_ids(word)]
 
 
+_LOADING = threading.Lock()
+
+
 @cache
 def default_tokenizer() -> ClipTokenizer:
+    """The shared tokenizer. ``cache`` alone would let concurrent first callers (a burst's
+    threads, a CLI, workers) each read the vocabulary; under the lock, the later ones wait
+    and take the first one's. Once cached, no call takes the lock."""
+    with _LOADING:
+        return _loaded_tokenizer()
+
+
+@cache
+def _loaded_tokenizer() -> ClipTokenizer:
     return ClipTokenizer()
 
 

@@ -21,6 +21,7 @@ import aiosqlite
 
 from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.queue import FinishedJob, JobQueue, RenderSlot, Submission
+from bot.web.links import load_secret
 from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
@@ -56,7 +57,11 @@ async def main(args: argparse.Namespace) -> None:
     client: BrokerClient | None = None
     slots: Sequence[RenderSlot]
     if args.queue_url:
-        client = await BrokerClient.open(BrokerConfig(args.queue_url, result_recheck_s=0.3))
+        # Kept beside the journal, as the bot keeps it in its data folder: the restarted
+        # process must verify the results of the jobs the killed one published.
+        job_key = load_secret("", args.db.parent, "broker-secret")
+        config = BrokerConfig(args.queue_url, result_recheck_s=0.3, job_key=job_key)
+        client = await BrokerClient.open(config)
         slots = client.slots()
     else:
         engine = InstantEngine(seconds=args.seconds)

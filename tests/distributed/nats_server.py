@@ -39,20 +39,33 @@ def _free_port() -> int:
 class NatsServer:
     """``start``/``stop`` keep the store folder and the port, so a restart loses nothing.
     With ``user`` and ``password`` the server accepts only clients that give them;
-    ``max_file_store`` (e.g. "64MB") caps its JetStream storage."""
+    ``max_file_store`` (e.g. "64MB") caps its JetStream storage. ``config_file`` (with
+    ``environment`` for the variables it reads) is used instead, its store folder and port
+    overridden by the test's."""
 
     def __init__(
-        self, store_dir: Path, user: str = "", password: str = "", max_file_store: str = ""
+        self,
+        store_dir: Path,
+        user: str = "",
+        password: str = "",
+        max_file_store: str = "",
+        config_file: Path | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.max_file_store = max_file_store
+        self.config_file = config_file
+        self.environment = environment or {}
         self.port = _free_port()
         self.credentials = (user, password) if user else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        userinfo = "" if self.credentials is None else "{}:{}@".format(*self.credentials)
+        return self.url_for(*self.credentials) if self.credentials else self.url_for("", "")
+
+    def url_for(self, user: str, password: str) -> str:
+        userinfo = f"{user}:{password}@" if user else ""
         return f"nats://{userinfo}127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -60,12 +73,17 @@ class NatsServer:
         command += ["-a", "127.0.0.1", "-p", str(self.port)]
         if self.credentials is not None:
             command += ["--user", self.credentials[0], "--pass", self.credentials[1]]
-        if self.max_file_store:  # no command-line flag for it: a config file
+        if self.config_file is not None:
+            command += ["-c", str(self.config_file), "--http_port", "0"]
+        elif self.max_file_store:  # no command-line flag for it: a config file
             config = self.store_dir.with_suffix(".conf")
             config.write_text(f"jetstream {{ max_file_store: {self.max_file_store} }}\n")
             command += ["-c", str(config)]
         self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.environment},
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

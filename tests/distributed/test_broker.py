@@ -11,7 +11,18 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy
 
 from bot.jobs.broker.client import BrokerClient, RemoteRenderFailed
-from bot.jobs.broker.wire import ADVISORIES_STREAM, JOBS_STREAM, consumer_name, job_subject
+from bot.jobs.broker.wire import (
+    ADVISORIES_STREAM,
+    JOBS_STREAM,
+    RESULTS_STREAM,
+    TAG_HEADER,
+    Outcome,
+    ResultMessage,
+    consumer_name,
+    job_subject,
+    result_subject,
+    tag,
+)
 from inference.types import RenderCancelled, RenderedImage, RenderRequest, StepProgress
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
@@ -190,8 +201,9 @@ async def test_a_notice_given_while_no_bot_listens_is_handled_when_one_comes_bac
 async def test_a_cancel_whose_message_is_lost_still_stops_the_render(
     nats: NatsTransport,
 ) -> None:
-    """A bot cancels a running job by deleting its message and publishing a core cancel; with
-    only the deletion arriving, the worker's heartbeat notices and stops the render."""
+    """A bot cancels a running job by deleting its message, publishing a core cancel and
+    storing a CANCELLED result; with the core message lost, the worker's heartbeat finds the
+    stored result and stops the render (then stores its own CANCELLED result)."""
     client = await nats.client(ack_wait_s=0.3)  # heartbeats every 0.1 s
     engine = InstantEngine(seconds=10.0)  # 2 s a step
     nats.start_worker(engine)
@@ -200,8 +212,19 @@ async def test_a_cancel_whose_message_is_lost_still_stops_the_render(
     js = observer.jetstream()
     stored = await js.get_last_msg(JOBS_STREAM, job_subject(None))
     await js.delete_msg(JOBS_STREAM, stored.seq)
+    cancelled = ResultMessage("job-quiet-cancel", Outcome.CANCELLED, "easel-bot", 0).encode()
+    secret = client.job_secret("job-quiet-cancel")
+    await js.publish(
+        result_subject("job-quiet-cancel"), cancelled, headers={TAG_HEADER: tag(secret, cancelled)}
+    )
     with pytest.raises(RenderCancelled):
-        async with asyncio.timeout(4):  # the step under way, then the check
-            await job
+        await job
+    async with asyncio.timeout(4):  # the step under way, then the check
+        while True:
+            last = await js.get_last_msg(RESULTS_STREAM, result_subject("job-quiet-cancel"))
+            if ResultMessage.decode(last.data or b"").worker != "easel-bot":
+                break
+            await asyncio.sleep(0.1)
     await observer.close()
+    assert ResultMessage.decode(last.data or b"").outcome is Outcome.CANCELLED
     assert engine.rendered == []

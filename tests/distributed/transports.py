@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -47,10 +48,16 @@ class NatsTransport:
         self._stop = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._clients: list[BrokerClient] = []
+        # One key for every client: a "restarted" bot verifies its predecessor's jobs.
+        self.job_key = secrets.token_bytes(32)
 
     async def client(self, slots: int = 2, ack_wait_s: float = TEST_ACK_WAIT_S) -> BrokerClient:
         config = BrokerConfig(
-            self.server.url, slots=slots, ack_wait_s=ack_wait_s, result_recheck_s=0.3
+            self.server.url,
+            slots=slots,
+            ack_wait_s=ack_wait_s,
+            result_recheck_s=0.3,
+            job_key=self.job_key,
         )
         client = await BrokerClient.open(config)
         self._clients.append(client)

@@ -18,6 +18,7 @@ from bot.jobs.queue import FinishedJob
 from bot.settings import Settings
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.rules import walk_components
+from tests.support.pictures import has_picture
 
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
 RENDER_TIMEOUT_S = 90
@@ -38,14 +39,6 @@ def link_of(message: StoredMessage) -> str:
     """The URL of the message's one link button."""
     [url] = [c["url"] for c in walk_components(message.components) if c.get("url")]
     return str(url)
-
-
-def has_picture(message: StoredMessage) -> bool:
-    """A result picture is attached (not just the progress message's preview, spoilered or not)."""
-    return any(
-        attachment.filename.removeprefix("SPOILER_") != "preview.jpg"
-        for attachment in message.attachments
-    )
 
 
 def size_of(message: StoredMessage) -> tuple[int, int]:

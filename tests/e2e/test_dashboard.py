@@ -15,10 +15,12 @@ from playwright.async_api import async_playwright
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.settings import Settings
-from bot.web.dashboard import COOKIE, SESSION_LIFETIME_S
+from bot.web.dashboard import COOKIE, READING_RIGHTS_S, SESSION_LIFETIME_S
 from tests.e2e.browser import assert_strict_csp, watch_csp
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
     StartEasel,
     has_picture,
     imagine,
@@ -28,8 +30,11 @@ from tests.e2e.helpers import (
     reply_to,
     with_web_server,
 )
-from tests.fake_discord import FakeDiscord
-from tests.fake_discord.payloads import DEFAULT_MEMBER_PERMISSIONS
+from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.payloads import (
+    DEFAULT_MEMBER_PERMISSIONS,
+    PERMISSION_READ_MESSAGE_HISTORY,
+)
 
 MANAGE_GUILD = 1 << 5
 
@@ -199,3 +204,110 @@ async def test_forged_expired_and_missing_sign_ins_are_refused(
             web.signer.clock = lambda: real_clock() + SESSION_LIFETIME_S + 1
             async with http.get(f"{home}/state", cookies=session) as answer:  # it has ended
                 assert answer.status == 403 and "ended" in await answer.text()
+
+
+ADMIN = 727272727272727272  # Manage Server from a role: not the owner, who reads everything
+
+
+def cancel_id_of(message: StoredMessage) -> str:
+    """The job id on the message's Cancel button ("" when it has none)."""
+    cancel = "easel:cancel:"
+    return next((c.removeprefix(cancel) for c in message.custom_ids if c.startswith(cancel)), "")
+
+
+def rendering(message: StoredMessage) -> bool:
+    return "Rendering" in message.content
+
+
+async def test_an_admin_sees_only_what_was_posted_where_they_may_read(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Manage Server is not View Channel: pictures, prompts and refusal sentences of a hidden
+    channel, of one without Read Message History and of a private thread the admin was not
+    added to stay out of the state and the picture route; their rights are asked of Discord
+    once per READING_RIGHTS_S, not on every poll."""
+    fake = fake_discord
+    managers = fake.add_role("Managers", DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    fake.add_member(ADMIN, "admin", roles=(fake.member_role_id, managers))
+    staff = fake.add_text_channel("staff", visible_to=[fake.user_id])
+    unread = fake.add_text_channel("announcements")
+    fake.set_overwrite(unread, ADMIN, deny=PERMISSION_READ_MESSAGE_HISTORY)
+    secret = fake.add_thread("secret", private=True, members=[fake.bot_user_id])
+    shared = fake.add_thread("shared", private=True, members=[fake.bot_user_id, ADMIN])
+    made_in = {
+        fake.channel_id: "a public lighthouse",
+        staff: "a staff castle",
+        secret: "a secret garden",
+        shared: "a shared boat",
+    }
+    async with start_easel() as bot:
+        handles = {
+            prompt: await fake.invoke_command(
+                "imagine", {"prompt": prompt, **QUICK}, channel=channel
+            )
+            for channel, prompt in made_in.items()
+        }
+        jobs = {
+            prompt: job_id_of(await handle.wait_for_original(has_picture, RENDER_TIMEOUT_S))
+            for prompt, handle in handles.items()
+        }
+        for channel, size in ((unread, "13x13"), (fake.channel_id, "17x17")):
+            await reply_to(fake, "imagine", {"prompt": "a cat", "size": size}, channel=channel)
+        # A staff job rendering and one of the open channel waiting behind it.
+        long_job = await fake.invoke_command(
+            "imagine", {"prompt": "a staff tower", "steps": 150, "size": "512x512"}, channel=staff
+        )
+        running = cancel_id_of(await long_job.wait_for_original(rendering, 30))
+        queued = await fake.invoke_command("imagine", {"prompt": "a queued kite", **QUICK})
+        waiting = cancel_id_of(await queued.wait_for_original(lambda m: bool(cancel_id_of(m))))
+
+        link = link_of(await reply_to(fake, "easel-admin dashboard", user=ADMIN))
+        home = f"{bot.settings.public_url}/dashboard/{fake.guild_id}"
+        web = bot.region_offer.web
+        assert web is not None
+
+        def asked_about_admin() -> int:
+            return sum(str(ADMIN) in call.path for call in fake.calls if call.method == "GET")
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(link) as signed_in:
+                assert signed_in.status == 200
+                session = {COOKIE: signed_in.cookies[COOKIE].value}
+            signing_in = asked_about_admin()  # Manage Server, asked when the link is opened
+            async with http.get(f"{home}/state", cookies=session) as answer:
+                state = await answer.json()
+            for job in (waiting, running):
+                await reply_to(fake, "cancel", {"job_id": job})
+            # One look at the admin's roles, one per private thread they do not manage.
+            assert asked_about_admin() - signing_in == 3
+            readable = {jobs["a public lighthouse"], jobs["a shared boat"]}
+            assert {picture["job"] for picture in state["gallery"]} == readable
+            text = str(state)
+            for hidden in ("staff castle", "secret garden", "staff tower", "13x13"):
+                assert hidden not in text
+            queue = {job["job"]: job for job in state["queue"]}
+            assert (queue[running]["prompt"], queue[running]["readable"]) == (None, False)
+            assert (queue[waiting]["prompt"], queue[waiting]["readable"]) == ("a queued kite", True)
+            [here, unread_there] = state["refusals"]
+            assert "17x17" in here["sentence"] and here["readable"]
+            assert unread_there["channel"] == str(unread) and unread_there["reason"] == "input"
+            assert (unread_there["sentence"], unread_there["readable"]) == (None, False)
+
+            picture = f"{home}/picture"
+            for prompt, job in jobs.items():
+                async with http.get(f"{picture}/{job}/0", cookies=session) as answer:
+                    assert answer.status == (200 if job in readable else 404), prompt
+            async with http.get(f"{home}/state", cookies=session) as answer:
+                assert answer.status == 200
+            assert asked_about_admin() - signing_in == 3  # polls within the window ask nothing
+
+            # Added to the secret thread: the next window shows its picture.
+            fake.set_thread_member(secret, ADMIN)
+            real_clock = web.signer.clock
+            web.signer.clock = lambda: real_clock() + READING_RIGHTS_S
+            async with http.get(f"{home}/state", cookies=session) as answer:
+                state = await answer.json()
+            assert jobs["a secret garden"] in {picture["job"] for picture in state["gallery"]}
+            async with http.get(f"{picture}/{jobs['a secret garden']}/0", cookies=session) as shown:
+                assert shown.status == 200
+            web.signer.clock = real_clock

@@ -32,7 +32,7 @@ async def test_grid_with_pick_and_variation_buttons(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
     async with start_easel():
-        # 3 steps: an img2img pass runs steps x strength of them, and subtle (0.35) needs one.
+        # 3 steps: a subtle (0.35) variation runs int(0.35 x 3) + 1 = 2 of them.
         grid = await imagine(fake_discord, "four cats", seed=100, count=4, steps=3)
         assert len(grid.attachments) == 1  # one grid, not four files
         assert size_of(grid) == (128, 128)  # 2x2 of 64x64

@@ -27,6 +27,7 @@ PERMISSION_ATTACH_FILES = 1 << 15
 PERMISSION_READ_MESSAGE_HISTORY = 1 << 16
 PERMISSION_MENTION_EVERYONE = 1 << 17
 PERMISSION_USE_APPLICATION_COMMANDS = 1 << 31
+PERMISSION_MANAGE_THREADS = 1 << 34
 ALL_PERMISSIONS = (1 << 53) - 1
 DEFAULT_MEMBER_PERMISSIONS = (
     PERMISSION_VIEW_CHANNEL
@@ -59,6 +60,9 @@ FLAGS_A_CLIENT_MAY_SET = (1 << 2) | (1 << 12) | FLAG_EPHEMERAL | FLAG_COMPONENTS
 
 CHANNEL_TYPE_GUILD_TEXT = 0
 CHANNEL_TYPE_DM = 1
+CHANNEL_TYPE_PUBLIC_THREAD = 11
+CHANNEL_TYPE_PRIVATE_THREAD = 12
+THREAD_TYPES = (CHANNEL_TYPE_PUBLIC_THREAD, CHANNEL_TYPE_PRIVATE_THREAD)
 
 # Permission overwrite targets.
 OVERWRITE_ROLE = 0
@@ -285,6 +289,50 @@ def text_channel_payload(
         "last_message_id": None,
         "rate_limit_per_user": 0,
         "parent_id": None,
+        "flags": 0,
+    }
+
+
+def thread_payload(
+    thread_id: int,
+    parent: Json,
+    name: str,
+    *,
+    owner_id: int,
+    private: bool,
+    member_count: int,
+    created_at: float,
+) -> Json:
+    """A thread of the text channel ``parent``: no overwrites of its own (its parent's apply)."""
+    return {
+        "id": str(thread_id),
+        "type": CHANNEL_TYPE_PRIVATE_THREAD if private else CHANNEL_TYPE_PUBLIC_THREAD,
+        "guild_id": parent["guild_id"],
+        "parent_id": parent["id"],
+        "owner_id": str(owner_id),
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "total_message_sent": 0,
+        "member_count": member_count,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": iso_timestamp(created_at),
+            "locked": False,
+            "invitable": not private,
+            "create_timestamp": iso_timestamp(created_at),
+        },
+    }
+
+
+def thread_member_payload(thread_id: int, user_id: int, joined_at: float) -> Json:
+    return {
+        "id": str(thread_id),
+        "user_id": str(user_id),
+        "join_timestamp": iso_timestamp(joined_at),
         "flags": 0,
     }
 

@@ -162,6 +162,9 @@ class RestApi:
             web.get(f"{api}/guilds/{{guild}}", self.get_guild),
             web.get(f"{api}/guilds/{{guild}}/members/{{user_id}}", self.get_member),
             web.get(f"{api}/channels/{{channel}}", self.get_channel),
+            web.get(
+                f"{api}/channels/{{channel}}/thread-members/{{user_id}}", self.get_thread_member
+            ),
             web.post(f"{api}/channels/{{channel}}/typing", self.trigger_typing),
             web.post(f"{api}/channels/{{channel}}/messages", self.create_channel_message),
             web.get(f"{api}/channels/{{channel}}/messages/{{message}}", self.get_channel_message),
@@ -400,6 +403,12 @@ class RestApi:
         channel = self.state.channel(channel_id)
         self._check_bot_sees(channel_id)
         return json_response(channel)
+
+    async def get_thread_member(self, request: web.Request) -> web.Response:
+        thread_id = int(request.match_info["channel"])
+        self._check_bot_sees(thread_id)
+        user_id = int(request.match_info["user_id"])
+        return json_response(self.state.thread_member(thread_id, user_id))
 
     async def trigger_typing(self, request: web.Request) -> web.Response:
         self._check_bot_may_send(int(request.match_info["channel"]))

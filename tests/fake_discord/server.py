@@ -23,6 +23,8 @@ from .payloads import (
     Overwrite,
     StoredAttachment,
     member_payload,
+    role_payload,
+    thread_member_payload,
 )
 from .records import DEFAULT_WAIT_S, InteractionHandle, RateLimitRecord, RestCall, StoredMessage
 from .rest import (
@@ -177,6 +179,16 @@ class FakeDiscord:
         )
         return added
 
+    def add_role(self, name: str, permissions: int, *, guild: int | None = None) -> int:
+        """A role of ``guild`` (default: the first) granting ``permissions`` server-wide; its
+        id. Sent as GUILD_ROLE_CREATE if the bot is online."""
+        guild_id = self._state.guild(guild).guild_id
+        role = self._state.add_role(name, permissions, guild_id=guild_id)
+        self._gateway.dispatch_later(
+            "GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": role_payload(role)}
+        )
+        return role.role_id
+
     def add_text_channel(
         self,
         name: str,
@@ -209,6 +221,46 @@ class FakeDiscord:
         )
         self._gateway.dispatch_later("CHANNEL_CREATE", self._state.channel(channel_id))
         return channel_id
+
+    def add_thread(
+        self,
+        name: str,
+        *,
+        parent: int | None = None,
+        private: bool = False,
+        owner: int | None = None,
+        members: Sequence[int] = (),
+    ) -> int:
+        """A thread of the text channel ``parent`` (default: ``channel_id``), started by
+        ``owner`` (default: the tester), who is its first member with ``members``. A private
+        one (type 12) is seen only by its members and by members with Manage Threads in the
+        parent; a public one (type 11) by whoever sees the parent. Sent as THREAD_CREATE if
+        the bot is online and can see it."""
+        thread_id = self._state.add_thread(
+            self.channel_id if parent is None else parent,
+            name,
+            private=private,
+            owner_id=self.user_id if owner is None else owner,
+            members=tuple(members),
+        )
+        if self.permissions_in(thread_id, self.bot_user_id):
+            thread = self._state.channel(thread_id)
+            self._gateway.dispatch_later("THREAD_CREATE", {**thread, "newly_created": True})
+        return thread_id
+
+    def set_thread_member(self, thread_id: int, user_id: int, *, member: bool = True) -> None:
+        """Adds ``user_id`` to the thread (or removes them, ``member=False``); sent as
+        THREAD_MEMBERS_UPDATE with the members intent, as Discord does."""
+        thread = self._state.set_thread_member(thread_id, user_id, member=member)
+        if self._gateway.intents & INTENT_GUILD_MEMBERS:
+            change: Json = {"id": thread["id"], "guild_id": thread["guild_id"]}
+            if member:
+                joined_at = self._state.thread_members[thread_id][user_id]
+                change["added_members"] = [thread_member_payload(thread_id, user_id, joined_at)]
+            else:
+                change["removed_member_ids"] = [str(user_id)]
+            change["member_count"] = thread["member_count"]
+            self._gateway.dispatch_later("THREAD_MEMBERS_UPDATE", change)
 
     def set_overwrite(
         self,

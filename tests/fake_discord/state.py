@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .payloads import (
     ALL_PERMISSIONS,
     CHANNEL_TYPE_DM,
+    CHANNEL_TYPE_PRIVATE_THREAD,
     CONTEXT_BOT_DM,
     CONTEXT_GUILD,
     CONTEXT_PRIVATE_CHANNEL,
@@ -16,6 +17,8 @@ from .payloads import (
     FLAG_EPHEMERAL,
     FLAG_LOADING,
     FLAGS_A_CLIENT_MAY_SET,
+    PERMISSION_MANAGE_THREADS,
+    THREAD_TYPES,
     Json,
     MemberRecord,
     Overwrite,
@@ -30,6 +33,8 @@ from .payloads import (
     message_payload,
     role_payload,
     text_channel_payload,
+    thread_member_payload,
+    thread_payload,
     user_payload,
 )
 from .records import (
@@ -152,6 +157,9 @@ class DiscordState:
             self.channel_id: text_channel_payload(self.channel_id, self.guild_id, "studio", 0)
         }
         self.dm_channel_by_user: dict[int, int] = {}
+        # Who was added to each thread (by thread id): a private thread is for them (and for
+        # members with Manage Threads in its parent).
+        self.thread_members: dict[int, dict[int, float]] = {}
         self.messages: dict[int, StoredMessage] = {}
         self.attachments: dict[int, StoredAttachment] = {}
         self.global_commands: list[Json] = []
@@ -253,6 +261,7 @@ class DiscordState:
             for m in guild.members.values()
             if with_members or m.user_id == self.bot_user_id
         ]
+        in_guild = [c for c in self.channels.values() if c.get("guild_id") == str(guild.guild_id)]
         return {
             "id": str(guild.guild_id),
             "name": guild.name,
@@ -287,10 +296,13 @@ class DiscordState:
             "unavailable": False,
             "member_count": len(guild.members),
             "members": members,
-            "channels": [
-                c for c in self.channels.values() if c.get("guild_id") == str(guild.guild_id)
+            "channels": [c for c in in_guild if c["type"] not in THREAD_TYPES],
+            # Discord lists the active threads the bot can view.
+            "threads": [
+                c
+                for c in in_guild
+                if c["type"] in THREAD_TYPES and self.permissions_in(int(c["id"]), self.bot_user_id)
             ],
-            "threads": [],
             "presences": [],
             "voice_states": [],
             "stage_instances": [],
@@ -314,6 +326,13 @@ class DiscordState:
         channel_id = self.add_text_channel("general", guild_id=guild_id)
         return AddedGuild(guild_id, channel_id, owner, member_role_id)
 
+    def add_role(self, name: str, permissions: int, *, guild_id: int | None = None) -> RoleRecord:
+        """A role above the others; give it to members with ``add_member(roles=...)``."""
+        roles = self.guild(guild_id).roles
+        role = RoleRecord(self.ids.next(), name, permissions, len(roles))
+        roles[role.role_id] = role
+        return role
+
     def add_text_channel(
         self,
         name: str,
@@ -329,6 +348,46 @@ class DiscordState:
             channel_id, guild.guild_id, name, position, overwrites=overwrites, nsfw=nsfw
         )
         return channel_id
+
+    def add_thread(
+        self, parent_id: int, name: str, *, private: bool, owner_id: int, members: tuple[int, ...]
+    ) -> int:
+        parent = self.channel(parent_id)
+        if parent["type"] in THREAD_TYPES or parent.get("guild_id") is None:
+            raise ValueError(f"channel {parent_id} cannot hold threads: it is no server channel")
+        thread_id = self.ids.next()
+        joined = dict.fromkeys((owner_id, *members), self.wall_now())
+        self.thread_members[thread_id] = joined
+        self.channels[thread_id] = thread_payload(
+            thread_id,
+            parent,
+            name,
+            owner_id=owner_id,
+            private=private,
+            member_count=len(joined),
+            created_at=self.wall_now(),
+        )
+        return thread_id
+
+    def set_thread_member(self, thread_id: int, user_id: int, *, member: bool) -> Json:
+        """Adds ``user_id`` to the thread or removes them; returns the thread."""
+        thread = self.channel(thread_id)
+        joined = self.thread_members[thread_id]
+        if member:
+            joined.setdefault(user_id, self.wall_now())
+        else:
+            joined.pop(user_id, None)
+        thread["member_count"] = len(joined)
+        return thread
+
+    def thread_member(self, thread_id: int, user_id: int) -> Json:
+        """``GET /channels/{thread}/thread-members/{user}``: 404 10007 for a non-member."""
+        if self.channel(thread_id)["type"] not in THREAD_TYPES:
+            raise RequestRejected(400, 50024, "Cannot execute action on this channel type")
+        joined_at = self.thread_members[thread_id].get(user_id)
+        if joined_at is None:
+            raise RequestRejected(404, 10007, "Unknown Member")
+        return thread_member_payload(thread_id, user_id, joined_at)
 
     def set_overwrite(self, channel_id: int, overwrite: Overwrite) -> Json:
         """Adds or replaces the overwrite for ``overwrite.target_id``; returns the channel."""
@@ -351,6 +410,8 @@ class DiscordState:
         if channel["type"] == CHANNEL_TYPE_DM:
             recipients = {int(u["id"]) for u in channel["recipients"]}
             return DM_PERMISSIONS if user_id in recipients | {self.bot_user_id} else 0
+        if channel["type"] in THREAD_TYPES:
+            return self._thread_permissions(channel, user_id)
         guild = self.guild(self.guild_id_of(channel_id))
         member = guild.members.get(user_id)
         if member is None:
@@ -363,6 +424,18 @@ class DiscordState:
             member_roles=member.roles,
             overwrites=channel["permission_overwrites"],
         )
+
+    def _thread_permissions(self, thread: Json, user_id: int) -> int:
+        """A thread has its parent's permissions; a private one is seen only by the members
+        added to it and by those with Manage Threads in the parent (Administrator has it)."""
+        permissions = self.permissions_in(int(thread["parent_id"]), user_id)
+        if (
+            thread["type"] == CHANNEL_TYPE_PRIVATE_THREAD
+            and not permissions & PERMISSION_MANAGE_THREADS
+            and user_id not in self.thread_members[int(thread["id"])]
+        ):
+            return 0
+        return permissions
 
     def open_dm(self, user_id: int) -> Json:
         if user_id not in self.dm_channel_by_user:

@@ -199,6 +199,23 @@ class StudioBot(commands.Bot):
                 report.append(f"cached_view={cached.view_channel}")
             await interaction.response.send_message(" ".join(report), ephemeral=True)
 
+        @tree.command(name="threadcheck", description="The thread the command ran in")
+        async def threadcheck(interaction: discord.Interaction, user_id: str) -> None:
+            # The thread from the interaction, the bot's cache, and its members from REST.
+            thread = interaction.channel
+            assert isinstance(thread, discord.Thread), f"not run in a thread: {thread!r}"
+            cached = interaction.guild is not None and interaction.guild.get_thread(thread.id)
+            try:
+                member = await thread.fetch_member(int(user_id))
+                answer = f"member since {member.joined_at.year}"
+            except discord.HTTPException as error:
+                answer = f"{error.status} {error.code}"
+            await interaction.response.send_message(
+                f"type={thread.type.value} parent={thread.parent_id} cached={bool(cached)} "
+                f"nsfw={thread.is_nsfw()} {answer}",
+                ephemeral=True,
+            )
+
         @tree.command(name="peek", description="Fetches a message with the bot's rights")
         async def peek(interaction: discord.Interaction, channel_id: str, message_id: str) -> None:
             await interaction.response.defer(ephemeral=True)

@@ -32,7 +32,7 @@ from inference.faces import (
 from inference.infotext import format_infotext, parse_infotext, png_with_infotext
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_face_restorer, write_tiny_model, write_tiny_upscaler
-from inference.types import RenderInputError, RenderRequest
+from inference.types import RenderInputError, RenderRequest, StepProgress
 from tests.inference.conftest import TINY
 
 # Where the astronaut's face is in the 512x512 photograph (checked by eye once).
@@ -113,7 +113,8 @@ def test_restorers_are_named_checked_and_refused_with_a_sentence(
 
 
 def test_face_options_refuse_bad_values_with_the_range() -> None:
-    assert FaceOptions.from_options({FIX_FACES: True}).fix_steps(20) == 8
+    # img2img's rule at the default 0.4: int(0.4 x 20) + 1.
+    assert FaceOptions.from_options({FIX_FACES: True}).fix_steps(20) == 9
     with pytest.raises(RenderInputError, match=r"strength must be a number from 0\.05 to 1"):
         FaceOptions.from_options({FIX_FACES: True, FIX_FACES_STRENGTH: 1.5})
     with pytest.raises(RenderInputError, match="true or a face restorer's name"):
@@ -148,6 +149,22 @@ def test_fix_faces_rerenders_and_restores_only_the_face_of_a_stored_picture(
     assert params["ADetailer denoising strength"] == 0.4
     assert params["Face restoration"] == "RestoreFormer"
     assert params["Face restoration model"] == "tiny-restoreformer"
+
+
+def test_the_fix_pass_runs_img2img_s_steps_as_adetailer_s_inpaint_does(
+    face_models: Path, photo_png: Path
+) -> None:
+    """4 steps at the default 0.4: the web UI's img2img (and so ADetailer's inpaint) runs
+    int(0.4 x 4) + 1 = 2 on the 4-step schedule; diffusers' count would run 1."""
+    engine = Engine(face_models, device="cpu")
+    request = RenderRequest(
+        "", mode="faces", init_image=str(photo_png), steps=4, options={FIX_FACES: True}
+    )
+    reports: list[StepProgress] = []
+    engine.render(request, progress=reports.append)
+    ran = FaceOptions.from_options(request.options).fix_steps(request.steps)
+    assert ran == 2
+    assert [(report.step, report.total_steps) for report in reports] == [(1, ran), (2, ran)]
 
 
 def test_a_faces_job_must_ask_for_something_and_find_a_face(

@@ -145,6 +145,25 @@ def test_img2img_and_inpaint_start_from_the_picture(
 
 
 @pytest.mark.parametrize("model", ["sd3", "flux"])
+def test_img2img_below_one_step_s_worth_runs_one_and_at_0_is_refused(
+    engine: Engine, model: str, tmp_path: Path
+) -> None:
+    """4 steps at 0.1: diffusers' flow img2img runs one step (as SD's runs the web UI's
+    int(0.1 x 4) + 1), where validation refused it; at 0 it would run none, refused at render
+    time (the job is refunded) in one sentence."""
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64), (128, 90, 40)).save(init)
+    light = {"mode": "img2img", "init_image": str(init), "denoising_strength": 0.1}
+    reports: list[StepProgress] = []
+    engine.render(request(model, **light), progress=reports.append)
+    assert [report.step for report in reports] == [1]
+    label = "SD 3" if model == "sd3" else "Flux dev"
+    with pytest.raises(RenderInputError) as refused:
+        engine.render(request(model, **{**light, "denoising_strength": 0.0}))
+    assert str(refused.value).startswith(f"{label} img2img runs no step at denoising strength 0")
+
+
+@pytest.mark.parametrize("model", ["sd3", "flux"])
 def test_a_lora_changes_the_picture_and_comes_off_after(engine: Engine, model: str) -> None:
     before, _ = render(engine, model)
     with_lora, fields = render(engine, model, prompt=f"a red cat <lora:{model}-lora:1>")

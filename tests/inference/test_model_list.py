@@ -1,6 +1,6 @@
 """The model lists' families (/models, its pages, /imagine's model autocomplete) are read from
 headers once per version of the models' files: a second call reads none, and a model added,
-replaced or removed shows at once."""
+replaced or removed, or a config rewritten in place, shows at once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gguf import GGMLQuantizationType
 from safetensors.torch import save_file
 
 import inference.model_list
@@ -16,6 +17,7 @@ from bot.services import Services
 from inference.metadata import FAMILY_MARKERS
 from inference.model_list import ListedModel, installed_models
 from inference.registry import ModelEntry, ModelRegistry
+from tests.support.gguf_files import write_gguf
 
 MARKERS = dict(FAMILY_MARKERS)
 
@@ -66,6 +68,48 @@ def test_headers_are_read_again_only_when_the_files_change(
     assert labels(registry) == {"anime": "SDXL"}
     assert labels(registry) == {"anime": "SDXL"}
     assert len(headers_read) == read_before + 1  # once for the new set of files, not twice
+
+
+def rewrite_in_place(path: Path, text: str) -> None:
+    """Overwrite ``path``'s bytes without replacing the file (as an editor saving in place
+    does): no folder's mtime changes. The file's own mtime moves on by a second, as a later
+    edit's would (two writes a few ms apart may share one clock tick)."""
+    mtime_ns = path.stat().st_mtime_ns
+    with path.open("r+", encoding="utf-8") as file:
+        file.write(text)
+        file.truncate()
+    os.utime(path, ns=(mtime_ns, mtime_ns + 1_000_000_000))
+
+
+def test_a_config_rewritten_in_place_is_read_again(tmp_path: Path, headers_read: list[str]) -> None:
+    model = tmp_path / "painter"
+    (model / "unet").mkdir(parents=True)
+    index, unet = model / "model_index.json", model / "unet" / "config.json"
+    index.write_text('{"_class_name": "StableDiffusionPipeline" }')
+    unet.write_text('{"in_channels": 4}')
+    registry = ModelRegistry(tmp_path)
+    assert labels(registry) == {"painter": "SD 1.5"}
+    folders = [(p.stat().st_size, p.stat().st_mtime_ns) for p in (model, model / "unet")]
+
+    rewrite_in_place(unet, '{"in_channels": 9}')  # the same size
+    assert labels(registry) == {"painter": "SD 1.5 inpainting"}
+    rewrite_in_place(index, '{"_class_name": "StableDiffusion3Pipeline"}')
+    assert labels(registry) == {"painter": "SD 3"}
+    assert [(p.stat().st_size, p.stat().st_mtime_ns) for p in (model, model / "unet")] == folders
+    assert labels(registry) == {"painter": "SD 3"}
+    assert headers_read == ["painter"] * 3
+
+
+def test_a_denoiser_gguf_requantized_under_its_name_is_read_again(tmp_path: Path) -> None:
+    model = tmp_path / "painter"
+    (model / "unet").mkdir(parents=True)
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    weights, gguf_file = {"proj.weight": torch.ones(4, 32)}, model / "unet" / "unet.gguf"
+    write_gguf(weights, gguf_file, GGMLQuantizationType.Q8_0)
+    registry = ModelRegistry(tmp_path)
+    assert labels(registry) == {"painter": "SD 1.5, GGUF Q8_0"}
+    write_gguf(weights, gguf_file, GGMLQuantizationType.Q4_0)  # the same file, rewritten
+    assert labels(registry) == {"painter": "SD 1.5, GGUF Q4_0"}
 
 
 class _WithRegistry:

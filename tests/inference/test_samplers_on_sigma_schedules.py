@@ -7,17 +7,19 @@ for bit."""
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
-from diffusers import EulerAncestralDiscreteScheduler
+from diffusers import EulerAncestralDiscreteScheduler, LCMScheduler
 
 from inference import schedulers
+from inference.passes.denoise import scheduler_for
 from inference.samplers import BASE_SAMPLERS, SIGMA_SCHEDULES, make_scheduler, scheduler_spec
 from inference.schedulers import EulerAncestralScheduler, LCMSigmasScheduler
 from inference.tiny import SD_SCHEDULER_CONFIG
-from inference.types import RenderInputError
+from inference.types import RenderInputError, RenderRequest
 from tests.parity import reference
 
 SCHEDULES = ["Karras", "Exponential", "Polyexponential"]
@@ -111,7 +113,7 @@ def test_on_the_uniform_schedule_it_is_diffusers_own_bit_for_bit(steps: int) -> 
     assert torch.equal(_sample(ours, start, seed=3), _sample(theirs, start, seed=3))
 
 
-LCM_SCHEDULES = ["Karras", "Exponential", "Polyexponential"]
+LCM_SCHEDULES = ["Uniform", "Karras", "Exponential", "Polyexponential"]
 
 
 @pytest.mark.parametrize("schedule", LCM_SCHEDULES)
@@ -123,7 +125,11 @@ def test_lcm_sigmas_span_the_lcm_timesteps_and_each_reads_the_nearest(
     scheduler.set_timesteps(steps)
     assert type(scheduler) is LCMSigmasScheduler
     lcm = reference.LCMSigmas(MODEL)
-    expected = reference.range_schedule(schedule, steps, lcm.sigma_min, lcm.sigma_max)
+    expected = (
+        lcm.uniform(steps)
+        if schedule == "Uniform"
+        else reference.range_schedule(schedule, steps, lcm.sigma_min, lcm.sigma_max)
+    )
     assert torch.allclose(scheduler.sigmas, expected, rtol=1e-4)
     assert scheduler.timesteps.tolist() == lcm.sigma_to_t(expected[:-1]).tolist()
     assert scheduler.timesteps[0] == 999 and scheduler.timesteps[-1] == 19
@@ -158,3 +164,27 @@ def test_lcm_steps_follow_the_web_ui_s_sample_lcm(steps: int) -> None:
     sigmas = scheduler.sigmas
     expected = reference.lcm(lcm_denoiser, start * sigmas[0], sigmas, noise=Noise())
     assert torch.allclose(sampled, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "schedule", "expected"),
+    [
+        ("tiny", SD_SCHEDULER_CONFIG, "Automatic", LCMSigmasScheduler),
+        ("dreamshaper-LCM", SD_SCHEDULER_CONFIG, "Automatic", LCMScheduler),
+        (
+            "my-model",
+            {**SD_SCHEDULER_CONFIG, "_class_name": "LCMScheduler"},
+            "Uniform",
+            LCMScheduler,
+        ),
+        ("dreamshaper-LCM", SD_SCHEDULER_CONFIG, "Karras", LCMSigmasScheduler),
+    ],
+)
+def test_plain_lcm_is_the_web_ui_s_but_an_lcm_model_s_own_is_diffusers(
+    model: str, config: dict[str, Any], schedule: str, expected: type
+) -> None:
+    """Plain LCM walks the 50 LCM timesteps evenly, as the web UI's; a model distilled as an
+    LCM (told as for its fast preset: name or scheduler) keeps its own, diffusers' LCM."""
+    loaded: Any = SimpleNamespace(entry=SimpleNamespace(name=model), scheduler_config=config)
+    request = RenderRequest("a cat", sampler="LCM", schedule_type=schedule)
+    assert type(scheduler_for(request, loaded)) is expected

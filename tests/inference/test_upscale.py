@@ -13,6 +13,7 @@ from inference.infotext import format_infotext, parse_infotext, png_with_infotex
 from inference.types import RenderInputError, RenderRequest, StepProgress
 from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
 from inference.validation import validate_request
+from tests.inference.conftest import TINY
 
 PixelReader = Callable[[bytes], np.ndarray]
 BASE = RenderRequest("a cat", seed=3, steps=2, width=64, height=64)
@@ -68,8 +69,9 @@ def test_creative_upscale_past_the_model_size_goes_in_tiles(
     assert (image.width, image.height) == (160, 96)
     params = parse_infotext(image.infotext)[2]
     assert (params["Size"], params["SD upscale overlap"]) == ("160x96", 8)
-    # Two steps (4 x 0.5) per call, two calls: the total is known from the first report.
-    assert [(r.step, r.total_steps) for r in reports] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    # Three steps per call (img2img's, the web UI's int(0.5 x 4) + 1), two calls: the total is
+    # known from the first report.
+    assert [(r.step, r.total_steps) for r in reports] == [(step, 6) for step in range(1, 7)]
     assert engine.render(request)[0].png == image.png  # tile i uses seed + i: repeatable
 
 
@@ -143,12 +145,17 @@ def test_one_hires_step_runs_one_step(engine: Engine) -> None:
     validate_request(dataclasses.replace(BASE, steps=1, options={"hires_scale": 1.5}))
 
 
-def test_a_hires_schedule_is_no_longer_than_the_sampler_takes(engine: Engine) -> None:
-    """8 hires steps at 0.15 stretch to a 53-step schedule; an LCM lays out at most 50, so the
-    schedule stops there (diffusers raised). Steps run: still the hires steps."""
+def test_a_hires_schedule_is_no_longer_than_the_sampler_takes(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """8 hires steps at 0.15 stretch to a 53-step schedule; an LCM model's own sampler
+    (diffusers' LCM) lays out at most 50, so the schedule stops there (diffusers raised).
+    Steps run: still the hires steps."""
+    (tmp_path / "tiny-lcm").symlink_to(models_dir / TINY, target_is_directory=True)
+    engine = Engine(tmp_path, device="cpu")
     reports: list[StepProgress] = []
     hires = {"hires_scale": 1.5, "hires_steps": 8, "hires_denoising": 0.15}
-    request = dataclasses.replace(BASE, sampler="LCM", options=hires)
+    request = dataclasses.replace(BASE, model="tiny-lcm", sampler="LCM", options=hires)
     [image] = engine.render(request, progress=reports.append)
     assert (image.width, image.height) == (96, 96)
     assert reports[-1].step == reports[-1].total_steps == 2 + 8

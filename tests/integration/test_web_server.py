@@ -1,7 +1,8 @@
 """The bot's web server (``bot.web.server``) on a real loopback socket, against what a hostile
 client does rather than a browser: a request that never finishes (slowloris) is cut off (on
 the metrics server too), a mask over the size limit gets 413 without reaching the editor, and
-refusals carry the security headers."""
+refusals carry the security headers; connections over a server's caps (per client, in
+total) get a 503 and are closed, while those held go on being served."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from bot import metrics
 from bot.images import MAX_UPLOAD_BYTES
-from bot.web import server
+from bot.web import connections, server
+from bot.web.limits import ConnectionCaps
 from bot.web.links import LinkSigner, RegionLink
 from bot.web.server import Claim, RegionWebServer
 
@@ -157,3 +160,113 @@ async def test_the_pages_code_is_served_from_their_own_origin_with_strict_header
             for wrong in (f"/static/{'0' * 16}/{name}", f"/static/{digest}/server.py"):
                 async with http.get(f"http://127.0.0.1:{port}{wrong}") as missing:
                     assert missing.status == 404
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(port: int, client: str = "127.0.0.1") -> Connection:
+    """A connection to the server on loopback from ``client`` (any 127.x address is this
+    machine's, so one test plays several clients)."""
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(client, 0))
+
+
+async def answer(connection: Connection, request: bytes = b"") -> bytes:
+    """All the server sends on ``connection`` after ``request``, up to its hang-up."""
+    reader, writer = connection
+    try:
+        writer.write(request)
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def is_served(connection: Connection, path: str = "/nowhere") -> bool:
+    """Whether aiohttp answers a request on ``connection`` (404 for /nowhere); the server
+    closes it afterwards, which releases its place before the client sees the end."""
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    status = (await answer(connection, request)).split(b"\r\n", 1)[0]
+    return status in (b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK")
+
+
+async def is_refused(connection: Connection) -> bool:
+    """Whether the server answered 503 before any request and hung up."""
+    return (await answer(connection)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+
+
+def refusals(server_name: str, cap: str) -> float:
+    labels = {"server": server_name, "cap": cap}
+    return REGISTRY.get_sample_value("easel_http_connections_refused_total", labels) or 0.0
+
+
+@pytest.fixture
+def small_caps(monkeypatch: pytest.MonkeyPatch) -> ConnectionCaps:
+    caps = ConnectionCaps(per_client=3, total=5)
+    monkeypatch.setattr(server, "WEB_CONNECTION_CAPS", caps)
+    return caps
+
+
+async def test_a_client_over_its_connection_cap_is_refused_while_others_are_served(
+    small_caps: ConnectionCaps,
+    site: tuple[RegionWebServer, Editor, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, _, port = site
+    held = [await connect(port) for _ in range(small_caps.per_client)]
+    refused_before = refusals("web", "client")
+    assert await is_refused(await connect(port))
+    assert await is_refused(await connect(port))
+    assert refusals("web", "client") == refused_before + 2
+    logged = [r for r in caplog.records if r.name == connections.__name__]
+    assert len(logged) == 1 and "1 connection(s) refused" in logged[0].getMessage()
+
+    assert await is_served(await connect(port, "127.0.0.2"))  # another client is not capped
+    assert await is_served(held.pop())  # the connections held are served...
+    assert await is_served(await connect(port))  # ...and a closed one's place is free again
+    for _, writer in held:
+        writer.close()
+
+
+async def test_connections_over_the_servers_total_are_refused(
+    small_caps: ConnectionCaps, site: tuple[RegionWebServer, Editor, int]
+) -> None:
+    _, _, port = site
+    clients = ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.3"]
+    held = [await connect(port, client) for client in clients[: small_caps.total]]
+    refused_before = refusals("web", "total")
+    assert await is_refused(await connect(port, "127.0.0.4"))
+    assert refusals("web", "total") == refused_before + 1
+    assert await is_served(held.pop(0))
+    assert await is_served(await connect(port, "127.0.0.4"))
+    for _, writer in held:
+        writer.close()
+
+
+async def test_the_metrics_server_caps_a_clients_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "METRICS_CONNECTION_CAPS", ConnectionCaps(per_client=2, total=8))
+    served = await metrics.serve("127.0.0.1", 0, lambda: True)
+    try:
+        held = [await connect(served.port) for _ in range(2)]
+        assert await is_refused(await connect(served.port))
+        assert await is_served(held.pop(), "/healthz")
+        assert await is_served(await connect(served.port), "/healthz")
+        held[0][1].close()
+    finally:
+        await served.close()
+
+
+@pytest.mark.parametrize(
+    ("peer", "client"),
+    [
+        (("192.0.2.7", 5000), "192.0.2.7"),
+        (("::ffff:192.0.2.7", 5000, 0, 0), "192.0.2.7"),
+        (("2001:db8:1:2:aaaa::1", 5000, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:bbbb::9", 5001, 0, 0), "2001:db8:1:2::/64"),
+        (None, "unknown"),
+    ],
+)
+def test_an_ipv6_client_is_its_slash_64(peer: object, client: str) -> None:
+    assert connections.client_of(peer) == client

@@ -58,6 +58,13 @@ class _SigmaTable:
     """A model's sigmas from the smallest to the largest."""
 
     sigmas: torch.Tensor
+    log_sigmas: torch.Tensor
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """The sigma at (fractional) index ``t`` of the table, interpolated in log sigma."""
+        t = t.float()
+        low, high, weight = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - weight) * self.log_sigmas[low] + weight * self.log_sigmas[high]).exp()
 
     @property
     def sigma_min(self) -> float:
@@ -77,11 +84,6 @@ class CompVisSigmas(_SigmaTable):
         self.alphas_cumprod = alphas_cumprod
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
-
-    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.float()
-        low, high, weight = t.floor().long(), t.ceil().long(), t.frac()
-        return ((1 - weight) * self.log_sigmas[low] + weight * self.log_sigmas[high]).exp()
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         log_sigma = sigma.log()
@@ -108,6 +110,11 @@ class LCMSigmas(_SigmaTable):
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         nearest = (sigma.log() - self.log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
         return nearest * self.skip + (self.skip - 1)
+
+    def uniform(self, steps: int) -> torch.Tensor:
+        """The web UI LCM denoiser's own schedule: timesteps from the largest LCM timestep to
+        the smallest, evenly, each as its fractional place in the table, then 0."""
+        return _with_zero(self.t_to_sigma(torch.linspace(len(self.sigmas) - 1, 0, steps)))
 
 
 def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -481,6 +488,8 @@ def _sigmas_and_model(
             denoised: torch.Tensor = c_out * clean + c_skip * x
             return denoised
 
+        if schedule_type in ("Automatic", "Uniform"):
+            return lcm_sigmas.uniform(steps), lcm_model
         low, high = lcm_sigmas.sigma_min, lcm_sigmas.sigma_max
         return range_schedule(schedule_type, steps, low, high), lcm_model
 

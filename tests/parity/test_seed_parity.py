@@ -21,8 +21,8 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from inference.engine import Engine
+from inference.img2img_steps import Img2ImgSteps
 from inference.noise import generator_after_initial_noise, seeded_noise, slerp
-from inference.passes.denoise import Img2ImgSteps
 from inference.samplers import make_scheduler, split_sampler
 from inference.tiny import SD_SCHEDULER_CONFIG, write_tiny_model
 from inference.types import RenderInputError, RenderRequest
@@ -121,13 +121,15 @@ ROUNDING_FLOOR_PSNR = 48.0
         ("Euler a", "Polyexponential"),
         ("LCM", "Karras"),
         ("LCM", "Exponential"),
+        ("LCM", "Automatic"),
     ],
 )
 def test_a_schedule_type_diffusers_cannot_take_matches_the_web_ui(
     engine: Engine, web_ui: reference.Parts, sampler: str, schedule_type: str
 ) -> None:
     """Schedule types diffusers' own ancestral Euler and LCM cannot take (the web UI 1.9 runs
-    any k-diffusion sampler on any)."""
+    any k-diffusion sampler on any), and plain LCM: the web UI's walks the 50 LCM timesteps
+    evenly, diffusers' LCM scheduler takes other ones (37.6 dB)."""
     request = dataclasses.replace(BASE, sampler=sampler, schedule_type=schedule_type)
     psnr = reference.psnr(
         easel_picture(engine, request), web_ui_picture(web_ui, request, sampler, schedule_type)
@@ -166,6 +168,29 @@ def init_picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def web_ui_img2img(
+    web_ui: reference.Parts,
+    init_picture: Image.Image,
+    sampler: str,
+    schedule_type: str,
+    denoising: float,
+) -> Image.Image:
+    """The web UI's img2img of ``init_picture`` with BASE's prompt, seed, steps and CFG."""
+    latents = reference.img2img_latents(
+        web_ui,
+        reference.encode_image(web_ui, init_picture),
+        BASE.prompt,
+        BASE.negative_prompt,
+        BASE.seed,
+        BASE.steps,
+        BASE.cfg_scale,
+        sampler,
+        denoising,
+        schedule_type,
+    )
+    return reference.decode(web_ui, latents)
+
+
 @pytest.mark.parametrize("denoising", [0.5, 0.75])
 @pytest.mark.parametrize(("sampler", "schedule_type", "fields"), IMG2IMG_SAMPLERS)
 def test_img2img_matches_the_web_ui(
@@ -184,21 +209,81 @@ def test_img2img_matches_the_web_ui(
         denoising_strength=denoising,
         **fields,  # type: ignore[arg-type]
     )
-    init = reference.encode_image(web_ui, Image.open(init_picture))
-    latents = reference.img2img_latents(
-        web_ui,
-        init,
-        request.prompt,
-        request.negative_prompt,
-        request.seed,
-        request.steps,
-        request.cfg_scale,
-        sampler,
-        denoising,
-        schedule_type,
-    )
-    psnr = reference.psnr(easel_picture(engine, request), reference.decode(web_ui, latents))
+    expected = web_ui_img2img(web_ui, Image.open(init_picture), sampler, schedule_type, denoising)
+    psnr = reference.psnr(easel_picture(engine, request), expected)
     assert psnr >= ROUNDING_FLOOR_PSNR, f"img2img {sampler} at {denoising}: {psnr:.1f} dB"
+
+
+@pytest.mark.parametrize(
+    ("denoising", "sampler", "schedule_type", "fields"),
+    [(0.1, *IMG2IMG_SAMPLERS[0]), (0.0, *IMG2IMG_SAMPLERS[2])],
+)
+def test_img2img_below_one_step_s_worth_runs_the_web_ui_s_one_step(
+    engine: Engine,
+    web_ui: reference.Parts,
+    init_picture: Path,
+    denoising: float,
+    sampler: str,
+    schedule_type: str,
+    fields: dict[str, object],
+) -> None:
+    """6 steps at 0.1 (or 0) are less than one step of diffusers' count, which validation
+    refused; the web UI runs int(denoising x steps) + 1 = 1, from the smallest sigma."""
+    request = dataclasses.replace(
+        BASE,
+        mode="img2img",
+        init_image=str(init_picture),
+        denoising_strength=denoising,
+        **fields,  # type: ignore[arg-type]
+    )
+    expected = web_ui_img2img(web_ui, Image.open(init_picture), sampler, schedule_type, denoising)
+    psnr = reference.psnr(easel_picture(engine, request), expected)
+    assert psnr >= ROUNDING_FLOOR_PSNR, f"img2img {sampler} at {denoising}: {psnr:.1f} dB"
+
+
+def test_inpaint_within_a_step_of_full_denoising_runs_every_step_from_the_picture(
+    engine: Engine, web_ui: reference.Parts, init_picture: Path, tmp_path: Path
+) -> None:
+    """An inpaint of the whole picture is its img2img. At 0.9 the web UI's 6 steps run all 6
+    from the picture noised at the largest sigma; diffusers reads the strength that runs all
+    as "from pure noise" (so Easel ran 5: 26.0 dB)."""
+    mask = tmp_path / "white.png"
+    Image.new("L", (64, 64), 255).save(mask)
+    request = dataclasses.replace(
+        BASE,
+        sampler="Euler a",
+        mode="inpaint",
+        init_image=str(init_picture),
+        mask_image=str(mask),
+        denoising_strength=0.9,
+    )
+    expected = web_ui_img2img(web_ui, Image.open(init_picture), "Euler a", "Automatic", 0.9)
+    psnr = reference.psnr(easel_picture(engine, request), expected)
+    assert psnr >= ROUNDING_FLOOR_PSNR, f"inpaint at 0.9: {psnr:.1f} dB"
+
+
+def test_creative_upscale_tiles_run_the_web_ui_s_img2img(
+    engine: Engine, web_ui: reference.Parts, init_picture: Path, tmp_path: Path
+) -> None:
+    """The web UI's SD upscale script runs each tile through img2img, by img2img's step rule.
+    32x32 to 64x64 (the tiny model's native size) is one tile: Lanczos, then img2img of it
+    with the request's seed (diffusers' count, one step fewer, measured 17.8 dB)."""
+    small = tmp_path / "small.png"
+    Image.open(init_picture).resize((32, 32), Image.Resampling.LANCZOS).save(small)
+    options = {"upscale_factor": 2, "upscale_mode": "creative", "upscale_strength": 0.35}
+    request = dataclasses.replace(
+        BASE,
+        sampler="Euler a",
+        mode="upscale",
+        init_image=str(small),
+        width=None,
+        height=None,
+        options=options,
+    )
+    enlarged = Image.open(small).resize((64, 64), Image.Resampling.LANCZOS)
+    expected = web_ui_img2img(web_ui, enlarged, "Euler a", "Automatic", 0.35)
+    psnr = reference.psnr(easel_picture(engine, request), expected)
+    assert psnr >= ROUNDING_FLOOR_PSNR, f"creative upscale: {psnr:.1f} dB"
 
 
 @pytest.mark.parametrize(

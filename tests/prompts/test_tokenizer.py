@@ -1,9 +1,15 @@
-"""Pure-Python CLIP tokenizer and the web UI's chunking rules."""
+"""Pure-Python CLIP tokenizer (its vocabulary read once, however many threads ask first)
+and the web UI's chunking rules."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+import inference.prompts.tokenizer as tokenizer_module
 from inference.prompts import chunk_tokens, default_tokenizer, parse_attention
 from inference.prompts.tokenizer import CHUNK_LENGTH
 
@@ -79,3 +85,34 @@ def test_break_pads_current_chunk() -> None:
 
 def test_empty_prompt_one_empty_chunk() -> None:
     assert [c.token_ids for c in chunk_tokens(parse_attention(""))] == [()]
+
+
+def test_concurrent_first_callers_read_the_vocabulary_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+
+    class SlowToRead(tokenizer_module.ClipTokenizer):
+        def __init__(self) -> None:
+            reads.append(1)
+            time.sleep(0.1)  # every caller is past the empty cache before the first is done
+            super().__init__()
+
+    def forget() -> None:
+        default_tokenizer.cache_clear()
+        tokenizer_module._loaded_tokenizer.cache_clear()
+
+    monkeypatch.setattr(tokenizer_module, "ClipTokenizer", SlowToRead)
+    forget()
+    callers = 6
+    together = threading.Barrier(callers)
+
+    def first_call(_: int) -> tokenizer_module.ClipTokenizer:
+        together.wait()
+        return default_tokenizer()
+
+    try:
+        with ThreadPoolExecutor(callers) as pool:
+            got = list(pool.map(first_call, range(callers)))
+    finally:
+        forget()  # later tests build the real one again
+    assert len(reads) == 1
+    assert all(one is got[0] for one in got)

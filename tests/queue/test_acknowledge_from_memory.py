@@ -186,3 +186,29 @@ async def test_forget_me_and_retention_make_the_next_check_read_the_ledger(
     async with counting_statements(conn) as statements:
         assert await queue.quota_refusal(submission()) is None
     assert any("quota_ledger" in statement for statement in statements)
+
+
+async def test_first_checks_take_one_trip_to_the_database_thread_per_query(
+    conn: aiosqlite.Connection,
+    policy: GuildPolicy,
+    queue: JobQueue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every trip to aiosqlite's thread is a future and a thread switch on the event loop
+    that sends the acknowledgements; a burst from members new to the bot pays them all."""
+    settings = MemberSettings(conn)
+    trips: list[object] = []
+    execute = conn._execute
+
+    async def counted(function: object, *args: object, **kwargs: object) -> object:
+        trips.append(function)
+        return await execute(function, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conn, "_execute", counted)
+    await policy.settings(GUILD)
+    assert len(trips) == 2  # the guild's settings and its lists
+    trips.clear()
+    await settings.get(MEMBER)
+    assert await queue.quota_refusal(submission()) is None
+    # The member's settings, their quota overrides and their spending: one trip each.
+    assert len(trips) == 3

@@ -21,17 +21,24 @@ from benchmarks.gpu import (
     build_random_pipeline,
     variants_for,
 )
-from benchmarks.interactions import check_arguments, percentile, run_load
+from benchmarks.interactions import FAKE_MODES, check_arguments, percentile, run_load
 from inference.tiny import write_tiny_model
 
 
-async def test_interaction_load_answers_every_request_exactly_once(tmp_path: Path) -> None:
-    report = (await run_load(requests=20, members=5, data_dir=tmp_path)).report()
+@pytest.mark.parametrize("fake", FAKE_MODES)
+async def test_interaction_load_answers_every_request_exactly_once(
+    tmp_path: Path, fake: str
+) -> None:
+    report = (await run_load(requests=20, members=5, data_dir=tmp_path, fake=fake)).report()
+    assert report["fake_discord"] == fake
     assert report["acknowledged"] == 20
     assert (report["results_arrived"], report["lost"], report["duplicated"]) == (20, 0, 0)
     assert report["protocol_violations"] == 0, report["violation_details"]
     # Each result comes after its own acknowledgement, so every percentile does too.
     assert report["time_to_result"]["p99_ms"] >= report["time_to_ack"]["p99_ms"] > 0
+    assert report["cpu_s_to_last_ack"] is not None  # measured at the last acknowledgement
+    # The fake's CPU is counted apart exactly when it has a process of its own.
+    assert (report["fake_cpu_s_to_last_ack"] is not None) == (fake == "process")
 
 
 def test_nearest_rank_percentile() -> None:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+from torch import zeros
 
+import bot.app
 from bot.cli.main import main
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.unit.test_cli import isolated, one_error_line
@@ -69,3 +72,32 @@ def test_bad_sref_flags_exit_2_with_one_line(
     argv = ["render", "a cat", "--steps", "2", "--size", "64x64", *extra, "--out", "out"]
     assert main(argv) == 2
     assert message in one_error_line(capsys)
+
+
+def test_a_wrong_family_adapter_is_refused_before_the_model_loads(
+    models_dir: Path,
+    style: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The bot's check before queueing (check_image_prompt_fits), in the bot's sentence: an
+    SDXL-wide adapter for the tiny SD model is refused from file headers, no engine built."""
+    wrong = tmp_path / "models"
+    (wrong / "ipadapter").mkdir(parents=True)
+    (wrong / "tiny").symlink_to(models_dir / "tiny", target_is_directory=True)
+    encoder = models_dir / "ipadapter" / "image_encoder"
+    (wrong / "ipadapter" / "image_encoder").symlink_to(encoder, target_is_directory=True)
+    tensors = {"image_proj.proj.weight": zeros(4, 4), "ip_adapter.1.to_k_ip.weight": zeros(4, 2048)}
+    save_file(tensors, str(wrong / "ipadapter" / "xl-ipadapter.safetensors"))
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(wrong))
+
+    def no_engine(*_: object) -> object:
+        raise AssertionError("an engine was built: the adapter was found wrong only at render")
+
+    monkeypatch.setattr(bot.app, "engine_factory_for", no_engine)
+    argv = ["render", "a cat", "--steps", "2", "--size", "64x64", "--sref", style, "--out", "out"]
+    assert main(argv) == 2
+    assert "no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the" in (
+        one_error_line(capsys)
+    )

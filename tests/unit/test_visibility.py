@@ -14,6 +14,7 @@ from bot.policy.visibility import (
     Place,
     check_member_may_read,
     locate_message,
+    must_ask_thread_membership,
 )
 from bot.user_errors import UserError
 
@@ -65,6 +66,7 @@ def test_a_reference_that_is_no_link_names_the_fix() -> None:
         ChannelAccess(in_this_server=False, view_channel=True, read_message_history=True),
         ChannelAccess(in_this_server=True, view_channel=False, read_message_history=True),
         ChannelAccess(in_this_server=True, view_channel=True, read_message_history=False),
+        ChannelAccess(True, True, True, thread_member=False),  # a private thread, not added
     ],
 )
 def test_the_member_needs_view_and_history_in_a_channel_of_this_server(
@@ -74,3 +76,9 @@ def test_the_member_needs_view_and_history_in_a_channel_of_this_server(
         check_member_may_read(access)
     assert str(refused.value) == NOT_READABLE
     check_member_may_read(ChannelAccess(True, True, True))
+
+
+def test_only_a_private_thread_asks_who_was_added_unless_the_member_manages_threads() -> None:
+    assert must_ask_thread_membership(private_thread=True, manage_threads=False)
+    assert not must_ask_thread_membership(private_thread=True, manage_threads=True)
+    assert not must_ask_thread_membership(private_thread=False, manage_threads=False)

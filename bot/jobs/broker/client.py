@@ -9,6 +9,11 @@ raises what a local engine would (``RenderCancelled``, ``RenderInputError``), or
 stream: a job the journal says was running when the bot died may already be finished, and
 its stored result is used instead (a republished copy is only acked by the worker).
 
+Each job message carries a secret derived from the bot's ``job_key`` and the job id, so a
+restarted bot (same key, kept in ``EASEL_DATA_DIR/broker-secret``) still knows it: a result or
+progress message whose tag does not verify under it, or a stored picture whose SHA-256 is not
+the one the result names, was not sent by a worker given the job, and is dropped.
+
 See ``docs/distributed.md`` for the whole design and ``bot.jobs.broker.wire`` for the names.
 """
 
@@ -17,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,11 +43,13 @@ from nats.js.object_store import ObjectStore
 from bot.jobs.broker.wire import (
     ADVISORIES_CONSUMER,
     ADVISORIES_STREAM,
+    DOORBELL_SUBJECT,
     JOBS_STREAM,
     MAX_DELIVERIES_ADVISORIES,
     PROGRESS_SUBJECTS,
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
+    TAG_HEADER,
     BrokerUnavailable,
     JobMessage,
     Outcome,
@@ -59,6 +69,8 @@ from bot.jobs.broker.wire import (
     picture_paths,
     result_subject,
     retry_transient,
+    tag,
+    tag_verifies,
     with_picture_paths,
 )
 from bot.redaction import redact_url
@@ -105,6 +117,9 @@ class BrokerConfig:
     # A waiting render rereads the results stream this often, in case the result was published
     # while the connection was down (core messages are not replayed).
     result_recheck_s: float = 2.0
+    # Each job's secret is derived from it; a bot restarted with another key cannot verify the
+    # results of the jobs it had in flight (the composition root keeps it on disk).
+    job_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("nats://", "tls://")):
@@ -134,6 +149,8 @@ class BrokerClient:
         self._waiters: dict[str, asyncio.Future[ResultMessage]] = {}
         self._progress: dict[str, Callable[[StepProgress], None]] = {}
         self._consumers_ready: set[str] = set()
+        # Jobs waited on that were sent a message failing its tag: logged once each.
+        self._forgeries_logged: set[str] = set()
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> BrokerClient:
@@ -201,6 +218,21 @@ class BrokerClient:
         finally:
             self._waiters.pop(job_id, None)
             self._progress.pop(job_id, None)
+            self._forgeries_logged.discard(job_id)
+
+    def job_secret(self, job_id: str) -> str:
+        """The secret of ``job_id``'s messages (derived: a restart with the same key knows it)."""
+        return hmac.new(self._config.job_key, job_id.encode(), hashlib.sha256).hexdigest()
+
+    def _verified(self, job_id: str, data: bytes, headers: dict[str, str] | None) -> bool:
+        """Whether a result or progress message of ``job_id`` comes from a worker given the
+        job; a forgery is logged once a job (never its content: it may hold a prompt)."""
+        if tag_verifies(self.job_secret(job_id), data, headers):
+            return True
+        if job_id not in self._forgeries_logged:
+            self._forgeries_logged.add(job_id)
+            log.warning("job %s: a result or progress message without a valid tag dropped", job_id)
+        return False
 
     async def _job_message(self, job_id: str, request: RenderRequest) -> JobMessage:
         """The job with the pictures it reads instead of the paths of the bot's files (a worker
@@ -220,8 +252,11 @@ class BrokerClient:
                 f"job {job_id}: store {object_name}",
                 functools.partial(self._images.put, object_name, data),
             )
-            inputs.append(PictureInput(name, object_name=object_name))
-        return JobMessage(job_id, with_picture_paths(request, {}), tuple(inputs))
+            digest = hashlib.sha256(data).hexdigest()
+            inputs.append(PictureInput(name, object_name=object_name, sha256=digest))
+        return JobMessage(
+            job_id, with_picture_paths(request, {}), tuple(inputs), self.job_secret(job_id)
+        )
 
     async def _publish(self, message: JobMessage, model: str | None) -> int:
         await self._ensure_consumer(model)
@@ -233,6 +268,9 @@ class BrokerClient:
         )
         if ack.duplicate:
             log.info("job %s: the broker already holds it; waiting for that copy", job_id)
+        else:
+            with contextlib.suppress(nats.errors.Error):  # idle workers also poll
+                await self._nc.publish(DOORBELL_SUBJECT)
         return ack.seq
 
     async def _delete_objects(self, names: list[str]) -> None:
@@ -287,18 +325,32 @@ class BrokerClient:
 
     async def _cancel(self, job_id: str, sequence: int) -> None:
         # Delete first so no worker takes it later; a worker already rendering it hears the
-        # cancel message (or finds the id among those it heard of just before it started).
+        # cancel message (or finds the id among those it heard of just before it started), or,
+        # if that message is lost, its heartbeat finds the CANCELLED result stored here.
         with contextlib.suppress(nats.errors.Error):
             await self._js.delete_msg(JOBS_STREAM, sequence)
         with contextlib.suppress(nats.errors.Error):
             await self._nc.publish(cancel_subject(job_id))
+        cancelled = ResultMessage(job_id, Outcome.CANCELLED, BOT_REPORTER, 0)
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.APIError):
+            await self._publish_result(cancelled, self.job_secret(job_id))
+
+    async def _publish_result(self, result: ResultMessage, secret: str) -> None:
+        """Store a result the bot decided itself, only if no worker's is there already."""
+        data = result.encode()
+        await self._js.publish(
+            result_subject(result.job_id),
+            data,
+            headers={Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0", TAG_HEADER: tag(secret, data)},
+        )
 
     async def _stored_result(self, job_id: str) -> ResultMessage | None:
         try:
             stored = await self._js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
         except nats.js.errors.NotFoundError:
             return None
-        return ResultMessage.decode(stored.data or b"")
+        data = stored.data or b""
+        return ResultMessage.decode(data) if self._verified(job_id, data, stored.headers) else None
 
     async def _images_of(self, result: ResultMessage) -> list[RenderedImage]:
         if result.outcome is Outcome.CANCELLED:
@@ -323,15 +375,23 @@ class BrokerClient:
                     f"{ref.object_name} is no longer in the broker's image store "
                     "(results are kept 24 hours)"
                 ) from None
-            images.append(
-                RenderedImage(stored.data or b"", ref.seed, ref.infotext, ref.width, ref.height)
-            )
+            png = stored.data or b""
+            if ref.sha256 is None or not hmac.compare_digest(
+                hashlib.sha256(png).hexdigest(), ref.sha256
+            ):
+                raise RemoteRenderFailed(
+                    f"{ref.object_name} in the broker's image store is not the picture "
+                    "the worker's result names"
+                )
+            images.append(RenderedImage(png, ref.seed, ref.infotext, ref.width, ref.height))
         return images
 
     async def _on_result(self, msg: Msg) -> None:
-        waiter = self._waiters.get(job_id_of(msg.subject))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(ResultMessage.decode(msg.data))
+        job_id = job_id_of(msg.subject)
+        waiter = self._waiters.get(job_id)
+        if waiter is None or waiter.done() or not self._verified(job_id, msg.data, msg.headers):
+            return
+        waiter.set_result(ResultMessage.decode(msg.data))
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """JetStream gave up on a job whose last delivery died with its worker too: store the
@@ -341,13 +401,12 @@ class BrokerClient:
         sequence, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
         try:
             stored = await self._js.get_msg(JOBS_STREAM, sequence)
-            job_id = JobMessage.decode(stored.data or b"").job_id
-            log.error("job %s: all %d deliveries lost; reporting it failed", job_id, deliveries)
-            await self._js.publish(
-                result_subject(job_id),
-                lost_with_workers(job_id, BOT_REPORTER, deliveries).encode(),
-                # Only when no result is there yet: another bot, or a hung worker, may have won.
-                headers={Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0"},
+            job = JobMessage.decode(stored.data or b"")
+            log.error("job %s: all %d deliveries lost; reporting it failed", job.job_id, deliveries)
+            # Only when no result is there yet: another bot, or a hung worker, may have won.
+            # Tagged with the message's secret: the job may be another bot's.
+            await self._publish_result(
+                lost_with_workers(job.job_id, BOT_REPORTER, deliveries), job.secret
             )
             await self._js.delete_msg(JOBS_STREAM, sequence)
         except nats.js.errors.NotFoundError:
@@ -360,8 +419,9 @@ class BrokerClient:
             await msg.ack()
 
     async def _on_progress(self, msg: Msg) -> None:
-        listener = self._progress.get(job_id_of(msg.subject))
-        if listener is not None:
+        job_id = job_id_of(msg.subject)
+        listener = self._progress.get(job_id)
+        if listener is not None and self._verified(job_id, msg.data, msg.headers):
             listener(decode_progress(msg.data))
 
 
@@ -394,7 +454,9 @@ class RemoteSlot:
         """Nothing per slot: the connection is ``BrokerClient``'s, closed by its owner."""
 
 
-async def connect_slots(queue_url: str, slots: int) -> tuple[BrokerClient, list[RemoteSlot]]:
+async def connect_slots(
+    queue_url: str, slots: int, job_key: bytes
+) -> tuple[BrokerClient, list[RemoteSlot]]:
     """For the composition root: the client (close it after the queue stops) and its slots."""
-    client = await BrokerClient.open(BrokerConfig(queue_url, slots=slots))
+    client = await BrokerClient.open(BrokerConfig(queue_url, slots=slots, job_key=job_key))
     return client, client.slots()

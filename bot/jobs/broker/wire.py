@@ -18,7 +18,13 @@ Both sides import this module and nothing else of each other. Names:
   ``EASEL_ADVISORIES`` (work-queue stream) keeps these notices until a bot acknowledges one,
   so a notice that fires while no bot is connected is handled when one comes back; bots share
   one durable consumer (``easel-bots``, a queue group), so one of them handles each.
-- Core NATS (not stored): ``easel.progress.<job id>`` after each step, ``easel.cancel.<job id>``.
+- Core NATS (not stored): ``easel.progress.<job id>`` after each step, ``easel.cancel.<job id>``,
+  and ``easel.doorbell`` (empty, after each job: "new work", without the job in it).
+
+Each job message carries a secret the bot derives for that job; the worker tags its result and
+progress messages with an HMAC under it (header ``Easel-Tag``), and the bot drops what does not
+verify: a worker can forge the result of no job it was not given. Pictures in the object store
+are named in the result with their SHA-256, so a worker cannot swap another job's pictures.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -53,11 +60,13 @@ __all__ = [
     "ADVISORIES_CONSUMER",
     "ADVISORIES_STREAM",
     "ALL_PICTURES",
+    "DOORBELL_SUBJECT",
     "IMAGES_BUCKET",
     "JOBS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
     "PICTURE_FIELDS",
     "RESULTS_STREAM",
+    "TAG_HEADER",
     "BrokerUnavailable",
     "ImageRef",
     "JobMessage",
@@ -80,6 +89,8 @@ __all__ = [
     "progress_subject",
     "result_subject",
     "retry_transient",
+    "tag",
+    "tag_verifies",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +104,11 @@ JOBS_SUBJECTS = "easel.jobs.>"
 RESULTS_SUBJECTS = "easel.results.*"
 PROGRESS_SUBJECTS = "easel.progress.*"
 CANCEL_SUBJECTS = "easel.cancel.*"
+# Rung after each job is published: workers may not subscribe to the jobs' subjects themselves
+# (a core subscriber there gets every job, its secret included).
+DOORBELL_SUBJECT = "easel.doorbell"
+# Where a result or progress message carries its HMAC under the job's secret.
+TAG_HEADER = "Easel-Tag"
 MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
 # Long enough for a bot restarted the next morning to collect what finished overnight.
 RESULT_TTL_S = 24 * 3600.0
@@ -224,12 +240,14 @@ def job_id_of(subject: str) -> str:
 class PictureInput:
     """A picture a job reads (``field``: the request field it fills), travelling with the job:
     the bytes themselves (``png``, any accepted image format) or their name in the object
-    store. Never a file path: the bot's files are not the worker's, and a worker must not
-    open a file that whoever can publish on the broker names."""
+    store, with their SHA-256 (``sha256``: another holder of the bucket may overwrite it).
+    Never a file path: the bot's files are not the worker's, and a worker must not open a
+    file that whoever can publish on the broker names."""
 
     field: str
     png: bytes | None = None
     object_name: str | None = None
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.field not in ALL_PICTURES:
@@ -240,7 +258,7 @@ class PictureInput:
     def to_json(self) -> dict[str, Any]:
         if self.png is not None:
             return {"field": self.field, "png": base64.b64encode(self.png).decode("ascii")}
-        return {"field": self.field, "object_name": self.object_name}
+        return {"field": self.field, "object_name": self.object_name, "sha256": self.sha256}
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PictureInput:
@@ -249,6 +267,7 @@ class PictureInput:
             body["field"],
             png=None if png is None else base64.b64decode(png),
             object_name=body.get("object_name"),
+            sha256=body.get("sha256"),
         )
 
 
@@ -257,14 +276,26 @@ def input_object_name(job_id: str, field: str) -> str:
     return f"{_subject_token('job id', job_id)}/input-{field}"
 
 
+def tag(secret: str, data: bytes) -> str:
+    """The HMAC that proves a message about a job comes from whoever was given the job."""
+    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+
+def tag_verifies(secret: str, data: bytes, headers: dict[str, str] | None) -> bool:
+    given = (headers or {}).get(TAG_HEADER, "")
+    return hmac.compare_digest(given, tag(secret, data))
+
+
 @dataclass(frozen=True)
 class JobMessage:
     """A job on the broker. Deliveries are counted by JetStream, so no attempt number here.
-    The request's picture fields are empty on the wire: ``inputs`` carry the pictures."""
+    The request's picture fields are empty on the wire: ``inputs`` carry the pictures.
+    ``secret`` keys the tags of the job's result and progress messages (``tag``)."""
 
     job_id: str
     request: RenderRequest
     inputs: tuple[PictureInput, ...] = ()
+    secret: str = field(default="", repr=False)
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -272,6 +303,7 @@ class JobMessage:
                 "job_id": self.job_id,
                 "request": self.request.to_json(),
                 "inputs": [picture.to_json() for picture in self.inputs],
+                "secret": self.secret,
             }
         ).encode()
 
@@ -284,6 +316,7 @@ class JobMessage:
                 body["job_id"],
                 RenderRequest.from_json(body["request"]),
                 tuple(PictureInput.from_json(picture) for picture in body.get("inputs", ())),
+                str(body.get("secret", "")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"not a job message: {error!r}") from None
@@ -302,7 +335,8 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image of a result: the PNG itself (``png``) or its name in the object store."""
+    """One image of a result: the PNG itself (``png``) or its name in the object store with
+    the PNG's SHA-256 (``sha256``: the tagged result vouches for the stored bytes too)."""
 
     seed: int
     infotext: str
@@ -310,6 +344,7 @@ class ImageRef:
     height: int
     png: bytes | None = None
     object_name: str | None = None
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if (self.png is None) == (self.object_name is None):
@@ -326,6 +361,7 @@ class ImageRef:
             body["png"] = base64.b64encode(self.png).decode("ascii")
         else:
             body["object_name"] = self.object_name
+            body["sha256"] = self.sha256
         return body
 
     @classmethod
@@ -338,6 +374,7 @@ class ImageRef:
             height=body["height"],
             png=None if png is None else base64.b64decode(png),
             object_name=body.get("object_name"),
+            sha256=body.get("sha256"),
         )
 
 
@@ -407,8 +444,11 @@ def decode_progress(data: bytes) -> StepProgress:
     )
 
 
-async def connect(url: str, client_name: str, timeout_s: float = 10.0) -> NatsClient:
-    """Connect, reconnecting forever afterwards (a broker restart must not stop the process)."""
+async def connect(
+    url: str, client_name: str, timeout_s: float = 10.0, inbox_prefix: str = "_INBOX"
+) -> NatsClient:
+    """Connect, reconnecting forever afterwards (a broker restart must not stop the process).
+    ``inbox_prefix``: where replies come, so a broker user may be let subscribe to its own."""
     try:
         async with asyncio.timeout(timeout_s):
             return await nats.connect(
@@ -416,6 +456,7 @@ async def connect(url: str, client_name: str, timeout_s: float = 10.0) -> NatsCl
                 name=client_name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.25,
+                inbox_prefix=inbox_prefix,
             )
     except (TimeoutError, OSError, nats.errors.Error) as error:
         raise BrokerUnavailable(

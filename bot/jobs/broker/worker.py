@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import signal
@@ -42,9 +43,11 @@ from nats.js.object_store import ObjectStore
 from bot import metrics
 from bot.jobs.broker.wire import (
     CANCEL_SUBJECTS,
+    DOORBELL_SUBJECT,
+    IMAGES_BUCKET,
     JOBS_STREAM,
-    JOBS_SUBJECTS,
     RESULTS_STREAM,
+    TAG_HEADER,
     ImageRef,
     JobMessage,
     Outcome,
@@ -52,13 +55,13 @@ from bot.jobs.broker.wire import (
     connect,
     consumer_name,
     encode_progress,
-    ensure_streams,
     inline_images_budget,
     job_id_of,
     lost_with_workers,
     progress_subject,
     result_subject,
     retry_transient,
+    tag,
     with_picture_paths,
 )
 from bot.redaction import redact_url
@@ -77,6 +80,8 @@ log = logging.getLogger(__name__)
 
 # Cancels heard for jobs not (yet) running here: a job taken just before its cancel arrived.
 REMEMBERED_CANCELS = 1024
+# Replies come under this prefix, so the broker's worker user may subscribe to it alone.
+WORKER_INBOX_PREFIX = "_INBOX_easel_worker"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class WorkerConfig:
     fetch_timeout_s: float = 0.05
     # host and port of this process's /metrics and /healthz server; None: no server.
     metrics_endpoint: tuple[str, int] | None = None
+    # Devices whose engine is built and warmed before the first job (EASEL_WARM_START).
+    warm_devices: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -104,10 +111,11 @@ class WorkerConfig:
 class _Hub:
     """What the device loops of one process share: the connection, doorbells and cancels."""
 
-    def __init__(self, nc: NatsClient, js: JetStreamContext, images: ObjectStore) -> None:
+    def __init__(self, nc: NatsClient, js: JetStreamContext) -> None:
         self.nc = nc
         self.js = js
-        self.images = images
+        # Opened on first use: the bot makes it (a worker's broker user may not), maybe later.
+        self._images: ObjectStore | None = None
         self.name = f"{socket.gethostname()}/{os.getpid()}"
         self.doorbells: list[asyncio.Event] = []
         self.running: dict[str, threading.Event] = {}
@@ -115,8 +123,8 @@ class _Hub:
         self._background: set[asyncio.Task[None]] = set()
 
     async def listen(self) -> None:
-        # Every job publish also reaches core subscribers: a cheap "new work" signal.
-        await self.nc.subscribe(JOBS_SUBJECTS, cb=self._ring)
+        # The bot rings after each job: a cheap "new work" signal.
+        await self.nc.subscribe(DOORBELL_SUBJECT, cb=self._ring)
         await self.nc.subscribe(CANCEL_SUBJECTS, cb=self._on_cancel)
 
     async def _ring(self, _: Msg) -> None:
@@ -138,31 +146,30 @@ class _Hub:
             event.set()
         return event
 
+    async def images(self) -> ObjectStore:
+        if self._images is None:
+            self._images = await retry_transient(
+                "open the picture bucket", lambda: self.js.object_store(IMAGES_BUCKET)
+            )
+        return self._images
+
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def still_queued(self, msg: Msg) -> bool:
-        """Whether the job's message is still in the stream: a bot cancels a job by deleting
-        it (and by a core message, which a disconnect can lose)."""
-        try:
-            await self.js.get_msg(JOBS_STREAM, msg.metadata.sequence.stream)
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
-
     async def has_result(self, job_id: str) -> bool:
-        try:
-            await self.js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
+        """Whether the job has a stored result (a bot that cancels a job stores one too),
+        asked without reading it: a worker may not read the results stream."""
+        info = await self.js.stream_info(RESULTS_STREAM, subjects_filter=result_subject(job_id))
+        return bool(info.state.subjects)
 
-    async def publish_result(self, result: ResultMessage) -> None:
+    async def publish_result(self, result: ResultMessage, secret: str) -> None:
+        data = result.encode()
+        headers = {TAG_HEADER: tag(secret, data)}
         await retry_transient(
             f"job {result.job_id}: publish the result",
-            lambda: self.js.publish(result_subject(result.job_id), result.encode()),
+            lambda: self.js.publish(result_subject(result.job_id), data, headers=headers),
         )
 
 
@@ -171,7 +178,9 @@ class _DeviceLoop:
         self, hub: _Hub, device: str, engine_factory: EngineFactory, config: WorkerConfig
     ) -> None:
         self._hub = hub
-        self._device = DeviceWorker(device, engine_factory)
+        self._device = DeviceWorker(
+            device, engine_factory, warm_start=device in config.warm_devices
+        )
         self._config = config
         self._doorbell = asyncio.Event()
         hub.doorbells.append(self._doorbell)
@@ -186,6 +195,7 @@ class _DeviceLoop:
         return self._device.device
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._device.warm_up()  # on the device thread, ahead of the first job taken
         try:
             while not stop.is_set():
                 try:
@@ -223,7 +233,10 @@ class _DeviceLoop:
     async def _candidates(self) -> list[ConsumerInfo]:
         """Consumers that may have a job for us: buffered here first, then the loaded model's,
         then by most waiting jobs. Unacked jobs count: their worker may have died."""
-        infos = await self._hub.js.consumers_info(JOBS_STREAM)
+        try:
+            infos = await self._hub.js.consumers_info(JOBS_STREAM)
+        except nats.js.errors.NotFoundError:
+            return []  # no bot has made the streams yet (a worker's broker user may not)
         self._consumers = {info.name: info for info in infos}
         loaded = consumer_name(self._loaded_model)
 
@@ -276,7 +289,7 @@ class _DeviceLoop:
             )
             await self._settled()
             await self._hub.publish_result(
-                lost_with_workers(job.job_id, self._hub.name, deliveries)
+                lost_with_workers(job.job_id, self._hub.name, deliveries), job.secret
             )
             await _ack(msg)
         else:
@@ -301,14 +314,15 @@ class _DeviceLoop:
                 error=f"refused: the job names file paths ({', '.join(paths)}); pictures must "
                 "travel with the job, a worker never opens a path a message names",
             )
-            return self._finish(msg, refused, None)
+            return self._finish(msg, job.secret, refused, None)
         log.info("job %s: started on %s (delivery %d)", job.job_id, self.device, deliveries)
         cancel = self._hub.cancel_event_for(job.job_id)
         heartbeat = asyncio.create_task(
-            self._heartbeat(msg, (consumer.config.ack_wait or 30.0) / 3, cancel),
+            self._heartbeat(msg, job.job_id, (consumer.config.ack_wait or 30.0) / 3, cancel),
             name=f"heartbeat-{job.job_id}",
         )
-        report = functools.partial(self._report_progress, job.job_id)
+        report = functools.partial(self._report_progress, job)
+        finish = functools.partial(self._finish, msg, job.secret)
         self._loaded_model = job.request.model
         try:
             with tempfile.TemporaryDirectory(prefix="easel-job-") as folder:
@@ -318,20 +332,21 @@ class _DeviceLoop:
                 seconds = time.perf_counter() - started
                 metrics.render_finished(request.model, self.device, request.steps, seconds)
         except RenderCancelled:
-            return self._finish(msg, result(Outcome.CANCELLED), heartbeat)
+            return finish(result(Outcome.CANCELLED), heartbeat)
         except RenderInputError as error:
-            return self._finish(msg, result(Outcome.INVALID, error=str(error)), heartbeat)
+            return finish(result(Outcome.INVALID, error=str(error)), heartbeat)
         except Exception as error:
             log.exception("job %s failed on %s", job.job_id, self.device)
             failed = result(Outcome.FAILED, error=f"{type(error).__name__}: {error}")
-            return self._finish(msg, failed, heartbeat)
+            return finish(failed, heartbeat)
         finally:
             self._hub.running.pop(job.job_id, None)
-        return self._finish(msg, result(Outcome.DONE), heartbeat, rendered)
+        return finish(result(Outcome.DONE), heartbeat, rendered)
 
     async def _finish(
         self,
         msg: Msg,
+        secret: str,
         result: ResultMessage,
         heartbeat: asyncio.Task[None] | None,
         rendered: list[RenderedImage] | None = None,
@@ -344,7 +359,7 @@ class _DeviceLoop:
                 images = await self._store(result.job_id, rendered)
                 result = dataclasses.replace(result, images=images)
             metrics.worker_job_ended(result.outcome)
-            await self._hub.publish_result(result)
+            await self._hub.publish_result(result, secret)
             await _ack(msg)
         except Exception:
             log.exception("job %s: no result published; left to redelivery", result.job_id)
@@ -361,6 +376,11 @@ class _DeviceLoop:
             if data is None:
                 assert picture.object_name is not None  # PictureInput holds one or the other
                 data = await self._fetch(job.job_id, picture.object_name)
+                if hashlib.sha256(data).hexdigest() != picture.sha256:
+                    raise RenderInputError(
+                        f"the job's input picture {picture.object_name} in the broker's store "
+                        "is not the one the bot stored"
+                    )
             path = folder / picture.field  # one of ALL_PICTURES (checked when decoded)
             await asyncio.to_thread(path.write_bytes, data)
             paths[picture.field] = str(path)
@@ -370,7 +390,7 @@ class _DeviceLoop:
         try:
             stored = await retry_transient(
                 f"job {job_id}: fetch {object_name}",
-                functools.partial(self._hub.images.get, object_name),
+                functools.partial((await self._hub.images()).get, object_name),
             )
         except nats.js.errors.NotFoundError:
             raise RenderInputError(
@@ -392,24 +412,36 @@ class _DeviceLoop:
             name = f"{job_id}/{index}.png"
             await retry_transient(
                 f"job {job_id}: store {name}",
-                functools.partial(self._hub.images.put, name, png),
+                functools.partial((await self._hub.images()).put, name, png),
             )
+            digest = hashlib.sha256(png).hexdigest()
             refs.append(
-                ImageRef(image.seed, image.infotext, image.width, image.height, object_name=name)
+                ImageRef(
+                    image.seed,
+                    image.infotext,
+                    image.width,
+                    image.height,
+                    object_name=name,
+                    sha256=digest,
+                )
             )
         return tuple(refs)
 
-    def _report_progress(self, job_id: str, step: StepProgress) -> None:
-        self._hub.spawn(self._hub.nc.publish(progress_subject(job_id), encode_progress(step)))
+    def _report_progress(self, job: JobMessage, step: StepProgress) -> None:
+        data = encode_progress(step)
+        headers = {TAG_HEADER: tag(job.secret, data)}
+        self._hub.spawn(self._hub.nc.publish(progress_subject(job.job_id), data, headers=headers))
 
-    async def _heartbeat(self, msg: Msg, every_s: float, cancel: threading.Event) -> None:
-        """Keep the job ours while it renders, and stop it if its message was deleted (a
-        cancel whose core message never arrived)."""
+    async def _heartbeat(
+        self, msg: Msg, job_id: str, every_s: float, cancel: threading.Event
+    ) -> None:
+        """Keep the job ours while it renders, and stop it if it has a result already (the bot
+        stores one when it cancels: for a cancel whose core message never arrived)."""
         while not cancel.is_set():
             await asyncio.sleep(every_s)
             with contextlib.suppress(nats.errors.Error):
                 await msg.in_progress()
-                if not await self._hub.still_queued(msg):
+                if await self._hub.has_result(job_id):
                     cancel.set()
 
 
@@ -431,16 +463,16 @@ async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
 
 async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; a running render is finished and reported first."""
-    nc = await connect(config.url, f"easel-worker-{socket.gethostname()}")
+    nc = await connect(
+        config.url, f"easel-worker-{socket.gethostname()}", inbox_prefix=WORKER_INBOX_PREFIX
+    )
     metrics_server: metrics.MetricsServer | None = None
     try:
         if config.metrics_endpoint is not None:
             metrics_server = await metrics.serve(
                 *config.metrics_endpoint, healthy=lambda: nc.is_connected and not stop.is_set()
             )
-        js = nc.jetstream()
-        images = await retry_transient("create the streams", lambda: ensure_streams(js))
-        hub = _Hub(nc, js, images)
+        hub = _Hub(nc, nc.jetstream())
         loops = [_DeviceLoop(hub, device, engine_factory, config) for device in config.devices]
         await hub.listen()
         log.info(

@@ -9,6 +9,11 @@ function cell(row, text) {
   row.appendChild(td);
 }
 function member(id) { return id === "0" ? "(forgotten)" : "member " + id; }
+// What a member typed, unless they keep it private or it was in a channel this admin cannot read.
+function typed(text, readable) {
+  if (text !== null) { return text; }
+  return readable ? "(private)" : "(in a channel you cannot read)";
+}
 function table(id, rows, columns) {
   const body = document.querySelector("#" + id + " tbody");
   body.replaceChildren();
@@ -48,7 +53,7 @@ function show(state) {
     (job) => job.kind,
     (job) => job.status === "running" ? "rendering on " + job.device : "position " + job.position,
     (job) => Math.round(job.waited_s) + " s",
-    (job) => job.prompt === null ? "(private)" : job.prompt,
+    (job) => typed(job.prompt, job.readable),
   ]);
   table("workers", state.workers, [
     (worker) => worker.device,
@@ -69,7 +74,7 @@ function show(state) {
     (refusal) => member(refusal.member),
     (refusal) => refusal.channel === null ? "" : "channel " + refusal.channel,
     (refusal) => refusal.reason,
-    (refusal) => refusal.sentence === null ? "(private)" : refusal.sentence,
+    (refusal) => typed(refusal.sentence, refusal.readable),
   ]);
   gallery(state.gallery);
 }

@@ -1,0 +1,179 @@
+"""A cap on the connections an HTTP server holds at once: per client and in total.
+
+aiohttp accepts every connection; each one holds a socket and a protocol object until the
+request-head cut-off (``REQUEST_HEAD_TIMEOUT_S``) or its end. ``CappedSite`` listens like
+``web.TCPSite`` but puts a ``_Gate`` before aiohttp's protocol on every connection: one over
+a cap gets a fixed 503 (``Retry-After``) and is closed before any request is read; one
+under the caps is handed to aiohttp unchanged and counted until it is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Literal
+
+from aiohttp import web
+
+from bot.web.limits import ConnectionCaps
+
+log = logging.getLogger(__name__)
+
+Cap = Literal["client", "total"]
+
+# At most one log line per server and interval, however many connections are refused.
+REFUSAL_LOG_INTERVAL_S = 60.0
+_RETRY_AFTER_S = 10
+_REFUSAL_TEXT = b"Too many connections; try again in a few seconds.\n"
+# Written before any request is read: a client that already sent one may see a reset instead.
+# It is far smaller than a fresh socket's send buffer, so the close never waits on the client.
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Retry-After: %d\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"Connection: close\r\n\r\n%s"
+) % (_RETRY_AFTER_S, len(_REFUSAL_TEXT), _REFUSAL_TEXT)
+
+
+def client_of(peername: object) -> str:
+    """Whom a connection counts against: its IPv4 address, or the /64 of its IPv6 address
+    (one home or host is handed a whole /64, so one address each would be no cap)."""
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(peername[0])
+    except ValueError:
+        return peername[0]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class ConnectionCounter:
+    """The open connections of one server, by client: admits one more while both caps allow.
+    A refusal is counted with ``count_refusal(server, cap)`` and logged at most once per
+    ``REFUSAL_LOG_INTERVAL_S``, with how many were refused since the last line."""
+
+    def __init__(
+        self, server: str, caps: ConnectionCaps, count_refusal: Callable[[str, Cap], None]
+    ) -> None:
+        self._server = server
+        self._caps = caps
+        self._count_refusal = count_refusal
+        self._open: Counter[str] = Counter()
+        self._total = 0
+        self._unlogged_refusals = 0
+        self._last_log: float | None = None
+
+    def admit(self, client: str) -> bool:
+        cap: Cap | None = None
+        if self._open[client] >= self._caps.per_client:
+            cap = "client"
+        elif self._total >= self._caps.total:
+            cap = "total"
+        if cap is None:
+            self._open[client] += 1
+            self._total += 1
+            return True
+        self._count_refusal(self._server, cap)
+        self._note_refusal(client, cap)
+        return False
+
+    def release(self, client: str) -> None:
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
+        self._total -= 1
+
+    def _note_refusal(self, client: str, cap: Cap) -> None:
+        self._unlogged_refusals += 1
+        now = time.monotonic()
+        if self._last_log is not None and now - self._last_log < REFUSAL_LOG_INTERVAL_S:
+            return
+        log.warning(
+            "%s server: %d connection(s) refused over its caps (%d per client, %d in all) "
+            "since the last such line; the latest from %s, over the %s cap",
+            self._server,
+            self._unlogged_refusals,
+            self._caps.per_client,
+            self._caps.total,
+            client,
+            "per-client" if cap == "client" else "total",
+        )
+        self._unlogged_refusals = 0
+        self._last_log = now
+
+
+class _Gate(asyncio.Protocol):
+    """One connection's protocol: admitted, it passes every event to aiohttp's handler; over a
+    cap, it answers 503 and closes, and aiohttp never sees the connection."""
+
+    def __init__(self, server: web.Server, counter: ConnectionCounter) -> None:
+        self._server = server
+        self._counter = counter
+        self._client = ""
+        self._handler: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        client = client_of(transport.get_extra_info("peername"))
+        if not self._counter.admit(client):
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(REFUSAL)
+            transport.close()
+            return
+        self._client = client
+        self._handler = self._server()
+        self._handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handler is not None:
+            self._counter.release(self._client)
+            self._handler.connection_lost(exc)
+            self._handler = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._handler.eof_received() if self._handler is not None else None
+
+    def pause_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.resume_writing()
+
+
+class CappedSite(web.BaseSite):
+    """``web.TCPSite`` with ``counter``'s caps on the connections it accepts."""
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, counter: ConnectionCounter
+    ) -> None:
+        super().__init__(runner)
+        self._host, self._port = host, port
+        self._counter = counter
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None  # BaseSite refuses a runner not set up
+        counter = self._counter
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Gate(server, counter), self._host, self._port
+        )
