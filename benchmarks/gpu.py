@@ -18,6 +18,11 @@ Each variant reports, after warm-up renders (each batch shape once; the device s
 around every timing):
 
 - ``first_picture_s``: from nothing loaded to the first picture's PNG (load, any compile);
+- ``warm_start`` (``easel`` only, ``null`` for the others): the first job's latency as a bot
+  with ``EASEL_WARM_START=on`` shows it, run after the other figures on a fresh engine and
+  queue: ``warm_up_s`` from the queue's start until the warm start has loaded the model and run
+  its step, then ``first_job_s`` from submitting one picture to its PNG (``warmed``: whether
+  the warm start finished); it costs one model load, one step and one job of device time;
 - ``it_per_s``: sampling steps per second, batch 1, first to last step end (synchronised at
   each step end), so prompt encoding and VAE decode are not in it;
 - ``grid_2x2_s``: a count-4 request end to end, PNGs included (through the queue for Easel);
@@ -48,9 +53,10 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
@@ -83,6 +89,8 @@ BACKLOG_JOBS = 8
 # How long a variant may take to finish compiling in the background before it is timed
 # (``--compile-wait``; the report says whether it finished).
 COMPILE_WAIT_S = 420.0
+# How long the warm start may take before the first job is submitted anyway.
+WARM_START_WAIT_S = 300.0
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 MODEL_NAME = "random"
 SD15_IT_S_GOAL_RATIO = 2.5
@@ -308,6 +316,22 @@ class BenchEngine(Engine):
         return pipeline
 
 
+@dataclass
+class WarmingTimedEngine(TimedEngine):
+    """A timed engine the device worker warms up at the queue's start (``EASEL_WARM_START``),
+    saying when that is over (``warmed``: set whether or not it succeeded)."""
+
+    warmed: threading.Event = field(default_factory=threading.Event)
+    warm_up_succeeded: bool = False
+
+    def warm_up(self, cancel: threading.Event) -> None:
+        try:
+            self.engine.warm_up(cancel)
+            self.warm_up_succeeded = True
+        finally:
+            self.warmed.set()
+
+
 class EaselRenderer:
     """Easel end to end without Discord: the real queue on a fresh database, one device."""
 
@@ -325,9 +349,12 @@ class EaselRenderer:
         self._users = itertools.count(1)  # a member per job: no per-member limit is reached
 
     @classmethod
-    async def open(cls, scratch: Path, engine: Engine, size: int, steps: int) -> EaselRenderer:
-        timed = TimedEngine(engine)
-        worker = DeviceWorker(engine.device, lambda _device: timed)
+    async def open(
+        cls, scratch: Path, engine: Engine, size: int, steps: int, warm_start: bool = False
+    ) -> EaselRenderer:
+        """``warm_start``: the worker warms the engine (a ``WarmingTimedEngine``) at start."""
+        timed = WarmingTimedEngine(engine) if warm_start else TimedEngine(engine)
+        worker = DeviceWorker(engine.device, lambda _device: timed, warm_start=warm_start)
         conn = await connect(scratch / "easel.sqlite3")
         queue = JobQueue(conn, [worker], scratch / "images")
         arrivals = Arrivals()
@@ -376,6 +403,33 @@ class EaselRenderer:
     async def close(self) -> None:
         await self.queue.stop()
         await self.conn.close()
+
+
+async def first_job_after_warm_start(
+    folder: Path, scratch: Path, run: RunSettings
+) -> dict[str, Any]:
+    """Easel as shipped with its warm start on: the queue starts and warms the engine, then
+    one one-picture job is submitted; the seconds to warm and from submit to its PNG."""
+    synchronize(run.device)
+    started = time.perf_counter()
+    engine = shipped_engine(folder.parent, scratch, run.device)
+    renderer = await EaselRenderer.open(scratch, engine, run.size, run.steps, warm_start=True)
+    timed = renderer.engine
+    assert isinstance(timed, WarmingTimedEngine)
+    try:
+        await asyncio.to_thread(timed.warmed.wait, WARM_START_WAIT_S)
+        synchronize(run.device)
+        warmed = time.perf_counter()
+        await renderer.render(1)
+        synchronize(run.device)
+        first_job_s = time.perf_counter() - warmed
+    finally:
+        await renderer.close()
+    return {
+        "warm_up_s": round(warmed - started, 3),
+        "first_job_s": round(first_job_s, 3),
+        "warmed": timed.warm_up_succeeded,
+    }
 
 
 def loaded_pipeline(engine: Engine) -> Any:
@@ -439,14 +493,21 @@ async def measure(
         backlog = await renderer.backlog(run.backlog_jobs)
     finally:
         await renderer.close()
+    peak_memory = peak_memory_mib(run.device)
+    warm_start = None
+    if variant == "easel":
+        release_memory(run.device)
+        warm_scratch = Path(tempfile.mkdtemp(dir=scratch, prefix="warm-start-"))
+        warm_start = await first_job_after_warm_start(folder, warm_scratch, run)
     return {
         "attention": renderer.attention,
         "first_picture_s": round(first_picture_s, 3),
+        "warm_start": warm_start,
         "background_compile": background_compile,
         "it_per_s": round(statistics.median(rates), 3),
         "grid_2x2_s": round(statistics.median(grid_seconds), 3),
         "backlog": backlog,
-        "peak_memory_mib": peak_memory_mib(run.device),
+        "peak_memory_mib": peak_memory,
     }
 
 

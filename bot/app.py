@@ -181,9 +181,15 @@ class EaselBot(commands.Bot):
         secret = await asyncio.to_thread(load_secret, self.settings.web_secret, data_dir)
         signer = LinkSigner(secret, data_dir / "used-links")
         public_url = self.settings.public_url
-        dashboard = Dashboard(signer, public_url, conn, self.queue, DiscordServerAdmins(self))
+        admins = DiscordServerAdmins(self, self.services.thread_members)
+        dashboard = Dashboard(signer, public_url, conn, self.queue, admins)
         web = RegionWebServer(
-            signer, self.region_offer, public_url, *endpoint, more_routes=dashboard.routes()
+            signer,
+            self.region_offer,
+            public_url,
+            *endpoint,
+            more_routes=dashboard.routes(),
+            trusted_proxies=self.settings.web_trusted_proxies,
         )
         await web.start()
         self.region_offer.web = web

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosqlite
@@ -13,6 +13,7 @@ from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota_status import QuotaStatus
 from bot.policy.styles import Style, load_styles
+from bot.policy.visibility import RecentThreadMembers
 from bot.presets import Presets
 from bot.refusals import RefusalLog
 from bot.requests import Defaults
@@ -65,6 +66,11 @@ class Services:
     hires_upscaler: str  # what /imagine's hires fix enlarges with
     refusals: RefusalLog  # what members were refused, for their server's dashboard
     default_model: str | None = None  # EASEL_DEFAULT_MODEL (a server's own default comes first)
+    # Whom Discord said is in a private thread, trusted for 30 s (a removal takes that long to
+    # count; an addition counts at once): this bot's own, so another bot or a restart starts clean.
+    thread_members: RecentThreadMembers = field(
+        default_factory=lambda: RecentThreadMembers(ttl_s=30.0)
+    )
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:

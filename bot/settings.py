@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
     web_addr: str = Field(default="127.0.0.1:8080", validation_alias="EASEL_WEB_ADDR")
     # Signs the editor's links; empty: a random one kept in EASEL_DATA_DIR/web-secret.
     web_secret: str = Field(default="", repr=False, validation_alias="EASEL_WEB_SECRET")
+    # Reverse proxies on other hosts or containers (addresses or CIDRs, comma-separated): their
+    # connections are held to the web server's total cap only, like loopback's.
+    web_trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(), validation_alias="EASEL_WEB_TRUSTED_PROXIES"
+    )
 
     @field_validator(
         "dev_guild_id", "default_model", "default_upscaler", "captioner_dir", mode="before"
@@ -167,6 +173,22 @@ class Settings(BaseSettings):
                     "comma-separated"
                 )
         return value
+
+    @field_validator("web_trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for part in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                networks.append(ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an IP address or network; use addresses or CIDRs such as "
+                    "172.18.0.1 or 10.0.0.0/8, comma-separated"
+                ) from None
+        return tuple(networks)
 
     @field_validator("discord_api_base")
     @classmethod

@@ -15,11 +15,12 @@ from discord.ext import commands
 
 from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
 from bot.policy.quota import QuotaLimits
+from bot.policy.visibility import RecentThreadMembers
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import Dashboard
 from cogs.contexts import command_contexts
-from cogs.visibility import member_may_read
+from cogs.visibility import DISCORD_FAILED, member_may_read
 
 Action = Literal["add", "remove"]
 _NSFW_LABELS = {
@@ -263,8 +264,9 @@ class DiscordServerAdmins:
     """Who manages a server, asked of Discord when an admin signs in to the dashboard, and
     which of its channels they may read (for what the dashboard shows them)."""
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, thread_members: RecentThreadMembers) -> None:
         self._client = client
+        self._thread_members = thread_members
 
     async def refusal(self, guild_id: int, user_id: int) -> str | None:
         guild = self._client.get_guild(guild_id)
@@ -274,7 +276,7 @@ class DiscordServerAdmins:
             member = await guild.fetch_member(user_id)  # current roles, not a cached copy
         except discord.NotFound:
             return "You are no longer a member of that server."
-        except discord.HTTPException:
+        except DISCORD_FAILED:
             return "Discord did not answer; open the link again in a minute."
         permissions = member.guild_permissions
         if not (permissions.manage_guild or permissions.administrator):
@@ -302,7 +304,9 @@ class DiscordServerAdmins:
         ]
         try:
             member = await guild.fetch_member(user_id)
-            readable = await asyncio.gather(*(member_may_read(c, member) for c in channels))
-        except discord.HTTPException:
+            readable = await asyncio.gather(
+                *(member_may_read(c, member, self._thread_members) for c in channels)
+            )
+        except DISCORD_FAILED:
             return set()
         return {channel.id for channel, may in zip(channels, readable, strict=True) if may}

@@ -33,7 +33,7 @@ from cogs.common import Requester, admitted_submission, submit_from_interaction
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import JobButton, keeps_private, stored_picture, visible_job
-from cogs.visibility import is_age_restricted, member_may_see
+from cogs.visibility import DISCORD_FAILED, is_age_restricted, member_may_read, member_may_see
 from inference.images import eight_bit
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
@@ -42,6 +42,7 @@ from inference.types import RenderInputError, RenderRequest
 MODAL_TIMEOUT_S = 15 * 60
 MAX_REGION_CHARS = 200
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
+_DISCORD_FAILED = "Discord did not answer; submit again in a minute."
 
 
 def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:
@@ -173,7 +174,9 @@ class RegionOffers:
         self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim
     ) -> str:
         job = await self._linked_job(link)
-        roles, is_admin, age_restricted = await self._member_may_act(link)
+        roles, is_admin, age_restricted = await self._member_may_act(
+            link, made_by_member=job.user_id == link.user_id
+        )
         checked = check_image("mask.png", mask_png)
         if not await asyncio.to_thread(_anything_painted, checked.data):
             raise UserError("The mask is empty: paint over what should change, then Submit.")
@@ -213,9 +216,13 @@ class RegionOffers:
         where = "in your direct messages" if link.private else "in the channel"
         return f"Queued as job {job_id}; the result will be posted {where} in Discord."
 
-    async def _member_may_act(self, link: RegionLink) -> tuple[tuple[int, ...], bool, bool]:
+    async def _member_may_act(
+        self, link: RegionLink, *, made_by_member: bool
+    ) -> tuple[tuple[int, ...], bool, bool]:
         """The member's roles, admin power and the channel's age restriction now; refused
-        when they left the server or can no longer see the channel."""
+        when they left the server or the channel is out of their sight (another's job: when
+        they can no longer read it), as a click there would be
+        (``cogs.visibility.check_member_may_read_channel``), and while Discord fails."""
         if link.guild_id is None:
             return (), False, False
         guild = self._client.get_guild(link.guild_id)
@@ -225,8 +232,11 @@ class RegionOffers:
             member = await guild.fetch_member(link.user_id)
         except discord.NotFound:
             raise LinkRefused("You are no longer a member of that server.") from None
+        except DISCORD_FAILED:
+            raise LinkRefused(_DISCORD_FAILED) from None
         channel = None if link.channel_id is None else guild.get_channel_or_thread(link.channel_id)
-        if channel is None or not await member_may_see(channel, member):
+        may_act = member_may_see if made_by_member else member_may_read
+        if channel is None or not await may_act(channel, member, self._services.thread_members):
             raise LinkRefused("You can no longer see the channel this picture was made in.")
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)

@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+import aiohttp
 import discord
 
 from bot.downloads import DownloadFailed, fetch_picture
 from bot.policy.moderation import check_age_restriction_kept
 from bot.policy.visibility import (
     DISCORD_CDN_ORIGINS,
+    NOT_READABLE,
+    NOT_YOURS_TO_CLICK,
     ChannelAccess,
     Place,
+    RecentThreadMembers,
     check_member_may_read,
     check_same_place,
     locate_attachment,
@@ -22,14 +27,28 @@ from bot.policy.visibility import (
 )
 from bot.user_errors import UserError
 
+if TYPE_CHECKING:
+    from cogs.common import HasServices
+
+# What a call to Discord raises when it fails: an error answer, or (after discord.py's own
+# retries) a connection that broke or timed out. A check that needed the answer fails closed.
+DISCORD_FAILED = (discord.HTTPException, OSError, aiohttp.ClientError)
+
 
 def _place_of(interaction: discord.Interaction[Any]) -> Place:
     return Place(interaction.guild_id, interaction.channel_id)
 
 
-async def _check_member_may_read(interaction: discord.Interaction[Any], channel_id: int) -> None:
+def _thread_members_of(interaction: discord.Interaction[Any]) -> RecentThreadMembers:
+    return cast("HasServices", interaction.client).services.thread_members
+
+
+async def _check_member_may_read(
+    interaction: discord.Interaction[Any], channel_id: int, refusal: str = NOT_READABLE
+) -> None:
     """View Channel + Read Message History from the server's cached roles and overwrites (in
-    a private thread, membership too), and from an age-restricted channel only into another.
+    a private thread, membership too), and from an age-restricted channel only into another;
+    ``refusal`` is the sentence a member who may not read there gets.
 
     In a DM, ``check_same_place`` has already kept the message to the member's own DM.
     """
@@ -39,14 +58,16 @@ async def _check_member_may_read(interaction: discord.Interaction[Any], channel_
     channel = None if guild is None else guild.get_channel_or_thread(channel_id)
     member = interaction.user
     if channel is None or not isinstance(member, discord.Member):
-        check_member_may_read(ChannelAccess(False, False, False))
+        check_member_may_read(ChannelAccess(False, False, False), refusal)
         return
-    permissions = channel.permissions_for(member)
+    permissions = _permissions_in(channel, member)
     check_member_may_read(
-        ChannelAccess(True, permissions.view_channel, permissions.read_message_history)
+        ChannelAccess(True, permissions.view_channel, permissions.read_message_history), refusal
     )
-    thread_member = await _counts_as_thread_member(channel, member.id, permissions)
-    check_member_may_read(ChannelAccess(True, True, True, thread_member))
+    thread_member = await _counts_as_thread_member(
+        channel, member.id, permissions, _thread_members_of(interaction)
+    )
+    check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
     # What Easel makes of the picture is posted here: it stays in age-restricted channels.
     check_age_restriction_kept(
         source_age_restricted=is_age_restricted(channel),
@@ -54,40 +75,59 @@ async def _check_member_may_read(interaction: discord.Interaction[Any], channel_
     )
 
 
+def _permissions_in(
+    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+) -> discord.Permissions:
+    """The member's permissions there; none in a thread whose parent is not in discord.py's
+    cache (its permissions cannot be worked out: it counts as unreadable)."""
+    try:
+        return channel.permissions_for(member)
+    except discord.ClientException:
+        return discord.Permissions.none()
+
+
 async def _counts_as_thread_member(
-    channel: object, member_id: int, permissions: discord.Permissions
+    channel: object, member_id: int, permissions: discord.Permissions, recent: RecentThreadMembers
 ) -> bool:
     """Whether a private thread counts the member in (any other channel: yes). Its
     ``permissions`` are its parent's, in discord.py's cache and in an interaction's, so whether
-    the member was added to it is asked of Discord; a thread Easel cannot ask about counts as
-    one the member is not in."""
+    the member was added to it is asked of Discord (a "yes" is remembered in ``recent``); a
+    thread Easel cannot ask about, or asks while Discord or the network to it fails, counts
+    as one the member is not in."""
     if not isinstance(channel, discord.Thread) or not must_ask_thread_membership(
         private_thread=channel.is_private(), manage_threads=permissions.manage_threads
     ):
         return True
+    if recent.is_member(channel.id, member_id, time.monotonic()):
+        return True
     try:
         await channel.fetch_member(member_id)
-    except (discord.NotFound, discord.Forbidden):
+    except DISCORD_FAILED:  # not a member (404), hidden from Easel (403), a 5xx, no answer
         return False
+    recent.remember(channel.id, member_id, time.monotonic())
     return True
 
 
 async def member_may_see(
-    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+    channel: discord.abc.GuildChannel | discord.Thread,
+    member: discord.Member,
+    recent: RecentThreadMembers,
 ) -> bool:
     """View Channel there, and in a private thread membership (or Manage Threads)."""
-    permissions = channel.permissions_for(member)
+    permissions = _permissions_in(channel, member)
     return permissions.view_channel and await _counts_as_thread_member(
-        channel, member.id, permissions
+        channel, member.id, permissions, recent
     )
 
 
 async def member_may_read(
-    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+    channel: discord.abc.GuildChannel | discord.Thread,
+    member: discord.Member,
+    recent: RecentThreadMembers,
 ) -> bool:
     """``member_may_see`` and Read Message History: the member may read what was posted there."""
-    return channel.permissions_for(member).read_message_history and await member_may_see(
-        channel, member
+    return _permissions_in(channel, member).read_message_history and await member_may_see(
+        channel, member, recent
     )
 
 
@@ -115,22 +155,31 @@ async def message_for_member(
 
 
 async def check_member_may_read_channel(
-    interaction: discord.Interaction[Any], channel_id: int
+    interaction: discord.Interaction[Any], channel_id: int, *, made_by_clicker: bool
 ) -> None:
     """For buttons and their forms: a job's picture is for members who can read the channel it
     was made in. Clicked there, Discord's own reckoning of the member's permissions in it
-    counts: a form opened before they lost the channel is checked when it is submitted."""
+    counts: a form opened before they lost the channel is checked when it is submitted. Their
+    own job, clicked there, needs the channel in sight only, not its history (its prompt and
+    pictures were theirs already); in sight means what the mask editor's submit asks too
+    (``member_may_see``): what Easel makes is posted there, and a private thread they have
+    left or were removed from is out of their sight, so Easel posts nothing there for them."""
     if interaction.guild_id is None or channel_id != interaction.channel_id:
-        await _check_member_may_read(interaction, channel_id)
+        await _check_member_may_read(interaction, channel_id, NOT_YOURS_TO_CLICK)
         return
     permissions = interaction.permissions
     check_member_may_read(
-        ChannelAccess(True, permissions.view_channel, permissions.read_message_history)
+        ChannelAccess(
+            True,
+            permissions.view_channel,
+            made_by_clicker or permissions.read_message_history,
+        ),
+        NOT_YOURS_TO_CLICK,
     )
     thread_member = await _counts_as_thread_member(
-        interaction.channel, interaction.user.id, permissions
+        interaction.channel, interaction.user.id, permissions, _thread_members_of(interaction)
     )
-    check_member_may_read(ChannelAccess(True, True, True, thread_member))
+    check_member_may_read(ChannelAccess(True, True, True, thread_member), NOT_YOURS_TO_CLICK)
 
 
 async def check_member_may_use(

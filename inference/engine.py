@@ -157,14 +157,19 @@ class Engine:
         """Drop every cached model (for shutdown or to free the device)."""
         self.models.clear()
 
-    def warm_up(self) -> None:
+    def warm_up(self, cancel: threading.Event | None = None) -> None:
         """Load the default model and render one throw-away step of one picture at its
         native size, so that the first job finds the model loaded and the device's first-call
         set-up (kernels, cuDNN plans) done; with a compiler, that step's UNet and VAE decoder
         calls queue the native shapes for the background compile. The picture is dropped
         (its PNG encodes on the CPU pool, not here). Raises what a render would (no model, a
-        bad file): the caller decides what a failed warm-up means."""
-        self.render(WARM_UP)
+        bad file): the caller decides what a failed warm-up means. ``cancel`` (a shutdown)
+        stops it with ``RenderCancelled`` after the load or at the step's end."""
+        raise_if_cancelled(cancel)
+        # Loaded apart from the render so that a shutdown during the load skips the step.
+        self.models.load(self.registry.resolve(WARM_UP.model, self.default_model))
+        raise_if_cancelled(cancel)
+        self.render(WARM_UP, cancel=cancel)
 
     def render(
         self,

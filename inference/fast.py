@@ -2,8 +2,8 @@
 
 Two ways to be fast, picked by the model:
 
-* Models distilled for few steps (LCM, Turbo, Lightning; told by the model's name or its
-  scheduler) get their own recipe: few steps, low CFG and the matching sampler.
+* Models distilled for few steps (LCM, Turbo, Lightning; told by a word of the model's name
+  or its scheduler) get their own recipe: few steps, low CFG and the matching sampler.
 * Every other model keeps its steps and samples with a feature cache on the UNet, after
   DeepCache (Ma et al., 2023): the deep blocks' features change slowly from one step to the
   next, so they are computed fully every ``interval`` UNet calls and reused in between, when
@@ -16,6 +16,7 @@ and do not apply to ``UNet2DConditionModel``, hence the cache here.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,12 +61,22 @@ _PRESETS = (
 )
 
 
+def _names_family(model_name: str, family: str) -> bool:
+    """Whether a model's name names ``family`` (lower case): as a word of it, split at
+    anything but a letter and at camelCase humps ("DreamShaperXL-Turbo": dream, shaper, xl,
+    turbo), or at the start or end of a run of letters ("sdxlturbo", "lcmlora"); so
+    "realcmix", with "lcm" inside a run, does not."""
+    words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", model_name)}
+    runs = re.findall(r"[a-z]+", model_name.lower())
+    return family in words or any(run.startswith(family) or run.endswith(family) for run in runs)
+
+
 def fast_preset(model_name: str, scheduler_config: Mapping[str, Any]) -> FastPreset | None:
     """The recipe of a few-step model, None for an ordinary one (which uses the cache)."""
     scheduler = str(scheduler_config.get("_class_name", ""))
     for preset in _PRESETS:
         family = preset.family.lower()
-        if family in model_name.lower() or scheduler.lower().startswith(family):
+        if _names_family(model_name, family) or scheduler.lower().startswith(family):
             return preset
     return None
 

@@ -15,7 +15,8 @@ twice per step (Heun, DPM2) run ``2N - 1`` loop iterations, mapped back to the N
 steps. As in the web UI, sampling step ``k`` (0-based) uses the first scheduled text whose
 ``until_step`` (1-based) is at least ``k``: ``[a:b:2]`` over 4 steps shows ``a`` for three
 steps. Schedules are planned over the steps a pass actually runs, so in img2img (which runs
-``int(steps * strength)`` steps) ``[a:b:0.5]`` switches half-way through what is run.
+``int(denoising * steps) + 1`` steps, ``Img2ImgSteps.img2img``) ``[a:b:0.5]`` switches half-way
+through what is run.
 
 Pictures of one call may have conditionings of different lengths (a 150-token prompt next
 to a short one, or a long negative). Each conditioning is attended at its own length, as the

@@ -13,17 +13,15 @@ class Img2ImgSteps:
 
     schedule: int
     run: int
-    # Denoising 1: nothing of the picture is kept (an inpaint pipeline starts from noise).
-    replaces_picture: bool = False
 
     @classmethod
     def img2img(cls, steps: int, denoising: float) -> Img2ImgSteps:
         """img2img and inpaint (the web UI's default, img2img_fix_steps off), the creative
         upscale's tiles (its SD upscale script) and the faces pass (ADetailer's inpaint): the
         last ``int(denoising x steps) + 1`` steps of ``steps``, at least one at any denoising
-        (diffusers would run one fewer, none below one step's worth)."""
-        run = min(steps, int(min(denoising, 0.999) * steps) + 1)
-        return cls(steps, run, replaces_picture=denoising >= 1)
+        (diffusers would run one fewer, none below one step's worth). At denoising 1 all of
+        them run, from the picture noised at the largest sigma, not from pure noise."""
+        return cls(steps, min(steps, int(min(denoising, 0.999) * steps) + 1))
 
     @classmethod
     def hires(cls, steps: int, denoising: float, longest: int) -> Img2ImgSteps:

@@ -4,6 +4,7 @@ Ancestral samplers' per-step noise comes from the same CPU generators, drawn ahe
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -79,6 +80,9 @@ def generator_after_initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Ge
 _drawing_ahead = threading.local()
 # At most this much noise is held ahead on the device (large pictures and many steps refill).
 AHEAD_BYTES = 64 * 2**20
+# torch's CPU normal sampler draws in blocks of this many numbers (and redraws a partial last
+# block), so only draws of whole blocks join into one draw.
+_NORMAL_BLOCK = 16
 RandnTensor = Callable[..., torch.Tensor]
 
 
@@ -110,15 +114,35 @@ class StepNoise:
             # Draws already made cannot be taken back: the sequence would differ from step-wise.
             raise RuntimeError(f"step noise drawn ahead as {self._drawn_as}, asked as {drawn_as}")
         if not self._pending:
-            first = randn_tensor(shape, generator=self.generators, device="cpu", dtype=dtype)
-            fitting = AHEAD_BYTES // (first.numel() * first.element_size())
-            on_cpu = [first] + [
-                randn_tensor(shape, generator=self.generators, device="cpu", dtype=dtype)
-                for _ in range(min(self.draws, fitting) - 1)
-            ]
-            self._pending = list(torch.stack(on_cpu).to(device or "cpu").unbind(0))
+            ahead = self._drawn_ahead(randn_tensor, tuple(shape), dtype)
+            self._pending = list(ahead.to(device or "cpu").unbind(0))
             self._drawn_as = drawn_as
         return self._pending.pop(0)
+
+    def _drawn_ahead(
+        self, randn_tensor: RandnTensor, shape: tuple[int, ...], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        """The next steps' noise on the CPU, ``[steps, *shape]``: a step is then one view of
+        it, with no draw and no concatenation of the pictures' noise of its own."""
+        step_bytes = math.prod(shape) * torch.finfo(dtype or torch.get_default_dtype()).bits // 8
+        draws = max(1, min(self.draws, AHEAD_BYTES // step_bytes))
+        # As diffusers' randn_tensor draws a step: one generator, the whole batch; else one
+        # row from each picture's generator.
+        single = len(self.generators) == 1
+        row = shape if single else (1, *shape[1:])
+        if math.prod(row) % _NORMAL_BLOCK or not (single or len(self.generators) >= shape[0]):
+            steps = [
+                randn_tensor(shape, generator=self.generators, device="cpu", dtype=dtype)
+                for _ in range(draws)
+            ]
+            return torch.stack(steps)
+        # torch's CPU normal fills whole blocks in order, so one draw of ``draws`` rows
+        # from a generator is its ``draws`` step-wise draws, bit for bit.
+        rows = [
+            torch.randn((draws, *row), generator=generator, dtype=dtype)
+            for generator in self.generators[: 1 if single else shape[0]]
+        ]
+        return rows[0] if single else torch.cat(rows, dim=1)
 
 
 def _draw_ahead_in(module: ModuleType) -> None:

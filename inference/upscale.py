@@ -3,7 +3,6 @@ the ``upscale`` mode. Pure PIL: no torch (model upscalers live in ``inference.mo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,20 +105,10 @@ class HiresOptions:
 
     def pass_steps(self, first_pass_steps: int) -> int:
         """The steps the second pass runs (0: the first pass's steps), all of them whatever
-        the denoising, as the web UI's (``inference.passes.denoise.Img2ImgSteps.hires``)."""
+        the denoising, as the web UI's (``inference.img2img_steps.Img2ImgSteps.hires``). The
+        flow families' pass is a diffusers img2img of this many steps, whose flow-matching
+        count runs at least one at any hires denoising (validation keeps it above 0)."""
         return self.steps or first_pass_steps
-
-    def diffusers_pass_steps(self, first_pass_steps: int) -> int:
-        """The schedule of a second pass that runs ``steps x denoising`` of it, as diffusers'
-        img2img does (the flow families' hires pass), refused when that leaves no step."""
-        steps = self.pass_steps(first_pass_steps)
-        if int(steps * self.denoising) < 1:
-            least = math.ceil(1 / self.denoising)
-            raise RenderInputError(
-                f"{steps} hires steps at hires denoising {self.denoising:g} leave no step to "
-                f"run: raise hires steps to {least} or more"
-            )
-        return steps
 
     def infotext(self, upscaler: str) -> dict[str, object]:
         """The web UI's hires fix fields, with the upscaler that ran (its resolved name)."""

@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar, runtime_checkable
 
-from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
+from inference.types import (
+    ProgressCallback,
+    RenderCancelled,
+    RenderedImage,
+    RenderRequest,
+    StepProgress,
+)
 
 
 class RenderEngine(Protocol):
@@ -40,7 +46,7 @@ class PreparingEngine(Protocol):
 
 @runtime_checkable
 class WarmingEngine(Protocol):
-    def warm_up(self) -> None: ...
+    def warm_up(self, cancel: threading.Event) -> None: ...
 
 
 EngineFactory = Callable[[str], RenderEngine]
@@ -63,6 +69,9 @@ class DeviceWorker:
         self._engine_factory = engine_factory
         self.warm_start = warm_start
         self._engine: RenderEngine | None = None
+        # Set by ``close``: a warm-up still running stops at its next step instead of
+        # holding the shutdown through a model load and a render nobody will use.
+        self._closing = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{device}")
         # CPU work for the requests expected next, done while the device renders.
         self._preparer = ThreadPoolExecutor(
@@ -102,7 +111,7 @@ class DeviceWorker:
         """With ``warm_start``, build the engine and let it warm up (``Engine.warm_up``) on
         the device thread; returns at once. Jobs submitted meanwhile wait their turn on the
         thread, as they would for the model load. A failure is logged, never raised: the
-        first job then builds or loads what the warm-up could not."""
+        first job then builds or loads what the warm-up could not. ``close`` stops it."""
         if self.warm_start:
             self._executor.submit(self._warm)
 
@@ -110,7 +119,9 @@ class DeviceWorker:
         try:
             engine = self._built()
             if isinstance(engine, WarmingEngine):
-                engine.warm_up()
+                engine.warm_up(self._closing)
+        except RenderCancelled:
+            log.info("warm start on %s stopped: shutting down", self.device)
         except Exception:
             log.warning(
                 "warm start on %s failed; the first job loads its model", self.device, exc_info=True
@@ -142,6 +153,7 @@ class DeviceWorker:
         return await loop.run_in_executor(self._executor, run)
 
     def close(self) -> None:
-        """Wait for the running render (if any) and stop the thread."""
+        """Stop a running warm-up, wait for the running render (if any), stop the thread."""
+        self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._preparer.shutdown(wait=True, cancel_futures=True)

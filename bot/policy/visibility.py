@@ -10,6 +10,7 @@ only that DM.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from bot.user_errors import Reason, UserError
@@ -26,6 +27,10 @@ OUTSIDE_THIS_DM = "Here I can only use pictures from this conversation; link a m
 NOT_READABLE = (
     "That message is not in a channel of this server you can read; "
     "link a picture from a channel you can see."
+)
+NOT_YOURS_TO_CLICK = (
+    "That picture was made in a channel you cannot read, so its buttons are not for you; "
+    "make your own with /imagine."
 )
 
 
@@ -59,6 +64,32 @@ def must_ask_thread_membership(*, private_thread: bool, manage_threads: bool) ->
     with Manage Threads in its parent (Administrator includes it); its permissions, taken
     from the parent, do not say who was added, so that is asked of Discord."""
     return private_thread and not manage_threads
+
+
+class RecentThreadMembers:
+    """Who Discord lately said is in which private thread, for ``ttl_s`` seconds: a click
+    must be answered within 3 s (a Remix form cannot be deferred), and every click in a
+    private thread would otherwise ask Discord first. Only "is a member" is remembered, so a
+    member just added gets in at once; one removed keeps their way in for up to ``ttl_s``."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        # (thread, member) -> when the answer expires; insertion order is expiry order.
+        self._expiries: OrderedDict[tuple[int, int], float] = OrderedDict()
+
+    def remember(self, thread_id: int, member_id: int, now: float) -> None:
+        self._forget_expired(now)
+        key = (thread_id, member_id)
+        self._expiries[key] = now + self._ttl_s
+        self._expiries.move_to_end(key)
+
+    def is_member(self, thread_id: int, member_id: int, now: float) -> bool:
+        self._forget_expired(now)
+        return (thread_id, member_id) in self._expiries
+
+    def _forget_expired(self, now: float) -> None:
+        while self._expiries and next(iter(self._expiries.values())) <= now:
+            self._expiries.popitem(last=False)
 
 
 def locate_message(reference: str, where: Place) -> MessageLocation:
@@ -96,16 +127,18 @@ def check_same_place(guild_id: int | None, channel_id: int, where: Place) -> Non
         raise UserError(OTHER_SERVER, Reason.PERMISSION)
 
 
-def check_member_may_read(access: ChannelAccess) -> None:
+def check_member_may_read(access: ChannelAccess, refusal: str = NOT_READABLE) -> None:
     """The member needs View Channel and Read Message History where the message is (and, in
-    a private thread, to be in it or to manage threads: ``must_ask_thread_membership``)."""
+    a private thread, to be in it or to manage threads: ``must_ask_thread_membership``);
+    ``refusal`` says so where they asked (a link: ``NOT_READABLE``; a button:
+    ``NOT_YOURS_TO_CLICK``)."""
     if not (
         access.in_this_server
         and access.view_channel
         and access.read_message_history
         and access.thread_member
     ):
-        raise UserError(NOT_READABLE, Reason.PERMISSION)
+        raise UserError(refusal, Reason.PERMISSION)
 
 
 # A picture's address on Discord's CDN: <origin>/attachments/<channel>/<attachment>/<file name>,

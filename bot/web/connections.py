@@ -4,7 +4,10 @@ aiohttp accepts every connection; each one holds a socket and a protocol object 
 request-head cut-off (``REQUEST_HEAD_TIMEOUT_S``) or its end. ``CappedSite`` listens like
 ``web.TCPSite`` but puts a ``_Gate`` before aiohttp's protocol on every connection: one over
 a cap gets a fixed 503 (``Retry-After``) and is closed before any request is read; one
-under the caps is handed to aiohttp unchanged and counted until it is lost.
+under the caps is handed to aiohttp unchanged and counted until it is lost. A reverse proxy
+(loopback in the documented set-up, ``ConnectionCaps.cap_loopback_clients``; or a peer in
+``ConnectionCaps.trusted_proxies``) may be exempt from the per-client cap, never from the total.
+The peer's address decides, never a header: the cap applies before any request is read.
 """
 
 from __future__ import annotations
@@ -41,18 +44,24 @@ REFUSAL = (
 ) % (_RETRY_AFTER_S, len(_REFUSAL_TEXT), _REFUSAL_TEXT)
 
 
-def client_of(peername: object) -> str:
-    """Whom a connection counts against: its IPv4 address, or the /64 of its IPv6 address
-    (one home or host is handed a whole /64, so one address each would be no cap)."""
+def _peer_address(peername: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    """A peer's IP address (an IPv4-mapped one as IPv4), else its text, else "unknown"."""
     if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
         return "unknown"
     try:
         address = ipaddress.ip_address(peername[0])
     except ValueError:
         return peername[0]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_of(peername: object) -> str:
+    """Whom a connection counts against: its IPv4 address, or the /64 of its IPv6 address
+    (one home or host is handed a whole /64, so one address each would be no cap)."""
+    address = _peer_address(peername)
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 
@@ -73,9 +82,11 @@ class ConnectionCounter:
         self._unlogged_refusals = 0
         self._last_log: float | None = None
 
-    def admit(self, client: str) -> bool:
+    def admit(self, client: str, from_proxy: bool = False) -> bool:
+        """``from_proxy``: the peer is a reverse proxy (``is_proxy``), exempt from the
+        per-client cap."""
         cap: Cap | None = None
-        if self._open[client] >= self._caps.per_client:
+        if not from_proxy and self._open[client] >= self._caps.per_client:
             cap = "client"
         elif self._total >= self._caps.total:
             cap = "total"
@@ -86,6 +97,17 @@ class ConnectionCounter:
         self._count_refusal(self._server, cap)
         self._note_refusal(client, cap)
         return False
+
+    def is_proxy(self, peername: object) -> bool:
+        """Whether a connection comes from a reverse proxy held to the total cap alone:
+        loopback (127.0.0.0/8, ::1) unless the caps hold it to the per-client cap, or an
+        address in the caps' ``trusted_proxies``."""
+        address = _peer_address(peername)
+        if isinstance(address, str):
+            return False
+        if address.is_loopback and not self._caps.cap_loopback_clients:
+            return True
+        return any(address in network for network in self._caps.trusted_proxies)
 
     def release(self, client: str) -> None:
         self._open[client] -= 1
@@ -123,8 +145,9 @@ class _Gate(asyncio.Protocol):
         self._handler: asyncio.Protocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        client = client_of(transport.get_extra_info("peername"))
-        if not self._counter.admit(client):
+        peername = transport.get_extra_info("peername")
+        client = client_of(peername)
+        if not self._counter.admit(client, self._counter.is_proxy(peername)):
             assert isinstance(transport, asyncio.Transport)
             transport.write(REFUSAL)
             transport.close()

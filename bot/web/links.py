@@ -15,13 +15,17 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 # As long as the interaction the link was given in: Discord's tokens also live 15 minutes.
 LINK_LIFETIME_S = 15 * 60
@@ -63,19 +67,51 @@ class RegionLink:
 
 def load_secret(configured: str, data_dir: Path, name: str = "web-secret") -> bytes:
     """The configured secret, else the one stored in ``data_dir / name`` (made on first use,
-    0600)."""
+    0600; a stored one shorter than 32 bytes, as a crash of an older Easel could leave, is made
+    anew)."""
     if configured:
         return configured.encode()
     path = data_dir / name
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return path.read_bytes()
+    try:
+        stored: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        stored = None
+    if stored is not None and len(stored) >= _SECRET_BYTES:
+        return stored
+    if stored is not None:
+        log.warning(
+            "%s holds %d bytes, under %d: a new key is made", path, len(stored), _SECRET_BYTES
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Written whole under a temporary name (mkstemp: 0600), then put in place in one step: a
+    # crash leaves no empty key file, and nobody reads one half written.
+    descriptor, temporary_name = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.")
+    temporary = Path(temporary_name)
+    try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(secrets.token_bytes(_SECRET_BYTES))
+            file.flush()
+            os.fsync(file.fileno())
+        if stored is None:
+            _put_first_key(temporary, path)
+        else:
+            temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path.read_bytes()
+
+
+def _put_first_key(temporary: Path, path: Path) -> None:
+    """Put a first key in place unless another process did first (then theirs is kept): a
+    hard link fails if ``path`` exists. A filesystem without hard links (some network and
+    FUSE mounts) gets a rename after a last look, which a racing process could still beat."""
+    try:
+        path.hardlink_to(temporary)
+    except FileExistsError:
+        pass
+    except OSError:
+        if not path.exists():
+            temporary.replace(path)
 
 
 def _b64(data: bytes) -> str:

@@ -10,6 +10,7 @@ and allowed to act, the inpaint job charged to them) is the ``RegionEditor``'s b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from bot.requests import RequestError
 from bot.user_errors import UserError
 from bot.web import assets
 from bot.web.connections import CappedSite, ConnectionCounter
-from bot.web.limits import REQUEST_HEAD_TIMEOUT_S, WEB_CONNECTION_CAPS
+from bot.web.limits import REQUEST_HEAD_TIMEOUT_S, WEB_CONNECTION_CAPS, ProxyNetworks
 from bot.web.links import LinkRefused, LinkSigner, RegionLink
 from bot.web.pages import editor_page, message_page
 
@@ -83,12 +84,14 @@ class RegionWebServer:
         host: str,
         port: int,
         more_routes: Sequence[web.RouteDef] = (),
+        trusted_proxies: ProxyNetworks = (),
     ) -> None:
         self.signer = signer
         self._editor = editor
         self._more_routes = more_routes  # other pages on the same server (the dashboard)
         self._public_url = public_url.rstrip("/")
         self._host, self._port = host, port
+        self._trusted_proxies = trusted_proxies  # EASEL_WEB_TRUSTED_PROXIES
         self._runner: web.AppRunner | None = None
 
     def url_for(self, token: str) -> str:
@@ -114,7 +117,8 @@ class RegionWebServer:
             keepalive_timeout=REQUEST_HEAD_TIMEOUT_S,
         )
         await self._runner.setup()
-        counter = ConnectionCounter("web", WEB_CONNECTION_CAPS, metrics.http_connection_refused)
+        caps = dataclasses.replace(WEB_CONNECTION_CAPS, trusted_proxies=self._trusted_proxies)
+        counter = ConnectionCounter("web", caps, metrics.http_connection_refused)
         await CappedSite(self._runner, self._host, self._port, counter).start()
         log.info("mask editor listening on %s:%s", self._host, self._port)
 

@@ -57,13 +57,17 @@ async def check_clicker_may_see(interaction: discord.Interaction[Any], job: Stor
     """A private job is its maker's alone (answered as if it did not exist), and a job's
     pictures are for members who can read the channel it was made in, clicked there or
     anywhere else: a copy of its buttons elsewhere widens neither, and neither does a form
-    submitted after the member lost the channel."""
-    if job.private and job.user_id != interaction.user.id:
+    submitted after the member lost the channel (their own job clicked in its channel: see
+    ``check_member_may_read_channel``)."""
+    made_by_clicker = job.user_id == interaction.user.id
+    if job.private and not made_by_clicker:
         raise UserError(
             f"Job `{job.job_id}` is no longer in the history; make a new picture with /imagine."
         )
     if job.channel_id is not None:
-        await check_member_may_read_channel(interaction, job.channel_id)
+        await check_member_may_read_channel(
+            interaction, job.channel_id, made_by_clicker=made_by_clicker
+        )
 
 
 async def visible_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:

@@ -286,8 +286,8 @@ class PassTools:
 
 def scheduler_for(request: RenderRequest, model: LoadedModel) -> Any:
     """A fresh scheduler for the request's sampler on ``model``. Plain LCM is the web UI's,
-    except on a model distilled as an LCM (its name or scheduler says so, as for the fast
-    preset), where it is the model's own: diffusers' LCM."""
+    except on a model distilled as an LCM (a word of its name or its scheduler says so, as
+    for the fast preset), where it is the model's own: diffusers' LCM."""
     preset = fast_preset(model.entry.name, model.scheduler_config)
     return make_scheduler(
         request.sampler,
@@ -332,19 +332,16 @@ class TaskArguments:
 
     def running(self, steps: Img2ImgSteps) -> TaskArguments:
         """These arguments with the strength that runs ``steps`` (a pass from noise keeps
-        its own). Inpaint pipelines take strength 1 to mean "from pure noise": from ours,
-        at denoising 1; below it the picture is kept, as the web UI keeps it."""
+        its own). Inpaint pipelines take strength 1 to mean "from pure noise"; the web UI
+        noises the picture at the largest sigma even at denoising 1, and so does Easel."""
         if self.starts_from_noise:
             return self
         strength = steps.strength
-        inpaint = "mask_image" in self.values
-        from_noise = inpaint and strength == 1.0 and steps.replaces_picture
         return dataclasses.replace(
             self,
             values={**self.values, "strength": strength},
-            starts_from_noise=from_noise,
             steps_run=steps.run,
-            noises_picture_at_full_strength=inpaint and strength == 1.0 and not from_noise,
+            noises_picture_at_full_strength="mask_image" in self.values and strength == 1.0,
         )
 
 
@@ -367,12 +364,14 @@ def task_arguments(
         assert not isinstance(init_images, torch.Tensor)  # latent hires refuses these models
         images = init_images or [Image.new("RGB", size, (127, 127, 127))] * count
         masks = [Image.new("L", size, 255)] * count
-        strength = strength if init_images else 1.0
+    # Only a txt2img (no picture to keep) starts from pure noise.
+    from_noise = canvas is None and not init_images
+    strength = 1.0 if from_noise else strength
     values = {**dimensions, "image": images, "mask_image": masks, "strength": strength}
     fill = None
     if canvas is not None and canvas.latent_fill is not None:
         fill = LatentFill(canvas.latent_fill, canvas.mask)
-    return TaskArguments(values, starts_from_noise=strength == 1.0, latent_fill=fill)
+    return TaskArguments(values, starts_from_noise=from_noise, latent_fill=fill)
 
 
 @dataclass(frozen=True)

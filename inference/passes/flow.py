@@ -151,7 +151,7 @@ def render_flow_group(
             f"the {hires.upscaler} hires upscaler works on SD latents; with {family.label} "
             "choose Lanczos or a model upscaler"
         )
-    hires_steps = hires.diffusers_pass_steps(request.steps) if hires else 0
+    hires_steps = hires.pass_steps(request.steps) if hires else 0
     tracker = StepTracker(progress, cancel, tools.preview_interval_s, later_steps=hires_steps)
     tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
     read = [flow_prompt(job.plan(request.steps, tools.denoise.wildcards), family) for job in jobs]

@@ -1,5 +1,5 @@
-"""The shipped broker config (deploy/nats-server.conf): a bot user and a worker user that
-can render together, the worker able to do nothing else of note."""
+"""The shipped broker config (deploy/nats-server.conf): a bot user and a user per worker that
+can render together, a worker able to do nothing else of note, nor to hear another's jobs."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from PIL import Image
 
 from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.broker.wire import RESULTS_STREAM, job_subject, result_subject
-from bot.jobs.broker.worker import WORKER_INBOX_PREFIX, WorkerConfig, serve
+from bot.jobs.broker.worker import WORKER_INBOX_PREFIX, WorkerConfig, serve, worker_inbox_prefix
 from inference.types import RenderRequest, StepProgress
 from tests.distributed.nats_server import REPO_ROOT, NatsServer
 from tests.distributed.test_broker_images import NoisyEngine
 
-PASSWORDS = {"EASEL_NATS_BOT_PASSWORD": "bot-pass", "EASEL_NATS_WORKER_PASSWORD": "worker-pass"}
+PASSWORDS = {
+    "EASEL_NATS_BOT_PASSWORD": "bot-pass",
+    "EASEL_NATS_WORKER_1_PASSWORD": "worker-1-pass",
+    "EASEL_NATS_WORKER_2_PASSWORD": "worker-2-pass",
+}
 
 
 @pytest.fixture
@@ -37,7 +41,23 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 async def test_the_bot_and_worker_users_render_and_the_worker_can_do_nothing_more(
     server: NatsServer, tmp_path: Path
 ) -> None:
-    worker_url = server.url_for("worker", PASSWORDS["EASEL_NATS_WORKER_PASSWORD"])
+    worker_url = server.url_for("worker-1", PASSWORDS["EASEL_NATS_WORKER_1_PASSWORD"])
+    errors: list[str] = []
+
+    async def on_error(error: Exception) -> None:
+        errors.append(str(error).lower())
+
+    # Another worker's user tries to hear the jobs worker-1 pulls (and their secrets).
+    other_url = server.url_for("worker-2", PASSWORDS["EASEL_NATS_WORKER_2_PASSWORD"])
+    spy = await nats_client.connect(other_url, error_cb=on_error)
+    overheard: list[bytes] = []
+
+    async def overhear(msg: nats_client.aio.msg.Msg) -> None:
+        overheard.append(msg.data)
+
+    await spy.subscribe(worker_inbox_prefix(worker_url) + ".>", cb=overhear)
+    await spy.subscribe(WORKER_INBOX_PREFIX + ".>", cb=overhear)
+    await spy.flush()
     stop = asyncio.Event()
     # Started before any bot: it waits for the streams, which it may not make itself.
     config = WorkerConfig(worker_url, ("gpu-0",), idle_poll_s=0.1)
@@ -56,14 +76,11 @@ async def test_the_bot_and_worker_users_render_and_the_worker_can_do_nothing_mor
         stop.set()
         await worker
     assert image.seed == 2 and image.png.startswith(b"\x89PNG") and len(steps) == 3
-
-    errors: list[str] = []
-
-    async def on_error(error: Exception) -> None:
-        errors.append(str(error).lower())
+    await spy.close()
+    assert overheard == []
 
     intruder = await nats_client.connect(
-        worker_url, error_cb=on_error, inbox_prefix=WORKER_INBOX_PREFIX
+        worker_url, error_cb=on_error, inbox_prefix=worker_inbox_prefix(worker_url)
     )
     js = intruder.jetstream(timeout=0.5)
     with pytest.raises(nats_client.errors.Error):
@@ -80,4 +97,26 @@ async def test_the_bot_and_worker_users_render_and_the_worker_can_do_nothing_mor
     assert 'publish to "$js.api.stream.msg.get.easel_results"' in denied
     assert 'subscription to "easel.results.*"' in denied
     assert 'subscription to "easel.jobs.>"' in denied
+    assert 'subscription to "_inbox_easel_worker-1.>"' in denied
+    assert 'subscription to "_inbox_easel_worker.>"' in denied
     await client.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("nats://worker-1:secret@broker:4222", "_INBOX_easel_worker-1"),
+        ("tls://gpu_box:secret@broker:4222", "_INBOX_easel_gpu_box"),
+        # A token is a password: it never becomes a subject name.
+        ("nats://s3cr3t-token@broker:4222", WORKER_INBOX_PREFIX),
+        ("nats://127.0.0.1:4222", WORKER_INBOX_PREFIX),
+    ],
+)
+def test_a_worker_s_reply_prefix_is_its_broker_user_s(url: str, prefix: str) -> None:
+    assert worker_inbox_prefix(url) == prefix
+
+
+@pytest.mark.parametrize("user", ["worker.1", "worker*", "w%3E"])
+def test_a_user_name_that_is_not_one_subject_token_is_refused_at_start(user: str) -> None:
+    with pytest.raises(ValueError, match="user name becomes the worker's reply prefix"):
+        WorkerConfig(f"nats://{user}:secret@broker:4222", ("gpu-0",))

@@ -14,7 +14,10 @@ from typing import Any
 from PIL import Image
 
 from bot.app import EaselBot
+from bot.jobs.accounting import Member
 from bot.jobs.queue import FinishedJob
+from bot.policy.quota import Period
+from bot.services import Services
 from bot.settings import Settings
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.rules import walk_components
@@ -45,6 +48,23 @@ def size_of(message: StoredMessage) -> tuple[int, int]:
     """The size of the message's first picture."""
     with Image.open(io.BytesIO(message.attachments[0].data)) as image:
         return image.size
+
+
+def modal_fields(modal: dict[str, object]) -> dict[str, tuple[str, str]]:
+    """The modal's text inputs: label -> (custom_id, filled-in value)."""
+    components = modal["components"]
+    assert isinstance(components, list)
+    return {
+        c["label"]: (c["custom_id"], c.get("value") or "")
+        for c in walk_components(components)
+        if c.get("type") == 4  # text input
+    }
+
+
+async def images_today(services: Services, user: int, guild: int) -> int:
+    """The pictures charged to ``user`` in ``guild`` today."""
+    report = await services.quota_status.report(Member(user, guild))
+    return next(p.images for p in report.periods if p.period is Period.DAY)
 
 
 def job_id_of(message: StoredMessage) -> str:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from bot.jobs.accounting import Member
-from bot.policy.quota import Period
-from bot.services import Services
-from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine
+from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, images_today, imagine
 from tests.fake_discord import FakeDiscord
 
 OTHER = 5151
-
-
-async def images_today(services: Services, user: int, guild: int) -> int:
-    report = await services.quota_status.report(Member(user, guild))
-    return next(p.images for p in report.periods if p.period is Period.DAY)
 
 
 async def test_another_member_rerolls_and_varies_a_result_on_their_own_account(

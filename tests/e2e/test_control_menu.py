@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from bot.policy.visibility import NOT_READABLE
 from inference.infotext import infotext_from_png, parse_infotext
-from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, job_id_of, reply_to
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    job_id_of,
+    modal_fields,
+    reply_to,
+)
 from tests.e2e.test_controlnet import edges_png
 from tests.e2e.test_edits import inputs_of
-from tests.e2e.test_everyday_buttons import modal_fields
 from tests.fake_discord import FakeDiscord, Overwrite
 from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.policy.visibility import NOT_READABLE
+from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from cogs.results import posting
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
@@ -14,30 +14,19 @@ from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
     StartEasel,
     has_picture,
+    images_today,
     imagine,
+    modal_fields,
     reply_to,
 )
-from tests.e2e.test_clicks_by_others import images_today
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.payloads import DEFAULT_MEMBER_PERMISSIONS
-from tests.fake_discord.rules import walk_components
 
 OTHER = 5252
 MODERATOR = 5353
 MANAGE_MESSAGES = 1 << 13
 VIEW_CHANNEL = 1 << 10
 READ_MESSAGE_HISTORY = 1 << 16
-
-
-def modal_fields(modal: dict[str, object]) -> dict[str, tuple[str, str]]:
-    """The modal's text inputs: label -> (custom_id, filled-in value)."""
-    components = modal["components"]
-    assert isinstance(components, list)
-    return {
-        c["label"]: (c["custom_id"], c.get("value") or "")
-        for c in walk_components(components)
-        if c.get("type") == 4  # text input
-    }
 
 
 def params_of(message: StoredMessage) -> tuple[str, str, dict[str, object]]:
@@ -129,7 +118,7 @@ async def test_a_remix_form_is_checked_again_when_submitted(
         await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
         lost = await fake.submit_modal(forms[0], values[0], user=OTHER)
         refusal = await lost.wait_for_original(lambda m: not m.is_loading)
-        assert refusal.is_ephemeral and NOT_READABLE in refusal.content
+        assert refusal.is_ephemeral and NOT_YOURS_TO_CLICK in refusal.content
 
         # The club again, but its maker has erased the job meanwhile.
         fake.set_overwrite(club, OTHER, allow=VIEW_CHANNEL | READ_MESSAGE_HISTORY)

@@ -16,7 +16,7 @@ import skimage.data
 from PIL import Image
 
 from bot.app import EaselBot, build
-from bot.policy.visibility import NOT_READABLE
+from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from inference.faces import RESTORE_MARGIN, face_detector
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
 from inference.tiny import write_tiny_face_restorer
@@ -25,11 +25,11 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     has_picture,
+    images_today,
     imagine,
     job_id_of,
     reply_to,
 )
-from tests.e2e.test_clicks_by_others import images_today
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 
@@ -122,7 +122,10 @@ async def test_fix_faces_is_refused_on_a_picture_the_presser_cannot_see(
         assert private.is_ephemeral
 
         # Copies of those results' buttons where OTHER can click them: both refused.
-        for original, refusal in [(private, "no longer in the history"), (in_mods, NOT_READABLE)]:
+        for original, refusal in [
+            (private, "no longer in the history"),
+            (in_mods, NOT_YOURS_TO_CLICK),
+        ]:
             copy = await fake.post_user_message("a copy", user=fake.bot_user_id)
             copy.payload["components"] = original.components
             click = await fake.click(copy, label="Fix faces", user=OTHER)

@@ -38,7 +38,9 @@ from tests.e2e.helpers import (
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
+from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 from tests.fake_discord.rules import walk_components
+from tests.fake_discord.state import CONNECTION_DROPPED
 
 StartRegionEasel = Callable[..., AbstractAsyncContextManager[EaselBot]]
 PICTURE = {"size": "128x128"}
@@ -215,6 +217,25 @@ async def test_forged_and_expired_links_are_refused(
                 assert posted.status == 400 and "not a readable image" in await posted.text()
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
                 assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
+
+            # Discord's connection breaks while the member is looked up: refused, not a 500.
+            member_route = "/guilds/{guild}/members/{user_id}"
+            fake_discord.fail("GET", member_route, times=2, status=CONNECTION_DROPPED)
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403 and "did not answer" in await posted.text()
+
+            # Another's job needs its channel's history, as their click there would: a member
+            # who lost it meanwhile is refused (the maker, for their own job, is not).
+            reader = 434343434343434343
+            fake_discord.add_member(reader, "reader", roles=(fake_discord.member_role_id,))
+            their_link = link_of(await region_offer(fake_discord, result, reader))
+            fake_discord.set_overwrite(
+                fake_discord.channel_id, reader, deny=PERMISSION_READ_MESSAGE_HISTORY
+            )
+            await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers the change
+            async with http.post(their_link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403 and "no longer see the channel" in await posted.text()
+            assert await jobs_of(bot, reader, fake_discord.guild_id) == 0
 
             # The member can no longer see the channel: refused, as a click there would be.
             fake_discord.set_overwrite(

@@ -1,21 +1,22 @@
 """Threads, held through the fake Discord: a private thread's pictures are for the members
 added to it and for those who manage threads in its parent (reading the parent is not
 enough), a thread of an age-restricted channel is age-restricted for admission, and a form
-submitted in the channel it came from is checked against the member's permissions there."""
+submitted in the channel it came from is checked against the member's permissions there
+(their own results excepted: nothing of them is hidden from their maker)."""
 
 from __future__ import annotations
 
-from bot.policy.visibility import NOT_READABLE
+from bot.policy.visibility import NOT_READABLE, NOT_YOURS_TO_CLICK
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
     has_picture,
+    images_today,
     imagine,
+    modal_fields,
     reply_to,
 )
-from tests.e2e.test_clicks_by_others import images_today
-from tests.e2e.test_everyday_buttons import modal_fields
 from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.fake_discord.payloads import (
     PERMISSION_MANAGE_THREADS,
@@ -24,11 +25,14 @@ from tests.fake_discord.payloads import (
 
 OUTSIDER = 6161  # reads the parent channel, was not added to the private thread
 MANAGER = 6262  # Manage Threads in the parent, not added either
+THREAD_MEMBER = "/channels/{channel}/thread-members/{user_id}"
 
 
-async def refusal_of(handle: InteractionHandle) -> StoredMessage:
+async def refusal_of(
+    handle: InteractionHandle, sentence: str = NOT_YOURS_TO_CLICK
+) -> StoredMessage:
     refused = await handle.wait_for_original(lambda m: not m.is_loading)
-    assert refused.is_ephemeral and NOT_READABLE in refused.content, refused
+    assert refused.is_ephemeral and sentence in refused.content, refused
     assert "lighthouse" not in refused.content
     return refused
 
@@ -55,7 +59,7 @@ async def test_a_private_threads_pictures_are_for_its_members_and_thread_manager
         await refusal_of(await fake.click(copy, label="Remix", user=OUTSIDER))
         await refusal_of(await fake.click(copy, label="Upscale (2x)", user=OUTSIDER))
         linked = await fake.invoke_command("vary", {"message": result.jump_url}, user=OUTSIDER)
-        await refusal_of(linked)
+        await refusal_of(linked, NOT_READABLE)
 
         # The maker in the thread, a thread manager from the parent, and the outsider once
         # added to the thread get the form with the prompt.
@@ -63,8 +67,17 @@ async def test_a_private_threads_pictures_are_for_its_members_and_thread_manager
             opened = await fake.click(message, label="Remix", user=user)
             assert "Prompt" in str(await opened.wait_for_modal())
         fake.set_thread_member(secret, OUTSIDER)
+        # While Discord fails to say who is in the thread: refused like an outsider, not
+        # answered with an internal error.
+        fake.fail("GET", THREAD_MEMBER, status=503)
+        await refusal_of(await fake.click(copy, label="Remix", user=OUTSIDER))
+        asked = len(fake.calls_to("GET", THREAD_MEMBER))
         opened = await fake.click(copy, label="Remix", user=OUTSIDER)
         assert "the secret lighthouse" in str(await opened.wait_for_modal())
+        # Discord's "yes" is kept a while: the next click in the thread asks nothing.
+        opened = await fake.click(result, label="Remix", user=OUTSIDER)
+        assert "the secret lighthouse" in str(await opened.wait_for_modal())
+        assert len(fake.calls_to("GET", THREAD_MEMBER)) == asked + 1
         assert await images_today(bot.services, OUTSIDER, fake.guild_id) == 0
         assert bot.queue.queued_count() == 0
 
@@ -89,6 +102,10 @@ async def test_threads_are_checked_like_discord_does(
         fake.set_overwrite(fake.channel_id, OUTSIDER, deny=PERMISSION_READ_MESSAGE_HISTORY)
         await refusal_of(await fake.submit_modal(opened, values, user=OUTSIDER))
         assert await images_today(bot.services, OUTSIDER, fake.guild_id) == 0
+        # Their own result there, though, is theirs to remix (its prompt is their own).
+        own = await imagine(fake, "my own lighthouse", user=OUTSIDER)
+        opened = await fake.click(own, label="Remix", user=OUTSIDER)
+        assert "my own lighthouse" in str(await opened.wait_for_modal())
 
         await reply_to(
             fake, "easel-admin nsfw", {"policy": "age_restricted_only"}, user=fake.owner_id

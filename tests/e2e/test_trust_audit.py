@@ -8,7 +8,7 @@ limit of 0 stops free --relax jobs too."""
 from __future__ import annotations
 
 from bot.policy.moderation import AGE_RESTRICTED_PICTURE
-from bot.policy.visibility import NOT_READABLE
+from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from bot.settings import Settings
 from inference.infotext import infotext_from_png
 from tests.e2e.helpers import (
@@ -16,12 +16,12 @@ from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
     StartEasel,
     has_picture,
+    images_today,
     imagine,
     job_id_of,
     limit_daily_images,
     reply_to,
 )
-from tests.e2e.test_clicks_by_others import images_today
 from tests.e2e.test_prompt_safety import write_wildcard
 from tests.fake_discord import FakeDiscord, StoredMessage
 
@@ -67,9 +67,9 @@ async def test_every_button_of_a_copied_result_checks_who_may_see_the_job(
         # Copies of those results' buttons where OTHER can click them: U1, 🔄, Remix,
         # Vary (Region) and its words button each answer with a refusal, not a job or a form.
         clicks = [
-            (grid.components, custom_id_starting(grid, "easel:pick:"), NOT_READABLE),
-            (grid.components, custom_id_starting(grid, "easel:reroll:"), NOT_READABLE),
-            (grid.components, custom_id_starting(grid, "easel:remix:"), NOT_READABLE),
+            (grid.components, custom_id_starting(grid, "easel:pick:"), NOT_YOURS_TO_CLICK),
+            (grid.components, custom_id_starting(grid, "easel:reroll:"), NOT_YOURS_TO_CLICK),
+            (grid.components, custom_id_starting(grid, "easel:remix:"), NOT_YOURS_TO_CLICK),
             (private.components, custom_id_starting(private, "easel:reroll:"), HIDDEN),
             (private.components, custom_id_starting(private, "easel:remix:"), HIDDEN),
             (private.components, custom_id_starting(private, "easel:region:"), HIDDEN),

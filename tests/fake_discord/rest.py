@@ -34,7 +34,7 @@ from .rules import (
     message_problems,
     modal_problems,
 )
-from .state import DiscordState, RequestRejected
+from .state import CONNECTION_DROPPED, DiscordState, RequestRejected
 
 API_PREFIX = "/api/v10"
 ACK_DEADLINE_S = 3.0
@@ -209,6 +209,7 @@ class RestApi:
         try:
             response = self._rate_limited_response(request.method, route)
             if response is None:
+                self._fail_if_planned(request, route)
                 self._check_authorization(request, route)
                 response = await self._answer_unknown_routes(request, handler)
         except RequestRejected as rejection:
@@ -241,6 +242,18 @@ class RestApi:
                 "401: Unauthorized",
                 (Violation.UNAUTHORIZED, f"{request.method} {route} without 'Bot <token>'"),
             )
+
+    def _fail_if_planned(self, request: web.Request, route: str) -> None:
+        plan = self.state.outage_plans.pop((request.method, route), None)
+        if plan is None:
+            return
+        remaining, status = plan
+        if remaining > 1:
+            self.state.outage_plans[(request.method, route)] = (remaining - 1, status)
+        if status == CONNECTION_DROPPED and request.transport is not None:
+            # What the network does: the client sees the connection close before an answer.
+            request.transport.close()
+        raise RequestRejected(status, 0, f"{status}: Discord could not answer (injected)")
 
     def _rate_limited_response(self, method: str, route: str) -> web.Response | None:
         now = time.monotonic()

@@ -369,6 +369,18 @@ class FakeDiscord:
             )
         self._state.rate_limit_plans[(method, route)] = RateLimitPlan(times, retry_after, is_global)
 
+    def fail(self, method: str, route: str, *, times: int = 1, status: int = 503) -> None:
+        """Answers the next ``times`` calls on ``method route`` with Discord's server error
+        ``status`` (discord.py retries 500, 502 and 504 for seconds; 503 reaches the caller),
+        or with none: ``CONNECTION_DROPPED`` closes the connection (aiohttp sends a GET again
+        once on a new one, then its ServerDisconnectedError reaches the caller: plan two)."""
+        known = self._rest.route_keys()
+        if (method, route) not in known:
+            raise ValueError(
+                f"{method} {route} is not a route the fake serves; known: {sorted(known)}"
+            )
+        self._state.outage_plans[(method, route)] = (times, status)
+
     async def wait_until_identified(self, timeout: float = DEFAULT_WAIT_S) -> None:
         await self._state.feed.wait_until(
             lambda: True if self._gateway.connection is not None else None,

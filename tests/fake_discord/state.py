@@ -50,6 +50,10 @@ from .rules import MAX_FILES_PER_MESSAGE, Violation
 DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
 
+# ``FakeDiscord.fail``'s status for a connection closed before any answer.
+CONNECTION_DROPPED = 0
+
+
 class RequestRejected(Exception):
     """Ends a request with Discord's error answer; ``violation`` is recorded when set."""
 
@@ -122,6 +126,8 @@ class DiscordState:
         self.violations: list[str] = []
         self.calls: list[RestCall] = []
         self.rate_limit_plans: dict[tuple[str, str], RateLimitPlan] = {}
+        # (method, route) -> how many more calls get a Discord server error (its status).
+        self.outage_plans: dict[tuple[str, str], tuple[int, int]] = {}
         self.rate_limit_log: list[RateLimitRecord] = []
 
         self.application_id = self.ids.next()

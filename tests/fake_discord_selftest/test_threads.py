@@ -53,8 +53,13 @@ async def test_a_private_thread_is_seen_by_its_members_and_thread_managers(
     )
     fake.set_thread_member(secret, OUTSIDER)
     assert fake.permissions_in(secret, OUTSIDER) & PERMISSION_VIEW_CHANNEL
-    asked = await fake.invoke_command("threadcheck", {"user_id": str(OUTSIDER)}, channel=secret)
-    assert "404" not in (await asked.wait_for_original(answered)).content
+    # An injected outage answers the next call only, with Discord's server error.
+    fake.fail("GET", "/channels/{channel}/thread-members/{user_id}", status=503)
+    for answer in ("503 0", "member since"):
+        asked = await fake.invoke_command("threadcheck", {"user_id": str(OUTSIDER)}, channel=secret)
+        assert answer in (await asked.wait_for_original(answered)).content
+    with pytest.raises(ValueError, match="not a route"):
+        fake.fail("GET", "/channels/{channel}/thread-member")
     fake.set_thread_member(secret, OUTSIDER, member=False)
     assert fake.permissions_in(secret, OUTSIDER) == 0
 

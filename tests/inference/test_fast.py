@@ -111,6 +111,15 @@ SGM = "SGM Uniform"  # distilled on trailing timesteps
         ("my-model", "LCMScheduler", ("LCM", 4, 1.5, "LCM", "Automatic")),
         ("SDXL_Lightning_4step", "EulerDiscreteScheduler", ("Lightning", 4, 1.0, "Euler", SGM)),
         ("sd15", "PNDMScheduler", None),
+        # A family is a word of the name or starts or ends a run of letters, never the
+        # middle of one.
+        ("realcmix", "PNDMScheduler", None),
+        ("LCMDreamshaperV7", "PNDMScheduler", ("LCM", 4, 1.5, "LCM", "Automatic")),
+        ("DreamShaperXLTurbo", "PNDMScheduler", ("Turbo", 4, 1.0, "Euler a", SGM)),
+        ("sdxlturbo", "PNDMScheduler", ("Turbo", 4, 1.0, "Euler a", SGM)),
+        ("turbovisionxlSuperFastXL", "PNDMScheduler", ("Turbo", 4, 1.0, "Euler a", SGM)),
+        ("lcmlora-sd15", "PNDMScheduler", ("LCM", 4, 1.5, "LCM", "Automatic")),
+        ("LCMs", "PNDMScheduler", ("LCM", 4, 1.5, "LCM", "Automatic")),
     ],
 )
 def test_few_step_models_are_told_by_name_or_scheduler(

@@ -197,6 +197,17 @@ def test_hires_fix_is_an_img2img_pass_at_the_larger_size(engine: Engine) -> None
     assert fields["Hires upscale"] == 2.0 and fields["Hires upscaler"] == "Lanczos"
 
 
+def test_a_hires_pass_below_one_step_s_worth_runs_one(engine: Engine) -> None:
+    """1 hires step at 0.3: diffusers' flow img2img runs one (its count rounds up), as the SD
+    families' web UI rule does; it was refused as diffusers' SD count would run none."""
+    reports: list[StepProgress] = []
+    hires = {"hires_scale": 1.5, "hires_steps": 1, "hires_denoising": 0.3}
+    (image,) = engine.render(request("sd3", options=hires), progress=reports.append)
+    assert (image.width, image.height) == (96, 96)
+    assert [report.step for report in reports] == [1, 2, 3, 4, 5]
+    assert reports[-1].total_steps == 5
+
+
 def test_an_engine_that_compiles_unets_runs_flow_models_eager(models: Path, tmp_path: Path) -> None:
     engine = Engine(models, compiler=Compiler(tmp_path, batch_variants=False))
     (image,) = engine.render(request("flux"))

@@ -192,6 +192,28 @@ def test_nine_channel_inpainting_model(
 
 
 @pytest.mark.parametrize(
+    ("model", "request_for"),
+    [("tiny", inpaint), ("tiny-inpainting", inpaint), ("tiny-inpainting", img2img)],
+)
+def test_full_denoising_starts_from_the_picture_as_a_step_below_it_does(
+    engine: Engine,
+    pictures: dict[str, str],
+    pixels: PixelReader,
+    model: str,
+    request_for: Callable[..., RenderRequest],
+) -> None:
+    """At 4 steps, denoising 0.8 and 1 both run all 4 steps from the picture noised at the
+    largest sigma, as the web UI's (t_enc = int(min(denoising, 0.999) x 4) = 3). Diffusers'
+    inpaint pipelines (and with them a 9-channel model's img2img) read strength 1 as "from
+    pure noise", which Easel followed at 1."""
+    near, full = (
+        pixels(engine.render(request_for(pictures, model=model, denoising_strength=d))[0].png)
+        for d in (0.8, 1.0)
+    )
+    assert np.array_equal(near, full)
+
+
+@pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"init_image": None}, "img2img needs an init image"),

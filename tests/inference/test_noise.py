@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -86,13 +87,15 @@ def test_batch_variation_seeds_count_up(engine: Engine) -> None:
     assert [parse_infotext(image.infotext)[2]["Variation seed"] for image in images] == [50, 51]
 
 
-def _ancestral_steps(steps: int, seeds: list[int], ahead: bool) -> list[torch.Tensor]:
+def _ancestral_steps(
+    steps: int, seeds: list[int], ahead: bool, shape: tuple[int, ...] = SHAPE
+) -> list[torch.Tensor]:
     """``steps`` Euler a steps on a fixed sample, optionally with the noise drawn ahead; the
     generators' states after the first step are appended last."""
     scheduler: Any = make_scheduler("Euler a", {"num_train_timesteps": 1000})
     scheduler.set_timesteps(steps)
     generators = [seeded_generator(seed) for seed in seeds]
-    sample = seeded_noise(0, (len(seeds), *SHAPE[1:]))
+    sample = seeded_noise(0, (len(seeds), *shape[1:]))
     outputs: list[torch.Tensor] = []
     after_first: list[torch.Tensor] = []
     with step_noise_drawn_ahead(scheduler, generators, steps) if ahead else nullcontext():
@@ -107,21 +110,45 @@ def _ancestral_steps(steps: int, seeds: list[int], ahead: bool) -> list[torch.Te
     return outputs + after_first
 
 
-def test_ancestral_step_noise_drawn_ahead_is_the_step_wise_noise_bit_for_bit() -> None:
-    for seeds in ([5], [5, 6]):
-        step_wise = _ancestral_steps(4, seeds, ahead=False)
-        ahead = _ancestral_steps(4, seeds, ahead=True)
+# A picture's noise of whole blocks of torch's normal sampler (each generator's steps are
+# then one draw), and one ending in a partial block (drawn step by step).
+@pytest.mark.parametrize("shape", [SHAPE, (1, 4, 5, 3)])
+def test_ancestral_step_noise_drawn_ahead_is_the_step_wise_noise_bit_for_bit(
+    shape: tuple[int, ...],
+) -> None:
+    for seeds in ([5], [5, 6, 7]):
+        step_wise = _ancestral_steps(4, seeds, ahead=False, shape=shape)
+        ahead = _ancestral_steps(4, seeds, ahead=True, shape=shape)
         steps_step_wise, steps_ahead = step_wise[:4], ahead[:4]
         assert all(torch.equal(a, b) for a, b in zip(steps_step_wise, steps_ahead, strict=True))
         # Drawn ahead: after the first step every generator has already given all four draws.
         drained = [seeded_generator(seed) for seed in seeds]
         for generator in drained:
             for _ in range(4):
-                torch.randn(SHAPE, generator=generator)
+                torch.randn(shape, generator=generator)
         assert all(
             torch.equal(state, generator.get_state())
             for state, generator in zip(ahead[4:], drained, strict=True)
         )
+
+
+def test_ancestral_step_noise_refilled_when_the_steps_do_not_fit_is_the_same_noise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most ``AHEAD_BYTES`` are drawn ahead: two steps at a time here, over four steps."""
+    seeds = [5, 6]
+    step_wise = _ancestral_steps(4, seeds, ahead=False)
+    monkeypatch.setattr(noise_module, "AHEAD_BYTES", 2 * len(seeds) * math.prod(SHAPE) * 4)
+    ahead = _ancestral_steps(4, seeds, ahead=True)
+    assert all(torch.equal(a, b) for a, b in zip(step_wise[:4], ahead[:4], strict=True))
+    # After the first step each generator has given two steps' draws, not four.
+    drained = [seeded_generator(seed) for seed in seeds]
+    for generator in drained:
+        torch.randn((2, *SHAPE), generator=generator)
+    assert all(
+        torch.equal(state, generator.get_state())
+        for state, generator in zip(ahead[4:], drained, strict=True)
+    )
 
 
 def test_ancestral_renders_equal_those_with_step_wise_noise(

@@ -4,6 +4,7 @@ and the sampler's scheduler is built once a pass."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,9 @@ from inference.engine import Engine
 from inference.noise import StepNoise
 from inference.types import RenderRequest
 
-HIRES = RenderRequest(
-    "a cat",
-    seed=5,
-    steps=6,
-    width=64,
-    height=64,
-    sampler="Euler a",
-    options={"hires_scale": 1.5, "hires_denoising": 0.5, "hires_upscaler": "Latent"},
+EULER_A = RenderRequest("a cat", seed=5, steps=6, width=64, height=64, sampler="Euler a")
+HIRES = dataclasses.replace(
+    EULER_A, options={"hires_scale": 1.5, "hires_denoising": 0.5, "hires_upscaler": "Latent"}
 )
 
 
@@ -44,16 +40,8 @@ def test_a_pass_from_a_picture_draws_only_the_step_noise_it_runs(
 
     init = tmp_path / "init.png"
     Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(init)
-    img2img = RenderRequest(
-        "a cat",
-        seed=5,
-        steps=6,
-        width=64,
-        height=64,
-        sampler="Euler a",
-        mode="img2img",
-        init_image=str(init),
-        denoising_strength=0.5,
+    img2img = dataclasses.replace(
+        EULER_A, mode="img2img", init_image=str(init), denoising_strength=0.5
     )
     monkeypatch.setattr(noise_module, "StepNoise", Recorded)
     ahead = [engine.render(request)[0].png for request in (HIRES, img2img)]

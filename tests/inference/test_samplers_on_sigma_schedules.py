@@ -171,6 +171,7 @@ def test_lcm_steps_follow_the_web_ui_s_sample_lcm(steps: int) -> None:
     [
         ("tiny", SD_SCHEDULER_CONFIG, "Automatic", LCMSigmasScheduler),
         ("dreamshaper-LCM", SD_SCHEDULER_CONFIG, "Automatic", LCMScheduler),
+        ("realcmix", SD_SCHEDULER_CONFIG, "Automatic", LCMSigmasScheduler),  # no word "lcm"
         (
             "my-model",
             {**SD_SCHEDULER_CONFIG, "_class_name": "LCMScheduler"},

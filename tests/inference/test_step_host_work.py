@@ -77,14 +77,19 @@ def test_a_step_builds_no_index_on_the_host_and_copies_no_rows_in_order(engine: 
     assert operators["stack"] == 1  # the combined output: the composed path ran
 
 
-def test_a_grid_step_runs_the_very_operators_of_a_single_picture_step(engine: Engine) -> None:
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a"])
+def test_a_grid_step_runs_the_very_operators_of_a_single_picture_step(
+    engine: Engine, sampler: str
+) -> None:
     """With CFG the UNet's input is every negative row, then every positive row: a grid's
     rows are evaluated in that order and are their own output, with nothing gathered or
     stacked (they were interleaved, which sliced and concatenated every per-row input and
-    stacked the output at each step). Euler draws no step noise, which is per picture."""
+    stacked the output at each step). Euler a's step noise, one draw per picture's
+    generator, is drawn for all steps at once: a step takes a view of it (each step drew
+    from each picture's generator and concatenated the draws)."""
     engine.render(RenderRequest("a red cat", width=64, height=64, steps=1))  # loads the model
-    _, single = one_step(engine, "a red cat", sampler="Euler")
-    _, grid = one_step(engine, "a red cat", sampler="Euler", count=3)
+    _, single = one_step(engine, "a red cat", sampler=sampler)
+    _, grid = one_step(engine, "a red cat", sampler=sampler, count=4)
     grid.subtract(single)
     assert {name: count for name, count in grid.items() if count} == {}
 

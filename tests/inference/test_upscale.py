@@ -161,16 +161,6 @@ def test_a_hires_schedule_is_no_longer_than_the_sampler_takes(
     assert reports[-1].step == reports[-1].total_steps == 2 + 8
 
 
-def test_a_flow_hires_pass_with_no_step_to_run_is_refused() -> None:
-    """Flow models' hires pass runs diffusers' steps x denoising: below one step, one sentence."""
-    hires = HiresOptions.from_options({"hires_scale": 1.5, "hires_steps": 1}, 64, 64)
-    assert hires is not None and hires.pass_steps(20) == 1
-    with pytest.raises(RenderInputError, match=r"1 hires steps at hires denoising 0\.7 leave no"):
-        hires.diffusers_pass_steps(20)
-    two = HiresOptions.from_options({"hires_scale": 1.5, "hires_steps": 2}, 64, 64)
-    assert two is not None and two.diffusers_pass_steps(20) == 2
-
-
 def test_hires_size_limit_and_rounding() -> None:
     assert scaled_render_size(512, 768, 1.5) == (768, 1152)
     assert scaled_render_size(100, 60, 1.3) == (128, 80)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,9 @@ from db.database import connect
 from inference.compile import Compiler, compiled_parts
 from inference.engine import WARM_UP, Engine
 from inference.model_cache import ModelCache
-from inference.types import RenderRequest
+from inference.types import RenderCancelled, RenderRequest
 from inference.worker import DeviceWorker, RenderEngine
+from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
 
 JOB = RenderRequest("a lighthouse", seed=4, steps=2, width=64, height=64)
@@ -37,9 +41,9 @@ class Recorder:
             self.events.append(f"read {entry.name}")
             return read(cache, entry)
 
-        def rendering(engine: Engine, request: RenderRequest, *args: Any) -> Any:
+        def rendering(engine: Engine, request: RenderRequest, *args: Any, **kwargs: Any) -> Any:
             self.events.append(f"render {request.prompt!r}")
-            return render(engine, request, *args)
+            return render(engine, request, *args, **kwargs)
 
         monkeypatch.setattr(ModelCache, "_read", reading)
         monkeypatch.setattr(Engine, "render", rendering)
@@ -72,7 +76,7 @@ async def test_the_queue_start_loads_the_default_model_before_the_first_job(
     recorder = Recorder(models_dir, monkeypatch)
     await first_job(DeviceWorker("cpu", recorder.engine, warm_start=True), tmp_path)
     # The job found the engine built and its model read: nothing of either after it began.
-    assert recorder.events == ["build cpu", "render ''", "read tiny", "render 'a lighthouse'"]
+    assert recorder.events == ["build cpu", "read tiny", "render ''", "render 'a lighthouse'"]
 
 
 async def test_without_a_warm_start_the_first_job_builds_the_engine_and_loads_the_model(
@@ -108,6 +112,62 @@ def test_a_warm_up_without_any_model_raises_for_the_worker_to_log(tmp_path: Path
     (tmp_path / "models").mkdir()
     with pytest.raises(Exception, match="model"):
         Engine(tmp_path / "models").warm_up()
+
+
+@dataclass
+class SlowWarmingEngine(InstantEngine):
+    """Its warm-up is a minute of short steps, as a big model's load and first step."""
+
+    seconds: float = 60.0
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def warm_up(self, cancel: threading.Event) -> None:
+        self.started.set()
+        self.render(RenderRequest("", steps=600), cancel=cancel)
+
+
+def test_closing_the_worker_during_its_warm_up_stops_it_at_the_next_step(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = SlowWarmingEngine()
+    worker = DeviceWorker("cpu", lambda _device: engine, warm_start=True)
+    with caplog.at_level(logging.INFO, logger="inference.worker"):
+        worker.warm_up()
+        assert engine.started.wait(10)
+        began = time.perf_counter()
+        worker.close()
+        took = time.perf_counter() - began
+    assert took < 5, f"close() waited {took:.1f} s for a warm-up of 60 s"
+    assert engine.rendered == []  # stopped, not finished
+    worker_logs = [r for r in caplog.records if r.name == "inference.worker"]
+    assert [(r.levelno, r.getMessage()) for r in worker_logs] == [
+        (logging.INFO, "warm start on cpu stopped: shutting down")
+    ]
+
+
+def test_a_shutdown_during_the_warm_up_load_skips_its_step_and_keeps_the_model(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutdown = threading.Event()
+    read, run = ModelCache._read, Engine._run
+    steps_run: list[RenderRequest] = []
+
+    def read_then_shut_down(cache: ModelCache, entry: Any) -> Any:
+        loaded = read(cache, entry)
+        shutdown.set()  # close() while the model loads
+        return loaded
+
+    def running(engine: Engine, model: Any, request: RenderRequest, *args: Any) -> Any:
+        steps_run.append(request)
+        return run(engine, model, request, *args)
+
+    monkeypatch.setattr(ModelCache, "_read", read_then_shut_down)
+    monkeypatch.setattr(Engine, "_run", running)
+    engine = Engine(models_dir)
+    with pytest.raises(RenderCancelled):
+        engine.warm_up(shutdown)
+    assert steps_run == []
+    assert engine.loaded_models() == ["tiny"]  # a later start's first job finds it loaded
 
 
 def test_the_warm_up_queues_the_native_shapes_for_compiling_before_any_job(

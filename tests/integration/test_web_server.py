@@ -2,11 +2,14 @@
 client does rather than a browser: a request that never finishes (slowloris) is cut off (on
 the metrics server too), a mask over the size limit gets 413 without reaching the editor, and
 refusals carry the security headers; connections over a server's caps (per client, in
-total) get a 503 and are closed, while those held go on being served."""
+total) get a 503 and are closed, while those held go on being served; the reverse proxy on
+loopback, or at an address of EASEL_WEB_TRUSTED_PROXIES, is held to the total alone."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import re
 import socket
 import time
@@ -20,7 +23,7 @@ from prometheus_client import REGISTRY
 from bot import metrics
 from bot.images import MAX_UPLOAD_BYTES
 from bot.web import connections, server
-from bot.web.limits import ConnectionCaps
+from bot.web.limits import WEB_CONNECTION_CAPS, ConnectionCaps, ProxyNetworks
 from bot.web.links import LinkSigner, RegionLink
 from bot.web.server import Claim, RegionWebServer
 
@@ -49,6 +52,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def web_server(
+    tmp_path: Path, editor: Editor, port: int, trusted_proxies: ProxyNetworks = ()
+) -> RegionWebServer:
+    return RegionWebServer(
+        LinkSigner(b"s" * 32, tmp_path / "used"),
+        editor,
+        f"http://127.0.0.1:{port}",
+        "127.0.0.1",
+        port,
+        trusted_proxies=trusted_proxies,
+    )
+
+
 @pytest.fixture
 async def site(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -58,13 +74,7 @@ async def site(
     picture.write_bytes(b"\x89PNG not really")
     editor = Editor(picture)
     port = free_port()
-    web = RegionWebServer(
-        LinkSigner(b"s" * 32, tmp_path / "used"),
-        editor,
-        f"http://127.0.0.1:{port}",
-        "127.0.0.1",
-        port,
-    )
+    web = web_server(tmp_path, editor, port)
     await web.start()
     try:
         yield web, editor, port
@@ -202,9 +212,88 @@ def refusals(server_name: str, cap: str) -> float:
 
 @pytest.fixture
 def small_caps(monkeypatch: pytest.MonkeyPatch) -> ConnectionCaps:
-    caps = ConnectionCaps(per_client=3, total=5)
+    # Loopback held to the per-client cap too, so that 127.x addresses play outside clients.
+    caps = ConnectionCaps(per_client=3, total=5, cap_loopback_clients=True)
     monkeypatch.setattr(server, "WEB_CONNECTION_CAPS", caps)
     return caps
+
+
+@pytest.fixture
+def shipped_caps_made_small(monkeypatch: pytest.MonkeyPatch) -> ConnectionCaps:
+    caps = dataclasses.replace(WEB_CONNECTION_CAPS, per_client=3, total=5)
+    monkeypatch.setattr(server, "WEB_CONNECTION_CAPS", caps)
+    return caps
+
+
+async def test_the_reverse_proxy_on_loopback_is_held_to_the_total_alone(
+    shipped_caps_made_small: ConnectionCaps, site: tuple[RegionWebServer, Editor, int]
+) -> None:
+    # An HTTP/2 proxy opens a connection per request in flight (a dashboard page asks for 24
+    # thumbnails at once), all from loopback.
+    _, _, port = site
+    held = [await connect(port) for _ in range(shipped_caps_made_small.total)]
+    refused_before = refusals("web", "total")
+    assert await is_refused(await connect(port))
+    assert refusals("web", "total") == refused_before + 1
+    assert all([await is_served(connection) for connection in held])
+
+
+def test_an_outside_client_is_held_to_its_cap_beside_an_exempt_proxy() -> None:
+    counter = connections.ConnectionCounter(
+        "web", ConnectionCaps(per_client=1, total=4, cap_loopback_clients=False), lambda *_: None
+    )
+    assert counter.admit("192.0.2.7") and not counter.admit("192.0.2.7")
+    assert all(counter.admit("127.0.0.1", from_proxy=True) for _ in range(3))
+    assert not counter.admit("127.0.0.1", from_proxy=True)  # the total still holds
+
+
+async def test_a_trusted_proxy_on_another_host_is_held_to_the_total_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A proxy in another container reaches the bot from the compose network's gateway; here
+    # 127.0.0.2 plays it, inside EASEL_WEB_TRUSTED_PROXIES, and 127.0.0.1 a client outside.
+    caps = ConnectionCaps(per_client=2, total=6, cap_loopback_clients=True)
+    monkeypatch.setattr(server, "WEB_CONNECTION_CAPS", caps)
+    port = free_port()
+    trusted = (ipaddress.ip_network("127.0.0.2/32"), ipaddress.ip_network("10.0.0.0/8"))
+    web = web_server(tmp_path, Editor(tmp_path / "none.png"), port, trusted)
+    await web.start()
+    try:
+        held = [await connect(port, "127.0.0.1") for _ in range(2)]
+        by_client, in_all = refusals("web", "client"), refusals("web", "total")
+        assert await is_refused(await connect(port, "127.0.0.1"))
+        held += [await connect(port, "127.0.0.2") for _ in range(4)]  # twice its 2 per client
+        assert await is_refused(await connect(port, "127.0.0.2"))
+        assert (refusals("web", "client"), refusals("web", "total")) == (by_client + 1, in_all + 1)
+        assert all([await is_served(connection) for connection in held])
+    finally:
+        await web.stop()
+
+
+@pytest.mark.parametrize(
+    ("peer", "proxy"),
+    [
+        (("172.18.0.1", 5000), True),  # the compose network's gateway, trusted by address
+        (("10.1.2.3", 5000), True),
+        (("::ffff:10.1.2.3", 5000, 0, 0), True),
+        (("fd00::7", 5000, 0, 0), True),
+        (("172.18.0.2", 5000), False),
+        (("11.0.0.1", 5000), False),
+        (("2001:db8::1", 5000, 0, 0), False),
+        (("127.0.0.1", 5000), False),  # these caps hold loopback to the per-client cap
+        (None, False),
+    ],
+)
+def test_a_peer_in_the_trusted_proxies_is_exempt_and_one_outside_is_not(
+    peer: object, proxy: bool
+) -> None:
+    trusted = tuple(ipaddress.ip_network(n) for n in ("172.18.0.1", "10.0.0.0/8", "fd00::/8"))
+    caps = ConnectionCaps(per_client=1, total=4, trusted_proxies=trusted)
+    counter = connections.ConnectionCounter("web", caps, lambda *_: None)
+    assert counter.is_proxy(peer) is proxy
+    client = connections.client_of(peer)
+    assert counter.admit(client, counter.is_proxy(peer))
+    assert counter.admit(client, counter.is_proxy(peer)) is proxy  # over 1 per client
 
 
 async def test_a_client_over_its_connection_cap_is_refused_while_others_are_served(
@@ -270,3 +359,22 @@ async def test_the_metrics_server_caps_a_clients_connections(
 )
 def test_an_ipv6_client_is_its_slash_64(peer: object, client: str) -> None:
     assert connections.client_of(peer) == client
+
+
+@pytest.mark.parametrize(
+    ("peer", "loopback"),
+    [
+        (("127.0.0.1", 5000), True),
+        (("127.3.2.1", 5000), True),
+        (("::1", 5000, 0, 0), True),
+        (("::ffff:127.0.0.1", 5000, 0, 0), True),
+        (("192.0.2.7", 5000), False),
+        (("::ffff:192.0.2.7", 5000, 0, 0), False),
+        (("2001:db8::1", 5000, 0, 0), False),
+        (None, False),
+    ],
+)
+def test_loopback_is_this_machine_s_addresses(peer: object, loopback: bool) -> None:
+    exempt_loopback = ConnectionCaps(per_client=1, total=4, cap_loopback_clients=False)
+    counter = connections.ConnectionCounter("web", exempt_loopback, lambda *_: None)
+    assert counter.is_proxy(peer) is loopback

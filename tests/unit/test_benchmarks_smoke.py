@@ -68,6 +68,11 @@ def test_gpu_benchmark_runs_every_variant_on_cpu_with_the_tiny_model(tmp_path: P
         assert report[variant]["background_compile"] is None  # EASEL_COMPILE=auto: not on CPU
         assert "AttnProcessor" in report[variant]["attention"]
     assert report["plain"]["backlog"] is None  # plain diffusers has no queue
+    # The first job of a bot whose warm start ran: the model loaded and stepped before it.
+    warm_start = report["easel"]["warm_start"]
+    assert warm_start["warmed"] is True
+    assert warm_start["warm_up_s"] > 0 and warm_start["first_job_s"] > 0
+    assert report["plain"]["warm_start"] is None and report["easel_tuned"]["warm_start"] is None
     for variant in ("easel", "easel_tuned"):
         backlog = report[variant]["backlog"]
         assert backlog["jobs"] == 3 and backlog["render_calls"] >= 1

@@ -1,3 +1,4 @@
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ SETTING_NAMES = [
     "EASEL_MAX_STEPS",
     "EASEL_MODEL_CACHE_GB",
     "EASEL_HIRES_UPSCALER",
+    "EASEL_WEB_TRUSTED_PROXIES",
 ]
 
 
@@ -79,6 +81,13 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("EASEL_MAX_STEPS", "500", "EASEL_MAX_STEPS='500' is invalid: Input should be less than"),
         ("EASEL_MAX_PIXELS", "100", "EASEL_MAX_PIXELS='100' is invalid"),
         ("EASEL_ALLOW_PICKLE", "maybe", "EASEL_ALLOW_PICKLE='maybe' is invalid"),
+        (
+            "EASEL_WEB_TRUSTED_PROXIES",
+            "172.18.0.1, 10.0.0.0/33",
+            "EASEL_WEB_TRUSTED_PROXIES='172.18.0.1, 10.0.0.0/33' is invalid: '10.0.0.0/33' is "
+            "not an IP address or network",
+        ),
+        ("EASEL_WEB_TRUSTED_PROXIES", "proxy", "'proxy' is not an IP address or network"),
     ],
 )
 def test_bad_setting_names_itself(
@@ -87,6 +96,16 @@ def test_bad_setting_names_itself(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         load_settings(None)
+
+
+def test_trusted_proxies_are_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None).web_trusted_proxies == ()  # only loopback is exempt by default
+    monkeypatch.setenv("EASEL_WEB_TRUSTED_PROXIES", " 172.18.0.1, 10.0.0.0/8,,fd00::/8 ")
+    assert load_settings(None).web_trusted_proxies == (
+        ip_network("172.18.0.1/32"),
+        ip_network("10.0.0.0/8"),
+        ip_network("fd00::/8"),
+    )
 
 
 def test_engine_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:

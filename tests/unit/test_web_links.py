@@ -83,6 +83,44 @@ def test_the_generated_secret_is_kept_and_private(tmp_path: Path) -> None:
     assert load_secret("configured", tmp_path) == b"configured"
 
 
+def test_a_crash_while_making_the_key_leaves_no_key_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(_: int) -> bytes:
+        raise KeyboardInterrupt  # killed between making the file and writing the key
+
+    with monkeypatch.context() as patched:
+        patched.setattr("bot.web.links.secrets.token_bytes", crash)
+        with pytest.raises(KeyboardInterrupt):
+            load_secret("", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither an empty key nor a temporary file
+    key = load_secret("", tmp_path)
+    assert len(key) == 32 and load_secret("", tmp_path) == key
+
+
+def test_a_data_folder_without_hard_links_still_gets_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hard_links(self: Path, target: Path) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what CIFS and FUSE mounts say
+
+    monkeypatch.setattr(Path, "hardlink_to", no_hard_links)
+    key = load_secret("", tmp_path)
+    assert len(key) == 32 and load_secret("", tmp_path) == key
+    assert stat.S_IMODE((tmp_path / "web-secret").stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["web-secret"]
+
+
+@pytest.mark.parametrize("left", [b"", b"short"])
+def test_a_stored_key_too_short_is_made_anew(tmp_path: Path, left: bytes) -> None:
+    (tmp_path / "broker-secret").write_bytes(left)  # what an older Easel's crash could leave
+    key = load_secret("", tmp_path, "broker-secret")
+    assert len(key) == 32 and (tmp_path / "broker-secret").read_bytes() == key
+    assert stat.S_IMODE((tmp_path / "broker-secret").stat().st_mode) == 0o600
+    assert load_secret("", tmp_path, "broker-secret") == key
+    assert [path.name for path in tmp_path.iterdir()] == ["broker-secret"]
+
+
 def test_used_links_are_forgotten_once_expired(tmp_path: Path) -> None:
     links = signer(tmp_path)
     links.use(links.check(issue(links)))

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -31,6 +32,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 import nats.js.errors
@@ -74,14 +76,32 @@ from inference.types import (
 )
 from inference.worker import DeviceWorker, EngineFactory
 
-__all__ = ["WorkerConfig", "run_worker", "serve"]
+__all__ = ["WorkerConfig", "run_worker", "serve", "worker_inbox_prefix"]
 
 log = logging.getLogger(__name__)
 
 # Cancels heard for jobs not (yet) running here: a job taken just before its cancel arrived.
 REMEMBERED_CANCELS = 1024
-# Replies come under this prefix, so the broker's worker user may subscribe to it alone.
+# Replies come under ``_INBOX_easel_<broker user>``, so each worker's broker user may subscribe
+# to its own replies alone (the jobs it pulls), never another worker's.
 WORKER_INBOX_PREFIX = "_INBOX_easel_worker"
+# A user name becomes one subject token: no dots, wildcards or spaces.
+_INBOX_USER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def worker_inbox_prefix(url: str) -> str:
+    """The reply prefix of a worker connecting with ``url``: ``_INBOX_easel_<user>`` for a
+    ``user:password`` URL, else (a token, or no credentials) ``WORKER_INBOX_PREFIX``; a token
+    never goes into a subject name."""
+    parts = urlsplit(url)
+    if parts.username is None or parts.password is None:
+        return WORKER_INBOX_PREFIX
+    if not _INBOX_USER.fullmatch(parts.username):
+        raise ValueError(
+            "EASEL_QUEUE_URL's user name becomes the worker's reply prefix, so it must be "
+            f"1-64 letters, digits, '-' or '_', got {parts.username!r}"
+        )
+    return f"_INBOX_easel_{parts.username}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,7 @@ class WorkerConfig:
             raise ValueError(f"idle_poll_s must be within 0.01..60, got {self.idle_poll_s}")
         if not 0.005 <= self.fetch_timeout_s <= 5:
             raise ValueError(f"fetch_timeout_s must be within 0.005..5, got {self.fetch_timeout_s}")
+        worker_inbox_prefix(self.url)  # a bad user name fails at start, not at connect
 
 
 class _Hub:
@@ -464,7 +485,9 @@ async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
 async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; a running render is finished and reported first."""
     nc = await connect(
-        config.url, f"easel-worker-{socket.gethostname()}", inbox_prefix=WORKER_INBOX_PREFIX
+        config.url,
+        f"easel-worker-{socket.gethostname()}",
+        inbox_prefix=worker_inbox_prefix(config.url),
     )
     metrics_server: metrics.MetricsServer | None = None
     try:

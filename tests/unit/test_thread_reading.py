@@ -1,0 +1,175 @@
+"""Private threads on the reading paths: the answers Discord gave about membership are kept
+briefly (``RecentThreadMembers``, one per bot), a thread whose parent discord.py has not cached
+counts as unreadable instead of failing the dashboard, so does one Discord cannot be asked
+about (an error answer or a broken connection), and a maker's own job clicked in a private
+thread they are no longer in is refused like anyone's."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiohttp
+import discord
+import pytest
+
+from bot.policy.visibility import NOT_YOURS_TO_CLICK, RecentThreadMembers
+from bot.user_errors import UserError
+from cogs.admin import DiscordServerAdmins
+from cogs.visibility import check_member_may_read_channel, member_may_read, member_may_see
+from tests.fake_discord.payloads import text_channel_payload, thread_payload
+
+GUILD, PARENT, THREAD, MEMBER, OTHER = 1, 2, 3, 4, 5
+
+
+def test_a_member_is_remembered_for_the_ttl_only() -> None:
+    recent = RecentThreadMembers(ttl_s=30.0)
+    assert not recent.is_member(THREAD, MEMBER, now=100.0)
+    recent.remember(THREAD, MEMBER, now=100.0)
+    assert recent.is_member(THREAD, MEMBER, now=129.9)
+    assert not recent.is_member(THREAD, OTHER, now=110.0)
+    assert not recent.is_member(PARENT, MEMBER, now=110.0)
+    assert not recent.is_member(THREAD, MEMBER, now=130.0)
+
+
+def test_remembering_again_extends_and_expired_answers_are_dropped() -> None:
+    recent = RecentThreadMembers(ttl_s=30.0)
+    recent.remember(THREAD, MEMBER, now=0.0)
+    recent.remember(THREAD, OTHER, now=10.0)
+    recent.remember(THREAD, MEMBER, now=20.0)  # asked again: 30 s from now
+    assert recent.is_member(THREAD, MEMBER, now=45.0)
+    assert not recent.is_member(THREAD, OTHER, now=45.0)
+    for thread in range(1000):
+        recent.remember(thread, MEMBER, now=100.0)
+    recent.remember(THREAD, OTHER, now=200.0)
+    assert len(recent._expiries) == 1  # the 1000 expired answers went on the next call
+
+
+def orphan_thread() -> discord.Thread:
+    """A private thread whose parent is not in the (stub) guild's cache."""
+    parent = text_channel_payload(PARENT, GUILD, "gone", 0)
+    data = thread_payload(
+        THREAD, parent, "secret", owner_id=MEMBER, private=True, member_count=1, created_at=0.0
+    )
+    guild = SimpleNamespace(id=GUILD, get_channel=lambda channel_id: None)
+    return discord.Thread(guild=cast(Any, guild), state=cast(Any, None), data=cast(Any, data))
+
+
+async def test_a_thread_without_its_parent_in_the_cache_is_unreadable() -> None:
+    thread = orphan_thread()
+    member = cast(discord.Member, SimpleNamespace(id=MEMBER))
+    recent = RecentThreadMembers(ttl_s=30.0)
+    assert not await member_may_see(thread, member, recent)
+    assert not await member_may_read(thread, member, recent)
+
+    async def fetch_member(user_id: int) -> discord.Member:
+        return member
+
+    guild = SimpleNamespace(
+        get_channel_or_thread=lambda channel_id: thread if channel_id == THREAD else None,
+        fetch_member=fetch_member,
+    )
+    client = SimpleNamespace(get_guild=lambda guild_id: guild)
+    admins = DiscordServerAdmins(cast(discord.Client, client), recent)
+    assert await admins.readable_channels(GUILD, MEMBER, [THREAD]) == set()
+
+
+def not_found() -> discord.NotFound:
+    return discord.NotFound(cast(Any, SimpleNamespace(status=404, reason="Not Found")), "")
+
+
+@pytest.fixture
+def readable_private_thread(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[int]]:
+    """Makes the orphan thread's parent grant View Channel and Read Message History, and its
+    membership answers come from ``answer`` (a member, or an exception to raise); returns the
+    list of members Discord was asked about."""
+
+    def install(answer: Exception | None = None) -> list[int]:
+        asked: list[int] = []
+
+        async def fetch_member(self: discord.Thread, member_id: int) -> object:
+            asked.append(member_id)
+            if answer is not None:
+                raise answer
+            return SimpleNamespace(id=member_id)
+
+        granted = discord.Permissions(view_channel=True, read_message_history=True)
+        monkeypatch.setattr(discord.Thread, "permissions_for", lambda self, obj: granted)
+        monkeypatch.setattr(discord.Thread, "fetch_member", fetch_member)
+        return asked
+
+    return install
+
+
+async def test_each_bot_keeps_its_own_thread_members(
+    readable_private_thread: Callable[..., list[int]],
+) -> None:
+    asked = readable_private_thread()
+    thread, member = orphan_thread(), cast(discord.Member, SimpleNamespace(id=MEMBER))
+    first, second = RecentThreadMembers(ttl_s=30.0), RecentThreadMembers(ttl_s=30.0)
+    assert await member_may_read(thread, member, first)
+    assert await member_may_read(thread, member, first)
+    assert asked == [MEMBER]  # the first bot's "yes" is kept
+    assert await member_may_see(thread, member, second)
+    assert asked == [MEMBER, MEMBER]  # a second bot (or a restart) asks for itself
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        not_found(),
+        discord.DiscordServerError(cast(Any, SimpleNamespace(status=503, reason="")), ""),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientConnectorError(cast(Any, None), OSError(111, "Connection refused")),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+    ],
+    ids=["404", "503", "disconnected", "refused", "reset", "timeout"],
+)
+async def test_a_thread_discord_cannot_answer_for_is_unreadable(
+    readable_private_thread: Callable[..., list[int]], failure: Exception
+) -> None:
+    asked = readable_private_thread(failure)
+    thread, member = orphan_thread(), cast(discord.Member, SimpleNamespace(id=MEMBER))
+    recent = RecentThreadMembers(ttl_s=30.0)
+    assert not await member_may_see(thread, member, recent)
+    assert not await member_may_read(thread, member, recent)
+    assert asked == [MEMBER, MEMBER]  # a failure is not remembered as an answer
+
+
+def click_in(thread: discord.Thread, permissions: discord.Permissions) -> discord.Interaction[Any]:
+    services = SimpleNamespace(thread_members=RecentThreadMembers(ttl_s=30.0))
+    return cast(
+        discord.Interaction[Any],
+        SimpleNamespace(
+            guild_id=GUILD,
+            channel_id=thread.id,
+            channel=thread,
+            permissions=permissions,
+            user=SimpleNamespace(id=MEMBER),
+            client=SimpleNamespace(services=services),
+        ),
+    )
+
+
+async def test_a_maker_out_of_a_private_thread_may_not_click_their_job_there(
+    readable_private_thread: Callable[..., list[int]],
+) -> None:
+    """As the mask editor's submit (``member_may_see``): Easel would post into a thread the
+    maker left or was removed from. In it, their own job's buttons skip only Read Message
+    History."""
+    thread = orphan_thread()
+    sees_only = discord.Permissions(view_channel=True)
+    readable_private_thread()
+    await check_member_may_read_channel(click_in(thread, sees_only), THREAD, made_by_clicker=True)
+    with pytest.raises(UserError, match=re.escape(NOT_YOURS_TO_CLICK)):
+        await check_member_may_read_channel(
+            click_in(thread, sees_only), THREAD, made_by_clicker=False
+        )
+    readable_private_thread(not_found())
+    with pytest.raises(UserError, match=re.escape(NOT_YOURS_TO_CLICK)):
+        await check_member_may_read_channel(
+            click_in(thread, sees_only), THREAD, made_by_clicker=True
+        )
