@@ -182,12 +182,20 @@ class Settings(BaseSettings):
         networks = []
         for part in filter(None, (part.strip() for part in value.split(","))):
             try:
-                networks.append(ip_network(part, strict=False))
+                network = ip_network(part, strict=False)
             except ValueError:
                 raise ValueError(
                     f"{part!r} is not an IP address or network; use addresses or CIDRs such as "
                     "172.18.0.1 or 10.0.0.0/8, comma-separated"
                 ) from None
+            # Peers are compared as IPv4 when IPv4-mapped, so an IPv4-mapped entry would never
+            # match: refused rather than silently never used.
+            if network.version == 6 and network.network_address.ipv4_mapped is not None:
+                raise ValueError(
+                    f"{part!r} is an IPv4-mapped IPv6 address; write it as IPv4 "
+                    f"({network.network_address.ipv4_mapped})"
+                )
+            networks.append(network)
         return tuple(networks)
 
     @field_validator("discord_api_base")

@@ -174,9 +174,7 @@ class RegionOffers:
         self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim
     ) -> str:
         job = await self._linked_job(link)
-        roles, is_admin, age_restricted = await self._member_may_act(
-            link, made_by_member=job.user_id == link.user_id
-        )
+        roles, is_admin, age_restricted = await self._member_may_act(link, job)
         checked = check_image("mask.png", mask_png)
         if not await asyncio.to_thread(_anything_painted, checked.data):
             raise UserError("The mask is empty: paint over what should change, then Submit.")
@@ -217,12 +215,14 @@ class RegionOffers:
         return f"Queued as job {job_id}; the result will be posted {where} in Discord."
 
     async def _member_may_act(
-        self, link: RegionLink, *, made_by_member: bool
+        self, link: RegionLink, job: StoredJob
     ) -> tuple[tuple[int, ...], bool, bool]:
         """The member's roles, admin power and the channel's age restriction now; refused
         when they left the server or the channel is out of their sight (another's job: when
         they can no longer read it), as a click there would be
-        (``cogs.visibility.check_member_may_read_channel``), and while Discord fails."""
+        (``cogs.visibility.check_member_may_read_channel``), and while Discord fails. A link
+        offered from a copy of the buttons in another channel also needs the job's own channel
+        still readable, the maker's included, as the click did."""
         if link.guild_id is None:
             return (), False, False
         guild = self._client.get_guild(link.guild_id)
@@ -235,9 +235,14 @@ class RegionOffers:
         except DISCORD_FAILED:
             raise LinkRefused(_DISCORD_FAILED) from None
         channel = None if link.channel_id is None else guild.get_channel_or_thread(link.channel_id)
-        may_act = member_may_see if made_by_member else member_may_read
-        if channel is None or not await may_act(channel, member, self._services.thread_members):
+        recent = self._services.thread_members
+        may_act = member_may_see if job.user_id == link.user_id else member_may_read
+        if channel is None or not await may_act(channel, member, recent):
             raise LinkRefused("You can no longer see the channel this picture was made in.")
+        if job.channel_id is not None and job.channel_id != link.channel_id:
+            made_in = guild.get_channel_or_thread(job.channel_id)
+            if made_in is None or not await member_may_read(made_in, member, recent):
+                raise LinkRefused("You can no longer see the channel this picture was made in.")
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
         is_admin = permissions.manage_guild or permissions.administrator

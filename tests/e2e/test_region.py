@@ -244,6 +244,19 @@ async def test_forged_and_expired_links_are_refused(
             await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers the change
             async with http.post(link, data=mask_form(painted=True)) as posted:
                 assert posted.status == 403 and "no longer see the channel" in await posted.text()
+
+            # A link offered from a copy of the buttons in a channel the maker still reads: the
+            # job's own channel, now out of their sight, is checked too, as the click was.
+            elsewhere = fake_discord.add_text_channel("elsewhere")
+            await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers it
+            job_id = web.signer.check(link.rsplit("/", 1)[1]).job_id
+            copied_link = web.url_for(
+                web.signer.issue(
+                    job_id, 0, fake_discord.user_id, fake_discord.guild_id, elsewhere, private=False
+                )
+            )
+            async with http.post(copied_link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403 and "no longer see the channel" in await posted.text()
         assert await jobs_of(bot, fake_discord.user_id, fake_discord.guild_id) == before
 
 

@@ -88,6 +88,11 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             "not an IP address or network",
         ),
         ("EASEL_WEB_TRUSTED_PROXIES", "proxy", "'proxy' is not an IP address or network"),
+        (
+            "EASEL_WEB_TRUSTED_PROXIES",
+            "::ffff:172.18.0.1",
+            "'::ffff:172.18.0.1' is an IPv4-mapped IPv6 address; write it as IPv4 (172.18.0.1)",
+        ),
     ],
 )
 def test_bad_setting_names_itself(
