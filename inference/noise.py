@@ -99,6 +99,7 @@ class StepNoise:
         self.generators = generators
         self.asked_with = generators if asked_with is None else asked_with
         self.draws = max(1, draws)
+        self._left = self.draws  # steps still to draw (one at a time past the last)
         self._pending: list[torch.Tensor] = []
         self._drawn_as: tuple[object, ...] | None = None
 
@@ -125,7 +126,10 @@ class StepNoise:
         """The next steps' noise on the CPU, ``[steps, *shape]``: a step is then one view of
         it, with no draw and no concatenation of the pictures' noise of its own."""
         step_bytes = math.prod(shape) * torch.finfo(dtype or torch.get_default_dtype()).bits // 8
-        draws = max(1, min(self.draws, AHEAD_BYTES // step_bytes))
+        draws = max(1, min(self._left, AHEAD_BYTES // step_bytes))
+        # A refill draws no step the pass will not ask for: the generators end where
+        # step-wise drawing leaves them.
+        self._left = max(1, self._left - draws)
         # As diffusers' randn_tensor draws a step: one generator, the whole batch; else one
         # row from each picture's generator.
         single = len(self.generators) == 1

@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 import inference.noise as noise_module
 import inference.passes.denoise as denoise_module
 from inference.engine import Engine
 from inference.infotext import parse_infotext
 from inference.noise import (
+    StepNoise,
     initial_noise,
     initial_noise_and_generator,
     seeded_generator,
@@ -148,6 +150,24 @@ def test_ancestral_step_noise_refilled_when_the_steps_do_not_fit_is_the_same_noi
     assert all(
         torch.equal(state, generator.get_state())
         for state, generator in zip(ahead[4:], drained, strict=True)
+    )
+
+
+def test_the_last_refill_draws_only_the_steps_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five steps, room for two at a time: refills of 2, 2 and 1 (not 2, 2, 2), so the
+    generators end where five step-wise draws leave them."""
+    seeds = [5, 6]
+    shape = (len(seeds), *SHAPE[1:])
+    monkeypatch.setattr(noise_module, "AHEAD_BYTES", 2 * math.prod(shape) * 4)
+    generators = [seeded_generator(seed) for seed in seeds]
+    ahead = StepNoise(generators, draws=5)
+    drawn = [ahead.next(randn_tensor, shape, "cpu", torch.float32) for _ in range(5)]
+    step_wise = [seeded_generator(seed) for seed in seeds]
+    expected = [randn_tensor(shape, generator=step_wise, dtype=torch.float32) for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+    assert all(
+        torch.equal(a.get_state(), b.get_state())
+        for a, b in zip(generators, step_wise, strict=True)
     )
 
 
