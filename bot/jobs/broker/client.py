@@ -63,9 +63,11 @@ from bot.jobs.broker.wire import (
     headers_for_job,
     inline_images_budget,
     input_object_name,
+    is_named_picture,
     job_id_of,
     job_subject,
     lost_with_workers,
+    picture_digest,
     picture_paths,
     result_subject,
     retry_transient,
@@ -252,8 +254,7 @@ class BrokerClient:
                 f"job {job_id}: store {object_name}",
                 functools.partial(self._images.put, object_name, data),
             )
-            digest = hashlib.sha256(data).hexdigest()
-            inputs.append(PictureInput(name, object_name=object_name, sha256=digest))
+            inputs.append(PictureInput(name, object_name=object_name, sha256=picture_digest(data)))
         return JobMessage(
             job_id, with_picture_paths(request, {}), tuple(inputs), self.job_secret(job_id)
         )
@@ -376,9 +377,7 @@ class BrokerClient:
                     "(results are kept 24 hours)"
                 ) from None
             png = stored.data or b""
-            if ref.sha256 is None or not hmac.compare_digest(
-                hashlib.sha256(png).hexdigest(), ref.sha256
-            ):
+            if not is_named_picture(png, ref.sha256):
                 raise RemoteRenderFailed(
                     f"{ref.object_name} in the broker's image store is not the picture "
                     "the worker's result names"

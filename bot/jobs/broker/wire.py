@@ -82,10 +82,12 @@ __all__ = [
     "headers_for_job",
     "inline_images_budget",
     "input_object_name",
+    "is_named_picture",
     "job_id_of",
     "job_subject",
     "lost_with_workers",
     "model_token",
+    "picture_digest",
     "progress_subject",
     "result_subject",
     "retry_transient",
@@ -274,6 +276,17 @@ class PictureInput:
 def input_object_name(job_id: str, field: str) -> str:
     """Where a job's input picture too large to ride in its message waits in the store."""
     return f"{_subject_token('job id', job_id)}/input-{field}"
+
+
+def picture_digest(data: bytes) -> str:
+    """The SHA-256 a picture in the object store is named with in a job or result message."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_named_picture(data: bytes, sha256: str | None) -> bool:
+    """Whether bytes read from the object store are the picture a message names by its
+    digest: anyone holding the bucket may have overwritten the object."""
+    return sha256 is not None and hmac.compare_digest(picture_digest(data), sha256)
 
 
 def tag(secret: str, data: bytes) -> str:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -58,8 +57,10 @@ from bot.jobs.broker.wire import (
     consumer_name,
     encode_progress,
     inline_images_budget,
+    is_named_picture,
     job_id_of,
     lost_with_workers,
+    picture_digest,
     progress_subject,
     result_subject,
     retry_transient,
@@ -397,7 +398,7 @@ class _DeviceLoop:
             if data is None:
                 assert picture.object_name is not None  # PictureInput holds one or the other
                 data = await self._fetch(job.job_id, picture.object_name)
-                if hashlib.sha256(data).hexdigest() != picture.sha256:
+                if not is_named_picture(data, picture.sha256):
                     raise RenderInputError(
                         f"the job's input picture {picture.object_name} in the broker's store "
                         "is not the one the bot stored"
@@ -435,7 +436,6 @@ class _DeviceLoop:
                 f"job {job_id}: store {name}",
                 functools.partial((await self._hub.images()).put, name, png),
             )
-            digest = hashlib.sha256(png).hexdigest()
             refs.append(
                 ImageRef(
                     image.seed,
@@ -443,7 +443,7 @@ class _DeviceLoop:
                     image.width,
                     image.height,
                     object_name=name,
-                    sha256=digest,
+                    sha256=picture_digest(png),
                 )
             )
         return tuple(refs)
