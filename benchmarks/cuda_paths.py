@@ -6,7 +6,11 @@ Each path (txt2img, count 4, a batch, samplers, variation, LoRA, hires and laten
 img2img, inpaint, the inpainting model, only-masked, fast, model and creative upscale, SDXL) is
 rendered twice by one ``Engine``. A path passes when every UNet and VAE output was finite (forward
 hooks), no picture is one flat colour (what NaN latents decode to, also for upscalers), and the
-two renders' pixels are equal. Prints JSON; exits 1 when a path fails.
+two renders' pixels are equal. On CUDA each path is also rendered twice by an engine that
+replays its UNet from CUDA graphs (``EASEL_CUDA_GRAPHS``, as shipped: the first render records,
+the second replays), whose pictures must equal the eager engine's within
+``GRAPH_TOLERANCE``; the report gives the largest difference and the replays. Prints JSON;
+exits 1 when a path fails.
 """
 
 from __future__ import annotations
@@ -28,17 +32,28 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inference.cuda_graphs import CudaGraphRecorder, RecorderFactory, graphed_unet
 from inference.engine import Engine
-from inference.tiny import write_tiny_lora, write_tiny_model, write_tiny_upscaler
+from inference.tiny import (
+    write_tiny_controlnet,
+    write_tiny_lora,
+    write_tiny_model,
+    write_tiny_upscaler,
+)
 from inference.types import RenderedImage, RenderRequest
 
 TXT2IMG = RenderRequest("a lighthouse on a cliff", seed=7, steps=4, width=64, height=64)
 SAMPLERS = ("DPM++ 2M Karras", "DPM++ SDE Karras", "DPM2 a", "DDIM", "UniPC")
 UPSCALER = "tiny-esrgan-4x"
+# Of 255: a replay runs the kernels the eager call ran, so its pictures should be equal.
+GRAPH_TOLERANCE = 2
+# Paths that call no UNet, or call it only in ways a graph cannot hold (eager): a LoRA's
+# adapters loaded, circular padding.
+NO_REPLAYS = frozenset({"lora", "tile", "fast upscale", "model upscale"})
 
 
 def write_models(directory: Path) -> None:
-    write_tiny_model(directory / "tiny", family="sd15", seed=0)
+    write_tiny_controlnet(write_tiny_model(directory / "tiny", family="sd15", seed=0))
     write_tiny_model(directory / "tiny-inpainting", family="sd15", inpainting=True, seed=0)
     write_tiny_model(directory / "tiny-xl", family="sdxl", seed=0)
     write_tiny_lora(directory / "lora" / "ink.safetensors", seed=1)
@@ -62,6 +77,7 @@ def paths(init: str, mask: str) -> dict[str, list[RenderRequest]]:
     img2img = replace(TXT2IMG, mode="img2img", init_image=init, denoising_strength=0.5)
     inpaint = replace(img2img, mode="inpaint", mask_image=mask)
     hires = {"hires_scale": 1.5, "hires_steps": 2, "hires_denoising": 0.5}
+    control = {"module": "canny", "image": init, "guidance_end": 0.5}
     upscale = replace(TXT2IMG, mode="upscale", init_image=init)
     creative = {"upscale_factor": 2, "upscale_mode": "creative", "upscale_strength": 0.5}
     table: dict[str, list[RenderRequest]] = {
@@ -70,6 +86,10 @@ def paths(init: str, mask: str) -> dict[str, list[RenderRequest]]:
         "batch of 2": [TXT2IMG, replace(TXT2IMG, prompt="a red fox", seed=8)],
         "variation": [replace(TXT2IMG, variation_seed=9, variation_strength=0.3)],
         "lora": [replace(TXT2IMG, prompt="a lighthouse on a cliff <lora:ink:0.8>")],
+        # Circular padding for one render: frozen into a graph, so it must run eager.
+        "tile": [replace(TXT2IMG, options={"tile": True})],
+        # Residuals for the first half of the steps, none after: two keys.
+        "controlnet": [replace(TXT2IMG, options={"controlnet": [control]})],
         "hires": [replace(TXT2IMG, options=hires)],
         "latent hires": [replace(TXT2IMG, options={**hires, "hires_upscaler": "Latent"})],
         "img2img": [img2img],
@@ -123,7 +143,19 @@ def render(engine: Engine, requests: list[RenderRequest]) -> list[np.ndarray]:
     return [pixels(image) for image in images]
 
 
-def check_path(engine: CheckedEngine, requests: list[RenderRequest]) -> dict[str, Any]:
+def replays(engine: Engine) -> int:
+    unets = (graphed_unet(model.pipeline) for model in engine.models.loaded.values())
+    return sum(unet.replays for unet in unets if unet is not None)
+
+
+def check_path(
+    engine: CheckedEngine,
+    requests: list[RenderRequest],
+    graphed: Engine | None = None,
+    replays_expected: bool = True,
+) -> dict[str, Any]:
+    """``graphed``: an engine replaying its UNets from graphs, compared with ``engine``;
+    the path fails if it replayed nothing while ``replays_expected``."""
     engine.non_finite.clear()
     started = time.perf_counter()
     first = render(engine, requests)
@@ -140,20 +172,41 @@ def check_path(engine: CheckedEngine, requests: list[RenderRequest]) -> dict[str
         "max_rerun_difference": max_difference,
     }
     result["ok"] = result["finite"] and flat == 0 and max_difference == 0
+    if graphed is not None:
+        render(graphed, requests)  # records each UNet shape (at its second call)
+        before = replays(graphed)
+        replayed = render(graphed, requests)
+        graph_difference = max(
+            int(np.abs(a - b).max()) for a, b in zip(first, replayed, strict=True)
+        )
+        result["graph_replays"] = replays(graphed) - before
+        result["max_graph_difference"] = graph_difference
+        result["ok"] = (
+            result["ok"]
+            and graph_difference <= GRAPH_TOLERANCE
+            and (result["graph_replays"] > 0 or not replays_expected)
+        )
     if engine.non_finite:
         result["non_finite_in"] = sorted(set(engine.non_finite))
     return result
 
 
-def run(device: str, scratch: Path) -> dict[str, Any]:
+def run(device: str, scratch: Path, recorders: RecorderFactory | None = None) -> dict[str, Any]:
+    """``recorders``: how the graphed engine records (default: CUDA graphs on CUDA, and no
+    graphed engine elsewhere)."""
     models = scratch / "models"
     write_models(models)
     init, mask = write_pictures(scratch / "pictures")
     engine = CheckedEngine(models, device)
+    if recorders is None and device.startswith("cuda"):
+        recorders = CudaGraphRecorder
+    graphed = None
+    if recorders is not None:
+        graphed = Engine(models, device=device, default_model="tiny", cuda_graphs=recorders)
     results: dict[str, Any] = {}
     for name, requests in paths(init, mask).items():
         try:
-            results[name] = check_path(engine, requests)
+            results[name] = check_path(engine, requests, graphed, name not in NO_REPLAYS)
         except Exception as error:  # a path that raises is a failed path; the others still run
             results[name] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     failed = [name for name, result in results.items() if not result["ok"]]

@@ -1,11 +1,18 @@
 """What the compiled UNet's dispatcher (``inference/compile.CompiledModule``) costs per UNet
-call, on top of the compiled module it calls, which is all a plain ``unet.compile()`` pays.
+call, on top of the compiled module it calls, which is all a plain ``unet.compile()`` pays;
+and what the CUDA-graph dispatcher (``inference/cuda_graphs.GraphedForward``) costs per
+replayed call on top of the replay itself.
 
 The tiny model's pipeline is compiled the product's way (``Compiler.install``); one real UNet
 call of the pipeline is recorded and replayed. The compiled twin is replaced by a stub that
 returns at once, so no compile is needed and what is left is the dispatcher's own host work
 (the call's key, the LoRA/hook check, the lock, the ``fail_on_recompile`` stance); its parts
-are timed alone too. Device-independent: the dispatcher runs on the host.
+are timed alone too. The graph dispatcher gets a recorder whose replay does nothing, so
+what is timed is its key, its checks (adapters, hooks, what a graph freezes of the Python
+side, weights), the copies into the graph's buffers and the clone of its output; the check
+of the frozen state (attention processors, padding, blocks' own forwards) is timed for
+full-size SD1.5 and SDXL UNets too (built on the meta device: only their modules count).
+On the host, apart from the copies and the clone, which on CUDA are kernel launches.
 
     python benchmarks/dispatcher.py [--calls 2000] [--repeats 7]
 
@@ -29,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.compile import CompiledModule, Compiler, call_key
+from inference.cuda_graphs import GraphedForward, PythonSide
 from inference.tiny import write_tiny_model
 
 
@@ -45,6 +53,46 @@ def recorded_unet_call(pipeline: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         pipeline("a cat", num_inference_steps=1, height=64, width=64, output_type="latent")
     handle.remove()
     return calls[0]
+
+
+class StillRecorder:
+    """Records by calling once; a replay does nothing (what is left is the dispatcher)."""
+
+    def record(self, run: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
+        return (lambda: None), run()
+
+
+def full_size_side(config_folder: str) -> tuple[int, Callable[[], Any]]:
+    """A full-size UNet of the shipped config (on the meta device: no weights), its
+    attention modules, and the dispatcher's check of what a graph freezes of it."""
+    folder = Path(__file__).resolve().parents[1] / "inference" / "configs" / config_folder
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel.from_config(
+            diffusers.UNet2DConditionModel.load_config(folder / "unet")
+        )
+    side = PythonSide.of(unet)
+    return len(side.attention), side.state
+
+
+def graphs_report(
+    pipeline: Any, args: Any, kwargs: dict[str, Any], time: Callable[[Callable[[], Any]], float]
+) -> dict[str, Any]:
+    unet = pipeline.unet
+    side = int(unet.config.sample_size)
+    graphed = GraphedForward(unet, StillRecorder(), max_rows=8, max_area=side * side)
+    unet.forward = graphed
+    kwargs = {**kwargs, "return_dict": False}
+    with torch.inference_mode():
+        for _ in range(3):  # seen, recorded, checked
+            unet(*args, **kwargs)
+    replays = graphed.replays
+    per_call = time(lambda: graphed(*args, **kwargs))
+    assert graphed.replays > replays, "the calls did not replay"
+    checks: dict[str, float] = {}
+    for family, folder in (("sd15", "sd15"), ("sdxl", "sdxl-base")):
+        attention, state = full_size_side(folder)
+        checks[f"{family}_{attention}_attention_modules"] = time(state)
+    return {"replayed_call_us": per_call, "frozen_state_check_us": checks}
 
 
 def microseconds(call: Callable[[], Any], calls: int, repeats: int) -> float:
@@ -107,6 +155,7 @@ def main() -> None:
             "lock": time(lock),
             "fail_on_recompile_stance": time(stance),
         },
+        "cuda_graphs": graphs_report(pipeline, args, kwargs, time),
     }
     print(json.dumps(report, indent=2))
 

@@ -9,8 +9,9 @@ real ones. The variants render the same requests, one variant in memory at a tim
   default mode): the baseline a diffusers user gets with one line;
 - ``easel``: Easel as shipped: the ``Engine`` behind its ``DeviceWorker`` and the real
   ``JobQueue`` (journal, quota, PNG with infotext, files written, delivery), with the settings
-  the product uses by default;
-- ``easel_tuned`` (``--compile``, ``--no-vae-upcast`` or ``--channels-last``): the same plus
+  the product uses by default (on CUDA: the UNet replayed from CUDA graphs);
+- ``easel_eager``: the same with ``EASEL_CUDA_GRAPHS=false``: what the graphs are worth;
+- ``easel_tuned`` (``--compile``, ``--no-vae-upcast`` or ``--channels-last``): the eager engine plus
   benchmark-only levers (``torch.compile`` of the UNet; no fp32 VAE upcast, only safe with an
   fp16-fixed VAE; UNet and VAE in channels_last memory format).
 
@@ -30,7 +31,9 @@ around every timing):
   queue; ``device_busy_fraction`` is the time the device thread spent inside the engine
   (synchronised at each render's end) over the wall time from first submit to last delivery;
 - ``peak_memory_mib``: ``torch.cuda.max_memory_allocated`` for the variant (CUDA; ``null`` on
-  the CPU, where the report gives the process's peak resident set instead).
+  the CPU, where the report gives the process's peak resident set instead);
+- ``cuda_graphs``: Easel's UNet calls, how many replayed a graph, and the graphs recorded
+  (``null`` when the UNet is not replayed from graphs).
 
 Ratios are to plain diffusers in the same run. Goals (issue 12, Easel as shipped, fp16 on a
 GPU): SD1.5 512^2 it/s >= 2.5x plain; 2x2 grid >= 2x faster than plain; SDXL 1024^2 30-step
@@ -73,13 +76,14 @@ from bot.app import engine_factory_for
 from bot.jobs.queue import JobQueue, Submission
 from bot.settings import load_settings
 from db.database import connect
+from inference.cuda_graphs import graphed_unet
 from inference.engine import Engine
 from inference.tiny import CONFIGS_DIR, load_clip_tokenizer, write_tiny_model
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 
 Family = Literal["sd15", "sdxl"]
-Variant = Literal["plain", "plain_compiled", "easel", "easel_tuned"]
+Variant = Literal["plain", "plain_compiled", "easel", "easel_eager", "easel_tuned"]
 CONFIG_FOLDERS: dict[Family, str] = {"sd15": "sd15", "sdxl": "sdxl-base"}
 NATIVE_SIZES: dict[Family, int] = {"sd15": 512, "sdxl": 1024}
 # OpenCLIP's tokenizer (SDXL's second) pads with "!", OpenAI CLIP's with its end token.
@@ -240,6 +244,10 @@ class Renderer(Protocol):
 
     async def close(self) -> None: ...
 
+    def graph_counts(self) -> dict[str, int] | None:
+        """Easel's UNet calls and graph replays so far (``None``: no graphs)."""
+        ...
+
 
 class PlainRenderer:
     """Plain diffusers on a thread of its own, as Easel's device thread is (on a loaded CPU a
@@ -295,6 +303,9 @@ class PlainRenderer:
         self.pipeline = None
         self._thread.shutdown(wait=True)
 
+    def graph_counts(self) -> dict[str, int] | None:
+        return None
+
 
 class BenchEngine(Engine):
     """Our Engine with benchmark-only ``levers`` applied to each pipeline it loads (and no
@@ -324,9 +335,9 @@ class WarmingTimedEngine(TimedEngine):
     warmed: threading.Event = field(default_factory=threading.Event)
     warm_up_succeeded: bool = False
 
-    def warm_up(self, cancel: threading.Event) -> None:
+    def warm_up(self, cancel: threading.Event, model: str | None = None) -> None:
         try:
-            self.engine.warm_up(cancel)
+            self.engine.warm_up(cancel, model)
             self.warm_up_succeeded = True
         finally:
             self.warmed.set()
@@ -404,6 +415,15 @@ class EaselRenderer:
         await self.queue.stop()
         await self.conn.close()
 
+    def graph_counts(self) -> dict[str, int] | None:
+        engine = self.engine.engine
+        if MODEL_NAME not in engine.models.loaded:
+            return None
+        unet = graphed_unet(loaded_pipeline(engine))
+        if unet is None:
+            return None
+        return {"calls": unet.calls, "replays": unet.replays, "recorded": unet.recordings}
+
 
 async def first_job_after_warm_start(
     folder: Path, scratch: Path, run: RunSettings
@@ -437,11 +457,19 @@ def loaded_pipeline(engine: Engine) -> Any:
     return engine.models.loaded[MODEL_NAME].pipeline
 
 
-def shipped_engine(models_dir: Path, data_dir: Path, device: str) -> Engine:
+def shipped_engine(
+    models_dir: Path, data_dir: Path, device: str, cuda_graphs: bool = True
+) -> Engine:
     """The engine the bot builds for ``device`` (bot.app), with this environment's settings,
-    EASEL_COMPILE included; no .env file is read."""
-    settings = load_settings(env_file=None).model_copy(
-        update={"models_dir": models_dir, "data_dir": data_dir}
+    EASEL_COMPILE included; no .env file is read. ``cuda_graphs=False`` turns
+    EASEL_CUDA_GRAPHS off (it is left as the environment says otherwise)."""
+    settings = load_settings(env_file=None)
+    settings = settings.model_copy(
+        update={
+            "models_dir": models_dir,
+            "data_dir": data_dir,
+            "cuda_graphs": settings.cuda_graphs and cuda_graphs,
+        }
     )
     engine = engine_factory_for(settings)(device)
     assert isinstance(engine, Engine)
@@ -457,8 +485,8 @@ async def open_variant(variant: Variant, folder: Path, scratch: Path, run: RunSe
     if variant in ("plain", "plain_compiled"):
         plain = PlainRenderer(run.device, run.size, run.steps)
         return await plain.open(folder, run.dtype, compile=variant == "plain_compiled")
-    if variant == "easel":
-        engine = shipped_engine(folder.parent, scratch, run.device)
+    if variant in ("easel", "easel_eager"):
+        engine = shipped_engine(folder.parent, scratch, run.device, variant == "easel")
     else:
         engine = BenchEngine(folder.parent, run.device, run.dtype, run.levers)
     return await EaselRenderer.open(scratch, engine, run.size, run.steps)
@@ -491,6 +519,7 @@ async def measure(
             synchronize(run.device)
             grid_seconds.append(time.perf_counter() - grid_started)
         backlog = await renderer.backlog(run.backlog_jobs)
+        graphs = renderer.graph_counts()
     finally:
         await renderer.close()
     peak_memory = peak_memory_mib(run.device)
@@ -508,6 +537,7 @@ async def measure(
         "grid_2x2_s": round(statistics.median(grid_seconds), 3),
         "backlog": backlog,
         "peak_memory_mib": peak_memory,
+        "cuda_graphs": graphs,
     }
 
 

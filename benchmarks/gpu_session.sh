@@ -5,24 +5,23 @@
 #     benchmarks/gpu_session.sh [OUTPUT_DIR]    # default: $OUT when set, else ./gpu-session
 #
 # 1. cuda_paths      every engine path with the tiny models on CUDA fp16: no NaN, bit-identical
-#                    reruns (exit 1 names the failing paths in the JSON's "failed")
-# 2. sd15            SD1.5 512², 25 steps: plain diffusers fp16 against Easel as shipped and
-#                    Easel with its UNet and VAE in channels_last (the layout it dropped)
-# 3. profile-sd15    one sampling step of each under torch.profiler: host and device time,
-#                    operators and kernels per step, and where Easel's step differs from plain;
-#                    per sampler (Euler a, DPM++ 2M Karras): operators, host waits, copies from
-#                    host to device and Python calls per step, by call site
-# 4. compiled-sd15   EASEL_COMPILE=on, SD1.5 512², 25 steps, batch 1, inductor's default mode:
-#                    compiled against eager Easel, compile time, pixel difference
-# 5. graphs-sd15     the same with EASEL_COMPILE_MODE=reduce-overhead (CUDA graphs recorded on
-#                    the device thread's first call, replayed after), and inductor's
-#                    cudagraph counters (a graph it would not record is counted as a skip)
-# 6. sdxl            SDXL 1024², 30 steps: plain against Easel; the <= 4.5 s grid goal
+#                    reruns, and the same pictures with the UNet replayed from CUDA graphs
+#                    (exit 1 names the failing paths in the JSON's "failed")
+# 2. sd15            SD1.5 512², 25 steps: plain diffusers fp16 against Easel as shipped (UNet
+#                    replayed from CUDA graphs) and Easel eager (EASEL_CUDA_GRAPHS=false)
+# 3. sdxl            SDXL 1024², 30 steps: the same three; the <= 4.5 s grid goal
+# 4. profile-sd15    one eager sampling step of each under torch.profiler: host and device
+#                    time, operators and kernels per step, where Easel's step differs from
+#                    plain; per sampler (Euler a, DPM++ 2M Karras): operators, host waits,
+#                    copies from host to device and Python calls per step, by call site
+# 5. compiled-sd15   EASEL_COMPILE=on, SD1.5 512², 25 steps, batch 1, inductor's default mode:
+#                    compiled against eager Easel, compile time, pixel difference (last: the
+#                    first to cut when the lease runs short)
 #
 # Compiling every batch size in the background does not fit a lease (79 s for one UNet and one
-# decoder shape on an H200), so steps 4 and 5 compile batch 1 only and the others run eager.
+# decoder shape on an H200), so step 5 compiles batch 1 only.
 # Writes NAME.json (each step's JSON), steps.log (nvidia-smi, then the steps' stderr) and
-# summary.txt (exit codes): eight files, the most the device tool returns.
+# summary.txt (exit codes): eight files at most, the most the device tool returns.
 set -uo pipefail
 
 out=${1:-${OUT:-gpu-session}}
@@ -46,15 +45,13 @@ if ! "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
     exit 1
 fi
 
-step cuda_paths 45 "$python" benchmarks/cuda_paths.py --device cuda
-step sd15 110 "$python" benchmarks/gpu.py --device cuda --family sd15 --steps 25 --runs 3 \
-    --channels-last --variants plain easel easel_tuned
+step cuda_paths 75 "$python" benchmarks/cuda_paths.py --device cuda
+step sd15 140 "$python" benchmarks/gpu.py --device cuda --family sd15 --steps 25 --runs 3 \
+    --variants plain easel easel_eager
+step sdxl 150 "$python" benchmarks/gpu.py --device cuda --family sdxl --steps 30 --runs 1 --backlog 4 \
+    --variants plain easel easel_eager
 step profile-sd15 80 "$python" benchmarks/step_profile.py --device cuda --family sd15 \
     --steps 3 --extra 4
 step compiled-sd15 115 "$python" benchmarks/compiled.py --device cuda --family sd15 --size 512 \
     --steps 25 --seen-shapes-only --no-grid --compile-wait 90
-step graphs-sd15 115 "$python" benchmarks/compiled.py --device cuda --family sd15 --size 512 \
-    --steps 25 --seen-shapes-only --no-grid --compile-wait 90 --mode reduce-overhead
-step sdxl 100 "$python" benchmarks/gpu.py --device cuda --family sdxl --steps 30 --runs 1 \
-    --variants plain easel
 cat "$out/summary.txt"

@@ -65,6 +65,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
 
     def build_engine(device: str) -> RenderEngine:
         from inference.compile import Compiler
+        from inference.cuda_graphs import CudaGraphRecorder
         from inference.engine import Engine
 
         mode = None if settings.compile_mode == "default" else settings.compile_mode
@@ -85,6 +86,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
             limits=settings.render_limits,
             compiler=compiler,
+            cuda_graphs=CudaGraphRecorder if settings.records_cuda_graphs(device) else None,
             quantize=settings.quantize,
         )
 

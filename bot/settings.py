@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     compile_mode: Literal["default", "reduce-overhead"] = Field(
         default="default", validation_alias="EASEL_COMPILE_MODE"
     )
+    # Record each model's UNet calls as CUDA graphs and replay them (inference.cuda_graphs):
+    # CUDA devices only, not with EASEL_COMPILE=on or EASEL_CPU_OFFLOAD.
+    cuda_graphs: bool = Field(default=True, validation_alias="EASEL_CUDA_GRAPHS")
     # Load the default model and render one throw-away step on each device when the queue
     # starts, before the first job. auto: on for CUDA devices, off on the CPU.
     warm_start: Literal["auto", "on", "off"] = Field(
@@ -254,6 +257,11 @@ class Settings(BaseSettings):
         stays off until a GPU measurement shows the compiled engine faster (it was 0.90x the
         eager one, SD1.5 512² on an H200), and on a CPU the compile costs more than it saves."""
         return self.compile == "on"
+
+    def records_cuda_graphs(self, device: str) -> bool:
+        """Whether ``device``'s engine may replay UNets from CUDA graphs: on CUDA unless
+        turned off (the model cache leaves compiled and offloaded models out)."""
+        return self.cuda_graphs and device.startswith("cuda")
 
     def warms_up(self, device: str) -> bool:
         """Whether ``device``'s engine is built and warmed when the queue starts: ``auto``

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
 from bot.policy.quota import QuotaLimits
-from bot.policy.visibility import RecentThreadMembers
+from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import Dashboard
@@ -293,7 +293,8 @@ class DiscordServerAdmins:
         # The member's current roles (one call), the channels' overwrites from the cache, and
         # one call per private thread they do not manage (cogs.visibility's rules). A channel
         # not in the cache (deleted, an archived thread) is one they cannot read; so is every
-        # channel while Discord does not answer.
+        # channel while Discord does not answer about the member, and a private thread while
+        # it does not answer about that thread.
         guild = self._client.get_guild(guild_id)
         if guild is None:
             return set()
@@ -304,9 +305,15 @@ class DiscordServerAdmins:
         ]
         try:
             member = await guild.fetch_member(user_id)
-            readable = await asyncio.gather(
-                *(member_may_read(c, member, self._thread_members) for c in channels)
-            )
+            readable = await asyncio.gather(*(self._may_read(c, member) for c in channels))
         except DISCORD_FAILED:
             return set()
         return {channel.id for channel, may in zip(channels, readable, strict=True) if may}
+
+    async def _may_read(
+        self, channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+    ) -> bool:
+        try:
+            return await member_may_read(channel, member, self._thread_members)
+        except ThreadMembershipUnknown:
+            return False

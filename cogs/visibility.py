@@ -19,6 +19,7 @@ from bot.policy.visibility import (
     ChannelAccess,
     Place,
     RecentThreadMembers,
+    ThreadMembershipUnknown,
     check_member_may_read,
     check_same_place,
     locate_attachment,
@@ -92,8 +93,8 @@ async def _counts_as_thread_member(
     """Whether a private thread counts the member in (any other channel: yes). Its
     ``permissions`` are its parent's, in discord.py's cache and in an interaction's, so whether
     the member was added to it is asked of Discord (a "yes" is remembered in ``recent``); a
-    thread Easel cannot ask about, or asks while Discord or the network to it fails, counts
-    as one the member is not in."""
+    thread Easel cannot ask about counts as one the member is not in. While Discord or the
+    network to it fails, the member is refused too, but told so: ``ThreadMembershipUnknown``."""
     if not isinstance(channel, discord.Thread) or not must_ask_thread_membership(
         private_thread=channel.is_private(), manage_threads=permissions.manage_threads
     ):
@@ -102,8 +103,10 @@ async def _counts_as_thread_member(
         return True
     try:
         await channel.fetch_member(member_id)
-    except DISCORD_FAILED:  # not a member (404), hidden from Easel (403), a 5xx, no answer
+    except (discord.NotFound, discord.Forbidden):  # not a member, hidden from Easel
         return False
+    except DISCORD_FAILED:  # a 5xx, no answer
+        raise ThreadMembershipUnknown from None
     recent.remember(channel.id, member_id, time.monotonic())
     return True
 
@@ -113,7 +116,8 @@ async def member_may_see(
     member: discord.Member,
     recent: RecentThreadMembers,
 ) -> bool:
-    """View Channel there, and in a private thread membership (or Manage Threads)."""
+    """View Channel there, and in a private thread membership (or Manage Threads); raises
+    ``ThreadMembershipUnknown`` while Discord cannot say."""
     permissions = _permissions_in(channel, member)
     return permissions.view_channel and await _counts_as_thread_member(
         channel, member.id, permissions, recent

@@ -139,14 +139,14 @@ def call_key(args: Sequence[Any], kwargs: dict[str, Any]) -> CallKey | None:
         return None
 
 
-def _specs(key: Any) -> Iterable[_TensorSpec]:
+def tensor_specs(key: Any) -> Iterable[_TensorSpec]:
     if isinstance(key, _TensorSpec):
         yield key
     elif isinstance(key, _DictSpec):
-        yield from _specs(key.items)
+        yield from tensor_specs(key.items)
     elif isinstance(key, tuple):
         for item in key:
-            yield from _specs(item)
+            yield from tensor_specs(item)
 
 
 def _with_rows(key: Any, old_rows: int, rows: int) -> Any:
@@ -186,7 +186,7 @@ class Bucket:
     rows: tuple[int, ...] = ()
 
     def holds(self, key: CallKey) -> bool:
-        first = next(iter(_specs(key)), None)
+        first = next(iter(tensor_specs(key)), None)
         return (
             first is not None
             and len(first.shape) == 4
@@ -195,7 +195,7 @@ class Bucket:
         )
 
     def variants(self, key: CallKey) -> list[CallKey]:
-        first = next(iter(_specs(key)))
+        first = next(iter(tensor_specs(key)))
         rows = first.shape[0]
         return [key, *(_with_rows(key, rows, r) for r in self.rows if r != rows)]
 
@@ -338,12 +338,9 @@ class CompiledModule:
         return self._eager_forward(self._module(), *args, **kwargs)
 
     def _altered(self) -> bool:
-        """True while the eager tree does more than the twin: LoRA adapters loaded on the
-        model, or hooks on the module (a fast mode's cache, accelerate's offload)."""
+        """True while the eager tree does more than the twin."""
         module, model = self._module(), self._model()
-        adapters = model is not None and bool(getattr(model, "peft_config", None))
-        hooks = module is not None and bool(module._forward_pre_hooks or module._forward_hooks)
-        return adapters or hooks
+        return module is not None and model is not None and runs_more_than_its_graph(module, model)
 
     def warm(self, key: CallKey) -> None:
         """Compile and run the twin once for ``key`` (on the compile thread)."""
@@ -356,6 +353,14 @@ class CompiledModule:
                 log.exception("compiling for %s failed; those calls stay eager", key)
                 return
         self.ready.add(key)
+
+
+def runs_more_than_its_graph(module: torch.nn.Module, model: torch.nn.Module | None = None) -> bool:
+    """True while eager ``module`` does more than a graph made of it without extras: LoRA
+    adapters loaded on ``model`` (default: the module itself), or hooks on the module (a
+    fast mode's cache, accelerate's offload)."""
+    adapters = bool(getattr(module if model is None else model, "peft_config", None))
+    return adapters or bool(module._forward_pre_hooks or module._forward_hooks)
 
 
 def _fused_twin(module: torch.nn.Module) -> torch.nn.Module:

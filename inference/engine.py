@@ -13,12 +13,13 @@ removed after.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diffusers
 import torch
@@ -27,6 +28,7 @@ import transformers
 from inference.compare import cell_requests, is_comparison
 from inference.compile import Compiler
 from inference.control_units import control_units
+from inference.cuda_graphs import RecorderFactory
 from inference.devices import default_dtype
 from inference.image_prompts import check_image_prompt_models, image_prompt
 from inference.images import load_input_image
@@ -58,6 +60,9 @@ from inference.types import (
 from inference.vae_files import vae_file
 from inference.validation import RenderLimits, validate_request
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 # Above this many pixels the VAE decodes in tiles, so a large picture cannot exhaust memory.
 DEFAULT_VAE_TILING_PIXELS = 1024 * 1024
 # Pictures PNG-encoded at once, off the device thread (a batch holds up to four per request).
@@ -65,6 +70,9 @@ PNG_ENCODER_THREADS = 4
 # The warm start's render: the default model at its native size, one step, one picture, with
 # classifier-free guidance as a job has it (the same UNet batch rows).
 WARM_UP = RenderRequest("", seed=0, steps=1)
+# With CUDA graphs, three steps: the shape's first call, its recording, and its check
+# (inference.cuda_graphs), so the first job replays from its first step.
+WARM_UP_STEPS_WITH_GRAPHS = 3
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
@@ -94,6 +102,7 @@ class Engine:
         preview_interval_s: float | None = None,
         limits: RenderLimits | None = None,
         compiler: Compiler | None = None,
+        cuda_graphs: RecorderFactory | None = None,
         quantize: Quantize = "off",
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
@@ -106,7 +115,9 @@ class Engine:
         of the pictures at most that often (0: every step). ``limits`` are the server's own
         ceilings on pixels and steps (default: the hard ranges only). ``compiler`` compiles
         each model's UNet and VAE decoder as it loads (``inference.compile``; not with
-        ``cpu_offload``, which moves the weights between calls). ``quantize`` quantizes each
+        ``cpu_offload``, which moves the weights between calls). ``cuda_graphs`` records
+        each model's UNet calls and replays them (``inference.cuda_graphs``; not with a
+        compiler or ``cpu_offload``). ``quantize`` quantizes each
         model's UNet or transformer as it loads (``inference.quantization``); a mode this
         device cannot run is refused here, in one sentence."""
         problem = quantize_problem(quantize, device)
@@ -128,6 +139,7 @@ class Engine:
             memory_budget_bytes=memory_budget_bytes,
             cpu_offload=offload,
             compiler=None if offload else compiler,
+            graph_recorders=cuda_graphs,
             quantize=quantize,
         )
         self.tools = PassTools(
@@ -157,19 +169,24 @@ class Engine:
         """Drop every cached model (for shutdown or to free the device)."""
         self.models.clear()
 
-    def warm_up(self, cancel: threading.Event | None = None) -> None:
-        """Load the default model and render one throw-away step of one picture at its
-        native size, so that the first job finds the model loaded and the device's first-call
-        set-up (kernels, cuDNN plans) done; with a compiler, that step's UNet and VAE decoder
-        calls queue the native shapes for the background compile. The picture is dropped
+    def warm_up(self, cancel: threading.Event | None = None, model: str | None = None) -> None:
+        """Load ``model`` (the first queued job's; None, or one no longer installed: the
+        default) and render one throw-away step of one picture at its native size, so that
+        the first job finds the model loaded and the device's first-call set-up (kernels,
+        cuDNN plans) done; with a compiler, that step's UNet and VAE decoder calls queue the
+        native shapes for the background compile; with CUDA graphs, three steps record the
+        UNet's graph for that shape. The picture is dropped
         (its PNG encodes on the CPU pool, not here). Raises what a render would (no model, a
         bad file): the caller decides what a failed warm-up means. ``cancel`` (a shutdown)
         stops it with ``RenderCancelled`` after the load or at the step's end."""
         raise_if_cancelled(cancel)
+        installed = model in self.registry.loadable()
+        steps = WARM_UP_STEPS_WITH_GRAPHS if self.models.graph_recorders else WARM_UP.steps
+        warm = dataclasses.replace(WARM_UP, model=model if installed else None, steps=steps)
         # Loaded apart from the render so that a shutdown during the load skips the step.
-        self.models.load(self.registry.resolve(WARM_UP.model, self.default_model))
+        self.models.load(self.registry.resolve(warm.model, self.default_model))
         raise_if_cancelled(cancel)
-        self.render(WARM_UP, cancel=cancel)
+        self.render(warm, cancel=cancel)
 
     def render(
         self,
@@ -179,7 +196,7 @@ class Engine:
     ) -> list[RenderedImage]:
         # Preview JPEGs encode on the CPU pool; every report arrives before this returns.
         with ordered_progress(progress, self.tools.encoder) as reports:
-            return self._render(request, reports, cancel)
+            return self._without_graphs_if_short(lambda: self._render(request, reports, cancel))
 
     def _render(
         self,
@@ -226,7 +243,21 @@ class Engine:
         Other modes carry per-request pictures and are rendered one request at a time.
         """
         with ordered_progress(progress, self.tools.encoder) as reports:
-            return self._render_batch(requests, reports, cancel)
+            return self._without_graphs_if_short(
+                lambda: self._render_batch(requests, reports, cancel)
+            )
+
+    def _without_graphs_if_short(self, render: Callable[[], T]) -> T:
+        """``render``; if the device ran out of memory while UNet graphs held some, once more
+        without them. Graphs keep their shapes' activations, which a VAE decode or an upscale
+        the eager engine fits may need (``inference.cuda_graphs``)."""
+        try:
+            return render()
+        except torch.OutOfMemoryError:
+            if not self.models.give_up_graphs():
+                raise
+            log.warning("out of memory with UNet graphs held: dropped them, rendering again")
+            return render()
 
     def _render_batch(
         self,

@@ -232,22 +232,31 @@ def _file_family(path: Path, mtime_ns: int, size: int) -> str:
     return UNKNOWN if family is None else FAMILY_NAMES[family]
 
 
+# The configs a diffusers folder's family is read from, relative to it: the one list
+# (inference.model_list watches them for a rewrite in place).
+INDEX_CONFIG = "model_index.json"
+TRANSFORMER_CONFIG = "transformer/config.json"
+UNET_CONFIG = "unet/config.json"
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+FAMILY_CONFIGS = (INDEX_CONFIG, TRANSFORMER_CONFIG, UNET_CONFIG, SCHEDULER_CONFIG)
+
+
 def _diffusers_family(folder: Path) -> str:
-    index = json.loads((folder / "model_index.json").read_text())
+    index = json.loads((folder / INDEX_CONFIG).read_text())
     pipeline = str(index.get("_class_name", ""))
     if pipeline.startswith("StableDiffusion3"):
         return FAMILY_NAMES["sd3"]
     if pipeline.startswith("Flux"):
-        transformer = json.loads((folder / "transformer" / "config.json").read_text())
+        transformer = json.loads((folder / TRANSFORMER_CONFIG).read_text())
         return FAMILY_NAMES["flux-dev" if transformer.get("guidance_embeds") else "flux-schnell"]
     if "XL" in pipeline and index.get("text_encoder", [None])[0] is None:
         return FAMILY_NAMES["sdxl-refiner"]
     if "XL" in pipeline:
         return FAMILY_NAMES["sdxl-base"]
-    unet = folder / "unet" / "config.json"
+    unet = folder / UNET_CONFIG
     if unet.is_file() and json.loads(unet.read_text()).get("in_channels") == 9:
         return FAMILY_NAMES["sd15-inpainting"]
-    scheduler = folder / "scheduler" / "scheduler_config.json"
+    scheduler = folder / SCHEDULER_CONFIG
     if (
         scheduler.is_file()
         and json.loads(scheduler.read_text()).get("prediction_type") == "v_prediction"

@@ -23,6 +23,12 @@ from PIL import Image
 
 from inference.checkpoints import load_single_file
 from inference.compile import Compiler
+from inference.cuda_graphs import (
+    RecorderFactory,
+    empty_device_cache,
+    graphed_unet,
+    install_graphs,
+)
 from inference.faces import FaceRestorer, load_face_restorer
 from inference.flow_families import FlowFamily, flow_family
 from inference.metadata import FAMILY_NAMES, checkpoint_family
@@ -138,6 +144,7 @@ class ModelCache:
         memory_budget_bytes: int | None = None,
         cpu_offload: bool = False,
         compiler: Compiler | None = None,
+        graph_recorders: RecorderFactory | None = None,
         quantize: Quantize = "off",
     ) -> None:
         self.registry = registry
@@ -147,6 +154,9 @@ class ModelCache:
         self.memory_budget_bytes = memory_budget_bytes
         self.cpu_offload = cpu_offload
         self.compiler = compiler
+        # Not with a compiler (inductor replays graphs of its own in reduce-overhead mode)
+        # nor offloaded (the weights move between calls, and a graph reads fixed addresses).
+        self.graph_recorders = None if compiler is not None or cpu_offload else graph_recorders
         self.quantize = quantize
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         # The last VAE override, kept while it is asked for again: (file, model, VAE).
@@ -212,8 +222,13 @@ class ModelCache:
         # (pytorch#111824), so every norm converts layouts and back. How much of the gap that
         # explains is unmeasured: benchmarks/gpu.py --channels-last measures it on a GPU.
         # The compiler knows UNets only: SD3 and Flux transformers run eager.
-        if self.compiler is not None and getattr(pipeline, "unet", None) is not None:
-            self.compiler.install(pipeline)
+        if getattr(pipeline, "unet", None) is not None:
+            if self.compiler is not None:
+                self.compiler.install(pipeline)
+            elif self.graph_recorders is not None and not install_graphs(
+                pipeline, self.graph_recorders
+            ):
+                log.info("%s: quantized UNet, replayed from no CUDA graphs", entry.name)
         pipeline.set_progress_bar_config(disable=True)
         return LoadedModel(
             entry=entry,
@@ -266,11 +281,20 @@ class ModelCache:
         refiner = 0 if self._refiner is None else self._refiner.weight_bytes
         return refiner + sum(model.weight_bytes for model in self.loaded.values())
 
+    def give_up_graphs(self) -> bool:
+        """Drop the UNet graphs of every cached model and record no more (out of memory);
+        whether any were held, their memory then back with the allocator."""
+        models = [*self.loaded.values(), *([self._refiner] if self._refiner else [])]
+        unets = [graphed_unet(model.pipeline) for model in models]
+        held = [unet.give_up() for unet in unets if unet is not None]
+        if any(held):
+            self.release_device_memory()
+        return any(held)
+
     def release_device_memory(self) -> None:
         if self.compiler is not None:
             gc.collect()  # a compiled twin is freed in a cycle with torch.compile's wrapper
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        empty_device_cache(self.device)
 
 
 def load_pipeline(entry: ModelEntry, dtype: torch.dtype) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.memory import gguf_quantization
-from inference.metadata import checkpoint_family
+from inference.metadata import FAMILY_CONFIGS, checkpoint_family
 from inference.registry import DENOISER_FOLDERS, GGUF_SUFFIX, ModelEntry, ModelRegistry
 
 
@@ -39,14 +39,6 @@ def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
     return dict(_listed(versions))
 
 
-# What the listing reads in a diffusers folder besides its denoiser's GGUF (the family:
-# inference.metadata). Rewritten in place, a file changes no folder's mtime.
-_CONFIGS_READ = (
-    "model_index.json",
-    "transformer/config.json",
-    "unet/config.json",
-    "scheduler/scheduler_config.json",
-)
 _Stat = tuple[int, int]  # size, mtime in ns; (-1, -1): missing or unreadable
 _Version = tuple[ModelEntry, tuple[_Stat, ...]]
 
@@ -54,7 +46,8 @@ _Version = tuple[ModelEntry, tuple[_Stat, ...]]
 def _version(entry: ModelEntry) -> _Version:
     """What changes with what the listing reads: a file's size and mtime; for a diffusers
     folder, those of it and its component folders (a file added or removed) and of the files
-    read from it, configs and denoiser GGUFs (rewritten in place)."""
+    read from it, the family's configs (``FAMILY_CONFIGS``) and denoiser GGUFs (rewritten in
+    place, a file changes no folder's mtime)."""
     folder = entry.path
     if not folder.is_dir():
         return entry, (_stat(folder),)
@@ -69,7 +62,7 @@ def _version(entry: ModelEntry) -> _Version:
         ]
     except OSError:  # removed since the scan: read (and found unreadable) with this key
         return entry, ()
-    configs = [folder / name for name in _CONFIGS_READ]
+    configs = [folder / name for name in FAMILY_CONFIGS]
     read: list[Path | os.DirEntry[str]] = [folder, *configs, *components, *ggufs]
     return entry, tuple(_stat(path) for path in read)
 

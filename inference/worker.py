@@ -46,7 +46,7 @@ class PreparingEngine(Protocol):
 
 @runtime_checkable
 class WarmingEngine(Protocol):
-    def warm_up(self, cancel: threading.Event) -> None: ...
+    def warm_up(self, cancel: threading.Event, model: str | None = None) -> None: ...
 
 
 EngineFactory = Callable[[str], RenderEngine]
@@ -107,19 +107,20 @@ class DeviceWorker:
         if isinstance(engine, PreparingEngine):
             self._preparer.submit(engine.prepare, requests)
 
-    def warm_up(self) -> None:
+    def warm_up(self, model: str | None = None) -> None:
         """With ``warm_start``, build the engine and let it warm up (``Engine.warm_up``) on
-        the device thread; returns at once. Jobs submitted meanwhile wait their turn on the
-        thread, as they would for the model load. A failure is logged, never raised: the
-        first job then builds or loads what the warm-up could not. ``close`` stops it."""
+        the device thread with ``model`` (the first queued job's; None: the default);
+        returns at once. Jobs submitted meanwhile wait their turn on the thread, as they
+        would for the model load. A failure is logged, never raised: the first job then
+        builds or loads what the warm-up could not. ``close`` stops it."""
         if self.warm_start:
-            self._executor.submit(self._warm)
+            self._executor.submit(self._warm, model)
 
-    def _warm(self) -> None:
+    def _warm(self, model: str | None) -> None:
         try:
             engine = self._built()
             if isinstance(engine, WarmingEngine):
-                engine.warm_up(self._closing)
+                engine.warm_up(self._closing, model)
         except RenderCancelled:
             log.info("warm start on %s stopped: shutting down", self.device)
         except Exception:

@@ -105,9 +105,10 @@ class PreparingSlot(RenderSlot, Protocol):
 
 @runtime_checkable
 class WarmingSlot(RenderSlot, Protocol):
-    """A slot that can load its default model ahead of the first job (a local device)."""
+    """A slot that can load a model ahead of the first job (a local device): ``model``,
+    or its default (None)."""
 
-    def warm_up(self) -> None: ...
+    def warm_up(self, model: str | None = None) -> None: ...
 
 
 @dataclass
@@ -271,7 +272,8 @@ class JobQueue:
             await self._deliver(job.id)
         for slot in self._slots:
             if isinstance(slot, WarmingSlot):
-                slot.warm_up()  # ahead of the dispatcher's first job on the slot's thread
+                # Ahead of the dispatcher's first job on the slot's thread, with its model.
+                slot.warm_up(self._first_model(slot.device))
         self._dispatchers = [
             asyncio.create_task(self._dispatch(slot), name=f"easel-dispatch-{slot.device}")
             for slot in self._slots
@@ -444,6 +446,15 @@ class JobQueue:
                 est_seconds=accounting.estimated_cost(request).gpu_seconds,
             )
         )
+
+    def _first_model(self, device: str) -> str | None:
+        """The model the job ``device`` would start first asks for (None: none is queued
+        there, or it asks for the default). Peeked at the clock's time without moving the
+        queue's own clock on, which submissions read."""
+        now = max(self._last_now, self._clock())
+        first = self._scheduler.peek_batch(device, now)
+        model = first[0].model if first else None
+        return model if isinstance(model, str) else None
 
     async def _next_batch(self, device: str) -> list[QueuedJob] | None:
         """The next fair batch for ``device``; during a burst of submissions (two within the

@@ -32,6 +32,9 @@ NOT_YOURS_TO_CLICK = (
     "That picture was made in a channel you cannot read, so its buttons are not for you; "
     "make your own with /imagine."
 )
+THREAD_CHECK_FAILED = (
+    "Discord did not answer while I checked who may see that channel; try again in a moment."
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class ChannelAccess:
     view_channel: bool
     read_message_history: bool
     thread_member: bool = True
+
+
+class ThreadMembershipUnknown(UserError):
+    """Discord failed (an error answer, no answer) when asked whether the member is in a
+    private thread: refused as if they were not, but told it was Discord, not their access."""
+
+    def __init__(self) -> None:
+        super().__init__(THREAD_CHECK_FAILED, Reason.PERMISSION)
 
 
 def must_ask_thread_membership(*, private_thread: bool, manage_threads: bool) -> bool:

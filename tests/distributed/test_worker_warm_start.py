@@ -19,7 +19,7 @@ class WarmingEngine(InstantEngine):
     rendered_before_warm_up: list[int] = field(default_factory=list)
     warmed: threading.Event = field(default_factory=threading.Event)
 
-    def warm_up(self, cancel: threading.Event) -> None:
+    def warm_up(self, cancel: threading.Event, model: str | None = None) -> None:
         self.rendered_before_warm_up.append(len(self.rendered))
         self.warmed.set()
 

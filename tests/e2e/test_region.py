@@ -18,6 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 from playwright.async_api import async_playwright
 
 from bot.app import EaselBot, build
+from bot.policy.visibility import THREAD_CHECK_FAILED
 from db import refusals
 from db.database import connect
 from inference.segment import write_tiny_clipseg
@@ -237,6 +238,20 @@ async def test_forged_and_expired_links_are_refused(
                 assert posted.status == 403 and "no longer see the channel" in await posted.text()
             assert await jobs_of(bot, reader, fake_discord.guild_id) == 0
 
+            # A link offered in a private thread the maker is not in, while Discord fails to
+            # say who is: refused, and told it was Discord, not their access.
+            secret = fake_discord.add_thread("secret", private=True, owner=fake_discord.bot_user_id)
+            await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers it
+            job_id = web.signer.check(link.rsplit("/", 1)[1]).job_id
+            in_thread = web.url_for(
+                web.signer.issue(
+                    job_id, 0, fake_discord.user_id, fake_discord.guild_id, secret, private=False
+                )
+            )
+            fake_discord.fail("GET", "/channels/{channel}/thread-members/{user_id}", status=503)
+            async with http.post(in_thread, data=mask_form(painted=True)) as posted:
+                assert posted.status == 400 and THREAD_CHECK_FAILED in await posted.text()
+
             # The member can no longer see the channel: refused, as a click there would be.
             fake_discord.set_overwrite(
                 fake_discord.channel_id, fake_discord.user_id, deny=VIEW_CHANNEL
@@ -249,7 +264,6 @@ async def test_forged_and_expired_links_are_refused(
             # job's own channel, now out of their sight, is checked too, as the click was.
             elsewhere = fake_discord.add_text_channel("elsewhere")
             await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers it
-            job_id = web.signer.check(link.rsplit("/", 1)[1]).job_id
             copied_link = web.url_for(
                 web.signer.issue(
                     job_id, 0, fake_discord.user_id, fake_discord.guild_id, elsewhere, private=False

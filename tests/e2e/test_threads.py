@@ -6,7 +6,7 @@ submitted in the channel it came from is checked against the member's permission
 
 from __future__ import annotations
 
-from bot.policy.visibility import NOT_READABLE, NOT_YOURS_TO_CLICK
+from bot.policy.visibility import NOT_READABLE, NOT_YOURS_TO_CLICK, THREAD_CHECK_FAILED
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -67,11 +67,19 @@ async def test_a_private_threads_pictures_are_for_its_members_and_thread_manager
             opened = await fake.click(message, label="Remix", user=user)
             assert "Prompt" in str(await opened.wait_for_modal())
         fake.set_thread_member(secret, OUTSIDER)
-        # While Discord fails to say who is in the thread: refused like an outsider, not
-        # answered with an internal error.
-        fake.fail("GET", THREAD_MEMBER, status=503)
-        await refusal_of(await fake.click(copy, label="Remix", user=OUTSIDER))
+        # While Discord fails to say who is in the thread: refused, not answered with an
+        # internal error, and told it was Discord (a member of the thread has lost nothing):
+        # a copy's button, one in the thread, and the message's link.
         asked = len(fake.calls_to("GET", THREAD_MEMBER))
+        for message in (copy, result):
+            fake.fail("GET", THREAD_MEMBER, status=503)
+            clicked = await fake.click(message, label="Remix", user=OUTSIDER)
+            await refusal_of(clicked, THREAD_CHECK_FAILED)
+        fake.fail("GET", THREAD_MEMBER, status=503)
+        linked = await fake.invoke_command("vary", {"message": result.jump_url}, user=OUTSIDER)
+        await refusal_of(linked, THREAD_CHECK_FAILED)
+        assert len(fake.calls_to("GET", THREAD_MEMBER)) == asked + 3
+        asked += 3
         opened = await fake.click(copy, label="Remix", user=OUTSIDER)
         assert "the secret lighthouse" in str(await opened.wait_for_modal())
         # Discord's "yes" is kept a while: the next click in the thread asks nothing.

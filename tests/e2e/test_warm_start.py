@@ -21,7 +21,7 @@ class WarmingEngine(InstantEngine):
     # What ran on the device thread, in order: warm-ups and renders.
     ran: list[str] = field(default_factory=list)
 
-    def warm_up(self, cancel: threading.Event) -> None:
+    def warm_up(self, cancel: threading.Event, model: str | None = None) -> None:
         self.ran.append("warm-up")
 
     def render(

@@ -4,8 +4,10 @@ replaced or removed, or a config rewritten in place, shows at once."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from safetensors.torch import save_file
 
 import inference.model_list
 from bot.services import Services
-from inference.metadata import FAMILY_MARKERS
+from inference.metadata import FAMILY_CONFIGS, FAMILY_MARKERS
 from inference.model_list import ListedModel, installed_models
 from inference.registry import ModelEntry, ModelRegistry
 from tests.support.gguf_files import write_gguf
@@ -128,3 +130,43 @@ def test_the_model_autocomplete_reads_no_header_per_keystroke(
     for _ in range(3):  # three keystrokes
         assert Services.model_labels(services) == {"anime": "anime (SD 1.5)"}  # type: ignore[arg-type]
     assert sorted(headers_read) == ["anime", "refiner"]
+
+
+def test_every_config_a_family_is_read_from_is_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FAMILY_CONFIGS`` is the one list: a config the family is read from but missing from
+    it would not be seen when rewritten in place."""
+    configs = {
+        "flux": {
+            "model_index.json": {"_class_name": "FluxPipeline"},
+            "transformer/config.json": {},
+        },
+        "inpaint": {
+            "model_index.json": {"_class_name": "StableDiffusionPipeline"},
+            "unet/config.json": {"in_channels": 9},
+        },
+        "v": {
+            "model_index.json": {"_class_name": "StableDiffusionPipeline"},
+            "unet/config.json": {"in_channels": 4},
+            "scheduler/scheduler_config.json": {"prediction_type": "v_prediction"},
+        },
+    }
+    for model, files in configs.items():
+        for name, config in files.items():
+            (tmp_path / model / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / model / name).write_text(json.dumps(config))
+    read: set[str] = set()
+    real_read_text = Path.read_text
+
+    def spy(path: Path, *args: Any, **kwargs: Any) -> str:
+        read.add(path.relative_to(tmp_path).as_posix().split("/", 1)[1])  # the model's own
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", spy)
+    assert labels(ModelRegistry(tmp_path)) == {
+        "flux": "Flux schnell",
+        "inpaint": "SD 1.5 inpainting",
+        "v": "SD 2.x",
+    }
+    assert read == set(FAMILY_CONFIGS)

@@ -1,10 +1,12 @@
 """EASEL_WARM_START: when the queue starts, each device thread builds its engine, loads the
-default model and renders one throw-away step, so the first member's job pays neither; and
-with a compiler, the native shapes are queued for compiling before any job."""
+default model (or the one the first job recovered from the journal asks for) and renders one
+throw-away step, so the first member's job pays neither; and with a compiler, the native
+shapes are queued for compiling before any job."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -23,6 +25,7 @@ from inference.engine import WARM_UP, Engine
 from inference.model_cache import ModelCache
 from inference.types import RenderCancelled, RenderRequest
 from inference.worker import DeviceWorker, RenderEngine
+from tests.inference.conftest import TINY_INPAINTING
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
 
@@ -53,14 +56,21 @@ class Recorder:
         return Engine(self.models_dir, device=device)
 
 
-async def first_job(worker: DeviceWorker, tmp_path: Path) -> None:
-    """Start a queue on ``worker``, render one job through it, stop."""
+async def first_job(
+    worker: DeviceWorker, tmp_path: Path, recovered: RenderRequest | None = None
+) -> None:
+    """Start a queue on ``worker``, render one job through it, stop. ``recovered``: the job
+    is one the process before left in the journal, queued before the start."""
     conn = await connect(tmp_path / "easel.sqlite3")
+    if recovered is not None:  # a queue that is not running journals all the same
+        stopped = JobQueue(conn, [], tmp_path / "images")
+        await stopped.submit(Submission("imagine", recovered, user_id=1))
     queue = JobQueue(conn, [worker], tmp_path / "images")
     sink = RecordingSink()
     queue.set_sink(sink)
     await queue.start()
-    await queue.submit(Submission("imagine", JOB, user_id=1))
+    if recovered is None:
+        await queue.submit(Submission("imagine", JOB, user_id=1))
     async with asyncio.timeout(120):
         while not sink.delivered:
             sink.arrived.clear()
@@ -77,6 +87,27 @@ async def test_the_queue_start_loads_the_default_model_before_the_first_job(
     await first_job(DeviceWorker("cpu", recorder.engine, warm_start=True), tmp_path)
     # The job found the engine built and its model read: nothing of either after it began.
     assert recorder.events == ["build cpu", "read tiny", "render ''", "render 'a lighthouse'"]
+
+
+async def test_the_warm_up_loads_the_model_the_first_recovered_job_asks_for(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the default, which that job would have to swap out (on a GPU, two loads)."""
+    recorder = Recorder(models_dir, monkeypatch)
+    worker = DeviceWorker("cpu", recorder.engine, warm_start=True)
+    await first_job(worker, tmp_path, dataclasses.replace(JOB, model=TINY_INPAINTING))
+    assert recorder.events == [
+        "build cpu",
+        f"read {TINY_INPAINTING}",
+        "render ''",
+        "render 'a lighthouse'",
+    ]
+
+
+def test_a_warm_up_for_a_model_no_longer_installed_loads_the_default(models_dir: Path) -> None:
+    engine = Engine(models_dir)
+    engine.warm_up(model="removed-since")
+    assert engine.loaded_models() == ["tiny"]
 
 
 async def test_without_a_warm_start_the_first_job_builds_the_engine_and_loads_the_model(
@@ -121,7 +152,7 @@ class SlowWarmingEngine(InstantEngine):
     seconds: float = 60.0
     started: threading.Event = field(default_factory=threading.Event)
 
-    def warm_up(self, cancel: threading.Event) -> None:
+    def warm_up(self, cancel: threading.Event, model: str | None = None) -> None:
         self.started.set()
         self.render(RenderRequest("", steps=600), cancel=cancel)
 

@@ -211,3 +211,9 @@ def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compil
         "lock",
         "fail_on_recompile_stance",
     }
+    graphs = report["cuda_graphs"]
+    assert graphs["replayed_call_us"] > 0
+    assert set(graphs["frozen_state_check_us"]) == {
+        "sd15_32_attention_modules",
+        "sdxl_140_attention_modules",
+    }

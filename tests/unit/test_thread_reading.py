@@ -1,8 +1,9 @@
 """Private threads on the reading paths: the answers Discord gave about membership are kept
 briefly (``RecentThreadMembers``, one per bot), a thread whose parent discord.py has not cached
-counts as unreadable instead of failing the dashboard, so does one Discord cannot be asked
-about (an error answer or a broken connection), and a maker's own job clicked in a private
-thread they are no longer in is refused like anyone's."""
+counts as unreadable instead of failing the dashboard, so does one Discord says the member is
+not in (or hides from Easel); while Discord fails (an error answer or a broken connection)
+the member is refused with a sentence that says so, and the dashboard hides that thread only;
+a maker's own job clicked in a private thread they are no longer in is refused like anyone's."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import aiohttp
 import discord
 import pytest
 
-from bot.policy.visibility import NOT_YOURS_TO_CLICK, RecentThreadMembers
+from bot.policy.visibility import (
+    NOT_YOURS_TO_CLICK,
+    THREAD_CHECK_FAILED,
+    RecentThreadMembers,
+    ThreadMembershipUnknown,
+)
 from bot.user_errors import UserError
 from cogs.admin import DiscordServerAdmins
 from cogs.visibility import check_member_may_read_channel, member_may_read, member_may_see
@@ -80,6 +86,10 @@ def not_found() -> discord.NotFound:
     return discord.NotFound(cast(Any, SimpleNamespace(status=404, reason="Not Found")), "")
 
 
+def forbidden() -> discord.Forbidden:
+    return discord.Forbidden(cast(Any, SimpleNamespace(status=403, reason="Forbidden")), "")
+
+
 @pytest.fixture
 def readable_private_thread(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[int]]:
     """Makes the orphan thread's parent grant View Channel and Read Message History, and its
@@ -116,27 +126,61 @@ async def test_each_bot_keeps_its_own_thread_members(
     assert asked == [MEMBER, MEMBER]  # a second bot (or a restart) asks for itself
 
 
+@pytest.mark.parametrize("answer", [not_found(), forbidden()], ids=["404", "403"])
+async def test_a_thread_discord_says_the_member_is_not_in_is_unreadable(
+    readable_private_thread: Callable[..., list[int]], answer: Exception
+) -> None:
+    asked = readable_private_thread(answer)
+    thread, member = orphan_thread(), cast(discord.Member, SimpleNamespace(id=MEMBER))
+    recent = RecentThreadMembers(ttl_s=30.0)
+    assert not await member_may_see(thread, member, recent)
+    assert not await member_may_read(thread, member, recent)
+    assert asked == [MEMBER, MEMBER]  # a "no" is not remembered
+
+
+def admins_of(thread: discord.Thread, recent: RecentThreadMembers) -> DiscordServerAdmins:
+    """The dashboard's rights, over a guild holding ``thread`` and the (readable) parent."""
+    parent = SimpleNamespace(
+        id=PARENT,
+        permissions_for=lambda member: discord.Permissions(
+            view_channel=True, read_message_history=True
+        ),
+    )
+    channels = {THREAD: thread, PARENT: parent}
+
+    async def fetch_member(user_id: int) -> object:
+        return SimpleNamespace(id=user_id)
+
+    guild = SimpleNamespace(get_channel_or_thread=channels.get, fetch_member=fetch_member)
+    client = SimpleNamespace(get_guild=lambda guild_id: guild)
+    return DiscordServerAdmins(cast(discord.Client, client), recent)
+
+
 @pytest.mark.parametrize(
     "failure",
     [
-        not_found(),
         discord.DiscordServerError(cast(Any, SimpleNamespace(status=503, reason="")), ""),
         aiohttp.ServerDisconnectedError(),
         aiohttp.ClientConnectorError(cast(Any, None), OSError(111, "Connection refused")),
         ConnectionResetError(104, "Connection reset by peer"),
         TimeoutError(),
     ],
-    ids=["404", "503", "disconnected", "refused", "reset", "timeout"],
+    ids=["503", "disconnected", "refused", "reset", "timeout"],
 )
-async def test_a_thread_discord_cannot_answer_for_is_unreadable(
+async def test_a_thread_discord_cannot_answer_for_is_refused_as_an_outage(
     readable_private_thread: Callable[..., list[int]], failure: Exception
 ) -> None:
     asked = readable_private_thread(failure)
     thread, member = orphan_thread(), cast(discord.Member, SimpleNamespace(id=MEMBER))
     recent = RecentThreadMembers(ttl_s=30.0)
-    assert not await member_may_see(thread, member, recent)
-    assert not await member_may_read(thread, member, recent)
+    for may in (member_may_see, member_may_read):
+        with pytest.raises(ThreadMembershipUnknown, match=re.escape(THREAD_CHECK_FAILED)):
+            await may(thread, member, recent)
     assert asked == [MEMBER, MEMBER]  # a failure is not remembered as an answer
+    # The dashboard hides that thread alone, not every channel it was asked about.
+    assert await admins_of(thread, recent).readable_channels(GUILD, MEMBER, [THREAD, PARENT]) == {
+        PARENT
+    }
 
 
 def click_in(thread: discord.Thread, permissions: discord.Permissions) -> discord.Interaction[Any]:

@@ -1,0 +1,389 @@
+"""EASEL_CUDA_GRAPHS: a replayed UNet renders what the eager one renders, on every path.
+
+CUDA graphs cannot be recorded on the CPU, so the stand-ins of ``tests.support.graphs`` keep
+their contract (see there): ``FreezingRecorder`` replays only the aten operators recorded,
+as a graph does, so a setting the dispatcher failed to notice shows as another picture. The
+real recorder runs in ``benchmarks/cuda_paths.py --device cuda``, on every engine path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+from PIL import Image
+
+from benchmarks.cuda_paths import NO_REPLAYS
+from benchmarks.cuda_paths import run as run_paths
+from bot.settings import load_settings
+from inference import cuda_graphs
+from inference.cuda_graphs import GraphedForward, RecordingBroke, empty_device_cache, graphed_unet
+from inference.engine import Engine
+from inference.model_cache import ModelCache
+from inference.registry import ModelRegistry
+from inference.tiny import (
+    build_tiny_pipeline,
+    write_tiny_ip_adapter,
+    write_tiny_lora,
+    write_tiny_model,
+)
+from inference.types import RenderRequest
+from tests.support.graphs import FailingRecorder, FreezingRecorder, RerunRecorder, StaleRecorder
+
+BASE = RenderRequest("a cat", negative_prompt="blurry", width=64, height=64, steps=4, seed=5)
+# The tiny UNet's native latent side (64 pixels).
+TINY_SIDE = 8
+
+
+@pytest.fixture(scope="module")
+def graph_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("graph-models")
+    write_tiny_ip_adapter(write_tiny_model(directory / "tiny", seed=0))
+    write_tiny_lora(directory / "lora" / "ink.safetensors", seed=1)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def eager_engine(graph_models: Path) -> Engine:
+    return Engine(graph_models)
+
+
+@pytest.fixture(scope="module")
+def graphed_engine(graph_models: Path) -> Engine:
+    return Engine(graph_models, cuda_graphs=FreezingRecorder)
+
+
+@pytest.fixture(autouse=True)
+def recordings_unbroken() -> Iterator[None]:
+    """A broken recording is process-wide; each test starts and ends without one."""
+    cuda_graphs._recordings_broke.clear()
+    yield
+    cuda_graphs._recordings_broke.clear()
+
+
+def _render(engine: Engine, **changes: Any) -> list[bytes]:
+    return [image.png for image in engine.render(dataclasses.replace(BASE, **changes))]
+
+
+def _unet(engine: Engine) -> GraphedForward:
+    unet = graphed_unet(engine.models.loaded["tiny"].pipeline)
+    assert unet is not None
+    return unet
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        # A multistep sampler keeps earlier UNet outputs: a replay must not overwrite them.
+        {"sampler": "DPM++ 2M", "schedule_type": "Karras"},
+        # The conditioning changes halfway: new values in the same buffers.
+        {"prompt": "a [cat:dog:0.5]", "sampler": "Euler"},
+        {"count": 2, "sampler": "DPM++ SDE"},
+        # Two 75-token chunks: another key (prompt length), recorded on its own.
+        {"prompt": "a cat AND " + "a dog, " * 40},
+        # Seamless tiling makes the convolutions' padding circular: frozen into a graph.
+        {"options": {"tile": True}},
+        # Fast mode's cache gives the deep blocks a forward of their own.
+        {"fast": True},
+    ],
+    ids=["euler-a", "dpm2m", "prompt-editing", "batch-sde", "long-and", "tile", "fast"],
+)
+def test_replayed_render_equals_the_eager_one(
+    graphed_engine: Engine, eager_engine: Engine, changes: dict[str, Any]
+) -> None:
+    """Each case after a plain render (its graph recorded) and before another: what a case
+    changes must not reach the plain renders' graph, nor the graph's state the case."""
+    plain = _render(eager_engine)
+    _render(graphed_engine)
+    assert _render(graphed_engine, **changes) == _render(eager_engine, **changes)
+    unet = _unet(graphed_engine)
+    calls, replays = unet.calls, unet.replays
+    assert _render(graphed_engine) == plain
+    # Every UNet call of the plain render after it was a replay.
+    assert unet.replays - replays == unet.calls - calls == BASE.steps
+
+
+def test_a_shape_is_recorded_at_its_second_call_and_kept_after_its_third(
+    graph_models: Path, eager_engine: Engine
+) -> None:
+    engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
+    assert _render(engine) == _render(eager_engine)
+    unet = _unet(engine)
+    # Calls 1-3 ran eager (seen, recorded, checked against the replay), call 4 replayed.
+    assert (unet.calls, unet.recordings, unet.graphs, unet.replays) == (4, 1, 1, 1)
+
+
+def test_the_warm_start_records_the_native_shape_before_the_first_job(
+    graph_models: Path, eager_engine: Engine
+) -> None:
+    engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
+    engine.warm_up()
+    unet = _unet(engine)
+    assert (unet.graphs, unet.replays) == (1, 0)
+    assert _render(engine) == _render(eager_engine)
+    assert unet.replays == BASE.steps  # the first job replays from its first step
+
+
+def test_lora_and_image_prompt_run_eager_then_replays_resume(
+    graphed_engine: Engine, eager_engine: Engine, tmp_path: Path
+) -> None:
+    """A LoRA's adapters and an IP-Adapter's processors are not in the graph: those jobs run
+    eager (equal to the eager engine), and the next plain job replays again, unrecorded."""
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(picture)
+    _render(graphed_engine)
+    unet = _unet(graphed_engine)
+    for changes in (
+        {"prompt": "a cat <lora:ink:0.8>"},
+        {"options": {"ipadapter": {"images": [str(picture)]}}},
+    ):
+        replays, recordings = unet.replays, unet.recordings
+        assert _render(graphed_engine, **changes) == _render(eager_engine, **changes), changes
+        assert (unet.replays, unet.recordings) == (replays, recordings), changes
+    calls, replays, recordings = unet.calls, unet.replays, unet.recordings
+    assert _render(graphed_engine) == _render(eager_engine)
+    assert unet.replays - replays == unet.calls - calls == BASE.steps
+    assert unet.recordings == recordings
+
+
+def test_only_shapes_near_the_native_size_are_recorded(
+    graph_models: Path, eager_engine: Engine
+) -> None:
+    """A graph keeps its activations' memory: a wider picture of about the native pixel
+    count is recorded, a hires pass's larger latents are not."""
+    engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
+    wide = {"width": 80, "height": 64}  # 10x8 latents: 1.25 times the native 8x8
+    assert _render(engine, **wide) == _render(eager_engine, **wide)
+    assert _unet(engine).graphs == 1
+    hires = {"options": {"hires_scale": 2.0, "hires_steps": 3, "hires_denoising": 0.5}}
+    assert _render(engine, **hires) == _render(eager_engine, **hires)
+    # The first pass (native size) recorded its key; the 16x16 second pass ran eager.
+    assert _unet(engine).graphs == 2
+
+
+def test_moved_weights_drop_the_graphs(graph_models: Path, eager_engine: Engine) -> None:
+    """A graph reads the addresses it was recorded with: weights in new storage (a move to
+    another device) drop every graph, and the next calls record again."""
+    engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
+    _render(engine)
+    unet = _unet(engine)
+    assert (unet.graphs, unet.recordings) == (1, 1)
+    real = engine.models.loaded["tiny"].pipeline.unet
+    with torch.no_grad():
+        for parameter in real.parameters():
+            parameter.data = parameter.data.clone()
+    assert _render(engine) == _render(eager_engine)
+    assert (unet.graphs, unet.recordings) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "make_recorder",
+    [
+        lambda: FailingRecorder(RuntimeError("the UNet is not on this recorder's device")),
+        StaleRecorder,
+    ],
+    ids=["recording-fails", "replay-differs"],
+)
+def test_a_key_that_cannot_be_replayed_stays_eager(
+    graph_models: Path, eager_engine: Engine, make_recorder: Callable[[], RerunRecorder]
+) -> None:
+    recorder = make_recorder()
+    engine = Engine(graph_models, cuda_graphs=lambda device: recorder)
+    for _ in range(2):
+        assert _render(engine) == _render(eager_engine)
+    unet = _unet(engine)
+    assert (unet.graphs, unet.replays) == (0, 0)
+    assert recorder.records == 1  # refused for good: not tried again on the next render
+
+
+def test_out_of_memory_before_recording_leaves_the_unet_eager(
+    graph_models: Path, eager_engine: Engine
+) -> None:
+    recorder = FailingRecorder(torch.OutOfMemoryError("CUDA out of memory"))
+    engine = Engine(graph_models, cuda_graphs=lambda device: recorder)
+    assert _render(engine) == _render(eager_engine)
+    assert _render(engine, count=2) == _render(eager_engine, count=2)  # another key
+    unet = _unet(engine)
+    assert (unet.may_record, unet.graphs, recorder.records) == (False, 0, 1)
+
+
+def test_a_recording_that_breaks_stops_recordings_and_cache_emptying(
+    graph_models: Path, eager_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure inside a capture leaves torch's allocator mid-capture: emptying a device
+    cache would then fail, so it is skipped, and no UNet records again; renders go on."""
+    emptied: list[None] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(None))
+    empty_device_cache("cuda:0")
+    assert len(emptied) == 1
+    broken = FailingRecorder(RecordingBroke("operation not permitted when stream is capturing"))
+    engine = Engine(graph_models, cuda_graphs=lambda device: broken)
+    assert _render(engine) == _render(eager_engine)
+    empty_device_cache("cuda:0")
+    assert len(emptied) == 1
+    other = FreezingRecorder()
+    another = Engine(graph_models, cuda_graphs=lambda device: other)
+    for _ in range(2):
+        assert _render(another) == _render(eager_engine)
+    assert (broken.records, other.records, _unet(another).replays) == (1, 0, 0)
+
+
+def test_out_of_memory_in_a_render_drops_the_graphs_and_renders_again(
+    graph_models: Path, eager_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The graphs' memory may be what a VAE decode lacks: the render runs once more without
+    them, and the UNet records no more; without graphs held, the error stands."""
+    engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
+    _render(engine)
+    unet = _unet(engine)
+    assert unet.graphs == 1
+    run = Engine._run
+    failures = iter([torch.OutOfMemoryError("CUDA out of memory")])
+
+    def short_once(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_run", short_once)
+    assert _render(engine) == _render(eager_engine)
+    assert (unet.graphs, unet.may_record) == (0, False)
+    failures = iter([torch.OutOfMemoryError("CUDA out of memory")])
+    with pytest.raises(torch.OutOfMemoryError):
+        _render(engine)
+
+
+def test_quantized_and_offloaded_models_are_not_graphed(graph_models: Path) -> None:
+    engine = Engine(graph_models, quantize="int8", cuda_graphs=FreezingRecorder)
+    _render(engine)
+    assert graphed_unet(engine.models.loaded["tiny"].pipeline) is None
+    offloaded = ModelCache(
+        ModelRegistry(graph_models), "cuda", lambda e: None, cpu_offload=True,
+        graph_recorders=FreezingRecorder,
+    )  # fmt: skip
+    assert offloaded.graph_recorders is None
+
+
+UNetCall = Callable[[torch.Tensor], torch.Tensor]
+
+
+@pytest.fixture
+def tiny_unet() -> tuple[torch.nn.Module, GraphedForward, UNetCall]:
+    """A tiny UNet replayed from (stand-in) graphs, and a call of it on a given sample."""
+    unet = build_tiny_pipeline().unet.eval()
+    unet.forward = graphed = GraphedForward(
+        unet, FreezingRecorder(), max_rows=8, max_area=TINY_SIDE * TINY_SIDE
+    )
+    states = torch.randn(2, 77, unet.config.cross_attention_dim, generator=_seeded())
+
+    def call(sample: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            result: torch.Tensor = unet(sample, torch.tensor(500), states, return_dict=False)[0]
+        return result
+
+    return unet, graphed, call
+
+
+def _seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _sample(seed: int) -> torch.Tensor:
+    return torch.randn(2, 4, TINY_SIDE, TINY_SIDE, generator=_seeded(seed))
+
+
+def test_replays_hand_out_outputs_of_their_own(
+    tiny_unet: tuple[torch.nn.Module, GraphedForward, UNetCall],
+) -> None:
+    """A sampler may keep a UNet output across steps: the next replay, which rewrites the
+    graph's own outputs, must not change it."""
+    _, graphed, call = tiny_unet
+    for seed in (1, 2, 3):  # seen, recorded, checked
+        call(_sample(seed))
+    kept = call(_sample(4))
+    expected = kept.clone()
+    assert graphed.replays == 1
+    assert not torch.equal(call(_sample(5)), expected)
+    assert graphed.replays == 2
+    assert torch.equal(kept, expected)
+
+
+def test_hooks_and_swapped_processors_run_eager(
+    tiny_unet: tuple[torch.nn.Module, GraphedForward, UNetCall],
+) -> None:
+    """What a hook or other attention processors (an IP-Adapter's) add is not in the graph:
+    such calls run the eager UNet, and replays resume after."""
+    unet, graphed, call = tiny_unet
+    sample = _sample(1)
+    expected = call(sample)
+    for _ in range(2):
+        assert torch.equal(call(sample), expected)
+    assert torch.equal(call(sample), expected) and graphed.replays == 1
+    handle = unet.register_forward_hook(lambda module, args, output: (output[0] * 2,))
+    assert torch.equal(call(sample), expected * 2) and graphed.replays == 1
+    handle.remove()
+    original = dict(unet.attn_processors)
+    unet.set_attn_processor(AttnProcessor2_0())
+    assert torch.equal(call(sample), expected) and graphed.replays == 1
+    unet.set_attn_processor(dict(original))
+    assert torch.equal(call(sample), expected) and graphed.replays == 2
+
+
+def test_the_least_recently_replayed_graph_goes_first(
+    tiny_unet: tuple[torch.nn.Module, GraphedForward, UNetCall],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cuda_graphs, "MAX_GRAPHS", 2)
+    _, graphed, call = tiny_unet
+    shapes = [(2, 4, 8, 8), (2, 4, 4, 8), (2, 4, 8, 4)]
+    for shape in shapes[:2]:
+        for _ in range(4):
+            call(torch.randn(shape))
+    call(torch.randn(shapes[0]))  # the first shape is now the most recently replayed
+    for _ in range(3):
+        call(torch.randn(shapes[2]))
+    replays = graphed.replays
+    call(torch.randn(shapes[0]))
+    call(torch.randn(shapes[2]))
+    call(torch.randn(shapes[1]))  # dropped: eager
+    assert (graphed.graphs, graphed.replays - replays) == (2, 2)
+
+
+def test_an_expanded_input_is_copied_into_a_buffer_of_its_own(
+    tiny_unet: tuple[torch.nn.Module, GraphedForward, UNetCall],
+) -> None:
+    """A broadcast sample (stride 0) cannot be written into; its buffer is a dense copy."""
+    _, graphed, call = tiny_unet
+    row = torch.randn(1, 4, TINY_SIDE, TINY_SIDE, generator=_seeded(1))
+    expected = call(row.expand(2, -1, -1, -1).clone())
+    for _ in range(4):  # seen, recorded, checked, replayed
+        assert torch.equal(call(row.expand(2, -1, -1, -1)), expected)
+    assert graphed.replays == 1
+
+
+def test_settings_offer_graphs_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EASEL_CUDA_GRAPHS", raising=False)
+    settings = load_settings(env_file=None)
+    devices = ("cuda", "cuda:1", "cpu", "mps")
+    assert [settings.records_cuda_graphs(d) for d in devices] == [True, True, False, False]
+    monkeypatch.setenv("EASEL_CUDA_GRAPHS", "false")
+    assert not load_settings(env_file=None).records_cuda_graphs("cuda")
+
+
+def test_every_engine_path_renders_the_same_replayed(tmp_path: Path) -> None:
+    """The GPU session's pass over every engine path (SDXL's extra conditioning, the
+    inpainting UNet, hires, ControlNet, seamless tiling, creative upscale's tiles, each
+    sampler), here with the stand-in: each path's replayed pictures equal the eager
+    engine's, with replays on every path that calls a UNet without a LoRA."""
+    report = run_paths("cpu", tmp_path, FreezingRecorder)
+    assert report["failed"] == []
+    for name, path in report["paths"].items():
+        assert path["max_graph_difference"] == 0, name
+        assert (path["graph_replays"] > 0) == (name not in NO_REPLAYS), name
