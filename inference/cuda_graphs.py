@@ -28,13 +28,18 @@ value frozen at the second call (a timestep, a setting) shows. Later calls copy 
 tensors into the buffers, replay, and return clones of the graph's outputs (the next replay
 overwrites them, and a sampler may keep an output across steps). At most ``MAX_GRAPHS``
 keys per UNet, least recently replayed dropped first, all in one memory pool: they replay
-one at a time, on the device thread.
+one at a time, on the device thread. Each recording gets cuBLAS workspaces of its own in
+that pool (destroying a graph frees its stream's workspace, pytorch#193402).
+
+Devices share one thing: ``torch.cuda.empty_cache`` empties every device's cache and fails
+on a device that is recording, so once a recorder exists every call of it (diffusers makes
+one at each model load) takes turns with recordings (``DEVICE_MEMORY_LOCK``).
 
 Failures: a key whose replay differs, or that cannot be recorded, stays eager; running out
-of memory before the recording starts leaves the UNet eager. A failure *inside* a recording
-leaves torch's allocator mid-capture for good (``RecordingBroke``): no graph is recorded in
-this process any more and ``empty_device_cache`` stops emptying caches (it would fail);
-eager rendering goes on, and the log says to restart.
+of memory while recording leaves the UNet eager. A failure of the capture itself may leave
+torch's allocator mid-capture for good (``RecordingBroke``): no graph is recorded in this
+process any more and ``torch.cuda.empty_cache`` does nothing (it would fail); eager
+rendering goes on, and the log says to restart.
 """
 
 from __future__ import annotations
@@ -66,8 +71,9 @@ MAX_AREA_RATIO = 1.25
 # same inputs give the same values; neighbouring steps' predictions differ by about 1e-2.
 REPLAY_TOLERANCE = 1e-3
 # torch.cuda.empty_cache empties every device's cache and fails on a device that is
-# recording, so recordings and emptyings take turns, process-wide.
-DEVICE_MEMORY_LOCK = threading.Lock()
+# recording, so recordings and emptyings take turns, process-wide (re-entrant: torch's
+# recording empties the cache itself, under this lock).
+DEVICE_MEMORY_LOCK = threading.RLock()
 # Set once a recording failed inside a capture (module docstring).
 _recordings_broke = threading.Event()
 
@@ -77,7 +83,8 @@ class Recorder(Protocol):
 
     def record(self, run: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         """Record ``run``; returns the replay and the recorded call's outputs, which every
-        replay writes again. Raises ``RecordingBroke`` for a failure inside the recording."""
+        replay writes again. Raises ``RecordingBroke`` for a failure of the capture itself;
+        what ``run`` raises (out of memory) comes through as it is."""
         ...
 
 
@@ -98,11 +105,30 @@ def empty_device_cache(device: str | torch.device) -> None:
             torch.cuda.empty_cache()
 
 
+def _cache_emptying_in_turn(empty_cache: Callable[[], None]) -> Callable[[], None]:
+    def in_turn() -> None:
+        with DEVICE_MEMORY_LOCK:
+            if not _recordings_broke.is_set():
+                empty_cache()
+
+    in_turn.__wrapped__ = empty_cache  # type: ignore[attr-defined]
+    return in_turn
+
+
+def _guard_cache_emptying() -> None:
+    """Make every ``torch.cuda.empty_cache`` take turns with recordings, not only Easel's:
+    diffusers empties the cache at each model load and IP-Adapter load (some 70 places),
+    and one of those on another device's thread during a recording would fail."""
+    if not hasattr(torch.cuda.empty_cache, "__wrapped__"):
+        torch.cuda.empty_cache = _cache_emptying_in_turn(torch.cuda.empty_cache)
+
+
 class CudaGraphRecorder:
     """``torch.cuda.CUDAGraph`` recordings on one device, sharing one memory pool."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        _guard_cache_emptying()
         with torch.cuda.device(device):
             self._pool = torch.cuda.graph_pool_handle()
             # A stream of this device's own: torch's default recording stream is made once,
@@ -112,16 +138,23 @@ class CudaGraphRecorder:
     def record(self, run: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         graph = torch.cuda.CUDAGraph()
         ambient = torch.cuda.current_stream(self.device)
-        # The ambient stream comes back even when ending a capture raises.
+        failed: Exception | None = None
+        # The ambient stream comes back even when ending a capture raises (torch then skips
+        # putting it back itself).
         with torch.cuda.device(self.device), torch.cuda.stream(ambient):
-            # One call on the recording stream first, as torch's guide does: what libraries
-            # make lazily per stream (cuBLAS workspaces, handles) is then made outside the
-            # recording, where allocating from the device is not allowed.
+            # One call on the recording stream first, as torch's guide does: lazy per-stream
+            # set-up (cuBLAS handles) happens outside the recording.
             self._stream.wait_stream(ambient)
             with torch.cuda.stream(self._stream):
                 run()
             ambient.wait_stream(self._stream)
             with DEVICE_MEMORY_LOCK:
+                if _recordings_broke.is_set():
+                    raise RuntimeError("CUDA graph recordings stopped after a broken one")
+                # cuBLAS keeps one scratch workspace per stream, and destroying a graph frees
+                # its stream's (pytorch#193402): cleared before and after, each recording
+                # makes its own inside the graphs' pool, which outlives every graph in it.
+                torch._C._cuda_clearCublasWorkspaces()
                 try:
                     # thread_local: the other threads (PNG encoding, previews, another
                     # device's worker) keep using CUDA while this one records.
@@ -131,9 +164,16 @@ class CudaGraphRecorder:
                         stream=self._stream,
                         capture_error_mode="thread_local",
                     ):
-                        outputs = run()
+                        try:
+                            outputs = run()
+                        except Exception as error:  # the capture itself ends cleanly
+                            failed = error
                 except Exception as error:
+                    _recordings_broke.set()
                     raise RecordingBroke(f"recording on {self.device} failed: {error}") from error
+                torch._C._cuda_clearCublasWorkspaces()
+        if failed is not None:
+            raise failed
         return graph.replay, outputs
 
 
@@ -277,13 +317,14 @@ class GraphedForward:
         self._unverified.clear()
         self._seen.clear()
 
-    def give_up(self) -> bool:
-        """Drop every graph and record no more (the device is short of memory); whether
-        any graph was held."""
-        held = bool(self._graphs or self._unverified)
+    @property
+    def holds_graphs(self) -> bool:
+        return bool(self._graphs or self._unverified)
+
+    def give_up(self) -> None:
+        """Drop every graph and record no more (the device is short of memory)."""
         self.may_record = False
         self.drop()
-        return held
 
     def _live_module(self) -> torch.nn.Module:
         module = self._module()
@@ -292,12 +333,17 @@ class GraphedForward:
         return module
 
     def _worth_a_graph(self, key: CallKey) -> bool:
-        sample = next(iter(tensor_specs(key)), None)
+        """Within the limits, and every tensor on the UNet's device: a graph can hold no
+        copy from another device, and a capture that fails on one stops every recording."""
+        specs = list(tensor_specs(key))
+        if not specs or len(specs[0].shape) != 4:
+            return False
+        rows, _, height, width = specs[0].shape
+        device = self._device()
         return (
-            sample is not None
-            and len(sample.shape) == 4
-            and sample.shape[0] <= self.max_rows
-            and sample.shape[2] * sample.shape[3] <= self.max_area
+            rows <= self.max_rows
+            and height * width <= self.max_area
+            and all(spec.device == device for spec in specs)
         )
 
     def _record(self, key: CallKey, leaves: list[Any], spec: TreeSpec) -> None:
@@ -320,10 +366,10 @@ class GraphedForward:
             _recordings_broke.set()
             self.drop()
             log.error(
-                "recording a CUDA graph of the UNet failed inside the capture, which leaves "
+                "recording a CUDA graph of the UNet failed inside the capture, which may leave "
                 "torch's memory allocator mid-capture: no more graphs are recorded and device "
-                "caches are no longer emptied in this process. Restart Easel; if it happens "
-                "again, set EASEL_CUDA_GRAPHS=false",
+                "caches are no longer emptied in this process (renders go on eager). Restart "
+                "Easel; if it happens again, set EASEL_CUDA_GRAPHS=false",
                 exc_info=True,
             )
             return
@@ -337,6 +383,8 @@ class GraphedForward:
             self._refused.add(key)
             return
         self._unverified[key] = _Graph(spec, buffers, replay, outputs)
+        if len(self._unverified) > MAX_GRAPHS:  # keys recorded and never called again
+            del self._unverified[next(iter(self._unverified))]
         self.recordings += 1
 
     def _verify(
@@ -350,9 +398,6 @@ class GraphedForward:
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
             self._graphs.popitem(last=False)
-        # The eager calls' activations stay cached beside the graph's copy of them: the
-        # allocator gets them back for the rest of the render (VAE decode, upscalers).
-        empty_device_cache(self._device())
 
     def _device(self) -> torch.device:
         first = next(self._live_module().parameters(), None)
@@ -386,12 +431,13 @@ def install_graphs(pipeline: Any, recorders: RecorderFactory) -> bool:
     unet = pipeline.unet
     if _quantized(unet):
         return False
-    side = int(unet.config.sample_size)
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
     unet.forward = GraphedForward(
         unet,
         recorders(unet.device),
         max_rows=MAX_ROWS,
-        max_area=int(MAX_AREA_RATIO * side * side),
+        max_area=int(MAX_AREA_RATIO * height * width),
     )
     return True
 

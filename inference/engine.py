@@ -28,7 +28,7 @@ import transformers
 from inference.compare import cell_requests, is_comparison
 from inference.compile import Compiler
 from inference.control_units import control_units
-from inference.cuda_graphs import RecorderFactory
+from inference.cuda_graphs import RecorderFactory, graphed_unet
 from inference.devices import default_dtype
 from inference.image_prompts import check_image_prompt_models, image_prompt
 from inference.images import load_input_image
@@ -181,10 +181,11 @@ class Engine:
         stops it with ``RenderCancelled`` after the load or at the step's end."""
         raise_if_cancelled(cancel)
         installed = model in self.registry.loadable()
-        steps = WARM_UP_STEPS_WITH_GRAPHS if self.models.graph_recorders else WARM_UP.steps
-        warm = dataclasses.replace(WARM_UP, model=model if installed else None, steps=steps)
+        warm = dataclasses.replace(WARM_UP, model=model if installed else None)
         # Loaded apart from the render so that a shutdown during the load skips the step.
-        self.models.load(self.registry.resolve(warm.model, self.default_model))
+        loaded = self.models.load(self.registry.resolve(warm.model, self.default_model))
+        if graphed_unet(loaded.pipeline) is not None:
+            warm = dataclasses.replace(warm, steps=WARM_UP_STEPS_WITH_GRAPHS)
         raise_if_cancelled(cancel)
         self.render(warm, cancel=cancel)
 
@@ -256,8 +257,9 @@ class Engine:
         except torch.OutOfMemoryError:
             if not self.models.give_up_graphs():
                 raise
-            log.warning("out of memory with UNet graphs held: dropped them, rendering again")
-            return render()
+        # Out of the handler: its frames, and the tensors they hold, are gone by now.
+        log.warning("out of memory with UNet graphs held: dropped them, rendering again")
+        return render()
 
     def _render_batch(
         self,

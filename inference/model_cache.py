@@ -282,14 +282,16 @@ class ModelCache:
         return refiner + sum(model.weight_bytes for model in self.loaded.values())
 
     def give_up_graphs(self) -> bool:
-        """Drop the UNet graphs of every cached model and record no more (out of memory);
-        whether any were held, their memory then back with the allocator."""
+        """Drop the graphs of every cached UNet that holds some, which then records no more
+        (the device ran out of memory); whether any did, their memory then given back."""
         models = [*self.loaded.values(), *([self._refiner] if self._refiner else [])]
         unets = [graphed_unet(model.pipeline) for model in models]
-        held = [unet.give_up() for unet in unets if unet is not None]
-        if any(held):
+        holding = [unet for unet in unets if unet is not None and unet.holds_graphs]
+        for unet in holding:
+            unet.give_up()
+        if holding:
             self.release_device_memory()
-        return any(held)
+        return bool(holding)
 
     def release_device_memory(self) -> None:
         if self.compiler is not None:

@@ -8,7 +8,9 @@ real recorder runs in ``benchmarks/cuda_paths.py --device cuda``, on every engin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -318,8 +320,8 @@ def test_replays_hand_out_outputs_of_their_own(
 def test_hooks_and_swapped_processors_run_eager(
     tiny_unet: tuple[torch.nn.Module, GraphedForward, UNetCall],
 ) -> None:
-    """What a hook or other attention processors (an IP-Adapter's) add is not in the graph:
-    such calls run the eager UNet, and replays resume after."""
+    """What a hook, other attention processors (an IP-Adapter's) or a block's own forward
+    add is not in the graph: such calls run the eager UNet, and replays resume after."""
     unet, graphed, call = tiny_unet
     sample = _sample(1)
     expected = call(sample)
@@ -334,6 +336,18 @@ def test_hooks_and_swapped_processors_run_eager(
     assert torch.equal(call(sample), expected) and graphed.replays == 1
     unet.set_attn_processor(dict(original))
     assert torch.equal(call(sample), expected) and graphed.replays == 2
+    # Fast mode's cache gives blocks forwards of their own (here: one that doubles).
+    block = unet.down_blocks[0]
+    plain_forward = block.forward
+
+    def doubled(*args: Any, **kwargs: Any) -> Any:
+        hidden, skips = plain_forward(*args, **kwargs)
+        return hidden * 2, skips
+
+    block.forward = doubled
+    assert not torch.equal(call(sample), expected) and graphed.replays == 2
+    del block.forward
+    assert torch.equal(call(sample), expected) and graphed.replays == 3
 
 
 def test_the_least_recently_replayed_graph_goes_first(
@@ -387,3 +401,137 @@ def test_every_engine_path_renders_the_same_replayed(tmp_path: Path) -> None:
     for name, path in report["paths"].items():
         assert path["max_graph_difference"] == 0, name
         assert (path["graph_replays"] > 0) == (name not in NO_REPLAYS), name
+
+
+@dataclasses.dataclass
+class _FakeStream:
+    name: str
+    events: list[str]
+
+    def wait_stream(self, other: _FakeStream) -> None:
+        self.events.append(f"{self.name} waits for {other.name}")
+
+
+def _memory_lock_held() -> bool:
+    """Whether some thread holds ``DEVICE_MEMORY_LOCK`` (asked from another thread: it is
+    re-entrant)."""
+    free: list[bool] = []
+
+    def try_it() -> None:
+        acquired = cuda_graphs.DEVICE_MEMORY_LOCK.acquire(blocking=False)
+        free.append(acquired)
+        if acquired:
+            cuda_graphs.DEVICE_MEMORY_LOCK.release()
+
+    thread = threading.Thread(target=try_it)
+    thread.start()
+    thread.join()
+    return not free[0]
+
+
+class _FakeCuda:
+    """torch.cuda's streams, graphs and devices as ``CudaGraphRecorder`` calls them, noting
+    which stream each call of the recorded function ran on (no CUDA here). Like torch's,
+    the fake recording does not put the ambient stream back when ending the capture fails."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+        self.events: list[str] = []
+        self.ambient = _FakeStream("ambient", self.events)
+        self.recording = _FakeStream("recording", self.events)
+        self.current = self.ambient
+        self.fails = fails
+        self.emptied = 0
+        fake = self
+
+        class Graph:
+            def replay(self) -> None:
+                fake.events.append("replay")
+
+        @contextlib.contextmanager
+        def stream(chosen: _FakeStream) -> Iterator[None]:
+            before, fake.current = fake.current, chosen
+            try:
+                yield
+            finally:  # as torch's StreamContext.__exit__ does
+                fake.current = before
+
+        @contextlib.contextmanager
+        def graph(cuda_graph: Graph, **options: Any) -> Iterator[None]:
+            assert options["stream"] == fake.recording
+            assert options["capture_error_mode"] == "thread_local"
+            fake.events.append(f"capture, lock held: {_memory_lock_held()}")
+            fake.current = fake.recording
+            yield
+            if fake.fails == "capture":
+                raise RuntimeError("operation not permitted when stream is capturing")
+            fake.current = fake.ambient
+
+        def empty_cache() -> None:
+            fake.emptied += 1
+
+        for name, value in {
+            "device": lambda device: contextlib.nullcontext(),
+            "graph_pool_handle": lambda: "pool",
+            "Stream": lambda device: fake.recording,
+            "current_stream": lambda device=None: fake.current,
+            "stream": stream,
+            "graph": graph,
+            "CUDAGraph": Graph,
+            "empty_cache": empty_cache,
+        }.items():
+            monkeypatch.setattr(torch.cuda, name, value)
+        monkeypatch.setattr(
+            torch._C,
+            "_cuda_clearCublasWorkspaces",
+            lambda: fake.events.append("cuBLAS workspaces cleared"),
+            raising=False,
+        )
+
+    def run(self) -> torch.Tensor:
+        self.events.append(f"run on {self.current.name}")
+        if self.fails == "run" and self.current is self.recording and "capture" in str(self.events):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return torch.zeros(1)
+
+
+@pytest.mark.parametrize("fails", ["nothing", "run", "capture"])
+def test_the_cuda_recorder_warms_up_then_captures_under_the_lock(
+    monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """One call on the recording stream before the capture (lazy per-stream set-up); the
+    capture under the process-wide memory lock, with cuBLAS workspaces of its own; the
+    ambient stream back afterwards. What the recorded call raises comes through as it is;
+    a failure of the capture itself is a ``RecordingBroke`` that stops every recording and
+    every cache emptying, diffusers' own included (it calls ``torch.cuda.empty_cache``)."""
+    fake = _FakeCuda(monkeypatch, fails)
+    recorder = cuda_graphs.CudaGraphRecorder(torch.device("cuda:0"))
+    torch.cuda.empty_cache()
+    assert fake.emptied == 1
+    if fails == "nothing":
+        replay, outputs = recorder.record(fake.run)
+        replay()
+        assert torch.equal(outputs, torch.zeros(1))
+    else:
+        error = RecordingBroke if fails == "capture" else torch.OutOfMemoryError
+        with pytest.raises(error):
+            recorder.record(fake.run)
+    assert fake.events[:6] == [
+        "recording waits for ambient",
+        "run on recording",
+        "ambient waits for recording",
+        "cuBLAS workspaces cleared",
+        "capture, lock held: True",
+        "run on recording",
+    ]
+    assert (
+        fake.events[6:]
+        == {
+            "nothing": ["cuBLAS workspaces cleared", "replay"],
+            "run": ["cuBLAS workspaces cleared"],
+            "capture": [],
+        }[fails]
+    )
+    assert fake.current == fake.ambient
+    assert not _memory_lock_held()
+    torch.cuda.empty_cache()
+    assert fake.emptied == (1 if fails == "capture" else 2)
