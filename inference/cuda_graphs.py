@@ -28,8 +28,11 @@ value frozen at the second call (a timestep, a setting) shows. Later calls copy 
 tensors into the buffers, replay, and return clones of the graph's outputs (the next replay
 overwrites them, and a sampler may keep an output across steps). At most ``MAX_GRAPHS``
 keys per UNet, least recently replayed dropped first, all in one memory pool: they replay
-one at a time, on the device thread. Each recording gets cuBLAS workspaces of its own in
-that pool (destroying a graph frees its stream's workspace, pytorch#193402).
+one at a time, on the device thread, and their outputs are cloned at once: that is what
+makes sharing the pool safe, since a recording may place its temporaries or outputs where
+another graph's were. Each recording allocates its cuBLAS workspace inside that pool rather
+than reusing its stream's (destroying a graph frees its stream's, pytorch#193402; the clear
+is process-wide, as inductor's is, so other threads' next matmuls make new ones).
 
 Devices share one thing: ``torch.cuda.empty_cache`` empties every device's cache and fails
 on a device that is recording, so once a recorder exists every call of it (diffusers makes
@@ -108,7 +111,8 @@ def empty_device_cache(device: str | torch.device) -> None:
 def _cache_emptying_in_turn(empty_cache: Callable[[], None]) -> Callable[[], None]:
     def in_turn() -> None:
         with DEVICE_MEMORY_LOCK:
-            if not _recordings_broke.is_set():
+            # Re-entrant: not from inside this thread's own capture (a finalizer, a hook).
+            if not _recordings_broke.is_set() and not torch.cuda.is_current_stream_capturing():
                 empty_cache()
 
     in_turn.__wrapped__ = empty_cache  # type: ignore[attr-defined]
@@ -153,7 +157,7 @@ class CudaGraphRecorder:
                     raise RuntimeError("CUDA graph recordings stopped after a broken one")
                 # cuBLAS keeps one scratch workspace per stream, and destroying a graph frees
                 # its stream's (pytorch#193402): cleared before and after, each recording
-                # makes its own inside the graphs' pool, which outlives every graph in it.
+                # allocates one inside the graphs' pool instead, which no destruction frees.
                 torch._C._cuda_clearCublasWorkspaces()
                 try:
                     # thread_local: the other threads (PNG encoding, previews, another
@@ -169,8 +173,11 @@ class CudaGraphRecorder:
                         except Exception as error:  # the capture itself ends cleanly
                             failed = error
                 except Exception as error:
+                    if "out of memory" in str(error):  # e.g. instantiating: nothing half-done
+                        raise torch.OutOfMemoryError(str(error)) from error
                     _recordings_broke.set()
-                    raise RecordingBroke(f"recording on {self.device} failed: {error}") from error
+                    cause = error if failed is None else failed
+                    raise RecordingBroke(f"recording on {self.device} failed: {cause!r}") from cause
                 torch._C._cuda_clearCublasWorkspaces()
         if failed is not None:
             raise failed
@@ -376,16 +383,18 @@ class GraphedForward:
         except torch.OutOfMemoryError:
             log.warning("out of memory recording a UNet graph: the UNet runs eager from now on")
             self.give_up()
-            empty_device_cache(self._device())
-            return
         except Exception:  # a call a graph cannot hold stays eager; the render goes on
             log.warning("recording a UNet graph for %s failed; it stays eager", key, exc_info=True)
             self._refused.add(key)
             return
-        self._unverified[key] = _Graph(spec, buffers, replay, outputs)
-        if len(self._unverified) > MAX_GRAPHS:  # keys recorded and never called again
-            del self._unverified[next(iter(self._unverified))]
-        self.recordings += 1
+        else:
+            self._unverified[key] = _Graph(spec, buffers, replay, outputs)
+            if len(self._unverified) > MAX_GRAPHS:  # keys recorded and never called again
+                del self._unverified[next(iter(self._unverified))]
+            self.recordings += 1
+            return
+        # Out of the handler, whose traceback held the failed recording's memory.
+        empty_device_cache(self._device())
 
     def _verify(
         self, key: CallKey, graph: _Graph, tensors: list[torch.Tensor], reference: Any

@@ -255,11 +255,17 @@ class Engine:
         try:
             return render()
         except torch.OutOfMemoryError:
-            if not self.models.give_up_graphs():
+            given_up = self.models.give_up_graphs()
+            if not given_up:
                 raise
         # Out of the handler: its frames, and the tensors they hold, are gone by now.
         log.warning("out of memory with UNet graphs held: dropped them, rendering again")
-        return render()
+        try:
+            return render()
+        except torch.OutOfMemoryError:
+            for unet in given_up:  # short without them too: the graphs were not the cause
+                unet.may_record = True
+            raise
 
     def _render_batch(
         self,

@@ -24,6 +24,7 @@ from PIL import Image
 from inference.checkpoints import load_single_file
 from inference.compile import Compiler
 from inference.cuda_graphs import (
+    GraphedForward,
     RecorderFactory,
     empty_device_cache,
     graphed_unet,
@@ -281,9 +282,9 @@ class ModelCache:
         refiner = 0 if self._refiner is None else self._refiner.weight_bytes
         return refiner + sum(model.weight_bytes for model in self.loaded.values())
 
-    def give_up_graphs(self) -> bool:
+    def give_up_graphs(self) -> list[GraphedForward]:
         """Drop the graphs of every cached UNet that holds some, which then records no more
-        (the device ran out of memory); whether any did, their memory then given back."""
+        (the device ran out of memory); those UNets, their memory given back."""
         models = [*self.loaded.values(), *([self._refiner] if self._refiner else [])]
         unets = [graphed_unet(model.pipeline) for model in models]
         holding = [unet for unet in unets if unet is not None and unet.holds_graphs]
@@ -291,7 +292,7 @@ class ModelCache:
             unet.give_up()
         if holding:
             self.release_device_memory()
-        return bool(holding)
+        return holding
 
     def release_device_memory(self) -> None:
         if self.compiler is not None:

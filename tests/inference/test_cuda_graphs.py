@@ -262,6 +262,24 @@ def test_out_of_memory_in_a_render_drops_the_graphs_and_renders_again(
         _render(engine)
 
 
+def test_out_of_memory_without_the_graphs_too_lets_them_record_again(
+    graph_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short of memory with the graphs dropped as well: they were not the cause, so the UNet
+    may record again; the error stands."""
+    engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
+    _render(engine)
+    unet = _unet(engine)
+
+    def always_short(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Engine, "_run", always_short)
+    with pytest.raises(torch.OutOfMemoryError):
+        _render(engine)
+    assert (unet.graphs, unet.may_record) == (0, True)
+
+
 def test_quantized_and_offloaded_models_are_not_graphed(graph_models: Path) -> None:
     engine = Engine(graph_models, quantize="int8", cuda_graphs=FreezingRecorder)
     _render(engine)
@@ -464,6 +482,8 @@ class _FakeCuda:
             yield
             if fake.fails == "capture":
                 raise RuntimeError("operation not permitted when stream is capturing")
+            if fake.fails == "instantiating":
+                raise RuntimeError("CUDA error: out of memory")
             fake.current = fake.ambient
 
         def empty_cache() -> None:
@@ -494,17 +514,19 @@ class _FakeCuda:
         return torch.zeros(1)
 
 
-@pytest.mark.parametrize("fails", ["nothing", "run", "capture"])
+@pytest.mark.parametrize("fails", ["nothing", "run", "instantiating", "capture"])
 def test_the_cuda_recorder_warms_up_then_captures_under_the_lock(
     monkeypatch: pytest.MonkeyPatch, fails: str
 ) -> None:
     """One call on the recording stream before the capture (lazy per-stream set-up); the
     capture under the process-wide memory lock, with cuBLAS workspaces of its own; the
     ambient stream back afterwards. What the recorded call raises comes through as it is;
-    a failure of the capture itself is a ``RecordingBroke`` that stops every recording and
-    every cache emptying, diffusers' own included (it calls ``torch.cuda.empty_cache``)."""
+    so is running out of memory ending it; any other failure of the capture itself is a
+    ``RecordingBroke`` that stops every recording and every cache emptying, diffusers' own
+    included (it calls ``torch.cuda.empty_cache``)."""
     fake = _FakeCuda(monkeypatch, fails)
     recorder = cuda_graphs.CudaGraphRecorder(torch.device("cuda:0"))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     torch.cuda.empty_cache()
     assert fake.emptied == 1
     if fails == "nothing":
@@ -528,6 +550,7 @@ def test_the_cuda_recorder_warms_up_then_captures_under_the_lock(
         == {
             "nothing": ["cuBLAS workspaces cleared", "replay"],
             "run": ["cuBLAS workspaces cleared"],
+            "instantiating": [],
             "capture": [],
         }[fails]
     )
