@@ -99,13 +99,10 @@ class RecordingBroke(RuntimeError):
 
 
 def empty_device_cache(device: str | torch.device) -> None:
-    """``torch.cuda.empty_cache`` when ``device`` is a CUDA device, taking turns with
-    recordings; skipped once a recording broke (it would fail)."""
-    if not str(device).startswith("cuda"):
-        return
-    with DEVICE_MEMORY_LOCK:
-        if not _recordings_broke.is_set():
-            torch.cuda.empty_cache()
+    """``torch.cuda.empty_cache`` when ``device`` is a CUDA device (once a recorder exists,
+    taking turns with recordings: ``_guard_cache_emptying``)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def _cache_emptying_in_turn(empty_cache: Callable[[], None]) -> Callable[[], None]:
@@ -296,15 +293,18 @@ class GraphedForward:
         if self._weights_moved(module):
             self.drop()
         key = call_key(args, kwargs)
-        if key is None or key in self._refused or not self._worth_a_graph(key):
+        if key is None:
             return self.eager(*args, **kwargs)
         leaves, spec = tree_flatten((args, kwargs))
         tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+        # A recorded key was worth a graph; the limits are checked for the others only.
         graph = self._graphs.get(key)
         if graph is not None and graph.spec == spec:
             self._graphs.move_to_end(key)
             self.replays += 1
             return graph.run(tensors)
+        if key in self._refused or not self._worth_a_graph(key):
+            return self.eager(*args, **kwargs)
         reference = self.eager(*args, **kwargs)
         unverified = self._unverified.pop(key, None)
         if unverified is not None and unverified.spec == spec:

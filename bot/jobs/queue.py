@@ -422,8 +422,12 @@ class JobQueue:
 
     def _now(self) -> float:
         # The scheduler needs a clock that never goes back, even if the wall clock does.
-        self._last_now = max(self._last_now, self._clock())
+        self._last_now = self._peek_now()
         return self._last_now
+
+    def _peek_now(self) -> float:
+        """What ``_now`` would say, without moving the queue's clock on."""
+        return max(self._last_now, self._clock())
 
     def _schedule(
         self,
@@ -451,8 +455,7 @@ class JobQueue:
         """The model the job ``device`` would start first asks for (None: none is queued
         there, or it asks for the default). Peeked at the clock's time without moving the
         queue's own clock on, which submissions read."""
-        now = max(self._last_now, self._clock())
-        first = self._scheduler.peek_batch(device, now)
+        first = self._scheduler.peek_batch(device, self._peek_now())
         model = first[0].model if first else None
         return model if isinstance(model, str) else None
 

@@ -222,6 +222,8 @@ def test_a_recording_that_breaks_stops_recordings_and_cache_emptying(
     cache would then fail, so it is skipped, and no UNet records again; renders go on."""
     emptied: list[None] = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(None))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    cuda_graphs._guard_cache_emptying()  # as a CUDA recorder does when it is made
     empty_device_cache("cuda:0")
     assert len(emptied) == 1
     broken = FailingRecorder(RecordingBroke("operation not permitted when stream is capturing"))
