@@ -26,7 +26,8 @@ around every timing):
   the warm start finished); it costs one model load, one step and one job of device time;
 - ``it_per_s``: sampling steps per second, batch 1, first to last step end (synchronised at
   each step end), so prompt encoding and VAE decode are not in it;
-- ``grid_2x2_s``: a count-4 request end to end, PNGs included (through the queue for Easel);
+- ``grid_2x2_s``: a count-4 request end to end, PNGs included (through the queue for Easel,
+  and the 2x2 grid the bot posts composed as its delivery does; plain: its four PNGs);
 - ``backlog``: Easel only: ``BACKLOG_JOBS`` one-picture jobs submitted at once through the
   queue; ``device_busy_fraction`` is the time the device thread spent inside the engine
   (synchronised at each render's end) over the wall time from first submit to last delivery;
@@ -368,7 +369,7 @@ class EaselRenderer:
         worker = DeviceWorker(engine.device, lambda _device: timed, warm_start=warm_start)
         conn = await connect(scratch / "easel.sqlite3")
         queue = JobQueue(conn, [worker], scratch / "images")
-        arrivals = Arrivals()
+        arrivals = Arrivals(posting=True)  # the posted grid composed, as the bot does
         queue.set_sink(arrivals)
         await queue.start()
         request = RenderRequest(

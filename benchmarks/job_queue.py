@@ -32,6 +32,7 @@ from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.broker.worker import WorkerConfig, serve
 from bot.jobs.queue import FinishedJob, JobQueue, RenderSlot, Submission
 from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
+from cogs.results.posting import result_png
 from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
@@ -42,13 +43,22 @@ REQUEST = RenderRequest("a cat", steps=1, width=64, height=64)
 
 
 class Arrivals:
-    def __init__(self) -> None:
+    """When each job was delivered. With ``posting``, a delivery first does what the bot's
+    does before its upload (``result_png``: the picture it posts, a grid composed when the
+    job has several) and then waits ``upload_s``, as an upload to Discord would."""
+
+    def __init__(self, posting: bool = False, upload_s: float = 0.0) -> None:
+        self.posting, self.upload_s = posting, upload_s
         self.finished: dict[str, float] = {}
         self.arrived = asyncio.Event()
 
     async def deliver(self, job: FinishedJob) -> int | None:
         if not job.succeeded:
             raise RuntimeError(f"benchmark job {job.job_id} failed: {job.error}")
+        if self.posting:
+            png = await asyncio.to_thread(result_png, job)
+            assert png.startswith(b"\x89PNG")
+            await asyncio.sleep(self.upload_s)
         self.finished[job.job_id] = time.perf_counter()
         self.arrived.set()
         return None

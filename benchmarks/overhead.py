@@ -5,7 +5,7 @@ request as ``/imagine`` through the wire-level fake Discord → discord.py → c
 fair queue → worker thread → engine → PNG stored → webhook edit with the file, timed from the
 interaction's dispatch to the edited message arriving at the fake. Prints JSON.
 
-    python benchmarks/overhead.py [--runs 20] [--steps 10] [--size 64]
+    python benchmarks/overhead.py [--runs 20] [--steps 10] [--size 64] [--count 1]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ async def measure(
         "seed": request.seed,
         "steps": request.steps,
         "size": f"{request.width}x{request.height}",
+        "count": request.count,
     }
     raw, easel = [], []
     async with FakeDiscord() as fake:
@@ -74,9 +75,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--count", type=int, default=1, help="pictures per request (a grid)")
     args = parser.parse_args()
     request = RenderRequest(
-        "a (red:1.2) cat", seed=1, steps=args.steps, width=args.size, height=args.size
+        "a (red:1.2) cat",
+        seed=1,
+        steps=args.steps,
+        width=args.size,
+        height=args.size,
+        count=args.count,
     )
     with tempfile.TemporaryDirectory() as scratch:
         models_dir = Path(scratch) / "models"
@@ -89,7 +96,11 @@ def main() -> None:
             {
                 "benchmark": "overhead",
                 "runs": args.runs,
-                "request": {"steps": args.steps, "size": f"{args.size}x{args.size}"},
+                "request": {
+                    "steps": args.steps,
+                    "size": f"{args.size}x{args.size}",
+                    "count": args.count,
+                },
                 "raw_pipeline": summary(raw),
                 "through_easel": summary(easel),
                 "overhead_ms": round((easel_median - raw_median) * 1000, 2),

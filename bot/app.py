@@ -113,6 +113,9 @@ class EaselBot(commands.Bot):
             # Commands work in servers; in direct messages only when the operator allows it.
             tree_cls=EaselCommandTree,
             allowed_contexts=command_contexts(allow_dms=settings.allow_dms),
+            # Members' text (prompts, notes, errors) is quoted everywhere: nothing Easel sends
+            # notifies anyone but the members a message names explicitly (a result's maker).
+            allowed_mentions=discord.AllowedMentions.none(),
             # Counts Discord's error answers and 429s, and times each interaction's ack.
             http_trace=metrics.discord_http_trace(),
         )

@@ -3,8 +3,8 @@ above and beside them, as the web UI's X/Y plot draws it (Pillow only)."""
 
 from __future__ import annotations
 
-import io
 import textwrap
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,19 +18,20 @@ _INK = (0, 0, 0)
 _MIN_FONT_PX = 12
 
 
-def comparison_png(request: RenderRequest, pngs: list[bytes], first_infotext: str) -> bytes:
+def comparison_png(
+    request: RenderRequest, pictures: Sequence[Image.Image], first_infotext: str
+) -> bytes:
     """A comparison job's pictures as its labelled grid, carrying the first picture's
     infotext and the axes."""
     x, y = axis_labels(request)
-    return labelled_grid_png(pngs, x, y, grid_infotext(first_infotext, x, y))
+    return labelled_grid_png(pictures, x, y, grid_infotext(first_infotext, x, y))
 
 
 def labelled_grid_png(
-    pngs: list[bytes], x: AxisLabels, y: AxisLabels | None, infotext: str
+    pictures: Sequence[Image.Image], x: AxisLabels, y: AxisLabels | None, infotext: str
 ) -> bytes:
     """A column per X value and a row per Y value (one row without Y), each labelled
     ``Title: value``, carrying ``infotext``."""
-    pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
     x_labels = [f"{x[0]}: {label}" for label in x[1]]
     y_labels = None if y is None else [f"{y[0]}: {label}" for label in y[1]]
     columns, rows = len(x_labels), len(y_labels or [""])

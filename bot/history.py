@@ -18,6 +18,7 @@ from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal
+from db.database import write_back_log
 
 PAGE_SIZE = 5
 
@@ -170,6 +171,10 @@ class History:
         self._member_settings.forget(user_id)
         pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
         uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
+        # The erased rows stay in the database file's older pages until the write-ahead log is
+        # copied back, and in the log until it is emptied: both now, or (a reader holds the
+        # log) at Retention's next sweep.
+        await write_back_log(self._conn)
         return Forgotten(
             jobs=erased.jobs,
             pictures=pictures,

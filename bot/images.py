@@ -4,15 +4,19 @@ a result that is too large for Discord (pure: no discord, no torch)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from bot.compare_grid import comparison_png
 from bot.user_errors import UserError
+from inference.compare import is_comparison
 from inference.images import eight_bit, has_wide_greys, picture_grid
-from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
+from inference.infotext import PNG_TEXT_KEY, format_value, infotext_from_png, png_with_infotext
+from inference.types import RenderRequest
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Above this a small file can still decode to gigabytes (a "decompression bomb").
@@ -90,10 +94,36 @@ def picture_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def grid_png(pngs: list[bytes], infotext: str) -> bytes:
+def decoded(pngs: Sequence[bytes]) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
+
+
+def grid_png(pictures: Sequence[Image.Image], infotext: str) -> bytes:
     """The pictures in a near-square grid (2x2 for four), carrying ``infotext``."""
-    pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
-    return png_with_infotext(picture_grid(pictures), infotext)
+    return png_with_infotext(picture_grid(list(pictures)), infotext)
+
+
+def grid_note(seeds: Sequence[int]) -> str:
+    """The web UI's words for a grid, after its first picture's infotext."""
+    return f"Grid: {len(seeds)} images, Grid seeds: {format_value(' '.join(map(str, seeds)))}"
+
+
+def posted_as_grid(request: RenderRequest, pictures: int) -> bool:
+    """Whether a job's result is posted as one picture of its pictures (else as its one)."""
+    return pictures > 1 or is_comparison(request)
+
+
+def posted_grid_png(
+    request: RenderRequest,
+    pictures: Sequence[Image.Image],
+    first_infotext: str,
+    seeds: Sequence[int],
+) -> bytes:
+    """The picture a job of several is posted as: a comparison's labelled grid, else the
+    pictures in a near-square grid with the first one's infotext and the grid's note."""
+    if is_comparison(request):
+        return comparison_png(request, pictures, first_infotext)
+    return grid_png(pictures, f"{first_infotext}, {grid_note(seeds)}")
 
 
 @dataclass(frozen=True)

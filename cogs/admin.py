@@ -6,7 +6,8 @@ permissions)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+import io
+from collections.abc import Callable, Collection
 from typing import Any, Literal
 
 import discord
@@ -19,6 +20,7 @@ from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import Dashboard
+from cogs.common import MESSAGE_LIMIT
 from cogs.contexts import command_contexts
 from cogs.visibility import DISCORD_FAILED, member_may_read
 
@@ -36,10 +38,28 @@ def _guild_id(interaction: discord.Interaction[Any]) -> int:
     return interaction.guild_id
 
 
-def describe_guild(settings: GuildSettings) -> str:
-    def listed(which: GuildList, show: Any = str) -> str:
-        entries = sorted(settings.entries(which))
-        return ", ".join(show(entry) for entry in entries) if entries else "—"
+# Past Discord's 2,000 characters (many channels or banned words) /easel-admin show cuts each
+# list to this many characters, saying how many entries it left out, and attaches the whole.
+_LIST_BUDGET = 300
+SETTINGS_FILE = "easel-settings.txt"
+
+
+def describe_guild(settings: GuildSettings, list_budget: int | None = None) -> str:
+    """The server's settings, each list whole, or cut to ``list_budget`` characters."""
+
+    def listed(which: GuildList, show: Callable[[str], str] = str) -> str:
+        shown = [show(entry) for entry in sorted(settings.entries(which))]
+        if not shown:
+            return "—"
+        kept, length = 0, 0
+        for item in shown:
+            length += len(item) + (2 if kept else 0)  # ", " between
+            if list_budget is not None and length > list_budget:
+                break
+            kept += 1
+        left_out = len(shown) - kept
+        more = f" … and {left_out} more (all in {SETTINGS_FILE})" if left_out else ""
+        return ", ".join(shown[:kept]) + more
 
     return "\n".join(
         [
@@ -104,7 +124,16 @@ class AdminCog(commands.Cog):
     @admin.command(name="show", description="Every Easel setting of this server")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         settings = await self._policy.settings(_guild_id(interaction))
-        await self._done(interaction, describe_guild(settings))
+        whole = describe_guild(settings)
+        if len(whole) <= MESSAGE_LIMIT:
+            await self._done(interaction, whole)
+            return
+        await interaction.response.send_message(
+            describe_guild(settings, _LIST_BUDGET),
+            file=discord.File(io.BytesIO(whole.encode()), filename=SETTINGS_FILE),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
 
     @admin.command(name="channel", description="Allow or disallow Easel in a channel")
     @app_commands.describe(action="add: allow it; remove: stop allowing it", channel="The channel")

@@ -9,9 +9,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.policy.guild import GuildList
-from bot.policy.moderation import model_allowed
-from cogs.common import services_of
+from cogs.common import models_allowed_in, services_of
 from inference.samplers import AUTOMATIC_SCHEDULE, SCHEDULE_TYPES, sampler_names
 
 MAX_CHOICES = 25  # Discord refuses more
@@ -36,14 +34,8 @@ def matching_choices(
 async def allowed_models_only(
     interaction: discord.Interaction[Any], names: Iterable[str]
 ) -> list[str]:
-    """``names`` less the models this server does not allow: a list or an autocomplete never
-    shows what the server's admins left out."""
-    names = list(names)
-    if interaction.guild_id is None:
-        return names
-    settings = await services_of(interaction).guild_policy.settings(interaction.guild_id)
-    allowed = settings.entries(GuildList.ALLOWED_MODEL)
-    return [name for name in names if model_allowed(name, allowed)]
+    """``names`` less the models the interaction's server does not allow."""
+    return await models_allowed_in(services_of(interaction), interaction.guild_id, names)
 
 
 async def model_choices(

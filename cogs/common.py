@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
@@ -13,12 +13,13 @@ import discord
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
-from bot.policy.guild import NsfwPolicy
+from bot.policy.guild import GuildList, NsfwPolicy
+from bot.policy.moderation import model_allowed
 from bot.presets import Preset, over_saved_settings
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
-from cogs.visibility import is_age_restricted
+from cogs.visibility import check_member_may_act_here, is_age_restricted
 from inference.prompts.wildcards import draws_by_seed
 from inference.types import RenderRequest
 
@@ -35,12 +36,63 @@ def services_of(interaction: discord.Interaction[Any]) -> Services:
     return cast(HasServices, interaction.client).services
 
 
+# A member's words quoted in a message Easel posts (a prompt, the notes under a result): at
+# most this many characters once escaped, so that with what is said around them a message
+# stays under Discord's 2,000 (escaping can double a text: `_` becomes `\_`).
+MAX_QUOTED_PROMPT = 1500
+MAX_CAPTION = 1800
+MAX_QUOTED_NAME = 100  # a name the member typed, quoted in a refusal
+MESSAGE_LIMIT = 2000  # Discord's longest message
+
+
+def quoted(text: str, limit: int) -> str:
+    """``text`` with Discord's markdown escaped, cut (with "…") to ``limit`` characters."""
+    escaped = discord.utils.escape_markdown(text)
+    if len(escaped) <= limit:
+        return escaped
+    # The longest start of ``text`` whose escaped form fits (a cut never splits an escape).
+    low, high = 0, min(len(text), limit)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(discord.utils.escape_markdown(text[:middle])) < limit:
+            low = middle
+        else:
+            high = middle - 1
+    return discord.utils.escape_markdown(text[:low]) + "…"
+
+
+# Set on an interaction once its deferred reply was checked for a public "thinking…".
+_THINKING_CHECKED = "easel.thinking_checked"
+
+
 async def tell(interaction: discord.Interaction[Any], message: str) -> None:
-    """An ephemeral message to the member, whether or not the interaction was answered yet."""
-    if interaction.response.is_done():
-        await interaction.followup.send(message, ephemeral=True)
-    else:
+    """An ephemeral message to the member, whether or not the interaction was answered yet;
+    one that quotes a long value is cut in its middle to fit Discord's message (else it is
+    never sent), keeping its end: what is accepted."""
+    if len(message) > MESSAGE_LIMIT:
+        half = (MESSAGE_LIMIT - 1) // 2
+        message = message[:half] + "…" + message[-half:]
+    if not interaction.response.is_done():
         await interaction.response.send_message(message, ephemeral=True)
+        return
+    if await _thinking_in_public(interaction):
+        # Discord would make this follow-up that reply, public whatever it asks: the channel
+        # would read the refusal (and the words refused). Without it, the follow-up is private.
+        await interaction.delete_original_response()
+    await interaction.followup.send(message, ephemeral=True)
+
+
+async def _thinking_in_public(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the interaction's reply is still a public "thinking…" (a deferred reply that
+    nothing replaced yet). Asked of Discord, once: only a reply that may still be thinking
+    costs the request."""
+    if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
+        return False
+    if interaction.extras.get(_THINKING_CHECKED) is not None:
+        return False
+    interaction.extras[_THINKING_CHECKED] = True  # from now on, "thinking…" is over
+    original = await interaction.original_response()
+    return original.flags.loading and not original.flags.ephemeral
 
 
 class EaselClient(Protocol):
@@ -158,6 +210,35 @@ async def default_model_for(interaction: discord.Interaction[Any]) -> str | None
     return guild_default or services.default_model
 
 
+async def models_allowed_in(
+    services: Services, guild_id: int | None, names: Iterable[str]
+) -> list[str]:
+    """``names`` less the models this server does not allow: a list, an autocomplete or a
+    refusal never shows what the server's admins left out."""
+    names = list(names)
+    if guild_id is None:
+        return names
+    allowed = (await services.guild_policy.settings(guild_id)).entries(GuildList.ALLOWED_MODEL)
+    return [name for name in names if model_allowed(name, allowed)]
+
+
+async def check_model_installed(
+    services: Services, model: str | None, guild_id: int | None
+) -> None:
+    """A model that is not installed (a typo, or one removed since the job a button reuses)
+    is refused now, naming those the member may pick here, instead of queued to fail at
+    render. The folders are walked on a thread (names only: no header is read)."""
+    if model is None or model in await asyncio.to_thread(services.model_names):
+        return
+    labels = await asyncio.to_thread(services.model_labels)  # as /models lists them
+    usable = await models_allowed_in(services, guild_id, labels)
+    choices = f"you may use: {', '.join(usable)}" if usable else "none you may use is installed"
+    raise UserError(
+        f"Model '{quoted(model, MAX_QUOTED_NAME)}' is not installed on this bot; {choices}.",
+        Reason.MODEL,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Requester:
     """Who asks for a job and where: what the server's rules are applied to."""
@@ -216,8 +297,10 @@ async def admitted_submission(
         requester.age_restricted,
         request,
         requester.role_ids,
+        requester.user_id,
     )
     check_render_limits(services, admission.request)
+    await check_model_installed(services, admission.request.model, requester.guild_id)
     return Submission(
         kind=kind,
         request=admission.request,
@@ -251,6 +334,7 @@ async def submit_from_interaction(
     their results are posted as new messages.
 
     Returns the job id, or None when the member's quota refused it (they are told why)."""
+    check_member_may_act_here(interaction)  # a button or form, from a member in timeout
     services = services_of(interaction)
     requester = requester_of(interaction)
     submission = await admitted_submission(
@@ -292,7 +376,7 @@ async def submit_from_interaction(
     try:
         job_id = await queue.submit(submission)
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
-        await interaction.edit_original_response(content=f"⛔ {refused.message}")
+        await tell(interaction, f"⛔ {refused.message}")
         await _record_quota_refusal(interaction, refused.message)
         return None
     await client_of(interaction).results.show_queued(

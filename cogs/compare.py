@@ -135,6 +135,7 @@ async def _check_every_cell(
                 requester.age_restricted,
                 cell,
                 requester.role_ids,
+                requester.user_id,  # read one after the other, on one planning thread
             )
             for cell in distinct.values()
         )

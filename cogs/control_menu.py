@@ -39,9 +39,11 @@ class ControlMenuCog(commands.Cog):
     async def use_as_control(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        # The same reading rules as the other menus, before the modal opens.
+        # The same reading rules as the other menus, before the modal opens (and again when
+        # it is submitted: the picture is read then).
         await check_member_may_use(interaction, message)
-        await interaction.response.send_modal(ControlModal(picture_of(message, MENU_NAME)))
+        picture_of(message, MENU_NAME)  # a message without a picture opens no form
+        await interaction.response.send_modal(ControlModal(message))
 
 
 def control_weight(text: str) -> float:
@@ -57,14 +59,14 @@ def control_weight(text: str) -> float:
 
 
 class ControlModal(discord.ui.Modal):
-    def __init__(self, picture: discord.Attachment) -> None:
+    def __init__(self, message: discord.Message) -> None:
         # A fresh custom_id per modal: two members using the same picture never collide.
         super().__init__(
             title=MENU_NAME,
             timeout=MODAL_TIMEOUT_S,
             custom_id=f"easel:control-modal:{secrets.token_hex(8)}",
         )
-        self.picture = picture
+        self.message = message
         self.prompt = discord.ui.TextInput[ControlModal](
             label="Prompt (inline flags such as --ar work)",
             style=discord.TextStyle.paragraph,
@@ -86,7 +88,9 @@ class ControlModal(discord.ui.Modal):
             self.add_item(field)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        """An /imagine of the prompt with the picture as its control, for the submitter."""
+        """An /imagine of the prompt with the picture as its control, for the submitter, if
+        they may still read it (the form may have been open for 15 minutes)."""
+        await check_member_may_use(interaction, self.message)
         services = services_of(interaction)
         weight = control_weight(self.weight.value)
         asked = await requests_for_member(interaction, ImagineOptions(prompt=self.prompt.value))
@@ -96,7 +100,7 @@ class ControlModal(discord.ui.Modal):
                 request,
                 inputs,
                 services,
-                self.picture,
+                picture_of(self.message, MENU_NAME),
                 self.control_type.value.strip().lower(),
                 weight,
                 0.0,

@@ -94,6 +94,9 @@ class ImagineSuggestionButton(
 class DescribeCog(commands.Cog):
     def __init__(self, captioner_dir: Path | None) -> None:
         self._captioner = None if captioner_dir is None else Captioner(captioner_dir)
+        # Members whose picture is being described: describing is free and the captioner
+        # takes MAX_WAITING pictures in all, so each member has one place at a time.
+        self._describing: set[int] = set()
 
     async def cog_unload(self) -> None:
         if self._captioner is not None:
@@ -111,10 +114,18 @@ class DescribeCog(commands.Cog):
             )
         services = services_of(interaction)
         await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
-        checked = await read_attachment(image)
-        personal = await services.member_settings.get(interaction.user.id)
-        await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
+        member = interaction.user.id
+        if member in self._describing:
+            raise UserError(
+                "Your last picture is still being described; /describe the next one when its "
+                "suggestions are in."
+            )
+        # The place is taken before the download (up to 10 MB), so a flood downloads once.
+        self._describing.add(member)
         try:
+            checked = await read_attachment(image)
+            personal = await services.member_settings.get(member)
+            await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
             captions = await self._captioner.describe(checked.data)
         except CaptionerBusy:
             raise UserError(
@@ -123,6 +134,8 @@ class DescribeCog(commands.Cog):
             ) from None
         except RenderFailed as error:
             raise UserError(f"Not described: {error}.") from None
+        finally:
+            self._describing.discard(member)
         view = discord.ui.View(timeout=None)
         for number in range(1, len(captions) + 1):
             view.add_item(ImagineSuggestionButton(number))

@@ -12,9 +12,10 @@ from discord.ext import commands
 
 from bot.compare_grid import comparison_png
 from bot.history import History, HistoryPage, StoredJob
+from bot.images import decoded
 from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import UserError
-from cogs.common import queue_of, services_of
+from cogs.common import MAX_QUOTED_PROMPT, queue_of, quoted, services_of
 from cogs.errors import report_error
 from cogs.results.buttons import copy_view, job_view, keeps_private, spoilered
 from cogs.visibility import is_age_restricted
@@ -169,13 +170,15 @@ class HistoryCog(commands.Cog):
             # Up to 16 pictures: posted as their labelled grid, with Delete alone under it.
             comparison, paths, first_infotext = request, job.image_paths, job.infotexts[0]
             grid = await asyncio.to_thread(
-                lambda: comparison_png(comparison, [p.read_bytes() for p in paths], first_infotext)
+                lambda: comparison_png(
+                    comparison, decoded([p.read_bytes() for p in paths]), first_infotext
+                )
             )
             name = f"easel-{job.job_id}.png"
             files = [discord.File(io.BytesIO(grid), filename=name, spoiler=spoiler)]
             view = copy_view(job.job_id)
         await interaction.followup.send(
-            f"**{discord.utils.escape_markdown(job.prompt[:1500])}** — job `{job.job_id}` "
+            f"**{quoted(job.prompt, MAX_QUOTED_PROMPT)}** — job `{job.job_id}` "
             f"(seed {', '.join(map(str, job.seeds))})",
             files=files,
             view=view,

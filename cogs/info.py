@@ -117,7 +117,9 @@ class InfoCog(commands.Cog):
         # Acknowledged first (the answer is the member's alone), then read on a worker thread
         # within a time budget; a prompt error is a UserError.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        explained = await services_of(interaction).prompts.explain(prompt, negative or "", steps)
+        explained = await services_of(interaction).prompts.explain(
+            prompt, negative or "", steps, interaction.user.id
+        )
         text = json.dumps(explained, indent=1, ensure_ascii=False)
         if len(text) <= _CODE_BLOCK_ROOM:
             await interaction.edit_original_response(content=f"```json\n{text}\n```")

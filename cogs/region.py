@@ -24,6 +24,7 @@ from bot.edits import InpaintSettings, Picture, inpaint_request, input_path
 from bot.history import StoredJob
 from bot.images import check_image, png_of
 from bot.jobs.queue import JobQueue, QuotaExceeded
+from bot.policy.visibility import NO_COMMANDS_HERE
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
 from bot.user_errors import Reason, UserError
@@ -33,7 +34,14 @@ from cogs.common import Requester, admitted_submission, submit_from_interaction
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import JobButton, keeps_private, stored_picture, visible_job
-from cogs.visibility import DISCORD_FAILED, is_age_restricted, member_may_read, member_may_see
+from cogs.visibility import (
+    DISCORD_FAILED,
+    check_member_may_act_here,
+    is_age_restricted,
+    may_use_commands_in,
+    member_may_read,
+    member_may_see,
+)
 from inference.images import eight_bit
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
@@ -115,6 +123,7 @@ class RegionOffers:
     async def submit_words(
         self, interaction: discord.Interaction[Any], job_id: str, idx: int, words: str, prompt: str
     ) -> None:
+        check_member_may_act_here(interaction)  # before segmenting spends the bot's CPU
         job = await visible_job(interaction, job_id)
         base, picture = await stored_picture(self._queue, job, idx)
         if self._warming is not None:
@@ -239,6 +248,8 @@ class RegionOffers:
         may_act = member_may_see if job.user_id == link.user_id else member_may_read
         if channel is None or not await may_act(channel, member, recent):
             raise LinkRefused("You can no longer see the channel this picture was made in.")
+        if not may_use_commands_in(channel, member):  # a timeout, as a click would be
+            raise LinkRefused(NO_COMMANDS_HERE)
         if job.channel_id is not None and job.channel_id != link.channel_id:
             made_in = guild.get_channel_or_thread(job.channel_id)
             if made_in is None or not await member_may_read(made_in, member, recent):

@@ -20,6 +20,7 @@ from bot.policy.visibility import (
     Place,
     RecentThreadMembers,
     ThreadMembershipUnknown,
+    check_may_use_commands,
     check_member_may_read,
     check_same_place,
     locate_attachment,
@@ -133,6 +134,21 @@ async def member_may_read(
     return _permissions_in(channel, member).read_message_history and await member_may_see(
         channel, member, recent
     )
+
+
+def check_member_may_act_here(interaction: discord.Interaction[Any]) -> None:
+    """What a member's click or form makes is posted where they are: only where they may use
+    application commands (Discord's reckoning for the interaction, a timeout included)."""
+    if interaction.guild_id is not None:
+        check_may_use_commands(interaction.permissions.use_application_commands)
+
+
+def may_use_commands_in(
+    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
+) -> bool:
+    """``check_member_may_act_here`` from the server's cache (a fetched member's timeout
+    included), for the mask editor's page."""
+    return _permissions_in(channel, member).use_application_commands
 
 
 def is_age_restricted(channel: object) -> bool:

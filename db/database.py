@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -72,6 +76,9 @@ async def connect(path: Path) -> aiosqlite.Connection:
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA synchronous=NORMAL")
+        # A deleted row's bytes are overwritten, not left in free space (/forget-me, retention);
+        # Debian's SQLite does so by default, other builds do not.
+        await conn.execute("PRAGMA secure_delete=ON")
         await migrate(conn)
     except BaseException:
         await conn.close()
@@ -101,3 +108,49 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
             await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")
+
+
+# Connections whose log a reader kept from being written back; Retention's sweep retries them.
+_write_back_due: weakref.WeakSet[aiosqlite.Connection] = weakref.WeakSet()
+
+
+def _truncate_log(path: str) -> bool:
+    # A connection of its own and no busy wait: the bot's connection keeps serving statements
+    # (a checkpoint there fails while any of its cursors is half-read, and waits busy_timeout
+    # while another connection reads).
+    try:
+        side = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            busy, _log_frames, _copied_frames = side.execute(
+                "PRAGMA wal_checkpoint(TRUNCATE)"
+            ).fetchone()
+        finally:
+            side.close()
+    except sqlite3.Error:
+        return False
+    return not busy
+
+
+async def write_back_log(conn: aiosqlite.Connection) -> bool:
+    """Copy the write-ahead log into the database file and empty it, so that rows deleted
+    before then survive in neither. Never raises and never waits for a reader: while one
+    (on this connection or another) still reads older pages it returns False, and
+    ``write_back_due_log`` tries again later."""
+    try:
+        async with conn.execute("PRAGMA database_list") as cursor:
+            path = next(str(row[2]) for row in await cursor.fetchall() if row[1] == "main")
+    except (sqlite3.Error, ValueError, StopIteration):
+        written = False
+    else:  # an in-memory database ("") has no log on disk
+        written = not path or await asyncio.to_thread(_truncate_log, path)
+    if written:
+        _write_back_due.discard(conn)
+    else:
+        _write_back_due.add(conn)
+        log.warning("the database's write-ahead log is still being read; writing it back later")
+    return written
+
+
+async def write_back_due_log(conn: aiosqlite.Connection) -> bool:
+    """Retry a write-back that a reader held up; True when none is (still) due."""
+    return conn not in _write_back_due or await write_back_log(conn)

@@ -71,8 +71,10 @@ PNG_ENCODER_THREADS = 4
 # classifier-free guidance as a job has it (the same UNet batch rows).
 WARM_UP = RenderRequest("", seed=0, steps=1)
 # With CUDA graphs, three steps: the shape's first call, its recording, and its check
-# (inference.cuda_graphs), so the first job replays from its first step.
+# (inference.cuda_graphs), so the first job replays from its first step; and the same for a
+# 2x2 grid, whose UNet rows a batch of four members' pictures has too.
 WARM_UP_STEPS_WITH_GRAPHS = 3
+WARM_UP_GRID_COUNT = 4
 
 # A server logs; per-load progress bars would only clutter it.
 diffusers.utils.logging.disable_progress_bar()
@@ -175,7 +177,7 @@ class Engine:
         the first job finds the model loaded and the device's first-call set-up (kernels,
         cuDNN plans) done; with a compiler, that step's UNet and VAE decoder calls queue the
         native shapes for the background compile; with CUDA graphs, three steps record the
-        UNet's graph for that shape. The picture is dropped
+        UNet's graph for that shape, and three steps of a 2x2 grid its. The picture is dropped
         (its PNG encodes on the CPU pool, not here). Raises what a render would (no model, a
         bad file): the caller decides what a failed warm-up means. ``cancel`` (a shutdown)
         stops it with ``RenderCancelled`` after the load or at the step's end."""
@@ -184,10 +186,13 @@ class Engine:
         warm = dataclasses.replace(WARM_UP, model=model if installed else None)
         # Loaded apart from the render so that a shutdown during the load skips the step.
         loaded = self.models.load(self.registry.resolve(warm.model, self.default_model))
-        if graphed_unet(loaded.pipeline) is not None:
+        graphed = graphed_unet(loaded.pipeline) is not None
+        if graphed:
             warm = dataclasses.replace(warm, steps=WARM_UP_STEPS_WITH_GRAPHS)
         raise_if_cancelled(cancel)
         self.render(warm, cancel=cancel)
+        if graphed:
+            self.render(dataclasses.replace(warm, count=WARM_UP_GRID_COUNT), cancel=cancel)
 
     def render(
         self,

@@ -187,7 +187,7 @@ class ModelCache:
                 "(name it as the refiner); choose another model"
             )
         while len(self.loaded) >= self.max_loaded_models:
-            self.loaded.popitem(last=False)
+            self._evict_oldest()
         self.release_device_memory()
         loaded = self._read(entry)
         self.loaded[entry.name] = loaded
@@ -273,10 +273,17 @@ class ModelCache:
             return
         evicted = False
         while len(self.loaded) > 1 and self._cache_bytes() > self.memory_budget_bytes:
-            self.loaded.popitem(last=False)
+            self._evict_oldest()
             evicted = True
         if evicted:
             self.release_device_memory()
+
+    def _evict_oldest(self) -> None:
+        _, evicted = self.loaded.popitem(last=False)
+        # A VAE override belongs to its model's pipeline: kept, it would keep the evicted
+        # model (weights, CUDA graphs) alive until the next override.
+        if self._vae_override is not None and self._vae_override[1] is evicted:
+            self._vae_override = None
 
     def _cache_bytes(self) -> int:
         refiner = 0 if self._refiner is None else self._refiner.weight_bytes

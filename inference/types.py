@@ -12,9 +12,12 @@ import json
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from inference.lora_batching import lora_batch_key
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # "faces": fix and/or restore the faces of ``init_image`` (inference.face_options).
 Mode = Literal["txt2img", "img2img", "inpaint", "upscale", "faces"]
@@ -125,6 +128,9 @@ class RenderedImage:
     infotext: str
     width: int
     height: int
+    # The pixels, so a grid of several pictures is composed without decoding their PNGs
+    # (None where only the PNG crossed a wire).
+    picture: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
     def png(self) -> bytes:

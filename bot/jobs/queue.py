@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import aiosqlite
 
 from bot import metrics
+from bot.images import posted_as_grid, posted_grid_png
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
 from bot.jobs.scheduler import (
@@ -144,6 +145,9 @@ class Submission:
     filesize_limit: int | None = None
     spoiler: bool = False
     private: bool = False
+    # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
+    # from their pixels while they were stored; None: compose it from the stored files.
+    composed: bytes | None = None
 
     @property
     def member(self) -> accounting.Member:
@@ -176,6 +180,24 @@ class FinishedJob:
     filesize_limit: int | None = None
     spoiler: bool = False
     private: bool = False
+    # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
+    # from their pixels while they were stored; None: compose it from the stored files.
+    composed: bytes | None = None
+
+
+def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> bytes | None:
+    """The grid a job of several pictures is posted as, from the pictures' pixels; None for
+    one picture, for pictures without pixels (a broker worker's) and when composing fails
+    (the delivery composes it from the stored files then)."""
+    pictures = [image.picture for image in rendered if image.picture is not None]
+    if len(pictures) < len(rendered) or not posted_as_grid(request, len(pictures)):
+        return None
+    try:
+        seeds = [image.seed for image in rendered]
+        return posted_grid_png(request, pictures, rendered[0].infotext, seeds)
+    except Exception:
+        log.exception("the grid of %d pictures could not be composed early", len(pictures))
+        return None
 
 
 class ResultSink(Protocol):
@@ -570,7 +592,7 @@ class JobQueue:
             elapsed = time.perf_counter() - started
             metrics.render_finished(requests[0].model, slot.device, requests[0].steps, elapsed)
             cancelled = running.cancelled & set(ids)
-            self._in_background(self._finish_rendered(ids, results, cancelled, elapsed))
+            self._in_background(self._finish_rendered(ids, requests, results, cancelled, elapsed))
         finally:
             for job_id in ids:
                 self._running.pop(job_id, None)
@@ -583,23 +605,36 @@ class JobQueue:
     async def _finish_rendered(
         self,
         ids: tuple[str, ...],
+        requests: list[RenderRequest],
         results: list[list[RenderedImage]],
         cancelled: set[str],
         elapsed: float,
     ) -> None:
-        """Store, charge and deliver the jobs of a rendered batch (cancelled ones refunded)."""
+        """Store, charge and deliver the jobs of a rendered batch (cancelled ones refunded).
+
+        Recorded one job after another: a single write of one job's must not run inside
+        another's transaction on the shared connection (its rollback would take the write
+        along). Delivered together: one member's upload to Discord never waits for another's."""
         # The batch's GPU time is shared by its jobs in proportion to their pictures.
         total_images = sum(len(rendered) for rendered in results) or 1
+        deliveries: list[Coroutine[Any, Any, None]] = []
         try:
-            for job_id, rendered in zip(ids, results, strict=True):
+            for job_id, request, rendered in zip(ids, requests, results, strict=True):
                 if job_id in cancelled:
-                    await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+                    await self._record_failure(job_id, "cancelled", cancelled=True)
+                    deliveries.append(self._deliver(job_id))
                     continue
                 gpu_seconds = elapsed * len(rendered) / total_images
-                await self._finish_successfully(job_id, rendered, gpu_seconds)
+                composed = await self._record_success(job_id, request, rendered, gpu_seconds)
+                deliveries.append(self._deliver(job_id, composed))
         except Exception:
-            # The jobs stay in the journal as they were; the next start retries them.
+            # The jobs not recorded stay in the journal as they were; the next start retries them.
             log.exception("jobs %s: the queue could not record the outcome", ids)
+        results.clear()  # the pixels are not held while the uploads run
+        for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                # Not marked delivered: the next start delivers it again.
+                log.error("jobs %s: a delivery failed", ids, exc_info=outcome)
 
     def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
         listener = self._progress
@@ -612,15 +647,22 @@ class JobQueue:
 
         return report
 
-    async def _finish_successfully(
-        self, job_id: str, rendered: list[RenderedImage], gpu_seconds: float
-    ) -> None:
-        """Store the pictures and record them with the job's end, charge it, deliver it.
+    async def _record_success(
+        self,
+        job_id: str,
+        request: RenderRequest,
+        rendered: list[RenderedImage],
+        gpu_seconds: float,
+    ) -> bytes | None:
+        """Store the pictures and record them with the job's end, and charge it; returns the
+        grid it is posted as, when composed (``composed_grid``).
 
         A storage failure (a full disk, a folder it may not write) fails the job instead:
         refunded, and the member told, rather than left running with its quota reserved."""
         try:
-            records = await asyncio.to_thread(self._store_images, job_id, rendered)
+            records, composed = await asyncio.to_thread(
+                self._store_images, job_id, request, rendered
+            )
             now = self._now()
             await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
             self._ended(job_id, "done")
@@ -628,24 +670,27 @@ class JobQueue:
             log.exception("job %s: rendered, but its pictures could not be stored", job_id)
             await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
             reason = error.strerror if isinstance(error, OSError) else None
-            await self._finish_unsuccessfully(
+            await self._record_failure(
                 job_id,
                 f"the pictures were rendered but could not be stored on the server "
                 f"({reason or type(error).__name__}); reference {job_id}",
             )
-            return
+            return None
         await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
-        await self._deliver(job_id)
+        return composed
 
     async def _finish_unsuccessfully(
         self, job_id: str, error: str, *, cancelled: bool = False
     ) -> None:
+        await self._record_failure(job_id, error, cancelled=cancelled)
+        await self._deliver(job_id)
+
+    async def _record_failure(self, job_id: str, error: str, *, cancelled: bool = False) -> None:
         now = self._now()
         await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
         self._ended(job_id, "cancelled" if cancelled else "failed")
         await accounting.refund(self._conn, job_id, now)
         log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
-        await self._deliver(job_id)
 
     def _ended(self, job_id: str, outcome: str) -> None:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
@@ -655,8 +700,11 @@ class JobQueue:
         log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
 
     def _store_images(
-        self, job_id: str, rendered: list[RenderedImage]
-    ) -> list[journal.ImageRecord]:
+        self, job_id: str, request: RenderRequest, rendered: list[RenderedImage]
+    ) -> tuple[list[journal.ImageRecord], bytes | None]:
+        """The pictures' files and records, and the grid the job is posted as (composed
+        first, from the pixels, while the engine's pool still encodes the PNGs)."""
+        composed = composed_grid(request, rendered)
         folder = self._images_dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
         records = []
@@ -668,10 +716,11 @@ class JobQueue:
                     job_id, idx, image.seed, str(path), image.infotext, image.width, image.height
                 )
             )
-        return records
+        return records, composed
 
-    async def _deliver(self, job_id: str) -> None:
-        """Post the job's outcome, then record that it was posted.
+    async def _deliver(self, job_id: str, composed: bytes | None = None) -> None:
+        """Post the job's outcome (``composed``: its posted grid, when made already), then
+        record that it was posted.
 
         At least once: a crash between the two posts again at the next start. Editing the
         interaction's original response is idempotent, so only the channel-message fallback
@@ -697,6 +746,7 @@ class JobQueue:
             filesize_limit=job.filesize_limit,
             spoiler=job.spoiler,
             private=job.private,
+            composed=composed,
         )
         try:
             message_id = await self._sink.deliver(finished)

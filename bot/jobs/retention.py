@@ -30,6 +30,7 @@ from bot.jobs.stored_files import remove_unused_results, remove_unused_uploads
 from bot.policy.quota import Period, period_start, reset_at
 from db import history, refusals
 from db import jobs as journal
+from db.database import write_back_due_log, write_back_log
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Retention:
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)
         if not self._retention_s:  # 0: keep forever
+            if anonymised:
+                await write_back_log(self._conn)  # no copy of the database files keeps the ids
             return Pruned(tokens, anonymised)
         cutoff = now - self._retention_s
         jobs = await history.prune_jobs(self._conn, finished_before=cutoff)
@@ -97,6 +100,8 @@ class Retention:
             self._conn, reserved_before=min(cutoff, counted_since)
         )
         refused = await refusals.prune(self._conn, before=cutoff)
+        if anonymised or jobs or ledger_rows or refused:
+            await write_back_log(self._conn)  # no copy of the database files keeps pruned rows
         # Files after rows, so no row names a file that is gone; files of no job (a crash, an
         # erase that failed half-way) go too. What a remaining job reads (an upload, or another
         # job's picture it varies) stays with it.
@@ -114,7 +119,7 @@ class Retention:
     async def run(self) -> None:
         """Prune now and every ``PRUNE_INTERVAL_S``, blank expired tokens every
         ``TOKEN_SWEEP_S`` in between, until cancelled; a failed round is logged and tried
-        again at the next sweep."""
+        again at the next sweep, and so is a write-back of the database's log a reader held up."""
         pruned_at: float | None = None
         while True:
             try:
@@ -125,6 +130,7 @@ class Retention:
                         log.info("pruned stored data: %s", pruned)
                 else:
                     await self.clear_expired_tokens()
+                await write_back_due_log(self._conn)  # one a reader held up (/forget-me's)
             except Exception:
                 log.exception("pruning stored data failed; trying again in %.0f s", TOKEN_SWEEP_S)
             await asyncio.sleep(TOKEN_SWEEP_S)

@@ -74,10 +74,12 @@ class GuildPolicy:
         channel_is_age_restricted: bool,
         request: RenderRequest,
         role_ids: Collection[int] = (),
+        member_id: int | None = None,
     ) -> Admission:
         """The request as the guild wants it run (its default model filled in), or
         ``UserError`` naming the rule it breaks. Direct messages, which no guild governs, are
-        refused unless the operator allows them; then a new guild's rules apply there."""
+        refused unless the operator allows them; then a new guild's rules apply there.
+        ``member_id``: whose command it is (one prompt of theirs read at a time)."""
         settings = await self._rules_where(guild_id)
         if request.model is None and settings.default_model is not None:
             request = dataclasses.replace(request, model=settings.default_model)
@@ -93,7 +95,8 @@ class GuildPolicy:
         )
         # The prompt as the model will read it, banned words included: planned now, so a bad
         # one fails alone.
-        request = await self._prompts.check(request, settings.entries(GuildList.BANNED_WORD))
+        banned_words = settings.entries(GuildList.BANNED_WORD)
+        request = await self._prompts.check(request, banned_words, member_id)
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.policy.moderation import find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
+from inference.face_options import FIX_FACES_PROMPT
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
 from inference.types import RenderRequest
 
@@ -30,6 +32,15 @@ T = TypeVar("T")
 PLAN_BUDGET_S = 2.5
 # /explain answers after acknowledging, so it may take longer (still bounded: the thread goes on).
 EXPLAIN_BUDGET_S = 10.0
+# The prompt language's own threads, apart from asyncio's default executor (file writes, PNGs,
+# database helpers): a refused plan's thread runs on (up to ~8 s of CPU) and must not hold one
+# of those. A member holds at most one of these at a time, so other members' plans find a free
+# one unless as many members each sent a costly prompt in the same seconds.
+PLAN_THREADS = 4
+STILL_PLANNING = (
+    "Your previous prompt is still being read; wait a few seconds for it to finish, then try "
+    "again (a simpler prompt reads faster)."
+)
 # Planned once before the bot connects, so that no member's command pays for what the first plan
 # loads: the CLIP vocabulary, the attention and schedule parsers, dynamicprompts' grammar.
 WARM_UP_REQUEST = RenderRequest(
@@ -46,6 +57,13 @@ def plan_request(
     Returns the request with a concrete seed (the expansion checked is the one rendered)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
+    prompts = [("the prompt", request.prompt)]
+    # Each face is re-rendered with the fix-faces prompt (ADetailer's, read from settings
+    # pasted or imported) when there is one: the engine plans it as it plans the prompt.
+    face_prompt = request.options.get(FIX_FACES_PROMPT)
+    if isinstance(face_prompt, str) and face_prompt.strip():
+        check_prompt_length(face_prompt, "the fix-faces prompt")
+        prompts.append(("the fix-faces prompt", face_prompt.strip()))
     if request.seed == -1:
         request = dataclasses.replace(request, seed=random_seed())
     # As the engine reads them: no folder, no wildcards (``__name__`` stays as typed).
@@ -54,12 +72,14 @@ def plan_request(
     try:
         plans = [
             build_plan(
-                request.prompt,
+                prompt,
                 request.negative_prompt,
                 seed=request.seed + index,
                 steps=request.steps,
                 wildcards=library,
+                name=name,
             )
+            for name, prompt in prompts
             for index in range(request.count)
         ]
     except PromptError as error:
@@ -86,7 +106,11 @@ def explain_prompt(
 
 
 class PromptPlanner:
-    """The prompt work of the bot, each call on a worker thread within ``budget_s``."""
+    """The prompt work of the bot, each call on one of its own ``PLAN_THREADS`` threads within
+    its budget, and one thread at a time per member: a member's prompts are read one after the
+    other (a second one waits its turn within its own budget), and while one of them runs on
+    past its budget (refused, its thread goes on) the next is refused at once with
+    ``STILL_PLANNING``."""
 
     def __init__(
         self,
@@ -97,30 +121,68 @@ class PromptPlanner:
         self.wildcards_dir = wildcards_dir
         self.budget_s = budget_s
         self.explain_budget_s = explain_budget_s
+        self._threads = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="easel-prompt")
+        self._reading: dict[int, asyncio.Future[Any]] = {}  # a member's prompt being read
+        self._overdue: set[int] = set()  # members whose prompt is read past its budget
 
-    async def check(self, request: RenderRequest, banned_words: Collection[str]) -> RenderRequest:
-        """``plan_request`` off the event loop."""
+    async def check(
+        self,
+        request: RenderRequest,
+        banned_words: Collection[str],
+        member_id: int | None = None,
+    ) -> RenderRequest:
+        """``plan_request`` off the event loop; ``member_id``: whose command it is (None:
+        counted against no one)."""
         return await self._off_loop(
-            self.budget_s, plan_request, request, banned_words, self.wildcards_dir
+            self.budget_s, member_id, plan_request, request, banned_words, self.wildcards_dir
         )
 
     async def warm_up(self) -> None:
         """Load what the first plan would (see ``WARM_UP_REQUEST``), off the event loop."""
-        await asyncio.to_thread(plan_request, WARM_UP_REQUEST, (), self.wildcards_dir)
-
-    async def explain(self, prompt: str, negative: str, steps: int | None) -> dict[str, Any]:
-        """``explain_prompt`` off the event loop."""
-        return await self._off_loop(
-            self.explain_budget_s, explain_prompt, prompt, negative, steps, self.wildcards_dir
+        await asyncio.wrap_future(
+            self._threads.submit(plan_request, WARM_UP_REQUEST, (), self.wildcards_dir)
         )
 
-    @staticmethod
-    async def _off_loop(budget_s: float, function: Callable[..., T], *args: Any) -> T:
-        # The thread cannot be stopped; the expander's limits bound how long it goes on.
+    async def explain(
+        self, prompt: str, negative: str, steps: int | None, member_id: int | None = None
+    ) -> dict[str, Any]:
+        """``explain_prompt`` off the event loop."""
+        return await self._off_loop(
+            self.explain_budget_s,
+            member_id,
+            explain_prompt,
+            prompt,
+            negative,
+            steps,
+            self.wildcards_dir,
+        )
+
+    async def _off_loop(
+        self, budget_s: float, member_id: int | None, function: Callable[..., T], *args: Any
+    ) -> T:
+        if member_id in self._overdue:
+            raise UserError(STILL_PLANNING)
+        mine: asyncio.Future[T] | None = None
         try:
-            return await asyncio.wait_for(asyncio.to_thread(function, *args), budget_s)
+            async with asyncio.timeout(budget_s):
+                while member_id is not None and (previous := self._reading.get(member_id)):
+                    await asyncio.wait([previous])
+                mine = asyncio.wrap_future(self._threads.submit(function, *args))
+                if member_id is not None:
+                    self._reading[member_id] = mine
+                    mine.add_done_callback(lambda _: self._read(member_id, mine))
+                # Shielded: the thread cannot be stopped, so its member is free only once it
+                # ends (the expander's limits bound how long it goes on).
+                return await asyncio.shield(mine)
         except TimeoutError:
+            if member_id is not None and mine is not None and not mine.done():
+                self._overdue.add(member_id)
             raise UserError(
                 f"Reading this prompt took longer than {budget_s:g} s; simplify it (fewer "
                 "wildcards, choices or schedules)."
             ) from None
+
+    def _read(self, member_id: int, thread: asyncio.Future[Any]) -> None:
+        if self._reading.get(member_id) is thread:
+            del self._reading[member_id]
+            self._overdue.discard(member_id)

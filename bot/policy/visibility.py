@@ -35,6 +35,10 @@ NOT_YOURS_TO_CLICK = (
 THREAD_CHECK_FAILED = (
     "Discord did not answer while I checked who may see that channel; try again in a moment."
 )
+NO_COMMANDS_HERE = (
+    "You may not use application commands in this channel now (a timeout, or this server's "
+    "permissions), so Easel's buttons and forms make nothing for you here either."
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,14 @@ def check_same_place(guild_id: int | None, channel_id: int, where: Place) -> Non
         raise UserError(DIRECT_MESSAGE)
     elif guild_id != where.guild_id:
         raise UserError(OTHER_SERVER, Reason.PERMISSION)
+
+
+def check_may_use_commands(use_application_commands: bool) -> None:
+    """A member needs Use Application Commands (a timeout takes it away) where Easel posts
+    what it makes for them. Discord asks it of commands only, not of buttons, of a form
+    opened before, nor of the mask editor's page, so Easel asks it on every path."""
+    if not use_application_commands:
+        raise UserError(NO_COMMANDS_HERE, Reason.PERMISSION)
 
 
 def check_member_may_read(access: ChannelAccess, refusal: str = NOT_READABLE) -> None:

@@ -28,11 +28,18 @@ from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
 from bot.requests import reroll
 from bot.user_errors import UserError
-from cogs.common import acting_member, queue_of, services_of, submit_from_interaction
+from cogs.common import (
+    MAX_QUOTED_PROMPT,
+    acting_member,
+    queue_of,
+    quoted,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.errors import report_error
 from cogs.results.copies import send_copy
 from cogs.results.remix import RemixModal
-from cogs.visibility import check_member_may_read_channel
+from cogs.visibility import check_member_may_act_here, check_member_may_read_channel
 from inference.types import RenderRequest
 
 _JOB = r"(?P<job_id>[0-9a-f]{16})"
@@ -222,6 +229,7 @@ class PickButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
+        check_member_may_act_here(interaction)  # posted for them, as a job's result is
         job = await visible_job(interaction, self.job_id)
         if idx >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
@@ -480,7 +488,7 @@ class DeleteButton(
 
 
 def copy_caption(job: StoredJob) -> str:
-    prompt = discord.utils.escape_markdown(job.prompt[:1500]) or "(no prompt)"
+    prompt = quoted(job.prompt, MAX_QUOTED_PROMPT) or "(no prompt)"
     seeds = ", ".join(map(str, job.seeds))
     return f"**{prompt}** — job `{job.job_id}` (seed {seeds})"
 

@@ -12,35 +12,33 @@ from pathlib import Path
 
 import discord
 
-from bot.compare_grid import comparison_png
-from bot.images import fit_under, grid_png
+from bot.images import decoded, fit_under, posted_as_grid, posted_grid_png
 from bot.jobs.queue import FinishedJob
 from bot.policy.member_settings import MemberSettings
+from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
 from cogs.results.buttons import copy_view, job_view
 from cogs.results.copies import DEFAULT_FILESIZE_LIMIT, in_direct_messages, send_copy
 from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
 from inference.compare import is_comparison
-from inference.infotext import format_value, parse_infotext
+from inference.infotext import parse_infotext
 
 log = logging.getLogger(__name__)
 
-_MAX_CAPTION_PROMPT = 1500
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
 
 
 def caption(job: FinishedJob) -> str:
+    """The prompt, maker, seeds and notes; never so long that Discord refuses the result."""
     prompt = job.request.prompt or f"({job.kind}, no prompt)"
-    if len(prompt) > _MAX_CAPTION_PROMPT:
-        prompt = prompt[:_MAX_CAPTION_PROMPT] + "…"
     seeds = ", ".join(str(image.seed) for image in job.images)
     text = (
-        f"**{discord.utils.escape_markdown(prompt)}** — <@{job.user_id}> "
+        f"**{quoted(prompt, MAX_QUOTED_PROMPT)}** — <@{job.user_id}> "
         f"(seed {seeds}, job `{job.job_id}`)"
     )
     said = [*job.request.notes, *render_warnings(job)]
-    notes = "".join(f"\nNote: {discord.utils.escape_markdown(n)}" for n in said)
-    return text + notes
+    notes = "".join(f"\nNote: {n}" for n in said)
+    return text + quoted(notes, MAX_CAPTION - len(text))
 
 
 def render_warnings(job: FinishedJob) -> list[str]:
@@ -52,20 +50,17 @@ def render_warnings(job: FinishedJob) -> list[str]:
     return [part for part in str(warnings).split("; ") if part] if warnings else []
 
 
-def grid_note(job: FinishedJob) -> str:
-    seeds = format_value(" ".join(str(image.seed) for image in job.images))
-    return f"Grid: {len(job.images)} images, Grid seeds: {seeds}"
-
-
 def result_png(job: FinishedJob) -> bytes:
-    """The one picture, or a grid of all of them with the first one's infotext (a
-    comparison's grid labelled with its axes)."""
-    pictures = [image.path.read_bytes() for image in job.images]
-    if is_comparison(job.request):
-        return comparison_png(job.request, pictures, job.images[0].infotext)
-    if len(pictures) == 1:
-        return pictures[0]
-    return grid_png(pictures, f"{job.images[0].infotext}, {grid_note(job)}")
+    """The one picture, or the picture the queue composed of all of them while they were
+    stored (composed here from the stored files when it did not: a delivery after a restart,
+    a picture rendered by a broker worker)."""
+    if job.composed is not None:
+        return job.composed
+    pngs = [image.path.read_bytes() for image in job.images]
+    if not posted_as_grid(job.request, len(pngs)):
+        return pngs[0]
+    seeds = [image.seed for image in job.images]
+    return posted_grid_png(job.request, decoded(pngs), job.images[0].infotext, seeds)
 
 
 class DiscordResults(ProgressMessages):
@@ -142,7 +137,10 @@ class DiscordResults(ProgressMessages):
         if watched is not None:
             await watched.settle()  # never let a late progress edit overwrite the result
         filesize_limit = job.filesize_limit or DEFAULT_FILESIZE_LIMIT
-        mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
+        # Spelled out, not left to the client's default: only the maker is ever notified.
+        mentions = discord.AllowedMentions(
+            everyone=False, roles=False, replied_user=False, users=[discord.Object(job.user_id)]
+        )
         files: list[discord.File] = []
         view: discord.ui.View | None = None
         if png is not None:
@@ -163,7 +161,9 @@ class DiscordResults(ProgressMessages):
         elif job.error == "cancelled":
             content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); nothing was charged."
         else:
-            content = f"<@{job.user_id}> ❌ {job.error} (job `{job.job_id}`)"
+            # The reason may quote what the member typed: escaped and bounded like a prompt.
+            reason = quoted(job.error or "", MAX_CAPTION)
+            content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
         if self._token_alive(job):
             assert job.application_id is not None and job.interaction_token is not None
             webhook = discord.Webhook.partial(

@@ -24,6 +24,15 @@ MODAL_TIMEOUT_S = 15 * 60
 VisibleJob = Callable[[discord.Interaction[Any], str], Awaitable[StoredJob]]
 
 
+def _label(label: str, short: str, default: str) -> str:
+    """``label``, or, when the job's text is longer than the field takes (Discord refuses a
+    form whose text passes it: the member only saw "interaction failed"), a label that says
+    its end was cut off (Discord's labels take 45 characters)."""
+    if len(default) <= MAX_PROMPT_CHARS:
+        return label
+    return f"{short} (cut to {MAX_PROMPT_CHARS:,} characters)"
+
+
 class RemixModal(discord.ui.Modal):
     def __init__(
         self, job_id: str, original: RenderRequest, *, private: bool, visible_job: VisibleJob
@@ -40,15 +49,15 @@ class RemixModal(discord.ui.Modal):
         self._visible_job = visible_job
         filled = remix_fields(original)
         self.prompt = discord.ui.TextInput[RemixModal](
-            label="Prompt (inline flags such as --ar work)",
+            label=_label("Prompt (inline flags such as --ar work)", "Prompt", filled.prompt),
             style=discord.TextStyle.paragraph,
-            default=filled.prompt,
+            default=filled.prompt[:MAX_PROMPT_CHARS],
             max_length=MAX_PROMPT_CHARS,
         )
         self.negative = discord.ui.TextInput[RemixModal](
-            label="Negative prompt",
+            label=_label("Negative prompt", "Negative prompt", filled.negative),
             style=discord.TextStyle.paragraph,
-            default=filled.negative,
+            default=filled.negative[:MAX_PROMPT_CHARS],
             required=False,
             max_length=MAX_PROMPT_CHARS,
         )

@@ -67,4 +67,5 @@ def rendered(
         infotext=infotext,
         width=image.width,
         height=image.height,
+        picture=image,
     )

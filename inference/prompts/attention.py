@@ -36,6 +36,27 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
+# Each closing bracket re-weights every piece since its opening one (an unclosed one, every
+# piece to the end), so parsing costs pieces x depth: planners refuse deeper text.
+MAX_ATTENTION_NESTING = 100
+
+
+def attention_depth(text: str) -> int:
+    """The most ``(`` and ``[`` brackets open at once as ``parse_attention`` reads ``text``
+    (an unclosed one stays open to the end); linear, for refusing before parsing."""
+    open_round = open_square = deepest = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        if token == "(":
+            open_round += 1
+        elif token == "[":
+            open_square += 1
+        elif open_round and (token == ")" or match.group(1) is not None):
+            open_round -= 1
+        elif token == "]" and open_square:
+            open_square -= 1
+        deepest = max(deepest, open_round + open_square)
+    return deepest
 
 
 def parse_attention(text: str) -> list[tuple[str, float]]:

@@ -40,6 +40,6 @@ class WildcardRecursionError(PromptError):
 class NestingError(PromptError):
     """Brackets or braces nested deeper than the prompt language allows."""
 
-    def __init__(self, what: str, limit: int) -> None:
+    def __init__(self, what: str, limit: int, fix: str = "flatten the prompt") -> None:
         self.limit = limit
-        super().__init__(f"{what}; at most {limit} levels are allowed, flatten the prompt")
+        super().__init__(f"{what}; at most {limit} levels are allowed, {fix}")

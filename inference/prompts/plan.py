@@ -10,15 +10,16 @@ negative prompt gets the same scheduling but no ``AND`` and no weight.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.prompts.attention import parse_attention
+from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, parse_attention
 from inference.prompts.composition import split_subprompts
-from inference.prompts.errors import PromptError
+from inference.prompts.errors import NestingError, PromptError
 from inference.prompts.extra_networks import ExtraNetwork, extract_extra_networks, find_embeddings
 from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
 from inference.prompts.schedule import Rendering, renderings, schedule_prompt
@@ -116,17 +117,43 @@ class PromptPlan:
         }
 
 
+class _TooDeep(Exception):
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+
 def _plan_subprompt(
-    text: str, weight: float, steps: int, tokenizer: ClipTokenizer
+    text: str, weight: float, steps: int, tokenizer: ClipTokenizer, name: str
 ) -> SubPromptPlan:
+    """``name`` is the prompt's in messages ("the negative prompt")."""
     schedule = []
     for segment in schedule_prompt(text, steps):
-        pieces = parse_attention(segment.text)
-        chunks = chunk_tokens(pieces, tokenizer)
-        schedule.append(
-            ScheduledText(segment.until_step, segment.text, tuple(pieces), tuple(chunks))
-        )
+        try:
+            pieces, chunks = _weighted_chunks(segment.text, tokenizer)
+        except _TooDeep as error:
+            raise NestingError(
+                f"{name} nests ( ) and [ ] brackets {error.depth} deep (an unclosed one counts "
+                "to the end)",
+                MAX_ATTENTION_NESTING,
+                fix=r"close them, or write \( for a literal bracket",
+            ) from None
+        schedule.append(ScheduledText(segment.until_step, segment.text, pieces, chunks))
     return SubPromptPlan(weight, tuple(schedule), text)
+
+
+# 64: the texts of one request's pictures and steps; a 16,000-character text's entry is
+# ~0.5 MiB.
+@functools.lru_cache(maxsize=64)
+def _weighted_chunks(
+    text: str, tokenizer: ClipTokenizer
+) -> tuple[tuple[tuple[str, float], ...], tuple[Chunk, ...]]:
+    """One scheduled text weighted and chunked, once per text: alternation shows the same
+    texts step after step, and each picture of a request plans the same ones again."""
+    depth = attention_depth(text)
+    if depth > MAX_ATTENTION_NESTING:
+        raise _TooDeep(depth)
+    pieces = parse_attention(text)
+    return tuple(pieces), tuple(chunk_tokens(pieces, tokenizer))
 
 
 def _choose_seed(explicit: int | None, typed: int | None) -> int:
@@ -149,8 +176,10 @@ def build_plan(
     loras: Collection[str] | None = None,
     embeddings: Collection[str] = (),
     tokenizer: ClipTokenizer | None = None,
+    name: str = "the prompt",
 ) -> PromptPlan:
     """Plan one image. ``seed``/``steps`` given here win over ``--seed``/``--steps`` flags.
+    ``name`` is the prompt's in messages ("the fix-faces prompt").
 
     ``seed`` is this image's seed (``None`` or -1: the flag's, else random). ``loras`` are
     the LoRA names on disk (``None``: not checked); ``embeddings`` the textual-inversion
@@ -186,7 +215,8 @@ def build_plan(
 
     tokenizer = tokenizer or default_tokenizer()
     subprompts = tuple(
-        _plan_subprompt(sub.text, sub.weight, steps, tokenizer) for sub in split_subprompts(text)
+        _plan_subprompt(sub.text, sub.weight, steps, tokenizer, name)
+        for sub in split_subprompts(text, name)
     )
     return PromptPlan(
         prompt=expanded.text,
@@ -194,7 +224,9 @@ def build_plan(
         seed=image_seed,
         steps=steps,
         subprompts=subprompts,
-        negative=_plan_subprompt(expanded_negative.text, 1.0, steps, tokenizer),
+        negative=_plan_subprompt(
+            expanded_negative.text, 1.0, steps, tokenizer, "the negative prompt"
+        ),
         extra_networks=tuple(networks),
         embeddings_used=tuple(find_embeddings(f"{text}\n{expanded_negative.text}", embeddings)),
         flags=flags,

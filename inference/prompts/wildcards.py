@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from random import Random
 
-from dynamicprompts.commands import Command, WildcardCommand
+from dynamicprompts.commands import Command, VariantCommand, VariantOption, WildcardCommand
 from dynamicprompts.enums import SamplingMethod
 from dynamicprompts.parser.parse import parse
-from dynamicprompts.samplers.combinatorial import CombinatorialSampler
-from dynamicprompts.samplers.cycle import CyclicalSampler
+from dynamicprompts.samplers.base import Sampler
 from dynamicprompts.samplers.random import RandomSampler
 from dynamicprompts.sampling_context import SamplingContext
+from dynamicprompts.sampling_result import SamplingResult
 from dynamicprompts.types import ResultGen
+from dynamicprompts.utils import rotate_and_join
 from dynamicprompts.wildcards import WildcardManager
 from dynamicprompts.wildcards.item import WildcardItem
 from dynamicprompts.wildcards.values import WildcardValues
@@ -48,6 +49,8 @@ MAX_BRACE_NESTING = 10
 # A wildcard file can turn a short prompt into megabytes; expansion stops past these.
 MAX_EXPANDED_CHARS = 16_000
 MAX_WILDCARD_EXPANSIONS = 1_000
+# Sets of wildcard files whose protected values a library keeps.
+_KEPT_NAMES = 1_000
 # Plane-15 private-use characters stand in for protected ASCII characters during expansion.
 _SHIELD = 0xF0000
 _SPECIAL = "{}|#$%_"
@@ -117,25 +120,64 @@ def protect(text: str, *, keep_wildcards: bool = True) -> str:
 
 
 class _Manager(WildcardManager):
-    """Raises on unknown names and protects web UI syntax inside wildcard values."""
+    """Raises on unknown names and protects web UI syntax inside wildcard values.
+
+    Each value is protected once, and the values of each set of files a name reads are put
+    together once: a glob such as ``__*__`` reads every file it matches, and doing that work
+    again at every look-up (or for ``__**__``, ``__***__``...) let one prompt cost minutes of
+    CPU with a big wildcard pack."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path)
+        self._protected: dict[str, str] = {}
+        # By the identities of the files read: valid while their tree lives (clear_cache).
+        self._values: dict[tuple[int, ...], WildcardValues] = {}
+
+    def clear_cache(self) -> None:
+        super().clear_cache()
+        self._values.clear()
 
     def get_values(self, wildcard: str) -> WildcardValues:
         if ".." in wildcard:
             # Outside the folder: dynamicprompts refuses it too, but logs the member's text
             # with a traceback each time.
             raise UnknownWildcardError(wildcard, [])
-        values = super().get_values(wildcard)
+        pattern, files = self._read_as(wildcard)
+        known = self._values.get(files)
+        if known is not None:
+            return known
+        values = super().get_values(pattern)
         if not values:
             names = sorted(self.get_collection_names())
             raise UnknownWildcardError(
                 wildcard, difflib.get_close_matches(wildcard, names, n=3, cutoff=0.5)
             )
-        items = [
-            WildcardItem(protect(str(item)), getattr(item, "weight", 1.0)) for item in values.items
-        ]
-        for item in items:
-            _check_brace_nesting(str(item), f"a value of __{wildcard}__")
-        return WildcardValues.from_items(items)
+        protected = WildcardValues.from_items(
+            WildcardItem(self._protect(str(item), wildcard), getattr(item, "weight", 1.0))
+            for item in values.items
+        )
+        if len(self._values) >= _KEPT_NAMES:  # as dynamicprompts bounds its own cache
+            self._values.clear()
+        self._values[files] = protected
+        return protected
+
+    def _read_as(self, wildcard: str) -> tuple[str, tuple[int, ...]]:
+        """The pattern ``wildcard`` is read as and the collections it reads, as dynamicprompts
+        picks them: a name matching nothing is looked for in every folder (``**/name``, asked
+        directly: dynamicprompts would log the name, words of a member's prompt)."""
+        found = list(self.match_collections(wildcard))
+        if not found and not wildcard.startswith("**"):
+            wildcard = f"**/{wildcard}"
+            found = list(self.match_collections(wildcard))
+        return wildcard, tuple(map(id, found))
+
+    def _protect(self, value: str, wildcard: str) -> str:
+        protected = self._protected.get(value)
+        if protected is None:
+            protected = protect(value)
+            _check_brace_nesting(protected, f"a value of __{wildcard}__")
+            self._protected[value] = protected
+        return protected
 
 
 class _Budget:
@@ -169,20 +211,79 @@ class _Context(SamplingContext):
     wildcard_chain: tuple[str, ...] = ()
     budget: _Budget = dataclasses.field(default_factory=_Budget)
 
+    def get_sampler_and_context(self, command: Command) -> tuple[Sampler, SamplingContext]:
+        # One sampler for every method (``WildcardLibrary.context``); dynamicprompts would
+        # also warn about {!a|b} here, printing the member's prompt to stderr.
+        return self.default_sampler, self
+
+
+def _inside(command: WildcardCommand, context: SamplingContext) -> SamplingContext:
+    """The context for reading ``command``'s values, one wildcard deeper; raises
+    ``WildcardRecursionError`` past ``MAX_WILDCARD_DEPTH``."""
+    chain = getattr(context, "wildcard_chain", ())
+    chain = (*chain, str(command.wildcard))
+    if len(chain) > MAX_WILDCARD_DEPTH:
+        earlier = [i for i, name in enumerate(chain[:-1]) if name == chain[-1]]
+        loop = chain[earlier[-1] :] if earlier else chain  # one turn of the loop
+        raise WildcardRecursionError(loop, MAX_WILDCARD_DEPTH)
+    return dataclasses.replace(context, wildcard_chain=chain)  # type: ignore[call-arg]
+
 
 class _DepthLimitedSampler(RandomSampler):
     def _get_wildcard(self, command: WildcardCommand, context: SamplingContext) -> ResultGen:
-        chain = getattr(context, "wildcard_chain", ())
-        chain = (*chain, str(command.wildcard))
-        if len(chain) > MAX_WILDCARD_DEPTH:
-            earlier = [i for i, name in enumerate(chain[:-1]) if name == chain[-1]]
-            loop = chain[earlier[-1] :] if earlier else chain  # one turn of the loop
-            raise WildcardRecursionError(loop, MAX_WILDCARD_DEPTH)
-        inner = dataclasses.replace(context, wildcard_chain=chain)  # type: ignore[call-arg]
+        inner = _inside(command, context)
         budget: _Budget = inner.budget  # type: ignore[attr-defined]
         for result in super()._get_wildcard(command, inner):
             budget.spend(len(result.text))
             yield result
+
+    def _get_variant(self, command: VariantCommand, context: SamplingContext) -> ResultGen:
+        """``{N$$__name__}`` draws as dynamicprompts does (the same values from the same
+        seed), but parses only the values drawn, each counted in the budget: dynamicprompts
+        parsed every value of the wildcard first (seconds for a big file, at each use) and
+        counted none, nor the wildcard in the chain (a value using its own wildcard this way
+        recursed until Python's stack overflowed)."""
+        wildcard = command.values[0] if len(command.values) == 1 else None
+        if not isinstance(wildcard, WildcardCommand):
+            yield from super()._get_variant(command, context)
+            return
+        name = next(iter(context.sample_prompts(wildcard.wildcard, 1))).text
+        inner = _inside(wildcard, context)
+        budget: _Budget = inner.budget  # type: ignore[attr-defined]
+        values = inner.wildcard_manager.get_values(name)
+        options = list(values.iterate_string_values_weighted())
+        least = min(command.min_bound, len(values), len(options))
+        most = min(command.max_bound, len(values), len(options))
+        if len(options) < 2:  # dynamicprompts' variant of one value: no draw
+            only = VariantCommand(
+                [
+                    VariantOption(parse(option, parser_config=inner.parser_config))
+                    for option in options
+                ],
+                least,
+                most,
+                command.separator,
+                command.sampling_method,
+            )
+            yield from self._get_variant(only, inner)
+            return
+        while True:
+            remaining, drawn = list(options), []
+            for _ in range(min(most, inner.rand.randint(least, most))):
+                # choose_without_replacement at equal weights: an index floor(random() * n)
+                # (random.choices), then the first equal value goes.
+                value = remaining[inner.rand.choices(range(len(remaining)))[0]]
+                remaining.remove(value)
+                budget.spend(len(value))
+                drawn.append(value)
+            generators = [
+                inner.generator_from_command(parse(value, parser_config=inner.parser_config))
+                for value in drawn
+            ]
+            if generators:
+                yield rotate_and_join(generators, separator=command.separator)
+            else:
+                yield SamplingResult(text="")
 
 
 class WildcardLibrary:
@@ -196,14 +297,15 @@ class WildcardLibrary:
         return sorted(self._manager.get_collection_names())
 
     def context(self, seed: int) -> SamplingContext:
+        # Each picture draws one text from its own seed: there is no batch for ``{@a|b}`` to
+        # cycle through nor ``{!a|b}`` to enumerate, and dynamicprompts' cyclical and
+        # combinatorial samplers parse every value of a wildcard first and count nothing in
+        # the budget, so every method draws like ``{~a|b}``.
+        sampler = _DepthLimitedSampler()
         return _Context(
             default_sampling_method=SamplingMethod.RANDOM,
             wildcard_manager=self._manager,
-            samplers={
-                SamplingMethod.RANDOM: _DepthLimitedSampler(),
-                SamplingMethod.COMBINATORIAL: CombinatorialSampler(),
-                SamplingMethod.CYCLICAL: CyclicalSampler(),
-            },
+            samplers=dict.fromkeys(SamplingMethod, sampler),
             rand=Random(seed),
         )
 

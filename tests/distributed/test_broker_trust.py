@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import os
+import re
 from pathlib import Path
 
 import nats as nats_client
@@ -32,6 +34,15 @@ from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
 
 FORGED_PNG = b"\x89PNG forged"
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+GENUINE_PNG = png_of_size(8, 8)
 
 
 async def published_job(js: nats_client.js.JetStreamContext) -> JobMessage:
@@ -77,7 +88,7 @@ async def test_results_and_previews_not_tagged_with_the_jobs_secret_are_dropped(
             progress_subject("job-x"), preview, headers={TAG_HEADER: tag(job.secret, preview)}
         )
         genuine = ResultMessage(
-            "job-x", Outcome.DONE, "worker", 1, (ImageRef(4, "genuine", 8, 8, png=b"PNG"),)
+            "job-x", Outcome.DONE, "worker", 1, (ImageRef(4, "genuine", 8, 8, png=GENUINE_PNG),)
         ).encode()
         await js.publish(
             result_subject("job-x"), genuine, headers={TAG_HEADER: tag(job.secret, genuine)}
@@ -85,7 +96,7 @@ async def test_results_and_previews_not_tagged_with_the_jobs_secret_are_dropped(
         async with asyncio.timeout(5):
             (image,) = await render
     await forger.close()
-    assert image.png == b"PNG" and len(steps) == 1
+    assert image.png == GENUINE_PNG and len(steps) == 1
 
 
 async def test_a_stored_picture_swapped_after_the_result_is_refused(nats: NatsTransport) -> None:
@@ -133,3 +144,94 @@ async def test_a_stored_input_picture_swapped_before_the_worker_reads_it_is_refu
         async with asyncio.timeout(10):
             await render
     assert engine.rendered == []
+
+
+def with_header_size(png: bytes, width: int, height: int) -> bytes:
+    """``png`` whose header claims another size (the pixels a decoder would allocate)."""
+    return png[:16] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + png[24:]
+
+
+@pytest.mark.parametrize(
+    ("request_", "png", "claimed", "refusal"),
+    [
+        # A 30,000 x 30,000 picture (2.7 GB decoded) for a 64x64 job: a compromised worker's.
+        (
+            RenderRequest("a cat", seed=1, width=64, height=64),
+            with_header_size(GENUINE_PNG, 30_000, 30_000),
+            (30_000, 30_000),
+            "is 30000x30000, larger than this job makes (64x64)",
+        ),
+        # Twice the hires fix's size; a job naming no size is judged by the engine's largest.
+        (
+            RenderRequest("a cat", seed=1, width=64, height=64, options={"hires_scale": 2}),
+            png_of_size(256, 128),
+            (256, 128),
+            "larger than this job makes (128x128)",
+        ),
+        (
+            RenderRequest("a cat", seed=1),
+            with_header_size(GENUINE_PNG, 2048, 2056),
+            (2048, 2056),
+            "larger than this job makes (2048x2048)",
+        ),
+        # A header that is not the size the result names, or no PNG at all.
+        (
+            RenderRequest("a cat", seed=1),
+            with_header_size(GENUINE_PNG, 20_000, 8),
+            (8, 8),
+            "is not the 8x8 PNG its result says",
+        ),
+        (RenderRequest("a cat", seed=1), b"GIF89a", (8, 8), "is not the 8x8 PNG"),
+    ],
+    ids=["huge", "past-hires", "past-engine-largest", "header-not-claimed", "not-png"],
+)
+async def test_a_workers_picture_larger_than_the_job_asked_for_is_refused_unread(
+    nats: NatsTransport,
+    caplog: pytest.LogCaptureFixture,
+    request_: RenderRequest,
+    png: bytes,
+    claimed: tuple[int, int],
+    refusal: str,
+) -> None:
+    client = await nats.client()
+    render = asyncio.create_task(client.render("job-big", request_, None, None))
+    worker = await nats_client.connect(nats.server.url)
+    js = worker.jetstream()
+    job = await published_job(js)
+    # Tagged with the job's secret: the worker given the job sent it, so only its size is wrong.
+    result = ResultMessage(
+        "job-big", Outcome.DONE, "worker-7", 1, (ImageRef(1, "info", *claimed, png=png),)
+    ).encode()
+    with caplog.at_level(logging.ERROR, logger="bot.jobs.broker.client"):
+        await js.publish(
+            result_subject("job-big"), result, headers={TAG_HEADER: tag(job.secret, result)}
+        )
+        with pytest.raises(RemoteRenderFailed, match=re.escape(refusal)):
+            async with asyncio.timeout(5):
+                await render
+    await worker.close()
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.startswith("job job-big: refused a picture from worker worker-7: it ")
+    assert refusal in logged
+
+
+async def test_a_workers_picture_of_the_size_the_job_asked_for_is_taken(
+    nats: NatsTransport,
+) -> None:
+    client = await nats.client()
+    asked = RenderRequest("a cat", seed=1, width=64, height=32, options={"hires_scale": 2})
+    render = asyncio.create_task(client.render("job-fit", asked, None, None))
+    worker = await nats_client.connect(nats.server.url)
+    js = worker.jetstream()
+    job = await published_job(js)
+    picture = png_of_size(128, 64)
+    result = ResultMessage(
+        "job-fit", Outcome.DONE, "worker", 1, (ImageRef(1, "info", 128, 64, png=picture),)
+    ).encode()
+    await js.publish(
+        result_subject("job-fit"), result, headers={TAG_HEADER: tag(job.secret, result)}
+    )
+    async with asyncio.timeout(5):
+        (image,) = await render
+    await worker.close()
+    assert (image.png, image.width, image.height) == (picture, 128, 64)

@@ -10,6 +10,7 @@ import pytest
 
 from bot.app import EaselBot, build
 from bot.settings import Settings
+from inference.segment import write_tiny_clipseg
 from inference.worker import EngineFactory
 from tests.conftest import ErrorLogs
 from tests.fake_discord import FakeDiscord
@@ -39,6 +40,15 @@ def easel_settings_for_test(
     fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
 ) -> Settings:
     return easel_settings(fake_discord, tmp_path / "data", tiny_models_dir, tmp_path / "wildcards")
+
+
+@pytest.fixture(scope="module")
+def region_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path) -> Path:
+    """The tiny checkpoint beside a tiny random CLIPSeg in ``clipseg/``."""
+    directory = tmp_path_factory.mktemp("region-models")
+    (directory / "tiny").symlink_to(tiny_models_dir / "tiny", target_is_directory=True)
+    write_tiny_clipseg(directory / "clipseg")
+    return directory
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+import bot.images
 from bot.policy.visibility import NOT_YOURS_TO_CLICK
-from cogs.results import posting
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
     QUICK,
@@ -177,8 +177,8 @@ async def test_results_by_dm_sends_each_result_to_the_member_too(
         grids_composed.append(png := original_grid(*args))  # type: ignore[arg-type]
         return png
 
-    original_grid = posting.comparison_png
-    monkeypatch.setattr(posting, "comparison_png", counted_grid)
+    original_grid = bot.images.comparison_png
+    monkeypatch.setattr(bot.images, "comparison_png", counted_grid)
     async with start_easel():
         await imagine(fake_discord, "a harbour at dusk")  # the setting is off by default
         saved = await reply_to(fake_discord, "settings", {"results_by_dm": True})

@@ -16,6 +16,7 @@ from PIL import Image
 from bot.app import EaselBot
 from cogs.help_pages import HELP_PAGES
 from inference.infotext import png_with_infotext
+from inference.prompts.composition import MAX_SUBPROMPTS
 from tests.conftest import ErrorLogs
 from tests.fake_discord import FakeDiscord
 
@@ -68,13 +69,13 @@ async def test_help_and_explain(fake_discord: FakeDiscord, start_easel: StartEas
 async def test_long_explanation_is_truncated_with_the_full_json_attached(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
-    prompt = " AND ".join(f"[word{i}|other{i}]" for i in range(40))
+    prompt = " AND ".join(f"[word{i}|other{i}]" for i in range(MAX_SUBPROMPTS))
     async with start_easel():
         handle = await fake_discord.invoke_command("explain", {"prompt": prompt, "steps": 12})
         reply = await handle.wait_for_original(lambda m: not m.is_loading)
         assert len(reply.content) <= 2000 and "truncated" in reply.content
         [attached] = reply.attachments
-        assert len(json.loads(attached.data)["subprompts"]) == 40
+        assert len(json.loads(attached.data)["subprompts"]) == MAX_SUBPROMPTS
 
 
 async def test_info_reads_parameters_and_refuses_hostile_files(

@@ -76,6 +76,15 @@ async def test_prompt_errors_and_long_pictures_are_refused_before_queueing(
         assert "nests { } braces 39 deep; at most 10 levels are allowed" in refused.content
         refused = await reply_to(fake_discord, "imagine", {"prompt": "a __nosuch__", **QUICK})
         assert refused.is_ephemeral and "unknown wildcard __nosuch__" in refused.content
+        # Each open bracket re-weights all text after it: parsing grew with their square.
+        unclosed = {"prompt": "[a|b]" + "(a" * 1990, **QUICK}
+        refused = await reply_to(fake_discord, "imagine", unclosed)
+        assert refused.is_ephemeral and "brackets 1990 deep" in refused.content
+        assert "(an unclosed one counts to the end); at most 100" in refused.content
+        # Each AND part is one more UNet row per picture at every step.
+        parts = {"prompt": " AND ".join(["a fox"] * 17), **QUICK}
+        refused = await reply_to(fake_discord, "imagine", parts)
+        assert refused.is_ephemeral and "17 parts joined by AND; at most 16" in refused.content
         # A 1.6 kB PNG can carry a prompt of a million characters: the prompt cap holds.
         huge = picture_with_prompt("a red fox, " * 90_000)
         handle = await fake_discord.invoke_command(
@@ -141,7 +150,9 @@ async def test_a_prompt_that_fails_in_a_batch_fails_only_its_own_job(
         failed = await handles[MEMBER_A].wait_for_original(
             lambda m: "❌" in m.content, timeout=RENDER_TIMEOUT_S
         )
-        assert "unknown wildcard __animal__" in failed.content and not has_picture(failed)
+        # Escaped as a prompt is (Discord shows `__animal__`, not an underlined "animal").
+        assert "unknown wildcard \\_\\_animal\\_\\_" in failed.content
+        assert not has_picture(failed)
         await busy.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
 
 

@@ -21,7 +21,6 @@ from bot.app import EaselBot, build
 from bot.policy.visibility import THREAD_CHECK_FAILED
 from db import refusals
 from db.database import connect
-from inference.segment import write_tiny_clipseg
 from tests.e2e.browser import (
     assert_injected_script_is_blocked,
     assert_strict_csp,
@@ -50,15 +49,6 @@ PICTURE = {"size": "128x128"}
 STROKE_ROW, STROKE_FROM, STROKE_TO, BRUSH = 24, 16, 112, 10
 TAP = (96, 96)
 VIEW_CHANNEL = 1 << 10
-
-
-@pytest.fixture(scope="module")
-def region_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path) -> Path:
-    """The tiny checkpoint beside a tiny random CLIPSeg in ``clipseg/``."""
-    directory = tmp_path_factory.mktemp("region-models")
-    (directory / "tiny").symlink_to(tiny_models_dir / "tiny", target_is_directory=True)
-    write_tiny_clipseg(directory / "clipseg")
-    return directory
 
 
 @pytest.fixture

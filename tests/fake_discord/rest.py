@@ -734,8 +734,9 @@ class RestApi:
         body, uploads = await read_body(request)
         self._validate_message(body, uploads, handle.attachment_size_limit, handle.label)
         original = handle.original
-        if original is not None and original.is_loading:
-            # Discord turns the first follow-up after a deferred reply into that reply.
+        if original is not None and original.is_loading and not original.deleted:
+            # Discord turns the first follow-up after a deferred reply into that reply (in
+            # its visibility); once that reply is deleted, a follow-up is a message of its own.
             self.state.apply_message_body(original, body, uploads, editing=True)
             message = original
             await self.announce("MESSAGE_UPDATE", message)

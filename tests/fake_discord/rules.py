@@ -29,6 +29,8 @@ MAX_AUTOCOMPLETE_CHOICES = 25
 MAX_CHOICE_NAME_CHARS = 100
 MAX_MODAL_TITLE_CHARS = 45
 MAX_MODAL_COMPONENTS = 5
+MAX_TEXT_INPUT_CHARS = 4000  # a text input's value and max_length
+MAX_TEXT_INPUT_LABEL_CHARS = 45
 MAX_COMMANDS_PER_SCOPE = 100
 MAX_COMMAND_OPTIONS = 25
 MAX_COMMAND_DESCRIPTION_CHARS = 100
@@ -208,6 +210,28 @@ def modal_problems(body: Json) -> list[str]:
     if not 1 <= len(custom_id) <= MAX_CUSTOM_ID_CHARS:
         problems.append(
             f"modal custom_id is {len(custom_id)} characters; 1 to {MAX_CUSTOM_ID_CHARS}"
+        )
+    for text_input in (c for c in walk_components(components) if c.get("type") == 4):
+        problems.extend(text_input_problems(text_input))
+    return problems
+
+
+def text_input_problems(text_input: Json) -> list[str]:
+    """Discord's limits on a modal's text input (lengths in code points, as its API counts)."""
+    problems: list[str] = []
+    label = str(text_input.get("label") or "")
+    if not 1 <= len(label) <= MAX_TEXT_INPUT_LABEL_CHARS:
+        problems.append(
+            f"text input label {label[:30]!r} is {len(label)} characters; "
+            f"Discord accepts 1 to {MAX_TEXT_INPUT_LABEL_CHARS}"
+        )
+    max_length = int(text_input.get("max_length") or MAX_TEXT_INPUT_CHARS)
+    value = str(text_input.get("value") or "")
+    if len(value) > min(max_length, MAX_TEXT_INPUT_CHARS):
+        problems.append(
+            f"text input {label[:30]!r}: value is {len(value)} characters; at most "
+            f"{min(max_length, MAX_TEXT_INPUT_CHARS)} (its max_length, and Discord's "
+            f"{MAX_TEXT_INPUT_CHARS})"
         )
     return problems
 

@@ -9,6 +9,8 @@ import discord
 import pytest
 
 from tests.fake_discord import FakeDiscord, Violation
+from tests.fake_discord.payloads import Json
+from tests.fake_discord.rules import text_input_problems
 from tests.fake_discord_selftest.studio import OVERLONG_CUSTOM_ID, StudioBot
 
 
@@ -174,3 +176,19 @@ async def test_option_values_are_checked_like_discords_client(
         await fake_discord.invoke_command("render", {"prompt": "x", "seed": "5"})
     with pytest.raises(ValueError, match="needs its required option 'prompt'"):
         await fake_discord.invoke_command("render", {})
+
+
+@pytest.mark.parametrize(
+    ("text_input", "problem"),
+    [
+        ({"label": "Prompt", "value": "x" * 4001, "max_length": 4000}, "value is 4001 characters"),
+        ({"label": "Prompt", "value": "x" * 4001}, "value is 4001 characters"),
+        ({"label": "Seed", "value": "1" * 21, "max_length": 20}, "value is 21 characters"),
+        ({"label": "L" * 46, "value": ""}, "is 46 characters"),
+    ],
+)
+def test_a_text_input_over_discords_limits_is_refused(text_input: Json, problem: str) -> None:
+    fitting = {"type": 4, "label": "Prompt", "value": "x" * 4000, "max_length": 4000}
+    assert text_input_problems(fitting) == []
+    (found,) = text_input_problems({"type": 4, **text_input})
+    assert problem in found, found

@@ -127,9 +127,11 @@ def test_the_warm_start_records_the_native_shape_before_the_first_job(
     engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
     engine.warm_up()
     unet = _unet(engine)
-    assert (unet.graphs, unet.replays) == (1, 0)
+    assert (unet.graphs, unet.replays) == (2, 0)  # one picture's rows, and a 2x2 grid's
     assert _render(engine) == _render(eager_engine)
     assert unet.replays == BASE.steps  # the first job replays from its first step
+    assert _render(engine, count=4) == _render(eager_engine, count=4)
+    assert unet.replays == 2 * BASE.steps  # so does the first grid
 
 
 def test_lora_and_image_prompt_run_eager_then_replays_resume(

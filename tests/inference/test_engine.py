@@ -69,6 +69,10 @@ def test_batch_image_equals_solo_render_of_its_seed(engine: Engine, pixels: Pixe
     solo = engine.render(fast(seed=21))[0]
     assert np.abs(pixels(batch[1].png) - pixels(solo.png)).max() <= BATCH_TOLERANCE
     assert parse_infotext(batch[1].infotext)[2]["Seed"] == 21
+    # Each picture comes with its pixels: the posted grid is composed without decoding PNGs.
+    for image in batch:
+        assert image.picture is not None
+        assert np.array_equal(np.asarray(image.picture), pixels(image.png))
 
 
 def test_random_seed_is_resolved_and_reported(engine: Engine) -> None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
 
 from inference.engine import Engine
-from inference.tiny import write_tiny_model
+from inference.tiny import write_tiny_model, write_tiny_vae
 from inference.types import RenderRequest
 
 REQUEST = RenderRequest("a cat", seed=1, steps=1, width=64, height=64)
@@ -17,6 +19,7 @@ def three_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("three")
     for index, name in enumerate(("a", "b", "c")):
         write_tiny_model(folder / name, seed=index)
+    write_tiny_vae(folder / "vae" / "other.safetensors", seed=1)
     return folder
 
 
@@ -45,3 +48,12 @@ def test_memory_budget_bounds_the_cache(three_models: Path) -> None:
     tight = Engine(three_models, max_loaded_models=3, memory_budget_bytes=1)
     render_with(tight, "a", "b")
     assert tight.loaded_models() == ["b"]
+
+
+def test_an_evicted_model_is_freed_with_its_vae_override(three_models: Path) -> None:
+    engine = Engine(three_models, max_loaded_models=1)
+    engine.render(dataclasses.replace(REQUEST, model="a", options={"vae": "other"}))
+    evicted = weakref.ref(engine.models.loaded["a"])
+    render_with(engine, "b")
+    gc.collect()
+    assert evicted() is None  # not held by the override it no longer uses

@@ -17,9 +17,11 @@ import pytest
 from bot.jobs.queue import FinishedJob, JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.quota import Period, period_start
+from cogs.results.posting import result_png
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect
+from inference.infotext import infotext_from_png
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
@@ -182,6 +184,93 @@ async def test_compatible_jobs_arriving_together_render_as_one_batch(
     assert all(record is not None and record.gpu_seconds for record in charged)
 
 
+class HeldSink(RecordingSink):
+    """Holds the delivery of one prompt's job (an upload to Discord that takes its time)."""
+
+    def __init__(self, held_prompt: str) -> None:
+        super().__init__()
+        self.held_prompt = held_prompt
+        self.release = asyncio.Event()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        if job.request.prompt == self.held_prompt:
+            await self.release.wait()
+        return await super().deliver(job)
+
+
+async def test_a_slow_delivery_does_not_hold_the_other_jobs_of_its_batch(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    engine = InstantEngine(seconds=0.3)
+    queue = make_queue(conn, tmp_path, engine)
+    sink = HeldSink(held_prompt="cat 0")
+    queue.set_sink(sink)
+    await queue.start()
+    await queue.submit(dataclasses.replace(submission("dog", seed=9), user_id=200))
+    for user in range(3):  # they arrive while the dog renders: one batch of three
+        await queue.submit(dataclasses.replace(submission(f"cat {user}", user), user_id=100 + user))
+    await sink.wait_for(3)
+    assert engine.batches == [1, 3]
+    assert sorted(job.request.prompt for job in sink.delivered) == ["cat 1", "cat 2", "dog"]
+    sink.release.set()
+    await sink.wait_for(4)
+    await queue.stop()
+    assert sink.delivered[-1].request.prompt == "cat 0"
+
+
+async def ledger_kinds(conn: aiosqlite.Connection, job_id: str) -> set[str]:
+    async with conn.execute("SELECT kind FROM quota_ledger WHERE job_id = ?", (job_id,)) as rows:
+        return {kind for (kind,) in await rows.fetchall()}
+
+
+async def test_one_jobs_failed_record_loses_nothing_of_its_batch_mates(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    # Stands in for a full disk at one job's record: its transaction rolls back. Its
+    # batch-mates' own writes (charge, delivered) must not have joined that transaction.
+    await conn.execute(
+        "CREATE TRIGGER full_disk BEFORE UPDATE OF status ON jobs "
+        "WHEN NEW.status = 'done' AND NEW.request_json LIKE '%victim%' "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    engine = InstantEngine(seconds=0.3)
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
+    await queue.submit(dataclasses.replace(submission("dog"), user_id=200))
+    mates = []
+    for user in range(4):  # they arrive while the dog renders: one batch of four
+        prompt = "victim" if user == 2 else f"cat {user}"
+        job_id = await queue.submit(dataclasses.replace(submission(prompt, user), user_id=user))
+        if user != 2:
+            mates.append(job_id)
+    await sink.wait_for(5)
+    await queue.stop()
+    assert engine.batches == [1, 4]
+    for job_id in mates:
+        record = await journal.get_job(conn, job_id)
+        assert record is not None
+        assert (record.status, record.delivered_at is not None) == (journal.JobStatus.DONE, True)
+        assert "commit" in await ledger_kinds(conn, job_id)
+
+
+async def test_a_grid_is_composed_from_the_pixels_while_the_pictures_are_stored(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    # The PNGs are still encoding when the render returns, as on the engine's PNG pool.
+    engine = InstantEngine(encode_seconds=0.2)
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
+    await queue.submit(submission("a cat", seed=5, count=4))
+    await queue.submit(submission("a dog", seed=9))
+    await sink.wait_for(2)
+    await queue.stop()
+    grid = next(job for job in sink.delivered if job.request.prompt == "a cat")
+    single = next(job for job in sink.delivered if job.request.prompt == "a dog")
+    assert single.composed is None  # posted as its one stored picture
+    assert grid.composed is not None
+    # The very PNG the delivery would compose from the stored files after a restart.
+    assert grid.composed == result_png(dataclasses.replace(grid, composed=None))
+    assert infotext_from_png(grid.composed).endswith("Grid: 4 images, Grid seeds: 5 6 7 8")
+
+
 async def test_a_restart_keeps_each_queued_jobs_priority(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
@@ -196,6 +285,7 @@ async def test_a_restart_keeps_each_queued_jobs_priority(
     queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
     await sink.wait_for(2)
     await queue.stop()
-    # Submitted second, but its priority survived the restart: it renders first.
-    assert [job.job_id for job in sink.delivered] == [urgent, relaxed]
+    # Submitted second, but its priority survived the restart: it renders first (the two
+    # jobs of a batch are then delivered in whichever order their uploads finish).
+    assert {job.job_id for job in sink.delivered} == {urgent, relaxed}
     assert [request.seed for request in engine.rendered] == [2, 1]

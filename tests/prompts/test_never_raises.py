@@ -11,10 +11,13 @@ from hypothesis import strategies as st
 from inference.prompts import (
     InlineFlagError,
     NestingError,
+    PromptError,
     explain,
     parse_attention,
     schedule_prompt,
 )
+from inference.prompts.attention import MAX_ATTENTION_NESTING
+from inference.prompts.composition import MAX_SUBPROMPTS
 
 _PIECES = st.sampled_from(
     [
@@ -57,7 +60,12 @@ def test_random_prompts_never_raise(prompt: str, steps: int) -> None:
     except InlineFlagError as error:  # a typed "--word" is checked on purpose
         assert "--" in prompt and str(error)
     except NestingError as error:
-        assert prompt.count("{") > error.limit and "at most 10 levels" in str(error)
+        # Braces past 10 levels, or ( ) and [ ] brackets past 100 open at once.
+        brackets = prompt.count("(") + prompt.count("[")
+        assert prompt.count("{") > error.limit or brackets > MAX_ATTENTION_NESTING
+        assert f"at most {error.limit} levels" in str(error)
+    except PromptError as error:  # more AND parts than a picture may be composed of
+        assert prompt.count("AND") >= MAX_SUBPROMPTS and "joined by AND" in str(error)
     else:
         assert result["subprompts"] and result["seed"] == 1
 
@@ -78,4 +86,4 @@ def test_any_nesting_depth_is_read_or_refused_clearly(
     try:
         explain(prompt, seed=1, steps=4)
     except NestingError as error:
-        assert opening.startswith("{") and depth > error.limit
+        assert depth > error.limit == (10 if opening.startswith("{") else MAX_ATTENTION_NESTING)

@@ -109,6 +109,7 @@ class InstantEngine:
                     infotext,
                     picture.width,
                     picture.height,
+                    picture,
                 )
             )
         return images

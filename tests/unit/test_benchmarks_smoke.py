@@ -169,6 +169,14 @@ async def test_device_busy_benchmark_reports_idle_fractions_of_a_backlog(tmp_pat
     assert isinstance(report["span_s"], float) and report["span_s"] > 0
 
 
+def test_delivery_benchmark_times_a_grid_a_picture_and_a_batchs_members() -> None:
+    arguments = ("--size", "64", "--steps", "1", "--runs", "1", "--upload-ms", "50")
+    report = _script_report("delivery.py", *arguments)
+    assert report["grid_ms"] > 0 and report["single_ms"] > 0
+    # Four members' jobs of one render call; each delivery waits its own 50 ms upload.
+    assert len(report["batch_ms"]) == 4 and min(report["batch_ms"]) >= 50
+
+
 def test_step_overhead_benchmark_times_both_loops_per_sampler() -> None:
     report = _script_report("step_overhead.py", "--steps", "6", "--runs", "1", "--sampler", "Euler")
     figures = report["samplers"]["Euler"]

@@ -13,6 +13,7 @@ from bot.images import (
     MAX_UPLOAD_BYTES,
     check_image,
     check_upload_size,
+    decoded,
     fit_under,
     grid_png,
     png_of,
@@ -68,7 +69,7 @@ def test_announced_size_is_checked_before_download() -> None:
 
 def test_grid_places_four_pictures_two_by_two_with_the_infotext() -> None:
     colors = ["red", "green", "blue", "white"]
-    grid = grid_png([picture(c) for c in colors], INFOTEXT + ", Grid: 4 images")
+    grid = grid_png(decoded([picture(c) for c in colors]), INFOTEXT + ", Grid: 4 images")
     with Image.open(io.BytesIO(grid)) as image:
         assert image.size == (64, 64)
         rgb = image.convert("RGB")

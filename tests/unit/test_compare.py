@@ -94,11 +94,7 @@ def test_a_journaled_cell_may_change_only_the_axis_fields() -> None:
 
 
 def test_the_grid_is_labelled_and_carries_the_axes() -> None:
-    cells = []
-    for colour in ["red", "green", "blue", "white"]:
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 64), colour).save(buffer, format="PNG")
-        cells.append(buffer.getvalue())
+    cells = [Image.new("RGB", (64, 64), colour) for colour in ["red", "green", "blue", "white"]]
     x, y = ("Seed", ["1", "2"]), ("CFG Scale", ["3", "9"])
     png = labelled_grid_png(cells, x, y, grid_infotext("a cat\nSteps: 2", x, y))
     with Image.open(io.BytesIO(png)) as grid:

@@ -51,6 +51,7 @@ from bot.jobs.broker.wire import (
     RESULTS_SUBJECTS,
     TAG_HEADER,
     BrokerUnavailable,
+    ImageRef,
     JobMessage,
     Outcome,
     PictureInput,
@@ -69,6 +70,7 @@ from bot.jobs.broker.wire import (
     lost_with_workers,
     picture_digest,
     picture_paths,
+    png_size,
     result_subject,
     retry_transient,
     tag,
@@ -76,6 +78,7 @@ from bot.jobs.broker.wire import (
     with_picture_paths,
 )
 from bot.redaction import redact_url
+from inference.output_bounds import largest_output
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -216,7 +219,7 @@ class BrokerClient:
                 log.info("job %s: already finished on the broker; its result is used", job_id)
             # Only once there is a result: a redelivered job still needs its inputs.
             await self._delete_objects(stored_inputs)
-            return await self._images_of(result)
+            return await self._images_of(result, request)
         finally:
             self._waiters.pop(job_id, None)
             self._progress.pop(job_id, None)
@@ -353,7 +356,9 @@ class BrokerClient:
         data = stored.data or b""
         return ResultMessage.decode(data) if self._verified(job_id, data, stored.headers) else None
 
-    async def _images_of(self, result: ResultMessage) -> list[RenderedImage]:
+    async def _images_of(
+        self, result: ResultMessage, request: RenderRequest
+    ) -> list[RenderedImage]:
         if result.outcome is Outcome.CANCELLED:
             raise RenderCancelled
         if result.outcome is Outcome.INVALID:
@@ -363,7 +368,7 @@ class BrokerClient:
         images = []
         for ref in result.images:
             if ref.png is not None:
-                images.append(RenderedImage(ref.png, ref.seed, ref.infotext, ref.width, ref.height))
+                images.append(_sized_as_asked(result, ref.png, ref, request))
                 continue
             assert ref.object_name is not None  # ImageRef holds one or the other
             try:
@@ -382,7 +387,7 @@ class BrokerClient:
                     f"{ref.object_name} in the broker's image store is not the picture "
                     "the worker's result names"
                 )
-            images.append(RenderedImage(png, ref.seed, ref.infotext, ref.width, ref.height))
+            images.append(_sized_as_asked(result, png, ref, request))
         return images
 
     async def _on_result(self, msg: Msg) -> None:
@@ -422,6 +427,27 @@ class BrokerClient:
         listener = self._progress.get(job_id)
         if listener is not None and self._verified(job_id, msg.data, msg.headers):
             listener(decode_progress(msg.data))
+
+
+def _sized_as_asked(
+    result: ResultMessage, png: bytes, ref: ImageRef, request: RenderRequest
+) -> RenderedImage:
+    """A worker's picture, once its PNG header shows the size its result says, within the
+    largest the job may make: the bot decodes it later (grids, posting), and Pillow only warns
+    below 179 MP, so a buggy or compromised worker's huge picture must not get that far."""
+    size, (max_width, max_height) = png_size(png), largest_output(request)
+    if size is None or size != (ref.width, ref.height):
+        problem = f"is not the {ref.width}x{ref.height} PNG its result says"
+    elif ref.width > max_width or ref.height > max_height:
+        problem = (
+            f"is {ref.width}x{ref.height}, larger than this job makes ({max_width}x{max_height})"
+        )
+    else:
+        return RenderedImage(png, ref.seed, ref.infotext, ref.width, ref.height)
+    log.error(
+        "job %s: refused a picture from worker %s: it %s", result.job_id, result.worker, problem
+    )
+    raise RemoteRenderFailed(f"the worker's picture {problem}")
 
 
 def _read_picture(field: str, path: str) -> bytes:

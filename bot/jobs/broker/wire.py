@@ -111,6 +111,7 @@ CANCEL_SUBJECTS = "easel.cancel.*"
 DOORBELL_SUBJECT = "easel.doorbell"
 # Where a result or progress message carries its HMAC under the job's secret.
 TAG_HEADER = "Easel-Tag"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
 # Long enough for a bot restarted the next morning to collect what finished overnight.
 RESULT_TTL_S = 24 * 3600.0
@@ -287,6 +288,14 @@ def is_named_picture(data: bytes, sha256: str | None) -> bool:
     """Whether bytes read from the object store are the picture a message names by its
     digest: anyone holding the bucket may have overwritten the object."""
     return sha256 is not None and hmac.compare_digest(picture_digest(data), sha256)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's header (its first chunk), read without decoding it;
+    None when ``data`` does not start as a PNG does."""
+    if len(data) < 24 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def tag(secret: str, data: bytes) -> str:

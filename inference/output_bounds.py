@@ -1,0 +1,37 @@
+"""The largest picture the engine may return for a request: pure, so the bot can check a
+picture rendered elsewhere (a broker worker) before it decodes it."""
+
+from __future__ import annotations
+
+from inference.images import MAX_INPUT_SIDE
+from inference.limits import MAX_SIZE
+from inference.types import RenderRequest
+from inference.upscale import (
+    MAX_CREATIVE_SIDE,
+    MAX_UPSCALED_SIDE,
+    HiresOptions,
+    UpscaleOptions,
+    scaled_render_size,
+)
+
+
+def largest_output(request: RenderRequest) -> tuple[int, int]:
+    """The widest and the tallest picture a render of ``request`` (validated) may return, by
+    the engine's own limits: its size (times its hires fix) when it names one, else the
+    largest the engine would choose or allow for its mode (a comparison's cells share the
+    size, mode and options of their request)."""
+    if request.mode == "upscale":
+        fast = UpscaleOptions.from_options(request.options).mode == "fast"
+        side = MAX_UPSCALED_SIDE if fast else MAX_CREATIVE_SIDE
+        return side, side
+    if request.mode == "faces":  # the input picture's own size
+        return MAX_INPUT_SIDE, MAX_INPUT_SIDE
+    if request.width is None or request.height is None:
+        # A size the engine chooses (native, aspect, input picture, outpainted canvas), hires
+        # fix included, is at most this on each side.
+        return MAX_SIZE, MAX_SIZE
+    if request.mode == "txt2img":
+        hires = HiresOptions.from_options(request.options, request.width, request.height)
+        if hires is not None:
+            return scaled_render_size(request.width, request.height, hires.scale)
+    return request.width, request.height

@@ -1,0 +1,125 @@
+"""Planning a prompt holds none of the threads the rest of the bot needs, and a member holds
+at most one planning thread (bot.policy.prompt_safety.PromptPlanner): their prompts are read
+one after the other, and refused at once while one runs on past its budget.
+
+A costly plan is stood in for by one that blocks until the test lets it go: the tests wait on
+events, never on how long real planning takes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.policy import prompt_safety
+from bot.policy.guild import GuildPolicy
+from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
+from bot.user_errors import UserError
+from db.database import connect
+from inference.types import RenderRequest
+
+MEMBER_A, MEMBER_B, GUILD = 1, 2, 100
+SLOW = RenderRequest("slow", seed=1, steps=2)
+QUICK = RenderRequest("quick", seed=1, steps=2)
+QUICK_TOO = RenderRequest("quick too", seed=1, steps=2)
+# Far above what a free thread takes; reached only when a plan waits for a busy one.
+PATIENCE_S = 5.0
+
+
+class BlockingPlans:
+    """``plan_request`` where the prompt "slow" runs until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.read: list[str] = []  # the prompts, as their reading starts
+
+    def __call__(
+        self, request: RenderRequest, banned_words: Collection[str], wildcards_dir: Path | None
+    ) -> RenderRequest:
+        self.read.append(request.prompt)
+        if request.prompt == SLOW.prompt:
+            self.started.set()
+            self.release.wait(30)
+        return request
+
+
+@pytest.fixture
+def plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[BlockingPlans]:
+    blocking = BlockingPlans()
+    monkeypatch.setattr(prompt_safety, "plan_request", blocking)
+    yield blocking
+    blocking.release.set()  # no thread outlives the test
+
+
+async def started(plans: BlockingPlans) -> None:
+    assert await asyncio.to_thread(plans.started.wait, PATIENCE_S)
+
+
+async def test_a_slow_plan_delays_neither_another_members_plan_nor_the_bots_threads(
+    plans: BlockingPlans,
+) -> None:
+    loop = asyncio.get_running_loop()
+    # The bot's shared pool as busy as it gets: one thread, which the slow plan must not take.
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    planner = PromptPlanner(None, budget_s=60)
+    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A))
+    await started(plans)
+    assert await asyncio.wait_for(planner.check(QUICK, (), MEMBER_B), PATIENCE_S) == QUICK
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "written"), PATIENCE_S) == "written"
+    # A's next prompt, within its budget, waits for A's thread rather than taking another.
+    waiting = asyncio.create_task(planner.check(QUICK_TOO, (), MEMBER_A))
+    await asyncio.sleep(0.1)
+    assert not waiting.done() and plans.read == ["slow", "quick"]
+    plans.release.set()
+    assert (await slow, await waiting) == (SLOW, QUICK_TOO)
+    assert plans.read == ["slow", "quick", "quick too"]
+
+
+async def test_a_members_second_prompt_is_refused_while_the_first_is_read_even_after_its_refusal(
+    plans: BlockingPlans,
+) -> None:
+    planner = PromptPlanner(None, budget_s=0.05)
+    with pytest.raises(UserError, match=r"took longer than 0\.05 s"):
+        await planner.check(SLOW, (), MEMBER_A)
+    assert plans.started.is_set()  # refused, but its thread reads on
+    with pytest.raises(UserError) as refused:
+        await planner.check(QUICK, (), MEMBER_A)
+    assert str(refused.value) == STILL_PLANNING
+    with pytest.raises(UserError, match="still being read"):
+        await planner.explain("quick", "", 2, MEMBER_A)
+    # Nobody else is held up by A's thread.
+    assert await planner.check(QUICK, (), MEMBER_B) == QUICK
+    plans.release.set()
+    for _ in range(500):  # the thread's end frees A (its done callback, on that thread)
+        try:
+            assert await planner.check(QUICK, (), MEMBER_A) == QUICK
+            break
+        except UserError:
+            await asyncio.sleep(0.01)
+    else:
+        pytest.fail("member A was never let plan again")
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    connection = await connect(tmp_path / "easel.db")
+    yield connection
+    await connection.close()
+
+
+async def test_the_guild_policy_counts_a_plan_against_the_member_who_sent_it(
+    plans: BlockingPlans, conn: aiosqlite.Connection
+) -> None:
+    policy = GuildPolicy(conn, prompts=PromptPlanner(None, budget_s=0.05))
+    with pytest.raises(UserError, match="took longer"):
+        await policy.admit(GUILD, None, False, SLOW, member_id=MEMBER_A)
+    with pytest.raises(UserError, match="still being read"):
+        await policy.admit(GUILD, None, False, QUICK, member_id=MEMBER_A)
+    admitted = await policy.admit(GUILD, None, False, QUICK, member_id=MEMBER_B)
+    assert admitted.request == QUICK
