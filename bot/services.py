@@ -48,6 +48,22 @@ def model_defaults(
     return Defaults(steps=min(family.steps, max_steps), cfg=family.cfg, sampler=family.sampler)
 
 
+@dataclass
+class ListedModels:
+    """The last listing of the installed models: the models folder's change time then (None:
+    unreadable) and the names; replaced whole, so a reader never sees half of one."""
+
+    latest: tuple[int | None, frozenset[str]] = (None, frozenset())
+
+
+def _changed_at(folder: Path) -> int | None:
+    # Adding or removing a model (a file or a diffusers folder) changes its folder's time.
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Services:
     history: History
@@ -71,6 +87,8 @@ class Services:
     thread_members: RecentThreadMembers = field(
         default_factory=lambda: RecentThreadMembers(ttl_s=30.0)
     )
+    # The installed models' names as last listed, with the models folder's change time then.
+    listed_models: ListedModels = field(default_factory=lambda: ListedModels())
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
@@ -108,6 +126,24 @@ class Services:
     def model_names(self) -> list[str]:
         """Installed checkpoints."""
         return self.registry.names()
+
+    def listed_installed(self, model: str) -> bool:
+        """Whether ``model`` was installed when the models were last listed and the models
+        folder has not changed since: one ``stat``, no walk, so the event loop may ask before
+        an acknowledgement. False: list them again (``list_models``, blocking)."""
+        stamp, names = self.listed_models.latest
+        return (
+            stamp is not None
+            and stamp == _changed_at(self.registry.models_dir)
+            and (model in names)
+        )
+
+    def list_models(self) -> frozenset[str]:
+        """The installed checkpoints' names, listed now (blocking: run it on a thread)."""
+        stamp = _changed_at(self.registry.models_dir)
+        names = frozenset(self.model_names())
+        self.listed_models.latest = (stamp, names)
+        return names
 
     def model_labels(self) -> dict[str, str]:
         """The checkpoints a member can pick as the model (SDXL refiners only finish

@@ -4,6 +4,7 @@ and one-sentence ephemeral replies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -78,20 +79,27 @@ async def tell(interaction: discord.Interaction[Any], message: str) -> None:
     if await _thinking_in_public(interaction):
         # Discord would make this follow-up that reply, public whatever it asks: the channel
         # would read the refusal (and the words refused). Without it, the follow-up is private.
-        await interaction.delete_original_response()
+        with contextlib.suppress(discord.NotFound):
+            await interaction.delete_original_response()
+    # Only now is "thinking…" over: a failed look-up or delete leaves the next tell to ask.
+    interaction.extras[_THINKING_CHECKED] = True
     await interaction.followup.send(message, ephemeral=True)
 
 
 async def _thinking_in_public(interaction: discord.Interaction[Any]) -> bool:
-    """Whether the interaction's reply is still a public "thinking…" (a deferred reply that
-    nothing replaced yet). Asked of Discord, once: only a reply that may still be thinking
-    costs the request."""
+    """Whether the interaction's reply may still be a public "thinking…" (a deferred reply
+    that nothing replaced yet). Asked of Discord, once: only a reply that may still be
+    thinking costs the request; when Discord does not answer, it may be."""
     if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
         return False
     if interaction.extras.get(_THINKING_CHECKED) is not None:
         return False
-    interaction.extras[_THINKING_CHECKED] = True  # from now on, "thinking…" is over
-    original = await interaction.original_response()
+    try:
+        original = await interaction.original_response()
+    except discord.NotFound:
+        return False  # no reply left to become public
+    except discord.HTTPException:
+        return True  # unknown: deleting it keeps the refusal private either way
     return original.flags.loading and not original.flags.ephemeral
 
 
@@ -227,8 +235,12 @@ async def check_model_installed(
 ) -> None:
     """A model that is not installed (a typo, or one removed since the job a button reuses)
     is refused now, naming those the member may pick here, instead of queued to fail at
-    render. The folders are walked on a thread (names only: no header is read)."""
-    if model is None or model in await asyncio.to_thread(services.model_names):
+    render. A name listed installed, in a models folder unchanged since, is taken without a
+    walk; else the folders are walked on a thread (names only: no header is read). A model
+    removed from a subfolder since the listing fails at render instead (refunded)."""
+    if model is None or services.listed_installed(model):
+        return
+    if model in await asyncio.to_thread(services.list_models):
         return
     labels = await asyncio.to_thread(services.model_labels)  # as /models lists them
     usable = await models_allowed_in(services, guild_id, labels)

@@ -3,7 +3,7 @@ picture rendered elsewhere (a broker worker) before it decodes it."""
 
 from __future__ import annotations
 
-from inference.images import MAX_INPUT_SIDE
+from inference.images import MAX_INPUT_SIDE, InpaintOptions
 from inference.limits import MAX_SIZE
 from inference.types import RenderRequest
 from inference.upscale import (
@@ -25,6 +25,9 @@ def largest_output(request: RenderRequest) -> tuple[int, int]:
         side = MAX_UPSCALED_SIDE if fast else MAX_CREATIVE_SIDE
         return side, side
     if request.mode == "faces":  # the input picture's own size
+        return MAX_INPUT_SIDE, MAX_INPUT_SIDE
+    if request.mode == "inpaint" and InpaintOptions.from_options(request.options).only_masked:
+        # The render is pasted back into the input picture: its own size, whatever is asked.
         return MAX_INPUT_SIDE, MAX_INPUT_SIDE
     if request.width is None or request.height is None:
         # A size the engine chooses (native, aspect, input picture, outpainted canvas), hires

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +40,10 @@ PLAN_THREADS = 4
 STILL_PLANNING = (
     "Your previous prompt is still being read; wait a few seconds for it to finish, then try "
     "again (a simpler prompt reads faster)."
+)
+READERS_BUSY = (
+    "Every prompt reader is busy with other members' long prompts right now; try again in a "
+    "few seconds."
 )
 # Planned once before the bot connects, so that no member's command pays for what the first plan
 # loads: the CLIP vocabulary, the attention and schedule parsers, dynamicprompts' grammar.
@@ -162,12 +166,14 @@ class PromptPlanner:
     ) -> T:
         if member_id in self._overdue:
             raise UserError(STILL_PLANNING)
+        submitted: Future[T] | None = None
         mine: asyncio.Future[T] | None = None
         try:
             async with asyncio.timeout(budget_s):
                 while member_id is not None and (previous := self._reading.get(member_id)):
                     await asyncio.wait([previous])
-                mine = asyncio.wrap_future(self._threads.submit(function, *args))
+                submitted = self._threads.submit(function, *args)
+                mine = asyncio.wrap_future(submitted)
                 if member_id is not None:
                     self._reading[member_id] = mine
                     mine.add_done_callback(lambda _: self._read(member_id, mine))
@@ -175,6 +181,10 @@ class PromptPlanner:
                 # ends (the expander's limits bound how long it goes on).
                 return await asyncio.shield(mine)
         except TimeoutError:
+            if submitted is None:  # the budget went waiting for the member's previous prompt
+                raise UserError(STILL_PLANNING) from None
+            if submitted.cancel():  # never started (every reader busy): nothing of theirs runs
+                raise UserError(READERS_BUSY) from None
             if member_id is not None and mine is not None and not mine.done():
                 self._overdue.add(member_id)
             raise UserError(

@@ -42,8 +42,31 @@ from inference.upscale import MAX_CREATIVE_SIDE, MAX_UPSCALED_SIDE
             ),
             (64, 64),
         ),
+        # Only masked: the render pasted back into the input picture, of the input's size.
+        (
+            RenderRequest(
+                "a",
+                mode="inpaint",
+                init_image="in.png",
+                mask_image="mask.png",
+                width=512,
+                height=512,
+                options={"only_masked": True},
+            ),
+            (MAX_INPUT_SIDE,) * 2,
+        ),
     ],
-    ids=["named", "hires", "native", "img2img", "faces", "upscale", "creative", "img2img-sized"],
+    ids=[
+        "named",
+        "hires",
+        "native",
+        "img2img",
+        "faces",
+        "upscale",
+        "creative",
+        "img2img-sized",
+        "only-masked",
+    ],
 )
 def test_the_largest_picture_each_kind_of_request_may_return(
     request_: RenderRequest, largest: tuple[int, int]

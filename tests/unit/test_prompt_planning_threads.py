@@ -18,7 +18,7 @@ import pytest
 
 from bot.policy import prompt_safety
 from bot.policy.guild import GuildPolicy
-from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
+from bot.policy.prompt_safety import READERS_BUSY, STILL_PLANNING, PromptPlanner
 from bot.user_errors import UserError
 from db.database import connect
 from inference.types import RenderRequest
@@ -104,6 +104,45 @@ async def test_a_members_second_prompt_is_refused_while_the_first_is_read_even_a
             await asyncio.sleep(0.01)
     else:
         pytest.fail("member A was never let plan again")
+
+
+async def test_a_member_whose_prompt_never_got_a_reader_is_told_so_and_not_held(
+    plans: BlockingPlans,
+) -> None:
+    """Every reader busy with another member's long prompt: a member's own prompt, which
+    never started, is refused as such (not "simplify it"), and their next one is not
+    refused as still being read."""
+    planner = PromptPlanner(None, budget_s=0.2)
+    planner._threads = ThreadPoolExecutor(1)  # every reader: the one the slow prompt holds
+    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A))
+    await started(plans)
+    with pytest.raises(UserError) as refused:
+        await planner.check(QUICK, (), MEMBER_B)
+    assert str(refused.value) == READERS_BUSY
+    plans.release.set()
+    with pytest.raises(UserError, match="took longer"):
+        await slow
+    for _ in range(500):  # A is free once its thread ends
+        if not planner._reading:
+            break
+        await asyncio.sleep(0.01)
+    assert await planner.check(QUICK_TOO, (), MEMBER_B) == QUICK_TOO
+    assert plans.read == ["slow", "quick too"]  # B's first prompt was never read
+
+
+async def test_a_prompt_whose_budget_went_waiting_for_the_members_previous_one_says_so(
+    plans: BlockingPlans,
+) -> None:
+    planner = PromptPlanner(None, budget_s=0.2)
+    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A))
+    await started(plans)
+    with pytest.raises(UserError) as refused:
+        await planner.check(QUICK, (), MEMBER_A)  # never read: not "simplify it"
+    assert str(refused.value) == STILL_PLANNING
+    plans.release.set()
+    with pytest.raises(UserError, match="took longer"):
+        await slow
+    assert plans.read == ["slow"]
 
 
 @pytest.fixture
