@@ -88,7 +88,7 @@ class Services:
         default_factory=lambda: RecentThreadMembers(ttl_s=30.0)
     )
     # The installed models' names as last listed, with the models folder's change time then.
-    listed_models: ListedModels = field(default_factory=lambda: ListedModels())
+    listed_models: ListedModels = field(default_factory=ListedModels)
 
     @classmethod
     def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:

@@ -15,13 +15,12 @@ from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
-from cogs.common import first_image, services_of
+from cogs.common import MESSAGE_LIMIT, first_image, services_of
 from cogs.help_pages import HelpTopic, help_page
 from cogs.results.story import journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
 
-MESSAGE_LIMIT = 2000
 _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
 
 

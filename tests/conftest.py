@@ -1,15 +1,18 @@
-"""Fixtures shared by the whole suite: tiny models and a guard against ERROR logs."""
+"""Fixtures shared by the whole suite: tiny models, a database, and a guard against ERROR
+logs."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from hypothesis import settings
 
+from db.database import connect
 from tests.fake_discord.fixtures import fake_discord
 
 # Property tests check behaviour, not speed (benchmarks/ measure that): hypothesis' default
@@ -18,7 +21,7 @@ from tests.fake_discord.fixtures import fake_discord
 settings.register_profile("easel", deadline=1000)
 settings.load_profile("easel")
 
-__all__ = ["error_logs", "fake_discord", "tiny_models_dir"]
+__all__ = ["conn", "error_logs", "fake_discord", "tiny_models_dir"]
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +35,14 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tiny_controlnet(write_tiny_model(directory / "tiny", family="sd15", seed=0))
     write_tiny_upscaler(directory / "upscalers", scale=2)
     return directory
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """A fresh Easel database (migrated) in the test's own folder."""
+    connection = await connect(tmp_path / "easel.sqlite3")
+    yield connection
+    await connection.close()
 
 
 class ErrorLogs(logging.Handler):

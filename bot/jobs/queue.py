@@ -145,9 +145,6 @@ class Submission:
     filesize_limit: int | None = None
     spoiler: bool = False
     private: bool = False
-    # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
-    # from their pixels while they were stored; None: compose it from the stored files.
-    composed: bytes | None = None
 
     @property
     def member(self) -> accounting.Member:

@@ -8,18 +8,16 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import aiosqlite
 import pytest
 
 from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.broker.worker import WorkerConfig, serve
 from bot.jobs.queue import RenderSlot
-from db.database import connect
 from inference.worker import DeviceWorker
 from tests.distributed.nats_server import NatsServer
 from tests.support.engines import InstantEngine
 
-__all__ = ["LocalTransport", "NatsTransport", "Transport", "conn", "nats", "transport"]
+__all__ = ["LocalTransport", "NatsTransport", "Transport", "nats", "transport"]
 
 # Short enough that redelivery tests take a second, long enough for a loaded CI machine.
 TEST_ACK_WAIT_S = 1.0
@@ -77,13 +75,6 @@ class NatsTransport:
         await asyncio.gather(*self._workers)
         for client in self._clients:
             await client.close()
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture

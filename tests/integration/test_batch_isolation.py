@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosqlite
-import pytest
 
 from bot.jobs.queue import Submission
 from db import jobs as journal
-from db.database import connect
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
@@ -33,13 +31,6 @@ class CountingEngine(InstantEngine):
     ) -> list[list[RenderedImage]]:
         self.attempts.append(len(requests))
         return super().render_batch(requests, progress, cancel)
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    yield connection
-    await connection.close()
 
 
 def submission(prompt: str, user_id: int, **request: object) -> Submission:

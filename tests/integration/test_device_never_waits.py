@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from PIL import Image
 
 import inference.passes.output as output_module
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
-from db.database import connect
 from inference.engine import Engine
 from inference.infotext import infotext_from_png, png_with_infotext
 from inference.types import RenderedImage, RenderRequest, StepProgress
@@ -24,13 +22,6 @@ from tests.support.engines import InstantEngine
 
 # Far longer than either render takes; the old code waited out the encoder or the delivery.
 NEVER_S = 30
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    yield connection
-    await connection.close()
 
 
 async def test_a_render_returns_before_its_png_is_encoded_and_off_the_device_thread(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -20,19 +19,11 @@ from bot.policy.quota import Period, period_start
 from cogs.results.posting import result_png
 from db import jobs as journal
 from db import quotas as ledger
-from db.database import connect
 from inference.infotext import infotext_from_png
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink, started_queue
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    yield connection
-    await connection.close()
 
 
 def local_slots(engine: InstantEngine) -> list[DeviceWorker]:

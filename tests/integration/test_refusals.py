@@ -4,7 +4,6 @@ erased by /forget-me and pruned by retention."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -23,13 +22,6 @@ NOW = 1_800_000_000.0
 DAY = 86400.0
 GUILD, OTHER_GUILD, CHANNEL = 5, 6, 9
 MEMBER, PRIVATE_MEMBER = 7, 8
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    yield connection
-    await connection.close()
 
 
 def counted(reason: Reason) -> float:

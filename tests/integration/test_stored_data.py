@@ -5,7 +5,6 @@ needs no torch, real files under a data folder, and a fixed clock."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,6 @@ from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
 from db import jobs as journal
 from db import quotas as ledger
-from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
@@ -31,13 +29,6 @@ NOW = datetime(2026, 12, 16, 12, tzinfo=UTC).timestamp()
 END_OF_THE_MONTH = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
 DAY = 86400.0
 MEMBER, GUILD = 7, 5
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    yield connection
-    await connection.close()
 
 
 def submission(

@@ -21,20 +21,12 @@ from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import QuotaLimits
 from bot.user_errors import UserError
-from db.database import connect
 from db.quotas import LimitScope
 from inference.types import RenderRequest
 
 GUILD, ADMIN, MEMBER = 100, 1, 2
 CAT = RenderRequest("a cat", seed=1, steps=2)
 NO_DM_LIMITS = QuotaLimits()
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.db")
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture

@@ -3,27 +3,16 @@ job, e.g. /describe) and ``admit`` (jobs) refuse the same places with the same s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiosqlite
 import pytest
 
 from bot.policy.guild import DMS_OFF, GuildList, GuildPolicy
 from bot.policy.prompt_safety import PromptPlanner
 from bot.user_errors import UserError
-from db.database import connect
 from inference.types import RenderRequest
 
 GUILD, ADMIN, ENABLED, OTHER = 100, 1, 7, 8
 CAT = RenderRequest("a cat", seed=1, steps=2)
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.db")
-    yield connection
-    await connection.close()
 
 
 async def _refusal(check: object) -> str | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -16,7 +15,6 @@ from bot.jobs import accounting
 from bot.jobs.accounting import Member
 from bot.policy.quota import QuotaLimits
 from db import quotas as ledger
-from db.database import connect
 from inference.types import RenderRequest
 from tests.queue.test_acknowledge_from_memory import counting_statements
 
@@ -99,13 +97,6 @@ def test_nothing_but_accounting_writes_the_ledger() -> None:
             ) or (isinstance(called, ast.Name) and called.id in names & db_names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.db")
-    yield connection
-    await connection.close()
 
 
 @pytest.mark.parametrize("relax", [False, True])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +29,6 @@ from db.quotas import (
 
 # (who, where) of each job in the random scenarios: two users, a guild and DMs.
 OWNERS = [(1, 10), (1, None), (2, 10)]
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.db")
-    yield connection
-    await connection.close()
 
 
 @dataclass

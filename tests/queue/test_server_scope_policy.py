@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -16,20 +15,12 @@ from bot.policy.quota import UNLIMITED, QuotaLimits
 from bot.policy.quota_status import QuotaStatus
 from bot.user_errors import UserError
 from db import jobs as journal
-from db.database import connect
 from db.quotas import LimitScope, set_limits
 from inference.types import RenderRequest
 
 OWNER, ADMIN, STRANGER = 1, 2, 3
 GUILD_A, GUILD_B = 100, 200
 DM_LIMITS = QuotaLimits(images_per_day=1)
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.db")
-    yield connection
-    await connection.close()
 
 
 def job_in(guild_id: int | None, *, user_id: int = OWNER, is_admin: bool = False) -> Submission:

@@ -3,29 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiosqlite
 import pytest
 
 from bot.presets import MAX_PRESETS, Preset, Presets, Scope, over_saved_settings
 from bot.requests import ImagineOptions, RequestError, build_request
 from db import guild_settings, history
-from db.database import connect
 from db.user_settings import UserSettings
 
 ALICE, BOB, ADMIN = 1, 2, 3
 GUILD, OTHER_GUILD = 100, 200
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.sqlite3")
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from bot.policy import prompt_safety
 from bot.policy.guild import GuildPolicy
 from bot.policy.prompt_safety import READERS_BUSY, STILL_PLANNING, PromptPlanner
 from bot.user_errors import UserError
-from db.database import connect
 from inference.types import RenderRequest
 
 MEMBER_A, MEMBER_B, GUILD = 1, 2, 100
@@ -143,13 +142,6 @@ async def test_a_prompt_whose_budget_went_waiting_for_the_members_previous_one_s
     with pytest.raises(UserError, match="took longer"):
         await slow
     assert plans.read == ["slow"]
-
-
-@pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    connection = await connect(tmp_path / "easel.db")
-    yield connection
-    await connection.close()
 
 
 async def test_the_guild_policy_counts_a_plan_against_the_member_who_sent_it(
