@@ -43,6 +43,7 @@ from cogs.results.posting import DiscordResults
 from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S
 from cogs.settings import PresetsCog, SettingsCog
 from cogs.use_settings import UseSettingsCog
+from cogs.withdrawals import WithdrawalsCog
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
 
@@ -104,12 +105,16 @@ class EaselBot(commands.Bot):
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True
+        # Not privileged: message deletions, so a result a moderator deleted is withdrawn
+        # (cogs.withdrawals). Members' messages are neither read nor kept (no message cache).
+        intents.guild_messages = True
         # Easel needs no complete guild cache to serve interactions: be ready without waiting.
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
             guild_ready_timeout=0.1,
+            max_messages=None,
             # Commands work in servers; in direct messages only when the operator allows it.
             tree_cls=EaselCommandTree,
             allowed_contexts=command_contexts(allow_dms=settings.allow_dms),
@@ -127,6 +132,9 @@ class EaselBot(commands.Bot):
         self._pruning: asyncio.Task[None] | None = None
         self.metrics_server: metrics.MetricsServer | None = None
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Easel has no text commands: messages arrive for their deletions alone."""
+
     async def setup_hook(self) -> None:
         settings = self.settings
         if (endpoint := settings.metrics_endpoint) is not None:
@@ -135,17 +143,16 @@ class EaselBot(commands.Bot):
                 *endpoint, healthy=lambda: self.is_ready() and not self.is_closed()
             )
         self._db = await connect(settings.database_path)
+        slots = await self._render_slots()  # opens the broker, when there is one
         self.queue = JobQueue(
-            self._db,
-            await self._render_slots(),
-            settings.images_dir,
-            dm_limits=settings.dm_limits,
+            self._db, slots, settings.images_dir, dm_limits=settings.dm_limits, copies=self._broker
         )
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
         self.queue.set_progress_listener(self.results.progress)
-        self.services = Services.build(self._db, settings)
+        self.services = Services.build(self._db, settings, copies=self._broker)
         self.results.member_settings = self.services.member_settings
+        self.results.guild_policy = self.services.guild_policy
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
@@ -162,6 +169,7 @@ class EaselBot(commands.Bot):
         await self.add_cog(DescribeCog(settings.captioner_dir))
         await self.add_cog(UseSettingsCog(self))
         await self.add_cog(ControlMenuCog(self))
+        await self.add_cog(WithdrawalsCog(self.services.history))
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         await self._start_web_server(self._db, admin)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
@@ -245,6 +253,8 @@ class EaselBot(commands.Bot):
         await _interaction_handlers_settled()
         await super().close()
         await _interaction_handlers_settled()
+        if hasattr(self, "services"):  # no member's prompt is read from here on
+            self.services.prompts.close()
         if self._pruning is not None:
             self._pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 from bot.jobs import accounting
+from bot.jobs.queue import JobCopies
 from bot.jobs.retention import quota_window
 from bot.jobs.stored_files import remove_inside
 from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
+from db import guild_settings as settings_audit
 from db import history as store
 from db import jobs as journal
 from db.database import write_back_log
+from inference.face_options import FIX_FACES_PROMPT
+from inference.infotext import parse_infotext
 
 PAGE_SIZE = 5
+_PROMPTS = ("prompt", "negative_prompt")  # a request's own texts, planned at each submit
+# /forget-me defers its answer, so the broker's copies may take this long to go (what is left
+# there expires within 24 h, and the member is told so).
+BROKER_ERASE_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class HistoryLine:
     prompt: str
     created_at: float
     image_count: int
+    withdrawn: bool = False  # a moderator deleted its result: it is not shown again
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,20 @@ class StoredJob:
     seeds: list[int]
     infotexts: list[str]
     channel_id: int | None = None  # where it was made (None: not recorded)
+    # What its pictures were conditioned on: the prompts as typed and as each one rendered.
+    texts: tuple[str, ...] = ()
+    withdrawn: bool = False  # a moderator deleted its result
+    # Its request's prompt and negative prompt as typed (of ``texts``).
+    prompt_texts: tuple[str, ...] = ()
+
+    def texts_to_recheck(self, *, resubmitted: bool) -> tuple[str, ...]:
+        """Of ``texts``, those to read for the server's banned words of now before reusing a
+        picture; a button that submits the job's request again (``resubmitted``) has its
+        prompt and negative prompt planned at admission anyway, so only the others (drawn
+        wildcards, a fix-faces prompt) are read first."""
+        if not resubmitted:
+            return self.texts
+        return tuple(text for text in self.texts if text not in self.prompt_texts)
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,18 @@ class Forgotten:
     ledger_rows_anonymised: int
     ledger_rows_deferred: int
     deferred_until: float
+    # The broker could not be reached: its copies of the member's jobs expire within 24 h.
+    broker_copies_left: bool = False
+
+
+def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> tuple[str, ...]:
+    """A stored job's prompt, negative prompt and fix-faces prompt as typed, and each picture's
+    prompt and negative prompt as rendered (wildcards drawn), each text once."""
+    options = request.get("options") or {}
+    typed = [request.get("prompt"), request.get("negative_prompt"), options.get(FIX_FACES_PROMPT)]
+    rendered = [text for infotext in infotexts for text in parse_infotext(infotext)[:2]]
+    texts = (text for text in (*typed, *rendered) if isinstance(text, str) and text.strip())
+    return tuple(dict.fromkeys(texts))
 
 
 class History:
@@ -76,12 +115,14 @@ class History:
         inputs_dir: Path,
         member_settings: MemberSettings,
         clock: Callable[[], float] = time.time,
+        copies: JobCopies | None = None,  # the broker's, when renders run on one
     ) -> None:
         self._conn = conn
         self._images_dir = images_dir
         self._inputs_dir = inputs_dir
         self._member_settings = member_settings
         self._clock = clock
+        self._copies = copies
 
     async def page(
         self, user_id: int, page: int, search: str | None = None, *, guild_id: int | None
@@ -108,6 +149,7 @@ class History:
                 str(json.loads(e.request_json).get("prompt", "")),
                 e.created_at,
                 e.image_count,
+                e.withdrawn,
             )
             for e in entries
         ]
@@ -118,6 +160,7 @@ class History:
         if record is None:
             return None
         images = await journal.images_of(self._conn, job_id)
+        request = json.loads(record.request_json)
         return StoredJob(
             job_id=record.id,
             user_id=record.user_id,
@@ -125,12 +168,53 @@ class History:
             private=record.private,
             spoiler=record.spoiler,
             status=record.status.value,
-            prompt=str(json.loads(record.request_json).get("prompt", "")),
+            prompt=str(request.get("prompt", "")),
             image_paths=[Path(image.path) for image in images],
             seeds=[image.seed for image in images],
             infotexts=[image.infotext for image in images],
             channel_id=record.channel_id,
+            texts=conditioning_texts(request, [image.infotext for image in images]),
+            withdrawn=record.withdrawn_at is not None,
+            prompt_texts=conditioning_texts({key: request.get(key) for key in _PROMPTS}, []),
         )
+
+    async def withdraw_deleted(
+        self, guild_id: int, channel_id: int, message_ids: Collection[int]
+    ) -> list[str]:
+        """Messages deleted in a server's channel: the jobs whose result one of them was are
+        withdrawn (returned), so their pictures are not shown or used again."""
+        return await store.withdraw_deleted_results(
+            self._conn, guild_id, channel_id, message_ids, self._clock()
+        )
+
+    async def posted_again(self, job: StoredJob, channel_id: int | None, message_id: int) -> None:
+        """Easel posted ``job``'s pictures again (/show, U1-U4) in a channel of its server: a
+        moderator deleting that post withdraws the job as deleting its result does."""
+        if job.guild_id is not None and channel_id is not None:
+            await store.record_job_message(
+                self._conn, job.job_id, job.guild_id, channel_id, message_id
+            )
+
+    async def restore(self, guild_id: int, job_id: str, admin_id: int) -> None:
+        """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` (audited like
+        the server's settings); ``UserError`` for a job not of this server or not withdrawn."""
+        job = await self.job(job_id)
+        if job is None or job.guild_id != guild_id:  # another server's job is not named
+            raise UserError(
+                f"There is no job `{job_id}` in this server; its id is in its result's caption "
+                "and in its maker's /history."
+            )
+        if not job.withdrawn:
+            raise UserError(f"Job `{job_id}` was not withdrawn; there is nothing to restore.")
+        if await store.restore_job(self._conn, job_id, guild_id):
+            await settings_audit.record_change(
+                self._conn, guild_id, admin_id, "restore", job_id, self._clock()
+            )
+
+    async def deleted_by_its_maker(self, job_id: str, message_id: int) -> None:
+        """The maker deletes one of the job's posts: its deletion (which Discord announces
+        like a moderator's) withdraws nothing; the job's other posts still do."""
+        await store.unlink_result_message(self._conn, job_id, message_id)
 
     async def unfinished(self, user_id: int, *, guild_id: int | None) -> list[HistoryLine]:
         """The member's queued and running jobs in the guild (None: direct messages), oldest
@@ -171,6 +255,7 @@ class History:
         self._member_settings.forget(user_id)
         pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
         uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
+        broker_copies_left = not await self._drop_broker_copies(erased.job_ids)
         # The erased rows stay in the database file's older pages until the write-ahead log is
         # copied back, and in the log until it is emptied: both now, or (a reader holds the
         # log) at Retention's next sweep.
@@ -182,7 +267,26 @@ class History:
             ledger_rows_anonymised=erased.ledger_rows_anonymised,
             ledger_rows_deferred=erased.ledger_rows_deferred,
             deferred_until=period_end,
+            broker_copies_left=broker_copies_left,
         )
+
+    async def _drop_broker_copies(self, job_ids: tuple[str, ...]) -> bool:
+        """Delete the broker's copies of the erased jobs; whether none is left. A broker
+        that cannot be reached does not fail /forget-me: its copies expire on their own."""
+        if self._copies is None or not job_ids:
+            return True
+        try:
+            async with asyncio.timeout(BROKER_ERASE_S):
+                await self._copies.drop_copies(job_ids)
+        except Exception as error:
+            # Neither the member nor their jobs named: this line outlives the erase.
+            log.warning(
+                "/forget-me: the broker's copies of %d job(s) stay until they expire (%s)",
+                len(job_ids),
+                type(error).__name__,
+            )
+            return False
+        return True
 
     async def rows_left_for(self, user_id: int) -> int:
         return await store.count_rows_of_user(self._conn, user_id)

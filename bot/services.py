@@ -8,6 +8,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.history import History
+from bot.jobs.queue import JobCopies
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
@@ -91,11 +92,14 @@ class Services:
     listed_models: ListedModels = field(default_factory=ListedModels)
 
     @classmethod
-    def build(cls, conn: aiosqlite.Connection, settings: Settings) -> Services:
+    def build(
+        cls, conn: aiosqlite.Connection, settings: Settings, copies: JobCopies | None = None
+    ) -> Services:
+        """``copies``: the broker's copies of jobs, when renders run on one (/forget-me)."""
         member_settings = MemberSettings(conn)
         prompts = PromptPlanner(settings.wildcards_dir)
         return cls(
-            History(conn, settings.images_dir, settings.inputs_dir, member_settings),
+            History(conn, settings.images_dir, settings.inputs_dir, member_settings, copies=copies),
             member_settings,
             Presets(conn),
             GuildPolicy(conn, allow_dms=settings.allow_dms, prompts=prompts),

@@ -20,7 +20,7 @@ from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import Dashboard
-from cogs.common import MESSAGE_LIMIT
+from cogs.common import MESSAGE_LIMIT, services_of
 from cogs.contexts import command_contexts
 from cogs.visibility import DISCORD_FAILED, member_may_read
 
@@ -255,6 +255,20 @@ class AdminCog(commands.Cog):
             await self._done(interaction, f"Server preset `{name}` deleted.")
         else:
             await self._done(interaction, f"This server has no preset named `{name}`.")
+
+    @admin.command(name="restore", description="Show and use again a job a moderator removed")
+    @app_commands.describe(job="The job id (in its result's caption)")
+    async def restore(
+        self, interaction: discord.Interaction[Any], job: app_commands.Range[str, 1, 32]
+    ) -> None:
+        job_id = job.strip().lower()
+        history = services_of(interaction).history
+        await history.restore(_guild_id(interaction), job_id, interaction.user.id)
+        await self._done(
+            interaction,
+            f"Restored job `{job_id}`: its pictures may be shown and used again (`/show` by its "
+            "maker posts them; the deleted messages stay deleted).",
+        )
 
     @admin.command(name="audit", description="The latest changes to Easel's settings here")
     async def audit(self, interaction: discord.Interaction[Any]) -> None:

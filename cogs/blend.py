@@ -29,6 +29,7 @@ from cogs.common import (
     submit_from_interaction,
 )
 from cogs.edit import SavedInputs, picture_in
+from cogs.results.story import check_posted_picture
 from cogs.visibility import attachment_for_member, message_for_member
 from inference.image_prompts import (
     MAX_IMAGE_PROMPT_WEIGHT,
@@ -104,7 +105,9 @@ async def with_style_reference(
             saved = await inputs.save_data(*linked)
         else:
             message = await message_for_member(interaction, reference)
-            saved = await inputs.save(picture_in(message))
+            picture = picture_in(message)
+            await check_posted_picture(interaction, message, picture.filename)
+            saved = await inputs.save(picture)
     guided = _guided(request, [saved.path], weight, "auto")
     return dataclasses.replace(guided, notes=notes)
 

@@ -139,11 +139,6 @@ def role_ids(interaction: discord.Interaction[Any]) -> tuple[int, ...]:
     return ()
 
 
-# Relax jobs cost no quota: this bounds how many a member may have waiting or running (all
-# their jobs count) so free jobs cannot flood the queue.
-MAX_UNFINISHED_WITH_RELAX = 4
-
-
 def priority_class(request: RenderRequest, priority_role: bool) -> PriorityClass:
     """``--relax`` asks for the lowest class (free, runs when nothing else waits); a server's
     priority role for the highest."""
@@ -361,24 +356,16 @@ async def submit_from_interaction(
         interaction_created_at=interaction.created_at.timestamp(),
         filesize_limit=interaction.filesize_limit,
     )
-    if submission.priority is PriorityClass.RELAX:
-        unfinished = await services.history.unfinished(
-            interaction.user.id, guild_id=interaction.guild_id
-        )
-        if len(unfinished) + 1 + len(repeat_seeds) > MAX_UNFINISHED_WITH_RELAX:
-            raise UserError(
-                f"Not queued: --relax is free, so it is taken while you have at most "
-                f"{MAX_UNFINISHED_WITH_RELAX} jobs waiting or running here, this one included; "
-                f"you have {len(unfinished)}."
-            )
     queue = queue_of(interaction)
     # Asked before deferring so that a refusal is a private sentence, not a public reply.
-    # Repeats cost what one request of their pictures together would.
+    # Repeats cost what one request of their pictures together would (--relax: free, but
+    # bounded by the member's unfinished jobs and pictures, bot.policy.quota).
     all_pictures = submission.request.count * (1 + len(repeat_seeds))
     refusal = await queue.quota_refusal(
         dataclasses.replace(
             submission, request=dataclasses.replace(submission.request, count=all_pictures)
-        )
+        ),
+        jobs=1 + len(repeat_seeds),
     )
     if refusal is not None:
         await interaction.response.send_message(f"⛔ {refusal}", ephemeral=True)

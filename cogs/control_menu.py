@@ -18,6 +18,7 @@ from cogs.edit import SavedInputs
 from cogs.errors import report_error
 from cogs.info import picture_of
 from cogs.results.remix import MODAL_TIMEOUT_S
+from cogs.results.story import check_posted_picture
 from cogs.visibility import check_member_may_use
 from inference.control_units import CONTROL_TYPES, MAX_CONTROL_WEIGHT
 
@@ -42,7 +43,8 @@ class ControlMenuCog(commands.Cog):
         # The same reading rules as the other menus, before the modal opens (and again when
         # it is submitted: the picture is read then).
         await check_member_may_use(interaction, message)
-        picture_of(message, MENU_NAME)  # a message without a picture opens no form
+        picture = picture_of(message, MENU_NAME)  # a message without a picture opens no form
+        await check_posted_picture(interaction, message, picture.filename)
         await interaction.response.send_modal(ControlModal(message))
 
 
@@ -91,6 +93,8 @@ class ControlModal(discord.ui.Modal):
         """An /imagine of the prompt with the picture as its control, for the submitter, if
         they may still read it (the form may have been open for 15 minutes)."""
         await check_member_may_use(interaction, self.message)
+        picture = picture_of(self.message, MENU_NAME)
+        await check_posted_picture(interaction, self.message, picture.filename)
         services = services_of(interaction)
         weight = control_weight(self.weight.value)
         asked = await requests_for_member(interaction, ImagineOptions(prompt=self.prompt.value))
@@ -100,7 +104,7 @@ class ControlModal(discord.ui.Modal):
                 request,
                 inputs,
                 services,
-                picture_of(self.message, MENU_NAME),
+                picture,
                 self.control_type.value.strip().lower(),
                 weight,
                 0.0,

@@ -29,7 +29,7 @@ _PROMPTS = """\
 **Prompts** (`/imagine prompt`, web UI syntax):
 `(word:1.3)` more weight, `[word]` less; `[from:to:0.5]` switches words part way \
 (a fraction or a step), `[a|b]` alternates them each step; `AND` mixes prompts, `BREAK` \
-starts a new chunk.
+starts a new chunk (150 chunks of 75 tokens at most; 600 over every text the switches make).
 `<lora:name:0.8>` applies a LoRA; an embedding's name is used as a word; `__name__` is a \
 random line of a wildcard file, `{a|b}` a random pick.
 Options: `negative`, `seed`, `steps`, `cfg`, `sampler`, `schedule_type`, `size` (`WxH` or \
@@ -50,7 +50,8 @@ adds to the negative prompt; `--steps N` (1–150); `--cfg X` (0–30); \
 `--sampler "DPM++ 2M Karras"`; `--model name`; `--count N` (1–4); `--fast` fast mode.
 `--chaos N` (0–100) varies the grid's pictures; `--tile` seamless pictures; `--repeat N` \
 (1–4) that many jobs, each charged; `--stop N` (10–100) stops after N% of the steps; \
-`--relax` the lowest queue class, free of quota, run when nothing else waits.
+`--relax` the lowest queue class, free of quota (up to 4 jobs, 16 pictures waiting), run \
+when nothing else waits.
 `--preset name` your saved settings; `--sref link` follows a picture's style, \
 `--sref-strength W` (0–2) how strongly; `--faces` re-renders each face, `--restore-faces` \
 restores them with a face restorer.
@@ -63,9 +64,10 @@ A single picture: `Vary (Subtle)`, `Vary (Strong)`, `Upscale (2x)`, `Upscale (4x
 `Zoom Out (2x)`, the pans ⬅️ ➡️ ⬆️ ⬇️, `Vary (Region)` (repaint a part you name in words or \
 paint on a page) and `Fix faces`.
 Every result: `Remix` (a form with its prompt and settings; the edited job renders for \
-whoever submits it), `DM me` (a copy in your direct messages) and `Delete` (its owner, or a \
-member with Manage Messages there).
-Buttons keep working after the bot restarts."""
+whoever submits it), `DM me` (a copy in your direct messages; not of a picture made in an \
+age-restricted channel) and `Delete` (its owner, or a member with Manage Messages there).
+Buttons keep working after the bot restarts. A result a moderator deleted, or whose prompt \
+uses a word the server has banned since, is not shown or used again."""
 
 _PICTURES = """\
 **Working from pictures:**
@@ -98,7 +100,7 @@ _PRIVACY = """\
 **Your results and data:**
 `/settings` — your defaults (steps, cfg, sampler, size, negative prompt, clip skip), \
 `private_results` (your results shown to you only) and `results_by_dm` (a copy of each \
-result by DM); `reset` forgets them first.
+result by DM, except those made in age-restricted channels); `reset` forgets them first.
 `/presets` `save`, `delete`, `list` — your named settings, used with `--preset name`.
 `/history [search]` — your past jobs in this server; `/show job_id` posts one again.
 `/queue`, `/cancel [job_id]`, `/quota` — your waiting jobs, stop one (nothing is charged), \
@@ -112,7 +114,8 @@ _ADMIN = """\
 `show` — this server's settings; `channel` — where Easel answers; `model` and \
 `default-model` — the models allowed here and the default; `quota` — limits per server, role \
 or member; `priority-role` — roles whose jobs go first; `nsfw` — the NSFW policy; \
-`banned-word` — words refused in prompts; `preset` — share a preset with everyone here; \
+`banned-word` — words refused in prompts; `restore` — a job withdrawn when a moderator \
+deleted one of its posts; `preset` — share a preset with everyone here; \
 `audit` — who changed what; `dashboard` — a sign-in link to the server's web dashboard.
 Admins may cancel members' jobs and have no quota, in their server only."""
 

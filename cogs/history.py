@@ -17,7 +17,13 @@ from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import UserError
 from cogs.common import MAX_QUOTED_PROMPT, queue_of, quoted, services_of
 from cogs.errors import report_error
-from cogs.results.buttons import copy_view, job_view, keeps_private, spoilered
+from cogs.results.buttons import (
+    check_still_shown,
+    copy_view,
+    job_view,
+    keeps_private,
+    spoilered,
+)
 from cogs.visibility import is_age_restricted
 from inference.compare import is_comparison
 
@@ -38,9 +44,15 @@ def render_page(page: HistoryPage, search: str | None) -> str:
         prompt = line.prompt.replace("\n", " ")
         if len(prompt) > _PROMPT_PREVIEW:
             prompt = prompt[:_PROMPT_PREVIEW] + "…"
+        # A withdrawn job's pictures cannot be shown again: not offered as if they could.
+        state = (
+            "removed by a moderator"
+            if line.withdrawn
+            else f"{line.status}, {line.image_count} image(s)"
+        )
         lines.append(
-            f"`{line.job_id}` <t:{int(line.created_at)}:R> {line.status}, "
-            f"{line.image_count} image(s) — {discord.utils.escape_markdown(prompt)}"
+            f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — "
+            f"{discord.utils.escape_markdown(prompt)}"
         )
     lines.append("Use `/show job_id` to post one again.")
     return "\n".join(lines)
@@ -99,17 +111,17 @@ class HistoryPager(discord.ui.View):
         await self._show(interaction, self._page.page + 1)
 
 
-async def check_may_show_here(
-    interaction: discord.Interaction[Any], job: StoredJob, *, private: bool
-) -> None:
-    """/show works where Easel is enabled, and a picture shown to others keeps the age
-    restriction of the channel it was made in."""
+async def check_may_show_here(interaction: discord.Interaction[Any], job: StoredJob) -> None:
+    """/show works where Easel is enabled, and a picture shown in a server keeps the age
+    restriction it was made under, even shown privately: the age gate is the channel's, and
+    a member shown it privately in an ordinary channel has not passed one."""
     policy = services_of(interaction).guild_policy
     await policy.check_channel(interaction.guild_id, interaction.channel_id)
-    if private or interaction.guild_id is None or job.channel_id is None:
+    if interaction.guild_id is None:
         return
-    guild = interaction.guild
-    made_in = None if guild is None else guild.get_channel_or_thread(job.channel_id)
+    guild, made_in = interaction.guild, None  # a channel not known counts as age-restricted
+    if guild is not None and job.channel_id is not None:
+        made_in = guild.get_channel_or_thread(job.channel_id)
     settings = await policy.settings(interaction.guild_id)
     check_repost(
         made_age_restricted=made_in is None or is_age_restricted(made_in),
@@ -157,8 +169,9 @@ class HistoryCog(commands.Cog):
                 f"Job `{job.job_id}` is {job.status} and has no pictures; /history lists "
                 "the finished ones."
             )
+        await check_still_shown(services_of(interaction), job, interaction.user.id)
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
-        await check_may_show_here(interaction, job, private=private)
+        await check_may_show_here(interaction, job)
         await interaction.response.defer(thinking=True, ephemeral=private)
         files = [
             discord.File(path, filename=f"easel-{job.job_id}-{index}.png", spoiler=spoiler)
@@ -177,20 +190,25 @@ class HistoryCog(commands.Cog):
             name = f"easel-{job.job_id}.png"
             files = [discord.File(io.BytesIO(grid), filename=name, spoiler=spoiler)]
             view = copy_view(job.job_id)
-        await interaction.followup.send(
+        sent = await interaction.followup.send(
             f"**{quoted(job.prompt, MAX_QUOTED_PROMPT)}** — job `{job.job_id}` "
             f"(seed {', '.join(map(str, job.seeds))})",
             files=files,
             view=view,
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
+            wait=True,
         )
+        if not private:
+            await self._history.posted_again(job, interaction.channel_id, sent.id)
 
     @app_commands.command(
         name="forget-me",
         description="Erase your jobs, pictures, uploads and settings; anonymise your quota records",
     )
     async def forget_me(self, interaction: discord.Interaction[Any]) -> None:
+        # The erase, the files and the broker's copies may take past Discord's 3 s to answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         forgotten = await self._history.forget(interaction.user.id)
         deferred = (
             f" {forgotten.ledger_rows_deferred} more still count towards your current limits "
@@ -198,11 +216,17 @@ class HistoryCog(commands.Cog):
             if forgotten.ledger_rows_deferred
             else ""
         )
-        await interaction.response.send_message(
+        broker = (
+            " The render broker could not be reached: its copies of your jobs expire within "
+            "24 hours."
+            if forgotten.broker_copies_left
+            else ""
+        )
+        await interaction.followup.send(
             f"Done: erased {forgotten.jobs} job(s), {forgotten.pictures} stored picture(s), "
             f"{forgotten.uploads} uploaded picture(s) and your settings; anonymised "
             f"{forgotten.ledger_rows_anonymised} quota record(s) (the server keeps the amounts, "
-            f"not your id).{deferred} Messages already posted in channels stay until deleted "
-            "there.",
+            f"not your id).{deferred}{broker} Messages already posted in channels stay until "
+            "deleted there.",
             ephemeral=True,
         )

@@ -33,7 +33,13 @@ from bot.web.server import Claim, RegionWebServer
 from cogs.common import Requester, admitted_submission, submit_from_interaction
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
-from cogs.results.buttons import JobButton, keeps_private, stored_picture, visible_job
+from cogs.results.buttons import (
+    JobButton,
+    check_still_shown,
+    keeps_private,
+    stored_picture,
+    visible_job,
+)
 from cogs.visibility import (
     DISCORD_FAILED,
     check_member_may_act_here,
@@ -155,12 +161,17 @@ class RegionOffers:
     # The web page (bot.web.server.RegionEditor).
 
     async def _linked_job(self, link: RegionLink) -> StoredJob:
-        """The link's job, still in the server it was made in, its picture still stored."""
+        """The link's job, still in the server it was made in, its picture still stored and
+        still shown (not withdrawn, no word banned since: the page shows it too)."""
         job = await self._services.history.job(link.job_id)
         if job is None or job.guild_id != link.guild_id or link.idx >= len(job.image_paths):
             raise LinkRefused(_GONE)
         if not await asyncio.to_thread(job.image_paths[link.idx].is_file):
             raise LinkRefused(_GONE)
+        try:
+            await check_still_shown(self._services, job, link.user_id)
+        except UserError as refused:
+            raise LinkRefused(str(refused)) from None
         return job
 
     async def picture(self, link: RegionLink) -> Path:

@@ -48,7 +48,7 @@ class SettingsCog(commands.Cog):
         negative="Default negative prompt",
         clip_skip="Default clip skip (1-12; 1 is the text encoder's last layer)",
         private_results="Show your results only to you",
-        results_by_dm="Also send you a copy of each result in direct messages",
+        results_by_dm="Also send you a copy of each result by DM (not of age-restricted channels)",
         reset="Forget every saved default first",
     )
     async def settings(

@@ -15,7 +15,7 @@ from bot.infotext_import import MAX_INFOTEXT_CHARS, installed_in, request_from_i
 from bot.user_errors import UserError
 from cogs.common import default_model_for, services_of, submit_from_interaction
 from cogs.info import describe_infotext, picture_of, read_attachment
-from cogs.results.story import journaled_infotext, own_upload_infotext
+from cogs.results.story import check_posted_picture, journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
 
 # Discord's longest text option.
@@ -59,6 +59,8 @@ class UseSettingsCog(commands.Cog):
     ) -> None:
         await check_member_may_use(interaction, message)
         picture = picture_of(message, "Use settings")
+        # Its settings and seed render the same picture: not of a job that is withdrawn.
+        await check_posted_picture(interaction, message, picture.filename)
         await _render(interaction, await _infotext_in(interaction, picture, message))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import aiosqlite
@@ -19,6 +20,7 @@ class HistoryEntry:
     request_json: str
     created_at: float
     image_count: int
+    withdrawn: bool  # a moderator deleted its result: not shown again
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ErasedData:
     ledger_rows_anonymised: int
     ledger_rows_deferred: int
     unfinished: list[str]
+    # The erased jobs, whose copies outside the database (a broker's) are the caller's too.
+    job_ids: tuple[str, ...] = ()
 
 
 def _escape_like(text: str) -> str:
@@ -66,12 +70,71 @@ async def page_of_jobs(
     total = int(row[0]) if row else 0
     async with conn.execute(
         "SELECT j.id, j.kind, j.status, j.request_json, j.created_at,"
-        " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id)"
+        " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL"
         f" FROM jobs j WHERE {where} ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
         (user_id, guild_id, pattern, limit, offset),
     ) as cursor:
         rows = await cursor.fetchall()
-    return [HistoryEntry(*row) for row in rows], total
+    entries = [
+        HistoryEntry(job_id, kind, status, request_json, created_at, images, bool(withdrawn))
+        for job_id, kind, status, request_json, created_at, images, withdrawn in rows
+    ]
+    return entries, total
+
+
+async def withdraw_deleted_results(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    channel_id: int,
+    message_ids: Collection[int],
+    now: float,
+) -> list[str]:
+    """Withdraw the jobs one of whose posts (``job_messages``) was one of ``message_ids``,
+    deleted in ``channel_id`` of ``guild_id`` (where it was posted, so an id alone never
+    matches), and their upscales (the same pictures, larger), theirs and so on; returns the
+    jobs newly withdrawn."""
+    if not message_ids:
+        return []
+    marks = ", ".join("?" * len(message_ids))
+    async with conn.execute(
+        "WITH RECURSIVE hit(id) AS (SELECT job_id FROM job_messages"
+        f" WHERE message_id IN ({marks}) AND guild_id = ? AND channel_id = ?"
+        " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
+        " WHERE j.kind = 'upscale')"
+        " UPDATE jobs SET withdrawn_at = ? WHERE withdrawn_at IS NULL"
+        " AND id IN (SELECT id FROM hit) RETURNING id",
+        (*message_ids, guild_id, channel_id, now),
+    ) as cursor:
+        return [str(row[0]) for row in await cursor.fetchall()]
+
+
+async def restore_job(conn: aiosqlite.Connection, job_id: str, guild_id: int) -> bool:
+    """Undo a withdrawal of ``job_id`` of ``guild_id``; whether it was withdrawn."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET withdrawn_at = NULL"
+        " WHERE id = ? AND guild_id = ? AND withdrawn_at IS NOT NULL",
+        (job_id, guild_id),
+    )
+    return cursor.rowcount > 0
+
+
+async def record_job_message(
+    conn: aiosqlite.Connection, job_id: str, guild_id: int, channel_id: int, message_id: int
+) -> None:
+    """Easel posted ``job_id``'s pictures as ``message_id`` in ``channel_id`` of ``guild_id``."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
+        " VALUES (?, ?, ?, ?)",
+        (message_id, job_id, guild_id, channel_id),
+    )
+
+
+async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> None:
+    """The job's post ``message_id`` is being deleted by its maker: its deletion is theirs,
+    not a moderator's, so it withdraws nothing (the job's other posts still do)."""
+    await conn.execute(
+        "DELETE FROM job_messages WHERE job_id = ? AND message_id = ?", (job_id, message_id)
+    )
 
 
 async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
@@ -114,6 +177,8 @@ async def erase_user(
         ) as cursor:
             image_paths = [str(row[0]) for row in await cursor.fetchall()]
         input_paths = list(await jobs_journal.input_picture_paths(conn, user_id))
+        async with conn.execute("SELECT id FROM jobs WHERE user_id = ?", (user_id,)) as cursor:
+            job_ids = tuple(str(row[0]) for row in await cursor.fetchall())
         # images go with their job (ON DELETE CASCADE).
         cursor = await conn.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
         jobs = cursor.rowcount
@@ -123,7 +188,7 @@ async def erase_user(
         anonymised, deferred = await quotas.anonymise_user(
             conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
         )
-    return ErasedData(jobs, image_paths, input_paths, anonymised, deferred, [])
+    return ErasedData(jobs, image_paths, input_paths, anonymised, deferred, [], job_ids)
 
 
 async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:

@@ -63,6 +63,7 @@ class JobRecord:
     spoiler: bool
     priority: int
     private: bool
+    withdrawn_at: float | None  # when a moderator deleted its result
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,20 @@ async def jobs_with_status(conn: aiosqlite.Connection, status: JobStatus) -> lis
         "SELECT * FROM jobs WHERE status = ? ORDER BY created_at", (status.value,)
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
+
+
+async def unfinished_of(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None
+) -> tuple[int, int]:
+    """How many jobs the member has queued or running in the guild (None: direct messages),
+    and the pictures they ask for (each request's ``count``)."""
+    async with conn.execute(
+        """SELECT COUNT(*), COALESCE(SUM(json_extract(request_json, '$.count')), 0) FROM jobs
+           WHERE user_id = ? AND guild_id IS ? AND status IN ('queued', 'running')""",
+        (user_id, guild_id),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
@@ -182,12 +197,21 @@ async def mark_failed(
 async def mark_delivered(
     conn: aiosqlite.Connection, job_id: str, now: float, message_id: int | None
 ) -> None:
-    """Record the posted result; the interaction token, needed only to post it, is blanked."""
+    """Record the posted result; the interaction token, needed only to post it, is blanked.
+    A server's result is one of its job's posts (``job_messages``: a moderator deleting it
+    withdraws the job)."""
     await conn.execute(
         "UPDATE jobs SET delivered_at = ?, result_message_id = ?, interaction_token = NULL"
         " WHERE id = ?",
         (now, message_id, job_id),
     )
+    if message_id is not None:
+        await conn.execute(
+            "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
+            " SELECT ?, id, guild_id, channel_id FROM jobs"
+            " WHERE id = ? AND guild_id IS NOT NULL AND channel_id IS NOT NULL",
+            (message_id, job_id),
+        )
 
 
 async def clear_expired_tokens(conn: aiosqlite.Connection, issued_before: float) -> int:

@@ -37,6 +37,8 @@ SCHEDULE_TYPE = "Schedule type"
 UNIFORM_SCHEDULE = "Uniform"  # the model's own sigmas, as plain sampler names use
 NEGATIVE_PREFIX = "Negative prompt:"
 PNG_TEXT_KEY = "parameters"
+# The eight bytes every PNG file starts with.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The web UI only takes the last line as parameters when it holds at least this many pairs.
 MIN_PARAMETER_PAIRS = 3
 

@@ -1,8 +1,9 @@
-"""The largest picture the engine may return for a request: pure, so the bot can check a
-picture rendered elsewhere (a broker worker) before it decodes it."""
+"""The largest picture the engine may return for a request, and how many: pure, so the bot
+can check pictures rendered elsewhere (a broker worker) before it decodes them."""
 
 from __future__ import annotations
 
+from inference.compare import cell_requests, is_comparison
 from inference.images import MAX_INPUT_SIDE, InpaintOptions
 from inference.limits import MAX_SIZE
 from inference.types import RenderRequest
@@ -38,3 +39,13 @@ def largest_output(request: RenderRequest) -> tuple[int, int]:
         if hires is not None:
             return scaled_render_size(request.width, request.height, hires.scale)
     return request.width, request.height
+
+
+def output_count(request: RenderRequest) -> int:
+    """How many pictures a render of ``request`` (validated) returns: one per cell of a
+    comparison, one for an upscale or a face fix (of its one input picture), else ``count``."""
+    if is_comparison(request):
+        return len(cell_requests(request))
+    if request.mode in ("upscale", "faces"):
+        return 1
+    return request.count

@@ -16,9 +16,10 @@ from db.database import connect
 from tests.fake_discord.fixtures import fake_discord
 
 # Property tests check behaviour, not speed (benchmarks/ measure that): hypothesis' default
-# 200 ms per example fails fast examples that a loaded 2-core machine pauses. A second still
-# catches an example that runs away; a test may set its own.
-settings.register_profile("easel", deadline=1000)
+# 200 ms per example fails fast examples that a loaded 2-core machine pauses (a full garbage
+# collection late in the suite took half a second). Two seconds still catch an example that
+# runs away; a test may set its own.
+settings.register_profile("easel", deadline=2000)
 settings.load_profile("easel")
 
 __all__ = ["conn", "error_logs", "fake_discord", "tiny_models_dir"]

@@ -19,7 +19,6 @@ from inference.image_prompts import IMAGE_PROMPT_MODES
 from inference.types import RenderRequest
 from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Longer --infotext values are the text itself, never a file name.
 _LONGEST_PATH = 4096
 
@@ -352,15 +351,15 @@ def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderReque
 def infotext_settings(value: str, settings: Settings) -> RenderRequest:
     """``--infotext FILE|TEXT`` as a request; what cannot be honoured is a warning on stderr."""
     from bot.infotext_import import installed_in, request_from_infotext_text
-    from inference.infotext import infotext_from_png
+    from inference.infotext import PNG_SIGNATURE, infotext_from_png
     from inference.registry import ModelRegistry
 
     path = Path(value)
     text = value
     if len(value) < _LONGEST_PATH and path.is_file():
         data = path.read_bytes()
-        in_png = infotext_from_png(data) if data.startswith(_PNG_SIGNATURE) else None
-        if data.startswith(_PNG_SIGNATURE) and in_png is None:
+        in_png = infotext_from_png(data) if data.startswith(PNG_SIGNATURE) else None
+        if data.startswith(PNG_SIGNATURE) and in_png is None:
             raise UsageError(f"--infotext: {value!r} is a PNG that carries no parameters")
         text = in_png or data.decode("utf-8", errors="replace")
     registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)

@@ -8,6 +8,10 @@ and spending from memory: every write of the ledger or the limits goes through t
 which updates what is kept in the same call, so no caller can forget to (a test checks that
 nothing else calls a writing function of ``db.quotas``). That check is advisory: ``admit``
 checks again in SQLite, in the transaction that reserves, and stays the authority.
+
+A ``--relax`` job is free, so it is taken only while the member's unfinished jobs and their
+pictures stay under ``bot.policy.quota``'s relax caps (read in SQLite, in that transaction
+too); admins of the server included.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from bot.policy.quota import (
     Period,
     QuotaLimits,
     Refusal,
+    RelaxRefusal,
+    Unfinished,
     check,
+    check_relax,
     period_start,
     resolve_limits,
 )
 from db import history as member_data
+from db import jobs as journal
 from db import quotas as ledger
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
@@ -106,9 +114,11 @@ async def refusal_for(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
-) -> Refusal | None:
+    jobs: int = 1,
+) -> Refusal | RelaxRefusal | None:
     """Why this request does not fit the member's limits now, or None; reads only, and
-    from memory when it can (see the module's docstring).
+    from memory when it can (see the module's docstring). ``jobs``: how many jobs the
+    request's pictures are split into (``--repeat``), for the relax caps.
 
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
@@ -126,13 +136,29 @@ async def refusal_for(
     if spent.starts != starts:  # a period began since it was read
         kept.usage.drop(key)
         spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
-    if check(spent.by_period, limits, quota_cost(request), now) is None:
+    if check(spent.by_period, limits, quota_cost(request), now) is not None:
+        # Read again next time too: what memory held may have been too much.
+        kept.usage.drop(key)
+        if member.guild_id is not None:
+            kept.limits.drop(_limits_key(member))
+        refusal = await _refusal_in_ledger(conn, member, request, now, dm_limits)
+        if refusal is not None:
+            return refusal
+    return await _relax_refusal(conn, member, request, jobs)
+
+
+async def _relax_refusal(
+    conn: aiosqlite.Connection, member: Member, request: RenderRequest, jobs: int = 1
+) -> RelaxRefusal | None:
+    """For a ``--relax`` request (free), why it is not taken beside the member's jobs
+    waiting or running in that server (or their DMs), or None; None for any other request.
+    ``request.count`` is every picture of its ``jobs``."""
+    if not request.options.get("relax"):
         return None
-    # Read again next time too: what memory held may have been too much.
-    kept.usage.drop(key)
-    if member.guild_id is not None:
-        kept.limits.drop(_limits_key(member))
-    return await _refusal_in_ledger(conn, member, request, now, dm_limits)
+    waiting_jobs, waiting_pictures = await journal.unfinished_of(
+        conn, member.user_id, member.guild_id
+    )
+    return check_relax(Unfinished(waiting_jobs, waiting_pictures), Unfinished(jobs, request.count))
 
 
 async def _refusal_in_ledger(
@@ -165,12 +191,17 @@ async def admit(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
-) -> Refusal | None:
-    """Reserve the job's estimated cost; or, when it does not fit, write nothing and say why.
+) -> Refusal | RelaxRefusal | None:
+    """Reserve the job's estimated cost; or, when it does not fit (its limits, or for a
+    relax job the relax caps), write nothing and say why.
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal = await _refusal_in_ledger(conn, member, request, now, dm_limits)
+    refusal: Refusal | RelaxRefusal | None = await _refusal_in_ledger(
+        conn, member, request, now, dm_limits
+    )
+    if refusal is None:
+        refusal = await _relax_refusal(conn, member, request)
     if refusal is None:
         cost = quota_cost(request)
         reserved = await ledger.reserve(

@@ -50,6 +50,7 @@ from inference.types import (
 __all__ = [
     "CancelOutcome",
     "FinishedJob",
+    "JobCopies",
     "JobQueue",
     "JobState",
     "QuotaExceeded",
@@ -110,6 +111,21 @@ class WarmingSlot(RenderSlot, Protocol):
     or its default (None)."""
 
     def warm_up(self, model: str | None = None) -> None: ...
+
+
+class JobCopies(Protocol):
+    """Where a transport keeps copies of jobs outside the bot (a broker: their requests,
+    results and pictures): dropped once a job's outcome is recorded, and by /forget-me. The
+    in-process transport keeps none, so it has none of these. Both raise when the broker
+    cannot be reached: what is left expires on its own."""
+
+    async def settle(self, job_id: str, outcome: str) -> None:
+        """The job ended ("done", "failed" or "cancelled"): only a marker of it is kept."""
+        ...
+
+    async def drop_copies(self, job_ids: Sequence[str]) -> None:
+        """/forget-me: whatever is left of these jobs goes."""
+        ...
 
 
 @dataclass
@@ -240,8 +256,10 @@ class JobQueue:
         clock: Callable[[], float] = time.time,
         scheduler_config: SchedulerConfig | None = None,
         dm_limits: QuotaLimits = DEFAULT_LIMITS,
+        copies: JobCopies | None = None,
     ) -> None:
         self._conn = conn
+        self._copies = copies
         self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
         self._slots = list(slots)
         self._images_dir = images_dir
@@ -378,13 +396,19 @@ class JobQueue:
             self._wakeup.notify_all()
         return job_id
 
-    async def quota_refusal(self, submission: Submission) -> str | None:
-        """Why the member's limits would refuse this submission now, or None (reads only).
+    async def quota_refusal(self, submission: Submission, jobs: int = 1) -> str | None:
+        """Why the member's limits would refuse this submission now, or None (reads only);
+        ``jobs``: how many jobs its pictures are split into (``--repeat``).
 
         For answering before the interaction is deferred, so a refusal can be ephemeral;
         ``submit`` checks again, atomically, and stays the authority."""
         refusal = await accounting.refusal_for(
-            self._conn, submission.member, submission.request, self._now(), self._dm_limits
+            self._conn,
+            submission.member,
+            submission.request,
+            self._now(),
+            self._dm_limits,
+            jobs,
         )
         if refusal is None:
             return None
@@ -695,6 +719,19 @@ class JobQueue:
         kind = self._kinds.pop(job_id, "unknown")
         metrics.job_ended(kind, outcome)
         log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
+        if self._copies is not None:
+            self._in_background(self._settle_copies(self._copies, job_id, outcome))
+
+    @staticmethod
+    async def _settle_copies(copies: JobCopies, job_id: str, outcome: str) -> None:
+        try:
+            await copies.settle(job_id, outcome)
+        except Exception as error:
+            log.warning(
+                "job %s: its copies on the broker stay until they expire (24 h): %s",
+                job_id,
+                type(error).__name__,
+            )
 
     def _store_images(
         self, job_id: str, request: RenderRequest, rendered: list[RenderedImage]

@@ -5,17 +5,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
 
 from bot.jobs import accounting
 from bot.memo import Memo
-from bot.policy.moderation import NsfwPolicy, check_channel, check_request
+from bot.policy.moderation import (
+    BANNED_SINCE,
+    WITHDRAWN_PICTURE,
+    NsfwPolicy,
+    check_channel,
+    check_request,
+)
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import QuotaLimits
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from db import guild_settings as store
 from db.guild_settings import AuditEntry, GuildList, GuildSettings
 from db.quotas import LimitScope
@@ -63,6 +69,10 @@ class GuildPolicy:
         self._clock = clock
         self._allow_dms = allow_dms  # EASEL_ALLOW_DMS
         self._cached: Memo[int, GuildSettings] = Memo()
+        # Whether a stored job's texts (which never change) render none of its server's banned
+        # words, by (server, job, its prompts left to the admission): kept until the server's
+        # banned words change.
+        self._reuse_verdicts: Memo[tuple[int, str, bool], bool] = Memo()
 
     async def settings(self, guild_id: int) -> GuildSettings:
         return await self._cached.get(guild_id, lambda: store.get(self._conn, guild_id))
@@ -100,6 +110,48 @@ class GuildPolicy:
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
 
+    async def check_reuse(
+        self,
+        guild_id: int | None,
+        job_id: str,
+        texts: Sequence[str],
+        *,
+        withdrawn: bool,
+        member_id: int | None = None,
+        prompts_planned: bool = False,
+    ) -> None:
+        """``UserError`` unless a stored picture of job ``job_id`` of ``guild_id`` may be shown
+        again or made into a new job now: every path that posts or reuses one asks this. A
+        moderator has not deleted its result (``withdrawn``), and what it was conditioned on
+        (``texts``) renders none of the server's banned words of now (read once per job until
+        those words change); neither sentence names a word. ``prompts_planned``: ``texts``
+        leaves out the job's prompt and negative prompt, which the caller's admission plans
+        (a verdict kept apart from the whole one)."""
+        if withdrawn:
+            raise UserError(WITHDRAWN_PICTURE, Reason.PERMISSION)
+        if guild_id is None or not texts:
+            return  # direct messages have no banned words
+        clean = await self._reuse_verdicts.get(
+            (guild_id, job_id, prompts_planned),
+            lambda: self._renders_no_banned_word(guild_id, texts, member_id),
+        )
+        if not clean:
+            raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
+
+    async def _renders_no_banned_word(
+        self, guild_id: int, texts: Sequence[str], member_id: int | None
+    ) -> bool:
+        banned_words = (await self.settings(guild_id)).entries(GuildList.BANNED_WORD)
+        if not banned_words:
+            return True
+        try:
+            await self._prompts.check_stored(texts, banned_words, member_id)
+        except UserError as refused:
+            if refused.reason is not Reason.BANNED_WORD:
+                raise  # not checked (too long, readers busy): asked again next time
+            return False
+        return True
+
     async def check_channel(self, guild_id: int | None, channel_id: int | None) -> None:
         """``UserError`` when Easel may not work here: direct messages while they are off, or
         a channel the server has not enabled (for work that is not a job, e.g. /describe)."""
@@ -134,6 +186,8 @@ class GuildPolicy:
             self._conn, guild_id, admin_id, which, value, add=add, now=self._clock()
         )
         self._cached.drop(guild_id)
+        if which is GuildList.BANNED_WORD:
+            self._reuse_verdicts.drop_where(lambda key: key[0] == guild_id)
         return changed
 
     async def set_quota(

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from enum import StrEnum
 
 from bot.user_errors import Reason, UserError
-from inference.prompts import Rendering
+from inference.prompts import Rendering, extract_extra_networks, renderings
 
 
 class NsfwPolicy(StrEnum):
@@ -135,9 +135,53 @@ def check_repost(
     under: one made in an age-restricted channel (or one no longer known), or where the
     server renders only in those, is posted again only in an age-restricted channel."""
     check_age_restriction_kept(
-        source_age_restricted=made_age_restricted or nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY,
+        source_age_restricted=kept_in_age_restricted_channels(
+            made_age_restricted=made_age_restricted, nsfw_policy=nsfw_policy
+        ),
         here_age_restricted=here_age_restricted,
     )
+
+
+AGE_RESTRICTED_STAYS_IN_THE_SERVER = (
+    "This picture was made in an age-restricted channel (or one I no longer see), or this "
+    "server keeps its pictures in age-restricted channels; it stays in the server, so I do not "
+    "send it to direct messages."
+)
+
+
+def kept_in_age_restricted_channels(*, made_age_restricted: bool, nsfw_policy: NsfwPolicy) -> bool:
+    """Whether a result keeps the age restriction it was made under: made in an age-restricted
+    channel (or one no longer known), or where the server renders only in those. Such a result
+    is shown again only in an age-restricted channel (``check_repost``) and never goes to a
+    direct message, which no server age-gates (``cogs.results.copies``)."""
+    return made_age_restricted or nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY
+
+
+WITHDRAWN_PICTURE = (
+    "A moderator removed this picture from the channel; it is not shown or used again. "
+    "Make a new one with /imagine."
+)
+BANNED_SINCE = (
+    "This picture's prompt uses a word this server has since banned; it is not shown or used "
+    "again. Make a new one with /imagine."
+)
+
+# Not the member's fault: the texts passed when they were typed, one at a time.
+STORED_TOO_LONG = (
+    "This picture's texts are too long to check against the server's banned words now, so it "
+    "is not shown or used; make a new one with /imagine."
+)
+
+
+def check_banned_since(texts: Iterable[str], banned: Collection[str]) -> None:
+    """A stored picture is shown again or made into a new job only while none of ``texts``
+    (what it was conditioned on) renders a word the server bans now, read as a new prompt's
+    text is (``[a|b]``, ``[from:to:when]``, attention and extra-network tags resolved). The
+    refusal never names the word: the member may not have typed it."""
+    # A text with too many combinations to check is refused as it would be at submit.
+    texts_read = (renderings(extract_extra_networks(text)[0]) for text in texts)
+    if find_banned_rendering(texts_read, banned) is not None:
+        raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 
 
 def model_allowed(name: str, allowed_models: Collection[str]) -> bool:

@@ -6,23 +6,27 @@ expansion past its limits, a banned word it renders) to its own member, privatel
 before it can share a batch with anyone else's job; and moderation reads what the model will
 be conditioned on, not what was typed. The prompt language is CPU work (a wildcard folder can
 make a short prompt expensive), so it runs on a thread, with its expansion bounded by the
-expander's own limits and its wait bounded by ``PLAN_BUDGET_S``.
+expander's own limits and its wait bounded by ``PLAN_BUDGET_S``; once nobody waits for it (its
+budget ran out, or the bot closes), the thread stops at the prompt language's next checkpoint
+(``inference.prompts.stopping``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Collection
+import threading
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.policy.moderation import find_banned_rendering
+from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
 from inference.face_options import FIX_FACES_PROMPT
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
+from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.types import RenderRequest
 
 T = TypeVar("T")
@@ -30,12 +34,17 @@ T = TypeVar("T")
 # How long the prompt language may take before the request is refused: the answer (or the
 # "thinking..." that defers it) must reach Discord within 3 s of the command.
 PLAN_BUDGET_S = 2.5
-# /explain answers after acknowledging, so it may take longer (still bounded: the thread goes on).
+# /explain answers after acknowledging, so it may take longer (its thread then stops too).
 EXPLAIN_BUDGET_S = 10.0
+# A stored picture's texts read again for the server's banned words of now (/show, a button):
+# before the answer, with the database reads around it, within Discord's 3 s. The verdict is
+# kept until the words change (``GuildPolicy.check_reuse``), so a job pays this once.
+STORED_CHECK_BUDGET_S = 2.0
 # The prompt language's own threads, apart from asyncio's default executor (file writes, PNGs,
-# database helpers): a refused plan's thread runs on (up to ~8 s of CPU) and must not hold one
-# of those. A member holds at most one of these at a time, so other members' plans find a free
-# one unless as many members each sent a costly prompt in the same seconds.
+# database helpers): a refused plan's thread runs on until the prompt language's next
+# checkpoint (milliseconds, at most dynamicprompts' parse of one prompt: ~0.5 s) and must not
+# hold one of those. A member holds at most one of these at a time, so other members' plans
+# find a free one unless as many members each sent a costly prompt in the same seconds.
 PLAN_THREADS = 4
 STILL_PLANNING = (
     "Your previous prompt is still being read; wait a few seconds for it to finish, then try "
@@ -45,6 +54,7 @@ READERS_BUSY = (
     "Every prompt reader is busy with other members' long prompts right now; try again in a "
     "few seconds."
 )
+CLOSED = "Easel is shutting down; try again once it is back."
 # Planned once before the bot connects, so that no member's command pays for what the first plan
 # loads: the CLIP vocabulary, the attention and schedule parsers, dynamicprompts' grammar.
 WARM_UP_REQUEST = RenderRequest(
@@ -113,21 +123,25 @@ class PromptPlanner:
     """The prompt work of the bot, each call on one of its own ``PLAN_THREADS`` threads within
     its budget, and one thread at a time per member: a member's prompts are read one after the
     other (a second one waits its turn within its own budget), and while one of them runs on
-    past its budget (refused, its thread goes on) the next is refused at once with
-    ``STILL_PLANNING``."""
+    past its budget (refused, its thread on until the prompt language's next checkpoint) the
+    next is refused at once with ``STILL_PLANNING``."""
 
     def __init__(
         self,
         wildcards_dir: Path | None,
         budget_s: float = PLAN_BUDGET_S,
         explain_budget_s: float = EXPLAIN_BUDGET_S,
+        stored_budget_s: float = STORED_CHECK_BUDGET_S,
     ) -> None:
         self.wildcards_dir = wildcards_dir
         self.budget_s = budget_s
         self.explain_budget_s = explain_budget_s
+        self.stored_budget_s = stored_budget_s
         self._threads = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="easel-prompt")
         self._reading: dict[int, asyncio.Future[Any]] = {}  # a member's prompt being read
         self._overdue: set[int] = set()  # members whose prompt is read past its budget
+        self._waited_for: set[threading.Event] = set()  # each one's stop, while awaited
+        self._closed = False
 
     async def check(
         self,
@@ -139,6 +153,20 @@ class PromptPlanner:
         counted against no one)."""
         return await self._off_loop(
             self.budget_s, member_id, plan_request, request, banned_words, self.wildcards_dir
+        )
+
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
+    ) -> None:
+        """``moderation.check_banned_since`` off the event loop (a stored job's texts, up to
+        16,000 characters each, read again for banned words), within its own budget."""
+        await self._off_loop(
+            self.stored_budget_s,
+            member_id,
+            check_banned_since,
+            texts,
+            banned_words,
+            overdue=STORED_TOO_LONG,
         )
 
     async def warm_up(self) -> None:
@@ -161,25 +189,52 @@ class PromptPlanner:
             self.wildcards_dir,
         )
 
+    def close(self) -> None:
+        """Refuse new work, drop what never started and stop what runs at its next
+        checkpoint; returns at once (``PLAN_THREADS`` threads end within moments)."""
+        self._closed = True
+        for stop in self._waited_for:
+            stop.set()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
     async def _off_loop(
-        self, budget_s: float, member_id: int | None, function: Callable[..., T], *args: Any
+        self,
+        budget_s: float,
+        member_id: int | None,
+        function: Callable[..., T],
+        *args: Any,
+        overdue: str | None = None,  # the refusal when it takes longer (None: a prompt's)
     ) -> T:
         if member_id in self._overdue:
             raise UserError(STILL_PLANNING)
         submitted: Future[T] | None = None
         mine: asyncio.Future[T] | None = None
+        stop = threading.Event()
+        self._waited_for.add(stop)
         try:
             async with asyncio.timeout(budget_s):
                 while member_id is not None and (previous := self._reading.get(member_id)):
                     await asyncio.wait([previous])
-                submitted = self._threads.submit(function, *args)
+                if self._closed:
+                    raise UserError(CLOSED)
+                submitted = self._threads.submit(stopping_when, stop, function, *args)
                 mine = asyncio.wrap_future(submitted)
+                mine.add_done_callback(lambda _: self._read(member_id, mine))
                 if member_id is not None:
                     self._reading[member_id] = mine
-                    mine.add_done_callback(lambda _: self._read(member_id, mine))
-                # Shielded: the thread cannot be stopped, so its member is free only once it
-                # ends (the expander's limits bound how long it goes on).
+                # Shielded: the thread stops only at a checkpoint, so its member is free only
+                # once it ends (soon after ``stop`` is set, below).
                 return await asyncio.shield(mine)
+        except PlanStopped:  # only ``close`` stops a plan that is still waited for
+            raise UserError(CLOSED) from None
+        except asyncio.CancelledError:
+            # Still queued when ``close`` dropped it: the member gets an answer; a cancel of
+            # the waiting task itself goes on.
+            task = asyncio.current_task()
+            dropped = submitted is not None and submitted.cancelled()
+            if self._closed and dropped and task is not None and not task.cancelling():
+                raise UserError(CLOSED) from None
+            raise
         except TimeoutError:
             if submitted is None:  # the budget went waiting for the member's previous prompt
                 raise UserError(STILL_PLANNING) from None
@@ -188,11 +243,17 @@ class PromptPlanner:
             if member_id is not None and mine is not None and not mine.done():
                 self._overdue.add(member_id)
             raise UserError(
-                f"Reading this prompt took longer than {budget_s:g} s; simplify it (fewer "
+                overdue
+                or f"Reading this prompt took longer than {budget_s:g} s; simplify it (fewer "
                 "wildcards, choices or schedules)."
             ) from None
+        finally:  # answered, refused or cancelled: nobody reads the plan from here on
+            stop.set()
+            self._waited_for.discard(stop)
 
-    def _read(self, member_id: int, thread: asyncio.Future[Any]) -> None:
-        if self._reading.get(member_id) is thread:
+    def _read(self, member_id: int | None, thread: asyncio.Future[Any]) -> None:
+        if not thread.cancelled():
+            thread.exception()  # retrieved: a plan stopped after its refusal is no error
+        if member_id is not None and self._reading.get(member_id) is thread:
             del self._reading[member_id]
             self._overdue.discard(member_id)

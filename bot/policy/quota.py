@@ -16,12 +16,17 @@ from typing import Literal, Protocol
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "RELAX_MAX_UNFINISHED_JOBS",
+    "RELAX_MAX_UNFINISHED_PICTURES",
     "UNLIMITED",
     "Cost",
     "Period",
     "QuotaLimits",
     "Refusal",
+    "RelaxRefusal",
+    "Unfinished",
     "check",
+    "check_relax",
     "most_generous",
     "period_start",
     "reset_at",
@@ -236,3 +241,54 @@ def check(
                     Refusal(resource, period, limit, used, requested, reset_at(period, now))
                 )
     return max(refusals, key=lambda refusal: refusal.resets_at, default=None)
+
+
+# ``--relax`` costs no quota, so what a member may have waiting or running in a server (all
+# their jobs count) when a relax job is taken is bounded instead, in jobs and in pictures: a
+# /compare grid is one job of up to 16 pictures. 16 = 4 jobs of /imagine's 4 pictures, which
+# stays allowed. These bound the queue, not spending: a server's admins are held to them too.
+RELAX_MAX_UNFINISHED_JOBS = 4
+RELAX_MAX_UNFINISHED_PICTURES = 16
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """Jobs waiting or running (or asked for) and the pictures they make."""
+
+    jobs: int
+    pictures: int
+
+
+@dataclass(frozen=True)
+class RelaxRefusal:
+    """Why a ``--relax`` request is not taken now; ``message`` is ready to show the user."""
+
+    waiting: Unfinished  # the member's jobs already waiting or running here
+    asked: Unfinished  # what this request adds
+
+    @property
+    def message(self) -> str:
+        if self.waiting.jobs + self.asked.jobs > RELAX_MAX_UNFINISHED_JOBS:
+            also = "" if self.asked.jobs == 1 else f" and this asks for {self.asked.jobs}"
+            return (
+                "Not queued: --relax is free, so it is taken while you have at most "
+                f"{RELAX_MAX_UNFINISHED_JOBS} jobs waiting or running here, this one included; "
+                f"you have {self.waiting.jobs}{also}."
+            )
+        return (
+            "Not queued: --relax is free, so it is taken while you have at most "
+            f"{RELAX_MAX_UNFINISHED_PICTURES} pictures waiting or being made here, this "
+            f"request's included; you have {self.waiting.pictures} and this asks for "
+            f"{self.asked.pictures}."
+        )
+
+
+def check_relax(waiting: Unfinished, asked: Unfinished) -> RelaxRefusal | None:
+    """None when a free (``--relax``) request of ``asked`` fits beside what the member has
+    ``waiting`` or running in this server (see ``RELAX_MAX_UNFINISHED_JOBS``)."""
+    if (
+        waiting.jobs + asked.jobs > RELAX_MAX_UNFINISHED_JOBS
+        or waiting.pictures + asked.pictures > RELAX_MAX_UNFINISHED_PICTURES
+    ):
+        return RelaxRefusal(waiting, asked)
+    return None

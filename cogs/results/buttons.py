@@ -26,8 +26,10 @@ from bot.history import StoredJob
 from bot.images import picture_size
 from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
+from bot.policy.moderation import AGE_RESTRICTED_STAYS_IN_THE_SERVER
 from bot.requests import reroll
-from bot.user_errors import UserError
+from bot.services import Services
+from bot.user_errors import Reason, UserError
 from cogs.common import (
     MAX_QUOTED_PROMPT,
     acting_member,
@@ -37,7 +39,7 @@ from cogs.common import (
     submit_from_interaction,
 )
 from cogs.errors import report_error
-from cogs.results.copies import send_copy
+from cogs.results.copies import may_go_to_direct_messages, send_copy
 from cogs.results.remix import RemixModal
 from cogs.visibility import check_member_may_act_here, check_member_may_read_channel
 from inference.types import RenderRequest
@@ -77,11 +79,35 @@ async def check_clicker_may_see(interaction: discord.Interaction[Any], job: Stor
         )
 
 
-async def visible_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
+async def check_still_shown(
+    services: Services, job: StoredJob, member_id: int, *, resubmitted: bool = False
+) -> None:
+    """Refuse ``job``'s stored pictures to every path that posts them again or makes a new
+    job of them when a moderator deleted its result, or when what they were conditioned on
+    renders a word the server has banned since (``GuildPolicy.check_reuse``). A button that
+    submits the job's request again (``resubmitted``) leaves its prompts to the admission's
+    plan, which reads them anyway (``StoredJob.texts_to_recheck``)."""
+    await services.guild_policy.check_reuse(
+        job.guild_id,
+        job.job_id,
+        job.texts_to_recheck(resubmitted=resubmitted),
+        withdrawn=job.withdrawn,
+        member_id=member_id,
+        prompts_planned=resubmitted,
+    )
+
+
+async def visible_job(
+    interaction: discord.Interaction[Any], job_id: str, *, resubmitted: bool = False
+) -> StoredJob:
     """The job a button names (``clicked_job``), if the clicker may see it
-    (``check_clicker_may_see``): every button that reads a job's prompt or pictures asks this."""
+    (``check_clicker_may_see``) and it may still be used (``check_still_shown``): every
+    button that reads a job's prompt or pictures asks this."""
     job = await clicked_job(interaction, job_id)
     await check_clicker_may_see(interaction, job)
+    await check_still_shown(
+        services_of(interaction), job, interaction.user.id, resubmitted=resubmitted
+    )
     return job
 
 
@@ -202,7 +228,7 @@ class RerollButton(
     action, emoji = "reroll", "🔄"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await visible_job(interaction, self.job_id)
+        job = await visible_job(interaction, self.job_id, resubmitted=True)
         original = await _original_request(interaction, self.job_id)
         await submit_from_interaction(
             interaction,
@@ -236,7 +262,7 @@ class PickButton(
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         png = await asyncio.to_thread(job.image_paths[idx].read_bytes)
         filename = f"easel-{self.job_id}-{idx}.png"
-        await interaction.response.send_message(
+        sent = await interaction.response.send_message(
             f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
             f"— <@{interaction.user.id}>",
             file=discord.File(io.BytesIO(png), filename=filename, spoiler=spoiler),
@@ -244,6 +270,9 @@ class PickButton(
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
         )
+        if not private and sent.message_id is not None:
+            history = services_of(interaction).history
+            await history.posted_again(job, interaction.channel_id, sent.message_id)
 
 
 class _PictureEditButton(_ReportsErrors):
@@ -290,7 +319,8 @@ class _PictureEditButton(_ReportsErrors):
         return self.edit(base, picture)
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        job = await visible_job(interaction, self.job_id)
+        # Its request keeps the job's prompt and negative prompt (``_stored_picture``).
+        job = await visible_job(interaction, self.job_id, resubmitted=True)
         base, picture = await _stored_picture(interaction, job, self.idx)
         request = await self.edit_here(interaction, base, picture)
         await submit_from_interaction(
@@ -443,6 +473,11 @@ class DirectCopyButton(
         indexes = range(len(job.image_paths)) if self.idx is None else [self.idx]
         if max(indexes) >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+        policy = services_of(interaction).guild_policy
+        if not await may_go_to_direct_messages(
+            interaction.client, policy, job.guild_id, job.channel_id
+        ):
+            raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
         await interaction.response.defer(ephemeral=True, thinking=True)
         sent = await send_copy(
             interaction.client,
@@ -468,7 +503,8 @@ class DeleteButton(
     template=rf"easel:delete:{_JOB}",
 ):
     """Delete the message it is on: in a server, for the job's owner or a member with Manage
-    Messages in that channel; in direct messages, the member's own copy."""
+    Messages in that channel (a moderator's deletion withdraws the job, as one made in Discord
+    does); in direct messages, the member's own copy."""
 
     action, label, emoji = "delete", "Delete", "🗑️"
     style = discord.ButtonStyle.danger
@@ -476,8 +512,19 @@ class DeleteButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.guild_id is not None:
             job = await clicked_job(interaction, self.job_id)
+            history = services_of(interaction).history
+            if job.user_id == interaction.user.id:
+                if interaction.message is not None:
+                    await history.deleted_by_its_maker(job.job_id, interaction.message.id)
             # Discord computes Manage Messages for the channel the message is in.
-            if job.user_id != interaction.user.id and not interaction.permissions.manage_messages:
+            elif interaction.permissions.manage_messages:
+                # As the deletion's own event would: only a post of the job in this channel
+                # withdraws it (never a message of another channel that names the job).
+                if interaction.message is not None and interaction.channel_id is not None:
+                    await history.withdraw_deleted(
+                        interaction.guild_id, interaction.channel_id, [interaction.message.id]
+                    )
+            else:
                 raise UserError(
                     "Only the member who made this picture, or a member with Manage Messages "
                     "in this channel, can delete it."

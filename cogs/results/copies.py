@@ -1,6 +1,8 @@
 """Copies of results in a member's direct messages: the DM me button and the "results by DM"
 setting. A copy carries the stored PNGs (with their infotext) and only a Delete button: its
-other buttons would be clicked outside the job's server, where they are refused."""
+other buttons would be clicked outside the job's server, where they are refused. No server
+age-gates a direct message, so a picture kept in age-restricted channels never goes there
+(``may_go_to_direct_messages``)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,72 @@ from typing import TypeVar
 import discord
 
 from bot.images import fit_under
+from bot.policy.guild import GuildPolicy
+from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
+from cogs.visibility import DISCORD_FAILED, is_age_restricted
 
 # Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
 DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
 CANNOT_MESSAGE_USER = 50007
 Sent = TypeVar("Sent")
+
+
+MADE_AGE_RESTRICTED = "made under the server's age restriction"
+CHANNEL_UNCHECKED = "could not check the channel it was made in"
+
+
+async def may_go_to_direct_messages(
+    client: discord.Client, guild_policy: GuildPolicy, guild_id: int | None, channel_id: int | None
+) -> bool:
+    """Whether a job's pictures may be sent to a direct message: every path that sends one
+    there asks this (DM me, results by DM, a private result whose token expired, a result the
+    channel refused)."""
+    return await why_kept_in_the_server(client, guild_policy, guild_id, channel_id) is None
+
+
+async def why_kept_in_the_server(
+    client: discord.Client, guild_policy: GuildPolicy, guild_id: int | None, channel_id: int | None
+) -> str | None:
+    """Why a job's pictures stay out of direct messages (for the log), None when they may go
+    there. Kept when the server's rules keep them in age-restricted channels
+    (``kept_in_age_restricted_channels``): the server renders only in those, or they were made
+    in one or in a channel Easel no longer sees; and, to be safe, when Discord does not answer
+    whether their channel is one. A job made in direct messages is there already."""
+    if guild_id is None:
+        return None
+    settings = await guild_policy.settings(guild_id)
+    if NsfwPolicy(settings.nsfw_policy) is NsfwPolicy.AGE_RESTRICTED_ONLY:
+        return MADE_AGE_RESTRICTED  # whatever the channel: no need to ask Discord about it
+    try:
+        made_age_restricted = await _made_age_restricted(client, guild_id, channel_id)
+    except (*DISCORD_FAILED, discord.InvalidData):  # InvalidData: a channel type unknown here
+        return CHANNEL_UNCHECKED
+    kept = kept_in_age_restricted_channels(
+        made_age_restricted=made_age_restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
+    )
+    return MADE_AGE_RESTRICTED if kept else None
+
+
+async def _made_age_restricted(
+    client: discord.Client, guild_id: int, channel_id: int | None
+) -> bool:
+    """Whether the channel a server's job was made in is age-restricted (a thread: its parent).
+    A channel the gateway's cache does not hold (a result delivered at start-up, before the
+    cache is filled) is asked of Discord; one Easel cannot see (gone, hidden) counts as
+    age-restricted. Raises when Discord does not answer."""
+    if channel_id is None:
+        return True
+    guild = client.get_guild(guild_id)
+    cached = None if guild is None else guild.get_channel_or_thread(channel_id)
+    if cached is not None:
+        return is_age_restricted(cached)
+    try:
+        channel = await client.fetch_channel(channel_id)
+        if isinstance(channel, discord.Thread):  # its parent is not in the cache either
+            channel = await client.fetch_channel(channel.parent_id)
+    except (discord.NotFound, discord.Forbidden):
+        return True
+    return is_age_restricted(channel)
 
 
 def dms_closed(error: discord.HTTPException) -> bool:

@@ -1,5 +1,6 @@
 """Posting a finished job: its files, caption and buttons, in the interaction's response while
-its token lives, else in the channel or the member's direct messages."""
+its token lives, else in the channel or the member's direct messages (never for a job whose
+pictures stay in age-restricted channels: ``cogs.results.copies.may_go_to_direct_messages``)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ import discord
 
 from bot.images import decoded, fit_under, posted_as_grid, posted_grid_png
 from bot.jobs.queue import FinishedJob
+from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
 from cogs.results.buttons import copy_view, job_view
-from cogs.results.copies import DEFAULT_FILESIZE_LIMIT, in_direct_messages, send_copy
+from cogs.results.copies import (
+    DEFAULT_FILESIZE_LIMIT,
+    in_direct_messages,
+    send_copy,
+    why_kept_in_the_server,
+)
 from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
 from inference.compare import is_comparison
 from inference.infotext import parse_infotext
@@ -63,6 +70,13 @@ def result_png(job: FinishedJob) -> bytes:
     return posted_grid_png(job.request, decoded(pngs), job.images[0].infotext, seeds)
 
 
+def _log_direct_messages_closed(job: FinishedJob) -> None:
+    log.warning(
+        "job %s: the member's direct messages are closed to the bot; the result was not posted",
+        job.job_id,
+    )
+
+
 class DiscordResults(ProgressMessages):
     """The queue's result sink and progress listener: edits the original response while its
     token lives, else posts in the channel mentioning the member (a private result: in the
@@ -76,8 +90,10 @@ class DiscordResults(ProgressMessages):
     ) -> None:
         super().__init__(wall_clock, monotonic)
         self._client = client
-        # Set by the composition root: whose results also go to their direct messages.
+        # Set by the composition root: whose results also go to their direct messages, and
+        # the servers' NSFW policies (unset: no server's job goes to direct messages).
         self.member_settings: MemberSettings | None = None
+        self.guild_policy: GuildPolicy | None = None
 
     async def deliver(self, job: FinishedJob) -> int | None:
         # Composed once: the posted result and a comparison's copy by DM are the same picture.
@@ -121,7 +137,21 @@ class DiscordResults(ProgressMessages):
             return False
         if job.private and not self._token_alive(job):
             return False  # an expired private result was itself sent to their DMs
-        return (await self.member_settings.get(job.user_id)).results_by_dm
+        if not (await self.member_settings.get(job.user_id)).results_by_dm:
+            return False
+        # Posted where it would be without the setting, and the member is not told: the
+        # setting's own description says these pictures stay in the server.
+        return await self._may_go_to_direct_messages(job)
+
+    async def _may_go_to_direct_messages(self, job: FinishedJob) -> bool:
+        return await self._why_kept_in_the_server(job) is None
+
+    async def _why_kept_in_the_server(self, job: FinishedJob) -> str | None:
+        if self.guild_policy is None:
+            return None if job.guild_id is None else "the servers' policies are not known"
+        return await why_kept_in_the_server(
+            self._client, self.guild_policy, job.guild_id, job.channel_id
+        )
 
     def _token_alive(self, job: FinishedJob) -> bool:
         return (
@@ -207,7 +237,18 @@ class DiscordResults(ProgressMessages):
     ) -> int | None:
         """Post in the member's direct messages; when those are closed to the bot, nowhere
         (logged: `/show` still brings the result back). A server's job gets no buttons
-        there, since a click outside its server is refused."""
+        there, since a click outside its server is refused. A job whose pictures stay in
+        the server gets a notice there instead, which shows nothing of the job."""
+        kept_because = await self._why_kept_in_the_server(job)
+        if kept_because is not None:
+            log.warning(
+                "job %s: %s; only a notice sent to direct messages (`/show` in an "
+                "age-restricted channel of the server brings it back)",
+                job.job_id,
+                kept_because,
+            )
+            await self._notify_directly(job)
+            return None  # the result itself was posted nowhere
         for file in files:
             file.reset()
         if job.guild_id is not None and view is not None:
@@ -219,12 +260,30 @@ class DiscordResults(ProgressMessages):
 
         posted = await in_direct_messages(self._client, job.user_id, post)
         if posted is None:
-            log.warning(
-                "job %s: the member's direct messages are closed to the bot; "
-                "the result was not posted",
-                job.job_id,
-            )
+            _log_direct_messages_closed(job)
         return posted
+
+    async def _notify_directly(self, job: FinishedJob) -> None:
+        """Tell the member by DM that a job kept in its server has ended: no picture, prompt
+        or reason, only its id and where to see it."""
+        guild = None if job.guild_id is None else self._client.get_guild(job.guild_id)
+        server = "its server" if guild is None else discord.utils.escape_markdown(guild.name)
+        if job.succeeded:
+            notice = (
+                f"Your job `{job.job_id}` in {server} is ready; `/show {job.job_id}` in an "
+                "age-restricted channel of the server brings it back."
+            )
+        else:
+            ended = "was cancelled" if job.error == "cancelled" else "failed"
+            notice = f"Your job `{job.job_id}` in {server} {ended}; `/history` there lists it."
+
+        async def send(direct: discord.DMChannel) -> discord.Message:
+            return await direct.send(
+                notice, allowed_mentions=discord.AllowedMentions.none(), nonce=job.job_id
+            )
+
+        if await in_direct_messages(self._client, job.user_id, send) is None:
+            _log_direct_messages_closed(job)
 
     @staticmethod
     async def _post(

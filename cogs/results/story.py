@@ -18,6 +18,7 @@ import discord
 from bot.edits import Picture
 from bot.history import StoredJob
 from cogs.common import services_of
+from cogs.results.buttons import check_still_shown
 
 _RESULT_NAME = re.compile(
     r"^(?:SPOILER_)?easel-(?P<job_id>[0-9a-f]{16})(?:-(?P<idx>[0-3]))?\.(?:png|jpe?g|webp)$"
@@ -39,16 +40,37 @@ async def _named_job(
     return job, idx
 
 
+async def _posted_job(
+    interaction: discord.Interaction[Any], message: discord.Message, filename: str
+) -> tuple[StoredJob, int] | None:
+    """The job and picture of an attachment on one of Easel's own messages (None: anyone
+    else's message, or a job no longer kept)."""
+    client_user = interaction.client.user
+    if client_user is None or message.author.id != client_user.id:
+        return None
+    return await _named_job(interaction, filename)
+
+
+async def check_posted_picture(
+    interaction: discord.Interaction[Any], message: discord.Message, filename: str
+) -> tuple[StoredJob, int] | None:
+    """The job and picture of attachment ``filename`` when ``message`` is Easel's own post
+    of a job (None: anyone else's message, or a job no longer kept), refused unless the job's
+    pictures may still be shown or used (``check_still_shown``): every path that makes a new
+    job of a message's picture asks this (a re-post of a withdrawn job keeps its pixels)."""
+    named = await _posted_job(interaction, message, filename)
+    if named is not None:
+        await check_still_shown(services_of(interaction), named[0], interaction.user.id)
+    return named
+
+
 async def journaled_infotext(
     interaction: discord.Interaction[Any], message: discord.Message, filename: str
 ) -> str | None:
     """The infotext of a picture on one of Easel's own messages, from the job journal; None
     for anyone else's message or a job no longer kept. The member may read ``message``
     (checked by the caller); a private job was never posted where others could read it."""
-    client_user = interaction.client.user
-    if client_user is None or message.author.id != client_user.id:
-        return None
-    named = await _named_job(interaction, filename)
+    named = await _posted_job(interaction, message, filename)
     return None if named is None else named[0].infotexts[named[1]]
 
 
@@ -67,8 +89,12 @@ async def picture_with_story(
     filename: str,
 ) -> Picture:
     """``picture`` (saved from ``message``'s attachment ``filename``) with the journal's
-    infotext when its own text was lost on the way."""
-    if picture.infotext is not None or message is None:
+    infotext when its own text was lost on the way. A picture of a job that Easel posted is
+    made into a new job only while the job's pictures may be (``check_still_shown``)."""
+    named = None if message is None else await check_posted_picture(interaction, message, filename)
+    if named is None:
         return picture
-    infotext = await journaled_infotext(interaction, message, filename)
-    return dataclasses.replace(picture, infotext=infotext)
+    job, idx = named
+    if picture.infotext is not None:
+        return picture
+    return dataclasses.replace(picture, infotext=job.infotexts[idx])

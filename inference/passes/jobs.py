@@ -57,7 +57,9 @@ class ImageJob:
         )
 
     def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
-        """The prompt planned over ``steps`` sampling steps (same seed: same expansion)."""
+        """The prompt planned over ``steps`` sampling steps (same seed: same expansion). A
+        pass of other steps (hires fix, faces) may find it over a limit the request's steps
+        were not: the member reads why, as from ``image_jobs``."""
         prompt, negative, seed = self.planning_inputs
         if self.planned is not None:
             plan, planned_with, planned_from = self.planned
@@ -65,7 +67,10 @@ class ImageJob:
                 planned_with is wildcards
             ):
                 return plan
-        return build_plan(prompt, negative, seed=seed, steps=steps, wildcards=wildcards)
+        try:
+            return build_plan(prompt, negative, seed=seed, steps=steps, wildcards=wildcards)
+        except PromptError as error:
+            raise RenderInputError(str(error)) from error
 
 
 def image_jobs(

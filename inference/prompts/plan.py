@@ -23,12 +23,26 @@ from inference.prompts.errors import NestingError, PromptError
 from inference.prompts.extra_networks import ExtraNetwork, extract_extra_networks, find_embeddings
 from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
 from inference.prompts.schedule import Rendering, renderings, schedule_prompt
+from inference.prompts.stopping import checkpoint
 from inference.prompts.styles import Style, apply_styles
-from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
+from inference.prompts.tokenizer import (
+    CHUNK_LENGTH,
+    Chunk,
+    ClipTokenizer,
+    chunk_tokens,
+    default_tokenizer,
+)
 from inference.prompts.wildcards import WildcardLibrary, expand_prompt
 
 DEFAULT_STEPS = 20
 MAX_STEPS = 1000
+# Chunks one prompt (its AND parts together) or the negative prompt may make. Each is encoded
+# on its own and is 77 more keys for every cross-attention of every UNet step, so the cost
+# grows with the count; long wildcard expansions legitimately reach 100+ (BREAK closes one).
+MAX_PROMPT_CHUNKS = 150
+# Chunks of all the distinct texts a prompt's edits and alternations ([a:b:N], [a|b]) make
+# over the steps: each is encoded and its conditioning held for the whole render.
+MAX_SCHEDULED_CHUNKS = 4 * MAX_PROMPT_CHUNKS
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ def _plan_subprompt(
     """``name`` is the prompt's in messages ("the negative prompt")."""
     schedule = []
     for segment in schedule_prompt(text, steps):
+        checkpoint()  # each text is milliseconds of work, 150 steps x 8 pictures of them
         try:
             pieces, chunks = _weighted_chunks(segment.text, tokenizer)
         except _TooDeep as error:
@@ -154,6 +169,28 @@ def _weighted_chunks(
         raise _TooDeep(depth)
     pieces = parse_attention(text)
     return tuple(pieces), tuple(chunk_tokens(pieces, tokenizer))
+
+
+def _check_chunk_count(parts: Sequence[SubPromptPlan], name: str) -> None:
+    """Refuse a prompt whose AND parts make more than ``MAX_PROMPT_CHUNKS`` chunks at their
+    longest, or more than ``MAX_SCHEDULED_CHUNKS`` over all their distinct texts (after
+    wildcards: what the text encoder and the UNet would take)."""
+    count = sum(max(len(entry.chunks) for entry in part.schedule) for part in parts)
+    if count > MAX_PROMPT_CHUNKS:
+        raise PromptError(
+            f"{name} makes {count} chunks of {CHUNK_LENGTH} tokens after wildcards (each BREAK "
+            f"starts a new one); at most {MAX_PROMPT_CHUNKS} are allowed: shorten it or use "
+            "fewer BREAKs"
+        )
+    # Each distinct text is encoded once (the encoder keeps each encoding), whatever its steps.
+    distinct = {entry.chunks for part in parts for entry in part.schedule}
+    scheduled = sum(map(len, distinct))
+    if scheduled > MAX_SCHEDULED_CHUNKS:
+        raise PromptError(
+            f"{name} makes {scheduled} chunks of {CHUNK_LENGTH} tokens over its steps (each "
+            "text an edit [a:b:N] or alternation [a|b] makes is encoded on its own); at most "
+            f"{MAX_SCHEDULED_CHUNKS} are allowed: use fewer edits or a shorter text"
+        )
 
 
 def _choose_seed(explicit: int | None, typed: int | None) -> int:
@@ -218,15 +255,18 @@ def build_plan(
         _plan_subprompt(sub.text, sub.weight, steps, tokenizer, name)
         for sub in split_subprompts(text, name)
     )
+    _check_chunk_count(subprompts, name)
+    negative_plan = _plan_subprompt(
+        expanded_negative.text, 1.0, steps, tokenizer, "the negative prompt"
+    )
+    _check_chunk_count((negative_plan,), "the negative prompt")
     return PromptPlan(
         prompt=expanded.text,
         negative_prompt=expanded_negative.text,
         seed=image_seed,
         steps=steps,
         subprompts=subprompts,
-        negative=_plan_subprompt(
-            expanded_negative.text, 1.0, steps, tokenizer, "the negative prompt"
-        ),
+        negative=negative_plan,
         extra_networks=tuple(networks),
         embeddings_used=tuple(find_embeddings(f"{text}\n{expanded_negative.text}", embeddings)),
         flags=flags,

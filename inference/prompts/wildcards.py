@@ -41,6 +41,7 @@ from inference.prompts.errors import (
     UnknownWildcardError,
     WildcardRecursionError,
 )
+from inference.prompts.stopping import checkpoint
 
 MAX_WILDCARD_DEPTH = 20
 # dynamicprompts parses ``{`` recursively, about 25 stack frames a level: 39 levels overflow
@@ -188,6 +189,7 @@ class _Budget:
         self.chars = 0
 
     def spend(self, chars: int) -> None:
+        checkpoint()
         self.expansions += 1
         self.chars += chars
         if self.expansions > MAX_WILDCARD_EXPANSIONS:

@@ -8,8 +8,10 @@ import io
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
+import aiosqlite
 import nats as nats_client
 import pytest
 from PIL import Image
@@ -29,9 +31,15 @@ from bot.jobs.broker.wire import (
     result_subject,
     tag,
 )
-from inference.types import RenderInputError, RenderRequest, StepProgress
+from bot.jobs.queue import Submission
+from bot.policy.quota import Period, period_start
+from db import jobs as journal
+from db import quotas as ledger
+from inference.types import RenderedImage, RenderInputError, RenderRequest, StepProgress
+from tests.conftest import ErrorLogs
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import InstantEngine
+from tests.support.sinks import started_queue
 
 FORGED_PNG = b"\x89PNG forged"
 
@@ -235,3 +243,68 @@ async def test_a_workers_picture_of_the_size_the_job_asked_for_is_taken(
         (image,) = await render
     await worker.close()
     assert (image.png, image.width, image.height) == (picture, 128, 64)
+
+
+@pytest.mark.parametrize("returned", [1, 3], ids=["fewer", "more"])
+async def test_a_workers_result_with_another_number_of_pictures_is_refused_unread(
+    nats: NatsTransport, caplog: pytest.LogCaptureFixture, returned: int
+) -> None:
+    client = await nats.client()
+    render = asyncio.create_task(
+        client.render("job-count", RenderRequest("a cat", seed=1, count=2), None, None)
+    )
+    worker = await nats_client.connect(nats.server.url)
+    js = worker.jetstream()
+    job = await published_job(js)
+    # Tagged with the job's secret, each picture the size asked for: only the count is wrong.
+    # The PNG bytes are not a picture: decoding one would fail otherwise than with the count.
+    pictures = tuple(ImageRef(1 + i, "info", 8, 8, png=FORGED_PNG) for i in range(returned))
+    result = ResultMessage("job-count", Outcome.DONE, "worker-7", 1, pictures).encode()
+    with caplog.at_level(logging.ERROR, logger="bot.jobs.broker.client"):
+        await js.publish(
+            result_subject("job-count"), result, headers={TAG_HEADER: tag(job.secret, result)}
+        )
+        with pytest.raises(
+            RemoteRenderFailed, match=rf"^the worker returned {returned} picture\(s\); this job"
+        ):
+            async with asyncio.timeout(5):
+                await render
+    await worker.close()
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged == (
+        f"job job-count: refused the result of worker worker-7: {returned} pictures, "
+        "the job makes 2"
+    )
+
+
+class OneTooManyEngine(InstantEngine):
+    """A buggy or compromised worker's engine: one picture more than asked for."""
+
+    @staticmethod
+    def _pictures(request: RenderRequest) -> list[RenderedImage]:
+        asked = InstantEngine._pictures(request)
+        return [*asked, asked[0]]
+
+
+async def test_a_job_given_too_many_pictures_fails_refunded_with_none_stored(
+    conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect(r"refused the result of worker .*: 3 pictures, the job makes 2")
+    client = await nats.client()
+    nats.start_worker(OneTooManyEngine())
+    queue, sink = await started_queue(conn, client.slots(), tmp_path / "images")
+    job_id = await queue.submit(
+        Submission("imagine", RenderRequest("a cat", seed=1, count=2), user_id=7, guild_id=5)
+    )
+    await sink.wait_for(1)
+    await queue.stop()
+    (finished,) = sink.delivered
+    assert not finished.succeeded and finished.images == ()
+    assert (
+        finished.error is not None and "returned 3 picture(s); this job makes 2" in finished.error
+    )
+    record = await journal.get_job(conn, job_id)
+    assert record is not None and record.status is journal.JobStatus.FAILED
+    assert not (tmp_path / "images" / job_id).exists()
+    usage = await ledger.usage(conn, 7, 5, period_start(Period.DAY, time.time()))
+    assert usage.images == 0

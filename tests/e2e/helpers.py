@@ -99,10 +99,11 @@ async def limit_daily_images(fake: FakeDiscord, images: int, member: int | None 
 
 
 async def deliver_after_token_expiry(
-    fake: FakeDiscord, bot: EaselBot, prompt: str = "a slow cat"
+    fake: FakeDiscord, bot: EaselBot, prompt: str = "a slow cat", channel: int | None = None
 ) -> asyncio.Future[int | None]:
-    """Run a quick /imagine whose result is held back until its token has expired; the future
-    holds the id of the message the result was posted as (None: posted nowhere)."""
+    """Run a quick /imagine (in ``channel``, default the fake's) whose result is held back
+    until its token has expired; the future holds the id of the message the result was
+    posted as (None: posted nowhere)."""
     gate = asyncio.Event()
     original_deliver = bot.results.deliver
     posted: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -114,7 +115,7 @@ async def deliver_after_token_expiry(
         return message_id
 
     bot.queue.set_sink(type("Late", (), {"deliver": staticmethod(late_deliver)})())
-    handle = await fake.invoke_command("imagine", {"prompt": prompt, **QUICK})
+    handle = await fake.invoke_command("imagine", {"prompt": prompt, **QUICK}, channel=channel)
     await handle.wait_for_ack()
     # Sixteen minutes pass, for Discord and for the bot alike.
     fake.advance_time(16 * 60)

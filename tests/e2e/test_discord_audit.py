@@ -339,7 +339,7 @@ async def test_a_refusal_after_a_public_thinking_reaches_only_the_member(
     The public "thinking…" goes; the refusal is the member's alone."""
     fake = fake_discord
 
-    async def memory_says_yes(queue: JobQueue, submission: Submission) -> None:
+    async def memory_says_yes(queue: JobQueue, submission: Submission, jobs: int = 1) -> None:
         return None  # the other job's charge has not reached the figures in memory yet
 
     async with start_easel() as bot:

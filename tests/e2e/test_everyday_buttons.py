@@ -16,6 +16,7 @@ from tests.e2e.helpers import (
     has_picture,
     images_today,
     imagine,
+    job_id_of,
     modal_fields,
     reply_to,
 )
@@ -138,7 +139,7 @@ async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
     fake_discord.add_member(
         MODERATOR, "mod", permissions=DEFAULT_MEMBER_PERMISSIONS | MANAGE_MESSAGES
     )
-    async with start_easel():
+    async with start_easel() as bot:
         first = await imagine(fake_discord, "a lighthouse")
         refused = await fake_discord.click(first, label="Delete", user=OTHER)
         answer = await refused.wait_for_original(lambda m: "Manage Messages" in m.content)
@@ -146,6 +147,9 @@ async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
 
         await fake_discord.click(first, label="Delete", user=MODERATOR)
         await until_deleted(first)
+        # A moderator's deletion withdraws the job: its pictures are not shown again.
+        removed = await bot.services.history.job(job_id_of(first))
+        assert removed is not None and removed.withdrawn
         second = await imagine(fake_discord, "a windmill", count=2)
 
         # DM me: the clicker gets the pictures (with their infotext) and only a Delete button.
@@ -166,6 +170,9 @@ async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
 
         await fake_discord.click(second, label="Delete")
         await until_deleted(second)
+        # Its maker's own deletion withdraws nothing: /show brings it back.
+        shown = await reply_to(fake_discord, "show", {"job_id": job_id_of(second)})
+        assert has_picture(shown)
 
 
 async def test_results_by_dm_sends_each_result_to_the_member_too(

@@ -12,6 +12,7 @@ from tests.e2e.helpers import (
     reply_to,
 )
 from tests.fake_discord import FakeDiscord
+from tests.fake_discord.rest import RESPONSE_DEFERRED_MESSAGE
 
 
 async def test_history_pages_search_show_and_forget_me(
@@ -48,7 +49,10 @@ async def test_history_pages_search_show_and_forget_me(
         user_id = fake_discord.user_id
         images_dir = bot.settings.images_dir
         assert (images_dir / job_id_of(dog)).is_dir()
-        forgotten = await reply_to(fake_discord, "forget-me")
+        forget = await fake_discord.invoke_command("forget-me")
+        forgotten = await forget.wait_for_original(lambda m: not m.is_loading)
+        # Deferred first (the erase may take past Discord's 3 s), answered privately after.
+        assert forget.response_type == RESPONSE_DEFERRED_MESSAGE and forgotten.is_ephemeral
         assert "erased 6 job(s), 6 stored picture(s)" in forgotten.content
         assert await bot.services.history.rows_left_for(user_id) == 0
         assert not (images_dir / job_id_of(dog)).exists()

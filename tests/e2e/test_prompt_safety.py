@@ -182,4 +182,7 @@ async def test_explain_of_a_heavy_legal_prompt_does_not_stall_the_bot(
             ticker.cancel()
             gc.enable()
         assert reply.is_ephemeral and "```json" in reply.content
-        assert max(stalls) < 0.2, f"the event loop stalled {max(stalls):.2f} s"
+        # Parsed on the loop, the second of parsing would be one stall of a second or more and
+        # a handful of ticks; off it, the loop ticks on through the parse.
+        assert len(stalls) >= 20
+        assert max(stalls) < 0.5, f"the event loop stalled {max(stalls):.2f} s"

@@ -481,7 +481,7 @@ class RestApi:
         return json_response(message.payload)
 
     async def delete_channel_message(self, request: web.Request) -> web.Response:
-        await self._delete(self._channel_message(request))
+        await self.delete_message(self._channel_message(request))
         return web.Response(status=204)
 
     def _channel_message(self, request: web.Request) -> StoredMessage:
@@ -726,7 +726,7 @@ class RestApi:
 
     async def delete_webhook_msg(self, request: web.Request) -> web.Response:
         handle = self._interaction_for_webhook(request)
-        await self._delete(self._webhook_message(handle, request.match_info["message"]))
+        await self.delete_message(self._webhook_message(handle, request.match_info["message"]))
         return web.Response(status=204)
 
     async def create_followup(self, request: web.Request) -> web.Response:
@@ -759,10 +759,10 @@ class RestApi:
             raise invalid_form_body(Violation.INVALID_MESSAGE, where, problems)
         self.state.check_upload_sizes(uploads, size_limit, where)
 
-    async def _delete(self, message: StoredMessage) -> None:
+    async def delete_message(self, message: StoredMessage) -> None:
         message.deleted = True
         self.state.feed.notify()
-        if self._gateway_sees(message):
+        if self.gateway_sees(message):
             await self.gateway.dispatch(
                 "MESSAGE_DELETE",
                 {
@@ -773,10 +773,10 @@ class RestApi:
             )
 
     async def announce(self, event: str, message: StoredMessage) -> None:
-        if self._gateway_sees(message):
+        if self.gateway_sees(message):
             await self.gateway.dispatch(event, message.payload)
 
-    def _gateway_sees(self, message: StoredMessage) -> bool:
+    def gateway_sees(self, message: StoredMessage) -> bool:
         if message.is_ephemeral or self.gateway.session is None:
             return False
         bot_permissions = self.state.permissions_in(message.channel_id, self.state.bot_user_id)

@@ -576,6 +576,26 @@ class FakeDiscord:
         self._state.feed.notify()
         return message
 
+    async def delete_messages(self, *messages: StoredMessage) -> None:
+        """Messages of one channel deleted in Discord's client (by a moderator, say): one is
+        announced as MESSAGE_DELETE, several as MESSAGE_DELETE_BULK (what a purge sends)."""
+        [channel_id] = {message.channel_id for message in messages}
+        if len(messages) == 1:
+            await self._rest.delete_message(messages[0])
+            return
+        for message in messages:
+            message.deleted = True
+        self._state.feed.notify()
+        if self._rest.gateway_sees(messages[0]):
+            event = {
+                "ids": [str(message.id) for message in messages],
+                "channel_id": str(channel_id),
+            }
+            guild_id = messages[0].payload.get("guild_id")
+            if guild_id is not None:
+                event["guild_id"] = guild_id
+            await self._gateway.dispatch("MESSAGE_DELETE_BULK", event)
+
     # -- internals -------------------------------------------------------------------------
 
     def _user(self, user: int | None) -> int:

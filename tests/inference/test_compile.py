@@ -7,6 +7,7 @@ tens of seconds); its first render runs eager while the background thread compil
 from __future__ import annotations
 
 import dataclasses
+import os
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,17 +47,15 @@ def eager_engine(compile_models: Path) -> Engine:
 
 @pytest.fixture(scope="module")
 def compiled_engine(
-    compile_models: Path, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    compile_models: Path,
 ) -> Iterator[Engine]:
     """A compiled engine after its first (eager) render, once the compile thread is done.
     Only the shapes seen are warmed, not their other batch sizes: two compiles, not eight.
-    Inductor's artefacts stay in pytest's cache folder, as in EASEL_DATA_DIR between restarts:
-    a cold compile takes minutes on a busy 2-core machine, a warm one seconds."""
-    pytest_cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
-    if pytest_cache is not None:
-        cache = pytest_cache.mkdir("easel-inductor")
-    else:
-        cache = tmp_path_factory.mktemp("compile-cache")
+    Inductor's artefacts stay in the user's cache folder, as in EASEL_DATA_DIR between restarts
+    (a fresh checkout has no pytest cache): a cold compile takes a minute or more on a busy
+    2-core machine, a warm one seconds. Inductor keys them by graph and torch version."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "easel-tests"
+    cache.mkdir(parents=True, exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # put back afterwards
         engine = Engine(compile_models, compiler=Compiler(cache, batch_variants=False))

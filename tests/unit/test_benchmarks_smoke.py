@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from benchmarks.gpu import (
 )
 from benchmarks.interactions import FAKE_MODES, check_arguments, percentile, run_load
 from inference.tiny import write_tiny_model
+
+ScriptReport = Callable[..., dict[str, Any]]
 
 
 @pytest.mark.parametrize("fake", FAKE_MODES)
@@ -122,11 +126,33 @@ def test_engine_path_pass_passes_a_sound_render_and_catches_nan(tmp_path: Path) 
 
 
 def _script_report(script: str, *arguments: str) -> dict[str, Any]:
+    """The script run as a user runs it, in a Python of its own (one such run: each pays
+    torch's and diffusers' imports again)."""
     root = Path(__file__).resolve().parents[2]
     command = [sys.executable, str(root / "benchmarks" / script), *arguments]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=root)
     report: dict[str, Any] = json.loads(output.stdout)
     return report
+
+
+@pytest.fixture
+def script_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[ScriptReport]:
+    """The script run as ``__main__`` in this Python: its JSON report from standard output.
+    Torch's thread count is put back (two scripts pin it to one)."""
+    threads = torch.get_num_threads()
+
+    def run(script: str, *arguments: str) -> dict[str, Any]:
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / script
+        monkeypatch.setattr(sys, "argv", [str(path), *arguments])
+        capsys.readouterr()
+        runpy.run_path(str(path), run_name="__main__")
+        report: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return report
+
+    yield run
+    torch.set_num_threads(threads)
 
 
 def test_upscale_benchmark_compares_tiled_with_whole() -> None:
@@ -138,15 +164,15 @@ def test_upscale_benchmark_compares_tiled_with_whole() -> None:
     assert report["tiled"]["peak_mib"] >= 0 and report["whole"]["peak_mib"] >= 0
 
 
-def test_preview_benchmark_compares_a_preview_with_a_decode() -> None:
-    report = _script_report("preview.py", "--size", "64", "--count", "1", "--runs", "1")
+def test_preview_benchmark_compares_a_preview_with_a_decode(script_report: ScriptReport) -> None:
+    report = script_report("preview.py", "--size", "64", "--count", "1", "--runs", "1")
     assert report["pictures"] == "1 x 64x64"
     assert report["preview_ms"] > 0 and report["decode_over_preview"] > 0
 
 
-def test_fast_mode_benchmark_compares_fast_with_plain() -> None:
+def test_fast_mode_benchmark_compares_fast_with_plain(script_report: ScriptReport) -> None:
     arguments = ("--unet", "tiny", "--size", "64", "--steps", "4", "--seeds", "1", "--repeats", "1")
-    report = _script_report("fast_mode.py", *arguments)
+    report = script_report("fast_mode.py", *arguments)
     assert report["fast_repeatable"] is True and report["cache_interval"] == 3
     assert report["speedup"] > 0 and report["psnr_db_min"] > 0
 
@@ -169,16 +195,18 @@ async def test_device_busy_benchmark_reports_idle_fractions_of_a_backlog(tmp_pat
     assert isinstance(report["span_s"], float) and report["span_s"] > 0
 
 
-def test_delivery_benchmark_times_a_grid_a_picture_and_a_batchs_members() -> None:
+def test_delivery_benchmark_times_a_grid_a_picture_and_a_batchs_members(
+    script_report: ScriptReport,
+) -> None:
     arguments = ("--size", "64", "--steps", "1", "--runs", "1", "--upload-ms", "50")
-    report = _script_report("delivery.py", *arguments)
+    report = script_report("delivery.py", *arguments)
     assert report["grid_ms"] > 0 and report["single_ms"] > 0
     # Four members' jobs of one render call; each delivery waits its own 50 ms upload.
     assert len(report["batch_ms"]) == 4 and min(report["batch_ms"]) >= 50
 
 
-def test_step_overhead_benchmark_times_both_loops_per_sampler() -> None:
-    report = _script_report("step_overhead.py", "--steps", "6", "--runs", "1", "--sampler", "Euler")
+def test_step_overhead_benchmark_times_both_loops_per_sampler(script_report: ScriptReport) -> None:
+    report = script_report("step_overhead.py", "--steps", "6", "--runs", "1", "--sampler", "Euler")
     figures = report["samplers"]["Euler"]
     assert figures["plain_ms_per_step"] > 0 and figures["easel_ms_per_step"] > 0
     assert figures["easel_extra_ms_per_step"] == pytest.approx(
@@ -186,8 +214,8 @@ def test_step_overhead_benchmark_times_both_loops_per_sampler() -> None:
     )
 
 
-def test_step_profile_benchmark_isolates_one_step_of_each_loop() -> None:
-    report = _script_report(
+def test_step_profile_benchmark_isolates_one_step_of_each_loop(script_report: ScriptReport) -> None:
+    report = script_report(
         "step_profile.py", "--device", "cpu", "--steps", "1", "--extra", "1", "--sampler", "Euler a"
     )
     for side in ("plain", "easel"):
@@ -208,8 +236,10 @@ def test_step_profile_benchmark_isolates_one_step_of_each_loop() -> None:
     assert counts["easel"]["host_born"] == {}
 
 
-def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling() -> None:
-    report = _script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
+def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling(
+    script_report: ScriptReport,
+) -> None:
+    report = script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
     assert report["tensor_arguments"] == 3  # sample, timestep, text states
     assert report["dispatcher_overhead_us"] > 0
     assert set(report["parts_us"]) == {
@@ -225,3 +255,12 @@ def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compil
         "sd15_32_attention_modules",
         "sdxl_140_attention_modules",
     }
+
+
+def test_planning_threads_benchmark_answers_the_cheap_prompt(script_report: ScriptReport) -> None:
+    [round_] = script_report("planning_threads.py", "--delays", "2.6")
+    assert round_["cheap_sent_after_s"] == 2.6
+    # Sent once the costly prompts' budget is spent: their threads stop, and it is planned.
+    assert round_["cheap_answer"] == "planned"
+    assert all(answer.startswith("refused") for answer in round_["costly_answers"])
+    assert round_["threads_all_free_after_s"] > 0

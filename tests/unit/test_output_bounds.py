@@ -7,7 +7,7 @@ import pytest
 
 from inference.images import MAX_INPUT_SIDE
 from inference.limits import MAX_SIZE
-from inference.output_bounds import largest_output
+from inference.output_bounds import largest_output, output_count
 from inference.types import RenderRequest
 from inference.upscale import MAX_CREATIVE_SIDE, MAX_UPSCALED_SIDE
 
@@ -72,3 +72,22 @@ def test_the_largest_picture_each_kind_of_request_may_return(
     request_: RenderRequest, largest: tuple[int, int]
 ) -> None:
     assert largest_output(request_) == largest
+
+
+@pytest.mark.parametrize(
+    ("request_", "count"),
+    [
+        (RenderRequest("a", count=3), 3),
+        (RenderRequest("a", mode="img2img", init_image="in.png", count=2), 2),
+        # One picture in, one out, whatever count the request carries.
+        (RenderRequest("a", mode="faces", init_image="in.png", count=4), 1),
+        (RenderRequest("a", mode="upscale", init_image="in.png", count=4), 1),
+        # A comparison: one picture per cell.
+        (RenderRequest("a", options={"compare": {"cells": [{"seed": 1}, {"seed": 2}]}}), 2),
+    ],
+    ids=["txt2img", "img2img", "faces", "upscale", "comparison"],
+)
+def test_how_many_pictures_each_kind_of_request_returns(
+    request_: RenderRequest, count: int
+) -> None:
+    assert output_count(request_) == count

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from pathlib import Path
 
@@ -102,10 +101,16 @@ async def test_planning_runs_off_the_event_loop_within_its_budget() -> None:
             await asyncio.sleep(0.01)
 
     ticker = asyncio.create_task(tick())
+    started = time.perf_counter()
     explained = await planner.explain(HEAVY, "", 150)
+    planning_s = time.perf_counter() - started
     ticker.cancel()
     assert explained["subprompts"]
-    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
+    # Parsing on the loop would let the ticker run once or twice at most; off it, the loop keeps
+    # ticking through the parse. Counted, not timed: a loaded machine's pauses (a garbage
+    # collection in the planning thread) stretch single gaps but leave most ticks in place.
+    assert planning_s > 0.3, "the prompt parsed too fast to show anything"
+    assert len(ticks) >= 10
 
     unparsed = HEAVY.replace("a", "c")  # not in the parse cache yet
     with pytest.raises(UserError, match=r"took longer than 0\.05 s; simplify it"):

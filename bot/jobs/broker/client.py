@@ -20,6 +20,7 @@ See ``docs/distributed.md`` for the whole design and ``bot.jobs.broker.wire`` fo
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -28,7 +29,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from bot.jobs.broker.wire import (
     ADVISORIES_CONSUMER,
     ADVISORIES_STREAM,
     DOORBELL_SUBJECT,
+    IMAGES_BUCKET,
     JOBS_STREAM,
     MAX_DELIVERIES_ADVISORIES,
     PROGRESS_SUBJECTS,
@@ -78,7 +80,7 @@ from bot.jobs.broker.wire import (
     with_picture_paths,
 )
 from bot.redaction import redact_url
-from inference.output_bounds import largest_output
+from inference.output_bounds import largest_output, output_count
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -277,11 +279,60 @@ class BrokerClient:
                 await self._nc.publish(DOORBELL_SUBJECT)
         return ack.seq
 
+    async def settle(self, job_id: str, outcome: str) -> None:
+        """The bot recorded ``job_id``'s outcome ("done", "failed" or "cancelled"): its stored
+        result becomes a bare marker and the pictures it named leave the image store. Found
+        by name, without listing the broker. Raises ``nats.errors.Error`` when the broker
+        cannot do it."""
+        await self._replace_result(job_id, Outcome(outcome))
+
+    async def drop_copies(self, job_ids: Sequence[str]) -> None:
+        """/forget-me: what the broker still holds of these jobs goes (their results become
+        bare markers, their pictures leave the image store, tombstones included), found by
+        listing it: the bot may have kept no note of them. Their job messages are gone
+        already: a finished job's was acknowledged or deleted. Raises as ``settle``."""
+        wanted = set(job_ids)
+        results = await self._js.stream_info(RESULTS_STREAM, subjects_filter=RESULTS_SUBJECTS)
+        for subject in results.state.subjects or {}:
+            if (job_id := job_id_of(subject)) in wanted:
+                await self._replace_result(job_id, None)
+        bucket = f"OBJ_{IMAGES_BUCKET}"
+        stored = await self._js.stream_info(bucket, subjects_filter=f"$O.{IMAGES_BUCKET}.M.>")
+        for meta_subject in stored.state.subjects or {}:
+            name = _object_name(meta_subject)
+            if name is None or name.split("/", 1)[0] not in wanted:
+                continue
+            # A worker (it holds the bucket) may have written a malformed entry: it goes too.
+            with contextlib.suppress(nats.js.errors.Error):
+                await self._images.delete(name)
+            await self._js.purge_stream(bucket, subject=meta_subject)
+
+    async def _replace_result(self, job_id: str, outcome: Outcome | None) -> None:
+        """Overwrite ``job_id``'s result with a marker of ``outcome`` (None: the stored one's)
+        holding nothing of the member's, then delete the pictures the result named. The marker
+        stays: a worker whose acknowledgement was lost finds it on the redelivery and only
+        acknowledges (without it, it would render the job again and store a new copy)."""
+        stored = await self._stored_result(job_id)
+        if outcome is None:
+            outcome = stored.outcome if stored is not None else Outcome.FAILED
+        marker = ResultMessage(job_id, outcome, BOT_REPORTER, 0)
+        data = marker.encode()
+        # A plain publish: the stream keeps one message a subject, so it replaces the result.
+        await self._js.publish(
+            result_subject(job_id), data, headers={TAG_HEADER: tag(self.job_secret(job_id), data)}
+        )
+        if stored is not None:
+            # Only the job's own: a result naming another job's pictures is not trusted with them.
+            named = [ref.object_name for ref in stored.images if ref.object_name is not None]
+            await self._delete_objects([n for n in named if n.startswith(f"{job_id}/")])
+
     async def _delete_objects(self, names: list[str]) -> None:
-        """Best effort: what is left is dropped with the bucket's TTL."""
+        """Best effort: what is left is dropped with the bucket's TTL. Deleting leaves a
+        tombstone naming the object (and its job): purged too."""
         for name in names:
             with contextlib.suppress(nats.errors.Error):
                 await self._images.delete(name)
+                await self._js.purge_stream(f"OBJ_{IMAGES_BUCKET}", subject=_meta_subject(name))
 
     async def _ensure_consumer(self, model: str | None) -> None:
         name = consumer_name(model)
@@ -365,6 +416,7 @@ class BrokerClient:
             raise RenderInputError(result.error or "the worker refused the request")
         if result.outcome is Outcome.FAILED:
             raise RemoteRenderFailed(result.error or "the worker reported a failure")
+        _check_count(result, request)
         images = []
         for ref in result.images:
             if ref.png is not None:
@@ -448,6 +500,36 @@ def _sized_as_asked(
         "job %s: refused a picture from worker %s: it %s", result.job_id, result.worker, problem
     )
     raise RemoteRenderFailed(f"the worker's picture {problem}")
+
+
+def _check_count(result: ResultMessage, request: RenderRequest) -> None:
+    """A worker's result holds as many pictures as the job makes, before any is read: more
+    would be stored, posted and charged for as this member's; fewer, a job done in part."""
+    returned, asked = len(result.images), output_count(request)
+    if returned == asked:
+        return
+    log.error(
+        "job %s: refused the result of worker %s: %d pictures, the job makes %d",
+        result.job_id,
+        result.worker,
+        returned,
+        asked,
+    )
+    raise RemoteRenderFailed(f"the worker returned {returned} picture(s); this job makes {asked}")
+
+
+def _meta_subject(name: str) -> str:
+    """Where the image store keeps object ``name``'s metadata (``_object_name`` reverses it)."""
+    return f"$O.{IMAGES_BUCKET}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
+def _object_name(meta_subject: str) -> str | None:
+    """The name of the object whose metadata is stored on ``meta_subject`` (None: not one an
+    object store wrote, which a holder of the bucket could still put there)."""
+    try:
+        return base64.urlsafe_b64decode(job_id_of(meta_subject)).decode()
+    except ValueError:
+        return None
 
 
 def _read_picture(field: str, path: str) -> bytes:

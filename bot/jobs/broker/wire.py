@@ -54,6 +54,7 @@ from inference.control_units import MAX_CONTROL_UNITS
 from inference.control_units import OPTION_KEY as CONTROL_OPTION
 from inference.image_prompts import MAX_IMAGE_PROMPTS, image_prompt_pictures
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_OPTION
+from inference.infotext import PNG_SIGNATURE
 from inference.types import RenderRequest, StepProgress
 
 __all__ = [
@@ -111,7 +112,6 @@ CANCEL_SUBJECTS = "easel.cancel.*"
 DOORBELL_SUBJECT = "easel.doorbell"
 # Where a result or progress message carries its HMAC under the job's secret.
 TAG_HEADER = "Easel-Tag"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
 # Long enough for a bot restarted the next morning to collect what finished overnight.
 RESULT_TTL_S = 24 * 3600.0

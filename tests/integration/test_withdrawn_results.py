@@ -1,0 +1,292 @@
+"""Pictures that outlive their moderation: a result deleted in Discord withdraws its job (only
+in the job's own server and channel), a maker's own deletion withdraws nothing, and a stored
+picture is reused only under the server's rules of now. Real SQLite, the real policy."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.history import History, StoredJob
+from bot.policy import prompt_safety
+from bot.policy.guild import GuildList, GuildPolicy
+from bot.policy.member_settings import MemberSettings
+from bot.policy.moderation import BANNED_SINCE, STORED_TOO_LONG, WITHDRAWN_PICTURE
+from bot.policy.prompt_safety import PromptPlanner
+from bot.user_errors import UserError
+from db import jobs as journal
+from db.history import prune_jobs
+from inference.infotext import format_infotext
+from inference.types import RenderRequest
+
+NOW = 1_800_000_000.0
+MEMBER, GUILD, CHANNEL = 7, 5, 50
+OTHER_GUILD, OTHER_CHANNEL = 6, 60
+
+
+async def delivered(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    message_id: int,
+    *,
+    typed: str = "a dog",
+    rendered: str = "a dog",
+    guild: int = GUILD,
+    channel: int = CHANNEL,
+    kind: str = "imagine",
+    parent: str | None = None,
+) -> None:
+    """A finished job whose result was posted as ``message_id``."""
+    request = RenderRequest(typed, seed=1, steps=2)
+    job = journal.NewJob(
+        job_id, kind, MEMBER, guild, channel, request.to_json(), NOW, parent_job_id=parent
+    )
+    await journal.insert_job(conn, job)
+    infotext = format_infotext(rendered, "", {"Steps": 2, "Sampler": "Euler", "Seed": 1})
+    picture = journal.ImageRecord(job_id, 0, 1, f"/images/{job_id}.png", infotext, 64, 64)
+    await journal.mark_done(conn, job_id, [picture], 0.1, NOW)
+    await journal.mark_delivered(conn, job_id, NOW, message_id)
+
+
+async def stored(history: History, job_id: str) -> StoredJob:
+    job = await history.job(job_id)
+    assert job is not None
+    return job
+
+
+@pytest.fixture
+def history(conn: aiosqlite.Connection, tmp_path: Path) -> History:
+    return History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: NOW)
+
+
+@pytest.fixture
+def policy(conn: aiosqlite.Connection) -> GuildPolicy:
+    return GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+
+
+async def test_a_deleted_result_withdraws_its_job_in_its_own_server_and_channel_only(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    await delivered(conn, "c" * 16, 300, guild=OTHER_GUILD, channel=OTHER_CHANNEL)
+
+    assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [100]) == []  # another channel
+    assert await history.withdraw_deleted(OTHER_GUILD, CHANNEL, [100]) == []  # another server
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [999]) == []  # a "thinking" notice
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [999, 100, 300]) == ["a" * 16]
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == []  # once
+
+    withdrawn, kept = await stored(history, "a" * 16), await stored(history, "b" * 16)
+    assert withdrawn.withdrawn and not kept.withdrawn
+    with pytest.raises(UserError, match=re.escape(WITHDRAWN_PICTURE)):
+        await policy.check_reuse(
+            GUILD, withdrawn.job_id, withdrawn.texts, withdrawn=withdrawn.withdrawn
+        )
+    await policy.check_reuse(GUILD, kept.job_id, kept.texts, withdrawn=kept.withdrawn)
+    page = await history.page(MEMBER, 0, guild_id=GUILD)
+    assert {line.job_id: line.withdrawn for line in page.lines} == {"a" * 16: True, "b" * 16: False}
+
+
+async def test_the_makers_own_delete_withdraws_nothing_a_moderators_does(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    await history.deleted_by_its_maker("a" * 16, 100)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == []
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [200]) == ["b" * 16]
+    assert [(await stored(history, j)).withdrawn for j in ("a" * 16, "b" * 16)] == [False, True]
+
+
+async def test_every_post_of_a_job_in_its_server_withdraws_it_where_it_was_posted(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """/show and U1-U4 post a job's pictures again, in any channel of its server: deleting
+    any of those posts there withdraws it; the maker deleting one post unlinks that one only."""
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    a, b = await stored(history, "a" * 16), await stored(history, "b" * 16)
+    await history.posted_again(a, OTHER_CHANNEL, 101)  # /show in another channel
+    await history.posted_again(a, CHANNEL, 102)  # U1
+    await history.posted_again(b, OTHER_CHANNEL, 201)
+    await history.deleted_by_its_maker("a" * 16, 102)  # the maker's own Delete on U1
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [102, 101]) == []  # 101 is not here
+    assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [201]) == ["b" * 16]
+    assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [101]) == ["a" * 16]
+
+
+async def test_upscales_of_a_withdrawn_job_are_withdrawn_with_it(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """An upscale is the same picture, larger; a variation is a new picture."""
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200, kind="upscale", parent="a" * 16)
+    await delivered(conn, "c" * 16, 300, kind="upscale", parent="b" * 16)
+    await delivered(conn, "d" * 16, 400, kind="vary", parent="a" * 16)
+    withdrawn = await history.withdraw_deleted(GUILD, CHANNEL, [100])
+    assert sorted(withdrawn) == ["a" * 16, "b" * 16, "c" * 16]
+
+
+async def test_a_jobs_posts_go_with_it(conn: aiosqlite.Connection, history: History) -> None:
+    """/forget-me and retention leave no row naming where a member's pictures were posted."""
+    await delivered(conn, "a" * 16, 100)
+    await history.posted_again(await stored(history, "a" * 16), OTHER_CHANNEL, 101)
+    await delivered(conn, "b" * 16, 200)
+    assert await history.rows_left_for(MEMBER) > 0
+    await history.forget(MEMBER)
+    await delivered(conn, "c" * 16, 300)
+    assert await prune_jobs(conn, finished_before=NOW + 1) == 1  # retention
+    async with conn.execute("SELECT COUNT(*) FROM job_messages") as cursor:
+        assert tuple(await cursor.fetchone() or ()) == (0,)
+
+
+async def test_a_word_banned_since_refuses_what_was_typed_or_rendered(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    await delivered(conn, "a" * 16, 100, typed="a __animal__", rendered="a [red|ca\u200bt]")
+    await delivered(conn, "b" * 16, 200, typed="a dog", rendered="a dog")
+    cat, dog = await stored(history, "a" * 16), await stored(history, "b" * 16)
+    for job in (cat, dog):  # nothing banned yet
+        await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "Cat", add=True)
+    with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+        await policy.check_reuse(GUILD, cat.job_id, cat.texts, withdrawn=False)
+    await policy.check_reuse(GUILD, dog.job_id, dog.texts, withdrawn=False)
+    # Another server's words are not this one's.
+    await policy.check_reuse(OTHER_GUILD, cat.job_id, cat.texts, withdrawn=False)
+
+
+class CountingPlanner(PromptPlanner):
+    """The real planner, counting the stored texts it reads."""
+
+    def __init__(self, stored_budget_s: float = 2.0) -> None:
+        super().__init__(wildcards_dir=None, stored_budget_s=stored_budget_s)
+        self.stored_checks = 0
+
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
+    ) -> None:
+        self.stored_checks += 1
+        await super().check_stored(texts, banned_words, member_id)
+
+
+async def test_a_jobs_verdict_is_read_once_until_the_servers_words_change(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """A second click on the same job does not read its texts again; a banned word added or
+    removed does, and a verdict left unread (too long) is not kept."""
+    planner = CountingPlanner()
+    policy = GuildPolicy(conn, prompts=planner)
+    await delivered(conn, "a" * 16, 100, typed="a cat")
+    await delivered(conn, "b" * 16, 200, typed="a dog")
+    cat, dog = await stored(history, "a" * 16), await stored(history, "b" * 16)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+    for _ in range(2):
+        await policy.check_reuse(GUILD, cat.job_id, cat.texts, withdrawn=False)
+        await policy.check_reuse(GUILD, dog.job_id, dog.texts, withdrawn=False)
+    assert planner.stored_checks == 2
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    for _ in range(2):
+        with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+            await policy.check_reuse(GUILD, cat.job_id, cat.texts, withdrawn=False)
+    await policy.check_reuse(GUILD, dog.job_id, dog.texts, withdrawn=False)
+    assert planner.stored_checks == 4
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=False)
+    await policy.check_reuse(GUILD, cat.job_id, cat.texts, withdrawn=False)
+    assert planner.stored_checks == 5
+
+
+async def test_a_button_that_submits_the_request_again_leaves_its_prompts_to_the_plan(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """V1-V4, 🔄, Upscale...: their admission plans the job's prompt and negative prompt, so
+    only what else the pictures were conditioned on (a drawn wildcard) is read before."""
+    planner = CountingPlanner()
+    policy = GuildPolicy(conn, prompts=planner)
+    await delivered(conn, "a" * 16, 100, typed="a cat", rendered="a cat")
+    await delivered(conn, "b" * 16, 200, typed="a __animal__", rendered="a cat")
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    typed, drawn = await stored(history, "a" * 16), await stored(history, "b" * 16)
+    assert typed.texts_to_recheck(resubmitted=True) == ()
+    await policy.check_reuse(
+        GUILD,
+        typed.job_id,
+        typed.texts_to_recheck(resubmitted=True),
+        withdrawn=False,
+        prompts_planned=True,
+    )
+    assert planner.stored_checks == 0
+    assert drawn.texts_to_recheck(resubmitted=True) == ("a cat",)
+    with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+        await policy.check_reuse(
+            GUILD,
+            drawn.job_id,
+            drawn.texts_to_recheck(resubmitted=True),
+            withdrawn=False,
+            prompts_planned=True,
+        )
+    # Posted again or reused otherwise (U1, /show, a menu): every text is read, whatever
+    # was kept of a part of them.
+    await delivered(conn, "c" * 16, 300, typed="a {cat|dog}", rendered="a dog")
+    varied = await stored(history, "c" * 16)
+    rendered_only = varied.texts_to_recheck(resubmitted=True)
+    await policy.check_reuse(
+        GUILD, varied.job_id, rendered_only, withdrawn=False, prompts_planned=True
+    )
+    for job in (typed, varied):
+        with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+            await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+
+
+async def test_texts_too_long_to_check_now_are_refused_in_their_own_words(
+    conn: aiosqlite.Connection, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored picture's texts passed when typed: too long to read again within their own
+    budget is not the member's prompt to simplify, and is asked again next time."""
+    release = threading.Event()
+
+    def slow_check(texts: Sequence[str], banned: Collection[str]) -> None:
+        release.wait(30)
+
+    planner = CountingPlanner(stored_budget_s=1.0)
+    policy = GuildPolicy(conn, prompts=planner)
+    await delivered(conn, "a" * 16, 100)
+    job = await stored(history, "a" * 16)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    monkeypatch.setattr(prompt_safety, "check_banned_since", slow_check)
+    try:
+        with pytest.raises(UserError) as refused:
+            await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+    finally:
+        release.set()
+    assert str(refused.value) == STORED_TOO_LONG
+    monkeypatch.undo()
+    await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+    assert planner.stored_checks == 2
+
+
+async def test_an_admin_restores_a_withdrawn_job_of_their_server_only(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == ["a" * 16]
+    refusals = [
+        (OTHER_GUILD, "a" * 16, "no job"),  # another server's job is not named
+        (GUILD, "f" * 16, "no job"),
+        (GUILD, "b" * 16, "was not withdrawn"),
+    ]
+    for guild, job_id, sentence in refusals:
+        with pytest.raises(UserError, match=sentence):
+            await history.restore(guild, job_id, admin_id=1)
+    await history.restore(GUILD, "a" * 16, admin_id=1)
+    assert not (await stored(history, "a" * 16)).withdrawn
+    [entry] = await policy.audit_log(GUILD)
+    assert (entry.user_id, entry.setting, entry.new_value) == (1, "restore", "a" * 16)
+    assert await policy.audit_log(OTHER_GUILD) == []

@@ -1,0 +1,101 @@
+"""The chunks a prompt may make: each is one more text-encoder pass and 77 more keys in every
+cross-attention of every UNet step, and BREAK (or wildcards) can make hundreds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.policy.prompt_safety import plan_request
+from bot.user_errors import UserError
+from inference.passes.jobs import image_jobs
+from inference.prompts import PromptError, build_plan
+from inference.prompts.plan import MAX_PROMPT_CHUNKS, MAX_SCHEDULED_CHUNKS
+from inference.prompts.tokenizer import CHUNK_LENGTH
+from inference.types import RenderInputError, RenderRequest
+
+
+def chunks_of(count: int) -> str:
+    """A prompt of ``count`` chunks: BREAK closes each."""
+    return " BREAK ".join(f"a cat number {index}" for index in range(count))
+
+
+def refusal(name: str, count: int) -> str:
+    return re.escape(
+        f"{name} makes {count} chunks of {CHUNK_LENGTH} tokens after wildcards (each BREAK "
+        f"starts a new one); at most {MAX_PROMPT_CHUNKS} are allowed: shorten it or use "
+        "fewer BREAKs"
+    )
+
+
+def test_a_prompt_at_the_cap_plans() -> None:
+    plan = build_plan(chunks_of(MAX_PROMPT_CHUNKS), chunks_of(MAX_PROMPT_CHUNKS), seed=1)
+    (part,) = plan.subprompts
+    assert len(part.schedule[0].chunks) == MAX_PROMPT_CHUNKS
+    assert len(plan.negative.schedule[0].chunks) == MAX_PROMPT_CHUNKS
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative", "name", "count"),
+    [
+        (chunks_of(MAX_PROMPT_CHUNKS + 1), "", "the prompt", MAX_PROMPT_CHUNKS + 1),
+        ("a cat", chunks_of(400), "the negative prompt", 400),
+        # AND parts count together: each is conditioned on at every step.
+        (f"{chunks_of(76)} AND {chunks_of(75)}", "", "the prompt", 151),
+        # An edited text counts at its longest.
+        (f"[{chunks_of(10)}:{chunks_of(160)}:5]", "", "the prompt", 160),
+    ],
+    ids=["prompt", "negative", "and-parts", "edited"],
+)
+def test_over_the_cap_is_refused_naming_the_count_and_the_limit(
+    prompt: str, negative: str, name: str, count: int
+) -> None:
+    with pytest.raises(PromptError, match=f"^{refusal(name, count)}$"):
+        build_plan(prompt, negative, seed=1, steps=20)
+
+
+def test_the_cap_counts_after_wildcards_and_refuses_before_queueing(tmp_path: Path) -> None:
+    # A short prompt whose wildcard expands past the cap: refused by the planner (the member
+    # told, nothing queued); at the cap it is accepted.
+    (tmp_path / "scenes.txt").write_text(chunks_of(MAX_PROMPT_CHUNKS + 20), encoding="utf-8")
+    request = RenderRequest("__scenes__", seed=1, steps=4)
+    with pytest.raises(UserError, match=f"^{refusal('the prompt', MAX_PROMPT_CHUNKS + 20)}"):
+        plan_request(request, set(), tmp_path)
+    (tmp_path / "scenes.txt").write_text(chunks_of(MAX_PROMPT_CHUNKS), encoding="utf-8")
+    assert plan_request(request, set(), tmp_path) == request
+
+
+def edited(chunks: int, edits: int) -> str:
+    """A prompt of ``chunks`` chunks whose last one is edited ``edits`` times over the steps:
+    ``edits + 1`` distinct texts, each encoded on its own."""
+    return f"{chunks_of(chunks - 1)} BREAK " + " ".join(
+        f"[red{k}:blue{k}:{2 * k}]" for k in range(1, edits + 1)
+    )
+
+
+def test_the_chunks_of_every_distinct_text_over_the_steps_are_capped_together() -> None:
+    # Four texts of 150 chunks: at the cap.
+    at_cap = build_plan(edited(MAX_PROMPT_CHUNKS, 3), "", seed=1, steps=20)
+    (part,) = at_cap.subprompts
+    assert sum(len(entry.chunks) for entry in part.schedule) == MAX_SCHEDULED_CHUNKS
+    # A fifth: each text within the cap per text, the sum over it.
+    over = 5 * MAX_PROMPT_CHUNKS
+    with pytest.raises(PromptError, match=f"^the prompt makes {over} chunks of 75 tokens over"):
+        build_plan(edited(MAX_PROMPT_CHUNKS, 4), "", seed=1, steps=20)
+    # The review's prompt: 110 BREAKs edited one step after another, 150 steps.
+    many = " BREAK ".join(f"[a{index}:b{index}:{index + 1}]" for index in range(110))
+    with pytest.raises(PromptError, match=rf"at most {MAX_SCHEDULED_CHUNKS} are allowed"):
+        build_plan(many, "", seed=1, steps=150)
+
+
+def test_a_pass_of_more_steps_refuses_the_prompt_with_the_sentence_not_an_internal_error() -> None:
+    # Edits at steps 10, 20, ... 50: the request's 8 steps see one text; a hires pass of 60
+    # steps sees six, 900 chunks. The member reads why, not "internal error (PromptError)".
+    prompt = f"{chunks_of(MAX_PROMPT_CHUNKS - 1)} BREAK " + " ".join(
+        f"[red{k}:blue{k}:{10 * k}]" for k in range(1, 6)
+    )
+    [job] = image_jobs(RenderRequest(prompt, seed=1, steps=8), None, [], [])
+    with pytest.raises(RenderInputError, match=r"^the prompt makes 900 chunks of 75 tokens over"):
+        job.plan(60, None)

@@ -1,0 +1,240 @@
+"""No server age-gates a direct message: a picture made under the server's age restriction
+never goes to one (``cogs.results.copies.may_go_to_direct_messages``, the one rule behind DM
+me, results by DM and a result delivered by DM)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiohttp
+import aiosqlite
+import discord
+import pytest
+
+from bot.jobs.queue import FinishedJob
+from bot.policy.guild import GuildPolicy
+from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
+from bot.policy.prompt_safety import PromptPlanner
+from cogs.results.copies import (
+    CHANNEL_UNCHECKED,
+    MADE_AGE_RESTRICTED,
+    may_go_to_direct_messages,
+    why_kept_in_the_server,
+)
+from cogs.results.posting import DiscordResults
+from inference.types import RenderRequest
+
+GUILD, ADMIN = 100, 1
+PLAIN, AGE_RESTRICTED, THREAD, THREAD_OF_AGE_RESTRICTED, GONE = 11, 12, 13, 14, 15
+
+
+@pytest.mark.parametrize(
+    ("made_age_restricted", "policy"), itertools.product([False, True], NsfwPolicy)
+)
+def test_only_pictures_made_outside_the_servers_age_restriction_leave_it(
+    made_age_restricted: bool, policy: NsfwPolicy
+) -> None:
+    kept = kept_in_age_restricted_channels(
+        made_age_restricted=made_age_restricted, nsfw_policy=policy
+    )
+    assert kept is (made_age_restricted or policy is NsfwPolicy.AGE_RESTRICTED_ONLY)
+
+
+class Channel:
+    def __init__(self, nsfw: bool) -> None:
+        self.nsfw = nsfw
+
+    def is_nsfw(self) -> bool:
+        return self.nsfw
+
+
+class FetchedThread(discord.Thread):
+    """A thread as ``fetch_channel`` returns it before the cache is filled: its parent is
+    unknown to it, so only ``parent_id`` can be read."""
+
+    def __init__(self, parent_id: int) -> None:
+        self.parent_id = parent_id
+
+
+class Client:
+    """discord.Client's cache (``cached``: the channels its guild holds, None: the guild is
+    not cached yet) and Discord behind it (``on_discord``)."""
+
+    def __init__(self, cached: dict[int, object] | None, on_discord: dict[int, object]) -> None:
+        self.cached = cached
+        self.on_discord = on_discord
+        self.fetched: list[int] = []
+
+    def get_guild(self, guild_id: int) -> object | None:
+        cached = self.cached
+        if guild_id != GUILD or cached is None:
+            return None
+        return SimpleNamespace(get_channel_or_thread=cached.get)
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        self.fetched.append(channel_id)
+        if channel_id not in self.on_discord:
+            response = SimpleNamespace(status=404, reason="Not Found")
+            raise discord.NotFound(cast(Any, response), {"code": 10003, "message": "Unknown"})
+        return self.on_discord[channel_id]
+
+
+ON_DISCORD: dict[int, object] = {
+    PLAIN: Channel(False),
+    AGE_RESTRICTED: Channel(True),
+    THREAD: FetchedThread(PLAIN),
+    THREAD_OF_AGE_RESTRICTED: FetchedThread(AGE_RESTRICTED),
+}
+
+
+async def policy_of(conn: aiosqlite.Connection, policy: NsfwPolicy) -> GuildPolicy:
+    guild_policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    await guild_policy.set_nsfw_policy(GUILD, ADMIN, policy)
+    return guild_policy
+
+
+async def may_go(
+    conn: aiosqlite.Connection,
+    client: Client,
+    channel_id: int | None,
+    policy: NsfwPolicy = NsfwPolicy.ALLOW,
+    guild_id: int | None = GUILD,
+) -> bool:
+    return await may_go_to_direct_messages(
+        cast(discord.Client, client), await policy_of(conn, policy), guild_id, channel_id
+    )
+
+
+async def why_kept(
+    conn: aiosqlite.Connection, client: Client, channel_id: int, policy: NsfwPolicy
+) -> str | None:
+    return await why_kept_in_the_server(
+        cast(discord.Client, client), await policy_of(conn, policy), GUILD, channel_id
+    )
+
+
+async def test_the_channel_in_the_cache_and_the_servers_policy_decide(
+    conn: aiosqlite.Connection,
+) -> None:
+    client = Client({PLAIN: Channel(False), AGE_RESTRICTED: Channel(True)}, ON_DISCORD)
+    assert await may_go(conn, client, PLAIN)
+    assert await may_go(conn, client, PLAIN, NsfwPolicy.SPOILER)
+    assert not await may_go(conn, client, AGE_RESTRICTED)
+    # Made before the server turned age_restricted_only on: kept in the server all the same.
+    assert not await may_go(conn, client, PLAIN, NsfwPolicy.AGE_RESTRICTED_ONLY)
+    # A job made in direct messages is there already, whatever any server says.
+    assert await may_go(conn, client, None, NsfwPolicy.AGE_RESTRICTED_ONLY, guild_id=None)
+    assert client.fetched == []
+
+
+async def test_a_channel_the_cache_lacks_is_asked_of_discord(conn: aiosqlite.Connection) -> None:
+    """A result delivered at start-up, before the gateway fills the cache; a thread's parent
+    decides; a channel Discord does not show Easel (deleted, hidden) keeps the picture."""
+    empty = Client(None, ON_DISCORD)
+    assert await may_go(conn, empty, PLAIN)
+    assert not await may_go(conn, empty, AGE_RESTRICTED)
+    assert await may_go(conn, empty, THREAD)
+    assert not await may_go(conn, empty, THREAD_OF_AGE_RESTRICTED)
+    assert empty.fetched == [
+        PLAIN,
+        AGE_RESTRICTED,
+        THREAD,
+        PLAIN,
+        THREAD_OF_AGE_RESTRICTED,
+        AGE_RESTRICTED,
+    ]
+    assert not await may_go(conn, Client({}, ON_DISCORD), GONE)
+    assert not await may_go(conn, Client({}, ON_DISCORD), None)
+
+
+async def test_a_server_keeping_its_pictures_in_age_restricted_channels_is_not_asked_about_one(
+    conn: aiosqlite.Connection,
+) -> None:
+    """Its policy decides: no channel is fetched (a call to Discord per delivery saved)."""
+    empty = Client(None, ON_DISCORD)
+    assert not await may_go(conn, empty, PLAIN, NsfwPolicy.AGE_RESTRICTED_ONLY)
+    assert empty.fetched == []
+    kept_because = await why_kept(conn, empty, PLAIN, NsfwPolicy.AGE_RESTRICTED_ONLY)
+    assert kept_because == MADE_AGE_RESTRICTED and empty.fetched == []
+
+
+class Unanswering(Client):
+    """Discord does not answer (a 5xx, a dropped connection) when asked for a channel."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(None, ON_DISCORD)
+        self.error = error
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        self.fetched.append(channel_id)
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        discord.DiscordServerError(cast(Any, SimpleNamespace(status=503, reason="")), "down"),
+        aiohttp.ServerDisconnectedError(),
+    ],
+)
+async def test_a_channel_discord_does_not_answer_for_keeps_the_picture_and_says_so(
+    conn: aiosqlite.Connection, error: Exception
+) -> None:
+    """Kept in the server to be safe, but logged as what it is: not an age restriction."""
+    unanswering = Unanswering(error)
+    assert await why_kept(conn, unanswering, PLAIN, NsfwPolicy.ALLOW) == CHANNEL_UNCHECKED
+    assert unanswering.fetched == [PLAIN]
+
+
+class DirectMessages:
+    """The member's direct-message channel: what Easel sends there."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, object]]] = []
+
+    async def send(self, content: str, **kwargs: object) -> object:
+        self.sent.append((content, kwargs))
+        return SimpleNamespace(id=len(self.sent))
+
+
+@pytest.mark.parametrize(
+    ("succeeded", "error", "told"),
+    [
+        (False, "cancelled", "was cancelled; `/history` there lists it."),
+        (False, "The prompt 'a secret barn' is too long.", "failed; `/history` there lists it."),
+    ],
+)
+async def test_a_job_kept_in_the_server_ends_with_a_notice_in_words_only(
+    conn: aiosqlite.Connection, succeeded: bool, error: str, told: str
+) -> None:
+    """A private job whose token expired, in a server that keeps its pictures in
+    age-restricted channels: the member learns by DM that it ended, with no prompt or reason."""
+    direct = DirectMessages()
+    client = SimpleNamespace(
+        get_guild=lambda guild_id: SimpleNamespace(name="Barn *club*"),
+        create_dm=lambda user: asyncio.sleep(0, direct),
+    )
+    results = DiscordResults(cast(discord.Client, client))
+    results.guild_policy = await policy_of(conn, NsfwPolicy.AGE_RESTRICTED_ONLY)
+    job = FinishedJob(
+        job_id="j1",
+        kind="imagine",
+        succeeded=succeeded,
+        error=error,
+        request=RenderRequest(prompt="a secret barn"),
+        user_id=7,
+        guild_id=GUILD,
+        channel_id=PLAIN,
+        application_id=None,
+        interaction_token=None,
+        interaction_created_at=None,
+        images=(),
+        private=True,
+    )
+    assert await results.deliver(job) is None  # the result itself was posted nowhere
+    [(notice, sent_with)] = direct.sent
+    assert notice == f"Your job `j1` in Barn \\*club\\* {told}"
+    assert "files" not in sent_with and "secret" not in notice

@@ -1,0 +1,60 @@
+"""A stored picture is reused only under the server's banned words of now: what it was
+conditioned on (typed and rendered) is read as a new prompt's text is, and the refusal never
+names the word."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.history import conditioning_texts
+from bot.policy.moderation import BANNED_SINCE, check_banned_since
+from bot.user_errors import Reason, UserError
+from inference.infotext import format_infotext
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["a [dog|Ｃａ\u200bt] in the rain"],  # a choice, written wide with a zero-width space
+        ["a [dog:cat:0.5] in the rain"],  # the later side of a schedule
+        ["a (red_cat2:1.3)"],  # a run of letters, as CLIP reads it, under emphasis
+        ["a dog", "a cat, drawn from the wildcard"],  # only the rendered text has it
+    ],
+)
+def test_a_word_banned_since_refuses_the_picture_without_naming_it(texts: list[str]) -> None:
+    with pytest.raises(UserError) as refused:
+        check_banned_since(texts, ["cat"])
+    assert str(refused.value) == BANNED_SINCE and "cat" not in str(refused.value).lower()
+    assert refused.value.reason is Reason.BANNED_WORD
+
+
+@pytest.mark.parametrize(
+    ("texts", "banned"),
+    [
+        (["a concatenated dog <lora:cat:0.8>"], ["cat"]),  # inside a word; an extra-network tag
+        (["a cat"], []),  # nothing banned
+    ],
+)
+def test_pictures_that_meet_the_servers_words_are_reused(
+    texts: list[str], banned: list[str]
+) -> None:
+    check_banned_since(texts, banned)
+
+
+def test_the_texts_read_are_the_typed_prompts_and_each_pictures_rendered_ones() -> None:
+    request = {
+        "prompt": "a __animal__",
+        "negative_prompt": "blurry",
+        "options": {"fix_faces_prompt": "a smiling face"},
+    }
+    infotexts = [
+        format_infotext("a cat", "blurry", {"Steps": 2, "Sampler": "Euler", "Seed": 1}),
+        format_infotext("a dog", "blurry", {"Steps": 2, "Sampler": "Euler", "Seed": 2}),
+    ]
+    assert conditioning_texts(request, infotexts) == (
+        "a __animal__",
+        "blurry",
+        "a smiling face",
+        "a cat",
+        "a dog",
+    )
