@@ -211,10 +211,11 @@ class History:
                 self._conn, guild_id, admin_id, "restore", job_id, self._clock()
             )
 
-    async def deleted_by_its_maker(self, job_id: str, message_id: int) -> None:
+    async def deleted_by_its_maker(self, job_id: str, message_id: int) -> bool:
         """The maker deletes one of the job's posts: its deletion (which Discord announces
-        like a moderator's) withdraws nothing; the job's other posts still do."""
-        await store.unlink_result_message(self._conn, job_id, message_id)
+        like a moderator's) withdraws nothing; the job's other posts still do. Whether it was
+        one of the job's posts (to link again with ``posted_again`` if the delete fails)."""
+        return await store.unlink_result_message(self._conn, job_id, message_id)
 
     async def unfinished(self, user_id: int, *, guild_id: int | None) -> list[HistoryLine]:
         """The member's queued and running jobs in the guild (None: direct messages), oldest

@@ -19,7 +19,9 @@ V = TypeVar("V")
 
 
 class Memo(Generic[K, V]):
-    def __init__(self) -> None:
+    def __init__(self, max_size: int | None = None) -> None:
+        # With ``max_size``, the least recently used value goes first (keys without end).
+        self._max_size = max_size
         self._values: dict[K, V] = {}
         self._version = 0  # counts changes
         self._changed_at: dict[K, int] = {}  # the version of each key's latest change
@@ -29,6 +31,8 @@ class Memo(Generic[K, V]):
     async def get(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
         """The kept value, or ``read()``'s, kept unless the key changed while it ran."""
         if key in self._values:
+            if self._max_size is not None:  # the most recently used last
+                self._values[key] = self._values.pop(key)
             return self._values[key]
         reading = self._reading.get(key)
         if reading is None:
@@ -45,13 +49,19 @@ class Memo(Generic[K, V]):
             if self._reading.get(key) is asyncio.current_task():
                 del self._reading[key]
         if self._changed_at.get(key, 0) <= started and self._cleared_at <= started:
-            self._values[key] = value
+            self._keep(key, value)
         return value
+
+    def _keep(self, key: K, value: V) -> None:
+        self._values.pop(key, None)  # the most recently used last
+        self._values[key] = value
+        if self._max_size is not None and len(self._values) > self._max_size:
+            del self._values[next(iter(self._values))]
 
     def put(self, key: K, value: V) -> None:
         """The value just written."""
         self._changed(key)
-        self._values[key] = value
+        self._keep(key, value)
 
     def update(self, key: K, change: Callable[[V], V]) -> None:
         """Apply a write to the kept value, if there is one."""

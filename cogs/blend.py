@@ -29,7 +29,7 @@ from cogs.common import (
     submit_from_interaction,
 )
 from cogs.edit import SavedInputs, picture_in
-from cogs.results.story import check_posted_picture
+from cogs.results.story import check_named_picture, check_posted_picture
 from cogs.visibility import attachment_for_member, message_for_member
 from inference.image_prompts import (
     MAX_IMAGE_PROMPT_WEIGHT,
@@ -102,6 +102,7 @@ async def with_style_reference(
         assert reference is not None
         linked = await attachment_for_member(interaction, reference)
         if linked is not None:
+            await check_named_picture(interaction, linked[0])  # a link to an Easel post's file
             saved = await inputs.save_data(*linked)
         else:
             message = await message_for_member(interaction, reference)

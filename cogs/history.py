@@ -24,7 +24,7 @@ from cogs.results.buttons import (
     keeps_private,
     spoilered,
 )
-from cogs.visibility import is_age_restricted
+from cogs.visibility import CHANNEL_CHECK_FAILED, is_age_restricted, made_age_restricted
 from inference.compare import is_comparison
 
 _PROMPT_PREVIEW = 80
@@ -119,12 +119,20 @@ async def check_may_show_here(interaction: discord.Interaction[Any], job: Stored
     await policy.check_channel(interaction.guild_id, interaction.channel_id)
     if interaction.guild_id is None:
         return
-    guild, made_in = interaction.guild, None  # a channel not known counts as age-restricted
-    if guild is not None and job.channel_id is not None:
-        made_in = guild.get_channel_or_thread(job.channel_id)
+    # The rule DM copies follow (``made_age_restricted``): a channel the cache lacks (an
+    # archived thread) is asked of Discord, one Easel cannot see counts as age-restricted.
+    try:
+        made_restricted = await made_age_restricted(
+            interaction.client, interaction.guild_id, job.channel_id
+        )
+    except CHANNEL_CHECK_FAILED:
+        raise UserError(
+            f"Discord did not say whether the channel job `{job.job_id}` was made in is "
+            "age-restricted; try /show again in a moment."
+        ) from None
     settings = await policy.settings(interaction.guild_id)
     check_repost(
-        made_age_restricted=made_in is None or is_age_restricted(made_in),
+        made_age_restricted=made_restricted,
         here_age_restricted=is_age_restricted(interaction.channel),
         nsfw_policy=NsfwPolicy(settings.nsfw_policy),
     )
@@ -169,7 +177,7 @@ class HistoryCog(commands.Cog):
                 f"Job `{job.job_id}` is {job.status} and has no pictures; /history lists "
                 "the finished ones."
             )
-        await check_still_shown(services_of(interaction), job, interaction.user.id)
+        await check_still_shown(services_of(interaction), job)
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         await check_may_show_here(interaction, job)
         await interaction.response.defer(thinking=True, ephemeral=private)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 # What a call to Discord raises when it fails: an error answer, or (after discord.py's own
 # retries) a connection that broke or timed out. A check that needed the answer fails closed.
 DISCORD_FAILED = (discord.HTTPException, OSError, aiohttp.ClientError)
+# Asking Discord what a channel is: also a channel type unknown here (``made_age_restricted``).
+CHANNEL_CHECK_FAILED = (*DISCORD_FAILED, discord.InvalidData)
 
 
 def _place_of(interaction: discord.Interaction[Any]) -> Place:
@@ -155,6 +157,29 @@ def is_age_restricted(channel: object) -> bool:
     """Whether a channel is age-restricted (a thread: its parent; a DM or unknown: no)."""
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def made_age_restricted(
+    client: discord.Client, guild_id: int, channel_id: int | None
+) -> bool:
+    """Whether the channel a server's job was made in is age-restricted (a thread: its parent).
+    A channel the gateway's cache does not hold (an archived thread, a result delivered at
+    start-up before the cache is filled) is asked of Discord; one Easel cannot see (gone,
+    hidden) counts as age-restricted. Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
+    not answer what it is."""
+    if channel_id is None:
+        return True
+    guild = client.get_guild(guild_id)
+    cached = None if guild is None else guild.get_channel_or_thread(channel_id)
+    if cached is not None:
+        return is_age_restricted(cached)
+    try:
+        channel = await client.fetch_channel(channel_id)
+        if isinstance(channel, discord.Thread):  # its parent is not in the cache either
+            channel = await client.fetch_channel(channel.parent_id)
+    except (discord.NotFound, discord.Forbidden):
+        return True
+    return is_age_restricted(channel)
 
 
 async def message_for_member(

@@ -121,20 +121,23 @@ async def restore_job(conn: aiosqlite.Connection, job_id: str, guild_id: int) ->
 async def record_job_message(
     conn: aiosqlite.Connection, job_id: str, guild_id: int, channel_id: int, message_id: int
 ) -> None:
-    """Easel posted ``job_id``'s pictures as ``message_id`` in ``channel_id`` of ``guild_id``."""
+    """Easel posted ``job_id``'s pictures as ``message_id`` in ``channel_id`` of ``guild_id``;
+    nothing when the job is gone meanwhile (its maker's /forget-me while it was posted)."""
     await conn.execute(
         "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
-        " VALUES (?, ?, ?, ?)",
-        (message_id, job_id, guild_id, channel_id),
+        " SELECT ?, id, ?, ? FROM jobs WHERE id = ?",
+        (message_id, guild_id, channel_id, job_id),
     )
 
 
-async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> None:
+async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> bool:
     """The job's post ``message_id`` is being deleted by its maker: its deletion is theirs,
-    not a moderator's, so it withdraws nothing (the job's other posts still do)."""
-    await conn.execute(
+    not a moderator's, so it withdraws nothing (the job's other posts still do). Whether it
+    was linked."""
+    cursor = await conn.execute(
         "DELETE FROM job_messages WHERE job_id = ? AND message_id = ?", (job_id, message_id)
     )
+    return cursor.rowcount > 0
 
 
 async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:

@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 
+# Reuse verdicts kept, of the jobs last asked about (a key and a bool each: a few MB at most).
+REUSE_VERDICTS_KEPT = 10_000
 DMS_OFF = "Easel works only in servers: use it in a server channel, not in direct messages."
 # Direct messages (when allowed) get the rules a guild has before its admins set any.
 _DIRECT_MESSAGES = GuildSettings(
@@ -71,8 +73,8 @@ class GuildPolicy:
         self._cached: Memo[int, GuildSettings] = Memo()
         # Whether a stored job's texts (which never change) render none of its server's banned
         # words, by (server, job, its prompts left to the admission): kept until the server's
-        # banned words change.
-        self._reuse_verdicts: Memo[tuple[int, str, bool], bool] = Memo()
+        # banned words change, for the jobs last asked about.
+        self._reuse_verdicts: Memo[tuple[int, str, bool], bool] = Memo(REUSE_VERDICTS_KEPT)
 
     async def settings(self, guild_id: int) -> GuildSettings:
         return await self._cached.get(guild_id, lambda: store.get(self._conn, guild_id))
@@ -117,7 +119,6 @@ class GuildPolicy:
         texts: Sequence[str],
         *,
         withdrawn: bool,
-        member_id: int | None = None,
         prompts_planned: bool = False,
     ) -> None:
         """``UserError`` unless a stored picture of job ``job_id`` of ``guild_id`` may be shown
@@ -126,26 +127,28 @@ class GuildPolicy:
         (``texts``) renders none of the server's banned words of now (read once per job until
         those words change); neither sentence names a word. ``prompts_planned``: ``texts``
         leaves out the job's prompt and negative prompt, which the caller's admission plans
-        (a verdict kept apart from the whole one)."""
+        (a verdict kept apart from the whole one). The read is shared by whoever asks about
+        the job meanwhile, so it is no member's (a refusal of one member's, like
+        ``STILL_PLANNING``, would reach the others)."""
         if withdrawn:
             raise UserError(WITHDRAWN_PICTURE, Reason.PERMISSION)
         if guild_id is None or not texts:
             return  # direct messages have no banned words
+        if not (await self.settings(guild_id)).entries(GuildList.BANNED_WORD):
+            return  # nothing to read, nor to keep
         clean = await self._reuse_verdicts.get(
             (guild_id, job_id, prompts_planned),
-            lambda: self._renders_no_banned_word(guild_id, texts, member_id),
+            lambda: self._renders_no_banned_word(guild_id, texts),
         )
         if not clean:
             raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 
-    async def _renders_no_banned_word(
-        self, guild_id: int, texts: Sequence[str], member_id: int | None
-    ) -> bool:
+    async def _renders_no_banned_word(self, guild_id: int, texts: Sequence[str]) -> bool:
         banned_words = (await self.settings(guild_id)).entries(GuildList.BANNED_WORD)
         if not banned_words:
             return True
         try:
-            await self._prompts.check_stored(texts, banned_words, member_id)
+            await self._prompts.check_stored(texts, banned_words)
         except UserError as refused:
             if refused.reason is not Reason.BANNED_WORD:
                 raise  # not checked (too long, readers busy): asked again next time

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from bot.user_errors import Reason, UserError
 from inference.prompts import Rendering, extract_extra_networks, renderings
+from inference.prompts.stopping import checkpoint
 
 
 class NsfwPolicy(StrEnum):
@@ -62,6 +63,16 @@ def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -
     return None
 
 
+class TooManyCombinations(UserError):
+    """A text whose choices end in more ways than ``MAX_CHECKED_ENDINGS``: not checked."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This prompt has too many [a|b] and [from:to:when] combinations to check against "
+            f"the server's banned words (more than {MAX_CHECKED_ENDINGS:,}); simplify it."
+        )
+
+
 class _Banned(Exception):
     def __init__(self, word: str) -> None:
         self.word = word
@@ -88,6 +99,7 @@ class _Matcher:
     def endings(self, endings: set[str], rendering: Rendering) -> set[str]:
         """The endings of every variant after ``rendering``, checked on the way."""
         for part in rendering:
+            checkpoint()  # a long text's parts add up to seconds nobody may wait for
             if isinstance(part, str):
                 buffers = {normalise(ending + part) for ending in endings}
                 for buffer in buffers:
@@ -96,11 +108,7 @@ class _Matcher:
             else:
                 endings = set().union(*(self.endings(endings, option) for option in part))
             if len(endings) > MAX_CHECKED_ENDINGS:
-                raise UserError(
-                    "This prompt has too many [a|b] and [from:to:when] combinations to check "
-                    f"against the server's banned words (more than {MAX_CHECKED_ENDINGS:,}); "
-                    "simplify it."
-                )
+                raise TooManyCombinations
         return endings
 
     def at_end(self, endings: set[str]) -> None:
@@ -178,9 +186,12 @@ def check_banned_since(texts: Iterable[str], banned: Collection[str]) -> None:
     (what it was conditioned on) renders a word the server bans now, read as a new prompt's
     text is (``[a|b]``, ``[from:to:when]``, attention and extra-network tags resolved). The
     refusal never names the word: the member may not have typed it."""
-    # A text with too many combinations to check is refused as it would be at submit.
     texts_read = (renderings(extract_extra_networks(text)[0]) for text in texts)
-    if find_banned_rendering(texts_read, banned) is not None:
+    try:
+        found = find_banned_rendering(texts_read, banned)
+    except TooManyCombinations:  # they passed when typed, under the words of then
+        raise UserError(STORED_TOO_LONG) from None
+    if found is not None:
         raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 
 

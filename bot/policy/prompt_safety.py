@@ -24,10 +24,12 @@ from typing import Any, TypeVar
 from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
-from inference.face_options import FIX_FACES_PROMPT
+from inference.face_options import FIX_FACES_PROMPT, FaceOptions
+from inference.limits import MIN_SIZE
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
 from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.types import RenderRequest
+from inference.upscale import HiresOptions
 
 T = TypeVar("T")
 
@@ -89,10 +91,11 @@ def plan_request(
                 prompt,
                 request.negative_prompt,
                 seed=request.seed + index,
-                steps=request.steps,
+                steps=steps,
                 wildcards=library,
                 name=name,
             )
+            for steps in _steps_planned(request)
             for name, prompt in prompts
             for index in range(request.count)
         ]
@@ -105,6 +108,22 @@ def plan_request(
             Reason.BANNED_WORD,
         )
     return request
+
+
+def _steps_planned(request: RenderRequest) -> list[int]:
+    """The steps the engine's passes plan the prompts over, each once: the request's, its hires
+    pass's (its own, up to ``MAX_STEPS`` whatever the request's) and its faces pass's
+    (``inference.passes``). A prompt within the prompt language's caps at one may be over them
+    at another: refused here, at submit, not on the render thread after its first pass."""
+    steps = [request.steps]
+    if request.mode == "txt2img":
+        # Its steps do not depend on the size (checked with it once the engine knows it).
+        width, height = request.width or MIN_SIZE, request.height or MIN_SIZE
+        hires = HiresOptions.from_options(request.options, width, height)
+        if hires is not None:
+            steps.append(hires.pass_steps(request.steps))
+    steps.append(FaceOptions.from_options(request.options).fix_steps(request.steps))
+    return [count for count in dict.fromkeys(steps) if count > 0]
 
 
 def explain_prompt(

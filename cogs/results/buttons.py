@@ -26,7 +26,12 @@ from bot.history import StoredJob
 from bot.images import picture_size
 from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
-from bot.policy.moderation import AGE_RESTRICTED_STAYS_IN_THE_SERVER
+from bot.policy.moderation import (
+    AGE_RESTRICTED_STAYS_IN_THE_SERVER,
+    BANNED_SINCE,
+    STORED_TOO_LONG,
+    TooManyCombinations,
+)
 from bot.requests import reroll
 from bot.services import Services
 from bot.user_errors import Reason, UserError
@@ -80,7 +85,7 @@ async def check_clicker_may_see(interaction: discord.Interaction[Any], job: Stor
 
 
 async def check_still_shown(
-    services: Services, job: StoredJob, member_id: int, *, resubmitted: bool = False
+    services: Services, job: StoredJob, *, resubmitted: bool = False
 ) -> None:
     """Refuse ``job``'s stored pictures to every path that posts them again or makes a new
     job of them when a moderator deleted its result, or when what they were conditioned on
@@ -92,7 +97,6 @@ async def check_still_shown(
         job.job_id,
         job.texts_to_recheck(resubmitted=resubmitted),
         withdrawn=job.withdrawn,
-        member_id=member_id,
         prompts_planned=resubmitted,
     )
 
@@ -105,10 +109,27 @@ async def visible_job(
     button that reads a job's prompt or pictures asks this."""
     job = await clicked_job(interaction, job_id)
     await check_clicker_may_see(interaction, job)
-    await check_still_shown(
-        services_of(interaction), job, interaction.user.id, resubmitted=resubmitted
-    )
+    await check_still_shown(services_of(interaction), job, resubmitted=resubmitted)
     return job
+
+
+async def submit_again(
+    interaction: discord.Interaction[Any], kind: str, request: RenderRequest, job: StoredJob
+) -> None:
+    """``submit_from_interaction`` for a button that submits ``job``'s stored prompt again (🔄
+    and the picture edits): its admission reads the prompt under the server's words of now,
+    and a refusal of it is the stored picture's (``BANNED_SINCE``, ``STORED_TOO_LONG``),
+    naming no word: the clicker may not have typed that prompt."""
+    try:
+        await submit_from_interaction(
+            interaction, kind, request, job.job_id, private=await keeps_private(interaction, job)
+        )
+    except TooManyCombinations:
+        raise UserError(STORED_TOO_LONG) from None
+    except UserError as refused:
+        if refused.reason is Reason.BANNED_WORD:
+            raise UserError(BANNED_SINCE, Reason.BANNED_WORD) from None
+        raise
 
 
 async def keeps_private(interaction: discord.Interaction[Any], job: StoredJob) -> bool:
@@ -230,13 +251,7 @@ class RerollButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await visible_job(interaction, self.job_id, resubmitted=True)
         original = await _original_request(interaction, self.job_id)
-        await submit_from_interaction(
-            interaction,
-            "reroll",
-            reroll(original),
-            self.job_id,
-            private=await keeps_private(interaction, job),
-        )
+        await submit_again(interaction, "reroll", reroll(original), job)
 
 
 class PickButton(
@@ -323,13 +338,7 @@ class _PictureEditButton(_ReportsErrors):
         job = await visible_job(interaction, self.job_id, resubmitted=True)
         base, picture = await _stored_picture(interaction, job, self.idx)
         request = await self.edit_here(interaction, base, picture)
-        await submit_from_interaction(
-            interaction,
-            self.action,
-            request,
-            self.job_id,
-            private=await keeps_private(interaction, job),
-        )
+        await submit_again(interaction, self.action, request, job)
 
 
 class VaryButton(
@@ -510,12 +519,17 @@ class DeleteButton(
     style = discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
+        unlinked: tuple[StoredJob, int] | None = None  # the maker's post, until it is gone
         if interaction.guild_id is not None:
             job = await clicked_job(interaction, self.job_id)
             history = services_of(interaction).history
             if job.user_id == interaction.user.id:
-                if interaction.message is not None:
-                    await history.deleted_by_its_maker(job.job_id, interaction.message.id)
+                # Before the delete: its event may arrive before the delete's answer.
+                message = interaction.message
+                if message is not None and await history.deleted_by_its_maker(
+                    job.job_id, message.id
+                ):
+                    unlinked = job, message.id
             # Discord computes Manage Messages for the channel the message is in.
             elif interaction.permissions.manage_messages:
                 # As the deletion's own event would: only a post of the job in this channel
@@ -530,8 +544,15 @@ class DeleteButton(
                     "in this channel, can delete it."
                 )
         # A button in direct messages is on the clicker's own copy.
-        await interaction.response.defer()
-        await interaction.delete_original_response()
+        try:
+            await interaction.response.defer()
+            await interaction.delete_original_response()
+        except Exception:
+            if unlinked is not None:  # still posted: a moderator's deletion still withdraws it
+                await services_of(interaction).history.posted_again(
+                    unlinked[0], interaction.channel_id, unlinked[1]
+                )
+            raise
 
 
 def copy_caption(job: StoredJob) -> str:

@@ -17,7 +17,7 @@ import discord
 from bot.images import fit_under
 from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
-from cogs.visibility import DISCORD_FAILED, is_age_restricted
+from cogs.visibility import CHANNEL_CHECK_FAILED, made_age_restricted
 
 # Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
 DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
@@ -52,35 +52,13 @@ async def why_kept_in_the_server(
     if NsfwPolicy(settings.nsfw_policy) is NsfwPolicy.AGE_RESTRICTED_ONLY:
         return MADE_AGE_RESTRICTED  # whatever the channel: no need to ask Discord about it
     try:
-        made_age_restricted = await _made_age_restricted(client, guild_id, channel_id)
-    except (*DISCORD_FAILED, discord.InvalidData):  # InvalidData: a channel type unknown here
+        age_restricted = await made_age_restricted(client, guild_id, channel_id)
+    except CHANNEL_CHECK_FAILED:
         return CHANNEL_UNCHECKED
     kept = kept_in_age_restricted_channels(
-        made_age_restricted=made_age_restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
+        made_age_restricted=age_restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
     )
     return MADE_AGE_RESTRICTED if kept else None
-
-
-async def _made_age_restricted(
-    client: discord.Client, guild_id: int, channel_id: int | None
-) -> bool:
-    """Whether the channel a server's job was made in is age-restricted (a thread: its parent).
-    A channel the gateway's cache does not hold (a result delivered at start-up, before the
-    cache is filled) is asked of Discord; one Easel cannot see (gone, hidden) counts as
-    age-restricted. Raises when Discord does not answer."""
-    if channel_id is None:
-        return True
-    guild = client.get_guild(guild_id)
-    cached = None if guild is None else guild.get_channel_or_thread(channel_id)
-    if cached is not None:
-        return is_age_restricted(cached)
-    try:
-        channel = await client.fetch_channel(channel_id)
-        if isinstance(channel, discord.Thread):  # its parent is not in the cache either
-            channel = await client.fetch_channel(channel.parent_id)
-    except (discord.NotFound, discord.Forbidden):
-        return True
-    return is_age_restricted(channel)
 
 
 def dms_closed(error: discord.HTTPException) -> bool:

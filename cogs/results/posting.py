@@ -21,6 +21,7 @@ from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
 from cogs.results.buttons import copy_view, job_view
 from cogs.results.copies import (
     DEFAULT_FILESIZE_LIMIT,
+    MADE_AGE_RESTRICTED,
     in_direct_messages,
     send_copy,
     why_kept_in_the_server,
@@ -247,7 +248,7 @@ class DiscordResults(ProgressMessages):
                 job.job_id,
                 kept_because,
             )
-            await self._notify_directly(job)
+            await self._notify_directly(job, kept_because)
             return None  # the result itself was posted nowhere
         for file in files:
             file.reset()
@@ -263,15 +264,22 @@ class DiscordResults(ProgressMessages):
             _log_direct_messages_closed(job)
         return posted
 
-    async def _notify_directly(self, job: FinishedJob) -> None:
+    async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:
         """Tell the member by DM that a job kept in its server has ended: no picture, prompt
         or reason, only its id and where to see it."""
         guild = None if job.guild_id is None else self._client.get_guild(job.guild_id)
         server = "its server" if guild is None else discord.utils.escape_markdown(guild.name)
+        # An age-restricted channel only where the server keeps the picture in one: not for a
+        # channel Discord did not describe, nor a server Easel no longer sees.
+        show_where = (
+            "in an age-restricted channel of the server"
+            if guild is not None and kept_because == MADE_AGE_RESTRICTED
+            else "there"
+        )
         if job.succeeded:
             notice = (
-                f"Your job `{job.job_id}` in {server} is ready; `/show {job.job_id}` in an "
-                "age-restricted channel of the server brings it back."
+                f"Your job `{job.job_id}` in {server} is ready; `/show {job.job_id}` "
+                f"{show_where} brings it back."
             )
         else:
             ended = "was cancelled" if job.error == "cancelled" else "failed"

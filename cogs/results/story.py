@@ -60,7 +60,20 @@ async def check_posted_picture(
     job of a message's picture asks this (a re-post of a withdrawn job keeps its pixels)."""
     named = await _posted_job(interaction, message, filename)
     if named is not None:
-        await check_still_shown(services_of(interaction), named[0], interaction.user.id)
+        await check_still_shown(services_of(interaction), named[0])
+    return named
+
+
+async def check_named_picture(
+    interaction: discord.Interaction[Any], filename: str
+) -> tuple[StoredJob, int] | None:
+    """The job and picture an attachment's name gives (``easel-<job>-<picture>.png``, a job
+    of this server), refused unless the job's pictures may still be shown or used
+    (``check_still_shown``): a copy of a withdrawn job uploaded or linked under its name is
+    refused too. A name is anyone's to write, so it only ever refuses (None: no such job)."""
+    named = await _named_job(interaction, filename)
+    if named is not None:
+        await check_still_shown(services_of(interaction), named[0])
     return named
 
 
@@ -75,8 +88,9 @@ async def journaled_infotext(
 
 
 async def own_upload_infotext(interaction: discord.Interaction[Any], filename: str) -> str | None:
-    """The infotext of an uploaded copy of one of the member's own results, by its name."""
-    named = await _named_job(interaction, filename)
+    """The infotext of an uploaded copy of one of the member's own results, by its name (a
+    job whose pictures are no longer shown is refused: ``check_named_picture``)."""
+    named = await check_named_picture(interaction, filename)
     if named is None or named[0].user_id != interaction.user.id:
         return None
     return named[0].infotexts[named[1]]

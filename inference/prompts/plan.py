@@ -136,10 +136,42 @@ class _TooDeep(Exception):
         self.depth = depth
 
 
+class _ScheduledChunks:
+    """The chunks of one prompt's distinct texts (its AND parts together), counted as they are
+    tokenized: a prompt over ``MAX_SCHEDULED_CHUNKS`` is refused as soon as it passes them,
+    before the rest of its steps (up to 1,000 of a hires pass) are weighted and chunked."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._seen: set[tuple[Chunk, ...]] = set()
+        self._count = 0
+
+    def add(self, chunks: tuple[Chunk, ...]) -> None:
+        # Each distinct text is encoded once (the encoder keeps each encoding), whatever its
+        # steps.
+        if chunks in self._seen:
+            return
+        self._seen.add(chunks)
+        self._count += len(chunks)
+        if self._count > MAX_SCHEDULED_CHUNKS:
+            raise PromptError(
+                f"{self._name} makes at least {self._count} chunks of {CHUNK_LENGTH} tokens "
+                "over its steps (each text an edit [a:b:N] or alternation [a|b] makes is "
+                f"encoded on its own); at most {MAX_SCHEDULED_CHUNKS} are allowed: use fewer "
+                "edits or a shorter text"
+            )
+
+
 def _plan_subprompt(
-    text: str, weight: float, steps: int, tokenizer: ClipTokenizer, name: str
+    text: str,
+    weight: float,
+    steps: int,
+    tokenizer: ClipTokenizer,
+    name: str,
+    scheduled: _ScheduledChunks,
 ) -> SubPromptPlan:
-    """``name`` is the prompt's in messages ("the negative prompt")."""
+    """``name`` is the prompt's in messages ("the negative prompt"); ``scheduled`` counts the
+    chunks of its distinct texts over all its parts."""
     schedule = []
     for segment in schedule_prompt(text, steps):
         checkpoint()  # each text is milliseconds of work, 150 steps x 8 pictures of them
@@ -152,6 +184,7 @@ def _plan_subprompt(
                 MAX_ATTENTION_NESTING,
                 fix=r"close them, or write \( for a literal bracket",
             ) from None
+        scheduled.add(chunks)
         schedule.append(ScheduledText(segment.until_step, segment.text, pieces, chunks))
     return SubPromptPlan(weight, tuple(schedule), text)
 
@@ -173,23 +206,14 @@ def _weighted_chunks(
 
 def _check_chunk_count(parts: Sequence[SubPromptPlan], name: str) -> None:
     """Refuse a prompt whose AND parts make more than ``MAX_PROMPT_CHUNKS`` chunks at their
-    longest, or more than ``MAX_SCHEDULED_CHUNKS`` over all their distinct texts (after
-    wildcards: what the text encoder and the UNet would take)."""
+    longest (after wildcards: what the text encoder and the UNet would take); the cap over all
+    their distinct texts is ``_ScheduledChunks``'."""
     count = sum(max(len(entry.chunks) for entry in part.schedule) for part in parts)
     if count > MAX_PROMPT_CHUNKS:
         raise PromptError(
             f"{name} makes {count} chunks of {CHUNK_LENGTH} tokens after wildcards (each BREAK "
             f"starts a new one); at most {MAX_PROMPT_CHUNKS} are allowed: shorten it or use "
             "fewer BREAKs"
-        )
-    # Each distinct text is encoded once (the encoder keeps each encoding), whatever its steps.
-    distinct = {entry.chunks for part in parts for entry in part.schedule}
-    scheduled = sum(map(len, distinct))
-    if scheduled > MAX_SCHEDULED_CHUNKS:
-        raise PromptError(
-            f"{name} makes {scheduled} chunks of {CHUNK_LENGTH} tokens over its steps (each "
-            "text an edit [a:b:N] or alternation [a|b] makes is encoded on its own); at most "
-            f"{MAX_SCHEDULED_CHUNKS} are allowed: use fewer edits or a shorter text"
         )
 
 
@@ -251,15 +275,18 @@ def build_plan(
         warnings.append("extra-network tags in the negative prompt are read as plain text")
 
     tokenizer = tokenizer or default_tokenizer()
+    scheduled = _ScheduledChunks(name)
     subprompts = tuple(
-        _plan_subprompt(sub.text, sub.weight, steps, tokenizer, name)
+        _plan_subprompt(sub.text, sub.weight, steps, tokenizer, name, scheduled)
         for sub in split_subprompts(text, name)
     )
     _check_chunk_count(subprompts, name)
+    negative_name = "the negative prompt"
+    negative_scheduled = _ScheduledChunks(negative_name)
     negative_plan = _plan_subprompt(
-        expanded_negative.text, 1.0, steps, tokenizer, "the negative prompt"
+        expanded_negative.text, 1.0, steps, tokenizer, negative_name, negative_scheduled
     )
-    _check_chunk_count((negative_plan,), "the negative prompt")
+    _check_chunk_count((negative_plan,), negative_name)
     return PromptPlan(
         prompt=expanded.text,
         negative_prompt=expanded_negative.text,

@@ -7,17 +7,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import os
 from pathlib import Path
+from typing import cast
 
 import aiosqlite
 import nats as nats_client
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from PIL import Image
 
 import bot.history as history_module
+import bot.jobs.broker.worker as worker_module
 from bot.history import History
 from bot.jobs.broker.client import BOT_REPORTER, BrokerClient, BrokerConfig
 from bot.jobs.broker.wire import (
@@ -30,6 +34,7 @@ from bot.jobs.broker.wire import (
     Outcome,
     ResultMessage,
     consumer_name,
+    job_subject,
     picture_digest,
     result_subject,
     retry_transient,
@@ -305,3 +310,88 @@ async def test_forget_me_drops_past_a_malformed_entry_a_worker_left_in_the_image
     finally:
         await holder.close()
     assert not info.state.subjects
+
+
+async def stored_result(url: str, job_id: str) -> ResultMessage:
+    observer = await nats_client.connect(url)
+    try:
+        stored = await observer.jetstream().get_last_msg(RESULTS_STREAM, result_subject(job_id))
+    finally:
+        await observer.close()
+    return ResultMessage.decode(stored.data or b"")
+
+
+async def test_a_late_workers_result_leaves_the_settled_marker_and_takes_its_pictures_away(
+    nats: NatsTransport,
+) -> None:
+    """A worker that missed the cancel (or lost its ack) publishes after the bot settled the
+    job: the marker stays, and the pictures its result names leave the store."""
+    client = await nats.client()
+    await client.settle("late", "cancelled")
+    worker = await nats_client.connect(nats.server.url)
+    try:
+        hub = worker_module._Hub(worker, worker.jetstream())
+        png = noise_bytes()
+        await (await hub.images()).put("late/0.png", png)
+        ref = ImageRef(1, "a cat", NOISE_SIDE, NOISE_SIDE, object_name="late/0.png")
+        late = ResultMessage("late", Outcome.DONE, "a worker", 1, (ref,))
+        await hub.publish_result(late, client.job_secret("late"))
+    finally:
+        await worker.close()
+    assert await stored_result(nats.server.url, "late") == ResultMessage(
+        "late", Outcome.CANCELLED, BOT_REPORTER, 0
+    )
+    # Its tombstone (the object's name, no picture) is dropped with the bucket's TTL.
+    assert await broker_copies(nats.server.url, {"late"}) == ["late/0.png"]
+    observer = await nats_client.connect(nats.server.url)
+    try:
+        with pytest.raises(nats_client.js.errors.ObjectNotFoundError):  # deleted
+            await (await observer.jetstream().object_store(IMAGES_BUCKET)).get("late/0.png")
+    finally:
+        await observer.close()
+
+
+class AdvisoryNotice:
+    """JetStream's max-deliveries notice for the job message at ``sequence``."""
+
+    def __init__(self, sequence: int) -> None:
+        self.data = json.dumps({"stream_seq": sequence, "deliveries": 3}).encode()
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+async def test_a_max_deliveries_notice_of_a_job_with_a_result_is_acknowledged(
+    nats: NatsTransport,
+) -> None:
+    client = await nats.client()
+    job = JobMessage("settled", RenderRequest("a cat"), (), client.job_secret("settled"))
+    publisher = await nats_client.connect(nats.server.url)
+    try:
+        js = publisher.jetstream()
+        sequence = (await js.publish(job_subject(None), job.encode())).seq
+        await client.settle("settled", "done")  # its result arrived and was recorded
+        notice = AdvisoryNotice(sequence)
+        await client._on_max_deliveries(cast(Msg, notice))
+        assert notice.acked
+        with pytest.raises(nats_client.js.errors.NotFoundError):
+            await js.get_msg(JOBS_STREAM, sequence)
+    finally:
+        await publisher.close()
+    assert (await stored_result(nats.server.url, "settled")).outcome is Outcome.DONE
+
+
+async def test_a_tagged_malformed_result_becomes_a_marker_too(nats: NatsTransport) -> None:
+    client = await nats.client()
+    worker = await nats_client.connect(nats.server.url)
+    try:
+        data = json.dumps({"job_id": "bad", "outcome": "done", "prompt": "a secret"}).encode()
+        headers = {TAG_HEADER: tag(client.job_secret("bad"), data)}
+        await worker.jetstream().publish(result_subject("bad"), data, headers=headers)
+    finally:
+        await worker.close()
+    await client.drop_copies(["bad"])
+    assert await stored_result(nats.server.url, "bad") == ResultMessage(
+        "bad", Outcome.FAILED, BOT_REPORTER, 0
+    )

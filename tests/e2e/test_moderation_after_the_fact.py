@@ -79,11 +79,13 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         for menu in ("Vary", "Use settings", "Use as control"):
             used = await (await fake.invoke_message_command(menu, copy)).wait_for_original()
             assert used.is_ephemeral and WITHDRAWN_PICTURE in used.content, menu
-        styled = await fake.invoke_command(
-            "imagine", {**QUICK, "prompt": f"a cat --sref {copy.jump_url}"}
-        )
-        refused = await styled.wait_for_original(lambda message: not message.is_loading)
-        assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content
+        # A link to the post, or to its file (named for the job: a name only ever refuses).
+        for link in (copy.jump_url, copy.attachments[0].url):
+            styled = await fake.invoke_command(
+                "imagine", {**QUICK, "prompt": f"a cat --sref {link}"}
+            )
+            refused = await styled.wait_for_original(lambda message: not message.is_loading)
+            assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content, link
         listed = await reply_to(fake, "history")
         assert f"`{lighthouse}`" in listed.content and "removed by a moderator" in listed.content
 
@@ -95,6 +97,11 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         banned = await show(fake, boat_job, user=OTHER)
         assert banned.is_ephemeral and BANNED_SINCE in banned.content
         assert "boat" not in banned.content
+        # A button that submits its prompt again says so too, naming no word to any clicker.
+        reroll = await fake.click(boat, f"easel:reroll:{boat_job}")
+        rerolled = await reroll.wait_for_original()
+        assert rerolled.is_ephemeral and BANNED_SINCE in rerolled.content
+        assert "boat" not in rerolled.content
         # ... and a purge (MESSAGE_DELETE_BULK) that takes a re-post of it withdraws it as well.
         chatter = await fake.post_user_message("spam", user=OTHER)
         await fake.delete_messages(chatter, shown_boat)

@@ -8,17 +8,23 @@ import re
 import threading
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import aiosqlite
+import discord
 import pytest
 
 from bot.history import History, StoredJob
+from bot.policy import guild as guild_policy
 from bot.policy import prompt_safety
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import BANNED_SINCE, STORED_TOO_LONG, WITHDRAWN_PICTURE
-from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
+from bot.services import Services
 from bot.user_errors import UserError
+from cogs.results.buttons import DeleteButton, check_still_shown
 from db import jobs as journal
 from db.history import prune_jobs
 from inference.infotext import format_infotext
@@ -121,6 +127,45 @@ async def test_every_post_of_a_job_in_its_server_withdraws_it_where_it_was_poste
     assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [101]) == ["a" * 16]
 
 
+async def test_a_post_of_a_job_forgotten_meanwhile_is_not_recorded(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """/show or U1 racing its maker's /forget-me: nothing to link, and no internal error."""
+    await delivered(conn, "a" * 16, 100)
+    job = await stored(history, "a" * 16)
+    await history.forget(MEMBER)
+    await history.posted_again(job, OTHER_CHANNEL, 101)
+    async with conn.execute("SELECT COUNT(*) FROM job_messages") as cursor:
+        assert tuple(await cursor.fetchone() or ()) == (0,)
+
+
+async def test_the_makers_delete_that_fails_leaves_the_post_withdrawing_the_job(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """The maker's Delete unlinks its post first; when Discord does not delete it, it is
+    still a post of the job that a moderator's deletion withdraws."""
+    await delivered(conn, "a" * 16, 100)
+
+    async def defer() -> None:
+        pass
+
+    async def delete_original_response() -> None:
+        raise discord.HTTPException(cast(Any, SimpleNamespace(status=503, reason="")), "down")
+
+    clicked = SimpleNamespace(
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        user=SimpleNamespace(id=MEMBER),
+        message=SimpleNamespace(id=100),
+        client=SimpleNamespace(services=SimpleNamespace(history=history)),
+        response=SimpleNamespace(defer=defer),
+        delete_original_response=delete_original_response,
+    )
+    with pytest.raises(discord.HTTPException):
+        await DeleteButton("a" * 16).run(cast(Any, clicked))
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == ["a" * 16]
+
+
 async def test_upscales_of_a_withdrawn_job_are_withdrawn_with_it(
     conn: aiosqlite.Connection, history: History
 ) -> None:
@@ -200,6 +245,53 @@ async def test_a_jobs_verdict_is_read_once_until_the_servers_words_change(
     await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=False)
     await policy.check_reuse(GUILD, cat.job_id, cat.texts, withdrawn=False)
     assert planner.stored_checks == 5
+
+
+async def test_verdicts_are_kept_for_the_jobs_last_asked_about(
+    conn: aiosqlite.Connection, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guild_policy, "REUSE_VERDICTS_KEPT", 2)
+    planner = CountingPlanner()
+    policy = GuildPolicy(conn, prompts=planner)
+    for message_id, letter in enumerate("abc"):
+        await delivered(conn, letter * 16, message_id)
+    a, b, c = [await stored(history, letter * 16) for letter in "abc"]
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+    for job in (a, b, a, c):  # "a" asked again before "c": "b"'s verdict goes
+        await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+    assert planner.stored_checks == 3
+    for job in (a, c, b):
+        await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+    assert planner.stored_checks == 4
+
+
+async def test_a_pictures_check_is_no_members_own(
+    conn: aiosqlite.Connection, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member whose prompt is still being read past its budget is told so for their next
+    prompt, not for a picture's check: that read is shared with whoever asks about the job
+    meanwhile, so a refusal of the member's own would reach them too."""
+    release = threading.Event()
+
+    def slow_plan(*args: object) -> None:
+        release.wait(30)
+
+    planner = PromptPlanner(wildcards_dir=None, budget_s=0.2)
+    policy = GuildPolicy(conn, prompts=planner)
+    await delivered(conn, "a" * 16, 100, typed="a cat")
+    job = await stored(history, "a" * 16)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    monkeypatch.setattr(prompt_safety, "plan_request", slow_plan)
+    prompt = RenderRequest("a dog", seed=1, steps=2)
+    try:
+        with pytest.raises(UserError, match="took longer"):
+            await planner.check(prompt, [], member_id=MEMBER)
+        with pytest.raises(UserError, match=re.escape(STILL_PLANNING)):
+            await planner.check(prompt, [], member_id=MEMBER)
+        with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+            await check_still_shown(cast(Services, SimpleNamespace(guild_policy=policy)), job)
+    finally:
+        release.set()
 
 
 async def test_a_button_that_submits_the_request_again_leaves_its_prompts_to_the_plan(

@@ -3,8 +3,10 @@ cross-attention of every UNet step, and BREAK (or wildcards) can make hundreds."
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,7 @@ from bot.policy.prompt_safety import plan_request
 from bot.user_errors import UserError
 from inference.passes.jobs import image_jobs
 from inference.prompts import PromptError, build_plan
+from inference.prompts import plan as prompt_plan
 from inference.prompts.plan import MAX_PROMPT_CHUNKS, MAX_SCHEDULED_CHUNKS
 from inference.prompts.tokenizer import CHUNK_LENGTH
 from inference.types import RenderInputError, RenderRequest
@@ -82,7 +85,7 @@ def test_the_chunks_of_every_distinct_text_over_the_steps_are_capped_together() 
     assert sum(len(entry.chunks) for entry in part.schedule) == MAX_SCHEDULED_CHUNKS
     # A fifth: each text within the cap per text, the sum over it.
     over = 5 * MAX_PROMPT_CHUNKS
-    with pytest.raises(PromptError, match=f"^the prompt makes {over} chunks of 75 tokens over"):
+    with pytest.raises(PromptError, match=f"^the prompt makes at least {over} chunks of 75 "):
         build_plan(edited(MAX_PROMPT_CHUNKS, 4), "", seed=1, steps=20)
     # The review's prompt: 110 BREAKs edited one step after another, 150 steps.
     many = " BREAK ".join(f"[a{index}:b{index}:{index + 1}]" for index in range(110))
@@ -92,10 +95,35 @@ def test_the_chunks_of_every_distinct_text_over_the_steps_are_capped_together() 
 
 def test_a_pass_of_more_steps_refuses_the_prompt_with_the_sentence_not_an_internal_error() -> None:
     # Edits at steps 10, 20, ... 50: the request's 8 steps see one text; a hires pass of 60
-    # steps sees six, 900 chunks. The member reads why, not "internal error (PromptError)".
+    # steps sees six, 900 chunks (refused at the fifth, 750). The member reads why, not
+    # "internal error (PromptError)".
     prompt = f"{chunks_of(MAX_PROMPT_CHUNKS - 1)} BREAK " + " ".join(
         f"[red{k}:blue{k}:{10 * k}]" for k in range(1, 6)
     )
     [job] = image_jobs(RenderRequest(prompt, seed=1, steps=8), None, [], [])
-    with pytest.raises(RenderInputError, match=r"^the prompt makes 900 chunks of 75 tokens over"):
+    with pytest.raises(RenderInputError, match=r"^the prompt makes at least 750 chunks of 75 "):
         job.plan(60, None)
+
+
+def test_a_hires_pass_of_more_steps_is_planned_at_submit_and_stops_at_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ~14 chunks whose alternations of 2, 3, 5 and 7 make a new text at each step: the
+    # request's 20 steps are within the cap, a hires pass of 150 (2,100 chunks) is over it.
+    prompt = " ".join(["cat"] * 985) + " [a|b] [c|d|e] [f|g|h|i|j] [k|l|m|n|o|p|q]"
+    request = RenderRequest(prompt, seed=1, steps=20, options={"hires_scale": 2.0})
+    plan_request(request, (), None)
+    weighted: list[str] = []
+    chunks = prompt_plan._weighted_chunks
+
+    def counted(text: str, tokenizer: Any) -> Any:
+        weighted.append(text)
+        return chunks(text, tokenizer)
+
+    monkeypatch.setattr(prompt_plan, "_weighted_chunks", counted)
+    hires = {"hires_scale": 2.0, "hires_steps": 150}
+    with pytest.raises(UserError, match=r"^the prompt makes at least 60\d chunks of 75 tokens"):
+        plan_request(dataclasses.replace(request, options=hires), (), None)
+    # The request's 20 texts, then the pass's refused as its count passed the cap (~44
+    # texts), not after all its 150.
+    assert 20 + 40 < len(weighted) < 20 + 60

@@ -5,6 +5,8 @@ me, results by DM and a result delivered by DM)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import itertools
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,11 +15,15 @@ import aiohttp
 import aiosqlite
 import discord
 import pytest
+from PIL import Image
 
+from bot.history import StoredJob
 from bot.jobs.queue import FinishedJob
 from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.prompt_safety import PromptPlanner
+from bot.user_errors import UserError
+from cogs.history import check_may_show_here
 from cogs.results.copies import (
     CHANNEL_UNCHECKED,
     MADE_AGE_RESTRICTED,
@@ -72,7 +78,7 @@ class Client:
         cached = self.cached
         if guild_id != GUILD or cached is None:
             return None
-        return SimpleNamespace(get_channel_or_thread=cached.get)
+        return SimpleNamespace(get_channel_or_thread=cached.get, name="Barn")
 
     async def fetch_channel(self, channel_id: int) -> object:
         self.fetched.append(channel_id)
@@ -164,8 +170,8 @@ async def test_a_server_keeping_its_pictures_in_age_restricted_channels_is_not_a
 class Unanswering(Client):
     """Discord does not answer (a 5xx, a dropped connection) when asked for a channel."""
 
-    def __init__(self, error: Exception) -> None:
-        super().__init__(None, ON_DISCORD)
+    def __init__(self, error: Exception, cached: dict[int, object] | None = None) -> None:
+        super().__init__(cached, ON_DISCORD)
         self.error = error
 
     async def fetch_channel(self, channel_id: int) -> object:
@@ -238,3 +244,97 @@ async def test_a_job_kept_in_the_server_ends_with_a_notice_in_words_only(
     [(notice, sent_with)] = direct.sent
     assert notice == f"Your job `j1` in Barn \\*club\\* {told}"
     assert "files" not in sent_with and "secret" not in notice
+
+
+def finished(succeeded: bool, error: str | None = None) -> FinishedJob:
+    """A private job of the server's PLAIN channel whose token expired (delivered by DM)."""
+    return FinishedJob(
+        job_id="j1",
+        kind="imagine",
+        succeeded=succeeded,
+        error=error,
+        request=RenderRequest(prompt="a secret barn"),
+        user_id=7,
+        guild_id=GUILD,
+        channel_id=PLAIN,
+        application_id=None,
+        interaction_token=None,
+        interaction_created_at=None,
+        images=(),
+        private=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("client", "channel_id", "told"),
+    [
+        # Made in an age-restricted channel: /show brings it back in one.
+        (Client({AGE_RESTRICTED: Channel(True)}, {}), AGE_RESTRICTED, "in an age-restricted"),
+        # Discord did not say what its channel is: no claim that it is age-restricted.
+        (Unanswering(aiohttp.ServerDisconnectedError(), cached={}), PLAIN, "there"),
+        # A server Easel is no longer in (its channels gone with it): none either.
+        (Client(None, {}), PLAIN, "there"),
+    ],
+)
+async def test_a_ready_notice_names_an_age_restricted_channel_only_where_the_picture_is_kept(
+    conn: aiosqlite.Connection, client: Client, channel_id: int, told: str
+) -> None:
+    direct = DirectMessages()
+    client.create_dm = lambda user: asyncio.sleep(0, direct)  # type: ignore[attr-defined]
+    results = DiscordResults(cast(discord.Client, client))
+    results.guild_policy = await policy_of(conn, NsfwPolicy.ALLOW)
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(picture, format="PNG")
+    job_id = "0123456789abcdef"  # a real one: its buttons are built before the notice
+    job = dataclasses.replace(
+        finished(succeeded=True), job_id=job_id, channel_id=channel_id, composed=picture.getvalue()
+    )
+    assert await results.deliver(job) is None
+    [(notice, _)] = direct.sent
+    server = "its server" if client.cached is None else "Barn"
+    assert notice == f"Your job `{job_id}` in {server} is ready; `/show {job_id}` {told}" + (
+        " channel of the server brings it back." if told != "there" else " brings it back."
+    )
+
+
+async def show_here(conn: aiosqlite.Connection, client: Client, made_in: int) -> None:
+    """A member's private /show, in the server's ordinary PLAIN channel, of their job made
+    in ``made_in``."""
+    client.services = SimpleNamespace(  # type: ignore[attr-defined]
+        guild_policy=await policy_of(conn, NsfwPolicy.ALLOW)
+    )
+    interaction = SimpleNamespace(
+        client=client,
+        guild_id=GUILD,
+        guild=client.get_guild(GUILD),
+        channel_id=PLAIN,
+        channel=Channel(False),
+    )
+    job = StoredJob(
+        job_id="j1",
+        user_id=7,
+        guild_id=GUILD,
+        private=True,
+        spoiler=False,
+        status="done",
+        prompt="a barn",
+        image_paths=[],
+        seeds=[1],
+        infotexts=[""],
+        channel_id=made_in,
+    )
+    await check_may_show_here(cast(discord.Interaction[Any], interaction), job)
+
+
+async def test_show_asks_discord_about_a_channel_the_cache_lacks_as_direct_messages_do(
+    conn: aiosqlite.Connection,
+) -> None:
+    """An archived thread is not in the gateway's cache: its parent decides, as for a DM copy."""
+    await show_here(conn, Client({}, ON_DISCORD), THREAD)
+    with pytest.raises(UserError, match=r"^That picture comes from an age-restricted channel"):
+        await show_here(conn, Client({}, ON_DISCORD), THREAD_OF_AGE_RESTRICTED)
+    with pytest.raises(UserError, match=r"^That picture comes from an age-restricted channel"):
+        await show_here(conn, Client({}, ON_DISCORD), GONE)
+    unanswering = Unanswering(aiohttp.ServerDisconnectedError(), cached={})
+    with pytest.raises(UserError, match=r"^Discord did not say whether the channel job `j1`"):
+        await show_here(conn, unanswering, THREAD)

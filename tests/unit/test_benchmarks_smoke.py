@@ -155,8 +155,8 @@ def script_report(
     torch.set_num_threads(threads)
 
 
-def test_upscale_benchmark_compares_tiled_with_whole() -> None:
-    report = _script_report(
+def test_upscale_benchmark_compares_tiled_with_whole(script_report: ScriptReport) -> None:
+    report = script_report(
         "upscale.py", "--size", "48", "--filters", "8", "--blocks", "1", "--tile", "24"
     )
     assert report["picture"] == "48x48 -> 192x192"
@@ -236,10 +236,8 @@ def test_step_profile_benchmark_isolates_one_step_of_each_loop(script_report: Sc
     assert counts["easel"]["host_born"] == {}
 
 
-def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling(
-    script_report: ScriptReport,
-) -> None:
-    report = script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
+def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling() -> None:
+    report = _script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
     assert report["tensor_arguments"] == 3  # sample, timestep, text states
     assert report["dispatcher_overhead_us"] > 0
     assert set(report["parts_us"]) == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -101,3 +102,15 @@ async def test_a_failed_read_is_not_kept() -> None:
         return 4
 
     assert await memo.get("a", fine) == 4
+
+
+async def test_a_bounded_memo_keeps_the_values_last_used() -> None:
+    store, memo = Store(), Memo[str, int](max_size=2)
+    for key in ("a", "b", "a", "c"):  # "a" used again before "c" comes: "b" goes
+        await memo.get(key, functools.partial(store.read, key))
+    assert store.reads == 3
+    await memo.get("a", lambda: store.read("a"))
+    await memo.get("c", lambda: store.read("c"))
+    assert store.reads == 3
+    await memo.get("b", lambda: store.read("b"))
+    assert store.reads == 4

@@ -4,12 +4,21 @@ names the word."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from bot.history import conditioning_texts
-from bot.policy.moderation import BANNED_SINCE, check_banned_since
+from bot.policy.moderation import (
+    BANNED_SINCE,
+    STORED_TOO_LONG,
+    check_banned_since,
+    find_banned_rendering,
+)
 from bot.user_errors import Reason, UserError
 from inference.infotext import format_infotext
+from inference.prompts import renderings
+from inference.prompts.stopping import PlanStopped, stopping_when
 
 
 @pytest.mark.parametrize(
@@ -58,3 +67,21 @@ def test_the_texts_read_are_the_typed_prompts_and_each_pictures_rendered_ones() 
         "a cat",
         "a dog",
     )
+
+
+def test_stored_texts_with_too_many_combinations_are_not_the_members_to_simplify() -> None:
+    """They passed when typed (under the words of then): refused in the stored picture's own
+    words, not "simplify it"."""
+    with pytest.raises(UserError) as refused:
+        check_banned_since(["[a|b]" * 30], ["a much longer banned phrase"])
+    assert str(refused.value) == STORED_TOO_LONG
+
+
+def test_reading_for_banned_words_stops_once_nobody_waits() -> None:
+    """Each part of a rendering is a checkpoint: a stored check past its budget frees its
+    thread instead of reading 34 long texts on."""
+    stop = threading.Event()
+    stop.set()
+    read = [renderings("a red boat, " * 50)]
+    with pytest.raises(PlanStopped):
+        stopping_when(stop, find_banned_rendering, read, ["zebra"])

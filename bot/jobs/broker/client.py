@@ -52,6 +52,7 @@ from bot.jobs.broker.wire import (
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
     TAG_HEADER,
+    WRONG_LAST_SEQUENCE,
     BrokerUnavailable,
     ImageRef,
     JobMessage,
@@ -312,7 +313,10 @@ class BrokerClient:
         holding nothing of the member's, then delete the pictures the result named. The marker
         stays: a worker whose acknowledgement was lost finds it on the redelivery and only
         acknowledges (without it, it would render the job again and store a new copy)."""
-        stored = await self._stored_result(job_id)
+        try:
+            stored = await self._stored_result(job_id)
+        except ValueError:
+            stored = None  # tagged but malformed (a worker's): replaced all the same
         if outcome is None:
             outcome = stored.outcome if stored is not None else Outcome.FAILED
         marker = ResultMessage(job_id, outcome, BOT_REPORTER, 0)
@@ -461,9 +465,14 @@ class BrokerClient:
             log.error("job %s: all %d deliveries lost; reporting it failed", job.job_id, deliveries)
             # Only when no result is there yet: another bot, or a hung worker, may have won.
             # Tagged with the message's secret: the job may be another bot's.
-            await self._publish_result(
-                lost_with_workers(job.job_id, BOT_REPORTER, deliveries), job.secret
-            )
+            try:
+                await self._publish_result(
+                    lost_with_workers(job.job_id, BOT_REPORTER, deliveries), job.secret
+                )
+            except nats.js.errors.APIError as error:
+                if error.err_code != WRONG_LAST_SEQUENCE:
+                    raise
+                # It has a result (or the marker of a settled job): nothing left to report.
             await self._js.delete_msg(JOBS_STREAM, sequence)
         except nats.js.errors.NotFoundError:
             pass  # cancelled, or already handled

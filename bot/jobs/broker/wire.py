@@ -68,6 +68,7 @@ __all__ = [
     "PICTURE_FIELDS",
     "RESULTS_STREAM",
     "TAG_HEADER",
+    "WRONG_LAST_SEQUENCE",
     "BrokerUnavailable",
     "ImageRef",
     "JobMessage",
@@ -113,6 +114,9 @@ DOORBELL_SUBJECT = "easel.doorbell"
 # Where a result or progress message carries its HMAC under the job's secret.
 TAG_HEADER = "Easel-Tag"
 MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
+# JetStream's answer to a publish that expects an empty subject (expected last subject
+# sequence 0) where a message is: a result, or the bot's marker of a settled job, is stored.
+WRONG_LAST_SEQUENCE = 10071
 # Long enough for a bot restarted the next morning to collect what finished overnight.
 RESULT_TTL_S = 24 * 3600.0
 # Byte caps, so a flood of jobs or pictures cannot fill the broker's disk. JetStream reserves
@@ -423,15 +427,19 @@ class ResultMessage:
 
     @classmethod
     def decode(cls, data: bytes) -> ResultMessage:
-        body = json.loads(data)
-        return cls(
-            job_id=body["job_id"],
-            outcome=Outcome(body["outcome"]),
-            worker=body["worker"],
-            deliveries=body["deliveries"],
-            images=tuple(ImageRef.from_json(image) for image in body["images"]),
-            error=body["error"],
-        )
+        """Raises ``ValueError`` for what is not a result message."""
+        try:
+            body = json.loads(data)
+            return cls(
+                job_id=body["job_id"],
+                outcome=Outcome(body["outcome"]),
+                worker=body["worker"],
+                deliveries=body["deliveries"],
+                images=tuple(ImageRef.from_json(image) for image in body["images"]),
+                error=body["error"],
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"not a result message: {error!r}") from None
 
 
 def lost_with_workers(job_id: str, worker: str, deliveries: int) -> ResultMessage:

@@ -38,7 +38,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerInfo, Header
 from nats.js.object_store import ObjectStore
 
 from bot import metrics
@@ -49,6 +49,7 @@ from bot.jobs.broker.wire import (
     JOBS_STREAM,
     RESULTS_STREAM,
     TAG_HEADER,
+    WRONG_LAST_SEQUENCE,
     ImageRef,
     JobMessage,
     Outcome,
@@ -187,12 +188,37 @@ class _Hub:
         return bool(info.state.subjects)
 
     async def publish_result(self, result: ResultMessage, secret: str) -> None:
+        """Publish ``result`` only where the job has none yet: a late one (its cancel was
+        missed, its acknowledgement lost) must not replace the bot's marker of the settled job
+        with the member's prompt and pictures for a day, nor another's result. Refused, its
+        own pictures leave the store; the caller acknowledges the job either way."""
         data = result.encode()
-        headers = {TAG_HEADER: tag(secret, data)}
-        await retry_transient(
-            f"job {result.job_id}: publish the result",
-            lambda: self.js.publish(result_subject(result.job_id), data, headers=headers),
-        )
+        headers = {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0", TAG_HEADER: tag(secret, data)}
+        attempts = 0
+
+        async def publish() -> None:
+            nonlocal attempts
+            attempts += 1
+            await self.js.publish(result_subject(result.job_id), data, headers=headers)
+
+        try:
+            await retry_transient(f"job {result.job_id}: publish the result", publish)
+        except nats.js.errors.APIError as error:
+            if error.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            log.info("job %s: a result is stored already; this one dropped", result.job_id)
+            # After a retry the stored one may be this very result, stored before its answer
+            # was lost: its pictures stay (the bot's settling drops them).
+            if attempts == 1:
+                await self._delete_pictures(result)
+
+    async def _delete_pictures(self, result: ResultMessage) -> None:
+        """Best effort (the bucket's TTL drops what is left), and only the job's own."""
+        own = f"{result.job_id}/"
+        for ref in result.images:
+            if ref.object_name is not None and ref.object_name.startswith(own):
+                with contextlib.suppress(nats.errors.Error):
+                    await (await self.images()).delete(ref.object_name)
 
 
 class _DeviceLoop:
