@@ -16,6 +16,7 @@ from bot.user_errors import UserError
 from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_requests
 from inference.infotext import format_value
 from inference.limits import MAX_CFG, MAX_SEED, MIN_CFG, MIN_STEPS
+from inference.prompts.wildcards import draws_by_seed
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
 
@@ -102,6 +103,20 @@ def plan_comparison(base: RenderRequest, x: AxisValues, y: AxisValues | None) ->
     options = {**base.options, COMPARE_OPTION: plan}
     request = dataclasses.replace(base, count=len(cells), options=options)
     return Comparison(request, x, y)
+
+
+def cells_planned_apart(cells: list[RenderRequest]) -> list[RenderRequest]:
+    """One cell of each group whose prompts the admission plans alike (the others need no plan
+    of their own): the same prompt and model, at the same steps (which, with the hires and
+    faces options every cell shares, give the step counts each pass plans over: a prompt within
+    the caps at 10 steps may be over them at 150); a prompt that draws by seed (wildcards,
+    ``{a|b}``) also at the same seed."""
+    distinct: dict[tuple[str, str | None, int, int | None], RenderRequest] = {}
+    for cell in cells:
+        redraws = draws_by_seed(cell.prompt, cell.negative_prompt)
+        key = (cell.prompt, cell.model, cell.steps, cell.seed if redraws else None)
+        distinct.setdefault(key, cell)
+    return list(distinct.values())
 
 
 def grid_infotext(first_cell_infotext: str, x: AxisLabels, y: AxisLabels | None) -> str:

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.compare import Axis, AxisValues, parse_axis, plan_comparison
+from bot.compare import Axis, AxisValues, cells_planned_apart, parse_axis, plan_comparison
 from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
@@ -23,7 +23,6 @@ from cogs.common import (
     submit_from_interaction,
 )
 from cogs.lists import allowed_model_names
-from inference.prompts.wildcards import draws_by_seed
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -115,17 +114,12 @@ async def _check_every_cell(
     its models and banned words (each search/replace prompt planned as the engine will)."""
     services = services_of(interaction)
     requester = requester_of(interaction)
-    # Wildcards and {a|b} draw by seed: such a prompt is planned for each seed it renders
-    # with (the request's seed is already fixed), any other once.
-    distinct: dict[tuple[str, str | None, int | None], RenderRequest] = {}
     for cell in cells:
         try:
             validate_request(cell)
         except RenderInputError as error:
             raise UserError(f"Not rendered: {error}.") from None
         check_render_limits(services, cell)
-        redraws = draws_by_seed(cell.prompt, cell.negative_prompt)
-        distinct.setdefault((cell.prompt, cell.model, cell.seed if redraws else None), cell)
     # Side by side, each within the planning budget: the refusal comes before Discord's 3 s.
     await asyncio.gather(
         *(
@@ -137,6 +131,6 @@ async def _check_every_cell(
                 requester.role_ids,
                 requester.user_id,  # read one after the other, on one planning thread
             )
-            for cell in distinct.values()
+            for cell in cells_planned_apart(cells)
         )
     )

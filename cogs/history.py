@@ -177,7 +177,7 @@ class HistoryCog(commands.Cog):
                 f"Job `{job.job_id}` is {job.status} and has no pictures; /history lists "
                 "the finished ones."
             )
-        await check_still_shown(services_of(interaction), job)
+        await check_still_shown(services_of(interaction), job, interaction.user.id)
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         await check_may_show_here(interaction, job)
         await interaction.response.defer(thinking=True, ephemeral=private)

@@ -169,7 +169,7 @@ class RegionOffers:
         if not await asyncio.to_thread(job.image_paths[link.idx].is_file):
             raise LinkRefused(_GONE)
         try:
-            await check_still_shown(self._services, job)
+            await check_still_shown(self._services, job, link.user_id)
         except UserError as refused:
             raise LinkRefused(str(refused)) from None
         return job

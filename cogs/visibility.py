@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 DISCORD_FAILED = (discord.HTTPException, OSError, aiohttp.ClientError)
 # Asking Discord what a channel is: also a channel type unknown here (``made_age_restricted``).
 CHANNEL_CHECK_FAILED = (*DISCORD_FAILED, discord.InvalidData)
+# Each ask of Discord about a channel, at most: /show answers within Discord's 3 s (a
+# ``TimeoutError`` is an ``OSError``: one of ``CHANNEL_CHECK_FAILED``).
+CHANNEL_FETCH_TIMEOUT_S = 1.0
 
 
 def _place_of(interaction: discord.Interaction[Any]) -> Place:
@@ -164,9 +168,10 @@ async def made_age_restricted(
 ) -> bool:
     """Whether the channel a server's job was made in is age-restricted (a thread: its parent).
     A channel the gateway's cache does not hold (an archived thread, a result delivered at
-    start-up before the cache is filled) is asked of Discord; one Easel cannot see (gone,
-    hidden) counts as age-restricted. Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
-    not answer what it is."""
+    start-up before the cache is filled) is asked of Discord, its parent too unless the cache
+    holds that; one Easel cannot see (gone, hidden) counts as age-restricted. Raises one of
+    ``CHANNEL_CHECK_FAILED`` when Discord does not answer what it is (within
+    ``CHANNEL_FETCH_TIMEOUT_S`` each time)."""
     if channel_id is None:
         return True
     guild = client.get_guild(guild_id)
@@ -174,12 +179,22 @@ async def made_age_restricted(
     if cached is not None:
         return is_age_restricted(cached)
     try:
-        channel = await client.fetch_channel(channel_id)
-        if isinstance(channel, discord.Thread):  # its parent is not in the cache either
-            channel = await client.fetch_channel(channel.parent_id)
+        channel = await _fetched_channel(client, channel_id)
+        if isinstance(channel, discord.Thread):  # an archived thread: the cache may hold its parent
+            parent = None if guild is None else guild.get_channel(channel.parent_id)
+            channel = (
+                parent if parent is not None else await _fetched_channel(client, channel.parent_id)
+            )
     except (discord.NotFound, discord.Forbidden):
         return True
     return is_age_restricted(channel)
+
+
+async def _fetched_channel(
+    client: discord.Client, channel_id: int
+) -> discord.abc.GuildChannel | discord.abc.PrivateChannel | discord.Thread:
+    async with asyncio.timeout(CHANNEL_FETCH_TIMEOUT_S):
+        return await client.fetch_channel(channel_id)
 
 
 async def message_for_member(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 
 import aiosqlite
 
@@ -19,7 +21,7 @@ from bot.policy.moderation import (
     check_channel,
     check_request,
 )
-from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.policy.quota import QuotaLimits
 from bot.user_errors import Reason, UserError
 from db import guild_settings as store
@@ -45,6 +47,14 @@ DMS_OFF = "Easel works only in servers: use it in a server channel, not in direc
 _DIRECT_MESSAGES = GuildSettings(
     guild_id=0, default_model=None, nsfw_policy=store.DEFAULT_NSFW_POLICY, lists={}
 )
+
+
+@dataclass
+class _Turns:
+    """One member's stored checks, one at a time: the lock and how many hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,9 @@ class GuildPolicy:
         # words, by (server, job, its prompts left to the admission): kept until the server's
         # banned words change, for the jobs last asked about.
         self._reuse_verdicts: Memo[tuple[int, str, bool], bool] = Memo(REUSE_VERDICTS_KEPT)
+        # Each member's stored checks take turns (the read itself is no member's): one member's
+        # clicks on many costly jobs hold one prompt reader at a time, not all of them.
+        self._stored_turns: dict[int, _Turns] = {}
 
     async def settings(self, guild_id: int) -> GuildSettings:
         return await self._cached.get(guild_id, lambda: store.get(self._conn, guild_id))
@@ -120,6 +133,7 @@ class GuildPolicy:
         *,
         withdrawn: bool,
         prompts_planned: bool = False,
+        member_id: int | None = None,
     ) -> None:
         """``UserError`` unless a stored picture of job ``job_id`` of ``guild_id`` may be shown
         again or made into a new job now: every path that posts or reuses one asks this. A
@@ -129,19 +143,44 @@ class GuildPolicy:
         leaves out the job's prompt and negative prompt, which the caller's admission plans
         (a verdict kept apart from the whole one). The read is shared by whoever asks about
         the job meanwhile, so it is no member's (a refusal of one member's, like
-        ``STILL_PLANNING``, would reach the others)."""
+        ``STILL_PLANNING``, would reach the others); ``member_id`` (who asks) waits for their
+        previous stored check to end first, within the check's budget."""
         if withdrawn:
             raise UserError(WITHDRAWN_PICTURE, Reason.PERMISSION)
         if guild_id is None or not texts:
             return  # direct messages have no banned words
         if not (await self.settings(guild_id)).entries(GuildList.BANNED_WORD):
             return  # nothing to read, nor to keep
-        clean = await self._reuse_verdicts.get(
-            (guild_id, job_id, prompts_planned),
-            lambda: self._renders_no_banned_word(guild_id, texts),
-        )
+        async with self._stored_turn(member_id):
+            clean = await self._reuse_verdicts.get(
+                (guild_id, job_id, prompts_planned),
+                lambda: self._renders_no_banned_word(guild_id, texts),
+            )
         if not clean:
             raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
+
+    @contextlib.asynccontextmanager
+    async def _stored_turn(self, member_id: int | None) -> AsyncIterator[None]:
+        """``member_id``'s turn at a stored check (None: counted against no one)."""
+        if member_id is None:
+            yield
+            return
+        turns = self._stored_turns.setdefault(member_id, _Turns())
+        turns.users += 1
+        try:
+            try:
+                async with asyncio.timeout(self._prompts.stored_budget_s):
+                    await turns.lock.acquire()
+            except TimeoutError:
+                raise UserError(STILL_PLANNING) from None
+            try:
+                yield
+            finally:
+                turns.lock.release()
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._stored_turns[member_id]
 
     async def _renders_no_banned_word(self, guild_id: int, texts: Sequence[str]) -> bool:
         banned_words = (await self.settings(guild_id)).entries(GuildList.BANNED_WORD)

@@ -28,7 +28,7 @@ from inference.face_options import FIX_FACES_PROMPT, FaceOptions
 from inference.limits import MIN_SIZE
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
 from inference.prompts.stopping import PlanStopped, stopping_when
-from inference.types import RenderRequest
+from inference.types import RenderInputError, RenderRequest
 from inference.upscale import HiresOptions
 
 T = TypeVar("T")
@@ -73,13 +73,9 @@ def plan_request(
     Returns the request with a concrete seed (the expansion checked is the one rendered)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
-    prompts = [("the prompt", request.prompt)]
-    # Each face is re-rendered with the fix-faces prompt (ADetailer's, read from settings
-    # pasted or imported) when there is one: the engine plans it as it plans the prompt.
     face_prompt = request.options.get(FIX_FACES_PROMPT)
-    if isinstance(face_prompt, str) and face_prompt.strip():
+    if isinstance(face_prompt, str):
         check_prompt_length(face_prompt, "the fix-faces prompt")
-        prompts.append(("the fix-faces prompt", face_prompt.strip()))
     if request.seed == -1:
         request = dataclasses.replace(request, seed=random_seed())
     # As the engine reads them: no folder, no wildcards (``__name__`` stays as typed).
@@ -95,8 +91,7 @@ def plan_request(
                 wildcards=library,
                 name=name,
             )
-            for steps in _steps_planned(request)
-            for name, prompt in prompts
+            for name, prompt, steps in _prompts_planned(request)
             for index in range(request.count)
         ]
     except PromptError as error:
@@ -110,20 +105,33 @@ def plan_request(
     return request
 
 
-def _steps_planned(request: RenderRequest) -> list[int]:
-    """The steps the engine's passes plan the prompts over, each once: the request's, its hires
-    pass's (its own, up to ``MAX_STEPS`` whatever the request's) and its faces pass's
-    (``inference.passes``). A prompt within the prompt language's caps at one may be over them
-    at another: refused here, at submit, not on the render thread after its first pass."""
-    steps = [request.steps]
-    if request.mode == "txt2img":
-        # Its steps do not depend on the size (checked with it once the engine knows it).
-        width, height = request.width or MIN_SIZE, request.height or MIN_SIZE
-        hires = HiresOptions.from_options(request.options, width, height)
-        if hires is not None:
-            steps.append(hires.pass_steps(request.steps))
-    steps.append(FaceOptions.from_options(request.options).fix_steps(request.steps))
-    return [count for count in dict.fromkeys(steps) if count > 0]
+def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int]]:
+    """Each prompt the engine's passes plan (each with the negative prompt), at each step count
+    it is planned over, once (``inference.passes``): the prompt at the request's steps and its
+    hires pass's (its own, up to ``MAX_STEPS`` whatever the request's); the faces pass's at its
+    fix steps, the fix-faces prompt (ADetailer's, read from settings pasted or imported) when
+    there is one, else the prompt. A prompt within the prompt language's caps at one count may
+    be over them at another: refused here, at submit, not on the render thread after its first
+    pass. A fix-faces prompt no pass renders is still read (at the request's steps): it is
+    stored with the job."""
+    try:
+        steps = [request.steps]
+        if request.mode == "txt2img":
+            # Its steps do not depend on the size (checked with it once the engine knows it).
+            width, height = request.width or MIN_SIZE, request.height or MIN_SIZE
+            hires = HiresOptions.from_options(request.options, width, height)
+            if hires is not None:
+                steps.append(hires.pass_steps(request.steps))
+        faces = FaceOptions.from_options(request.options)
+    except RenderInputError as error:  # e.g. settings pasted without a size, never validated
+        raise UserError(f"{error}; fix the settings and try again.") from None
+    fix_steps = faces.fix_steps(request.steps)
+    if faces.prompt is None:
+        steps.append(fix_steps)
+    planned = [("the prompt", request.prompt, count) for count in dict.fromkeys(steps)]
+    if faces.prompt is not None:
+        planned.append(("the fix-faces prompt", faces.prompt, fix_steps or request.steps))
+    return [entry for entry in planned if entry[2] > 0]
 
 
 def explain_prompt(

@@ -85,19 +85,21 @@ async def check_clicker_may_see(interaction: discord.Interaction[Any], job: Stor
 
 
 async def check_still_shown(
-    services: Services, job: StoredJob, *, resubmitted: bool = False
+    services: Services, job: StoredJob, member_id: int, *, resubmitted: bool = False
 ) -> None:
     """Refuse ``job``'s stored pictures to every path that posts them again or makes a new
     job of them when a moderator deleted its result, or when what they were conditioned on
     renders a word the server has banned since (``GuildPolicy.check_reuse``). A button that
     submits the job's request again (``resubmitted``) leaves its prompts to the admission's
-    plan, which reads them anyway (``StoredJob.texts_to_recheck``)."""
+    plan, which reads them anyway (``StoredJob.texts_to_recheck``). ``member_id``: who asks
+    (their stored checks take turns)."""
     await services.guild_policy.check_reuse(
         job.guild_id,
         job.job_id,
         job.texts_to_recheck(resubmitted=resubmitted),
         withdrawn=job.withdrawn,
         prompts_planned=resubmitted,
+        member_id=member_id,
     )
 
 
@@ -109,7 +111,9 @@ async def visible_job(
     button that reads a job's prompt or pictures asks this."""
     job = await clicked_job(interaction, job_id)
     await check_clicker_may_see(interaction, job)
-    await check_still_shown(services_of(interaction), job, resubmitted=resubmitted)
+    await check_still_shown(
+        services_of(interaction), job, interaction.user.id, resubmitted=resubmitted
+    )
     return job
 
 

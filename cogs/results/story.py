@@ -60,7 +60,7 @@ async def check_posted_picture(
     job of a message's picture asks this (a re-post of a withdrawn job keeps its pixels)."""
     named = await _posted_job(interaction, message, filename)
     if named is not None:
-        await check_still_shown(services_of(interaction), named[0])
+        await check_still_shown(services_of(interaction), named[0], interaction.user.id)
     return named
 
 
@@ -73,7 +73,7 @@ async def check_named_picture(
     refused too. A name is anyone's to write, so it only ever refuses (None: no such job)."""
     named = await _named_job(interaction, filename)
     if named is not None:
-        await check_still_shown(services_of(interaction), named[0])
+        await check_still_shown(services_of(interaction), named[0], interaction.user.id)
     return named
 
 

@@ -44,7 +44,7 @@ from bot.jobs.queue import JobCopies, JobQueue, Submission
 from bot.policy.member_settings import MemberSettings
 from inference.types import RenderRequest
 from tests.distributed.nats_server import NatsServer
-from tests.distributed.test_broker_images import NOISE_SIDE, NoisyEngine
+from tests.distributed.test_broker_images import NOISE_SIDE, NoisyEngine, stored_object_names
 from tests.distributed.transports import NatsTransport
 from tests.support.sinks import RecordingSink
 
@@ -395,3 +395,45 @@ async def test_a_tagged_malformed_result_becomes_a_marker_too(nats: NatsTranspor
     assert await stored_result(nats.server.url, "bad") == ResultMessage(
         "bad", Outcome.FAILED, BOT_REPORTER, 0
     )
+
+
+class JobDelivery:
+    """The job message a worker finishes: only acknowledged."""
+
+    def __init__(self) -> None:
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+async def test_a_second_render_of_a_job_leaves_the_pictures_of_the_stored_result(
+    nats: NatsTransport,
+) -> None:
+    """Worker A stored the job's pictures and published its result; B, the redelivery that
+    A's lapsed heartbeats let in, rendered the job too. B's publish is refused and B's
+    pictures go; A's, which the stored result names, stay, and the bot collects them."""
+    client = await nats.client()
+    request = RenderRequest("noise", seed=3)
+    secret = client.job_secret("twice")
+    config = worker_module.WorkerConfig(nats.server.url, ("gpu-0",))
+    rendered = []
+    for delivery in (1, 2):  # A, then B
+        worker = await nats_client.connect(nats.server.url)
+        hub = worker_module._Hub(worker, worker.jetstream())
+        loop = worker_module._DeviceLoop(hub, "gpu-0", lambda _: NoisyEngine(), config)
+        (image,) = NoisyEngine().render(request)
+        job = JobDelivery()
+        result = ResultMessage("twice", Outcome.DONE, f"worker-{delivery}", delivery)
+        try:
+            await loop._finish(cast(Msg, job), secret, result, None, [image])
+        finally:
+            await worker.close()
+        assert job.acked
+        rendered.append(image)
+
+    (kept,) = await stored_object_names(nats.server.url)  # B's left only a tombstone
+    assert kept.startswith("twice/1-")
+    assert (await stored_result(nats.server.url, "twice")).worker == "worker-1"
+    (collected,) = await client.render("twice", request, None, None)
+    assert collected.png == rendered[0].png

@@ -4,6 +4,7 @@ picture is reused only under the server's rules of now. Real SQLite, the real po
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Collection, Sequence
@@ -289,9 +290,60 @@ async def test_a_pictures_check_is_no_members_own(
         with pytest.raises(UserError, match=re.escape(STILL_PLANNING)):
             await planner.check(prompt, [], member_id=MEMBER)
         with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
-            await check_still_shown(cast(Services, SimpleNamespace(guild_policy=policy)), job)
+            services = cast(Services, SimpleNamespace(guild_policy=policy))
+            await check_still_shown(services, job, MEMBER)
     finally:
         release.set()
+
+
+class GatedPlanner(PromptPlanner):
+    """Stored checks that record their start and end only once ``release`` is set."""
+
+    def __init__(self, starts_awaited: int) -> None:
+        super().__init__(wildcards_dir=None, stored_budget_s=30.0)
+        self.started: list[str] = []
+        self.release = asyncio.Event()
+        self.all_started = asyncio.Event()
+        self._starts_awaited = starts_awaited
+
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
+    ) -> None:
+        self.started.append(texts[0])
+        if len(self.started) == self._starts_awaited:
+            self.all_started.set()
+        await self.release.wait()
+
+
+async def test_a_members_stored_checks_take_turns_anothers_do_not_wait(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """One member clicking on several jobs holds one prompt reader at a time (their second
+    check starts once their first ends); another member's check starts meanwhile."""
+    planner = GatedPlanner(starts_awaited=2)
+    policy = GuildPolicy(conn, prompts=planner)
+    for message_id, animal in enumerate(("cat", "dog", "bird")):
+        await delivered(
+            conn, animal[0] * 16, message_id, typed=f"a {animal}", rendered=f"a {animal}"
+        )
+    cat, dog, bird = [await stored(history, letter * 16) for letter in "cdb"]
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+
+    def asked(job: StoredJob, member_id: int) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False, member_id=member_id)
+        )
+
+    checks = [asked(cat, MEMBER), asked(dog, MEMBER), asked(bird, MEMBER + 1)]
+    async with asyncio.timeout(10):
+        await planner.all_started.wait()
+        for _ in range(20):  # let the member's second check run as far as it would
+            await asyncio.sleep(0)
+    assert planner.started == ["a cat", "a bird"]
+    planner.release.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(*checks)
+    assert planner.started == ["a cat", "a bird", "a dog"]
 
 
 async def test_a_button_that_submits_the_request_again_leaves_its_prompts_to_the_plan(

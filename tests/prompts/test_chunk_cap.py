@@ -127,3 +127,34 @@ def test_a_hires_pass_of_more_steps_is_planned_at_submit_and_stops_at_the_cap(
     # The request's 20 texts, then the pass's refused as its count passed the cap (~44
     # texts), not after all its 150.
     assert 20 + 40 < len(weighted) < 20 + 60
+
+
+def test_the_fix_faces_prompt_is_planned_at_the_faces_steps_only() -> None:
+    # The review's case: alternations of 2, 3, 5 and 7 make a new text at each step, over
+    # the cap at a hires pass of 150 steps, within it at the faces pass's 12 (30 at 0.4).
+    alternating = " ".join(["cat"] * 300) + " [a|b] [c|d|e] [f|g|h|i|j] [k|l|m|n|o|p|q]"
+    options = {
+        "hires_scale": 2.0,
+        "hires_steps": 150,
+        "fix_faces": True,
+        "fix_faces_prompt": alternating,
+    }
+    request = RenderRequest("a portrait", "blurry", seed=5, steps=30, options=options)
+    assert plan_request(request, ("boat",), None) == request
+    # The prompt itself is planned at the hires pass's steps.
+    as_prompt = dataclasses.replace(
+        request, prompt=alternating, options=options | {"fix_faces_prompt": "a face"}
+    )
+    with pytest.raises(UserError, match=r"^the prompt makes at least 60\d chunks of 75 tokens"):
+        plan_request(as_prompt, ("boat",), None)
+
+
+def test_a_bad_hires_option_without_a_size_is_the_members_sentence() -> None:
+    # /use-settings with pasted settings that name no size: never validated with one.
+    request = RenderRequest(
+        "a cat", seed=1, steps=20, options={"hires_scale": 2.0, "hires_steps": 999}
+    )
+    with pytest.raises(
+        UserError, match=r"^hires steps must be from 0 \(same as steps\) to 150, got 999; "
+    ):
+        plan_request(request, (), None)

@@ -23,6 +23,7 @@ from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.prompt_safety import PromptPlanner
 from bot.user_errors import UserError
+from cogs import visibility
 from cogs.history import check_may_show_here
 from cogs.results.copies import (
     CHANNEL_UNCHECKED,
@@ -78,7 +79,9 @@ class Client:
         cached = self.cached
         if guild_id != GUILD or cached is None:
             return None
-        return SimpleNamespace(get_channel_or_thread=cached.get, name="Barn")
+        return SimpleNamespace(
+            get_channel_or_thread=cached.get, get_channel=cached.get, name="Barn"
+        )
 
     async def fetch_channel(self, channel_id: int) -> object:
         self.fetched.append(channel_id)
@@ -167,6 +170,16 @@ async def test_a_server_keeping_its_pictures_in_age_restricted_channels_is_not_a
     assert kept_because == MADE_AGE_RESTRICTED and empty.fetched == []
 
 
+async def test_an_archived_threads_parent_in_the_cache_is_not_asked_of_discord(
+    conn: aiosqlite.Connection,
+) -> None:
+    """A thread the cache lacks (archived) is asked of Discord; its parent, cached, is not."""
+    client = Client({PLAIN: Channel(False), AGE_RESTRICTED: Channel(True)}, ON_DISCORD)
+    assert await may_go(conn, client, THREAD)
+    assert not await may_go(conn, client, THREAD_OF_AGE_RESTRICTED)
+    assert client.fetched == [THREAD, THREAD_OF_AGE_RESTRICTED]
+
+
 class Unanswering(Client):
     """Discord does not answer (a 5xx, a dropped connection) when asked for a channel."""
 
@@ -193,6 +206,25 @@ async def test_a_channel_discord_does_not_answer_for_keeps_the_picture_and_says_
     unanswering = Unanswering(error)
     assert await why_kept(conn, unanswering, PLAIN, NsfwPolicy.ALLOW) == CHANNEL_UNCHECKED
     assert unanswering.fetched == [PLAIN]
+
+
+class Silent(Client):
+    """Discord never answers when asked for a channel (a request hanging on)."""
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        self.fetched.append(channel_id)
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_channel_discord_is_slow_to_answer_for_is_unchecked_not_waited_for(
+    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(visibility, "CHANNEL_FETCH_TIMEOUT_S", 0.05)
+    silent = Silent(None, ON_DISCORD)
+    async with asyncio.timeout(10):  # unbounded, it would wait for ever
+        assert await why_kept(conn, silent, PLAIN, NsfwPolicy.ALLOW) == CHANNEL_UNCHECKED
+    assert silent.fetched == [PLAIN]
 
 
 class DirectMessages:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.compare import Axis, grid_infotext, parse_axis, plan_comparison
+from bot.compare import Axis, cells_planned_apart, grid_infotext, parse_axis, plan_comparison
 from bot.compare_grid import labelled_grid_png
 from bot.user_errors import UserError
 from inference.compare import MAX_CELLS, axis_labels, cell_requests
@@ -111,3 +112,14 @@ def test_the_grid_is_labelled_and_carries_the_axes() -> None:
     assert infotext_from_png(png) == (
         'a cat\nSteps: 2, X Type: Seed, X Values: "1, 2", Y Type: CFG Scale, Y Values: "3, 9"'
     )
+
+
+def test_cells_are_planned_apart_at_each_steps_and_each_seed_that_draws() -> None:
+    """A prompt within the caps at 10 steps may be over them at 150: each steps value is
+    planned; seeds are planned apart only for a prompt that draws by seed."""
+    steps = plan_comparison(BASE, parse_axis(Axis.STEPS, "10, 150, 10", BASE.prompt, 150, ()), None)
+    assert [cell.steps for cell in cells_planned_apart(steps.cells)] == [10, 150]
+    seeds = parse_axis(Axis.SEED, "1, 2", BASE.prompt, 50, ())
+    assert len(cells_planned_apart(plan_comparison(BASE, seeds, None).cells)) == 1
+    drawing = dataclasses.replace(BASE, prompt="a {red|blue} cat")
+    assert len(cells_planned_apart(plan_comparison(drawing, seeds, None).cells)) == 2

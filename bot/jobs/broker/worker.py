@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import tempfile
@@ -404,7 +405,7 @@ class _DeviceLoop:
         redelivered, it finds its result or renders again (never lost, never published twice)."""
         try:
             if rendered is not None:
-                images = await self._store(result.job_id, rendered)
+                images = await self._store(_attempt_prefix(result), rendered)
                 result = dataclasses.replace(result, images=images)
             metrics.worker_job_ended(result.outcome)
             await self._hub.publish_result(result, secret)
@@ -447,8 +448,9 @@ class _DeviceLoop:
             ) from None
         return stored.data or b""
 
-    async def _store(self, job_id: str, rendered: list[RenderedImage]) -> tuple[ImageRef, ...]:
-        """Small results go inline in the result message; larger ones to the object store."""
+    async def _store(self, prefix: str, rendered: list[RenderedImage]) -> tuple[ImageRef, ...]:
+        """Small results go inline in the result message; larger ones to the object store,
+        named ``prefix`` (this delivery's, ``_attempt_prefix``) and their index."""
         pngs = [await image.png_ready() for image in rendered]  # encoding off the device
         if sum(len(png) for png in pngs) <= inline_images_budget(self._hub.nc.max_payload):
             return tuple(
@@ -457,9 +459,9 @@ class _DeviceLoop:
             )
         refs = []
         for index, (image, png) in enumerate(zip(rendered, pngs, strict=True)):
-            name = f"{job_id}/{index}.png"
+            name = f"{prefix}{index}.png"
             await retry_transient(
-                f"job {job_id}: store {name}",
+                f"store {name}",
                 functools.partial((await self._hub.images()).put, name, png),
             )
             refs.append(
@@ -490,6 +492,15 @@ class _DeviceLoop:
                 await msg.in_progress()
                 if await self._hub.has_result(job_id):
                     cancel.set()
+
+
+def _attempt_prefix(result: ResultMessage) -> str:
+    """Where one delivery of a job stores its pictures: ``<job id>/<delivery>-<random>-``.
+    A job can be rendered twice (its worker's heartbeats lapsed and the redelivery rendered
+    too; a restarted bot published it again, delivery 1 once more): the second's pictures
+    never overwrite those the stored result names, and when its publish is refused it
+    deletes only its own. The bot takes the names from the result."""
+    return f"{result.job_id}/{result.deliveries}-{secrets.token_hex(4)}-"
 
 
 async def _ack(msg: Msg) -> None:
