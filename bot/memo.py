@@ -31,15 +31,22 @@ class Memo(Generic[K, V]):
     async def get(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
         """The kept value, or ``read()``'s, kept unless the key changed while it ran."""
         if key in self._values:
-            if self._max_size is not None:  # the most recently used last
-                self._values[key] = self._values.pop(key)
-            return self._values[key]
+            return self._used(key)
         reading = self._reading.get(key)
         if reading is None:
             reading = asyncio.ensure_future(self._read(key, read))
             self._reading[key] = reading
         # Shielded: one caller giving up does not cancel the read the others wait for.
         return await asyncio.shield(reading)
+
+    def kept(self, key: K) -> V | None:
+        """The kept value, without reading (None: none kept)."""
+        return self._used(key) if key in self._values else None
+
+    def _used(self, key: K) -> V:
+        if self._max_size is not None:  # the most recently used last
+            self._values[key] = self._values.pop(key)
+        return self._values[key]
 
     async def _read(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
         started = self._version

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 DISCORD_FAILED = (discord.HTTPException, OSError, aiohttp.ClientError)
 # Asking Discord what a channel is: also a channel type unknown here (``made_age_restricted``).
 CHANNEL_CHECK_FAILED = (*DISCORD_FAILED, discord.InvalidData)
-# Each ask of Discord about a channel, at most: /show answers within Discord's 3 s (a
+# Each ask of Discord about a channel, at most, by default: /show answers within Discord's 3 s (a
 # ``TimeoutError`` is an ``OSError``: one of ``CHANNEL_CHECK_FAILED``).
 CHANNEL_FETCH_TIMEOUT_S = 1.0
 
@@ -164,14 +164,18 @@ def is_age_restricted(channel: object) -> bool:
 
 
 async def made_age_restricted(
-    client: discord.Client, guild_id: int, channel_id: int | None
+    client: discord.Client,
+    guild_id: int,
+    channel_id: int | None,
+    *,
+    timeout_s: float = CHANNEL_FETCH_TIMEOUT_S,
 ) -> bool:
     """Whether the channel a server's job was made in is age-restricted (a thread: its parent).
     A channel the gateway's cache does not hold (an archived thread, a result delivered at
     start-up before the cache is filled) is asked of Discord, its parent too unless the cache
     holds that; one Easel cannot see (gone, hidden) counts as age-restricted. Raises one of
-    ``CHANNEL_CHECK_FAILED`` when Discord does not answer what it is (within
-    ``CHANNEL_FETCH_TIMEOUT_S`` each time)."""
+    ``CHANNEL_CHECK_FAILED`` when Discord does not answer what it is (within ``timeout_s``
+    each time: by default /show's, which answers within Discord's 3 s)."""
     if channel_id is None:
         return True
     guild = client.get_guild(guild_id)
@@ -179,11 +183,13 @@ async def made_age_restricted(
     if cached is not None:
         return is_age_restricted(cached)
     try:
-        channel = await _fetched_channel(client, channel_id)
+        channel = await _fetched_channel(client, channel_id, timeout_s)
         if isinstance(channel, discord.Thread):  # an archived thread: the cache may hold its parent
             parent = None if guild is None else guild.get_channel(channel.parent_id)
             channel = (
-                parent if parent is not None else await _fetched_channel(client, channel.parent_id)
+                parent
+                if parent is not None
+                else await _fetched_channel(client, channel.parent_id, timeout_s)
             )
     except (discord.NotFound, discord.Forbidden):
         return True
@@ -191,9 +197,9 @@ async def made_age_restricted(
 
 
 async def _fetched_channel(
-    client: discord.Client, channel_id: int
+    client: discord.Client, channel_id: int, timeout_s: float
 ) -> discord.abc.GuildChannel | discord.abc.PrivateChannel | discord.Thread:
-    async with asyncio.timeout(CHANNEL_FETCH_TIMEOUT_S):
+    async with asyncio.timeout(timeout_s):
         return await client.fetch_channel(channel_id)
 
 

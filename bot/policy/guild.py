@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -151,32 +150,40 @@ class GuildPolicy:
             return  # direct messages have no banned words
         if not (await self.settings(guild_id)).entries(GuildList.BANNED_WORD):
             return  # nothing to read, nor to keep
-        async with self._stored_turn(member_id):
-            clean = await self._reuse_verdicts.get(
-                (guild_id, job_id, prompts_planned),
-                lambda: self._renders_no_banned_word(guild_id, texts),
+        key = (guild_id, job_id, prompts_planned)
+        clean = self._reuse_verdicts.kept(key)  # a kept verdict waits for no turn
+        if clean is None:
+            clean = await self._verdict_in_turn(
+                member_id,
+                lambda: self._reuse_verdicts.get(
+                    key, lambda: self._renders_no_banned_word(guild_id, texts)
+                ),
             )
         if not clean:
             raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 
-    @contextlib.asynccontextmanager
-    async def _stored_turn(self, member_id: int | None) -> AsyncIterator[None]:
-        """``member_id``'s turn at a stored check (None: counted against no one)."""
+    async def _verdict_in_turn(
+        self, member_id: int | None, read: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """``read()`` in ``member_id``'s turn (None: counted against no one). Waiting for the
+        turn and the read share one budget, so a click is answered within it (before
+        Discord's 3 s): past it ``STILL_PLANNING``, the read going on (shielded) for whoever
+        asks next. A read with no turn to wait for answers within its own (the same) budget,
+        in its own words."""
         if member_id is None:
-            yield
-            return
+            return await read()
         turns = self._stored_turns.setdefault(member_id, _Turns())
         turns.users += 1
         try:
+            if turns.users == 1:  # nobody holds or waits for the turn
+                async with turns.lock:
+                    return await read()
             try:
                 async with asyncio.timeout(self._prompts.stored_budget_s):
-                    await turns.lock.acquire()
+                    async with turns.lock:
+                        return await read()
             except TimeoutError:
                 raise UserError(STILL_PLANNING) from None
-            try:
-                yield
-            finally:
-                turns.lock.release()
         finally:
             turns.users -= 1
             if not turns.users:

@@ -25,11 +25,12 @@ from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_bann
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
+from inference.img2img_steps import Img2ImgSteps
 from inference.limits import MIN_SIZE
 from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
 from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.types import RenderInputError, RenderRequest
-from inference.upscale import HiresOptions
+from inference.upscale import HiresOptions, UpscaleOptions
 
 T = TypeVar("T")
 
@@ -107,15 +108,15 @@ def plan_request(
 
 def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int]]:
     """Each prompt the engine's passes plan (each with the negative prompt), at each step count
-    it is planned over, once (``inference.passes``): the prompt at the request's steps and its
-    hires pass's (its own, up to ``MAX_STEPS`` whatever the request's); the faces pass's at its
-    fix steps, the fix-faces prompt (ADetailer's, read from settings pasted or imported) when
-    there is one, else the prompt. A prompt within the prompt language's caps at one count may
-    be over them at another: refused here, at submit, not on the render thread after its first
-    pass. A fix-faces prompt no pass renders is still read (at the request's steps): it is
-    stored with the job."""
+    it is planned over, once (``inference.passes``): the prompt at the steps its first pass runs
+    (``_main_pass_steps``) and its hires pass's (its own, up to ``MAX_STEPS`` whatever the
+    request's); the faces pass's at its fix steps, the fix-faces prompt (ADetailer's, read from
+    settings pasted or imported) when there is one, else the prompt. A prompt within the prompt
+    language's caps at one count may be over them at another: refused here, at submit, not on
+    the render thread after its first pass. A fix-faces prompt no pass renders is still read (at
+    the request's steps): it is stored with the job."""
     try:
-        steps = [request.steps]
+        steps = [_main_pass_steps(request)]
         if request.mode == "txt2img":
             # Its steps do not depend on the size (checked with it once the engine knows it).
             width, height = request.width or MIN_SIZE, request.height or MIN_SIZE
@@ -132,6 +133,18 @@ def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int]]:
     if faces.prompt is not None:
         planned.append(("the fix-faces prompt", faces.prompt, fix_steps or request.steps))
     return [entry for entry in planned if entry[2] > 0]
+
+
+def _main_pass_steps(request: RenderRequest) -> int:
+    """The steps the request's first pass plans its prompt over: a pass from a picture (img2img,
+    inpaint, the creative upscale's tiles) runs the end of the request's schedule only."""
+    if request.mode in ("img2img", "inpaint"):
+        return Img2ImgSteps.img2img(request.steps, request.denoising_strength).run
+    if request.mode == "upscale":
+        upscale = UpscaleOptions.from_options(request.options)
+        if upscale.mode == "creative":
+            return Img2ImgSteps.img2img(request.steps, upscale.strength).run
+    return request.steps
 
 
 def explain_prompt(

@@ -22,6 +22,10 @@ from cogs.visibility import CHANNEL_CHECK_FAILED, made_age_restricted
 # Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
 DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
 CANNOT_MESSAGE_USER = 50007
+# Asking Discord about a job's channel before a copy goes to direct messages, each time at
+# most: no interaction's 3 s waits on it (a button's was acknowledged before), so a slow
+# answer costs a moment, not the copy.
+COPY_CHANNEL_FETCH_TIMEOUT_S = 5.0
 Sent = TypeVar("Sent")
 
 
@@ -52,7 +56,9 @@ async def why_kept_in_the_server(
     if NsfwPolicy(settings.nsfw_policy) is NsfwPolicy.AGE_RESTRICTED_ONLY:
         return MADE_AGE_RESTRICTED  # whatever the channel: no need to ask Discord about it
     try:
-        age_restricted = await made_age_restricted(client, guild_id, channel_id)
+        age_restricted = await made_age_restricted(
+            client, guild_id, channel_id, timeout_s=COPY_CHANNEL_FETCH_TIMEOUT_S
+        )
     except CHANNEL_CHECK_FAILED:
         return CHANNEL_UNCHECKED
     kept = kept_in_age_restricted_channels(

@@ -346,6 +346,61 @@ async def test_a_members_stored_checks_take_turns_anothers_do_not_wait(
     assert planner.started == ["a cat", "a bird", "a dog"]
 
 
+class TextGatedPlanner(PromptPlanner):
+    """Stored checks that each end once their text's gate opens."""
+
+    def __init__(self, stored_budget_s: float) -> None:
+        super().__init__(wildcards_dir=None, stored_budget_s=stored_budget_s)
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
+    ) -> None:
+        self.started.append(texts[0])
+        await self.gates.setdefault(texts[0], asyncio.Event()).wait()
+
+
+async def test_a_kept_verdict_waits_for_no_turn_and_a_turn_shares_the_reads_budget(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """A click whose verdict is kept answers while the member's turn is held; a click that
+    waited for its turn answers (``STILL_PLANNING``) within one budget, not after its own
+    read too, which goes on for the next click."""
+    planner = TextGatedPlanner(stored_budget_s=0.5)
+    policy = GuildPolicy(conn, prompts=planner)
+    for message_id, animal in enumerate(("cat", "dog", "bird")):
+        await delivered(
+            conn, animal[0] * 16, message_id, typed=f"a {animal}", rendered=f"a {animal}"
+        )
+    cat, dog, bird = [await stored(history, letter * 16) for letter in "cdb"]
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+
+    def asked(job: StoredJob) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False, member_id=MEMBER)
+        )
+
+    planner.gates["a cat"] = asyncio.Event()
+    planner.gates["a cat"].set()
+    await asyncio.wait_for(asked(cat), 10)  # kept
+    holding, waiting = asked(dog), asked(bird)
+    for _ in range(20):  # the dog's read holds the member's turn, the bird's waits for it
+        await asyncio.sleep(0)
+    assert planner.started == ["a cat", "a dog"]
+    kept = asked(cat)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert kept.done() and kept.exception() is None
+    planner.gates["a dog"].set()  # the bird's turn comes; its read never ends here
+    with pytest.raises(UserError, match=re.escape(STILL_PLANNING)):
+        await asyncio.wait_for(waiting, 10)
+    assert planner.started[-1] == "a bird" and not planner.gates["a bird"].is_set()
+    await asyncio.wait_for(holding, 10)
+    planner.gates["a bird"].set()
+    await asyncio.wait_for(asked(bird), 10)  # the read that went on answers the next click
+
+
 async def test_a_button_that_submits_the_request_again_leaves_its_prompts_to_the_plan(
     conn: aiosqlite.Connection, history: History
 ) -> None:

@@ -12,12 +12,13 @@ import pytest
 
 from bot.policy.prompt_safety import plan_request
 from bot.user_errors import UserError
+from inference.img2img_steps import Img2ImgSteps
 from inference.passes.jobs import image_jobs
 from inference.prompts import PromptError, build_plan
 from inference.prompts import plan as prompt_plan
 from inference.prompts.plan import MAX_PROMPT_CHUNKS, MAX_SCHEDULED_CHUNKS
 from inference.prompts.tokenizer import CHUNK_LENGTH
-from inference.types import RenderInputError, RenderRequest
+from inference.types import Mode, RenderInputError, RenderRequest
 
 
 def chunks_of(count: int) -> str:
@@ -157,4 +158,34 @@ def test_a_bad_hires_option_without_a_size_is_the_members_sentence() -> None:
     with pytest.raises(
         UserError, match=r"^hires steps must be from 0 \(same as steps\) to 150, got 999; "
     ):
+        plan_request(request, (), None)
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("img2img", {}),
+        ("inpaint", {}),
+        ("upscale", {"upscale_mode": "creative", "upscale_strength": 0.95}),
+    ],
+)
+def test_a_pass_from_a_picture_is_planned_at_the_steps_it_runs(
+    mode: Mode, options: dict[str, object]
+) -> None:
+    # Edits at half and 70% of the steps, with alternations: within the cap over 24 steps,
+    # over it over the 23 of them that a pass at denoising 0.95 runs (the engine's plan).
+    def repeated(word: str) -> str:
+        return " BREAK ".join([word] * 36)
+
+    prompt = (
+        f"[{repeated('apple')}:[{repeated('cherry')}:{repeated('date')}:0.7]:0.5] [x|y] [m|n|o]"
+    )
+    assert Img2ImgSteps.img2img(24, 0.95).run == 23
+    build_plan(prompt, "", seed=1, steps=24)
+    with pytest.raises(PromptError):
+        build_plan(prompt, "", seed=1, steps=23)
+    request = RenderRequest(
+        prompt, seed=1, steps=24, mode=mode, denoising_strength=0.95, options=options
+    )
+    with pytest.raises(UserError, match=r"^the prompt makes at least 6\d\d chunks of 75 "):
         plan_request(request, (), None)

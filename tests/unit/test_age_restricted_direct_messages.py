@@ -25,6 +25,7 @@ from bot.policy.prompt_safety import PromptPlanner
 from bot.user_errors import UserError
 from cogs import visibility
 from cogs.history import check_may_show_here
+from cogs.results import copies
 from cogs.results.copies import (
     CHANNEL_UNCHECKED,
     MADE_AGE_RESTRICTED,
@@ -220,11 +221,34 @@ class Silent(Client):
 async def test_a_channel_discord_is_slow_to_answer_for_is_unchecked_not_waited_for(
     conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(visibility, "CHANNEL_FETCH_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(copies, "COPY_CHANNEL_FETCH_TIMEOUT_S", 0.05)
     silent = Silent(None, ON_DISCORD)
     async with asyncio.timeout(10):  # unbounded, it would wait for ever
         assert await why_kept(conn, silent, PLAIN, NsfwPolicy.ALLOW) == CHANNEL_UNCHECKED
     assert silent.fetched == [PLAIN]
+
+
+class Slow(Client):
+    """Discord answers a little after /show's wait for it (``CHANNEL_FETCH_TIMEOUT_S``)."""
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        await asyncio.sleep(visibility.CHANNEL_FETCH_TIMEOUT_S * 1.1)
+        return await super().fetch_channel(channel_id)
+
+
+async def test_a_copys_check_waits_for_discord_longer_than_shows(
+    conn: aiosqlite.Connection,
+) -> None:
+    """/show answers within Discord's 3 s, so it waits 1 s for a channel's answer; a copy
+    for direct messages answers no interaction and waits longer, so a slow answer still
+    sends it (timers fire in order: no race between the two waits)."""
+    slow = Slow(None, ON_DISCORD)
+    shown = visibility.made_age_restricted(cast(discord.Client, slow), GUILD, PLAIN)
+    copied = why_kept(conn, slow, PLAIN, NsfwPolicy.ALLOW)
+    async with asyncio.timeout(10):
+        show_check, copy_check = await asyncio.gather(shown, copied, return_exceptions=True)
+    assert isinstance(show_check, TimeoutError)
+    assert copy_check is None
 
 
 class DirectMessages:

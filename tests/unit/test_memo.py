@@ -114,3 +114,16 @@ async def test_a_bounded_memo_keeps_the_values_last_used() -> None:
     assert store.reads == 3
     await memo.get("b", lambda: store.read("b"))
     assert store.reads == 4
+
+
+async def test_kept_peeks_without_reading_and_counts_as_a_use() -> None:
+    store, memo = Store(), Memo[str, int](max_size=2)
+    assert memo.kept("a") is None
+    assert store.reads == 0
+    for key in ("a", "b"):
+        await memo.get(key, functools.partial(store.read, key))
+    assert memo.kept("a") == 0  # "a" used after "b": "b" goes when "c" comes
+    await memo.get("c", lambda: store.read("c"))
+    assert memo.kept("a") == 0
+    assert memo.kept("b") is None
+    assert store.reads == 3
