@@ -3,9 +3,9 @@ hold all four (``bot.policy.prompt_safety.PromptPlanner``, real prompt language,
 budget), as JSON.
 
 Run: ``python benchmarks/planning_threads.py [--delays 0 0.5 1.5 2.6]``. Four members each
-send a 4,000-character prompt that plans in seconds (a distinct text per step and per picture:
-150 steps, 4 pictures; refused in the end by the cap on chunks over its steps, after planning
-every text); a fifth member's short prompt is sent ``delay_s`` after them. Reported per delay:
+send a 4,000-character prompt that would plan for seconds (a distinct text per step and per
+picture: 150 steps, 4 pictures; now refused by the cap on chunks over its steps as soon as its
+count passes it); a fifth member's short prompt is sent ``delay_s`` after them. Reported per delay:
 how the cheap prompt was answered (planned, or refused and why), after how long, and how long
 after the costly prompts were sent the planning threads were all free again.
 """
