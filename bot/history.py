@@ -198,13 +198,13 @@ class History:
     async def restore(self, guild_id: int, job_id: str, admin_id: int) -> None:
         """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` (audited like
         the server's settings); ``UserError`` for a job not of this server or not withdrawn."""
-        job = await self.job(job_id)
-        if job is None or job.guild_id != guild_id:  # another server's job is not named
+        record = await journal.get_job(self._conn, job_id)
+        if record is None or record.guild_id != guild_id:  # another server's job is not named
             raise UserError(
                 f"There is no job `{job_id}` in this server; its id is in its result's caption "
                 "and in its maker's /history."
             )
-        if not job.withdrawn:
+        if record.withdrawn_at is None:
             raise UserError(f"Job `{job_id}` was not withdrawn; there is nothing to restore.")
         if await store.restore_job(self._conn, job_id, guild_id):
             await settings_audit.record_change(

@@ -180,18 +180,18 @@ async def erase_user(
         ) as cursor:
             image_paths = [str(row[0]) for row in await cursor.fetchall()]
         input_paths = list(await jobs_journal.input_picture_paths(conn, user_id))
-        async with conn.execute("SELECT id FROM jobs WHERE user_id = ?", (user_id,)) as cursor:
-            job_ids = tuple(str(row[0]) for row in await cursor.fetchall())
         # images go with their job (ON DELETE CASCADE).
-        cursor = await conn.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
-        jobs = cursor.rowcount
+        async with conn.execute(
+            "DELETE FROM jobs WHERE user_id = ? RETURNING id", (user_id,)
+        ) as cursor:
+            job_ids = tuple(str(row[0]) for row in await cursor.fetchall())
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
         await presets.delete_member_presets(conn, user_id)
         await refusals.delete_member_refusals(conn, user_id)
         anonymised, deferred = await quotas.anonymise_user(
             conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
         )
-    return ErasedData(jobs, image_paths, input_paths, anonymised, deferred, [], job_ids)
+    return ErasedData(len(job_ids), image_paths, input_paths, anonymised, deferred, [], job_ids)
 
 
 async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from enum import StrEnum
 
 from bot.user_errors import Reason, UserError
@@ -181,16 +182,30 @@ STORED_TOO_LONG = (
 )
 
 
+@contextlib.contextmanager
+def as_the_stored_pictures_refusal() -> Iterator[None]:
+    """A refusal of a stored picture's prompt under the server's rules of now, raised inside,
+    given as the picture's own, naming no word (the member may not have typed that prompt):
+    a banned word is ``BANNED_SINCE``; too many combinations to read, ``STORED_TOO_LONG``
+    (they passed when typed, under the words of then)."""
+    try:
+        yield
+    except TooManyCombinations:
+        raise UserError(STORED_TOO_LONG) from None
+    except UserError as refused:
+        if refused.reason is Reason.BANNED_WORD:
+            raise UserError(BANNED_SINCE, Reason.BANNED_WORD) from None
+        raise
+
+
 def check_banned_since(texts: Iterable[str], banned: Collection[str]) -> None:
     """A stored picture is shown again or made into a new job only while none of ``texts``
     (what it was conditioned on) renders a word the server bans now, read as a new prompt's
     text is (``[a|b]``, ``[from:to:when]``, attention and extra-network tags resolved). The
     refusal never names the word: the member may not have typed it."""
     texts_read = (renderings(extract_extra_networks(text)[0]) for text in texts)
-    try:
+    with as_the_stored_pictures_refusal():
         found = find_banned_rendering(texts_read, banned)
-    except TooManyCombinations:  # they passed when typed, under the words of then
-        raise UserError(STORED_TOO_LONG) from None
     if found is not None:
         raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 

@@ -195,14 +195,13 @@ class PromptPlanner:
             self.budget_s, member_id, plan_request, request, banned_words, self.wildcards_dir
         )
 
-    async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
-    ) -> None:
+    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
         """``moderation.check_banned_since`` off the event loop (a stored job's texts, up to
-        16,000 characters each, read again for banned words), within its own budget."""
+        16,000 characters each, read again for banned words), within its own budget. Counted
+        against no member: the verdict is shared (``GuildPolicy.check_reuse`` takes turns)."""
         await self._off_loop(
             self.stored_budget_s,
-            member_id,
+            None,
             check_banned_since,
             texts,
             banned_words,

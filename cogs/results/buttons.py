@@ -28,9 +28,7 @@ from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
 from bot.policy.moderation import (
     AGE_RESTRICTED_STAYS_IN_THE_SERVER,
-    BANNED_SINCE,
-    STORED_TOO_LONG,
-    TooManyCombinations,
+    as_the_stored_pictures_refusal,
 )
 from bot.requests import reroll
 from bot.services import Services
@@ -124,16 +122,10 @@ async def submit_again(
     and the picture edits): its admission reads the prompt under the server's words of now,
     and a refusal of it is the stored picture's (``BANNED_SINCE``, ``STORED_TOO_LONG``),
     naming no word: the clicker may not have typed that prompt."""
-    try:
+    with as_the_stored_pictures_refusal():
         await submit_from_interaction(
             interaction, kind, request, job.job_id, private=await keeps_private(interaction, job)
         )
-    except TooManyCombinations:
-        raise UserError(STORED_TOO_LONG) from None
-    except UserError as refused:
-        if refused.reason is Reason.BANNED_WORD:
-            raise UserError(BANNED_SINCE, Reason.BANNED_WORD) from None
-        raise
 
 
 async def keeps_private(interaction: discord.Interaction[Any], job: StoredJob) -> bool:

@@ -16,7 +16,7 @@ import discord
 
 from bot.images import fit_under
 from bot.policy.guild import GuildPolicy
-from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
+from bot.policy.moderation import NsfwPolicy
 from cogs.visibility import CHANNEL_CHECK_FAILED, made_age_restricted
 
 # Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
@@ -36,9 +36,8 @@ CHANNEL_UNCHECKED = "could not check the channel it was made in"
 async def may_go_to_direct_messages(
     client: discord.Client, guild_policy: GuildPolicy, guild_id: int | None, channel_id: int | None
 ) -> bool:
-    """Whether a job's pictures may be sent to a direct message: every path that sends one
-    there asks this (DM me, results by DM, a private result whose token expired, a result the
-    channel refused)."""
+    """Whether a job's pictures may be sent to a direct message (DM me asks this; posting asks
+    ``why_kept_in_the_server`` for its log)."""
     return await why_kept_in_the_server(client, guild_policy, guild_id, channel_id) is None
 
 
@@ -47,7 +46,8 @@ async def why_kept_in_the_server(
 ) -> str | None:
     """Why a job's pictures stay out of direct messages (for the log), None when they may go
     there. Kept when the server's rules keep them in age-restricted channels
-    (``kept_in_age_restricted_channels``): the server renders only in those, or they were made
+    (``kept_in_age_restricted_channels``'s rule, the policy read first so that Discord need
+    not be asked): the server renders only in those, or they were made
     in one or in a channel Easel no longer sees; and, to be safe, when Discord does not answer
     whether their channel is one. A job made in direct messages is there already."""
     if guild_id is None:
@@ -61,10 +61,7 @@ async def why_kept_in_the_server(
         )
     except CHANNEL_CHECK_FAILED:
         return CHANNEL_UNCHECKED
-    kept = kept_in_age_restricted_channels(
-        made_age_restricted=age_restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
-    )
-    return MADE_AGE_RESTRICTED if kept else None
+    return MADE_AGE_RESTRICTED if age_restricted else None
 
 
 def dms_closed(error: discord.HTTPException) -> bool:

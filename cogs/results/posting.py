@@ -142,9 +142,6 @@ class DiscordResults(ProgressMessages):
             return False
         # Posted where it would be without the setting, and the member is not told: the
         # setting's own description says these pictures stay in the server.
-        return await self._may_go_to_direct_messages(job)
-
-    async def _may_go_to_direct_messages(self, job: FinishedJob) -> bool:
         return await self._why_kept_in_the_server(job) is None
 
     async def _why_kept_in_the_server(self, job: FinishedJob) -> str | None:

@@ -45,10 +45,14 @@ async def _posted_job(
 ) -> tuple[StoredJob, int] | None:
     """The job and picture of an attachment on one of Easel's own messages (None: anyone
     else's message, or a job no longer kept)."""
-    client_user = interaction.client.user
-    if client_user is None or message.author.id != client_user.id:
+    if not _posted_by_easel(interaction, message):
         return None
     return await _named_job(interaction, filename)
+
+
+def _posted_by_easel(interaction: discord.Interaction[Any], message: discord.Message) -> bool:
+    client_user = interaction.client.user
+    return client_user is not None and message.author.id == client_user.id
 
 
 async def check_posted_picture(
@@ -58,10 +62,9 @@ async def check_posted_picture(
     of a job (None: anyone else's message, or a job no longer kept), refused unless the job's
     pictures may still be shown or used (``check_still_shown``): every path that makes a new
     job of a message's picture asks this (a re-post of a withdrawn job keeps its pixels)."""
-    named = await _posted_job(interaction, message, filename)
-    if named is not None:
-        await check_still_shown(services_of(interaction), named[0], interaction.user.id)
-    return named
+    if not _posted_by_easel(interaction, message):
+        return None
+    return await check_named_picture(interaction, filename)
 
 
 async def check_named_picture(

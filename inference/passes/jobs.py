@@ -67,10 +67,33 @@ class ImageJob:
                 planned_with is wildcards
             ):
                 return plan
-        try:
-            return build_plan(prompt, negative, seed=seed, steps=steps, wildcards=wildcards)
-        except PromptError as error:
-            raise RenderInputError(str(error)) from error
+        return _planned(prompt, negative, seed=seed, steps=steps, wildcards=wildcards)
+
+
+def _planned(
+    prompt: str,
+    negative: str,
+    *,
+    seed: int,
+    steps: int,
+    wildcards: WildcardLibrary | None,
+    loras: Collection[str] | None = None,
+    embeddings: Collection[str] = (),
+) -> PromptPlan:
+    """``build_plan``, a prompt it refuses refused as the render's input (the member reads
+    why: the sentence, not an internal error)."""
+    try:
+        return build_plan(
+            prompt,
+            negative,
+            seed=seed,
+            steps=steps,
+            wildcards=wildcards,
+            loras=loras,
+            embeddings=embeddings,
+        )
+    except PromptError as error:
+        raise RenderInputError(str(error)) from error
 
 
 def image_jobs(
@@ -93,18 +116,15 @@ def image_jobs(
     jobs = []
     for index in range(request.count):
         prompt = chaos_prompt(request.prompt, chaos, seed + index)
-        try:
-            plan = build_plan(
-                prompt,
-                request.negative_prompt,
-                seed=seed + index,
-                steps=request.steps,
-                wildcards=wildcards,
-                loras=loras,
-                embeddings=embeddings,
-            )
-        except PromptError as error:
-            raise RenderInputError(str(error)) from error
+        plan = _planned(
+            prompt,
+            request.negative_prompt,
+            seed=seed + index,
+            steps=request.steps,
+            wildcards=wildcards,
+            loras=loras,
+            embeddings=embeddings,
+        )
         jobs.append(
             ImageJob(
                 prompt=plan.prompt,

@@ -215,11 +215,9 @@ class CountingPlanner(PromptPlanner):
         super().__init__(wildcards_dir=None, stored_budget_s=stored_budget_s)
         self.stored_checks = 0
 
-    async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
-    ) -> None:
+    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
         self.stored_checks += 1
-        await super().check_stored(texts, banned_words, member_id)
+        await super().check_stored(texts, banned_words)
 
 
 async def test_a_jobs_verdict_is_read_once_until_the_servers_words_change(
@@ -306,13 +304,23 @@ class GatedPlanner(PromptPlanner):
         self.all_started = asyncio.Event()
         self._starts_awaited = starts_awaited
 
-    async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
-    ) -> None:
+    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
         self.started.append(texts[0])
         if len(self.started) == self._starts_awaited:
             self.all_started.set()
         await self.release.wait()
+
+
+async def three_jobs_under_a_ban(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> list[StoredJob]:
+    """Delivered jobs "a cat", "a dog" and "a bird", in a server that bans a word none uses."""
+    for message_id, animal in enumerate(("cat", "dog", "bird")):
+        await delivered(
+            conn, animal[0] * 16, message_id, typed=f"a {animal}", rendered=f"a {animal}"
+        )
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+    return [await stored(history, letter * 16) for letter in "cdb"]
 
 
 async def test_a_members_stored_checks_take_turns_anothers_do_not_wait(
@@ -322,12 +330,7 @@ async def test_a_members_stored_checks_take_turns_anothers_do_not_wait(
     check starts once their first ends); another member's check starts meanwhile."""
     planner = GatedPlanner(starts_awaited=2)
     policy = GuildPolicy(conn, prompts=planner)
-    for message_id, animal in enumerate(("cat", "dog", "bird")):
-        await delivered(
-            conn, animal[0] * 16, message_id, typed=f"a {animal}", rendered=f"a {animal}"
-        )
-    cat, dog, bird = [await stored(history, letter * 16) for letter in "cdb"]
-    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+    cat, dog, bird = await three_jobs_under_a_ban(conn, history, policy)
 
     def asked(job: StoredJob, member_id: int) -> asyncio.Task[None]:
         return asyncio.create_task(
@@ -354,9 +357,7 @@ class TextGatedPlanner(PromptPlanner):
         self.gates: dict[str, asyncio.Event] = {}
         self.started: list[str] = []
 
-    async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], member_id: int | None = None
-    ) -> None:
+    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
         self.started.append(texts[0])
         await self.gates.setdefault(texts[0], asyncio.Event()).wait()
 
@@ -369,12 +370,7 @@ async def test_a_kept_verdict_waits_for_no_turn_and_a_turn_shares_the_reads_budg
     read too, which goes on for the next click."""
     planner = TextGatedPlanner(stored_budget_s=0.5)
     policy = GuildPolicy(conn, prompts=planner)
-    for message_id, animal in enumerate(("cat", "dog", "bird")):
-        await delivered(
-            conn, animal[0] * 16, message_id, typed=f"a {animal}", rendered=f"a {animal}"
-        )
-    cat, dog, bird = [await stored(history, letter * 16) for letter in "cdb"]
-    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+    cat, dog, bird = await three_jobs_under_a_ban(conn, history, policy)
 
     def asked(job: StoredJob) -> asyncio.Task[None]:
         return asyncio.create_task(

@@ -281,22 +281,8 @@ async def test_a_job_kept_in_the_server_ends_with_a_notice_in_words_only(
     )
     results = DiscordResults(cast(discord.Client, client))
     results.guild_policy = await policy_of(conn, NsfwPolicy.AGE_RESTRICTED_ONLY)
-    job = FinishedJob(
-        job_id="j1",
-        kind="imagine",
-        succeeded=succeeded,
-        error=error,
-        request=RenderRequest(prompt="a secret barn"),
-        user_id=7,
-        guild_id=GUILD,
-        channel_id=PLAIN,
-        application_id=None,
-        interaction_token=None,
-        interaction_created_at=None,
-        images=(),
-        private=True,
-    )
-    assert await results.deliver(job) is None  # the result itself was posted nowhere
+    # The result itself was posted nowhere.
+    assert await results.deliver(finished(succeeded, error)) is None
     [(notice, sent_with)] = direct.sent
     assert notice == f"Your job `j1` in Barn \\*club\\* {told}"
     assert "files" not in sent_with and "secret" not in notice
