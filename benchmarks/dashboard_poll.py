@@ -1,11 +1,13 @@
-"""What one dashboard poll costs the database for its gallery: the old query (every shown
-picture of the server) against the new pair (the channels pictures were made in, then the
-newest of those the admin may read), with and without migration 0011's indexes.
+"""What one dashboard poll costs the database for its gallery: the app's own two queries
+(``db.dashboard.picture_channels``, the channels pictures were made in, then
+``db.dashboard.recent_pictures``, the newest of those the admin may read), without and with
+migration 0011's indexes.
 
     python benchmarks/dashboard_poll.py [--jobs 100000] [--channels 200]
 
 One server, one picture a job, half the channels readable; mean of 20 runs after one warm-up.
-Seeds the database with bulk SQL (a benchmark's shortcut; Easel's own SQL stays in db/).
+Prints one JSON object. Seeds the database with bulk SQL (a benchmark's shortcut; Easel's own
+SQL stays in db/).
 """
 
 from __future__ import annotations
@@ -30,14 +32,6 @@ from db.database import connect
 
 GUILD = 1
 RUNS = 20
-# The gallery's query before the reading rights (the stop before this one).
-OLD_GALLERY = (
-    "SELECT jobs.id, images.idx, jobs.user_id, jobs.kind,"
-    " COALESCE(json_extract(jobs.request_json, '$.prompt'), ''), jobs.finished_at, jobs.spoiler"
-    " FROM jobs JOIN images ON images.job_id = jobs.id"
-    " WHERE jobs.guild_id = ? AND jobs.status = 'done' AND NOT jobs.private"
-    " ORDER BY jobs.finished_at DESC, images.idx LIMIT 24"
-)
 
 
 async def _seed(conn: aiosqlite.Connection, jobs: int, channels: int) -> None:
@@ -52,7 +46,9 @@ async def _seed(conn: aiosqlite.Connection, jobs: int, channels: int) -> None:
         [(*row, row[-1]) for row in rows],
     )
     await conn.executemany(
-        "INSERT INTO images VALUES (?, 0, 1, ?, '', 64, 64)", [(r[0], f"/{r[0]}.png") for r in rows]
+        "INSERT INTO images (job_id, idx, seed, path, infotext, width, height)"
+        " VALUES (?, 0, 1, ?, '', 64, 64)",
+        [(r[0], f"/{r[0]}.png") for r in rows],
     )
     await conn.commit()
 
@@ -75,15 +71,16 @@ async def measure(jobs: int, channels: int, with_indexes: bool) -> dict[str, flo
             await _seed(conn, jobs, channels)
             readable = {1000 + channel for channel in range(0, channels, 2)}
 
-            async def old() -> None:
-                async with conn.execute(OLD_GALLERY, (GUILD,)) as cursor:
-                    await cursor.fetchall()
-
-            async def new() -> None:
+            async def channels() -> None:
                 await queries.picture_channels(conn, GUILD)
+
+            async def gallery() -> None:
                 await queries.recent_pictures(conn, GUILD, readable, 24)
 
-            return {"old_gallery_ms": await _mean_ms(old), "new_gallery_ms": await _mean_ms(new)}
+            return {
+                "channels_ms": await _mean_ms(channels),
+                "gallery_ms": await _mean_ms(gallery),
+            }
         finally:
             await conn.close()
 
@@ -93,9 +90,11 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--channels", type=int, default=200)
     options = parser.parse_args()
+    report: dict[str, Any] = {"jobs": options.jobs, "channels": options.channels}
     for with_indexes in (False, True):
-        figures = await measure(options.jobs, options.channels, with_indexes)
-        print(json.dumps({"jobs": options.jobs, "with_0011": with_indexes, **figures}))
+        label = "with_0011" if with_indexes else "without_0011"
+        report[label] = await measure(options.jobs, options.channels, with_indexes)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """How long a cheap prompt waits for a planning thread while four members' costly prompts
-hold all four (``bot.policy.prompt_safety.PromptPlanner``, real prompt language, default
-budget), as JSON.
+hold the threads their servers may (``bot.policy.prompt_safety.PromptPlanner``, real prompt
+language, default budget), as JSON.
 
-Run: ``python benchmarks/planning_threads.py [--delays 0 0.5 1.5 2.6]``. Four members each
-send a 4,000-character prompt that would plan for seconds (a distinct text per step and per
-picture: 150 steps, 4 pictures; now refused by the cap on chunks over its steps as soon as its
-count passes it); a fifth member's short prompt is sent ``delay_s`` after them. Reported per delay:
-how the cheap prompt was answered (planned, or refused and why), after how long, and how long
-after the costly prompts were sent the planning threads were all free again.
+Run: ``python benchmarks/planning_threads.py [--delays 0 0.5 1.5 2.6] [--one-server]``. Four
+members each send a 4,000-character prompt that would plan for seconds (a distinct text per step
+and per picture: 150 steps, 4 pictures; now refused by the cap on chunks over its steps as soon as
+its count passes it), each in a server of their own, or with ``--one-server`` all four in one
+server (a raid: it holds at most ``SERVER_THREADS`` threads, its other prompts wait their turn);
+a fifth member's short prompt is sent ``delay_s`` after them, from another server. Reported per
+delay: how the cheap prompt was answered (planned, or refused and why), after how long, and how
+long after the costly prompts were sent the planning threads were all free again.
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ def costly(tag: str) -> RenderRequest:
 CHEAP = RenderRequest("a lighthouse at dusk, oil painting", seed=1, steps=30)
 
 
-async def outcome(planner: PromptPlanner, request: RenderRequest, member: int) -> str:
+async def outcome(
+    planner: PromptPlanner, request: RenderRequest, member: int, guild_id: int
+) -> str:
     try:
-        await planner.check(request, (), member)
+        await planner.check(request, (), member, guild_id=guild_id)
     except UserError as refused:
         return f"refused: {refused}"
     return "planned"
@@ -64,21 +68,24 @@ async def threads_free(planner: PromptPlanner, started: float) -> float:
     return time.perf_counter() - started
 
 
-async def one_round(delay_s: float) -> dict[str, object]:
+async def one_round(delay_s: float, one_server: bool) -> dict[str, object]:
     planner = PromptPlanner(None)
     await planner.warm_up()
     started = time.perf_counter()
     costly_plans = [
-        asyncio.create_task(outcome(planner, costly(f"{delay_s}m{member}q"), member))
+        asyncio.create_task(
+            outcome(planner, costly(f"{delay_s}m{member}q"), member, 0 if one_server else member)
+        )
         for member in range(PLAN_THREADS)
     ]
     await asyncio.sleep(delay_s)
     sent = time.perf_counter()
-    cheap = await outcome(planner, CHEAP, 99)
+    cheap = await outcome(planner, CHEAP, 99, 99)
     waited = time.perf_counter() - sent
     refusals = await asyncio.gather(*costly_plans)
     free_after = await threads_free(planner, started)
     return {
+        "costly_servers": 1 if one_server else PLAN_THREADS,
         "cheap_sent_after_s": delay_s,
         # The loop competes with four planning threads for the GIL: later than asked.
         "cheap_really_sent_after_s": round(sent - started, 2),
@@ -89,8 +96,8 @@ async def one_round(delay_s: float) -> dict[str, object]:
     }
 
 
-async def main(delays_s: list[float]) -> None:
-    rounds = [await one_round(delay) for delay in delays_s]
+async def main(delays_s: list[float], one_server: bool) -> None:
+    rounds = [await one_round(delay, one_server) for delay in delays_s]
     print(json.dumps(rounds, indent=1))
 
 
@@ -104,4 +111,10 @@ if __name__ == "__main__":
         metavar="S",
         help="seconds after the costly prompts that the cheap one is sent, one round each",
     )
-    asyncio.run(main(parser.parse_args().delays))
+    parser.add_argument(
+        "--one-server",
+        action="store_true",
+        help="the four costly prompts' members in one server (else each in a server of its own)",
+    )
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.delays, arguments.one_server))

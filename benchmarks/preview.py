@@ -5,8 +5,11 @@
 Builds the full-size VAE of the family from the shipped config (random weights: the cost is
 the same), fits the latent previewer once, then times a preview JPEG and a VAE decode of the
 same ``count`` latents, and the device thread's share of a preview (``frame_ms``: the colours
-as small 8-bit pictures on their way to the CPU; the JPEG is encoded on a CPU pool). Prints
-one JSON object; compare the ratio, not absolute times.
+as small 8-bit pictures on their way to the CPU; the JPEG is encoded on a CPU pool). The CPU
+pool's share: one grid of the ``count`` pictures (``grid_jpeg_ms``), against a batch of
+``count`` members' requests of one picture each, which each get a JPEG of their own picture
+alone from that one frame (``jpegs_per_request_ms``). Prints one JSON object; compare the
+ratios, not absolute times.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ def main() -> None:
 
     preview_s = median_seconds(lambda: previewer.jpeg(latents), args.runs)
     frame_s = median_seconds(lambda: previewer.frame(latents), args.runs)
+    frame = previewer.frame(latents)
+    grid_jpeg_s = median_seconds(frame.jpeg, args.runs)
+    jpegs_per_request_s = median_seconds(
+        lambda: [frame.rows(index, index + 1).jpeg() for index in range(args.count)], args.runs
+    )
     decode_s = median_seconds(decode, max(1, args.runs // 2))
     print(
         json.dumps(
@@ -74,6 +82,8 @@ def main() -> None:
                 "fit_once_s": round(fit_s, 3),
                 "preview_ms": round(preview_s * 1000, 2),
                 "frame_ms": round(frame_s * 1000, 2),
+                "grid_jpeg_ms": round(grid_jpeg_s * 1000, 2),
+                "jpegs_per_request_ms": round(jpegs_per_request_s * 1000, 2),
                 "vae_decode_ms": round(decode_s * 1000, 1),
                 "decode_over_preview": round(decode_s / preview_s, 1),
             },

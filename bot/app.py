@@ -15,6 +15,7 @@ import discord
 from discord.ext import commands
 
 from bot import metrics
+from bot.bans import BannedMembers
 from bot.discord_endpoints import point_discord_at
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import Retention
@@ -25,6 +26,7 @@ from bot.web.dashboard import Dashboard
 from bot.web.links import LinkSigner, load_secret
 from bot.web.server import RegionWebServer
 from cogs.admin import AdminCog, DiscordServerAdmins
+from cogs.bans import BansCog
 from cogs.blend import BlendCog
 from cogs.compare import CompareCog
 from cogs.contexts import EaselCommandTree, command_contexts
@@ -57,8 +59,15 @@ MAX_CACHED_MODELS = 8
 # How long a stop waits, twice, for commands and clicks being handled (they journal jobs).
 # With the queue's 15 s for renders, a stop takes 25 s at most: the contract says 30.
 HANDLER_GRACE_S = 5.0
-# The names discord.py 2.x gives the tasks running app commands and component callbacks.
-_HANDLER_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
+# The names discord.py 2.x gives the tasks running app commands and component callbacks, and
+# the event listeners that write to the database (withdrawals, bans).
+_HANDLER_TASK_PREFIXES = (
+    "CommandTree-invoker",
+    "discord-ui-",
+    "discord.py: on_raw_message_delete",
+    "discord.py: on_raw_bulk_message_delete",
+    "discord.py: on_member_ban",
+)
 
 
 def engine_factory_for(settings: Settings) -> EngineFactory:
@@ -108,6 +117,8 @@ class EaselBot(commands.Bot):
         # Not privileged: message deletions, so a result a moderator deleted is withdrawn
         # (cogs.withdrawals). Members' messages are neither read nor kept (no message cache).
         intents.guild_messages = True
+        # Not privileged: bans, so a banned member's unfinished jobs there stop (cogs.bans).
+        intents.moderation = True
         # Easel needs no complete guild cache to serve interactions: be ready without waiting.
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -153,6 +164,7 @@ class EaselBot(commands.Bot):
         self.services = Services.build(self._db, settings, copies=self._broker)
         self.results.member_settings = self.services.member_settings
         self.results.guild_policy = self.services.guild_policy
+        self.results.recent_bans = self.services.recent_bans
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
@@ -170,6 +182,10 @@ class EaselBot(commands.Bot):
         await self.add_cog(UseSettingsCog(self))
         await self.add_cog(ControlMenuCog(self))
         await self.add_cog(WithdrawalsCog(self.services.history))
+        banned = BannedMembers(
+            self._db, self.queue, self.services.history, self.services.recent_bans
+        )
+        await self.add_cog(BansCog(banned))
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         await self._start_web_server(self._db, admin)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
@@ -255,6 +271,8 @@ class EaselBot(commands.Bot):
         await _interaction_handlers_settled()
         if hasattr(self, "services"):  # no member's prompt is read from here on
             self.services.prompts.close()
+        if hasattr(self, "region_offer"):  # nor a region in words segmented
+            self.region_offer.close()
         if self._pruning is not None:
             self._pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -23,10 +23,14 @@ from db import guild_settings as settings_audit
 from db import history as store
 from db import jobs as journal
 from db.database import write_back_log
+from db.history import PostedMessage as PostedMessage  # for the cogs, which never import db
 from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import parse_infotext
 
 PAGE_SIZE = 5
+# The same pixels in more jobs than this (one seed rendered again and again) are checked
+# against the withdrawn ones and the newest only.
+PIXEL_MATCHES = 8
 _PROMPTS = ("prompt", "negative_prompt")  # a request's own texts, planned at each submit
 # /forget-me defers its answer, so the broker's copies may take this long to go (what is left
 # there expires within 24 h, and the member is told so).
@@ -71,6 +75,7 @@ class StoredJob:
     withdrawn: bool = False  # a moderator deleted its result
     # Its request's prompt and negative prompt as typed (of ``texts``).
     prompt_texts: tuple[str, ...] = ()
+    age_restricted: bool = False  # made in an age-restricted channel (journaled)
 
     def texts_to_recheck(self, *, resubmitted: bool) -> tuple[str, ...]:
         """Of ``texts``, those to read for the server's banned words of now before reusing a
@@ -95,6 +100,9 @@ class Forgotten:
     deferred_until: float
     # The broker could not be reached: its copies of the member's jobs expire within 24 h.
     broker_copies_left: bool = False
+    # Easel's posts of the erased jobs in servers, for the caller to delete from Discord (the
+    # database no longer links them to anything, so their deletions withdraw nothing).
+    posts: tuple[PostedMessage, ...] = ()
 
 
 def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> tuple[str, ...]:
@@ -176,7 +184,15 @@ class History:
             texts=conditioning_texts(request, [image.infotext for image in images]),
             withdrawn=record.withdrawn_at is not None,
             prompt_texts=conditioning_texts({key: request.get(key) for key in _PROMPTS}, []),
+            age_restricted=record.age_restricted,
         )
+
+    async def jobs_with_picture(self, guild_id: int, pixel_digest: bytes) -> list[StoredJob]:
+        """The jobs of ``guild_id`` one of whose pictures has these pixels
+        (``bot.images.pixel_digest``): withdrawn ones first, at most ``PIXEL_MATCHES``."""
+        job_ids = await journal.jobs_with_picture(self._conn, guild_id, pixel_digest, PIXEL_MATCHES)
+        jobs = [await self.job(job_id) for job_id in job_ids]
+        return [job for job in jobs if job is not None]
 
     async def withdraw_deleted(
         self, guild_id: int, channel_id: int, message_ids: Collection[int]
@@ -187,13 +203,16 @@ class History:
             self._conn, guild_id, channel_id, message_ids, self._clock()
         )
 
-    async def posted_again(self, job: StoredJob, channel_id: int | None, message_id: int) -> None:
+    async def posted_again(self, job: StoredJob, channel_id: int | None, message_id: int) -> bool:
         """Easel posted ``job``'s pictures again (/show, U1-U4) in a channel of its server: a
-        moderator deleting that post withdraws the job as deleting its result does."""
-        if job.guild_id is not None and channel_id is not None:
-            await store.record_job_message(
-                self._conn, job.job_id, job.guild_id, channel_id, message_id
-            )
+        moderator deleting that post withdraws the job as deleting its result does. Whether
+        the job is still there (False: its maker's /forget-me erased it meanwhile, and the
+        caller deletes the post)."""
+        if job.guild_id is None or channel_id is None:
+            return True  # not a server's channel: nothing recorded, nothing to delete
+        return await journal.record_job_message(
+            self._conn, job.job_id, message_id, posted_in=(job.guild_id, channel_id)
+        )
 
     async def restore(self, guild_id: int, job_id: str, admin_id: int) -> None:
         """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` (audited like
@@ -220,13 +239,7 @@ class History:
     async def unfinished(self, user_id: int, *, guild_id: int | None) -> list[HistoryLine]:
         """The member's queued and running jobs in the guild (None: direct messages), oldest
         first: jobs belong to the server they were made in."""
-        records = [
-            record
-            for status in (journal.JobStatus.RUNNING, journal.JobStatus.QUEUED)
-            for record in await journal.jobs_with_status(self._conn, status)
-            if record.user_id == user_id and record.guild_id == guild_id
-        ]
-        records.sort(key=lambda record: record.created_at)
+        records = await journal.unfinished_jobs_of(self._conn, user_id, guild_id)
         return [
             HistoryLine(
                 record.id,
@@ -240,9 +253,10 @@ class History:
 
     async def forget(self, user_id: int) -> Forgotten:
         """Erase the member's jobs, pictures and uploads (rows and files) and settings, and
-        anonymise their quota ledger rows. Refused, erasing nothing, while one of their jobs
-        is queued or running: the queue still owns it, and a result written after the erase
-        would name the member again."""
+        anonymise their quota ledger rows; their jobs' posts are returned for the caller to
+        delete from Discord. Refused, erasing nothing, while one of their jobs is queued or
+        running: the queue still owns it, and a result written after the erase would name
+        the member again."""
         counted_since, period_end = quota_window(self._clock())
         erased = await accounting.erase_member(
             self._conn, user_id, counted_since=counted_since, anonymise_at=period_end
@@ -269,6 +283,7 @@ class History:
             ledger_rows_deferred=erased.ledger_rows_deferred,
             deferred_until=period_end,
             broker_copies_left=broker_copies_left,
+            posts=erased.posts,
         )
 
     async def _drop_broker_copies(self, job_ids: tuple[str, ...]) -> bool:

@@ -3,6 +3,7 @@ a result that is too large for Discord (pure: no discord, no torch)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,22 +66,82 @@ def check_image(name: str, data: bytes) -> CheckedImage:
         ) from None
     # ValueError: Pillow's caps on what a PNG's text and ICC chunks may inflate to.
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError):
-        raise UserError(f"{name!r} is not a readable image; attach a PNG, JPEG or WebP.") from None
+        raise _unreadable(name) from None
     return CheckedImage(data, image_format, width, height)
+
+
+def _unreadable(name: str) -> UserError:
+    return UserError(f"{name!r} is not a readable image; attach a PNG, JPEG or WebP.")
 
 
 def infotext_of(image: CheckedImage) -> str | None:
     return infotext_from_png(image.data) if image.format == "PNG" else None
 
 
+def pixel_digest(picture: Image.Image) -> bytes:
+    """SHA-256 of a picture's pixels as 8-bit RGB, or RGBA where some pixel is not opaque,
+    with its size: the same for any lossless copy (saved again without its PNG text, under
+    another name, with an opaque alpha channel or a palette, as a lossless WebP), not for a
+    lossy re-encode (a JPEG of it), a crop or a resize."""
+    pixels = eight_bit(picture)
+    if pixels.has_transparency_data:
+        pixels = pixels.convert("RGBA")
+        opaque = pixels.getchannel("A").getextrema() == (255, 255)
+        pixels = pixels.convert("RGB") if opaque else pixels
+    else:
+        pixels = pixels.convert("RGB")
+    digest = hashlib.sha256(f"{pixels.mode} {pixels.width}x{pixels.height}\n".encode())
+    digest.update(pixels.tobytes())
+    return digest.digest()
+
+
+def pixel_digest_of(data: bytes) -> bytes:
+    """``pixel_digest`` of an encoded picture (decodes it: not on the event loop)."""
+    with Image.open(io.BytesIO(data)) as picture:
+        return pixel_digest(picture)
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    image: CheckedImage
+    infotext: str | None  # ``infotext_of``
+    pixel_digest: bytes | None  # ``pixel_digest``, when asked for
+    png: bytes | None  # ``png_of``, when asked for
+
+
+def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> DecodedUpload:
+    """An upload checked (``check_image``), then decoded once for its ``pixel_digest`` and its
+    8-bit PNG (``png_of``), each only when asked for: one call, on a thread (a 4096x4096 JPEG
+    takes about a second)."""
+    checked = check_image(name, data)  # before decoding anything
+    infotext = infotext_of(checked)
+    if not (digest or as_png):
+        return DecodedUpload(checked, infotext, None, None)
+    with Image.open(io.BytesIO(data)) as opened:
+        # verify() reads little of a JPEG or WebP: a truncated or corrupt one fails only here.
+        try:
+            opened.load()
+        except (Image.DecompressionBombError, SyntaxError, OSError, ValueError):
+            raise _unreadable(name) from None
+        return DecodedUpload(
+            checked,
+            infotext,
+            pixel_digest(opened) if digest else None,
+            _png_from(checked, opened, infotext) if as_png else None,
+        )
+
+
 def png_of(image: CheckedImage) -> bytes:
     """The upload as an 8-bit PNG: a PNG as it came (infotext kept), or with its 16-bit greys
     scaled to 8 bits (infotext kept); a JPEG or WebP converted."""
     with Image.open(io.BytesIO(image.data)) as opened:
-        if image.format == "PNG" and not has_wide_greys(opened):
-            return image.data
-        picture = eight_bit(opened) if image.format == "PNG" else opened.convert("RGB")
-    infotext = infotext_of(image)
+        return _png_from(image, opened, infotext_of(image))
+
+
+def _png_from(image: CheckedImage, opened: Image.Image, infotext: str | None) -> bytes:
+    if image.format == "PNG" and not has_wide_greys(opened):
+        return image.data
+    picture = eight_bit(opened) if image.format == "PNG" else opened.convert("RGB")
     if infotext is not None:
         return png_with_infotext(picture, infotext)
     buffer = io.BytesIO()
@@ -131,6 +192,17 @@ class Fitted:
     data: bytes
     extension: str
     is_preview: bool  # False: the same pixels (only re-compressed)
+
+
+# Discord's smallest upload limit, used when a job's own limit is unknown (made before it was
+# recorded).
+DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
+
+
+def posted_file(png: bytes, filesize_limit: int | None) -> Fitted:
+    """The file a result's picture ``png`` is posted as under its job's ``filesize_limit``
+    (the queue digests it when it is a preview: what a member saves must be known)."""
+    return fit_under(png, filesize_limit or DEFAULT_FILESIZE_LIMIT)
 
 
 def fit_under(png: bytes, limit: int) -> Fitted:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.bans import RecentBans
 from bot.history import History
 from bot.jobs.queue import JobCopies
 from bot.policy.guild import GuildPolicy
@@ -88,6 +89,8 @@ class Services:
     thread_members: RecentThreadMembers = field(
         default_factory=lambda: RecentThreadMembers(ttl_s=30.0)
     )
+    # Members banned from a server within the hour: what they started before queues no more.
+    recent_bans: RecentBans = field(default_factory=RecentBans)
     # The installed models' names as last listed, with the models folder's change time then.
     listed_models: ListedModels = field(default_factory=ListedModels)
 

@@ -1,7 +1,9 @@
 """Image prompts (IP-Adapter) in Discord: ``/imagine sref:`` or ``--sref <picture URL or
 message link>``, a style reference, and ``/blend``, two to five pictures averaged into one image
 prompt. A linked picture or message is read only where the member may read it
-(``cogs.visibility``), as for ``/vary``."""
+(``cogs.visibility``), as for ``/vary``; every picture, uploaded or linked, is saved through
+``SavedInputs``, so one whose pixels a moderator withdrew is refused whatever its name
+(``cogs.results.story.checked_upload``)."""
 
 from __future__ import annotations
 
@@ -140,7 +142,6 @@ class BlendCog(commands.Cog):
         strength: app_commands.Range[float, 0.0, MAX_IMAGE_PROMPT_WEIGHT] | None = None,
         model: str | None = None,
     ) -> None:
-        services = services_of(interaction)
         options = ImagineOptions(
             prompt=prompt or "",
             size=BLEND_DIMENSIONS[dimensions] if dimensions else None,
@@ -153,8 +154,8 @@ class BlendCog(commands.Cog):
         pictures = [
             image for image in (image1, image2, image3, image4, image5) if image is not None
         ]
-        async with SavedInputs(services) as inputs:
-            saved = [(await inputs.save(picture)).path for picture in pictures]
+        async with SavedInputs(interaction) as inputs:
+            saved = [picture.path for picture in await inputs.save_all(pictures)]
             # The pictures' look and content both: the full adapter, not style-only.
             request = _guided(request, saved, strength, "full")
             job_id = await submit_from_interaction(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
@@ -320,6 +320,7 @@ async def admitted_submission(
         priority=priority_class(admission.request, admission.priority),
         spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
         private=private,
+        age_restricted=requester.age_restricted,
         **delivery,
     )
 
@@ -332,16 +333,22 @@ async def submit_from_interaction(
     *,
     private: bool = False,
     repeat_seeds: Sequence[int] = (),
+    before_queueing: Callable[[], Awaitable[None]] | None = None,
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s), journal the job and show
     its place in the queue; the result later edits this interaction's response.
+
+    ``before_queueing``: slow work the job needs (Vary (Region) finds its mask in words), done
+    once the job was admitted (quota included) and acknowledged; what it raises stops it.
 
     ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
     as a job each and refused together up front when they do not all fit the member's quota;
     their results are posted as new messages.
 
-    Returns the job id, or None when the member's quota refused it (they are told why)."""
-    check_member_may_act_here(interaction)  # a button or form, from a member in timeout
+    Returns the job id, or None when the member's quota refused it (they are told why) or
+    they were banned from the server since the acknowledgement (``submit_unless_banned``)."""
+    # A button or form from a member in timeout; a public result where they may not post one.
+    check_member_may_act_here(interaction, private=private)
     services = services_of(interaction)
     requester = requester_of(interaction)
     submission = await admitted_submission(
@@ -372,17 +379,40 @@ async def submit_from_interaction(
         await _record_quota_refusal(interaction, refusal)
         return None
     await interaction.response.defer(thinking=True, ephemeral=private)
+    if before_queueing is not None:
+        await before_queueing()
     try:
-        job_id = await queue.submit(submission)
+        job_id = await submit_unless_banned(services, queue, submission)
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
         await tell(interaction, f"⛔ {refused.message}")
         await _record_quota_refusal(interaction, refused.message)
+        return None
+    if job_id is None:  # banned before it was journaled: the acknowledgement goes, silently
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
         return None
     await client_of(interaction).results.show_queued(
         job_id, interaction, spoiler=submission.spoiler
     )
     if repeat_seeds:
         await _submit_repeats(interaction, request, submission, repeat_seeds)
+    return job_id
+
+
+async def submit_unless_banned(
+    services: Services, queue: JobQueue, submission: Submission
+) -> str | None:
+    """``queue.submit``, unless the member was banned from the submission's server since
+    their command was acknowledged (None, nothing journaled): the ban's cancels
+    (``bot.bans``) read the jobs journaled by then. A ban that comes while this one journals
+    is seen on the way out: the job is cancelled here as the ban cancels the others (its
+    maker told alike), and its id returned."""
+    banned = services.recent_bans
+    if banned.holds(submission.guild_id, submission.user_id):
+        return None
+    job_id = await queue.submit(submission)
+    if banned.holds(submission.guild_id, submission.user_id):
+        await queue.cancel(job_id, submission.member, imposed=True)
     return job_id
 
 
@@ -429,7 +459,8 @@ async def _submit_repeats(
                     interaction_token=None,
                     interaction_created_at=None,
                 )
-            await queue.submit(repeat)
+            if await submit_unless_banned(services, queue, repeat) is None:
+                return  # banned meanwhile: nothing more is made or said
         except UserError as refused:
             sentence = f"⛔ Repeat {index} of {total}: {refused}"
             await tell(interaction, sentence)

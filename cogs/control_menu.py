@@ -99,7 +99,7 @@ class ControlModal(discord.ui.Modal):
         weight = control_weight(self.weight.value)
         asked = await requests_for_member(interaction, ImagineOptions(prompt=self.prompt.value))
         request, *repeats = asked.requests
-        async with SavedInputs(services) as inputs:
+        async with SavedInputs(interaction) as inputs:
             request = await with_control_picture(
                 request,
                 inputs,

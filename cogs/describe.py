@@ -22,7 +22,9 @@ from bot.user_errors import UserError
 from cogs.common import model_defaults_for, services_of, submit_from_interaction
 from cogs.errors import report_error
 from cogs.info import read_attachment
-from inference.describe import MAX_WAITING, Captioner, CaptionerBusy
+from cogs.visibility import check_member_may_act_here
+from inference.describe import MAX_WAITING, Captioner
+from inference.model_thread import AlreadyInLine, LineFull
 from inference.types import RenderFailed
 
 _SUGGESTION = re.compile(r"\*\*(?P<number>[1-9])\.\*\* (?P<prompt>.+)")
@@ -94,9 +96,6 @@ class ImagineSuggestionButton(
 class DescribeCog(commands.Cog):
     def __init__(self, captioner_dir: Path | None) -> None:
         self._captioner = None if captioner_dir is None else Captioner(captioner_dir)
-        # Members whose picture is being described: describing is free and the captioner
-        # takes MAX_WAITING pictures in all, so each member has one place at a time.
-        self._describing: set[int] = set()
 
     async def cog_unload(self) -> None:
         if self._captioner is not None:
@@ -115,27 +114,28 @@ class DescribeCog(commands.Cog):
         services = services_of(interaction)
         await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
         member = interaction.user.id
-        if member in self._describing:
+        personal = await services.member_settings.get(member)
+        # The suggestions are text: posted for everyone, they need Send Messages there.
+        check_member_may_act_here(interaction, private=personal.private_results, text_only=True)
+        # Describing is free: each member has one place in the captioner's line, taken before
+        # the download (up to 10 MB), so a flood downloads once.
+        try:
+            with self._captioner.thread.place(member):
+                checked = await read_attachment(interaction, image)
+                await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
+                captions = await self._captioner.describe(checked.data)
+        except AlreadyInLine:
             raise UserError(
                 "Your last picture is still being described; /describe the next one when its "
                 "suggestions are in."
-            )
-        # The place is taken before the download (up to 10 MB), so a flood downloads once.
-        self._describing.add(member)
-        try:
-            checked = await read_attachment(image)
-            personal = await services.member_settings.get(member)
-            await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
-            captions = await self._captioner.describe(checked.data)
-        except CaptionerBusy:
+            ) from None
+        except LineFull:
             raise UserError(
                 f"More than {MAX_WAITING} pictures are waiting to be described; try again in a "
                 "minute."
             ) from None
         except RenderFailed as error:
             raise UserError(f"Not described: {error}.") from None
-        finally:
-            self._describing.discard(member)
         view = discord.ui.View(timeout=None)
         for number in range(1, len(captions) + 1):
             view.add_item(ImagineSuggestionButton(number))

@@ -5,6 +5,7 @@ picture. Uploads are checked (type, size, pixel count, dimensions) and saved as 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -22,13 +23,12 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
-from bot.images import check_image, check_upload_size, infotext_of, png_of
+from bot.images import check_upload_size, decoded_upload
 from bot.requests import MAX_PROMPT_CHARS
-from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
 from cogs.common import first_image, services_of, submit_from_interaction
-from cogs.results.story import picture_with_story
+from cogs.results.story import checked_upload, picture_with_story
 from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
 
@@ -42,25 +42,42 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 class SavedInputs:
-    """The pictures one command saved; removed again unless the job was accepted."""
+    """The pictures one command saved; removed again unless the job was accepted. Each one is
+    checked as an upload the member made (``checked_upload``), but a mask: it is no picture
+    that is shown or used again."""
 
-    def __init__(self, services: Services) -> None:
-        self._inputs_dir = services.inputs_dir
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        self._interaction = interaction
+        self._inputs_dir = services_of(interaction).inputs_dir
         self._paths: list[Path] = []
         self.accepted = False
 
-    async def save(self, attachment: discord.Attachment) -> Picture:
+    async def save(self, attachment: discord.Attachment, *, mask: bool = False) -> Picture:
         check_upload_size(attachment.filename, attachment.size)  # before downloading it
-        return await self.save_data(attachment.filename, await attachment.read())
+        return await self.save_data(attachment.filename, await attachment.read(), mask=mask)
 
-    async def save_data(self, filename: str, data: bytes) -> Picture:
+    async def save_all(self, attachments: Sequence[discord.Attachment]) -> list[Picture]:
+        """``save`` of each at once (each decodes on its own thread); all have ended before a
+        refusal is raised, so none is written after ``__aexit__`` removed the saved ones."""
+        outcomes = await asyncio.gather(*map(self.save, attachments), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, Picture)]
+
+    async def save_data(self, filename: str, data: bytes, *, mask: bool = False) -> Picture:
         """A picture already downloaded (from a link), checked as an upload is."""
         check_upload_size(filename, len(data))
-        checked = check_image(filename, data)
+        upload = (
+            await asyncio.to_thread(decoded_upload, filename, data, digest=False, as_png=True)
+            if mask
+            else await checked_upload(self._interaction, filename, data, as_png=True)
+        )
+        assert upload.png is not None  # asked for
         path = input_path(self._inputs_dir)
         self._paths.append(path)
-        await asyncio.to_thread(write_file, path, png_of(checked))
-        return Picture(path, checked.width, checked.height, infotext_of(checked))
+        await asyncio.to_thread(write_file, path, upload.png)
+        return Picture(path, upload.image.width, upload.image.height, upload.infotext)
 
     async def __aenter__(self) -> SavedInputs:
         return self
@@ -153,7 +170,7 @@ class EditCog(commands.Cog):
         source: discord.Message | None = None,
     ) -> None:
         services = services_of(interaction)
-        async with SavedInputs(services) as inputs:
+        async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
             picture = await picture_with_story(interaction, saved, source, image.filename)
             base = request_from_infotext(picture.infotext, prompt, services.model_names())
@@ -185,9 +202,9 @@ class EditCog(commands.Cog):
         invert: bool = False,
     ) -> None:
         services = services_of(interaction)
-        async with SavedInputs(services) as inputs:
+        async with SavedInputs(interaction) as inputs:
             picture = await inputs.save(image)
-            mask_picture = await inputs.save(mask)
+            mask_picture = await inputs.save(mask, mask=True)
             base = request_from_infotext(picture.infotext, prompt, services.model_names())
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
@@ -227,7 +244,7 @@ class EditCog(commands.Cog):
         source: discord.Message | None = None,
     ) -> None:
         services = services_of(interaction)
-        async with SavedInputs(services) as inputs:
+        async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
             picture = await picture_with_story(interaction, saved, source, image.filename)
             base = request_from_infotext(

@@ -103,9 +103,11 @@ _PRIVACY = """\
 result by DM, except those made in age-restricted channels); `reset` forgets them first.
 `/presets` `save`, `delete`, `list` — your named settings, used with `--preset name`.
 `/history [search]` — your past jobs in this server; `/show job_id` posts one again.
-`/queue`, `/cancel [job_id]`, `/quota` — your waiting jobs, stop one (nothing is charged), \
+`/queue`, `/cancel [job_id]`, `/quota` — your waiting jobs, stop one (never charged its \
+pictures; one you stop while it renders, the GPU time it used; an admin's stop is free), \
 your limits here.
-`/forget-me` — erases your jobs, pictures, uploads and settings.
+`/forget-me` — erases your jobs, pictures, uploads and settings, and deletes Easel's posts \
+of them in servers (copies sent to you by DM stay).
 Pictures, prompts and buttons belong to the server and channel they were made in: others \
 see only what they may see there."""
 

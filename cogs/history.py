@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -11,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare_grid import comparison_png
-from bot.history import History, HistoryPage, StoredJob
+from bot.history import History, HistoryPage, PostedMessage, StoredJob
 from bot.images import decoded
 from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import UserError
@@ -24,11 +28,24 @@ from cogs.results.buttons import (
     keeps_private,
     spoilered,
 )
-from cogs.visibility import CHANNEL_CHECK_FAILED, is_age_restricted, made_age_restricted
+from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
+from cogs.visibility import (
+    CHANNEL_CHECK_FAILED,
+    DISCORD_FAILED,
+    check_member_may_act_here,
+    is_age_restricted,
+    made_age_restricted,
+)
 from inference.compare import is_comparison
 
 _PROMPT_PREVIEW = 80
 HISTORY_VIEW_TIMEOUT_S = 600
+# Discord wants /show's first answer within 3 s: its checks before that (the stored pictures'
+# banned-word read, up to 2 s, and the channel the job was made in, asked of Discord up to 1 s
+# a time) share this much, the rest is the defer's own call.
+SHOW_CHECKS_BUDGET_S = 2.5
+
+log = logging.getLogger(__name__)
 
 
 def render_page(page: HistoryPage, search: str | None) -> str:
@@ -123,7 +140,10 @@ async def check_may_show_here(interaction: discord.Interaction[Any], job: Stored
     # archived thread) is asked of Discord, one Easel cannot see counts as age-restricted.
     try:
         made_restricted = await made_age_restricted(
-            interaction.client, interaction.guild_id, job.channel_id
+            interaction.client,
+            interaction.guild_id,
+            job.channel_id,
+            restricted_when_made=job.age_restricted,
         )
     except CHANNEL_CHECK_FAILED:
         raise UserError(
@@ -138,9 +158,157 @@ async def check_may_show_here(interaction: discord.Interaction[Any], job: Stored
     )
 
 
+async def checked_for_showing(
+    interaction: discord.Interaction[Any], job: StoredJob
+) -> tuple[bool, bool]:
+    """Whether /show posts ``job``'s pictures privately, and behind a spoiler, once they may
+    still be shown (``check_still_shown``) and shown here (``check_may_show_here``): all
+    answered within ``SHOW_CHECKS_BUDGET_S``, past it a refusal to try again."""
+    budget = asyncio.timeout(SHOW_CHECKS_BUDGET_S)
+    try:
+        async with budget:
+            await check_still_shown(services_of(interaction), job, interaction.user.id)
+            private = await keeps_private(interaction, job)
+            check_member_may_act_here(interaction, private=private)  # posted for them
+            spoiler = await spoilered(interaction, job)
+            await check_may_show_here(interaction, job)
+    except TimeoutError:
+        if not budget.expired():
+            raise
+        raise UserError(
+            f"Checking whether job `{job.job_id}` may be shown here took too long; try /show "
+            "again in a moment."
+        ) from None
+    return private, spoiler
+
+
+# Why a post stays after /forget-me's delete, in the words its answer uses.
+ARCHIVED_THREAD = "in an archived thread"
+UNREACHABLE = "in a channel Easel cannot reach"
+STOPPED = "not deleted before the bot stopped"
+# Discord's "Thread is archived": nothing in it may change until someone unarchives it.
+_THREAD_ARCHIVED_CODE = 50083
+
+
+@dataclass(frozen=True)
+class PostsOutcome:
+    """How /forget-me's deletes of a member's posts ended: how many were asked, and why
+    those that stay stay (reason: how many)."""
+
+    asked: int
+    kept: Counter[str]
+
+    @property
+    def removed(self) -> int:
+        return self.asked - self.kept.total()
+
+
+def outcome_text(outcome: PostsOutcome) -> str:
+    """The line /forget-me's answer gets once its deletes ended."""
+    text = f"Removed {outcome.removed} of {outcome.asked} posted message(s) from channels."
+    if not outcome.kept:
+        return text
+    reasons = ", ".join(f"{count} {why}" for why, count in outcome.kept.most_common())
+    return (
+        f"{text} {outcome.kept.total()} stay ({reasons}): a moderator of that server can "
+        "delete them."
+    )
+
+
+async def delete_posts(client: discord.Client, posts: Sequence[PostedMessage]) -> PostsOutcome:
+    """Delete Easel's posts of a forgotten member's jobs, one call each, without reading them
+    first (discord.py waits out rate limits). One already gone is done; once Discord refuses
+    one (Easel can no longer see the channel, or the thread is archived: never unarchived
+    for this), the rest of that channel stay; a failure keeps that one. Logged by count and
+    reason, naming nobody."""
+    kept: Counter[str] = Counter()  # why posts stay: how many
+    refused_channels: dict[int, str] = {}  # channel: why Discord refuses its deletes
+    handled = 0
+    try:
+        for post in posts:
+            if (why := await _why_kept(client, post, refused_channels)) is not None:
+                kept[why] += 1
+            handled += 1
+    except asyncio.CancelledError:  # the bot stops: what is not deleted yet stays
+        kept[STOPPED] += len(posts) - handled
+        raise
+    finally:
+        if kept:
+            _log_kept(len(posts), kept)
+    return PostsOutcome(len(posts), kept)
+
+
+async def _delete_and_tell(
+    client: discord.Client,
+    posts: Sequence[PostedMessage],
+    tell: Callable[[str], Awaitable[object]],
+) -> None:
+    outcome = await delete_posts(client, posts)
+    try:
+        await tell(outcome_text(outcome))
+    except DISCORD_FAILED as error:  # the member is not told; the log has the counts
+        log.warning("/forget-me: its answer could not be updated (%s)", type(error).__name__)
+
+
+def _log_kept(asked: int, kept: Counter[str]) -> None:
+    reasons = ", ".join(f"{count}: {why}" for why, count in kept.items())
+    log.warning("/forget-me: %d of %d posted message(s) stay (%s)", kept.total(), asked, reasons)
+
+
+async def _why_kept(
+    client: discord.Client, post: PostedMessage, refused_channels: dict[int, str]
+) -> str | None:
+    """Delete ``post``; None once it is gone, else why it stays (a refusing channel is
+    added to ``refused_channels`` and not asked again)."""
+    if (refused := refused_channels.get(post.channel_id)) is not None:
+        return refused
+    channel = client.get_partial_messageable(post.channel_id)
+    try:
+        await channel.get_partial_message(post.message_id).delete()
+    except discord.NotFound:  # deleted already, or its channel
+        return None
+    except DISCORD_FAILED as error:
+        if isinstance(error, discord.Forbidden):
+            why = UNREACHABLE
+        elif isinstance(error, discord.HTTPException) and error.code == _THREAD_ARCHIVED_CODE:
+            why = ARCHIVED_THREAD
+        else:
+            return f"Discord failed to delete ({type(error).__name__})"
+        refused_channels[post.channel_id] = why
+        return why
+    return None
+
+
 class HistoryCog(commands.Cog):
     def __init__(self, history: History) -> None:
         self._history = history
+        # /forget-me's deletes of posts, going on after its answer until done or the bot stops.
+        self._deletes: set[asyncio.Task[None]] = set()
+        self._unloaded = False  # the bot stops: no new deletes (its HTTP session closes)
+
+    def delete_posts_later(
+        self,
+        client: discord.Client,
+        posts: Sequence[PostedMessage],
+        tell: Callable[[str], Awaitable[object]],
+    ) -> None:
+        """``delete_posts`` in the background, however long they take; ``tell`` then gets
+        the outcome's line (``outcome_text``)."""
+        if self._unloaded:  # a /forget-me that ended while the bot stops
+            _log_kept(len(posts), Counter({STOPPED: len(posts)}))
+            return
+        deletes = asyncio.create_task(
+            _delete_and_tell(client, posts, tell), name="easel-forget-me-posts"
+        )
+        self._deletes.add(deletes)
+        deletes.add_done_callback(self._deletes.discard)
+
+    async def cog_unload(self) -> None:
+        """The bot stops (discord.py removes its cogs first): deletes still going on end."""
+        self._unloaded = True
+        for task in self._deletes:
+            task.cancel()
+        await asyncio.gather(*self._deletes, return_exceptions=True)
 
     @app_commands.command(name="history", description="Your past jobs in this server, newest first")
     @app_commands.describe(search="Only jobs whose prompt contains this text")
@@ -177,9 +345,7 @@ class HistoryCog(commands.Cog):
                 f"Job `{job.job_id}` is {job.status} and has no pictures; /history lists "
                 "the finished ones."
             )
-        await check_still_shown(services_of(interaction), job, interaction.user.id)
-        private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
-        await check_may_show_here(interaction, job)
+        private, spoiler = await checked_for_showing(interaction, job)
         await interaction.response.defer(thinking=True, ephemeral=private)
         files = [
             discord.File(path, filename=f"easel-{job.job_id}-{index}.png", spoiler=spoiler)
@@ -207,8 +373,10 @@ class HistoryCog(commands.Cog):
             ephemeral=private,
             wait=True,
         )
-        if not private:
-            await self._history.posted_again(job, interaction.channel_id, sent.id)
+        if not private and not await self._history.posted_again(
+            job, interaction.channel_id, sent.id
+        ):
+            await sent.delete()  # the member's /forget-me erased the job meanwhile
 
     @app_commands.command(
         name="forget-me",
@@ -230,11 +398,23 @@ class HistoryCog(commands.Cog):
             if forgotten.broker_copies_left
             else ""
         )
-        await interaction.followup.send(
+        reply = await interaction.followup.send(
             f"Done: erased {forgotten.jobs} job(s), {forgotten.pictures} stored picture(s), "
-            f"{forgotten.uploads} uploaded picture(s) and your settings; anonymised "
+            f"{forgotten.uploads} uploaded picture(s) and your settings, and removing "
+            f"{len(forgotten.posts)} posted message(s) from channels…; anonymised "
             f"{forgotten.ledger_rows_anonymised} quota record(s) (the server keeps the amounts, "
-            f"not your id).{deferred}{broker} Messages already posted in channels stay until "
-            "deleted there.",
+            f"not your id).{deferred}{broker} Copies sent to you by direct message stay: "
+            "delete those there.",
             ephemeral=True,
+            wait=True,
         )
+        if not forgotten.posts:
+            return
+
+        async def tell(outcome: str) -> None:
+            # The reply can be edited while the interaction's token lives.
+            age = discord.utils.utcnow() - interaction.created_at
+            if age.total_seconds() < INTERACTION_TOKEN_LIFETIME_S:
+                await reply.edit(content=f"{reply.content}\n{outcome}")
+
+        self.delete_posts_later(interaction.client, forgotten.posts, tell)

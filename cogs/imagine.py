@@ -168,7 +168,7 @@ class ImagineCog(commands.Cog):
             request = with_hires_fix(request, services.hires_upscaler)
         if refiner or refiner_switch is not None:
             request = with_options(request, refiner=refiner, refiner_switch=refiner_switch)
-        async with SavedInputs(services) as inputs:
+        async with SavedInputs(interaction) as inputs:
             if control is not None:
                 request = await with_control_picture(
                     request,

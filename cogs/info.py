@@ -11,22 +11,26 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.images import CheckedImage, check_image, check_upload_size, infotext_of
+from bot.images import CheckedImage, check_upload_size, infotext_of
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import MESSAGE_LIMIT, first_image, services_of
 from cogs.help_pages import HelpTopic, help_page
-from cogs.results.story import journaled_infotext, own_upload_infotext
+from cogs.results.story import checked_upload, journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
 
 _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
 
 
-async def read_attachment(attachment: discord.Attachment) -> CheckedImage:
-    check_upload_size(attachment.filename, attachment.size)
-    return check_image(attachment.filename, await attachment.read())
+async def read_attachment(
+    interaction: discord.Interaction[Any], attachment: discord.Attachment
+) -> CheckedImage:
+    """An attachment the member gave, read as their upload (``checked_upload``)."""
+    check_upload_size(attachment.filename, attachment.size)  # before downloading it
+    data = await attachment.read()
+    return (await checked_upload(interaction, attachment.filename, data)).image
 
 
 def picture_of(message: discord.Message, menu: str) -> discord.Attachment:
@@ -72,7 +76,7 @@ class InfoCog(commands.Cog):
     @app_commands.command(name="info", description="Show the generation settings stored in a PNG")
     @app_commands.describe(image="A PNG made by Easel or the Stable Diffusion web UI")
     async def info(self, interaction: discord.Interaction[Any], image: discord.Attachment) -> None:
-        checked = await read_attachment(image)
+        checked = await read_attachment(interaction, image)
         # A copy of the member's own result whose text was stripped: the journal remembers.
         infotext = infotext_of(checked) or await own_upload_infotext(interaction, image.filename)
         await interaction.response.send_message(
@@ -84,7 +88,7 @@ class InfoCog(commands.Cog):
     ) -> None:
         await check_member_may_use(interaction, message)
         picture = picture_of(message, "Info")
-        checked = await read_attachment(picture)
+        checked = await read_attachment(interaction, picture)
         # Easel's own result served re-encoded, its text gone: the journal remembers.
         infotext = infotext_of(checked) or await journaled_infotext(
             interaction, message, picture.filename
@@ -117,7 +121,7 @@ class InfoCog(commands.Cog):
         # within a time budget; a prompt error is a UserError.
         await interaction.response.defer(ephemeral=True, thinking=True)
         explained = await services_of(interaction).prompts.explain(
-            prompt, negative or "", steps, interaction.user.id
+            prompt, negative or "", steps, interaction.user.id, guild_id=interaction.guild_id
         )
         text = json.dumps(explained, indent=1, ensure_ascii=False)
         if len(text) <= _CODE_BLOCK_ROOM:

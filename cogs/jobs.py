@@ -16,7 +16,10 @@ from cogs.common import acting_member, queue_of, services_of
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
-    CancelOutcome.STOPPING: "Job `{}` stops at the next step; nothing will be charged.",
+    CancelOutcome.STOPPING: (
+        "Job `{}` stops at the next step: you pay only for the GPU time used, no pictures."
+    ),
+    CancelOutcome.STOPPING_FREE: "Job `{}` stops at the next step; nothing is charged.",
     CancelOutcome.NOT_YOURS: "Job `{}` is not yours; only its owner or an admin can cancel it.",
     CancelOutcome.FINISHED: "Too late: job `{}` has already finished.",
     CancelOutcome.UNKNOWN: "There is no job `{}` here; `/queue` lists yours.",

@@ -10,10 +10,10 @@ server, the member still in it and able to see the channel, the server's rules).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import io
 import secrets
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -24,7 +24,7 @@ from bot.edits import InpaintSettings, Picture, inpaint_request, input_path
 from bot.history import StoredJob
 from bot.images import check_image, png_of
 from bot.jobs.queue import JobQueue, QuotaExceeded
-from bot.policy.visibility import NO_COMMANDS_HERE
+from bot.policy.moderation import AGE_RESTRICTED_PICTURE
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
 from bot.user_errors import Reason, UserError
@@ -44,17 +44,21 @@ from cogs.visibility import (
     DISCORD_FAILED,
     check_member_may_act_here,
     is_age_restricted,
-    may_use_commands_in,
+    is_age_restricted_picture,
     member_may_read,
     member_may_see,
+    why_member_may_not_act_in,
 )
 from inference.images import eight_bit
+from inference.model_thread import AlreadyInLine, LineFull, ModelThread
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
 
 # The Discord modal lives as long as the link: what the member chose stays usable 15 minutes.
 MODAL_TIMEOUT_S = 15 * 60
 MAX_REGION_CHARS = 200
+# Members' regions in words waiting for CLIPSeg at once (one each; about a second each on a CPU).
+MAX_WAITING_REGIONS = 4
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
 
@@ -67,7 +71,9 @@ def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:
     return dataclasses.replace(base, prompt=typed)
 
 
-def _write_mask(path: Path, mask: Image.Image) -> None:
+def _write_mask_of_words(models_dir: Path, picture: Path, words: str, path: Path) -> None:
+    """On the segmenter's thread: the mask of ``picture`` CLIPSeg finds for ``words``."""
+    mask = segment(models_dir, picture, words)
     path.parent.mkdir(parents=True, exist_ok=True)
     mask.save(path, format="PNG")
 
@@ -83,7 +89,12 @@ class RegionOffers:
         self._services = services
         self._models_dir = models_dir
         self.web: RegionWebServer | None = None
-        self._warming: asyncio.Task[Any] | None = None
+        # CLIPSeg's own thread: a member waits there for their region in words, one place each.
+        self._segmenter = ModelThread("easel-segment", MAX_WAITING_REGIONS)
+        self._warming: Future[object] | None = None
+
+    def close(self) -> None:
+        self._segmenter.close()
 
     # Discord: the button and the modal.
 
@@ -121,39 +132,58 @@ class RegionOffers:
         await interaction.response.send_modal(RegionModal(self, job_id, idx))
 
     def _warm_up(self) -> None:
-        """Load CLIPSeg while the member types, so the modal's answer stays within 3 s."""
+        """Load CLIPSeg while the member types, on its thread, one load at a time (a broken
+        model is met again, and reported, by the segmenting that follows)."""
         if self._warming is None or self._warming.done():
             directory = clipseg_dir(self._models_dir)
-            self._warming = asyncio.create_task(asyncio.to_thread(load_segmenter, directory))
+            self._warming = self._segmenter.start(load_segmenter, directory)
 
     async def submit_words(
         self, interaction: discord.Interaction[Any], job_id: str, idx: int, words: str, prompt: str
     ) -> None:
-        check_member_may_act_here(interaction)  # before segmenting spends the bot's CPU
+        """The mask is found (CLIPSeg) only once the job is admitted, the member's quota
+        included, and the form acknowledged, on the segmenter's thread: a member waits there in
+        one place of ``MAX_WAITING_REGIONS``, and one more form is refused at once."""
         job = await visible_job(interaction, job_id)
+        private = await keeps_private(interaction, job)
+        check_member_may_act_here(interaction, private=private)  # before segmenting spends CPU
         base, picture = await stored_picture(self._queue, job, idx)
-        if self._warming is not None:
-            with contextlib.suppress(Exception):  # segment() reports a broken model itself
-                await self._warming
-        try:
-            mask = await asyncio.to_thread(segment, self._models_dir, picture.path, words.strip())
-        except RenderInputError as error:
-            raise UserError(str(error)) from None
         mask_path = input_path(self._services.inputs_dir)
-        await asyncio.to_thread(_write_mask, mask_path, mask)
-        mask_picture = Picture(mask_path, picture.width, picture.height)
+        request = inpaint_request(
+            _with_prompt(base, prompt),
+            picture,
+            Picture(mask_path, picture.width, picture.height),
+            InpaintSettings(),
+        )
+
+        async def find_the_mask() -> None:
+            found = (self._models_dir, picture.path, words.strip(), mask_path)
+            try:
+                await self._segmenter.run(_write_mask_of_words, *found)
+            except RenderInputError as error:
+                raise UserError(str(error)) from None
+
         job_id_made = None
         try:
-            request = inpaint_request(
-                _with_prompt(base, prompt), picture, mask_picture, InpaintSettings()
-            )
-            job_id_made = await submit_from_interaction(
-                interaction,
-                "region",
-                request,
-                job_id,
-                private=await keeps_private(interaction, job),
-            )
+            with self._segmenter.place(interaction.user.id):
+                job_id_made = await submit_from_interaction(
+                    interaction,
+                    "region",
+                    request,
+                    job_id,
+                    private=private,
+                    before_queueing=find_the_mask,
+                )
+        except AlreadyInLine:
+            raise UserError(
+                "Your last region in words is still being found; submit the next one when it "
+                "is queued."
+            ) from None
+        except LineFull:
+            raise UserError(
+                f"{MAX_WAITING_REGIONS} regions in words are being found already; try again in "
+                "a minute."
+            ) from None
         finally:
             if job_id_made is None:
                 await asyncio.to_thread(mask_path.unlink, missing_ok=True)
@@ -259,16 +289,23 @@ class RegionOffers:
         may_act = member_may_see if job.user_id == link.user_id else member_may_read
         if channel is None or not await may_act(channel, member, recent):
             raise LinkRefused("You can no longer see the channel this picture was made in.")
-        if not may_use_commands_in(channel, member):  # a timeout, as a click would be
-            raise LinkRefused(NO_COMMANDS_HERE)
+        # A timeout, or a public result where they may not post one, as a click would be.
+        refusal = why_member_may_not_act_in(channel, member, private=link.private)
+        if refusal is not None:
+            raise LinkRefused(refusal)
+        made_in: object = channel
         if job.channel_id is not None and job.channel_id != link.channel_id:
             made_in = guild.get_channel_or_thread(job.channel_id)
             if made_in is None or not await member_may_read(made_in, member, recent):
                 raise LinkRefused("You can no longer see the channel this picture was made in.")
+        here_age_restricted = is_age_restricted(channel)
+        restricted = is_age_restricted_picture(made_in, restricted_when_made=job.age_restricted)
+        if restricted and not here_age_restricted:  # a flag turned off since the click
+            raise LinkRefused(AGE_RESTRICTED_PICTURE)
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
         is_admin = permissions.manage_guild or permissions.administrator
-        return roles, is_admin, is_age_restricted(channel)
+        return roles, is_admin, here_age_restricted
 
 
 def _anything_painted(png: bytes) -> bool:

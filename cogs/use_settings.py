@@ -15,7 +15,7 @@ from bot.infotext_import import MAX_INFOTEXT_CHARS, installed_in, request_from_i
 from bot.user_errors import UserError
 from cogs.common import default_model_for, services_of, submit_from_interaction
 from cogs.info import describe_infotext, picture_of, read_attachment
-from cogs.results.story import check_posted_picture, journaled_infotext, own_upload_infotext
+from cogs.results.story import check_posted_picture, own_upload_infotext
 from cogs.visibility import check_member_may_use
 
 # Discord's longest text option.
@@ -48,7 +48,11 @@ class UseSettingsCog(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         if image is not None and infotext is None:
-            await _render(interaction, await _infotext_in(interaction, image))
+            found = infotext_of(await read_attachment(interaction, image))
+            if found is None:
+                # A copy of the member's own result, its text stripped: the journal remembers.
+                found = await own_upload_infotext(interaction, image.filename)
+            await _render(interaction, _settings_found(found, image.filename))
         elif infotext is not None and image is None:
             await _render(interaction, infotext)
         else:
@@ -60,24 +64,19 @@ class UseSettingsCog(commands.Cog):
         await check_member_may_use(interaction, message)
         picture = picture_of(message, "Use settings")
         # Its settings and seed render the same picture: not of a job that is withdrawn.
-        await check_posted_picture(interaction, message, picture.filename)
-        await _render(interaction, await _infotext_in(interaction, picture, message))
+        posted = await check_posted_picture(interaction, message, picture.filename)
+        infotext = infotext_of(await read_attachment(interaction, picture))
+        if infotext is None and posted is not None:
+            # Easel's own result whose PNG text was lost on the way: the journal remembers.
+            job, index = posted
+            infotext = job.infotexts[index]
+        await _render(interaction, _settings_found(infotext, picture.filename))
 
 
-async def _infotext_in(
-    interaction: discord.Interaction[Any],
-    image: discord.Attachment,
-    message: discord.Message | None = None,
-) -> str:
-    infotext = infotext_of(await read_attachment(image))
+def _settings_found(infotext: str | None, filename: str) -> str:
+    """The settings read from picture ``filename``; refused when it carries none."""
     if infotext is None:
-        # Easel's own result whose PNG text was lost on the way: the journal remembers.
-        if message is None:
-            infotext = await own_upload_infotext(interaction, image.filename)
-        else:
-            infotext = await journaled_infotext(interaction, message, image.filename)
-    if infotext is None:
-        raise UserError(describe_infotext(image.filename, None))
+        raise UserError(describe_infotext(filename, None))
     return infotext
 
 

@@ -19,14 +19,16 @@ from bot.policy.visibility import (
     NOT_YOURS_TO_CLICK,
     ChannelAccess,
     Place,
+    PostingRights,
     RecentThreadMembers,
     ThreadMembershipUnknown,
-    check_may_use_commands,
+    check_may_act,
     check_member_may_read,
     check_same_place,
     locate_attachment,
     locate_message,
     must_ask_thread_membership,
+    why_may_not_act,
 )
 from bot.user_errors import UserError
 
@@ -52,11 +54,16 @@ def _thread_members_of(interaction: discord.Interaction[Any]) -> RecentThreadMem
 
 
 async def _check_member_may_read(
-    interaction: discord.Interaction[Any], channel_id: int, refusal: str = NOT_READABLE
+    interaction: discord.Interaction[Any],
+    channel_id: int,
+    refusal: str = NOT_READABLE,
+    *,
+    restricted_when_made: bool = False,
 ) -> None:
     """View Channel + Read Message History from the server's cached roles and overwrites (in
-    a private thread, membership too), and from an age-restricted channel only into another;
-    ``refusal`` is the sentence a member who may not read there gets.
+    a private thread, membership too), and from an age-restricted channel (or a job's picture
+    made in one: ``restricted_when_made``) only into another; ``refusal`` is the sentence a
+    member who may not read there gets.
 
     In a DM, ``check_same_place`` has already kept the message to the member's own DM.
     """
@@ -78,7 +85,9 @@ async def _check_member_may_read(
     check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
     # What Easel makes of the picture is posted here: it stays in age-restricted channels.
     check_age_restriction_kept(
-        source_age_restricted=is_age_restricted(channel),
+        source_age_restricted=is_age_restricted_picture(
+            channel, restricted_when_made=restricted_when_made
+        ),
         here_age_restricted=is_age_restricted(interaction.channel),
     )
 
@@ -142,19 +151,47 @@ async def member_may_read(
     )
 
 
-def check_member_may_act_here(interaction: discord.Interaction[Any]) -> None:
-    """What a member's click or form makes is posted where they are: only where they may use
-    application commands (Discord's reckoning for the interaction, a timeout included)."""
+_THREAD_TYPES = frozenset(
+    {
+        discord.ChannelType.public_thread,
+        discord.ChannelType.private_thread,
+        discord.ChannelType.news_thread,
+    }
+)
+
+
+def _posting_rights(permissions: discord.Permissions, channel: object) -> PostingRights:
+    in_thread = getattr(channel, "type", None) in _THREAD_TYPES
+    return PostingRights(
+        use_application_commands=permissions.use_application_commands,
+        send_messages=(
+            permissions.send_messages_in_threads if in_thread else permissions.send_messages
+        ),
+        attach_files=permissions.attach_files,
+        in_thread=in_thread,
+    )
+
+
+def check_member_may_act_here(
+    interaction: discord.Interaction[Any], *, private: bool, text_only: bool = False
+) -> None:
+    """What a member's command, click or form makes is posted where they are: only where they
+    may use application commands and, unless it is ``private`` (ephemeral), post pictures (or
+    messages, for an answer of ``text_only``: ``bot.policy.visibility.why_may_not_act``), by
+    Discord's reckoning for the interaction in its channel (overwrites and a timeout
+    included). In a DM nothing is asked."""
     if interaction.guild_id is not None:
-        check_may_use_commands(interaction.permissions.use_application_commands)
+        rights = _posting_rights(interaction.permissions, interaction.channel)
+        check_may_act(rights, private=private, text_only=text_only)
 
 
-def may_use_commands_in(
-    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
-) -> bool:
+def why_member_may_not_act_in(
+    channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member, *, private: bool
+) -> str | None:
     """``check_member_may_act_here`` from the server's cache (a fetched member's timeout
-    included), for the mask editor's page."""
-    return _permissions_in(channel, member).use_application_commands
+    included), for the mask editor's page: the refusal, or None."""
+    rights = _posting_rights(_permissions_in(channel, member), channel)
+    return why_may_not_act(rights, private=private)
 
 
 def is_age_restricted(channel: object) -> bool:
@@ -163,20 +200,31 @@ def is_age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
+def is_age_restricted_picture(channel: object, *, restricted_when_made: bool) -> bool:
+    """The rule for a server's job's pictures: age-restricted when the job was made in an
+    age-restricted channel (journaled at submit: ``restricted_when_made``) or when the channel
+    it was made in is one now. A moderator turning the flag off does not free what was made
+    under it; turning it on restricts what was made before."""
+    return restricted_when_made or is_age_restricted(channel)
+
+
 async def made_age_restricted(
     client: discord.Client,
     guild_id: int,
     channel_id: int | None,
     *,
+    restricted_when_made: bool,
     timeout_s: float = CHANNEL_FETCH_TIMEOUT_S,
 ) -> bool:
-    """Whether the channel a server's job was made in is age-restricted (a thread: its parent).
-    A channel the gateway's cache does not hold (an archived thread, a result delivered at
-    start-up before the cache is filled) is asked of Discord, its parent too unless the cache
-    holds that; one Easel cannot see (gone, hidden) counts as age-restricted. Raises one of
-    ``CHANNEL_CHECK_FAILED`` when Discord does not answer what it is (within ``timeout_s``
-    each time: by default /show's, which answers within Discord's 3 s)."""
-    if channel_id is None:
+    """Whether a server's job's pictures are age-restricted (``is_age_restricted_picture``):
+    made in an age-restricted channel (its journaled flag, ``restricted_when_made``), or made
+    in a channel that is one now (a thread: its parent). A channel the gateway's cache does not
+    hold (an archived thread, a result delivered at start-up before the cache is filled) is
+    asked of Discord, its parent too unless the cache holds that; one Easel cannot see (gone,
+    hidden) counts as age-restricted. Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
+    not answer what it is (within ``timeout_s`` each time: by default /show's, which answers
+    within Discord's 3 s); a job journaled as age-restricted asks Discord nothing."""
+    if restricted_when_made or channel_id is None:
         return True
     guild = client.get_guild(guild_id)
     cached = None if guild is None else guild.get_channel_or_thread(channel_id)
@@ -221,7 +269,11 @@ async def message_for_member(
 
 
 async def check_member_may_read_channel(
-    interaction: discord.Interaction[Any], channel_id: int, *, made_by_clicker: bool
+    interaction: discord.Interaction[Any],
+    channel_id: int,
+    *,
+    made_by_clicker: bool,
+    restricted_when_made: bool,
 ) -> None:
     """For buttons and their forms: a job's picture is for members who can read the channel it
     was made in. Clicked there, Discord's own reckoning of the member's permissions in it
@@ -229,9 +281,16 @@ async def check_member_may_read_channel(
     own job, clicked there, needs the channel in sight only, not its history (its prompt and
     pictures were theirs already); in sight means what the mask editor's submit asks too
     (``member_may_see``): what Easel makes is posted there, and a private thread they have
-    left or were removed from is out of their sight, so Easel posts nothing there for them."""
+    left or were removed from is out of their sight, so Easel posts nothing there for them.
+    A picture made in an age-restricted channel (``restricted_when_made``) stays in those, its
+    own channel included once a moderator turned its flag off."""
     if interaction.guild_id is None or channel_id != interaction.channel_id:
-        await _check_member_may_read(interaction, channel_id, NOT_YOURS_TO_CLICK)
+        await _check_member_may_read(
+            interaction,
+            channel_id,
+            NOT_YOURS_TO_CLICK,
+            restricted_when_made=restricted_when_made,
+        )
         return
     permissions = interaction.permissions
     check_member_may_read(
@@ -246,6 +305,12 @@ async def check_member_may_read_channel(
         interaction.channel, interaction.user.id, permissions, _thread_members_of(interaction)
     )
     check_member_may_read(ChannelAccess(True, True, True, thread_member), NOT_YOURS_TO_CLICK)
+    check_age_restriction_kept(
+        source_age_restricted=is_age_restricted_picture(
+            interaction.channel, restricted_when_made=restricted_when_made
+        ),
+        here_age_restricted=is_age_restricted(interaction.channel),
+    )
 
 
 async def check_member_may_use(

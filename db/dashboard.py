@@ -53,10 +53,12 @@ async def unfinished_jobs(conn: aiosqlite.Connection, guild_id: int) -> list[Unf
         return [UnfinishedJob(*row) for row in await cursor.fetchall()]
 
 
-# The pictures a dashboard may show: done, in this server, not private.
+# The pictures a dashboard may show: done, in this server, not private, not withdrawn by a
+# moderator (not shown anywhere again, to its admins neither).
 _SHOWN_PICTURES = (
     " FROM jobs JOIN images ON images.job_id = jobs.id"
     " WHERE jobs.guild_id = ? AND jobs.status = 'done' AND NOT jobs.private"
+    " AND jobs.withdrawn_at IS NULL"
 )
 
 

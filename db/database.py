@@ -93,21 +93,36 @@ _transaction_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock
 
 
 @asynccontextmanager
+async def outside_transactions(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """Statements that must not join another coroutine's ``transaction`` (run after it), yet
+    are no transaction of their own: ``transaction``'s lock without ``BEGIN``, so there is no
+    ``COMMIT`` that another coroutine's half-read ``RETURNING`` statement could fail."""
+    async with _transaction_locks.setdefault(conn, asyncio.Lock()):
+        yield conn
+
+
+@asynccontextmanager
 async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection.
 
     A single statement another coroutine runs meanwhile on the same connection joins the open
     transaction; callers keep transactions short and raise inside them only on real failures.
+    Writes that return rows (``RETURNING``) are read in the same call
+    (``execute_fetchall``): one left half-read across an await would fail this ``COMMIT``.
     """
-    lock = _transaction_locks.setdefault(conn, asyncio.Lock())
-    async with lock:
+    async with outside_transactions(conn):
         await conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
-        await conn.execute("COMMIT")
+        try:
+            await conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT leaves the transaction open: every later BEGIN would fail.
+            await conn.execute("ROLLBACK")
+            raise
 
 
 # Connections whose log a reader kept from being written back; Retention's sweep retries them.

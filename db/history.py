@@ -23,11 +23,19 @@ class HistoryEntry:
     withdrawn: bool  # a moderator deleted its result: not shown again
 
 
+@dataclass(frozen=True, order=True)
+class PostedMessage:
+    """One of Easel's posts of a job's pictures in a server (``job_messages``)."""
+
+    channel_id: int
+    message_id: int
+
+
 @dataclass(frozen=True)
 class ErasedData:
     """What /forget-me removed; ``image_paths`` and ``input_paths`` are files the caller still
-    has to delete. ``unfinished``: the member's queued or running jobs, when nothing was erased
-    because of them."""
+    has to delete (``input_paths``: only those no remaining job reads). ``unfinished``: the
+    member's queued or running jobs, when nothing was erased because of them."""
 
     jobs: int
     image_paths: list[str]
@@ -37,6 +45,8 @@ class ErasedData:
     unfinished: list[str]
     # The erased jobs, whose copies outside the database (a broker's) are the caller's too.
     job_ids: tuple[str, ...] = ()
+    # Easel's posts of the erased jobs in servers, which the caller deletes from Discord.
+    posts: tuple[PostedMessage, ...] = ()
 
 
 def _escape_like(text: str) -> str:
@@ -96,7 +106,7 @@ async def withdraw_deleted_results(
     if not message_ids:
         return []
     marks = ", ".join("?" * len(message_ids))
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "WITH RECURSIVE hit(id) AS (SELECT job_id FROM job_messages"
         f" WHERE message_id IN ({marks}) AND guild_id = ? AND channel_id = ?"
         " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
@@ -104,8 +114,8 @@ async def withdraw_deleted_results(
         " UPDATE jobs SET withdrawn_at = ? WHERE withdrawn_at IS NULL"
         " AND id IN (SELECT id FROM hit) RETURNING id",
         (*message_ids, guild_id, channel_id, now),
-    ) as cursor:
-        return [str(row[0]) for row in await cursor.fetchall()]
+    )
+    return [str(row[0]) for row in rows]
 
 
 async def restore_job(conn: aiosqlite.Connection, job_id: str, guild_id: int) -> bool:
@@ -116,18 +126,6 @@ async def restore_job(conn: aiosqlite.Connection, job_id: str, guild_id: int) ->
         (job_id, guild_id),
     )
     return cursor.rowcount > 0
-
-
-async def record_job_message(
-    conn: aiosqlite.Connection, job_id: str, guild_id: int, channel_id: int, message_id: int
-) -> None:
-    """Easel posted ``job_id``'s pictures as ``message_id`` in ``channel_id`` of ``guild_id``;
-    nothing when the job is gone meanwhile (its maker's /forget-me while it was posted)."""
-    await conn.execute(
-        "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
-        " SELECT ?, id, ?, ? FROM jobs WHERE id = ?",
-        (message_id, guild_id, channel_id, job_id),
-    )
 
 
 async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> bool:
@@ -158,13 +156,16 @@ async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
 async def erase_user(
     conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
 ) -> ErasedData:
-    """Delete the member's jobs, their images rows, settings, own presets and the refusals they
-    were sent, and anonymise their quota ledger rows, atomically (``db.quotas.anonymise_user``
-    says which rows wait, and why).
+    """Delete the member's jobs, their images rows and posts (returned: ``ErasedData.posts``),
+    settings, own presets and the refusals they were sent, and anonymise their quota ledger
+    rows, atomically (``db.quotas.anonymise_user`` says which rows wait, and why).
 
     Nothing is erased while one of the member's jobs is queued or running: the queue still
     owns it (its upload, its reservation, the result it will post).
     """
+    # The pictures other members' jobs read, before the write transaction (the slow part);
+    # inside it, only the jobs added since are read again.
+    mark, others_inputs = await jobs_journal.others_input_picture_paths(conn, user_id)
     async with transaction(conn):
         async with conn.execute(
             "SELECT id FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
@@ -179,19 +180,39 @@ async def erase_user(
             (user_id,),
         ) as cursor:
             image_paths = [str(row[0]) for row in await cursor.fetchall()]
-        input_paths = list(await jobs_journal.input_picture_paths(conn, user_id))
+        member_inputs = await jobs_journal.input_picture_paths(conn, user_id)
+        posts = await _unlink_posts_of_member(conn, user_id)
         # images go with their job (ON DELETE CASCADE).
-        async with conn.execute(
+        deleted = await conn.execute_fetchall(
             "DELETE FROM jobs WHERE user_id = ? RETURNING id", (user_id,)
-        ) as cursor:
-            job_ids = tuple(str(row[0]) for row in await cursor.fetchall())
+        )
+        job_ids = tuple(str(row[0]) for row in deleted)
+        # An upload another member's job still reads (their 🔄 or Remix of the member's job)
+        # stays with that job; retention removes it once no job reads it.
+        in_use = others_inputs | await jobs_journal.input_picture_paths_since(conn, mark)
+        input_paths = sorted(member_inputs - in_use)
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
         await presets.delete_member_presets(conn, user_id)
         await refusals.delete_member_refusals(conn, user_id)
         anonymised, deferred = await quotas.anonymise_user(
             conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
         )
-    return ErasedData(len(job_ids), image_paths, input_paths, anonymised, deferred, [], job_ids)
+    return ErasedData(
+        len(job_ids), image_paths, input_paths, anonymised, deferred, [], job_ids, posts
+    )
+
+
+async def _unlink_posts_of_member(
+    conn: aiosqlite.Connection, user_id: int
+) -> tuple[PostedMessage, ...]:
+    """Unlink (they would go with the jobs anyway) and return the posts of the member's jobs,
+    by channel: their deletions, which Discord announces, then match no job."""
+    rows = await conn.execute_fetchall(
+        "DELETE FROM job_messages WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?)"
+        " RETURNING channel_id, message_id",
+        (user_id,),
+    )
+    return tuple(sorted(PostedMessage(int(channel), int(message)) for channel, message in rows))
 
 
 async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:

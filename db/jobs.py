@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import aiosqlite
 
-from db.database import transaction
+from db.database import outside_transactions, transaction
 
 
 class JobStatus(StrEnum):
@@ -36,6 +36,7 @@ class NewJob:
     spoiler: bool = False
     priority: int = 1
     private: bool = False  # the member asked to see the result alone
+    age_restricted: bool = False  # made in an age-restricted channel (a thread: its parent)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class JobRecord:
     priority: int
     private: bool
     withdrawn_at: float | None  # when a moderator deleted its result
+    age_restricted: bool  # made in an age-restricted channel (0015; before: False)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class ImageRecord:
     infotext: str
     width: int
     height: int
+    # SHA-256 of its decoded pixels (``bot.images.pixel_digest``); None: stored before 0014.
+    pixel_digest: bytes | None = None
 
 
 def _job(row: aiosqlite.Row) -> JobRecord:
@@ -82,6 +86,7 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data["status"] = JobStatus(data["status"])
     data["spoiler"] = bool(data["spoiler"])
     data["private"] = bool(data["private"])
+    data["age_restricted"] = bool(data["age_restricted"])
     return JobRecord(**data)
 
 
@@ -89,8 +94,8 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
     await conn.execute(
         """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
                              created_at, application_id, interaction_token, interaction_created_at,
-                             filesize_limit, spoiler, priority, private)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                             filesize_limit, spoiler, priority, private, age_restricted)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             job.id,
             job.kind,
@@ -107,6 +112,7 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
             int(job.spoiler),
             job.priority,
             int(job.private),
+            int(job.age_restricted),
         ),
     )
 
@@ -136,6 +142,20 @@ async def unfinished_of(
     ) as cursor:
         row = await cursor.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def unfinished_jobs_of(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None
+) -> list[JobRecord]:
+    """The member's queued and running jobs in the guild (None: direct messages), oldest
+    first. One statement: a job moving from queued to running meanwhile is in it either way."""
+    async with conn.execute(
+        """SELECT * FROM jobs
+           WHERE user_id = ? AND guild_id IS ? AND status IN ('queued', 'running')
+           ORDER BY created_at""",
+        (user_id, guild_id),
+    ) as cursor:
+        return [_job(row) for row in await cursor.fetchall()]
 
 
 async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
@@ -169,13 +189,24 @@ async def mark_done(
     images: list[ImageRecord],
     gpu_seconds: float,
     now: float,
+    posted_digests: Collection[bytes] = (),
 ) -> None:
-    """Record the pictures and the finished state together, so a crash leaves one or the other."""
+    """Record the pictures and the finished state together, so a crash leaves one or the other.
+    ``posted_digests``: the pixel digests of what the job is posted as besides its stored
+    pictures (the grid of a job of several, a JPEG preview of one too large for Discord)."""
     async with transaction(conn):
         await conn.executemany(
-            """INSERT OR REPLACE INTO images (job_id, idx, seed, path, infotext, width, height)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [(i.job_id, i.idx, i.seed, i.path, i.infotext, i.width, i.height) for i in images],
+            """INSERT OR REPLACE INTO images
+                   (job_id, idx, seed, path, infotext, width, height, pixel_digest)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                (i.job_id, i.idx, i.seed, i.path, i.infotext, i.width, i.height, i.pixel_digest)
+                for i in images
+            ],
+        )
+        await conn.executemany(
+            "INSERT OR REPLACE INTO posted_grids (job_id, pixel_digest) VALUES (?, ?)",
+            [(job_id, digest) for digest in posted_digests],
         )
         await conn.execute(
             """UPDATE jobs SET status = 'done', finished_at = ?, gpu_seconds = ?, error = NULL
@@ -196,22 +227,56 @@ async def mark_failed(
 
 async def mark_delivered(
     conn: aiosqlite.Connection, job_id: str, now: float, message_id: int | None
-) -> None:
+) -> bool:
     """Record the posted result; the interaction token, needed only to post it, is blanked.
-    A server's result is one of its job's posts (``job_messages``: a moderator deleting it
-    withdraws the job)."""
-    await conn.execute(
-        "UPDATE jobs SET delivered_at = ?, result_message_id = ?, interaction_token = NULL"
-        " WHERE id = ?",
-        (now, message_id, job_id),
-    )
-    if message_id is not None:
-        await conn.execute(
-            "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
-            " SELECT ?, id, guild_id, channel_id FROM jobs"
-            " WHERE id = ? AND guild_id IS NOT NULL AND channel_id IS NOT NULL",
-            (message_id, job_id),
+    A server's result posted in its channel (``message_id``) is one of its job's posts
+    (``job_messages``: a moderator deleting it withdraws the job). Whether the job is still
+    there (False: its maker's /forget-me erased it while it was posted)."""
+    # Wholly before or after /forget-me's transaction (erase_user), never inside it: the post
+    # is either unlinked and returned there, or found missing here and deleted by its poster.
+    async with outside_transactions(conn):
+        cursor = await conn.execute(
+            "UPDATE jobs SET delivered_at = ?, result_message_id = ?, interaction_token = NULL"
+            " WHERE id = ?",
+            (now, message_id, job_id),
         )
+        if message_id is None:
+            return cursor.rowcount > 0
+        return await _insert_job_message(conn, job_id, message_id, None)
+
+
+async def record_job_message(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    message_id: int,
+    *,
+    posted_in: tuple[int, int] | None = None,
+) -> bool:
+    """Easel posted ``job_id``'s pictures as ``message_id`` in a server: in ``posted_in``
+    (guild, channel; /show and U1-U4 posts), by default where the job was made (its result;
+    nothing for a job of direct messages). Whether the job is still there: when its maker's
+    /forget-me erased it while it was posted, nothing is recorded and the caller deletes
+    the post, which nothing would delete any more."""
+    # Outside any transaction for the same reason as mark_delivered.
+    async with outside_transactions(conn):
+        return await _insert_job_message(conn, job_id, message_id, posted_in)
+
+
+async def _insert_job_message(
+    conn: aiosqlite.Connection, job_id: str, message_id: int, posted_in: tuple[int, int] | None
+) -> bool:
+    guild_id, channel_id = posted_in or (None, None)
+    cursor = await conn.execute(
+        "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
+        " SELECT :message, id, COALESCE(:guild, guild_id), COALESCE(:channel, channel_id)"
+        " FROM jobs WHERE id = :job AND COALESCE(:guild, guild_id) IS NOT NULL"
+        " AND COALESCE(:channel, channel_id) IS NOT NULL",
+        {"message": message_id, "guild": guild_id, "channel": channel_id, "job": job_id},
+    )
+    if cursor.rowcount > 0:
+        return True
+    async with conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) as found:
+        return await found.fetchone() is not None
 
 
 async def clear_expired_tokens(conn: aiosqlite.Connection, issued_before: float) -> int:
@@ -235,7 +300,48 @@ async def input_picture_paths(conn: aiosqlite.Connection, user_id: int | None = 
     """Every picture a job in the journal reads (``init_image``, ``mask_image``, ControlNet
     and image prompt pictures): uploads, or another job's stored result. With ``user_id``,
     only that member's jobs' (for /forget-me)."""
-    where, member = ("", ()) if user_id is None else (" WHERE jobs.user_id = ?", (user_id,))
+    if user_id is None:
+        return await _input_picture_paths(conn, "1", ())
+    return await _input_picture_paths(conn, "jobs.user_id = ?", (user_id,))
+
+
+@dataclass(frozen=True)
+class JobsMark:
+    """The journal's newest job row when read (``jobs_mark``): while it stays, every job
+    added since has a greater rowid (SQLite gives a new row the greatest rowid plus one)."""
+
+    rowid: int
+    job_id: str
+
+
+async def others_input_picture_paths(
+    conn: aiosqlite.Connection, user_id: int
+) -> tuple[JobsMark | None, set[str]]:
+    """``input_picture_paths`` of the jobs of members other than ``user_id``, read outside a
+    write transaction (it parses every job's request: about half a second per 100,000 jobs),
+    and the mark after which ``input_picture_paths_since`` reads the jobs added since."""
+    async with conn.execute("SELECT rowid, id FROM jobs ORDER BY rowid DESC LIMIT 1") as cursor:
+        row = await cursor.fetchone()
+    mark = None if row is None else JobsMark(int(row[0]), str(row[1]))
+    return mark, await _input_picture_paths(conn, "jobs.user_id IS NOT ?", (user_id,))
+
+
+async def input_picture_paths_since(conn: aiosqlite.Connection, mark: JobsMark | None) -> set[str]:
+    """``input_picture_paths`` of the jobs added after ``mark`` (all of them when its row was
+    deleted since, so that a new row may have taken its rowid again)."""
+    if mark is not None:
+        async with conn.execute(
+            "SELECT 1 FROM jobs WHERE rowid = ? AND id = ?", (mark.rowid, mark.job_id)
+        ) as cursor:
+            if await cursor.fetchone() is not None:
+                return await _input_picture_paths(conn, "jobs.rowid > ?", (mark.rowid,))
+    return await _input_picture_paths(conn, "1", ())
+
+
+async def _input_picture_paths(
+    conn: aiosqlite.Connection, condition: str, params: tuple[int, ...]
+) -> set[str]:
+    where = f" WHERE {condition}"
     async with conn.execute(
         f"SELECT json_extract(request_json, '$.init_image') FROM jobs{where}"
         f" UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs{where}"
@@ -245,9 +351,24 @@ async def input_picture_paths(conn: aiosqlite.Connection, user_id: int | None = 
         # IP-Adapter image prompt pictures (``options.ipadapter.images[]``).
         " UNION SELECT picture.value"
         f" FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture{where}",
-        member * 4,
+        params * 4,
     ) as cursor:
         return {str(row[0]) for row in await cursor.fetchall() if row[0] is not None}
+
+
+async def jobs_with_picture(
+    conn: aiosqlite.Connection, guild_id: int, pixel_digest: bytes, limit: int
+) -> list[str]:
+    """The jobs of ``guild_id`` one of whose stored pictures, or the grid it was posted as, has
+    these pixels (``limit`` of them: withdrawn ones first, then the newest)."""
+    async with conn.execute(
+        "SELECT jobs.id FROM jobs WHERE jobs.guild_id = :guild AND jobs.id IN"
+        " (SELECT job_id FROM images WHERE pixel_digest = :digest"
+        " UNION SELECT job_id FROM posted_grids WHERE pixel_digest = :digest)"
+        " ORDER BY jobs.withdrawn_at IS NULL, jobs.created_at DESC LIMIT :limit",
+        {"digest": pixel_digest, "guild": guild_id, "limit": limit},
+    ) as cursor:
+        return [str(row[0]) for row in await cursor.fetchall()]
 
 
 async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord]:

@@ -117,7 +117,7 @@ async def commit(
             f"job {job_id}: measured_gpu_s and images must be 0 or more, "
             f"got {measured_gpu_s}, {images}"
         )
-    async with conn.execute(
+    committed = await conn.execute_fetchall(
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
         " SELECT job_id, 'commit', user_id, guild_id,"
         f" CASE WHEN {_RESERVED_FREE} THEN 0 ELSE COALESCE(?, images) END,"
@@ -126,8 +126,8 @@ async def commit(
         " (SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'refund')"
         " ON CONFLICT (job_id, kind) DO NOTHING RETURNING images, gpu_seconds",
         (images, measured_gpu_s, now, job_id, job_id),
-    ) as cursor:
-        row = await cursor.fetchone()
+    )
+    row = next(iter(committed), None)
     if row is not None:
         return Usage(images=int(row[0]), gpu_seconds=float(row[1]))
     await _explain_no_op(conn, job_id, done="commit", contradicting="refund")  # or raises

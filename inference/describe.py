@@ -1,16 +1,13 @@
 """``/describe``: prompt suggestions for a picture from a local BLIP captioning model.
 
 The model is read from a folder the operator downloaded (never fetched), loaded on first use
-and run on the CPU on a thread of its own, so captions never wait for renders nor hold up the
-event loop or a device thread.
+and run on the CPU on a thread of its own (``inference.model_thread``), so captions never wait
+for renders nor hold up the event loop, asyncio's shared pool or a device thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,43 +16,33 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from inference.images import eight_bit
+from inference.model_thread import ModelThread
 from inference.types import RenderFailed
 
 SUGGESTIONS = 4
 # Beams searched for the suggestions: more than are kept, so near-duplicates can be dropped.
 _BEAMS = 8
 _MAX_CAPTION_TOKENS = 40
-# Pictures waiting for the captioner at once; more are refused rather than queued for long.
+# Members' pictures waiting for the captioner at once (one each); more are refused rather
+# than queued for long.
 MAX_WAITING = 8
 
 
-class CaptionerBusy(Exception):
-    """Too many pictures are waiting for the captioner."""
-
-
 class Captioner:
-    """One BLIP model and one thread; ``describe`` may be awaited from anywhere."""
+    """One BLIP model on its own thread; a member's ``describe`` is awaited inside their place
+    in the thread's line (``thread.place``)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="easel-describe")
-        self._loaded: tuple[Any, Any] | None = None
-        self._lock = threading.Lock()
-        self._waiting = 0
+        self.thread = ModelThread("easel-describe", MAX_WAITING)
+        self._loaded: tuple[Any, Any] | None = None  # loaded on the thread, on first use
 
     async def describe(self, png: bytes) -> list[str]:
         """Up to ``SUGGESTIONS`` different captions of the picture, best first."""
-        if self._waiting >= MAX_WAITING:
-            raise CaptionerBusy
-        self._waiting += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._describe, png)
-        finally:
-            self._waiting -= 1
+        return await self.thread.run(self._describe, png)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self.thread.close()
 
     def _describe(self, png: bytes) -> list[str]:
         processor, model = self._model()
@@ -79,16 +66,15 @@ class Captioner:
         return captions[:SUGGESTIONS]
 
     def _model(self) -> tuple[Any, Any]:
-        with self._lock:
-            if self._loaded is None:
-                if not (self.folder / "config.json").is_file():
-                    raise RenderFailed(
-                        f"no captioning model in {self.folder} (EASEL_CAPTIONER_DIR): it needs "
-                        "a BLIP model folder with config.json"
-                    )
-                processor = BlipProcessor.from_pretrained(self.folder, local_files_only=True)
-                model = BlipForConditionalGeneration.from_pretrained(
-                    self.folder, local_files_only=True
-                ).eval()
-                self._loaded = processor, model
-            return self._loaded
+        if self._loaded is None:
+            if not (self.folder / "config.json").is_file():
+                raise RenderFailed(
+                    f"no captioning model in {self.folder} (EASEL_CAPTIONER_DIR): it needs "
+                    "a BLIP model folder with config.json"
+                )
+            processor = BlipProcessor.from_pretrained(self.folder, local_files_only=True)
+            model = BlipForConditionalGeneration.from_pretrained(
+                self.folder, local_files_only=True
+            ).eval()
+            self._loaded = processor, model
+        return self._loaded

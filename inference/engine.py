@@ -45,7 +45,13 @@ from inference.passes.txt2img import render_group
 from inference.passes.upscale import upscale
 from inference.prepared import PreparedJobs
 from inference.preprocessors import check_controls
-from inference.progress import ordered_progress, raise_if_cancelled
+from inference.progress import (
+    BatchProgress,
+    OrderedProgress,
+    for_request,
+    ordered_progress,
+    raise_if_cancelled,
+)
 from inference.prompts import ExtraNetwork, WildcardLibrary
 from inference.quantization import Quantize, quantize_problem
 from inference.registry import ModelEntry, ModelRegistry
@@ -247,6 +253,8 @@ class Engine:
 
         Each picture matches its solo render up to float rounding (see the tests' tolerance).
         Other modes carry per-request pictures and are rendered one request at a time.
+        Each progress report names the request it is for (``StepProgress.request_index``),
+        and its preview shows that request's pictures alone.
         """
         with ordered_progress(progress, self.tools.encoder) as reports:
             return self._without_graphs_if_short(
@@ -275,14 +283,14 @@ class Engine:
     def _render_batch(
         self,
         requests: Sequence[RenderRequest],
-        progress: ProgressCallback | None,
+        progress: OrderedProgress | None,
         cancel: threading.Event | None,
     ) -> list[list[RenderedImage]]:
         if not requests:
             return []
         if any(is_comparison(request) for request in requests):
             # A comparison's cells differ in what one pipeline call shares: one job at a time.
-            return [self.render(request, progress, cancel) for request in requests]
+            return self._render_one_by_one(requests, progress, cancel)
         keys = {request.pipeline_key() for request in requests}
         if len(keys) > 1:
             raise RenderInputError(
@@ -295,7 +303,7 @@ class Engine:
                 f"a batch may hold at most {MAX_BATCH_IMAGES} images, got {total}"
             )
         if requests[0].mode != "txt2img":
-            return [self.render(request, progress, cancel) for request in requests]
+            return self._render_one_by_one(requests, progress, cancel)
         entry = self.registry.resolve(requests[0].model, self.default_model)
         latent_channels = latent_channels_of(entry)
         for request in requests:
@@ -307,12 +315,13 @@ class Engine:
         model = self.models.load(entry)
         # Everything but the per-image prompts and seeds is shared, so the first request
         # stands for the batch.
+        owners = [index for index, jobs in enumerate(jobs_per_request) for _ in jobs]
         images = self._run(
             model,
             requests[0],
             [job for jobs in jobs_per_request for job in jobs],
             RenderInputs(),
-            progress,
+            None if progress is None else BatchProgress(progress, owners),
             cancel,
         )
         results: list[list[RenderedImage]] = []
@@ -320,6 +329,18 @@ class Engine:
             results.append(images[: len(jobs)])
             images = images[len(jobs) :]
         return results
+
+    def _render_one_by_one(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[list[RenderedImage]]:
+        """Each request as its own render, in order; its reports are its own alone."""
+        return [
+            self.render(request, for_request(progress, index), cancel)
+            for index, request in enumerate(requests)
+        ]
 
     def _render_comparison(
         self,
@@ -406,9 +427,20 @@ class Engine:
         rendered: dict[int, RenderedImage] = {}
         for indices in groups.values():
             group = [jobs[index] for index in indices]
+            # A batch's reports go to the requests whose pictures this call renders.
+            reports = (
+                progress.of_pictures(indices) if isinstance(progress, BatchProgress) else progress
+            )
             if model.flow is not None:  # SD3 and Flux: their own pass
                 images = render_flow_group(
-                    model, model.flow, request, group, inputs, progress, cancel, self.tools
+                    model,
+                    model.flow,
+                    request,
+                    group,
+                    inputs,
+                    reports,
+                    cancel,
+                    self.tools,
                 )
                 rendered.update(zip(indices, images, strict=True))
                 continue
@@ -419,7 +451,7 @@ class Engine:
                     group,
                     inputs,
                     networks,
-                    progress,
+                    reports,
                     cancel,
                     self.tools,
                 )

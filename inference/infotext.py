@@ -106,8 +106,9 @@ def format_value(value: object) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     text = str(value)
-    # Commas separate pairs and colons separate key from value, so such text is JSON-quoted.
-    if any(mark in text for mark in ",:\n") or text.startswith(_JSON_OPENERS):
+    # Commas separate pairs and colons separate key from value, so such text is JSON-quoted;
+    # so is text the reader would take for JSON once it skips the spaces after the colon.
+    if any(mark in text for mark in ",:\n") or text.lstrip().startswith(_JSON_OPENERS):
         return json.dumps(text, ensure_ascii=False)
     return text
 

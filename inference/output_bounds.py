@@ -12,7 +12,6 @@ from inference.upscale import (
     MAX_UPSCALED_SIDE,
     HiresOptions,
     UpscaleOptions,
-    scaled_render_size,
 )
 
 
@@ -37,7 +36,7 @@ def largest_output(request: RenderRequest) -> tuple[int, int]:
     if request.mode == "txt2img":
         hires = HiresOptions.from_options(request.options, request.width, request.height)
         if hires is not None:
-            return scaled_render_size(request.width, request.height, hires.scale)
+            return hires.size
     return request.width, request.height
 
 

@@ -98,6 +98,16 @@ class PreviewFrame:
     values: torch.Tensor
     copied: Any = None  # torch.cuda.Event | None
 
+    @property
+    def count(self) -> int:
+        """How many pictures it shows."""
+        return int(self.values.shape[0])
+
+    def rows(self, start: int, stop: int) -> PreviewFrame:
+        """Pictures ``start`` to ``stop`` (excluded) alone: a view, read only once copied, so
+        the device's copy is not waited for here."""
+        return PreviewFrame(self.values[start:stop], self.copied)
+
     def pictures(self) -> list[Image.Image]:
         if self.copied is not None:
             self.copied.synchronize()

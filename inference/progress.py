@@ -4,7 +4,8 @@ cancel check at every step.
 
 A preview's JPEG is encoded on the engine's CPU pool, not on the device thread
 (``OrderedProgress``); reports still arrive in step order, and all of them before the render
-returns.
+returns. In a batch each report names the request it is for, and its preview shows that
+request's pictures alone (``BatchProgress``, ``for_request``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, wait
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -81,10 +82,71 @@ def _encoded(encoding: Future[bytes]) -> bytes | None:
         return None
 
 
+class BatchProgress:
+    """The reports of one pipeline call whose pictures belong to several requests of a batch
+    (members batched together, of any server, private or not): each request gets every report
+    as its own (``StepProgress.request_index``), with a preview of its own pictures alone.
+
+    The preview's colours are still made once for the whole call (one device op and copy, as
+    for a lone request); only the JPEGs are made per request."""
+
+    def __init__(self, reports: OrderedProgress, owners: Sequence[int]) -> None:
+        """``owners[i]``: the index of the request picture ``i`` of the call belongs to."""
+        self._reports = reports
+        self._owners = tuple(owners)
+        self._requests = tuple(dict.fromkeys(self._owners))
+
+    def of_pictures(self, pictures: Sequence[int]) -> BatchProgress:
+        """The reports of a pipeline call that renders only these pictures of this one."""
+        return BatchProgress(self._reports, [self._owners[picture] for picture in pictures])
+
+    def __call__(self, step: StepProgress) -> None:
+        # A preview already made cannot be split: it stays only if one request owns it all.
+        shown = step if len(self._requests) == 1 else dataclasses.replace(step, preview=None)
+        for request in self._requests:
+            self._reports(dataclasses.replace(shown, request_index=request))
+
+    def send(self, step: StepProgress, frame: PreviewFrame | None) -> None:
+        """``step`` to each request, ``frame``'s pictures of that request as its preview."""
+        if frame is not None and len(self._requests) == 1:
+            self._reports.send(dataclasses.replace(step, request_index=self._requests[0]), frame)
+        elif frame is None or frame.count != len(self._owners):
+            # No preview, or one of fewer pictures than the call's (a face being fixed):
+            # whose pictures it shows is not known here, so it is shown to no one.
+            self(dataclasses.replace(step, preview=None))
+        else:
+            for request, start, stop in _runs(self._owners):
+                owned = dataclasses.replace(step, request_index=request)
+                self._reports.send(owned, frame.rows(start, stop))
+
+
+def _runs(owners: Sequence[int]) -> Iterator[tuple[int, int, int]]:
+    """``(owner, start, stop)`` for each run of equal owners (a request's pictures are
+    consecutive in a batch's call, so each request has one run)."""
+    start = 0
+    for index in range(1, len(owners) + 1):
+        if index == len(owners) or owners[index] != owners[start]:
+            yield owners[start], start, index
+            start = index
+
+
+def for_request(progress: ProgressCallback | None, index: int) -> ProgressCallback | None:
+    """``progress`` of request ``index`` of a batch rendered one request at a time: what the
+    request's own render reports, previews included, is that request's alone."""
+    if progress is None:
+        return None
+    report = progress
+
+    def owned(step: StepProgress) -> None:
+        report(dataclasses.replace(step, request_index=index))
+
+    return owned
+
+
 @contextmanager
 def ordered_progress(
     progress: ProgressCallback | None, encoder: Executor
-) -> Iterator[ProgressCallback | None]:
+) -> Iterator[OrderedProgress | None]:
     """``progress`` as an ``OrderedProgress`` for one render, flushed when the render ends
     (one already ordered, by an outer render, stays as it is)."""
     if progress is None or isinstance(progress, OrderedProgress):
@@ -150,7 +212,7 @@ class StepTracker:
 
     def _send_with_preview(self, report: StepProgress, frame: PreviewFrame) -> None:
         assert self.progress is not None
-        if isinstance(self.progress, OrderedProgress):
+        if isinstance(self.progress, OrderedProgress | BatchProgress):
             self.progress.send(report, frame)
         else:  # a pass called without the engine's ordering: encoded on this thread
             self.progress(dataclasses.replace(report, preview=frame.jpeg()))

@@ -79,13 +79,7 @@ class DPMSolverPlusPlus2SAncestralScheduler(KDPM2AncestralDiscreteScheduler):
             # From the step's start to sigma_down with the midpoint's prediction.
             ratio = sigma_down / sigma
             prev_sample = ratio * sample + (1 - ratio) * denoised
-            noise = randn_tensor(
-                model_output.shape,
-                dtype=model_output.dtype,
-                device=model_output.device,
-                generator=generator,
-            )
-            prev_sample = prev_sample + noise * sigma_up
+            prev_sample = prev_sample + _noise_like(model_output, generator) * sigma_up
         self._step_index = step_index + 1  # type: ignore[assignment]
         if not return_dict:
             return (prev_sample, denoised)
@@ -127,12 +121,7 @@ class _NoisySigmaStep(EulerDiscreteScheduler):
         denoised = _denoised(self.config["prediction_type"], model_output, sample, sigma)
         moved, denoised, noise_size = self._move(sample, denoised, sigma, sigma_next, step_index)
         # Drawn on the last step too (of size 0), so the generators move on as diffusers' do.
-        noise = randn_tensor(
-            model_output.shape,
-            dtype=model_output.dtype,
-            device=model_output.device,
-            generator=generator,
-        )
+        noise = _noise_like(model_output, generator)
         prev_sample = (moved + noise * noise_size).to(model_output.dtype)
         self._step_index = step_index + 1  # type: ignore[assignment]
         if not return_dict:
@@ -215,6 +204,18 @@ class LCMSigmasScheduler(_NoisySigmaStep):
         c_out = scaled / (scaled**2 + _LCM_SIGMA_DATA**2) ** 0.5
         boundary = c_out * denoised + c_skip * sample
         return boundary, boundary, sigma_next
+
+
+def _noise_like(model_output: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """An ancestral step's fresh noise, drawn as diffusers' schedulers draw it (same seeds,
+    same pictures)."""
+    noise: torch.Tensor = randn_tensor(
+        model_output.shape,
+        dtype=model_output.dtype,
+        device=model_output.device,
+        generator=generator,
+    )
+    return noise
 
 
 def _denoised(

@@ -1,12 +1,13 @@
 """Masks from words: CLIPSeg (transformers) finds "the sky" in a picture, offline, from a local
 model folder (``EASEL_MODELS_DIR/clipseg/``, a ``save_pretrained`` folder such as
 CIDAS/clipseg-rd64-refined). The mask is white where the words matched, as /inpaint expects.
+The bot segments on a thread of CLIPSeg's own (``cogs.region``, ``inference.model_thread``),
+one picture at a time: the model is shared and torch's CPU threads are few.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,6 @@ CLIPSEG_FOLDER = "clipseg"
 MATCH_THRESHOLD = 0.4
 GROW_PIXELS = 4
 _TINY_IMAGE_SIZE = 64
-# One segmentation at a time: the model is shared and torch's CPU threads are few.
-_lock = threading.Lock()
 
 
 def clipseg_dir(models_dir: Path) -> Path:
@@ -70,7 +69,7 @@ def segment(models_dir: Path, picture: Path, words: str) -> Image.Image:
     if missing is not None:
         raise RenderInputError(missing)
     image = load_input_image(picture, "picture").convert("RGB")
-    with _lock, torch.inference_mode():
+    with torch.inference_mode():
         processor, model = load_segmenter(clipseg_dir(models_dir))
         inputs = processor(text=[words], images=[image], padding=True, return_tensors="pt")
         logits = model(**inputs).logits  # (height, width) for one picture and one text

@@ -151,6 +151,10 @@ class StepProgress:
     # A small JPEG of the pictures so far (latents mapped to colours, no VAE decode), when
     # the engine was asked for previews and one was due at this step.
     preview: bytes | None = None
+    # Which request of a batch (its index in ``render_batch``'s list) the report, and its
+    # preview, belong to; None: the render's only request. A report of a batch that names none
+    # may go to every job in it as a step count, never with its preview.
+    request_index: int | None = None
 
     @property
     def fraction(self) -> float:

@@ -67,6 +67,7 @@ class HiresOptions:
     """Hires fix: render small, upscale, then img2img at the large size (web UI names)."""
 
     scale: float
+    size: tuple[int, int]  # the second pass's: the first's times scale, to a multiple of 8
     steps: int  # 0: as many as the first pass
     denoising: float
     upscaler: str = LANCZOS  # quick, and the second pass redraws the detail anyway
@@ -95,13 +96,13 @@ class HiresOptions:
             )
         upscaler = _upscaler_name("hires upscaler", options.get("hires_upscaler", LANCZOS))
         upscaler = latent_upscaler(upscaler) or upscaler
-        target = scaled_render_size(width, height, scale)
-        if max(target) > MAX_SIZE:
+        size = scaled_render_size(width, height, scale)
+        if max(size) > MAX_SIZE:
             raise RenderInputError(
-                f"hires fix would render {target[0]}x{target[1]}; the largest side allowed is "
+                f"hires fix would render {size[0]}x{size[1]}; the largest side allowed is "
                 f"{MAX_SIZE}: lower the size or the hires scale"
             )
-        return cls(float(scale), steps, float(denoising), upscaler)
+        return cls(float(scale), size, steps, float(denoising), upscaler)
 
     def pass_steps(self, first_pass_steps: int) -> int:
         """The steps the second pass runs (0: the first pass's steps), all of them whatever

@@ -27,7 +27,7 @@ from inference.prompts import parse_aspect_ratio
 from inference.refiner import check_refiner_request
 from inference.samplers import scheduler_spec
 from inference.types import RenderInputError, RenderRequest
-from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
+from inference.upscale import HiresOptions, UpscaleOptions
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -114,7 +114,7 @@ class RenderLimits:
             else None
         )
         if hires is not None:
-            sizes.append(scaled_render_size(request.width, request.height, hires.scale))
+            sizes.append(hires.size)
         for width, height in sizes:
             if width * height > self.max_pixels:
                 side = math.isqrt(self.max_pixels)

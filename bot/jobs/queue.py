@@ -3,7 +3,9 @@
 A job is written to the journal (with its quota reservation, in one transaction) before anyone
 is told it was accepted; a start replays the journal (running jobs are queued again, finished
 but undelivered results are delivered), and a delivery is recorded once it is posted. A failed
-or cancelled job is refunded; a finished one is charged the GPU time it really took.
+job, or one cancelled before it started, is refunded; a finished one is charged the GPU time it
+really took, and one its owner cancelled while running the GPU time it took until it stopped (no
+pictures; an admin's or a ban's stop is refunded whole: ``JobQueue.cancel``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -24,7 +26,14 @@ from typing import Any, Protocol, runtime_checkable
 import aiosqlite
 
 from bot import metrics
-from bot.images import posted_as_grid, posted_grid_png
+from bot.images import (
+    decoded,
+    pixel_digest,
+    pixel_digest_of,
+    posted_as_grid,
+    posted_file,
+    posted_grid_png,
+)
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
 from bot.jobs.scheduler import (
@@ -55,6 +64,7 @@ __all__ = [
     "JobState",
     "QuotaExceeded",
     "RenderSlot",
+    "RenderStoppedAfter",
     "ResultImage",
     "ResultSink",
     "Submission",
@@ -128,18 +138,46 @@ class JobCopies(Protocol):
         ...
 
 
+class RenderStoppedAfter(RenderCancelled):
+    """A render cancelled, with the device seconds its slot measured itself: a remote slot
+    counts from its worker's first report, so a job stopped while it still waited for a worker
+    used none (the broker's wait is not GPU time)."""
+
+    def __init__(self, used_s: float) -> None:
+        super().__init__(f"cancelled after {used_s:.1f} s on a device")
+        self.used_s = used_s
+
+
 @dataclass
 class _RunningBatch:
-    """Jobs rendering together: the render stops only when every one of them is cancelled."""
+    """Jobs a slot was handed together, from the scheduler's hand-out (before the journal says
+    running) until their render ends. A cancel meanwhile is the batch's to honour, never a
+    refund of a job the slot renders anyway: a job cancelled before the render starts is left
+    out of it; the render stops once every one of them is cancelled."""
 
     job_ids: tuple[str, ...]
+    # Its render is under way: a job cancelled before is left out of it, refunded whole.
+    rendering: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
-    cancelled: set[str] = field(default_factory=set)
+    # Each cancelled job: whether its owner pays the GPU time it used (they chose the stop).
+    cancelled: dict[str, bool] = field(default_factory=dict)
+    # Jobs left out of the render: their scheduler slots were freed when it started.
+    left_out: set[str] = field(default_factory=set)
 
-    def cancel(self, job_id: str) -> None:
-        self.cancelled.add(job_id)
-        if self.cancelled.issuperset(self.job_ids):
+    def cancel(self, job_id: str, *, owner_pays: bool) -> bool:
+        """Whether the job's owner will pay the GPU time it used: it renders, and they chose
+        the stop."""
+        # A refund wins: one cancel the owner did not choose (a ban) makes the stop free.
+        self.cancelled[job_id] = self.cancelled.get(job_id, True) and owner_pays
+        if self.cancelled.keys() >= set(self.job_ids):
             self.stop.set()
+        return self.rendering and self.cancelled[job_id]
+
+
+def _cancel_charge(owner_pays: bool | None, used_s: float) -> float | None:
+    """The GPU seconds a cancelled job is charged: those it used when its owner chose to stop
+    it; None (refunded whole) when someone else stopped it or it used none."""
+    return used_s if owner_pays and used_s > 0 else None
 
 
 @dataclass(frozen=True)
@@ -161,6 +199,9 @@ class Submission:
     filesize_limit: int | None = None
     spoiler: bool = False
     private: bool = False
+    # Made in an age-restricted channel: its pictures stay age-restricted whatever the
+    # channel's flag later says (cogs.visibility.made_age_restricted).
+    age_restricted: bool = False
 
     @property
     def member(self) -> accounting.Member:
@@ -193,19 +234,22 @@ class FinishedJob:
     filesize_limit: int | None = None
     spoiler: bool = False
     private: bool = False
+    age_restricted: bool = False  # made in an age-restricted channel (Submission's)
     # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
     # from their pixels while they were stored; None: compose it from the stored files.
     composed: bytes | None = None
 
 
 def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> bytes | None:
-    """The grid a job of several pictures is posted as, from the pictures' pixels; None for
-    one picture, for pictures without pixels (a broker worker's) and when composing fails
-    (the delivery composes it from the stored files then)."""
-    pictures = [image.picture for image in rendered if image.picture is not None]
-    if len(pictures) < len(rendered) or not posted_as_grid(request, len(pictures)):
+    """The grid a job of several pictures is posted as, from the pictures' pixels (a broker
+    worker's decoded from its PNGs, as the delivery would); None for one picture and when
+    composing fails (the delivery composes it from the stored files then)."""
+    if not posted_as_grid(request, len(rendered)):
         return None
     try:
+        pictures = [image.picture for image in rendered if image.picture is not None]
+        if len(pictures) < len(rendered):
+            pictures = decoded([image.png for image in rendered])
         seeds = [image.seed for image in rendered]
         return posted_grid_png(request, pictures, rendered[0].infotext, seeds)
     except Exception:
@@ -213,9 +257,39 @@ def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> 
         return None
 
 
+def posted_digests(
+    request: RenderRequest,
+    rendered: Sequence[RenderedImage],
+    composed: bytes | None,
+    filesize_limit: int | None,
+) -> list[bytes]:
+    """The pixel digests of the grid a job of several is posted as (``composed``), and of the
+    JPEG preview posted in place of a grid or picture over ``filesize_limit`` (``posted_file``,
+    as the delivery makes it): the files a moderator deletes and a member saves. Not known
+    here: the preview of a grid composed only at delivery, and /show's (its own limit)."""
+    digests = [] if composed is None else [pixel_digest_of(composed)]
+    posted = composed
+    if posted is None and rendered and not posted_as_grid(request, len(rendered)):
+        posted = rendered[0].png
+    if posted is not None:
+        fitted = posted_file(posted, filesize_limit)
+        if fitted.is_preview:
+            digests.append(pixel_digest_of(fitted.data))
+    return digests
+
+
 class ResultSink(Protocol):
     async def deliver(self, job: FinishedJob) -> int | None:
-        """Post the result (or the failure); returns the posted message's id when known."""
+        """Post the result (or the failure); returns the message's id when it was posted in
+        the server's channel (None: privately, by DM, or nowhere)."""
+
+
+@runtime_checkable
+class RetractingSink(ResultSink, Protocol):
+    """A sink that can delete a result it just posted, for a job erased while it was posted
+    (its maker's /forget-me), which nothing else would delete."""
+
+    async def retract(self, job: FinishedJob, message_id: int) -> None: ...
 
 
 ProgressListener = Callable[[str, StepProgress], None]
@@ -223,7 +297,9 @@ ProgressListener = Callable[[str, StepProgress], None]
 
 class CancelOutcome(StrEnum):
     CANCELLED = "cancelled"  # it was queued: it will not run
-    STOPPING = "stopping"  # it was running: it stops at the next step
+    STOPPING = "stopping"  # it was running: it stops at the next step; its owner pays its time
+    STOPPING_FREE = "stopping-free"  # it was running: it stops, refunded whole (not the owner's
+    # choice, or stopped before its render began)
     NOT_YOURS = "not-yours"
     FINISHED = "finished"  # too late: it already ended
     UNKNOWN = "unknown"
@@ -234,6 +310,12 @@ class JobState:
     status: journal.JobStatus
     position: int | None  # jobs that start before it; None unless queued
     eta_s: float | None  # seconds until it should be finished; None unless queued or running
+
+
+def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
+    """A batch's GPU ``seconds`` shared by its jobs in proportion to their ``pictures``."""
+    total = sum(pictures) or 1
+    return [seconds * count / total for count in pictures]
 
 
 def _failure(error: Exception, job_id: str, device: str) -> str:
@@ -371,6 +453,7 @@ class JobQueue:
                         spoiler=submission.spoiler,
                         priority=int(submission.priority),
                         private=submission.private,
+                        age_restricted=submission.age_restricted,
                     ),
                 )
         if refusal is not None:
@@ -415,21 +498,29 @@ class JobQueue:
         metrics.quota_refused()
         return refusal.message
 
-    async def cancel(self, job_id: str, by: accounting.Member) -> CancelOutcome:
+    async def cancel(
+        self, job_id: str, by: accounting.Member, *, imposed: bool = False
+    ) -> CancelOutcome:
         """Cancel a queued job (refunded, the owner is told) or stop a running one.
 
         ``by`` acts where they are: a job of another guild (or of DMs) is answered as unknown,
-        so its existence does not leak; there only its owner or an admin may cancel it."""
+        so its existence does not leak; there only its owner or an admin may cancel it.
+
+        Who pays for a stop: a running job its owner stops themselves is charged the GPU time
+        it used (no pictures); one an admin stops (another member's job), or whose stop is
+        ``imposed`` on its owner (a ban: they did not choose it), or that was handed to its
+        device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING."""
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
         if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
             return CancelOutcome.NOT_YOURS
-        if job_id in self._running:
-            self._running[job_id].cancel(job_id)
-            return CancelOutcome.STOPPING
+        if (running := self._running.get(job_id)) is not None:
+            if running.cancel(job_id, owner_pays=job.user_id == by.user_id and not imposed):
+                return CancelOutcome.STOPPING
+            return CancelOutcome.STOPPING_FREE
         async with self._wakeup:
-            removed = self._scheduler.cancel(job_id)
+            removed = self._scheduler.cancel(job_id)  # queued only: a running one has ended
             self._wakeup.notify_all()
         if not removed:
             return CancelOutcome.FINISHED
@@ -529,16 +620,27 @@ class JobQueue:
 
     async def _dispatch(self, slot: RenderSlot) -> None:
         while (batch := await self._next_batch(slot.device)) is not None:
-            job_ids = [job.job_id for job in batch]
+            # Before the first await: from the hand-out on, a cancel is the batch's to honour.
+            running = _RunningBatch(tuple(job.job_id for job in batch))
+            self._running.update(dict.fromkeys(running.job_ids, running))
             try:
-                await self._run(slot, job_ids)
+                await self._run(slot, running)
             except Exception:
                 # The jobs stay in the journal as they were; the next start retries them.
-                log.exception("jobs %s: the queue could not record the outcome", job_ids)
+                log.exception("jobs %s: the queue could not record the outcome", running.job_ids)
             async with self._wakeup:
-                for job_id in job_ids:
-                    self._scheduler.finish(job_id)
+                self._release([id_ for id_ in running.job_ids if id_ not in running.left_out])
                 self._wakeup.notify_all()
+
+    def _release(self, job_ids: Sequence[str]) -> None:
+        """Free the scheduler's slots of a batch whose render ended. One id it does not hold
+        (a bug elsewhere) is logged: it must not end the device's dispatcher."""
+        for job_id in job_ids:
+            self._running.pop(job_id, None)
+            try:
+                self._scheduler.finish(job_id)
+            except KeyError:
+                log.exception("job %s: released twice; the dispatcher goes on", job_id)
 
     async def _prepare_next(self, slot: PreparingSlot) -> None:
         """Hand ``slot`` the batch expected after the one it starts now, to prepare while it
@@ -552,15 +654,36 @@ class JobQueue:
         except Exception:
             log.exception("could not prepare the next batch on %s", slot.device)
 
-    async def _run(self, slot: RenderSlot, job_ids: list[str]) -> None:
-        jobs = [job for job_id in job_ids if (job := await journal.get_job(self._conn, job_id))]
-        jobs = [job for job in jobs if job.status is journal.JobStatus.QUEUED]
+    async def _run(self, slot: RenderSlot, running: _RunningBatch) -> None:
+        queued = [
+            job.id
+            for job_id in running.job_ids
+            if (job := await journal.get_job(self._conn, job_id))
+            and job.status is journal.JobStatus.QUEUED
+        ]
+        if not queued:
+            return
+        now = self._now()
+        await journal.mark_running(self._conn, queued, now)
+        # Read again: only jobs still queued were marked, and only those render.
+        jobs = [
+            job
+            for job_id in queued
+            if (job := await journal.get_job(self._conn, job_id))
+            and job.status is journal.JobStatus.RUNNING
+        ]
+        # No await from here to the render's start: a job cancelled until now stays out of it,
+        # refunded whole (it used no device time).
+        running.rendering = True
+        running.left_out.update(job.id for job in jobs if job.id in running.cancelled)
+        jobs = [job for job in jobs if job.id not in running.left_out]
+        if running.left_out:
+            for job_id in running.left_out:
+                self._running.pop(job_id, None)  # a second cancel finds it ended: FINISHED
+            self._in_background(self._leave_out(tuple(running.left_out)))
         if not jobs:
             return
         requests = [RenderRequest.from_json(job.request_json) for job in jobs]
-        ids = tuple(job.id for job in jobs)
-        now = self._now()
-        await journal.mark_running(self._conn, ids, now)
         for job in jobs:
             metrics.job_started(now - job.created_at)
             log.info(
@@ -569,14 +692,26 @@ class JobQueue:
                 slot.device,
                 extra=job_event(job.id, "started", kind=job.kind, device=slot.device),
             )
-        await self._render(slot, ids, requests)
+        await self._render(slot, running, tuple(job.id for job in jobs), requests)
+
+    async def _leave_out(self, job_ids: tuple[str, ...]) -> None:
+        """Jobs cancelled before their batch's render started: their member's and server's
+        slots are free at once (not once their partners rendered), and they are refunded."""
+        async with self._wakeup:
+            self._release(job_ids)
+            self._wakeup.notify_all()
+        for job_id in job_ids:
+            await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
 
     async def _render(
-        self, slot: RenderSlot, ids: tuple[str, ...], requests: list[RenderRequest]
+        self,
+        slot: RenderSlot,
+        running: _RunningBatch,
+        ids: tuple[str, ...],
+        requests: list[RenderRequest],
     ) -> None:
-        """Render jobs marked running and record each one's outcome."""
-        running = _RunningBatch(ids)
-        self._running.update(dict.fromkeys(ids, running))
+        """Render the jobs ``ids`` of ``running``, marked running, and record each one's
+        outcome."""
         started = time.perf_counter()
         if isinstance(slot, PreparingSlot):
             # It starts once the render below is on the device: nothing delays the render.
@@ -591,9 +726,20 @@ class JobQueue:
             else:
                 assert isinstance(slot, BatchRenderSlot)
                 results = await slot.render_batch(requests, self._progress_for(ids), running.stop)
-        except RenderCancelled:
-            for job_id in ids:
-                await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+        except RenderCancelled as stop:
+            # Stopped while running: no pictures; an owner who chose the stop pays the device
+            # time until it (as the slot measured it, when it did: RenderStoppedAfter).
+            elapsed = (
+                stop.used_s
+                if isinstance(stop, RenderStoppedAfter)
+                else time.perf_counter() - started
+            )
+            used = _shares(elapsed, [request.count for request in requests])
+            for job_id, used_s in zip(ids, used, strict=True):
+                charge = _cancel_charge(running.cancelled.get(job_id), used_s)
+                await self._finish_unsuccessfully(
+                    job_id, "cancelled", cancelled=True, used_s=charge
+                )
         except Exception as error:
             if len(ids) == 1:
                 await self._finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
@@ -603,18 +749,22 @@ class JobQueue:
             log.warning(
                 "batch %s failed on %s (%s); rendering it job by job", ids, slot.device, error
             )
+            running.rendering = False  # a job cancelled while it waits for its turn is refunded
             for job_id, request in zip(ids, requests, strict=True):
                 if job_id in running.cancelled:
                     await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
                 else:
-                    await self._render(slot, (job_id,), [request])
+                    alone = _RunningBatch((job_id,), rendering=True)
+                    self._running[job_id] = alone
+                    await self._render(slot, alone, (job_id,), [request])
         else:
             # The slot is free now: its next batch renders while this one is stored.
             elapsed = time.perf_counter() - started
             metrics.render_finished(requests[0].model, slot.device, requests[0].steps, elapsed)
-            cancelled = running.cancelled & set(ids)
+            cancelled = dict(running.cancelled)
             self._in_background(self._finish_rendered(ids, requests, results, cancelled, elapsed))
         finally:
+            # A cancel from now on is too late (FINISHED): the scheduler holds no queued job.
             for job_id in ids:
                 self._running.pop(job_id, None)
 
@@ -628,25 +778,26 @@ class JobQueue:
         ids: tuple[str, ...],
         requests: list[RenderRequest],
         results: list[list[RenderedImage]],
-        cancelled: set[str],
+        cancelled: dict[str, bool],
         elapsed: float,
     ) -> None:
-        """Store, charge and deliver the jobs of a rendered batch (cancelled ones refunded).
+        """Store, charge and deliver the jobs of a rendered batch; one ``cancelled`` while it
+        rendered gets no pictures, and its share of ``elapsed`` is charged when its owner
+        chose the stop (the value: ``_RunningBatch.cancelled``), else refunded whole.
 
         Recorded one job after another: a single write of one job's must not run inside
         another's transaction on the shared connection (its rollback would take the write
         along). Delivered together: one member's upload to Discord never waits for another's."""
-        # The batch's GPU time is shared by its jobs in proportion to their pictures.
-        total_images = sum(len(rendered) for rendered in results) or 1
+        used = _shares(elapsed, [len(rendered) for rendered in results])
         deliveries: list[Coroutine[Any, Any, None]] = []
         try:
-            for job_id, request, rendered in zip(ids, requests, results, strict=True):
+            for job_id, request, rendered, used_s in zip(ids, requests, results, used, strict=True):
                 if job_id in cancelled:
-                    await self._record_failure(job_id, "cancelled", cancelled=True)
+                    charge = _cancel_charge(cancelled[job_id], used_s)
+                    await self._record_failure(job_id, "cancelled", cancelled=True, used_s=charge)
                     deliveries.append(self._deliver(job_id))
                     continue
-                gpu_seconds = elapsed * len(rendered) / total_images
-                composed = await self._record_success(job_id, request, rendered, gpu_seconds)
+                composed = await self._record_success(job_id, request, rendered, used_s)
                 deliveries.append(self._deliver(job_id, composed))
         except Exception:
             # The jobs not recorded stay in the journal as they were; the next start retries them.
@@ -658,13 +809,22 @@ class JobQueue:
                 log.error("jobs %s: a delivery failed", ids, exc_info=outcome)
 
     def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
+        """The render's reports, each to the job it names (``StepProgress.request_index``):
+        members batched together (other servers, private jobs) never see each other's
+        pictures. A batch's report that names no job is every job's step count, without its
+        preview."""
         listener = self._progress
         if listener is None:
             return None
 
         def report(step: StepProgress) -> None:
-            for job_id in job_ids:
-                listener(job_id, step)
+            if len(job_ids) == 1:
+                listener(job_ids[0], step)
+            elif step.request_index is not None:
+                listener(job_ids[step.request_index], step)
+            else:
+                for job_id in job_ids:
+                    listener(job_id, replace(step, preview=None))
 
         return report
 
@@ -681,11 +841,13 @@ class JobQueue:
         A storage failure (a full disk, a folder it may not write) fails the job instead:
         refunded, and the member told, rather than left running with its quota reserved."""
         try:
-            records, composed = await asyncio.to_thread(
-                self._store_images, job_id, request, rendered
+            job = await journal.get_job(self._conn, job_id)
+            filesize_limit = None if job is None else job.filesize_limit
+            records, composed, posted_digests = await asyncio.to_thread(
+                self._store_images, job_id, request, rendered, filesize_limit
             )
             now = self._now()
-            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now)
+            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now, posted_digests)
             self._ended(job_id, "done")
         except Exception as error:
             log.exception("job %s: rendered, but its pictures could not be stored", job_id)
@@ -701,17 +863,31 @@ class JobQueue:
         return composed
 
     async def _finish_unsuccessfully(
-        self, job_id: str, error: str, *, cancelled: bool = False
+        self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
     ) -> None:
-        await self._record_failure(job_id, error, cancelled=cancelled)
+        await self._record_failure(job_id, error, cancelled=cancelled, used_s=used_s)
         await self._deliver(job_id)
 
-    async def _record_failure(self, job_id: str, error: str, *, cancelled: bool = False) -> None:
+    async def _record_failure(
+        self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
+    ) -> None:
+        """Record the job's end; refunded whole, or with ``used_s`` (a job cancelled while
+        running) its pictures refunded and those GPU seconds charged: cancelling a render at
+        its last step must not make it free."""
         now = self._now()
         await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
         self._ended(job_id, "cancelled" if cancelled else "failed")
-        await accounting.refund(self._conn, job_id, now)
-        log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
+        if used_s is None:
+            await accounting.refund(self._conn, job_id, now)
+            log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
+        else:
+            await accounting.charge(self._conn, job_id, used_s, 0, now)
+            log.info(
+                "job %s charged %.1f GPU seconds, no pictures",
+                job_id,
+                used_s,
+                extra=job_event(job_id, "charged"),
+            )
 
     def _ended(self, job_id: str, outcome: str) -> None:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
@@ -734,23 +910,40 @@ class JobQueue:
             )
 
     def _store_images(
-        self, job_id: str, request: RenderRequest, rendered: list[RenderedImage]
-    ) -> tuple[list[journal.ImageRecord], bytes | None]:
+        self,
+        job_id: str,
+        request: RenderRequest,
+        rendered: list[RenderedImage],
+        filesize_limit: int | None,
+    ) -> tuple[list[journal.ImageRecord], bytes | None, list[bytes]]:
         """The pictures' files and records, and the grid the job is posted as (composed
-        first, from the pixels, while the engine's pool still encodes the PNGs)."""
+        first, from the pixels, while the engine's pool still encodes the PNGs), with the pixel
+        digests of what is posted besides the pictures (``posted_digests``): a multi-picture
+        job is posted, deleted and saved as that one picture."""
         composed = composed_grid(request, rendered)
         folder = self._images_dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
         records = []
         for idx, image in enumerate(rendered):
             path = folder / f"{idx}.png"
-            path.write_bytes(image.png)
+            png = image.png
+            path.write_bytes(png)
+            # Its pixels, so a copy uploaded again is known whatever its name (the PNG holds
+            # the engine's pixels losslessly; a broker worker's crossed the wire as PNG only).
+            digest = pixel_digest_of(png) if image.picture is None else pixel_digest(image.picture)
             records.append(
                 journal.ImageRecord(
-                    job_id, idx, image.seed, str(path), image.infotext, image.width, image.height
+                    job_id,
+                    idx,
+                    image.seed,
+                    str(path),
+                    image.infotext,
+                    image.width,
+                    image.height,
+                    digest,
                 )
             )
-        return records, composed
+        return records, composed, posted_digests(request, rendered, composed, filesize_limit)
 
     async def _deliver(self, job_id: str, composed: bytes | None = None) -> None:
         """Post the job's outcome (``composed``: its posted grid, when made already), then
@@ -780,6 +973,7 @@ class JobQueue:
             filesize_limit=job.filesize_limit,
             spoiler=job.spoiler,
             private=job.private,
+            age_restricted=job.age_restricted,
             composed=composed,
         )
         try:
@@ -787,5 +981,7 @@ class JobQueue:
         except Exception:
             log.exception("job %s: delivery failed; it will be retried at the next start", job_id)
             return
-        await journal.mark_delivered(self._conn, job_id, self._now(), message_id)
+        still_there = await journal.mark_delivered(self._conn, job_id, self._now(), message_id)
+        if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
+            await self._sink.retract(finished, message_id)
         log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))

@@ -266,10 +266,9 @@ class FairScheduler:
         self._release(job_id)
 
     def cancel(self, job_id: str) -> bool:
-        """Drop a queued or running job; False when it is neither. Callers check ownership."""
-        if job_id in self._running:
-            self._release(job_id)
-            return True
+        """Drop a queued job; False when it is not queued. A running job is not dropped: its
+        render stops through whoever runs it, who then calls ``finish`` (releasing it here too
+        would free its slot twice). Callers check ownership."""
         found = self._tickets.pop(job_id, None)
         if found is None:
             return False

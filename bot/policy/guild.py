@@ -120,7 +120,7 @@ class GuildPolicy:
         # The prompt as the model will read it, banned words included: planned now, so a bad
         # one fails alone.
         banned_words = settings.entries(GuildList.BANNED_WORD)
-        request = await self._prompts.check(request, banned_words, member_id)
+        request = await self._prompts.check(request, banned_words, member_id, guild_id=guild_id)
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
 
@@ -194,7 +194,7 @@ class GuildPolicy:
         if not banned_words:
             return True
         try:
-            await self._prompts.check_stored(texts, banned_words)
+            await self._prompts.check_stored(texts, banned_words, guild_id=guild_id)
         except UserError as refused:
             if refused.reason is not Reason.BANNED_WORD:
                 raise  # not checked (too long, readers busy): asked again next time

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
@@ -49,6 +49,12 @@ STORED_CHECK_BUDGET_S = 2.0
 # hold one of those. A member holds at most one of these at a time, so other members' plans
 # find a free one unless as many members each sent a costly prompt in the same seconds.
 PLAN_THREADS = 4
+# The threads one server's plans may hold at once (queued or running, refused ones until they
+# stop): half, so a raid of one server's members (or alt accounts) leaves the other servers at
+# least as many readers as it holds, and it takes two servers together to fill them all. Its
+# further plans wait their turn within their own budget. Direct messages count as one server
+# between them: an alt account needs no server to join there, and no moderator sees it.
+SERVER_THREADS = (PLAN_THREADS + 1) // 2
 STILL_PLANNING = (
     "Your previous prompt is still being read; wait a few seconds for it to finish, then try "
     "again (a simpler prompt reads faster)."
@@ -56,6 +62,10 @@ STILL_PLANNING = (
 READERS_BUSY = (
     "Every prompt reader is busy with other members' long prompts right now; try again in a "
     "few seconds."
+)
+SERVER_READERS_BUSY = (
+    "The prompt readers {where} may use ({share} of {total}) are all busy with long prompts "
+    "right now; try again in a few seconds."
 )
 CLOSED = "Easel is shutting down; try again once it is back."
 # Planned once before the bot connects, so that no member's command pays for what the first plan
@@ -159,12 +169,29 @@ def explain_prompt(
         raise UserError(f"{error}; fix the prompt and try again.") from None
 
 
+def server_readers_busy(guild_id: int | None) -> str:
+    """The refusal of a plan whose budget went waiting for its server's share of the readers
+    (``SERVER_THREADS``); ``guild_id`` None: direct messages, which share one."""
+    where = "direct messages" if guild_id is None else "this server"
+    return SERVER_READERS_BUSY.format(where=where, share=SERVER_THREADS, total=PLAN_THREADS)
+
+
+class _Turn(NamedTuple):
+    """What a plan waits for before it may take a reader, and its refusal if its budget ends
+    meanwhile."""
+
+    plans: Collection[asyncio.Future[Any]]
+    refusal: str
+
+
 class PromptPlanner:
     """The prompt work of the bot, each call on one of its own ``PLAN_THREADS`` threads within
     its budget, and one thread at a time per member: a member's prompts are read one after the
     other (a second one waits its turn within its own budget), and while one of them runs on
     past its budget (refused, its thread on until the prompt language's next checkpoint) the
-    next is refused at once with ``STILL_PLANNING``."""
+    next is refused at once with ``STILL_PLANNING``. A server's plans hold at most
+    ``SERVER_THREADS`` threads at once; its next one waits for one of them within its budget,
+    while another server's starts on a free thread at once."""
 
     def __init__(
         self,
@@ -179,6 +206,8 @@ class PromptPlanner:
         self.stored_budget_s = stored_budget_s
         self._threads = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="easel-prompt")
         self._reading: dict[int, asyncio.Future[Any]] = {}  # a member's prompt being read
+        # Each server's plans on a thread or queued for one (None: direct messages).
+        self._server_reading: dict[int | None, set[asyncio.Future[Any]]] = {}
         self._overdue: set[int] = set()  # members whose prompt is read past its budget
         self._waited_for: set[threading.Event] = set()  # each one's stop, while awaited
         self._closed = False
@@ -188,20 +217,34 @@ class PromptPlanner:
         request: RenderRequest,
         banned_words: Collection[str],
         member_id: int | None = None,
+        *,
+        guild_id: int | None,
     ) -> RenderRequest:
         """``plan_request`` off the event loop; ``member_id``: whose command it is (None:
-        counted against no one)."""
+        counted against no one); ``guild_id``: the server it is sent in (None: direct
+        messages), whose share of the threads it takes."""
         return await self._off_loop(
-            self.budget_s, member_id, plan_request, request, banned_words, self.wildcards_dir
+            self.budget_s,
+            member_id,
+            guild_id,
+            plan_request,
+            request,
+            banned_words,
+            self.wildcards_dir,
         )
 
-    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+    ) -> None:
         """``moderation.check_banned_since`` off the event loop (a stored job's texts, up to
         16,000 characters each, read again for banned words), within its own budget. Counted
-        against no member: the verdict is shared (``GuildPolicy.check_reuse`` takes turns)."""
+        against no member: the verdict is shared (``GuildPolicy.check_reuse`` takes turns);
+        counted against the job's server (``guild_id``), whose banned words it reads and
+        whose verdict it is, wherever the click came from."""
         await self._off_loop(
             self.stored_budget_s,
             None,
+            guild_id,
             check_banned_since,
             texts,
             banned_words,
@@ -215,12 +258,19 @@ class PromptPlanner:
         )
 
     async def explain(
-        self, prompt: str, negative: str, steps: int | None, member_id: int | None = None
+        self,
+        prompt: str,
+        negative: str,
+        steps: int | None,
+        member_id: int | None = None,
+        *,
+        guild_id: int | None,
     ) -> dict[str, Any]:
-        """``explain_prompt`` off the event loop."""
+        """``explain_prompt`` off the event loop (``member_id``, ``guild_id``: as ``check``)."""
         return await self._off_loop(
             self.explain_budget_s,
             member_id,
+            guild_id,
             explain_prompt,
             prompt,
             negative,
@@ -240,6 +290,7 @@ class PromptPlanner:
         self,
         budget_s: float,
         member_id: int | None,
+        guild_id: int | None,
         function: Callable[..., T],
         *args: Any,
         overdue: str | None = None,  # the refusal when it takes longer (None: a prompt's)
@@ -248,21 +299,26 @@ class PromptPlanner:
             raise UserError(STILL_PLANNING)
         submitted: Future[T] | None = None
         mine: asyncio.Future[T] | None = None
+        refused_waiting = STILL_PLANNING  # the refusal once the budget goes waiting for a turn
         stop = threading.Event()
         self._waited_for.add(stop)
         try:
             async with asyncio.timeout(budget_s):
-                while member_id is not None and (previous := self._reading.get(member_id)):
-                    await asyncio.wait([previous])
+                # Both checked again after each wait, with no wait between the last check and
+                # the submit: a member's plans waiting side by side take one thread in turn.
+                while turn := self._turn_awaited(member_id, guild_id):
+                    refused_waiting = turn.refusal
+                    await asyncio.wait(turn.plans, return_when=asyncio.FIRST_COMPLETED)
                 if self._closed:
                     raise UserError(CLOSED)
                 submitted = self._threads.submit(stopping_when, stop, function, *args)
                 mine = asyncio.wrap_future(submitted)
-                mine.add_done_callback(lambda _: self._read(member_id, mine))
+                mine.add_done_callback(lambda _: self._read(member_id, guild_id, mine))
                 if member_id is not None:
                     self._reading[member_id] = mine
-                # Shielded: the thread stops only at a checkpoint, so its member is free only
-                # once it ends (soon after ``stop`` is set, below).
+                self._server_reading.setdefault(guild_id, set()).add(mine)
+                # Shielded: the thread stops only at a checkpoint, so its member and server
+                # are free only once it ends (soon after ``stop`` is set, below).
                 return await asyncio.shield(mine)
         except PlanStopped:  # only ``close`` stops a plan that is still waited for
             raise UserError(CLOSED) from None
@@ -275,8 +331,8 @@ class PromptPlanner:
                 raise UserError(CLOSED) from None
             raise
         except TimeoutError:
-            if submitted is None:  # the budget went waiting for the member's previous prompt
-                raise UserError(STILL_PLANNING) from None
+            if submitted is None:  # the budget went waiting for the member's or server's turn
+                raise UserError(refused_waiting) from None
             if submitted.cancel():  # never started (every reader busy): nothing of theirs runs
                 raise UserError(READERS_BUSY) from None
             if member_id is not None and mine is not None and not mine.done():
@@ -290,9 +346,26 @@ class PromptPlanner:
             stop.set()
             self._waited_for.discard(stop)
 
-    def _read(self, member_id: int | None, thread: asyncio.Future[Any]) -> None:
+    def _turn_awaited(self, member_id: int | None, guild_id: int | None) -> _Turn | None:
+        """What a plan of ``member_id`` in ``guild_id`` waits for before it takes a thread:
+        the member's previous plan, else one of the server's plans once they hold its share;
+        None: it may take one now."""
+        if member_id is not None and (previous := self._reading.get(member_id)):
+            return _Turn([previous], STILL_PLANNING)
+        server_plans = self._server_reading.get(guild_id, set())
+        if len(server_plans) >= SERVER_THREADS:
+            return _Turn(server_plans, server_readers_busy(guild_id))
+        return None
+
+    def _read(
+        self, member_id: int | None, guild_id: int | None, thread: asyncio.Future[Any]
+    ) -> None:
         if not thread.cancelled():
             thread.exception()  # retrieved: a plan stopped after its refusal is no error
+        server_plans = self._server_reading.get(guild_id, set())
+        server_plans.discard(thread)
+        if not server_plans:
+            self._server_reading.pop(guild_id, None)
         if member_id is not None and self._reading.get(member_id) is thread:
             del self._reading[member_id]
             self._overdue.discard(member_id)

@@ -39,6 +39,18 @@ NO_COMMANDS_HERE = (
     "You may not use application commands in this channel now (a timeout, or this server's "
     "permissions), so Easel's buttons and forms make nothing for you here either."
 )
+# Filled with the permissions the member lacks, named as Discord's settings name them.
+NO_PICTURES_HERE = (
+    "You may not post pictures in this channel (you lack {}), so Easel posts none here for you "
+    "either; ask in a channel where you may, or turn on `/settings private_results:True` to "
+    "see your results alone."
+)
+# The same for an answer of text alone (/describe's suggestions): Send Messages is enough.
+NO_MESSAGES_HERE = (
+    "You may not send messages in this channel (you lack {}), so Easel posts none here for you "
+    "either; ask in a channel where you may, or turn on `/settings private_results:True` to "
+    "see your answers alone."
+)
 
 
 @dataclass(frozen=True)
@@ -142,12 +154,43 @@ def check_same_place(guild_id: int | None, channel_id: int, where: Place) -> Non
         raise UserError(OTHER_SERVER, Reason.PERMISSION)
 
 
-def check_may_use_commands(use_application_commands: bool) -> None:
-    """A member needs Use Application Commands (a timeout takes it away) where Easel posts
-    what it makes for them. Discord asks it of commands only, not of buttons, of a form
-    opened before, nor of the mask editor's page, so Easel asks it on every path."""
-    if not use_application_commands:
-        raise UserError(NO_COMMANDS_HERE, Reason.PERMISSION)
+@dataclass(frozen=True)
+class PostingRights:
+    """The member's permissions in the channel where Easel posts what it makes for them."""
+
+    use_application_commands: bool
+    send_messages: bool  # in a thread: Send Messages in Threads
+    attach_files: bool
+    in_thread: bool
+
+
+def why_may_not_act(rights: PostingRights, *, private: bool, text_only: bool = False) -> str | None:
+    """Why Easel may not post what it makes for the member there (None: it may). They need
+    Use Application Commands (a timeout takes it away): Discord asks it of commands only, not
+    of buttons, of a form opened before, nor of the mask editor's page. A result everyone sees
+    is a picture posted for them, so it also needs what posting one takes in that channel
+    (a read-only channel, a server that keeps Attach Files from new members); an answer of
+    text alone (``text_only``) needs only what sending a message takes, as the member's own
+    message would. A private result (ephemeral) is seen by them alone and needs neither."""
+    if not rights.use_application_commands:
+        return NO_COMMANDS_HERE
+    if private:
+        return None
+    send = "Send Messages in Threads" if rights.in_thread else "Send Messages"
+    needed = [(send, rights.send_messages)]
+    if not text_only:
+        needed.append(("Attach Files", rights.attach_files))
+    missing = [name for name, held in needed if not held]
+    if not missing:
+        return None
+    return (NO_MESSAGES_HERE if text_only else NO_PICTURES_HERE).format(" and ".join(missing))
+
+
+def check_may_act(rights: PostingRights, *, private: bool, text_only: bool = False) -> None:
+    """``why_may_not_act`` as a refusal."""
+    refusal = why_may_not_act(rights, private=private, text_only=text_only)
+    if refusal is not None:
+        raise UserError(refusal, Reason.PERMISSION)
 
 
 def check_member_may_read(access: ChannelAccess, refusal: str = NOT_READABLE) -> None:

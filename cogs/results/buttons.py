@@ -78,7 +78,10 @@ async def check_clicker_may_see(interaction: discord.Interaction[Any], job: Stor
         )
     if job.channel_id is not None:
         await check_member_may_read_channel(
-            interaction, job.channel_id, made_by_clicker=made_by_clicker
+            interaction,
+            job.channel_id,
+            made_by_clicker=made_by_clicker,
+            restricted_when_made=job.age_restricted,
         )
 
 
@@ -266,11 +269,11 @@ class PickButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
-        check_member_may_act_here(interaction)  # posted for them, as a job's result is
         job = await visible_job(interaction, self.job_id)
         if idx >= len(job.image_paths):
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
+        check_member_may_act_here(interaction, private=private)  # posted for them, as a result is
         png = await asyncio.to_thread(job.image_paths[idx].read_bytes)
         filename = f"easel-{self.job_id}-{idx}.png"
         sent = await interaction.response.send_message(
@@ -283,7 +286,9 @@ class PickButton(
         )
         if not private and sent.message_id is not None:
             history = services_of(interaction).history
-            await history.posted_again(job, interaction.channel_id, sent.message_id)
+            if not await history.posted_again(job, interaction.channel_id, sent.message_id):
+                # Its maker's /forget-me erased the job meanwhile: nothing else would delete it.
+                await interaction.delete_original_response()
 
 
 class _PictureEditButton(_ReportsErrors):
@@ -429,7 +434,10 @@ class CancelButton(
         outcome = await queue_of(interaction).cancel(self.job_id, acting_member(interaction))
         messages = {
             CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
-            CancelOutcome.STOPPING: "Stopping at the next step; nothing will be charged.",
+            CancelOutcome.STOPPING: (
+                "Stopping at the next step: you pay only for the GPU time used, no pictures."
+            ),
+            CancelOutcome.STOPPING_FREE: "Stopping at the next step; nothing is charged.",
             CancelOutcome.NOT_YOURS: "Only the member who started this job can cancel it.",
             CancelOutcome.FINISHED: "Too late: that job has already finished.",
             CancelOutcome.UNKNOWN: "That job is no longer in the history.",
@@ -480,7 +488,11 @@ class DirectCopyButton(
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
         policy = services_of(interaction).guild_policy
         if not await may_go_to_direct_messages(
-            interaction.client, policy, job.guild_id, job.channel_id
+            interaction.client,
+            policy,
+            job.guild_id,
+            job.channel_id,
+            restricted_when_made=job.age_restricted,
         ):
             raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -516,6 +528,8 @@ class DeleteButton(
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         unlinked: tuple[StoredJob, int] | None = None  # the maker's post, until it is gone
+        # A moderator's post to withdraw once Discord deleted it: (guild, channel, message).
+        moderated: tuple[int, int, int] | None = None
         if interaction.guild_id is not None:
             job = await clicked_job(interaction, self.job_id)
             history = services_of(interaction).history
@@ -528,11 +542,13 @@ class DeleteButton(
                     unlinked = job, message.id
             # Discord computes Manage Messages for the channel the message is in.
             elif interaction.permissions.manage_messages:
-                # As the deletion's own event would: only a post of the job in this channel
+                # As the deletion's own event does: only a post of the job in this channel
                 # withdraws it (never a message of another channel that names the job).
                 if interaction.message is not None and interaction.channel_id is not None:
-                    await history.withdraw_deleted(
-                        interaction.guild_id, interaction.channel_id, [interaction.message.id]
+                    moderated = (
+                        interaction.guild_id,
+                        interaction.channel_id,
+                        interaction.message.id,
                     )
             else:
                 raise UserError(
@@ -549,6 +565,11 @@ class DeleteButton(
                     unlinked[0], interaction.channel_id, unlinked[1]
                 )
             raise
+        if moderated is not None:  # after its event or before it: a job is withdrawn once
+            guild_id, channel_id, message_id = moderated
+            await services_of(interaction).history.withdraw_deleted(
+                guild_id, channel_id, [message_id]
+            )
 
 
 def copy_caption(job: StoredJob) -> str:

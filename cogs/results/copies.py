@@ -14,13 +14,11 @@ from typing import TypeVar
 
 import discord
 
-from bot.images import fit_under
+from bot.images import DEFAULT_FILESIZE_LIMIT, fit_under
 from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy
 from cogs.visibility import CHANNEL_CHECK_FAILED, made_age_restricted
 
-# Discord's smallest upload limit, used when the interaction's own limit is unknown (restart).
-DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024
 CANNOT_MESSAGE_USER = 50007
 # Asking Discord about a job's channel before a copy goes to direct messages, each time at
 # most: no interaction's 3 s waits on it (a button's was acknowledged before), so a slow
@@ -34,22 +32,36 @@ CHANNEL_UNCHECKED = "could not check the channel it was made in"
 
 
 async def may_go_to_direct_messages(
-    client: discord.Client, guild_policy: GuildPolicy, guild_id: int | None, channel_id: int | None
+    client: discord.Client,
+    guild_policy: GuildPolicy,
+    guild_id: int | None,
+    channel_id: int | None,
+    *,
+    restricted_when_made: bool,
 ) -> bool:
     """Whether a job's pictures may be sent to a direct message (DM me asks this; posting asks
     ``why_kept_in_the_server`` for its log)."""
-    return await why_kept_in_the_server(client, guild_policy, guild_id, channel_id) is None
+    kept = await why_kept_in_the_server(
+        client, guild_policy, guild_id, channel_id, restricted_when_made=restricted_when_made
+    )
+    return kept is None
 
 
 async def why_kept_in_the_server(
-    client: discord.Client, guild_policy: GuildPolicy, guild_id: int | None, channel_id: int | None
+    client: discord.Client,
+    guild_policy: GuildPolicy,
+    guild_id: int | None,
+    channel_id: int | None,
+    *,
+    restricted_when_made: bool,
 ) -> str | None:
     """Why a job's pictures stay out of direct messages (for the log), None when they may go
     there. Kept when the server's rules keep them in age-restricted channels
     (``kept_in_age_restricted_channels``'s rule, the policy read first so that Discord need
-    not be asked): the server renders only in those, or they were made
-    in one or in a channel Easel no longer sees; and, to be safe, when Discord does not answer
-    whether their channel is one. A job made in direct messages is there already."""
+    not be asked): the server renders only in those, or they were made in one (journaled with
+    the job: ``restricted_when_made``), or their channel is one now or one Easel no longer
+    sees (``made_age_restricted``); and, to be safe, when Discord does not answer whether their
+    channel is one. A job made in direct messages is there already."""
     if guild_id is None:
         return None
     settings = await guild_policy.settings(guild_id)
@@ -57,7 +69,11 @@ async def why_kept_in_the_server(
         return MADE_AGE_RESTRICTED  # whatever the channel: no need to ask Discord about it
     try:
         age_restricted = await made_age_restricted(
-            client, guild_id, channel_id, timeout_s=COPY_CHANNEL_FETCH_TIMEOUT_S
+            client,
+            guild_id,
+            channel_id,
+            restricted_when_made=restricted_when_made,
+            timeout_s=COPY_CHANNEL_FETCH_TIMEOUT_S,
         )
     except CHANNEL_CHECK_FAILED:
         return CHANNEL_UNCHECKED

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import discord
 
-from bot.images import decoded, fit_under, posted_as_grid, posted_grid_png
+from bot.bans import RecentBans
+from bot.images import decoded, posted_as_grid, posted_file, posted_grid_png
 from bot.jobs.queue import FinishedJob
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
 from cogs.results.buttons import copy_view, job_view
 from cogs.results.copies import (
-    DEFAULT_FILESIZE_LIMIT,
     MADE_AGE_RESTRICTED,
     in_direct_messages,
     send_copy,
@@ -95,14 +95,82 @@ class DiscordResults(ProgressMessages):
         # the servers' NSFW policies (unset: no server's job goes to direct messages).
         self.member_settings: MemberSettings | None = None
         self.guild_policy: GuildPolicy | None = None
+        # The members banned from a server while Easel ran (unset: none known).
+        self.recent_bans: RecentBans | None = None
 
     async def deliver(self, job: FinishedJob) -> int | None:
+        """Post the job's outcome; the id of its message in the server's channel, the one
+        post of it a moderator (or its maker's /forget-me) can delete there (None for a
+        private result, one sent by DM, or none)."""
+        if job.succeeded and self._maker_banned_there(job):
+            await self._withhold(job)
+            return None
         # Composed once: the posted result and a comparison's copy by DM are the same picture.
         png = await asyncio.to_thread(result_png, job) if job.succeeded else None
         message_id = await self._post_result(job, png)
         if png is not None and await self._wants_copy(job):
             await self._send_copy(job, png)
         return message_id
+
+    def _maker_banned_there(self, job: FinishedJob) -> bool:
+        return self.recent_bans is not None and self.recent_bans.holds(job.guild_id, job.user_id)
+
+    async def _withhold(self, job: FinishedJob) -> None:
+        """A result rendered before its maker was banned from the server is posted nowhere,
+        nor sent by DM (the ban cancels only unfinished jobs). Its progress message, while
+        its token lives, says that it ended, and shows nothing of it."""
+        log.info(
+            "job %s: its maker was banned from the server; the result is not posted", job.job_id
+        )
+        watched = self._watched.pop(job.job_id, None)
+        if watched is not None:
+            await watched.settle()  # never let a late progress edit show a preview
+        if not self._token_alive(job):
+            return
+        try:
+            await self._webhook(job).edit_message(
+                ORIGINAL_RESPONSE,
+                content=f"Job `{job.job_id}` ended; its result is not posted.",
+                attachments=[],
+                allowed_mentions=discord.AllowedMentions.none(),
+                view=None,
+            )
+        except discord.HTTPException as error:
+            log.warning("job %s: its progress message stays as it was (%s)", job.job_id, error)
+
+    async def retract(self, job: FinishedJob, message_id: int) -> None:
+        """Delete the result just posted as ``message_id``: its maker's /forget-me erased the
+        job meanwhile, so nothing else would. Through the interaction's webhook while its
+        token lives (the edited original response: it works where the bot user may not view
+        the channel), else, or when the result went to the channel after all, the channel's."""
+        try:
+            if self._token_alive(job) and await self._deleted_through_webhook(job, message_id):
+                return
+            if job.channel_id is not None:
+                channel = self._client.get_partial_messageable(job.channel_id)
+                await channel.get_partial_message(message_id).delete()
+        except discord.NotFound:
+            pass  # deleted already
+        except discord.HTTPException as error:
+            log.warning("job %s: the erased job's result stays posted (%s)", job.job_id, error)
+
+    async def _deleted_through_webhook(self, job: FinishedJob, message_id: int) -> bool:
+        """False when the token or the message is not the webhook's (a result posted in the
+        channel because the token was gone at delivery)."""
+        try:
+            await self._webhook(job).delete_message(message_id)
+        except discord.HTTPException as error:
+            if error.code not in _GONE_TOKEN_CODES:
+                raise
+            return False
+        return True
+
+    def _webhook(self, job: FinishedJob) -> discord.Webhook:
+        """The interaction's webhook; only for a job whose token lives (``_token_alive``)."""
+        assert job.application_id is not None and job.interaction_token is not None
+        return discord.Webhook.partial(
+            job.application_id, job.interaction_token, client=self._client
+        )
 
     async def _send_copy(self, job: FinishedJob, png: bytes) -> None:
         """The copy by DM is extra: failing to send it never fails the posted result. A
@@ -148,7 +216,11 @@ class DiscordResults(ProgressMessages):
         if self.guild_policy is None:
             return None if job.guild_id is None else "the servers' policies are not known"
         return await why_kept_in_the_server(
-            self._client, self.guild_policy, job.guild_id, job.channel_id
+            self._client,
+            self.guild_policy,
+            job.guild_id,
+            job.channel_id,
+            restricted_when_made=job.age_restricted,
         )
 
     def _token_alive(self, job: FinishedJob) -> bool:
@@ -160,11 +232,11 @@ class DiscordResults(ProgressMessages):
         )
 
     async def _post_result(self, job: FinishedJob, png: bytes | None) -> int | None:
-        """Post the result (``png``: its picture; None: it failed or was cancelled)."""
+        """Post the result (``png``: its picture; None: it failed or was cancelled); the id
+        of the message when it is in the server's channel."""
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit overwrite the result
-        filesize_limit = job.filesize_limit or DEFAULT_FILESIZE_LIMIT
         # Spelled out, not left to the client's default: only the maker is ever notified.
         mentions = discord.AllowedMentions(
             everyone=False, roles=False, replied_user=False, users=[discord.Object(job.user_id)]
@@ -173,7 +245,7 @@ class DiscordResults(ProgressMessages):
         view: discord.ui.View | None = None
         if png is not None:
             content = caption(job)
-            fitted = await asyncio.to_thread(fit_under, png, filesize_limit)
+            fitted = await asyncio.to_thread(posted_file, png, job.filesize_limit)
             if fitted.is_preview:
                 content += f"\nThis is a smaller preview; `/show {job.job_id}` gives the original."
             files = [
@@ -187,25 +259,22 @@ class DiscordResults(ProgressMessages):
             comparison = is_comparison(job.request)
             view = copy_view(job.job_id) if comparison else job_view(job.job_id, len(job.images))
         elif job.error == "cancelled":
-            content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); nothing was charged."
+            content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); no pictures were charged."
         else:
             # The reason may quote what the member typed: escaped and bounded like a prompt.
             reason = quoted(job.error or "", MAX_CAPTION)
             content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
         if self._token_alive(job):
-            assert job.application_id is not None and job.interaction_token is not None
-            webhook = discord.Webhook.partial(
-                job.application_id, job.interaction_token, client=self._client
-            )
             try:
-                edited = await webhook.edit_message(
+                edited = await self._webhook(job).edit_message(
                     ORIGINAL_RESPONSE,
                     content=content,
                     attachments=files,
                     allowed_mentions=mentions,
                     view=view,
                 )
-                return edited.id
+                # A private result's original response is ephemeral: in no channel.
+                return None if job.private else edited.id
             except discord.HTTPException as error:
                 # Clocks disagree, or the response was deleted: post it as a message instead.
                 if error.code not in _GONE_TOKEN_CODES:
@@ -214,7 +283,8 @@ class DiscordResults(ProgressMessages):
                 for file in files:
                     file.reset()
         if job.private:  # never the channel: the member asked to see it alone
-            return await self._post_directly(job, content, files, mentions, view)
+            await self._post_directly(job, content, files, mentions, view)
+            return None
         if job.channel_id is None:
             return None
         channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
@@ -223,7 +293,8 @@ class DiscordResults(ProgressMessages):
         except discord.Forbidden as error:
             # The bot may not post there (any more): the member gets it in a direct message.
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
-            return await self._post_directly(job, content, files, mentions, view)
+            await self._post_directly(job, content, files, mentions, view)
+            return None
 
     async def _post_directly(
         self,
@@ -232,7 +303,7 @@ class DiscordResults(ProgressMessages):
         files: list[discord.File],
         mentions: discord.AllowedMentions,
         view: discord.ui.View | None,
-    ) -> int | None:
+    ) -> None:
         """Post in the member's direct messages; when those are closed to the bot, nowhere
         (logged: `/show` still brings the result back). A server's job gets no buttons
         there, since a click outside its server is refused. A job whose pictures stay in
@@ -246,7 +317,7 @@ class DiscordResults(ProgressMessages):
                 kept_because,
             )
             await self._notify_directly(job, kept_because)
-            return None  # the result itself was posted nowhere
+            return  # the result itself was posted nowhere
         for file in files:
             file.reset()
         if job.guild_id is not None and view is not None:
@@ -256,10 +327,8 @@ class DiscordResults(ProgressMessages):
         async def post(direct: discord.DMChannel) -> int:
             return await self._post(direct, job, content, files, mentions, view)
 
-        posted = await in_direct_messages(self._client, job.user_id, post)
-        if posted is None:
+        if await in_direct_messages(self._client, job.user_id, post) is None:
             _log_direct_messages_closed(job)
-        return posted
 
     async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:
         """Tell the member by DM that a job kept in its server has ended: no picture, prompt

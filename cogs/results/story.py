@@ -4,21 +4,31 @@ its PNG text gone. For pictures Easel itself posted, the job journal still has t
 A picture Easel posted is named ``easel-<job>.png`` (a result, a grid) or
 ``easel-<job>-<picture>.png`` (U1-U4, /show, copies by DM); on a message the bot wrote, that
 name is Easel's own, so it names the job. An uploaded file's name is the member's: it is
-believed only for the member's own jobs.
+believed only for the member's own jobs. Its pixels are Easel's to recognise, whatever its name
+(``checked_upload``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import discord
 
 from bot.edits import Picture
 from bot.history import StoredJob
+from bot.images import DecodedUpload, decoded_upload
+from bot.policy.moderation import check_age_restriction_kept
+from bot.user_errors import Reason, UserError
 from cogs.common import services_of
 from cogs.results.buttons import check_still_shown
+from cogs.visibility import CHANNEL_CHECK_FAILED, is_age_restricted, made_age_restricted
+
+log = logging.getLogger(__name__)
 
 _RESULT_NAME = re.compile(
     r"^(?:SPOILER_)?easel-(?P<job_id>[0-9a-f]{16})(?:-(?P<idx>[0-3]))?\.(?:png|jpe?g|webp)$"
@@ -40,16 +50,6 @@ async def _named_job(
     return job, idx
 
 
-async def _posted_job(
-    interaction: discord.Interaction[Any], message: discord.Message, filename: str
-) -> tuple[StoredJob, int] | None:
-    """The job and picture of an attachment on one of Easel's own messages (None: anyone
-    else's message, or a job no longer kept)."""
-    if not _posted_by_easel(interaction, message):
-        return None
-    return await _named_job(interaction, filename)
-
-
 def _posted_by_easel(interaction: discord.Interaction[Any], message: discord.Message) -> bool:
     client_user = interaction.client.user
     return client_user is not None and message.author.id == client_user.id
@@ -60,8 +60,8 @@ async def check_posted_picture(
 ) -> tuple[StoredJob, int] | None:
     """The job and picture of attachment ``filename`` when ``message`` is Easel's own post
     of a job (None: anyone else's message, or a job no longer kept), refused unless the job's
-    pictures may still be shown or used (``check_still_shown``): every path that makes a new
-    job of a message's picture asks this (a re-post of a withdrawn job keeps its pixels)."""
+    pictures may be used here (``check_named_picture``): every path that makes a new job of,
+    or reads, a message's picture asks this (a re-post of a withdrawn job keeps its pixels)."""
     if not _posted_by_easel(interaction, message):
         return None
     return await check_named_picture(interaction, filename)
@@ -71,22 +71,112 @@ async def check_named_picture(
     interaction: discord.Interaction[Any], filename: str
 ) -> tuple[StoredJob, int] | None:
     """The job and picture an attachment's name gives (``easel-<job>-<picture>.png``, a job
-    of this server), refused unless the job's pictures may still be shown or used
-    (``check_still_shown``): a copy of a withdrawn job uploaded or linked under its name is
-    refused too. A name is anyone's to write, so it only ever refuses (None: no such job)."""
+    of this server), refused unless it may be used here (``check_stored_pictures_usable``): a
+    copy of a withdrawn job uploaded or linked under its name is refused too. A name is
+    anyone's to write, so it only ever refuses (None: no such job)."""
     named = await _named_job(interaction, filename)
     if named is not None:
-        await check_still_shown(services_of(interaction), named[0], interaction.user.id)
+        try:
+            await check_stored_pictures_usable(interaction, [named[0]])
+        except CHANNEL_CHECK_FAILED:
+            raise UserError(
+                "Discord did not say whether the channel that picture was made in is "
+                "age-restricted; try again in a moment."
+            ) from None
     return named
+
+
+async def check_stored_pictures_usable(
+    interaction: discord.Interaction[Any], jobs: Sequence[StoredJob]
+) -> None:
+    """The one rule for stored pictures used again where the member is now, found by name,
+    link or pixels: refused when one of ``jobs`` was withdrawn, or is age-restricted
+    (``made_age_restricted``: journaled so, or its channel is now) and this channel is not,
+    all read from flags first; then when what the first (the newest) was conditioned on renders
+    a word banned since (``check_still_shown``). Pictures with the same pixels come of the same
+    texts, so the newest speaks for them all. Raises one of ``CHANNEL_CHECK_FAILED`` when
+    Discord does not say whether a job's channel is age-restricted."""
+    services = services_of(interaction)
+    for job in jobs:
+        if job.withdrawn:  # refused at once, reading no text
+            await check_still_shown(services, job, interaction.user.id)
+    if not is_age_restricted(interaction.channel):  # anything may be used in one
+        # Every journaled flag before asking Discord: its failure on one job's channel must
+        # not let another job's flag go unread.
+        check_age_restriction_kept(
+            source_age_restricted=any(job.age_restricted for job in jobs),
+            here_age_restricted=False,
+        )
+        for job in jobs:
+            check_age_restriction_kept(
+                source_age_restricted=await _made_age_restricted(interaction, job),
+                here_age_restricted=False,
+            )
+    if jobs:
+        await check_still_shown(services, jobs[0], interaction.user.id)
+
+
+async def _made_age_restricted(interaction: discord.Interaction[Any], job: StoredJob) -> bool:
+    if job.guild_id is None:  # direct messages: no channel flag to read
+        return job.age_restricted
+    return await made_age_restricted(
+        interaction.client,
+        job.guild_id,
+        job.channel_id,
+        restricted_when_made=job.age_restricted,
+    )
+
+
+# Refusals that are a verdict on a stored picture; any other (its texts not read in time:
+# ``STORED_TOO_LONG``, ``STILL_PLANNING``) is none.
+_VERDICTS = frozenset({Reason.PERMISSION, Reason.BANNED_WORD, Reason.NSFW})
+
+
+async def checked_upload(
+    interaction: discord.Interaction[Any], filename: str, data: bytes, *, as_png: bool = False
+) -> DecodedUpload:
+    """A picture a member uploaded or linked, checked as an upload and decoded once on a
+    thread (``decoded_upload``; ``as_png``: with its PNG), refused when its pixels are those of
+    a job of this server that may not be used here (``check_stored_pictures_usable``),
+    whatever its name or PNG text: every upload a job is made of, or read from, passes here.
+    A lossless copy is recognised (``bot.images.pixel_digest``), of a picture or of the grid a
+    job of several was posted as; a lossy re-encode, a crop, or a picture stored before its
+    digest was recorded (migration 0014) is not. Another server's jobs never refuse (its
+    moderators withdrew nothing here), and a job still shown refuses nothing but by the age
+    rule, and tells nothing: a match whose channel or texts cannot be read within the stored
+    check's budget counts as no match (a refusal then would say that such a picture exists; a
+    withdrawn one, read from its flag, is always refused)."""
+    in_server = interaction.guild_id is not None  # direct messages: no moderator there
+    upload = await asyncio.to_thread(
+        decoded_upload, filename, data, digest=in_server, as_png=as_png
+    )
+    if interaction.guild_id is None or upload.pixel_digest is None:
+        return upload
+    services = services_of(interaction)
+    matches = await services.history.jobs_with_picture(interaction.guild_id, upload.pixel_digest)
+    if not matches:
+        return upload
+    try:
+        async with asyncio.timeout(services.prompts.stored_budget_s):
+            await check_stored_pictures_usable(interaction, matches)
+    except CHANNEL_CHECK_FAILED as undecided:
+        log.info("an upload's match was not checked in time: %s", type(undecided).__name__)
+    except UserError as refused:
+        if refused.reason not in _VERDICTS:
+            log.info("an upload's match was not checked: %s", refused.reason)
+        else:
+            raise
+    return upload
 
 
 async def journaled_infotext(
     interaction: discord.Interaction[Any], message: discord.Message, filename: str
 ) -> str | None:
     """The infotext of a picture on one of Easel's own messages, from the job journal; None
-    for anyone else's message or a job no longer kept. The member may read ``message``
-    (checked by the caller); a private job was never posted where others could read it."""
-    named = await _posted_job(interaction, message, filename)
+    for anyone else's message or a job no longer kept, refused unless it may be used here
+    (``check_posted_picture``). The member may read ``message`` (checked by the caller); a
+    private job was never posted where others could read it."""
+    named = await check_posted_picture(interaction, message, filename)
     return None if named is None else named[0].infotexts[named[1]]
 
 

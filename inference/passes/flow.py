@@ -44,7 +44,7 @@ from inference.passes.output import base_params, rendered
 from inference.progress import StepTracker, previewer_for
 from inference.prompts import ExtraNetwork
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
-from inference.upscale import LATENT_UPSCALERS, HiresOptions, scaled_render_size
+from inference.upscale import LATENT_UPSCALERS, HiresOptions
 from inference.vae_files import vae_file
 
 # Both families cut the latents into 2x2 patches (Flux packs them, the MMDiT embeds them):
@@ -145,7 +145,7 @@ def render_flow_group(
     txt2img = request.mode == "txt2img"
     hires = HiresOptions.from_options(request.options, *size) if txt2img else None
     if hires is not None:
-        check_size(family, scaled_render_size(*size, hires.scale))
+        check_size(family, hires.size)
     if hires is not None and hires.upscaler in LATENT_UPSCALERS:
         raise RenderInputError(
             f"the {hires.upscaler} hires upscaler works on SD latents; with {family.label} "
@@ -203,11 +203,10 @@ def render_flow_group(
         else:
             images = call("txt2img", size, request.steps)
         if hires is not None:
-            hires_size = scaled_render_size(*size, hires.scale)
             resolved = tools.registry.resolve_upscaler(hires.upscaler)
-            start = [tools.models.enlarge(image, hires_size, resolved, cancel) for image in images]
+            start = [tools.models.enlarge(image, hires.size, resolved, cancel) for image in images]
             tracker.later_steps = 0
-            images = call("img2img", hires_size, hires_steps, start, hires.denoising)
+            images = call("img2img", hires.size, hires_steps, start, hires.denoising)
             params = hires.infotext(resolved[0])
     if canvas is not None:
         images = [canvas.composite(image) for image in images]

@@ -27,7 +27,7 @@ from inference.passes.output import base_params, rendered
 from inference.passes.refine import refining_for
 from inference.progress import StepTracker, previewer_for
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
-from inference.upscale import LATENT_UPSCALERS, HiresOptions, scaled_render_size
+from inference.upscale import LATENT_UPSCALERS, HiresOptions
 
 
 def render_group(
@@ -86,14 +86,13 @@ def render_group(
     images: list[Image.Image] = first_pass
     params: dict[str, object] = {}
     if hires is not None:
-        hires_size = scaled_render_size(*size, hires.scale)
         start: list[Image.Image] | torch.Tensor
         if latent is not None:
             scale = model.pipeline.vae_scale_factor
-            start, upscaler = resized_latents(first_pass, hires_size, scale, latent), latent
+            start, upscaler = resized_latents(first_pass, hires.size, scale, latent), latent
         else:
             resolved = tools.registry.resolve_upscaler(hires.upscaler)
-            start = [tools.models.enlarge(image, hires_size, resolved, cancel) for image in images]
+            start = [tools.models.enlarge(image, hires.size, resolved, cancel) for image in images]
             upscaler = resolved[0]
         hires_task = pipeline_task("img2img", model.inpainting_unet)
         tracker.later_steps = 0
@@ -101,14 +100,14 @@ def render_group(
         sampler = scheduler_for(request, model)
         schedule = Img2ImgSteps.hires(hires_steps, hires.denoising, longest_schedule(sampler))
         arguments = task_arguments(
-            hires_task, hires_size, hires.denoising, start, None, len(jobs)
+            hires_task, hires.size, hires.denoising, start, None, len(jobs)
         ).running(schedule)
         images = tools.denoise(
             model,
             hires_task,
             request,
             jobs,
-            hires_size,
+            hires.size,
             schedule.schedule,
             arguments,
             tracker,

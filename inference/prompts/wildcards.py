@@ -257,6 +257,12 @@ class _DepthLimitedSampler(RandomSampler):
         least = min(command.min_bound, len(values), len(options))
         most = min(command.max_bound, len(values), len(options))
         if len(options) < 2:  # dynamicprompts' variant of one value: no draw
+            for option in options:
+                budget.spend(len(option))
+            # Back through this override, as dynamicprompts' own sampler recurses through
+            # ``self``: a value that is itself ``__other__`` is ``{N$$__other__}``, drawn here
+            # one wildcard deeper in the chain (so a file whose one value names itself is
+            # refused at MAX_WILDCARD_DEPTH); any other value goes to the base sampler.
             only = VariantCommand(
                 [
                     VariantOption(parse(option, parser_config=inner.parser_config))

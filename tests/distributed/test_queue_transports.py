@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import aiosqlite
+import pytest
 
 from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome, JobQueue, Submission
@@ -15,7 +18,7 @@ from db import jobs as journal
 from db import quotas as ledger
 from inference.infotext import infotext_from_png
 from inference.types import RenderRequest, StepProgress
-from tests.distributed.transports import Transport
+from tests.distributed.transports import NatsTransport, Transport
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink, started_queue
 
@@ -144,3 +147,50 @@ async def test_several_jobs_each_render_and_deliver_once(
     await queue.stop()
     assert sorted(job.job_id for job in sink.delivered) == sorted(submitted)
     assert sorted(request.seed for request in engine.rendered) == list(range(jobs))
+
+
+async def test_a_remote_job_cancelled_while_it_waits_for_a_worker_is_not_charged(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    nats: NatsTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    marked_running: dict[str, asyncio.Event] = {}
+    mark_running = journal.mark_running
+
+    async def noted_mark_running(
+        db: aiosqlite.Connection, job_ids: Iterable[str], now: float
+    ) -> None:
+        ids = list(job_ids)
+        await mark_running(db, ids, now)
+        for job_id in ids:
+            marked_running.setdefault(job_id, asyncio.Event()).set()
+
+    monkeypatch.setattr(journal, "mark_running", noted_mark_running)
+    engine = InstantEngine(seconds=5.0)  # 0.1 s a step
+    client = await nats.client(slots=2)  # two jobs in flight, one worker device
+    nats.start_worker(engine)
+    queue, sink = await started_queue(conn, client.slots(), tmp_path / "images")
+    stepped: dict[str, asyncio.Event] = {}
+    queue.set_progress_listener(
+        lambda job_id, _step: stepped.setdefault(job_id, asyncio.Event()).set()
+    )
+    waiter, worker_busy = USER + 1, USER
+    try:
+        busy = await queue.submit(submission(prompt="busy", steps=50))
+        async with asyncio.timeout(10):
+            await stepped.setdefault(busy, asyncio.Event()).wait()
+        waiting = await queue.submit(replace(submission(prompt="waits", steps=50), user_id=waiter))
+        async with asyncio.timeout(10):  # sent to the broker: running, but not on a device
+            await marked_running.setdefault(waiting, asyncio.Event()).wait()
+        assert await queue.cancel(waiting, Member(waiter, GUILD)) is CancelOutcome.STOPPING
+        await sink.wait_for(1)
+        assert await queue.cancel(busy, Member(worker_busy, GUILD)) is CancelOutcome.STOPPING
+        await sink.wait_for(2)
+    finally:
+        await queue.stop()
+    assert waiting not in stepped  # no worker reported a step of it
+    day = period_start(Period.DAY, time.time())
+    assert await ledger.usage(conn, waiter, GUILD, day) == ledger.Usage(0, 0.0)
+    # The job a worker was rendering still pays the time since its first report.
+    assert (await ledger.usage(conn, worker_busy, GUILD, day)).gpu_seconds > 0

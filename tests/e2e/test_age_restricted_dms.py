@@ -104,3 +104,30 @@ async def test_age_restricted_pictures_stay_out_of_direct_messages(
         show = await fake.invoke_command("show", {"job_id": newest}, channel=adults)
         shown = await show.wait_for_original(has_picture)
         assert shown.is_ephemeral
+
+
+async def test_a_picture_stays_age_restricted_once_its_channel_is_not(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """The age restriction was read when a picture was used, from its channel's flag of now:
+    a moderator turning the flag off freed that channel's past pictures for DM me, /show in any
+    channel and their buttons. It is journaled with the job when it is made."""
+    fake = fake_discord
+    adults = fake.add_text_channel("adults", nsfw=True)
+    async with start_easel():
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "an adult barn", **QUICK}, channel=adults
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        fake.set_nsfw(adults, False)
+        await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
+
+        # Its own channel is an ordinary one now: its buttons are refused there as anywhere
+        # else outside age-restricted channels, DM me included (the copies' own rule, which
+        # the journaled flag feeds too: tests/unit/test_age_restricted_direct_messages.py).
+        for label in ("DM me", "Remix"):
+            refusal = await refusal_of(await fake.click(result, label=label))
+            assert refusal.is_ephemeral and AGE_RESTRICTED_PICTURE in refusal.content, label
+        shown = await refusal_of(await fake.invoke_command("show", {"job_id": job_id_of(result)}))
+        assert AGE_RESTRICTED_PICTURE in shown.content and not has_picture(shown)
+    assert direct_pictures(fake) == []

@@ -26,11 +26,11 @@ async def test_closing_the_bot_closes_its_prompt_planner(
         await bot.login(fake_discord.token)  # runs setup_hook: the planner warms up
         planner = bot.services.prompts
         cat = RenderRequest("a cat", seed=1, steps=2)
-        assert await planner.check(cat, ()) == cat
+        assert await planner.check(cat, (), guild_id=None) == cat
     finally:
         await bot.close()
     with pytest.raises(UserError) as refused:
-        await planner.check(cat, ())
+        await planner.check(cat, (), guild_id=None)
     assert str(refused.value) == CLOSED
     with pytest.raises(RuntimeError, match="after shutdown"):
         planner._threads.submit(print)

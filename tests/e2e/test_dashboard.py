@@ -311,3 +311,18 @@ async def test_an_admin_sees_only_what_was_posted_where_they_may_read(
             async with http.get(f"{picture}/{jobs['a secret garden']}/0", cookies=session) as shown:
                 assert shown.status == 200
             web.signer.clock = real_clock
+
+            # A moderator deleted the lighthouse's result: withdrawn, it is shown nowhere again,
+            # to the server's admins neither.
+            lighthouse, posted = jobs["a public lighthouse"], handles["a public lighthouse"]
+            assert posted.original is not None
+            withdrawn = await bot.services.history.withdraw_deleted(
+                fake.guild_id, fake.channel_id, [posted.original.id]
+            )
+            assert withdrawn == [lighthouse]
+            async with http.get(f"{home}/state", cookies=session) as answer:
+                state = await answer.json()
+            assert lighthouse not in {picture["job"] for picture in state["gallery"]}
+            assert jobs["a shared boat"] in {picture["job"] for picture in state["gallery"]}
+            async with http.get(f"{picture}/{lighthouse}/0", cookies=session) as answer:
+                assert answer.status == 404

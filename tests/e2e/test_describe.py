@@ -11,13 +11,15 @@ from PIL import Image
 from bot.app import build
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
+from bot.policy.visibility import NO_MESSAGES_HERE
 from inference.describe import Captioner
 from inference.infotext import infotext_from_png
 from inference.tiny import write_tiny_captioner
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
-from tests.fake_discord import FakeDiscord
+from tests.fake_discord import FakeDiscord, Overwrite
 from tests.fake_discord.fixtures import running_bot
+from tests.fake_discord.payloads import PERMISSION_ATTACH_FILES, PERMISSION_SEND_MESSAGES
 
 
 def picture() -> bytes:
@@ -53,6 +55,24 @@ async def test_describe_suggests_prompts_and_a_button_renders_one(
         report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))
         # The render is charged, the description is not.
         assert next(p.images for p in report.periods if p.period is Period.DAY) == 1
+
+        # Its suggestions are text posted for all to see: where the member may not send
+        # messages they are refused, naming what they lack; Attach Files is not asked.
+        rules = fake.add_text_channel(
+            "rules", overwrites=[Overwrite(fake.guild_id, deny=PERMISSION_SEND_MESSAGES)]
+        )
+        read_only = await reply_to(
+            fake, "describe", {}, attachments={"image": picture()}, channel=rules
+        )
+        assert read_only.is_ephemeral
+        assert read_only.content == NO_MESSAGES_HERE.format("Send Messages")
+        fake.set_overwrite(
+            rules, fake.user_id, allow=PERMISSION_SEND_MESSAGES, deny=PERMISSION_ATTACH_FILES
+        )
+        handle = await fake.invoke_command(
+            "describe", {}, attachments={"image": picture()}, channel=rules
+        )
+        await handle.wait_for_original(lambda m: "**1.**" in m.content)
 
         # Describing is Easel's work too: only in the channels the server enabled.
         art = fake.add_text_channel("art")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
@@ -11,14 +15,16 @@ from tests.e2e.helpers import (
     job_id_of,
     reply_to,
 )
+from tests.e2e.test_moderation_after_the_fact import WITHDRAWAL_WAIT_S, deletions_read
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.rest import RESPONSE_DEFERRED_MESSAGE
 
 
 async def test_history_pages_search_show_and_forget_me(
-    fake_discord: FakeDiscord, start_easel: StartEasel
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with start_easel() as bot:
+        deletions = deletions_read(bot, monkeypatch)
         results = [await imagine(fake_discord, f"a cat number {i}", seed=i) for i in range(5)]
         dog = await imagine(fake_discord, "a lonely DOG", seed=77)
         other = await imagine(fake_discord, "someone else's cat", user=fake_discord.owner_id)
@@ -46,6 +52,9 @@ async def test_history_pages_search_show_and_forget_me(
         assert not_mine.is_ephemeral and "You have no job" in not_mine.content
 
         await reply_to(fake_discord, "settings", {"steps": 9})
+        await fake_discord.delete_messages(results[0])  # a moderator's, before the erase
+        async with asyncio.timeout(WITHDRAWAL_WAIT_S):
+            assert await deletions.get() == [job_id_of(results[0])]
         user_id = fake_discord.user_id
         images_dir = bot.settings.images_dir
         assert (images_dir / job_id_of(dog)).is_dir()
@@ -54,6 +63,26 @@ async def test_history_pages_search_show_and_forget_me(
         # Deferred first (the erase may take past Discord's 3 s), answered privately after.
         assert forget.response_type == RESPONSE_DEFERRED_MESSAGE and forgotten.is_ephemeral
         assert "erased 6 job(s), 6 stored picture(s)" in forgotten.content
+        # Every post of the member's jobs: results and the /show re-post, after the answer.
+        assert "removing 7 posted message(s) from channels" in forgotten.content
+        assert "Copies sent to you by direct message stay" in forgotten.content
+        posts = [*results, dog, shown]
+        async with asyncio.timeout(WITHDRAWAL_WAIT_S):  # the others' deletions withdraw nothing
+            assert [await deletions.get() for _ in posts[1:]] == [[]] * len(posts[1:])
+        assert all(post.deleted for post in posts) and not other.deleted
+        deletes = fake_discord.calls_to("DELETE", "/channels/{channel}/messages/{message}")
+        assert sorted(call.path.rsplit("/", 1)[1] for call in deletes) == sorted(
+            str(post.id) for post in posts
+        )  # one each, the one a moderator deleted too, and nobody else's
+        # Easel cannot know that one is gone: Discord's 404 to it is expected, and tolerated.
+        assert fake_discord.take_violations() == [
+            f"unknown-resource: message {results[0].id} is not in channel {results[0].channel_id}"
+        ]
+        # Once the deletes end, the member's answer says how they went.
+        told = await forget.wait_for_original(lambda m: "Removed" in m.content)
+        assert "Removed 7 of 7 posted message(s) from channels." in told.content
+        others_job = await bot.services.history.job(job_id_of(other))
+        assert others_job is not None and not others_job.withdrawn
         assert await bot.services.history.rows_left_for(user_id) == 0
         assert not (images_dir / job_id_of(dog)).exists()
         assert (images_dir / job_id_of(other)).is_dir()  # nobody else's pictures go

@@ -44,7 +44,7 @@ async def test_queue_and_cancel_your_latest_job(
         admin = await reply_to(
             fake_discord, "cancel", {"job_id": running_id}, user=fake_discord.owner_id
         )
-        assert "stops at the next step" in admin.content
+        assert "stops at the next step; nothing is charged" in admin.content
         await long_job.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
         assert bot.queue.queued_count() == 0
 

@@ -2,15 +2,19 @@
 moderator deletes in Discord is withdrawn (/show, the buttons, the Vary, Use settings and Use
 as control menus of a copy and a --sref link to it refuse it, /history says so) while another
 member's picture is unaffected, until a word banned since or a purge of a re-post of it
-reaches it too; a server admin may restore a withdrawn job."""
+reaches it too; a server admin may restore a withdrawn job. A copy of a withdrawn picture (or
+of the grid it was posted in) saved again under another name, without its PNG text, is refused
+as an upload too."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Collection
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.app import EaselBot
 from bot.policy.moderation import BANNED_SINCE, WITHDRAWN_PICTURE
@@ -121,3 +125,41 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         assert has_picture(u1_post)
         await fake.delete_messages(u1_post)
         assert await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S) == [lighthouse]
+
+
+def saved_again(message: StoredMessage) -> bytes:
+    """The message's picture as a member saves it again: a PNG without its text."""
+    with Image.open(io.BytesIO(message.attachments[0].data)) as picture:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_a_withdrawn_picture_uploaded_again_under_another_name_is_refused(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its pixels name it: /blend and /vary refuse the copy of a withdrawn job's posted grid
+    (a job of two pictures is posted, deleted and saved as that one picture); a copy of a
+    picture still shown is blended."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        deletions = deletions_read(bot, monkeypatch)
+        lighthouse = await imagine(fake, "a lighthouse", count=2)
+        boat = await imagine(fake, "a red boat")
+        await fake.delete_messages(lighthouse)
+        withdrawn = await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S)
+        assert withdrawn == [job_id_of(lighthouse)]
+        copy, boat_copy = ("holiday.png", saved_again(lighthouse)), ("sea.png", saved_again(boat))
+        assert b"parameters" not in copy[1]
+        uploads = (
+            ("blend", {"prompt": "--steps 2"}, {"image1": boat_copy, "image2": copy}),
+            ("vary", {}, {"image": copy}),
+        )
+        for command, options, files in uploads:
+            refused = await reply_to(fake, command, options, attachments=files)
+            assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content, command
+        assert bot.queue.queued_count() == 0
+        blended = await fake.invoke_command(
+            "blend", {"prompt": "--steps 2"}, attachments={"image1": boat_copy, "image2": boat_copy}
+        )
+        await blended.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

@@ -95,7 +95,7 @@ async def test_the_json_log_has_a_line_per_state_change_and_no_private_prompt_or
             assert "Cancelled job" in (await reply_to(fake_discord, "cancel")).content
             await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
             stopping = await reply_to(fake_discord, "cancel", user=PUBLIC)
-            assert "stops at the next step" in stopping.content
+            assert "stops at the next step: you pay only for the GPU time" in stopping.content
             stopped = await public.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
             public_job = job_id_of(stopped)
             await asyncio.sleep(0.2)  # the delivery is recorded just after the post
@@ -115,7 +115,7 @@ async def test_the_json_log_has_a_line_per_state_change_and_no_private_prompt_or
         return Counter(line["event"] for line in lines if line.get("job_id") == job_id)
 
     assert events_of(private_job) == {"queued": 1, "started": 1, "done": 1, "delivered": 1}
-    stopped_events = {"queued": 1, "started": 1, "cancelled": 1, "refunded": 1, "delivered": 1}
+    stopped_events = {"queued": 1, "started": 1, "cancelled": 1, "charged": 1, "delivered": 1}
     assert events_of(public_job) == stopped_events
     cancelled = {line["job_id"] for line in lines if line.get("event") == "cancelled"}
     [cancelled_job] = cancelled - {public_job}

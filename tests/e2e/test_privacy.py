@@ -58,6 +58,8 @@ async def test_a_private_result_whose_token_expired_goes_by_direct_message(
         assert not any(
             has_picture(m) or "secret" in m.content for m in public_messages(fake_discord)
         )
+        # Not a post in the server: nothing for a moderator or /forget-me to delete there.
+        assert (await bot.services.history.forget(fake_discord.user_id)).posts == ()
 
 
 async def test_a_private_result_is_posted_nowhere_when_direct_messages_are_closed(
@@ -84,7 +86,7 @@ async def test_buttons_and_show_on_a_private_result_answer_privately(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
     fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
-    async with start_easel():
+    async with start_easel() as bot:
         await keep_private(fake_discord)
         grid = await imagine(fake_discord, "two secret cats", count=2)
         assert grid.is_ephemeral
@@ -110,6 +112,8 @@ async def test_buttons_and_show_on_a_private_result_answer_privately(
         theirs = await reply_to(fake_discord, "show", {"job_id": job_id_of(grid)}, user=OTHER)
         assert theirs.is_ephemeral and "You have no job" in theirs.content
         assert not any(has_picture(m) for m in public_messages(fake_discord))
+        # Ephemeral results are in no channel: nothing for /forget-me to delete there.
+        assert (await bot.services.history.forget(fake_discord.user_id)).posts == ()
 
 
 async def test_the_spoiler_policy_holds_for_previews_picks_and_show(

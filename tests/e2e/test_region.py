@@ -4,10 +4,13 @@ real headless Chromium (Debian's, driven by Playwright), refused links, and regi
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from playwright.async_api import async_playwright
 
 from bot.app import EaselBot, build
 from bot.policy.visibility import THREAD_CHECK_FAILED
+from cogs import region
 from db import refusals
 from db.database import connect
 from tests.e2e.browser import (
@@ -32,11 +36,13 @@ from tests.e2e.helpers import (
     has_picture,
     imagine,
     job_id_of,
+    limit_daily_images,
     link_of,
+    modal_fields,
     reply_to,
     with_web_server,
 )
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 from tests.fake_discord.rules import walk_components
@@ -282,3 +288,65 @@ async def test_region_in_words_is_segmented_and_inpainted(
         assert request is not None and request.mode == "inpaint" and request.mask_image
         with Image.open(request.mask_image) as mask:
             assert mask.size == (64, 64) and mask.convert("L").getextrema()[1] == 255
+
+
+async def test_regions_in_words_wait_on_clipsegs_own_thread_one_place_each(
+    fake_discord: FakeDiscord,
+    start_region_easel: StartRegionEasel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CLIPSeg ran on asyncio's shared pool (which every acknowledgement needs), a thread held
+    by each waiting form, before the member's quota was asked: a few forms at once, even from a
+    member with no quota left, could keep other members' commands from being acknowledged. It
+    runs on its own thread once the job is admitted; a member waits there in one place, and a
+    form past the line is refused at once, while others' commands are still acknowledged."""
+    fake = fake_discord
+    other, limited = 515151515151515151, 525252525252525252
+    for member in (other, limited):
+        fake.add_member(member, str(member), roles=(fake.member_role_id,))
+    monkeypatch.setattr(region, "MAX_WAITING_REGIONS", 1)
+    found: list[str] = []
+    started, stuck = threading.Event(), threading.Event()
+    segment = region.segment
+
+    def stuck_segment(models_dir: Path, picture: Path, words: str) -> Image.Image:
+        found.append(words)
+        started.set()
+        stuck.wait(RENDER_TIMEOUT_S)
+        return segment(models_dir, picture, words)
+
+    monkeypatch.setattr(region, "segment", stuck_segment)
+
+    async def submit_words(result: StoredMessage, member: int, words: str) -> InteractionHandle:
+        form = await fake.click(result, label="Vary (Region)", user=member)
+        words_id = modal_fields(await form.wait_for_modal())["What to repaint (e.g. the sky)"][0]
+        return await fake.submit_modal(form, {words_id: words}, user=member)
+
+    async def answer(submitted: InteractionHandle) -> StoredMessage:
+        return await submitted.wait_for_original(lambda m: not m.is_loading)
+
+    # Two shared threads, not a 2-core box's six: fewer forms fill them.
+    shared = ThreadPoolExecutor(2, thread_name_prefix="shared")
+    asyncio.get_running_loop().set_default_executor(shared)
+    try:
+        async with start_region_easel(web=False):
+            result = await imagine(fake, "a meadow under clouds")
+            await limit_daily_images(fake, 0, member=limited)
+            over_quota = await answer(await submit_words(result, limited, "the clouds"))
+            assert over_quota.is_ephemeral and over_quota.content.startswith("⛔")
+            assert found == []  # refused before CLIPSeg spent anything
+
+            first = await submit_words(result, fake.user_id, "the sky")
+            assert await asyncio.to_thread(started.wait, RENDER_TIMEOUT_S)
+            again = await answer(await submit_words(result, fake.user_id, "the grass"))
+            assert again.is_ephemeral and "still being found" in again.content, again.content
+            full = await answer(await submit_words(result, other, "the trees"))
+            assert full.is_ephemeral and "being found already" in full.content, full.content
+            theirs = await fake.invoke_command("imagine", {"prompt": "a barn"}, user=other)
+            await theirs.wait_for_ack()
+            assert found == ["the sky"] and not first.ack_failed
+            stuck.set()
+            await first.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    finally:
+        stuck.set()
+        shared.shutdown(wait=False)

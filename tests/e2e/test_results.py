@@ -180,7 +180,7 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         refused = await stranger.wait_for_original()
         assert refused.is_ephemeral and "Only the member who started" in refused.content
         owner = await (await fake_discord.click(progress, cancel_long)).wait_for_original()
-        assert "nothing will be charged" in owner.content
+        assert "Stopping at the next step: you pay only for the GPU time used" in owner.content
         ended = await long_job.wait_for_original(
             lambda m: "Cancelled" in m.content, timeout=RENDER_TIMEOUT_S
         )

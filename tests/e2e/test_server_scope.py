@@ -3,25 +3,33 @@ turns them on, and then with the DM quota. Two servers and DMs on the fake Disco
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 import pytest
 
 from bot.app import EaselBot, build
+from bot.bans import AUDITED_AS
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
 from db.jobs import JobStatus
+from inference.types import ProgressCallback, RenderCancelled, RenderedImage, RenderRequest
 from tests.conftest import ErrorLogs
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
-from tests.fake_discord import CommandNotShown, FakeDiscord
+from tests.fake_discord import CommandNotShown, FakeDiscord, InteractionHandle
 from tests.fake_discord.fixtures import running_bot
+from tests.support.engines import InstantEngine
 
 GUILD_CONTEXT, BOT_DM_CONTEXT = 0, 1
 MADE_UP_JOB = "0123456789abcdef"
+RAIDER = 6301
 
 
 @pytest.fixture
@@ -83,7 +91,7 @@ async def test_admin_power_and_jobs_stay_in_their_server(
         assert "no queued or running job here" in latest.content
 
         stopped = await reply_to(fake, "cancel", {"job_id": job_id})
-        assert "stops at the next step" in stopped.content
+        assert "stops at the next step: you pay only for the GPU time" in stopped.content
         await long_job.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
 
         # This server's admin is charged like anyone in the other server, where they are not.
@@ -148,3 +156,86 @@ async def test_direct_messages_when_the_operator_allows_them(
         assert await images_today(bot.services, Member(fake.owner_id, None)) == 1
         # Spent in DMs, not in the server.
         assert await images_today(bot.services, Member(fake.owner_id, fake.guild_id)) == 0
+
+
+@dataclass
+class HeldEngine(InstantEngine):
+    """Renders wait until ``released`` is set (``started`` says one is waiting); a cancel still
+    stops a render held there, as it stops the real engine's at its next step."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        self.started.set()
+        while not self.released.wait(0.01):
+            if cancel is not None and cancel.is_set():
+                raise RenderCancelled
+        return super().render_batch(requests, progress, cancel)
+
+    def __enter__(self) -> HeldEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.released.set()  # passed or failed: the bot stops only once its renders end
+
+
+async def acknowledged(fake: FakeDiscord, prompt: str, channel: int) -> InteractionHandle:
+    handle = await fake.invoke_command(
+        "imagine", {"prompt": prompt, **QUICK}, user=RAIDER, channel=channel
+    )
+    await handle.wait_for_original(lambda m: not m.is_loading)
+    return handle
+
+
+async def test_a_ban_cancels_the_members_unfinished_jobs_in_that_server_only(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings
+) -> None:
+    """A raider's queued jobs would go on posting for minutes after their ban: it cancels
+    their jobs there, the running one and the queued one (nothing charged), audited for the
+    server's admins; their jobs in another server and in DMs render."""
+    fake = fake_discord
+    other = fake.add_guild("Other server")
+    fake.add_member(RAIDER, "raider", roles=(fake.member_role_id,))
+    fake.add_member(RAIDER, "raider", roles=(other.member_role_id,), guild=other.guild_id)
+    engine = HeldEngine()
+    settings = easel_settings_for_test.model_copy(update={"allow_dms": True})
+    async with running_bot(fake, build(settings, lambda device: engine)) as client:
+        bot = cast(EaselBot, client)
+        with engine:
+            running = await acknowledged(fake, "a raid", fake.channel_id)
+            assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            queued = await acknowledged(fake, "another raid", fake.channel_id)
+            elsewhere = await acknowledged(fake, "a harbour", other.channel_id)
+            in_dm = await acknowledged(fake, "a lighthouse", fake.dm_channel_of(RAIDER))
+            unfinished = await bot.services.history.unfinished(RAIDER, guild_id=fake.guild_id)
+            here = [line.job_id for line in unfinished]
+            assert len(here) == 2
+
+            await fake.ban_member(RAIDER)
+            for handle in (running, queued):
+                await handle.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
+        for handle in (elsewhere, in_dm):
+            await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert await images_today(bot.services, Member(RAIDER, fake.guild_id)) == 0
+        assert await images_today(bot.services, Member(RAIDER, other.guild_id)) == 1
+        audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
+        [entry] = [line for line in audit.content.splitlines() if AUDITED_AS in line]
+        # Easel made the change; the banned member is named in its value.
+        assert f"<@{fake.bot_user_id}> {AUDITED_AS}: — → <@{RAIDER}>: " in entry, entry
+        assert all(job_id in entry for job_id in here), entry
+
+        # A ban landing after a command's acknowledgement, before its job is queued (as after
+        # a Vary (Region) mask found in words): nothing is queued, the acknowledgement goes.
+        bot.services.recent_bans.add(other.guild_id, RAIDER)
+        late = await fake.invoke_command(
+            "imagine", {"prompt": "a late raid", **QUICK}, user=RAIDER, channel=other.channel_id
+        )
+        await late.wait_for_original_deleted()
+        assert await bot.services.history.unfinished(RAIDER, guild_id=other.guild_id) == []
+        assert engine.rendered and all("raid" not in r.prompt for r in engine.rendered)

@@ -47,8 +47,9 @@ async def test_forget_me_erases_uploads_and_anonymises_the_ledger(
 
             assert forgotten.is_ephemeral
             assert (
-                "erased 2 job(s), 2 stored picture(s), 1 uploaded picture(s) and your settings; "
-                "anonymised 2 quota record(s)" in forgotten.content
+                "erased 2 job(s), 2 stored picture(s), 1 uploaded picture(s) and your settings, "
+                "and removing 2 posted message(s) from channels…; anonymised 2 quota record(s)"
+                in forgotten.content
             )
             # This month's jobs still count towards the member's limits until the month ends.
             assert "4 more still count towards your current limits" in forgotten.content

@@ -8,12 +8,16 @@ from PIL import Image
 
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
-from bot.policy.visibility import DIRECT_MESSAGE, NOT_READABLE, OTHER_SERVER
+from bot.policy.visibility import DIRECT_MESSAGE, NO_PICTURES_HERE, NOT_READABLE, OTHER_SERVER
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, png_with_infotext
-from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
 from tests.fake_discord import FakeDiscord, Overwrite, StoredMessage
-from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
+from tests.fake_discord.payloads import (
+    PERMISSION_ATTACH_FILES,
+    PERMISSION_READ_MESSAGE_HISTORY,
+    PERMISSION_SEND_MESSAGES,
+)
 
 MODERATOR = 6101
 OTHER = 6102
@@ -95,3 +99,46 @@ async def test_a_moderator_varies_a_picture_from_the_channel_they_can_read(
         result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         infotext = infotext_from_png(result.attachments[0].data)
         assert infotext is not None and infotext.startswith("the moderators' secret")
+
+
+async def test_easel_posts_for_a_member_only_where_they_may_post_pictures(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """In a read-only channel (or one that keeps Attach Files from a member) Discord still lets
+    a member run commands and click buttons: what Easel would post there for all to see is
+    refused, naming what they lack; a private result, seen by them alone, is made."""
+    fake = fake_discord
+    fake.add_member(OTHER, "other", roles=(fake.member_role_id,))
+    rules = fake.add_text_channel(
+        "rules", overwrites=[Overwrite(fake.guild_id, deny=PERMISSION_SEND_MESSAGES)]
+    )
+    two = {"prompt": "the rules", **QUICK, "count": 2}
+    async with start_easel() as bot:
+        grid_handle = await fake.invoke_command("imagine", two, user=fake.owner_id, channel=rules)
+        grid = await grid_handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+
+        async def refusals() -> list[str]:
+            refused = await reply_to(fake, "imagine", two, user=OTHER, channel=rules)
+            pick = await fake.click(grid, label="U1", user=OTHER)
+            picked = await pick.wait_for_original(lambda m: not m.is_loading)
+            assert refused.is_ephemeral and picked.is_ephemeral
+            return [refused.content, picked.content]
+
+        lacks_both = NO_PICTURES_HERE.format("Send Messages and Attach Files")
+        assert await refusals() == [lacks_both, lacks_both]
+        fake.set_overwrite(
+            rules, OTHER, allow=PERMISSION_SEND_MESSAGES, deny=PERMISSION_ATTACH_FILES
+        )
+        lacks_files = NO_PICTURES_HERE.format("Attach Files")
+        assert await refusals() == [lacks_files, lacks_files]
+        assert bot.queue.queued_count() == 0
+        assert (await bot.services.history.page(OTHER, 0, guild_id=fake.guild_id)).total == 0
+
+        await reply_to(fake, "settings", {"private_results": True}, user=OTHER)
+        made = await fake.invoke_command("imagine", two, user=OTHER, channel=rules)
+        mine = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        picked = await (await fake.click(grid, label="U1", user=OTHER)).wait_for_original(
+            has_picture
+        )
+        assert mine.is_ephemeral and picked.is_ephemeral
+    assert [m.id for m in posted_by_the_bot(fake) if m.channel_id == rules] == [grid.id]

@@ -251,6 +251,15 @@ class InteractionHandle:
 
         return await self._feed.wait_until(check, timeout, self.describe)
 
+    async def wait_for_original_deleted(self, timeout: float = DEFAULT_WAIT_S) -> StoredMessage:
+        """The original response once it was deleted (a response the bot withdrew)."""
+
+        def check() -> StoredMessage | None:
+            message = self.original
+            return message if message is not None and message.deleted else None
+
+        return await self._feed.wait_until(check, timeout, self.describe)
+
     async def wait_for_followup(
         self,
         predicate: Callable[[StoredMessage], bool] | None = None,

@@ -17,6 +17,7 @@ from .gateway import Gateway
 from .interactions import AttachmentInput, InteractionBuilder
 from .payloads import (
     INTENT_GUILD_MEMBERS,
+    INTENT_GUILD_MODERATION,
     PERMISSION_READ_MESSAGE_HISTORY,
     PERMISSION_VIEW_CHANNEL,
     Json,
@@ -279,6 +280,12 @@ class FakeDiscord:
         channel = self._state.set_overwrite(
             channel_id, Overwrite(target_id, allow=allow, deny=deny, member=member)
         )
+        self._gateway.dispatch_later("CHANNEL_UPDATE", channel)
+
+    def set_nsfw(self, channel_id: int, nsfw: bool) -> None:
+        """A moderator turns the channel's age restriction on or off (Edit Channel)."""
+        channel = self._state.channel(channel_id)
+        channel["nsfw"] = nsfw
         self._gateway.dispatch_later("CHANNEL_UPDATE", channel)
 
     def permissions_in(self, channel_id: int, user_id: int) -> int:
@@ -595,6 +602,19 @@ class FakeDiscord:
             if guild_id is not None:
                 event["guild_id"] = guild_id
             await self._gateway.dispatch("MESSAGE_DELETE_BULK", event)
+
+    async def ban_member(self, user_id: int, *, guild: int | None = None) -> None:
+        """A moderator bans ``user_id`` from ``guild`` (default: the first), deleting none of
+        their messages: GUILD_BAN_ADD with the moderation intent, then (they are no longer a
+        member there) GUILD_MEMBER_REMOVE with the members intent, in Discord's order, which
+        discord.py's ban handler relies on to find the member still cached."""
+        guild_id = self._state.guild(guild).guild_id
+        event = {"guild_id": str(guild_id), "user": self._state.user_json(user_id)}
+        self._state.remove_member(user_id, guild_id)
+        if self._gateway.intents & INTENT_GUILD_MODERATION:
+            await self._gateway.dispatch("GUILD_BAN_ADD", event)
+        if self._gateway.intents & INTENT_GUILD_MEMBERS:
+            await self._gateway.dispatch("GUILD_MEMBER_REMOVE", event)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -224,6 +224,11 @@ class DiscordState:
         guild.members[user_id] = member
         return member
 
+    def remove_member(self, user_id: int, guild_id: int | None = None) -> None:
+        """``user_id`` leaves ``guild_id`` (default: the first): LookupError if not a member."""
+        self.member(user_id, guild_id)
+        del self.guild(guild_id).members[user_id]
+
     def _permissions_from_roles(self, guild: GuildRecord, roles: tuple[int, ...]) -> int:
         permissions = guild.roles[guild.guild_id].permissions
         for role_id in roles:

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.history import Forgotten, History
+from bot.history import Forgotten, History, PostedMessage
 from bot.jobs.queue import JobQueue, Submission
 from bot.jobs.retention import Pruned, Retention
 from bot.policy.member_settings import MemberSettings
@@ -223,6 +223,8 @@ async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
         ledger_rows_anonymised=2,
         ledger_rows_deferred=4,
         deferred_until=END_OF_THE_MONTH,
+        # The member's two results (the sink's message ids), for /forget-me to delete.
+        posts=(PostedMessage(9, 1001), PostedMessage(9, 1002)),
     )
     assert await history.rows_left_for(MEMBER) == 0
     assert [path.name for path in data.images.iterdir()] == [someone_else]

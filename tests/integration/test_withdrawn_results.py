@@ -32,7 +32,7 @@ from inference.infotext import format_infotext
 from inference.types import RenderRequest
 
 NOW = 1_800_000_000.0
-MEMBER, GUILD, CHANNEL = 7, 5, 50
+MEMBER, MODERATOR, GUILD, CHANNEL = 7, 8, 5, 50
 OTHER_GUILD, OTHER_CHANNEL = 6, 60
 
 
@@ -131,13 +131,41 @@ async def test_every_post_of_a_job_in_its_server_withdraws_it_where_it_was_poste
 async def test_a_post_of_a_job_forgotten_meanwhile_is_not_recorded(
     conn: aiosqlite.Connection, history: History
 ) -> None:
-    """/show or U1 racing its maker's /forget-me: nothing to link, and no internal error."""
+    """/show or U1 racing its maker's /forget-me: nothing to link, no internal error, and the
+    caller is told to delete its post (nothing else would)."""
     await delivered(conn, "a" * 16, 100)
     job = await stored(history, "a" * 16)
+    assert await history.posted_again(job, OTHER_CHANNEL, 102)
     await history.forget(MEMBER)
-    await history.posted_again(job, OTHER_CHANNEL, 101)
+    assert not await history.posted_again(job, OTHER_CHANNEL, 101)
     async with conn.execute("SELECT COUNT(*) FROM job_messages") as cursor:
         assert tuple(await cursor.fetchone() or ()) == (0,)
+
+
+async def click_delete(
+    history: History, job_id: str, message_id: int, clicker: int, *, discord_deletes: bool
+) -> None:
+    """``clicker`` (with Manage Messages unless the job's maker) clicks Delete under the job's
+    post ``message_id``; Discord deletes it, or answers 503."""
+
+    async def defer() -> None:
+        pass
+
+    async def delete_original_response() -> None:
+        if not discord_deletes:
+            raise discord.HTTPException(cast(Any, SimpleNamespace(status=503, reason="")), "down")
+
+    clicked = SimpleNamespace(
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        user=SimpleNamespace(id=clicker),
+        permissions=discord.Permissions(manage_messages=True),
+        message=SimpleNamespace(id=message_id),
+        client=SimpleNamespace(services=SimpleNamespace(history=history)),
+        response=SimpleNamespace(defer=defer),
+        delete_original_response=delete_original_response,
+    )
+    await DeleteButton(job_id).run(cast(Any, clicked))
 
 
 async def test_the_makers_delete_that_fails_leaves_the_post_withdrawing_the_job(
@@ -146,25 +174,30 @@ async def test_the_makers_delete_that_fails_leaves_the_post_withdrawing_the_job(
     """The maker's Delete unlinks its post first; when Discord does not delete it, it is
     still a post of the job that a moderator's deletion withdraws."""
     await delivered(conn, "a" * 16, 100)
-
-    async def defer() -> None:
-        pass
-
-    async def delete_original_response() -> None:
-        raise discord.HTTPException(cast(Any, SimpleNamespace(status=503, reason="")), "down")
-
-    clicked = SimpleNamespace(
-        guild_id=GUILD,
-        channel_id=CHANNEL,
-        user=SimpleNamespace(id=MEMBER),
-        message=SimpleNamespace(id=100),
-        client=SimpleNamespace(services=SimpleNamespace(history=history)),
-        response=SimpleNamespace(defer=defer),
-        delete_original_response=delete_original_response,
-    )
     with pytest.raises(discord.HTTPException):
-        await DeleteButton("a" * 16).run(cast(Any, clicked))
+        await click_delete(history, "a" * 16, 100, MEMBER, discord_deletes=False)
     assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == ["a" * 16]
+
+
+async def test_a_moderators_delete_withdraws_the_job_once_discord_deleted_its_post(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Refused by Discord, the post is still up: its job is not withdrawn. Deleted, it is,
+    whether the deletion's event came first or not (then once: the event's time stays)."""
+    now = [NOW]
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: now[0])
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    with pytest.raises(discord.HTTPException):
+        await click_delete(history, "a" * 16, 100, MODERATOR, discord_deletes=False)
+    assert not (await stored(history, "a" * 16)).withdrawn
+    await click_delete(history, "a" * 16, 100, MODERATOR, discord_deletes=True)
+    assert (await stored(history, "a" * 16)).withdrawn
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [200]) == ["b" * 16]  # event first
+    now[0] = NOW + 5
+    await click_delete(history, "b" * 16, 200, MODERATOR, discord_deletes=True)
+    record = await journal.get_job(conn, "b" * 16)
+    assert record is not None and record.withdrawn_at == NOW
 
 
 async def test_upscales_of_a_withdrawn_job_are_withdrawn_with_it(
@@ -185,7 +218,10 @@ async def test_a_jobs_posts_go_with_it(conn: aiosqlite.Connection, history: Hist
     await history.posted_again(await stored(history, "a" * 16), OTHER_CHANNEL, 101)
     await delivered(conn, "b" * 16, 200)
     assert await history.rows_left_for(MEMBER) > 0
-    await history.forget(MEMBER)
+    forgotten = await history.forget(MEMBER)
+    # For /forget-me to delete from Discord, by channel.
+    posted = [(post.channel_id, post.message_id) for post in forgotten.posts]
+    assert posted == [(CHANNEL, 100), (CHANNEL, 200), (OTHER_CHANNEL, 101)]
     await delivered(conn, "c" * 16, 300)
     assert await prune_jobs(conn, finished_before=NOW + 1) == 1  # retention
     async with conn.execute("SELECT COUNT(*) FROM job_messages") as cursor:
@@ -215,9 +251,11 @@ class CountingPlanner(PromptPlanner):
         super().__init__(wildcards_dir=None, stored_budget_s=stored_budget_s)
         self.stored_checks = 0
 
-    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+    ) -> None:
         self.stored_checks += 1
-        await super().check_stored(texts, banned_words)
+        await super().check_stored(texts, banned_words, guild_id=guild_id)
 
 
 async def test_a_jobs_verdict_is_read_once_until_the_servers_words_change(
@@ -284,9 +322,9 @@ async def test_a_pictures_check_is_no_members_own(
     prompt = RenderRequest("a dog", seed=1, steps=2)
     try:
         with pytest.raises(UserError, match="took longer"):
-            await planner.check(prompt, [], member_id=MEMBER)
+            await planner.check(prompt, [], member_id=MEMBER, guild_id=GUILD)
         with pytest.raises(UserError, match=re.escape(STILL_PLANNING)):
-            await planner.check(prompt, [], member_id=MEMBER)
+            await planner.check(prompt, [], member_id=MEMBER, guild_id=GUILD)
         with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
             services = cast(Services, SimpleNamespace(guild_policy=policy))
             await check_still_shown(services, job, MEMBER)
@@ -304,7 +342,9 @@ class GatedPlanner(PromptPlanner):
         self.all_started = asyncio.Event()
         self._starts_awaited = starts_awaited
 
-    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+    ) -> None:
         self.started.append(texts[0])
         if len(self.started) == self._starts_awaited:
             self.all_started.set()
@@ -357,7 +397,9 @@ class TextGatedPlanner(PromptPlanner):
         self.gates: dict[str, asyncio.Event] = {}
         self.started: list[str] = []
 
-    async def check_stored(self, texts: Sequence[str], banned_words: Collection[str]) -> None:
+    async def check_stored(
+        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+    ) -> None:
         self.started.append(texts[0])
         await self.gates.setdefault(texts[0], asyncio.Event()).wait()
 

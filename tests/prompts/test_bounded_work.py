@@ -154,6 +154,17 @@ def test_a_wildcard_drawing_from_itself_is_refused_clearly(tmp_path: Path) -> No
         expand_prompt("{3$$__itself__}", 4, WildcardLibrary(tmp_path))  # was RecursionError
 
 
+def test_drawing_from_a_wildcard_of_one_value_counts_in_the_budget(tmp_path: Path) -> None:
+    # A wildcard of one value drawn with {N$$...} was read at no cost: files whose one value
+    # draws the next file twice made 2,048 draws (11 levels) that the budget never saw.
+    for level in range(11):
+        value = f"{{2$$__w{level + 1}__}} {{2$$__w{level + 1}__}}"
+        (tmp_path / f"w{level}.txt").write_text(f"{value}\n", encoding="utf-8")
+    (tmp_path / "w11.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(PromptError, match="expand more than 1000 times"):
+        expand_prompt("{2$$__w0__}", 1, WildcardLibrary(tmp_path))
+
+
 def test_drawn_values_are_the_ones_dynamicprompts_draws(tmp_path: Path) -> None:
     # A stored seed gives the same text as before: duplicates, nested wildcards and choices
     # inside values, ranges, separators and a wildcard of one value.

@@ -327,7 +327,7 @@ def test_eta_shares_the_work_among_devices() -> None:
     assert scheduler.eta(jobs[4].job_id, 0.0) == pytest.approx(40.0 / 2 + 10.0)
 
 
-def test_cancel_queued_and_running_jobs() -> None:
+def test_cancel_drops_queued_jobs_only() -> None:
     scheduler = FairScheduler(SchedulerConfig(per_user_in_flight=1, max_batch=1))
     first, second, third = job(1), job(1), job(1)
     for item in (first, second, third):
@@ -339,7 +339,9 @@ def test_cancel_queued_and_running_jobs() -> None:
     assert not scheduler.cancel(second.job_id)
     assert scheduler.next_batch("cpu", 0.0) == [first]
     assert scheduler.next_batch("cpu", 0.0) == []  # at the cap
-    assert scheduler.cancel(first.job_id)  # running: frees the slot
+    assert not scheduler.cancel(first.job_id)  # running: its dispatcher stops and finishes it
+    assert scheduler.next_batch("cpu", 0.0) == []
+    scheduler.finish(first.job_id)
     assert scheduler.next_batch("cpu", 0.0) == [third]
     assert not scheduler.cancel("no-such-job")
 

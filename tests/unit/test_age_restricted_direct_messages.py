@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import io
 import itertools
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -20,11 +21,13 @@ from PIL import Image
 from bot.history import StoredJob
 from bot.jobs.queue import FinishedJob
 from bot.policy.guild import GuildPolicy
+from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.prompt_safety import PromptPlanner
 from bot.user_errors import UserError
+from cogs import history as history_cog
 from cogs import visibility
-from cogs.history import check_may_show_here
+from cogs.history import check_may_show_here, checked_for_showing
 from cogs.results import copies
 from cogs.results.copies import (
     CHANNEL_UNCHECKED,
@@ -112,9 +115,14 @@ async def may_go(
     channel_id: int | None,
     policy: NsfwPolicy = NsfwPolicy.ALLOW,
     guild_id: int | None = GUILD,
+    restricted_when_made: bool = False,
 ) -> bool:
     return await may_go_to_direct_messages(
-        cast(discord.Client, client), await policy_of(conn, policy), guild_id, channel_id
+        cast(discord.Client, client),
+        await policy_of(conn, policy),
+        guild_id,
+        channel_id,
+        restricted_when_made=restricted_when_made,
     )
 
 
@@ -122,7 +130,11 @@ async def why_kept(
     conn: aiosqlite.Connection, client: Client, channel_id: int, policy: NsfwPolicy
 ) -> str | None:
     return await why_kept_in_the_server(
-        cast(discord.Client, client), await policy_of(conn, policy), GUILD, channel_id
+        cast(discord.Client, client),
+        await policy_of(conn, policy),
+        GUILD,
+        channel_id,
+        restricted_when_made=False,
     )
 
 
@@ -138,6 +150,17 @@ async def test_the_channel_in_the_cache_and_the_servers_policy_decide(
     # A job made in direct messages is there already, whatever any server says.
     assert await may_go(conn, client, None, NsfwPolicy.AGE_RESTRICTED_ONLY, guild_id=None)
     assert client.fetched == []
+
+
+async def test_a_picture_made_under_an_age_restriction_keeps_it_once_its_channel_is_plain(
+    conn: aiosqlite.Connection,
+) -> None:
+    """The job journals its channel's flag when it is made: a moderator who turns it off later
+    frees none of its pictures (the channel is plain now, in the cache and on Discord), and
+    Discord is not asked."""
+    for client in (Client({PLAIN: Channel(False)}, ON_DISCORD), Client(None, ON_DISCORD)):
+        assert not await may_go(conn, client, PLAIN, restricted_when_made=True)
+        assert client.fetched == []
 
 
 async def test_a_channel_the_cache_lacks_is_asked_of_discord(conn: aiosqlite.Connection) -> None:
@@ -243,7 +266,9 @@ async def test_a_copys_check_waits_for_discord_longer_than_shows(
     for direct messages answers no interaction and waits longer, so a slow answer still
     sends it (timers fire in order: no race between the two waits)."""
     slow = Slow(None, ON_DISCORD)
-    shown = visibility.made_age_restricted(cast(discord.Client, slow), GUILD, PLAIN)
+    shown = visibility.made_age_restricted(
+        cast(discord.Client, slow), GUILD, PLAIN, restricted_when_made=False
+    )
     copied = why_kept(conn, slow, PLAIN, NsfwPolicy.ALLOW)
     async with asyncio.timeout(10):
         show_check, copy_check = await asyncio.gather(shown, copied, return_exceptions=True)
@@ -339,14 +364,25 @@ async def test_a_ready_notice_names_an_age_restricted_channel_only_where_the_pic
     )
 
 
-async def show_here(conn: aiosqlite.Connection, client: Client, made_in: int) -> None:
+async def show_here(
+    conn: aiosqlite.Connection,
+    client: Client,
+    made_in: int,
+    checks: Callable[[discord.Interaction[Any], StoredJob], Awaitable[object]] = (
+        check_may_show_here
+    ),
+    policy: GuildPolicy | None = None,
+) -> None:
     """A member's private /show, in the server's ordinary PLAIN channel, of their job made
-    in ``made_in``."""
+    in ``made_in``: /show's ``checks`` before it answers, by default the channel's."""
     client.services = SimpleNamespace(  # type: ignore[attr-defined]
-        guild_policy=await policy_of(conn, NsfwPolicy.ALLOW)
+        guild_policy=policy or await policy_of(conn, NsfwPolicy.ALLOW),
+        member_settings=MemberSettings(conn),
     )
     interaction = SimpleNamespace(
         client=client,
+        user=SimpleNamespace(id=7),
+        permissions=discord.Permissions(use_application_commands=True),
         guild_id=GUILD,
         guild=client.get_guild(GUILD),
         channel_id=PLAIN,
@@ -365,7 +401,7 @@ async def show_here(conn: aiosqlite.Connection, client: Client, made_in: int) ->
         infotexts=[""],
         channel_id=made_in,
     )
-    await check_may_show_here(cast(discord.Interaction[Any], interaction), job)
+    await checks(cast(discord.Interaction[Any], interaction), job)
 
 
 async def test_show_asks_discord_about_a_channel_the_cache_lacks_as_direct_messages_do(
@@ -380,3 +416,41 @@ async def test_show_asks_discord_about_a_channel_the_cache_lacks_as_direct_messa
     unanswering = Unanswering(aiohttp.ServerDisconnectedError(), cached={})
     with pytest.raises(UserError, match=r"^Discord did not say whether the channel job `j1`"):
         await show_here(conn, unanswering, THREAD)
+
+
+class Answering(Client):
+    """Discord answers what a channel is after ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__({}, ON_DISCORD)
+        self.delay_s = delay_s
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        await asyncio.sleep(self.delay_s)
+        return await super().fetch_channel(channel_id)
+
+
+async def test_shows_checks_before_its_answer_share_one_budget(
+    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored pictures' check and Discord's answer about the channel each come within
+    their own waits, but not both within /show's budget: refused, to try again."""
+    budget_s = 0.5
+    monkeypatch.setattr(history_cog, "SHOW_CHECKS_BUDGET_S", budget_s)
+    policy = await policy_of(conn, NsfwPolicy.ALLOW)
+    stored_checks: list[str] = []
+
+    async def slow_stored_check(
+        guild_id: int | None, job_id: str, *_: object, **__: object
+    ) -> None:
+        stored_checks.append(job_id)
+        await asyncio.sleep(budget_s * 0.8)
+
+    monkeypatch.setattr(policy, "check_reuse", slow_stored_check)
+    with pytest.raises(UserError, match=r"^Checking whether job `j1` may be shown here took"):
+        async with asyncio.timeout(10):
+            await show_here(conn, Answering(budget_s / 2), PLAIN, checked_for_showing, policy)
+    assert stored_checks == ["j1"]
+    # Quick ones: shown.
+    monkeypatch.setattr(policy, "check_reuse", lambda *_, **__: asyncio.sleep(0))
+    await show_here(conn, Answering(budget_s / 20), PLAIN, checked_for_showing, policy)

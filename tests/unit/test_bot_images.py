@@ -14,6 +14,7 @@ from bot.images import (
     check_image,
     check_upload_size,
     decoded,
+    decoded_upload,
     fit_under,
     grid_png,
     png_of,
@@ -53,6 +54,16 @@ def test_check_image_accepts_a_png_and_reports_its_size() -> None:
 def test_hostile_uploads_are_refused_with_a_reason(data: bytes, message: str) -> None:
     with pytest.raises(UserError, match=message):
         check_image("upload.png", data)
+
+
+def test_a_truncated_jpeg_is_refused_as_unreadable_when_decoded() -> None:
+    """check_image's verify() reads little of a JPEG: the decode must refuse it the same way."""
+    buffer = io.BytesIO()
+    Image.effect_noise((256, 256), 64).convert("RGB").save(buffer, format="JPEG")
+    half = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    check_image("cut.jpg", half)  # passes the header check
+    with pytest.raises(UserError, match=r"'cut\.jpg' is not a readable image"):
+        decoded_upload("cut.jpg", half, digest=True, as_png=False)
 
 
 def test_gif_is_refused_by_format() -> None:

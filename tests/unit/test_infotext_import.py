@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bot.infotext_import import (
@@ -289,6 +289,7 @@ PARAMETER_LINE = st.lists(
 
 
 @given(PROMPT_TEXT, PARAMETER_LINE)
+@example("0", [("Steps", 0), ("Sampler", ' "'), ("Seed", 0)])  # a quote after spaces
 @settings(max_examples=200, deadline=None)
 def test_parser_round_trips_any_parameter_values(
     prompt: str, pairs: list[tuple[str, object]]

@@ -77,7 +77,9 @@ async def test_four_costly_plans_past_their_budget_free_every_thread_for_a_cheap
     # Long enough for a thread to start on a loaded machine (else: READERS_BUSY).
     planner = PromptPlanner(None, budget_s=1.0)
     costly = [
-        asyncio.create_task(planner.check(RenderRequest(f"{ENDLESS} {member}"), (), member))
+        asyncio.create_task(
+            planner.check(RenderRequest(f"{ENDLESS} {member}"), (), member, guild_id=member)
+        )
         for member in range(PLAN_THREADS)
     ]
     assert await acquired(plans.started, PLAN_THREADS)  # every reader taken
@@ -86,7 +88,7 @@ async def test_four_costly_plans_past_their_budget_free_every_thread_for_a_cheap
     # Never released: each ended at a checkpoint once its member was refused.
     assert await acquired(plans.stopped, PLAN_THREADS)
     assert not plans.release.is_set()
-    assert await planner.check(QUICK, (), PLAN_THREADS + 1) == QUICK
+    assert await planner.check(QUICK, (), PLAN_THREADS + 1, guild_id=PLAN_THREADS + 1) == QUICK
     assert plans.finished == ["quick"]
 
 
@@ -114,7 +116,7 @@ async def test_a_costly_real_prompt_stops_planning_soon_after_its_refusal(
     request = RenderRequest(prompt, negative_prompt=prompt, seed=1, steps=150, count=4)
     planner = PromptPlanner(None, budget_s=0.5)
     with pytest.raises(UserError, match=r"took longer than 0\.5 s"):
-        await planner.check(request, (), 1)
+        await planner.check(request, (), 1, guild_id=1)
     for _ in range(int(PATIENCE_S * 100)):  # the member is free once the thread ends
         if not planner._reading:
             break
@@ -128,7 +130,7 @@ async def test_a_closed_planner_stops_what_it_reads_and_takes_no_more(
     plans: EndlessPlans,
 ) -> None:
     planner = PromptPlanner(None, budget_s=60)
-    reading = asyncio.create_task(planner.check(RenderRequest(ENDLESS), (), 1))
+    reading = asyncio.create_task(planner.check(RenderRequest(ENDLESS), (), 1, guild_id=1))
     assert await acquired(plans.started, 1)
     planner.close()
     with pytest.raises(UserError) as refused:
@@ -136,7 +138,7 @@ async def test_a_closed_planner_stops_what_it_reads_and_takes_no_more(
     assert str(refused.value) == CLOSED
     assert await acquired(plans.stopped, 1)
     with pytest.raises(UserError) as refused:
-        await planner.check(QUICK, (), 2)
+        await planner.check(QUICK, (), 2, guild_id=2)
     assert str(refused.value) == CLOSED
     with pytest.raises(RuntimeError, match="after shutdown"):
         planner._threads.submit(print)
@@ -150,12 +152,14 @@ async def test_a_plan_still_queued_when_the_planner_closes_is_answered(
     queue, and its member is told why instead of the waiting task being cancelled."""
     planner = PromptPlanner(None, budget_s=60)
     busy = [
-        asyncio.create_task(planner.check(RenderRequest(f"{ENDLESS} {member}"), (), member))
+        asyncio.create_task(
+            planner.check(RenderRequest(f"{ENDLESS} {member}"), (), member, guild_id=member)
+        )
         for member in range(PLAN_THREADS)
     ]
     assert await acquired(plans.started, PLAN_THREADS)
     queued_member = PLAN_THREADS + 1
-    queued = asyncio.create_task(planner.check(QUICK, (), queued_member))
+    queued = asyncio.create_task(planner.check(QUICK, (), queued_member, guild_id=queued_member))
     for _ in range(int(PATIENCE_S * 100)):  # submitted to the busy readers
         if queued_member in planner._reading:
             break

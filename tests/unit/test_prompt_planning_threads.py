@@ -1,6 +1,7 @@
-"""Planning a prompt holds none of the threads the rest of the bot needs, and a member holds
+"""Planning a prompt holds none of the threads the rest of the bot needs, a member holds
 at most one planning thread (bot.policy.prompt_safety.PromptPlanner): their prompts are read
-one after the other, and refused at once while one runs on past its budget.
+one after the other, and refused at once while one runs on past its budget; and a server holds
+at most its share of them.
 
 A costly plan is stood in for by one that blocks until the test lets it go: the tests wait on
 events, never on how long real planning takes."""
@@ -18,11 +19,17 @@ import pytest
 
 from bot.policy import prompt_safety
 from bot.policy.guild import GuildPolicy
-from bot.policy.prompt_safety import READERS_BUSY, STILL_PLANNING, PromptPlanner
+from bot.policy.prompt_safety import (
+    READERS_BUSY,
+    SERVER_THREADS,
+    STILL_PLANNING,
+    PromptPlanner,
+    server_readers_busy,
+)
 from bot.user_errors import UserError
 from inference.types import RenderRequest
 
-MEMBER_A, MEMBER_B, GUILD = 1, 2, 100
+MEMBER_A, MEMBER_B, GUILD, OTHER_GUILD = 1, 2, 100, 200
 SLOW = RenderRequest("slow", seed=1, steps=2)
 QUICK = RenderRequest("quick", seed=1, steps=2)
 QUICK_TOO = RenderRequest("quick too", seed=1, steps=2)
@@ -34,7 +41,7 @@ class BlockingPlans:
     """``plan_request`` where the prompt "slow" runs until ``release`` is set."""
 
     def __init__(self) -> None:
-        self.started = threading.Event()
+        self.started = threading.Semaphore(0)  # one per slow plan that started
         self.release = threading.Event()
         self.read: list[str] = []  # the prompts, as their reading starts
 
@@ -43,7 +50,7 @@ class BlockingPlans:
     ) -> RenderRequest:
         self.read.append(request.prompt)
         if request.prompt == SLOW.prompt:
-            self.started.set()
+            self.started.release()
             self.release.wait(30)
         return request
 
@@ -56,8 +63,9 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[BlockingPlans]:
     blocking.release.set()  # no thread outlives the test
 
 
-async def started(plans: BlockingPlans) -> None:
-    assert await asyncio.to_thread(plans.started.wait, PATIENCE_S)
+async def started(plans: BlockingPlans, times: int = 1) -> None:
+    for _ in range(times):
+        assert await asyncio.to_thread(plans.started.acquire, True, PATIENCE_S)
 
 
 async def test_a_slow_plan_delays_neither_another_members_plan_nor_the_bots_threads(
@@ -67,12 +75,15 @@ async def test_a_slow_plan_delays_neither_another_members_plan_nor_the_bots_thre
     # The bot's shared pool as busy as it gets: one thread, which the slow plan must not take.
     loop.set_default_executor(ThreadPoolExecutor(1))
     planner = PromptPlanner(None, budget_s=60)
-    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A))
+    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A, guild_id=GUILD))
     await started(plans)
-    assert await asyncio.wait_for(planner.check(QUICK, (), MEMBER_B), PATIENCE_S) == QUICK
+    assert (
+        await asyncio.wait_for(planner.check(QUICK, (), MEMBER_B, guild_id=GUILD), PATIENCE_S)
+        == QUICK
+    )
     assert await asyncio.wait_for(asyncio.to_thread(lambda: "written"), PATIENCE_S) == "written"
     # A's next prompt, within its budget, waits for A's thread rather than taking another.
-    waiting = asyncio.create_task(planner.check(QUICK_TOO, (), MEMBER_A))
+    waiting = asyncio.create_task(planner.check(QUICK_TOO, (), MEMBER_A, guild_id=GUILD))
     await asyncio.sleep(0.1)
     assert not waiting.done() and plans.read == ["slow", "quick"]
     plans.release.set()
@@ -85,19 +96,19 @@ async def test_a_members_second_prompt_is_refused_while_the_first_is_read_even_a
 ) -> None:
     planner = PromptPlanner(None, budget_s=0.05)
     with pytest.raises(UserError, match=r"took longer than 0\.05 s"):
-        await planner.check(SLOW, (), MEMBER_A)
-    assert plans.started.is_set()  # refused, but its thread reads on
+        await planner.check(SLOW, (), MEMBER_A, guild_id=GUILD)
+    assert plans.started.acquire(blocking=False)  # refused, but its thread reads on
     with pytest.raises(UserError) as refused:
-        await planner.check(QUICK, (), MEMBER_A)
+        await planner.check(QUICK, (), MEMBER_A, guild_id=GUILD)
     assert str(refused.value) == STILL_PLANNING
     with pytest.raises(UserError, match="still being read"):
-        await planner.explain("quick", "", 2, MEMBER_A)
+        await planner.explain("quick", "", 2, MEMBER_A, guild_id=GUILD)
     # Nobody else is held up by A's thread.
-    assert await planner.check(QUICK, (), MEMBER_B) == QUICK
+    assert await planner.check(QUICK, (), MEMBER_B, guild_id=GUILD) == QUICK
     plans.release.set()
     for _ in range(500):  # the thread's end frees A (its done callback, on that thread)
         try:
-            assert await planner.check(QUICK, (), MEMBER_A) == QUICK
+            assert await planner.check(QUICK, (), MEMBER_A, guild_id=GUILD) == QUICK
             break
         except UserError:
             await asyncio.sleep(0.01)
@@ -113,10 +124,10 @@ async def test_a_member_whose_prompt_never_got_a_reader_is_told_so_and_not_held(
     refused as still being read."""
     planner = PromptPlanner(None, budget_s=0.2)
     planner._threads = ThreadPoolExecutor(1)  # every reader: the one the slow prompt holds
-    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A))
+    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A, guild_id=GUILD))
     await started(plans)
     with pytest.raises(UserError) as refused:
-        await planner.check(QUICK, (), MEMBER_B)
+        await planner.check(QUICK, (), MEMBER_B, guild_id=GUILD)
     assert str(refused.value) == READERS_BUSY
     plans.release.set()
     with pytest.raises(UserError, match="took longer"):
@@ -125,7 +136,7 @@ async def test_a_member_whose_prompt_never_got_a_reader_is_told_so_and_not_held(
         if not planner._reading:
             break
         await asyncio.sleep(0.01)
-    assert await planner.check(QUICK_TOO, (), MEMBER_B) == QUICK_TOO
+    assert await planner.check(QUICK_TOO, (), MEMBER_B, guild_id=GUILD) == QUICK_TOO
     assert plans.read == ["slow", "quick too"]  # B's first prompt was never read
 
 
@@ -133,15 +144,44 @@ async def test_a_prompt_whose_budget_went_waiting_for_the_members_previous_one_s
     plans: BlockingPlans,
 ) -> None:
     planner = PromptPlanner(None, budget_s=0.2)
-    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A))
+    slow = asyncio.create_task(planner.check(SLOW, (), MEMBER_A, guild_id=GUILD))
     await started(plans)
     with pytest.raises(UserError) as refused:
-        await planner.check(QUICK, (), MEMBER_A)  # never read: not "simplify it"
+        await planner.check(QUICK, (), MEMBER_A, guild_id=GUILD)  # never read: not "simplify it"
     assert str(refused.value) == STILL_PLANNING
     plans.release.set()
     with pytest.raises(UserError, match="took longer"):
         await slow
     assert plans.read == ["slow"]
+
+
+@pytest.mark.parametrize("crowded", [GUILD, None], ids=["a server", "direct messages"])
+async def test_a_server_holds_its_share_of_readers_and_another_servers_prompt_is_read_at_once(
+    plans: BlockingPlans, crowded: int | None
+) -> None:
+    """A server's members (direct messages: everyone's, together) fill its share of the
+    readers with prompts that never end: its next prompt waits for one of them (read once
+    one ends) and is refused past its budget, saying so; another server's is read at once."""
+    planner = PromptPlanner(None, budget_s=60, explain_budget_s=0.2, stored_budget_s=0.2)
+    members = range(10, 10 + SERVER_THREADS)
+    slow = [
+        asyncio.create_task(planner.check(SLOW, (), member, guild_id=crowded)) for member in members
+    ]
+    await started(plans, SERVER_THREADS)
+    waiting = asyncio.create_task(planner.check(QUICK_TOO, (), MEMBER_A, guild_id=crowded))
+    other = planner.check(QUICK, (), MEMBER_B, guild_id=OTHER_GUILD)
+    assert await asyncio.wait_for(other, PATIENCE_S) == QUICK
+    with pytest.raises(UserError) as refused:
+        await planner.explain("quick", "", 2, MEMBER_A + 100, guild_id=crowded)
+    assert str(refused.value) == server_readers_busy(crowded)
+    if crowded is not None:  # a stored check counts against its job's server too
+        with pytest.raises(UserError) as stored_refused:
+            await planner.check_stored(["a cat"], ["dog"], guild_id=crowded)
+        assert str(stored_refused.value) == server_readers_busy(crowded)
+    assert not waiting.done() and plans.read == ["slow"] * SERVER_THREADS + ["quick"]
+    plans.release.set()
+    assert await asyncio.wait_for(waiting, PATIENCE_S) == QUICK_TOO
+    assert await asyncio.gather(*slow) == [SLOW] * SERVER_THREADS
 
 
 async def test_the_guild_policy_counts_a_plan_against_the_member_who_sent_it(

@@ -102,7 +102,7 @@ async def test_planning_runs_off_the_event_loop_within_its_budget() -> None:
 
     ticker = asyncio.create_task(tick())
     started = time.perf_counter()
-    explained = await planner.explain(HEAVY, "", 150)
+    explained = await planner.explain(HEAVY, "", 150, guild_id=None)
     planning_s = time.perf_counter() - started
     ticker.cancel()
     assert explained["subprompts"]
@@ -114,4 +114,4 @@ async def test_planning_runs_off_the_event_loop_within_its_budget() -> None:
 
     unparsed = HEAVY.replace("a", "c")  # not in the parse cache yet
     with pytest.raises(UserError, match=r"took longer than 0\.05 s; simplify it"):
-        await PromptPlanner(None, explain_budget_s=0.05).explain(unparsed, "", 150)
+        await PromptPlanner(None, explain_budget_s=0.05).explain(unparsed, "", 150, guild_id=None)

@@ -207,13 +207,15 @@ async def test_a_maker_out_of_a_private_thread_may_not_click_their_job_there(
     thread = orphan_thread()
     sees_only = discord.Permissions(view_channel=True)
     readable_private_thread()
-    await check_member_may_read_channel(click_in(thread, sees_only), THREAD, made_by_clicker=True)
+    await check_member_may_read_channel(
+        click_in(thread, sees_only), THREAD, made_by_clicker=True, restricted_when_made=False
+    )
     with pytest.raises(UserError, match=re.escape(NOT_YOURS_TO_CLICK)):
         await check_member_may_read_channel(
-            click_in(thread, sees_only), THREAD, made_by_clicker=False
+            click_in(thread, sees_only), THREAD, made_by_clicker=False, restricted_when_made=False
         )
     readable_private_thread(not_found())
     with pytest.raises(UserError, match=re.escape(NOT_YOURS_TO_CLICK)):
         await check_member_may_read_channel(
-            click_in(thread, sees_only), THREAD, made_by_clicker=True
+            click_in(thread, sees_only), THREAD, made_by_clicker=True, restricted_when_made=False
         )

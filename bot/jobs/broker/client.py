@@ -29,6 +29,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ from bot.jobs.broker.wire import (
     job_id_of,
     job_subject,
     lost_with_workers,
+    own_object_names,
     picture_digest,
     picture_paths,
     png_size,
@@ -80,6 +82,7 @@ from bot.jobs.broker.wire import (
     tag_verifies,
     with_picture_paths,
 )
+from bot.jobs.queue import RenderStoppedAfter
 from bot.redaction import redact_url
 from inference.output_bounds import largest_output, output_count
 from inference.types import (
@@ -156,6 +159,8 @@ class BrokerClient:
         self._config = config
         self._waiters: dict[str, asyncio.Future[ResultMessage]] = {}
         self._progress: dict[str, Callable[[StepProgress], None]] = {}
+        # When each waited job's worker first reported a step: its GPU time counts from then.
+        self._started_at: dict[str, float] = {}
         self._consumers_ready: set[str] = set()
         # Jobs waited on that were sent a message failing its tag: logged once each.
         self._forgeries_logged: set[str] = set()
@@ -226,6 +231,7 @@ class BrokerClient:
         finally:
             self._waiters.pop(job_id, None)
             self._progress.pop(job_id, None)
+            self._started_at.pop(job_id, None)
             self._forgeries_logged.discard(job_id)
 
     def job_secret(self, job_id: str) -> str:
@@ -326,9 +332,7 @@ class BrokerClient:
             result_subject(job_id), data, headers={TAG_HEADER: tag(self.job_secret(job_id), data)}
         )
         if stored is not None:
-            # Only the job's own: a result naming another job's pictures is not trusted with them.
-            named = [ref.object_name for ref in stored.images if ref.object_name is not None]
-            await self._delete_objects([n for n in named if n.startswith(f"{job_id}/")])
+            await self._delete_objects(own_object_names(job_id, stored.images))
 
     async def _delete_objects(self, names: list[str]) -> None:
         """Best effort: what is left is dropped with the bucket's TTL. Deleting leaves a
@@ -373,7 +377,12 @@ class BrokerClient:
             if cancel is not None and cancel.is_set():
                 await self._cancel(job_id, sequence)
                 await self._delete_objects(stored_inputs)
-                raise RenderCancelled
+                # Charged from the worker's first report: a job cancelled while it waited in
+                # the stream for a worker used no GPU time.
+                started_at = self._started_at.get(job_id)
+                raise RenderStoppedAfter(
+                    0.0 if started_at is None else time.perf_counter() - started_at
+                )
             await asyncio.wait([waiter], timeout=poll_s)
             if not waiter.done() and loop.time() >= recheck_at:
                 recheck_at = loop.time() + self._config.result_recheck_s
@@ -485,8 +494,10 @@ class BrokerClient:
 
     async def _on_progress(self, msg: Msg) -> None:
         job_id = job_id_of(msg.subject)
-        listener = self._progress.get(job_id)
-        if listener is not None and self._verified(job_id, msg.data, msg.headers):
+        if job_id not in self._waiters or not self._verified(job_id, msg.data, msg.headers):
+            return
+        self._started_at.setdefault(job_id, time.perf_counter())
+        if (listener := self._progress.get(job_id)) is not None:
             listener(decode_progress(msg.data))
 
 

@@ -36,7 +36,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -89,6 +89,7 @@ __all__ = [
     "job_subject",
     "lost_with_workers",
     "model_token",
+    "own_object_names",
     "picture_digest",
     "progress_subject",
     "result_subject",
@@ -138,6 +139,7 @@ TRANSIENT_RETRY_S = 60.0
 # also kept under half the server's max_payload (1 MiB by default).
 INLINE_IMAGES_MAX_BYTES = 512 * 1024
 
+T = TypeVar("T")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 # The request fields that name a picture file on the bot's side, and the names the pictures of
 # ControlNet units (``options["controlnet"][i]["image"]``) travel under.
@@ -263,19 +265,28 @@ class PictureInput:
             raise ValueError("a picture carries either its bytes or an object name, not both")
 
     def to_json(self) -> dict[str, Any]:
-        if self.png is not None:
-            return {"field": self.field, "png": base64.b64encode(self.png).decode("ascii")}
-        return {"field": self.field, "object_name": self.object_name, "sha256": self.sha256}
+        return {"field": self.field, **_carried_json(self.png, self.object_name, self.sha256)}
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PictureInput:
-        png = body.get("png")
-        return cls(
-            body["field"],
-            png=None if png is None else base64.b64decode(png),
-            object_name=body.get("object_name"),
-            sha256=body.get("sha256"),
-        )
+        return cls(body["field"], **_carried_fields(body))
+
+
+def _carried_json(png: bytes | None, object_name: str | None, sha256: str | None) -> dict[str, Any]:
+    """How a picture rides in a message: its bytes (base64), or its object name and digest."""
+    if png is not None:
+        return {"png": base64.b64encode(png).decode("ascii")}
+    return {"object_name": object_name, "sha256": sha256}
+
+
+def _carried_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``png``, ``object_name`` and ``sha256`` fields of a picture ``_carried_json`` wrote."""
+    png = body.get("png")
+    return {
+        "png": None if png is None else base64.b64decode(png),
+        "object_name": body.get("object_name"),
+        "sha256": body.get("sha256"),
+    }
 
 
 def input_object_name(job_id: str, field: str) -> str:
@@ -312,6 +323,15 @@ def tag_verifies(secret: str, data: bytes, headers: dict[str, str] | None) -> bo
     return hmac.compare_digest(given, tag(secret, data))
 
 
+def _read_message(kind: str, data: bytes, build: Callable[[Any], T]) -> T:
+    """``build`` of the JSON in ``data``; whatever is malformed (not JSON, a field missing or
+    of the wrong type) raises ``ValueError`` naming ``kind``."""
+    try:
+        return build(json.loads(data))
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"not {kind}: {error!r}") from None
+
+
 @dataclass(frozen=True)
 class JobMessage:
     """A job on the broker. Deliveries are counted by JetStream, so no attempt number here.
@@ -336,16 +356,16 @@ class JobMessage:
     @classmethod
     def decode(cls, data: bytes) -> JobMessage:
         """Raises ``ValueError`` for anything but a well-formed job message."""
-        try:
-            body = json.loads(data)
-            return cls(
+        return _read_message(
+            "a job message",
+            data,
+            lambda body: cls(
                 body["job_id"],
                 RenderRequest.from_json(body["request"]),
                 tuple(PictureInput.from_json(picture) for picture in body.get("inputs", ())),
                 str(body.get("secret", "")),
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise ValueError(f"not a job message: {error!r}") from None
+            ),
+        )
 
     def named_paths(self) -> list[str]:
         """The request's pictures that name a file: a message that has any is refused."""
@@ -377,30 +397,22 @@ class ImageRef:
             raise ValueError("an image carries either its PNG or an object name, not both")
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        return {
             "seed": self.seed,
             "infotext": self.infotext,
             "width": self.width,
             "height": self.height,
+            **_carried_json(self.png, self.object_name, self.sha256),
         }
-        if self.png is not None:
-            body["png"] = base64.b64encode(self.png).decode("ascii")
-        else:
-            body["object_name"] = self.object_name
-            body["sha256"] = self.sha256
-        return body
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ImageRef:
-        png = body.get("png")
         return cls(
             seed=body["seed"],
             infotext=body["infotext"],
             width=body["width"],
             height=body["height"],
-            png=None if png is None else base64.b64decode(png),
-            object_name=body.get("object_name"),
-            sha256=body.get("sha256"),
+            **_carried_fields(body),
         )
 
 
@@ -428,18 +440,30 @@ class ResultMessage:
     @classmethod
     def decode(cls, data: bytes) -> ResultMessage:
         """Raises ``ValueError`` for what is not a result message."""
-        try:
-            body = json.loads(data)
-            return cls(
+        return _read_message(
+            "a result message",
+            data,
+            lambda body: cls(
                 job_id=body["job_id"],
                 outcome=Outcome(body["outcome"]),
                 worker=body["worker"],
                 deliveries=body["deliveries"],
                 images=tuple(ImageRef.from_json(image) for image in body["images"]),
                 error=body["error"],
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise ValueError(f"not a result message: {error!r}") from None
+            ),
+        )
+
+
+def own_object_names(job_id: str, images: Iterable[ImageRef]) -> list[str]:
+    """The object names among ``images`` that are ``job_id``'s own: a job's objects are all
+    named ``<job id>/...``, and a result naming another job's pictures is not trusted with
+    them (deleting them, say)."""
+    own = f"{job_id}/"
+    return [
+        ref.object_name
+        for ref in images
+        if ref.object_name is not None and ref.object_name.startswith(own)
+    ]
 
 
 def lost_with_workers(job_id: str, worker: str, deliveries: int) -> ResultMessage:
@@ -567,8 +591,6 @@ async def _cap(
     if current.max_bytes != max_bytes or current.discard != discard:
         await js.update_stream(replace(current, max_bytes=max_bytes, discard=discard))
 
-
-T = TypeVar("T")
 
 # Failures that a reconnect or a JetStream leader coming back will cure.
 _TRANSIENT: tuple[type[Exception], ...] = (

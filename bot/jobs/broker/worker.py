@@ -62,6 +62,7 @@ from bot.jobs.broker.wire import (
     is_named_picture,
     job_id_of,
     lost_with_workers,
+    own_object_names,
     picture_digest,
     progress_subject,
     result_subject,
@@ -215,11 +216,9 @@ class _Hub:
 
     async def _delete_pictures(self, result: ResultMessage) -> None:
         """Best effort (the bucket's TTL drops what is left), and only the job's own."""
-        own = f"{result.job_id}/"
-        for ref in result.images:
-            if ref.object_name is not None and ref.object_name.startswith(own):
-                with contextlib.suppress(nats.errors.Error):
-                    await (await self.images()).delete(ref.object_name)
+        for name in own_object_names(result.job_id, result.images):
+            with contextlib.suppress(nats.errors.Error):
+                await (await self.images()).delete(name)
 
 
 class _DeviceLoop:

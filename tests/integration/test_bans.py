@@ -1,0 +1,169 @@
+"""A ban stops the banned member's jobs in that server: the running one at once, not after
+the queued ones' "Cancelled" messages went out one by one; and their work still under way when
+the ban came queues nothing more. Real SQLite journal and audit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiosqlite
+
+from bot.bans import AUDITED_AS, BannedMembers, RecentBans
+from bot.history import History
+from bot.jobs.queue import FinishedJob, JobQueue, Submission
+from bot.policy.member_settings import MemberSettings
+from bot.services import Services
+from cogs.common import submit_unless_banned
+from db import guild_settings as settings_audit
+from db import jobs as journal
+from db.jobs import JobStatus
+from inference.types import RenderRequest
+from inference.worker import DeviceWorker
+from tests.support.engines import InstantEngine
+from tests.support.sinks import RecordingSink
+
+GUILD, RAIDER, EASEL = 5, 77, 999
+
+
+class HeldDeliveries(RecordingSink):
+    """Each delivery (one REST call to Discord, rate-limited) waits until ``opened``;
+    ``attempted`` records the jobs as their delivery starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = asyncio.Event()
+        self.attempted: list[FinishedJob] = []
+        self.attempt = asyncio.Event()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        self.attempted.append(job)
+        self.attempt.set()
+        await self.opened.wait()
+        return await super().deliver(job)
+
+    async def wait_for_attempt(self, job_id: str) -> FinishedJob:
+        async with asyncio.timeout(20):
+            while not any(job.job_id == job_id for job in self.attempted):
+                self.attempt.clear()
+                await self.attempt.wait()
+        return next(job for job in self.attempted if job.job_id == job_id)
+
+
+def raid(n: int) -> Submission:
+    # Sizes apart, so that no two render as one batch.
+    request = RenderRequest(f"raid {n}", seed=n, steps=60, width=256 + 64 * n)
+    return Submission("imagine", request, RAIDER, GUILD)
+
+
+def banned_members(conn: aiosqlite.Connection, queue: JobQueue, tmp_path: Path) -> BannedMembers:
+    history = History(conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn))
+    return BannedMembers(conn, queue, history, RecentBans())
+
+
+async def test_a_ban_stops_the_running_job_before_the_queued_ones_are_told(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The queued jobs' "Cancelled" deliveries are held: the running job must be stopped
+    (delivered unsuccessful) while they wait, or it would finish and post meanwhile."""
+    engine = InstantEngine(seconds=30.0)  # 0.5 s a step: a cancel stops it within one
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images")
+    sink = HeldDeliveries()
+    queue.set_sink(sink)
+    stepped = asyncio.Event()
+    queue.set_progress_listener(lambda _job_id, _step: stepped.set())
+    await queue.start()
+    try:
+        ids = [await queue.submit(raid(n)) for n in range(4)]
+        await asyncio.wait_for(stepped.wait(), 20)
+        banning = asyncio.create_task(
+            banned_members(conn, queue, tmp_path).cancel_jobs(GUILD, RAIDER, easel_id=EASEL)
+        )
+        running = await sink.wait_for_attempt(ids[0])
+        assert not running.succeeded
+        sink.opened.set()
+        cancelled = await banning
+    finally:
+        sink.opened.set()
+        await queue.stop()
+    assert sorted(cancelled) == sorted(ids)
+    assert not engine.rendered
+    # Easel made the change; the banned member is named in what it did.
+    [entry] = await settings_audit.audit_log(conn, GUILD, 10)
+    assert (entry.user_id, entry.setting) == (EASEL, AUDITED_AS)
+    assert entry.new_value == f"<@{RAIDER}>: " + ", ".join(cancelled)
+
+
+async def test_work_under_way_when_the_ban_came_queues_nothing_more(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A ``--repeat``'s later jobs and a mask found in words are submitted after the
+    acknowledgement: once the member is banned there they queue nothing; one journaling while
+    the ban comes is cancelled on its way out. Other servers and DMs are not concerned."""
+    # Not started: what is journaled stays queued, for ``unfinished`` to list.
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "i")
+    queue.set_sink(RecordingSink())
+    recent = RecentBans()
+    services = cast(Services, SimpleNamespace(recent_bans=recent))
+    history = History(conn, tmp_path / "i", tmp_path / "in", MemberSettings(conn))
+    recent.add(GUILD, RAIDER)
+    assert await submit_unless_banned(services, queue, raid(0)) is None
+    assert await history.unfinished(RAIDER, guild_id=GUILD) == []
+    elsewhere = Submission("imagine", raid(1).request, RAIDER, GUILD + 1)
+    assert await submit_unless_banned(services, queue, elsewhere) is not None
+
+    recent.forget(GUILD, RAIDER)
+    journal_then_ban = queue.submit
+
+    async def banned_while_journaling(submission: Submission) -> str:
+        job_id = await journal_then_ban(submission)
+        recent.add(GUILD, RAIDER)  # the ban's handler ran during the submit's awaits
+        return job_id
+
+    queue.submit = banned_while_journaling  # type: ignore[method-assign]
+    journaled = await submit_unless_banned(services, queue, raid(2))
+    assert journaled is not None
+    assert await history.unfinished(RAIDER, guild_id=GUILD) == []
+    state = await queue.state(journaled)
+    assert state is not None and state.status is JobStatus.CANCELLED
+
+
+class StartsAJobAtTheSecondRead:
+    """A connection on which ``job_id`` moves from queued to running (its device picked it
+    up) just before the second statement runs: an interleaving of a reader's awaits with the
+    device's ``mark_running``."""
+
+    def __init__(self, conn: aiosqlite.Connection, job_id: str) -> None:
+        self._conn = conn
+        self._job_id = job_id
+        self.statements = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    @contextlib.asynccontextmanager
+    async def execute(self, sql: str, parameters: Any = ()) -> AsyncIterator[aiosqlite.Cursor]:
+        self.statements += 1
+        if self.statements == 2:
+            await journal.mark_running(self._conn, [self._job_id], time.time())
+        async with self._conn.execute(sql, parameters) as cursor:
+            yield cursor
+
+
+async def test_the_ban_reads_the_members_jobs_at_one_instant(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The member's unfinished jobs (which the ban cancels) are read in one statement: a job
+    that moves from queued to running between two reads would be in neither."""
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "i")
+    job_id = await queue.submit(raid(0))
+    starting = StartsAJobAtTheSecondRead(conn, job_id)
+    history = History(
+        cast(aiosqlite.Connection, starting), tmp_path / "i", tmp_path / "in", MemberSettings(conn)
+    )
+    assert [line.job_id for line in await history.unfinished(RAIDER, guild_id=GUILD)] == [job_id]
