@@ -118,11 +118,7 @@ def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> Dec
     if not (digest or as_png):
         return DecodedUpload(checked, infotext, None, None)
     with Image.open(io.BytesIO(data)) as opened:
-        # verify() reads little of a JPEG or WebP: a truncated or corrupt one fails only here.
-        try:
-            opened.load()
-        except (Image.DecompressionBombError, SyntaxError, OSError, ValueError):
-            raise _unreadable(name) from None
+        _load(opened, name)
         return DecodedUpload(
             checked,
             infotext,
@@ -131,11 +127,21 @@ def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> Dec
         )
 
 
-def png_of(image: CheckedImage) -> bytes:
+def png_of(image: CheckedImage, name: str) -> bytes:
     """The upload as an 8-bit PNG: a PNG as it came (infotext kept), or with its 16-bit greys
     scaled to 8 bits (infotext kept); a JPEG or WebP converted."""
     with Image.open(io.BytesIO(image.data)) as opened:
+        _load(opened, name)
         return _png_from(image, opened, infotext_of(image))
+
+
+def _load(opened: Image.Image, name: str) -> None:
+    """Decode the whole picture: ``check_image`` reads little of a JPEG or WebP, so a
+    truncated or corrupt one fails only here."""
+    try:
+        opened.load()
+    except (Image.DecompressionBombError, SyntaxError, OSError, ValueError):
+        raise _unreadable(name) from None
 
 
 def _png_from(image: CheckedImage, opened: Image.Image, infotext: str | None) -> bytes:

@@ -251,7 +251,8 @@ class RegionOffers:
         refusal = await self._queue.quota_refusal(submission)
         if refusal is not None:
             raise UserError(refusal, Reason.QUOTA)
-        await asyncio.to_thread(write_file, mask_path, png_of(checked))
+        mask = await asyncio.to_thread(png_of, checked, "mask.png")  # decodes: off the loop
+        await asyncio.to_thread(write_file, mask_path, mask)
         job_id = None
         try:
             claim()

@@ -64,6 +64,9 @@ def test_a_truncated_jpeg_is_refused_as_unreadable_when_decoded() -> None:
     check_image("cut.jpg", half)  # passes the header check
     with pytest.raises(UserError, match=r"'cut\.jpg' is not a readable image"):
         decoded_upload("cut.jpg", half, digest=True, as_png=False)
+    # The mask editor's mask is converted by png_of alone: the same refusal.
+    with pytest.raises(UserError, match=r"'mask\.png' is not a readable image"):
+        png_of(check_image("cut.jpg", half), "mask.png")
 
 
 def test_gif_is_refused_by_format() -> None:
@@ -93,10 +96,10 @@ def test_grid_places_four_pictures_two_by_two_with_the_infotext() -> None:
 
 def test_png_of_keeps_a_png_and_converts_a_jpeg() -> None:
     png = picture()
-    assert png_of(check_image("a.png", png)) == png
+    assert png_of(check_image("a.png", png), "a.png") == png
     buffer = io.BytesIO()
     Image.new("RGB", (16, 8), "blue").save(buffer, format="JPEG")
-    converted = png_of(check_image("a.jpg", buffer.getvalue()))
+    converted = png_of(check_image("a.jpg", buffer.getvalue()), "a.jpg")
     with Image.open(io.BytesIO(converted)) as image:
         assert (image.format, image.size) == ("PNG", (16, 8))
 

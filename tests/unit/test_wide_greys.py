@@ -84,7 +84,7 @@ def test_a_16_bit_mask_keeps_white_white_and_dark_grey_kept(tmp_path: Path) -> N
 
 def test_the_bot_stores_a_16_bit_upload_as_8_bit_with_its_infotext() -> None:
     upload = check_image("scan.png", sixteen_bit_grey_png(np.full((16, 16), GREY_16), "a fox"))
-    stored = png_of(upload)
+    stored = png_of(upload, "grey.png")
     with Image.open(io.BytesIO(stored)) as picture:
         assert picture.mode == "L" and picture.getpixel((4, 4)) == GREY_8
     assert infotext_from_png(stored) == "a fox"
@@ -93,7 +93,7 @@ def test_the_bot_stores_a_16_bit_upload_as_8_bit_with_its_infotext() -> None:
 def test_an_8_bit_png_is_stored_as_it_came() -> None:
     buffer = io.BytesIO()
     Image.new("L", (8, 8), 200).save(buffer, format="PNG")
-    assert png_of(check_image("grey.png", buffer.getvalue())) == buffer.getvalue()
+    assert png_of(check_image("grey.png", buffer.getvalue()), "grey.png") == buffer.getvalue()
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
