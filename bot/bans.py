@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import aiosqlite
@@ -23,6 +22,7 @@ import aiosqlite
 from bot.history import History
 from bot.jobs import accounting
 from bot.jobs.queue import CancelOutcome, JobQueue
+from bot.memo import ExpiringKeys
 from db import guild_settings as settings_audit
 
 log = logging.getLogger(__name__)
@@ -48,28 +48,18 @@ class RecentBans:
         capacity: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ttl_s = ttl_s
-        self._capacity = capacity
         self._clock = clock
-        self._banned_at: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self._banned: ExpiringKeys[tuple[int, int]] = ExpiringKeys(ttl_s, capacity)
 
     def add(self, guild_id: int, user_id: int) -> None:
-        self._banned_at.pop((guild_id, user_id), None)
-        self._banned_at[(guild_id, user_id)] = self._clock()
-        while len(self._banned_at) > self._capacity:
-            self._banned_at.popitem(last=False)
+        self._banned.add((guild_id, user_id), self._clock())
 
     def forget(self, guild_id: int, user_id: int) -> None:
-        self._banned_at.pop((guild_id, user_id), None)
+        self._banned.discard((guild_id, user_id))
 
     def holds(self, guild_id: int | None, user_id: int) -> bool:
         """Whether the member was banned from ``guild_id`` within the hour (a DM: never)."""
-        if guild_id is None:
-            return False
-        oldest = self._clock() - self._ttl_s
-        while self._banned_at and next(iter(self._banned_at.values())) < oldest:
-            self._banned_at.popitem(last=False)
-        return (guild_id, user_id) in self._banned_at
+        return guild_id is not None and self._banned.holds((guild_id, user_id), self._clock())
 
 
 class BannedMembers:

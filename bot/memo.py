@@ -6,11 +6,14 @@ ledger), and every writer tells the memo: it stores the new value (write-through
 or drops it. A read that overlapped a change of its key is returned but not kept, since it
 may predate the change. Callers that miss the same key at once share one read (a burst of
 commands from one member, or the first ones of a guild, reads once).
+
+``ExpiringKeys`` keeps what was lately true (Discord's answers, events heard) for a while.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -94,3 +97,34 @@ class Memo(Generic[K, V]):
         self._version += 1
         self._changed_at[key] = self._version
         self._reading.pop(key, None)  # who asks from now on reads after the change
+
+
+class ExpiringKeys(Generic[K]):
+    """Keys held for ``ttl_s`` seconds after they were last added, at most ``capacity`` of
+    them (the oldest go first): what was lately true, without asking again."""
+
+    def __init__(self, ttl_s: float, capacity: int | None = None) -> None:
+        self._ttl_s = ttl_s
+        self._capacity = capacity
+        self._expiries: OrderedDict[K, float] = OrderedDict()  # insertion order: expiry order
+
+    def __len__(self) -> int:
+        return len(self._expiries)
+
+    def add(self, key: K, now: float) -> None:
+        self._drop_expired(now)
+        self._expiries.pop(key, None)
+        self._expiries[key] = now + self._ttl_s
+        while self._capacity is not None and len(self._expiries) > self._capacity:
+            self._expiries.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._expiries.pop(key, None)
+
+    def holds(self, key: K, now: float) -> bool:
+        self._drop_expired(now)
+        return key in self._expiries
+
+    def _drop_expired(self, now: float) -> None:
+        while self._expiries and next(iter(self._expiries.values())) <= now:
+            self._expiries.popitem(last=False)

@@ -10,9 +10,9 @@ only that DM.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from bot.memo import ExpiringKeys
 from bot.user_errors import Reason, UserError
 
 # A message link (https://discord.com/channels/<guild|@me>/<channel>/<message>) or a bare id.
@@ -100,23 +100,13 @@ class RecentThreadMembers:
     member just added gets in at once; one removed keeps their way in for up to ``ttl_s``."""
 
     def __init__(self, ttl_s: float) -> None:
-        self._ttl_s = ttl_s
-        # (thread, member) -> when the answer expires; insertion order is expiry order.
-        self._expiries: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self._members: ExpiringKeys[tuple[int, int]] = ExpiringKeys(ttl_s)  # (thread, member)
 
     def remember(self, thread_id: int, member_id: int, now: float) -> None:
-        self._forget_expired(now)
-        key = (thread_id, member_id)
-        self._expiries[key] = now + self._ttl_s
-        self._expiries.move_to_end(key)
+        self._members.add((thread_id, member_id), now)
 
     def is_member(self, thread_id: int, member_id: int, now: float) -> bool:
-        self._forget_expired(now)
-        return (thread_id, member_id) in self._expiries
-
-    def _forget_expired(self, now: float) -> None:
-        while self._expiries and next(iter(self._expiries.values())) <= now:
-            self._expiries.popitem(last=False)
+        return self._members.holds((thread_id, member_id), now)
 
 
 def locate_message(reference: str, where: Place) -> MessageLocation:

@@ -50,7 +50,7 @@ def test_remembering_again_extends_and_expired_answers_are_dropped() -> None:
     for thread in range(1000):
         recent.remember(thread, MEMBER, now=100.0)
     recent.remember(THREAD, OTHER, now=200.0)
-    assert len(recent._expiries) == 1  # the 1000 expired answers went on the next call
+    assert len(recent._members) == 1  # the 1000 expired answers went on the next call
 
 
 def orphan_thread() -> discord.Thread:
