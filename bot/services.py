@@ -105,7 +105,12 @@ class Services:
             History(conn, settings.images_dir, settings.inputs_dir, member_settings, copies=copies),
             member_settings,
             Presets(conn),
-            GuildPolicy(conn, allow_dms=settings.allow_dms, prompts=prompts),
+            GuildPolicy(
+                conn,
+                allow_dms=settings.allow_dms,
+                prompts=prompts,
+                operator_banned_words=settings.operator_banned_words,
+            ),
             QuotaStatus(conn, settings.dm_limits),
             prompts,
             settings.inputs_dir,

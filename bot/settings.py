@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
+from bot.policy.moderation import read_banned_words
 from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
@@ -107,6 +108,11 @@ class Settings(BaseSettings):
     dm_images_per_day: int = Field(
         default=20, ge=0, le=1_000_000, validation_alias="EASEL_DM_IMAGES_PER_DAY"
     )
+    # Words and phrases refused in every server and in direct messages, on top of each
+    # server's own (a UTF-8 file, one a line, # comments); read at start.
+    operator_banned_words: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), repr=False, validation_alias="EASEL_BANNED_WORDS_FILE"
+    )
     # host:port of the Prometheus /metrics and /healthz server; empty: no server.
     metrics_addr: str = Field(default="", validation_alias="EASEL_METRICS_ADDR")
     # text for people, json for log collectors (one object a line).
@@ -130,6 +136,22 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("operator_banned_words", mode="before")
+    @classmethod
+    def _read_banned_words(cls, value: object) -> object:
+        if not isinstance(value, str | Path):
+            return value
+        if value == "":
+            return frozenset()
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"cannot read it as a UTF-8 text file ({error.__class__.__name__}); give the path "
+                "of a file with one banned word or phrase a line, or leave it empty"
+            ) from None
+        return read_banned_words(text)
 
     @field_validator("metrics_addr")
     @classmethod

@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
+from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
 from bot.policy.quota import QuotaLimits
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
@@ -44,8 +45,11 @@ _LIST_BUDGET = 300
 SETTINGS_FILE = "easel-settings.txt"
 
 
-def describe_guild(settings: GuildSettings, list_budget: int | None = None) -> str:
-    """The server's settings, each list whole, or cut to ``list_budget`` characters."""
+def describe_guild(
+    settings: GuildSettings, list_budget: int | None = None, operator_banned_words: int = 0
+) -> str:
+    """The server's settings, each list whole, or cut to ``list_budget`` characters;
+    ``operator_banned_words``: how many words the bot's operator bans everywhere besides."""
 
     def listed(which: GuildList, show: Callable[[str], str] = str) -> str:
         shown = [show(entry) for entry in sorted(settings.entries(which))]
@@ -70,7 +74,12 @@ def describe_guild(settings: GuildSettings, list_budget: int | None = None) -> s
             f"default model: {settings.default_model or 'Easel default'}",
             f"priority roles: {listed(GuildList.PRIORITY_ROLE, lambda r: f'<@&{r}>')}",
             f"NSFW policy: {_NSFW_LABELS[NsfwPolicy(settings.nsfw_policy)]}",
-            f"banned words: {listed(GuildList.BANNED_WORD, lambda w: f'||{w}||')}",
+            f"banned words: {listed(GuildList.BANNED_WORD, lambda w: f'||{w}||')}"
+            + (
+                f" (and {operator_banned_words} more that Easel's operator bans everywhere)"
+                if operator_banned_words
+                else ""
+            ),
         ]
     )
 
@@ -124,12 +133,13 @@ class AdminCog(commands.Cog):
     @admin.command(name="show", description="Every Easel setting of this server")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         settings = await self._policy.settings(_guild_id(interaction))
-        whole = describe_guild(settings)
+        operator_words = self._policy.operator_banned_word_count
+        whole = describe_guild(settings, operator_banned_words=operator_words)
         if len(whole) <= MESSAGE_LIMIT:
             await self._done(interaction, whole)
             return
         await interaction.response.send_message(
-            describe_guild(settings, _LIST_BUDGET),
+            describe_guild(settings, _LIST_BUDGET, operator_words),
             file=discord.File(io.BytesIO(whole.encode()), filename=SETTINGS_FILE),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -188,7 +198,7 @@ class AdminCog(commands.Cog):
         self,
         interaction: discord.Interaction[Any],
         action: Action,
-        word: app_commands.Range[str, 1, 100],
+        word: app_commands.Range[str, 1, BANNED_WORD_MAX_LENGTH],
     ) -> None:
         await self._change(interaction, GuildList.BANNED_WORD, action, word, f"||{word}||")
 

@@ -74,8 +74,12 @@ class GuildPolicy:
         *,
         allow_dms: bool = False,
         prompts: PromptPlanner,
+        operator_banned_words: frozenset[str] = frozenset(),
     ) -> None:
         self._conn = conn
+        # EASEL_BANNED_WORDS_FILE: refused everywhere, direct messages included, whatever a
+        # server's admins set (they add words; they cannot lift these).
+        self._operator_banned_words = operator_banned_words
         self._prompts = prompts
         self._clock = clock
         self._allow_dms = allow_dms  # EASEL_ALLOW_DMS
@@ -119,7 +123,7 @@ class GuildPolicy:
         )
         # The prompt as the model will read it, banned words included: planned now, so a bad
         # one fails alone.
-        banned_words = settings.entries(GuildList.BANNED_WORD)
+        banned_words = self._banned_words(settings)
         request = await self._prompts.check(request, banned_words, member_id, guild_id=guild_id)
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
@@ -146,11 +150,10 @@ class GuildPolicy:
         previous stored check to end first, within the check's budget."""
         if withdrawn:
             raise UserError(WITHDRAWN_PICTURE, Reason.PERMISSION)
-        if guild_id is None or not texts:
-            return  # direct messages have no banned words
-        if not (await self.settings(guild_id)).entries(GuildList.BANNED_WORD):
+        if not texts or not await self._banned_words_where(guild_id):
             return  # nothing to read, nor to keep
-        key = (guild_id, job_id, prompts_planned)
+        # Direct messages are kept under 0, which no server's id is.
+        key = (guild_id or 0, job_id, prompts_planned)
         clean = self._reuse_verdicts.kept(key)  # a kept verdict waits for no turn
         if clean is None:
             clean = await self._verdict_in_turn(
@@ -189,8 +192,8 @@ class GuildPolicy:
             if not turns.users:
                 del self._stored_turns[member_id]
 
-    async def _renders_no_banned_word(self, guild_id: int, texts: Sequence[str]) -> bool:
-        banned_words = (await self.settings(guild_id)).entries(GuildList.BANNED_WORD)
+    async def _renders_no_banned_word(self, guild_id: int | None, texts: Sequence[str]) -> bool:
+        banned_words = await self._banned_words_where(guild_id)
         if not banned_words:
             return True
         try:
@@ -200,6 +203,19 @@ class GuildPolicy:
                 raise  # not checked (too long, readers busy): asked again next time
             return False
         return True
+
+    def _banned_words(self, settings: GuildSettings) -> frozenset[str]:
+        return settings.entries(GuildList.BANNED_WORD) | self._operator_banned_words
+
+    async def _banned_words_where(self, guild_id: int | None) -> frozenset[str]:
+        """The words refused in ``guild_id`` (None: direct messages, the operator's only)."""
+        if guild_id is None:
+            return self._operator_banned_words
+        return self._banned_words(await self.settings(guild_id))
+
+    @property
+    def operator_banned_word_count(self) -> int:
+        return len(self._operator_banned_words)
 
     async def check_channel(self, guild_id: int | None, channel_id: int | None) -> None:
         """``UserError`` when Easel may not work here: direct messages while they are off, or

@@ -210,6 +210,28 @@ def check_banned_since(texts: Iterable[str], banned: Collection[str]) -> None:
         raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 
 
+# A banned word or phrase, as /easel-admin banned-word and the operator's file accept it.
+BANNED_WORD_MAX_LENGTH = 100
+
+
+def read_banned_words(text: str) -> frozenset[str]:
+    """The operator's banned words (``EASEL_BANNED_WORDS_FILE``): one word or phrase a line,
+    stored as an admin's are (trimmed, lower case); blank lines and ``#`` comments skipped.
+    ``ValueError`` names the first line longer than ``BANNED_WORD_MAX_LENGTH``."""
+    words = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        word = line.strip().lower()
+        if not word or word.startswith("#"):
+            continue
+        if len(word) > BANNED_WORD_MAX_LENGTH:
+            raise ValueError(
+                f"line {number} is {len(word)} characters long; a banned word or phrase is "
+                f"1 to {BANNED_WORD_MAX_LENGTH}"
+            )
+        words.add(word)
+    return frozenset(words)
+
+
 def model_allowed(name: str, allowed_models: Collection[str]) -> bool:
     """Whether a server's model list lets ``name`` be used (an empty list allows all)."""
     return not allowed_models or name in allowed_models
