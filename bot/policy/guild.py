@@ -19,6 +19,7 @@ from bot.policy.moderation import (
     NsfwPolicy,
     check_channel,
     check_request,
+    default_model_here,
 )
 from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.policy.quota import QuotaLimits
@@ -75,8 +76,10 @@ class GuildPolicy:
         allow_dms: bool = False,
         prompts: PromptPlanner,
         operator_banned_words: frozenset[str] = frozenset(),
+        operator_default_model: str | None = None,
     ) -> None:
         self._conn = conn
+        self._operator_default_model = operator_default_model  # EASEL_DEFAULT_MODEL
         # EASEL_BANNED_WORDS_FILE: refused everywhere, direct messages included, whatever a
         # server's admins set (they add words; they cannot lift these).
         self._operator_banned_words = operator_banned_words
@@ -109,8 +112,9 @@ class GuildPolicy:
         refused unless the operator allows them; then a new guild's rules apply there.
         ``member_id``: whose command it is (one prompt of theirs read at a time)."""
         settings = await self._rules_where(guild_id)
-        if request.model is None and settings.default_model is not None:
-            request = dataclasses.replace(request, model=settings.default_model)
+        if request.model is None:
+            model = self.default_model(settings)
+            request = dataclasses.replace(request, model=model)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
         check_request(
             model=request.model,
@@ -203,6 +207,20 @@ class GuildPolicy:
                 raise  # not checked (too long, readers busy): asked again next time
             return False
         return True
+
+    def default_model(self, settings: GuildSettings) -> str | None:
+        """The model a request that names none renders with under ``settings``."""
+        return default_model_here(
+            settings.default_model,
+            self._operator_default_model,
+            settings.entries(GuildList.ALLOWED_MODEL),
+        )
+
+    async def default_model_where(self, guild_id: int | None) -> str | None:
+        """``default_model`` of ``guild_id`` (None: direct messages, the operator's)."""
+        if guild_id is None:
+            return self._operator_default_model
+        return self.default_model(await self.settings(guild_id))
 
     def _banned_words(self, settings: GuildSettings) -> frozenset[str]:
         return settings.entries(GuildList.BANNED_WORD) | self._operator_banned_words

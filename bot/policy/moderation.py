@@ -237,6 +237,20 @@ def model_allowed(name: str, allowed_models: Collection[str]) -> bool:
     return not allowed_models or name in allowed_models
 
 
+def default_model_here(
+    server_default: str | None, operator_default: str | None, allowed_models: Collection[str]
+) -> str | None:
+    """The model a request that names none renders with: the server's default, else the
+    operator's (``EASEL_DEFAULT_MODEL``), the first of them the server's list allows; a server
+    that allows some models only and neither is among them gets its first allowed by name.
+    None: no list and no default (the engine takes the first model installed). A request that
+    names no model is never rendered with one the server left out."""
+    for candidate in (server_default, operator_default):
+        if candidate is not None and model_allowed(candidate, allowed_models):
+            return candidate
+    return min(allowed_models) if allowed_models else None
+
+
 def check_request(
     *,
     model: str | None,

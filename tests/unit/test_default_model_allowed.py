@@ -1,0 +1,48 @@
+"""A request that names no model renders with one the server allows: its default, else the
+operator's, else its first allowed — never the operator's default or the first model installed
+when the server left those out."""
+
+from __future__ import annotations
+
+import aiosqlite
+import pytest
+
+from bot.policy.guild import GuildList, GuildPolicy
+from bot.policy.moderation import default_model_here
+from bot.policy.prompt_safety import PromptPlanner
+from inference.types import RenderRequest
+
+GUILD, ADMIN, MEMBER = 100, 1, 2
+
+
+@pytest.mark.parametrize(
+    ("server_default", "operator_default", "allowed", "expected"),
+    [
+        (None, None, set(), None),  # the engine takes the first model installed
+        (None, "big", set(), "big"),
+        ("own", "big", set(), "own"),
+        (None, "big", {"sfw-b", "sfw-a"}, "sfw-a"),  # the operator's is not allowed here
+        (None, "sfw-b", {"sfw-b", "sfw-a"}, "sfw-b"),
+        ("gone", "big", {"sfw-b", "sfw-a"}, "sfw-a"),  # a default the list left out since
+    ],
+)
+def test_the_default_is_one_the_server_allows(
+    server_default: str | None, operator_default: str | None, allowed: set[str], expected: str
+) -> None:
+    assert default_model_here(server_default, operator_default, allowed) == expected
+
+
+async def test_a_request_naming_no_model_is_admitted_with_an_allowed_one(
+    conn: aiosqlite.Connection,
+) -> None:
+    policy = GuildPolicy(
+        conn, prompts=PromptPlanner(wildcards_dir=None), operator_default_model="unrestricted"
+    )
+    request = RenderRequest("a cat", seed=1, steps=2)
+    admitted = await policy.admit(GUILD, None, False, request, member_id=MEMBER)
+    assert admitted.request.model == "unrestricted"  # no list: the operator's default
+    await policy.change_list(GUILD, ADMIN, GuildList.ALLOWED_MODEL, "sfw-only", add=True)
+    admitted = await policy.admit(GUILD, None, False, request, member_id=MEMBER)
+    assert admitted.request.model == "sfw-only"
+    assert await policy.default_model_where(GUILD) == "sfw-only"  # the defaults read the same
+    assert await policy.default_model_where(None) == "unrestricted"  # DMs have no list
