@@ -145,7 +145,8 @@ class Settings(BaseSettings):
         if value == "":
             return frozenset()
         try:
-            text = Path(value).read_text(encoding="utf-8")
+            # utf-8-sig: a byte-order mark (Windows editors) is not part of the first word.
+            text = Path(value).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(
                 f"cannot read it as a UTF-8 text file ({error.__class__.__name__}); give the path "

@@ -46,10 +46,15 @@ SETTINGS_FILE = "easel-settings.txt"
 
 
 def describe_guild(
-    settings: GuildSettings, list_budget: int | None = None, operator_banned_words: int = 0
+    settings: GuildSettings,
+    list_budget: int | None = None,
+    operator_banned_words: int = 0,
+    default_in_use: str | None = None,
 ) -> str:
     """The server's settings, each list whole, or cut to ``list_budget`` characters;
-    ``operator_banned_words``: how many words the bot's operator bans everywhere besides."""
+    ``operator_banned_words``: how many words the bot's operator bans everywhere besides;
+    ``default_in_use``: the model a request naming none gets (``GuildPolicy.default_model``),
+    shown when it is not the server's own default (unset, or left out of its list)."""
 
     def listed(which: GuildList, show: Callable[[str], str] = str) -> str:
         shown = [show(entry) for entry in sorted(settings.entries(which))]
@@ -71,7 +76,12 @@ def describe_guild(
             f"allowed channels: {listed(GuildList.ALLOWED_CHANNEL, lambda c: f'<#{c}>')}"
             " (— means every channel)",
             f"allowed models: {listed(GuildList.ALLOWED_MODEL)} (— means every model)",
-            f"default model: {settings.default_model or 'Easel default'}",
+            f"default model: {settings.default_model or 'Easel default'}"
+            + (
+                f" (a request naming no model gets {default_in_use})"
+                if default_in_use is not None and default_in_use != settings.default_model
+                else ""
+            ),
             f"priority roles: {listed(GuildList.PRIORITY_ROLE, lambda r: f'<@&{r}>')}",
             f"NSFW policy: {_NSFW_LABELS[NsfwPolicy(settings.nsfw_policy)]}",
             f"banned words: {listed(GuildList.BANNED_WORD, lambda w: f'||{w}||')}"
@@ -134,12 +144,13 @@ class AdminCog(commands.Cog):
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         settings = await self._policy.settings(_guild_id(interaction))
         operator_words = self._policy.operator_banned_word_count
-        whole = describe_guild(settings, operator_banned_words=operator_words)
+        in_use = self._policy.default_model(settings)
+        whole = describe_guild(settings, None, operator_words, in_use)
         if len(whole) <= MESSAGE_LIMIT:
             await self._done(interaction, whole)
             return
         await interaction.response.send_message(
-            describe_guild(settings, _LIST_BUDGET, operator_words),
+            describe_guild(settings, _LIST_BUDGET, operator_words, in_use),
             file=discord.File(io.BytesIO(whole.encode()), filename=SETTINGS_FILE),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

@@ -10,6 +10,7 @@ import pytest
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.moderation import default_model_here
 from bot.policy.prompt_safety import PromptPlanner
+from cogs.admin import describe_guild
 from inference.types import RenderRequest
 
 GUILD, ADMIN, MEMBER = 100, 1, 2
@@ -46,3 +47,7 @@ async def test_a_request_naming_no_model_is_admitted_with_an_allowed_one(
     assert admitted.request.model == "sfw-only"
     assert await policy.default_model_where(GUILD) == "sfw-only"  # the defaults read the same
     assert await policy.default_model_where(None) == "unrestricted"  # DMs have no list
+    # /easel-admin show says which model that is, the server having set none.
+    settings = await policy.settings(GUILD)
+    shown = describe_guild(settings, None, 0, policy.default_model(settings))
+    assert "default model: Easel default (a request naming no model gets sfw-only)" in shown

@@ -36,6 +36,15 @@ def test_a_file_that_cannot_be_read_is_named_at_start(
     assert load_settings(env_file=None).operator_banned_words == frozenset()
 
 
+def test_a_file_saved_with_a_byte_order_mark_bans_its_first_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = tmp_path / "banned.txt"
+    words.write_bytes("\ufeffgore\nblood\n".encode())  # a Windows editor's "UTF-8 with BOM"
+    monkeypatch.setenv("EASEL_BANNED_WORDS_FILE", str(words))
+    assert load_settings(env_file=None).operator_banned_words == {"gore", "blood"}
+
+
 @pytest.fixture
 def services(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conn: aiosqlite.Connection
