@@ -15,7 +15,7 @@ import discord
 from discord.ext import commands
 
 from bot import metrics
-from bot.bans import BannedMembers
+from bot.bans import MemberStops
 from bot.discord_endpoints import point_discord_at
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import Retention
@@ -60,13 +60,14 @@ MAX_CACHED_MODELS = 8
 # With the queue's 15 s for renders, a stop takes 25 s at most: the contract says 30.
 HANDLER_GRACE_S = 5.0
 # The names discord.py 2.x gives the tasks running app commands and component callbacks, and
-# the event listeners that write to the database (withdrawals, bans).
+# the event listeners that write to the database (withdrawals, bans, kicks, timeouts).
 _HANDLER_TASK_PREFIXES = (
     "CommandTree-invoker",
     "discord-ui-",
     "discord.py: on_raw_message_delete",
     "discord.py: on_raw_bulk_message_delete",
     "discord.py: on_member_ban",
+    "discord.py: on_audit_log_entry_create",
 )
 
 
@@ -117,7 +118,8 @@ class EaselBot(commands.Bot):
         # Not privileged: message deletions, so a result a moderator deleted is withdrawn
         # (cogs.withdrawals). Members' messages are neither read nor kept (no message cache).
         intents.guild_messages = True
-        # Not privileged: bans, so a banned member's unfinished jobs there stop (cogs.bans).
+        # Not privileged: bans, and (with View Audit Log) kicks and timeouts, so the member's
+        # unfinished jobs there stop (cogs.bans).
         intents.moderation = True
         # Easel needs no complete guild cache to serve interactions: be ready without waiting.
         super().__init__(
@@ -160,15 +162,23 @@ class EaselBot(commands.Bot):
         )
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
+        # A job the rules of now would withhold is ended before it uses GPU time (refunded);
+        # one withheld at delivery for a rule changed since its submit is refunded then.
+        self.queue.set_start_gate(self.results)
+        self.results.refund_withheld = self.queue.refund_withheld
         self.queue.set_progress_listener(self.results.progress)
         self.services = Services.build(self._db, settings, copies=self._broker)
         self.results.member_settings = self.services.member_settings
         self.results.guild_policy = self.services.guild_policy
-        self.results.recent_bans = self.services.recent_bans
+        self.results.stopped_members = self.services.stopped_members
+        self.results.history = self.services.history
+        # A moderator's deletion stops what was being made from the picture (refunded).
+        self.services.history.stop_withdrawn = self.queue.stop_withdrawn
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
-        await self.add_cog(HistoryCog(self.services.history))
+        history = HistoryCog(self.services.history)
+        await self.add_cog(history)
         await self.add_cog(SettingsCog(self.services.member_settings))
         await self.add_cog(PresetsCog())
         admin = AdminCog(self.services.guild_policy, self.services.presets)
@@ -182,10 +192,11 @@ class EaselBot(commands.Bot):
         await self.add_cog(UseSettingsCog(self))
         await self.add_cog(ControlMenuCog(self))
         await self.add_cog(WithdrawalsCog(self.services.history))
-        banned = BannedMembers(
-            self._db, self.queue, self.services.history, self.services.recent_bans
+        stops = MemberStops(
+            self._db, self.queue, self.services.history, self.services.stopped_members
         )
-        await self.add_cog(BansCog(banned))
+        bans = BansCog(stops, self)
+        await self.add_cog(bans)
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         await self._start_web_server(self._db, admin)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
@@ -194,11 +205,16 @@ class EaselBot(commands.Bot):
         # and before the queue starts, so no model is loaded yet (see _settle_start_up_heap).
         await self.services.prompts.warm_up()
         _settle_start_up_heap()
-        await self.queue.start()
+        # Members banned, kicked or timed out while Easel was offline: asked about before any
+        # restored job renders or is delivered (the gateway is not connected yet).
+        await self.queue.start(before_delivery=bans.check_restored_jobs)
         retention = Retention(
             self._db, settings.images_dir, settings.inputs_dir, settings.retention_days
         )
         self._pruning = asyncio.create_task(retention.run(), name="easel-retention")
+        # /forget-me's deletes of posts that the last stop left or Discord refused, in the
+        # background while the bot runs.
+        history.resume_post_deletes(self)
 
     async def _start_web_server(self, conn: aiosqlite.Connection, admin: AdminCog) -> None:
         """The Vary (Region) mask editor and the admin dashboard, when EASEL_PUBLIC_URL says

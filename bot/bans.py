@@ -1,89 +1,203 @@
-"""A member banned from a server: Easel stops making pictures for them there.
+"""A member banned, kicked or timed out in a server: Easel stops making pictures for them there.
 
-Discord's ban (even with its message purge) leaves the queue alone: a raider's queued jobs
-would go on rendering and posting in the server for minutes. Their unfinished jobs in that
-server are cancelled, nothing charged (queued ones refunded, running ones stopped at their next
-step and refunded whole: the member did not choose the stop); their jobs in other servers and
-in direct messages stay. Work of theirs
-still under way when the ban comes (a ``--repeat``'s later jobs, a Vary (Region) mask found in
-words) queues nothing more (``RecentBans``). What Easel already posted for them stays for the
-server's moderators to remove (Delete, or deleting the post, which withdraws the job:
-``cogs.withdrawals``)."""
+Discord's ban, kick or timeout (even a ban's message purge) leaves the queue alone: a raider's
+queued jobs would go on rendering and posting in the server for minutes. Their unfinished jobs
+in that server are cancelled, nothing charged (queued ones refunded, running ones stopped at
+their next step and refunded whole: the member did not choose the stop); their jobs in other
+servers and in direct messages stay. Work of theirs begun before the stop and still under way
+when it comes (a ``--repeat``'s later jobs, a Vary (Region) mask found in words, a result
+finished just before) queues or posts nothing more (``StoppedMembers``); work they begin after
+it (a kicked member who joined again) is theirs as any member's. What Easel already posted for
+them stays for the server's moderators to remove (Delete, or deleting the post, which withdraws
+the job: ``cogs.withdrawals``).
+
+What happened while Easel was offline is not replayed by Discord: at start-up
+(``MemberStops.check_restored_jobs``) Easel asks Discord about each member with restored work
+in a server before any of it renders or is delivered."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
 
 import aiosqlite
 
 from bot.history import History
 from bot.jobs import accounting
 from bot.jobs.queue import CancelOutcome, JobQueue
-from bot.memo import ExpiringKeys
 from db import guild_settings as settings_audit
+from db import jobs as journal
 
 log = logging.getLogger(__name__)
 
-# How the server's audit (/easel-admin audit) names it: Easel made the change, its value
-# names the banned member and the jobs.
-AUDITED_AS = "jobs cancelled (member banned)"
-# A ban's stop is imposed, so never charged: STOPPING_FREE.
-_ENDED_BY_THE_BAN = frozenset({CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE})
+# A stop is imposed, so never charged: STOPPING_FREE.
+_ENDED_BY_THE_STOP = frozenset({CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE})
+# At start-up: members asked about at once, how long one answer may take, and how long the
+# whole check may hold the gateway connection back (Easel is offline meanwhile).
+RESTORED_CHECKS_AT_ONCE = 8
+RESTORED_CHECK_TIMEOUT_S = 10.0
+RESTORED_CHECKS_DEADLINE_S = 60.0
+# How long asking Discord for an AutoMod timeout's end may take (its jobs are cancelled first).
+AUTOMOD_TIMEOUT_LOOKUP_S = 10.0
 
 
-class RecentBans:
-    """The (server, member) pairs banned while Easel ran, for the work that outlives the ban's
-    cancels: what a member's command does after its acknowledgement (a ``--repeat``'s later
-    jobs, planned one after the other; a Vary (Region) mask found in words) ends within
-    seconds, so an hour is ample, and a raid of many bans keeps at most ``capacity`` of them
-    (the oldest go first). An unban forgets the pair. Not stored: a restart forgets them, and
-    work under way when the ban came ended with the process."""
+class StopCause(enum.Enum):
+    """Why a member's jobs in a server were cancelled, as the server's audit names it."""
+
+    BAN = "member banned"
+    KICK = "member kicked"
+    TIMEOUT = "member timed out"
+    # Found at start-up: Discord says only "Unknown Member" (banned, kicked or left).
+    GONE = "member no longer in the server"
+    # Found at start-up: "Unknown Guild" (deleted). Not audited: nobody is left to read it.
+    SERVER_GONE = "server gone"
+
+    @property
+    def audited(self) -> bool:
+        return self is not StopCause.SERVER_GONE
+
+    @property
+    def audited_as(self) -> str:
+        """The setting name of the audit row (/easel-admin audit) Easel writes for it."""
+        return f"jobs cancelled ({self.value})"
+
+
+def timed_out_refusal(until: datetime) -> str:
+    """The sentence for a member in a timeout: nothing is made for them in that server until
+    it ends (Discord shows ``<t:…:f>`` in the reader's own time zone)."""
+    stamp = int(until.timestamp())
+    return (
+        f"⛔ You are in a timeout in this server until <t:{stamp}:f> (<t:{stamp}:R>): Easel "
+        "makes and posts nothing for you here until it ends."
+    )
+
+
+class _Stop(NamedTuple):
+    began: float  # when Easel heard of it (seconds since the epoch)
+    until: float
+
+
+class StoppedMembers:
+    """The (server, member) pairs whose work begun before a stop makes nothing more there until
+    a time: a timeout's end, or an hour after a ban or kick, which is ample for the work that
+    outlives its cancels (a ``--repeat``'s later jobs, planned one after the other; a Vary
+    (Region) mask found in words; a result finished just before, delivered after). Work begun
+    after the stop is not held: Easel hears no joins (a privileged intent), so a kicked member
+    who joined again would otherwise have their new commands silently dropped; a member still
+    in a timeout is refused at admission (``cogs.visibility.check_member_may_act_here``).
+
+    One record whatever the cause; a raid keeps at most ``capacity`` of them (the ended first,
+    then the oldest). An unban, or a timeout removed early, forgets the pair. Not stored: a
+    restart forgets them, and ``MemberStops.check_restored_jobs`` asks Discord again for the
+    work that outlives it.
+
+    Work's start is Discord's time for an interaction (its id) and Easel's for a stop (when
+    heard): hosts kept in time by NTP differ by milliseconds, less than a gateway event's
+    delay, so work begun before a stop is never read as begun after it."""
 
     def __init__(
         self,
         ttl_s: float = 3600.0,
         capacity: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._clock = clock
-        self._banned: ExpiringKeys[tuple[int, int]] = ExpiringKeys(ttl_s, capacity)
+        self._ttl_s = ttl_s
+        self._capacity = capacity
+        self._clock = clock  # wall clock: a timeout ends at a date, an interaction has one
+        self._stops: dict[tuple[int, int], _Stop] = {}  # insertion order: oldest first
 
-    def add(self, guild_id: int, user_id: int) -> None:
-        self._banned.add((guild_id, user_id), self._clock())
+    def add(self, guild_id: int, user_id: int, until: float | None = None) -> None:
+        """Stopped from now until ``until`` (a timeout's end, in seconds since the epoch), or
+        for the next ``ttl_s`` (a ban, a kick). The latest word holds: a shortened timeout
+        too, and a second stop holds all the work begun before it."""
+        now = self._clock()
+        key = (guild_id, user_id)
+        self._stops.pop(key, None)
+        self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until)
+        if len(self._stops) > self._capacity:
+            for ended in [k for k, stop in self._stops.items() if stop.until <= now]:
+                del self._stops[ended]
+        while len(self._stops) > self._capacity:
+            del self._stops[next(iter(self._stops))]
 
     def forget(self, guild_id: int, user_id: int) -> None:
-        self._banned.discard((guild_id, user_id))
+        self._stops.pop((guild_id, user_id), None)
 
-    def holds(self, guild_id: int | None, user_id: int) -> bool:
-        """Whether the member was banned from ``guild_id`` within the hour (a DM: never)."""
-        return guild_id is not None and self._banned.holds((guild_id, user_id), self._clock())
+    def ends_at(self, guild_id: int, user_id: int, until: float) -> None:
+        """A stop's end learnt after it began (AutoMod's timeout: its audit entry names none):
+        it holds the same work, until ``until``."""
+        key = (guild_id, user_id)
+        if (stop := self._stops.get(key)) is not None:
+            self._stops[key] = stop._replace(until=until)
+
+    def holds(self, guild_id: int | None, user_id: int, *, began_at: float) -> bool:
+        """Whether the member's work in ``guild_id`` begun at ``began_at`` (seconds since the
+        epoch: an interaction's ``created_at``, a job's) is stopped now: a stop came after it
+        began and has not ended (a DM: never)."""
+        if guild_id is None:
+            return False
+        key = (guild_id, user_id)
+        stop = self._stops.get(key)
+        if stop is None:
+            return False
+        if stop.until <= self._clock():
+            del self._stops[key]
+            return False
+        return began_at < stop.began
 
 
-class BannedMembers:
+@dataclass(frozen=True)
+class Standing:
+    """What Discord says of a member of a server now."""
+
+    gone: bool = False  # 404 Unknown Member: banned, kicked or left
+    server_gone: bool = False  # 404 Unknown Guild: the server was deleted
+    # A timeout in force that binds (the owner and administrators are exempt), in seconds
+    # since the epoch.
+    timed_out_until: float | None = None
+
+
+# Asks Discord about (server, member); raises when Discord gives no clear answer.
+StandingLookup = Callable[[int, int], Awaitable[Standing]]
+
+
+class MemberStops:
     def __init__(
         self,
         conn: aiosqlite.Connection,
         queue: JobQueue,
         history: History,
-        recent: RecentBans,
+        stopped: StoppedMembers,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._conn = conn
         self._queue = queue
         self._history = history
-        self._recent = recent
+        self._stopped = stopped
         self._clock = clock
 
-    async def cancel_jobs(self, guild_id: int, user_id: int, *, easel_id: int) -> list[str]:
+    async def cancel_jobs(
+        self,
+        guild_id: int,
+        user_id: int,
+        cause: StopCause,
+        *,
+        easel_id: int,
+        until: float | None = None,
+    ) -> list[str]:
         """Cancel the member's queued and running jobs in ``guild_id``, audited there as done
-        by Easel (``easel_id``, the bot's own user); the ids cancelled (a job that ended
-        meanwhile is not among them)."""
+        by Easel (``easel_id``, the bot's own user) for ``cause``; their work begun before
+        now makes or posts nothing more there until ``until`` (a timeout's end; else for an
+        hour). The ids cancelled (a job that ended meanwhile is not among them)."""
         # First, before any await: a submission that journals after this is cancelled by its
         # submitter (cogs.common), one journaled before is among ``unfinished``.
-        self._recent.add(guild_id, user_id)
+        self._stopped.add(guild_id, user_id, until)
         unfinished = await self._history.unfinished(user_id, guild_id=guild_id)
         owner = accounting.Member(user_id, guild_id)
         # All at once: each cancel tells its job's maker (a REST call, rate-limited per
@@ -94,25 +208,133 @@ class BannedMembers:
         cancelled = [
             line.job_id
             for line, outcome in zip(unfinished, outcomes, strict=True)
-            if outcome in _ENDED_BY_THE_BAN
+            if outcome in _ENDED_BY_THE_STOP
         ]
-        if cancelled:
+        if cancelled and cause.audited:
             await settings_audit.record_change(
                 self._conn,
                 guild_id,
                 easel_id,
-                AUDITED_AS,
+                cause.audited_as,
                 f"<@{user_id}>: {', '.join(cancelled)}",
                 self._clock(),
             )
+        if cancelled:
             log.info(
-                "member banned in guild %s: %d unfinished job(s) cancelled (%s)",
+                "%s in guild %s: %d unfinished job(s) cancelled (%s)",
+                cause.value,
                 guild_id,
                 len(cancelled),
                 ", ".join(cancelled),
             )
         return cancelled
 
-    def unbanned(self, guild_id: int, user_id: int) -> None:
-        """An unbanned member who joins again may have pictures made there at once."""
-        self._recent.forget(guild_id, user_id)
+    async def cancel_for_automod_timeout(
+        self, guild_id: int, user_id: int, lookup: StandingLookup, *, easel_id: int
+    ) -> None:
+        """AutoMod timed the member out (a raider's spam, typically): its audit entry names no
+        end. Their jobs are cancelled at once, as for a moderator's timeout, their earlier work
+        held for a ban's hour; then Discord is asked when the timeout ends, and the hold
+        follows it (shorter or longer). No answer: the hour stays, ample for the work that
+        outlives the cancels, and the member is refused at admission while the timeout lasts
+        (``cogs.visibility``), so nothing of theirs is lost that the timeout had not stopped."""
+        await self.cancel_jobs(guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id)
+        try:
+            async with asyncio.timeout(AUTOMOD_TIMEOUT_LOOKUP_S):
+                standing = await lookup(guild_id, user_id)
+        except Exception as unclear:  # the hour stays
+            log.warning(
+                "AutoMod timeout of member %s in guild %s: its end is unknown (%r); their "
+                "earlier work there is held for an hour",
+                user_id,
+                guild_id,
+                unclear,
+            )
+            return
+        if not (standing.gone or standing.server_gone):  # gone: the hour stays, as a kick's
+            self._stopped.ends_at(guild_id, user_id, standing.timed_out_until or self._clock())
+
+    def may_work_again(self, guild_id: int, user_id: int) -> None:
+        """Unbanned (and joined again), or their timeout removed early: pictures are made for
+        them there at once."""
+        self._stopped.forget(guild_id, user_id)
+
+    async def check_restored_jobs(
+        self,
+        lookup: StandingLookup,
+        *,
+        easel_id: int,
+        deadline_s: float = RESTORED_CHECKS_DEADLINE_S,
+    ) -> None:
+        """Bans, kicks and timeouts made while Easel was offline: Discord sends none of them
+        to a new session. For the queue's start (``JobQueue.start``), once the journaled jobs
+        are queued again and before any renders or a finished one is delivered: each member
+        with such work in a server is asked about (a few at once); one gone or in a timeout
+        has their unfinished jobs there cancelled, and is held in ``StoppedMembers`` so that
+        their finished, undelivered results are not posted; so has every member of a server
+        that is gone (Unknown Guild). A member Discord gives no clear answer about (no
+        access, an outage, no answer in time, none before ``deadline_s`` for the whole
+        check, which holds Easel offline) keeps their jobs: a guess would cancel honest
+        members' work."""
+        members = _members_with_work(
+            [
+                *await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED),
+                *await journal.finished_undelivered(self._conn),
+            ]
+        )
+        if not members:
+            return
+        at_once = asyncio.Semaphore(RESTORED_CHECKS_AT_ONCE)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        undecided: list[tuple[int, int]] = []
+        servers_gone: set[int] = set()  # asked once: its other members are not asked
+
+        async def check(guild_id: int, user_id: int) -> None:
+            # The deadline bounds the asking alone: a cancel once begun is finished.
+            try:
+                async with asyncio.timeout_at(deadline), at_once:
+                    if guild_id in servers_gone:
+                        standing = Standing(server_gone=True)
+                    else:
+                        async with asyncio.timeout(RESTORED_CHECK_TIMEOUT_S):
+                            standing = await lookup(guild_id, user_id)
+            except Exception as unclear:  # any failure leaves the jobs
+                if isinstance(unclear, TimeoutError) and loop.time() >= deadline:
+                    undecided.append((guild_id, user_id))  # logged once, below
+                    return
+                log.warning(
+                    "start-up: could not ask Discord about member %s of guild %s (%r); "
+                    "their restored jobs there are kept",
+                    user_id,
+                    guild_id,
+                    unclear,
+                )
+                return
+            if standing.server_gone:
+                servers_gone.add(guild_id)
+                await self.cancel_jobs(guild_id, user_id, StopCause.SERVER_GONE, easel_id=easel_id)
+            elif standing.gone:
+                await self.cancel_jobs(guild_id, user_id, StopCause.GONE, easel_id=easel_id)
+            elif (until := standing.timed_out_until) is not None and until > self._clock():
+                await self.cancel_jobs(
+                    guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id, until=until
+                )
+
+        await asyncio.gather(*(check(guild_id, user_id) for guild_id, user_id in members))
+        if undecided:
+            log.warning(
+                "start-up: %d member(s) not decided within %.0f s; their restored jobs are "
+                "kept: %s",
+                len(undecided),
+                deadline_s,
+                ", ".join(f"member {user} of guild {guild}" for guild, user in undecided),
+            )
+        log.info("start-up: %d member(s) with restored jobs checked with Discord", len(members))
+
+
+def _members_with_work(jobs: Iterable[journal.JobRecord]) -> list[tuple[int, int]]:
+    """The distinct (server, member) pairs of server jobs (DM jobs concern no server)."""
+    return list(
+        dict.fromkeys((job.guild_id, job.user_id) for job in jobs if job.guild_id is not None)
+    )

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ import aiosqlite
 
 from bot.jobs import accounting
 from bot.jobs.queue import JobCopies
-from bot.jobs.retention import quota_window
+from bot.jobs.retention import DAY_S, quota_window
 from bot.jobs.stored_files import remove_inside
+from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
 from db import guild_settings as settings_audit
@@ -35,8 +36,30 @@ _PROMPTS = ("prompt", "negative_prompt")  # a request's own texts, planned at ea
 # /forget-me defers its answer, so the broker's copies may take this long to go (what is left
 # there expires within 24 h, and the member is told so).
 BROKER_ERASE_S = 5.0
+# /forget-me's delete of a post that Discord refused (a channel hidden from Easel, an archived
+# thread) or failed is tried again after the first wait, doubled at each failure up to the
+# longest, until it failed this many times (at least 2: the first try, the member's, is never
+# the last); then it is given up.
+POST_DELETE_FIRST_WAIT_S = 15 * 60.0
+POST_DELETE_LONGEST_WAIT_S = 24 * 3600.0
+POST_DELETE_TRIES = 12
+# Messages deleted in a server's channel are remembered this long (at most this many), so
+# that a post of a job recorded just after its deletion was announced still withdraws it.
+DELETIONS_KEPT_S = 60.0
+DELETIONS_KEPT = 4096
 
 log = logging.getLogger(__name__)
+
+
+def post_delete_retry_wait_s(failures: int) -> float:
+    """How long a post's delete waits after its ``failures``-th failure (1 or more)."""
+    return min(POST_DELETE_FIRST_WAIT_S * 2.0 ** (failures - 1), POST_DELETE_LONGEST_WAIT_S)
+
+
+def post_delete_retry_days() -> int:
+    """From a post's first failed delete to its last try, in whole days."""
+    waits = (post_delete_retry_wait_s(failures) for failures in range(1, POST_DELETE_TRIES))
+    return round(sum(waits) / DAY_S)
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,8 @@ class Forgotten:
     # The broker could not be reached: its copies of the member's jobs expire within 24 h.
     broker_copies_left: bool = False
     # Easel's posts of the erased jobs in servers, for the caller to delete from Discord (the
-    # database no longer links them to anything, so their deletions withdraw nothing).
+    # database no longer links them to anything, so their deletions withdraw nothing), each
+    # left pending until ``History.post_delete_settled``.
     posts: tuple[PostedMessage, ...] = ()
 
 
@@ -131,6 +155,13 @@ class History:
         self._member_settings = member_settings
         self._clock = clock
         self._copies = copies
+        # Set by the composition root: stops the withdrawn jobs still queued or rendering
+        # (``JobQueue.stop_withdrawn``; unset: their results are withheld at delivery only).
+        self.stop_withdrawn: Callable[[Sequence[str]], Awaitable[None]] | None = None
+        # (guild, channel, message) of the messages lately deleted in servers' channels.
+        self._deleted: ExpiringKeys[tuple[int, int, int]] = ExpiringKeys(
+            DELETIONS_KEPT_S, DELETIONS_KEPT
+        )
 
     async def page(
         self, user_id: int, page: int, search: str | None = None, *, guild_id: int | None
@@ -198,21 +229,64 @@ class History:
         self, guild_id: int, channel_id: int, message_ids: Collection[int]
     ) -> list[str]:
         """Messages deleted in a server's channel: the jobs whose result one of them was are
-        withdrawn (returned), so their pictures are not shown or used again."""
-        return await store.withdraw_deleted_results(
-            self._conn, guild_id, channel_id, message_ids, self._clock()
+        withdrawn (returned), so their pictures are not shown or used again. Each deletion
+        is remembered a while (before the write: a post recorded meanwhile is then seen by
+        either), for a post Easel records just after it (``_recorded``)."""
+        now = self._clock()
+        for message_id in message_ids:
+            self._deleted.add((guild_id, channel_id, message_id), now)
+        return await self._stopped(
+            await store.withdraw_deleted_results(self._conn, guild_id, channel_id, message_ids, now)
         )
+
+    async def withdraw_job(self, job_id: str) -> list[str]:
+        """A server's job whose public progress message an edit found deleted, maybe before
+        it was recorded as its post ("thinking…", deleted before its first edit): withdrawn as
+        that post's deletion withdraws it, with what is made from it (returned)."""
+        return await self._stopped(await store.withdraw_job(self._conn, job_id, self._clock()))
+
+    async def _stopped(self, withdrawn: list[str]) -> list[str]:
+        """``withdrawn``, once those still queued or rendering are stopped."""
+        if self.stop_withdrawn is not None:
+            await self.stop_withdrawn(withdrawn)
+        return withdrawn
 
     async def posted_again(self, job: StoredJob, channel_id: int | None, message_id: int) -> bool:
         """Easel posted ``job``'s pictures again (/show, U1-U4) in a channel of its server: a
         moderator deleting that post withdraws the job as deleting its result does. Whether
         the job is still there (False: its maker's /forget-me erased it meanwhile, and the
         caller deletes the post)."""
-        if job.guild_id is None or channel_id is None:
+        return await self._recorded(job.job_id, job.guild_id, channel_id, message_id)
+
+    async def result_posted(
+        self, job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
+    ) -> bool:
+        """The job's public progress message, or its result (the same message while the
+        interaction's token lives), is ``message_id`` in the channel it was made in: deleting
+        it withdraws the job, recorded as soon as it is posted (the queue records the
+        delivery only after the copy by DM). Whether the job may still be shown: it is still
+        there (its maker's /forget-me did not erase it meanwhile) and not withdrawn (its post
+        deleted as it was posted, or the picture it was made from since the delivery gate)."""
+        if not await self._recorded(job_id, guild_id, channel_id, message_id):
+            return False
+        record = await journal.get_job(self._conn, job_id)
+        return record is not None and record.withdrawn_at is None
+
+    async def _recorded(
+        self, job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
+    ) -> bool:
+        """Link the post to its job; one deleted before this (its deletion matched no job
+        then) withdraws the job now."""
+        if guild_id is None or channel_id is None:
             return True  # not a server's channel: nothing recorded, nothing to delete
-        return await journal.record_job_message(
-            self._conn, job.job_id, message_id, posted_in=(job.guild_id, channel_id)
+        posted_in = guild_id, channel_id
+        still_there = await journal.record_job_message(
+            self._conn, job_id, message_id, posted_in=posted_in
         )
+        if still_there and self._deleted.holds((*posted_in, message_id), self._clock()):
+            for withdrawn in await self.withdraw_deleted(*posted_in, [message_id]):
+                log.info("job %s withdrawn: its post was deleted as it was posted", withdrawn)
+        return still_there
 
     async def restore(self, guild_id: int, job_id: str, admin_id: int) -> None:
         """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` (audited like
@@ -285,6 +359,36 @@ class History:
             broker_copies_left=broker_copies_left,
             posts=erased.posts,
         )
+
+    async def pending_post_deletes(self) -> tuple[PostedMessage, ...]:
+        """The posts of erased jobs not yet deleted from Discord (``Forgotten.posts`` that a
+        stop interrupted, or Discord refused or failed) whose next try is due."""
+        return await store.pending_post_deletes(self._conn, self._clock())
+
+    async def post_delete_settled(self, post: PostedMessage) -> None:
+        """``post`` is deleted from Discord, or found gone already."""
+        await store.post_delete_settled(self._conn, post.message_id)
+
+    async def post_delete_failed(self, post: PostedMessage) -> bool:
+        """Discord refused or failed ``post``'s delete: whether it is tried again (after
+        ``post_delete_retry_wait_s``), else it was the last try and it is given up (logged,
+        with where it stays)."""
+        now = self._clock()
+
+        def retry_at(failures: int) -> float | None:
+            if failures >= POST_DELETE_TRIES:
+                return None
+            return now + post_delete_retry_wait_s(failures)
+
+        if await store.post_delete_failed(self._conn, post.message_id, retry_at) is not None:
+            return True
+        log.warning(
+            "/forget-me: message %d stays in channel %d: its delete failed %d times, given up",
+            post.message_id,
+            post.channel_id,
+            POST_DELETE_TRIES,
+        )
+        return False
 
     async def _drop_broker_copies(self, job_ids: tuple[str, ...]) -> bool:
         """Delete the broker's copies of the erased jobs; whether none is left. A broker

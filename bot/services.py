@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.bans import RecentBans
+from bot.bans import StoppedMembers
 from bot.history import History
 from bot.jobs.queue import JobCopies
 from bot.policy.guild import GuildPolicy
@@ -83,14 +83,13 @@ class Services:
     limits: RenderLimits
     hires_upscaler: str  # what /imagine's hires fix enlarges with
     refusals: RefusalLog  # what members were refused, for their server's dashboard
-    default_model: str | None = None  # EASEL_DEFAULT_MODEL (a server's own default comes first)
     # Whom Discord said is in a private thread, trusted for 30 s (a removal takes that long to
     # count; an addition counts at once): this bot's own, so another bot or a restart starts clean.
     thread_members: RecentThreadMembers = field(
         default_factory=lambda: RecentThreadMembers(ttl_s=30.0)
     )
     # Members banned from a server within the hour: what they started before queues no more.
-    recent_bans: RecentBans = field(default_factory=RecentBans)
+    stopped_members: StoppedMembers = field(default_factory=StoppedMembers)
     # The installed models' names as last listed, with the models folder's change time then.
     listed_models: ListedModels = field(default_factory=ListedModels)
 
@@ -110,6 +109,7 @@ class Services:
                 allow_dms=settings.allow_dms,
                 prompts=prompts,
                 operator_banned_words=settings.operator_banned_words,
+                operator_default_model=settings.default_model,
             ),
             QuotaStatus(conn, settings.dm_limits),
             prompts,
@@ -119,7 +119,6 @@ class Services:
             settings.render_limits,
             settings.hires_upscaler,
             RefusalLog(conn, member_settings),
-            settings.default_model,
         )
 
     @property

@@ -1,26 +1,113 @@
-"""A member banned from a server has their unfinished jobs there cancelled (``bot.bans``);
-Discord says so through the moderation intent (GUILD_BAN_ADD, not a privileged intent), and
-of an unban too (GUILD_BAN_REMOVE)."""
+"""A member banned, kicked or timed out in a server has their unfinished jobs there cancelled
+(``bot.bans``). Discord says so through the moderation intent (not a privileged intent): a ban
+as GUILD_BAN_ADD (an unban as GUILD_BAN_REMOVE); a kick, and a timeout given or removed, only
+as GUILD_AUDIT_LOG_ENTRY_CREATE, which Discord sends only where Easel has View Audit Log (an
+AutoMod timeout too, as its own action naming no end). At start-up, Discord is asked about each
+member with restored work (``check_restored_jobs``)."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
-from bot.bans import BannedMembers
+from bot.bans import MemberStops, Standing, StopCause
+
+if TYPE_CHECKING:  # discord.types imports itself in a circle at run time
+    from discord.types.guild import Guild as GuildPayload
+    from discord.types.member import MemberWithUser as MemberPayload
+
+# Discord's JSON error codes of a 404: "Unknown Member", "Unknown Guild".
+UNKNOWN_MEMBER = 10007
+UNKNOWN_GUILD = 10004
+ADMINISTRATOR = discord.Permissions(administrator=True).value
 
 
 class BansCog(commands.Cog):
-    def __init__(self, banned: BannedMembers) -> None:
-        self._banned = banned
+    def __init__(self, stops: MemberStops, client: discord.Client) -> None:
+        self._stops = stops
+        self._client = client
 
     @commands.Cog.listener()
     async def on_member_ban(
         self, guild: discord.Guild, user: discord.User | discord.Member
     ) -> None:
         # The audit names Easel as the one who cancelled (its own member is always cached).
-        await self._banned.cancel_jobs(guild.id, user.id, easel_id=guild.me.id)
+        await self._stops.cancel_jobs(guild.id, user.id, StopCause.BAN, easel_id=guild.me.id)
 
     @commands.Cog.listener()
     async def on_member_unban(self, guild: discord.Guild, user: discord.User) -> None:
-        self._banned.unbanned(guild.id, user.id)
+        self._stops.may_work_again(guild.id, user.id)
+
+    @commands.Cog.listener()
+    async def on_audit_log_entry_create(self, entry: discord.AuditLogEntry) -> None:
+        """Kicks, and timeouts given or removed (a member update whose change names
+        ``timed_out_until``; other member updates, a nickname say, are not ours), and AutoMod's
+        timeouts (their entry names no end: Discord is asked for it)."""
+        target = entry.target  # for these actions: the member, or an Object when uncached
+        if not isinstance(target, discord.Member | discord.User | discord.Object):
+            return
+        guild = entry.guild
+        if entry.action is discord.AuditLogAction.kick:
+            await self._stops.cancel_jobs(guild.id, target.id, StopCause.KICK, easel_id=guild.me.id)
+        elif entry.action is discord.AuditLogAction.automod_timeout_member:
+            await self._stops.cancel_for_automod_timeout(
+                guild.id, target.id, self.standing, easel_id=guild.me.id
+            )
+        elif entry.action is discord.AuditLogAction.member_update and hasattr(
+            entry.after, "timed_out_until"
+        ):
+            until: datetime | None = entry.after.timed_out_until
+            if until is None or until <= discord.utils.utcnow():
+                self._stops.may_work_again(guild.id, target.id)  # removed early
+                return
+            await self._stops.cancel_jobs(
+                guild.id,
+                target.id,
+                StopCause.TIMEOUT,
+                easel_id=guild.me.id,
+                until=until.timestamp(),
+            )
+
+    async def check_restored_jobs(self) -> None:
+        """For ``JobQueue.start``: after login, before the gateway connects (no guild is
+        cached yet, so members are fetched by ids over REST)."""
+        assert self._client.user is not None  # logged in: setup_hook runs after login
+        await self._stops.check_restored_jobs(self.standing, easel_id=self._client.user.id)
+
+    async def standing(self, guild_id: int, user_id: int) -> Standing:
+        """GET /guilds/{guild}/members/{user}: 404 Unknown Member is a clear "gone", 404
+        Unknown Guild a clear "server gone"; any other error (403 Missing Access, an outage)
+        is raised, and the jobs stay. A timeout in force binds unless the member is the
+        owner or an administrator, whom Discord exempts though they keep its date (timed out,
+        then made an admin): GET /guilds/{guild} tells (asked only of a member in a timeout;
+        its failure is raised too)."""
+        try:
+            member = await self._client.http.get_member(guild_id, user_id)
+        except discord.NotFound as missing:
+            if missing.code == UNKNOWN_MEMBER:
+                return Standing(gone=True)
+            if missing.code == UNKNOWN_GUILD:
+                return Standing(server_gone=True)
+            raise
+        until = discord.utils.parse_time(member.get("communication_disabled_until"))
+        if until is None or until <= discord.utils.utcnow():
+            return Standing()
+        if is_exempt_from_timeouts(member, await self._client.http.get_guild(guild_id)):
+            return Standing()
+        return Standing(timed_out_until=until.timestamp())
+
+
+def is_exempt_from_timeouts(member: MemberPayload, guild: GuildPayload) -> bool:
+    """Whether a member (Discord's member payload) is the guild's (its payload) owner or holds
+    Administrator through a role or @everyone (whose role id is the guild's)."""
+    user_id = int(member["user"]["id"])
+    if int(guild["owner_id"]) == user_id:
+        return True
+    held = {int(role_id) for role_id in member["roles"]} | {int(guild["id"])}
+    return any(
+        int(role["id"]) in held and int(role["permissions"]) & ADMINISTRATOR
+        for role in guild["roles"]
+    )

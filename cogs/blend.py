@@ -17,6 +17,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.edits import input_path
+from bot.images import check_upload_size
 from bot.requests import (
     MAX_PROMPT_CHARS,
     ImagineOptions,
@@ -154,15 +156,26 @@ class BlendCog(commands.Cog):
         pictures = [
             image for image in (image1, image2, image3, image4, image5) if image is not None
         ]
+        for picture in pictures:  # from what Discord says of each: refused before the defer
+            check_upload_size(picture.filename, picture.size)
+        inputs_dir = services_of(interaction).inputs_dir
+        paths = [input_path(inputs_dir) for _ in pictures]
+        # The pictures' look and content both: the full adapter, not style-only.
+        request = _guided(request, paths, strength, "full")
         async with SavedInputs(interaction) as inputs:
-            saved = [picture.path for picture in await inputs.save_all(pictures)]
-            # The pictures' look and content both: the full adapter, not style-only.
-            request = _guided(request, saved, strength, "full")
-            job_id = await submit_from_interaction(
+
+            async def save_pictures() -> None:
+                # Downloaded, decoded and checked (banned, age-restricted, withdrawn) once
+                # acknowledged: five large ones take seconds, past Discord's 3 s. A refusal
+                # is then a private follow-up (``cogs.common.tell``).
+                await inputs.save_all(pictures, paths)
+
+            await submit_from_interaction(
                 interaction,
                 "blend",
                 request,
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
+                before_queueing=save_pictures,
+                on_journaled=inputs.keep,
             )
-            inputs.accepted = job_id is not None

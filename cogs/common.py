@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -15,6 +16,7 @@ from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.guild import GuildList, NsfwPolicy
+from bot.policy.installed_models import model_not_installed
 from bot.policy.moderation import model_allowed
 from bot.presets import Preset, over_saved_settings
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
@@ -46,20 +48,59 @@ MAX_QUOTED_NAME = 100  # a name the member typed, quoted in a refusal
 MESSAGE_LIMIT = 2000  # Discord's longest message
 
 
+# A link Discord would show a preview of (its picture under Easel's post), or one already in
+# angle brackets (shown without one, on one line); a link ends at a space, "<" or ">", so
+# that "<a>b" can never close early, nor "<https://https://<>" hold a link, and leave it bare.
+# Discord reads no markdown within it.
+_LINK = r"<(?:https?|steam)://[^\s<>]+>|(?:https?|steam)://[^\s<>]*[^\s<>.,:;\"'\]]"
+# Markdown that a member's words could start outside a link, escaped by a backslash before the
+# match's last character: a style, code, spoiler or escape character; a masked link's "[";
+# a quote, heading or list at a line's start; the "<" of what Discord shows as a pill (a
+# mention of a member, role or channel, a command, a custom emoji, a timestamp), which
+# ``AllowedMentions.none()`` keeps from pinging but not from showing (a fake "@Moderators").
+# discord.py's ``escape_markdown`` is not used:
+# its idea of a link runs through ">" (what follows one stayed bare), and it escapes only the
+# first of the masked links on a line, leaving what follows it bare.
+_MARKDOWN = r"[\\_*~|`\[]|^[ \t]*[>#-]|<(?=[@#/:]|t:|a:)"
+_LINK_OR_MARKDOWN = re.compile(
+    rf"(?P<link>{_LINK})|(?P<markdown>{_MARKDOWN})", re.IGNORECASE | re.MULTILINE
+)
+
+
 def quoted(text: str, limit: int) -> str:
-    """``text`` with Discord's markdown escaped, cut (with "…") to ``limit`` characters."""
-    escaped = discord.utils.escape_markdown(text)
-    if len(escaped) <= limit:
-        return escaped
-    # The longest start of ``text`` whose escaped form fits (a cut never splits an escape).
+    """``text`` with Discord's markdown escaped and its links in angle brackets (no preview:
+    a member's link never shows an outside picture under Easel's post), cut (with "…") to
+    ``limit`` characters."""
+    shown = _neutralised(text)
+    if len(shown) <= limit:
+        return shown
+    # The longest start of ``text`` whose form fits (a cut never splits an escape).
     low, high = 0, min(len(text), limit)
     while low < high:
         middle = (low + high + 1) // 2
-        if len(discord.utils.escape_markdown(text[:middle])) < limit:
+        if len(_neutralised(text[:middle])) < limit:
             low = middle
         else:
             high = middle - 1
-    return discord.utils.escape_markdown(text[:low]) + "…"
+    return _neutralised(text[:low]) + "…"
+
+
+def _neutralised(text: str) -> str:
+    return _LINK_OR_MARKDOWN.sub(_neutralised_part, text)
+
+
+def _neutralised_part(part: re.Match[str]) -> str:
+    if (link := part["link"]) is not None:
+        if link.startswith("<"):
+            return link
+        # A ")" the link did not open closes the text around it ("(see https://x.org/a)"),
+        # as Discord reads it.
+        kept = link
+        while kept.endswith(")") and kept.count("(") < kept.count(")"):
+            kept = kept[:-1]
+        return f"<{kept}>{link[len(kept) :]}"
+    mark = part[0]
+    return f"{mark[:-1]}\\{mark[-1]}"
 
 
 # Set on an interaction once its deferred reply was checked for a public "thinking…".
@@ -205,12 +246,8 @@ async def model_defaults_for(
 
 async def default_model_for(interaction: discord.Interaction[Any]) -> str | None:
     """The model a request that names none renders with: this server's default, else the
-    bot's."""
-    services = services_of(interaction)
-    if interaction.guild_id is None:
-        return services.default_model
-    guild_default = (await services.guild_policy.settings(interaction.guild_id)).default_model
-    return guild_default or services.default_model
+    bot's, among the models the server allows (``moderation.default_model_here``)."""
+    return await services_of(interaction).guild_policy.default_model_where(interaction.guild_id)
 
 
 async def models_allowed_in(
@@ -239,11 +276,7 @@ async def check_model_installed(
         return
     labels = await asyncio.to_thread(services.model_labels)  # as /models lists them
     usable = await models_allowed_in(services, guild_id, labels)
-    choices = f"you may use: {', '.join(usable)}" if usable else "none you may use is installed"
-    raise UserError(
-        f"Model '{quoted(model, MAX_QUOTED_NAME)}' is not installed on this bot; {choices}.",
-        Reason.MODEL,
-    )
+    raise model_not_installed(model, quoted(model, MAX_QUOTED_NAME), usable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +367,7 @@ async def submit_from_interaction(
     private: bool = False,
     repeat_seeds: Sequence[int] = (),
     before_queueing: Callable[[], Awaitable[None]] | None = None,
+    on_journaled: Callable[[], object] | None = None,
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s), journal the job and show
     its place in the queue; the result later edits this interaction's response.
@@ -341,12 +375,16 @@ async def submit_from_interaction(
     ``before_queueing``: slow work the job needs (Vary (Region) finds its mask in words), done
     once the job was admitted (quota included) and acknowledged; what it raises stops it.
 
+    ``on_journaled``: called as soon as the job is journaled, before anything that may still
+    raise (showing its place, the repeats): the job then owns the uploads it names.
+
     ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
     as a job each and refused together up front when they do not all fit the member's quota;
     their results are posted as new messages.
 
     Returns the job id, or None when the member's quota refused it (they are told why) or
-    they were banned from the server since the acknowledgement (``submit_unless_banned``)."""
+    they were banned, kicked or timed out in the server since the acknowledgement
+    (``submit_unless_stopped``)."""
     # A button or form from a member in timeout; a public result where they may not post one.
     check_member_may_act_here(interaction, private=private)
     services = services_of(interaction)
@@ -382,36 +420,43 @@ async def submit_from_interaction(
     if before_queueing is not None:
         await before_queueing()
     try:
-        job_id = await submit_unless_banned(services, queue, submission)
+        job_id = await submit_unless_stopped(
+            services, queue, submission, began_at=interaction.created_at.timestamp()
+        )
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
         await tell(interaction, f"⛔ {refused.message}")
         await _record_quota_refusal(interaction, refused.message)
         return None
-    if job_id is None:  # banned before it was journaled: the acknowledgement goes, silently
+    if job_id is None:  # stopped before it was journaled: the acknowledgement goes, silently
         with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
         return None
+    if on_journaled is not None:
+        on_journaled()
     await client_of(interaction).results.show_queued(
-        job_id, interaction, spoiler=submission.spoiler
+        job_id, interaction, spoiler=submission.spoiler, private=submission.private
     )
     if repeat_seeds:
         await _submit_repeats(interaction, request, submission, repeat_seeds)
     return job_id
 
 
-async def submit_unless_banned(
-    services: Services, queue: JobQueue, submission: Submission
+async def submit_unless_stopped(
+    services: Services, queue: JobQueue, submission: Submission, *, began_at: float
 ) -> str | None:
-    """``queue.submit``, unless the member was banned from the submission's server since
-    their command was acknowledged (None, nothing journaled): the ban's cancels
-    (``bot.bans``) read the jobs journaled by then. A ban that comes while this one journals
-    is seen on the way out: the job is cancelled here as the ban cancels the others (its
-    maker told alike), and its id returned."""
-    banned = services.recent_bans
-    if banned.holds(submission.guild_id, submission.user_id):
+    """``queue.submit``, unless the member was banned, kicked or timed out in the
+    submission's server since its work began at ``began_at`` (seconds since the epoch: the
+    interaction's ``created_at``), None then and nothing journaled: the stop's cancels
+    (``bot.bans``) read the jobs journaled by then. Work begun after a stop goes on (a kicked
+    member who joined again). A stop that comes while this one journals is seen on the way
+    out: the job is cancelled here as the stop cancels the others (its maker told alike), and
+    its id returned."""
+    stopped = services.stopped_members
+    member = submission.guild_id, submission.user_id
+    if stopped.holds(*member, began_at=began_at):
         return None
     job_id = await queue.submit(submission)
-    if banned.holds(submission.guild_id, submission.user_id):
+    if stopped.holds(*member, began_at=began_at):
         await queue.cancel(job_id, submission.member, imposed=True)
     return job_id
 
@@ -437,6 +482,7 @@ async def _submit_repeats(
     within its own planning budget, after the first job was acknowledged: a refusal is told
     privately and stops the repeats that follow."""
     services, queue = services_of(interaction), queue_of(interaction)
+    began_at = interaction.created_at.timestamp()  # the repeats are the command's work
     total = len(seeds) + 1
     redraws = draws_by_seed(request.prompt, request.negative_prompt)
     for index, seed in enumerate(seeds, start=2):
@@ -459,8 +505,8 @@ async def _submit_repeats(
                     interaction_token=None,
                     interaction_created_at=None,
                 )
-            if await submit_unless_banned(services, queue, repeat) is None:
-                return  # banned meanwhile: nothing more is made or said
+            if await submit_unless_stopped(services, queue, repeat, began_at=began_at) is None:
+                return  # stopped meanwhile: nothing more is made or said
         except UserError as refused:
             sentence = f"⛔ Repeat {index} of {total}: {refused}"
             await tell(interaction, sentence)

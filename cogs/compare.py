@@ -23,6 +23,7 @@ from cogs.common import (
     submit_from_interaction,
 )
 from cogs.lists import allowed_model_names
+from cogs.visibility import check_member_may_act_here
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -90,6 +91,8 @@ class CompareCog(commands.Cog):
             raise UserError("/compare renders one grid; leave out --repeat.")
         if base.count != 1:
             raise UserError("/compare renders one picture per cell; leave out --count.")
+        # Where the member may post its grid, before its cells are planned (seconds for many).
+        check_member_may_act_here(interaction, private=asked.private)
         models = await allowed_model_names(interaction)
 
         def axis(name: str, values: str) -> AxisValues:

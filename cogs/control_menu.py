@@ -110,14 +110,14 @@ class ControlModal(discord.ui.Modal):
                 0.0,
                 1.0,
             )
-            job_id = await submit_from_interaction(
+            await submit_from_interaction(
                 interaction,
                 "imagine",
                 request,
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
+                on_journaled=inputs.keep,
             )
-            inputs.accepted = job_id is not None
 
     # discord.py's Modal.on_error drops the View's ``item`` argument, as here.
     async def on_error(  # type: ignore[override]

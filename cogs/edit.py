@@ -42,31 +42,42 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 class SavedInputs:
-    """The pictures one command saved; removed again unless the job was accepted. Each one is
-    checked as an upload the member made (``checked_upload``), but a mask: it is no picture
-    that is shown or used again."""
+    """The pictures one command saved; removed again unless a job that names them was
+    journaled (``keep``, as ``submit_from_interaction``'s ``on_journaled``: whatever raises
+    after that, the queued job still reads them). Each one is checked as an upload the member
+    made (``checked_upload``), but a mask: it is no picture that is shown or used again."""
 
     def __init__(self, interaction: discord.Interaction[Any]) -> None:
         self._interaction = interaction
         self._inputs_dir = services_of(interaction).inputs_dir
         self._paths: list[Path] = []
-        self.accepted = False
+        self._kept = False
 
-    async def save(self, attachment: discord.Attachment, *, mask: bool = False) -> Picture:
+    async def save(
+        self, attachment: discord.Attachment, *, mask: bool = False, path: Path | None = None
+    ) -> Picture:
         check_upload_size(attachment.filename, attachment.size)  # before downloading it
-        return await self.save_data(attachment.filename, await attachment.read(), mask=mask)
+        data = await attachment.read()
+        return await self.save_data(attachment.filename, data, mask=mask, path=path)
 
-    async def save_all(self, attachments: Sequence[discord.Attachment]) -> list[Picture]:
-        """``save`` of each at once (each decodes on its own thread); all have ended before a
-        refusal is raised, so none is written after ``__aexit__`` removed the saved ones."""
-        outcomes = await asyncio.gather(*map(self.save, attachments), return_exceptions=True)
+    async def save_all(
+        self, attachments: Sequence[discord.Attachment], paths: Sequence[Path]
+    ) -> list[Picture]:
+        """``save`` of each at once to its path of ``paths`` (each decodes on its own thread);
+        all have ended before a refusal is raised, so none is written after ``__aexit__``
+        removed the saved ones."""
+        saves = (self.save(one, path=path) for one, path in zip(attachments, paths, strict=True))
+        outcomes = await asyncio.gather(*saves, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         return [outcome for outcome in outcomes if isinstance(outcome, Picture)]
 
-    async def save_data(self, filename: str, data: bytes, *, mask: bool = False) -> Picture:
-        """A picture already downloaded (from a link), checked as an upload is."""
+    async def save_data(
+        self, filename: str, data: bytes, *, mask: bool = False, path: Path | None = None
+    ) -> Picture:
+        """A picture already downloaded (from a link), checked as an upload is, written to
+        ``path`` (a job may name it before it is written; default: a fresh one)."""
         check_upload_size(filename, len(data))
         upload = (
             await asyncio.to_thread(decoded_upload, filename, data, digest=False, as_png=True)
@@ -74,10 +85,14 @@ class SavedInputs:
             else await checked_upload(self._interaction, filename, data, as_png=True)
         )
         assert upload.png is not None  # asked for
-        path = input_path(self._inputs_dir)
+        path = path or input_path(self._inputs_dir)
         self._paths.append(path)
         await asyncio.to_thread(write_file, path, upload.png)
         return Picture(path, upload.image.width, upload.image.height, upload.infotext)
+
+    def keep(self) -> None:
+        """A journaled job names the pictures: not removed."""
+        self._kept = True
 
     async def __aenter__(self) -> SavedInputs:
         return self
@@ -88,7 +103,7 @@ class SavedInputs:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not self.accepted:
+        if not self._kept:
             for path in self._paths:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
 
@@ -108,10 +123,9 @@ async def _submit(
     request: RenderRequest,
 ) -> None:
     personal = await services_of(interaction).member_settings.get(interaction.user.id)
-    job_id = await submit_from_interaction(
-        interaction, kind, request, private=personal.private_results
+    await submit_from_interaction(
+        interaction, kind, request, private=personal.private_results, on_journaled=inputs.keep
     )
-    inputs.accepted = job_id is not None
 
 
 class EditCog(commands.Cog):

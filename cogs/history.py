@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare_grid import comparison_png
-from bot.history import History, HistoryPage, PostedMessage, StoredJob
+from bot.history import (
+    History,
+    HistoryPage,
+    PostedMessage,
+    StoredJob,
+    post_delete_retry_days,
+)
 from bot.images import decoded
 from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import UserError
@@ -188,6 +194,8 @@ UNREACHABLE = "in a channel Easel cannot reach"
 STOPPED = "not deleted before the bot stopped"
 # Discord's "Thread is archived": nothing in it may change until someone unarchives it.
 _THREAD_ARCHIVED_CODE = 50083
+# The posts whose delete is due again (``History.post_delete_failed``) are tried this often.
+PENDING_POSTS_SWEEP_S = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -204,31 +212,41 @@ class PostsOutcome:
 
 
 def outcome_text(outcome: PostsOutcome) -> str:
-    """The line /forget-me's answer gets once its deletes ended."""
+    """The line /forget-me's answer gets once its deletes ended. Those that stay are tried
+    again (the first failure is never the last: ``bot.history.POST_DELETE_TRIES``)."""
     text = f"Removed {outcome.removed} of {outcome.asked} posted message(s) from channels."
     if not outcome.kept:
         return text
     reasons = ", ".join(f"{count} {why}" for why, count in outcome.kept.most_common())
     return (
-        f"{text} {outcome.kept.total()} stay ({reasons}): a moderator of that server can "
-        "delete them."
+        f"{text} {outcome.kept.total()} stay for now ({reasons}): Easel tries again over the "
+        f"next {post_delete_retry_days()} days; a moderator of that server can delete them "
+        "sooner."
     )
 
 
-async def delete_posts(client: discord.Client, posts: Sequence[PostedMessage]) -> PostsOutcome:
+async def delete_posts(
+    client: discord.Client, posts: Sequence[PostedMessage], history: History
+) -> PostsOutcome:
     """Delete Easel's posts of a forgotten member's jobs, one call each, without reading them
     first (discord.py waits out rate limits). One already gone is done; once Discord refuses
     one (Easel can no longer see the channel, or the thread is archived: never unarchived
-    for this), the rest of that channel stay; a failure keeps that one. Logged by count and
-    reason, naming nobody."""
+    for this), the rest of that channel are not asked this time. Each post deleted or gone is
+    settled (``History.post_delete_settled``); each refused or failed is tried again later
+    or, at its last try, given up (``History.post_delete_failed``); one a stop kept is tried
+    at the next start. Logged by count and reason, naming nobody."""
     kept: Counter[str] = Counter()  # why posts stay: how many
     refused_channels: dict[int, str] = {}  # channel: why Discord refuses its deletes
     handled = 0
     try:
         for post in posts:
-            if (why := await _why_kept(client, post, refused_channels)) is not None:
-                kept[why] += 1
+            why = await _why_kept(client, post, refused_channels)
             handled += 1
+            if why is None:
+                await history.post_delete_settled(post)
+            else:
+                kept[why] += 1
+                await history.post_delete_failed(post)
     except asyncio.CancelledError:  # the bot stops: what is not deleted yet stays
         kept[STOPPED] += len(posts) - handled
         raise
@@ -240,14 +258,29 @@ async def delete_posts(client: discord.Client, posts: Sequence[PostedMessage]) -
 
 async def _delete_and_tell(
     client: discord.Client,
+    history: History,
     posts: Sequence[PostedMessage],
     tell: Callable[[str], Awaitable[object]],
 ) -> None:
-    outcome = await delete_posts(client, posts)
+    outcome = await delete_posts(client, posts, history)
     try:
         await tell(outcome_text(outcome))
     except DISCORD_FAILED as error:  # the member is not told; the log has the counts
         log.warning("/forget-me: its answer could not be updated (%s)", type(error).__name__)
+
+
+async def _delete_pending(
+    client: discord.Client, history: History, in_flight: Collection[int]
+) -> None:
+    """The deletes due again (no member to tell: their interactions are gone), but those of
+    ``in_flight`` (message ids a /forget-me is deleting now), logged."""
+    posts = [
+        post for post in await history.pending_post_deletes() if post.message_id not in in_flight
+    ]
+    if posts:
+        log.info("/forget-me: deleting %d posted message(s) left to try again", len(posts))
+        outcome = await delete_posts(client, posts, history)
+        log.info("/forget-me: removed %d of %d posted message(s)", outcome.removed, len(posts))
 
 
 def _log_kept(asked: int, kept: Counter[str]) -> None:
@@ -280,10 +313,14 @@ async def _why_kept(
 
 
 class HistoryCog(commands.Cog):
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, *, pending_sweep_s: float = PENDING_POSTS_SWEEP_S) -> None:
         self._history = history
-        # /forget-me's deletes of posts, going on after its answer until done or the bot stops.
+        self._pending_sweep_s = pending_sweep_s
+        # /forget-me's deletes of posts, going on after its answer until done or the bot stops,
+        # and the sweep of those left to try again (``resume_post_deletes``).
         self._deletes: set[asyncio.Task[None]] = set()
+        # Message ids a /forget-me is deleting now: the sweep leaves them to it.
+        self._in_flight: set[int] = set()
         self._unloaded = False  # the bot stops: no new deletes (its HTTP session closes)
 
     def delete_posts_later(
@@ -297,11 +334,33 @@ class HistoryCog(commands.Cog):
         if self._unloaded:  # a /forget-me that ended while the bot stops
             _log_kept(len(posts), Counter({STOPPED: len(posts)}))
             return
-        deletes = asyncio.create_task(
-            _delete_and_tell(client, posts, tell), name="easel-forget-me-posts"
-        )
-        self._deletes.add(deletes)
-        deletes.add_done_callback(self._deletes.discard)
+        message_ids = {post.message_id for post in posts}
+        self._in_flight |= message_ids
+        task = self._in_background(_delete_and_tell(client, self._history, posts, tell))
+        task.add_done_callback(lambda _: self._in_flight.difference_update(message_ids))
+
+    def resume_post_deletes(self, client: discord.Client) -> None:
+        """From start-up until the bot stops, in the background: the deletes the last stop
+        left, then every ``pending_sweep_s`` those due again (read there too, so that the
+        bot's readiness waits for none of it). A failed round is logged and tried again."""
+        self._in_background(self._sweep_pending(client))
+
+    async def _sweep_pending(self, client: discord.Client) -> None:
+        while True:
+            try:
+                await _delete_pending(client, self._history, self._in_flight)
+            except Exception:
+                log.exception(
+                    "/forget-me: retrying posted messages' deletes failed; trying again in %.0f s",
+                    self._pending_sweep_s,
+                )
+            await asyncio.sleep(self._pending_sweep_s)
+
+    def _in_background(self, deletes: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(deletes, name="easel-forget-me-posts")
+        self._deletes.add(task)
+        task.add_done_callback(self._deletes.discard)
+        return task
 
     async def cog_unload(self) -> None:
         """The bot stops (discord.py removes its cogs first): deletes still going on end."""

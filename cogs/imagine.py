@@ -183,11 +183,11 @@ class ImagineCog(commands.Cog):
             request = await with_style_reference(
                 interaction, request, options, inputs, sref, sref_strength
             )
-            job_id = await submit_from_interaction(
+            await submit_from_interaction(
                 interaction,
                 "imagine",
                 request,
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
+                on_journaled=inputs.keep,
             )
-            inputs.accepted = job_id is not None

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import io
 import secrets
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -30,7 +31,12 @@ from bot.services import Services
 from bot.user_errors import Reason, UserError
 from bot.web.links import LinkRefused, RegionLink
 from bot.web.server import Claim, RegionWebServer
-from cogs.common import Requester, admitted_submission, submit_from_interaction
+from cogs.common import (
+    Requester,
+    admitted_submission,
+    submit_from_interaction,
+    submit_unless_stopped,
+)
 from cogs.edit import write_file
 from cogs.errors import refusal_of, report_error
 from cogs.results.buttons import (
@@ -61,6 +67,9 @@ MAX_REGION_CHARS = 200
 MAX_WAITING_REGIONS = 4
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
+STOPPED_IN_SERVER = (
+    "You were banned, kicked or timed out in that server: Easel makes nothing for you there now."
+)
 
 
 def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:
@@ -163,16 +172,17 @@ class RegionOffers:
             except RenderInputError as error:
                 raise UserError(str(error)) from None
 
-        job_id_made = None
+        journaled: list[None] = []  # once the job is: the mask is its own, whatever fails after
         try:
             with self._segmenter.place(interaction.user.id):
-                job_id_made = await submit_from_interaction(
+                await submit_from_interaction(
                     interaction,
                     "region",
                     request,
                     job_id,
                     private=private,
                     before_queueing=find_the_mask,
+                    on_journaled=lambda: journaled.append(None),
                 )
         except AlreadyInLine:
             raise UserError(
@@ -185,7 +195,7 @@ class RegionOffers:
                 "a minute."
             ) from None
         finally:
-            if job_id_made is None:
+            if not journaled:
                 await asyncio.to_thread(mask_path.unlink, missing_ok=True)
 
     # The web page (bot.web.server.RegionEditor).
@@ -223,6 +233,10 @@ class RegionOffers:
     async def _submit_painted(
         self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim
     ) -> str:
+        # The submit is new work, checked anew: the member is fetched after this moment, so a
+        # stop heard before it is Discord's answer (gone, in a timeout) and one heard after it
+        # is the record's (an old link of a kicked member who joined again works).
+        began_at = time.time()
         job = await self._linked_job(link)
         roles, is_admin, age_restricted = await self._member_may_act(link, job)
         checked = check_image("mask.png", mask_png)
@@ -256,12 +270,16 @@ class RegionOffers:
         job_id = None
         try:
             claim()
-            job_id = await self._queue.submit(submission)
+            job_id = await submit_unless_stopped(
+                self._services, self._queue, submission, began_at=began_at
+            )
         except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
             raise UserError(refused.message, Reason.QUOTA) from None
         finally:
             if job_id is None:
                 await asyncio.to_thread(mask_path.unlink, missing_ok=True)
+        if job_id is None:  # banned, kicked or timed out since the member was fetched
+            raise LinkRefused(STOPPED_IN_SERVER)
         where = "in your direct messages" if link.private else "in the channel"
         return f"Queued as job {job_id}; the result will be posted {where} in Discord."
 

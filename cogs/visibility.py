@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import discord
 
+from bot.bans import timed_out_refusal
 from bot.downloads import DownloadFailed, fetch_picture
 from bot.policy.moderation import check_age_restriction_kept
 from bot.policy.visibility import (
@@ -30,7 +31,7 @@ from bot.policy.visibility import (
     must_ask_thread_membership,
     why_may_not_act,
 )
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 
 if TYPE_CHECKING:
     from cogs.common import HasServices
@@ -179,8 +180,11 @@ def check_member_may_act_here(
     may use application commands and, unless it is ``private`` (ephemeral), post pictures (or
     messages, for an answer of ``text_only``: ``bot.policy.visibility.why_may_not_act``), by
     Discord's reckoning for the interaction in its channel (overwrites and a timeout
-    included). In a DM nothing is asked."""
+    included). In a DM nothing is asked. A member in a timeout is refused first, saying until
+    when: nothing is made or posted for them there, private results included."""
     if interaction.guild_id is not None:
+        if (refusal := _timed_out_refusal(interaction.user, interaction.permissions)) is not None:
+            raise UserError(refusal, Reason.PERMISSION)
         rights = _posting_rights(interaction.permissions, interaction.channel)
         check_may_act(rights, private=private, text_only=text_only)
 
@@ -190,8 +194,23 @@ def why_member_may_not_act_in(
 ) -> str | None:
     """``check_member_may_act_here`` from the server's cache (a fetched member's timeout
     included), for the mask editor's page: the refusal, or None."""
-    rights = _posting_rights(_permissions_in(channel, member), channel)
+    permissions = _permissions_in(channel, member)
+    if (refusal := _timed_out_refusal(member, permissions)) is not None:
+        return refusal
+    rights = _posting_rights(permissions, channel)
     return why_may_not_act(rights, private=private)
+
+
+def _timed_out_refusal(
+    user: discord.User | discord.Member, permissions: discord.Permissions
+) -> str | None:
+    """Discord's timeout as the member's payload tells it (``communication_disabled_until``),
+    unless the member has Administrator there (``permissions``; the owner's are all): Discord
+    exempts them, though one timed out and then made an admin keeps the date."""
+    if isinstance(user, discord.Member) and user.is_timed_out() and not permissions.administrator:
+        assert user.timed_out_until is not None  # is_timed_out: set, and in the future
+        return timed_out_refusal(user.timed_out_until)
+    return None
 
 
 def is_age_restricted(channel: object) -> bool:

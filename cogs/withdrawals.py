@@ -1,7 +1,8 @@
-"""A job whose result (or /show or U1-U4 post) is deleted in Discord is withdrawn: members
-cannot delete Easel's messages, so in a server that is a moderator's doing (its maker's own
-Delete button unlinks that post first: ``cogs.results.buttons.DeleteButton``). Withdrawn
-jobs' pictures are not shown or used again (``GuildPolicy.check_reuse``)."""
+"""A job whose result, public progress message (its previews) or /show or U1-U4 post is
+deleted in Discord is withdrawn: members cannot delete Easel's messages, so in a server that
+is a moderator's doing (its maker's own Delete button unlinks that post first:
+``cogs.results.buttons.DeleteButton``). Withdrawn jobs' pictures are not shown or used again
+(``GuildPolicy.check_reuse``), and an unfinished one's result is posted nowhere."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class WithdrawalsCog(commands.Cog):
         if guild_id is None:  # a direct message: no moderator deletes there
             return
         # Only a job's post in the server and channel it was posted in matches; any other deletion
-        # (a thinking notice, a member's message) changes nothing.
+        # (a member's message) changes nothing, unless Easel records it as a post in a moment
+        # (``History.withdraw_deleted`` remembers it a while).
         for job_id in await self._history.withdraw_deleted(guild_id, channel_id, message_ids):
             log.info("job %s withdrawn: its result was deleted in Discord", job_id)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import aiosqlite
 
 from db import jobs as jobs_journal
 from db import presets, quotas, refusals
-from db.database import transaction
+from db.database import outside_transactions, transaction
 
 
 @dataclass(frozen=True)
@@ -101,19 +101,38 @@ async def withdraw_deleted_results(
 ) -> list[str]:
     """Withdraw the jobs one of whose posts (``job_messages``) was one of ``message_ids``,
     deleted in ``channel_id`` of ``guild_id`` (where it was posted, so an id alone never
-    matches), and their upscales (the same pictures, larger), theirs and so on; returns the
-    jobs newly withdrawn."""
+    matches), their upscales (the same pictures, larger), and every job made from them not
+    yet delivered (a Vary, Zoom Out, pan or reroll queued or rendering: its result is not
+    posted), theirs and so on; returns the jobs newly withdrawn."""
     if not message_ids:
         return []
     marks = ", ".join("?" * len(message_ids))
+    posts = f"SELECT job_id FROM job_messages WHERE message_id IN ({marks})"
+    deleted = f"{posts} AND guild_id = ? AND channel_id = ?"
+    return await _withdraw_with_made_from(conn, deleted, (*message_ids, guild_id, channel_id), now)
+
+
+async def withdraw_job(conn: aiosqlite.Connection, job_id: str, now: float) -> list[str]:
+    """Withdraw ``job_id`` of a server, whose public progress message an edit found deleted
+    (maybe before it was recorded as its post), with the jobs ``withdraw_deleted_results``
+    withdraws with it; returns the jobs newly withdrawn."""
+    return await _withdraw_with_made_from(
+        conn, "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL", (job_id,), now
+    )
+
+
+async def _withdraw_with_made_from(
+    conn: aiosqlite.Connection, first: str, parameters: tuple[object, ...], now: float
+) -> list[str]:
+    """Withdraw the jobs ``first`` selects (one column: their ids, given ``parameters``),
+    their upscales and the jobs made from them not yet delivered, theirs and so on."""
     rows = await conn.execute_fetchall(
-        "WITH RECURSIVE hit(id) AS (SELECT job_id FROM job_messages"
-        f" WHERE message_id IN ({marks}) AND guild_id = ? AND channel_id = ?"
+        f"WITH RECURSIVE hit(id) AS ({first}"
         " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
-        " WHERE j.kind = 'upscale')"
+        " WHERE j.kind = 'upscale' OR j.delivered_at IS NULL)"
         " UPDATE jobs SET withdrawn_at = ? WHERE withdrawn_at IS NULL"
         " AND id IN (SELECT id FROM hit) RETURNING id",
-        (*message_ids, guild_id, channel_id, now),
+        (*parameters, now),
     )
     return [str(row[0]) for row in rows]
 
@@ -206,13 +225,66 @@ async def _unlink_posts_of_member(
     conn: aiosqlite.Connection, user_id: int
 ) -> tuple[PostedMessage, ...]:
     """Unlink (they would go with the jobs anyway) and return the posts of the member's jobs,
-    by channel: their deletions, which Discord announces, then match no job."""
+    by channel: their deletions, which Discord announces, then match no job. Each is left to
+    delete (``pending_post_deletes``) until ``post_delete_settled``."""
     rows = await conn.execute_fetchall(
         "DELETE FROM job_messages WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?)"
         " RETURNING channel_id, message_id",
         (user_id,),
     )
-    return tuple(sorted(PostedMessage(int(channel), int(message)) for channel, message in rows))
+    posts = tuple(sorted(PostedMessage(int(channel), int(message)) for channel, message in rows))
+    await conn.executemany(
+        "INSERT OR IGNORE INTO pending_post_deletes (channel_id, message_id) VALUES (?, ?)",
+        [(post.channel_id, post.message_id) for post in posts],
+    )
+    return posts
+
+
+async def pending_post_deletes(
+    conn: aiosqlite.Connection, due_at: float
+) -> tuple[PostedMessage, ...]:
+    """The posts /forget-me erases still have to delete from Discord whose next try is due at
+    ``due_at``, by channel."""
+    rows = await conn.execute_fetchall(
+        "SELECT channel_id, message_id FROM pending_post_deletes WHERE next_try_at <= ?"
+        " ORDER BY channel_id, message_id",
+        (due_at,),
+    )
+    return tuple(PostedMessage(int(channel), int(message)) for channel, message in rows)
+
+
+async def post_delete_failed(
+    conn: aiosqlite.Connection, message_id: int, retry_at: Callable[[int], float | None]
+) -> float | None:
+    """Discord refused or failed the delete of post ``message_id`` once more: it is tried again
+    at ``retry_at(failures so far)``, or given up (its row deleted) when that is None. Returns
+    when it is tried again (None: given up, or no longer pending)."""
+    async with transaction(conn):
+        rows = await conn.execute_fetchall(
+            "UPDATE pending_post_deletes SET failures = failures + 1 WHERE message_id = ?"
+            " RETURNING failures",
+            (message_id,),
+        )
+        if not rows:
+            return None
+        at = retry_at(int(next(iter(rows))[0]))
+        if at is None:
+            await conn.execute(
+                "DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,)
+            )
+        else:
+            await conn.execute(
+                "UPDATE pending_post_deletes SET next_try_at = ? WHERE message_id = ?",
+                (at, message_id),
+            )
+    return at
+
+
+async def post_delete_settled(conn: aiosqlite.Connection, message_id: int) -> None:
+    """The post ``message_id`` is deleted from Discord (or was already): not to delete again."""
+    # Not inside another coroutine's transaction, whose rollback would undo it.
+    async with outside_transactions(conn):
+        await conn.execute("DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
 
 
 async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:

@@ -91,11 +91,17 @@ def _job(row: aiosqlite.Row) -> JobRecord:
 
 
 async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
+    """Journal ``job``. One made from another (``parent_job_id``) takes that one's withdrawal
+    in the same statement: a moderator's deletion whose withdrawal
+    (``db.history.withdraw_deleted_results``) ran while it was being submitted, before it
+    existed, still keeps its result from being shown."""
     await conn.execute(
         """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
                              created_at, application_id, interaction_token, interaction_created_at,
-                             filesize_limit, spoiler, priority, private, age_restricted)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                             filesize_limit, spoiler, priority, private, age_restricted,
+                             withdrawn_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                   (SELECT withdrawn_at FROM jobs WHERE id = ?))""",
         (
             job.id,
             job.kind,
@@ -113,6 +119,7 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
             job.priority,
             int(job.private),
             int(job.age_restricted),
+            job.parent_job_id,
         ),
     )
 
@@ -167,6 +174,19 @@ async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
         return [_job(row) for row in await cursor.fetchall()]
 
 
+async def journaled_order(conn: aiosqlite.Connection, job_ids: Collection[str]) -> dict[str, int]:
+    """Each of ``job_ids``' place in the order the jobs were journaled: its rowid (a new row
+    gets the greatest rowid plus one, so a job's is greater than that of every job journaled
+    before it and still there). A job not there has none."""
+    if not job_ids:
+        return {}
+    placeholders = ", ".join("?" * len(job_ids))
+    rows = await conn.execute_fetchall(
+        f"SELECT id, rowid FROM jobs WHERE id IN ({placeholders})", tuple(job_ids)
+    )
+    return {str(job_id): int(rowid) for job_id, rowid in rows}
+
+
 async def requeue_running(conn: aiosqlite.Connection) -> int:
     """Jobs a dead process left running go back to the queue; returns how many."""
     cursor = await conn.execute(
@@ -175,12 +195,24 @@ async def requeue_running(conn: aiosqlite.Connection) -> int:
     return cursor.rowcount
 
 
-async def mark_running(conn: aiosqlite.Connection, job_ids: Iterable[str], now: float) -> None:
-    await conn.executemany(
-        """UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1
-           WHERE id = ? AND status = 'queued'""",
-        [(now, job_id) for job_id in job_ids],
+async def mark_running(
+    conn: aiosqlite.Connection, job_ids: Iterable[str], now: float
+) -> list[JobRecord]:
+    """Mark those of ``job_ids`` still queued as running; returns exactly those (in the order
+    of ``job_ids``): one cancelled or erased meanwhile is neither marked nor returned. One
+    statement, read whole in the same call (a ``RETURNING`` left half-read across an await
+    would fail another coroutine's ``COMMIT``)."""
+    order = {job_id: index for index, job_id in enumerate(job_ids)}
+    if not order:
+        return []
+    placeholders = ", ".join("?" * len(order))
+    # ``+status``: found by id; on the status index SQLite would walk every queued job.
+    rows = await conn.execute_fetchall(
+        f"""UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1
+            WHERE id IN ({placeholders}) AND +status = 'queued' RETURNING *""",
+        (now, *order),
     )
+    return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
 
 
 async def mark_done(
@@ -320,10 +352,12 @@ async def others_input_picture_paths(
     """``input_picture_paths`` of the jobs of members other than ``user_id``, read outside a
     write transaction (it parses every job's request: about half a second per 100,000 jobs),
     and the mark after which ``input_picture_paths_since`` reads the jobs added since."""
-    async with conn.execute("SELECT rowid, id FROM jobs ORDER BY rowid DESC LIMIT 1") as cursor:
-        row = await cursor.fetchone()
-    mark = None if row is None else JobsMark(int(row[0]), str(row[1]))
-    return mark, await _input_picture_paths(conn, "jobs.user_id IS NOT ?", (user_id,))
+    # Nor inside another coroutine's: a job it deleted, then rolled back, would be missed.
+    async with outside_transactions(conn):
+        async with conn.execute("SELECT rowid, id FROM jobs ORDER BY rowid DESC LIMIT 1") as cursor:
+            row = await cursor.fetchone()
+        mark = None if row is None else JobsMark(int(row[0]), str(row[1]))
+        return mark, await _input_picture_paths(conn, "jobs.user_id IS NOT ?", (user_id,))
 
 
 async def input_picture_paths_since(conn: aiosqlite.Connection, mark: JobsMark | None) -> set[str]:

@@ -23,6 +23,7 @@ __all__ = [
     "LimitOverrides",
     "LimitScope",
     "Usage",
+    "WithheldRefund",
     "anonymise_due",
     "anonymise_user",
     "clear_limits",
@@ -31,6 +32,7 @@ __all__ = [
     "overrides_for",
     "prune_settled",
     "refund",
+    "refund_withheld",
     "reserve",
     "set_limits",
     "usage",
@@ -136,7 +138,7 @@ async def commit(
 
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
     """Release the job's reservation; False if already refunded. Raises LedgerError if the
-    job was committed (its cost is final) or never reserved."""
+    job was committed (its cost is final, but for ``refund_withheld``) or never reserved."""
     async with conn.execute(
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
         " SELECT job_id, 'refund', user_id, guild_id, images, gpu_seconds, ?"
@@ -148,6 +150,42 @@ async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
         if cursor.rowcount == 1:
             return True
     return await _explain_no_op(conn, job_id, done="refund", contradicting="commit")
+
+
+@dataclass(frozen=True)
+class WithheldRefund:
+    """Whose spending a ``refund_withheld`` gave back, and whether that call did (False: an
+    earlier one)."""
+
+    user_id: int
+    guild_id: int | None
+    now: bool
+
+
+async def refund_withheld(
+    conn: aiosqlite.Connection, job_id: str, now: float
+) -> WithheldRefund | None:
+    """Refund a job whose result is withheld for a reason not its maker's (the server's rules
+    changed after it was admitted), committed or not: a refund row makes every quota count it
+    as nothing (``COUNTED_RESERVATIONS``), its commit included. The one exception to a
+    commit's being final, and idempotent like the rest (one refund a job): a delivery retried
+    at the next start refunds nothing more. None: nothing reserved to refund (pruned)."""
+    refunded = await conn.execute_fetchall(
+        "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
+        " SELECT job_id, 'refund', user_id, guild_id, images, gpu_seconds, ?"
+        " FROM quota_ledger WHERE job_id = ? AND kind = 'reserve'"
+        " ON CONFLICT (job_id, kind) DO NOTHING RETURNING user_id, guild_id",
+        (now, job_id),
+    )
+    row = next(iter(refunded), None)
+    if row is not None:
+        return WithheldRefund(user_id=int(row[0]), guild_id=row[1], now=True)
+    earlier = await conn.execute_fetchall(
+        "SELECT user_id, guild_id FROM quota_ledger WHERE job_id = ? AND kind = 'refund'",
+        (job_id,),
+    )
+    row = next(iter(earlier), None)
+    return None if row is None else WithheldRefund(int(row[0]), row[1], now=False)
 
 
 async def _explain_no_op(

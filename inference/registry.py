@@ -157,9 +157,11 @@ class ModelRegistry:
                 "diffusers folder there (or run `easel tiny-model models/tiny` to try things out)"
             )
         if wanted not in entries:
-            raise RenderInputError(
-                f"unknown model {wanted!r}; available: {', '.join(sorted(entries))}"
-            )
+            # The member reads this error, and a server may allow only some models: it names
+            # none (the request layer names those the member may use there:
+            # ``bot.policy.installed_models``); the operator's log names them all.
+            log.warning("unknown model %r; installed: %s", wanted, ", ".join(sorted(entries)))
+            raise RenderInputError(f"unknown model {wanted!r}: it is not installed on this device")
         return entries[wanted]
 
     def network_files(self, kind: NetworkKind) -> dict[str, Path]:

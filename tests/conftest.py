@@ -4,6 +4,7 @@ logs."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ from hypothesis import settings
 
 from db.database import connect
 from tests.fake_discord.fixtures import fake_discord
+
+# torch's OpenMP threads spin while they wait for work, by default: beside another busy thread
+# or process (the event loop, a worker or bot process, another test run on a 2-core machine) a
+# tiny 4-step render took 17-33 s instead of 0.1 s. Waiting asleep changes no result. Read when
+# torch is imported (none of the imports above import it); subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Property tests check behaviour, not speed (benchmarks/ measure that): hypothesis' default
 # 200 ms per example fails fast examples that a loaded 2-core machine pauses (a full garbage

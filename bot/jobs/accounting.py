@@ -228,6 +228,16 @@ async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
         _kept(conn).settled(job_id, Cost(images=0, gpu_seconds=0.0))
 
 
+async def refund_withheld(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
+    """Give back what a job withheld by a rule changed since its submit cost its maker, its
+    commit included (``db.quotas.refund_withheld``); whether it stands refunded (now or by an
+    earlier delivery of it)."""
+    refunded = await ledger.refund_withheld(conn, job_id, now)
+    if refunded is not None and refunded.now:
+        _kept(conn).given_back(job_id, (refunded.user_id, refunded.guild_id))
+    return refunded is not None
+
+
 async def set_limits(
     conn: aiosqlite.Connection,
     scope: ledger.LimitScope,
@@ -321,6 +331,12 @@ class _KeptQuotas:
             gpu_seconds=final.gpu_seconds - reservation.cost.gpu_seconds,
         )
         self.usage.update(reservation.member, lambda spent: spent.plus(change, reservation.at))
+
+    def given_back(self, job_id: str, member: UsageKey) -> None:
+        """The job, settled or not, counts nothing now; what it had cost is not kept here
+        once settled, so the member's spending is read again."""
+        self._open.pop(job_id, None)
+        self.usage.drop(member)
 
 
 # One per connection, like the connection's transaction lock (``db.database``): the ledger it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import threading
@@ -23,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import aiohttp
 import aiosqlite
 
 from bot import metrics
@@ -36,6 +38,7 @@ from bot.images import (
 )
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.delivery_lanes import DeliveryLanes
 from bot.jobs.scheduler import (
     FairScheduler,
     PriorityClass,
@@ -67,13 +70,18 @@ __all__ = [
     "RenderStoppedAfter",
     "ResultImage",
     "ResultSink",
+    "StartGate",
     "Submission",
 ]
 
 log = logging.getLogger(__name__)
 
+_UNFINISHED = frozenset({journal.JobStatus.QUEUED, journal.JobStatus.RUNNING})
 # Stop waiting for a running render after this long on shutdown; the journal requeues it.
 SHUTDOWN_GRACE_S = 15.0
+# The waits before each further try of a result's post that failed for a passing reason
+# (``_passing``), in its lane; one still failing is posted at the next start.
+DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
 
 
 class RenderSlot(Protocol):
@@ -235,9 +243,21 @@ class FinishedJob:
     spoiler: bool = False
     private: bool = False
     age_restricted: bool = False  # made in an age-restricted channel (Submission's)
+    # A moderator deleted the picture it was made from (or its result) while it was queued or
+    # rendered (``db.history.withdraw_deleted_results``): it is not posted.
+    withdrawn: bool = False
+    # Withdrawn with the job it was made from (that one's withdrawn too), not for a deletion
+    # of its own message.
+    withdrawn_with_source: bool = False
+    # Why it was ended before its render, by the rules of now (``StartGate``): it is posted
+    # nowhere and its maker is told this, privately; None: it was not.
+    withheld: str | None = None
     # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
     # from their pixels while they were stored; None: compose it from the stored files.
     composed: bytes | None = None
+    # When it was journaled (seconds since the epoch): a stop after it withholds its result
+    # (bot.bans.StoppedMembers); 0.0 reads as before any stop.
+    created_at: float = 0.0
 
 
 def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> bytes | None:
@@ -292,6 +312,13 @@ class RetractingSink(ResultSink, Protocol):
     async def retract(self, job: FinishedJob, message_id: int) -> None: ...
 
 
+class StartGate(Protocol):
+    async def why_not_started(self, job: FinishedJob) -> str | None:
+        """Why ``job`` (no pictures yet) must not render: the cheap rules of now that would
+        withhold its result (``bot.policy.delivery.placed_under_rules_of_now``), said as its
+        maker is told; None: it renders."""
+
+
 ProgressListener = Callable[[str, StepProgress], None]
 
 
@@ -316,6 +343,15 @@ def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
     """A batch's GPU ``seconds`` shared by its jobs in proportion to their ``pictures``."""
     total = sum(pictures) or 1
     return [seconds * count / total for count in pictures]
+
+
+def _passing(error: Exception) -> bool:
+    """Whether a delivery's failure may pass on its own: no answer in time, a connection
+    lost, or Discord busy (a 5xx or 429 answer, after the client's own tries). Not any
+    ``OSError``: a stored picture missing or unreadable stays so."""
+    status = getattr(error, "status", None)
+    busy = isinstance(status, int) and (status >= 500 or status == 429)
+    return busy or isinstance(error, ConnectionError | TimeoutError | aiohttp.ClientError)
 
 
 def _failure(error: Exception, job_id: str, device: str) -> str:
@@ -366,19 +402,33 @@ class JobQueue:
         self._dispatchers: list[asyncio.Task[None]] = []
         # Rendered batches being stored, charged and delivered while their slot renders on.
         self._finishing: set[asyncio.Task[None]] = set()
+        # Results post one member's in one channel at a time, in the order asked for.
+        self._lanes = DeliveryLanes(self._in_background)
         self._sink: ResultSink | None = None
+        self._start_gate: StartGate | None = None
         self._progress: ProgressListener | None = None
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # ends a delivery's wait to try again
 
     def set_sink(self, sink: ResultSink) -> None:
         self._sink = sink
+
+    def set_start_gate(self, gate: StartGate) -> None:
+        """Asked about each job as its batch starts: one it refuses uses no GPU time."""
+        self._start_gate = gate
 
     def set_progress_listener(self, listener: ProgressListener) -> None:
         """``listener(job_id, step)`` is called on the event loop after each sampling step."""
         self._progress = listener
 
-    async def start(self) -> None:
-        """Replay the journal, then start one dispatcher per slot."""
+    async def start(
+        self, before_delivery: Callable[[], Coroutine[Any, Any, None]] | None = None
+    ) -> None:
+        """Replay the journal, then start one dispatcher per slot.
+
+        ``before_delivery``: what must decide about the restored jobs once they are queued
+        again and before any is delivered or rendered (``bot.bans``: members banned, kicked or
+        timed out while Easel was offline); it may cancel them."""
         requeued = await journal.requeue_running(self._conn)
         if requeued:
             log.info("requeued %d job(s) left running by a previous process", requeued)
@@ -387,8 +437,12 @@ class JobQueue:
             priority = PriorityClass(job.priority)
             self._kinds[job.id] = job.kind
             self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at, priority)
-        for job in await journal.finished_undelivered(self._conn):
-            await self._deliver(job.id)
+        if before_delivery is not None:
+            await before_delivery()
+        # In the background, each in its lane's turn: one may wait for Discord (the delivery
+        # gate's checks), and the start must not hold the gateway's connection for it.
+        restored = await journal.finished_undelivered(self._conn)
+        await self._deliver_in_turn([(job, None) for job in restored])
         for slot in self._slots:
             if isinstance(slot, WarmingSlot):
                 # Ahead of the dispatcher's first job on the slot's thread, with its model.
@@ -402,19 +456,18 @@ class JobQueue:
         """Take no new work; let running renders finish (bounded), then close the slots.
 
         A render still running after the grace period is abandoned: its journal row stays
-        ``running`` and the next start queues it again.
+        ``running`` and the next start queues it again. So is a post still running (or
+        waiting for its turn) after another grace period: the next start posts it.
         """
         self._stopping = True
+        self._stop_requested.set()
         async with self._wakeup:
             self._wakeup.notify_all()
         if self._dispatchers:
             _, still_running = await asyncio.wait(self._dispatchers, timeout=SHUTDOWN_GRACE_S)
             for task in still_running:
                 task.cancel()
-        if self._finishing:
-            _, still_finishing = await asyncio.wait(self._finishing, timeout=SHUTDOWN_GRACE_S)
-            for task in still_finishing:
-                task.cancel()
+        await self._settle_background(SHUTDOWN_GRACE_S)
         for slot in self._slots:
             await asyncio.to_thread(slot.close)
 
@@ -515,17 +568,43 @@ class JobQueue:
             return CancelOutcome.UNKNOWN
         if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
             return CancelOutcome.NOT_YOURS
-        if (running := self._running.get(job_id)) is not None:
-            if running.cancel(job_id, owner_pays=job.user_id == by.user_id and not imposed):
-                return CancelOutcome.STOPPING
-            return CancelOutcome.STOPPING_FREE
+        owner_pays = job.user_id == by.user_id and not imposed
+        if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
+            return stopping
         async with self._wakeup:
-            removed = self._scheduler.cancel(job_id)  # queued only: a running one has ended
+            removed = self._scheduler.cancel(job_id)  # queued only
             self._wakeup.notify_all()
         if not removed:
-            return CancelOutcome.FINISHED
+            # Handed to its device while this waited for the lock (the dispatcher registers a
+            # batch as running before its first await), or ended.
+            return self._stop_running(job_id, owner_pays=owner_pays) or CancelOutcome.FINISHED
         await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
         return CancelOutcome.CANCELLED
+
+    def _stop_running(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
+        """Stop ``job_id`` if its batch is running (None: it is not)."""
+        if (running := self._running.get(job_id)) is None:
+            return None
+        if running.cancel(job_id, owner_pays=owner_pays):
+            return CancelOutcome.STOPPING
+        return CancelOutcome.STOPPING_FREE
+
+    async def stop_withdrawn(self, job_ids: Sequence[str]) -> None:
+        """Stop those of ``job_ids`` still queued or running: withdrawn because a moderator
+        deleted the picture they are made from (``db.history.withdraw_deleted_results``), so
+        their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
+        on their makers: refunded whole."""
+        for job_id in job_ids:
+            job = await journal.get_job(self._conn, job_id)
+            if job is not None and job.status in _UNFINISHED:
+                owner = accounting.Member(job.user_id, job.guild_id)
+                await self.cancel(job_id, owner, imposed=True)
+
+    async def refund_withheld(self, job_id: str) -> bool:
+        """Give back a finished job's quota, its charge included: its result is withheld for a
+        rule changed since its submit, not by its maker (``accounting.refund_withheld``);
+        whether it stands refunded."""
+        return await accounting.refund_withheld(self._conn, job_id, self._now())
 
     async def state(self, job_id: str) -> JobState | None:
         job = await journal.get_job(self._conn, job_id)
@@ -655,32 +734,23 @@ class JobQueue:
             log.exception("could not prepare the next batch on %s", slot.device)
 
     async def _run(self, slot: RenderSlot, running: _RunningBatch) -> None:
-        queued = [
-            job.id
-            for job_id in running.job_ids
-            if (job := await journal.get_job(self._conn, job_id))
-            and job.status is journal.JobStatus.QUEUED
-        ]
-        if not queued:
-            return
         now = self._now()
-        await journal.mark_running(self._conn, queued, now)
-        # Read again: only jobs still queued were marked, and only those render.
-        jobs = [
-            job
-            for job_id in queued
-            if (job := await journal.get_job(self._conn, job_id))
-            and job.status is journal.JobStatus.RUNNING
-        ]
+        # One statement: only the jobs still queued are marked, and only those it returns
+        # render (one cancelled or erased since the hand-out is in neither).
+        jobs = await journal.mark_running(self._conn, running.job_ids, now)
+        # Before the render is under way: a cancel meanwhile still leaves its job out.
+        refused = await self._refused_at_start(jobs)
         # No await from here to the render's start: a job cancelled until now stays out of it,
-        # refunded whole (it used no device time).
+        # refunded whole (it used no device time), and so does one the rules of now refuse.
         running.rendering = True
-        running.left_out.update(job.id for job in jobs if job.id in running.cancelled)
+        cancelled = {job.id: "cancelled" for job in jobs if job.id in running.cancelled}
+        ended = refused | cancelled  # a job cancelled is told so, whatever the rules say
+        running.left_out.update(ended)
         jobs = [job for job in jobs if job.id not in running.left_out]
-        if running.left_out:
-            for job_id in running.left_out:
+        if ended:
+            for job_id in ended:
                 self._running.pop(job_id, None)  # a second cancel finds it ended: FINISHED
-            self._in_background(self._leave_out(tuple(running.left_out)))
+            self._in_background(self._leave_out(ended))
         if not jobs:
             return
         requests = [RenderRequest.from_json(job.request_json) for job in jobs]
@@ -692,26 +762,44 @@ class JobQueue:
                 slot.device,
                 extra=job_event(job.id, "started", kind=job.kind, device=slot.device),
             )
-        await self._render(slot, running, tuple(job.id for job in jobs), requests)
+        await self._render(slot, running, jobs, requests)
 
-    async def _leave_out(self, job_ids: tuple[str, ...]) -> None:
-        """Jobs cancelled before their batch's render started: their member's and server's
-        slots are free at once (not once their partners rendered), and they are refunded."""
+    async def _refused_at_start(self, jobs: Sequence[journal.JobRecord]) -> dict[str, str]:
+        """Those of ``jobs`` the start gate refuses, with why. Rules it cannot read now let a
+        job render: its delivery asks them again."""
+        gate, refused = self._start_gate, {}
+        if gate is None:
+            return {}
+        for job in jobs:
+            try:
+                why = await gate.why_not_started(await self._finished(job))
+            except Exception:
+                log.exception("job %s: the rules of now were not read at its start", job.id)
+                continue
+            if why is not None:
+                refused[job.id] = why
+        return refused
+
+    async def _leave_out(self, ended: dict[str, str]) -> None:
+        """Jobs ended before their batch's render started (the value: their recorded error,
+        "cancelled" or the start gate's why): their member's and server's slots are free at
+        once (not once their partners rendered), and they are refunded."""
         async with self._wakeup:
-            self._release(job_ids)
+            self._release(tuple(ended))
             self._wakeup.notify_all()
-        for job_id in job_ids:
-            await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+        for job_id, error in ended.items():
+            await self._finish_unsuccessfully(job_id, error, cancelled=True)
 
     async def _render(
         self,
         slot: RenderSlot,
         running: _RunningBatch,
-        ids: tuple[str, ...],
+        jobs: Sequence[journal.JobRecord],
         requests: list[RenderRequest],
     ) -> None:
-        """Render the jobs ``ids`` of ``running``, marked running, and record each one's
+        """Render the ``jobs`` of ``running``, marked running, and record each one's
         outcome."""
+        ids = tuple(job.id for job in jobs)
         started = time.perf_counter()
         if isinstance(slot, PreparingSlot):
             # It starts once the render below is on the device: nothing delays the render.
@@ -750,19 +838,19 @@ class JobQueue:
                 "batch %s failed on %s (%s); rendering it job by job", ids, slot.device, error
             )
             running.rendering = False  # a job cancelled while it waits for its turn is refunded
-            for job_id, request in zip(ids, requests, strict=True):
-                if job_id in running.cancelled:
-                    await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+            for job, request in zip(jobs, requests, strict=True):
+                if job.id in running.cancelled:
+                    await self._finish_unsuccessfully(job.id, "cancelled", cancelled=True)
                 else:
-                    alone = _RunningBatch((job_id,), rendering=True)
-                    self._running[job_id] = alone
-                    await self._render(slot, alone, (job_id,), [request])
+                    alone = _RunningBatch((job.id,), rendering=True)
+                    self._running[job.id] = alone
+                    await self._render(slot, alone, (job,), [request])
         else:
             # The slot is free now: its next batch renders while this one is stored.
             elapsed = time.perf_counter() - started
             metrics.render_finished(requests[0].model, slot.device, requests[0].steps, elapsed)
             cancelled = dict(running.cancelled)
-            self._in_background(self._finish_rendered(ids, requests, results, cancelled, elapsed))
+            self._in_background(self._finish_rendered(jobs, requests, results, cancelled, elapsed))
         finally:
             # A cancel from now on is too late (FINISHED): the scheduler holds no queued job.
             for job_id in ids:
@@ -773,9 +861,23 @@ class JobQueue:
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
+    async def _settle_background(self, grace_s: float) -> None:
+        """Wait until no background work is left (work started meanwhile included: a lane a
+        finishing batch opens) or ``grace_s`` ran out; then cancel what is left and wait for
+        it to end, so nothing posts once the client and the database are closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._finishing and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._finishing), timeout=remaining)
+        while self._finishing:  # a task cancelled may start another as it ends
+            left = set(self._finishing)
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left)
+
     async def _finish_rendered(
         self,
-        ids: tuple[str, ...],
+        jobs: Sequence[journal.JobRecord],
         requests: list[RenderRequest],
         results: list[list[RenderedImage]],
         cancelled: dict[str, bool],
@@ -787,26 +889,24 @@ class JobQueue:
 
         Recorded one job after another: a single write of one job's must not run inside
         another's transaction on the shared connection (its rollback would take the write
-        along). Delivered together: one member's upload to Discord never waits for another's."""
+        along). Delivered once all are recorded, each in its lane's turn (``_deliver_in_turn``):
+        one member's upload to Discord never waits for another's."""
         used = _shares(elapsed, [len(rendered) for rendered in results])
-        deliveries: list[Coroutine[Any, Any, None]] = []
+        recorded: list[tuple[journal.JobRecord, bytes | None]] = []
         try:
-            for job_id, request, rendered, used_s in zip(ids, requests, results, used, strict=True):
-                if job_id in cancelled:
-                    charge = _cancel_charge(cancelled[job_id], used_s)
-                    await self._record_failure(job_id, "cancelled", cancelled=True, used_s=charge)
-                    deliveries.append(self._deliver(job_id))
+            for job, request, rendered, used_s in zip(jobs, requests, results, used, strict=True):
+                if job.id in cancelled:
+                    charge = _cancel_charge(cancelled[job.id], used_s)
+                    await self._record_failure(job.id, "cancelled", cancelled=True, used_s=charge)
+                    recorded.append((job, None))
                     continue
-                composed = await self._record_success(job_id, request, rendered, used_s)
-                deliveries.append(self._deliver(job_id, composed))
+                composed = await self._record_success(job.id, request, rendered, used_s)
+                recorded.append((job, composed))
         except Exception:
             # The jobs not recorded stay in the journal as they were; the next start retries them.
-            log.exception("jobs %s: the queue could not record the outcome", ids)
+            log.exception("jobs %s: the queue could not record the outcome", [j.id for j in jobs])
         results.clear()  # the pixels are not held while the uploads run
-        for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                # Not marked delivered: the next start delivers it again.
-                log.error("jobs %s: a delivery failed", ids, exc_info=outcome)
+        await asyncio.gather(*await self._deliver_in_turn(recorded))
 
     def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
         """The render's reports, each to the job it names (``StepProgress.request_index``):
@@ -865,8 +965,33 @@ class JobQueue:
     async def _finish_unsuccessfully(
         self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
     ) -> None:
+        """Record the end of a job that has no pictures (failed, or cancelled before or while
+        it rendered) and deliver it at once, outside its lane: there is no result to order,
+        and a cancel (a ban's) waits for the member to be told."""
         await self._record_failure(job_id, error, cancelled=cancelled, used_s=used_s)
         await self._deliver(job_id)
+
+    async def _deliver_in_turn(
+        self, jobs: Sequence[tuple[journal.JobRecord, bytes | None]]
+    ) -> list[asyncio.Future[None]]:
+        """Deliver each of these ended jobs (with its posted grid, when composed already) in
+        its lane: one member's results in one channel post one at a time, in the order they
+        were asked for (``bot.jobs.delivery_lanes``); each future resolves once it ran."""
+        try:
+            # Two jobs journaled within one tick of the clock (or after it went back) are
+            # told apart by the order they were journaled in.
+            journaled = await journal.journaled_order(self._conn, [job.id for job, _ in jobs])
+        except Exception:
+            log.exception("jobs %s: the journal's order was not read", [job.id for job, _ in jobs])
+            journaled = {}
+        return [
+            self._lanes.post(
+                (job.user_id, job.guild_id, job.channel_id),
+                (job.created_at, journaled.get(job.id, 0), job.id),
+                functools.partial(self._deliver, job.id, composed, DELIVERY_RETRY_WAITS_S),
+            )
+            for job, composed in jobs
+        ]
 
     async def _record_failure(
         self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
@@ -945,19 +1070,64 @@ class JobQueue:
             )
         return records, composed, posted_digests(request, rendered, composed, filesize_limit)
 
-    async def _deliver(self, job_id: str, composed: bytes | None = None) -> None:
+    async def _deliver(
+        self, job_id: str, composed: bytes | None = None, retry_waits: Sequence[float] = ()
+    ) -> None:
         """Post the job's outcome (``composed``: its posted grid, when made already), then
-        record that it was posted.
+        record that it was posted. A failure that may pass (``_passing``) is tried again after
+        each of ``retry_waits`` (read afresh: a moderator may have withdrawn it meanwhile),
+        unless the queue stops; one still failing is tried again at the next start.
 
         At least once: a crash between the two posts again at the next start. Editing the
         interaction's original response is idempotent, so only the channel-message fallback
         (token expired) can show a result twice, and only after such a crash.
         """
-        job = await journal.get_job(self._conn, job_id)
-        if self._sink is None or job is None or job.delivered_at is not None:
-            return
-        images = await journal.images_of(self._conn, job_id)
-        finished = FinishedJob(
+        waits = iter(retry_waits)
+        while True:
+            job = await journal.get_job(self._conn, job_id)
+            if self._sink is None or job is None or job.delivered_at is not None:
+                return
+            images = await journal.images_of(self._conn, job_id)
+            finished = await self._finished(job, images, composed)
+            try:
+                message_id = await self._sink.deliver(finished)
+                break
+            except Exception as error:
+                wait = next(waits, None) if _passing(error) else None
+                if wait is None or self._stopping:
+                    log.exception("job %s: delivery failed; tried again at the next start", job_id)
+                    return
+                log.warning(
+                    "job %s: delivery failed (%s); tried again in %.0f s",
+                    job_id,
+                    type(error).__name__,
+                    wait,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), wait)
+            if self._stopping:
+                log.info("job %s: not delivered before the stop; tried at the next start", job_id)
+                return
+        still_there = await journal.mark_delivered(self._conn, job_id, self._now(), message_id)
+        if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
+            await self._sink.retract(finished, message_id)
+        log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))
+
+    async def _finished(
+        self,
+        job: journal.JobRecord,
+        images: Sequence[journal.ImageRecord] = (),
+        composed: bytes | None = None,
+    ) -> FinishedJob:
+        """What a delivery (or the start gate) knows of ``job``: its parent is read only for
+        a withdrawn job, to say whether it was withdrawn with it."""
+        with_source = False
+        if job.withdrawn_at is not None and job.parent_job_id is not None:
+            parent = await journal.get_job(self._conn, job.parent_job_id)
+            with_source = parent is not None and parent.withdrawn_at is not None
+        # Ended before its render with the start gate's why in place of "cancelled".
+        ended_at_start = job.status is journal.JobStatus.CANCELLED and job.error != "cancelled"
+        return FinishedJob(
             job_id=job.id,
             kind=job.kind,
             succeeded=job.status is journal.JobStatus.DONE,
@@ -974,14 +1144,9 @@ class JobQueue:
             spoiler=job.spoiler,
             private=job.private,
             age_restricted=job.age_restricted,
+            withdrawn=job.withdrawn_at is not None,
+            withdrawn_with_source=with_source,
+            withheld=job.error if ended_at_start else None,
             composed=composed,
+            created_at=job.created_at,
         )
-        try:
-            message_id = await self._sink.deliver(finished)
-        except Exception:
-            log.exception("job %s: delivery failed; it will be retried at the next start", job_id)
-            return
-        still_there = await journal.mark_delivered(self._conn, job_id, self._now(), message_id)
-        if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
-            await self._sink.retract(finished, message_id)
-        log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))

@@ -8,14 +8,20 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import discord
 
-from bot.bans import RecentBans
+from bot.bans import StoppedMembers
 from bot.images import decoded, posted_as_grid, posted_file, posted_grid_png
 from bot.jobs.queue import FinishedJob
+from bot.policy.delivery import (
+    PROGRESS_DELETED,
+    Withheld,
+    placed_under_rules_of_now,
+    under_rules_of_now,
+)
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
@@ -26,12 +32,15 @@ from cogs.results.copies import (
     send_copy,
     why_kept_in_the_server,
 )
-from cogs.results.progress import ORIGINAL_RESPONSE, ProgressMessages
+from cogs.results.progress import ORIGINAL_RESPONSE, UNKNOWN_MESSAGE, ProgressMessages
+from cogs.visibility import made_age_restricted
 from inference.compare import is_comparison
 from inference.infotext import parse_infotext
 
 log = logging.getLogger(__name__)
 
+# Asking Discord whether a result's channel is age-restricted, at delivery (no click waits).
+_CHANNEL_CHECK_TIMEOUT_S = 10.0
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
 
@@ -71,6 +80,13 @@ def result_png(job: FinishedJob) -> bytes:
     return posted_grid_png(job.request, decoded(pngs), job.images[0].infotext, seeds)
 
 
+class _ProgressDeleted(Exception):
+    """The job's public progress message was deleted in its channel while its token lived:
+    by a moderator, or by its maker (Discord does not say which). Its deletion withdrew the
+    job (``History.result_posted``, from its first edit on); its result is posted nowhere,
+    not even to its maker (a withdrawn job's pictures are shown to no one)."""
+
+
 def _log_direct_messages_closed(job: FinishedJob) -> None:
     log.warning(
         "job %s: the member's direct messages are closed to the bot; the result was not posted",
@@ -95,37 +111,107 @@ class DiscordResults(ProgressMessages):
         # the servers' NSFW policies (unset: no server's job goes to direct messages).
         self.member_settings: MemberSettings | None = None
         self.guild_policy: GuildPolicy | None = None
-        # The members banned from a server while Easel ran (unset: none known).
-        self.recent_bans: RecentBans | None = None
+        # The members banned, kicked or timed out in a server (unset: none known).
+        self.stopped_members: StoppedMembers | None = None
+        # Gives a withheld job's quota back, its charge included (``JobQueue.refund_withheld``;
+        # unset: none is refunded); whether it stands refunded.
+        self.refund_withheld: Callable[[str], Awaitable[bool]] | None = None
 
     async def deliver(self, job: FinishedJob) -> int | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
         post of it a moderator (or its maker's /forget-me) can delete there (None for a
         private result, one sent by DM, or none)."""
-        if job.succeeded and self._maker_banned_there(job):
-            await self._withhold(job)
+        if job.withheld is not None:  # ended before its render: refunded whole
+            await self._withhold(job, job.withheld, refunded=True)
             return None
+        if job.succeeded:
+            try:
+                job = await self._under_rules_of_now(job)
+            except Withheld as withheld:
+                refunded = withheld.refund and await self._refunded(job)
+                await self._withhold(job, withheld.why, refunded=refunded)
+                return None
         # Composed once: the posted result and a comparison's copy by DM are the same picture.
         png = await asyncio.to_thread(result_png, job) if job.succeeded else None
-        message_id = await self._post_result(job, png)
-        if png is not None and await self._wants_copy(job):
+        try:
+            message_id = await self._post_result(job, png)
+        except _ProgressDeleted:
+            log.info("job %s: its progress message was deleted; not posted", job.job_id)
+            # Withdrawn here too when no progress edit learned of the deletion first (a job
+            # that ended before one: its "thinking…" deleted); a job the deletion stopped
+            # (cancelled, refunded whole) or that failed is not charged.
+            await self._progress_deleted(job.job_id)
+            await self._tell_withheld(job, PROGRESS_DELETED, refunded=not job.succeeded)
+            return None
+        shown = True
+        if message_id is not None and self.history is not None:
+            # Recorded before the copy by DM (seconds): a deletion meanwhile withdraws the job.
+            # An erased job's post is the queue's to retract, once it records the delivery.
+            # Withdrawn (its post deleted as it was posted) or erased: no copy goes by DM.
+            shown = await self.history.result_posted(
+                job.job_id, job.guild_id, job.channel_id, message_id
+            )
+        if shown and png is not None and await self._wants_copy(job):
             await self._send_copy(job, png)
         return message_id
 
-    def _maker_banned_there(self, job: FinishedJob) -> bool:
-        return self.recent_bans is not None and self.recent_bans.holds(job.guild_id, job.user_id)
-
-    async def _withhold(self, job: FinishedJob) -> None:
-        """A result rendered before its maker was banned from the server is posted nowhere,
-        nor sent by DM (the ban cancels only unfinished jobs). Its progress message, while
-        its token lives, says that it ended, and shows nothing of it."""
-        log.info(
-            "job %s: its maker was banned from the server; the result is not posted", job.job_id
+    async def _under_rules_of_now(self, job: FinishedJob) -> FinishedJob:
+        """The delivery gate: ``job`` as the server's rules of now let it be posted
+        (``bot.policy.delivery``), or ``Withheld``; also a result rendered before its maker
+        was banned, kicked or timed out in the server after it was submitted (the stop
+        cancels only unfinished jobs), without telling them."""
+        stopped = self.stopped_members
+        if stopped is not None and stopped.holds(
+            job.guild_id, job.user_id, began_at=job.created_at
+        ):
+            raise Withheld(None)
+        return await under_rules_of_now(
+            job, self.guild_policy, lambda: self._channel_age_restricted_now(job)
         )
+
+    async def why_not_started(self, job: FinishedJob) -> str | None:
+        """The queue's start gate (``bot.jobs.queue.StartGate``): the rules of now that are
+        cheap to read; the banned words are read at delivery only (a reader may be slow)."""
+        try:
+            await placed_under_rules_of_now(
+                job, self.guild_policy, lambda: self._channel_age_restricted_now(job)
+            )
+        except Withheld as withheld:
+            return withheld.why
+        return None
+
+    async def _refunded(self, job: FinishedJob) -> bool:
+        return self.refund_withheld is not None and await self.refund_withheld(job.job_id)
+
+    async def _channel_age_restricted_now(self, job: FinishedJob) -> bool:
+        """Whether the job's channel is age-restricted now (one Easel cannot see counts as
+        one: nothing is posted there, and its DM fallback keeps such pictures in the server).
+        A delivery may wait for Discord's answer longer than a click."""
+        assert job.guild_id is not None  # asked of a server's job only
+        return await made_age_restricted(
+            self._client,
+            job.guild_id,
+            job.channel_id,
+            restricted_when_made=False,
+            timeout_s=_CHANNEL_CHECK_TIMEOUT_S,
+        )
+
+    async def _withhold(self, job: FinishedJob, why: str | None, *, refunded: bool) -> None:
+        """A result the delivery gate refused is posted nowhere, nor sent by DM. Its progress
+        message, while its token lives and unless it is known deleted, says that it ended, and
+        shows nothing of it; its maker is told ``why`` by DM (None: not told), and whether it
+        was ``refunded``."""
+        log.info("job %s: the result is not posted (%s)", job.job_id, why or "maker stopped")
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit show a preview
-        if not self._token_alive(job):
+        if why is not None:
+            await self._tell_withheld(job, why, refunded=refunded)
+        # Withdrawn alone: its own message (the progress message) was deleted.
+        deleted = (watched is not None and watched.deleted) or (
+            job.withdrawn and not job.withdrawn_with_source
+        )
+        if deleted or not self._token_alive(job):
             return
         try:
             await self._webhook(job).edit_message(
@@ -137,6 +223,28 @@ class DiscordResults(ProgressMessages):
             )
         except discord.HTTPException as error:
             log.warning("job %s: its progress message stays as it was (%s)", job.job_id, error)
+
+    async def _tell_withheld(self, job: FinishedJob, why: str, *, refunded: bool) -> None:
+        """To the maker by DM: which job was not posted, why (never a banned word, nor the
+        picture or prompt), and whether it still counts against their quota."""
+        guild = None if job.guild_id is None else self._client.get_guild(job.guild_id)
+        server = "its server" if guild is None else discord.utils.escape_markdown(guild.name)
+        where = "direct messages" if job.guild_id is None else server
+        counted = (
+            "It does not count against your quota." if refunded else "It counts against your quota."
+        )
+        notice = f"Your job `{job.job_id}` in {where} was not posted: {why}. {counted}"
+
+        async def send(direct: discord.DMChannel) -> discord.Message:
+            return await direct.send(
+                notice, allowed_mentions=discord.AllowedMentions.none(), nonce=job.job_id
+            )
+
+        try:
+            if await in_direct_messages(self._client, job.user_id, send) is None:
+                _log_direct_messages_closed(job)
+        except discord.HTTPException as error:  # extra: the result stays withheld
+            log.warning("job %s: its maker is not told why (%s)", job.job_id, error)
 
     async def retract(self, job: FinishedJob, message_id: int) -> None:
         """Delete the result just posted as ``message_id``: its maker's /forget-me erased the
@@ -265,6 +373,8 @@ class DiscordResults(ProgressMessages):
             reason = quoted(job.error or "", MAX_CAPTION)
             content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
         if self._token_alive(job):
+            if watched is not None and watched.deleted and not job.private:
+                raise _ProgressDeleted  # a progress edit found it deleted: not asked again
             try:
                 edited = await self._webhook(job).edit_message(
                     ORIGINAL_RESPONSE,
@@ -276,7 +386,10 @@ class DiscordResults(ProgressMessages):
                 # A private result's original response is ephemeral: in no channel.
                 return None if job.private else edited.id
             except discord.HTTPException as error:
-                # Clocks disagree, or the response was deleted: post it as a message instead.
+                if error.code == UNKNOWN_MESSAGE and not job.private:
+                    # The token lives, the message does not: deleted in the channel.
+                    raise _ProgressDeleted from error
+                # Clocks disagree, or a private response is gone: post it as a message instead.
                 if error.code not in _GONE_TOKEN_CODES:
                     raise
                 log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)

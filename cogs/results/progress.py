@@ -1,5 +1,7 @@
 """A job's progress before its result: the queue position, then the percent with the newest
-preview, edited into the interaction's response at most once per interval, with Cancel."""
+preview, edited into the interaction's response at most once per interval, with Cancel. A
+public progress message is one of its job's posts (``History.result_posted``): deleting it
+withdraws the job, and its result is posted nowhere."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
 
+from bot.history import History
 from cogs.common import queue_of
 from cogs.results.buttons import CancelButton
 from inference.types import StepProgress
@@ -24,6 +27,8 @@ PROGRESS_EDIT_INTERVAL_S = 2.0
 # Discord's alias for an interaction's first response; discord.py types message ids as int.
 ORIGINAL_RESPONSE: Any = "@original"
 _UNFINISHED = frozenset({"queued", "running"})
+# Discord's "Unknown Message": the message was deleted (the token's end is another code).
+UNKNOWN_MESSAGE = 10008
 
 
 class ProgressMessages:
@@ -39,14 +44,17 @@ class ProgressMessages:
         self.wall_clock = wall_clock
         self._monotonic = monotonic
         self._watched: dict[str, _Watched] = {}
+        # Set by the composition root: where a job's public messages are recorded (unset:
+        # nowhere, and deleting one withdraws nothing).
+        self.history: History | None = None
 
     async def show_queued(
-        self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool
+        self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool, private: bool
     ) -> None:
         """Replace "thinking…" with the queue position (or "Rendering") and a Cancel button,
-        then follow progress (previews spoilered like the result; a private job's response is
-        ephemeral, so are they). Returns once "thinking…" is replaced: Discord turns the first
-        follow-up of a deferred response into that response, so a private follow-up sent
+        then follow progress (previews spoilered like the result; a ``private`` job's response
+        is ephemeral, so are they). Returns once "thinking…" is replaced: Discord turns the
+        first follow-up of a deferred response into that response, so a private follow-up sent
         before (a --repeat's notice) would have taken its place, publicly."""
         state = await queue_of(interaction).state(job_id)
         # No await between this check and the registration: deliver() either already ran
@@ -54,7 +62,15 @@ class ProgressMessages:
         if state is None or state.status not in _UNFINISHED:
             return
         created_at = interaction.created_at.timestamp()
-        watched = _Watched(interaction.followup, lambda: self._alive(created_at), spoiler)
+        in_public = not private and interaction.guild_id is not None
+
+        async def deleted() -> None:
+            if in_public:  # a private response the member dismissed withdraws nothing
+                await self._progress_deleted(job_id)
+
+        watched = _Watched(
+            interaction.followup, lambda: self._alive(created_at), spoiler, on_deleted=deleted
+        )
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits follow
             watched.schedule("🎨 Rendering…", _cancel_view(job_id))
@@ -64,6 +80,22 @@ class ProgressMessages:
             watched.schedule(queued, _cancel_view(job_id))
         watched.last_edit = self._monotonic()
         await watched.settle()
+        progress = watched.message
+        if progress is not None and not progress.flags.ephemeral and self.history is not None:
+            # Still there: /forget-me erases nothing while one of its maker's jobs is unfinished.
+            await self.history.result_posted(
+                job_id, interaction.guild_id, interaction.channel_id, progress.id
+            )
+
+    async def _progress_deleted(self, job_id: str) -> None:
+        """An edit of the job's public progress message, while its token lives, found it
+        deleted in its server's channel: the job is withdrawn by its id, as a moderator's
+        deletion of a recorded post withdraws it (which it was not if deleted before its
+        first edit: "thinking…")."""
+        if self.history is None:
+            return
+        for withdrawn in await self.history.withdraw_job(job_id):
+            log.info("job %s withdrawn: its progress message was deleted in Discord", withdrawn)
 
     def progress(self, job_id: str, step: StepProgress) -> None:
         """The queue's progress listener: at most one edit per interval per job."""
@@ -95,12 +127,20 @@ class _Watched:
     """One job's progress message: edits run one at a time, the newest text wins."""
 
     def __init__(
-        self, followup: discord.Webhook, token_alive: Callable[[], bool], spoiler: bool
+        self,
+        followup: discord.Webhook,
+        token_alive: Callable[[], bool],
+        spoiler: bool,
+        *,
+        on_deleted: Callable[[], Awaitable[None]],
     ) -> None:
         self._followup = followup
         self.token_alive = token_alive
         self._spoiler = spoiler
+        self._on_deleted = on_deleted
         self._edit: asyncio.Task[None] | None = None
+        self.message: discord.WebhookMessage | None = None  # as the latest edit left it
+        self.deleted = False  # in Discord, by a moderator (or its maker): edited no more
         self.last_edit = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
@@ -119,7 +159,7 @@ class _Watched:
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
-        if not self.token_alive():  # judged again now: the edit may have waited a while
+        if self.deleted or not self.token_alive():  # judged now: the edit may have waited
             return
         # Without a new preview the message keeps the one it shows.
         attachments = (
@@ -128,12 +168,20 @@ class _Watched:
             else [discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=self._spoiler)]
         )
         try:
-            await self._followup.edit_message(
+            self.message = await self._followup.edit_message(
                 ORIGINAL_RESPONSE, content=content, view=view, attachments=attachments
             )
         except discord.HTTPException as error:
-            log.warning("progress edit failed (%s); the result will still be posted", error)
+            if error.code == UNKNOWN_MESSAGE:
+                self.deleted = True
+                log.warning("the progress message was deleted; it is edited no more")
+                await self._on_deleted()
+            else:
+                log.warning("progress edit failed (%s); the result will still be posted", error)
 
     async def settle(self) -> None:
-        if self._edit is not None:
+        # Not from within the edit itself: its deletion's withdrawal can stop a queued job,
+        # whose end is delivered at once, settling this message; that edit makes no more, and
+        # waiting for it would be waiting for ourselves.
+        if self._edit is not None and self._edit is not asyncio.current_task():
             await asyncio.wait([self._edit])

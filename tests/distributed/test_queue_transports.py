@@ -160,11 +160,12 @@ async def test_a_remote_job_cancelled_while_it_waits_for_a_worker_is_not_charged
 
     async def noted_mark_running(
         db: aiosqlite.Connection, job_ids: Iterable[str], now: float
-    ) -> None:
+    ) -> list[journal.JobRecord]:
         ids = list(job_ids)
-        await mark_running(db, ids, now)
+        marked = await mark_running(db, ids, now)
         for job_id in ids:
             marked_running.setdefault(job_id, asyncio.Event()).set()
+        return marked
 
     monkeypatch.setattr(journal, "mark_running", noted_mark_running)
     engine = InstantEngine(seconds=5.0)  # 0.1 s a step

@@ -38,8 +38,6 @@ async def test_age_restricted_pictures_stay_out_of_direct_messages(
     fake = fake_discord
     adults = fake.add_text_channel("adults", nsfw=True)
     async with start_easel() as bot:
-        plain = await imagine(fake, "a plain barn")
-        await reply_to(fake, "settings", {"results_by_dm": True})
         # Each delivery, copies by DM included, is over once its job id is here.
         delivered: asyncio.Queue[str] = asyncio.Queue()
         deliver = bot.results.deliver
@@ -50,6 +48,10 @@ async def test_age_restricted_pictures_stay_out_of_direct_messages(
             return message_id
 
         bot.queue.set_sink(type("Recording", (), {"deliver": staticmethod(recording_deliver)})())
+        plain = await imagine(fake, "a plain barn")
+        # Over before results go by DM: its copy would be asked for once it is posted.
+        assert await asyncio.wait_for(delivered.get(), RENDER_TIMEOUT_S) == job_id_of(plain)
+        await reply_to(fake, "settings", {"results_by_dm": True})
 
         # Results by DM: the result is posted where it was made, and no copy goes to the DM.
         made = await fake.invoke_command(

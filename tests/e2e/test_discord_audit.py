@@ -282,8 +282,9 @@ async def test_an_unknown_model_is_refused_at_submit_quoting_the_member_safely(
     for refused in (linked, long):
         assert refused.is_ephemeral and len(refused.content) <= 2000, refused.content
         assert "is not installed on this bot; you may use: tiny." in refused.content
-    # Escaped, the brackets no longer make a link: Discord shows them as typed.
-    assert "\\[free nitro](https://nitro.example/claim)" in linked.content
+    # Escaped, the brackets no longer make a link: Discord shows them as typed; the bare link
+    # left is wrapped so that it shows no preview.
+    assert "\\[free nitro](<https://nitro.example/claim>)" in linked.content
 
 
 async def test_a_model_that_is_not_installed_is_named_with_those_this_server_allows(

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import bot.images
+from bot.jobs.queue import FinishedJob
 from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
@@ -186,8 +187,19 @@ async def test_results_by_dm_sends_each_result_to_the_member_too(
 
     original_grid = bot.images.comparison_png
     monkeypatch.setattr(bot.images, "comparison_png", counted_grid)
-    async with start_easel():
+    async with start_easel() as easel:
+        delivered, deliver = asyncio.Event(), easel.results.deliver
+
+        async def recorded(job: FinishedJob) -> int | None:
+            try:
+                return await deliver(job)
+            finally:
+                delivered.set()
+
+        monkeypatch.setattr(easel.results, "deliver", recorded)
         await imagine(fake_discord, "a harbour at dusk")  # the setting is off by default
+        # Over before results go by DM: its copy would be asked for once it is posted.
+        await asyncio.wait_for(delivered.wait(), RENDER_TIMEOUT_S)
         saved = await reply_to(fake_discord, "settings", {"results_by_dm": True})
         assert "results by DM too: yes" in saved.content
         result = await imagine(fake_discord, "a harbour at dawn")

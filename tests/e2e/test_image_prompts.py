@@ -135,8 +135,10 @@ async def test_blend_of_three_pictures(
             {"prompt": "--steps 2"},
             attachments={**uploads, "image2": ("notes.txt", b"text")},
         )
-        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        # Read once acknowledged (cogs.blend): refused in a private follow-up.
+        reply = await handle.wait_for_followup()
         assert reply.is_ephemeral and "not a readable image" in reply.content, reply.content
+        await handle.wait_for_original_deleted()  # no public "thinking…" left
         assert bot.queue.queued_count() == 0
         assert inputs_of(easel_settings_for_test) == []
 

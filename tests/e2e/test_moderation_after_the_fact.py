@@ -151,13 +151,15 @@ async def test_a_withdrawn_picture_uploaded_again_under_another_name_is_refused(
         assert withdrawn == [job_id_of(lighthouse)]
         copy, boat_copy = ("holiday.png", saved_again(lighthouse)), ("sea.png", saved_again(boat))
         assert b"parameters" not in copy[1]
-        uploads = (
-            ("blend", {"prompt": "--steps 2"}, {"image1": boat_copy, "image2": copy}),
-            ("vary", {}, {"image": copy}),
+        blend = await fake.invoke_command(
+            "blend", {"prompt": "--steps 2"}, attachments={"image1": boat_copy, "image2": copy}
         )
-        for command, options, files in uploads:
-            refused = await reply_to(fake, command, options, attachments=files)
-            assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content, command
+        # /blend reads its uploads once acknowledged: it refuses in a follow-up.
+        for refused in (
+            await blend.wait_for_followup(),
+            await reply_to(fake, "vary", {}, attachments={"image": copy}),
+        ):
+            assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content
         assert bot.queue.queued_count() == 0
         blended = await fake.invoke_command(
             "blend", {"prompt": "--steps 2"}, attachments={"image1": boat_copy, "image2": boat_copy}

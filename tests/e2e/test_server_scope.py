@@ -8,12 +8,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from bot.app import EaselBot, build
-from bot.bans import AUDITED_AS
+from bot.bans import StopCause
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.services import Services
@@ -193,6 +193,18 @@ async def acknowledged(fake: FakeDiscord, prompt: str, channel: int) -> Interact
     return handle
 
 
+def stop_while_handled(bot: EaselBot, guild_id: int, user_id: int) -> None:
+    """The member's next submission is stopped in ``guild_id`` while it is handled (heard
+    once its quota is asked, after its member was checked): work begun before the stop."""
+    asked_quota = bot.queue.quota_refusal
+
+    async def stopped_meanwhile(*args: Any, **kwargs: Any) -> str | None:
+        bot.services.stopped_members.add(guild_id, user_id)
+        return await asked_quota(*args, **kwargs)
+
+    bot.queue.quota_refusal = stopped_meanwhile  # type: ignore[method-assign]
+
+
 async def test_a_ban_cancels_the_members_unfinished_jobs_in_that_server_only(
     fake_discord: FakeDiscord, easel_settings_for_test: Settings
 ) -> None:
@@ -225,14 +237,16 @@ async def test_a_ban_cancels_the_members_unfinished_jobs_in_that_server_only(
         assert await images_today(bot.services, Member(RAIDER, fake.guild_id)) == 0
         assert await images_today(bot.services, Member(RAIDER, other.guild_id)) == 1
         audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
-        [entry] = [line for line in audit.content.splitlines() if AUDITED_AS in line]
+        [entry] = [line for line in audit.content.splitlines() if StopCause.BAN.audited_as in line]
         # Easel made the change; the banned member is named in its value.
-        assert f"<@{fake.bot_user_id}> {AUDITED_AS}: — → <@{RAIDER}>: " in entry, entry
+        assert f"<@{fake.bot_user_id}> {StopCause.BAN.audited_as}: — → <@{RAIDER}>: " in entry, (
+            entry
+        )
         assert all(job_id in entry for job_id in here), entry
 
-        # A ban landing after a command's acknowledgement, before its job is queued (as after
-        # a Vary (Region) mask found in words): nothing is queued, the acknowledgement goes.
-        bot.services.recent_bans.add(other.guild_id, RAIDER)
+        # A ban landing while a command is handled, before its job is queued (as while a
+        # Vary (Region) mask is found in words): nothing is queued, the acknowledgement goes.
+        stop_while_handled(bot, other.guild_id, RAIDER)
         late = await fake.invoke_command(
             "imagine", {"prompt": "a late raid", **QUICK}, user=RAIDER, channel=other.channel_id
         )

@@ -19,6 +19,7 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 PERMISSION_ADMINISTRATOR = 1 << 3
 PERMISSION_MANAGE_GUILD = 1 << 5
+PERMISSION_VIEW_AUDIT_LOG = 1 << 7
 PERMISSION_VIEW_CHANNEL = 1 << 10
 PERMISSION_SEND_MESSAGES = 1 << 11
 PERMISSION_SEND_TTS_MESSAGES = 1 << 12
@@ -50,6 +51,10 @@ NEEDS_SEND_MESSAGES = (
 )
 
 # Gateway intents that change what the fake sends.
+AUDIT_LOG_MEMBER_KICK = 20
+AUDIT_LOG_MEMBER_UPDATE = 24
+AUDIT_LOG_AUTO_MODERATION_USER_COMMUNICATION_DISABLED = 145
+
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_MODERATION = 1 << 2
 INTENT_GUILD_MESSAGES = 1 << 9
@@ -102,6 +107,7 @@ class MemberRecord:
     permissions: int
     joined_at: float
     bot: bool = False
+    timed_out_until: float | None = None  # a timeout's end (epoch seconds), as moderators set it
 
 
 @dataclass
@@ -249,6 +255,9 @@ def member_payload(member: MemberRecord, *, with_permissions: bool = False) -> J
         "mute": False,
         "flags": 0,
         "pending": False,
+        "communication_disabled_until": (
+            None if member.timed_out_until is None else iso_timestamp(member.timed_out_until)
+        ),
     }
     if with_permissions:
         data["permissions"] = str(member.permissions)

@@ -16,13 +16,19 @@ from aiohttp import web
 from .gateway import Gateway
 from .interactions import AttachmentInput, InteractionBuilder
 from .payloads import (
+    AUDIT_LOG_AUTO_MODERATION_USER_COMMUNICATION_DISABLED,
+    AUDIT_LOG_MEMBER_KICK,
+    AUDIT_LOG_MEMBER_UPDATE,
     INTENT_GUILD_MEMBERS,
     INTENT_GUILD_MODERATION,
+    PERMISSION_ADMINISTRATOR,
     PERMISSION_READ_MESSAGE_HISTORY,
+    PERMISSION_VIEW_AUDIT_LOG,
     PERMISSION_VIEW_CHANNEL,
     Json,
     Overwrite,
     StoredAttachment,
+    iso_timestamp,
     member_payload,
     role_payload,
     thread_member_payload,
@@ -616,7 +622,100 @@ class FakeDiscord:
         if self._gateway.intents & INTENT_GUILD_MEMBERS:
             await self._gateway.dispatch("GUILD_MEMBER_REMOVE", event)
 
+    async def kick_member(self, user_id: int, *, guild: int | None = None) -> None:
+        """The guild's owner kicks ``user_id``: Discord announces no kick event of its own,
+        only the audit log entry (GUILD_AUDIT_LOG_ENTRY_CREATE, MEMBER_KICK) to bots with the
+        moderation intent and View Audit Log, and GUILD_MEMBER_REMOVE with the members
+        intent."""
+        guild_id = self._state.guild(guild).guild_id
+        self._state.remove_member(user_id, guild_id)
+        await self._announce_audit_entry(guild_id, AUDIT_LOG_MEMBER_KICK, user_id, [])
+        if self._gateway.intents & INTENT_GUILD_MEMBERS:
+            event = {"guild_id": str(guild_id), "user": self._state.user_json(user_id)}
+            await self._gateway.dispatch("GUILD_MEMBER_REMOVE", event)
+
+    async def time_out_member(
+        self, user_id: int, until: float | None, *, guild: int | None = None
+    ) -> None:
+        """The guild's owner times ``user_id`` out until ``until`` (epoch seconds; None
+        removes the timeout): the member's ``communication_disabled_until`` and permissions
+        change at once; announced as GUILD_MEMBER_UPDATE (members intent) and as the audit log
+        entry MEMBER_UPDATE naming the change (moderation intent and View Audit Log)."""
+        guild_id = self._state.guild(guild).guild_id
+        member = self._state.member(user_id, guild_id)
+        before, member.timed_out_until = member.timed_out_until, until
+        change: Json = {"key": "communication_disabled_until"}
+        for key, value in (("old_value", before), ("new_value", until)):
+            if value is not None:  # Discord leaves out a side that is null
+                change[key] = iso_timestamp(value)
+        if self._gateway.intents & INTENT_GUILD_MEMBERS:
+            await self._gateway.dispatch(
+                "GUILD_MEMBER_UPDATE", {**member_payload(member), "guild_id": str(guild_id)}
+            )
+        await self._announce_audit_entry(guild_id, AUDIT_LOG_MEMBER_UPDATE, user_id, [change])
+
+    async def automod_time_out_member(
+        self, user_id: int, until: float, *, guild: int | None = None
+    ) -> None:
+        """AutoMod times ``user_id`` out until ``until`` (epoch seconds) for a message in the
+        guild's first channel: the member's ``communication_disabled_until`` changes, and the
+        audit log entry is AUTO_MODERATION_USER_COMMUNICATION_DISABLED, naming the rule and
+        the channel but no change (so no end)."""
+        guild_id = self._state.guild(guild).guild_id
+        member = self._state.member(user_id, guild_id)
+        member.timed_out_until = until
+        if self._gateway.intents & INTENT_GUILD_MEMBERS:
+            await self._gateway.dispatch(
+                "GUILD_MEMBER_UPDATE", {**member_payload(member), "guild_id": str(guild_id)}
+            )
+        options = {
+            "auto_moderation_rule_name": "no spam",
+            "auto_moderation_rule_trigger_type": "3",  # spam
+            "channel_id": str(self._state.channel_id),
+        }
+        await self._announce_audit_entry(
+            guild_id,
+            AUDIT_LOG_AUTO_MODERATION_USER_COMMUNICATION_DISABLED,
+            user_id,
+            [],
+            options=options,
+        )
+
+    def grant_permissions(
+        self, user_id: int, permissions: int, *, guild: int | None = None
+    ) -> None:
+        """Adds guild-wide ``permissions`` to a member's (the bot's: View Audit Log, say)."""
+        self._state.member(user_id, self._state.guild(guild).guild_id).permissions |= permissions
+
     # -- internals -------------------------------------------------------------------------
+
+    async def _announce_audit_entry(
+        self,
+        guild_id: int,
+        action_type: int,
+        target_id: int,
+        changes: list[Json],
+        *,
+        options: Json | None = None,
+    ) -> None:
+        """GUILD_AUDIT_LOG_ENTRY_CREATE, made by the guild's owner, sent only to a bot with the
+        moderation intent and View Audit Log (or Administrator) there."""
+        bot = self._state.member(self._state.bot_user_id, guild_id)
+        if not self._gateway.intents & INTENT_GUILD_MODERATION:
+            return
+        if not bot.permissions & (PERMISSION_VIEW_AUDIT_LOG | PERMISSION_ADMINISTRATOR):
+            return
+        entry: Json = {
+            "id": str(self._state.ids.next()),
+            "guild_id": str(guild_id),
+            "action_type": action_type,
+            "target_id": str(target_id),
+            "user_id": str(self._state.guild(guild_id).owner_id),
+            "changes": changes,
+        }
+        if options is not None:
+            entry["options"] = options
+        await self._gateway.dispatch("GUILD_AUDIT_LOG_ENTRY_CREATE", entry)
 
     def _user(self, user: int | None) -> int:
         return self.user_id if user is None else user

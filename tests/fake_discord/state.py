@@ -17,7 +17,10 @@ from .payloads import (
     FLAG_EPHEMERAL,
     FLAG_LOADING,
     FLAGS_A_CLIENT_MAY_SET,
+    PERMISSION_ADMINISTRATOR,
     PERMISSION_MANAGE_THREADS,
+    PERMISSION_READ_MESSAGE_HISTORY,
+    PERMISSION_VIEW_CHANNEL,
     THREAD_TYPES,
     Json,
     MemberRecord,
@@ -427,7 +430,7 @@ class DiscordState:
         member = guild.members.get(user_id)
         if member is None:
             return 0
-        return channel_permissions(
+        permissions = channel_permissions(
             base=member.permissions,
             is_owner=user_id == guild.owner_id,
             guild_id=guild.guild_id,
@@ -435,6 +438,14 @@ class DiscordState:
             member_roles=member.roles,
             overwrites=channel["permission_overwrites"],
         )
+        exempt = user_id == guild.owner_id or member.permissions & PERMISSION_ADMINISTRATOR
+        if self.is_timed_out(member) and not exempt:
+            # Discord leaves a member in a timeout reading alone (the owner and admins keep all).
+            permissions &= PERMISSION_VIEW_CHANNEL | PERMISSION_READ_MESSAGE_HISTORY
+        return permissions
+
+    def is_timed_out(self, member: MemberRecord) -> bool:
+        return member.timed_out_until is not None and member.timed_out_until > self.wall_now()
 
     def _thread_permissions(self, thread: Json, user_id: int) -> int:
         """A thread has its parent's permissions; a private one is seen only by the members

@@ -60,6 +60,25 @@ def graphed_engine(graph_models: Path) -> Engine:
     return Engine(graph_models, cuda_graphs=FreezingRecorder)
 
 
+EagerPictures = Callable[..., list[bytes]]
+
+
+@pytest.fixture(scope="module")
+def eager(eager_engine: Engine) -> EagerPictures:
+    """``eager(**changes)``: the eager engine's pictures of ``BASE`` with ``changes``, the
+    reference a graphed render must equal. Each is rendered once per module: the eager
+    engine renders the same pictures every time, and most tests compare the plain render."""
+    rendered: dict[str, list[bytes]] = {}
+
+    def pictures(**changes: Any) -> list[bytes]:
+        key = repr(sorted(changes.items()))
+        if key not in rendered:
+            rendered[key] = _render(eager_engine, **changes)
+        return rendered[key]
+
+    return pictures
+
+
 @pytest.fixture(autouse=True)
 def recordings_unbroken() -> Iterator[None]:
     """A broken recording is process-wide; each test starts and ends without one."""
@@ -97,13 +116,13 @@ def _unet(engine: Engine) -> GraphedForward:
     ids=["euler-a", "dpm2m", "prompt-editing", "batch-sde", "long-and", "tile", "fast"],
 )
 def test_replayed_render_equals_the_eager_one(
-    graphed_engine: Engine, eager_engine: Engine, changes: dict[str, Any]
+    graphed_engine: Engine, eager: EagerPictures, changes: dict[str, Any]
 ) -> None:
     """Each case after a plain render (its graph recorded) and before another: what a case
     changes must not reach the plain renders' graph, nor the graph's state the case."""
-    plain = _render(eager_engine)
+    plain = eager()
     _render(graphed_engine)
-    assert _render(graphed_engine, **changes) == _render(eager_engine, **changes)
+    assert _render(graphed_engine, **changes) == eager(**changes)
     unet = _unet(graphed_engine)
     calls, replays = unet.calls, unet.replays
     assert _render(graphed_engine) == plain
@@ -112,30 +131,30 @@ def test_replayed_render_equals_the_eager_one(
 
 
 def test_a_shape_is_recorded_at_its_second_call_and_kept_after_its_third(
-    graph_models: Path, eager_engine: Engine
+    graph_models: Path, eager: EagerPictures
 ) -> None:
     engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
-    assert _render(engine) == _render(eager_engine)
+    assert _render(engine) == eager()
     unet = _unet(engine)
     # Calls 1-3 ran eager (seen, recorded, checked against the replay), call 4 replayed.
     assert (unet.calls, unet.recordings, unet.graphs, unet.replays) == (4, 1, 1, 1)
 
 
 def test_the_warm_start_records_the_native_shape_before_the_first_job(
-    graph_models: Path, eager_engine: Engine
+    graph_models: Path, eager: EagerPictures
 ) -> None:
     engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
     engine.warm_up()
     unet = _unet(engine)
     assert (unet.graphs, unet.replays) == (2, 0)  # one picture's rows, and a 2x2 grid's
-    assert _render(engine) == _render(eager_engine)
+    assert _render(engine) == eager()
     assert unet.replays == BASE.steps  # the first job replays from its first step
-    assert _render(engine, count=4) == _render(eager_engine, count=4)
+    assert _render(engine, count=4) == eager(count=4)
     assert unet.replays == 2 * BASE.steps  # so does the first grid
 
 
 def test_lora_and_image_prompt_run_eager_then_replays_resume(
-    graphed_engine: Engine, eager_engine: Engine, tmp_path: Path
+    graphed_engine: Engine, eager: EagerPictures, tmp_path: Path
 ) -> None:
     """A LoRA's adapters and an IP-Adapter's processors are not in the graph: those jobs run
     eager (equal to the eager engine), and the next plain job replays again, unrecorded."""
@@ -148,30 +167,30 @@ def test_lora_and_image_prompt_run_eager_then_replays_resume(
         {"options": {"ipadapter": {"images": [str(picture)]}}},
     ):
         replays, recordings = unet.replays, unet.recordings
-        assert _render(graphed_engine, **changes) == _render(eager_engine, **changes), changes
+        assert _render(graphed_engine, **changes) == eager(**changes), changes
         assert (unet.replays, unet.recordings) == (replays, recordings), changes
     calls, replays, recordings = unet.calls, unet.replays, unet.recordings
-    assert _render(graphed_engine) == _render(eager_engine)
+    assert _render(graphed_engine) == eager()
     assert unet.replays - replays == unet.calls - calls == BASE.steps
     assert unet.recordings == recordings
 
 
 def test_only_shapes_near_the_native_size_are_recorded(
-    graph_models: Path, eager_engine: Engine
+    graph_models: Path, eager: EagerPictures
 ) -> None:
     """A graph keeps its activations' memory: a wider picture of about the native pixel
     count is recorded, a hires pass's larger latents are not."""
     engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
     wide = {"width": 80, "height": 64}  # 10x8 latents: 1.25 times the native 8x8
-    assert _render(engine, **wide) == _render(eager_engine, **wide)
+    assert _render(engine, **wide) == eager(**wide)
     assert _unet(engine).graphs == 1
     hires = {"options": {"hires_scale": 2.0, "hires_steps": 3, "hires_denoising": 0.5}}
-    assert _render(engine, **hires) == _render(eager_engine, **hires)
+    assert _render(engine, **hires) == eager(**hires)
     # The first pass (native size) recorded its key; the 16x16 second pass ran eager.
     assert _unet(engine).graphs == 2
 
 
-def test_moved_weights_drop_the_graphs(graph_models: Path, eager_engine: Engine) -> None:
+def test_moved_weights_drop_the_graphs(graph_models: Path, eager: EagerPictures) -> None:
     """A graph reads the addresses it was recorded with: weights in new storage (a move to
     another device) drop every graph, and the next calls record again."""
     engine = Engine(graph_models, cuda_graphs=FreezingRecorder)
@@ -182,7 +201,7 @@ def test_moved_weights_drop_the_graphs(graph_models: Path, eager_engine: Engine)
     with torch.no_grad():
         for parameter in real.parameters():
             parameter.data = parameter.data.clone()
-    assert _render(engine) == _render(eager_engine)
+    assert _render(engine) == eager()
     assert (unet.graphs, unet.recordings) == (1, 2)
 
 
@@ -195,30 +214,30 @@ def test_moved_weights_drop_the_graphs(graph_models: Path, eager_engine: Engine)
     ids=["recording-fails", "replay-differs"],
 )
 def test_a_key_that_cannot_be_replayed_stays_eager(
-    graph_models: Path, eager_engine: Engine, make_recorder: Callable[[], RerunRecorder]
+    graph_models: Path, eager: EagerPictures, make_recorder: Callable[[], RerunRecorder]
 ) -> None:
     recorder = make_recorder()
     engine = Engine(graph_models, cuda_graphs=lambda device: recorder)
     for _ in range(2):
-        assert _render(engine) == _render(eager_engine)
+        assert _render(engine) == eager()
     unet = _unet(engine)
     assert (unet.graphs, unet.replays) == (0, 0)
     assert recorder.records == 1  # refused for good: not tried again on the next render
 
 
 def test_out_of_memory_before_recording_leaves_the_unet_eager(
-    graph_models: Path, eager_engine: Engine
+    graph_models: Path, eager: EagerPictures
 ) -> None:
     recorder = FailingRecorder(torch.OutOfMemoryError("CUDA out of memory"))
     engine = Engine(graph_models, cuda_graphs=lambda device: recorder)
-    assert _render(engine) == _render(eager_engine)
-    assert _render(engine, count=2) == _render(eager_engine, count=2)  # another key
+    assert _render(engine) == eager()
+    assert _render(engine, count=2) == eager(count=2)  # another key
     unet = _unet(engine)
     assert (unet.may_record, unet.graphs, recorder.records) == (False, 0, 1)
 
 
 def test_a_recording_that_breaks_stops_recordings_and_cache_emptying(
-    graph_models: Path, eager_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    graph_models: Path, eager: EagerPictures, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure inside a capture leaves torch's allocator mid-capture: emptying a device
     cache would then fail, so it is skipped, and no UNet records again; renders go on."""
@@ -230,18 +249,18 @@ def test_a_recording_that_breaks_stops_recordings_and_cache_emptying(
     assert len(emptied) == 1
     broken = FailingRecorder(RecordingBroke("operation not permitted when stream is capturing"))
     engine = Engine(graph_models, cuda_graphs=lambda device: broken)
-    assert _render(engine) == _render(eager_engine)
+    assert _render(engine) == eager()
     empty_device_cache("cuda:0")
     assert len(emptied) == 1
     other = FreezingRecorder()
     another = Engine(graph_models, cuda_graphs=lambda device: other)
     for _ in range(2):
-        assert _render(another) == _render(eager_engine)
+        assert _render(another) == eager()
     assert (broken.records, other.records, _unet(another).replays) == (1, 0, 0)
 
 
 def test_out_of_memory_in_a_render_drops_the_graphs_and_renders_again(
-    graph_models: Path, eager_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    graph_models: Path, eager: EagerPictures, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The graphs' memory may be what a VAE decode lacks: the render runs once more without
     them, and the UNet records no more; without graphs held, the error stands."""
@@ -259,7 +278,7 @@ def test_out_of_memory_in_a_render_drops_the_graphs_and_renders_again(
         return run(self, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "_run", short_once)
-    assert _render(engine) == _render(eager_engine)
+    assert _render(engine) == eager()
     assert (unet.graphs, unet.may_record) == (0, False)
     failures = iter([torch.OutOfMemoryError("CUDA out of memory")])
     with pytest.raises(torch.OutOfMemoryError):

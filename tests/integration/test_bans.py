@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import aiosqlite
 
-from bot.bans import AUDITED_AS, BannedMembers, RecentBans
+from bot.bans import MemberStops, StopCause, StoppedMembers
 from bot.history import History
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.member_settings import MemberSettings
 from bot.services import Services
-from cogs.common import submit_unless_banned
+from cogs.common import submit_unless_stopped
 from db import guild_settings as settings_audit
 from db import jobs as journal
 from db.jobs import JobStatus
@@ -61,9 +61,9 @@ def raid(n: int) -> Submission:
     return Submission("imagine", request, RAIDER, GUILD)
 
 
-def banned_members(conn: aiosqlite.Connection, queue: JobQueue, tmp_path: Path) -> BannedMembers:
+def banned_members(conn: aiosqlite.Connection, queue: JobQueue, tmp_path: Path) -> MemberStops:
     history = History(conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn))
-    return BannedMembers(conn, queue, history, RecentBans())
+    return MemberStops(conn, queue, history, StoppedMembers())
 
 
 async def test_a_ban_stops_the_running_job_before_the_queued_ones_are_told(
@@ -82,7 +82,9 @@ async def test_a_ban_stops_the_running_job_before_the_queued_ones_are_told(
         ids = [await queue.submit(raid(n)) for n in range(4)]
         await asyncio.wait_for(stepped.wait(), 20)
         banning = asyncio.create_task(
-            banned_members(conn, queue, tmp_path).cancel_jobs(GUILD, RAIDER, easel_id=EASEL)
+            banned_members(conn, queue, tmp_path).cancel_jobs(
+                GUILD, RAIDER, StopCause.BAN, easel_id=EASEL
+            )
         )
         running = await sink.wait_for_attempt(ids[0])
         assert not running.succeeded
@@ -95,7 +97,7 @@ async def test_a_ban_stops_the_running_job_before_the_queued_ones_are_told(
     assert not engine.rendered
     # Easel made the change; the banned member is named in what it did.
     [entry] = await settings_audit.audit_log(conn, GUILD, 10)
-    assert (entry.user_id, entry.setting) == (EASEL, AUDITED_AS)
+    assert (entry.user_id, entry.setting) == (EASEL, StopCause.BAN.audited_as)
     assert entry.new_value == f"<@{RAIDER}>: " + ", ".join(cancelled)
 
 
@@ -104,18 +106,21 @@ async def test_work_under_way_when_the_ban_came_queues_nothing_more(
 ) -> None:
     """A ``--repeat``'s later jobs and a mask found in words are submitted after the
     acknowledgement: once the member is banned there they queue nothing; one journaling while
-    the ban comes is cancelled on its way out. Other servers and DMs are not concerned."""
+    the ban comes is cancelled on its way out. Other servers and DMs are not concerned, nor
+    work begun after the ban (a kicked member who joined again)."""
     # Not started: what is journaled stays queued, for ``unfinished`` to list.
     queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "i")
     queue.set_sink(RecordingSink())
-    recent = RecentBans()
-    services = cast(Services, SimpleNamespace(recent_bans=recent))
+    now = [1000.0]
+    recent = StoppedMembers(clock=lambda: now[0])
+    services = cast(Services, SimpleNamespace(stopped_members=recent))
     history = History(conn, tmp_path / "i", tmp_path / "in", MemberSettings(conn))
+    acknowledged_at = now[0] - 5.0  # the command, acknowledged before the ban
     recent.add(GUILD, RAIDER)
-    assert await submit_unless_banned(services, queue, raid(0)) is None
+    assert await submit_unless_stopped(services, queue, raid(0), began_at=acknowledged_at) is None
     assert await history.unfinished(RAIDER, guild_id=GUILD) == []
     elsewhere = Submission("imagine", raid(1).request, RAIDER, GUILD + 1)
-    assert await submit_unless_banned(services, queue, elsewhere) is not None
+    assert await submit_unless_stopped(services, queue, elsewhere, began_at=acknowledged_at)
 
     recent.forget(GUILD, RAIDER)
     journal_then_ban = queue.submit
@@ -126,11 +131,18 @@ async def test_work_under_way_when_the_ban_came_queues_nothing_more(
         return job_id
 
     queue.submit = banned_while_journaling  # type: ignore[method-assign]
-    journaled = await submit_unless_banned(services, queue, raid(2))
+    journaled = await submit_unless_stopped(services, queue, raid(2), began_at=acknowledged_at)
     assert journaled is not None
     assert await history.unfinished(RAIDER, guild_id=GUILD) == []
     state = await queue.state(journaled)
     assert state is not None and state.status is JobStatus.CANCELLED
+
+    queue.submit = journal_then_ban  # type: ignore[method-assign]
+    now[0] += 60.0
+    after_the_ban = await submit_unless_stopped(services, queue, raid(3), began_at=now[0])
+    assert [line.job_id for line in await history.unfinished(RAIDER, guild_id=GUILD)] == [
+        after_the_ban
+    ]
 
 
 class StartsAJobAtTheSecondRead:

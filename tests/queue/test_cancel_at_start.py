@@ -14,7 +14,7 @@ import aiosqlite
 import pytest
 
 from bot.jobs.accounting import Member
-from bot.jobs.queue import CancelOutcome, JobQueue, Submission
+from bot.jobs.queue import CancelOutcome, JobQueue, Submission, _RunningBatch
 from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
@@ -37,12 +37,12 @@ def pause_the_first_start(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Even
 
     async def paused_mark_running(
         db: aiosqlite.Connection, job_ids: Iterable[str], now: float
-    ) -> None:
+    ) -> list[journal.JobRecord]:
         ids = list(job_ids)
         if not in_the_gap.is_set():  # only the first batch's start is held
             in_the_gap.set()
             await go_on.wait()
-        await mark_running(db, ids, now)
+        return await mark_running(db, ids, now)
 
     monkeypatch.setattr(journal, "mark_running", paused_mark_running)
     return in_the_gap, go_on
@@ -116,3 +116,24 @@ async def test_a_job_left_out_of_its_batch_frees_its_slots_while_its_partner_ren
         await queue.stop()
     assert [request.prompt for request in engine.rendered] == ["its partner"]
     assert running_at_steps and all(ids == [partner] for ids in running_at_steps)
+
+
+async def test_a_cancel_that_waited_for_the_lock_while_its_job_was_handed_out_stops_it(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel reads whether the job runs, then waits for the queue's lock; a dispatcher holding
+    it may hand the job to its device meanwhile. The cancel then finds it out of the queue and
+    must stop its batch, not answer that it had finished (and let it render)."""
+    queue = JobQueue(conn, [], tmp_path / "images")  # no device: the hand-out is the test's
+    job_id = await queue.submit(submission(OWNER, "handed out as its cancel waits"))
+    take_out = queue._scheduler.cancel
+
+    def handed_out_meanwhile(job: str) -> bool:
+        take_out(job)  # out of the queue, as the dispatcher's hand-out takes it
+        queue._running[job] = _RunningBatch((job,))  # registered before its first await
+        return False
+
+    monkeypatch.setattr(queue._scheduler, "cancel", handed_out_meanwhile)
+    stop = await queue.cancel(job_id, Member(OWNER, GUILD))
+    assert stop is CancelOutcome.STOPPING_FREE  # not rendering yet: nothing charged
+    assert queue._running[job_id].stop.is_set()  # the batch's only job: its render stops

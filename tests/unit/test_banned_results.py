@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import discord
 
-from bot.bans import RecentBans
+from bot.bans import StoppedMembers
 from bot.jobs.queue import FinishedJob
 from cogs.results.posting import DiscordResults
 from inference.types import RenderRequest
@@ -51,8 +51,8 @@ async def test_a_result_finished_before_its_makers_ban_is_not_posted() -> None:
     channel = Channel()
     client = SimpleNamespace(get_partial_messageable=lambda _channel_id: channel)
     results = DiscordResults(cast(discord.Client, client))
-    results.recent_bans = RecentBans()
-    results.recent_bans.add(GUILD, RAIDER)
+    results.stopped_members = StoppedMembers()
+    results.stopped_members.add(GUILD, RAIDER)
     assert await results.deliver(done(RAIDER, GUILD)) is None
     # Another member's result there, and the banned member's in another server, are posted.
     assert await results.deliver(done(MEMBER, GUILD)) == 901

@@ -1,7 +1,7 @@
 """/forget-me deletes Easel's posts of the erased jobs from Discord after its answer
 (``cogs.history.delete_posts``): one call each, what is gone already is done, a channel Easel
-can no longer see or an archived thread keeps the rest of its posts, the member is told the
-outcome, and a stop ends the deletes (or, once stopping, starts none)."""
+can no longer see or an archived thread keeps the rest of its posts for this try, the member
+is told the outcome, and a stop ends the deletes (or, once stopping, starts none)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,16 @@ def posts(*places: tuple[int, int]) -> list[PostedMessage]:
     return [PostedMessage(channel, message) for channel, message in places]
 
 
+async def recorded(post: PostedMessage) -> bool:
+    """What the database records of a delete done or failed
+    (tests/integration/test_post_deletes_resume)."""
+    return True
+
+
+# Its deletes' records: none (see ``recorded``).
+HISTORY = cast(History, SimpleNamespace(post_delete_settled=recorded, post_delete_failed=recorded))
+
+
 async def test_gone_is_done_a_refusing_channel_keeps_the_rest_a_failure_keeps_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -71,6 +81,7 @@ async def test_gone_is_done_a_refusing_channel_keeps_the_rest_a_failure_keeps_on
         outcome = await delete_posts(
             cast(discord.Client, discord_),
             posts((1, 10), (1, 11), (2, 20), (2, 21), (3, 30), (3, 31), (4, 40), (4, 41)),
+            HISTORY,
         )
     # None of channel 2 after its refusal, nor of the archived thread 4 (never unarchived).
     assert discord_.deleted == [10, 11, 20, 30, 31, 40]
@@ -81,11 +92,12 @@ async def test_gone_is_done_a_refusing_channel_keeps_the_rest_a_failure_keeps_on
     ]
 
 
-def test_the_outcome_says_what_stayed_why_and_who_can_delete_it() -> None:
+def test_the_outcome_says_what_stayed_why_when_it_is_tried_again_and_who_can_delete_it() -> None:
     kept = Counter({UNREACHABLE: 2, ARCHIVED_THREAD: 3})
     assert outcome_text(PostsOutcome(asked=9, kept=kept)) == (
-        "Removed 4 of 9 posted message(s) from channels. 5 stay (3 in an archived thread, "
-        "2 in a channel Easel cannot reach): a moderator of that server can delete them."
+        "Removed 4 of 9 posted message(s) from channels. 5 stay for now (3 in an archived "
+        "thread, 2 in a channel Easel cannot reach): Easel tries again over the next 5 days; a "
+        "moderator of that server can delete them sooner."
     )
     assert outcome_text(PostsOutcome(asked=2, kept=Counter())) == (
         "Removed 2 of 2 posted message(s) from channels."
@@ -94,7 +106,7 @@ def test_the_outcome_says_what_stayed_why_and_who_can_delete_it() -> None:
 
 async def test_the_member_is_told_the_outcome_once_the_deletes_end() -> None:
     discord_ = Discord({21: ARCHIVED})
-    cog = HistoryCog(cast(History, None))
+    cog = HistoryCog(HISTORY)
     told: list[str] = []
     ended = asyncio.Event()
 
@@ -106,8 +118,9 @@ async def test_the_member_is_told_the_outcome_once_the_deletes_end() -> None:
     async with asyncio.timeout(10):
         await ended.wait()
     assert told == [
-        "Removed 1 of 2 posted message(s) from channels. 1 stay (1 in an archived thread): a "
-        "moderator of that server can delete them."
+        "Removed 1 of 2 posted message(s) from channels. 1 stay for now (1 in an archived "
+        "thread): Easel tries again over the next 5 days; a moderator of that server can "
+        "delete them sooner."
     ]
 
 
@@ -115,7 +128,7 @@ async def test_a_stop_ends_the_deletes_and_says_how_many_stay(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     discord_ = Discord({}, hangs_on=11)
-    cog = HistoryCog(cast(History, None))
+    cog = HistoryCog(HISTORY)
     told: list[str] = []
 
     async def tell(outcome: str) -> None:

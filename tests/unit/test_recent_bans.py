@@ -1,28 +1,32 @@
-"""Whom a ban keeps from queueing more: the pair (server, member) for an hour, at most the
-latest ``capacity`` pairs, until an unban; never a DM."""
+"""Whom a ban keeps from queueing more: the pair (server, member) for an hour, for the work
+begun before the ban, at most the latest ``capacity`` pairs, until an unban; never a DM."""
 
 from __future__ import annotations
 
-from bot.bans import RecentBans
+from bot.bans import StoppedMembers
 
 
 def test_a_ban_holds_in_its_server_for_an_hour_until_an_unban() -> None:
     now = [1000.0]
-    recent = RecentBans(ttl_s=3600.0, clock=lambda: now[0])
+    recent = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0])
+    begun = now[0] - 1.0  # a command of theirs, under way when the ban came
     recent.add(5, 77)
-    assert recent.holds(5, 77)
-    assert not recent.holds(6, 77) and not recent.holds(None, 77) and not recent.holds(5, 78)
+    assert recent.holds(5, 77, began_at=begun)
+    assert not recent.holds(6, 77, began_at=begun)
+    assert not recent.holds(None, 77, began_at=begun)
+    assert not recent.holds(5, 78, began_at=begun)
     now[0] += 3599.0
-    assert recent.holds(5, 77)
+    assert recent.holds(5, 77, began_at=begun)
     now[0] += 2.0
-    assert not recent.holds(5, 77)
+    assert not recent.holds(5, 77, began_at=begun)
     recent.add(5, 77)
     recent.forget(5, 77)
-    assert not recent.holds(5, 77)
+    assert not recent.holds(5, 77, began_at=begun)
 
 
 def test_a_raid_of_bans_keeps_the_latest_ones() -> None:
-    recent = RecentBans(capacity=3)
+    recent = StoppedMembers(capacity=3, clock=lambda: 1000.0)
     for member in range(5):
         recent.add(5, member)
-    assert [recent.holds(5, member) for member in range(5)] == [False, False, True, True, True]
+    held = [recent.holds(5, member, began_at=999.0) for member in range(5)]
+    assert held == [False, False, True, True, True]

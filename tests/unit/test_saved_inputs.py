@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from bot.edits import input_path
 from bot.user_errors import UserError
 from cogs.edit import SavedInputs
 
@@ -66,7 +67,7 @@ async def test_an_upload_is_decoded_once_off_the_event_loop(
     monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", counted)
     async with SavedInputs(uploading(tmp_path)) as inputs:
         picture = await inputs.save_data("photo.jpg", jpeg())
-        inputs.accepted = True
+        inputs.keep()
     assert (picture.width, picture.height) == (64, 48)
     with Image.open(picture.path) as stored:
         assert stored.format == "PNG"
@@ -80,13 +81,14 @@ async def test_a_commands_uploads_are_saved_at_once_and_a_refusal_keeps_none(
     together = asyncio.Barrier(2)
     uploads: Any = [Upload("a.jpg", jpeg(), together), Upload("b.jpg", jpeg(), together)]
     async with asyncio.timeout(10), SavedInputs(uploading(tmp_path)) as inputs:
-        saved = await inputs.save_all(uploads)  # one after another would never pass the barrier
-        inputs.accepted = True
+        # One after another would never pass the barrier.
+        saved = await inputs.save_all(uploads, [input_path(tmp_path) for _ in uploads])
+        inputs.keep()
     assert [picture.path.exists() for picture in saved] == [True, True]
 
     together = asyncio.Barrier(2)
     uploads = [Upload("a.jpg", jpeg(), together), Upload("b.gif", b"GIF89a", together)]
     with pytest.raises(UserError, match=r"'b\.gif'"):
         async with asyncio.timeout(10), SavedInputs(uploading(tmp_path / "refused")) as inputs:
-            await inputs.save_all(uploads)
+            await inputs.save_all(uploads, [input_path(tmp_path / "refused") for _ in uploads])
     assert not any((tmp_path / "refused").glob("*.png"))

@@ -1,0 +1,121 @@
+"""The rules a finished job's result is posted under: the server's of when it is delivered,
+not of when it was submitted. A job can wait in the queue (``--repeat``, ``--relax``), render,
+or sit in the journal while Easel is offline; meanwhile a moderator may delete the picture it
+was made from, ban a word, change the NSFW policy or take the channel off Easel's list. What
+Easel posts meets the rules of now (pure: no discord, no torch)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable
+
+from bot.history import conditioning_texts
+from bot.jobs.queue import FinishedJob
+from bot.policy.guild import GuildPolicy
+from bot.policy.moderation import (
+    STORED_TOO_LONG,
+    NsfwPolicy,
+    kept_in_age_restricted_channels,
+)
+from bot.policy.prompt_safety import CLOSED
+from bot.user_errors import Reason, UserError
+
+# Why a result was not posted, as its maker is told (after "was not posted: "); none names a
+# banned word: the maker may not have typed it (a drawn wildcard).
+SOURCE_WITHDRAWN = "a moderator removed the picture it was made from"
+# Its own message deleted in the channel: by a moderator or by its maker (Discord does not say).
+PROGRESS_DELETED = "its message in the channel was deleted"
+WORD_BANNED_SINCE = "its prompt uses a word the server has banned since it was submitted"
+NOT_CHECKED = "its prompt could not be checked against the server's banned words of now"
+CHANNEL_OFF = "Easel is no longer enabled in the channel it was made in"
+DIRECT_MESSAGES_OFF = "Easel no longer works in direct messages"
+AGE_RESTRICTED_NOW = (
+    "its pictures stay in age-restricted channels under the server's rules of now, and that "
+    "channel is not one"
+)
+# Every prompt reader busy (a raid's long prompts): a delivery may wait where a click may not,
+# asking again this often, this far apart; then it is withheld, never posted unread.
+BUSY_TRIES = 30
+BUSY_PAUSE_S = 1.0
+
+
+class Withheld(Exception):
+    """The result is posted nowhere; ``why``: the clause its maker is told privately (None:
+    they are not told, e.g. a member banned from the server). ``refund``: not its maker's doing
+    (the server's rules changed since its submit, or Easel could not check them): its quota is
+    given back. A job withdrawn (its content deleted) or a maker stopped stays charged."""
+
+    def __init__(self, why: str | None, *, refund: bool = False) -> None:
+        super().__init__(why or "withheld")
+        self.why = why
+        self.refund = refund
+
+
+async def under_rules_of_now(
+    job: FinishedJob,
+    policy: GuildPolicy | None,
+    here_age_restricted: Callable[[], Awaitable[bool]],
+) -> FinishedJob:
+    """``job``'s result as it may be posted now (``placed_under_rules_of_now``), or
+    ``Withheld``: also when what it was conditioned on renders a word banned since."""
+    job = await placed_under_rules_of_now(job, policy, here_age_restricted)
+    if policy is not None:
+        await _check_banned_since(job, policy)
+    return job
+
+
+async def placed_under_rules_of_now(
+    job: FinishedJob,
+    policy: GuildPolicy | None,
+    here_age_restricted: Callable[[], Awaitable[bool]],
+) -> FinishedJob:
+    """The rules of now that are cheap to read, also asked before a queued job renders:
+    ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
+    was withdrawn (its own message or the picture it was made from deleted), Easel is no
+    longer enabled in its channel (or in direct messages), or its pictures must stay in
+    age-restricted channels now and ``here_age_restricted()`` (its channel, asked only then)
+    says that one is not. ``policy`` None: the servers' rules are not known (tests), only the
+    withdrawal is read."""
+    if job.withdrawn:
+        raise Withheld(SOURCE_WITHDRAWN if job.withdrawn_with_source else PROGRESS_DELETED)
+    if policy is None:
+        return job
+    try:
+        await policy.check_channel(job.guild_id, job.channel_id)
+    except UserError:
+        off = DIRECT_MESSAGES_OFF if job.guild_id is None else CHANNEL_OFF
+        raise Withheld(off, refund=True) from None
+    if job.guild_id is not None:
+        nsfw_policy = NsfwPolicy((await policy.settings(job.guild_id)).nsfw_policy)
+        kept_there = kept_in_age_restricted_channels(
+            made_age_restricted=job.age_restricted, nsfw_policy=nsfw_policy
+        )
+        if kept_there and not await here_age_restricted():
+            raise Withheld(AGE_RESTRICTED_NOW, refund=True)
+        if nsfw_policy is NsfwPolicy.SPOILER and not job.spoiler:
+            job = dataclasses.replace(job, spoiler=True)
+    return job
+
+
+async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
+    """The server's banned words of now over what the job's pictures were conditioned on, as
+    /show reads them (the verdict is kept per job until the words change). Readers busy are
+    waited for; a text too long to read is withheld; Easel shutting down fails the delivery
+    (the next start delivers it)."""
+    request = json.loads(job.request.to_json())
+    texts = conditioning_texts(request, [image.infotext for image in job.images])
+    for _ in range(BUSY_TRIES):
+        try:
+            await policy.check_reuse(job.guild_id, job.job_id, texts, withdrawn=False)
+            return
+        except UserError as refused:
+            if refused.reason is Reason.BANNED_WORD:
+                raise Withheld(WORD_BANNED_SINCE, refund=True) from None
+            if str(refused) == STORED_TOO_LONG:
+                raise Withheld(NOT_CHECKED, refund=True) from None
+            if str(refused) == CLOSED:
+                raise
+        await asyncio.sleep(BUSY_PAUSE_S)  # every reader busy: asked again
+    raise Withheld(NOT_CHECKED, refund=True)

@@ -1,0 +1,364 @@
+"""The delivery gate: what Easel posts meets the server's rules of when it is delivered, not of
+when it was submitted. A job queued or rendering while a moderator deletes the picture it was
+made from, bans a word, spoilers or age-restricts the server's pictures, or takes its channel off
+Easel's list, is posted as the rules of now say (its maker told privately why not, and whether it
+still counts against their quota: a rule changed since is refunded, a deletion is not), also
+after a restart; a queued job those rules would withhold ends before it renders, refunded.
+Real SQLite, the real queue, policy and ``DiscordResults``; a recording Discord client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiosqlite
+import discord
+import pytest
+
+from bot.history import History
+from bot.jobs import accounting
+from bot.jobs.queue import JobQueue, Submission
+from bot.policy.guild import GuildList, GuildPolicy, NsfwPolicy
+from bot.policy.member_settings import MemberSettings
+from bot.policy.prompt_safety import PromptPlanner
+from bot.policy.quota import DEFAULT_LIMITS, Period, period_start
+from cogs.results.posting import DiscordResults
+from db import jobs as journal
+from db import quotas as ledger
+from db.database import connect
+from db.history import withdraw_deleted_results
+from db.jobs import record_job_message
+from inference.types import RenderRequest
+from inference.worker import DeviceWorker
+from tests.e2e.test_server_scope import HeldEngine
+from tests.integration.test_withdrawn_results import (
+    CHANNEL,
+    GUILD,
+    MEMBER,
+    MODERATOR,
+    NOW,
+    OTHER_CHANNEL,
+    delivered,
+)
+from tests.support.engines import InstantEngine
+
+SOURCE, SOURCE_POST = "a" * 16, 900
+REFUNDED = "It does not count against your quota."
+CHARGED = "It counts against your quota."
+
+
+class Sent:
+    """A channel or direct message channel: records what is sent there."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[discord.File]]] = []
+
+    async def send(self, content: str, **kwargs: Any) -> object:
+        self.messages.append((content, list(kwargs.get("files") or [])))
+        return SimpleNamespace(id=1000 + len(self.messages))
+
+
+class FakeDiscord:
+    """What ``DiscordResults`` asks of the client: the channel (not age-restricted unless
+    ``age_restricted``), the server's name, and the maker's direct messages."""
+
+    def __init__(self, *, age_restricted: bool = False) -> None:
+        self.channel, self.direct = Sent(), Sent()
+        cached = SimpleNamespace(is_nsfw=lambda: age_restricted)
+        self.guild = SimpleNamespace(name="Guild", get_channel_or_thread=lambda _id: cached)
+
+    def get_partial_messageable(self, channel_id: int) -> Sent:
+        assert channel_id == CHANNEL
+        return self.channel
+
+    def get_guild(self, guild_id: int) -> object:
+        return self.guild if guild_id == GUILD else None
+
+    async def create_dm(self, user: discord.abc.Snowflake) -> Sent:
+        assert user.id == MEMBER
+        return self.direct
+
+
+def results_for(conn: aiosqlite.Connection, fake: FakeDiscord) -> DiscordResults:
+    results = DiscordResults(cast(discord.Client, fake))
+    results.guild_policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    return results
+
+
+def submission(
+    kind: str = "imagine", prompt: str = "a dog", parent: str | None = None
+) -> Submission:
+    request = RenderRequest(prompt, seed=1, steps=2)
+    return Submission(kind, request, MEMBER, GUILD, channel_id=CHANNEL, parent_job_id=parent)
+
+
+async def all_delivered(conn: aiosqlite.Connection, job_ids: Sequence[str]) -> None:
+    """Wait until each job is recorded delivered (posted, or withheld: never retried)."""
+    async with asyncio.timeout(20):
+        while True:
+            jobs = [await journal.get_job(conn, job_id) for job_id in job_ids]
+            if all(job is not None and job.delivered_at is not None for job in jobs):
+                return
+            await asyncio.sleep(0.02)
+
+
+async def started(
+    conn: aiosqlite.Connection, engine: InstantEngine, images: Path, results: DiscordResults
+) -> JobQueue:
+    """The queue wired to ``results`` as the composition root wires it."""
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], images)
+    queue.set_sink(results)
+    queue.set_start_gate(results)
+    results.refund_withheld = queue.refund_withheld
+    await queue.start()
+    return queue
+
+
+async def test_jobs_made_from_a_picture_withdrawn_while_they_wait_or_render_are_posted_nowhere(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    await delivered(conn, SOURCE, SOURCE_POST)
+    await delivered(conn, "b" * 16, 901, kind="vary", parent=SOURCE)  # posted before: kept
+    fake, engine = FakeDiscord(), HeldEngine()
+    queue = await started(conn, engine, tmp_path / "images", results_for(conn, fake))
+    try:
+        made = [await queue.submit(submission(kind, parent=SOURCE)) for kind in ("upscale", "vary")]
+        # A moderator deletes the source's result meanwhile.
+        withdrawn = await withdraw_deleted_results(conn, GUILD, CHANNEL, [SOURCE_POST], NOW + 1)
+        assert set(withdrawn) == {SOURCE, *made}
+        engine.released.set()
+        await all_delivered(conn, made)
+    finally:
+        await queue.stop()
+    assert fake.channel.messages == []
+    # One rendered stays charged (its content was removed); one still queued ends unrendered.
+    rendered = {job_id: await status_of(conn, job_id) is journal.JobStatus.DONE for job_id in made}
+    notices = sorted(content for content, _ in fake.direct.messages)
+    assert notices == sorted(
+        f"Your job `{job_id}` in Guild was not posted: a moderator removed the picture it was "
+        f"made from. {CHARGED if rendered[job_id] else REFUNDED}"
+        for job_id in made
+    )
+
+
+async def status_of(conn: aiosqlite.Connection, job_id: str) -> journal.JobStatus:
+    job = await journal.get_job(conn, job_id)
+    assert job is not None
+    return job.status
+
+
+async def test_a_moderators_deletion_stops_the_jobs_made_from_the_picture_refunded(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    await delivered(conn, SOURCE, SOURCE_POST)
+    fake, engine = FakeDiscord(), HeldEngine()
+    queue = await started(conn, engine, tmp_path / "images", results_for(conn, fake))
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: NOW + 1)
+    history.stop_withdrawn = queue.stop_withdrawn  # as the composition root wires it
+    try:
+        made = [await queue.submit(submission(kind, parent=SOURCE)) for kind in ("zoom", "pan")]
+        assert (await spent_today(conn)).images == 2  # reserved
+        await history.withdraw_deleted(GUILD, CHANNEL, [SOURCE_POST])
+        engine.released.set()
+        await all_delivered(conn, made)
+        for job_id in made:
+            job = await journal.get_job(conn, job_id)
+            assert job is not None and job.status is journal.JobStatus.CANCELLED
+    finally:
+        await queue.stop()
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+    assert all(files == [] for _, files in fake.channel.messages)
+
+
+async def spent_today(conn: aiosqlite.Connection) -> ledger.Usage:
+    return await ledger.usage(conn, MEMBER, GUILD, period_start(Period.DAY, time.time()))
+
+
+RuleChange = Callable[[GuildPolicy], Awaitable[None]]
+
+
+async def _ban_dog(policy: GuildPolicy) -> None:
+    await policy.change_list(GUILD, MODERATOR, GuildList.BANNED_WORD, "dog", add=True)
+
+
+async def _take_the_channel_off(policy: GuildPolicy) -> None:
+    await policy.change_list(
+        GUILD, MODERATOR, GuildList.ALLOWED_CHANNEL, str(OTHER_CHANNEL), add=True
+    )
+
+
+async def _age_restrict(policy: GuildPolicy) -> None:
+    await policy.set_nsfw_policy(GUILD, MODERATOR, NsfwPolicy.AGE_RESTRICTED_ONLY)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (_ban_dog, "its prompt uses a word the server has banned since it was submitted"),
+        (_take_the_channel_off, "Easel is no longer enabled in the channel it was made in"),
+        (
+            _age_restrict,
+            "its pictures stay in age-restricted channels under the server's rules of now, "
+            "and that channel is not one",
+        ),
+    ],
+)
+async def test_a_rule_changed_while_the_job_waits_holds_at_delivery(
+    conn: aiosqlite.Connection, tmp_path: Path, change: RuleChange, why: str
+) -> None:
+    fake, job_id = await delivered_after(conn, tmp_path, change)
+    assert fake.channel.messages == []
+    notice = f"Your job `{job_id}` in Guild was not posted: {why}. {REFUNDED}"
+    assert fake.direct.messages == [(notice, [])]
+    # Rendered and charged, then given back: its maker did nothing wrong.
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+
+
+async def _spoiler(policy: GuildPolicy) -> None:
+    await policy.set_nsfw_policy(GUILD, MODERATOR, NsfwPolicy.SPOILER)
+
+
+async def test_the_spoiler_policy_of_now_spoilers_a_result_submitted_before_it(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    fake, job_id = await delivered_after(conn, tmp_path, _spoiler)  # submitted unspoilered
+    [(content, files)] = fake.channel.messages
+    assert f"job `{job_id}`" in content
+    assert [file.spoiler for file in files] == [True]
+
+
+async def delivered_after(
+    conn: aiosqlite.Connection, tmp_path: Path, change: RuleChange
+) -> tuple[FakeDiscord, str]:
+    """A job submitted, the server's rules changed (``change``) while it waits, then rendered
+    and delivered; what Discord was sent, and the job's id."""
+    fake, engine = FakeDiscord(), HeldEngine()
+    results = results_for(conn, fake)
+    policy = results.guild_policy
+    assert policy is not None
+    queue = await started(conn, engine, tmp_path / "images", results)
+    try:
+        await policy.settings(GUILD)  # the rules of submit time, kept in memory
+        job_id = await queue.submit(submission())
+        await asyncio.to_thread(engine.started.wait, 10)  # past the start gate
+        await change(policy)
+        engine.released.set()
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    return fake, job_id
+
+
+async def test_a_word_banned_while_easel_was_stopped_holds_for_the_restored_job(
+    tmp_path: Path,
+) -> None:
+    database, images = tmp_path / "easel.sqlite3", tmp_path / "images"
+    conn = await connect(database)
+    try:
+        job_id = await JobQueue(conn, [], images).submit(submission(prompt="a small dog"))
+        # The ban, then the restart: the journal replays the job, which was admitted before.
+        policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+        await _ban_dog(policy)
+    finally:
+        await conn.close()
+    conn = await connect(database)
+    fake = FakeDiscord()
+    queue = await started(conn, InstantEngine(), images, results_for(conn, fake))
+    try:
+        await all_delivered(conn, [job_id])
+        job = await journal.get_job(conn, job_id)
+        assert job is not None and job.status is journal.JobStatus.DONE
+    finally:
+        await queue.stop()
+        await conn.close()
+    assert fake.channel.messages == []
+    [(notice, _)] = fake.direct.messages
+    assert "banned since" in notice and "dog" not in notice and notice.endswith(REFUNDED)
+
+
+async def test_a_withheld_jobs_refund_stands_once_however_often_it_is_delivered(
+    conn: aiosqlite.Connection,
+) -> None:
+    """A delivery retried at the next start refunds nothing more; a commit after is a no-op."""
+    request = RenderRequest("a dog", seed=1, steps=2)
+    member = accounting.Member(MEMBER, GUILD)
+    now = time.time()
+    assert await accounting.admit(conn, "j" * 16, member, request, now, DEFAULT_LIMITS) is None
+    await accounting.charge(conn, "j" * 16, 3.0, 1, now)
+    assert await spent_today(conn) == ledger.Usage(images=1, gpu_seconds=3.0)
+    assert [await accounting.refund_withheld(conn, "j" * 16, now) for _ in range(2)] == [True] * 2
+    assert await ledger.commit(conn, "j" * 16, 3.0, now) is None
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+    assert await accounting.refund_withheld(conn, "never reserved", now) is False
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (_take_the_channel_off, "Easel is no longer enabled in the channel it was made in"),
+        (
+            _age_restrict,
+            "its pictures stay in age-restricted channels under the server's rules of now, "
+            "and that channel is not one",
+        ),
+    ],
+)
+async def test_a_queued_job_the_rules_of_now_withhold_ends_before_it_renders_refunded(
+    conn: aiosqlite.Connection, tmp_path: Path, change: RuleChange, why: str
+) -> None:
+    images = tmp_path / "images"
+    job_id = await JobQueue(conn, [], images).submit(submission())  # journaled while stopped
+    await change(GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)))
+    fake, engine = FakeDiscord(), InstantEngine()
+    queue = await started(conn, engine, images, results_for(conn, fake))
+    try:
+        await all_delivered(conn, [job_id])
+        assert queue.snapshot().running == ()  # its slots freed
+    finally:
+        await queue.stop()
+    assert engine.batches == []  # no GPU time
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.status is journal.JobStatus.CANCELLED
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+    assert fake.channel.messages == []
+    notice = f"Your job `{job_id}` in Guild was not posted: {why}. {REFUNDED}"
+    assert fake.direct.messages == [(notice, [])]
+
+
+class RecordingWebhook:
+    def __init__(self) -> None:
+        self.edits: list[object] = []
+
+    async def edit_message(self, message_id: object, **kwargs: Any) -> None:
+        self.edits.append(kwargs.get("content"))
+
+
+async def test_a_job_withdrawn_by_the_deletion_of_its_own_message_says_so_and_edits_nothing(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, engine, webhook = FakeDiscord(), HeldEngine(), RecordingWebhook()
+    results = results_for(conn, fake)
+    monkeypatch.setattr(results, "_webhook", lambda _job: webhook)
+    queue = await started(conn, engine, tmp_path / "images", results)
+    try:
+        token = {"application_id": 1, "interaction_token": "t", "interaction_created_at": NOW}
+        alive = Submission(
+            "imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL, **token
+        )
+        monkeypatch.setattr(results, "_alive", lambda _created_at: True)
+        job_id = await queue.submit(alive)
+        await asyncio.to_thread(engine.started.wait, 10)
+        # Its progress message, recorded as posted, deleted in the channel while it renders.
+        assert await record_job_message(conn, job_id, 777)
+        assert await withdraw_deleted_results(conn, GUILD, CHANNEL, [777], NOW + 1) == [job_id]
+        engine.released.set()
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    notice = f"Your job `{job_id}` in Guild was not posted: its message in the channel was deleted."
+    assert fake.direct.messages == [(f"{notice} {CHARGED}", [])]
+    assert webhook.edits == []  # the deleted message is not edited

@@ -1,0 +1,88 @@
+"""A batch's start reads and marks its jobs in at most two statements, however many jobs it
+holds; real SQLite (its trace callback sees every statement, with its values)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from bot.jobs.queue import JobQueue, Submission
+from db import jobs as journal
+from inference.types import ProgressCallback, RenderedImage, RenderRequest
+from inference.worker import DeviceWorker
+from tests.support.engines import InstantEngine
+from tests.support.sinks import RecordingSink
+
+GUILD = 5
+
+
+class NotesStatementsAtRender(InstantEngine):
+    """Keeps a copy of the statements traced so far when its batch render starts."""
+
+    def __init__(self, traced: list[str]) -> None:
+        super().__init__()
+        self._traced = traced
+        self.before_render: list[str] = []
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: object = None,
+    ) -> list[list[RenderedImage]]:
+        self.before_render = list(self._traced)
+        return super().render_batch(requests, progress, None)
+
+
+async def test_a_batch_of_four_starts_with_at_most_two_statements_on_its_jobs(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    traced: list[str] = []
+    engine = NotesStatementsAtRender(traced)
+    slots = [DeviceWorker("cpu", lambda _: engine)]
+    # Journaled before the queue starts: its device is handed all four as one batch.
+    journaling = JobQueue(conn, slots, tmp_path / "images")
+    ids = [
+        await journaling.submit(
+            Submission("imagine", RenderRequest(f"job {n}", seed=n, steps=2), n, GUILD)
+        )
+        for n in range(4)
+    ]
+    raw: sqlite3.Connection = conn._conn  # type: ignore[attr-defined]
+    await conn._execute(raw.set_trace_callback, traced.append)  # type: ignore[attr-defined]
+    queue = JobQueue(conn, slots, tmp_path / "images")
+    sink = RecordingSink()
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        await sink.wait_for(4)
+    finally:
+        await queue.stop()
+        await conn._execute(raw.set_trace_callback, None)  # type: ignore[attr-defined]
+    assert engine.batches == [4]
+    on_the_batch = [sql for sql in engine.before_render if any(id_ in sql for id_ in ids)]
+    assert 1 <= len(on_the_batch) <= 2, on_the_batch
+
+
+async def test_marking_running_returns_exactly_the_jobs_it_marked_in_their_order(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """One cancelled (or erased) before its start is neither marked nor returned."""
+    queue = JobQueue(conn, [], tmp_path / "images")
+    first, cancelled, last = [
+        await queue.submit(Submission("imagine", RenderRequest(f"job {n}"), n, GUILD))
+        for n in range(3)
+    ]
+    await journal.mark_failed(conn, cancelled, "cancelled", time.time(), cancelled=True)
+    marked = await journal.mark_running(conn, [last, "no such job", cancelled, first], 1.0)
+    assert [(job.id, job.status, job.attempts) for job in marked] == [
+        (last, journal.JobStatus.RUNNING, 1),
+        (first, journal.JobStatus.RUNNING, 1),
+    ]
+    record = await journal.get_job(conn, cancelled)
+    assert record is not None and record.status is journal.JobStatus.CANCELLED
+    assert await journal.mark_running(conn, [first], 2.0) == []

@@ -1,0 +1,85 @@
+"""One record of "members stopped in a server until T", whatever stopped them: a timeout
+holds until its end (the latest word wins, a removal forgets it), a ban or kick for an hour;
+a full record drops the stops that ended before the oldest ones still running. It holds the
+work begun before the stop, never the work begun after it. The owner and administrators are
+exempt from a timeout."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.bans import StoppedMembers, timed_out_refusal
+from cogs.bans import ADMINISTRATOR, is_exempt_from_timeouts
+
+
+def test_a_timeout_holds_until_its_end_and_its_removal_frees_the_member() -> None:
+    now = [1000.0]
+    stopped = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0])
+    begun = now[0] - 1.0  # a command of theirs, under way when the timeout came
+    stopped.add(5, 77, until=1000.0 + 7 * 86400)  # a week: longer than a ban's hour
+    now[0] += 2 * 86400
+    assert stopped.holds(5, 77, began_at=begun)
+    assert not stopped.holds(6, 77, began_at=begun)
+    assert not stopped.holds(None, 77, began_at=begun)
+    stopped.add(5, 77, until=now[0] + 60.0)  # shortened: the latest word holds
+    now[0] += 61.0
+    assert not stopped.holds(5, 77, began_at=begun)
+    stopped.add(5, 77, until=now[0] + 600.0)
+    stopped.forget(5, 77)  # removed early
+    assert not stopped.holds(5, 77, began_at=begun)
+
+
+def test_a_kick_holds_the_work_begun_before_it_not_the_work_begun_after() -> None:
+    """Easel hears no joins: a kicked member back within the hour makes pictures again, while
+    their ``--repeat`` begun before the kick stays stopped."""
+    now = [1000.0]
+    stopped = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0])
+    repeat_begun = now[0] - 30.0
+    stopped.add(5, 77)
+    now[0] += 300.0  # joined again
+    assert stopped.holds(5, 77, began_at=repeat_begun)
+    assert not stopped.holds(5, 77, began_at=now[0])
+    # Kicked again: the work begun since the first kick is held too.
+    stopped.add(5, 77)
+    assert stopped.holds(5, 77, began_at=now[0] - 1.0)
+
+
+def test_a_full_record_drops_ended_stops_before_running_ones() -> None:
+    now = [1000.0]
+    stopped = StoppedMembers(ttl_s=3600.0, capacity=2, clock=lambda: now[0])
+    begun = now[0] - 1.0
+    stopped.add(5, 1)  # a ban: an hour
+    stopped.add(5, 2, until=now[0] + 10.0)  # a short timeout, added later
+    now[0] += 20.0
+    stopped.add(5, 3)
+    # The ended timeout made room, not the oldest stop still running.
+    held = [stopped.holds(5, member, began_at=begun) for member in (1, 2, 3)]
+    assert held == [True, False, True]
+
+
+def test_the_timeout_refusal_says_until_when() -> None:
+    until = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    sentence = timed_out_refusal(until)
+    assert f"<t:{int(until.timestamp())}:f>" in sentence and "timeout" in sentence
+
+
+def member(user_id: int, *roles: int) -> Any:
+    return {"user": {"id": str(user_id)}, "roles": [str(role) for role in roles]}
+
+
+def test_the_owner_and_administrators_are_exempt_from_timeouts() -> None:
+    """What the start-up check reads of GET /guilds/{g}: Discord exempts them, though a member
+    timed out and then made one keeps the timeout's date."""
+    guild_id, owner, admin_role, other_role = 5, 1, 9, 10
+    roles = [(guild_id, 0), (admin_role, ADMINISTRATOR), (other_role, 1 << 11)]
+    guild: Any = {
+        "id": str(guild_id),
+        "owner_id": str(owner),
+        "roles": [{"id": str(role), "permissions": str(bits)} for role, bits in roles],
+    }
+    assert is_exempt_from_timeouts(member(owner), guild)
+    assert is_exempt_from_timeouts(member(2, other_role, admin_role), guild)
+    assert not is_exempt_from_timeouts(member(3, other_role), guild)
+    everyone_admin = {**guild, "roles": [{"id": str(guild_id), "permissions": str(ADMINISTRATOR)}]}
+    assert is_exempt_from_timeouts(member(3), everyone_admin)
