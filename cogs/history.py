@@ -65,8 +65,6 @@ def render_page(page: HistoryPage, search: str | None) -> str:
     lines = [header]
     for line in page.lines:
         prompt = line.prompt.replace("\n", " ")
-        if len(prompt) > _PROMPT_PREVIEW:
-            prompt = prompt[:_PROMPT_PREVIEW] + "…"
         # A withdrawn job's pictures cannot be shown again: not offered as if they could.
         state = (
             "removed by a moderator"
@@ -75,7 +73,7 @@ def render_page(page: HistoryPage, search: str | None) -> str:
         )
         lines.append(
             f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — "
-            f"{discord.utils.escape_markdown(prompt)}"
+            f"{quoted(prompt, _PROMPT_PREVIEW)}"
         )
     lines.append("Use `/show job_id` to post one again.")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from bot.images import CheckedImage, check_upload_size, infotext_of
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
-from cogs.common import MESSAGE_LIMIT, first_image, services_of
+from cogs.common import MESSAGE_LIMIT, first_image, quoted, services_of
 from cogs.help_pages import HelpTopic, help_page
 from cogs.results.story import checked_upload, journaled_infotext, own_upload_infotext
 from cogs.visibility import check_member_may_use
@@ -54,10 +54,15 @@ def describe_infotext(filename: str, infotext: str | None) -> str:
             f"{MAX_INFOTEXT_CHARS:,} are read."
         )
     prompt, negative, params = parse_infotext(infotext)
-    lines = [f"**Prompt:** {discord.utils.escape_markdown(prompt)}"]
+    # Every part is whoever made the PNG's text: a masked link or a pill in a parameter would
+    # read as Easel's own words (``quoted``).
+    lines = [f"**Prompt:** {quoted(prompt, MESSAGE_LIMIT)}"]
     if negative:
-        lines.append(f"**Negative:** {discord.utils.escape_markdown(negative)}")
-    lines.extend(f"**{key}:** {value}" for key, value in params.items())
+        lines.append(f"**Negative:** {quoted(negative, MESSAGE_LIMIT)}")
+    lines.extend(
+        f"**{quoted(key, MESSAGE_LIMIT)}:** {quoted(str(value), MESSAGE_LIMIT)}"
+        for key, value in params.items()
+    )
     text = "\n".join(lines)
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
 

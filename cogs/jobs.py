@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.jobs.queue import CancelOutcome
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
-from cogs.common import acting_member, queue_of, services_of
+from cogs.common import acting_member, queue_of, quoted, services_of
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
@@ -87,10 +87,8 @@ class JobsCog(commands.Cog):
                 continue
             where = "rendering" if state.position is None else f"position {state.position + 1}"
             eta = f", done in about {state.eta_s:.0f} s" if state.eta_s is not None else ""
-            prompt = line.prompt
-            if len(prompt) > _PROMPT_PREVIEW:
-                prompt = prompt[:_PROMPT_PREVIEW] + "…"
-            lines.append(f"`{line.job_id}` {where}{eta} — {discord.utils.escape_markdown(prompt)}")
+            prompt = quoted(line.prompt, _PROMPT_PREVIEW)
+            lines.append(f"`{line.job_id}` {where}{eta} — {prompt}")
         if not mine:
             lines.append("You have no queued or running jobs here.")
         elif len(mine) > _MAX_QUEUE_LINES:
