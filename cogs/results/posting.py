@@ -87,6 +87,12 @@ class _ProgressDeleted(Exception):
     not even to its maker (a withdrawn job's pictures are shown to no one)."""
 
 
+def _server_named(guild: discord.Guild | None) -> str:
+    """A server as a DM names it: its name as typed (markdown escaped), or "its server" when
+    Easel does not see it (not cached yet at start-up, or left)."""
+    return "its server" if guild is None else discord.utils.escape_markdown(guild.name)
+
+
 def _log_direct_messages_closed(job: FinishedJob) -> None:
     log.warning(
         "job %s: the member's direct messages are closed to the bot; the result was not posted",
@@ -227,22 +233,13 @@ class DiscordResults(ProgressMessages):
     async def _tell_withheld(self, job: FinishedJob, why: str, *, refunded: bool) -> None:
         """To the maker by DM: which job was not posted, why (never a banned word, nor the
         picture or prompt), and whether it still counts against their quota."""
-        guild = None if job.guild_id is None else self._client.get_guild(job.guild_id)
-        server = "its server" if guild is None else discord.utils.escape_markdown(guild.name)
-        where = "direct messages" if job.guild_id is None else server
+        where = "direct messages" if job.guild_id is None else _server_named(self._guild_of(job))
         counted = (
             "It does not count against your quota." if refunded else "It counts against your quota."
         )
         notice = f"Your job `{job.job_id}` in {where} was not posted: {why}. {counted}"
-
-        async def send(direct: discord.DMChannel) -> discord.Message:
-            return await direct.send(
-                notice, allowed_mentions=discord.AllowedMentions.none(), nonce=job.job_id
-            )
-
         try:
-            if await in_direct_messages(self._client, job.user_id, send) is None:
-                _log_direct_messages_closed(job)
+            await self._tell_maker(job, notice)
         except discord.HTTPException as error:  # extra: the result stays withheld
             log.warning("job %s: its maker is not told why (%s)", job.job_id, error)
 
@@ -446,8 +443,8 @@ class DiscordResults(ProgressMessages):
     async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:
         """Tell the member by DM that a job kept in its server has ended: no picture, prompt
         or reason, only its id and where to see it."""
-        guild = None if job.guild_id is None else self._client.get_guild(job.guild_id)
-        server = "its server" if guild is None else discord.utils.escape_markdown(guild.name)
+        guild = self._guild_of(job)
+        server = _server_named(guild)
         # An age-restricted channel only where the server keeps the picture in one: not for a
         # channel Discord did not describe, nor a server Easel no longer sees.
         show_where = (
@@ -463,6 +460,14 @@ class DiscordResults(ProgressMessages):
         else:
             ended = "was cancelled" if job.error == "cancelled" else "failed"
             notice = f"Your job `{job.job_id}` in {server} {ended}; `/history` there lists it."
+        await self._tell_maker(job, notice)
+
+    def _guild_of(self, job: FinishedJob) -> discord.Guild | None:
+        return None if job.guild_id is None else self._client.get_guild(job.guild_id)
+
+    async def _tell_maker(self, job: FinishedJob, notice: str) -> None:
+        """``notice`` to the job's maker by DM (the job id as its nonce); their DMs closed:
+        logged."""
 
         async def send(direct: discord.DMChannel) -> discord.Message:
             return await direct.send(

@@ -13,8 +13,8 @@ from bot.jobs.queue import FinishedJob
 from cogs.results.posting import PROGRESS_DELETED
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel
 from tests.e2e.test_moderation_after_the_fact import WITHDRAWAL_WAIT_S, deletions_read
-from tests.e2e.test_server_scope import HeldEngine
 from tests.fake_discord import FakeDiscord
+from tests.support.engines import HeldEngine
 from tests.support.pictures import has_picture
 
 

@@ -30,10 +30,11 @@ from tests.e2e.helpers import (
     with_web_server,
 )
 from tests.e2e.test_region import mask_form, region_offer
-from tests.e2e.test_server_scope import RAIDER, HeldEngine, acknowledged, stop_while_handled
+from tests.e2e.test_server_scope import RAIDER, acknowledged, stop_while_handled
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_VIEW_AUDIT_LOG
+from tests.support.engines import HeldEngine
 
 KICKED = 6302
 SPAMMER = 6303  # timed out by AutoMod

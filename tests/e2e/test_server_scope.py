@@ -4,9 +4,6 @@ turns them on, and then with the DM quota. Two servers and DMs on the fake Disco
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,13 +16,12 @@ from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
 from db.jobs import JobStatus
-from inference.types import ProgressCallback, RenderCancelled, RenderedImage, RenderRequest
 from tests.conftest import ErrorLogs
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
 from tests.fake_discord import CommandNotShown, FakeDiscord, InteractionHandle
 from tests.fake_discord.fixtures import running_bot
-from tests.support.engines import InstantEngine
+from tests.support.engines import HeldEngine
 
 GUILD_CONTEXT, BOT_DM_CONTEXT = 0, 1
 MADE_UP_JOB = "0123456789abcdef"
@@ -156,33 +152,6 @@ async def test_direct_messages_when_the_operator_allows_them(
         assert await images_today(bot.services, Member(fake.owner_id, None)) == 1
         # Spent in DMs, not in the server.
         assert await images_today(bot.services, Member(fake.owner_id, fake.guild_id)) == 0
-
-
-@dataclass
-class HeldEngine(InstantEngine):
-    """Renders wait until ``released`` is set (``started`` says one is waiting); a cancel still
-    stops a render held there, as it stops the real engine's at its next step."""
-
-    started: threading.Event = field(default_factory=threading.Event)
-    released: threading.Event = field(default_factory=threading.Event)
-
-    def render_batch(
-        self,
-        requests: Sequence[RenderRequest],
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[list[RenderedImage]]:
-        self.started.set()
-        while not self.released.wait(0.01):
-            if cancel is not None and cancel.is_set():
-                raise RenderCancelled
-        return super().render_batch(requests, progress, cancel)
-
-    def __enter__(self) -> HeldEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.released.set()  # passed or failed: the bot stops only once its renders end
 
 
 async def acknowledged(fake: FakeDiscord, prompt: str, channel: int) -> InteractionHandle:

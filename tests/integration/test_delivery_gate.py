@@ -34,7 +34,6 @@ from db.history import withdraw_deleted_results
 from db.jobs import record_job_message
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
-from tests.e2e.test_server_scope import HeldEngine
 from tests.integration.test_withdrawn_results import (
     CHANNEL,
     GUILD,
@@ -44,7 +43,7 @@ from tests.integration.test_withdrawn_results import (
     OTHER_CHANNEL,
     delivered,
 )
-from tests.support.engines import InstantEngine
+from tests.support.engines import HeldEngine, InstantEngine
 
 SOURCE, SOURCE_POST = "a" * 16, 900
 REFUNDED = "It does not count against your quota."

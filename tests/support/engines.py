@@ -113,3 +113,30 @@ class InstantEngine:
                 )
             )
         return images
+
+
+@dataclass
+class HeldEngine(InstantEngine):
+    """Renders wait until ``released`` is set (``started`` says one is waiting); a cancel still
+    stops a render held there, as it stops the real engine's at its next step."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        self.started.set()
+        while not self.released.wait(0.01):
+            if cancel is not None and cancel.is_set():
+                raise RenderCancelled
+        return super().render_batch(requests, progress, cancel)
+
+    def __enter__(self) -> HeldEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.released.set()  # passed or failed: the bot stops only once its renders end
