@@ -19,16 +19,23 @@ RUN apt-get update \
 ENV PATH=/opt/easel/bin:$PATH
 
 WORKDIR /app
-# Dependencies first so code edits do not reinstall torch.
-COPY pyproject.toml README.md ./
+# The dependencies first, from pyproject.toml alone (no code copied yet, and an empty stand-in
+# for the README it names, so the project installs empty and is removed again): a change to
+# the code or the README rebuilds only the layers below, never torch's.
+# torch and torchvision from the CUDA 12.6 index that matches the base image; torchao (quant)
+# for EASEL_QUANTIZE=int8|fp8.
+COPY pyproject.toml ./
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+RUN touch README.md \
+    && pip install --extra-index-url "$TORCH_INDEX" ".[distributed,quant]" \
+    && pip uninstall --yes easel \
+    && rm -rf README.md build easel.egg-info
+COPY README.md ./
 COPY bot/ bot/
 COPY cogs/ cogs/
 COPY db/ db/
 COPY inference/ inference/
-# torch and torchvision from the CUDA 12.6 index that matches the base image; torchao (quant)
-# for EASEL_QUANTIZE=int8|fp8.
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
-RUN pip install --extra-index-url "$TORCH_INDEX" ".[distributed,quant]"
+RUN pip install --no-deps .
 
 RUN useradd --create-home --uid 10001 easel \
     && mkdir -p /data /models /wildcards \

@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiosqlite
@@ -20,8 +21,9 @@ from bot.discord_endpoints import point_discord_at
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import Retention
 from bot.logging_setup import install_logging
+from bot.redaction import redact_url
 from bot.services import Services
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from bot.web.dashboard import Dashboard
 from bot.web.links import LinkSigner, load_secret
 from bot.web.server import RegionWebServer
@@ -59,6 +61,7 @@ MAX_CACHED_MODELS = 8
 # How long a stop waits, twice, for commands and clicks being handled (they journal jobs).
 # With the queue's 15 s for renders, a stop takes 25 s at most: the contract says 30.
 HANDLER_GRACE_S = 5.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The names discord.py 2.x gives the tasks running app commands and component callbacks, and
 # the event listeners that write to the database (withdrawals, bans, kicks, timeouts).
 _HANDLER_TASK_PREFIXES = (
@@ -69,6 +72,20 @@ _HANDLER_TASK_PREFIXES = (
     "discord.py: on_member_ban",
     "discord.py: on_audit_log_entry_create",
 )
+# What README's "Creating the Discord application" asks for, and what the invite link logged at
+# start asks for. View Audit Log: kicks and timeouts are heard only through the audit log.
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    attach_files=True,
+    embed_links=True,
+    read_message_history=True,
+    view_audit_log=True,
+)
+# In EASEL_DATA_DIR: the server that commands were last registered to alone (EASEL_DEV_GUILD_ID),
+# so that server's copies are removed once the setting is gone or names another server.
+DEV_GUILD_MARKER = "dev-guild-commands"
 
 
 def engine_factory_for(settings: Settings) -> EngineFactory:
@@ -99,6 +116,7 @@ def engine_factory_for(settings: Settings) -> EngineFactory:
             compiler=compiler,
             cuda_graphs=CudaGraphRecorder if settings.records_cuda_graphs(device) else None,
             quantize=settings.quantize,
+            hashes_file=settings.model_hashes_file,
         )
 
     return build_engine
@@ -144,6 +162,17 @@ class EaselBot(commands.Bot):
         self._shutdown: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
         self.metrics_server: metrics.MetricsServer | None = None
+        # False until setup_hook has finished: a stop before then cancels it (see run).
+        self.is_set_up = False
+
+    async def login(self, token: str) -> None:
+        try:
+            await super().login(token)
+        except discord.LoginFailure:
+            raise SettingsError(
+                "DISCORD_TOKEN was refused by Discord: copy the bot's token again from the "
+                "Developer Portal (Bot tab, Reset Token) into .env"
+            ) from None
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Easel has no text commands: messages arrive for their deletions alone."""
@@ -167,7 +196,10 @@ class EaselBot(commands.Bot):
         self.queue.set_start_gate(self.results)
         self.results.refund_withheld = self.queue.refund_withheld
         self.queue.set_progress_listener(self.results.progress)
-        self.services = Services.build(self._db, settings, copies=self._broker)
+        job_size = None if self._broker is None else self._broker.max_job_bytes
+        self.services = Services.build(
+            self._db, settings, copies=self._broker, max_job_bytes=job_size
+        )
         self.results.member_settings = self.services.member_settings
         self.results.guild_policy = self.services.guild_policy
         self.results.stopped_members = self.services.stopped_members
@@ -215,6 +247,52 @@ class EaselBot(commands.Bot):
         # /forget-me's deletes of posts that the last stop left or Discord refused, in the
         # background while the bot runs.
         history.resume_post_deletes(self)
+        self._log_start_up()
+        self.is_set_up = True
+
+    def _log_start_up(self) -> None:
+        """One line saying what this start found (the gateway's own line follows), and a
+        warning for each thing that makes every render fail while the bot looks healthy."""
+        settings = self.settings
+        if settings.queue_url:
+            renders = f"on the broker {redact_url(settings.queue_url)}"
+        else:
+            from inference.devices import device_problem, resolve_devices
+
+            devices = resolve_devices(settings.devices)
+            renders = f"on {', '.join(devices)}"
+            for problem in filter(None, map(device_problem, devices)):
+                log.warning("%s: renders there fail; fix EASEL_DEVICES or torch's build", problem)
+        models = self.services.model_names()
+        if not models:
+            log.warning(
+                "no model in %s: every render fails; copy .safetensors checkpoints there "
+                "(or run `easel tiny-model %s/tiny` to try Easel out)",
+                settings.models_dir,
+                settings.models_dir,
+            )
+        guild = settings.dev_guild_id
+        commands_scope = "globally" if guild is None else f"to server {guild} only"
+        web = settings.public_url or "off (EASEL_PUBLIC_URL is empty)"
+        metrics_at = "off"
+        if self.metrics_server is not None:
+            metrics_at = f"{self.metrics_server.host}:{self.metrics_server.port}"
+        invite = discord.utils.oauth_url(
+            self.application_id or 0,  # set by login(), which runs this hook
+            permissions=INVITE_PERMISSIONS,
+            scopes=("bot", "applications.commands"),
+        )
+        log.info(
+            "started: renders %s; %d model(s) in %s; commands registered %s; web pages %s; "
+            "metrics %s; invite link %s",
+            renders,
+            len(models),
+            settings.models_dir,
+            commands_scope,
+            web,
+            metrics_at,
+            invite,
+        )
 
     async def _start_web_server(self, conn: aiosqlite.Connection, admin: AdminCog) -> None:
         """The Vary (Region) mask editor and the admin dashboard, when EASEL_PUBLIC_URL says
@@ -236,7 +314,14 @@ class EaselBot(commands.Bot):
             more_routes=dashboard.routes(),
             trusted_proxies=self.settings.web_trusted_proxies,
         )
-        await web.start()
+        try:
+            await web.start()
+        except OSError as error:
+            await web.stop()
+            raise SettingsError(
+                f"EASEL_WEB_ADDR={self.settings.web_addr}: cannot listen there "
+                f"({error.strerror or error}); free the port or choose another"
+            ) from None
         self.region_offer.web = web
         admin.dashboard_site = dashboard
 
@@ -261,12 +346,45 @@ class EaselBot(commands.Bot):
         ]
 
     async def _sync_commands(self) -> None:
-        if self.settings.dev_guild_id is None:
+        """Globally, or to EASEL_DEV_GUILD_ID's server alone. The copies registered to a
+        server before are removed once the setting is gone or names another server: else
+        its members see each command twice, the old copy with its old options."""
+        marker = self.settings.data_dir / DEV_GUILD_MARKER
+        earlier = await asyncio.to_thread(_read_guild_id, marker)
+        guild_id = self.settings.dev_guild_id
+        if earlier is not None and earlier != guild_id:
+            await self._clear_guild_commands(earlier)
+            await asyncio.to_thread(marker.unlink, missing_ok=True)
+        if guild_id is None:
             await self.tree.sync()
             return
-        guild = discord.Object(self.settings.dev_guild_id)
+        guild = discord.Object(guild_id)
         self.tree.copy_global_to(guild=guild)
-        await self.tree.sync(guild=guild)
+        try:
+            await self.tree.sync(guild=guild)
+        except discord.Forbidden as error:
+            raise SettingsError(
+                f"EASEL_DEV_GUILD_ID={guild_id}: Discord refused the commands there "
+                f"({error.text or error.status}); invite the bot to that server with the "
+                "applications.commands scope, or fix the id"
+            ) from None
+        if earlier != guild_id:
+            await asyncio.to_thread(marker.write_text, f"{guild_id}\n", encoding="utf-8")
+
+    async def _clear_guild_commands(self, guild_id: int) -> None:
+        guild = discord.Object(guild_id)
+        self.tree.clear_commands(guild=guild)
+        try:
+            await self.tree.sync(guild=guild)
+        except discord.Forbidden:
+            log.warning(
+                "cannot remove the commands registered earlier to server %s (the bot is no "
+                "longer there?); whoever manages it can hide them in Server Settings, "
+                "Integrations",
+                guild_id,
+            )
+        else:
+            log.info("removed the commands registered earlier to server %s alone", guild_id)
 
     async def close(self) -> None:
         """Stop everything once; a second call (signal, then ``async with``) waits for the first."""
@@ -327,6 +445,13 @@ async def _interaction_handlers_settled() -> None:
         await asyncio.wait(handlers, timeout=HANDLER_GRACE_S)
 
 
+def _read_guild_id(marker: Path) -> int | None:
+    try:
+        return int(marker.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def build(settings: Settings, engine_factory: EngineFactory | None = None) -> EaselBot:
     point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
     return EaselBot(settings, engine_factory)
@@ -335,18 +460,30 @@ def build(settings: Settings, engine_factory: EngineFactory | None = None) -> Ea
 async def run(settings: Settings) -> None:
     """``easel run``: the bot until SIGINT/SIGTERM, then a clean stop that loses no job."""
     settings.require_token()
-    install_logging(settings.log_format, secrets=settings.log_secrets)
+    settings.require_data_dir()
+    handler = install_logging(settings.log_format, secrets=settings.log_secrets)
     bot = build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    async with bot:
-        connection = asyncio.create_task(bot.start(settings.discord_token))
-        stop_requested = asyncio.create_task(stop.wait())
-        await asyncio.wait({connection, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
-        stop_requested.cancel()
-        if not connection.done():
-            log.info("stopping: running renders finish or return to the queue")
-            await bot.close()
-        await connection  # raises what ended the connection, if it failed
+    try:
+        async with bot:
+            connection = asyncio.create_task(bot.start(settings.discord_token))
+            stop_requested = asyncio.create_task(stop.wait())
+            await asyncio.wait({connection, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            stop_requested.cancel()
+            if not connection.done():
+                log.info("stopping: running renders finish or return to the queue")
+                if not bot.is_set_up:
+                    # Still starting: the rest of setup_hook must not run on what close() shuts
+                    # (a transaction the cancel meets rolls back whole: db.database.transaction).
+                    connection.cancel()
+                    await asyncio.wait({connection})
+                await bot.close()
+            if not connection.cancelled():
+                await connection  # raises what ended the connection, if it failed
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        logging.getLogger().removeHandler(handler)

@@ -112,29 +112,34 @@ class StoppedMembers:
         self._clock = clock  # wall clock: a timeout ends at a date, an interaction has one
         self._stops: dict[tuple[int, int], _Stop] = {}  # insertion order: oldest first
 
-    def add(self, guild_id: int, user_id: int, until: float | None = None) -> None:
+    def add(self, guild_id: int, user_id: int, until: float | None = None) -> _Stop:
         """Stopped from now until ``until`` (a timeout's end, in seconds since the epoch), or
         for the next ``ttl_s`` (a ban, a kick). The latest word holds: a shortened timeout
-        too, and a second stop holds all the work begun before it."""
+        too, and a second stop holds all the work begun before it. The stop (for
+        ``ends_at``)."""
         now = self._clock()
         key = (guild_id, user_id)
         self._stops.pop(key, None)
-        self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until)
+        stop = self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until)
         if len(self._stops) > self._capacity:
             for ended in [k for k, stop in self._stops.items() if stop.until <= now]:
                 del self._stops[ended]
         while len(self._stops) > self._capacity:
             del self._stops[next(iter(self._stops))]
+        return stop
 
     def forget(self, guild_id: int, user_id: int) -> None:
         self._stops.pop((guild_id, user_id), None)
 
-    def ends_at(self, guild_id: int, user_id: int, until: float) -> None:
-        """A stop's end learnt after it began (AutoMod's timeout: its audit entry names none):
-        it holds the same work, until ``until``."""
+    def ends_at(self, guild_id: int, user_id: int, until: float, *, of: _Stop) -> None:
+        """The end of stop ``of`` learnt after it began (AutoMod's timeout: its audit entry
+        names none): it holds the same work, until ``until``. Only while ``of`` is the latest
+        word: a stop heard since (a moderator's timeout given, lengthened or shortened, a
+        ban, a kick) or a timeout removed holds over an answer asked before it, which may
+        predate it (its end earlier or later than the moderator's)."""
         key = (guild_id, user_id)
-        if (stop := self._stops.get(key)) is not None:
-            self._stops[key] = stop._replace(until=until)
+        if self._stops.get(key) is of:
+            self._stops[key] = of._replace(until=until)
 
     def holds(self, guild_id: int | None, user_id: int, *, began_at: float) -> bool:
         """Whether the member's work in ``guild_id`` begun at ``began_at`` (seconds since the
@@ -198,6 +203,11 @@ class MemberStops:
         # First, before any await: a submission that journals after this is cancelled by its
         # submitter (cogs.common), one journaled before is among ``unfinished``.
         self._stopped.add(guild_id, user_id, until)
+        return await self._cancel_unfinished(guild_id, user_id, cause, easel_id=easel_id)
+
+    async def _cancel_unfinished(
+        self, guild_id: int, user_id: int, cause: StopCause, *, easel_id: int
+    ) -> list[str]:
         unfinished = await self._history.unfinished(user_id, guild_id=guild_id)
         owner = accounting.Member(user_id, guild_id)
         # All at once: each cancel tells its job's maker (a REST call, rate-limited per
@@ -237,8 +247,12 @@ class MemberStops:
         held for a ban's hour; then Discord is asked when the timeout ends, and the hold
         follows it (shorter or longer). No answer: the hour stays, ample for the work that
         outlives the cancels, and the member is refused at admission while the timeout lasts
-        (``cogs.visibility``), so nothing of theirs is lost that the timeout had not stopped."""
-        await self.cancel_jobs(guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id)
+        (``cogs.visibility``), so nothing of theirs is lost that the timeout had not stopped.
+        A moderator's word heard meanwhile (the timeout changed or removed, a ban, a kick)
+        holds over Discord's answer, which may predate it."""
+        # As cancel_jobs: the stop first, before any await.
+        asked_about = self._stopped.add(guild_id, user_id)
+        await self._cancel_unfinished(guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id)
         try:
             async with asyncio.timeout(AUTOMOD_TIMEOUT_LOOKUP_S):
                 standing = await lookup(guild_id, user_id)
@@ -252,7 +266,8 @@ class MemberStops:
             )
             return
         if not (standing.gone or standing.server_gone):  # gone: the hour stays, as a kick's
-            self._stopped.ends_at(guild_id, user_id, standing.timed_out_until or self._clock())
+            ended = standing.timed_out_until or self._clock()
+            self._stopped.ends_at(guild_id, user_id, ended, of=asked_about)
 
     def may_work_again(self, guild_id: int, user_id: int) -> None:
         """Unbanned (and joined again), or their timeout removed early: pictures are made for

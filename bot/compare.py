@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.user_errors import UserError
 from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_requests
+from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_value
 from inference.limits import MAX_CFG, MAX_SEED, MIN_CFG, MIN_STEPS
 from inference.prompts.wildcards import draws_by_seed
@@ -113,10 +114,21 @@ def cells_planned_apart(cells: list[RenderRequest]) -> list[RenderRequest]:
     ``{a|b}``) also at the same seed."""
     distinct: dict[tuple[str, str | None, int, int | None], RenderRequest] = {}
     for cell in cells:
-        redraws = draws_by_seed(cell.prompt, cell.negative_prompt)
-        key = (cell.prompt, cell.model, cell.steps, cell.seed if redraws else None)
+        key = (cell.prompt, cell.model, cell.steps, cell.seed if redraws_by_seed(cell) else None)
         distinct.setdefault(key, cell)
     return list(distinct.values())
+
+
+def redraws_by_seed(request: RenderRequest) -> bool:
+    """Whether a prompt the engine plans for ``request`` (its prompt, negative prompt or
+    fix-faces prompt) may draw other text at another seed: each seed is then planned (and
+    checked) on its own."""
+    face_prompt = request.options.get(FIX_FACES_PROMPT)
+    return draws_by_seed(
+        request.prompt,
+        request.negative_prompt,
+        face_prompt if isinstance(face_prompt, str) else "",
+    )
 
 
 def grid_infotext(first_cell_infotext: str, x: AxisLabels, y: AxisLabels | None) -> str:

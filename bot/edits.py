@@ -196,17 +196,15 @@ def upscale_request(
     installed_upscalers: Collection[str] = (),
 ) -> RenderRequest:
     """Enlarge ``picture`` ``factor`` times with ``upscaler`` (None: the worker's default,
-    its first model upscaler, else Lanczos); ``creative`` then re-details with a light
-    img2img pass using ``base``'s prompt and model."""
+    its first model upscaler, else Lanczos; spelt as installed when it is one of
+    ``installed_upscalers``); ``creative`` then re-details with a light img2img pass using
+    ``base``'s prompt and model. A name not installed is kept as typed: admission refuses it
+    naming only the upscalers the server allows (``bot.policy.addons``), where this could name
+    every installed one."""
     options: dict[str, Any] = {"upscale_factor": factor, "upscale_mode": mode}
     if upscaler is not None:
         by_folded = {name.casefold(): name for name in installed_upscalers}
-        if upscaler.casefold() not in by_folded:
-            raise RequestError(
-                f"upscaler {upscaler!r} is not installed; choose one of "
-                f"{', '.join(installed_upscalers)}"
-            )
-        options["upscaler"] = by_folded[upscaler.casefold()]
+        options["upscaler"] = by_folded.get(upscaler.casefold(), upscaler)
     try:
         UpscaleOptions.from_options(options).output_size(picture.width, picture.height)
     except RenderInputError as error:

@@ -23,6 +23,7 @@ from bot.user_errors import UserError
 from db import guild_settings as settings_audit
 from db import history as store
 from db import jobs as journal
+from db import quotas as ledger
 from db.database import write_back_log
 from db.history import PostedMessage as PostedMessage  # for the cogs, which never import db
 from inference.face_options import FIX_FACES_PROMPT
@@ -70,6 +71,8 @@ class HistoryLine:
     created_at: float
     image_count: int
     withdrawn: bool = False  # a moderator deleted its result: it is not shown again
+    # Withdrawn by Easel: its result was withheld at delivery (the server's rules changed).
+    withheld: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,9 @@ class StoredJob:
     channel_id: int | None = None  # where it was made (None: not recorded)
     # What its pictures were conditioned on: the prompts as typed and as each one rendered.
     texts: tuple[str, ...] = ()
-    withdrawn: bool = False  # a moderator deleted its result
+    withdrawn: bool = False  # a moderator deleted its result, or Easel withheld it
+    # Withdrawn by Easel, not a moderator: withheld at delivery (``History.withhold_job``).
+    withheld: bool = False
     # Its request's prompt and negative prompt as typed (of ``texts``).
     prompt_texts: tuple[str, ...] = ()
     age_restricted: bool = False  # made in an age-restricted channel (journaled)
@@ -189,6 +194,7 @@ class History:
                 e.created_at,
                 e.image_count,
                 e.withdrawn,
+                e.withheld,
             )
             for e in entries
         ]
@@ -214,6 +220,7 @@ class History:
             channel_id=record.channel_id,
             texts=conditioning_texts(request, [image.infotext for image in images]),
             withdrawn=record.withdrawn_at is not None,
+            withheld=record.withheld_why is not None,
             prompt_texts=conditioning_texts({key: request.get(key) for key in _PROMPTS}, []),
             age_restricted=record.age_restricted,
         )
@@ -244,6 +251,19 @@ class History:
         it was recorded as its post ("thinking…", deleted before its first edit): withdrawn as
         that post's deletion withdraws it, with what is made from it (returned)."""
         return await self._stopped(await store.withdraw_job(self._conn, job_id, self._clock()))
+
+    async def withhold_job(self, job_id: str, why: str) -> list[str]:
+        """A server's job whose result was withheld and refunded at delivery, its maker told
+        ``why`` (the server's rules changed during its render): withdrawn as ``withdraw_job``
+        does, since a picture given back is shown later to no one, but as Easel's doing, not
+        a moderator's (``StoredJob.withheld``)."""
+        withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), withheld_why=why)
+        return await self._stopped(withdrawn)
+
+    async def was_refunded(self, job_id: str) -> bool:
+        """Whether the job's quota was given back: for a finished job, withheld at delivery
+        (a delivery cut short after ``refund_withheld`` has no ``withheld_why`` to read)."""
+        return await ledger.refunded(self._conn, job_id)
 
     async def _stopped(self, withdrawn: list[str]) -> list[str]:
         """``withdrawn``, once those still queued or rendering are stopped."""

@@ -122,8 +122,9 @@ class Installed:
     """What this Easel can render with, to match an infotext's names against."""
 
     models: Collection[str]
-    # The web UI short hash of an installed model (may read the file once: call off the loop).
-    model_hash: Callable[[str], str]
+    # The web UI short hash of an installed model (may read the file once: call off the loop),
+    # or None: not known yet (the file is being read in the background).
+    model_hash: Callable[[str], str | None]
     loras: Collection[str]
     vaes: Collection[str]
     upscalers: Collection[str]
@@ -284,15 +285,18 @@ class _Reader:
         if isinstance(name, str) and name in self.installed.models:
             self.request = dataclasses.replace(self.request, model=name)
             here = self.installed.model_hash(name)
-            if wanted_hash is not None and not here.startswith(wanted_hash):
+            if wanted_hash is not None and here is not None and not here.startswith(wanted_hash):
                 self._tell(
                     f"model {name!r} here has hash {here}, not {wanted_hash}: a different "
                     "file of that name, so the picture may differ"
                 )
             return
+        not_hashed = 0
         if wanted_hash is not None:
             for model in models:
-                if self.installed.model_hash(model).startswith(wanted_hash):
+                here = self.installed.model_hash(model)
+                not_hashed += here is None
+                if here is not None and here.startswith(wanted_hash):
                     self.request = dataclasses.replace(self.request, model=model)
                     return
         fallback = self.installed.fallback_model
@@ -301,6 +305,11 @@ class _Reader:
         hash_text = f" (hash {wanted_hash})" if wanted_hash else ""
         self.request = dataclasses.replace(self.request, model=fallback)
         self.model_substituted = True
+        if not_hashed:
+            hash_text += (
+                f", or it is one of the {not_hashed} model(s) whose hash is being read now: "
+                "try again in a minute"
+            )
         self._tell(f"{named}{hash_text} is not installed here; {instead}")
 
     def _read_variation(self) -> None:
@@ -468,15 +477,20 @@ def _model_hash_of(params: Mapping[str, InfotextValue]) -> str | None:
     return text[:MODEL_HASH_LENGTH] or None
 
 
-def installed_in(registry: ModelRegistry, default_model: str | None) -> Installed:
+def installed_in(
+    registry: ModelRegistry, default_model: str | None, *, wait_for_hashes: bool = True
+) -> Installed:
     """What ``registry``'s folders hold; a model the infotext names but that is missing gives
     way to ``default_model`` (else the first installed). Model hashes are read lazily (the
-    registry caches them), so call the import off the event loop."""
+    registry caches them), so call the import off the event loop; without
+    ``wait_for_hashes`` a hash not known yet is read in the background instead (a member's
+    request: seconds per checkpoint)."""
+    short_hash = registry.short_hash if wait_for_hashes else registry.recalled_short_hash
     models = registry.names()
     fallback = default_model if default_model in models else (models[0] if models else None)
     return Installed(
         models=models,
-        model_hash=lambda name: registry.short_hash(registry.resolve(name)),
+        model_hash=lambda name: short_hash(registry.resolve(name)),
         loras=list(registry.network_files("lora")),
         vaes=list(registry.network_files("vae")),
         upscalers=registry.upscaler_names(),

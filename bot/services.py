@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,11 +97,25 @@ class Services:
 
     @classmethod
     def build(
-        cls, conn: aiosqlite.Connection, settings: Settings, copies: JobCopies | None = None
+        cls,
+        conn: aiosqlite.Connection,
+        settings: Settings,
+        copies: JobCopies | None = None,
+        max_job_bytes: Callable[[], int] | None = None,
     ) -> Services:
-        """``copies``: the broker's copies of jobs, when renders run on one (/forget-me)."""
+        """``copies``: the broker's copies of jobs, when renders run on one (/forget-me);
+        ``max_job_bytes``: the largest job it carries (``BrokerClient.max_job_bytes``)."""
         member_settings = MemberSettings(conn)
-        prompts = PromptPlanner(settings.wildcards_dir)
+        registry = ModelRegistry(
+            settings.models_dir,
+            allow_pickle=settings.allow_pickle,
+            hashes_file=settings.model_hashes_file,
+        )
+        prompts = PromptPlanner(
+            settings.wildcards_dir,
+            installed_embeddings=functools.partial(registry.network_files, "embedding"),
+            max_job_bytes=max_job_bytes,
+        )
         return cls(
             History(conn, settings.images_dir, settings.inputs_dir, member_settings, copies=copies),
             member_settings,
@@ -110,11 +126,12 @@ class Services:
                 prompts=prompts,
                 operator_banned_words=settings.operator_banned_words,
                 operator_default_model=settings.default_model,
+                operator_default_upscaler=settings.default_upscaler,
             ),
             QuotaStatus(conn, settings.dm_limits),
             prompts,
             settings.inputs_dir,
-            ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle),
+            registry,
             settings.data_dir / "styles.csv",
             settings.render_limits,
             settings.hires_upscaler,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_
 from bot.policy.moderation import read_banned_words
 from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
+from inference.file_hashes import HASHES_FILE
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
 from inference.quantization import Quantize
 from inference.validation import RenderLimits
@@ -20,6 +22,35 @@ from inference.validation import RenderLimits
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it and says what is accepted."""
+
+
+# EASEL_COMPILE's spellings: the interface's 1 and 0, the README's on and off, and the words
+# pydantic reads as booleans (EASEL_CUDA_GRAPHS=true) for the same.
+_COMPILE_CHOICES = {
+    "auto": "auto",
+    **dict.fromkeys(("on", "1", "true", "yes"), "on"),
+    **dict.fromkeys(("off", "0", "false", "no"), "off"),
+}
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why Easel could not keep its database and pictures in ``data_dir``, or None; creates
+    nothing (the folder, or the first of its parents that exists, must be a writable folder)."""
+    # os.path.exists, not Path.exists: False (rather than PermissionError) under a folder this
+    # user cannot enter, so that folder is the one checked and named.
+    candidates = (data_dir, *data_dir.parents)
+    existing = next((p for p in candidates if os.path.exists(p)), Path.cwd())  # noqa: PTH110
+    setting = f"EASEL_DATA_DIR={str(data_dir)!r}"
+    if not existing.is_dir():
+        return f"{setting}: {existing} is a file, not a folder"
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return f"{setting}: {existing} is on a read-only mount; mount it read-write"
+    return (
+        f"{setting}: this user (uid {os.getuid()}) cannot enter or write to {existing}; "
+        "give it to that user or choose another folder"
+    )
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -75,8 +106,9 @@ class Settings(BaseSettings):
     # Quantize each model's UNet or transformer, and T5, as it loads (torchao): int8 on any
     # device, fp8 on CUDA of compute capability 8.9+. GGUF files come quantized already.
     quantize: Quantize = Field(default="off", validation_alias="EASEL_QUANTIZE")
-    # torch.compile of each model's UNet and VAE decoder (inference.compile). auto: off for now,
-    # since on an H200 the compiled engine ran 0.90x the eager one (docs/performance.md).
+    # torch.compile of each model's UNet and VAE decoder (inference.compile); 1 and 0 mean on
+    # and off. auto: off for now, since on an H200 the compiled engine ran 0.90x the eager one
+    # (docs/performance.md).
     compile: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="EASEL_COMPILE")
     # How: inductor's default mode, or reduce-overhead (CUDA graphs replayed for each shape).
     compile_mode: Literal["default", "reduce-overhead"] = Field(
@@ -174,12 +206,19 @@ class Settings(BaseSettings):
             raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
         return value.rstrip("/")
 
-    @field_validator(
-        "compile", "compile_mode", "warm_start", "log_format", "quantize", mode="before"
-    )
+    @field_validator("compile_mode", "warm_start", "log_format", "quantize", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if (choice := _COMPILE_CHOICES.get(value.strip().lower())) is None:
+            raise ValueError("must be auto, on (or 1, true, yes) or off (or 0, false, no)")
+        return choice
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -270,6 +309,12 @@ class Settings(BaseSettings):
         return self.wildcards_dir if self.wildcards_dir.is_dir() else None
 
     @property
+    def model_hashes_file(self) -> Path:
+        """The model files' SHA-256s, kept so a restart does not read them again (the models
+        folder may be read-only)."""
+        return self.data_dir / HASHES_FILE
+
+    @property
     def compile_cache_dir(self) -> Path:
         """Inductor's compiled graphs and kernels, kept so a restart compiles from cache."""
         return self.data_dir / "compile-cache"
@@ -317,6 +362,17 @@ class Settings(BaseSettings):
                 "DISCORD_TOKEN is not set: put your bot token in .env (see .env.example) "
                 "or the environment"
             )
+
+    def require_data_dir(self) -> None:
+        """Create the data folder, or say in one line which setting keeps it from existing."""
+        problem = data_dir_problem(self.data_dir)
+        if problem is None:
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                problem = f"EASEL_DATA_DIR={str(self.data_dir)!r}: {error.strerror or error}"
+        if problem is not None:
+            raise SettingsError(problem)
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:

@@ -18,6 +18,10 @@ class Reason(StrEnum):
     QUOTA = "quota"
     PERMISSION = "permission"  # a command for admins, a picture the member cannot read
     COOLDOWN = "cooldown"
+    # Not the member's doing, each read by a delivery to decide (bot.policy.delivery):
+    BUSY = "busy"  # every prompt reader taken, or the member's previous prompt still read
+    UNCHECKED = "unchecked"  # a stored picture's texts too long to check against the words now
+    CLOSED = "closed"  # Easel is shutting down
 
 
 class UserError(Exception):

@@ -1,7 +1,7 @@
-"""``/easel-admin ...``: a guild's channels, models, quotas, priority roles, NSFW policy,
-banned words, the audit of every change and a sign-in link to its dashboard. Hidden from
-members without Manage Server, and checked again at run time (a guild can override command
-permissions)."""
+"""``/easel-admin ...``: a guild's channels, models, add-ons (LoRAs, embeddings, VAEs,
+upscalers, ControlNets), quotas, priority roles, NSFW policy, banned words, the audit of every
+change and a sign-in link to its dashboard. Hidden from members without Manage Server, and
+checked again at run time (a guild can override command permissions)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.policy.addons import ADDON_LISTS, AddonKind, installed_addons
 from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
 from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
 from bot.policy.quota import QuotaLimits
@@ -21,11 +22,21 @@ from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import Dashboard
+from cogs.choices import matching_choices
 from cogs.common import MESSAGE_LIMIT, services_of
 from cogs.contexts import command_contexts
 from cogs.visibility import DISCORD_FAILED, member_may_read
 
 Action = Literal["add", "remove"]
+# /easel-admin addon's kinds, as Discord shows them (AddonKind's values).
+AddonKindName = Literal["LoRA", "embedding", "VAE", "upscaler", "ControlNet"]
+_ADDON_PLURALS = {
+    AddonKind.LORA: "LoRAs",
+    AddonKind.EMBEDDING: "embeddings",
+    AddonKind.VAE: "VAEs",
+    AddonKind.UPSCALER: "upscalers",
+    AddonKind.CONTROLNET: "ControlNets",
+}
 _NSFW_LABELS = {
     NsfwPolicy.ALLOW: "allow",
     NsfwPolicy.SPOILER: "post results as spoilers",
@@ -39,9 +50,8 @@ def _guild_id(interaction: discord.Interaction[Any]) -> int:
     return interaction.guild_id
 
 
-# Past Discord's 2,000 characters (many channels or banned words) /easel-admin show cuts each
-# list to this many characters, saying how many entries it left out, and attaches the whole.
-_LIST_BUDGET = 300
+# Past Discord's 2,000 characters (many channels or banned words) /easel-admin show cuts the
+# lists (describe_guild_within), saying how many entries it left out, and attaches the whole.
 SETTINGS_FILE = "easel-settings.txt"
 
 
@@ -76,6 +86,10 @@ def describe_guild(
             f"allowed channels: {listed(GuildList.ALLOWED_CHANNEL, lambda c: f'<#{c}>')}"
             " (— means every channel)",
             f"allowed models: {listed(GuildList.ALLOWED_MODEL)} (— means every model)",
+            *(
+                f"allowed {_ADDON_PLURALS[kind]}: {listed(which)} (— means every installed {kind})"
+                for kind, which in ADDON_LISTS.items()
+            ),
             f"default model: {settings.default_model or 'Easel default'}"
             + (
                 f" (a request naming no model gets {default_in_use})"
@@ -92,6 +106,32 @@ def describe_guild(
             ),
         ]
     )
+
+
+def describe_guild_within(
+    limit: int,
+    settings: GuildSettings,
+    operator_banned_words: int = 0,
+    default_in_use: str | None = None,
+    note: str = "",
+) -> str:
+    """``describe_guild`` followed by ``note``, in at most ``limit`` characters when its fixed
+    lines fit: the room left with every list cut to nothing is shared between the lists that
+    have entries. A list cut to a budget is at most that budget longer than cut to nothing
+    (its "… and N more" only shortens), so the sum stays within the limit."""
+    bare = describe_guild(settings, 0, operator_banned_words, default_in_use) + note
+    filled = sum(1 for which in GuildList if settings.entries(which)) or 1
+    budget = max(0, (limit - len(bare)) // filled)
+    return describe_guild(settings, budget, operator_banned_words, default_in_use) + note
+
+
+def _missing_audit_log(interaction: discord.Interaction[Any]) -> str:
+    """A line when Easel lacks View Audit Log here: kicks and timeouts reach it only through
+    the audit log (cogs.bans), so a kicked or timed-out member's jobs would go on. Discord's
+    own reckoning of Easel's permissions, sent with the interaction, is never out of date."""
+    if interaction.app_permissions.view_audit_log:
+        return ""
+    return "\nkicks and timeouts: not seen (grant Easel the View Audit Log permission)"
 
 
 class AdminCog(commands.Cog):
@@ -126,31 +166,38 @@ class AdminCog(commands.Cog):
         action: Action,
         value: str,
         shown: str,
+        list_name: str | None = None,
+        when_empty: str | None = None,
     ) -> None:
+        """``when_empty``: what an empty ``which`` means, said when a removal empties it."""
+        guild_id = _guild_id(interaction)
         changed = await self._policy.change_list(
-            _guild_id(interaction), interaction.user.id, which, value, add=action == "add"
+            guild_id, interaction.user.id, which, value, add=action == "add"
         )
-        list_name = which.value.replace("_", " ") + "s"
+        list_name = list_name or which.value.replace("_", " ") + "s"
         if not changed:
             state = "already" if action == "add" else "not"
             await self._done(interaction, f"{shown} is {state} in the {list_name}; no change.")
             return
         verb = "Added" if action == "add" else "Removed"
-        await self._done(
-            interaction, f"{verb} {shown} {'to' if action == 'add' else 'from'} the {list_name}."
-        )
+        said = f"{verb} {shown} {'to' if action == 'add' else 'from'} the {list_name}."
+        emptied = action == "remove" and not (await self._policy.settings(guild_id)).entries(which)
+        if when_empty is not None and emptied:
+            said += f" The list is now empty: {when_empty}."
+        await self._done(interaction, said)
 
     @admin.command(name="show", description="Every Easel setting of this server")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         settings = await self._policy.settings(_guild_id(interaction))
         operator_words = self._policy.operator_banned_word_count
         in_use = self._policy.default_model(settings)
-        whole = describe_guild(settings, None, operator_words, in_use)
+        missing = _missing_audit_log(interaction)
+        whole = describe_guild(settings, None, operator_words, in_use) + missing
         if len(whole) <= MESSAGE_LIMIT:
             await self._done(interaction, whole)
             return
         await interaction.response.send_message(
-            describe_guild(settings, _LIST_BUDGET, operator_words, in_use),
+            describe_guild_within(MESSAGE_LIMIT, settings, operator_words, in_use, missing),
             file=discord.File(io.BytesIO(whole.encode()), filename=SETTINGS_FILE),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -176,7 +223,64 @@ class AdminCog(commands.Cog):
         action: Action,
         name: app_commands.Range[str, 1, 100],
     ) -> None:
-        await self._change(interaction, GuildList.ALLOWED_MODEL, action, name, f"`{name}`")
+        await self._change(
+            interaction,
+            GuildList.ALLOWED_MODEL,
+            action,
+            name,
+            f"`{name}`",
+            when_empty="every installed model is allowed here",
+        )
+
+    @admin.command(
+        name="addon", description="Allow or disallow a LoRA, embedding, VAE, upscaler or ControlNet"
+    )
+    @app_commands.describe(
+        kind="Which kind of add-on",
+        action="add: allow it (a kind with none listed allows every one); remove: stop allowing it",
+        name="Its name, as installed",
+    )
+    async def addon(
+        self,
+        interaction: discord.Interaction[Any],
+        kind: AddonKindName,
+        action: Action,
+        name: app_commands.Range[str, 1, 100],
+    ) -> None:
+        addon_kind = AddonKind(kind)
+        if action == "add":
+            registry = services_of(interaction).registry
+            installed = await asyncio.to_thread(installed_addons, registry, addon_kind)
+            if name not in installed:
+                raise UserError(
+                    f"No {kind} named `{name}` is installed; pick one from the name choices."
+                )
+        await self._change(
+            interaction,
+            ADDON_LISTS[addon_kind],
+            action,
+            name,
+            f"`{name}`",
+            f"allowed {_ADDON_PLURALS[addon_kind]}",
+            f"every installed {kind} is allowed here",
+        )
+
+    @addon.autocomplete("name")
+    async def addon_names(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        """The installed files of the kind picked, and those this server lists (one removed
+        from the folders since can still be taken off the list); nothing for a member without
+        Manage Server, who may see the command where a server changed its permissions:
+        discord.py runs no ``interaction_check`` for an autocomplete."""
+        if not interaction.permissions.manage_guild:
+            return []
+        kind = AddonKind(interaction.namespace.kind or AddonKind.LORA)
+        registry = services_of(interaction).registry
+        installed = await asyncio.to_thread(installed_addons, registry, kind)
+        settings = await self._policy.settings(_guild_id(interaction))
+        listed = settings.entries(ADDON_LISTS[kind]) - set(installed)
+        return matching_choices([*installed, *sorted(listed, key=str.casefold)], current)
 
     @admin.command(name="default-model", description="The model used when a request names none")
     @app_commands.describe(name="Model name; leave empty for Easel's default")
@@ -277,7 +381,9 @@ class AdminCog(commands.Cog):
         else:
             await self._done(interaction, f"This server has no preset named `{name}`.")
 
-    @admin.command(name="restore", description="Show and use again a job a moderator removed")
+    @admin.command(
+        name="restore", description="Show and use again a job a moderator removed or Easel withheld"
+    )
     @app_commands.describe(job="The job id (in its result's caption)")
     async def restore(
         self, interaction: discord.Interaction[Any], job: app_commands.Range[str, 1, 32]

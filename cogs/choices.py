@@ -9,6 +9,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.policy.addons import AddonKind
 from cogs.common import models_allowed_in, services_of
 from inference.samplers import AUTOMATIC_SCHEDULE, SCHEDULE_TYPES, sampler_names
 
@@ -36,6 +37,15 @@ async def allowed_models_only(
 ) -> list[str]:
     """``names`` less the models the interaction's server does not allow."""
     return await models_allowed_in(services_of(interaction), interaction.guild_id, names)
+
+
+async def addons_allowed_here(
+    interaction: discord.Interaction[Any], kind: AddonKind, names: Iterable[str]
+) -> list[str]:
+    """``names`` less the add-ons of ``kind`` the interaction's server does not allow: a
+    list, an autocomplete or a refusal never shows what its admins left out."""
+    rules = await services_of(interaction).guild_policy.addon_rules(interaction.guild_id)
+    return rules.usable(kind, names)
 
 
 async def model_choices(
@@ -67,4 +77,7 @@ async def style_choices(
 async def upscaler_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
-    return matching_choices(services_of(interaction).upscaler_names(), current)
+    upscalers = services_of(interaction).upscaler_names()
+    return matching_choices(
+        await addons_allowed_here(interaction, AddonKind.UPSCALER, upscalers), current
+    )

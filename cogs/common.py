@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
+from bot.compare import redraws_by_seed
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
+from bot.policy.addons import addon_not_installed, addons_named, installed_addons, is_among
 from bot.policy.guild import GuildList, NsfwPolicy
 from bot.policy.installed_models import model_not_installed
 from bot.policy.moderation import model_allowed
@@ -23,7 +25,6 @@ from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
 from cogs.visibility import check_member_may_act_here, is_age_restricted
-from inference.prompts.wildcards import draws_by_seed
 from inference.types import RenderRequest
 
 if TYPE_CHECKING:
@@ -279,6 +280,21 @@ async def check_model_installed(
     raise model_not_installed(model, quoted(model, MAX_QUOTED_NAME), usable)
 
 
+async def check_addons_installed(
+    services: Services, request: RenderRequest, guild_id: int | None
+) -> None:
+    """A VAE, upscaler or ControlNet the request names that is not installed is refused now,
+    naming some of those the member may pick here (the engine's own error names none). The
+    folders of a kind are walked on a thread only when the request names one of that kind."""
+    named = addons_named(request)
+    for kind in dict.fromkeys(kind for kind, _ in named):
+        installed = await asyncio.to_thread(installed_addons, services.registry, kind)
+        for missing in (name for of, name in named if of is kind):
+            if not is_among(kind, missing, installed):
+                rules = await services.guild_policy.addon_rules(guild_id)
+                raise addon_not_installed(kind, missing, rules.usable(kind, installed))
+
+
 @dataclasses.dataclass(frozen=True)
 class Requester:
     """Who asks for a job and where: what the server's rules are applied to."""
@@ -341,6 +357,7 @@ async def admitted_submission(
     )
     check_render_limits(services, admission.request)
     await check_model_installed(services, admission.request.model, requester.guild_id)
+    await check_addons_installed(services, admission.request, requester.guild_id)
     return Submission(
         kind=kind,
         request=admission.request,
@@ -484,7 +501,7 @@ async def _submit_repeats(
     services, queue = services_of(interaction), queue_of(interaction)
     began_at = interaction.created_at.timestamp()  # the repeats are the command's work
     total = len(seeds) + 1
-    redraws = draws_by_seed(request.prompt, request.negative_prompt)
+    redraws = redraws_by_seed(request)
     for index, seed in enumerate(seeds, start=2):
         try:
             if redraws:

@@ -23,7 +23,7 @@ from bot.history import (
     post_delete_retry_days,
 )
 from bot.images import decoded
-from bot.policy.moderation import NsfwPolicy, check_repost
+from bot.policy.moderation import WITHHELD_BECAUSE, NsfwPolicy, check_repost
 from bot.user_errors import UserError
 from cogs.common import MAX_QUOTED_PROMPT, queue_of, quoted, services_of
 from cogs.errors import report_error
@@ -66,11 +66,12 @@ def render_page(page: HistoryPage, search: str | None) -> str:
     for line in page.lines:
         prompt = line.prompt.replace("\n", " ")
         # A withdrawn job's pictures cannot be shown again: not offered as if they could.
-        state = (
-            "removed by a moderator"
-            if line.withdrawn
-            else f"{line.status}, {line.image_count} image(s)"
-        )
+        if line.withheld:
+            state = f"not posted: {WITHHELD_BECAUSE}; not counted"
+        elif line.withdrawn:
+            state = "removed by a moderator"
+        else:
+            state = f"{line.status}, {line.image_count} image(s)"
         lines.append(
             f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — "
             f"{quoted(prompt, _PROMPT_PREVIEW)}"

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.policy.addons import UPSCALERS_FILLED_OPTION
 from bot.policy.styles import apply_style
 from bot.presets import MAX_PRESET_NAME
 from bot.requests import (
@@ -56,7 +57,10 @@ def with_options(request: RenderRequest, **extra: object) -> RenderRequest:
 
 
 def with_hires_fix(request: RenderRequest, upscaler: str) -> RenderRequest:
-    return with_options(request, hires_scale=HIRES_SCALE, hires_upscaler=upscaler)
+    """``request`` with the hires fix, enlarging with ``upscaler``: the bot's choice, recorded
+    so (``UPSCALERS_FILLED_OPTION``) for admission to refill and the start gate to let run."""
+    filled = {UPSCALERS_FILLED_OPTION: ["hires_upscaler"]}
+    return with_options(request, hires_scale=HIRES_SCALE, hires_upscaler=upscaler, **filled)
 
 
 async def refiner_choices(
@@ -165,7 +169,8 @@ class ImagineCog(commands.Cog):
                 request, prompt=prompt_text, negative_prompt=negative_text
             )
         if hires:
-            request = with_hires_fix(request, services.hires_upscaler)
+            rules = await services.guild_policy.addon_rules(interaction.guild_id)
+            request = with_hires_fix(request, rules.upscaler_here(services.hires_upscaler))
         if refiner or refiner_switch is not None:
             request = with_options(request, refiner=refiner, refiner_switch=refiner_switch)
         async with SavedInputs(interaction) as inputs:

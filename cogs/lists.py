@@ -1,10 +1,11 @@
 """``/models``, ``/loras``, ``/embeddings`` and ``/wildcards``: what is installed, paged and
 searchable, answered to the member alone; and the ``lora`` autocomplete of ``/imagine``.
 
-Only models this server allows are listed. Model families and LoRA and embedding cards come
-from the files' headers (``inference.metadata``), never from their weights, read on a thread;
-models' headers only when their files change (``inference.model_list``). Page buttons carry
-the list, page and search in their custom_id, so they need no memory and work after a restart.
+Only models, LoRAs and embeddings this server allows are listed. Model families and LoRA and
+embedding cards come from the files' headers (``inference.metadata``), never from their
+weights, read on a thread; models' headers only when their files change
+(``inference.model_list``). Page buttons carry the list, page and search in their custom_id, so
+they need no memory and work after a restart.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.policy.addons import AddonKind
 from bot.user_errors import UserError
-from cogs.choices import MAX_CHOICES, allowed_models_only
+from cogs.choices import MAX_CHOICES, addons_allowed_here, allowed_models_only
 from cogs.common import services_of
 from cogs.errors import report_error
 from inference.metadata import network_info
@@ -88,9 +90,11 @@ async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[
         rows = [Listed(name, f"`__{name}__`") for name in names]
     else:
         network_kind: NetworkKind = "lora" if kind is ListKind.LORAS else "embedding"
-        cards = await asyncio.to_thread(
-            lambda: {n: network_info(p) for n, p in registry.network_files(network_kind).items()}
-        )
+        addon_kind = AddonKind.LORA if kind is ListKind.LORAS else AddonKind.EMBEDDING
+        files = await asyncio.to_thread(registry.network_files, network_kind)
+        allowed = await addons_allowed_here(interaction, addon_kind, files)
+        # Headers only of those listed: on a thread, as the folders' walk.
+        cards = await asyncio.to_thread(lambda: {n: network_info(files[n]) for n in allowed})
         rows = []
         for name, card in cards.items():
             shown = f"`{lora_tag(name)}`" if kind is ListKind.LORAS else f"`{name}`"
@@ -184,13 +188,14 @@ async def lora_choices(
 
 
 async def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: str | None) -> str:
-    """``prompt`` with the picked LoRA's tag after its words (an unknown name is refused)."""
+    """``prompt`` with the picked LoRA's tag after its words; a name not installed, or one the
+    server leaves out, is refused alike (whether a file exists is not told)."""
     if lora is None:
         return prompt
     # Off the loop: the LoRA folders are walked for it.
     installed = await asyncio.to_thread(services_of(interaction).registry.network_files, "lora")
-    if lora not in installed:
-        raise UserError(f"There is no LoRA named {lora!r}; `/loras` lists the installed ones.")
+    if lora not in await addons_allowed_here(interaction, AddonKind.LORA, installed):
+        raise UserError(f"There is no LoRA named {lora!r} here; `/loras` lists those you may use.")
     return insert_before_flags(prompt, lora_tag(lora))
 
 

@@ -4,6 +4,7 @@ and the "Use settings" message menu. What cannot be honoured is said under the r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import discord
@@ -11,9 +12,20 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.images import infotext_of
-from bot.infotext_import import MAX_INFOTEXT_CHARS, installed_in, request_from_infotext_text
+from bot.infotext_import import (
+    MAX_INFOTEXT_CHARS,
+    Installed,
+    installed_in,
+    request_from_infotext_text,
+)
+from bot.policy.addons import AddonKind, AddonRules
 from bot.user_errors import UserError
-from cogs.common import default_model_for, services_of, submit_from_interaction
+from cogs.common import (
+    default_model_for,
+    models_allowed_in,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.info import describe_infotext, picture_of, read_attachment
 from cogs.results.story import check_posted_picture, own_upload_infotext
 from cogs.visibility import check_member_may_use
@@ -80,16 +92,33 @@ def _settings_found(infotext: str | None, filename: str) -> str:
     return infotext
 
 
+def _allowed_here(installed: Installed, rules: AddonRules) -> Installed:
+    """What is installed, less the add-ons the server leaves out: the import reads those as
+    not installed (the model's own VAE, Lanczos), so whether such a file exists is not told."""
+    return dataclasses.replace(
+        installed,
+        loras=rules.usable(AddonKind.LORA, installed.loras),
+        vaes=rules.usable(AddonKind.VAE, installed.vaes),
+        upscalers=rules.usable(AddonKind.UPSCALER, installed.upscalers),
+    )
+
+
 async def _render(interaction: discord.Interaction[Any], infotext: str) -> None:
     """The settings as an /imagine job: the same prompt cap, server rules, banned words and
     quota, through the same submission."""
     services = services_of(interaction)
     default_model = await default_model_for(interaction)
-    # Off the loop: folder scans, and the first look at a model's hash reads its file.
+    rules = await services.guild_policy.addon_rules(interaction.guild_id)
+    # Off the loop: folder scans and the hashes kept. The models searched for a hash are those
+    # allowed here, and a hash not known yet is read in the background (seconds per
+    # checkpoint), not before this answer, which Discord wants within 3 s.
+    installed = await asyncio.to_thread(
+        installed_in, services.registry, default_model, wait_for_hashes=False
+    )
+    models = await models_allowed_in(services, interaction.guild_id, installed.models)
+    here = dataclasses.replace(_allowed_here(installed, rules), models=models)
     imported = await asyncio.to_thread(
-        lambda: request_from_infotext_text(
-            infotext, installed_in(services.registry, default_model), services.request_defaults
-        )
+        request_from_infotext_text, infotext, here, services.request_defaults
     )
     personal = await services.member_settings.get(interaction.user.id)
     await submit_from_interaction(

@@ -280,11 +280,24 @@ async def message_for_member(
         location.channel_id
     )
     try:
-        return await channel.fetch_message(location.message_id)
+        message = await channel.fetch_message(location.message_id)
     except (discord.NotFound, discord.Forbidden):
         raise UserError(
             "I cannot see that message; link a message in a channel I can read."
         ) from None
+    # Discord blanks the attachments of members' posts in a server for apps without the
+    # privileged Message Content intent (Easel asks for none); Easel's own posts stay whole.
+    if (
+        interaction.guild_id is not None
+        and message.author != interaction.client.user
+        and not message.attachments
+    ):
+        raise UserError(
+            "That message has no picture I can see: Discord shows me members' pictures from a "
+            "link only when my operator turns on the Message Content intent. Upload the "
+            "picture instead, or use the message's Apps menu (Vary, Upscale)."
+        )
+    return message
 
 
 async def check_member_may_read_channel(

@@ -47,7 +47,7 @@ async def unfinished_jobs(conn: aiosqlite.Connection, guild_id: int) -> list[Unf
         "SELECT id, kind, user_id, channel_id, status, created_at,"
         " CASE WHEN private THEN NULL ELSE json_extract(request_json, '$.prompt') END"
         " FROM jobs WHERE guild_id = ? AND status IN ('queued', 'running')"
-        " ORDER BY created_at",
+        " ORDER BY created_at, rowid",
         (guild_id,),
     ) as cursor:
         return [UnfinishedJob(*row) for row in await cursor.fetchall()]
@@ -82,7 +82,7 @@ async def recent_pictures(
         " COALESCE(json_extract(jobs.request_json, '$.prompt'), ''), jobs.finished_at,"
         " jobs.spoiler"
         f"{_SHOWN_PICTURES} AND jobs.channel_id IN (SELECT value FROM json_each(?))"
-        " ORDER BY jobs.finished_at DESC, images.idx LIMIT ?",
+        " ORDER BY jobs.finished_at DESC, jobs.rowid DESC, images.idx LIMIT ?",
         (guild_id, json.dumps(sorted(channel_ids)), limit),
     ) as cursor:
         return [

@@ -43,6 +43,10 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+class SchemaTooNew(RuntimeError):
+    """The database is of a newer Easel; the message names both versions and EASEL_DATA_DIR."""
+
+
 async def schema_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
@@ -54,7 +58,7 @@ async def migrate(conn: aiosqlite.Connection) -> int:
     current = await schema_version(conn)
     migrations = load_migrations()
     if current > len(migrations):
-        raise RuntimeError(
+        raise SchemaTooNew(
             f"database schema is version {current} but this Easel knows only {len(migrations)}: "
             "upgrade Easel or point EASEL_DATA_DIR at another database"
         )
@@ -111,18 +115,35 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
     (``execute_fetchall``): one left half-read across an await would fail this ``COMMIT``.
     """
     async with outside_transactions(conn):
-        await conn.execute("BEGIN IMMEDIATE")
         try:
+            await _to_the_end(conn, "BEGIN IMMEDIATE")
             yield conn
+            await _to_the_end(conn, "COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            # Open after the body failed or a COMMIT failed (every later BEGIN would fail);
+            # not after a failed BEGIN, nor after a COMMIT done before a cancel arrived.
+            if conn.in_transaction:
+                await _to_the_end(conn, "ROLLBACK")
             raise
+
+
+async def _to_the_end(conn: aiosqlite.Connection, statement: str) -> None:
+    """Run ``statement`` and wait for it even when the caller is cancelled meanwhile (a stop
+    during start-up): aiosqlite runs a statement whose caller has gone, so BEGIN or COMMIT
+    would otherwise land after the ``in_transaction`` check above."""
+    running = asyncio.ensure_future(conn.execute(statement))
+    # Every cancel is held until the statement is done (a second one would leave it queued
+    # again), and the first one wins over the statement's own failure.
+    cancelled: asyncio.CancelledError | None = None
+    while not running.done():
         try:
-            await conn.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT leaves the transaction open: every later BEGIN would fail.
-            await conn.execute("ROLLBACK")
-            raise
+            await asyncio.wait({running})
+        except asyncio.CancelledError as cancel:
+            cancelled = cancelled or cancel
+    if cancelled is not None:
+        running.exception()  # read, so the loop logs no "never retrieved" failure of it
+        raise cancelled
+    running.result()
 
 
 # Connections whose log a reader kept from being written back; Retention's sweep retries them.

@@ -9,7 +9,7 @@ import aiosqlite
 
 from db.database import transaction
 
-# What a guild has before its admins change anything: every channel and model, no banned
+# What a guild has before its admins change anything: every channel, model and add-on, no banned
 # words, no default model (Easel's), and this NSFW policy.
 DEFAULT_NSFW_POLICY = "allow"
 
@@ -19,6 +19,12 @@ class GuildList(StrEnum):
     ALLOWED_MODEL = "allowed_model"
     PRIORITY_ROLE = "priority_role"
     BANNED_WORD = "banned_word"
+    # Add-ons installed for the bot that a server allows (``bot.policy.addons``); 0018.
+    ALLOWED_LORA = "allowed_lora"
+    ALLOWED_EMBEDDING = "allowed_embedding"
+    ALLOWED_VAE = "allowed_vae"
+    ALLOWED_UPSCALER = "allowed_upscaler"
+    ALLOWED_CONTROLNET = "allowed_controlnet"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ class HistoryEntry:
     request_json: str
     created_at: float
     image_count: int
-    withdrawn: bool  # a moderator deleted its result: not shown again
+    withdrawn: bool  # a moderator deleted its result, or Easel withheld it: not shown again
+    withheld: bool  # withdrawn by Easel: withheld at delivery, refunded (``withheld_why``)
 
 
 @dataclass(frozen=True, order=True)
@@ -80,14 +81,17 @@ async def page_of_jobs(
     total = int(row[0]) if row else 0
     async with conn.execute(
         "SELECT j.id, j.kind, j.status, j.request_json, j.created_at,"
-        " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL"
+        " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL,"
+        " j.withheld_why IS NOT NULL"
         f" FROM jobs j WHERE {where} ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
         (user_id, guild_id, pattern, limit, offset),
     ) as cursor:
         rows = await cursor.fetchall()
     entries = [
-        HistoryEntry(job_id, kind, status, request_json, created_at, images, bool(withdrawn))
-        for job_id, kind, status, request_json, created_at, images, withdrawn in rows
+        HistoryEntry(
+            job_id, kind, status, request, created_at, images, bool(withdrawn), bool(withheld)
+        )
+        for job_id, kind, status, request, created_at, images, withdrawn, withheld in rows
     ]
     return entries, total
 
@@ -112,35 +116,51 @@ async def withdraw_deleted_results(
     return await _withdraw_with_made_from(conn, deleted, (*message_ids, guild_id, channel_id), now)
 
 
-async def withdraw_job(conn: aiosqlite.Connection, job_id: str, now: float) -> list[str]:
+async def withdraw_job(
+    conn: aiosqlite.Connection, job_id: str, now: float, *, withheld_why: str | None = None
+) -> list[str]:
     """Withdraw ``job_id`` of a server, whose public progress message an edit found deleted
-    (maybe before it was recorded as its post), with the jobs ``withdraw_deleted_results``
-    withdraws with it; returns the jobs newly withdrawn."""
+    (maybe before it was recorded as its post), or whose result was withheld at delivery and
+    refunded (``withheld_why``: what its maker was told; kept on it alone, in the same
+    statement, so a delivery retried after a crash tells them the same), with the jobs
+    ``withdraw_deleted_results`` withdraws with it; returns the jobs newly withdrawn."""
     return await _withdraw_with_made_from(
-        conn, "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL", (job_id,), now
+        conn,
+        "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL",
+        (job_id,),
+        now,
+        withheld=None if withheld_why is None else (job_id, withheld_why),
     )
 
 
 async def _withdraw_with_made_from(
-    conn: aiosqlite.Connection, first: str, parameters: tuple[object, ...], now: float
+    conn: aiosqlite.Connection,
+    first: str,
+    parameters: tuple[object, ...],
+    now: float,
+    *,
+    withheld: tuple[str, str] | None = None,
 ) -> list[str]:
     """Withdraw the jobs ``first`` selects (one column: their ids, given ``parameters``),
-    their upscales and the jobs made from them not yet delivered, theirs and so on."""
+    their upscales and the jobs made from them not yet delivered, theirs and so on;
+    ``withheld``: (job id, why) of the one Easel withheld (the others: a moderator's)."""
+    withheld_id, why = withheld or (None, None)
     rows = await conn.execute_fetchall(
         f"WITH RECURSIVE hit(id) AS ({first}"
         " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
         " WHERE j.kind = 'upscale' OR j.delivered_at IS NULL)"
-        " UPDATE jobs SET withdrawn_at = ? WHERE withdrawn_at IS NULL"
-        " AND id IN (SELECT id FROM hit) RETURNING id",
-        (*parameters, now),
+        " UPDATE jobs SET withdrawn_at = ?, withheld_why = CASE id WHEN ? THEN ? END"
+        " WHERE withdrawn_at IS NULL AND id IN (SELECT id FROM hit) RETURNING id",
+        (*parameters, now, withheld_id, why),
     )
     return [str(row[0]) for row in rows]
 
 
 async def restore_job(conn: aiosqlite.Connection, job_id: str, guild_id: int) -> bool:
-    """Undo a withdrawal of ``job_id`` of ``guild_id``; whether it was withdrawn."""
+    """Undo a withdrawal of ``job_id`` of ``guild_id`` (a moderator's or Easel's); whether it
+    was withdrawn."""
     cursor = await conn.execute(
-        "UPDATE jobs SET withdrawn_at = NULL"
+        "UPDATE jobs SET withdrawn_at = NULL, withheld_why = NULL"
         " WHERE id = ? AND guild_id = ? AND withdrawn_at IS NOT NULL",
         (job_id, guild_id),
     )
@@ -188,7 +208,7 @@ async def erase_user(
     async with transaction(conn):
         async with conn.execute(
             "SELECT id FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
-            " ORDER BY created_at",
+            " ORDER BY created_at, rowid",
             (user_id,),
         ) as cursor:
             unfinished = [str(row[0]) for row in await cursor.fetchall()]

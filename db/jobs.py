@@ -66,6 +66,9 @@ class JobRecord:
     private: bool
     withdrawn_at: float | None  # when a moderator deleted its result
     age_restricted: bool  # made in an age-restricted channel (0015; before: False)
+    # Withdrawn by Easel, not a moderator: its result was withheld at delivery and refunded,
+    # its maker told this (0019; ``db.history.withdraw_job``).
+    withheld_why: str | None
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,11 @@ async def get_job(conn: aiosqlite.Connection, job_id: str) -> JobRecord | None:
 
 
 async def jobs_with_status(conn: aiosqlite.Connection, status: JobStatus) -> list[JobRecord]:
+    """The jobs in ``status``, in the order they were submitted; jobs of the same second in
+    the order they were journaled (rowid, as ``journaled_order``), so a restart restores a
+    queue in its order."""
     async with conn.execute(
-        "SELECT * FROM jobs WHERE status = ? ORDER BY created_at", (status.value,)
+        "SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (status.value,)
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
 
@@ -159,7 +165,7 @@ async def unfinished_jobs_of(
     async with conn.execute(
         """SELECT * FROM jobs
            WHERE user_id = ? AND guild_id IS ? AND status IN ('queued', 'running')
-           ORDER BY created_at""",
+           ORDER BY created_at, rowid""",
         (user_id, guild_id),
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
@@ -169,7 +175,7 @@ async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
     async with conn.execute(
         """SELECT * FROM jobs
            WHERE status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL
-           ORDER BY finished_at"""
+           ORDER BY finished_at, rowid"""
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
 
@@ -260,21 +266,20 @@ async def mark_failed(
 async def mark_delivered(
     conn: aiosqlite.Connection, job_id: str, now: float, message_id: int | None
 ) -> bool:
-    """Record the posted result; the interaction token, needed only to post it, is blanked.
-    A server's result posted in its channel (``message_id``) is one of its job's posts
-    (``job_messages``: a moderator deleting it withdraws the job). Whether the job is still
-    there (False: its maker's /forget-me erased it while it was posted)."""
-    # Wholly before or after /forget-me's transaction (erase_user), never inside it: the post
-    # is either unlinked and returned there, or found missing here and deleted by its poster.
+    """Record the delivery, and the result's message in the server's channel
+    (``message_id``); the interaction token, needed only to post it, is blanked. The post is
+    one of its job's posts (``job_messages``) already: the sink links it as soon as it is
+    posted (``History.result_posted``), before this. Whether the job is still there (False:
+    its maker's /forget-me erased it while it was posted)."""
+    # Wholly before or after /forget-me's transaction (erase_user), never inside it: the job
+    # is either erased there with its posts, or found missing here and its post deleted.
     async with outside_transactions(conn):
         cursor = await conn.execute(
             "UPDATE jobs SET delivered_at = ?, result_message_id = ?, interaction_token = NULL"
             " WHERE id = ?",
             (now, message_id, job_id),
         )
-        if message_id is None:
-            return cursor.rowcount > 0
-        return await _insert_job_message(conn, job_id, message_id, None)
+        return cursor.rowcount > 0
 
 
 async def record_job_message(
@@ -289,26 +294,22 @@ async def record_job_message(
     nothing for a job of direct messages). Whether the job is still there: when its maker's
     /forget-me erased it while it was posted, nothing is recorded and the caller deletes
     the post, which nothing would delete any more."""
-    # Outside any transaction for the same reason as mark_delivered.
-    async with outside_transactions(conn):
-        return await _insert_job_message(conn, job_id, message_id, posted_in)
-
-
-async def _insert_job_message(
-    conn: aiosqlite.Connection, job_id: str, message_id: int, posted_in: tuple[int, int] | None
-) -> bool:
     guild_id, channel_id = posted_in or (None, None)
-    cursor = await conn.execute(
-        "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
-        " SELECT :message, id, COALESCE(:guild, guild_id), COALESCE(:channel, channel_id)"
-        " FROM jobs WHERE id = :job AND COALESCE(:guild, guild_id) IS NOT NULL"
-        " AND COALESCE(:channel, channel_id) IS NOT NULL",
-        {"message": message_id, "guild": guild_id, "channel": channel_id, "job": job_id},
-    )
-    if cursor.rowcount > 0:
-        return True
-    async with conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) as found:
-        return await found.fetchone() is not None
+    # Wholly before or after /forget-me's transaction (erase_user), never inside it: the
+    # post is either unlinked and returned there, or found missing here and deleted by its
+    # poster.
+    async with outside_transactions(conn):
+        cursor = await conn.execute(
+            "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
+            " SELECT :message, id, COALESCE(:guild, guild_id), COALESCE(:channel, channel_id)"
+            " FROM jobs WHERE id = :job AND COALESCE(:guild, guild_id) IS NOT NULL"
+            " AND COALESCE(:channel, channel_id) IS NOT NULL",
+            {"message": message_id, "guild": guild_id, "channel": channel_id, "job": job_id},
+        )
+        if cursor.rowcount > 0:
+            return True
+        async with conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) as found:
+            return await found.fetchone() is not None
 
 
 async def clear_expired_tokens(conn: aiosqlite.Connection, issued_before: float) -> int:
@@ -399,7 +400,7 @@ async def jobs_with_picture(
         "SELECT jobs.id FROM jobs WHERE jobs.guild_id = :guild AND jobs.id IN"
         " (SELECT job_id FROM images WHERE pixel_digest = :digest"
         " UNION SELECT job_id FROM posted_grids WHERE pixel_digest = :digest)"
-        " ORDER BY jobs.withdrawn_at IS NULL, jobs.created_at DESC LIMIT :limit",
+        " ORDER BY jobs.withdrawn_at IS NULL, jobs.created_at DESC, jobs.rowid DESC LIMIT :limit",
         {"digest": pixel_digest, "guild": guild_id, "limit": limit},
     ) as cursor:
         return [str(row[0]) for row in await cursor.fetchall()]

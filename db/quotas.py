@@ -33,6 +33,7 @@ __all__ = [
     "prune_settled",
     "refund",
     "refund_withheld",
+    "refunded",
     "reserve",
     "set_limits",
     "usage",
@@ -186,6 +187,14 @@ async def refund_withheld(
     )
     row = next(iter(earlier), None)
     return None if row is None else WithheldRefund(int(row[0]), row[1], now=False)
+
+
+async def refunded(conn: aiosqlite.Connection, job_id: str) -> bool:
+    """Whether the job's quota was given back (by ``refund`` or ``refund_withheld``)."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'refund'", (job_id,)
+    )
+    return bool(rows)
 
 
 async def _explain_no_op(

@@ -7,13 +7,16 @@ unit before any model loads.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.registry import SIDECAR_SUFFIX
 from inference.types import RenderInputError, RenderRequest
+
+log = logging.getLogger(__name__)
 
 OPTION_KEY = "controlnet"
 # Preprocessors by the web UI ControlNet extension's module names; "none": the picture
@@ -145,10 +148,14 @@ def check_control_models(units: Sequence[ControlUnit], models_dir: Path) -> None
         )
     for unit in units:
         if unit.model is not None and unit.model not in installed:
-            raise RenderInputError(
-                f"unknown ControlNet model {unit.model!r}; available: "
-                f"{', '.join(sorted(installed))}"
-            )
+            raise unknown_controlnet(unit.model, installed)
+
+
+def unknown_controlnet(name: str, installed: Collection[str]) -> RenderInputError:
+    """The member's error names no ControlNet (a server may allow some only, as for models:
+    ``bot.policy.addons`` names those allowed there); the operator's log names them all."""
+    log.warning("unknown ControlNet %r; installed: %s", name, ", ".join(sorted(installed)))
+    return RenderInputError(f"unknown ControlNet model {name!r}: it is not installed here")
 
 
 def control_infotext(index: int, unit: ControlUnit, model_label: str) -> dict[str, str]:

@@ -30,11 +30,12 @@ from inference.control_units import (
     control_infotext,
     control_units,
     controlnet_files,
+    unknown_controlnet,
 )
 from inference.images import load_input_image
 from inference.preprocessors import control_map
 from inference.registry import SIDECAR_SUFFIX, ModelRegistry
-from inference.types import RenderInputError, RenderRequest
+from inference.types import ALLOWED_CONTROLNETS_OPTION, RenderInputError, RenderRequest
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 SHIPPED_CONFIGS = {"sd15": CONFIGS_DIR / "controlnet-sd15", "sdxl": CONFIGS_DIR / "controlnet-sdxl"}
@@ -83,14 +84,23 @@ def load_controlnet(path: Path, dtype: torch.dtype) -> Any:
     )
 
 
-def _model_for(unit: ControlUnit, installed: dict[str, Path], width: int) -> str:
+def _model_for(
+    unit: ControlUnit, installed: dict[str, Path], width: int, *, listed: bool = False
+) -> str:
     """The installed ControlNet ``unit`` uses: its own, else the first that fits the
-    checkpoint and, where one does, has the preprocessor's name in its own."""
+    checkpoint and, where one does, has the preprocessor's name in its own. ``listed``:
+    ``installed`` holds only those the server allows (the operator's advice is not for its
+    members)."""
     if unit.model is not None:
         return unit.model
     fitting = [name for name, path in installed.items() if cross_attention_dim(path) == width]
     if not fitting:
         family = CROSS_ATTENTION_FAMILIES.get(width, "this")
+        if listed:
+            raise RenderInputError(
+                f"none of the ControlNets this server allows fits this checkpoint (the {family} "
+                "family): name one in the unit, pick another model, or ask its admins"
+            )
         raise RenderInputError(
             f"no installed ControlNet fits this checkpoint: put a ControlNet for the {family} "
             f"family in EASEL_MODELS_DIR/{CONTROLNET_FOLDERS[0]}/"
@@ -188,15 +198,16 @@ class ControlNetCache:
         if not units:
             return None
         installed = controlnet_files(registry.models_dir)
+        # A unit naming none is given one its server allows (``ALLOWED_CONTROLNETS_OPTION``).
+        allowed = request.options.get(ALLOWED_CONTROLNETS_OPTION)
+        choosable = {n: p for n, p in installed.items() if allowed is None or n in allowed}
         width = int(pipeline.unet.config.cross_attention_dim)
         wanted: dict[tuple[Path, float], Any] = {}
         controlnets = []
         for unit in units:
-            name = _model_for(unit, installed, width)
+            name = _model_for(unit, choosable, width, listed=allowed is not None)
             if name not in installed:
-                raise RenderInputError(
-                    f"unknown ControlNet model {name!r}; available: {', '.join(sorted(installed))}"
-                )
+                raise unknown_controlnet(name, installed)
             path = installed[name]
             fits = cross_attention_dim(path)
             if fits != width:

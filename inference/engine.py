@@ -112,10 +112,12 @@ class Engine:
         compiler: Compiler | None = None,
         cuda_graphs: RecorderFactory | None = None,
         quantize: Quantize = "off",
+        hashes_file: Path | None = None,
     ) -> None:
         """``max_loaded_models`` and ``memory_budget_bytes`` bound the per-device model cache;
         the least recently used model is dropped first (the last one loaded always stays).
-        ``wildcards_dir`` holds the ``__name__`` wildcard files (``None``: no wildcards).
+        ``wildcards_dir`` holds the ``__name__`` wildcard files (``None``: no wildcards), read
+        only for a job queued without the texts the bot drew (``PlannedDraws``: an older one).
         Pictures above ``vae_tiling_pixels`` (width x height; ``None``: never) decode in
         tiles. ``cpu_offload`` keeps each model part in CPU memory until the pipeline needs it
         (CUDA devices only; ignored elsewhere): slower, but fits small GPUs.
@@ -127,11 +129,14 @@ class Engine:
         each model's UNet calls and replays them (``inference.cuda_graphs``; not with a
         compiler or ``cpu_offload``). ``quantize`` quantizes each
         model's UNet or transformer as it loads (``inference.quantization``); a mode this
-        device cannot run is refused here, in one sentence."""
+        device cannot run is refused here, in one sentence. ``hashes_file`` keeps the model
+        files' hashes between runs (``inference.file_hashes``; None: in memory only)."""
         problem = quantize_problem(quantize, device)
         if problem is not None:
             raise RenderInputError(problem)
-        self.registry = ModelRegistry(models_dir, allow_pickle=allow_pickle)
+        self.registry = ModelRegistry(
+            models_dir, allow_pickle=allow_pickle, hashes_file=hashes_file
+        )
         self.wildcards = None if wildcards_dir is None else WildcardLibrary(wildcards_dir)
         self.device = device
         self.default_model = default_model

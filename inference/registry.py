@@ -5,13 +5,12 @@ Pure Python (no torch) so listing and validating model names costs nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.types import RenderInputError
 from inference.upscale import LANCZOS
 
@@ -29,7 +28,6 @@ PICKLE_SUFFIXES = (".ckpt", ".pt")
 # safetensors (inference.quantization).
 GGUF_SUFFIX = ".gguf"
 DENOISER_FOLDERS = ("unet", "transformer")
-HASH_CACHE_FILE = ".easel-hashes.json"
 # ``<checkpoint stem>.config/``: a diffusers config folder (no weights) for that checkpoint.
 SIDECAR_SUFFIX = ".config"
 # Diffusers folders are hashed by their UNet weights, the file that makes the model (SD3 and
@@ -41,7 +39,6 @@ UNET_WEIGHT_FILES = (
     "transformer/diffusion_pytorch_model.safetensors",
     "transformer/diffusion_pytorch_model.safetensors.index.json",
 )
-_HASH_CHUNK = 1 << 20
 
 NetworkKind = Literal["lora", "embedding", "vae"]
 # Easel's folder names first, then the web UI's; on a name clash the first one found wins.
@@ -107,9 +104,21 @@ def _entry_for(path: Path) -> ModelEntry | None:
 class ModelRegistry:
     """Scans the models folder on every lookup, so models dropped in appear without a restart."""
 
-    def __init__(self, models_dir: Path, allow_pickle: bool = False) -> None:
+    def __init__(
+        self, models_dir: Path, allow_pickle: bool = False, hashes_file: Path | None = None
+    ) -> None:
+        """``hashes_file``: where file hashes are kept between runs (``inference.file_hashes``;
+        None: in this process's memory only)."""
         self.models_dir = Path(models_dir)
         self.allow_pickle = allow_pickle
+        self.hashes_file = hashes_file
+        # Every lookup scans (every admission lists embeddings): say each hidden file once.
+        self._hidden_told: set[Path] = set()
+
+    def _tell_hidden(self, kind: str, name: str, path: Path, winner: Path) -> None:
+        if path not in self._hidden_told:
+            self._hidden_told.add(path)
+            log.warning("%s %s at %s hidden by %s", kind, name, path, winner)
 
     def scan(self) -> dict[str, ModelEntry]:
         entries: dict[str, ModelEntry] = {}
@@ -122,9 +131,7 @@ class ModelRegistry:
                 if entry is None:
                     continue
                 if entry.name in entries:
-                    log.warning(
-                        "model %s at %s hidden by %s", entry.name, path, entries[entry.name].path
-                    )
+                    self._tell_hidden("model", entry.name, path, entries[entry.name].path)
                     continue
                 entries[entry.name] = entry
         return entries
@@ -203,9 +210,10 @@ class ModelRegistry:
                     "loaded; convert it to .safetensors, or let an admin allow pickle files "
                     "(EASEL_ALLOW_PICKLE=1)"
                 )
-        raise RenderInputError(
-            f"unknown upscaler {name!r}; available: {', '.join(self.upscaler_names())}"
-        )
+        # As for models: a server may allow some upscalers only, so the member's error names
+        # none (bot.policy.addons names those allowed there); the operator's log names them all.
+        log.warning("unknown upscaler %r; installed: %s", name, ", ".join(self.upscaler_names()))
+        raise RenderInputError(f"unknown upscaler {name!r}: it is not installed on this device")
 
     def face_restorer_files(self) -> dict[str, Path]:
         """Face restorers by file stem: ``.safetensors``, plus ``.pth``/``.pt`` where pickles
@@ -232,7 +240,7 @@ class ModelRegistry:
             found = (p for p in folder.rglob("*") if p.suffix in suffixes and p.is_file())
             for path in sorted(found):
                 if path.stem in files:
-                    log.warning("%s %s at %s hidden by %s", kind, path.stem, path, files[path.stem])
+                    self._tell_hidden(kind, path.stem, path, files[path.stem])
                     continue
                 files[path.stem] = path
         return files
@@ -242,28 +250,11 @@ class ModelRegistry:
         return self.sha256(entry.hashed_file)[:10]
 
     def sha256(self, file: Path) -> str:
-        cache_file = self.models_dir / HASH_CACHE_FILE
-        stat = file.stat()
-        key = str(file.resolve())
-        cache = _read_cache(cache_file)
-        cached = cache.get(key)
-        if cached and cached.get("mtime") == stat.st_mtime and cached.get("size") == stat.st_size:
-            return str(cached["sha256"])
-        digest = hashlib.sha256()
-        with file.open("rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK):
-                digest.update(chunk)
-        cache[key] = {"mtime": stat.st_mtime, "size": stat.st_size, "sha256": digest.hexdigest()}
-        try:
-            cache_file.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        except OSError as error:  # a read-only models folder only costs re-hashing
-            log.info("cannot write hash cache %s: %s", cache_file, error)
-        return digest.hexdigest()
+        """``file``'s SHA-256, read once per process (``inference.file_hashes``)."""
+        return file_sha256(file, self.hashes_file, self.models_dir)
 
-
-def _read_cache(cache_file: Path) -> dict[str, dict[str, object]]:
-    try:
-        data = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    def recalled_short_hash(self, entry: ModelEntry) -> str | None:
+        """``short_hash`` if it is known without reading the file; else None, and the file is
+        read in the background (``inference.file_hashes.recalled_file_sha256``)."""
+        digest = recalled_file_sha256(entry.hashed_file, self.hashes_file, self.models_dir)
+        return None if digest is None else digest[:10]

@@ -19,6 +19,11 @@ from inference.lora_batching import lora_batch_key
 if TYPE_CHECKING:
     from PIL import Image
 
+# The embeddings a request may read, where its server allows some only (``bot.policy.addons``):
+# the others' names are plain prompt text for it. Absent: every installed embedding.
+ALLOWED_EMBEDDINGS_OPTION = "embeddings"
+# Likewise the ControlNets a unit naming none may be given (``inference.controlnet``).
+ALLOWED_CONTROLNETS_OPTION = "controlnets"
 # "faces": fix and/or restore the faces of ``init_image`` (inference.face_options).
 Mode = Literal["txt2img", "img2img", "inpaint", "upscale", "faces"]
 
@@ -62,8 +67,11 @@ class RenderRequest:
     # overrode a flag typed in the prompt); shown with the result.
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+    def to_json(self, *, ascii_only: bool = True) -> str:
+        """The request as JSON. ``ascii_only=False``: characters outside ASCII as they are,
+        for text that travels as UTF-8 (``utf8_json``), rather than as escapes (6 or 12
+        characters each, each escaped again where the text is embedded in more JSON)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=ascii_only)
 
     @classmethod
     def from_json(cls, text: str) -> RenderRequest:
@@ -100,10 +108,14 @@ class RenderRequest:
             # An SDXL refiner finishes the whole call from the same switch.
             self.options.get("refiner"),
             self.options.get("refiner_switch"),
-            # ControlNet units (models, maps, weights) apply to the whole call.
+            # ControlNet units (models, maps, weights) apply to the whole call, and so does
+            # the choice of those a unit naming none may be given.
             json.dumps(self.options.get("controlnet"), sort_keys=True),
+            tuple(self.options.get(ALLOWED_CONTROLNETS_OPTION) or ()),
             # An IP-Adapter's pictures and weight apply to the whole call too.
             json.dumps(self.options.get("ipadapter"), sort_keys=True),
+            # Embeddings are given to the text encoder for the whole call.
+            tuple(self.options.get(ALLOWED_EMBEDDINGS_OPTION) or ()),
             # Faces are fixed and restored as the whole call asks (inference.face_options:
             # face_restore, fix_faces, fix_faces_*).
             json.dumps({k: v for k, v in self.options.items() if "face" in k}, sort_keys=True),
@@ -113,6 +125,15 @@ class RenderRequest:
         """Requests the queue may batch: one pipeline call and the same LoRAs (the engine
         would otherwise split the call by LoRA set, loading each in turn)."""
         return (*self.pipeline_key(), lora_batch_key(self.prompt))
+
+
+def utf8_json(value: object) -> bytes:
+    """``value`` as JSON in UTF-8, characters outside ASCII as they are; one with a lone
+    surrogate (a prompt may hold one, UTF-8 cannot) with every such character escaped."""
+    try:
+        return json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value).encode()
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,14 @@ VAE when a job is submitted (``/use-settings``) with the sentence the render giv
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from inference.metadata import vae_latent_channels
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError, RenderRequest
+
+log = logging.getLogger(__name__)
 
 # ``options["vae"]`` values meaning "the model's own VAE", as the web UI's settings say it.
 MODEL_VAE_NAMES = ("", "Automatic", "None")
@@ -29,27 +32,18 @@ def vae_file(
     # The web UI records the file name (``VAE: x.safetensors``); both spellings work.
     path = files.get(str(name)) or files.get(Path(str(name)).stem)
     if path is None:
-        raise RenderInputError(
-            f"unknown VAE {name!r}; available: {_fitting_vaes(files, latent_channels)}"
-        )
+        # A server may allow some VAEs only: the member's error names none (as for models),
+        # the operator's log names them all.
+        log.warning("unknown VAE %r; installed: %s", name, ", ".join(sorted(files)))
+        raise RenderInputError(f"unknown VAE {name!r}: it is not installed on this device")
     if latent_channels is not None and not _vae_fits(path, latent_channels):
         kind = _VAE_FAMILIES.get(latent_channels, "another family")
         raise RenderInputError(
             f"VAE {path.name} is for {_vae_kind(vae_latent_channels(path))} models and this "
-            f"model takes a {latent_channels}-channel VAE ({kind}); choose one of: "
-            f"{_fitting_vaes(files, latent_channels)}"
+            f"model takes a {latent_channels}-channel VAE ({kind}); choose one of those, or "
+            "none for the model's own"
         )
     return path
-
-
-def _fitting_vaes(files: dict[str, Path], latent_channels: int | None) -> str:
-    """The VAE names a refusal offers: those of the model's kind (all when unknown)."""
-    fitting = [
-        stem
-        for stem, path in files.items()
-        if latent_channels is None or _vae_fits(path, latent_channels)
-    ]
-    return ", ".join(sorted(fitting)) or "none (put .safetensors files in models/vae)"
 
 
 def _vae_kind(channels: int | None) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiosqlite
@@ -15,6 +16,7 @@ from hypothesis import settings
 
 from db.database import connect
 from tests.fake_discord.fixtures import fake_discord
+from tests.support.tokenizers import share_clip_tokenizers
 
 # torch's OpenMP threads spin while they wait for work, by default: beside another busy thread
 # or process (the event loop, a worker or bot process, another test run on a 2-core machine) a
@@ -30,6 +32,21 @@ settings.register_profile("easel", deadline=2000)
 settings.load_profile("easel")
 
 __all__ = ["conn", "error_logs", "fake_discord", "tiny_models_dir"]
+
+_undo_shared_tokenizers: list[Callable[[], None]] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Model loads share their CLIP tokenizers (tests/support/tokenizers.py) from the first
+    test that runs with transformers imported: a run that never imports it does not pay for
+    importing it."""
+    if not _undo_shared_tokenizers and "transformers" in sys.modules:
+        _undo_shared_tokenizers.append(share_clip_tokenizers())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _undo_shared_tokenizers:
+        _undo_shared_tokenizers.pop()()
 
 
 @pytest.fixture(scope="session")

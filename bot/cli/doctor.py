@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from bot.redaction import redact_url
-from bot.settings import Settings
+from bot.settings import Settings, data_dir_problem
 
 if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
     from inference.memory import ModelMemory
@@ -51,11 +49,10 @@ async def _database_version(settings: Settings) -> int:
 
 def _database_check(settings: Settings) -> Check:
     path = settings.database_path
+    if (problem := data_dir_problem(settings.data_dir)) is not None:
+        return Check("database", False, problem)
     if not path.exists():
-        folder = next((p for p in (path, *path.parents) if p.exists()), Path())
-        if os.access(folder, os.W_OK):
-            return Check("database", True, f"{path} will be created at the first start")
-        return Check("database", False, f"{folder} is not writable: fix EASEL_DATA_DIR")
+        return Check("database", True, f"{path} will be created at the first start")
     try:
         version = asyncio.run(_database_version(settings))
     except Exception as error:
@@ -72,7 +69,8 @@ def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -
     try:
         default_name = registry.resolve_upscaler(None, default)[0]
     except RenderInputError as error:
-        return Check("upscalers", False, f"EASEL_DEFAULT_UPSCALER: {error}")
+        installed = ", ".join(registry.upscaler_names())
+        return Check("upscalers", False, f"EASEL_DEFAULT_UPSCALER: {error}; installed: {installed}")
     if latent_upscaler(hires) is None:
         try:
             registry.resolve_upscaler(hires)

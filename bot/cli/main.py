@@ -172,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     from bot.app import run
+    from bot.jobs.broker.wire import BrokerUnavailable
     from bot.metrics import MetricsServerError
+    from db.database import SchemaTooNew
 
     settings.require_token()
     try:
         asyncio.run(run(settings))
-    except MetricsServerError as error:
+    except (BrokerUnavailable, MetricsServerError, SchemaTooNew) as error:
         raise UsageError(str(error)) from None
     return 0
 
@@ -362,7 +364,11 @@ def infotext_settings(value: str, settings: Settings) -> RenderRequest:
         if data.startswith(PNG_SIGNATURE) and in_png is None:
             raise UsageError(f"--infotext: {value!r} is a PNG that carries no parameters")
         text = in_png or data.decode("utf-8", errors="replace")
-    registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
+    registry = ModelRegistry(
+        settings.models_dir,
+        allow_pickle=settings.allow_pickle,
+        hashes_file=settings.model_hashes_file,
+    )
     try:
         imported = request_from_infotext_text(text, installed_in(registry, settings.default_model))
     except RequestError as error:

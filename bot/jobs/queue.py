@@ -249,8 +249,9 @@ class FinishedJob:
     # Withdrawn with the job it was made from (that one's withdrawn too), not for a deletion
     # of its own message.
     withdrawn_with_source: bool = False
-    # Why it was ended before its render, by the rules of now (``StartGate``): it is posted
-    # nowhere and its maker is told this, privately; None: it was not.
+    # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
+    # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
+    # nowhere, refunded whole, and its maker is told this, privately; None: neither.
     withheld: str | None = None
     # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
     # from their pixels while they were stored; None: compose it from the stored files.
@@ -301,7 +302,9 @@ def posted_digests(
 class ResultSink(Protocol):
     async def deliver(self, job: FinishedJob) -> int | None:
         """Post the result (or the failure); returns the message's id when it was posted in
-        the server's channel (None: privately, by DM, or nowhere)."""
+        the server's channel (None: privately, by DM, or nowhere). The sink links that post
+        to its job itself, as soon as it is posted (``History.result_posted``): the queue
+        records only the delivery."""
 
 
 @runtime_checkable
@@ -1144,9 +1147,10 @@ class JobQueue:
             spoiler=job.spoiler,
             private=job.private,
             age_restricted=job.age_restricted,
-            withdrawn=job.withdrawn_at is not None,
+            # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
+            withdrawn=job.withdrawn_at is not None and job.withheld_why is None,
             withdrawn_with_source=with_source,
-            withheld=job.error if ended_at_start else None,
+            withheld=job.error if ended_at_start else job.withheld_why,
             composed=composed,
             created_at=job.created_at,
         )

@@ -13,13 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from bot.history import conditioning_texts
 from bot.jobs.queue import FinishedJob
+from bot.policy.addons import allowed_addons_only
 from bot.policy.guild import GuildPolicy
-from bot.policy.moderation import (
-    STORED_TOO_LONG,
-    NsfwPolicy,
-    kept_in_age_restricted_channels,
-)
-from bot.policy.prompt_safety import CLOSED
+from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.user_errors import Reason, UserError
 
 # Why a result was not posted, as its maker is told (after "was not posted: "); none names a
@@ -31,6 +27,10 @@ WORD_BANNED_SINCE = "its prompt uses a word the server has banned since it was s
 NOT_CHECKED = "its prompt could not be checked against the server's banned words of now"
 CHANNEL_OFF = "Easel is no longer enabled in the channel it was made in"
 DIRECT_MESSAGES_OFF = "Easel no longer works in direct messages"
+# Embeddings: one the job may read (a list kept or narrowed since), whether or not it does.
+ADDON_LEFT_OUT_NOW = (
+    "it may use a LoRA, embedding, VAE, upscaler or ControlNet the server no longer allows"
+)
 AGE_RESTRICTED_NOW = (
     "its pictures stay in age-restricted channels under the server's rules of now, and that "
     "channel is not one"
@@ -45,12 +45,15 @@ class Withheld(Exception):
     """The result is posted nowhere; ``why``: the clause its maker is told privately (None:
     they are not told, e.g. a member banned from the server). ``refund``: not its maker's doing
     (the server's rules changed since its submit, or Easel could not check them): its quota is
-    given back. A job withdrawn (its content deleted) or a maker stopped stays charged."""
+    given back. A job withdrawn (its content deleted) or a maker stopped stays charged.
+    ``recheckable``: the rules of now could not be read in time (every prompt reader busy),
+    so the job is not withdrawn for it: a later /show reads them again."""
 
-    def __init__(self, why: str | None, *, refund: bool = False) -> None:
+    def __init__(self, why: str | None, *, refund: bool = False, recheckable: bool = False) -> None:
         super().__init__(why or "withheld")
         self.why = why
         self.refund = refund
+        self.recheckable = recheckable
 
 
 async def under_rules_of_now(
@@ -74,7 +77,8 @@ async def placed_under_rules_of_now(
     """The rules of now that are cheap to read, also asked before a queued job renders:
     ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
     was withdrawn (its own message or the picture it was made from deleted), Easel is no
-    longer enabled in its channel (or in direct messages), or its pictures must stay in
+    longer enabled in its channel (or in direct messages), it may use an add-on the server
+    no longer allows (``addons.allowed_addons_only``), or its pictures must stay in
     age-restricted channels now and ``here_age_restricted()`` (its channel, asked only then)
     says that one is not. ``policy`` None: the servers' rules are not known (tests), only the
     withdrawal is read."""
@@ -88,6 +92,10 @@ async def placed_under_rules_of_now(
         off = DIRECT_MESSAGES_OFF if job.guild_id is None else CHANNEL_OFF
         raise Withheld(off, refund=True) from None
     if job.guild_id is not None:
+        try:
+            allowed_addons_only(job.request, await policy.addon_rules(job.guild_id))
+        except UserError:
+            raise Withheld(ADDON_LEFT_OUT_NOW, refund=True) from None
         nsfw_policy = NsfwPolicy((await policy.settings(job.guild_id)).nsfw_policy)
         kept_there = kept_in_age_restricted_channels(
             made_age_restricted=job.age_restricted, nsfw_policy=nsfw_policy
@@ -111,11 +119,11 @@ async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
             await policy.check_reuse(job.guild_id, job.job_id, texts, withdrawn=False)
             return
         except UserError as refused:
+            if refused.reason is Reason.CLOSED:
+                raise
             if refused.reason is Reason.BANNED_WORD:
                 raise Withheld(WORD_BANNED_SINCE, refund=True) from None
-            if str(refused) == STORED_TOO_LONG:
+            if refused.reason is not Reason.BUSY:  # too long to read (UNCHECKED)
                 raise Withheld(NOT_CHECKED, refund=True) from None
-            if str(refused) == CLOSED:
-                raise
         await asyncio.sleep(BUSY_PAUSE_S)  # every reader busy: asked again
-    raise Withheld(NOT_CHECKED, refund=True)
+    raise Withheld(NOT_CHECKED, refund=True, recheckable=True)

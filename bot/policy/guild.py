@@ -13,9 +13,11 @@ import aiosqlite
 
 from bot.jobs import accounting
 from bot.memo import Memo
+from bot.policy.addons import ANY_ADDON, AddonRules, under_addon_rules
 from bot.policy.moderation import (
     BANNED_SINCE,
     WITHDRAWN_PICTURE,
+    WITHHELD_PICTURE,
     NsfwPolicy,
     check_channel,
     check_request,
@@ -77,9 +79,11 @@ class GuildPolicy:
         prompts: PromptPlanner,
         operator_banned_words: frozenset[str] = frozenset(),
         operator_default_model: str | None = None,
+        operator_default_upscaler: str | None = None,
     ) -> None:
         self._conn = conn
         self._operator_default_model = operator_default_model  # EASEL_DEFAULT_MODEL
+        self._operator_default_upscaler = operator_default_upscaler  # EASEL_DEFAULT_UPSCALER
         # EASEL_BANNED_WORDS_FILE: refused everywhere, direct messages included, whatever a
         # server's admins set (they add words; they cannot lift these).
         self._operator_banned_words = operator_banned_words
@@ -125,10 +129,14 @@ class GuildPolicy:
             nsfw_policy=nsfw_policy,
             refiner=request.options.get("refiner"),
         )
-        # The prompt as the model will read it, banned words included: planned now, so a bad
-        # one fails alone.
+        addons = AddonRules.of(settings, self._operator_default_upscaler)
+        request = under_addon_rules(request, addons)
+        # The prompt as the model will read it, banned words and LoRA tags included: planned
+        # now, so a bad one fails alone.
         banned_words = self._banned_words(settings)
-        request = await self._prompts.check(request, banned_words, member_id, guild_id=guild_id)
+        request = await self._prompts.check(
+            request, banned_words, member_id, guild_id=guild_id, addons=addons
+        )
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
         return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
 
@@ -139,6 +147,7 @@ class GuildPolicy:
         texts: Sequence[str],
         *,
         withdrawn: bool,
+        withheld: bool = False,
         prompts_planned: bool = False,
         member_id: int | None = None,
     ) -> None:
@@ -152,8 +161,8 @@ class GuildPolicy:
         the job meanwhile, so it is no member's (a refusal of one member's, like
         ``STILL_PLANNING``, would reach the others); ``member_id`` (who asks) waits for their
         previous stored check to end first, within the check's budget."""
-        if withdrawn:
-            raise UserError(WITHDRAWN_PICTURE, Reason.PERMISSION)
+        if withdrawn:  # ``withheld``: by Easel at delivery, not by a moderator
+            raise UserError(WITHHELD_PICTURE if withheld else WITHDRAWN_PICTURE, Reason.PERMISSION)
         if not texts or not await self._banned_words_where(guild_id):
             return  # nothing to read, nor to keep
         # Direct messages are kept under 0, which no server's id is.
@@ -190,7 +199,7 @@ class GuildPolicy:
                     async with turns.lock:
                         return await read()
             except TimeoutError:
-                raise UserError(STILL_PLANNING) from None
+                raise UserError(STILL_PLANNING, Reason.BUSY) from None
         finally:
             turns.users -= 1
             if not turns.users:
@@ -221,6 +230,12 @@ class GuildPolicy:
         if guild_id is None:
             return self._operator_default_model
         return self.default_model(await self.settings(guild_id))
+
+    async def addon_rules(self, guild_id: int | None) -> AddonRules:
+        """The add-on lists of ``guild_id`` (None: direct messages, the operator's: none)."""
+        if guild_id is None:
+            return ANY_ADDON
+        return AddonRules.of(await self.settings(guild_id), self._operator_default_upscaler)
 
     def _banned_words(self, settings: GuildSettings) -> frozenset[str]:
         return settings.entries(GuildList.BANNED_WORD) | self._operator_banned_words

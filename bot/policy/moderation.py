@@ -170,6 +170,15 @@ WITHDRAWN_PICTURE = (
     "A moderator removed this picture from the channel; it is not shown or used again. "
     "Make a new one with /imagine."
 )
+# Withdrawn by Easel at delivery (``History.withhold_job``): no moderator acted.
+# Why a result was withheld at delivery (also /history's line for such a job).
+WITHHELD_BECAUSE = (
+    "the server's rules changed after it was queued (or it could not be checked against them)"
+)
+WITHHELD_PICTURE = (
+    f"This picture was never posted: {WITHHELD_BECAUSE}, so it was withheld and not counted "
+    "against its maker's quota. It is not shown or used again; make a new one with /imagine."
+)
 BANNED_SINCE = (
     "This picture's prompt uses a word this server has since banned; it is not shown or used "
     "again. Make a new one with /imagine."
@@ -191,7 +200,7 @@ def as_the_stored_pictures_refusal() -> Iterator[None]:
     try:
         yield
     except TooManyCombinations:
-        raise UserError(STORED_TOO_LONG) from None
+        raise UserError(STORED_TOO_LONG, Reason.UNCHECKED) from None
     except UserError as refused:
         if refused.reason is Reason.BANNED_WORD:
             raise UserError(BANNED_SINCE, Reason.BANNED_WORD) from None

@@ -16,20 +16,44 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from bot.compare import cells_planned_apart
+from bot.policy.addons import (
+    ANY_ADDON,
+    APPLIED_LORAS_OPTION,
+    USED_EMBEDDINGS_OPTION,
+    AddonRules,
+    applies_networks,
+    check_loras,
+)
 from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
+from inference.compare import cell_requests, is_comparison
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
 from inference.img2img_steps import Img2ImgSteps
 from inference.limits import MIN_SIZE
-from inference.prompts import PromptError, WildcardLibrary, build_plan, explain
+from inference.passes.picture_prompts import rendered_prompts
+from inference.prompts import (
+    WILDCARD_DRAWS_OPTION,
+    PromptError,
+    RecordedDraws,
+    build_plan,
+    explain,
+)
+from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
 from inference.prompts.stopping import PlanStopped, stopping_when
-from inference.types import RenderInputError, RenderRequest
+from inference.types import (
+    ALLOWED_EMBEDDINGS_OPTION,
+    RenderInputError,
+    RenderRequest,
+    utf8_json,
+)
 from inference.upscale import HiresOptions, UpscaleOptions
 
 T = TypeVar("T")
@@ -76,12 +100,26 @@ WARM_UP_REQUEST = RenderRequest(
 
 
 def plan_request(
-    request: RenderRequest, banned_words: Collection[str], wildcards_dir: Path | None
+    request: RenderRequest,
+    banned_words: Collection[str],
+    wildcards_dir: Path | None,
+    addons: AddonRules = ANY_ADDON,
+    embeddings: Collection[str] = (),
+    max_job_bytes: int | None = None,
 ) -> RenderRequest:
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
-    the request when the prompt language rejects it or a variant renders a banned word.
+    the request when the prompt language rejects it, a variant renders a banned word, or a
+    LoRA the engine applies (a wildcard's or a /compare cell's included; not a fix-faces
+    prompt's, nor any for /fix-faces or an upscale: ``applies_networks``) is one the server's
+    ``addons`` leave out.
 
-    Returns the request with a concrete seed (the expansion checked is the one rendered)."""
+    Returns the request with a concrete seed, the texts its wildcards were drawn as
+    (``WILDCARD_DRAWS_OPTION``): the engine renders those, wherever it runs, not its own
+    folder's draws (the expansion checked is the one rendered), and the LoRAs applied
+    (``APPLIED_LORAS_OPTION``, replaced whatever the request held) and the embeddings its plans
+    name among ``embeddings`` (those installed for the bot) and those the server lets it read
+    (``USED_EMBEDDINGS_OPTION``, likewise), which the start gate reads. ``max_job_bytes``: the
+    largest job the broker carries (``_within_job_size``; None: no broker, no such limit)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
     face_prompt = request.options.get(FIX_FACES_PROMPT)
@@ -91,29 +129,120 @@ def plan_request(
         request = dataclasses.replace(request, seed=random_seed())
     # As the engine reads them: no folder, no wildcards (``__name__`` stays as typed).
     has_folder = wildcards_dir is not None and wildcards_dir.is_dir()
-    library = WildcardLibrary(wildcards_dir) if has_folder else None
+    library = RecordedDraws(wildcards_dir if has_folder else None)
+    pictures = [_with_texts_rendered(picture) for picture in _requests_rendered(request)]
+    named_embeddings = {*embeddings, *(request.options.get(ALLOWED_EMBEDDINGS_OPTION) or ())}
     try:
-        plans = [
-            build_plan(
-                prompt,
-                request.negative_prompt,
-                seed=request.seed + index,
-                steps=steps,
-                wildcards=library,
-                name=name,
+        planned = [
+            (
+                _applies_loras(picture, name),
+                build_plan(
+                    _with_chaos(picture, prompt, picture.seed + index)
+                    if name == "the prompt"
+                    else prompt,
+                    picture.negative_prompt,
+                    seed=picture.seed + index,
+                    steps=steps,
+                    wildcards=library,
+                    embeddings=named_embeddings,
+                    name=name,
+                ),
             )
-            for name, prompt, steps in _prompts_planned(request)
-            for index in range(request.count)
+            for picture in pictures
+            for name, prompt, steps in _prompts_planned(picture)
+            for index in range(picture.count)
         ]
     except PromptError as error:
         raise UserError(f"{error}; fix the prompt and try again.") from None
-    renderings = (rendering for plan in plans for rendering in plan.renderings())
+    renderings = (rendering for _, plan in planned for rendering in plan.renderings())
     if word := find_banned_rendering(renderings, banned_words):
         raise UserError(
             f"The word {word!r} is banned on this server; remove it from your prompt.",
             Reason.BANNED_WORD,
         )
-    return request
+    applied = [lora.name for applies, plan in planned if applies for lora in plan.loras()]
+    applied = list(dict.fromkeys(applied))
+    check_loras(applied, addons)
+    # /fix-faces and the upscales read no embedding: none is recorded for the start gate.
+    used = [name for _, plan in planned for name in plan.embeddings_used]
+    used_embeddings = sorted(set(used)) if applies_networks(request.mode) else []
+    options = {
+        **request.options,
+        WILDCARD_DRAWS_OPTION: library.option(),
+        APPLIED_LORAS_OPTION: applied,
+        USED_EMBEDDINGS_OPTION: used_embeddings,
+    }
+    request = dataclasses.replace(request, options=options)
+    return request if max_job_bytes is None else _within_job_size(request, max_job_bytes)
+
+
+def _within_job_size(request: RenderRequest, max_job_bytes: int) -> RenderRequest:
+    """``request``, refused when it is too large to travel to a GPU worker: the broker's job
+    message carries it JSON-encoded in UTF-8 (``bot.jobs.broker.wire.JobMessage``: a character
+    outside ASCII costs 2 to 4 bytes), in ``max_job_bytes`` (``wire.max_job_bytes``: under the
+    server's max_payload with its inline input pictures). The in-process queue has no such
+    limit. The refusal names what is large: the texts drawn for its wildcards, or its prompts."""
+    size = len(utf8_json(request.to_json(ascii_only=False)))
+    if size <= max_job_bytes:
+        return request
+    typed = max(len(request.prompt), len(request.negative_prompt))
+    drawn = max(map(len, request.options[WILDCARD_DRAWS_OPTION]["texts"]), default=0)
+    if drawn > 2 * typed:  # the wildcards' lines, not the prompt typed, make it large
+        cause = (
+            f"Its wildcards draw texts of up to {drawn:,} characters from a prompt of "
+            f"{typed:,}: use fewer or shorter wildcards"
+        )
+    else:
+        cause = "Shorten the prompt (characters outside ASCII, such as emoji, cost the most)"
+    raise UserError(
+        f"This job is {size / 1024:,.0f} KiB once encoded for the GPU workers (its prompts and "
+        f"the texts drawn for each picture); at most {max_job_bytes // 1024} KiB are accepted "
+        f"through this bot's broker. {cause}, or ask for fewer pictures."
+    )
+
+
+def _requests_rendered(request: RenderRequest) -> list[RenderRequest]:
+    """The requests the engine renders ``request`` as: a comparison's cells, each its own
+    (``inference.compare``; those it would plan alike once), else the request."""
+    if not is_comparison(request):
+        return [request]
+    try:
+        return cells_planned_apart(cell_requests(request))
+    except RenderInputError as error:
+        raise UserError(f"{error}; fix the comparison and try again.") from None
+
+
+def _with_texts_rendered(request: RenderRequest) -> RenderRequest:
+    """``request`` with the prompts its pass renders, where it reads them from its picture
+    (``inference.passes.picture_prompts``: fix faces, the creative upscale, a prompt left empty
+    is the picture's own, from its infotext): planned and checked here like typed ones, so the
+    engine renders their planned draws, not ``{a|b}`` drawn at a seed nobody checked."""
+    if (
+        request.mode not in ("faces", "upscale")
+        or request.init_image is None
+        or not _renders_prompt(request)
+        or (request.prompt and request.negative_prompt)
+    ):
+        return request
+    try:
+        prompt, negative = rendered_prompts(request)
+    except OSError:
+        raise UserError(
+            "This picture is no longer stored on the bot (or its file cannot be read), so it "
+            "cannot be used from here; attach a copy of it to the command instead."
+        ) from None
+    check_prompt_length(prompt, "the picture's prompt")
+    check_prompt_length(negative, "the picture's negative prompt")
+    return dataclasses.replace(request, prompt=prompt, negative_prompt=negative)
+
+
+def _with_chaos(request: RenderRequest, prompt: str, seed: int) -> str:
+    """The prompt as the engine reads it for the picture of ``seed``: reweighted by its
+    ``--chaos`` (``inference.passes.jobs``; a value out of range is the engine's refusal)."""
+    chaos = request.options.get("chaos", 0)
+    if isinstance(chaos, bool) or not isinstance(chaos, int) or not 0 < chaos <= MAX_CHAOS:
+        return prompt
+    return chaos_prompt(prompt, chaos, seed)
 
 
 def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int]]:
@@ -143,6 +272,18 @@ def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int]]:
     if faces.prompt is not None:
         planned.append(("the fix-faces prompt", faces.prompt, fix_steps or request.steps))
     return [entry for entry in planned if entry[2] > 0]
+
+
+def _applies_loras(request: RenderRequest, name: str) -> bool:
+    """Whether the engine applies the LoRA tags of ``request``'s prompt called ``name``
+    (``_prompts_planned``), where its mode applies any (``applies_networks``): the faces pass
+    inside /imagine applies the prompt's, not the fix-faces prompt's."""
+    return name == "the prompt" and applies_networks(request.mode)
+
+
+def _renders_prompt(request: RenderRequest) -> bool:
+    """Whether the engine renders from ``request``'s prompt: all but a fast upscale."""
+    return request.mode != "upscale" or UpscaleOptions.from_options(request.options).mode != "fast"
 
 
 def _main_pass_steps(request: RenderRequest) -> int:
@@ -176,11 +317,16 @@ def server_readers_busy(guild_id: int | None) -> str:
     return SERVER_READERS_BUSY.format(where=where, share=SERVER_THREADS, total=PLAN_THREADS)
 
 
-class _Turn(NamedTuple):
-    """What a plan waits for before it may take a reader, and its refusal if its budget ends
-    meanwhile."""
+# Where a plan waits for its turn: ("member", its member's id) while their previous plan is
+# read, ("server", its server's id; None: direct messages) while the server holds its share.
+_Line = tuple[str, int | None]
 
-    plans: Collection[asyncio.Future[Any]]
+
+class _Turn(NamedTuple):
+    """The line a plan waits in before it may take a reader, and its refusal if its budget
+    ends meanwhile."""
+
+    line: _Line
     refusal: str
 
 
@@ -199,8 +345,15 @@ class PromptPlanner:
         budget_s: float = PLAN_BUDGET_S,
         explain_budget_s: float = EXPLAIN_BUDGET_S,
         stored_budget_s: float = STORED_CHECK_BUDGET_S,
+        installed_embeddings: Callable[[], Collection[str]] = tuple,
+        max_job_bytes: Callable[[], int] | None = None,
     ) -> None:
+        """``installed_embeddings``: the embeddings installed for the bot, listed now (called on
+        a reader's thread: it may walk a folder), whose names a plan records where they occur;
+        ``max_job_bytes``: the largest job the broker carries now (None: renders run here)."""
         self.wildcards_dir = wildcards_dir
+        self.installed_embeddings = installed_embeddings
+        self.max_job_bytes = max_job_bytes
         self.budget_s = budget_s
         self.explain_budget_s = explain_budget_s
         self.stored_budget_s = stored_budget_s
@@ -209,6 +362,11 @@ class PromptPlanner:
         # Each server's plans on a thread or queued for one (None: direct messages).
         self._server_reading: dict[int | None, set[asyncio.Future[Any]]] = {}
         self._overdue: set[int] = set()  # members whose prompt is read past its budget
+        # Plans waiting for their turn, each line first come, first woken. A plan's end wakes
+        # one waiter of each line it frees, not all of them: a burst of one server's commands
+        # all waiting on its plans woke every waiter at each plan's end (O(n²) wake-ups on the
+        # loop that sends the acknowledgements; docs/performance.md, twelfth stop).
+        self._lines: dict[_Line, deque[asyncio.Future[None]]] = {}
         self._waited_for: set[threading.Event] = set()  # each one's stop, while awaited
         self._closed = False
 
@@ -219,18 +377,26 @@ class PromptPlanner:
         member_id: int | None = None,
         *,
         guild_id: int | None,
+        addons: AddonRules = ANY_ADDON,
     ) -> RenderRequest:
         """``plan_request`` off the event loop; ``member_id``: whose command it is (None:
         counted against no one); ``guild_id``: the server it is sent in (None: direct
-        messages), whose share of the threads it takes."""
+        messages), whose share of the threads it takes; ``addons``: its add-on lists."""
         return await self._off_loop(
-            self.budget_s,
-            member_id,
-            guild_id,
-            plan_request,
+            self.budget_s, member_id, guild_id, self._plan, request, banned_words, addons
+        )
+
+    def _plan(
+        self, request: RenderRequest, banned_words: Collection[str], addons: AddonRules
+    ) -> RenderRequest:
+        """``plan_request`` on a reader's thread, with the embeddings installed now."""
+        return plan_request(
             request,
             banned_words,
             self.wildcards_dir,
+            addons,
+            self.installed_embeddings(),
+            None if self.max_job_bytes is None else self.max_job_bytes(),
         )
 
     async def check_stored(
@@ -284,6 +450,11 @@ class PromptPlanner:
         self._closed = True
         for stop in self._waited_for:
             stop.set()
+        for waiting in self._lines.values():  # each is refused as it wakes
+            for woken in waiting:
+                if not woken.done():
+                    woken.set_result(None)
+        self._lines.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _off_loop(
@@ -293,24 +464,26 @@ class PromptPlanner:
         guild_id: int | None,
         function: Callable[..., T],
         *args: Any,
-        overdue: str | None = None,  # the refusal when it takes longer (None: a prompt's)
+        # The refusal when a stored text's check takes longer (None: a prompt's, the member's).
+        overdue: str | None = None,
     ) -> T:
         if member_id in self._overdue:
-            raise UserError(STILL_PLANNING)
+            raise UserError(STILL_PLANNING, Reason.BUSY)
         submitted: Future[T] | None = None
         mine: asyncio.Future[T] | None = None
         refused_waiting = STILL_PLANNING  # the refusal once the budget goes waiting for a turn
+        woken_in: _Line | None = None  # the line that last woke this plan
         stop = threading.Event()
         self._waited_for.add(stop)
         try:
             async with asyncio.timeout(budget_s):
-                # Both checked again after each wait, with no wait between the last check and
+                # All checked again after each wait, with no wait between the last check and
                 # the submit: a member's plans waiting side by side take one thread in turn.
-                while turn := self._turn_awaited(member_id, guild_id):
+                while not self._closed and (turn := self._turn_awaited(member_id, guild_id)):
                     refused_waiting = turn.refusal
-                    await asyncio.wait(turn.plans, return_when=asyncio.FIRST_COMPLETED)
+                    woken_in = await self._wait_in(turn.line, woken_in)
                 if self._closed:
-                    raise UserError(CLOSED)
+                    raise UserError(CLOSED, Reason.CLOSED)
                 submitted = self._threads.submit(stopping_when, stop, function, *args)
                 mine = asyncio.wrap_future(submitted)
                 mine.add_done_callback(lambda _: self._read(member_id, guild_id, mine))
@@ -321,25 +494,26 @@ class PromptPlanner:
                 # are free only once it ends (soon after ``stop`` is set, below).
                 return await asyncio.shield(mine)
         except PlanStopped:  # only ``close`` stops a plan that is still waited for
-            raise UserError(CLOSED) from None
+            raise UserError(CLOSED, Reason.CLOSED) from None
         except asyncio.CancelledError:
             # Still queued when ``close`` dropped it: the member gets an answer; a cancel of
             # the waiting task itself goes on.
             task = asyncio.current_task()
             dropped = submitted is not None and submitted.cancelled()
             if self._closed and dropped and task is not None and not task.cancelling():
-                raise UserError(CLOSED) from None
+                raise UserError(CLOSED, Reason.CLOSED) from None
             raise
         except TimeoutError:
             if submitted is None:  # the budget went waiting for the member's or server's turn
-                raise UserError(refused_waiting) from None
+                raise UserError(refused_waiting, Reason.BUSY) from None
             if submitted.cancel():  # never started (every reader busy): nothing of theirs runs
-                raise UserError(READERS_BUSY) from None
+                raise UserError(READERS_BUSY, Reason.BUSY) from None
             if member_id is not None and mine is not None and not mine.done():
                 self._overdue.add(member_id)
+            if overdue is not None:
+                raise UserError(overdue, Reason.UNCHECKED) from None
             raise UserError(
-                overdue
-                or f"Reading this prompt took longer than {budget_s:g} s; simplify it (fewer "
+                f"Reading this prompt took longer than {budget_s:g} s; simplify it (fewer "
                 "wildcards, choices or schedules)."
             ) from None
         finally:  # answered, refused or cancelled: nobody reads the plan from here on
@@ -347,15 +521,51 @@ class PromptPlanner:
             self._waited_for.discard(stop)
 
     def _turn_awaited(self, member_id: int | None, guild_id: int | None) -> _Turn | None:
-        """What a plan of ``member_id`` in ``guild_id`` waits for before it takes a thread:
-        the member's previous plan, else one of the server's plans once they hold its share;
-        None: it may take one now."""
-        if member_id is not None and (previous := self._reading.get(member_id)):
-            return _Turn([previous], STILL_PLANNING)
-        server_plans = self._server_reading.get(guild_id, set())
-        if len(server_plans) >= SERVER_THREADS:
-            return _Turn(server_plans, server_readers_busy(guild_id))
+        """The line a plan of ``member_id`` in ``guild_id`` waits in before it takes a thread:
+        its member's while their previous plan is read, else its server's while the server's
+        plans hold its share; None: it may take one now."""
+        if member_id is not None and member_id in self._reading:
+            return _Turn(("member", member_id), STILL_PLANNING)
+        if len(self._server_reading.get(guild_id, ())) >= SERVER_THREADS:
+            return _Turn(("server", guild_id), server_readers_busy(guild_id))
         return None
+
+    async def _wait_in(self, line: _Line, woken_in: _Line | None) -> _Line:
+        """Wait in ``line`` until woken; returns it. ``woken_in``: the line that woke this plan
+        last (None: none yet). Woken there and waiting in it again, the plan was passed by one
+        that came meanwhile: it waits at its head. Waiting for something else now, it hands the
+        turn it was given to the next in that line. Woken, then cancelled (its budget ended
+        before it ran), it hands this line's turn on."""
+        if woken_in is not None and woken_in != line:
+            self._wake(woken_in)
+        woken = asyncio.get_running_loop().create_future()
+        waiting = self._lines.setdefault(line, deque())
+        if woken_in == line:
+            waiting.appendleft(woken)
+        else:
+            waiting.append(woken)
+        try:
+            await woken
+        except BaseException:
+            if woken.done() and not woken.cancelled():
+                self._wake(line)
+            elif woken in waiting:
+                waiting.remove(woken)
+                if not waiting:
+                    self._lines.pop(line, None)
+            raise
+        return line
+
+    def _wake(self, line: _Line) -> None:
+        """The first plan still waiting in ``line``, if any, checks its turn again."""
+        waiting = self._lines.get(line)
+        while waiting:
+            woken = waiting.popleft()
+            if not woken.done():  # a cancelled one leaves the line once its task runs
+                woken.set_result(None)
+                break
+        if waiting is not None and not waiting:
+            del self._lines[line]
 
     def _read(
         self, member_id: int | None, guild_id: int | None, thread: asyncio.Future[Any]
@@ -366,6 +576,8 @@ class PromptPlanner:
         server_plans.discard(thread)
         if not server_plans:
             self._server_reading.pop(guild_id, None)
+        self._wake(("server", guild_id))
         if member_id is not None and self._reading.get(member_id) is thread:
             del self._reading[member_id]
             self._overdue.discard(member_id)
+            self._wake(("member", member_id))

@@ -99,6 +99,7 @@ async def check_still_shown(
         job.job_id,
         job.texts_to_recheck(resubmitted=resubmitted),
         withdrawn=job.withdrawn,
+        withheld=job.withheld,
         prompts_planned=resubmitted,
         member_id=member_id,
     )

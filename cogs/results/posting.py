@@ -24,6 +24,7 @@ from bot.policy.delivery import (
 )
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
+from bot.policy.moderation import WITHHELD_BECAUSE
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
 from cogs.results.buttons import copy_view, job_view
 from cogs.results.copies import (
@@ -127,14 +128,23 @@ class DiscordResults(ProgressMessages):
         """Post the job's outcome; the id of its message in the server's channel, the one
         post of it a moderator (or its maker's /forget-me) can delete there (None for a
         private result, one sent by DM, or none)."""
-        if job.withheld is not None:  # ended before its render: refunded whole
+        if job.withheld is not None:  # ended before its render, or withheld: refunded whole
             await self._withhold(job, job.withheld, refunded=True)
+            return None
+        if job.succeeded and await self._was_refunded(job):
+            # Given back by a delivery cut short before the withdrawal recorded why (Easel
+            # stopped, or a moderator's deletion withdrew it first): never posted, whatever
+            # the rules of now, and its maker told it does not count.
+            await self._withdraw_withheld(job, WITHHELD_BECAUSE)
+            await self._withhold(job, WITHHELD_BECAUSE, refunded=True)
             return None
         if job.succeeded:
             try:
                 job = await self._under_rules_of_now(job)
             except Withheld as withheld:
                 refunded = withheld.refund and await self._refunded(job)
+                if refunded and withheld.why is not None and not withheld.recheckable:
+                    await self._withdraw_withheld(job, withheld.why)
                 await self._withhold(job, withheld.why, refunded=refunded)
                 return None
         # Composed once: the posted result and a comparison's copy by DM are the same picture.
@@ -185,6 +195,17 @@ class DiscordResults(ProgressMessages):
         except Withheld as withheld:
             return withheld.why
         return None
+
+    async def _withdraw_withheld(self, job: FinishedJob, why: str) -> None:
+        """Given back, so never shown later either (/show, buttons): withdrawn as Easel's
+        doing, with ``why``. After the refund, before telling its maker: a delivery retried
+        after a crash from here on reads ``why`` back (``FinishedJob.withheld``) and tells
+        the same, uncharged."""
+        if self.history is not None:
+            await self.history.withhold_job(job.job_id, why)
+
+    async def _was_refunded(self, job: FinishedJob) -> bool:
+        return self.history is not None and await self.history.was_refunded(job.job_id)
 
     async def _refunded(self, job: FinishedJob) -> bool:
         return self.refund_withheld is not None and await self.refund_withheld(job.job_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 from PIL import Image
 
@@ -28,12 +27,12 @@ from inference.faces import (
 )
 from inference.images import InpaintOptions, inpaint_canvas, load_input_image
 from inference.img2img_steps import Img2ImgSteps
-from inference.infotext import infotext_from_png, parse_infotext
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import PassTools, pipeline_task, task_arguments
-from inference.passes.jobs import ImageJob, resolve_seed
+from inference.passes.jobs import ImageJob, planned_draws, resolve_seed
 from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import rendered
+from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.registry import ModelRegistry
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
@@ -184,15 +183,19 @@ def faces_of_picture(
     options = FaceOptions.from_options(request.options)
     check_faces(request, tools.registry)
     source = load_input_image(request.init_image, "picture").convert("RGB")
-    original = infotext_from_png(Path(request.init_image).read_bytes())
-    prompt, negative, params = (
-        parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
-    )
+    picture = picture_infotext(request)
+    params = picture[2]
     # The request's seed (the picture's, from a button; a new one from 🔄), else the picture's.
     seed = params.get("Seed")
     if request.seed != -1 or not isinstance(seed, int):
         seed = resolve_seed(request.seed)
-    job = ImageJob(request.prompt or prompt, request.negative_prompt or negative, seed, None, 0.0)
+    job = ImageJob(
+        *rendered_prompts(request, picture),
+        seed,
+        None,
+        0.0,
+        draws=planned_draws(request),
+    )
     detector = face_detector(tools.registry.models_dir)
     found = detector.detect(source, options.confidence)
     if not found:  # refused, so the job is refunded rather than charged for the same picture

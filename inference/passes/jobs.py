@@ -11,9 +11,16 @@ from dataclasses import dataclass, field
 from inference.conditioning import DEFAULT_CLIP_SKIP
 from inference.limits import MAX_CLIP_SKIP, MAX_SEED
 from inference.networks import merged_loras
-from inference.prompts import ExtraNetwork, PromptError, PromptPlan, WildcardLibrary, build_plan
+from inference.prompts import (
+    ExtraNetwork,
+    PlannedDraws,
+    PromptError,
+    PromptPlan,
+    WildcardLibrary,
+    build_plan,
+)
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
-from inference.types import RenderInputError, RenderRequest
+from inference.types import ALLOWED_EMBEDDINGS_OPTION, RenderInputError, RenderRequest
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -46,21 +53,30 @@ class ImageJob:
     planned: tuple[PromptPlan, WildcardLibrary | None, tuple[str, str, int]] | None = field(
         default=None, compare=False, repr=False
     )
+    # The texts the bot drew its prompts as (``planned_draws``): every pass plans with them,
+    # not with the folder where it renders. None: a job queued without them.
+    draws: PlannedDraws | None = field(default=None, compare=False, repr=False)
+    # The seed the prompts are drawn at, where it is not the noise's: a creative upscale's
+    # tiles each take their own noise seed but the picture's prompt (the one the bot checked).
+    prompt_seed: int | None = None
 
     @property
     def planning_inputs(self) -> tuple[str, str, int]:
-        """What the plan is made from: the typed texts and the seed."""
+        """What the plan is made from: the typed texts and the seed they are drawn at."""
         return (
             self.prompt if self.template is None else self.template,
             self.negative_prompt if self.negative_template is None else self.negative_template,
-            self.seed,
+            self.seed if self.prompt_seed is None else self.prompt_seed,
         )
 
     def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
         """The prompt planned over ``steps`` sampling steps (same seed: same expansion). A
         pass of other steps (hires fix, faces) may find it over a limit the request's steps
-        were not: the member reads why, as from ``image_jobs``."""
+        were not: the member reads why, as from ``image_jobs``. ``wildcards``: the folder
+        where it renders, read unless the job carries its ``draws``."""
         prompt, negative, seed = self.planning_inputs
+        if self.draws is not None:
+            wildcards = self.draws
         if self.planned is not None:
             plan, planned_with, planned_from = self.planned
             if (plan.steps, planned_from) == (steps, (prompt, negative, seed)) and (
@@ -105,10 +121,17 @@ def image_jobs(
     """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
     and its wildcards are expanded with that seed. Prompt errors surface here, before any
     model loads. ``loras`` and ``embeddings`` are the names on disk: unknown LoRA tags
-    become prompt warnings. With ``options["chaos"]`` each picture reads the prompt with its
-    own seeded weights (``inference.prompts.chaos``)."""
+    become prompt warnings; embeddings the request's server leaves out are not read
+    (``ALLOWED_EMBEDDINGS_OPTION``). With ``options["chaos"]`` each picture reads the prompt
+    with its own seeded weights (``inference.prompts.chaos``)."""
+    allowed_embeddings = request.options.get(ALLOWED_EMBEDDINGS_OPTION)
+    if allowed_embeddings is not None:
+        embeddings = [name for name in embeddings if name in allowed_embeddings]
     clip_skip_of(request)
     chaos = chaos_of(request)
+    draws = planned_draws(request)
+    if draws is not None:
+        wildcards = draws
     seed = resolve_seed(request.seed)
     variation_seed = (
         None if request.variation_seed is None else resolve_seed(request.variation_seed)
@@ -141,12 +164,21 @@ def image_jobs(
                 warnings=plan.warnings,
                 loras=merged_loras(plan.loras(loras)),
                 embeddings=plan.embeddings_used,
+                draws=draws,
             )
         )
         jobs[-1] = dataclasses.replace(
             jobs[-1], planned=(plan, wildcards, jobs[-1].planning_inputs)
         )
     return jobs
+
+
+def planned_draws(request: RenderRequest) -> PlannedDraws | None:
+    """The wildcard draws ``request`` carries from where it was planned (``PlannedDraws``)."""
+    try:
+        return PlannedDraws.of(request.options)
+    except PromptError as error:
+        raise RenderInputError(str(error)) from error
 
 
 def clip_skip_of(request: RenderRequest) -> int:

@@ -6,20 +6,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from inference.images import load_input_image
 from inference.img2img_steps import Img2ImgSteps
-from inference.infotext import infotext_from_png, parse_infotext
 from inference.limits import SIZE_MULTIPLE
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
-from inference.passes.jobs import ImageJob, resolve_seed
+from inference.passes.jobs import ImageJob, planned_draws, resolve_seed
 from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import base_params, rendered
+from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.tiles import TileBlender, tile_spans
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
@@ -50,10 +49,8 @@ def upscale(
     size = options.output_size(*source.size)
     # An unknown name fails before any work.
     resolved = tools.registry.resolve_upscaler(options.upscaler, default_upscaler)
-    original = infotext_from_png(Path(request.init_image).read_bytes())
-    prompt, negative, params = (
-        parse_infotext(original) if original else (request.prompt, request.negative_prompt, {})
-    )
+    picture = picture_infotext(request)
+    prompt, negative, params = picture
     tracker = StepTracker(progress, cancel, tools.preview_interval_s)
     image = tools.models.enlarge(source, size, resolved, cancel, tracker.on_tile)
     postprocess = {
@@ -68,11 +65,11 @@ def upscale(
         return [rendered(tools.encoder, job, image, {**params, **postprocess})]
     # The request's prompt, else the picture's own, guides the re-detailing.
     job = ImageJob(
-        request.prompt or prompt,
-        request.negative_prompt or negative,
+        *rendered_prompts(request, picture),
         resolve_seed(request.seed),
         None,
         0.0,
+        draws=planned_draws(request),
     )
     entry = tools.registry.resolve(request.model, default_model)
     raise_if_cancelled(cancel)
@@ -110,8 +107,10 @@ def redetail_in_tiles(
     """The creative upscale's img2img pass over ``image``, in tiles of the model's native
     size overlapping by an eighth of it, a few per pipeline call, blended across the
     overlaps: any output size in the memory of one batch of native-size tiles. Tile i
-    uses seed + i; each runs img2img's steps (the web UI's SD upscale script runs its tiles
-    through img2img). Returns the picture and the overlap (for the infotext)."""
+    uses seed + i for its noise and the picture's prompt as drawn at seed (the text the bot
+    checked: ``{a|b}`` and wildcards are not drawn again per tile); each runs img2img's
+    steps (the web UI's SD upscale script runs its tiles through img2img). Returns the
+    picture and the overlap (for the infotext)."""
     native = native_size(model.pipeline)
     overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
     rows = tile_spans(image.height, native, overlap, SIZE_MULTIPLE)
@@ -126,7 +125,10 @@ def redetail_in_tiles(
         tracker.later_steps = steps.run * math.ceil(
             (len(boxes) - first - len(batch)) / CREATIVE_TILES_PER_CALL
         )
-        jobs = [dataclasses.replace(job, seed=job.seed + first + i) for i in range(len(batch))]
+        jobs = [
+            dataclasses.replace(job, seed=job.seed + first + i, prompt_seed=job.seed)
+            for i in range(len(batch))
+        ]
         crops = [image.crop(box) for box in batch]
         arguments = task_arguments(task, tile_size, strength, crops, None, len(batch)).running(
             steps

@@ -22,10 +22,20 @@ from inference.prompts.plan import PromptPlan, ScheduledText, SubPromptPlan, bui
 from inference.prompts.schedule import Rendering, ScheduleSegment, renderings, schedule_prompt
 from inference.prompts.styles import Style, apply_styles, load_styles, pick_styles
 from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
-from inference.prompts.wildcards import Expansion, WildcardLibrary, expand_prompt
+from inference.prompts.wildcards import (
+    NOT_PLANNED,
+    WILDCARD_DRAWS_OPTION,
+    Expansion,
+    PlannedDraws,
+    RecordedDraws,
+    WildcardLibrary,
+    expand_prompt,
+)
 
 __all__ = [
     "KNOWN_FLAGS",
+    "NOT_PLANNED",
+    "WILDCARD_DRAWS_OPTION",
     "Chunk",
     "ClipTokenizer",
     "Expansion",
@@ -33,8 +43,10 @@ __all__ = [
     "InlineFlagError",
     "InlineFlags",
     "NestingError",
+    "PlannedDraws",
     "PromptError",
     "PromptPlan",
+    "RecordedDraws",
     "Rendering",
     "ScheduleSegment",
     "ScheduledText",

@@ -20,6 +20,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
+from typing import Any
 
 from dynamicprompts.commands import Command, VariantCommand, VariantOption, WildcardCommand
 from dynamicprompts.enums import SamplingMethod
@@ -50,6 +51,7 @@ MAX_BRACE_NESTING = 10
 # A wildcard file can turn a short prompt into megabytes; expansion stops past these.
 MAX_EXPANDED_CHARS = 16_000
 MAX_WILDCARD_EXPANSIONS = 1_000
+NO_FOLDER = "no wildcards folder is configured: __name__ is left as typed"
 # Sets of wildcard files whose protected values a library keeps.
 _KEPT_NAMES = 1_000
 # Plane-15 private-use characters stand in for protected ASCII characters during expansion.
@@ -353,15 +355,28 @@ def expand_prompt(
     ``NestingError`` (braces deeper than ``MAX_BRACE_NESTING``) and ``PromptError`` past the
     expansion limits (``MAX_EXPANDED_CHARS``, ``MAX_WILDCARD_EXPANSIONS``). Malformed braces
     are not an error: the text is used as typed, with a warning. Without a
-    library, ``__name__`` stays as typed (with a warning) and ``{a|b}`` still expands.
+    library (or one with no folder), ``__name__`` stays as typed (with a warning) and ``{a|b}``
+    still expands. A ``RecordedDraws`` keeps each expansion; ``PlannedDraws`` gives them back.
     """
     seeds = [seed + index for index in range(count)]
     if not draws_by_seed(template):
         return [Expansion(template, template, image_seed) for image_seed in seeds]
+    if isinstance(library, PlannedDraws):
+        return [library.expansion(template, image_seed) for image_seed in seeds]
+    expansions = _drawn(template, seeds, library)
+    if isinstance(library, RecordedDraws):
+        for expansion in expansions:
+            library.note(expansion)
+    return expansions
+
+
+def _drawn(template: str, seeds: list[int], library: WildcardLibrary | None) -> list[Expansion]:
+    folder = library if library is not None and library.root is not None else None
+    has_folder = folder is not None
     warnings: tuple[str, ...] = ()
-    if library is None and "__" in template:
-        warnings = ("no wildcards folder is configured: __name__ is left as typed",)
-    shielded = protect(template, keep_wildcards=library is not None)
+    if not has_folder and "__" in template:
+        warnings = (NO_FOLDER,)
+    shielded = protect(template, keep_wildcards=has_folder)
     _check_brace_nesting(shielded, "the prompt")
     try:
         command = _parsed(shielded)
@@ -370,7 +385,7 @@ def expand_prompt(
         return [Expansion(template, template, image_seed, (warning,)) for image_seed in seeds]
     expansions = []
     for image_seed in seeds:
-        context = (library or _NO_FOLDER).context(image_seed)
+        context = (folder or _NO_FOLDER).context(image_seed)
         try:
             result = next(iter(context.sample_prompts(command, 1)), None)
         except ParseBaseException as error:
@@ -380,3 +395,97 @@ def expand_prompt(
             raise _too_long()
         expansions.append(Expansion(template, text, image_seed, warnings))
     return expansions
+
+
+# The request option holding each planned prompt's expansion as the bot drew it (from its
+# wildcards folder, or from none): ``{"texts": [text, ...], "draws": [[template, seed, text,
+# [warning, ...]], ...]}``, each string once in ``texts`` and the draws naming them by index,
+# so a long prompt drawn for many pictures costs its length once (``RecordedDraws.option``).
+WILDCARD_DRAWS_OPTION = "wildcard_draws"
+NOT_PLANNED = (
+    "this prompt was not planned when the job was queued: its __name__ wildcards are left as typed"
+)
+_DRAWS_SHAPE = (
+    f'{WILDCARD_DRAWS_OPTION} must be {{"texts": [text, ...], "draws": [[template, seed, '
+    f"text, [warning, ...]], ...]}} with indices into texts and texts of at most "
+    f"{MAX_EXPANDED_CHARS:,} characters"
+)
+
+
+class RecordedDraws(WildcardLibrary):
+    """The wildcard folder (``None``: none), keeping every expansion drawn with it, warnings
+    included (where a job is planned)."""
+
+    def __init__(self, root: Path | str | None) -> None:
+        super().__init__(root)
+        self._drawn: dict[tuple[str, int], Expansion] = {}
+
+    def note(self, expansion: Expansion) -> None:
+        self._drawn[(expansion.template, expansion.seed)] = expansion
+
+    def option(self) -> dict[str, list[Any]]:
+        """What was drawn, as ``WILDCARD_DRAWS_OPTION`` holds it."""
+        indices: dict[str, int] = {}
+
+        def index(text: str) -> int:
+            return indices.setdefault(text, len(indices))
+
+        draws = [
+            [
+                index(drawn.template),
+                drawn.seed,
+                index(drawn.text),
+                [index(w) for w in drawn.warnings],
+            ]
+            for drawn in self._drawn.values()
+        ]
+        return {"texts": list(indices), "draws": draws}
+
+
+class PlannedDraws(WildcardLibrary):
+    """The expansions a job's prompts were drawn as where it was planned and checked (the
+    bot, with its wildcards folder or none), by template and seed; where it renders (a worker,
+    whose folder may be empty or other), those are used and no folder is read. A template not
+    planned keeps its ``__name__`` as typed, with a warning; its ``{a|b}`` still draws."""
+
+    def __init__(self, drawn: dict[tuple[str, int], Expansion]) -> None:
+        super().__init__(None)
+        self.drawn = drawn
+
+    @classmethod
+    def of(cls, options: dict[str, object]) -> PlannedDraws | None:
+        """The draws a request's options carry (``None``: a job queued before the bot sent
+        them, drawn from the folder where it renders, as then). Raises ``PromptError`` on a
+        malformed option."""
+        option = options.get(WILDCARD_DRAWS_OPTION)
+        if option is None:
+            return None
+        match option:
+            case {"texts": list(texts), "draws": list(draws)} if all(
+                isinstance(text, str) and len(text) <= MAX_EXPANDED_CHARS for text in texts
+            ):
+                pass
+            case _:
+                raise PromptError(_DRAWS_SHAPE)
+        drawn: dict[tuple[str, int], Expansion] = {}
+        for draw in draws:
+            match draw:
+                case [int(template), int(seed), int(text), list(warnings)] if all(
+                    isinstance(i, int) and 0 <= i < len(texts) for i in (template, text, *warnings)
+                ):
+                    drawn[(texts[template], seed)] = Expansion(
+                        texts[template], texts[text], seed, tuple(texts[i] for i in warnings)
+                    )
+                case _:
+                    raise PromptError(f"{_DRAWS_SHAPE}; got the draw {str(draw)[:80]!r}")
+        return cls(drawn)
+
+    def expansion(self, template: str, seed: int) -> Expansion:
+        drawn = self.drawn.get((template, seed))
+        if drawn is not None:
+            return drawn
+        [typed] = expand_prompt(template, seed)
+        warnings = tuple(warning for warning in typed.warnings if warning != NO_FOLDER)
+        if "__" in template:
+            warnings += (NOT_PLANNED,)
+        return Expansion(template, typed.text, seed, warnings)

@@ -4,6 +4,7 @@ read after the bot has gone."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ async def test_closing_the_bot_closes_its_prompt_planner(
         await bot.login(fake_discord.token)  # runs setup_hook: the planner warms up
         planner = bot.services.prompts
         cat = RenderRequest("a cat", seed=1, steps=2)
-        assert await planner.check(cat, (), guild_id=None) == cat
+        checked = await planner.check(cat, (), guild_id=None)
+        # It plans: the same request, with what planning adds in its options.
+        assert dataclasses.replace(checked, options={}) == cat and checked.options
     finally:
         await bot.close()
     with pytest.raises(UserError) as refused:

@@ -170,8 +170,10 @@ async def test_upscale_command_and_upscale_buttons_are_jobs(
             )
         ).wait_for_original(lambda m: not m.is_loading)
         assert refused.is_ephemeral
-        assert "'4x-UltraSharp' is not installed; choose one of Lanczos, tiny-esrgan-2x" in (
-            refused.content
+        # Named by admission, which names only those the server allows (here: no list).
+        assert (
+            "The upscaler `4x-UltraSharp` is not installed on this bot; you may use: "
+            "tiny-esrgan-2x." in refused.content
         )
 
         button = await (await fake_discord.click(result, label="Upscale (2x)")).wait_for_original(

@@ -1,5 +1,5 @@
 """/models, /loras, /embeddings, /wildcards and /imagine's lora pick through the fake Discord:
-paged, searchable, the server's model rules applied, LoRA cards read from file metadata."""
+paged, searchable, the server's model and LoRA rules applied, LoRA cards read from file metadata."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bot.app import build
 from inference.infotext import infotext_from_png
 from inference.tiny import write_tiny_embedding, write_tiny_lora
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import imagine, reply_to
+from tests.e2e.helpers import QUICK, images_today, imagine, reply_to
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 
@@ -136,6 +136,47 @@ async def test_imagine_picks_a_lora_by_its_trigger_words(
             fake, "imagine", {"prompt": "a cat", "lora": "nope", "steps": 2, "size": "64x64"}
         )
         assert unknown.is_ephemeral
-        assert (
-            "There is no LoRA named 'nope'; `/loras` lists the installed ones." in unknown.content
+        assert "There is no LoRA named 'nope' here; `/loras` lists those you may use." in (
+            unknown.content
         )
+
+
+async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reused(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path
+) -> None:
+    fake = fake_discord
+    bot = build(easel_settings(fake, tmp_path / "data", models_dir))
+    async with running_bot(fake, bot):
+        made = await imagine(fake, "a cat <lora:red-cat:0.8>", seed=3)  # no list yet: allowed
+        await reply_to(
+            fake,
+            "easel-admin addon",
+            {"kind": "LoRA", "action": "add", "name": "filler-00"},
+            user=fake.owner_id,
+        )
+        sentence = "The LoRA `red-cat` is not allowed on this server; it allows: filler-00."
+        refused = await reply_to(fake, "imagine", {"prompt": "a cat <lora:red-cat:0.8>", **QUICK})
+        assert refused.is_ephemeral and sentence in refused.content, refused.content
+        assert "xl-style" not in refused.content
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1  # the first
+        # A button reuses the earlier result's request under the server's rules of now.
+        reroll_id = next(c for c in made.custom_ids if c.startswith("easel:reroll:"))
+        clicked = await (await fake.click(made, reroll_id)).wait_for_original(
+            lambda m: not m.is_loading
+        )
+        assert clicked.is_ephemeral and sentence in clicked.content, clicked.content
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
+        loras = await reply_to(fake, "loras")
+        assert [line.split(" — ")[0] for line in lines_of(loras)] == ["`<lora:filler-00:0.8>`"]
+        choices = await fake.autocomplete("imagine", {"prompt": "a", "lora": ""}, focused="lora")
+        assert [choice["value"] for choice in choices] == ["filler-00"]
+        # The admin's name choices (every installed file): none for a member without Manage
+        # Server, who sees the command where a server changed its permissions.
+        typed = {"kind": "LoRA", "action": "remove", "name": ""}
+        for user, shown in ((fake.user_id, False), (fake.owner_id, True)):
+            names = await fake.autocomplete("easel-admin addon", typed, "name", user=user)
+            assert ("red-cat" in [choice["value"] for choice in names]) is shown
+        emptied = await reply_to(
+            fake, "easel-admin addon", {**typed, "name": "filler-00"}, user=fake.owner_id
+        )
+        assert "The list is now empty: every installed LoRA is allowed here." in emptied.content

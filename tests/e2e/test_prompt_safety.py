@@ -5,6 +5,7 @@ queued, and fails no one else's job; prompt work never stalls the bot."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import threading
 import time
@@ -16,6 +17,7 @@ from PIL import Image
 from bot.app import engine_factory_for
 from bot.settings import Settings
 from inference.infotext import png_with_infotext
+from inference.prompts import WILDCARD_DRAWS_OPTION
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import RenderEngine
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
@@ -98,11 +100,16 @@ async def test_prompt_errors_and_long_pictures_are_refused_before_queueing(
 
 
 class GatedEngine:
-    """The real engine; every render waits until the test opens the gate."""
+    """The real engine; every render waits until the test opens the gate. A request whose
+    prompt is ``old_prompt`` loses the wildcard draws the bot planned: it renders as a job
+    journaled before the bot sent them, drawn from the wildcards folder where it renders."""
 
-    def __init__(self, engine: RenderEngine, gate: threading.Event) -> None:
+    def __init__(
+        self, engine: RenderEngine, gate: threading.Event, old_prompt: str | None = None
+    ) -> None:
         self.engine = engine
         self.gate = gate
+        self.old_prompt = old_prompt
 
     def render(
         self,
@@ -111,7 +118,7 @@ class GatedEngine:
         cancel: threading.Event | None = None,
     ) -> list[RenderedImage]:
         self.gate.wait(RENDER_TIMEOUT_S)
-        return self.engine.render(request, progress, cancel)
+        return self.engine.render(self._as_journaled(request), progress, cancel)
 
     def render_batch(
         self,
@@ -120,7 +127,13 @@ class GatedEngine:
         cancel: threading.Event | None = None,
     ) -> list[list[RenderedImage]]:
         self.gate.wait(RENDER_TIMEOUT_S)
-        return self.engine.render_batch(requests, progress, cancel)
+        return self.engine.render_batch(list(map(self._as_journaled, requests)), progress, cancel)
+
+    def _as_journaled(self, request: RenderRequest) -> RenderRequest:
+        if request.prompt != self.old_prompt:
+            return request
+        options = {k: v for k, v in request.options.items() if k != WILDCARD_DRAWS_OPTION}
+        return dataclasses.replace(request, options=options)
 
 
 async def test_a_prompt_that_fails_in_a_batch_fails_only_its_own_job(
@@ -131,12 +144,14 @@ async def test_a_prompt_that_fails_in_a_batch_fails_only_its_own_job(
     wildcard = write_wildcard(easel_settings_for_test, "animal", "fox")
     gate = threading.Event()
     real_engines = engine_factory_for(easel_settings_for_test)
-    async with start_easel(lambda device: GatedEngine(real_engines(device), gate)):
+    # Member A's job as one journaled before an upgrade: it reads the wildcards folder at render.
+    old_prompt = "a __animal__"
+    async with start_easel(lambda device: GatedEngine(real_engines(device), gate, old_prompt)):
         # The device is busy, so the two members' compatible jobs wait and batch together.
         busy = await fake_discord.invoke_command("imagine", {"prompt": "a dog", "steps": 3})
         await busy.wait_for_ack()
         handles = {}
-        for member, prompt in ((MEMBER_A, "a __animal__"), (MEMBER_B, "a cat")):
+        for member, prompt in ((MEMBER_A, old_prompt), (MEMBER_B, "a cat")):
             handles[member] = await fake_discord.invoke_command(
                 "imagine", {"prompt": prompt, **QUICK}, user=member
             )

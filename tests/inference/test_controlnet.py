@@ -28,7 +28,7 @@ from inference.tiny import (
     write_tiny_depth_annotator,
     write_tiny_model,
 )
-from inference.types import RenderInputError, RenderRequest
+from inference.types import ALLOWED_CONTROLNETS_OPTION, RenderInputError, RenderRequest
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,15 @@ def test_the_family_picks_its_controlnet_and_a_mismatch_is_named(engine: Engine,
         pixels(engine, options=controlled(disk, model="tiny-xl-controlnet"))
 
 
+def test_a_unit_naming_no_model_is_given_only_one_its_server_allows(
+    engine: Engine, disk: str
+) -> None:
+    # tiny-controlnet fits the tiny checkpoint, but its server allows the SDXL one only.
+    options = {**controlled(disk), ALLOWED_CONTROLNETS_OPTION: ["tiny-xl-controlnet"]}
+    with pytest.raises(RenderInputError, match="none of the ControlNets this server allows fits"):
+        pixels(engine, options=options)
+
+
 def test_infotext_records_the_unit_in_the_web_ui_form(engine: Engine, disk: str) -> None:
     _, infotext = pixels_and_infotext(
         engine, options=controlled(disk, weight=0.75, guidance_start=0.25, guidance_end=0.5)
@@ -216,7 +225,7 @@ def test_infotext_records_the_unit_in_the_web_ui_form(engine: Engine, disk: str)
             {"module": "canny", "guidance_start": 0.8, "guidance_end": 0.2},
             "control start (0.8) must not be after control end (0.2)",
         ),
-        ({"module": "canny", "model": "nope"}, "unknown ControlNet model 'nope'; available:"),
+        ({"module": "canny", "model": "nope"}, "unknown ControlNet model 'nope': it is not inst"),
         ({"module": "depth"}, "the depth control needs a local annotator: put a transformers"),
         ({"module": "openpose"}, "Easel cannot run the openpose annotator: make the openpose"),
     ],

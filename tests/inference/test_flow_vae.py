@@ -75,13 +75,14 @@ def test_the_header_tells_the_latent_channels(models: Path) -> None:
             "sd3",
             "sd-vae",
             "VAE sd-vae.safetensors is for SD 1.x, 2.x and SDXL models and this model takes a "
-            "16-channel VAE (SD3 and Flux); choose one of: sd3-ae",
+            "16-channel VAE (SD3 and Flux); choose one of those, or none for the model's own",
         ),
         (
             "sd",
             "sd3-ae",
             "VAE sd3-ae.safetensors is for SD3 and Flux models and this model takes a "
-            "4-channel VAE (SD 1.x, 2.x and SDXL); choose one of: sd-vae",
+            "4-channel VAE (SD 1.x, 2.x and SDXL); choose one of those, or none for the model's "
+            "own",
         ),
     ],
 )

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import aiosqlite
+import pytest
 
-from bot.bans import MemberStops, StopCause, StoppedMembers
+from bot.bans import MemberStops, Standing, StopCause, StoppedMembers
 from bot.history import History
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.member_settings import MemberSettings
@@ -179,3 +180,31 @@ async def test_the_ban_reads_the_members_jobs_at_one_instant(
         cast(aiosqlite.Connection, starting), tmp_path / "i", tmp_path / "in", MemberSettings(conn)
     )
     assert [line.job_id for line in await history.unfinished(RAIDER, guild_id=GUILD)] == [job_id]
+
+
+@pytest.mark.parametrize("moderator_end_h", [3.0, 0.5], ids=["lengthened", "shortened"])
+async def test_a_moderators_timeout_heard_while_automods_end_is_asked_holds_over_the_answer(
+    conn: aiosqlite.Connection, tmp_path: Path, moderator_end_h: float
+) -> None:
+    """AutoMod times the raider out for an hour; while Easel asks Discord when that ends, a
+    moderator's timeout of the raider is heard: Discord's answer (read before it) leaves the
+    moderator's end as it is, longer or shorter."""
+    now = time.time()
+    clock = [now]
+    stopped = StoppedMembers(clock=lambda: clock[0])
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "images")
+    history = History(conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn))
+    stops = MemberStops(conn, queue, history, stopped)
+    automod_end, moderator_end = now + 3600, now + moderator_end_h * 3600
+
+    async def asked(guild_id: int, user_id: int) -> Standing:
+        await stops.cancel_jobs(
+            guild_id, user_id, StopCause.TIMEOUT, easel_id=EASEL, until=moderator_end
+        )
+        return Standing(timed_out_until=automod_end)
+
+    await stops.cancel_for_automod_timeout(GUILD, RAIDER, asked, easel_id=EASEL)
+    earlier_work = now - 1
+    for at, held in ((moderator_end - 1, True), (moderator_end + 1, False)):
+        clock[0] = at
+        assert stopped.holds(GUILD, RAIDER, began_at=earlier_work) is held

@@ -9,6 +9,7 @@ Real SQLite, the real queue, policy and ``DiscordResults``; a recording Discord 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,10 +23,17 @@ import pytest
 from bot.history import History
 from bot.jobs import accounting
 from bot.jobs.queue import JobQueue, Submission
+from bot.policy import delivery
+from bot.policy.delivery import CHANNEL_OFF, NOT_CHECKED
 from bot.policy.guild import GuildList, GuildPolicy, NsfwPolicy
 from bot.policy.member_settings import MemberSettings
+from bot.policy.moderation import WITHHELD_BECAUSE, WITHHELD_PICTURE
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import DEFAULT_LIMITS, Period, period_start
+from bot.services import Services
+from bot.user_errors import Reason, UserError
+from cogs.history import render_page
+from cogs.results.buttons import check_still_shown
 from cogs.results.posting import DiscordResults
 from db import jobs as journal
 from db import quotas as ledger
@@ -113,6 +121,8 @@ async def started(
     queue.set_sink(results)
     queue.set_start_gate(results)
     results.refund_withheld = queue.refund_withheld
+    results.history = History(conn, images, images, MemberSettings(conn))
+    results.history.stop_withdrawn = queue.stop_withdrawn
     await queue.start()
     return queue
 
@@ -132,6 +142,7 @@ async def test_jobs_made_from_a_picture_withdrawn_while_they_wait_or_render_are_
         engine.released.set()
         await all_delivered(conn, made)
     finally:
+        engine.released.set()  # a failed step must not leave a render held
         await queue.stop()
     assert fake.channel.messages == []
     # One rendered stays charged (its content was removed); one still queued ends unrendered.
@@ -168,6 +179,7 @@ async def test_a_moderators_deletion_stops_the_jobs_made_from_the_picture_refund
             job = await journal.get_job(conn, job_id)
             assert job is not None and job.status is journal.JobStatus.CANCELLED
     finally:
+        engine.released.set()  # a failed step must not leave a render held
         await queue.stop()
     assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
     assert all(files == [] for _, files in fake.channel.messages)
@@ -215,6 +227,19 @@ async def test_a_rule_changed_while_the_job_waits_holds_at_delivery(
     assert fake.direct.messages == [(notice, [])]
     # Rendered and charged, then given back: its maker did nothing wrong.
     assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+    # Given back, so never shown later (/show, buttons) for free: withdrawn, as Easel's doing
+    # (no moderator acted), and said so.
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn))
+    stored = await history.job(job_id)
+    assert stored is not None and stored.withdrawn and stored.withheld
+    policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    services = cast(Services, SimpleNamespace(guild_policy=policy))
+    with pytest.raises(UserError, match=re.escape(WITHHELD_PICTURE)):
+        await check_still_shown(services, stored, MEMBER)
+    listed = render_page(await history.page(MEMBER, 0, guild_id=GUILD), None)
+    # The same reason as /show's (a job too long to check was never a rule change).
+    assert "(or it could not be checked against them); not counted" in listed
+    assert "moderator" not in listed
 
 
 async def _spoiler(policy: GuildPolicy) -> None:
@@ -248,6 +273,7 @@ async def delivered_after(
         engine.released.set()
         await all_delivered(conn, [job_id])
     finally:
+        engine.released.set()  # a failed step must not leave a render held
         await queue.stop()
     return fake, job_id
 
@@ -312,6 +338,14 @@ async def test_a_queued_job_the_rules_of_now_withhold_ends_before_it_renders_ref
     images = tmp_path / "images"
     job_id = await JobQueue(conn, [], images).submit(submission())  # journaled while stopped
     await change(GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)))
+    await ends_before_rendering(conn, job_id, images, why)
+
+
+async def ends_before_rendering(
+    conn: aiosqlite.Connection, job_id: str, images: Path, why: str
+) -> None:
+    """A queue started over the journal ends ``job_id`` unrendered and refunded, its maker told
+    ``why``."""
     fake, engine = FakeDiscord(), InstantEngine()
     queue = await started(conn, engine, images, results_for(conn, fake))
     try:
@@ -357,7 +391,124 @@ async def test_a_job_withdrawn_by_the_deletion_of_its_own_message_says_so_and_ed
         engine.released.set()
         await all_delivered(conn, [job_id])
     finally:
+        engine.released.set()  # a failed step must not leave a render held
         await queue.stop()
     notice = f"Your job `{job_id}` in Guild was not posted: its message in the channel was deleted."
     assert fake.direct.messages == [(f"{notice} {CHARGED}", [])]
     assert webhook.edits == []  # the deleted message is not edited
+
+
+async def stopped_at(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> str:
+    """A job whose result the channel taken off during its render withholds; Easel stops at
+    ``step`` (a method of ``DiscordResults``) of its delivery. The job's id."""
+    fake, engine = FakeDiscord(), HeldEngine()
+    results = results_for(conn, fake)
+    policy = results.guild_policy
+    assert policy is not None
+    stopped_here = asyncio.Event()
+
+    async def crash(*_: object, **__: object) -> None:
+        stopped_here.set()
+        raise RuntimeError("Easel stops here")
+
+    monkeypatch.setattr(results, step, crash)
+    queue = await started(conn, engine, tmp_path / "images", results)
+    try:
+        await policy.settings(GUILD)
+        job_id = await queue.submit(submission())
+        await asyncio.to_thread(engine.started.wait, 10)
+        await _take_the_channel_off(policy)
+        engine.released.set()
+        await asyncio.wait_for(stopped_here.wait(), 20)
+    finally:
+        engine.released.set()  # a failed step must not leave a render held
+        await queue.stop()
+    return job_id
+
+
+async def delivered_again(conn: aiosqlite.Connection, tmp_path: Path, job_id: str) -> FakeDiscord:
+    """The next start, which delivers ``job_id`` again; what Discord was sent."""
+    again = FakeDiscord()
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results_for(conn, again))
+    try:
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    return again
+
+
+async def test_a_stop_after_a_withheld_result_is_withdrawn_tells_its_maker_the_same_again(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Easel stops after the refund and the withdrawal, before its maker is told and the
+    delivery recorded: the next start tells them the rule and the refund, not a deletion."""
+    job_id = await stopped_at(conn, tmp_path, monkeypatch, "_withhold")
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.withdrawn_at is not None and job.delivered_at is None
+    again = await delivered_again(conn, tmp_path, job_id)
+    notice = f"Your job `{job_id}` in Guild was not posted: {CHANNEL_OFF}. {REFUNDED}"
+    assert again.direct.messages == [(notice, [])]
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+
+
+async def test_a_stop_between_the_refund_and_the_withdrawal_never_posts_the_refunded_result(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Easel stops after the refund, before the withdrawal records why; by the next start the
+    rule is undone: the result given back is still not posted, and its maker told so."""
+    job_id = await stopped_at(conn, tmp_path, monkeypatch, "_withdraw_withheld")
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.withdrawn_at is None and job.delivered_at is None
+    policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    await policy.change_list(
+        GUILD, MODERATOR, GuildList.ALLOWED_CHANNEL, str(OTHER_CHANNEL), add=False
+    )
+    again = await delivered_again(conn, tmp_path, job_id)
+    assert again.channel.messages == []  # was posted, free: the rule no longer held
+    notice = f"Your job `{job_id}` in Guild was not posted: {WITHHELD_BECAUSE}. {REFUNDED}"
+    assert again.direct.messages == [(notice, [])]
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.withdrawn_at is not None and job.withheld_why is not None
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+
+
+async def test_a_deletion_between_the_gate_and_the_withdrawal_leaves_the_refund_told(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refunded, then a moderator's deletion withdraws the job before Easel does (no sentence
+    kept), then Easel stops: the next start tells its maker it does not count."""
+    job_id = await stopped_at(conn, tmp_path, monkeypatch, "_withdraw_withheld")
+    await History(conn, tmp_path, tmp_path, MemberSettings(conn)).withdraw_job(job_id)
+    again = await delivered_again(conn, tmp_path, job_id)
+    assert again.channel.messages == []
+    [(notice, _)] = again.direct.messages
+    assert notice.endswith(REFUNDED)  # was CHARGED: "its message ... was deleted"
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+
+
+async def test_a_result_withheld_while_every_reader_stays_busy_stays_recheckable(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Withheld and refunded, but not withdrawn: the banned words were not read, only not in
+    time; a later /show reads them again."""
+    monkeypatch.setattr(delivery, "BUSY_TRIES", 2)
+    monkeypatch.setattr(delivery, "BUSY_PAUSE_S", 0.0)
+
+    async def busy(*_: object, **__: object) -> None:
+        raise UserError("Every reader is busy.", Reason.BUSY)
+
+    fake = FakeDiscord()
+    results = results_for(conn, fake)
+    monkeypatch.setattr(results.guild_policy, "check_reuse", busy)
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    try:
+        job_id = await queue.submit(submission())
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    notice = f"Your job `{job_id}` in Guild was not posted: {NOT_CHECKED}. {REFUNDED}"
+    assert (fake.channel.messages, fake.direct.messages) == ([], [(notice, [])])
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.withdrawn_at is None

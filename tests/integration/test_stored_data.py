@@ -64,7 +64,10 @@ class Data:
     conn: aiosqlite.Connection
     root: Path
     now: float = NOW
-    sink: RecordingSink = field(default_factory=RecordingSink)
+    sink: RecordingSink = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sink = RecordingSink(self.conn)  # links its posts, as the bot's sink does
 
     @property
     def images(self) -> Path:

@@ -48,7 +48,8 @@ async def delivered(
     kind: str = "imagine",
     parent: str | None = None,
 ) -> None:
-    """A finished job whose result was posted as ``message_id``."""
+    """A finished job whose result was posted as ``message_id`` (linked to it as the sink
+    does, then the delivery recorded as the queue does)."""
     request = RenderRequest(typed, seed=1, steps=2)
     job = journal.NewJob(
         job_id, kind, MEMBER, guild, channel, request.to_json(), NOW, parent_job_id=parent
@@ -57,6 +58,7 @@ async def delivered(
     infotext = format_infotext(rendered, "", {"Steps": 2, "Sampler": "Euler", "Seed": 1})
     picture = journal.ImageRecord(job_id, 0, 1, f"/images/{job_id}.png", infotext, 64, 64)
     await journal.mark_done(conn, job_id, [picture], 0.1, NOW)
+    await journal.record_job_message(conn, job_id, message_id)
     await journal.mark_delivered(conn, job_id, NOW, message_id)
 
 

@@ -3,6 +3,7 @@ real SQLite file: once warm, nothing waits on SQLite, and every change is seen a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,8 @@ from inference.types import RenderRequest
 GUILD, ADMIN, MEMBER = 100, 1, 2
 CAT = RenderRequest("a cat", seed=1, steps=2)
 NO_DM_LIMITS = QuotaLimits()
+# A burst like benchmarks/interactions.py's: four commands from each member, one server.
+BURST, BURST_MEMBERS = 100, 25
 
 
 @pytest.fixture
@@ -57,6 +60,38 @@ def submission(request: RenderRequest = CAT) -> Submission:
 
 async def limit_member(policy: GuildPolicy, limits: QuotaLimits) -> None:
     await policy.set_quota(GUILD, ADMIN, LimitScope.USER, MEMBER, limits)
+
+
+async def test_a_burst_in_one_server_wakes_each_waiting_plan_a_few_times_not_at_every_plans_end(
+    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of one server's commands waits for its share of the prompt readers
+    (``SERVER_THREADS``): each plan's end lets the next one in line check its turn, not every
+    plan waiting. Waking them all was O(n²) wake-ups on the loop that sends the
+    acknowledgements: it doubled the bot's CPU to the last acknowledgement of
+    ``benchmarks/interactions.py`` (docs/performance.md, twelfth stop)."""
+    planner = PromptPlanner(wildcards_dir=None, budget_s=60)  # counted, never timed
+    policy = GuildPolicy(conn, prompts=planner)
+    await policy.settings(GUILD)
+    turn_checks: list[int | None] = []
+    turn_awaited = planner._turn_awaited
+
+    def counted(member_id: int | None, guild_id: int | None) -> object:
+        turn_checks.append(member_id)
+        return turn_awaited(member_id, guild_id)
+
+    monkeypatch.setattr(planner, "_turn_awaited", counted)
+    burst = [RenderRequest(f"a cat number {index}", seed=1, steps=2) for index in range(BURST)]
+    admitted = await asyncio.gather(
+        *(
+            policy.admit(GUILD, None, False, request, member_id=index % BURST_MEMBERS)
+            for index, request in enumerate(burst)
+        )
+    )
+    assert [admission.request.prompt for admission in admitted] == [ask.prompt for ask in burst]
+    # Each plan checks its turn as it comes and once per wake (a few when passed by another).
+    # Before: about 2,500 checks for these 100 plans.
+    assert len(turn_checks) <= 3 * BURST
 
 
 async def test_once_warm_nothing_before_the_defer_reads_sqlite(

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 from sd_parsers import ParserManager
 
+from bot import app
 from bot.cli.main import main
-from bot.settings import load_settings
+from bot.jobs.broker import wire
+from bot.settings import Settings, load_settings
+from db.database import connect
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.prompts.test_explain import EXPLAIN_KEYS
 from tests.unit.test_settings import SETTING_NAMES
@@ -164,6 +172,104 @@ def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> Non
     assert not Path("data").exists()  # the doctor looks, it does not build
 
 
+def test_a_data_folder_that_cannot_be_made_is_named_by_run_and_doctor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("taken").write_text("a file where the data folder should go")
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setenv("EASEL_DATA_DIR", "taken/data")
+    assert main(["run"]) == 2
+    assert one_error_line(capsys) == (
+        "easel run: error: EASEL_DATA_DIR='taken/data': taken is a file, not a folder"
+    )
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[ERR] database: EASEL_DATA_DIR='taken/data': taken is a file, not a folder" in out
+
+
+def test_a_data_folder_under_one_this_user_cannot_enter_is_named_by_run_and_doctor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Simulated (the tests may run as root, whom no mode keeps out): "locked" is a 0700 folder
+    # of another user, so what lies under it cannot even be looked at.
+    Path("locked").mkdir()
+    real_stat, real_access = os.stat, os.access
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).startswith("locked/"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        return str(path) != "locked" and real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setenv("EASEL_DATA_DIR", "locked/data")
+    problem = (
+        f"EASEL_DATA_DIR='locked/data': this user (uid {os.getuid()}) cannot enter or write to "
+        "locked; give it to that user or choose another folder"
+    )
+    assert main(["run"]) == 2
+    assert one_error_line(capsys) == f"easel run: error: {problem}"
+    assert main(["doctor"]) == 1
+    assert f"[ERR] database: {problem}" in capsys.readouterr().out
+
+
+async def _start_with_a_newer_database(settings: Settings) -> None:
+    """``bot.app.run``'s first steps that can fail so, without Discord: the database opened."""
+    settings.require_data_dir()
+    await connect(settings.database_path)
+
+
+async def _start_without_the_broker(settings: Settings) -> None:
+    """... and the broker reached (timeout shortened: the port refuses at once anyway)."""
+    await wire.connect(settings.queue_url, "easel-test", timeout_s=2)
+
+
+@pytest.mark.parametrize(
+    ("start", "named"),
+    [
+        (_start_with_a_newer_database, "database schema is version 999 but this Easel knows"),
+        (_start_without_the_broker, "cannot reach the NATS server at nats://127.0.0.1:"),
+    ],
+    ids=["newer-database", "broker"],
+)
+def test_run_names_a_newer_database_or_an_unreachable_broker_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    start: Callable[[Settings], Awaitable[None]],
+    named: str,
+) -> None:
+    Path("data").mkdir()
+    with sqlite3.connect("data/easel.sqlite3") as newer:
+        newer.execute("PRAGMA user_version = 999")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("EASEL_QUEUE_URL", f"nats://127.0.0.1:{closed.getsockname()[1]}")
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setattr(app, "run", start)
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"easel run: error: {named}")
+    assert "EASEL_DATA_DIR" in line or "EASEL_QUEUE_URL" in line
+
+
+def test_a_read_only_data_folder_is_named_as_such(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("data").mkdir()
+    read_only = os.statvfs_result((0,) * 8 + (os.ST_RDONLY, 255))
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: read_only)
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    assert main(["run"]) == 2
+    assert one_error_line(capsys) == (
+        "easel run: error: EASEL_DATA_DIR='data': data is on a read-only mount; mount it read-write"
+    )
+
+
 @pytest.mark.parametrize("listening", [True, False], ids=["reachable", "unreachable"])
 @pytest.mark.parametrize(
     ("credentials", "shown"),
@@ -219,7 +325,10 @@ def test_tiny_upscaler_and_the_doctor_s_upscaler_report(
     monkeypatch.setenv("EASEL_DEFAULT_UPSCALER", "nope")
     main(["doctor"])
     out = capsys.readouterr().out
-    assert "[ERR] upscalers: EASEL_DEFAULT_UPSCALER: unknown upscaler 'nope'; available: " in out
+    assert (
+        "[ERR] upscalers: EASEL_DEFAULT_UPSCALER: unknown upscaler 'nope': it is not installed on "
+        "this device; installed: "
+    ) in out
     assert "Lanczos, 4x-UltraSharp, tiny-esrgan-4x" in out  # pickles allowed: listed
     monkeypatch.delenv("EASEL_DEFAULT_UPSCALER")
     for hires, ok in (("latent (bicubic)", True), ("tiny-esrgan-4x", True), ("Latent 2", False)):
@@ -301,5 +410,5 @@ def test_upscale_from_the_command_line(
     params = parse_infotext(infotext)[2]
     assert (params["Seed"], params["Postprocess upscaler"]) == (3, "tiny-esrgan-2x")
     assert main(["upscale", first, "--upscaler", "nope", "--out", "never"]) == 2
-    assert "unknown upscaler 'nope'; available: Lanczos, tiny-esrgan-2x" in one_error_line(capsys)
+    assert "unknown upscaler 'nope': it is not installed" in one_error_line(capsys)
     assert not Path("never").exists()

@@ -14,6 +14,7 @@ from bot.compare import Axis, cells_planned_apart, grid_infotext, parse_axis, pl
 from bot.compare_grid import labelled_grid_png
 from bot.user_errors import UserError
 from inference.compare import MAX_CELLS, axis_labels, cell_requests
+from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import infotext_from_png
 from inference.types import RenderInputError, RenderRequest
 
@@ -123,3 +124,6 @@ def test_cells_are_planned_apart_at_each_steps_and_each_seed_that_draws() -> Non
     assert len(cells_planned_apart(plan_comparison(BASE, seeds, None).cells)) == 1
     drawing = dataclasses.replace(BASE, prompt="a {red|blue} cat")
     assert len(cells_planned_apart(plan_comparison(drawing, seeds, None).cells)) == 2
+    # The fix-faces prompt is planned at each seed too (it may be the only one that draws).
+    faces = dataclasses.replace(BASE, options={FIX_FACES_PROMPT: "{green|brown} eyes"})
+    assert len(cells_planned_apart(plan_comparison(faces, seeds, None).cells)) == 2

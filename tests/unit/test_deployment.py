@@ -176,12 +176,33 @@ def test_the_dockerfile_builds_a_non_root_cuda_image_with_a_pinned_torch_index()
     assert users and users[-1] not in {"root", "0"}
     assert re.search(r'^HEALTHCHECK .*CMD \["easel", "health"\]$', dockerfile, re.MULTILINE)
     assert "EASEL_METRICS_ADDR=0.0.0.0:9100" in dockerfile and "EXPOSE 9100" in dockerfile
-    # Every package the code needs is copied before the install.
+    # The dependencies install before any code is copied (a code change keeps that layer),
+    # and every package the code needs is copied before the project's own install.
+    dependencies = dockerfile.index('pip install --extra-index-url "$TORCH_INDEX"')
+    project = dockerfile.index("RUN pip install --no-deps .")
     for package in ("bot", "cogs", "db", "inference"):
-        assert f"COPY {package}/ {package}/" in dockerfile
+        assert dependencies < dockerfile.index(f"COPY {package}/ {package}/") < project
     # The broker's client and torchao (EASEL_QUANTIZE), as pyproject names the extras.
-    [extras] = re.findall(r'^RUN pip install .*"\.\[([a-z,]+)\]"$', dockerfile, re.MULTILINE)
+    [extras] = re.findall(r'pip install .*"\.\[([a-z,]+)\]"', dockerfile)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     optional = pyproject["project"]["optional-dependencies"]
     assert {"distributed", "quant"} <= set(extras.split(",")) <= set(optional)
     assert any(requirement.startswith("torchao") for requirement in optional["quant"])
+
+
+def test_the_build_context_leaves_out_secrets_models_and_data() -> None:
+    ignored = {
+        line for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] != "#"
+    }
+    assert {".env", ".git", "models/", "data/"} <= ignored
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for copied in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
+        assert not set(copied.split()) & ignored, copied
+
+
+def test_the_readme_asks_for_the_permissions_easel_needs() -> None:
+    from bot.app import INVITE_PERMISSIONS
+
+    assert INVITE_PERMISSIONS.view_audit_log  # kicks and timeouts are heard only through it
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"(permission integer `{INVITE_PERMISSIONS.value}`)" in readme

@@ -15,8 +15,10 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
+from bot.policy.addons import AddonKind, AddonRules, under_addon_rules
 from bot.policy.styles import apply_style, load_styles
 from bot.requests import RequestError
+from bot.user_errors import UserError
 from inference.types import RenderRequest
 
 INFOTEXT = (
@@ -103,11 +105,16 @@ def test_upscale_checks_factor_size_and_upscaler() -> None:
         upscale_request(RenderRequest(""), PICTURE, 3)
     with pytest.raises(RequestError, match="largest side allowed is 4096"):
         upscale_request(RenderRequest(""), Picture(PICTURE.path, 1200, 1024), 4, "creative")
-    installed = ["Lanczos", "4x-UltraSharp"]
-    with pytest.raises(RequestError, match="'ESRGAN' is not installed; choose one of Lanczos, 4x"):
-        upscale_request(
-            RenderRequest(""), PICTURE, 2, upscaler="ESRGAN", installed_upscalers=installed
-        )
+    installed = ["Lanczos", "4x-UltraSharp", "4x-Secret"]
+    # Not installed: kept as typed, for admission to refuse naming only what the server allows
+    # (this refusal named every installed upscaler, those the server leaves out too).
+    unknown = upscale_request(
+        RenderRequest(""), PICTURE, 2, upscaler="ESRGAN", installed_upscalers=installed
+    )
+    assert unknown.options["upscaler"] == "ESRGAN"
+    rules = AddonRules({AddonKind.UPSCALER: frozenset({"4x-UltraSharp"})})
+    with pytest.raises(UserError, match=r"`ESRGAN` is not allowed .* allows: 4x-UltraSharp\.$"):
+        under_addon_rules(unknown, rules)
     # Any letter case; the request carries the installed spelling.
     chosen = upscale_request(
         RenderRequest(""), PICTURE, 2, upscaler="4X-ULTRASHARP", installed_upscalers=installed

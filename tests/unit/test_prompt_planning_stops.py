@@ -42,7 +42,11 @@ class EndlessPlans:
         self.finished: list[str] = []  # prompts planned to the end
 
     def __call__(
-        self, request: RenderRequest, banned_words: Collection[str], wildcards_dir: Path | None
+        self,
+        request: RenderRequest,
+        banned_words: Collection[str],
+        wildcards_dir: Path | None,
+        *_addons: object,
     ) -> RenderRequest:
         if request.prompt.startswith(ENDLESS):
             self.started.release()

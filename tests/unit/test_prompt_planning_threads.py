@@ -46,7 +46,11 @@ class BlockingPlans:
         self.read: list[str] = []  # the prompts, as their reading starts
 
     def __call__(
-        self, request: RenderRequest, banned_words: Collection[str], wildcards_dir: Path | None
+        self,
+        request: RenderRequest,
+        banned_words: Collection[str],
+        wildcards_dir: Path | None,
+        *_addons: object,
     ) -> RenderRequest:
         self.read.append(request.prompt)
         if request.prompt == SLOW.prompt:
@@ -194,3 +198,69 @@ async def test_the_guild_policy_counts_a_plan_against_the_member_who_sent_it(
         await policy.admit(GUILD, None, False, QUICK, member_id=MEMBER_A)
     admitted = await policy.admit(GUILD, None, False, QUICK, member_id=MEMBER_B)
     assert admitted.request == QUICK
+
+
+async def test_a_plan_cancelled_once_woken_hands_its_turn_to_the_next_in_line() -> None:
+    """A plan's end wakes only the first plan waiting in its line; one whose budget ends
+    after it was woken, before it ran, passes that turn on, or the next would wait for
+    nothing until its own budget ends."""
+    planner = PromptPlanner(None)
+    line = ("server", GUILD)
+    first = asyncio.create_task(planner._wait_in(line, None))
+    second = asyncio.create_task(planner._wait_in(line, None))
+    await asyncio.sleep(0)  # both wait in line
+    planner._wake(line)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, PATIENCE_S) == line
+
+
+async def test_a_plan_woken_for_a_servers_reader_but_held_by_its_members_hands_the_reader_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A's plan waits for the server's share; when a reader frees, A is still held by their
+    own prompt read in another server: the freed reader goes to the next in the server's
+    line at once, not when another of the server's plans ends."""
+    gates = {prompt: threading.Event() for prompt in ("x1", "x2", "a elsewhere")}
+    begun = {prompt: threading.Event() for prompt in gates}
+
+    def gated(request: RenderRequest, *_rest: object) -> RenderRequest:
+        if request.prompt in gates:
+            begun[request.prompt].set()
+            gates[request.prompt].wait(30)
+        return request
+
+    monkeypatch.setattr(prompt_safety, "plan_request", gated)
+    planner = PromptPlanner(None, budget_s=60)
+
+    def ask(prompt: str, member: int, guild: int) -> asyncio.Task[RenderRequest]:
+        request = RenderRequest(prompt, seed=1, steps=2)
+        return asyncio.create_task(planner.check(request, (), member, guild_id=guild))
+
+    async def begins(prompt: str) -> None:
+        assert await asyncio.to_thread(begun[prompt].wait, PATIENCE_S)
+
+    try:
+        assert SERVER_THREADS == 2
+        held = [ask("x1", 10, GUILD), ask("x2", 11, GUILD)]
+        await begins("x1")
+        await begins("x2")
+        a_here = ask("a here", MEMBER_A, GUILD)  # waits for the server's share
+        await asyncio.sleep(0.05)
+        a_elsewhere = ask("a elsewhere", MEMBER_A, OTHER_GUILD)
+        await begins("a elsewhere")
+        b_here = ask("b here", MEMBER_B, GUILD)
+        await asyncio.sleep(0.05)
+        gates["x1"].set()  # one of the server's readers frees; A is still held
+        assert (await asyncio.wait_for(b_here, PATIENCE_S)).prompt == "b here"
+        assert not a_here.done()
+    finally:
+        for gate in gates.values():
+            gate.set()
+    assert [plan.prompt for plan in await asyncio.gather(a_here, a_elsewhere, *held)] == [
+        "a here",
+        "a elsewhere",
+        "x1",
+        "x2",
+    ]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.edits import request_from_infotext
 from bot.policy.prompt_safety import PromptPlanner, plan_request
 from bot.requests import MAX_PROMPT_CHARS, RequestError
 from bot.user_errors import UserError
-from inference.prompts import WildcardLibrary, expand_prompt
+from inference.infotext import format_infotext, png_with_infotext
+from inference.passes.picture_prompts import rendered_prompts
+from inference.prompts import WILDCARD_DRAWS_OPTION, PlannedDraws, WildcardLibrary, expand_prompt
 from inference.types import RenderRequest
 
 PARAMETERS = "Steps: 3, Sampler: Euler, CFG scale: 6, Seed: 77, Size: 64x64"
@@ -35,7 +39,9 @@ def test_wildcards_are_checked_as_they_expand(wildcards: Path) -> None:
     request = RenderRequest("a __animal__", seed=5)
     with pytest.raises(UserError, match="'cat' is banned"):
         plan_request(request, {"cat"}, wildcards)
-    assert plan_request(request, {"dog"}, wildcards) == request
+    checked = plan_request(request, {"dog"}, wildcards)
+    drawn = {"texts": ["a __animal__", "a cat"], "draws": [[0, 5, 1, []]]}
+    assert checked.options[WILDCARD_DRAWS_OPTION] == drawn
 
 
 def test_every_picture_of_a_request_is_checked(wildcards: Path) -> None:
@@ -115,3 +121,37 @@ async def test_planning_runs_off_the_event_loop_within_its_budget() -> None:
     unparsed = HEAVY.replace("a", "c")  # not in the parse cache yet
     with pytest.raises(UserError, match=r"took longer than 0\.05 s; simplify it"):
         await PromptPlanner(None, explain_budget_s=0.05).explain(unparsed, "", 150, guild_id=None)
+
+
+def test_a_pass_over_a_picture_plans_the_picture_s_own_prompt(tmp_path: Path) -> None:
+    template = "a {for|x}{bidden|y} cat"
+    picture = tmp_path / "picture.png"
+    infotext = format_infotext(
+        template, "{ugly|blurry}", {"Steps": 3, "Sampler": "Euler", "Seed": 1}
+    )
+    picture.write_bytes(png_with_infotext(Image.new("RGB", (64, 64)), infotext))
+
+    def drawn(seed: int) -> str:
+        return expand_prompt(template, seed, WildcardLibrary(None))[0].text
+
+    banned_at = next(seed for seed in range(1000) if drawn(seed) == "a forbidden cat")
+    clean_at = next(seed for seed in range(1000) if "forbidden" not in drawn(seed))
+    creative = {"upscale_factor": 2, "upscale_mode": "creative"}
+    for mode, options in (("faces", {"fix_faces": True}), ("upscale", creative)):
+        # An empty prompt: the pass renders the picture's own, which is drawn and checked here.
+        request = RenderRequest("", mode=mode, init_image=str(picture), options=options)
+        with pytest.raises(UserError, match="'forbidden' is banned"):
+            plan_request(dataclasses.replace(request, seed=banned_at), {"forbidden"}, None)
+        planned = plan_request(dataclasses.replace(request, seed=clean_at), {"forbidden"}, None)
+        draws = PlannedDraws.of(planned.options)
+        assert draws is not None
+        assert draws.drawn.keys() >= {(template, clean_at), ("{ugly|blurry}", clean_at)}
+        assert rendered_prompts(planned) == (template, "{ugly|blurry}")  # what the engine plans
+
+
+def test_a_stored_picture_that_is_gone_is_not_asked_to_be_uploaded_again(tmp_path: Path) -> None:
+    # A Fix faces button on a result whose file the bot no longer keeps.
+    gone = RenderRequest("", mode="faces", init_image=str(tmp_path / "gone.png"), seed=1)
+    with pytest.raises(UserError, match="no longer stored on the bot") as refused:
+        plan_request(gone, (), None)
+    assert "upload it again" not in str(refused.value)

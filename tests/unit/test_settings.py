@@ -139,6 +139,36 @@ def test_engine_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> No
     assert (cache.max_loaded_models, cache.memory_budget_bytes) == (1, None)
 
 
+@pytest.mark.parametrize(
+    ("value", "compiles"),
+    [
+        ("1", True),
+        ("0", False),
+        ("on", True),
+        (" OFF ", False),
+        ("auto", False),
+        ("true", True),
+        ("False", False),
+    ],
+)
+def test_compile_takes_the_contract_s_values(
+    monkeypatch: pytest.MonkeyPatch, value: str, compiles: bool
+) -> None:
+    monkeypatch.setenv("EASEL_COMPILE", value)
+    assert load_settings(None).compiles_models is compiles
+
+
+def test_a_compile_value_out_of_range_lists_every_accepted_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EASEL_COMPILE", "2")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(None)
+    assert str(refused.value) == (
+        "EASEL_COMPILE='2' is invalid: must be auto, on (or 1, true, yes) or off (or 0, false, no)"
+    )
+
+
 def test_missing_token_is_named() -> None:
     with pytest.raises(SettingsError, match="DISCORD_TOKEN is not set"):
         load_settings(None).require_token()

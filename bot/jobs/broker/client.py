@@ -72,6 +72,7 @@ from bot.jobs.broker.wire import (
     job_id_of,
     job_subject,
     lost_with_workers,
+    max_job_bytes,
     own_object_names,
     picture_digest,
     picture_paths,
@@ -191,6 +192,10 @@ class BrokerClient:
 
     def slots(self) -> list[RemoteSlot]:
         return [RemoteSlot(self, f"remote-{index}") for index in range(self._config.slots)]
+
+    def max_job_bytes(self) -> int:
+        """The largest request a job may carry through this server (``wire.max_job_bytes``)."""
+        return max_job_bytes(self._nc.max_payload)
 
     async def close(self) -> None:
         await self._nc.close()

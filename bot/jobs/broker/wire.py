@@ -55,7 +55,7 @@ from inference.control_units import OPTION_KEY as CONTROL_OPTION
 from inference.image_prompts import MAX_IMAGE_PROMPTS, image_prompt_pictures
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_OPTION
 from inference.infotext import PNG_SIGNATURE
-from inference.types import RenderRequest, StepProgress
+from inference.types import RenderRequest, StepProgress, utf8_json
 
 __all__ = [
     "ADVISORIES_CONSUMER",
@@ -88,6 +88,7 @@ __all__ = [
     "job_id_of",
     "job_subject",
     "lost_with_workers",
+    "max_job_bytes",
     "model_token",
     "own_object_names",
     "picture_digest",
@@ -138,6 +139,8 @@ TRANSIENT_RETRY_S = 60.0
 # store costs the bot a round trip per image. Base64 makes them 4/3 larger, so the budget is
 # also kept under half the server's max_payload (1 MiB by default).
 INLINE_IMAGES_MAX_BYTES = 512 * 1024
+# A job message's bytes beside its request and inline pictures (ids, signature, field names).
+JOB_ENVELOPE_BYTES = 20 * 1024
 
 T = TypeVar("T")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -344,14 +347,16 @@ class JobMessage:
     secret: str = field(default="", repr=False)
 
     def encode(self) -> bytes:
-        return json.dumps(
+        """The message as sent: its request's text in UTF-8, not escaped twice (a character
+        outside ASCII cost up to 14 bytes); a worker of any version decodes either."""
+        return utf8_json(
             {
                 "job_id": self.job_id,
-                "request": self.request.to_json(),
+                "request": self.request.to_json(ascii_only=False),
                 "inputs": [picture.to_json() for picture in self.inputs],
                 "secret": self.secret,
             }
-        ).encode()
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> JobMessage:
@@ -481,6 +486,14 @@ def lost_with_workers(job_id: str, worker: str, deliveries: int) -> ResultMessag
 def inline_images_budget(max_payload: int) -> int:
     """How many PNG bytes in all may ride in a result message on a server with this limit."""
     return min(INLINE_IMAGES_MAX_BYTES, max_payload // 2)
+
+
+def max_job_bytes(max_payload: int) -> int:
+    """The largest request (``utf8_json`` of its JSON, as ``JobMessage.encode`` writes it) a job
+    message may carry on a server with this limit: what its inline input pictures (up to
+    ``inline_images_budget``, base64: 4/3 larger) and the rest of the message leave."""
+    inline_base64 = -(-inline_images_budget(max_payload) * 4 // 3)
+    return max(0, max_payload - inline_base64 - JOB_ENVELOPE_BYTES)
 
 
 def encode_progress(step: StepProgress) -> bytes:

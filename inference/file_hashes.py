@@ -1,0 +1,186 @@
+"""SHA-256 of model files (checkpoints, LoRAs, VAEs...) for the web UI's hashes, each file read
+once per process.
+
+An SDXL checkpoint takes about 9 s to hash, so a digest is kept in this process's memory and in
+``EASEL_DATA_DIR/model-hashes.json`` (written there, not in the models folder, which Docker
+mounts read-only), by the file's resolved path, size, modification time, inode and change
+time: a file replaced under the same name is hashed again, even one copied with its
+modification time kept (``cp -p``, ``rsync -a``: every SDXL fp16 checkpoint has the same size).
+The cache the models folder held before (``.easel-hashes.json``, by size and modification time)
+is still read for the files the data folder's does not know yet. Pure Python (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# In EASEL_DATA_DIR: the digests this process and earlier ones computed.
+HASHES_FILE = "model-hashes.json"
+# In the models folder: where older versions kept them (read, never written now).
+MODELS_FOLDER_HASHES_FILE = ".easel-hashes.json"
+_CHUNK = 1 << 20
+
+# (resolved path, size, mtime, inode, ctime in ns): the file as it was hashed.
+_Key = tuple[str, int, float, int, int]
+# Every registry of the process shares these: the bot's (/use-settings), each device's engine.
+_known: dict[_Key, str] = {}
+_lock = threading.Lock()
+# One read-modify-replace of a hashes file at a time: two threads storing different files'
+# digests would each write the file without the other's.
+_store_lock = threading.Lock()
+# One hash of a file at a time: a second caller waits for the first's digest.
+_file_locks: dict[str, threading.Lock] = {}
+
+
+def file_sha256(file: Path, hashes_file: Path | None, models_dir: Path) -> str:
+    """``file``'s SHA-256 (hex), from memory, ``hashes_file`` (None: none kept on disk) or
+    the models folder's old cache, else read once and kept in memory and ``hashes_file``."""
+    resolved = str(file.resolve())
+    with _lock_of(resolved):
+        key, digest = _recalled(file, resolved, hashes_file, models_dir)
+        if digest is None:
+            digest = _digest(file)
+            if hashes_file is not None:
+                _store(hashes_file, key, digest)
+            with _lock:
+                _known[key] = digest
+        return digest
+
+
+def recalled_file_sha256(file: Path, hashes_file: Path | None, models_dir: Path) -> str | None:
+    """``file``'s SHA-256 when memory or a cache holds it (the file itself is not read), else
+    None: the file is then read on the background hasher's thread (one for the process, each
+    file once), so that a later call finds it. For a member's request, which must not hold a
+    thread for seconds per checkpoint."""
+    resolved = str(file.resolve())
+    file_lock = _lock_of(resolved)
+    if not file_lock.acquire(blocking=False):  # being read now
+        return None
+    try:
+        _, digest = _recalled(file, resolved, hashes_file, models_dir)
+    finally:
+        file_lock.release()
+    if digest is None:
+        _HASHER.hash_later(file, hashes_file, models_dir)
+    return digest
+
+
+def _lock_of(resolved: str) -> threading.Lock:
+    with _lock:
+        return _file_locks.setdefault(resolved, threading.Lock())
+
+
+def _recalled(
+    file: Path, resolved: str, hashes_file: Path | None, models_dir: Path
+) -> tuple[_Key, str | None]:
+    """The key of ``file`` as it is now, and its digest from memory or a cache file (kept in
+    memory, and in ``hashes_file`` when it came from the models folder's), else None."""
+    stat = file.stat()
+    key = (resolved, stat.st_size, stat.st_mtime, stat.st_ino, stat.st_ctime_ns)
+    known = _known.get(key)
+    if known is not None:
+        return key, known
+    kept = {} if hashes_file is None else _read(hashes_file)
+    digest = _kept(key, kept)
+    # The models folder's cache, for the files the data folder's does not know yet.
+    if digest is None and resolved not in kept:
+        digest = _kept_before(key, _read(models_dir / MODELS_FOLDER_HASHES_FILE))
+        if digest is not None and hashes_file is not None:
+            _store(hashes_file, key, digest)
+    if digest is not None:
+        with _lock:
+            _known[key] = digest
+    return key, digest
+
+
+class _BackgroundHasher:
+    """One daemon thread reading the files ``recalled_file_sha256`` did not know, one after
+    the other; a file asked for again while it waits is queued once."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, tuple[Path, Path | None, Path]] = {}
+        self.running = False
+
+    def hash_later(self, file: Path, hashes_file: Path | None, models_dir: Path) -> None:
+        with _lock:
+            self._waiting.setdefault(str(file.resolve()), (file, hashes_file, models_dir))
+            if self.running:
+                return
+            self.running = True
+        threading.Thread(target=self._run, name="easel-model-hashes", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with _lock:
+                if not self._waiting:
+                    self.running = False
+                    return
+                _, (file, hashes_file, models_dir) = self._waiting.popitem()
+            try:
+                file_sha256(file, hashes_file, models_dir)
+            except OSError as error:  # removed meanwhile, say: a later call tries again
+                log.warning("cannot hash the model file %s: %s", file, error)
+
+
+_HASHER = _BackgroundHasher()
+
+
+def _digest(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _entry(key: _Key, digest: str) -> dict[str, object]:
+    _, size, mtime, inode, ctime_ns = key
+    return {"size": size, "mtime": mtime, "ino": inode, "ctime_ns": ctime_ns, "sha256": digest}
+
+
+def _kept(key: _Key, cache: dict[str, object]) -> str | None:
+    """The digest the data folder's ``cache`` holds for the file as ``key`` describes it."""
+    entry = cache.get(key[0])
+    if isinstance(entry, dict) and entry == _entry(key, str(entry.get("sha256"))):
+        return str(entry["sha256"])
+    return None
+
+
+def _kept_before(key: _Key, cache: dict[str, object]) -> str | None:
+    """The digest the models folder's old ``cache`` holds for the file (same size and mtime:
+    all it recorded)."""
+    path, size, mtime, _, _ = key
+    entry = cache.get(path)
+    if isinstance(entry, dict) and (entry.get("size"), entry.get("mtime")) == (size, mtime):
+        digest = entry.get("sha256")
+        if isinstance(digest, str):
+            return digest
+    return None
+
+
+def _store(hashes_file: Path, key: _Key, digest: str) -> None:
+    partial = hashes_file.with_name(f"{hashes_file.name}.{os.getpid()}-{threading.get_ident()}")
+    with _store_lock:
+        cache = _read(hashes_file)
+        cache[key[0]] = _entry(key, digest)
+        try:
+            hashes_file.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
+            partial.replace(hashes_file)  # whole, for another process reading it meanwhile
+        except OSError as error:  # kept in memory all the same: this process hashes it once
+            log.warning("cannot write the model hash cache %s: %s", hashes_file, error)
+
+
+def _read(cache_file: Path) -> dict[str, object]:
+    try:
+        data = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

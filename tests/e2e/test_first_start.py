@@ -1,0 +1,137 @@
+"""What an operator meets on the first starts: mistakes named by their setting, one line saying
+what was found, and no command left twice in the server once EASEL_DEV_GUILD_ID is removed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot import app
+from bot.app import DEV_GUILD_MARKER, INVITE_PERMISSIONS, build
+from bot.discord_endpoints import (
+    DISCORD_API_BASE_DEFAULT,
+    DISCORD_GATEWAY_URL_DEFAULT,
+    point_discord_at,
+)
+from bot.policy.prompt_safety import PromptPlanner
+from bot.settings import SettingsError
+from tests.e2e.conftest import easel_settings
+from tests.e2e.helpers import reply_to
+from tests.fake_discord import FakeDiscord
+from tests.fake_discord.fixtures import running_bot
+from tests.fake_discord.payloads import PERMISSION_VIEW_AUDIT_LOG
+
+
+@pytest.fixture(autouse=True)
+def discord_endpoints_restored() -> Iterator[None]:
+    """``app.run`` points discord.py at the fake for good (a process runs it once)."""
+    yield
+    point_discord_at(DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT)
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"discord_token": "not-the-token"}, "DISCORD_TOKEN was refused by Discord"),
+        ({"dev_guild_id": 424242}, "EASEL_DEV_GUILD_ID=424242: Discord refused the commands"),
+        ({"public_url": "http://x", "web_addr": "busy"}, "EASEL_WEB_ADDR=127.0.0.1:"),
+    ],
+    ids=["token", "dev-guild", "web-addr"],
+)
+async def test_start_up_mistakes_name_their_setting(
+    fake_discord: FakeDiscord,
+    tmp_path: Path,
+    busy_port: int,
+    change: dict[str, object],
+    named: str,
+) -> None:
+    if change.get("web_addr") == "busy":
+        change = {**change, "web_addr": f"127.0.0.1:{busy_port}"}
+    settings = easel_settings(fake_discord, tmp_path / "data", tmp_path / "models")
+    with pytest.raises(SettingsError, match=named):
+        await app.run(settings.model_copy(update=change))
+    fake_discord.take_violations()  # the wrong token and the unknown server, on purpose
+
+
+async def test_sigterm_while_starting_stops_cleanly(
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop asked for while setup_hook runs cancels it: nothing it does next finds the
+    database closed under it."""
+    warming = asyncio.Event()
+
+    async def slow_warm_up(self: PromptPlanner) -> None:
+        warming.set()
+        await asyncio.sleep(1)
+
+    monkeypatch.setattr(PromptPlanner, "warm_up", slow_warm_up)
+    settings = easel_settings(fake_discord, tmp_path / "data", tmp_path / "models")
+    running = asyncio.create_task(app.run(settings))
+    await warming.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+    async with asyncio.timeout(30):
+        await running  # raised "Cannot operate on a closed database" before
+
+
+async def test_first_start_says_what_it_found_and_a_dev_server_is_cleared_later(
+    fake_discord: FakeDiscord,
+    tmp_path: Path,
+    tiny_models_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = fake_discord
+    settings = easel_settings(fake, tmp_path / "data", tiny_models_dir)
+    text_only = await fake.post_user_message("look at this", user=fake.owner_id)
+    caplog.set_level(logging.INFO, logger="bot.app")
+    async with running_bot(fake, build(settings)):
+        shown = await reply_to(fake, "easel-admin show", user=fake.owner_id)
+        assert "kicks and timeouts: not seen (grant Easel the View Audit Log" in shown.content
+        fake.grant_permissions(fake.bot_user_id, PERMISSION_VIEW_AUDIT_LOG)
+        shown = await reply_to(fake, "easel-admin show", user=fake.owner_id)
+        assert "kicks and timeouts" not in shown.content
+        # Discord would blank a member's picture for Easel: the refusal says why.
+        refused = await reply_to(fake, "vary", {"message": text_only.jump_url})
+        assert "Message Content intent" in refused.content
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("started:")]
+    assert len(started) == 1
+    assert "renders on cpu; 1 model(s) in" in started[0]
+    assert f"commands registered to server {fake.guild_id} only" in started[0]
+    assert f"client_id={fake.application_id}&" in started[0]
+    assert started[0].endswith(f"&permissions={INVITE_PERMISSIONS.value}")
+    assert fake.registered_commands(guild=True)
+    assert (settings.data_dir / DEV_GUILD_MARKER).read_text().strip() == str(fake.guild_id)
+
+    caplog.clear()
+    empty_models = tmp_path / "no-models"
+    empty_models.mkdir()
+    production = settings.model_copy(
+        update={
+            "dev_guild_id": None,
+            "models_dir": empty_models,
+            "devices": ("cuda:99",),
+            "warm_start": "off",
+        }
+    )
+    async with running_bot(fake, build(production)):
+        pass
+    assert fake.registered_commands(guild=True) == []
+    assert fake.registered_commands()
+    assert not (settings.data_dir / DEV_GUILD_MARKER).exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("no model in ") for w in warnings), warnings
+    assert any("cuda:99" in w and "EASEL_DEVICES" in w for w in warnings), warnings

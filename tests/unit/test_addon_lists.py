@@ -1,0 +1,301 @@
+"""A server's add-on lists (bot.policy.addons): LoRAs, embeddings, VAEs, upscalers and
+ControlNets it leaves out are refused at admission naming only what it allows; embeddings it
+leaves out are plain prompt text for its jobs; an empty list allows every installed file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bot.compare import Axis, parse_axis, plan_comparison
+from bot.infotext_import import Installed, request_from_infotext_text
+from bot.policy.addons import (
+    ANY_ADDON,
+    APPLIED_LORAS_OPTION,
+    UPSCALERS_FILLED_OPTION,
+    USED_EMBEDDINGS_OPTION,
+    AddonKind,
+    AddonRules,
+    allowed_addons_only,
+    under_addon_rules,
+)
+from bot.policy.prompt_safety import plan_request
+from bot.user_errors import Reason, UserError
+from cogs.admin import describe_guild
+from cogs.imagine import with_hires_fix
+from cogs.use_settings import _allowed_here
+from db.guild_settings import GuildList, GuildSettings
+from inference.passes.jobs import image_jobs
+from inference.types import ALLOWED_CONTROLNETS_OPTION, ALLOWED_EMBEDDINGS_OPTION, RenderRequest
+from inference.upscale import LANCZOS
+
+MANY = [f"style-{index:02}" for index in range(12)]
+
+
+def rules(**allowed: list[str]) -> AddonRules:
+    return AddonRules(
+        {AddonKind[kind.upper()]: frozenset(names) for kind, names in allowed.items()}
+    )
+
+
+def refusal(request: RenderRequest, addon_rules: AddonRules) -> str:
+    with pytest.raises(UserError) as refused:
+        under_addon_rules(request, addon_rules)
+    assert refused.value.reason is Reason.MODEL
+    return str(refused.value)
+
+
+def test_an_empty_list_allows_every_add_on_and_changes_nothing() -> None:
+    request = RenderRequest(
+        "a cat",
+        options={"vae": "anything", "hires_upscaler": "4x-Any", "controlnet": []},
+    )
+    assert under_addon_rules(request, ANY_ADDON) is request
+    assert under_addon_rules(request, rules(lora=["kept"])) is request
+
+
+def test_a_vae_upscaler_or_controlnet_left_out_is_refused_naming_only_those_allowed() -> None:
+    allowed = rules(vae=["family-vae"], upscaler=["4x-Safe"], controlnet=["canny-sd15"])
+    vae = refusal(RenderRequest("a", options={"vae": "nsfw-vae"}), allowed)
+    assert vae == "The VAE `nsfw-vae` is not allowed on this server; it allows: family-vae."
+    upscale = RenderRequest("", mode="upscale", options={"upscaler": "4x-Secret"})
+    assert refusal(upscale, allowed).endswith("it allows: 4x-Safe.")
+    # Only ``.safetensors`` is a file name's suffix: ``family-vae.nsfw`` is another file.
+    assert "`family-vae.nsfw` is not" in refusal(
+        RenderRequest("a", options={"vae": "family-vae.nsfw"}), allowed
+    )
+    unit = {"module": "canny", "image": "map.png", "model": "canny-xl"}
+    control = refusal(RenderRequest("a", options={"controlnet": [unit]}), allowed)
+    assert control.startswith("The ControlNet `canny-xl` is not allowed")
+    # A unit naming no model is given one of those the server allows, by the engine.
+    unnamed = RenderRequest("a", options={"controlnet": [{"module": "canny", "image": "m.png"}]})
+    assert under_addon_rules(unnamed, allowed).options[ALLOWED_CONTROLNETS_OPTION] == ["canny-sd15"]
+    assert unnamed.pipeline_key() != under_addon_rules(unnamed, allowed).pipeline_key()
+    # As the engine finds them: upscalers in any case, VAEs by file name; no file, no list.
+    for options in (
+        {"vae": "family-vae.safetensors"},
+        {"vae": "Automatic"},
+        {"hires_upscaler": "4X-SAFE", "upscaler": "Lanczos"},
+        {"hires_upscaler": "Latent (bicubic)"},
+    ):
+        request = RenderRequest("a", options=options)
+        assert under_addon_rules(request, allowed) is request, options
+
+
+def test_an_upscale_naming_no_upscaler_gets_the_operators_default_else_the_first() -> None:
+    request = RenderRequest("", mode="upscale", init_image="in.png")
+    kept = under_addon_rules(request, rules(upscaler=["b-Up", "A-up"]))
+    assert kept.options["upscaler"] == "A-up"
+    listed = AddonRules({AddonKind.UPSCALER: frozenset({"b-Up", "A-up"})}, "b-up")
+    assert under_addon_rules(request, listed).options["upscaler"] == "b-up"
+    left_out = AddonRules({AddonKind.UPSCALER: frozenset({"b-Up", "A-up"})}, "4x-Op")
+    assert under_addon_rules(request, left_out).options["upscaler"] == "A-up"
+
+
+def test_a_reused_hires_upscaler_the_server_leaves_out_gives_way_to_lanczos() -> None:
+    # A button or Remix on a picture made while the operator's upscaler was allowed.
+    parent = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "4x-Op"})
+    here = under_addon_rules(parent, rules(upscaler=["4x-Safe"]))
+    assert here.options["hires_upscaler"] == "Lanczos"
+    # A job queued with it meanwhile cannot be changed (it may share a batch): withheld.
+    with pytest.raises(UserError):
+        allowed_addons_only(parent, rules(upscaler=["4x-Safe"]))
+
+
+def test_a_long_list_is_named_in_part_and_says_where_the_rest_is() -> None:
+    with pytest.raises(UserError) as refused:
+        rules(lora=MANY).check(AddonKind.LORA, "nsfw`-pose")
+    assert str(refused.value) == (
+        "The LoRA `nsfw-pose` is not allowed on this server; it allows: "
+        + ", ".join(MANY[:10])
+        + " and 2 more; `/loras` lists them."
+    )
+
+
+def test_lora_tags_are_checked_as_the_prompt_expands(tmp_path: Path) -> None:
+    (tmp_path / "pose.txt").write_text("<lora:nsfw-pose:0.8>\n", encoding="utf-8")
+    allowed = rules(lora=["family-style"])
+    for prompt in ("a cat <lora:nsfw-pose:0.8>", "a cat __pose__", "a {<lora:nsfw-pose:1>|}"):
+        request = RenderRequest(prompt, seed=1, count=2)
+        with pytest.raises(UserError, match="The LoRA `nsfw-pose` is not allowed"):
+            plan_request(request, (), tmp_path, allowed)
+        assert plan_request(request, (), tmp_path).seed == request.seed  # no list: every LoRA
+    fine = RenderRequest("a cat <lora:family-style:0.8>", seed=1)
+    assert plan_request(fine, (), tmp_path, allowed).seed == fine.seed  # not refused
+
+
+def test_the_start_gate_checks_the_loras_the_plans_apply(tmp_path: Path) -> None:
+    (tmp_path / "pick.txt").write_text("<lora:nsfw:1>\n", encoding="utf-8")
+    safe = rules(lora=["safe"])
+    # Drawn as ``safe`` at admission: the gate lets them start (it read the text as typed).
+    for prompt in ("a cat {<lora:safe:1>|<lora:safe:1>|<lora:nsfw:1>}", "a <lora:{safe|safe}:1>"):
+        planned = plan_request(RenderRequest(prompt, seed=1), (), tmp_path, safe)
+        assert planned.options[APPLIED_LORAS_OPTION] == ["safe"]
+        allowed_addons_only(planned, safe)
+    # Queued while no LoRA was listed: a wildcard's draw and a /compare cell's LoRA are seen.
+    base = RenderRequest("a cat", seed=1, model="m")
+    cells = parse_axis(Axis.PROMPT, "cat, cat <lora:nsfw:1>", base.prompt, 50, ["m"])
+    compared = plan_comparison(base, cells, None).request
+    for request in (RenderRequest("a cat __pick__", seed=1), compared):
+        queued = plan_request(request, (), tmp_path)
+        with pytest.raises(UserError, match="`nsfw` is not allowed"):
+            allowed_addons_only(queued, safe)
+    # Filled at each admission, whatever the request held.
+    forged = RenderRequest("a <lora:nsfw:1>", seed=1, options={APPLIED_LORAS_OPTION: []})
+    assert plan_request(forged, (), tmp_path).options[APPLIED_LORAS_OPTION] == ["nsfw"]
+    # A job journaled before admission recorded them: its prompt as typed.
+    with pytest.raises(UserError, match="`nsfw` is not allowed"):
+        allowed_addons_only(RenderRequest("a <lora:nsfw:1>", seed=1), safe)
+
+
+def test_a_lora_the_engine_does_not_apply_is_not_refused(tmp_path: Path) -> None:
+    safe = rules(lora=["safe"])
+    faces = {"fix_faces": True, "fix_faces_prompt": "<lora:nsfw:1> a face"}
+    fast = {"upscale_factor": 2, "upscale_mode": "fast"}
+    for request in (
+        RenderRequest("a cat", seed=1, options=faces),  # the faces pass applies the prompt's
+        RenderRequest("a cat <lora:nsfw:1>", seed=1, mode="upscale", options=fast),
+    ):
+        planned = plan_request(request, (), tmp_path, safe)
+        assert planned.options[APPLIED_LORAS_OPTION] == []
+        allowed_addons_only(planned, safe)
+
+
+def test_fix_faces_and_the_upscales_record_no_network_from_the_pictures_prompt(
+    tmp_path: Path,
+) -> None:
+    # Their passes build their jobs with no LoRA and no embedding (inference.passes.faces,
+    # .upscale): a picture made with a LoRA or an embedding the list leaves out now is
+    # neither refused nor ended for it.
+    lists = rules(lora=["safe"], embedding=["easy-negative"])
+    prompt = "a cat <lora:nsfw:1>, bad-hands"
+    for mode, options in (
+        ("faces", {}),
+        ("upscale", {"upscale_factor": 2, "upscale_mode": "fast"}),
+        ("upscale", {"upscale_factor": 2, "upscale_mode": "creative"}),
+    ):
+        request = RenderRequest(prompt, seed=1, mode=mode, options=options)
+        planned = plan_request(request, (), tmp_path, lists, ["bad-hands"])
+        assert planned.options[APPLIED_LORAS_OPTION] == []
+        assert planned.options[USED_EMBEDDINGS_OPTION] == []
+        allowed_addons_only(planned, lists)
+    # /imagine's are still recorded and checked.
+    with pytest.raises(UserError, match="`nsfw` is not allowed"):
+        plan_request(RenderRequest(prompt, seed=1), (), tmp_path, lists, ["bad-hands"])
+
+
+def test_the_start_gate_rechecks_what_admission_filled_in_under_the_lists_of_now() -> None:
+    unit = {"module": "canny", "image": "m.png"}
+    # Admitted while no list of its kind was kept: the engine would read every embedding,
+    # give the unit any ControlNet.
+    for queued, now in (
+        (RenderRequest("a, bad-hands"), rules(embedding=["easy-negative"])),
+        (RenderRequest("a", options={"controlnet": [unit]}), rules(controlnet=["canny-sd15"])),
+    ):
+        with pytest.raises(UserError):
+            allowed_addons_only(queued, now)
+        allowed_addons_only(under_addon_rules(queued, now), now)  # admitted now: it starts
+    # The list narrowed since: what was filled in then is checked against it.
+    wide = under_addon_rules(RenderRequest("a"), rules(embedding=["a", "b"]))
+    allowed_addons_only(wide, rules(embedding=["a", "b", "c"]))
+    with pytest.raises(UserError):
+        allowed_addons_only(wide, rules(embedding=["a"]))
+
+
+def test_an_upscaler_the_bot_filled_in_is_refilled_at_admission_and_never_ends_a_job() -> None:
+    listed = AddonRules({AddonKind.UPSCALER: frozenset({"4x-A", "4x-B"})}, "4x-A")
+    narrowed = AddonRules({AddonKind.UPSCALER: frozenset({"4x-B"})}, "4x-A")
+    upscale = under_addon_rules(RenderRequest("", mode="upscale", init_image="in.png"), listed)
+    assert upscale.options["upscaler"] == "4x-A"
+    hires = with_hires_fix(RenderRequest("a cat"), listed.upscaler_here("4x-A"))
+    unlisted_upscale = RenderRequest("", mode="upscale", init_image="in.png")  # the operator's
+    for queued in (upscale, under_addon_rules(hires, listed), unlisted_upscale):
+        allowed_addons_only(queued, narrowed)  # the member never chose it: it runs
+    # 🔄 or Remix under the narrowed list: refilled under it, not refused.
+    assert under_addon_rules(upscale, narrowed).options["upscaler"] == "4x-B"
+    assert under_addon_rules(hires, narrowed).options["hires_upscaler"] == LANCZOS
+    # An upscaler the member named is still checked, and sending the option forges nothing.
+    named = RenderRequest("", mode="upscale", init_image="in.png", options={"upscaler": "4x-A"})
+    with pytest.raises(UserError, match="not allowed"):
+        allowed_addons_only(under_addon_rules(named, listed), narrowed)
+    forged = {**named.options, UPSCALERS_FILLED_OPTION: ["upscaler"]}
+    refilled = under_addon_rules(dataclasses.replace(named, options=forged), narrowed)
+    assert refilled.options["upscaler"] == "4x-B"
+
+
+def test_a_list_started_or_narrowed_ends_only_the_jobs_reading_an_embedding_it_leaves_out(
+    tmp_path: Path,
+) -> None:
+    installed = ["bad-hands", "easy-negative", "sketchy"]
+    wide = rules(embedding=["bad-hands", "easy-negative"])
+
+    def admitted(prompt: str, addon_rules: AddonRules) -> RenderRequest:
+        request = under_addon_rules(RenderRequest(prompt, seed=1), addon_rules)
+        return plan_request(request, (), tmp_path, addon_rules, installed)
+
+    uses = admitted("a cat, Bad-Hands", wide)  # any letter case, as the engine reads it
+    assert uses.options[USED_EMBEDDINGS_OPTION] == ["bad-hands"]
+    drawn = admitted("a cat, {bad-hands|bad-hands}", ANY_ADDON)  # admitted with no list
+    narrowed = rules(embedding=["easy-negative"])
+    for queued in (uses, drawn):
+        with pytest.raises(UserError, match="embedding the server leaves out now"):
+            allowed_addons_only(queued, narrowed)
+    # Jobs naming none, or only one they read as plain text, stay queued.
+    for queued in (admitted("a cat", wide), admitted("a cat", ANY_ADDON)):
+        allowed_addons_only(queued, narrowed)
+    allowed_addons_only(admitted("a sketchy cat", wide), rules(embedding=["bad-hands"]))
+    # Recorded at each admission, whatever the request held.
+    forged = RenderRequest("bad-hands", seed=1, options={USED_EMBEDDINGS_OPTION: []})
+    assert plan_request(forged, (), tmp_path, ANY_ADDON, installed).options[
+        USED_EMBEDDINGS_OPTION
+    ] == ["bad-hands"]
+
+
+def test_embeddings_left_out_are_plain_prompt_text_for_the_job() -> None:
+    old = RenderRequest("a cat, bad-hands", seed=1, options={ALLOWED_EMBEDDINGS_OPTION: ["x"]})
+    assert ALLOWED_EMBEDDINGS_OPTION not in under_addon_rules(old, ANY_ADDON).options
+    here = under_addon_rules(old, rules(embedding=["easy-negative"]))
+    assert here.options[ALLOWED_EMBEDDINGS_OPTION] == ["easy-negative"]  # today's list
+    installed = ["bad-hands", "easy-negative"]
+    [job] = image_jobs(here, None, [], installed)
+    assert job.embeddings == ()
+    [job] = image_jobs(RenderRequest("a cat, bad-hands", seed=1), None, [], installed)
+    assert job.embeddings == ("bad-hands",)
+    # Requests reading different embeddings are never rendered by one call.
+    assert here.pipeline_key() != RenderRequest("a cat, bad-hands", seed=1).pipeline_key()
+
+
+def test_show_lists_each_kind_and_says_what_an_empty_list_means() -> None:
+    settings = GuildSettings(1, None, "allow", {GuildList.ALLOWED_LORA: frozenset({"a", "b"})})
+    shown = describe_guild(settings)
+    assert "allowed LoRAs: a, b (— means every installed LoRA)" in shown
+    assert "allowed ControlNets: — (— means every installed ControlNet)" in shown
+
+
+def test_an_imported_add_on_the_server_leaves_out_reads_as_one_not_installed() -> None:
+    installed = Installed(
+        models=["tiny"],
+        model_hash=lambda _: "0" * 10,
+        loras=[],
+        vaes=["secret-vae", "family-vae"],
+        upscalers=["Lanczos", "4x-Secret"],
+    )
+    here = _allowed_here(installed, rules(vae=["family-vae"], upscaler=["4x-Safe"]))
+    text = (
+        "a cat\nSteps: 2, Seed: 1, Size: 64x64, Model: tiny, VAE: secret-vae.safetensors, "
+        "Hires upscale: 2, Hires upscaler: 4x-Secret"
+    )
+    imported = request_from_infotext_text(text, here)
+    assert imported.request.options == {"hires_scale": 2, "hires_upscaler": "Lanczos"}
+    assert imported.unhonoured[:2] == [
+        "VAE 'secret-vae.safetensors' is not installed here; the model's own VAE is used",
+        "hires upscaler '4x-Secret' is not installed here; Lanczos is used instead",
+    ]
+
+
+def test_the_hires_fix_falls_back_to_lanczos_where_the_operators_upscaler_is_left_out() -> None:
+    assert rules(upscaler=["4x-Safe"]).upscaler_here("4x-Other") == "Lanczos"
+    assert rules(upscaler=["4x-Safe"]).upscaler_here("4X-SAFE") == "4X-SAFE"
+    assert ANY_ADDON.upscaler_here("4x-Other") == "4x-Other"
