@@ -181,20 +181,23 @@ async def refund_withheld(
     row = next(iter(refunded), None)
     if row is not None:
         return WithheldRefund(user_id=int(row[0]), guild_id=row[1], now=True)
-    earlier = await conn.execute_fetchall(
-        "SELECT user_id, guild_id FROM quota_ledger WHERE job_id = ? AND kind = 'refund'",
-        (job_id,),
-    )
-    row = next(iter(earlier), None)
-    return None if row is None else WithheldRefund(int(row[0]), row[1], now=False)
+    earlier = await _refund_of(conn, job_id)
+    return None if earlier is None else WithheldRefund(*earlier, now=False)
 
 
 async def refunded(conn: aiosqlite.Connection, job_id: str) -> bool:
     """Whether the job's quota was given back (by ``refund`` or ``refund_withheld``)."""
+    return await _refund_of(conn, job_id) is not None
+
+
+async def _refund_of(conn: aiosqlite.Connection, job_id: str) -> tuple[int, int | None] | None:
+    """Whose the job's refund was (user and guild ids); None when it was not refunded."""
     rows = await conn.execute_fetchall(
-        "SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'refund'", (job_id,)
+        "SELECT user_id, guild_id FROM quota_ledger WHERE job_id = ? AND kind = 'refund'",
+        (job_id,),
     )
-    return bool(rows)
+    row = next(iter(rows), None)
+    return None if row is None else (int(row[0]), row[1])
 
 
 async def _explain_no_op(

@@ -330,13 +330,22 @@ def _upscale_names_none(mode: str, options: Mapping[str, Any]) -> bool:
 def _applied_loras(request: RenderRequest) -> list[str]:
     """The LoRAs admission recorded ``request``'s plans apply, else (a job journaled before
     it recorded them) the tags of its prompt as typed."""
-    applied = request.options.get(APPLIED_LORAS_OPTION)
+    applied = _names_in(request.options, APPLIED_LORAS_OPTION)
     if applied is None:
         tags = extract_extra_networks(request.prompt)[1]
         return [tag.name for tag in tags if tag.kind == "lora"]
-    if not isinstance(applied, list) or not all(isinstance(name, str) for name in applied):
-        raise UserError(f"Not rendered: its {APPLIED_LORAS_OPTION} option is malformed.")
     return applied
+
+
+def _names_in(options: Mapping[str, Any], key: str) -> list[str] | None:
+    """The names admission recorded under ``key`` (None: not recorded), or ``UserError`` when
+    they are not a list of names."""
+    names = options.get(key)
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(name, str) for name in names)
+    ):
+        raise UserError(f"Not rendered: its {key} option is malformed.")
+    return names
 
 
 def _check_embeddings_read(options: Mapping[str, Any], rules: AddonRules) -> None:
@@ -344,16 +353,11 @@ def _check_embeddings_read(options: Mapping[str, Any], rules: AddonRules) -> Non
     (``USED_EMBEDDINGS_OPTION``) that admission let it read (``ALLOWED_EMBEDDINGS_OPTION``;
     absent: every installed one). A job journaled before its names were recorded is checked
     as a whole: what it may read must be within the list of now."""
-    used = options.get(USED_EMBEDDINGS_OPTION)
+    used = _names_in(options, USED_EMBEDDINGS_OPTION)
     if used is None:
         _check_filled(options, ALLOWED_EMBEDDINGS_OPTION, rules.allowed[AddonKind.EMBEDDING])
         return
-    readable = options.get(ALLOWED_EMBEDDINGS_OPTION)
-    for key, names in ((USED_EMBEDDINGS_OPTION, used), (ALLOWED_EMBEDDINGS_OPTION, readable)):
-        if names is not None and not (
-            isinstance(names, list) and all(isinstance(name, str) for name in names)
-        ):
-            raise UserError(f"Not rendered: its {key} option is malformed.")
+    readable = _names_in(options, ALLOWED_EMBEDDINGS_OPTION)
     for name in used:
         if (readable is None or name in readable) and not rules.allows(AddonKind.EMBEDDING, name):
             raise UserError("Not rendered: its prompt uses an embedding the server leaves out now.")
