@@ -47,7 +47,7 @@ from cogs.results.posting import DiscordResults
 from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S
 from cogs.settings import PresetsCog, SettingsCog
 from cogs.use_settings import UseSettingsCog
-from cogs.withdrawals import WithdrawalsCog
+from cogs.withdrawals import WithdrawalsCog, thread_parent
 from db.database import connect
 from inference.worker import DeviceWorker, EngineFactory, RenderEngine
 
@@ -206,6 +206,11 @@ class EaselBot(commands.Bot):
         self.results.history = self.services.history
         # A moderator's deletion stops what was being made from the picture (refunded).
         self.services.history.stop_withdrawn = self.queue.stop_withdrawn
+        # Its audit row is Easel's: Discord does not say which moderator deleted a message.
+        assert self.user is not None  # setup_hook runs once logged in
+        self.services.history.easel_id = self.user.id
+        # A post in a thread goes with the thread's channel, archived or not.
+        self.services.history.thread_parent = lambda channel_id: thread_parent(self, channel_id)
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))

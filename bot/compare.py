@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bot.policy.unavailable import unavailable_here
 from bot.user_errors import UserError
 from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_requests
 from inference.face_options import FIX_FACES_PROMPT
@@ -169,10 +170,7 @@ def _parse_value(axis: Axis, value: str, max_steps: int, models: Collection[str]
             raise UserError(f"{error}.") from None
     if axis is Axis.MODEL:
         if value not in models:
-            raise UserError(
-                f"Model {value!r} is not one this server may use; choose from: "
-                f"{', '.join(sorted(models)) or 'none'}."
-            )
+            raise unavailable_here("model", value, models, "/models")
         return [value]
     numbers = _numbers(axis, value)
     low, high = {

@@ -20,6 +20,7 @@ from inference.images import (
     MASK_BLUR,
     MASK_INVERT,
     MASKED_CONTENT,
+    MAX_INPUT_SIDE,
     ONLY_MASKED,
     ONLY_MASKED_PADDING,
 )
@@ -51,13 +52,16 @@ def input_path(inputs_dir: Path) -> Path:
 def request_from_infotext(
     infotext: str | None,
     prompt: str | None,
-    installed_models: Collection[str],
+    usable_models: Collection[str] | None,
     *,
     prompt_required: bool = True,
 ) -> RenderRequest:
     """The settings a picture was made with (prompt, negative, seed, steps, cfg, sampler,
-    model, fast mode), with ``prompt`` replacing its prompt; an uninstalled model or unknown sampler
-    falls back to the default, with a note saying so."""
+    model, fast mode), with ``prompt`` replacing its prompt; a model not among
+    ``usable_models`` (those installed that the server allows: one note for both, so a
+    picture cannot tell whether a file the server leaves out exists) or an unknown sampler
+    falls back to the default, with a note saying so. ``usable_models`` None: the pass uses
+    no model (a fast upscale), so the picture's is neither taken nor noted."""
     typed_prompt = (prompt or "").strip()
     if infotext is None:
         if not typed_prompt and prompt_required:
@@ -87,11 +91,13 @@ def request_from_infotext(
     if named is not None:
         fields["sampler"], fields["schedule_type"] = named
     model = params.get("Model")
-    if isinstance(model, str):
-        if model in installed_models:
+    if isinstance(model, str) and usable_models is not None:
+        if model in usable_models:
             fields["model"] = model
         else:
-            notes.append(f"model {model!r} is not installed here; the default model was used")
+            notes.append(
+                f"model {model!r} is not installed or not allowed here; the default model was used"
+            )
     return RenderRequest(
         prompt=typed_prompt or stored_prompt,
         negative_prompt=negative,
@@ -129,10 +135,13 @@ def _from_picture(
 
 
 def _check_renderable(picture: Picture, role: str) -> None:
-    if min(picture.width, picture.height) < MIN_SIZE:
+    """Refuse, before anything is queued, a picture the engine would refuse: Easel's own
+    results reach here unchecked (an 8192-px fast upscale's buttons)."""
+    sides = (picture.width, picture.height)
+    if min(sides) < MIN_SIZE or max(sides) > MAX_INPUT_SIDE:
         raise RequestError(
-            f"the {role} is {picture.width}x{picture.height}; both sides must be at least "
-            f"{MIN_SIZE} pixels"
+            f"the {role} is {picture.width}x{picture.height}; each side must be between "
+            f"{MIN_SIZE} and {MAX_INPUT_SIDE} pixels"
         )
 
 
@@ -215,6 +224,7 @@ def upscale_request(
 def fix_faces_request(base: RenderRequest, picture: Picture, *, restore: bool) -> RenderRequest:
     """Re-render each face of ``picture`` (the ADetailer-style pass, with ``base``'s prompt,
     model and settings and the picture's seed), then restore them when ``restore``."""
+    _check_renderable(picture, "picture to fix faces in")
     options: dict[str, Any] = {FIX_FACES: True}
     if restore:
         options[FACE_RESTORE] = True

@@ -20,7 +20,6 @@ from bot.jobs.stored_files import remove_inside
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
-from db import guild_settings as settings_audit
 from db import history as store
 from db import jobs as journal
 from db import quotas as ledger
@@ -44,12 +43,30 @@ BROKER_ERASE_S = 5.0
 POST_DELETE_FIRST_WAIT_S = 15 * 60.0
 POST_DELETE_LONGEST_WAIT_S = 24 * 3600.0
 POST_DELETE_TRIES = 12
-# Messages deleted in a server's channel are remembered this long (at most this many), so
-# that a post of a job recorded just after its deletion was announced still withdraws it.
+# Messages deleted in a server's channel, and deleted channels, are remembered this long (at
+# most this many), so that a post of a job recorded just after its deletion (or its channel's)
+# was announced still withdraws it.
 DELETIONS_KEPT_S = 60.0
 DELETIONS_KEPT = 4096
+# The setting name of the audit row (/easel-admin audit) of a moderator's withdrawal.
+WITHDRAWAL_AUDITED_AS = "jobs withdrawn (their post deleted)"
+# Job ids an audit row or a reply names; past them, how many more (a purge or a deleted
+# channel withdraws thousands, and /easel-admin audit shows 15 rows in one message).
+IDS_LISTED = 10
 
 log = logging.getLogger(__name__)
+
+
+def listed_ids(job_ids: Sequence[str]) -> str:
+    """``job_ids`` for an audit row or a reply: the first ``IDS_LISTED``, then how many more."""
+    shown = ", ".join(job_ids[:IDS_LISTED])
+    more = len(job_ids) - IDS_LISTED
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _withdrawal_audited(withdrawn: Sequence[str], unfinished: int) -> str:
+    counts = f"{len(withdrawn)} withdrawn, {unfinished} unfinished stopped and refunded"
+    return f"{counts}: {listed_ids(withdrawn)}"
 
 
 def post_delete_retry_wait_s(failures: int) -> float:
@@ -134,6 +151,24 @@ class Forgotten:
     posts: tuple[PostedMessage, ...] = ()
 
 
+def _erased_withdrawn_job(guild_id: int) -> StoredJob:
+    """A job of ``guild_id`` a moderator withdrew, erased since by its maker's /forget-me:
+    only its pixels are known (``withdrawn_pictures``), and that it is withdrawn."""
+    return StoredJob(
+        job_id="",
+        user_id=0,
+        guild_id=guild_id,
+        private=False,
+        spoiler=False,
+        status="done",
+        prompt="",
+        image_paths=[],
+        seeds=[],
+        infotexts=[],
+        withdrawn=True,
+    )
+
+
 def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> tuple[str, ...]:
     """A stored job's prompt, negative prompt and fix-faces prompt as typed, and each picture's
     prompt and negative prompt as rendered (wildcards drawn), each text once."""
@@ -160,11 +195,21 @@ class History:
         self._member_settings = member_settings
         self._clock = clock
         self._copies = copies
-        # Set by the composition root: stops the withdrawn jobs still queued or rendering
-        # (``JobQueue.stop_withdrawn``; unset: their results are withheld at delivery only).
-        self.stop_withdrawn: Callable[[Sequence[str]], Awaitable[None]] | None = None
+        # Set by the composition root: stops the withdrawn jobs still queued or rendering,
+        # returning those stopped (``JobQueue.stop_withdrawn``; unset: their results are
+        # withheld at delivery only), and Easel's own user, who writes the audit row of a
+        # moderator's withdrawal (unset: none is written).
+        self.stop_withdrawn: Callable[[Sequence[str]], Awaitable[Sequence[str]]] | None = None
+        self.easel_id: int | None = None
+        # Set by the composition root: the channel a thread is in (None: not a thread, or not
+        # known), recorded with a post there, since deleting that channel deletes the thread.
+        self.thread_parent: Callable[[int], int | None] = lambda _channel_id: None
         # (guild, channel, message) of the messages lately deleted in servers' channels.
         self._deleted: ExpiringKeys[tuple[int, int, int]] = ExpiringKeys(
+            DELETIONS_KEPT_S, DELETIONS_KEPT
+        )
+        # (guild, channel) of the channels and threads lately deleted in servers.
+        self._deleted_channels: ExpiringKeys[tuple[int, int]] = ExpiringKeys(
             DELETIONS_KEPT_S, DELETIONS_KEPT
         )
 
@@ -227,10 +272,19 @@ class History:
 
     async def jobs_with_picture(self, guild_id: int, pixel_digest: bytes) -> list[StoredJob]:
         """The jobs of ``guild_id`` one of whose pictures has these pixels
-        (``bot.images.pixel_digest``): withdrawn ones first, at most ``PIXEL_MATCHES``."""
+        (``bot.images.pixel_digest``): withdrawn ones first, at most ``PIXEL_MATCHES`` (and
+        before them one withdrawn and erased since, known by its pixels alone)."""
         job_ids = await journal.jobs_with_picture(self._conn, guild_id, pixel_digest, PIXEL_MATCHES)
         jobs = [await self.job(job_id) for job_id in job_ids]
-        return [job for job in jobs if job is not None]
+        found = [job for job in jobs if job is not None]
+        if await journal.erased_picture_withdrawn(self._conn, guild_id, pixel_digest):
+            found.insert(0, _erased_withdrawn_job(guild_id))
+        return found
+
+    async def pixels_withdrawn(self, job_id: str, guild_id: int) -> bool:
+        """Whether one of the job's pictures has the pixels of a job of ``guild_id`` that a
+        moderator withdrew (also one erased since): the same picture, made again."""
+        return await journal.pixels_withdrawn(self._conn, job_id, guild_id)
 
     async def withdraw_deleted(
         self, guild_id: int, channel_id: int, message_ids: Collection[int]
@@ -243,14 +297,28 @@ class History:
         for message_id in message_ids:
             self._deleted.add((guild_id, channel_id, message_id), now)
         return await self._stopped(
-            await store.withdraw_deleted_results(self._conn, guild_id, channel_id, message_ids, now)
+            await store.withdraw_deleted_results(
+                self._conn, guild_id, channel_id, message_ids, now, self._audit()
+            )
         )
+
+    async def withdraw_deleted_channel(self, guild_id: int, channel_id: int) -> list[str]:
+        """A server's channel or thread deleted, its messages with it (Discord announces none
+        of them): the jobs posted there are withdrawn (returned) as their posts' deletions
+        would withdraw them, and one Easel records as posted there a moment later too."""
+        now = self._clock()
+        self._deleted_channels.add((guild_id, channel_id), now)
+        withdrawn = await store.withdraw_channel_results(
+            self._conn, guild_id, channel_id, now, self._audit()
+        )
+        return await self._stopped(withdrawn)
 
     async def withdraw_job(self, job_id: str) -> list[str]:
         """A server's job whose public progress message an edit found deleted, maybe before
         it was recorded as its post ("thinking…", deleted before its first edit): withdrawn as
         that post's deletion withdraws it, with what is made from it (returned)."""
-        return await self._stopped(await store.withdraw_job(self._conn, job_id, self._clock()))
+        withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), audit=self._audit())
+        return await self._stopped(withdrawn)
 
     async def withhold_job(self, job_id: str, why: str) -> list[str]:
         """A server's job whose result was withheld and refunded at delivery, its maker told
@@ -264,6 +332,16 @@ class History:
         """Whether the job's quota was given back: for a finished job, withheld at delivery
         (a delivery cut short after ``refund_withheld`` has no ``withheld_why`` to read)."""
         return await ledger.refunded(self._conn, job_id)
+
+    def _audit(self) -> store.WithdrawalAudit | None:
+        """A moderator's withdrawal (a post deleted; not a result Easel withheld) is audited
+        as Easel's doing, as a ban's cancels are (``bot.bans``): no member's name, since
+        Discord does not say who deleted a message, but how many jobs, how many of them were
+        unfinished (stopped and refunded now, or by the start gate after a crash), and which
+        (None: Easel's id not known yet, before it is ready)."""
+        if self.easel_id is None:
+            return None
+        return store.WithdrawalAudit(self.easel_id, WITHDRAWAL_AUDITED_AS, _withdrawal_audited)
 
     async def _stopped(self, withdrawn: list[str]) -> list[str]:
         """``withdrawn``, once those still queued or rendering are stopped."""
@@ -295,22 +373,35 @@ class History:
     async def _recorded(
         self, job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
     ) -> bool:
-        """Link the post to its job; one deleted before this (its deletion matched no job
-        then) withdraws the job now."""
+        """Link the post to its job; one deleted before this, or in a channel deleted before
+        this (its deletion matched no job then), withdraws the job now."""
         if guild_id is None or channel_id is None:
             return True  # not a server's channel: nothing recorded, nothing to delete
         posted_in = guild_id, channel_id
+        parent_id = self.thread_parent(channel_id)
         still_there = await journal.record_job_message(
-            self._conn, job_id, message_id, posted_in=posted_in
+            self._conn, job_id, message_id, posted_in=posted_in, parent_id=parent_id
         )
         if still_there and self._deleted.holds((*posted_in, message_id), self._clock()):
             for withdrawn in await self.withdraw_deleted(*posted_in, [message_id]):
                 log.info("job %s withdrawn: its post was deleted as it was posted", withdrawn)
+        for deleted_id in (channel_id, parent_id):
+            if (
+                still_there
+                and deleted_id is not None
+                and self._deleted_channels.holds((guild_id, deleted_id), self._clock())
+            ):
+                for withdrawn in await self.withdraw_deleted_channel(guild_id, deleted_id):
+                    log.info(
+                        "job %s withdrawn: its channel was deleted as it was posted", withdrawn
+                    )
         return still_there
 
-    async def restore(self, guild_id: int, job_id: str, admin_id: int) -> None:
-        """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` (audited like
-        the server's settings); ``UserError`` for a job not of this server or not withdrawn."""
+    async def restore(self, guild_id: int, job_id: str, admin_id: int) -> list[str]:
+        """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` and of the jobs
+        withdrawn with it, made from it or with its pixels (``store.restore_job``), audited
+        like the server's settings; returns those others. ``UserError`` for a job not of this
+        server or not withdrawn."""
         record = await journal.get_job(self._conn, job_id)
         if record is None or record.guild_id != guild_id:  # another server's job is not named
             raise UserError(
@@ -319,10 +410,15 @@ class History:
             )
         if record.withdrawn_at is None:
             raise UserError(f"Job `{job_id}` was not withdrawn; there is nothing to restore.")
-        if await store.restore_job(self._conn, job_id, guild_id):
-            await settings_audit.record_change(
-                self._conn, guild_id, admin_id, "restore", job_id, self._clock()
-            )
+        restored = await store.restore_job(
+            self._conn,
+            job_id,
+            guild_id,
+            admin_id=admin_id,
+            now=self._clock(),
+            describe=lambda jobs: f"{len(jobs)} restored: {listed_ids(jobs)}",
+        )
+        return restored[1:]
 
     async def deleted_by_its_maker(self, job_id: str, message_id: int) -> bool:
         """The maker deletes one of the job's posts: its deletion (which Discord announces

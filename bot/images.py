@@ -13,9 +13,17 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from bot.compare_grid import comparison_png
+from bot.image_segments import check_segment_count
 from bot.user_errors import UserError
 from inference.compare import is_comparison
-from inference.images import eight_bit, has_wide_greys, picture_grid
+from inference.images import (
+    JPEG_WITH_MORE_PICTURES,
+    MAX_INPUT_SIDE,
+    MIN_INPUT_SIDE,
+    eight_bit,
+    has_wide_greys,
+    picture_grid,
+)
 from inference.infotext import PNG_TEXT_KEY, format_value, infotext_from_png, png_with_infotext
 from inference.types import RenderRequest
 
@@ -23,6 +31,17 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Above this a small file can still decode to gigabytes (a "decompression bomb").
 MAX_UPLOAD_PIXELS = 4096 * 4096
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+# Files Pillow is not asked to read (it reads only ``ACCEPTED_FORMATS``: each other plugin's
+# header parser runs in Python, and a 10 MiB GIF of comment blocks cost a second of CPU before
+# its refusal), named by their first bytes in the refusal.
+_REFUSED_SIGNATURES = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"8BPS": "PSD",
+}
 
 
 @dataclass(frozen=True)
@@ -43,16 +62,21 @@ def check_upload_size(name: str, size: int) -> None:
 
 
 def check_image(name: str, data: bytes) -> CheckedImage:
-    """Accept only a PNG, JPEG or WebP of sane size; the header is read before any decoding."""
+    """Accept only a PNG, JPEG or WebP of sane size; the header is read before any decoding,
+    its pieces counted before Pillow walks them (``check_segment_count``). Not on the event
+    loop: reading a header may take milliseconds."""
     check_upload_size(name, len(data))
+    check_segment_count(name, data)
+    for signature, refused_format in _REFUSED_SIGNATURES.items():
+        if data.startswith(signature):
+            raise UserError(
+                f"{name!r} is a {refused_format} file; attach a PNG, JPEG or WebP image."
+            )
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format or "unknown"
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            is_jpeg = image.format == JPEG_WITH_MORE_PICTURES
+            image_format = "JPEG" if is_jpeg else str(image.format)
             width, height = image.size
-            if image_format not in ACCEPTED_FORMATS:
-                raise UserError(
-                    f"{name!r} is a {image_format} file; attach a PNG, JPEG or WebP image."
-                )
             if width * height > MAX_UPLOAD_PIXELS:
                 raise UserError(
                     f"{name!r} is {width}x{height} pixels; attach an image of at most "
@@ -68,6 +92,16 @@ def check_image(name: str, data: bytes) -> CheckedImage:
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError):
         raise _unreadable(name) from None
     return CheckedImage(data, image_format, width, height)
+
+
+def check_engine_sides(image: CheckedImage, name: str) -> None:
+    """Refuse a picture a job would read whose side the engine refuses
+    (``inference.images.load_input_image``), before anything is queued."""
+    if not all(MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE for side in (image.width, image.height)):
+        raise UserError(
+            f"{name!r} is {image.width}x{image.height} pixels; each side must be between "
+            f"{MIN_INPUT_SIDE} and {MAX_INPUT_SIDE} pixels."
+        )
 
 
 def _unreadable(name: str) -> UserError:
@@ -112,8 +146,11 @@ class DecodedUpload:
 def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> DecodedUpload:
     """An upload checked (``check_image``), then decoded once for its ``pixel_digest`` and its
     8-bit PNG (``png_of``), each only when asked for: one call, on a thread (a 4096x4096 JPEG
-    takes about a second)."""
+    takes about a second). A PNG is asked for a job's input: its sides are held to the engine's
+    range first (``check_engine_sides``)."""
     checked = check_image(name, data)  # before decoding anything
+    if as_png:
+        check_engine_sides(checked, name)
     infotext = infotext_of(checked)
     if not (digest or as_png):
         return DecodedUpload(checked, infotext, None, None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.policy.moderation import find_banned_rendering
 from bot.requests import (
     Defaults,
     ImagineOptions,
@@ -35,6 +36,7 @@ from inference.face_options import (
 from inference.infotext import (
     SAMPLER,
     SCHEDULE_TYPE,
+    InfotextError,
     InfotextValue,
     described_sampler,
     parse_infotext,
@@ -143,11 +145,19 @@ class ImportedSettings:
 
 
 def request_from_infotext_text(
-    text: str, installed: Installed, defaults: Defaults | None = None
+    text: str,
+    installed: Installed,
+    defaults: Defaults | None = None,
+    banned_words: Collection[str] = (),
 ) -> ImportedSettings:
     """The request ``text`` (an infotext) describes, as far as it can be honoured here.
 
-    ``RequestError`` when there is nothing to render: too long, no prompt, no parameters, a
+    Its notes (posted under the result, in Easel's voice) quote what was pasted only where
+    it renders none of ``banned_words`` (the server's, read as a prompt's are); else the note
+    names the setting alone.
+
+    ``RequestError`` when there is nothing to render: too long, unreadable (``InfotextError``),
+    no prompt, no parameters, a
     prompt over the one cap every prompt has, or a VAE the model cannot take (another family's:
     the render's own sentence, before anything is queued or charged)."""
     if len(text) > MAX_INFOTEXT_CHARS:
@@ -155,7 +165,10 @@ def request_from_infotext_text(
             f"those settings are {len(text):,} characters long; at most "
             f"{MAX_INFOTEXT_CHARS:,} are read"
         )
-    prompt, negative, params = parse_infotext(text)
+    try:
+        prompt, negative, params = parse_infotext(text)
+    except InfotextError as error:
+        raise RequestError(str(error)) from None
     if not params:
         raise RequestError(
             "no generation settings found: paste the whole infotext, ending with its "
@@ -169,7 +182,10 @@ def request_from_infotext_text(
     base = build_request(ImagineOptions(prompt=prompt, negative=negative), defaults)
     reader = _Reader(params, installed, defaults, base)
     request = reader.read()
-    notes = [f"{NOT_HONOURED}: {sentence}" for sentence in reader.unhonoured]
+    notes = [
+        f"{NOT_HONOURED}: {_shown(sentence, setting, banned_words)}"
+        for sentence, setting in zip(reader.unhonoured, reader.settings_unhonoured, strict=True)
+    ]
     return ImportedSettings(
         dataclasses.replace(request, notes=[*request.notes, *notes]), reader.unhonoured
     )
@@ -191,6 +207,7 @@ class _Reader:
         self.defaults = defaults
         self.request = request
         self.unhonoured: list[str] = []
+        self.settings_unhonoured: list[str] = []  # the setting each sentence is about
         # The picture's model is not installed: another one stands in for it.
         self.model_substituted = False
 
@@ -214,8 +231,10 @@ class _Reader:
         self._list_unknown_fields()
         return self.request
 
-    def _tell(self, sentence: str) -> None:
+    def _tell(self, sentence: str, setting: str) -> None:
+        """``sentence`` about ``setting`` (as Easel names it: never the pasted text)."""
         self.unhonoured.append(sentence)
+        self.settings_unhonoured.append(setting)
 
     def _apply(self, changes: dict[str, Any], what: str, instead: str) -> None:
         """``changes`` (None values skipped) when the request checks accept them."""
@@ -226,7 +245,7 @@ class _Reader:
             candidate = dataclasses.replace(self.request, **changes)
             validate_request(candidate)
         except (RenderInputError, TypeError, ValueError) as error:
-            self._tell(f"{what}: {error}; {instead}")
+            self._tell(f"{what}: {error}; {instead}", what)
             return
         self.request = candidate
 
@@ -237,10 +256,10 @@ class _Reader:
         try:
             parsed = parse_size(str(size))
         except RequestError as error:
-            self._tell(f"{error}; the model's native size is used instead")
+            self._tell(f"{error}; the model's native size is used instead", "size")
             return
         if isinstance(parsed, str):  # an aspect ratio is no picture size
-            self._tell(f"size {size!r} is not WxH; the model's native size is used instead")
+            self._tell(f"size {size!r} is not WxH; the model's native size is used instead", "size")
             return
         self._apply(
             {"width": parsed[0], "height": parsed[1]},
@@ -267,13 +286,15 @@ class _Reader:
         except RenderInputError:
             self._tell(
                 f"{described_sampler(self.params)} is not available here; "
-                f"{self.defaults.sampler} is used instead (the picture will differ)"
+                f"{self.defaults.sampler} is used instead (the picture will differ)",
+                "sampler",
             )
             return
         self.request = dataclasses.replace(self.request, sampler=sampler)
         self._tell(
             f"schedule type {self.params.get(SCHEDULE_TYPE)!r} is not available for {sampler} "
-            "here; the sampler's own schedule is used instead (the picture will differ)"
+            "here; the sampler's own schedule is used instead (the picture will differ)",
+            "schedule type",
         )
 
     def _read_model(self) -> None:
@@ -288,7 +309,8 @@ class _Reader:
             if wanted_hash is not None and here is not None and not here.startswith(wanted_hash):
                 self._tell(
                     f"model {name!r} here has hash {here}, not {wanted_hash}: a different "
-                    "file of that name, so the picture may differ"
+                    "file of that name, so the picture may differ",
+                    "model",
                 )
             return
         not_hashed = 0
@@ -310,7 +332,7 @@ class _Reader:
                 f", or it is one of the {not_hashed} model(s) whose hash is being read now: "
                 "try again in a minute"
             )
-        self._tell(f"{named}{hash_text} is not installed here; {instead}")
+        self._tell(f"{named}{hash_text} is not installed here; {instead}", "model")
 
     def _read_variation(self) -> None:
         seed, strength = (
@@ -334,7 +356,10 @@ class _Reader:
             if isinstance(clip_skip, int) and 1 <= clip_skip <= MAX_CLIP_SKIP:
                 options["clip_skip"] = clip_skip
             else:
-                self._tell(f"clip skip {clip_skip!r} is not 1-{MAX_CLIP_SKIP}; 1 is used instead")
+                self._tell(
+                    f"clip skip {clip_skip!r} is not 1-{MAX_CLIP_SKIP}; 1 is used instead",
+                    "clip skip",
+                )
         if str(get("Pad conds")) == "True":
             options["pad_conds"] = True
         vae = get("VAE")
@@ -350,12 +375,13 @@ class _Reader:
                 elif self.model_substituted:  # the stand-in model's family differs
                     self._tell(
                         f"VAE {vae!r} does not fit {self.request.model or 'the default model'}"
-                        ", which stands in for the picture's; the model's own VAE is used"
+                        ", which stands in for the picture's; the model's own VAE is used",
+                        "VAE",
                     )
                 else:  # refused now, as the render would, charging nothing
                     raise RequestError(refusal)
             else:
-                self._tell(f"VAE {vae!r} is not installed here; the model's own VAE is used")
+                self._tell(f"VAE {vae!r} is not installed here; the model's own VAE is used", "VAE")
         self._apply(
             {"options": {**self.request.options, **options}} if options else {},
             "settings",
@@ -374,7 +400,7 @@ class _Reader:
             return
         name = str(refiner).rsplit(" [", 1)[0]
         if name not in self.installed.models:
-            self._tell(f"refiner {name!r} is not installed here; rendered without it")
+            self._tell(f"refiner {name!r} is not installed here; rendered without it", "refiner")
             return
         options = {"refiner": name, "refiner_switch": switch}
         self._apply(
@@ -393,7 +419,10 @@ class _Reader:
         if detector is not None:
             options[FIX_FACES] = True
             if detector != HAAR_DETECTOR:
-                self._tell(f"ADetailer model {detector}: this server's face detector is used")
+                self._tell(
+                    f"ADetailer model {detector}: this server's face detector is used",
+                    "ADetailer model",
+                )
         if "Face restoration" in self.params:
             options[FACE_RESTORE] = True
         self._apply(
@@ -409,7 +438,8 @@ class _Reader:
             if denoising is not None:
                 self._tell(
                     "these settings come from a picture made from another picture "
-                    f"(denoising strength {denoising}); it is drawn from the text here"
+                    f"(denoising strength {denoising}); it is drawn from the text here",
+                    "denoising strength",
                 )
             return
         hires: dict[str, object] = {"hires_scale": scale}
@@ -423,7 +453,8 @@ class _Reader:
             named = latent_upscaler(str(upscaler)) or known.get(str(upscaler).casefold())
             if named is None:
                 self._tell(
-                    f"hires upscaler {upscaler!r} is not installed here; {LANCZOS} is used instead"
+                    f"hires upscaler {upscaler!r} is not installed here; {LANCZOS} is used instead",
+                    "hires upscaler",
                 )
             hires["hires_upscaler"] = named or LANCZOS
         self._apply(
@@ -437,17 +468,18 @@ class _Reader:
         try:
             _, _, warnings = extract_extra_networks(self.request.prompt, self.installed.loras)
         except PromptError as error:
-            self._tell(str(error))
+            self._tell(str(error), "the prompt's LoRA tags")
             return
         for warning in warnings:
-            self._tell(warning)
+            self._tell(warning, "the prompt's LoRA tags")
 
     def _read_noise_source(self) -> None:
         rng = self.params.get("RNG")
         if rng != "CPU":
             self._tell(
                 f"noise source {rng or 'GPU (no RNG field)'}: Easel draws noise on the CPU, "
-                "as the web UI's 'RNG: CPU' does, so the picture will differ"
+                "as the web UI's 'RNG: CPU' does, so the picture will differ",
+                "noise source",
             )
 
     def _list_unknown_fields(self) -> None:
@@ -459,7 +491,18 @@ class _Reader:
             return
         listed = ", ".join(unknown[:_LISTED_UNKNOWN_FIELDS])
         more = len(unknown) - _LISTED_UNKNOWN_FIELDS
-        self._tell(f"not used here: {listed}" + (f" and {more} more" if more > 0 else ""))
+        self._tell(
+            f"not used here: {listed}" + (f" and {more} more" if more > 0 else ""),
+            "fields Easel does not use",
+        )
+
+
+def _shown(sentence: str, setting: str, banned_words: Collection[str]) -> str:
+    """``sentence``, or one naming ``setting`` alone when the pasted text it quotes (or the
+    sentence as a whole) renders a banned word: the note would post it as Easel's."""
+    if find_banned_rendering([(sentence,)], banned_words) is None:
+        return sentence
+    return f"{setting} (what the settings say is not shown: a word banned on this server)"
 
 
 def _model_hash_of(params: Mapping[str, InfotextValue]) -> str | None:

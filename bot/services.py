@@ -12,6 +12,7 @@ import aiosqlite
 from bot.bans import StoppedMembers
 from bot.history import History
 from bot.jobs.queue import JobCopies
+from bot.policy.addons import installed_addons
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
@@ -23,7 +24,12 @@ from bot.refusals import RefusalLog
 from bot.requests import Defaults
 from bot.settings import Settings
 from inference.flow_detect import FAMILY_DEFAULTS
-from inference.metadata import FAMILY_NAMES, UNKNOWN, checkpoint_family
+from inference.metadata import (
+    FAMILY_NAMES,
+    UNKNOWN,
+    checkpoint_family,
+    reads_textual_inversion,
+)
 from inference.model_list import installed_models
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError
@@ -50,6 +56,19 @@ def model_defaults(
     if family is None:
         return fallback
     return Defaults(steps=min(family.steps, max_steps), cfg=family.cfg, sampler=family.sampler)
+
+
+def models_without_embeddings(registry: ModelRegistry) -> list[str]:
+    """The installed models that take no textual inversion (SD3, Flux), from their headers
+    (read again only when their files change; blocking: a walk)."""
+    listed = installed_models(registry).items()
+    return [name for name, model in listed if not reads_textual_inversion(model.family)]
+
+
+def model_rendered_unnamed(registry: ModelRegistry, operators_default: str | None) -> str | None:
+    """The model the engine here renders a request naming none with: the operator's default,
+    else the first installed by name (``ModelRegistry.resolve``; None: none installed)."""
+    return operators_default or next(iter(registry.names()), None)
 
 
 @dataclass
@@ -115,6 +134,13 @@ class Services:
             settings.wildcards_dir,
             installed_embeddings=functools.partial(registry.network_files, "embedding"),
             max_job_bytes=max_job_bytes,
+            models_without_embeddings=functools.partial(models_without_embeddings, registry),
+            # A broker's workers each take their own first model: not known here.
+            unnamed_model=(
+                functools.partial(model_rendered_unnamed, registry, settings.default_model)
+                if max_job_bytes is None
+                else None
+            ),
         )
         return cls(
             History(conn, settings.images_dir, settings.inputs_dir, member_settings, copies=copies),
@@ -127,6 +153,9 @@ class Services:
                 operator_banned_words=settings.operator_banned_words,
                 operator_default_model=settings.default_model,
                 operator_default_upscaler=settings.default_upscaler,
+                operator_hires_upscaler=settings.hires_upscaler,
+                installed_models=registry.names,
+                installed_addons=functools.partial(installed_addons, registry),
             ),
             QuotaStatus(conn, settings.dm_limits),
             prompts,

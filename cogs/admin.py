@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.addons import ADDON_LISTS, AddonKind, installed_addons
-from bot.policy.guild import GuildList, GuildPolicy, GuildSettings, LimitScope, NsfwPolicy
+from bot.history import listed_ids
+from bot.policy.addons import ADDON_LISTS, AddonKind, listable_addons
+from bot.policy.guild import (
+    AuditEntry,
+    GuildList,
+    GuildPolicy,
+    GuildSettings,
+    LimitScope,
+    NsfwPolicy,
+)
 from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
 from bot.policy.quota import QuotaLimits
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
@@ -123,6 +131,22 @@ def describe_guild_within(
     filled = sum(1 for which in GuildList if settings.entries(which)) or 1
     budget = max(0, (limit - len(bare)) // filled)
     return describe_guild(settings, budget, operator_banned_words, default_in_use) + note
+
+
+def audit_text(entries: Sequence[AuditEntry]) -> str:
+    """/easel-admin audit's message: settings changes, and what moderators did to jobs here
+    (withdrawals, restores), the one log of admin-side changes a server has; each line cut to
+    its share of one message, so that a long row never hides the others."""
+    title = "**Latest Easel settings changes, withdrawals and restores**"
+    share = (MESSAGE_LIMIT - len(title)) // max(len(entries), 1) - 1
+    lines = [
+        f"<t:{int(entry.at)}:f> <@{entry.user_id}> {entry.setting}: "
+        f"{entry.old_value or '—'} → {entry.new_value or '—'}"
+        for entry in entries
+    ]
+    return "\n".join(
+        [title, *(line if len(line) <= share else line[: share - 1] + "…" for line in lines)]
+    )
 
 
 def _missing_audit_log(interaction: discord.Interaction[Any]) -> str:
@@ -250,7 +274,7 @@ class AdminCog(commands.Cog):
         addon_kind = AddonKind(kind)
         if action == "add":
             registry = services_of(interaction).registry
-            installed = await asyncio.to_thread(installed_addons, registry, addon_kind)
+            installed = await asyncio.to_thread(listable_addons, registry, addon_kind)
             if name not in installed:
                 raise UserError(
                     f"No {kind} named `{name}` is installed; pick one from the name choices."
@@ -277,7 +301,7 @@ class AdminCog(commands.Cog):
             return []
         kind = AddonKind(interaction.namespace.kind or AddonKind.LORA)
         registry = services_of(interaction).registry
-        installed = await asyncio.to_thread(installed_addons, registry, kind)
+        installed = await asyncio.to_thread(listable_addons, registry, kind)
         settings = await self._policy.settings(_guild_id(interaction))
         listed = settings.entries(ADDON_LISTS[kind]) - set(installed)
         return matching_choices([*installed, *sorted(listed, key=str.casefold)], current)
@@ -390,11 +414,19 @@ class AdminCog(commands.Cog):
     ) -> None:
         job_id = job.strip().lower()
         history = services_of(interaction).history
-        await history.restore(_guild_id(interaction), job_id, interaction.user.id)
+        with_it = await history.restore(_guild_id(interaction), job_id, interaction.user.id)
+        also = (
+            f" So may those of the {len(with_it)} job(s) withdrawn with it (made from it, or "
+            f"with its pixels): {listed_ids(with_it)}."
+            if with_it
+            else ""
+        )
         await self._done(
             interaction,
             f"Restored job `{job_id}`: its pictures may be shown and used again (`/show` by its "
-            "maker posts them; the deleted messages stay deleted).",
+            f"maker posts them; the deleted messages stay deleted).{also} A job withdrawn at "
+            "another moment (its own post deleted before or after) stays withdrawn; restore it "
+            "by its id. One whose post went in the same bulk delete came back with it.",
         )
 
     @admin.command(name="audit", description="The latest changes to Easel's settings here")
@@ -403,13 +435,7 @@ class AdminCog(commands.Cog):
         if not entries:
             await self._done(interaction, "No settings were changed on this server yet.")
             return
-        lines = [
-            f"<t:{int(entry.at)}:f> <@{entry.user_id}> {entry.setting}: "
-            f"{entry.old_value or '—'} → {entry.new_value or '—'}"
-            for entry in entries
-        ]
-        text = "\n".join(["**Latest Easel settings changes**", *lines])
-        await self._done(interaction, text[:2000])
+        await self._done(interaction, audit_text(entries))
 
     @admin.command(name="dashboard", description="A sign-in link to this server's dashboard")
     async def dashboard(self, interaction: discord.Interaction[Any]) -> None:

@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.edits import input_path
+from bot.history import StoredJob
 from bot.images import check_upload_size
 from bot.requests import (
     MAX_PROMPT_CHARS,
@@ -76,6 +77,14 @@ def _guided(
         raise RequestError(str(error)) from None
 
 
+def _posted_job_is_parent(inputs: SavedInputs, posted: tuple[StoredJob, int] | None) -> None:
+    """The job Easel posted the linked picture as is the parent, as for /vary (its pixels may
+    match no job: one stored before their digests were), unless an earlier picture of the job
+    gave one. Only Easel's own post names it: a file's name is anyone's to write."""
+    if posted is not None:
+        inputs.made_from = inputs.made_from or posted[0].job_id
+
+
 async def with_style_reference(
     interaction: discord.Interaction[Any],
     request: RenderRequest,
@@ -106,12 +115,14 @@ async def with_style_reference(
         assert reference is not None
         linked = await attachment_for_member(interaction, reference)
         if linked is not None:
-            await check_named_picture(interaction, linked[0])  # a link to an Easel post's file
+            # A file's name only refuses (a withdrawn job's); its pixels give the parent.
+            await check_named_picture(interaction, linked[0])
             saved = await inputs.save_data(*linked)
         else:
             message = await message_for_member(interaction, reference)
             picture = picture_in(message)
-            await check_posted_picture(interaction, message, picture.filename)
+            posted = await check_posted_picture(interaction, message, picture.filename)
+            _posted_job_is_parent(inputs, posted)
             saved = await inputs.save(picture)
     guided = _guided(request, [saved.path], weight, "auto")
     return dataclasses.replace(guided, notes=notes)
@@ -164,11 +175,13 @@ class BlendCog(commands.Cog):
         request = _guided(request, paths, strength, "full")
         async with SavedInputs(interaction) as inputs:
 
-            async def save_pictures() -> None:
+            async def save_pictures() -> str | None:
                 # Downloaded, decoded and checked (banned, age-restricted, withdrawn) once
                 # acknowledged: five large ones take seconds, past Discord's 3 s. A refusal
-                # is then a private follow-up (``cogs.common.tell``).
+                # is then a private follow-up (``cogs.common.tell``). An Easel picture among
+                # them is the job's parent: withdrawn with it.
                 await inputs.save_all(pictures, paths)
+                return inputs.made_from
 
             await submit_from_interaction(
                 interaction,

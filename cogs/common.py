@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
@@ -16,10 +16,16 @@ from bot.compare import redraws_by_seed
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
-from bot.policy.addons import addon_not_installed, addons_named, installed_addons, is_among
+from bot.policy.addons import (
+    AddonKind,
+    addon_unavailable,
+    addons_named,
+    installed_addons,
+    is_among,
+)
 from bot.policy.guild import GuildList, NsfwPolicy
-from bot.policy.installed_models import model_not_installed
 from bot.policy.moderation import model_allowed
+from bot.policy.unavailable import unavailable_here
 from bot.presets import Preset, over_saved_settings
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
@@ -45,7 +51,6 @@ def services_of(interaction: discord.Interaction[Any]) -> Services:
 # stays under Discord's 2,000 (escaping can double a text: `_` becomes `\_`).
 MAX_QUOTED_PROMPT = 1500
 MAX_CAPTION = 1800
-MAX_QUOTED_NAME = 100  # a name the member typed, quoted in a refusal
 MESSAGE_LIMIT = 2000  # Discord's longest message
 
 
@@ -277,22 +282,28 @@ async def check_model_installed(
         return
     labels = await asyncio.to_thread(services.model_labels)  # as /models lists them
     usable = await models_allowed_in(services, guild_id, labels)
-    raise model_not_installed(model, quoted(model, MAX_QUOTED_NAME), usable)
+    raise unavailable_here("model", model, usable, "/models")
 
 
 async def check_addons_installed(
-    services: Services, request: RenderRequest, guild_id: int | None
+    services: Services,
+    request: RenderRequest,
+    guild_id: int | None,
+    read: Mapping[AddonKind, Collection[str]],
 ) -> None:
     """A VAE, upscaler or ControlNet the request names that is not installed is refused now,
     naming some of those the member may pick here (the engine's own error names none). The
-    folders of a kind are walked on a thread only when the request names one of that kind."""
+    folders of a kind are walked on a thread only when the request names one of that kind
+    and admission did not list them already (``read``: ``Admission.installed``)."""
     named = addons_named(request)
     for kind in dict.fromkeys(kind for kind, _ in named):
-        installed = await asyncio.to_thread(installed_addons, services.registry, kind)
+        installed = read.get(kind)
+        if installed is None:
+            installed = await asyncio.to_thread(installed_addons, services.registry, kind)
         for missing in (name for of, name in named if of is kind):
             if not is_among(kind, missing, installed):
                 rules = await services.guild_policy.addon_rules(guild_id)
-                raise addon_not_installed(kind, missing, rules.usable(kind, installed))
+                raise addon_unavailable(kind, missing, rules.usable_of(kind, installed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +368,9 @@ async def admitted_submission(
     )
     check_render_limits(services, admission.request)
     await check_model_installed(services, admission.request.model, requester.guild_id)
-    await check_addons_installed(services, admission.request, requester.guild_id)
+    await check_addons_installed(
+        services, admission.request, requester.guild_id, admission.installed
+    )
     return Submission(
         kind=kind,
         request=admission.request,
@@ -383,7 +396,7 @@ async def submit_from_interaction(
     *,
     private: bool = False,
     repeat_seeds: Sequence[int] = (),
-    before_queueing: Callable[[], Awaitable[None]] | None = None,
+    before_queueing: Callable[[], Awaitable[str | None]] | None = None,
     on_journaled: Callable[[], object] | None = None,
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s), journal the job and show
@@ -391,6 +404,7 @@ async def submit_from_interaction(
 
     ``before_queueing``: slow work the job needs (Vary (Region) finds its mask in words), done
     once the job was admitted (quota included) and acknowledged; what it raises stops it.
+    What it returns, when not None, is the job's parent: the Easel job whose picture it read.
 
     ``on_journaled``: called as soon as the job is journaled, before anything that may still
     raise (showing its place, the repeats): the job then owns the uploads it names.
@@ -434,8 +448,8 @@ async def submit_from_interaction(
         await _record_quota_refusal(interaction, refusal)
         return None
     await interaction.response.defer(thinking=True, ephemeral=private)
-    if before_queueing is not None:
-        await before_queueing()
+    if before_queueing is not None and (made_from := await before_queueing()) is not None:
+        submission = dataclasses.replace(submission, parent_job_id=made_from)
     try:
         job_id = await submit_unless_stopped(
             services, queue, submission, began_at=interaction.created_at.timestamp()

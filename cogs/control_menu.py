@@ -94,7 +94,7 @@ class ControlModal(discord.ui.Modal):
         they may still read it (the form may have been open for 15 minutes)."""
         await check_member_may_use(interaction, self.message)
         picture = picture_of(self.message, MENU_NAME)
-        await check_posted_picture(interaction, self.message, picture.filename)
+        posted = await check_posted_picture(interaction, self.message, picture.filename)
         services = services_of(interaction)
         weight = control_weight(self.weight.value)
         asked = await requests_for_member(interaction, ImagineOptions(prompt=self.prompt.value))
@@ -114,6 +114,8 @@ class ControlModal(discord.ui.Modal):
                 interaction,
                 "imagine",
                 request,
+                # Made from the picture: withdrawn with it (a moderator deleting its post).
+                posted[0].job_id if posted is not None else inputs.made_from,
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
                 on_journaled=inputs.keep,

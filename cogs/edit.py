@@ -28,6 +28,7 @@ from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
 from cogs.common import first_image, services_of, submit_from_interaction
+from cogs.lists import allowed_model_names
 from cogs.results.story import checked_upload, picture_with_story
 from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
@@ -45,13 +46,20 @@ class SavedInputs:
     """The pictures one command saved; removed again unless a job that names them was
     journaled (``keep``, as ``submit_from_interaction``'s ``on_journaled``: whatever raises
     after that, the queued job still reads them). Each one is checked as an upload the member
-    made (``checked_upload``), but a mask: it is no picture that is shown or used again."""
+    made (``checked_upload``), but a mask: it is no picture that is shown or used again.
+
+    ``made_from``: the job of this server that the first picture found to be an Easel
+    picture by its pixels is of (None: none is), the parent of the job made of them, so that
+    a moderator's deletion of that picture reaches this job too (``db.history``). A job of
+    several pictures (/blend, a control picture and a style reference) has one parent: the
+    first whose check ended, its journal keeping one."""
 
     def __init__(self, interaction: discord.Interaction[Any]) -> None:
         self._interaction = interaction
         self._inputs_dir = services_of(interaction).inputs_dir
         self._paths: list[Path] = []
         self._kept = False
+        self.made_from: str | None = None
 
     async def save(
         self, attachment: discord.Attachment, *, mask: bool = False, path: Path | None = None
@@ -79,11 +87,14 @@ class SavedInputs:
         """A picture already downloaded (from a link), checked as an upload is, written to
         ``path`` (a job may name it before it is written; default: a fresh one)."""
         check_upload_size(filename, len(data))
-        upload = (
-            await asyncio.to_thread(decoded_upload, filename, data, digest=False, as_png=True)
-            if mask
-            else await checked_upload(self._interaction, filename, data, as_png=True)
-        )
+        if mask:
+            upload = await asyncio.to_thread(
+                decoded_upload, filename, data, digest=False, as_png=True
+            )
+        else:
+            checked = await checked_upload(self._interaction, filename, data, as_png=True)
+            self.made_from = self.made_from or checked.made_from
+            upload = checked
         assert upload.png is not None  # asked for
         path = path or input_path(self._inputs_dir)
         self._paths.append(path)
@@ -121,10 +132,18 @@ async def _submit(
     inputs: SavedInputs,
     kind: str,
     request: RenderRequest,
+    posted_as: str | None = None,
 ) -> None:
+    """``posted_as``: the job whose post the picture was taken from, its parent (else the one
+    its pixels are: ``SavedInputs.made_from``)."""
     personal = await services_of(interaction).member_settings.get(interaction.user.id)
     await submit_from_interaction(
-        interaction, kind, request, private=personal.private_results, on_journaled=inputs.keep
+        interaction,
+        kind,
+        request,
+        posted_as or inputs.made_from,
+        private=personal.private_results,
+        on_journaled=inputs.keep,
     )
 
 
@@ -183,12 +202,15 @@ class EditCog(commands.Cog):
         prompt: str | None,
         source: discord.Message | None = None,
     ) -> None:
-        services = services_of(interaction)
         async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
-            picture = await picture_with_story(interaction, saved, source, image.filename)
-            base = request_from_infotext(picture.infotext, prompt, services.model_names())
-            await _submit(interaction, inputs, "vary", vary_request(base, picture, strength))
+            picture, posted_as = await picture_with_story(
+                interaction, saved, source, image.filename
+            )
+            models = await allowed_model_names(interaction)
+            base = request_from_infotext(picture.infotext, prompt, models)
+            request = vary_request(base, picture, strength)
+            await _submit(interaction, inputs, "vary", request, posted_as)
 
     @app_commands.command(name="inpaint", description="Repaint the white part of a mask")
     @app_commands.describe(
@@ -215,11 +237,11 @@ class EditCog(commands.Cog):
         only_masked: bool = False,
         invert: bool = False,
     ) -> None:
-        services = services_of(interaction)
         async with SavedInputs(interaction) as inputs:
             picture = await inputs.save(image)
             mask_picture = await inputs.save(mask, mask=True)
-            base = request_from_infotext(picture.infotext, prompt, services.model_names())
+            models = await allowed_model_names(interaction)
+            base = request_from_infotext(picture.infotext, prompt, models)
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
             await _submit(interaction, inputs, "inpaint", request)
@@ -260,10 +282,12 @@ class EditCog(commands.Cog):
         services = services_of(interaction)
         async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
-            picture = await picture_with_story(interaction, saved, source, image.filename)
-            base = request_from_infotext(
-                picture.infotext, None, services.model_names(), prompt_required=False
+            picture, posted_as = await picture_with_story(
+                interaction, saved, source, image.filename
             )
+            # A fast upscale uses no model: the picture's is not read.
+            models = None if mode == "fast" else await allowed_model_names(interaction)
+            base = request_from_infotext(picture.infotext, None, models, prompt_required=False)
             request = upscale_request(
                 base,
                 picture,
@@ -272,4 +296,4 @@ class EditCog(commands.Cog):
                 upscaler=upscaler,
                 installed_upscalers=services.upscaler_names(),
             )
-            await _submit(interaction, inputs, "upscale", request)
+            await _submit(interaction, inputs, "upscale", request, posted_as)

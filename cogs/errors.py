@@ -14,6 +14,7 @@ from discord import app_commands
 from bot.requests import RequestError
 from bot.user_errors import Reason, UserError
 from cogs.common import services_of, tell
+from inference.infotext import InfotextError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
     if isinstance(cause, UserError):
         return str(cause), cause.reason
-    if isinstance(cause, RequestError):
+    # A picture's or pasted settings' text that cannot be read (wherever it is parsed).
+    if isinstance(cause, RequestError | InfotextError):
         return str(cause), Reason.INPUT
     if isinstance(cause, app_commands.MissingPermissions):
         needed = ", ".join(p.replace("_", " ") for p in cause.missing_permissions)

@@ -192,6 +192,7 @@ class ImagineCog(commands.Cog):
                 interaction,
                 "imagine",
                 request,
+                inputs.made_from,  # an Easel picture as control or style: withdrawn with it
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
                 on_journaled=inputs.keep,

@@ -11,26 +11,38 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.images import CheckedImage, check_upload_size, infotext_of
+from bot.images import CheckedImage, check_upload_size
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import MESSAGE_LIMIT, first_image, quoted, services_of
 from cogs.help_pages import HelpTopic, help_page
-from cogs.results.story import checked_upload, journaled_infotext, own_upload_infotext
+from cogs.results.story import (
+    CheckedUpload,
+    checked_upload,
+    journaled_infotext,
+    own_upload_infotext,
+)
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
 
 _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
 
 
-async def read_attachment(
+async def read_upload(
     interaction: discord.Interaction[Any], attachment: discord.Attachment
-) -> CheckedImage:
+) -> CheckedUpload:
     """An attachment the member gave, read as their upload (``checked_upload``)."""
     check_upload_size(attachment.filename, attachment.size)  # before downloading it
     data = await attachment.read()
-    return (await checked_upload(interaction, attachment.filename, data)).image
+    return await checked_upload(interaction, attachment.filename, data)
+
+
+async def read_attachment(
+    interaction: discord.Interaction[Any], attachment: discord.Attachment
+) -> CheckedImage:
+    """``read_upload``'s picture."""
+    return (await read_upload(interaction, attachment)).image
 
 
 def picture_of(message: discord.Message, menu: str) -> discord.Attachment:
@@ -81,9 +93,10 @@ class InfoCog(commands.Cog):
     @app_commands.command(name="info", description="Show the generation settings stored in a PNG")
     @app_commands.describe(image="A PNG made by Easel or the Stable Diffusion web UI")
     async def info(self, interaction: discord.Interaction[Any], image: discord.Attachment) -> None:
-        checked = await read_attachment(interaction, image)
+        # Its text as the upload's thread read it (Pillow never runs on the event loop).
+        upload = await read_upload(interaction, image)
         # A copy of the member's own result whose text was stripped: the journal remembers.
-        infotext = infotext_of(checked) or await own_upload_infotext(interaction, image.filename)
+        infotext = upload.infotext or await own_upload_infotext(interaction, image.filename)
         await interaction.response.send_message(
             describe_infotext(image.filename, infotext), ephemeral=True
         )
@@ -93,9 +106,9 @@ class InfoCog(commands.Cog):
     ) -> None:
         await check_member_may_use(interaction, message)
         picture = picture_of(message, "Info")
-        checked = await read_attachment(interaction, picture)
+        upload = await read_upload(interaction, picture)  # its text read on the thread
         # Easel's own result served re-encoded, its text gone: the journal remembers.
-        infotext = infotext_of(checked) or await journaled_infotext(
+        infotext = upload.infotext or await journaled_infotext(
             interaction, message, picture.filename
         )
         await interaction.response.send_message(

@@ -20,8 +20,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.addons import AddonKind
-from bot.user_errors import UserError
+from bot.policy.addons import AddonKind, addon_unavailable
 from cogs.choices import MAX_CHOICES, addons_allowed_here, allowed_models_only
 from cogs.common import services_of
 from cogs.errors import report_error
@@ -194,8 +193,9 @@ async def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: st
         return prompt
     # Off the loop: the LoRA folders are walked for it.
     installed = await asyncio.to_thread(services_of(interaction).registry.network_files, "lora")
-    if lora not in await addons_allowed_here(interaction, AddonKind.LORA, installed):
-        raise UserError(f"There is no LoRA named {lora!r} here; `/loras` lists those you may use.")
+    usable = await addons_allowed_here(interaction, AddonKind.LORA, installed)
+    if lora not in usable:
+        raise addon_unavailable(AddonKind.LORA, lora, usable)
     return insert_before_flags(prompt, lora_tag(lora))
 
 

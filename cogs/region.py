@@ -239,7 +239,7 @@ class RegionOffers:
         began_at = time.time()
         job = await self._linked_job(link)
         roles, is_admin, age_restricted = await self._member_may_act(link, job)
-        checked = check_image("mask.png", mask_png)
+        checked = await asyncio.to_thread(check_image, "mask.png", mask_png)  # Pillow: off the loop
         if not await asyncio.to_thread(_anything_painted, checked.data):
             raise UserError("The mask is empty: paint over what should change, then Submit.")
         try:

@@ -11,7 +11,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.images import infotext_of
 from bot.infotext_import import (
     MAX_INFOTEXT_CHARS,
     Installed,
@@ -26,7 +25,7 @@ from cogs.common import (
     services_of,
     submit_from_interaction,
 )
-from cogs.info import describe_infotext, picture_of, read_attachment
+from cogs.info import describe_infotext, picture_of, read_upload
 from cogs.results.story import check_posted_picture, own_upload_infotext
 from cogs.visibility import check_member_may_use
 
@@ -60,13 +59,14 @@ class UseSettingsCog(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         if image is not None and infotext is None:
-            found = infotext_of(await read_attachment(interaction, image))
+            upload = await read_upload(interaction, image)
+            found = upload.infotext
             if found is None:
                 # A copy of the member's own result, its text stripped: the journal remembers.
                 found = await own_upload_infotext(interaction, image.filename)
-            await _render(interaction, _settings_found(found, image.filename))
+            await _render(interaction, _settings_found(found, image.filename), upload.made_from)
         elif infotext is not None and image is None:
-            await _render(interaction, infotext)
+            await _render(interaction, infotext, None)
         else:
             raise UserError("Give either `infotext` (the pasted settings) or `image` (a PNG).")
 
@@ -77,12 +77,14 @@ class UseSettingsCog(commands.Cog):
         picture = picture_of(message, "Use settings")
         # Its settings and seed render the same picture: not of a job that is withdrawn.
         posted = await check_posted_picture(interaction, message, picture.filename)
-        infotext = infotext_of(await read_attachment(interaction, picture))
+        upload = await read_upload(interaction, picture)
+        infotext = upload.infotext
         if infotext is None and posted is not None:
             # Easel's own result whose PNG text was lost on the way: the journal remembers.
             job, index = posted
             infotext = job.infotexts[index]
-        await _render(interaction, _settings_found(infotext, picture.filename))
+        made_from = posted[0].job_id if posted is not None else upload.made_from
+        await _render(interaction, _settings_found(infotext, picture.filename), made_from)
 
 
 def _settings_found(infotext: str | None, filename: str) -> str:
@@ -103,9 +105,12 @@ def _allowed_here(installed: Installed, rules: AddonRules) -> Installed:
     )
 
 
-async def _render(interaction: discord.Interaction[Any], infotext: str) -> None:
+async def _render(
+    interaction: discord.Interaction[Any], infotext: str, made_from: str | None
+) -> None:
     """The settings as an /imagine job: the same prompt cap, server rules, banned words and
-    quota, through the same submission."""
+    quota, through the same submission. ``made_from``: the Easel job whose picture gave them
+    (its seed renders the same pixels), the job's parent: withdrawn with it."""
     services = services_of(interaction)
     default_model = await default_model_for(interaction)
     rules = await services.guild_policy.addon_rules(interaction.guild_id)
@@ -117,10 +122,12 @@ async def _render(interaction: discord.Interaction[Any], infotext: str) -> None:
     )
     models = await models_allowed_in(services, interaction.guild_id, installed.models)
     here = dataclasses.replace(_allowed_here(installed, rules), models=models)
+    # Its notes quote the pasted text only where it holds none of the server's banned words.
+    banned_words = await services.guild_policy.banned_words_where(interaction.guild_id)
     imported = await asyncio.to_thread(
-        request_from_infotext_text, infotext, here, services.request_defaults
+        request_from_infotext_text, infotext, here, services.request_defaults, banned_words
     )
     personal = await services.member_settings.get(interaction.user.id)
     await submit_from_interaction(
-        interaction, "imagine", imported.request, private=personal.private_results
+        interaction, "imagine", imported.request, made_from, private=personal.private_results
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
 
+from db import guild_settings, presets, quotas, refusals
 from db import jobs as jobs_journal
-from db import presets, quotas, refusals
 from db.database import outside_transactions, transaction
 
 
@@ -22,6 +22,18 @@ class HistoryEntry:
     image_count: int
     withdrawn: bool  # a moderator deleted its result, or Easel withheld it: not shown again
     withheld: bool  # withdrawn by Easel: withheld at delivery, refunded (``withheld_why``)
+
+
+@dataclass(frozen=True)
+class WithdrawalAudit:
+    """The audit row of a moderator's withdrawal, written in its transaction (a crash
+    between them would lose the row: nothing replays it): by ``user_id`` (Easel: Discord does
+    not say who deleted a post), under ``setting``, reading ``describe(jobs withdrawn, how
+    many of them were queued or running)``."""
+
+    user_id: int
+    setting: str
+    describe: Callable[[Sequence[str], int], str]
 
 
 @dataclass(frozen=True, order=True)
@@ -102,35 +114,91 @@ async def withdraw_deleted_results(
     channel_id: int,
     message_ids: Collection[int],
     now: float,
+    audit: WithdrawalAudit | None = None,
 ) -> list[str]:
     """Withdraw the jobs one of whose posts (``job_messages``) was one of ``message_ids``,
     deleted in ``channel_id`` of ``guild_id`` (where it was posted, so an id alone never
     matches), their upscales (the same pictures, larger), and every job made from them not
     yet delivered (a Vary, Zoom Out, pan or reroll queued or rendering: its result is not
-    posted), theirs and so on; returns the jobs newly withdrawn."""
+    posted), theirs and so on; returns the jobs newly withdrawn, audited as ``audit`` says.
+    The deleted posts are unlinked: /forget-me has nothing left to delete there."""
     if not message_ids:
         return []
     marks = ", ".join("?" * len(message_ids))
-    posts = f"SELECT job_id FROM job_messages WHERE message_id IN ({marks})"
-    deleted = f"{posts} AND guild_id = ? AND channel_id = ?"
-    return await _withdraw_with_made_from(conn, deleted, (*message_ids, guild_id, channel_id), now)
+    deleted = f"message_id IN ({marks}) AND guild_id = ? AND channel_id = ?"
+    return await _withdraw_posted(conn, deleted, (*message_ids, guild_id, channel_id), now, audit)
+
+
+async def withdraw_channel_results(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    channel_id: int,
+    now: float,
+    audit: WithdrawalAudit | None = None,
+) -> list[str]:
+    """Withdraw the jobs one of whose posts was in ``channel_id`` of ``guild_id``, a channel
+    or thread deleted (its messages with it, which Discord announces one by one to no one),
+    or in one of its threads (archived ones too, which Discord announces not at all), and
+    those made there not yet delivered (queued, rendering, or posted nowhere yet), with the
+    jobs ``withdraw_deleted_results`` withdraws with them, but not their pixels' twins (a
+    member may hold Manage Channels in one channel only, and bots delete temporary channels):
+    unlinks those posts; returns the jobs newly withdrawn."""
+    there = "guild_id = ? AND (channel_id = ? OR parent_id = ?)"
+    return await _withdraw_posted(
+        conn, there, (guild_id, channel_id, channel_id), now, audit, channel=(guild_id, channel_id)
+    )
+
+
+async def _withdraw_posted(
+    conn: aiosqlite.Connection,
+    posted: str,
+    where: tuple[object, ...],
+    now: float,
+    audit: WithdrawalAudit | None,
+    *,
+    channel: tuple[int, int] | None = None,
+) -> list[str]:
+    """Withdraw the jobs of the deleted posts (``job_messages``) ``posted`` selects (given
+    ``where``), with what ``_withdraw_with_made_from`` withdraws with them, and unlink those
+    posts. A deleted ``channel`` (guild, channel): also the jobs made there not yet
+    delivered, and no twin, now or later (``withdrawn_with_channel``: neither the delivery
+    gate nor a tombstone reads their pixels)."""
+    jobs = f"SELECT job_id FROM job_messages WHERE {posted}"
+    parameters = where
+    if channel is not None:
+        jobs += " UNION SELECT id FROM jobs WHERE guild_id = ? AND channel_id = ?"
+        jobs += " AND delivered_at IS NULL"
+        parameters = (*where, *channel)
+    async with transaction(conn):
+        withdrawn = await _withdraw_with_made_from(
+            conn, jobs, parameters, now, twins=channel is None, audit=audit
+        )
+        await conn.execute(f"DELETE FROM job_messages WHERE {posted}", where)
+    return withdrawn
 
 
 async def withdraw_job(
-    conn: aiosqlite.Connection, job_id: str, now: float, *, withheld_why: str | None = None
+    conn: aiosqlite.Connection,
+    job_id: str,
+    now: float,
+    *,
+    withheld_why: str | None = None,
+    audit: WithdrawalAudit | None = None,
 ) -> list[str]:
     """Withdraw ``job_id`` of a server, whose public progress message an edit found deleted
     (maybe before it was recorded as its post), or whose result was withheld at delivery and
     refunded (``withheld_why``: what its maker was told; kept on it alone, in the same
     statement, so a delivery retried after a crash tells them the same), with the jobs
     ``withdraw_deleted_results`` withdraws with it; returns the jobs newly withdrawn."""
-    return await _withdraw_with_made_from(
-        conn,
-        "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL",
-        (job_id,),
-        now,
-        withheld=None if withheld_why is None else (job_id, withheld_why),
-    )
+    async with transaction(conn):
+        return await _withdraw_with_made_from(
+            conn,
+            "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL",
+            (job_id,),
+            now,
+            withheld=None if withheld_why is None else (job_id, withheld_why),
+            audit=audit,
+        )
 
 
 async def _withdraw_with_made_from(
@@ -140,31 +208,100 @@ async def _withdraw_with_made_from(
     now: float,
     *,
     withheld: tuple[str, str] | None = None,
+    twins: bool = True,
+    audit: WithdrawalAudit | None = None,
 ) -> list[str]:
     """Withdraw the jobs ``first`` selects (one column: their ids, given ``parameters``),
-    their upscales and the jobs made from them not yet delivered, theirs and so on;
-    ``withheld``: (job id, why) of the one Easel withheld (the others: a moderator's)."""
+    their upscales and the jobs made from them not yet delivered, theirs and so on; for a
+    moderator's withdrawal (``twins``), also the jobs of the same server made after one of
+    them with one of its pictures' pixels (the same picture made again or pasted into
+    /use-settings to evade it), and what goes with those; never an older one (a member
+    could otherwise copy another's picture into a channel they moderate and delete it
+    there). ``withheld``: (job id, why) of the one Easel withheld (the others: a
+    moderator's), whose pixels stay usable elsewhere (its rule was its channel's or its
+    texts', not its pictures'). ``audit``: the row written when some job was withdrawn
+    (all of one server), in the caller's transaction."""
     withheld_id, why = withheld or (None, None)
     rows = await conn.execute_fetchall(
         f"WITH RECURSIVE hit(id) AS ({first}"
         " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
-        " WHERE j.kind = 'upscale' OR j.delivered_at IS NULL)"
-        " UPDATE jobs SET withdrawn_at = ?, withheld_why = CASE id WHEN ? THEN ? END"
-        " WHERE withdrawn_at IS NULL AND id IN (SELECT id FROM hit) RETURNING id",
-        (*parameters, now, withheld_id, why),
+        " WHERE j.kind = 'upscale' OR j.delivered_at IS NULL"
+        " UNION SELECT twin.id FROM hit JOIN jobs mine ON mine.id = hit.id"
+        " JOIN images picture ON picture.job_id = hit.id"
+        " JOIN images same ON same.pixel_digest = picture.pixel_digest"
+        " JOIN jobs twin ON twin.id = same.job_id AND twin.guild_id = mine.guild_id"
+        " WHERE ? AND twin.created_at > mine.created_at)"
+        " UPDATE jobs SET withdrawn_at = ?, withheld_why = CASE id WHEN ? THEN ? END,"
+        " withdrawn_with_channel = ?"
+        " WHERE withdrawn_at IS NULL AND id IN (SELECT id FROM hit)"
+        " RETURNING id, guild_id, status IN ('queued', 'running')",
+        (*parameters, twins and withheld is None, now, withheld_id, why, not twins),
     )
-    return [str(row[0]) for row in rows]
+    withdrawn = [str(row[0]) for row in rows]
+    guild_id = next((row[1] for row in rows if row[1] is not None), None)
+    if audit is not None and guild_id is not None:
+        unfinished = sum(1 for row in rows if row[2])
+        description = audit.describe(withdrawn, unfinished)
+        await guild_settings.record_change(
+            conn, guild_id, audit.user_id, audit.setting, description, now
+        )
+    return withdrawn
 
 
-async def restore_job(conn: aiosqlite.Connection, job_id: str, guild_id: int) -> bool:
-    """Undo a withdrawal of ``job_id`` of ``guild_id`` (a moderator's or Easel's); whether it
-    was withdrawn."""
-    cursor = await conn.execute(
-        "UPDATE jobs SET withdrawn_at = NULL, withheld_why = NULL"
-        " WHERE id = ? AND guild_id = ? AND withdrawn_at IS NOT NULL",
-        (job_id, guild_id),
-    )
-    return cursor.rowcount > 0
+async def restore_job(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    guild_id: int,
+    *,
+    admin_id: int,
+    now: float,
+    describe: Callable[[Sequence[str]], str],
+) -> list[str]:
+    """Undo a withdrawal of ``job_id`` of ``guild_id`` (a moderator's or Easel's) and of the
+    jobs withdrawn at the same moment because of it (``_withdraw_with_made_from`` writes one
+    time; ``insert_job`` copies it): made from it, or after it with its pixels (a moderator's
+    withdrawal's twin), theirs and so on; and the server's tombstones of those pixels written
+    then (an erased twin's, ``withdrawn_pictures``), which would still refuse them. One
+    withdrawn at another moment stays withdrawn; one withdrawn in the same bulk delete (one
+    moment) comes back. Audited in the same transaction (a crash between them would lose the
+    row) as by ``admin_id``, reading ``describe(jobs restored)``. Returns the jobs restored,
+    ``job_id`` first (none: it was not withdrawn)."""
+    async with transaction(conn):
+        at_rows = await conn.execute_fetchall(
+            "SELECT withdrawn_at FROM jobs WHERE id = ? AND guild_id = ?"
+            " AND withdrawn_at IS NOT NULL",
+            (job_id, guild_id),
+        )
+        if not at_rows:
+            return []
+        at = next(iter(at_rows))[0]
+        rows = await conn.execute_fetchall(
+            "WITH RECURSIVE hit(id) AS (SELECT :job"
+            " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
+            " WHERE j.withdrawn_at = :at AND j.guild_id = :guild"
+            " UNION SELECT twin.id FROM hit JOIN jobs mine ON mine.id = hit.id"
+            " JOIN images picture ON picture.job_id = hit.id"
+            " JOIN images same ON same.pixel_digest = picture.pixel_digest"
+            " JOIN jobs twin ON twin.id = same.job_id AND twin.created_at > mine.created_at"
+            " WHERE twin.withdrawn_at = :at AND twin.guild_id = :guild"
+            " AND twin.withheld_why IS NULL)"
+            " UPDATE jobs SET withdrawn_at = NULL, withheld_why = NULL, withdrawn_with_channel = 0"
+            " WHERE id IN (SELECT id FROM hit) RETURNING id",
+            {"job": job_id, "at": at, "guild": guild_id},
+        )
+        restored = [str(row[0]) for row in rows]
+        marks = ", ".join("?" * len(restored))
+        await conn.execute(
+            "DELETE FROM withdrawn_pictures WHERE guild_id = ? AND withdrawn_at = ?"
+            f" AND pixel_digest IN (SELECT pixel_digest FROM images WHERE job_id IN ({marks})"
+            f" UNION SELECT pixel_digest FROM posted_grids WHERE job_id IN ({marks}))",
+            (guild_id, at, *restored, *restored),
+        )
+        restored.sort(key=lambda restored_id: restored_id != job_id)
+        await guild_settings.record_change(
+            conn, guild_id, admin_id, "restore", describe(restored), now
+        )
+    return restored
 
 
 async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> bool:
@@ -192,12 +329,37 @@ async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
     return int(row[0]) if row else 0
 
 
+async def _keep_withdrawn_pictures(
+    conn: aiosqlite.Connection, condition: str, parameters: tuple[object, ...]
+) -> None:
+    """Before the jobs ``condition`` selects are deleted: the pixels of those a moderator
+    withdrew (not with their deleted channel: ``_withdraw_posted``), kept by server
+    (``withdrawn_pictures``), so that a saved copy stays refused there
+    (``db.jobs.erased_picture_withdrawn``) and the same picture made again is withheld
+    (``db.jobs.pixels_withdrawn``); no member, prompt or job is named."""
+    withdrawn = (
+        f"{condition} AND jobs.guild_id IS NOT NULL"
+        " AND jobs.withdrawn_at IS NOT NULL AND jobs.withheld_why IS NULL"
+        " AND NOT jobs.withdrawn_with_channel"
+    )
+    await conn.execute(
+        "INSERT OR IGNORE INTO withdrawn_pictures (guild_id, pixel_digest, withdrawn_at)"
+        " SELECT jobs.guild_id, images.pixel_digest, jobs.withdrawn_at"
+        f" FROM jobs JOIN images ON images.job_id = jobs.id WHERE {withdrawn}"
+        " AND images.pixel_digest IS NOT NULL"
+        " UNION SELECT jobs.guild_id, posted_grids.pixel_digest, jobs.withdrawn_at"
+        f" FROM jobs JOIN posted_grids ON posted_grids.job_id = jobs.id WHERE {withdrawn}",
+        parameters * 2,
+    )
+
+
 async def erase_user(
     conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
 ) -> ErasedData:
     """Delete the member's jobs, their images rows and posts (returned: ``ErasedData.posts``),
     settings, own presets and the refusals they were sent, and anonymise their quota ledger
-    rows, atomically (``db.quotas.anonymise_user`` says which rows wait, and why).
+    rows, atomically (``db.quotas.anonymise_user`` says which rows wait, and why). The
+    pixels of their jobs a moderator withdrew stay, naming no one (``withdrawn_pictures``).
 
     Nothing is erased while one of the member's jobs is queued or running: the queue still
     owns it (its upload, its reservation, the result it will post).
@@ -221,6 +383,7 @@ async def erase_user(
             image_paths = [str(row[0]) for row in await cursor.fetchall()]
         member_inputs = await jobs_journal.input_picture_paths(conn, user_id)
         posts = await _unlink_posts_of_member(conn, user_id)
+        await _keep_withdrawn_pictures(conn, "jobs.user_id = ?", (user_id,))
         # images go with their job (ON DELETE CASCADE).
         deleted = await conn.execute_fetchall(
             "DELETE FROM jobs WHERE user_id = ? RETURNING id", (user_id,)
@@ -310,11 +473,14 @@ async def post_delete_settled(conn: aiosqlite.Connection, message_id: int) -> No
 async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:
     """Delete the jobs that ended and were delivered before ``finished_before``, with their
     images rows; returns how many jobs. Their files are the caller's (``bot.jobs.retention``), and
-    their ledger rows ``db.quotas.prune_settled``'s."""
-    # images go with their job (ON DELETE CASCADE).
-    cursor = await conn.execute(
-        "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled')"
-        " AND delivered_at IS NOT NULL AND finished_at < ?",
-        (finished_before,),
+    their ledger rows ``db.quotas.prune_settled``'s. The pixels of those a moderator withdrew
+    stay (``withdrawn_pictures``)."""
+    ended = (
+        "jobs.status IN ('done', 'failed', 'cancelled')"
+        " AND jobs.delivered_at IS NOT NULL AND jobs.finished_at < ?"
     )
+    async with transaction(conn):
+        await _keep_withdrawn_pictures(conn, ended, (finished_before,))
+        # images go with their job (ON DELETE CASCADE).
+        cursor = await conn.execute(f"DELETE FROM jobs WHERE {ended}", (finished_before,))
     return cursor.rowcount

@@ -69,6 +69,8 @@ class JobRecord:
     # Withdrawn by Easel, not a moderator: its result was withheld at delivery and refunded,
     # its maker told this (0019; ``db.history.withdraw_job``).
     withheld_why: str | None
+    # Withdrawn as its channel or thread was deleted: its pixels stay usable elsewhere (0020).
+    withdrawn_with_channel: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data["spoiler"] = bool(data["spoiler"])
     data["private"] = bool(data["private"])
     data["age_restricted"] = bool(data["age_restricted"])
+    data["withdrawn_with_channel"] = bool(data["withdrawn_with_channel"])
     return JobRecord(**data)
 
 
@@ -193,32 +196,57 @@ async def journaled_order(conn: aiosqlite.Connection, job_ids: Collection[str]) 
     return {str(job_id): int(rowid) for job_id, rowid in rows}
 
 
-async def requeue_running(conn: aiosqlite.Connection) -> int:
-    """Jobs a dead process left running go back to the queue; returns how many."""
-    cursor = await conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"
-    )
-    return cursor.rowcount
+async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tuple[int, list[str]]:
+    """Jobs a dead process left running go back to the queue while they were started fewer
+    than ``max_attempts`` times (``attempts``, counted by ``mark_running``): one that took the
+    process down with it that often would at every start. Returns how many were requeued, and
+    the ids of those left running, for the caller to fail (oldest first)."""
+    async with transaction(conn):
+        spent = await conn.execute_fetchall(
+            """SELECT id FROM jobs WHERE status = 'running' AND attempts >= ?
+               ORDER BY created_at, rowid""",
+            (max_attempts,),
+        )
+        cursor = await conn.execute(
+            """UPDATE jobs SET status = 'queued', started_at = NULL
+               WHERE status = 'running' AND attempts < ?""",
+            (max_attempts,),
+        )
+    return cursor.rowcount, [str(job_id) for (job_id,) in spent]
 
 
 async def mark_running(
-    conn: aiosqlite.Connection, job_ids: Iterable[str], now: float
+    conn: aiosqlite.Connection, job_ids: Iterable[str], now: float, *, counts_attempt: bool = True
 ) -> list[JobRecord]:
     """Mark those of ``job_ids`` still queued as running; returns exactly those (in the order
     of ``job_ids``): one cancelled or erased meanwhile is neither marked nor returned. One
     statement, read whole in the same call (a ``RETURNING`` left half-read across an await
-    would fail another coroutine's ``COMMIT``)."""
+    would fail another coroutine's ``COMMIT``). ``counts_attempt``: the start counts as a render
+    attempt (``requeue_running``), as a render in this process does."""
     order = {job_id: index for index, job_id in enumerate(job_ids)}
     if not order:
         return []
     placeholders = ", ".join("?" * len(order))
     # ``+status``: found by id; on the status index SQLite would walk every queued job.
     rows = await conn.execute_fetchall(
-        f"""UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1
+        f"""UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + ?
             WHERE id IN ({placeholders}) AND +status = 'queued' RETURNING *""",
-        (now, *order),
+        (now, int(counts_attempt), *order),
     )
     return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
+
+
+async def give_back_attempts(conn: aiosqlite.Connection, job_ids: Collection[str]) -> None:
+    """Those of ``job_ids`` still running were not ended by their render (a graceful stop
+    abandoned them): their attempt is not counted against them (``requeue_running``)."""
+    if not job_ids:
+        return
+    placeholders = ", ".join("?" * len(job_ids))
+    await conn.execute(
+        f"""UPDATE jobs SET attempts = attempts - 1
+            WHERE id IN ({placeholders}) AND +status = 'running' AND attempts > 0""",
+        tuple(job_ids),
+    )
 
 
 async def mark_done(
@@ -288,23 +316,32 @@ async def record_job_message(
     message_id: int,
     *,
     posted_in: tuple[int, int] | None = None,
+    parent_id: int | None = None,
 ) -> bool:
     """Easel posted ``job_id``'s pictures as ``message_id`` in a server: in ``posted_in``
     (guild, channel; /show and U1-U4 posts), by default where the job was made (its result;
-    nothing for a job of direct messages). Whether the job is still there: when its maker's
-    /forget-me erased it while it was posted, nothing is recorded and the caller deletes
-    the post, which nothing would delete any more."""
+    nothing for a job of direct messages); ``parent_id``: the channel of that thread (None:
+    not a thread), whose deletion deletes the post. Whether the job is still there: when its
+    maker's /forget-me erased it while it was posted, nothing is recorded and the caller
+    deletes the post, which nothing would delete any more."""
     guild_id, channel_id = posted_in or (None, None)
     # Wholly before or after /forget-me's transaction (erase_user), never inside it: the
     # post is either unlinked and returned there, or found missing here and deleted by its
     # poster.
     async with outside_transactions(conn):
         cursor = await conn.execute(
-            "INSERT OR IGNORE INTO job_messages (message_id, job_id, guild_id, channel_id)"
-            " SELECT :message, id, COALESCE(:guild, guild_id), COALESCE(:channel, channel_id)"
-            " FROM jobs WHERE id = :job AND COALESCE(:guild, guild_id) IS NOT NULL"
+            "INSERT OR IGNORE INTO job_messages"
+            " (message_id, job_id, guild_id, channel_id, parent_id)"
+            " SELECT :message, id, COALESCE(:guild, guild_id), COALESCE(:channel, channel_id),"
+            " :parent FROM jobs WHERE id = :job AND COALESCE(:guild, guild_id) IS NOT NULL"
             " AND COALESCE(:channel, channel_id) IS NOT NULL",
-            {"message": message_id, "guild": guild_id, "channel": channel_id, "job": job_id},
+            {
+                "message": message_id,
+                "guild": guild_id,
+                "channel": channel_id,
+                "parent": parent_id,
+                "job": job_id,
+            },
         )
         if cursor.rowcount > 0:
             return True
@@ -404,6 +441,43 @@ async def jobs_with_picture(
         {"digest": pixel_digest, "guild": guild_id, "limit": limit},
     ) as cursor:
         return [str(row[0]) for row in await cursor.fetchall()]
+
+
+async def erased_picture_withdrawn(
+    conn: aiosqlite.Connection, guild_id: int, pixel_digest: bytes
+) -> bool:
+    """Whether a moderator of ``guild_id`` withdrew a job with these pixels that its maker's
+    /forget-me erased since (``withdrawn_pictures``)."""
+    async with conn.execute(
+        "SELECT 1 FROM withdrawn_pictures WHERE guild_id = ? AND pixel_digest = ?",
+        (guild_id, pixel_digest),
+    ) as cursor:
+        return await cursor.fetchone() is not None
+
+
+async def pixels_withdrawn(conn: aiosqlite.Connection, job_id: str, guild_id: int) -> bool:
+    """Whether one of ``job_id``'s pictures has the pixels of an older job of ``guild_id``
+    that a moderator withdrew (a withdrawal goes to the same pixels made after it only, as
+    ``db.history`` spreads it; one Easel withheld, or one withdrawn with its deleted channel,
+    is left out: its rule was its channel's or its texts'), or of one erased since. Its own
+    withdrawal is not counted: the delivery tells that one apart
+    (``placed_under_rules_of_now``)."""
+    async with conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM images mine"
+        " JOIN jobs made ON made.id = mine.job_id"
+        " JOIN images twin ON twin.pixel_digest = mine.pixel_digest"
+        " JOIN jobs ON jobs.id = twin.job_id"
+        " WHERE mine.job_id = :job AND jobs.id != :job AND jobs.guild_id = :guild"
+        " AND jobs.created_at < made.created_at"
+        " AND jobs.withdrawn_at IS NOT NULL AND jobs.withheld_why IS NULL"
+        " AND NOT jobs.withdrawn_with_channel)"
+        " OR EXISTS (SELECT 1 FROM images mine JOIN withdrawn_pictures erased"
+        " ON erased.guild_id = :guild AND erased.pixel_digest = mine.pixel_digest"
+        " WHERE mine.job_id = :job)",
+        {"job": job_id, "guild": guild_id},
+    ) as cursor:
+        row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,21 +120,33 @@ def controlnet_files(models_dir: Path) -> dict[str, Path]:
         if not folder.is_dir() or folder.resolve() in seen:
             continue
         seen.add(folder.resolve())
-        for path in sorted(folder.rglob("*")):
-            parts = path.relative_to(folder).parts
-            # Annotators, sidecar configs and a diffusers folder's own files are no models.
-            inside = [folder.joinpath(*parts[:depth]) for depth in range(1, len(parts))]
-            if ANNOTATORS_FOLDER in parts[:1] or any(
-                part.endswith(SIDECAR_SUFFIX) for part in parts
-            ):
-                continue
-            if any((parent / DIFFUSERS_CONFIG).is_file() for parent in inside):
-                continue
-            if path.is_dir() and (path / DIFFUSERS_CONFIG).is_file():
-                found.setdefault(path.name, path)
-            elif path.is_file() and path.suffix == ".safetensors":
-                found.setdefault(path.stem, path)
+        for path in sorted(_controlnet_candidates(folder)):
+            found.setdefault(path.name if path.is_dir() else path.stem, path)
     return found
+
+
+def _controlnet_candidates(folder: Path) -> list[Path]:
+    """The diffusers folders and ``.safetensors`` files under ``folder``. Annotators, sidecar
+    configs and a diffusers folder's own files are no models: their folders are not entered
+    (an annotators cache holds thousands of files)."""
+    candidates: list[Path] = []
+    for top, folders, files in os.walk(folder):
+        here = Path(top)
+        entered = []
+        for name in folders:
+            path = here / name
+            if name.endswith(SIDECAR_SUFFIX) or (here == folder and name == ANNOTATORS_FOLDER):
+                continue
+            if (path / DIFFUSERS_CONFIG).is_file():
+                candidates.append(path)
+            else:
+                entered.append(name)
+        folders[:] = entered
+        weights = (here / name for name in files)
+        candidates.extend(
+            path for path in weights if path.suffix == ".safetensors" and path.is_file()
+        )
+    return candidates
 
 
 def check_control_models(units: Sequence[ControlUnit], models_dir: Path) -> None:

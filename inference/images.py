@@ -16,6 +16,9 @@ from PIL import Image, ImageFilter
 from inference.types import RenderInputError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+# A JPEG with a multi-picture index (some phones and cameras) opens as "MPO" (through Pillow's
+# JPEG plugin); its first picture is the photo, read as a JPEG's.
+JPEG_WITH_MORE_PICTURES = "MPO"
 # Checked from the header before decoding; PIL's own bomb limit is turned into an error too.
 MAX_INPUT_SIDE = 4096
 MIN_INPUT_SIDE = 8
@@ -63,7 +66,7 @@ def eight_bit(image: Image.Image) -> Image.Image:
 
 
 def _check_header(image: Image.Image, role: str) -> None:
-    if image.format not in ACCEPTED_FORMATS:
+    if image.format not in (*ACCEPTED_FORMATS, JPEG_WITH_MORE_PICTURES):
         raise RenderInputError(
             f"{role} must be one of {', '.join(ACCEPTED_FORMATS)}, got {image.format or 'unknown'}"
         )

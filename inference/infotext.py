@@ -29,6 +29,7 @@ from inference.samplers import (
     scheduler_spec,
     split_sampler,
 )
+from inference.types import RenderInputError
 
 InfotextValue = str | int | float
 STEPS = "Steps"
@@ -37,18 +38,28 @@ SCHEDULE_TYPE = "Schedule type"
 UNIFORM_SCHEDULE = "Uniform"  # the model's own sigmas, as plain sampler names use
 NEGATIVE_PREFIX = "Negative prompt:"
 PNG_TEXT_KEY = "parameters"
+PROMPT_WARNINGS = "Prompt warnings"
+VERSION = "Version"
+# Keys only Easel's own render writes (``inference.passes.output``): what it said about reading
+# this render's prompt, and which Easel made it. Read off an input picture, they are whoever
+# made that picture's text, and a result posts its warnings as Easel's notes.
+EASEL_OWN_KEYS = frozenset({PROMPT_WARNINGS, VERSION})
 # The eight bytes every PNG file starts with.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The web UI only takes the last line as parameters when it holds at least this many pairs.
 MIN_PARAMETER_PAIRS = 3
 
 _JSON_OPENERS = ('"', "{", "[")
+# Lists and objects nest at most this deep in a value (Civitai's go 3 deep); thousands of
+# ``[`` would take the JSON decoder, which recurses once per level, past Python's limit.
+MAX_JSON_DEPTH = 20
 # Where an infotext's parameters start when its line breaks were lost.
 _PARAMETERS_START = re.compile(r"(?:^|\s)(Steps:\s*\d+\s*(,|$))")
 _MAX_PARAMETER_STARTS = 4
 _KEY = re.compile(r"\s*([A-Za-z][^:,\n]*?):\s*")
 # Digits with a leading zero (a hash such as 0123456789) stay text.
 _INT = re.compile(r"-?(0|[1-9]\d*)")
+_MAX_INT_CHARS = 4_000
 _FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?|-?\d+[eE][-+]?\d+")
 
 
@@ -59,6 +70,12 @@ def easel_version() -> str:
         return f"Easel {version('easel')}"
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "Easel"
+
+
+def without_easel_keys(params: Mapping[str, InfotextValue]) -> dict[str, InfotextValue]:
+    """An input picture's parameters, to carry over to a render of it: less ``EASEL_OWN_KEYS``
+    (the render writes its own)."""
+    return {key: value for key, value in params.items() if key not in EASEL_OWN_KEYS}
 
 
 def web_ui_sampler_fields(sampler: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> dict[str, str]:
@@ -123,8 +140,13 @@ def format_infotext(prompt: str, negative: str, params: Mapping[str, object]) ->
     return "\n".join(lines)
 
 
+class InfotextError(RenderInputError):
+    """Parameters whose text cannot be read; the message names the key and the fix."""
+
+
 def _typed(raw: str) -> InfotextValue:
-    if _INT.fullmatch(raw):
+    # Digits past Python's 4,300-digit conversion limit stay text.
+    if _INT.fullmatch(raw) and len(raw) <= _MAX_INT_CHARS:
         return int(raw)
     if _FLOAT.fullmatch(raw):
         return float(raw)
@@ -137,25 +159,62 @@ def _skip_spaces(line: str, position: int) -> int:
     return position
 
 
-def _json_value(decoder: json.JSONDecoder, line: str, position: int) -> tuple[str, int] | None:
+def _nesting(value: object) -> int:
+    """How deep lists and objects nest in a decoded JSON value (walked without recursing)."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _too_deep(key: str) -> InfotextError:
+    return InfotextError(
+        f"the settings' value at {key!r} nests lists or objects more than {MAX_JSON_DEPTH} "
+        f"deep; at most {MAX_JSON_DEPTH} levels are read"
+    )
+
+
+def _json_value(
+    decoder: json.JSONDecoder, line: str, position: int, key: str
+) -> tuple[str, int] | None:
     """A quoted text, or a JSON object or list (Civitai's ``Hashes: {...}``, kept as its JSON
-    text), starting at ``position``; None when there is none."""
+    text), starting at ``position``; None when there is none. ``InfotextError`` for one nested
+    too deep or a text holding half a surrogate pair (``\\ud800``: no UTF-8 can carry it)."""
     if not line.startswith(_JSON_OPENERS, position):
         return None
     try:
         decoded, end = decoder.raw_decode(line, position)
-    except json.JSONDecodeError:
+    except RecursionError:  # the decoder recurses once per level, up to Python's limit
+        raise _too_deep(key) from None
+    except ValueError:  # not JSON, or a number past Python's conversion limit
         return None
     after = _skip_spaces(line, end)
     if after < len(line) and line[after] != ",":
         return None  # JSON-looking text such as "{}0": read as plain text
-    return (decoded if isinstance(decoded, str) else json.dumps(decoded)), end
+    if not isinstance(decoded, str):
+        if _nesting(decoded) > MAX_JSON_DEPTH:
+            raise _too_deep(key)
+        return json.dumps(decoded), end  # ASCII: any escape in it stays an escape
+    try:
+        decoded.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InfotextError(
+            f"the settings' quoted value at {key!r} holds half a surrogate pair "
+            "(\\ud800-\\udfff), which is no character; remove it"
+        ) from None
+    return decoded, end
 
 
 def parse_parameters(line: str) -> dict[str, InfotextValue] | None:
     """Read ``Key: value, Key: "quoted, value"`` pairs; None when the line is not such a list.
 
     Unquoted numbers come back as int or float; quoted values always stay text.
+    ``InfotextError`` for a quoted value that cannot be read (``_json_value``).
     """
     params: dict[str, InfotextValue] = {}
     decoder = json.JSONDecoder()
@@ -165,8 +224,9 @@ def parse_parameters(line: str) -> dict[str, InfotextValue] | None:
         if key_match is None:
             return None
         position = key_match.end()
+        key = key_match.group(1).strip()
         value: InfotextValue
-        decoded = _json_value(decoder, line, position)
+        decoded = _json_value(decoder, line, position, key)
         if decoded is not None:
             value, position = decoded
         elif line.startswith('"', position):
@@ -176,7 +236,7 @@ def parse_parameters(line: str) -> dict[str, InfotextValue] | None:
             end = len(line) if end == -1 else end
             value = _typed(line[position:end].strip())
             position = end
-        params[key_match.group(1).strip()] = value
+        params[key] = value
         # Skipped in place: slicing the rest of the line for every pair would be quadratic.
         position = _skip_spaces(line, position)
         if position < len(line) and line[position] != ",":
@@ -197,7 +257,8 @@ def _parameters_inside(line: str) -> tuple[str, dict[str, InfotextValue]] | None
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict[str, InfotextValue]]:
-    """Split an infotext into (prompt, negative prompt, parameters).
+    """Split an infotext into (prompt, negative prompt, parameters); ``InfotextError`` when a
+    quoted value cannot be read (the only error it raises).
 
     Also reads one pasted on a single line (Discord's text options drop line breaks):
     ``prompt Negative prompt: negative Steps: 20, Sampler: ...``."""
@@ -206,9 +267,13 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, InfotextValue]]:
     inside = _parameters_inside(lines[-1])
     params: dict[str, InfotextValue] = {}
     # A real parameter line has its own "Steps" key; text glued to "Steps:" means a
-    # prompt on the same line.
-    if len(whole_line) >= MIN_PARAMETER_PAIRS and (
-        inside is None or not inside[0] or STEPS in whole_line
+    # prompt on the same line. So does a first key holding "Negative prompt" (a one-line paste
+    # whose negative ends in a comma; a later key may, as ADetailer's "ADetailer Negative prompt").
+    first_key = next(iter(whole_line), "")
+    if (
+        len(whole_line) >= MIN_PARAMETER_PAIRS
+        and (inside is None or not inside[0] or STEPS in whole_line)
+        and NEGATIVE_PREFIX.removesuffix(":") not in first_key
     ):
         lines, params = lines[:-1], whole_line
     elif inside is not None:

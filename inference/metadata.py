@@ -145,6 +145,13 @@ def checkpoint_family(entry: ModelEntry) -> str:
     return UNKNOWN
 
 
+def reads_textual_inversion(family: str) -> bool:
+    """Whether a model of ``family`` (as ``checkpoint_family`` says it) may read
+    textual-inversion embeddings: SD3 and Flux take none (they read the names as words); an
+    unknown family may."""
+    return family not in _FLOW_LABELS
+
+
 def latent_channels_of(entry: ModelEntry) -> int | None:
     """The latent channels ``entry``'s VAE decodes, from its family (header only, cached):
     16 for SD3 and Flux, 4 for the SD families, None when the family is unknown (its

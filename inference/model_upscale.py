@@ -27,7 +27,7 @@ from spandrel import (
 )
 
 from inference.pickles import load_pickled_weights
-from inference.registry import UPSCALER_PICKLE_SUFFIXES
+from inference.registry import NO_LONGER_INSTALLED, UPSCALER_PICKLE_SUFFIXES
 from inference.tiles import TileBlender, tile_spans
 from inference.types import RenderCancelled, RenderInputError
 
@@ -52,7 +52,10 @@ class SpandrelModel:
     descriptor: ImageModelDescriptor[Any]
 
     def is_current(self, path: Path) -> bool:
-        return path == self.path and path.stat().st_mtime == self.modified
+        try:
+            return path == self.path and path.stat().st_mtime == self.modified
+        except FileNotFoundError:  # removed since: its loading says so
+            return False
 
 
 @dataclass
@@ -66,8 +69,12 @@ class ModelUpscaler(SpandrelModel):
 
 def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     """Load ``path`` with spandrel; refuse files that are not (super-resolution) upscalers."""
-    modified = path.stat().st_mtime
-    descriptor = read_spandrel_model(path, f"upscaler {name!r}")
+    what = f"upscaler {name!r}"
+    try:
+        modified = path.stat().st_mtime
+    except FileNotFoundError:  # removed since its folder was listed
+        raise _removed(what, path) from None
+    descriptor = read_spandrel_model(path, what)
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
         raise RenderInputError(
             f"upscaler {name!r} ({path.name}) is a {descriptor.architecture.name} model for "
@@ -102,6 +109,12 @@ def read_spandrel_model(path: Path, what: str) -> ModelDescriptor:
         raise RenderInputError(
             f"{what} ({path.name}) is not an architecture spandrel recognises"
         ) from None
+    except FileNotFoundError:  # removed since its folder was listed
+        raise _removed(what, path) from None
+
+
+def _removed(what: str, path: Path) -> RenderInputError:
+    return RenderInputError(f"{what} ({path.name}) is {NO_LONGER_INSTALLED}")
 
 
 def model_upscale(

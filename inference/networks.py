@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 
 from inference.prompts import Chunk, ExtraNetwork, PromptPlan, SubPromptPlan, default_tokenizer
 from inference.prompts.tokenizer import CHUNK_LENGTH
-from inference.types import RenderFailed
+from inference.registry import NO_LONGER_INSTALLED
+from inference.types import RenderFailed, RenderInputError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ _ADAPTER_PREFIX = "easel_lora_"
 _WEB_UI_EMBEDDING_KEYS = ("emb_params", "string_to_param.*", "string_to_param")
 # SDXL embeddings hold one tensor per text encoder.
 _SDXL_EMBEDDING_KEYS = ("clip_l", "clip_g")
+# What a LoRA file that does not fit the model, or was removed since it was listed, raises.
+_LORA_LOAD_ERRORS = (ValueError, KeyError, RuntimeError, SafetensorError, FileNotFoundError)
 # Keys of a VAE saved in the original (LDM) layout, as the web UI's VAE files are.
 _LDM_VAE_MARKERS = ("encoder.down.", "first_stage_model.", "decoder.up.")
 
@@ -81,7 +84,13 @@ class AppliedNetworks:
     """What a context manager below applied, and why it skipped the rest."""
 
     names: tuple[str, ...]
-    warnings: tuple[str, ...]
+    # Each skipped network's name -> the member's warning about it: a picture is told only
+    # about those its own prompt names (another member's job may share the call).
+    skipped: Mapping[str, str]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(self.skipped.values())
 
 
 @contextmanager
@@ -91,18 +100,25 @@ def applied_loras(
     """Load ``loras`` (kohya/web UI or diffusers ``.safetensors``) for one job, with their
     text-encoder and UNet weights. All adapters are unloaded afterwards."""
     applied: list[str] = []
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}
     adapters: list[str] = []
     weights: list[dict[str, float]] = []
     try:
         for index, lora in enumerate(loras):
             adapter = f"{_ADAPTER_PREFIX}{index}"
+            path = files[lora.name]
+            # Checked first: diffusers takes a path that is not a file for a Hub repository.
+            if not path.is_file():
+                skipped[lora.name] = f"LoRA {lora.name!r} skipped: it is {NO_LONGER_INSTALLED}"
+                continue
             try:
                 with _quiet_lora_loading():
-                    pipeline.load_lora_weights(str(files[lora.name]), adapter_name=adapter)
-            except (ValueError, KeyError, RuntimeError, SafetensorError) as error:
+                    pipeline.load_lora_weights(str(path), adapter_name=adapter)
+            except _LORA_LOAD_ERRORS as error:
                 log.warning("LoRA %s not loaded: %s", lora.name, error)
-                skipped.append(f"LoRA {lora.name!r} skipped: it does not fit this model")
+                gone = isinstance(error, FileNotFoundError)
+                why = f"it is {NO_LONGER_INSTALLED}" if gone else "it does not fit this model"
+                skipped[lora.name] = f"LoRA {lora.name!r} skipped: {why}"
                 _forget_adapter(pipeline, adapter)
                 continue
             adapters.append(adapter)
@@ -110,7 +126,7 @@ def applied_loras(
             weights.append(_component_weights(pipeline, adapter, lora))
         if adapters:
             pipeline.set_adapters(adapters, weights)
-        yield AppliedNetworks(tuple(applied), tuple(skipped))
+        yield AppliedNetworks(tuple(applied), skipped)
     finally:
         if adapters:
             pipeline.unload_lora_weights()
@@ -149,8 +165,43 @@ def read_embedding(path: Path) -> tuple[torch.Tensor, ...]:
 
 
 @dataclass(frozen=True)
+class EmbeddingPlaceholders:
+    """The placeholder ids of every embedding applied to one pipeline call, by name: the
+    pictures of a call may name different ones, and each reads only its own (``of``)."""
+
+    # Each applied embedding's name -> (its name's ordinary token ids, its vectors' placeholder
+    # ids). Two names may tokenize alike (the tokenizer lowercases: ``Sparkle``, ``sparkle``).
+    named: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]
+
+    def of(self, names: Sequence[str]) -> EmbeddingTokens:
+        """The tokens of one picture's embeddings (``ImageJob.embeddings``): the other
+        pictures' names are plain words for it; of its names that tokenize alike, the first."""
+        shadowed = self.shadowed(names)
+        return EmbeddingTokens(
+            {
+                self.named[name][0]: self.named[name][1]
+                for name in names
+                if name in self.named and name not in shadowed
+            }
+        )
+
+    def shadowed(self, names: Sequence[str]) -> dict[str, str]:
+        """Those of ``names`` that tokenize as one before them -> that one (``of`` reads it)."""
+        first: dict[tuple[int, ...], str] = {}
+        shadowed: dict[str, str] = {}
+        for name in names:
+            if name in self.named:
+                ids = self.named[name][0]
+                if ids in first:
+                    shadowed[name] = first[ids]
+                else:
+                    first[ids] = name
+        return shadowed
+
+
+@dataclass(frozen=True)
 class EmbeddingTokens:
-    """How this job's embedding names map to placeholder token ids."""
+    """How one picture's embedding names map to placeholder token ids."""
 
     # The name's ordinary token ids -> the placeholder ids standing for its vectors.
     placeholders: Mapping[tuple[int, ...], tuple[int, ...]]
@@ -216,40 +267,43 @@ def _text_encoders(pipeline: Any) -> list[Any]:
 @contextmanager
 def applied_embeddings(
     pipeline: Any, names: Sequence[str], files: Mapping[str, Path]
-) -> Iterator[tuple[EmbeddingTokens, AppliedNetworks]]:
-    """Give each embedding in ``names`` placeholder ids in the text encoder(s) for one job;
-    yields the tokens and what was applied. The original token tables come back afterwards."""
+) -> Iterator[tuple[EmbeddingPlaceholders, AppliedNetworks]]:
+    """Give each embedding in ``names`` placeholder ids in the text encoder(s) for one call;
+    yields the placeholders and what was applied. The original token tables come back
+    afterwards."""
     encoders = _text_encoders(pipeline)
     tables = [encoder.get_input_embeddings() for encoder in encoders]
     widths = [table.embedding_dim for table in tables]
     next_id = max(table.num_embeddings for table in tables)
     vectors: list[tuple[torch.Tensor, ...]] = []
-    placeholders: dict[tuple[int, ...], tuple[int, ...]] = {}
+    named: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     applied: list[str] = []
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}
     for name in names:
         try:
             tensors = read_embedding(files[name])
+        except FileNotFoundError:
+            skipped[name] = f"embedding {name!r} skipped: it is {NO_LONGER_INSTALLED}"
+            continue
         except (ValueError, SafetensorError) as error:
-            skipped.append(f"embedding {name!r} skipped: {error}")
+            skipped[name] = f"embedding {name!r} skipped: {error}"
             continue
         shape = [t.shape[-1] for t in tensors]
         if shape != widths:
-            skipped.append(
+            skipped[name] = (
                 f"embedding {name!r} skipped: made for text encoders of width {shape}, "
                 f"this model's are {widths}"
             )
             continue
         count = tensors[0].shape[0]
         if not 1 <= count <= CHUNK_LENGTH:
-            skipped.append(
+            skipped[name] = (
                 f"embedding {name!r} skipped: it has {count} vectors, at most "
                 f"{CHUNK_LENGTH} fit a prompt chunk"
             )
             continue
-        placeholders[tuple(default_tokenizer().encode(name))] = tuple(
-            range(next_id, next_id + count)
-        )
+        ids = tuple(default_tokenizer().encode(name))
+        named[name] = (ids, tuple(range(next_id, next_id + count)))
         vectors.append(tensors)
         applied.append(name)
         next_id += count
@@ -259,7 +313,7 @@ def applied_embeddings(
                 encoder.set_input_embeddings(
                     _extended_table(table, [v[index] for v in vectors], next_id)
                 )
-        yield EmbeddingTokens(placeholders), AppliedNetworks(tuple(applied), tuple(skipped))
+        yield EmbeddingPlaceholders(named), AppliedNetworks(tuple(applied), skipped)
     finally:
         for encoder, table in zip(encoders, tables, strict=True):
             encoder.set_input_embeddings(table)
@@ -281,8 +335,12 @@ def _extended_table(
 
 def load_vae(path: Path, like: Any) -> Any:
     """A single-file VAE (original LDM or diffusers key layout) built with ``like``'s config,
-    on ``like``'s device and dtype. Raises ``RenderFailed`` when it does not fit."""
-    state = load_file(str(path))
+    on ``like``'s device and dtype. Raises ``RenderFailed`` when it does not fit, and
+    ``RenderInputError`` when it is gone."""
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise RenderInputError(f"VAE {path.name} is {NO_LONGER_INSTALLED}") from None
     if any(key.startswith(_LDM_VAE_MARKERS) for key in state):
         state = convert_ldm_vae_checkpoint(state, like.config)
     vae = AutoencoderKL.from_config(like.config)

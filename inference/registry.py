@@ -6,6 +6,8 @@ Pure Python (no torch) so listing and validating model names costs nothing.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -56,6 +58,17 @@ UPSCALER_PICKLE_SUFFIXES = (".pth", ".pt")
 # the web UI's. Listed like upscalers (pickles only where allowed). Not the web UI's
 # Codeformer/: spandrel keeps CodeFormer in a separately licensed package.
 FACE_RESTORER_FOLDERS = ("face_restore", "GFPGAN")
+# A folder's listing is kept only once every directory in it has gone unchanged this long: a
+# file added within the same tick of a coarse file-system clock (2 s on FAT) as the listing
+# leaves its directory's mtime as it was.
+LISTING_SETTLED_NS = 3_000_000_000
+# A kept listing is walked again once this old: a network file system answers a directory's
+# stat from a cache (NFS: 30-60 s) and some FUSE mounts never move its mtime, so a change
+# there shows within this time, still one walk per many commands under load.
+LISTING_MAX_AGE_NS = 10_000_000_000
+# Why a listed file was not read: removed since its folder was listed (the listing can be up
+# to ``LISTING_MAX_AGE_NS`` old on a network mount). The member is told, not "internal error".
+NO_LONGER_INSTALLED = "no longer installed on this device"
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,68 @@ def _entry_for(path: Path) -> ModelEntry | None:
     return None
 
 
+@dataclass(frozen=True)
+class FolderListing:
+    """A folder's files with some suffixes, and what says whether they are still all there:
+    each directory's identity and mtime (adding, removing or renaming a file changes its
+    directory's mtime; a file replaced in place keeps its name, all a listing holds)."""
+
+    files: tuple[Path, ...]
+    # Each directory of the tree: (path, device, inode, mtime_ns).
+    directories: tuple[tuple[Path, int, int, int], ...]
+    # A symbolic link can change where it points, or its target appear or go, with no
+    # directory of the tree changing: a tree holding one (or a directory that went while it
+    # was listed) is listed again at every lookup.
+    uncertain: bool
+    listed_at_ns: int
+
+    @classmethod
+    def walk(cls, folder: Path, suffixes: tuple[str, ...]) -> FolderListing:
+        """List ``folder`` (as ``Path.rglob``: symbolic links to folders are not entered)."""
+        listed_at_ns = time.time_ns()
+        files: list[Path] = []
+        directories: list[tuple[Path, int, int, int]] = []
+        uncertain = False
+        pending = [folder]
+        while pending:
+            directory = pending.pop()
+            try:
+                stat = directory.stat()
+                with os.scandir(directory) as entries:
+                    found = list(entries)
+            except OSError:
+                uncertain = True
+                continue
+            directories.append((directory, stat.st_dev, stat.st_ino, stat.st_mtime_ns))
+            for entry in found:
+                uncertain = uncertain or entry.is_symlink()
+                path = directory / entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                elif path.suffix in suffixes and entry.is_file():
+                    files.append(path)
+        return cls(tuple(sorted(files)), tuple(directories), uncertain, listed_at_ns)
+
+    def may_keep(self) -> bool:
+        """Whether this listing may answer later lookups (``still_current``)."""
+        settled = self.listed_at_ns - LISTING_SETTLED_NS
+        return not self.uncertain and all(mtime < settled for *_, mtime in self.directories)
+
+    def still_current(self) -> bool:
+        """Whether it is younger than ``LISTING_MAX_AGE_NS`` and no directory of the tree
+        changed since it was listed."""
+        if not 0 <= time.time_ns() - self.listed_at_ns < LISTING_MAX_AGE_NS:
+            return False
+        for directory, device, inode, mtime in self.directories:
+            try:
+                stat = directory.stat()
+            except OSError:
+                return False
+            if (stat.st_dev, stat.st_ino, stat.st_mtime_ns) != (device, inode, mtime):
+                return False
+        return True
+
+
 class ModelRegistry:
     """Scans the models folder on every lookup, so models dropped in appear without a restart."""
 
@@ -114,6 +189,23 @@ class ModelRegistry:
         self.hashes_file = hashes_file
         # Every lookup scans (every admission lists embeddings): say each hidden file once.
         self._hidden_told: set[Path] = set()
+        # The network and upscaler folders' listings by (folder, suffixes) (``_listed``).
+        self._listings: dict[tuple[Path, tuple[str, ...]], FolderListing] = {}
+
+    def _listed(self, folder: Path, suffixes: tuple[str, ...]) -> tuple[Path, ...]:
+        """The files with one of ``suffixes`` under ``folder`` (subfolders included), sorted:
+        kept between lookups for up to 10 s while no directory of the tree changed
+        (``FolderListing``), so admissions (which list the embeddings) walk the folder only
+        after a change or that time."""
+        kept = self._listings.get((folder, suffixes))
+        if kept is not None and kept.still_current():
+            return kept.files
+        listing = FolderListing.walk(folder, suffixes)
+        if listing.may_keep():
+            self._listings[folder, suffixes] = listing
+        else:
+            self._listings.pop((folder, suffixes), None)
+        return listing.files
 
     def _tell_hidden(self, kind: str, name: str, path: Path, winner: Path) -> None:
         if path not in self._hidden_told:
@@ -166,7 +258,7 @@ class ModelRegistry:
         if wanted not in entries:
             # The member reads this error, and a server may allow only some models: it names
             # none (the request layer names those the member may use there:
-            # ``bot.policy.installed_models``); the operator's log names them all.
+            # ``bot.policy.unavailable``); the operator's log names them all.
             log.warning("unknown model %r; installed: %s", wanted, ", ".join(sorted(entries)))
             raise RenderInputError(f"unknown model {wanted!r}: it is not installed on this device")
         return entries[wanted]
@@ -237,8 +329,7 @@ class ModelRegistry:
             if not folder.is_dir() or folder.resolve() in seen:
                 continue
             seen.add(folder.resolve())
-            found = (p for p in folder.rglob("*") if p.suffix in suffixes and p.is_file())
-            for path in sorted(found):
+            for path in self._listed(folder, suffixes):
                 if path.stem in files:
                     self._tell_hidden(kind, path.stem, path, files[path.stem])
                     continue

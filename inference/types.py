@@ -22,8 +22,20 @@ if TYPE_CHECKING:
 # The embeddings a request may read, where its server allows some only (``bot.policy.addons``):
 # the others' names are plain prompt text for it. Absent: every installed embedding.
 ALLOWED_EMBEDDINGS_OPTION = "embeddings"
+# The embeddings admission found the request's planned prompts name (whole words in any letter
+# case, ``inference.prompts.find_embeddings``), among those installed for the bot or on its
+# server's list (``bot.policy.prompt_safety``): the engine reads no other, so every one it reads
+# was seen by the bot, and the start gate ends a job only for one of these it may read that the
+# list leaves out now (``bot.policy.addons``). Absent: a job journaled before admission recorded
+# them, which reads every installed one (within the option above) and is checked as a whole.
+USED_EMBEDDINGS_OPTION = "used_embeddings"
 # Likewise the ControlNets a unit naming none may be given (``inference.controlnet``).
 ALLOWED_CONTROLNETS_OPTION = "controlnets"
+# The LoRAs a request may apply, where its server allows some only: those its prompts apply,
+# all on the list (``bot.policy.addons.lora_suggestions``), so a LoRA tag naming one not
+# installed is told "did you mean" from those only (``inference.passes.jobs``), never from a
+# LoRA the server leaves out. Absent: every installed LoRA.
+ALLOWED_LORAS_OPTION = "loras"
 # "faces": fix and/or restore the faces of ``init_image`` (inference.face_options).
 Mode = Literal["txt2img", "img2img", "inpaint", "upscale", "faces"]
 
@@ -101,7 +113,11 @@ class RenderRequest:
             self.options.get("aspect"),
             self.options.get("clip_skip"),
             self.options.get("pad_conds"),
+            # The hires pass is the whole call's: the first request's stands for the batch.
             self.options.get("hires_scale"),
+            self.options.get("hires_steps"),
+            self.options.get("hires_denoising"),
+            self.options.get("hires_upscaler"),
             self.options.get("vae"),
             self.options.get("tile"),
             self.options.get("stop"),

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from inference.metadata import vae_latent_channels
-from inference.registry import ModelRegistry
+from inference.registry import NO_LONGER_INSTALLED, ModelRegistry
 from inference.types import RenderInputError, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -36,22 +36,22 @@ def vae_file(
         # the operator's log names them all.
         log.warning("unknown VAE %r; installed: %s", name, ", ".join(sorted(files)))
         raise RenderInputError(f"unknown VAE {name!r}: it is not installed on this device")
-    if latent_channels is not None and not _vae_fits(path, latent_channels):
+    if latent_channels is None:
+        return path
+    try:
+        channels = vae_latent_channels(path)
+    except FileNotFoundError:  # removed since its folder was listed
+        raise RenderInputError(f"VAE {path.name} is {NO_LONGER_INSTALLED}") from None
+    # A header that says nothing is offered: its loading says whether it fits.
+    if channels is not None and channels != latent_channels:
         kind = _VAE_FAMILIES.get(latent_channels, "another family")
         raise RenderInputError(
-            f"VAE {path.name} is for {_vae_kind(vae_latent_channels(path))} models and this "
+            f"VAE {path.name} is for {_vae_kind(channels)} models and this "
             f"model takes a {latent_channels}-channel VAE ({kind}); choose one of those, or "
             "none for the model's own"
         )
     return path
 
 
-def _vae_kind(channels: int | None) -> str:
-    return _VAE_FAMILIES.get(channels or 0, f"{channels}-channel")
-
-
-def _vae_fits(path: Path, latent_channels: int) -> bool:
-    """Whether a VAE file decodes ``latent_channels`` (one whose header says nothing is
-    offered, and its loading says whether it fits)."""
-    channels = vae_latent_channels(path)
-    return channels is None or channels == latent_channels
+def _vae_kind(channels: int) -> str:
+    return _VAE_FAMILIES.get(channels, f"{channels}-channel")

@@ -77,8 +77,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _UNFINISHED = frozenset({journal.JobStatus.QUEUED, journal.JobStatus.RUNNING})
-# Stop waiting for a running render after this long on shutdown; the journal requeues it.
+# Stop waiting for a running render after this long on shutdown; the journal requeues it,
+# and that render is no attempt (``MAX_RENDER_ATTEMPTS``): the process ended it, not the job.
 SHUTDOWN_GRACE_S = 15.0
+# Renders a job gets in this process: a job the process died during this often is failed at
+# the next start, not rendered again (the broker delivers a job as often to its workers:
+# ``BrokerConfig.max_attempts``).
+MAX_RENDER_ATTEMPTS = 3
+# Set apart in a job's batch key, it shares a batch with no other job.
+_ALONE = "alone"
 # The waits before each further try of a result's post that failed for a passing reason
 # (``_passing``), in its lane; one still failing is posted at the next start.
 DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
@@ -114,6 +121,17 @@ class BatchRenderSlot(RenderSlot, Protocol):
         progress: Callable[[StepProgress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> list[list[RenderedImage]]: ...
+
+
+@runtime_checkable
+class BrokeredSlot(RenderSlot, Protocol):
+    """A slot that hands its job to a broker's workers (``bot.jobs.broker``). The job is
+    running from then on, waiting in the broker's stream as well as rendering, and the broker
+    caps the deliveries of one that takes its workers down: a stop of this process is no
+    render attempt of it."""
+
+    @property
+    def brokered(self) -> bool: ...
 
 
 @runtime_checkable
@@ -164,6 +182,8 @@ class _RunningBatch:
     out of it; the render stops once every one of them is cancelled."""
 
     job_ids: tuple[str, ...]
+    # Its slot renders in this process: marking its jobs running counts a render attempt.
+    in_process: bool = True
     # Its render is under way: a job cancelled before is left out of it, refunded whole.
     rendering: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
@@ -432,14 +452,30 @@ class JobQueue:
         ``before_delivery``: what must decide about the restored jobs once they are queued
         again and before any is delivered or rendered (``bot.bans``: members banned, kicked or
         timed out while Easel was offline); it may cancel them."""
-        requeued = await journal.requeue_running(self._conn)
+        requeued, spent = await journal.requeue_running(self._conn, MAX_RENDER_ATTEMPTS)
         if requeued:
             log.info("requeued %d job(s) left running by a previous process", requeued)
+        for job_id in spent:  # delivered with the jobs finished undelivered, below
+            log.error("job %s: Easel stopped during each of its renders; failed", job_id)
+            await self._record_failure(
+                job_id,
+                f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped while rendering it "
+                f"each time, so it is not rendered again; reference {job_id}",
+            )
         for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
             request = RenderRequest.from_json(job.request_json)
             priority = PriorityClass(job.priority)
             self._kinds[job.id] = job.kind
-            self._schedule(job.id, job.user_id, job.guild_id, request, job.created_at, priority)
+            # Started before, by a process that died: alone, so no partner dies with it again.
+            self._schedule(
+                job.id,
+                job.user_id,
+                job.guild_id,
+                request,
+                job.created_at,
+                priority,
+                alone=job.attempts > 0,
+            )
         if before_delivery is not None:
             await before_delivery()
         # In the background, each in its lane's turn: one may wait for Discord (the delivery
@@ -459,18 +495,25 @@ class JobQueue:
         """Take no new work; let running renders finish (bounded), then close the slots.
 
         A render still running after the grace period is abandoned: its journal row stays
-        ``running`` and the next start queues it again. So is a post still running (or
-        waiting for its turn) after another grace period: the next start posts it.
+        ``running`` and the next start queues it again, its attempt given back (the job did
+        not end the process). So is a post still running (or waiting for its turn) after
+        another grace period: the next start posts it.
         """
         self._stopping = True
         self._stop_requested.set()
         async with self._wakeup:
             self._wakeup.notify_all()
+        abandoned: list[str] = []
         if self._dispatchers:
             _, still_running = await asyncio.wait(self._dispatchers, timeout=SHUTDOWN_GRACE_S)
+            # Read before the cancels: each batch leaves ``_running`` as its task ends.
+            abandoned = [job_id for job_id, batch in self._running.items() if batch.in_process]
             for task in still_running:
                 task.cancel()
         await self._settle_background(SHUTDOWN_GRACE_S)
+        # After the cancels: a start a cancelled task was marking is journaled before this
+        # (the connection runs its statements in order).
+        await journal.give_back_attempts(self._conn, abandoned)
         for slot in self._slots:
             await asyncio.to_thread(slot.close)
 
@@ -592,16 +635,20 @@ class JobQueue:
             return CancelOutcome.STOPPING
         return CancelOutcome.STOPPING_FREE
 
-    async def stop_withdrawn(self, job_ids: Sequence[str]) -> None:
+    async def stop_withdrawn(self, job_ids: Sequence[str]) -> list[str]:
         """Stop those of ``job_ids`` still queued or running: withdrawn because a moderator
         deleted the picture they are made from (``db.history.withdraw_deleted_results``), so
         their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
-        on their makers: refunded whole."""
+        on their makers: refunded whole. Returns those stopped."""
+        stopped = []
         for job_id in job_ids:
             job = await journal.get_job(self._conn, job_id)
             if job is not None and job.status in _UNFINISHED:
                 owner = accounting.Member(job.user_id, job.guild_id)
-                await self.cancel(job_id, owner, imposed=True)
+                outcome = await self.cancel(job_id, owner, imposed=True)
+                if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
+                    stopped.append(job_id)
+        return stopped
 
     async def refund_withheld(self, job_id: str) -> bool:
         """Give back a finished job's quota, its charge included: its result is withheld for a
@@ -653,13 +700,16 @@ class JobQueue:
         request: RenderRequest,
         at: float,
         priority: PriorityClass = PriorityClass.STANDARD,
+        *,
+        alone: bool = False,
     ) -> None:
+        batch_key = request.batch_key()
         self._scheduler.submit(
             QueuedJob(
                 job_id=job_id,
                 user_id=user_id,
                 guild_id=guild_id,
-                batch_key=request.batch_key(),
+                batch_key=(*batch_key, (_ALONE, job_id)) if alone else batch_key,
                 priority=priority,
                 submitted_at=min(at, self._now()),
                 images=request.count,
@@ -703,7 +753,9 @@ class JobQueue:
     async def _dispatch(self, slot: RenderSlot) -> None:
         while (batch := await self._next_batch(slot.device)) is not None:
             # Before the first await: from the hand-out on, a cancel is the batch's to honour.
-            running = _RunningBatch(tuple(job.job_id for job in batch))
+            running = _RunningBatch(
+                tuple(job.job_id for job in batch), in_process=not isinstance(slot, BrokeredSlot)
+            )
             self._running.update(dict.fromkeys(running.job_ids, running))
             try:
                 await self._run(slot, running)
@@ -740,7 +792,9 @@ class JobQueue:
         now = self._now()
         # One statement: only the jobs still queued are marked, and only those it returns
         # render (one cancelled or erased since the hand-out is in neither).
-        jobs = await journal.mark_running(self._conn, running.job_ids, now)
+        jobs = await journal.mark_running(
+            self._conn, running.job_ids, now, counts_attempt=running.in_process
+        )
         # Before the render is under way: a cancel meanwhile still leaves its job out.
         refused = await self._refused_at_start(jobs)
         # No await from here to the render's start: a job cancelled until now stays out of it,
@@ -845,7 +899,7 @@ class JobQueue:
                 if job.id in running.cancelled:
                     await self._finish_unsuccessfully(job.id, "cancelled", cancelled=True)
                 else:
-                    alone = _RunningBatch((job.id,), rendering=True)
+                    alone = _RunningBatch((job.id,), in_process=running.in_process, rendering=True)
                     self._running[job.id] = alone
                     await self._render(slot, alone, (job,), [request])
         else:

@@ -22,7 +22,8 @@ from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
-from bot.user_errors import Reason, UserError
+from bot.policy.unavailable import unavailable_here
+from bot.user_errors import UserError
 from db.guild_settings import GuildList, GuildSettings
 from inference.control_units import OPTION_KEY as CONTROL_UNITS
 from inference.control_units import ControlUnit, control_units, controlnet_files
@@ -31,29 +32,32 @@ from inference.registry import NETWORK_SUFFIX, ModelRegistry, NetworkKind
 from inference.types import (
     ALLOWED_CONTROLNETS_OPTION,
     ALLOWED_EMBEDDINGS_OPTION,
+    ALLOWED_LORAS_OPTION,
+    USED_EMBEDDINGS_OPTION,
     RenderInputError,
     RenderRequest,
 )
-from inference.upscale import LANCZOS, latent_upscaler
+from inference.upscale import LANCZOS, LATENT_UPSCALERS, latent_upscaler
 from inference.vae_files import MODEL_VAE_NAMES
 
 __all__ = [
     "ADDON_LISTS",
     "ANY_ADDON",
     "APPLIED_LORAS_OPTION",
-    "MAX_NAMED_ADDONS",
     "UPSCALERS_FILLED_OPTION",
     "USED_EMBEDDINGS_OPTION",
     "AddonKind",
     "AddonRules",
-    "addon_not_installed",
-    "addon_refusal",
+    "addon_unavailable",
     "addons_named",
     "allowed_addons_only",
     "applies_networks",
     "check_loras",
     "installed_addons",
     "is_among",
+    "kinds_to_read",
+    "listable_addons",
+    "lora_suggestions",
     "under_addon_rules",
 ]
 
@@ -80,29 +84,22 @@ _NETWORK_KINDS: Mapping[AddonKind, NetworkKind] = {
 }
 # Where a member can see the whole list of a kind (the others are named in the refusal only).
 _LISTED_BY = {AddonKind.LORA: "/loras", AddonKind.EMBEDDING: "/embeddings"}
-# A refusal names up to this many allowed names, then says how many more there are.
-MAX_NAMED_ADDONS = 10
-# A name the member typed, quoted in a refusal (cut to this many characters).
-_MAX_QUOTED = 100
 # The LoRAs a job's plans apply (every picture, /compare cell and wildcard draw), in the order
 # first met: filled at each admission (``prompt_safety.plan_request``), whatever the request
 # held, so a member cannot forge it; the start gate checks these. Absent: a job journaled
 # before admission recorded them, whose prompt is read as typed instead.
 APPLIED_LORAS_OPTION = "applied_loras"
-# Likewise the embeddings a job's planned prompts name, as the engine finds them (whole words in
-# any letter case, ``inference.prompts.find_embeddings``), among those installed for the bot or
-# on the server's list at admission: the start gate ends a job only for one of these it reads
-# that the list leaves out now, so a list started or narrowed leaves the other jobs queued.
-# Absent: a job journaled before admission recorded them, checked as a whole (its
-# ``ALLOWED_EMBEDDINGS_OPTION`` within the list of now), as then.
-USED_EMBEDDINGS_OPTION = "used_embeddings"
 # The upscaler options (``_UPSCALER_KEYS``) the bot filled in, not the member: /imagine's hires
 # fix (the operator's upscaler) and an upscale naming none. Admission refills them under the
-# rules of now (a 🔄 or Remix is not refused for a choice the member never made), and the start
+# rules of now (a 🔄 or Remix is not refused for a choice the member never made, and a hires fix
+# given Lanczos gets the operator's upscaler back where the list allows it again), and the start
 # gate lets a job run with them (docs/security.md): it cannot change a job that may share a
 # batch, and ending the job would charge the member's queue for the server's list change.
 UPSCALERS_FILLED_OPTION = "upscalers_filled"
 _UPSCALER_KEYS = ("hires_upscaler", "upscaler")
+# What enlarges a picture with no file: an upscaler refusal names it among those usable here
+# (the latent upscalers only enlarge a hires fix's latents).
+_NO_FILE_UPSCALERS = (LANCZOS,)
 # The modes whose jobs apply LoRAs and embeddings (``inference.passes.jobs.image_jobs``):
 # /fix-faces and both upscales build theirs with none.
 _NETWORK_MODES = frozenset({"txt2img", "img2img", "inpaint"})
@@ -112,15 +109,26 @@ _NETWORK_MODES = frozenset({"txt2img", "img2img", "inpaint"})
 class AddonRules:
     """A server's add-on lists; a kind absent or empty allows every installed file of it.
     ``default_upscaler``: the operator's (EASEL_DEFAULT_UPSCALER), what an upscale naming none
-    enlarges with where it is allowed."""
+    enlarges with where it is allowed; ``hires_upscaler``: the operator's for /imagine's hires
+    fix (EASEL_HIRES_UPSCALER), refilled at each admission (None: a filled one is kept).
+    ``installed``: the installed files of the kinds read for one request (``kinds_to_read``),
+    so that a refusal or a default names only listed files that are still there; a kind
+    absent: its list as it is."""
 
     allowed: Mapping[AddonKind, frozenset[str]]
     default_upscaler: str | None = None
+    hires_upscaler: str | None = None
+    installed: Mapping[AddonKind, Collection[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, settings: GuildSettings, default_upscaler: str | None = None) -> AddonRules:
+    def of(
+        cls,
+        settings: GuildSettings,
+        default_upscaler: str | None = None,
+        hires_upscaler: str | None = None,
+    ) -> AddonRules:
         lists = {kind: settings.entries(which) for kind, which in ADDON_LISTS.items()}
-        return cls(lists, default_upscaler)
+        return cls(lists, default_upscaler, hires_upscaler)
 
     def restricts(self, kind: AddonKind) -> bool:
         return bool(self.allowed.get(kind))
@@ -134,22 +142,54 @@ class AddonRules:
         """``names`` less those this server leaves out: what a list or chooser may show."""
         return [name for name in names if self.allows(kind, name)]
 
+    def usable_of(self, kind: AddonKind, installed: Iterable[str]) -> list[str]:
+        """What a member may use here of ``kind``, ``installed`` being its files: those the
+        server allows, and for upscalers Lanczos, which is no file (a refusal names it)."""
+        return self.usable(kind, _with_no_file(kind, installed))
+
     def upscaler_here(self, operators: str) -> str:
         """The operator's upscaler for a feature the member does not pick one for (/imagine's
-        hires fix), else Lanczos (no file) where the server leaves it out."""
-        return operators if self.allows(AddonKind.UPSCALER, operators) else LANCZOS
+        hires fix), else Lanczos (no file) where the server leaves it out or its file is gone
+        (the bot's choice, so no note: the member never named it)."""
+        if self.allows(AddonKind.UPSCALER, operators) and self._working(
+            AddonKind.UPSCALER, [operators]
+        ):
+            return operators
+        return LANCZOS
 
     def upscale_default(self) -> str:
         """What an upscale naming no upscaler enlarges with where the server lists upscalers:
-        the operator's default when allowed here, else the first allowed by name."""
+        the operator's default when allowed (and installed) here, else the first listed by
+        name that is installed and can enlarge a picture (a latent upscaler is for the hires
+        fix only), else Lanczos."""
         default = self.default_upscaler
-        if default is not None and self.allows(AddonKind.UPSCALER, default):
+        if (
+            default is not None
+            and self.allows(AddonKind.UPSCALER, default)
+            and self._working(AddonKind.UPSCALER, [default])
+        ):
             return default
-        return min(self.allowed[AddonKind.UPSCALER], key=str.casefold)
+        enlarging = self._listed_working(AddonKind.UPSCALER, enlarging=True)
+        return min(enlarging, key=str.casefold) if enlarging else LANCZOS
 
-    def check(self, kind: AddonKind, name: str) -> None:
+    def check(self, kind: AddonKind, name: str, *, enlarging: bool = False) -> None:
+        """``UserError`` where the server leaves ``name`` out, naming what of its list works
+        here (installed, or no file); ``enlarging``: an upscaler that enlarges a picture,
+        which no latent upscaler does."""
         if not self.allows(kind, name):
-            raise addon_refusal(kind, name, self.allowed.get(kind, frozenset()))
+            listed = self._listed_working(kind, enlarging=enlarging)
+            raise addon_unavailable(kind, name, _with_no_file(kind, listed))
+
+    def _listed_working(self, kind: AddonKind, *, enlarging: bool) -> list[str]:
+        listed = self._working(kind, self.allowed.get(kind, frozenset()))
+        if enlarging and kind is AddonKind.UPSCALER:
+            return [name for name in listed if latent_upscaler(name) is None]
+        return listed
+
+    def _working(self, kind: AddonKind, names: Iterable[str]) -> list[str]:
+        """``names`` less the files not installed, where the installed ones were read."""
+        installed = self.installed.get(kind)
+        return [name for name in names if installed is None or is_among(kind, name, installed)]
 
 
 # No lists: every installed add-on (direct messages, and callers that read no server's rules).
@@ -185,40 +225,25 @@ def installed_addons(registry: ModelRegistry, kind: AddonKind) -> list[str]:
     return sorted(files, key=str.casefold)
 
 
-def addon_refusal(kind: AddonKind, name: str, allowed: Collection[str]) -> UserError:
-    """The refusal of ``name``, naming what the server allows of ``kind`` (the first
-    ``MAX_NAMED_ADDONS`` by name, then how many more), never anything it leaves out."""
-    return UserError(
-        f"The {kind} {_typed(name)} is not allowed on this server; it allows: "
-        f"{_some_of(kind, allowed)}.",
-        Reason.MODEL,
-    )
+def listable_addons(registry: ModelRegistry, kind: AddonKind) -> list[str]:
+    """What an admin may list of ``kind``: the installed files, and for upscalers the
+    built-in ones first (Lanczos, the latent ones), so that a list can say "Lanczos only"
+    (they are always allowed, but listing one starts the list: model upscalers are then left
+    out unless listed). Walks the folders: call it from a thread."""
+    built_in = [LANCZOS, *LATENT_UPSCALERS] if kind is AddonKind.UPSCALER else []
+    return [*built_in, *installed_addons(registry, kind)]
 
 
-def addon_not_installed(kind: AddonKind, name: str, usable: Collection[str]) -> UserError:
-    """The refusal of ``name``, which is not installed, naming some of those of ``kind`` the
-    member may use here (``usable``): the engine's own error names none."""
-    choices = f"you may use: {_some_of(kind, usable)}" if usable else "there is none you may use"
-    return UserError(
-        f"The {kind} {_typed(name)} is not installed on this bot; {choices}.", Reason.MODEL
-    )
+def _with_no_file(kind: AddonKind, names: Iterable[str]) -> list[str]:
+    """``names`` with Lanczos first for upscalers (once: a list may hold it)."""
+    no_file = _NO_FILE_UPSCALERS if kind is AddonKind.UPSCALER else ()
+    return list(dict.fromkeys([*no_file, *names]))
 
 
-def _typed(name: str) -> str:
-    """A name the member typed, as a refusal quotes it (code, so no markdown or link)."""
-    return f"`{name.replace('`', '')[:_MAX_QUOTED]}`"
-
-
-def _some_of(kind: AddonKind, names: Collection[str]) -> str:
-    """The first ``MAX_NAMED_ADDONS`` of ``names`` by name, then how many more, and where the
-    member finds them all when a command lists that kind."""
-    ordered = sorted(names, key=str.casefold)
-    shown = ", ".join(ordered[:MAX_NAMED_ADDONS])
-    more = len(ordered) - MAX_NAMED_ADDONS
-    if more > 0:
-        where = _LISTED_BY.get(kind)
-        shown += f" and {more} more" + (f"; `{where}` lists them" if where else "")
-    return shown
+def addon_unavailable(kind: AddonKind, name: str, usable: Collection[str]) -> UserError:
+    """The refusal of ``name``, not installed or left out by the server (one sentence for
+    both), naming only those of ``kind`` the member may use here (``usable``)."""
+    return unavailable_here(str(kind), name, usable, _LISTED_BY.get(kind))
 
 
 def applies_networks(mode: str) -> bool:
@@ -233,26 +258,45 @@ def check_loras(names: Iterable[str], rules: AddonRules) -> None:
         rules.check(AddonKind.LORA, name)
 
 
+def lora_suggestions(mode: str, applied: list[str], rules: AddonRules) -> dict[str, list[str]]:
+    """What a planned request records of the LoRAs an unknown tag's "did you mean" may name
+    (``ALLOWED_LORAS_OPTION``): where the server lists LoRAs and ``mode`` applies them, the
+    LoRAs its plans apply (``applied``, each on the list: ``check_loras``), so the engine's
+    warning (posted with the picture) never names one the server leaves out, and the job
+    carries no more names than its prompts do (not the whole list). Elsewhere none: every
+    installed LoRA may be named."""
+    if rules.restricts(AddonKind.LORA) and applies_networks(mode):
+        return {ALLOWED_LORAS_OPTION: applied}
+    return {}
+
+
 def under_addon_rules(request: RenderRequest, rules: AddonRules) -> RenderRequest:
     """``request`` as the server's add-on lists let it run, or ``UserError`` naming the first
     VAE, upscaler or ControlNet they leave out. The LoRA tags its prompts expand to are checked
-    where they are planned (``check_loras``). A hires fix's upscaler the server leaves out gives
-    way to Lanczos, as on a new /imagine (a button or Remix reuses the upscaler a picture made
-    before the list changed was given; the member did not pick it). Where the server lists its
-    embeddings, the job reads only those; where it lists ControlNets, a unit naming none is
-    given one of those (``inference.types``' options; an old request's lists are replaced by
-    today's); where it lists upscalers, an upscale naming none gets ``upscale_default``, refilled
-    at each admission (``UPSCALERS_FILLED_OPTION``). Lanczos, the latent upscalers and the
-    model's own VAE are no file: always allowed."""
+    where they are planned (``check_loras``; ``lora_suggestions``). A hires fix's upscaler the
+    bot filled in is chosen again (``upscaler_here`` of the operator's), and one the member
+    chose that the server leaves out gives way to Lanczos, as on a new /imagine (a button or
+    Remix reuses the upscaler a picture was given before the list changed). Where the server
+    lists its embeddings, the job reads only those; where it lists ControlNets, a unit naming
+    none is given one of those (``inference.types``' options; an old request's lists are
+    replaced by today's); where it lists upscalers, an upscale naming none gets
+    ``upscale_default``, refilled at each admission (``UPSCALERS_FILLED_OPTION``). Lanczos, the
+    latent upscalers and the model's own VAE are no file: always allowed."""
     options = dict(request.options)
+    notes = list(request.notes)
     filled = _filled_upscalers(options)
     if "upscaler" in filled:
         del options["upscaler"]
     hires = options.get("hires_upscaler")
-    if isinstance(hires, str) and not rules.allows(AddonKind.UPSCALER, hires):
+    if "hires_upscaler" in filled and hires is not None and rules.hires_upscaler is not None:
+        options["hires_upscaler"] = rules.upscaler_here(rules.hires_upscaler)
+    elif isinstance(hires, str) and not rules.allows(AddonKind.UPSCALER, hires):
         options["hires_upscaler"] = LANCZOS
+        # The member chose it (a picture's, reused): told, as an imported one is.
+        notes.append(f"hires upscaler {hires!r} is not allowed here; {LANCZOS} is used instead")
+    # A hires upscaler left out gave way above: an upscaler refused here enlarges a picture.
     for kind, name in _named(options):
-        rules.check(kind, name)
+        rules.check(kind, name, enlarging=True)
     filled = [key for key in filled if key == "hires_upscaler" and key in options]
     if _upscale_names_none(request.mode, options) and rules.restricts(AddonKind.UPSCALER):
         options["upscaler"] = rules.upscale_default()
@@ -260,15 +304,16 @@ def under_addon_rules(request: RenderRequest, rules: AddonRules) -> RenderReques
     options.pop(UPSCALERS_FILLED_OPTION, None)
     if filled:
         options[UPSCALERS_FILLED_OPTION] = filled
+    options.pop(ALLOWED_LORAS_OPTION, None)  # the planning records it again
     options.pop(ALLOWED_EMBEDDINGS_OPTION, None)
-    options.pop(ALLOWED_CONTROLNETS_OPTION, None)
     if rules.restricts(AddonKind.EMBEDDING):
         options[ALLOWED_EMBEDDINGS_OPTION] = sorted(rules.allowed[AddonKind.EMBEDDING])
+    options.pop(ALLOWED_CONTROLNETS_OPTION, None)
     if rules.restricts(AddonKind.CONTROLNET) and options.get(CONTROL_UNITS):
         options[ALLOWED_CONTROLNETS_OPTION] = sorted(rules.allowed[AddonKind.CONTROLNET])
     if options == request.options:
         return request
-    return dataclasses.replace(request, options=options)
+    return dataclasses.replace(request, options=options, notes=notes)
 
 
 def allowed_addons_only(request: RenderRequest, rules: AddonRules) -> None:
@@ -295,6 +340,21 @@ def allowed_addons_only(request: RenderRequest, rules: AddonRules) -> None:
         unit.model is None for unit in _control_units(options)
     ):
         _check_filled(options, ALLOWED_CONTROLNETS_OPTION, rules.allowed[AddonKind.CONTROLNET])
+
+
+def kinds_to_read(request: RenderRequest, rules: AddonRules) -> list[AddonKind]:
+    """The kinds whose installed files ``under_addon_rules`` needs for ``request``
+    (``AddonRules.installed``): those the server lists that it names, upscalers for an
+    upscale whose upscaler is given (``upscale_default``) where they are listed, and upscalers
+    wherever a hires fix's upscaler is refilled (``upscaler_here``), listed or not."""
+    kinds = [kind for kind, _ in _named(request.options)]
+    if request.mode == "upscale":
+        kinds.append(AddonKind.UPSCALER)
+    read = [kind for kind in dict.fromkeys(kinds) if rules.restricts(kind)]
+    refilled = "hires_upscaler" in _filled_upscalers(request.options)
+    if refilled and rules.hires_upscaler is not None and AddonKind.UPSCALER not in read:
+        read.append(AddonKind.UPSCALER)
+    return read
 
 
 def addons_named(request: RenderRequest) -> list[tuple[AddonKind, str]]:

@@ -23,9 +23,12 @@ from bot.user_errors import Reason, UserError
 SOURCE_WITHDRAWN = "a moderator removed the picture it was made from"
 # Its own message deleted in the channel: by a moderator or by its maker (Discord does not say).
 PROGRESS_DELETED = "its message in the channel was deleted"
+CHANNEL_DELETED = "the channel or thread it was made in was deleted"
 WORD_BANNED_SINCE = "its prompt uses a word the server has banned since it was submitted"
 NOT_CHECKED = "its prompt could not be checked against the server's banned words of now"
 CHANNEL_OFF = "Easel is no longer enabled in the channel it was made in"
+# The same pixels as a picture a moderator removed in the server (made again: same settings).
+SAME_PICTURE_REMOVED = "a moderator removed a picture with the same pixels from the server"
 DIRECT_MESSAGES_OFF = "Easel no longer works in direct messages"
 # Embeddings: one the job may read (a list kept or narrowed since), whether or not it does.
 ADDON_LEFT_OUT_NOW = (
@@ -60,10 +63,16 @@ async def under_rules_of_now(
     job: FinishedJob,
     policy: GuildPolicy | None,
     here_age_restricted: Callable[[], Awaitable[bool]],
+    pixels_withdrawn: Callable[[], Awaitable[bool]],
 ) -> FinishedJob:
     """``job``'s result as it may be posted now (``placed_under_rules_of_now``), or
-    ``Withheld``: also when what it was conditioned on renders a word banned since."""
+    ``Withheld``: also when one of its pictures has the pixels of a server's job a moderator
+    withdrew (``pixels_withdrawn()``, asked of a server's job only: its settings pasted again
+    make the same picture; refunded, as its maker may not have known), or when what it was
+    conditioned on renders a word banned since."""
     job = await placed_under_rules_of_now(job, policy, here_age_restricted)
+    if job.guild_id is not None and await pixels_withdrawn():
+        raise Withheld(SAME_PICTURE_REMOVED, refund=True)
     if policy is not None:
         await _check_banned_since(job, policy)
     return job

@@ -6,14 +6,20 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
 
 from bot.jobs import accounting
 from bot.memo import Memo
-from bot.policy.addons import ANY_ADDON, AddonRules, under_addon_rules
+from bot.policy.addons import (
+    ANY_ADDON,
+    AddonKind,
+    AddonRules,
+    kinds_to_read,
+    under_addon_rules,
+)
 from bot.policy.moderation import (
     BANNED_SINCE,
     WITHDRAWN_PICTURE,
@@ -22,6 +28,7 @@ from bot.policy.moderation import (
     check_channel,
     check_request,
     default_model_here,
+    model_left_out,
 )
 from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.policy.quota import QuotaLimits
@@ -64,6 +71,9 @@ class Admission:
     request: RenderRequest
     priority: bool  # the member holds one of the guild's priority roles
     nsfw_policy: NsfwPolicy
+    # The installed files of the kinds admission read (``AddonRules.installed``), so that
+    # ``check_addons_installed`` walks no folder twice.
+    installed: Mapping[AddonKind, Collection[str]] = field(default_factory=dict)
 
 
 class GuildPolicy:
@@ -80,10 +90,20 @@ class GuildPolicy:
         operator_banned_words: frozenset[str] = frozenset(),
         operator_default_model: str | None = None,
         operator_default_upscaler: str | None = None,
+        operator_hires_upscaler: str | None = None,
+        installed_models: Callable[[], Collection[str]] | None = None,
+        installed_addons: Callable[[AddonKind], Collection[str]] | None = None,
     ) -> None:
         self._conn = conn
         self._operator_default_model = operator_default_model  # EASEL_DEFAULT_MODEL
         self._operator_default_upscaler = operator_default_upscaler  # EASEL_DEFAULT_UPSCALER
+        self._operator_hires_upscaler = operator_hires_upscaler  # EASEL_HIRES_UPSCALER
+        # The models installed (blocking: a walk), read to refuse one the list leaves out,
+        # naming only the listed models that are installed (None: the list as it is).
+        self._installed_models = installed_models
+        # The add-on files of a kind installed (blocking: a walk), read where the server lists
+        # that kind, so a refusal or a default upscaler names none since removed.
+        self._installed_addons = installed_addons
         # EASEL_BANNED_WORDS_FILE: refused everywhere, direct messages included, whatever a
         # server's admins set (they add words; they cannot lift these).
         self._operator_banned_words = operator_banned_words
@@ -120,17 +140,21 @@ class GuildPolicy:
             model = self.default_model(settings)
             request = dataclasses.replace(request, model=model)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
+        allowed_models = settings.entries(GuildList.ALLOWED_MODEL)
+        refiner = request.options.get("refiner")
         check_request(
             model=request.model,
             channel_id=channel_id,
             channel_is_age_restricted=channel_is_age_restricted,
             allowed_channels=_allowed_channels(settings),
-            allowed_models=settings.entries(GuildList.ALLOWED_MODEL),
+            allowed_models=allowed_models,
             nsfw_policy=nsfw_policy,
-            refiner=request.options.get("refiner"),
+            refiner=refiner,
+            usable_models=await self._usable_models(request.model, refiner, allowed_models),
         )
-        addons = AddonRules.of(settings, self._operator_default_upscaler)
-        request = under_addon_rules(request, addons)
+        addons = self._addon_rules(settings)
+        read = await self._with_installed(addons, request)
+        request = under_addon_rules(request, read)
         # The prompt as the model will read it, banned words and LoRA tags included: planned
         # now, so a bad one fails alone.
         banned_words = self._banned_words(settings)
@@ -138,7 +162,8 @@ class GuildPolicy:
             request, banned_words, member_id, guild_id=guild_id, addons=addons
         )
         priority_roles = {int(r) for r in settings.entries(GuildList.PRIORITY_ROLE)}
-        return Admission(request, bool(priority_roles & set(role_ids)), nsfw_policy)
+        priority = bool(priority_roles & set(role_ids))
+        return Admission(request, priority, nsfw_policy, read.installed)
 
     async def check_reuse(
         self,
@@ -163,7 +188,7 @@ class GuildPolicy:
         previous stored check to end first, within the check's budget."""
         if withdrawn:  # ``withheld``: by Easel at delivery, not by a moderator
             raise UserError(WITHHELD_PICTURE if withheld else WITHDRAWN_PICTURE, Reason.PERMISSION)
-        if not texts or not await self._banned_words_where(guild_id):
+        if not texts or not await self.banned_words_where(guild_id):
             return  # nothing to read, nor to keep
         # Direct messages are kept under 0, which no server's id is.
         key = (guild_id or 0, job_id, prompts_planned)
@@ -206,7 +231,7 @@ class GuildPolicy:
                 del self._stored_turns[member_id]
 
     async def _renders_no_banned_word(self, guild_id: int | None, texts: Sequence[str]) -> bool:
-        banned_words = await self._banned_words_where(guild_id)
+        banned_words = await self.banned_words_where(guild_id)
         if not banned_words:
             return True
         try:
@@ -235,12 +260,37 @@ class GuildPolicy:
         """The add-on lists of ``guild_id`` (None: direct messages, the operator's: none)."""
         if guild_id is None:
             return ANY_ADDON
-        return AddonRules.of(await self.settings(guild_id), self._operator_default_upscaler)
+        return self._addon_rules(await self.settings(guild_id))
+
+    def _addon_rules(self, settings: GuildSettings) -> AddonRules:
+        return AddonRules.of(
+            settings, self._operator_default_upscaler, self._operator_hires_upscaler
+        )
+
+    async def _with_installed(self, rules: AddonRules, request: RenderRequest) -> AddonRules:
+        """``rules`` with the installed files of the kinds ``request`` needs read (on a thread)."""
+        kinds = kinds_to_read(request, rules)
+        read = self._installed_addons
+        if read is None or not kinds:
+            return rules
+        installed = await asyncio.to_thread(lambda: {kind: read(kind) for kind in kinds})
+        return dataclasses.replace(rules, installed=installed)
+
+    async def _usable_models(
+        self, model: str | None, refiner: str | None, allowed_models: Collection[str]
+    ) -> list[str] | None:
+        """What a refusal of ``model`` or ``refiner`` names where the list leaves one out: the
+        listed models installed, listed on a thread (None: neither is left out, or no listing)."""
+        left_out = model_left_out(model, refiner, allowed_models)
+        if left_out is None or self._installed_models is None:
+            return None
+        installed = await asyncio.to_thread(self._installed_models)
+        return [name for name in installed if name in allowed_models]
 
     def _banned_words(self, settings: GuildSettings) -> frozenset[str]:
         return settings.entries(GuildList.BANNED_WORD) | self._operator_banned_words
 
-    async def _banned_words_where(self, guild_id: int | None) -> frozenset[str]:
+    async def banned_words_where(self, guild_id: int | None) -> frozenset[str]:
         """The words refused in ``guild_id`` (None: direct messages, the operator's only)."""
         if guild_id is None:
             return self._operator_banned_words

@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Collection, Iterable, Iterator
 from enum import StrEnum
 
+from bot.policy.unavailable import unavailable_here
 from bot.user_errors import Reason, UserError
 from inference.prompts import Rendering, extract_extra_networks, renderings
 from inference.prompts.stopping import checkpoint
@@ -260,6 +261,15 @@ def default_model_here(
     return min(allowed_models) if allowed_models else None
 
 
+def model_left_out(
+    model: str | None, refiner: str | None, allowed_models: Collection[str]
+) -> str | None:
+    """The first of ``model`` and ``refiner`` the server's model list leaves out (a refiner is
+    a model too: the list governs it as well); None: neither."""
+    named = (name for name in (model, refiner) if name is not None)
+    return next((name for name in named if not model_allowed(name, allowed_models)), None)
+
+
 def check_request(
     *,
     model: str | None,
@@ -269,20 +279,18 @@ def check_request(
     allowed_models: Collection[str],
     nsfw_policy: NsfwPolicy,
     refiner: str | None = None,
+    usable_models: Collection[str] | None = None,
 ) -> None:
     """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all.
-    Banned words are looked for in what the prompt renders: ``bot.policy.prompt_safety``."""
+    Banned words are looked for in what the prompt renders: ``bot.policy.prompt_safety``.
+    ``usable_models``: what a model refusal names, the listed models installed (None: the
+    list as it is)."""
     check_channel(channel_id, allowed_channels)
     if nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY and not channel_is_age_restricted:
         raise UserError(
             "This server allows generation only in age-restricted channels; use one of those.",
             Reason.NSFW,
         )
-    # A refiner is a model too: the server's list governs it as well.
-    for name in (model, refiner):
-        if name is not None and not model_allowed(name, allowed_models):
-            names = ", ".join(sorted(allowed_models))
-            raise UserError(
-                f"Model {name!r} is not allowed on this server; choose one of: {names}.",
-                Reason.MODEL,
-            )
+    if (left_out := model_left_out(model, refiner, allowed_models)) is not None:
+        usable = allowed_models if usable_models is None else usable_models
+        raise unavailable_here("model", left_out, usable, "/models")

@@ -30,6 +30,7 @@ from bot.policy.addons import (
     AddonRules,
     applies_networks,
     check_loras,
+    lora_suggestions,
 )
 from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_banned_rendering
 from bot.requests import check_prompt_length, random_seed
@@ -106,6 +107,8 @@ def plan_request(
     addons: AddonRules = ANY_ADDON,
     embeddings: Collection[str] = (),
     max_job_bytes: int | None = None,
+    models_without_embeddings: Collection[str] = (),
+    unnamed_model: str | None = None,
 ) -> RenderRequest:
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
     the request when the prompt language rejects it, a variant renders a banned word, or a
@@ -119,7 +122,12 @@ def plan_request(
     (``APPLIED_LORAS_OPTION``, replaced whatever the request held) and the embeddings its plans
     name among ``embeddings`` (those installed for the bot) and those the server lets it read
     (``USED_EMBEDDINGS_OPTION``, likewise), which the start gate reads. ``max_job_bytes``: the
-    largest job the broker carries (``_within_job_size``; None: no broker, no such limit)."""
+    largest job the broker carries (``_within_job_size``; None: no broker, no such limit).
+    ``models_without_embeddings``: the installed models known to take no textual inversion
+    (SD3, Flux): a picture of one plans and records no embedding, reading the names as words
+    as its model does (a model the bot does not know, on a worker only, records them).
+    ``unnamed_model``: the model a picture naming none renders with (None: not known here, as
+    on a broker's workers, whose first model may differ: it records them)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
     face_prompt = request.options.get(FIX_FACES_PROMPT)
@@ -144,7 +152,11 @@ def plan_request(
                     seed=picture.seed + index,
                     steps=steps,
                     wildcards=library,
-                    embeddings=named_embeddings,
+                    embeddings=(
+                        ()
+                        if (picture.model or unnamed_model) in models_without_embeddings
+                        else named_embeddings
+                    ),
                     name=name,
                 ),
             )
@@ -171,6 +183,7 @@ def plan_request(
         WILDCARD_DRAWS_OPTION: library.option(),
         APPLIED_LORAS_OPTION: applied,
         USED_EMBEDDINGS_OPTION: used_embeddings,
+        **lora_suggestions(request.mode, applied, addons),
     }
     request = dataclasses.replace(request, options=options)
     return request if max_job_bytes is None else _within_job_size(request, max_job_bytes)
@@ -347,12 +360,18 @@ class PromptPlanner:
         stored_budget_s: float = STORED_CHECK_BUDGET_S,
         installed_embeddings: Callable[[], Collection[str]] = tuple,
         max_job_bytes: Callable[[], int] | None = None,
+        models_without_embeddings: Callable[[], Collection[str]] = tuple,
+        unnamed_model: Callable[[], str | None] | None = None,
     ) -> None:
         """``installed_embeddings``: the embeddings installed for the bot, listed now (called on
         a reader's thread: it may walk a folder), whose names a plan records where they occur;
-        ``max_job_bytes``: the largest job the broker carries now (None: renders run here)."""
+        ``max_job_bytes``: the largest job the broker carries now (None: renders run here);
+        ``models_without_embeddings``, ``unnamed_model``: ``plan_request``'s, listed now (on a
+        reader's thread; ``unnamed_model`` None: renders run elsewhere)."""
         self.wildcards_dir = wildcards_dir
         self.installed_embeddings = installed_embeddings
+        self.models_without_embeddings = models_without_embeddings
+        self.unnamed_model = unnamed_model
         self.max_job_bytes = max_job_bytes
         self.budget_s = budget_s
         self.explain_budget_s = explain_budget_s
@@ -397,6 +416,8 @@ class PromptPlanner:
             addons,
             self.installed_embeddings(),
             None if self.max_job_bytes is None else self.max_job_bytes(),
+            self.models_without_embeddings(),
+            None if self.unnamed_model is None else self.unnamed_model(),
         )
 
     async def check_stored(

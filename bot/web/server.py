@@ -31,6 +31,12 @@ from bot.web.pages import editor_page, message_page
 log = logging.getLogger(__name__)
 # The multipart body: the mask PNG (an upload's limit) and a prompt.
 _MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+_FORM_EXPECTED = "Send the mask as a PNG file and the prompt as UTF-8 text."
+# What aiohttp's form reader raises on a body it cannot read: text that is not UTF-8
+# (UnicodeDecodeError, a ValueError) or names an unknown charset (LookupError), a malformed or
+# cut-short multipart (ValueError), an unknown transfer encoding (RuntimeError), a body whose
+# compression is broken (RequestPayloadError). Uncaught, each was a 500 with a logged traceback.
+_UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, web.RequestPayloadError)
 SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
     "Cache-Control": "no-store",
@@ -153,9 +159,12 @@ class RegionWebServer:
             form = await request.post()
         except web.HTTPRequestEntityTooLarge:
             return plain_text("The mask is too large; paint on the page Easel gave you.", 413)
+        except _UNREADABLE_FORM as unreadable:
+            log.info("a mask page's form was unreadable: %s", type(unreadable).__name__)
+            return plain_text(_FORM_EXPECTED, 400)
         mask, prompt = form.get("mask"), form.get("prompt", "")
         if not isinstance(mask, web.FileField) or not isinstance(prompt, str):
-            return plain_text("Send the mask as a PNG file and the prompt as text.", 400)
+            return plain_text(_FORM_EXPECTED, 400)
         try:
             sentence = await self._editor.submit(
                 link, mask.file.read(), prompt, lambda: self.signer.use(link)

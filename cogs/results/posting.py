@@ -17,6 +17,7 @@ from bot.bans import StoppedMembers
 from bot.images import decoded, posted_as_grid, posted_file, posted_grid_png
 from bot.jobs.queue import FinishedJob
 from bot.policy.delivery import (
+    CHANNEL_DELETED,
     PROGRESS_DELETED,
     Withheld,
     placed_under_rules_of_now,
@@ -36,7 +37,7 @@ from cogs.results.copies import (
 from cogs.results.progress import ORIGINAL_RESPONSE, UNKNOWN_MESSAGE, ProgressMessages
 from cogs.visibility import made_age_restricted
 from inference.compare import is_comparison
-from inference.infotext import parse_infotext
+from inference.infotext import PROMPT_WARNINGS, parse_infotext
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 _CHANNEL_CHECK_TIMEOUT_S = 10.0
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
+# Discord's "Unknown Channel": the job's channel or thread was deleted.
+_UNKNOWN_CHANNEL = 10003
 
 
 def caption(job: FinishedJob) -> str:
@@ -61,10 +64,11 @@ def caption(job: FinishedJob) -> str:
 
 def render_warnings(job: FinishedJob) -> list[str]:
     """What the engine said about how it read the prompt (the first picture's infotext
-    ``Prompt warnings``: weights a T5 model ignored, a sampler it replaced...)."""
+    ``Prompt warnings``: weights a T5 model ignored, a sampler it replaced...). The engine
+    writes only its own there: a picture's carried over is dropped (``without_easel_keys``)."""
     if not job.images:
         return []
-    warnings = parse_infotext(job.images[0].infotext)[2].get("Prompt warnings")
+    warnings = parse_infotext(job.images[0].infotext)[2].get(PROMPT_WARNINGS)
     return [part for part in str(warnings).split("; ") if part] if warnings else []
 
 
@@ -86,6 +90,12 @@ class _ProgressDeleted(Exception):
     by a moderator, or by its maker (Discord does not say which). Its deletion withdrew the
     job (``History.result_posted``, from its first edit on); its result is posted nowhere,
     not even to its maker (a withdrawn job's pictures are shown to no one)."""
+
+
+class _ChannelDeleted(Exception):
+    """The channel or thread the job was made in is gone (its deletion may have come while
+    Easel was offline, or before the job had a post there): posted nowhere, as its deletion
+    withdraws what was posted there, and never tried again."""
 
 
 def _server_named(guild: discord.Guild | None) -> str:
@@ -159,6 +169,15 @@ class DiscordResults(ProgressMessages):
             await self._progress_deleted(job.job_id)
             await self._tell_withheld(job, PROGRESS_DELETED, refunded=not job.succeeded)
             return None
+        except _ChannelDeleted:
+            log.info("job %s: its channel was deleted; not posted", job.job_id)
+            # Refunded first, as a job the deletion stopped in the queue is: a delivery retried
+            # after a crash then reads it refunded (``_was_refunded``) and posts nothing.
+            refunded = not job.succeeded or await self._refunded(job)
+            if self.history is not None and job.guild_id is not None and job.channel_id is not None:
+                await self.history.withdraw_deleted_channel(job.guild_id, job.channel_id)
+            await self._tell_withheld(job, CHANNEL_DELETED, refunded=refunded)
+            return None
         shown = True
         if message_id is not None and self.history is not None:
             # Recorded before the copy by DM (seconds): a deletion meanwhile withdraws the job.
@@ -182,7 +201,16 @@ class DiscordResults(ProgressMessages):
         ):
             raise Withheld(None)
         return await under_rules_of_now(
-            job, self.guild_policy, lambda: self._channel_age_restricted_now(job)
+            job,
+            self.guild_policy,
+            lambda: self._channel_age_restricted_now(job),
+            lambda: self._pixels_withdrawn(job),
+        )
+
+    async def _pixels_withdrawn(self, job: FinishedJob) -> bool:
+        assert job.guild_id is not None  # asked of a server's job only
+        return self.history is not None and await self.history.pixels_withdrawn(
+            job.job_id, job.guild_id
         )
 
     async def why_not_started(self, job: FinishedJob) -> str | None:
@@ -421,6 +449,10 @@ class DiscordResults(ProgressMessages):
         channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
         try:
             return await self._post(channel, job, content, files, mentions, view)
+        except discord.NotFound as error:
+            if error.code == _UNKNOWN_CHANNEL:
+                raise _ChannelDeleted from error
+            raise
         except discord.Forbidden as error:
             # The bot may not post there (any more): the member gets it in a direct message.
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)

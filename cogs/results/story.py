@@ -132,9 +132,16 @@ async def _made_age_restricted(interaction: discord.Interaction[Any], job: Store
 _VERDICTS = frozenset({Reason.PERMISSION, Reason.BANNED_WORD, Reason.NSFW})
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedUpload(DecodedUpload):
+    # The job of this server whose picture it is, by its pixels (the newest such; None: no
+    # Easel picture here): the parent of a job made of it, withdrawn with it.
+    made_from: str | None
+
+
 async def checked_upload(
     interaction: discord.Interaction[Any], filename: str, data: bytes, *, as_png: bool = False
-) -> DecodedUpload:
+) -> CheckedUpload:
     """A picture a member uploaded or linked, checked as an upload and decoded once on a
     thread (``decoded_upload``; ``as_png``: with its PNG), refused when its pixels are those of
     a job of this server that may not be used here (``check_stored_pictures_usable``),
@@ -145,17 +152,19 @@ async def checked_upload(
     moderators withdrew nothing here), and a job still shown refuses nothing but by the age
     rule, and tells nothing: a match whose channel or texts cannot be read within the stored
     check's budget counts as no match (a refusal then would say that such a picture exists; a
-    withdrawn one, read from its flag, is always refused)."""
+    withdrawn one, read from its flag, is always refused). A match is its ``made_from``,
+    checked in time or not: a moderator's later deletion of it reaches the job made of it."""
     in_server = interaction.guild_id is not None  # direct messages: no moderator there
     upload = await asyncio.to_thread(
         decoded_upload, filename, data, digest=in_server, as_png=as_png
     )
     if interaction.guild_id is None or upload.pixel_digest is None:
-        return upload
+        return _with_source(upload, None)
     services = services_of(interaction)
     matches = await services.history.jobs_with_picture(interaction.guild_id, upload.pixel_digest)
+    checked = _with_source(upload, matches[0].job_id if matches else None)
     if not matches:
-        return upload
+        return checked
     try:
         async with asyncio.timeout(services.prompts.stored_budget_s):
             await check_stored_pictures_usable(interaction, matches)
@@ -166,7 +175,13 @@ async def checked_upload(
             log.info("an upload's match was not checked: %s", refused.reason)
         else:
             raise
-    return upload
+    return checked
+
+
+def _with_source(upload: DecodedUpload, made_from: str | None) -> CheckedUpload:
+    return CheckedUpload(
+        upload.image, upload.infotext, upload.pixel_digest, upload.png, made_from=made_from
+    )
 
 
 async def journaled_infotext(
@@ -194,14 +209,15 @@ async def picture_with_story(
     picture: Picture,
     message: discord.Message | None,
     filename: str,
-) -> Picture:
+) -> tuple[Picture, str | None]:
     """``picture`` (saved from ``message``'s attachment ``filename``) with the journal's
-    infotext when its own text was lost on the way. A picture of a job that Easel posted is
-    made into a new job only while the job's pictures may be (``check_still_shown``)."""
+    infotext when its own text was lost on the way, and the job Easel posted it as (None:
+    not Easel's post), the parent of the job made of it. A picture of a job that Easel posted
+    is made into a new job only while the job's pictures may be (``check_still_shown``)."""
     named = None if message is None else await check_posted_picture(interaction, message, filename)
     if named is None:
-        return picture
+        return picture, None
     job, idx = named
     if picture.infotext is not None:
-        return picture
-    return dataclasses.replace(picture, infotext=job.infotexts[idx])
+        return picture, job.job_id
+    return dataclasses.replace(picture, infotext=job.infotexts[idx]), job.job_id

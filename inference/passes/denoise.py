@@ -218,7 +218,8 @@ class Denoiser:
             guidance = PromptGuidance(
                 PromptEncoder(pipeline, clip_skip_of(request)),
                 lambda steps_run: [
-                    networks.tokens.plan(job.plan(steps_run, self.wildcards)) for job in jobs
+                    networks.tokens.of(job.embeddings).plan(job.plan(steps_run, self.wildcards))
+                    for job in jobs
                 ],
                 pad_conds=pad_conds(request),
                 control=None if controls is None else controls.residuals,

@@ -27,6 +27,7 @@ from inference.faces import (
 )
 from inference.images import InpaintOptions, inpaint_canvas, load_input_image
 from inference.img2img_steps import Img2ImgSteps
+from inference.infotext import without_easel_keys
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import PassTools, pipeline_task, task_arguments
 from inference.passes.jobs import ImageJob, planned_draws, resolve_seed
@@ -217,4 +218,5 @@ def faces_of_picture(
     else:
         [image], faces = restored_faces([source], [found], options, tools)
     raise_if_cancelled(cancel)
-    return [rendered(tools.encoder, job, image, {**params, **faces})]
+    # Less the picture's own warnings and version: this render's are written.
+    return [rendered(tools.encoder, job, image, {**without_easel_keys(params), **faces})]

@@ -11,6 +11,7 @@ diffusers' ``load_lora_weights`` (which reads Kohya and BFL layouts) and out aft
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from inference.flow_families import (
     make_flow_scheduler,
 )
 from inference.model_cache import LoadedModel, PipelineTask
+from inference.networks import AppliedNetworks
 from inference.noise import initial_noise, seeded_generator
 from inference.passes.denoise import (
     LatentFill,
@@ -43,9 +45,12 @@ from inference.passes.networks import hash_list, short_hashes, vae_params
 from inference.passes.output import base_params, rendered
 from inference.progress import StepTracker, previewer_for
 from inference.prompts import ExtraNetwork
+from inference.registry import NO_LONGER_INSTALLED
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
 from inference.upscale import LATENT_UPSCALERS, HiresOptions
 from inference.vae_files import vae_file
+
+log = logging.getLogger(__name__)
 
 # Both families cut the latents into 2x2 patches (Flux packs them, the MMDiT embeds them):
 # sides must divide by 8 x 2.
@@ -138,8 +143,8 @@ def render_flow_group(
         check_some_step_runs(family, request.steps, request.denoising_strength)
     sampler, sampler_note = flow_sampler(family, request.sampler)
     request = dataclasses.replace(request, sampler=sampler)  # the infotext says what ran
-    if any(job.embeddings for job in jobs):
-        raise family.refusal("textual-inversion embeddings")
+    # These families take no textual inversion: an embedding's name is plain words here.
+    jobs = [dataclasses.replace(job, embeddings=()) for job in jobs]
     size = request.size()
     check_size(family, size)
     txt2img = request.mode == "txt2img"
@@ -174,7 +179,7 @@ def render_flow_group(
     vae = None if vae_path is None else tools.models.vae_for(model, vae_path)
     params: dict[str, object] = {}
     with (
-        flow_loras(model.pipeline, jobs[0].loras, lora_files) as lora_names,
+        flow_loras(model.pipeline, jobs[0].loras, lora_files) as loras,
         vae_in_use(model.pipeline, vae),
     ):
         canvas = inputs.canvas
@@ -212,10 +217,12 @@ def render_flow_group(
         images = [canvas.composite(image) for image in images]
     if not txt2img:
         params = input_infotext(request)
-    params["Lora hashes"] = hash_list(short_hashes(tools.registry, lora_names, lora_files))
+    params["Lora hashes"] = hash_list(short_hashes(tools.registry, loras.names, lora_files))
     params |= vae_params(tools.registry, vae_path)
     if family.guidance == "distilled":
         params["Distilled CFG Scale"] = float(request.cfg_scale)
+    # Every picture of the call applied the same LoRAs (``Engine._run`` groups by them).
+    jobs = [dataclasses.replace(job, warnings=(*job.warnings, *loras.warnings)) for job in jobs]
     return [
         rendered(
             tools.encoder,
@@ -295,23 +302,37 @@ def unpacked_for(tracker: StepTracker, pipeline: Any, size: tuple[int, int]) -> 
 @contextmanager
 def flow_loras(
     pipeline: Any, loras: Sequence[ExtraNetwork], files: dict[str, Path]
-) -> Iterator[list[str]]:
+) -> Iterator[AppliedNetworks]:
     """The LoRAs of one pipeline call, loaded as diffusers adapters at their tag weights
-    and unloaded after; yields their names."""
+    and unloaded after. One removed since its folder was listed is skipped with a warning,
+    as on SD; one that does not fit refuses the call."""
     adapters: list[str] = []
+    weights: list[float] = []
+    skipped: dict[str, str] = {}
     try:
         for index, network in enumerate(loras):
             adapter = f"easel_lora_{index}"
+            path = files[network.name]
             try:
-                pipeline.load_lora_weights(str(files[network.name]), adapter_name=adapter)
+                # Checked first: diffusers takes a path that is not a file for a Hub repository.
+                if not path.is_file():
+                    raise FileNotFoundError(path)
+                pipeline.load_lora_weights(str(path), adapter_name=adapter)
+            except FileNotFoundError:
+                skipped[network.name] = (
+                    f"LoRA {network.name!r} skipped: it is {NO_LONGER_INSTALLED}"
+                )
+                continue
             except (ValueError, KeyError, RuntimeError) as error:
-                raise RenderInputError(
-                    f"LoRA {network.name} does not fit this model ({error})"
-                ) from error
+                # diffusers' text names the server's folders: for the operator's log only.
+                log.warning("LoRA %s does not fit: %s", network.name, error)
+                raise RenderInputError(f"LoRA {network.name} does not fit this model") from None
             adapters.append(adapter)
+            weights.append(network.unet_weight)
         if adapters:
-            pipeline.set_adapters(adapters, adapter_weights=[n.unet_weight for n in loras])
-        yield [network.name for network in loras]
+            pipeline.set_adapters(adapters, adapter_weights=weights)
+        applied = (network.name for network in loras if network.name not in skipped)
+        yield AppliedNetworks(tuple(applied), skipped)
     finally:
         if adapters:
             pipeline.unload_lora_weights()

@@ -20,7 +20,13 @@ from inference.prompts import (
     build_plan,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
-from inference.types import ALLOWED_EMBEDDINGS_OPTION, RenderInputError, RenderRequest
+from inference.types import (
+    ALLOWED_EMBEDDINGS_OPTION,
+    ALLOWED_LORAS_OPTION,
+    USED_EMBEDDINGS_OPTION,
+    RenderInputError,
+    RenderRequest,
+)
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -121,12 +127,15 @@ def image_jobs(
     """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
     and its wildcards are expanded with that seed. Prompt errors surface here, before any
     model loads. ``loras`` and ``embeddings`` are the names on disk: unknown LoRA tags
-    become prompt warnings; embeddings the request's server leaves out are not read
-    (``ALLOWED_EMBEDDINGS_OPTION``). With ``options["chaos"]`` each picture reads the prompt
-    with its own seeded weights (``inference.prompts.chaos``)."""
-    allowed_embeddings = request.options.get(ALLOWED_EMBEDDINGS_OPTION)
-    if allowed_embeddings is not None:
-        embeddings = [name for name in embeddings if name in allowed_embeddings]
+    become prompt warnings (naming only LoRAs the request may apply,
+    ``ALLOWED_LORAS_OPTION``: where its server lists LoRAs, those its prompts apply); only
+    the embeddings the request may read are (``readable_embeddings``). With
+    ``options["chaos"]`` each picture reads the prompt with its own seeded weights
+    (``inference.prompts.chaos``)."""
+    embeddings = readable_embeddings(request, embeddings)
+    allowed_loras = _names_option(request, ALLOWED_LORAS_OPTION)
+    if allowed_loras is not None:
+        loras = [name for name in loras if name in allowed_loras]
     clip_skip_of(request)
     chaos = chaos_of(request)
     draws = planned_draws(request)
@@ -171,6 +180,30 @@ def image_jobs(
             jobs[-1], planned=(plan, wildcards, jobs[-1].planning_inputs)
         )
     return jobs
+
+
+def readable_embeddings(request: RenderRequest, installed: Collection[str]) -> list[str]:
+    """The ``installed`` embeddings ``request`` may read: those admission found its prompts
+    name (``USED_EMBEDDINGS_OPTION``: one installed since, or only where it renders, is
+    plain text, as the bot never checked it) within those its server allows
+    (``ALLOWED_EMBEDDINGS_OPTION``). A job journaled before either option: no such limit."""
+    readable = list(installed)
+    for key in (USED_EMBEDDINGS_OPTION, ALLOWED_EMBEDDINGS_OPTION):
+        names = _names_option(request, key)
+        if names is not None:
+            readable = [name for name in readable if name in names]
+    return readable
+
+
+def _names_option(request: RenderRequest, key: str) -> list[str] | None:
+    """The names ``request.options[key]`` holds (None: absent); a list of names or nothing,
+    as a string would match its substrings."""
+    names = request.options.get(key)
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(name, str) for name in names)
+    ):
+        raise RenderInputError(f"the {key} option must be a list of names")
+    return names
 
 
 def planned_draws(request: RenderRequest) -> PlannedDraws | None:

@@ -4,14 +4,14 @@ the model and removed after, and the hashes the infotext records for them."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.model_cache import LoadedModel, ModelCache
-from inference.networks import EmbeddingTokens, applied_embeddings, applied_loras
+from inference.networks import EmbeddingPlaceholders, applied_embeddings, applied_loras
 from inference.passes.jobs import ImageJob
 from inference.registry import ModelRegistry
 from inference.types import RenderRequest
@@ -25,20 +25,39 @@ VAE_HASH_LENGTH, NETWORK_HASH_LENGTH = 10, 12
 class JobNetworks:
     """The extra networks and VAE applied to one pipeline call, and what the infotext says."""
 
-    tokens: EmbeddingTokens
+    tokens: EmbeddingPlaceholders
     vae: Any | None  # an AutoencoderKL replacing the model's own for this call
-    warnings: tuple[str, ...]
+    # Every picture of the call applies the same LoRAs (``Engine._run`` groups by them).
+    lora_warnings: tuple[str, ...]
+    # By name: the pictures of a call, of different members, may name different embeddings.
+    embedding_warnings: Mapping[str, str]
     shared_infotext: dict[str, object]
     embedding_hashes: dict[str, str]
 
     def params(self, job: ImageJob) -> dict[str, object]:
-        used = {n: h for n, h in self.embedding_hashes.items() if n in job.embeddings}
+        shadowed = self.tokens.shadowed(job.embeddings)
+        used = {
+            name: short
+            for name, short in self.embedding_hashes.items()
+            if name in job.embeddings and name not in shadowed
+        }
         return {**self.shared_infotext, "TI hashes": hash_list(used)}
 
     def with_warnings(self, job: ImageJob) -> ImageJob:
-        if not self.warnings:
+        """``job`` with the warnings about the networks its own prompt names, never those
+        another picture of the call named (they would tell a word of its prompt)."""
+        skipped = [
+            self.embedding_warnings[n] for n in job.embeddings if n in self.embedding_warnings
+        ]
+        shadowed = [
+            f"embedding {name!r} skipped: its name reads as {first!r} (letter case is "
+            "not told apart), which is used"
+            for name, first in self.tokens.shadowed(job.embeddings).items()
+        ]
+        warnings = (*self.lora_warnings, *skipped, *shadowed)
+        if not warnings:
             return job
-        return dataclasses.replace(job, warnings=(*job.warnings, *self.warnings))
+        return dataclasses.replace(job, warnings=(*job.warnings, *warnings))
 
 
 def hash_list(hashes: dict[str, str]) -> str | None:
@@ -76,7 +95,8 @@ def job_networks(
         yield JobNetworks(
             tokens=tokens,
             vae=vae,
-            warnings=(*loras.warnings, *applied.warnings),
+            lora_warnings=loras.warnings,
+            embedding_warnings=applied.skipped,
             shared_infotext={
                 **vae_params(registry, vae_path),
                 "Lora hashes": hash_list(short_hashes(registry, loras.names, lora_files)),

@@ -10,6 +10,8 @@ from PIL import Image
 from inference.conditioning import DEFAULT_CLIP_SKIP
 from inference.fast import fast_infotext
 from inference.infotext import (
+    PROMPT_WARNINGS,
+    VERSION,
     easel_version,
     format_infotext,
     png_with_infotext,
@@ -50,7 +52,7 @@ def base_params(
         # The dynamic-prompts extension's keys: what was typed, when expansion changed it.
         "Template": job.template,
         "Negative Template": job.negative_template,
-        "Prompt warnings": "; ".join(job.warnings) or None,
+        PROMPT_WARNINGS: "; ".join(job.warnings) or None,
     }
 
 
@@ -59,7 +61,7 @@ def rendered(
 ) -> RenderedImage:
     # Last, where the web UI writes its own version.
     infotext = format_infotext(
-        job.prompt, job.negative_prompt, {**params, "Version": easel_version()}
+        job.prompt, job.negative_prompt, {**params, VERSION: easel_version()}
     )
     return RenderedImage(
         encoded=encoder.submit(png_with_infotext, image, infotext),

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from inference.model_cache import LoadedModel
-from inference.networks import EmbeddingTokens
+from inference.networks import EmbeddingPlaceholders
 from inference.passes.denoise import PassTools, TaskArguments
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import JobNetworks
@@ -52,7 +52,7 @@ class Refining:
         """The pictures: the rest of the schedule from ``latents`` (the base call's output)."""
         # LoRAs and embeddings belong to the base model's networks; the refiner reads the
         # prompt as plain words (its one encoder has no place for the base's embeddings).
-        plain = dataclasses.replace(networks, tokens=EmbeddingTokens({}))
+        plain = dataclasses.replace(networks, tokens=EmbeddingPlaceholders({}))
         arguments = TaskArguments(
             {"image": latents, "denoising_start": self.options.switch}, starts_from_noise=False
         )

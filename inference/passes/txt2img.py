@@ -129,14 +129,15 @@ def render_group(
         params |= refining.infotext()
     images, face_params = finish_faces(model, request, jobs, images, networks, tracker, tools)
     params |= face_params
+    warned = [networks.with_warnings(job) for job in jobs]  # the infotext says them
     return [
         rendered(
             tools.encoder,
-            networks.with_warnings(job),
+            job,
             image,
             {**base_params(model, request, job, size), **networks.params(job), **params},
         )
-        for job, image in zip(jobs, images, strict=True)
+        for job, image in zip(warned, images, strict=True)
     ]
 
 

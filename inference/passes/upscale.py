@@ -12,6 +12,7 @@ from PIL import Image
 
 from inference.images import load_input_image
 from inference.img2img_steps import Img2ImgSteps
+from inference.infotext import without_easel_keys
 from inference.limits import SIZE_MULTIPLE
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
@@ -62,7 +63,9 @@ def upscale(
         original_seed = params.get("Seed")
         seed = original_seed if isinstance(original_seed, int) else resolve_seed(request.seed)
         job = ImageJob(prompt, negative, seed, None, 0.0)
-        return [rendered(tools.encoder, job, image, {**params, **postprocess})]
+        # Less the picture's own warnings and version: this render's are written.
+        carried = {**without_easel_keys(params), **postprocess}
+        return [rendered(tools.encoder, job, image, carried)]
     # The request's prompt, else the picture's own, guides the re-detailing.
     job = ImageJob(
         *rendered_prompts(request, picture),

@@ -9,11 +9,16 @@ and unknown names become warnings, never exceptions: a typo must not fail a rend
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 _TAG = re.compile(r"<(\w+):([^>]+)>")
+_WORD = re.compile(r"\w+")
+# The characters outside ASCII that a case-insensitive search equates with an ASCII one
+# (İ ı: i, ſ: s, the Kelvin sign: k); ``find_embeddings`` searches a prompt holding one.
+_ASCII_LOOKALIKES = frozenset("\u0130\u0131\u017f\u212a")
 SUPPORTED_KINDS = frozenset({"lora"})
 UNSUPPORTED_KINDS = frozenset({"lyco", "hypernet"})
 
@@ -87,9 +92,25 @@ def extract_extra_networks(
 
 
 def find_embeddings(prompt: str, available: Iterable[str]) -> list[str]:
-    """Textual-inversion names that appear as whole words (case-insensitive, like CLIP)."""
+    """Textual-inversion names that appear as whole words (case-insensitive, like CLIP).
+
+    Every admission looks for every installed name in every planned prompt, so a name of
+    ASCII word characters is looked up among the prompt's words instead: the same answer, as
+    such a name matches only a whole word, and one in any letter case (``lower()``), but in
+    a prompt holding one of ``_ASCII_LOOKALIKES``. Any other name is searched for."""
+    words = None
+    if _ASCII_LOOKALIKES.isdisjoint(prompt):
+        words = {word.lower() for word in _WORD.findall(prompt)}
     found = []
     for name in available:
-        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", prompt, re.IGNORECASE):
+        if words is not None and name.isascii() and _WORD.fullmatch(name):
+            if name.lower() in words:
+                found.append(name)
+        elif _whole_word(name).search(prompt):
             found.append(name)
     return sorted(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_word(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)

@@ -66,7 +66,9 @@ async def test_banned_words_channels_models_and_audit(
             {"prompt": "a cat", "model": "huge", **QUICK},
             channel=other_channel,
         )
-        assert "Model 'huge' is not allowed on this server; choose one of: tiny" in refused.content
+        assert "The model `huge` is not installed or not allowed here. You may use: tiny." in (
+            refused.content
+        )
 
         await reply_to(
             fake_discord,

@@ -117,7 +117,10 @@ async def test_every_cell_meets_the_servers_rules(
             assert answer.is_ephemeral, case
             answers[case] = answer.content
         assert "The word 'dog' is banned on this server" in answers["prompt S/R"]
-        assert "Model 'other' is not one this server may use" in answers["disallowed model"]
+        assert (
+            "The model `other` is not installed or not allowed here. You may use: tiny."
+            in answers["disallowed model"]
+        )
         assert (
             "at most 16 pictures; 5 seed values x 4 steps values is 20"
             in answers["too many pictures"]

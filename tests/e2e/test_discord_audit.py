@@ -270,8 +270,8 @@ async def test_an_unknown_model_is_refused_at_submit_quoting_the_member_safely(
 ) -> None:
     """An unknown ``--model`` was queued, failed at render (refunded) and was reported in the
     channel, quoting what the member typed. It is refused when submitted, privately, naming
-    the models the member may use; the name is escaped like a prompt (no masked link) and
-    bounded, so the sentence is sent even for 2,500 characters of it."""
+    the models the member may use; the name is quoted as code (no masked link, no markdown)
+    and bounded, so the sentence is sent even for 2,500 characters of it."""
     fake = fake_discord
     masked_link = "[free nitro](https://nitro.example/claim)"
     async with start_easel() as bot:
@@ -281,10 +281,9 @@ async def test_an_unknown_model_is_refused_at_submit_quoting_the_member_safely(
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0
     for refused in (linked, long):
         assert refused.is_ephemeral and len(refused.content) <= 2000, refused.content
-        assert "is not installed on this bot; you may use: tiny." in refused.content
-    # Escaped, the brackets no longer make a link: Discord shows them as typed; the bare link
-    # left is wrapped so that it shows no preview.
-    assert "\\[free nitro](<https://nitro.example/claim>)" in linked.content
+        assert "is not installed or not allowed here. You may use: tiny." in refused.content
+    # As code, the brackets make no link and the address no preview: Discord shows them as typed.
+    assert "`[free nitro](https://nitro.example/claim)`" in linked.content
 
 
 async def test_a_model_that_is_not_installed_is_named_with_those_this_server_allows(
@@ -311,8 +310,10 @@ async def test_a_model_that_is_not_installed_is_named_with_those_this_server_all
         assert bot.queue.queued_count() == 0
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
     assert typed.is_ephemeral and reused.is_ephemeral
-    assert "'retired' is not installed on this bot; you may use: old, tiny." in typed.content
-    assert "'old' is not installed on this bot; you may use: tiny." in reused.content
+    assert "`retired` is not installed or not allowed here. You may use: old, tiny." in (
+        typed.content
+    )
+    assert "`old` is not installed or not allowed here. You may use: tiny." in reused.content
 
 
 async def test_a_refusal_that_quotes_a_long_value_still_reaches_the_member(
@@ -327,7 +328,7 @@ async def test_a_refusal_that_quotes_a_long_value_still_reaches_the_member(
             fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=fake.owner_id
         )
         refused = await reply_to(fake, "imagine", {"prompt": "a cat --model " + "m" * 2500})
-        assert refused.is_ephemeral and "is not allowed on this server" in refused.content
+        assert refused.is_ephemeral and "is not installed or not allowed here" in refused.content
         assert len(refused.content) <= 2000 and bot.queue.queued_count() == 0
 
 

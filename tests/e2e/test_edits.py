@@ -172,8 +172,8 @@ async def test_upscale_command_and_upscale_buttons_are_jobs(
         assert refused.is_ephemeral
         # Named by admission, which names only those the server allows (here: no list).
         assert (
-            "The upscaler `4x-UltraSharp` is not installed on this bot; you may use: "
-            "tiny-esrgan-2x." in refused.content
+            "The upscaler `4x-UltraSharp` is not installed or not allowed here. You may use: "
+            "Lanczos, tiny-esrgan-2x." in refused.content
         )
 
         button = await (await fake_discord.click(result, label="Upscale (2x)")).wait_for_original(
@@ -204,7 +204,7 @@ async def test_hostile_uploads_are_refused_before_queueing(
     cases: list[tuple[str, dict[str, object], dict[str, tuple[str, bytes]], str]] = [
         ("vary", {}, {"image": ("notes.txt", b"just some text")}, "not a readable image"),
         ("vary", {}, {"image": ("bomb.png", png_claiming(5000, 5000))}, "pixels"),
-        ("vary", {}, {"image": ("tiny.png", source_png((32, 32)))}, "at least 64"),
+        ("vary", {}, {"image": ("tiny.png", source_png((32, 32)))}, "between 64 and 4096"),
         ("upscale", {"scale": 4}, {"image": ("big.png", source_png((4096, 1024)))}, "largest"),
         ("inpaint", {"prompt": "x"}, {"image": fox, "mask": ("m.png", mask_png((64, 32)))}, "same"),
         ("vary", {}, {"image": ("huge.png", b"\x89PNG" + bytes(11 * 2**20))}, "MiB"),

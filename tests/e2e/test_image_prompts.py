@@ -202,6 +202,6 @@ async def test_an_image_prompt_the_model_cannot_take_is_refused_before_queueing(
         handle = await fake.invoke_command("imagine", asks[1][1], attachments=asks[1][2])
         reply = await handle.wait_for_original(lambda m: not m.is_loading)
         assert reply.is_ephemeral and reply.content == (
-            f"Model '{SDXL_HEADER}' is not allowed on this server; choose one of: tiny."
+            f"The model `{SDXL_HEADER}` is not installed or not allowed here. You may use: tiny."
         ), reply.content
         assert bot.queue.queued_count() == 0

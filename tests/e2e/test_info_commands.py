@@ -109,6 +109,14 @@ async def test_info_reads_parameters_and_refuses_hostile_files(
         )
         assert "5000x5000 pixels" in (await bomb_handle.wait_for_original()).content
 
+        # A value nested 3,000 deep: the JSON decoder would recurse past Python's limit.
+        deep = png("a cat\nSteps: 2, Seed: 1, Hashes: " + "[" * 3000 + "]" * 3000)
+        deep_handle = await fake_discord.invoke_command(
+            "info", attachments={"image": ("deep.png", deep)}
+        )
+        deep_reply = (await deep_handle.wait_for_original()).content
+        assert "value at 'Hashes' nests lists or objects more than 20 deep" in deep_reply
+
 
 async def test_info_message_menu(fake_discord: FakeDiscord, start_easel: StartEasel) -> None:
     async with start_easel():

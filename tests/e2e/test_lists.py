@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from bot.app import build
-from inference.infotext import infotext_from_png
+from inference.infotext import infotext_from_png, png_with_infotext
 from inference.tiny import write_tiny_embedding, write_tiny_lora
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import QUICK, images_today, imagine, reply_to
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, images_today, imagine, reply_to
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
+from tests.support.pictures import has_picture
 
 FILLERS = [f"filler-{index:02}" for index in range(10)]
 
@@ -104,6 +106,17 @@ async def test_lists_page_search_and_follow_the_servers_rules(
                 subcommand="save" if command == "presets" else (),
             )
             assert [choice["value"] for choice in choices] == ["tiny"], command
+        # A picture made with a model the list leaves out since: its settings fall back to
+        # the default, as for a model not installed (whether "other" exists is not told), so a
+        # fast upscale, which uses no model, works.
+        made_with_other = png_with_infotext(
+            Image.new("RGB", (64, 64), "orange"), "a fox\nSteps: 2, Seed: 7, Model: other"
+        )
+        upscaled = await (
+            await fake.invoke_command("upscale", attachments={"image": ("f.png", made_with_other)})
+        ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert infotext_from_png(upscaled.attachments[0].data) is not None
+        assert "model" not in upscaled.content  # no note: the upscale read no model
 
         embeddings = await reply_to(fake, "embeddings")
         assert lines_of(embeddings) == ["`bad-hands` — base model unknown"]
@@ -136,9 +149,11 @@ async def test_imagine_picks_a_lora_by_its_trigger_words(
             fake, "imagine", {"prompt": "a cat", "lora": "nope", "steps": 2, "size": "64x64"}
         )
         assert unknown.is_ephemeral
-        assert "There is no LoRA named 'nope' here; `/loras` lists those you may use." in (
-            unknown.content
+        # The one refusal of what is not installed or not allowed here, naming what is.
+        assert unknown.content.startswith(
+            "The LoRA `nope` is not installed or not allowed here. You may use: "
         )
+        assert unknown.content.endswith("and 2 more (`/loras` lists them all).")
 
 
 async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reused(
@@ -154,7 +169,9 @@ async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reuse
             {"kind": "LoRA", "action": "add", "name": "filler-00"},
             user=fake.owner_id,
         )
-        sentence = "The LoRA `red-cat` is not allowed on this server; it allows: filler-00."
+        sentence = (
+            "The LoRA `red-cat` is not installed or not allowed here. You may use: filler-00."
+        )
         refused = await reply_to(fake, "imagine", {"prompt": "a cat <lora:red-cat:0.8>", **QUICK})
         assert refused.is_ephemeral and sentence in refused.content, refused.content
         assert "xl-style" not in refused.content
@@ -176,6 +193,14 @@ async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reuse
         for user, shown in ((fake.user_id, False), (fake.owner_id, True)):
             names = await fake.autocomplete("easel-admin addon", typed, "name", user=user)
             assert ("red-cat" in [choice["value"] for choice in names]) is shown
+        # Listed but removed from the folders since: the engine ignores it, and its warning
+        # (in the result's message and infotext) suggests no LoRA the server leaves out.
+        (models_dir / "lora" / "filler-00.safetensors").unlink()
+        missing = await imagine(fake, "a cat <lora:filler-00:0.8>", seed=3)
+        infotext = infotext_from_png(missing.attachments[0].data)
+        assert infotext is not None and "unknown LoRA 'filler-00' ignored" in infotext
+        assert "unknown LoRA 'filler-00' ignored" in missing.content
+        assert "did you mean" not in infotext and "did you mean" not in missing.content
         emptied = await reply_to(
             fake, "easel-admin addon", {**typed, "name": "filler-00"}, user=fake.owner_id
         )

@@ -17,9 +17,19 @@ import pytest
 from PIL import Image
 
 from bot.app import EaselBot
+from bot.history import WITHDRAWAL_AUDITED_AS, StoredJob
+from bot.jobs.queue import FinishedJob
 from bot.policy.moderation import BANNED_SINCE, WITHDRAWN_PICTURE
 from inference.tiny import write_tiny_ip_adapter
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, imagine, job_id_of, reply_to
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    imagine,
+    job_id_of,
+    modal_fields,
+    reply_to,
+)
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.support.pictures import has_picture
 
@@ -35,6 +45,19 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: P
         (directory / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     write_tiny_ip_adapter(directory / "tiny")
     return directory
+
+
+def held_at_their_start(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Jobs wait at their start until the returned event is set (queued meanwhile)."""
+    gate = asyncio.Event()
+    start_gate = bot.results.why_not_started
+
+    async def held_at_its_start(job: FinishedJob) -> str | None:
+        await gate.wait()
+        return await start_gate(job)
+
+    monkeypatch.setattr(bot.results, "why_not_started", held_at_its_start)
+    return gate
 
 
 def deletions_read(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[list[str]]:
@@ -119,7 +142,7 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
             assert restored.is_ephemeral and answer in restored.content, restored.content
         shown_again = await show(fake, lighthouse)
         audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
-        assert f"restore: — → {lighthouse}" in audit.content
+        assert f"restore: — → 1 restored: {lighthouse}" in audit.content
         # A U1 post of it is one of its posts too: deleting it withdraws the job again.
         u1_post = await (await fake.click(shown_again, label="U1")).wait_for_original()
         assert has_picture(u1_post)
@@ -173,3 +196,141 @@ async def test_a_withdrawn_picture_uploaded_again_under_another_name_is_refused(
             "blend", {"prompt": "--steps 2"}, attachments={"image1": boat_copy, "image2": boat_copy}
         )
         await blended.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+
+
+async def test_an_upscale_made_from_the_menu_goes_with_its_source(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Upscale menu's job is made from the picture, as the button's is: one delivered is
+    withdrawn with it, and one still starting when a moderator deletes the picture is stopped
+    and refunded, posting nothing; the withdrawal is audited as Easel's, naming both, and a
+    restore of the picture brings both back, saying so."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        deletions = deletions_read(bot, monkeypatch)
+        source = await imagine(fake, "a lighthouse")
+        menu = await fake.invoke_message_command("Upscale", source)
+        delivered = job_id_of(await menu.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S))
+        started, gate = asyncio.Queue[str](), asyncio.Event()
+        start_gate = bot.results.why_not_started
+
+        async def held_at_its_start(job: FinishedJob) -> str | None:
+            started.put_nowait(job.job_id)
+            await gate.wait()
+            return await start_gate(job)
+
+        monkeypatch.setattr(bot.results, "why_not_started", held_at_its_start)
+        in_flight = await fake.invoke_message_command("Upscale", source)
+        held = await asyncio.wait_for(started.get(), RENDER_TIMEOUT_S)
+        await fake.delete_messages(source)
+        withdrawn = await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S)
+        gate.set()
+        assert sorted(withdrawn) == sorted([job_id_of(source), delivered, held])
+        ended = await in_flight.wait_for_original(lambda message: "Cancelled" in message.content)
+        assert not has_picture(ended) and "no pictures were charged" in ended.content
+        stored = await bot.services.history.job(held)
+        assert stored is not None and stored.status == "cancelled"
+        assert await bot.services.history.was_refunded(held)
+        shown = await show(fake, delivered)
+        assert shown.is_ephemeral and WITHDRAWN_PICTURE in shown.content
+        audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
+        assert WITHDRAWAL_AUDITED_AS in audit.content and held in audit.content, audit.content
+        assert "1 unfinished stopped" in audit.content
+        restore = {"job": job_id_of(source)}
+        restored = await reply_to(fake, "easel-admin restore", restore, user=fake.owner_id)
+        assert "the 2 job(s) withdrawn with it" in restored.content
+        # One withdrawn in the same bulk delete comes back too (one moment): said so.
+        assert "stays withdrawn" in restored.content and "same bulk delete" in restored.content
+        assert has_picture(await show(fake, delivered))
+
+
+async def test_a_sref_link_takes_its_parent_from_an_easel_post_or_else_from_pixels(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link to a file is the job its pixels are of, whatever the file is named (anyone may
+    name one ``easel-<job>.png``); a link to Easel's post is of the job posted, even when its
+    pixels match no job (stored before their digests were). Queued when a moderator deletes
+    that job's post, each is withdrawn with it, and only with it."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        deletions = deletions_read(bot, monkeypatch)
+        source, boat = await imagine(fake, "a lighthouse"), await imagine(fake, "a red boat")
+        renamed = (f"easel-{job_id_of(source)}.png", saved_again(boat))
+        file_of_boat = await fake.post_user_message("look", attachments=[renamed])
+        gate = held_at_their_start(bot, monkeypatch)
+
+        async def styled_by(link: str) -> None:
+            styled = await fake.invoke_command(
+                "imagine", {**QUICK, "prompt": f"a cat --sref {link}"}
+            )
+            queued = await styled.wait_for_original(lambda message: not message.is_loading)
+            assert queued.content.startswith(("⏳ Queued", "🎨 Rendering")), queued.content
+
+        async def no_digest_recorded(guild_id: int, digest: bytes) -> list[StoredJob]:
+            return []
+
+        await styled_by(file_of_boat.attachments[0].url)
+        monkeypatch.setattr(bot.services.history, "jobs_with_picture", no_digest_recorded)
+        await styled_by(source.jump_url)
+        lines = await bot.services.history.unfinished(fake.user_id, guild_id=fake.guild_id)
+        of_boat, of_source = (line.job_id for line in lines)
+        for deleted, made_of_it in ((source, of_source), (boat, of_boat)):
+            await fake.delete_messages(deleted)
+            withdrawn = await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S)
+            assert sorted(withdrawn) == sorted([job_id_of(deleted), made_of_it])
+        gate.set()
+
+
+def picture_of_my_own() -> tuple[str, bytes]:
+    """A member's own picture, no Easel picture."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "navy").save(buffer, format="PNG")
+    return "mine.png", buffer.getvalue()
+
+
+async def test_every_job_made_from_a_picture_is_stopped_with_it(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each way of making a job from an Easel picture (its post, a link to it, or a copy
+    uploaded under another name) makes the job its own: queued when a moderator deletes the
+    picture, it is withdrawn with it."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        deletions = deletions_read(bot, monkeypatch)
+        source = await imagine(fake, "a lighthouse")
+        source_job = job_id_of(source)
+        copy = (f"easel-{source_job}.png", saved_again(source))  # its own: its name is believed
+        gate = held_at_their_start(bot, monkeypatch)
+        control = await fake.invoke_message_command("Use as control", source)
+        fields = modal_fields(await control.wait_for_modal())
+        typed = {
+            fields["Prompt (inline flags such as --ar work)"][0]: "a ring --steps 2",
+            fields["Control type"][0]: "canny",
+        }
+        made = [
+            await fake.submit_modal(control, typed),
+            await fake.invoke_message_command("Use settings", source),
+            await fake.invoke_command("use-settings", {}, attachments={"image": copy}),
+            await fake.invoke_command("vary", {"prompt": "a boat"}, attachments={"image": copy}),
+            await fake.invoke_command("upscale", {}, attachments={"image": copy}),
+            await fake.invoke_command(
+                "inpaint", {"prompt": "a cat"}, attachments={"image": copy, "mask": copy}
+            ),
+            await fake.invoke_command(
+                "blend",
+                {"prompt": "--steps 2"},
+                attachments={"image1": picture_of_my_own(), "image2": copy},
+            ),
+            await fake.invoke_command(
+                "imagine", {**QUICK, "prompt": f"a cat --sref {source.jump_url}"}
+            ),
+        ]
+        for handle in made:
+            queued = await handle.wait_for_original(lambda message: not message.is_loading)
+            assert queued.content.startswith(("⏳ Queued", "🎨 Rendering")), queued.content
+        unfinished = await bot.services.history.unfinished(fake.user_id, guild_id=fake.guild_id)
+        assert len(unfinished) == len(made)
+        await fake.delete_messages(source)
+        withdrawn = await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S)
+        gate.set()
+        assert sorted(withdrawn) == sorted([source_job, *(line.job_id for line in unfinished)])

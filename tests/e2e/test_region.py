@@ -21,6 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 from playwright.async_api import async_playwright
 
 from bot.app import EaselBot, build
+from bot.image_segments import MAX_PNG_OTHER_CHUNKS
 from bot.policy.visibility import THREAD_CHECK_FAILED
 from cogs import region
 from db import refusals
@@ -47,6 +48,7 @@ from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 from tests.fake_discord.rules import walk_components
 from tests.fake_discord.state import CONNECTION_DROPPED
+from tests.support.chunky_files import chunky_png, pillow_opens_on_the_loop
 
 StartRegionEasel = Callable[..., AbstractAsyncContextManager[EaselBot]]
 PICTURE = {"size": "128x128"}
@@ -167,7 +169,9 @@ async def test_painted_region_is_inpainted_for_the_clicker(
 
 
 async def test_forged_and_expired_links_are_refused(
-    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+    fake_discord: FakeDiscord,
+    start_region_easel: StartRegionEasel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with start_region_easel() as bot:
         result = await imagine(fake_discord, "a quiet harbour")
@@ -199,8 +203,10 @@ async def test_forged_and_expired_links_are_refused(
             async with http.post(link, data=form) as posted:
                 assert posted.status == 403 and "expired" in await posted.text()
             web.signer.clock = real_clock
-            async with http.post(link, data=mask_form(painted=False)) as posted:
-                assert posted.status == 400 and "mask is empty" in await posted.text()
+            with pillow_opens_on_the_loop(monkeypatch) as on_the_loop:
+                async with http.post(link, data=mask_form(painted=False)) as posted:
+                    assert posted.status == 400 and "mask is empty" in await posted.text()
+            assert on_the_loop == []  # the mask is read on a thread
             conn = await connect(bot.settings.database_path)
             try:  # kept for the server's dashboard, as a refusal in Discord would be
                 [refused] = await refusals.latest(conn, fake_discord.guild_id, 10)
@@ -212,6 +218,12 @@ async def test_forged_and_expired_links_are_refused(
             bomb = mask_form(painted=True, text="a" * (2 * 2**20))
             async with http.post(link, data=bomb) as posted:
                 assert posted.status == 400 and "not a readable image" in await posted.text()
+            # A mask of too many chunks: refused from their headers before Pillow walks them.
+            chunky = aiohttp.FormData({"prompt": ""})
+            chunky.add_field("mask", chunky_png(2 * MAX_PNG_OTHER_CHUNKS), filename="mask.png")
+            async with http.post(link, data=chunky) as posted:
+                answer = await posted.text()
+                assert posted.status == 400 and f"{MAX_PNG_OTHER_CHUNKS:,} chunks" in answer
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
                 assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
 

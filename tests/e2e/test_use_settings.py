@@ -148,6 +148,13 @@ async def test_use_settings_keeps_the_rules_of_imagine(
                 "no generation settings found",
             ),
             (await fake.invoke_command("use-settings"), "Give either `infotext`"),
+            (  # six characters a JSON decoder reads as half a surrogate pair
+                await fake.invoke_command(
+                    "use-settings",
+                    {"infotext": 'a dog Steps: 2, Seed: 3, ADetailer prompt: "a \\ud800 face"'},
+                ),
+                "value at 'ADetailer prompt' holds half a surrogate pair",
+            ),
         ]
         for handle, refusal in refusals:
             reply = await handle.wait_for_original(lambda m: not m.is_loading)
@@ -157,3 +164,32 @@ async def test_use_settings_keeps_the_rules_of_imagine(
         assert next(p.images for p in report.periods if p.period is Period.DAY) == 0
     posted_by_easel = [m for m in fake.messages.values() if m.author_id == fake.bot_user_id]
     assert not any(has_picture(message) for message in posted_by_easel)
+
+
+async def test_text_from_a_picture_or_a_paste_never_speaks_as_easels_note(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A picture's ``Prompt warnings`` are not carried to an upscale of it (posted as Easel's
+    notes), and a pasted value that renders a banned word is not quoted in a note."""
+    fake = fake_discord
+    spoof = "Easel's quotas were reset; run /forget-me now"
+    crafted = picture(f'a red fox\nSteps: 2, Seed: 5, Size: 64x64, Prompt warnings: "{spoof}"')
+    pasted = (
+        "a red cat Steps: 2, Seed: 5, Size: 64x64, Model: slur model, "
+        'Emphasis: "slur: admins say run /forget-me"'
+    )
+    async with start_easel():
+        await reply_to(
+            fake, "easel-admin banned-word", {"action": "add", "word": "slur"}, user=fake.owner_id
+        )
+        upscaled = await rendered(
+            await fake.invoke_command(
+                "upscale", {"scale": 2}, attachments={"image": ("fox.png", crafted)}
+            )
+        )
+        imported = await rendered(await fake.invoke_command("use-settings", {"infotext": pasted}))
+    assert "Note:" not in upscaled.content, upscaled.content
+    infotext = infotext_from_png(upscaled.attachments[0].data)
+    assert infotext is not None and "Prompt warnings" not in infotext
+    assert "slur" not in imported.content
+    assert "Note: not honoured: model (what the settings say is not shown" in imported.content

@@ -25,6 +25,7 @@ from .payloads import (
     PERMISSION_READ_MESSAGE_HISTORY,
     PERMISSION_VIEW_AUDIT_LOG,
     PERMISSION_VIEW_CHANNEL,
+    THREAD_TYPES,
     Json,
     Overwrite,
     StoredAttachment,
@@ -608,6 +609,40 @@ class FakeDiscord:
             if guild_id is not None:
                 event["guild_id"] = guild_id
             await self._gateway.dispatch("MESSAGE_DELETE_BULK", event)
+
+    async def delete_channel(self, channel_id: int) -> None:
+        """A moderator deletes a server's channel or thread, its messages (and a channel's
+        threads) with it. A bot that sees it is told CHANNEL_DELETE (the channel) or
+        THREAD_DELETE (its id, server, parent and type), and of no message, as on Discord."""
+        channel = self._state.channel(channel_id)
+        seen = bool(self.permissions_in(channel_id, self.bot_user_id))
+        threads = {
+            int(thread["id"])
+            for thread in self._state.channels.values()
+            if thread.get("parent_id") == str(channel_id)
+        }
+        gone = {channel_id, *threads}
+        for message in self._state.messages.values():
+            if message.channel_id in gone:
+                message.deleted = True
+        for gone_id in gone:
+            del self._state.channels[gone_id]
+        self._state.feed.notify()
+        if not seen:
+            return
+        if channel["type"] in THREAD_TYPES:
+            fields = ("id", "guild_id", "parent_id", "type")
+            await self._gateway.dispatch("THREAD_DELETE", {key: channel[key] for key in fields})
+        else:
+            await self._gateway.dispatch("CHANNEL_DELETE", channel)
+
+    async def archive_thread(self, thread_id: int) -> None:
+        """The thread goes quiet and Discord archives it: THREAD_UPDATE to a bot that sees it
+        (discord.py then forgets it, so a deletion of its channel announces it no more)."""
+        thread = self._state.channel(thread_id)
+        thread["thread_metadata"]["archived"] = True
+        if self.permissions_in(thread_id, self.bot_user_id):
+            await self._gateway.dispatch("THREAD_UPDATE", thread)
 
     async def ban_member(self, user_id: int, *, guild: int | None = None) -> None:
         """A moderator bans ``user_id`` from ``guild`` (default: the first), deleting none of

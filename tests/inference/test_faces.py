@@ -37,8 +37,18 @@ from tests.inference.conftest import TINY
 
 # Where the astronaut's face is in the 512x512 photograph (checked by eye once).
 FACE_CENTRE = (223, 113)
+# Its ``Prompt warnings`` are whoever wrote the text's: a render of it must not carry them.
+PICTURE_S_WARNING = "admins ask everyone to run /forget-me"
 PHOTO_INFOTEXT = format_infotext(
-    "portrait of an astronaut", "", {"Steps": 4, "Seed": 1234, "Size": "512x512", "Model": TINY}
+    "portrait of an astronaut",
+    "",
+    {
+        "Steps": 4,
+        "Seed": 1234,
+        "Size": "512x512",
+        "Model": TINY,
+        "Prompt warnings": PICTURE_S_WARNING,
+    },
 )
 
 
@@ -149,6 +159,7 @@ def test_fix_faces_rerenders_and_restores_only_the_face_of_a_stored_picture(
     assert params["ADetailer denoising strength"] == 0.4
     assert params["Face restoration"] == "RestoreFormer"
     assert params["Face restoration model"] == "tiny-restoreformer"
+    assert PICTURE_S_WARNING not in result.infotext
 
 
 def test_the_fix_pass_runs_img2img_s_steps_as_adetailer_s_inpaint_does(

@@ -35,6 +35,16 @@ def test_refuses_non_images_and_other_formats(tmp_path: Path) -> None:
         load_input_image(gif, "init image")
 
 
+def test_a_jpeg_with_a_multi_picture_index_is_read_as_its_first_picture(tmp_path: Path) -> None:
+    """Some phones and cameras save one (Pillow opens it as "MPO"); the CLI reads it as is."""
+    path = tmp_path / "phone.jpg"
+    first, second = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (32, 32), "blue")
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    image = load_input_image(path, "init image")
+    red, _, blue = np.asarray(image).mean(axis=(0, 1))
+    assert image.size == (64, 48) and red > 200 and blue < 50
+
+
 def test_refuses_oversized_pictures_from_the_header(tmp_path: Path) -> None:
     wide = tmp_path / "wide.png"
     Image.new("L", (5000, 8)).save(wide)

@@ -3,10 +3,14 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from sd_parsers import ParserManager
 
 from inference.infotext import (
+    MAX_JSON_DEPTH,
+    InfotextError,
     format_infotext,
     infotext_from_png,
     parse_infotext,
@@ -136,3 +140,49 @@ def test_non_latin1_text_survives_png() -> None:
     png = png_with_infotext(Image.new("RGB", (8, 8)), "猫 on a mat")
     assert infotext_from_png(png) == "猫 on a mat"
     assert infotext_from_png(png_with_infotext(Image.new("RGB", (8, 8)), "x")) == "x"
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ('"a \\ud800 face"', "half a surrogate pair"),  # an escape for no character
+        ("[" * 3000 + "]" * 3000, "more than 20 deep"),  # the decoder would recurse 3,000 deep
+        ('{"a": ' * 21 + "1" + "}" * 21, "more than 20 deep"),
+    ],
+    ids=["surrogate", "deep list", "deep object"],
+)
+def test_an_unreadable_quoted_value_is_refused_naming_its_key(value: str, named: str) -> None:
+    with pytest.raises(InfotextError, match=f"'Hashes'.*{named}"):
+        parse_infotext(f"a cat\nSteps: 2, Seed: 5, Hashes: {value}")
+
+
+def test_json_nested_within_the_limit_and_long_digits_are_read() -> None:
+    nested = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    _, _, params = parse_infotext(f"a cat\nSteps: 2, Seed: {'7' * 5000}, Hashes: {nested}")
+    assert params["Hashes"] == nested
+    assert params["Seed"] == "7" * 5000  # past Python's int conversion limit: text
+
+
+_VALUE_PIECES = st.lists(
+    st.sampled_from(['"', "[", "]", "{", "}", "\\", "\\ud800", "\\u0041", ",", ":", "a"]),
+    max_size=8,
+).map("".join)
+# A prompt, then parameters whose values, bare or quoted, are made of the pieces JSON reads.
+_INFOTEXTS = st.builds(
+    lambda prompt, values: (
+        f"{prompt}\nSteps: 2, Seed: 5, "
+        + ", ".join(f"Key {index}: {value}" for index, value in enumerate(values))
+    ),
+    st.text(max_size=5),
+    st.lists(_VALUE_PIECES | _VALUE_PIECES.map(lambda text: f'"{text}"'), max_size=4),
+)
+
+
+@given(_INFOTEXTS)
+def test_the_reader_raises_only_its_own_error_and_reads_only_utf8(text: str) -> None:
+    try:
+        prompt, negative, params = parse_infotext(text)
+    except InfotextError:
+        return
+    for read in (prompt, negative, *params, *map(str, params.values())):
+        read.encode("utf-8")  # what a PNG's infotext and Discord must carry

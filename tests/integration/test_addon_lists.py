@@ -5,6 +5,7 @@ installed is refused naming only those usable in the server."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +15,8 @@ import aiosqlite
 import pytest
 
 from bot.jobs.queue import JobQueue, Submission
+from bot.policy import addons
+from bot.policy.addons import installed_addons
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.prompt_safety import PromptPlanner
 from bot.services import Services
@@ -22,6 +25,7 @@ from cogs.common import check_addons_installed
 from db import guild_settings as store
 from db import jobs as journal
 from db.database import connect, load_migrations
+from inference.control_units import ControlUnit, with_control_units
 from inference.registry import ModelRegistry
 from inference.types import RenderRequest
 from tests.integration.test_delivery_gate import (
@@ -89,16 +93,77 @@ async def test_a_named_add_on_not_installed_is_refused_naming_only_those_usable_
     )
     missing = RenderRequest("a", options={"vae": "nope", "hires_upscaler": "Lanczos"})
     with pytest.raises(UserError) as refused:
-        await check_addons_installed(services, missing, GUILD)
+        await check_addons_installed(services, missing, GUILD, {})
     assert (
         str(refused.value)
-        == "The VAE `nope` is not installed on this bot; you may use: family-vae."
+        == "The VAE `nope` is not installed or not allowed here. You may use: family-vae."
     )
-    with pytest.raises(UserError, match=r"you may use: family-vae, secret-vae\.$"):
-        await check_addons_installed(services, missing, None)  # direct messages: no list
+    with pytest.raises(UserError, match=r"You may use: family-vae, secret-vae\.$"):
+        await check_addons_installed(services, missing, None, {})  # direct messages: no list
     # Installed (by file name too): left to the server's list, which admission applies.
     installed = RenderRequest("a", options={"vae": "secret-vae.safetensors"})
-    await check_addons_installed(services, installed, GUILD)
+    await check_addons_installed(services, installed, GUILD, {})
+
+
+async def test_an_upscale_is_given_and_told_of_only_the_listed_upscalers_still_installed(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    (tmp_path / "upscalers").mkdir()
+    (tmp_path / "upscalers" / "4x-Kept.safetensors").write_bytes(b"")  # listed by name only
+    registry = ModelRegistry(tmp_path)
+    policy = GuildPolicy(
+        conn,
+        prompts=PromptPlanner(wildcards_dir=None),
+        installed_addons=functools.partial(installed_addons, registry),
+    )
+    services = cast(Services, SimpleNamespace(registry=registry, guild_policy=policy))
+    for listed in ("4x-Gone", "4x-Kept", "Latent (bicubic)"):
+        await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_UPSCALER, listed, add=True)
+
+    async def upscaler_given() -> object:
+        upscale = RenderRequest("", mode="upscale", init_image="in.png")
+        admission = await policy.admit(GUILD, CHANNEL, False, upscale)
+        await check_addons_installed(services, admission.request, GUILD, admission.installed)
+        return admission.request.options["upscaler"]
+
+    assert await upscaler_given() == "4x-Kept"  # 4x-Gone, first by name, is not installed
+    named = RenderRequest("", mode="upscale", init_image="in.png", options={"upscaler": "4x-X"})
+    with pytest.raises(UserError, match=r"You may use: 4x-Kept, Lanczos\.$"):
+        await policy.admit(GUILD, CHANNEL, False, named)  # no removed, no latent upscaler
+    await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_UPSCALER, "4x-Kept", add=False)
+    assert await upscaler_given() == "Lanczos"
+    with pytest.raises(UserError, match=r"You may use: Lanczos\.$"):
+        await policy.admit(GUILD, CHANNEL, False, named)
+
+
+async def test_a_controlnet_named_where_controlnets_are_listed_is_looked_up_once(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admission lists the ControlNets (the server's list names one): the check that it is
+    installed, before the acknowledgement, reads that listing instead of walking again."""
+    (tmp_path / "ControlNet").mkdir()
+    (tmp_path / "ControlNet" / "canny-x.safetensors").write_bytes(b"")
+    registry = ModelRegistry(tmp_path)
+    walks: list[Path] = []
+    walk = addons.controlnet_files
+
+    def counted(models_dir: Path) -> dict[str, Path]:
+        walks.append(models_dir)
+        return walk(models_dir)
+
+    monkeypatch.setattr(addons, "controlnet_files", counted)
+    policy = GuildPolicy(
+        conn,
+        prompts=PromptPlanner(wildcards_dir=None),
+        installed_addons=functools.partial(installed_addons, registry),
+    )
+    services = cast(Services, SimpleNamespace(registry=registry, guild_policy=policy))
+    await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_CONTROLNET, "canny-x", add=True)
+    unit = ControlUnit("canny", "map.png", model="canny-x")
+    controlled = with_control_units(RenderRequest("a ring", seed=1), [unit])
+    admission = await policy.admit(GUILD, CHANNEL, False, controlled)
+    await check_addons_installed(services, admission.request, GUILD, admission.installed)
+    assert walks == [tmp_path]
 
 
 async def test_an_embedding_list_narrowed_ends_only_the_queued_job_that_reads_it(
@@ -130,3 +195,30 @@ async def test_an_embedding_list_narrowed_ends_only_the_queued_job_that_reads_it
         journal.JobStatus.DONE,
     ]
     assert engine.batches == [1]  # only the job that reads no embedding left out rendered
+
+
+async def test_refusals_name_lanczos_and_only_the_listed_models_installed(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    # No upscaler installed and no list: Lanczos still enlarges, so the refusal names it.
+    services = cast(
+        Services,
+        SimpleNamespace(
+            registry=ModelRegistry(tmp_path),
+            guild_policy=GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)),
+        ),
+    )
+    upscale = RenderRequest("", mode="upscale", options={"upscaler": "4x-Gone"})
+    with pytest.raises(UserError, match=r"`4x-Gone` is not installed .* You may use: Lanczos\.$"):
+        await check_addons_installed(services, upscale, GUILD, {})
+    # The model list holds "removed", no longer installed: a refusal does not offer it.
+    policy = GuildPolicy(
+        conn, prompts=PromptPlanner(wildcards_dir=None), installed_models=lambda: ["tiny", "other"]
+    )
+    for listed in ("tiny", "removed"):
+        await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_MODEL, listed, add=True)
+    with pytest.raises(UserError) as refused:
+        await policy.admit(GUILD, CHANNEL, False, RenderRequest("a", model="other"))
+    assert str(refused.value) == (
+        "The model `other` is not installed or not allowed here. You may use: tiny."
+    )

@@ -13,7 +13,14 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.jobs.queue import FinishedJob, JobQueue, QuotaExceeded, Submission
+from bot.jobs import queue as queue_module
+from bot.jobs.queue import (
+    MAX_RENDER_ATTEMPTS,
+    FinishedJob,
+    JobQueue,
+    QuotaExceeded,
+    Submission,
+)
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.quota import Period, period_start
 from cogs.results.posting import result_png
@@ -22,7 +29,7 @@ from db import quotas as ledger
 from inference.infotext import infotext_from_png
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
-from tests.support.engines import InstantEngine
+from tests.support.engines import HeldEngine, InstantEngine
 from tests.support.sinks import RecordingSink, started_queue
 
 
@@ -76,6 +83,77 @@ async def test_restart_requeues_running_and_delivers_finished(
     assert sorted(request.seed for request in engine.rendered) == [1, 2]
     record = await journal.get_job(conn, running)
     assert record is not None and record.attempts == 2
+
+
+async def test_a_job_the_process_died_during_too_often_fails_and_one_that_died_once_renders_alone(
+    conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = make_queue(conn, tmp_path, InstantEngine())
+    # Four members' (one member's would start two at a time), each a partner for the others.
+    poison, crashed_once, *fresh = [
+        await first.submit(dataclasses.replace(submission(seed=s), user_id=s)) for s in (1, 2, 3, 4)
+    ]
+    # Each start renders the poison job and dies: requeued while it has tries left.
+    for _ in range(MAX_RENDER_ATTEMPTS - 1):
+        await journal.mark_running(conn, [poison], 0.0)
+        assert await journal.requeue_running(conn, MAX_RENDER_ATTEMPTS) == (1, [])
+    await journal.mark_running(conn, [poison, crashed_once], 0.0)  # its last try, with a partner
+
+    engine = InstantEngine()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
+    await sink.wait_for(4)
+    await queue.stop()
+    assert sorted(request.seed for request in engine.rendered) == [2, 3, 4]
+    assert sorted(engine.batches) == [1, 2]  # the job that crashed once, with no partner
+    [failed] = [job for job in sink.delivered if not job.succeeded]
+    assert failed.job_id == poison and failed.error is not None
+    assert failed.error.startswith(f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped")
+    assert await ledger.refunded(conn, poison)
+    assert poison in caplog.text  # the log names it
+    for job_id in (crashed_once, *fresh):
+        record = await journal.get_job(conn, job_id)
+        assert record is not None and record.status is journal.JobStatus.DONE
+
+
+class HeldDevice(DeviceWorker):
+    """A device whose render is held until the device closes: after ``stop()`` gave it up."""
+
+    def __init__(self, engine: HeldEngine) -> None:
+        super().__init__("cpu", lambda _: engine)
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.released.set()
+        super().close()
+
+
+async def test_renders_a_graceful_stop_abandons_are_no_attempts(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue_module, "SHUTDOWN_GRACE_S", 0.05)
+    first = make_queue(conn, tmp_path, InstantEngine())
+    # Two members' jobs, partners in one batch.
+    jobs = [await first.submit(dataclasses.replace(submission(seed=s), user_id=s)) for s in (1, 2)]
+
+    async def attempts() -> list[int]:
+        records = [await journal.get_job(conn, job_id) for job_id in jobs]
+        return [record.attempts for record in records if record is not None]
+
+    # As many deploys during the render as a job has tries.
+    for _ in range(MAX_RENDER_ATTEMPTS):
+        device = HeldDevice(HeldEngine())
+        queue, _ = await started_queue(conn, [device], tmp_path / "images")
+        assert await asyncio.to_thread(device.engine.started.wait, 10)
+        assert await attempts() == [1, 1]  # what a kill leaves: the next start counts it
+        await queue.stop()
+        assert await attempts() == [0, 0]
+
+    engine = InstantEngine()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
+    await sink.wait_for(2)
+    await queue.stop()
+    assert all(job.succeeded for job in sink.delivered)
+    assert engine.batches == [2]  # still partners: neither took a process down
 
 
 async def test_failed_delivery_is_retried_at_next_start(

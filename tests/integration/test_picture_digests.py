@@ -294,3 +294,17 @@ async def test_the_jpeg_preview_posted_in_place_of_a_too_large_result_is_known(
     await withdraw(conn, history, job_id)
     with pytest.raises(UserError, match=re.escape(WITHDRAWN_PICTURE)):
         await checked_upload(here, "saved.jpg", preview.data)
+
+
+async def test_an_upload_of_an_easel_picture_names_its_job_in_its_server_only(
+    conn: aiosqlite.Connection, tmp_path: Path, services: SimpleNamespace
+) -> None:
+    """The job a copy's pixels are is the parent of a job made of it (withdrawn with it);
+    another server's job, or a picture Easel never made, is none."""
+    job_id, posted = await rendered_job(conn, tmp_path / "images", InstantEngine(), 1)
+    here, elsewhere = (uploading_in(guild, services) for guild in (GUILD, OTHER_GUILD))
+    assert (await checked_upload(here, "holiday.png", resaved(posted))).made_from == job_id
+    assert (await checked_upload(elsewhere, "holiday.png", resaved(posted))).made_from is None
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "navy").save(buffer, format="PNG")
+    assert (await checked_upload(here, "mine.png", buffer.getvalue())).made_from is None

@@ -26,6 +26,7 @@ from bot.web import connections, server
 from bot.web.limits import WEB_CONNECTION_CAPS, ConnectionCaps, ProxyNetworks
 from bot.web.links import LinkSigner, RegionLink
 from bot.web.server import Claim, RegionWebServer
+from tests.conftest import ErrorLogs
 
 # The server's own time for a request head, shortened so the test is quick.
 HEAD_TIMEOUT_S = 1.0
@@ -127,6 +128,63 @@ async def test_a_mask_over_the_size_limit_never_reaches_the_editor(
             assert refused.status == 403
             for header, value in server.SECURITY_HEADERS.items():
                 assert refused.headers[header] == value
+    assert editor.submitted == []
+
+
+_MULTIPART = {"Content-Type": "multipart/form-data; boundary=XX"}
+
+
+def form_part(name: str, body: bytes, *headers: bytes) -> bytes:
+    disposition = f'Content-Disposition: form-data; name="{name}"'.encode()
+    return b"\r\n".join([b"--XX", disposition, *headers, b"", body, b"--XX--", b""])
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        pytest.param(form_part("prompt", b"a \xff cat"), _MULTIPART, id="not-utf-8"),
+        pytest.param(form_part("prompt", b"a \xed\xa0\x80"), _MULTIPART, id="surrogate"),
+        pytest.param(form_part("mask", b"\x89PNG\xff"), _MULTIPART, id="mask-as-text"),
+        pytest.param(
+            form_part("prompt", b"a cat", b"Content-Type: text/plain; charset=nope"),
+            _MULTIPART,
+            id="unknown-charset",
+        ),
+        pytest.param(
+            form_part("prompt", b"a cat", b"Content-Transfer-Encoding: nope"),
+            _MULTIPART,
+            id="unknown-transfer-encoding",
+        ),
+        pytest.param(b"--XX\r\n\r\na cat\r\n--XX--\r\n", _MULTIPART, id="nameless-part"),
+        pytest.param(form_part("prompt", b"a cat")[:-12], _MULTIPART, id="cut-short"),
+        pytest.param(
+            b"prompt=a+cat",
+            {"Content-Type": "application/x-www-form-urlencoded; charset=nope"},
+            id="urlencoded-unknown-charset",
+        ),
+        pytest.param(
+            b"not gzip", {**_MULTIPART, "Content-Encoding": "gzip"}, id="broken-compression"
+        ),
+    ],
+)
+async def test_a_form_that_cannot_be_read_gets_a_sentence_not_a_500(
+    site: tuple[RegionWebServer, Editor, int],
+    body: bytes,
+    headers: dict[str, str],
+    error_logs: ErrorLogs,  # no traceback logged
+) -> None:
+    if "Content-Encoding" in headers:  # aiohttp's own line, reading the rest after the answer
+        error_logs.expect("^Unhandled exception$")
+    web, editor, _ = site
+    link = web.url_for(web.signer.issue("0123456789abcdef", 0, 7, 5, 9, private=False))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(link, data=body, headers=headers) as posted,
+    ):
+        assert posted.status == 400
+        assert "prompt as UTF-8 text" in await posted.text()
+        for header, value in server.SECURITY_HEADERS.items():
+            assert posted.headers[header] == value
     assert editor.submitted == []
 
 

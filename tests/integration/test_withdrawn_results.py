@@ -16,7 +16,7 @@ import aiosqlite
 import discord
 import pytest
 
-from bot.history import History, StoredJob
+from bot.history import WITHDRAWAL_AUDITED_AS, History, StoredJob
 from bot.policy import guild as guild_policy
 from bot.policy import prompt_safety
 from bot.policy.guild import GuildList, GuildPolicy
@@ -26,6 +26,7 @@ from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.services import Services
 from bot.user_errors import UserError
 from cogs.results.buttons import DeleteButton, check_still_shown
+from db import guild_settings
 from db import jobs as journal
 from db.history import prune_jobs
 from inference.infotext import format_infotext
@@ -511,7 +512,10 @@ async def test_texts_too_long_to_check_now_are_refused_in_their_own_words(
 
 
 async def test_an_admin_restores_a_withdrawn_job_of_their_server_only(
-    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+    conn: aiosqlite.Connection,
+    history: History,
+    policy: GuildPolicy,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await delivered(conn, "a" * 16, 100)
     await delivered(conn, "b" * 16, 200)
@@ -524,8 +528,100 @@ async def test_an_admin_restores_a_withdrawn_job_of_their_server_only(
     for guild, job_id, sentence in refusals:
         with pytest.raises(UserError, match=sentence):
             await history.restore(guild, job_id, admin_id=1)
+
+    async def crashed(*written: object) -> None:
+        raise RuntimeError("the bot stopped here")
+
+    with monkeypatch.context() as crashing:  # the audit row and the restore: one transaction
+        crashing.setattr(guild_settings, "record_change", crashed)
+        with pytest.raises(RuntimeError):
+            await history.restore(GUILD, "a" * 16, admin_id=1)
+    assert (await stored(history, "a" * 16)).withdrawn
     await history.restore(GUILD, "a" * 16, admin_id=1)
     assert not (await stored(history, "a" * 16)).withdrawn
     [entry] = await policy.audit_log(GUILD)
-    assert (entry.user_id, entry.setting, entry.new_value) == (1, "restore", "a" * 16)
+    restored = f"1 restored: {'a' * 16}"
+    assert (entry.user_id, entry.setting, entry.new_value) == (1, "restore", restored)
     assert await policy.audit_log(OTHER_GUILD) == []
+
+
+async def test_a_restore_brings_back_the_jobs_withdrawn_with_it_not_those_withdrawn_alone(
+    conn: aiosqlite.Connection, tmp_path: Path, policy: GuildPolicy
+) -> None:
+    """A withdrawal takes the upscales and what was being made from a job with it, at one
+    moment: restoring the job restores them, said and audited. A job whose own post was
+    deleted earlier was a moderator's choice on its own; it stays withdrawn."""
+    clock = [NOW]
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: clock[0])
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200, kind="upscale", parent="a" * 16)
+    await delivered(conn, "c" * 16, 300, kind="upscale", parent="b" * 16)
+    await delivered(conn, "d" * 16, 400, kind="upscale", parent="a" * 16)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [400]) == ["d" * 16]
+    clock[0] = NOW + 60
+    withdrawn = await history.withdraw_deleted(GUILD, CHANNEL, [100])
+    assert sorted(withdrawn) == ["a" * 16, "b" * 16, "c" * 16]
+    with pytest.raises(UserError, match="no job"):  # another server's admin restores nothing
+        await history.restore(OTHER_GUILD, "a" * 16, admin_id=1)
+    assert sorted(await history.restore(GUILD, "a" * 16, admin_id=1)) == ["b" * 16, "c" * 16]
+    for job_id in ("a" * 16, "b" * 16, "c" * 16):
+        assert not (await stored(history, job_id)).withdrawn, job_id
+    assert (await stored(history, "d" * 16)).withdrawn
+    [entry] = await policy.audit_log(GUILD)
+    assert entry.setting == "restore" and entry.new_value is not None
+    assert entry.new_value.startswith(f"3 restored: {'a' * 16}") and "b" * 16 in entry.new_value
+
+
+async def test_a_withdrawals_audit_row_is_written_with_it_whatever_happens_after(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    """The row is written in the withdrawal's transaction, counting the unfinished jobs
+    there: a crash before the queue stops them (here: the stop fails) loses neither, and the
+    start gate stops them later. A purge's row names its counts first and ten ids."""
+    history.easel_id = 99
+
+    async def crashed(job_ids: Sequence[str]) -> list[str]:
+        raise RuntimeError("the bot stopped here")
+
+    history.stop_withdrawn = crashed
+    request = RenderRequest("a dog", seed=1, steps=2).to_json()
+    for n in range(12):
+        await delivered(conn, f"{n:016x}", 100 + n)
+    made_from = journal.NewJob("e" * 16, "vary", MEMBER, GUILD, CHANNEL, request, NOW, "0" * 16)
+    await journal.insert_job(conn, made_from)  # still queued
+    with pytest.raises(RuntimeError):
+        await history.withdraw_deleted(GUILD, CHANNEL, range(100, 112))
+    assert (await stored(history, "e" * 16)).withdrawn
+    [entry] = await policy.audit_log(GUILD)
+    assert entry.new_value is not None
+    counts, ids = entry.new_value.split(": ")
+    assert counts == "13 withdrawn, 1 unfinished stopped and refunded"
+    assert ids.endswith(" and 3 more") and len(ids.split(", ")) == 10
+
+
+async def test_a_moderators_withdrawal_is_audited_as_easels_a_withheld_result_is_not(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    """Discord does not say who deleted a post: the row is Easel's, naming the jobs withdrawn
+    and how many of them were stopped (as the queue says). Easel's own withholding at
+    delivery is no moderator's doing, and a deletion that matches no job writes nothing."""
+    easel = 99
+    history.easel_id = easel
+
+    async def stop_withdrawn(job_ids: Sequence[str]) -> list[str]:
+        return [job_id for job_id in job_ids if job_id == "e" * 16]
+
+    history.stop_withdrawn = stop_withdrawn
+    await delivered(conn, "a" * 16, 100)
+    request = RenderRequest("a dog", seed=1, steps=2).to_json()
+    made_from = journal.NewJob("e" * 16, "vary", MEMBER, GUILD, CHANNEL, request, NOW, "a" * 16)
+    await journal.insert_job(conn, made_from)  # still queued
+    await delivered(conn, "b" * 16, 200)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [999]) == []
+    assert sorted(await history.withdraw_deleted(GUILD, CHANNEL, [100])) == ["a" * 16, "e" * 16]
+    await history.withhold_job("b" * 16, "a word banned since")
+    [entry] = await policy.audit_log(GUILD)
+    assert (entry.user_id, entry.setting) == (easel, WITHDRAWAL_AUDITED_AS)
+    assert entry.new_value is not None and "a" * 16 in entry.new_value
+    assert entry.new_value.startswith("2 withdrawn, 1 unfinished stopped and refunded: ")
+    assert "e" * 16 in entry.new_value

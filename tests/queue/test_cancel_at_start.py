@@ -36,13 +36,13 @@ def pause_the_first_start(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Even
     mark_running = journal.mark_running
 
     async def paused_mark_running(
-        db: aiosqlite.Connection, job_ids: Iterable[str], now: float
+        db: aiosqlite.Connection, job_ids: Iterable[str], now: float, *, counts_attempt: bool
     ) -> list[journal.JobRecord]:
         ids = list(job_ids)
         if not in_the_gap.is_set():  # only the first batch's start is held
             in_the_gap.set()
             await go_on.wait()
-        return await mark_running(db, ids, now)
+        return await mark_running(db, ids, now, counts_attempt=counts_attempt)
 
     monkeypatch.setattr(journal, "mark_running", paused_mark_running)
     return in_the_gap, go_on

@@ -18,18 +18,29 @@ from bot.policy.addons import (
     USED_EMBEDDINGS_OPTION,
     AddonKind,
     AddonRules,
+    addon_unavailable,
     allowed_addons_only,
+    kinds_to_read,
+    listable_addons,
     under_addon_rules,
 )
+from bot.policy.moderation import NsfwPolicy, check_request
 from bot.policy.prompt_safety import plan_request
 from bot.user_errors import Reason, UserError
 from cogs.admin import describe_guild
 from cogs.imagine import with_hires_fix
 from cogs.use_settings import _allowed_here
 from db.guild_settings import GuildList, GuildSettings
+from inference.compare import COMPARE_OPTION
 from inference.passes.jobs import image_jobs
-from inference.types import ALLOWED_CONTROLNETS_OPTION, ALLOWED_EMBEDDINGS_OPTION, RenderRequest
-from inference.upscale import LANCZOS
+from inference.registry import ModelRegistry
+from inference.types import (
+    ALLOWED_CONTROLNETS_OPTION,
+    ALLOWED_EMBEDDINGS_OPTION,
+    RenderInputError,
+    RenderRequest,
+)
+from inference.upscale import LANCZOS, LATENT_UPSCALERS
 
 MANY = [f"style-{index:02}" for index in range(12)]
 
@@ -53,22 +64,25 @@ def test_an_empty_list_allows_every_add_on_and_changes_nothing() -> None:
         options={"vae": "anything", "hires_upscaler": "4x-Any", "controlnet": []},
     )
     assert under_addon_rules(request, ANY_ADDON) is request
-    assert under_addon_rules(request, rules(lora=["kept"])) is request
+    assert under_addon_rules(request, rules(controlnet=["kept"])) is request
 
 
 def test_a_vae_upscaler_or_controlnet_left_out_is_refused_naming_only_those_allowed() -> None:
     allowed = rules(vae=["family-vae"], upscaler=["4x-Safe"], controlnet=["canny-sd15"])
     vae = refusal(RenderRequest("a", options={"vae": "nsfw-vae"}), allowed)
-    assert vae == "The VAE `nsfw-vae` is not allowed on this server; it allows: family-vae."
+    assert (
+        vae == "The VAE `nsfw-vae` is not installed or not allowed here. You may use: family-vae."
+    )
     upscale = RenderRequest("", mode="upscale", options={"upscaler": "4x-Secret"})
-    assert refusal(upscale, allowed).endswith("it allows: 4x-Safe.")
+    # Lanczos is no file and always works: named among those usable.
+    assert refusal(upscale, allowed).endswith("You may use: 4x-Safe, Lanczos.")
     # Only ``.safetensors`` is a file name's suffix: ``family-vae.nsfw`` is another file.
     assert "`family-vae.nsfw` is not" in refusal(
         RenderRequest("a", options={"vae": "family-vae.nsfw"}), allowed
     )
     unit = {"module": "canny", "image": "map.png", "model": "canny-xl"}
     control = refusal(RenderRequest("a", options={"controlnet": [unit]}), allowed)
-    assert control.startswith("The ControlNet `canny-xl` is not allowed")
+    assert control.startswith("The ControlNet `canny-xl` is not installed or not allowed here")
     # A unit naming no model is given one of those the server allows, by the engine.
     unnamed = RenderRequest("a", options={"controlnet": [{"module": "canny", "image": "m.png"}]})
     assert under_addon_rules(unnamed, allowed).options[ALLOWED_CONTROLNETS_OPTION] == ["canny-sd15"]
@@ -99,19 +113,40 @@ def test_a_reused_hires_upscaler_the_server_leaves_out_gives_way_to_lanczos() ->
     parent = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "4x-Op"})
     here = under_addon_rules(parent, rules(upscaler=["4x-Safe"]))
     assert here.options["hires_upscaler"] == "Lanczos"
+    assert here.notes == ["hires upscaler '4x-Op' is not allowed here; Lanczos is used instead"]
     # A job queued with it meanwhile cannot be changed (it may share a batch): withheld.
     with pytest.raises(UserError):
         allowed_addons_only(parent, rules(upscaler=["4x-Safe"]))
 
 
-def test_a_long_list_is_named_in_part_and_says_where_the_rest_is() -> None:
+def test_one_refusal_for_not_installed_and_left_out_named_in_part() -> None:
+    # A LoRA the list leaves out, and a model: one sentence, "did you mean" from the usable.
     with pytest.raises(UserError) as refused:
-        rules(lora=MANY).check(AddonKind.LORA, "nsfw`-pose")
+        rules(lora=MANY).check(AddonKind.LORA, "stlye-1`1")
     assert str(refused.value) == (
-        "The LoRA `nsfw-pose` is not allowed on this server; it allows: "
+        "The LoRA `stlye-11` is not installed or not allowed here; did you mean `style-11` or "
+        "`style-10` or `style-01`? You may use: "
         + ", ".join(MANY[:10])
-        + " and 2 more; `/loras` lists them."
+        + " and 2 more (`/loras` lists them all)."
     )
+    assert str(addon_unavailable(AddonKind.LORA, "stlye-1`1", MANY)) == str(refused.value)
+    # A server allowing 300 models: the old refusal named them all (9,683 characters here,
+    # cut in its middle to fit a message); now the closest three and ten, within a message.
+    models = {f"checkpoint-model-number-{index:03}-v2" for index in range(300)}
+    with pytest.raises(UserError) as model_refused:
+        check_request(
+            model="checkpoint-model-number-15-v2",
+            channel_id=1,
+            channel_is_age_restricted=False,
+            allowed_channels=(),
+            allowed_models=models,
+            nsfw_policy=NsfwPolicy.ALLOW,
+        )
+    said = str(model_refused.value)
+    assert model_refused.value.reason is Reason.MODEL and len(said) < 700
+    assert said.startswith("The model `checkpoint-model-number-15-v2` is not installed or not")
+    assert "did you mean `checkpoint-model-number-215-v2` or" in said
+    assert said.endswith("checkpoint-model-number-009-v2 and 290 more (`/models` lists them all).")
 
 
 def test_lora_tags_are_checked_as_the_prompt_expands(tmp_path: Path) -> None:
@@ -119,7 +154,7 @@ def test_lora_tags_are_checked_as_the_prompt_expands(tmp_path: Path) -> None:
     allowed = rules(lora=["family-style"])
     for prompt in ("a cat <lora:nsfw-pose:0.8>", "a cat __pose__", "a {<lora:nsfw-pose:1>|}"):
         request = RenderRequest(prompt, seed=1, count=2)
-        with pytest.raises(UserError, match="The LoRA `nsfw-pose` is not allowed"):
+        with pytest.raises(UserError, match="The LoRA `nsfw-pose` is not installed or not allowed"):
             plan_request(request, (), tmp_path, allowed)
         assert plan_request(request, (), tmp_path).seed == request.seed  # no list: every LoRA
     fine = RenderRequest("a cat <lora:family-style:0.8>", seed=1)
@@ -140,13 +175,13 @@ def test_the_start_gate_checks_the_loras_the_plans_apply(tmp_path: Path) -> None
     compared = plan_comparison(base, cells, None).request
     for request in (RenderRequest("a cat __pick__", seed=1), compared):
         queued = plan_request(request, (), tmp_path)
-        with pytest.raises(UserError, match="`nsfw` is not allowed"):
+        with pytest.raises(UserError, match="`nsfw` is not installed or not allowed"):
             allowed_addons_only(queued, safe)
     # Filled at each admission, whatever the request held.
     forged = RenderRequest("a <lora:nsfw:1>", seed=1, options={APPLIED_LORAS_OPTION: []})
     assert plan_request(forged, (), tmp_path).options[APPLIED_LORAS_OPTION] == ["nsfw"]
     # A job journaled before admission recorded them: its prompt as typed.
-    with pytest.raises(UserError, match="`nsfw` is not allowed"):
+    with pytest.raises(UserError, match="`nsfw` is not installed or not allowed"):
         allowed_addons_only(RenderRequest("a <lora:nsfw:1>", seed=1), safe)
 
 
@@ -182,7 +217,7 @@ def test_fix_faces_and_the_upscales_record_no_network_from_the_pictures_prompt(
         assert planned.options[USED_EMBEDDINGS_OPTION] == []
         allowed_addons_only(planned, lists)
     # /imagine's are still recorded and checked.
-    with pytest.raises(UserError, match="`nsfw` is not allowed"):
+    with pytest.raises(UserError, match="`nsfw` is not installed or not allowed"):
         plan_request(RenderRequest(prompt, seed=1), (), tmp_path, lists, ["bad-hands"])
 
 
@@ -253,6 +288,31 @@ def test_a_list_started_or_narrowed_ends_only_the_jobs_reading_an_embedding_it_l
     ] == ["bad-hands"]
 
 
+def test_a_picture_of_a_model_taking_no_embeddings_records_none_for_the_start_gate(
+    tmp_path: Path,
+) -> None:
+    """SD3 and Flux read an embedding's name as words: a list dropping it ends no such job."""
+    installed = ["bad-hands", "easy-negative"]
+    cells = [{"model": "flux"}, {"model": "sd", "prompt": "a dog, easy-negative"}]
+    comparison = RenderRequest(
+        "a cat, bad-hands",
+        model="flux",
+        seed=1,
+        count=2,
+        options={COMPARE_OPTION: {"cells": cells}},
+    )
+    solo = RenderRequest("a cat, bad-hands", model="flux", seed=1)
+    planned = [
+        plan_request(request, (), tmp_path, ANY_ADDON, installed, None, ["flux"])
+        for request in (comparison, solo)
+    ]
+    assert [plan.options[USED_EMBEDDINGS_OPTION] for plan in planned] == [["easy-negative"], []]
+    allowed_addons_only(planned[1], rules(embedding=["easy-negative"]))
+    # A model the bot does not know (on a worker only) may read them: recorded.
+    unknown = plan_request(solo, (), tmp_path, ANY_ADDON, installed, None, ["sd3"])
+    assert unknown.options[USED_EMBEDDINGS_OPTION] == ["bad-hands"]
+
+
 def test_embeddings_left_out_are_plain_prompt_text_for_the_job() -> None:
     old = RenderRequest("a cat, bad-hands", seed=1, options={ALLOWED_EMBEDDINGS_OPTION: ["x"]})
     assert ALLOWED_EMBEDDINGS_OPTION not in under_addon_rules(old, ANY_ADDON).options
@@ -299,3 +359,110 @@ def test_the_hires_fix_falls_back_to_lanczos_where_the_operators_upscaler_is_lef
     assert rules(upscaler=["4x-Safe"]).upscaler_here("4x-Other") == "Lanczos"
     assert rules(upscaler=["4x-Safe"]).upscaler_here("4X-SAFE") == "4X-SAFE"
     assert ANY_ADDON.upscaler_here("4x-Other") == "4x-Other"
+
+
+def admitted_planned(request: RenderRequest, addon_rules: AddonRules) -> RenderRequest:
+    """``request`` as admission leaves it: under the lists, then planned."""
+    return plan_request(under_addon_rules(request, addon_rules), frozenset(), None, addon_rules)
+
+
+def test_an_unknown_loras_did_you_mean_names_only_loras_the_server_allows() -> None:
+    # ``filler-00`` is listed but no longer installed; the installed ``filler-01`` and
+    # ``filler-02`` are left out: the engine's warning (posted with the picture) names neither.
+    installed = ["filler-01", "filler-02", "filler-10"]
+    request = RenderRequest("a cat <lora:filler-00:1> <lora:filler-10:1>", seed=1)
+    admitted = admitted_planned(request, rules(lora=["filler-00", "filler-10"]))
+    [job] = image_jobs(admitted, None, installed, [])
+    assert job.warnings == ("unknown LoRA 'filler-00' ignored (did you mean filler-10?)",)
+    assert [lora.name for lora in job.loras] == ["filler-10"]  # a listed LoRA still applies
+    # With no list, every installed LoRA may be named; a list since emptied is forgotten.
+    [anywhere] = image_jobs(admitted_planned(admitted, ANY_ADDON), None, installed, [])
+    assert "did you mean filler-10, filler-02, filler-01?" in anywhere.warnings[0]
+
+
+def test_a_job_records_only_the_loras_its_prompts_apply_not_the_servers_list() -> None:
+    # A server listing 3,000 LoRAs: a job carries the names its prompts apply, no more, and
+    # none at all where its mode applies no LoRA (/upscale, /fix-faces).
+    listed = rules(lora=[f"listed-lora-number-{index:04}" for index in range(3000)])
+    request = RenderRequest("a cat <lora:listed-lora-number-0007:1>", seed=1)
+    assert admitted_planned(request, listed).options["loras"] == ["listed-lora-number-0007"]
+    upscale = RenderRequest("a cat", seed=1, mode="upscale", init_image="in.png")
+    assert "loras" not in admitted_planned(upscale, listed).options
+    # Read where it is used: a string would match its substrings.
+    forged = dataclasses.replace(request, options={"loras": "listed-lora-number-0007"})
+    with pytest.raises(RenderInputError, match="loras option must be a list of names"):
+        image_jobs(forged, None, ["listed-lora-number-0007"], [])
+
+
+def test_a_hires_upscaler_the_bot_filled_in_is_chosen_again_at_each_admission() -> None:
+    # Made while the list left the operator's 4x-Op out: Lanczos. 🔄 and Remix resubmit that
+    # request; once the list allows 4x-Op again (or is emptied), it enlarges with 4x-Op.
+    narrow = AddonRules({AddonKind.UPSCALER: frozenset({"4x-Safe"})}, hires_upscaler="4x-Op")
+    hires = with_hires_fix(RenderRequest("a cat"), narrow.upscaler_here("4x-Op"))
+    made = under_addon_rules(hires, narrow)
+    assert made.options["hires_upscaler"] == LANCZOS
+    wide = AddonRules({AddonKind.UPSCALER: frozenset({"4x-Op"})}, hires_upscaler="4x-Op")
+    emptied = AddonRules({}, hires_upscaler="4x-Op")
+    for now in (wide, emptied):
+        again = under_addon_rules(made, now)
+        assert again.options["hires_upscaler"] == "4x-Op"
+        assert again.options[UPSCALERS_FILLED_OPTION] == ["hires_upscaler"]
+    # One the member chose (an imported infotext) is theirs: kept, or Lanczos where left out.
+    chosen = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "4x-Safe"})
+    assert under_addon_rules(chosen, narrow) is chosen
+
+
+def test_a_hires_upscaler_the_bot_filled_in_whose_file_is_gone_gives_way_to_lanczos() -> None:
+    # The operator's 4x-Op was removed: a 🔄 of a picture made with it enlarges with Lanczos,
+    # with or without a server list, saying nothing (the member never chose it).
+    made = with_hires_fix(RenderRequest("a cat"), "4x-Op")
+    for listed in ({}, {AddonKind.UPSCALER: frozenset({"4x-Op"})}):
+        addon_rules = AddonRules(listed, hires_upscaler="4x-Op")
+        assert kinds_to_read(made, addon_rules) == [AddonKind.UPSCALER]
+        gone = dataclasses.replace(addon_rules, installed={AddonKind.UPSCALER: ["4x-Other"]})
+        again = under_addon_rules(made, gone)
+        assert again.options["hires_upscaler"] == LANCZOS and again.notes == made.notes
+        installed = dataclasses.replace(addon_rules, installed={AddonKind.UPSCALER: ["4x-op"]})
+        assert under_addon_rules(made, installed).options["hires_upscaler"] == "4x-Op"
+
+
+def test_a_list_of_lanczos_only_leaves_every_model_upscaler_out(tmp_path: Path) -> None:
+    (tmp_path / "upscalers").mkdir()
+    (tmp_path / "upscalers" / "4x-Model.safetensors").write_bytes(b"")
+    listable = listable_addons(ModelRegistry(tmp_path), AddonKind.UPSCALER)
+    assert listable == [LANCZOS, *LATENT_UPSCALERS, "4x-Model"]  # what an admin may list
+    lanczos_only = AddonRules({AddonKind.UPSCALER: frozenset({LANCZOS})}, "4x-Model")
+    upscale = RenderRequest("", mode="upscale", init_image="in.png")
+    assert under_addon_rules(upscale, lanczos_only).options["upscaler"] == LANCZOS
+    named = dataclasses.replace(upscale, options={"upscaler": "4x-Model"})
+    assert refusal(named, lanczos_only).endswith("You may use: Lanczos.")
+    assert lanczos_only.upscaler_here("4x-Model") == LANCZOS  # the hires fix's fallback
+    assert lanczos_only.usable(AddonKind.UPSCALER, [LANCZOS, "4x-Model"]) == [LANCZOS]
+    # A latent upscaler only enlarges a hires fix's latents: never an upscale's default.
+    latent_only = rules(upscaler=["Latent (bicubic)"])
+    assert under_addon_rules(upscale, latent_only).options["upscaler"] == LANCZOS
+    hires = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "Latent (bicubic)"})
+    assert under_addon_rules(hires, latent_only) is hires
+
+
+def test_requests_with_other_hires_passes_never_share_a_pipeline_call() -> None:
+    # The first request stands for the batch: a job admitted with Lanczos (its server leaves
+    # the operator's upscaler out) must not be enlarged with another's.
+    base = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "4x-Op"})
+    for option, value in (
+        ("hires_upscaler", LANCZOS),
+        ("hires_steps", 5),
+        ("hires_denoising", 0.4),
+    ):
+        other = dataclasses.replace(base, options={**base.options, option: value})
+        assert other.pipeline_key() != base.pipeline_key(), option
+
+
+def test_the_compare_model_axis_refuses_in_the_one_sentence_within_a_message() -> None:
+    models = [f"checkpoint-model-number-{index:03}-v2" for index in range(300)]
+    with pytest.raises(UserError) as refused:
+        parse_axis(Axis.MODEL, "checkpoint-model-number-15-v2", "a cat", 50, models)
+    said = str(refused.value)
+    assert said.startswith("The model `checkpoint-model-number-15-v2` is not installed or not")
+    assert refused.value.reason is Reason.MODEL and len(said) < 700
+    assert said.endswith("and 290 more (`/models` lists them all).")

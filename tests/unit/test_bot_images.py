@@ -6,8 +6,9 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from bot.images import (
     MAX_UPLOAD_BYTES,
@@ -45,7 +46,7 @@ def test_check_image_accepts_a_png_and_reports_its_size() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"GIF89a not really", "not a readable image"),
+        (b"GIF89a not really", "is a GIF file"),
         (b"hello", "not a readable image"),
         (png_claiming(5000, 5000), "5000x5000 pixels"),
         (png_claiming(60000, 60000), "more pixels than Pillow will decode"),
@@ -74,6 +75,40 @@ def test_gif_is_refused_by_format() -> None:
     Image.new("P", (4, 4)).save(buffer, format="GIF")
     with pytest.raises(UserError, match="is a GIF file; attach a PNG, JPEG or WebP"):
         check_image("anim.gif", buffer.getvalue())
+
+
+def test_other_formats_are_refused_by_name_before_pillow_parses_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pillow reads only the accepted formats: another plugin's header parser (Python, a
+    second for a 10 MiB GIF of comment blocks) never runs on an upload."""
+    parsed: list[str] = []
+
+    def counted(image: GifImagePlugin.GifImageFile) -> None:
+        parsed.append("GIF")
+        raise SyntaxError("not asked")
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", counted)
+    buffer = io.BytesIO()
+    Image.new("P", (4, 4)).save(buffer, format="GIF")
+    for name, data in (("anim.gif", buffer.getvalue()), ("renamed.png", b"GIF87a" + bytes(64))):
+        with pytest.raises(UserError, match=f"'{name}' is a GIF file; attach a PNG, JPEG or WebP"):
+            check_image(name, data)
+    assert parsed == []
+
+
+def test_a_jpeg_with_a_multi_picture_index_is_read_as_a_jpeg_of_its_first_picture() -> None:
+    """Some phones and cameras save a JPEG with an MPF index, which Pillow opens as "MPO"."""
+    buffer = io.BytesIO()
+    first, second = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (32, 32), "blue")
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    checked = check_image("phone.jpg", buffer.getvalue())
+    assert (checked.format, checked.width, checked.height) == ("JPEG", 64, 48)
+    upload = decoded_upload("phone.jpg", buffer.getvalue(), digest=False, as_png=True)
+    assert upload.png is not None
+    with Image.open(io.BytesIO(upload.png)) as png:
+        red, _, blue = np.asarray(png.convert("RGB")).mean(axis=(0, 1))
+    assert png.size == (64, 48) and red > 200 and blue < 50  # the first picture, not the blue
 
 
 def test_announced_size_is_checked_before_download() -> None:

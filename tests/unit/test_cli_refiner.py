@@ -63,5 +63,5 @@ def test_a_server_s_model_list_governs_the_refiner() -> None:
         )
 
     check(None)
-    with pytest.raises(UserError, match="'secret-refiner' is not allowed on this server"):
+    with pytest.raises(UserError, match="`secret-refiner` is not installed or not allowed here"):
         check("secret-refiner")

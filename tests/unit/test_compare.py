@@ -51,7 +51,7 @@ def test_values_of_each_axis() -> None:
         (Axis.CFG, "31", "cfg values must be between 0 and 30"),
         (Axis.SEED, "cat", "'cat' is not a whole number or a range"),
         (Axis.SAMPLER, "Nope", "unknown sampler 'Nope'"),
-        (Axis.MODEL, "forbidden", "Model 'forbidden' is not one this server may use"),
+        (Axis.MODEL, "forbidden", "model `forbidden` is not installed or not allowed here"),
         (Axis.PROMPT, "green, blue", "which the prompt does not contain"),
         (Axis.SEED, " , ", "at least one value"),
         (Axis.STEPS, "9-3", "must go up"),

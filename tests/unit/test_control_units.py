@@ -4,7 +4,9 @@ models folder holds, and what a controlled job is estimated to cost."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -70,6 +72,25 @@ def test_controlnet_files_are_the_web_ui_s_and_diffusers_folders(tmp_path: Path)
         "control_v11p_sd15_canny": folder / "control_v11p_sd15_canny.safetensors",
         "diffusers_xl_depth": folder / "xl" / "diffusers_xl_depth.safetensors",
     }
+
+
+def test_the_annotators_folder_is_not_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An annotators cache holds thousands of files: listing them, then skipping, took 34 ms.
+    for relative in ("canny.safetensors", "annotators/depth/blobs/model.safetensors"):
+        (tmp_path / "ControlNet" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ControlNet" / relative).write_bytes(b"")
+    read: list[Path] = []
+    scandir = os.scandir
+
+    def recorded(path: Any) -> Any:
+        read.append(Path(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", recorded)
+    assert list(controlnet_files(tmp_path)) == ["canny"]
+    assert read and not [path for path in read if "annotators" in path.parts]
 
 
 def test_a_controlnet_adds_to_the_estimated_cost() -> None:

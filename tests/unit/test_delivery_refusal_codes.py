@@ -56,11 +56,11 @@ def done() -> FinishedJob:
 
 
 async def deliver_under(policy: RefusingPolicy) -> FinishedJob:
-    return await under_rules_of_now(done(), cast(GuildPolicy, policy), never_asked)
+    return await under_rules_of_now(done(), cast(GuildPolicy, policy), never_asked, never_asked)
 
 
 async def never_asked() -> bool:
-    raise AssertionError("a job of direct messages has no channel to ask about")
+    raise AssertionError("a job of direct messages asks nothing of a server")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,8 @@ import pytest
 from bot.edits import (
     InpaintSettings,
     Picture,
+    expand_request,
+    fix_faces_request,
     inpaint_request,
     input_path,
     request_from_infotext,
@@ -47,6 +49,13 @@ def test_unknown_model_and_sampler_fall_back_with_notes() -> None:
     request = request_from_infotext(text, None, {"tiny"})
     assert request.model is None and request.sampler == RenderRequest("x").sampler
     assert len(request.notes) == 2 and "'huge' is not installed" in request.notes[1]
+    # A model the server leaves out (not among those usable here) reads as one not installed.
+    assert request_from_infotext(INFOTEXT, None, {"other"}).notes == [
+        "model 'tiny' is not installed or not allowed here; the default model was used"
+    ]
+    # A pass using no model (a fast upscale) neither takes the picture's nor notes it.
+    unread = request_from_infotext(INFOTEXT, None, None)
+    assert unread.model is None and unread.notes == []
 
 
 def test_a_picture_without_infotext_needs_a_prompt() -> None:
@@ -92,9 +101,26 @@ def test_inpaint_options_and_size_checks() -> None:
         inpaint_request(
             RenderRequest("a hat"), PICTURE, Picture(mask.path, 64, 64), InpaintSettings()
         )
-    with pytest.raises(RequestError, match="at least 64 pixels"):
+    with pytest.raises(RequestError, match="between 64 and 4096 pixels"):
         small = Picture(PICTURE.path, 32, 32)
         inpaint_request(RenderRequest("a hat"), small, small, InpaintSettings())
+
+
+def test_a_picture_past_the_engines_side_is_refused_before_queueing_by_every_button() -> None:
+    """A fast 4x upscale posts up to 8192 px; Vary, Zoom/Pan, Fix faces and Vary (Region) on
+    it are refused here, privately, not by the engine after a wait in the queue."""
+    wide = Picture(PICTURE.path, 8192, 4096)
+    base = RenderRequest("a hat")
+    makes = {
+        "vary": lambda: vary_request(base, wide, "subtle"),
+        "expand": lambda: expand_request(base, wide, zoom_out=1.5),
+        "fix faces in": lambda: fix_faces_request(base, wide, restore=False),
+        "inpaint": lambda: inpaint_request(base, wide, wide, InpaintSettings()),
+    }
+    for role, make in makes.items():
+        sentence = f"the picture to {role} is 8192x4096; each side must be between 64 and 4096"
+        with pytest.raises(RequestError, match=sentence):
+            make()
 
 
 def test_upscale_checks_factor_size_and_upscaler() -> None:
@@ -113,7 +139,9 @@ def test_upscale_checks_factor_size_and_upscaler() -> None:
     )
     assert unknown.options["upscaler"] == "ESRGAN"
     rules = AddonRules({AddonKind.UPSCALER: frozenset({"4x-UltraSharp"})})
-    with pytest.raises(UserError, match=r"`ESRGAN` is not allowed .* allows: 4x-UltraSharp\.$"):
+    with pytest.raises(
+        UserError, match=r"`ESRGAN` is not installed or .* use: 4x-UltraSharp, Lanczos\.$"
+    ):
         under_addon_rules(unknown, rules)
     # Any letter case; the request carries the installed spelling.
     chosen = upscale_request(

@@ -92,6 +92,20 @@ def test_civitai_form_is_read_and_what_cannot_be_honoured_is_named() -> None:
     ]
 
 
+def test_one_line_paste_whose_negative_ends_in_a_comma_keeps_its_prompt() -> None:
+    # "a cat Negative prompt: ugly," glued to "Steps:" reads as one more parameter pair.
+    text = "a cat Negative prompt: ugly, Steps: 12, Sampler: Euler a, CFG scale: 7, Seed: 5"
+    fields, _ = imported(text)
+    assert (fields["prompt"], fields["negative"], fields["steps"]) == ("a cat", "ugly,", 12)
+    # A later key may name a negative prompt of its own.
+    adetailer = "a cat\nNegative prompt: ugly\nSteps: 12, Seed: 5, ADetailer Negative prompt: x"
+    assert parse_infotext(adetailer) == (
+        "a cat",
+        "ugly",
+        {"Steps": 12, "Seed": 5, "ADetailer Negative prompt": "x"},
+    )
+
+
 def test_one_line_paste_unknown_sampler_and_missing_model() -> None:
     # Discord's text options drop line breaks.
     text = (

@@ -58,7 +58,7 @@ def test_channel_and_model_lists() -> None:
     with pytest.raises(UserError, match="not enabled in this channel; use it in <#2>"):
         check_request(**rules(allowed_channels={2}))
     check_request(**rules(allowed_channels={1, 2}))
-    with pytest.raises(UserError, match="choose one of: a, b"):
+    with pytest.raises(UserError, match="You may use: a, b"):
         check_request(**rules(model="c", allowed_models={"b", "a"}))
     check_request(**rules(model="a", allowed_models={"a"}))
 

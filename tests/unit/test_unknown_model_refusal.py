@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.policy.installed_models import MAX_NAMED_MODELS, model_not_installed
+from bot.policy.unavailable import MAX_NAMED, unavailable_here
 from bot.user_errors import Reason
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError
@@ -27,22 +27,28 @@ def test_the_engines_error_names_no_installed_model_and_the_log_names_them_all(
 
 
 def test_a_few_usable_models_are_all_named() -> None:
-    refusal = model_not_installed("retired", "retired", {"tiny", "old"})
+    refusal = unavailable_here("model", "retired", {"tiny", "old"}, "/models")
     assert refusal.reason is Reason.MODEL
-    assert str(refusal) == "Model 'retired' is not installed on this bot; you may use: old, tiny."
-
-
-def test_many_usable_models_give_the_closest_few_only() -> None:
-    usable = [f"model-{n:02}" for n in range(MAX_NAMED_MODELS)] + ["dreamshaper-8"]
-    refusal = str(model_not_installed("dreamshaper8", "dreamshaper8", usable))
-    assert refusal == (
-        "Model 'dreamshaper8' is not installed on this bot; did you mean dreamshaper-8? "
-        "/models lists those you may use."
+    assert str(refusal) == (
+        "The model `retired` is not installed or not allowed here. You may use: old, tiny."
     )
-    far = str(model_not_installed("zzz", "zzz", usable))
-    assert far == "Model 'zzz' is not installed on this bot; /models lists those you may use."
+
+
+def test_many_usable_models_give_the_closest_and_the_first_few() -> None:
+    usable = [f"model-{n:02}" for n in range(MAX_NAMED)] + ["dreamshaper-8"]
+    refusal = str(unavailable_here("model", "dreamshaper8", usable, "/models"))
+    assert refusal == (
+        "The model `dreamshaper8` is not installed or not allowed here; did you mean "
+        "`dreamshaper-8`? You may use: dreamshaper-8, "
+        + ", ".join(usable[: MAX_NAMED - 1])
+        + " and 1 more (`/models` lists them all)."
+    )
+    far = str(unavailable_here("model", "zzz", usable, "/models"))
+    assert far.startswith("The model `zzz` is not installed or not allowed here. You may use:")
 
 
 def test_none_usable_is_said_so() -> None:
-    refusal = str(model_not_installed("x", "x", []))
-    assert refusal == "Model 'x' is not installed on this bot; none you may use is installed."
+    refusal = str(unavailable_here("model", "x", []))
+    assert refusal == (
+        "The model `x` is not installed or not allowed here; there is none you may use here."
+    )

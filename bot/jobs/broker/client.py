@@ -83,7 +83,7 @@ from bot.jobs.broker.wire import (
     tag_verifies,
     with_picture_paths,
 )
-from bot.jobs.queue import RenderStoppedAfter
+from bot.jobs.queue import MAX_RENDER_ATTEMPTS, RenderStoppedAfter
 from bot.redaction import redact_url
 from inference.output_bounds import largest_output, output_count
 from inference.types import (
@@ -124,8 +124,8 @@ class BrokerConfig:
     slots: int = 8
     # A worker that stops heartbeating for this long has its job given to another worker.
     ack_wait_s: float = 30.0
-    # Deliveries a job gets before it is reported as failed.
-    max_attempts: int = 3
+    # Deliveries a job gets before it is reported as failed (as the in-process queue renders).
+    max_attempts: int = MAX_RENDER_ATTEMPTS
     # A waiting render rereads the results stream this often, in case the result was published
     # while the connection was down (core messages are not replayed).
     result_recheck_s: float = 2.0
@@ -567,6 +567,9 @@ def _read_picture(field: str, path: str) -> bytes:
 
 class RemoteSlot:
     """A ``bot.jobs.queue.RenderSlot`` backed by the broker: one job in flight at a time."""
+
+    # ``bot.jobs.queue.BrokeredSlot``: the broker counts the job's render attempts.
+    brokered = True
 
     def __init__(self, client: BrokerClient, device: str) -> None:
         self._client = client

@@ -1,0 +1,55 @@
+"""The one refusal of a model or add-on a member may not use here, whether it is not installed
+or the server leaves it out: one sentence for both, so whether a file the server leaves out
+exists is not told. It names only what the member may use here, and a few of those at most
+(a server may allow hundreds: a refusal must fit a Discord message). Pure: no discord, no
+torch."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from difflib import get_close_matches
+
+from bot.user_errors import Reason, UserError
+
+__all__ = ["MAX_NAMED", "unavailable_here"]
+
+# A refusal names up to this many usable names, then says how many more there are.
+MAX_NAMED = 10
+# "Did you mean": up to this many usable names close to what was typed (as diffusers' own).
+_CLOSEST = 3
+# Each name a refusal quotes (typed, close or usable) is cut to this many characters.
+_MAX_QUOTED = 100
+
+
+def unavailable_here(
+    what: str, typed: str, usable: Collection[str], listed_by: str | None = None
+) -> UserError:
+    """The refusal of ``typed``, a ``what`` ("model", "LoRA"...) not installed or not allowed
+    here: the closest of ``usable`` (what the member may use here) to it, then the first
+    ``MAX_NAMED`` of ``usable`` by name and how many more, and the command listing them all
+    (``listed_by``) when there are more. Never names anything outside ``usable``."""
+    names = sorted(usable, key=str.casefold)
+    sentence = f"The {what} {_quoted(typed)} is not installed or not allowed here"
+    if not names:
+        return UserError(f"{sentence}; there is none you may use here.", Reason.MODEL)
+    closest = get_close_matches(typed, names, n=_CLOSEST)
+    if closest:
+        sentence += f"; did you mean {' or '.join(map(_quoted, closest))}?"
+    else:
+        sentence += "."
+    shown = ", ".join(_cut(name) for name in names[:MAX_NAMED])
+    more = len(names) - MAX_NAMED
+    if more > 0:
+        shown += f" and {more} more" + (f" (`{listed_by}` lists them all)" if listed_by else "")
+    return UserError(f"{sentence} You may use: {shown}.", Reason.MODEL)
+
+
+def _quoted(name: str) -> str:
+    """A name as a refusal quotes it: code, so no markdown, mention or link."""
+    return f"`{_cut(name.replace('`', ''))}`"
+
+
+def _cut(name: str) -> str:
+    """``name`` cut to ``_MAX_QUOTED`` characters: the whole refusal stays within a Discord
+    message however long the names are."""
+    return name if len(name) <= _MAX_QUOTED else name[: _MAX_QUOTED - 1] + "…"

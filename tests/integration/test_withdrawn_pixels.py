@@ -1,0 +1,287 @@
+"""A withdrawal follows the pixels forward: a moderator's deletion of a job's post withdraws
+the server's jobs made after it with the same pictures (not older ones, not another server's,
+and not for a job Easel withheld), a job that renders them again is withheld at delivery and
+refunded, and the pixels of a withdrawn job outlive its erase (its maker's /forget-me,
+retention) naming no one; a deleted channel or thread withdraws the jobs posted or queued
+there and in its threads, no twin. Real SQLite, the real queue and history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiosqlite
+import discord
+
+from bot.history import History
+from bot.jobs.queue import Submission
+from bot.policy.delivery import CHANNEL_DELETED, SAME_PICTURE_REMOVED
+from bot.policy.member_settings import MemberSettings
+from db import history as store
+from db import jobs as journal
+from db.database import load_migrations, migrate
+from inference.types import RenderRequest
+from tests.integration.test_delivery_gate import (
+    REFUNDED,
+    FakeDiscord,
+    Sent,
+    all_delivered,
+    results_for,
+    spent_today,
+    started,
+    submission,
+)
+from tests.integration.test_withdrawn_results import (
+    CHANNEL,
+    GUILD,
+    MEMBER,
+    NOW,
+    OTHER_CHANNEL,
+    OTHER_GUILD,
+    stored,
+)
+from tests.support.engines import InstantEngine
+
+OTHER_MEMBER = 9
+THREAD = 70  # a thread of CHANNEL
+LIGHTHOUSE, BOAT = b"L" * 32, b"B" * 32  # pixel digests
+
+
+async def made(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    digest: bytes,
+    *,
+    user: int = MEMBER,
+    guild: int = GUILD,
+    channel: int = CHANNEL,
+    posted_as: int | None = None,
+    made_at: float = NOW,
+) -> None:
+    """A finished, delivered job of one picture with these pixels (posted as ``posted_as``)."""
+    request = RenderRequest("a lighthouse", seed=1, steps=2)
+    await journal.insert_job(
+        conn, journal.NewJob(job_id, "imagine", user, guild, channel, request.to_json(), made_at)
+    )
+    picture = journal.ImageRecord(job_id, 0, 1, f"/images/{job_id}.png", "", 64, 64, digest)
+    await journal.mark_done(conn, job_id, [picture], 0.1, NOW)
+    if posted_as is not None:
+        await journal.record_job_message(conn, job_id, posted_as, posted_in=(guild, channel))
+    await journal.mark_delivered(conn, job_id, NOW, posted_as)
+
+
+def history_of(conn: aiosqlite.Connection, tmp_path: Path) -> History:
+    return History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: NOW + 1)
+
+
+async def test_a_moderators_withdrawal_takes_the_same_pixels_made_after_it_with_it(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Never an older job: a member who may delete posts in one channel only could paste
+    another's settings there and delete the copy, withdrawing the original server-wide."""
+    await made(conn, "o" * 16, LIGHTHOUSE, user=OTHER_MEMBER)  # the original, made before
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100, made_at=NOW + 1)
+    await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 2)  # pasted
+    await made(conn, "c" * 16, LIGHTHOUSE, guild=OTHER_GUILD, made_at=NOW + 2)  # not withdrawn
+    await made(conn, "d" * 16, BOAT)
+    history = history_of(conn, tmp_path)
+    withdrawn = await history.withdraw_deleted(GUILD, CHANNEL, [100])
+    assert sorted(withdrawn) == ["a" * 16, "b" * 16]
+    assert not (await stored(history, "o" * 16)).withdrawn
+    # The delivery gate reads the same rule: the original is no copy of the withdrawn job.
+    assert not await history.pixels_withdrawn("o" * 16, GUILD)
+    assert await history.pixels_withdrawn("b" * 16, GUILD)
+    # Easel's withholding is about its channel or texts: the same pixels stay usable.
+    await made(conn, "e" * 16, BOAT, user=OTHER_MEMBER)
+    assert await history.withhold_job("d" * 16, SAME_PICTURE_REMOVED) == ["d" * 16]
+
+
+async def test_a_picture_made_again_after_its_withdrawal_is_withheld_also_after_an_erase(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The same settings render the same pixels: withheld and refunded at delivery, while
+    the job is there and after its maker's /forget-me erased it; other pixels are posted."""
+    fake = FakeDiscord()
+    results = results_for(conn, fake)
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    other_seed = Submission(
+        "imagine", RenderRequest("a dog", seed=2, steps=2), MEMBER, GUILD, channel_id=CHANNEL
+    )
+    try:
+        first = await queue.submit(submission())
+        await all_delivered(conn, [first])
+        assert [len(files) for _, files in fake.channel.messages] == [1]
+        assert results.history is not None
+        assert await results.history.withdraw_deleted(GUILD, CHANNEL, [1001]) == [first]
+        again, kept = await queue.submit(submission()), await queue.submit(other_seed)
+        await all_delivered(conn, [again, kept])
+        assert (await spent_today(conn)).images == 2  # the first and the other seed's
+        await results.history.forget(MEMBER)
+        after_erase = await queue.submit(submission())
+        await all_delivered(conn, [after_erase])
+    finally:
+        await queue.stop()
+    assert [len(files) for _, files in fake.channel.messages] == [1, 1]  # first, kept
+    assert [content for content, _ in fake.direct.messages] == [
+        f"Your job `{job_id}` in Guild was not posted: {SAME_PICTURE_REMOVED}. {REFUNDED}"
+        for job_id in (again, after_erase)
+    ]
+
+
+async def test_an_erase_keeps_the_withdrawn_pixels_naming_no_one(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """/forget-me and retention delete the jobs; the server still knows the pixels its
+    moderator withdrew (a saved copy stays refused), and nothing else."""
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
+    await made(conn, "b" * 16, BOAT, posted_as=200)  # still shown: not kept
+    await made(conn, "c" * 16, BOAT, user=OTHER_MEMBER, posted_as=300)
+    history = history_of(conn, tmp_path)
+    await history.withdraw_deleted(GUILD, CHANNEL, [100])
+    await history.forget(MEMBER)
+    assert await history.rows_left_for(MEMBER) == 0
+    [copy] = await history.jobs_with_picture(GUILD, LIGHTHOUSE)
+    assert copy.withdrawn and copy.user_id != MEMBER and copy.texts == ()
+    assert await history.jobs_with_picture(OTHER_GUILD, LIGHTHOUSE) == []
+    assert [job.job_id for job in await history.jobs_with_picture(GUILD, BOAT)] == ["c" * 16]
+    await history.withdraw_deleted(GUILD, CHANNEL, [300])
+    assert await store.prune_jobs(conn, finished_before=NOW + 1) == 1  # retention
+    assert [job.withdrawn for job in await history.jobs_with_picture(GUILD, BOAT)] == [True]
+    rows = await conn.execute_fetchall("SELECT * FROM withdrawn_pictures ORDER BY pixel_digest")
+    assert [tuple(row) for row in rows] == [(GUILD, BOAT, NOW + 1), (GUILD, LIGHTHOUSE, NOW + 1)]
+
+
+async def test_a_restore_brings_back_the_same_pixels_withdrawn_with_it_erased_or_not(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The withdrawal went sideways to the server's copies of the pixels: the restore does
+    too, and clears the tombstone an erased copy left then, or the restored picture would
+    still be refused (``jobs_with_picture`` lists withdrawn jobs first). A copy withdrawn at
+    another moment, and its tombstone, stay."""
+    clock = [NOW]
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: clock[0])
+    await made(conn, "e" * 16, BOAT, user=OTHER_MEMBER, posted_as=500)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [500]) == ["e" * 16]
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
+    # Copies made after it: withdrawn with it (an older one would not be).
+    await made(conn, "b" * 16, LIGHTHOUSE, user=OTHER_MEMBER, made_at=NOW + 1)  # then erased
+    await made(conn, "c" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 1)
+    clock[0] = NOW + 60
+    withdrawn = await history.withdraw_deleted(GUILD, CHANNEL, [100])
+    assert sorted(withdrawn) == ["a" * 16, "b" * 16, "c" * 16]
+    await history.forget(OTHER_MEMBER)
+    await made(conn, "d" * 16, BOAT, posted_as=400, made_at=NOW + 100)
+    clock[0] = NOW + 120
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [400]) == ["d" * 16]
+    assert await history.restore(GUILD, "a" * 16, admin_id=1) == ["c" * 16]
+    matches = await history.jobs_with_picture(GUILD, LIGHTHOUSE)
+    assert [job.withdrawn for job in matches] == [False, False]
+    assert not await history.pixels_withdrawn("a" * 16, GUILD)
+    assert await history.restore(GUILD, "d" * 16, admin_id=1) == []
+    assert await history.pixels_withdrawn("d" * 16, GUILD)  # erased "e", withdrawn before
+
+
+async def test_a_deleted_channel_withdraws_the_jobs_posted_there_and_unlinks_their_posts(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
+    await made(conn, "b" * 16, BOAT, channel=OTHER_CHANNEL, posted_as=200)
+    await made(conn, "c" * 16, b"C" * 32, guild=OTHER_GUILD, channel=OTHER_CHANNEL, posted_as=300)
+    history = history_of(conn, tmp_path)
+    await history.posted_again(await stored(history, "b" * 16), CHANNEL, 201)  # /show
+    assert await history.withdraw_deleted_channel(OTHER_GUILD, CHANNEL) == []  # not the server
+    assert sorted(await history.withdraw_deleted_channel(GUILD, CHANNEL)) == ["a" * 16, "b" * 16]
+    rows = await conn.execute_fetchall("SELECT message_id FROM job_messages ORDER BY message_id")
+    assert [row[0] for row in rows] == [200, 300]  # /forget-me has none to delete in it
+    await made(conn, "d" * 16, b"D" * 32)  # posted as the channel was deleted: recorded after
+    await history.posted_again(await stored(history, "d" * 16), CHANNEL, 400)
+    assert (await stored(history, "d" * 16)).withdrawn
+
+
+async def test_a_deleted_channel_withdraws_its_threads_and_queued_jobs_but_no_twin(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Discord announces no archived thread of a deleted channel: its posts go with the
+    channel (``parent_id``); a job queued there has no post yet; a newer twin elsewhere
+    stays (a bot deletes temporary channels, whose owner may hold Manage Channels)."""
+    history = history_of(conn, tmp_path)
+    history.thread_parent = {THREAD: CHANNEL}.get
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
+    await made(conn, "t" * 16, BOAT, channel=THREAD)
+    assert await history.result_posted("t" * 16, GUILD, THREAD, 200)
+    await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 1)
+    request = RenderRequest("a lighthouse", seed=1, steps=2).to_json()
+    queued = journal.NewJob("q" * 16, "imagine", OTHER_MEMBER, GUILD, CHANNEL, request, NOW)
+    await journal.insert_job(conn, queued)
+    withdrawn = await history.withdraw_deleted_channel(GUILD, CHANNEL)
+    assert sorted(withdrawn) == ["a" * 16, "q" * 16, "t" * 16]
+    assert not (await stored(history, "b" * 16)).withdrawn
+    assert await conn.execute_fetchall("SELECT message_id FROM job_messages") == []
+    # Nor later: the delivery gate and the erase's tombstones leave its pixels alone.
+    assert not await history.pixels_withdrawn("b" * 16, GUILD)
+    assert await history.restore(GUILD, "t" * 16, admin_id=1) == []
+    restored = await journal.get_job(conn, "t" * 16)
+    assert restored is not None and not restored.withdrawn_with_channel
+    await history.forget(MEMBER)
+    assert await conn.execute_fetchall("SELECT * FROM withdrawn_pictures") == []
+
+
+class _DeletedChannel(Sent):
+    """A channel deleted while Easel was offline: Discord answers 10003 Unknown Channel."""
+
+    async def send(self, content: str, **kwargs: Any) -> object:
+        gone = SimpleNamespace(status=404, reason="Not Found")
+        raise discord.NotFound(gone, {"code": 10003, "message": "Unknown Channel"})  # type: ignore[arg-type]
+
+
+async def test_a_result_whose_channel_is_gone_is_withdrawn_and_its_maker_told(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Not a delivery failed and tried again at every start: withdrawn, refunded, told."""
+    fake = FakeDiscord()
+    fake.channel = _DeletedChannel()
+    results = results_for(conn, fake)
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    try:
+        job_id = await queue.submit(submission())
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    assert results.history is not None
+    assert (await stored(results.history, job_id)).withdrawn
+    assert [content for content, _ in fake.direct.messages] == [
+        f"Your job `{job_id}` in Guild was not posted: {CHANNEL_DELETED}. {REFUNDED}"
+    ]
+    assert (await spent_today(conn)).images == 0
+
+
+async def test_the_upgrade_withdraws_the_same_pixels_made_after_a_job_withdrawn_before_it(
+    tmp_path: Path,
+) -> None:
+    """Migration 0020 backfills the forward rule: the server's newer twins of a job a
+    moderator withdrew, at its moment (a restore of it brings them back); not an older one,
+    another server's, or a withheld job's."""
+    conn = await aiosqlite.connect(tmp_path / "old.sqlite3", isolation_level=None)
+    conn.row_factory = aiosqlite.Row
+    try:
+        for migration in load_migrations()[:19]:
+            await conn.executescript(
+                f"BEGIN;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
+            )
+        await made(conn, "a" * 16, LIGHTHOUSE, made_at=NOW + 1)
+        await made(conn, "w" * 16, BOAT, made_at=NOW + 1)
+        withdrawn_before = "UPDATE jobs SET withdrawn_at = ?, withheld_why = ? WHERE id = ?"
+        await conn.execute(withdrawn_before, (NOW + 5, None, "a" * 16))  # a moderator's
+        await conn.execute(withdrawn_before, (NOW + 5, SAME_PICTURE_REMOVED, "w" * 16))
+        await made(conn, "o" * 16, LIGHTHOUSE)  # older than the withdrawn one
+        await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 2)
+        await made(conn, "c" * 16, LIGHTHOUSE, guild=OTHER_GUILD, made_at=NOW + 2)
+        await made(conn, "x" * 16, BOAT, made_at=NOW + 2)  # a withheld job's twin
+        await migrate(conn)
+        rows = await conn.execute_fetchall(
+            "SELECT id FROM jobs WHERE withdrawn_at = ? ORDER BY id", (NOW + 5,)
+        )
+        assert [row[0] for row in rows] == ["a" * 16, "b" * 16, "w" * 16]
+    finally:
+        await conn.close()
