@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +272,16 @@ class History:
 
     async def jobs_with_picture(self, guild_id: int, pixel_digest: bytes) -> list[StoredJob]:
         """The jobs of ``guild_id`` one of whose pictures has these pixels
-        (``bot.images.pixel_digest``): withdrawn ones first, at most ``PIXEL_MATCHES`` (and
-        before them one withdrawn and erased since, known by its pixels alone)."""
-        job_ids = await journal.jobs_with_picture(self._conn, guild_id, pixel_digest, PIXEL_MATCHES)
-        jobs = [await self.job(job_id) for job_id in job_ids]
-        found = [job for job in jobs if job is not None]
+        (``bot.images.pixel_digest``), at most ``PIXEL_MATCHES``, as an upload of them reads
+        them: ``withdrawn`` only where that refuses the upload (``db.jobs.jobs_with_picture``),
+        those first (and before them one withdrawn and erased since, known by its pixels
+        alone)."""
+        matches = await journal.jobs_with_picture(self._conn, guild_id, pixel_digest, PIXEL_MATCHES)
+        found = [
+            replace(job, withdrawn=refuses)
+            for job_id, refuses in matches
+            if (job := await self.job(job_id)) is not None
+        ]
         if await journal.erased_picture_withdrawn(self._conn, guild_id, pixel_digest):
             found.insert(0, _erased_withdrawn_job(guild_id))
         return found
@@ -312,6 +317,10 @@ class History:
             self._conn, guild_id, channel_id, now, self._audit()
         )
         return await self._stopped(withdrawn)
+
+    def channel_deleted_lately(self, guild_id: int, channel_id: int) -> bool:
+        """Whether Easel heard of the deletion of this channel or thread lately."""
+        return self._deleted_channels.holds((guild_id, channel_id), self._clock())
 
     async def withdraw_job(self, job_id: str) -> list[str]:
         """A server's job whose public progress message an edit found deleted, maybe before

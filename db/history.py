@@ -189,14 +189,19 @@ async def withdraw_job(
     (maybe before it was recorded as its post), or whose result was withheld at delivery and
     refunded (``withheld_why``: what its maker was told; kept on it alone, in the same
     statement, so a delivery retried after a crash tells them the same), with the jobs
-    ``withdraw_deleted_results`` withdraws with it; returns the jobs newly withdrawn."""
+    ``withdraw_deleted_results`` withdraws with it; returns the jobs newly withdrawn. One
+    already withdrawn with its deleted channel (its message went with it) reaches no twin."""
     async with transaction(conn):
+        with_channel = await conn.execute_fetchall(
+            "SELECT 1 FROM jobs WHERE id = ? AND withdrawn_with_channel", (job_id,)
+        )
         return await _withdraw_with_made_from(
             conn,
             "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL",
             (job_id,),
             now,
             withheld=None if withheld_why is None else (job_id, withheld_why),
+            twins=not with_channel,
             audit=audit,
         )
 

@@ -430,17 +430,28 @@ async def _input_picture_paths(
 
 async def jobs_with_picture(
     conn: aiosqlite.Connection, guild_id: int, pixel_digest: bytes, limit: int
-) -> list[str]:
+) -> list[tuple[str, bool]]:
     """The jobs of ``guild_id`` one of whose stored pictures, or the grid it was posted as, has
-    these pixels (``limit`` of them: withdrawn ones first, then the newest)."""
+    these pixels (``limit`` of them), each with whether it refuses an upload of them: one a
+    moderator withdrew (not one withdrawn with its deleted channel, nor one Easel withheld:
+    their rule was their channel's or their texts'), unless an older job with those pixels
+    still stands (a withdrawal goes forward only: a copy's deletion does not reach the
+    original). Those that refuse first, then the ones not withdrawn, then the newest."""
+    with_pixels = (
+        "SELECT job_id FROM images WHERE pixel_digest = :digest"
+        " UNION SELECT job_id FROM posted_grids WHERE pixel_digest = :digest"
+    )
     async with conn.execute(
-        "SELECT jobs.id FROM jobs WHERE jobs.guild_id = :guild AND jobs.id IN"
-        " (SELECT job_id FROM images WHERE pixel_digest = :digest"
-        " UNION SELECT job_id FROM posted_grids WHERE pixel_digest = :digest)"
-        " ORDER BY jobs.withdrawn_at IS NULL, jobs.created_at DESC, jobs.rowid DESC LIMIT :limit",
+        "SELECT jobs.id, jobs.withdrawn_at IS NOT NULL AND jobs.withheld_why IS NULL"
+        " AND NOT jobs.withdrawn_with_channel AND NOT EXISTS (SELECT 1 FROM jobs older"
+        f" WHERE older.guild_id = :guild AND older.id IN ({with_pixels})"
+        " AND older.withdrawn_at IS NULL AND older.created_at < jobs.created_at) AS refuses"
+        f" FROM jobs WHERE jobs.guild_id = :guild AND jobs.id IN ({with_pixels})"
+        " ORDER BY refuses DESC, jobs.withdrawn_at IS NULL DESC, jobs.created_at DESC,"
+        " jobs.rowid DESC LIMIT :limit",
         {"digest": pixel_digest, "guild": guild_id, "limit": limit},
     ) as cursor:
-        return [str(row[0]) for row in await cursor.fetchall()]
+        return [(str(row[0]), bool(row[1])) for row in await cursor.fetchall()]
 
 
 async def erased_picture_withdrawn(

@@ -269,6 +269,9 @@ class FinishedJob:
     # Withdrawn with the job it was made from (that one's withdrawn too), not for a deletion
     # of its own message.
     withdrawn_with_source: bool = False
+    # Withdrawn because its channel (or the one it was made from) was deleted, not by a
+    # moderator's deletion of it: refunded, as its maker did nothing.
+    withdrawn_with_channel: bool = False
     # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
     # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
     # nowhere, refunded whole, and its maker is told this, privately; None: neither.
@@ -1204,6 +1207,7 @@ class JobQueue:
             # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
             withdrawn=job.withdrawn_at is not None and job.withheld_why is None,
             withdrawn_with_source=with_source,
+            withdrawn_with_channel=job.withdrawn_with_channel,
             withheld=job.error if ended_at_start else job.withheld_why,
             composed=composed,
             created_at=job.created_at,

@@ -85,12 +85,14 @@ async def placed_under_rules_of_now(
 ) -> FinishedJob:
     """The rules of now that are cheap to read, also asked before a queued job renders:
     ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
-    was withdrawn (its own message or the picture it was made from deleted), Easel is no
-    longer enabled in its channel (or in direct messages), it may use an add-on the server
-    no longer allows (``addons.allowed_addons_only``), or its pictures must stay in
-    age-restricted channels now and ``here_age_restricted()`` (its channel, asked only then)
-    says that one is not. ``policy`` None: the servers' rules are not known (tests), only the
-    withdrawal is read."""
+    was withdrawn (its own message or the picture it was made from deleted; its channel
+    deleted: refunded), Easel is no longer enabled in its channel (or in direct messages),
+    it may use an add-on the server no longer allows (``addons.allowed_addons_only``), or
+    its pictures must stay in age-restricted channels now and ``here_age_restricted()`` (its
+    channel, asked only then) says that one is not. ``policy`` None: the servers' rules are
+    not known (tests), only the withdrawal is read."""
+    if job.withdrawn_with_channel:
+        raise Withheld(CHANNEL_DELETED, refund=True)
     if job.withdrawn:
         raise Withheld(SOURCE_WITHDRAWN if job.withdrawn_with_source else PROGRESS_DELETED)
     if policy is None:

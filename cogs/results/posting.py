@@ -420,7 +420,8 @@ class DiscordResults(ProgressMessages):
             content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
         if self._token_alive(job):
             if watched is not None and watched.deleted and not job.private:
-                raise _ProgressDeleted  # a progress edit found it deleted: not asked again
+                # A progress edit found it deleted: not asked again, but its channel may be gone.
+                raise await self._message_deleted(job)
             try:
                 edited = await self._webhook(job).edit_message(
                     ORIGINAL_RESPONSE,
@@ -432,9 +433,11 @@ class DiscordResults(ProgressMessages):
                 # A private result's original response is ephemeral: in no channel.
                 return None if job.private else edited.id
             except discord.HTTPException as error:
+                if error.code == _UNKNOWN_CHANNEL:
+                    raise _ChannelDeleted from error
                 if error.code == UNKNOWN_MESSAGE and not job.private:
-                    # The token lives, the message does not: deleted in the channel.
-                    raise _ProgressDeleted from error
+                    # The token lives, the message does not: deleted in the channel, or with it.
+                    raise await self._message_deleted(job) from error
                 # Clocks disagree, or a private response is gone: post it as a message instead.
                 if error.code not in _GONE_TOKEN_CODES:
                     raise
@@ -458,6 +461,27 @@ class DiscordResults(ProgressMessages):
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
             await self._post_directly(job, content, files, mentions, view)
             return None
+
+    async def _message_deleted(self, job: FinishedJob) -> _ProgressDeleted | _ChannelDeleted:
+        """The job's public message is gone: with its channel or thread (deleted lately as
+        Easel heard it, or Discord answers Unknown Channel), which withdraws no twin and is
+        refunded, or alone (a moderator's or its maker's deletion). Any other answer, or none
+        in time, reads as the message alone: the channel is there as far as Easel knows."""
+        if job.guild_id is None or job.channel_id is None:
+            return _ProgressDeleted()
+        if self.history is not None and self.history.channel_deleted_lately(
+            job.guild_id, job.channel_id
+        ):
+            return _ChannelDeleted()
+        try:
+            async with asyncio.timeout(_CHANNEL_CHECK_TIMEOUT_S):
+                await self._client.fetch_channel(job.channel_id)
+        except discord.NotFound as error:
+            if error.code == _UNKNOWN_CHANNEL:
+                return _ChannelDeleted()
+        except (discord.HTTPException, TimeoutError) as error:
+            log.warning("job %s: its channel was not read (%s)", job.job_id, error)
+        return _ProgressDeleted()
 
     async def _post_directly(
         self,

@@ -152,7 +152,8 @@ async def checked_upload(
     moderators withdrew nothing here), and a job still shown refuses nothing but by the age
     rule, and tells nothing: a match whose channel or texts cannot be read within the stored
     check's budget counts as no match (a refusal then would say that such a picture exists; a
-    withdrawn one, read from its flag, is always refused). A match is its ``made_from``,
+    withdrawn one, read from its flag, is always refused: a moderator's withdrawal no older job
+    with those pixels outlives, ``History.jobs_with_picture``). A match is its ``made_from``,
     checked in time or not: a moderator's later deletion of it reaches the job made of it."""
     in_server = interaction.guild_id is not None  # direct messages: no moderator there
     upload = await asyncio.to_thread(

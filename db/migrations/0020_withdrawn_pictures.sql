@@ -19,14 +19,24 @@ CREATE INDEX job_messages_parent ON job_messages (guild_id, parent_id) WHERE par
 ALTER TABLE jobs ADD COLUMN withdrawn_with_channel INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX jobs_undelivered_channel ON jobs (guild_id, channel_id) WHERE delivered_at IS NULL;
 -- A moderator's withdrawal before this one went to its job alone: it now goes to the server's
--- jobs made after it with the same pixels (the same picture made again), at its moment, so
--- restoring it restores them (no such job: NULL, as it was).
-UPDATE jobs SET withdrawn_at = (
-    SELECT MIN(removed.withdrawn_at) FROM images mine
-    JOIN images same ON same.pixel_digest = mine.pixel_digest
-    JOIN jobs removed ON removed.id = same.job_id
-    WHERE mine.job_id = jobs.id AND removed.guild_id = jobs.guild_id
-    AND removed.withdrawn_at IS NOT NULL AND removed.withheld_why IS NULL
-    AND removed.created_at < jobs.created_at
+-- jobs made after it with the same pixels (the same picture made again), and, as the runtime
+-- rule (db.history._withdraw_with_made_from), to their upscales (the same pictures, larger) and
+-- the jobs made from them not yet delivered, theirs and so on, all at its moment, so restoring
+-- it restores them (no such job: NULL, as it was).
+WITH RECURSIVE withdrawn(id, at) AS (
+    SELECT id, at FROM (
+        SELECT jobs.id, (
+            SELECT MIN(removed.withdrawn_at) FROM images mine
+            JOIN images same ON same.pixel_digest = mine.pixel_digest
+            JOIN jobs removed ON removed.id = same.job_id
+            WHERE mine.job_id = jobs.id AND removed.guild_id = jobs.guild_id
+            AND removed.withdrawn_at IS NOT NULL AND removed.withheld_why IS NULL
+            AND removed.created_at < jobs.created_at
+        ) AS at FROM jobs WHERE jobs.withdrawn_at IS NULL AND jobs.guild_id IS NOT NULL
+    ) WHERE at IS NOT NULL
+    UNION SELECT child.id, withdrawn.at FROM jobs child
+    JOIN withdrawn ON child.parent_job_id = withdrawn.id
+    WHERE child.kind = 'upscale' OR child.delivered_at IS NULL
 )
-WHERE withdrawn_at IS NULL AND guild_id IS NOT NULL;
+UPDATE jobs SET withdrawn_at = (SELECT MIN(at) FROM withdrawn WHERE withdrawn.id = jobs.id)
+WHERE withdrawn_at IS NULL AND id IN (SELECT id FROM withdrawn);

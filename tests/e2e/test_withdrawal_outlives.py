@@ -9,6 +9,9 @@ import asyncio
 
 import pytest
 
+from bot.history import History
+from bot.jobs.queue import FinishedJob
+from bot.policy.delivery import CHANNEL_DELETED
 from bot.policy.moderation import WITHDRAWN_PICTURE
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, imagine, job_id_of, reply_to
 from tests.e2e.test_moderation_after_the_fact import (
@@ -21,6 +24,22 @@ from tests.fake_discord import FakeDiscord
 from tests.support.pictures import has_picture
 
 ALT = 5454
+
+
+def channel_deletions_read(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> asyncio.Queue[list[str]]:
+    """The jobs each deleted channel withdrew, as Easel reads its deletion."""
+    withdrawn = asyncio.Queue[list[str]]()
+    withdraw_deleted_channel = history.withdraw_deleted_channel
+
+    async def reading(guild_id: int, channel_id: int) -> list[str]:
+        read = await withdraw_deleted_channel(guild_id, channel_id)
+        withdrawn.put_nowait(read)
+        return read
+
+    monkeypatch.setattr(history, "withdraw_deleted_channel", reading)
+    return withdrawn
 
 
 async def test_a_deleted_channel_or_thread_withdraws_the_jobs_posted_in_it(
@@ -39,15 +58,7 @@ async def test_a_deleted_channel_or_thread_withdraws_the_jobs_posted_in_it(
         ]
         await fake.archive_thread(quiet)
         kept = await imagine(fake, "a red boat")  # in the fake's own channel
-        history, withdrawn = bot.services.history, asyncio.Queue[list[str]]()
-        withdraw_deleted_channel = history.withdraw_deleted_channel
-
-        async def reading(guild_id: int, channel_id: int) -> list[str]:
-            read = await withdraw_deleted_channel(guild_id, channel_id)
-            withdrawn.put_nowait(read)
-            return read
-
-        monkeypatch.setattr(history, "withdraw_deleted_channel", reading)
+        withdrawn = channel_deletions_read(bot.services.history, monkeypatch)
         for channel, messages in ((thread, posted[1:2]), (doomed, posted[::2])):
             await fake.delete_channel(channel)  # THREAD_DELETE, then CHANNEL_DELETE
             read = await asyncio.wait_for(withdrawn.get(), WITHDRAWAL_WAIT_S)
@@ -56,6 +67,48 @@ async def test_a_deleted_channel_or_thread_withdraws_the_jobs_posted_in_it(
             refused = await show(fake, job_id_of(message))
             assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content
         assert has_picture(await show(fake, job_id_of(kept)))
+
+
+async def test_a_result_whose_channel_goes_as_it_is_delivered_is_refunded_and_spares_its_twin(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHANNEL_DELETE between the render and the result's edit of its original response (its
+    token alive): that edit finds the message gone with its channel, no moderator's deletion
+    of it: refunded, its maker told so, and its newer twin elsewhere stays."""
+    fake = fake_discord
+    doomed = fake.add_text_channel("doomed")
+    async with start_easel() as bot:
+        loop = asyncio.get_running_loop()
+        rendered: asyncio.Future[FinishedJob] = loop.create_future()
+        delivered: asyncio.Future[int | None] = loop.create_future()
+        channel_gone = asyncio.Event()
+        deliver = bot.results.deliver
+
+        async def after_the_channel(job: FinishedJob) -> int | None:
+            if job.channel_id != doomed:
+                return await deliver(job)
+            rendered.set_result(job)
+            await channel_gone.wait()
+            delivered.set_result(await deliver(job))
+            return delivered.result()
+
+        monkeypatch.setattr(bot.results, "deliver", after_the_channel)
+        lighthouse = {"prompt": "a lighthouse", "seed": 1, **QUICK}
+        await fake.invoke_command("imagine", lighthouse, channel=doomed)
+        job = await asyncio.wait_for(rendered, RENDER_TIMEOUT_S)
+        twin = await imagine(fake, "a lighthouse", seed=1)  # newer, in the fake's own channel
+        withdrawn = channel_deletions_read(bot.services.history, monkeypatch)
+        await fake.delete_channel(doomed)
+        assert await asyncio.wait_for(withdrawn.get(), WITHDRAWAL_WAIT_S) == [job.job_id]
+        channel_gone.set()
+        assert await asyncio.wait_for(delivered, RENDER_TIMEOUT_S) is None
+        # The one edit of the original response, gone with its channel, that told Easel so.
+        assert [v.split(":", 1)[0] for v in fake.take_violations()] == ["unknown-resource"]
+        direct = fake.dm_channel_of(fake.user_id)
+        told = [m.content for m in fake.messages.values() if m.channel_id == direct]
+        assert [f"{CHANNEL_DELETED}. It does not count" in content for content in told] == [True]
+        kept = await bot.services.history.job(job_id_of(twin))
+        assert kept is not None and not kept.withdrawn
 
 
 async def test_a_withdrawn_picture_stays_refused_after_its_maker_runs_forget_me(

@@ -7,12 +7,14 @@ there and in its threads, no twin. Real SQLite, the real queue and history."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiosqlite
 import discord
+import pytest
 
 from bot.history import History
 from bot.jobs.queue import Submission
@@ -27,6 +29,7 @@ from tests.integration.test_delivery_gate import (
     FakeDiscord,
     Sent,
     all_delivered,
+    delivered_again,
     results_for,
     spent_today,
     started,
@@ -182,6 +185,35 @@ async def test_a_restore_brings_back_the_same_pixels_withdrawn_with_it_erased_or
     assert await history.pixels_withdrawn("d" * 16, GUILD)  # erased "e", withdrawn before
 
 
+async def test_an_upload_is_refused_only_by_a_moderators_withdrawal_no_older_job_outlives(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """An upload of a withdrawn job's pixels is refused (``StoredJob.withdrawn`` as the upload
+    check reads it), but not for a copy deleted where an older job with them stands (the
+    forward rule), nor for a job withdrawn with its deleted channel or withheld by Easel."""
+    history = history_of(conn, tmp_path)
+    await made(conn, "o" * 16, LIGHTHOUSE, user=OTHER_MEMBER)  # the victim's original
+    await made(conn, "a" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, posted_as=100, made_at=NOW + 1)
+    assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [100]) == ["a" * 16]
+    matches = await history.jobs_with_picture(GUILD, LIGHTHOUSE)
+    assert [(job.job_id, job.withdrawn) for job in matches] == [
+        ("o" * 16, False),
+        ("a" * 16, False),
+    ]
+    await made(conn, "t" * 16, BOAT, posted_as=200)  # in a temporary channel, deleted
+    await made(conn, "w" * 16, BOAT, channel=OTHER_CHANNEL, made_at=NOW + 1)
+    assert await history.withdraw_deleted_channel(GUILD, CHANNEL) == ["t" * 16]
+    assert await history.withhold_job("w" * 16, SAME_PICTURE_REMOVED) == ["w" * 16]
+    assert [job.withdrawn for job in await history.jobs_with_picture(GUILD, BOAT)] == [False] * 2
+    # The original's own deletion refuses it, and its copies (withdrawn with it).
+    await history.posted_again(await stored(history, "o" * 16), OTHER_CHANNEL, 300)
+    assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [300]) == ["o" * 16]
+    assert [job.withdrawn for job in await history.jobs_with_picture(GUILD, LIGHTHOUSE)] == [
+        True,
+        True,
+    ]
+
+
 async def test_a_deleted_channel_withdraws_the_jobs_posted_there_and_unlinks_their_posts(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
@@ -256,6 +288,96 @@ async def test_a_result_whose_channel_is_gone_is_withdrawn_and_its_maker_told(
     assert (await spent_today(conn)).images == 0
 
 
+def _not_found(code: int) -> discord.NotFound:
+    gone = SimpleNamespace(status=404, reason="Not Found")
+    return discord.NotFound(gone, {"code": code, "message": "Unknown"})  # type: ignore[arg-type]
+
+
+class _GoneWebhook:
+    """The interaction's webhook while its token lives, its message gone: Discord answers
+    ``code`` (10008 Unknown Message, or 10003 Unknown Channel)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    async def edit_message(self, message_id: object, **kwargs: Any) -> None:
+        raise _not_found(self.code)
+
+
+class _ChannelGoneDiscord(FakeDiscord):
+    async def fetch_channel(self, channel_id: int) -> object:
+        raise _not_found(10003)
+
+
+@pytest.mark.parametrize("code", [10008, 10003])
+async def test_a_result_whose_message_went_with_its_channel_is_refunded_and_reaches_no_twin(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Within the token's 15 minutes the result edits its original response: in a deleted
+    channel that message is gone too, which is no moderator's deletion of it."""
+    fake = _ChannelGoneDiscord()
+    results = results_for(conn, fake)
+    monkeypatch.setattr(results, "_webhook", lambda _job: _GoneWebhook(code))
+    monkeypatch.setattr(results, "_alive", lambda _created_at: True)
+    token = {"application_id": 1, "interaction_token": "t", "interaction_created_at": NOW}
+    alive = Submission(
+        "imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL, **token
+    )
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    try:
+        job_id = await queue.submit(alive)
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.withdrawn_with_channel
+    assert [content for content, _ in fake.direct.messages] == [
+        f"Your job `{job_id}` in Guild was not posted: {CHANNEL_DELETED}. {REFUNDED}"
+    ]
+    assert (await spent_today(conn)).images == 0
+
+
+async def test_a_job_withdrawn_with_its_channel_reaches_no_twin_when_its_message_is_found_gone(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A progress edit or a delivery past the gate learns of the deleted message after the
+    channel's deletion withdrew the job: the message went with the channel."""
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
+    await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 1)
+    history = history_of(conn, tmp_path)
+    assert await history.withdraw_deleted_channel(GUILD, CHANNEL) == ["a" * 16]
+    assert await history.withdraw_job("a" * 16) == []
+    assert not (await stored(history, "b" * 16)).withdrawn
+
+
+async def test_a_result_withdrawn_with_its_channel_before_its_delivery_is_refunded(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered, then Easel stops before its delivery, and its channel is deleted: the next
+    start tells its maker the channel went, not that its message was deleted, uncharged."""
+    results = results_for(conn, FakeDiscord())
+    stopped_here = asyncio.Event()
+
+    async def crash(*_: object) -> None:
+        stopped_here.set()
+        raise RuntimeError("Easel stops here")
+
+    monkeypatch.setattr(results, "deliver", crash)
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    try:
+        job_id = await queue.submit(submission())
+        await asyncio.wait_for(stopped_here.wait(), 20)
+    finally:
+        await queue.stop()
+    history = history_of(conn, tmp_path)
+    assert await history.withdraw_deleted_channel(GUILD, CHANNEL) == [job_id]
+    again = await delivered_again(conn, tmp_path, job_id)
+    assert again.direct.messages == [
+        (f"Your job `{job_id}` in Guild was not posted: {CHANNEL_DELETED}. {REFUNDED}", [])
+    ]
+    assert (await spent_today(conn)).images == 0
+
+
 async def test_the_upgrade_withdraws_the_same_pixels_made_after_a_job_withdrawn_before_it(
     tmp_path: Path,
 ) -> None:
@@ -278,10 +400,24 @@ async def test_the_upgrade_withdraws_the_same_pixels_made_after_a_job_withdrawn_
         await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 2)
         await made(conn, "c" * 16, LIGHTHOUSE, guild=OTHER_GUILD, made_at=NOW + 2)
         await made(conn, "x" * 16, BOAT, made_at=NOW + 2)  # a withheld job's twin
+        # Made from the twin "b": its upscale, and a Vary undelivered or delivered.
+        for job_id, kind, delivered in (("u", "upscale", True), ("v", "vary", False)):
+            await made_from_b(conn, job_id * 16, kind, delivered=delivered)
+        await made_from_b(conn, "d" * 16, "vary", delivered=True)  # posted: its own
         await migrate(conn)
         rows = await conn.execute_fetchall(
             "SELECT id FROM jobs WHERE withdrawn_at = ? ORDER BY id", (NOW + 5,)
         )
-        assert [row[0] for row in rows] == ["a" * 16, "b" * 16, "w" * 16]
+        assert [row[0] for row in rows] == [c * 16 for c in "abuvw"]
     finally:
         await conn.close()
+
+
+async def made_from_b(
+    conn: aiosqlite.Connection, job_id: str, kind: str, *, delivered: bool
+) -> None:
+    request = RenderRequest("a lighthouse", seed=1, steps=2).to_json()
+    made = journal.NewJob(job_id, kind, MEMBER, GUILD, CHANNEL, request, NOW + 3, "b" * 16)
+    await journal.insert_job(conn, made)
+    if delivered:
+        await journal.mark_delivered(conn, job_id, NOW + 3, None)
