@@ -151,11 +151,7 @@ class AddonRules:
         """The operator's upscaler for a feature the member does not pick one for (/imagine's
         hires fix), else Lanczos (no file) where the server leaves it out or its file is gone
         (the bot's choice, so no note: the member never named it)."""
-        if self.allows(AddonKind.UPSCALER, operators) and self._working(
-            AddonKind.UPSCALER, [operators]
-        ):
-            return operators
-        return LANCZOS
+        return operators if self._works_here(AddonKind.UPSCALER, operators) else LANCZOS
 
     def upscale_default(self) -> str:
         """What an upscale naming no upscaler enlarges with where the server lists upscalers:
@@ -163,11 +159,7 @@ class AddonRules:
         name that is installed and can enlarge a picture (a latent upscaler is for the hires
         fix only), else Lanczos."""
         default = self.default_upscaler
-        if (
-            default is not None
-            and self.allows(AddonKind.UPSCALER, default)
-            and self._working(AddonKind.UPSCALER, [default])
-        ):
+        if default is not None and self._works_here(AddonKind.UPSCALER, default):
             return default
         enlarging = self._listed_working(AddonKind.UPSCALER, enlarging=True)
         return min(enlarging, key=str.casefold) if enlarging else LANCZOS
@@ -185,6 +177,10 @@ class AddonRules:
         if enlarging and kind is AddonKind.UPSCALER:
             return [name for name in listed if latent_upscaler(name) is None]
         return listed
+
+    def _works_here(self, kind: AddonKind, name: str) -> bool:
+        """Whether the server allows ``name`` and it is installed (where that was read)."""
+        return self.allows(kind, name) and bool(self._working(kind, [name]))
 
     def _working(self, kind: AddonKind, names: Iterable[str]) -> list[str]:
         """``names`` less the files not installed, where the installed ones were read."""
