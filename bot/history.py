@@ -270,21 +270,29 @@ class History:
             age_restricted=record.age_restricted,
         )
 
-    async def jobs_with_picture(self, guild_id: int, pixel_digest: bytes) -> list[StoredJob]:
+    async def jobs_with_picture(self, guild_id: int, *pixel_digests: bytes) -> list[StoredJob]:
         """The jobs of ``guild_id`` one of whose pictures has these pixels
-        (``bot.images.pixel_digest``), at most ``PIXEL_MATCHES``, as an upload of them reads
-        them: ``withdrawn`` only where that refuses the upload (``db.jobs.jobs_with_picture``),
-        those first (and before them one withdrawn and erased since, known by its pixels
-        alone)."""
-        matches = await journal.jobs_with_picture(self._conn, guild_id, pixel_digest, PIXEL_MATCHES)
-        found = [
-            replace(job, withdrawn=refuses)
-            for job_id, refuses in matches
-            if (job := await self.job(job_id)) is not None
-        ]
-        if await journal.erased_picture_withdrawn(self._conn, guild_id, pixel_digest):
-            found.insert(0, _erased_withdrawn_job(guild_id))
-        return found
+        (``bot.images.pixel_digest``; an upload's as stored and as shown), at most
+        ``PIXEL_MATCHES`` a digest, as an upload of them reads them: ``withdrawn`` only where
+        that refuses the upload (``db.jobs.jobs_with_picture``), those first (and before them
+        one withdrawn and erased since, known by its pixels alone), then by digest, each job
+        once."""
+        found: dict[str, StoredJob] = {}
+        erased_withdrawn = False
+        for pixel_digest in pixel_digests:
+            matches = await journal.jobs_with_picture(
+                self._conn, guild_id, pixel_digest, PIXEL_MATCHES
+            )
+            for job_id, refuses in matches:
+                if (refuses or job_id not in found) and (job := await self.job(job_id)) is not None:
+                    found[job_id] = replace(job, withdrawn=refuses)
+            if not erased_withdrawn:
+                erased_withdrawn = await journal.erased_picture_withdrawn(
+                    self._conn, guild_id, pixel_digest
+                )
+        # Stable: each digest's order (newest first) is kept.
+        ordered = sorted(found.values(), key=lambda job: not job.withdrawn)
+        return [_erased_withdrawn_job(guild_id), *ordered] if erased_withdrawn else ordered
 
     async def pixels_withdrawn(self, job_id: str, guild_id: int) -> bool:
         """Whether one of the job's pictures has the pixels of a job of ``guild_id`` that a
@@ -319,7 +327,10 @@ class History:
         return await self._stopped(withdrawn)
 
     def channel_deleted_lately(self, guild_id: int, channel_id: int) -> bool:
-        """Whether Easel heard of the deletion of this channel or thread lately."""
+        """Whether Easel heard of the deletion of this channel or thread lately. A thread of a
+        deleted channel is here only when discord.py announced it (a cached one): its cache
+        forgets the thread's parent before any listener runs, so an uncached thread is left to
+        Discord's answer (``fetch_channel``: 10003)."""
         return self._deleted_channels.holds((guild_id, channel_id), self._clock())
 
     async def withdraw_job(self, job_id: str) -> list[str]:
@@ -391,20 +402,20 @@ class History:
         still_there = await journal.record_job_message(
             self._conn, job_id, message_id, posted_in=posted_in, parent_id=parent_id
         )
-        if still_there and self._deleted.holds((*posted_in, message_id), self._clock()):
+        if not still_there:
+            return False
+        if self._deleted.holds((*posted_in, message_id), self._clock()):
             for withdrawn in await self.withdraw_deleted(*posted_in, [message_id]):
                 log.info("job %s withdrawn: its post was deleted as it was posted", withdrawn)
         for deleted_id in (channel_id, parent_id):
-            if (
-                still_there
-                and deleted_id is not None
-                and self._deleted_channels.holds((guild_id, deleted_id), self._clock())
+            if deleted_id is not None and self._deleted_channels.holds(
+                (guild_id, deleted_id), self._clock()
             ):
                 for withdrawn in await self.withdraw_deleted_channel(guild_id, deleted_id):
                     log.info(
                         "job %s withdrawn: its channel was deleted as it was posted", withdrawn
                     )
-        return still_there
+        return True
 
     async def restore(self, guild_id: int, job_id: str, admin_id: int) -> list[str]:
         """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` and of the jobs
@@ -428,6 +439,13 @@ class History:
             describe=lambda jobs: f"{len(jobs)} restored: {listed_ids(jobs)}",
         )
         return restored[1:]
+
+    async def is_post_of(
+        self, job_id: str, guild_id: int, channel_id: int, message_id: int
+    ) -> bool:
+        """Whether ``message_id`` in that channel of that server is one of the job's posts
+        (its result, /show and U1-U4 posts), the ones whose deletion withdraws it."""
+        return await store.is_job_post(self._conn, job_id, (guild_id, channel_id), message_id)
 
     async def deleted_by_its_maker(self, job_id: str, message_id: int) -> bool:
         """The maker deletes one of the job's posts: its deletion (which Discord announces

@@ -3,6 +3,7 @@ a result that is too large for Discord (pure: no discord, no torch)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from collections.abc import Sequence
@@ -20,9 +21,12 @@ from inference.images import (
     JPEG_WITH_MORE_PICTURES,
     MAX_INPUT_SIDE,
     MIN_INPUT_SIDE,
+    SIDES_SWAPPED,
     eight_bit,
+    exif_orientation,
     has_wide_greys,
     picture_grid,
+    upright,
 )
 from inference.infotext import PNG_TEXT_KEY, format_value, infotext_from_png, png_with_infotext
 from inference.types import RenderRequest
@@ -63,8 +67,9 @@ def check_upload_size(name: str, size: int) -> None:
 
 def check_image(name: str, data: bytes) -> CheckedImage:
     """Accept only a PNG, JPEG or WebP of sane size; the header is read before any decoding,
-    its pieces counted before Pillow walks them (``check_segment_count``). Not on the event
-    loop: reading a header may take milliseconds."""
+    its pieces counted before Pillow walks them (``check_segment_count``). The sides are the
+    picture's as shown (``exif_orientation``). Not on the event loop: reading a header may take
+    milliseconds."""
     check_upload_size(name, len(data))
     check_segment_count(name, data)
     for signature, refused_format in _REFUSED_SIGNATURES.items():
@@ -82,6 +87,8 @@ def check_image(name: str, data: bytes) -> CheckedImage:
                     f"{name!r} is {width}x{height} pixels; attach an image of at most "
                     f"{MAX_UPLOAD_PIXELS:,} pixels (e.g. 4096x4096)."
                 )
+            if exif_orientation(image) in SIDES_SWAPPED:
+                width, height = height, width
             image.verify()
     except Image.DecompressionBombError:
         raise UserError(
@@ -116,7 +123,8 @@ def pixel_digest(picture: Image.Image) -> bytes:
     """SHA-256 of a picture's pixels as 8-bit RGB, or RGBA where some pixel is not opaque,
     with its size: the same for any lossless copy (saved again without its PNG text, under
     another name, with an opaque alpha channel or a palette, as a lossless WebP), not for a
-    lossy re-encode (a JPEG of it), a crop or a resize."""
+    lossy re-encode (a JPEG of it), a crop or a resize. Of the pixels it is given: an upload
+    is digested as stored and as shown (``DecodedUpload.pixel_digests``)."""
     pixels = eight_bit(picture)
     if pixels.has_transparency_data:
         pixels = pixels.convert("RGBA")
@@ -137,14 +145,18 @@ def pixel_digest_of(data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class DecodedUpload:
-    image: CheckedImage
+    image: CheckedImage  # its sides as shown (after its EXIF orientation)
     infotext: str | None  # ``infotext_of``
-    pixel_digest: bytes | None  # ``pixel_digest``, when asked for
+    # ``pixel_digest`` of its pixels as stored, then as shown where its EXIF orientation turns
+    # them (none when not asked for). Easel's PNGs carry no orientation: a copy of one given an
+    # orientation matches as stored; one stored turned and told to turn back, as shown (the
+    # pixels a job reads).
+    pixel_digests: tuple[bytes, ...]
     png: bytes | None  # ``png_of``, when asked for
 
 
 def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> DecodedUpload:
-    """An upload checked (``check_image``), then decoded once for its ``pixel_digest`` and its
+    """An upload checked (``check_image``), then decoded once for its ``pixel_digests`` and its
     8-bit PNG (``png_of``), each only when asked for: one call, on a thread (a 4096x4096 JPEG
     takes about a second). A PNG is asked for a job's input: its sides are held to the engine's
     range first (``check_engine_sides``)."""
@@ -153,38 +165,49 @@ def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> Dec
         check_engine_sides(checked, name)
     infotext = infotext_of(checked)
     if not (digest or as_png):
-        return DecodedUpload(checked, infotext, None, None)
+        return DecodedUpload(checked, infotext, (), None)
     with Image.open(io.BytesIO(data)) as opened:
-        _load(opened, name)
+        shown = _decoded_upright(opened, name)
+        # A PNG's orientation after its pixels is known only now.
+        checked = dataclasses.replace(checked, width=shown.width, height=shown.height)
         return DecodedUpload(
             checked,
             infotext,
-            pixel_digest(opened) if digest else None,
-            _png_from(checked, opened, infotext) if as_png else None,
+            _digests(opened, shown) if digest else (),
+            _png_from(checked, opened, shown, infotext) if as_png else None,
         )
 
 
+def _digests(opened: Image.Image, shown: Image.Image) -> tuple[bytes, ...]:
+    stored = pixel_digest(opened)
+    return (stored,) if shown is opened else (stored, pixel_digest(shown))
+
+
 def png_of(image: CheckedImage, name: str) -> bytes:
-    """The upload as an 8-bit PNG: a PNG as it came (infotext kept), or with its 16-bit greys
-    scaled to 8 bits (infotext kept); a JPEG or WebP converted."""
+    """The upload as an 8-bit PNG, turned upright by its EXIF orientation (the engine reads
+    pixels as stored): a PNG as it came (infotext kept), or with its 16-bit greys scaled to
+    8 bits (infotext kept); a JPEG or WebP converted."""
     with Image.open(io.BytesIO(image.data)) as opened:
-        _load(opened, name)
-        return _png_from(image, opened, infotext_of(image))
+        shown = _decoded_upright(opened, name)
+        return _png_from(image, opened, shown, infotext_of(image))
 
 
-def _load(opened: Image.Image, name: str) -> None:
-    """Decode the whole picture: ``check_image`` reads little of a JPEG or WebP, so a
-    truncated or corrupt one fails only here."""
+def _decoded_upright(opened: Image.Image, name: str) -> Image.Image:
+    """Decode the whole picture (``check_image`` reads little of a JPEG or WebP, so a
+    truncated or corrupt one fails only here), then turn it upright (``upright``)."""
     try:
         opened.load()
+        return upright(opened)
     except (Image.DecompressionBombError, SyntaxError, OSError, ValueError):
         raise _unreadable(name) from None
 
 
-def _png_from(image: CheckedImage, opened: Image.Image, infotext: str | None) -> bytes:
-    if image.format == "PNG" and not has_wide_greys(opened):
+def _png_from(
+    image: CheckedImage, opened: Image.Image, shown: Image.Image, infotext: str | None
+) -> bytes:
+    if image.format == "PNG" and shown is opened and not has_wide_greys(opened):
         return image.data
-    picture = eight_bit(opened) if image.format == "PNG" else opened.convert("RGB")
+    picture = eight_bit(shown) if image.format == "PNG" else shown.convert("RGB")
     if infotext is not None:
         return png_with_infotext(picture, infotext)
     buffer = io.BytesIO()

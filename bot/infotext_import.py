@@ -27,12 +27,16 @@ from bot.requests import (
 )
 from inference.face_options import (
     FACE_RESTORE,
+    FIX_DILATION,
     FIX_FACES,
     FIX_FACES_CONFIDENCE,
     FIX_FACES_PROMPT,
     FIX_FACES_STRENGTH,
+    FIX_MASK_BLUR,
+    FIX_PADDING,
     HAAR_DETECTOR,
 )
+from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.infotext import (
     SAMPLER,
     SCHEDULE_TYPE,
@@ -48,7 +52,13 @@ from inference.prompts import PromptError, extract_extra_networks
 from inference.registry import ModelRegistry
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
-from inference.upscale import LANCZOS, latent_upscaler
+from inference.upscale import (
+    LANCZOS,
+    MAX_HIRES_SCALE,
+    HiresOptions,
+    hires_scale_to,
+    latent_upscaler,
+)
 from inference.vae_files import vae_file
 from inference.validation import validate_request
 
@@ -56,6 +66,7 @@ from inference.validation import validate_request
 # lists are long); longer text is refused before it is parsed.
 MAX_INFOTEXT_CHARS = 16_000
 MODEL_HASH_LENGTH = 10  # the web UI's short SHA-256; older 8-digit hashes cannot be matched
+NETWORK_HASH_LENGTH = 12  # the web UI's short hash of a LoRA or an embedding
 NOT_HONOURED = "not honoured"
 # ADetailer's keys whose values become fix-faces options (``_Reader._read_faces``).
 FACE_FIELDS = {
@@ -63,6 +74,23 @@ FACE_FIELDS = {
     "ADetailer denoising strength": FIX_FACES_STRENGTH,
     "ADetailer confidence": FIX_FACES_CONFIDENCE,
 }
+# ADetailer's mask keys, and what Easel's face pass uses instead (``inference.passes.faces``).
+FACE_MASK_FIELDS: Mapping[str, object] = {
+    "ADetailer mask blur": FIX_MASK_BLUR,
+    "ADetailer inpaint padding": FIX_PADDING,
+    "ADetailer dilate erode": FIX_DILATION,
+    "ADetailer inpaint only masked": True,
+}
+# ADetailer's face models (face_yolov8n.pt, mediapipe_face_full...); the others find hands,
+# people or anything, which Easel's pass does not. Easel's own: Haar, or a YuNet file.
+_FACE_DETECTOR_PREFIXES = ("face_", "mediapipe_face")
+# What Easel's --stop takes (bot.requests): a percentage of the steps, 100 running them all.
+_STOP_PERCENT = range(10, 101)
+# Whole numbers past every setting's range (a seed has 32 bits) are read as text, which each
+# setting refuses in a sentence: no float() or formatting of them overflows.
+_MAX_WHOLE_NUMBER = 2**64
+# ``Hires resize`` sides of more digits are refused unread (int() has a digit limit).
+_MAX_SIDE_DIGITS = 5
 _LISTED_UNKNOWN_FIELDS = 8
 
 # Fields that only describe the picture (hashes, versions, dates) or that Easel reads below.
@@ -84,17 +112,17 @@ _READ_FIELDS = frozenset(
         "Clip skip",
         "Denoising strength",
         "Hires upscale",
+        "Hires resize",
         "Hires steps",
         "Hires upscaler",
         "Refiner",
         "Refiner switch at",
+        "Tiling",
+        "Stop at",
         # Fix faces and face restoration (inference.face_options), read by _read_faces.
         "ADetailer model",
         *FACE_FIELDS,
-        "ADetailer dilate erode",
-        "ADetailer mask blur",
-        "ADetailer inpaint only masked",
-        "ADetailer inpaint padding",
+        *FACE_MASK_FIELDS,
         "Face restoration",
         "Face restoration model",
         "Pad conds",
@@ -119,6 +147,10 @@ def _no_vae_refusal(_request: RenderRequest) -> str | None:
     return None
 
 
+def _no_lora_hashes(_name: str) -> Collection[str] | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Installed:
     """What this Easel can render with, to match an infotext's names against."""
@@ -135,6 +167,12 @@ class Installed:
     # The render's refusal of the request's VAE on its model (one of the other family; reads
     # file headers: call off the loop), or None.
     vae_refusal: Callable[[RenderRequest], str | None] = _no_vae_refusal
+    # The embeddings a job here reads (installed and allowed); other names are plain words.
+    embeddings: Collection[str] = ()
+    # The short hashes an installed LoRA is known by (of its tensor data: the web UI's and
+    # Easel's since the fourteenth stop; of the whole file: Civitai's AutoV2 and Easel's
+    # before), or None: not known yet (being read in the background, or unreadable).
+    lora_hashes: Callable[[str], Collection[str] | None] = _no_lora_hashes
 
 
 @dataclass(frozen=True)
@@ -180,7 +218,8 @@ def request_from_infotext_text(
         raise RequestError("those settings carry no prompt; nothing to render")
     defaults = defaults or Defaults()
     base = build_request(ImagineOptions(prompt=prompt, negative=negative), defaults)
-    reader = _Reader(params, installed, defaults, base)
+    bounded = {key: _bounded(value) for key, value in params.items()}
+    reader = _Reader(bounded, installed, defaults, base)
     request = reader.read()
     notes = [
         f"{NOT_HONOURED}: {_shown(sentence, setting, banned_words)}"
@@ -227,6 +266,7 @@ class _Reader:
         self._read_variation()
         self._read_options()
         self._read_networks()
+        self._read_hashed_networks()
         self._read_noise_source()
         self._list_unknown_fields()
         return self.request
@@ -244,8 +284,11 @@ class _Reader:
         try:
             candidate = dataclasses.replace(self.request, **changes)
             validate_request(candidate)
-        except (RenderInputError, TypeError, ValueError) as error:
+        except (RenderInputError, ValueError) as error:
             self._tell(f"{what}: {error}; {instead}", what)
+            return
+        except TypeError:  # text where the request takes a number
+            self._tell(f"{what}: not a number in range; {instead}", what)
             return
         self.request = candidate
 
@@ -362,6 +405,20 @@ class _Reader:
                 )
         if str(get("Pad conds")) == "True":
             options["pad_conds"] = True
+        if str(get("Tiling")) == "True":
+            options["tile"] = True
+        stop = get("Stop at")
+        if stop is not None:
+            percent = str(stop).removesuffix("%")
+            if percent.isdecimal() and len(percent) <= 3 and int(percent) in _STOP_PERCENT:
+                if int(percent) < 100:
+                    options["stop"] = int(percent)
+            else:
+                self._tell(
+                    f"stop at {stop!r} is not {_STOP_PERCENT[0]}-{_STOP_PERCENT[-1]}%; "
+                    "every step is run",
+                    "stop at",
+                )
         vae = get("VAE")
         if vae is not None:
             stem = Path(str(vae)).stem
@@ -410,19 +467,30 @@ class _Reader:
         )
 
     def _read_faces(self) -> None:
-        """ADetailer's keys (fix faces: prompt, denoising, confidence; Easel's own detector)
-        and the web UI's ``Face restoration`` (the first restorer installed here)."""
-        options = {
-            option: self.params[key] for key, option in FACE_FIELDS.items() if key in self.params
-        }
+        """ADetailer's keys (fix faces, with a face detector only: prompt, denoising,
+        confidence; Easel's own detector and mask) and the web UI's ``Face restoration`` (the
+        first restorer installed here)."""
+        options: dict[str, object] = {}
         detector = self.params.get("ADetailer model")
-        if detector is not None:
+        if detector is not None and _is_face_detector(str(detector)):
+            options = {
+                option: self.params[key]
+                for key, option in FACE_FIELDS.items()
+                if key in self.params
+            }
             options[FIX_FACES] = True
             if detector != HAAR_DETECTOR:
                 self._tell(
                     f"ADetailer model {detector}: this server's face detector is used",
                     "ADetailer model",
                 )
+            self._tell_face_mask()
+        elif detector is not None:
+            self._tell(
+                f"ADetailer model {detector}: only faces are fixed here (face_* and "
+                "mediapipe_face* detectors); rendered without that pass",
+                "ADetailer model",
+            )
         if "Face restoration" in self.params:
             options[FACE_RESTORE] = True
         self._apply(
@@ -431,16 +499,32 @@ class _Reader:
             "left as rendered",
         )
 
+    def _tell_face_mask(self) -> None:
+        """The ADetailer mask values that differ from those Easel's face pass uses."""
+        differing = [
+            f"{key.removeprefix('ADetailer ')} {self.params[key]} ({used} here)"
+            for key, used in FACE_MASK_FIELDS.items()
+            if key in self.params and not _same_value(self.params[key], used)
+        ]
+        if differing:
+            self._tell(
+                f"ADetailer {', '.join(differing)}: the face pass's mask is fixed",
+                "ADetailer mask",
+            )
+
     def _read_hires(self) -> None:
         get = self.params.get
-        scale, denoising = get("Hires upscale"), get("Denoising strength")
-        if scale is None:
+        denoising = get("Denoising strength")
+        if not any(key.startswith("Hires ") for key in self.params):
             if denoising is not None:
                 self._tell(
                     "these settings come from a picture made from another picture "
                     f"(denoising strength {denoising}); it is drawn from the text here",
                     "denoising strength",
                 )
+            return
+        scale = self._hires_scale()
+        if scale is None:
             return
         hires: dict[str, object] = {"hires_scale": scale}
         if get("Hires steps") is not None:
@@ -463,6 +547,46 @@ class _Reader:
             "rendered without it",
         )
 
+    def _hires_scale(self) -> object:
+        """``Hires upscale``, else the scale of ``Hires resize: WxH`` (the web UI's "resize
+        to": a side 0 follows the other; a shape other than the picture's is cropped to there,
+        enlarged to cover it here, uncropped), else None, told."""
+        scale, resize = self.params.get("Hires upscale"), self.params.get("Hires resize")
+        if scale is not None:
+            return scale
+        if resize is None:
+            self._tell(
+                "hires fix: neither 'Hires upscale' nor 'Hires resize' is given; "
+                "rendered without it",
+                "hires fix",
+            )
+            return None
+        target = _resize_target(str(resize))
+        width, height = self.request.width, self.request.height
+        if isinstance(target, str) or width is None or height is None:
+            why = target if isinstance(target, str) else "has no valid Size to scale"
+            self._tell(f"hires resize {resize!r} {why}; rendered without hires fix", "hires fix")
+            return None
+        to_width, to_height = target
+        scale = hires_scale_to(width, height, to_width, to_height)
+        try:
+            hires = HiresOptions.from_options({"hires_scale": scale}, width, height)
+        except RenderInputError:
+            hires = None  # out of range: _apply says so
+        size = (to_width, to_height) if hires is None else hires.size
+        if size != (to_width or size[0], to_height or size[1]):
+            cropped = to_width and to_height and to_width * height != to_height * width
+            why = (
+                "the web UI crops to that shape; here the picture is enlarged to cover it"
+                if cropped
+                else "sides are multiples of 8 here"
+            )
+            self._tell(
+                f"hires resize {resize}: rendered at {size[0]}x{size[1]} (x{scale:.4g}; {why})",
+                "hires fix",
+            )
+        return scale
+
     def _read_networks(self) -> None:
         """LoRA tags in the prompt that cannot be applied here (their text stays harmless)."""
         try:
@@ -472,6 +596,25 @@ class _Reader:
             return
         for warning in warnings:
             self._tell(warning, "the prompt's LoRA tags")
+
+    def _read_hashed_networks(self) -> None:
+        """``TI hashes`` / ``Lora hashes`` (and Civitai's ``embed:``/``lora:`` hashes): the
+        embeddings not read here (their names stay words) and the LoRAs of another file."""
+        known = {name.casefold() for name in self.installed.embeddings}
+        for name in _hashes_named(self.params, "TI hashes", "embed:"):
+            if name.casefold() not in known:  # not installed or left out: the same words
+                self._tell(
+                    f"embedding {name!r} is not available here: its name is read as words",
+                    "embeddings",
+                )
+        for name, wanted in _hashes_named(self.params, "Lora hashes", "lora:").items():
+            here = self.installed.lora_hashes(name) if name in self.installed.loras else None
+            if here and wanted and not any(short.startswith(wanted) for short in here):
+                self._tell(
+                    f"LoRA {name!r} here has hash {next(iter(here))}, not {wanted}: a "
+                    "different file of that name, so the picture may differ",
+                    "LoRA",
+                )
 
     def _read_noise_source(self) -> None:
         rng = self.params.get("RNG")
@@ -505,15 +648,75 @@ def _shown(sentence: str, setting: str, banned_words: Collection[str]) -> str:
     return f"{setting} (what the settings say is not shown: a word banned on this server)"
 
 
+def _is_face_detector(name: str) -> bool:
+    lowered = name.casefold()
+    return (
+        name == HAAR_DETECTOR or "yunet" in lowered or lowered.startswith(_FACE_DETECTOR_PREFIXES)
+    )
+
+
+def _same_value(pasted: InfotextValue, used: object) -> bool:
+    """Whether a pasted value says ``used`` (a number in any spelling, ``True`` as text)."""
+    if isinstance(pasted, int | float) and not isinstance(used, bool):
+        return pasted == used
+    return str(pasted) == str(used)
+
+
+def _resize_target(resize: str) -> tuple[int, int] | str:
+    """``Hires resize``'s ``WxH`` (one side may be 0), or what is wrong with it."""
+    width, x, height = resize.strip().partition("x")
+    if not (x and width.isdecimal() and height.isdecimal()):
+        return "is not WxH"
+    if max(len(width), len(height)) > _MAX_SIDE_DIGITS:  # past any scale, and not read
+        return f"has a side past hires scale's range (at most {MAX_HIRES_SCALE:g} times the Size)"
+    if int(width) + int(height) == 0:
+        return "is not WxH"
+    return int(width), int(height)
+
+
+def _bounded(value: InfotextValue) -> InfotextValue:
+    """``value``, or its text when it is a whole number past ``_MAX_WHOLE_NUMBER``."""
+    return str(value) if isinstance(value, int) and abs(value) > _MAX_WHOLE_NUMBER else value
+
+
+def _civitai_hashes(params: Mapping[str, InfotextValue]) -> dict[str, str]:
+    """Civitai's ``Hashes`` JSON (``model``, ``lora:NAME``, ``embed:NAME``), values as text."""
+    try:
+        hashes = json.loads(str(params.get("Hashes", "{}")))
+    except ValueError:
+        return {}
+    if not isinstance(hashes, dict):
+        return {}
+    return {str(key): str(value) for key, value in hashes.items() if value is not None}
+
+
+def _hashes_named(
+    params: Mapping[str, InfotextValue], field: str, civitai_prefix: str
+) -> dict[str, str]:
+    """The networks the web UI's ``field`` (``name: hash, name: hash``) and Civitai's
+    ``Hashes`` (``civitai_prefix`` + name) name, with their short hashes (lower case; empty
+    when not hexadecimal)."""
+    listed = params.get(field)
+    named = {
+        name.strip(): short
+        for name, _, short in (
+            entry.rpartition(":") for entry in ([] if listed is None else str(listed).split(","))
+        )
+    }
+    for key, value in _civitai_hashes(params).items():
+        if key.startswith(civitai_prefix):
+            named.setdefault(key.removeprefix(civitai_prefix), value)
+    shorts = {name: short.strip().lower()[:NETWORK_HASH_LENGTH] for name, short in named.items()}
+    return {
+        name: short if all(c in "0123456789abcdef" for c in short) else ""
+        for name, short in shorts.items()
+        if name
+    }
+
+
 def _model_hash_of(params: Mapping[str, InfotextValue]) -> str | None:
     """``Model hash``, or the ``model`` entry of Civitai's ``Hashes`` JSON; lower case."""
-    short = params.get("Model hash")
-    if short is None:
-        try:
-            hashes = json.loads(str(params.get("Hashes", "{}")))
-        except ValueError:
-            hashes = None
-        short = hashes.get("model") if isinstance(hashes, dict) else None
+    short = params.get("Model hash", _civitai_hashes(params).get("model"))
     if short is None:
         return None
     text = str(short).strip().lower()
@@ -529,16 +732,35 @@ def installed_in(
     ``wait_for_hashes`` a hash not known yet is read in the background instead (a member's
     request: seconds per checkpoint)."""
     short_hash = registry.short_hash if wait_for_hashes else registry.recalled_short_hash
+    file_hash = file_sha256 if wait_for_hashes else recalled_file_sha256
     models = registry.names()
     fallback = default_model if default_model in models else (models[0] if models else None)
+    lora_files = registry.network_files("lora")
+
+    def lora_hashes(name: str) -> list[str] | None:
+        try:
+            digests = [
+                file_hash(
+                    lora_files[name], registry.hashes_file, registry.models_dir, tensors_only=t
+                )
+                for t in (True, False)
+            ]
+        except OSError:  # removed since the folder was listed, or no safetensors file: unknown
+            return None
+        if None in digests:
+            return None
+        return [str(digest)[:NETWORK_HASH_LENGTH] for digest in digests]
+
     return Installed(
         models=models,
         model_hash=lambda name: short_hash(registry.resolve(name)),
-        loras=list(registry.network_files("lora")),
+        loras=list(lora_files),
         vaes=list(registry.network_files("vae")),
         upscalers=registry.upscaler_names(),
         fallback_model=fallback,
         vae_refusal=lambda request: _vae_refusal(registry, request, default_model),
+        embeddings=list(registry.network_files("embedding")),
+        lora_hashes=lora_hashes,
     )
 
 

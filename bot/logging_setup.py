@@ -37,8 +37,9 @@ _TEXT_FORMAT = "[%(asctime)s] [%(levelname)-8s] %(name)s: %(message)s"
 
 
 def job_event(job_id: str, event: str, **fields: object) -> dict[str, object]:
-    """The ``extra`` of a job state line: queued, started, done, failed, cancelled, refunded,
-    charged (stopped while running) or delivered, with the job's id (and its kind, device or
+    """The ``extra`` of a job state line: queued, started, requeued (its start did not happen:
+    the broker did not answer), done, failed, cancelled, refunded, charged (stopped while
+    running) or delivered, with the job's id (and its kind, device or
     privacy when known)."""
     return {"job_id": job_id, "event": event, **fields}
 

@@ -18,6 +18,7 @@ from inference.prompts import (
     PromptError,
     parse_aspect_ratio,
     parse_inline_flags,
+    picture_seeds,
     resolve_flags,
 )
 from inference.types import RenderInputError, RenderRequest
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from bot.presets import Preset
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+# A side of more digits is past every size and refused unread (int() refuses 4,300 and more).
+_MAX_SIDE_DIGITS = 6
 # The Discord contract offers 1-4 pictures a request (a 2x2 grid at most).
 MAX_COUNT = 4
 # The longest prompt (and negative prompt) accepted from anywhere: typed, or read from a
@@ -96,14 +99,17 @@ def parse_size(text: str) -> tuple[int, int] | str:
     """``WxH`` (e.g. ``512x768``) as a pair, or an aspect ratio (e.g. ``16:9``) as its text,
     left for the engine to apply to the model's native size."""
     if match := _SIZE.match(text):
-        width, height = int(match.group(1)), int(match.group(2))
-        for name, side in (("width", width), ("height", height)):
-            if not MIN_SIZE <= side <= MAX_SIZE or side % SIZE_MULTIPLE:
+        for name, digits in (("width", match.group(1)), ("height", match.group(2))):
+            if (
+                len(digits) > _MAX_SIDE_DIGITS
+                or not MIN_SIZE <= int(digits) <= MAX_SIZE
+                or int(digits) % SIZE_MULTIPLE
+            ):
                 raise RequestError(
                     f"size {text!r}: {name} must be a multiple of {SIZE_MULTIPLE} "
                     f"between {MIN_SIZE} and {MAX_SIZE}"
                 )
-        return width, height
+        return int(match.group(1)), int(match.group(2))
     if ":" in text:
         try:
             aspect_w, aspect_h = parse_aspect_ratio(text.strip())
@@ -309,3 +315,16 @@ def _build(
 def reroll(request: RenderRequest) -> RenderRequest:
     """The same request with a new random seed (the 🔄 button)."""
     return dataclasses.replace(request, seed=random_seed())
+
+
+def picture_alone(request: RenderRequest, index: int, seed: int) -> RenderRequest:
+    """Picture ``index`` of ``request``'s batch as a request of its own (U1-U4, Remix of one
+    picture): the ``seed`` it was recorded with and its variation seed (``picture_seeds``: a
+    varied batch steps only that). A variation seed left random (-1; admission resolves it
+    since) stays so: which one each picture drew is not known."""
+    variation_seed = request.variation_seed
+    if variation_seed is not None and variation_seed != -1:
+        _, variation_seed = picture_seeds(
+            request.seed, variation_seed, request.variation_strength, index
+        )
+    return dataclasses.replace(request, seed=seed, variation_seed=variation_seed)

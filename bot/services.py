@@ -133,6 +133,7 @@ class Services:
         prompts = PromptPlanner(
             settings.wildcards_dir,
             installed_embeddings=functools.partial(registry.network_files, "embedding"),
+            installed_loras=functools.partial(registry.network_files, "lora"),
             max_job_bytes=max_job_bytes,
             models_without_embeddings=functools.partial(models_without_embeddings, registry),
             # A broker's workers each take their own first model: not known here.

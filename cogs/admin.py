@@ -15,7 +15,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.history import listed_ids
-from bot.policy.addons import ADDON_LISTS, AddonKind, listable_addons
+from bot.policy.addons import (
+    ADDON_LISTS,
+    AddonKind,
+    listable_addons,
+    spelt_as_among,
+    spelt_as_installed,
+)
 from bot.policy.guild import (
     AuditEntry,
     GuildList,
@@ -29,11 +35,11 @@ from bot.policy.quota import QuotaLimits
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
-from bot.web.dashboard import Dashboard
+from bot.web.dashboard import AdminRights, Dashboard
 from cogs.choices import matching_choices
 from cogs.common import MESSAGE_LIMIT, services_of
 from cogs.contexts import command_contexts
-from cogs.visibility import DISCORD_FAILED, member_may_read
+from cogs.visibility import DISCORD_FAILED, is_age_restricted, member_may_read
 
 Action = Literal["add", "remove"]
 # /easel-admin addon's kinds, as Discord shows them (AddonKind's values).
@@ -275,16 +281,18 @@ class AdminCog(commands.Cog):
         if action == "add":
             registry = services_of(interaction).registry
             installed = await asyncio.to_thread(listable_addons, registry, addon_kind)
-            if name not in installed:
-                raise UserError(
-                    f"No {kind} named `{name}` is installed; pick one from the name choices."
-                )
+            spelt = spelt_as_installed(addon_kind, name, installed)
+        else:  # one listed, in any letter case: the list holds it as it was added
+            listed = (await self._policy.settings(_guild_id(interaction))).entries(
+                ADDON_LISTS[addon_kind]
+            )
+            spelt = spelt_as_among(name, listed) or name
         await self._change(
             interaction,
             ADDON_LISTS[addon_kind],
             action,
-            name,
-            f"`{name}`",
+            spelt,
+            f"`{spelt}`",
             f"allowed {_ADDON_PLURALS[addon_kind]}",
             f"every installed {kind} is allowed here",
         )
@@ -457,54 +465,51 @@ class AdminCog(commands.Cog):
 
 
 class DiscordServerAdmins:
-    """Who manages a server, asked of Discord when an admin signs in to the dashboard, and
-    which of its channels they may read (for what the dashboard shows them)."""
+    """Who manages a server and which of its channels they may read, asked of Discord when
+    an admin signs in to the dashboard and while their session lasts (``Dashboard``)."""
 
     def __init__(self, client: discord.Client, thread_members: RecentThreadMembers) -> None:
         self._client = client
         self._thread_members = thread_members
 
-    async def refusal(self, guild_id: int, user_id: int) -> str | None:
-        guild = self._client.get_guild(guild_id)
-        if guild is None:
-            return "Easel is no longer in that server."
-        try:
-            member = await guild.fetch_member(user_id)  # current roles, not a cached copy
-        except discord.NotFound:
-            return "You are no longer a member of that server."
-        except DISCORD_FAILED:
-            return "Discord did not answer; open the link again in a minute."
-        permissions = member.guild_permissions
-        if not (permissions.manage_guild or permissions.administrator):
-            return "You no longer have the Manage Server permission there."
-        return None
-
     def name_of(self, guild_id: int) -> str:
         guild = self._client.get_guild(guild_id)
         return guild.name if guild is not None else str(guild_id)
 
-    async def readable_channels(
+    async def rights(
         self, guild_id: int, user_id: int, channel_ids: Collection[int]
-    ) -> set[int]:
-        # The member's current roles (one call), the channels' overwrites from the cache, and
-        # one call per private thread they do not manage (cogs.visibility's rules). A channel
-        # not in the cache (deleted, an archived thread) is one they cannot read; so is every
-        # channel while Discord does not answer about the member, and a private thread while
-        # it does not answer about that thread.
+    ) -> AdminRights:
+        # The member's current roles (one call: Manage Server or Administrator, else refused;
+        # a kick or a ban is "no longer a member"), the channels' overwrites from the cache,
+        # and one call per private thread they do not manage (cogs.visibility's rules). A
+        # channel not in the cache (deleted, an archived thread) is one they cannot read; so
+        # is a private thread while Discord does not answer about it.
         guild = self._client.get_guild(guild_id)
         if guild is None:
-            return set()
+            return AdminRights("Easel is no longer in that server.")
+        try:
+            member = await guild.fetch_member(user_id)  # current roles, not a cached copy
+        except discord.NotFound:
+            return AdminRights("You are no longer a member of that server.")
+        except DISCORD_FAILED:
+            return AdminRights("Discord did not answer; reload this page in a minute.")
+        permissions = member.guild_permissions
+        if not (permissions.manage_guild or permissions.administrator):
+            return AdminRights("You no longer have the Manage Server permission there.")
         channels = [
             channel
             for channel in map(guild.get_channel_or_thread, channel_ids)
             if channel is not None
         ]
         try:
-            member = await guild.fetch_member(user_id)
             readable = await asyncio.gather(*(self._may_read(c, member) for c in channels))
         except DISCORD_FAILED:
-            return set()
-        return {channel.id for channel, may in zip(channels, readable, strict=True) if may}
+            readable = [False] * len(channels)
+        return AdminRights(
+            None,
+            frozenset(channel.id for channel, may in zip(channels, readable, strict=True) if may),
+            frozenset(channel.id for channel in channels if is_age_restricted(channel)),
+        )
 
     async def _may_read(
         self, channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member

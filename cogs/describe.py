@@ -16,6 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.images import check_engine_sides
 from bot.presets import over_saved_settings
 from bot.requests import ImagineOptions, build_request
 from bot.user_errors import UserError
@@ -122,6 +123,8 @@ class DescribeCog(commands.Cog):
         try:
             with self._captioner.thread.place(member):
                 checked = await read_attachment(interaction, image)
+                # The sides a job's input may have: the captioner reads pictures as jobs do.
+                check_engine_sides(checked, image.filename)
                 await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
                 captions = await self._captioner.describe(checked.data)
         except AlreadyInLine:

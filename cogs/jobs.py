@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.jobs.queue import CancelOutcome
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
-from cogs.common import acting_member, queue_of, quoted, services_of
+from cogs.common import acting_member, queue_of, quoted, services_of, tell
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
@@ -68,10 +68,10 @@ class JobsCog(commands.Cog):
             if not mine:
                 raise UserError("You have no queued or running job here to cancel.")
             job_id = mine[-1].job_id
+        # Answered first: a cancel the database holds up takes minutes to say so.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         outcome = await queue_of(interaction).cancel(job_id, acting_member(interaction))
-        await interaction.response.send_message(
-            CANCEL_MESSAGES[outcome].format(job_id), ephemeral=True
-        )
+        await tell(interaction, CANCEL_MESSAGES[outcome].format(job_id))
 
     @app_commands.command(name="queue", description="Where your jobs are in the queue")
     async def queue(self, interaction: discord.Interaction[Any]) -> None:

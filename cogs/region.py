@@ -23,7 +23,7 @@ from PIL import Image
 
 from bot.edits import InpaintSettings, Picture, inpaint_request, input_path
 from bot.history import StoredJob
-from bot.images import check_image, png_of
+from bot.images import decoded_upload
 from bot.jobs.queue import JobQueue, QuotaExceeded
 from bot.policy.moderation import AGE_RESTRICTED_PICTURE
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
@@ -239,15 +239,20 @@ class RegionOffers:
         began_at = time.time()
         job = await self._linked_job(link)
         roles, is_admin, age_restricted = await self._member_may_act(link, job)
-        checked = await asyncio.to_thread(check_image, "mask.png", mask_png)  # Pillow: off the loop
-        if not await asyncio.to_thread(_anything_painted, checked.data):
+        # Decoded once, off the loop: its sides are those of the mask written, turned by an EXIF
+        # orientation (a PNG's after its pixels is read only by decoding).
+        upload = await asyncio.to_thread(
+            decoded_upload, "mask.png", mask_png, digest=False, as_png=True
+        )
+        assert upload.png is not None  # asked for
+        if not await asyncio.to_thread(_anything_painted, upload.png):
             raise UserError("The mask is empty: paint over what should change, then Submit.")
         try:
             base, picture = await stored_picture(self._queue, job, link.idx)
         except UserError:
             raise LinkRefused(_GONE) from None
         mask_path = input_path(self._services.inputs_dir)
-        mask_picture = Picture(mask_path, checked.width, checked.height)
+        mask_picture = Picture(mask_path, upload.image.width, upload.image.height)
         request = inpaint_request(
             _with_prompt(base, prompt), picture, mask_picture, InpaintSettings()
         )
@@ -265,8 +270,7 @@ class RegionOffers:
         refusal = await self._queue.quota_refusal(submission)
         if refusal is not None:
             raise UserError(refusal, Reason.QUOTA)
-        mask = await asyncio.to_thread(png_of, checked, "mask.png")  # decodes: off the loop
-        await asyncio.to_thread(write_file, mask_path, mask)
+        await asyncio.to_thread(write_file, mask_path, upload.png)
         job_id = None
         try:
             claim()

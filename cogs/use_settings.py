@@ -94,14 +94,26 @@ def _settings_found(infotext: str | None, filename: str) -> str:
     return infotext
 
 
-def _allowed_here(installed: Installed, rules: AddonRules) -> Installed:
+def _allowed_here(
+    installed: Installed, rules: AddonRules, *, renders_on_workers: bool = False
+) -> Installed:
     """What is installed, less the add-ons the server leaves out: the import reads those as
-    not installed (the model's own VAE, Lanczos), so whether such a file exists is not told."""
+    not installed (the model's own VAE, Lanczos), so whether such a file exists is not told.
+    The embeddings are those a job here reads: rendered here, an embedding the server lists
+    that is not installed is not; on a broker's workers (``renders_on_workers``) the job
+    records and reads every one the server lists (``AddonRules.embeddings_read``, as
+    admission does), installed for the bot or not."""
+    embeddings = (
+        list(rules.embeddings_read(installed.embeddings))
+        if renders_on_workers
+        else rules.usable(AddonKind.EMBEDDING, installed.embeddings)
+    )
     return dataclasses.replace(
         installed,
         loras=rules.usable(AddonKind.LORA, installed.loras),
         vaes=rules.usable(AddonKind.VAE, installed.vaes),
         upscalers=rules.usable(AddonKind.UPSCALER, installed.upscalers),
+        embeddings=embeddings,
     )
 
 
@@ -121,7 +133,11 @@ async def _render(
         installed_in, services.registry, default_model, wait_for_hashes=False
     )
     models = await models_allowed_in(services, interaction.guild_id, installed.models)
-    here = dataclasses.replace(_allowed_here(installed, rules), models=models)
+    # A broker's jobs carry the embeddings admission records (``PromptPlanner.max_job_bytes``
+    # is set only where renders run on a broker).
+    on_workers = services.prompts.max_job_bytes is not None
+    allowed = _allowed_here(installed, rules, renders_on_workers=on_workers)
+    here = dataclasses.replace(allowed, models=models)
     # Its notes quote the pasted text only where it holds none of the server's banned words.
     banned_words = await services.guild_policy.banned_words_where(interaction.guild_id)
     imported = await asyncio.to_thread(

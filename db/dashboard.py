@@ -54,11 +54,12 @@ async def unfinished_jobs(conn: aiosqlite.Connection, guild_id: int) -> list[Unf
 
 
 # The pictures a dashboard may show: done, in this server, not private, not withdrawn by a
-# moderator (not shown anywhere again, to its admins neither).
+# moderator (not shown anywhere again, to its admins neither), not made in an age-restricted
+# channel (nobody age-gates a web page; channels that are age-restricted now, the caller).
 _SHOWN_PICTURES = (
     " FROM jobs JOIN images ON images.job_id = jobs.id"
     " WHERE jobs.guild_id = ? AND jobs.status = 'done' AND NOT jobs.private"
-    " AND jobs.withdrawn_at IS NULL"
+    " AND jobs.withdrawn_at IS NULL AND NOT jobs.age_restricted"
 )
 
 

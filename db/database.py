@@ -70,15 +70,17 @@ async def migrate(conn: aiosqlite.Connection) -> int:
     return await schema_version(conn)
 
 
-async def connect(path: Path) -> aiosqlite.Connection:
-    """Open (creating if needed) the database at ``path``, migrated to the latest schema."""
+async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Connection:
+    """Open (creating if needed) the database at ``path``, migrated to the latest schema.
+    ``busy_timeout_s``: how long a write waits for another connection's lock before it fails
+    (``database is locked``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
         await conn.execute("PRAGMA synchronous=NORMAL")
         # A deleted row's bytes are overwritten, not left in free space (/forget-me, retention);
         # Debian's SQLite does so by default, other builds do not.

@@ -309,6 +309,19 @@ async def restore_job(
     return restored
 
 
+async def is_job_post(
+    conn: aiosqlite.Connection, job_id: str, posted_in: tuple[int, int], message_id: int
+) -> bool:
+    """Whether ``message_id``, in ``posted_in`` (guild, channel), is one of ``job_id``'s posts
+    (``job_messages``)."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM job_messages WHERE message_id = ? AND job_id = ? AND guild_id = ?"
+        " AND channel_id = ?",
+        (message_id, job_id, *posted_in),
+    )
+    return bool(rows)
+
+
 async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> bool:
     """The job's post ``message_id`` is being deleted by its maker: its deletion is theirs,
     not a moderator's, so it withdraws nothing (the job's other posts still do). Whether it

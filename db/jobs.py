@@ -71,6 +71,12 @@ class JobRecord:
     withheld_why: str | None
     # Withdrawn as its channel or thread was deleted: its pixels stay usable elsewhere (0020).
     withdrawn_with_channel: bool
+    # Its delivery's tries (0021): when the next is due while undelivered (None: none failed),
+    # since when they fail, how many failed; and when a post of it was last tried (None: never).
+    delivery_retry_at: float | None
+    delivery_failing_since: float | None
+    delivery_tries: int
+    post_attempted_at: float | None
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,22 @@ async def give_back_attempts(conn: aiosqlite.Connection, job_ids: Collection[str
     )
 
 
+async def queue_again(
+    conn: aiosqlite.Connection, job_ids: Collection[str], *, attempt_counted: bool
+) -> None:
+    """Those of ``job_ids`` still running did not start after all (their slot could not hand
+    them over): queued again, their attempt given back when their start counted one."""
+    if not job_ids:
+        return
+    placeholders = ", ".join("?" * len(job_ids))
+    await conn.execute(
+        f"""UPDATE jobs SET status = 'queued', started_at = NULL,
+                attempts = MAX(attempts - ?, 0)
+            WHERE id IN ({placeholders}) AND +status = 'running'""",
+        (int(attempt_counted), *job_ids),
+    )
+
+
 async def mark_done(
     conn: aiosqlite.Connection,
     job_id: str,
@@ -257,38 +279,68 @@ async def mark_done(
     now: float,
     posted_digests: Collection[bytes] = (),
 ) -> None:
-    """Record the pictures and the finished state together, so a crash leaves one or the other.
-    ``posted_digests``: the pixel digests of what the job is posted as besides its stored
+    """Record the pictures and the finished state. Three statements: run it inside the
+    caller's ``transaction``, with the job's charge (``JobQueue``), so a crash leaves all or
+    none. ``posted_digests``: the pixel digests of what the job is posted as besides its stored
     pictures (the grid of a job of several, a JPEG preview of one too large for Discord)."""
-    async with transaction(conn):
-        await conn.executemany(
-            """INSERT OR REPLACE INTO images
-                   (job_id, idx, seed, path, infotext, width, height, pixel_digest)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            [
-                (i.job_id, i.idx, i.seed, i.path, i.infotext, i.width, i.height, i.pixel_digest)
-                for i in images
-            ],
-        )
-        await conn.executemany(
-            "INSERT OR REPLACE INTO posted_grids (job_id, pixel_digest) VALUES (?, ?)",
-            [(job_id, digest) for digest in posted_digests],
-        )
-        await conn.execute(
-            """UPDATE jobs SET status = 'done', finished_at = ?, gpu_seconds = ?, error = NULL
-               WHERE id = ?""",
-            (now, gpu_seconds, job_id),
-        )
+    await conn.executemany(
+        """INSERT OR REPLACE INTO images
+               (job_id, idx, seed, path, infotext, width, height, pixel_digest)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            (i.job_id, i.idx, i.seed, i.path, i.infotext, i.width, i.height, i.pixel_digest)
+            for i in images
+        ],
+    )
+    await conn.executemany(
+        "INSERT OR REPLACE INTO posted_grids (job_id, pixel_digest) VALUES (?, ?)",
+        [(job_id, digest) for digest in posted_digests],
+    )
+    await conn.execute(
+        """UPDATE jobs SET status = 'done', finished_at = ?, gpu_seconds = ?, error = NULL
+           WHERE id = ?""",
+        (now, gpu_seconds, job_id),
+    )
 
 
 async def mark_failed(
     conn: aiosqlite.Connection, job_id: str, error: str, now: float, *, cancelled: bool = False
 ) -> None:
+    """Record the job's end without pictures; run it in the caller's ``transaction`` with the
+    job's refund or charge (``JobQueue``), so a crash leaves both or neither."""
     status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
     await conn.execute(
         "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
         (status.value, now, error, job_id),
     )
+
+
+@dataclass(frozen=True)
+class UnsettledEnd:
+    """A job that ended while its quota reservation is still open (neither charged nor
+    refunded): a process died between the two writes, before they shared a transaction."""
+
+    job_id: str
+    status: JobStatus
+    gpu_seconds: float  # measured, for a done job; 0.0 for one that failed or was cancelled
+    images: int  # the pictures it stored
+
+
+async def ended_unsettled(conn: aiosqlite.Connection) -> list[UnsettledEnd]:
+    """The ended jobs whose reservation is open (``UnsettledEnd``), oldest end first."""
+    rows = await conn.execute_fetchall(
+        "SELECT jobs.id, jobs.status, COALESCE(jobs.gpu_seconds, 0.0),"
+        " (SELECT COUNT(*) FROM images WHERE images.job_id = jobs.id)"
+        " FROM quota_ledger AS r JOIN jobs ON jobs.id = r.job_id"
+        " WHERE r.kind = 'reserve' AND jobs.status IN ('done', 'failed', 'cancelled')"
+        " AND NOT EXISTS (SELECT 1 FROM quota_ledger AS s"
+        " WHERE s.job_id = r.job_id AND s.kind IN ('commit', 'refund'))"
+        " ORDER BY jobs.finished_at, jobs.rowid"
+    )
+    return [
+        UnsettledEnd(str(job_id), JobStatus(status), float(seconds), int(images))
+        for job_id, status, seconds, images in rows
+    ]
 
 
 async def mark_delivered(
@@ -308,6 +360,71 @@ async def mark_delivered(
             (now, message_id, job_id),
         )
         return cursor.rowcount > 0
+
+
+async def mark_post_attempted(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
+    """A post of ``job_id``'s outcome is tried at ``now`` (the latest try is kept)."""
+    await conn.execute("UPDATE jobs SET post_attempted_at = ? WHERE id = ?", (now, job_id))
+
+
+# A job's own posts come first in its channel: its original response, then its result; any
+# /show of it there comes later.
+FIRST_POSTS = 3
+
+
+async def first_posts_in(
+    conn: aiosqlite.Connection, job_id: str, channel_id: int
+) -> tuple[int, ...]:
+    """The ids of ``job_id``'s first ``FIRST_POSTS`` posts recorded in ``channel_id``
+    (``job_messages``), oldest first."""
+    rows = await conn.execute_fetchall(
+        "SELECT message_id FROM job_messages WHERE job_id = ? AND channel_id = ?"
+        " ORDER BY message_id LIMIT ?",
+        (job_id, channel_id, FIRST_POSTS),
+    )
+    return tuple(int(message_id) for (message_id,) in rows)
+
+
+async def delivery_failed(
+    conn: aiosqlite.Connection, job_id: str, now: float, retry_at: float
+) -> None:
+    """A try of ``job_id``'s delivery failed: one more counted, the next due at ``retry_at``."""
+    await conn.execute(
+        """UPDATE jobs SET delivery_tries = delivery_tries + 1, delivery_retry_at = ?,
+                           delivery_failing_since = COALESCE(delivery_failing_since, ?)
+           WHERE id = ? AND delivered_at IS NULL""",
+        (retry_at, now, job_id),
+    )
+
+
+async def deliveries_due(conn: aiosqlite.Connection, now: float, limit: int) -> list[JobRecord]:
+    """At most ``limit`` undelivered jobs whose next delivery try is due, the longest due
+    first."""
+    async with conn.execute(
+        """SELECT * FROM jobs WHERE delivery_retry_at <= ? AND delivered_at IS NULL
+           ORDER BY delivery_retry_at LIMIT ?""",
+        (now, limit),
+    ) as cursor:
+        return [_job(row) for row in await cursor.fetchall()]
+
+
+async def fail_undeliverable(conn: aiosqlite.Connection, job_id: str, error: str) -> bool:
+    """A done job whose result cannot be posted is failed with ``error``: its pictures'
+    records go (shown nowhere later, as it is refunded), and its delivery's tries start over
+    for the failure's own post. Whether it was done and undelivered; for the caller's
+    transaction, with the refund."""
+    cursor = await conn.execute(
+        """UPDATE jobs SET status = 'failed', error = ?, delivery_retry_at = NULL,
+                           delivery_failing_since = NULL, delivery_tries = 0,
+                           post_attempted_at = NULL
+           WHERE id = ? AND status = 'done' AND delivered_at IS NULL""",
+        (error, job_id),
+    )
+    if cursor.rowcount == 0:
+        return False
+    await conn.execute("DELETE FROM images WHERE job_id = ?", (job_id,))
+    await conn.execute("DELETE FROM posted_grids WHERE job_id = ?", (job_id,))
+    return True
 
 
 async def record_job_message(

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from inference.images import eight_bit
+from inference.images import eight_bit, upright
 from inference.model_thread import ModelThread
 from inference.types import RenderFailed
 
@@ -37,17 +37,20 @@ class Captioner:
         self.thread = ModelThread("easel-describe", MAX_WAITING)
         self._loaded: tuple[Any, Any] | None = None  # loaded on the thread, on first use
 
-    async def describe(self, png: bytes) -> list[str]:
-        """Up to ``SUGGESTIONS`` different captions of the picture, best first."""
-        return await self.thread.run(self._describe, png)
+    async def describe(self, picture: bytes) -> list[str]:
+        """Up to ``SUGGESTIONS`` different captions of the picture (a PNG, JPEG or WebP the
+        bot checked), read upright by its EXIF orientation, best first."""
+        return await self.thread.run(self._describe, picture)
 
     def close(self) -> None:
         self.thread.close()
 
-    def _describe(self, png: bytes) -> list[str]:
+    def _describe(self, picture: bytes) -> list[str]:
         processor, model = self._model()
-        with Image.open(io.BytesIO(png)) as image:
-            inputs = processor(images=eight_bit(image).convert("RGB"), return_tensors="pt")
+        with Image.open(io.BytesIO(picture)) as image:
+            image.load()  # a PNG's orientation may come after its pixels
+            shown = eight_bit(upright(image)).convert("RGB")
+            inputs = processor(images=shown, return_tensors="pt")
         with torch.inference_mode():
             outputs = model.generate(
                 **inputs,

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 HASHES_FILE = "model-hashes.json"
 # In the models folder: where older versions kept them (read, never written now).
 MODELS_FOLDER_HASHES_FILE = ".easel-hashes.json"
+# Appended to a file's path in the caches for its tensor-data digest (``tensors_only``).
+_TENSORS_ONLY = "#tensors"
 _CHUNK = 1 << 20
 
 # (resolved path, size, mtime, inode, ctime in ns): the file as it was hashed.
@@ -39,14 +41,18 @@ _store_lock = threading.Lock()
 _file_locks: dict[str, threading.Lock] = {}
 
 
-def file_sha256(file: Path, hashes_file: Path | None, models_dir: Path) -> str:
+def file_sha256(
+    file: Path, hashes_file: Path | None, models_dir: Path, *, tensors_only: bool = False
+) -> str:
     """``file``'s SHA-256 (hex), from memory, ``hashes_file`` (None: none kept on disk) or
-    the models folder's old cache, else read once and kept in memory and ``hashes_file``."""
-    resolved = str(file.resolve())
+    the models folder's old cache, else read once and kept in memory and ``hashes_file``.
+    ``tensors_only``: of a ``.safetensors`` file's tensor data alone, after its header (the web
+    UI's LoRA hash, kohya's "addnet" hash, which edited metadata leaves alone)."""
+    resolved = _cached_as(file, tensors_only)
     with _lock_of(resolved):
         key, digest = _recalled(file, resolved, hashes_file, models_dir)
         if digest is None:
-            digest = _digest(file)
+            digest = _tensors_digest(file) if tensors_only else _digest(file)
             if hashes_file is not None:
                 _store(hashes_file, key, digest)
             with _lock:
@@ -54,12 +60,14 @@ def file_sha256(file: Path, hashes_file: Path | None, models_dir: Path) -> str:
         return digest
 
 
-def recalled_file_sha256(file: Path, hashes_file: Path | None, models_dir: Path) -> str | None:
-    """``file``'s SHA-256 when memory or a cache holds it (the file itself is not read), else
-    None: the file is then read on the background hasher's thread (one for the process, each
-    file once), so that a later call finds it. For a member's request, which must not hold a
-    thread for seconds per checkpoint."""
-    resolved = str(file.resolve())
+def recalled_file_sha256(
+    file: Path, hashes_file: Path | None, models_dir: Path, *, tensors_only: bool = False
+) -> str | None:
+    """``file``'s SHA-256 (``tensors_only``: as for ``file_sha256``) when memory or a cache
+    holds it (the file itself is not read), else None: the file is then read on the background
+    hasher's thread (one for the process, each file once), so that a later call finds it. For
+    a member's request, which must not hold a thread for seconds per checkpoint."""
+    resolved = _cached_as(file, tensors_only)
     file_lock = _lock_of(resolved)
     if not file_lock.acquire(blocking=False):  # being read now
         return None
@@ -68,8 +76,14 @@ def recalled_file_sha256(file: Path, hashes_file: Path | None, models_dir: Path)
     finally:
         file_lock.release()
     if digest is None:
-        _HASHER.hash_later(file, hashes_file, models_dir)
+        _HASHER.hash_later(file, hashes_file, models_dir, tensors_only)
     return digest
+
+
+def _cached_as(file: Path, tensors_only: bool) -> str:
+    """The name ``file``'s digest is kept under: its resolved path, marked for a
+    ``tensors_only`` digest (never in the models folder's old cache, which has no such mark)."""
+    return str(file.resolve()) + (_TENSORS_ONLY if tensors_only else "")
 
 
 def _lock_of(resolved: str) -> threading.Lock:
@@ -100,33 +114,53 @@ def _recalled(
     return key, digest
 
 
+class NotSafetensorsError(OSError):
+    """A file named ``.safetensors`` whose header does not fit in it (a wrong or crafted
+    file): it has no tensor-data hash, as a file that cannot be read has none."""
+
+
 class _BackgroundHasher:
     """One daemon thread reading the files ``recalled_file_sha256`` did not know, one after
     the other; a file asked for again while it waits is queued once."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, tuple[Path, Path | None, Path]] = {}
+        self._waiting: dict[str, tuple[Path, Path | None, Path, bool]] = {}
         self.running = False
 
-    def hash_later(self, file: Path, hashes_file: Path | None, models_dir: Path) -> None:
+    def hash_later(
+        self, file: Path, hashes_file: Path | None, models_dir: Path, tensors_only: bool
+    ) -> None:
         with _lock:
-            self._waiting.setdefault(str(file.resolve()), (file, hashes_file, models_dir))
+            self._waiting.setdefault(
+                _cached_as(file, tensors_only), (file, hashes_file, models_dir, tensors_only)
+            )
             if self.running:
                 return
             self.running = True
         threading.Thread(target=self._run, name="easel-model-hashes", daemon=True).start()
 
     def _run(self) -> None:
+        try:
+            self._hash_waiting()
+        except BaseException:  # the next ``hash_later`` starts a thread again
+            with _lock:
+                self.running = False
+            raise
+
+    def _hash_waiting(self) -> None:
         while True:
             with _lock:
                 if not self._waiting:
+                    # In the same hold as the check: a file queued after it starts a thread.
                     self.running = False
                     return
-                _, (file, hashes_file, models_dir) = self._waiting.popitem()
+                _, (file, hashes_file, models_dir, tensors_only) = self._waiting.popitem()
             try:
-                file_sha256(file, hashes_file, models_dir)
+                file_sha256(file, hashes_file, models_dir, tensors_only=tensors_only)
             except OSError as error:  # removed meanwhile, say: a later call tries again
                 log.warning("cannot hash the model file %s: %s", file, error)
+            except Exception:  # one file's surprise must not stop every later hash
+                log.exception("hashing the model file %s failed", file)
 
 
 _HASHER = _BackgroundHasher()
@@ -138,6 +172,21 @@ def _digest(file: Path) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _tensors_digest(file: Path) -> str:
+    """The SHA-256 of what follows a ``.safetensors`` header (8 bytes giving the length of
+    the JSON after them). ``NotSafetensorsError`` when that length does not fit in the file."""
+    with file.open("rb") as stream:
+        header_length = int.from_bytes(stream.read(8), "little")
+        size = os.fstat(stream.fileno()).st_size
+        if size < 8 or 8 + header_length > size:
+            raise NotSafetensorsError(
+                f"{file.name} is not a safetensors file: its header says {header_length:,} "
+                f"bytes, the file holds {max(size - 8, 0):,} after the length"
+            )
+        stream.seek(8 + header_length)
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def _entry(key: _Key, digest: str) -> dict[str, object]:

@@ -10,13 +10,18 @@ turns into the web UI's. With guidance off (no uncond half) a plain prompt is ev
 alone; a composed one also evaluates the uncond itself, which gives the web UI's result
 at CFG scale 1.
 
-Steps: the step index is advanced from ``callback_on_step_end``; samplers that call the UNet
-twice per step (Heun, DPM2) run ``2N - 1`` loop iterations, mapped back to the N sampler
-steps. As in the web UI, sampling step ``k`` (0-based) uses the first scheduled text whose
-``until_step`` (1-based) is at least ``k``: ``[a:b:2]`` over 4 steps shows ``a`` for three
-steps. Schedules are planned over the steps a pass actually runs, so in img2img (which runs
-``int(denoising * steps) + 1`` steps, ``Img2ImgSteps.img2img``) ``[a:b:0.5]`` switches half-way
-through what is run.
+Steps: the UNet call index is advanced from ``callback_on_step_end``. As in the web UI,
+call ``k`` (0-based) uses the first scheduled text whose ``until_step`` (1-based) is at least
+``k``: ``[a:b:2]`` over 4 steps shows ``a`` for three steps. Samplers that call the UNet twice
+per step (Heun, DPM2, DPM2 a, DPM++ SDE, DPM++ 2S a: ``order`` 2, ``2N - 1`` calls) have their
+schedules planned over ``2N`` steps and read at each call, as the web UI plans them over its
+``total_steps`` and counts model calls: there ``[a:b:2]`` shows ``a`` for three calls.
+
+Each pass plans the schedules over the steps its ``PromptTimeline`` names, and counts from its
+own first step, as the web UI does: img2img (which runs the last ``int(denoising * steps) + 1``
+of ``steps``, ``Img2ImgSteps.img2img``) plans over ``steps``, so at denoising 0.5
+``[a:b:0.5]`` never switches; the hires pass goes on from the first pass's steps; the refiner
+counts on from the step where the base model stopped.
 
 Pictures of one call may have conditionings of different lengths (a 150-token prompt next
 to a short one, or a long negative). Each conditioning is attended at its own length, as the
@@ -57,10 +62,12 @@ class ScheduledConditioning:
     schedule: tuple[tuple[int, Conditioning], ...]  # (until_step, encoding)
 
     def at_step(self, step_index: int) -> Conditioning:
-        """The encoding for 0-based sampling step ``step_index`` (web UI lookup)."""
+        """The encoding for 0-based sampling step ``step_index`` (web UI lookup). A call past
+        the plan (DDIM makes a few more calls than steps) reads the first, as the web UI's
+        ``reconstruct_cond_batch`` does."""
         return next(
             (encoding for until, encoding in self.schedule if step_index <= until),
-            self.schedule[-1][1],
+            self.schedule[0][1],
         )
 
 
@@ -122,25 +129,31 @@ class _RowPlan:
 class PromptGuidance:
     """Per-step conditioning for one pipeline call of ``len(plans(...))`` pictures.
 
-    ``plans(steps)`` plans every picture's prompt over ``steps`` sampling steps; it is
-    called once the pipeline knows how many steps it runs.
+    ``plans()`` plans every picture's prompt (over each model call of the sampler:
+    ``build_plan``'s ``calls_per_step``, checked against the scheduler's ``order``); it is
+    called at the first UNet call. With ``finishes_schedule`` the call runs the last of the
+    sampling's model calls (a refiner): its first call reads the plans at the call where the
+    base model stopped, not at their first.
     """
 
     def __init__(
         self,
         encoder: PromptEncoder,
-        plans: Callable[[int], Sequence[PromptPlan]],
+        plans: Callable[[], Sequence[PromptPlan]],
         pad_conds: bool = False,
         control: ControlHook | None = None,
         image_tokens: ImageTokens | None = None,
+        finishes_schedule: bool = False,
     ) -> None:
         self.encoder = encoder
         self.plans = plans
         self.pad_conds = pad_conds
         self.control = control
         self.image_tokens = image_tokens
+        self.finishes_schedule = finishes_schedule
         self.images: list[ImageConditioning] = []
         self.steps = 0
+        self.first_step = 0  # the plans' step (model call) this call's first one reads
         self.iteration = 0  # UNet loop iterations finished
         self.iterations = 0
         # Every schedule's until_step: steps between two of them use the same conditionings.
@@ -180,10 +193,23 @@ class PromptGuidance:
             object.__setattr__(pipeline, "unet", unet)
 
     def prepare(self, pipeline: Any) -> None:
-        """Plan and encode every picture over the steps this pass runs (first UNet call)."""
+        """Plan and encode every picture, and count the steps this pass runs (first UNet
+        call)."""
+        scheduler = pipeline.scheduler
         self.iterations = pipeline.num_timesteps
-        self.steps = max(1, math.ceil(self.iterations / pipeline.scheduler.order))
-        self.images = [ImageConditioning.from_plan(p, self.encoder) for p in self.plans(self.steps)]
+        self.steps = max(1, math.ceil(self.iterations / scheduler.order))
+        plans = self.plans()
+        planned_calls = {plan.calls_per_step for plan in plans}
+        if planned_calls - {scheduler.order}:
+            raise RuntimeError(
+                f"prompts planned for {sorted(planned_calls)} model calls per step, "
+                f"the scheduler makes {scheduler.order}"
+            )
+        if self.finishes_schedule:
+            # The model calls of the whole sampling (the scheduler's timesteps: one a call,
+            # however many its steps make), less those this pass makes.
+            self.first_step = max(0, len(scheduler.timesteps) - self.iterations)
+        self.images = [ImageConditioning.from_plan(p, self.encoder) for p in plans]
         self._boundaries = sorted(
             {
                 until
@@ -201,11 +227,17 @@ class PromptGuidance:
             return 0
         return min(self.iteration * self.steps // self.iterations, self.steps - 1)
 
+    @property
+    def prompt_step(self) -> int:
+        """The 0-based step of the plans the current UNet call reads: its call's index (one
+        call per step but for second-order samplers, whose plans count calls)."""
+        return self.first_step + min(self.iteration, max(self.iterations - 1, 0))
+
     def row_plan(self, rows: int) -> _RowPlan:
         """The rows to evaluate for a UNet input of ``rows`` rows, and how to combine them;
         planned again only when a schedule changes the step's conditionings."""
         # Steps with as many until_steps below them pick the same entry of every schedule.
-        key = (rows, bisect_left(self._boundaries, self.step_index))
+        key = (rows, bisect_left(self._boundaries, self.prompt_step))
         plan = self._row_plans.get(key)
         if plan is None:
             plan = self._row_plans[key] = self._planned(rows)
@@ -215,7 +247,7 @@ class PromptGuidance:
         self, image: ImageConditioning
     ) -> tuple[Conditioning, list[tuple[float, Conditioning]]]:
         """The picture's negative and weighted positives at this step."""
-        step = self.step_index
+        step = self.prompt_step
         negative = image.negative.at_step(step)
         positives = [(sub.weight, sub.at_step(step)) for sub in image.subprompts]
         if not self.pad_conds:

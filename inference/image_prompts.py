@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
-from inference.metadata import checkpoint_family, safetensors_header
+from inference.metadata import FLOW_LABELS, checkpoint_family, safetensors_header
 from inference.registry import ModelEntry, ModelRegistry
 from inference.types import RenderInputError, RenderRequest
 
@@ -42,7 +41,6 @@ _ADAPTER_KEY = "ip_adapter.1.to_k_ip.weight"
 # A single file's UNet cross-attention key projection (any: they all read the text).
 _UNET_PREFIX = "model.diffusion_model."
 _UNET_CROSS_ATTENTION_KEY = ".attn2.to_k.weight"
-_FLOW_LABELS = frozenset({*FLOW_FAMILY_NAMES.values(), SD3_LABEL})
 
 
 @dataclass(frozen=True)
@@ -271,7 +269,7 @@ def check_image_prompt_fits(
     except RenderInputError:
         return  # refused where every request's model is, without listing every installed one
     family = checkpoint_family(entry)
-    if family in _FLOW_LABELS:
+    if family in FLOW_LABELS:
         raise RenderInputError(
             f"IP-Adapter (--sref, /blend) does not work with {family} models here"
         )

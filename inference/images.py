@@ -6,12 +6,13 @@ Pure PIL + numpy (no torch), so a bad file is refused before any model is touche
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import ExifTags, Image, ImageFilter
 
 from inference.types import RenderInputError
 
@@ -28,6 +29,27 @@ MASK_THRESHOLD = 127
 # colour PNGs already open as 8-bit RGB(A).
 _WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _SIXTEEN_BIT_MAX = 65535
+# How each EXIF orientation but 1 (shown as stored) turns or mirrors the stored pixels, as
+# ``ImageOps.exif_transpose`` does; 5 to 8 swap the sides. Phones store a photo as the sensor
+# read it and say there how to turn it.
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+SIDES_SWAPPED = frozenset(range(5, 9))
+# The most EXIF a JPEG can carry (one segment); a larger one (a PNG's or a WebP's) is not read,
+# its orientation taken as none: Pillow reads every field of it in Python (10 MiB of fields
+# took half a second).
+_MAX_EXIF_BYTES = 65_535
+# How Pillow's EXIF parser fails on a broken EXIF: SyntaxError (not a TIFF header), struct.error
+# (cut short), and its field readers' other errors. A fuzz of 20,000 altered EXIFs in PNGs and
+# WebPs raised only the first two.
+_EXIF_PARSE_ERRORS = (SyntaxError, struct.error, OSError, ValueError, TypeError)
 
 
 def load_input_image(path: str | Path, role: str) -> Image.Image:
@@ -63,6 +85,30 @@ def eight_bit(image: Image.Image) -> Image.Image:
         return image
     values = np.asarray(image, dtype=np.float64) * (255 / _SIXTEEN_BIT_MAX)
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The picture's EXIF orientation (1: none), from the EXIF its header held (a JPEG's,
+    a WebP's, a PNG's eXIf chunk before its pixels) or, once decoded, from one after them:
+    asking a PNG without any would decode it. An EXIF Pillow cannot parse gives none, as
+    viewers show such a picture (a JPEG's is parsed at open, its errors swallowed there; a
+    PNG's or a WebP's only here)."""
+    exif = image.info.get("exif")
+    if not isinstance(exif, bytes) or len(exif) > _MAX_EXIF_BYTES:
+        return 1
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except _EXIF_PARSE_ERRORS:
+        return 1
+    return orientation if isinstance(orientation, int) else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """A picture as viewers show it: turned by its EXIF orientation (``image`` itself when
+    it has none). Not ``ImageOps.exif_transpose``: it writes the EXIF again without the
+    orientation, which nothing here keeps, and a crafted EXIF made that write raise."""
+    turn = _TURNS.get(exif_orientation(image))
+    return image if turn is None else image.transpose(turn)
 
 
 def _check_header(image: Image.Image, role: str) -> None:

@@ -69,8 +69,8 @@ UNKNOWN = "unknown"
 MAX_TRIGGER_WORDS = 5
 # The families whose VAE decodes 16 latent channels, and those whose VAE decodes 4 (as
 # tensors, configs or metadata tell them; a modelspec's bare "FLUX" is neither: unknown).
-_FLOW_LABELS = frozenset({*FLOW_FAMILY_NAMES.values(), SD3_LABEL})
-_SD_LABELS = frozenset(FAMILY_NAMES.values()) - _FLOW_LABELS
+FLOW_LABELS = frozenset({*FLOW_FAMILY_NAMES.values(), SD3_LABEL})
+_SD_LABELS = frozenset(FAMILY_NAMES.values()) - FLOW_LABELS
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def reads_textual_inversion(family: str) -> bool:
     """Whether a model of ``family`` (as ``checkpoint_family`` says it) may read
     textual-inversion embeddings: SD3 and Flux take none (they read the names as words); an
     unknown family may."""
-    return family not in _FLOW_LABELS
+    return family not in FLOW_LABELS
 
 
 def latent_channels_of(entry: ModelEntry) -> int | None:
@@ -157,7 +157,7 @@ def latent_channels_of(entry: ModelEntry) -> int | None:
     16 for SD3 and Flux, 4 for the SD families, None when the family is unknown (its
     loading tells)."""
     family = checkpoint_family(entry)
-    if family in _FLOW_LABELS:
+    if family in FLOW_LABELS:
         return 16
     return 4 if family in _SD_LABELS else None
 

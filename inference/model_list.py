@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def listed_model(entry: ModelEntry) -> ListedModel:
 def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
     """Every loadable model, by name; headers read only for a new set of file versions."""
     versions = tuple(_version(entry) for entry in registry.loadable().values())
-    return dict(_listed(versions))
+    with _LISTING:
+        return dict(_listed(versions))
 
 
 _Stat = tuple[int, int]  # size, mtime in ns; (-1, -1): missing or unreadable
@@ -78,6 +80,12 @@ def _stat(path: Path | os.DirEntry[str]) -> _Stat:
     except OSError:
         return -1, -1
     return stat.st_size, stat.st_mtime_ns
+
+
+# One listing at a time: a caller during a read (the first plan, while the start's read runs:
+# ``PromptSafety.warm_up``) waits for it and finds it cached, where it read every header again
+# (``lru_cache`` shares no call in progress). Held only for a cache look-up once read.
+_LISTING = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)

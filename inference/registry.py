@@ -340,9 +340,10 @@ class ModelRegistry:
         """The web UI's model hash: the first 10 hex digits of the file's SHA-256."""
         return self.sha256(entry.hashed_file)[:10]
 
-    def sha256(self, file: Path) -> str:
-        """``file``'s SHA-256, read once per process (``inference.file_hashes``)."""
-        return file_sha256(file, self.hashes_file, self.models_dir)
+    def sha256(self, file: Path, *, tensors_only: bool = False) -> str:
+        """``file``'s SHA-256, read once per process (``inference.file_hashes``; ``tensors_only``:
+        of a ``.safetensors`` file's tensor data alone)."""
+        return file_sha256(file, self.hashes_file, self.models_dir, tensors_only=tensors_only)
 
     def recalled_short_hash(self, entry: ModelEntry) -> str | None:
         """``short_hash`` if it is known without reading the file; else None, and the file is

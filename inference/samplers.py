@@ -49,6 +49,10 @@ class SamplerSpec:
     # A scheduler of inference.schedulers that runs this sampler on the sigma schedules its
     # own scheduler cannot take (the web UI runs any k-diffusion sampler on any schedule).
     sigma_schedules_by: str | None = None
+    # Model calls per step (the scheduler's ``order``): a second-order sampler's prompts are
+    # planned over its calls, as the web UI's (``build_plan``); known without diffusers, so the
+    # bot plans at submit what the engine renders.
+    calls_per_step: int = 1
 
     def scheduler_type(self) -> type[SchedulerMixin]:
         scheduler_type: type[SchedulerMixin] = getattr(
@@ -72,16 +76,19 @@ BASE_SAMPLERS: dict[str, SamplerSpec] = {
     ),
     "Euler": SamplerSpec("EulerDiscreteScheduler", _K_DIFFUSION),
     "LMS": SamplerSpec("LMSDiscreteScheduler", _K_DIFFUSION),
-    "Heun": SamplerSpec("HeunDiscreteScheduler", _K_DIFFUSION),
-    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", _K_DIFFUSION),
-    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler", _K_DIFFUSION),
+    "Heun": SamplerSpec("HeunDiscreteScheduler", _K_DIFFUSION, calls_per_step=2),
+    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", _K_DIFFUSION, calls_per_step=2),
+    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler", _K_DIFFUSION, calls_per_step=2),
     "DPM++ 2S a": SamplerSpec(
-        "DPMSolverPlusPlus2SAncestralScheduler", _K_DIFFUSION, module="inference.schedulers"
+        "DPMSolverPlusPlus2SAncestralScheduler",
+        _K_DIFFUSION,
+        module="inference.schedulers",
+        calls_per_step=2,
     ),
     "DPM++ 2M": SamplerSpec(
         "KDiffusionMultistepScheduler", _DPM_SOLVER_PP_2, module="inference.schedulers"
     ),
-    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", _K_DIFFUSION),
+    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", _K_DIFFUSION, calls_per_step=2),
     "DPM++ 2M SDE": SamplerSpec(
         "KDiffusionMultistepScheduler", _SDE_DPM_SOLVER_PP_2, module="inference.schedulers"
     ),
@@ -204,6 +211,11 @@ def scheduler_spec(name: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> Sample
     if requested == "SGM Uniform":
         return dataclasses.replace(spec, flags={**spec.flags, **SCHEDULE_TYPES[requested]})
     return spec
+
+
+def calls_per_step(name: str, schedule_type: str = AUTOMATIC_SCHEDULE) -> int:
+    """The model calls each step of sampler ``name`` makes (its scheduler's ``order``)."""
+    return scheduler_spec(name, schedule_type).calls_per_step
 
 
 def make_scheduler(

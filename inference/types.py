@@ -19,16 +19,19 @@ from inference.lora_batching import lora_batch_key
 if TYPE_CHECKING:
     from PIL import Image
 
-# The embeddings a request may read, where its server allows some only (``bot.policy.addons``):
-# the others' names are plain prompt text for it. Absent: every installed embedding.
-ALLOWED_EMBEDDINGS_OPTION = "embeddings"
 # The embeddings admission found the request's planned prompts name (whole words in any letter
-# case, ``inference.prompts.find_embeddings``), among those installed for the bot or on its
-# server's list (``bot.policy.prompt_safety``): the engine reads no other, so every one it reads
-# was seen by the bot, and the start gate ends a job only for one of these it may read that the
-# list leaves out now (``bot.policy.addons``). Absent: a job journaled before admission recorded
-# them, which reads every installed one (within the option above) and is checked as a whole.
+# case, ``inference.prompts.find_embeddings``) among those it may read: its server's list, else
+# those installed for the bot (``bot.policy.prompt_safety``). The engine reads no other, so
+# every one it reads was seen by the bot, and the start gate ends a job only for one of these
+# that the list leaves out now (``bot.policy.addons``). Absent: a job journaled before
+# admission recorded them, which reads every installed one (within the option below) and is
+# checked as a whole.
 USED_EMBEDDINGS_OPTION = "used_embeddings"
+# A copy of the server's embedding list, written into each job before the fourteenth stop and
+# read only for those jobs: the engine reads the embeddings above within it. No job carries it
+# now (the names recorded above say it, and a copy kept jobs of servers with different lists
+# out of one batch).
+ALLOWED_EMBEDDINGS_OPTION = "embeddings"
 # Likewise the ControlNets a unit naming none may be given (``inference.controlnet``).
 ALLOWED_CONTROLNETS_OPTION = "controlnets"
 # The LoRAs a request may apply, where its server allows some only: those its prompts apply,
@@ -128,10 +131,9 @@ class RenderRequest:
             # the choice of those a unit naming none may be given.
             json.dumps(self.options.get("controlnet"), sort_keys=True),
             tuple(self.options.get(ALLOWED_CONTROLNETS_OPTION) or ()),
-            # An IP-Adapter's pictures and weight apply to the whole call too.
+            # An IP-Adapter's pictures and weight apply to the whole call too. Embeddings do
+            # not: each picture reads its own (``inference.passes.networks``).
             json.dumps(self.options.get("ipadapter"), sort_keys=True),
-            # Embeddings are given to the text encoder for the whole call.
-            tuple(self.options.get(ALLOWED_EMBEDDINGS_OPTION) or ()),
             # Faces are fixed and restored as the whole call asks (inference.face_options:
             # face_restore, fix_faces, fix_faces_*).
             json.dumps({k: v for k, v in self.options.items() if "face" in k}, sort_keys=True),

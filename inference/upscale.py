@@ -3,6 +3,7 @@ the ``upscale`` mode. Pure PIL: no torch (model upscalers live in ``inference.mo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,12 +63,31 @@ def scaled_render_size(width: int, height: int, scale: float) -> tuple[int, int]
     )
 
 
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The hires pass's size, as the web UI's: ``int(side x scale)``, which its latent resize
+    and its VAE then take down to a multiple of 8."""
+    return (
+        int(width * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE,
+        int(height * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE,
+    )
+
+
+def hires_scale_to(width: int, height: int, to_width: int, to_height: int) -> float:
+    """The scale whose ``hires_size`` covers ``to_width x to_height`` (a side 0: none asked),
+    the web UI's "Hires resize". The ratio itself may land a hair below the target in floats
+    (1968 / 960 x 960 < 1968), which ``int`` would floor a multiple of 8 short: nudged up."""
+    scale = max(to_width / width, to_height / height)
+    while int(width * scale) < to_width or int(height * scale) < to_height:
+        scale = math.nextafter(scale, math.inf)
+    return scale
+
+
 @dataclass(frozen=True)
 class HiresOptions:
     """Hires fix: render small, upscale, then img2img at the large size (web UI names)."""
 
     scale: float
-    size: tuple[int, int]  # the second pass's: the first's times scale, to a multiple of 8
+    size: tuple[int, int]  # the second pass's (``hires_size``)
     steps: int  # 0: as many as the first pass
     denoising: float
     upscaler: str = LANCZOS  # quick, and the second pass redraws the detail anyway
@@ -96,7 +116,7 @@ class HiresOptions:
             )
         upscaler = _upscaler_name("hires upscaler", options.get("hires_upscaler", LANCZOS))
         upscaler = latent_upscaler(upscaler) or upscaler
-        size = scaled_render_size(width, height, scale)
+        size = hires_size(width, height, scale)
         if max(size) > MAX_SIZE:
             raise RenderInputError(
                 f"hires fix would render {size[0]}x{size[1]}; the largest side allowed is "

@@ -421,6 +421,7 @@ def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> 
     """Render on the first device and print each PNG's path."""
     from bot.app import engine_factory_for
     from inference.devices import resolve_devices
+    from inference.prompts import picture_seeds
     from inference.types import RenderInputError
 
     engine = engine_factory_for(settings)(resolve_devices(settings.devices)[0])
@@ -429,8 +430,13 @@ def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> 
     except RenderInputError as error:
         raise UsageError(str(error)) from None
     out.mkdir(parents=True, exist_ok=True)
-    for image in images:
-        path = out / f"{image.seed}.png"
+    for index, image in enumerate(images):
+        # A varied batch keeps one seed (``picture_seeds``): its variation seeds name apart.
+        _, variation_seed = picture_seeds(
+            request.seed, request.variation_seed, request.variation_strength, index
+        )
+        name = image.seed if variation_seed is None else f"{image.seed}-{variation_seed}"
+        path = out / f"{name}.png"
         path.write_bytes(image.png)
         print(path)
     return 0

@@ -2,7 +2,8 @@
 
 A job is written to the journal (with its quota reservation, in one transaction) before anyone
 is told it was accepted; a start replays the journal (running jobs are queued again, finished
-but undelivered results are delivered), and a delivery is recorded once it is posted. A failed
+but undelivered results are delivered), and a delivery is recorded once it is posted; one that
+fails is tried again while the queue runs, within a bound (``DeliveryRetries``). A failed
 job, or one cancelled before it started, is refunded; a finished one is charged the GPU time it
 really took, and one its owner cancelled while running the GPU time it took until it stopped (no
 pictures; an admin's or a ban's stop is refunded whole: ``JobQueue.cancel``).
@@ -18,11 +19,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 import aiosqlite
@@ -48,6 +49,7 @@ from bot.jobs.scheduler import (
 )
 from bot.logging_setup import job_event
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
+from bot.user_errors import Reason, UserError
 from db import jobs as journal
 from db.database import transaction
 from inference.types import (
@@ -61,6 +63,7 @@ from inference.types import (
 
 __all__ = [
     "CancelOutcome",
+    "DeliveryRetries",
     "FinishedJob",
     "JobCopies",
     "JobQueue",
@@ -70,6 +73,7 @@ __all__ = [
     "RenderStoppedAfter",
     "ResultImage",
     "ResultSink",
+    "SlotUnavailable",
     "StartGate",
     "Submission",
 ]
@@ -87,8 +91,47 @@ MAX_RENDER_ATTEMPTS = 3
 # Set apart in a job's batch key, it shares a batch with no other job.
 _ALONE = "alone"
 # The waits before each further try of a result's post that failed for a passing reason
-# (``_passing``), in its lane; one still failing is posted at the next start.
+# (``_passing``), in its lane; one still failing is the delivery sweep's (``DeliveryRetries``).
 DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
+
+
+@dataclass(frozen=True)
+class DeliveryRetries:
+    """How the running queue tries again a result whose post failed (docs/architecture.md):
+    a sweep every ``sweep_every_s`` takes at most ``per_sweep`` whose next try is due; each
+    failed delivery waits twice as long as the one before, from ``first_wait_s`` up to
+    ``longest_wait_s``; a job failing ``give_up_after_s`` is failed, refunded and its maker
+    told, as is at once one whose failure cannot heal (``_cannot_heal``)."""
+
+    sweep_every_s: float = 30.0
+    per_sweep: int = 20
+    first_wait_s: float = 30.0
+    longest_wait_s: float = 3600.0
+    give_up_after_s: float = 86400.0
+
+    def __post_init__(self) -> None:
+        for name in ("sweep_every_s", "first_wait_s", "longest_wait_s", "give_up_after_s"):
+            if not (value := getattr(self, name)) > 0:
+                raise ValueError(f"DeliveryRetries.{name} must be over 0 seconds, not {value}")
+        if self.per_sweep < 1:
+            raise ValueError(f"DeliveryRetries.per_sweep must be 1 or more, not {self.per_sweep}")
+
+    def wait_after(self, failed: int) -> float:
+        """The wait before the next try of a delivery that failed ``failed`` times before."""
+        return min(self.first_wait_s * 2.0 ** min(failed, 32), self.longest_wait_s)
+
+
+# While a slot cannot hand jobs over (``SlotUnavailable``) it is asked again after the first
+# wait, then after each wait doubled up to the last: a broker restart takes seconds, an outage
+# may take hours.
+UNAVAILABLE_PROBE_WAITS_S = (1.0, 30.0)
+# The waits before each further try of a journal write that failed (the database locked by
+# another writer past its busy timeout, or a full disk): about two minutes with the busy
+# timeouts between them. The job is held meanwhile (its pictures kept); one still failing is
+# left as the journal says, for the next start (``JobQueue._journal_write``).
+JOURNAL_RETRY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0)
+
+_Written = TypeVar("_Written")
 
 
 class RenderSlot(Protocol):
@@ -172,6 +215,18 @@ class RenderStoppedAfter(RenderCancelled):
     def __init__(self, used_s: float) -> None:
         super().__init__(f"cancelled after {used_s:.1f} s on a device")
         self.used_s = used_s
+
+
+class SlotUnavailable(Exception):
+    """A slot could not hand its job over to where it renders, or fetch what it rendered
+    there (its broker did not answer): the job did not start, or its result waits there for
+    the next start to fetch (it is not rendered again). The queue puts it back in its place,
+    its attempt given back, and starts no job on any slot until ``probe`` (asked with
+    backoff) says the slot answers."""
+
+    def __init__(self, reason: str, probe: Callable[[], Awaitable[bool]]) -> None:
+        super().__init__(reason)
+        self.probe = probe
 
 
 @dataclass
@@ -282,6 +337,15 @@ class FinishedJob:
     # When it was journaled (seconds since the epoch): a stop after it withholds its result
     # (bot.bans.StoppedMembers); 0.0 reads as before any stop.
     created_at: float = 0.0
+    # When a post of it was last tried, by a delivery before this one (None: never): that
+    # post may have landed (its answer lost, or Easel stopped before recording it), so the
+    # sink looks for it before posting in a channel again (each try before that one was
+    # looked for by the try after it).
+    post_attempted_at: float | None = None
+    # Its first posts recorded in its channel (``job_messages``), read once a post of it was
+    # tried: its interaction's original response once it showed progress, which an edit of
+    # a try may have turned into the result, and its result's post once linked.
+    posted_ids: tuple[int, ...] = ()
 
 
 def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> bytes | None:
@@ -380,6 +444,28 @@ def _passing(error: Exception) -> bool:
     return busy or isinstance(error, ConnectionError | TimeoutError | aiohttp.ClientError)
 
 
+def _cannot_heal(error: Exception) -> str | None:
+    """Why a delivery's failure stays whatever its tries, said as its maker reads it: Discord
+    refused the post itself (a 4xx answer other than 429), or a stored picture is missing;
+    None: it may pass (``_passing``), or nothing says it cannot."""
+    if _passing(error):
+        return None
+    status = getattr(error, "status", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return f"Discord refused it ({status})"
+    # Only a file that is not there stays so; another OSError (EIO, EMFILE, a restore with
+    # the wrong owner) may pass or be fixed, so it waits out the sweep's tries.
+    if isinstance(error, FileNotFoundError | IsADirectoryError):
+        return "its stored picture is missing"
+    return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def _failure(error: Exception, job_id: str, device: str) -> str:
     """What the member of a job that failed with ``error`` is told."""
     if isinstance(error, RenderInputError):
@@ -401,8 +487,11 @@ class JobQueue:
         scheduler_config: SchedulerConfig | None = None,
         dm_limits: QuotaLimits = DEFAULT_LIMITS,
         copies: JobCopies | None = None,
+        delivery_retries: DeliveryRetries | None = None,
+        journal_retry_waits: Sequence[float] = JOURNAL_RETRY_WAITS_S,
     ) -> None:
         self._conn = conn
+        self._journal_retry_waits = tuple(journal_retry_waits)
         self._copies = copies
         self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
         self._slots = list(slots)
@@ -422,6 +511,29 @@ class JobQueue:
         self._submitted_at = (-1e9, -1e9)
         self._wakeup = asyncio.Condition()
         self._running: dict[str, _RunningBatch] = {}
+        # Jobs a previous process died while rendering (``start``), until they render: each
+        # renders with nothing else in flight on any device, so that a job that takes the
+        # process down again costs no other job an attempt (``MAX_RENDER_ATTEMPTS``).
+        self._suspects: set[str] = set()
+        # Jobs rendered whose outcome is still being recorded (pictures encoded and stored,
+        # ``mark_done``): the journal says running, so a crash meanwhile counts them an attempt,
+        # and a suspect waits until this is empty; one in it is still a suspect.
+        self._recording: set[str] = set()
+        # Jobs queued again after a start that did not happen (``_queue_again``), until they
+        # end: their next start logs "started" again, but adds no second queue-wait sample.
+        self._requeued: set[str] = set()
+        # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
+        # meanwhile, so a second click is told so, not that the job ended.
+        self._cancelling: set[str] = set()
+        # Cancels the member was told of but the journal refused (``_end_cancelled``): their
+        # error and charge, written by the delivery sweep, so the job is not rendered and
+        # charged at the next start.
+        self._cancels_unrecorded: dict[str, tuple[str, float | None]] = {}
+        # Ends recorded whose notice's delivery raised (``_finish_unsuccessfully``): no retry
+        # time was written for the sweep to find, so it tries them from here.
+        self._notices_unposted: set[str] = set()
+        # Set while a slot cannot hand jobs over (``SlotUnavailable``): no batch starts.
+        self._paused = False
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
         self._kinds: dict[str, str] = {}
         metrics.watch_queue_depth(self.queued_count)
@@ -435,6 +547,7 @@ class JobQueue:
         self._progress: ProgressListener | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()  # ends a delivery's wait to try again
+        self._retries = delivery_retries or DeliveryRetries()
 
     def set_sink(self, sink: ResultSink) -> None:
         self._sink = sink
@@ -455,6 +568,7 @@ class JobQueue:
         ``before_delivery``: what must decide about the restored jobs once they are queued
         again and before any is delivered or rendered (``bot.bans``: members banned, kicked or
         timed out while Easel was offline); it may cancel them."""
+        await self._settle_ended()
         requeued, spent = await journal.requeue_running(self._conn, MAX_RENDER_ATTEMPTS)
         if requeued:
             log.info("requeued %d job(s) left running by a previous process", requeued)
@@ -469,6 +583,8 @@ class JobQueue:
             request = RenderRequest.from_json(job.request_json)
             priority = PriorityClass(job.priority)
             self._kinds[job.id] = job.kind
+            if job.attempts > 0:
+                self._suspects.add(job.id)
             # Started before, by a process that died: alone, so no partner dies with it again.
             self._schedule(
                 job.id,
@@ -485,6 +601,7 @@ class JobQueue:
         # gate's checks), and the start must not hold the gateway's connection for it.
         restored = await journal.finished_undelivered(self._conn)
         await self._deliver_in_turn([(job, None) for job in restored])
+        self._in_background(self._sweep_deliveries())
         for slot in self._slots:
             if isinstance(slot, WarmingSlot):
                 # Ahead of the dispatcher's first job on the slot's thread, with its model.
@@ -493,6 +610,19 @@ class JobQueue:
             asyncio.create_task(self._dispatch(slot), name=f"easel-dispatch-{slot.device}")
             for slot in self._slots
         ]
+
+    async def _settle_ended(self) -> None:
+        """Charge or refund the ended jobs whose reservation a previous process left open (it
+        died between the two writes, before they shared a transaction): a done job is charged
+        the GPU time it measured, one failed or cancelled is refunded whole (the time a
+        cancelled one used was not journaled)."""
+        for end in await journal.ended_unsettled(self._conn):
+            log.warning("job %s: %s, its quota unsettled; settled now", end.job_id, end.status)
+            now = self._now()
+            if end.status is journal.JobStatus.DONE:
+                await accounting.charge(self._conn, end.job_id, end.gpu_seconds, end.images, now)
+            else:
+                await accounting.refund(self._conn, end.job_id, now)
 
     async def stop(self) -> None:
         """Take no new work; let running renders finish (bounded), then close the slots.
@@ -611,12 +741,18 @@ class JobQueue:
         Who pays for a stop: a running job its owner stops themselves is charged the GPU time
         it used (no pictures); one an admin stops (another member's job), or whose stop is
         ``imposed`` on its owner (a ban: they did not choose it), or that was handed to its
-        device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING."""
+        device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING.
+
+        A queued job whose cancel the journal never takes (``_journal_write``) stays queued
+        here, and ``UserError`` tells the member it was not cancelled; its tries take minutes,
+        so its callers answer Discord first (defer)."""
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
         if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
             return CancelOutcome.NOT_YOURS
+        if job_id in self._cancelling:
+            raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
         owner_pays = job.user_id == by.user_id and not imposed
         if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
             return stopping
@@ -627,7 +763,32 @@ class JobQueue:
             # Handed to its device while this waited for the lock (the dispatcher registers a
             # batch as running before its first await), or ended.
             return self._stop_running(job_id, owner_pays=owner_pays) or CancelOutcome.FINISHED
-        await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+        self._cancelling.add(job_id)
+        try:
+            recorded = await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+            if not recorded:
+                # Back in the scheduler, so this process renders it as the journal still says:
+                # queued and reserved. Left out, the next start would render and charge it
+                # unseen.
+                async with self._wakeup:
+                    self._schedule(
+                        job.id,
+                        job.user_id,
+                        job.guild_id,
+                        RenderRequest.from_json(job.request_json),
+                        job.created_at,
+                        PriorityClass(job.priority),
+                        alone=job.attempts > 0,
+                    )
+                    self._wakeup.notify_all()
+        finally:
+            self._cancelling.discard(job_id)
+        if not recorded:
+            raise UserError(
+                f"Job `{job_id}` was not cancelled: Easel's database is busy. Try again in a "
+                "minute.",
+                Reason.BUSY,
+            )
         return CancelOutcome.CANCELLED
 
     def _stop_running(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
@@ -738,7 +899,7 @@ class JobQueue:
         async with self._wakeup:
             while not self._stopping:
                 batch = self._scheduler.peek_batch(device, self._now())
-                if not batch:
+                if not batch or self._held_back(batch):
                     deadline = None
                     await self._wakeup.wait()
                     continue
@@ -752,6 +913,20 @@ class JobQueue:
                         continue
                 return self._scheduler.next_batch(device, self._now())
             return None
+
+    def _held_back(self, batch: Sequence[QueuedJob]) -> bool:
+        """Whether ``batch`` must wait for a wakeup: dispatch is paused (``SlotUnavailable``),
+        a suspect (``_suspects``) renders, or ``batch`` is one (a suspect renders alone, so it
+        is batched with nothing) and something else is in flight on a device or still being
+        recorded (``_recording``)."""
+        if self._paused:
+            return True
+        if not self._suspects:
+            return False
+        if not self._suspects.isdisjoint(self._running.keys() | self._recording):
+            return True
+        busy = self._scheduler.running_count > 0 or bool(self._recording)
+        return batch[0].job_id in self._suspects and busy
 
     async def _dispatch(self, slot: RenderSlot) -> None:
         while (batch := await self._next_batch(slot.device)) is not None:
@@ -774,6 +949,8 @@ class JobQueue:
         (a bug elsewhere) is logged: it must not end the device's dispatcher."""
         for job_id in job_ids:
             self._running.pop(job_id, None)
+            if job_id not in self._recording:  # else a suspect until its outcome is recorded
+                self._suspects.discard(job_id)  # it ended before it rendered
             try:
                 self._scheduler.finish(job_id)
             except KeyError:
@@ -795,9 +972,20 @@ class JobQueue:
         now = self._now()
         # One statement: only the jobs still queued are marked, and only those it returns
         # render (one cancelled or erased since the hand-out is in neither).
-        jobs = await journal.mark_running(
-            self._conn, running.job_ids, now, counts_attempt=running.in_process
-        )
+        try:
+            jobs = await self._journal_write(
+                f"jobs {running.job_ids}: their start",
+                lambda: journal.mark_running(
+                    self._conn, running.job_ids, now, counts_attempt=running.in_process
+                ),
+            )
+        except aiosqlite.OperationalError:
+            log.critical(
+                "jobs %s: the database stayed unwritable at their start; queued again",
+                running.job_ids,
+            )
+            await self._queue_again(running)
+            return
         # Before the render is under way: a cancel meanwhile still leaves its job out.
         refused = await self._refused_at_start(jobs)
         # No await from here to the render's start: a job cancelled until now stays out of it,
@@ -815,7 +1003,8 @@ class JobQueue:
             return
         requests = [RenderRequest.from_json(job.request_json) for job in jobs]
         for job in jobs:
-            metrics.job_started(now - job.created_at)
+            if job.id not in self._requeued:  # one sample of its wait: until it first started
+                metrics.job_started(now - job.created_at)
             log.info(
                 "job %s started on %s",
                 job.id,
@@ -848,7 +1037,78 @@ class JobQueue:
             self._release(tuple(ended))
             self._wakeup.notify_all()
         for job_id, error in ended.items():
-            await self._finish_unsuccessfully(job_id, error, cancelled=True)
+            await self._end_cancelled(job_id, error)
+
+    async def _queue_again(self, running: _RunningBatch) -> None:
+        """The jobs of ``running`` did not start (the journal stayed unwritable at their start:
+        ``_journal_write``; or their slot could not hand them over: ``SlotUnavailable``), and
+        the journal says queued: they wait in the queue again at their places (a cancel finds
+        them), and a next start finds them queued if this process ends first. One cancelled
+        meanwhile is ended as such; one left out of the render already was."""
+        cancelled = {
+            job_id: "cancelled" for job_id in running.cancelled if job_id not in running.left_out
+        }
+        async with self._wakeup:
+            for job_id in running.job_ids:
+                if job_id in running.left_out:
+                    continue
+                self._running.pop(job_id, None)
+                if job_id not in cancelled:
+                    self._scheduler.requeue(job_id)
+            running.left_out.update(running.job_ids)  # requeued or ended here: not released
+            self._wakeup.notify_all()
+        if cancelled:
+            self._in_background(self._leave_out(cancelled))
+
+    async def _not_handed_over(self, running: _RunningBatch, unavailable: SlotUnavailable) -> None:
+        """``running``'s slot could not hand its jobs over (``SlotUnavailable``): they did not
+        start, so they are queued again, their attempts given back, and no batch starts until
+        the slot answers. A job is failed only by its own render, never by an outage."""
+        log.warning("jobs %s not started: %s; queued again", running.job_ids, unavailable)
+        self._pause_until_answered(unavailable.probe)
+        running.rendering = False  # one cancelled meanwhile did not start: refunded whole
+        not_started = [job_id for job_id in running.job_ids if job_id not in running.left_out]
+        await self._journal_write(
+            f"jobs {not_started}: queued again",
+            lambda: journal.queue_again(
+                self._conn, not_started, attempt_counted=running.in_process
+            ),
+        )
+        for job_id in not_started:  # its "started" was logged: the log says it did not
+            self._requeued.add(job_id)
+            log.info("job %s queued again", job_id, extra=job_event(job_id, "requeued"))
+        await self._queue_again(running)
+
+    def _pause_until_answered(self, probe: Callable[[], Awaitable[bool]]) -> None:
+        """Start no batch until ``probe`` says the slot that could not hand its jobs over
+        answers again (every slot: they share the broker)."""
+        if not self._paused:
+            self._paused = True
+            self._in_background(self._resume_once_answered(probe))
+
+    async def _resume_once_answered(self, probe: Callable[[], Awaitable[bool]]) -> None:
+        """Ask ``probe`` after each wait of ``UNAVAILABLE_PROBE_WAITS_S``'s backoff until it
+        answers (or the queue stops), then let the dispatchers start batches again."""
+        wait, longest = UNAVAILABLE_PROBE_WAITS_S
+        log.warning("dispatch paused: the jobs' broker does not answer; asked in %.0f s", wait)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), wait)
+            if self._stopping:
+                return
+            try:
+                answered = await probe()
+            except Exception:
+                log.exception("the broker's probe raised; asked again later")
+                answered = False
+            if answered:
+                break
+            wait = min(2 * wait, longest)
+            log.info("the jobs' broker still does not answer; asked again in %.0f s", wait)
+        log.warning("dispatch resumed: the jobs' broker answers again")
+        async with self._wakeup:
+            self._paused = False
+            self._wakeup.notify_all()
 
     async def _render(
         self,
@@ -874,6 +1134,8 @@ class JobQueue:
             else:
                 assert isinstance(slot, BatchRenderSlot)
                 results = await slot.render_batch(requests, self._progress_for(ids), running.stop)
+        except SlotUnavailable as unavailable:
+            await self._not_handed_over(running, unavailable)
         except RenderCancelled as stop:
             # Stopped while running: no pictures; an owner who chose the stop pays the device
             # time until it (as the slot measured it, when it did: RenderStoppedAfter).
@@ -885,9 +1147,7 @@ class JobQueue:
             used = _shares(elapsed, [request.count for request in requests])
             for job_id, used_s in zip(ids, used, strict=True):
                 charge = _cancel_charge(running.cancelled.get(job_id), used_s)
-                await self._finish_unsuccessfully(
-                    job_id, "cancelled", cancelled=True, used_s=charge
-                )
+                await self._end_cancelled(job_id, "cancelled", charge)
         except Exception as error:
             if len(ids) == 1:
                 await self._finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
@@ -900,7 +1160,7 @@ class JobQueue:
             running.rendering = False  # a job cancelled while it waits for its turn is refunded
             for job, request in zip(jobs, requests, strict=True):
                 if job.id in running.cancelled:
-                    await self._finish_unsuccessfully(job.id, "cancelled", cancelled=True)
+                    await self._end_cancelled(job.id, "cancelled")
                 else:
                     alone = _RunningBatch((job.id,), in_process=running.in_process, rendering=True)
                     self._running[job.id] = alone
@@ -910,6 +1170,7 @@ class JobQueue:
             elapsed = time.perf_counter() - started
             metrics.render_finished(requests[0].model, slot.device, requests[0].steps, elapsed)
             cancelled = dict(running.cancelled)
+            self._recording.update(ids)
             self._in_background(self._finish_rendered(jobs, requests, results, cancelled, elapsed))
         finally:
             # A cancel from now on is too late (FINISHED): the scheduler holds no queued job.
@@ -947,26 +1208,44 @@ class JobQueue:
         rendered gets no pictures, and its share of ``elapsed`` is charged when its owner
         chose the stop (the value: ``_RunningBatch.cancelled``), else refunded whole.
 
-        Recorded one job after another: a single write of one job's must not run inside
-        another's transaction on the shared connection (its rollback would take the write
-        along). Delivered once all are recorded, each in its lane's turn (``_deliver_in_turn``):
-        one member's upload to Discord never waits for another's."""
+        Recorded one job after another, each in its own transaction (their partners' failures
+        are not theirs). Delivered once all are recorded, each in its lane's turn
+        (``_deliver_in_turn``): one member's upload to Discord never waits for another's."""
         used = _shares(elapsed, [len(rendered) for rendered in results])
         recorded: list[tuple[journal.JobRecord, bytes | None]] = []
         try:
             for job, request, rendered, used_s in zip(jobs, requests, results, used, strict=True):
-                if job.id in cancelled:
-                    charge = _cancel_charge(cancelled[job.id], used_s)
-                    await self._record_failure(job.id, "cancelled", cancelled=True, used_s=charge)
-                    recorded.append((job, None))
-                    continue
-                composed = await self._record_success(job.id, request, rendered, used_s)
-                recorded.append((job, composed))
-        except Exception:
-            # The jobs not recorded stay in the journal as they were; the next start retries them.
-            log.exception("jobs %s: the queue could not record the outcome", [j.id for j in jobs])
+                try:
+                    if job.id in cancelled:
+                        charge = _cancel_charge(cancelled[job.id], used_s)
+                        await self._record_failure(
+                            job.id, "cancelled", cancelled=True, used_s=charge
+                        )
+                        recorded.append((job, None))
+                    else:
+                        composed = await self._record_success(job.id, request, rendered, used_s)
+                        recorded.append((job, composed))
+                except Exception:
+                    # Running in the journal still (its pictures kept): the next start renders
+                    # it again. Its partners are recorded and delivered all the same.
+                    log.critical(
+                        "job %s: its outcome was not recorded; the next start renders it again",
+                        job.id,
+                        exc_info=True,
+                    )
+        finally:
+            await self._recorded(job.id for job in jobs)
         results.clear()  # the pixels are not held while the uploads run
         await asyncio.gather(*await self._deliver_in_turn(recorded))
+
+    async def _recorded(self, job_ids: Iterable[str]) -> None:
+        """The outcomes of ``job_ids`` are recorded (or will not be in this process): they are
+        no longer suspects, and a suspect held back for them may start."""
+        async with self._wakeup:
+            for job_id in job_ids:
+                self._recording.discard(job_id)
+                self._suspects.discard(job_id)
+            self._wakeup.notify_all()
 
     def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
         """The render's reports, each to the job it names (``StepProgress.request_index``):
@@ -998,38 +1277,97 @@ class JobQueue:
         """Store the pictures and record them with the job's end, and charge it; returns the
         grid it is posted as, when composed (``composed_grid``).
 
-        A storage failure (a full disk, a folder it may not write) fails the job instead:
-        refunded, and the member told, rather than left running with its quota reserved."""
+        A storage failure (a full disk, a folder it may not write), or a record refused for
+        good (a constraint, the ledger), fails the job instead: refunded, and the member told,
+        rather than left running with its quota reserved; its pictures are deleted once that
+        is recorded. A journal that stays unwritable (``_journal_write``) raises: the job is
+        running there still, its pictures kept, for the next start."""
         try:
             job = await journal.get_job(self._conn, job_id)
             filesize_limit = None if job is None else job.filesize_limit
             records, composed, posted_digests = await asyncio.to_thread(
                 self._store_images, job_id, request, rendered, filesize_limit
             )
-            now = self._now()
-            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now, posted_digests)
-            self._ended(job_id, "done")
+            await self._journal_write(
+                f"job {job_id}: its pictures",
+                functools.partial(self._record_done, job_id, records, gpu_seconds, posted_digests),
+            )
+        except aiosqlite.OperationalError:
+            raise
         except Exception as error:
             log.exception("job %s: rendered, but its pictures could not be stored", job_id)
-            await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
             reason = error.strerror if isinstance(error, OSError) else None
             await self._record_failure(
                 job_id,
                 f"the pictures were rendered but could not be stored on the server "
                 f"({reason or type(error).__name__}); reference {job_id}",
             )
+            await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
             return None
-        await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
+        self._ended(job_id, "done")
         return composed
+
+    async def _record_done(
+        self,
+        job_id: str,
+        records: list[journal.ImageRecord],
+        gpu_seconds: float,
+        posted_digests: list[bytes],
+    ) -> None:
+        """The job's pictures, its end and its charge: one transaction, so that a crash leaves
+        all or none."""
+        now = self._now()
+        async with transaction(self._conn):
+            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now, posted_digests)
+            await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
 
     async def _finish_unsuccessfully(
         self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
-    ) -> None:
+    ) -> bool:
         """Record the end of a job that has no pictures (failed, or cancelled before or while
         it rendered) and deliver it at once, outside its lane: there is no result to order,
-        and a cancel (a ban's) waits for the member to be told."""
-        await self._record_failure(job_id, error, cancelled=cancelled, used_s=used_s)
-        await self._deliver(job_id)
+        and a cancel (a ban's) waits for the member to be told. Whether it was recorded: a
+        journal that stays unwritable leaves the job as it was there, for the next start, and
+        nothing is delivered. A delivery that raises once the end is recorded is logged, not
+        raised: the end stands, and the sweep delivers it (``_retry_kept_ends``)."""
+        try:
+            await self._record_failure(job_id, error, cancelled=cancelled, used_s=used_s)
+        except aiosqlite.OperationalError:
+            log.critical(
+                "job %s: its end (%s) was not recorded; the next start takes it up again",
+                job_id,
+                "cancelled" if cancelled else "failed",
+                exc_info=True,
+            )
+            return False
+        await self._deliver_notice(job_id)
+        return True
+
+    async def _deliver_notice(self, job_id: str) -> None:
+        """Deliver a recorded end without pictures; one whose delivery raised (its records
+        refused by the journal) is kept for the sweep."""
+        self._notices_unposted.discard(job_id)
+        try:
+            await self._deliver(job_id)
+        except Exception:
+            log.exception("job %s: its end is recorded, its notice not posted", job_id)
+            self._notices_unposted.add(job_id)
+
+    async def _end_cancelled(self, job_id: str, error: str, used_s: float | None = None) -> None:
+        """Record a cancel its member was told of (``_finish_unsuccessfully``); one the journal
+        refuses is kept, and the delivery sweep writes it (``_retry_kept_ends``): left as
+        the journal says (queued or running), the next start would render and charge it."""
+        if not await self._finish_unsuccessfully(job_id, error, cancelled=True, used_s=used_s):
+            self._cancels_unrecorded[job_id] = (error, used_s)
+
+    async def _retry_kept_ends(self) -> None:
+        """Write the cancels the journal refused before (``_end_cancelled``), and deliver the
+        notices whose delivery raised (``_deliver_notice``)."""
+        for job_id, (error, used_s) in list(self._cancels_unrecorded.items()):
+            if await self._finish_unsuccessfully(job_id, error, cancelled=True, used_s=used_s):
+                del self._cancels_unrecorded[job_id]
+        for job_id in list(self._notices_unposted):
+            await self._deliver_notice(job_id)
 
     async def _deliver_in_turn(
         self, jobs: Sequence[tuple[journal.JobRecord, bytes | None]]
@@ -1058,15 +1396,23 @@ class JobQueue:
     ) -> None:
         """Record the job's end; refunded whole, or with ``used_s`` (a job cancelled while
         running) its pictures refunded and those GPU seconds charged: cancelling a render at
-        its last step must not make it free."""
+        its last step must not make it free. The end and its refund or charge are one
+        transaction: a crash leaves both or neither."""
         now = self._now()
-        await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
+
+        async def record() -> None:
+            async with transaction(self._conn):
+                await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
+                if used_s is None:
+                    await accounting.refund(self._conn, job_id, now)
+                else:
+                    await accounting.charge(self._conn, job_id, used_s, 0, now)
+
+        await self._journal_write(f"job {job_id}: its end", record)
         self._ended(job_id, "cancelled" if cancelled else "failed")
         if used_s is None:
-            await accounting.refund(self._conn, job_id, now)
             log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
         else:
-            await accounting.charge(self._conn, job_id, used_s, 0, now)
             log.info(
                 "job %s charged %.1f GPU seconds, no pictures",
                 job_id,
@@ -1074,10 +1420,27 @@ class JobQueue:
                 extra=job_event(job_id, "charged"),
             )
 
+    async def _journal_write(self, what: str, write: Callable[[], Awaitable[_Written]]) -> _Written:
+        """``write()``, tried again after each of the queue's journal retry waits while the
+        database refuses it (``OperationalError``: locked past the busy timeout, disk full,
+        an I/O error); ``write`` is one statement or one transaction, so a failed try wrote
+        nothing. Raises the last failure once the waits are spent: the caller leaves the job
+        as the journal says, for the next start."""
+        waits = iter(self._journal_retry_waits)
+        while True:
+            try:
+                return await write()
+            except aiosqlite.OperationalError as error:
+                if (wait := next(waits, None)) is None:
+                    raise
+                log.warning("%s not written (%s); tried again in %.1f s", what, error, wait)
+            await asyncio.sleep(wait)
+
     def _ended(self, job_id: str, outcome: str) -> None:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
         to read, not the log's: it may quote the prompt)."""
         kind = self._kinds.pop(job_id, "unknown")
+        self._requeued.discard(job_id)
         metrics.job_ended(kind, outcome)
         log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
         if self._copies is not None:
@@ -1134,29 +1497,50 @@ class JobQueue:
         self, job_id: str, composed: bytes | None = None, retry_waits: Sequence[float] = ()
     ) -> None:
         """Post the job's outcome (``composed``: its posted grid, when made already), then
-        record that it was posted. A failure that may pass (``_passing``) is tried again after
-        each of ``retry_waits`` (read afresh: a moderator may have withdrawn it meanwhile),
-        unless the queue stops; one still failing is tried again at the next start.
+        record that it was posted (``_post_outcome``); a job whose result cannot be posted is
+        failed meanwhile, and its failure posted instead. A job's deliveries (a start's, the
+        sweep's) run in its lane, one after another (``_deliver_in_turn``): the later one reads
+        the earlier one's outcome, never posts beside it. The one outside lanes, of a job just
+        ended without pictures (``_finish_unsuccessfully``), runs before any try of it is due.
 
-        At least once: a crash between the two posts again at the next start. Editing the
-        interaction's original response is idempotent, so only the channel-message fallback
-        (token expired) can show a result twice, and only after such a crash.
+        At least once, and a try that may have landed is looked for before posting again
+        (``FinishedJob.post_attempted_at``): editing the interaction's original response is
+        idempotent, and the sink finds a channel post a crash kept from being recorded.
         """
+        while await self._post_outcome(job_id, composed, retry_waits):
+            composed = None  # failed since: its failure has no picture
+
+    async def _post_outcome(
+        self, job_id: str, composed: bytes | None, retry_waits: Sequence[float]
+    ) -> bool:
+        """Post the job's outcome and record it posted. A failure that may pass (``_passing``)
+        is tried again after each of ``retry_waits`` (read afresh: a moderator may have
+        withdrawn it meanwhile), unless the queue stops; one still failing is recorded for
+        the sweep (``_delivery_failed``). Whether the job failed since, as its result cannot
+        be posted: its failure is to be posted now."""
         waits = iter(retry_waits)
         while True:
             job = await journal.get_job(self._conn, job_id)
             if self._sink is None or job is None or job.delivered_at is not None:
-                return
+                return False
             images = await journal.images_of(self._conn, job_id)
             finished = await self._finished(job, images, composed)
+            try:
+                # Each try's time: the next looks for this one's post from there (``finished``
+                # carries the try before this one's).
+                await self._journal_write(
+                    f"job {job_id}: its post's try",
+                    functools.partial(journal.mark_post_attempted, self._conn, job_id, self._now()),
+                )
+            except aiosqlite.OperationalError as error:
+                return await self._delivery_failed(job, error)
             try:
                 message_id = await self._sink.deliver(finished)
                 break
             except Exception as error:
                 wait = next(waits, None) if _passing(error) else None
                 if wait is None or self._stopping:
-                    log.exception("job %s: delivery failed; tried again at the next start", job_id)
-                    return
+                    return await self._delivery_failed(job, error)
                 log.warning(
                     "job %s: delivery failed (%s); tried again in %.0f s",
                     job_id,
@@ -1167,11 +1551,90 @@ class JobQueue:
                 await asyncio.wait_for(self._stop_requested.wait(), wait)
             if self._stopping:
                 log.info("job %s: not delivered before the stop; tried at the next start", job_id)
-                return
-        still_there = await journal.mark_delivered(self._conn, job_id, self._now(), message_id)
+                return False
+        still_there = await self._journal_write(
+            f"job {job_id}: its delivery",
+            functools.partial(journal.mark_delivered, self._conn, job_id, self._now(), message_id),
+        )
         if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
             await self._sink.retract(finished, message_id)
         log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))
+        return False
+
+    async def _delivery_failed(self, job: journal.JobRecord, error: Exception) -> bool:
+        """Record a failed delivery of ``job``'s outcome: the sweep tries it again after a
+        wait that doubles with each failure (``DeliveryRetries``), unless its failure cannot
+        heal (``_cannot_heal``) or it has failed for ``give_up_after_s``. Then a done job is
+        failed and refunded whole, and its failure is to be posted instead (True: its maker is
+        told, as of any failure); for a job with no result (failed or cancelled) nothing else
+        could tell its maker, so its delivery is given up, logged and recorded as done."""
+        now = self._now()
+        retries = self._retries
+        failing_since = now if job.delivery_failing_since is None else job.delivery_failing_since
+        why = _cannot_heal(error)
+        if why is None and now - failing_since < retries.give_up_after_s:
+            wait = retries.wait_after(job.delivery_tries)
+            await self._journal_write(
+                f"job {job.id}: its failed delivery",
+                functools.partial(journal.delivery_failed, self._conn, job.id, now, now + wait),
+            )
+            log.warning(
+                "job %s: delivery failed (%s); tried again in %.0f s",
+                job.id,
+                type(error).__name__,
+                wait,
+                exc_info=error,
+            )
+            return False
+        why = why or f"Discord did not take it for {_duration(now - failing_since)}"
+        if job.status is not journal.JobStatus.DONE:
+            log.error("job %s: its end could not be posted (%s); given up", job.id, why)
+            await self._journal_write(
+                f"job {job.id}: its given-up delivery",
+                functools.partial(journal.mark_delivered, self._conn, job.id, now, None),
+            )
+            return False
+        log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
+        refunded = (
+            f"the result could not be posted ({why}), so it does not count against your "
+            f"quota; reference {job.id}"
+        )
+
+        async def fail_refunded() -> bool:
+            async with transaction(self._conn):
+                failed = await journal.fail_undeliverable(self._conn, job.id, refunded)
+                if failed:
+                    await accounting.refund_withheld(self._conn, job.id, now)
+                return failed
+
+        failed = await self._journal_write(f"job {job.id}: its undeliverable end", fail_refunded)
+        if failed:
+            log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
+            await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
+        return failed
+
+    async def _sweep_deliveries(self) -> None:
+        """While the queue runs, every ``sweep_every_s``: write the ends kept from before
+        (``_retry_kept_ends``), then deliver again, each in its lane's turn, at most
+        ``per_sweep`` results whose next try is due, and wait for them (a sweep never piles
+        tries on the tries of the one before)."""
+        retries = self._retries
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), retries.sweep_every_s)
+            if self._stopping:
+                return
+            try:
+                await self._retry_kept_ends()
+            except Exception:
+                log.exception("the kept ends were not written; the sweep goes on")
+            try:
+                due = await journal.deliveries_due(self._conn, self._now(), retries.per_sweep)
+            except Exception:
+                log.exception("the deliveries due were not read; the sweep goes on")
+                continue
+            ready = [(job, None) for job in due]
+            await asyncio.gather(*await self._deliver_in_turn(ready), return_exceptions=True)
 
     async def _finished(
         self,
@@ -1184,7 +1647,16 @@ class JobQueue:
         with_source = False
         if job.withdrawn_at is not None and job.parent_job_id is not None:
             parent = await journal.get_job(self._conn, job.parent_job_id)
-            with_source = parent is not None and parent.withdrawn_at is not None
+            # A deleted channel withdraws what was made there too: made in its parent's
+            # channel, it went with its own channel, not with its parent.
+            with_source = (
+                parent is not None
+                and parent.withdrawn_at is not None
+                and not (job.withdrawn_with_channel and parent.channel_id == job.channel_id)
+            )
+        posted_ids: tuple[int, ...] = ()
+        if job.post_attempted_at is not None and job.channel_id is not None:
+            posted_ids = await journal.first_posts_in(self._conn, job.id, job.channel_id)
         # Ended before its render with the start gate's why in place of "cancelled".
         ended_at_start = job.status is journal.JobStatus.CANCELLED and job.error != "cancelled"
         return FinishedJob(
@@ -1211,4 +1683,6 @@ class JobQueue:
             withheld=job.error if ended_at_start else job.withheld_why,
             composed=composed,
             created_at=job.created_at,
+            post_attempted_at=job.post_attempted_at,
+            posted_ids=posted_ids,
         )

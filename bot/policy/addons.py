@@ -4,11 +4,11 @@ kind. Applied at admission (``GuildPolicy.admit``) with the server's rules of no
 before a queued job renders (``bot.policy.delivery``). Pure: no discord, no torch.
 
 A LoRA, VAE, upscaler or ControlNet the server leaves out is refused, naming only what it
-allows (a hires fix's upscaler gives way to Lanczos instead). An embedding it leaves out is
-not refused: the job reads its name as plain prompt text, as if it were not installed
-(``options["embeddings"]``), so a common word that happens to name an embedding stays usable
-there. A ControlNet unit naming no model is given one the server allows
-(``options["controlnets"]``). The LoRAs a job's plans apply are kept with it
+allows (a hires fix's upscaler gives way to Lanczos instead). An embedding it leaves out is not
+refused: the job reads its name as plain prompt text, as if it were not installed (its plans
+record only those it allows: ``AddonRules.embeddings_read``), so a common word that happens to
+name an embedding stays usable there. A ControlNet unit naming no model is given one the server
+allows (``options["controlnets"]``). The LoRAs a job's plans apply are kept with it
 (``APPLIED_LORAS_OPTION``), and so are the embeddings they name (``USED_EMBEDDINGS_OPTION``):
 the start gate checks those, not the prompt as typed.
 """
@@ -16,13 +16,13 @@ the start gate checks those, not the prompt as typed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
-from bot.policy.unavailable import unavailable_here
+from bot.policy.unavailable import named_at_most, quoted, unavailable_here
 from bot.user_errors import UserError
 from db.guild_settings import GuildList, GuildSettings
 from inference.control_units import OPTION_KEY as CONTROL_UNITS
@@ -58,6 +58,8 @@ __all__ = [
     "kinds_to_read",
     "listable_addons",
     "lora_suggestions",
+    "spelt_as_among",
+    "spelt_as_installed",
     "under_addon_rules",
 ]
 
@@ -142,6 +144,14 @@ class AddonRules:
         """``names`` less those this server leaves out: what a list or chooser may show."""
         return [name for name in names if self.allows(kind, name)]
 
+    def embeddings_read(self, installed: Collection[str]) -> Collection[str]:
+        """The embeddings a job here may read, ``installed`` being those installed for the
+        bot: those the server lists (a worker may have one the bot lacks), else all of them.
+        The others' names are plain prompt text for it."""
+        return (
+            self.allowed[AddonKind.EMBEDDING] if self.restricts(AddonKind.EMBEDDING) else installed
+        )
+
     def usable_of(self, kind: AddonKind, installed: Iterable[str]) -> list[str]:
         """What a member may use here of ``kind``, ``installed`` being its files: those the
         server allows, and for upscalers Lanczos, which is no file (a refusal names it)."""
@@ -163,6 +173,17 @@ class AddonRules:
             return default
         enlarging = self._listed_working(AddonKind.UPSCALER, enlarging=True)
         return min(enlarging, key=str.casefold) if enlarging else LANCZOS
+
+    def enlarging_here(self) -> list[str]:
+        """What an upscale may name here: Lanczos and the model upscalers the server allows
+        that are installed (where read; else those it lists). A latent upscaler enlarges a
+        hires fix's latents, never a picture."""
+        installed = self.installed.get(AddonKind.UPSCALER)
+        files = (
+            self.allowed.get(AddonKind.UPSCALER, frozenset()) if installed is None else installed
+        )
+        models = [name for name in files if latent_upscaler(name) is None]
+        return self.usable_of(AddonKind.UPSCALER, models)
 
     def check(self, kind: AddonKind, name: str, *, enlarging: bool = False) -> None:
         """``UserError`` where the server leaves ``name`` out, naming what of its list works
@@ -209,6 +230,32 @@ def is_among(kind: AddonKind, name: str, names: Collection[str]) -> bool:
     return name in names
 
 
+def spelt_as_among(name: str, names: Iterable[str]) -> str | None:
+    """``name`` as ``names`` spell it: itself where it is one of them, else the only one equal
+    to it in any letter case (None: none is, or several are: which one is not guessed). An
+    admin's list stores Lanczos, not ``lanczos``, and a file's name as the registry has it."""
+    listed = list(names)
+    if name in listed:
+        return name
+    folded = [entry for entry in listed if entry.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def spelt_as_installed(kind: AddonKind, name: str, installed: Iterable[str]) -> str:
+    """``name`` as the installed file of ``kind`` an admin's list takes is spelt
+    (``spelt_as_among``), else ``UserError``: none is installed, or several differ from it in
+    letter case only (named: which one is meant is not guessed)."""
+    files = list(installed)
+    spelt = spelt_as_among(name, files)
+    if spelt is not None:
+        return spelt
+    alike = sorted(file for file in files if file.casefold() == name.casefold())
+    if alike:
+        spellings = " and ".join(map(quoted, alike))
+        raise UserError(f"{quoted(name)} matches the {kind}s {spellings}; type one exactly.")
+    raise UserError(f"No {kind} named {quoted(name)} is installed; pick one from the name choices.")
+
+
 def installed_addons(registry: ModelRegistry, kind: AddonKind) -> list[str]:
     """The names of the files of ``kind`` installed for the bot, in name order (the folders
     are walked: call it from a thread)."""
@@ -242,15 +289,34 @@ def addon_unavailable(kind: AddonKind, name: str, usable: Collection[str]) -> Us
     return unavailable_here(str(kind), name, usable, _LISTED_BY.get(kind))
 
 
+def _latent_upscale_refused(name: str, enlarging: Collection[str]) -> UserError:
+    """An upscale naming a latent upscaler: allowed everywhere (no file), but it enlarges a
+    hires fix's latents, never a picture. ``enlarging``: what an upscale may name here."""
+    return UserError(
+        f"The upscaler {quoted(name)} only enlarges a hires fix's latents, not a picture; "
+        f"/upscale takes: {named_at_most(enlarging)}."
+    )
+
+
 def applies_networks(mode: str) -> bool:
     """Whether a job of ``mode`` applies its prompts' LoRAs and embeddings: admission records
     and checks them, and the start gate reads them, only for these."""
     return mode in _NETWORK_MODES
 
 
-def check_loras(names: Iterable[str], rules: AddonRules) -> None:
-    """Refuse the first LoRA tag (``<lora:name:...>``) the server leaves out, installed or not."""
+def check_loras(
+    names: Iterable[str],
+    rules: AddonRules,
+    installed: Callable[[], Collection[str]] | None = None,
+) -> None:
+    """Refuse the first LoRA tag (``<lora:name:...>``) the server leaves out, installed or not,
+    naming those it lists that are installed (``installed``, the LoRA files' names, listed for
+    a refusal only; None: its list as it is)."""
     for name in names:
+        if installed is not None and not rules.allows(AddonKind.LORA, name):
+            rules = dataclasses.replace(
+                rules, installed={**rules.installed, AddonKind.LORA: installed()}
+            )
         rules.check(AddonKind.LORA, name)
 
 
@@ -273,11 +339,11 @@ def under_addon_rules(request: RenderRequest, rules: AddonRules) -> RenderReques
     bot filled in is chosen again (``upscaler_here`` of the operator's), and one the member
     chose that the server leaves out gives way to Lanczos, as on a new /imagine (a button or
     Remix reuses the upscaler a picture was given before the list changed). Where the server
-    lists its embeddings, the job reads only those; where it lists ControlNets, a unit naming
-    none is given one of those (``inference.types``' options; an old request's lists are
-    replaced by today's); where it lists upscalers, an upscale naming none gets
-    ``upscale_default``, refilled at each admission (``UPSCALERS_FILLED_OPTION``). Lanczos, the
-    latent upscalers and the model's own VAE are no file: always allowed."""
+    lists ControlNets, a unit naming none is given one of those (``inference.types``' options;
+    an old request's lists are replaced by today's); where it lists upscalers, an upscale
+    naming none gets ``upscale_default``, refilled at each admission
+    (``UPSCALERS_FILLED_OPTION``). Lanczos, the latent upscalers and the model's own VAE are no
+    file: always allowed."""
     options = dict(request.options)
     notes = list(request.notes)
     filled = _filled_upscalers(options)
@@ -293,6 +359,8 @@ def under_addon_rules(request: RenderRequest, rules: AddonRules) -> RenderReques
     # A hires upscaler left out gave way above: an upscaler refused here enlarges a picture.
     for kind, name in _named(options):
         rules.check(kind, name, enlarging=True)
+    if _upscales_with_latent(request.mode, options):
+        raise _latent_upscale_refused(options["upscaler"], rules.enlarging_here())
     filled = [key for key in filled if key == "hires_upscaler" and key in options]
     if _upscale_names_none(request.mode, options) and rules.restricts(AddonKind.UPSCALER):
         options["upscaler"] = rules.upscale_default()
@@ -301,9 +369,8 @@ def under_addon_rules(request: RenderRequest, rules: AddonRules) -> RenderReques
     if filled:
         options[UPSCALERS_FILLED_OPTION] = filled
     options.pop(ALLOWED_LORAS_OPTION, None)  # the planning records it again
+    # An older version's copy of the list: the planning records the embeddings read instead.
     options.pop(ALLOWED_EMBEDDINGS_OPTION, None)
-    if rules.restricts(AddonKind.EMBEDDING):
-        options[ALLOWED_EMBEDDINGS_OPTION] = sorted(rules.allowed[AddonKind.EMBEDDING])
     options.pop(ALLOWED_CONTROLNETS_OPTION, None)
     if rules.restricts(AddonKind.CONTROLNET) and options.get(CONTROL_UNITS):
         options[ALLOWED_CONTROLNETS_OPTION] = sorted(rules.allowed[AddonKind.CONTROLNET])
@@ -313,18 +380,19 @@ def under_addon_rules(request: RenderRequest, rules: AddonRules) -> RenderReques
 
 
 def allowed_addons_only(request: RenderRequest, rules: AddonRules) -> None:
-    """``UserError`` unless a job admitted earlier still meets the server's add-on lists of
-    now (the start and delivery gates, which cannot change the job: it may share a batch):
-    each VAE, upscaler (a hires fix's too) and ControlNet it names is allowed, but for an
-    upscaler the bot filled in (``UPSCALERS_FILLED_OPTION``, or an upscale naming none: the
-    operator's default), which the member never chose; where its mode applies networks
+    """``UserError`` unless a job admitted earlier still meets the server's add-on lists of now
+    (the start and delivery gates, which cannot change the job: it may share a batch): each
+    VAE, upscaler (a hires fix's too) and ControlNet it names is allowed, but for an upscaler
+    the bot filled in (``UPSCALERS_FILLED_OPTION``, or an upscale naming none: the operator's
+    default), which the member never chose; where its mode applies networks
     (``applies_networks``), the LoRAs its plans apply (``APPLIED_LORAS_OPTION``; a job
     journaled before that option, the tags of its prompt as typed) are allowed, and each
-    embedding its prompts name and it may read (``USED_EMBEDDINGS_OPTION`` within
-    ``ALLOWED_EMBEDDINGS_OPTION``) is allowed; and what admission filled in is still within
-    the lists: the ControlNets a unit naming none may be given (and, for a job journaled
-    before ``USED_EMBEDDINGS_OPTION``, the embeddings it may read) are among those listed now
-    (where a kind is listed now, a job admitted without a list of it is refused)."""
+    embedding its plans read (``USED_EMBEDDINGS_OPTION``; a job journaled before the fourteenth
+    stop, within the list it carried: ``ALLOWED_EMBEDDINGS_OPTION``) is allowed; and what
+    admission filled in is still within the lists: the ControlNets a unit naming none may be
+    given (and, for a job journaled before ``USED_EMBEDDINGS_OPTION``, the embeddings it may
+    read) are among those listed now (where a kind is listed now, a job admitted without a list
+    of it is refused)."""
     options = request.options
     for kind, name in _named(options, skipped=_filled_upscalers(options)):
         rules.check(kind, name)
@@ -342,13 +410,16 @@ def kinds_to_read(request: RenderRequest, rules: AddonRules) -> list[AddonKind]:
     """The kinds whose installed files ``under_addon_rules`` needs for ``request``
     (``AddonRules.installed``): those the server lists that it names, upscalers for an
     upscale whose upscaler is given (``upscale_default``) where they are listed, and upscalers
-    wherever a hires fix's upscaler is refilled (``upscaler_here``), listed or not."""
+    wherever a hires fix's upscaler is refilled (``upscaler_here``) or an upscale names a
+    latent upscaler (its refusal names those installed: ``enlarging_here``), listed or not."""
     kinds = [kind for kind, _ in _named(request.options)]
     if request.mode == "upscale":
         kinds.append(AddonKind.UPSCALER)
     read = [kind for kind in dict.fromkeys(kinds) if rules.restricts(kind)]
     refilled = "hires_upscaler" in _filled_upscalers(request.options)
-    if refilled and rules.hires_upscaler is not None and AddonKind.UPSCALER not in read:
+    refilled = refilled and rules.hires_upscaler is not None
+    latent = _upscales_with_latent(request.mode, request.options)
+    if (refilled or latent) and AddonKind.UPSCALER not in read:
         read.append(AddonKind.UPSCALER)
     return read
 
@@ -383,6 +454,13 @@ def _upscale_names_none(mode: str, options: Mapping[str, Any]) -> bool:
     return mode == "upscale" and options.get("upscaler") is None
 
 
+def _upscales_with_latent(mode: str, options: Mapping[str, Any]) -> bool:
+    """Whether an upscale names a latent upscaler, which enlarges no picture: refused at
+    admission (``enlarging_here`` named), where the render would fail."""
+    upscaler = options.get("upscaler")
+    return mode == "upscale" and isinstance(upscaler, str) and latent_upscaler(upscaler) is not None
+
+
 def _applied_loras(request: RenderRequest) -> list[str]:
     """The LoRAs admission recorded ``request``'s plans apply, else (a job journaled before
     it recorded them) the tags of its prompt as typed."""
@@ -405,10 +483,11 @@ def _names_in(options: Mapping[str, Any], key: str) -> list[str] | None:
 
 
 def _check_embeddings_read(options: Mapping[str, Any], rules: AddonRules) -> None:
-    """``UserError`` if the job reads an embedding ``rules`` leave out: one its prompts name
-    (``USED_EMBEDDINGS_OPTION``) that admission let it read (``ALLOWED_EMBEDDINGS_OPTION``;
-    absent: every installed one). A job journaled before its names were recorded is checked
-    as a whole: what it may read must be within the list of now."""
+    """``UserError`` if the job reads an embedding ``rules`` leave out: one its plans read
+    (``USED_EMBEDDINGS_OPTION``; a job journaled before the fourteenth stop, those of them
+    within the list it carried, ``ALLOWED_EMBEDDINGS_OPTION``, which no job carries now). A job
+    journaled before its names were recorded is checked as a whole: what it may read must be
+    within the list of now."""
     used = _names_in(options, USED_EMBEDDINGS_OPTION)
     if used is None:
         _check_filled(options, ALLOWED_EMBEDDINGS_OPTION, rules.allowed[AddonKind.EMBEDDING])

@@ -24,6 +24,9 @@ SOURCE_WITHDRAWN = "a moderator removed the picture it was made from"
 # Its own message deleted in the channel: by a moderator or by its maker (Discord does not say).
 PROGRESS_DELETED = "its message in the channel was deleted"
 CHANNEL_DELETED = "the channel or thread it was made in was deleted"
+# Withdrawn with the job it was made from, whose channel or thread was deleted (its own may
+# live: a Vary of a picture posted there, made elsewhere).
+SOURCE_CHANNEL_DELETED = "the picture it was made from was in a channel or thread that was deleted"
 WORD_BANNED_SINCE = "its prompt uses a word the server has banned since it was submitted"
 NOT_CHECKED = "its prompt could not be checked against the server's banned words of now"
 CHANNEL_OFF = "Easel is no longer enabled in the channel it was made in"
@@ -85,14 +88,14 @@ async def placed_under_rules_of_now(
 ) -> FinishedJob:
     """The rules of now that are cheap to read, also asked before a queued job renders:
     ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
-    was withdrawn (its own message or the picture it was made from deleted; its channel
-    deleted: refunded), Easel is no longer enabled in its channel (or in direct messages),
-    it may use an add-on the server no longer allows (``addons.allowed_addons_only``), or
-    its pictures must stay in age-restricted channels now and ``here_age_restricted()`` (its
-    channel, asked only then) says that one is not. ``policy`` None: the servers' rules are
-    not known (tests), only the withdrawal is read."""
-    if job.withdrawn_with_channel:
-        raise Withheld(CHANNEL_DELETED, refund=True)
+    was withdrawn (its own message or the picture it was made from deleted; its channel or
+    that picture's deleted: refunded), Easel is no longer enabled in its channel (or in
+    direct messages), it may use an add-on the server no longer allows
+    (``addons.allowed_addons_only``), or its pictures must stay in age-restricted channels
+    now and ``here_age_restricted()`` (its channel, asked only then) says that one is not.
+    ``policy`` None: the servers' rules are not known (tests), only the withdrawal is read."""
+    if (deleted := channel_deletion(job)) is not None:
+        raise Withheld(deleted, refund=True)
     if job.withdrawn:
         raise Withheld(SOURCE_WITHDRAWN if job.withdrawn_with_source else PROGRESS_DELETED)
     if policy is None:
@@ -116,6 +119,15 @@ async def placed_under_rules_of_now(
         if nsfw_policy is NsfwPolicy.SPOILER and not job.spoiler:
             job = dataclasses.replace(job, spoiler=True)
     return job
+
+
+def channel_deletion(job: FinishedJob) -> str | None:
+    """Why ``job`` was withdrawn with a deleted channel or thread, as its maker is told: its
+    own, or (made elsewhere) the one of the picture it was made from; None: it was not. Read
+    from the recorded withdrawal, so a delivery retried after a crash tells the same."""
+    if not job.withdrawn_with_channel:
+        return None
+    return SOURCE_CHANNEL_DELETED if job.withdrawn_with_source else CHANNEL_DELETED
 
 
 async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.policy.unavailable import unavailable_here
@@ -28,6 +29,11 @@ _SPACES = re.compile(r"\s+")
 # A word is a run of letters, as CLIP's tokenizer splits them: "red_hair" and "cat2" show
 # the text encoder "hair" and "cat".
 _LETTER = r"[^\W\d_]"
+# CLIP's tokenizer reads a space as a word boundary only: "bad, wolf" and "bad ,wolf" give it
+# the same tokens. So a space matters between two letters only (and at either end: a text's
+# start is context, its end is not read yet); elsewhere it is dropped, so a bracket's word
+# boundary beside a non-letter adds no variant to check.
+_SPACE_BESIDE_NON_LETTER = re.compile(r"(?<=[\W\d_]) |(?<=.) (?=[\W\d_])")
 # Start and end of a text: a non-letter, so a word there is a whole word.
 _EDGE = " "
 # Choices whose variants end in more distinct ways than this are not checked one by one:
@@ -37,10 +43,19 @@ MAX_CHECKED_ENDINGS = 4096
 
 def normalise(text: str) -> str:
     """Text as compared with banned words: invisible characters removed, NFKC, case folded,
-    whitespace runs as one space (``ｃａ\u200bT`` reads ``cat``)."""
+    whitespace runs as one space and kept between letters only (``ｃａ\u200bT`` reads ``cat``,
+    ``bad , wolf`` reads ``bad,wolf``); a number character that is
+    no decimal digit (``৴``, ``Ⅶ`` kept by NFKC) reads ``0``: CLIP's tokenizer splits words at
+    every number character, and ``_LETTER`` would count it a letter."""
     visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
     folded = unicodedata.normalize("NFKC", _INVISIBLE.sub("", visible)).casefold()
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", folded))
+    normal = unicodedata.normalize("NFKC", folded)
+    spaced = _SPACES.sub(" ", "".join(map(_number_as_digit, normal)))
+    return _SPACE_BESIDE_NON_LETTER.sub("", spaced)
+
+
+def _number_as_digit(char: str) -> str:
+    return "0" if unicodedata.category(char)[0] == "N" and not char.isdecimal() else char
 
 
 def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -> str | None:
@@ -59,7 +74,7 @@ def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -
     matcher = _Matcher(words)
     try:
         for text in texts:
-            matcher.at_end(matcher.endings({_EDGE}, text))
+            matcher.at_end(matcher.endings(frozenset({_EDGE}), text))
     except _Banned as banned_word:
         return banned_word.word
     return None
@@ -80,14 +95,42 @@ class _Banned(Exception):
         self.word = word
 
 
+@dataclass
+class _Sequence:
+    """A rendering being read: its parts, the next one's index, the endings so far."""
+
+    parts: Rendering
+    start: frozenset[str]
+    next: int = 0
+    endings: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.endings = self.start
+
+
+@dataclass
+class _Choice:
+    """A choice being read: its options, the next one's index, the endings they reached."""
+
+    options: tuple[Rendering, ...]
+    start: frozenset[str]
+    next: int = 0
+    reached: set[str] = field(default_factory=set)
+
+
+def _whole_word(word: str) -> re.Pattern[str]:
+    """``word`` not inside a longer run of letters: a letter at its edge has none beside it
+    (an edge that is no letter is a word boundary itself, even with no space beside it)."""
+    before = rf"(?<!{_LETTER})" if re.match(_LETTER, word) else ""
+    after = rf"(?!{_LETTER})" if re.match(_LETTER, word[-1]) else ""
+    return re.compile(before + re.escape(word) + after)
+
+
 class _Matcher:
     """Banned words over renderings, carrying each variant's ending along."""
 
     def __init__(self, words: dict[str, str]) -> None:
-        self.patterns = [
-            (re.compile(rf"(?<!{_LETTER}){re.escape(word)}(?!{_LETTER})"), original)
-            for word, original in sorted(words.items())
-        ]
+        self.patterns = [(_whole_word(word), original) for word, original in sorted(words.items())]
         self.keep = max(map(len, words)) + 1
 
     def check(self, buffer: str, *, at_end: bool = False) -> None:
@@ -98,22 +141,68 @@ class _Matcher:
             if match is not None and (at_end or match.end() < len(buffer)):
                 raise _Banned(original)
 
-    def endings(self, endings: set[str], rendering: Rendering) -> set[str]:
-        """The endings of every variant after ``rendering``, checked on the way."""
-        for part in rendering:
+    def endings(self, start: frozenset[str], rendering: Rendering) -> frozenset[str]:
+        """The endings of every variant after ``rendering``, checked on the way. Renderings
+        share their parts (a prefix both kept and dropped by a choice, nested): each part is
+        read once for each set of endings it follows, and with a stack of our own, so neither
+        time nor depth grows with the number of paths through it."""
+        read: dict[tuple[int, frozenset[str]], frozenset[str]] = {}
+        stack: list[_Sequence | _Choice] = [_Sequence(rendering, start)]
+        result = start
+        while stack:
+            frame = stack[-1]
+            if isinstance(frame, _Choice):
+                if frame.next == len(frame.options):
+                    stack.pop()
+                    result = self._bounded(frame.reached)
+                    read[id(frame.options), frame.start] = result
+                    parent = stack[-1]  # a choice is always a sequence's part
+                    assert isinstance(parent, _Sequence)
+                    parent.endings = result
+                    continue
+                option = frame.options[frame.next]
+                frame.next += 1
+                known = read.get((id(option), frame.start))
+                if known is None:
+                    stack.append(_Sequence(option, frame.start))
+                else:
+                    frame.reached |= known
+                continue
+            if frame.next == len(frame.parts):
+                stack.pop()
+                read[id(frame.parts), frame.start] = frame.endings
+                result = frame.endings
+                if stack:
+                    parent = stack[-1]
+                    assert isinstance(parent, _Choice)
+                    parent.reached |= result
+                continue
+            part = frame.parts[frame.next]
+            frame.next += 1
             checkpoint()  # a long text's parts add up to seconds nobody may wait for
             if isinstance(part, str):
-                buffers = {normalise(ending + part) for ending in endings}
-                for buffer in buffers:
-                    self.check(buffer)
-                endings = {buffer[-self.keep :] for buffer in buffers}
+                frame.endings = self._after(frame.endings, part)
+                continue
+            known = read.get((id(part), frame.endings))
+            if known is None:
+                stack.append(_Choice(part, frame.endings))
             else:
-                endings = set().union(*(self.endings(endings, option) for option in part))
-            if len(endings) > MAX_CHECKED_ENDINGS:
-                raise TooManyCombinations
-        return endings
+                frame.endings = known
+        return result
 
-    def at_end(self, endings: set[str]) -> None:
+    def _after(self, endings: frozenset[str], text: str) -> frozenset[str]:
+        buffers = {normalise(ending + text) for ending in endings}
+        for buffer in buffers:
+            self.check(buffer)
+        return self._bounded({buffer[-self.keep :] for buffer in buffers})
+
+    @staticmethod
+    def _bounded(endings: set[str] | frozenset[str]) -> frozenset[str]:
+        if len(endings) > MAX_CHECKED_ENDINGS:
+            raise TooManyCombinations
+        return frozenset(endings)
+
+    def at_end(self, endings: frozenset[str]) -> None:
         for ending in endings:
             self.check(normalise(ending + _EDGE), at_end=True)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
@@ -37,7 +38,6 @@ from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
 from inference.compare import cell_requests, is_comparison
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
-from inference.img2img_steps import Img2ImgSteps
 from inference.limits import MIN_SIZE
 from inference.passes.picture_prompts import rendered_prompts
 from inference.prompts import (
@@ -46,18 +46,17 @@ from inference.prompts import (
     RecordedDraws,
     build_plan,
     explain,
+    picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
 from inference.prompts.stopping import PlanStopped, stopping_when
-from inference.types import (
-    ALLOWED_EMBEDDINGS_OPTION,
-    RenderInputError,
-    RenderRequest,
-    utf8_json,
-)
+from inference.samplers import calls_per_step
+from inference.types import RenderInputError, RenderRequest, utf8_json
 from inference.upscale import HiresOptions, UpscaleOptions
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # How long the prompt language may take before the request is refused: the answer (or the
 # "thinking..." that defers it) must reach Discord within 3 s of the command.
@@ -109,6 +108,7 @@ def plan_request(
     max_job_bytes: int | None = None,
     models_without_embeddings: Collection[str] = (),
     unnamed_model: str | None = None,
+    installed_loras: Callable[[], Collection[str]] | None = None,
 ) -> RenderRequest:
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
     the request when the prompt language rejects it, a variant renders a banned word, or a
@@ -116,18 +116,21 @@ def plan_request(
     prompt's, nor any for /fix-faces or an upscale: ``applies_networks``) is one the server's
     ``addons`` leave out.
 
-    Returns the request with a concrete seed, the texts its wildcards were drawn as
-    (``WILDCARD_DRAWS_OPTION``): the engine renders those, wherever it runs, not its own
+    Returns the request with a concrete seed and variation seed, the texts its wildcards were
+    drawn as (``WILDCARD_DRAWS_OPTION``): the engine renders those, wherever it runs, not its own
     folder's draws (the expansion checked is the one rendered), and the LoRAs applied
     (``APPLIED_LORAS_OPTION``, replaced whatever the request held) and the embeddings its plans
-    name among ``embeddings`` (those installed for the bot) and those the server lets it read
-    (``USED_EMBEDDINGS_OPTION``, likewise), which the start gate reads. ``max_job_bytes``: the
+    name among those it may read (``AddonRules.embeddings_read`` of ``embeddings``, those
+    installed for the bot): ``USED_EMBEDDINGS_OPTION``, likewise, which the engine reads no
+    more than and the start gate checks. ``max_job_bytes``: the
     largest job the broker carries (``_within_job_size``; None: no broker, no such limit).
     ``models_without_embeddings``: the installed models known to take no textual inversion
     (SD3, Flux): a picture of one plans and records no embedding, reading the names as words
     as its model does (a model the bot does not know, on a worker only, records them).
     ``unnamed_model``: the model a picture naming none renders with (None: not known here, as
-    on a broker's workers, whose first model may differ: it records them)."""
+    on a broker's workers, whose first model may differ: it records them).
+    ``installed_loras``: the LoRAs installed for the bot, listed when a refusal names those
+    the server lists (None: its list as it is, files gone included)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
     face_prompt = request.options.get(FIX_FACES_PROMPT)
@@ -135,22 +138,26 @@ def plan_request(
         check_prompt_length(face_prompt, "the fix-faces prompt")
     if request.seed == -1:
         request = dataclasses.replace(request, seed=random_seed())
+    if request.variation_seed == -1:  # stored concrete: one picture of it is made again alike
+        request = dataclasses.replace(request, variation_seed=random_seed())
     # As the engine reads them: no folder, no wildcards (``__name__`` stays as typed).
     has_folder = wildcards_dir is not None and wildcards_dir.is_dir()
     library = RecordedDraws(wildcards_dir if has_folder else None)
     pictures = [_with_texts_rendered(picture) for picture in _requests_rendered(request)]
-    named_embeddings = {*embeddings, *(request.options.get(ALLOWED_EMBEDDINGS_OPTION) or ())}
+    named_embeddings = addons.embeddings_read(embeddings)
     try:
         planned = [
             (
                 _applies_loras(picture, name),
                 build_plan(
-                    _with_chaos(picture, prompt, picture.seed + index)
+                    _with_chaos(picture, prompt, _picture_seed(picture, index))
                     if name == "the prompt"
                     else prompt,
                     picture.negative_prompt,
-                    seed=picture.seed + index,
+                    seed=_picture_seed(picture, index),
                     steps=steps,
+                    first_pass_steps=first_pass_steps,
+                    calls_per_step=calls_per_step(picture.sampler, picture.schedule_type),
                     wildcards=library,
                     embeddings=(
                         ()
@@ -161,11 +168,13 @@ def plan_request(
                 ),
             )
             for picture in pictures
-            for name, prompt, steps in _prompts_planned(picture)
+            for name, prompt, steps, first_pass_steps in _prompts_planned(picture)
             for index in range(picture.count)
         ]
     except PromptError as error:
         raise UserError(f"{error}; fix the prompt and try again.") from None
+    except RenderInputError as error:  # an unknown sampler (``calls_per_step``)
+        raise UserError(f"{error}; fix the settings and try again.") from None
     renderings = (rendering for _, plan in planned for rendering in plan.renderings())
     if word := find_banned_rendering(renderings, banned_words):
         raise UserError(
@@ -174,7 +183,7 @@ def plan_request(
         )
     applied = [lora.name for applies, plan in planned if applies for lora in plan.loras()]
     applied = list(dict.fromkeys(applied))
-    check_loras(applied, addons)
+    check_loras(applied, addons, installed_loras)
     # /fix-faces and the upscales read no embedding: none is recorded for the start gate.
     used = [name for _, plan in planned for name in plan.embeddings_used]
     used_embeddings = sorted(set(used)) if applies_networks(request.mode) else []
@@ -249,6 +258,12 @@ def _with_texts_rendered(request: RenderRequest) -> RenderRequest:
     return dataclasses.replace(request, prompt=prompt, negative_prompt=negative)
 
 
+def _picture_seed(request: RenderRequest, index: int) -> int:
+    """The seed of picture ``index`` of ``request``, as the engine derives it."""
+    seed, _ = picture_seeds(request.seed, request.variation_seed, request.variation_strength, index)
+    return seed
+
+
 def _with_chaos(request: RenderRequest, prompt: str, seed: int) -> str:
     """The prompt as the engine reads it for the picture of ``seed``: reweighted by its
     ``--chaos`` (``inference.passes.jobs``; a value out of range is the engine's refusal)."""
@@ -258,33 +273,34 @@ def _with_chaos(request: RenderRequest, prompt: str, seed: int) -> str:
     return chaos_prompt(prompt, chaos, seed)
 
 
-def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int]]:
-    """Each prompt the engine's passes plan (each with the negative prompt), at each step count
-    it is planned over, once (``inference.passes``): the prompt at the steps its first pass runs
-    (``_main_pass_steps``) and its hires pass's (its own, up to ``MAX_STEPS`` whatever the
-    request's); the faces pass's at its fix steps, the fix-faces prompt (ADetailer's, read from
-    settings pasted or imported) when there is one, else the prompt. A prompt within the prompt
-    language's caps at one count may be over them at another: refused here, at submit, not on
-    the render thread after its first pass. A fix-faces prompt no pass renders is still read (at
-    the request's steps): it is stored with the job."""
+def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int, int | None]]:
+    """Each prompt the engine's passes plan (each with the negative prompt), over each timeline
+    it is planned on, once (``inference.passes.jobs.PromptTimeline``): the request's steps for
+    every pass but the hires pass (a pass from a picture, the faces pass's included, runs only
+    their end), and the hires pass's own (up to ``MAX_STEPS`` whatever the request's) after the
+    first pass's; the fix-faces prompt (ADetailer's, read from settings pasted or imported)
+    when there is one. A prompt within the prompt language's caps on one timeline may be over
+    them on another: refused here, at submit, not on the render thread after its first pass.
+    A fix-faces prompt no pass renders is still read: it is stored with the job. Each is
+    planned over the sampler's model calls (``calls_per_step``: a second-order sampler's 2 a
+    step), as the engine plans it."""
+    planned: list[tuple[str, str, int, int | None]] = [
+        ("the prompt", request.prompt, request.steps, None)
+    ]
     try:
-        steps = [_main_pass_steps(request)]
         if request.mode == "txt2img":
             # Its steps do not depend on the size (checked with it once the engine knows it).
             width, height = request.width or MIN_SIZE, request.height or MIN_SIZE
             hires = HiresOptions.from_options(request.options, width, height)
             if hires is not None:
-                steps.append(hires.pass_steps(request.steps))
+                hires_steps = hires.pass_steps(request.steps)
+                planned.append(("the prompt", request.prompt, hires_steps, request.steps))
         faces = FaceOptions.from_options(request.options)
     except RenderInputError as error:  # e.g. settings pasted without a size, never validated
         raise UserError(f"{error}; fix the settings and try again.") from None
-    fix_steps = faces.fix_steps(request.steps)
-    if faces.prompt is None:
-        steps.append(fix_steps)
-    planned = [("the prompt", request.prompt, count) for count in dict.fromkeys(steps)]
     if faces.prompt is not None:
-        planned.append(("the fix-faces prompt", faces.prompt, fix_steps or request.steps))
-    return [entry for entry in planned if entry[2] > 0]
+        planned.append(("the fix-faces prompt", faces.prompt, request.steps, None))
+    return planned
 
 
 def _applies_loras(request: RenderRequest, name: str) -> bool:
@@ -297,18 +313,6 @@ def _applies_loras(request: RenderRequest, name: str) -> bool:
 def _renders_prompt(request: RenderRequest) -> bool:
     """Whether the engine renders from ``request``'s prompt: all but a fast upscale."""
     return request.mode != "upscale" or UpscaleOptions.from_options(request.options).mode != "fast"
-
-
-def _main_pass_steps(request: RenderRequest) -> int:
-    """The steps the request's first pass plans its prompt over: a pass from a picture (img2img,
-    inpaint, the creative upscale's tiles) runs the end of the request's schedule only."""
-    if request.mode in ("img2img", "inpaint"):
-        return Img2ImgSteps.img2img(request.steps, request.denoising_strength).run
-    if request.mode == "upscale":
-        upscale = UpscaleOptions.from_options(request.options)
-        if upscale.mode == "creative":
-            return Img2ImgSteps.img2img(request.steps, upscale.strength).run
-    return request.steps
 
 
 def explain_prompt(
@@ -362,13 +366,16 @@ class PromptPlanner:
         max_job_bytes: Callable[[], int] | None = None,
         models_without_embeddings: Callable[[], Collection[str]] = tuple,
         unnamed_model: Callable[[], str | None] | None = None,
+        installed_loras: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """``installed_embeddings``: the embeddings installed for the bot, listed now (called on
         a reader's thread: it may walk a folder), whose names a plan records where they occur;
         ``max_job_bytes``: the largest job the broker carries now (None: renders run here);
         ``models_without_embeddings``, ``unnamed_model``: ``plan_request``'s, listed now (on a
-        reader's thread; ``unnamed_model`` None: renders run elsewhere)."""
+        reader's thread; ``unnamed_model`` None: renders run elsewhere); ``installed_loras``:
+        ``plan_request``'s, listed on a reader's thread for a refusal only."""
         self.wildcards_dir = wildcards_dir
+        self.installed_loras = installed_loras
         self.installed_embeddings = installed_embeddings
         self.models_without_embeddings = models_without_embeddings
         self.unnamed_model = unnamed_model
@@ -387,6 +394,8 @@ class PromptPlanner:
         # loop that sends the acknowledgements; docs/performance.md, twelfth stop).
         self._lines: dict[_Line, deque[asyncio.Future[None]]] = {}
         self._waited_for: set[threading.Event] = set()  # each one's stop, while awaited
+        # The installed models' families read ahead of the first plan (``warm_up``).
+        self.families_read: asyncio.Task[None] | None = None
         self._closed = False
 
     async def check(
@@ -418,6 +427,7 @@ class PromptPlanner:
             None if self.max_job_bytes is None else self.max_job_bytes(),
             self.models_without_embeddings(),
             None if self.unnamed_model is None else self.unnamed_model(),
+            self.installed_loras,
         )
 
     async def check_stored(
@@ -439,10 +449,26 @@ class PromptPlanner:
         )
 
     async def warm_up(self) -> None:
-        """Load what the first plan would (see ``WARM_UP_REQUEST``), off the event loop."""
+        """Load what the first plan would (see ``WARM_UP_REQUEST``), off the event loop; then
+        start reading the installed models' families on a thread of the loop's own, awaited by
+        no one (every checkpoint's header: 393 ms for 60 of them, which the first plan after a
+        start paid on the admission path): the start does not wait for it, and a plan during
+        it waits for what is left of it, not reading every header again
+        (``inference.model_list.installed_models``). Started after the plan, with whose thread
+        it would share the interpreter."""
         await asyncio.wrap_future(
             self._threads.submit(plan_request, WARM_UP_REQUEST, (), self.wildcards_dir)
         )
+        self.families_read = asyncio.create_task(
+            asyncio.to_thread(self._read_model_families), name="easel-model-families"
+        )
+
+    def _read_model_families(self) -> None:
+        """``models_without_embeddings`` ahead of the first plan, which finds them cached."""
+        try:
+            self.models_without_embeddings()
+        except Exception:  # the first plan reads them again, and fails in its own words
+            log.exception("reading the installed models' families ahead of the first plan failed")
 
     async def explain(
         self,

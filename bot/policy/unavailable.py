@@ -11,7 +11,7 @@ from difflib import get_close_matches
 
 from bot.user_errors import Reason, UserError
 
-__all__ = ["MAX_NAMED", "unavailable_here"]
+__all__ = ["MAX_NAMED", "named_at_most", "quoted", "unavailable_here"]
 
 # A refusal names up to this many usable names, then says how many more there are.
 MAX_NAMED = 10
@@ -29,22 +29,29 @@ def unavailable_here(
     ``MAX_NAMED`` of ``usable`` by name and how many more, and the command listing them all
     (``listed_by``) when there are more. Never names anything outside ``usable``."""
     names = sorted(usable, key=str.casefold)
-    sentence = f"The {what} {_quoted(typed)} is not installed or not allowed here"
+    sentence = f"The {what} {quoted(typed)} is not installed or not allowed here"
     if not names:
         return UserError(f"{sentence}; there is none you may use here.", Reason.MODEL)
     closest = get_close_matches(typed, names, n=_CLOSEST)
     if closest:
-        sentence += f"; did you mean {' or '.join(map(_quoted, closest))}?"
+        sentence += f"; did you mean {' or '.join(map(quoted, closest))}?"
     else:
         sentence += "."
+    return UserError(f"{sentence} You may use: {named_at_most(names, listed_by)}.", Reason.MODEL)
+
+
+def named_at_most(usable: Collection[str], listed_by: str | None = None) -> str:
+    """The first ``MAX_NAMED`` of ``usable`` by name, then how many more and the command
+    listing them all (``listed_by``)."""
+    names = sorted(usable, key=str.casefold)
     shown = ", ".join(_cut(name) for name in names[:MAX_NAMED])
     more = len(names) - MAX_NAMED
     if more > 0:
         shown += f" and {more} more" + (f" (`{listed_by}` lists them all)" if listed_by else "")
-    return UserError(f"{sentence} You may use: {shown}.", Reason.MODEL)
+    return shown
 
 
-def _quoted(name: str) -> str:
+def quoted(name: str) -> str:
     """A name as a refusal quotes it: code, so no markdown, mention or link."""
     return f"`{_cut(name.replace('`', ''))}`"
 

@@ -6,24 +6,30 @@ no discord, no torch).
 them and the server, 15 minutes, single use. Opening it (once Discord confirms they still
 manage the server) sets a signed session cookie for that one server (HttpOnly,
 SameSite=Strict, 8 hours, path ``/dashboard/<server>``), and every data route checks that the
-cookie names the server of its URL. Private results never appear (the queries leave them out,
-prompts included). Refusals carry no prompt (``bot.refusals``).
+cookie names the server of its URL and that Discord still says they manage it (asked again
+every READING_RIGHTS_S); signing out ends the session for good. Private results never appear
+(the queries leave them out, prompts included). Refusals carry no prompt (``bot.refusals``).
 
 What members posted in a channel is shown only to an admin who may read that channel, by
 Discord's rules (Manage Server is not View Channel, nor a place in a private thread): the
 gallery and its picture route, queued jobs' prompts and what refused members were told. Who
 did what, when and how much (members, kinds, reasons, channel ids, quota) is the server's
-bookkeeping and shows whole.
+bookkeeping and shows whole. No age-restricted picture is shown (made in an age-restricted
+channel, made in one that is now, or in a server that keeps its pictures there): nobody
+age-gates a web page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import secrets
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Collection
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,23 +38,39 @@ from aiohttp import web
 from PIL import Image
 
 from bot.jobs.queue import JobQueue
+from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.quota import Period, period_start
 from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner
-from bot.web.pages import dashboard_page
+from bot.web.pages import dashboard_page, message_page
 from bot.web.server import SECURITY_HEADERS, html_page, plain_text, refused_page
 from db import dashboard as queries
-from db import refusals
+from db import guild_settings, refusals
 
 SESSION_LIFETIME_S = 8 * 60 * 60
 COOKIE = "easel_dashboard"
 GALLERY_SIZE = 24
 REFUSALS_SHOWN = 20
 THUMBNAIL_PX = 256
+# Thumbnails kept in memory (a few tens of KB each): several gallery pages' worth. When full,
+# the oldest of the server that holds the most goes: a server churning through its pictures
+# evicts its own, not another's that holds fewer.
+THUMBNAILS_KEPT = 4 * GALLERY_SIZE
+# Decoding a stored PNG takes a core for a while: on threads of their own, not asyncio's
+# default pool that the rest of the bot shares.
+THUMBNAIL_THREADS = 2
+# Thumbnails being made or waiting for those threads, at most, for one server (one gallery's
+# first load) and in all: past either, 503 with Retry-After, and the page asks again at its
+# next poll. An admin cycling through their pictures fills their own server's share, so other
+# servers' admins still get decodes (until admins of four servers do it at once).
+THUMBNAILS_PENDING_PER_SERVER = GALLERY_SIZE
+THUMBNAILS_PENDING = 4 * GALLERY_SIZE
+THUMBNAIL_RETRY_AFTER_S = 3
 # How long an admin's reading rights, once asked of Discord, hold: the page polls every 3 s.
 READING_RIGHTS_S = 15
 _LOGIN, _SESSION = "dashboard-login", "dashboard-session"
 _AGAIN = "run /easel-admin dashboard again"
 _SIGNED_OUT = "You are not signed in to this server's dashboard; run /easel-admin dashboard there."
+_NO_PICTURE = "No such picture here."
 
 
 @dataclass(frozen=True)
@@ -66,22 +88,44 @@ class DashboardSession:
     user_id: int
     guild_id: int
     expires_at: int
+    nonce: str  # remembered as used once they sign out
+
+
+@dataclass(frozen=True)
+class AdminRights:
+    """What Discord says of a member now: whether they may see the server's dashboard and,
+    of the channels asked about, which they may read and which are age-restricted."""
+
+    refusal: str | None  # why they may not (they no longer manage the server...), or None
+    readable: frozenset[int] = frozenset()
+    age_restricted: frozenset[int] = frozenset()
 
 
 class ServerAdmins(Protocol):
     """Discord's answers the dashboard needs (``cogs.admin`` implements it)."""
 
-    async def refusal(self, guild_id: int, user_id: int) -> str | None:
-        """Why the member may not see the server's dashboard now, or None: they manage it."""
-        ...
-
     def name_of(self, guild_id: int) -> str: ...
 
-    async def readable_channels(
+    async def rights(
         self, guild_id: int, user_id: int, channel_ids: Collection[int]
-    ) -> set[int]:
-        """Which of ``channel_ids`` the member may read now (any other: none of them)."""
+    ) -> AdminRights:
+        """The member's rights now (one look at their roles), for ``channel_ids``."""
         ...
+
+
+@dataclass
+class _Asked:
+    """One admin's rights as Discord told them within one READING_RIGHTS_S window."""
+
+    at: float
+    refusal: str | None
+    channels: set[int] = field(default_factory=set)  # asked about
+    readable: set[int] = field(default_factory=set)
+    age_restricted: set[int] = field(default_factory=set)
+
+    def shown(self, channel_ids: Collection[int]) -> set[int]:
+        """Of ``channel_ids``, those whose pictures the admin may see on a web page."""
+        return {c for c in channel_ids if c in self.readable and c not in self.age_restricted}
 
 
 class Dashboard:
@@ -101,8 +145,15 @@ class Dashboard:
         self._conn = conn
         self._queue = queue
         self._admins = admins
-        # Per admin and server: when their rights were first asked, and each channel's answer.
-        self._reading: dict[tuple[int, int], tuple[float, dict[int, bool]]] = {}
+        # Per server and admin: their rights within the current window.
+        self._reading: dict[tuple[int, int], _Asked] = {}
+        # Per server, oldest first; checked for visibility on every request before one is
+        # served from here.
+        self._thumbnails: dict[int, OrderedDict[tuple[str, int], bytes]] = {}
+        # The thumbnails being made: a second request for one waits for the same decode.
+        self._making: dict[tuple[str, int], asyncio.Future[bytes]] = {}
+        self._making_for: Counter[int] = Counter()  # how many of those, per server
+        self._decoder = ThreadPoolExecutor(THUMBNAIL_THREADS, thread_name_prefix="thumbnails")
 
     def link_for(self, user_id: int, guild_id: int) -> str:
         login = DashboardLogin(
@@ -111,13 +162,13 @@ class Dashboard:
         return f"{self._public_url}/dashboard/login/{self._signer.seal(_LOGIN, asdict(login))}"
 
     def routes(self) -> list[web.RouteDef]:
+        home = "/dashboard/{guild:[0-9]{1,20}}"  # a snowflake's digits; longer ones are 404
         return [
             web.get("/dashboard/login/{token}", self._login),
-            web.get("/dashboard/{guild:[0-9]+}", self._home),
-            web.get("/dashboard/{guild:[0-9]+}/state", self._state),
-            web.get(
-                "/dashboard/{guild:[0-9]+}/picture/{job:[0-9a-f]{16}}/{idx:[0-9]}", self._picture
-            ),
+            web.get(home, self._home),
+            web.get(f"{home}/state", self._state),
+            web.get(f"{home}/picture/{{job:[0-9a-f]{{16}}}}/{{idx:[0-9]}}", self._picture),
+            web.post(f"{home}/logout", self._logout),
         ]
 
     # Signing in.
@@ -126,14 +177,17 @@ class Dashboard:
         try:
             login = DashboardLogin(**self._signer.unseal(_LOGIN, request.match_info["token"]))
             self._signer.refuse_spent(login, _AGAIN)
-            refusal = await self._admins.refusal(login.guild_id, login.user_id)
+            refusal = (await self._admins.rights(login.guild_id, login.user_id, ())).refusal
             if refusal is not None:
                 raise LinkRefused(refusal)
             self._signer.use(login, _AGAIN)
         except LinkRefused as refused:
             return refused_page(refused)
         session = DashboardSession(
-            login.user_id, login.guild_id, int(self._signer.clock()) + SESSION_LIFETIME_S
+            login.user_id,
+            login.guild_id,
+            int(self._signer.clock()) + SESSION_LIFETIME_S,
+            secrets.token_hex(16),
         )
         # The page itself, not a redirect: a redirect at the end of a navigation that started
         # on Discord's site is cross-site, so the browser would not send the Strict cookie.
@@ -154,12 +208,28 @@ class Dashboard:
         token = request.cookies.get(COOKIE)
         if token is None:
             raise LinkRefused(_SIGNED_OUT)
-        session = DashboardSession(**self._signer.unseal(_SESSION, token))
+        try:
+            session = DashboardSession(**self._signer.unseal(_SESSION, token))
+        except TypeError:  # a session of an older Easel, without a nonce
+            raise LinkRefused(_SIGNED_OUT) from None
         if session.guild_id != int(request.match_info["guild"]):
             raise LinkRefused(_SIGNED_OUT)
         if self._signer.clock() >= session.expires_at:
             raise LinkRefused("Your dashboard session has ended (8 hours); " + _AGAIN + ".")
+        if self._signer.was_used(session):
+            raise LinkRefused("You signed out of this dashboard; " + _AGAIN + ".")
         return session
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        # Only with the session's own cookie, which SameSite=Strict keeps from other sites.
+        try:
+            session = self._session(request)
+            self._signer.use(session, _AGAIN)  # refused from now on, wherever it was copied
+        except LinkRefused as refused:
+            return refused_page(refused)
+        response = html_page(message_page("Signed out", "You signed out of the dashboard."))
+        response.del_cookie(COOKIE, path=_home(session.guild_id))
+        return response
 
     # The page and its data.
 
@@ -168,41 +238,62 @@ class Dashboard:
         return html_page(dashboard_page(home, f"{home}/state"))
 
     async def _home(self, request: web.Request) -> web.Response:
-        # The frame holds no data; its script asks for the state with the session cookie.
-        return self._page(int(request.match_info["guild"]))
+        # The frame holds no data; its script asks for the state with the session cookie. A
+        # navigation from another site comes without the cookie: the frame, and the script
+        # tells. With it, an admin who lost their rights is told here already.
+        guild_id = int(request.match_info["guild"])
+        if COOKIE in request.cookies:
+            try:
+                await self._rights(self._session(request), set())
+            except LinkRefused as refused:
+                return refused_page(refused)
+        return self._page(guild_id)
 
     async def _state(self, request: web.Request) -> web.Response:
         try:
-            session = self._session(request)
+            state = await self.state(self._session(request))
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
-        state = await self.state(session)
         return web.json_response(state, headers=SECURITY_HEADERS)
 
-    async def _readable(self, session: DashboardSession, channel_ids: set[int]) -> set[int]:
-        """Which of ``channel_ids`` the session's admin may read: asked of Discord at most
-        once per channel every READING_RIGHTS_S, whatever the number of polls."""
+    async def _rights(self, session: DashboardSession, channel_ids: set[int]) -> _Asked:
+        """The session's admin's rights, for ``channel_ids`` too; LinkRefused when Discord
+        says they may no longer see the dashboard (no longer managing the server, gone from
+        it). Asked of Discord once per window of READING_RIGHTS_S, and once more for each
+        channel first seen within it, whatever the number of polls."""
         key = (session.guild_id, session.user_id)
         now = self._signer.clock()
-        asked_at, known = self._reading.get(key, (now, {}))
-        if now - asked_at >= READING_RIGHTS_S:
-            asked_at, known = now, {}
-        unknown = channel_ids - known.keys()
-        if unknown:
-            readable = await self._admins.readable_channels(
-                session.guild_id, session.user_id, unknown
-            )
-            known.update((channel_id, channel_id in readable) for channel_id in unknown)
+        asked = self._reading.get(key)
+        fresh = asked is None or now - asked.at >= READING_RIGHTS_S
+        if asked is None or fresh:
+            asked = _Asked(now, None)
+        unknown = channel_ids - asked.channels
+        if fresh or unknown:
+            rights = await self._admins.rights(session.guild_id, session.user_id, unknown)
+            asked.refusal = rights.refusal
+            asked.channels |= unknown
+            asked.readable |= rights.readable
+            asked.age_restricted |= rights.age_restricted
             self._reading = {
                 other: held
                 for other, held in self._reading.items()
-                if now - held[0] < READING_RIGHTS_S
+                if now - held.at < READING_RIGHTS_S
             }
-            self._reading[key] = (asked_at, known)
-        return {channel_id for channel_id in channel_ids if known[channel_id]}
+            self._reading[key] = asked
+        if asked.refusal is not None:
+            raise LinkRefused(asked.refusal)
+        return asked
+
+    async def _keeps_pictures_age_restricted(self, guild_id: int) -> bool:
+        """Whether the server keeps every picture in age-restricted channels (its policy)."""
+        settings = await guild_settings.get(self._conn, guild_id)
+        return kept_in_age_restricted_channels(
+            made_age_restricted=False, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
+        )
 
     async def state(self, session: DashboardSession) -> dict[str, Any]:
-        """What the page shows, for one server only and as far as its admin may read."""
+        """What the page shows, for one server only and as far as its admin may read;
+        LinkRefused when they may no longer see it."""
         guild_id = session.guild_id
         snapshot = self._queue.snapshot()
         devices = {running.job.job_id: running.device for running in snapshot.running}
@@ -213,8 +304,12 @@ class Dashboard:
         refused = await refusals.latest(self._conn, guild_id, REFUSALS_SHOWN)
         candidates.update(job.channel_id for job in unfinished if job.channel_id is not None)
         candidates.update(r.channel_id for r in refused if r.channel_id is not None)
-        readable = await self._readable(session, candidates)
-        pictures = await queries.recent_pictures(self._conn, guild_id, readable, GALLERY_SIZE)
+        rights = await self._rights(session, candidates)
+        readable = candidates & rights.readable
+        shown = set() if await self._keeps_pictures_age_restricted(guild_id) else candidates
+        pictures = await queries.recent_pictures(
+            self._conn, guild_id, rights.shown(shown), GALLERY_SIZE
+        )
         today = period_start(Period.DAY, now)
         usage = await queries.usage_by_member(self._conn, guild_id, today)
         refused_today = await refusals.counts_by_reason(self._conn, guild_id, today)
@@ -287,22 +382,74 @@ class Dashboard:
         }
 
     async def _picture(self, request: web.Request) -> web.Response:
+        job_id, idx = request.match_info["job"], int(request.match_info["idx"])
         try:
             session = self._session(request)
+            found = await queries.shown_picture(self._conn, session.guild_id, job_id, idx)
+            channels = set() if found is None or found[1] is None else {found[1]}
+            rights = await self._rights(session, channels)
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
-        shown = await queries.shown_picture(
-            self._conn, session.guild_id, request.match_info["job"], int(request.match_info["idx"])
-        )
-        # A picture of a channel the admin cannot read is answered as a missing one.
-        if shown is None or shown[1] is None or not await self._readable(session, {shown[1]}):
-            return plain_text("No such picture here.", 404)
-        path = shown[0]
+        # A picture the admin may not see here is answered as a missing one.
+        if (
+            found is None
+            or not rights.shown(channels)
+            or await self._keeps_pictures_age_restricted(session.guild_id)
+        ):
+            return plain_text(_NO_PICTURE, 404)
         try:
-            thumbnail = await asyncio.to_thread(_thumbnail, Path(path))
+            thumbnail = await self._thumbnail(session.guild_id, job_id, idx, Path(found[0]))
         except FileNotFoundError:  # pruned meanwhile
-            return plain_text("No such picture here.", 404)
+            return plain_text(_NO_PICTURE, 404)
+        except _DecodersBusy:
+            busy = plain_text("Easel is busy making pictures ready; the page asks again.", 503)
+            busy.headers["Retry-After"] = str(THUMBNAIL_RETRY_AFTER_S)
+            return busy
         return web.Response(body=thumbnail, content_type="image/jpeg", headers=SECURITY_HEADERS)
+
+    async def _thumbnail(self, guild_id: int, job_id: str, idx: int, path: Path) -> bytes:
+        """The thumbnail of one of ``guild_id``'s pictures, made once (on the decoder's
+        threads) while it is kept; the caller has checked the admin may see it. One decode of
+        a picture at a time, ``THUMBNAILS_PENDING_PER_SERVER`` for the server and
+        ``THUMBNAILS_PENDING`` in all (``_DecodersBusy`` past either)."""
+        key = (job_id, idx)
+        kept = self._thumbnails.get(guild_id)
+        if kept is not None and (thumbnail := kept.get(key)) is not None:
+            kept.move_to_end(key)
+            return thumbnail
+        making = self._making.get(key)
+        if making is None:
+            if (
+                self._making_for[guild_id] >= THUMBNAILS_PENDING_PER_SERVER
+                or len(self._making) >= THUMBNAILS_PENDING
+            ):
+                raise _DecodersBusy
+            loop = asyncio.get_running_loop()
+            making = loop.run_in_executor(self._decoder, _thumbnail, path)
+            self._making[key] = making
+            self._making_for[guild_id] += 1
+            making.add_done_callback(functools.partial(self._made, guild_id, key))
+        # Shielded: a request that goes away does not stop the decode the others wait for.
+        return await asyncio.shield(making)
+
+    def _made(self, guild_id: int, key: tuple[str, int], making: asyncio.Future[bytes]) -> None:
+        """Keeps a decoded thumbnail; a failed decode is the waiting requests' to answer."""
+        del self._making[key]
+        self._making_for[guild_id] -= 1
+        if not self._making_for[guild_id]:
+            del self._making_for[guild_id]
+        if making.cancelled() or making.exception() is not None:
+            return
+        self._thumbnails.setdefault(guild_id, OrderedDict())[key] = making.result()
+        if sum(len(kept) for kept in self._thumbnails.values()) > THUMBNAILS_KEPT:
+            fullest = max(self._thumbnails, key=lambda guild: len(self._thumbnails[guild]))
+            self._thumbnails[fullest].popitem(last=False)
+            if not self._thumbnails[fullest]:
+                del self._thumbnails[fullest]
+
+
+class _DecodersBusy(Exception):
+    """The server's share of pending thumbnails, or all of them, are being made already."""
 
 
 def _home(guild_id: int) -> str:

@@ -119,7 +119,13 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes ``text`` spells in ``_b64``'s one spelling; ValueError for any other (a
+    character outside the URL-safe alphabet, padding, unused low bits set): a token has one
+    spelling only, nothing appended or altered opens the same page."""
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise ValueError("not in the canonical spelling")
+    return data
 
 
 class LinkSigner:
@@ -158,8 +164,11 @@ class LinkSigner:
         """LinkRefused when the link has expired or was used; ``again`` says what to do."""
         if self.clock() >= link.expires_at:
             raise LinkRefused(f"This link has expired (links last 15 minutes); {again}.")
-        if self._used_path(link).exists():
+        if self.was_used(link):
             raise LinkRefused(f"This link was already used; {again}.")
+
+    def was_used(self, link: SingleUse) -> bool:
+        return self._used_path(link).exists()
 
     def issue(
         self,

@@ -100,8 +100,10 @@ def dashboard_page(home_url: str, state_url: str) -> str:
         ["When", "Member", "Channel", "Reason", "What they were told"],
         "Nobody here has been refused anything.",
     )
+    signing_out = html.escape(f"{home_url}/logout", quote=True)
     body = f"""
 <h1>Easel — <span id=server></span></h1>
+<form method=post action="{signing_out}"><button type=submit id=sign-out>Sign out</button></form>
 <p id=status role=status>Loading…</p>
 <p><span id=waiting></span> job(s) waiting on Easel in all (every server).</p>
 {queue}{workers}

@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 # The multipart body: the mask PNG (an upload's limit) and a prompt.
 _MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
 _FORM_EXPECTED = "Send the mask as a PNG file and the prompt as UTF-8 text."
+# How long a mask page's body may take to arrive once its token is checked (aiohttp has no
+# deadline of its own): a trickled body would hold its connection, one of the capped ones.
+BODY_READ_TIMEOUT_S = 60.0
+# And for each piece of the picture to be taken: a reader that stops taking it is cut off, a
+# slow one that keeps taking it (a large picture on a phone's link) gets all of it...
+PICTURE_WRITE_TIMEOUT_S = 60.0
+# ...unless it is slower than this in all (3 MB: about 4 minutes), so that a reader trickling
+# just under the piece's deadline cannot hold its connection for hours.
+PICTURE_MIN_RATE_BYTES_S = 16 * 1024
+_PICTURE_PIECE_BYTES = 64 * 1024
 # What aiohttp's form reader raises on a body it cannot read: text that is not UTF-8
 # (UnicodeDecodeError, a ValueError) or names an unknown charset (LookupError), a malformed or
 # cut-short multipart (ValueError), an unknown transfer encoding (RuntimeError), a body whose
@@ -105,6 +115,7 @@ class RegionWebServer:
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app.on_response_prepare.append(_secure_headers)
         app.add_routes(
             [
                 web.get("/region/{token}", self._show),
@@ -148,20 +159,49 @@ class RegionWebServer:
         except LinkRefused as refused:
             return refused_page(refused)
         data = await asyncio.to_thread(path.read_bytes)
-        return web.Response(body=data, content_type="image/png", headers=SECURITY_HEADERS)
+        response = web.StreamResponse(headers=SECURITY_HEADERS)
+        response.content_type, response.content_length = "image/png", len(data)
+        await response.prepare(request)
+        # HEAD: the headers alone (a StreamResponse would send what is written, and the next
+        # answer on the connection would be read from the picture's bytes).
+        pieces = memoryview(data) if request.method != "HEAD" else memoryview(b"")
+        whole_s = PICTURE_WRITE_TIMEOUT_S + len(pieces) / PICTURE_MIN_RATE_BYTES_S
+        try:
+            async with asyncio.timeout(whole_s):
+                for start in range(0, len(pieces), _PICTURE_PIECE_BYTES):
+                    async with asyncio.timeout(PICTURE_WRITE_TIMEOUT_S):
+                        await response.write(pieces[start : start + _PICTURE_PIECE_BYTES])
+                async with asyncio.timeout(PICTURE_WRITE_TIMEOUT_S):
+                    await response.write_eof()
+        except TimeoutError:
+            if request.transport is not None:  # what is left unsent is dropped
+                request.transport.abort()
+        return response
 
     async def _submit(self, request: web.Request) -> web.Response:
         try:
             link = self.signer.check(request.match_info["token"])
         except LinkRefused as refused:
-            return refused_page(refused)
+            return plain_text(str(refused), 403)  # the page's script shows it as text
         try:
-            form = await request.post()
+            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                form = await request.post()
+        except TimeoutError:
+            answer = plain_text("The mask took too long to arrive; send it again.", 408)
+            answer.force_close()  # the rest of the body is not waited for
+            return answer
         except web.HTTPRequestEntityTooLarge:
             return plain_text("The mask is too large; paint on the page Easel gave you.", 413)
         except _UNREADABLE_FORM as unreadable:
             log.info("a mask page's form was unreadable: %s", type(unreadable).__name__)
-            return plain_text(_FORM_EXPECTED, 400)
+            answer = plain_text(_FORM_EXPECTED, 400)
+            if request.content.exception() is not None:
+                # The body failed (its compression is broken): none of the rest can be read.
+                # Ended here, with its connection, aiohttp does not try to read the rest
+                # after this answer and log that failure as an unhandled exception.
+                request.content.feed_eof()
+                answer.force_close()
+            return answer
         mask, prompt = form.get("mask"), form.get("prompt", "")
         if not isinstance(mask, web.FileField) or not isinstance(prompt, str):
             return plain_text(_FORM_EXPECTED, 400)
@@ -178,3 +218,11 @@ class RegionWebServer:
 
 def plain_text(text: str, status: int) -> web.Response:
     return web.Response(text=text, status=status, headers=SECURITY_HEADERS)
+
+
+async def _secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, aiohttp's own (404, 405, 500...) included: no version banner, and the
+    security headers where the route set none (a /static file keeps its caching)."""
+    response.headers.popall("Server", None)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)

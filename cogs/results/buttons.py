@@ -30,7 +30,7 @@ from bot.policy.moderation import (
     AGE_RESTRICTED_STAYS_IN_THE_SERVER,
     as_the_stored_pictures_refusal,
 )
-from bot.requests import reroll
+from bot.requests import picture_alone, reroll
 from bot.services import Services
 from bot.user_errors import Reason, UserError
 from cogs.common import (
@@ -40,9 +40,11 @@ from cogs.common import (
     quoted,
     services_of,
     submit_from_interaction,
+    tell,
 )
 from cogs.errors import report_error
 from cogs.results.copies import may_go_to_direct_messages, send_copy
+from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
 from cogs.visibility import check_member_may_act_here, check_member_may_read_channel
 from inference.types import RenderRequest
@@ -183,7 +185,7 @@ async def stored_picture(
             f"Picture {idx + 1} of job `{job_id}` was deleted; make a new one with /imagine."
         ) from None
     original = await original_request(queue, job_id)
-    request = dataclasses.replace(original, seed=job.seeds[idx], notes=[])
+    request = dataclasses.replace(picture_alone(original, idx, job.seeds[idx]), notes=[])
     return request, Picture(path, width, height, job.infotexts[idx])
 
 
@@ -432,6 +434,8 @@ class CancelButton(
     style = discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
+        # Answered first: a cancel the database holds up takes minutes to say so.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         outcome = await queue_of(interaction).cancel(self.job_id, acting_member(interaction))
         messages = {
             CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
@@ -443,7 +447,7 @@ class CancelButton(
             CancelOutcome.FINISHED: "Too late: that job has already finished.",
             CancelOutcome.UNKNOWN: "That job is no longer in the history.",
         }
-        await interaction.response.send_message(messages[outcome], ephemeral=True)
+        await tell(interaction, messages[outcome])
 
 
 class RemixButton(
@@ -462,7 +466,8 @@ class RemixButton(
         if self.idx is not None:
             if self.idx >= len(job.seeds):
                 raise UserError(f"Job `{self.job_id}` has only {len(job.seeds)} picture(s).")
-            original = dataclasses.replace(original, seed=job.seeds[self.idx], count=1)
+            alone = picture_alone(original, self.idx, job.seeds[self.idx])
+            original = dataclasses.replace(alone, count=1)
         original = dataclasses.replace(original, notes=[])
         modal = RemixModal(
             self.job_id,
@@ -520,9 +525,13 @@ class DeleteButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:delete:{_JOB}",
 ):
-    """Delete the message it is on: in a server, for the job's owner or a member with Manage
-    Messages in that channel (a moderator's deletion withdraws the job, as one made in Discord
-    does); in direct messages, the member's own copy."""
+    """Delete the message it is on. In a server: a message the clicker alone sees (a private
+    result) for anyone who has it; else, for a member with Manage Messages in that channel,
+    a post of the job there (``job_messages``: never another message its button may be put
+    on), whose deletion withdraws the job as one made in Discord does; for the job's maker,
+    that or a message Easel wrote carrying the job's pictures (``carries_pictures_of``: a
+    post not recorded, from before the records or a crash), which withdraws nothing. In
+    direct messages, the member's own copy."""
 
     action, label, emoji = "delete", "Delete", "🗑️"
     style = discord.ButtonStyle.danger
@@ -531,35 +540,53 @@ class DeleteButton(
         unlinked: tuple[StoredJob, int] | None = None  # the maker's post, until it is gone
         # A moderator's post to withdraw once Discord deleted it: (guild, channel, message).
         moderated: tuple[int, int, int] | None = None
-        if interaction.guild_id is not None:
+        message = interaction.message
+        # Seen by the clicker alone (a private result): deleting it withdraws nothing.
+        seen_alone = message is not None and message.flags.ephemeral
+        if interaction.guild_id is not None and not seen_alone:
             job = await clicked_job(interaction, self.job_id)
             history = services_of(interaction).history
-            if job.user_id == interaction.user.id:
-                # Before the delete: its event may arrive before the delete's answer.
-                message = interaction.message
-                if message is not None and await history.deleted_by_its_maker(
-                    job.job_id, message.id
-                ):
-                    unlinked = job, message.id
+            made_by_clicker = job.user_id == interaction.user.id
             # Discord computes Manage Messages for the channel the message is in.
-            elif interaction.permissions.manage_messages:
-                # As the deletion's own event does: only a post of the job in this channel
-                # withdraws it (never a message of another channel that names the job).
-                if interaction.message is not None and interaction.channel_id is not None:
-                    moderated = (
-                        interaction.guild_id,
-                        interaction.channel_id,
-                        interaction.message.id,
-                    )
-            else:
+            if not made_by_clicker and not interaction.permissions.manage_messages:
                 raise UserError(
                     "Only the member who made this picture, or a member with Manage Messages "
                     "in this channel, can delete it."
                 )
+            channel_id = interaction.channel_id
+            not_its_post = UserError(
+                f"This message is already deleted, or is not a post of job `{job.job_id}` in "
+                "this channel, so its Delete button does not delete it."
+            )
+            if message is None or channel_id is None:
+                raise not_its_post
+            if made_by_clicker:
+                # Before the delete: its event may arrive before the delete's answer.
+                if await history.deleted_by_its_maker(job.job_id, message.id):
+                    unlinked = job, message.id
+                elif not _easel_post_of(interaction, message, job.job_id):
+                    raise not_its_post
+            # As the deletion's own event does: only a post of the job in this channel
+            # withdraws it (never a message of another channel that names the job).
+            elif await history.is_post_of(job.job_id, interaction.guild_id, channel_id, message.id):
+                moderated = interaction.guild_id, channel_id, message.id
+            elif _easel_post_of(interaction, message, job.job_id):
+                # Its post from before the records (or lost to a crash): nothing to withdraw.
+                raise UserError(
+                    f"Easel has no record of this post of job `{job.job_id}`; delete it in "
+                    "Discord (it withdraws nothing)."
+                )
+            else:
+                raise not_its_post
         # A button in direct messages is on the clicker's own copy.
         try:
             await interaction.response.defer()
-            await interaction.delete_original_response()
+            try:
+                await interaction.delete_original_response()
+            except discord.NotFound:
+                # Deleted meanwhile (a second click, or in Discord): its deletion's own event
+                # withdrew what it withdraws, and its maker's unlinked post is gone.
+                return
         except Exception:
             if unlinked is not None:  # still posted: a moderator's deletion still withdraws it
                 await services_of(interaction).history.posted_again(
@@ -571,6 +598,18 @@ class DeleteButton(
             await services_of(interaction).history.withdraw_deleted(
                 guild_id, channel_id, [message_id]
             )
+
+
+def _easel_post_of(
+    interaction: discord.Interaction[Any], message: discord.Message, job_id: str
+) -> bool:
+    """Whether ``message`` is Easel's own post of ``job_id``'s pictures, recorded or not."""
+    easel = interaction.client.user
+    return (
+        easel is not None
+        and message.author.id == easel.id
+        and carries_pictures_of(message, job_id, result_only=False)
+    )
 
 
 def copy_caption(job: StoredJob) -> str:

@@ -20,6 +20,7 @@ from bot.policy.delivery import (
     CHANNEL_DELETED,
     PROGRESS_DELETED,
     Withheld,
+    channel_deletion,
     placed_under_rules_of_now,
     under_rules_of_now,
 )
@@ -34,19 +35,22 @@ from cogs.results.copies import (
     send_copy,
     why_kept_in_the_server,
 )
-from cogs.results.progress import ORIGINAL_RESPONSE, UNKNOWN_MESSAGE, ProgressMessages
+from cogs.results.earlier_posts import earlier_post
+from cogs.results.progress import (
+    CHANNEL_CHECK_TIMEOUT_S,
+    ORIGINAL_RESPONSE,
+    UNKNOWN_CHANNEL,
+    UNKNOWN_MESSAGE,
+    ProgressMessages,
+)
 from cogs.visibility import made_age_restricted
 from inference.compare import is_comparison
 from inference.infotext import PROMPT_WARNINGS, parse_infotext
 
 log = logging.getLogger(__name__)
 
-# Asking Discord whether a result's channel is age-restricted, at delivery (no click waits).
-_CHANNEL_CHECK_TIMEOUT_S = 10.0
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
-# Discord's "Unknown Channel": the job's channel or thread was deleted.
-_UNKNOWN_CHANNEL = 10003
 
 
 def caption(job: FinishedJob) -> str:
@@ -122,8 +126,7 @@ class DiscordResults(ProgressMessages):
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(wall_clock, monotonic)
-        self._client = client
+        super().__init__(client, wall_clock, monotonic)
         # Set by the composition root: whose results also go to their direct messages, and
         # the servers' NSFW policies (unset: no server's job goes to direct messages).
         self.member_settings: MemberSettings | None = None
@@ -144,9 +147,11 @@ class DiscordResults(ProgressMessages):
         if job.succeeded and await self._was_refunded(job):
             # Given back by a delivery cut short before the withdrawal recorded why (Easel
             # stopped, or a moderator's deletion withdrew it first): never posted, whatever
-            # the rules of now, and its maker told it does not count.
-            await self._withdraw_withheld(job, WITHHELD_BECAUSE)
-            await self._withhold(job, WITHHELD_BECAUSE, refunded=True)
+            # the rules of now, and its maker told it does not count. One withdrawn with a
+            # deleted channel records that alone (its withdrawal keeps no why): told that.
+            why = channel_deletion(job) or WITHHELD_BECAUSE
+            await self._withdraw_withheld(job, why)
+            await self._withhold(job, why, refunded=True)
             return None
         if job.succeeded:
             try:
@@ -171,11 +176,11 @@ class DiscordResults(ProgressMessages):
             return None
         except _ChannelDeleted:
             log.info("job %s: its channel was deleted; not posted", job.job_id)
-            # Refunded first, as a job the deletion stopped in the queue is: a delivery retried
-            # after a crash then reads it refunded (``_was_refunded``) and posts nothing.
+            # Withdrawn with its channel before the refund: a delivery retried after a crash
+            # reads that withdrawal (the gate refunds it then, or ``_was_refunded`` tells its
+            # reason) and posts nothing.
+            await self._channel_deleted(job.guild_id, job.channel_id)
             refunded = not job.succeeded or await self._refunded(job)
-            if self.history is not None and job.guild_id is not None and job.channel_id is not None:
-                await self.history.withdraw_deleted_channel(job.guild_id, job.channel_id)
             await self._tell_withheld(job, CHANNEL_DELETED, refunded=refunded)
             return None
         shown = True
@@ -248,7 +253,7 @@ class DiscordResults(ProgressMessages):
             job.guild_id,
             job.channel_id,
             restricted_when_made=False,
-            timeout_s=_CHANNEL_CHECK_TIMEOUT_S,
+            timeout_s=CHANNEL_CHECK_TIMEOUT_S,
         )
 
     async def _withhold(self, job: FinishedJob, why: str | None, *, refunded: bool) -> None:
@@ -420,7 +425,8 @@ class DiscordResults(ProgressMessages):
             content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
         if self._token_alive(job):
             if watched is not None and watched.deleted and not job.private:
-                # A progress edit found it deleted: not asked again, but its channel may be gone.
+                # A progress edit found it deleted: not edited again. Judged again (a channel
+                # deletion that edit learned of is remembered).
                 raise await self._message_deleted(job)
             try:
                 edited = await self._webhook(job).edit_message(
@@ -433,7 +439,7 @@ class DiscordResults(ProgressMessages):
                 # A private result's original response is ephemeral: in no channel.
                 return None if job.private else edited.id
             except discord.HTTPException as error:
-                if error.code == _UNKNOWN_CHANNEL:
+                if error.code == UNKNOWN_CHANNEL:
                     raise _ChannelDeleted from error
                 if error.code == UNKNOWN_MESSAGE and not job.private:
                     # The token lives, the message does not: deleted in the channel, or with it.
@@ -451,9 +457,11 @@ class DiscordResults(ProgressMessages):
             return None
         channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
         try:
+            if (posted := await earlier_post(self._client, channel, job)) is not None:
+                return posted
             return await self._post(channel, job, content, files, mentions, view)
         except discord.NotFound as error:
-            if error.code == _UNKNOWN_CHANNEL:
+            if error.code == UNKNOWN_CHANNEL:
                 raise _ChannelDeleted from error
             raise
         except discord.Forbidden as error:
@@ -463,24 +471,17 @@ class DiscordResults(ProgressMessages):
             return None
 
     async def _message_deleted(self, job: FinishedJob) -> _ProgressDeleted | _ChannelDeleted:
-        """The job's public message is gone: with its channel or thread (deleted lately as
-        Easel heard it, or Discord answers Unknown Channel), which withdraws no twin and is
-        refunded, or alone (a moderator's or its maker's deletion). Any other answer, or none
-        in time, reads as the message alone: the channel is there as far as Easel knows."""
-        if job.guild_id is None or job.channel_id is None:
-            return _ProgressDeleted()
-        if self.history is not None and self.history.channel_deleted_lately(
-            job.guild_id, job.channel_id
-        ):
+        """The job's public message is gone: with its channel or thread, or alone
+        (``_went_with_its_channel``, as a progress edit asks it). A lookup Discord did not
+        answer decides nothing: ``TimeoutError``, so the delivery is tried again (a failure that
+        may pass), never read as a moderator's deletion that withdraws the job's twins."""
+        went_with_its_channel = await self._went_with_its_channel(
+            job.job_id, job.guild_id, job.channel_id
+        )
+        if went_with_its_channel is None:
+            raise TimeoutError(f"job {job.job_id}: its channel's lookup was not answered")
+        if went_with_its_channel:
             return _ChannelDeleted()
-        try:
-            async with asyncio.timeout(_CHANNEL_CHECK_TIMEOUT_S):
-                await self._client.fetch_channel(job.channel_id)
-        except discord.NotFound as error:
-            if error.code == _UNKNOWN_CHANNEL:
-                return _ChannelDeleted()
-        except (discord.HTTPException, TimeoutError) as error:
-            log.warning("job %s: its channel was not read (%s)", job.job_id, error)
         return _ProgressDeleted()
 
     async def _post_directly(

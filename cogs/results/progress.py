@@ -1,7 +1,8 @@
 """A job's progress before its result: the queue position, then the percent with the newest
 preview, edited into the interaction's response at most once per interval, with Cancel. A
 public progress message is one of its job's posts (``History.result_posted``): deleting it
-withdraws the job, and its result is posted nowhere."""
+withdraws the job, and its result is posted nowhere; one gone with its channel or thread
+withdraws what that deletion withdraws (``ProgressMessages._went_with_its_channel``)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ ORIGINAL_RESPONSE: Any = "@original"
 _UNFINISHED = frozenset({"queued", "running"})
 # Discord's "Unknown Message": the message was deleted (the token's end is another code).
 UNKNOWN_MESSAGE = 10008
+# Discord's "Unknown Channel": the job's channel or thread was deleted.
+UNKNOWN_CHANNEL = 10003
+# Asking Discord about a job's channel (still there, age-restricted) for a delivery or a
+# progress edit: no click waits on it.
+CHANNEL_CHECK_TIMEOUT_S = 10.0
 
 
 class ProgressMessages:
@@ -37,9 +43,11 @@ class ProgressMessages:
 
     def __init__(
         self,
+        client: discord.Client,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._client = client
         # Token lifetimes are judged on the wall clock (a test may move it with Discord's).
         self.wall_clock = wall_clock
         self._monotonic = monotonic
@@ -62,11 +70,11 @@ class ProgressMessages:
         if state is None or state.status not in _UNFINISHED:
             return
         created_at = interaction.created_at.timestamp()
-        in_public = not private and interaction.guild_id is not None
+        guild_id, channel_id = interaction.guild_id, interaction.channel_id
 
         async def deleted() -> None:
-            if in_public:  # a private response the member dismissed withdraws nothing
-                await self._progress_deleted(job_id)
+            if not private and guild_id is not None:  # one dismissed privately withdraws nothing
+                await self._progress_gone(job_id, guild_id, channel_id)
 
         watched = _Watched(
             interaction.followup, lambda: self._alive(created_at), spoiler, on_deleted=deleted
@@ -87,15 +95,61 @@ class ProgressMessages:
                 job_id, interaction.guild_id, interaction.channel_id, progress.id
             )
 
+    async def _progress_gone(self, job_id: str, guild_id: int, channel_id: int | None) -> None:
+        """An edit of the job's public progress message, while its token lives, found it gone
+        from its server's channel: with that channel or thread, the job goes as its deletion
+        withdraws the jobs there (refunded, no twin; Easel may not have heard of it yet, or
+        ever: a channel hidden from Easel), else as its message's deletion withdraws it. When
+        Discord does not say which, nothing is withdrawn here: its delivery asks again."""
+        went_with_its_channel = await self._went_with_its_channel(job_id, guild_id, channel_id)
+        if went_with_its_channel is None:
+            return
+        if went_with_its_channel:
+            for withdrawn in await self._channel_deleted(guild_id, channel_id):
+                log.info("job %s withdrawn: its channel was deleted in Discord", withdrawn)
+        else:
+            await self._progress_deleted(job_id)
+
     async def _progress_deleted(self, job_id: str) -> None:
-        """An edit of the job's public progress message, while its token lives, found it
-        deleted in its server's channel: the job is withdrawn by its id, as a moderator's
-        deletion of a recorded post withdraws it (which it was not if deleted before its
-        first edit: "thinking…")."""
+        """The job's public progress message was deleted alone (``_went_with_its_channel``):
+        the job is withdrawn by its id, as a moderator's deletion of a recorded post
+        withdraws it (which it was not if deleted before its first edit: "thinking…")."""
         if self.history is None:
             return
         for withdrawn in await self.history.withdraw_job(job_id):
             log.info("job %s withdrawn: its progress message was deleted in Discord", withdrawn)
+
+    async def _went_with_its_channel(
+        self, job_id: str, guild_id: int | None, channel_id: int | None
+    ) -> bool | None:
+        """The job's public message in a server is gone (Unknown Message): whether it went with
+        its channel or thread (that or the thread's channel deleted lately as Easel heard it,
+        or Discord answers Unknown Channel), which withdraws no twin and is refunded, rather
+        than alone (a moderator's or its maker's deletion: the channel is there, or hidden
+        from Easel). None: Discord did not answer (an error, or none in time): a progress edit
+        decides nothing, and a delivery is tried again.
+        The one judge of both, for a progress edit and for a delivery."""
+        if guild_id is None or channel_id is None:
+            return False
+        if self.history is not None and self.history.channel_deleted_lately(guild_id, channel_id):
+            return True
+        try:
+            async with asyncio.timeout(CHANNEL_CHECK_TIMEOUT_S):
+                await self._client.fetch_channel(channel_id)
+        except discord.NotFound as error:
+            return error.code == UNKNOWN_CHANNEL
+        except (discord.HTTPException, TimeoutError) as error:
+            log.warning("job %s: its channel was not read (%s)", job_id, error)
+            return None
+        return False
+
+    async def _channel_deleted(self, guild_id: int | None, channel_id: int | None) -> list[str]:
+        """The channel or thread a job was made in is gone: the jobs posted or made there are
+        withdrawn (returned) as its deletion's event withdraws them, stopped and refunded if
+        unfinished (``History.withdraw_deleted_channel``)."""
+        if self.history is None or guild_id is None or channel_id is None:
+            return []
+        return await self.history.withdraw_deleted_channel(guild_id, channel_id)
 
     def progress(self, job_id: str, step: StepProgress) -> None:
         """The queue's progress listener: at most one edit per interval per job."""

@@ -147,8 +147,9 @@ async def checked_upload(
     a job of this server that may not be used here (``check_stored_pictures_usable``),
     whatever its name or PNG text: every upload a job is made of, or read from, passes here.
     A lossless copy is recognised (``bot.images.pixel_digest``), of a picture or of the grid a
-    job of several was posted as; a lossy re-encode, a crop, or a picture stored before its
-    digest was recorded (migration 0014) is not. Another server's jobs never refuse (its
+    job of several was posted as, as stored or as its EXIF orientation shows it; a lossy
+    re-encode, a crop, or a picture stored before its digest was recorded (migration 0014) is
+    not. Another server's jobs never refuse (its
     moderators withdrew nothing here), and a job still shown refuses nothing but by the age
     rule, and tells nothing: a match whose channel or texts cannot be read within the stored
     check's budget counts as no match (a refusal then would say that such a picture exists; a
@@ -159,10 +160,10 @@ async def checked_upload(
     upload = await asyncio.to_thread(
         decoded_upload, filename, data, digest=in_server, as_png=as_png
     )
-    if interaction.guild_id is None or upload.pixel_digest is None:
+    if interaction.guild_id is None or not upload.pixel_digests:
         return _with_source(upload, None)
     services = services_of(interaction)
-    matches = await services.history.jobs_with_picture(interaction.guild_id, upload.pixel_digest)
+    matches = await services.history.jobs_with_picture(interaction.guild_id, *upload.pixel_digests)
     checked = _with_source(upload, matches[0].job_id if matches else None)
     if not matches:
         return checked
@@ -181,7 +182,7 @@ async def checked_upload(
 
 def _with_source(upload: DecodedUpload, made_from: str | None) -> CheckedUpload:
     return CheckedUpload(
-        upload.image, upload.infotext, upload.pixel_digest, upload.png, made_from=made_from
+        upload.image, upload.infotext, upload.pixel_digests, upload.png, made_from=made_from
     )
 
 

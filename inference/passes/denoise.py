@@ -25,12 +25,12 @@ from inference.img2img_steps import Img2ImgSteps
 from inference.ip_adapter import ImagePromptCache, ImagePrompting
 from inference.model_cache import LoadedModel, ModelCache, PipelineTask
 from inference.noise import initial_noise_and_generator, seeded_generator, step_noise_drawn_ahead
-from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
+from inference.passes.jobs import ImageJob, PromptTimeline, clip_skip_of, pad_conds
 from inference.passes.networks import JobNetworks
 from inference.progress import StepTracker
 from inference.prompts import WildcardLibrary
 from inference.registry import ModelRegistry
-from inference.samplers import make_scheduler
+from inference.samplers import calls_per_step, make_scheduler
 from inference.tiling import seamless
 from inference.types import RenderRequest
 
@@ -180,11 +180,16 @@ class Denoiser:
         controls: Controls | None = None,
         image_prompt: ImagePrompting | None = None,
         scheduler: Any | None = None,
+        timeline: PromptTimeline | None = None,
     ) -> Any:
         """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
         pictures, or with ``output_type="latent"`` the final latents (no VAE decode).
         ``controls``: the ControlNets that guide it; ``image_prompt``: its IP-Adapter;
-        ``scheduler``: the request's sampler, when the pass built it already (a fresh one)."""
+        ``scheduler``: the request's sampler, when the pass built it already (a fresh one);
+        ``timeline``: the steps its prompts are planned over (None: ``steps``, the schedule,
+        of which a pass from a picture runs the last)."""
+        if timeline is None:
+            timeline = PromptTimeline(steps)
         pipeline = model.pipeline_for(task)
         if scheduler is None:
             scheduler = scheduler_for(request, model)
@@ -217,13 +222,21 @@ class Denoiser:
             # Prompts are encoded here (web UI syntax, schedules, AND), not by the pipeline.
             guidance = PromptGuidance(
                 PromptEncoder(pipeline, clip_skip_of(request)),
-                lambda steps_run: [
-                    networks.tokens.of(job.embeddings).plan(job.plan(steps_run, self.wildcards))
+                lambda: [
+                    networks.tokens.of(job.embeddings).plan(
+                        job.plan(
+                            timeline.steps,
+                            self.wildcards,
+                            timeline.first_pass_steps,
+                            calls_per_step(request.sampler, request.schedule_type),
+                        )
+                    )
                     for job in jobs
                 ],
                 pad_conds=pad_conds(request),
                 control=None if controls is None else controls.residuals,
                 image_tokens=None if image_prompt is None else image_prompt.tokens,
+                finishes_schedule=timeline.finishes_schedule,
             )
             tiled = self.vae_tiling_pixels is not None and (
                 size[0] * size[1] > self.vae_tiling_pixels

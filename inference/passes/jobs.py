@@ -18,8 +18,10 @@ from inference.prompts import (
     PromptPlan,
     WildcardLibrary,
     build_plan,
+    picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
+from inference.samplers import calls_per_step
 from inference.types import (
     ALLOWED_EMBEDDINGS_OPTION,
     ALLOWED_LORAS_OPTION,
@@ -75,21 +77,55 @@ class ImageJob:
             self.seed if self.prompt_seed is None else self.prompt_seed,
         )
 
-    def plan(self, steps: int, wildcards: WildcardLibrary | None) -> PromptPlan:
-        """The prompt planned over ``steps`` sampling steps (same seed: same expansion). A
-        pass of other steps (hires fix, faces) may find it over a limit the request's steps
-        were not: the member reads why, as from ``image_jobs``. ``wildcards``: the folder
-        where it renders, read unless the job carries its ``draws``."""
+    def plan(
+        self,
+        steps: int,
+        wildcards: WildcardLibrary | None,
+        first_pass_steps: int | None = None,
+        calls_per_step: int = 1,
+    ) -> PromptPlan:
+        """The prompt planned over ``steps`` sampling steps (same seed: same expansion); a
+        hires pass's after a first pass of ``first_pass_steps``; over each model call of a
+        sampler making ``calls_per_step`` (``build_plan``). A pass of other steps (hires fix,
+        faces) may find it over a limit the request's steps were not: the member reads why,
+        as from ``image_jobs``. ``wildcards``: the folder where it renders, read unless the
+        job carries its ``draws``."""
         prompt, negative, seed = self.planning_inputs
         if self.draws is not None:
             wildcards = self.draws
         if self.planned is not None:
             plan, planned_with, planned_from = self.planned
-            if (plan.steps, planned_from) == (steps, (prompt, negative, seed)) and (
-                planned_with is wildcards
-            ):
+            if (plan.steps, plan.first_pass_steps, plan.calls_per_step, planned_from) == (
+                steps,
+                first_pass_steps,
+                calls_per_step,
+                (prompt, negative, seed),
+            ) and (planned_with is wildcards):
                 return plan
-        return _planned(prompt, negative, seed=seed, steps=steps, wildcards=wildcards)
+        return _planned(
+            prompt,
+            negative,
+            seed=seed,
+            steps=steps,
+            wildcards=wildcards,
+            first_pass_steps=first_pass_steps,
+            calls_per_step=calls_per_step,
+        )
+
+
+@dataclass(frozen=True)
+class PromptTimeline:
+    """The steps a pass reads its prompt's edits ``[a:b:when]`` and alternations ``[a|b]``
+    over, as the web UI does (docs/parity.md): ``steps`` planned, and counted from the pass's
+    first step. A pass from a picture (img2img, inpaint, faces, creative upscale) plans over
+    the request's steps, though it runs only the last of them; the hires pass plans over its
+    own steps after a first pass of ``first_pass_steps``. ``finishes_schedule``: the pass
+    runs the end of the planned steps and counts on from there (the refiner, which takes
+    over from the base model in the middle of one sampling)."""
+
+    steps: int
+    first_pass_steps: int | None = None
+    finishes_schedule: bool = False
 
 
 def _planned(
@@ -101,6 +137,8 @@ def _planned(
     wildcards: WildcardLibrary | None,
     loras: Collection[str] | None = None,
     embeddings: Collection[str] = (),
+    first_pass_steps: int | None = None,
+    calls_per_step: int = 1,
 ) -> PromptPlan:
     """``build_plan``, a prompt it refuses refused as the render's input (the member reads
     why: the sentence, not an internal error)."""
@@ -113,6 +151,8 @@ def _planned(
             wildcards=wildcards,
             loras=loras,
             embeddings=embeddings,
+            first_pass_steps=first_pass_steps,
+            calls_per_step=calls_per_step,
         )
     except PromptError as error:
         raise RenderInputError(str(error)) from error
@@ -124,8 +164,9 @@ def image_jobs(
     loras: Collection[str],
     embeddings: Collection[str],
 ) -> list[ImageJob]:
-    """One job per picture: image i uses seed + i (and variation seed + i), as the web UI,
-    and its wildcards are expanded with that seed. Prompt errors surface here, before any
+    """One job per picture: image i uses the seeds ``picture_seeds`` gives it (seed + i and
+    variation seed + i; a varied batch keeps its seed, as the web UI), and its wildcards are
+    expanded with its seed. Prompt errors surface here, before any
     model loads. ``loras`` and ``embeddings`` are the names on disk: unknown LoRA tags
     become prompt warnings (naming only LoRAs the request may apply,
     ``ALLOWED_LORAS_OPTION``: where its server lists LoRAs, those its prompts apply); only
@@ -145,24 +186,30 @@ def image_jobs(
     variation_seed = (
         None if request.variation_seed is None else resolve_seed(request.variation_seed)
     )
+    # Planned as the engine's pass over the request's steps plans it: the plan is its.
+    sampler_calls = calls_per_step(request.sampler, request.schedule_type)
     jobs = []
     for index in range(request.count):
-        prompt = chaos_prompt(request.prompt, chaos, seed + index)
+        image_seed, image_variation_seed = picture_seeds(
+            seed, variation_seed, request.variation_strength, index
+        )
+        prompt = chaos_prompt(request.prompt, chaos, image_seed)
         plan = _planned(
             prompt,
             request.negative_prompt,
-            seed=seed + index,
+            seed=image_seed,
             steps=request.steps,
             wildcards=wildcards,
             loras=loras,
             embeddings=embeddings,
+            calls_per_step=sampler_calls,
         )
         jobs.append(
             ImageJob(
                 prompt=plan.prompt,
                 negative_prompt=plan.negative_prompt,
-                seed=seed + index,
-                variation_seed=None if variation_seed is None else variation_seed + index,
+                seed=image_seed,
+                variation_seed=image_variation_seed,
                 variation_strength=request.variation_strength,
                 template=prompt if plan.prompt != prompt else None,
                 negative_template=(

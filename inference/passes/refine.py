@@ -14,7 +14,7 @@ import torch
 from inference.model_cache import LoadedModel
 from inference.networks import EmbeddingPlaceholders
 from inference.passes.denoise import PassTools, TaskArguments
-from inference.passes.jobs import ImageJob
+from inference.passes.jobs import ImageJob, PromptTimeline
 from inference.passes.networks import JobNetworks
 from inference.progress import StepTracker
 from inference.refiner import RefinerOptions
@@ -58,7 +58,16 @@ class Refining:
         )
         tracker.later_steps = 0
         return tools.denoise(
-            self.refiner, "img2img", request, jobs, size, request.steps, arguments, tracker, plain
+            self.refiner,
+            "img2img",
+            request,
+            jobs,
+            size,
+            request.steps,
+            arguments,
+            tracker,
+            plain,
+            timeline=PromptTimeline(request.steps, finishes_schedule=True),
         )
 
 

@@ -21,7 +21,7 @@ from inference.passes.denoise import (
 )
 from inference.passes.faces import finish_faces
 from inference.passes.img2img import RenderInputs, input_infotext
-from inference.passes.jobs import ImageJob
+from inference.passes.jobs import ImageJob, PromptTimeline
 from inference.passes.networks import JobNetworks
 from inference.passes.output import base_params, rendered
 from inference.passes.refine import refining_for
@@ -115,6 +115,8 @@ def render_group(
             controls=controls,
             image_prompt=image_prompt,
             scheduler=sampler,
+            # The web UI's: the prompt's edits go on from the first pass's steps.
+            timeline=PromptTimeline(hires_steps, first_pass_steps=request.steps),
         )
         params = hires.infotext(upscaler)
     if inputs.canvas is not None:

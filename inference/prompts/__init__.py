@@ -15,6 +15,7 @@ from inference.prompts.flags import (
     InlineFlags,
     parse_aspect_ratio,
     parse_inline_flags,
+    picture_seeds,
     resolve_flags,
     resolve_size,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "parse_attention",
     "parse_inline_flags",
     "pick_styles",
+    "picture_seeds",
     "renderings",
     "resolve_flags",
     "resolve_size",

@@ -35,7 +35,7 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+BREAK_PATTERN = re.compile(r"\s*\bBREAK\b\s*")  # a chunk separator, its spaces dropped
 # Each closing bracket re-weights every piece since its opening one (an unclosed one, every
 # piece to the end), so parsing costs pieces x depth: planners refuse deeper text.
 MAX_ATTENTION_NESTING = 100
@@ -85,7 +85,7 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
         elif token == "]" and open_square:
             multiply_from(open_square.pop(), SQUARE_MULTIPLIER)
         else:
-            for index, part in enumerate(_BREAK.split(token)):
+            for index, part in enumerate(BREAK_PATTERN.split(token)):
                 if index:
                     pieces.append(list(BREAK_MARKER))
                 pieces.append([part, 1.0])

@@ -2,8 +2,10 @@
 
 Like the web UI, every ``<word:...>`` tag is removed from the text whatever its kind.
 ``<lora:name>`` means weight 1.0; ``<lora:name:te:unet>`` (or ``te=``/``unet=``) sets the text
-encoder and UNet weights apart. ``lyco`` and ``hypernet`` tags are recognised but not applied,
-and unknown names become warnings, never exceptions: a typo must not fail a render.
+encoder and UNet weights apart. The web UI's dynamic rank (``dyn=N``, or a fourth value) is
+read and told as not supported: the LoRA applies at its full rank. ``lyco`` and ``hypernet``
+tags are recognised but not applied, and unknown names become warnings, never exceptions: a
+typo must not fail a render.
 """
 
 from __future__ import annotations
@@ -38,29 +40,45 @@ def _closest(name: str, available: Iterable[str]) -> str:
     return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
 
-def _number(text: str, what: str, warnings: list[str]) -> float | None:
+# The web UI's named values; its positional ones come in this order after the name.
+_SETTINGS = ("te", "unet", "dyn")
+
+
+def _number(text: str | None, what: str, default: float, warnings: list[str]) -> float:
+    """``text`` as a number; ``default`` when absent, or (told) when not a number."""
+    if text is None:
+        return default
     try:
         return float(text)
     except ValueError:
-        warnings.append(f"{what} {text!r} is not a number; using 1.0")
-        return None
+        warnings.append(f"{what} {text!r} is not a number; using {default}")
+        return default
 
 
-def _parse_tag(kind: str, args: list[str], warnings: list[str]) -> ExtraNetwork:
+def _parse_tag(kind: str, args: list[str], warnings: list[str]) -> tuple[ExtraNetwork, str | None]:
+    """The tag's network, and its ``dyn`` value as written (None: none)."""
     name, positional, named = args[0], [], {}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
-        if sep and key in ("te", "unet"):
+        if sep and key in _SETTINGS:
             named[key] = value
         else:
             positional.append(arg)
-    label = f"<{kind}:{name}> weight"
-    te_text = named.get("te", positional[0] if positional else None)
-    weight = 1.0 if te_text is None else _number(te_text, label, warnings)
-    weight = 1.0 if weight is None else weight
-    unet_text = named.get("unet", positional[1] if len(positional) > 1 else None)
-    unet_weight = weight if unet_text is None else _number(unet_text, label, warnings)
-    return ExtraNetwork(kind, name, weight, weight if unet_weight is None else unet_weight)
+    values = dict(zip(_SETTINGS, positional, strict=False)) | named
+    label = f"<{kind}:{name}>"
+    weight = _number(values.get("te"), f"{label} weight", 1.0, warnings)
+    unet_weight = _number(values.get("unet"), f"{label} UNet weight", weight, warnings)
+    return ExtraNetwork(kind, name, weight, unet_weight), values.get("dyn")
+
+
+def _dyn_ignored(network: ExtraNetwork, dyn: str) -> str:
+    """The warning for a LoRA applied with a ``dyn`` it cannot take."""
+    weight, unet_weight = network.weight, network.unet_weight
+    used = f"weight {weight:g}" + (f", UNet {unet_weight:g}" if unet_weight != weight else "")
+    return (
+        f"<{network.kind}:{network.name}> dyn={dyn}: dynamic rank is not supported here; "
+        f"applied at its full rank ({used})"
+    )
 
 
 def extract_extra_networks(
@@ -76,7 +94,7 @@ def extract_extra_networks(
 
     def take(match: re.Match[str]) -> str:
         kind = match.group(1)
-        network = _parse_tag(kind, match.group(2).split(":"), warnings)
+        network, dyn = _parse_tag(kind, match.group(2).split(":"), warnings)
         networks.append(network)
         if kind in UNSUPPORTED_KINDS:
             warnings.append(f"<{kind}:{network.name}> ignored: {kind} networks are not supported")
@@ -86,6 +104,8 @@ def extract_extra_networks(
             warnings.append(
                 f"unknown LoRA {network.name!r} ignored{_closest(network.name, available_loras)}"
             )
+        elif dyn is not None:  # only a LoRA applied: an ignored one's would contradict it
+            warnings.append(_dyn_ignored(network, dyn))
         return ""
 
     return _TAG.sub(take, prompt), networks, warnings

@@ -28,6 +28,31 @@ from dataclasses import dataclass
 from inference.prompts.errors import InlineFlagError
 
 SEED_MAX = 2**32 - 1
+
+
+def picture_seed(seed: int, index: int) -> int:
+    """Picture ``index`` of a batch from ``seed``: ``seed + index``, wrapped past ``SEED_MAX``
+    to 0 as ``--repeat`` does, so every picture's seed is one a member can type again. The
+    web UI goes on past it, but its CPU noise reads a seed's low 32 bits: the same noise."""
+    return (seed + index) % (SEED_MAX + 1)
+
+
+def picture_seeds(
+    seed: int, variation_seed: int | None, variation_strength: float, index: int
+) -> tuple[int, int | None]:
+    """Picture ``index`` of a batch's (seed, variation seed), as the web UI's ``all_seeds``
+    and ``all_subseeds``: a varied batch (a variation seed at a strength above 0) keeps the
+    main seed for every picture and steps only the variation seed, so its pictures are
+    variations of one picture; otherwise both step (``picture_seed``). Every place that
+    derives a picture's seeds (the engine, wildcard draws, chaos, admission's plan, re-making
+    one picture of a grid) reads them here, so a picture's own settings give it again."""
+    varied = variation_seed is not None and variation_strength > 0
+    return (
+        seed if varied else picture_seed(seed, index),
+        None if variation_seed is None else picture_seed(variation_seed, index),
+    )
+
+
 _WORD = re.compile(r'"([^"]*)"|(\S+)')
 _FLAGS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
 _ALIASES = {"aspect": "ar"}

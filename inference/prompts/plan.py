@@ -86,6 +86,10 @@ class PromptPlan:
     embeddings_used: tuple[str, ...]
     flags: InlineFlags
     warnings: tuple[str, ...] = field(default=())
+    # A hires pass's plan: the steps of the first pass it goes on from (``schedule_prompt``).
+    first_pass_steps: int | None = None
+    # The sampler's model calls per step: the schedules' steps are its calls (``build_plan``).
+    calls_per_step: int = 1
 
     def loras(self, available: Collection[str] | None = None) -> list[ExtraNetwork]:
         """LoRA tags to apply: kind ``lora`` and, when ``available`` is given, a known name."""
@@ -165,15 +169,17 @@ class _ScheduledChunks:
 def _plan_subprompt(
     text: str,
     weight: float,
-    steps: int,
+    timeline: tuple[int, int | None],
     tokenizer: ClipTokenizer,
     name: str,
     scheduled: _ScheduledChunks,
 ) -> SubPromptPlan:
-    """``name`` is the prompt's in messages ("the negative prompt"); ``scheduled`` counts the
+    """``timeline``: the steps to plan over, and a hires pass's first pass's steps.
+    ``name`` is the prompt's in messages ("the negative prompt"); ``scheduled`` counts the
     chunks of its distinct texts over all its parts."""
+    steps, first_pass_steps = timeline
     schedule = []
-    for segment in schedule_prompt(text, steps):
+    for segment in schedule_prompt(text, steps, first_pass_steps=first_pass_steps):
         checkpoint()  # each text is milliseconds of work, 150 steps x 8 pictures of them
         try:
             pieces, chunks = _weighted_chunks(segment.text, tokenizer)
@@ -238,9 +244,14 @@ def build_plan(
     embeddings: Collection[str] = (),
     tokenizer: ClipTokenizer | None = None,
     name: str = "the prompt",
+    first_pass_steps: int | None = None,
+    calls_per_step: int = 1,
 ) -> PromptPlan:
     """Plan one image. ``seed``/``steps`` given here win over ``--seed``/``--steps`` flags.
-    ``name`` is the prompt's in messages ("the fix-faces prompt").
+    ``name`` is the prompt's in messages ("the fix-faces prompt"). ``first_pass_steps``:
+    ``steps`` are a hires pass's, after a first pass of that many (``schedule_prompt``).
+    ``calls_per_step``: a second-order sampler's 2, whose schedules the web UI plans over
+    (and reads at) each model call, so that ``[a:b:N]`` counts N calls.
 
     ``seed`` is this image's seed (``None`` or -1: the flag's, else random). ``loras`` are
     the LoRA names on disk (``None``: not checked); ``embeddings`` the textual-inversion
@@ -275,16 +286,20 @@ def build_plan(
         warnings.append("extra-network tags in the negative prompt are read as plain text")
 
     tokenizer = tokenizer or default_tokenizer()
+    timeline = (
+        steps * calls_per_step,
+        None if first_pass_steps is None else first_pass_steps * calls_per_step,
+    )
     scheduled = _ScheduledChunks(name)
     subprompts = tuple(
-        _plan_subprompt(sub.text, sub.weight, steps, tokenizer, name, scheduled)
+        _plan_subprompt(sub.text, sub.weight, timeline, tokenizer, name, scheduled)
         for sub in split_subprompts(text, name)
     )
     _check_chunk_count(subprompts, name)
     negative_name = "the negative prompt"
     negative_scheduled = _ScheduledChunks(negative_name)
     negative_plan = _plan_subprompt(
-        expanded_negative.text, 1.0, steps, tokenizer, negative_name, negative_scheduled
+        expanded_negative.text, 1.0, timeline, tokenizer, negative_name, negative_scheduled
     )
     _check_chunk_count((negative_plan,), negative_name)
     return PromptPlan(
@@ -298,6 +313,8 @@ def build_plan(
         embeddings_used=tuple(find_embeddings(f"{text}\n{expanded_negative.text}", embeddings)),
         flags=flags,
         warnings=tuple(warnings),
+        first_pass_steps=first_pass_steps,
+        calls_per_step=calls_per_step,
     )
 
 

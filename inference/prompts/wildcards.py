@@ -42,6 +42,7 @@ from inference.prompts.errors import (
     UnknownWildcardError,
     WildcardRecursionError,
 )
+from inference.prompts.flags import picture_seed
 from inference.prompts.stopping import checkpoint
 
 MAX_WILDCARD_DEPTH = 20
@@ -349,7 +350,9 @@ def draws_by_seed(*templates: str) -> bool:
 def expand_prompt(
     template: str, seed: int, library: WildcardLibrary | None = None, *, count: int = 1
 ) -> list[Expansion]:
-    """Expand ``template`` for ``count`` images, image ``i`` seeded with ``seed + i``.
+    """Expand ``template`` for ``count`` images, image ``i`` seeded with ``seed + i``
+    (``picture_seed``), as a batch without a variation; the engine and admission expand each
+    picture alone, at the seed ``picture_seeds`` gives it (a varied batch keeps one seed).
 
     Raises ``UnknownWildcardError`` (with the closest names), ``WildcardRecursionError``,
     ``NestingError`` (braces deeper than ``MAX_BRACE_NESTING``) and ``PromptError`` past the
@@ -358,7 +361,7 @@ def expand_prompt(
     library (or one with no folder), ``__name__`` stays as typed (with a warning) and ``{a|b}``
     still expands. A ``RecordedDraws`` keeps each expansion; ``PlannedDraws`` gives them back.
     """
-    seeds = [seed + index for index in range(count)]
+    seeds = [picture_seed(seed, index) for index in range(count)]
     if not draws_by_seed(template):
         return [Expansion(template, template, image_seed) for image_seed in seeds]
     if isinstance(library, PlannedDraws):

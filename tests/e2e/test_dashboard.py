@@ -146,22 +146,33 @@ async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
             again = await page.goto(link)  # the link works once
             assert again is not None and again.status == 403
             assert "already used" in await page.inner_text("main")
+            await reply_to(fake, "cancel", {"job_id": running})
+            session = {COOKIE: cookie["value"]}
+            picture = f"{home}/picture"
+            async with aiohttp.ClientSession(cookies=session) as http:
+                async with http.get(f"{picture}/{public}/0") as thumbnail:
+                    assert thumbnail.status == 200 and thumbnail.content_type == "image/jpeg"
+                for hidden in (private, elsewhere):  # with a valid session, still nothing
+                    async with http.get(f"{picture}/{hidden}/0") as answer:
+                        assert answer.status == 404
+                other_home = f"{bot.settings.public_url}/dashboard/{other.guild_id}"
+                for other_route in (f"{other_home}/state", f"{other_home}/picture/{elsewhere}/0"):
+                    async with http.get(other_route) as answer:  # this session is for one server
+                        assert answer.status == 403
+
+            # Signing out: the page's button posts with the cookie (same site); the browser
+            # forgets it, and a copy of it is refused from now on.
+            await page.goto(home)
+            await page.click("#sign-out")
+            await page.wait_for_selector("text=You signed out of the dashboard.")
+            assert await context.cookies() == []
+            async with (
+                aiohttp.ClientSession(cookies=session) as http,
+                http.get(f"{home}/state") as answer,
+            ):
+                assert answer.status == 403 and "signed out" in await answer.text()
             assert violations == []  # the pages worked within their policy
             await browser.close()
-
-        await reply_to(fake, "cancel", {"job_id": running})
-        session = {COOKIE: cookie["value"]}
-        picture = f"{home}/picture"
-        async with aiohttp.ClientSession(cookies=session) as http:
-            async with http.get(f"{picture}/{public}/0") as thumbnail:
-                assert thumbnail.status == 200 and thumbnail.content_type == "image/jpeg"
-            for hidden in (private, elsewhere):  # with a valid session, still nothing
-                async with http.get(f"{picture}/{hidden}/0") as answer:
-                    assert answer.status == 404
-            other_home = f"{bot.settings.public_url}/dashboard/{other.guild_id}"
-            for other_route in (f"{other_home}/state", f"{other_home}/picture/{elsewhere}/0"):
-                async with http.get(other_route) as answer:  # this session is for one server
-                    assert answer.status == 403
 
 
 async def test_forged_expired_and_missing_sign_ins_are_refused(

@@ -22,9 +22,9 @@ from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_ATTACH_FILES, PERMISSION_SEND_MESSAGES
 
 
-def picture() -> bytes:
+def picture(size: tuple[int, int] = (96, 64)) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (96, 64), (200, 40, 40)).save(buffer, format="PNG")
+    Image.new("RGB", size, (200, 40, 40)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -55,6 +55,15 @@ async def test_describe_suggests_prompts_and_a_button_renders_one(
         report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))
         # The render is charged, the description is not.
         assert next(p.images for p in report.periods if p.period is Period.DAY) == 1
+
+        # A picture no job could read is refused before the captioner sees it, as /vary's is.
+        strip = await reply_to(
+            fake, "describe", {}, attachments={"image": ("strip.png", picture((4104, 8)))}
+        )
+        assert strip.is_ephemeral
+        assert strip.content.endswith(
+            "'strip.png' is 4104x8 pixels; each side must be between 8 and 4096 pixels."
+        )
 
         # Its suggestions are text posted for all to see: where the member may not send
         # messages they are refused, naming what they lack; Attach Files is not asked.

@@ -186,6 +186,16 @@ async def test_upscale_command_and_upscale_buttons_are_jobs(
         assert [line.status for line in history.lines] == ["done", "done", "done"]  # journaled
 
 
+def sideways_jpeg(size: tuple[int, int]) -> bytes:
+    """A JPEG stored ``size`` as a phone's camera reads it, with EXIF orientation 6 (turn
+    90 degrees clockwise): shown, and read, with its sides swapped."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "orange").save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width x height`` (a decompression bomb's shape)."""
 
@@ -207,6 +217,15 @@ async def test_hostile_uploads_are_refused_before_queueing(
         ("vary", {}, {"image": ("tiny.png", source_png((32, 32)))}, "between 64 and 4096"),
         ("upscale", {"scale": 4}, {"image": ("big.png", source_png((4096, 1024)))}, "largest"),
         ("inpaint", {"prompt": "x"}, {"image": fox, "mask": ("m.png", mask_png((64, 32)))}, "same"),
+        (  # a mask of the photo as stored does not line up with the photo as shown
+            "inpaint",
+            {"prompt": "x"},
+            {
+                "image": ("phone.jpg", sideways_jpeg((128, 64))),
+                "mask": ("m.png", mask_png((128, 64))),
+            },
+            "the mask is 128x64 but the picture is 64x128",
+        ),
         ("vary", {}, {"image": ("huge.png", b"\x89PNG" + bytes(11 * 2**20))}, "MiB"),
         ("vary", {}, {}, "exactly one"),
     ]

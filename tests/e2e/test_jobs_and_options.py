@@ -3,10 +3,14 @@ options, through the fake Discord with the real tiny model."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
+import pytest
 from PIL import Image
 
+from bot.jobs.accounting import Member
+from bot.jobs.queue import CancelOutcome
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import QUICK, StartEasel, imagine, limit_daily_images, reply_to
@@ -125,3 +129,23 @@ async def test_schedule_type_option_reaches_the_picture(
             {"prompt": "a cat", "sampler": "DDIM", "schedule_type": "Karras", **QUICK},
         )
         assert refused.is_ephemeral and "Karras" in refused.content
+
+
+async def test_a_cancel_held_up_by_the_database_is_answered_first_and_told_after(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with start_easel() as bot:
+        written = asyncio.Event()
+        cancel = bot.queue.cancel
+
+        async def held_cancel(job_id: str, by: Member, *, imposed: bool = False) -> CancelOutcome:
+            await written.wait()  # the journal's tries: minutes, past Discord's 3 s
+            return await cancel(job_id, by, imposed=imposed)
+
+        monkeypatch.setattr(bot.queue, "cancel", held_cancel)
+        handle = await fake_discord.invoke_command("cancel", {"job_id": "0" * 16})
+        answered = await handle.wait_for_original()
+        assert answered.is_loading and answered.is_ephemeral
+        written.set()
+        told = await handle.wait_for_original(lambda m: not m.is_loading)
+        assert told.is_ephemeral and "There is no job `0000000000000000` here" in told.content

@@ -163,12 +163,28 @@ async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reuse
     bot = build(easel_settings(fake, tmp_path / "data", models_dir))
     async with running_bot(fake, bot):
         made = await imagine(fake, "a cat <lora:red-cat:0.8>", seed=3)  # no list yet: allowed
-        await reply_to(
+        # Typed in another letter case: listed as installed.
+        added = await reply_to(
             fake,
             "easel-admin addon",
-            {"kind": "LoRA", "action": "add", "name": "filler-00"},
+            {"kind": "LoRA", "action": "add", "name": "FILLER-00"},
             user=fake.owner_id,
         )
+        assert added.content == "Added `filler-00` to the allowed LoRAs.", added.content
+        # Two files differing in letter case only: which one is meant is not guessed.
+        (models_dir / "lora" / "Filler-01.safetensors").symlink_to(
+            models_dir / "lora" / "filler-01.safetensors"
+        )
+        ambiguous = await reply_to(
+            fake,
+            "easel-admin addon",
+            {"kind": "LoRA", "action": "add", "name": "FILLER-01"},
+            user=fake.owner_id,
+        )
+        assert ambiguous.content == (
+            "`FILLER-01` matches the LoRAs `Filler-01` and `filler-01`; type one exactly."
+        ), ambiguous.content
+        (models_dir / "lora" / "Filler-01.safetensors").unlink()
         sentence = (
             "The LoRA `red-cat` is not installed or not allowed here. You may use: filler-00."
         )

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from bot.app import EaselBot
 from bot.history import WITHDRAWAL_AUDITED_AS, StoredJob
@@ -158,11 +158,20 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         assert stored is not None and stored.withdrawn
 
 
-def saved_again(message: StoredMessage) -> bytes:
-    """The message's picture as a member saves it again: a PNG without its text."""
+def saved_again(message: StoredMessage, *, stored_turned: bool = False) -> bytes:
+    """The message's picture as a member saves it again: a PNG without its text (or
+    ``stored_turned``: its pixels turned a quarter, with the EXIF orientation that turns them
+    back, shown and read as the picture)."""
     with Image.open(io.BytesIO(message.attachments[0].data)) as picture:
         buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
+        if not stored_turned:
+            picture.save(buffer, format="PNG")
+            return buffer.getvalue()
+        turn_back = Image.Exif()
+        turn_back[ExifTags.Base.Orientation] = 6  # a quarter clockwise
+        picture.transpose(Image.Transpose.ROTATE_90).save(
+            buffer, format="PNG", exif=turn_back.tobytes()
+        )
     return buffer.getvalue()
 
 
@@ -170,8 +179,8 @@ async def test_a_withdrawn_picture_uploaded_again_under_another_name_is_refused(
     fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its pixels name it: /blend and /vary refuse the copy of a withdrawn job's posted grid
-    (a job of two pictures is posted, deleted and saved as that one picture); a copy of a
-    picture still shown is blended."""
+    (a job of two pictures is posted, deleted and saved as that one picture), also one stored
+    turned and told by its EXIF to turn back; a copy of a picture still shown is blended."""
     fake = fake_discord
     async with start_easel() as bot:
         deletions = deletions_read(bot, monkeypatch)
@@ -186,9 +195,11 @@ async def test_a_withdrawn_picture_uploaded_again_under_another_name_is_refused(
             "blend", {"prompt": "--steps 2"}, attachments={"image1": boat_copy, "image2": copy}
         )
         # /blend reads its uploads once acknowledged: it refuses in a follow-up.
+        turned_copy = ("phone.png", saved_again(lighthouse, stored_turned=True))
         for refused in (
             await blend.wait_for_followup(),
             await reply_to(fake, "vary", {}, attachments={"image": copy}),
+            await reply_to(fake, "vary", {}, attachments={"image": turned_copy}),
         ):
             assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content
         assert bot.queue.queued_count() == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 from playwright.async_api import async_playwright
 
@@ -49,6 +49,7 @@ from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 from tests.fake_discord.rules import walk_components
 from tests.fake_discord.state import CONNECTION_DROPPED
 from tests.support.chunky_files import chunky_png, pillow_opens_on_the_loop
+from tests.support.exif_pictures import exif_after_pixels
 
 StartRegionEasel = Callable[..., AbstractAsyncContextManager[EaselBot]]
 PICTURE = {"size": "128x128"}
@@ -82,18 +83,22 @@ async def region_offer(fake: FakeDiscord, result: StoredMessage, user: int) -> S
     return await click.wait_for_original(lambda m: not m.is_loading)
 
 
-def mask_form(painted: bool, text: str = "") -> aiohttp.FormData:
-    """The page's form; ``text``: a compressed text chunk in the mask PNG too."""
+def mask_form(painted: bool, text: str = "", *, turned: bool = False) -> aiohttp.FormData:
+    """The page's form; ``text``: a compressed text chunk in the mask PNG too; ``turned``:
+    stored 32x64 and turned to 64x32 by an EXIF orientation after its pixels."""
     buffer = io.BytesIO()
-    mask = Image.new("L", (64, 64), 0)
+    mask = Image.new("L", (32, 64) if turned else (64, 64), 0)
     if painted:
         mask.paste(255, (8, 8, 32, 32))
     chunks = PngInfo()
     if text:
         chunks.add_text("parameters", text, zip=True)
-    mask.save(buffer, format="PNG", pnginfo=chunks)
+    orientation = Image.Exif()
+    orientation[ExifTags.Base.Orientation] = 6  # a quarter clockwise
+    mask.save(buffer, format="PNG", pnginfo=chunks, exif=orientation.tobytes() if turned else b"")
+    data = exif_after_pixels(buffer.getvalue()) if turned else buffer.getvalue()
     form = aiohttp.FormData()
-    form.add_field("mask", buffer.getvalue(), filename="mask.png", content_type="image/png")
+    form.add_field("mask", data, filename="mask.png", content_type="image/png")
     form.add_field("prompt", "")
     return form
 
@@ -224,6 +229,10 @@ async def test_forged_and_expired_links_are_refused(
             async with http.post(link, data=chunky) as posted:
                 answer = await posted.text()
                 assert posted.status == 400 and f"{MAX_PNG_OTHER_CHUNKS:,} chunks" in answer
+            # A mask whose orientation comes after its pixels: its sides are those written.
+            async with http.post(link, data=mask_form(painted=True, turned=True)) as posted:
+                answer = await posted.text()
+                assert posted.status == 400 and "mask is 64x32 but" in answer, answer
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
                 assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
 

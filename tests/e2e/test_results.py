@@ -163,7 +163,7 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         assert "⏳ Queued — position 1" in queued.content
         cancelled = await (
             await fake_discord.click(queued, queued.custom_ids[0])
-        ).wait_for_original()
+        ).wait_for_original(lambda m: not m.is_loading)  # answered first ("thinking…")
         assert cancelled.is_ephemeral and "Cancelled; nothing was charged" in cancelled.content
         ended = await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
         assert not ended.custom_ids
@@ -177,9 +177,11 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
 
         fake_discord.add_member(4242, "stranger", roles=(fake_discord.member_role_id,))
         stranger = await fake_discord.click(progress, cancel_long, user=4242)
-        refused = await stranger.wait_for_original()
+        refused = await stranger.wait_for_original(lambda m: not m.is_loading)
         assert refused.is_ephemeral and "Only the member who started" in refused.content
-        owner = await (await fake_discord.click(progress, cancel_long)).wait_for_original()
+        owner = await (await fake_discord.click(progress, cancel_long)).wait_for_original(
+            lambda m: not m.is_loading
+        )
         assert "Stopping at the next step: you pay only for the GPU time used" in owner.content
         ended = await long_job.wait_for_original(
             lambda m: "Cancelled" in m.content, timeout=RENDER_TIMEOUT_S

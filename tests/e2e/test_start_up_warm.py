@@ -3,11 +3,20 @@ bot connects to the gateway (issue 12, docs/performance.md "The first burst").""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import threading
 from pathlib import Path
 
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
 from bot.app import build
+from inference import model_list
+from inference.metadata import FAMILY_MARKERS
 from inference.prompts import default_tokenizer
+from inference.registry import ModelEntry
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
 from tests.fake_discord import FakeDiscord
@@ -35,5 +44,40 @@ async def test_the_prompt_planner_and_the_heap_are_ready_before_the_gateway_conn
         # What starting left is out of later collections (else the first full one falls in
         # the first burst).
         assert gc.get_freeze_count() > 0
+    finally:
+        await bot.close()
+
+
+async def test_the_models_families_are_read_in_the_background_of_a_start(
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first prompt check after a start read every checkpoint's header on the admission
+    path (393 ms for 60): read at start instead, on a thread, with no command sent."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, (_, marker) in zip(("one", "two"), FAMILY_MARKERS, strict=False):
+        save_file({marker: np.zeros(1, dtype=np.float32)}, str(models / f"{name}.safetensors"))
+    read: list[str] = []
+    both_read = threading.Event()
+    listed_model = model_list.listed_model
+
+    def counted(entry: ModelEntry) -> model_list.ListedModel:
+        read.append(entry.name)
+        if len(read) == 2:
+            both_read.set()
+        return listed_model(entry)
+
+    monkeypatch.setattr(model_list, "listed_model", counted)
+    bot = build(easel_settings(fake_discord, tmp_path / "data", models), instant_engine)
+    try:
+        await bot.login(fake_discord.token)
+        assert await asyncio.to_thread(both_read.wait, 10)  # two headers read: moments
+        assert sorted(read) == ["one", "two"]
+        # What the first plan asks is then answered from the cache.
+        planner = bot.services.prompts
+        assert planner.families_read is not None
+        await planner.families_read
+        assert planner.models_without_embeddings() == []
+        assert len(read) == 2
     finally:
         await bot.close()

@@ -46,7 +46,7 @@ async def test_easel_s_own_settings_give_the_same_picture_again(
     async with start_easel():
         first = await imagine(
             fake,
-            "a (red:1.2) cat",
+            "a (red:1.2) cat --tile --stop 50",
             negative="blurry",
             seed=77,
             steps=3,
@@ -62,6 +62,7 @@ async def test_easel_s_own_settings_give_the_same_picture_again(
             "Karras",
             "CPU",
         )
+        assert (params["Tiling"], params["Stop at"]) == ("True", "50%")
         assert str(params["Version"]).startswith("Easel ")
 
         # The menu on a member's message carrying the PNG.

@@ -6,6 +6,7 @@ running /forget-me does not make a saved copy of it usable again in the server."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,9 @@ from bot.history import History
 from bot.jobs.queue import FinishedJob
 from bot.policy.delivery import CHANNEL_DELETED
 from bot.policy.moderation import WITHDRAWN_PICTURE
+from bot.settings import Settings
+from db import jobs as journal
+from db.database import connect
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, imagine, job_id_of, reply_to
 from tests.e2e.test_moderation_after_the_fact import (
     WITHDRAWAL_WAIT_S,
@@ -21,6 +25,8 @@ from tests.e2e.test_moderation_after_the_fact import (
     show,
 )
 from tests.fake_discord import FakeDiscord
+from tests.fake_discord.payloads import PERMISSION_VIEW_CHANNEL
+from tests.support.engines import HeldEngine
 from tests.support.pictures import has_picture
 
 ALT = 5454
@@ -109,6 +115,68 @@ async def test_a_result_whose_channel_goes_as_it_is_delivered_is_refunded_and_sp
         assert [f"{CHANNEL_DELETED}. It does not count" in content for content in told] == [True]
         kept = await bot.services.history.job(job_id_of(twin))
         assert kept is not None and not kept.withdrawn
+
+
+async def test_a_progress_edit_that_finds_its_channel_gone_withdraws_as_its_deletion_does(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    easel_settings_for_test: Settings,
+) -> None:
+    """A rendering job's channel is deleted unannounced (Easel was hidden from it), then a
+    progress edit finds its message gone and Discord answers Unknown Channel for the channel:
+    the job goes as that deletion withdraws it, with the channel's other post (no moderator's
+    deletion of its message), refunded and its maker told the channel went."""
+    fake, engine = fake_discord, HeldEngine()
+    doomed = fake.add_text_channel("doomed")
+    async with start_easel(lambda device: engine) as bot:
+        with engine:
+            engine.released.set()
+            barn = {"prompt": "a barn", **QUICK}
+            earlier = await (
+                await fake.invoke_command("imagine", barn, channel=doomed)
+            ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+            engine.released.clear()
+            loop = asyncio.get_running_loop()
+            journaled: asyncio.Future[str] = loop.create_future()
+            channel_gone = asyncio.Event()
+            delivered: asyncio.Future[int | None] = loop.create_future()
+            show_queued, deliver = bot.results.show_queued, bot.results.deliver
+
+            async def after_the_channel(job_id: str, interaction: Any, **options: bool) -> None:
+                journaled.set_result(job_id)
+                await channel_gone.wait()
+                await show_queued(job_id, interaction, **options)
+
+            async def recorded(job: FinishedJob) -> int | None:
+                result = await deliver(job)
+                if journaled.done() and job.job_id == journaled.result():
+                    delivered.set_result(result)
+                return result
+
+            monkeypatch.setattr(bot.results, "show_queued", after_the_channel)
+            monkeypatch.setattr(bot.results, "deliver", recorded)
+            await fake.invoke_command("imagine", {"prompt": "a cat", **QUICK}, channel=doomed)
+            job_id = await asyncio.wait_for(journaled, RENDER_TIMEOUT_S)
+            assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            fake.set_overwrite(doomed, fake.bot_user_id, deny=PERMISSION_VIEW_CHANNEL)
+            await fake.delete_channel(doomed)  # announced to no one who cannot see it
+            channel_gone.set()
+            assert await asyncio.wait_for(delivered, RENDER_TIMEOUT_S) is None
+        conn = await connect(easel_settings_for_test.database_path)
+        try:
+            stopped = await journal.get_job(conn, job_id)
+        finally:
+            await conn.close()
+        # Never read as a moderator's deletion: its pixels would then refuse their twins.
+        assert stopped is not None and stopped.withdrawn_with_channel
+        withdrawn_with_it = await bot.services.history.job(job_id_of(earlier))
+        assert withdrawn_with_it is not None and withdrawn_with_it.withdrawn
+        direct = fake.dm_channel_of(fake.user_id)
+        told = [m.content for m in fake.messages.values() if m.channel_id == direct]
+        assert [f"{CHANNEL_DELETED}. It does not count" in content for content in told] == [True]
+        # The progress edit of the deleted response, and the read of its deleted channel.
+        assert [v.split(":", 1)[0] for v in fake.take_violations()] == ["unknown-resource"] * 2
 
 
 async def test_a_withdrawn_picture_stays_refused_after_its_maker_runs_forget_me(

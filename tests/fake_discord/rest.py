@@ -167,6 +167,7 @@ class RestApi:
             ),
             web.post(f"{api}/channels/{{channel}}/typing", self.trigger_typing),
             web.post(f"{api}/channels/{{channel}}/messages", self.create_channel_message),
+            web.get(f"{api}/channels/{{channel}}/messages", self.get_channel_messages),
             web.get(f"{api}/channels/{{channel}}/messages/{{message}}", self.get_channel_message),
             web.patch(
                 f"{api}/channels/{{channel}}/messages/{{message}}", self.edit_channel_message
@@ -463,6 +464,34 @@ class RestApi:
         if self._check_bot_sees(channel_id) & PERMISSION_READ_MESSAGE_HISTORY == 0:
             raise RequestRejected(403, 50001, "Missing Access")
         return json_response(self._channel_message(request).payload)
+
+    async def get_channel_messages(self, request: web.Request) -> web.Response:
+        """A page of the channel's history, newest first, as Discord answers: the ``limit``
+        (1-100, default 50) messages right after ``after``, else right before ``before``
+        (default: the latest). A bot that sees the channel but may not read its history gets
+        no messages, not a refusal (discord/discord-api-docs#455); one that does not see it is
+        refused (``_check_bot_sees``)."""
+        channel_id = int(request.match_info["channel"])
+        self.state.channel(channel_id)
+        if self._check_bot_sees(channel_id) & PERMISSION_READ_MESSAGE_HISTORY == 0:
+            return json_response([])
+        limit = int(request.query.get("limit", 50))
+        if not 1 <= limit <= 100:
+            raise RequestRejected(400, 50035, f"Invalid Form Body: limit {limit} is not 1-100")
+        after, before = request.query.get("after"), request.query.get("before")
+        in_channel = sorted(
+            (
+                m
+                for m in self.state.messages.values()
+                if m.channel_id == channel_id and not m.deleted
+            ),
+            key=lambda message: message.id,
+        )
+        if after is not None:
+            page = [m for m in in_channel if m.id > int(after)][:limit]
+        else:
+            page = [m for m in in_channel if before is None or m.id < int(before)][-limit:]
+        return json_response([message.payload for message in reversed(page)])
 
     async def edit_channel_message(self, request: web.Request) -> web.Response:
         message = self._channel_message(request)

@@ -1,5 +1,6 @@
 """The model-hash cache (``inference.file_hashes``): a replaced file is hashed again whatever
-its size and modification time, and digests stored at once are all kept on disk."""
+its size and modification time, and digests stored at once are all kept on disk; a LoRA's
+hashes as Easel writes them and as ``/use-settings`` reads them back."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from bot.infotext_import import installed_in, request_from_infotext_text
 from inference import file_hashes
 from inference.file_hashes import HASHES_FILE, file_sha256
+from inference.passes.networks import hash_list, lora_short_hashes
 from inference.registry import ModelRegistry
 
 
@@ -90,3 +92,106 @@ def test_a_hash_search_reads_no_file_itself_and_each_once_in_the_background(
         found = request_from_infotext_text(text.format(hash=b_hash), installed)
         assert found.request.model == "b"
     assert read == ["easel-model-hashes"] * 3
+
+
+def _wait_for_the_hasher() -> None:
+    deadline = time.monotonic() + 60
+    while file_hashes._HASHER.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "header_length", [2**63, 1_000], ids=["past an offset's range", "past the file's end"]
+)
+def test_a_safetensors_header_longer_than_its_file_has_no_tensor_hash(
+    tmp_path: Path, header_length: int
+) -> None:
+    """A wrong or crafted LoRA: an OSError (what callers read as "no hash"), not a ValueError
+    from ``seek`` nor the hash of nothing."""
+    lora = tmp_path / "bad.safetensors"
+    lora.write_bytes(header_length.to_bytes(8, "little") + b"{}")
+    with pytest.raises(OSError, match="not a safetensors file"):
+        file_sha256(lora, None, tmp_path, tensors_only=True)
+
+
+@pytest.mark.parametrize("failure", [ValueError, RuntimeError])
+def test_the_background_hasher_goes_on_after_a_file_it_cannot_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[Exception]
+) -> None:
+    """One file failing in any way leaves the hasher to hash the files asked for later."""
+    digest = file_hashes._digest
+
+    def failing_on_bad(file: Path) -> str:
+        if file.name == "bad.safetensors":
+            raise failure("surprise")
+        return digest(file)
+
+    monkeypatch.setattr(file_hashes, "_digest", failing_on_bad)
+    (tmp_path / "bad.safetensors").write_bytes(b"bad")
+    (tmp_path / "good.safetensors").write_bytes(b"good")
+    assert file_hashes.recalled_file_sha256(tmp_path / "bad.safetensors", None, tmp_path) is None
+    _wait_for_the_hasher()
+    assert not file_hashes._HASHER.running
+    assert file_hashes.recalled_file_sha256(tmp_path / "good.safetensors", None, tmp_path) is None
+    _wait_for_the_hasher()
+    good = file_hashes.recalled_file_sha256(tmp_path / "good.safetensors", None, tmp_path)
+    assert good == hashlib.sha256(b"good").hexdigest()
+
+
+def _lora(folder: Path, name: str, data: bytes) -> Path:
+    header = json.dumps({"__metadata__": {"ss_output_name": name}}).encode()
+    (folder / "Lora").mkdir(parents=True, exist_ok=True)
+    lora = folder / "Lora" / f"{name}.safetensors"
+    lora.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return lora
+
+
+def test_easels_own_lora_hashes_pasted_back_tell_no_other_file(tmp_path: Path) -> None:
+    """The ``Lora hashes`` Easel writes (``lora_short_hashes``: of the tensor data) are among
+    those the reader knows the installed LoRA by; another hash is told."""
+    _lora(tmp_path, "detail", b"w" * 99)
+    registry = ModelRegistry(tmp_path)
+    written = hash_list(lora_short_hashes(registry, ["detail"], registry.network_files("lora")))
+    assert written is not None
+    text = "a cat, <lora:detail:0.6>\nSteps: 20, Sampler: Euler, Seed: 1, Lora hashes: {}"
+    installed = installed_in(registry, None)
+    pasted_back = request_from_infotext_text(text.format(f'"{written}"'), installed)
+    assert not [note for note in pasted_back.unhonoured if "LoRA 'detail'" in note]
+    other = request_from_infotext_text(text.format('"detail: 99aa99aa99aa"'), installed)
+    assert [note for note in other.unhonoured if "LoRA 'detail'" in note]
+
+
+def test_a_lora_removed_or_not_safetensors_inside_is_not_known(tmp_path: Path) -> None:
+    """Removed after the folder was listed, or a header that does not fit in the file: no
+    hash (nothing compared), not an error the member sees as Easel's fault."""
+    removed = _lora(tmp_path, "removed", b"w")
+    (tmp_path / "Lora" / "crafted.safetensors").write_bytes((2**63).to_bytes(8, "little"))
+    installed = installed_in(ModelRegistry(tmp_path), None)
+    removed.unlink()
+    assert installed.lora_hashes("removed") is None
+    assert installed.lora_hashes("crafted") is None
+
+
+def test_a_file_queued_as_the_hasher_finishes_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file asked for between the hasher's last look at its queue and its thread's end
+    starts a thread of its own, rather than waiting for some later file to be asked for."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.safetensors").write_bytes(name.encode())
+    hash_waiting = file_hashes._BackgroundHasher._hash_waiting
+    asked_late: list[bool] = []
+
+    def then_asked(hasher: file_hashes._BackgroundHasher) -> None:
+        hash_waiting(hasher)
+        if not asked_late:  # the thread switch this test widens: once
+            file_hashes.recalled_file_sha256(tmp_path / "b.safetensors", None, tmp_path)
+            asked_late.append(True)
+
+    monkeypatch.setattr(file_hashes._BackgroundHasher, "_hash_waiting", then_asked)
+    assert file_hashes.recalled_file_sha256(tmp_path / "a.safetensors", None, tmp_path) is None
+    deadline = time.monotonic() + 60
+    while not (asked_late and not file_hashes._HASHER.running) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    late = file_hashes.recalled_file_sha256(tmp_path / "b.safetensors", None, tmp_path)
+    assert late == hashlib.sha256(b"b").hexdigest()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from inference.registry import ModelEntry, ModelRegistry
 from tests.support.gguf_files import write_gguf
 
 MARKERS = dict(FAMILY_MARKERS)
+READ_WAIT_S = 30.0  # a generous limit on a wait that ends at once
+OVERLAP_S = 1.0  # how long a second listing is given to run beside a held one
 
 
 def write_checkpoint(path: Path, family: str, padding: int = 1) -> None:
@@ -70,6 +75,37 @@ def test_headers_are_read_again_only_when_the_files_change(
     assert labels(registry) == {"anime": "SDXL"}
     assert labels(registry) == {"anime": "SDXL"}
     assert len(headers_read) == read_before + 1  # once for the new set of files, not twice
+
+
+def test_a_listing_during_a_read_waits_for_it_and_reads_no_header_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first plan after a start, arriving while ``PromptSafety.warm_up``'s read of the
+    families runs, read every header again (``lru_cache`` shares no call in progress)."""
+    for name in ("anime", "photo"):
+        write_checkpoint(tmp_path / f"{name}.safetensors", "sd15")
+    registry = ModelRegistry(tmp_path)
+    read: list[str] = []
+    reading, go_on = threading.Event(), threading.Event()
+    real = inference.model_list.listed_model
+
+    def held_at_the_first_header(entry: ModelEntry) -> ListedModel:
+        read.append(entry.name)
+        if len(read) == 1:
+            reading.set()
+            go_on.wait(READ_WAIT_S)
+        return real(entry)
+
+    monkeypatch.setattr(inference.model_list, "listed_model", held_at_the_first_header)
+    with ThreadPoolExecutor(2) as threads:
+        first = threads.submit(installed_models, registry)
+        assert reading.wait(READ_WAIT_S)
+        second = threads.submit(installed_models, registry)
+        # Time for the second to read every header on its own, had it not waited.
+        wait_for_futures([second], timeout=OVERLAP_S)
+        go_on.set()
+        assert first.result() == second.result()
+    assert sorted(read) == ["anime", "photo"]
 
 
 def rewrite_in_place(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 import inference.noise as noise_module
 import inference.passes.denoise as denoise_module
+from bot.requests import picture_alone
 from inference.engine import Engine
 from inference.infotext import parse_infotext
 from inference.noise import (
@@ -74,7 +75,9 @@ def test_variation_renders_between_base_and_variation(engine: Engine, pixels: Pi
     assert "Variation seed" not in parse_infotext(none.infotext)[2]
 
 
-def test_batch_variation_seeds_count_up(engine: Engine) -> None:
+def test_a_varied_batch_varies_one_picture(engine: Engine, pixels: PixelReader) -> None:
+    """As the web UI: with a variation every picture keeps the main seed and only the variation
+    seed counts up; picture 2 made alone (U2, Remix of it, its pasted settings) is itself."""
     request = RenderRequest(
         "a cat",
         seed=1,
@@ -86,7 +89,15 @@ def test_batch_variation_seeds_count_up(engine: Engine) -> None:
         variation_strength=0.3,
     )
     images = engine.render(request)
-    assert [parse_infotext(image.infotext)[2]["Variation seed"] for image in images] == [50, 51]
+    recorded = [parse_infotext(image.infotext)[2] for image in images]
+    assert [(params["Seed"], params["Variation seed"]) for params in recorded] == [(1, 50), (1, 51)]
+    assert [image.seed for image in images] == [1, 1]
+    alone = dataclasses.replace(picture_alone(request, 1, images[1].seed), count=1)
+    pasted = dataclasses.replace(request, seed=1, variation_seed=51, count=1)
+    assert alone == pasted
+    [second] = engine.render(alone)
+    assert np.array_equal(pixels(second.png), pixels(images[1].png))
+    assert second.infotext == images[1].infotext
 
 
 def _ancestral_steps(
@@ -198,7 +209,8 @@ def test_the_generator_comes_back_where_the_initial_noise_left_it() -> None:
     ("changes", "seeded"),
     [
         ({}, [30, 31]),
-        ({"variation_seed": 80, "variation_strength": 0.4}, [30, 80, 31, 81]),
+        # A varied batch keeps its seed: each picture still draws with its own generators.
+        ({"variation_seed": 80, "variation_strength": 0.4}, [30, 80, 30, 81]),
     ],
 )
 def test_ancestral_render_draws_each_initial_noise_once(

@@ -38,6 +38,15 @@ def test_each_picture_s_prompt_is_planned_once(
     assert planned_steps == [3, 3]
 
 
+def test_a_second_order_sampler_s_plan_is_made_once_over_its_calls(
+    engine: Engine, planned_steps: list[int | None]
+) -> None:
+    # Heun makes 2 model calls a step: image_jobs plans over them, as the pass reads them
+    # (before, the pass planned each picture again on the device thread).
+    engine.render(RenderRequest(PROMPT, seed=4, steps=3, width=64, height=64, sampler="Heun"))
+    assert planned_steps == [3]
+
+
 def test_a_pass_of_other_steps_plans_again(engine: Engine, planned_steps: list[int | None]) -> None:
     hires = {"hires_scale": 1.5, "hires_steps": 2}
     engine.render(RenderRequest(PROMPT, seed=4, steps=3, width=64, height=64, options=hires))
@@ -57,3 +66,19 @@ def test_a_copy_with_another_prompt_or_seed_plans_its_own() -> None:
     assert face.plan(10, None).prompt == "a detailed face"
     tiles = [dataclasses.replace(job, seed=seed) for seed in range(3, 9)]
     assert {tile.plan(10, None).prompt for tile in tiles} == {"a red fox", "a blue fox"}
+
+
+def test_a_batch_at_the_top_seed_wraps_to_seed_0(engine: Engine) -> None:
+    """``--seed 4294967295 --count 2``: the second picture is seed 0's, as ``--repeat`` wraps
+    (before, it was refused naming seed 4294967296); the variation seed wraps alike (a varied
+    batch keeps its seed: ``picture_seeds``)."""
+    top = RenderRequest("a fox", seed=2**32 - 1, steps=2, width=64, height=64, count=2)
+    jobs = jobs_module.image_jobs(
+        dataclasses.replace(top, variation_seed=2**32 - 1, variation_strength=0.5), None, [], []
+    )
+    assert [(job.seed, job.variation_seed) for job in jobs] == [
+        (2**32 - 1, 2**32 - 1),
+        (2**32 - 1, 0),
+    ]
+    second = engine.render(top)[1]
+    assert second.png == engine.render(dataclasses.replace(top, seed=0, count=1))[0].png

@@ -36,10 +36,14 @@ def render(engine: Engine, prompt: str, **changes: Any) -> bytes:
     return engine.render(dataclasses.replace(BASE, prompt=prompt, **changes))[0].png
 
 
-def guidance_for(pipeline: Any, prompts: Sequence[str], negative: str = "") -> PromptGuidance:
+def guidance_for(
+    pipeline: Any, prompts: Sequence[str], negative: str = "", calls_per_step: int = 1
+) -> PromptGuidance:
     return PromptGuidance(
         PromptEncoder(pipeline),
-        lambda steps: [build_plan(p, negative, seed=1, steps=steps) for p in prompts],
+        lambda: [
+            build_plan(p, negative, seed=1, steps=4, calls_per_step=calls_per_step) for p in prompts
+        ],
     )
 
 
@@ -51,7 +55,7 @@ def conditioning_per_call(pipeline: Any, prompt: str, sampler: Any) -> list[torc
         received.append(args[2][1:2].clone())  # rows: [uncond, cond]
 
     pipeline.scheduler = sampler.from_config(pipeline.scheduler.config)
-    guidance = guidance_for(pipeline, [prompt])
+    guidance = guidance_for(pipeline, [prompt], calls_per_step=pipeline.scheduler.order)
     hook = pipeline.unet.register_forward_pre_hook(record)
     try:
         with torch.inference_mode(), guidance.installed(pipeline):
@@ -82,9 +86,11 @@ def test_editing_switches_at_the_scheduled_step(pipeline: Any) -> None:
     # Web UI lookup: 0-based step k takes the first text scheduled until a step >= k.
     assert [torch.equal(c, cat) for c in calls] == [True, True, True, False]
     assert torch.equal(calls[3], dog)
-    # Heun calls the UNet twice per step (7 calls for 4 steps): the switch still follows steps.
+    # Heun calls the UNet twice per step (7 calls for 4 steps): as the web UI, the prompt is
+    # planned over 8 and read at each call, so the switch after 1 comes after two calls (it
+    # followed the steps: four calls).
     calls = conditioning_per_call(pipeline, "[a cat:a dog:1]", HeunDiscreteScheduler)
-    assert [torch.equal(c, cat) for c in calls] == [True] * 4 + [False] * 3
+    assert [torch.equal(c, cat) for c in calls] == [True] * 2 + [False] * 5
     calls = conditioning_per_call(pipeline, "[a cat|a dog]", EulerDiscreteScheduler)
     assert [torch.equal(c, cat) for c in calls] == [True, True, False, True]
 

@@ -50,7 +50,7 @@ def test_every_output_row_is_the_web_uis_combination(
         )
         for i, subs in enumerate(weights)
     ]
-    guidance: Any = PromptGuidance(encoder=None, plans=lambda _steps: [])  # type: ignore[arg-type]
+    guidance: Any = PromptGuidance(encoder=None, plans=lambda: [])  # type: ignore[arg-type]
     guidance.images = images
     count = len(images)
     rows = 2 * count if guided else count

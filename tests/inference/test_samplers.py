@@ -15,6 +15,7 @@ from inference.samplers import (
     BASE_SAMPLERS,
     SAMPLERS,
     SIGMA_SCHEDULES,
+    calls_per_step,
     canonical_sampler_name,
     make_scheduler,
     scheduler_spec,
@@ -64,6 +65,18 @@ def test_flags_exist_on_the_scheduler(name: str) -> None:
     assert spec.sigma_schedules == takes_sigma_flags or (
         spec.scheduler_class == spec.sigma_schedules_by and takes_sigma_flags
     )
+
+
+@pytest.mark.parametrize("schedule", ["Automatic", "Karras", "SGM Uniform"])
+def test_calls_per_step_is_the_scheduler_s_order(schedule: str) -> None:
+    """The bot plans a prompt over ``calls_per_step`` (no diffusers); the engine's scheduler
+    makes ``order`` calls a step: the same for every sampler and schedule it may take."""
+    for name in BASE_SAMPLERS:
+        try:
+            scheduler: Any = make_scheduler(name, SD_SCHEDULER_CONFIG, schedule)
+        except RenderInputError:  # a schedule this sampler cannot take
+            continue
+        assert calls_per_step(name, schedule) == scheduler.order, name
 
 
 def test_variant_sets_its_sigma_flag_and_plain_name_clears_it() -> None:

@@ -169,6 +169,24 @@ def test_hires_size_limit_and_rounding() -> None:
     assert HiresOptions.from_options({}, 64, 64) is None
 
 
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        # The web UI's int(side x scale), floored to a multiple of 8 by its latent resize
+        # and VAE; rounding to the nearest made 720 and 1080x1584.
+        ((512, 512), 1.4, (712, 712)),
+        ((832, 1216), 1.3, (1080, 1576)),
+        ((512, 768), 1.5, (768, 1152)),
+        ((640, 960), 1.75, (1120, 1680)),
+    ],
+)
+def test_hires_size_is_the_web_uis(
+    size: tuple[int, int], scale: float, expected: tuple[int, int]
+) -> None:
+    hires = HiresOptions.from_options({"hires_scale": scale}, *size)
+    assert hires is not None and hires.size == expected
+
+
 def test_upscale_size_limits() -> None:
     fast = UpscaleOptions.from_options({"upscale_factor": 4})
     assert fast.output_size(2048, 1024) == (8192, 4096)

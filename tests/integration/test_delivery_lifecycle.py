@@ -21,6 +21,7 @@ import pytest
 from bot.jobs import queue as job_queue
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from db import jobs as journal
+from db import quotas as ledger
 from inference.types import RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
 from tests.conftest import ErrorLogs
@@ -171,7 +172,7 @@ async def test_a_post_failing_for_a_passing_reason_is_tried_again_in_its_lane(
     monkeypatch: pytest.MonkeyPatch,
     error_logs: ErrorLogs,
 ) -> None:
-    error_logs.expect("delivery failed; tried again at the next start")
+    error_logs.expect("its result cannot be posted")
     monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", (0.0, 0.0))
     images = tmp_path / "images"
     journaling = JobQueue(conn, [], images)  # journaled first: one batch of four
@@ -184,25 +185,34 @@ async def test_a_post_failing_for_a_passing_reason_is_tried_again_in_its_lane(
             timed_out: (TimeoutError(), 1),
             down: (ConnectionError("connection reset"), 99),
             # An OSError, yet not a passing one: the file stays gone.
-            refused: (FileNotFoundError("easel-0.png"), 99),
+            refused: (FileNotFoundError("easel-0.png"), 1),
         }
     )
     queue = JobQueue(conn, cpu(), images)
     queue.set_sink(sink)
     await queue.start()
     try:
-        await sink.wait_for_tries(7)  # 2 + 1 + 3 + 1
+        await sink.wait_for_tries(8)  # 2 + 1 + 3 + 2
+        await sink.wait_for(3)
     finally:
         await queue.stop()
     # A passing failure is tried again (a bounded number of times), before the lane's next
-    # post; one that is not waits for the next start.
-    assert sink.tries == {timed_out: 2, after_it: 1, down: 3, refused: 1}
-    assert [job.job_id for job in sink.delivered] == [timed_out, after_it]
+    # post, then left to the delivery sweep; one that cannot heal fails its job, refunded,
+    # and that failure is posted in its place.
+    assert sink.tries == {timed_out: 2, after_it: 1, down: 3, refused: 2}
+    posted = {job.job_id: job for job in sink.delivered}
+    assert [job_id for job_id in posted if job_id != refused] == [timed_out, after_it]
+    assert not posted[refused].succeeded and posted[refused].images == ()
+    assert (posted[refused].error or "").startswith(
+        "the result could not be posted (its stored picture is missing)"
+    )
+    assert await ledger.refunded(conn, refused)
+    assert await journal.images_of(conn, refused) == []
     assert await delivered_at(conn, [timed_out, after_it, down, refused]) == [
         True,
         True,
         False,
-        False,
+        True,
     ]
 
 

@@ -17,9 +17,12 @@ import discord
 import pytest
 
 from bot.history import History
+from bot.jobs import accounting
+from bot.jobs import queue as job_queue
 from bot.jobs.queue import Submission
-from bot.policy.delivery import CHANNEL_DELETED, SAME_PICTURE_REMOVED
+from bot.policy.delivery import CHANNEL_DELETED, SAME_PICTURE_REMOVED, SOURCE_CHANNEL_DELETED
 from bot.policy.member_settings import MemberSettings
+from cogs.results.posting import DiscordResults
 from db import history as store
 from db import jobs as journal
 from db.database import load_migrations, migrate
@@ -185,6 +188,24 @@ async def test_a_restore_brings_back_the_same_pixels_withdrawn_with_it_erased_or
     assert await history.pixels_withdrawn("d" * 16, GUILD)  # erased "e", withdrawn before
 
 
+async def test_an_upload_digested_twice_lists_each_job_once_those_refusing_first(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """An upload its EXIF turns is looked up as stored and as shown
+    (``DecodedUpload.pixel_digests``): a withdrawn job matching the second digest refuses it,
+    ahead of a job still shown matching the first."""
+    history = history_of(conn, tmp_path)
+    await made(conn, "b" * 16, BOAT)
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == ["a" * 16]
+    matches = await history.jobs_with_picture(GUILD, BOAT, LIGHTHOUSE)
+    assert [(job.job_id, job.withdrawn) for job in matches] == [
+        ("a" * 16, True),
+        ("b" * 16, False),
+    ]
+    assert [job.job_id for job in await history.jobs_with_picture(GUILD, BOAT, BOAT)] == ["b" * 16]
+
+
 async def test_an_upload_is_refused_only_by_a_moderators_withdrawal_no_older_job_outlives(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
@@ -288,6 +309,37 @@ async def test_a_result_whose_channel_is_gone_is_withdrawn_and_its_maker_told(
     assert (await spent_today(conn)).images == 0
 
 
+async def test_a_stop_after_the_refund_of_a_result_whose_channel_is_gone_tells_it_again(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delivery finds the channel gone and Easel stops right after the refund: the next
+    start reads the withdrawal with the channel (recorded before it), not a rule changed."""
+    fake = FakeDiscord()
+    fake.channel = _DeletedChannel()
+    results = results_for(conn, fake)
+    stopped_here = asyncio.Event()
+    refunded = results._refunded
+
+    async def refunded_then_stopped(job: object) -> bool:
+        await refunded(job)  # type: ignore[arg-type]
+        stopped_here.set()
+        raise RuntimeError("Easel stops here")
+
+    monkeypatch.setattr(results, "_refunded", refunded_then_stopped)
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    try:
+        job_id = await queue.submit(submission())
+        await asyncio.wait_for(stopped_here.wait(), 20)
+    finally:
+        await queue.stop()
+    again = await delivered_again(conn, tmp_path, job_id)
+    assert again.direct.messages == [
+        (f"Your job `{job_id}` in Guild was not posted: {CHANNEL_DELETED}. {REFUNDED}", [])
+    ]
+    assert again.channel.messages == []
+    assert (await spent_today(conn)).images == 0
+
+
 def _not_found(code: int) -> discord.NotFound:
     gone = SimpleNamespace(status=404, reason="Not Found")
     return discord.NotFound(gone, {"code": code, "message": "Unknown"})  # type: ignore[arg-type]
@@ -309,6 +361,48 @@ class _ChannelGoneDiscord(FakeDiscord):
         raise _not_found(10003)
 
 
+class _ChannelUnreadDiscord(FakeDiscord):
+    """Discord does not say whether the channel is there: 503."""
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        down = SimpleNamespace(status=503, reason="Service Unavailable")
+        raise discord.HTTPException(down, "down")  # type: ignore[arg-type]
+
+
+async def test_a_progress_message_found_gone_is_judged_by_what_discord_and_easel_know(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """No answer about its channel: the progress edit withdraws nothing (its delivery asks
+    again), never as a moderator's deletion. A thread Easel heard deleted (discord.py
+    announces a deleted channel's cached threads, forgetting their parent first) went with
+    it, whatever Discord answers; an uncached thread of a deleted channel is Discord's to say."""
+    await made(conn, "a" * 16, LIGHTHOUSE)
+    results = results_for(conn, _ChannelUnreadDiscord())
+    history = results.history = history_of(conn, tmp_path)
+    await results._progress_gone("a" * 16, GUILD, CHANNEL)
+    assert not (await stored(history, "a" * 16)).withdrawn
+    await history.withdraw_deleted_channel(GUILD, CHANNEL)  # no THREAD_DELETE: uncached
+    assert await results._went_with_its_channel("a" * 16, GUILD, THREAD) is None
+    await history.withdraw_deleted_channel(GUILD, THREAD)  # a cached thread's announcement
+    assert await results._went_with_its_channel("a" * 16, GUILD, THREAD)
+    gone = results_for(conn, _ChannelGoneDiscord())
+    gone.history = history_of(conn, tmp_path)
+    assert await gone._went_with_its_channel("a" * 16, GUILD, THREAD)
+
+
+def _editing_a_gone_message(
+    results: DiscordResults, monkeypatch: pytest.MonkeyPatch, code: int
+) -> Submission:
+    """A job whose result edits its original response (its token lives), which Discord
+    answers ``code`` (``_GoneWebhook``)."""
+    monkeypatch.setattr(results, "_webhook", lambda _job: _GoneWebhook(code))
+    monkeypatch.setattr(results, "_alive", lambda _created_at: True)
+    token = {"application_id": 1, "interaction_token": "t", "interaction_created_at": NOW}
+    return Submission(
+        "imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL, **token
+    )
+
+
 @pytest.mark.parametrize("code", [10008, 10003])
 async def test_a_result_whose_message_went_with_its_channel_is_refunded_and_reaches_no_twin(
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
@@ -317,15 +411,9 @@ async def test_a_result_whose_message_went_with_its_channel_is_refunded_and_reac
     channel that message is gone too, which is no moderator's deletion of it."""
     fake = _ChannelGoneDiscord()
     results = results_for(conn, fake)
-    monkeypatch.setattr(results, "_webhook", lambda _job: _GoneWebhook(code))
-    monkeypatch.setattr(results, "_alive", lambda _created_at: True)
-    token = {"application_id": 1, "interaction_token": "t", "interaction_created_at": NOW}
-    alive = Submission(
-        "imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL, **token
-    )
     queue = await started(conn, InstantEngine(), tmp_path / "images", results)
     try:
-        job_id = await queue.submit(alive)
+        job_id = await queue.submit(_editing_a_gone_message(results, monkeypatch, code))
         await all_delivered(conn, [job_id])
     finally:
         await queue.stop()
@@ -335,6 +423,28 @@ async def test_a_result_whose_message_went_with_its_channel_is_refunded_and_reac
         f"Your job `{job_id}` in Guild was not posted: {CHANNEL_DELETED}. {REFUNDED}"
     ]
     assert (await spent_today(conn)).images == 0
+
+
+async def test_a_result_whose_channel_discord_does_not_answer_for_is_tried_again_not_withdrawn(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its message is gone and Discord does not say whether its channel is: the delivery is
+    tried again later, not judged a moderator's deletion (which withdraws its twins)."""
+    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", ())  # to the sweep at once
+    results = results_for(conn, _ChannelUnreadDiscord())
+    queue = await started(conn, InstantEngine(), tmp_path / "images", results)
+    try:
+        job_id = await queue.submit(_editing_a_gone_message(results, monkeypatch, 10008))
+        async with asyncio.timeout(20):  # until its try is judged: retried or withdrawn
+            while True:
+                job = await journal.get_job(conn, job_id)
+                assert job is not None
+                if job.delivery_retry_at is not None or job.withdrawn_at is not None:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await queue.stop()
+    assert job.withdrawn_at is None and job.delivered_at is None
 
 
 async def test_a_job_withdrawn_with_its_channel_reaches_no_twin_when_its_message_is_found_gone(
@@ -350,11 +460,30 @@ async def test_a_job_withdrawn_with_its_channel_reaches_no_twin_when_its_message
     assert not (await stored(history, "b" * 16)).withdrawn
 
 
+@pytest.mark.parametrize("stopped_after_the_refund", [False, True], ids=["once", "again"])
+@pytest.mark.parametrize(
+    ("made_in", "made_from", "why"),
+    [
+        (CHANNEL, None, CHANNEL_DELETED),
+        (OTHER_CHANNEL, "a" * 16, SOURCE_CHANNEL_DELETED),
+        (CHANNEL, "a" * 16, CHANNEL_DELETED),
+    ],
+    ids=["its-channel", "its-pictures-channel", "its-pictures-and-its-channel"],
+)
 async def test_a_result_withdrawn_with_its_channel_before_its_delivery_is_refunded(
-    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    made_in: int,
+    made_from: str | None,
+    why: str,
+    stopped_after_the_refund: bool,
 ) -> None:
-    """Rendered, then Easel stops before its delivery, and its channel is deleted: the next
-    start tells its maker the channel went, not that its message was deleted, uncharged."""
+    """Rendered, then Easel stops before its delivery, and its channel is deleted, or (made
+    elsewhere) the one of the picture it was made from: the next start tells its maker which
+    went, not that its message was deleted, uncharged; also a start after one that stopped
+    between the refund and telling them (the withdrawal recorded no why)."""
+    await made(conn, "a" * 16, LIGHTHOUSE, posted_as=100)
     results = results_for(conn, FakeDiscord())
     stopped_here = asyncio.Event()
 
@@ -363,17 +492,24 @@ async def test_a_result_withdrawn_with_its_channel_before_its_delivery_is_refund
         raise RuntimeError("Easel stops here")
 
     monkeypatch.setattr(results, "deliver", crash)
+    request = RenderRequest("a dog", seed=1, steps=2)
     queue = await started(conn, InstantEngine(), tmp_path / "images", results)
     try:
-        job_id = await queue.submit(submission())
+        job_id = await queue.submit(
+            Submission("imagine", request, MEMBER, GUILD, made_in, parent_job_id=made_from)
+        )
         await asyncio.wait_for(stopped_here.wait(), 20)
     finally:
         await queue.stop()
     history = history_of(conn, tmp_path)
-    assert await history.withdraw_deleted_channel(GUILD, CHANNEL) == [job_id]
+    assert sorted(await history.withdraw_deleted_channel(GUILD, CHANNEL)) == sorted(
+        ["a" * 16, job_id]
+    )
+    if stopped_after_the_refund:
+        assert await accounting.refund_withheld(conn, job_id, NOW)
     again = await delivered_again(conn, tmp_path, job_id)
     assert again.direct.messages == [
-        (f"Your job `{job_id}` in Guild was not posted: {CHANNEL_DELETED}. {REFUNDED}", [])
+        (f"Your job `{job_id}` in Guild was not posted: {why}. {REFUNDED}", [])
     ]
     assert (await spent_today(conn)).images == 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -34,6 +34,7 @@ from inference.types import RenderRequest
 
 NOW = 1_800_000_000.0
 MEMBER, MODERATOR, GUILD, CHANNEL = 7, 8, 5, 50
+EASEL = 1  # Easel's own user, the author of its posts
 OTHER_GUILD, OTHER_CHANNEL = 6, 60
 
 
@@ -146,29 +147,57 @@ async def test_a_post_of_a_job_forgotten_meanwhile_is_not_recorded(
 
 
 async def click_delete(
-    history: History, job_id: str, message_id: int, clicker: int, *, discord_deletes: bool
-) -> None:
-    """``clicker`` (with Manage Messages unless the job's maker) clicks Delete under the job's
-    post ``message_id``; Discord deletes it, or answers 503."""
+    history: History,
+    job_id: str,
+    message_id: int,
+    clicker: int,
+    *,
+    discord_deletes: bool = True,
+    before_the_answer: Callable[[], Awaitable[object]] | None = None,
+    ephemeral: bool = False,
+    manage_messages: bool = True,
+    author: int = EASEL,
+    files: Sequence[str] = (),
+    already_gone: bool = False,
+) -> bool:
+    """``clicker`` (with Manage Messages unless told not) clicks Delete under ``message_id``
+    (``ephemeral``: seen by them alone; written by ``author``, carrying ``files``); Discord
+    deletes it (and ``before_the_answer`` runs before Easel reads that answer), or answers
+    503, or (``already_gone``) 404 Unknown Message. Whether Easel asked Discord to delete it."""
+    asked = asyncio.Event()
 
     async def defer() -> None:
         pass
 
     async def delete_original_response() -> None:
+        asked.set()
         if not discord_deletes:
             raise discord.HTTPException(cast(Any, SimpleNamespace(status=503, reason="")), "down")
+        if already_gone:
+            gone = cast(Any, SimpleNamespace(status=404, reason="Not Found"))
+            raise discord.NotFound(gone, {"code": 10008, "message": "Unknown Message"})
+        if before_the_answer is not None:
+            await before_the_answer()
 
     clicked = SimpleNamespace(
         guild_id=GUILD,
         channel_id=CHANNEL,
         user=SimpleNamespace(id=clicker),
-        permissions=discord.Permissions(manage_messages=True),
-        message=SimpleNamespace(id=message_id),
-        client=SimpleNamespace(services=SimpleNamespace(history=history)),
+        permissions=discord.Permissions(manage_messages=manage_messages),
+        message=SimpleNamespace(
+            id=message_id,
+            flags=discord.MessageFlags(ephemeral=ephemeral),
+            author=SimpleNamespace(id=author),
+            attachments=[SimpleNamespace(filename=name) for name in files],
+        ),
+        client=SimpleNamespace(
+            services=SimpleNamespace(history=history), user=SimpleNamespace(id=EASEL)
+        ),
         response=SimpleNamespace(defer=defer),
         delete_original_response=delete_original_response,
     )
     await DeleteButton(job_id).run(cast(Any, clicked))
+    return asked.is_set()
 
 
 async def test_the_makers_delete_that_fails_leaves_the_post_withdrawing_the_job(
@@ -194,13 +223,82 @@ async def test_a_moderators_delete_withdraws_the_job_once_discord_deleted_its_po
     with pytest.raises(discord.HTTPException):
         await click_delete(history, "a" * 16, 100, MODERATOR, discord_deletes=False)
     assert not (await stored(history, "a" * 16)).withdrawn
-    await click_delete(history, "a" * 16, 100, MODERATOR, discord_deletes=True)
+    assert await click_delete(history, "a" * 16, 100, MODERATOR)
     assert (await stored(history, "a" * 16)).withdrawn
-    assert await history.withdraw_deleted(GUILD, CHANNEL, [200]) == ["b" * 16]  # event first
-    now[0] = NOW + 5
-    await click_delete(history, "b" * 16, 200, MODERATOR, discord_deletes=True)
+
+    async def its_event_first() -> None:
+        await history.withdraw_deleted(GUILD, CHANNEL, [200])
+        now[0] = NOW + 5
+
+    assert await click_delete(history, "b" * 16, 200, MODERATOR, before_the_answer=its_event_first)
     record = await journal.get_job(conn, "b" * 16)
     assert record is not None and record.withdrawn_at == NOW
+
+
+async def test_delete_deletes_a_post_of_its_job_or_a_message_its_clicker_alone_sees(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """Its button under another message (another job's post; any message a future path may
+    put it on) deletes nothing, for the job's maker or a moderator: refused privately. A
+    private result, seen by its maker alone, is deleted, withdrawing nothing."""
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    for clicker in (MEMBER, MODERATOR):
+        with pytest.raises(UserError, match=r"not a post of job `a{16}`"):
+            await click_delete(history, "a" * 16, 200, clicker)
+    assert await history.is_post_of("b" * 16, GUILD, CHANNEL, 200)
+    assert await click_delete(history, "a" * 16, 300, MEMBER, ephemeral=True)
+    assert not (await stored(history, "a" * 16)).withdrawn
+    assert not (await stored(history, "b" * 16)).withdrawn
+
+
+async def test_a_private_message_is_deleted_for_its_clicker_whoever_made_the_job(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """Another member's U1 asked for privately carries that job's Delete: it deletes the
+    message they alone see (no Manage Messages needed), withdrawing nothing."""
+    await delivered(conn, "a" * 16, 100)
+    viewer = MODERATOR  # without Manage Messages here
+    assert await click_delete(history, "a" * 16, 300, viewer, ephemeral=True, manage_messages=False)
+    assert not (await stored(history, "a" * 16)).withdrawn
+
+
+async def test_the_maker_deletes_easels_unrecorded_post_of_its_pictures_withdrawing_nothing(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """A /show or U1 post not recorded (from before the records, or a crash between the
+    send and the record): Easel wrote it and named its file for the job, so its maker may
+    delete it; not a moderator (nothing to withdraw: told Easel has no record of it), nor a
+    message carrying another job's pictures or written by a member."""
+    await delivered(conn, "a" * 16, 100)
+    shown = ["SPOILER_easel-" + "a" * 16 + "-0.png"]
+    assert await click_delete(history, "a" * 16, 500, MEMBER, files=shown)
+    assert await click_delete(history, "a" * 16, 501, MEMBER, files=["easel-" + "a" * 16 + ".png"])
+    assert not (await stored(history, "a" * 16)).withdrawn
+    with pytest.raises(UserError, match=r"no record of this post of job `a{16}`.*in Discord"):
+        await click_delete(history, "a" * 16, 500, MODERATOR, files=shown)
+    refused = r"already deleted, or is not a post of job `a{16}`"
+    with pytest.raises(UserError, match=refused):
+        await click_delete(history, "a" * 16, 502, MEMBER, files=["easel-" + "b" * 16 + "-0.png"])
+    with pytest.raises(UserError, match=refused):
+        await click_delete(history, "a" * 16, 503, MEMBER, author=MEMBER, files=shown)
+
+
+async def test_a_second_delete_click_says_the_post_may_be_deleted_already(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """A moderator's second click finds no post of the job left; its maker's finds Easel's
+    message (``carries_pictures_of``), which Discord answers is gone: no error, nothing
+    withdrawn."""
+    await delivered(conn, "a" * 16, 100)
+    await delivered(conn, "b" * 16, 200)
+    assert await click_delete(history, "a" * 16, 100, MODERATOR)
+    with pytest.raises(UserError, match=r"already deleted, or is not a post of job `a{16}`"):
+        await click_delete(history, "a" * 16, 100, MODERATOR)
+    its_file = ["easel-" + "b" * 16 + ".png"]
+    assert await click_delete(history, "b" * 16, 200, MEMBER, files=its_file)
+    assert await click_delete(history, "b" * 16, 200, MEMBER, files=its_file, already_gone=True)
+    assert not (await stored(history, "b" * 16)).withdrawn
 
 
 async def test_upscales_of_a_withdrawn_job_are_withdrawn_with_it(

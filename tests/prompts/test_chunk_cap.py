@@ -132,7 +132,7 @@ def test_a_hires_pass_of_more_steps_is_planned_at_submit_and_stops_at_the_cap(
 
 def test_the_fix_faces_prompt_is_planned_at_the_faces_steps_only() -> None:
     # The review's case: alternations of 2, 3, 5 and 7 make a new text at each step, over
-    # the cap at a hires pass of 150 steps, within it at the faces pass's 12 (30 at 0.4).
+    # the cap at a hires pass of 150 steps, within it at the faces pass's (the request's 30).
     alternating = " ".join(["cat"] * 300) + " [a|b] [c|d|e] [f|g|h|i|j] [k|l|m|n|o|p|q]"
     options = {
         "hires_scale": 2.0,
@@ -169,11 +169,12 @@ def test_a_bad_hires_option_without_a_size_is_the_members_sentence() -> None:
         ("upscale", {"upscale_mode": "creative", "upscale_strength": 0.95}),
     ],
 )
-def test_a_pass_from_a_picture_is_planned_at_the_steps_it_runs(
+def test_a_pass_from_a_picture_is_planned_over_the_request_s_steps(
     mode: Mode, options: dict[str, object]
 ) -> None:
     # Edits at half and 70% of the steps, with alternations: within the cap over 24 steps,
-    # over it over the 23 of them that a pass at denoising 0.95 runs (the engine's plan).
+    # over it over 23. A pass at denoising 0.95 runs 23 of the 24, but plans over all 24 (the
+    # web UI's rule, the engine's since): not refused (it was, planned over the 23).
     def repeated(word: str) -> str:
         return " BREAK ".join([word] * 36)
 
@@ -187,5 +188,19 @@ def test_a_pass_from_a_picture_is_planned_at_the_steps_it_runs(
     request = RenderRequest(
         prompt, seed=1, steps=24, mode=mode, denoising_strength=0.95, options=options
     )
-    with pytest.raises(UserError, match=r"^the prompt makes at least 6\d\d chunks of 75 "):
-        plan_request(request, (), None)
+    assert plan_request(request, (), None).seed == request.seed  # not refused
+
+
+def test_a_second_order_sampler_is_planned_over_its_calls_at_submit() -> None:
+    """Heun's plans count its 2 model calls a step, in admission as in the engine: a prompt
+    over the cap only there is refused at submit, not on the device thread (X6's case: 150
+    steps are within it, 300 calls are not)."""
+    prompt = " ".join(["cat"] * 180) + " [a|b] [c|d|e] [f|g|h|i|j] [k|l|m|n|o|p|q]"
+    euler = RenderRequest(prompt, seed=1, steps=150, sampler="Euler")
+    plan_request(euler, (), None)
+    assert len(image_jobs(euler, None, [], [])) == 1  # accepted
+    heun = dataclasses.replace(euler, sampler="Heun Karras")
+    with pytest.raises(UserError, match=r"^the prompt makes at least 60\d chunks of 75 tokens"):
+        plan_request(heun, (), None)
+    with pytest.raises(RenderInputError, match=r"^the prompt makes at least 60\d chunks "):
+        image_jobs(heun, None, [], [])

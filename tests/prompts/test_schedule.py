@@ -70,6 +70,32 @@ def test_legacy_timeline_reads_one_and_more_as_step_numbers() -> None:
     assert timeline("[a:b:0.5]", legacy_timeline=True) == [(5, "a"), (10, "b")]
 
 
+def hires_timeline(
+    prompt: str, steps: int, first_pass_steps: int, legacy_timeline: bool = False
+) -> list[tuple[int, str]]:
+    segments = schedule_prompt(
+        prompt, steps, first_pass_steps=first_pass_steps, legacy_timeline=legacy_timeline
+    )
+    return [(s.until_step, s.text) for s in segments]
+
+
+def test_the_hires_pass_counts_on_from_the_first_pass() -> None:
+    """The web UI's doctests (10 + 10 steps): a fraction counts from 1.0 and a step number
+    from the first pass's steps, so what switched in the first pass stays switched."""
+    assert hires_timeline("a [b:.5] c", 10, 10) == [(10, "a b c")]
+    assert hires_timeline("a [b:1.5] c", 10, 10) == [(5, "a  c"), (10, "a b c")]
+    assert hires_timeline("[dog:cat:0.5]", 10, 10) == [(10, "cat")]
+    assert hires_timeline("[dog:cat:5]", 10, 10) == [(10, "cat")]
+    assert hires_timeline("[dog:cat:15]", 20, 10) == [(5, "dog"), (20, "cat")]
+    # Past the end of both passes: never switches.
+    assert hires_timeline("[dog:cat:2.0]", 8, 10) == [(8, "dog")]
+    assert hires_timeline("[dog:cat:30]", 8, 10) == [(8, "dog")]
+    # Alternation cycles over the hires steps from their first.
+    assert hires_timeline("[a|b]", 3, 10) == [(1, "a"), (2, "b"), (3, "a")]
+    # The old rule plans the hires pass as a first pass of the first pass's steps.
+    assert hires_timeline("[a:b:0.5]", 4, 10, legacy_timeline=True) == [(5, "a"), (10, "b")]
+
+
 def test_alternation_three_options_over_ten_steps() -> None:
     expected = [(s, "a " + "xyz"[(s - 1) % 3] + " b") for s in range(1, 11)]
     assert timeline("a [x|y|z] b") == expected

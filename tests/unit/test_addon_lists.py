@@ -22,6 +22,7 @@ from bot.policy.addons import (
     allowed_addons_only,
     kinds_to_read,
     listable_addons,
+    spelt_as_among,
     under_addon_rules,
 )
 from bot.policy.moderation import NsfwPolicy, check_request
@@ -108,6 +109,43 @@ def test_an_upscale_naming_no_upscaler_gets_the_operators_default_else_the_first
     assert under_addon_rules(request, left_out).options["upscaler"] == "A-up"
 
 
+def test_an_upscale_naming_a_latent_upscaler_is_refused_naming_what_enlarges() -> None:
+    """A latent upscaler enlarges a hires fix's latents only: an upscale naming one failed at
+    render (refunded, in public); it is refused at admission, saying so (it is no file: it was
+    called not installed or not allowed, also where the server lists it)."""
+    upscale = RenderRequest("", mode="upscale", options={"upscaler": "latent (BICUBIC)"})
+    installed = {AddonKind.UPSCALER: ["4x-Any", "2x-Other"]}
+    # No list: the installed files are read for the refusal, and named.
+    assert kinds_to_read(upscale, ANY_ADDON) == [AddonKind.UPSCALER]
+    with pytest.raises(UserError) as unlisted:
+        under_addon_rules(upscale, AddonRules({}, installed=installed))
+    assert str(unlisted.value) == (
+        "The upscaler `latent (BICUBIC)` only enlarges a hires fix's latents, not a picture; "
+        "/upscale takes: 2x-Other, 4x-Any, Lanczos."
+    )
+    assert unlisted.value.reason is Reason.INPUT  # the member's mistake, not a server's rule
+    # A list: only what it allows of them, never a latent one it lists.
+    listed = AddonRules({AddonKind.UPSCALER: frozenset({"Latent", "4x-Any"})}, installed=installed)
+    with pytest.raises(UserError, match="latents, not a picture; /upscale takes: 4x-Any, Lanczos"):
+        under_addon_rules(upscale, listed)
+    # The hires fix still takes one.
+    hires = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "Latent (bicubic)"})
+    assert under_addon_rules(hires, listed) is hires
+
+
+def test_an_admins_list_takes_a_name_as_installed_in_any_letter_case() -> None:
+    """``/easel-admin addon ... add lanczos`` was refused while the choices offered Lanczos."""
+    upscalers = [LANCZOS, *LATENT_UPSCALERS, "4x-Ultra"]
+    assert spelt_as_among("lanczos", upscalers) == LANCZOS
+    assert spelt_as_among("LATENT (bicubic)", upscalers) == "Latent (bicubic)"
+    assert spelt_as_among("4X-ultra", upscalers) == "4x-Ultra"
+    assert spelt_as_among("8x-Ultra", upscalers) is None
+    # Two files differing in letter case: the exact one, else neither is guessed.
+    loras = ["Style", "style"]
+    assert spelt_as_among("style", loras) == "style"
+    assert spelt_as_among("STYLE", loras) is None
+
+
 def test_a_reused_hires_upscaler_the_server_leaves_out_gives_way_to_lanczos() -> None:
     # A button or Remix on a picture made while the operator's upscaler was allowed.
     parent = RenderRequest("a", options={"hires_scale": 2, "hires_upscaler": "4x-Op"})
@@ -185,6 +223,30 @@ def test_the_start_gate_checks_the_loras_the_plans_apply(tmp_path: Path) -> None
         allowed_addons_only(RenderRequest("a <lora:nsfw:1>", seed=1), safe)
 
 
+def test_a_lora_refusal_names_only_the_listed_loras_still_installed(tmp_path: Path) -> None:
+    listings: list[str] = []
+
+    def installed() -> list[str]:
+        listings.append("lora")
+        return ["kept", "unlisted"]
+
+    listed = rules(lora=["kept", "gone"])
+    with pytest.raises(UserError) as refused:
+        plan_request(
+            RenderRequest("a <lora:nsfw:1>", seed=1),
+            (),
+            tmp_path,
+            listed,
+            installed_loras=installed,
+        )
+    assert str(refused.value).endswith("You may use: kept.")
+    # The folder is listed for a refusal only.
+    plan_request(
+        RenderRequest("a <lora:kept:1>", seed=1), (), tmp_path, listed, installed_loras=installed
+    )
+    assert listings == ["lora"]
+
+
 def test_a_lora_the_engine_does_not_apply_is_not_refused(tmp_path: Path) -> None:
     safe = rules(lora=["safe"])
     faces = {"fix_faces": True, "fix_faces_prompt": "<lora:nsfw:1> a face"}
@@ -221,19 +283,22 @@ def test_fix_faces_and_the_upscales_record_no_network_from_the_pictures_prompt(
         plan_request(RenderRequest(prompt, seed=1), (), tmp_path, lists, ["bad-hands"])
 
 
-def test_the_start_gate_rechecks_what_admission_filled_in_under_the_lists_of_now() -> None:
+def test_the_start_gate_rechecks_what_admission_filled_in_under_the_lists_of_now(
+    tmp_path: Path,
+) -> None:
     unit = {"module": "canny", "image": "m.png"}
-    # Admitted while no list of its kind was kept: the engine would read every embedding,
-    # give the unit any ControlNet.
-    for queued, now in (
-        (RenderRequest("a, bad-hands"), rules(embedding=["easy-negative"])),
-        (RenderRequest("a", options={"controlnet": [unit]}), rules(controlnet=["canny-sd15"])),
-    ):
+    embedding = (RenderRequest("a, bad-hands"), rules(embedding=["easy-negative"]))
+    controlnet = (RenderRequest("a", options={"controlnet": [unit]}), rules(controlnet=["c"]))
+    # Admitted while no list of its kind was kept (journaled before the embeddings read were
+    # recorded): the engine would read every embedding, give the unit any ControlNet.
+    for queued, now in (embedding, controlnet):
         with pytest.raises(UserError):
             allowed_addons_only(queued, now)
-        allowed_addons_only(under_addon_rules(queued, now), now)  # admitted now: it starts
-    # The list narrowed since: what was filled in then is checked against it.
-    wide = under_addon_rules(RenderRequest("a"), rules(embedding=["a", "b"]))
+        admitted = plan_request(under_addon_rules(queued, now), (), tmp_path, now, ["bad-hands"])
+        allowed_addons_only(admitted, now)  # admitted now: it starts
+    # Journaled before the fourteenth stop with the list of then: checked against the list of
+    # now as a whole.
+    wide = RenderRequest("a", options={ALLOWED_EMBEDDINGS_OPTION: ["a", "b"]})
     allowed_addons_only(wide, rules(embedding=["a", "b", "c"]))
     with pytest.raises(UserError):
         allowed_addons_only(wide, rules(embedding=["a"]))
@@ -313,18 +378,30 @@ def test_a_picture_of_a_model_taking_no_embeddings_records_none_for_the_start_ga
     assert unknown.options[USED_EMBEDDINGS_OPTION] == ["bad-hands"]
 
 
-def test_embeddings_left_out_are_plain_prompt_text_for_the_job() -> None:
-    old = RenderRequest("a cat, bad-hands", seed=1, options={ALLOWED_EMBEDDINGS_OPTION: ["x"]})
-    assert ALLOWED_EMBEDDINGS_OPTION not in under_addon_rules(old, ANY_ADDON).options
-    here = under_addon_rules(old, rules(embedding=["easy-negative"]))
-    assert here.options[ALLOWED_EMBEDDINGS_OPTION] == ["easy-negative"]  # today's list
+def test_embeddings_left_out_are_plain_prompt_text_for_the_job(tmp_path: Path) -> None:
     installed = ["bad-hands", "easy-negative"]
+    listed = rules(embedding=["easy-negative"])
+
+    def admitted(request: RenderRequest, addon_rules: AddonRules) -> RenderRequest:
+        request = under_addon_rules(request, addon_rules)
+        return plan_request(request, (), tmp_path, addon_rules, installed)
+
+    # An older version's copy of a list is dropped at admission: the names read are recorded.
+    old = RenderRequest("a cat, bad-hands", seed=1, options={ALLOWED_EMBEDDINGS_OPTION: ["x"]})
+    here = admitted(old, listed)
+    assert ALLOWED_EMBEDDINGS_OPTION not in here.options
+    assert here.options[USED_EMBEDDINGS_OPTION] == []
     [job] = image_jobs(here, None, [], installed)
     assert job.embeddings == ()
-    [job] = image_jobs(RenderRequest("a cat, bad-hands", seed=1), None, [], installed)
+    anywhere = admitted(old, ANY_ADDON)
+    [job] = image_jobs(anywhere, None, [], installed)
     assert job.embeddings == ("bad-hands",)
-    # Requests reading different embeddings are never rendered by one call.
-    assert here.pipeline_key() != RenderRequest("a cat, bad-hands", seed=1).pipeline_key()
+    # A job journaled before the fourteenth stop reads within the list it carries, as then.
+    journaled = RenderRequest("a cat, bad-hands", seed=1, options={ALLOWED_EMBEDDINGS_OPTION: []})
+    [job] = image_jobs(journaled, None, [], installed)
+    assert job.embeddings == ()
+    # Each picture reads its own: servers' lists no longer keep jobs out of one call.
+    assert here.pipeline_key() == anywhere.pipeline_key()
 
 
 def test_show_lists_each_kind_and_says_what_an_empty_list_means() -> None:

@@ -18,10 +18,12 @@ from bot.images import (
     decoded_upload,
     fit_under,
     grid_png,
+    pixel_digest,
     png_of,
 )
 from bot.user_errors import UserError
 from inference.infotext import infotext_from_png, png_with_infotext
+from tests.support.exif_pictures import exif_after_pixels
 
 INFOTEXT = "a cat\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 32x32"
 
@@ -109,6 +111,101 @@ def test_a_jpeg_with_a_multi_picture_index_is_read_as_a_jpeg_of_its_first_pictur
     with Image.open(io.BytesIO(upload.png)) as png:
         red, _, blue = np.asarray(png.convert("RGB")).mean(axis=(0, 1))
     assert png.size == (64, 48) and red > 200 and blue < 50  # the first picture, not the blue
+
+
+# Orientation 6: a viewer turns the stored pixels 90 degrees clockwise (a phone held upright).
+TURNED_CLOCKWISE = 6
+
+
+def sideways_photo(
+    format: str = "JPEG", *, after_pixels: bool = False, exif: bytes | None = None
+) -> bytes:
+    """A 40x20 picture stored as a phone's camera reads it, red on its left half, with EXIF
+    orientation 6 (or ``exif``): shown as 20x40, red on the top half."""
+    stored = Image.new("RGB", (40, 20), "blue")
+    stored.paste((255, 0, 0), (0, 0, 20, 20))
+    if exif is None:
+        fields = Image.Exif()
+        fields[0x0112] = TURNED_CLOCKWISE
+        exif = fields.tobytes()
+    buffer = io.BytesIO()
+    stored.save(buffer, format=format, exif=exif, quality=95)
+    return exif_after_pixels(buffer.getvalue()) if after_pixels else buffer.getvalue()
+
+
+def red_share_of_halves(png: bytes) -> tuple[float, float]:
+    """How red the top and bottom halves of a picture are (0 to 1)."""
+    with Image.open(io.BytesIO(png)) as image:
+        red = np.asarray(image.convert("RGB"))[:, :, 0] / 255
+    half = red.shape[0] // 2
+    return float(red[:half].mean()), float(red[half:].mean())
+
+
+@pytest.mark.parametrize(
+    ("format", "after_pixels"),
+    [("JPEG", False), ("WEBP", False), ("PNG", False), ("PNG", True)],
+    ids=["jpeg", "webp", "png", "png-exif-after-pixels"],
+)
+def test_an_upload_is_read_upright_by_its_exif_orientation(format: str, after_pixels: bool) -> None:
+    data = sideways_photo(format, after_pixels=after_pixels)
+    if not after_pixels:  # from the header alone, before decoding
+        checked = check_image("phone.img", data)
+        assert (checked.width, checked.height) == (20, 40)
+    upload = decoded_upload("phone.img", data, digest=True, as_png=True)
+    assert upload.png is not None
+    assert (upload.image.width, upload.image.height) == (20, 40)
+    top, bottom = red_share_of_halves(upload.png)
+    assert top > 0.9 and bottom < 0.1
+    with Image.open(io.BytesIO(upload.png)) as png:
+        assert png.size == (20, 40) and "exif" not in png.info  # not turned a second time
+    # Digested as stored (a copy of a picture given an orientation, one EXIF field, is still
+    # recognised) and as shown (a copy stored turned, told to turn back: the pixels a job reads).
+    with Image.open(io.BytesIO(data)) as stored, Image.open(io.BytesIO(upload.png)) as shown:
+        assert upload.pixel_digests == (pixel_digest(stored), pixel_digest(shown))
+
+
+def test_a_picture_without_orientation_is_digested_once() -> None:
+    upload = decoded_upload("a.png", picture(), digest=True, as_png=False)
+    with Image.open(io.BytesIO(picture())) as stored:
+        assert upload.pixel_digests == (pixel_digest(stored),)
+
+
+@pytest.mark.parametrize("format", ["PNG", "WEBP"])  # a JPEG's EXIF is parsed at open
+@pytest.mark.parametrize(
+    "exif",
+    [b"Exif\0\0MM\0*", b"Exif\0\0garbage!"],
+    ids=["short-tiff-header", "not-tiff"],
+)
+def test_an_exif_pillow_cannot_parse_gives_no_orientation(format: str, exif: bytes) -> None:
+    """Viewers show such a picture as stored; Pillow decodes it (it was refused as unreadable,
+    or crashed the upload, when a PNG's or a WebP's EXIF was parsed unguarded)."""
+    data = sideways_photo(format, exif=exif)
+    checked = check_image("odd.img", data)
+    assert (checked.width, checked.height) == (40, 20)
+    upload = decoded_upload("odd.img", data, digest=True, as_png=True)
+    assert upload.png is not None and (upload.image.width, upload.image.height) == (40, 20)
+    assert len(upload.pixel_digests) == 1
+
+
+def test_an_exif_pillow_cannot_write_again_still_turns_the_picture() -> None:
+    """ImageWidth stored as bytes, then the orientation: ``ImageOps.exif_transpose`` raised
+    writing that EXIF again (for its result, which Easel does not keep)."""
+    fields = [(0x0100, 7, 4, 0x61616161), (0x0112, 3, 1, TURNED_CLOCKWISE)]
+    tiff = b"II*\0" + struct.pack("<IH", 8, len(fields))
+    tiff += b"".join(struct.pack("<HHII", *field) for field in fields) + bytes(4)
+    upload = decoded_upload(
+        "odd.jpg", sideways_photo(exif=b"Exif\0\0" + tiff), digest=False, as_png=True
+    )
+    assert upload.png is not None and (upload.image.width, upload.image.height) == (20, 40)
+    top, bottom = red_share_of_halves(upload.png)
+    assert top > 0.9 and bottom < 0.1
+
+
+def test_a_mask_is_turned_like_the_picture_it_masks() -> None:
+    """A mask saved with the photo's orientation lines up with the photo as shown."""
+    mask = png_of(check_image("mask.jpg", sideways_photo()), "mask.jpg")
+    top, bottom = red_share_of_halves(mask)
+    assert top > 0.9 and bottom < 0.1
 
 
 def test_announced_size_is_checked_before_download() -> None:

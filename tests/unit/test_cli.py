@@ -130,6 +130,20 @@ def test_tiny_model_then_render_writes_a_png_sd_parsers_reads(
     assert sampler.model is not None and sampler.model.name == "tiny"
 
 
+def test_render_writes_each_picture_of_a_varied_batch(
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A varied batch keeps its seed for every picture: each file is named by both seeds."""
+    monkeypatch.setenv("EASEL_MODELS_DIR", str(tiny_models_dir))
+    arguments = ["render", "a cat", "--seed", "1", "--steps", "2", "--size", "64x64"]
+    variation = ["--count", "2", "--variation-seed", "9", "--variation-strength", "0.3"]
+    assert main([*arguments, *variation, "--out", "out"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert [Path(path) for path in printed] == [Path("out/1-9.png"), Path("out/1-10.png")]
+
+
 def test_render_fast_records_fast_mode_in_the_png(
     tiny_models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,

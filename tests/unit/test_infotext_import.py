@@ -5,21 +5,32 @@ honoured is said."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from bot.infotext_import import (
     MAX_INFOTEXT_CHARS,
     NOT_HONOURED,
     Installed,
+    installed_in,
     request_from_infotext_text,
 )
+from bot.policy.addons import AddonKind, AddonRules
 from bot.requests import RequestError
+from cogs.use_settings import _allowed_here
+from inference import file_hashes
 from inference.infotext import format_infotext, parse_infotext, web_ui_sampler_fields
+from inference.registry import ModelRegistry
 from inference.samplers import SAMPLERS, SCHEDULE_TYPES, SamplerSpec, scheduler_spec
 from inference.types import RenderInputError
+from inference.upscale import HiresOptions
 
 TINY_HASH = "0123456789"
 INSTALLED = Installed(
@@ -186,12 +197,18 @@ RENDERABLE = [
     for schedule in SCHEDULE_TYPES
     if _renderable(sampler, schedule) is not None
 ]
+# Prompt syntax included; a LoRA-like tag (<lora:x>) is read as one, so it is left out.
 PROMPT_TEXT = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<>[]{}()|\\:-"),
+    st.one_of(st.characters(blacklist_categories=("Cs", "Cc")), st.sampled_from("<>[]{}()|\\:-,")),
     min_size=1,
     max_size=60,
 ).filter(
-    lambda text: text.strip() == text and "Negative prompt" not in text and "Steps" not in text
+    lambda text: (
+        text.strip() == text
+        and "Negative prompt" not in text
+        and "Steps" not in text
+        and re.search(r"<[^>]*:", text) is None
+    )
 )
 EASEL_SETTINGS = st.fixed_dictionaries(
     {
@@ -209,6 +226,18 @@ EASEL_SETTINGS = st.fixed_dictionaries(
             st.none(), st.tuples(st.integers(0, 2**32 - 1), st.sampled_from([0.1, 0.5, 1.0]))
         ),
         "one_line": st.booleans(),
+        "tile": st.booleans(),
+        "stop": st.one_of(st.none(), st.integers(10, 99)),
+        # Scale, hires steps (0: the first pass's), denoising, upscaler.
+        "hires": st.one_of(
+            st.none(),
+            st.tuples(
+                st.sampled_from([1.25, 1.5, 2.0]),
+                st.integers(0, 150),
+                st.sampled_from([0.3, 0.7]),
+                st.sampled_from(["Lanczos", "tiny-esrgan-2x", "Latent (bicubic)"]),
+            ),
+        ),
     }
 )
 
@@ -219,6 +248,19 @@ def test_what_easel_writes_comes_back_as_the_same_settings(chosen: dict[str, obj
     variation = chosen["variation"]
     assert variation is None or isinstance(variation, tuple)
     width, height = chosen["size"]  # type: ignore[misc]
+    hires = chosen["hires"]
+    assert hires is None or isinstance(hires, tuple)
+    assume(hires is None or max(width, height) * hires[0] <= 2048)  # the largest side rendered
+    hires_options = (
+        {}
+        if hires is None
+        else {
+            "hires_scale": hires[0],
+            "hires_denoising": hires[2],
+            "hires_upscaler": hires[3],
+            **({"hires_steps": hires[1]} if hires[1] else {}),
+        }
+    )
     params = {
         "Steps": chosen["steps"],
         **web_ui_sampler_fields(*chosen["sampler"]),  # type: ignore[misc]
@@ -230,6 +272,13 @@ def test_what_easel_writes_comes_back_as_the_same_settings(chosen: dict[str, obj
         "Variation seed": None if variation is None else variation[0],
         "Variation seed strength": None if variation is None else variation[1],
         "Clip skip": chosen["clip_skip"] if chosen["clip_skip"] != 1 else None,
+        # As inference.upscale.HiresOptions.infotext and inference.passes.output write them.
+        "Denoising strength": None if hires is None else hires[2],
+        "Hires upscale": None if hires is None else hires[0],
+        "Hires steps": None if hires is None else hires[1] or None,
+        "Hires upscaler": None if hires is None else hires[3],
+        "Tiling": True if chosen["tile"] else None,
+        "Stop at": None if chosen["stop"] is None else f"{chosen['stop']}%",
         "RNG": "CPU",
         "Version": "Easel 0.1.0",
     }
@@ -248,9 +297,12 @@ def test_what_easel_writes_comes_back_as_the_same_settings(chosen: dict[str, obj
     assert scheduler_spec(*fields["sampler"]) == scheduler_spec(*chosen["sampler"])  # type: ignore[misc]
     assert (fields["size"], fields["model"]) == ((width, height), "tiny")
     assert fields["variation"] == (variation or (None, 0.0))
-    assert fields["options"] == (
-        {"clip_skip": chosen["clip_skip"]} if chosen["clip_skip"] != 1 else {}
-    )
+    assert fields["options"] == {
+        **({"clip_skip": chosen["clip_skip"]} if chosen["clip_skip"] != 1 else {}),
+        **({"tile": True} if chosen["tile"] else {}),
+        **({"stop": chosen["stop"]} if chosen["stop"] is not None else {}),
+        **hires_options,
+    }
 
 
 # Pieces of real infotexts in any order: the parser's hard cases, more often than random text.
@@ -274,6 +326,10 @@ INFOTEXT_PIECES = st.lists(
             ":",
             ",",
             "<lora:detail:x>",
+            "Hires resize: 0x",
+            "Stop at: \u00b2%",
+            'TI hashes: "a:, :b, c: Z"',
+            "ADetailer model: hand_",
         ]
     ),
     max_size=30,
@@ -287,6 +343,37 @@ def test_any_text_is_read_or_refused_in_one_sentence(text: str) -> None:
         request_from_infotext_text(text, INSTALLED)
     except RequestError as error:
         assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("Steps", "{}"),
+        ("Seed", "{}"),
+        ("CFG scale", "{}"),
+        ("Size", "{}x512"),
+        ("Size", "512x{}"),
+        ("Hires upscale", "{}"),
+        ("Hires resize", "{}x512"),
+        ("Hires resize", "512x{}"),
+        ("Stop at", "{}%"),
+        ("Clip skip", "{}"),
+        ("Variation seed", "{}"),
+        ("Variation seed strength", "{}"),
+    ],
+)
+@pytest.mark.parametrize("digits", [400, 4_000, 4_400])
+def test_a_number_of_thousands_of_digits_is_told_in_a_sentence(
+    key: str, value: str, digits: int
+) -> None:
+    """Past Python's digit limit for int(), or past a float's range: a note about the setting,
+    neither an internal error nor Python's own words."""
+    params = {"Steps": "20", "Sampler": "Euler", "Seed": "1", "Size": "512x512", "RNG": "CPU"}
+    params |= {"Hires upscaler": "Lanczos", key: value.format("9" * digits)}
+    text = "a cat\n" + ", ".join(f"{name}: {said}" for name, said in params.items())
+    told = request_from_infotext_text(text, INSTALLED).unhonoured
+    assert told
+    assert not any(re.search("not supported|instances of|Exceeds|convert", s) for s in told)
 
 
 PARAMETER_LINE = st.lists(
@@ -312,3 +399,186 @@ def test_parser_round_trips_any_parameter_values(
     parsed_prompt, _negative, params = parse_infotext(text)
     assert parsed_prompt == prompt
     assert list(params) == [key for key, _ in pairs]
+
+
+WEB_UI_TEXT = (
+    "a knight, <lora:detail:0.6>\nNegative prompt: EasyNegative, BadHandV4\n"
+    "Steps: 20, Sampler: Euler, Seed: 1, Size: 512x768, RNG: CPU, "
+)
+
+
+def test_embeddings_the_settings_name_that_are_not_read_here_are_told() -> None:
+    """Named in ``TI hashes`` or Civitai's ``embed:`` hashes: installed (any letter case) is
+    silent; missing and left out by the server read the same, so a hidden file is not told.
+    One the server lists but that is not installed is told too: no job here reads it."""
+    text = (
+        WEB_UI_TEXT + 'TI hashes: "EasyNegative: c74b4e810b03, badhandv4: 5e40d722fc3d", '
+        'Hashes: {"embed:ng_deepnegative": "54e7e4826d"}'
+    )
+    installed = dataclasses.replace(INSTALLED, embeddings=["badhandv4", "EasyNegative"])
+    listed = frozenset({"badhandv4", "ng_deepnegative"})
+    hidden = _allowed_here(installed, AddonRules({AddonKind.EMBEDDING: listed}))
+    assert request_from_infotext_text(text, installed).unhonoured == [
+        "embedding 'ng_deepnegative' is not available here: its name is read as words"
+    ]
+    assert request_from_infotext_text(text, hidden).unhonoured == [
+        "embedding 'EasyNegative' is not available here: its name is read as words",
+        "embedding 'ng_deepnegative' is not available here: its name is read as words",
+    ]
+
+
+def test_on_a_broker_the_embeddings_the_server_lists_are_not_told_as_words() -> None:
+    """A broker's job records and reads every embedding the server lists (a worker may have
+    one the bot lacks): the note says "read as words" only of the others, and names no file
+    installed for the bot that the server leaves out."""
+    text = (
+        WEB_UI_TEXT + 'TI hashes: "EasyNegative: c74b4e810b03, badhandv4: 5e40d722fc3d", '
+        'Hashes: {"embed:ng_deepnegative": "54e7e4826d"}'
+    )
+    installed = dataclasses.replace(INSTALLED, embeddings=["badhandv4", "EasyNegative"])
+    rules = AddonRules({AddonKind.EMBEDDING: frozenset({"badhandv4", "ng_deepnegative"})})
+    on_workers = _allowed_here(installed, rules, renders_on_workers=True)
+    assert request_from_infotext_text(text, on_workers).unhonoured == [
+        "embedding 'EasyNegative' is not available here: its name is read as words"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hashes", "told"),
+    [
+        ('Lora hashes: "detail: 7c6bad76eb54"', False),  # the web UI's: of the tensor data
+        # The whole file's: Civitai's AutoV2, and Easel's infotexts before the fourteenth stop.
+        ('Hashes: {"lora:detail": "0123456789AB"}', False),
+        ('Lora hashes: "detail: 99aa99aa99aa, missing-style: 123412341234"', True),
+    ],
+)
+def test_a_lora_of_the_same_name_with_another_hash_is_named(hashes: str, told: bool) -> None:
+    installed = dataclasses.replace(
+        INSTALLED, lora_hashes={"detail": ["7c6bad76eb54", "0123456789ab"]}.get
+    )
+    unhonoured = request_from_infotext_text(WEB_UI_TEXT + hashes, installed).unhonoured
+    assert unhonoured == (
+        [
+            "LoRA 'detail' here has hash 7c6bad76eb54, not 99aa99aa99aa: a different file of "
+            "that name, so the picture may differ"
+        ]
+        if told
+        else []
+    )
+
+
+def _safetensors(path: Path, metadata: dict[str, str], data: bytes) -> None:
+    header = json.dumps({"__metadata__": metadata}).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+
+
+def test_an_installed_lora_is_known_by_the_web_uis_hash_and_by_its_files(tmp_path: Path) -> None:
+    """The web UI, and Easel since the fourteenth stop, hash a LoRA's tensor data after the
+    header (its metadata may be edited); Civitai's AutoV2 and Easel's older infotexts hash the
+    whole file."""
+    _safetensors(tmp_path / "Lora" / "detail.safetensors", {"ss_output_name": "x"}, b"w" * 99)
+    data_hash = hashlib.sha256(b"w" * 99).hexdigest()[:12]
+    file_hash = hashlib.sha256((tmp_path / "Lora" / "detail.safetensors").read_bytes())
+    # A member's request reads no file itself: the background hasher does, for a later paste.
+    recalled = installed_in(ModelRegistry(tmp_path), None, wait_for_hashes=False)
+    assert recalled.lora_hashes("detail") is None
+    deadline = time.monotonic() + 60
+    while file_hashes._HASHER.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recalled.lora_hashes("detail") == [data_hash, file_hash.hexdigest()[:12]]
+
+
+def test_hires_resize_is_read_as_a_scale_and_not_as_another_picture() -> None:
+    text = WEB_UI_TEXT + "Denoising strength: 0.45, Hires resize: {}, Hires steps: 15"
+    for resize in ("1024x1536", "1024x0", "0x1536"):
+        result = request_from_infotext_text(text.format(resize), INSTALLED)
+        assert result.unhonoured == []
+        assert result.request.options == {
+            "hires_scale": 2.0,
+            "hires_steps": 15,
+            "hires_denoising": 0.45,
+        }
+    # Another shape: enlarged to cover it (the web UI then crops), said.
+    cropped = request_from_infotext_text(text.format("1024x1024"), INSTALLED)
+    assert cropped.request.options["hires_scale"] == 2.0
+    assert cropped.unhonoured == [
+        "hires resize 1024x1024: rendered at 1024x1536 (x2; the web UI crops to that shape; "
+        "here the picture is enlarged to cover it)"
+    ]
+    # A denoising strength no hires key explains: the picture was made from another one.
+    img2img = request_from_infotext_text(WEB_UI_TEXT + "Denoising strength: 0.45", INSTALLED)
+    assert img2img.unhonoured[0].startswith("these settings come from a picture made from")
+    # A ratio a hair below the target in floats (1968 / 960): rendered at the target, as the
+    # web UI does, not 8 px short with a note blaming multiples of 8.
+    tall = "a fox\nSteps: 20, Sampler: Euler, Seed: 1, Size: 640x960, RNG: CPU, " + (
+        "Denoising strength: 0.5, Hires resize: 1312x1968"
+    )
+    exact = request_from_infotext_text(tall, INSTALLED)
+    assert exact.unhonoured == []
+    options = exact.request.options
+    assert HiresOptions.from_options(options, 640, 960).size == (1312, 1968)  # type: ignore[union-attr]
+    # A target that is no multiple of 8 is floored, and the note says why.
+    floored = request_from_infotext_text(tall.replace("1312x1968", "1310x1965"), INSTALLED)
+    assert floored.unhonoured == [
+        "hires resize 1310x1965: rendered at 1304x1960 (x2.047; sides are multiples of 8 here)"
+    ]
+    unread = request_from_infotext_text(text.format("big"), INSTALLED)
+    assert unread.unhonoured == ["hires resize 'big' is not WxH; rendered without hires fix"]
+    assert "hires_scale" not in unread.request.options
+
+
+@pytest.mark.parametrize(
+    ("size", "resize"), [("1000000x512", "100000x512"), ("512x1024000", "512x102400")]
+)
+def test_a_pasted_side_of_too_many_digits_is_told_its_range(size: str, resize: str) -> None:
+    """WxH all the same: the note names the range the side is past, not the form."""
+    pasted = request_from_infotext_text(WEB_UI_TEXT.replace("512x768", size), INSTALLED)
+    assert "must be a multiple of 8 between 64 and 2048" in pasted.unhonoured[0]
+    text = WEB_UI_TEXT + "Denoising strength: 0.45, Hires resize: {}, Hires steps: 15"
+    resized = request_from_infotext_text(text.format(resize), INSTALLED)
+    assert resized.unhonoured == [
+        f"hires resize {resize!r} has a side past hires scale's range "
+        "(at most 4 times the Size); rendered without hires fix"
+    ]
+
+
+ADETAILER = (
+    WEB_UI_TEXT + "ADetailer model: {}, ADetailer confidence: 0.3, ADetailer mask blur: 8, "
+    "ADetailer dilate erode: 4, ADetailer denoising strength: 0.5, "
+    "ADetailer inpaint only masked: False, ADetailer inpaint padding: 32"
+)
+
+
+@pytest.mark.parametrize("detector", ["hand_yolov8n.pt", "person_yolov8n-seg.pt"])
+def test_adetailer_models_that_find_no_faces_fix_nothing(detector: str) -> None:
+    result = request_from_infotext_text(ADETAILER.format(detector), INSTALLED)
+    assert result.request.options == {}
+    assert result.unhonoured == [
+        f"ADetailer model {detector}: only faces are fixed here (face_* and mediapipe_face* "
+        "detectors); rendered without that pass"
+    ]
+
+
+@pytest.mark.parametrize("detector", ["face_yolov8n.pt", "mediapipe_face_full"])
+def test_adetailer_face_models_fix_faces_and_other_mask_values_are_named(detector: str) -> None:
+    result = request_from_infotext_text(ADETAILER.format(detector), INSTALLED)
+    assert result.request.options == {
+        "fix_faces": True,
+        "fix_faces_confidence": 0.3,
+        "fix_faces_strength": 0.5,
+    }
+    assert result.unhonoured == [
+        f"ADetailer model {detector}: this server's face detector is used",
+        "ADetailer mask blur 8 (4 here), inpaint only masked False (True here): the face "
+        "pass's mask is fixed",
+    ]
+
+
+def test_tiling_and_stop_at_are_read_back_and_a_stop_out_of_range_is_told() -> None:
+    text = WEB_UI_TEXT + "Tiling: True, Stop at: {}"
+    tiled = request_from_infotext_text(text.format("50%"), INSTALLED)
+    assert (tiled.request.options, tiled.unhonoured) == ({"tile": True, "stop": 50}, [])
+    early = request_from_infotext_text(text.format("5%"), INSTALLED)
+    assert early.request.options == {"tile": True}
+    assert early.unhonoured == ["stop at '5%' is not 10-100%; every step is run"]

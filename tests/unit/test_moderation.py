@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bot.policy import moderation
 from bot.policy.moderation import (
     NsfwPolicy,
     check_request,
@@ -15,8 +16,8 @@ from bot.policy.moderation import (
     normalise,
 )
 from bot.user_errors import UserError
-from inference.prompts import PromptError, build_plan
-from inference.prompts.attention import BREAK_MARKER
+from inference.prompts import PromptError, PromptPlan, build_plan, renderings
+from inference.prompts.attention import BREAK_MARKER, parse_attention
 
 
 def banned_in(texts: list[str], banned: set[str]) -> str | None:
@@ -117,6 +118,12 @@ def test_invisible_characters_anywhere_in_a_banned_word_are_still_caught(
         "a c)cat",
         "a __cat__",  # no wildcards folder: the model reads the name
         "a red_cat2",  # CLIP splits words at "_" and digits
+        "a cat৴ on a mat",  # and at number characters that are no decimal digit
+        # A bracket changes the weight: the text encoder reads each side as its own piece.
+        *("x(cat", "a cat(s) on a mat", "(cat)s", "cat[s]", "cat[c|1", "(cat:1.2)s"),
+        # BREAK next to what the attention parser splits on is a separator.
+        *("cat(BREAK)", "a BREAK\\cat", "a cat\\BREAK", "a BREAK(cat)", "(cat)BREAK"),
+        *("BREAK[cat]", "BREAK[cat|"),
     ],
 )
 def test_every_text_the_prompt_can_render_is_checked(prompt: str) -> None:
@@ -126,7 +133,9 @@ def test_every_text_the_prompt_can_render_is_checked(prompt: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "prompt", ["a [c|d]ats", "con[c|d]at", "a [dog:cats:0.5]", "c, at", "a c\\(at"]
+    "prompt",
+    # ":)" is no weight; an escaped bracket is text.
+    ["a [c|d]ats", "con[c|d]at", "a [dog:cats:0.5]", "c, at", "a c\\(at", "c(a:)t"],
 )
 def test_renderings_keep_whole_word_matching(prompt: str) -> None:
     assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {"cat"}) is None
@@ -149,22 +158,144 @@ _PIECES = st.sampled_from(
     [
         *("c", "a", "t", "cat", "CAT", "ｃ", " ", ",", "\u200b", "<x:y>", "__w__"),
         *("[", "]", "|", ":", "::", "(", ")", "{", "}", "\\", "\\(", "1", "0.5", "2]"),
-        *("[c:", "[c|", ":0.5]", "a:1.1)", " AND ", " BREAK "),
+        *("[c:", "[c|", ":0.5]", "a:1.1)", " AND ", " BREAK ", "BREAK", ":0)"),
     ]
 )
 
 
+def shown_to_the_text_encoder(plan: PromptPlan) -> list[str]:
+    """Every text the plan's schedules give the text encoder: each piece alone (the encoder
+    tokenizes pieces of different weights apart, so a bracket is a word boundary; a BREAK
+    merged at weight 0 is read as text), and each schedule entry's pieces joined (a BREAK read
+    as a space)."""
+    entries = [entry for sub in (*plan.subprompts, plan.negative) for entry in sub.schedule]
+    alone = [text for entry in entries for text, weight in entry.pieces]
+    joined = [
+        "".join(" " if (text, weight) == BREAK_MARKER else text for text, weight in entry.pieces)
+        for entry in entries
+    ]
+    return [*alone, *joined]
+
+
 @settings(max_examples=2000, deadline=None)
 @given(prompt=st.lists(_PIECES, max_size=16).map("".join), steps=st.integers(1, 8))
+# Weights that close a bracket, their ":" or number written where renderings lost them.
+@example(prompt="c([a:1.1)t", steps=1)
+@example(prompt="c(a:[1.1|x])t", steps=1)
+@example(prompt="c(a:[1.1:x:2])t", steps=1)
+@example(prompt="c([a:[1.1|x])t", steps=1)
+@example(prompt="c(a\\:1.1)t", steps=1)
+@example(prompt="(c[a\\:1|b].5)t", steps=1)
 def test_whatever_any_step_shows_the_text_encoder_is_checked(prompt: str, steps: int) -> None:
     try:
         plan = build_plan(prompt, seed=1, steps=steps)
     except PromptError:
         return
-    shown = [
-        "".join(" " if (text, weight) == BREAK_MARKER else text for text, weight in entry.pieces)
-        for sub in (*plan.subprompts, plan.negative)
-        for entry in sub.schedule
-    ]
+    shown = shown_to_the_text_encoder(plan)
     if banned_in(shown, {"cat"}) is not None:
         assert find_banned_rendering(plan.renderings(), {"cat"}) == "cat", shown
+
+
+# Pieces of weights and brackets around "c", "a" and "t": a weight's ":", its number and its
+# ")" may each come from a choice; brackets may be left open or close nothing.
+_WEIGHT_PIECES = st.sampled_from(
+    [
+        *("(", "(", "[", "[", ")", "]", ":", "\\:", "\\", "\\(", "|", " ", " AND ", "BREAK"),
+        *("1", "1.1", ".", "-", "5 ", "[1|x]", "[|.5]", "[:x:2]", "[1.1:x:2]", "[c|", "|x]"),
+        *(":1.1)", ":[1.1|x])", ":[1.1:x:2])", "\\:[1|x])", ":[|-]1)", ":1[.5|x])"),
+        *("[x\\:1|y].5)", "[\\:|x]1)", "[x\\:1:y\\:2:1]", "[a\\:1:x:0.5])"),
+    ]
+)
+# (steps, first_pass_steps): every first pass of 1 to 8 steps, and hires passes after one.
+_PASSES = [*((steps, None) for steps in range(1, 9)), (3, 2), (4, 4), (2, 5)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.lists(st.lists(_WEIGHT_PIECES, max_size=3).map("".join), min_size=4, max_size=4).map(
+        lambda between: "c".join(between[:2]) + "a" + "t".join(between[2:])
+    ),
+    where=st.sampled_from(["prompt", "negative", "AND"]),
+)
+@example(text="ca(:[1.1|x])t", where="negative")
+@example(text="c(a\\:[|-]1)t", where="AND")
+def test_weights_and_brackets_written_by_choices_are_resolved_for_every_pass(
+    text: str, where: str
+) -> None:
+    prompt, negative = {
+        "prompt": (text, ""),
+        "negative": ("dog", text),
+        "AND": (f"dog AND {text}", ""),
+    }[where]
+    found = None
+    for steps, first_pass_steps in _PASSES:
+        try:
+            plan = build_plan(
+                prompt, negative, seed=1, steps=steps, first_pass_steps=first_pass_steps
+            )
+        except PromptError:
+            return
+        if banned_in(shown_to_the_text_encoder(plan), {"cat"}) is not None:
+            found = plan
+            break
+    if found is not None:
+        assert find_banned_rendering(found.renderings(), {"cat"}) == "cat"
+
+
+_NUMBER_CHARACTERS = st.sampled_from([*" +-.019", "\u0663", "\u00a0", "\n", "e"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=st.lists(_NUMBER_CHARACTERS, max_size=6).map("".join),
+    colon=st.sampled_from([":", "\\:"]),  # "\\:" is text to [a|b] but a ":" to weights
+)
+def test_a_weight_is_read_as_the_attention_parser_reads_it(number: str, colon: str) -> None:
+    """No miss and no false alarm: "c(a:N)t" shows "cat" just when N is a weight."""
+    prompt = f"c(a{colon}{number})t"
+    shown = "".join(text for text, _ in parse_attention(prompt))
+    expected = "cat" if shown == "cat" else None
+    assert find_banned_rendering([renderings(prompt)], {"cat"}) == expected
+
+
+def test_a_word_read_where_brackets_or_break_split_the_pieces_is_checked() -> None:
+    """A BREAK at weight 0 merges into the word before it (-0.0 == 0.0): the encoder reads
+    "jailBREAK" as one word."""
+    plan = build_plan("(jail BREAK:0)", seed=1)
+    assert ("jailBREAK", 0.0) in plan.subprompts[0].schedule[0].pieces
+    assert find_banned_rendering(plan.renderings(), {"jailbreak"}) == "jailbreak"
+
+
+def test_nested_choices_sharing_a_prefix_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each choice keeps and drops a ":1" its option wrote: renderings share the prefix, and
+    reading it once per path took seconds at 145 characters (doubling per level)."""
+    reads = []
+    monkeypatch.setattr(moderation, "checkpoint", lambda: reads.append(1))
+    prompt = "a"
+    for _ in range(16):
+        prompt = f"([{prompt}\\:1|y])"
+    assert len(prompt) == 145
+    assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {"cat"}) is None
+    assert len(reads) < 2_000  # 182 parts read; every path: millions
+
+
+def test_deeply_nested_choices_are_read_without_recursion() -> None:
+    prompt = "(" + "[1|\\:]" * 496 + ")"  # 2,978 characters: one choice inside the next
+    assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {"cat"}) is None
+
+
+def test_word_boundaries_beside_non_letters_add_no_variants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each bracket is a word boundary or not; beside a "," or ")" that makes no difference to
+    CLIP's tokens, so a long banned phrase does not multiply the endings carried along (25,819
+    texts read here, 21 s for a 4,000-character prompt, before spaces beside non-letters were
+    dropped)."""
+    assert normalise("bad , wolf (x)") == normalise("bad,wolf(x)") == "bad,wolf(x)"
+    reads = []
+    counted = moderation.normalise
+    monkeypatch.setattr(moderation, "normalise", lambda text: reads.append(1) or counted(text))
+    prompt = "(masterpiece:1.2), (best quality), ((detailed)), [blurry], (red hair:1.1), " * 5
+    assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {"x" * 100}) is None
+    assert len(reads) < 2_000
+    assert find_banned_rendering([("a #tag",)], {"#tag"}) == "#tag"  # its "#" is a boundary

@@ -15,6 +15,7 @@ from bot.policy.prompt_safety import PromptPlanner, plan_request
 from bot.requests import MAX_PROMPT_CHARS, RequestError
 from bot.user_errors import UserError
 from inference.infotext import format_infotext, png_with_infotext
+from inference.passes.jobs import image_jobs
 from inference.passes.picture_prompts import rendered_prompts
 from inference.prompts import WILDCARD_DRAWS_OPTION, PlannedDraws, WildcardLibrary, expand_prompt
 from inference.types import RenderRequest
@@ -55,6 +56,18 @@ def test_every_picture_of_a_request_is_checked(wildcards: Path) -> None:
     plan_request(RenderRequest("a __pet__", seed=seed, count=1), {"cat"}, wildcards)
     with pytest.raises(UserError, match="'cat' is banned"):
         plan_request(RenderRequest("a __pet__", seed=seed, count=4), {"cat"}, wildcards)
+
+
+def test_a_batch_at_the_top_seed_is_checked_with_the_seeds_it_renders(wildcards: Path) -> None:
+    """The second picture of ``--seed 4294967295 --count 2`` renders at seed 0 (before, it
+    was refused as seed 4294967296, a seed the member never typed)."""
+    library = WildcardLibrary(wildcards)
+    banned = expand_prompt("__pet__", 0, library)[0].text  # what seed 0 draws
+    assert expand_prompt("__pet__", 4294967295, library)[0].text != banned
+    top = RenderRequest("a __pet__", seed=4294967295, count=2)
+    plan_request(dataclasses.replace(top, count=1), {banned}, wildcards)
+    with pytest.raises(UserError, match=f"'{banned}' is banned"):
+        plan_request(top, {banned}, wildcards)
 
 
 def test_a_random_seed_is_made_concrete_before_the_check(wildcards: Path) -> None:
@@ -155,3 +168,28 @@ def test_a_stored_picture_that_is_gone_is_not_asked_to_be_uploaded_again(tmp_pat
     with pytest.raises(UserError, match="no longer stored on the bot") as refused:
         plan_request(gone, (), None)
     assert "upload it again" not in str(refused.value)
+
+
+def test_a_varied_batch_is_planned_at_the_seed_the_engine_renders(wildcards: Path) -> None:
+    """With a variation (strength above 0) every picture keeps the main seed, as in the web
+    UI: its wildcards are drawn, and checked, at that seed, and the engine renders those."""
+    library = WildcardLibrary(wildcards)
+
+    def pets(seed: int) -> list[str]:
+        return [expansion.text for expansion in expand_prompt("__pet__", seed, library, count=2)]
+
+    seed = next(seed for seed in range(1000) if pets(seed)[0] != "cat" and pets(seed)[1] == "cat")
+    varied = RenderRequest(
+        "a __pet__", seed=seed, count=2, variation_seed=-1, variation_strength=0.3
+    )
+    checked = plan_request(varied, {"cat"}, wildcards)  # picture 2 no longer draws at seed + 1
+    assert checked.variation_seed not in (None, -1)  # stored concrete, as the seed
+    jobs = image_jobs(checked, WildcardLibrary(wildcards), loras=(), embeddings=())
+    assert [job.prompt for job in jobs] == [f"a {pets(seed)[0]}"] * 2
+    assert [job.seed for job in jobs] == [seed, seed]
+    assert [job.variation_seed for job in jobs] == [
+        checked.variation_seed,
+        (checked.variation_seed + 1) % 2**32,
+    ]
+    with pytest.raises(UserError, match="'cat' is banned"):  # without a variation: seed + 1
+        plan_request(dataclasses.replace(varied, variation_strength=0.0), {"cat"}, wildcards)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -8,6 +10,7 @@ from bot.requests import (
     RequestError,
     build_request,
     parse_size,
+    picture_alone,
     reroll,
     resolve_seed,
 )
@@ -34,6 +37,10 @@ def test_sizes_and_aspect_ratios(text: str, expected: tuple[int, int] | str) -> 
     [
         ("500x512", "multiple of 8"),
         ("4096x512", "between 64 and 2048"),
+        # Seven digits and more: the side's range, not "neither WxH" (and no int() of them).
+        ("1000000x512", "width must be a multiple of 8 between 64 and 2048"),
+        ("512x1024000", "height must be a multiple of 8 between 64 and 2048"),
+        pytest.param("512x" + "9" * 5_000, "height must be a multiple", id="5,000 digits"),
         ("30:1", "1..21"),
         ("big", "neither WxH"),
     ],
@@ -93,6 +100,24 @@ def test_reroll_changes_only_the_seed() -> None:
     rolled = reroll(request)
     assert rolled.seed != request.seed or reroll(request).seed != request.seed
     assert rolled.prompt == request.prompt and rolled.steps == request.steps
+
+
+def test_one_picture_of_a_batch_alone_keeps_its_recorded_seed_and_its_variation_seed() -> None:
+    varied = RenderRequest("a cat", seed=10, count=3, variation_seed=4294967295)
+    varied = dataclasses.replace(varied, variation_strength=0.3)
+    assert (picture_alone(varied, 2, 10).seed, picture_alone(varied, 2, 10).variation_seed) == (
+        10,
+        1,  # wrapped past the largest seed, as the engine renders it
+    )
+    # A job stored before variation seeds were resolved: the seed drawn is not known.
+    unknown = dataclasses.replace(varied, variation_seed=-1)
+    assert picture_alone(unknown, 1, 10).variation_seed == -1
+    # The seed is the one recorded (a job rendered before batches kept their seed: 11).
+    plain = RenderRequest("a cat", seed=10, count=2)
+    assert (picture_alone(plain, 1, 11).seed, picture_alone(plain, 1, 11).variation_seed) == (
+        11,
+        None,
+    )
 
 
 def test_inline_flags_fill_the_request_and_explicit_options_win() -> None:

@@ -28,6 +28,7 @@ from cogs.visibility import check_member_may_read_channel, member_may_read, memb
 from tests.fake_discord.payloads import text_channel_payload, thread_payload
 
 GUILD, PARENT, THREAD, MEMBER, OTHER = 1, 2, 3, 4, 5
+MANAGES = discord.Permissions(manage_guild=True)
 
 
 def test_a_member_is_remembered_for_the_ttl_only() -> None:
@@ -65,7 +66,7 @@ def orphan_thread() -> discord.Thread:
 
 async def test_a_thread_without_its_parent_in_the_cache_is_unreadable() -> None:
     thread = orphan_thread()
-    member = cast(discord.Member, SimpleNamespace(id=MEMBER))
+    member = cast(discord.Member, SimpleNamespace(id=MEMBER, guild_permissions=MANAGES))
     recent = RecentThreadMembers(ttl_s=30.0)
     assert not await member_may_see(thread, member, recent)
     assert not await member_may_read(thread, member, recent)
@@ -79,7 +80,7 @@ async def test_a_thread_without_its_parent_in_the_cache_is_unreadable() -> None:
     )
     client = SimpleNamespace(get_guild=lambda guild_id: guild)
     admins = DiscordServerAdmins(cast(discord.Client, client), recent)
-    assert await admins.readable_channels(GUILD, MEMBER, [THREAD]) == set()
+    assert (await admins.rights(GUILD, MEMBER, [THREAD])).readable == set()
 
 
 def not_found() -> discord.NotFound:
@@ -149,7 +150,7 @@ def admins_of(thread: discord.Thread, recent: RecentThreadMembers) -> DiscordSer
     channels = {THREAD: thread, PARENT: parent}
 
     async def fetch_member(user_id: int) -> object:
-        return SimpleNamespace(id=user_id)
+        return SimpleNamespace(id=user_id, guild_permissions=MANAGES)
 
     guild = SimpleNamespace(get_channel_or_thread=channels.get, fetch_member=fetch_member)
     client = SimpleNamespace(get_guild=lambda guild_id: guild)
@@ -178,9 +179,8 @@ async def test_a_thread_discord_cannot_answer_for_is_refused_as_an_outage(
             await may(thread, member, recent)
     assert asked == [MEMBER, MEMBER]  # a failure is not remembered as an answer
     # The dashboard hides that thread alone, not every channel it was asked about.
-    assert await admins_of(thread, recent).readable_channels(GUILD, MEMBER, [THREAD, PARENT]) == {
-        PARENT
-    }
+    rights = await admins_of(thread, recent).rights(GUILD, MEMBER, [THREAD, PARENT])
+    assert rights.refusal is None and rights.readable == {PARENT}
 
 
 def click_in(thread: discord.Thread, permissions: discord.Permissions) -> discord.Interaction[Any]:

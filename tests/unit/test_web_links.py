@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import string
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,29 @@ def test_a_changed_payload_or_another_secret_is_refused(tmp_path: Path) -> None:
 def test_garbage_is_refused_never_crashes(token: str) -> None:
     with pytest.raises(LinkRefused):
         LinkSigner(b"s" * 32, Path("/nonexistent"), clock=lambda: NOW).check(token)
+
+
+_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def _low_bit_set(last: str) -> str:
+    """The same bytes to a lenient decoder: 32 bytes in 43 characters leave 2 bits unused."""
+    return _ALPHABET[_ALPHABET.index(last) | 1]
+
+
+@pytest.mark.parametrize(
+    "respelt",
+    [
+        lambda token: token + "!!",  # skipped by a lenient decoder
+        lambda token: token + "=",
+        lambda token: token.replace(".", "=.", 1),
+        lambda token: token[:-1] + _low_bit_set(token[-1]),  # the signature's unused bits
+    ],
+)
+def test_a_token_has_one_spelling(tmp_path: Path, respelt: Callable[[str], str]) -> None:
+    token = issue(signer(tmp_path))
+    with pytest.raises(LinkRefused, match="not one Easel made"):
+        signer(tmp_path).check(respelt(token))
 
 
 def test_a_link_expires_after_its_lifetime(tmp_path: Path) -> None:

@@ -30,9 +30,10 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -53,6 +54,8 @@ from bot.jobs.broker.wire import (
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
     TAG_HEADER,
+    TRANSIENT_RETRY_S,
+    UNREACHABLE_ERRORS,
     WRONG_LAST_SEQUENCE,
     BrokerUnavailable,
     ImageRef,
@@ -77,13 +80,15 @@ from bot.jobs.broker.wire import (
     picture_digest,
     picture_paths,
     png_size,
+    refused_for_storage,
     result_subject,
     retry_transient,
+    stream_missing,
     tag,
     tag_verifies,
     with_picture_paths,
 )
-from bot.jobs.queue import MAX_RENDER_ATTEMPTS, RenderStoppedAfter
+from bot.jobs.queue import MAX_RENDER_ATTEMPTS, RenderStoppedAfter, SlotUnavailable
 from bot.redaction import redact_url
 from inference.output_bounds import largest_output, output_count
 from inference.types import (
@@ -111,6 +116,8 @@ CANCEL_POLL_S = 0.05
 # The ``worker`` of a failure the bot stores itself, when no worker lived to report it.
 BOT_REPORTER = "easel-bot"
 
+T = TypeVar("T")
+
 
 class RemoteRenderFailed(RenderFailed):
     """The worker's engine raised, or every delivery of the job was lost with its worker."""
@@ -129,6 +136,10 @@ class BrokerConfig:
     # A waiting render rereads the results stream this often, in case the result was published
     # while the connection was down (core messages are not replayed).
     result_recheck_s: float = 2.0
+    # A job's hand-over (its pictures stored, its publish) is tried this long while the broker
+    # does not answer; then it is queued again in the bot, and no job starts until the broker
+    # answers (``bot.jobs.queue.SlotUnavailable``).
+    unreachable_after_s: float = TRANSIENT_RETRY_S
     # Each job's secret is derived from it; a bot restarted with another key cannot verify the
     # results of the jobs it had in flight (the composition root keeps it on disk).
     job_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -146,6 +157,11 @@ class BrokerConfig:
             raise ValueError(f"max_attempts must be within 1..20, got {self.max_attempts}")
         if self.result_recheck_s <= 0:
             raise ValueError(f"result_recheck_s must be above 0, got {self.result_recheck_s}")
+        if not 0.1 <= self.unreachable_after_s <= 3600:
+            raise ValueError(
+                f"unreachable_after_s must be within 0.1..3600 seconds, "
+                f"got {self.unreachable_after_s}"
+            )
 
 
 class BrokerClient:
@@ -215,7 +231,7 @@ class BrokerClient:
             # Looked up while publishing, not before: one round trip instead of two. A job
             # that already has a result is then republished, but a worker only acks that copy.
             lookup = asyncio.ensure_future(
-                retry_transient(
+                self._while_reachable(
                     f"job {job_id}: look for a stored result", lambda: self._stored_result(job_id)
                 )
             )
@@ -223,6 +239,17 @@ class BrokerClient:
                 message = await self._job_message(job_id, request)
                 sequence = await self._publish(message, request.model)
                 result = await lookup
+            except nats.errors.Error as error:
+                if refused_for_storage(error):  # an answer, not an outage: this job fails
+                    raise RemoteRenderFailed(
+                        "the render workers' queue has no room for it now; try again later"
+                    ) from error
+                if not isinstance(error, UNREACHABLE_ERRORS) and not stream_missing(error):
+                    raise
+                # Not handed over, or not known to be: tried again once the broker answers,
+                # with its streams (a copy that did reach it is found then: same message id,
+                # or its stored result).
+                raise self._unavailable(error) from error
             finally:
                 lookup.cancel()  # when the publish failed: its error is the one to report
             stored_inputs = [p.object_name for p in message.inputs if p.object_name is not None]
@@ -232,12 +259,61 @@ class BrokerClient:
                 log.info("job %s: already finished on the broker; its result is used", job_id)
             # Only once there is a result: a redelivered job still needs its inputs.
             await self._delete_objects(stored_inputs)
-            return await self._images_of(result, request)
+            try:
+                return await self._images_of(result, request)
+            except UNREACHABLE_ERRORS as error:
+                # Its result and pictures stay stored: the next try's lookup finds them.
+                raise self._unavailable(error) from error
         finally:
             self._waiters.pop(job_id, None)
             self._progress.pop(job_id, None)
             self._started_at.pop(job_id, None)
             self._forgeries_logged.discard(job_id)
+
+    def _unavailable(self, error: Exception) -> SlotUnavailable:
+        if stream_missing(error):
+            return SlotUnavailable(f"the broker lacks a stream ({error})", self._streams_again)
+        return SlotUnavailable(
+            f"the broker did not answer for {self._config.unreachable_after_s:g} s "
+            f"({type(error).__name__})",
+            self.reachable,
+        )
+
+    async def reachable(self) -> bool:
+        """Whether the broker answers now (``SlotUnavailable``'s probe): connected (the
+        client reconnects on its own), and JetStream gives the jobs stream's info, which the
+        bot's broker user may read; without that stream, once it is made again."""
+        if not self._nc.is_connected:
+            return False
+        try:
+            await self._js.stream_info(JOBS_STREAM)
+        except nats.js.errors.NotFoundError:
+            return await self._streams_again()
+        except nats.errors.Error:
+            return False
+        return True
+
+    async def _streams_again(self) -> bool:
+        """The probe of a broker that answers without one of Easel's streams (restarted
+        without its store?): they are made again, as at ``open``, else no job could ever be
+        handed over again. Whether they are."""
+        if not self._nc.is_connected:
+            return False
+        log.error(
+            "the broker answers without Easel's streams (restarted without its store?): they "
+            "are made again; the jobs and results it held are lost"
+        )
+        try:
+            await ensure_streams(self._js)
+        except nats.errors.Error:
+            return False
+        self._consumers_ready.clear()  # they went with the jobs stream
+        return True
+
+    async def _while_reachable(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """``retry_transient`` for a step of a job's hand-over or of fetching its pictures: it
+        gives up after ``unreachable_after_s``."""
+        return await retry_transient(what, operation, self._config.unreachable_after_s)
 
     def job_secret(self, job_id: str) -> str:
         """The secret of ``job_id``'s messages (derived: a restart with the same key knows it)."""
@@ -267,7 +343,7 @@ class BrokerClient:
                 inputs.append(PictureInput(name, png=data))
                 continue
             object_name = input_object_name(job_id, name)
-            await retry_transient(
+            await self._while_reachable(
                 f"job {job_id}: store {object_name}",
                 functools.partial(self._images.put, object_name, data),
             )
@@ -280,7 +356,7 @@ class BrokerClient:
         await self._ensure_consumer(model)
         job_id = message.job_id
         data = message.encode()
-        ack = await retry_transient(
+        ack = await self._while_reachable(
             f"job {job_id}: publish",
             lambda: self._js.publish(job_subject(model), data, headers=headers_for_job(job_id)),
         )
@@ -362,7 +438,7 @@ class BrokerClient:
             # failure (a result outlives a bot restart; an advisory would not).
             max_deliver=self._config.max_attempts + 1,
         )
-        await retry_transient(
+        await self._while_reachable(
             f"create consumer {name}", lambda: self._js.add_consumer(JOBS_STREAM, config)
         )
         self._consumers_ready.add(name)
@@ -442,7 +518,7 @@ class BrokerClient:
                 continue
             assert ref.object_name is not None  # ImageRef holds one or the other
             try:
-                stored = await retry_transient(
+                stored = await self._while_reachable(
                     f"job {result.job_id}: fetch {ref.object_name}",
                     functools.partial(self._images.get, ref.object_name),
                 )

@@ -68,6 +68,8 @@ __all__ = [
     "PICTURE_FIELDS",
     "RESULTS_STREAM",
     "TAG_HEADER",
+    "TRANSIENT_RETRY_S",
+    "UNREACHABLE_ERRORS",
     "WRONG_LAST_SEQUENCE",
     "BrokerUnavailable",
     "ImageRef",
@@ -93,8 +95,10 @@ __all__ = [
     "own_object_names",
     "picture_digest",
     "progress_subject",
+    "refused_for_storage",
     "result_subject",
     "retry_transient",
+    "stream_missing",
     "tag",
     "tag_verifies",
 ]
@@ -123,9 +127,10 @@ WRONG_LAST_SEQUENCE = 10071
 RESULT_TTL_S = 24 * 3600.0
 # Byte caps, so a flood of jobs or pictures cannot fill the broker's disk. JetStream reserves
 # them when a stream is made (a server with less storage refuses it, and ``ensure_streams``
-# says so). Full, the jobs stream refuses a new job (its publish fails: the job is failed,
-# refunded and the member told) rather than drop waiting ones; the others drop their oldest
-# messages, long collected: results and pictures are read within seconds of being stored.
+# says so). Full, the jobs stream refuses a new job rather than drop waiting ones: its publish
+# gets an answer (``refused_for_storage``, not an outage), so the job is failed, refunded and
+# the member told, and dispatch goes on. The others drop their oldest messages, long
+# collected: results and pictures are read within seconds of being stored.
 JOBS_MAX_BYTES = 256 * 2**20
 RESULTS_MAX_BYTES = 256 * 2**20
 ADVISORIES_MAX_BYTES = 8 * 2**20
@@ -133,6 +138,14 @@ IMAGES_MAX_BYTES = 2**30
 STREAMS_MAX_BYTES = JOBS_MAX_BYTES + RESULTS_MAX_BYTES + ADVISORIES_MAX_BYTES + IMAGES_MAX_BYTES
 # JetStream's error code for "insufficient storage resources available".
 _INSUFFICIENT_STORAGE = 10047
+# JetStream's error code for a message its store refused: a full stream that discards new
+# messages answers it ("maximum bytes exceeded"), with HTTP code 503.
+_STORE_FAILED = 10077
+# JetStream's answers that it has no room for a message: a refusal, not a broker away.
+_STORAGE_REFUSALS = frozenset({_INSUFFICIENT_STORAGE, _STORE_FAILED})
+# JetStream's error code for "stream not found": on Easel's broker, one restarted without its
+# store (``ensure_streams`` made them all at the bot's start).
+_STREAM_NOT_FOUND = 10059
 # A broker restart takes seconds; past this a publish is reported as failed.
 TRANSIENT_RETRY_S = 60.0
 # PNGs up to this many bytes in all ride in the result message: fetching them from the object
@@ -613,6 +626,24 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     nats.js.errors.NoStreamResponseError,
     nats.js.errors.ServiceUnavailableError,
 )
+# What an operation raises when the broker does not answer: a transient failure still there
+# once ``retry_transient`` gave up, or the client's buffer for a broker away filled up.
+# JetStream's answers among them (``refused_for_storage``) are not: the broker did answer.
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (
+    *_TRANSIENT,
+    nats.errors.OutboundBufferLimitError,
+)
+
+
+def refused_for_storage(error: Exception) -> bool:
+    """Whether ``error`` is JetStream's answer that it has no room for a message (a full
+    stream, a full disk): a 503 like a broker away, told apart by its error code."""
+    return isinstance(error, nats.js.errors.APIError) and error.err_code in _STORAGE_REFUSALS
+
+
+def stream_missing(error: Exception) -> bool:
+    """Whether ``error`` is JetStream's answer that a stream it was asked about is not there."""
+    return isinstance(error, nats.js.errors.NotFoundError) and error.err_code == _STREAM_NOT_FOUND
 
 
 async def retry_transient(

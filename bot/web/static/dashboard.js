@@ -84,7 +84,8 @@ async function poll() {
     const answer = await fetch(stateUrl, { cache: "no-store" });
     if (!answer.ok) {
       status.textContent = await answer.text();
-      return;  // signed out: no more polling
+      main.replaceChildren(status);  // signed out, or no longer an admin: nothing of theirs stays
+      return;  // no more polling
     }
     show(await answer.json());
     status.textContent = "Updated " + new Date().toLocaleTimeString();

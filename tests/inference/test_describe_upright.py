@@ -1,0 +1,45 @@
+"""The captioner reads a picture as it is shown: turned by its EXIF orientation."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from inference.describe import Captioner
+
+
+class RecordingProcessor:
+    """Stands in for BLIP's processor: records the picture it is given."""
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def __call__(self, images: Image.Image, return_tensors: str) -> dict[str, Any]:
+        self.sizes.append(images.size)
+        return {}
+
+    def decode(self, output: object, skip_special_tokens: bool) -> str:
+        return "a phone photo"
+
+
+class OneCaptionModel:
+    def generate(self, **_: object) -> list[int]:
+        return [0]
+
+
+def test_the_captioner_reads_a_phone_photo_upright(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to show
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 20), "orange").save(buffer, format="JPEG", exif=exif.tobytes())
+    processor = RecordingProcessor()
+    captioner = Captioner(tmp_path)
+    captioner._loaded = (processor, OneCaptionModel())  # no model files: the reading is tested
+    try:
+        assert captioner._describe(buffer.getvalue()) == ["a phone photo"]
+    finally:
+        captioner.close()
+    assert processor.sizes == [(20, 40)]

@@ -1,0 +1,325 @@
+"""The dashboard's routes on a real loopback socket over a real database (Discord's answers
+stubbed): no age-restricted picture on the page, a session that ends with the admin's rights
+or when they sign out, thumbnails made once on their own threads yet checked on every request,
+and server ids past a snowflake's length answered 404."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator, Collection
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import aiohttp
+import aiosqlite
+import pytest
+from PIL import Image
+
+from bot.web import dashboard
+from bot.web.dashboard import COOKIE, READING_RIGHTS_S, AdminRights, Dashboard
+from bot.web.links import LinkSigner, RegionLink
+from bot.web.server import Claim, RegionWebServer
+from db import guild_settings
+from tests.conftest import ErrorLogs
+from tests.integration.test_web_server import free_port
+
+GUILD, ADMIN, CHANNEL, NSFW_CHANNEL = 5, 77, 9, 10
+
+
+class Admins:
+    """Discord's answers: every channel readable, ``age_restricted`` ones age-restricted now,
+    ``refusal`` once the admin lost their rights."""
+
+    def __init__(self) -> None:
+        self.refusal: str | None = None
+        self.age_restricted: set[int] = set()
+
+    def name_of(self, guild_id: int) -> str:
+        return "server"
+
+    async def rights(
+        self, guild_id: int, user_id: int, channel_ids: Collection[int]
+    ) -> AdminRights:
+        asked = frozenset(channel_ids)
+        return AdminRights(self.refusal, asked, asked & self.age_restricted)
+
+
+class NoQueue:
+    """What the state reads of the JobQueue: nothing waiting."""
+
+    slots: ClassVar[list[Any]] = []
+
+    def snapshot(self) -> Any:
+        return dataclasses.make_dataclass("Snapshot", ["running", "queued"])([], [])
+
+    def queued_count(self) -> int:
+        return 0
+
+
+class Editor:
+    async def picture(self, link: RegionLink) -> Path:
+        raise AssertionError("the mask editor is not used here")
+
+    async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
+        raise AssertionError("the mask editor is not used here")
+
+
+@dataclasses.dataclass
+class Site:
+    conn: aiosqlite.Connection
+    admins: Admins
+    dashboard: Dashboard
+    clock: list[float]
+    origin: str
+    pictures: Path
+
+    @property
+    def home(self) -> str:
+        return f"{self.origin}/dashboard/{GUILD}"
+
+    def picture_url(self, job_id: str) -> str:
+        return f"{self.home}/picture/{job_id}/0"
+
+    async def add_picture(self, job_id: str, channel_id: int, *, age_restricted: bool) -> None:
+        path = self.pictures / f"{job_id}.png"
+        Image.new("RGB", (640, 640), (200, 80, 80)).save(path)
+        now = time.time()
+        await self.conn.execute(
+            "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+            " created_at, finished_at, age_restricted, spoiler, private)"
+            " VALUES (?, 'imagine', 'done', 1, ?, ?, '{\"prompt\": \"a picture\"}', ?, ?, ?, 0, 0)",
+            (job_id, GUILD, channel_id, now, now, age_restricted),
+        )
+        await self.conn.execute(
+            "INSERT INTO images (job_id, idx, seed, path, infotext, width, height)"
+            " VALUES (?, 0, 1, ?, '', 640, 640)",
+            (job_id, str(path)),
+        )
+        await self.conn.commit()
+
+    async def gallery(self, http: aiohttp.ClientSession) -> set[str]:
+        async with http.get(f"{self.home}/state") as answer:
+            assert answer.status == 200
+            return {picture["job"] for picture in (await answer.json())["gallery"]}
+
+    async def signed_in(self) -> aiohttp.ClientSession:
+        http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        async with http.get(self.dashboard.link_for(ADMIN, GUILD)) as answer:
+            assert answer.status == 200
+        return http
+
+
+@pytest.fixture
+async def site(tmp_path: Path, conn: aiosqlite.Connection) -> AsyncIterator[Site]:
+    clock = [time.time()]
+    signer = LinkSigner(b"s" * 32, tmp_path / "used", clock=lambda: clock[0])
+    admins = Admins()
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    board = Dashboard(signer, origin, conn, cast(Any, NoQueue()), admins)
+    web = RegionWebServer(signer, Editor(), origin, "127.0.0.1", port, more_routes=board.routes())
+    await web.start()
+    try:
+        yield Site(conn, admins, board, clock, origin, tmp_path)
+    finally:
+        await web.stop()
+
+
+async def test_age_restricted_pictures_stay_off_the_dashboard(site: Site) -> None:
+    """Made in an age-restricted channel (journaled), made in a channel that is one now, or
+    in a server that keeps its pictures in those: nobody age-gates a web page."""
+    plain, made_restricted, restricted_now = (
+        "00000000000000a1",
+        "00000000000000a2",
+        "00000000000000a3",
+    )
+    await site.add_picture(plain, CHANNEL, age_restricted=False)
+    await site.add_picture(made_restricted, CHANNEL, age_restricted=True)
+    await site.add_picture(restricted_now, NSFW_CHANNEL, age_restricted=False)
+    site.admins.age_restricted = {NSFW_CHANNEL}
+    http = await site.signed_in()
+    async with http:
+        assert await site.gallery(http) == {plain}
+        for job_id in (plain, made_restricted, restricted_now):
+            async with http.get(site.picture_url(job_id)) as answer:
+                assert answer.status == (200 if job_id == plain else 404), job_id
+        await guild_settings.set_value(
+            site.conn, GUILD, ADMIN, "nsfw_policy", "age_restricted_only", time.time()
+        )
+        assert await site.gallery(http) == set()
+        async with http.get(site.picture_url(plain)) as answer:
+            assert answer.status == 404
+
+
+async def test_a_session_ends_with_the_admins_rights_and_when_they_sign_out(site: Site) -> None:
+    job_id = "00000000000000b1"
+    await site.add_picture(job_id, CHANNEL, age_restricted=False)
+    http = await site.signed_in()
+    async with http:
+        [cookie] = list(http.cookie_jar)
+        assert await site.gallery(http) == {job_id}
+        site.admins.refusal = "You no longer have the Manage Server permission there."
+        site.clock[0] += READING_RIGHTS_S  # asked again at the next window
+        for route in (f"{site.home}/state", site.picture_url(job_id), site.home):
+            async with http.get(route) as answer:
+                assert answer.status == 403, route
+                assert "no longer have the Manage Server permission" in await answer.text()
+        site.admins.refusal = None
+        site.clock[0] += READING_RIGHTS_S
+        assert await site.gallery(http) == {job_id}
+
+        async with (  # no cookie: another site's form
+            aiohttp.ClientSession() as stranger,
+            stranger.post(f"{site.home}/logout") as answer,
+        ):
+            assert answer.status == 403
+        assert await site.gallery(http) == {job_id}
+        async with http.post(f"{site.home}/logout") as answer:
+            assert answer.status == 200 and "signed out" in await answer.text()
+            assert answer.cookies[COOKIE]["max-age"] == "0"  # the browser forgets it
+        assert not list(http.cookie_jar)
+    # The cookie copied before is refused from now on.
+    async with (
+        aiohttp.ClientSession(cookies={COOKIE: cookie.value}) as copied,
+        copied.get(f"{site.home}/state") as answer,
+    ):
+        assert answer.status == 403 and "signed out" in await answer.text()
+
+
+async def test_thumbnails_are_made_once_on_their_own_threads_yet_checked_each_time(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = "00000000000000c1"
+    await site.add_picture(job_id, CHANNEL, age_restricted=False)
+    decoded_on: list[str] = []
+    make = dashboard._thumbnail
+
+    def recorded(path: Path) -> bytes:
+        decoded_on.append(threading.current_thread().name)
+        return make(path)
+
+    monkeypatch.setattr(dashboard, "_thumbnail", recorded)
+    http = await site.signed_in()
+    async with http:
+        for _ in range(3):
+            async with http.get(site.picture_url(job_id)) as answer:
+                assert answer.status == 200 and answer.content_type == "image/jpeg"
+        assert len(decoded_on) == 1 and decoded_on[0].startswith("thumbnails")
+        # Withdrawn by a moderator (or its channel age-restricted now): never from the cache.
+        site.admins.age_restricted = {CHANNEL}
+        site.clock[0] += READING_RIGHTS_S
+        async with http.get(site.picture_url(job_id)) as answer:
+            assert answer.status == 404
+        site.admins.age_restricted = set()
+        site.clock[0] += READING_RIGHTS_S
+        await site.conn.execute("UPDATE jobs SET withdrawn_at = 1 WHERE id = ?", (job_id,))
+        await site.conn.commit()
+        async with http.get(site.picture_url(job_id)) as answer:
+            assert answer.status == 404
+    assert len(decoded_on) == 1
+
+
+async def test_a_picture_is_decoded_once_at_a_time_and_waiting_decodes_are_capped(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests for a picture being decoded wait for that decode; past the cap on decodes
+    under way, a 503 with Retry-After, and the picture is served when asked again."""
+    monkeypatch.setattr(dashboard, "THUMBNAILS_PENDING", 1)
+    one, other = "00000000000000e1", "00000000000000e2"
+    await site.add_picture(one, CHANNEL, age_restricted=False)
+    await site.add_picture(other, CHANNEL, age_restricted=False)
+    release = threading.Event()
+    decoded: list[str] = []
+    make = dashboard._thumbnail
+
+    def held(path: Path) -> bytes:
+        decoded.append(path.stem)
+        release.wait(30)
+        return make(path)
+
+    monkeypatch.setattr(dashboard, "_thumbnail", held)
+    entered = 0
+    thumbnail = site.dashboard._thumbnail
+
+    async def counted(guild_id: int, job_id: str, idx: int, path: Path) -> bytes:
+        nonlocal entered
+        entered += 1
+        return await thumbnail(guild_id, job_id, idx, path)
+
+    monkeypatch.setattr(site.dashboard, "_thumbnail", counted)
+    http = await site.signed_in()
+    async with http:
+
+        async def answered(job_id: str) -> tuple[int, str | None]:
+            async with http.get(site.picture_url(job_id)) as answer:
+                await answer.read()
+                return answer.status, answer.headers.get("Retry-After")
+
+        same = [asyncio.create_task(answered(one)) for _ in range(3)]
+        async with asyncio.timeout(30):
+            while entered < 3:  # noqa: ASYNC110 (polled)
+                await asyncio.sleep(0.01)
+        busy = (503, str(dashboard.THUMBNAIL_RETRY_AFTER_S))
+        assert await answered(other) == busy
+        release.set()
+        assert await asyncio.gather(*same) == [(200, None)] * 3
+        assert await answered(other) == (200, None)
+    assert decoded == [one, other]
+
+
+async def test_one_servers_decodes_and_cache_leave_room_for_another(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin cycling through their own server's pictures fills that server's share of
+    pending decodes and evicts that server's thumbnails: another server's are still decoded,
+    and those it keeps stay kept."""
+    one, other = GUILD, GUILD + 1
+    release = threading.Event()
+    decoded: list[str] = []
+
+    def held(path: Path) -> bytes:
+        decoded.append(path.name)
+        if path.name.startswith("held"):
+            release.wait(30)
+        return path.name.encode()
+
+    monkeypatch.setattr(dashboard, "_thumbnail", held)
+    board = site.dashboard
+    # The other server's admin has a picture kept; then the first server's decodes pile up.
+    assert await board._thumbnail(other, "0000000000000ab0", 0, Path("kept")) == b"kept"
+    share = dashboard.THUMBNAILS_PENDING_PER_SERVER
+    try:
+        pending = [
+            asyncio.create_task(board._thumbnail(one, f"{n:016x}", 0, Path(f"held{n}")))
+            for n in range(share)
+        ]
+        await asyncio.sleep(0)  # each has started its decode
+        with pytest.raises(dashboard._DecodersBusy):
+            await board._thumbnail(one, f"{share:016x}", 0, Path("refused"))
+        # Queued behind the first server's decodes (the threads are held here), not refused.
+        served = asyncio.create_task(board._thumbnail(other, "0000000000000ab1", 0, Path("served")))
+        await asyncio.sleep(0)
+        assert not served.done()
+    finally:  # a failure here leaves no decoder thread held
+        release.set()
+    assert len(await asyncio.gather(*pending)) == share and await served == b"served"
+    for n in range(share, share + dashboard.THUMBNAILS_KEPT):  # the cache churned by one
+        await board._thumbnail(one, f"{n:016x}", 0, Path(f"churn{n}"))
+    assert await board._thumbnail(other, "0000000000000ab0", 0, Path("kept")) == b"kept"
+    assert decoded.count("kept") == 1 and "refused" not in decoded
+
+
+async def test_a_server_id_past_a_snowflakes_length_is_not_found(
+    site: Site,
+    error_logs: ErrorLogs,  # no traceback logged
+) -> None:
+    http = await site.signed_in()
+    async with http:
+        for digits in (21, 4301):  # 4301: past Python's int() limit
+            home = f"{site.origin}/dashboard/{'1' * digits}"
+            for route in (home, f"{home}/state", f"{home}/picture/00000000000000d1/0"):
+                async with http.get(route) as answer:
+                    assert answer.status == 404, (digits, route)

@@ -1,0 +1,209 @@
+"""The running queue's delivery sweep: a result whose posts fail for a while is posted once
+Discord takes it again, with no restart, and once only; one that cannot be posted (failing
+past the bound, or refused for good) is failed, refunded, and its failure posted in its place;
+a sweep posts in the job's lane, never beside a live delivery of it. Real SQLite, a device
+thread, a sink standing in for Discord; the sweep's intervals scaled down."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.jobs import queue as job_queue
+from bot.jobs.queue import DeliveryRetries, FinishedJob, JobQueue
+from db import jobs as journal
+from db import quotas as ledger
+from inference.worker import DeviceWorker
+from tests.conftest import ErrorLogs
+from tests.integration.test_delivery_lifecycle import submission
+from tests.support.engines import InstantEngine
+from tests.support.sinks import RecordingSink
+
+# Each sweep looks every 20 ms; the waits are 10 ms doubling to 50 ms.
+QUICK = DeliveryRetries(
+    sweep_every_s=0.02, first_wait_s=0.01, longest_wait_s=0.05, give_up_after_s=600.0
+)
+
+
+class DiscordError(Exception):
+    """What discord.py raises for an answer of ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"{status}: Discord answered")
+        self.status = status
+
+
+class DownSink(RecordingSink):
+    """Its posts of a picture fail with ``failures[job_id]``'s error while its count lasts
+    (a failure, with no picture, always posts); it counts tries and posts at once in flight,
+    and notes from when each try looks for an earlier try's post."""
+
+    def __init__(self, failures: dict[str, tuple[Exception, int]]) -> None:
+        super().__init__()
+        self.failures = failures
+        self.tries: Counter[str] = Counter()
+        self.looked_from: dict[str, list[float | None]] = {}
+        self.in_flight: Counter[str] = Counter()
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        self.tries[job.job_id] += 1
+        self.looked_from.setdefault(job.job_id, []).append(job.post_attempted_at)
+        self.in_flight[job.job_id] += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight[job.job_id])
+        try:
+            await self.release.wait()
+            error, times = self.failures.get(job.job_id, (None, 0))
+            if error is not None and job.succeeded and self.tries[job.job_id] <= times:
+                raise error
+            return await super().deliver(job)
+        finally:
+            self.in_flight[job.job_id] -= 1
+
+
+def queue_on(conn: aiosqlite.Connection, images: Path, retries: DeliveryRetries) -> JobQueue:
+    return JobQueue(
+        conn, [DeviceWorker("cpu", lambda _: InstantEngine())], images, delivery_retries=retries
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_waits_in_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", (0.0, 0.0))
+
+
+async def test_a_result_posts_once_discord_is_back_without_a_restart(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = queue_on(conn, tmp_path / "images", QUICK)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1, "a barn"))
+        # Down for two deliveries of three tries each (the lane's own, then a sweep's).
+        sink = DownSink({job_id: (ConnectionError("Discord unreachable"), 6)})
+        queue.set_sink(sink)
+        await sink.wait_for(1)
+        await asyncio.sleep(0.3)  # a dozen sweeps more: none posts it again
+    finally:
+        await queue.stop()
+    assert [job.job_id for job in sink.delivered] == [job_id]
+    assert sink.tries[job_id] == 7
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.delivered_at is not None
+    assert job.delivery_tries == 2
+
+
+async def test_a_result_that_cannot_be_posted_is_failed_refunded_and_its_maker_told(
+    conn: aiosqlite.Connection, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("its result cannot be posted")
+    images = tmp_path / "images"
+    journaling = JobQueue(conn, [], images)
+    refused = await journaling.submit(submission(1, "refused for good"))
+    down = await journaling.submit(submission(2, "never taken"))
+    sink = DownSink({refused: (DiscordError(400), 99), down: (DiscordError(503), 99)})
+    # Failing 0.2 s is failing too long here.
+    queue = queue_on(conn, images, dataclasses.replace(QUICK, give_up_after_s=0.2))
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        await sink.wait_for(2)
+    finally:
+        await queue.stop()
+    told = {job.job_id: job for job in sink.delivered}
+    assert sorted(told) == sorted([refused, down])
+    assert told[refused].error == (
+        "the result could not be posted (Discord refused it (400)), so it does not count "
+        f"against your quota; reference {refused}"
+    )
+    assert (told[down].error or "").startswith(
+        "the result could not be posted (Discord did not take it for"
+    )
+    assert sink.tries[refused] == 2  # refused at once: not tried again
+    for job_id in (refused, down):
+        assert not told[job_id].succeeded
+        assert await ledger.refunded(conn, job_id)
+        assert await journal.images_of(conn, job_id) == []
+        assert not (tmp_path / "images" / job_id).exists()
+
+
+async def test_the_sweep_posts_in_the_jobs_lane_never_beside_a_live_delivery(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    journaling = JobQueue(conn, [], images)
+    job_id = await journaling.submit(submission(1, "posted after a restart"))
+    # The previous process rendered it and its post failed: its next try is due now.
+    await journal.mark_done(conn, job_id, [], 1.0, 0.0)
+    await journal.delivery_failed(conn, job_id, 0.0, 0.0)
+
+    queue = queue_on(conn, images, QUICK)
+    sink = DownSink({})
+    sink.release.clear()  # the start's delivery holds while sweeps come and go
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        await asyncio.sleep(0.3)
+        sink.release.set()
+        await sink.wait_for(1)
+        await asyncio.sleep(0.1)
+    finally:
+        await queue.stop()
+    assert sink.tries[job_id] == 1 and sink.most_in_flight == 1
+
+
+async def test_each_try_looks_for_the_post_of_the_try_before_it(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = queue_on(conn, tmp_path / "images", QUICK)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1, "a barn"))
+        sink = DownSink({job_id: (ConnectionError("Discord unreachable"), 5)})
+        queue.set_sink(sink)
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    first, *later = sink.looked_from[job_id]
+    assert first is None and len(later) == 5
+    # Each from the try just before it, not from the first: a later try may be the one that
+    # landed, hours and a busy channel's hundred messages after the first.
+    assert all(a is not None and b is not None and a < b for a, b in itertools.pairwise(later))
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.post_attempted_at is not None
+    assert later[-1] is not None and job.post_attempted_at > later[-1]
+
+
+async def test_only_a_missing_picture_fails_a_delivery_at_once_not_another_os_error(
+    conn: aiosqlite.Connection, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("its result cannot be posted")
+    images = tmp_path / "images"
+    journaling = JobQueue(conn, [], images)
+    unreadable = await journaling.submit(submission(1, "restored with the wrong owner"))
+    missing = await journaling.submit(submission(2, "its file deleted"))
+    sink = DownSink(
+        {
+            unreadable: (PermissionError(13, "Permission denied"), 4),
+            missing: (FileNotFoundError(2, "No such file or directory"), 99),
+        }
+    )
+    queue = queue_on(conn, images, QUICK)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        await sink.wait_for(2)
+    finally:
+        await queue.stop()
+    told = {job.job_id: job for job in sink.delivered}
+    assert told[unreadable].succeeded and sink.tries[unreadable] == 5
+    assert not told[missing].succeeded
+    assert "(its stored picture is missing)" in (told[missing].error or "")

@@ -1,0 +1,424 @@
+"""How a job's start and end are written to the journal, on real SQLite files.
+
+A write that fails (another connection holds SQLite's write lock past the busy timeout): the
+queue tries it again, keeps the job and its pictures meanwhile, strands no batch partner, and
+leaves a job whose write never went through for the next start. The busy timeout and the
+retry waits are the test's, and nothing waits on the clock: the lock goes when the log says
+what it waits for.
+
+A job's end and its quota's settlement (refund or charge) are one transaction, and a start
+settles the ended jobs a killed process left with their reservation open (written before
+they were one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.jobs import accounting
+from bot.jobs import queue as job_queue
+from bot.jobs.queue import CancelOutcome, DeliveryRetries, FinishedJob, JobQueue, Submission
+from bot.user_errors import UserError
+from db import jobs as journal
+from db import quotas as ledger
+from db.database import connect
+from inference.types import RenderRequest
+from inference.worker import DeviceWorker
+from tests.conftest import ErrorLogs
+from tests.support.engines import HeldEngine, InstantEngine
+from tests.support.logs import naming, when_logged
+from tests.support.sinks import RecordingSink, started_queue
+
+# How long a write waits for the lock before it fails: short, so the tries are many.
+BUSY_TIMEOUT_S = 0.05
+# Tries enough to outlast any lock these tests hold (each ends at an event, not a time).
+PATIENT = (0.05,) * 400
+# Three tries: a lock held through them makes the queue give up.
+IMPATIENT = (0.01, 0.01)
+NOW = 1_700_000_000.0
+
+
+class WriteLock:
+    """Another writer (an operator's sqlite3 shell, a second process) holding the database's
+    write lock until ``release``."""
+
+    def __init__(self, path: Path) -> None:
+        self._side = sqlite3.connect(path, isolation_level=None)
+        self.held = False
+        self.gone = asyncio.Event()
+
+    def take(self) -> None:
+        self._side.execute("BEGIN IMMEDIATE")
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self._side.execute("COMMIT")
+            self.held = False
+            self.gone.set()
+
+    def close(self) -> None:
+        self.release()
+        self._side.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "easel.sqlite3"
+
+
+@pytest.fixture
+async def impatient(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    connection = await connect(db_path, busy_timeout_s=BUSY_TIMEOUT_S)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def lock(db_path: Path) -> Iterator[WriteLock]:
+    side = WriteLock(db_path)
+    yield side
+    side.close()
+
+
+def submission(user_id: int) -> Submission:
+    return Submission(
+        "imagine", RenderRequest("a barn", seed=user_id, steps=2), user_id=user_id, guild_id=1
+    )
+
+
+async def ledger_kinds(conn: aiosqlite.Connection, job_id: str) -> list[str]:
+    rows = await conn.execute_fetchall(
+        "SELECT kind FROM quota_ledger WHERE job_id = ? ORDER BY rowid", (job_id,)
+    )
+    return [str(kind) for (kind,) in rows]
+
+
+async def status(conn: aiosqlite.Connection, job_id: str) -> journal.JobStatus:
+    job = await journal.get_job(conn, job_id)
+    assert job is not None
+    return job.status
+
+
+def queue_on(
+    conn: aiosqlite.Connection, engine: InstantEngine, images: Path, waits: tuple[float, ...]
+) -> tuple[JobQueue, RecordingSink]:
+    queue = JobQueue(
+        conn, [DeviceWorker("cpu", lambda _: engine)], images, journal_retry_waits=waits
+    )
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    return queue, sink
+
+
+async def test_an_end_and_a_start_written_while_the_database_is_locked_go_through_after(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path
+) -> None:
+    engine = HeldEngine()
+    queue, sink = queue_on(impatient, engine, tmp_path / "images", PATIENT)
+    await queue.start()
+    first = await queue.submit(submission(1))
+    assert await asyncio.to_thread(engine.started.wait, 10)
+    second = await queue.submit(submission(2))  # waits for the device
+    lock.take()
+    # Released once the first's end and the second's start have each been refused.
+    first_refused, second_refused = asyncio.Event(), asyncio.Event()
+    with (
+        when_logged(naming(first, logging.WARNING, "its pictures not written"), first_refused.set),
+        when_logged(naming(second, logging.WARNING, "their start not written"), second_refused.set),
+    ):
+        engine.released.set()  # the first ends (its record waits), the second is handed out
+        async with asyncio.timeout(20):
+            await first_refused.wait()
+            await second_refused.wait()
+    lock.release()
+    await sink.wait_for(2)
+    await queue.stop()
+
+    assert [job.succeeded for job in sink.delivered] == [True, True]
+    for job_id in (first, second):
+        assert await status(impatient, job_id) is journal.JobStatus.DONE
+        assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]
+        assert (tmp_path / "images" / job_id / "0.png").is_file()
+
+
+async def test_an_end_the_database_never_takes_keeps_its_pictures_and_strands_no_partner(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path
+) -> None:
+    # Journaled by a process that stopped: the next one starts them together, one batch.
+    journaling, _ = queue_on(impatient, InstantEngine(), tmp_path / "images", IMPATIENT)
+    first = await journaling.submit(submission(1))
+    partner = await journaling.submit(submission(2))
+    engine = HeldEngine()
+    queue, sink = queue_on(impatient, engine, tmp_path / "images", IMPATIENT)
+    await queue.start()
+    assert await asyncio.to_thread(engine.started.wait, 10)
+    lock.take()
+    # The lock goes as the queue gives up the first job's end: its partner's is written.
+    with when_logged(naming(first, logging.ERROR), lock.release):
+        engine.released.set()
+        await sink.wait_for(1)
+        await queue.stop()
+
+    assert engine.batches == [2]
+    assert [job.job_id for job in sink.delivered] == [partner]
+    assert await status(impatient, partner) is journal.JobStatus.DONE
+    assert await ledger_kinds(impatient, partner) == ["reserve", "commit"]
+    # Running still, reserved, its pictures kept: the next start renders it again.
+    assert await status(impatient, first) is journal.JobStatus.RUNNING
+    assert await ledger_kinds(impatient, first) == ["reserve"]
+    assert (tmp_path / "images" / first / "0.png").is_file()
+
+    again, sink = await started_queue(
+        impatient, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "images"
+    )
+    await sink.wait_for(1)
+    await again.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(first, True)]
+    assert await ledger_kinds(impatient, first) == ["reserve", "commit"]
+
+
+async def test_a_start_the_database_never_takes_leaves_its_job_queued_until_it_does(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path
+) -> None:
+    engine = HeldEngine()
+    queue, sink = queue_on(impatient, engine, tmp_path / "images", IMPATIENT)
+    await queue.start()
+    await queue.submit(submission(1))
+    assert await asyncio.to_thread(engine.started.wait, 10)
+    waiting = await queue.submit(submission(2))
+    lock.take()
+    # The lock goes once the queue gave the second job's start up: it is queued again, and
+    # renders once its start is written.
+    with when_logged(naming(waiting, logging.ERROR, "queued again"), lock.release):
+        engine.released.set()
+        await asyncio.wait_for(lock.gone.wait(), 20)
+    async with asyncio.timeout(20):
+        while waiting not in {job.job_id for job in sink.delivered}:
+            await sink.wait_for(len(sink.delivered) + 1)
+    await queue.stop()
+
+    assert await status(impatient, waiting) is journal.JobStatus.DONE
+    assert await ledger_kinds(impatient, waiting) == ["reserve", "commit"]
+
+
+async def killed_here(*_args: object, **_kwargs: object) -> None:
+    """The process dies at this write: nothing after it is written."""
+    raise RuntimeError("killed between the job's end and its ledger row")
+
+
+async def test_a_start_settles_the_ended_jobs_a_killed_process_left_reserved(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    journaling = JobQueue(conn, [], tmp_path / "images")
+    done, failed, cancelled = [await journaling.submit(submission(user)) for user in (1, 2, 3)]
+    # Each killed after its end was journaled, before its ledger row.
+    picture = journal.ImageRecord(done, 0, 1, str(tmp_path / "0.png"), "a barn", 64, 64)
+    await journal.mark_done(conn, done, [picture], 1.5, NOW)
+    await journal.mark_failed(conn, failed, "internal error", NOW)
+    await journal.mark_failed(conn, cancelled, "cancelled", NOW, cancelled=True)
+
+    queue, sink = await started_queue(conn, [], tmp_path / "images")
+    await sink.wait_for(3)  # delivered as before
+    await queue.stop()
+
+    assert await ledger_kinds(conn, done) == ["reserve", "commit"]
+    # Charged what it measured (one picture, 1.5 s), not its estimate.
+    assert await ledger.usage(conn, 1, 1, since=0.0) == ledger.Usage(images=1, gpu_seconds=1.5)
+    for job_id, user in ((failed, 2), (cancelled, 3)):
+        assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+        assert await ledger.usage(conn, user, 1, since=0.0) == ledger.Usage(0, 0.0)
+
+
+async def test_a_cancel_and_its_refund_are_written_together_or_not_at_all(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = JobQueue(conn, [], tmp_path / "images")
+    job_id = await queue.submit(submission(1))
+    monkeypatch.setattr(accounting, "refund", killed_here)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        await queue.cancel(job_id, accounting.Member(1, 1))
+
+    assert await status(conn, job_id) is journal.JobStatus.QUEUED
+    assert await ledger_kinds(conn, job_id) == ["reserve"]
+
+
+async def test_a_job_s_pictures_and_its_charge_are_written_together_or_not_at_all(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accounting, "charge", killed_here)
+    queue, sink = await started_queue(
+        conn, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "images"
+    )
+    job_id = await queue.submit(submission(1))
+    await sink.wait_for(1)
+    await queue.stop()
+
+    # Neither its pictures nor its end went in with the charge: it failed, refunded, told so.
+    assert [job.succeeded for job in sink.delivered] == [False]
+    assert await journal.images_of(conn, job_id) == []
+    assert await status(conn, job_id) is journal.JobStatus.FAILED
+    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+    assert not (tmp_path / "images" / job_id).exists()  # deleted once that was recorded
+
+
+async def test_a_cancel_the_database_never_takes_leaves_its_job_queued_here_and_says_so(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    queue = JobQueue(impatient, [], tmp_path / "images", journal_retry_waits=IMPATIENT)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        lock.take()
+        with pytest.raises(UserError, match=r"not cancelled.*Try again"):
+            await queue.cancel(job_id, accounting.Member(1, 1))
+        lock.release()
+        # Still this process's to render, or to cancel once the database takes it.
+        assert queue.queued_count() == 1
+        assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.CANCELLED
+    finally:
+        await queue.stop()
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
+
+
+class LockingSink(RecordingSink):
+    """Its first post fails (Discord unreachable) as another writer takes the database."""
+
+    def __init__(self, conn: aiosqlite.Connection, lock: WriteLock) -> None:
+        super().__init__(conn)
+        self._lock = lock
+        self.tries = 0
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        self.tries += 1
+        if self.tries == 1:
+            self._lock.take()
+            raise ConnectionError("Discord unreachable")
+        return await super().deliver(job)
+
+
+async def test_a_failed_delivery_written_while_the_database_is_locked_is_tried_again(
+    impatient: aiosqlite.Connection,
+    lock: WriteLock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", ())  # the sweep's at once
+    queue = JobQueue(
+        impatient,
+        [DeviceWorker("cpu", lambda _: InstantEngine())],
+        tmp_path / "images",
+        journal_retry_waits=PATIENT,
+        delivery_retries=DeliveryRetries(sweep_every_s=0.02, first_wait_s=0.01),
+    )
+    sink = LockingSink(impatient, lock)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        # The lock goes once the failed try's record was refused: that record must be
+        # written after, or the sweep never tries the job again.
+        with when_logged(naming("its failed delivery", logging.WARNING), lock.release):
+            job_id = await queue.submit(submission(1))
+            await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert sink.tries == 2 and [job.job_id for job in sink.delivered] == [job_id]
+    job = await journal.get_job(impatient, job_id)
+    assert job is not None and job.delivered_at is not None
+
+
+def sweeping_queue(
+    conn: aiosqlite.Connection, engines: list[InstantEngine], images: Path
+) -> tuple[JobQueue, RecordingSink]:
+    """A queue that gives up a write at once and sweeps often (``engines``: none, a queued job
+    stays queued)."""
+    queue = JobQueue(
+        conn,
+        [DeviceWorker("cpu", lambda _, engine=engine: engine) for engine in engines],
+        images,
+        journal_retry_waits=IMPATIENT,
+        delivery_retries=DeliveryRetries(sweep_every_s=0.02, first_wait_s=0.01),
+    )
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    return queue, sink
+
+
+async def test_a_stop_the_database_refuses_is_written_by_the_sweep_not_left_to_the_next_start(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    engine = HeldEngine()
+    queue, sink = sweeping_queue(impatient, [engine], tmp_path / "images")
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        lock.take()
+        # The member is told it stops; the lock goes once its end was refused.
+        with when_logged(naming(job_id, logging.CRITICAL, "was not recorded"), lock.release):
+            assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.STOPPING
+            await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    # Ended here, charged its GPU time: the next start has nothing to render.
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]
+
+
+async def test_a_recorded_cancel_whose_notice_is_refused_answers_cancelled_and_posts_later(
+    impatient: aiosqlite.Connection,
+    lock: WriteLock,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    error_logs.expect("its notice not posted")
+    caplog.set_level(logging.INFO, "bot.jobs.queue")  # "refunded" is logged at INFO
+    queue, sink = sweeping_queue(impatient, [], tmp_path / "images")
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        # The database is taken as the cancel's end and refund are written: its notice's
+        # records are refused, and the lock goes once that was logged.
+        with (
+            when_logged(naming(job_id, logging.INFO, "refunded"), lock.take),
+            when_logged(naming(job_id, logging.ERROR, "its notice not posted"), lock.release),
+        ):
+            assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.CANCELLED
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
+
+
+async def test_a_second_cancel_while_the_first_is_written_is_told_so_not_that_it_ended(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path
+) -> None:
+    queue = JobQueue(impatient, [], tmp_path / "images", journal_retry_waits=PATIENT)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        lock.take()
+        refused = asyncio.Event()
+        with when_logged(naming(job_id, logging.WARNING, "its end not written"), refused.set):
+            first = asyncio.create_task(queue.cancel(job_id, accounting.Member(1, 1)))
+            await asyncio.wait_for(refused.wait(), 20)
+            with pytest.raises(UserError, match="being cancelled"):
+                await queue.cancel(job_id, accounting.Member(1, 1))
+        lock.release()
+        assert await first is CancelOutcome.CANCELLED
+    finally:
+        await queue.stop()
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
