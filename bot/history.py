@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from bot.jobs.retention import DAY_S, quota_window
 from bot.jobs.stored_files import remove_inside
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
+from bot.policy.moderation import ConditioningTexts
 from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal
@@ -114,22 +115,22 @@ class StoredJob:
     infotexts: list[str]
     channel_id: int | None = None  # where it was made (None: not recorded)
     # What its pictures were conditioned on: the prompts as typed and as each one rendered.
-    texts: tuple[str, ...] = ()
+    texts: ConditioningTexts = field(default_factory=ConditioningTexts)
     withdrawn: bool = False  # a moderator deleted its result, or Easel withheld it
     # Withdrawn by Easel, not a moderator: withheld at delivery (``History.withhold_job``).
     withheld: bool = False
     # Its request's prompt and negative prompt as typed (of ``texts``).
-    prompt_texts: tuple[str, ...] = ()
+    prompt_texts: ConditioningTexts = field(default_factory=ConditioningTexts)
     age_restricted: bool = False  # made in an age-restricted channel (journaled)
 
-    def texts_to_recheck(self, *, resubmitted: bool) -> tuple[str, ...]:
+    def texts_to_recheck(self, *, resubmitted: bool) -> ConditioningTexts:
         """Of ``texts``, those to read for the server's banned words of now before reusing a
         picture; a button that submits the job's request again (``resubmitted``) has its
         prompt and negative prompt planned at admission anyway, so only the others (drawn
         wildcards, a fix-faces prompt) are read first."""
         if not resubmitted:
             return self.texts
-        return tuple(text for text in self.texts if text not in self.prompt_texts)
+        return self.texts.without(self.prompt_texts)
 
 
 @dataclass(frozen=True)
@@ -169,14 +170,22 @@ def _erased_withdrawn_job(guild_id: int) -> StoredJob:
     )
 
 
-def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> tuple[str, ...]:
-    """A stored job's prompt, negative prompt and fix-faces prompt as typed, and each picture's
-    prompt and negative prompt as rendered (wildcards drawn), each text once."""
+def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> ConditioningTexts:
+    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt as
+    rendered (wildcards drawn); its negative prompt as typed and as each picture rendered it."""
     options = request.get("options") or {}
-    typed = [request.get("prompt"), request.get("negative_prompt"), options.get(FIX_FACES_PROMPT)]
-    rendered = [text for infotext in infotexts for text in parse_infotext(infotext)[:2]]
-    texts = (text for text in (*typed, *rendered) if isinstance(text, str) and text.strip())
-    return tuple(dict.fromkeys(texts))
+    rendered = [parse_infotext(infotext)[:2] for infotext in infotexts]
+    prompts = [request.get("prompt"), options.get(FIX_FACES_PROMPT)]
+    negatives = [request.get("negative_prompt")]
+    for prompt, negative in rendered:
+        prompts.append(prompt)
+        negatives.append(negative)
+    return ConditioningTexts(_each_once(prompts), _each_once(negatives))
+
+
+def _each_once(texts: list[Any]) -> tuple[str, ...]:
+    """The texts that are strings with more than blanks, each once, in order."""
+    return tuple(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
 
 
 class History:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.policy.moderation import find_banned_rendering
+from bot.policy.unavailable import echoed
 from bot.requests import (
     Defaults,
     ImagineOptions,
@@ -302,7 +303,9 @@ class _Reader:
             self._tell(f"{error}; the model's native size is used instead", "size")
             return
         if isinstance(parsed, str):  # an aspect ratio is no picture size
-            self._tell(f"size {size!r} is not WxH; the model's native size is used instead", "size")
+            self._tell(
+                f"size {echoed(size)} is not WxH; the model's native size is used instead", "size"
+            )
             return
         self._apply(
             {"width": parsed[0], "height": parsed[1]},
@@ -335,8 +338,8 @@ class _Reader:
             return
         self.request = dataclasses.replace(self.request, sampler=sampler)
         self._tell(
-            f"schedule type {self.params.get(SCHEDULE_TYPE)!r} is not available for {sampler} "
-            "here; the sampler's own schedule is used instead (the picture will differ)",
+            f"schedule type {echoed(self.params.get(SCHEDULE_TYPE))} is not available for "
+            f"{sampler} here; the sampler's own schedule is used instead (the picture will differ)",
             "schedule type",
         )
 
@@ -351,7 +354,7 @@ class _Reader:
             here = self.installed.model_hash(name)
             if wanted_hash is not None and here is not None and not here.startswith(wanted_hash):
                 self._tell(
-                    f"model {name!r} here has hash {here}, not {wanted_hash}: a different "
+                    f"model {echoed(name)} here has hash {here}, not {wanted_hash}: a different "
                     "file of that name, so the picture may differ",
                     "model",
                 )
@@ -366,7 +369,7 @@ class _Reader:
                     return
         fallback = self.installed.fallback_model
         instead = f"{fallback!r} is used instead" if fallback else "the default model is used"
-        named = f"model {name!r}" if name is not None else "the model"
+        named = f"model {echoed(name)}" if name is not None else "the model"
         hash_text = f" (hash {wanted_hash})" if wanted_hash else ""
         self.request = dataclasses.replace(self.request, model=fallback)
         self.model_substituted = True
@@ -400,7 +403,7 @@ class _Reader:
                 options["clip_skip"] = clip_skip
             else:
                 self._tell(
-                    f"clip skip {clip_skip!r} is not 1-{MAX_CLIP_SKIP}; 1 is used instead",
+                    f"clip skip {echoed(clip_skip)} is not 1-{MAX_CLIP_SKIP}; 1 is used instead",
                     "clip skip",
                 )
         if str(get("Pad conds")) == "True":
@@ -415,7 +418,7 @@ class _Reader:
                     options["stop"] = int(percent)
             else:
                 self._tell(
-                    f"stop at {stop!r} is not {_STOP_PERCENT[0]}-{_STOP_PERCENT[-1]}%; "
+                    f"stop at {echoed(stop)} is not {_STOP_PERCENT[0]}-{_STOP_PERCENT[-1]}%; "
                     "every step is run",
                     "stop at",
                 )
@@ -431,14 +434,17 @@ class _Reader:
                     options["vae"] = stem
                 elif self.model_substituted:  # the stand-in model's family differs
                     self._tell(
-                        f"VAE {vae!r} does not fit {self.request.model or 'the default model'}"
-                        ", which stands in for the picture's; the model's own VAE is used",
+                        f"VAE {echoed(vae)} does not fit "
+                        f"{self.request.model or 'the default model'}, which stands in for the "
+                        "picture's; the model's own VAE is used",
                         "VAE",
                     )
                 else:  # refused now, as the render would, charging nothing
                     raise RequestError(refusal)
             else:
-                self._tell(f"VAE {vae!r} is not installed here; the model's own VAE is used", "VAE")
+                self._tell(
+                    f"VAE {echoed(vae)} is not installed here; the model's own VAE is used", "VAE"
+                )
         self._apply(
             {"options": {**self.request.options, **options}} if options else {},
             "settings",
@@ -457,7 +463,9 @@ class _Reader:
             return
         name = str(refiner).rsplit(" [", 1)[0]
         if name not in self.installed.models:
-            self._tell(f"refiner {name!r} is not installed here; rendered without it", "refiner")
+            self._tell(
+                f"refiner {echoed(name)} is not installed here; rendered without it", "refiner"
+            )
             return
         options = {"refiner": name, "refiner_switch": switch}
         self._apply(
@@ -537,7 +545,8 @@ class _Reader:
             named = latent_upscaler(str(upscaler)) or known.get(str(upscaler).casefold())
             if named is None:
                 self._tell(
-                    f"hires upscaler {upscaler!r} is not installed here; {LANCZOS} is used instead",
+                    f"hires upscaler {echoed(upscaler)} is not installed here; "
+                    f"{LANCZOS} is used instead",
                     "hires upscaler",
                 )
             hires["hires_upscaler"] = named or LANCZOS
@@ -565,7 +574,9 @@ class _Reader:
         width, height = self.request.width, self.request.height
         if isinstance(target, str) or width is None or height is None:
             why = target if isinstance(target, str) else "has no valid Size to scale"
-            self._tell(f"hires resize {resize!r} {why}; rendered without hires fix", "hires fix")
+            self._tell(
+                f"hires resize {echoed(resize)} {why}; rendered without hires fix", "hires fix"
+            )
             return None
         to_width, to_height = target
         scale = hires_scale_to(width, height, to_width, to_height)
@@ -604,14 +615,14 @@ class _Reader:
         for name in _hashes_named(self.params, "TI hashes", "embed:"):
             if name.casefold() not in known:  # not installed or left out: the same words
                 self._tell(
-                    f"embedding {name!r} is not available here: its name is read as words",
+                    f"embedding {echoed(name)} is not available here: its name is read as words",
                     "embeddings",
                 )
         for name, wanted in _hashes_named(self.params, "Lora hashes", "lora:").items():
             here = self.installed.lora_hashes(name) if name in self.installed.loras else None
             if here and wanted and not any(short.startswith(wanted) for short in here):
                 self._tell(
-                    f"LoRA {name!r} here has hash {next(iter(here))}, not {wanted}: a "
+                    f"LoRA {echoed(name)} here has hash {next(iter(here))}, not {wanted}: a "
                     "different file of that name, so the picture may differ",
                     "LoRA",
                 )

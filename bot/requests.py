@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from bot.policy.unavailable import echoed
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.limits import MAX_CLIP_SKIP, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 from inference.limits import MAX_SEED as MAX_SEED
@@ -106,7 +107,7 @@ def parse_size(text: str) -> tuple[int, int] | str:
                 or int(digits) % SIZE_MULTIPLE
             ):
                 raise RequestError(
-                    f"size {text!r}: {name} must be a multiple of {SIZE_MULTIPLE} "
+                    f"size {echoed(text)}: {name} must be a multiple of {SIZE_MULTIPLE} "
                     f"between {MIN_SIZE} and {MAX_SIZE}"
                 )
         return int(match.group(1)), int(match.group(2))
@@ -115,11 +116,11 @@ def parse_size(text: str) -> tuple[int, int] | str:
             aspect_w, aspect_h = parse_aspect_ratio(text.strip())
         except PromptError:
             raise RequestError(
-                f"size {text!r}: an aspect ratio needs two whole numbers 1..21, e.g. 16:9"
+                f"size {echoed(text)}: an aspect ratio needs two whole numbers 1..21, e.g. 16:9"
             ) from None
         return f"{aspect_w}:{aspect_h}"
     raise RequestError(
-        f"size {text!r} is neither WxH (e.g. 512x768) nor an aspect ratio (e.g. 16:9)"
+        f"size {echoed(text)} is neither WxH (e.g. 512x768) nor an aspect ratio (e.g. 16:9)"
     )
 
 

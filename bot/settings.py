@@ -17,6 +17,7 @@ from bot.redaction import redact_url
 from inference.file_hashes import HASHES_FILE
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
 from inference.quantization import Quantize
+from inference.upscale import latent_upscaler
 from inference.validation import RenderLimits
 
 
@@ -168,6 +169,19 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("default_upscaler")
+    @classmethod
+    def _check_default_upscaler(cls, value: str | None) -> str | None:
+        # A latent upscaler enlarges a hires fix's latents, never a picture: as /upscale's
+        # default every upscale naming none would fail, so it is refused before the start.
+        if value is not None and latent_upscaler(value) is not None:
+            raise ValueError(
+                "a latent upscaler enlarges only /imagine's hires fix (set it as "
+                "EASEL_HIRES_UPSCALER); give Lanczos or an installed model upscaler's name, "
+                "or leave it empty for the first model upscaler"
+            )
+        return value
 
     @field_validator("operator_banned_words", mode="before")
     @classmethod

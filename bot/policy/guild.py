@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -24,6 +24,7 @@ from bot.policy.moderation import (
     BANNED_SINCE,
     WITHDRAWN_PICTURE,
     WITHHELD_PICTURE,
+    ConditioningTexts,
     NsfwPolicy,
     check_channel,
     check_request,
@@ -169,7 +170,7 @@ class GuildPolicy:
         self,
         guild_id: int | None,
         job_id: str,
-        texts: Sequence[str],
+        texts: ConditioningTexts,
         *,
         withdrawn: bool,
         withheld: bool = False,
@@ -230,7 +231,7 @@ class GuildPolicy:
             if not turns.users:
                 del self._stored_turns[member_id]
 
-    async def _renders_no_banned_word(self, guild_id: int | None, texts: Sequence[str]) -> bool:
+    async def _renders_no_banned_word(self, guild_id: int | None, texts: ConditioningTexts) -> bool:
         banned_words = await self.banned_words_where(guild_id)
         if not banned_words:
             return True

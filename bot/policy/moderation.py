@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
@@ -297,12 +298,36 @@ def as_the_stored_pictures_refusal() -> Iterator[None]:
         raise
 
 
-def check_banned_since(texts: Iterable[str], banned: Collection[str]) -> None:
+@dataclass(frozen=True)
+class ConditioningTexts:
+    """What a stored job's pictures were conditioned on, each text once, apart as the engine
+    reads them: ``prompts`` (prompts and a fix-faces prompt, whose extra-network tags it
+    applies, not reads) and ``negatives`` (whose tags it reads as plain words)."""
+
+    prompts: tuple[str, ...] = ()
+    negatives: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.prompts or self.negatives)
+
+    def without(self, other: ConditioningTexts) -> ConditioningTexts:
+        """These texts less ``other``'s, each kind apart."""
+        return ConditioningTexts(
+            tuple(text for text in self.prompts if text not in other.prompts),
+            tuple(text for text in self.negatives if text not in other.negatives),
+        )
+
+
+def check_banned_since(texts: ConditioningTexts, banned: Collection[str]) -> None:
     """A stored picture is shown again or made into a new job only while none of ``texts``
     (what it was conditioned on) renders a word the server bans now, read as a new prompt's
-    text is (``[a|b]``, ``[from:to:when]``, attention and extra-network tags resolved). The
-    refusal never names the word: the member may not have typed it."""
-    texts_read = (renderings(extract_extra_networks(text)[0]) for text in texts)
+    text is (``[a|b]``, ``[from:to:when]`` and attention resolved; a prompt's extra-network
+    tags left out, a negative prompt's read as words, as ``build_plan`` does). The refusal
+    never names the word: the member may not have typed it."""
+    texts_read = itertools.chain(
+        (renderings(extract_extra_networks(text)[0]) for text in texts.prompts),
+        (renderings(text) for text in texts.negatives),
+    )
     with as_the_stored_pictures_refusal():
         found = find_banned_rendering(texts_read, banned)
     if found is not None:

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -33,7 +33,12 @@ from bot.policy.addons import (
     check_loras,
     lora_suggestions,
 )
-from bot.policy.moderation import STORED_TOO_LONG, check_banned_since, find_banned_rendering
+from bot.policy.moderation import (
+    STORED_TOO_LONG,
+    ConditioningTexts,
+    check_banned_since,
+    find_banned_rendering,
+)
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
 from inference.compare import cell_requests, is_comparison
@@ -431,7 +436,7 @@ class PromptPlanner:
         )
 
     async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+        self, texts: ConditioningTexts, banned_words: Collection[str], *, guild_id: int | None
     ) -> None:
         """``moderation.check_banned_since`` off the event loop (a stored job's texts, up to
         16,000 characters each, read again for banned words), within its own budget. Counted

@@ -11,7 +11,7 @@ from difflib import get_close_matches
 
 from bot.user_errors import Reason, UserError
 
-__all__ = ["MAX_NAMED", "named_at_most", "quoted", "unavailable_here"]
+__all__ = ["MAX_NAMED", "echoed", "named_at_most", "quoted", "unavailable_here"]
 
 # A refusal names up to this many usable names, then says how many more there are.
 MAX_NAMED = 10
@@ -54,6 +54,13 @@ def named_at_most(usable: Collection[str], listed_by: str | None = None) -> str:
 def quoted(name: str) -> str:
     """A name as a refusal quotes it: code, so no markdown, mention or link."""
     return f"`{_cut(name.replace('`', ''))}`"
+
+
+def echoed(value: object) -> str:
+    """A value a member typed or pasted, as an error repeats it: ``repr``, its text cut to
+    ``_MAX_QUOTED`` characters, so a 5,000-digit paste makes no 5,000-character error."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(_cut(text)) if len(text) > _MAX_QUOTED else repr(value)
 
 
 def _cut(name: str) -> str:

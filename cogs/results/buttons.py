@@ -520,6 +520,10 @@ class DirectCopyButton(
         )
 
 
+# Discord's "Unknown Message": the message was deleted (the token's end is another code).
+UNKNOWN_MESSAGE = 10008
+
+
 class DeleteButton(
     JobButton,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
@@ -537,7 +541,6 @@ class DeleteButton(
     style = discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        unlinked: tuple[StoredJob, int] | None = None  # the maker's post, until it is gone
         # A moderator's post to withdraw once Discord deleted it: (guild, channel, message).
         moderated: tuple[int, int, int] | None = None
         message = interaction.message
@@ -561,14 +564,26 @@ class DeleteButton(
             if message is None or channel_id is None:
                 raise not_its_post
             if made_by_clicker:
-                # Before the delete: its event may arrive before the delete's answer.
-                if await history.deleted_by_its_maker(job.job_id, message.id):
-                    unlinked = job, message.id
-                elif not _easel_post_of(interaction, message, job.job_id):
-                    raise not_its_post
+                if message.id in _MAKERS_DELETING:
+                    # Its first click deletes it. This one's delete could reach Discord first,
+                    # and the first's 404 would then link the post again as a moderator's.
+                    await interaction.response.defer()
+                    return
+                _MAKERS_DELETING.add(message.id)
+                try:
+                    # Before the delete: its event may arrive before the delete's answer.
+                    if await history.deleted_by_its_maker(job.job_id, message.id):
+                        await _delete_clicked(interaction, unlinked=(job, message.id))
+                    elif _easel_post_of(interaction, message, job.job_id):
+                        await _delete_clicked(interaction)
+                    else:
+                        raise not_its_post
+                finally:
+                    _MAKERS_DELETING.discard(message.id)
+                return
             # As the deletion's own event does: only a post of the job in this channel
             # withdraws it (never a message of another channel that names the job).
-            elif await history.is_post_of(job.job_id, interaction.guild_id, channel_id, message.id):
+            if await history.is_post_of(job.job_id, interaction.guild_id, channel_id, message.id):
                 moderated = interaction.guild_id, channel_id, message.id
             elif _easel_post_of(interaction, message, job.job_id):
                 # Its post from before the records (or lost to a crash): nothing to withdraw.
@@ -579,25 +594,39 @@ class DeleteButton(
             else:
                 raise not_its_post
         # A button in direct messages is on the clicker's own copy.
-        try:
-            await interaction.response.defer()
-            try:
-                await interaction.delete_original_response()
-            except discord.NotFound:
-                # Deleted meanwhile (a second click, or in Discord): its deletion's own event
-                # withdrew what it withdraws, and its maker's unlinked post is gone.
-                return
-        except Exception:
-            if unlinked is not None:  # still posted: a moderator's deletion still withdraws it
-                await services_of(interaction).history.posted_again(
-                    unlinked[0], interaction.channel_id, unlinked[1]
-                )
-            raise
-        if moderated is not None:  # after its event or before it: a job is withdrawn once
+        deleted = await _delete_clicked(interaction)
+        if moderated is not None and deleted:  # after its event or before: withdrawn once
             guild_id, channel_id, message_id = moderated
             await services_of(interaction).history.withdraw_deleted(
                 guild_id, channel_id, [message_id]
             )
+
+
+# The messages a maker's Delete click is deleting now (their ids).
+_MAKERS_DELETING: set[int] = set()
+
+
+async def _delete_clicked(
+    interaction: discord.Interaction[Any], *, unlinked: tuple[StoredJob, int] | None = None
+) -> bool:
+    """Delete the message the button is on; False: Discord answers it is deleted already.
+    ``unlinked``: its maker's post, unlinked from its job first, linked again unless this
+    deleted it (Discord refused; or another deleted it, a moderator whose deletion's event
+    may come after the unlink: it withdraws the job then, or now if it came first)."""
+    try:
+        await interaction.response.defer()
+        await interaction.delete_original_response()
+    except Exception as error:
+        if unlinked is not None:
+            await services_of(interaction).history.posted_again(
+                unlinked[0], interaction.channel_id, unlinked[1]
+            )
+        # Only Unknown Message is "already deleted" (its channel gone, 10003, is not): by a
+        # second click or in Discord, whose deletion's own event withdraws what it withdraws.
+        if isinstance(error, discord.NotFound) and error.code == UNKNOWN_MESSAGE:
+            return False
+        raise
+    return True
 
 
 def _easel_post_of(

@@ -28,7 +28,7 @@ from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import WITHHELD_BECAUSE
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
-from cogs.results.buttons import copy_view, job_view
+from cogs.results.buttons import UNKNOWN_MESSAGE, copy_view, job_view
 from cogs.results.copies import (
     MADE_AGE_RESTRICTED,
     in_direct_messages,
@@ -40,7 +40,6 @@ from cogs.results.progress import (
     CHANNEL_CHECK_TIMEOUT_S,
     ORIGINAL_RESPONSE,
     UNKNOWN_CHANNEL,
-    UNKNOWN_MESSAGE,
     ProgressMessages,
 )
 from cogs.visibility import made_age_restricted

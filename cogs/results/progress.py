@@ -17,7 +17,7 @@ import discord
 
 from bot.history import History
 from cogs.common import queue_of
-from cogs.results.buttons import CancelButton
+from cogs.results.buttons import UNKNOWN_MESSAGE, CancelButton
 from inference.types import StepProgress
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ PROGRESS_EDIT_INTERVAL_S = 2.0
 # Discord's alias for an interaction's first response; discord.py types message ids as int.
 ORIGINAL_RESPONSE: Any = "@original"
 _UNFINISHED = frozenset({"queued", "running"})
-# Discord's "Unknown Message": the message was deleted (the token's end is another code).
-UNKNOWN_MESSAGE = 10008
 # Discord's "Unknown Channel": the job's channel or thread was deleted.
 UNKNOWN_CHANNEL = 10003
 # Asking Discord about a job's channel (still there, age-restricted) for a delivery or a

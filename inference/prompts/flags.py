@@ -133,7 +133,10 @@ def parse_aspect_ratio(value: str, flag: str = "ar") -> tuple[int, int]:
     width, sep, height = value.partition(":")
     if not (sep and width.strip().isdigit() and height.strip().isdigit()):
         raise _bad(flag, value)
-    sides = int(width), int(height)
+    try:
+        sides = int(width), int(height)
+    except ValueError:  # a digit int() does not read ("²"), or past its 4,300 digits
+        raise _bad(flag, value) from None
     if not all(1 <= side <= 21 for side in sides):
         raise _bad(flag, value)
     return sides

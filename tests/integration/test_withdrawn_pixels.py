@@ -148,7 +148,7 @@ async def test_an_erase_keeps_the_withdrawn_pixels_naming_no_one(
     await history.forget(MEMBER)
     assert await history.rows_left_for(MEMBER) == 0
     [copy] = await history.jobs_with_picture(GUILD, LIGHTHOUSE)
-    assert copy.withdrawn and copy.user_id != MEMBER and copy.texts == ()
+    assert copy.withdrawn and copy.user_id != MEMBER and not copy.texts
     assert await history.jobs_with_picture(OTHER_GUILD, LIGHTHOUSE) == []
     assert [job.job_id for job in await history.jobs_with_picture(GUILD, BOAT)] == ["c" * 16]
     await history.withdraw_deleted(GUILD, CHANNEL, [300])

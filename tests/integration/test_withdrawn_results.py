@@ -21,7 +21,12 @@ from bot.policy import guild as guild_policy
 from bot.policy import prompt_safety
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings
-from bot.policy.moderation import BANNED_SINCE, STORED_TOO_LONG, WITHDRAWN_PICTURE
+from bot.policy.moderation import (
+    BANNED_SINCE,
+    STORED_TOO_LONG,
+    WITHDRAWN_PICTURE,
+    ConditioningTexts,
+)
 from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.services import Services
 from bot.user_errors import UserError
@@ -45,6 +50,7 @@ async def delivered(
     *,
     typed: str = "a dog",
     rendered: str = "a dog",
+    negative: str = "",
     guild: int = GUILD,
     channel: int = CHANNEL,
     kind: str = "imagine",
@@ -52,12 +58,12 @@ async def delivered(
 ) -> None:
     """A finished job whose result was posted as ``message_id`` (linked to it as the sink
     does, then the delivery recorded as the queue does)."""
-    request = RenderRequest(typed, seed=1, steps=2)
+    request = RenderRequest(typed, negative_prompt=negative, seed=1, steps=2)
     job = journal.NewJob(
         job_id, kind, MEMBER, guild, channel, request.to_json(), NOW, parent_job_id=parent
     )
     await journal.insert_job(conn, job)
-    infotext = format_infotext(rendered, "", {"Steps": 2, "Sampler": "Euler", "Seed": 1})
+    infotext = format_infotext(rendered, negative, {"Steps": 2, "Sampler": "Euler", "Seed": 1})
     picture = journal.ImageRecord(job_id, 0, 1, f"/images/{job_id}.png", infotext, 64, 64)
     await journal.mark_done(conn, job_id, [picture], 0.1, NOW)
     await journal.record_job_message(conn, job_id, message_id)
@@ -158,12 +164,13 @@ async def click_delete(
     manage_messages: bool = True,
     author: int = EASEL,
     files: Sequence[str] = (),
-    already_gone: bool = False,
+    not_found: int | None = None,
 ) -> bool:
     """``clicker`` (with Manage Messages unless told not) clicks Delete under ``message_id``
     (``ephemeral``: seen by them alone; written by ``author``, carrying ``files``); Discord
     deletes it (and ``before_the_answer`` runs before Easel reads that answer), or answers
-    503, or (``already_gone``) 404 Unknown Message. Whether Easel asked Discord to delete it."""
+    503, or 404 with the code ``not_found`` (10008: Unknown Message). Whether Easel asked
+    Discord to delete it."""
     asked = asyncio.Event()
 
     async def defer() -> None:
@@ -171,13 +178,13 @@ async def click_delete(
 
     async def delete_original_response() -> None:
         asked.set()
-        if not discord_deletes:
-            raise discord.HTTPException(cast(Any, SimpleNamespace(status=503, reason="")), "down")
-        if already_gone:
-            gone = cast(Any, SimpleNamespace(status=404, reason="Not Found"))
-            raise discord.NotFound(gone, {"code": 10008, "message": "Unknown Message"})
         if before_the_answer is not None:
             await before_the_answer()
+        if not discord_deletes:
+            raise discord.HTTPException(cast(Any, SimpleNamespace(status=503, reason="")), "down")
+        if not_found is not None:
+            gone = cast(Any, SimpleNamespace(status=404, reason="Not Found"))
+            raise discord.NotFound(gone, {"code": not_found, "message": "Unknown"})
 
     clicked = SimpleNamespace(
         guild_id=GUILD,
@@ -297,8 +304,52 @@ async def test_a_second_delete_click_says_the_post_may_be_deleted_already(
         await click_delete(history, "a" * 16, 100, MODERATOR)
     its_file = ["easel-" + "b" * 16 + ".png"]
     assert await click_delete(history, "b" * 16, 200, MEMBER, files=its_file)
-    assert await click_delete(history, "b" * 16, 200, MEMBER, files=its_file, already_gone=True)
+    assert await click_delete(history, "b" * 16, 200, MEMBER, files=its_file, not_found=10008)
     assert not (await stored(history, "b" * 16)).withdrawn
+
+
+async def test_a_moderators_deletion_racing_the_makers_delete_still_withdraws_the_job(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """The maker clicks Delete (its post unlinked) on a post a moderator deleted a moment
+    before: Discord answers Unknown Message, and the moderator's deletion withdraws the job
+    whether its event arrives after that answer or before it. Another 404 (Unknown Channel)
+    is no "already deleted": raised, the post linked again."""
+    for job_id, message_id in (("a" * 16, 100), ("b" * 16, 200), ("c" * 16, 300)):
+        await delivered(conn, job_id, message_id)
+    assert await click_delete(history, "a" * 16, 100, MEMBER, not_found=10008)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == ["a" * 16]
+
+    async def its_event_first() -> None:
+        assert await history.withdraw_deleted(GUILD, CHANNEL, [200]) == []  # unlinked
+
+    assert await click_delete(
+        history, "b" * 16, 200, MEMBER, before_the_answer=its_event_first, not_found=10008
+    )
+    assert (await stored(history, "b" * 16)).withdrawn
+    with pytest.raises(discord.NotFound):
+        await click_delete(history, "c" * 16, 300, MEMBER, not_found=10003)
+    assert await history.is_post_of("c" * 16, GUILD, CHANNEL, 300)
+
+
+async def test_a_makers_second_click_leaves_the_delete_to_the_first(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """A double click: the second's delete could reach Discord first, and the first's 404
+    would then link the post again as if a moderator had deleted it. The second asks Discord
+    nothing; the post's deletion withdraws nothing."""
+    await delivered(conn, "a" * 16, 100)
+    its_file = ["easel-" + "a" * 16 + ".png"]
+    second_asked: list[bool] = []
+
+    async def second_click() -> None:
+        second_asked.append(await click_delete(history, "a" * 16, 100, MEMBER, files=its_file))
+
+    assert await click_delete(
+        history, "a" * 16, 100, MEMBER, files=its_file, before_the_answer=second_click
+    )
+    assert second_asked == [False]
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == []
 
 
 async def test_upscales_of_a_withdrawn_job_are_withdrawn_with_it(
@@ -345,6 +396,21 @@ async def test_a_word_banned_since_refuses_what_was_typed_or_rendered(
     await policy.check_reuse(OTHER_GUILD, cat.job_id, cat.texts, withdrawn=False)
 
 
+async def test_a_negative_prompts_extra_network_tag_is_read_as_words_a_prompts_is_not(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    """The engine applies a prompt's ``<lora:cat:1>`` but reads a negative prompt's as text
+    ("cat"), as the submit check does: a stored job is read the same way."""
+    tag = "<lora:cat:1>"
+    await delivered(conn, "a" * 16, 100, typed=f"a dog {tag}", rendered=f"a dog {tag}")
+    await delivered(conn, "b" * 16, 200, negative=tag)
+    applied, read = await stored(history, "a" * 16), await stored(history, "b" * 16)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    await policy.check_reuse(GUILD, applied.job_id, applied.texts, withdrawn=False)
+    with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+        await policy.check_reuse(GUILD, read.job_id, read.texts, withdrawn=False)
+
+
 class CountingPlanner(PromptPlanner):
     """The real planner, counting the stored texts it reads."""
 
@@ -353,7 +419,7 @@ class CountingPlanner(PromptPlanner):
         self.stored_checks = 0
 
     async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+        self, texts: ConditioningTexts, banned_words: Collection[str], *, guild_id: int | None
     ) -> None:
         self.stored_checks += 1
         await super().check_stored(texts, banned_words, guild_id=guild_id)
@@ -444,9 +510,9 @@ class GatedPlanner(PromptPlanner):
         self._starts_awaited = starts_awaited
 
     async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+        self, texts: ConditioningTexts, banned_words: Collection[str], *, guild_id: int | None
     ) -> None:
-        self.started.append(texts[0])
+        self.started.append(texts.prompts[0])
         if len(self.started) == self._starts_awaited:
             self.all_started.set()
         await self.release.wait()
@@ -499,10 +565,10 @@ class TextGatedPlanner(PromptPlanner):
         self.started: list[str] = []
 
     async def check_stored(
-        self, texts: Sequence[str], banned_words: Collection[str], *, guild_id: int | None
+        self, texts: ConditioningTexts, banned_words: Collection[str], *, guild_id: int | None
     ) -> None:
-        self.started.append(texts[0])
-        await self.gates.setdefault(texts[0], asyncio.Event()).wait()
+        self.started.append(texts.prompts[0])
+        await self.gates.setdefault(texts.prompts[0], asyncio.Event()).wait()
 
 
 async def test_a_kept_verdict_waits_for_no_turn_and_a_turn_shares_the_reads_budget(
@@ -551,7 +617,7 @@ async def test_a_button_that_submits_the_request_again_leaves_its_prompts_to_the
     await delivered(conn, "b" * 16, 200, typed="a __animal__", rendered="a cat")
     await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
     typed, drawn = await stored(history, "a" * 16), await stored(history, "b" * 16)
-    assert typed.texts_to_recheck(resubmitted=True) == ()
+    assert not typed.texts_to_recheck(resubmitted=True)
     await policy.check_reuse(
         GUILD,
         typed.job_id,
@@ -560,7 +626,7 @@ async def test_a_button_that_submits_the_request_again_leaves_its_prompts_to_the
         prompts_planned=True,
     )
     assert planner.stored_checks == 0
-    assert drawn.texts_to_recheck(resubmitted=True) == ("a cat",)
+    assert drawn.texts_to_recheck(resubmitted=True) == ConditioningTexts(("a cat",))
     with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
         await policy.check_reuse(
             GUILD,
@@ -589,7 +655,7 @@ async def test_texts_too_long_to_check_now_are_refused_in_their_own_words(
     budget is not the member's prompt to simplify, and is asked again next time."""
     release = threading.Event()
 
-    def slow_check(texts: Sequence[str], banned: Collection[str]) -> None:
+    def slow_check(texts: ConditioningTexts, banned: Collection[str]) -> None:
         release.wait(30)
 
     planner = CountingPlanner(stored_budget_s=1.0)

@@ -49,6 +49,8 @@ def test_flag_parsing(prompt: str, expected_prompt: str, expected: InlineFlags) 
         ("a --v 5", "unknown flag --v: known flags are --ar, --seed, --no, --steps"),
         ("a --ar 22:9", "bad value '22:9' for --ar: expected --ar W:H with whole numbers 1..21"),
         ("a --ar 16x9", "bad value '16x9' for --ar"),
+        ("a --ar 1:²", "bad value '1:²' for --ar"),  # a digit int() does not read
+        ("a --ar 1:" + "2" * 5_000, "for --ar: expected --ar W:H"),  # past int()'s digits
         ("a --steps 0", "bad value '0' for --steps: expected --steps N with N in 1..150"),
         ("a --steps 151", "1..150"),
         ("a --cfg 31", "bad value '31' for --cfg: expected --cfg X with X in 0..30"),

@@ -4,7 +4,6 @@ delivery; and the refusals it reads carry those codes where they are made."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import cast
 
 import pytest
@@ -13,7 +12,11 @@ from bot.jobs.queue import FinishedJob
 from bot.policy import delivery
 from bot.policy.delivery import NOT_CHECKED, Withheld, under_rules_of_now
 from bot.policy.guild import GuildPolicy
-from bot.policy.moderation import TooManyCombinations, as_the_stored_pictures_refusal
+from bot.policy.moderation import (
+    ConditioningTexts,
+    TooManyCombinations,
+    as_the_stored_pictures_refusal,
+)
 from bot.policy.prompt_safety import PromptPlanner
 from bot.user_errors import Reason, UserError
 from inference.types import RenderRequest
@@ -97,7 +100,6 @@ def test_a_stored_text_too_long_to_check_is_refused_as_unchecked() -> None:
 async def test_a_closed_planner_refuses_a_stored_check_as_closed() -> None:
     planner = PromptPlanner(wildcards_dir=None)
     planner.close()
-    texts: Sequence[str] = ["a cat"]
     with pytest.raises(UserError) as refused:
-        await planner.check_stored(texts, {"dog"}, guild_id=1)
+        await planner.check_stored(ConditioningTexts(("a cat",)), {"dog"}, guild_id=1)
     assert refused.value.reason is Reason.CLOSED

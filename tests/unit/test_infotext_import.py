@@ -407,6 +407,19 @@ WEB_UI_TEXT = (
 )
 
 
+def test_a_long_pasted_value_is_repeated_only_in_part() -> None:
+    """A 5,000-character ``Size`` or ``Hires resize`` makes no 5,000-character note."""
+    long_size = "512x" + "9" * 5_000
+    pasted = WEB_UI_TEXT.replace("Size: 512x768", f"Size: {long_size}")
+    size_note = request_from_infotext_text(pasted, INSTALLED).unhonoured[0]
+    assert size_note.startswith("size '512x999") and "…" in size_note and len(size_note) < 250
+    resize = "x".join(["big"] * 2_000)
+    hires = WEB_UI_TEXT + f"Denoising strength: 0.5, Hires resize: {resize}"
+    notes = request_from_infotext_text(hires, INSTALLED).unhonoured
+    (resize_note,) = (note for note in notes if note.startswith("hires resize"))
+    assert "…" in resize_note and len(resize_note) < 250
+
+
 def test_embeddings_the_settings_name_that_are_not_read_here_are_told() -> None:
     """Named in ``TI hashes`` or Civitai's ``embed:`` hashes: installed (any letter case) is
     silent; missing and left out by the server read the same, so a hidden file is not told.

@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 
 from bot.policy.guild import GuildList
-from bot.policy.moderation import BANNED_SINCE, read_banned_words
+from bot.policy.moderation import BANNED_SINCE, ConditioningTexts, read_banned_words
 from bot.services import Services
 from bot.settings import SettingsError, load_settings
 from bot.user_errors import Reason, UserError
@@ -90,6 +90,8 @@ async def test_the_operators_words_hold_in_direct_messages_for_new_and_stored_pi
         await policy.admit(None, None, False, RenderRequest("gore", seed=1), member_id=MEMBER)
     # A picture made in DMs before the word was listed is not made into a new job there.
     with pytest.raises(UserError) as refused:
-        await policy.check_reuse(None, "job-1", ["a gore scene"], withdrawn=False)
+        await policy.check_reuse(
+            None, "job-1", ConditioningTexts(("a gore scene",)), withdrawn=False
+        )
     assert str(refused.value) == BANNED_SINCE
-    await policy.check_reuse(None, "job-2", ["a calm scene"], withdrawn=False)
+    await policy.check_reuse(None, "job-2", ConditioningTexts(("a calm scene",)), withdrawn=False)

@@ -19,6 +19,7 @@ import pytest
 
 from bot.policy import prompt_safety
 from bot.policy.guild import GuildPolicy
+from bot.policy.moderation import ConditioningTexts
 from bot.policy.prompt_safety import (
     READERS_BUSY,
     SERVER_THREADS,
@@ -180,7 +181,7 @@ async def test_a_server_holds_its_share_of_readers_and_another_servers_prompt_is
     assert str(refused.value) == server_readers_busy(crowded)
     if crowded is not None:  # a stored check counts against its job's server too
         with pytest.raises(UserError) as stored_refused:
-            await planner.check_stored(["a cat"], ["dog"], guild_id=crowded)
+            await planner.check_stored(ConditioningTexts(("a cat",)), ["dog"], guild_id=crowded)
         assert str(stored_refused.value) == server_readers_busy(crowded)
     assert not waiting.done() and plans.read == ["slow"] * SERVER_THREADS + ["quick"]
     plans.release.set()

@@ -50,6 +50,23 @@ def test_bad_sizes_explain_the_accepted_form(text: str, message: str) -> None:
         parse_size(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("512x" + "9" * 5_000, id="a side"),
+        pytest.param("1:" + "2" * 5_000, id="an aspect ratio past int()'s digits"),
+        pytest.param("1:²", id="a digit int() does not read"),
+        pytest.param("big" * 2_000, id="neither"),
+    ],
+)
+def test_a_bad_size_repeats_only_the_start_of_what_was_typed(text: str) -> None:
+    with pytest.raises(RequestError) as refused:
+        parse_size(text)
+    error = str(refused.value)
+    assert error.startswith(f"size '{text[:20]}") and len(error) < 250
+    assert ("…" in error) == (len(text) > 100)
+
+
 @given(st.integers(1, 21), st.integers(1, 21), st.sampled_from([64, 512, 768, 1024]))
 def test_aspect_ratios_keep_area_and_model_multiples(w: int, h: int, native: int) -> None:
     width, height = default_size(native, f"{w}:{h}", None)

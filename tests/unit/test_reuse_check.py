@@ -12,6 +12,7 @@ from bot.history import conditioning_texts
 from bot.policy.moderation import (
     BANNED_SINCE,
     STORED_TOO_LONG,
+    ConditioningTexts,
     check_banned_since,
     find_banned_rendering,
 )
@@ -24,13 +25,18 @@ from inference.prompts.stopping import PlanStopped, stopping_when
 @pytest.mark.parametrize(
     "texts",
     [
-        ["a [dog|Ｃａ\u200bt] in the rain"],  # a choice, written wide with a zero-width space
-        ["a [dog:cat:0.5] in the rain"],  # the later side of a schedule
-        ["a (red_cat2:1.3)"],  # a run of letters, as CLIP reads it, under emphasis
-        ["a dog", "a cat, drawn from the wildcard"],  # only the rendered text has it
+        # a choice, written wide with a zero-width space
+        ConditioningTexts(("a [dog|Ｃａ\u200bt] in the rain",)),
+        ConditioningTexts(("a [dog:cat:0.5] in the rain",)),  # the later side of a schedule
+        ConditioningTexts(("a (red_cat2:1.3)",)),  # a run of letters, as CLIP reads it
+        ConditioningTexts(("a dog", "a cat, drawn from the wildcard")),  # only as rendered
+        # The engine reads a negative prompt's extra-network tag as words, as submit does.
+        ConditioningTexts(("a dog",), ("<lora:cat:1>",)),
     ],
 )
-def test_a_word_banned_since_refuses_the_picture_without_naming_it(texts: list[str]) -> None:
+def test_a_word_banned_since_refuses_the_picture_without_naming_it(
+    texts: ConditioningTexts,
+) -> None:
     with pytest.raises(UserError) as refused:
         check_banned_since(texts, ["cat"])
     assert str(refused.value) == BANNED_SINCE and "cat" not in str(refused.value).lower()
@@ -40,12 +46,13 @@ def test_a_word_banned_since_refuses_the_picture_without_naming_it(texts: list[s
 @pytest.mark.parametrize(
     ("texts", "banned"),
     [
-        (["a concatenated dog <lora:cat:0.8>"], ["cat"]),  # inside a word; an extra-network tag
-        (["a cat"], []),  # nothing banned
+        # inside a word; a prompt's extra-network tag (applied, not read)
+        (ConditioningTexts(("a concatenated dog <lora:cat:0.8>",), ("blurry",)), ["cat"]),
+        (ConditioningTexts(("a cat",)), []),  # nothing banned
     ],
 )
 def test_pictures_that_meet_the_servers_words_are_reused(
-    texts: list[str], banned: list[str]
+    texts: ConditioningTexts, banned: list[str]
 ) -> None:
     check_banned_since(texts, banned)
 
@@ -60,12 +67,8 @@ def test_the_texts_read_are_the_typed_prompts_and_each_pictures_rendered_ones() 
         format_infotext("a cat", "blurry", {"Steps": 2, "Sampler": "Euler", "Seed": 1}),
         format_infotext("a dog", "blurry", {"Steps": 2, "Sampler": "Euler", "Seed": 2}),
     ]
-    assert conditioning_texts(request, infotexts) == (
-        "a __animal__",
-        "blurry",
-        "a smiling face",
-        "a cat",
-        "a dog",
+    assert conditioning_texts(request, infotexts) == ConditioningTexts(
+        ("a __animal__", "a smiling face", "a cat", "a dog"), ("blurry",)
     )
 
 
@@ -73,7 +76,7 @@ def test_stored_texts_with_too_many_combinations_are_not_the_members_to_simplify
     """They passed when typed (under the words of then): refused in the stored picture's own
     words, not "simplify it"."""
     with pytest.raises(UserError) as refused:
-        check_banned_since(["[a|b]" * 30], ["a much longer banned phrase"])
+        check_banned_since(ConditioningTexts(("[a|b]" * 30,)), ["a much longer banned phrase"])
     assert str(refused.value) == STORED_TOO_LONG
 
 

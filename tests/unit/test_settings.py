@@ -90,6 +90,13 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ),
         ("EASEL_WEB_TRUSTED_PROXIES", "proxy", "'proxy' is not an IP address or network"),
         (
+            "EASEL_DEFAULT_UPSCALER",
+            "latent (Bicubic)",
+            "EASEL_DEFAULT_UPSCALER='latent (Bicubic)' is invalid: a latent upscaler enlarges "
+            "only /imagine's hires fix (set it as EASEL_HIRES_UPSCALER); give Lanczos or an "
+            "installed model upscaler's name, or leave it empty for the first model upscaler",
+        ),
+        (
             "EASEL_WEB_TRUSTED_PROXIES",
             "::ffff:172.18.0.1",
             "'::ffff:172.18.0.1' is an IPv4-mapped IPv6 address; write it as IPv4 (172.18.0.1)",
