@@ -136,6 +136,8 @@ class ProgressMessages:
                 await self._client.fetch_channel(channel_id)
         except discord.NotFound as error:
             return error.code == UNKNOWN_CHANNEL
+        except discord.Forbidden:  # an answer: the channel is there, hidden from Easel
+            return False
         except (discord.HTTPException, TimeoutError) as error:
             log.warning("job %s: its channel was not read (%s)", job_id, error)
             return None

@@ -369,6 +369,31 @@ class _ChannelUnreadDiscord(FakeDiscord):
         raise discord.HTTPException(down, "down")  # type: ignore[arg-type]
 
 
+class _ChannelHiddenDiscord(FakeDiscord):
+    """The channel is there, but Easel may no longer see it: 403 Missing Access."""
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        hidden = SimpleNamespace(status=403, reason="Forbidden")
+        raise discord.Forbidden(hidden, {"code": 50001, "message": "Missing Access"})  # type: ignore[arg-type]
+
+
+async def test_a_progress_message_gone_in_a_channel_hidden_from_easel_went_alone(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Discord refusing to show the channel is an answer: it is there, so the message went
+    alone (a moderator's deletion), and the job is withdrawn, not tried again until its
+    token has expired and then posted in its maker's direct messages."""
+    await made(conn, "a" * 16, LIGHTHOUSE)
+    results = results_for(conn, _ChannelHiddenDiscord())
+    history = results.history = history_of(conn, tmp_path)
+    assert await results._went_with_its_channel("a" * 16, GUILD, CHANNEL) is False
+    await results._progress_gone("a" * 16, GUILD, CHANNEL)
+    job = await stored(history, "a" * 16)
+    assert job.withdrawn
+    record = await journal.get_job(conn, "a" * 16)
+    assert record is not None and not record.withdrawn_with_channel
+
+
 async def test_a_progress_message_found_gone_is_judged_by_what_discord_and_easel_know(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
