@@ -41,7 +41,7 @@ from inference.passes.denoise import (
 )
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
-from inference.passes.networks import hash_list, lora_short_hashes, vae_params
+from inference.passes.networks import hash_list, short_hashes, vae_params
 from inference.passes.output import base_params, rendered
 from inference.progress import StepTracker, previewer_for
 from inference.prompts import ExtraNetwork
@@ -217,7 +217,9 @@ def render_flow_group(
         images = [canvas.composite(image) for image in images]
     if not txt2img:
         params = input_infotext(request)
-    params["Lora hashes"] = hash_list(lora_short_hashes(tools.registry, loras.names, lora_files))
+    params["Lora hashes"] = hash_list(
+        short_hashes(tools.registry, loras.names, lora_files, tensor_data=True)
+    )
     params |= vae_params(tools.registry, vae_path)
     if family.guidance == "distilled":
         params["Distilled CFG Scale"] = float(request.cfg_scale)

@@ -99,26 +99,27 @@ def job_networks(
             embedding_warnings=applied.skipped,
             shared_infotext={
                 **vae_params(registry, vae_path),
-                "Lora hashes": hash_list(lora_short_hashes(registry, loras.names, lora_files)),
+                "Lora hashes": hash_list(
+                    short_hashes(registry, loras.names, lora_files, tensor_data=True)
+                ),
             },
             embedding_hashes=short_hashes(registry, applied.names, embedding_files),
         )
 
 
 def short_hashes(
-    registry: ModelRegistry, names: Sequence[str], files: dict[str, Path]
+    registry: ModelRegistry,
+    names: Sequence[str],
+    files: dict[str, Path],
+    *,
+    tensor_data: bool = False,
 ) -> dict[str, str]:
-    return {name: registry.sha256(files[name])[:NETWORK_HASH_LENGTH] for name in names}
-
-
-def lora_short_hashes(
-    registry: ModelRegistry, names: Sequence[str], files: dict[str, Path]
-) -> dict[str, str]:
-    """As the web UI writes ``Lora hashes`` (and Civitai's AutoV3 reads them): a
-    ``.safetensors`` LoRA's hash is of its tensor data alone, so edited metadata keeps it."""
+    """Each file's short hash. ``tensor_data``: a ``.safetensors`` file's is of its tensor data
+    alone, as the web UI writes ``Lora hashes`` (and Civitai's AutoV3 reads them), so edited
+    metadata keeps it."""
     return {
-        name: registry.sha256(files[name], tensors_only=files[name].suffix == ".safetensors")[
-            :NETWORK_HASH_LENGTH
-        ]
+        name: registry.sha256(
+            files[name], tensors_only=tensor_data and files[name].suffix == ".safetensors"
+        )[:NETWORK_HASH_LENGTH]
         for name in names
     }

@@ -17,7 +17,7 @@ import pytest
 from bot.infotext_import import installed_in, request_from_infotext_text
 from inference import file_hashes
 from inference.file_hashes import HASHES_FILE, file_sha256
-from inference.passes.networks import hash_list, lora_short_hashes
+from inference.passes.networks import hash_list, short_hashes
 from inference.registry import ModelRegistry
 
 
@@ -147,11 +147,13 @@ def _lora(folder: Path, name: str, data: bytes) -> Path:
 
 
 def test_easels_own_lora_hashes_pasted_back_tell_no_other_file(tmp_path: Path) -> None:
-    """The ``Lora hashes`` Easel writes (``lora_short_hashes``: of the tensor data) are among
-    those the reader knows the installed LoRA by; another hash is told."""
+    """The ``Lora hashes`` Easel writes (``short_hashes(tensor_data=True)``: of the tensor
+    data) are among those the reader knows the installed LoRA by; another hash is told."""
     _lora(tmp_path, "detail", b"w" * 99)
     registry = ModelRegistry(tmp_path)
-    written = hash_list(lora_short_hashes(registry, ["detail"], registry.network_files("lora")))
+    written = hash_list(
+        short_hashes(registry, ["detail"], registry.network_files("lora"), tensor_data=True)
+    )
     assert written is not None
     text = "a cat, <lora:detail:0.6>\nSteps: 20, Sampler: Euler, Seed: 1, Lora hashes: {}"
     installed = installed_in(registry, None)
