@@ -36,7 +36,7 @@ from cogs.control_menu import ControlMenuCog
 from cogs.describe import DescribeCog, ImagineSuggestionButton
 from cogs.edit import EditCog
 from cogs.errors import on_app_command_error
-from cogs.history import HistoryCog
+from cogs.history import HistoryCog, HistoryPageButton
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
 from cogs.jobs import JobsCog
@@ -185,6 +185,7 @@ class EaselBot(commands.Bot):
                 *endpoint, healthy=lambda: self.is_ready() and not self.is_closed()
             )
         self._db = await connect(settings.database_path)
+        metrics.watch_data_dir(settings.data_dir)
         slots = await self._render_slots()  # opens the broker, when there is one
         self.queue = JobQueue(
             self._db, slots, settings.images_dir, dm_limits=settings.dm_limits, copies=self._broker
@@ -236,7 +237,9 @@ class EaselBot(commands.Bot):
         await self.add_cog(bans)
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         await self._start_web_server(self._db, admin)
-        self.add_dynamic_items(*RESULT_BUTTONS, PageButton, WordsButton, ImagineSuggestionButton)
+        self.add_dynamic_items(
+            *RESULT_BUTTONS, PageButton, HistoryPageButton, WordsButton, ImagineSuggestionButton
+        )
         await self._sync_commands()
         # Before the gateway connects (discord.py runs this hook first), so no member waits;
         # and before the queue starts, so no model is loaded yet (see _settle_start_up_heap).
@@ -310,13 +313,15 @@ class EaselBot(commands.Bot):
         signer = LinkSigner(secret, data_dir / "used-links")
         public_url = self.settings.public_url
         admins = DiscordServerAdmins(self, self.services.thread_members)
-        dashboard = Dashboard(signer, public_url, conn, self.queue, admins)
+        dashboard = Dashboard(
+            signer, public_url, conn, self.queue, admins, self.services.guild_policy.settings
+        )
         web = RegionWebServer(
             signer,
             self.region_offer,
             public_url,
             *endpoint,
-            more_routes=dashboard.routes(),
+            more_pages=(dashboard,),
             trusted_proxies=self.settings.web_trusted_proxies,
         )
         try:

@@ -212,14 +212,24 @@ class MemberStops:
         owner = accounting.Member(user_id, guild_id)
         # All at once: each cancel tells its job's maker (a REST call, rate-limited per
         # channel), and a running job waiting behind those would finish and post meanwhile.
+        # One that raises (being cancelled already, a notice refused) is logged; the others,
+        # the audit entry and the log stand.
         outcomes = await asyncio.gather(
-            *(self._queue.cancel(line.job_id, owner, imposed=True) for line in unfinished)
+            *(self._queue.cancel(line.job_id, owner, imposed=True) for line in unfinished),
+            return_exceptions=True,
         )
-        cancelled = [
-            line.job_id
-            for line, outcome in zip(unfinished, outcomes, strict=True)
-            if outcome in _ENDED_BY_THE_STOP
-        ]
+        cancelled = []
+        for line, outcome in zip(unfinished, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error(
+                    "%s in guild %s: job %s not cancelled",
+                    cause.value,
+                    guild_id,
+                    line.job_id,
+                    exc_info=outcome,
+                )
+            elif outcome in _ENDED_BY_THE_STOP:
+                cancelled.append(line.job_id)
         if cancelled and cause.audited:
             await settings_audit.record_change(
                 self._conn,

@@ -25,8 +25,9 @@ from inference.images import (
     ONLY_MASKED_PADDING,
 )
 from inference.infotext import described_sampler, parse_infotext, sampler_and_schedule
-from inference.limits import MIN_SIZE
+from inference.limits import MAX_SEED, MIN_SIZE
 from inference.presets import vary_strength
+from inference.prompts.flags import seed_read_back
 from inference.types import Mode, RenderInputError, RenderRequest
 from inference.upscale import UpscaleOptions
 from inference.validation import validate_request
@@ -101,7 +102,7 @@ def request_from_infotext(
     return RenderRequest(
         prompt=typed_prompt or stored_prompt,
         negative_prompt=negative,
-        seed=seed if isinstance(seed, int) else random_seed(),
+        seed=seed_read_back(seed) if isinstance(seed, int) else random_seed(),
         notes=notes,
         **fields,
     )
@@ -149,11 +150,17 @@ def vary_request(base: RenderRequest, picture: Picture, strength: str | float) -
     """An img2img pass over ``picture`` with ``base``'s settings; ``strength`` is ``subtle``,
     ``strong`` or a number above 0 and at most 1 (how much may change)."""
     _check_renderable(picture, "picture to vary")
+    denoise = vary_denoise(strength)
+    return _from_picture(base, picture, "img2img", denoising_strength=denoise, options={})
+
+
+def vary_denoise(strength: str | float) -> float:
+    """The denoising strength ``strength`` names (``subtle``, ``strong`` or a number above 0
+    and at most 1), refused with the accepted range."""
     try:
-        denoise = vary_strength(strength)
+        return vary_strength(strength)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
-    return _from_picture(base, picture, "img2img", denoising_strength=denoise, options={})
 
 
 MaskedContent = Literal["fill", "original", "latent noise", "latent nothing"]
@@ -211,6 +218,12 @@ def upscale_request(
     naming only the upscalers the server allows (``bot.policy.addons``), where this could name
     every installed one."""
     options: dict[str, Any] = {"upscale_factor": factor, "upscale_mode": mode}
+    if mode == "fast":
+        # It renders nothing and carries the picture's own text over whole: of its settings
+        # only the words (checked as every prompt is) and a seed stay, so a Steps or CFG
+        # scale it never uses refuses nothing, and no note tells of an unknown sampler.
+        seed = base.seed if 0 <= base.seed <= MAX_SEED else random_seed()
+        base = RenderRequest(prompt=base.prompt, negative_prompt=base.negative_prompt, seed=seed)
     if upscaler is not None:
         by_folded = {name.casefold(): name for name in installed_upscalers}
         options["upscaler"] = by_folded.get(upscaler.casefold(), upscaler)

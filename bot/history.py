@@ -19,7 +19,7 @@ from bot.jobs.retention import DAY_S, quota_window
 from bot.jobs.stored_files import remove_inside
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
-from bot.policy.moderation import ConditioningTexts
+from bot.policy.moderation import ConditioningTexts, fix_faces_prompts_drawn
 from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal
@@ -171,15 +171,17 @@ def _erased_withdrawn_job(guild_id: int) -> StoredJob:
 
 
 def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> ConditioningTexts:
-    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt as
-    rendered (wildcards drawn); its negative prompt as typed and as each picture rendered it."""
+    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt and
+    fix-faces prompt as rendered (wildcards drawn); its negative prompt as typed and as each
+    picture rendered it."""
     options = request.get("options") or {}
-    rendered = [parse_infotext(infotext)[:2] for infotext in infotexts]
+    rendered = [parse_infotext(infotext) for infotext in infotexts]
     prompts = [request.get("prompt"), options.get(FIX_FACES_PROMPT)]
     negatives = [request.get("negative_prompt")]
-    for prompt, negative in rendered:
+    for prompt, negative, _ in rendered:
         prompts.append(prompt)
         negatives.append(negative)
+    prompts += fix_faces_prompts_drawn(options, [params.get("Seed") for *_, params in rendered])
     return ConditioningTexts(_each_once(prompts), _each_once(negatives))
 
 
@@ -260,6 +262,9 @@ class History:
             return None
         images = await journal.images_of(self._conn, job_id)
         request = json.loads(record.request_json)
+        infotexts = [image.infotext for image in images]
+        # Drawing a fix-faces prompt again parses it: up to seconds, off the event loop.
+        texts = await asyncio.to_thread(conditioning_texts, request, infotexts)
         return StoredJob(
             job_id=record.id,
             user_id=record.user_id,
@@ -270,9 +275,9 @@ class History:
             prompt=str(request.get("prompt", "")),
             image_paths=[Path(image.path) for image in images],
             seeds=[image.seed for image in images],
-            infotexts=[image.infotext for image in images],
+            infotexts=infotexts,
             channel_id=record.channel_id,
-            texts=conditioning_texts(request, [image.infotext for image in images]),
+            texts=texts,
             withdrawn=record.withdrawn_at is not None,
             withheld=record.withheld_why is not None,
             prompt_texts=conditioning_texts({key: request.get(key) for key in _PROMPTS}, []),
@@ -334,6 +339,14 @@ class History:
             self._conn, guild_id, channel_id, now, self._audit()
         )
         return await self._stopped(withdrawn)
+
+    def message_deleted_lately(self, guild_id: int, channel_id: int, message_id: int) -> bool:
+        """Whether Easel heard of this message's deletion in a server's channel lately, or of
+        its channel's."""
+        now = self._clock()
+        return self._deleted.holds(
+            (guild_id, channel_id, message_id), now
+        ) or self._deleted_channels.holds((guild_id, channel_id), now)
 
     def channel_deleted_lately(self, guild_id: int, channel_id: int) -> bool:
         """Whether Easel heard of the deletion of this channel or thread lately. A thread of a

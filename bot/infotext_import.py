@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ from inference.infotext import (
 from inference.limits import MAX_CLIP_SKIP
 from inference.metadata import latent_channels_of
 from inference.prompts import PromptError, extract_extra_networks
+from inference.prompts.chaos import MAX_CHAOS
+from inference.prompts.flags import seed_read_back
 from inference.registry import ModelRegistry
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
@@ -82,6 +85,10 @@ FACE_MASK_FIELDS: Mapping[str, object] = {
     "ADetailer dilate erode": FIX_DILATION,
     "ADetailer inpaint only masked": True,
 }
+# ADetailer's first unit's keys Easel reads; its 2nd, 3rd... units add " 2nd", " 3rd"...
+_MODEL = "ADetailer model"
+_FACE_UNIT_FIELDS = (_MODEL, *FACE_FIELDS, *FACE_MASK_FIELDS)
+_UNIT_SUFFIX = re.compile(r"^ADetailer .+( [0-9]{1,2}(?:st|nd|rd|th))$")
 # ADetailer's face models (face_yolov8n.pt, mediapipe_face_full...); the others find hands,
 # people or anything, which Easel's pass does not. Easel's own: Haar, or a YuNet file.
 _FACE_DETECTOR_PREFIXES = ("face_", "mediapipe_face")
@@ -120,10 +127,11 @@ _READ_FIELDS = frozenset(
         "Refiner switch at",
         "Tiling",
         "Stop at",
+        "Chaos",
+        "Relax",
         # Fix faces and face restoration (inference.face_options), read by _read_faces.
-        "ADetailer model",
-        *FACE_FIELDS,
-        *FACE_MASK_FIELDS,
+        *_FACE_UNIT_FIELDS,
+        "ADetailer version",
         "Face restoration",
         "Face restoration model",
         "Pad conds",
@@ -227,7 +235,8 @@ def request_from_infotext_text(
         for sentence, setting in zip(reader.unhonoured, reader.settings_unhonoured, strict=True)
     ]
     return ImportedSettings(
-        dataclasses.replace(request, notes=[*request.notes, *notes]), reader.unhonoured
+        dataclasses.replace(request, notes=[*request.notes, *reader.said, *notes]),
+        reader.unhonoured,
     )
 
 
@@ -248,8 +257,12 @@ class _Reader:
         self.request = request
         self.unhonoured: list[str] = []
         self.settings_unhonoured: list[str] = []  # the setting each sentence is about
+        # Sentences about settings honoured in a way the member may not expect (no pasted text).
+        self.said: list[str] = []
         # The picture's model is not installed: another one stands in for it.
         self.model_substituted = False
+        # Keys read or told about beyond ``_READ_FIELDS`` (ADetailer's 2nd, 3rd... units).
+        self.read_keys: set[str] = set()
 
     def read(self) -> RenderRequest:
         get = self.params.get
@@ -260,7 +273,7 @@ class _Reader:
             "CFG scale",
             f"{self.defaults.cfg:g} is used instead",
         )
-        self._apply({"seed": get("Seed")}, "seed", "a random seed is used instead")
+        self._apply({"seed": _seed(get("Seed"))}, "seed", "a random seed is used instead")
         self._read_size()
         self._read_sampler()
         self._read_model()
@@ -388,7 +401,7 @@ class _Reader:
         if seed is None and strength is None:
             return
         self._apply(
-            {"variation_seed": seed, "variation_strength": strength},
+            {"variation_seed": _seed(seed), "variation_strength": strength},
             "variation seed",
             "rendered without a variation",
         )
@@ -410,6 +423,36 @@ class _Reader:
             options["pad_conds"] = True
         if str(get("Tiling")) == "True":
             options["tile"] = True
+        # Easel's own flags: --chaos's weights are already in the prompt, and reading them
+        # again at the picture's seed changes nothing (``inference.prompts.chaos``), so the
+        # same picture comes back and its text says Chaos again; unless wildcards or choices
+        # drew text after chaos read the prompt (a ``Template``): chaos would reweight it.
+        # --relax is the queue class: free and last, admitted as a typed --relax is
+        # (``bot.policy.quota.check_relax``).
+        chaos = get("Chaos")
+        if chaos is not None:
+            if not (isinstance(chaos, int) and 0 <= chaos <= MAX_CHAOS):
+                self._tell(
+                    f"chaos {echoed(chaos)} is not a whole number from 0 to {MAX_CHAOS}; the "
+                    "prompt is read as written",
+                    "chaos",
+                )
+            elif get("Template") is None:
+                options["chaos"] = chaos
+            else:
+                self._tell(
+                    f"chaos {chaos}: its weights are in the prompt already, and read again they "
+                    "would reweight what its wildcards or choices drew; the prompt is read as "
+                    "written (the same picture)",
+                    "chaos",
+                )
+        if str(get("Relax")) == "True":
+            options["relax"] = True
+            # Honoured, but it moves a member who holds the priority role to the back.
+            self.said.append(
+                "queued as --relax, as the picture was; remove the line 'Relax: True' to keep "
+                "your usual place"
+            )
         stop = get("Stop at")
         if stop is not None:
             percent = str(stop).removesuffix("%")
@@ -475,28 +518,40 @@ class _Reader:
         )
 
     def _read_faces(self) -> None:
-        """ADetailer's keys (fix faces, with a face detector only: prompt, denoising,
-        confidence; Easel's own detector and mask) and the web UI's ``Face restoration`` (the
-        first restorer installed here)."""
+        """ADetailer's units (the first with a face detector becomes fix faces: its prompt,
+        denoising and confidence; Easel's own detector and mask; each other unit is told and
+        left out) and the web UI's ``Face restoration`` (the first restorer installed here)."""
         options: dict[str, object] = {}
-        detector = self.params.get("ADetailer model")
-        if detector is not None and _is_face_detector(str(detector)):
-            options = {
-                option: self.params[key]
-                for key, option in FACE_FIELDS.items()
-                if key in self.params
-            }
-            options[FIX_FACES] = True
-            if detector != HAAR_DETECTOR:
-                self._tell(
-                    f"ADetailer model {detector}: this server's face detector is used",
-                    "ADetailer model",
-                )
-            self._tell_face_mask()
-        elif detector is not None:
+        units = _adetailer_units(self.params)
+        face_unit = next(
+            (unit for unit in units if _is_face_detector(str(self.params[_MODEL + unit]))), None
+        )
+        for unit in units:
+            detector = self.params[_MODEL + unit]
+            if unit == face_unit:
+                options = {
+                    option: self.params[key + unit]
+                    for key, option in FACE_FIELDS.items()
+                    if key + unit in self.params
+                }
+                options[FIX_FACES] = True
+                self.read_keys.update(key + unit for key in _FACE_UNIT_FIELDS)
+                if detector != HAAR_DETECTOR:
+                    self._tell(
+                        f"{_MODEL + unit} {detector}: this server's face detector is used",
+                        "ADetailer model",
+                    )
+                self._tell_face_mask(unit)
+                continue
+            # Its other keys say how that pass ran: this sentence covers them.
+            self.read_keys.update(key for key in self.params if _unit_of(key) == unit)
+            why = (
+                f"one face pass runs here ({_MODEL + str(face_unit)}'s)"
+                if face_unit is not None and _is_face_detector(str(detector))
+                else "only faces are fixed here (face_* and mediapipe_face* detectors)"
+            )
             self._tell(
-                f"ADetailer model {detector}: only faces are fixed here (face_* and "
-                "mediapipe_face* detectors); rendered without that pass",
+                f"{_MODEL + unit} {detector}: {why}; rendered without that pass",
                 "ADetailer model",
             )
         if "Face restoration" in self.params:
@@ -507,12 +562,13 @@ class _Reader:
             "left as rendered",
         )
 
-    def _tell_face_mask(self) -> None:
-        """The ADetailer mask values that differ from those Easel's face pass uses."""
+    def _tell_face_mask(self, unit: str) -> None:
+        """The mask values of ADetailer's ``unit`` that differ from those Easel's face pass
+        uses."""
         differing = [
-            f"{key.removeprefix('ADetailer ')} {self.params[key]} ({used} here)"
+            f"{key.removeprefix('ADetailer ')}{unit} {self.params[key + unit]} ({used} here)"
             for key, used in FACE_MASK_FIELDS.items()
-            if key in self.params and not _same_value(self.params[key], used)
+            if key + unit in self.params and not _same_value(self.params[key + unit], used)
         ]
         if differing:
             self._tell(
@@ -637,7 +693,9 @@ class _Reader:
             )
 
     def _list_unknown_fields(self) -> None:
-        unknown = [key for key in self.params if key not in _READ_FIELDS]
+        unknown = [
+            key for key in self.params if key not in _READ_FIELDS and key not in self.read_keys
+        ]
         emphasis = self.params.get("Emphasis")
         if emphasis is not None and emphasis != "Original":
             unknown.insert(0, f"Emphasis: {emphasis}")
@@ -666,6 +724,21 @@ def _is_face_detector(name: str) -> bool:
     )
 
 
+def _unit_of(key: str) -> str | None:
+    """The ADetailer unit ``key`` belongs to, as its suffix ("" for the first, " 2nd"...),
+    or None: not an ADetailer key."""
+    if not key.startswith("ADetailer "):
+        return None
+    suffix = _UNIT_SUFFIX.match(key)
+    return "" if suffix is None else suffix.group(1)
+
+
+def _adetailer_units(params: Mapping[str, InfotextValue]) -> list[str]:
+    """The suffixes of the ADetailer units that name a model, in their order."""
+    units = [unit for key in params if (unit := _unit_of(key)) is not None and key == _MODEL + unit]
+    return sorted(units, key=lambda unit: int(unit[1:-2] or 1))
+
+
 def _same_value(pasted: InfotextValue, used: object) -> bool:
     """Whether a pasted value says ``used`` (a number in any spelling, ``True`` as text)."""
     if isinstance(pasted, int | float) and not isinstance(used, bool):
@@ -683,6 +756,12 @@ def _resize_target(resize: str) -> tuple[int, int] | str:
     if int(width) + int(height) == 0:
         return "is not WxH"
     return int(width), int(height)
+
+
+def _seed(value: InfotextValue | None) -> InfotextValue | None:
+    """A pasted seed as Easel renders it: the web UI's seed + i past 2**32 - 1 as the seed
+    that gives its noise (``seed_read_back``)."""
+    return seed_read_back(value) if isinstance(value, int) else value
 
 
 def _bounded(value: InfotextValue) -> InfotextValue:

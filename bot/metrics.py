@@ -9,10 +9,12 @@ or prompt, so a scrape says how Easel runs and nothing about who asked for what.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
@@ -28,8 +30,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bot.web.connections import Cap, CappedSite, ConnectionCounter
-from bot.web.limits import METRICS_CONNECTION_CAPS, REQUEST_HEAD_TIMEOUT_S
+from bot.web.connections import Cap, CappedSite, ConnectionCounter, quiet_runner
+from bot.web.limits import METRICS_CONNECTION_CAPS
 
 __all__ = [
     "MetricsServer",
@@ -43,6 +45,7 @@ __all__ = [
     "quota_refused",
     "render_finished",
     "serve",
+    "watch_data_dir",
     "watch_queue_depth",
     "worker_job_ended",
 ]
@@ -168,6 +171,36 @@ class _GpuMemory(Collector):
 REGISTRY.register(_GpuMemory())
 
 
+class _DataDirFree(Collector):
+    """Free bytes on the disk holding EASEL_DATA_DIR (database and pictures), read at scrape
+    time: retention bounds what is kept by days, not by size, so this is what to alert on."""
+
+    def __init__(self) -> None:
+        self.data_dir: Path | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.data_dir is None:
+            return
+        try:
+            free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return  # gone or unreadable: no number rather than a failed scrape
+        yield GaugeMetricFamily(
+            "easel_data_free_bytes",
+            "Free bytes on the file system holding EASEL_DATA_DIR",
+            value=free,
+        )
+
+
+_DATA_DIR_FREE = _DataDirFree()
+REGISTRY.register(_DATA_DIR_FREE)
+
+
+def watch_data_dir(data_dir: Path) -> None:
+    """Report the free space under ``data_dir`` at each scrape (the latest call wins)."""
+    _DATA_DIR_FREE.data_dir = data_dir
+
+
 def discord_http_trace() -> aiohttp.TraceConfig:
     """A trace for discord.py's HTTP session (``Client(http_trace=...)``): counts error
     answers and 429s, and times each interaction's first answer from its creation."""
@@ -234,7 +267,7 @@ async def serve(host: str, port: int, healthy: Callable[[], bool]) -> MetricsSer
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=REQUEST_HEAD_TIMEOUT_S)
+    runner = quiet_runner(app)
     await runner.setup()
     try:
         counter = ConnectionCounter("metrics", METRICS_CONNECTION_CAPS, http_connection_refused)

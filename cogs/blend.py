@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.edits import input_path
 from bot.history import StoredJob
 from bot.images import check_upload_size
 from bot.requests import (
@@ -35,7 +35,11 @@ from cogs.common import (
 )
 from cogs.edit import SavedInputs, picture_in
 from cogs.results.story import check_named_picture, check_posted_picture
-from cogs.visibility import attachment_for_member, message_for_member
+from cogs.visibility import (
+    attachment_for_member,
+    check_member_may_read_link,
+    message_for_member,
+)
 from inference.image_prompts import (
     MAX_IMAGE_PROMPT_WEIGHT,
     ImagePrompt,
@@ -96,7 +100,8 @@ async def with_style_reference(
     """``request`` with the style reference the member gave: the ``sref`` upload, else what
     ``--sref`` in the prompt of ``options`` (as parsed for ``request``) names: a picture's URL
     on Discord, or a message link whose first picture is used (None of either: ``request`` as
-    it is)."""
+    it is). The picture is fetched, read and saved later (``SavedInputs.saved_later``): a
+    link's fetch may take 30 s, past Discord's 3 s."""
     reference, typed_strength = style_reference_flags(options)
     weight = strength if strength is not None else typed_strength
     if upload is None and reference is None:
@@ -107,25 +112,36 @@ async def with_style_reference(
         return request
     await _check_installed(interaction, request.model, "auto")
     notes = list(request.notes)
+    path = inputs.fresh_path()
     if upload is not None:
-        saved = await inputs.save(upload)
+        check_upload_size(upload.filename, upload.size)  # by what Discord says of it
+        inputs.save_later(functools.partial(inputs.save, upload, path=path))
         if reference is not None:
             notes.append("the sref option overrides the prompt's --sref")
     else:
         assert reference is not None
-        linked = await attachment_for_member(interaction, reference)
-        if linked is not None:
-            # A file's name only refuses (a withdrawn job's); its pixels give the parent.
-            await check_named_picture(interaction, linked[0])
-            saved = await inputs.save_data(*linked)
-        else:
-            message = await message_for_member(interaction, reference)
-            picture = picture_in(message)
-            posted = await check_posted_picture(interaction, message, picture.filename)
-            _posted_job_is_parent(inputs, posted)
-            saved = await inputs.save(picture)
-    guided = _guided(request, [saved.path], weight, "auto")
+        await check_member_may_read_link(interaction, reference)  # before the acknowledgement
+        inputs.save_later(functools.partial(_save_reference, interaction, inputs, reference, path))
+    guided = _guided(request, [path], weight, "auto")
     return dataclasses.replace(guided, notes=notes)
+
+
+async def _save_reference(
+    interaction: discord.Interaction[Any], inputs: SavedInputs, reference: str, path: Path
+) -> None:
+    """The picture ``--sref`` names, saved to ``path``: a picture's URL on Discord, or a
+    message link whose first picture is used."""
+    linked = await attachment_for_member(interaction, reference)
+    if linked is not None:
+        # A file's name only refuses (a withdrawn job's); its pixels give the parent.
+        await check_named_picture(interaction, linked[0])
+        await inputs.save_data(*linked, path=path)
+        return
+    message = await message_for_member(interaction, reference)
+    picture = picture_in(message)
+    posted = await check_posted_picture(interaction, message, picture.filename)
+    _posted_job_is_parent(inputs, posted)
+    await inputs.save(picture, path=path)
 
 
 class BlendCog(commands.Cog):
@@ -169,26 +185,22 @@ class BlendCog(commands.Cog):
         ]
         for picture in pictures:  # from what Discord says of each: refused before the defer
             check_upload_size(picture.filename, picture.size)
-        inputs_dir = services_of(interaction).inputs_dir
-        paths = [input_path(inputs_dir) for _ in pictures]
-        # The pictures' look and content both: the full adapter, not style-only.
-        request = _guided(request, paths, strength, "full")
         async with SavedInputs(interaction) as inputs:
-
-            async def save_pictures() -> str | None:
-                # Downloaded, decoded and checked (banned, age-restricted, withdrawn) once
-                # acknowledged: five large ones take seconds, past Discord's 3 s. A refusal
-                # is then a private follow-up (``cogs.common.tell``). An Easel picture among
-                # them is the job's parent: withdrawn with it.
-                await inputs.save_all(pictures, paths)
-                return inputs.made_from
-
+            paths = [inputs.fresh_path() for _ in pictures]
+            # The pictures' look and content both: the full adapter, not style-only.
+            request = _guided(request, paths, strength, "full")
+            for picture, path in zip(pictures, paths, strict=True):
+                inputs.save_later(functools.partial(inputs.save, picture, path=path))
+            # Downloaded, decoded and checked (banned, age-restricted, withdrawn) once
+            # acknowledged: five large ones take seconds, past Discord's 3 s. A refusal is then
+            # a private follow-up (``cogs.common.tell``). An Easel picture among them is the
+            # job's parent: withdrawn with it.
             await submit_from_interaction(
                 interaction,
                 "blend",
                 request,
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
-                before_queueing=save_pictures,
+                before_queueing=inputs.saved_later,
                 on_journaled=inputs.keep,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,8 +14,15 @@ from bot.policy.addons import AddonKind
 from cogs.common import models_allowed_in, services_of
 from inference.samplers import AUTOMATIC_SCHEDULE, SCHEDULE_TYPES, sampler_names
 
+log = logging.getLogger(__name__)
+
 MAX_CHOICES = 25  # Discord refuses more
-_MAX_CHOICE_NAME = 100
+# A choice's name and value: Discord refuses the whole list ("Loading options failed") for one
+# longer, so a longer name is left out. /imagine takes it typed in full; the options capped at
+# 100 characters (/presets save's style and model, /easel-admin model, addon, default-model)
+# cannot, so such a file wants a shorter name.
+MAX_CHOICE_CHARS = 100
+_LEFT_OUT: set[str] = set()  # said once each in the log
 
 
 def matching_choices(
@@ -26,10 +34,29 @@ def matching_choices(
     starts = [name for name in names if name.casefold().startswith(needle)]
     contains = [name for name in names if needle in name.casefold() and name not in starts]
     shown = labels or {}
-    return [
-        app_commands.Choice(name=shown.get(name, name)[:_MAX_CHOICE_NAME], value=name)
-        for name in (starts + contains)[:MAX_CHOICES]
-    ]
+    return choices_of((shown.get(name, name), name) for name in starts + contains)
+
+
+def choices_of(labelled: Iterable[tuple[str, str]]) -> list[app_commands.Choice[str]]:
+    """The first ``MAX_CHOICES`` (label, value) pairs as choices, each label cut to fit;
+    a value too long for a choice is left out, and logged once."""
+    choices: list[app_commands.Choice[str]] = []
+    for label, value in labelled:
+        if len(value) > MAX_CHOICE_CHARS:
+            if value not in _LEFT_OUT:
+                _LEFT_OUT.add(value)
+                log.warning(
+                    "%r is left out of autocomplete: Discord takes at most %d characters; "
+                    "/imagine takes it typed in full, but /presets save and /easel-admin do "
+                    "not: a shorter name lists it everywhere",
+                    value[:MAX_CHOICE_CHARS] + "…",
+                    MAX_CHOICE_CHARS,
+                )
+            continue
+        choices.append(app_commands.Choice(name=label[:MAX_CHOICE_CHARS], value=value))
+        if len(choices) == MAX_CHOICES:
+            break
+    return choices
 
 
 async def allowed_models_only(

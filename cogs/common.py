@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import discord
 
 from bot.compare import redraws_by_seed
+from bot.images import check_upload_size
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
@@ -111,6 +112,11 @@ def _neutralised_part(part: re.Match[str]) -> str:
 
 # Set on an interaction once its deferred reply was checked for a public "thinking…".
 _THINKING_CHECKED = "easel.thinking_checked"
+# Set once a job of the interaction was journaled: its reply is then the job's (its place,
+# progress and result edit it), and deleting it would read as a moderator withdrawing the job.
+_JOB_RECORDED = "easel.job_recorded"
+# What a public "thinking…" says when it cannot go: the channel learns nothing of the answer.
+ANSWERED_PRIVATELY = "🔒 Easel answered privately."
 
 
 async def tell(interaction: discord.Interaction[Any], message: str) -> None:
@@ -125,12 +131,26 @@ async def tell(interaction: discord.Interaction[Any], message: str) -> None:
         return
     if await _thinking_in_public(interaction):
         # Discord would make this follow-up that reply, public whatever it asks: the channel
-        # would read the refusal (and the words refused). Without it, the follow-up is private.
-        with contextlib.suppress(discord.NotFound):
-            await interaction.delete_original_response()
-    # Only now is "thinking…" over: a failed look-up or delete leaves the next tell to ask.
+        # would read the refusal (and the words refused). Once it is gone or says something
+        # else, the follow-up is a message of its own, private.
+        await _end_public_thinking(interaction)
+    # Only now is "thinking…" over: a failed look-up or edit leaves the next tell to ask.
     interaction.extras[_THINKING_CHECKED] = True
     await interaction.followup.send(message, ephemeral=True)
+
+
+async def _end_public_thinking(interaction: discord.Interaction[Any]) -> None:
+    """Deleted, unless a job owns it (``_JOB_RECORDED``) or Discord would not delete it: then
+    replaced by a neutral line."""
+    if interaction.extras.get(_JOB_RECORDED) is None:
+        try:
+            await interaction.delete_original_response()
+            return
+        except discord.NotFound:
+            return  # no reply left to become public
+        except discord.HTTPException:
+            pass  # still public: the edit below hides what follows
+    await interaction.edit_original_response(content=ANSWERED_PRIVATELY)
 
 
 async def _thinking_in_public(interaction: discord.Interaction[Any]) -> bool:
@@ -388,6 +408,49 @@ async def admitted_submission(
     )
 
 
+async def acknowledge(
+    interaction: discord.Interaction[Any], *uploads: discord.Attachment, may_be_free: bool = False
+) -> bool:
+    """Answer Discord now with a deferred "thinking…" for a job made of ``uploads``, private
+    exactly when its result will be (the member's /settings: returned), before the work that
+    takes seconds: downloading, decoding and checking them (an 8.8 MiB JPEG decodes in nearly
+    4 s, past Discord's 3 s). What is known at once is refused first, privately: an upload
+    over the size limit by what Discord says of it, whether the member may act here, the
+    channel's rules, a quota that has no room for even the smallest job (unless reading the
+    uploads may make it a free ``--relax`` job: ``may_be_free``). A refusal after this is a
+    private follow-up (``tell``), and ``submit_from_interaction`` then defers no more."""
+    for upload in uploads:
+        check_upload_size(upload.filename, upload.size)
+    services = services_of(interaction)
+    private = (await services.member_settings.get(interaction.user.id)).private_results
+    check_member_may_act_here(interaction, private=private)
+    await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
+    if not may_be_free:
+        await _check_smallest_job_fits(interaction)
+    await interaction.response.defer(thinking=True, ephemeral=private)
+    return private
+
+
+# Less than any job costs: one picture, next to no GPU time. What refuses it refuses them all.
+_SMALLEST_JOB = RenderRequest(prompt="", steps=1, width=1, height=1)
+
+
+async def _check_smallest_job_fits(interaction: discord.Interaction[Any]) -> None:
+    """Refused (``Reason.QUOTA``) when the member's limits leave no room for even the
+    smallest job (from memory, else SQLite); ``submit_from_interaction`` checks the job."""
+    smallest = Submission(
+        kind="probe",
+        request=_SMALLEST_JOB,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        role_ids=role_ids(interaction),
+        is_admin=is_admin(interaction),
+    )
+    refusal = await queue_of(interaction).quota_refusal(smallest)
+    if refusal is not None:
+        raise UserError(f"⛔ {refusal}", Reason.QUOTA)
+
+
 async def submit_from_interaction(
     interaction: discord.Interaction[Any],
     kind: str,
@@ -399,8 +462,9 @@ async def submit_from_interaction(
     before_queueing: Callable[[], Awaitable[str | None]] | None = None,
     on_journaled: Callable[[], object] | None = None,
 ) -> str | None:
-    """Check the guild's rules, acknowledge (deferred, within 3 s), journal the job and show
-    its place in the queue; the result later edits this interaction's response.
+    """Check the guild's rules, acknowledge (deferred, within 3 s) unless the caller did
+    (``acknowledge``), journal the job and show its place in the queue; the result later edits
+    this interaction's response.
 
     ``before_queueing``: slow work the job needs (Vary (Region) finds its mask in words), done
     once the job was admitted (quota included) and acknowledged; what it raises stops it.
@@ -433,7 +497,7 @@ async def submit_from_interaction(
         filesize_limit=interaction.filesize_limit,
     )
     queue = queue_of(interaction)
-    # Asked before deferring so that a refusal is a private sentence, not a public reply.
+    # Asked before deferring (unless the caller did) so that a refusal is a private sentence.
     # Repeats cost what one request of their pictures together would (--relax: free, but
     # bounded by the member's unfinished jobs and pictures, bot.policy.quota).
     all_pictures = submission.request.count * (1 + len(repeat_seeds))
@@ -444,10 +508,10 @@ async def submit_from_interaction(
         jobs=1 + len(repeat_seeds),
     )
     if refusal is not None:
-        await interaction.response.send_message(f"⛔ {refusal}", ephemeral=True)
-        await _record_quota_refusal(interaction, refusal)
+        await _refuse_for_quota(interaction, f"⛔ {refusal}", refusal)
         return None
-    await interaction.response.defer(thinking=True, ephemeral=private)
+    if not interaction.response.is_done():  # else ``acknowledge``d before reading uploads
+        await interaction.response.defer(thinking=True, ephemeral=private)
     if before_queueing is not None and (made_from := await before_queueing()) is not None:
         submission = dataclasses.replace(submission, parent_job_id=made_from)
     try:
@@ -455,13 +519,13 @@ async def submit_from_interaction(
             services, queue, submission, began_at=interaction.created_at.timestamp()
         )
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
-        await tell(interaction, f"⛔ {refused.message}")
-        await _record_quota_refusal(interaction, refused.message)
+        await _refuse_for_quota(interaction, f"⛔ {refused.message}", refused.message)
         return None
     if job_id is None:  # stopped before it was journaled: the acknowledgement goes, silently
         with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
         return None
+    interaction.extras[_JOB_RECORDED] = True
     if on_journaled is not None:
         on_journaled()
     await client_of(interaction).results.show_queued(
@@ -492,11 +556,21 @@ async def submit_unless_stopped(
     return job_id
 
 
-async def _record_quota_refusal(interaction: discord.Interaction[Any], sentence: str) -> None:
-    """After the member was told: recording never delays the answer."""
-    await services_of(interaction).refusals.record(
-        interaction.guild_id, interaction.channel_id, interaction.user.id, Reason.QUOTA, sentence
-    )
+async def _refuse_for_quota(
+    interaction: discord.Interaction[Any], told: str, sentence: str
+) -> None:
+    """Tell the member ``told``, then record the quota refusal ``sentence``: recording never
+    delays the answer, and a refusal Discord would not carry is recorded all the same."""
+    try:
+        await tell(interaction, told)
+    finally:
+        await services_of(interaction).refusals.record(
+            interaction.guild_id,
+            interaction.channel_id,
+            interaction.user.id,
+            Reason.QUOTA,
+            sentence,
+        )
 
 
 async def _submit_repeats(
@@ -550,8 +624,8 @@ async def _submit_repeats(
             )
             return
         except QuotaExceeded as refused:
-            await tell(interaction, f"⛔ Repeat {index} of {total}: {refused.message}")
-            await _record_quota_refusal(interaction, refused.message)
+            told = f"⛔ Repeat {index} of {total}: {refused.message}"
+            await _refuse_for_quota(interaction, told, refused.message)
             return
     await tell(
         interaction,

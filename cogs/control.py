@@ -1,25 +1,33 @@
-"""``/imagine control:<picture>``: the uploaded picture saved as a checked PNG and added to the
-request as a ControlNet unit, refused up front when no ControlNet or preprocessor can read it."""
+"""``/imagine control:<picture>``: the uploaded picture added to the request as a ControlNet
+unit, refused up front when no ControlNet or preprocessor can read it, and saved as a checked
+PNG once the command was acknowledged (``SavedInputs.saved_later``)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, get_args
 
 import discord
 
+from bot.images import check_upload_size
 from bot.requests import RequestError
 from bot.services import Services
 from bot.user_errors import UserError
 from cogs.edit import SavedInputs
-from inference.control_units import CONTROL_TYPES, ControlUnit, with_control_units
-from inference.preprocessors import check_controls
+from inference.control_units import (
+    CONTROL_TYPES,
+    ControlUnit,
+    check_control_models,
+    with_control_units,
+)
+from inference.preprocessors import check_preprocessor
 from inference.types import RenderInputError, RenderRequest
 
 ControlType = Literal["canny", "tile", "lineart", "softedge", "depth", "openpose", "none"]
 assert set(get_args(ControlType)) == set(CONTROL_TYPES)  # the slash choices follow the engine
 
 
-async def with_control_picture(
+def with_control_picture(
     request: RenderRequest,
     inputs: SavedInputs,
     services: Services,
@@ -29,15 +37,20 @@ async def with_control_picture(
     start: float,
     end: float,
 ) -> RenderRequest:
+    """``request`` steered by ``picture``, which ``inputs`` saves later (its path named now)."""
     if control_type is None:
         raise UserError(
             f"Say what the control picture is with `control_type` ({', '.join(CONTROL_TYPES)})."
         )
-    saved = await inputs.save(picture)
-    unit = ControlUnit(control_type, str(saved.path), None, weight, start, end)
+    check_upload_size(picture.filename, picture.size)  # by what Discord says of it
+    path = inputs.fresh_path()
+    unit = ControlUnit(control_type, str(path), None, weight, start, end)
     try:
         controlled = with_control_units(request, [unit])
-        check_controls([unit], services.registry.models_dir)
+        # Not ``check_controls``: the picture, not read yet, is decoded and checked when saved.
+        check_control_models([unit], services.registry.models_dir)
+        check_preprocessor(unit, services.registry.models_dir)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
+    inputs.save_later(functools.partial(inputs.save, picture, path=path))
     return controlled

@@ -100,7 +100,9 @@ class ControlModal(discord.ui.Modal):
         asked = await requests_for_member(interaction, ImagineOptions(prompt=self.prompt.value))
         request, *repeats = asked.requests
         async with SavedInputs(interaction) as inputs:
-            request = await with_control_picture(
+            # Made from the picture: withdrawn with it (a moderator deleting its post).
+            inputs.made_from = posted[0].job_id if posted is not None else None
+            request = with_control_picture(
                 request,
                 inputs,
                 services,
@@ -114,10 +116,9 @@ class ControlModal(discord.ui.Modal):
                 interaction,
                 "imagine",
                 request,
-                # Made from the picture: withdrawn with it (a moderator deleting its post).
-                posted[0].job_id if posted is not None else inputs.made_from,
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
+                before_queueing=inputs.saved_later,  # read once acknowledged; the parent
                 on_journaled=inputs.keep,
             )
 

@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.images import check_engine_sides
+from bot.images import check_engine_sides, check_upload_size
 from bot.presets import over_saved_settings
 from bot.requests import ImagineOptions, build_request
 from bot.user_errors import UserError
@@ -122,10 +122,12 @@ class DescribeCog(commands.Cog):
         # the download (up to 10 MB), so a flood downloads once.
         try:
             with self._captioner.thread.place(member):
+                check_upload_size(image.filename, image.size)  # as Discord reports it
+                # Answered before the download and decode, which may take past Discord's 3 s.
+                await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
                 checked = await read_attachment(interaction, image)
                 # The sides a job's input may have: the captioner reads pictures as jobs do.
                 check_engine_sides(checked, image.filename)
-                await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
                 captions = await self._captioner.describe(checked.data)
         except AlreadyInLine:
             raise UserError(

@@ -1,11 +1,12 @@
 """/vary, /inpaint, /upscale and the Vary / Upscale message menus: jobs that start from a
-picture. Uploads are checked (type, size, pixel count, dimensions) and saved as PNG under
-``EASEL_DATA_DIR/inputs`` before anything is queued; the queue posts the result."""
+picture. The command is acknowledged first (``cogs.common.acknowledge``); then uploads are
+checked (type, size, pixel count, dimensions) and saved as PNG under ``EASEL_DATA_DIR/inputs``
+before anything is queued; the queue posts the result."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -21,13 +22,20 @@ from bot.edits import (
     input_path,
     request_from_infotext,
     upscale_request,
+    vary_denoise,
     vary_request,
 )
 from bot.images import check_upload_size, decoded_upload
 from bot.requests import MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.choices import upscaler_choices
-from cogs.common import first_image, services_of, submit_from_interaction
+from cogs.common import (
+    acknowledge,
+    check_addons_installed,
+    first_image,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.lists import allowed_model_names
 from cogs.results.story import checked_upload, picture_with_story
 from cogs.visibility import check_member_may_use, message_for_member
@@ -58,8 +66,29 @@ class SavedInputs:
         self._interaction = interaction
         self._inputs_dir = services_of(interaction).inputs_dir
         self._paths: list[Path] = []
+        self._later: list[Callable[[], Awaitable[object]]] = []
         self._kept = False
         self.made_from: str | None = None
+
+    def fresh_path(self) -> Path:
+        """Where a picture saved later goes: a request may name it before it is written."""
+        return input_path(self._inputs_dir)
+
+    def save_later(self, save: Callable[[], Awaitable[object]]) -> None:
+        """``save`` (a download, a decode) runs in ``saved_later``, once Discord was answered."""
+        self._later.append(save)
+
+    async def saved_later(self) -> str | None:
+        """The saves ``save_later`` held, at once (each decodes on its own thread), then
+        ``made_from``: ``submit_from_interaction``'s ``before_queueing``, after the
+        acknowledgement. All have ended before a refusal is raised, so none is written after
+        ``__aexit__`` removed the saved ones."""
+        saves, self._later = self._later, []
+        outcomes = await asyncio.gather(*(save() for save in saves), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return self.made_from
 
     async def save(
         self, attachment: discord.Attachment, *, mask: bool = False, path: Path | None = None
@@ -67,19 +96,6 @@ class SavedInputs:
         check_upload_size(attachment.filename, attachment.size)  # before downloading it
         data = await attachment.read()
         return await self.save_data(attachment.filename, data, mask=mask, path=path)
-
-    async def save_all(
-        self, attachments: Sequence[discord.Attachment], paths: Sequence[Path]
-    ) -> list[Picture]:
-        """``save`` of each at once to its path of ``paths`` (each decodes on its own thread);
-        all have ended before a refusal is raised, so none is written after ``__aexit__``
-        removed the saved ones."""
-        saves = (self.save(one, path=path) for one, path in zip(attachments, paths, strict=True))
-        outcomes = await asyncio.gather(*saves, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return [outcome for outcome in outcomes if isinstance(outcome, Picture)]
 
     async def save_data(
         self, filename: str, data: bytes, *, mask: bool = False, path: Path | None = None
@@ -96,7 +112,7 @@ class SavedInputs:
             self.made_from = self.made_from or checked.made_from
             upload = checked
         assert upload.png is not None  # asked for
-        path = path or input_path(self._inputs_dir)
+        path = path or self.fresh_path()
         self._paths.append(path)
         await asyncio.to_thread(write_file, path, upload.png)
         return Picture(path, upload.image.width, upload.image.height, upload.infotext)
@@ -132,17 +148,17 @@ async def _submit(
     inputs: SavedInputs,
     kind: str,
     request: RenderRequest,
+    private: bool,
     posted_as: str | None = None,
 ) -> None:
     """``posted_as``: the job whose post the picture was taken from, its parent (else the one
     its pixels are: ``SavedInputs.made_from``)."""
-    personal = await services_of(interaction).member_settings.get(interaction.user.id)
     await submit_from_interaction(
         interaction,
         kind,
         request,
         posted_as or inputs.made_from,
-        private=personal.private_results,
+        private=private,
         on_journaled=inputs.keep,
     )
 
@@ -202,6 +218,8 @@ class EditCog(commands.Cog):
         prompt: str | None,
         source: discord.Message | None = None,
     ) -> None:
+        denoise = vary_denoise(strength)  # a typo is refused before "thinking…"
+        private = await acknowledge(interaction, image)
         async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
             picture, posted_as = await picture_with_story(
@@ -209,8 +227,8 @@ class EditCog(commands.Cog):
             )
             models = await allowed_model_names(interaction)
             base = request_from_infotext(picture.infotext, prompt, models)
-            request = vary_request(base, picture, strength)
-            await _submit(interaction, inputs, "vary", request, posted_as)
+            request = vary_request(base, picture, denoise)
+            await _submit(interaction, inputs, "vary", request, private, posted_as)
 
     @app_commands.command(name="inpaint", description="Repaint the white part of a mask")
     @app_commands.describe(
@@ -237,6 +255,7 @@ class EditCog(commands.Cog):
         only_masked: bool = False,
         invert: bool = False,
     ) -> None:
+        private = await acknowledge(interaction, image, mask)
         async with SavedInputs(interaction) as inputs:
             picture = await inputs.save(image)
             mask_picture = await inputs.save(mask, mask=True)
@@ -244,7 +263,7 @@ class EditCog(commands.Cog):
             base = request_from_infotext(picture.infotext, prompt, models)
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
-            await _submit(interaction, inputs, "inpaint", request)
+            await _submit(interaction, inputs, "inpaint", request, private)
 
     @app_commands.command(name="upscale", description="Enlarge a picture 2x or 4x")
     @app_commands.describe(
@@ -280,6 +299,10 @@ class EditCog(commands.Cog):
         source: discord.Message | None = None,
     ) -> None:
         services = services_of(interaction)
+        if upscaler is not None:  # a typo is refused before "thinking…"
+            named = RenderRequest(prompt="", options={"upscaler": upscaler})
+            await check_addons_installed(services, named, interaction.guild_id, {})
+        private = await acknowledge(interaction, image)
         async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
             picture, posted_as = await picture_with_story(
@@ -296,4 +319,4 @@ class EditCog(commands.Cog):
                 upscaler=upscaler,
                 installed_upscalers=services.upscaler_names(),
             )
-            await _submit(interaction, inputs, "upscale", request, posted_as)
+            await _submit(interaction, inputs, "upscale", request, private, posted_as)

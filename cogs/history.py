@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import discord
 from discord import app_commands
@@ -27,13 +26,16 @@ from bot.policy.moderation import WITHHELD_BECAUSE, NsfwPolicy, check_repost
 from bot.user_errors import UserError
 from cogs.common import MAX_QUOTED_PROMPT, queue_of, quoted, services_of
 from cogs.errors import report_error
+from cogs.lists import MAX_SEARCH_CHARS
 from cogs.results.buttons import (
+    THREAD_ARCHIVED,
     check_still_shown,
     copy_view,
     job_view,
     keeps_private,
     spoilered,
 )
+from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
 from cogs.visibility import (
     CHANNEL_CHECK_FAILED,
@@ -45,7 +47,6 @@ from cogs.visibility import (
 from inference.compare import is_comparison
 
 _PROMPT_PREVIEW = 80
-HISTORY_VIEW_TIMEOUT_S = 600
 # Discord wants /show's first answer within 3 s: its checks before that (the stored pictures'
 # banned-word read, up to 2 s, and the channel the job was made in, asked of Discord up to 1 s
 # a time) share this much, the rest is the defer's own call.
@@ -80,57 +81,54 @@ def render_page(page: HistoryPage, search: str | None) -> str:
     return "\n".join(lines)
 
 
-class HistoryPager(discord.ui.View):
-    """◀ / ▶ under an ephemeral /history reply; only its owner ever sees it."""
+def pager(page: HistoryPage, search: str | None) -> discord.ui.View | None:
+    """◀ ▶ under a /history reply of several pages."""
+    if page.page_count <= 1:
+        return None
+    last = page.page_count - 1
+    view = discord.ui.View(timeout=None)
+    view.add_item(HistoryPageButton(page.page - 1, search or "", "◀", disabled=page.page == 0))
+    view.add_item(HistoryPageButton(page.page + 1, search or "", "▶", disabled=page.page >= last))
+    return view
 
-    def __init__(
-        self,
-        history: History,
-        user_id: int,
-        guild_id: int | None,
-        search: str | None,
-        page: HistoryPage,
-    ):
-        super().__init__(timeout=HISTORY_VIEW_TIMEOUT_S)
-        self._history = history
-        self._user_id = user_id
-        self._guild_id = guild_id
-        self._search = search
-        self._page = page
-        self._sync_buttons()
 
-    async def on_error(
-        self,
-        interaction: discord.Interaction[Any],
-        error: Exception,
-        item: discord.ui.Item[Any],
-    ) -> None:
-        await report_error(interaction, error, "history pager")
+class HistoryPageButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"easel:history:(?P<page>-?\d+):(?P<search>.*)",
+):
+    """◀ / ▶ under a /history reply, searched as before; after any time or a restart too.
+    A page of the clicker's own jobs in the server clicked in: what /history shows them, so
+    no click shows anyone another member's jobs (the reply is ephemeral besides)."""
 
-    def _sync_buttons(self) -> None:
-        self.previous.disabled = self._page.page == 0
-        self.next.disabled = self._page.page >= self._page.page_count - 1
-
-    async def _show(self, interaction: discord.Interaction[Any], page: int) -> None:
-        self._page = await self._history.page(
-            self._user_id, page, self._search, guild_id=self._guild_id
+    def __init__(self, page: int, search: str, label: str, *, disabled: bool = False) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"easel:history:{page}:{search}",
+                disabled=disabled,
+            )
         )
-        self._sync_buttons()
-        await interaction.response.edit_message(
-            content=render_page(self._page, self._search), view=self
-        )
+        self.page, self.search = page, search
 
-    @discord.ui.button(label="◀", style=discord.ButtonStyle.secondary)
-    async def previous(
-        self, interaction: discord.Interaction[Any], button: discord.ui.Button[HistoryPager]
-    ) -> None:
-        await self._show(interaction, self._page.page - 1)
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> Self:
+        label = item.label if isinstance(item, discord.ui.Button) else None
+        return cls(int(match["page"]), match["search"], label or "▶")
 
-    @discord.ui.button(label="▶", style=discord.ButtonStyle.secondary)
-    async def next(
-        self, interaction: discord.Interaction[Any], button: discord.ui.Button[HistoryPager]
-    ) -> None:
-        await self._show(interaction, self._page.page + 1)
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            search = self.search or None
+            page = await services_of(interaction).history.page(
+                interaction.user.id, self.page, search, guild_id=interaction.guild_id
+            )
+            await interaction.response.edit_message(
+                content=render_page(page, search), view=pager(page, search)
+            )
+        except Exception as error:
+            await report_error(interaction, error, "history pager")
 
 
 async def check_may_show_here(interaction: discord.Interaction[Any], job: StoredJob) -> None:
@@ -191,8 +189,6 @@ async def checked_for_showing(
 ARCHIVED_THREAD = "in an archived thread"
 UNREACHABLE = "in a channel Easel cannot reach"
 STOPPED = "not deleted before the bot stopped"
-# Discord's "Thread is archived": nothing in it may change until someone unarchives it.
-_THREAD_ARCHIVED_CODE = 50083
 # The posts whose delete is due again (``History.post_delete_failed``) are tried this often.
 PENDING_POSTS_SWEEP_S = 15 * 60.0
 
@@ -302,7 +298,7 @@ async def _why_kept(
     except DISCORD_FAILED as error:
         if isinstance(error, discord.Forbidden):
             why = UNREACHABLE
-        elif isinstance(error, discord.HTTPException) and error.code == _THREAD_ARCHIVED_CODE:
+        elif isinstance(error, discord.HTTPException) and error.code == THREAD_ARCHIVED:
             why = ARCHIVED_THREAD
         else:
             return f"Discord failed to delete ({type(error).__name__})"
@@ -373,15 +369,14 @@ class HistoryCog(commands.Cog):
     async def history(
         self,
         interaction: discord.Interaction[Any],
-        search: app_commands.Range[str, 1, 200] | None = None,
+        search: app_commands.Range[str, 1, MAX_SEARCH_CHARS] | None = None,
     ) -> None:
         page = await self._history.page(
             interaction.user.id, 0, search, guild_id=interaction.guild_id
         )
-        view = HistoryPager(self._history, interaction.user.id, interaction.guild_id, search, page)
         await interaction.response.send_message(
             render_page(page, search),
-            view=view if page.page_count > 1 else discord.utils.MISSING,
+            view=pager(page, search) or discord.utils.MISSING,
             ephemeral=True,
         )
 
@@ -405,27 +400,40 @@ class HistoryCog(commands.Cog):
             )
         private, spoiler = await checked_for_showing(interaction, job)
         await interaction.response.defer(thinking=True, ephemeral=private)
-        files = [
-            discord.File(path, filename=f"easel-{job.job_id}-{index}.png", spoiler=spoiler)
-            for index, path in enumerate(job.image_paths)
-        ]
-        view = job_view(job.job_id, len(files))
+        # Each file fitted to this interaction's upload limit (per file, as Discord checks).
+        limit, paths = interaction.filesize_limit, job.image_paths
         request = await queue_of(interaction).request_of(job.job_id)
         if request is not None and is_comparison(request):
             # Up to 16 pictures: posted as their labelled grid, with Delete alone under it.
-            comparison, paths, first_infotext = request, job.image_paths, job.infotexts[0]
-            grid = await asyncio.to_thread(
-                lambda: comparison_png(
-                    comparison, decoded([p.read_bytes() for p in paths]), first_infotext
-                )
+            comparison, first_infotext = request, job.infotexts[0]
+            fitted = await asyncio.to_thread(
+                lambda: [
+                    fitted_file(
+                        comparison_png(
+                            comparison, decoded([p.read_bytes() for p in paths]), first_infotext
+                        ),
+                        f"easel-{job.job_id}",
+                        limit,
+                        spoiler=spoiler,
+                    )
+                ]
             )
-            name = f"easel-{job.job_id}.png"
-            files = [discord.File(io.BytesIO(grid), filename=name, spoiler=spoiler)]
             view = copy_view(job.job_id)
+        else:
+            fitted = await asyncio.to_thread(
+                lambda: [
+                    fitted_file(
+                        path.read_bytes(), f"easel-{job.job_id}-{i}", limit, spoiler=spoiler
+                    )
+                    for i, path in enumerate(paths)
+                ]
+            )
+            view = job_view(job.job_id, len(paths))
+        previews = SHOWN_AS_PREVIEW if any(is_preview for _, is_preview in fitted) else ""
         sent = await interaction.followup.send(
             f"**{quoted(job.prompt, MAX_QUOTED_PROMPT)}** — job `{job.job_id}` "
-            f"(seed {', '.join(map(str, job.seeds))})",
-            files=files,
+            f"(seed {', '.join(map(str, job.seeds))}){previews}",
+            files=[file for file, _ in fitted],
             view=view,
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,

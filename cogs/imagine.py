@@ -175,7 +175,7 @@ class ImagineCog(commands.Cog):
             request = with_options(request, refiner=refiner, refiner_switch=refiner_switch)
         async with SavedInputs(interaction) as inputs:
             if control is not None:
-                request = await with_control_picture(
+                request = with_control_picture(
                     request,
                     inputs,
                     services,
@@ -192,8 +192,10 @@ class ImagineCog(commands.Cog):
                 interaction,
                 "imagine",
                 request,
-                inputs.made_from,  # an Easel picture as control or style: withdrawn with it
                 private=asked.private,
                 repeat_seeds=[repeat.seed for repeat in repeats],
+                # Its pictures read once acknowledged; an Easel picture among them is the
+                # job's parent: withdrawn with it.
+                before_queueing=inputs.saved_later,
                 on_journaled=inputs.keep,
             )

@@ -45,6 +45,16 @@ async def read_attachment(
     return (await read_upload(interaction, attachment)).image
 
 
+async def _acknowledge_privately(
+    interaction: discord.Interaction[Any], picture: discord.Attachment
+) -> None:
+    """The answer is the member's alone: acknowledged privately before ``picture`` is
+    downloaded and decoded (seconds for a large one, past Discord's 3 s), unless Discord's
+    size for it refuses it at once."""
+    check_upload_size(picture.filename, picture.size)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+
+
 def picture_of(message: discord.Message, menu: str) -> discord.Attachment:
     """The first image a message menu was used on."""
     picture = first_image(message)
@@ -93,12 +103,13 @@ class InfoCog(commands.Cog):
     @app_commands.command(name="info", description="Show the generation settings stored in a PNG")
     @app_commands.describe(image="A PNG made by Easel or the Stable Diffusion web UI")
     async def info(self, interaction: discord.Interaction[Any], image: discord.Attachment) -> None:
+        await _acknowledge_privately(interaction, image)
         # Its text as the upload's thread read it (Pillow never runs on the event loop).
         upload = await read_upload(interaction, image)
         # A copy of the member's own result whose text was stripped: the journal remembers.
         infotext = upload.infotext or await own_upload_infotext(interaction, image.filename)
-        await interaction.response.send_message(
-            describe_infotext(image.filename, infotext), ephemeral=True
+        await interaction.edit_original_response(
+            content=describe_infotext(image.filename, infotext)
         )
 
     async def info_menu(
@@ -106,13 +117,14 @@ class InfoCog(commands.Cog):
     ) -> None:
         await check_member_may_use(interaction, message)
         picture = picture_of(message, "Info")
+        await _acknowledge_privately(interaction, picture)
         upload = await read_upload(interaction, picture)  # its text read on the thread
         # Easel's own result served re-encoded, its text gone: the journal remembers.
         infotext = upload.infotext or await journaled_infotext(
             interaction, message, picture.filename
         )
-        await interaction.response.send_message(
-            describe_infotext(picture.filename, infotext), ephemeral=True
+        await interaction.edit_original_response(
+            content=describe_infotext(picture.filename, infotext)
         )
 
     @app_commands.command(name="help", description="What Easel can do and how to ask for it")

@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.policy.addons import AddonKind, addon_unavailable
-from cogs.choices import MAX_CHOICES, addons_allowed_here, allowed_models_only
+from cogs.choices import addons_allowed_here, allowed_models_only, choices_of
 from cogs.common import services_of
 from cogs.errors import report_error
 from inference.metadata import network_info
@@ -34,7 +34,6 @@ PAGE_SIZE = 10
 MAX_SEARCH_CHARS = 50  # leaves room for the rest of a page button's custom_id (100 at most)
 LORA_WEIGHT = 0.8  # the web UI's default multiplier when a LoRA is picked
 _MAX_LINE = 300
-_MAX_CHOICE_NAME = 100
 
 
 class ListKind(StrEnum):
@@ -180,10 +179,7 @@ async def lora_choices(
 ) -> list[app_commands.Choice[str]]:
     """LoRAs whose name, base model or trigger words hold what was typed, with those shown."""
     rows = searched(await listed(interaction, ListKind.LORAS), current)
-    return [
-        app_commands.Choice(name=_choice_name(row)[:_MAX_CHOICE_NAME], value=row.name)
-        for row in rows[:MAX_CHOICES]
-    ]
+    return choices_of((_choice_name(row), row.name) for row in rows)
 
 
 async def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: str | None) -> str:

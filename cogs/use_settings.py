@@ -20,6 +20,7 @@ from bot.infotext_import import (
 from bot.policy.addons import AddonKind, AddonRules
 from bot.user_errors import UserError
 from cogs.common import (
+    acknowledge,
     default_model_for,
     models_allowed_in,
     services_of,
@@ -59,14 +60,18 @@ class UseSettingsCog(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         if image is not None and infotext is None:
+            # Before the seconds its reading may take; its text may ask for a free --relax job.
+            private = await acknowledge(interaction, image, may_be_free=True)
             upload = await read_upload(interaction, image)
             found = upload.infotext
             if found is None:
                 # A copy of the member's own result, its text stripped: the journal remembers.
                 found = await own_upload_infotext(interaction, image.filename)
-            await _render(interaction, _settings_found(found, image.filename), upload.made_from)
+            settings = _settings_found(found, image.filename)
+            await _render(interaction, settings, upload.made_from, private)
         elif infotext is not None and image is None:
-            await _render(interaction, infotext, None)
+            personal = await services_of(interaction).member_settings.get(interaction.user.id)
+            await _render(interaction, infotext, None, personal.private_results)
         else:
             raise UserError("Give either `infotext` (the pasted settings) or `image` (a PNG).")
 
@@ -75,6 +80,8 @@ class UseSettingsCog(commands.Cog):
     ) -> None:
         await check_member_may_use(interaction, message)
         picture = picture_of(message, "Use settings")
+        # Before the seconds its checks and reading may take; its text may ask for --relax.
+        private = await acknowledge(interaction, picture, may_be_free=True)
         # Its settings and seed render the same picture: not of a job that is withdrawn.
         posted = await check_posted_picture(interaction, message, picture.filename)
         upload = await read_upload(interaction, picture)
@@ -84,7 +91,8 @@ class UseSettingsCog(commands.Cog):
             job, index = posted
             infotext = job.infotexts[index]
         made_from = posted[0].job_id if posted is not None else upload.made_from
-        await _render(interaction, _settings_found(infotext, picture.filename), made_from)
+        settings = _settings_found(infotext, picture.filename)
+        await _render(interaction, settings, made_from, private)
 
 
 def _settings_found(infotext: str | None, filename: str) -> str:
@@ -118,11 +126,12 @@ def _allowed_here(
 
 
 async def _render(
-    interaction: discord.Interaction[Any], infotext: str, made_from: str | None
+    interaction: discord.Interaction[Any], infotext: str, made_from: str | None, private: bool
 ) -> None:
     """The settings as an /imagine job: the same prompt cap, server rules, banned words and
     quota, through the same submission. ``made_from``: the Easel job whose picture gave them
-    (its seed renders the same pixels), the job's parent: withdrawn with it."""
+    (its seed renders the same pixels), the job's parent: withdrawn with it. ``private``: as
+    the member's /settings were read once, when Discord was answered."""
     services = services_of(interaction)
     default_model = await default_model_for(interaction)
     rules = await services.guild_policy.addon_rules(interaction.guild_id)
@@ -143,7 +152,6 @@ async def _render(
     imported = await asyncio.to_thread(
         request_from_infotext_text, infotext, here, services.request_defaults, banned_words
     )
-    personal = await services.member_settings.get(interaction.user.id)
     await submit_from_interaction(
-        interaction, "imagine", imported.request, made_from, private=personal.private_results
+        interaction, "imagine", imported.request, made_from, private=private
     )

@@ -360,6 +360,17 @@ def _discord_origins() -> tuple[str, ...]:
     return (*DISCORD_CDN_ORIGINS, f"{api.scheme}://{api.netloc}".lower())
 
 
+async def check_member_may_read_link(interaction: discord.Interaction[Any], reference: str) -> None:
+    """What ``attachment_for_member`` and ``message_for_member`` refuse of ``reference``
+    before fetching anything (a link from elsewhere, a channel the member may not read): a
+    refusal before the command is acknowledged. They check again when they fetch."""
+    place = _place_of(interaction)
+    location = locate_attachment(reference, place, _discord_origins()) or locate_message(
+        reference, place
+    )
+    await _check_member_may_read(interaction, location.channel_id)
+
+
 async def attachment_for_member(
     interaction: discord.Interaction[Any], reference: str
 ) -> tuple[str, bytes] | None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import aiosqlite
 
 from db import guild_settings, presets, quotas, refusals
-from db import jobs as jobs_journal
 from db.database import outside_transactions, transaction
 
 
@@ -382,9 +381,6 @@ async def erase_user(
     Nothing is erased while one of the member's jobs is queued or running: the queue still
     owns it (its upload, its reservation, the result it will post).
     """
-    # The pictures other members' jobs read, before the write transaction (the slow part);
-    # inside it, only the jobs added since are read again.
-    mark, others_inputs = await jobs_journal.others_input_picture_paths(conn, user_id)
     async with transaction(conn):
         async with conn.execute(
             "SELECT id FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
@@ -399,18 +395,16 @@ async def erase_user(
             (user_id,),
         ) as cursor:
             image_paths = [str(row[0]) for row in await cursor.fetchall()]
-        member_inputs = await jobs_journal.input_picture_paths(conn, user_id)
+        # An upload another member's job still reads (their 🔄 or Remix of the member's job)
+        # stays with that job; retention removes it once no job reads it.
+        input_paths = await _inputs_read_by_member_alone(conn, user_id)
         posts = await _unlink_posts_of_member(conn, user_id)
         await _keep_withdrawn_pictures(conn, "jobs.user_id = ?", (user_id,))
-        # images go with their job (ON DELETE CASCADE).
+        # images and job_inputs go with their job (ON DELETE CASCADE).
         deleted = await conn.execute_fetchall(
             "DELETE FROM jobs WHERE user_id = ? RETURNING id", (user_id,)
         )
         job_ids = tuple(str(row[0]) for row in deleted)
-        # An upload another member's job still reads (their 🔄 or Remix of the member's job)
-        # stays with that job; retention removes it once no job reads it.
-        in_use = others_inputs | await jobs_journal.input_picture_paths_since(conn, mark)
-        input_paths = sorted(member_inputs - in_use)
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
         await presets.delete_member_presets(conn, user_id)
         await refusals.delete_member_refusals(conn, user_id)
@@ -420,6 +414,20 @@ async def erase_user(
     return ErasedData(
         len(job_ids), image_paths, input_paths, anonymised, deferred, [], job_ids, posts
     )
+
+
+async def _inputs_read_by_member_alone(conn: aiosqlite.Connection, user_id: int) -> list[str]:
+    """The pictures the member's jobs read that no other member's job reads (``job_inputs``:
+    read through the member's jobs and the path index, never every job's request)."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT mine.path FROM jobs JOIN job_inputs AS mine ON mine.job_id = jobs.id"
+        " WHERE jobs.user_id = :member AND NOT EXISTS (SELECT 1 FROM job_inputs AS other"
+        " JOIN jobs AS theirs ON theirs.id = other.job_id"
+        " WHERE other.path = mine.path AND theirs.user_id != :member)"
+        " ORDER BY mine.path",
+        {"member": user_id},
+    )
+    return [str(row[0]) for row in rows]
 
 
 async def _unlink_posts_of_member(
@@ -488,17 +496,26 @@ async def post_delete_settled(conn: aiosqlite.Connection, message_id: int) -> No
         await conn.execute("DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
 
 
-async def prune_jobs(conn: aiosqlite.Connection, finished_before: float) -> int:
-    """Delete the jobs that ended and were delivered before ``finished_before``, with their
-    images rows; returns how many jobs. Their files are the caller's (``bot.jobs.retention``), and
-    their ledger rows ``db.quotas.prune_settled``'s. The pixels of those a moderator withdrew
-    stay (``withdrawn_pictures``)."""
-    ended = (
-        "jobs.status IN ('done', 'failed', 'cancelled')"
-        " AND jobs.delivered_at IS NOT NULL AND jobs.finished_at < ?"
-    )
+async def prune_jobs(conn: aiosqlite.Connection, finished_before: float, at_most: int) -> int:
+    """Delete at most ``at_most`` of the jobs that ended and were delivered before
+    ``finished_before``, the oldest first, with their images rows, in one transaction;
+    returns how many jobs. The caller repeats it until fewer go, so that other statements
+    run between batches (a day of jobs in one delete holds the connection for seconds). Their
+    files are the caller's (``bot.jobs.retention``), and their ledger rows
+    ``db.quotas.prune_settled``'s. The pixels of those a moderator withdrew stay
+    (``withdrawn_pictures``)."""
     async with transaction(conn):
-        await _keep_withdrawn_pictures(conn, ended, (finished_before,))
-        # images go with their job (ON DELETE CASCADE).
-        cursor = await conn.execute(f"DELETE FROM jobs WHERE {ended}", (finished_before,))
-    return cursor.rowcount
+        # ``+status``: on jobs_finished, in the order of their end.
+        rows = await conn.execute_fetchall(
+            "SELECT id FROM jobs WHERE +status IN ('done', 'failed', 'cancelled')"
+            " AND delivered_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?",
+            (finished_before, at_most),
+        )
+        job_ids = [str(row[0]) for row in rows]
+        if not job_ids:
+            return 0
+        batch = f"jobs.id IN ({', '.join('?' * len(job_ids))})"
+        await _keep_withdrawn_pictures(conn, batch, tuple(job_ids))
+        # images and job_inputs go with their job (ON DELETE CASCADE).
+        await conn.execute(f"DELETE FROM jobs WHERE {batch}", job_ids)
+    return len(job_ids)

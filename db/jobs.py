@@ -77,6 +77,9 @@ class JobRecord:
     delivery_failing_since: float | None
     delivery_tries: int
     post_attempted_at: float | None
+    # When a stop of it while it ran was asked (0022; None: never): the next start ends it if
+    # its end was not written (``ask_cancel``).
+    cancel_asked_at: float | None
 
 
 @dataclass(frozen=True)
@@ -181,9 +184,11 @@ async def unfinished_jobs_of(
 
 
 async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
+    # ``+status``: on jobs_undelivered (0023); on the status index SQLite would walk every
+    # ended job.
     async with conn.execute(
         """SELECT * FROM jobs
-           WHERE status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL
+           WHERE +status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL
            ORDER BY finished_at, rowid"""
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
@@ -206,40 +211,75 @@ async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tupl
     """Jobs a dead process left running go back to the queue while they were started fewer
     than ``max_attempts`` times (``attempts``, counted by ``mark_running``): one that took the
     process down with it that often would at every start. Returns how many were requeued, and
-    the ids of those left running, for the caller to fail (oldest first)."""
+    the ids of those left running, for the caller to fail (oldest first). One whose stop was
+    asked (``ask_cancel``) goes back to the queue whatever its attempts: the caller ends it
+    there as cancelled, which is what its member was told, not as failed."""
     async with transaction(conn):
         spent = await conn.execute_fetchall(
-            """SELECT id FROM jobs WHERE status = 'running' AND attempts >= ?
+            """SELECT id FROM jobs
+               WHERE status = 'running' AND attempts >= ? AND cancel_asked_at IS NULL
                ORDER BY created_at, rowid""",
             (max_attempts,),
         )
         cursor = await conn.execute(
             """UPDATE jobs SET status = 'queued', started_at = NULL
-               WHERE status = 'running' AND attempts < ?""",
+               WHERE status = 'running' AND (attempts < ? OR cancel_asked_at IS NOT NULL)""",
             (max_attempts,),
         )
     return cursor.rowcount, [str(job_id) for (job_id,) in spent]
 
 
 async def mark_running(
-    conn: aiosqlite.Connection, job_ids: Iterable[str], now: float, *, counts_attempt: bool = True
+    conn: aiosqlite.Connection,
+    job_ids: Iterable[str],
+    now: float,
+    *,
+    counts_attempt: bool = True,
+    running_still: Collection[str] = (),
 ) -> list[JobRecord]:
     """Mark those of ``job_ids`` still queued as running; returns exactly those (in the order
-    of ``job_ids``): one cancelled or erased meanwhile is neither marked nor returned. One
-    statement, read whole in the same call (a ``RETURNING`` left half-read across an await
-    would fail another coroutine's ``COMMIT``). ``counts_attempt``: the start counts as a render
-    attempt (``requeue_running``), as a render in this process does."""
+    of ``job_ids``): one cancelled or erased meanwhile is neither marked nor returned. Those
+    of ``running_still`` are marked too while running: starts that did not happen, whose
+    "queued again" the journal refused (``queue_again``). One statement, read whole in the
+    same call (a ``RETURNING`` left half-read across an await would fail another coroutine's
+    ``COMMIT``). ``counts_attempt``: the start counts as a render attempt
+    (``requeue_running``), as a render in this process does."""
     order = {job_id: index for index, job_id in enumerate(job_ids)}
     if not order:
         return []
     placeholders = ", ".join("?" * len(order))
+    restarted = [job_id for job_id in order if job_id in running_still]
+    restarted_placeholders = ", ".join("?" * len(restarted))
     # ``+status``: found by id; on the status index SQLite would walk every queued job.
     rows = await conn.execute_fetchall(
         f"""UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + ?
-            WHERE id IN ({placeholders}) AND +status = 'queued' RETURNING *""",
-        (now, int(counts_attempt), *order),
+            WHERE id IN ({placeholders})
+            AND (+status = 'queued' OR +status = 'running' AND id IN ({restarted_placeholders}))
+            RETURNING *""",
+        (now, int(counts_attempt), *order, *restarted),
     )
     return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
+
+
+async def ask_cancel(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
+    """Record that a stop of ``job_id`` was asked at ``now`` (the first ask is kept) while it
+    is queued or running, before its asker is told it stops: a start that finds it still
+    unfinished ends it (``bot.jobs.queue.JobQueue.start``)."""
+    await conn.execute(
+        """UPDATE jobs SET cancel_asked_at = COALESCE(cancel_asked_at, ?)
+           WHERE id = ? AND +status IN ('queued', 'running')""",
+        (now, job_id),
+    )
+
+
+async def clear_cancel_ask(conn: aiosqlite.Connection, job_id: str) -> None:
+    """Forget the stop asked of ``job_id`` (``ask_cancel``) while it is running: the ask came
+    too late to stop its render, so a start that finds it running renders it again rather
+    than ending a job its member was told had finished."""
+    await conn.execute(
+        "UPDATE jobs SET cancel_asked_at = NULL WHERE id = ? AND +status = 'running'",
+        (job_id,),
+    )
 
 
 async def give_back_attempts(conn: aiosqlite.Connection, job_ids: Collection[str]) -> None:
@@ -327,12 +367,16 @@ class UnsettledEnd:
 
 
 async def ended_unsettled(conn: aiosqlite.Connection) -> list[UnsettledEnd]:
-    """The ended jobs whose reservation is open (``UnsettledEnd``), oldest end first."""
+    """The ended jobs whose reservation is open (``UnsettledEnd``), oldest end first. Only
+    undelivered ones can be: an end is written with its charge or refund (one transaction),
+    and a job is delivered after its end; so a start reads those (jobs_undelivered, 0023),
+    not every reservation. A job a process before the fourteenth stop delivered unsettled
+    is not found (its reservation counts until its quota periods end)."""
     rows = await conn.execute_fetchall(
         "SELECT jobs.id, jobs.status, COALESCE(jobs.gpu_seconds, 0.0),"
         " (SELECT COUNT(*) FROM images WHERE images.job_id = jobs.id)"
-        " FROM quota_ledger AS r JOIN jobs ON jobs.id = r.job_id"
-        " WHERE r.kind = 'reserve' AND jobs.status IN ('done', 'failed', 'cancelled')"
+        " FROM jobs CROSS JOIN quota_ledger AS r ON r.job_id = jobs.id AND r.kind = 'reserve'"
+        " WHERE +jobs.status IN ('done', 'failed', 'cancelled') AND jobs.delivered_at IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM quota_ledger AS s"
         " WHERE s.job_id = r.job_id AND s.kind IN ('commit', 'refund'))"
         " ORDER BY jobs.finished_at, jobs.rowid"
@@ -367,22 +411,50 @@ async def mark_post_attempted(conn: aiosqlite.Connection, job_id: str, now: floa
     await conn.execute("UPDATE jobs SET post_attempted_at = ? WHERE id = ?", (now, job_id))
 
 
-# A job's own posts come first in its channel: its original response, then its result; any
-# /show of it there comes later.
-FIRST_POSTS = 3
+# A job's posts recorded since it finished, and since its latest try of a post began, that a
+# delivery reads: the post of the first try, or of the latest, comes first among them (a
+# /show of the job there comes after it).
+POSTS_SINCE_TRY = 3
+# Discord's message ids count milliseconds from its epoch (2015) in their upper bits; Easel's
+# clock may run this far ahead of Discord's (as ``cogs.results.earlier_posts`` allows).
+_DISCORD_EPOCH_MS = 1_420_070_400_000
+_CLOCK_SLACK_S = 60.0
 
 
 async def first_posts_in(
     conn: aiosqlite.Connection, job_id: str, channel_id: int
 ) -> tuple[int, ...]:
-    """The ids of ``job_id``'s first ``FIRST_POSTS`` posts recorded in ``channel_id``
-    (``job_messages``), oldest first."""
+    """The ids of ``job_id``'s posts recorded in ``channel_id`` (``job_messages``) that a
+    try of a post may have made, oldest first: its first one (its interaction's original
+    response, which a try's edit may have made the result), the first ``POSTS_SINCE_TRY``
+    recorded since it finished (none can be posted before: an older try's post, when a later
+    try failed before it could look), and the first ``POSTS_SINCE_TRY`` since its latest try
+    began (``post_attempted_at``; none when it was never tried: a try hours later, after
+    /show copies of the job). Bounded: /show copies between them are not read."""
     rows = await conn.execute_fetchall(
-        "SELECT message_id FROM job_messages WHERE job_id = ? AND channel_id = ?"
-        " ORDER BY message_id LIMIT ?",
-        (job_id, channel_id, FIRST_POSTS),
+        """WITH tries(began) AS (
+               SELECT finished_at FROM jobs WHERE id = :job
+               UNION SELECT post_attempted_at FROM jobs WHERE id = :job),
+           since_each AS (
+               SELECT posts.message_id,
+                      ROW_NUMBER() OVER (PARTITION BY tries.began ORDER BY posts.message_id) AS nth
+               FROM tries JOIN job_messages AS posts
+                 ON posts.job_id = :job AND posts.channel_id = :channel
+                AND posts.message_id >= (CAST((tries.began - :slack) * 1000 AS INTEGER)
+                                         - :epoch) << 22)
+           SELECT MIN(message_id) FROM job_messages WHERE job_id = :job AND channel_id = :channel
+           UNION
+           SELECT message_id FROM since_each WHERE nth <= :since
+           ORDER BY 1""",
+        {
+            "job": job_id,
+            "channel": channel_id,
+            "slack": _CLOCK_SLACK_S,
+            "epoch": _DISCORD_EPOCH_MS,
+            "since": POSTS_SINCE_TRY,
+        },
     )
-    return tuple(int(message_id) for (message_id,) in rows)
+    return tuple(int(message_id) for (message_id,) in rows if message_id is not None)
 
 
 async def delivery_failed(
@@ -483,66 +555,12 @@ async def job_ids(conn: aiosqlite.Connection) -> set[str]:
         return {str(row[0]) for row in await cursor.fetchall()}
 
 
-async def input_picture_paths(conn: aiosqlite.Connection, user_id: int | None = None) -> set[str]:
+async def input_picture_paths(conn: aiosqlite.Connection) -> set[str]:
     """Every picture a job in the journal reads (``init_image``, ``mask_image``, ControlNet
-    and image prompt pictures): uploads, or another job's stored result. With ``user_id``,
-    only that member's jobs' (for /forget-me)."""
-    if user_id is None:
-        return await _input_picture_paths(conn, "1", ())
-    return await _input_picture_paths(conn, "jobs.user_id = ?", (user_id,))
-
-
-@dataclass(frozen=True)
-class JobsMark:
-    """The journal's newest job row when read (``jobs_mark``): while it stays, every job
-    added since has a greater rowid (SQLite gives a new row the greatest rowid plus one)."""
-
-    rowid: int
-    job_id: str
-
-
-async def others_input_picture_paths(
-    conn: aiosqlite.Connection, user_id: int
-) -> tuple[JobsMark | None, set[str]]:
-    """``input_picture_paths`` of the jobs of members other than ``user_id``, read outside a
-    write transaction (it parses every job's request: about half a second per 100,000 jobs),
-    and the mark after which ``input_picture_paths_since`` reads the jobs added since."""
-    # Nor inside another coroutine's: a job it deleted, then rolled back, would be missed.
-    async with outside_transactions(conn):
-        async with conn.execute("SELECT rowid, id FROM jobs ORDER BY rowid DESC LIMIT 1") as cursor:
-            row = await cursor.fetchone()
-        mark = None if row is None else JobsMark(int(row[0]), str(row[1]))
-        return mark, await _input_picture_paths(conn, "jobs.user_id IS NOT ?", (user_id,))
-
-
-async def input_picture_paths_since(conn: aiosqlite.Connection, mark: JobsMark | None) -> set[str]:
-    """``input_picture_paths`` of the jobs added after ``mark`` (all of them when its row was
-    deleted since, so that a new row may have taken its rowid again)."""
-    if mark is not None:
-        async with conn.execute(
-            "SELECT 1 FROM jobs WHERE rowid = ? AND id = ?", (mark.rowid, mark.job_id)
-        ) as cursor:
-            if await cursor.fetchone() is not None:
-                return await _input_picture_paths(conn, "jobs.rowid > ?", (mark.rowid,))
-    return await _input_picture_paths(conn, "1", ())
-
-
-async def _input_picture_paths(
-    conn: aiosqlite.Connection, condition: str, params: tuple[int, ...]
-) -> set[str]:
-    where = f" WHERE {condition}"
-    async with conn.execute(
-        f"SELECT json_extract(request_json, '$.init_image') FROM jobs{where}"
-        f" UNION SELECT json_extract(request_json, '$.mask_image') FROM jobs{where}"
-        # ControlNet pictures (``options.controlnet[].image``).
-        " UNION SELECT json_extract(unit.value, '$.image')"
-        f" FROM jobs, json_each(jobs.request_json, '$.options.controlnet') AS unit{where}"
-        # IP-Adapter image prompt pictures (``options.ipadapter.images[]``).
-        " UNION SELECT picture.value"
-        f" FROM jobs, json_each(jobs.request_json, '$.options.ipadapter.images') AS picture{where}",
-        params * 4,
-    ) as cursor:
-        return {str(row[0]) for row in await cursor.fetchall() if row[0] is not None}
+    and image prompt pictures): uploads, or another job's stored result (``job_inputs``,
+    0023: one index read, no request parsed)."""
+    async with conn.execute("SELECT DISTINCT path FROM job_inputs") as cursor:
+        return {str(row[0]) for row in await cursor.fetchall()}
 
 
 async def jobs_with_picture(

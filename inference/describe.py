@@ -47,10 +47,7 @@ class Captioner:
 
     def _describe(self, picture: bytes) -> list[str]:
         processor, model = self._model()
-        with Image.open(io.BytesIO(picture)) as image:
-            image.load()  # a PNG's orientation may come after its pixels
-            shown = eight_bit(upright(image)).convert("RGB")
-            inputs = processor(images=shown, return_tensors="pt")
+        inputs = processor(images=_decoded(picture), return_tensors="pt")
         with torch.inference_mode():
             outputs = model.generate(
                 **inputs,
@@ -81,3 +78,18 @@ class Captioner:
             ).eval()
             self._loaded = processor, model
         return self._loaded
+
+
+def _decoded(picture: bytes) -> Image.Image:
+    """The picture as shown, in RGB. The bot's check reads only a JPEG's or WebP's header
+    (a picture sent in direct messages is not decoded before it comes here), so a truncated
+    or corrupt file fails only now: as a reason the member can act on."""
+    try:
+        with Image.open(io.BytesIO(picture)) as image:
+            image.load()  # a PNG's orientation may come after its pixels
+            return eight_bit(upright(image)).convert("RGB")
+    except (Image.DecompressionBombError, SyntaxError, OSError, ValueError):
+        raise RenderFailed(
+            "the picture could not be decoded (its file is cut short or damaged); "
+            "send it again, saved as PNG or JPEG"
+        ) from None

@@ -268,12 +268,15 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, InfotextValue]]:
     params: dict[str, InfotextValue] = {}
     # A real parameter line has its own "Steps" key; text glued to "Steps:" means a
     # prompt on the same line. So does a first key holding "Negative prompt" (a one-line paste
-    # whose negative ends in a comma; a later key may, as ADetailer's "ADetailer Negative prompt").
-    first_key = next(iter(whole_line), "")
+    # whose negative ends in a comma; a later key may, as ADetailer's "ADetailer Negative prompt"),
+    # or a first value starting with it (a one-line prompt ending in a colon: "A: Negative …").
+    first_key, first_value = next(iter(whole_line.items()), ("", ""))
+    negative_label = NEGATIVE_PREFIX.removesuffix(":")
     if (
         len(whole_line) >= MIN_PARAMETER_PAIRS
         and (inside is None or not inside[0] or STEPS in whole_line)
-        and NEGATIVE_PREFIX.removesuffix(":") not in first_key
+        and negative_label not in first_key
+        and not str(first_value).startswith(negative_label)
     ):
         lines, params = lines[:-1], whole_line
     elif inside is not None:

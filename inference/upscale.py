@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
 from PIL import Image
@@ -43,6 +44,8 @@ UPSCALE_FACTORS = (2, 4)
 DEFAULT_CREATIVE_STRENGTH = 0.35
 MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
 DEFAULT_HIRES_DENOISING = 0.7  # the web UI's default
+# Decimal places past which a float's shortest spelling (``repr``) needs no more.
+_FLOAT_DIGITS = 17
 
 
 def _upscaler_name(option: str, value: object) -> str:
@@ -75,10 +78,28 @@ def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
 def hires_scale_to(width: int, height: int, to_width: int, to_height: int) -> float:
     """The scale whose ``hires_size`` covers ``to_width x to_height`` (a side 0: none asked),
     the web UI's "Hires resize". The ratio itself may land a hair below the target in floats
-    (1968 / 960 x 960 < 1968), which ``int`` would floor a multiple of 8 short: nudged up."""
+    (1968 / 960 x 960 < 1968), which ``int`` would floor a multiple of 8 short: nudged up,
+    then written with the fewest decimals that keep its size (2.051, not 2.0500000000000003),
+    as the infotext records it and a paste reads it back."""
     scale = max(to_width / width, to_height / height)
     while int(width * scale) < to_width or int(height * scale) < to_height:
         scale = math.nextafter(scale, math.inf)
+    return _shortest_scale(width, height, scale)
+
+
+def _shortest_scale(width: int, height: int, scale: float) -> float:
+    """The decimal of fewest digits above 1 with ``scale``'s ``hires_size``. A size holds over
+    a range of scales, and ``scale`` is in it: if a decimal of some length is in it too, so is
+    ``scale`` rounded down or up to that length, the nearer one tried first (1.1, not 1.2,
+    for the float 1.100000000000000088...)."""
+    size = hires_size(width, height, scale)
+    exact = Decimal(scale)
+    for digits in range(_FLOAT_DIGITS):
+        step = Decimal(10) ** -digits
+        around = (exact.quantize(step, ROUND_FLOOR), exact.quantize(step, ROUND_CEILING))
+        for shorter in sorted(around, key=lambda decimal: abs(decimal - exact)):
+            if shorter > MIN_HIRES_SCALE and hires_size(width, height, float(shorter)) == size:
+                return float(shorter)
     return scale
 
 

@@ -165,6 +165,38 @@ class _View:
 
 
 @dataclass(slots=True, eq=False)
+class _QueueOrder:
+    """The fair order over every device, in-flight caps ignored, walked only as far as it has
+    been asked. It stands from one scheduler change to the next, and until ``valid_until``,
+    when aging first promotes a queued job (either can reorder it)."""
+
+    walk: Iterator[QueuedJob]
+    valid_until: float
+    jobs: list[QueuedJob] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)  # job id -> its place in ``jobs``
+    work_before: list[float] = field(default_factory=lambda: [0.0])  # est_seconds of jobs[:i]
+
+    def place_of(self, job_id: str) -> int:
+        """Where the queued job ``job_id`` stands, walking on until it is reached."""
+        while job_id not in self.index:
+            job = next(self.walk, None)
+            if job is None:
+                raise AssertionError(f"queued job {job_id} is missing from the fair order")
+            self._take(job)
+        return self.index[job_id]
+
+    def whole(self) -> tuple[QueuedJob, ...]:
+        for job in self.walk:
+            self._take(job)
+        return tuple(self.jobs)
+
+    def _take(self, job: QueuedJob) -> None:
+        self.index[job.job_id] = len(self.jobs)
+        self.jobs.append(job)
+        self.work_before.append(self.work_before[-1] + job.est_seconds)
+
+
+@dataclass(slots=True, eq=False)
 class _Simulated:
     """A user's state while a walk pretends their jobs started one by one."""
 
@@ -189,6 +221,8 @@ class FairScheduler:
         self._versions = itertools.count(1)
         self._last_start_seq = 0
         self._clock = float("-inf")
+        # Positions, ETAs and snapshots read this instead of walking the queue each time.
+        self._queue_order_cache: _QueueOrder | None = None
         for device in devices:
             self._view(device)
 
@@ -314,12 +348,7 @@ class FairScheduler:
         """
         if job_id not in self._tickets:
             return None
-        view = self._views[None]
-        self._advance(view, now)
-        for index, job in enumerate(self._walk(view, now, respect_caps=False)):
-            if job.job_id == job_id:
-                return index
-        raise AssertionError(f"queued job {job_id} is missing from the fair order")
+        return self._queue_order(now).place_of(job_id)
 
     def eta(self, job_id: str, now: float) -> float | None:
         """Estimated time (same clock as ``now``) this queued job's render finishes.
@@ -329,18 +358,15 @@ class FairScheduler:
         """
         if job_id not in self._tickets:
             return None
-        view = self._views[None]
-        self._advance(view, now)
-        work_ahead = sum(
+        order = self._queue_order(now)
+        index = order.place_of(job_id)
+        running_left = sum(
             max(0.0, running.job.est_seconds - (now - running.started_at))
             for running in self._running.values()
         )
-        for job in self._walk(view, now, respect_caps=False):
-            if job.job_id == job_id:
-                devices = max(1, len(self._views) - 1)
-                return now + work_ahead / devices + job.est_seconds
-            work_ahead += job.est_seconds
-        raise AssertionError(f"queued job {job_id} is missing from the fair order")
+        devices = max(1, len(self._views) - 1)
+        work_ahead = running_left + order.work_before[index]
+        return now + work_ahead / devices + order.jobs[index].est_seconds
 
     def fair_order(
         self, now: float, device: str | None = None, *, respect_caps: bool = True
@@ -353,7 +379,7 @@ class FairScheduler:
     def snapshot(self, now: float) -> QueueSnapshot:
         return QueueSnapshot(
             running=tuple(sorted(self._running.values(), key=lambda r: r.started_at)),
-            queued=tuple(self.fair_order(now, respect_caps=False)),
+            queued=self._queue_order(now).whole(),
         )
 
     @property
@@ -401,6 +427,24 @@ class FairScheduler:
         self._guild_running[running.job.guild_id] -= 1
         return self._running_seq.pop(job_id)
 
+    def _queue_order(self, now: float) -> _QueueOrder:
+        """The fair order over every device ignoring caps, walked anew only after a change."""
+        view = self._views[None]
+        self._advance(view, now)  # an aging event due by now refreshes, dropping the order
+        kept = self._queue_order_cache
+        if kept is None or now >= kept.valid_until:
+            # Aging events follow only the first job of each lane; any job's promotion counts.
+            promotions = (
+                self._next_promotion(ticket.job, promoted)
+                for ticket, _ in self._tickets.values()
+                if (promoted := self._effective_class(ticket.job, now)) < PriorityClass.PRIORITY
+            )
+            kept = self._queue_order_cache = _QueueOrder(
+                walk=self._walk(view, now, respect_caps=False),
+                valid_until=min(promotions, default=float("inf")),
+            )
+        return kept
+
     def _effective_class(self, job: QueuedJob, now: float) -> int:
         # Promotion k happens at submitted_at + k * aging_seconds; _next_promotion uses the same
         # expression so the aging events and this computation can never disagree.
@@ -435,6 +479,7 @@ class FairScheduler:
         """Invalidate the user's index entries and push current ones into every view."""
         user = self._users[user_id]
         user.version = next(self._versions)
+        self._queue_order_cache = None
         for view in self._views.values():
             self._push(view, user_id)
         promotions = []

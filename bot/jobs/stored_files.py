@@ -4,7 +4,9 @@ it with ``asyncio.to_thread``."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -41,26 +43,59 @@ def remove_unused_uploads(inputs_dir: Path, written_before: float, in_use: Colle
     return remove_inside(inputs_dir, unused)
 
 
-def remove_unused_results(
-    images_dir: Path, written_before: float, jobs: Collection[str], in_use: Collection[str]
-) -> int:
-    """Delete the result folders (``images/<job id>/``) of jobs no longer in the journal,
-    unless a job in the journal reads one of their pictures (a variation of it); only those
-    last written before ``written_before``, so a job journaled after ``jobs`` was read keeps
-    its pictures. Returns how many pictures went."""
-    if not images_dir.is_dir():
-        return 0
-    root = images_dir.resolve()
-    kept = {Path(text).resolve().parent for text in in_use} | {root / job for job in jobs}
+def folders_of(paths: Iterable[str]) -> set[Path]:
+    """The folders ``paths`` lie in, resolved."""
+    return {Path(text).resolve().parent for text in paths}
+
+
+class ResultFolders:
+    """A listing of ``images/`` (a folder per job kept: 600,000 at 30 days, too many to hold at
+    once) read a chunk at a time, each chunk on a worker thread. One chunk is read at a time,
+    and ``close`` waits for the one being read (a caller cancelled meanwhile would otherwise
+    close the listing under it)."""
+
+    def __init__(self, images_dir: Path) -> None:
+        self._listing = os.scandir(images_dir)
+        self._reading = threading.Lock()
+
+    def next_old(self, written_before: float, at_most: int) -> list[Path]:
+        """The next ``at_most`` result folders (``images/<job id>/``) last written before
+        ``written_before``; fewer once the listing is over."""
+        folders: list[Path] = []
+        with self._reading:
+            for entry in self._listing:
+                if entry.is_dir(follow_symlinks=False) and _written_before(entry, written_before):
+                    folders.append(Path(entry.path))
+                    if len(folders) == at_most:
+                        break
+        return folders
+
+    def close(self) -> None:
+        with self._reading:
+            self._listing.close()
+
+
+def _written_before(entry: os.DirEntry[str], moment: float) -> bool:
+    """Whether ``entry`` was last written before ``moment``; a folder gone since the listing
+    read it (a /forget-me, a delivery given up, a chunk later) was not."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime < moment
+    except FileNotFoundError:
+        return False
+
+
+def remove_result_folders(folders: Iterable[Path], kept: Collection[Path]) -> int:
+    """Delete the result ``folders`` of jobs no longer in the journal, except those in
+    ``kept`` (resolved: a job in the journal reads one of their pictures, a variation of
+    it). Returns how many pictures went; a folder removed meanwhile by another path is
+    skipped."""
     removed = 0
-    for folder in images_dir.iterdir():
-        if (
-            folder.is_symlink()
-            or not folder.is_dir()
-            or folder.resolve() in kept
-            or folder.stat().st_mtime >= written_before
-        ):
+    for folder in folders:
+        if folder.resolve() in kept:
             continue
-        removed += sum(1 for entry in folder.iterdir() if entry.is_file())
-        shutil.rmtree(folder)
+        try:
+            removed += sum(1 for entry in folder.iterdir() if entry.is_file())
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
     return removed

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.policy.unavailable import unavailable_here
 from bot.user_errors import Reason, UserError
-from inference.prompts import Rendering, extract_extra_networks, renderings
+from inference.face_options import FaceOptions
+from inference.prompts import (
+    PlannedDraws,
+    PromptError,
+    Rendering,
+    expand_prompt,
+    extract_extra_networks,
+    renderings,
+)
 from inference.prompts.stopping import checkpoint
+from inference.types import RenderInputError
 
 
 class NsfwPolicy(StrEnum):
@@ -35,24 +45,80 @@ _LETTER = r"[^\W\d_]"
 # start is context, its end is not read yet); elsewhere it is dropped, so a bracket's word
 # boundary beside a non-letter adds no variant to check.
 _SPACE_BESIDE_NON_LETTER = re.compile(r"(?<=[\W\d_]) |(?<=.) (?=[\W\d_])")
+# A banned word or phrase of letters, digits and spaces only: punctuation in a text is read as
+# a space where it is looked for (``as_words``).
+_WORDS = re.compile(r"[^\W_]+(?: [^\W_]+)*")
 # Start and end of a text: a non-letter, so a word there is a whole word.
 _EDGE = " "
 # Choices whose variants end in more distinct ways than this are not checked one by one:
 # such a prompt is refused where words are banned (see find_banned_rendering).
 MAX_CHECKED_ENDINGS = 4096
+# Where ``normalise_split`` keeps a word boundary that ``normalise`` would close: a character
+# that normalising keeps as it is, no letter, digit or space (the object replacement
+# character, which no banned word is expected to hold).
+_BOUNDARY = "\ufffc"
+# A run of characters that are no letter, digit or space: ``as_words`` reads it as one
+# space, so a banned phrase's space matches ``hot-dog`` and ``hot_dog``.
+_PUNCTUATION_RUN = re.compile(r"(?:[^\w\s]|_)+")
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Hiragana, Katakana
+# (and the long vowel mark), Han (and the iteration mark), halfwidth Katakana.
+_UNSPACED_LETTERS = (
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff\u3005\u3040-\u30ff"
+    "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua9e0-\ua9ff\uaa60-\uaa7f\uf900-\ufaff"
+    "\uff66-\uff9f\U00020000-\U0003134f]"
+)
+_UNSPACED_SCRIPT = re.compile(_UNSPACED_LETTERS)
+# A letter that continues a word beside it: one of a script written with spaces (a switch to a
+# script written without them, as in ``黒いcat``, ends the word).
+_SPACED_LETTER = rf"(?!{_UNSPACED_LETTERS}){_LETTER}"
+# Hangul: its jamo, compatibility jamo and syllables (``_whole_word``).
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff]")
 
 
 def normalise(text: str) -> str:
     """Text as compared with banned words: invisible characters removed, NFKC, case folded,
     whitespace runs as one space and kept between letters only (``ｃａ\u200bT`` reads ``cat``,
     ``bad , wolf`` reads ``bad,wolf``); a number character that is
-    no decimal digit (``৴``, ``Ⅶ`` kept by NFKC) reads ``0``: CLIP's tokenizer splits words at
-    every number character, and ``_LETTER`` would count it a letter."""
+    no decimal digit (``৴``, ``৹``) reads ``0``: CLIP's tokenizer splits words at
+    every number character, and ``_LETTER`` would count it a letter. Removing and folding
+    joins letters the tokenizer reads apart (``cat™`` reads ``cattm``): ``normalise_split``
+    is checked as well."""
     visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
     folded = unicodedata.normalize("NFKC", _INVISIBLE.sub("", visible)).casefold()
     normal = unicodedata.normalize("NFKC", folded)
     spaced = _SPACES.sub(" ", "".join(map(_number_as_digit, normal)))
     return _SPACE_BESIDE_NON_LETTER.sub("", spaced)
+
+
+def normalise_split(text: str) -> str:
+    """``normalise``, except where CLIP's tokenizer splits words: it reads a text in NFC, lower
+    cased (``inference.prompts.tokenizer.ClipTokenizer.encode``), and splits it at every
+    character that is no letter, digit or space (``split_words``). Such a character stays a
+    word boundary where ``normalise`` would join the letters either side: an invisible one
+    (soft hyphen, zero-width space, BOM, variation selector), one NFKC turns into letters
+    (``™``, ``℡``, ``Ⅻ``) and a combining mark NFC left apart, which case folding would make a
+    letter (``\u0345`` folds to ``ι``) or compose (``T\u0308`` folds to ``ẗ``): ``a dog\u00adcat``,
+    ``cat™``, ``cat\u0345`` and ``caT\u0308`` read ``cat``."""
+    cleaned = unicodedata.normalize("NFC", text).lower()
+    return normalise("".join(map(_split_where_read_apart, cleaned)))
+
+
+@functools.lru_cache(maxsize=4096)  # a prompt's distinct characters
+def _split_where_read_apart(char: str) -> str:
+    category = unicodedata.category(char)
+    if category[0] == "L" or char.isspace():
+        return char
+    if category[0] == "M" or category == "Cf" or unicodedata.normalize("NFKC", char) != char:
+        return _BOUNDARY
+    return char
+
+
+def as_words(normalised: str) -> str:
+    """A normalised text with each run of punctuation read as a space: the text encoder reads
+    the words either side next to each other (``hot-dog`` as ``hot - dog``), so a banned
+    phrase is found there too (``hot-dog``, ``hot, dog``, ``hot™dog`` read ``hot dog``). As in
+    ``normalise``, a space beside a digit is none (``r-34`` reads ``r34``)."""
+    return _SPACE_BESIDE_NON_LETTER.sub("", _SPACES.sub(" ", _PUNCTUATION_RUN.sub(" ", normalised)))
 
 
 def _number_as_digit(char: str) -> str:
@@ -61,7 +127,10 @@ def _number_as_digit(char: str) -> str:
 
 def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -> str | None:
     """The first banned word or phrase some variant of ``texts`` contains as a whole word (not
-    inside a longer run of letters), or None; both sides are normalised (``normalise``).
+    inside a longer run of letters), or None; both sides are normalised (``normalise``), the
+    texts also split where the tokenizer splits them (``normalise_split``). A word or phrase of
+    letters, digits and spaces is looked for with punctuation read as spaces (``as_words``),
+    one with punctuation as written.
 
     A rendering is literal text and choices between renderings (``schedule.renderings``);
     every combination of choices is checked without listing them: only each variant's last
@@ -73,9 +142,10 @@ def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -
     if not words:
         return None
     matcher = _Matcher(words)
+    start = (_EDGE,) * len(matcher.forms)
     try:
         for text in texts:
-            matcher.at_end(matcher.endings(frozenset({_EDGE}), text))
+            matcher.at_end(matcher.endings(frozenset({start}), text))
     except _Banned as banned_word:
         return banned_word.word
     return None
@@ -101,9 +171,9 @@ class _Sequence:
     """A rendering being read: its parts, the next one's index, the endings so far."""
 
     parts: Rendering
-    start: frozenset[str]
+    start: frozenset[_Ending]
     next: int = 0
-    endings: frozenset[str] = field(init=False)
+    endings: frozenset[_Ending] = field(init=False)
 
     def __post_init__(self) -> None:
         self.endings = self.start
@@ -114,40 +184,83 @@ class _Choice:
     """A choice being read: its options, the next one's index, the endings they reached."""
 
     options: tuple[Rendering, ...]
-    start: frozenset[str]
+    start: frozenset[_Ending]
     next: int = 0
-    reached: set[str] = field(default_factory=set)
+    reached: set[_Ending] = field(default_factory=set)
 
 
 def _whole_word(word: str) -> re.Pattern[str]:
-    """``word`` not inside a longer run of letters: a letter at its edge has none beside it
-    (an edge that is no letter is a word boundary itself, even with no space beside it)."""
-    before = rf"(?<!{_LETTER})" if re.match(_LETTER, word) else ""
-    after = rf"(?!{_LETTER})" if re.match(_LETTER, word[-1]) else ""
+    """``word`` not inside a longer run of letters: a letter at its edge has none of a spaced
+    script beside it (an edge that is no letter is a word boundary itself, even with no space
+    beside it). An edge letter of a script written without spaces (``_UNSPACED_SCRIPT``) is
+    matched inside a run too: ``黒猫`` holds ``猫``, as its tokens do. So is a last letter in
+    Hangul with letters after it: Korean writes a noun's particles onto it (``고양이가``, whose
+    tokens start as ``고양이``'s do), though it spaces its words (``검은고양이`` holds none)."""
+    before = rf"(?<!{_SPACED_LETTER})" if _spaced_letter(word[0]) else ""
+    ends_open = _HANGUL.match(word[-1]) is not None or not _spaced_letter(word[-1])
+    after = "" if ends_open else rf"(?!{_SPACED_LETTER})"
     return re.compile(before + re.escape(word) + after)
+
+
+def _spaced_letter(char: str) -> bool:
+    return re.match(_LETTER, char) is not None and _UNSPACED_SCRIPT.match(char) is None
+
+
+# A variant's last characters as each of the matcher's forms reads them.
+_Ending = tuple[str, ...]
+# A banned word as normalised (a whole-word match holds it as it is), its pattern (``_whole_word``),
+# and the word as banned.
+_Search = tuple[str, re.Pattern[str], str]
+
+
+@dataclass(frozen=True)
+class _Form:
+    """One way of reading the texts (split where the tokenizer splits, or as ``normalise``
+    joins; punctuation as written, or as spaces) and the banned words looked for in it."""
+
+    split: bool
+    words: bool
+    patterns: tuple[_Search, ...]
+
+    def read(self, text: str) -> str:
+        normal = normalise_split(text) if self.split else normalise(text)
+        return as_words(normal) if self.words else normal
 
 
 class _Matcher:
     """Banned words over renderings, carrying each variant's ending along."""
 
     def __init__(self, words: dict[str, str]) -> None:
-        self.patterns = [(_whole_word(word), original) for word, original in sorted(words.items())]
+        patterns: dict[bool, list[_Search]] = {False: [], True: []}
+        for word, original in sorted(words.items()):
+            search = (word, _whole_word(word), original)
+            patterns[_WORDS.fullmatch(word) is not None].append(search)
+        # Each joined form just before its split twin (``_read``).
+        self.forms = tuple(
+            _Form(split, spaced, tuple(patterns[spaced]))
+            for spaced in (False, True)
+            if patterns[spaced]
+            for split in (False, True)
+        )
         self.keep = max(map(len, words)) + 1
 
-    def check(self, buffer: str, *, at_end: bool = False) -> None:
+    @staticmethod
+    def check(form: _Form, buffer: str, *, at_end: bool = False) -> None:
         """Raise ``_Banned`` for a whole-word match after the buffer's first character (its
         context) that ends before its last one, or anywhere once the text has ended."""
-        for pattern, original in self.patterns:
+        for word, pattern, original in form.patterns:
+            if word not in buffer:  # a small part of a search's cost; a match needs it
+                continue
             match = pattern.search(buffer, 1)
             if match is not None and (at_end or match.end() < len(buffer)):
                 raise _Banned(original)
 
-    def endings(self, start: frozenset[str], rendering: Rendering) -> frozenset[str]:
+    def endings(self, start: frozenset[_Ending], rendering: Rendering) -> frozenset[_Ending]:
         """The endings of every variant after ``rendering``, checked on the way. Renderings
         share their parts (a prefix both kept and dropped by a choice, nested): each part is
         read once for each set of endings it follows, and with a stack of our own, so neither
         time nor depth grows with the number of paths through it."""
-        read: dict[tuple[int, frozenset[str]], frozenset[str]] = {}
+        read: dict[tuple[int, frozenset[_Ending]], frozenset[_Ending]] = {}
         stack: list[_Sequence | _Choice] = [_Sequence(rendering, start)]
         result = start
         while stack:
@@ -191,21 +304,38 @@ class _Matcher:
                 frame.endings = known
         return result
 
-    def _after(self, endings: frozenset[str], text: str) -> frozenset[str]:
-        buffers = {normalise(ending + text) for ending in endings}
+    def _after(self, endings: frozenset[_Ending], text: str) -> frozenset[_Ending]:
+        buffers = {self._read(ending, text) for ending in endings}
         for buffer in buffers:
-            self.check(buffer)
-        return self._bounded({buffer[-self.keep :] for buffer in buffers})
+            self._check_forms(buffer)
+        return self._bounded({tuple(read[-self.keep :] for read in buffer) for buffer in buffers})
+
+    def _check_forms(self, buffer: _Ending, *, at_end: bool = False) -> None:
+        for index, (form, read) in enumerate(zip(self.forms, buffer, strict=True)):
+            if not (form.split and read == buffer[index - 1]):  # read apart as joined
+                self.check(form, read, at_end=at_end)
+
+    def _read(self, ending: _Ending, text: str) -> _Ending:
+        """``text`` after ``ending``, in each form. Read apart or joined, an ASCII text reads
+        alike (it has no invisible or NFKC-folded character)."""
+        reads: list[str] = []
+        for index, (form, tail) in enumerate(zip(self.forms, ending, strict=True)):
+            joined = index - 1  # the form before a split one is its joined twin
+            if form.split and ending[joined] == tail and (tail + text).isascii():
+                reads.append(reads[joined])
+            else:
+                reads.append(form.read(tail + text))
+        return tuple(reads)
 
     @staticmethod
-    def _bounded(endings: set[str] | frozenset[str]) -> frozenset[str]:
+    def _bounded(endings: set[_Ending] | frozenset[_Ending]) -> frozenset[_Ending]:
         if len(endings) > MAX_CHECKED_ENDINGS:
             raise TooManyCombinations
         return frozenset(endings)
 
-    def at_end(self, endings: frozenset[str]) -> None:
+    def at_end(self, endings: frozenset[_Ending]) -> None:
         for ending in endings:
-            self.check(normalise(ending + _EDGE), at_end=True)
+            self._check_forms(self._read(ending, _EDGE), at_end=True)
 
 
 def check_channel(channel_id: int | None, allowed_channels: Collection[int]) -> None:
@@ -316,6 +446,29 @@ class ConditioningTexts:
             tuple(text for text in self.prompts if text not in other.prompts),
             tuple(text for text in self.negatives if text not in other.negatives),
         )
+
+
+def fix_faces_prompts_drawn(options: Mapping[str, object], seeds: Iterable[object]) -> list[str]:
+    """A stored job's fix-faces prompt as the faces pass rendered it for each picture's seed:
+    its ``{a|b}`` and ``__name__`` drawn as the bot recorded them where the job was planned
+    (``WILDCARD_DRAWS_OPTION``, by text and seed, as the engine reads them). A job queued
+    before draws were recorded: ``{a|b}`` drawn at the seed, wildcards as typed (the engine
+    drew those from its own folder). A seed the prompt cannot be drawn at rendered nothing.
+    The prompt is read as the engine reads it (``FaceOptions``: trimmed), as its draws were
+    recorded."""
+    try:
+        prompt = FaceOptions.from_options(dict(options)).prompt
+        draws = PlannedDraws.of(dict(options))
+    except (RenderInputError, PromptError):  # the engine refused the job too: no picture
+        return []
+    if prompt is None:
+        return []
+    drawn = []
+    for seed in seeds:
+        if isinstance(seed, int):
+            with contextlib.suppress(PromptError):
+                drawn += [expansion.text for expansion in expand_prompt(prompt, seed, draws)]
+    return drawn
 
 
 def check_banned_since(texts: ConditioningTexts, banned: Collection[str]) -> None:

@@ -271,12 +271,14 @@ class RelaxRefusal:
         if self.waiting.jobs + self.asked.jobs > RELAX_MAX_UNFINISHED_JOBS:
             also = "" if self.asked.jobs == 1 else f" and this asks for {self.asked.jobs}"
             return (
-                "Not queued: --relax is free, so it is taken while you have at most "
+                "Not queued: --relax (or `Relax: True` in pasted settings) is free, so it is "
+                "taken while you have at most "
                 f"{RELAX_MAX_UNFINISHED_JOBS} jobs waiting or running here, this one included; "
                 f"you have {self.waiting.jobs}{also}."
             )
         return (
-            "Not queued: --relax is free, so it is taken while you have at most "
+            "Not queued: --relax (or `Relax: True` in pasted settings) is free, so it is "
+            "taken while you have at most "
             f"{RELAX_MAX_UNFINISHED_PICTURES} pictures waiting or being made here, this "
             f"request's included; you have {self.waiting.pictures} and this asks for "
             f"{self.asked.pictures}."

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from difflib import get_close_matches
 
 from bot.user_errors import Reason, UserError
+from inference.quoting import cut, echoed
 
 __all__ = ["MAX_NAMED", "echoed", "named_at_most", "quoted", "unavailable_here"]
 
@@ -17,8 +18,6 @@ __all__ = ["MAX_NAMED", "echoed", "named_at_most", "quoted", "unavailable_here"]
 MAX_NAMED = 10
 # "Did you mean": up to this many usable names close to what was typed (as diffusers' own).
 _CLOSEST = 3
-# Each name a refusal quotes (typed, close or usable) is cut to this many characters.
-_MAX_QUOTED = 100
 
 
 def unavailable_here(
@@ -44,7 +43,7 @@ def named_at_most(usable: Collection[str], listed_by: str | None = None) -> str:
     """The first ``MAX_NAMED`` of ``usable`` by name, then how many more and the command
     listing them all (``listed_by``)."""
     names = sorted(usable, key=str.casefold)
-    shown = ", ".join(_cut(name) for name in names[:MAX_NAMED])
+    shown = ", ".join(cut(name) for name in names[:MAX_NAMED])
     more = len(names) - MAX_NAMED
     if more > 0:
         shown += f" and {more} more" + (f" (`{listed_by}` lists them all)" if listed_by else "")
@@ -53,17 +52,4 @@ def named_at_most(usable: Collection[str], listed_by: str | None = None) -> str:
 
 def quoted(name: str) -> str:
     """A name as a refusal quotes it: code, so no markdown, mention or link."""
-    return f"`{_cut(name.replace('`', ''))}`"
-
-
-def echoed(value: object) -> str:
-    """A value a member typed or pasted, as an error repeats it: ``repr``, its text cut to
-    ``_MAX_QUOTED`` characters, so a 5,000-digit paste makes no 5,000-character error."""
-    text = value if isinstance(value, str) else str(value)
-    return repr(_cut(text)) if len(text) > _MAX_QUOTED else repr(value)
-
-
-def _cut(name: str) -> str:
-    """``name`` cut to ``_MAX_QUOTED`` characters: the whole refusal stays within a Discord
-    message however long the names are."""
-    return name if len(name) <= _MAX_QUOTED else name[: _MAX_QUOTED - 1] + "…"
+    return f"`{cut(name.replace('`', ''))}`"

@@ -18,11 +18,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http import HttpProcessingError
 
-from bot.web.limits import ConnectionCaps
+from bot.web.limits import REQUEST_HEAD_TIMEOUT_S, ConnectionCaps
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +201,36 @@ class CappedSite(web.BaseSite):
         self._server = await asyncio.get_running_loop().create_server(
             lambda: _Gate(server, counter), self._host, self._port
         )
+
+
+class _UnreadableRequestsInOneLine(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger (``AppRunner(logger=...)``). A request it cannot parse is the
+    client's doing, at will: aiohttp answers 400 and logs it with a traceback; here it is one
+    debug line (as aiohttp logs a first request's unknown method). Any other failure keeps its
+    traceback."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            self.debug(f"{msg} (%s, answered %s)", *args, type(error).__name__, error.code)
+        else:
+            super().exception(msg, *args, **kwargs)
+
+
+_AIOHTTP_ERRORS = _UnreadableRequestsInOneLine(logging.getLogger("aiohttp.server"))
+
+
+def quiet_runner(app: web.Application) -> web.AppRunner:
+    """The runner of each of Easel's HTTP servers (the web pages, the metrics): no access log,
+    a request aiohttp cannot parse logged in one line, the request-head cut-off, and no
+    aiohttp version in the Server header. aiohttp's own answer to an unparseable request
+    reaches no on_response_prepare (aio-libs/aiohttp#6463, open; 3.14 has no option for it),
+    so the banner is emptied at the source, aiohttp's default for every server of the process:
+    that answer still carries a Server header, with an empty value."""
+    web_response.SERVER_SOFTWARE = ""  # type: ignore[attr-defined]  # not re-exported
+    return web.AppRunner(
+        app,
+        access_log=None,
+        logger=_AIOHTTP_ERRORS,
+        keepalive_timeout=REQUEST_HEAD_TIMEOUT_S,
+    )

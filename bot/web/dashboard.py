@@ -21,21 +21,15 @@ age-gates a web page.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import io
 import secrets
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
 from aiohttp import web
-from PIL import Image
 
 from bot.jobs.queue import JobQueue
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
@@ -43,27 +37,16 @@ from bot.policy.quota import Period, period_start
 from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner
 from bot.web.pages import dashboard_page, message_page
 from bot.web.server import SECURITY_HEADERS, html_page, plain_text, refused_page
+from bot.web.thumbnails import GALLERY_SIZE, DecodersBusy, Thumbnails
 from db import dashboard as queries
-from db import guild_settings, refusals
+from db import refusals
+from db.guild_settings import GuildSettings
 
 SESSION_LIFETIME_S = 8 * 60 * 60
 COOKIE = "easel_dashboard"
-GALLERY_SIZE = 24
 REFUSALS_SHOWN = 20
-THUMBNAIL_PX = 256
-# Thumbnails kept in memory (a few tens of KB each): several gallery pages' worth. When full,
-# the oldest of the server that holds the most goes: a server churning through its pictures
-# evicts its own, not another's that holds fewer.
-THUMBNAILS_KEPT = 4 * GALLERY_SIZE
-# Decoding a stored PNG takes a core for a while: on threads of their own, not asyncio's
-# default pool that the rest of the bot shares.
-THUMBNAIL_THREADS = 2
-# Thumbnails being made or waiting for those threads, at most, for one server (one gallery's
-# first load) and in all: past either, 503 with Retry-After, and the page asks again at its
-# next poll. An admin cycling through their pictures fills their own server's share, so other
-# servers' admins still get decodes (until admins of four servers do it at once).
-THUMBNAILS_PENDING_PER_SERVER = GALLERY_SIZE
-THUMBNAILS_PENDING = 4 * GALLERY_SIZE
+# Past the thumbnails' share of decodes (bot.web.thumbnails): 503, and the page asks again at
+# its next poll.
 THUMBNAIL_RETRY_AFTER_S = 3
 # How long an admin's reading rights, once asked of Discord, hold: the page polls every 3 s.
 READING_RIGHTS_S = 15
@@ -138,22 +121,22 @@ class Dashboard:
         conn: aiosqlite.Connection,
         queue: JobQueue,
         admins: ServerAdmins,
+        guild_settings: Callable[[int], Awaitable[GuildSettings]],
     ) -> None:
+        """``guild_settings``: a server's settings as the bot keeps them in memory
+        (``GuildPolicy.settings``, dropped when an admin changes them), since the page polls
+        every few seconds."""
         self._signer = signer
         self._public_url = public_url.rstrip("/")
         self._secure_cookie = self._public_url.startswith("https://")
         self._conn = conn
         self._queue = queue
         self._admins = admins
+        self._guild_settings = guild_settings
         # Per server and admin: their rights within the current window.
         self._reading: dict[tuple[int, int], _Asked] = {}
-        # Per server, oldest first; checked for visibility on every request before one is
-        # served from here.
-        self._thumbnails: dict[int, OrderedDict[tuple[str, int], bytes]] = {}
-        # The thumbnails being made: a second request for one waits for the same decode.
-        self._making: dict[tuple[str, int], asyncio.Future[bytes]] = {}
-        self._making_for: Counter[int] = Counter()  # how many of those, per server
-        self._decoder = ThreadPoolExecutor(THUMBNAIL_THREADS, thread_name_prefix="thumbnails")
+        # Checked for visibility on every request before one is served from there.
+        self._thumbnails = Thumbnails()
 
     def link_for(self, user_id: int, guild_id: int) -> str:
         login = DashboardLogin(
@@ -170,6 +153,10 @@ class Dashboard:
             web.get(f"{home}/picture/{{job:[0-9a-f]{{16}}}}/{{idx:[0-9]}}", self._picture),
             web.post(f"{home}/logout", self._logout),
         ]
+
+    async def close(self) -> None:
+        """Stops the thumbnails' threads (with the web server, ``RegionWebServer.stop``)."""
+        await self._thumbnails.close()
 
     # Signing in.
 
@@ -286,7 +273,7 @@ class Dashboard:
 
     async def _keeps_pictures_age_restricted(self, guild_id: int) -> bool:
         """Whether the server keeps every picture in age-restricted channels (its policy)."""
-        settings = await guild_settings.get(self._conn, guild_id)
+        settings = await self._guild_settings(guild_id)
         return kept_in_age_restricted_channels(
             made_age_restricted=False, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
         )
@@ -398,68 +385,15 @@ class Dashboard:
         ):
             return plain_text(_NO_PICTURE, 404)
         try:
-            thumbnail = await self._thumbnail(session.guild_id, job_id, idx, Path(found[0]))
+            thumbnail = await self._thumbnails.get(session.guild_id, job_id, idx, Path(found[0]))
         except FileNotFoundError:  # pruned meanwhile
             return plain_text(_NO_PICTURE, 404)
-        except _DecodersBusy:
+        except DecodersBusy:
             busy = plain_text("Easel is busy making pictures ready; the page asks again.", 503)
             busy.headers["Retry-After"] = str(THUMBNAIL_RETRY_AFTER_S)
             return busy
         return web.Response(body=thumbnail, content_type="image/jpeg", headers=SECURITY_HEADERS)
 
-    async def _thumbnail(self, guild_id: int, job_id: str, idx: int, path: Path) -> bytes:
-        """The thumbnail of one of ``guild_id``'s pictures, made once (on the decoder's
-        threads) while it is kept; the caller has checked the admin may see it. One decode of
-        a picture at a time, ``THUMBNAILS_PENDING_PER_SERVER`` for the server and
-        ``THUMBNAILS_PENDING`` in all (``_DecodersBusy`` past either)."""
-        key = (job_id, idx)
-        kept = self._thumbnails.get(guild_id)
-        if kept is not None and (thumbnail := kept.get(key)) is not None:
-            kept.move_to_end(key)
-            return thumbnail
-        making = self._making.get(key)
-        if making is None:
-            if (
-                self._making_for[guild_id] >= THUMBNAILS_PENDING_PER_SERVER
-                or len(self._making) >= THUMBNAILS_PENDING
-            ):
-                raise _DecodersBusy
-            loop = asyncio.get_running_loop()
-            making = loop.run_in_executor(self._decoder, _thumbnail, path)
-            self._making[key] = making
-            self._making_for[guild_id] += 1
-            making.add_done_callback(functools.partial(self._made, guild_id, key))
-        # Shielded: a request that goes away does not stop the decode the others wait for.
-        return await asyncio.shield(making)
-
-    def _made(self, guild_id: int, key: tuple[str, int], making: asyncio.Future[bytes]) -> None:
-        """Keeps a decoded thumbnail; a failed decode is the waiting requests' to answer."""
-        del self._making[key]
-        self._making_for[guild_id] -= 1
-        if not self._making_for[guild_id]:
-            del self._making_for[guild_id]
-        if making.cancelled() or making.exception() is not None:
-            return
-        self._thumbnails.setdefault(guild_id, OrderedDict())[key] = making.result()
-        if sum(len(kept) for kept in self._thumbnails.values()) > THUMBNAILS_KEPT:
-            fullest = max(self._thumbnails, key=lambda guild: len(self._thumbnails[guild]))
-            self._thumbnails[fullest].popitem(last=False)
-            if not self._thumbnails[fullest]:
-                del self._thumbnails[fullest]
-
-
-class _DecodersBusy(Exception):
-    """The server's share of pending thumbnails, or all of them, are being made already."""
-
 
 def _home(guild_id: int) -> str:
     return f"/dashboard/{guild_id}"
-
-
-def _thumbnail(path: Path) -> bytes:
-    with Image.open(path) as picture:
-        small = picture.convert("RGB")
-        small.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()

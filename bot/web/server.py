@@ -23,8 +23,8 @@ from bot.images import MAX_UPLOAD_BYTES
 from bot.requests import RequestError
 from bot.user_errors import UserError
 from bot.web import assets
-from bot.web.connections import CappedSite, ConnectionCounter
-from bot.web.limits import REQUEST_HEAD_TIMEOUT_S, WEB_CONNECTION_CAPS, ProxyNetworks
+from bot.web.connections import CappedSite, ConnectionCounter, quiet_runner
+from bot.web.limits import WEB_CONNECTION_CAPS, ProxyNetworks
 from bot.web.links import LinkRefused, LinkSigner, RegionLink
 from bot.web.pages import editor_page, message_page
 
@@ -79,6 +79,15 @@ class Claim(Protocol):
     def __call__(self) -> None: ...
 
 
+class MorePages(Protocol):
+    """Other pages on the same server (the dashboard): their routes, and what they hold that
+    stops with the server."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+    async def close(self) -> None: ...
+
+
 def html_page(text: str, status: int = 200) -> web.Response:
     return web.Response(
         text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS
@@ -99,12 +108,12 @@ class RegionWebServer:
         public_url: str,
         host: str,
         port: int,
-        more_routes: Sequence[web.RouteDef] = (),
+        more_pages: Sequence[MorePages] = (),
         trusted_proxies: ProxyNetworks = (),
     ) -> None:
         self.signer = signer
         self._editor = editor
-        self._more_routes = more_routes  # other pages on the same server (the dashboard)
+        self._more_pages = more_pages
         self._public_url = public_url.rstrip("/")
         self._host, self._port = host, port
         self._trusted_proxies = trusted_proxies  # EASEL_WEB_TRUSTED_PROXIES
@@ -122,17 +131,18 @@ class RegionWebServer:
                 web.get("/region/{token}/picture", self._picture),
                 web.post("/region/{token}", self._submit),
                 assets.ROUTE,
-                *self._more_routes,
+                *(route for pages in self._more_pages for route in pages.routes()),
             ]
         )
+        app.on_cleanup.append(self._close_pages)  # on stop(): the runner's cleanup
         return app
 
+    async def _close_pages(self, _app: web.Application) -> None:
+        for pages in self._more_pages:
+            await pages.close()
+
     async def start(self) -> None:
-        self._runner = web.AppRunner(
-            self._app(),
-            access_log=None,  # tokens stay out of logs
-            keepalive_timeout=REQUEST_HEAD_TIMEOUT_S,
-        )
+        self._runner = quiet_runner(self._app())  # tokens stay out of logs
         await self._runner.setup()
         caps = dataclasses.replace(WEB_CONNECTION_CAPS, trusted_proxies=self._trusted_proxies)
         counter = ConnectionCounter("web", caps, metrics.http_connection_refused)
@@ -158,13 +168,18 @@ class RegionWebServer:
             path = await self._editor.picture(self.signer.check(request.match_info["token"]))
         except LinkRefused as refused:
             return refused_page(refused)
-        data = await asyncio.to_thread(path.read_bytes)
+        # HEAD: the headers alone, the length from the file's size (a StreamResponse would
+        # send what is written, and the next answer on the connection would be read from the
+        # picture's bytes).
+        if request.method == "HEAD":
+            data, size = b"", (await asyncio.to_thread(path.stat)).st_size
+        else:
+            data = await asyncio.to_thread(path.read_bytes)
+            size = len(data)
         response = web.StreamResponse(headers=SECURITY_HEADERS)
-        response.content_type, response.content_length = "image/png", len(data)
+        response.content_type, response.content_length = "image/png", size
         await response.prepare(request)
-        # HEAD: the headers alone (a StreamResponse would send what is written, and the next
-        # answer on the connection would be read from the picture's bytes).
-        pieces = memoryview(data) if request.method != "HEAD" else memoryview(b"")
+        pieces = memoryview(data)
         whole_s = PICTURE_WRITE_TIMEOUT_S + len(pieces) / PICTURE_MIN_RATE_BYTES_S
         try:
             async with asyncio.timeout(whole_s):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
+import logging
 import secrets
 from typing import Any, ClassVar, Protocol, Self, cast
 
@@ -44,10 +44,13 @@ from cogs.common import (
 )
 from cogs.errors import report_error
 from cogs.results.copies import may_go_to_direct_messages, send_copy
+from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
 from cogs.visibility import check_member_may_act_here, check_member_may_read_channel
 from inference.types import RenderRequest
+
+log = logging.getLogger(__name__)
 
 _JOB = r"(?P<job_id>[0-9a-f]{16})"
 _IDX = r"(?P<idx>[0-3])"
@@ -277,21 +280,28 @@ class PickButton(
             raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         check_member_may_act_here(interaction, private=private)  # posted for them, as a result is
-        png = await asyncio.to_thread(job.image_paths[idx].read_bytes)
-        filename = f"easel-{self.job_id}-{idx}.png"
-        sent = await interaction.response.send_message(
+        # Acknowledged before the upload, which may take past Discord's 3 s.
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        path, stem = job.image_paths[idx], f"easel-{self.job_id}-{idx}"
+        file, is_preview = await asyncio.to_thread(
+            lambda: fitted_file(
+                path.read_bytes(), stem, interaction.filesize_limit, spoiler=spoiler
+            )
+        )
+        sent = await interaction.followup.send(
             f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
-            f"— <@{interaction.user.id}>",
-            file=discord.File(io.BytesIO(png), filename=filename, spoiler=spoiler),
+            f"— <@{interaction.user.id}>{SHOWN_AS_PREVIEW if is_preview else ''}",
+            file=file,
             view=single_view(self.job_id, idx),
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
+            wait=True,
         )
-        if not private and sent.message_id is not None:
+        if not private:
             history = services_of(interaction).history
-            if not await history.posted_again(job, interaction.channel_id, sent.message_id):
+            if not await history.posted_again(job, interaction.channel_id, sent.id):
                 # Its maker's /forget-me erased the job meanwhile: nothing else would delete it.
-                await interaction.delete_original_response()
+                await sent.delete()
 
 
 class _PictureEditButton(_ReportsErrors):
@@ -522,6 +532,10 @@ class DirectCopyButton(
 
 # Discord's "Unknown Message": the message was deleted (the token's end is another code).
 UNKNOWN_MESSAGE = 10008
+# Discord's "Unknown Channel": the channel or thread was deleted, its messages with it.
+UNKNOWN_CHANNEL = 10003
+# Discord's "Thread is archived": nothing in it may change until someone unarchives it.
+THREAD_ARCHIVED = 50083
 
 
 class DeleteButton(
@@ -618,15 +632,54 @@ async def _delete_clicked(
         await interaction.delete_original_response()
     except Exception as error:
         if unlinked is not None:
-            await services_of(interaction).history.posted_again(
-                unlinked[0], interaction.channel_id, unlinked[1]
-            )
+            await _link_again(interaction, *unlinked)
         # Only Unknown Message is "already deleted" (its channel gone, 10003, is not): by a
         # second click or in Discord, whose deletion's own event withdraws what it withdraws.
         if isinstance(error, discord.NotFound) and error.code == UNKNOWN_MESSAGE:
             return False
+        if isinstance(error, discord.NotFound):
+            raise UserError(_not_found_on_delete(interaction, error)) from error
         raise
     return True
+
+
+async def _link_again(
+    interaction: discord.Interaction[Any], job: StoredJob, message_id: int
+) -> None:
+    """Link the maker's post to its job again after a Delete that did not delete it. A write
+    that fails is logged, not raised: the delete's own error is what the clicker is told."""
+    try:
+        await services_of(interaction).history.posted_again(job, interaction.channel_id, message_id)
+    except Exception:
+        log.exception(
+            "job %s: post %d, unlinked for its maker's Delete, could not be linked again; a "
+            "moderator's deletion of it withdraws nothing",
+            job.job_id,
+            message_id,
+        )
+
+
+def _not_found_on_delete(interaction: discord.Interaction[Any], error: discord.NotFound) -> str:
+    """What a clicker is told when Discord answers a Delete with a 404 other than Unknown
+    Message: what it could not find, that nothing was deleted by the click, and what they
+    can do: only the clicker with Manage Messages can delete Easel's message in a server, a
+    message seen by them alone they can dismiss, and nobody can delete it in direct
+    messages."""
+    if error.code == UNKNOWN_CHANNEL:
+        return "Discord answers that this message's channel is gone, and its messages with it."
+    message = interaction.message
+    if message is not None and message.flags.ephemeral:
+        remedy = "Dismiss it in Discord."
+    elif interaction.guild_id is None:
+        remedy = "Nothing was deleted."
+    elif interaction.permissions.manage_messages:
+        remedy = "Delete it in Discord."
+    else:
+        remedy = "Ask a moderator to delete it."
+    return (
+        f"Discord did not delete this message: it answers that something is missing "
+        f"({quoted(error.text, 100) or 'not found'}, code {error.code}). {remedy}"
+    )
 
 
 def _easel_post_of(

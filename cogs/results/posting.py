@@ -5,7 +5,6 @@ pictures stay in age-restricted channels: ``cogs.results.copies.may_go_to_direct
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 import discord
 
 from bot.bans import StoppedMembers
-from bot.images import decoded, posted_as_grid, posted_file, posted_grid_png
+from bot.images import decoded, posted_as_grid, posted_grid_png
 from bot.jobs.queue import FinishedJob
 from bot.policy.delivery import (
     CHANNEL_DELETED,
@@ -28,7 +27,13 @@ from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import WITHHELD_BECAUSE
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
-from cogs.results.buttons import UNKNOWN_MESSAGE, copy_view, job_view
+from cogs.results.buttons import (
+    THREAD_ARCHIVED,
+    UNKNOWN_CHANNEL,
+    UNKNOWN_MESSAGE,
+    copy_view,
+    job_view,
+)
 from cogs.results.copies import (
     MADE_AGE_RESTRICTED,
     in_direct_messages,
@@ -36,10 +41,15 @@ from cogs.results.copies import (
     why_kept_in_the_server,
 )
 from cogs.results.earlier_posts import earlier_post
+from cogs.results.fitted import (
+    DIRECT_MESSAGE_UPLOAD_LIMIT,
+    SMALLEST_UPLOAD_LIMIT,
+    ResultPost,
+    channel_upload_limit,
+)
 from cogs.results.progress import (
     CHANNEL_CHECK_TIMEOUT_S,
     ORIGINAL_RESPONSE,
-    UNKNOWN_CHANNEL,
     ProgressMessages,
 )
 from cogs.visibility import made_age_restricted
@@ -164,7 +174,7 @@ class DiscordResults(ProgressMessages):
         # Composed once: the posted result and a comparison's copy by DM are the same picture.
         png = await asyncio.to_thread(result_png, job) if job.succeeded else None
         try:
-            message_id = await self._post_result(job, png)
+            message_id, left_behind = await self._post_result(job, png)
         except _ProgressDeleted:
             log.info("job %s: its progress message was deleted; not posted", job.job_id)
             # Withdrawn here too when no progress edit learned of the deletion first (a job
@@ -190,6 +200,9 @@ class DiscordResults(ProgressMessages):
             shown = await self.history.result_posted(
                 job.job_id, job.guild_id, job.channel_id, message_id
             )
+        if shown and left_behind is not None and message_id is not None:
+            # After it is recorded: a deletion of the result meanwhile withdraws the job.
+            self.point_to_result(left_behind, job.job_id, job.guild_id, message_id)
         if shown and png is not None and await self._wants_copy(job):
             await self._send_copy(job, png)
         return message_id
@@ -300,7 +313,16 @@ class DiscordResults(ProgressMessages):
         """Delete the result just posted as ``message_id``: its maker's /forget-me erased the
         job meanwhile, so nothing else would. Through the interaction's webhook while its
         token lives (the edited original response: it works where the bot user may not view
-        the channel), else, or when the result went to the channel after all, the channel's."""
+        the channel), else, or when the result went to the channel after all, the channel's.
+        Not one whose deletion Easel heard (a moderator's, which withdrew the job, a moment
+        before the erase)."""
+        if (
+            self.history is not None
+            and job.guild_id is not None
+            and job.channel_id is not None
+            and self.history.message_deleted_lately(job.guild_id, job.channel_id, message_id)
+        ):
+            return
         try:
             if self._token_alive(job) and await self._deleted_through_webhook(job, message_id):
                 return
@@ -389,30 +411,38 @@ class DiscordResults(ProgressMessages):
             and self._alive(job.interaction_created_at)
         )
 
-    async def _post_result(self, job: FinishedJob, png: bytes | None) -> int | None:
+    async def _post_result(
+        self, job: FinishedJob, png: bytes | None
+    ) -> tuple[int | None, discord.WebhookMessage | None]:
         """Post the result (``png``: its picture; None: it failed or was cancelled); the id
-        of the message when it is in the server's channel."""
+        of the message when it is in the server's channel, and the progress message it left
+        behind when it is a new message there (to point to it)."""
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit overwrite the result
+        try:
+            message_id = await self._posted(job, png, watched is not None and watched.deleted)
+        except Exception as error:
+            if watched is not None and not isinstance(error, _ProgressDeleted | _ChannelDeleted):
+                self._watched.setdefault(job.job_id, watched)  # for the retry, and its pointer
+            raise
+        progress = None if watched is None or watched.deleted else watched.message
+        if progress is None or message_id in (None, progress.id):
+            return message_id, None
+        return message_id, progress
+
+    async def _posted(
+        self, job: FinishedJob, png: bytes | None, progress_deleted: bool
+    ) -> int | None:
+        """``_post_result``'s post (``progress_deleted``: a progress edit found the progress
+        message deleted): the id of the message when it is in the server's channel."""
         # Spelled out, not left to the client's default: only the maker is ever notified.
         mentions = discord.AllowedMentions(
             everyone=False, roles=False, replied_user=False, users=[discord.Object(job.user_id)]
         )
-        files: list[discord.File] = []
         view: discord.ui.View | None = None
         if png is not None:
             content = caption(job)
-            fitted = await asyncio.to_thread(posted_file, png, job.filesize_limit)
-            if fitted.is_preview:
-                content += f"\nThis is a smaller preview; `/show {job.job_id}` gives the original."
-            files = [
-                discord.File(
-                    io.BytesIO(fitted.data),
-                    filename=f"easel-{job.job_id}.{fitted.extension}",
-                    spoiler=job.spoiler,
-                )
-            ]
             # A comparison's cells are not a grid of choices: Delete alone under it.
             comparison = is_comparison(job.request)
             view = copy_view(job.job_id) if comparison else job_view(job.job_id, len(job.images))
@@ -422,18 +452,23 @@ class DiscordResults(ProgressMessages):
             # The reason may quote what the member typed: escaped and bounded like a prompt.
             reason = quoted(job.error or "", MAX_CAPTION)
             content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
+        # Fitted to each place it goes: the interaction's, the server's or a DM's upload limit.
+        post = ResultPost(job.job_id, content, png, job.spoiler)
         if self._token_alive(job):
-            if watched is not None and watched.deleted and not job.private:
+            if progress_deleted and not job.private:
                 # A progress edit found it deleted: not edited again. Judged again (a channel
                 # deletion that edit learned of is remembered).
                 raise await self._message_deleted(job)
             try:
-                edited = await self._webhook(job).edit_message(
-                    ORIGINAL_RESPONSE,
-                    content=content,
-                    attachments=files,
-                    allowed_mentions=mentions,
-                    view=view,
+                edited = await post.send(
+                    job.filesize_limit or SMALLEST_UPLOAD_LIMIT,
+                    lambda text, files: self._webhook(job).edit_message(
+                        ORIGINAL_RESPONSE,
+                        content=text,
+                        attachments=files,
+                        allowed_mentions=mentions,
+                        view=view,
+                    ),
                 )
                 # A private result's original response is ephemeral: in no channel.
                 return None if job.private else edited.id
@@ -443,14 +478,13 @@ class DiscordResults(ProgressMessages):
                 if error.code == UNKNOWN_MESSAGE and not job.private:
                     # The token lives, the message does not: deleted in the channel, or with it.
                     raise await self._message_deleted(job) from error
-                # Clocks disagree, or a private response is gone: post it as a message instead.
-                if error.code not in _GONE_TOKEN_CODES:
+                # Clocks disagree, a private response is gone, or its thread is archived (an
+                # edit there is refused; a post unarchives it): post it as a message instead.
+                if error.code not in _GONE_TOKEN_CODES | {THREAD_ARCHIVED}:
                     raise
                 log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
-                for file in files:
-                    file.reset()
         if job.private:  # never the channel: the member asked to see it alone
-            await self._post_directly(job, content, files, mentions, view)
+            await self._post_directly(job, post, mentions, view)
             return None
         if job.channel_id is None:
             return None
@@ -458,16 +492,23 @@ class DiscordResults(ProgressMessages):
         try:
             if (posted := await earlier_post(self._client, channel, job)) is not None:
                 return posted
-            return await self._post(channel, job, content, files, mentions, view)
+            posted = await post.send(
+                channel_upload_limit(self._client, job.guild_id),
+                lambda text, files: self._post(channel, job, text, files, mentions, view),
+            )
         except discord.NotFound as error:
             if error.code == UNKNOWN_CHANNEL:
                 raise _ChannelDeleted from error
             raise
-        except discord.Forbidden as error:
-            # The bot may not post there (any more): the member gets it in a direct message.
+        except discord.HTTPException as error:
+            # The bot may not post there (any more), or the thread is locked and archived: the
+            # member gets it in a direct message.
+            if not isinstance(error, discord.Forbidden) and error.code != THREAD_ARCHIVED:
+                raise
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
-            await self._post_directly(job, content, files, mentions, view)
+            await self._post_directly(job, post, mentions, view)
             return None
+        return posted
 
     async def _message_deleted(self, job: FinishedJob) -> _ProgressDeleted | _ChannelDeleted:
         """The job's public message is gone: with its channel or thread, or alone
@@ -486,8 +527,7 @@ class DiscordResults(ProgressMessages):
     async def _post_directly(
         self,
         job: FinishedJob,
-        content: str,
-        files: list[discord.File],
+        post: ResultPost,
         mentions: discord.AllowedMentions,
         view: discord.ui.View | None,
     ) -> None:
@@ -505,16 +545,20 @@ class DiscordResults(ProgressMessages):
             )
             await self._notify_directly(job, kept_because)
             return  # the result itself was posted nowhere
-        for file in files:
-            file.reset()
         if job.guild_id is not None and view is not None:
             view = None
-            content += f"\nIts buttons work in its server: `/show {job.job_id}` there."
+            post = post.noted(f"\nIts buttons work in its server: `/show {job.job_id}` there.")
 
-        async def post(direct: discord.DMChannel) -> int:
-            return await self._post(direct, job, content, files, mentions, view)
+        async def post_there(direct: discord.DMChannel) -> int:
+            # A try that landed there may have lost its answer, as in a channel.
+            if (posted := await earlier_post(self._client, direct, job)) is not None:
+                return posted
+            return await post.send(
+                DIRECT_MESSAGE_UPLOAD_LIMIT,
+                lambda text, files: self._post(direct, job, text, files, mentions, view),
+            )
 
-        if await in_direct_messages(self._client, job.user_id, post) is None:
+        if await in_direct_messages(self._client, job.user_id, post_there) is None:
             _log_direct_messages_closed(job)
 
     async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:

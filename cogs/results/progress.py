@@ -17,7 +17,7 @@ import discord
 
 from bot.history import History
 from cogs.common import queue_of
-from cogs.results.buttons import UNKNOWN_MESSAGE, CancelButton
+from cogs.results.buttons import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, CancelButton
 from inference.types import StepProgress
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ PROGRESS_EDIT_INTERVAL_S = 2.0
 # Discord's alias for an interaction's first response; discord.py types message ids as int.
 ORIGINAL_RESPONSE: Any = "@original"
 _UNFINISHED = frozenset({"queued", "running"})
-# Discord's "Unknown Channel": the job's channel or thread was deleted.
-UNKNOWN_CHANNEL = 10003
 # Asking Discord about a job's channel (still there, age-restricted) for a delivery or a
 # progress edit: no click waits on it.
 CHANNEL_CHECK_TIMEOUT_S = 10.0
@@ -50,6 +48,8 @@ class ProgressMessages:
         self.wall_clock = wall_clock
         self._monotonic = monotonic
         self._watched: dict[str, _Watched] = {}
+        # The pointer edits in flight (``point_to_result``), kept from the garbage collector.
+        self._pointers: set[asyncio.Task[None]] = set()
         # Set by the composition root: where a job's public messages are recorded (unset:
         # nowhere, and deleting one withdraws nothing).
         self.history: History | None = None
@@ -85,7 +85,8 @@ class ProgressMessages:
             queued = f"⏳ Queued — position {state.position + 1}{eta}."
             watched.schedule(queued, _cancel_view(job_id))
         watched.last_edit = self._monotonic()
-        await watched.settle()
+        # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.
+        await watched.first_edit_done.wait()
         progress = watched.message
         if progress is not None and not progress.flags.ephemeral and self.history is not None:
             # Still there: /forget-me erases nothing while one of its maker's jobs is unfinished.
@@ -167,6 +168,39 @@ class ProgressMessages:
             _cancel_view(job_id),
         )
 
+    def point_to_result(
+        self, progress: discord.WebhookMessage, job_id: str, guild_id: int | None, result_id: int
+    ) -> None:
+        """The result went to the channel as a new message (its token expired first): the
+        progress message, still "Queued" or "Rendering" with a live Cancel, becomes a link to
+        it, in the background (cosmetic: the delivery waits for none of it)."""
+        task = asyncio.ensure_future(self._point_to_result(progress, job_id, guild_id, result_id))
+        self._pointers.add(task)
+        task.add_done_callback(self._pointers.discard)
+
+    async def _point_to_result(
+        self, progress: discord.WebhookMessage, job_id: str, guild_id: int | None, result_id: int
+    ) -> None:
+        """Edited through the channel, as a bot may edit its public interaction responses."""
+        if progress.flags.ephemeral or guild_id is None:
+            return
+        channel_id = progress.channel.id
+        channel = self._client.get_partial_messageable(channel_id)
+        link = f"https://discord.com/channels/{guild_id}/{channel_id}/{result_id}"
+        try:
+            async with asyncio.timeout(CHANNEL_CHECK_TIMEOUT_S):
+                await channel.get_partial_message(progress.id).edit(
+                    content=f"Job `{job_id}` ended; its result is posted here: {link}",
+                    attachments=[],
+                    view=None,
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+        except (discord.HTTPException, TimeoutError) as error:  # extra: the result is posted
+            log.warning("job %s: its progress message stays as it was (%s)", job_id, error)
+            if isinstance(error, discord.NotFound) and error.code == UNKNOWN_MESSAGE:
+                # Deleted, as a progress edit would have found it (its event may be lost).
+                await self._progress_gone(job_id, guild_id, channel_id)
+
     def _alive(self, interaction_created_at: float) -> bool:
         return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
 
@@ -178,7 +212,9 @@ def _cancel_view(job_id: str) -> discord.ui.View:
 
 
 class _Watched:
-    """One job's progress message: edits run one at a time, the newest text wins."""
+    """One job's progress message: one edit at a time, the newest text wins. Ticks that come
+    while an edit is in flight overwrite one pending slot, so a slow Discord skips stale
+    texts instead of sending each of them (and ``settle`` waits for at most one more)."""
 
     def __init__(
         self,
@@ -192,8 +228,12 @@ class _Watched:
         self.token_alive = token_alive
         self._spoiler = spoiler
         self._on_deleted = on_deleted
-        self._edit: asyncio.Task[None] | None = None
+        self._edits: asyncio.Task[None] | None = None
+        # The newest text not sent yet, with its buttons; taken by the running edits.
+        self._pending: tuple[str, discord.ui.View] | None = None
         self.message: discord.WebhookMessage | None = None  # as the latest edit left it
+        # Set once the first text was sent or dropped: "thinking…" is replaced (or never is).
+        self.first_edit_done = asyncio.Event()
         self.deleted = False  # in Discord, by a moderator (or its maker): edited no more
         self.last_edit = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
@@ -201,20 +241,22 @@ class _Watched:
 
     def schedule(self, content: str, view: discord.ui.View) -> None:
         """Edit the message to ``content``, with the newest preview if one came since."""
-        previous, preview, self.preview = self._edit, self.preview, None
-        self._edit = asyncio.ensure_future(self._run(previous, content, view, preview))
+        self._pending = content, view
+        if self._edits is None or self._edits.done():
+            self._edits = asyncio.ensure_future(self._send_pending())
 
-    async def _run(
-        self,
-        previous: asyncio.Task[None] | None,
-        content: str,
-        view: discord.ui.View,
-        preview: bytes | None,
-    ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
-        if self.deleted or not self.token_alive():  # judged now: the edit may have waited
-            return
+    async def _send_pending(self) -> None:
+        while self._pending is not None:
+            (content, view), self._pending = self._pending, None
+            preview, self.preview = self.preview, None
+            try:
+                if self.deleted or not self.token_alive():  # judged now: it may have waited
+                    return
+                await self._edit(content, view, preview)
+            finally:
+                self.first_edit_done.set()
+
+    async def _edit(self, content: str, view: discord.ui.View, preview: bytes | None) -> None:
         # Without a new preview the message keeps the one it shows.
         attachments = (
             discord.utils.MISSING
@@ -234,8 +276,9 @@ class _Watched:
                 log.warning("progress edit failed (%s); the result will still be posted", error)
 
     async def settle(self) -> None:
+        """Wait for the edit in flight and the newest pending text."""
         # Not from within the edit itself: its deletion's withdrawal can stop a queued job,
         # whose end is delivered at once, settling this message; that edit makes no more, and
         # waiting for it would be waiting for ourselves.
-        if self._edit is not None and self._edit is not asyncio.current_task():
-            await asyncio.wait([self._edit])
+        if self._edits is not None and self._edits is not asyncio.current_task():
+            await asyncio.wait([self._edits])

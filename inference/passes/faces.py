@@ -35,6 +35,7 @@ from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
+from inference.prompts.flags import seed_read_back
 from inference.registry import ModelRegistry
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
 
@@ -190,6 +191,8 @@ def faces_of_picture(
     seed = params.get("Seed")
     if request.seed != -1 or not isinstance(seed, int):
         seed = resolve_seed(request.seed)
+    else:  # as written: past the top for a batch picture that wrapped
+        seed = seed_read_back(seed)
     job = ImageJob(
         *rendered_prompts(request, picture),
         seed,

@@ -21,6 +21,7 @@ from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import base_params, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
+from inference.prompts.flags import seed_read_back
 from inference.tiles import TileBlender, tile_spans
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.upscale import UpscaleOptions
@@ -61,7 +62,13 @@ def upscale(
     if options.mode == "fast":
         raise_if_cancelled(cancel)
         original_seed = params.get("Seed")
-        seed = original_seed if isinstance(original_seed, int) else resolve_seed(request.seed)
+        # A wrapped batch picture's text says 4294967296; the stored seed must be one the
+        # buttons can render (0), while ``carried`` keeps the written number in the text.
+        seed = (
+            seed_read_back(original_seed)
+            if isinstance(original_seed, int)
+            else resolve_seed(request.seed)
+        )
         job = ImageJob(prompt, negative, seed, None, 0.0)
         # Less the picture's own warnings and version: this render's are written.
         carried = {**without_easel_keys(params), **postprocess}

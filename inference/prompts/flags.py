@@ -26,15 +26,36 @@ import re
 from dataclasses import dataclass
 
 from inference.prompts.errors import InlineFlagError
+from inference.quoting import cut, echoed
 
 SEED_MAX = 2**32 - 1
+# torch's CPU generator takes a seed below this; its noise reads the seed's low 32 bits.
+_GENERATOR_SEEDS = 2**64
 
 
 def picture_seed(seed: int, index: int) -> int:
     """Picture ``index`` of a batch from ``seed``: ``seed + index``, wrapped past ``SEED_MAX``
     to 0 as ``--repeat`` does, so every picture's seed is one a member can type again. The
-    web UI goes on past it, but its CPU noise reads a seed's low 32 bits: the same noise."""
+    web UI goes on past it, but its CPU noise reads a seed's low 32 bits: the same noise.
+    The infotext writes the web UI's (``web_ui_seed``)."""
     return (seed + index) % (SEED_MAX + 1)
+
+
+def web_ui_seed(batch_seed: int | None, seed: int) -> int:
+    """The seed the web UI writes for the picture Easel renders at ``seed`` (its
+    ``picture_seed``) in a batch from ``batch_seed`` (None: no batch seed): where Easel
+    wrapped past ``SEED_MAX`` to 0, the web UI's seed + i goes on (4294967296, not 0). Both
+    give the same noise, and ``seed_read_back`` reads it back as Easel's."""
+    wrapped = batch_seed is not None and 0 <= seed < batch_seed
+    return seed + SEED_MAX + 1 if wrapped else seed
+
+
+def seed_read_back(seed: int) -> int:
+    """A seed a picture's text gives, as Easel renders it: one past ``SEED_MAX`` (the web
+    UI's seed + i past it, up to the ``2**64`` torch's generator takes) as its low 32 bits,
+    which are all the CPU noise reads: the seed Easel renders that picture with. Any other
+    seed is returned as it is, for the request checks to take or refuse."""
+    return seed % (SEED_MAX + 1) if SEED_MAX < seed < _GENERATOR_SEEDS else seed
 
 
 def picture_seeds(
@@ -115,7 +136,7 @@ _FIELD_OF = {
 
 
 def _bad(flag: str, value: str) -> InlineFlagError:
-    return InlineFlagError(f"bad value {value!r} for --{flag}: expected {_USAGE[flag]}")
+    return InlineFlagError(f"bad value {echoed(value)} for --{flag}: expected {_USAGE[flag]}")
 
 
 def _integer(flag: str, value: str, low: int, high: int) -> int:
@@ -154,7 +175,9 @@ def _convert(flag: str, words: list[str]) -> object:
         return True
     if len(words) != 1:
         shown = " ".join(words)
-        raise InlineFlagError(f"--{flag} takes one value, got {shown!r}: expected {_USAGE[flag]}")
+        raise InlineFlagError(
+            f"--{flag} takes one value, got {echoed(shown)}: expected {_USAGE[flag]}"
+        )
     value = words[0]
     if flag == "ar":
         return parse_aspect_ratio(value)
@@ -209,7 +232,7 @@ def parse_inline_flags(prompt: str) -> tuple[str, InlineFlags]:
             flag = _ALIASES.get(name, name)
             if flag not in _USAGE:
                 raise InlineFlagError(
-                    f"unknown flag {word}: known flags are {', '.join(KNOWN_FLAGS)}"
+                    f"unknown flag {cut(word)}: known flags are {', '.join(KNOWN_FLAGS)}"
                 )
             if _FIELD_OF.get(flag, flag) in values:
                 raise InlineFlagError(f"--{flag} is given twice; keep one")

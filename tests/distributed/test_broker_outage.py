@@ -20,11 +20,11 @@ from nats.js.api import PubAck
 from nats.js.object_store import ObjectStore
 
 from bot import metrics
-from bot.jobs import queue as queue_module
 from bot.jobs.broker import wire
 from bot.jobs.broker import worker as worker_module
 from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.queue import JobQueue, Submission
+from bot.jobs.queue import job_queue as queue_module
 from db import jobs as journal
 from db.database import connect
 from inference.types import RenderRequest

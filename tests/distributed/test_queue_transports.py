@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
-from bot.jobs import queue as queue_module
 from bot.jobs.accounting import Member
 from bot.jobs.queue import MAX_RENDER_ATTEMPTS, CancelOutcome, JobQueue, Submission
+from bot.jobs.queue import job_queue as queue_module
 from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
@@ -162,10 +162,17 @@ async def test_a_remote_job_cancelled_while_it_waits_for_a_worker_is_not_charged
     mark_running = journal.mark_running
 
     async def noted_mark_running(
-        db: aiosqlite.Connection, job_ids: Iterable[str], now: float, *, counts_attempt: bool
+        db: aiosqlite.Connection,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        counts_attempt: bool,
+        running_still: Collection[str],
     ) -> list[journal.JobRecord]:
         ids = list(job_ids)
-        marked = await mark_running(db, ids, now, counts_attempt=counts_attempt)
+        marked = await mark_running(
+            db, ids, now, counts_attempt=counts_attempt, running_still=running_still
+        )
         for job_id in ids:
             marked_running.setdefault(job_id, asyncio.Event()).set()
         return marked
@@ -210,9 +217,16 @@ async def test_bot_restarts_while_a_job_waits_for_a_worker_are_no_render_attempt
     marked, mark_running = asyncio.Event(), journal.mark_running
 
     async def noted_mark_running(
-        db: aiosqlite.Connection, job_ids: Iterable[str], now: float, *, counts_attempt: bool
+        db: aiosqlite.Connection,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        counts_attempt: bool,
+        running_still: Collection[str],
     ) -> list[journal.JobRecord]:
-        started = await mark_running(db, job_ids, now, counts_attempt=counts_attempt)
+        started = await mark_running(
+            db, job_ids, now, counts_attempt=counts_attempt, running_still=running_still
+        )
         marked.set()
         return started
 

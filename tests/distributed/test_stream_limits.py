@@ -49,9 +49,9 @@ async def test_a_fresh_broker_gets_capped_streams(nats_server: NatsServer) -> No
     nc = await nats_client.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(nc, js)
         assert await caps_of(js) == CAPS
-        await ensure_streams(js)  # the worker's start after the bot's changes nothing
+        await ensure_streams(nc, js)  # the worker's start after the bot's changes nothing
         assert await caps_of(js) == CAPS
     finally:
         await nc.close()
@@ -81,7 +81,7 @@ async def test_streams_an_older_easel_made_get_their_caps_and_keep_their_message
         await js.publish(job_subject(None), b"a waiting job")
         assert (await js.stream_info(JOBS_STREAM)).config.max_bytes == -1
 
-        images = await ensure_streams(js)
+        images = await ensure_streams(nc, js)
 
         assert await caps_of(js) == CAPS
         assert (await js.stream_info(JOBS_STREAM)).state.messages == 1
@@ -111,7 +111,7 @@ async def test_a_broker_with_too_little_storage_is_named_clearly(tmp_path: Path)
         nc = await nats_client.connect(server.url)
         try:
             with pytest.raises(BrokerUnavailable, match="raise its max_file_store"):
-                await ensure_streams(nc.jetstream())
+                await ensure_streams(nc, nc.jetstream())
         finally:
             await nc.close()
     finally:

@@ -7,7 +7,7 @@ import io
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -85,7 +85,7 @@ async def reply_to(
     fake: FakeDiscord, command: str, options: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> StoredMessage:
     handle = await fake.invoke_command(command, options, **kwargs)
-    return await handle.wait_for_original(lambda m: not m.is_loading)
+    return await handle.wait_for_answer()
 
 
 async def limit_daily_images(fake: FakeDiscord, images: int, member: int | None = None) -> None:
@@ -99,11 +99,16 @@ async def limit_daily_images(fake: FakeDiscord, images: int, member: int | None 
 
 
 async def deliver_after_token_expiry(
-    fake: FakeDiscord, bot: EaselBot, prompt: str = "a slow cat", channel: int | None = None
+    fake: FakeDiscord,
+    bot: EaselBot,
+    prompt: str = "a slow cat",
+    channel: int | None = None,
+    *,
+    meanwhile: Callable[[], Awaitable[object]] | None = None,
 ) -> asyncio.Future[int | None]:
     """Run a quick /imagine (in ``channel``, default the fake's) whose result is held back
-    until its token has expired; the future holds the id of the message the result was
-    posted as (None: posted nowhere)."""
+    until its token has expired (and ``meanwhile`` ran); the future holds the id of the
+    message the result was posted as (None: posted nowhere)."""
     gate = asyncio.Event()
     original_deliver = bot.results.deliver
     posted: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -120,5 +125,7 @@ async def deliver_after_token_expiry(
     # Sixteen minutes pass, for Discord and for the bot alike.
     fake.advance_time(16 * 60)
     bot.results.wall_clock = lambda: time.time() + 16 * 60
+    if meanwhile is not None:
+        await meanwhile()
     gate.set()
     return posted

@@ -48,7 +48,7 @@ async def test_imagine_with_a_control_picture(
             handle = await fake_discord.invoke_command(
                 "imagine", {"prompt": "a cat", **QUICK, **options}, attachments=files
             )
-            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            reply = await handle.wait_for_answer()
             assert reply.is_ephemeral and expected in reply.content, reply.content
             assert "\n" not in reply.content
         assert bot.queue.queued_count() == 0

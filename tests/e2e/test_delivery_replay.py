@@ -7,13 +7,16 @@ tried again in the channel once the token expired: that response is the post."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import Any
 
+import discord.state
 import pytest
 
 from bot.app import EaselBot
-from bot.jobs import queue as job_queue
 from bot.jobs.queue import FinishedJob
+from bot.jobs.queue import delivery as job_delivery
 from bot.settings import Settings
 from cogs.results.posting import DiscordResults
 from db import jobs as journal
@@ -25,11 +28,24 @@ from tests.e2e.helpers import (
     deliver_after_token_expiry,
     has_picture,
     job_id_of,
+    reply_to,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 
 HISTORY = ("GET", "/channels/{channel}/messages")
 MESSAGE = ("GET", "/channels/{channel}/messages/{message}")
+
+
+def posts_unrecorded(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bot``'s posts land, and it stops before linking each to its job."""
+    post = bot.results._post
+
+    async def landed_unrecorded(*args: Any, **kwargs: Any) -> int:
+        await post(*args, **kwargs)
+        raise ConnectionError("Easel stopped before recording the post")
+
+    monkeypatch.setattr(bot.results, "_post", landed_unrecorded)
 
 
 def answers_lost(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +104,7 @@ async def test_a_post_whose_answer_was_lost_is_found_after_a_restart_not_posted_
     easel_settings_for_test: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
     async with start_easel() as bot:
         answers_lost(bot, monkeypatch)
         await deliver_after_token_expiry(fake_discord, bot, "a lighthouse")
@@ -114,7 +130,7 @@ async def test_an_edit_of_the_original_response_that_landed_is_not_posted_again_
     easel_settings_for_test: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
     async with start_easel() as bot:
         answers_lost(bot, monkeypatch)
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
@@ -129,3 +145,92 @@ async def test_an_edit_of_the_original_response_that_landed_is_not_posted_again_
     )
     assert posted == edited.id
     assert posts_of(fake_discord, job_id) == [edited]
+
+
+async def test_a_result_sent_by_dm_whose_answer_was_lost_is_not_sent_again(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
+    direct = fake_discord.dm_channel_of(fake_discord.user_id)
+    async with start_easel() as bot:
+        await reply_to(fake_discord, "settings", {"private_results": True})
+        answers_lost(bot, monkeypatch)
+        # Private, its token expired: the result goes to the maker's direct messages.
+        await deliver_after_token_expiry(fake_discord, bot, "a lighthouse")
+        first = await fake_discord.wait_for_channel_message(
+            has_picture, timeout=RENDER_TIMEOUT_S, channel=direct
+        )
+        job_id = job_id_of(first)
+    posted, job = await replayed_after_restart(
+        start_easel, easel_settings_for_test, monkeypatch, job_id
+    )
+    assert posted is None and job is not None and job.delivered_at is not None
+    sent = [m for m in fake_discord.messages.values() if m.channel_id == direct and has_picture(m)]
+    assert sent == [first]
+
+
+async def test_a_thread_discord_py_forgot_is_checked_before_its_history_is_read(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Archived, a thread is no longer in discord.py's cache; without Read Message History,
+    Discord answers a read of its history with no messages. The bot fetches the thread, sees
+    it may not read it, says so, and does not read."""
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
+    thread = fake_discord.add_thread("quiet")
+    async with start_easel() as bot:
+        posts_unrecorded(bot, monkeypatch)
+        await deliver_after_token_expiry(fake_discord, bot, "a lighthouse", thread)
+        first = await fake_discord.wait_for_channel_message(
+            has_picture, timeout=RENDER_TIMEOUT_S, channel=thread
+        )
+        job_id = job_id_of(first)
+    await fake_discord.archive_thread(thread)
+    fake_discord.set_overwrite(
+        fake_discord.channel_id, fake_discord.bot_user_id, deny=PERMISSION_READ_MESSAGE_HISTORY
+    )
+    caplog.set_level(logging.WARNING, logger="cogs.results.earlier_posts")
+    await replayed_after_restart(start_easel, easel_settings_for_test, monkeypatch, job_id)
+    assert fake_discord.calls_to(*HISTORY) == []
+    [unchecked] = [
+        r.getMessage() for r in caplog.records if "cannot be looked for" in r.getMessage()
+    ]
+    assert job_id in unchecked and "Read Message History" in unchecked
+
+
+async def test_a_replay_before_the_gateway_describes_the_server_waits_to_read_its_history(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start's replay runs before the gateway connects, and a real one describes the server
+    later than the local fake (after discord.py stopped waiting for it): the bot's roles
+    there, which say whether it may read the history, are not known yet. The replay waits
+    for them, then finds the post a crash kept from being recorded."""
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
+    async with start_easel() as bot:
+        posts_unrecorded(bot, monkeypatch)
+        await deliver_after_token_expiry(fake_discord, bot, "a lighthouse")
+        first = await fake_discord.wait_for_channel_message(
+            lambda m: has_picture(m) and not m.is_ephemeral, timeout=RENDER_TIMEOUT_S
+        )
+        job_id = job_id_of(first)
+    describe = discord.state.ConnectionState.parse_guild_create
+
+    def described_later(state: discord.state.ConnectionState, data: Any) -> None:
+        asyncio.get_running_loop().call_later(1.0, describe, state, data)
+
+    monkeypatch.setattr(discord.state.ConnectionState, "parse_guild_create", described_later)
+    posted, _ = await replayed_after_restart(
+        start_easel, easel_settings_for_test, monkeypatch, job_id
+    )
+    assert posted == first.id
+    assert posts_of(fake_discord, job_id) == [first]
+    assert len(fake_discord.calls_to(*HISTORY)) == 1

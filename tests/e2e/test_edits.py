@@ -168,7 +168,7 @@ async def test_upscale_command_and_upscale_buttons_are_jobs(
             await fake_discord.invoke_command(
                 "upscale", {"upscaler": "4x-UltraSharp"}, attachments={"image": fox}
             )
-        ).wait_for_original(lambda m: not m.is_loading)
+        ).wait_for_answer()
         assert refused.is_ephemeral
         # Named by admission, which names only those the server allows (here: no list).
         assert (
@@ -232,7 +232,7 @@ async def test_hostile_uploads_are_refused_before_queueing(
     async with start_easel() as bot:
         for command, options, files, expected in cases:
             handle = await fake_discord.invoke_command(command, options, attachments=files)
-            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            reply = await handle.wait_for_answer()
             assert reply.is_ephemeral and expected in reply.content, (command, reply.content)
             assert "\n" not in reply.content  # one sentence, no traceback
         assert bot.queue.queued_count() == 0

@@ -23,6 +23,7 @@ from inference.tiny import write_tiny_ip_adapter, write_tiny_model
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
 from tests.e2e.test_edits import inputs_of
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.rest import RESPONSE_DEFERRED_MESSAGE as DEFERRED
 
 # Discord lets a member attach far more than Easel's 10 MiB upload limit.
 HUGE_BYTES = 48 * 2**20
@@ -94,15 +95,17 @@ async def test_imagine_with_a_style_reference_link(
         ]
         for options, files, expected in refusals:
             handle = await fake.invoke_command("imagine", {**QUICK, **options}, attachments=files)
-            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            reply = await handle.wait_for_answer()
             assert reply.is_ephemeral and expected in reply.content, reply.content
             assert "\n" not in reply.content
+            # Only an upload is read once acknowledged; a link is refused before.
+            assert (handle.response_type == DEFERRED) is ("sref" in files)
         # A picture's URL far over the upload limit: refused having read about the limit.
         huge_picture = huge.attachments[0]
         handle = await fake.invoke_command(
             "imagine", {**QUICK, "prompt": f"a cat --sref {huge_picture.url}"}
         )
-        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        reply = await handle.wait_for_answer()
         assert reply.is_ephemeral and "at most 10 MiB" in reply.content, reply.content
         assert fake.cdn_bytes_served(huge_picture.attachment_id) < HUGE_BYTES // 2
         assert bot.queue.queued_count() == 0
@@ -185,7 +188,7 @@ async def test_an_image_prompt_the_model_cannot_take_is_refused_before_queueing(
     async with start_easel() as bot:
         for command, options, files in asks:
             handle = await fake.invoke_command(command, options, attachments=files)
-            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            reply = await handle.wait_for_answer()
             assert reply.is_ephemeral, reply.content
             assert reply.content.startswith(
                 "no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the SDXL "
@@ -200,7 +203,7 @@ async def test_an_image_prompt_the_model_cannot_take_is_refused_before_queueing(
             fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=fake.owner_id
         )
         handle = await fake.invoke_command("imagine", asks[1][1], attachments=asks[1][2])
-        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        reply = await handle.wait_for_answer()
         assert reply.is_ephemeral and reply.content == (
             f"The model `{SDXL_HEADER}` is not installed or not allowed here. You may use: tiny."
         ), reply.content

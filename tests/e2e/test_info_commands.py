@@ -59,7 +59,7 @@ async def test_help_and_explain(fake_discord: FakeDiscord, start_easel: StartEas
         )
         await handle.wait_for_ack()
         assert handle.response_type == 5  # acknowledged before the prompt is read
-        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        reply = await handle.wait_for_answer()
         assert reply.is_ephemeral and reply.content.startswith("```json\n")
         explained = json.loads(reply.content.removeprefix("```json\n").removesuffix("\n```"))
         assert explained["extra_networks"] == [{"kind": "lora", "name": "ink", "weight": 0.8}]
@@ -72,7 +72,7 @@ async def test_long_explanation_is_truncated_with_the_full_json_attached(
     prompt = " AND ".join(f"[word{i}|other{i}]" for i in range(MAX_SUBPROMPTS))
     async with start_easel():
         handle = await fake_discord.invoke_command("explain", {"prompt": prompt, "steps": 12})
-        reply = await handle.wait_for_original(lambda m: not m.is_loading)
+        reply = await handle.wait_for_answer()
         assert len(reply.content) <= 2000 and "truncated" in reply.content
         [attached] = reply.attachments
         assert len(json.loads(attached.data)["subprompts"]) == MAX_SUBPROMPTS
@@ -85,7 +85,7 @@ async def test_info_reads_parameters_and_refuses_hostile_files(
         handle = await fake_discord.invoke_command(
             "info", attachments={"image": ("cat.png", png())}
         )
-        reply = await handle.wait_for_original()
+        reply = await handle.wait_for_answer()
         assert reply.is_ephemeral
         assert "**Prompt:** a red cat" in reply.content and "**Seed:** 99" in reply.content
         assert "**Negative:** blurry" in reply.content
@@ -93,12 +93,12 @@ async def test_info_reads_parameters_and_refuses_hostile_files(
         plain = await fake_discord.invoke_command(
             "info", attachments={"image": ("plain.png", png(None))}
         )
-        assert "carries no generation parameters" in (await plain.wait_for_original()).content
+        assert "carries no generation parameters" in (await plain.wait_for_answer()).content
 
         text_file = await fake_discord.invoke_command(
             "info", attachments={"image": ("notes.png", b"just some text, not a picture")}
         )
-        refusal = (await text_file.wait_for_original()).content
+        refusal = (await text_file.wait_for_answer()).content
         assert "not a readable image" in refusal and "PNG, JPEG or WebP" in refusal
 
         # A tiny file whose header claims 5000x5000 pixels: refused before any decoding.
@@ -107,14 +107,14 @@ async def test_info_reads_parameters_and_refuses_hostile_files(
         bomb_handle = await fake_discord.invoke_command(
             "info", attachments={"image": ("bomb.png", bomb)}
         )
-        assert "5000x5000 pixels" in (await bomb_handle.wait_for_original()).content
+        assert "5000x5000 pixels" in (await bomb_handle.wait_for_answer()).content
 
         # A value nested 3,000 deep: the JSON decoder would recurse past Python's limit.
         deep = png("a cat\nSteps: 2, Seed: 1, Hashes: " + "[" * 3000 + "]" * 3000)
         deep_handle = await fake_discord.invoke_command(
             "info", attachments={"image": ("deep.png", deep)}
         )
-        deep_reply = (await deep_handle.wait_for_original()).content
+        deep_reply = (await deep_handle.wait_for_answer()).content
         assert "value at 'Hashes' nests lists or objects more than 20 deep" in deep_reply
 
 
@@ -122,12 +122,12 @@ async def test_info_message_menu(fake_discord: FakeDiscord, start_easel: StartEa
     async with start_easel():
         posted = await fake_discord.post_user_message("look", attachments=[("art.png", png())])
         handle = await fake_discord.invoke_message_command("Info", posted)
-        reply = await handle.wait_for_original()
+        reply = await handle.wait_for_answer()
         assert "**Steps:** 7" in reply.content and reply.is_ephemeral
 
         no_picture = await fake_discord.post_user_message("no picture here")
         handle = await fake_discord.invoke_message_command("Info", no_picture)
-        assert "has no image" in (await handle.wait_for_original()).content
+        assert "has no image" in (await handle.wait_for_answer()).content
 
 
 async def test_internal_error_gives_a_reference_and_logs_the_traceback(

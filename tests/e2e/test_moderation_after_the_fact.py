@@ -104,15 +104,21 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         assert picked.is_ephemeral and WITHDRAWN_PICTURE in picked.content
         # Every path that makes a new job of a posted picture: its menus and a link to it.
         for menu in ("Vary", "Use settings", "Use as control"):
-            used = await (await fake.invoke_message_command(menu, copy)).wait_for_original()
+            used = await (await fake.invoke_message_command(menu, copy)).wait_for_answer()
             assert used.is_ephemeral and WITHDRAWN_PICTURE in used.content, menu
         # A link to the post, or to its file (named for the job: a name only ever refuses).
         for link in (copy.jump_url, copy.attachments[0].url):
             styled = await fake.invoke_command(
                 "imagine", {**QUICK, "prompt": f"a cat --sref {link}"}
             )
-            refused = await styled.wait_for_original(lambda message: not message.is_loading)
+            refused = await styled.wait_for_answer()
             assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content, link
+        # Vary and both links read the picture once acknowledged: each refusal deleted its
+        # public "thinking…", a deletion that withdraws nothing.
+        thinking_deleted = [
+            await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S) for _ in range(3)
+        ]
+        assert thinking_deleted == [[]] * 3
         listed = await reply_to(fake, "history")
         assert f"`{lighthouse}`" in listed.content and "removed by a moderator" in listed.content
 
@@ -274,7 +280,7 @@ async def test_a_sref_link_takes_its_parent_from_an_easel_post_or_else_from_pixe
             styled = await fake.invoke_command(
                 "imagine", {**QUICK, "prompt": f"a cat --sref {link}"}
             )
-            queued = await styled.wait_for_original(lambda message: not message.is_loading)
+            queued = await styled.wait_for_answer()
             assert queued.content.startswith(("⏳ Queued", "🎨 Rendering")), queued.content
 
         async def no_digest_recorded(guild_id: int, digest: bytes) -> list[StoredJob]:
@@ -337,7 +343,7 @@ async def test_every_job_made_from_a_picture_is_stopped_with_it(
             ),
         ]
         for handle in made:
-            queued = await handle.wait_for_original(lambda message: not message.is_loading)
+            queued = await handle.wait_for_answer()
             assert queued.content.startswith(("⏳ Queued", "🎨 Rendering")), queued.content
         unfinished = await bot.services.history.unfinished(fake.user_id, guild_id=fake.guild_id)
         assert len(unfinished) == len(made)

@@ -61,7 +61,7 @@ async def test_banned_words_are_found_in_what_renders(
         handle = await fake_discord.invoke_command(
             "vary", attachments={"image": ("cat.png", picture_with_prompt("a {c|c}at"))}
         )
-        refused = await handle.wait_for_original(lambda m: not m.is_loading)
+        refused = await handle.wait_for_answer()
         assert refused.is_ephemeral and "The word 'cat' is banned" in refused.content
         assert bot.queue.queued_count() == 0
         assert not any(has_picture(message) for message in fake_discord.messages.values())
@@ -92,7 +92,7 @@ async def test_prompt_errors_and_long_pictures_are_refused_before_queueing(
         handle = await fake_discord.invoke_command(
             "vary", attachments={"image": ("huge.png", huge)}
         )
-        refused = await handle.wait_for_original(lambda m: not m.is_loading)
+        refused = await handle.wait_for_answer()
         assert refused.is_ephemeral
         assert "prompt is 990,000 characters long; at most 4,000" in refused.content
         assert bot.queue.queued_count() == 0

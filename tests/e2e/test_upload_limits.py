@@ -39,7 +39,7 @@ async def test_a_picture_the_engine_refuses_is_refused_privately_before_queueing
             handle = await fake_discord.invoke_command(
                 command, options, attachments={"image": ("odd.png", plain_png(size))}
             )
-            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            reply = await handle.wait_for_answer()
             assert reply.is_ephemeral, reply.content
             assert f"{size[0]}x{size[1]} pixels" in reply.content
             assert f"between {MIN_INPUT_SIDE} and {MAX_INPUT_SIDE} pixels" in reply.content
@@ -55,13 +55,13 @@ async def test_info_reads_on_the_uploads_thread_and_refuses_a_chunky_png(
             command = await fake_discord.invoke_command(
                 "info", attachments={"image": ("a.png", picture())}
             )
-            assert "**Prompt:** a cat" in (await command.wait_for_original()).content
+            assert "**Prompt:** a cat" in (await command.wait_for_answer()).content
             menu = await fake_discord.invoke_message_command("Info", posted)
-            assert "**Steps:** 3" in (await menu.wait_for_original()).content
+            assert "**Steps:** 3" in (await menu.wait_for_answer()).content
             chunky = await fake_discord.invoke_command(
                 "info", attachments={"image": ("chunky.png", chunky_png(MAX_UPLOAD_BYTES // 13))}
             )
-            refusal = await chunky.wait_for_original()
+            refusal = await chunky.wait_for_answer()
         assert refusal.is_ephemeral
         assert f"more than {MAX_PNG_OTHER_CHUNKS:,} chunks" in refusal.content
         assert on_the_loop == []

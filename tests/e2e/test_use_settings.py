@@ -158,7 +158,7 @@ async def test_use_settings_keeps_the_rules_of_imagine(
             ),
         ]
         for handle, refusal in refusals:
-            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            reply = await handle.wait_for_answer()
             assert reply.is_ephemeral and refusal in reply.content, reply.content
         assert bot.queue.queued_count() == 0
         report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))

@@ -251,6 +251,19 @@ class InteractionHandle:
 
         return await self._feed.wait_until(check, timeout, self.describe)
 
+    async def wait_for_answer(self, timeout: float = DEFAULT_WAIT_S) -> StoredMessage:
+        """What the member reads in reply: the original response once it is more than a
+        "thinking…", or the first follow-up once that was deleted (a bot that refuses after a
+        public "thinking…" deletes it, so that the refusal is private)."""
+
+        def check() -> StoredMessage | None:
+            original = self.original
+            if original is not None and not original.deleted:
+                return None if original.is_loading else original
+            return next(iter(self.followups), None)
+
+        return await self._feed.wait_until(check, timeout, self.describe)
+
     async def wait_for_original_deleted(self, timeout: float = DEFAULT_WAIT_S) -> StoredMessage:
         """The original response once it was deleted (a response the bot withdrew)."""
 

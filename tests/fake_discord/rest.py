@@ -20,6 +20,7 @@ from .payloads import (
     FLAG_LOADING,
     INTENT_DIRECT_MESSAGES,
     INTENT_GUILD_MESSAGES,
+    PERMISSION_MANAGE_THREADS,
     PERMISSION_READ_MESSAGE_HISTORY,
     PERMISSION_SEND_MESSAGES,
     PERMISSION_VIEW_CHANNEL,
@@ -436,26 +437,45 @@ class RestApi:
         return permissions
 
     def _check_bot_may_send(self, channel_id: int) -> None:
-        self.state.channel(channel_id)
+        channel = self.state.channel(channel_id)
         permissions = self._check_bot_sees(channel_id)
         if channel_id in self.state.channels_without_send or not (
             permissions & PERMISSION_SEND_MESSAGES
         ):
             raise RequestRejected(403, 50013, "Missing Permissions")
+        # Only those who may manage threads can unarchive a locked one (a post would).
+        metadata = channel.get("thread_metadata") or {}
+        locked = metadata.get("archived") and metadata.get("locked")
+        if locked and not permissions & PERMISSION_MANAGE_THREADS:
+            raise RequestRejected(400, 50083, "Thread is archived")
 
     async def create_channel_message(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
         self._check_bot_may_send(channel_id)
         body, uploads = await read_body(request)
         self._validate_message(
-            body, uploads, self.state.attachment_size_limit, f"channel {channel_id}"
+            body, uploads, self.state.upload_limit_in(channel_id), f"channel {channel_id}"
         )
+        await self._unarchived_by_post(channel_id)
         message = self.state.new_message(channel_id, self.state.bot_user_json())
         if body.get("message_reference"):
             message.payload["message_reference"] = body["message_reference"]
         self.state.apply_message_body(message, body, uploads, editing=False)
         await self.announce("MESSAGE_CREATE", message)
         return json_response(message.payload)
+
+    async def _unarchived_by_post(self, channel_id: int) -> None:
+        """A post Discord accepts in an archived thread unarchives it (THREAD_UPDATE)."""
+        metadata = self.state.channel(channel_id).get("thread_metadata")
+        if metadata is not None and metadata["archived"]:
+            metadata["archived"] = False
+            await self.gateway.dispatch("THREAD_UPDATE", self.state.channel(channel_id))
+
+    def _check_editable_in(self, channel_id: int) -> None:
+        """Discord refuses any edit of a message in an archived thread, locked or not."""
+        channel = self.state.channels.get(channel_id) or {}  # gone: its message is answered
+        if (channel.get("thread_metadata") or {}).get("archived"):
+            raise RequestRejected(400, 50083, "Thread is archived")
 
     async def get_channel_message(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
@@ -502,8 +522,9 @@ class RestApi:
                 "Cannot edit a message authored by another user",
                 (Violation.UNKNOWN_RESOURCE, f"edit of message {message.id} by another author"),
             )
+        self._check_editable_in(message.channel_id)
         body, uploads = await read_body(request)
-        limit = self.state.attachment_size_limit
+        limit = self.state.upload_limit_in(message.channel_id)
         self._validate_message(body, uploads, limit, f"edit of message {message.id}")
         self.state.apply_message_body(message, body, uploads, editing=True)
         await self.announce("MESSAGE_UPDATE", message)
@@ -747,6 +768,7 @@ class RestApi:
     async def edit_webhook_msg(self, request: web.Request) -> web.Response:
         handle = self._interaction_for_webhook(request)
         message = self._webhook_message(handle, request.match_info["message"])
+        self._check_editable_in(message.channel_id)
         body, uploads = await read_body(request)
         self._validate_message(body, uploads, handle.attachment_size_limit, handle.label)
         self.state.apply_message_body(message, body, uploads, editing=True)

@@ -27,6 +27,7 @@ MAX_EMBED_FIELDS = 25
 MAX_FILES_PER_MESSAGE = 10
 MAX_AUTOCOMPLETE_CHOICES = 25
 MAX_CHOICE_NAME_CHARS = 100
+MAX_CHOICE_VALUE_CHARS = 100  # a string choice's value
 MAX_MODAL_TITLE_CHARS = 45
 MAX_MODAL_COMPONENTS = 5
 MAX_TEXT_INPUT_CHARS = 4000  # a text input's value and max_length
@@ -189,6 +190,12 @@ def autocomplete_problems(body: Json) -> list[str]:
             problems.append(
                 f"choice name {name[:30]!r} is {len(name)} characters; "
                 f"Discord accepts 1 to {MAX_CHOICE_NAME_CHARS}"
+            )
+        value = choice.get("value")
+        if isinstance(value, str) and not 1 <= len(value) <= MAX_CHOICE_VALUE_CHARS:
+            problems.append(
+                f"choice value {value[:30]!r} is {len(value)} characters; "
+                f"Discord accepts 1 to {MAX_CHOICE_VALUE_CHARS}"
             )
     return problems
 

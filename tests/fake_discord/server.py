@@ -358,6 +358,12 @@ class FakeDiscord:
         """The id of the direct-message channel with ``user_id`` (opened if needed)."""
         return int(self._state.open_dm(user_id)["id"])
 
+    def set_upload_limits(self, *, server: int, direct_messages: int) -> None:
+        """Per-file upload limits in bytes: a bot's own message's in the server's channels
+        (and an interaction's unless ``invoke_command`` names one), and in direct messages."""
+        self._state.attachment_size_limit = server
+        self._state.direct_message_size_limit = direct_messages
+
     def revoke_send_messages(self, channel_id: int) -> None:
         """The bot loses Send Messages in ``channel_id``: posts there get 403 (code 50013)."""
         self._state.channels_without_send.add(channel_id)
@@ -636,11 +642,13 @@ class FakeDiscord:
         else:
             await self._gateway.dispatch("CHANNEL_DELETE", channel)
 
-    async def archive_thread(self, thread_id: int) -> None:
+    async def archive_thread(self, thread_id: int, *, locked: bool = False) -> None:
         """The thread goes quiet and Discord archives it: THREAD_UPDATE to a bot that sees it
-        (discord.py then forgets it, so a deletion of its channel announces it no more)."""
+        (discord.py then forgets it, so a deletion of its channel announces it no more).
+        ``locked``: a moderator locked it too, so posting there is refused (400 50083)."""
         thread = self._state.channel(thread_id)
         thread["thread_metadata"]["archived"] = True
+        thread["thread_metadata"]["locked"] = locked
         if self.permissions_in(thread_id, self.bot_user_id):
             await self._gateway.dispatch("THREAD_UPDATE", thread)
 

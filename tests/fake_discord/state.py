@@ -115,7 +115,11 @@ class RateLimitPlan:
 class DiscordState:
     def __init__(self, *, token: str, attachment_size_limit: int) -> None:
         self.token = token
+        # Per file: a bot's own message's in a server's channels (its boost tier's), and the
+        # default of an interaction's (its member's Nitro or the boost, whichever is larger).
         self.attachment_size_limit = attachment_size_limit
+        # Per file in a direct message: Discord's smallest limit, whatever the server's.
+        self.direct_message_size_limit = DEFAULT_ATTACHMENT_SIZE_LIMIT
         self.origin = ""  # "http://127.0.0.1:PORT", known once the server listens
         self.ids = SnowflakeFactory()
         self.feed = ChangeFeed()
@@ -311,11 +315,13 @@ class DiscordState:
             "member_count": len(guild.members),
             "members": members,
             "channels": [c for c in in_guild if c["type"] not in THREAD_TYPES],
-            # Discord lists the active threads the bot can view.
+            # Discord lists the active threads the bot can view (never an archived one).
             "threads": [
                 c
                 for c in in_guild
-                if c["type"] in THREAD_TYPES and self.permissions_in(int(c["id"]), self.bot_user_id)
+                if c["type"] in THREAD_TYPES
+                and not c["thread_metadata"]["archived"]
+                and self.permissions_in(int(c["id"]), self.bot_user_id)
             ],
             "presences": [],
             "voice_states": [],
@@ -505,6 +511,12 @@ class DiscordState:
         )
         self.attachments[attachment_id] = attachment
         return attachment
+
+    def upload_limit_in(self, channel_id: int) -> int:
+        """A bot's own message's per-file limit in ``channel_id``."""
+        if self.channel(channel_id)["type"] == CHANNEL_TYPE_DM:
+            return self.direct_message_size_limit
+        return self.attachment_size_limit
 
     def check_upload_sizes(self, uploads: list[UploadedFile], limit: int, where: str) -> None:
         if len(uploads) > MAX_FILES_PER_MESSAGE:

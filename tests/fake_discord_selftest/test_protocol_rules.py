@@ -10,7 +10,7 @@ import pytest
 
 from tests.fake_discord import FakeDiscord, Violation
 from tests.fake_discord.payloads import Json
-from tests.fake_discord.rules import text_input_problems
+from tests.fake_discord.rules import autocomplete_problems, text_input_problems
 from tests.fake_discord_selftest.studio import OVERLONG_CUSTOM_ID, StudioBot
 
 
@@ -107,6 +107,15 @@ async def test_more_than_25_autocomplete_choices_are_rejected(
     with pytest.raises(TimeoutError):
         await fake_discord.autocomplete("pick", {"model": "x"}, focused="model", timeout=0.5)
     assert kinds(fake_discord.take_violations()) == [Violation.INVALID_AUTOCOMPLETE]
+
+
+def test_a_choice_value_over_100_characters_fails_the_whole_list() -> None:
+    fits = {"name": "fits", "value": "v" * 100}
+    assert autocomplete_problems({"choices": [fits]}) == []
+    too_long = {"name": "short name", "value": "v" * 101}
+    assert autocomplete_problems({"choices": [fits, too_long]}) == [
+        f"choice value {'v' * 30!r} is 101 characters; Discord accepts 1 to 100"
+    ]
 
 
 def button(custom_id: str) -> dict[str, Any]:

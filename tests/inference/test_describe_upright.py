@@ -6,9 +6,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from inference.describe import Captioner
+from inference.types import RenderFailed
 
 
 class RecordingProcessor:
@@ -43,3 +45,17 @@ def test_the_captioner_reads_a_phone_photo_upright(tmp_path: Path) -> None:
     finally:
         captioner.close()
     assert processor.sizes == [(20, 40)]
+
+
+def test_a_cut_short_jpeg_is_a_reason_for_the_member_not_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buffer, format="JPEG")
+    captioner = Captioner(tmp_path)
+    captioner._loaded = (RecordingProcessor(), OneCaptionModel())
+    try:
+        with pytest.raises(RenderFailed, match="cut short or damaged"):
+            captioner._describe(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    finally:
+        captioner.close()

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from PIL import Image
 
 from inference.engine import Engine
 from inference.infotext import format_infotext, parse_infotext, png_with_infotext
 from inference.types import RenderInputError, RenderRequest, StepProgress
-from inference.upscale import HiresOptions, UpscaleOptions, scaled_render_size
+from inference.upscale import (
+    HiresOptions,
+    UpscaleOptions,
+    hires_scale_to,
+    hires_size,
+    scaled_render_size,
+)
 from inference.validation import validate_request
 from tests.inference.conftest import TINY
 
@@ -185,6 +196,47 @@ def test_hires_size_is_the_web_uis(
 ) -> None:
     hires = HiresOptions.from_options({"hires_scale": scale}, *size)
     assert hires is not None and hires.size == expected
+
+
+def _fewest_decimals_for(width: int, height: int, size: tuple[int, int]) -> int:
+    """Found by search: the fewest decimals of a scale above 1 whose ``hires_size`` is
+    ``size``. ``int(side x scale)`` floored to 8 is a side of ``size`` for scales in
+    [side of size / side, (side of size + 8) / side); each length's decimals in or next to
+    that range are tried in floats, as ``hires_size`` reads them."""
+    low = max(Fraction(size[0], width), Fraction(size[1], height))
+    high = min(Fraction(size[0] + 8, width), Fraction(size[1] + 8, height))
+    for decimals in range(17):
+        unit = 10**decimals
+        for tenths in range(math.floor(low * unit) - 1, math.ceil(high * unit) + 2):
+            scale = float(Fraction(tenths, unit))
+            if scale > 1 and hires_size(width, height, scale) == size:
+                return decimals
+    raise AssertionError(f"no scale gives {size}")
+
+
+@given(
+    width=st.integers(8, 256).map(lambda eighths: eighths * 8),
+    height=st.integers(8, 256).map(lambda eighths: eighths * 8),
+    ratio=st.fractions(Fraction(1), Fraction(4)).filter(lambda ratio: ratio > 1),
+    both_sides=st.booleans(),
+)
+@example(width=960, height=960, ratio=Fraction(1056, 960), both_sides=False)  # 1.1, not 1.101
+@example(width=80, height=80, ratio=Fraction(88, 80), both_sides=False)  # 1.1, not 1.11
+@example(width=640, height=960, ratio=Fraction(1968, 960), both_sides=True)  # 2.051
+def test_a_hires_resize_is_written_as_the_shortest_scale_of_its_size(
+    width: int, height: int, ratio: Fraction, both_sides: bool
+) -> None:
+    """The scale a "Hires resize" is written as (the infotext's ``Hires upscale``) gives the
+    size the resize asked for, is above 1, and has the fewest decimals any such scale has."""
+    to_width = min(4 * width, math.ceil(width * ratio))
+    to_height = min(4 * height, math.ceil(height * ratio)) if both_sides else 0
+    scale = hires_scale_to(width, height, to_width, to_height)
+    size = hires_size(width, height, scale)
+    least = max(Fraction(to_width, width), Fraction(to_height, height))
+    assert size == (math.floor(width * least) // 8 * 8, math.floor(height * least) // 8 * 8)
+    assert 1 < scale <= 4
+    decimals = max(0, -int(Decimal(repr(scale)).normalize().as_tuple().exponent))
+    assert decimals == _fewest_decimals_for(width, height, size)
 
 
 def test_upscale_size_limits() -> None:

@@ -17,15 +17,18 @@ import pytest
 
 from bot.bans import MemberStops, Standing, StopCause, StoppedMembers
 from bot.history import History
+from bot.jobs import accounting
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.member_settings import MemberSettings
 from bot.services import Services
+from bot.user_errors import Reason, UserError
 from cogs.common import submit_unless_stopped
 from db import guild_settings as settings_audit
 from db import jobs as journal
 from db.jobs import JobStatus
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
+from tests.conftest import ErrorLogs
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
 
@@ -208,3 +211,26 @@ async def test_a_moderators_timeout_heard_while_automods_end_is_asked_holds_over
     for at, held in ((moderator_end - 1, True), (moderator_end + 1, False)):
         clock[0] = at
         assert stopped.holds(GUILD, RAIDER, began_at=earlier_work) is held
+
+
+async def test_a_ban_whose_cancel_of_one_job_raises_cancels_and_audits_the_others(
+    conn: aiosqlite.Connection, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    """One cancel that raises (its job being cancelled already, a database that refuses
+    it) must not lose the others' outcomes, nor the audit entry naming them."""
+    error_logs.expect("not cancelled")
+    queue = JobQueue(conn, [], tmp_path / "i")  # no device: the jobs stay queued
+    queue.set_sink(RecordingSink())
+    refused, other = [await queue.submit(raid(n)) for n in (0, 1)]
+    cancel = queue.cancel
+
+    async def refusing(job_id: str, by: accounting.Member, *, imposed: bool = False) -> Any:
+        if job_id == refused:
+            raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
+        return await cancel(job_id, by, imposed=imposed)
+
+    queue.cancel = refusing  # type: ignore[method-assign]
+    stops = banned_members(conn, queue, tmp_path)
+    assert await stops.cancel_jobs(GUILD, RAIDER, StopCause.BAN, easel_id=EASEL) == [other]
+    audit = await settings_audit.audit_log(conn, GUILD, 10)
+    assert [entry.new_value for entry in audit] == [f"<@{RAIDER}>: {other}"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.jobs import queue as queue_module
 from bot.jobs.queue import MAX_RENDER_ATTEMPTS, JobQueue, Submission
+from bot.jobs.queue import job_queue as queue_module
 from db import jobs as journal
 from db.database import connect
 from inference.types import ProgressCallback, RenderedImage, RenderRequest

@@ -1,12 +1,15 @@
 """The dashboard's routes on a real loopback socket over a real database (Discord's answers
-stubbed): no age-restricted picture on the page, a session that ends with the admin's rights
-or when they sign out, thumbnails made once on their own threads yet checked on every request,
-and server ids past a snowflake's length answered 404."""
+stubbed): no age-restricted picture on the page (the server's policy read from memory, its
+change followed at once), a session that ends with the admin's rights or when they sign out,
+thumbnails made once on their own threads yet checked on every request, shared fairly between
+servers and stopped with the server, the page's script in Chromium on a 503 and a 403, and
+server ids past a snowflake's length answered 404."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Collection
@@ -17,11 +20,15 @@ import aiohttp
 import aiosqlite
 import pytest
 from PIL import Image
+from playwright.async_api import Route, async_playwright
 
-from bot.web import dashboard
+from bot.policy.guild import GuildPolicy
+from bot.policy.moderation import NsfwPolicy
+from bot.web import dashboard, thumbnails
 from bot.web.dashboard import COOKIE, READING_RIGHTS_S, AdminRights, Dashboard
 from bot.web.links import LinkSigner, RegionLink
 from bot.web.server import Claim, RegionWebServer
+from bot.web.thumbnails import DecodersBusy, Thumbnails
 from db import guild_settings
 from tests.conftest import ErrorLogs
 from tests.integration.test_web_server import free_port
@@ -70,8 +77,10 @@ class Editor:
 @dataclasses.dataclass
 class Site:
     conn: aiosqlite.Connection
+    policy: GuildPolicy
     admins: Admins
     dashboard: Dashboard
+    web: RegionWebServer
     clock: list[float]
     origin: str
     pictures: Path
@@ -119,11 +128,12 @@ async def site(tmp_path: Path, conn: aiosqlite.Connection) -> AsyncIterator[Site
     admins = Admins()
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    board = Dashboard(signer, origin, conn, cast(Any, NoQueue()), admins)
-    web = RegionWebServer(signer, Editor(), origin, "127.0.0.1", port, more_routes=board.routes())
+    policy = GuildPolicy(conn, prompts=cast(Any, None))  # its settings only
+    board = Dashboard(signer, origin, conn, cast(Any, NoQueue()), admins, policy.settings)
+    web = RegionWebServer(signer, Editor(), origin, "127.0.0.1", port, more_pages=(board,))
     await web.start()
     try:
-        yield Site(conn, admins, board, clock, origin, tmp_path)
+        yield Site(conn, policy, admins, board, web, clock, origin, tmp_path)
     finally:
         await web.stop()
 
@@ -146,9 +156,7 @@ async def test_age_restricted_pictures_stay_off_the_dashboard(site: Site) -> Non
         for job_id in (plain, made_restricted, restricted_now):
             async with http.get(site.picture_url(job_id)) as answer:
                 assert answer.status == (200 if job_id == plain else 404), job_id
-        await guild_settings.set_value(
-            site.conn, GUILD, ADMIN, "nsfw_policy", "age_restricted_only", time.time()
-        )
+        await site.policy.set_nsfw_policy(GUILD, ADMIN, NsfwPolicy.AGE_RESTRICTED_ONLY)
         assert await site.gallery(http) == set()
         async with http.get(site.picture_url(plain)) as answer:
             assert answer.status == 404
@@ -195,13 +203,13 @@ async def test_thumbnails_are_made_once_on_their_own_threads_yet_checked_each_ti
     job_id = "00000000000000c1"
     await site.add_picture(job_id, CHANNEL, age_restricted=False)
     decoded_on: list[str] = []
-    make = dashboard._thumbnail
+    make = thumbnails.make_thumbnail
 
     def recorded(path: Path) -> bytes:
         decoded_on.append(threading.current_thread().name)
         return make(path)
 
-    monkeypatch.setattr(dashboard, "_thumbnail", recorded)
+    monkeypatch.setattr(thumbnails, "make_thumbnail", recorded)
     http = await site.signed_in()
     async with http:
         for _ in range(3):
@@ -227,29 +235,29 @@ async def test_a_picture_is_decoded_once_at_a_time_and_waiting_decodes_are_cappe
 ) -> None:
     """Requests for a picture being decoded wait for that decode; past the cap on decodes
     under way, a 503 with Retry-After, and the picture is served when asked again."""
-    monkeypatch.setattr(dashboard, "THUMBNAILS_PENDING", 1)
+    monkeypatch.setattr(thumbnails, "THUMBNAILS_PENDING", 1)
     one, other = "00000000000000e1", "00000000000000e2"
     await site.add_picture(one, CHANNEL, age_restricted=False)
     await site.add_picture(other, CHANNEL, age_restricted=False)
     release = threading.Event()
     decoded: list[str] = []
-    make = dashboard._thumbnail
+    make = thumbnails.make_thumbnail
 
     def held(path: Path) -> bytes:
         decoded.append(path.stem)
         release.wait(30)
         return make(path)
 
-    monkeypatch.setattr(dashboard, "_thumbnail", held)
+    monkeypatch.setattr(thumbnails, "make_thumbnail", held)
     entered = 0
-    thumbnail = site.dashboard._thumbnail
+    thumbnail = site.dashboard._thumbnails.get
 
     async def counted(guild_id: int, job_id: str, idx: int, path: Path) -> bytes:
         nonlocal entered
         entered += 1
         return await thumbnail(guild_id, job_id, idx, path)
 
-    monkeypatch.setattr(site.dashboard, "_thumbnail", counted)
+    monkeypatch.setattr(site.dashboard._thumbnails, "get", counted)
     http = await site.signed_in()
     async with http:
 
@@ -270,13 +278,13 @@ async def test_a_picture_is_decoded_once_at_a_time_and_waiting_decodes_are_cappe
     assert decoded == [one, other]
 
 
-async def test_one_servers_decodes_and_cache_leave_room_for_another(
-    site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An admin cycling through their own server's pictures fills that server's share of
-    pending decodes and evicts that server's thumbnails: another server's are still decoded,
-    and those it keeps stay kept."""
-    one, other = GUILD, GUILD + 1
+@pytest.fixture
+async def held_decodes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Thumbnails, list[str], threading.Event]]:
+    """Thumbnails whose decodes of files named ``held…`` wait for the event (set at the end
+    whatever happens, so no decoder thread stays held); every decode's file name, in the order
+    the threads took them; each thumbnail is its file's name."""
     release = threading.Event()
     decoded: list[str] = []
 
@@ -286,30 +294,169 @@ async def test_one_servers_decodes_and_cache_leave_room_for_another(
             release.wait(30)
         return path.name.encode()
 
-    monkeypatch.setattr(dashboard, "_thumbnail", held)
-    board = site.dashboard
-    # The other server's admin has a picture kept; then the first server's decodes pile up.
-    assert await board._thumbnail(other, "0000000000000ab0", 0, Path("kept")) == b"kept"
-    share = dashboard.THUMBNAILS_PENDING_PER_SERVER
+    monkeypatch.setattr(thumbnails, "make_thumbnail", held)
+    made = Thumbnails()
     try:
-        pending = [
-            asyncio.create_task(board._thumbnail(one, f"{n:016x}", 0, Path(f"held{n}")))
-            for n in range(share)
-        ]
-        await asyncio.sleep(0)  # each has started its decode
-        with pytest.raises(dashboard._DecodersBusy):
-            await board._thumbnail(one, f"{share:016x}", 0, Path("refused"))
-        # Queued behind the first server's decodes (the threads are held here), not refused.
-        served = asyncio.create_task(board._thumbnail(other, "0000000000000ab1", 0, Path("served")))
-        await asyncio.sleep(0)
-        assert not served.done()
-    finally:  # a failure here leaves no decoder thread held
+        yield made, decoded, release
+    finally:
         release.set()
+        await made.close()
+
+
+def queue_held(made: Thumbnails, guild_id: int, count: int) -> list[asyncio.Task[bytes]]:
+    return [
+        asyncio.create_task(made.get(guild_id, f"{guild_id:08x}{n:08x}", 0, Path(f"held{n}")))
+        for n in range(count)
+    ]
+
+
+async def test_one_servers_decodes_and_cache_leave_room_for_another(
+    held_decodes: tuple[Thumbnails, list[str], threading.Event],
+) -> None:
+    """An admin cycling through their own server's pictures fills that server's share of
+    pending decodes and evicts that server's thumbnails: another server's are still decoded,
+    and those it keeps stay kept."""
+    made, decoded, release = held_decodes
+    one, other = GUILD, GUILD + 1
+    # The other server's admin has a picture kept; then the first server's decodes pile up.
+    assert await made.get(other, "0000000000000ab0", 0, Path("kept")) == b"kept"
+    share = thumbnails.THUMBNAILS_PENDING_PER_SERVER
+    pending = queue_held(made, one, share)
+    await asyncio.sleep(0)  # each has asked
+    with pytest.raises(DecodersBusy):
+        await made.get(one, f"{share:016x}", 0, Path("refused"))
+    # Queued behind the first server's decodes (the threads are held here), not refused.
+    served = asyncio.create_task(made.get(other, "0000000000000ab1", 0, Path("served")))
+    await asyncio.sleep(0)
+    assert not served.done()
+    release.set()
     assert len(await asyncio.gather(*pending)) == share and await served == b"served"
-    for n in range(share, share + dashboard.THUMBNAILS_KEPT):  # the cache churned by one
-        await board._thumbnail(one, f"{n:016x}", 0, Path(f"churn{n}"))
-    assert await board._thumbnail(other, "0000000000000ab0", 0, Path("kept")) == b"kept"
+    for n in range(share, share + thumbnails.THUMBNAILS_KEPT):  # the cache churned by one
+        await made.get(one, f"{n:016x}", 0, Path(f"churn{n}"))
+    assert await made.get(other, "0000000000000ab0", 0, Path("kept")) == b"kept"
     assert decoded.count("kept") == 1 and "refused" not in decoded
+
+
+async def test_the_threads_take_the_servers_waiting_decodes_in_turn(
+    held_decodes: tuple[Thumbnails, list[str], threading.Event],
+) -> None:
+    """A server with one picture to make waits behind one decode of the server that asked
+    for a whole gallery first, not behind all of them."""
+    made, decoded, release = held_decodes
+    gallery = queue_held(made, GUILD, thumbnails.THUMBNAILS_PENDING_PER_SERVER)
+    await asyncio.sleep(0)
+    one = asyncio.create_task(made.get(GUILD + 1, "00000000000000f1", 0, Path("one")))
+    await asyncio.sleep(0)
+    release.set()
+    assert await one == b"one"
+    await asyncio.gather(*gallery)
+    # Two decodes were under way; then the first server's turn and the second's, either way.
+    assert decoded.index("one") in {2, 3}
+
+
+async def test_a_full_queue_makes_room_for_a_server_holding_fewer(
+    held_decodes: tuple[Thumbnails, list[str], threading.Event],
+) -> None:
+    """Admins of four servers fill every pending place: a fifth server's admin still gets a
+    decode, which the server holding the most gives up (its newest waiting one, a 503 for
+    that page); that server asking again is refused, as it would take the place back."""
+    made, decoded, release = held_decodes
+    share = thumbnails.THUMBNAILS_PENDING_PER_SERVER
+    servers = thumbnails.THUMBNAILS_PENDING // share
+    waiting = {guild: queue_held(made, guild, share) for guild in range(1, servers + 1)}
+    await asyncio.sleep(0)
+    fifth = asyncio.create_task(made.get(servers + 1, "00000000000000f5", 0, Path("fifth")))
+    every = [task for tasks in waiting.values() for task in tasks]
+    await asyncio.wait(every, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    given_up = [
+        (guild, n)
+        for guild, tasks in waiting.items()
+        for n, task in enumerate(tasks)
+        if task.done() and isinstance(task.exception(), DecodersBusy)
+    ]
+    assert len(given_up) == 1 and given_up[0][1] == share - 1  # the newest of one server
+    with pytest.raises(DecodersBusy):
+        await made.get(given_up[0][0], "00000000000000f6", 0, Path("again"))
+    release.set()
+    assert await fifth == b"fifth"
+    answered = await asyncio.gather(*every, return_exceptions=True)
+    assert sum(isinstance(answer, bytes) for answer in answered) == servers * share - 1
+    assert "again" not in decoded
+
+
+async def test_the_thumbnail_threads_end_with_the_server(site: Site) -> None:
+    job_id = "00000000000000c2"
+    await site.add_picture(job_id, CHANNEL, age_restricted=False)
+    http = await site.signed_in()
+    async with http, http.get(site.picture_url(job_id)) as answer:
+        assert answer.status == 200
+    decoders = [t for t in threading.enumerate() if t.name.startswith("thumbnails")]
+    assert decoders
+    await site.web.stop()
+    assert not any(thread.is_alive() for thread in decoders)
+
+
+async def test_the_nsfw_policy_is_read_from_memory_and_its_change_shows_at_once(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls read the server's settings as the bot keeps them (not the database each time);
+    an admin's change drops them, so the next poll follows it."""
+    job_id = "00000000000000c3"
+    await site.add_picture(job_id, CHANNEL, age_restricted=False)
+    reads = 0
+    read = guild_settings.get
+
+    async def counted(conn: aiosqlite.Connection, guild_id: int) -> guild_settings.GuildSettings:
+        nonlocal reads
+        reads += 1
+        return await read(conn, guild_id)
+
+    monkeypatch.setattr(guild_settings, "get", counted)
+    http = await site.signed_in()
+    async with http:
+        for _ in range(3):
+            assert await site.gallery(http) == {job_id}
+            async with http.get(site.picture_url(job_id)) as answer:
+                assert answer.status == 200
+        assert reads == 1
+        await site.policy.set_nsfw_policy(GUILD, ADMIN, NsfwPolicy.AGE_RESTRICTED_ONLY)
+        reads = 0  # the change reads the old value for its audit line
+        assert await site.gallery(http) == set()
+    assert reads == 1
+
+
+async def test_the_page_asks_again_after_a_503_and_clears_itself_on_a_403(site: Site) -> None:
+    """In Chromium: a state or a thumbnail answered 503 (busy) is asked for again at the next
+    poll and the page keeps what it shows; a 403 (rights lost) empties the page."""
+    job_id = "00000000000000c4"
+    await site.add_picture(job_id, CHANNEL, age_restricted=False)
+    busy: list[str] = []
+
+    async def first_answer_busy(route: Route) -> None:
+        kind = "state" if route.request.url.endswith("/state") else "picture"
+        if kind not in busy:
+            busy.append(kind)
+            await route.fulfill(status=503, body="Too many connections.", headers={})
+        else:
+            await route.continue_()
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+        )
+        page = await browser.new_page()
+        await page.route(f"{site.home}/state", first_answer_busy)
+        await page.route(f"{site.home}/picture/**", first_answer_busy)
+        await page.goto(site.dashboard.link_for(ADMIN, GUILD))
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#gallery img')].some((i) => i.naturalWidth > 0)"
+        )
+        assert busy == ["state", "picture"]
+        site.admins.refusal = "You no longer have the Manage Server permission there."
+        site.clock[0] += READING_RIGHTS_S
+        await page.wait_for_selector("text=no longer have the Manage Server permission")
+        assert await page.query_selector("#gallery") is None
+        await browser.close()
 
 
 async def test_a_server_id_past_a_snowflakes_length_is_not_found(

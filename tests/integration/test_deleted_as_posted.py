@@ -86,7 +86,9 @@ def copying_results(
 ) -> DiscordResults:
     """Results posted in the channel (as message 901), each also copied to its maker's DMs
     by ``send_copy(job id)``."""
-    client = SimpleNamespace(get_partial_messageable=lambda _channel_id: Channel())
+    client = SimpleNamespace(
+        get_partial_messageable=lambda _channel_id: Channel(), get_guild=lambda _guild_id: None
+    )
     results = DiscordResults(cast(Any, client))
     results.history = history
 

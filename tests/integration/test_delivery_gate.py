@@ -21,6 +21,7 @@ import discord
 import pytest
 
 from bot.history import History
+from bot.images import DEFAULT_FILESIZE_LIMIT
 from bot.jobs import accounting
 from bot.jobs.queue import JobQueue, Submission
 from bot.policy import delivery
@@ -76,7 +77,11 @@ class FakeDiscord:
     def __init__(self, *, age_restricted: bool = False) -> None:
         self.channel, self.direct = Sent(), Sent()
         cached = SimpleNamespace(is_nsfw=lambda: age_restricted)
-        self.guild = SimpleNamespace(name="Guild", get_channel_or_thread=lambda _id: cached)
+        self.guild = SimpleNamespace(
+            name="Guild",
+            get_channel_or_thread=lambda _id: cached,
+            filesize_limit=DEFAULT_FILESIZE_LIMIT,  # an unboosted server's
+        )
 
     def get_partial_messageable(self, channel_id: int) -> Sent:
         assert channel_id == CHANNEL

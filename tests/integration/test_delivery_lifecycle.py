@@ -18,8 +18,9 @@ from types import SimpleNamespace
 import aiosqlite
 import pytest
 
-from bot.jobs import queue as job_queue
-from bot.jobs.queue import FinishedJob, JobQueue, Submission
+from bot.jobs.queue import FinishedJob, JobQueue, Submission, job_queue
+from bot.jobs.queue import delivery as job_delivery
+from bot.jobs.queue.ends import JobEnds
 from db import jobs as journal
 from db import quotas as ledger
 from inference.types import RenderedImage, RenderRequest
@@ -127,7 +128,7 @@ async def test_restored_results_post_after_the_member_check_without_holding_the_
     assert await delivered_at(conn, jobs) == [True, True]
 
 
-class StoresWhenReleased(JobQueue):
+class StoresWhenReleased(JobEnds):
     """Its batches' pictures are stored once ``storing`` is set: their lanes open late."""
 
     storing = threading.Event()
@@ -148,7 +149,8 @@ async def test_a_stop_ends_the_posts_of_lanes_opened_while_it_waited(
 ) -> None:
     monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 1.0)
     StoresWhenReleased.storing = threading.Event()
-    queue = StoresWhenReleased(conn, cpu(), tmp_path / "images")
+    monkeypatch.setattr(job_queue, "JobEnds", StoresWhenReleased)
+    queue = JobQueue(conn, cpu(), tmp_path / "images")
     sink = HeldSink()
     queue.set_sink(sink)
     await queue.start()
@@ -173,7 +175,7 @@ async def test_a_post_failing_for_a_passing_reason_is_tried_again_in_its_lane(
     error_logs: ErrorLogs,
 ) -> None:
     error_logs.expect("its result cannot be posted")
-    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", (0.0, 0.0))
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", (0.0, 0.0))
     images = tmp_path / "images"
     journaling = JobQueue(conn, [], images)  # journaled first: one batch of four
     timed_out = await journaling.submit(submission(MEMBER, "its channel check timed out"))

@@ -15,8 +15,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.jobs import queue as job_queue
 from bot.jobs.queue import DeliveryRetries, FinishedJob, JobQueue
+from bot.jobs.queue import delivery as job_delivery
 from db import jobs as journal
 from db import quotas as ledger
 from inference.worker import DeviceWorker
@@ -77,11 +77,11 @@ def queue_on(conn: aiosqlite.Connection, images: Path, retries: DeliveryRetries)
 
 @pytest.fixture(autouse=True)
 def no_waits_in_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", (0.0, 0.0))
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", (0.0, 0.0))
 
 
 async def test_a_result_posts_once_discord_is_back_without_a_restart(
-    conn: aiosqlite.Connection, tmp_path: Path
+    conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue = queue_on(conn, tmp_path / "images", QUICK)
     await queue.start()
@@ -99,6 +99,9 @@ async def test_a_result_posts_once_discord_is_back_without_a_restart(
     job = await journal.get_job(conn, job_id)
     assert job is not None and job.delivered_at is not None
     assert job.delivery_tries == 2
+    # An outage fails every delivery for its length: a line each, with no traceback.
+    failed = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+    assert len(failed) == 6 and not any(record.exc_info for record in failed)
 
 
 async def test_a_result_that_cannot_be_posted_is_failed_refunded_and_its_maker_told(
@@ -183,7 +186,10 @@ async def test_each_try_looks_for_the_post_of_the_try_before_it(
 
 
 async def test_only_a_missing_picture_fails_a_delivery_at_once_not_another_os_error(
-    conn: aiosqlite.Connection, tmp_path: Path, error_logs: ErrorLogs
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     error_logs.expect("its result cannot be posted")
     images = tmp_path / "images"

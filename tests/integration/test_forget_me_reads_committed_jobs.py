@@ -1,6 +1,6 @@
-"""/forget-me reads the uploads other members' jobs still use before its write transaction,
-but never inside another coroutine's: a job that transaction deleted and then rolled back is
-still there, and its upload stays. A real SQLite file."""
+"""/forget-me reads the uploads other members' jobs still use inside its own write transaction,
+never inside another coroutine's: it waits for that one, so a job that transaction deleted and
+then rolled back is still there, and its upload stays. A real SQLite file."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ async def test_a_job_another_transaction_deleted_then_rolled_back_keeps_its_uplo
     upload.write_bytes(b"png")
     await finished_job(conn, "a" * 16, MAKER, upload)
     await finished_job(conn, "b" * 16, REROLLER, upload)  # a 🔄 of the maker's job
-    # The newest job, which the erase's second read starts after: not the 🔄.
+    # A job of the 🔄's member that reads another upload.
     await finished_job(conn, "c" * 16, REROLLER, tmp_path / "inputs" / "other.png")
     deleted, roll_back = asyncio.Event(), asyncio.Event()
 

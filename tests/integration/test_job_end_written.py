@@ -14,22 +14,36 @@ they were one transaction).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
 
 from bot.jobs import accounting
-from bot.jobs import queue as job_queue
-from bot.jobs.queue import CancelOutcome, DeliveryRetries, FinishedJob, JobQueue, Submission
+from bot.jobs.queue import (
+    CancelOutcome,
+    DeliveryRetries,
+    FinishedJob,
+    JobQueue,
+    SlotUnavailable,
+    Submission,
+)
+from bot.jobs.queue import delivery as job_delivery
+from bot.jobs.queue import ends as ends_module
+from bot.jobs.queue import job_queue as queue_module
 from bot.user_errors import UserError
 from db import jobs as journal
 from db import quotas as ledger
-from db.database import connect
-from inference.types import RenderRequest
+from db.database import connect, transaction
+from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
 from inference.worker import DeviceWorker
 from tests.conftest import ErrorLogs
 from tests.support.engines import HeldEngine, InstantEngine
@@ -312,7 +326,7 @@ async def test_a_failed_delivery_written_while_the_database_is_locked_is_tried_a
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", ())  # the sweep's at once
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the sweep's at once
     queue = JobQueue(
         impatient,
         [DeviceWorker("cpu", lambda _: InstantEngine())],
@@ -337,16 +351,22 @@ async def test_a_failed_delivery_written_while_the_database_is_locked_is_tried_a
 
 
 def sweeping_queue(
-    conn: aiosqlite.Connection, engines: list[InstantEngine], images: Path
+    conn: aiosqlite.Connection,
+    engines: list[InstantEngine],
+    images: Path,
+    sweep_every_s: float = 0.02,
 ) -> tuple[JobQueue, RecordingSink]:
-    """A queue that gives up a write at once and sweeps often (``engines``: none, a queued job
-    stays queued)."""
+    """A queue that gives up a write at once and sweeps every ``sweep_every_s``, on one
+    device per engine (none: a queued job stays queued)."""
     queue = JobQueue(
         conn,
-        [DeviceWorker("cpu", lambda _, engine=engine: engine) for engine in engines],
+        [
+            DeviceWorker(f"cpu{index}", lambda _, engine=engine: engine)
+            for index, engine in enumerate(engines)
+        ],
         images,
         journal_retry_waits=IMPATIENT,
-        delivery_retries=DeliveryRetries(sweep_every_s=0.02, first_wait_s=0.01),
+        delivery_retries=DeliveryRetries(sweep_every_s=sweep_every_s, first_wait_s=0.01),
     )
     sink = RecordingSink(conn)
     queue.set_sink(sink)
@@ -363,10 +383,11 @@ async def test_a_stop_the_database_refuses_is_written_by_the_sweep_not_left_to_t
     try:
         job_id = await queue.submit(submission(1))
         assert await asyncio.to_thread(engine.started.wait, 10)
-        lock.take()
-        # The member is told it stops; the lock goes once its end was refused.
+        # The member is told it stops, its stop asked in the journal; then the database is
+        # taken, and the lock goes once its end was refused.
         with when_logged(naming(job_id, logging.CRITICAL, "was not recorded"), lock.release):
             assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.STOPPING
+            lock.take()  # before the render's stop is handled: no await since the answer
             await sink.wait_for(1)
     finally:
         await queue.stop()
@@ -421,4 +442,438 @@ async def test_a_second_cancel_while_the_first_is_written_is_told_so_not_that_it
         assert await first is CancelOutcome.CANCELLED
     finally:
         await queue.stop()
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
+
+
+async def test_a_stop_kept_for_the_sweep_is_ended_by_the_next_start_not_rendered(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    engine = HeldEngine()
+    queue, _ = sweeping_queue(impatient, [engine], tmp_path / "images", sweep_every_s=3600)
+    await queue.start()
+    job_id = await queue.submit(submission(1))
+    assert await asyncio.to_thread(engine.started.wait, 10)
+    refused = asyncio.Event()
+    with when_logged(naming(job_id, logging.CRITICAL, "was not recorded"), refused.set):
+        assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.STOPPING
+        lock.take()  # before the render's stop is handled: no await since the answer
+        await asyncio.wait_for(refused.wait(), 10)
+    # Stopped, its end kept: asked again, it is stopping still, not finished.
+    assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.STOPPING
+    lock.release()
+    await queue.stop()  # before any sweep wrote its end
+
+    renders = InstantEngine()
+    again, sink = await started_queue(
+        impatient, [DeviceWorker("cpu", lambda _: renders)], tmp_path / "images"
+    )
+    await sink.wait_for(1)
+    await again.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert renders.rendered == []
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
+
+
+async def test_a_stop_the_database_refuses_to_record_is_not_made_and_the_member_told(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    engine = HeldEngine()
+    queue, sink = sweeping_queue(impatient, [engine], tmp_path / "images", sweep_every_s=3600)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        lock.take()
+        with pytest.raises(UserError, match=r"not cancelled.*Try again"):
+            await queue.cancel(job_id, accounting.Member(1, 1))
+        lock.release()
+        engine.released.set()
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    # Not stopped, as the member was told: rendered, delivered and charged.
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, True)]
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]
+
+
+@dataclass
+class DeafEngine(HeldEngine):
+    """Finishes each render it holds whatever a cancel (one during the last step or the
+    decode)."""
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        return super().render_batch(requests, progress, None)
+
+
+async def test_a_stop_as_the_render_completes_whose_end_is_refused_is_written_by_the_sweep(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    engine = DeafEngine()
+    queue, sink = sweeping_queue(impatient, [engine], tmp_path / "images")
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        assert await queue.cancel(job_id, accounting.Member(1, 1)) is CancelOutcome.STOPPING
+        lock.take()
+        # Rendered whole all the same; the lock goes once its end was refused.
+        with when_logged(naming(job_id, logging.CRITICAL, "was not recorded"), lock.release):
+            engine.released.set()
+            await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]  # its GPU time
+
+
+class AwayOnceSlot:
+    """A broker's slot whose broker is away at its first hand-over, as the database is taken
+    by another writer; it renders (on ``engine``) from the next one on."""
+
+    def __init__(self, lock: WriteLock, engine: InstantEngine) -> None:
+        self._lock = lock
+        self._worker = DeviceWorker("remote", lambda _: engine)
+        self.hand_overs = 0
+
+    @property
+    def device(self) -> str:
+        return "remote"
+
+    @property
+    def brokered(self) -> bool:
+        return True
+
+    async def render(
+        self,
+        request: RenderRequest,
+        progress: Callable[[StepProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        job_id: str,
+    ) -> list[RenderedImage]:
+        self.hand_overs += 1
+        if self.hand_overs == 1:
+            self._lock.take()
+            raise SlotUnavailable("the broker does not answer", answers)
+        return await self._worker.render(request, progress, cancel, job_id=job_id)
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+async def answers() -> bool:
+    return True
+
+
+async def test_a_start_that_did_not_happen_whose_requeue_is_refused_renders_once_it_answers(
+    impatient: aiosqlite.Connection,
+    lock: WriteLock,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    monkeypatch.setattr(queue_module, "UNAVAILABLE_PROBE_WAITS_S", (0.01, 0.01))
+    slot = AwayOnceSlot(lock, InstantEngine())
+    queue = JobQueue(impatient, [slot], tmp_path / "images", journal_retry_waits=IMPATIENT)
+    sink = RecordingSink(impatient)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        # The lock goes once its "queued again" was refused: the journal says running.
+        with when_logged(naming(job_id, logging.CRITICAL, "was not recorded"), lock.release):
+            await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert slot.hand_overs == 2
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, True)]
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]
+
+
+async def test_a_withdrawal_stops_the_jobs_after_one_whose_cancel_is_busy(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    queue = JobQueue(
+        impatient,
+        [],
+        tmp_path / "images",
+        journal_retry_waits=PATIENT,
+        delivery_retries=DeliveryRetries(sweep_every_s=0.02, first_wait_s=0.01),
+    )
+    sink = RecordingSink(impatient)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        busy, other = [await queue.submit(submission(user)) for user in (1, 2)]
+        lock.take()
+        refused = asyncio.Event()
+        with when_logged(naming(busy, logging.WARNING, "its end not written"), refused.set):
+            cancelling = asyncio.create_task(queue.cancel(busy, accounting.Member(1, 1)))
+            await asyncio.wait_for(refused.wait(), 20)
+        # ``busy`` is being cancelled: told so, and ``other`` is stopped all the same, its
+        # end tried once while the lock is held (the patient waits would outlast the
+        # timeout), and kept for the sweep.
+        stopped = await asyncio.wait_for(queue.stop_withdrawn([busy, other]), 20)
+        assert stopped == [other]
+        lock.release()
+        assert await cancelling is CancelOutcome.CANCELLED
+        await sink.wait_for(2)
+    finally:
+        await queue.stop()
+    assert await status(impatient, other) is journal.JobStatus.CANCELLED
+    assert await ledger_kinds(impatient, other) == ["reserve", "refund"]
+
+
+async def test_a_sweep_tries_the_stops_kept_once_while_the_database_refuses_them(
+    impatient: aiosqlite.Connection,
+    lock: WriteLock,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    engines = [DeafEngine(), DeafEngine()]
+    queue, _ = sweeping_queue(impatient, engines, tmp_path / "images")
+    writes = 0  # the ends' transactions tried
+    sweeps: list[int] = []  # the ends' writes tried before each sweep's deliveries
+    swept = asyncio.Event()
+    deliveries_due = journal.deliveries_due
+
+    def counted_end(conn: aiosqlite.Connection) -> contextlib.AbstractAsyncContextManager[None]:
+        nonlocal writes
+        writes += 1
+        return transaction(conn)
+
+    async def counted_sweep(*args: Any) -> list[journal.JobRecord]:
+        sweeps.append(writes)
+        swept.set()
+        return await deliveries_due(*args)
+
+    monkeypatch.setattr(ends_module, "transaction", counted_end)
+    monkeypatch.setattr(journal, "deliveries_due", counted_sweep)
+    await queue.start()
+    try:
+        jobs = {user: await queue.submit(submission(user)) for user in (1, 2)}
+        for engine in engines:
+            assert await asyncio.to_thread(engine.started.wait, 10)
+        for user, job_id in jobs.items():
+            stopping = await queue.cancel(job_id, accounting.Member(user, 1))
+            assert stopping is CancelOutcome.STOPPING
+        lock.take()
+        # Both render whole, and both ends are refused and kept, the lock held on.
+        kept = {job_id: asyncio.Event() for job_id in jobs.values()}
+        with contextlib.ExitStack() as watching:
+            for job_id, refused in kept.items():
+                matches = naming(job_id, logging.CRITICAL, "was not recorded")
+                watching.enter_context(when_logged(matches, refused.set))
+            for engine in engines:
+                engine.released.set()
+            async with asyncio.timeout(10):
+                for refused in kept.values():
+                    await refused.wait()
+        since = len(sweeps)
+        async with asyncio.timeout(10):
+            while len(sweeps) < since + 3:
+                swept.clear()
+                await swept.wait()
+    finally:
+        lock.release()
+        await queue.stop()
+    # Each sweep tries one of the two, and no more while the database refuses it.
+    tried = [after - before for before, after in itertools.pairwise(sweeps[since:])]
+    assert tried[:2] == [1, 1]
+
+
+async def test_a_stop_imposed_on_its_owner_is_made_though_its_ask_is_refused(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("was not recorded")
+    engine = HeldEngine()
+    queue = JobQueue(
+        impatient,
+        [DeviceWorker("cpu", lambda _: engine)],
+        tmp_path / "images",
+        journal_retry_waits=PATIENT,
+    )
+    sink = RecordingSink(impatient)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        lock.take()
+        # A ban's stop: its ask tried once (the patient waits would outlast the timeout),
+        # and the render stopped though the journal refused it; the lock goes after.
+        asked = naming(job_id, logging.CRITICAL, "its stop's ask was not recorded")
+        with when_logged(asked, lock.release):
+            imposed = queue.cancel(job_id, accounting.Member(1, 1), imposed=True)
+            assert await asyncio.wait_for(imposed, 20) is CancelOutcome.STOPPING_FREE
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
+    assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
+
+
+async def test_a_stop_s_ask_commits_though_another_transaction_open_then_rolls_back(
+    impatient: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    engine = HeldEngine()
+    queue, _ = sweeping_queue(impatient, [engine], tmp_path / "images")
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        opened, failing = asyncio.Event(), asyncio.Event()
+
+        async def rolled_back() -> None:
+            with contextlib.suppress(RuntimeError):
+                async with transaction(impatient):
+                    opened.set()
+                    await failing.wait()
+                    raise RuntimeError("another coroutine's transaction fails")
+
+        other = asyncio.create_task(rolled_back())
+        await opened.wait()
+        cancelling = asyncio.create_task(queue.cancel(job_id, accounting.Member(1, 1)))
+        # A lone statement would run inside the open transaction meanwhile; the ask waits.
+        await asyncio.wait({cancelling}, timeout=1)
+        failing.set()
+        await other
+        assert await cancelling is CancelOutcome.STOPPING
+        job = await journal.get_job(impatient, job_id)
+        assert job is not None and job.cancel_asked_at is not None
+    finally:
+        await queue.stop()
+
+
+async def test_a_stop_asked_as_the_render_finishes_is_forgotten_so_a_start_renders_it(
+    impatient: aiosqlite.Connection,
+    lock: WriteLock,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("its outcome was not recorded")
+
+    async def refused(*_args: object, **_kwargs: object) -> bytes | None:
+        raise aiosqlite.OperationalError("database is locked")
+
+    monkeypatch.setattr(ends_module.JobEnds, "record_success", refused)
+    engine = HeldEngine()
+    queue = JobQueue(
+        impatient,
+        [DeviceWorker("cpu", lambda _: engine)],
+        tmp_path / "images",
+        journal_retry_waits=PATIENT,
+    )
+    queue.set_sink(RecordingSink(impatient))
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        lock.take()
+        asking, unrecorded = asyncio.Event(), asyncio.Event()
+        with (
+            when_logged(naming(job_id, logging.WARNING, "its stop asked not written"), asking.set),
+            when_logged(naming(job_id, logging.CRITICAL, "outcome"), unrecorded.set),
+        ):
+            cancelling = asyncio.create_task(queue.cancel(job_id, accounting.Member(1, 1)))
+            await asyncio.wait_for(asking.wait(), 10)
+            # It renders whole while its stop's ask waits; its pictures' record is refused.
+            engine.released.set()
+            await asyncio.wait_for(unrecorded.wait(), 10)
+        lock.release()
+        assert await cancelling is CancelOutcome.FINISHED
+    finally:
+        await queue.stop()
+    monkeypatch.undo()
+
+    # Told it finished: the next start renders and posts it, not cancels it.
+    again, sink = await started_queue(
+        impatient, [DeviceWorker("cpu", lambda _: InstantEngine())], tmp_path / "images"
+    )
+    await sink.wait_for(1)
+    await again.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, True)]
+
+
+async def job_asked_to_stop(conn: aiosqlite.Connection, images: Path, attempts: int) -> str:
+    """A job a previous process left running, started ``attempts`` times, its stop asked."""
+    job_id = await JobQueue(conn, [], images).submit(submission(1))
+    await journal.mark_running(conn, [job_id], NOW)
+    await journal.ask_cancel(conn, job_id, NOW)
+    await conn.execute("UPDATE jobs SET attempts = ? WHERE id = ?", (attempts, job_id))
+    return job_id
+
+
+async def test_a_start_tries_each_asked_stop_once_and_leaves_the_refused_to_the_sweep(
+    impatient: aiosqlite.Connection,
+    lock: WriteLock,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    caplog.set_level(logging.INFO, "bot.jobs.queue")  # "requeued" is logged at INFO
+    job_id = await job_asked_to_stop(impatient, tmp_path / "images", attempts=1)
+    writes = 0  # the ends' transactions tried
+
+    def counted_end(conn: aiosqlite.Connection) -> contextlib.AbstractAsyncContextManager[None]:
+        nonlocal writes
+        writes += 1
+        return transaction(conn)
+
+    monkeypatch.setattr(ends_module, "transaction", counted_end)
+    engine = InstantEngine()
+    queue = JobQueue(
+        impatient,
+        [DeviceWorker("cpu", lambda _: engine)],
+        tmp_path / "images",
+        journal_retry_waits=(0.01,) * 5,
+        delivery_retries=DeliveryRetries(sweep_every_s=0.02, first_wait_s=0.01),
+    )
+    sink = RecordingSink(impatient)
+    queue.set_sink(sink)
+    # The lock is taken once the job is back in the queue, and goes once the start's one
+    # try was refused: the sweep ends it after.
+    with (
+        when_logged(naming("requeued", logging.INFO), lock.take),
+        when_logged(naming(job_id, logging.CRITICAL, "was not recorded"), lock.release),
+    ):
+        await queue.start()
+    try:
+        assert lock.gone.is_set() and writes == 1  # refused once, not tried again
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert engine.rendered == []
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
+
+
+async def test_a_stop_asked_of_a_job_at_its_last_attempt_ends_it_cancelled_not_failed(
+    impatient: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    job_id = await job_asked_to_stop(
+        impatient, tmp_path / "images", attempts=queue_module.MAX_RENDER_ATTEMPTS
+    )
+    queue, sink = await started_queue(impatient, [], tmp_path / "images")
+    await sink.wait_for(1)
+    await queue.stop()
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
     assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]

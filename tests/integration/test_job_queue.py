@@ -13,7 +13,6 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.jobs import queue as queue_module
 from bot.jobs.queue import (
     MAX_RENDER_ATTEMPTS,
     FinishedJob,
@@ -21,6 +20,7 @@ from bot.jobs.queue import (
     QuotaExceeded,
     Submission,
 )
+from bot.jobs.queue import job_queue as queue_module
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.quota import Period, period_start
 from cogs.results.posting import result_png

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import logging
 import re
 import socket
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web_response
 from prometheus_client import REGISTRY
 
 from bot import metrics
@@ -71,7 +73,7 @@ def web_server(
 async def site(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[RegionWebServer, Editor, int]]:
-    monkeypatch.setattr(server, "REQUEST_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S)
+    monkeypatch.setattr(connections, "REQUEST_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S)
     picture = tmp_path / "picture.png"
     picture.write_bytes(b"\x89PNG not really")
     editor = Editor(picture)
@@ -190,7 +192,7 @@ async def test_a_form_that_cannot_be_read_gets_a_sentence_not_a_500(
 async def test_the_metrics_server_cuts_off_a_request_that_never_finishes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "REQUEST_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S)
+    monkeypatch.setattr(connections, "REQUEST_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S)
     served = await metrics.serve("127.0.0.1", 0, lambda: True)
     try:
         started = time.monotonic()
@@ -497,6 +499,45 @@ async def test_every_answer_has_the_security_headers_and_no_version_banner(
             assert asset.headers["Cache-Control"] == assets.ASSET_HEADERS["Cache-Control"]
 
 
+async def test_a_request_aiohttp_cannot_parse_gets_an_empty_server_header_and_one_log_line_at_most(
+    site: tuple[RegionWebServer, Editor, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp answers 400 itself, past every route and signal; a client can send such a
+    request at will, so no traceback is logged for it."""
+    _, _, port = site
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    for malformed in (
+        b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    ):
+        sent = await answer(await connect(port), malformed)
+        lines = sent.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+        assert lines[0].split(b" ", 2)[1] == b"400", lines
+        # Its Server header is sent, emptied of aiohttp's and Python's versions.
+        assert [line for line in lines if line.startswith(b"server:")] == [b"server: "], lines
+    logged = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(logged) == 2 and not any(r.exc_info or r.levelno > logging.DEBUG for r in logged)
+
+
+async def test_the_metrics_server_alone_answers_an_unparseable_request_as_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the web pages: aiohttp's default banner as at import, set back for this test
+    (the emptied default is process-wide once any server started)."""
+    monkeypatch.setattr(web_response, "SERVER_SOFTWARE", "Python/3 aiohttp/3")
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    served = await metrics.serve("127.0.0.1", 0, lambda: True)
+    try:
+        malformed = b"GET /metrics HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n"
+        sent = await answer(await connect(served.port), malformed)
+    finally:
+        await served.close()
+    lines = sent.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"server:")] == [b"server: "], lines
+    logged = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(logged) == 1 and not logged[0].exc_info and logged[0].levelno == logging.DEBUG
+
+
 async def test_a_refused_submit_is_told_in_plain_text(
     site: tuple[RegionWebServer, Editor, int],
 ) -> None:
@@ -550,10 +591,19 @@ async def serving_a_large_picture(tmp_path: Path) -> AsyncIterator[tuple[int, by
 
 
 async def test_head_on_the_picture_sends_its_headers_alone(
-    site: tuple[RegionWebServer, Editor, int],
+    site: tuple[RegionWebServer, Editor, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The next answer on the connection is not read from the picture's bytes."""
+    """The next answer on the connection is not read from the picture's bytes, and the
+    picture is not read at all: its length is the file's size."""
     web, _, port = site
+    read: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def recorded(path: Path) -> bytes:
+        read.append(path)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", recorded)
     token = web.signer.issue("0123456789abcdef", 0, 7, 5, 9, private=False)
     sent = await answer(
         await connect(port),
@@ -564,6 +614,7 @@ async def test_head_on_the_picture_sends_its_headers_alone(
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"\r\nContent-Length: 15\r\n" in head  # the picture's, as GET sends it
     assert after.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert read == []
 
 
 async def test_a_picture_read_slowly_but_steadily_is_sent_whole(

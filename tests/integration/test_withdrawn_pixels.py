@@ -18,8 +18,8 @@ import pytest
 
 from bot.history import History
 from bot.jobs import accounting
-from bot.jobs import queue as job_queue
 from bot.jobs.queue import Submission
+from bot.jobs.queue import delivery as job_delivery
 from bot.policy.delivery import CHANNEL_DELETED, SAME_PICTURE_REMOVED, SOURCE_CHANNEL_DELETED
 from bot.policy.member_settings import MemberSettings
 from cogs.results.posting import DiscordResults
@@ -152,7 +152,7 @@ async def test_an_erase_keeps_the_withdrawn_pixels_naming_no_one(
     assert await history.jobs_with_picture(OTHER_GUILD, LIGHTHOUSE) == []
     assert [job.job_id for job in await history.jobs_with_picture(GUILD, BOAT)] == ["c" * 16]
     await history.withdraw_deleted(GUILD, CHANNEL, [300])
-    assert await store.prune_jobs(conn, finished_before=NOW + 1) == 1  # retention
+    assert await store.prune_jobs(conn, finished_before=NOW + 1, at_most=10) == 1  # retention
     assert [job.withdrawn for job in await history.jobs_with_picture(GUILD, BOAT)] == [True]
     rows = await conn.execute_fetchall("SELECT * FROM withdrawn_pictures ORDER BY pixel_digest")
     assert [tuple(row) for row in rows] == [(GUILD, BOAT, NOW + 1), (GUILD, LIGHTHOUSE, NOW + 1)]
@@ -455,7 +455,7 @@ async def test_a_result_whose_channel_discord_does_not_answer_for_is_tried_again
 ) -> None:
     """Its message is gone and Discord does not say whether its channel is: the delivery is
     tried again later, not judged a moderator's deletion (which withdraws its twins)."""
-    monkeypatch.setattr(job_queue, "DELIVERY_RETRY_WAITS_S", ())  # to the sweep at once
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # to the sweep at once
     results = results_for(conn, _ChannelUnreadDiscord())
     queue = await started(conn, InstantEngine(), tmp_path / "images", results)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,6 +16,7 @@ import aiosqlite
 import discord
 import pytest
 
+import bot.history
 from bot.history import WITHDRAWAL_AUDITED_AS, History, StoredJob
 from bot.policy import guild as guild_policy
 from bot.policy import prompt_safety
@@ -26,6 +27,7 @@ from bot.policy.moderation import (
     STORED_TOO_LONG,
     WITHDRAWN_PICTURE,
     ConditioningTexts,
+    fix_faces_prompts_drawn,
 )
 from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.services import Services
@@ -34,6 +36,7 @@ from cogs.results.buttons import DeleteButton, check_still_shown
 from db import guild_settings
 from db import jobs as journal
 from db.history import prune_jobs
+from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_infotext
 from inference.types import RenderRequest
 
@@ -55,10 +58,11 @@ async def delivered(
     channel: int = CHANNEL,
     kind: str = "imagine",
     parent: str | None = None,
+    options: dict[str, object] | None = None,
 ) -> None:
     """A finished job whose result was posted as ``message_id`` (linked to it as the sink
     does, then the delivery recorded as the queue does)."""
-    request = RenderRequest(typed, negative_prompt=negative, seed=1, steps=2)
+    request = RenderRequest(typed, negative_prompt=negative, seed=1, steps=2, options=options or {})
     job = journal.NewJob(
         job_id, kind, MEMBER, guild, channel, request.to_json(), NOW, parent_job_id=parent
     )
@@ -165,9 +169,11 @@ async def click_delete(
     author: int = EASEL,
     files: Sequence[str] = (),
     not_found: int | None = None,
+    in_direct_messages: bool = False,
 ) -> bool:
     """``clicker`` (with Manage Messages unless told not) clicks Delete under ``message_id``
-    (``ephemeral``: seen by them alone; written by ``author``, carrying ``files``); Discord
+    (``ephemeral``: seen by them alone; written by ``author``, carrying ``files``; in the
+    server's channel unless ``in_direct_messages``); Discord
     deletes it (and ``before_the_answer`` runs before Easel reads that answer), or answers
     503, or 404 with the code ``not_found`` (10008: Unknown Message). Whether Easel asked
     Discord to delete it."""
@@ -187,7 +193,7 @@ async def click_delete(
             raise discord.NotFound(gone, {"code": not_found, "message": "Unknown"})
 
     clicked = SimpleNamespace(
-        guild_id=GUILD,
+        guild_id=None if in_direct_messages else GUILD,
         channel_id=CHANNEL,
         user=SimpleNamespace(id=clicker),
         permissions=discord.Permissions(manage_messages=manage_messages),
@@ -314,7 +320,7 @@ async def test_a_moderators_deletion_racing_the_makers_delete_still_withdraws_th
     """The maker clicks Delete (its post unlinked) on a post a moderator deleted a moment
     before: Discord answers Unknown Message, and the moderator's deletion withdraws the job
     whether its event arrives after that answer or before it. Another 404 (Unknown Channel)
-    is no "already deleted": raised, the post linked again."""
+    is no "already deleted": the clicker is told its channel is gone, the post linked again."""
     for job_id, message_id in (("a" * 16, 100), ("b" * 16, 200), ("c" * 16, 300)):
         await delivered(conn, job_id, message_id)
     assert await click_delete(history, "a" * 16, 100, MEMBER, not_found=10008)
@@ -327,9 +333,58 @@ async def test_a_moderators_deletion_racing_the_makers_delete_still_withdraws_th
         history, "b" * 16, 200, MEMBER, before_the_answer=its_event_first, not_found=10008
     )
     assert (await stored(history, "b" * 16)).withdrawn
-    with pytest.raises(discord.NotFound):
+    with pytest.raises(UserError, match="channel is gone"):
         await click_delete(history, "c" * 16, 300, MEMBER, not_found=10003)
     assert await history.is_post_of("c" * 16, GUILD, CHANNEL, 300)
+
+
+async def test_a_delete_discord_answers_with_another_404_tells_the_clicker_what_it_said(
+    conn: aiosqlite.Connection, history: History
+) -> None:
+    """Told what Discord said, and only what the clicker can do: delete it themselves with
+    Manage Messages, else ask a moderator; nothing in direct messages, where nobody can."""
+    await delivered(conn, "a" * 16, 100)
+    told: dict[str, str] = {}
+    for who, clicker, manage_messages, in_direct_messages in (
+        ("moderator", MODERATOR, True, False),
+        ("maker", MEMBER, False, False),
+        ("in direct messages", MEMBER, False, True),
+    ):
+        with pytest.raises(UserError, match=r"did not delete this message.*code 10015") as error:
+            await click_delete(
+                history,
+                "a" * 16,
+                100,
+                clicker,
+                not_found=10015,
+                manage_messages=manage_messages,
+                in_direct_messages=in_direct_messages,
+            )
+        told[who] = str(error.value)
+    assert told["moderator"].endswith("Delete it in Discord.")
+    assert told["maker"].endswith("Ask a moderator to delete it.")
+    assert told["in direct messages"].endswith("Nothing was deleted.")
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [100]) == ["a" * 16]  # still linked
+
+
+async def test_a_post_that_cannot_be_linked_again_after_a_failed_delete_is_logged(
+    conn: aiosqlite.Connection,
+    history: History,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The maker's Delete unlinked its post; Discord refuses, and the link's write fails too:
+    the clicker is told Discord's refusal, and the log says the post is unlinked."""
+    await delivered(conn, "a" * 16, 100)
+
+    async def write_refused(*_: object) -> bool:
+        raise aiosqlite.OperationalError("database is locked")
+
+    monkeypatch.setattr(history, "posted_again", write_refused)
+    with pytest.raises(discord.HTTPException, match="down"):
+        await click_delete(history, "a" * 16, 100, MEMBER, discord_deletes=False)
+    [unlinked] = [r for r in caplog.records if "could not be linked again" in r.getMessage()]
+    assert "a" * 16 in unlinked.getMessage() and unlinked.exc_info is not None
 
 
 async def test_a_makers_second_click_leaves_the_delete_to_the_first(
@@ -375,7 +430,7 @@ async def test_a_jobs_posts_go_with_it(conn: aiosqlite.Connection, history: Hist
     posted = [(post.channel_id, post.message_id) for post in forgotten.posts]
     assert posted == [(CHANNEL, 100), (CHANNEL, 200), (OTHER_CHANNEL, 101)]
     await delivered(conn, "c" * 16, 300)
-    assert await prune_jobs(conn, finished_before=NOW + 1) == 1  # retention
+    assert await prune_jobs(conn, finished_before=NOW + 1, at_most=10) == 1  # retention
     async with conn.execute("SELECT COUNT(*) FROM job_messages") as cursor:
         assert tuple(await cursor.fetchone() or ()) == (0,)
 
@@ -394,6 +449,37 @@ async def test_a_word_banned_since_refuses_what_was_typed_or_rendered(
     await policy.check_reuse(GUILD, dog.job_id, dog.texts, withdrawn=False)
     # Another server's words are not this one's.
     await policy.check_reuse(OTHER_GUILD, cat.job_id, cat.texts, withdrawn=False)
+
+
+async def test_a_fix_faces_prompts_draw_with_a_word_banned_since_refuses_the_picture(
+    conn: aiosqlite.Connection, history: History, policy: GuildPolicy
+) -> None:
+    """/show and U1-U4 read the stored job: its fix-faces prompt as the faces pass drew it at
+    the picture's seed (1: "a cat"), not only as typed."""
+    await delivered(conn, "a" * 16, 100, options={FIX_FACES_PROMPT: "a {h|c}at"})
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    job = await stored(history, "a" * 16)
+    with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+        await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+
+
+async def test_a_stored_jobs_fix_faces_prompt_is_drawn_off_the_event_loop(
+    conn: aiosqlite.Connection, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawing it again parses it, seconds for a long one: /show and U1-U4 must not stop the
+    bot meanwhile."""
+    await delivered(conn, "a" * 16, 100, options={FIX_FACES_PROMPT: "a {h|c}at"})
+    drawn_on: list[int] = []
+
+    def recording(options: Mapping[str, object], seeds: Iterable[object]) -> list[str]:
+        if FIX_FACES_PROMPT in options:  # not the typed prompts' own reading (no options)
+            drawn_on.append(threading.get_ident())
+        return fix_faces_prompts_drawn(options, seeds)
+
+    monkeypatch.setattr(bot.history, "fix_faces_prompts_drawn", recording)
+    job = await stored(history, "a" * 16)
+    assert "a cat" in job.texts.prompts
+    assert drawn_on and threading.get_ident() not in drawn_on
 
 
 async def test_a_negative_prompts_extra_network_tag_is_read_as_words_a_prompts_is_not(

@@ -70,6 +70,21 @@ def test_flag_errors_teach(prompt: str, message: str) -> None:
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("typed", "repeated"),
+    [
+        pytest.param("--ar 1:" + "2" * 5_000, "bad value '1:222", id="a bad value"),
+        pytest.param("--steps " + "x " * 3_000, "got 'x x x", id="values past one"),
+        pytest.param("--" + "v" * 5_000, "unknown flag --vvv", id="an unknown flag"),
+    ],
+)
+def test_a_flag_error_repeats_only_the_start_of_what_was_typed(typed: str, repeated: str) -> None:
+    with pytest.raises(InlineFlagError) as caught:
+        parse_inline_flags(f"a cat {typed}")
+    error = str(caught.value)
+    assert repeated in error and "…" in error and len(error) < 400
+
+
 def test_fast_is_a_flag_without_a_value() -> None:
     assert parse_inline_flags("a cat --fast") == ("a cat", InlineFlags(fast=True))
     assert parse_inline_flags("a cat --fast --seed 3") == ("a cat", InlineFlags(seed=3, fast=True))

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
 from bot.jobs.accounting import Member
-from bot.jobs.queue import CancelOutcome, JobQueue, Submission, _RunningBatch
+from bot.jobs.queue import CancelOutcome, JobQueue, Submission
+from bot.jobs.queue.job_queue import _RunningBatch
 from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
@@ -36,13 +37,20 @@ def pause_the_first_start(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Even
     mark_running = journal.mark_running
 
     async def paused_mark_running(
-        db: aiosqlite.Connection, job_ids: Iterable[str], now: float, *, counts_attempt: bool
+        db: aiosqlite.Connection,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        counts_attempt: bool,
+        running_still: Collection[str],
     ) -> list[journal.JobRecord]:
         ids = list(job_ids)
         if not in_the_gap.is_set():  # only the first batch's start is held
             in_the_gap.set()
             await go_on.wait()
-        return await mark_running(db, ids, now, counts_attempt=counts_attempt)
+        return await mark_running(
+            db, ids, now, counts_attempt=counts_attempt, running_still=running_still
+        )
 
     monkeypatch.setattr(journal, "mark_running", paused_mark_running)
     return in_the_gap, go_on

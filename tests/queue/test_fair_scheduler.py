@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -391,3 +393,144 @@ def test_bad_input_is_refused_with_the_accepted_range() -> None:
         scheduler.submit(item)
     with pytest.raises(KeyError, match="not running"):
         scheduler.finish(item.job_id)
+
+
+def count_queue_walks(scheduler: FairScheduler, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """For each walk over every device (``view.device`` None: the one positions read), how
+    many jobs it has placed so far."""
+    walks: list[int] = []
+    walk = scheduler._walk
+
+    def counting(view: Any, now: float, *, respect_caps: bool) -> Iterator[QueuedJob]:
+        if view.device is not None:
+            yield from walk(view, now, respect_caps=respect_caps)
+            return
+        walks.append(0)
+        number = len(walks) - 1
+        for placed in walk(view, now, respect_caps=respect_caps):
+            walks[number] += 1
+            yield placed
+
+    monkeypatch.setattr(scheduler, "_walk", counting)
+    return walks
+
+
+def test_lookups_between_changes_walk_the_queue_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = FairScheduler(SchedulerConfig(aging_seconds=100.0), devices=["cpu"])
+    jobs = [job(user % 7, at=100.0 + user) for user in range(30)]  # promoted from 200 on
+    waiting = job(99, at=40.0, priority=PriorityClass.RELAX)
+    for item in [*jobs, waiting]:
+        scheduler.submit(item)
+    walks = count_queue_walks(scheduler, monkeypatch)
+    for now in (130.0, 135.0, 139.0):  # time passes, but no job is promoted before 140
+        for item in jobs:
+            scheduler.position(item.job_id, now)
+            scheduler.eta(item.job_id, now)
+        scheduler.snapshot(now)
+    assert len(walks) == 1
+    assert scheduler.position(waiting.job_id, 139.0) == 30
+    assert scheduler.position(waiting.job_id, 140.0) == 0  # promoted: the order is walked again
+    assert len(walks) == 2
+    for change in (
+        lambda: scheduler.submit(job(5, at=141.0)),
+        lambda: scheduler.cancel(jobs[3].job_id),
+        lambda: scheduler.next_batch("cpu", 141.0),
+    ):
+        change()
+        scheduler.position(jobs[-1].job_id, 141.0)
+        scheduler.eta(jobs[-1].job_id, 141.0)
+    assert len(walks) == 5
+
+
+def test_a_promotion_behind_a_users_first_job_moves_it_up() -> None:
+    """Aging events follow only the first job of each of a user's lanes; the kept order must
+    still end when a job behind it is promoted."""
+    scheduler = FairScheduler(SchedulerConfig(aging_seconds=10.0))
+    relax = PriorityClass.RELAX
+    first, behind = job(1, at=0.0, priority=relax), job(1, at=1.0, priority=relax)
+    others = [job(2, at=5.0), job(2, at=6.0), job(2, at=7.0)]
+    for item in [first, behind, *others]:
+        scheduler.submit(item)
+    assert scheduler.position(behind.job_id, 10.5) == 4  # first is standard now, behind relax
+    assert scheduler.position(behind.job_id, 11.5) == 2  # behind is standard too: its turn
+
+
+def test_a_position_near_the_front_walks_no_further(monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = FairScheduler()
+    jobs = [job(user, at=float(user)) for user in range(40)]
+    for item in jobs:
+        scheduler.submit(item)
+    walks = count_queue_walks(scheduler, monkeypatch)
+    assert scheduler.position(jobs[2].job_id, 50.0) == 2
+    assert walks == [3]
+    assert len(scheduler.snapshot(50.0).queued) == 40
+    assert walks == [40]
+
+
+@st.composite
+def scheduler_histories(draw: st.DrawFn) -> list[tuple[str, int, float]]:
+    """Operations (name, a number picking what it acts on, seconds passing before it)."""
+    names = st.sampled_from(["submit", "submit", "submit", "start", "finish", "cancel", "requeue"])
+    return draw(
+        st.lists(
+            st.tuples(names, st.integers(0, 1_000), st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0])),
+            min_size=1,
+            max_size=60,
+        )
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(scheduler_histories())
+def test_positions_and_etas_equal_a_fresh_walk_after_any_history(
+    history: list[tuple[str, int, float]],
+) -> None:
+    """The answers read from the kept order equal the old computation, which walked the whole
+    fair order on every call; a short aging period makes promotions happen between calls."""
+    scheduler = FairScheduler(SchedulerConfig(aging_seconds=3.0, max_batch=2), ["cpu", "gpu"])
+    queued: list[QueuedJob] = []
+    running: list[QueuedJob] = []
+    now = 0.0
+    for name, pick, elapsed in history:
+        now += elapsed
+        if name == "submit":
+            item = job(
+                pick % 5,
+                at=now,
+                priority=PriorityClass(pick % 3),
+                device=[None, None, "cpu", "gpu"][pick % 4],
+                est=float(1 + pick % 9),
+            )
+            scheduler.submit(item)
+            queued.append(item)
+        elif name == "start":
+            started = scheduler.next_batch(["cpu", "gpu"][pick % 2], now)
+            queued = [item for item in queued if item not in started]
+            running += started
+        elif name == "cancel" and queued:
+            assert scheduler.cancel(queued.pop(pick % len(queued)).job_id)
+        elif name in ("finish", "requeue") and running:
+            ended = running.pop(pick % len(running))
+            if name == "finish":
+                scheduler.finish(ended.job_id)
+            else:
+                scheduler.requeue(ended.job_id)
+                queued.append(ended)
+        answers = [
+            (scheduler.position(item.job_id, now), scheduler.eta(item.job_id, now))
+            for item in queued
+        ]
+        snapshot = scheduler.snapshot(now)
+        # The old algorithm, as the oracle: walk the fair order afresh for each answer.
+        order = scheduler.fair_order(now, respect_caps=False)
+        assert list(snapshot.queued) == order
+        running_left = sum(
+            max(0.0, r.job.est_seconds - (now - r.started_at)) for r in snapshot.running
+        )
+        expected = []
+        for item in queued:
+            index = order.index(item)
+            ahead = running_left + sum(other.est_seconds for other in order[:index])
+            expected.append((index, now + ahead / 2 + item.est_seconds))
+        assert [position for position, _ in answers] == [index for index, _ in expected]
+        assert [eta for _, eta in answers] == pytest.approx([eta for _, eta in expected])

@@ -51,6 +51,10 @@ def test_the_caps_are_four_imagines_of_four_pictures() -> None:
     assert (RELAX_MAX_UNFINISHED_JOBS, RELAX_MAX_UNFINISHED_PICTURES) == (4, 16)
     refusal = check_relax(Unfinished(jobs=4, pictures=4), Unfinished(jobs=1, pictures=1))
     assert refusal is not None
+    # Pasted settings queue as --relax from their "Relax: True" too, untyped.
+    assert refusal.message.startswith(
+        "Not queued: --relax (or `Relax: True` in pasted settings) is free"
+    )
     assert refusal.message.endswith(
         "at most 4 jobs waiting or running here, this one included; you have 4."
     )

@@ -49,7 +49,9 @@ def done(user_id: int, guild_id: int) -> FinishedJob:
 
 async def test_a_result_finished_before_its_makers_ban_is_not_posted() -> None:
     channel = Channel()
-    client = SimpleNamespace(get_partial_messageable=lambda _channel_id: channel)
+    client = SimpleNamespace(
+        get_partial_messageable=lambda _channel_id: channel, get_guild=lambda _guild_id: None
+    )
     results = DiscordResults(cast(discord.Client, client))
     results.stopped_members = StoppedMembers()
     results.stopped_members.add(GUILD, RAIDER)

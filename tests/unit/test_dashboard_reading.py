@@ -40,8 +40,10 @@ class CountingAdmins:
 
 def dashboard(tmp_path: Path, admins: CountingAdmins, now: list[float]) -> Dashboard:
     signer = LinkSigner(b"k" * 32, tmp_path, clock=lambda: now[0])
-    # _rights needs neither the database nor the queue.
-    return Dashboard(signer, "http://easel", cast(Any, None), cast(Any, None), admins)
+    # _rights needs neither the database, the queue nor the settings.
+    return Dashboard(
+        signer, "http://easel", cast(Any, None), cast(Any, None), admins, cast(Any, None)
+    )
 
 
 async def readable(site: Dashboard, session: DashboardSession, channels: set[int]) -> set[int]:

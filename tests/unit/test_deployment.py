@@ -153,6 +153,16 @@ def test_every_service_has_a_health_check_that_exists(compose: dict[str, Any]) -
     assert len(easel_checks) >= 3 and all(check == easel_checks[0] for check in easel_checks)
 
 
+def test_every_service_rotates_its_logs(compose: dict[str, Any]) -> None:
+    """Docker's default json-file driver keeps every line forever: a week of jobs, or a
+    Discord outage's retries, would fill the disk."""
+    for name, service in services(compose).items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "local", name
+        assert logging["options"]["max-size"].endswith("m"), name
+        assert int(logging["options"]["max-file"]) >= 2, name
+
+
 def test_the_env_example_overrides_nothing_the_image_sets() -> None:
     """``docker run --env-file .env`` puts .env over the image's ENV: an empty
     EASEL_METRICS_ADDR= turned the health check's server off, ./data moved the database out

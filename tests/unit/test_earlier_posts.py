@@ -7,6 +7,8 @@ quotes the job's id. Where the bot may not read the history, it says so and read
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,16 +18,17 @@ import discord
 import pytest
 
 from bot.jobs.queue import FinishedJob
-from cogs.results.earlier_posts import MESSAGES_READ, earlier_post
+from cogs.results.earlier_posts import CLOCK_SLACK_S, MESSAGES_READ, earlier_post
 from inference.types import RenderRequest
 
 BOT, MAKER, OTHER = 1, 7, 8
 JOB = "0123456789abcdef"
 
 
-def job(
-    *, succeeded: bool, tried: float | None = 1_800_000_000.0, posted: Sequence[int] = ()
-) -> FinishedJob:
+NOW = 1_800_000_000.0
+
+
+def job(*, succeeded: bool, tried: float | None = NOW, posted: Sequence[int] = ()) -> FinishedJob:
     return FinishedJob(
         job_id=JOB,
         kind="imagine",
@@ -51,6 +54,7 @@ def message(
     author: int = BOT,
     files: Sequence[str] = (),
     kind: discord.MessageType = discord.MessageType.default,
+    created_at: float = NOW,
 ) -> object:
     return SimpleNamespace(
         id=message_id,
@@ -58,11 +62,14 @@ def message(
         author=SimpleNamespace(id=author),
         attachments=[SimpleNamespace(filename=name) for name in files],
         type=kind,
+        created_at=datetime.datetime.fromtimestamp(created_at, datetime.UTC),
     )
 
 
 class Channel:
     """A channel whose history is ``messages``; it records each read."""
+
+    id = 50  # the job's
 
     def __init__(self, messages: Sequence[object]) -> None:
         self.messages = messages
@@ -87,15 +94,58 @@ class Channel:
         return read()
 
 
+def server_channel(permissions: discord.Permissions) -> mock.Mock:
+    """The job's channel as discord.py describes it, where the bot has ``permissions``."""
+    described = mock.Mock(spec=discord.TextChannel)
+    described.permissions_for.return_value = permissions
+    return described
+
+
+READABLE = discord.Permissions(view_channel=True, read_message_history=True)
+
+
 async def found(
-    finished: FinishedJob, messages: Sequence[object], *, cached: object = None
+    finished: FinishedJob,
+    messages: Sequence[object],
+    *,
+    cached: object = None,
+    fetched: object = None,
+    described_when_ready: object = None,
+    never_described: bool = False,
 ) -> tuple[int | None, Channel]:
     """What ``earlier_post`` finds in ``messages``; ``cached``: the channel in the client's
-    cache (None: not cached)."""
+    cache (None: not cached), ``fetched``: Discord's answer when it is asked for the channel
+    (None: one where the bot may read the history); ``described_when_ready``: the server is
+    not described yet (a channel fetched has no roles), and this channel is cached once the
+    gateway describes it; ``never_described``: it is not, within the wait (an outage)."""
     channel = Channel(messages)
+    server_known = described_when_ready is None and not never_described
+    if not server_known and fetched is None:  # in a server discord.py knows nothing of yet
+        fetched = server_channel(READABLE)
+        fetched.guild.me = None
+
+    async def fetch_channel(_: int) -> object:
+        return fetched or server_channel(READABLE)
+
+    async def wait_for(event: str, *, check: Any, **bounded: float) -> object:
+        nonlocal server_known, cached
+        assert event == "guild_available" and bounded["timeout"] > 0
+        arrived = SimpleNamespace(id=5, unavailable=False)
+        assert check(arrived)
+        if never_described:
+            raise TimeoutError
+        server_known, cached = True, described_when_ready
+        return arrived
+
     client = cast(
         discord.Client,
-        SimpleNamespace(user=SimpleNamespace(id=BOT), get_channel=lambda _: cached),
+        SimpleNamespace(
+            user=SimpleNamespace(id=BOT),
+            get_guild=lambda _: SimpleNamespace(unavailable=False) if server_known else None,
+            wait_for=wait_for,
+            get_channel=lambda _: cached,
+            fetch_channel=fetch_channel,
+        ),
     )
     return await earlier_post(client, cast(discord.abc.Messageable, channel), finished), channel
 
@@ -159,9 +209,59 @@ async def test_a_recorded_post_still_showing_progress_is_not_its_post() -> None:
 async def test_a_channel_whose_history_the_bot_may_not_read_is_not_read(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cached = mock.Mock(spec=discord.TextChannel)
-    cached.permissions_for.return_value = discord.Permissions(view_channel=True)
+    cached = server_channel(discord.Permissions(view_channel=True))
     posted, channel = await found(job(succeeded=True, posted=[3]), [], cached=cached)
-    # Discord would answer no messages, not a refusal: read, it would look like none.
-    assert posted is None and channel.reads == [] and channel.fetched == []
+    # Discord would answer the history read with no messages, not a refusal: read, it would
+    # look like none. A recorded post is fetched (Discord refuses it rather than hide it).
+    assert posted is None and channel.reads == [] and channel.fetched == [3]
     assert "cannot be looked for" in caplog.text and "Read Message History" in caplog.text
+
+
+async def test_a_recorded_post_is_found_before_the_server_is_described() -> None:
+    """A start's replay runs before the gateway describes the server: its recorded posts are
+    fetched by id all the same (Discord refuses one the bot may not read, never hides it)."""
+    its_post = message(3, f"**a barn** — <@{MAKER}>", files=[f"easel-{JOB}.png"])
+    described = server_channel(READABLE)
+    posted, channel = await found(
+        job(succeeded=True, posted=[3]), [its_post], described_when_ready=described
+    )
+    assert posted == 3 and channel.reads == []
+
+
+async def test_the_history_is_read_once_the_server_is_described() -> None:
+    its_post = message(4, f"**a barn** — <@{MAKER}>", files=[f"easel-{JOB}.png"])
+    described = server_channel(READABLE)
+    posted, channel = await found(
+        job(succeeded=True, posted=[3]), [its_post], described_when_ready=described
+    )
+    assert posted == 4 and channel.fetched == [3] and len(channel.reads) == 1
+    described.permissions_for.assert_called_once()
+
+
+async def test_a_channel_whose_server_roles_cannot_be_known_is_not_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fetched (not cached), in a server the gateway does not describe within the wait (an
+    outage): the bot cannot know whether it may read the history, so it reads nothing and
+    says so."""
+    posted, channel = await found(job(succeeded=True), [], never_described=True)
+    assert posted is None and channel.reads == []
+    assert (
+        "cannot be looked for" in caplog.text and "roles in the server are not known" in caplog.text
+    )
+
+
+async def test_the_history_is_read_from_the_end_and_past_a_page_from_the_latest_try() -> None:
+    """An older try's post (a later try failed before it looked) is after the job's end; a
+    full page from there is followed by one from the latest try, on from where it ended."""
+    finished = dataclasses.replace(job(succeeded=True, tried=NOW + 3600), finished_at=NOW)
+    page = [message(n, "chatter", author=OTHER, created_at=NOW + n) for n in range(MESSAGES_READ)]
+    posted, channel = await found(finished, page)
+    assert posted is None
+    first, second = channel.reads
+    assert first["after"] == datetime.datetime.fromtimestamp(NOW - CLOCK_SLACK_S, datetime.UTC)
+    assert second["after"] == datetime.datetime.fromtimestamp(
+        NOW + 3600 - CLOCK_SLACK_S, datetime.UTC
+    )
+    quiet, channel = await found(finished, page[:5])
+    assert quiet is None and len(channel.reads) == 1  # read up to now

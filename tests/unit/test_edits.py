@@ -150,6 +150,29 @@ def test_upscale_checks_factor_size_and_upscaler() -> None:
     assert chosen.options["upscaler"] == "4x-UltraSharp"
 
 
+@pytest.mark.parametrize("unused", ["Steps: 0", "CFG scale: 99", "Seed: -5"])
+def test_a_fast_upscale_checks_no_setting_it_does_not_use(unused: str) -> None:
+    """A fast upscale renders nothing: a Steps, CFG scale or seed out of range in the
+    picture's text refuses it no more than an unknown sampler's note follows it. A creative
+    one renders with them, and is refused."""
+    text = INFOTEXT.replace("Steps: 12", unused).replace("CFG scale: 6.5", unused)
+    text = text.replace("Seed: 77", unused).replace("DPM++ 2M Karras", "Magic")
+    picture = Picture(PICTURE.path, 96, 64, text)
+    base = request_from_infotext(text, None, None, prompt_required=False)
+    fast = upscale_request(base, picture, 2)
+    assert (fast.prompt, fast.negative_prompt, fast.notes) == ("a red fox", "blurry", [])
+    assert 0 <= fast.seed < 2**32
+    with pytest.raises(RequestError):
+        upscale_request(base, picture, 2, "creative")
+
+
+def test_a_seed_the_web_ui_wrote_past_the_top_is_read_as_its_noise_s() -> None:
+    """The web UI's seed + i goes on past 2**32 - 1 (and Easel writes it so): its low 32
+    bits are the noise, and the seed Easel renders that picture with."""
+    past = request_from_infotext(INFOTEXT.replace("Seed: 77", "Seed: 4294967373"), None, None)
+    assert past.seed == 77
+
+
 def test_input_paths_are_fresh_pngs(tmp_path: Path) -> None:
     first, second = input_path(tmp_path), input_path(tmp_path)
     assert first != second and first.parent == tmp_path and first.suffix == ".png"

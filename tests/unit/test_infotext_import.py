@@ -27,10 +27,11 @@ from bot.requests import RequestError
 from cogs.use_settings import _allowed_here
 from inference import file_hashes
 from inference.infotext import format_infotext, parse_infotext, web_ui_sampler_fields
+from inference.prompts.chaos import chaos_prompt
 from inference.registry import ModelRegistry
 from inference.samplers import SAMPLERS, SCHEDULE_TYPES, SamplerSpec, scheduler_spec
 from inference.types import RenderInputError
-from inference.upscale import HiresOptions
+from inference.upscale import LANCZOS, HiresOptions
 
 TINY_HASH = "0123456789"
 INSTALLED = Installed(
@@ -108,6 +109,10 @@ def test_one_line_paste_whose_negative_ends_in_a_comma_keeps_its_prompt() -> Non
     text = "a cat Negative prompt: ugly, Steps: 12, Sampler: Euler a, CFG scale: 7, Seed: 5"
     fields, _ = imported(text)
     assert (fields["prompt"], fields["negative"], fields["steps"]) == ("a cat", "ugly,", 12)
+    # A prompt ending in a colon reads as a key whose value is "Negative prompt:" (found by
+    # the round-trip property test below).
+    colon = "A: Negative prompt: , Steps: 12, Sampler: Euler a, CFG scale: 7, Seed: 5"
+    assert parse_infotext(colon)[:2] == ("A:", ",")
     # A later key may name a negative prompt of its own.
     adetailer = "a cat\nNegative prompt: ugly\nSteps: 12, Seed: 5, ADetailer Negative prompt: x"
     assert parse_infotext(adetailer) == (
@@ -208,6 +213,8 @@ PROMPT_TEXT = st.text(
         and "Negative prompt" not in text
         and "Steps" not in text
         and re.search(r"<[^>]*:", text) is None
+        # A flag (" --A") is cut from a typed prompt: Easel never writes one in a prompt.
+        and re.search(r"(?:^|\s)--[A-Za-z]", text) is None
     )
 )
 EASEL_SETTINGS = st.fixed_dictionaries(
@@ -595,3 +602,78 @@ def test_tiling_and_stop_at_are_read_back_and_a_stop_out_of_range_is_told() -> N
     early = request_from_infotext_text(text.format("5%"), INSTALLED)
     assert early.request.options == {"tile": True}
     assert early.unhonoured == ["stop at '5%' is not 10-100%; every step is run"]
+
+
+def test_a_hires_resize_is_written_as_a_short_scale_that_pastes_back_at_its_size() -> None:
+    """640x960 to 1312x1968: the ratio is a hair short in floats, and the scale nudged past
+    it was written ``Hires upscale: 2.0500000000000003``. The fewest decimals that keep the
+    size are written, and pasted back they render that size."""
+    tall = "a fox\nSteps: 20, Sampler: Euler, Seed: 1, Size: 640x960, RNG: CPU, Hires {}"
+    resized = request_from_infotext_text(tall.format("resize: 1312x1968"), INSTALLED)
+    hires = HiresOptions.from_options(resized.request.options, 640, 960)
+    assert hires is not None
+    written = hires.infotext(LANCZOS)["Hires upscale"]
+    assert str(written) == "2.051"
+    pasted = request_from_infotext_text(tall.format(f"upscale: {written}"), INSTALLED)
+    again = HiresOptions.from_options(pasted.request.options, 640, 960)
+    assert pasted.unhonoured == [] and again is not None and again.size == (1312, 1968)
+
+
+def test_easel_s_chaos_and_relax_are_read_back() -> None:
+    """Easel writes both: ``Chaos`` is the chaos option (its weights are already in the
+    prompt, and reading them again at the picture's seed changes nothing), ``Relax`` the
+    relax queue class, admitted as a typed ``--relax``."""
+    prompt = chaos_prompt("a lighthouse, stormy sea, oil painting", 60, 7)
+    text = f"{prompt}\nSteps: 20, Sampler: Euler, Seed: 7, RNG: CPU, Chaos: 60, Relax: True"
+    pasted = request_from_infotext_text(text, INSTALLED)
+    assert pasted.unhonoured == []
+    assert pasted.request.options == {"chaos": 60, "relax": True}
+    # Honoured, and said: it moves the member to the back of the queue.
+    assert pasted.request.notes == [
+        "queued as --relax, as the picture was; remove the line 'Relax: True' to keep your "
+        "usual place"
+    ]
+    assert chaos_prompt(pasted.request.prompt, 60, pasted.request.seed) == prompt
+    for written in ("250", "50.0"):  # out of range; in range but not a whole number
+        wild = request_from_infotext_text(text.replace("Chaos: 60", f"Chaos: {written}"), INSTALLED)
+        assert wild.request.options == {"relax": True}
+        assert wild.unhonoured == [
+            f"chaos {written} is not a whole number from 0 to 100; the prompt is read as written"
+        ]
+    # A wildcard drew "red sky" after chaos read the prompt: chaos again would reweight it.
+    drawn = "(a lighthouse:1.2), red sky"
+    template = "(a lighthouse:1.2), __color__ sky"
+    params = {"Steps": 20, "Seed": 7, "RNG": "CPU", "Chaos": 60, "Template": template}
+    wildcards = format_infotext(drawn, "", params)
+    as_written = request_from_infotext_text(wildcards, INSTALLED)
+    assert (as_written.request.prompt, as_written.request.options) == (drawn, {})
+    assert as_written.unhonoured[0].startswith("chaos 60: its weights are in the prompt already")
+
+
+def test_adetailer_s_second_unit_is_read_when_it_is_the_face_pass() -> None:
+    """Hands first, then faces: the 2nd unit's values make the face pass; the hand unit and
+    a third face unit (one face pass runs here) are each told, and their own keys are not
+    listed again as unknown."""
+    text = (
+        WEB_UI_TEXT + "ADetailer model: hand_yolov8n.pt, ADetailer prompt: detailed hands, "
+        "ADetailer negative prompt: extra fingers, ADetailer model 2nd: face_yolov8n.pt, "
+        "ADetailer prompt 2nd: a calm face, ADetailer confidence 2nd: 0.5, "
+        "ADetailer denoising strength 2nd: 0.35, ADetailer mask blur 2nd: 8, "
+        "ADetailer model 3rd: mediapipe_face_full, ADetailer prompt 3rd: eyes, "
+        "ADetailer version: 24.1.2"
+    )
+    result = request_from_infotext_text(text, INSTALLED)
+    assert result.request.options == {
+        "fix_faces": True,
+        "fix_faces_prompt": "a calm face",
+        "fix_faces_confidence": 0.5,
+        "fix_faces_strength": 0.35,
+    }
+    assert result.unhonoured == [
+        "ADetailer model hand_yolov8n.pt: only faces are fixed here (face_* and "
+        "mediapipe_face* detectors); rendered without that pass",
+        "ADetailer model 2nd face_yolov8n.pt: this server's face detector is used",
+        "ADetailer mask blur 2nd 8 (4 here): the face pass's mask is fixed",
+        "ADetailer model 3rd mediapipe_face_full: one face pass runs here (ADetailer model "
+        "2nd's); rendered without that pass",
+    ]

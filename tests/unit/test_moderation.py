@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ from bot.policy.moderation import (
     check_request,
     find_banned_rendering,
     normalise,
+    normalise_split,
 )
 from bot.user_errors import UserError
 from inference.prompts import PromptError, PromptPlan, build_plan, renderings
 from inference.prompts.attention import BREAK_MARKER, parse_attention
+from inference.prompts.tokenizer import split_words
 
 
 def banned_in(texts: list[str], banned: set[str]) -> str | None:
@@ -99,7 +102,13 @@ def test_invisible_characters_anywhere_in_a_banned_word_are_still_caught(
         at = position % (len(disguised) + 1)
         disguised = disguised[:at] + char + disguised[at:]
     assert banned_in([f"a {disguised}, photo"], {word}) == word
-    assert banned_in([f"a x{disguised}, photo"], {word}) is None  # whole words only
+    glued = banned_in([f"a x{disguised}, photo"], {word})
+    invisible = "".join(INVISIBLE)
+    word_alone = disguised.lstrip(invisible)
+    if word_alone == disguised:
+        assert glued is None  # whole words only
+    elif not any(char in invisible for char in word_alone.rstrip(invisible)):
+        assert glued == word  # the tokenizer splits the "x" off where an invisible one is
 
 
 @pytest.mark.parametrize(
@@ -156,7 +165,8 @@ def test_a_prompt_with_too_many_combinations_to_check_is_refused() -> None:
 
 _PIECES = st.sampled_from(
     [
-        *("c", "a", "t", "cat", "CAT", "ｃ", " ", ",", "\u200b", "<x:y>", "__w__"),
+        *("c", "a", "t", "cat", "CAT", "ｃ", " ", ",", "\u200b", "\u00ad", "™", "<x:y>", "__w__"),
+        *("T", "\u0345", "\u0308"),  # a mark case folding makes a letter of, or composes
         *("[", "]", "|", ":", "::", "(", ")", "{", "}", "\\", "\\(", "1", "0.5", "2]"),
         *("[c:", "[c|", ":0.5]", "a:1.1)", " AND ", " BREAK ", "BREAK", ":0)"),
     ]
@@ -177,6 +187,12 @@ def shown_to_the_text_encoder(plan: PromptPlan) -> list[str]:
     return [*alone, *joined]
 
 
+def read_as_a_word(texts: list[str], word: str) -> bool:
+    """Whether CLIP's tokenizer splits one of ``texts`` into ``word`` among its words (BPE
+    aside: ``xcat`` ends in the token ``cat</w>`` but is no word "cat")."""
+    return any(word in split_words(unicodedata.normalize("NFC", text).lower()) for text in texts)
+
+
 @settings(max_examples=2000, deadline=None)
 @given(prompt=st.lists(_PIECES, max_size=16).map("".join), steps=st.integers(1, 8))
 # Weights that close a bracket, their ":" or number written where renderings lost them.
@@ -186,13 +202,19 @@ def shown_to_the_text_encoder(plan: PromptPlan) -> list[str]:
 @example(prompt="c([a:[1.1|x])t", steps=1)
 @example(prompt="c(a\\:1.1)t", steps=1)
 @example(prompt="(c[a\\:1|b].5)t", steps=1)
+# Characters the tokenizer splits at but normalising removed or made letters of.
+@example(prompt="a cat™ on a mat", steps=1)
+@example(prompt="a dog\u00adcat", steps=1)
+@example(prompt="x\u200bcat", steps=1)
+@example(prompt="a cat\u0345", steps=1)
+@example(prompt="a caT\u0308", steps=1)
 def test_whatever_any_step_shows_the_text_encoder_is_checked(prompt: str, steps: int) -> None:
     try:
         plan = build_plan(prompt, seed=1, steps=steps)
     except PromptError:
         return
     shown = shown_to_the_text_encoder(plan)
-    if banned_in(shown, {"cat"}) is not None:
+    if read_as_a_word(shown, "cat") or banned_in(shown, {"cat"}) is not None:
         assert find_banned_rendering(plan.renderings(), {"cat"}) == "cat", shown
 
 
@@ -235,7 +257,8 @@ def test_weights_and_brackets_written_by_choices_are_resolved_for_every_pass(
             )
         except PromptError:
             return
-        if banned_in(shown_to_the_text_encoder(plan), {"cat"}) is not None:
+        shown = shown_to_the_text_encoder(plan)
+        if read_as_a_word(shown, "cat") or banned_in(shown, {"cat"}) is not None:
             found = plan
             break
     if found is not None:
@@ -299,3 +322,88 @@ def test_word_boundaries_beside_non_letters_add_no_variants(
     assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {"x" * 100}) is None
     assert len(reads) < 2_000
     assert find_banned_rendering([("a #tag",)], {"#tag"}) == "#tag"  # its "#" is a boundary
+
+
+@pytest.mark.parametrize(
+    ("prompt", "word"),
+    [
+        ("a cat™ on a mat", "cat"),
+        ("a dog\u00adcat", "cat"),
+        ("a (x\u00adcat:1.2)", "cat"),
+        ("a ℡cat", "cat"),
+        ("catⅦ", "cat"),
+        *((f"x{char}cat", "cat") for char in ("\u200b", "\u2060", "\ufeff", "\u034f", "\ufe0f")),
+        ("nsfw™", "nsfw"),
+        ("™nsfw", "nsfw"),
+    ],
+)
+def test_a_word_the_tokenizer_reads_apart_is_not_joined_to_its_neighbour(
+    prompt: str, word: str
+) -> None:
+    plan = build_plan(prompt, seed=1)
+    assert read_as_a_word(shown_to_the_text_encoder(plan), word)
+    assert find_banned_rendering(plan.renderings(), {word}) == word
+
+
+def test_invisible_characters_inside_a_word_still_join_it() -> None:
+    assert normalise_split("ｃａ\u200bT") != "cat"
+    assert banned_in(["a ｃａ\u200bT"], {"cat"}) == "cat"
+    assert banned_in(["a xcat\u200bs", "a c\u200bats"], {"cat"}) is None  # "xcat", "cats"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("黒猫", "猫"),  # its tokens end with 猫's
+        ("猫耳", "猫"),  # accepted: 猫 inside a longer word
+        ("くろねこ", "ねこ"),
+        ("แมวดำ", "แมว"),  # Thai: no spaces between words either
+        ("a blackcat", None),  # Latin letters keep whole words
+        ("黒いcat", "cat"),  # a switch of script ends a word
+        ("黒いcats", None),
+        ("검은고양이", None),  # so does Hangul: Korean spaces its words
+        ("고양이가", "고양이"),  # but writes a noun's particles onto it
+        ("고양이를 봐", "고양이"),
+    ],
+)
+def test_a_word_of_a_script_written_without_spaces_is_found_inside_a_run(
+    text: str, found: str | None
+) -> None:
+    assert banned_in([text], {"猫", "ねこ", "แมว", "cat", "고양이"}) == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("a hot-dog", "hot_dog", "hot.dog", "hot,dog", "hot, dog", "hot -- dog"),
+        *("hot\u00addog", "hot™dog", "(hot)[dog]"),
+    ],
+)
+def test_a_phrase_is_found_with_punctuation_between_its_words(text: str) -> None:
+    assert banned_in([text], {"hot dog"}) == "hot dog"
+    assert banned_in([text.replace("dog", "34")], {"hot34"}) == "hot34"  # a digit: no space
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        *(("hotdog", None), ("hot2dog", None), ("hot dogs", None), ("shot-dog", None)),
+        ("hot-dog5", "hot dog"),  # a digit ends a word, as in "red_cat2"
+    ],
+)
+def test_a_phrase_joined_by_punctuation_keeps_whole_words(text: str, found: str | None) -> None:
+    assert banned_in([text], {"hot dog"}) == found
+
+
+def test_a_run_of_punctuation_written_by_choices_still_joins_a_phrase() -> None:
+    """Punctuation reads as one space, so a run longer than the phrase (the characters each
+    variant carries along) written one choice at a time is no way around it."""
+    plan = build_plan("hot" + "[-|_]" * 12 + "dog", seed=1)
+    assert find_banned_rendering(plan.renderings(), {"hot dog"}) == "hot dog"
+    assert find_banned_rendering(plan.renderings(), {"hot-dog"}) is None  # "-_" as written
+
+
+def test_a_word_with_punctuation_is_matched_as_written() -> None:
+    assert banned_in(["x-cat™"], {"-cat"}) == "-cat"  # split at the "™"
+    assert banned_in(["x cat"], {"-cat"}) is None
+    assert banned_in(["18+"], {"18+"}) == "18+"

@@ -4,7 +4,9 @@ names the word."""
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +18,13 @@ from bot.policy.moderation import (
     check_banned_since,
     find_banned_rendering,
 )
+from bot.policy.prompt_safety import plan_request
 from bot.user_errors import Reason, UserError
+from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_infotext
 from inference.prompts import renderings
 from inference.prompts.stopping import PlanStopped, stopping_when
+from inference.types import RenderRequest
 
 
 @pytest.mark.parametrize(
@@ -70,6 +75,70 @@ def test_the_texts_read_are_the_typed_prompts_and_each_pictures_rendered_ones() 
     assert conditioning_texts(request, infotexts) == ConditioningTexts(
         ("a __animal__", "a smiling face", "a cat", "a dog"), ("blurry",)
     )
+
+
+def picture_infotext(seed: int) -> str:
+    return format_infotext("a portrait", "", {"Steps": 2, "Sampler": "Euler", "Seed": seed})
+
+
+def test_a_fix_faces_prompt_is_read_as_each_picture_drew_it(tmp_path: Path) -> None:
+    """The faces pass renders the fix-faces prompt as drawn where the job was planned, at each
+    picture's seed: a word banned since in one picture's draw refuses it (/show, U1-U4)."""
+    (tmp_path / "pet.txt").write_text("cat\n", encoding="utf-8")
+    typed = "a {h|m}at with a __pet__"
+    queued = plan_request(
+        RenderRequest("a portrait", seed=1, count=2, options={FIX_FACES_PROMPT: typed}),
+        banned_words=(),
+        wildcards_dir=tmp_path,
+    )
+    request = json.loads(queued.to_json())  # as the journal stores it
+    check_banned_since(conditioning_texts(request, []), ["cat"])  # "pet", as typed
+    texts = conditioning_texts(request, [picture_infotext(1), picture_infotext(2)])
+    assert {"a hat with a cat", "a mat with a cat"} <= set(texts.prompts)
+    with pytest.raises(UserError, match=BANNED_SINCE):
+        check_banned_since(texts, ["cat"])
+
+
+@pytest.mark.parametrize("typed", ["a __pet__ ", " a __pet__"])
+def test_a_padded_fix_faces_prompt_is_read_as_its_draw(tmp_path: Path, typed: str) -> None:
+    """The engine trims the prompt (``FaceOptions``) and its draws are recorded by that text:
+    the recheck reads the draw ("a cat"), not the wildcard as typed."""
+    (tmp_path / "pet.txt").write_text("cat\n", encoding="utf-8")
+    queued = plan_request(
+        RenderRequest("a portrait", seed=1, options={FIX_FACES_PROMPT: typed}),
+        banned_words=(),
+        wildcards_dir=tmp_path,
+    )
+    texts = conditioning_texts(json.loads(queued.to_json()), [picture_infotext(1)])
+    assert "a cat" in texts.prompts
+    with pytest.raises(UserError, match=BANNED_SINCE):
+        check_banned_since(texts, ["cat"])
+
+
+def test_a_fix_faces_prompt_of_a_job_queued_before_draws_were_recorded_is_drawn_again() -> None:
+    request = {"prompt": "a portrait", "options": {FIX_FACES_PROMPT: "a {c|h}at"}}
+    assert conditioning_texts(request, [picture_infotext(1)]).prompts[-1] == "a hat"
+    with pytest.raises(UserError, match=BANNED_SINCE):
+        check_banned_since(conditioning_texts(request, [picture_infotext(2)]), ["cat"])
+
+
+def test_a_fix_faces_prompt_of_a_picture_past_the_top_seed_is_read_as_it_was_drawn(
+    tmp_path: Path,
+) -> None:
+    """A batch that wrapped past 2**32-1 writes the web UI's seed (4294967296 and up); the
+    faces pass drew at the wrapped seed (0 and up), and the recheck reads that draw
+    (``expand_prompt`` reads a seed as ``picture_seed`` wraps it)."""
+    (tmp_path / "pet.txt").write_text("".join(f"pet{n}\n" for n in range(40)), encoding="utf-8")
+    options = {FIX_FACES_PROMPT: "a __pet__"}
+    queued = plan_request(
+        RenderRequest("a portrait", seed=2**32 - 1, count=4, options=options),
+        banned_words=(),
+        wildcards_dir=tmp_path,
+    )
+    request = json.loads(queued.to_json())
+    drawn_at_zero = conditioning_texts(request, [picture_infotext(0)]).prompts[-1]
+    written = conditioning_texts(request, [picture_infotext(2**32)]).prompts[-1]
+    assert written == drawn_at_zero != "a __pet__"
 
 
 def test_stored_texts_with_too_many_combinations_are_not_the_members_to_simplify() -> None:

@@ -1,10 +1,11 @@
 """A command's uploads (``cogs.edit.SavedInputs``) are decoded once each, on a thread, for the
-pixel check and the stored PNG together; /blend's are saved at once, and a refusal of one
-leaves none of them on disk."""
+pixel check and the stored PNG together; those held for after the acknowledgement are saved
+at once, and a refusal of one leaves none of them on disk."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import threading
 from pathlib import Path
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from bot.edits import input_path
 from bot.user_errors import UserError
 from cogs.edit import SavedInputs
 
@@ -54,6 +54,14 @@ class Upload:
         return self._data
 
 
+def held_saves(inputs: SavedInputs, uploads: Any) -> list[Path]:
+    """Each upload's save, held until ``saved_later``; the paths they are saved to."""
+    paths = [inputs.fresh_path() for _ in uploads]
+    for upload, path in zip(uploads, paths, strict=True):
+        inputs.save_later(functools.partial(inputs.save, upload, path=path))
+    return paths
+
+
 async def test_an_upload_is_decoded_once_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,14 +89,16 @@ async def test_a_commands_uploads_are_saved_at_once_and_a_refusal_keeps_none(
     together = asyncio.Barrier(2)
     uploads: Any = [Upload("a.jpg", jpeg(), together), Upload("b.jpg", jpeg(), together)]
     async with asyncio.timeout(10), SavedInputs(uploading(tmp_path)) as inputs:
+        paths = held_saves(inputs, uploads)
         # One after another would never pass the barrier.
-        saved = await inputs.save_all(uploads, [input_path(tmp_path) for _ in uploads])
+        await inputs.saved_later()
         inputs.keep()
-    assert [picture.path.exists() for picture in saved] == [True, True]
+    assert [path.exists() for path in paths] == [True, True]
 
     together = asyncio.Barrier(2)
     uploads = [Upload("a.jpg", jpeg(), together), Upload("b.gif", b"GIF89a", together)]
     with pytest.raises(UserError, match=r"'b\.gif'"):
         async with asyncio.timeout(10), SavedInputs(uploading(tmp_path / "refused")) as inputs:
-            await inputs.save_all(uploads, [input_path(tmp_path / "refused") for _ in uploads])
+            held_saves(inputs, uploads)
+            await inputs.saved_later()
     assert not any((tmp_path / "refused").glob("*.png"))

@@ -181,6 +181,12 @@ class BrokerClient:
         self._consumers_ready: set[str] = set()
         # Jobs waited on that were sent a message failing its tag: logged once each.
         self._forgeries_logged: set[str] = set()
+        # Why the streams could not be made again, logged once until they are (every probe
+        # asks again).
+        self._streams_refusal: str | None = None
+        # A probe found a stream missing: the loss is told once one answers again, whoever
+        # made it (this bot, or an operator's user for a bot that may not).
+        self._streams_lost = False
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> BrokerClient:
@@ -188,7 +194,7 @@ class BrokerClient:
         nc = await connect(config.url, "easel-bot")
         try:
             js = nc.jetstream()
-            images = await retry_transient("create the streams", lambda: ensure_streams(js))
+            images = await retry_transient("create the streams", lambda: ensure_streams(nc, js))
             client = cls(nc, js, images, config)
             await nc.subscribe(RESULTS_SUBJECTS, cb=client._on_result)
             await nc.subscribe(PROGRESS_SUBJECTS, cb=client._on_progress)
@@ -291,24 +297,46 @@ class BrokerClient:
             return await self._streams_again()
         except nats.errors.Error:
             return False
+        if self._streams_lost:  # made again by another user since a probe found it missing
+            self._streams_back()
         return True
 
     async def _streams_again(self) -> bool:
         """The probe of a broker that answers without one of Easel's streams (restarted
         without its store?): they are made again, as at ``open``, else no job could ever be
-        handed over again. Whether they are."""
+        handed over again. Whether they are there. A broker user that may not make them
+        (``BrokerRefused``) is said once, and each probe looks again: another user may."""
         if not self._nc.is_connected:
             return False
-        log.error(
-            "the broker answers without Easel's streams (restarted without its store?): they "
-            "are made again; the jobs and results it held are lost"
-        )
+        self._streams_lost = True
+        # The durable consumers went with the jobs stream: each is made again before the
+        # next job handed over, on whichever stream is made next.
+        self._consumers_ready.clear()
         try:
-            await ensure_streams(self._js)
+            await ensure_streams(self._nc, self._js)
+        except BrokerUnavailable as refused:  # the broker's answer: the same at every probe
+            if str(refused) != self._streams_refusal:
+                self._streams_refusal = str(refused)
+                log.error(
+                    "the broker answers without Easel's streams, and they cannot be made "
+                    "again: %s; no job is handed over until they are",
+                    refused,
+                )
+            return False
         except nats.errors.Error:
             return False
-        self._consumers_ready.clear()  # they went with the jobs stream
+        self._streams_back()
         return True
+
+    def _streams_back(self) -> None:
+        """Easel's streams are there again after a probe found one missing: the loss is told,
+        and a later refusal to make them is told again."""
+        self._streams_lost = False
+        self._streams_refusal = None
+        log.error(
+            "the broker answered without Easel's streams (restarted without its store?): they "
+            "are there again; the jobs and results it held are lost"
+        )
 
     async def _while_reachable(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """``retry_transient`` for a step of a job's hand-over or of fetching its pictures: it

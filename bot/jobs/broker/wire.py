@@ -71,6 +71,7 @@ __all__ = [
     "TRANSIENT_RETRY_S",
     "UNREACHABLE_ERRORS",
     "WRONG_LAST_SEQUENCE",
+    "BrokerRefused",
     "BrokerUnavailable",
     "ImageRef",
     "JobMessage",
@@ -143,6 +144,31 @@ _INSUFFICIENT_STORAGE = 10047
 _STORE_FAILED = 10077
 # JetStream's answers that it has no room for a message: a refusal, not a broker away.
 _STORAGE_REFUSALS = frozenset({_INSUFFICIENT_STORAGE, _STORE_FAILED})
+# What nats-py's error names a publish or subscription the broker user may not make (lower
+# case: it lowers the server's text), and the right and subject it names.
+_PERMISSIONS_VIOLATION = "permissions violation"
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"')
+# JetStream's API, whose requests ``ensure_streams`` publishes (nats-py's lowered spelling).
+_JS_API = "$js.api."
+# Names Easel gives its streams, consumers and bucket, as spelled: a refused subject is told
+# with them, its other tokens (JetStream's API words) in upper case.
+_EASEL_NAMES = {
+    name.lower(): name
+    for name in (
+        JOBS_STREAM,
+        RESULTS_STREAM,
+        ADVISORIES_STREAM,
+        ADVISORIES_CONSUMER,
+        IMAGES_BUCKET,
+        f"OBJ_{IMAGES_BUCKET}",
+    )
+}
+# Refusals the error callback logs once each, by right and the subject's first two tokens (the
+# later ones name a job, or an acknowledgement's sequences): past this many, it forgets them
+# and logs each once again.
+_REFUSALS_LOGGED_ONCE = 64
+_SUBJECT_TOKENS_KEPT = 2
+_NATS_LOG = logging.getLogger("nats.aio.client")
 # JetStream's error code for "stream not found": on Easel's broker, one restarted without its
 # store (``ensure_streams`` made them all at the bot's start).
 _STREAM_NOT_FOUND = 10059
@@ -220,6 +246,11 @@ def with_picture_paths(request: RenderRequest, paths: dict[str, str]) -> RenderR
 
 class BrokerUnavailable(Exception):
     """The NATS server cannot be reached; the message names the URL and what to check."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The NATS server answers, but refuses the bot's broker user a right Easel needs; the
+    message names the right."""
 
 
 def _subject_token(kind: str, value: str) -> str:
@@ -537,6 +568,7 @@ async def connect(
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.25,
                 inbox_prefix=inbox_prefix,
+                error_cb=_error_logger(),
             )
     except (TimeoutError, OSError, nats.errors.Error) as error:
         raise BrokerUnavailable(
@@ -547,9 +579,59 @@ async def connect(
         ) from None
 
 
-async def ensure_streams(js: JetStreamContext) -> ObjectStore:
+def _error_logger() -> Callable[[Exception], Awaitable[None]]:
+    """nats-py's error callback, as its default logs, except that a permissions violation is
+    logged once per right and subject's first tokens: a probe that keeps asking for a right
+    it lacks (``ensure_streams``) must not repeat it every 30 s, nor a refused right on a
+    job's subjects once per job. At most ``_REFUSALS_LOGGED_ONCE`` kept."""
+    logged_refusals: set[str] = set()
+
+    async def on_error(error: Exception) -> None:
+        text = str(error).lower()
+        if _PERMISSIONS_VIOLATION in text:
+            violation = _VIOLATION.search(text)
+            if violation is None:
+                key = text
+            else:
+                key = " ".join([violation[1], *violation[2].split(".")[:_SUBJECT_TOKENS_KEPT]])
+            if key in logged_refusals:
+                return
+            if len(logged_refusals) >= _REFUSALS_LOGGED_ONCE:
+                logged_refusals.clear()
+            logged_refusals.add(key)
+        _NATS_LOG.error("nats: encountered error", exc_info=error)
+
+    return on_error
+
+
+def _refused_since(nc: NatsClient, before: Exception | None) -> tuple[str, str] | None:
+    """What the server refused and the right the broker user lacks, for the JetStream
+    request that timed out, if the server refused it since ``before`` (``nc.last_error``
+    when the request started): a refused publish gets no reply, only this asynchronous
+    error; a refused subscription to its inbox gets the reply nowhere. None: no refusal of
+    the request's own (another violation on the connection is not its cause)."""
+    error = nc.last_error
+    violation = None if error is before or error is None else _VIOLATION.search(str(error))
+    if violation is None:
+        return None
+    right, subject = violation[1], violation[2]
+    if right == "publish" and subject.startswith(_JS_API):
+        spelled = ".".join(_EASEL_NAMES.get(token, token.upper()) for token in subject.split("."))
+        return f"publish to {spelled}", "the publish right to $JS.API.>"
+    inbox = nc.new_inbox().rpartition(".")[0]  # the prefix, as spelled
+    if right == "subscription" and subject.startswith(f"{inbox.lower()}."):
+        return (
+            f"the subscription to {inbox}.>, where answers come",
+            f"the subscribe right to {inbox}.>",
+        )
+    return None
+
+
+async def ensure_streams(nc: NatsClient, js: JetStreamContext) -> ObjectStore:
     """Create the streams and the image bucket when missing, and give them their byte caps
-    (streams an older Easel made had none); returns the bucket."""
+    (streams an older Easel made had none); returns the bucket. Raises ``BrokerRefused``
+    when the broker user may not (a deployment that made them with another user and lets the
+    bot only use them must make them again after a loss: the bot cannot)."""
     wanted = [
         StreamConfig(
             name=JOBS_STREAM,
@@ -579,23 +661,41 @@ async def ensure_streams(js: JetStreamContext) -> ObjectStore:
             discard=DiscardPolicy.OLD,
         ),
     ]
+    before = nc.last_error
+    step = ""  # what the broker user was doing, for a refusal
     try:
         for config in wanted:
             assert config.name is not None
+            step = f"read the stream {config.name}'s settings"
             try:
                 current = (await js.stream_info(config.name)).config
             except nats.js.errors.NotFoundError:
+                step = f"create the stream {config.name}"
                 await js.add_stream(config)
                 continue
+            step = f"update the stream {config.name} (its byte cap)"
             await _cap(js, current, config.max_bytes, config.discard)
+        step = f"read the picture bucket {IMAGES_BUCKET}"
         try:
             images = await js.object_store(IMAGES_BUCKET)
         except nats.js.errors.BucketNotFoundError:
+            step = f"create the picture bucket {IMAGES_BUCKET}"
             images = await js.create_object_store(
                 IMAGES_BUCKET, ttl=RESULT_TTL_S, storage=StorageType.FILE
             )
+        step = f"update the picture bucket {IMAGES_BUCKET} (its byte cap)"
         bucket = (await js.stream_info(f"OBJ_{IMAGES_BUCKET}")).config
         await _cap(js, bucket, IMAGES_MAX_BYTES, DiscardPolicy.OLD)
+    except nats.errors.TimeoutError:
+        refusal = _refused_since(nc, before)
+        if refusal is None:
+            raise
+        refused, right = refusal
+        raise BrokerRefused(
+            f"the broker user of EASEL_QUEUE_URL may not {step} (the server refuses it "
+            f"{refused}): give it {right} as the bot user of deploy/nats-server.conf has, or "
+            "make Easel's streams with a user that may"
+        ) from None
     except nats.js.errors.APIError as error:
         if error.err_code != _INSUFFICIENT_STORAGE:
             raise

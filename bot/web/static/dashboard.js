@@ -24,6 +24,7 @@ function table(id, rows, columns) {
   }
   document.getElementById(id + "-empty").hidden = rows.length > 0;
 }
+// Rebuilt at every poll: a thumbnail answered 503 (decoders busy) is asked for again then.
 function gallery(pictures) {
   const holder = document.getElementById("gallery");
   holder.replaceChildren();
@@ -82,11 +83,13 @@ async function poll() {
   const status = document.getElementById("status");
   try {
     const answer = await fetch(stateUrl, { cache: "no-store" });
-    if (!answer.ok) {
+    if (answer.status === 403) {
       status.textContent = await answer.text();
       main.replaceChildren(status);  // signed out, or no longer an admin: nothing of theirs stays
       return;  // no more polling
     }
+    // Busy (503: too many connections) or failing: the page stays and asks again.
+    if (!answer.ok) { throw new Error(String(answer.status)); }
     show(await answer.json());
     status.textContent = "Updated " + new Date().toLocaleTimeString();
   } catch (error) {

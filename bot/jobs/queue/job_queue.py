@@ -1,45 +1,52 @@
-"""The job queue: journal in SQLite, fair scheduling, one dispatcher per render slot, delivery.
+"""The job queue: journal in SQLite, fair scheduling, one dispatcher per render slot.
 
 A job is written to the journal (with its quota reservation, in one transaction) before anyone
 is told it was accepted; a start replays the journal (running jobs are queued again, finished
-but undelivered results are delivered), and a delivery is recorded once it is posted; one that
-fails is tried again while the queue runs, within a bound (``DeliveryRetries``). A failed
-job, or one cancelled before it started, is refunded; a finished one is charged the GPU time it
-really took, and one its owner cancelled while running the GPU time it took until it stopped (no
-pictures; an admin's or a ban's stop is refunded whole: ``JobQueue.cancel``).
+but undelivered results are delivered: ``Delivery``). A failed job, or one cancelled before it
+started, is refunded; a finished one is charged the GPU time it really took, and one its owner
+cancelled while running the GPU time it took until it stopped (no pictures; an admin's or a
+ban's stop is refunded whole: ``JobQueue.cancel``); those ends are ``JobEnds``' to record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any
 
-import aiohttp
 import aiosqlite
 
 from bot import metrics
-from bot.images import (
-    decoded,
-    pixel_digest,
-    pixel_digest_of,
-    posted_as_grid,
-    posted_file,
-    posted_grid_png,
-)
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
-from bot.jobs.delivery_lanes import DeliveryLanes
+from bot.jobs.queue.delivery import Delivery, DeliveryRetries
+from bot.jobs.queue.ends import JobEnds
+from bot.jobs.queue.journal_writes import JOURNAL_RETRY_WAITS_S, JournalWriter
+from bot.jobs.queue.slots import (
+    BatchRenderSlot,
+    BrokeredSlot,
+    JobCopies,
+    PreparingSlot,
+    RenderSlot,
+    RenderStoppedAfter,
+    SlotUnavailable,
+    WarmingSlot,
+)
+from bot.jobs.queue.values import (
+    CancelOutcome,
+    JobState,
+    ProgressListener,
+    ResultSink,
+    StartGate,
+    Submission,
+)
 from bot.jobs.scheduler import (
     FairScheduler,
     PriorityClass,
@@ -61,23 +68,6 @@ from inference.types import (
     StepProgress,
 )
 
-__all__ = [
-    "CancelOutcome",
-    "DeliveryRetries",
-    "FinishedJob",
-    "JobCopies",
-    "JobQueue",
-    "JobState",
-    "QuotaExceeded",
-    "RenderSlot",
-    "RenderStoppedAfter",
-    "ResultImage",
-    "ResultSink",
-    "SlotUnavailable",
-    "StartGate",
-    "Submission",
-]
-
 log = logging.getLogger(__name__)
 
 _UNFINISHED = frozenset({journal.JobStatus.QUEUED, journal.JobStatus.RUNNING})
@@ -90,143 +80,10 @@ SHUTDOWN_GRACE_S = 15.0
 MAX_RENDER_ATTEMPTS = 3
 # Set apart in a job's batch key, it shares a batch with no other job.
 _ALONE = "alone"
-# The waits before each further try of a result's post that failed for a passing reason
-# (``_passing``), in its lane; one still failing is the delivery sweep's (``DeliveryRetries``).
-DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
-
-
-@dataclass(frozen=True)
-class DeliveryRetries:
-    """How the running queue tries again a result whose post failed (docs/architecture.md):
-    a sweep every ``sweep_every_s`` takes at most ``per_sweep`` whose next try is due; each
-    failed delivery waits twice as long as the one before, from ``first_wait_s`` up to
-    ``longest_wait_s``; a job failing ``give_up_after_s`` is failed, refunded and its maker
-    told, as is at once one whose failure cannot heal (``_cannot_heal``)."""
-
-    sweep_every_s: float = 30.0
-    per_sweep: int = 20
-    first_wait_s: float = 30.0
-    longest_wait_s: float = 3600.0
-    give_up_after_s: float = 86400.0
-
-    def __post_init__(self) -> None:
-        for name in ("sweep_every_s", "first_wait_s", "longest_wait_s", "give_up_after_s"):
-            if not (value := getattr(self, name)) > 0:
-                raise ValueError(f"DeliveryRetries.{name} must be over 0 seconds, not {value}")
-        if self.per_sweep < 1:
-            raise ValueError(f"DeliveryRetries.per_sweep must be 1 or more, not {self.per_sweep}")
-
-    def wait_after(self, failed: int) -> float:
-        """The wait before the next try of a delivery that failed ``failed`` times before."""
-        return min(self.first_wait_s * 2.0 ** min(failed, 32), self.longest_wait_s)
-
-
 # While a slot cannot hand jobs over (``SlotUnavailable``) it is asked again after the first
 # wait, then after each wait doubled up to the last: a broker restart takes seconds, an outage
 # may take hours.
 UNAVAILABLE_PROBE_WAITS_S = (1.0, 30.0)
-# The waits before each further try of a journal write that failed (the database locked by
-# another writer past its busy timeout, or a full disk): about two minutes with the busy
-# timeouts between them. The job is held meanwhile (its pictures kept); one still failing is
-# left as the journal says, for the next start (``JobQueue._journal_write``).
-JOURNAL_RETRY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0)
-
-_Written = TypeVar("_Written")
-
-
-class RenderSlot(Protocol):
-    """Somewhere one render runs at a time: a local device thread, or a remote worker."""
-
-    @property
-    def device(self) -> str: ...
-
-    async def render(
-        self,
-        request: RenderRequest,
-        progress: Callable[[StepProgress], None] | None = None,
-        cancel: threading.Event | None = None,
-        *,
-        job_id: str,
-    ) -> list[RenderedImage]: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class BatchRenderSlot(RenderSlot, Protocol):
-    """A slot that can render several compatible requests in one call (a local device)."""
-
-    max_batch: int
-
-    async def render_batch(
-        self,
-        requests: Sequence[RenderRequest],
-        progress: Callable[[StepProgress], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[list[RenderedImage]]: ...
-
-
-@runtime_checkable
-class BrokeredSlot(RenderSlot, Protocol):
-    """A slot that hands its job to a broker's workers (``bot.jobs.broker``). The job is
-    running from then on, waiting in the broker's stream as well as rendering, and the broker
-    caps the deliveries of one that takes its workers down: a stop of this process is no
-    render attempt of it."""
-
-    @property
-    def brokered(self) -> bool: ...
-
-
-@runtime_checkable
-class PreparingSlot(RenderSlot, Protocol):
-    """A slot that can do a batch's CPU work (prompt expansion) ahead, while it renders."""
-
-    def prepare(self, requests: Sequence[RenderRequest]) -> None: ...
-
-
-@runtime_checkable
-class WarmingSlot(RenderSlot, Protocol):
-    """A slot that can load a model ahead of the first job (a local device): ``model``,
-    or its default (None)."""
-
-    def warm_up(self, model: str | None = None) -> None: ...
-
-
-class JobCopies(Protocol):
-    """Where a transport keeps copies of jobs outside the bot (a broker: their requests,
-    results and pictures): dropped once a job's outcome is recorded, and by /forget-me. The
-    in-process transport keeps none, so it has none of these. Both raise when the broker
-    cannot be reached: what is left expires on its own."""
-
-    async def settle(self, job_id: str, outcome: str) -> None:
-        """The job ended ("done", "failed" or "cancelled"): only a marker of it is kept."""
-        ...
-
-    async def drop_copies(self, job_ids: Sequence[str]) -> None:
-        """/forget-me: whatever is left of these jobs goes."""
-        ...
-
-
-class RenderStoppedAfter(RenderCancelled):
-    """A render cancelled, with the device seconds its slot measured itself: a remote slot
-    counts from its worker's first report, so a job stopped while it still waited for a worker
-    used none (the broker's wait is not GPU time)."""
-
-    def __init__(self, used_s: float) -> None:
-        super().__init__(f"cancelled after {used_s:.1f} s on a device")
-        self.used_s = used_s
-
-
-class SlotUnavailable(Exception):
-    """A slot could not hand its job over to where it renders, or fetch what it rendered
-    there (its broker did not answer): the job did not start, or its result waits there for
-    the next start to fetch (it is not rendered again). The queue puts it back in its place,
-    its attempt given back, and starts no job on any slot until ``probe`` (asked with
-    backoff) says the slot answers."""
-
-    def __init__(self, reason: str, probe: Callable[[], Awaitable[bool]]) -> None:
-        super().__init__(reason)
-        self.probe = probe
 
 
 @dataclass
@@ -263,207 +120,18 @@ def _cancel_charge(owner_pays: bool | None, used_s: float) -> float | None:
     return used_s if owner_pays and used_s > 0 else None
 
 
-@dataclass(frozen=True)
-class Submission:
-    kind: str
-    request: RenderRequest
-    user_id: int
-    guild_id: int | None = None
-    channel_id: int | None = None
-    parent_job_id: str | None = None
-    application_id: int | None = None
-    interaction_token: str | None = None
-    interaction_created_at: float | None = None
-    role_ids: tuple[int, ...] = ()
-    is_admin: bool = False
-    priority: PriorityClass = PriorityClass.STANDARD
-    # How the result must be posted: the interaction's attachment limit, spoilered or not,
-    # seen by the member alone or not.
-    filesize_limit: int | None = None
-    spoiler: bool = False
-    private: bool = False
-    # Made in an age-restricted channel: its pictures stay age-restricted whatever the
-    # channel's flag later says (cogs.visibility.made_age_restricted).
-    age_restricted: bool = False
-
-    @property
-    def member(self) -> accounting.Member:
-        return accounting.Member(self.user_id, self.guild_id, self.role_ids, self.is_admin)
-
-
-@dataclass(frozen=True)
-class ResultImage:
-    path: Path
-    seed: int
-    infotext: str
-
-
-@dataclass(frozen=True)
-class FinishedJob:
-    """What a delivery needs to know about a job that ended: done, failed or cancelled."""
-
-    job_id: str
-    kind: str
-    succeeded: bool
-    error: str | None
-    request: RenderRequest
-    user_id: int
-    guild_id: int | None
-    channel_id: int | None
-    application_id: int | None
-    interaction_token: str | None
-    interaction_created_at: float | None
-    images: tuple[ResultImage, ...]
-    filesize_limit: int | None = None
-    spoiler: bool = False
-    private: bool = False
-    age_restricted: bool = False  # made in an age-restricted channel (Submission's)
-    # A moderator deleted the picture it was made from (or its result) while it was queued or
-    # rendered (``db.history.withdraw_deleted_results``): it is not posted.
-    withdrawn: bool = False
-    # Withdrawn with the job it was made from (that one's withdrawn too), not for a deletion
-    # of its own message.
-    withdrawn_with_source: bool = False
-    # Withdrawn because its channel (or the one it was made from) was deleted, not by a
-    # moderator's deletion of it: refunded, as its maker did nothing.
-    withdrawn_with_channel: bool = False
-    # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
-    # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
-    # nowhere, refunded whole, and its maker is told this, privately; None: neither.
-    withheld: str | None = None
-    # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
-    # from their pixels while they were stored; None: compose it from the stored files.
-    composed: bytes | None = None
-    # When it was journaled (seconds since the epoch): a stop after it withholds its result
-    # (bot.bans.StoppedMembers); 0.0 reads as before any stop.
-    created_at: float = 0.0
-    # When a post of it was last tried, by a delivery before this one (None: never): that
-    # post may have landed (its answer lost, or Easel stopped before recording it), so the
-    # sink looks for it before posting in a channel again (each try before that one was
-    # looked for by the try after it).
-    post_attempted_at: float | None = None
-    # Its first posts recorded in its channel (``job_messages``), read once a post of it was
-    # tried: its interaction's original response once it showed progress, which an edit of
-    # a try may have turned into the result, and its result's post once linked.
-    posted_ids: tuple[int, ...] = ()
-
-
-def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> bytes | None:
-    """The grid a job of several pictures is posted as, from the pictures' pixels (a broker
-    worker's decoded from its PNGs, as the delivery would); None for one picture and when
-    composing fails (the delivery composes it from the stored files then)."""
-    if not posted_as_grid(request, len(rendered)):
-        return None
-    try:
-        pictures = [image.picture for image in rendered if image.picture is not None]
-        if len(pictures) < len(rendered):
-            pictures = decoded([image.png for image in rendered])
-        seeds = [image.seed for image in rendered]
-        return posted_grid_png(request, pictures, rendered[0].infotext, seeds)
-    except Exception:
-        log.exception("the grid of %d pictures could not be composed early", len(pictures))
-        return None
-
-
-def posted_digests(
-    request: RenderRequest,
-    rendered: Sequence[RenderedImage],
-    composed: bytes | None,
-    filesize_limit: int | None,
-) -> list[bytes]:
-    """The pixel digests of the grid a job of several is posted as (``composed``), and of the
-    JPEG preview posted in place of a grid or picture over ``filesize_limit`` (``posted_file``,
-    as the delivery makes it): the files a moderator deletes and a member saves. Not known
-    here: the preview of a grid composed only at delivery, and /show's (its own limit)."""
-    digests = [] if composed is None else [pixel_digest_of(composed)]
-    posted = composed
-    if posted is None and rendered and not posted_as_grid(request, len(rendered)):
-        posted = rendered[0].png
-    if posted is not None:
-        fitted = posted_file(posted, filesize_limit)
-        if fitted.is_preview:
-            digests.append(pixel_digest_of(fitted.data))
-    return digests
-
-
-class ResultSink(Protocol):
-    async def deliver(self, job: FinishedJob) -> int | None:
-        """Post the result (or the failure); returns the message's id when it was posted in
-        the server's channel (None: privately, by DM, or nowhere). The sink links that post
-        to its job itself, as soon as it is posted (``History.result_posted``): the queue
-        records only the delivery."""
-
-
-@runtime_checkable
-class RetractingSink(ResultSink, Protocol):
-    """A sink that can delete a result it just posted, for a job erased while it was posted
-    (its maker's /forget-me), which nothing else would delete."""
-
-    async def retract(self, job: FinishedJob, message_id: int) -> None: ...
-
-
-class StartGate(Protocol):
-    async def why_not_started(self, job: FinishedJob) -> str | None:
-        """Why ``job`` (no pictures yet) must not render: the cheap rules of now that would
-        withhold its result (``bot.policy.delivery.placed_under_rules_of_now``), said as its
-        maker is told; None: it renders."""
-
-
-ProgressListener = Callable[[str, StepProgress], None]
-
-
-class CancelOutcome(StrEnum):
-    CANCELLED = "cancelled"  # it was queued: it will not run
-    STOPPING = "stopping"  # it was running: it stops at the next step; its owner pays its time
-    STOPPING_FREE = "stopping-free"  # it was running: it stops, refunded whole (not the owner's
-    # choice, or stopped before its render began)
-    NOT_YOURS = "not-yours"
-    FINISHED = "finished"  # too late: it already ended
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class JobState:
-    status: journal.JobStatus
-    position: int | None  # jobs that start before it; None unless queued
-    eta_s: float | None  # seconds until it should be finished; None unless queued or running
-
-
 def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
     """A batch's GPU ``seconds`` shared by its jobs in proportion to their ``pictures``."""
     total = sum(pictures) or 1
     return [seconds * count / total for count in pictures]
 
 
-def _passing(error: Exception) -> bool:
-    """Whether a delivery's failure may pass on its own: no answer in time, a connection
-    lost, or Discord busy (a 5xx or 429 answer, after the client's own tries). Not any
-    ``OSError``: a stored picture missing or unreadable stays so."""
-    status = getattr(error, "status", None)
-    busy = isinstance(status, int) and (status >= 500 or status == 429)
-    return busy or isinstance(error, ConnectionError | TimeoutError | aiohttp.ClientError)
-
-
-def _cannot_heal(error: Exception) -> str | None:
-    """Why a delivery's failure stays whatever its tries, said as its maker reads it: Discord
-    refused the post itself (a 4xx answer other than 429), or a stored picture is missing;
-    None: it may pass (``_passing``), or nothing says it cannot."""
-    if _passing(error):
-        return None
-    status = getattr(error, "status", None)
-    if isinstance(status, int) and 400 <= status < 500:
-        return f"Discord refused it ({status})"
-    # Only a file that is not there stays so; another OSError (EIO, EMFILE, a restore with
-    # the wrong owner) may pass or be fixed, so it waits out the sweep's tries.
-    if isinstance(error, FileNotFoundError | IsADirectoryError):
-        return "its stored picture is missing"
-    return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+def _not_cancelled(job_id: str) -> UserError:
+    """What the member is told of a cancel the journal refused."""
+    return UserError(
+        f"Job `{job_id}` was not cancelled: Easel's database is busy. Try again in a minute.",
+        Reason.BUSY,
+    )
 
 
 def _failure(error: Exception, job_id: str, device: str) -> str:
@@ -491,7 +159,7 @@ class JobQueue:
         journal_retry_waits: Sequence[float] = JOURNAL_RETRY_WAITS_S,
     ) -> None:
         self._conn = conn
-        self._journal_retry_waits = tuple(journal_retry_waits)
+        self._writer = JournalWriter(journal_retry_waits)
         self._copies = copies
         self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
         self._slots = list(slots)
@@ -522,16 +190,12 @@ class JobQueue:
         # Jobs queued again after a start that did not happen (``_queue_again``), until they
         # end: their next start logs "started" again, but adds no second queue-wait sample.
         self._requeued: set[str] = set()
+        # Jobs queued here whose start did not happen while the journal refused to say so
+        # (``_not_handed_over``): it says running, and their next start here marks them so.
+        self._running_in_journal: set[str] = set()
         # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
         # meanwhile, so a second click is told so, not that the job ended.
         self._cancelling: set[str] = set()
-        # Cancels the member was told of but the journal refused (``_end_cancelled``): their
-        # error and charge, written by the delivery sweep, so the job is not rendered and
-        # charged at the next start.
-        self._cancels_unrecorded: dict[str, tuple[str, float | None]] = {}
-        # Ends recorded whose notice's delivery raised (``_finish_unsuccessfully``): no retry
-        # time was written for the sweep to find, so it tries them from here.
-        self._notices_unposted: set[str] = set()
         # Set while a slot cannot hand jobs over (``SlotUnavailable``): no batch starts.
         self._paused = False
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
@@ -540,17 +204,23 @@ class JobQueue:
         self._dispatchers: list[asyncio.Task[None]] = []
         # Rendered batches being stored, charged and delivered while their slot renders on.
         self._finishing: set[asyncio.Task[None]] = set()
-        # Results post one member's in one channel at a time, in the order asked for.
-        self._lanes = DeliveryLanes(self._in_background)
-        self._sink: ResultSink | None = None
         self._start_gate: StartGate | None = None
         self._progress: ProgressListener | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()  # ends a delivery's wait to try again
-        self._retries = delivery_retries or DeliveryRetries()
+        self._delivery = Delivery(
+            conn,
+            self._writer,
+            images_dir,
+            self._now,
+            delivery_retries or DeliveryRetries(),
+            self._in_background,
+            self._stop_requested,
+        )
+        self._ends = JobEnds(conn, self._writer, self._delivery, images_dir, self._now, self._ended)
 
     def set_sink(self, sink: ResultSink) -> None:
-        self._sink = sink
+        self._delivery.set_sink(sink)
 
     def set_start_gate(self, gate: StartGate) -> None:
         """Asked about each job as its batch starts: one it refuses uses no GPU time."""
@@ -574,15 +244,23 @@ class JobQueue:
             log.info("requeued %d job(s) left running by a previous process", requeued)
         for job_id in spent:  # delivered with the jobs finished undelivered, below
             log.error("job %s: Easel stopped during each of its renders; failed", job_id)
-            await self._record_failure(
+            await self._ends.record_failure(
                 job_id,
                 f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped while rendering it "
                 f"each time, so it is not rendered again; reference {job_id}",
             )
         for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
+            self._kinds[job.id] = job.kind
+            if job.cancel_asked_at is not None:
+                # Its stop was asked (``_ask_stop``) and its end not written before the stop:
+                # ended now, refunded whole (the GPU time it used was not journaled), and
+                # delivered with the ended jobs below. Tried once: a database held by another
+                # writer must not delay the login by minutes per job; one it refuses is kept
+                # for the sweep, and not rendered.
+                await self._ends.record_cancel(job.id, "cancelled", retried=False)
+                continue
             request = RenderRequest.from_json(job.request_json)
             priority = PriorityClass(job.priority)
-            self._kinds[job.id] = job.kind
             if job.attempts > 0:
                 self._suspects.add(job.id)
             # Started before, by a process that died: alone, so no partner dies with it again.
@@ -600,8 +278,8 @@ class JobQueue:
         # In the background, each in its lane's turn: one may wait for Discord (the delivery
         # gate's checks), and the start must not hold the gateway's connection for it.
         restored = await journal.finished_undelivered(self._conn)
-        await self._deliver_in_turn([(job, None) for job in restored])
-        self._in_background(self._sweep_deliveries())
+        await self._delivery.in_turn([(job, None) for job in restored])
+        self._in_background(self._delivery.sweep(self._ends.retry_kept))
         for slot in self._slots:
             if isinstance(slot, WarmingSlot):
                 # Ahead of the dispatcher's first job on the slot's thread, with its model.
@@ -743,9 +421,16 @@ class JobQueue:
         ``imposed`` on its owner (a ban: they did not choose it), or that was handed to its
         device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING.
 
-        A queued job whose cancel the journal never takes (``_journal_write``) stays queued
-        here, and ``UserError`` tells the member it was not cancelled; its tries take minutes,
-        so its callers answer Discord first (defer)."""
+        A job whose cancel the journal never takes (``JournalWriter.write``) is not cancelled:
+        a queued one stays queued here, a running one renders on (``_ask_stop``), and
+        ``UserError`` tells the member so; its tries take minutes, so its callers answer
+        Discord first (defer). Not so for a stop ``imposed`` on its owner: a refused write
+        protects no member there, so each is tried once (a ban's or a withdrawal's stop must
+        not wait minutes for a busy database) and the job is stopped all the same, its end
+        kept for the sweep (``JobEnds.record_cancel``); nor once this call recorded the stop
+        as asked: the
+        next start ends the job whatever this process manages, so it is kept and answered
+        cancelled rather than "not cancelled"."""
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
@@ -754,18 +439,38 @@ class JobQueue:
         if job_id in self._cancelling:
             raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
         owner_pays = job.user_id == by.user_id and not imposed
-        if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
-            return stopping
-        async with self._wakeup:
-            removed = self._scheduler.cancel(job_id)  # queued only
-            self._wakeup.notify_all()
-        if not removed:
+        # Stopped already, its end waiting for the journal: the journal says running still.
+        if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
+            return kept
+        asked = False  # this call recorded the stop as asked (``_ask_stop``)
+        # Its batch as the stop was asked: one another cancel stopped meanwhile ends cancelled.
+        asked_of: _RunningBatch | None = None
+        while True:
+            if (running := self._running.get(job_id)) is not None:
+                if not asked:
+                    asked_of = running
+                    asked = await self._ask_stop(job_id, imposed=imposed)
+                if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
+                    return stopping
+                # Ended meanwhile, or queued again as its start did not happen.
+            async with self._wakeup:
+                removed = self._scheduler.cancel(job_id)  # queued only
+                self._wakeup.notify_all()
+            if removed:
+                break
+            if job_id not in self._running:
+                if asked and (asked_of is None or job_id not in asked_of.cancelled):
+                    await self._forget_ask(job_id)
+                return CancelOutcome.FINISHED
             # Handed to its device while this waited for the lock (the dispatcher registers a
-            # batch as running before its first await), or ended.
-            return self._stop_running(job_id, owner_pays=owner_pays) or CancelOutcome.FINISHED
+            # batch as running before its first await): stopped as a running job.
         self._cancelling.add(job_id)
         try:
-            recorded = await self._finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+            if asked or imposed:
+                # Kept for the sweep if the journal refuses its end, not rendered here.
+                await self._ends.end_cancelled(job_id, "cancelled", retried=not imposed)
+                return CancelOutcome.CANCELLED
+            recorded = await self._ends.finish_unsuccessfully(job_id, "cancelled", cancelled=True)
             if not recorded:
                 # Back in the scheduler, so this process renders it as the journal still says:
                 # queued and reserved. Left out, the next start would render and charge it
@@ -784,12 +489,56 @@ class JobQueue:
         finally:
             self._cancelling.discard(job_id)
         if not recorded:
-            raise UserError(
-                f"Job `{job_id}` was not cancelled: Easel's database is busy. Try again in a "
-                "minute.",
-                Reason.BUSY,
-            )
+            raise _not_cancelled(job_id)
         return CancelOutcome.CANCELLED
+
+    async def _ask_stop(self, job_id: str, *, imposed: bool) -> bool:
+        """Record in the journal that a stop of running ``job_id`` was asked, before it is
+        stopped and its asker told so; whether it was recorded. Its end is written once its
+        render stops, and a journal that refuses that write then keeps it only in this process
+        (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start
+        would render and charge a job its member was told stops. With the ask recorded, that
+        start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
+        (the job is not stopped, and its asker is told to try again, rather than told a stop
+        the journal may lose), unless the stop is ``imposed``: that one is tried once, and
+        made all the same.
+
+        In a transaction of its own: a lone statement would join another coroutine's, and
+        its rollback would undo the ask after the member was told."""
+
+        async def ask() -> None:
+            async with transaction(self._conn):
+                await journal.ask_cancel(self._conn, job_id, self._now())
+
+        try:
+            await self._writer.write(f"job {job_id}: its stop asked", ask, retried=not imposed)
+        except aiosqlite.OperationalError:
+            if not imposed:
+                log.critical("job %s: its stop's ask was not recorded; not stopped", job_id)
+                raise _not_cancelled(job_id) from None
+            log.critical(
+                "job %s: its stop's ask was not recorded; stopped all the same (imposed), "
+                "its end kept for the sweep if refused too",
+                job_id,
+            )
+            return False
+        return True
+
+    async def _forget_ask(self, job_id: str) -> None:
+        """The stop asked of ``job_id`` came too late: its render finished, and its asker is
+        told so. Tried once to clear (``journal.clear_cancel_ask``), so that a start that finds
+        it running (its pictures' record refused, or Easel stopped before it) renders and
+        posts it as told, rather than ends it; one refused leaves it to be ended, refunded."""
+        try:
+            async with transaction(self._conn):
+                await journal.clear_cancel_ask(self._conn, job_id)
+        except aiosqlite.OperationalError as refused:
+            log.warning(
+                "job %s: its late stop's ask not cleared (%s); a start before its outcome is "
+                "recorded ends it, refunded",
+                job_id,
+                refused,
+            )
 
     def _stop_running(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
         """Stop ``job_id`` if its batch is running (None: it is not)."""
@@ -803,15 +552,23 @@ class JobQueue:
         """Stop those of ``job_ids`` still queued or running: withdrawn because a moderator
         deleted the picture they are made from (``db.history.withdraw_deleted_results``), so
         their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
-        on their makers: refunded whole. Returns those stopped."""
+        on their makers: refunded whole, each write tried once (``cancel``), so a busy
+        database delays each by one busy timeout, not minutes. Returns those stopped; one
+        being cancelled already is logged, and the others are stopped all the same: its
+        result is withheld at its delivery."""
         stopped = []
         for job_id in job_ids:
             job = await journal.get_job(self._conn, job_id)
-            if job is not None and job.status in _UNFINISHED:
-                owner = accounting.Member(job.user_id, job.guild_id)
+            if job is None or job.status not in _UNFINISHED:
+                continue
+            owner = accounting.Member(job.user_id, job.guild_id)
+            try:
                 outcome = await self.cancel(job_id, owner, imposed=True)
-                if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
-                    stopped.append(job_id)
+            except UserError as refused:
+                log.warning("job %s: withdrawn, not stopped: %s", job_id, refused)
+                continue
+            if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
+                stopped.append(job_id)
         return stopped
 
     async def refund_withheld(self, job_id: str) -> bool:
@@ -973,12 +730,17 @@ class JobQueue:
         # One statement: only the jobs still queued are marked, and only those it returns
         # render (one cancelled or erased since the hand-out is in neither).
         try:
-            jobs = await self._journal_write(
+            jobs = await self._writer.write(
                 f"jobs {running.job_ids}: their start",
                 lambda: journal.mark_running(
-                    self._conn, running.job_ids, now, counts_attempt=running.in_process
+                    self._conn,
+                    running.job_ids,
+                    now,
+                    counts_attempt=running.in_process,
+                    running_still=self._running_in_journal,
                 ),
             )
+            self._running_in_journal.difference_update(running.job_ids)
         except aiosqlite.OperationalError:
             log.critical(
                 "jobs %s: the database stayed unwritable at their start; queued again",
@@ -1021,7 +783,7 @@ class JobQueue:
             return {}
         for job in jobs:
             try:
-                why = await gate.why_not_started(await self._finished(job))
+                why = await gate.why_not_started(await self._delivery.finished(job))
             except Exception:
                 log.exception("job %s: the rules of now were not read at its start", job.id)
                 continue
@@ -1037,11 +799,11 @@ class JobQueue:
             self._release(tuple(ended))
             self._wakeup.notify_all()
         for job_id, error in ended.items():
-            await self._end_cancelled(job_id, error)
+            await self._ends.end_cancelled(job_id, error)
 
     async def _queue_again(self, running: _RunningBatch) -> None:
         """The jobs of ``running`` did not start (the journal stayed unwritable at their start:
-        ``_journal_write``; or their slot could not hand them over: ``SlotUnavailable``), and
+        ``JournalWriter.write``; or their slot could not hand them over: ``SlotUnavailable``), and
         the journal says queued: they wait in the queue again at their places (a cancel finds
         them), and a next start finds them queued if this process ends first. One cancelled
         meanwhile is ended as such; one left out of the render already was."""
@@ -1068,12 +830,20 @@ class JobQueue:
         self._pause_until_answered(unavailable.probe)
         running.rendering = False  # one cancelled meanwhile did not start: refunded whole
         not_started = [job_id for job_id in running.job_ids if job_id not in running.left_out]
-        await self._journal_write(
-            f"jobs {not_started}: queued again",
-            lambda: journal.queue_again(
-                self._conn, not_started, attempt_counted=running.in_process
-            ),
-        )
+        try:
+            await self._writer.write(
+                f"jobs {not_started}: queued again",
+                lambda: journal.queue_again(
+                    self._conn, not_started, attempt_counted=running.in_process
+                ),
+            )
+        except aiosqlite.OperationalError:
+            # Queued here all the same: out of both the scheduler and the running batches, a
+            # job would wait for the next start, and a cancel would find it ended. Their next
+            # start here marks them running from running (a start that counts attempts counts
+            # one more); a stop meanwhile leaves them running, and the next start requeues them.
+            log.critical("jobs %s: their 'queued again' was not recorded", not_started)
+            self._running_in_journal.update(not_started)
         for job_id in not_started:  # its "started" was logged: the log says it did not
             self._requeued.add(job_id)
             log.info("job %s queued again", job_id, extra=job_event(job_id, "requeued"))
@@ -1147,10 +917,10 @@ class JobQueue:
             used = _shares(elapsed, [request.count for request in requests])
             for job_id, used_s in zip(ids, used, strict=True):
                 charge = _cancel_charge(running.cancelled.get(job_id), used_s)
-                await self._end_cancelled(job_id, "cancelled", charge)
+                await self._ends.end_cancelled(job_id, "cancelled", charge)
         except Exception as error:
             if len(ids) == 1:
-                await self._finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
+                await self._ends.finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
                 return
             # One job's bad input must not fail the jobs batched with it (nor show them its
             # error): each renders again alone, so only the culprit fails.
@@ -1160,7 +930,7 @@ class JobQueue:
             running.rendering = False  # a job cancelled while it waits for its turn is refunded
             for job, request in zip(jobs, requests, strict=True):
                 if job.id in running.cancelled:
-                    await self._end_cancelled(job.id, "cancelled")
+                    await self._ends.end_cancelled(job.id, "cancelled")
                 else:
                     alone = _RunningBatch((job.id,), in_process=running.in_process, rendering=True)
                     self._running[job.id] = alone
@@ -1210,33 +980,36 @@ class JobQueue:
 
         Recorded one job after another, each in its own transaction (their partners' failures
         are not theirs). Delivered once all are recorded, each in its lane's turn
-        (``_deliver_in_turn``): one member's upload to Discord never waits for another's."""
+        (``Delivery.in_turn``): one member's upload to Discord never waits for another's."""
         used = _shares(elapsed, [len(rendered) for rendered in results])
         recorded: list[tuple[journal.JobRecord, bytes | None]] = []
         try:
             for job, request, rendered, used_s in zip(jobs, requests, results, used, strict=True):
                 try:
                     if job.id in cancelled:
+                        # One the journal refuses is kept for the sweep, which posts its notice.
                         charge = _cancel_charge(cancelled[job.id], used_s)
-                        await self._record_failure(
-                            job.id, "cancelled", cancelled=True, used_s=charge
-                        )
-                        recorded.append((job, None))
+                        if await self._ends.record_cancel(job.id, "cancelled", charge):
+                            recorded.append((job, None))
                     else:
-                        composed = await self._record_success(job.id, request, rendered, used_s)
+                        composed = await self._ends.record_success(
+                            job.id, request, rendered, used_s
+                        )
                         recorded.append((job, composed))
                 except Exception:
                     # Running in the journal still (its pictures kept): the next start renders
-                    # it again. Its partners are recorded and delivered all the same.
+                    # it again, or ends it if a stop was asked of it too late
+                    # (``JobQueue._forget_ask``). Its partners are recorded and delivered.
                     log.critical(
-                        "job %s: its outcome was not recorded; the next start renders it again",
+                        "job %s: its outcome was not recorded; the next start renders it "
+                        "again, or ends it, refunded, if its stop was asked",
                         job.id,
                         exc_info=True,
                     )
         finally:
             await self._recorded(job.id for job in jobs)
         results.clear()  # the pixels are not held while the uploads run
-        await asyncio.gather(*await self._deliver_in_turn(recorded))
+        await asyncio.gather(*await self._delivery.in_turn(recorded))
 
     async def _recorded(self, job_ids: Iterable[str]) -> None:
         """The outcomes of ``job_ids`` are recorded (or will not be in this process): they are
@@ -1267,180 +1040,12 @@ class JobQueue:
 
         return report
 
-    async def _record_success(
-        self,
-        job_id: str,
-        request: RenderRequest,
-        rendered: list[RenderedImage],
-        gpu_seconds: float,
-    ) -> bytes | None:
-        """Store the pictures and record them with the job's end, and charge it; returns the
-        grid it is posted as, when composed (``composed_grid``).
-
-        A storage failure (a full disk, a folder it may not write), or a record refused for
-        good (a constraint, the ledger), fails the job instead: refunded, and the member told,
-        rather than left running with its quota reserved; its pictures are deleted once that
-        is recorded. A journal that stays unwritable (``_journal_write``) raises: the job is
-        running there still, its pictures kept, for the next start."""
-        try:
-            job = await journal.get_job(self._conn, job_id)
-            filesize_limit = None if job is None else job.filesize_limit
-            records, composed, posted_digests = await asyncio.to_thread(
-                self._store_images, job_id, request, rendered, filesize_limit
-            )
-            await self._journal_write(
-                f"job {job_id}: its pictures",
-                functools.partial(self._record_done, job_id, records, gpu_seconds, posted_digests),
-            )
-        except aiosqlite.OperationalError:
-            raise
-        except Exception as error:
-            log.exception("job %s: rendered, but its pictures could not be stored", job_id)
-            reason = error.strerror if isinstance(error, OSError) else None
-            await self._record_failure(
-                job_id,
-                f"the pictures were rendered but could not be stored on the server "
-                f"({reason or type(error).__name__}); reference {job_id}",
-            )
-            await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
-            return None
-        self._ended(job_id, "done")
-        return composed
-
-    async def _record_done(
-        self,
-        job_id: str,
-        records: list[journal.ImageRecord],
-        gpu_seconds: float,
-        posted_digests: list[bytes],
-    ) -> None:
-        """The job's pictures, its end and its charge: one transaction, so that a crash leaves
-        all or none."""
-        now = self._now()
-        async with transaction(self._conn):
-            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now, posted_digests)
-            await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
-
-    async def _finish_unsuccessfully(
-        self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
-    ) -> bool:
-        """Record the end of a job that has no pictures (failed, or cancelled before or while
-        it rendered) and deliver it at once, outside its lane: there is no result to order,
-        and a cancel (a ban's) waits for the member to be told. Whether it was recorded: a
-        journal that stays unwritable leaves the job as it was there, for the next start, and
-        nothing is delivered. A delivery that raises once the end is recorded is logged, not
-        raised: the end stands, and the sweep delivers it (``_retry_kept_ends``)."""
-        try:
-            await self._record_failure(job_id, error, cancelled=cancelled, used_s=used_s)
-        except aiosqlite.OperationalError:
-            log.critical(
-                "job %s: its end (%s) was not recorded; the next start takes it up again",
-                job_id,
-                "cancelled" if cancelled else "failed",
-                exc_info=True,
-            )
-            return False
-        await self._deliver_notice(job_id)
-        return True
-
-    async def _deliver_notice(self, job_id: str) -> None:
-        """Deliver a recorded end without pictures; one whose delivery raised (its records
-        refused by the journal) is kept for the sweep."""
-        self._notices_unposted.discard(job_id)
-        try:
-            await self._deliver(job_id)
-        except Exception:
-            log.exception("job %s: its end is recorded, its notice not posted", job_id)
-            self._notices_unposted.add(job_id)
-
-    async def _end_cancelled(self, job_id: str, error: str, used_s: float | None = None) -> None:
-        """Record a cancel its member was told of (``_finish_unsuccessfully``); one the journal
-        refuses is kept, and the delivery sweep writes it (``_retry_kept_ends``): left as
-        the journal says (queued or running), the next start would render and charge it."""
-        if not await self._finish_unsuccessfully(job_id, error, cancelled=True, used_s=used_s):
-            self._cancels_unrecorded[job_id] = (error, used_s)
-
-    async def _retry_kept_ends(self) -> None:
-        """Write the cancels the journal refused before (``_end_cancelled``), and deliver the
-        notices whose delivery raised (``_deliver_notice``)."""
-        for job_id, (error, used_s) in list(self._cancels_unrecorded.items()):
-            if await self._finish_unsuccessfully(job_id, error, cancelled=True, used_s=used_s):
-                del self._cancels_unrecorded[job_id]
-        for job_id in list(self._notices_unposted):
-            await self._deliver_notice(job_id)
-
-    async def _deliver_in_turn(
-        self, jobs: Sequence[tuple[journal.JobRecord, bytes | None]]
-    ) -> list[asyncio.Future[None]]:
-        """Deliver each of these ended jobs (with its posted grid, when composed already) in
-        its lane: one member's results in one channel post one at a time, in the order they
-        were asked for (``bot.jobs.delivery_lanes``); each future resolves once it ran."""
-        try:
-            # Two jobs journaled within one tick of the clock (or after it went back) are
-            # told apart by the order they were journaled in.
-            journaled = await journal.journaled_order(self._conn, [job.id for job, _ in jobs])
-        except Exception:
-            log.exception("jobs %s: the journal's order was not read", [job.id for job, _ in jobs])
-            journaled = {}
-        return [
-            self._lanes.post(
-                (job.user_id, job.guild_id, job.channel_id),
-                (job.created_at, journaled.get(job.id, 0), job.id),
-                functools.partial(self._deliver, job.id, composed, DELIVERY_RETRY_WAITS_S),
-            )
-            for job, composed in jobs
-        ]
-
-    async def _record_failure(
-        self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
-    ) -> None:
-        """Record the job's end; refunded whole, or with ``used_s`` (a job cancelled while
-        running) its pictures refunded and those GPU seconds charged: cancelling a render at
-        its last step must not make it free. The end and its refund or charge are one
-        transaction: a crash leaves both or neither."""
-        now = self._now()
-
-        async def record() -> None:
-            async with transaction(self._conn):
-                await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
-                if used_s is None:
-                    await accounting.refund(self._conn, job_id, now)
-                else:
-                    await accounting.charge(self._conn, job_id, used_s, 0, now)
-
-        await self._journal_write(f"job {job_id}: its end", record)
-        self._ended(job_id, "cancelled" if cancelled else "failed")
-        if used_s is None:
-            log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
-        else:
-            log.info(
-                "job %s charged %.1f GPU seconds, no pictures",
-                job_id,
-                used_s,
-                extra=job_event(job_id, "charged"),
-            )
-
-    async def _journal_write(self, what: str, write: Callable[[], Awaitable[_Written]]) -> _Written:
-        """``write()``, tried again after each of the queue's journal retry waits while the
-        database refuses it (``OperationalError``: locked past the busy timeout, disk full,
-        an I/O error); ``write`` is one statement or one transaction, so a failed try wrote
-        nothing. Raises the last failure once the waits are spent: the caller leaves the job
-        as the journal says, for the next start."""
-        waits = iter(self._journal_retry_waits)
-        while True:
-            try:
-                return await write()
-            except aiosqlite.OperationalError as error:
-                if (wait := next(waits, None)) is None:
-                    raise
-                log.warning("%s not written (%s); tried again in %.1f s", what, error, wait)
-            await asyncio.sleep(wait)
-
     def _ended(self, job_id: str, outcome: str) -> None:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
         to read, not the log's: it may quote the prompt)."""
         kind = self._kinds.pop(job_id, "unknown")
         self._requeued.discard(job_id)
+        self._running_in_journal.discard(job_id)
         metrics.job_ended(kind, outcome)
         log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
         if self._copies is not None:
@@ -1456,233 +1061,3 @@ class JobQueue:
                 job_id,
                 type(error).__name__,
             )
-
-    def _store_images(
-        self,
-        job_id: str,
-        request: RenderRequest,
-        rendered: list[RenderedImage],
-        filesize_limit: int | None,
-    ) -> tuple[list[journal.ImageRecord], bytes | None, list[bytes]]:
-        """The pictures' files and records, and the grid the job is posted as (composed
-        first, from the pixels, while the engine's pool still encodes the PNGs), with the pixel
-        digests of what is posted besides the pictures (``posted_digests``): a multi-picture
-        job is posted, deleted and saved as that one picture."""
-        composed = composed_grid(request, rendered)
-        folder = self._images_dir / job_id
-        folder.mkdir(parents=True, exist_ok=True)
-        records = []
-        for idx, image in enumerate(rendered):
-            path = folder / f"{idx}.png"
-            png = image.png
-            path.write_bytes(png)
-            # Its pixels, so a copy uploaded again is known whatever its name (the PNG holds
-            # the engine's pixels losslessly; a broker worker's crossed the wire as PNG only).
-            digest = pixel_digest_of(png) if image.picture is None else pixel_digest(image.picture)
-            records.append(
-                journal.ImageRecord(
-                    job_id,
-                    idx,
-                    image.seed,
-                    str(path),
-                    image.infotext,
-                    image.width,
-                    image.height,
-                    digest,
-                )
-            )
-        return records, composed, posted_digests(request, rendered, composed, filesize_limit)
-
-    async def _deliver(
-        self, job_id: str, composed: bytes | None = None, retry_waits: Sequence[float] = ()
-    ) -> None:
-        """Post the job's outcome (``composed``: its posted grid, when made already), then
-        record that it was posted (``_post_outcome``); a job whose result cannot be posted is
-        failed meanwhile, and its failure posted instead. A job's deliveries (a start's, the
-        sweep's) run in its lane, one after another (``_deliver_in_turn``): the later one reads
-        the earlier one's outcome, never posts beside it. The one outside lanes, of a job just
-        ended without pictures (``_finish_unsuccessfully``), runs before any try of it is due.
-
-        At least once, and a try that may have landed is looked for before posting again
-        (``FinishedJob.post_attempted_at``): editing the interaction's original response is
-        idempotent, and the sink finds a channel post a crash kept from being recorded.
-        """
-        while await self._post_outcome(job_id, composed, retry_waits):
-            composed = None  # failed since: its failure has no picture
-
-    async def _post_outcome(
-        self, job_id: str, composed: bytes | None, retry_waits: Sequence[float]
-    ) -> bool:
-        """Post the job's outcome and record it posted. A failure that may pass (``_passing``)
-        is tried again after each of ``retry_waits`` (read afresh: a moderator may have
-        withdrawn it meanwhile), unless the queue stops; one still failing is recorded for
-        the sweep (``_delivery_failed``). Whether the job failed since, as its result cannot
-        be posted: its failure is to be posted now."""
-        waits = iter(retry_waits)
-        while True:
-            job = await journal.get_job(self._conn, job_id)
-            if self._sink is None or job is None or job.delivered_at is not None:
-                return False
-            images = await journal.images_of(self._conn, job_id)
-            finished = await self._finished(job, images, composed)
-            try:
-                # Each try's time: the next looks for this one's post from there (``finished``
-                # carries the try before this one's).
-                await self._journal_write(
-                    f"job {job_id}: its post's try",
-                    functools.partial(journal.mark_post_attempted, self._conn, job_id, self._now()),
-                )
-            except aiosqlite.OperationalError as error:
-                return await self._delivery_failed(job, error)
-            try:
-                message_id = await self._sink.deliver(finished)
-                break
-            except Exception as error:
-                wait = next(waits, None) if _passing(error) else None
-                if wait is None or self._stopping:
-                    return await self._delivery_failed(job, error)
-                log.warning(
-                    "job %s: delivery failed (%s); tried again in %.0f s",
-                    job_id,
-                    type(error).__name__,
-                    wait,
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), wait)
-            if self._stopping:
-                log.info("job %s: not delivered before the stop; tried at the next start", job_id)
-                return False
-        still_there = await self._journal_write(
-            f"job {job_id}: its delivery",
-            functools.partial(journal.mark_delivered, self._conn, job_id, self._now(), message_id),
-        )
-        if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
-            await self._sink.retract(finished, message_id)
-        log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))
-        return False
-
-    async def _delivery_failed(self, job: journal.JobRecord, error: Exception) -> bool:
-        """Record a failed delivery of ``job``'s outcome: the sweep tries it again after a
-        wait that doubles with each failure (``DeliveryRetries``), unless its failure cannot
-        heal (``_cannot_heal``) or it has failed for ``give_up_after_s``. Then a done job is
-        failed and refunded whole, and its failure is to be posted instead (True: its maker is
-        told, as of any failure); for a job with no result (failed or cancelled) nothing else
-        could tell its maker, so its delivery is given up, logged and recorded as done."""
-        now = self._now()
-        retries = self._retries
-        failing_since = now if job.delivery_failing_since is None else job.delivery_failing_since
-        why = _cannot_heal(error)
-        if why is None and now - failing_since < retries.give_up_after_s:
-            wait = retries.wait_after(job.delivery_tries)
-            await self._journal_write(
-                f"job {job.id}: its failed delivery",
-                functools.partial(journal.delivery_failed, self._conn, job.id, now, now + wait),
-            )
-            log.warning(
-                "job %s: delivery failed (%s); tried again in %.0f s",
-                job.id,
-                type(error).__name__,
-                wait,
-                exc_info=error,
-            )
-            return False
-        why = why or f"Discord did not take it for {_duration(now - failing_since)}"
-        if job.status is not journal.JobStatus.DONE:
-            log.error("job %s: its end could not be posted (%s); given up", job.id, why)
-            await self._journal_write(
-                f"job {job.id}: its given-up delivery",
-                functools.partial(journal.mark_delivered, self._conn, job.id, now, None),
-            )
-            return False
-        log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
-        refunded = (
-            f"the result could not be posted ({why}), so it does not count against your "
-            f"quota; reference {job.id}"
-        )
-
-        async def fail_refunded() -> bool:
-            async with transaction(self._conn):
-                failed = await journal.fail_undeliverable(self._conn, job.id, refunded)
-                if failed:
-                    await accounting.refund_withheld(self._conn, job.id, now)
-                return failed
-
-        failed = await self._journal_write(f"job {job.id}: its undeliverable end", fail_refunded)
-        if failed:
-            log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
-            await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
-        return failed
-
-    async def _sweep_deliveries(self) -> None:
-        """While the queue runs, every ``sweep_every_s``: write the ends kept from before
-        (``_retry_kept_ends``), then deliver again, each in its lane's turn, at most
-        ``per_sweep`` results whose next try is due, and wait for them (a sweep never piles
-        tries on the tries of the one before)."""
-        retries = self._retries
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), retries.sweep_every_s)
-            if self._stopping:
-                return
-            try:
-                await self._retry_kept_ends()
-            except Exception:
-                log.exception("the kept ends were not written; the sweep goes on")
-            try:
-                due = await journal.deliveries_due(self._conn, self._now(), retries.per_sweep)
-            except Exception:
-                log.exception("the deliveries due were not read; the sweep goes on")
-                continue
-            ready = [(job, None) for job in due]
-            await asyncio.gather(*await self._deliver_in_turn(ready), return_exceptions=True)
-
-    async def _finished(
-        self,
-        job: journal.JobRecord,
-        images: Sequence[journal.ImageRecord] = (),
-        composed: bytes | None = None,
-    ) -> FinishedJob:
-        """What a delivery (or the start gate) knows of ``job``: its parent is read only for
-        a withdrawn job, to say whether it was withdrawn with it."""
-        with_source = False
-        if job.withdrawn_at is not None and job.parent_job_id is not None:
-            parent = await journal.get_job(self._conn, job.parent_job_id)
-            # A deleted channel withdraws what was made there too: made in its parent's
-            # channel, it went with its own channel, not with its parent.
-            with_source = (
-                parent is not None
-                and parent.withdrawn_at is not None
-                and not (job.withdrawn_with_channel and parent.channel_id == job.channel_id)
-            )
-        posted_ids: tuple[int, ...] = ()
-        if job.post_attempted_at is not None and job.channel_id is not None:
-            posted_ids = await journal.first_posts_in(self._conn, job.id, job.channel_id)
-        # Ended before its render with the start gate's why in place of "cancelled".
-        ended_at_start = job.status is journal.JobStatus.CANCELLED and job.error != "cancelled"
-        return FinishedJob(
-            job_id=job.id,
-            kind=job.kind,
-            succeeded=job.status is journal.JobStatus.DONE,
-            error=job.error,
-            request=RenderRequest.from_json(job.request_json),
-            user_id=job.user_id,
-            guild_id=job.guild_id,
-            channel_id=job.channel_id,
-            application_id=job.application_id,
-            interaction_token=job.interaction_token,
-            interaction_created_at=job.interaction_created_at,
-            images=tuple(ResultImage(Path(i.path), i.seed, i.infotext) for i in images),
-            filesize_limit=job.filesize_limit,
-            spoiler=job.spoiler,
-            private=job.private,
-            age_restricted=job.age_restricted,
-            # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
-            withdrawn=job.withdrawn_at is not None and job.withheld_why is None,
-            withdrawn_with_source=with_source,
-            withdrawn_with_channel=job.withdrawn_with_channel,
-            withheld=job.error if ended_at_start else job.withheld_why,
-            composed=composed,
-            created_at=job.created_at,
-            post_attempted_at=job.post_attempted_at,
-            posted_ids=posted_ids,
-        )

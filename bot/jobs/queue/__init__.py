@@ -1,0 +1,51 @@
+"""The job queue (``JobQueue``: journal in SQLite, fair scheduling, one dispatcher per render
+slot) and what it is made of: the slots it renders on (``slots``), the values it takes and
+hands out (``values``), the journal's writes tried again (``journal_writes``), jobs' ends
+recorded (``ends``) and their outcomes delivered (``delivery``)."""
+
+from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.queue.delivery import DeliveryRetries
+from bot.jobs.queue.job_queue import MAX_RENDER_ATTEMPTS, JobQueue
+from bot.jobs.queue.slots import (
+    BatchRenderSlot,
+    BrokeredSlot,
+    JobCopies,
+    PreparingSlot,
+    RenderSlot,
+    RenderStoppedAfter,
+    SlotUnavailable,
+    WarmingSlot,
+)
+from bot.jobs.queue.values import (
+    CancelOutcome,
+    FinishedJob,
+    JobState,
+    ResultImage,
+    ResultSink,
+    RetractingSink,
+    StartGate,
+    Submission,
+)
+
+__all__ = [
+    "MAX_RENDER_ATTEMPTS",
+    "BatchRenderSlot",
+    "BrokeredSlot",
+    "CancelOutcome",
+    "DeliveryRetries",
+    "FinishedJob",
+    "JobCopies",
+    "JobQueue",
+    "JobState",
+    "PreparingSlot",
+    "QuotaExceeded",
+    "RenderSlot",
+    "RenderStoppedAfter",
+    "ResultImage",
+    "ResultSink",
+    "RetractingSink",
+    "SlotUnavailable",
+    "StartGate",
+    "Submission",
+    "WarmingSlot",
+]

@@ -1,0 +1,357 @@
+"""Delivery of ended jobs' outcomes: each posted through the sink in its lane's turn, recorded
+once posted; one that fails is tried again while the queue runs, within a bound
+(``DeliveryRetries``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiosqlite
+
+from bot.jobs import accounting
+from bot.jobs.delivery_lanes import DeliveryLanes
+from bot.jobs.queue.journal_writes import JournalWriter
+from bot.jobs.queue.values import FinishedJob, ResultImage, ResultSink, RetractingSink
+from bot.logging_setup import job_event
+from db import jobs as journal
+from db.database import transaction
+from inference.types import RenderRequest
+
+log = logging.getLogger(__name__)
+
+# The waits before each further try of a result's post that failed for a passing reason
+# (``_passing``), in its lane; one still failing is the delivery sweep's (``DeliveryRetries``).
+DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
+
+
+@dataclass(frozen=True)
+class DeliveryRetries:
+    """How the running queue tries again a result whose post failed (docs/architecture.md):
+    a sweep every ``sweep_every_s`` takes at most ``per_sweep`` whose next try is due; each
+    failed delivery waits twice as long as the one before, from ``first_wait_s`` up to
+    ``longest_wait_s``; a job failing ``give_up_after_s`` is failed, refunded and its maker
+    told, as is at once one whose failure cannot heal (``_cannot_heal``)."""
+
+    sweep_every_s: float = 30.0
+    per_sweep: int = 20
+    first_wait_s: float = 30.0
+    longest_wait_s: float = 3600.0
+    give_up_after_s: float = 86400.0
+
+    def __post_init__(self) -> None:
+        for name in ("sweep_every_s", "first_wait_s", "longest_wait_s", "give_up_after_s"):
+            if not (value := getattr(self, name)) > 0:
+                raise ValueError(f"DeliveryRetries.{name} must be over 0 seconds, not {value}")
+        if self.per_sweep < 1:
+            raise ValueError(f"DeliveryRetries.per_sweep must be 1 or more, not {self.per_sweep}")
+
+    def wait_after(self, failed: int) -> float:
+        """The wait before the next try of a delivery that failed ``failed`` times before."""
+        return min(self.first_wait_s * 2.0 ** min(failed, 32), self.longest_wait_s)
+
+
+def _passing(error: Exception) -> bool:
+    """Whether a delivery's failure may pass on its own: no answer in time, a connection
+    lost, or Discord busy (a 5xx or 429 answer, after the client's own tries). Not any
+    ``OSError``: a stored picture missing or unreadable stays so."""
+    status = getattr(error, "status", None)
+    busy = isinstance(status, int) and (status >= 500 or status == 429)
+    return busy or isinstance(error, ConnectionError | TimeoutError | aiohttp.ClientError)
+
+
+def _cannot_heal(error: Exception) -> str | None:
+    """Why a delivery's failure stays whatever its tries, said as its maker reads it: Discord
+    refused the post itself (a 4xx answer other than 429), or a stored picture is missing;
+    None: it may pass (``_passing``), or nothing says it cannot."""
+    if _passing(error):
+        return None
+    status = getattr(error, "status", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return f"Discord refused it ({status})"
+    # Only a file that is not there stays so; another OSError (EIO, EMFILE, a restore with
+    # the wrong owner) may pass or be fixed, so it waits out the sweep's tries.
+    if isinstance(error, FileNotFoundError | IsADirectoryError):
+        return "its stored picture is missing"
+    return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+class Delivery:
+    """Posts ended jobs' outcomes through the sink and records them posted (``deliver``),
+    each in its lane (``in_turn``); tries again those whose post failed (``sweep``)."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        writer: JournalWriter,
+        images_dir: Path,
+        now: Callable[[], float],
+        retries: DeliveryRetries,
+        in_background: Callable[[Coroutine[Any, Any, None]], None],
+        stop_requested: asyncio.Event,
+    ) -> None:
+        self._conn = conn
+        self._writer = writer
+        self._images_dir = images_dir
+        self._now = now
+        self._retries = retries
+        # Set once the queue stops: a delivery's wait to try again ends, and it tries no more.
+        self._stop_requested = stop_requested
+        # Results post one member's in one channel at a time, in the order asked for.
+        self._lanes = DeliveryLanes(in_background)
+        self._sink: ResultSink | None = None
+        # Ends recorded whose notice's delivery raised (``notice``): no retry time was written
+        # for the sweep to find, so it tries them from here.
+        self._notices_unposted: set[str] = set()
+
+    def set_sink(self, sink: ResultSink) -> None:
+        self._sink = sink
+
+    async def notice(self, job_id: str) -> None:
+        """Deliver a recorded end without pictures; one whose delivery raised (its records
+        refused by the journal) is kept for the sweep."""
+        self._notices_unposted.discard(job_id)
+        try:
+            await self.deliver(job_id)
+        except Exception:
+            log.exception("job %s: its end is recorded, its notice not posted", job_id)
+            self._notices_unposted.add(job_id)
+
+    async def retry_notices(self) -> None:
+        """Deliver again the notices whose delivery raised (``notice``)."""
+        for job_id in list(self._notices_unposted):
+            await self.notice(job_id)
+
+    async def in_turn(
+        self, jobs: Sequence[tuple[journal.JobRecord, bytes | None]]
+    ) -> list[asyncio.Future[None]]:
+        """Deliver each of these ended jobs (with its posted grid, when composed already) in
+        its lane: one member's results in one channel post one at a time, in the order they
+        were asked for (``bot.jobs.delivery_lanes``); each future resolves once it ran."""
+        try:
+            # Two jobs journaled within one tick of the clock (or after it went back) are
+            # told apart by the order they were journaled in.
+            journaled = await journal.journaled_order(self._conn, [job.id for job, _ in jobs])
+        except Exception:
+            log.exception("jobs %s: the journal's order was not read", [job.id for job, _ in jobs])
+            journaled = {}
+        return [
+            self._lanes.post(
+                (job.user_id, job.guild_id, job.channel_id),
+                (job.created_at, journaled.get(job.id, 0), job.id),
+                functools.partial(self.deliver, job.id, composed, DELIVERY_RETRY_WAITS_S),
+            )
+            for job, composed in jobs
+        ]
+
+    async def deliver(
+        self, job_id: str, composed: bytes | None = None, retry_waits: Sequence[float] = ()
+    ) -> None:
+        """Post the job's outcome (``composed``: its posted grid, when made already), then
+        record that it was posted (``_post_outcome``); a job whose result cannot be posted is
+        failed meanwhile, and its failure posted instead. A job's deliveries (a start's, the
+        sweep's) run in its lane, one after another (``in_turn``): the later one reads
+        the earlier one's outcome, never posts beside it. The one outside lanes, of a job
+        just ended without pictures (``JobEnds.finish_unsuccessfully``), runs before any try
+        of it is due.
+
+        At least once, and a try that may have landed is looked for before posting again
+        (``FinishedJob.post_attempted_at``): editing the interaction's original response is
+        idempotent, and the sink finds a channel post a crash kept from being recorded.
+        """
+        while await self._post_outcome(job_id, composed, retry_waits):
+            composed = None  # failed since: its failure has no picture
+
+    async def _post_outcome(
+        self, job_id: str, composed: bytes | None, retry_waits: Sequence[float]
+    ) -> bool:
+        """Post the job's outcome and record it posted. A failure that may pass (``_passing``)
+        is tried again after each of ``retry_waits`` (read afresh: a moderator may have
+        withdrawn it meanwhile), unless the queue stops; one still failing is recorded for
+        the sweep (``_delivery_failed``). Whether the job failed since, as its result cannot
+        be posted: its failure is to be posted now."""
+        waits = iter(retry_waits)
+        while True:
+            job = await journal.get_job(self._conn, job_id)
+            if self._sink is None or job is None or job.delivered_at is not None:
+                return False
+            images = await journal.images_of(self._conn, job_id)
+            finished = await self.finished(job, images, composed)
+            try:
+                # Each try's time: the next looks for this one's post from there (``finished``
+                # carries the try before this one's).
+                await self._writer.write(
+                    f"job {job_id}: its post's try",
+                    functools.partial(journal.mark_post_attempted, self._conn, job_id, self._now()),
+                )
+            except aiosqlite.OperationalError as error:
+                return await self._delivery_failed(job, error)
+            try:
+                message_id = await self._sink.deliver(finished)
+                break
+            except Exception as error:
+                wait = next(waits, None) if _passing(error) else None
+                if wait is None or self._stop_requested.is_set():
+                    return await self._delivery_failed(job, error)
+                log.warning(
+                    "job %s: delivery failed (%s); tried again in %.0f s",
+                    job_id,
+                    type(error).__name__,
+                    wait,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), wait)
+            if self._stop_requested.is_set():
+                log.info("job %s: not delivered before the stop; tried at the next start", job_id)
+                return False
+        still_there = await self._writer.write(
+            f"job {job_id}: its delivery",
+            functools.partial(journal.mark_delivered, self._conn, job_id, self._now(), message_id),
+        )
+        if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
+            await self._sink.retract(finished, message_id)
+        log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))
+        return False
+
+    async def _delivery_failed(self, job: journal.JobRecord, error: Exception) -> bool:
+        """Record a failed delivery of ``job``'s outcome: the sweep tries it again after a
+        wait that doubles with each failure (``DeliveryRetries``), unless its failure cannot
+        heal (``_cannot_heal``) or it has failed for ``give_up_after_s``. Then a done job is
+        failed and refunded whole, and its failure is to be posted instead (True: its maker is
+        told, as of any failure); for a job with no result (failed or cancelled) nothing else
+        could tell its maker, so its delivery is given up, logged and recorded as done."""
+        now = self._now()
+        retries = self._retries
+        failing_since = now if job.delivery_failing_since is None else job.delivery_failing_since
+        why = _cannot_heal(error)
+        if why is None and now - failing_since < retries.give_up_after_s:
+            wait = retries.wait_after(job.delivery_tries)
+            await self._writer.write(
+                f"job {job.id}: its failed delivery",
+                functools.partial(journal.delivery_failed, self._conn, job.id, now, now + wait),
+            )
+            log.warning(
+                "job %s: delivery failed (%s); tried again in %.0f s",
+                job.id,
+                type(error).__name__,
+                wait,
+                # An outage fails every delivery for its length: one line each, no traceback.
+                exc_info=None if _passing(error) else error,
+            )
+            return False
+        why = why or f"Discord did not take it for {_duration(now - failing_since)}"
+        if job.status is not journal.JobStatus.DONE:
+            log.error("job %s: its end could not be posted (%s); given up", job.id, why)
+            await self._writer.write(
+                f"job {job.id}: its given-up delivery",
+                functools.partial(journal.mark_delivered, self._conn, job.id, now, None),
+            )
+            return False
+        log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
+        refunded = (
+            f"the result could not be posted ({why}), so it does not count against your "
+            f"quota; reference {job.id}"
+        )
+
+        async def fail_refunded() -> bool:
+            async with transaction(self._conn):
+                failed = await journal.fail_undeliverable(self._conn, job.id, refunded)
+                if failed:
+                    await accounting.refund_withheld(self._conn, job.id, now)
+                return failed
+
+        failed = await self._writer.write(f"job {job.id}: its undeliverable end", fail_refunded)
+        if failed:
+            log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
+            await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
+        return failed
+
+    async def sweep(self, kept_ends: Callable[[], Awaitable[None]]) -> None:
+        """While the queue runs, every ``sweep_every_s``: write the ends kept from before
+        (``kept_ends``), deliver the notices kept (``retry_notices``), then deliver again,
+        each in its lane's turn, at most ``per_sweep`` results whose next try is due, and
+        wait for them (a sweep never piles tries on the tries of the one before)."""
+        retries = self._retries
+        while not self._stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), retries.sweep_every_s)
+            if self._stop_requested.is_set():
+                return
+            try:
+                await kept_ends()
+                await self.retry_notices()
+            except Exception:
+                log.exception("the kept ends were not written; the sweep goes on")
+            try:
+                due = await journal.deliveries_due(self._conn, self._now(), retries.per_sweep)
+            except Exception:
+                log.exception("the deliveries due were not read; the sweep goes on")
+                continue
+            ready = [(job, None) for job in due]
+            await asyncio.gather(*await self.in_turn(ready), return_exceptions=True)
+
+    async def finished(
+        self,
+        job: journal.JobRecord,
+        images: Sequence[journal.ImageRecord] = (),
+        composed: bytes | None = None,
+    ) -> FinishedJob:
+        """What a delivery (or the start gate) knows of ``job``: its parent is read only for
+        a withdrawn job, to say whether it was withdrawn with it."""
+        with_source = False
+        if job.withdrawn_at is not None and job.parent_job_id is not None:
+            parent = await journal.get_job(self._conn, job.parent_job_id)
+            # A deleted channel withdraws what was made there too: made in its parent's
+            # channel, it went with its own channel, not with its parent.
+            with_source = (
+                parent is not None
+                and parent.withdrawn_at is not None
+                and not (job.withdrawn_with_channel and parent.channel_id == job.channel_id)
+            )
+        posted_ids: tuple[int, ...] = ()
+        if job.post_attempted_at is not None and job.channel_id is not None:
+            posted_ids = await journal.first_posts_in(self._conn, job.id, job.channel_id)
+        # Ended before its render with the start gate's why in place of "cancelled".
+        ended_at_start = job.status is journal.JobStatus.CANCELLED and job.error != "cancelled"
+        return FinishedJob(
+            job_id=job.id,
+            kind=job.kind,
+            succeeded=job.status is journal.JobStatus.DONE,
+            error=job.error,
+            request=RenderRequest.from_json(job.request_json),
+            user_id=job.user_id,
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+            application_id=job.application_id,
+            interaction_token=job.interaction_token,
+            interaction_created_at=job.interaction_created_at,
+            images=tuple(ResultImage(Path(i.path), i.seed, i.infotext) for i in images),
+            filesize_limit=job.filesize_limit,
+            spoiler=job.spoiler,
+            private=job.private,
+            age_restricted=job.age_restricted,
+            # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
+            withdrawn=job.withdrawn_at is not None and job.withheld_why is None,
+            withdrawn_with_source=with_source,
+            withdrawn_with_channel=job.withdrawn_with_channel,
+            withheld=job.error if ended_at_start else job.withheld_why,
+            composed=composed,
+            created_at=job.created_at,
+            post_attempted_at=job.post_attempted_at,
+            finished_at=job.finished_at,
+            posted_ids=posted_ids,
+        )

@@ -1,0 +1,146 @@
+"""The values the job queue takes and hands out (a submission, a finished job, a cancel's
+outcome, a job's state), and what it asks of the sink that posts results and of the gate
+that may end a job at its start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from bot.jobs import accounting
+from bot.jobs.scheduler import PriorityClass
+from db import jobs as journal
+from inference.types import RenderRequest, StepProgress
+
+
+@dataclass(frozen=True)
+class Submission:
+    kind: str
+    request: RenderRequest
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+    parent_job_id: str | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    interaction_created_at: float | None = None
+    role_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+    priority: PriorityClass = PriorityClass.STANDARD
+    # How the result must be posted: the interaction's attachment limit, spoilered or not,
+    # seen by the member alone or not.
+    filesize_limit: int | None = None
+    spoiler: bool = False
+    private: bool = False
+    # Made in an age-restricted channel: its pictures stay age-restricted whatever the
+    # channel's flag later says (cogs.visibility.made_age_restricted).
+    age_restricted: bool = False
+
+    @property
+    def member(self) -> accounting.Member:
+        return accounting.Member(self.user_id, self.guild_id, self.role_ids, self.is_admin)
+
+
+@dataclass(frozen=True)
+class ResultImage:
+    path: Path
+    seed: int
+    infotext: str
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """What a delivery needs to know about a job that ended: done, failed or cancelled."""
+
+    job_id: str
+    kind: str
+    succeeded: bool
+    error: str | None
+    request: RenderRequest
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    application_id: int | None
+    interaction_token: str | None
+    interaction_created_at: float | None
+    images: tuple[ResultImage, ...]
+    filesize_limit: int | None = None
+    spoiler: bool = False
+    private: bool = False
+    age_restricted: bool = False  # made in an age-restricted channel (Submission's)
+    # A moderator deleted the picture it was made from (or its result) while it was queued or
+    # rendered (``db.history.withdraw_deleted_results``): it is not posted.
+    withdrawn: bool = False
+    # Withdrawn with the job it was made from (that one's withdrawn too), not for a deletion
+    # of its own message.
+    withdrawn_with_source: bool = False
+    # Withdrawn because its channel (or the one it was made from) was deleted, not by a
+    # moderator's deletion of it: refunded, as its maker did nothing.
+    withdrawn_with_channel: bool = False
+    # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
+    # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
+    # nowhere, refunded whole, and its maker is told this, privately; None: neither.
+    withheld: str | None = None
+    # The PNG a job of several pictures is posted as (bot.images.posted_grid_png), composed
+    # from their pixels while they were stored; None: compose it from the stored files.
+    composed: bytes | None = None
+    # When it was journaled (seconds since the epoch): a stop after it withholds its result
+    # (bot.bans.StoppedMembers); 0.0 reads as before any stop.
+    created_at: float = 0.0
+    # When a post of it was last tried, by a delivery before this one (None: never): that
+    # post, or an older try's, may have landed (its answer lost, or Easel stopped before
+    # recording it), so the sink looks for them before posting in a channel again, from when
+    # it finished (``finished_at``) and from that try (a try may fail before it looks).
+    post_attempted_at: float | None = None
+    # When it ended (seconds since the epoch): no post of it is older. None: read as unknown.
+    finished_at: float | None = None
+    # Its first posts recorded in its channel (``job_messages``), read once a post of it was
+    # tried: its interaction's original response once it showed progress, which an edit of
+    # a try may have turned into the result, and its result's post once linked.
+    posted_ids: tuple[int, ...] = ()
+
+
+class ResultSink(Protocol):
+    async def deliver(self, job: FinishedJob) -> int | None:
+        """Post the result (or the failure); returns the message's id when it was posted in
+        the server's channel (None: privately, by DM, or nowhere). The sink links that post
+        to its job itself, as soon as it is posted (``History.result_posted``): the queue
+        records only the delivery."""
+
+
+@runtime_checkable
+class RetractingSink(ResultSink, Protocol):
+    """A sink that can delete a result it just posted, for a job erased while it was posted
+    (its maker's /forget-me), which nothing else would delete."""
+
+    async def retract(self, job: FinishedJob, message_id: int) -> None: ...
+
+
+class StartGate(Protocol):
+    async def why_not_started(self, job: FinishedJob) -> str | None:
+        """Why ``job`` (no pictures yet) must not render: the cheap rules of now that would
+        withhold its result (``bot.policy.delivery.placed_under_rules_of_now``), said as its
+        maker is told; None: it renders."""
+
+
+ProgressListener = Callable[[str, StepProgress], None]
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"  # it was queued: it will not run
+    STOPPING = "stopping"  # it was running: it stops at the next step; its owner pays its time
+    STOPPING_FREE = "stopping-free"  # it was running: it stops, refunded whole (not the owner's
+    # choice, or stopped before its render began)
+    NOT_YOURS = "not-yours"
+    FINISHED = "finished"  # too late: it already ended
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: journal.JobStatus
+    position: int | None  # jobs that start before it; None unless queued
+    eta_s: float | None  # seconds until it should be finished; None unless queued or running
