@@ -410,6 +410,8 @@ class EaselBot(commands.Bot):
             await self.region_offer.web.stop()  # no new jobs from the page while stopping
         if hasattr(self, "queue"):
             await self.queue.stop()
+        if hasattr(self, "results"):  # its pointer edits, started by deliveries
+            await self.results.close()
         await _interaction_handlers_settled()
         await super().close()
         await _interaction_handlers_settled()

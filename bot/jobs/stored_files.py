@@ -94,8 +94,9 @@ def remove_result_folders(folders: Iterable[Path], kept: Collection[Path]) -> in
         if folder.resolve() in kept:
             continue
         try:
-            removed += sum(1 for entry in folder.iterdir() if entry.is_file())
+            pictures = sum(1 for entry in folder.iterdir() if entry.is_file())
+            shutil.rmtree(folder)
         except FileNotFoundError:
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        removed += pictures
     return removed

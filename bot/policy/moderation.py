@@ -99,8 +99,26 @@ def normalise_split(text: str) -> str:
     (``™``, ``℡``, ``Ⅻ``) and a combining mark NFC left apart, which case folding would make a
     letter (``\u0345`` folds to ``ι``) or compose (``T\u0308`` folds to ``ẗ``): ``a dog\u00adcat``,
     ``cat™``, ``cat\u0345`` and ``caT\u0308`` read ``cat``."""
-    cleaned = unicodedata.normalize("NFC", text).lower()
-    return normalise("".join(map(_split_where_read_apart, cleaned)))
+    return normalise(_read_apart(text))
+
+
+def _read_apart(text: str) -> str:
+    """``text`` NFC, lower cased, each character the tokenizer splits words at made a
+    ``_BOUNDARY``; a part of a prompt is mapped on its own, before it joins the carried
+    (lower-cased) tail: NFC would compose that tail's ``t`` with a leading ``\u0308``, which
+    the tokenizer never does to the ``T`` typed (``caT[\u0308|\u0308]`` reads ``cat``)."""
+    return "".join(map(_split_where_read_apart, unicodedata.normalize("NFC", text).lower()))
+
+
+def _marks_apart(word: str) -> str:
+    """A banned word as the split forms look for it: its combining marks read as
+    ``_BOUNDARY``, as a text's are (``चूत`` is looked for as ``च\ufffcत``, so ``चूत™``
+    matches); its other characters as ``normalise`` reads them (a ``™`` in a word stays
+    ``tm``, so it does not match every boundary). Empty for a word of marks only, which would."""
+    nfc = unicodedata.normalize("NFC", word).lower()
+    marked = "".join(_BOUNDARY if unicodedata.category(c)[0] == "M" else c for c in nfc)
+    split = normalise(marked).strip()
+    return split if split.strip(_BOUNDARY) else ""
 
 
 @functools.lru_cache(maxsize=4096)  # a prompt's distinct characters
@@ -222,8 +240,9 @@ class _Form:
     words: bool
     patterns: tuple[_Search, ...]
 
-    def read(self, text: str) -> str:
-        normal = normalise_split(text) if self.split else normalise(text)
+    def read(self, tail: str, text: str) -> str:
+        """``text`` after ``tail`` (already read in this form)."""
+        normal = normalise(tail + (_read_apart(text) if self.split else text))
         return as_words(normal) if self.words else normal
 
 
@@ -231,18 +250,23 @@ class _Matcher:
     """Banned words over renderings, carrying each variant's ending along."""
 
     def __init__(self, words: dict[str, str]) -> None:
-        patterns: dict[bool, list[_Search]] = {False: [], True: []}
+        # By (punctuation as spaces, split): the split forms look for a word's marks apart.
+        patterns: dict[tuple[bool, bool], list[_Search]] = {
+            (spaced, split): [] for spaced in (False, True) for split in (False, True)
+        }
         for word, original in sorted(words.items()):
-            search = (word, _whole_word(word), original)
-            patterns[_WORDS.fullmatch(word) is not None].append(search)
+            spaced = _WORDS.fullmatch(word) is not None
+            split_word = _marks_apart(original) or word
+            patterns[spaced, False].append((word, _whole_word(word), original))
+            patterns[spaced, True].append((split_word, _whole_word(split_word), original))
         # Each joined form just before its split twin (``_read``).
         self.forms = tuple(
-            _Form(split, spaced, tuple(patterns[spaced]))
+            _Form(split, spaced, tuple(patterns[spaced, split]))
             for spaced in (False, True)
-            if patterns[spaced]
+            if patterns[spaced, False]
             for split in (False, True)
         )
-        self.keep = max(map(len, words)) + 1
+        self.keep = max(len(search[0]) for searches in patterns.values() for search in searches) + 1
 
     @staticmethod
     def check(form: _Form, buffer: str, *, at_end: bool = False) -> None:
@@ -324,7 +348,7 @@ class _Matcher:
             if form.split and ending[joined] == tail and (tail + text).isascii():
                 reads.append(reads[joined])
             else:
-                reads.append(form.read(tail + text))
+                reads.append(form.read(tail, text))
         return tuple(reads)
 
     @staticmethod

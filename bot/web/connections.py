@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web, web_response
-from aiohttp.http import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage
 
 from bot.web.limits import REQUEST_HEAD_TIMEOUT_S, ConnectionCaps
 
@@ -211,8 +211,8 @@ class _UnreadableRequestsInOneLine(logging.LoggerAdapter):  # type: ignore[type-
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         error = kwargs.get("exc_info")
-        if isinstance(error, HttpProcessingError):
-            self.debug(f"{msg} (%s, answered %s)", *args, type(error).__name__, error.code)
+        if isinstance(error, BadHttpMessage):  # a request line, header or body not HTTP
+            self.debug(f"{msg} (%s)", *args, type(error).__name__)
         else:
             super().exception(msg, *args, **kwargs)
 

@@ -114,7 +114,8 @@ async def _why_history_unreadable(client: discord.Client, job: FinishedJob) -> s
     channel_id = job.channel_id
     if job.guild_id is None or channel_id is None:
         return None
-    await _server_described(client, job.guild_id)
+    if not await _server_described(client, job.guild_id):
+        return "Easel is not in that server"
     channel = client.get_channel(channel_id) or await client.fetch_channel(channel_id)
     if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
         return None  # a direct message: the bot reads its own
@@ -131,17 +132,22 @@ async def _why_history_unreadable(client: discord.Client, job: FinishedJob) -> s
     return None if permissions.read_message_history else "Easel lacks Read Message History there"
 
 
-async def _server_described(client: discord.Client, guild_id: int) -> None:
+async def _server_described(client: discord.Client, guild_id: int) -> bool:
     """Return once discord.py holds the server ``guild_id`` available (with the bot's roles
-    there), or after ``SERVER_WAIT_S``."""
+    there), or after ``SERVER_WAIT_S``; False at once where Easel is not in it: once ready,
+    discord.py holds every server Easel is in (those in an outage as unavailable), so no
+    ``guild_available`` would come for a server it left."""
     guild = client.get_guild(guild_id)
     if guild is not None and not guild.unavailable:
-        return
+        return True
+    if guild is None and client.is_ready():
+        return False
     # Listening from here on, with no await since the look: its arrival cannot slip between.
     with contextlib.suppress(TimeoutError):
         await client.wait_for(
             "guild_available", check=lambda arrived: arrived.id == guild_id, timeout=SERVER_WAIT_S
         )
+    return True
 
 
 def _log_unchecked(job: FinishedJob, why: str) -> None:

@@ -174,7 +174,9 @@ class ProgressMessages:
         """The result went to the channel as a new message (its token expired first): the
         progress message, still "Queued" or "Rendering" with a live Cancel, becomes a link to
         it, in the background (cosmetic: the delivery waits for none of it)."""
-        task = asyncio.ensure_future(self._point_to_result(progress, job_id, guild_id, result_id))
+        task = asyncio.ensure_future(
+            self._point_to_result_logged(progress, job_id, guild_id, result_id)
+        )
         self._pointers.add(task)
         task.add_done_callback(self._pointers.discard)
 
@@ -200,6 +202,23 @@ class ProgressMessages:
             if isinstance(error, discord.NotFound) and error.code == UNKNOWN_MESSAGE:
                 # Deleted, as a progress edit would have found it (its event may be lost).
                 await self._progress_gone(job_id, guild_id, channel_id)
+
+    async def _point_to_result_logged(
+        self, progress: discord.WebhookMessage, job_id: str, guild_id: int | None, result_id: int
+    ) -> None:
+        """``_point_to_result``, whose other errors (a refused withdrawal write, a closed
+        session) are logged with the job, not left to asyncio's "never retrieved"."""
+        try:
+            await self._point_to_result(progress, job_id, guild_id, result_id)
+        except Exception:
+            log.exception("job %s: its progress message could not point to its result", job_id)
+
+    async def close(self) -> None:
+        """Cancel the pointer edits in flight and wait for them: none may run once the client
+        or the database closes."""
+        for task in self._pointers:
+            task.cancel()
+        await asyncio.gather(*self._pointers, return_exceptions=True)
 
     def _alive(self, interaction_created_at: float) -> bool:
         return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S

@@ -139,6 +139,15 @@ async def test_a_bot_user_that_may_not_make_the_streams_is_told_once(
         assert [job.succeeded for job in sink.delivered] == [True, True]
         assert logged(caplog, "dispatch resumed") == 1
         assert logged(caplog, "are lost") == 1
+        # Remade by the operator again before any probe of the bot sees them missing: the
+        # bot's consumer went with them, and it makes it again before the next job.
+        admin = await nats_client.connect(admin_url)
+        await admin.jetstream().delete_stream(wire.JOBS_STREAM)
+        await admin.close()
+        await make_streams(admin_url)
+        await queue.submit(Submission("imagine", RenderRequest("a pond", steps=2), user_id=1))
+        await asyncio.wait_for(sink.wait_for(3), 60)
+        assert [job.succeeded for job in sink.delivered] == [True, True, True]
     finally:
         stop.set()
         if worker is not None:

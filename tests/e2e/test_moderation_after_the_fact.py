@@ -138,7 +138,11 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         # ... and a purge (MESSAGE_DELETE_BULK) that takes a re-post of it withdraws it as well.
         chatter = await fake.post_user_message("spam", user=OTHER)
         await fake.delete_messages(chatter, shown_boat)
-        assert await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S) == [boat_job]
+        # Before it, the refusals above deleted their public "thinking…": nothing withdrawn.
+        read = [await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S)]
+        while read[-1] == []:
+            read.append(await asyncio.wait_for(deletions.get(), WITHDRAWAL_WAIT_S))
+        assert read[-1] == [boat_job] and len(read) <= 3, read
         assert bot.queue.queued_count() == 0
 
         # A server's admin may restore a withdrawn job (audited); its maker may show it again.
@@ -150,7 +154,7 @@ async def test_a_result_deleted_by_a_moderator_is_not_shown_or_used_again(
         audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
         assert f"restore: — → 1 restored: {lighthouse}" in audit.content
         # A U1 post of it is one of its posts too: deleting it withdraws the job again.
-        u1_post = await (await fake.click(shown_again, label="U1")).wait_for_original()
+        u1_post = await (await fake.click(shown_again, label="U1")).wait_for_original(has_picture)
         assert has_picture(u1_post)
         await fake.delete_messages(u1_post)
         # Deleted at once, maybe before Easel recorded the post: the deletion withdraws the

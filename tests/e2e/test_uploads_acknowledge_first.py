@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
     has_picture,
     limit_daily_images,
     modal_fields,
+    reply_to,
 )
 from tests.e2e.test_controlnet import edges_png
 from tests.e2e.test_edits import mask_png, source_png
@@ -196,11 +197,24 @@ async def test_what_is_refused_at_once_and_a_thinking_discord_would_not_delete(
         strength = await typo.wait_for_original(lambda m: "vary strength must be" in m.content)
         upscaler = await fake.invoke_command("upscale", {"upscaler": "nope"}, attachments=upload)
         not_installed = await upscaler.wait_for_original(lambda m: "nope" in m.content)
+        # One installed but left out by the server's list is refused the same way, at once:
+        # the kind of answer tells no member which files are installed (review B2).
+        await reply_to(
+            fake,
+            "easel-admin addon",
+            {"kind": "upscaler", "action": "add", "name": "Lanczos"},
+            user=fake.owner_id,
+        )
+        listed_out = await fake.invoke_command(
+            "upscale", {"upscaler": "tiny-esrgan-2x"}, attachments=upload
+        )
+        left_out = await listed_out.wait_for_original(lambda m: "tiny-esrgan-2x" in m.content)
         await limit_daily_images(fake, 0)
         over = await fake.invoke_command("vary", {}, attachments=upload)
         quota = await over.wait_for_original(lambda m: "⛔" in m.content)
-        assert [typo.response_type, upscaler.response_type, over.response_type] == [4, 4, 4]
-        assert strength.is_ephemeral and not_installed.is_ephemeral and quota.is_ephemeral
+        answers = [typo, upscaler, listed_out, over]
+        assert [answer.response_type for answer in answers] == [4, 4, 4, 4]
+        assert all(m.is_ephemeral for m in (strength, not_installed, left_out, quota))
 
 
 async def test_a_repeat_notice_leaves_the_first_jobs_response(

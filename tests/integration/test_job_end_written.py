@@ -728,6 +728,73 @@ async def test_a_stop_imposed_on_its_owner_is_made_though_its_ask_is_refused(
     assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
 
 
+async def refused_end(*_args: object, **_kwargs: object) -> None:
+    raise aiosqlite.OperationalError("database is locked")
+
+
+async def test_a_queued_job_s_imposed_stop_whose_end_is_refused_is_ended_by_the_next_start(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    queue = JobQueue(conn, [], tmp_path / "images")
+    job_id = await queue.submit(submission(1))
+    monkeypatch.setattr(ends_module.JobEnds, "record_failure", refused_end)
+    # A ban's stop: its end refused, kept only in this process, which stops before a sweep.
+    imposed = await queue.cancel(job_id, accounting.Member(1, 1), imposed=True)
+    assert imposed is CancelOutcome.CANCELLED
+    monkeypatch.undo()
+
+    renders = InstantEngine()
+    again, sink = await started_queue(
+        conn, [DeviceWorker("cpu", lambda _: renders)], tmp_path / "images"
+    )
+    await sink.wait_for(1)
+    await again.stop()
+    assert renders.rendered == []
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+
+
+async def test_a_stop_asked_as_another_stop_ends_the_job_is_answered_stopping_not_finished(
+    impatient: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = HeldEngine()
+    queue, sink = sweeping_queue(impatient, [engine], tmp_path / "images")
+    ask_stop, release = queue._ask_stop, queue._release
+    asked, recorded, released = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_ask(job_id: str, *, imposed: bool) -> bool:
+        if not imposed:  # the owner's click: its ask is written as a ban's stop ends the job
+            asked.set()
+            await recorded.wait()
+        return await ask_stop(job_id, imposed=imposed)
+
+    def released_too(job_ids: Sequence[str]) -> None:
+        release(job_ids)
+        released.set()  # its batch ended: the job is not running here any more
+
+    monkeypatch.setattr(queue, "_ask_stop", slow_ask)
+    monkeypatch.setattr(queue, "_release", released_too)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        assert await asyncio.to_thread(engine.started.wait, 10)
+        clicked = asyncio.create_task(queue.cancel(job_id, accounting.Member(1, 1)))
+        await asyncio.wait_for(asked.wait(), 10)
+        banned = queue.cancel(job_id, accounting.Member(1, 1), imposed=True)
+        assert await banned is CancelOutcome.STOPPING_FREE
+        await sink.wait_for(1)
+        await asyncio.wait_for(released.wait(), 10)
+        recorded.set()
+        assert await clicked is CancelOutcome.STOPPING_FREE
+    finally:
+        await queue.stop()
+    assert await status(impatient, job_id) is journal.JobStatus.CANCELLED
+
+
 async def test_a_stop_s_ask_commits_though_another_transaction_open_then_rolls_back(
     impatient: aiosqlite.Connection, tmp_path: Path
 ) -> None:

@@ -112,14 +112,16 @@ async def found(
     fetched: object = None,
     described_when_ready: object = None,
     never_described: bool = False,
+    left_server: bool = False,
 ) -> tuple[int | None, Channel]:
     """What ``earlier_post`` finds in ``messages``; ``cached``: the channel in the client's
     cache (None: not cached), ``fetched``: Discord's answer when it is asked for the channel
     (None: one where the bot may read the history); ``described_when_ready``: the server is
     not described yet (a channel fetched has no roles), and this channel is cached once the
-    gateway describes it; ``never_described``: it is not, within the wait (an outage)."""
+    gateway describes it; ``never_described``: it is not, within the wait (an outage);
+    ``left_server``: the client is ready and holds no such server (Easel was removed)."""
     channel = Channel(messages)
-    server_known = described_when_ready is None and not never_described
+    server_known = described_when_ready is None and not never_described and not left_server
     if not server_known and fetched is None:  # in a server discord.py knows nothing of yet
         fetched = server_channel(READABLE)
         fetched.guild.me = None
@@ -129,6 +131,7 @@ async def found(
 
     async def wait_for(event: str, *, check: Any, **bounded: float) -> object:
         nonlocal server_known, cached
+        assert not left_server, "waited for a server Easel has left"
         assert event == "guild_available" and bounded["timeout"] > 0
         arrived = SimpleNamespace(id=5, unavailable=False)
         assert check(arrived)
@@ -143,6 +146,7 @@ async def found(
             user=SimpleNamespace(id=BOT),
             get_guild=lambda _: SimpleNamespace(unavailable=False) if server_known else None,
             wait_for=wait_for,
+            is_ready=lambda: left_server,
             get_channel=lambda _: cached,
             fetch_channel=fetch_channel,
         ),
@@ -249,6 +253,16 @@ async def test_a_channel_whose_server_roles_cannot_be_known_is_not_read(
     assert (
         "cannot be looked for" in caplog.text and "roles in the server are not known" in caplog.text
     )
+
+
+async def test_a_server_easel_has_left_is_not_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once ready, discord.py holds every server Easel is in: one it does not hold was left,
+    and no gateway event will describe it, so the delivery does not wait for one."""
+    posted, channel = await found(job(succeeded=True), [], left_server=True)
+    assert posted is None and channel.reads == []
+    assert "cannot be looked for" in caplog.text and "not in that server" in caplog.text
 
 
 async def test_the_history_is_read_from_the_end_and_past_a_page_from_the_latest_try() -> None:

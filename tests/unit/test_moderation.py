@@ -20,7 +20,7 @@ from bot.policy.moderation import (
 from bot.user_errors import UserError
 from inference.prompts import PromptError, PromptPlan, build_plan, renderings
 from inference.prompts.attention import BREAK_MARKER, parse_attention
-from inference.prompts.tokenizer import split_words
+from inference.prompts.tokenizer import default_tokenizer, split_words
 
 
 def banned_in(texts: list[str], banned: set[str]) -> str | None:
@@ -208,6 +208,8 @@ def read_as_a_word(texts: list[str], word: str) -> bool:
 @example(prompt="x\u200bcat", steps=1)
 @example(prompt="a cat\u0345", steps=1)
 @example(prompt="a caT\u0308", steps=1)
+@example(prompt="CAT\\\u0308", steps=1)
+@example(prompt="a caT[\u0308|\u0308] on a mat", steps=1)
 def test_whatever_any_step_shows_the_text_encoder_is_checked(prompt: str, steps: int) -> None:
     try:
         plan = build_plan(prompt, seed=1, steps=steps)
@@ -335,6 +337,9 @@ def test_word_boundaries_beside_non_letters_add_no_variants(
         *((f"x{char}cat", "cat") for char in ("\u200b", "\u2060", "\ufeff", "\u034f", "\ufe0f")),
         ("nsfw™", "nsfw"),
         ("™nsfw", "nsfw"),
+        # A mark starting a part: the part is read apart before it joins the lowered tail.
+        *(("a caT[\u0308|\u0308] on a mat", "cat"), ("a caT[\u0308:\u0308:5] on a mat", "cat")),
+        *(("a ca[T|T]\u0308 on a mat", "cat"), ("a bitcH[\u0331|\u0331] here", "bitch")),
     ],
 )
 def test_a_word_the_tokenizer_reads_apart_is_not_joined_to_its_neighbour(
@@ -343,6 +348,20 @@ def test_a_word_the_tokenizer_reads_apart_is_not_joined_to_its_neighbour(
     plan = build_plan(prompt, seed=1)
     assert read_as_a_word(shown_to_the_text_encoder(plan), word)
     assert find_banned_rendering(plan.renderings(), {word}) == word
+
+
+@pytest.mark.parametrize(
+    ("prompt", "word"),
+    [("a चूत™ here", "चूत"), ("a चूत\u200bcat", "चूत"), ("™चूत", "चूत"), ("a बुर™", "बुर")],
+)
+def test_a_banned_word_holding_a_mark_is_found_beside_what_splits_it(
+    prompt: str, word: str
+) -> None:
+    """The tokenizer reads the word's marks apart, as the text's: next to a ``™`` or a
+    zero-width space it gets the word's own tokens."""
+    tokens = default_tokenizer().encode
+    assert ",".join(map(str, tokens(word))) in ",".join(map(str, tokens(prompt)))
+    assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {word}) == word
 
 
 def test_invisible_characters_inside_a_word_still_join_it() -> None:

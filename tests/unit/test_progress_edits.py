@@ -147,3 +147,40 @@ async def test_a_pointer_edit_discord_does_not_answer_is_given_up(
     messages.point_to_result(cast(discord.WebhookMessage, progress), "job", 1, 9)
     await asyncio.wait_for(asyncio.gather(*messages._pointers), timeout=10)
     assert not messages._pointers
+
+
+def _pointed_through(edit: Any) -> ProgressMessages:
+    message = SimpleNamespace(edit=edit)
+    channel = SimpleNamespace(get_partial_message=lambda _: message)
+    client = SimpleNamespace(get_partial_messageable=lambda _: channel)
+    return ProgressMessages(cast(discord.Client, client))
+
+
+_PUBLIC_PROGRESS = SimpleNamespace(
+    id=5, channel=SimpleNamespace(id=2), flags=SimpleNamespace(ephemeral=False)
+)
+
+
+async def test_a_pointer_edit_s_unexpected_error_is_logged_with_its_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def edit(**fields: Any) -> None:
+        raise ConnectionResetError("the session is closed")
+
+    messages = _pointed_through(edit)
+    messages.point_to_result(cast(discord.WebhookMessage, _PUBLIC_PROGRESS), "job7", 1, 9)
+    (pointer,) = messages._pointers
+    await asyncio.wait([pointer], timeout=10)
+    assert pointer.exception() is None  # not left to asyncio's "never retrieved"
+    assert any("job7" in record.getMessage() for record in caplog.records)
+
+
+async def test_closing_cancels_the_pointer_edits_in_flight() -> None:
+    async def edit(**fields: Any) -> None:
+        await asyncio.Event().wait()  # still waiting on Discord as Easel stops
+
+    messages = _pointed_through(edit)
+    messages.point_to_result(cast(discord.WebhookMessage, _PUBLIC_PROGRESS), "job", 1, 9)
+    (pointer,) = messages._pointers
+    await asyncio.wait_for(messages.close(), timeout=10)
+    assert pointer.cancelled()

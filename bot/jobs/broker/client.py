@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import functools
 import hashlib
 import hmac
@@ -179,6 +180,9 @@ class BrokerClient:
         # When each waited job's worker first reported a step: its GPU time counts from then.
         self._started_at: dict[str, float] = {}
         self._consumers_ready: set[str] = set()
+        # When the jobs stream that the consumers in ``_consumers_ready`` belong to was made:
+        # another user may remake it (deleting them) before any probe of this bot sees it gone.
+        self._jobs_stream_created: datetime.datetime | None = None
         # Jobs waited on that were sent a message failing its tag: logged once each.
         self._forgeries_logged: set[str] = set()
         # Why the streams could not be made again, logged once until they are (every probe
@@ -452,7 +456,16 @@ class BrokerClient:
                 await self._js.purge_stream(f"OBJ_{IMAGES_BUCKET}", subject=_meta_subject(name))
 
     async def _ensure_consumer(self, model: str | None) -> None:
+        """Make ``model``'s durable consumer unless the jobs stream, as made now, has it: a
+        job published into a stream without it would never be pulled. One round trip a job
+        (the stream's info) when it does."""
         name = consumer_name(model)
+        jobs_stream = await self._while_reachable(
+            "look at the jobs stream", lambda: self._js.stream_info(JOBS_STREAM)
+        )
+        if jobs_stream.created != self._jobs_stream_created:
+            self._consumers_ready.clear()
+            self._jobs_stream_created = jobs_stream.created
         if name in self._consumers_ready:
             return
         config = ConsumerConfig(

@@ -164,10 +164,12 @@ _EASEL_NAMES = {
     )
 }
 # Refusals the error callback logs once each, by right and the subject's first two tokens (the
-# later ones name a job, or an acknowledgement's sequences): past this many, it forgets them
-# and logs each once again.
+# later ones name a job, or an acknowledgement's sequences), or a JetStream API request's four
+# ($JS.API.STREAM.CREATE: a refused consumer create is another right missing than a refused
+# stream create): past this many, it forgets them and logs each once again.
 _REFUSALS_LOGGED_ONCE = 64
 _SUBJECT_TOKENS_KEPT = 2
+_JS_API_TOKENS_KEPT = 4
 _NATS_LOG = logging.getLogger("nats.aio.client")
 # JetStream's error code for "stream not found": on Easel's broker, one restarted without its
 # store (``ensure_streams`` made them all at the bot's start).
@@ -581,7 +583,8 @@ async def connect(
 
 def _error_logger() -> Callable[[Exception], Awaitable[None]]:
     """nats-py's error callback, as its default logs, except that a permissions violation is
-    logged once per right and subject's first tokens: a probe that keeps asking for a right
+    logged once per right and subject's first tokens (``_SUBJECT_TOKENS_KEPT``,
+    ``_JS_API_TOKENS_KEPT``): a probe that keeps asking for a right
     it lacks (``ensure_streams``) must not repeat it every 30 s, nor a refused right on a
     job's subjects once per job. At most ``_REFUSALS_LOGGED_ONCE`` kept."""
     logged_refusals: set[str] = set()
@@ -593,7 +596,9 @@ def _error_logger() -> Callable[[Exception], Awaitable[None]]:
             if violation is None:
                 key = text
             else:
-                key = " ".join([violation[1], *violation[2].split(".")[:_SUBJECT_TOKENS_KEPT]])
+                subject = violation[2]
+                kept = _JS_API_TOKENS_KEPT if subject.startswith(_JS_API) else _SUBJECT_TOKENS_KEPT
+                key = " ".join([violation[1], *subject.split(".")[:kept]])
             if key in logged_refusals:
                 return
             if len(logged_refusals) >= _REFUSALS_LOGGED_ONCE:

@@ -459,13 +459,22 @@ class JobQueue:
             if removed:
                 break
             if job_id not in self._running:
-                if asked and (asked_of is None or job_id not in asked_of.cancelled):
+                if asked_of is not None and job_id in asked_of.cancelled:
+                    # Another cancel stopped it meanwhile (left out of its batch, or its render
+                    # stopped): it ends cancelled, so this ask is kept and answered so.
+                    owner_charged = asked_of.rendering and asked_of.cancelled[job_id]
+                    return CancelOutcome.STOPPING if owner_charged else CancelOutcome.STOPPING_FREE
+                if asked:
                     await self._forget_ask(job_id)
                 return CancelOutcome.FINISHED
             # Handed to its device while this waited for the lock (the dispatcher registers a
             # batch as running before its first await): stopped as a running job.
         self._cancelling.add(job_id)
         try:
+            if imposed and asked_of is None:
+                # Recorded as asked like a running job's stop, so that a start ends it should
+                # its end be refused and kept only in this process.
+                asked = await self._ask_stop(job_id, imposed=True)
             if asked or imposed:
                 # Kept for the sweep if the journal refuses its end, not rendered here.
                 await self._ends.end_cancelled(job_id, "cancelled", retried=not imposed)
@@ -493,9 +502,10 @@ class JobQueue:
         return CancelOutcome.CANCELLED
 
     async def _ask_stop(self, job_id: str, *, imposed: bool) -> bool:
-        """Record in the journal that a stop of running ``job_id`` was asked, before it is
-        stopped and its asker told so; whether it was recorded. Its end is written once its
-        render stops, and a journal that refuses that write then keeps it only in this process
+        """Record in the journal that a stop of running ``job_id`` (or of a queued one,
+        ``imposed``) was asked, before it is stopped and its asker told so; whether it was
+        recorded. Its end is written once its render stops (a queued one's at once), and a
+        journal that refuses that write then keeps it only in this process
         (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start
         would render and charge a job its member was told stops. With the ask recorded, that
         start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
@@ -553,9 +563,9 @@ class JobQueue:
         deleted the picture they are made from (``db.history.withdraw_deleted_results``), so
         their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
         on their makers: refunded whole, each write tried once (``cancel``), so a busy
-        database delays each by one busy timeout, not minutes. Returns those stopped; one
-        being cancelled already is logged, and the others are stopped all the same: its
-        result is withheld at its delivery."""
+        database delays each by a busy timeout per write (its ask, its end), not minutes.
+        Returns those stopped; one being cancelled already is logged, and the others are
+        stopped all the same: its result is withheld at its delivery."""
         stopped = []
         for job_id in job_ids:
             job = await journal.get_job(self._conn, job_id)
