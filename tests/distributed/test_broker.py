@@ -131,8 +131,10 @@ async def test_consumers_are_per_model_and_never_overlap(nats: NatsTransport) ->
 
 
 async def test_a_render_longer_than_the_ack_wait_is_not_redelivered(nats: NatsTransport) -> None:
-    client = await nats.client(ack_wait_s=0.3)
-    engine = InstantEngine(seconds=1.2)  # four ack waits: only heartbeats keep the job
+    # A heartbeat each third of the ack wait: a wait of 0.3 s was missed once on a loaded CI
+    # machine (a 0.3 s pause of the worker's loop), so the waits are twice that.
+    client = await nats.client(ack_wait_s=0.6)
+    engine = InstantEngine(seconds=2.4)  # four ack waits: only heartbeats keep the job
     nats.start_worker(engine, devices=("gpu-0", "gpu-1"))  # an idle device would take a redelivery
     first_steps: list[StepProgress] = []
 
