@@ -230,8 +230,18 @@ async def test_a_worker_whose_ack_was_lost_does_not_render_the_settled_job_again
     nats: NatsTransport,
 ) -> None:
     client = await nats.client(ack_wait_s=1.0)
-    render = asyncio.create_task(client.render("lost-ack", RenderRequest("a cat"), None, None))
     crashed = await nats_client.connect(nats.server.url)
+    published = asyncio.Event()
+
+    async def on_job(_: Msg) -> None:
+        published.set()
+
+    # The bot makes the model's consumer (reading the stream's info first), then publishes:
+    # its consumer exists once the job is seen (a job publish reaches core subscribers too).
+    await crashed.subscribe("easel.jobs.>", cb=on_job)
+    render = asyncio.create_task(client.render("lost-ack", RenderRequest("a cat"), None, None))
+    async with asyncio.timeout(5):
+        await published.wait()
     js = crashed.jetstream()
     taken = await js.pull_subscribe_bind(consumer=consumer_name(None), stream=JOBS_STREAM)
     (message,) = await taken.fetch(1, timeout=10)
