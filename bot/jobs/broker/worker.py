@@ -144,6 +144,10 @@ class _Hub:
         self.name = f"{socket.gethostname()}/{os.getpid()}"
         self.doorbells: list[asyncio.Event] = []
         self.running: dict[str, threading.Event] = {}
+        # Jobs taken here and not yet acked, with the copies of each delivered since: a copy
+        # (redelivered after heartbeats lapsed while the broker restarted, or republished) is
+        # acked with the first, not rendered again beside it.
+        self.in_hand: dict[str, list[Msg]] = {}
         self._heard_cancels: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -323,7 +327,17 @@ class _DeviceLoop:
             return
         deliveries = msg.metadata.num_delivered or 1
         max_deliver = consumer.config.max_deliver or 0
-        if await retry_transient(
+        if (copies := self._hub.in_hand.get(job.job_id)) is not None:
+            log.info(
+                "job %s: delivered again (delivery %d) while this worker still has it; "
+                "acknowledged with the first",
+                job.job_id,
+                deliveries,
+            )
+            copies.append(msg)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.in_progress()
+        elif await retry_transient(
             f"job {job.job_id}: check", lambda: self._hub.has_result(job.job_id)
         ):
             log.info("job %s: already has a result; acknowledging only", job.job_id)
@@ -354,6 +368,7 @@ class _DeviceLoop:
         result = functools.partial(
             ResultMessage, job.job_id, worker=self._hub.name, deliveries=deliveries
         )
+        self._hub.in_hand[job.job_id] = []
         if paths := job.named_paths():
             # Whoever can publish on the broker could name any file here: never opened.
             log.warning("job %s names file paths (%s): refused", job.job_id, ", ".join(paths))
@@ -408,9 +423,13 @@ class _DeviceLoop:
                 result = dataclasses.replace(result, images=images)
             metrics.worker_job_ended(result.outcome)
             await self._hub.publish_result(result, secret)
-            await _ack(msg)
         except Exception:
             log.exception("job %s: no result published; left to redelivery", result.job_id)
+            self._hub.in_hand.pop(result.job_id, None)
+        else:
+            # Taken from ``in_hand`` before acking: a copy delivered from now on finds the result.
+            for delivered in [msg, *self._hub.in_hand.pop(result.job_id, [])]:
+                await _ack(delivered)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -488,7 +507,8 @@ class _DeviceLoop:
         while not cancel.is_set():
             await asyncio.sleep(every_s)
             with contextlib.suppress(nats.errors.Error):
-                await msg.in_progress()
+                for delivered in [msg, *self._hub.in_hand.get(job_id, [])]:
+                    await delivered.in_progress()
                 if await self._hub.has_result(job_id):
                     cancel.set()
 
