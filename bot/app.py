@@ -20,6 +20,7 @@ from bot.bans import MemberStops
 from bot.discord_endpoints import point_discord_at
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import Retention
+from bot.lenient_json import loads_replacing_lone_surrogates
 from bot.logging_setup import install_logging
 from bot.redaction import redact_url
 from bot.services import Services
@@ -188,7 +189,12 @@ class EaselBot(commands.Bot):
         metrics.watch_data_dir(settings.data_dir)
         slots = await self._render_slots()  # opens the broker, when there is one
         self.queue = JobQueue(
-            self._db, slots, settings.images_dir, dm_limits=settings.dm_limits, copies=self._broker
+            self._db,
+            slots,
+            settings.images_dir,
+            dm_limits=settings.dm_limits,
+            copies=self._broker,
+            max_queued_per_member=settings.max_queued_per_member,
         )
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
@@ -464,8 +470,21 @@ def _read_guild_id(marker: Path) -> int | None:
         return None
 
 
+# discord.py's own decoder (orjson's when installed), kept for the text that needs no repair.
+_DISCORD_LOADS = discord.utils._from_json
+
+
+def _discord_loads(text: str | bytes | bytearray | memoryview) -> object:
+    return loads_replacing_lone_surrogates(text, _DISCORD_LOADS)
+
+
 def build(settings: Settings, engine_factory: EngineFactory | None = None) -> EaselBot:
     point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
+    # discord.py decodes every gateway event and REST answer with this (gateway.py, http.py).
+    # Half a surrogate pair in any text a member types ("\ud800") made orjson refuse the event,
+    # which ended the connection (the whole bot), or without orjson failed the tokenizer and
+    # SQLite: it is read as U+FFFD instead.
+    discord.utils._from_json = _discord_loads
     return EaselBot(settings, engine_factory)
 
 

@@ -31,7 +31,6 @@ import aiosqlite
 from bot.history import History
 from bot.jobs import accounting
 from bot.jobs.queue import CancelOutcome, JobQueue
-from bot.user_errors import UserError
 from db import guild_settings as settings_audit
 from db import jobs as journal
 
@@ -214,23 +213,16 @@ class MemberStops:
         # All at once: each cancel tells its job's maker (a REST call, rate-limited per
         # channel), and a running job waiting behind those would finish and post meanwhile.
         # One that raises (a notice refused) is logged; the others, the audit entry and the
-        # log stand. One being cancelled already (``UserError``) is expected: its other
-        # cancel ends it, or, refused, leaves it to be withheld at its delivery.
+        # log stand. An imposed cancel raises no ``UserError`` (``JobQueue.cancel``): one
+        # meeting its owner's own cancel of a queued job, wherever that cancel's write is, is
+        # answered cancelled and ends the job even if that write is refused.
         outcomes = await asyncio.gather(
             *(self._queue.cancel(line.job_id, owner, imposed=True) for line in unfinished),
             return_exceptions=True,
         )
         cancelled = []
         for line, outcome in zip(unfinished, outcomes, strict=True):
-            if isinstance(outcome, UserError):
-                log.warning(
-                    "%s in guild %s: job %s not cancelled: %s",
-                    cause.value,
-                    guild_id,
-                    line.job_id,
-                    outcome,
-                )
-            elif isinstance(outcome, BaseException):
+            if isinstance(outcome, BaseException):
                 log.error(
                     "%s in guild %s: job %s not cancelled",
                     cause.value,

@@ -12,17 +12,19 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from bot.requests import RequestError, check_prompt_length, random_seed
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.images import (
     MASK_BLUR,
     MASK_INVERT,
+    MASK_THRESHOLD,
     MASKED_CONTENT,
     MAX_INPUT_SIDE,
     ONLY_MASKED,
     ONLY_MASKED_PADDING,
+    load_input_image,
 )
 from inference.infotext import described_sampler, parse_infotext, sampler_and_schedule
 from inference.limits import MAX_SEED, MIN_SIZE
@@ -200,6 +202,23 @@ def inpaint_request(
             MASK_INVERT: settings.invert,
         },
     )
+
+
+def check_mask_paints(mask: Picture, invert: bool) -> None:
+    """Refuse a saved inpaint mask that marks nothing to repaint, read as the engine reads it
+    (which refused it only after the queue, in the channel). Blocking: it decodes the mask."""
+    grey = load_input_image(mask.path, "the mask").convert("L")
+    darkest, brightest = cast("tuple[int, int]", grey.getextrema())  # one band: (min, max)
+    if invert and darkest > MASK_THRESHOLD:
+        raise RequestError(
+            f"the mask is all white, and invert repaints its black part (pixels at most "
+            f"{MASK_THRESHOLD} of 255); paint black where the picture should change"
+        )
+    if not invert and brightest <= MASK_THRESHOLD:
+        raise RequestError(
+            f"the mask is all black: only its white part (pixels above {MASK_THRESHOLD} of 255) "
+            "is repainted; paint white where the picture should change"
+        )
 
 
 def upscale_request(

@@ -15,11 +15,11 @@ import aiosqlite
 
 from bot.jobs import accounting
 from bot.jobs.queue import JobCopies
-from bot.jobs.retention import DAY_S, quota_window
+from bot.jobs.retention import DAY_S, quota_window, remove_unread_results
 from bot.jobs.stored_files import remove_inside
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
-from bot.policy.moderation import ConditioningTexts, fix_faces_prompts_drawn
+from bot.policy.moderation import ConditioningTexts, FixFacesDraws, each_once
 from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal
@@ -114,7 +114,8 @@ class StoredJob:
     seeds: list[int]
     infotexts: list[str]
     channel_id: int | None = None  # where it was made (None: not recorded)
-    # What its pictures were conditioned on: the prompts as typed and as each one rendered.
+    # What its pictures were conditioned on: the prompts as typed and as each one rendered
+    # (its fix-faces prompt drawn for each picture only when read: ``conditioning_texts``).
     texts: ConditioningTexts = field(default_factory=ConditioningTexts)
     withdrawn: bool = False  # a moderator deleted its result, or Easel withheld it
     # Withdrawn by Easel, not a moderator: withheld at delivery (``History.withhold_job``).
@@ -171,23 +172,23 @@ def _erased_withdrawn_job(guild_id: int) -> StoredJob:
 
 
 def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> ConditioningTexts:
-    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt and
-    fix-faces prompt as rendered (wildcards drawn); its negative prompt as typed and as each
-    picture rendered it."""
+    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt as
+    rendered (wildcards drawn); its negative prompt as typed and as each picture rendered it.
+    Read from the journal's texts (a fraction of a millisecond a picture); the fix-faces
+    prompt as each picture rendered it is left to draw (``ConditioningTexts.fix_faces``) by
+    the banned-word check, which alone needs it, within its budget, after the checks of who
+    asks (the draw parses the prompt: seconds for a heavy one)."""
     options = request.get("options") or {}
     rendered = [parse_infotext(infotext) for infotext in infotexts]
-    prompts = [request.get("prompt"), options.get(FIX_FACES_PROMPT)]
+    face_prompt = options.get(FIX_FACES_PROMPT)
+    prompts = [request.get("prompt"), face_prompt]
     negatives = [request.get("negative_prompt")]
     for prompt, negative, _ in rendered:
         prompts.append(prompt)
         negatives.append(negative)
-    prompts += fix_faces_prompts_drawn(options, [params.get("Seed") for *_, params in rendered])
-    return ConditioningTexts(_each_once(prompts), _each_once(negatives))
-
-
-def _each_once(texts: list[Any]) -> tuple[str, ...]:
-    """The texts that are strings with more than blanks, each once, in order."""
-    return tuple(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
+    seeds = tuple(params.get("Seed") for *_, params in rendered)
+    fix_faces = FixFacesDraws(options, seeds) if each_once([face_prompt]) and seeds else None
+    return ConditioningTexts(each_once(prompts), each_once(negatives), fix_faces)
 
 
 class History:
@@ -263,8 +264,6 @@ class History:
         images = await journal.images_of(self._conn, job_id)
         request = json.loads(record.request_json)
         infotexts = [image.infotext for image in images]
-        # Drawing a fix-faces prompt again parses it: up to seconds, off the event loop.
-        texts = await asyncio.to_thread(conditioning_texts, request, infotexts)
         return StoredJob(
             job_id=record.id,
             user_id=record.user_id,
@@ -277,7 +276,7 @@ class History:
             seeds=[image.seed for image in images],
             infotexts=infotexts,
             channel_id=record.channel_id,
-            texts=texts,
+            texts=conditioning_texts(request, infotexts),
             withdrawn=record.withdrawn_at is not None,
             withheld=record.withheld_why is not None,
             prompt_texts=conditioning_texts({key: request.get(key) for key in _PROMPTS}, []),
@@ -509,6 +508,9 @@ class History:
         self._member_settings.forget(user_id)
         pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
         uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
+        # Pictures of other jobs that only the erased ones read (a variation of a pruned
+        # result): their folders were kept for them; retention would not name them again.
+        await remove_unread_results(self._conn, self._images_dir, erased.input_paths)
         broker_copies_left = not await self._drop_broker_copies(erased.job_ids)
         # The erased rows stay in the database file's older pages until the write-ahead log is
         # copied back, and in the log until it is emptied: both now, or (a reader holds the

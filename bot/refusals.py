@@ -15,14 +15,22 @@ from collections.abc import Callable
 import aiosqlite
 
 from bot import metrics
+from bot.jobs.accounting import QuotaExceeded
 from bot.policy.member_settings import MemberSettings
-from bot.user_errors import Reason
+from bot.user_errors import Reason, UserError
 from db import refusals as store
 
 log = logging.getLogger(__name__)
 
 # Longer sentences (a rule listing many channels or models) are cut here.
 MAX_SENTENCE_CHARS = 300
+
+
+def quota_refused(refused: QuotaExceeded) -> UserError:
+    """The member's limits or the queue bound refusing a job (its message: which, and when
+    it resets or how to make room), as one sentence: what they are told and what their
+    server's dashboard shows (under ``refused.reason``), on every path."""
+    return UserError(f"⛔ {refused.message}", refused.reason)
 
 
 class RefusalLog:

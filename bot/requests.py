@@ -201,7 +201,7 @@ def check_saved_values(
     if steps is not None and not 1 <= steps <= 150:
         raise RequestError(f"steps must be between 1 and 150, not {steps}")
     if cfg is not None and not 0 <= cfg <= 30:
-        raise RequestError(f"cfg must be between 0 and 30, not {cfg:g}")
+        raise RequestError(f"cfg must be between 0 and 30, not {cfg!r}")
     if size is not None:
         parse_size(size)
     if clip_skip is not None:

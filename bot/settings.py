@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     # Days a delivered result (journal row, pictures, uploads, settled ledger rows) is kept;
     # 0 keeps them forever.
     retention_days: int = Field(default=30, ge=0, le=36500, validation_alias="EASEL_RETENTION_DAYS")
+    # Jobs a member may have waiting or running in one server (or their DMs), admins too:
+    # a quota bounds spending, not the queue (each job a row, its uploads, scheduling work).
+    # 0: no bound.
+    max_queued_per_member: int = Field(
+        default=20, ge=0, le=100_000, validation_alias="EASEL_MAX_QUEUED_PER_MEMBER"
+    )
     # Commands in direct messages with the bot. A DM belongs to no server, so no server's
     # rules or admins reach it: off unless the operator turns it on; then the DM quota below
     # and the rules a server has before its admins change any apply.

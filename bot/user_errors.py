@@ -16,6 +16,7 @@ class Reason(StrEnum):
     MODEL = "model"  # a model the server does not allow
     LIMITS = "limits"  # the server's render limits (steps, pixels...)
     QUOTA = "quota"
+    QUEUE = "queue"  # the member's jobs waiting or running passed EASEL_MAX_QUEUED_PER_MEMBER
     PERMISSION = "permission"  # a command for admins, a picture the member cannot read
     COOLDOWN = "cooldown"
     # Not the member's doing, each read by a delivery to decide (bot.policy.delivery):

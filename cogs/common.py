@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
+import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
+from bot import metrics
 from bot.compare import redraws_by_seed
 from bot.images import check_upload_size
 from bot.jobs.accounting import Member
@@ -24,10 +27,12 @@ from bot.policy.addons import (
     installed_addons,
     is_among,
 )
+from bot.policy.engine_inputs import asks_face_restorer, check_face_restorer
 from bot.policy.guild import GuildList, NsfwPolicy
 from bot.policy.moderation import model_allowed
 from bot.policy.unavailable import unavailable_here
 from bot.presets import Preset, over_saved_settings
+from bot.refusals import quota_refused
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
@@ -36,6 +41,8 @@ from inference.types import RenderRequest
 
 if TYPE_CHECKING:
     from cogs.results.posting import DiscordResults
+
+log = logging.getLogger(__name__)
 
 
 class HasServices(Protocol):
@@ -112,62 +119,113 @@ def _neutralised_part(part: re.Match[str]) -> str:
 
 # Set on an interaction once its deferred reply was checked for a public "thinking…".
 _THINKING_CHECKED = "easel.thinking_checked"
-# Set once a job of the interaction was journaled: its reply is then the job's (its place,
+# The id of the interaction's job, once journaled: its reply is then the job's (its place,
 # progress and result edit it), and deleting it would read as a moderator withdrawing the job.
 _JOB_RECORDED = "easel.job_recorded"
 # What a public "thinking…" says when it cannot go: the channel learns nothing of the answer.
 ANSWERED_PRIVATELY = "🔒 Easel answered privately."
+# Discord's alias for an interaction's first response; discord.py types message ids as int.
+ORIGINAL_RESPONSE: Any = "@original"
+
+
+# Pauses between the tries to have a job's reply replace its "thinking…" (its place sent
+# again, then Discord asked): within seconds unless Discord is failing.
+JOB_REPLY_RECHECKS_S = (1.0, 2.0, 4.0, 8.0)
+
+
+class Thinking(enum.Enum):
+    """Whether an interaction's reply may still be a "thinking…" that a follow-up would
+    become (``_thinking_in_public``)."""
+
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"  # Discord did not answer
 
 
 async def tell(interaction: discord.Interaction[Any], message: str) -> None:
     """An ephemeral message to the member, whether or not the interaction was answered yet;
     one that quotes a long value is cut in its middle to fit Discord's message (else it is
-    never sent), keeping its end: what is accepted."""
+    never sent), keeping its end: what is accepted.
+
+    A reply that may still be a public "thinking…" would take the message as its own, public
+    whatever it asks: it goes first (``_end_public_thinking``). One of a recorded job is the
+    job's, never edited nor deleted here, and its "thinking…", private or not, would take the
+    message too, for the job's next edit to replace: the job's place is sent again through its
+    edits (``ProgressMessages.replace_thinking``) until it replaces it, and the message is not
+    sent (logged) if after some 15 s of tries it may still be "thinking…"."""
     if len(message) > MESSAGE_LIMIT:
         half = (MESSAGE_LIMIT - 1) // 2
         message = message[:half] + "…" + message[-half:]
     if not interaction.response.is_done():
         await interaction.response.send_message(message, ephemeral=True)
         return
-    if await _thinking_in_public(interaction):
-        # Discord would make this follow-up that reply, public whatever it asks: the channel
-        # would read the refusal (and the words refused). Once it is gone or says something
-        # else, the follow-up is a message of its own, private.
+    thinking = await _thinking_in_public(interaction)
+    if (job_id := interaction.extras.get(_JOB_RECORDED)) is not None:
+        # Its place, progress or result may be landing now: an edit would overwrite them
+        # (a result's caption), a deletion withdraw the job as a moderator's does.
+        if thinking is not Thinking.NO:
+            thinking = await _after_the_job_replies(interaction, job_id)
+        if thinking is not Thinking.NO:
+            log.warning(
+                "a message to user %s is not sent: their job's reply may still be thinking",
+                interaction.user.id,
+            )
+            return
+    elif thinking is not Thinking.NO:
         await _end_public_thinking(interaction)
     # Only now is "thinking…" over: a failed look-up or edit leaves the next tell to ask.
     interaction.extras[_THINKING_CHECKED] = True
     await interaction.followup.send(message, ephemeral=True)
 
 
+async def _after_the_job_replies(interaction: discord.Interaction[Any], job_id: str) -> Thinking:
+    """Tried a few times apart until the reply of the interaction's job no longer says
+    "thinking…" (``Thinking.NO``): the job's place sent again (its first edit may have
+    failed, and a queued job makes no other until it renders), else Discord asked; what
+    Discord last said."""
+    results = client_of(interaction).results
+    thinking = Thinking.UNKNOWN
+    for pause_s in JOB_REPLY_RECHECKS_S:
+        if await results.replace_thinking(job_id):
+            return Thinking.NO
+        await asyncio.sleep(pause_s)
+        thinking = await _thinking_in_public(interaction)
+        if thinking is Thinking.NO:
+            break
+    return thinking
+
+
 async def _end_public_thinking(interaction: discord.Interaction[Any]) -> None:
-    """Deleted, unless a job owns it (``_JOB_RECORDED``) or Discord would not delete it: then
-    replaced by a neutral line."""
-    if interaction.extras.get(_JOB_RECORDED) is None:
-        try:
-            await interaction.delete_original_response()
-            return
-        except discord.NotFound:
-            return  # no reply left to become public
-        except discord.HTTPException:
-            pass  # still public: the edit below hides what follows
+    """Deleted (no job owns it), unless Discord would not delete it: then replaced by a
+    neutral line."""
+    try:
+        await interaction.delete_original_response()
+        return
+    except discord.NotFound:
+        return  # no reply left to become public
+    except discord.HTTPException:
+        pass  # still public: the edit below hides what follows
     await interaction.edit_original_response(content=ANSWERED_PRIVATELY)
 
 
-async def _thinking_in_public(interaction: discord.Interaction[Any]) -> bool:
-    """Whether the interaction's reply may still be a public "thinking…" (a deferred reply
-    that nothing replaced yet). Asked of Discord, once: only a reply that may still be
-    thinking costs the request; when Discord does not answer, it may be."""
+async def _thinking_in_public(interaction: discord.Interaction[Any]) -> Thinking:
+    """Whether the interaction's reply may still be a "thinking…" (a deferred reply that
+    nothing replaced yet) that a follow-up would become: a public one, or any once a job owns
+    it (the job's next edit would replace the follow-up). Asked of Discord until it is known
+    not to be: only a reply that may still be thinking costs the request."""
     if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
-        return False
+        return Thinking.NO
     if interaction.extras.get(_THINKING_CHECKED) is not None:
-        return False
+        return Thinking.NO
     try:
-        original = await interaction.original_response()
+        # Not ``original_response``: it keeps the first answer, and the reply changes.
+        original = await interaction.followup.fetch_message(ORIGINAL_RESPONSE)
     except discord.NotFound:
-        return False  # no reply left to become public
+        return Thinking.NO  # no reply left to become public
     except discord.HTTPException:
-        return True  # unknown: deleting it keeps the refusal private either way
-    return original.flags.loading and not original.flags.ephemeral
+        return Thinking.UNKNOWN
+    taken = not original.flags.ephemeral or interaction.extras.get(_JOB_RECORDED) is not None
+    return Thinking.YES if original.flags.loading and taken else Thinking.NO
 
 
 class EaselClient(Protocol):
@@ -391,6 +449,8 @@ async def admitted_submission(
     await check_addons_installed(
         services, admission.request, requester.guild_id, admission.installed
     )
+    if asks_face_restorer(admission.request):
+        await asyncio.to_thread(check_face_restorer, admission.request, services.registry)
     return Submission(
         kind=kind,
         request=admission.request,
@@ -416,28 +476,38 @@ async def acknowledge(
     takes seconds: downloading, decoding and checking them (an 8.8 MiB JPEG decodes in nearly
     4 s, past Discord's 3 s). What is known at once is refused first, privately: an upload
     over the size limit by what Discord says of it, whether the member may act here, the
-    channel's rules, a quota that has no room for even the smallest job (unless reading the
-    uploads may make it a free ``--relax`` job: ``may_be_free``). A refusal after this is a
-    private follow-up (``tell``), and ``submit_from_interaction`` then defers no more."""
+    channel's rules, a quota that has no room for even the smallest job (when reading the
+    uploads may make it a free ``--relax`` job, ``may_be_free``: nor for the smallest such
+    job, as /imagine's ``--relax`` is bounded). A refusal after this is a private follow-up
+    (``tell``), and ``submit_from_interaction`` then defers no more."""
     for upload in uploads:
         check_upload_size(upload.filename, upload.size)
     services = services_of(interaction)
     private = (await services.member_settings.get(interaction.user.id)).private_results
     check_member_may_act_here(interaction, private=private)
     await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
-    if not may_be_free:
-        await _check_smallest_job_fits(interaction)
+    await _check_smallest_job_fits(interaction, may_be_free=may_be_free)
     await interaction.response.defer(thinking=True, ephemeral=private)
     return private
 
 
-# Less than any job costs: one picture, next to no GPU time. What refuses it refuses them all.
+# Less than any job costs: one picture, next to no GPU time. What refuses it refuses them all;
+# what refuses its free (--relax) form too refuses every job, free or not.
 _SMALLEST_JOB = RenderRequest(prompt="", steps=1, width=1, height=1)
+_SMALLEST_FREE_JOB = dataclasses.replace(_SMALLEST_JOB, options={"relax": True})
 
 
-async def _check_smallest_job_fits(interaction: discord.Interaction[Any]) -> None:
-    """Refused (``Reason.QUOTA``) when the member's limits leave no room for even the
-    smallest job (from memory, else SQLite); ``submit_from_interaction`` checks the job."""
+async def _check_smallest_job_fits(
+    interaction: discord.Interaction[Any], *, may_be_free: bool
+) -> None:
+    """Refused (``Reason.QUOTA``; ``Reason.QUEUE``: the queue bound's) when the member's
+    limits leave no room for even the smallest job (from memory, else SQLite), nor, when it
+    ``may_be_free``, for the smallest ``--relax`` job (a limit of 0, or the relax caps:
+    ``bot.policy.quota``); the member is told why each is refused, in one sentence when the
+    reasons differ (spending that resets in hours, and jobs of theirs that wait), recorded
+    with the --relax job's reason, and a quota refusal told counted once
+    (``easel_quota_refusals``). ``submit_from_interaction`` checks the job."""
+    queue = queue_of(interaction)
     smallest = Submission(
         kind="probe",
         request=_SMALLEST_JOB,
@@ -446,9 +516,23 @@ async def _check_smallest_job_fits(interaction: discord.Interaction[Any]) -> Non
         role_ids=role_ids(interaction),
         is_admin=is_admin(interaction),
     )
-    refusal = await queue_of(interaction).quota_refusal(smallest)
-    if refusal is not None:
-        raise UserError(f"⛔ {refusal}", Reason.QUOTA)
+    # Counted once, as told: the free probe may yet accept what the charged one refused.
+    refusal = await queue.quota_refusal(smallest, counted=not may_be_free)
+    if refusal is None:
+        return
+    if may_be_free:
+        free = dataclasses.replace(smallest, request=_SMALLEST_FREE_JOB)
+        free_refusal = await queue.quota_refusal(free)
+        if free_refusal is None:
+            return
+        if free_refusal.message != refusal.message:
+            if refusal.reason is Reason.QUOTA and free_refusal.reason is not Reason.QUOTA:
+                metrics.quota_refused()  # told, where neither probe counted it
+            # Recorded as what refuses the --relax job too: a free job meets only that.
+            refusal = QuotaExceeded(
+                f"{refusal.message} As a --relax job: {free_refusal.message}", free_refusal.reason
+            )
+    raise quota_refused(refusal)
 
 
 async def submit_from_interaction(
@@ -508,7 +592,7 @@ async def submit_from_interaction(
         jobs=1 + len(repeat_seeds),
     )
     if refusal is not None:
-        await _refuse_for_quota(interaction, f"⛔ {refusal}", refusal)
+        await _refuse(interaction, quota_refused(refusal))
         return None
     if not interaction.response.is_done():  # else ``acknowledge``d before reading uploads
         await interaction.response.defer(thinking=True, ephemeral=private)
@@ -519,13 +603,13 @@ async def submit_from_interaction(
             services, queue, submission, began_at=interaction.created_at.timestamp()
         )
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
-        await _refuse_for_quota(interaction, f"⛔ {refused.message}", refused.message)
+        await _refuse(interaction, quota_refused(refused))
         return None
     if job_id is None:  # stopped before it was journaled: the acknowledgement goes, silently
         with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
         return None
-    interaction.extras[_JOB_RECORDED] = True
+    interaction.extras[_JOB_RECORDED] = job_id
     if on_journaled is not None:
         on_journaled()
     await client_of(interaction).results.show_queued(
@@ -556,19 +640,19 @@ async def submit_unless_stopped(
     return job_id
 
 
-async def _refuse_for_quota(
-    interaction: discord.Interaction[Any], told: str, sentence: str
-) -> None:
-    """Tell the member ``told``, then record the quota refusal ``sentence``: recording never
-    delays the answer, and a refusal Discord would not carry is recorded all the same."""
+async def _refuse(interaction: discord.Interaction[Any], refusal: UserError) -> None:
+    """Tell the member ``refusal``, then record it, the same sentence (as ``cogs.errors``
+    does): recording never delays the answer, and a refusal Discord would not carry is
+    recorded all the same."""
+    sentence = str(refusal)
     try:
-        await tell(interaction, told)
+        await tell(interaction, sentence)
     finally:
         await services_of(interaction).refusals.record(
             interaction.guild_id,
             interaction.channel_id,
             interaction.user.id,
-            Reason.QUOTA,
+            refusal.reason,
             sentence,
         )
 
@@ -612,20 +696,12 @@ async def _submit_repeats(
                 )
             if await submit_unless_stopped(services, queue, repeat, began_at=began_at) is None:
                 return  # stopped meanwhile: nothing more is made or said
-        except UserError as refused:
-            sentence = f"⛔ Repeat {index} of {total}: {refused}"
-            await tell(interaction, sentence)
-            await services.refusals.record(
-                interaction.guild_id,
-                interaction.channel_id,
-                interaction.user.id,
-                refused.reason,
-                sentence,
+        except (UserError, QuotaExceeded) as error:
+            refused = (
+                error if isinstance(error, UserError) else UserError(error.message, error.reason)
             )
-            return
-        except QuotaExceeded as refused:
-            told = f"⛔ Repeat {index} of {total}: {refused.message}"
-            await _refuse_for_quota(interaction, told, refused.message)
+            told = UserError(f"⛔ Repeat {index} of {total}: {refused}", refused.reason)
+            await _refuse(interaction, told)
             return
     await tell(
         interaction,

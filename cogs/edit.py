@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.edits import (
     InpaintSettings,
     Picture,
+    check_mask_paints,
     inpaint_request,
     input_path,
     request_from_infotext,
@@ -263,6 +264,7 @@ class EditCog(commands.Cog):
             base = request_from_infotext(picture.infotext, prompt, models)
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
+            await asyncio.to_thread(check_mask_paints, mask_picture, invert)
             await _submit(interaction, inputs, "inpaint", request, private)
 
     @app_commands.command(name="upscale", description="Enlarge a picture 2x or 4x")

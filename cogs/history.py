@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare_grid import comparison_png
+from bot.cooldowns import MemberCooldown
 from bot.history import (
     History,
     HistoryPage,
@@ -23,7 +24,7 @@ from bot.history import (
 )
 from bot.images import decoded
 from bot.policy.moderation import WITHHELD_BECAUSE, NsfwPolicy, check_repost
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from cogs.common import MAX_QUOTED_PROMPT, queue_of, quoted, services_of
 from cogs.errors import report_error
 from cogs.lists import MAX_SEARCH_CHARS
@@ -191,6 +192,9 @@ UNREACHABLE = "in a channel Easel cannot reach"
 STOPPED = "not deleted before the bot stopped"
 # The posts whose delete is due again (``History.post_delete_failed``) are tried this often.
 PENDING_POSTS_SWEEP_S = 15 * 60.0
+# /forget-me's erase reads and rewrites all the member's jobs, files and ledger rows: a member
+# runs it once per this long (kept in memory: a restart forgets when they last ran it).
+FORGET_ME_COOLDOWN_S = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,7 @@ class HistoryCog(commands.Cog):
         # Message ids a /forget-me is deleting now: the sweep leaves them to it.
         self._in_flight: set[int] = set()
         self._unloaded = False  # the bot stops: no new deletes (its HTTP session closes)
+        self._forget_me_cooldown = MemberCooldown(FORGET_ME_COOLDOWN_S)
 
     def delete_posts_later(
         self,
@@ -449,9 +454,21 @@ class HistoryCog(commands.Cog):
         description="Erase your jobs, pictures, uploads and settings; anonymise your quota records",
     )
     async def forget_me(self, interaction: discord.Interaction[Any]) -> None:
-        # The erase, the files and the broker's copies may take past Discord's 3 s to answer.
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        forgotten = await self._history.forget(interaction.user.id)
+        member_id = interaction.user.id
+        if (again_at := self._forget_me_cooldown.claim(member_id)) is not None:
+            raise UserError(
+                f"/forget-me can be run once every {FORGET_ME_COOLDOWN_S / 60:.0f} minutes: "
+                f"you can run it again <t:{int(again_at) + 1}:R> (<t:{int(again_at) + 1}:T>).",
+                Reason.COOLDOWN,
+            )
+        try:
+            # The erase, the files and the broker's copies may take past Discord's 3 s to
+            # answer. A defer Discord refused (the interaction expired) erased nothing.
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            forgotten = await self._history.forget(member_id)
+        except Exception:
+            self._forget_me_cooldown.release(member_id)  # it failed: they may try again at once
+            raise
         deferred = (
             f" {forgotten.ledger_rows_deferred} more still count towards your current limits "
             f"and lose your id when those periods end, <t:{int(forgotten.deferred_until)}:f>."

@@ -26,9 +26,10 @@ from bot.history import StoredJob
 from bot.images import decoded_upload
 from bot.jobs.queue import JobQueue, QuotaExceeded
 from bot.policy.moderation import AGE_RESTRICTED_PICTURE
+from bot.refusals import quota_refused
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
-from bot.user_errors import Reason, UserError
+from bot.user_errors import UserError
 from bot.web.links import LinkRefused, RegionLink
 from bot.web.server import Claim, RegionWebServer
 from cogs.common import (
@@ -269,7 +270,7 @@ class RegionOffers:
         )
         refusal = await self._queue.quota_refusal(submission)
         if refusal is not None:
-            raise UserError(refusal, Reason.QUOTA)
+            raise quota_refused(refusal)
         await asyncio.to_thread(write_file, mask_path, upload.png)
         job_id = None
         try:
@@ -278,7 +279,7 @@ class RegionOffers:
                 self._services, self._queue, submission, began_at=began_at
             )
         except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
-            raise UserError(refused.message, Reason.QUOTA) from None
+            raise quota_refused(refused) from None
         finally:
             if job_id is None:
                 await asyncio.to_thread(mask_path.unlink, missing_ok=True)

@@ -496,12 +496,24 @@ async def post_delete_settled(conn: aiosqlite.Connection, message_id: int) -> No
         await conn.execute("DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
 
 
-async def prune_jobs(conn: aiosqlite.Connection, finished_before: float, at_most: int) -> int:
+@dataclass(frozen=True)
+class PrunedJobs:
+    """A batch ``prune_jobs`` deleted: the jobs, the pictures they stored and those they read
+    (uploads, other jobs' pictures), as their rows named them."""
+
+    job_ids: tuple[str, ...] = ()
+    picture_paths: tuple[str, ...] = ()
+    input_paths: tuple[str, ...] = ()
+
+
+async def prune_jobs(
+    conn: aiosqlite.Connection, finished_before: float, at_most: int
+) -> PrunedJobs:
     """Delete at most ``at_most`` of the jobs that ended and were delivered before
     ``finished_before``, the oldest first, with their images rows, in one transaction;
-    returns how many jobs. The caller repeats it until fewer go, so that other statements
-    run between batches (a day of jobs in one delete holds the connection for seconds). Their
-    files are the caller's (``bot.jobs.retention``), and their ledger rows
+    returns them and their files' paths. The caller repeats it until fewer go, so that other
+    statements run between batches (a day of jobs in one delete holds the connection for
+    seconds). Their files are the caller's (``bot.jobs.retention``), and their ledger rows
     ``db.quotas.prune_settled``'s. The pixels of those a moderator withdrew stay
     (``withdrawn_pictures``)."""
     async with transaction(conn):
@@ -511,11 +523,20 @@ async def prune_jobs(conn: aiosqlite.Connection, finished_before: float, at_most
             " AND delivered_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?",
             (finished_before, at_most),
         )
-        job_ids = [str(row[0]) for row in rows]
+        job_ids = tuple(str(row[0]) for row in rows)
         if not job_ids:
-            return 0
-        batch = f"jobs.id IN ({', '.join('?' * len(job_ids))})"
-        await _keep_withdrawn_pictures(conn, batch, tuple(job_ids))
+            return PrunedJobs()
+        placeholders = ", ".join("?" * len(job_ids))
+        pictures = await conn.execute_fetchall(
+            f"SELECT path FROM images WHERE job_id IN ({placeholders})", job_ids
+        )
+        inputs = await conn.execute_fetchall(
+            f"SELECT DISTINCT path FROM job_inputs WHERE job_id IN ({placeholders})", job_ids
+        )
+        batch = f"jobs.id IN ({placeholders})"
+        await _keep_withdrawn_pictures(conn, batch, job_ids)
         # images and job_inputs go with their job (ON DELETE CASCADE).
         await conn.execute(f"DELETE FROM jobs WHERE {batch}", job_ids)
-    return len(job_ids)
+    return PrunedJobs(
+        job_ids, tuple(str(row[0]) for row in pictures), tuple(str(row[0]) for row in inputs)
+    )

@@ -563,6 +563,25 @@ async def input_picture_paths(conn: aiosqlite.Connection) -> set[str]:
         return {str(row[0]) for row in await cursor.fetchall()}
 
 
+# Paths asked about per statement (SQLite's variables, and the connection shared meanwhile).
+_PATHS_PER_READ = 500
+
+
+async def paths_read(conn: aiosqlite.Connection, paths: Collection[str]) -> set[str]:
+    """Those of ``paths`` a job in the journal reads (``job_inputs``, by its path index: only
+    those paths, not every job's)."""
+    read: set[str] = set()
+    listed = list(paths)
+    for start in range(0, len(listed), _PATHS_PER_READ):
+        chunk = listed[start : start + _PATHS_PER_READ]
+        async with conn.execute(
+            f"SELECT DISTINCT path FROM job_inputs WHERE path IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ) as cursor:
+            read.update(str(row[0]) for row in await cursor.fetchall())
+    return read
+
+
 async def jobs_with_picture(
     conn: aiosqlite.Connection, guild_id: int, pixel_digest: bytes, limit: int
 ) -> list[tuple[str, bool]]:

@@ -58,7 +58,7 @@ def _number(unit: Mapping[str, Any], key: str, default: float, high: float) -> f
         raise RenderInputError(f"control {key.replace('_', ' ')} must be a number, got {value!r}")
     if not 0.0 <= value <= high:
         raise RenderInputError(
-            f"control {key.replace('_', ' ')} must be between 0 and {high:g}, got {value:g}"
+            f"control {key.replace('_', ' ')} must be between 0 and {high:g}, got {value!r}"
         )
     return float(value)
 
@@ -85,7 +85,7 @@ def control_units(options: Mapping[str, Any]) -> list[ControlUnit]:
         end = _number(unit, "guidance_end", 1.0, 1.0)
         if start > end:
             raise RenderInputError(
-                f"control start ({start:g}) must not be after control end ({end:g})"
+                f"control start ({start!r}) must not be after control end ({end!r})"
             )
         units.append(
             ControlUnit(

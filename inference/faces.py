@@ -27,7 +27,6 @@ from spandrel import ImageModelDescriptor
 
 from inference.face_options import HAAR_DETECTOR
 from inference.model_upscale import SpandrelModel, read_spandrel_model
-from inference.registry import FACE_RESTORER_FOLDERS, ModelRegistry
 from inference.types import RenderInputError
 
 # YuNet ONNX files are looked for here (ADetailer's folder in the web UI).
@@ -161,32 +160,6 @@ class FaceRestorer(SpandrelModel):
     def architecture(self) -> str:
         """What the web UI's infotext calls it: GFPGAN, RestoreFormer."""
         return str(self.descriptor.architecture.name)
-
-
-def resolve_face_restorer(registry: ModelRegistry, name: str | None) -> tuple[str, Path]:
-    """``(name, file)`` for a restorer name in any letter case. None: the first by name whose
-    name says GFPGAN or RestoreFormer, else the first by name (the web UI's ``GFPGAN/`` also
-    holds the face detector and parser its library downloads, which are not restorers)."""
-    files = registry.face_restorer_files()
-    if not files:
-        folders = ", ".join(f"models/{folder}/" for folder in FACE_RESTORER_FOLDERS)
-        raise RenderInputError(
-            "no face restorer is installed: put a GFPGAN or RestoreFormer "
-            f".safetensors file in one of {folders}"
-        )
-    if name is None:
-        first = min(files, key=lambda stem: (not _names_a_restorer(stem), stem.casefold()))
-        return first, files[first]
-    for stem, path in files.items():
-        if stem.casefold() == name.casefold():
-            return stem, path
-    raise RenderInputError(
-        f"unknown face restorer {name!r}; available: {', '.join(sorted(files, key=str.casefold))}"
-    )
-
-
-def _names_a_restorer(stem: str) -> bool:
-    return any(kind in stem.casefold() for kind in ("gfpgan", "restoreformer"))
 
 
 def load_face_restorer(name: str, path: Path, device: str) -> FaceRestorer:

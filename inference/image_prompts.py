@@ -79,7 +79,7 @@ def image_prompt(options: Mapping[str, Any]) -> ImagePrompt | None:
         if not 0.0 <= weight <= MAX_IMAGE_PROMPT_WEIGHT:
             raise RenderInputError(
                 f"the image prompt strength must be between 0 and {MAX_IMAGE_PROMPT_WEIGHT:g}, "
-                f"got {weight:g}"
+                f"got {weight!r}"
             )
         weight = float(weight)
     mode = raw.get("mode", "auto")

@@ -60,7 +60,7 @@ class OutpaintOptions:
                 raise RenderInputError(f"zoom out must be a number, got {zoom!r}")
             if not 1.0 < zoom <= MAX_ZOOM_OUT:
                 raise RenderInputError(
-                    f"zoom out must be above 1 and at most {MAX_ZOOM_OUT:g}, got {zoom:g}"
+                    f"zoom out must be above 1 and at most {MAX_ZOOM_OUT:g}, got {zoom!r}"
                 )
             return cls(zoom=float(zoom))
         return cls(sides=_margins(sides))

@@ -15,6 +15,8 @@ VARY_STRENGTHS = {"subtle": 0.35, "strong": 0.70}
 
 def vary_strength(choice: str | float) -> float:
     """Denoising strength for ``subtle``, ``strong`` or a number from 0 to 1."""
+    # Told as given, never rounded: ":g" said "at most 1, got 1" of 1.0000001, "got 0" of 1e-400.
+    given = repr(choice)
     if isinstance(choice, str):
         named = VARY_STRENGTHS.get(choice.strip().casefold())
         if named is not None:
@@ -23,8 +25,8 @@ def vary_strength(choice: str | float) -> float:
             choice = float(choice)
         except ValueError:
             raise RenderInputError(
-                f"vary strength must be 'subtle', 'strong' or a number from 0 to 1, got {choice!r}"
+                f"vary strength must be 'subtle', 'strong' or a number from 0 to 1, got {given}"
             ) from None
     if not 0.0 < choice <= 1.0:
-        raise RenderInputError(f"vary strength must be above 0 and at most 1, got {choice:g}")
+        raise RenderInputError(f"vary strength must be above 0 and at most 1, got {given}")
     return float(choice)

@@ -44,7 +44,7 @@ class RefinerOptions:
         if not MIN_SWITCH <= switch <= MAX_SWITCH:
             raise RenderInputError(
                 f"refiner switch must be between {MIN_SWITCH:g} and {MAX_SWITCH:g} (the part of "
-                f"the steps the base model runs), got {switch:g}"
+                f"the steps the base model runs), got {switch!r}"
             )
         return cls(str(model), float(switch))
 

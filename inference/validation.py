@@ -32,7 +32,8 @@ from inference.upscale import HiresOptions, UpscaleOptions
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise RenderInputError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+        # Exact (repr), never rounded: ":g" said "between 0 and 30, got 30" of 30.0000001.
+        raise RenderInputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
 
 
 def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:

@@ -11,7 +11,10 @@ checks again in SQLite, in the transaction that reserves, and stays the authorit
 
 A ``--relax`` job is free, so it is taken only while the member's unfinished jobs and their
 pictures stay under ``bot.policy.quota``'s relax caps (read in SQLite, in that transaction
-too); admins of the server included.
+too); admins of the server included. Every job, free or not, is taken only while the member's
+unfinished jobs in that server stay under the queue bound (``bot.policy.queue_bound``), read
+in that transaction too; the queue counts them in memory for the check before the
+acknowledgement (``JobQueue.quota_refusal``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import dataclasses
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import aiosqlite
 
 from bot.memo import Memo
+from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import (
     Cost,
     Period,
@@ -36,6 +41,7 @@ from bot.policy.quota import (
     period_start,
     resolve_limits,
 )
+from bot.user_errors import Reason
 from db import history as member_data
 from db import jobs as journal
 from db import quotas as ledger
@@ -49,12 +55,24 @@ ESTIMATED_SECONDS_PER_STEP_512 = 0.08
 CONTROLNET_STEP_SHARE = 0.5
 
 
-class QuotaExceeded(Exception):
-    """The member's limits refuse this job; ``message`` names the limit and when it resets."""
+# Why a job is not taken: its member's limits, the relax caps or the queue bound.
+Refused: TypeAlias = Refusal | RelaxRefusal | QueueBoundRefusal
 
-    def __init__(self, message: str) -> None:
+
+class QuotaExceeded(Exception):
+    """The member's limits or the queue bound refuse this job: ``message`` names the limit
+    and when it resets, ``reason`` which it is (the dashboard and the metrics count them
+    apart: a member with no limit can still meet the bound)."""
+
+    def __init__(self, message: str, reason: Reason = Reason.QUOTA) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason
+
+    @classmethod
+    def of(cls, refusal: Refused) -> QuotaExceeded:
+        reason = Reason.QUEUE if isinstance(refusal, QueueBoundRefusal) else Reason.QUOTA
+        return cls(refusal.message, reason)
 
 
 @dataclass(frozen=True)
@@ -118,7 +136,8 @@ async def refusal_for(
 ) -> Refusal | RelaxRefusal | None:
     """Why this request does not fit the member's limits now, or None; reads only, and
     from memory when it can (see the module's docstring). ``jobs``: how many jobs the
-    request's pictures are split into (``--repeat``), for the relax caps.
+    request's pictures are split into (``--repeat``), for the relax caps. The queue bound
+    is the queue's to check (it counts the member's unfinished jobs in memory).
 
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
@@ -144,21 +163,15 @@ async def refusal_for(
         refusal = await _refusal_in_ledger(conn, member, request, now, dm_limits)
         if refusal is not None:
             return refusal
-    return await _relax_refusal(conn, member, request, jobs)
+    if request.options.get("relax"):  # free: taken only under the relax caps (SQLite)
+        return check_relax(await _unfinished(conn, member), Unfinished(jobs, request.count))
+    return None
 
 
-async def _relax_refusal(
-    conn: aiosqlite.Connection, member: Member, request: RenderRequest, jobs: int = 1
-) -> RelaxRefusal | None:
-    """For a ``--relax`` request (free), why it is not taken beside the member's jobs
-    waiting or running in that server (or their DMs), or None; None for any other request.
-    ``request.count`` is every picture of its ``jobs``."""
-    if not request.options.get("relax"):
-        return None
-    waiting_jobs, waiting_pictures = await journal.unfinished_of(
-        conn, member.user_id, member.guild_id
-    )
-    return check_relax(Unfinished(waiting_jobs, waiting_pictures), Unfinished(jobs, request.count))
+async def _unfinished(conn: aiosqlite.Connection, member: Member) -> Unfinished:
+    """The member's jobs waiting or running in that server (or their DMs), and their
+    pictures."""
+    return Unfinished(*await journal.unfinished_of(conn, member.user_id, member.guild_id))
 
 
 async def _refusal_in_ledger(
@@ -191,17 +204,22 @@ async def admit(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
-) -> Refusal | RelaxRefusal | None:
-    """Reserve the job's estimated cost; or, when it does not fit (its limits, or for a
-    relax job the relax caps), write nothing and say why.
+    *,
+    max_queued: int = 0,
+) -> Refused | None:
+    """Reserve the job's estimated cost; or, when it does not fit (its limits, for a relax
+    job the relax caps, the member's jobs waiting or running there past ``max_queued``: 0 is
+    no bound), write nothing and say why.
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal: Refusal | RelaxRefusal | None = await _refusal_in_ledger(
-        conn, member, request, now, dm_limits
-    )
-    if refusal is None:
-        refusal = await _relax_refusal(conn, member, request)
+    refusal: Refused | None = await _refusal_in_ledger(conn, member, request, now, dm_limits)
+    relax = bool(request.options.get("relax"))
+    if refusal is None and (relax or max_queued):
+        waiting = await _unfinished(conn, member)  # read once for both checks
+        if relax:
+            refusal = check_relax(waiting, Unfinished(1, request.count))
+        refusal = refusal or check_queue_bound(max_queued, waiting.jobs, 1)
     if refusal is None:
         cost = quota_cost(request)
         reserved = await ledger.reserve(

@@ -11,6 +11,16 @@ A task started by the composition root prunes at start and then every few hours:
   (``inputs/``), settled ledger rows no quota period still counts, and refusals recorded
   longer ago than that.
 
+Files go after their rows, so no row names a file that is gone. A round reads only the files it
+can prune: those of the jobs it deletes (their result folders, the uploads and other jobs'
+pictures they read, found by their rows and kept while the ``job_inputs`` index says another job
+reads them; a pruned job's folder no row names too). /forget-me removes, by the same rule
+(``remove_unread_results``), the folders of other jobs' pictures the erased jobs alone read.
+Files of no job (a crash's, an erase that failed half-way) are found by listing every stored
+file against the journal: at the first round of a process, and the round after one whose files
+failed; files of a failure elsewhere that did not stop the bot (an erase) wait for its next
+start.
+
 A button on a pruned result then finds no job and answers that it is no longer stored.
 """
 
@@ -19,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +39,8 @@ from bot.jobs import accounting
 from bot.jobs.stored_files import (
     ResultFolders,
     folders_of,
+    pictures_by_folder,
+    remove_inside,
     remove_result_folders,
     remove_unused_uploads,
 )
@@ -74,6 +86,28 @@ class Pruned:
     refusals: int = 0
 
 
+async def remove_unread_results(
+    conn: aiosqlite.Connection,
+    images_dir: Path,
+    paths: Collection[str],
+    job_ids: Collection[str] = (),
+) -> int:
+    """Delete the result folders that ``paths`` lie in, and those of ``job_ids``, whose job is
+    not in the journal and none of whose pictures a job in the journal reads: the rows that
+    named them or read them are gone (pruned, or erased by /forget-me). Returns how many
+    pictures went."""
+    folders = await asyncio.to_thread(pictures_by_folder, images_dir, paths, job_ids)
+    named = {path for pictures in folders.values() for path in pictures}
+    read = await journal.paths_read(conn, named)
+    journaled = await journal.journaled_order(conn, [folder.name for folder in folders])
+    gone = [
+        folder
+        for folder, pictures in folders.items()
+        if folder.name not in journaled and not pictures & read
+    ]
+    return await asyncio.to_thread(remove_result_folders, gone, frozenset())
+
+
 class Retention:
     def __init__(
         self,
@@ -88,6 +122,7 @@ class Retention:
         self._inputs_dir = inputs_dir
         self._retention_s = retention_days * DAY_S
         self._clock = clock
+        self._swept = False  # whether a round listed every stored file (the first does)
 
     async def clear_expired_tokens(self) -> int:
         return await journal.clear_expired_tokens(
@@ -103,11 +138,18 @@ class Retention:
                 await write_back_log(self._conn)  # no copy of the database files keeps the ids
             return Pruned(tokens, anonymised)
         cutoff = now - self._retention_s
-        jobs = 0
+        jobs = pictures = uploads = 0
         while True:
             batch = await history.prune_jobs(self._conn, cutoff, at_most=PRUNE_BATCH)
-            jobs += batch
-            if batch < PRUNE_BATCH:
+            jobs += len(batch.job_ids)
+            if self._swept:  # else this round's sweep finds their files
+                try:
+                    removed = await self._remove_files_of(batch)
+                except BaseException:
+                    self._swept = False  # the batch's rows are gone: the next sweep finds them
+                    raise
+                pictures, uploads = pictures + removed[0], uploads + removed[1]
+            if len(batch.job_ids) < PRUNE_BATCH:
                 break
         counted_since, _ = quota_window(now)
         ledger_rows = await accounting.prune_settled(
@@ -116,16 +158,38 @@ class Retention:
         refused = await refusals.prune(self._conn, before=cutoff)
         if anonymised or jobs or ledger_rows or refused:
             await write_back_log(self._conn)  # no copy of the database files keeps pruned rows
-        # Files after rows, so no row names a file that is gone; files of no job (a crash, an
-        # erase that failed half-way) go too. What a remaining job reads (an upload, or another
-        # job's picture it varies) stays with it.
+        if not self._swept:
+            pictures, uploads = await self._sweep(written_before=now - FILE_GRACE_S)
+            self._swept = True
+        return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows, refused)
+
+    async def _remove_files_of(self, pruned: history.PrunedJobs) -> tuple[int, int]:
+        """Delete what the ``pruned`` jobs stored or read that no job in the journal reads now:
+        their result folders (one no ``images`` row names included), the uploads they read,
+        and the folders of other jobs' pictures they read whose job is gone too (kept until
+        now for them). Returns how many pictures and uploads went."""
+        pictures = await remove_unread_results(
+            self._conn,
+            self._images_dir,
+            [*pruned.picture_paths, *pruned.input_paths],
+            pruned.job_ids,
+        )
+        read = await journal.paths_read(self._conn, pruned.input_paths)
+        unread = [path for path in pruned.input_paths if path not in read]
+        uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, unread)
+        return pictures, uploads
+
+    async def _sweep(self, written_before: float) -> tuple[int, int]:
+        """Delete the result folders and uploads last written before ``written_before`` that
+        no job in the journal stored or reads (files of no job included: a crash's, an erase
+        that failed half-way); returns how many pictures and uploads went. Lists every stored
+        file, and reads every path a job reads."""
         in_use = await journal.input_picture_paths(self._conn)
-        written_before = now - FILE_GRACE_S
         pictures = await self._remove_unjournaled_results(written_before, in_use)
         uploads = await asyncio.to_thread(
             remove_unused_uploads, self._inputs_dir, written_before, in_use
         )
-        return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows, refused)
+        return pictures, uploads
 
     async def _remove_unjournaled_results(self, written_before: float, in_use: set[str]) -> int:
         """Delete the result folders last written before ``written_before`` whose job is not

@@ -4,6 +4,7 @@ it with ``asyncio.to_thread``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -41,6 +42,38 @@ def remove_unused_uploads(inputs_dir: Path, written_before: float, in_use: Colle
         if path.is_file() and path.stat().st_mtime < written_before and path.resolve() not in used
     ]
     return remove_inside(inputs_dir, unused)
+
+
+def pictures_by_folder(
+    images_dir: Path, paths: Iterable[str], job_ids: Iterable[str] = ()
+) -> dict[Path, set[str]]:
+    """The result folders (``images/<job id>/``, resolved) that ``paths`` lie in, and those of
+    ``job_ids`` that exist (a folder no ``images`` row names: its pictures' record refused, a
+    crash's), each with the paths of the pictures it holds, written as ``paths`` write theirs
+    (a job reads another job's picture by the path that job's row gave it; a folder of
+    ``job_ids`` as ``images_dir`` is written). A path outside ``images/`` is left out."""
+    root = images_dir.resolve()
+    folders: dict[Path, set[str]] = {}
+
+    def pictures_in(folder: Path, written_as: Path) -> set[str]:
+        named = folders.get(folder)
+        if named is None:
+            named = folders[folder] = set()
+            # Gone already (its job's /forget-me, a delivery given up): nothing to name.
+            with contextlib.suppress(FileNotFoundError):
+                named.update(str(written_as / entry.name) for entry in os.scandir(folder))
+        return named
+
+    for text in paths:
+        path = Path(text)
+        folder = path.resolve().parent
+        if folder.parent == root:
+            pictures_in(folder, path.parent).add(text)
+    for job_id in job_ids:
+        folder = (root / job_id).resolve()
+        if folder.parent == root and folder.is_dir():
+            pictures_in(folder, images_dir / job_id)
+    return folders
 
 
 def folders_of(paths: Iterable[str]) -> set[Path]:

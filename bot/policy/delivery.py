@@ -136,9 +136,8 @@ async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
     waited for; a text too long to read is withheld; Easel shutting down fails the delivery
     (the next start delivers it)."""
     request = json.loads(job.request.to_json())
-    infotexts = [image.infotext for image in job.images]
-    # Drawing a fix-faces prompt again parses it: up to seconds, off the event loop.
-    texts = await asyncio.to_thread(conditioning_texts, request, infotexts)
+    # Its fix-faces prompt is drawn again by ``check_reuse``'s read, within its budget.
+    texts = conditioning_texts(request, [image.infotext for image in job.images])
     for _ in range(BUSY_TRIES):
         try:
             await policy.check_reuse(job.guild_id, job.job_id, texts, withdrawn=False)

@@ -452,24 +452,54 @@ def as_the_stored_pictures_refusal() -> Iterator[None]:
         raise
 
 
+def each_once(texts: Iterable[object]) -> tuple[str, ...]:
+    """The texts that are strings with more than blanks, each once, in order."""
+    return tuple(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
+
+
+@dataclass(frozen=True)
+class FixFacesDraws:
+    """What a stored job's fix-faces prompt is drawn again from, as each picture's faces pass
+    rendered it (``fix_faces_prompts_drawn``): the job's options (the prompt as typed, its
+    recorded draws) and its pictures' seeds. Drawing parses the prompt (seconds for a heavy
+    one), so only the banned-word read does it (``check_banned_since``: on a prompt reader's
+    thread, within the stored check's budget), after the reader's own checks of who asks (a
+    click's, /show's), not where a stored job is read (``History.job``)."""
+
+    options: Mapping[str, object]
+    seeds: tuple[object, ...]
+
+
 @dataclass(frozen=True)
 class ConditioningTexts:
     """What a stored job's pictures were conditioned on, each text once, apart as the engine
     reads them: ``prompts`` (prompts and a fix-faces prompt, whose extra-network tags it
-    applies, not reads) and ``negatives`` (whose tags it reads as plain words)."""
+    applies, not reads) and ``negatives`` (whose tags it reads as plain words); ``fix_faces``:
+    the fix-faces prompt still to draw for each picture (``with_fix_faces_drawn``; None:
+    none), a prompt too once drawn."""
 
     prompts: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
+    fix_faces: FixFacesDraws | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.prompts or self.negatives)
+        return bool(self.prompts or self.negatives or self.fix_faces)
 
     def without(self, other: ConditioningTexts) -> ConditioningTexts:
-        """These texts less ``other``'s, each kind apart."""
+        """These texts less ``other``'s, each kind apart; the fix-faces prompt still to draw
+        is kept (what it draws is read whether or not ``other`` has it too)."""
         return ConditioningTexts(
             tuple(text for text in self.prompts if text not in other.prompts),
             tuple(text for text in self.negatives if text not in other.negatives),
+            self.fix_faces,
         )
+
+    def with_fix_faces_drawn(self) -> ConditioningTexts:
+        """These texts with the fix-faces prompt drawn for each picture among the prompts."""
+        if self.fix_faces is None:
+            return self
+        drawn = fix_faces_prompts_drawn(self.fix_faces.options, self.fix_faces.seeds)
+        return ConditioningTexts(each_once([*self.prompts, *drawn]), self.negatives)
 
 
 def fix_faces_prompts_drawn(options: Mapping[str, object], seeds: Iterable[object]) -> list[str]:
@@ -497,10 +527,12 @@ def fix_faces_prompts_drawn(options: Mapping[str, object], seeds: Iterable[objec
 
 def check_banned_since(texts: ConditioningTexts, banned: Collection[str]) -> None:
     """A stored picture is shown again or made into a new job only while none of ``texts``
-    (what it was conditioned on) renders a word the server bans now, read as a new prompt's
-    text is (``[a|b]``, ``[from:to:when]`` and attention resolved; a prompt's extra-network
-    tags left out, a negative prompt's read as words, as ``build_plan`` does). The refusal
-    never names the word: the member may not have typed it."""
+    (what it was conditioned on, its fix-faces prompt drawn for each picture here) renders a
+    word the server bans now, read as a new prompt's text is (``[a|b]``, ``[from:to:when]``
+    and attention resolved; a prompt's extra-network tags left out, a negative prompt's read
+    as words, as ``build_plan`` does). The refusal never names the word: the member may not
+    have typed it."""
+    texts = texts.with_fix_faces_drawn()
     texts_read = itertools.chain(
         (renderings(extract_extra_networks(text)[0]) for text in texts.prompts),
         (renderings(text) for text in texts.negatives),

@@ -68,9 +68,12 @@ log = logging.getLogger(__name__)
 PLAN_BUDGET_S = 2.5
 # /explain answers after acknowledging, so it may take longer (its thread then stops too).
 EXPLAIN_BUDGET_S = 10.0
-# A stored picture's texts read again for the server's banned words of now (/show, a button):
-# before the answer, with the database reads around it, within Discord's 3 s. The verdict is
-# kept until the words change (``GuildPolicy.check_reuse``), so a job pays this once.
+# A stored picture's texts read again for the server's banned words of now (/show, a button),
+# its fix-faces prompt drawn again for each picture first (``ConditioningTexts.fix_faces``):
+# before the answer, with the database reads around it, within Discord's 3 s. Past it the
+# picture is refused for now (``STORED_TOO_LONG``) as a prompt past ``PLAN_BUDGET_S`` is, its
+# thread stopped at the prompt language's next checkpoint. The verdict is kept until the
+# words change (``GuildPolicy.check_reuse``), so a job pays this once.
 STORED_CHECK_BUDGET_S = 2.0
 # The prompt language's own threads, apart from asyncio's default executor (file writes, PNGs,
 # database helpers): a refused plan's thread runs on until the prompt language's next
@@ -439,10 +442,11 @@ class PromptPlanner:
         self, texts: ConditioningTexts, banned_words: Collection[str], *, guild_id: int | None
     ) -> None:
         """``moderation.check_banned_since`` off the event loop (a stored job's texts, up to
-        16,000 characters each, read again for banned words), within its own budget. Counted
-        against no member: the verdict is shared (``GuildPolicy.check_reuse`` takes turns);
-        counted against the job's server (``guild_id``), whose banned words it reads and
-        whose verdict it is, wherever the click came from."""
+        16,000 characters each, its fix-faces prompt drawn again for each picture, read again
+        for banned words), within its own budget. Counted against no member: the verdict is
+        shared (``GuildPolicy.check_reuse`` takes turns); counted against the job's server
+        (``guild_id``), whose banned words it reads and whose verdict it is, wherever the
+        click came from."""
         await self._off_loop(
             self.stored_budget_s,
             None,

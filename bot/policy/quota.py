@@ -217,11 +217,14 @@ def check(
     usage: Mapping[Period, Amount], limits: QuotaLimits, cost: Amount, now: float
 ) -> Refusal | None:
     """None when ``cost`` fits every limit on top of ``usage`` (per period, from the ledger);
-    a limit of 0 fits nothing, not even a free job.
+    a limit of 0 fits nothing, not even a free job, and any other fits a free job (``--relax``)
+    however far past it the member's spending went (GPU-seconds are measured after the
+    render, and an admin may lower a limit).
 
     Of several exceeded limits the one that resets last is reported: only then can the
     request go through. ``usage`` needs an entry for every period that has a limit.
     """
+    free = cost.images == 0 and cost.gpu_seconds == 0
     refusals: list[Refusal] = []
     for period in Period:
         for resource in ("images", "gpu_seconds"):
@@ -236,7 +239,7 @@ def check(
             used: float = getattr(usage[period], resource)
             requested: float = getattr(cost, resource)
             # A limit of 0 is the admins' "none at all": even a free (--relax) job is refused.
-            if used + requested > limit or limit == 0:
+            if limit == 0 or (not free and used + requested > limit):
                 refusals.append(
                     Refusal(resource, period, limit, used, requested, reset_at(period, now))
                 )

@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from aiohttp import web, web_response
@@ -43,6 +43,11 @@ REFUSAL = (
     b"Cache-Control: no-store\r\n"
     b"Connection: close\r\n\r\n%s"
 ) % (_RETRY_AFTER_S, len(_REFUSAL_TEXT), _REFUSAL_TEXT)
+# What aiohttp's own error answers carry on a server that names nothing else (the metrics).
+PLAIN_ANSWER_HEADERS: Mapping[str, str] = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def _peer_address(peername: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
@@ -135,13 +140,47 @@ class ConnectionCounter:
         self._last_log = now
 
 
-class _Gate(asyncio.Protocol):
-    """One connection's protocol: admitted, it passes every event to aiohttp's handler; over a
-    cap, it answers 503 and closes, and aiohttp never sees the connection."""
+class _FixedErrorAnswers(web.RequestHandler):
+    """aiohttp's protocol for one connection, whose own error answers (a request it cannot
+    parse: 400, before any route, middleware or ``on_response_prepare``; a handler's
+    failure: 500; a timeout: 504) carry the server's ``error_headers`` and the status alone
+    as text: never the bytes it could not parse, which aiohttp's 400 quotes."""
 
-    def __init__(self, server: web.Server, counter: ConnectionCounter) -> None:
+    __slots__ = ("_error_headers",)
+
+    def __init__(
+        self, manager: web.Server, *, error_headers: Mapping[str, str], **options: Any
+    ) -> None:
+        super().__init__(manager, **options)
+        self._error_headers = error_headers
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own logs the error (``_UnreadableRequestsInOneLine``) and refuses an
+        # answer once one was begun; the answer it makes is not sent.
+        super().handle_error(request, status, exc, message)
+        answer = web.Response(status=status, headers=self._error_headers)
+        answer.text = f"{status} {answer.reason}\n"
+        answer.force_close()
+        return answer
+
+
+class _Gate(asyncio.Protocol):
+    """One connection's protocol: admitted, it passes every event to aiohttp's handler (with
+    ``error_headers`` on aiohttp's own error answers); over a cap, it answers 503 and closes,
+    and aiohttp never sees the connection."""
+
+    def __init__(
+        self, server: web.Server, counter: ConnectionCounter, error_headers: Mapping[str, str]
+    ) -> None:
         self._server = server
         self._counter = counter
+        self._error_headers = error_headers
         self._client = ""
         self._handler: asyncio.Protocol | None = None
 
@@ -154,7 +193,14 @@ class _Gate(asyncio.Protocol):
             transport.close()
             return
         self._client = client
-        self._handler = self._server()
+        # The options the runner gave its server, as aiohttp's own ``Server.__call__`` passes
+        # them (private, read not copied: what the runner or the app adds stays in).
+        self._handler = _FixedErrorAnswers(
+            self._server,
+            loop=asyncio.get_running_loop(),
+            error_headers=self._error_headers,
+            **self._server._kwargs,
+        )
         self._handler.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -180,14 +226,21 @@ class _Gate(asyncio.Protocol):
 
 
 class CappedSite(web.BaseSite):
-    """``web.TCPSite`` with ``counter``'s caps on the connections it accepts."""
+    """``web.TCPSite`` with ``counter``'s caps on the connections it accepts, and
+    ``error_headers`` on aiohttp's own error answers (``_FixedErrorAnswers``)."""
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, counter: ConnectionCounter
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        counter: ConnectionCounter,
+        error_headers: Mapping[str, str] = PLAIN_ANSWER_HEADERS,
     ) -> None:
         super().__init__(runner)
         self._host, self._port = host, port
         self._counter = counter
+        self._error_headers = error_headers
 
     @property
     def name(self) -> str:
@@ -197,9 +250,9 @@ class CappedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None  # BaseSite refuses a runner not set up
-        counter = self._counter
+        counter, error_headers = self._counter, self._error_headers
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Gate(server, counter), self._host, self._port
+            lambda: _Gate(server, counter, error_headers), self._host, self._port
         )
 
 
@@ -221,12 +274,14 @@ _AIOHTTP_ERRORS = _UnreadableRequestsInOneLine(logging.getLogger("aiohttp.server
 
 
 def quiet_runner(app: web.Application) -> web.AppRunner:
-    """The runner of each of Easel's HTTP servers (the web pages, the metrics): no access log,
-    a request aiohttp cannot parse logged in one line, the request-head cut-off, and no
-    aiohttp version in the Server header. aiohttp's own answer to an unparseable request
-    reaches no on_response_prepare (aio-libs/aiohttp#6463, open; 3.14 has no option for it),
-    so the banner is emptied at the source, aiohttp's default for every server of the process:
-    that answer still carries a Server header, with an empty value."""
+    """The runner of each of Easel's HTTP servers (the web pages, the metrics), served by a
+    ``CappedSite``: no access log, a request aiohttp cannot parse logged in one line, the
+    request-head cut-off, and no aiohttp version in the Server header. aiohttp's own answer
+    to an unparseable request reaches no on_response_prepare (aio-libs/aiohttp#6463, open):
+    its headers and text are the site's (``_FixedErrorAnswers``), but aiohttp adds the
+    Server header as it sends it, so the banner is emptied at the source, aiohttp's default
+    for every server of the process: that answer still carries a Server header, with an
+    empty value."""
     web_response.SERVER_SOFTWARE = ""  # type: ignore[attr-defined]  # not re-exported
     return web.AppRunner(
         app,

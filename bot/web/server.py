@@ -146,7 +146,9 @@ class RegionWebServer:
         await self._runner.setup()
         caps = dataclasses.replace(WEB_CONNECTION_CAPS, trusted_proxies=self._trusted_proxies)
         counter = ConnectionCounter("web", caps, metrics.http_connection_refused)
-        await CappedSite(self._runner, self._host, self._port, counter).start()
+        await CappedSite(
+            self._runner, self._host, self._port, counter, error_headers=SECURITY_HEADERS
+        ).start()
         log.info("mask editor listening on %s:%s", self._host, self._port)
 
     async def stop(self) -> None:
@@ -220,6 +222,12 @@ class RegionWebServer:
         mask, prompt = form.get("mask"), form.get("prompt", "")
         if not isinstance(mask, web.FileField) or not isinstance(prompt, str):
             return plain_text(_FORM_EXPECTED, 400)
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            # A client naming another charset (utf-7, unicode_escape) can spell half a
+            # surrogate pair, which the tokenizer and SQLite fail on.
+            return plain_text(f"The prompt holds half a surrogate pair. {_FORM_EXPECTED}", 400)
         try:
             sentence = await self._editor.submit(
                 link, mask.file.read(), prompt, lambda: self.signer.use(link)

@@ -44,7 +44,11 @@ SERVER_WAIT_S = 60.0
 
 
 async def earlier_post(
-    client: discord.Client, channel: discord.abc.Messageable, job: FinishedJob
+    client: discord.Client,
+    channel: discord.abc.Messageable,
+    job: FinishedJob,
+    read_without_it: set[int] | None = None,
+    deleted: set[int] | None = None,
 ) -> int | None:
     """The id of the bot's own message in ``channel`` (the job's channel, or its maker's
     direct messages) that carries ``job``'s result or failure (``_carries``): one of its
@@ -52,7 +56,10 @@ async def earlier_post(
     ``MESSAGES_READ`` posted since it finished, or since its latest try (not an interaction's
     response: a /show's); None: none there, never tried (``FinishedJob.post_attempted_at``),
     or the bot may not read the channel's history (logged). Raises as reading it does
-    otherwise (a deleted channel: ``discord.NotFound``)."""
+    otherwise (a deleted channel: ``discord.NotFound``). ``read_without_it`` gets the
+    recorded posts read that do not carry it (a progress message a try's edit left alone);
+    ``deleted`` those Discord answered Unknown Message for (gone, though Easel may not have
+    heard of it: deleted while it was offline)."""
     if job.post_attempted_at is None or client.user is None:
         return None
     bot_id = client.user.id
@@ -64,10 +71,14 @@ async def earlier_post(
             except discord.NotFound as error:
                 if error.code != UNKNOWN_MESSAGE:
                     raise
-                continue  # deleted: its deletion withdrew the job
+                if deleted is not None:
+                    deleted.add(message_id)
+                continue
             if message.author.id == bot_id and _carries(message, job):
                 log.info("job %s: posted by an earlier try, as %d", job.job_id, message.id)
                 return message.id
+            if read_without_it is not None:
+                read_without_it.add(message_id)
         if in_its_channel and (unreadable := await _why_history_unreadable(client, job)):
             _log_unchecked(job, unreadable)
             return None

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import discord
@@ -26,7 +27,7 @@ from bot.policy.delivery import (
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import WITHHELD_BECAUSE
-from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, quoted
+from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, ORIGINAL_RESPONSE, quoted
 from cogs.results.buttons import (
     THREAD_ARCHIVED,
     UNKNOWN_CHANNEL,
@@ -47,11 +48,7 @@ from cogs.results.fitted import (
     ResultPost,
     channel_upload_limit,
 )
-from cogs.results.progress import (
-    CHANNEL_CHECK_TIMEOUT_S,
-    ORIGINAL_RESPONSE,
-    ProgressMessages,
-)
+from cogs.results.progress import CHANNEL_CHECK_TIMEOUT_S, Pointer, ProgressMessages, _Watched
 from cogs.visibility import made_age_restricted
 from inference.compare import is_comparison
 from inference.infotext import PROMPT_WARNINGS, parse_infotext
@@ -60,6 +57,10 @@ log = logging.getLogger(__name__)
 
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
 _GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
+# Discord asks for an interaction's first answer within 3 s, and makes its original response
+# then: a post of the job made later (a /show's) is never taken for it. Both times are
+# Discord's (read from ids), so no clock slack is needed beyond its own delays.
+FIRST_ANSWER_WINDOW_S = 10.0
 
 
 def caption(job: FinishedJob) -> str:
@@ -96,6 +97,57 @@ def result_png(job: FinishedJob) -> bytes:
         return pngs[0]
     seeds = [image.seed for image in job.images]
     return posted_grid_png(job.request, decoded(pngs), job.images[0].infotext, seeds)
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Where a job's outcome went: its message in the server's channel (None: none there),
+    and, when it is not in the interaction's original response, what that response (the
+    public progress message ``progress_id``) says of it instead (None: it is that response,
+    or private; ``progress_id`` None: none known that may be edited)."""
+
+    message_id: int | None
+    pointer: str | None = None
+    progress_id: int | None = None
+
+
+def _original_response_recorded(job: FinishedJob) -> int | None:
+    """The job's interaction's original response in its channel, as the journal recorded it
+    once its progress showed there (its first post there, ``FinishedJob.posted_ids``): the
+    one message of it a delivery after a restart knows. None: none recorded (its response
+    was private, or still "thinking…"), or the first is a later post (a /show's)."""
+    if not job.posted_ids or job.interaction_created_at is None:
+        return None
+    first = job.posted_ids[0]
+    made_after_s = discord.utils.snowflake_time(first).timestamp() - job.interaction_created_at
+    return first if 0 <= made_after_s < FIRST_ANSWER_WINDOW_S else None
+
+
+def _progress_message(job: FinishedJob, watched: _Watched | None) -> int | None:
+    """The job's public progress message in its channel, the one to say where its outcome
+    went: the one ``watched`` shows (None: deleted, or ephemeral), else, for a restart's
+    delivery, the original response the journal recorded."""
+    if watched is not None:
+        shown = None if watched.deleted else watched.message
+        return None if shown is None or shown.flags.ephemeral else shown.id
+    progress_id = _original_response_recorded(job)
+    if progress_id is None and job.interaction_created_at is not None:
+        # A restart's delivery of a job whose response was never edited: "thinking…".
+        log.info(
+            "job %s: its interaction's response is left as it was (none of its messages is "
+            "known to edit)",
+            job.job_id,
+        )
+    return progress_id
+
+
+def _shows_no_outcome(job: FinishedJob, progress_id: int, read_without_it: set[int]) -> bool:
+    """Whether the progress message ``progress_id`` may be edited without replacing the
+    job's outcome: no try ran (``FinishedJob.post_attempted_at``), or the look for an earlier
+    try's post read it and found none of the job there (``read_without_it``). A try's edit
+    through a live token may have landed there, its answer lost; where the look could not
+    read it (no Read Message History), Discord would still let Easel edit it."""
+    return job.post_attempted_at is None or progress_id in read_without_it
 
 
 class _ProgressDeleted(Exception):
@@ -145,6 +197,10 @@ class DiscordResults(ProgressMessages):
         # Gives a withheld job's quota back, its charge included (``JobQueue.refund_withheld``;
         # unset: none is refunded); whether it stands refunded.
         self.refund_withheld: Callable[[str], Awaitable[bool]] | None = None
+        # The jobs whose progress message a restart's delivery turned into "posting…" with
+        # its token expired, in this run (``_show_ended``): no try's edit can have made it
+        # their outcome since, so a retry points it to the result without reading it.
+        self._posting_shown: set[str] = set()
 
     async def deliver(self, job: FinishedJob) -> int | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
@@ -174,7 +230,7 @@ class DiscordResults(ProgressMessages):
         # Composed once: the posted result and a comparison's copy by DM are the same picture.
         png = await asyncio.to_thread(result_png, job) if job.succeeded else None
         try:
-            message_id, left_behind = await self._post_result(job, png)
+            message_id, pointer = await self._post_result(job, png)
         except _ProgressDeleted:
             log.info("job %s: its progress message was deleted; not posted", job.job_id)
             # Withdrawn here too when no progress edit learned of the deletion first (a job
@@ -200,9 +256,9 @@ class DiscordResults(ProgressMessages):
             shown = await self.history.result_posted(
                 job.job_id, job.guild_id, job.channel_id, message_id
             )
-        if shown and left_behind is not None and message_id is not None:
+        if shown and pointer is not None:
             # After it is recorded: a deletion of the result meanwhile withdraws the job.
-            self.point_to_result(left_behind, job.job_id, job.guild_id, message_id)
+            self.point_to_result(job.job_id, pointer)
         if shown and png is not None and await self._wants_copy(job):
             await self._send_copy(job, png)
         return message_id
@@ -334,6 +390,12 @@ class DiscordResults(ProgressMessages):
         except discord.HTTPException as error:
             log.warning("job %s: the erased job's result stays posted (%s)", job.job_id, error)
 
+    def given_up(self, job_id: str) -> None:
+        """The job's delivery is given up: its progress message, kept for the next try
+        (``_post_result``), goes."""
+        self._watched.pop(job_id, None)
+        self._posting_shown.discard(job_id)
+
     async def _deleted_through_webhook(self, job: FinishedJob, message_id: int) -> bool:
         """False when the token or the message is not the webhook's (a result posted in the
         channel because the token was gone at delivery)."""
@@ -413,29 +475,34 @@ class DiscordResults(ProgressMessages):
 
     async def _post_result(
         self, job: FinishedJob, png: bytes | None
-    ) -> tuple[int | None, discord.WebhookMessage | None]:
+    ) -> tuple[int | None, Pointer | None]:
         """Post the result (``png``: its picture; None: it failed or was cancelled); the id
-        of the message when it is in the server's channel, and the progress message it left
-        behind when it is a new message there (to point to it)."""
+        of the message when it is in the server's channel, and what the progress message it
+        left behind is to say when it went elsewhere (a new message there, or a DM)."""
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
+            # Put back for a retry when this fails: ``replace_thinking`` sends it no more.
+            watched.ended = True
             await watched.settle()  # never let a late progress edit overwrite the result
         try:
-            message_id = await self._posted(job, png, watched is not None and watched.deleted)
+            placed = await self._posted(job, png, watched)
         except Exception as error:
             if watched is not None and not isinstance(error, _ProgressDeleted | _ChannelDeleted):
                 self._watched.setdefault(job.job_id, watched)  # for the retry, and its pointer
             raise
-        progress = None if watched is None or watched.deleted else watched.message
-        if progress is None or message_id in (None, progress.id):
-            return message_id, None
-        return message_id, progress
+        self._posting_shown.discard(job.job_id)
+        progress_id = placed.progress_id
+        if placed.pointer is None or progress_id is None or job.guild_id is None:
+            return placed.message_id, None
+        assert job.channel_id is not None  # a progress message is the channel path's
+        return placed.message_id, Pointer(job.guild_id, job.channel_id, progress_id, placed.pointer)
 
     async def _posted(
-        self, job: FinishedJob, png: bytes | None, progress_deleted: bool
-    ) -> int | None:
-        """``_post_result``'s post (``progress_deleted``: a progress edit found the progress
-        message deleted): the id of the message when it is in the server's channel."""
+        self, job: FinishedJob, png: bytes | None, watched: _Watched | None
+    ) -> _Placed:
+        """``_post_result``'s post (``watched``: the progress message this run of Easel
+        edited; None after a restart): where it went."""
+        progress_deleted = watched is not None and watched.deleted
         # Spelled out, not left to the client's default: only the maker is ever notified.
         mentions = discord.AllowedMentions(
             everyone=False, roles=False, replied_user=False, users=[discord.Object(job.user_id)]
@@ -471,7 +538,7 @@ class DiscordResults(ProgressMessages):
                     ),
                 )
                 # A private result's original response is ephemeral: in no channel.
-                return None if job.private else edited.id
+                return _Placed(None if job.private else edited.id)
             except discord.HTTPException as error:
                 if error.code == UNKNOWN_CHANNEL:
                     raise _ChannelDeleted from error
@@ -485,17 +552,36 @@ class DiscordResults(ProgressMessages):
                 log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
         if job.private:  # never the channel: the member asked to see it alone
             await self._post_directly(job, post, mentions, view)
-            return None
+            return _Placed(None)
         if job.channel_id is None:
-            return None
-        channel: discord.abc.Messageable = self._client.get_partial_messageable(job.channel_id)
+            return _Placed(None)
+        channel = self._client.get_partial_messageable(job.channel_id)
+        progress_id = _progress_message(job, watched)
+        read_without_it: set[int] = set()
+        deleted: set[int] = set()
         try:
-            if (posted := await earlier_post(self._client, channel, job)) is not None:
-                return posted
-            posted = await post.send(
-                channel_upload_limit(self._client, job.guild_id),
-                lambda text, files: self._post(channel, job, text, files, mentions, view),
+            posted = await earlier_post(self._client, channel, job, read_without_it, deleted)
+            if progress_id in deleted:
+                # Gone, its deletion perhaps unheard (made while Easel was offline, after a
+                # try): judged as a live token's edit judges it, before anything is posted.
+                raise await self._message_deleted(job)
+            shows_no_outcome = job.job_id in self._posting_shown or (
+                progress_id is not None and _shows_no_outcome(job, progress_id, read_without_it)
             )
+            if progress_id is not None and not shows_no_outcome:
+                log.info(
+                    "job %s: its progress message is left as it was (an earlier try's edit may "
+                    "have made it the outcome, and it was not read)",
+                    job.job_id,
+                )
+                progress_id = None
+            if posted is None:
+                if watched is None and progress_id is not None:
+                    await self._show_ended(job, channel, progress_id)
+                posted = await post.send(
+                    channel_upload_limit(self._client, job.guild_id),
+                    lambda text, files: self._post(channel, job, text, files, mentions, view),
+                )
         except discord.NotFound as error:
             if error.code == UNKNOWN_CHANNEL:
                 raise _ChannelDeleted from error
@@ -506,9 +592,39 @@ class DiscordResults(ProgressMessages):
             if not isinstance(error, discord.Forbidden) and error.code != THREAD_ARCHIVED:
                 raise
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
-            await self._post_directly(job, post, mentions, view)
-            return None
-        return posted
+            sent_to = await self._post_directly(job, post, mentions, view)
+            went = (
+                f"its result went to its maker's direct messages: {sent_to}"
+                if sent_to is not None
+                else "Easel may not post its result here"
+            )
+            return _Placed(None, f"Job `{job.job_id}` ended; {went}", progress_id)
+        link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{posted}"
+        pointer = f"Job `{job.job_id}` ended; its result is posted here: {link}"
+        return _Placed(posted, pointer, progress_id)
+
+    async def _show_ended(
+        self, job: FinishedJob, channel: discord.PartialMessageable, progress_id: int
+    ) -> None:
+        """Before a restart's delivery posts in the channel: the job's progress message, which
+        only the journal knows now, says that it ended, its Cancel gone. A deletion of it that
+        Easel did not hear (made while Easel was offline) is learned here, before the outcome
+        is public, and raised as a live token's edit raises it (``_message_deleted``): nothing
+        is posted. Other failures leave it as it was (the pointer is tried after the post)."""
+        try:
+            await self._edit_progress_message(
+                channel, progress_id, f"Job `{job.job_id}` ended; posting…"
+            )
+            if not self._token_alive(job):  # else a retry's edit through it may land there
+                self._posting_shown.add(job.job_id)
+        except discord.NotFound as error:
+            if error.code == UNKNOWN_CHANNEL:
+                raise _ChannelDeleted from error
+            if error.code == UNKNOWN_MESSAGE:
+                raise await self._message_deleted(job) from error
+            log.warning("job %s: its progress message stays as it was (%s)", job.job_id, error)
+        except (discord.HTTPException, TimeoutError) as error:
+            log.warning("job %s: its progress message stays as it was (%s)", job.job_id, error)
 
     async def _message_deleted(self, job: FinishedJob) -> _ProgressDeleted | _ChannelDeleted:
         """The job's public message is gone: with its channel or thread, or alone
@@ -530,11 +646,12 @@ class DiscordResults(ProgressMessages):
         post: ResultPost,
         mentions: discord.AllowedMentions,
         view: discord.ui.View | None,
-    ) -> None:
+    ) -> str | None:
         """Post in the member's direct messages; when those are closed to the bot, nowhere
         (logged: `/show` still brings the result back). A server's job gets no buttons
         there, since a click outside its server is refused. A job whose pictures stay in
-        the server gets a notice there instead, which shows nothing of the job."""
+        the server gets a notice there instead, which shows nothing of the job. The link to
+        the post (None: not posted there)."""
         kept_because = await self._why_kept_in_the_server(job)
         if kept_because is not None:
             log.warning(
@@ -544,22 +661,24 @@ class DiscordResults(ProgressMessages):
                 kept_because,
             )
             await self._notify_directly(job, kept_because)
-            return  # the result itself was posted nowhere
+            return None  # the result itself was posted nowhere
         if job.guild_id is not None and view is not None:
             view = None
             post = post.noted(f"\nIts buttons work in its server: `/show {job.job_id}` there.")
 
-        async def post_there(direct: discord.DMChannel) -> int:
+        async def post_there(direct: discord.DMChannel) -> str:
             # A try that landed there may have lost its answer, as in a channel.
-            if (posted := await earlier_post(self._client, direct, job)) is not None:
-                return posted
-            return await post.send(
-                DIRECT_MESSAGE_UPLOAD_LIMIT,
-                lambda text, files: self._post(direct, job, text, files, mentions, view),
-            )
+            if (posted := await earlier_post(self._client, direct, job)) is None:
+                posted = await post.send(
+                    DIRECT_MESSAGE_UPLOAD_LIMIT,
+                    lambda text, files: self._post(direct, job, text, files, mentions, view),
+                )
+            return f"https://discord.com/channels/@me/{direct.id}/{posted}"
 
-        if await in_direct_messages(self._client, job.user_id, post_there) is None:
+        link = await in_direct_messages(self._client, job.user_id, post_there)
+        if link is None:
             _log_direct_messages_closed(job)
+        return link
 
     async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:
         """Tell the member by DM that a job kept in its server has ended: no picture, prompt

@@ -11,12 +11,13 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 
 from bot.history import History
-from cogs.common import queue_of
+from cogs.common import ORIGINAL_RESPONSE, queue_of
 from cogs.results.buttons import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, CancelButton
 from inference.types import StepProgress
 
@@ -25,12 +26,21 @@ log = logging.getLogger(__name__)
 # Discord accepts edits through an interaction token for 15 minutes; leave a safety margin.
 INTERACTION_TOKEN_LIFETIME_S = 14 * 60
 PROGRESS_EDIT_INTERVAL_S = 2.0
-# Discord's alias for an interaction's first response; discord.py types message ids as int.
-ORIGINAL_RESPONSE: Any = "@original"
 _UNFINISHED = frozenset({"queued", "running"})
 # Asking Discord about a job's channel (still there, age-restricted) for a delivery or a
 # progress edit: no click waits on it.
 CHANNEL_CHECK_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A job's public progress message in its server's channel (``progress_id``), and what
+    it says once the job's outcome went elsewhere (``ProgressMessages.point_to_result``)."""
+
+    guild_id: int
+    channel_id: int
+    progress_id: int
+    text: str
 
 
 class ProgressMessages:
@@ -74,8 +84,19 @@ class ProgressMessages:
             if not private and guild_id is not None:  # one dismissed privately withdraws nothing
                 await self._progress_gone(job_id, guild_id, channel_id)
 
+        async def landed(progress: discord.WebhookMessage) -> None:
+            # Whichever edit lands first (a failed first one leaves "thinking…" until a later
+            # one or ``replace_thinking``): a public one is the job's post from then on.
+            # Still there: /forget-me erases nothing while one of its maker's jobs is unfinished.
+            if self.history is not None and not progress.flags.ephemeral:
+                await self.history.result_posted(job_id, guild_id, channel_id, progress.id)
+
         watched = _Watched(
-            interaction.followup, lambda: self._alive(created_at), spoiler, on_deleted=deleted
+            interaction.followup,
+            lambda: self._alive(created_at),
+            spoiler,
+            on_deleted=deleted,
+            on_landed=landed,
         )
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits follow
@@ -87,12 +108,20 @@ class ProgressMessages:
         watched.last_edit = self._monotonic()
         # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.
         await watched.first_edit_done.wait()
-        progress = watched.message
-        if progress is not None and not progress.flags.ephemeral and self.history is not None:
-            # Still there: /forget-me erases nothing while one of its maker's jobs is unfinished.
-            await self.history.result_posted(
-                job_id, interaction.guild_id, interaction.channel_id, progress.id
-            )
+
+    async def replace_thinking(self, job_id: str) -> bool:
+        """Whether the job's reply shows its place or progress: when none of its edits landed
+        yet (a failed first edit leaves "thinking…" until the render's progress), its newest
+        text is sent again, through its one-at-a-time edits, and waited for. False also when
+        the job is not followed here, or ended (its delivery edits the reply, or a retry of it
+        will: "Queued" and Cancel would replace its outcome)."""
+        watched = self._watched.get(job_id)
+        if watched is None or watched.ended:
+            return False
+        if watched.message is None:
+            watched.send_again()
+            await watched.settle()
+        return watched.message is not None
 
     async def _progress_gone(self, job_id: str, guild_id: int, channel_id: int | None) -> None:
         """An edit of the job's public progress message, while its token lives, found it gone
@@ -168,48 +197,47 @@ class ProgressMessages:
             _cancel_view(job_id),
         )
 
-    def point_to_result(
-        self, progress: discord.WebhookMessage, job_id: str, guild_id: int | None, result_id: int
-    ) -> None:
-        """The result went to the channel as a new message (its token expired first): the
-        progress message, still "Queued" or "Rendering" with a live Cancel, becomes a link to
-        it, in the background (cosmetic: the delivery waits for none of it)."""
-        task = asyncio.ensure_future(
-            self._point_to_result_logged(progress, job_id, guild_id, result_id)
-        )
+    def point_to_result(self, job_id: str, pointer: Pointer) -> None:
+        """The job's outcome went elsewhere than its public progress message (a new message
+        in the channel: its token expired first; the member's direct messages: the channel
+        refused it): that message, still "Queued" or "Rendering" with a live Cancel, says
+        where instead, in the background (cosmetic: the delivery waits for none of it)."""
+        task = asyncio.ensure_future(self._point_to_result_logged(job_id, pointer))
         self._pointers.add(task)
         task.add_done_callback(self._pointers.discard)
 
-    async def _point_to_result(
-        self, progress: discord.WebhookMessage, job_id: str, guild_id: int | None, result_id: int
-    ) -> None:
-        """Edited through the channel, as a bot may edit its public interaction responses."""
-        if progress.flags.ephemeral or guild_id is None:
-            return
-        channel_id = progress.channel.id
-        channel = self._client.get_partial_messageable(channel_id)
-        link = f"https://discord.com/channels/{guild_id}/{channel_id}/{result_id}"
+    async def _point_to_result(self, job_id: str, pointer: Pointer) -> None:
+        """Tried once."""
+        channel = self._client.get_partial_messageable(pointer.channel_id)
         try:
-            async with asyncio.timeout(CHANNEL_CHECK_TIMEOUT_S):
-                await channel.get_partial_message(progress.id).edit(
-                    content=f"Job `{job_id}` ended; its result is posted here: {link}",
-                    attachments=[],
-                    view=None,
-                    allowed_mentions=discord.AllowedMentions.none(),
-                )
-        except (discord.HTTPException, TimeoutError) as error:  # extra: the result is posted
+            await self._edit_progress_message(channel, pointer.progress_id, pointer.text)
+        except (discord.HTTPException, TimeoutError) as error:  # extra: the outcome went out
             log.warning("job %s: its progress message stays as it was (%s)", job_id, error)
             if isinstance(error, discord.NotFound) and error.code == UNKNOWN_MESSAGE:
                 # Deleted, as a progress edit would have found it (its event may be lost).
-                await self._progress_gone(job_id, guild_id, channel_id)
+                await self._progress_gone(job_id, pointer.guild_id, pointer.channel_id)
 
-    async def _point_to_result_logged(
-        self, progress: discord.WebhookMessage, job_id: str, guild_id: int | None, result_id: int
+    @staticmethod
+    async def _edit_progress_message(
+        channel: discord.PartialMessageable, progress_id: int, text: str
     ) -> None:
+        """``text`` in place of the public progress message ``progress_id``, its preview and
+        Cancel gone: through the channel, as a bot may edit its public interaction responses
+        once their token expired (a restart's delivery knows no other way). Raises as the
+        edit does, or ``TimeoutError`` when Discord does not answer in time."""
+        async with asyncio.timeout(CHANNEL_CHECK_TIMEOUT_S):
+            await channel.get_partial_message(progress_id).edit(
+                content=text,
+                attachments=[],
+                view=None,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+
+    async def _point_to_result_logged(self, job_id: str, pointer: Pointer) -> None:
         """``_point_to_result``, whose other errors (a refused withdrawal write, a closed
         session) are logged with the job, not left to asyncio's "never retrieved"."""
         try:
-            await self._point_to_result(progress, job_id, guild_id, result_id)
+            await self._point_to_result(job_id, pointer)
         except Exception:
             log.exception("job %s: its progress message could not point to its result", job_id)
 
@@ -242,27 +270,40 @@ class _Watched:
         spoiler: bool,
         *,
         on_deleted: Callable[[], Awaitable[None]],
+        on_landed: Callable[[discord.WebhookMessage], Awaitable[None]],
     ) -> None:
         self._followup = followup
         self.token_alive = token_alive
         self._spoiler = spoiler
         self._on_deleted = on_deleted
+        self._on_landed = on_landed  # awaited once, with the first edit that lands
         self._edits: asyncio.Task[None] | None = None
         # The newest text not sent yet, with its buttons; taken by the running edits.
         self._pending: tuple[str, discord.ui.View] | None = None
+        self._newest: tuple[str, discord.ui.View] | None = None  # sent or not
         self.message: discord.WebhookMessage | None = None  # as the latest edit left it
         # Set once the first text was sent or dropped: "thinking…" is replaced (or never is).
         self.first_edit_done = asyncio.Event()
         self.deleted = False  # in Discord, by a moderator (or its maker): edited no more
+        # Its job ended: its delivery owns the message (``send_again`` sends nothing).
+        self.ended = False
         self.last_edit = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
 
     def schedule(self, content: str, view: discord.ui.View) -> None:
         """Edit the message to ``content``, with the newest preview if one came since."""
-        self._pending = content, view
+        self._pending = self._newest = content, view
         if self._edits is None or self._edits.done():
             self._edits = asyncio.ensure_future(self._send_pending())
+
+    def send_again(self) -> None:
+        """The newest text once more, unless an edit is in flight (it sends the newest) or
+        the job ended."""
+        if self.ended:
+            return
+        if self._newest is not None and (self._edits is None or self._edits.done()):
+            self.schedule(*self._newest)
 
     async def _send_pending(self) -> None:
         while self._pending is not None:
@@ -283,7 +324,7 @@ class _Watched:
             else [discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=self._spoiler)]
         )
         try:
-            self.message = await self._followup.edit_message(
+            message = await self._followup.edit_message(
                 ORIGINAL_RESPONSE, content=content, view=view, attachments=attachments
             )
         except discord.HTTPException as error:
@@ -293,6 +334,15 @@ class _Watched:
                 await self._on_deleted()
             else:
                 log.warning("progress edit failed (%s); the result will still be posted", error)
+            return
+        landed_first = self.message is None
+        self.message = message
+        if landed_first:
+            try:
+                await self._on_landed(message)
+            except Exception:
+                # Its record only (a locked journal): the job's later edits still go out.
+                log.exception("the progress message %s could not be recorded", message.id)
 
     async def settle(self) -> None:
         """Wait for the edit in flight and the newest pending text."""

@@ -16,13 +16,13 @@ from inference.face_options import (
     FIX_PADDING,
     FaceOptions,
 )
+from inference.face_restorers import resolve_face_restorer
 from inference.faces import (
     MIN_FACE_SIDE,
     FaceBox,
     FaceDetector,
     face_detector,
     face_mask,
-    resolve_face_restorer,
     restore_faces,
 )
 from inference.images import InpaintOptions, inpaint_canvas, load_input_image

@@ -238,13 +238,14 @@ def render_flow_group(
 
 def check_some_step_runs(family: FlowFamily, steps: int, strength: float) -> None:
     """Diffusers' flow-matching img2img and inpaint run the last ``steps - int(steps - steps x
-    strength)`` steps: one at the least denoising above 0, none at 0, where the SD families
-    run one as the web UI does. Refused at render time (the family is known only then), so
-    the job is refunded."""
+    strength)`` steps: one below 1/steps too, but none at 0 or where ``steps x strength`` is
+    lost in the subtraction (1e-17 of 20 steps), where the SD families run one as the web UI
+    does. Refused at render time (the family is known only then), so the job is refunded."""
     if steps - int(max(steps - min(steps * strength, steps), 0)) >= 1:
         return
     raise RenderInputError(
-        f"{family.label} img2img runs no step at denoising strength {strength:g}: raise it above 0"
+        f"{family.label} img2img runs no step at denoising strength {strength!r} of "
+        f"{steps} steps: raise it to at least 1/{steps}"
     )
 
 

@@ -14,7 +14,7 @@ import difflib
 import functools
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _TAG = re.compile(r"<(\w+):([^>]+)>")
 _WORD = re.compile(r"\w+")
@@ -27,12 +27,14 @@ UNSUPPORTED_KINDS = frozenset({"lyco", "hypernet"})
 
 @dataclass(frozen=True)
 class ExtraNetwork:
-    """One tag: ``weight`` scales the text encoder, ``unet_weight`` the UNet."""
+    """One tag: ``weight`` scales the text encoder, ``unet_weight`` the UNet; ``typed``: the
+    two as the prompt wrote them (None: not written), for messages."""
 
     kind: str
     name: str
     weight: float
     unet_weight: float
+    typed: tuple[str | None, str | None] = field(default=(None, None), compare=False)
 
 
 def _closest(name: str, available: Iterable[str]) -> str:
@@ -68,7 +70,8 @@ def _parse_tag(kind: str, args: list[str], warnings: list[str]) -> tuple[ExtraNe
     label = f"<{kind}:{name}>"
     weight = _number(values.get("te"), f"{label} weight", 1.0, warnings)
     unet_weight = _number(values.get("unet"), f"{label} UNet weight", weight, warnings)
-    return ExtraNetwork(kind, name, weight, unet_weight), values.get("dyn")
+    typed = (values.get("te"), values.get("unet"))
+    return ExtraNetwork(kind, name, weight, unet_weight, typed), values.get("dyn")
 
 
 def _dyn_ignored(network: ExtraNetwork, dyn: str) -> str:

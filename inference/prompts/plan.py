@@ -11,6 +11,7 @@ negative prompt gets the same scheduling but no ``AND`` and no weight.
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,12 @@ from typing import Any
 from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, parse_attention
 from inference.prompts.composition import split_subprompts
 from inference.prompts.errors import NestingError, PromptError
-from inference.prompts.extra_networks import ExtraNetwork, extract_extra_networks, find_embeddings
+from inference.prompts.extra_networks import (
+    SUPPORTED_KINDS,
+    ExtraNetwork,
+    extract_extra_networks,
+    find_embeddings,
+)
 from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
 from inference.prompts.schedule import Rendering, renderings, schedule_prompt
 from inference.prompts.stopping import checkpoint
@@ -32,6 +38,7 @@ from inference.prompts.tokenizer import (
     chunk_tokens,
     default_tokenizer,
 )
+from inference.prompts.weights import check_weight, excerpt, in_range, weight_refusal
 from inference.prompts.wildcards import WildcardLibrary, expand_prompt
 
 DEFAULT_STEPS = 20
@@ -93,11 +100,7 @@ class PromptPlan:
 
     def loras(self, available: Collection[str] | None = None) -> list[ExtraNetwork]:
         """LoRA tags to apply: kind ``lora`` and, when ``available`` is given, a known name."""
-        return [
-            network
-            for network in self.extra_networks
-            if network.kind == "lora" and (available is None or network.name in available)
-        ]
+        return _applied(self.extra_networks, available)
 
     def renderings(self) -> tuple[Rendering, ...]:
         """Every text each sub-prompt and the negative prompt can condition the model on,
@@ -129,15 +132,32 @@ class PromptPlan:
                 for sub in self.subprompts
             ],
             "extra_networks": [
-                {"kind": n.kind, "name": n.name, "weight": n.weight} for n in self.extra_networks
+                {"kind": n.kind, "name": n.name, "weight": _explained_weight(n)}
+                for n in self.extra_networks
             ],
             "warnings": list(self.warnings),
         }
 
 
+def _explained_weight(network: ExtraNetwork) -> float | str:
+    """``network``'s weight for strict JSON: a tag the engine ignores keeps a weight that is
+    no finite number (``<a:x:nan>``), written as typed (an unwritten one is the finite 1)."""
+    typed = network.typed[0]
+    return network.weight if math.isfinite(network.weight) or typed is None else typed
+
+
 class _TooDeep(Exception):
     def __init__(self, depth: int) -> None:
         self.depth = depth
+
+
+class _WeighedPast(Exception):
+    """A piece its brackets weigh out of ``check_weight``'s range: ``((a:100):100)`` is 10,000,
+    a hundred ``(`` 13,781."""
+
+    def __init__(self, piece: str, weight: float) -> None:
+        self.piece = piece
+        self.weight = weight
 
 
 class _ScheduledChunks:
@@ -190,6 +210,11 @@ def _plan_subprompt(
                 MAX_ATTENTION_NESTING,
                 fix=r"close them, or write \( for a literal bracket",
             ) from None
+        except _WeighedPast as error:
+            raise weight_refusal(
+                f"{name}'s weight of {excerpt(error.piece)}",
+                f"{error.weight!r} (its brackets multiplied)",
+            ) from None
         scheduled.add(chunks)
         schedule.append(ScheduledText(segment.until_step, segment.text, pieces, chunks))
     return SubPromptPlan(weight, tuple(schedule), text)
@@ -207,7 +232,58 @@ def _weighted_chunks(
     if depth > MAX_ATTENTION_NESTING:
         raise _TooDeep(depth)
     pieces = parse_attention(text)
+    past = next(((piece, weight) for piece, weight in pieces if not in_range(weight)), None)
+    if past is not None:
+        raise _WeighedPast(*past)
     return tuple(pieces), tuple(chunk_tokens(pieces, tokenizer))
+
+
+def _applied(
+    networks: Sequence[ExtraNetwork], available: Collection[str] | None
+) -> list[ExtraNetwork]:
+    """The networks the engine applies: LoRAs, and of those, where ``available`` (the LoRAs
+    installed) is known, the ones installed; the others are dropped with a warning."""
+    return [
+        network
+        for network in networks
+        if network.kind in SUPPORTED_KINDS and (available is None or network.name in available)
+    ]
+
+
+def _check_extra_networks(
+    networks: Sequence[ExtraNetwork], available: Collection[str] | None, name: str
+) -> None:
+    """Refuse an out-of-range weight of a network the engine applies, told as typed, and a
+    LoRA tagged more than once whose weights add up out of range (the engine applies their sum,
+    ``inference.networks.merged_loras``). An ignored tag's weight does nothing: a Discord
+    animated emoji ``<a:name:id>`` keeps its warning, as does a LoRA not installed where that
+    is known (admission, which cannot know a broker worker's folder, refuses it: the engine
+    there may apply it). ``name``: the prompt's, in messages."""
+    tags: dict[str, list[ExtraNetwork]] = {}
+    for network in _applied(networks, available):
+        tags.setdefault(network.name, []).append(network)
+        label = f"<{network.kind}:{network.name}> in {name}"
+        typed_weight, typed_unet = network.typed
+        # An unwritten weight is the default 1, or (the UNet's) the written one, checked first.
+        for what, weight, typed in (
+            ("the weight", network.weight, typed_weight),
+            ("the UNet weight", network.unet_weight, typed_unet),
+        ):
+            if typed is not None:
+                check_weight(weight, f"{what} of {label}", typed)
+    for lora, same in tags.items():
+        if len(same) == 1:
+            continue
+        # Added in the tags' order, as ``merged_loras`` adds them: the very float it applies.
+        for what, total in (
+            ("the weight", sum(tag.weight for tag in same)),
+            ("the UNet weight", sum(tag.unet_weight for tag in same)),
+        ):
+            check_weight(
+                total,
+                f"{what} of <lora:{lora}> in {name}",
+                f"{total!r} (it is tagged {len(same)} times: the engine adds up their weights)",
+            )
 
 
 def _check_chunk_count(parts: Sequence[SubPromptPlan], name: str) -> None:
@@ -255,8 +331,8 @@ def build_plan(
 
     ``seed`` is this image's seed (``None`` or -1: the flag's, else random). ``loras`` are
     the LoRA names on disk (``None``: not checked); ``embeddings`` the textual-inversion
-    names. Raises ``PromptError`` for bad flags, unknown wildcards or steps out of range;
-    any other text is accepted.
+    names. Raises ``PromptError`` for bad flags, unknown wildcards, steps out of range or a
+    weight out of ``check_weight``'s; any other text is accepted.
     """
     typed_prompt, typed_flags = parse_inline_flags(prompt)
     flags, warnings = resolve_flags(
@@ -281,6 +357,7 @@ def build_plan(
             warnings.append(warning)
 
     text, networks, network_warnings = extract_extra_networks(expanded.text, loras)
+    _check_extra_networks(networks, loras, name)
     warnings += network_warnings
     if extract_extra_networks(expanded_negative.text)[1]:
         warnings.append("extra-network tags in the negative prompt are read as plain text")

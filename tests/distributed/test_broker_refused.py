@@ -11,6 +11,14 @@ from pathlib import Path
 
 import nats as nats_client
 import pytest
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
 
 from bot.jobs.broker import wire
 from bot.jobs.broker.client import BrokerClient, BrokerConfig
@@ -62,6 +70,33 @@ async def make_streams(url: str) -> None:
     await nc.close()
 
 
+async def delete_jobs_stream(url: str) -> None:
+    nc = await nats_client.connect(url)
+    await nc.jetstream().delete_stream(wire.JOBS_STREAM)
+    await nc.close()
+
+
+async def make_older_jobs_stream(url: str) -> None:
+    """The jobs stream as an older Easel made it (or an operator's `nats stream add`): no age
+    limit, and the server's 2 min duplicate window."""
+    nc = await nats_client.connect(url)
+    await nc.jetstream().add_stream(
+        StreamConfig(
+            name=wire.JOBS_STREAM,
+            subjects=["easel.jobs.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_bytes=wire.JOBS_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
+        )
+    )
+    await nc.close()
+
+
+# What the bot logs when it may not give such a stream Easel's limits.
+EDIT_OLDER_JOBS_STREAM = "nats stream edit EASEL_JOBS --max-age 24h --dupe-window 24h"
+
+
 async def test_a_bot_user_that_may_not_make_the_streams_is_refused_at_start(
     server: NatsServer,
 ) -> None:
@@ -70,6 +105,35 @@ async def test_a_bot_user_that_may_not_make_the_streams_is_refused_at_start(
     # The subject as Easel sent it (nats-py lowers the server's text).
     assert "refuses it publish to $JS.API.STREAM.CREATE.EASEL_JOBS)" in str(refused.value)
     assert "give it the publish right to $JS.API.> as the bot user" in str(refused.value)
+
+
+async def test_a_bot_user_that_may_not_update_streams_starts_with_an_older_easels(
+    server: NatsServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade: the streams are there, made by an older Easel; the bot may not give them
+    the new limits, says how, and goes on with them. Its probes that make the streams again
+    neither ask again (each refusal is a wait for no answer) nor warn again."""
+    admin_url = server.url_for("admin", "admin")
+    await make_streams(admin_url)
+    await delete_jobs_stream(admin_url)
+    await make_older_jobs_stream(admin_url)
+    updates: list[str | None] = []
+    update_stream = JetStreamContext.update_stream
+
+    async def counted_update(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+        updates.append(config.name)
+        return await update_stream(js, config)
+
+    monkeypatch.setattr(JetStreamContext, "update_stream", counted_update)
+    client = await BrokerClient.open(BrokerConfig(server.url_for("bot", "bot")))
+    try:
+        await wire.ensure_streams(client._nc, client._js)  # as a probe of a lost stream does
+    finally:
+        await client.close()
+    assert updates == [wire.JOBS_STREAM]
+    assert logged(caplog, EDIT_OLDER_JOBS_STREAM) == 1
+    assert logged(caplog, "may not update the stream EASEL_JOBS (the server refuses it") == 1
+    assert logged(caplog, "a cancelled job whose message the bot could not delete is rendered") == 1
 
 
 async def test_a_bot_user_that_may_not_read_its_answers_is_told_that_right(
@@ -123,9 +187,7 @@ async def test_a_bot_user_that_may_not_make_the_streams_is_told_once(
         # One handed over first: its consumer, made by the bot, goes with the stream.
         await queue.submit(Submission("imagine", RenderRequest("a hill", steps=2), user_id=1))
         await sink.wait_for(1)
-        admin = await nats_client.connect(admin_url)
-        await admin.jetstream().delete_stream(wire.JOBS_STREAM)  # lost with the broker's store
-        await admin.close()
+        await delete_jobs_stream(admin_url)  # lost with the broker's store
         await queue.submit(Submission("imagine", RenderRequest("a lake", steps=2), user_id=1))
         # Two probes refused after the first (each waits out the API's 5 s timeout).
         await until(lambda: logged(caplog, "still does not answer") >= 2)
@@ -134,16 +196,17 @@ async def test_a_bot_user_that_may_not_make_the_streams_is_told_once(
         nats_lines = [r.exc_info[1] for r in caplog.records if r.exc_info is not None]
         assert sum("permissions violation for publish" in str(e) for e in nats_lines) == 1
         assert logged(caplog, "are lost") == 0
-        await make_streams(admin_url)  # the operator's user makes them again
+        # The operator's user makes the stream again, with other limits: the bot may not
+        # change them, and goes on with them.
+        await make_older_jobs_stream(admin_url)
         await asyncio.wait_for(sink.wait_for(2), 60)
         assert [job.succeeded for job in sink.delivered] == [True, True]
+        assert logged(caplog, EDIT_OLDER_JOBS_STREAM) == 1
         assert logged(caplog, "dispatch resumed") == 1
         assert logged(caplog, "are lost") == 1
         # Remade by the operator again before any probe of the bot sees them missing: the
         # bot's consumer went with them, and it makes it again before the next job.
-        admin = await nats_client.connect(admin_url)
-        await admin.jetstream().delete_stream(wire.JOBS_STREAM)
-        await admin.close()
+        await delete_jobs_stream(admin_url)
         await make_streams(admin_url)
         await queue.submit(Submission("imagine", RenderRequest("a pond", steps=2), user_id=1))
         await asyncio.wait_for(sink.wait_for(3), 60)

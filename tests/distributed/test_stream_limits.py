@@ -22,6 +22,8 @@ from bot.jobs.broker.wire import (
     RESULT_TTL_S,
     RESULTS_MAX_BYTES,
     RESULTS_STREAM,
+    SETTLED_MAX_BYTES,
+    SETTLED_STREAM,
     BrokerUnavailable,
     ensure_streams,
     job_subject,
@@ -32,6 +34,7 @@ from tests.distributed.nats_server import NatsServer
 CAPS = {
     JOBS_STREAM: (JOBS_MAX_BYTES, DiscardPolicy.NEW),
     RESULTS_STREAM: (RESULTS_MAX_BYTES, DiscardPolicy.OLD),
+    SETTLED_STREAM: (SETTLED_MAX_BYTES, DiscardPolicy.OLD),
     ADVISORIES_STREAM: (ADVISORIES_MAX_BYTES, DiscardPolicy.OLD),
     f"OBJ_{IMAGES_BUCKET}": (IMAGES_MAX_BYTES, DiscardPolicy.OLD),
 }

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from bot.app import EaselBot
@@ -96,6 +97,20 @@ async def limit_daily_images(fake: FakeDiscord, images: int, member: int | None 
         "images_per_day": images,
     }
     await reply_to(fake, "easel-admin quota", limits, user=fake.owner_id)
+
+
+def calls_held(owner: object, method: str, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Each call of ``owner``'s coroutine method ``method`` (the bot's deliveries, its start
+    gate) waits until the event returned is set."""
+    released = asyncio.Event()
+    call = getattr(owner, method)
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await released.wait()
+        return await call(*args, **kwargs)
+
+    monkeypatch.setattr(owner, method, held)
+    return released
 
 
 async def deliver_after_token_expiry(

@@ -11,26 +11,29 @@ import logging
 import time
 from typing import Any
 
+import aiosqlite
 import discord.state
 import pytest
 
 from bot.app import EaselBot
-from bot.jobs.queue import FinishedJob
+from bot.jobs.queue import FinishedJob, job_queue
 from bot.jobs.queue import delivery as job_delivery
 from bot.settings import Settings
 from cogs.results.posting import DiscordResults
+from cogs.results.progress import Pointer
 from db import jobs as journal
 from db.database import connect
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    calls_held,
     deliver_after_token_expiry,
     has_picture,
     job_id_of,
     reply_to,
 )
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 
 HISTORY = ("GET", "/channels/{channel}/messages")
@@ -48,6 +51,22 @@ def posts_unrecorded(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bot.results, "_post", landed_unrecorded)
 
 
+def posts_recorded(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[int]:
+    """The ids of the messages ``bot`` records as its jobs' posts, as each is recorded."""
+    history, recorded = bot.services.history, asyncio.Queue[int]()
+    result_posted = history.result_posted
+
+    async def recording(
+        job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
+    ) -> bool:
+        shown = await result_posted(job_id, guild_id, channel_id, message_id)
+        recorded.put_nowait(message_id)
+        return shown
+
+    monkeypatch.setattr(history, "result_posted", recording)
+    return recorded
+
+
 def answers_lost(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> None:
     """``bot``'s posts land, but Discord's answer to each is lost."""
     deliver = bot.results.deliver
@@ -57,6 +76,11 @@ def answers_lost(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> None:
         raise ConnectionError("Discord's answer was lost")
 
     monkeypatch.setattr(bot.results, "deliver", answer_lost)
+
+
+async def tokens_expired(conn: aiosqlite.Connection) -> None:
+    """Expired for Discord: the bot's hourly sweep blanks them, as this does now."""
+    await journal.clear_expired_tokens(conn, time.time() + 10_000)
 
 
 async def replayed_after_restart(
@@ -69,8 +93,7 @@ async def replayed_after_restart(
     returns, and the job as journaled after."""
     conn = await connect(settings.database_path)
     try:
-        # Expired for Discord: the bot's hourly sweep blanks it, as this does now.
-        await journal.clear_expired_tokens(conn, time.time() + 10_000)
+        await tokens_expired(conn)
         replayed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         replay = DiscordResults.deliver
 
@@ -124,21 +147,29 @@ async def test_a_post_whose_answer_was_lost_is_found_after_a_restart_not_posted_
     assert len(fake_discord.calls_to(*MESSAGE)) == 1 and fake_discord.calls_to(*HISTORY) == []
 
 
+async def edited_into_the_original_response(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> StoredMessage:
+    """A result whose try edited it into the interaction's original response while its token
+    lived, then lost Discord's answer, as Easel stopped: the next start tries it again."""
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
+    async with start_easel() as bot:
+        answers_lost(bot, monkeypatch)
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
+        await handle.wait_for_ack()
+        return await fake_discord.wait_for_channel_message(
+            lambda m: has_picture(m) and not m.is_ephemeral, timeout=RENDER_TIMEOUT_S
+        )
+
+
 async def test_an_edit_of_the_original_response_that_landed_is_not_posted_again_in_the_channel(
     fake_discord: FakeDiscord,
     start_easel: StartEasel,
     easel_settings_for_test: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # the restart tries again
-    async with start_easel() as bot:
-        answers_lost(bot, monkeypatch)
-        handle = await fake_discord.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
-        await handle.wait_for_ack()
-        edited = await fake_discord.wait_for_channel_message(
-            lambda m: has_picture(m) and not m.is_ephemeral, timeout=RENDER_TIMEOUT_S
-        )
-        job_id = job_id_of(edited)
+    edited = await edited_into_the_original_response(fake_discord, start_easel, monkeypatch)
+    job_id = job_id_of(edited)
     # Replayed in the channel, as the token is gone.
     posted, _ = await replayed_after_restart(
         start_easel, easel_settings_for_test, monkeypatch, job_id
@@ -234,3 +265,115 @@ async def test_a_replay_before_the_gateway_describes_the_server_waits_to_read_it
     assert posted == first.id
     assert posts_of(fake_discord, job_id) == [first]
     assert len(fake_discord.calls_to(*HISTORY)) == 1
+
+
+async def queued_as_easel_stops(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> tuple[InteractionHandle, StoredMessage]:
+    """An /imagine whose job is still queued (its start held) when Easel stops, and whose
+    token expires before the next start: its interaction, and its "Queued" progress message,
+    which only the journal knows now (as one of the job's posts)."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held start is abandoned
+    async with start_easel() as bot:
+        calls_held(bot.results, "why_not_started", monkeypatch)
+        recorded = posts_recorded(bot, monkeypatch)
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
+        progress = await handle.wait_for_original(lambda message: not message.is_loading)
+        assert await asyncio.wait_for(recorded.get(), RENDER_TIMEOUT_S) == progress.id
+    fake_discord.advance_time(16 * 60)
+    return handle, progress
+
+
+@pytest.mark.parametrize("first_post_fails", [False, True], ids=["posted", "posted at a retry"])
+async def test_a_job_queued_across_a_restart_points_its_progress_message_to_its_result(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    first_post_fails: bool,
+) -> None:
+    """Easel stopped while the job was queued; the next start renders it once its token
+    expired, so its result is a new message in the channel, and its "Queued" progress
+    message links to it. Also when the first post fails (Discord busy) after "posting…" was
+    shown there, and Easel may not read the channel's history: the retry knows that message
+    shows no outcome (review B2 #4)."""
+    handle, progress = await queued_as_easel_stops(fake_discord, start_easel, monkeypatch)
+    if first_post_fails:
+        fake_discord.set_overwrite(
+            fake_discord.channel_id, fake_discord.bot_user_id, deny=PERMISSION_READ_MESSAGE_HISTORY
+        )
+        fake_discord.fail("POST", "/channels/{channel}/messages", status=503)
+    conn = await connect(easel_settings_for_test.database_path)
+    try:
+        await tokens_expired(conn)
+    finally:
+        await conn.close()
+    async with start_easel():
+        result = await fake_discord.wait_for_channel_message(
+            lambda m: has_picture(m) and m.id != progress.id, timeout=RENDER_TIMEOUT_S
+        )
+        link = f"/{fake_discord.channel_id}/{result.id}"
+        pointer = await handle.wait_for_original(lambda message: link in message.content)
+        assert pointer.custom_ids == []  # no Cancel left
+
+
+@pytest.mark.parametrize("tried_before", [False, True], ids=["never tried", "tried before"])
+async def test_a_progress_message_deleted_while_easel_was_offline_keeps_its_result_unposted(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tried_before: bool,
+) -> None:
+    """Its deletion's event was lost with Easel offline: the restart's delivery learns of it
+    from the progress message, before posting anything, and withdraws the job as the
+    deletion would have; also when a try of its delivery ran before (its answer lost), so
+    the look for that try's post is what finds the message gone."""
+    _, progress = await queued_as_easel_stops(fake_discord, start_easel, monkeypatch)
+    await fake_discord.delete_messages(fake_discord.messages[progress.id])
+    job_id = progress.custom_ids[0].rsplit(":", 1)[1]  # its Cancel's
+    if tried_before:
+        conn = await connect(easel_settings_for_test.database_path)
+        try:
+            await journal.mark_post_attempted(conn, job_id, time.time())
+            await conn.commit()
+        finally:
+            await conn.close()
+    posted, job = await replayed_after_restart(
+        start_easel, easel_settings_for_test, monkeypatch, job_id
+    )
+    assert posted is None and job is not None and job.withdrawn_at is not None
+    assert [m for m in fake_discord.messages.values() if has_picture(m)] == []
+    # The one read (or edit) that found it gone, as Discord answers it.
+    (read_of_the_deleted,) = fake_discord.take_violations()
+    assert read_of_the_deleted.startswith(f"unknown-resource: message {progress.id} ")
+
+
+async def test_a_restart_never_points_a_result_in_the_original_response_to_its_copy(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The try's edit made the original response the result, its answer lost; the restart
+    may not read it (no Read Message History), so it posts the result again, and leaves the
+    original response as it is, where Discord would let Easel edit it into a pointer."""
+    edited = await edited_into_the_original_response(fake_discord, start_easel, monkeypatch)
+    job_id = job_id_of(edited)
+    fake_discord.set_overwrite(
+        fake_discord.channel_id, fake_discord.bot_user_id, deny=PERMISSION_READ_MESSAGE_HISTORY
+    )
+    pointed: list[str] = []
+    point_to_result = DiscordResults.point_to_result
+
+    def pointing(results: DiscordResults, job_id: str, pointer: Pointer) -> None:
+        pointed.append(pointer.text)
+        point_to_result(results, job_id, pointer)
+
+    monkeypatch.setattr(DiscordResults, "point_to_result", pointing)
+    posted, _ = await replayed_after_restart(
+        start_easel, easel_settings_for_test, monkeypatch, job_id
+    )
+    assert posted not in (None, edited.id)  # Easel could not tell, so it is there twice
+    assert pointed == []
+    assert has_picture(fake_discord.messages[edited.id]) and edited.custom_ids

@@ -25,9 +25,10 @@ def source_png(size: tuple[int, int] = (64, 64), infotext: str = SOURCE_INFOTEXT
     return png_with_infotext(Image.new("RGB", size, "orange"), infotext)
 
 
-def mask_png(size: tuple[int, int] = (64, 64)) -> bytes:
+def mask_png(size: tuple[int, int] = (64, 64), painted: bool = True) -> bytes:
     mask = Image.new("L", size, 0)
-    mask.paste(255, (16, 16, 48, 48))
+    if painted:
+        mask.paste(255, (16, 16, 48, 48))
     buffer = io.BytesIO()
     mask.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -227,6 +228,12 @@ async def test_hostile_uploads_are_refused_before_queueing(
             "the mask is 128x64 but the picture is 64x128",
         ),
         ("vary", {}, {"image": ("huge.png", b"\x89PNG" + bytes(11 * 2**20))}, "MiB"),
+        (  # the engine refused it only after the queue, in the channel
+            "inpaint",
+            {"prompt": "x"},
+            {"image": fox, "mask": ("m.png", mask_png(painted=False))},
+            "the mask is all black: only its white part (pixels above 127 of 255) is repainted",
+        ),
         ("vary", {}, {}, "exactly one"),
     ]
     async with start_easel() as bot:

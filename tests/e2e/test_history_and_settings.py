@@ -88,6 +88,10 @@ async def test_history_pages_search_show_and_forget_me(
         assert gone.is_ephemeral and "no longer in the history" in gone.content
         empty = await reply_to(fake_discord, "history")
         assert "You have no jobs yet" in empty.content
+        # The erase grows with the member's jobs: once per cooldown, refused with when again.
+        again = await reply_to(fake_discord, "forget-me")
+        assert again.is_ephemeral and "can run it again <t:" in again.content
+        assert "erased" not in again.content
         settings = await reply_to(fake_discord, "settings")
         assert "steps: Easel's default" in settings.content
 

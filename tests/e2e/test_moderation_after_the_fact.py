@@ -25,6 +25,7 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    calls_held,
     imagine,
     job_id_of,
     modal_fields,
@@ -45,19 +46,6 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: P
         (directory / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     write_tiny_ip_adapter(directory / "tiny")
     return directory
-
-
-def held_at_their_start(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Jobs wait at their start until the returned event is set (queued meanwhile)."""
-    gate = asyncio.Event()
-    start_gate = bot.results.why_not_started
-
-    async def held_at_its_start(job: FinishedJob) -> str | None:
-        await gate.wait()
-        return await start_gate(job)
-
-    monkeypatch.setattr(bot.results, "why_not_started", held_at_its_start)
-    return gate
 
 
 def deletions_read(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[list[str]]:
@@ -278,7 +266,7 @@ async def test_a_sref_link_takes_its_parent_from_an_easel_post_or_else_from_pixe
         source, boat = await imagine(fake, "a lighthouse"), await imagine(fake, "a red boat")
         renamed = (f"easel-{job_id_of(source)}.png", saved_again(boat))
         file_of_boat = await fake.post_user_message("look", attachments=[renamed])
-        gate = held_at_their_start(bot, monkeypatch)
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
 
         async def styled_by(link: str) -> None:
             styled = await fake.invoke_command(
@@ -321,7 +309,7 @@ async def test_every_job_made_from_a_picture_is_stopped_with_it(
         source = await imagine(fake, "a lighthouse")
         source_job = job_id_of(source)
         copy = (f"easel-{source_job}.png", saved_again(source))  # its own: its name is believed
-        gate = held_at_their_start(bot, monkeypatch)
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
         control = await fake.invoke_message_command("Use as control", source)
         fields = modal_fields(await control.wait_for_modal())
         typed = {

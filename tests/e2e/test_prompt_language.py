@@ -11,7 +11,7 @@ import pytest
 from bot.app import EaselBot
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext
-from tests.e2e.helpers import has_picture
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, has_picture, images_today
 from tests.fake_discord import FakeDiscord
 
 
@@ -44,3 +44,38 @@ async def test_weights_wildcards_editing_and_aspect_flag_render(
     assert params["Template"] == template.removesuffix(" --ar 2:1 --seed 77")  # ...and its template
     # Same seed, same template: the same expansion and the same pixels.
     assert second.attachments[0].data == first.attachments[0].data
+
+
+async def test_half_a_surrogate_pair_renders_and_values_the_engine_refuses_are_refused_free(
+    fake_discord: FakeDiscord, start_easel: Callable[[], AbstractAsyncContextManager[EaselBot]]
+) -> None:
+    async with start_easel() as bot:
+        # Sent as the JSON escape "\ud800": orjson refused the event and the bot's connection
+        # ended (without it, "Something went wrong"); it is read as U+FFFD.
+        # With Discord's animated emoji <a:name:id>: ignored with a warning, as any unknown tag.
+        emoji = "<a:party_parrot:123456789012345678>"
+        handle = await fake_discord.invoke_command(
+            "imagine", {"prompt": f"a \ud800 cat {emoji}", **QUICK}
+        )
+        rendered = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        charged = await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id)
+        # A weight past -100..100 made a black picture, charged; the engine refused
+        # --restore-faces with no restorer installed only after the queue, in the channel,
+        # naming the operator's folders.
+        for options, refusal in [
+            ({"prompt": "(a:1000) cat"}, "a weight must be a number between -100 and 100"),
+            ({"prompt": "a cat --restore-faces"}, "needs a face restorer, and none is installed"),
+        ]:
+            handle = await fake_discord.invoke_command("imagine", {**options, **QUICK})
+            refused = await handle.wait_for_answer()
+            assert refused.is_ephemeral and refusal in refused.content, refused.content
+            assert "models/" not in refused.content
+        after = await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id)
+        assert after == charged == 1
+        assert bot.queue.queued_count() == 0
+
+    infotext = infotext_from_png(rendered.attachments[0].data)
+    assert infotext is not None
+    prompt, _, params = parse_infotext(infotext)
+    assert prompt == "a \ufffd cat <a:party_parrot:123456789012345678>"
+    assert params["Prompt warnings"] == "<a:party_parrot> ignored: unknown extra network 'a'"

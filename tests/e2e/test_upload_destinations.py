@@ -9,14 +9,11 @@ edits there) is posted in the thread, which unarchives it."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import discord
 import pytest
 
-from bot.app import EaselBot
-from bot.jobs.queue import FinishedJob
 from bot.jobs.queue import delivery as job_delivery
 from cogs.results import posting
 from cogs.results.fitted import SHOWN_AS_PREVIEW
@@ -24,6 +21,7 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    calls_held,
     deliver_after_token_expiry,
     imagine,
     job_id_of,
@@ -41,19 +39,6 @@ def previewed_under(message: StoredMessage, limit: int) -> bool:
     [picture] = message.attachments
     preview = f"`/show {job_id_of(message)}` gives the original" in message.content
     return picture.size <= limit and picture.content_type == "image/jpeg" and preview
-
-
-def deliveries_held(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """The bot's deliveries wait until the event returned is set."""
-    released = asyncio.Event()
-    deliver = bot.results.deliver
-
-    async def held(job: FinishedJob) -> int | None:
-        await released.wait()
-        return await deliver(job)
-
-    monkeypatch.setattr(bot.results, "deliver", held)
-    return released
 
 
 async def test_a_repeat_in_the_channel_fits_the_servers_limit_not_the_interactions(
@@ -135,7 +120,7 @@ async def test_the_progress_message_of_a_result_posted_after_expiry_points_to_it
     fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with start_easel() as bot:
-        expired = deliveries_held(bot, monkeypatch)
+        expired = calls_held(bot.results, "deliver", monkeypatch)
         monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", (0.0,))
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         progress = await handle.wait_for_original(lambda message: not message.is_loading)
@@ -153,12 +138,33 @@ async def test_the_progress_message_of_a_result_posted_after_expiry_points_to_it
         assert pointer.custom_ids == [] and pointer.attachments == []  # no Cancel left
 
 
+async def test_the_progress_message_of_a_result_its_channel_refused_points_to_the_dm(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_discord.revoke_send_messages(fake_discord.channel_id)  # the DM fallback
+    async with start_easel() as bot:
+        expired = calls_held(bot.results, "deliver", monkeypatch)
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
+        progress = await handle.wait_for_original(lambda message: not message.is_loading)
+        assert progress.custom_ids and not progress.is_ephemeral  # Cancel
+        fake_discord.advance_time(16 * 60)
+        monkeypatch.setattr(bot.results, "wall_clock", lambda: time.time() + 16 * 60)
+        expired.set()
+        dm_channel = fake_discord.dm_channel_of(fake_discord.user_id)
+        direct = await fake_discord.wait_for_channel_message(
+            has_picture, timeout=RENDER_TIMEOUT_S, channel=dm_channel
+        )
+        link = f"/@me/{dm_channel}/{direct.id}"
+        pointer = await handle.wait_for_original(lambda message: link in message.content)
+        assert pointer.custom_ids == [] and "direct messages" in pointer.content
+
+
 async def test_a_result_whose_thread_was_archived_while_its_token_lived_is_posted_there(
     fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     thread = fake_discord.add_thread("quiet")
     async with start_easel() as bot:
-        archived = deliveries_held(bot, monkeypatch)
+        archived = calls_held(bot.results, "deliver", monkeypatch)
         handle = await fake_discord.invoke_command(
             "imagine", {"prompt": "a lighthouse", **QUICK}, channel=thread
         )

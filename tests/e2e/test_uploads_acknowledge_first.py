@@ -5,6 +5,8 @@ link's fetch up to 30 s. A refusal that comes after is told privately, and a pub
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,7 +18,9 @@ import pytest
 import cogs.results.story
 import cogs.use_settings
 import cogs.visibility
+from bot.app import engine_factory_for
 from bot.settings import Settings
+from bot.user_errors import Reason
 from cogs.common import ANSWERED_PRIVATELY
 from inference.tiny import (
     write_tiny_captioner,
@@ -35,7 +39,9 @@ from tests.e2e.helpers import (
     reply_to,
 )
 from tests.e2e.test_controlnet import edges_png
+from tests.e2e.test_delivery_replay import posts_recorded
 from tests.e2e.test_edits import mask_png, source_png
+from tests.e2e.test_prompt_safety import GatedEngine
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.records import InteractionHandle
 
@@ -184,7 +190,16 @@ async def test_what_is_refused_at_once_and_a_thinking_discord_would_not_delete(
 
     monkeypatch.setattr(discord.Attachment, "read", unreadable_download)
     upload = {"image": ("fox.png", source_png())}
-    async with start_easel():
+    async with start_easel() as bot:
+        quota_refusals: asyncio.Queue[str] = asyncio.Queue()
+        record = bot.services.refusals.record
+
+        async def recorded_too(*refusal: Any) -> None:
+            await record(*refusal)
+            if refusal[-2] is Reason.QUOTA:
+                quota_refusals.put_nowait(refusal[-1])
+
+        monkeypatch.setattr(bot.services.refusals, "record", recorded_too)
         # Discord keeps the public "thinking…": it says nothing of the answer, told privately.
         fake.fail("DELETE", RESPONSE_ROUTE, status=REFUSED)
         handle = await fake.invoke_command("vary", {}, attachments=upload)
@@ -212,22 +227,75 @@ async def test_what_is_refused_at_once_and_a_thinking_discord_would_not_delete(
         await limit_daily_images(fake, 0)
         over = await fake.invoke_command("vary", {}, attachments=upload)
         quota = await over.wait_for_original(lambda m: "⛔" in m.content)
-        answers = [typo, upscaler, listed_out, over]
-        assert [answer.response_type for answer in answers] == [4, 4, 4, 4]
-        assert all(m.is_ephemeral for m in (strength, not_installed, left_out, quota))
+        # Its settings may make a free --relax job: a limit of 0 refuses that one too.
+        settings = await fake.invoke_command("use-settings", {}, attachments=upload)
+        settings_quota = await settings.wait_for_original(lambda m: "⛔" in m.content)
+        answers = [typo, upscaler, listed_out, over, settings]
+        assert [answer.response_type for answer in answers] == [4, 4, 4, 4, 4]
+        assert all(
+            m.is_ephemeral for m in (strength, not_installed, left_out, quota, settings_quota)
+        )
+        # One quota refusal, one sentence: as told, on every path (the dashboard shows it).
+        imagine_quota = await reply_to(fake, "imagine", {"prompt": "a cat", **QUICK})
+        told = [quota.content, settings_quota.content, imagine_quota.content]
+        recorded = [await asyncio.wait_for(quota_refusals.get(), 30) for _ in told]
+        assert recorded == told
 
 
 async def test_a_repeat_notice_leaves_the_first_jobs_response(
-    fake_discord: FakeDiscord, start_easel: StartEasel
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Its place in the queue could not be shown: the public "thinking…" is the job's, and
-    deleting it would withdraw the job as a moderator's deletion does."""
-    async with start_easel() as bot:
-        fake_discord.fail("PATCH", RESPONSE_ROUTE, status=REFUSED)
-        handle = await fake_discord.invoke_command(
-            "imagine", {"prompt": "a cat --repeat 2", **QUICK}
-        )
-        notice = await handle.wait_for_followup(lambda m: "more job(s)" in m.content)
-        assert notice.is_ephemeral
+    deleting it would withdraw the job as a moderator's deletion does. Nor is it edited by
+    the notice: the job's result may be there already (its job ended before its place was
+    shown), and "answered privately" replaced its caption when Discord did not say whether it
+    was. The job's place is sent again, and the notice follows it (review R3 #1); that
+    place is recorded as the job's post, whose deletion withdraws it (review B2 #2)."""
+    fake = fake_discord
+    gate = threading.Event()  # the first job renders only once the notice is sent
+    real = engine_factory_for(easel_settings_for_test)
+    async with start_easel(lambda device: GatedEngine(real(device), gate)) as bot:
+        recorded = posts_recorded(bot, monkeypatch)
+        try:
+            fake.fail("PATCH", RESPONSE_ROUTE, status=REFUSED)
+            handle = await fake.invoke_command("imagine", {"prompt": "a cat --repeat 2", **QUICK})
+            notice = await handle.wait_for_followup(
+                lambda m: "more job(s)" in m.content, timeout=RENDER_TIMEOUT_S
+            )
+            assert notice.is_ephemeral
+            place = handle.original
+            assert place is not None and not place.is_loading, handle.describe()
+            assert place.content.startswith(("⏳ Queued", "🎨 Rendering")), handle.describe()
+            # Its place was sent again at once: Discord was asked once whether it was there.
+            assert len(fake.calls_to("GET", RESPONSE_ROUTE)) == 1
+            assert recorded.get_nowait() == place.id  # before the notice
+        finally:
+            gate.set()
         await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+
+        result_posted = asyncio.Event()
+        show_queued = bot.results.show_queued
+
+        async def after_the_result(*args: Any, **options: Any) -> None:
+            await show_queued(*args, **options)
+            await result_posted.wait()
+
+        monkeypatch.setattr(bot.results, "show_queued", after_the_result)
+        handle = await fake.invoke_command("imagine", {"prompt": "a dog --repeat 2", **QUICK})
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        caption = result.content
+        looked_up = len(fake.calls_to("GET", RESPONSE_ROUTE))
+        fake.fail("GET", RESPONSE_ROUTE, status=REFUSED)  # still "thinking…"? not said
+        result_posted.set()
+        notice = await handle.wait_for_followup(
+            lambda m: "more job(s)" in m.content, timeout=RENDER_TIMEOUT_S
+        )
+        assert notice.is_ephemeral
+        assert handle.original is not None and handle.original.content == caption
+        assert has_picture(handle.original), handle.describe()
+        # Asked again once Discord failed to say.
+        assert len(fake.calls_to("GET", RESPONSE_ROUTE)) == looked_up + 2
         assert bot.queue.queued_count() == 0

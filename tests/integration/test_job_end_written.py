@@ -622,11 +622,11 @@ async def test_a_withdrawal_stops_the_jobs_after_one_whose_cancel_is_busy(
         with when_logged(naming(busy, logging.WARNING, "its end not written"), refused.set):
             cancelling = asyncio.create_task(queue.cancel(busy, accounting.Member(1, 1)))
             await asyncio.wait_for(refused.wait(), 20)
-        # ``busy`` is being cancelled: told so, and ``other`` is stopped all the same, its
-        # end tried once while the lock is held (the patient waits would outlast the
-        # timeout), and kept for the sweep.
+        # ``busy`` is being cancelled: its stop's ask is tried once, and ``other`` is stopped
+        # all the same, its end tried once while the lock is held (the patient waits would
+        # outlast the timeout), and kept for the sweep.
         stopped = await asyncio.wait_for(queue.stop_withdrawn([busy, other]), 20)
-        assert stopped == [other]
+        assert stopped == [busy, other]
         lock.release()
         assert await cancelling is CancelOutcome.CANCELLED
         await sink.wait_for(2)

@@ -46,9 +46,9 @@ async def test_old_jobs_go_a_batch_per_transaction_and_other_work_runs_between(
 
     async def batch_then_another_write(
         conn: aiosqlite.Connection, finished_before: float, at_most: int
-    ) -> int:
+    ) -> history.PrunedJobs:
         pruned = await prune_batch(conn, finished_before, at_most)
-        order.append(f"batch of {pruned}")
+        order.append(f"batch of {len(pruned.job_ids)}")
         if len(order) == 1:
             waiting.append(asyncio.create_task(another_write()))
         return pruned

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web_response
+from aiohttp import web, web_response
 from prometheus_client import REGISTRY
 
 from bot import metrics
@@ -148,6 +148,13 @@ def form_part(name: str, body: bytes, *headers: bytes) -> bytes:
         pytest.param(form_part("prompt", b"a \xff cat"), _MULTIPART, id="not-utf-8"),
         pytest.param(form_part("prompt", b"a \xed\xa0\x80"), _MULTIPART, id="surrogate"),
         pytest.param(form_part("mask", b"\x89PNG\xff"), _MULTIPART, id="mask-as-text"),
+        pytest.param(  # a mask, and a charset that spells half a surrogate pair: a \ud800 cat
+            b'--XX\r\nContent-Disposition: form-data; name="mask"; filename="m.png"\r\n\r\n'
+            b"\x89PNG\r\n"
+            + form_part("prompt", b"a +2AA- cat", b"Content-Type: text/plain; charset=utf-7"),
+            _MULTIPART,
+            id="half-a-surrogate-pair",
+        ),
         pytest.param(
             form_part("prompt", b"a cat", b"Content-Type: text/plain; charset=nope"),
             _MULTIPART,
@@ -519,6 +526,25 @@ async def test_a_request_aiohttp_cannot_parse_gets_an_empty_server_header_and_on
     assert len(logged) == 2 and not any(r.exc_info or r.levelno > logging.DEBUG for r in logged)
 
 
+async def test_a_request_aiohttp_cannot_parse_gets_the_security_headers_and_a_fixed_text(
+    site: tuple[RegionWebServer, Editor, int],
+) -> None:
+    """aiohttp's own 400 went out without the pages' headers, quoting the bytes it could not
+    parse (a page that reflects a tag, were it read as HTML)."""
+    _, _, port = site
+    for malformed in (
+        b"GET / HTTP/1.1\r\nHost: x\r\n<script>alert(1)</script>\r\n\r\n",
+        b"\x16\x03\x01<b>TLS on the HTTP port</b>\r\n\r\n",
+    ):
+        head, body = (await answer(await connect(port), malformed)).split(b"\r\n\r\n", 1)
+        status, *lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        assert status.split(" ")[1] == "400", status
+        for header, value in server.SECURITY_HEADERS.items():
+            assert headers.get(header) == value, (malformed, header)
+        assert body == b"400 Bad Request\n"
+
+
 async def test_the_metrics_server_alone_answers_an_unparseable_request_as_quietly(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -536,6 +562,36 @@ async def test_the_metrics_server_alone_answers_an_unparseable_request_as_quietl
     assert [line for line in lines if line.startswith(b"server:")] == [b"server: "], lines
     logged = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert len(logged) == 1 and not logged[0].exc_info and logged[0].levelno == logging.DEBUG
+
+
+async def test_a_capped_sites_connections_take_the_options_the_app_gives_its_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The site makes each connection's handler itself: with the runner's and the app's
+    options (here a smaller header cap), not a list of its own."""
+    # Set back after the test: quiet_runner empties it for the process.
+    banner = web_response.SERVER_SOFTWARE  # type: ignore[attr-defined]  # not re-exported
+    monkeypatch.setattr(web_response, "SERVER_SOFTWARE", banner)
+
+    async def served(_: web.Request) -> web.Response:
+        return web.Response(text="served")
+
+    app = web.Application(handler_args={"max_field_size": 64})
+    app.router.add_get("/", served)
+    runner = connections.quiet_runner(app)
+    await runner.setup()
+    try:
+        counter = connections.ConnectionCounter("test", WEB_CONNECTION_CAPS, lambda *_: None)
+        port = free_port()
+        await connections.CappedSite(runner, "127.0.0.1", port, counter).start()
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Long: %s\r\n\r\n" % (
+            b"a" * 100
+        )
+        sent = await answer(await connect(port), request)
+    finally:
+        await runner.cleanup()
+    assert sent.split(b" ", 2)[1] == b"400", sent
+    assert sent.endswith(b"\r\n\r\n400 Bad Request\n")  # the site's own error answer
 
 
 async def test_a_refused_submit_is_told_in_plain_text(

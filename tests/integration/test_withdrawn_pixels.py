@@ -152,7 +152,8 @@ async def test_an_erase_keeps_the_withdrawn_pixels_naming_no_one(
     assert await history.jobs_with_picture(OTHER_GUILD, LIGHTHOUSE) == []
     assert [job.job_id for job in await history.jobs_with_picture(GUILD, BOAT)] == ["c" * 16]
     await history.withdraw_deleted(GUILD, CHANNEL, [300])
-    assert await store.prune_jobs(conn, finished_before=NOW + 1, at_most=10) == 1  # retention
+    pruned = await store.prune_jobs(conn, finished_before=NOW + 1, at_most=10)  # retention
+    assert pruned.job_ids == ("c" * 16,)
     assert [job.withdrawn for job in await history.jobs_with_picture(GUILD, BOAT)] == [True]
     rows = await conn.execute_fetchall("SELECT * FROM withdrawn_pictures ORDER BY pixel_digest")
     assert [tuple(row) for row in rows] == [(GUILD, BOAT, NOW + 1), (GUILD, LIGHTHOUSE, NOW + 1)]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,10 +17,11 @@ import aiosqlite
 import discord
 import pytest
 
-import bot.history
 from bot.history import WITHDRAWAL_AUDITED_AS, History, StoredJob
+from bot.jobs.queue import FinishedJob, ResultImage
 from bot.policy import guild as guild_policy
-from bot.policy import prompt_safety
+from bot.policy import moderation, prompt_safety
+from bot.policy.delivery import WORD_BANNED_SINCE, Withheld, under_rules_of_now
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import (
@@ -27,17 +29,18 @@ from bot.policy.moderation import (
     STORED_TOO_LONG,
     WITHDRAWN_PICTURE,
     ConditioningTexts,
-    fix_faces_prompts_drawn,
 )
 from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
 from bot.services import Services
 from bot.user_errors import UserError
-from cogs.results.buttons import DeleteButton, check_still_shown
+from cogs.results.buttons import DeleteButton, check_still_shown, visible_job
 from db import guild_settings
 from db import jobs as journal
 from db.history import prune_jobs
 from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_infotext
+from inference.prompts import expand_prompt
+from inference.prompts.stopping import PlanStopped, checkpoint
 from inference.types import RenderRequest
 
 NOW = 1_800_000_000.0
@@ -59,12 +62,21 @@ async def delivered(
     kind: str = "imagine",
     parent: str | None = None,
     options: dict[str, object] | None = None,
+    private: bool = False,
 ) -> None:
     """A finished job whose result was posted as ``message_id`` (linked to it as the sink
     does, then the delivery recorded as the queue does)."""
     request = RenderRequest(typed, negative_prompt=negative, seed=1, steps=2, options=options or {})
     job = journal.NewJob(
-        job_id, kind, MEMBER, guild, channel, request.to_json(), NOW, parent_job_id=parent
+        job_id,
+        kind,
+        MEMBER,
+        guild,
+        channel,
+        request.to_json(),
+        NOW,
+        parent_job_id=parent,
+        private=private,
     )
     await journal.insert_job(conn, job)
     infotext = format_infotext(rendered, negative, {"Steps": 2, "Sampler": "Euler", "Seed": 1})
@@ -430,7 +442,8 @@ async def test_a_jobs_posts_go_with_it(conn: aiosqlite.Connection, history: Hist
     posted = [(post.channel_id, post.message_id) for post in forgotten.posts]
     assert posted == [(CHANNEL, 100), (CHANNEL, 200), (OTHER_CHANNEL, 101)]
     await delivered(conn, "c" * 16, 300)
-    assert await prune_jobs(conn, finished_before=NOW + 1, at_most=10) == 1  # retention
+    pruned = await prune_jobs(conn, finished_before=NOW + 1, at_most=10)  # retention
+    assert pruned.job_ids == ("c" * 16,)
     async with conn.execute("SELECT COUNT(*) FROM job_messages") as cursor:
         assert tuple(await cursor.fetchone() or ()) == (0,)
 
@@ -463,23 +476,125 @@ async def test_a_fix_faces_prompts_draw_with_a_word_banned_since_refuses_the_pic
         await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
 
 
-async def test_a_stored_jobs_fix_faces_prompt_is_drawn_off_the_event_loop(
+class CountedDraws:
+    """``expand_prompt`` as the stored check's redraw of a fix-faces prompt calls it, each call
+    recorded (its template and thread); ``heavy``: one that reads on past any budget (30 s at
+    most) until its thread is asked to stop, as a heavy prompt's parse does."""
+
+    def __init__(self, *, heavy: bool = False) -> None:
+        self.heavy = heavy
+        self.templates: list[str] = []
+        self.threads: list[str] = []
+        self.stopped = threading.Event()
+
+    def __call__(self, template: str, seed: int, *args: Any, **kwargs: Any) -> Any:
+        self.templates.append(template)
+        self.threads.append(threading.current_thread().name)
+        try:
+            for _ in range(3000 if self.heavy else 0):
+                checkpoint()
+                time.sleep(0.01)
+        except PlanStopped:
+            self.stopped.set()
+            raise
+        return expand_prompt(template, seed, *args, **kwargs)
+
+
+def clicked(
+    history: History, policy: GuildPolicy, clicker: int, *, channel: int = CHANNEL
+) -> discord.Interaction[Any]:
+    """A click by ``clicker`` on a result's button in ``channel``, which they may read."""
+    services = SimpleNamespace(history=history, guild_policy=policy, thread_members=None)
+    return cast(
+        Any,
+        SimpleNamespace(
+            guild_id=GUILD,
+            channel_id=channel,
+            channel=None,  # a plain text channel: no thread, not age-restricted
+            user=SimpleNamespace(id=clicker),
+            permissions=discord.Permissions(view_channel=True, read_message_history=True),
+            client=SimpleNamespace(services=services),
+        ),
+    )
+
+
+async def test_a_stored_fix_faces_prompt_is_drawn_only_for_a_clicker_who_may_see_the_job(
+    conn: aiosqlite.Connection,
+    history: History,
+    policy: GuildPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Drawing a stored job's fix-faces prompt again parses it (seconds for a heavy one): a
+    member clicking on another member's private job, answered as if it did not exist, costs
+    no draw; its maker's click draws it and reads the draw (1: "a cat")."""
+    await delivered(conn, "a" * 16, 100, options={FIX_FACES_PROMPT: "a {h|c}at"}, private=True)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "cat", add=True)
+    draws = CountedDraws()
+    monkeypatch.setattr(moderation, "expand_prompt", draws)
+    with pytest.raises(UserError, match="no longer in the history"):
+        await visible_job(clicked(history, policy, MEMBER + 1), "a" * 16)
+    assert draws.templates == []
+    with pytest.raises(UserError, match=re.escape(BANNED_SINCE)):
+        await visible_job(clicked(history, policy, MEMBER), "a" * 16)
+    assert draws.templates == ["a {h|c}at"]
+
+
+async def test_a_stored_fix_faces_prompts_draw_is_a_prompt_readers_within_its_budget(
     conn: aiosqlite.Connection, history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Drawing it again parses it, seconds for a long one: /show and U1-U4 must not stop the
-    bot meanwhile."""
+    """The draw runs on the prompt planner's own threads (not asyncio's, which uploads,
+    thumbnails and the database helpers share), within the stored check's budget: past it
+    the picture is refused for now as too long to check (``STORED_TOO_LONG``, no verdict
+    kept: the next click reads it again), and the draw stops at its next checkpoint."""
     await delivered(conn, "a" * 16, 100, options={FIX_FACES_PROMPT: "a {h|c}at"})
-    drawn_on: list[int] = []
-
-    def recording(options: Mapping[str, object], seeds: Iterable[object]) -> list[str]:
-        if FIX_FACES_PROMPT in options:  # not the typed prompts' own reading (no options)
-            drawn_on.append(threading.get_ident())
-        return fix_faces_prompts_drawn(options, seeds)
-
-    monkeypatch.setattr(bot.history, "fix_faces_prompts_drawn", recording)
+    planner = CountingPlanner(stored_budget_s=1.0)
+    policy = GuildPolicy(conn, prompts=planner)
+    await policy.change_list(GUILD, 1, GuildList.BANNED_WORD, "horse", add=True)
+    draws = CountedDraws(heavy=True)
+    monkeypatch.setattr(moderation, "expand_prompt", draws)
     job = await stored(history, "a" * 16)
-    assert "a cat" in job.texts.prompts
-    assert drawn_on and threading.get_ident() not in drawn_on
+    for _ in range(2):
+        with pytest.raises(UserError, match=re.escape(STORED_TOO_LONG)):
+            await policy.check_reuse(GUILD, job.job_id, job.texts, withdrawn=False)
+        assert await asyncio.to_thread(draws.stopped.wait, 30)
+        draws.stopped.clear()
+    assert planner.stored_checks == 2
+    assert len(draws.threads) == 2
+    assert all(name.startswith("easel-prompt") for name in draws.threads), draws.threads
+
+
+async def test_a_delivery_reads_its_fix_faces_prompt_as_each_picture_drew_it(
+    conn: aiosqlite.Connection,
+) -> None:
+    """The delivery gate reads the draw too (1: "a cat"), under the words of now."""
+    policy = GuildPolicy(
+        conn,
+        allow_dms=True,
+        prompts=PromptPlanner(wildcards_dir=None),
+        operator_banned_words=frozenset({"cat"}),
+    )
+    infotext = format_infotext("a dog", "", {"Steps": 2, "Sampler": "Euler", "Seed": 1})
+    finished = FinishedJob(
+        job_id="a" * 16,
+        kind="imagine",
+        succeeded=True,
+        error=None,
+        request=RenderRequest("a dog", seed=1, steps=2, options={FIX_FACES_PROMPT: "a {h|c}at"}),
+        user_id=MEMBER,
+        guild_id=None,  # direct messages: the operator's words, no server's other rules
+        channel_id=None,
+        application_id=None,
+        interaction_token=None,
+        interaction_created_at=None,
+        images=(ResultImage(Path("a.png"), 1, infotext),),
+    )
+
+    async def not_asked() -> bool:
+        raise AssertionError("a job of direct messages asks nothing of a server")
+
+    with pytest.raises(Withheld) as withheld:
+        await under_rules_of_now(finished, policy, not_asked, not_asked)
+    assert withheld.value.why == WORD_BANNED_SINCE
 
 
 async def test_a_negative_prompts_extra_network_tag_is_read_as_words_a_prompts_is_not(

@@ -80,10 +80,11 @@ def test_unclosed_emphasis_cannot_make_planning_quadratic(
         with pytest.raises(NestingError, match=r"^the negative prompt nests .* write \\\( for"):
             build_plan("cat", prompt, seed=1, steps=STEPS)
     assert parsed[0] <= 1  # "cat"; the deep texts refused before the pieces x depth work
-    # Deep but reasonable emphasis is still read, weights as the web UI computes them.
-    plan = build_plan("(" * MAX_ATTENTION_NESTING + "cat", seed=1, steps=STEPS)
+    # Deep but reasonable emphasis is still read, weights as the web UI computes them (a
+    # hundred "(" multiply to 13,781, past the weights' bound: test_weight_bounds).
+    plan = build_plan("[" * MAX_ATTENTION_NESTING + "cat", seed=1, steps=STEPS)
     [(text, weight)] = plan.subprompts[0].schedule[0].pieces
-    assert text == "cat" and weight == pytest.approx(1.1**MAX_ATTENTION_NESTING)
+    assert text == "cat" and weight == pytest.approx(1.1**-MAX_ATTENTION_NESTING)
 
 
 def test_a_refusal_names_the_prompt_and_how_to_fix_it() -> None:

@@ -18,6 +18,7 @@ from inference.prompts import (
 )
 from inference.prompts.attention import MAX_ATTENTION_NESTING
 from inference.prompts.composition import MAX_SUBPROMPTS
+from inference.prompts.weights import MAX_WEIGHT
 
 _PIECES = st.sampled_from(
     [
@@ -66,8 +67,13 @@ def test_random_prompts_never_raise(prompt: str, steps: int) -> None:
         brackets = prompt.count("(") + prompt.count("[")
         assert prompt.count("{") > error.limit or brackets > MAX_ATTENTION_NESTING
         assert f"at most {error.limit} levels" in str(error)
-    except PromptError as error:  # more AND parts than a picture may be composed of
-        assert prompt.count("AND") >= MAX_SUBPROMPTS and "joined by AND" in str(error)
+    except PromptError as error:
+        if "a weight must be" in str(error):  # brackets or a typed weight past the bound
+            assert "(" in prompt or ":" in prompt
+        elif "AND parts add up" in str(error):  # their weights, without their signs
+            assert "AND" in prompt and ":" in prompt
+        else:  # more AND parts than a picture may be composed of
+            assert prompt.count("AND") >= MAX_SUBPROMPTS and "joined by AND" in str(error)
     else:
         assert result["subprompts"] and result["seed"] == 1
 
@@ -89,3 +95,5 @@ def test_any_nesting_depth_is_read_or_refused_clearly(
         explain(prompt, seed=1, steps=4)
     except NestingError as error:
         assert depth > error.limit == (10 if opening.startswith("{") else MAX_ATTENTION_NESTING)
+    except PromptError as error:  # 49 "(" multiply to 106.7, past the weights' bound
+        assert opening == "(" and 1.1**depth > MAX_WEIGHT and "a weight must be" in str(error)

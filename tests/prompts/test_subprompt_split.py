@@ -13,8 +13,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from inference.prompts import composition
+from inference.prompts import PromptError, composition
 from inference.prompts.composition import MAX_SUBPROMPTS, split_subprompts
+from inference.prompts.weights import MAX_WEIGHT
 
 # The split as it was (and as the web UI reads it): the reference the new one must equal.
 _AND = re.compile(r"\bAND\b")
@@ -61,16 +62,31 @@ _PIECES = st.sampled_from(
 )
 
 
+def assert_split_as_the_web_ui(prompt: str) -> None:
+    """The web UI's split, or (a weight it reads past the bound, or weights adding up past it
+    without their signs) a refusal naming the range."""
+    expected = regex_split(prompt)
+    if all(-MAX_WEIGHT <= weight <= MAX_WEIGHT for _, weight in expected):
+        if sum(abs(weight) for _, weight in expected) <= MAX_WEIGHT:
+            assert [(s.text, s.weight) for s in split_subprompts(prompt)] == expected
+        else:
+            with pytest.raises(PromptError, match=r"AND parts add up to .*; together they may be"):
+                split_subprompts(prompt)
+    else:
+        with pytest.raises(PromptError, match="a weight must be a number between -100 and 100"):
+            split_subprompts(prompt)
+
+
 @given(st.lists(_PIECES, max_size=24).map("".join))
 def test_the_split_is_the_web_uis_on_any_mix_of_weights_and_whitespace(prompt: str) -> None:
     assume(len(_AND.split(prompt)) <= MAX_SUBPROMPTS)
-    assert [(s.text, s.weight) for s in split_subprompts(prompt)] == regex_split(prompt)
+    assert_split_as_the_web_ui(prompt)
 
 
 @given(st.text(max_size=60))
 def test_the_split_is_the_web_uis_on_any_text(prompt: str) -> None:
     assume(len(_AND.split(prompt)) <= MAX_SUBPROMPTS)
-    assert [(s.text, s.weight) for s in split_subprompts(prompt)] == regex_split(prompt)
+    assert_split_as_the_web_ui(prompt)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +135,6 @@ def test_the_work_grows_with_the_weight_written_not_with_runs_of_spaces() -> Non
     short = lines_run(split("a" + " " * 10 + "b :1.5 AND c" + " " * 10))
     spaced = lines_run(split("a" + " " * 1_000_000 + "b :1.5 AND c" + " " * 1_000_000))
     assert spaced == short
-    # Only the digits of a weight are read one at a time: each once.
-    digits = lines_run(split("a:" + "1" * 10_000))
+    # Only the digits of a weight are read one at a time: each once (a weight of 1.0).
+    digits = lines_run(split("a:" + "0" * 9_999 + "1"))
     assert digits - short <= 2 * 10_000

@@ -21,13 +21,15 @@ from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import QuotaLimits
-from bot.user_errors import UserError
+from bot.settings import Settings
+from bot.user_errors import Reason, UserError
 from db.quotas import LimitScope
 from inference.types import RenderRequest
 
 GUILD, ADMIN, MEMBER = 100, 1, 2
 CAT = RenderRequest("a cat", seed=1, steps=2)
 NO_DM_LIMITS = QuotaLimits()
+DEFAULT_QUEUE_BOUND = Settings.model_fields["max_queued_per_member"].default
 # A burst like benchmarks/interactions.py's: four commands from each member, one server.
 BURST, BURST_MEMBERS = 100, 25
 
@@ -39,8 +41,9 @@ def policy(conn: aiosqlite.Connection) -> GuildPolicy:
 
 @pytest.fixture
 def queue(conn: aiosqlite.Connection, tmp_path: Path) -> JobQueue:
-    # No render slot: a submitted job stays queued, its reservation open.
-    return JobQueue(conn, [], tmp_path / "images")
+    # No render slot: a submitted job stays queued, its reservation open. The queue bound
+    # as shipped: its check runs before the defer too.
+    return JobQueue(conn, [], tmp_path / "images", max_queued_per_member=DEFAULT_QUEUE_BOUND)
 
 
 @asynccontextmanager
@@ -143,7 +146,7 @@ async def test_a_queued_job_counts_against_the_next_request_at_once(
     assert await queue.quota_refusal(submission()) is None
     await queue.submit(submission())
     refusal = await queue.quota_refusal(submission())
-    assert refusal is not None and "used 1 of 1 images today" in refusal
+    assert refusal is not None and "used 1 of 1 images today" in refusal.message
 
 
 async def test_a_refund_gives_the_images_back_without_a_read(
@@ -166,7 +169,7 @@ async def test_the_measured_cost_replaces_the_estimate_at_once(
     assert await queue.quota_refusal(submission()) is None
     await accounting.charge(conn, job_id, gpu_seconds=10.0, images=1, now=1.0)
     refusal = await queue.quota_refusal(submission())
-    assert refusal is not None and "GPU" in refusal
+    assert refusal is not None and "GPU" in refusal.message
 
 
 async def test_an_admins_new_limit_applies_to_the_next_request(
@@ -177,7 +180,7 @@ async def test_an_admins_new_limit_applies_to_the_next_request(
     assert await queue.quota_refusal(submission()) is None
     await limit_member(policy, QuotaLimits(images_per_day=1))
     refusal = await queue.quota_refusal(submission())
-    assert refusal is not None and "used 1 of 1 images today" in refusal
+    assert refusal is not None and "used 1 of 1 images today" in refusal.message
     await policy.set_quota(GUILD, ADMIN, LimitScope.USER, MEMBER, QuotaLimits())
     assert await queue.quota_refusal(submission()) is None
 
@@ -239,3 +242,51 @@ async def test_first_checks_take_one_trip_to_the_database_thread_per_query(
     assert await queue.quota_refusal(submission()) is None
     # The member's settings, their quota overrides and their spending: one trip each.
     assert len(trips) == 3
+
+
+def bounded_queue(conn: aiosqlite.Connection, tmp_path: Path) -> JobQueue:
+    return JobQueue(conn, [], tmp_path / "images", max_queued_per_member=2)
+
+
+async def test_the_queue_bound_counts_from_memory_and_an_end_makes_room_at_once(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = bounded_queue(conn, tmp_path)
+    first = await queue.submit(submission())
+    await queue.submit(submission())
+    refusal = await queue.quota_refusal(submission())
+    assert refusal is not None and refusal.reason is Reason.QUEUE
+    assert "at most 2 jobs waiting or running here" in refusal.message
+    await queue.cancel(first, Member(MEMBER, GUILD))  # an end written: one job waits
+    async with counting_statements(conn) as statements:
+        assert await queue.quota_refusal(submission()) is None
+    assert statements == []
+
+
+async def test_jobs_left_unfinished_by_a_previous_process_count_against_the_bound(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    before = bounded_queue(conn, tmp_path)
+    await before.submit(submission())
+    await before.submit(submission())
+    after = bounded_queue(conn, tmp_path)  # the next process, on the same journal
+    await after.start()
+    try:
+        refusal = await after.quota_refusal(submission())
+        assert refusal is not None and refusal.reason is Reason.QUEUE
+    finally:
+        await after.stop()
+
+
+async def test_memory_that_missed_an_end_refuses_no_one_and_is_corrected(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queue = bounded_queue(conn, tmp_path)
+    first = await queue.submit(submission())
+    await queue.submit(submission())
+    await conn.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", (first,))
+    await conn.commit()
+    assert await queue.quota_refusal(submission()) is None  # confirmed in SQLite: one waits
+    async with counting_statements(conn) as statements:
+        assert await queue.quota_refusal(submission()) is None  # memory counts one now
+    assert statements == []

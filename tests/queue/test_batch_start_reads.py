@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.jobs.queue import JobQueue, Submission
+from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from db import jobs as journal
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
@@ -86,3 +86,43 @@ async def test_marking_running_returns_exactly_the_jobs_it_marked_in_their_order
     record = await journal.get_job(conn, cancelled)
     assert record is not None and record.status is journal.JobStatus.CANCELLED
     assert await journal.mark_running(conn, [first], 2.0) == []
+
+
+class StartsAll:
+    """A start gate that lets every job render, noting what it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[FinishedJob] = []
+
+    async def why_not_started(self, job: FinishedJob) -> str | None:
+        self.asked.append(job)
+        return None
+
+
+async def test_the_start_gate_is_given_no_recorded_posts_and_the_delivery_is(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A job's recorded posts (``FinishedJob.posted_ids``) are its delivery's to read: the
+    start gate needs none, and its check reads none (one query per start saved)."""
+    traced: list[str] = []
+    engine = NotesStatementsAtRender(traced)
+    slots = [DeviceWorker("cpu", lambda _: engine)]
+    job_id = await JobQueue(conn, slots, tmp_path / "images").submit(
+        Submission("imagine", RenderRequest("a barn", steps=2), 7, GUILD, channel_id=9)
+    )
+    queue = JobQueue(conn, slots, tmp_path / "images")
+    await journal.record_job_message(conn, job_id, 1234, posted_in=(GUILD, 9))
+    raw: sqlite3.Connection = conn._conn  # type: ignore[attr-defined]
+    await conn._execute(raw.set_trace_callback, traced.append)  # type: ignore[attr-defined]
+    sink, gate = RecordingSink(), StartsAll()
+    queue.set_sink(sink)
+    queue.set_start_gate(gate)
+    await queue.start()
+    try:
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+        await conn._execute(raw.set_trace_callback, None)  # type: ignore[attr-defined]
+    assert [job.posted_ids for job in gate.asked] == [()]
+    assert not [sql for sql in engine.before_render if "job_messages" in sql]
+    assert sink.delivered[0].posted_ids == (1234,)

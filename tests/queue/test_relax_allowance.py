@@ -73,7 +73,7 @@ async def test_a_relaxed_grid_counts_its_pictures_for_admins_too(queue: JobQueue
     grid = as_admin(relaxed_grid("1-16"))
     assert grid.request.count == 16
     refusal = await queue.quota_refusal(grid)  # before the acknowledgement
-    assert refusal is not None and "you have 1 and this asks for 16" in refusal
+    assert refusal is not None and "you have 1 and this asks for 16" in refusal.message
     with pytest.raises(QuotaExceeded, match="at most 16 pictures"):  # and when it is reserved
         await queue.submit(grid)
     # A smaller grid fits beside the one picture waiting; then only what is left does.
@@ -96,7 +96,7 @@ async def test_four_relaxed_imagines_of_four_pictures_are_taken_and_a_fifth_is_n
     for _ in range(RELAX_MAX_UNFINISHED_JOBS):
         await queue.submit(as_admin(four))
     refusal = await queue.quota_refusal(as_admin(RELAXED))
-    assert refusal is not None and "at most 4 jobs waiting or running" in refusal
+    assert refusal is not None and "at most 4 jobs waiting or running" in refusal.message
     with pytest.raises(QuotaExceeded, match="you have 4"):
         await queue.submit(as_admin(RELAXED))
 
@@ -107,4 +107,4 @@ async def test_repeats_count_as_jobs_before_the_acknowledgement(queue: JobQueue)
     three_pictures = as_admin(dataclasses.replace(RELAXED, count=3))  # --repeat 2: 3 jobs
     assert await queue.quota_refusal(three_pictures) is None  # as one job it would fit
     refusal = await queue.quota_refusal(three_pictures, jobs=3)
-    assert refusal is not None and "you have 2 and this asks for 3" in refusal
+    assert refusal is not None and "you have 2 and this asks for 3" in refusal.message

@@ -14,9 +14,11 @@ from typing import Any, cast
 import discord
 import pytest
 
+from bot.jobs.queue import FinishedJob
 from cogs.results import progress as progress_module
-from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S, ProgressMessages, _Watched
-from inference.types import StepProgress
+from cogs.results.posting import DiscordResults, _original_response_recorded
+from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S, Pointer, ProgressMessages, _Watched
+from inference.types import RenderRequest, StepProgress
 
 
 class _SlowFollowup:
@@ -39,9 +41,28 @@ async def _nothing() -> None:
     return None
 
 
+async def _landed_nowhere(message: Any) -> None:
+    return None
+
+
+def _watched_through(followup: _SlowFollowup) -> _Watched:
+    """A live token's progress message, edited through ``followup``, recorded nowhere."""
+    return _Watched(
+        cast(discord.Webhook, followup),
+        lambda: True,
+        False,
+        on_deleted=_nothing,
+        on_landed=_landed_nowhere,
+    )
+
+
+# Progress message 5 in channel 2 of server 1.
+_POINTER = Pointer(1, 2, 5, "Job `job` ended; its result is posted here: ...")
+
+
 async def test_ticks_during_a_slow_edit_send_only_the_newest_text() -> None:
     followup = _SlowFollowup()
-    watched = _Watched(cast(discord.Webhook, followup), lambda: True, False, on_deleted=_nothing)
+    watched = _watched_through(followup)
     view = discord.ui.View(timeout=None)
     watched.schedule("step 0", view)
     await followup.edit_started.wait()
@@ -122,10 +143,7 @@ async def test_a_pointer_edit_that_finds_the_progress_message_gone_withdraws_the
         gone.append((job_id, guild_id, channel_id))
 
     monkeypatch.setattr(messages, "_progress_gone", progress_gone)
-    progress = SimpleNamespace(
-        id=5, channel=SimpleNamespace(id=2), flags=SimpleNamespace(ephemeral=False)
-    )
-    messages.point_to_result(cast(discord.WebhookMessage, progress), "job", 1, 9)
+    messages.point_to_result("job", _POINTER)
     await asyncio.gather(*messages._pointers)
     assert gone == [("job", 1, 2)]
 
@@ -141,10 +159,7 @@ async def test_a_pointer_edit_discord_does_not_answer_is_given_up(
     client = SimpleNamespace(get_partial_messageable=lambda _: channel)
     monkeypatch.setattr(progress_module, "CHANNEL_CHECK_TIMEOUT_S", 0.01)
     messages = ProgressMessages(cast(discord.Client, client))
-    progress = SimpleNamespace(
-        id=5, channel=SimpleNamespace(id=2), flags=SimpleNamespace(ephemeral=False)
-    )
-    messages.point_to_result(cast(discord.WebhookMessage, progress), "job", 1, 9)
+    messages.point_to_result("job", _POINTER)
     await asyncio.wait_for(asyncio.gather(*messages._pointers), timeout=10)
     assert not messages._pointers
 
@@ -156,11 +171,6 @@ def _pointed_through(edit: Any) -> ProgressMessages:
     return ProgressMessages(cast(discord.Client, client))
 
 
-_PUBLIC_PROGRESS = SimpleNamespace(
-    id=5, channel=SimpleNamespace(id=2), flags=SimpleNamespace(ephemeral=False)
-)
-
-
 async def test_a_pointer_edit_s_unexpected_error_is_logged_with_its_job(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -168,7 +178,7 @@ async def test_a_pointer_edit_s_unexpected_error_is_logged_with_its_job(
         raise ConnectionResetError("the session is closed")
 
     messages = _pointed_through(edit)
-    messages.point_to_result(cast(discord.WebhookMessage, _PUBLIC_PROGRESS), "job7", 1, 9)
+    messages.point_to_result("job7", _POINTER)
     (pointer,) = messages._pointers
     await asyncio.wait([pointer], timeout=10)
     assert pointer.exception() is None  # not left to asyncio's "never retrieved"
@@ -180,7 +190,90 @@ async def test_closing_cancels_the_pointer_edits_in_flight() -> None:
         await asyncio.Event().wait()  # still waiting on Discord as Easel stops
 
     messages = _pointed_through(edit)
-    messages.point_to_result(cast(discord.WebhookMessage, _PUBLIC_PROGRESS), "job", 1, 9)
+    messages.point_to_result("job", _POINTER)
     (pointer,) = messages._pointers
     await asyncio.wait_for(messages.close(), timeout=10)
     assert pointer.cancelled()
+
+
+def test_a_restarts_delivery_takes_only_the_interactions_first_answer_for_its_progress() -> None:
+    """The journal knows the job's posts in its channel; its progress message is the one
+    Discord made as the interaction's first answer, never a later /show of it."""
+    asked_at = 1_800_000_000.0
+
+    def made_after(seconds: float) -> int:
+        moment = datetime.datetime.fromtimestamp(asked_at + seconds, datetime.UTC)
+        return discord.utils.time_snowflake(moment)
+
+    def restored(*posted: int) -> FinishedJob:
+        return FinishedJob(
+            job_id="job",
+            kind="imagine",
+            succeeded=True,
+            error=None,
+            request=RenderRequest(prompt="a barn"),
+            user_id=7,
+            guild_id=1,
+            channel_id=2,
+            application_id=3,
+            interaction_token=None,  # blanked: expired
+            interaction_created_at=asked_at,
+            images=(),
+            posted_ids=posted,
+        )
+
+    answer, show = made_after(0.5), made_after(60)
+    assert _original_response_recorded(restored(answer, show)) == answer
+    assert _original_response_recorded(restored(show)) is None  # "thinking…" never recorded
+    assert _original_response_recorded(restored()) is None
+
+
+async def test_a_failed_delivery_s_reply_is_not_sent_its_place_again() -> None:
+    """Its first edit left "thinking…"; its delivery failed and is to be tried again: a
+    notice's ``replace_thinking`` puts no "Queued" with Cancel over what that try left."""
+    followup = _SlowFollowup()
+    followup.let_through.set()
+    watched = _watched_through(followup)
+    watched.schedule("⏳ Queued", discord.ui.View(timeout=None))
+    await watched.settle()  # answered with no message: "thinking…" left
+    results = DiscordResults(cast(discord.Client, None))
+    results._watched["job"] = watched
+
+    async def fails(*args: Any) -> Any:
+        raise ConnectionError("the post's answer was lost")
+
+    results._posted = fails  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await results._post_result(cast(FinishedJob, SimpleNamespace(job_id="job")), None)
+    assert results._watched["job"] is watched  # kept for the retry
+    assert not await results.replace_thinking("job")
+    assert followup.sent == [("⏳ Queued", False)]
+
+
+async def test_a_progress_message_whose_record_fails_still_gets_its_later_edits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: list[str] = []
+
+    class Followup:
+        async def edit_message(self, message_id: Any, *, content: str, **fields: Any) -> Any:
+            sent.append(content)
+            return SimpleNamespace(id=7)
+
+    async def journal_locked(message: Any) -> None:
+        raise RuntimeError("database is locked")
+
+    watched = _Watched(
+        cast(discord.Webhook, Followup()),
+        lambda: True,
+        False,
+        on_deleted=_nothing,
+        on_landed=journal_locked,
+    )
+    view = discord.ui.View(timeout=None)
+    watched.schedule("⏳ Queued", view)
+    await watched.settle()
+    watched.schedule("🎨 Rendering…", view)
+    await watched.settle()
+    assert sent == ["⏳ Queued", "🎨 Rendering…"]
+    assert "the progress message 7 could not be recorded" in caplog.text

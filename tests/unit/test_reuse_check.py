@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,11 @@ def test_pictures_that_meet_the_servers_words_are_reused(
     check_banned_since(texts, banned)
 
 
+def drawn_texts(request: dict[str, Any], infotexts: list[str]) -> ConditioningTexts:
+    """A stored job's texts as its banned-word read has them: fix-faces prompts drawn."""
+    return conditioning_texts(request, infotexts).with_fix_faces_drawn()
+
+
 def test_the_texts_read_are_the_typed_prompts_and_each_pictures_rendered_ones() -> None:
     request = {
         "prompt": "a __animal__",
@@ -72,7 +78,7 @@ def test_the_texts_read_are_the_typed_prompts_and_each_pictures_rendered_ones() 
         format_infotext("a cat", "blurry", {"Steps": 2, "Sampler": "Euler", "Seed": 1}),
         format_infotext("a dog", "blurry", {"Steps": 2, "Sampler": "Euler", "Seed": 2}),
     ]
-    assert conditioning_texts(request, infotexts) == ConditioningTexts(
+    assert drawn_texts(request, infotexts) == ConditioningTexts(
         ("a __animal__", "a smiling face", "a cat", "a dog"), ("blurry",)
     )
 
@@ -94,7 +100,7 @@ def test_a_fix_faces_prompt_is_read_as_each_picture_drew_it(tmp_path: Path) -> N
     request = json.loads(queued.to_json())  # as the journal stores it
     check_banned_since(conditioning_texts(request, []), ["cat"])  # "pet", as typed
     texts = conditioning_texts(request, [picture_infotext(1), picture_infotext(2)])
-    assert {"a hat with a cat", "a mat with a cat"} <= set(texts.prompts)
+    assert {"a hat with a cat", "a mat with a cat"} <= set(texts.with_fix_faces_drawn().prompts)
     with pytest.raises(UserError, match=BANNED_SINCE):
         check_banned_since(texts, ["cat"])
 
@@ -110,14 +116,14 @@ def test_a_padded_fix_faces_prompt_is_read_as_its_draw(tmp_path: Path, typed: st
         wildcards_dir=tmp_path,
     )
     texts = conditioning_texts(json.loads(queued.to_json()), [picture_infotext(1)])
-    assert "a cat" in texts.prompts
+    assert "a cat" in texts.with_fix_faces_drawn().prompts
     with pytest.raises(UserError, match=BANNED_SINCE):
         check_banned_since(texts, ["cat"])
 
 
 def test_a_fix_faces_prompt_of_a_job_queued_before_draws_were_recorded_is_drawn_again() -> None:
     request = {"prompt": "a portrait", "options": {FIX_FACES_PROMPT: "a {c|h}at"}}
-    assert conditioning_texts(request, [picture_infotext(1)]).prompts[-1] == "a hat"
+    assert drawn_texts(request, [picture_infotext(1)]).prompts[-1] == "a hat"
     with pytest.raises(UserError, match=BANNED_SINCE):
         check_banned_since(conditioning_texts(request, [picture_infotext(2)]), ["cat"])
 
@@ -136,8 +142,8 @@ def test_a_fix_faces_prompt_of_a_picture_past_the_top_seed_is_read_as_it_was_dra
         wildcards_dir=tmp_path,
     )
     request = json.loads(queued.to_json())
-    drawn_at_zero = conditioning_texts(request, [picture_infotext(0)]).prompts[-1]
-    written = conditioning_texts(request, [picture_infotext(2**32)]).prompts[-1]
+    drawn_at_zero = drawn_texts(request, [picture_infotext(0)]).prompts[-1]
+    written = drawn_texts(request, [picture_infotext(2**32)]).prompts[-1]
     assert written == drawn_at_zero != "a __pet__"
 
 

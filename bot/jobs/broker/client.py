@@ -31,7 +31,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -50,8 +50,10 @@ from bot.jobs.broker.wire import (
     DOORBELL_SUBJECT,
     IMAGES_BUCKET,
     JOBS_STREAM,
+    JOBS_SUBJECTS,
     MAX_DELIVERIES_ADVISORIES,
     PROGRESS_SUBJECTS,
+    RESULT_TTL_S,
     RESULTS_STREAM,
     RESULTS_SUBJECTS,
     TAG_HEADER,
@@ -65,6 +67,7 @@ from bot.jobs.broker.wire import (
     PictureInput,
     ResultMessage,
     cancel_subject,
+    close_quietly,
     connect,
     consumer_name,
     decode_progress,
@@ -84,6 +87,7 @@ from bot.jobs.broker.wire import (
     refused_for_storage,
     result_subject,
     retry_transient,
+    settled_subject,
     stream_missing,
     tag,
     tag_verifies,
@@ -122,6 +126,18 @@ T = TypeVar("T")
 
 class RemoteRenderFailed(RenderFailed):
     """The worker's engine raised, or every delivery of the job was lost with its worker."""
+
+
+@dataclass(frozen=True)
+class _HandedOver:
+    """Where a job's message went: its sequence in the jobs stream, when that stream was made
+    (a stream made again since, after the broker lost its store, no longer holds it), and when
+    the message was published (the event loop's clock): one gone with no result expired only
+    once older than the stream's age limit."""
+
+    sequence: int
+    stream_created: datetime.datetime | None
+    published_at: float
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,9 @@ class BrokerConfig:
 class BrokerClient:
     """One NATS connection shared by all the bot's remote slots. Build it with ``open``."""
 
+    # ``JobCopies.kept_s``: what the broker holds of a job expires within this.
+    kept_s = RESULT_TTL_S
+
     def __init__(
         self, nc: NatsClient, js: JetStreamContext, images: ObjectStore, config: BrokerConfig
     ) -> None:
@@ -191,6 +210,13 @@ class BrokerClient:
         # A probe found a stream missing: the loss is told once one answers again, whoever
         # made it (this bot, or an operator's user for a bot that may not).
         self._streams_lost = False
+        # The jobs this client published whose message may still be in the jobs stream: not
+        # known deleted, and no result taken (a worker stores it before its ack). Only a
+        # cancelled one of these, or one an earlier bot published, needs a read of the stream.
+        self._maybe_in_stream: set[str] = set()
+        # The jobs stream's last sequence when this client opened: an earlier bot's messages
+        # are at or below it (0: none left there; None: not read, any may be).
+        self._earlier_last_seq: int | None = None
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> BrokerClient:
@@ -200,6 +226,7 @@ class BrokerClient:
             js = nc.jetstream()
             images = await retry_transient("create the streams", lambda: ensure_streams(nc, js))
             client = cls(nc, js, images, config)
+            client._earlier_last_seq = (await js.stream_info(JOBS_STREAM)).state.last_seq
             await nc.subscribe(RESULTS_SUBJECTS, cb=client._on_result)
             await nc.subscribe(PROGRESS_SUBJECTS, cb=client._on_progress)
             # Stored notices: one delivered while no bot was connected waits for the next.
@@ -212,7 +239,7 @@ class BrokerClient:
                 manual_ack=True,
             )
         except BaseException:
-            await nc.close()
+            await close_quietly(nc)
             raise
         return client
 
@@ -224,7 +251,7 @@ class BrokerClient:
         return max_job_bytes(self._nc.max_payload)
 
     async def close(self) -> None:
-        await self._nc.close()
+        await close_quietly(self._nc)
 
     async def render(
         self,
@@ -247,7 +274,8 @@ class BrokerClient:
             )
             try:
                 message = await self._job_message(job_id, request)
-                sequence = await self._publish(message, request.model)
+                self._maybe_in_stream.add(job_id)
+                handed_over = await self._publish(message, request.model)
                 result = await lookup
             except nats.errors.Error as error:
                 if refused_for_storage(error):  # an answer, not an outage: this job fails
@@ -264,9 +292,10 @@ class BrokerClient:
                 lookup.cancel()  # when the publish failed: its error is the one to report
             stored_inputs = [p.object_name for p in message.inputs if p.object_name is not None]
             if result is None:
-                result = await self._wait(job_id, waiter, cancel, sequence, stored_inputs)
+                result = await self._wait(job_id, waiter, cancel, handed_over, stored_inputs)
             else:
                 log.info("job %s: already finished on the broker; its result is used", job_id)
+            self._maybe_in_stream.discard(job_id)
             # Only once there is a result: a redelivered job still needs its inputs.
             await self._delete_objects(stored_inputs)
             try:
@@ -339,7 +368,8 @@ class BrokerClient:
         self._streams_refusal = None
         log.error(
             "the broker answered without Easel's streams (restarted without its store?): they "
-            "are there again; the jobs and results it held are lost"
+            "are there again; the results it held are lost, and the jobs it held are handed "
+            "over again"
         )
 
     async def _while_reachable(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
@@ -384,33 +414,51 @@ class BrokerClient:
             job_id, with_picture_paths(request, {}), tuple(inputs), self.job_secret(job_id)
         )
 
-    async def _publish(self, message: JobMessage, model: str | None) -> int:
-        await self._ensure_consumer(model)
+    async def _publish(self, message: JobMessage, model: str | None) -> _HandedOver:
+        stream_created = await self._ensure_consumer(model)
         job_id = message.job_id
         data = message.encode()
+        # Before the publish: the broker's stamp is not earlier, so its age is not understated.
+        published_at = asyncio.get_running_loop().time()
         ack = await self._while_reachable(
             f"job {job_id}: publish",
             lambda: self._js.publish(job_subject(model), data, headers=headers_for_job(job_id)),
         )
         if ack.duplicate:
             log.info("job %s: the broker already holds it; waiting for that copy", job_id)
+            published_at -= await self._age_of(job_id, ack.seq)
         else:
             with contextlib.suppress(nats.errors.Error):  # idle workers also poll
                 await self._nc.publish(DOORBELL_SUBJECT)
-        return ack.seq
+        return _HandedOver(ack.seq, stream_created, published_at)
+
+    async def _age_of(self, job_id: str, sequence: int) -> float:
+        """How long ago the copy at ``sequence`` (a bot before a restart published it) was
+        published, by the broker's stamp and this machine's clock; 0 when it has just left."""
+        try:
+            stored = await self._while_reachable(
+                f"job {job_id}: read its copy", lambda: self._js.get_msg(JOBS_STREAM, sequence)
+            )
+        except nats.js.errors.NotFoundError:
+            return 0.0
+        if stored.time is None:
+            return 0.0
+        return max(0.0, (datetime.datetime.now(datetime.UTC) - stored.time).total_seconds())
 
     async def settle(self, job_id: str, outcome: str) -> None:
-        """The bot recorded ``job_id``'s outcome ("done", "failed" or "cancelled"): its stored
-        result becomes a bare marker and the pictures it named leave the image store. Found
-        by name, without listing the broker. Raises ``nats.errors.Error`` when the broker
-        cannot do it."""
+        """The bot recorded ``job_id``'s outcome ("done", "failed" or "cancelled"): the
+        decision is kept (a worker handed the job later does not render it), its stored result
+        becomes a bare marker and the pictures it named leave the image store. Found by name,
+        without listing the broker; a cancelled job's message is left to
+        ``drop_job_messages``. Raises ``nats.errors.Error`` when the broker cannot do it."""
         await self._replace_result(job_id, Outcome(outcome))
 
     async def drop_copies(self, job_ids: Sequence[str]) -> None:
         """/forget-me: what the broker still holds of these jobs goes (their results become
         bare markers, their pictures leave the image store, tombstones included), found by
-        listing it: the bot may have kept no note of them. Their job messages are gone
-        already: a finished job's was acknowledged or deleted. Raises as ``settle``."""
+        listing it: the bot may have kept no note of them. So do their job messages (one
+        cancelled while the broker was away holds its prompt and inputs until a worker pulls
+        it). Raises as ``settle``."""
         wanted = set(job_ids)
         results = await self._js.stream_info(RESULTS_STREAM, subjects_filter=RESULTS_SUBJECTS)
         for subject in results.state.subjects or {}:
@@ -426,6 +474,46 @@ class BrokerClient:
             with contextlib.suppress(nats.js.errors.Error):
                 await self._images.delete(name)
             await self._js.purge_stream(bucket, subject=meta_subject)
+        # Last: its cost grows with the jobs in flight, the erase's time is bounded, and the
+        # results and pictures are what most of the member's copies are. The whole stream:
+        # another bot's, or a worker's that died before its ack, may be there.
+        await self._delete_job_messages(wanted, None)
+
+    async def drop_job_messages(self, job_ids: Collection[str]) -> None:
+        """Delete the messages of the cancelled ``job_ids`` left in the jobs stream. The
+        stream is read only where one may be: all of it for a job this client published and
+        does not know gone (its cancel's delete failed, the broker away), else the messages
+        an earlier bot left, until they are gone; none for a job never handed over or whose
+        message its cancel deleted."""
+        whole = bool(self._maybe_in_stream.intersection(job_ids))
+        if whole or self._earlier_last_seq != 0:
+            earlier = self._earlier_last_seq
+            first = await self._delete_job_messages(job_ids, None if whole else earlier)
+            if earlier is not None and (first is None or first > earlier):
+                self._earlier_last_seq = 0  # none of an earlier bot's is left
+        self._maybe_in_stream.difference_update(job_ids)
+
+    async def _delete_job_messages(self, job_ids: Collection[str], until: int | None) -> int | None:
+        """Delete the messages of ``job_ids`` in the jobs stream up to sequence ``until``
+        (None: all), found by reading each message there in turn (one round trip each): it
+        holds only the jobs in flight (a worker's ack removes one), so its callers ask once
+        for all the jobs they have. Returns the first message's sequence (None: empty)."""
+        sequence, first = 1, None
+        while True:
+            try:
+                stored = await self._js.get_msg(
+                    JOBS_STREAM, sequence, subject=JOBS_SUBJECTS, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return first  # none at or after ``sequence``
+            assert stored.seq is not None  # the server names each message's sequence
+            first = stored.seq if first is None else first
+            if until is not None and stored.seq > until:
+                return first
+            if (stored.headers or {}).get(Header.MSG_ID) in job_ids:
+                with contextlib.suppress(nats.js.errors.NotFoundError):  # acked meanwhile
+                    await self._js.delete_msg(JOBS_STREAM, stored.seq)
+            sequence = stored.seq + 1
 
     async def _replace_result(self, job_id: str, outcome: Outcome | None) -> None:
         """Overwrite ``job_id``'s result with a marker of ``outcome`` (None: the stored one's)
@@ -438,6 +526,7 @@ class BrokerClient:
             stored = None  # tagged but malformed (a worker's): replaced all the same
         if outcome is None:
             outcome = stored.outcome if stored is not None else Outcome.FAILED
+        await self._record_decision(job_id, outcome)
         marker = ResultMessage(job_id, outcome, BOT_REPORTER, 0)
         data = marker.encode()
         # A plain publish: the stream keeps one message a subject, so it replaces the result.
@@ -455,10 +544,10 @@ class BrokerClient:
                 await self._images.delete(name)
                 await self._js.purge_stream(f"OBJ_{IMAGES_BUCKET}", subject=_meta_subject(name))
 
-    async def _ensure_consumer(self, model: str | None) -> None:
+    async def _ensure_consumer(self, model: str | None) -> datetime.datetime | None:
         """Make ``model``'s durable consumer unless the jobs stream, as made now, has it: a
         job published into a stream without it would never be pulled. One round trip a job
-        (the stream's info) when it does."""
+        (the stream's info) when it does. Returns when that stream was made."""
         name = consumer_name(model)
         jobs_stream = await self._while_reachable(
             "look at the jobs stream", lambda: self._js.stream_info(JOBS_STREAM)
@@ -467,7 +556,7 @@ class BrokerClient:
             self._consumers_ready.clear()
             self._jobs_stream_created = jobs_stream.created
         if name in self._consumers_ready:
-            return
+            return jobs_stream.created
         config = ConsumerConfig(
             name=name,
             durable_name=name,
@@ -483,13 +572,14 @@ class BrokerClient:
             f"create consumer {name}", lambda: self._js.add_consumer(JOBS_STREAM, config)
         )
         self._consumers_ready.add(name)
+        return jobs_stream.created
 
     async def _wait(
         self,
         job_id: str,
         waiter: asyncio.Future[ResultMessage],
         cancel: threading.Event | None,
-        sequence: int,
+        handed_over: _HandedOver,
         stored_inputs: list[str],
     ) -> ResultMessage:
         loop = asyncio.get_running_loop()
@@ -497,7 +587,7 @@ class BrokerClient:
         poll_s = CANCEL_POLL_S if cancel is not None else self._config.result_recheck_s
         while not waiter.done():
             if cancel is not None and cancel.is_set():
-                await self._cancel(job_id, sequence)
+                await self._cancel(job_id, handed_over.sequence)
                 await self._delete_objects(stored_inputs)
                 # Charged from the worker's first report: a job cancelled while it waited in
                 # the stream for a worker used no GPU time.
@@ -509,21 +599,67 @@ class BrokerClient:
             if not waiter.done() and loop.time() >= recheck_at:
                 recheck_at = loop.time() + self._config.result_recheck_s
                 with contextlib.suppress(nats.errors.Error):
-                    if stored := await self._stored_result(job_id):
+                    if stored := await self._recheck(job_id, handed_over):
                         return stored
         return waiter.result()
+
+    async def _recheck(self, job_id: str, handed_over: _HandedOver) -> ResultMessage | None:
+        """The job's stored result, if any (core messages sent while the connection was down
+        are not replayed). The jobs stream is read first: a worker stores the result before
+        it acks the message, so a message gone before with no result after is lost. Raises
+        ``SlotUnavailable`` when the stream the job went to is gone or made again (the broker
+        lost its store): the job is handed over again; ``RemoteRenderFailed`` when its
+        message left the stream with no result (``_left_without_result``)."""
+        missing: nats.js.errors.NotFoundError | None = None
+        try:
+            jobs_stream = await self._js.stream_info(JOBS_STREAM)
+        except nats.js.errors.NotFoundError as error:
+            if not stream_missing(error):
+                raise
+            missing = error
+        # Before the stream's checks: a result stored is the job's end, whatever became of
+        # the stream it went to (another user may remake that stream alone).
+        if stored := await self._stored_result(job_id):
+            return stored
+        if missing is not None:
+            raise self._unavailable(missing) from missing
+        if jobs_stream.created != handed_over.stream_created:
+            raise SlotUnavailable(
+                "the broker's jobs stream was made again since the job was handed over "
+                "(the broker lost its store?)",
+                self.reachable,
+            )
+        if handed_over.sequence < jobs_stream.state.first_seq:
+            raise _left_without_result(job_id, handed_over, jobs_stream.config.max_age)
+        return None
 
     async def _cancel(self, job_id: str, sequence: int) -> None:
         # Delete first so no worker takes it later; a worker already rendering it hears the
         # cancel message (or finds the id among those it heard of just before it started), or,
         # if that message is lost, its heartbeat finds the CANCELLED result stored here.
+        # Only if the message there is this job's: a jobs stream made again since numbers
+        # its messages from 1, and another job's may be at this sequence.
         with contextlib.suppress(nats.errors.Error):
-            await self._js.delete_msg(JOBS_STREAM, sequence)
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # gone already
+                stored = await self._js.get_msg(JOBS_STREAM, sequence)
+                if (stored.headers or {}).get(Header.MSG_ID) == job_id:
+                    await self._js.delete_msg(JOBS_STREAM, sequence)
+            # Not skipped by a broker away: its chore need not read the stream for it.
+            self._maybe_in_stream.discard(job_id)
         with contextlib.suppress(nats.errors.Error):
             await self._nc.publish(cancel_subject(job_id))
+        with contextlib.suppress(nats.errors.Error):
+            await self._record_decision(job_id, Outcome.CANCELLED)
         cancelled = ResultMessage(job_id, Outcome.CANCELLED, BOT_REPORTER, 0)
         with contextlib.suppress(nats.errors.Error, nats.js.errors.APIError):
             await self._publish_result(cancelled, self.job_secret(job_id))
+
+    async def _record_decision(self, job_id: str, outcome: Outcome) -> None:
+        """Keep the bot's decision on ``job_id`` where only the bot's broker user may publish
+        (``wire.SETTLED_STREAM``): a worker handed the job again finds it and does not render
+        it, also once made-up results (a worker's user may publish results) pushed the
+        marker or the CANCELLED result out of the results stream."""
+        await self._js.publish(settled_subject(job_id), outcome.value.encode())
 
     async def _publish_result(self, result: ResultMessage, secret: str) -> None:
         """Store a result the bot decided itself, only if no worker's is there already."""
@@ -621,6 +757,27 @@ class BrokerClient:
         self._started_at.setdefault(job_id, time.perf_counter())
         if (listener := self._progress.get(job_id)) is not None:
             listener(decode_progress(msg.data))
+
+
+def _left_without_result(
+    job_id: str, handed_over: _HandedOver, max_age: float | None
+) -> RemoteRenderFailed:
+    """The failure of a job whose message left the jobs stream with no result the bot
+    accepts: expired, when older than the stream's age limit (no worker took it in time);
+    else removed (an operator's purge, or a worker that found a made-up result on its subject,
+    which a worker's user may publish, and took the job as done)."""
+    age = asyncio.get_running_loop().time() - handed_over.published_at
+    if max_age and age >= max_age:
+        log.error("job %s: its message expired in the jobs stream with no result", job_id)
+        kept = f"{max_age / 3600:g} hours" if max_age >= 3600 else f"{max_age:g} s"
+        return RemoteRenderFailed(f"no render worker finished it within {kept}")
+    log.warning(
+        "job %s: its message left the jobs stream after %.0f s without a result Easel "
+        "accepts (purged, or a worker found a made-up result for it?)",
+        job_id,
+        age,
+    )
+    return RemoteRenderFailed("it was removed from the broker without a result Easel accepts")
 
 
 def _sized_as_asked(

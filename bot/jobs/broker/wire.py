@@ -4,12 +4,18 @@ Both sides import this module and nothing else of each other. Names:
 
 - ``EASEL_JOBS`` (work-queue stream, file storage): one message per job on
   ``easel.jobs.<model token>``, message id = job id so a republish is dropped as a duplicate.
+  Kept ``RESULT_TTL_S``, as long as the message ids are remembered.
   One durable pull consumer per model (``model-<token>``, filter = that model's subject):
   filters never overlap, as work-queue streams require, and a worker can ask for its loaded
   model's jobs first.
 - ``EASEL_RESULTS`` (limits stream, one message per subject, kept ``RESULT_TTL_S``): the
   outcome of a job on ``easel.results.<job id>``; also read back after a restart or reconnect.
   PNGs up to ``inline_images_budget`` bytes in all travel inside it (no object-store round trip).
+- ``EASEL_SETTLED`` (limits stream, one message per subject, kept ``RESULT_TTL_S``): the bot's
+  own decisions on ``easel.settled.<job id>`` (a job cancelled, or its outcome recorded), which
+  only the bot's broker user may publish: workers may publish results, and a flood of made-up
+  ones pushes old ones out of the results stream (capped, discarding the oldest), never these.
+  A worker asks whether a job has a subject in either before it renders, and while it renders.
 - ``easel-images`` (object store, same TTL): the PNGs of finished jobs too large to go inline,
   and the input pictures of jobs (img2img, inpaint, upscale) too large to ride in the job
   message. Jobs never carry file paths: a worker refuses a message that names one.
@@ -36,6 +42,7 @@ import hmac
 import json
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -67,6 +74,8 @@ __all__ = [
     "MAX_DELIVERIES_ADVISORIES",
     "PICTURE_FIELDS",
     "RESULTS_STREAM",
+    "RESULT_TTL_S",
+    "SETTLED_STREAM",
     "TAG_HEADER",
     "TRANSIENT_RETRY_S",
     "UNREACHABLE_ERRORS",
@@ -79,6 +88,7 @@ __all__ = [
     "PictureInput",
     "ResultMessage",
     "cancel_subject",
+    "close_quietly",
     "connect",
     "consumer_name",
     "decode_progress",
@@ -99,6 +109,7 @@ __all__ = [
     "refused_for_storage",
     "result_subject",
     "retry_transient",
+    "settled_subject",
     "stream_missing",
     "tag",
     "tag_verifies",
@@ -108,11 +119,13 @@ log = logging.getLogger(__name__)
 
 JOBS_STREAM = "EASEL_JOBS"
 RESULTS_STREAM = "EASEL_RESULTS"
+SETTLED_STREAM = "EASEL_SETTLED"
 ADVISORIES_STREAM = "EASEL_ADVISORIES"
 ADVISORIES_CONSUMER = "easel-bots"
 IMAGES_BUCKET = "easel-images"
 JOBS_SUBJECTS = "easel.jobs.>"
 RESULTS_SUBJECTS = "easel.results.*"
+SETTLED_SUBJECTS = "easel.settled.*"
 PROGRESS_SUBJECTS = "easel.progress.*"
 CANCEL_SUBJECTS = "easel.cancel.*"
 # Rung after each job is published: workers may not subscribe to the jobs' subjects themselves
@@ -134,9 +147,31 @@ RESULT_TTL_S = 24 * 3600.0
 # collected: results and pictures are read within seconds of being stored.
 JOBS_MAX_BYTES = 256 * 2**20
 RESULTS_MAX_BYTES = 256 * 2**20
+# The bot's decisions alone, a hundred-odd bytes a job: 20,000 jobs a day take a few MiB.
+SETTLED_MAX_BYTES = 16 * 2**20
 ADVISORIES_MAX_BYTES = 8 * 2**20
 IMAGES_MAX_BYTES = 2**30
-STREAMS_MAX_BYTES = JOBS_MAX_BYTES + RESULTS_MAX_BYTES + ADVISORIES_MAX_BYTES + IMAGES_MAX_BYTES
+STREAMS_MAX_BYTES = (
+    JOBS_MAX_BYTES + RESULTS_MAX_BYTES + SETTLED_MAX_BYTES + ADVISORIES_MAX_BYTES + IMAGES_MAX_BYTES
+)
+# What ``ensure_streams`` changes on a stream made before (its byte cap, what it drops when
+# full, how long it keeps messages and remembers their ids), and the flag of
+# `nats stream edit` that sets each, for an operator whose bot user may not.
+_KEPT_LIMITS = {
+    "max_bytes": "--max-bytes",
+    "discard": "--discard",
+    "max_age": "--max-age",
+    "duplicate_window": "--dupe-window",
+}
+# How long a limits update waits for its answer: a broker user that may not update streams
+# gets none, only the server's refusal (within a round trip), so each start waits this long
+# for each stream whose limits differ (JetStream's requests wait 5 s).
+_UPDATE_WAIT_S = 1.0
+# The streams whose update each connection was refused: not asked, nor warned of, again (a
+# probe of a broker that lost a stream makes the streams again).
+_UPDATES_REFUSED: weakref.WeakKeyDictionary[NatsClient, set[str | None]] = (
+    weakref.WeakKeyDictionary()
+)
 # JetStream's error code for "insufficient storage resources available".
 _INSUFFICIENT_STORAGE = 10047
 # JetStream's error code for a message its store refused: a full stream that discards new
@@ -157,6 +192,7 @@ _EASEL_NAMES = {
     for name in (
         JOBS_STREAM,
         RESULTS_STREAM,
+        SETTLED_STREAM,
         ADVISORIES_STREAM,
         ADVISORIES_CONSUMER,
         IMAGES_BUCKET,
@@ -279,6 +315,10 @@ def consumer_name(model: str | None) -> str:
 
 def result_subject(job_id: str) -> str:
     return f"easel.results.{_subject_token('job id', job_id)}"
+
+
+def settled_subject(job_id: str) -> str:
+    return f"easel.settled.{_subject_token('job id', job_id)}"
 
 
 def progress_subject(job_id: str) -> str:
@@ -581,6 +621,16 @@ async def connect(
         ) from None
 
 
+async def close_quietly(nc: NatsClient) -> None:
+    """Close the connection, also while the broker is away: what it still had to send cannot
+    be, and nats-py raises for it; that is logged, not raised, so the process's shutdown goes on
+    (the bot's database and metrics server close after it)."""
+    try:
+        await nc.close()
+    except (nats.errors.Error, OSError) as error:
+        log.warning("broker connection closed while the broker was away: %r", error)
+
+
 def _error_logger() -> Callable[[Exception], Awaitable[None]]:
     """nats-py's error callback, as its default logs, except that a permissions violation is
     logged once per right and subject's first tokens (``_SUBJECT_TOKENS_KEPT``,
@@ -632,11 +682,27 @@ def _refused_since(nc: NatsClient, before: Exception | None) -> tuple[str, str] 
     return None
 
 
+def _one_a_job(name: str, subjects: str, max_bytes: int) -> StreamConfig:
+    """A stream keeping the last message of each job's subject for ``RESULT_TTL_S``, its
+    oldest dropped when full."""
+    return StreamConfig(
+        name=name,
+        subjects=[subjects],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=RESULT_TTL_S,
+        max_msgs_per_subject=1,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
+    )
+
+
 async def ensure_streams(nc: NatsClient, js: JetStreamContext) -> ObjectStore:
-    """Create the streams and the image bucket when missing, and give them their byte caps
-    (streams an older Easel made had none); returns the bucket. Raises ``BrokerRefused``
-    when the broker user may not (a deployment that made them with another user and lets the
-    bot only use them must make them again after a loss: the bot cannot)."""
+    """Create the streams and the image bucket when missing, and give them their limits
+    (``_KEPT_LIMITS``: streams an older Easel made lack some); returns the bucket. Raises
+    ``BrokerRefused`` when the broker user may not make one (a deployment that made them with
+    another user and lets the bot only use them must make them again after a loss: the bot
+    cannot); one it may not update is only logged (``_keep_up_to_date``)."""
     wanted = [
         StreamConfig(
             name=JOBS_STREAM,
@@ -645,17 +711,14 @@ async def ensure_streams(nc: NatsClient, js: JetStreamContext) -> ObjectStore:
             storage=StorageType.FILE,
             max_bytes=JOBS_MAX_BYTES,
             discard=DiscardPolicy.NEW,
-        ),
-        StreamConfig(
-            name=RESULTS_STREAM,
-            subjects=[RESULTS_SUBJECTS],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
+            # A job older than its result would be is of no use: the slot waiting for it fails
+            # it once it is gone without a result. Its id is remembered as long: a restarted
+            # bot's republish of a job still waiting (or rendering) is dropped as a duplicate.
             max_age=RESULT_TTL_S,
-            max_msgs_per_subject=1,
-            max_bytes=RESULTS_MAX_BYTES,
-            discard=DiscardPolicy.OLD,
+            duplicate_window=RESULT_TTL_S,
         ),
+        _one_a_job(RESULTS_STREAM, RESULTS_SUBJECTS, RESULTS_MAX_BYTES),
+        _one_a_job(SETTLED_STREAM, SETTLED_SUBJECTS, SETTLED_MAX_BYTES),
         StreamConfig(
             name=ADVISORIES_STREAM,
             subjects=[MAX_DELIVERIES_ADVISORIES],
@@ -678,8 +741,9 @@ async def ensure_streams(nc: NatsClient, js: JetStreamContext) -> ObjectStore:
                 step = f"create the stream {config.name}"
                 await js.add_stream(config)
                 continue
-            step = f"update the stream {config.name} (its byte cap)"
-            await _cap(js, current, config.max_bytes, config.discard)
+            step = f"update the stream {config.name} (its limits)"
+            await _keep_up_to_date(nc, current, config)
+            before = nc.last_error  # a refused update, only logged, is no later step's cause
         step = f"read the picture bucket {IMAGES_BUCKET}"
         try:
             images = await js.object_store(IMAGES_BUCKET)
@@ -690,7 +754,8 @@ async def ensure_streams(nc: NatsClient, js: JetStreamContext) -> ObjectStore:
             )
         step = f"update the picture bucket {IMAGES_BUCKET} (its byte cap)"
         bucket = (await js.stream_info(f"OBJ_{IMAGES_BUCKET}")).config
-        await _cap(js, bucket, IMAGES_MAX_BYTES, DiscardPolicy.OLD)
+        capped = StreamConfig(max_bytes=IMAGES_MAX_BYTES, discard=DiscardPolicy.OLD)
+        await _keep_up_to_date(nc, bucket, capped)
     except nats.errors.TimeoutError:
         refusal = _refused_since(nc, before)
         if refusal is None:
@@ -712,15 +777,57 @@ async def ensure_streams(nc: NatsClient, js: JetStreamContext) -> ObjectStore:
     return images
 
 
-async def _cap(
-    js: JetStreamContext,
-    current: StreamConfig,
-    max_bytes: int | None,
-    discard: DiscardPolicy | None,
-) -> None:
-    """Give an existing stream its byte cap and what it drops when full, if it lacks them."""
-    if current.max_bytes != max_bytes or current.discard != discard:
-        await js.update_stream(replace(current, max_bytes=max_bytes, discard=discard))
+async def _keep_up_to_date(nc: NatsClient, current: StreamConfig, wanted: StreamConfig) -> None:
+    """Give an existing stream (an older Easel's lacks some) the limits of ``_KEPT_LIMITS``
+    that ``wanted`` sets (None or 0: the server's default, left as it is). A broker user that
+    may not update streams (their maker is another user) keeps them as they are, with a
+    warning naming the command that sets them, once a connection: Easel works with them, less
+    well (an older Easel's jobs stream forgets a job's id after 2 min, so a bot restarted later
+    may have it rendered twice, and keeps a job no worker takes for ever)."""
+    changed = {
+        name: value
+        for name in _KEPT_LIMITS
+        if (value := getattr(wanted, name)) and getattr(current, name) != value
+    }
+    refused = _UPDATES_REFUSED.setdefault(nc, set())
+    if not changed or current.name in refused:
+        return
+    before = nc.last_error
+    try:
+        # Its own context: only this request's wait is shorter.
+        await nc.jetstream(timeout=_UPDATE_WAIT_S).update_stream(replace(current, **changed))
+    except nats.errors.TimeoutError:
+        refusal = _refused_since(nc, before)
+        if refusal is None:
+            raise
+        refused.add(current.name)
+        flags = " ".join(
+            f"{_KEPT_LIMITS[name]} {_cli_value(value)}" for name, value in changed.items()
+        )
+        forever = current.name == JOBS_STREAM and not current.max_age
+        log.warning(
+            "the broker user of EASEL_QUEUE_URL may not update the stream %s (the server "
+            "refuses it %s): Easel goes on with its limits as they are; set them with a user "
+            "that may: nats stream edit %s %s%s",
+            current.name,
+            refusal[0],
+            current.name,
+            flags,
+            # The bot's record of a cancel expires after a day (RESULT_TTL_S), its message not.
+            ". Until then a cancelled job whose message the bot could not delete is rendered "
+            "by a worker that takes it a day later"
+            if forever
+            else "",
+        )
+
+
+def _cli_value(value: object) -> str:
+    """A limit as `nats stream edit` takes it: a duration (seconds here) as 24h or 90s."""
+    if isinstance(value, DiscardPolicy):
+        return value.value
+    if isinstance(value, float):
+        return f"{value / 3600:g}h" if value % 3600 == 0 else f"{value:g}s"
+    return str(value)
 
 
 # Failures that a reconnect or a JetStream leader coming back will cure.

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,15 @@ from bot.jobs.broker.wire import (
     IMAGES_BUCKET,
     JOBS_STREAM,
     RESULTS_STREAM,
+    SETTLED_STREAM,
     TAG_HEADER,
     WRONG_LAST_SEQUENCE,
     ImageRef,
     JobMessage,
     Outcome,
     ResultMessage,
+    _refused_since,
+    close_quietly,
     connect,
     consumer_name,
     encode_progress,
@@ -67,6 +71,7 @@ from bot.jobs.broker.wire import (
     progress_subject,
     result_subject,
     retry_transient,
+    settled_subject,
     tag,
     with_picture_paths,
 )
@@ -91,6 +96,19 @@ REMEMBERED_CANCELS = 1024
 WORKER_INBOX_PREFIX = "_INBOX_easel_worker"
 # A user name becomes one subject token: no dots, wildcards or spaces.
 _INBOX_USER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A fetch waits at least this many round trips to the broker: a job sent to a request must
+# reach the worker before its fetch gives up, also on a worker far from the broker.
+FETCH_ROUND_TRIPS = 3
+# A pull request expires this many round trips (plus half the configured wait) before its fetch
+# gives up: a job sent in its last instant still arrives in time if the round trip doubles, or
+# the request left the client's buffer late.
+EXPIRY_ROUND_TRIPS = 2
+# The right a worker's broker user needs to see the bot's decisions (deploy/nats-server.conf).
+SETTLED_GRANT = f"$JS.API.STREAM.INFO.{SETTLED_STREAM}"
+# How often the round trip to the broker is measured again (a ping).
+RTT_REFRESH_S = 10.0
+# How long a measuring ping may take before the last measure is kept.
+RTT_PING_TIMEOUT_S = 2
 
 
 def worker_inbox_prefix(url: str) -> str:
@@ -114,7 +132,8 @@ class WorkerConfig:
     devices: tuple[str, ...]
     # An idle loop looks for redelivered jobs this often (new jobs wake it at once).
     idle_poll_s: float = 1.0
-    # How long a fetch waits on a consumer that the server says has work.
+    # How long a fetch waits on a consumer that the server says has work, at least: a worker
+    # far from the broker waits ``FETCH_ROUND_TRIPS`` round trips.
     fetch_timeout_s: float = 0.05
     # host and port of this process's /metrics and /healthz server; None: no server.
     metrics_endpoint: tuple[str, int] | None = None
@@ -150,6 +169,15 @@ class _Hub:
         self.in_hand: dict[str, list[Msg]] = {}
         self._heard_cancels: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        self._rtt_s = 0.0
+        self._rtt_due = 0.0
+        # How late the latest late job came: the next measure keeps at least that.
+        self._lateness_s = 0.0
+        # Device loops that take a late job while idle (``_DeviceLoop.take_late``).
+        self.late_takers: list[Callable[[str, Msg], bool]] = []
+        # False once the server refused ``SETTLED_GRANT``: a deployment configured for an older
+        # Easel; its results stream alone tells what is settled.
+        self._settled_readable = True
 
     async def listen(self) -> None:
         # The bot rings after each job: a cheap "new work" signal.
@@ -168,6 +196,46 @@ class _Hub:
         self._heard_cancels[job_id] = None
         while len(self._heard_cancels) > REMEMBERED_CANCELS:
             self._heard_cancels.popitem(last=False)
+
+    async def round_trip_s(self) -> float:
+        """The round trip to the broker, measured every ``RTT_REFRESH_S`` (a ping); the last
+        measure while the broker does not answer one."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._rtt_due:
+            self._rtt_due = loop.time() + RTT_REFRESH_S  # set first: one ping for all loops
+            with contextlib.suppress(nats.errors.Error):
+                self._rtt_s = max(await self.nc.rtt(RTT_PING_TIMEOUT_S), self._lateness_s)
+                self._lateness_s = 0.0
+        return self._rtt_s
+
+    def came_late(self, lateness_s: float) -> None:
+        """A job came ``lateness_s`` after its fetch gave up: the round trip grew (or an upload
+        held the request back). The estimate is at least that at once, and measured again at
+        the next fetch, keeping at least that: else every fetch would give up early until the
+        next refresh, and each late job handed back would use up one of its deliveries.
+        Counted up to ``RTT_PING_TIMEOUT_S``: a job held back by a reconnect says little of
+        the round trip, and each fetch on a consumer without work waits three of them."""
+        lateness_s = min(lateness_s, RTT_PING_TIMEOUT_S)
+        self._lateness_s = max(self._lateness_s, lateness_s)
+        self._rtt_s = max(self._rtt_s, lateness_s)
+        self._rtt_due = 0.0
+
+    async def place_late(self, consumer: str, msg: Msg) -> None:
+        """A job of ``consumer`` delivered where no fetch waits for it: a copy of a job held
+        here joins that job (heartbeaten and acked with it, as ``_DeviceLoop._handle`` does);
+        any other goes to an idle device loop of this process, else back to the consumer at
+        once (nak) for whichever worker asks next: each nak uses up one of its deliveries."""
+        try:
+            job_id: str | None = JobMessage.decode(msg.data).job_id
+        except ValueError:
+            job_id = None  # a pull that takes it drops it
+        with contextlib.suppress(nats.errors.Error):
+            if job_id is not None and (copies := self.in_hand.get(job_id)) is not None:
+                log.info("job %s: a late copy joins the one this worker has", job_id)
+                copies.append(msg)
+                await msg.in_progress()
+            elif not any(take(consumer, msg) for take in self.late_takers):
+                await msg.nak()
 
     def cancel_event_for(self, job_id: str) -> threading.Event:
         event = self.running[job_id] = threading.Event()
@@ -188,9 +256,42 @@ class _Hub:
         task.add_done_callback(self._background.discard)
 
     async def has_result(self, job_id: str) -> bool:
-        """Whether the job has a stored result (a bot that cancels a job stores one too),
-        asked without reading it: a worker may not read the results stream."""
-        info = await self.js.stream_info(RESULTS_STREAM, subjects_filter=result_subject(job_id))
+        """Whether the job has a stored result, or the bot settled it (cancelled it, or
+        recorded its outcome), asked without reading either: a worker may not. The bot's
+        decisions are kept apart, where no worker may publish: made-up results can push the
+        results stream's oldest out, never those."""
+        stored, settled = await asyncio.gather(
+            self._holds(RESULTS_STREAM, result_subject(job_id)), self._settled(job_id)
+        )
+        return stored or settled
+
+    async def _settled(self, job_id: str) -> bool:
+        if not self._settled_readable:
+            return False
+        before = self.nc.last_error
+        try:
+            return await self._holds(SETTLED_STREAM, settled_subject(job_id))
+        except nats.js.errors.NotFoundError:
+            return False  # a bot older than that stream: nothing settled there
+        except nats.errors.TimeoutError:
+            refusal = _refused_since(self.nc, before)
+            if refusal is None or SETTLED_STREAM not in refusal[0]:
+                raise  # the broker is away
+            if self._settled_readable:  # once, also when several checks were refused at once
+                self._settled_readable = False
+                log.error(
+                    "the server refuses this worker's broker user %s: add %s to every worker "
+                    "user (deploy/nats-server.conf), reload the server, then restart the "
+                    "workers (this one no longer asks). Until then jobs are checked in the "
+                    "results stream alone, where made-up results can push out the bot's "
+                    "cancels and outcomes",
+                    refusal[0],
+                    SETTLED_GRANT,
+                )
+            return False
+
+    async def _holds(self, stream: str, subject: str) -> bool:
+        info = await self.js.stream_info(stream, subjects_filter=subject)
         return bool(info.state.subjects)
 
     async def publish_result(self, result: ResultMessage, secret: str) -> None:
@@ -225,6 +326,76 @@ class _Hub:
                 await (await self.images()).delete(name)
 
 
+class _Puller:
+    """Pull requests on one job consumer, one job each. A job that arrives after its fetch gave
+    up (sent as the request expired, or the round trip grew since it was measured) goes to
+    ``late`` with the consumer's name, at once: nats-py's fetch would keep it buffered for a
+    later fetch, unheartbeaten while the device renders another job, so that it lapsed,
+    rendered on another worker, then here too.
+
+    The request expires ``EXPIRY_ROUND_TRIPS`` round trips and half the configured wait before
+    the fetch gives up, so the broker rarely sends a job to a request its worker no longer waits
+    on: only when the round trip more than doubles meanwhile. One that comes late tells the hub
+    by how much (``_Hub.came_late``)."""
+
+    def __init__(
+        self, hub: _Hub, consumer: str, late: Callable[[str, Msg], Awaitable[None]]
+    ) -> None:
+        self._hub = hub
+        self._consumer = consumer
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{consumer}"
+        self._inbox = hub.nc.new_inbox()  # under the worker's own reply prefix
+        self._late = late
+        self._waiting: asyncio.Future[Msg] | None = None
+        self._gave_up_at: float | None = None
+        # Pull statuses other than "no job" (404, 408) seen here, logged once each: a 409 (the
+        # consumer deleted, too many waiting pulls) or a 400 makes each fetch wait out its time.
+        self._statuses_logged: set[str] = set()
+
+    async def listen(self) -> None:
+        await self._hub.nc.subscribe(self._inbox, cb=self._arrived)
+
+    async def _arrived(self, msg: Msg) -> None:
+        if status := JetStreamContext.is_status_msg(msg):
+            self._log_status(status, msg)  # the end of a request: nothing delivered
+            return
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(msg)
+            return
+        if self._gave_up_at is not None:
+            self._hub.came_late(asyncio.get_running_loop().time() - self._gave_up_at)
+        await self._late(self._consumer, msg)
+
+    def _log_status(self, status: str, msg: Msg) -> None:
+        if status in {"404", "408"} or status in self._statuses_logged:
+            return  # no job now, the request expired: each empty fetch ends so
+        self._statuses_logged.add(status)
+        log.warning(
+            "pull requests on the consumer %s are answered %s (%s); its fetches wait out "
+            "their time (logged once)",
+            self._consumer,
+            status,
+            (msg.headers or {}).get(Header.DESCRIPTION, "no description"),
+        )
+
+    async def fetch(self, configured_timeout_s: float) -> Msg | None:
+        """One job of the consumer, or None when none came within the wait."""
+        rtt_s = await self._hub.round_trip_s()
+        margin_s = configured_timeout_s / 2
+        timeout_s = max(configured_timeout_s, FETCH_ROUND_TRIPS * rtt_s) + margin_s
+        expires_s = timeout_s - EXPIRY_ROUND_TRIPS * rtt_s - margin_s  # at least a round trip
+        request = {"batch": 1, "expires": int(expires_s * 1e9)}
+        loop = asyncio.get_running_loop()
+        self._waiting = waiting = loop.create_future()
+        try:
+            await self._hub.nc.publish(self._next, json.dumps(request).encode(), self._inbox)
+            await asyncio.wait([waiting], timeout=timeout_s)
+        finally:
+            self._waiting = None  # from here on, what arrives is late
+            self._gave_up_at = loop.time()
+        return waiting.result() if waiting.done() else None
+
+
 class _DeviceLoop:
     def __init__(
         self, hub: _Hub, device: str, engine_factory: EngineFactory, config: WorkerConfig
@@ -236,9 +407,15 @@ class _DeviceLoop:
         self._config = config
         self._doorbell = asyncio.Event()
         hub.doorbells.append(self._doorbell)
+        hub.late_takers.append(self.take_late)
         self._loaded_model: str | None = None
-        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        self._pullers: dict[str, _Puller] = {}
         self._consumers: dict[str, ConsumerInfo] = {}
+        # Jobs that came after their fetch gave up while this loop was idle (by consumer), its
+        # own or a busy sibling's: the next ``_take`` has them first. One that comes while every
+        # loop is busy goes back at once.
+        self._late: list[tuple[str, Msg]] = []
+        self._busy = False
         # The last rendered job's result being stored, published and acked.
         self._finishing: asyncio.Task[None] | None = None
 
@@ -255,12 +432,17 @@ class _DeviceLoop:
                     if taken is None:
                         await _wait_any(self._config.idle_poll_s, self._doorbell, stop)
                     else:
-                        await self._handle(*taken)
+                        try:
+                            await self._handle(*taken)
+                        finally:
+                            self._busy = False
                 except nats.errors.Error as error:
                     # The broker is restarting: wait for the reconnect instead of spinning.
                     log.warning("%s: broker error (%r); retrying", self.device, error)
                     await _wait_any(self._config.idle_poll_s, stop)
         finally:
+            self._busy = True  # stopping: what comes late from now on goes back at once
+            await self._hand_back_late()
             await self._settled()
             await asyncio.to_thread(self._device.close)
 
@@ -273,18 +455,45 @@ class _DeviceLoop:
     async def _take(self) -> tuple[Msg, ConsumerInfo] | None:
         # Cleared before looking, so a job published while we look rings again.
         self._doorbell.clear()
-        for info in await self._candidates():
-            subscription = await self._subscription(info.name)
-            try:
-                messages = await subscription.fetch(1, timeout=self._config.fetch_timeout_s)
-            except nats.errors.TimeoutError:
-                continue  # another worker was faster
-            return messages[0], info
+        candidates = await self._candidates()
+        taken = self._late_job()
+        for info in candidates:
+            if taken is not None:
+                break
+            puller = await self._puller(info.name)
+            if (msg := await puller.fetch(self._config.fetch_timeout_s)) is not None:
+                taken = msg, info
+            # else another worker was faster
+        if taken is not None:
+            self._busy = True
+            await self._hand_back_late()  # another worker may render them meanwhile
+        return taken
+
+    async def _hand_back_late(self) -> None:
+        """Called once busy: the late jobs kept go to an idle sibling, else back."""
+        late, self._late = self._late, []
+        for consumer, msg in late:
+            await self._hub.place_late(consumer, msg)
+
+    def _late_job(self) -> tuple[Msg, ConsumerInfo] | None:
+        while self._late:
+            consumer, msg = self._late.pop(0)
+            if (info := self._consumers.get(consumer)) is not None:
+                return msg, info
+            self._hub.spawn(_nak(msg))  # its consumer is gone: no loop here would take it
         return None
 
+    def take_late(self, consumer: str, msg: Msg) -> bool:
+        """Keep a late job for the next ``_take`` if this loop is idle."""
+        if self._busy:
+            return False
+        self._late.append((consumer, msg))
+        self._doorbell.set()
+        return True
+
     async def _candidates(self) -> list[ConsumerInfo]:
-        """Consumers that may have a job for us: buffered here first, then the loaded model's,
-        then by most waiting jobs. Unacked jobs count: their worker may have died."""
+        """Consumers that may have a job for us: the loaded model's first, then by most waiting
+        jobs. Unacked jobs count: their worker may have died."""
         try:
             infos = await self._hub.js.consumers_info(JOBS_STREAM)
         except nats.js.errors.NotFoundError:
@@ -292,27 +501,18 @@ class _DeviceLoop:
         self._consumers = {info.name: info for info in infos}
         loaded = consumer_name(self._loaded_model)
 
-        def buffered(info: ConsumerInfo) -> bool:
-            # A message that arrived just after a fetch gave up waits in the subscription.
-            subscription = self._subscriptions.get(info.name)
-            return subscription is not None and subscription.pending_msgs > 0
+        def preference(info: ConsumerInfo) -> tuple[bool, int]:
+            return (info.name != loaded, -(info.num_pending or 0))
 
-        def preference(info: ConsumerInfo) -> tuple[bool, bool, int]:
-            return (not buffered(info), info.name != loaded, -(info.num_pending or 0))
-
-        busy = [
-            info
-            for info in infos
-            if buffered(info) or (info.num_pending or 0) + (info.num_ack_pending or 0) > 0
-        ]
+        busy = [info for info in infos if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0]
         return sorted(busy, key=preference)
 
-    async def _subscription(self, name: str) -> JetStreamContext.PullSubscription:
-        if name not in self._subscriptions:
-            self._subscriptions[name] = await self._hub.js.pull_subscribe_bind(
-                consumer=name, stream=JOBS_STREAM
-            )
-        return self._subscriptions[name]
+    async def _puller(self, name: str) -> _Puller:
+        if name not in self._pullers:
+            puller = _Puller(self._hub, name, self._hub.place_late)
+            await puller.listen()
+            self._pullers[name] = puller
+        return self._pullers[name]
 
     async def _handle(self, msg: Msg, consumer: ConsumerInfo) -> None:
         try:
@@ -528,6 +728,11 @@ async def _ack(msg: Msg) -> None:
         await msg.ack()
 
 
+async def _nak(msg: Msg) -> None:
+    with contextlib.suppress(nats.errors.Error):
+        await msg.nak()
+
+
 async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
     """Return when one of ``events`` is set, or after ``timeout_s``."""
     tasks = [asyncio.ensure_future(event.wait()) for event in events]
@@ -564,7 +769,7 @@ async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: async
     finally:
         if metrics_server is not None:
             await metrics_server.close()
-        await nc.close()
+        await close_quietly(nc)
 
 
 def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> None:

@@ -19,6 +19,7 @@ from bot.jobs.queue.slots import (
 from bot.jobs.queue.values import (
     CancelOutcome,
     FinishedJob,
+    ForgettingSink,
     JobState,
     ResultImage,
     ResultSink,
@@ -34,6 +35,7 @@ __all__ = [
     "CancelOutcome",
     "DeliveryRetries",
     "FinishedJob",
+    "ForgettingSink",
     "JobCopies",
     "JobQueue",
     "JobState",

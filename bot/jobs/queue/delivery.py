@@ -20,7 +20,13 @@ import aiosqlite
 from bot.jobs import accounting
 from bot.jobs.delivery_lanes import DeliveryLanes
 from bot.jobs.queue.journal_writes import JournalWriter
-from bot.jobs.queue.values import FinishedJob, ResultImage, ResultSink, RetractingSink
+from bot.jobs.queue.values import (
+    FinishedJob,
+    ForgettingSink,
+    ResultImage,
+    ResultSink,
+    RetractingSink,
+)
 from bot.logging_setup import job_event
 from db import jobs as journal
 from db.database import transaction
@@ -190,7 +196,7 @@ class Delivery:
             if self._sink is None or job is None or job.delivered_at is not None:
                 return False
             images = await journal.images_of(self._conn, job_id)
-            finished = await self.finished(job, images, composed)
+            finished = await self.finished(job, images, composed, with_posts=True)
             try:
                 # Each try's time: the next looks for this one's post from there (``finished``
                 # carries the try before this one's).
@@ -256,10 +262,15 @@ class Delivery:
         why = why or f"Discord did not take it for {_duration(now - failing_since)}"
         if job.status is not journal.JobStatus.DONE:
             log.error("job %s: its end could not be posted (%s); given up", job.id, why)
-            await self._writer.write(
-                f"job {job.id}: its given-up delivery",
-                functools.partial(journal.mark_delivered, self._conn, job.id, now, None),
-            )
+            try:
+                await self._writer.write(
+                    f"job {job.id}: its given-up delivery",
+                    functools.partial(journal.mark_delivered, self._conn, job.id, now, None),
+                )
+            finally:
+                # Even if that write is refused: a later try, if any, goes as after a
+                # restart, with nothing kept for it.
+                self._given_up(job.id)
             return False
         log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
         refunded = (
@@ -278,7 +289,15 @@ class Delivery:
         if failed:
             log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
             await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
+        else:  # delivered or changed meanwhile: nothing of this delivery is tried again
+            self._given_up(job.id)
         return failed
+
+    def _given_up(self, job_id: str) -> None:
+        """Let a sink that keeps things for a delivery's next try (a progress message) drop
+        them: ``job_id``'s delivery is not tried again."""
+        if isinstance(self._sink, ForgettingSink):
+            self._sink.given_up(job_id)
 
     async def sweep(self, kept_ends: Callable[[], Awaitable[None]]) -> None:
         """While the queue runs, every ``sweep_every_s``: write the ends kept from before
@@ -309,9 +328,13 @@ class Delivery:
         job: journal.JobRecord,
         images: Sequence[journal.ImageRecord] = (),
         composed: bytes | None = None,
+        *,
+        with_posts: bool = False,
     ) -> FinishedJob:
         """What a delivery (or the start gate) knows of ``job``: its parent is read only for
-        a withdrawn job, to say whether it was withdrawn with it."""
+        a withdrawn job, to say whether it was withdrawn with it; its recorded posts in its
+        channel (``FinishedJob.posted_ids``) only ``with_posts`` (a delivery's: the start
+        gate reads none)."""
         with_source = False
         if job.withdrawn_at is not None and job.parent_job_id is not None:
             parent = await journal.get_job(self._conn, job.parent_job_id)
@@ -323,7 +346,7 @@ class Delivery:
                 and not (job.withdrawn_with_channel and parent.channel_id == job.channel_id)
             )
         posted_ids: tuple[int, ...] = ()
-        if job.post_attempted_at is not None and job.channel_id is not None:
+        if with_posts and job.channel_id is not None:  # never tried too: to point its progress
             posted_ids = await journal.first_posts_in(self._conn, job.id, job.channel_id)
         # Ended before its render with the start gate's why in place of "cancelled".
         ended_at_start = job.status is journal.JobStatus.CANCELLED and job.error != "cancelled"

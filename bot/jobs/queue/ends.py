@@ -10,6 +10,7 @@ import functools
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -28,6 +29,7 @@ from bot.jobs.queue.delivery import Delivery
 from bot.jobs.queue.journal_writes import JournalWriter
 from bot.jobs.queue.values import CancelOutcome
 from bot.logging_setup import job_event
+from db import broker_chores
 from db import jobs as journal
 from db.database import transaction
 from inference.types import RenderedImage, RenderRequest
@@ -78,10 +80,23 @@ def posted_digests(
     return digests
 
 
+@dataclass
+class _KeptCancel:
+    """A cancel its member was told of whose end the journal refused (``JobEnds.record_cancel``)."""
+
+    error: str
+    used_s: float | None  # the GPU seconds it is charged (None: refunded whole)
+    # Its stop's ask may be missing from the journal (an imposed stop's, refused): written
+    # before its end, so that a crash between the two still ends it at the next start.
+    ask_first: bool
+
+
 class JobEnds:
     """Records jobs' ends (``record_success``, ``record_failure``) and delivers those without
     pictures at once (``finish_unsuccessfully``); ``on_ended(job_id, outcome)`` is called as
-    each end is recorded."""
+    each end is recorded. ``settles_copies``: renders run on a broker, and each end records
+    in its transaction that the broker's copies of the job are to be settled
+    (``bot.jobs.queue.broker_chores``)."""
 
     def __init__(
         self,
@@ -91,8 +106,11 @@ class JobEnds:
         images_dir: Path,
         now: Callable[[], float],
         on_ended: Callable[[str, str], None],
+        *,
+        settles_copies: bool = False,
     ) -> None:
         self._conn = conn
+        self._settles_copies = settles_copies
         self._writer = writer
         self._delivery = delivery
         self._images_dir = images_dir
@@ -101,7 +119,7 @@ class JobEnds:
         # Cancels the member was told of but the journal refused (``end_cancelled``): their
         # error and charge, written by the delivery sweep (``retry_kept``), so the job is not
         # rendered and charged at the next start.
-        self._cancels_unrecorded: dict[str, tuple[str, float | None]] = {}
+        self._cancels_unrecorded: dict[str, _KeptCancel] = {}
 
     async def record_success(
         self,
@@ -156,6 +174,12 @@ class JobEnds:
         async with transaction(self._conn):
             await journal.mark_done(self._conn, job_id, records, gpu_seconds, now, posted_digests)
             await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
+            await self._owe_settle(job_id, "done", now)
+
+    async def _owe_settle(self, job_id: str, outcome: str, now: float) -> None:
+        """In the transaction of the job's end: the broker's copies of it are to be settled."""
+        if self._settles_copies:
+            await broker_chores.owe(self._conn, job_id, outcome, now)
 
     async def finish_unsuccessfully(
         self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
@@ -172,25 +196,52 @@ class JobEnds:
         return True
 
     async def end_cancelled(
-        self, job_id: str, error: str, used_s: float | None = None, *, retried: bool = True
+        self,
+        job_id: str,
+        error: str,
+        used_s: float | None = None,
+        *,
+        retried: bool = True,
+        ask_first: bool = True,
     ) -> None:
         """Record a cancel its member was told of (``record_cancel``) and deliver its notice
         at once (``finish_unsuccessfully``'s reasons)."""
-        if await self.record_cancel(job_id, error, used_s, retried=retried):
+        if await self.record_cancel(job_id, error, used_s, retried=retried, ask_first=ask_first):
             await self._delivery.notice(job_id)
 
     async def record_cancel(
-        self, job_id: str, error: str, used_s: float | None = None, *, retried: bool = True
+        self,
+        job_id: str,
+        error: str,
+        used_s: float | None = None,
+        *,
+        retried: bool = True,
+        ask_first: bool = True,
     ) -> bool:
         """Record a cancel its member was told of; whether it was recorded (``retried``: as
         ``JournalWriter.write``). One the journal refuses is kept, and the delivery sweep
         writes it (``retry_kept``): its stop was recorded as asked before its member was told
-        (``JobQueue.cancel``), so a stop of Easel meanwhile still ends it at the next start,
-        not renders and charges it."""
+        (``JobQueue.cancel``), or the sweep records that first (``ask_first``: it may not be;
+        False for one known asked, and for one ended by the rules of now at its start, which
+        the next start judges again), so a stop of Easel meanwhile still ends it at the next
+        start, not renders and charges it."""
         if await self._end_recorded(job_id, error, cancelled=True, used_s=used_s, retried=retried):
             return True
-        self._cancels_unrecorded[job_id] = (error, used_s)
+        self._cancels_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first)
         return False
+
+    async def write_ask(self, job_id: str, *, retried: bool = True) -> None:
+        """Record in the journal that a stop of ``job_id`` was asked while it is queued or
+        running (``journal.ask_cancel``): a start that finds it unfinished ends it, refunded
+        whole. In a transaction of its own: a lone statement would join another coroutine's,
+        and its rollback would undo the ask after the member was told. Raises as
+        ``JournalWriter.write``."""
+
+        async def ask() -> None:
+            async with transaction(self._conn):
+                await journal.ask_cancel(self._conn, job_id, self._now())
+
+        await self._writer.write(f"job {job_id}: its stop asked", ask, retried=retried)
 
     async def _end_recorded(
         self,
@@ -222,21 +273,23 @@ class JobEnds:
         GPU time; a stop its owner did not choose (a ban's) makes it free. None: none kept."""
         if (kept := self._cancels_unrecorded.get(job_id)) is None:
             return None
-        error, used_s = kept
         if not owner_pays:
-            used_s = None
-            self._cancels_unrecorded[job_id] = (error, used_s)
-        return CancelOutcome.STOPPING_FREE if used_s is None else CancelOutcome.STOPPING
+            kept.used_s = None
+        return CancelOutcome.STOPPING_FREE if kept.used_s is None else CancelOutcome.STOPPING
 
     async def retry_kept(self) -> None:
-        """Write the cancels the journal refused before (``record_cancel``) and deliver their
-        notices. Each is tried once, and none after the first the journal refuses again: a
+        """Write the cancels the journal refused before (``record_cancel``), each one's ask
+        first where it may be missing (``_KeptCancel.ask_first``), and deliver their notices.
+        Each write is tried once, and none after the first the journal refuses again: a
         database locked or full would make each try wait out its busy timeout, and the sweep
         must not stall behind them for minutes; the next sweep tries them again."""
-        for job_id, (error, used_s) in list(self._cancels_unrecorded.items()):
+        for job_id, kept in list(self._cancels_unrecorded.items()):
             try:
+                if kept.ask_first:
+                    await self.write_ask(job_id, retried=False)
+                    kept.ask_first = False
                 await self.record_failure(
-                    job_id, error, cancelled=True, used_s=used_s, retried=False
+                    job_id, kept.error, cancelled=True, used_s=kept.used_s, retried=False
                 )
             except aiosqlite.OperationalError as refused:
                 log.warning(
@@ -262,6 +315,7 @@ class JobEnds:
         its last step must not make it free. The end and its refund or charge are one
         transaction: a crash leaves both or neither."""
         now = self._now()
+        outcome = "cancelled" if cancelled else "failed"
 
         async def record() -> None:
             async with transaction(self._conn):
@@ -270,9 +324,10 @@ class JobEnds:
                     await accounting.refund(self._conn, job_id, now)
                 else:
                     await accounting.charge(self._conn, job_id, used_s, 0, now)
+                await self._owe_settle(job_id, outcome, now)
 
         await self._writer.write(f"job {job_id}: its end", record, retried=retried)
-        self._on_ended(job_id, "cancelled" if cancelled else "failed")
+        self._on_ended(job_id, outcome)
         if used_s is None:
             log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
         else:

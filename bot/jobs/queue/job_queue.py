@@ -26,6 +26,7 @@ import aiosqlite
 from bot import metrics
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.queue.broker_chores import BrokerChores
 from bot.jobs.queue.delivery import Delivery, DeliveryRetries
 from bot.jobs.queue.ends import JobEnds
 from bot.jobs.queue.journal_writes import JOURNAL_RETRY_WAITS_S, JournalWriter
@@ -39,6 +40,7 @@ from bot.jobs.queue.slots import (
     SlotUnavailable,
     WarmingSlot,
 )
+from bot.jobs.queue.unfinished import UnfinishedJobs
 from bot.jobs.queue.values import (
     CancelOutcome,
     JobState,
@@ -55,6 +57,7 @@ from bot.jobs.scheduler import (
     SchedulerConfig,
 )
 from bot.logging_setup import job_event
+from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from bot.user_errors import Reason, UserError
 from db import jobs as journal
@@ -155,13 +158,19 @@ class JobQueue:
         scheduler_config: SchedulerConfig | None = None,
         dm_limits: QuotaLimits = DEFAULT_LIMITS,
         copies: JobCopies | None = None,
+        max_queued_per_member: int = 0,
         delivery_retries: DeliveryRetries | None = None,
         journal_retry_waits: Sequence[float] = JOURNAL_RETRY_WAITS_S,
     ) -> None:
         self._conn = conn
         self._writer = JournalWriter(journal_retry_waits)
-        self._copies = copies
+        # What the broker's copies of ended jobs still need (``broker_chores``), when renders
+        # run on one.
+        self._chores = (
+            None if copies is None else BrokerChores(conn, copies, clock, UNAVAILABLE_PROBE_WAITS_S)
+        )
         self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
+        self._max_queued = max_queued_per_member  # EASEL_MAX_QUEUED_PER_MEMBER; 0: no bound
         self._slots = list(slots)
         self._images_dir = images_dir
         self._clock = clock
@@ -196,10 +205,16 @@ class JobQueue:
         # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
         # meanwhile, so a second click is told so, not that the job ended.
         self._cancelling: set[str] = set()
+        # Those of them a stop was imposed on meanwhile (a ban's): their cancel, refused, ends
+        # them all the same rather than queues them again.
+        self._imposed_meanwhile: set[str] = set()
         # Set while a slot cannot hand jobs over (``SlotUnavailable``): no batch starts.
         self._paused = False
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
         self._kinds: dict[str, str] = {}
+        # Each member's jobs not yet ended, for the queue bound's check before the
+        # acknowledgement (``quota_refusal``): counted without a read of SQLite.
+        self._unfinished = UnfinishedJobs()
         metrics.watch_queue_depth(self.queued_count)
         self._dispatchers: list[asyncio.Task[None]] = []
         # Rendered batches being stored, charged and delivered while their slot renders on.
@@ -217,7 +232,15 @@ class JobQueue:
             self._in_background,
             self._stop_requested,
         )
-        self._ends = JobEnds(conn, self._writer, self._delivery, images_dir, self._now, self._ended)
+        self._ends = JobEnds(
+            conn,
+            self._writer,
+            self._delivery,
+            images_dir,
+            self._now,
+            self._ended,
+            settles_copies=copies is not None,
+        )
 
     def set_sink(self, sink: ResultSink) -> None:
         self._delivery.set_sink(sink)
@@ -251,13 +274,14 @@ class JobQueue:
             )
         for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
             self._kinds[job.id] = job.kind
+            self._unfinished.add(job.id, (job.user_id, job.guild_id))
             if job.cancel_asked_at is not None:
                 # Its stop was asked (``_ask_stop``) and its end not written before the stop:
                 # ended now, refunded whole (the GPU time it used was not journaled), and
                 # delivered with the ended jobs below. Tried once: a database held by another
                 # writer must not delay the login by minutes per job; one it refuses is kept
                 # for the sweep, and not rendered.
-                await self._ends.record_cancel(job.id, "cancelled", retried=False)
+                await self._ends.record_cancel(job.id, "cancelled", retried=False, ask_first=False)
                 continue
             request = RenderRequest.from_json(job.request_json)
             priority = PriorityClass(job.priority)
@@ -284,6 +308,8 @@ class JobQueue:
             if isinstance(slot, WarmingSlot):
                 # Ahead of the dispatcher's first job on the slot's thread, with its model.
                 slot.warm_up(self._first_model(slot.device))
+        if self._chores is not None:
+            self._chores.start()
         self._dispatchers = [
             asyncio.create_task(self._dispatch(slot), name=f"easel-dispatch-{slot.device}")
             for slot in self._slots
@@ -321,7 +347,13 @@ class JobQueue:
             abandoned = [job_id for job_id, batch in self._running.items() if batch.in_process]
             for task in still_running:
                 task.cancel()
+        # The posts, then the broker's chores, share one grace: with the renders' the stop
+        # takes 30 s at most (SIGTERM's bound); chores left over wait for the next start.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE_S
         await self._settle_background(SHUTDOWN_GRACE_S)
+        if self._chores is not None:  # once the last ends are recorded
+            await self._chores.stop(max(0.0, deadline - loop.time()))
         # After the cancels: a start a cancelled task was marking is journaled before this
         # (the connection runs its statements in order).
         await journal.give_back_attempts(self._conn, abandoned)
@@ -343,6 +375,7 @@ class JobQueue:
                 submission.request,
                 created_at,
                 self._dm_limits,
+                max_queued=self._max_queued,
             )
             if refusal is None:
                 await journal.insert_job(
@@ -367,9 +400,12 @@ class JobQueue:
                     ),
                 )
         if refusal is not None:
-            metrics.quota_refused()
-            raise QuotaExceeded(refusal.message)
+            exceeded = QuotaExceeded.of(refusal)
+            if exceeded.reason is Reason.QUOTA:  # the bound's: easel_refusals{reason="queue"}
+                metrics.quota_refused()
+            raise exceeded
         self._kinds[job_id] = submission.kind
+        self._unfinished.add(job_id, (submission.user_id, submission.guild_id))
         metrics.job_submitted(submission.kind)
         log.info(
             "job %s queued",
@@ -389,12 +425,18 @@ class JobQueue:
             self._wakeup.notify_all()
         return job_id
 
-    async def quota_refusal(self, submission: Submission, jobs: int = 1) -> str | None:
-        """Why the member's limits would refuse this submission now, or None (reads only);
-        ``jobs``: how many jobs its pictures are split into (``--repeat``).
+    async def quota_refusal(
+        self, submission: Submission, jobs: int = 1, *, counted: bool = True
+    ) -> QuotaExceeded | None:
+        """Why the member's limits or the queue bound would refuse this submission now, or
+        None (reads only); ``jobs``: how many jobs its pictures are split into
+        (``--repeat``); ``counted``: a quota refusal is counted (``easel_quota_refusals``) as
+        one the member is told, unless the caller may yet accept the request (a probe
+        another probe overrules).
 
-        For answering before the interaction is deferred, so a refusal can be ephemeral;
-        ``submit`` checks again, atomically, and stays the authority."""
+        For answering before the interaction is deferred, so a refusal can be ephemeral:
+        from memory once warm, a refusal confirmed in SQLite; ``submit`` checks again,
+        atomically, and stays the authority."""
         refusal = await accounting.refusal_for(
             self._conn,
             submission.member,
@@ -403,10 +445,25 @@ class JobQueue:
             self._dm_limits,
             jobs,
         )
-        if refusal is None:
+        if refusal is not None:
+            if counted:
+                metrics.quota_refused()
+            return QuotaExceeded.of(refusal)
+        bound = await self._queue_bound_refusal(submission.member, jobs)
+        return None if bound is None else QuotaExceeded.of(bound)
+
+    async def _queue_bound_refusal(
+        self, member: accounting.Member, jobs: int
+    ) -> QueueBoundRefusal | None:
+        """Why ``jobs`` more of ``member``'s do not fit under the queue bound, or None:
+        counted in memory (``_unfinished``); a refusal is confirmed in SQLite, whose count
+        replaces memory's (it may have missed an end)."""
+        key = (member.user_id, member.guild_id)
+        if check_queue_bound(self._max_queued, self._unfinished.count(key), jobs) is None:
             return None
-        metrics.quota_refused()
-        return refusal.message
+        found = await journal.unfinished_jobs_of(self._conn, *key)
+        self._unfinished.found(key, (job.id for job in found))
+        return check_queue_bound(self._max_queued, len(found), jobs)
 
     async def cancel(
         self, job_id: str, by: accounting.Member, *, imposed: bool = False
@@ -427,17 +484,17 @@ class JobQueue:
         Discord first (defer). Not so for a stop ``imposed`` on its owner: a refused write
         protects no member there, so each is tried once (a ban's or a withdrawal's stop must
         not wait minutes for a busy database) and the job is stopped all the same, its end
-        kept for the sweep (``JobEnds.record_cancel``); nor once this call recorded the stop
-        as asked: the
-        next start ends the job whatever this process manages, so it is kept and answered
-        cancelled rather than "not cancelled"."""
+        kept for the sweep (``JobEnds.record_cancel``), so it never raises ``UserError`` (nor
+        when another cancel of the job is being written: ``_impose_meanwhile``); nor once this
+        call recorded the stop as asked: the next start ends the job whatever this process
+        manages, so it is kept and answered cancelled rather than "not cancelled"."""
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
         if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
             return CancelOutcome.NOT_YOURS
         if job_id in self._cancelling:
-            raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
+            return await self._meet_other_cancel(job_id, imposed=imposed)
         owner_pays = job.user_id == by.user_id and not imposed
         # Stopped already, its end waiting for the journal: the journal says running still.
         if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
@@ -464,6 +521,12 @@ class JobQueue:
                     # stopped): it ends cancelled, so this ask is kept and answered so.
                     owner_charged = asked_of.rendering and asked_of.cancelled[job_id]
                     return CancelOutcome.STOPPING if owner_charged else CancelOutcome.STOPPING_FREE
+                if job_id in self._cancelling:
+                    # Another cancel took it from the queue while this waited for the lock, and
+                    # writes its end: not finished yet, and that write may be refused.
+                    return await self._meet_other_cancel(job_id, imposed=imposed)
+                if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
+                    return kept  # another cancel ended it, and its end waits for the sweep
                 if asked:
                     await self._forget_ask(job_id)
                 return CancelOutcome.FINISHED
@@ -477,28 +540,58 @@ class JobQueue:
                 asked = await self._ask_stop(job_id, imposed=True)
             if asked or imposed:
                 # Kept for the sweep if the journal refuses its end, not rendered here.
-                await self._ends.end_cancelled(job_id, "cancelled", retried=not imposed)
+                await self._ends.end_cancelled(
+                    job_id, "cancelled", retried=not imposed, ask_first=not asked
+                )
                 return CancelOutcome.CANCELLED
             recorded = await self._ends.finish_unsuccessfully(job_id, "cancelled", cancelled=True)
             if not recorded:
-                # Back in the scheduler, so this process renders it as the journal still says:
-                # queued and reserved. Left out, the next start would render and charge it
-                # unseen.
                 async with self._wakeup:
-                    self._schedule(
-                        job.id,
-                        job.user_id,
-                        job.guild_id,
-                        RenderRequest.from_json(job.request_json),
-                        job.created_at,
-                        PriorityClass(job.priority),
-                        alone=job.attempts > 0,
-                    )
-                    self._wakeup.notify_all()
+                    # Read under the lock that queues it again: a stop imposed while this was
+                    # written, or while this waited for the lock, ends it whatever this write
+                    # managed (``_impose_meanwhile``); none can come after, as it leaves
+                    # ``_cancelling`` before the next await.
+                    imposed_meanwhile = job_id in self._imposed_meanwhile
+                    if not imposed_meanwhile:
+                        # Back in the scheduler, so this process renders it as the journal
+                        # still says: queued and reserved. Left out, the next start would
+                        # render and charge it unseen.
+                        self._schedule(
+                            job.id,
+                            job.user_id,
+                            job.guild_id,
+                            RenderRequest.from_json(job.request_json),
+                            job.created_at,
+                            PriorityClass(job.priority),
+                            alone=job.attempts > 0,
+                        )
+                        self._wakeup.notify_all()
+                if imposed_meanwhile:
+                    await self._ends.end_cancelled(job_id, "cancelled", retried=False)
+                    return CancelOutcome.CANCELLED
         finally:
             self._cancelling.discard(job_id)
+            self._imposed_meanwhile.discard(job_id)
         if not recorded:
             raise _not_cancelled(job_id)
+        return CancelOutcome.CANCELLED
+
+    async def _meet_other_cancel(self, job_id: str, *, imposed: bool) -> CancelOutcome:
+        """A cancel of ``job_id`` meeting another one whose end is being written
+        (``_cancelling``): a stop ``imposed`` on its owner is kept (``_impose_meanwhile``);
+        any other is told the job is being cancelled."""
+        if imposed:
+            return await self._impose_meanwhile(job_id)
+        raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
+
+    async def _impose_meanwhile(self, job_id: str) -> CancelOutcome:
+        """A stop imposed on queued ``job_id``'s owner (a ban's, a withdrawal's) while another
+        cancel of it (its owner's) is written, tried for minutes: not dropped, nor made to
+        wait. Its ask is recorded (tried once), so that a start ends the job, and the other
+        cancel, should the journal refuse its end, ends it all the same (kept for the sweep),
+        rather than queues it again to be rendered and withheld unrefunded."""
+        self._imposed_meanwhile.add(job_id)
+        await self._ask_stop(job_id, imposed=True)
         return CancelOutcome.CANCELLED
 
     async def _ask_stop(self, job_id: str, *, imposed: bool) -> bool:
@@ -511,17 +604,9 @@ class JobQueue:
         start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
         (the job is not stopped, and its asker is told to try again, rather than told a stop
         the journal may lose), unless the stop is ``imposed``: that one is tried once, and
-        made all the same.
-
-        In a transaction of its own: a lone statement would join another coroutine's, and
-        its rollback would undo the ask after the member was told."""
-
-        async def ask() -> None:
-            async with transaction(self._conn):
-                await journal.ask_cancel(self._conn, job_id, self._now())
-
+        made all the same (``JobEnds.write_ask``)."""
         try:
-            await self._writer.write(f"job {job_id}: its stop asked", ask, retried=not imposed)
+            await self._ends.write_ask(job_id, retried=not imposed)
         except aiosqlite.OperationalError:
             if not imposed:
                 log.critical("job %s: its stop's ask was not recorded; not stopped", job_id)
@@ -564,19 +649,15 @@ class JobQueue:
         their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
         on their makers: refunded whole, each write tried once (``cancel``), so a busy
         database delays each by a busy timeout per write (its ask, its end), not minutes.
-        Returns those stopped; one being cancelled already is logged, and the others are
-        stopped all the same: its result is withheld at its delivery."""
+        Returns those stopped (one its owner's cancel is being written for among them:
+        ``_impose_meanwhile``)."""
         stopped = []
         for job_id in job_ids:
             job = await journal.get_job(self._conn, job_id)
             if job is None or job.status not in _UNFINISHED:
                 continue
             owner = accounting.Member(job.user_id, job.guild_id)
-            try:
-                outcome = await self.cancel(job_id, owner, imposed=True)
-            except UserError as refused:
-                log.warning("job %s: withdrawn, not stopped: %s", job_id, refused)
-                continue
+            outcome = await self.cancel(job_id, owner, imposed=True)
             if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
                 stopped.append(job_id)
         return stopped
@@ -809,7 +890,9 @@ class JobQueue:
             self._release(tuple(ended))
             self._wakeup.notify_all()
         for job_id, error in ended.items():
-            await self._ends.end_cancelled(job_id, error)
+            # One the rules of now ended (their why in place of "cancelled") had no stop
+            # asked: kept, it is judged again at the next start.
+            await self._ends.end_cancelled(job_id, error, ask_first=error == "cancelled")
 
     async def _queue_again(self, running: _RunningBatch) -> None:
         """The jobs of ``running`` did not start (the journal stayed unwritable at their start:
@@ -1054,20 +1137,10 @@ class JobQueue:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
         to read, not the log's: it may quote the prompt)."""
         kind = self._kinds.pop(job_id, "unknown")
+        self._unfinished.ended(job_id)
         self._requeued.discard(job_id)
         self._running_in_journal.discard(job_id)
         metrics.job_ended(kind, outcome)
         log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
-        if self._copies is not None:
-            self._in_background(self._settle_copies(self._copies, job_id, outcome))
-
-    @staticmethod
-    async def _settle_copies(copies: JobCopies, job_id: str, outcome: str) -> None:
-        try:
-            await copies.settle(job_id, outcome)
-        except Exception as error:
-            log.warning(
-                "job %s: its copies on the broker stay until they expire (24 h): %s",
-                job_id,
-                type(error).__name__,
-            )
+        if self._chores is not None:
+            self._chores.owed()

@@ -4,7 +4,7 @@ raise or keep outside the bot."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from inference.types import RenderCancelled, RenderedImage, RenderRequest, StepProgress
@@ -71,11 +71,24 @@ class WarmingSlot(RenderSlot, Protocol):
 class JobCopies(Protocol):
     """Where a transport keeps copies of jobs outside the bot (a broker: their requests,
     results and pictures): dropped once a job's outcome is recorded, and by /forget-me. The
-    in-process transport keeps none, so it has none of these. Both raise when the broker
-    cannot be reached: what is left expires on its own."""
+    in-process transport keeps none, so it has none of these. Each raises when the broker
+    cannot be reached: what is left expires on its own, after ``kept_s`` seconds (a settle
+    owed is tried again meanwhile: ``bot.jobs.queue.broker_chores``)."""
+
+    kept_s: float
 
     async def settle(self, job_id: str, outcome: str) -> None:
-        """The job ended ("done", "failed" or "cancelled"): only a marker of it is kept."""
+        """The job ended ("done", "failed" or "cancelled"): only a marker of it is kept (a
+        cancelled one is not rendered by a worker handed it later)."""
+        ...
+
+    async def drop_job_messages(self, job_ids: Collection[str]) -> None:
+        """The messages of these settled cancelled jobs leave the broker's queue (its cost
+        grows with the jobs in it: asked once for many)."""
+        ...
+
+    async def reachable(self) -> bool:
+        """Whether the broker answers now."""
         ...
 
     async def drop_copies(self, job_ids: Sequence[str]) -> None:

@@ -97,9 +97,9 @@ class FinishedJob:
     post_attempted_at: float | None = None
     # When it ended (seconds since the epoch): no post of it is older. None: read as unknown.
     finished_at: float | None = None
-    # Its first posts recorded in its channel (``job_messages``), read once a post of it was
-    # tried: its interaction's original response once it showed progress, which an edit of
-    # a try may have turned into the result, and its result's post once linked.
+    # Its first posts recorded in its channel (``job_messages``): its interaction's original
+    # response once it showed progress (a delivery after a restart points it to the result),
+    # which an edit of a try may have turned into the result, and its result's post once linked.
     posted_ids: tuple[int, ...] = ()
 
 
@@ -117,6 +117,14 @@ class RetractingSink(ResultSink, Protocol):
     (its maker's /forget-me), which nothing else would delete."""
 
     async def retract(self, job: FinishedJob, message_id: int) -> None: ...
+
+
+@runtime_checkable
+class ForgettingSink(ResultSink, Protocol):
+    """A sink that keeps something of a job between its delivery's tries (its progress
+    message, to edit into the result), told when no try follows: its delivery given up."""
+
+    def given_up(self, job_id: str) -> None: ...
 
 
 class StartGate(Protocol):

@@ -1,0 +1,346 @@
+"""Stops imposed on a job's owner (a ban's, a withdrawal's) and the cancels kept for the sweep,
+on real SQLite files: an imposed stop that meets its owner's own cancel of the job ends it
+though that cancel's write is refused; a kept cancel whose ask was refused has it written
+before its end, so a process killed between the two still ends the job at its next start;
+and a delivery given up for a job with no result lets its sink drop what it kept for a try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiosqlite
+import discord
+import pytest
+
+from bot.jobs import accounting
+from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue
+from bot.jobs.queue import ends as ends_module
+from cogs.results.posting import DiscordResults
+from cogs.results.progress import _Watched
+from db import jobs as journal
+from db.database import connect
+from inference.worker import DeviceWorker
+from tests.conftest import ErrorLogs
+from tests.integration.test_job_end_written import (
+    ledger_kinds,
+    refused_end,
+    status,
+    submission,
+    sweeping_queue,
+)
+from tests.support.engines import InstantEngine
+from tests.support.sinks import RecordingSink, started_queue
+
+OWNER = accounting.Member(1, 1)
+
+
+def refuse_the_owner_s_end(
+    monkeypatch: pytest.MonkeyPatch, before_refused: Callable[[], Awaitable[object]]
+) -> asyncio.Event:
+    """The first end written (the owner's cancel's, tried for minutes against a busy database)
+    is refused once ``before_refused`` returns; the ends after it are written. Returns an event
+    set as that first write starts."""
+    record_failure = ends_module.JobEnds.record_failure
+    writing = asyncio.Event()
+
+    async def refused_first(
+        ends: ends_module.JobEnds, failed_id: str, error: str, **kwargs: Any
+    ) -> None:
+        if writing.is_set():
+            return await record_failure(ends, failed_id, error, **kwargs)
+        writing.set()
+        await before_refused()
+        raise aiosqlite.OperationalError("database is locked")
+
+    monkeypatch.setattr(ends_module.JobEnds, "record_failure", refused_first)
+    return writing
+
+
+Banning = Callable[[JobQueue, str, asyncio.TaskGroup], Awaitable["asyncio.Task[CancelOutcome]"]]
+
+
+async def _ended_once_though_refused(
+    conn: aiosqlite.Connection, images: Path, ban: Banning
+) -> None:
+    """``ban`` starts the owner's cancel of a queued job (its end refused:
+    ``refuse_the_owner_s_end``), imposes a stop on them meanwhile, and returns the owner's
+    cancel: the job ends all the same, refunded, its owner told once, not queued again to be
+    rendered and withheld unrefunded."""
+    queue = JobQueue(conn, [], images)  # no device: the job stays queued
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        async with asyncio.TaskGroup() as tasks:
+            clicked = await ban(queue, job_id, tasks)
+            assert await asyncio.wait_for(clicked, 10) is CancelOutcome.CANCELLED
+            await sink.wait_for(1)
+            assert queue.queued_count() == 0
+    finally:
+        await queue.stop()
+    assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+    assert await status(conn, job_id) is journal.JobStatus.CANCELLED
+    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+
+
+async def _banned(conn: aiosqlite.Connection, job_id: str, stop: Awaitable[CancelOutcome]) -> None:
+    """The ban's ``stop`` is answered cancelled, its ask in the journal before the owner's
+    write ends: a start ends the job whatever this process manages."""
+    assert await asyncio.wait_for(stop, 10) is CancelOutcome.CANCELLED
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.cancel_asked_at is not None
+
+
+async def test_a_ban_meeting_its_owner_s_cancel_ends_the_job_though_that_cancel_is_refused(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    banned = asyncio.Event()
+    writing = refuse_the_owner_s_end(monkeypatch, banned.wait)
+
+    async def ban(
+        queue: JobQueue, job_id: str, tasks: asyncio.TaskGroup
+    ) -> asyncio.Task[CancelOutcome]:
+        clicked = tasks.create_task(queue.cancel(job_id, OWNER))
+        try:
+            await asyncio.wait_for(writing.wait(), 10)
+            await _banned(conn, job_id, queue.cancel(job_id, OWNER, imposed=True))
+        finally:
+            banned.set()
+        return clicked
+
+    await _ended_once_though_refused(conn, tmp_path / "images", ban)
+
+
+async def test_a_ban_waiting_for_the_queue_s_lock_behind_its_owner_s_cancel_is_not_told_finished(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    banned = asyncio.Event()
+    writing = refuse_the_owner_s_end(monkeypatch, banned.wait)
+    get_job = journal.get_job
+    read_by: dict[asyncio.Task[Any] | None, asyncio.Event] = {}
+
+    async def read(*args: Any, **kwargs: Any) -> journal.JobRecord | None:
+        found = await get_job(*args, **kwargs)
+        if (read := read_by.get(asyncio.current_task())) is not None:
+            read.set()  # its cancel goes on to the queue's lock without another await
+        return found
+
+    monkeypatch.setattr(journal, "get_job", read)
+
+    async def read_then_cancelled(
+        queue: JobQueue, job_id: str, tasks: asyncio.TaskGroup, *, imposed: bool
+    ) -> asyncio.Task[CancelOutcome]:
+        task = tasks.create_task(queue.cancel(job_id, OWNER, imposed=imposed))
+        read_by[task] = asyncio.Event()
+        await asyncio.wait_for(read_by[task].wait(), 10)
+        return task
+
+    async def ban(
+        queue: JobQueue, job_id: str, tasks: asyncio.TaskGroup
+    ) -> asyncio.Task[CancelOutcome]:
+        # A dispatcher woken by the ban's other cancels holds the lock: the owner's cancel
+        # waits for it first, then the ban's, which found no other cancel being written.
+        await queue._wakeup.acquire()
+        try:
+            clicked = await read_then_cancelled(queue, job_id, tasks, imposed=False)
+            imposed = await read_then_cancelled(queue, job_id, tasks, imposed=True)
+        finally:
+            queue._wakeup.release()
+        try:
+            await asyncio.wait_for(writing.wait(), 10)  # the owner's took it from the queue
+            await _banned(conn, job_id, imposed)
+        finally:
+            banned.set()
+        return clicked
+
+    await _ended_once_though_refused(conn, tmp_path / "images", ban)
+
+
+async def test_a_ban_while_its_owner_s_refused_cancel_waits_to_queue_the_job_again_ends_it(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("was not recorded")
+    lock_taken = asyncio.Event()
+
+    async def ban(
+        queue: JobQueue, job_id: str, tasks: asyncio.TaskGroup
+    ) -> asyncio.Task[CancelOutcome]:
+        async def lock_taken_meanwhile() -> None:
+            # A dispatcher woken by the ban's other cancels holds the lock as the owner's
+            # write is refused: the owner's cancel waits for it to queue the job again.
+            await queue._wakeup.acquire()
+            lock_taken.set()
+
+        refuse_the_owner_s_end(monkeypatch, lock_taken_meanwhile)
+        clicked = tasks.create_task(queue.cancel(job_id, OWNER))
+        try:
+            await asyncio.wait_for(lock_taken.wait(), 10)
+            await _banned(conn, job_id, queue.cancel(job_id, OWNER, imposed=True))
+        finally:
+            if lock_taken.is_set():
+                queue._wakeup.release()
+        return clicked
+
+    await _ended_once_though_refused(conn, tmp_path / "images", ban)
+
+
+async def test_a_kept_stop_s_ask_is_written_before_its_end_so_a_kill_between_keeps_it(
+    tmp_path: Path, error_logs: ErrorLogs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error_logs.expect("was not recorded")
+    error_logs.expect("the kept ends were not written")
+    images = tmp_path / "images"
+    conn = await connect(tmp_path / "easel.sqlite3")
+    queue, _ = sweeping_queue(conn, [], images)
+    job_id = await queue.submit(submission(1))
+    # A ban's stop of a queued job: its ask and its end refused, kept only in this process.
+    monkeypatch.setattr(journal, "ask_cancel", refused_end)
+    monkeypatch.setattr(ends_module.JobEnds, "record_failure", refused_end)
+    assert await queue.cancel(job_id, OWNER, imposed=True) is CancelOutcome.CANCELLED
+    monkeypatch.undo()
+
+    left = tmp_path / "left-by-the-kill.sqlite3"
+    killed = asyncio.Event()
+
+    async def killed_here(*_args: object, **_kwargs: object) -> None:
+        # The process is killed as the sweep writes the kept end: the journal as it is now
+        # is all its next start finds.
+        if not killed.is_set():
+            async with aiosqlite.connect(left) as copy:
+                await conn.backup(copy)
+            killed.set()
+        raise RuntimeError("killed before the kept end was written")
+
+    monkeypatch.setattr(ends_module.JobEnds, "record_failure", killed_here)
+    await queue.start()
+    try:
+        await asyncio.wait_for(killed.wait(), 10)
+    finally:
+        await queue.stop()
+        await conn.close()
+    monkeypatch.undo()
+
+    restarted = await connect(left)
+    renders = InstantEngine()
+    try:
+        again, sink = await started_queue(
+            restarted, [DeviceWorker("cpu", lambda _: renders)], images
+        )
+        await sink.wait_for(1)
+        await again.stop()
+        assert renders.rendered == []
+        assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, False)]
+        assert await ledger_kinds(restarted, job_id) == ["reserve", "refund"]
+    finally:
+        await restarted.close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "its-record-refused"])
+async def test_a_progress_message_kept_for_a_retry_goes_once_its_delivery_is_given_up(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: bool,
+) -> None:
+    error_logs.expect("its end could not be posted")
+    results = DiscordResults(cast(discord.Client, None))
+    missing_permissions = discord.Forbidden(
+        cast(Any, SimpleNamespace(status=403, reason="Forbidden")),
+        {"code": 50013, "message": "Missing Permissions"},
+    )
+
+    async def refused(*_args: object) -> int | None:
+        raise missing_permissions  # refused for good: a cancel's notice is given up at once
+
+    monkeypatch.setattr(results, "_posted", refused)
+    if not recorded:  # given up all the same, though a sweep may find it and try it again
+        error_logs.expect("its notice not posted")
+        monkeypatch.setattr(journal, "mark_delivered", refused_end)
+    queue = JobQueue(conn, [], tmp_path / "images", journal_retry_waits=())
+    queue.set_sink(results)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        results._watched[job_id] = _Watched(
+            cast(discord.Webhook, None),
+            lambda: True,
+            False,
+            on_deleted=_nothing,
+            on_landed=lambda message: _nothing(),
+        )
+        assert await queue.cancel(job_id, OWNER) is CancelOutcome.CANCELLED
+    finally:
+        await queue.stop()
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and (job.delivered_at is not None) is recorded
+    assert job_id not in results._watched
+
+
+class RefusedForGood(RecordingSink):
+    """Discord refuses each post of a result (403: a lost permission); it notes the jobs
+    whose delivery is given up (``ForgettingSink``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten: list[str] = []
+        self.gave_up = asyncio.Event()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        if job.succeeded:
+            raise discord.Forbidden(
+                cast(Any, SimpleNamespace(status=403, reason="Forbidden")),
+                {"code": 50013, "message": "Missing Permissions"},
+            )
+        return await super().deliver(job)
+
+    def given_up(self, job_id: str) -> None:
+        self.forgotten.append(job_id)
+        self.gave_up.set()
+
+
+async def test_a_result_delivered_meanwhile_is_given_up_though_not_failed(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error_logs.expect("its result cannot be posted")
+
+    async def delivered_meanwhile(*_args: object) -> bool:
+        return False  # done and delivered by the time its failure was to be written
+
+    monkeypatch.setattr(journal, "fail_undeliverable", delivered_meanwhile)
+    renders = InstantEngine()
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: renders)], tmp_path / "images")
+    sink = RefusedForGood()
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1))
+        await asyncio.wait_for(sink.gave_up.wait(), 10)
+    finally:
+        await queue.stop()
+    assert sink.forgotten == [job_id]
+    assert sink.delivered == []  # no failure posted in its place
