@@ -229,13 +229,22 @@ class _Hub:
             job_id: str | None = JobMessage.decode(msg.data).job_id
         except ValueError:
             job_id = None  # a pull that takes it drops it
-        with contextlib.suppress(nats.errors.Error):
-            if job_id is not None and (copies := self.in_hand.get(job_id)) is not None:
-                log.info("job %s: a late copy joins the one this worker has", job_id)
-                copies.append(msg)
-                await msg.in_progress()
-            elif not any(take(consumer, msg) for take in self.late_takers):
+        if job_id is not None and await self.join_held(job_id, msg, "a late copy"):
+            return
+        if not any(take(consumer, msg) for take in self.late_takers):
+            with contextlib.suppress(nats.errors.Error):
                 await msg.nak()
+
+    async def join_held(self, job_id: str, msg: Msg, what: str) -> bool:
+        """Whether ``msg`` is a copy of a job this worker holds (``in_hand``): then it joins
+        that job, heartbeaten and acked with the first delivery, not rendered again."""
+        if (copies := self.in_hand.get(job_id)) is None:
+            return False
+        log.info("job %s: %s joins the delivery this worker has", job_id, what)
+        copies.append(msg)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
+        return True
 
     def cancel_event_for(self, job_id: str) -> threading.Event:
         event = self.running[job_id] = threading.Event()
@@ -527,17 +536,9 @@ class _DeviceLoop:
             return
         deliveries = msg.metadata.num_delivered or 1
         max_deliver = consumer.config.max_deliver or 0
-        if (copies := self._hub.in_hand.get(job.job_id)) is not None:
-            log.info(
-                "job %s: delivered again (delivery %d) while this worker still has it; "
-                "acknowledged with the first",
-                job.job_id,
-                deliveries,
-            )
-            copies.append(msg)
-            with contextlib.suppress(nats.errors.Error):
-                await msg.in_progress()
-        elif await retry_transient(
+        if await self._hub.join_held(job.job_id, msg, f"delivery {deliveries}"):
+            return
+        if await retry_transient(
             f"job {job.job_id}: check", lambda: self._hub.has_result(job.job_id)
         ):
             log.info("job %s: already has a result; acknowledging only", job.job_id)
