@@ -92,7 +92,7 @@ async def fill(conn: aiosqlite.Connection, data_dir: Path, jobs: int, now: float
                 ends.append((job_id, finished))
         # After the transaction: mark_delivered waits for its lock (one write each, as the bot's).
         for job_id, finished in ends:
-            await journal.mark_delivered(conn, job_id, finished, message_id=None)
+            await journal.mark_delivered(conn, job_id, finished)
 
 
 async def rounds(

@@ -242,7 +242,6 @@ class EaselBot(commands.Bot):
         bans = BansCog(stops, self)
         await self.add_cog(bans)
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
-        await self._start_web_server(self._db, admin)
         self.add_dynamic_items(
             *RESULT_BUTTONS, PageButton, HistoryPageButton, WordsButton, ImagineSuggestionButton
         )
@@ -254,6 +253,9 @@ class EaselBot(commands.Bot):
         # Members banned, kicked or timed out while Easel was offline: asked about before any
         # restored job renders or is delivered (the gateway is not connected yet).
         await self.queue.start(before_delivery=bans.check_restored_jobs)
+        # After the replay: a mask editor's submit (a direct message's link) made during it
+        # would be queued twice, or ahead of the member's older restored jobs.
+        await self._start_web_server(self._db, admin)
         retention = Retention(
             self._db, settings.images_dir, settings.inputs_dir, settings.retention_days
         )

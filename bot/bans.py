@@ -81,6 +81,9 @@ def timed_out_refusal(until: datetime) -> str:
 class _Stop(NamedTuple):
     began: float  # when Easel heard of it (seconds since the epoch)
     until: float
+    # Jobs the queue's start gate ended for it (``StoppedMembers.ends_at_start``): the stop's
+    # own cancels find them ended, yet the stop ended them.
+    ended_at_start: set[str]
 
 
 class StoppedMembers:
@@ -115,12 +118,12 @@ class StoppedMembers:
     def add(self, guild_id: int, user_id: int, until: float | None = None) -> _Stop:
         """Stopped from now until ``until`` (a timeout's end, in seconds since the epoch), or
         for the next ``ttl_s`` (a ban, a kick). The latest word holds: a shortened timeout
-        too, and a second stop holds all the work begun before it. The stop (for
-        ``ends_at``)."""
+        too, and a second stop holds all the work begun before it. The stop (for ``ends_at``,
+        and for its cancels: its ``ended_at_start``)."""
         now = self._clock()
         key = (guild_id, user_id)
         self._stops.pop(key, None)
-        stop = self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until)
+        stop = self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until, set())
         if len(self._stops) > self._capacity:
             for ended in [k for k, stop in self._stops.items() if stop.until <= now]:
                 del self._stops[ended]
@@ -139,7 +142,7 @@ class StoppedMembers:
         predate it (its end earlier or later than the moderator's)."""
         key = (guild_id, user_id)
         if self._stops.get(key) is of:
-            self._stops[key] = of._replace(until=until)
+            self._stops[key] = of._replace(until=until)  # the same ``ended_at_start``
 
     def holds(self, guild_id: int | None, user_id: int, *, began_at: float) -> bool:
         """Whether the member's work in ``guild_id`` begun at ``began_at`` (seconds since the
@@ -155,6 +158,19 @@ class StoppedMembers:
             del self._stops[key]
             return False
         return began_at < stop.began
+
+    def ends_at_start(
+        self, guild_id: int | None, user_id: int, job_id: str, *, began_at: float
+    ) -> bool:
+        """Whether job ``job_id``, begun at ``began_at``, is stopped now (``holds``), for the
+        queue's start gate, which then ends it: noted so in the latest stop's
+        ``ended_at_start``, for that stop's cancels, which find it ended
+        (``CancelOutcome.FINISHED``)."""
+        if not self.holds(guild_id, user_id, began_at=began_at):
+            return False
+        assert guild_id is not None  # held in a server only
+        self._stops[(guild_id, user_id)].ended_at_start.add(job_id)
+        return True
 
 
 @dataclass(frozen=True)
@@ -199,14 +215,15 @@ class MemberStops:
         """Cancel the member's queued and running jobs in ``guild_id``, audited there as done
         by Easel (``easel_id``, the bot's own user) for ``cause``; their work begun before
         now makes or posts nothing more there until ``until`` (a timeout's end; else for an
-        hour). The ids cancelled (a job that ended meanwhile is not among them)."""
+        hour). The ids cancelled (a job that ended meanwhile is not among them, unless the
+        queue's start gate ended it for this stop: ``StoppedMembers.ends_at_start``)."""
         # First, before any await: a submission that journals after this is cancelled by its
         # submitter (cogs.common), one journaled before is among ``unfinished``.
-        self._stopped.add(guild_id, user_id, until)
-        return await self._cancel_unfinished(guild_id, user_id, cause, easel_id=easel_id)
+        stop = self._stopped.add(guild_id, user_id, until)
+        return await self._cancel_unfinished(stop, guild_id, user_id, cause, easel_id=easel_id)
 
     async def _cancel_unfinished(
-        self, guild_id: int, user_id: int, cause: StopCause, *, easel_id: int
+        self, stop: _Stop, guild_id: int, user_id: int, cause: StopCause, *, easel_id: int
     ) -> list[str]:
         unfinished = await self._history.unfinished(user_id, guild_id=guild_id)
         owner = accounting.Member(user_id, guild_id)
@@ -221,6 +238,10 @@ class MemberStops:
             return_exceptions=True,
         )
         cancelled = []
+        # Started meanwhile, and ended by the start gate for this stop: the stop's doing too.
+        # Read from this stop, not the member's record: a later stop (a ban seconds after a
+        # timeout) replaces that, and the jobs the gate ends for it are its own cancels'.
+        ended_at_start = stop.ended_at_start
         for line, outcome in zip(unfinished, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 log.error(
@@ -230,7 +251,7 @@ class MemberStops:
                     line.job_id,
                     exc_info=outcome,
                 )
-            elif outcome in _ENDED_BY_THE_STOP:
+            elif outcome in _ENDED_BY_THE_STOP or line.job_id in ended_at_start:
                 cancelled.append(line.job_id)
         if cancelled and cause.audited:
             await settings_audit.record_change(
@@ -264,7 +285,9 @@ class MemberStops:
         holds over Discord's answer, which may predate it."""
         # As cancel_jobs: the stop first, before any await.
         asked_about = self._stopped.add(guild_id, user_id)
-        await self._cancel_unfinished(guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id)
+        await self._cancel_unfinished(
+            asked_about, guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id
+        )
         try:
             async with asyncio.timeout(AUTOMOD_TIMEOUT_LOOKUP_S):
                 standing = await lookup(guild_id, user_id)

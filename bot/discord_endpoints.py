@@ -11,9 +11,6 @@ import discord.gateway
 import discord.http
 import yarl
 
-DISCORD_API_BASE_DEFAULT = "https://discord.com/api/v10"
-DISCORD_GATEWAY_URL_DEFAULT = "wss://gateway.discord.gg/"
-
 
 def point_discord_at(api_base: str, gateway_url: str) -> None:
     discord.http.Route.BASE = api_base.rstrip("/")

@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
@@ -19,15 +18,13 @@ from bot.jobs.retention import DAY_S, quota_window, remove_unread_results
 from bot.jobs.stored_files import remove_inside
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
-from bot.policy.moderation import ConditioningTexts, FixFacesDraws, each_once
+from bot.policy.moderation import ConditioningTexts, conditioning_texts
 from bot.user_errors import UserError
 from db import history as store
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import write_back_log
 from db.history import PostedMessage as PostedMessage  # for the cogs, which never import db
-from inference.face_options import FIX_FACES_PROMPT
-from inference.infotext import parse_infotext
 
 PAGE_SIZE = 5
 # The same pixels in more jobs than this (one seed rendered again and again) are checked
@@ -169,26 +166,6 @@ def _erased_withdrawn_job(guild_id: int) -> StoredJob:
         infotexts=[],
         withdrawn=True,
     )
-
-
-def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> ConditioningTexts:
-    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt as
-    rendered (wildcards drawn); its negative prompt as typed and as each picture rendered it.
-    Read from the journal's texts (a fraction of a millisecond a picture); the fix-faces
-    prompt as each picture rendered it is left to draw (``ConditioningTexts.fix_faces``) by
-    the banned-word check, which alone needs it, within its budget, after the checks of who
-    asks (the draw parses the prompt: seconds for a heavy one)."""
-    options = request.get("options") or {}
-    rendered = [parse_infotext(infotext) for infotext in infotexts]
-    face_prompt = options.get(FIX_FACES_PROMPT)
-    prompts = [request.get("prompt"), face_prompt]
-    negatives = [request.get("negative_prompt")]
-    for prompt, negative, _ in rendered:
-        prompts.append(prompt)
-        negatives.append(negative)
-    seeds = tuple(params.get("Seed") for *_, params in rendered)
-    fix_faces = FixFacesDraws(options, seeds) if each_once([face_prompt]) and seeds else None
-    return ConditioningTexts(each_once(prompts), each_once(negatives), fix_faces)
 
 
 class History:
@@ -574,6 +551,3 @@ class History:
             )
             return False
         return True
-
-    async def rows_left_for(self, user_id: int) -> int:
-        return await store.count_rows_of_user(self._conn, user_id)

@@ -152,12 +152,12 @@ class DecodedUpload:
     # orientation matches as stored; one stored turned and told to turn back, as shown (the
     # pixels a job reads).
     pixel_digests: tuple[bytes, ...]
-    png: bytes | None  # ``png_of``, when asked for
+    png: bytes | None  # ``_png_from``, when asked for
 
 
 def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> DecodedUpload:
     """An upload checked (``check_image``), then decoded once for its ``pixel_digests`` and its
-    8-bit PNG (``png_of``), each only when asked for: one call, on a thread (a 4096x4096 JPEG
+    8-bit PNG (``_png_from``), each only when asked for: one call, on a thread (a 4096x4096 JPEG
     takes about a second). A PNG is asked for a job's input: its sides are held to the engine's
     range first (``check_engine_sides``)."""
     checked = check_image(name, data)  # before decoding anything
@@ -183,15 +183,6 @@ def _digests(opened: Image.Image, shown: Image.Image) -> tuple[bytes, ...]:
     return (stored,) if shown is opened else (stored, pixel_digest(shown))
 
 
-def png_of(image: CheckedImage, name: str) -> bytes:
-    """The upload as an 8-bit PNG, turned upright by its EXIF orientation (the engine reads
-    pixels as stored): a PNG as it came (infotext kept), or with its 16-bit greys scaled to
-    8 bits (infotext kept); a JPEG or WebP converted."""
-    with Image.open(io.BytesIO(image.data)) as opened:
-        shown = _decoded_upright(opened, name)
-        return _png_from(image, opened, shown, infotext_of(image))
-
-
 def _decoded_upright(opened: Image.Image, name: str) -> Image.Image:
     """Decode the whole picture (``check_image`` reads little of a JPEG or WebP, so a
     truncated or corrupt one fails only here), then turn it upright (``upright``)."""
@@ -205,6 +196,9 @@ def _decoded_upright(opened: Image.Image, name: str) -> Image.Image:
 def _png_from(
     image: CheckedImage, opened: Image.Image, shown: Image.Image, infotext: str | None
 ) -> bytes:
+    """The upload as an 8-bit PNG, turned upright by its EXIF orientation (the engine reads
+    pixels as stored): a PNG as it came (infotext kept), or with its 16-bit greys scaled to
+    8 bits (infotext kept); a JPEG or WebP converted."""
     if image.format == "PNG" and shown is opened and not has_wide_greys(opened):
         return image.data
     picture = eight_bit(shown) if image.format == "PNG" else shown.convert("RGB")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from bot.policy.moderation import find_banned_rendering
-from bot.policy.unavailable import echoed
 from bot.requests import (
     Defaults,
     ImagineOptions,
@@ -53,6 +52,7 @@ from inference.metadata import latent_channels_of
 from inference.prompts import PromptError, extract_extra_networks
 from inference.prompts.chaos import MAX_CHAOS
 from inference.prompts.flags import seed_read_back
+from inference.quoting import echoed
 from inference.registry import ModelRegistry
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest

@@ -1,9 +1,11 @@
-"""JSON text decoded with its unpaired UTF-16 surrogates replaced by U+FFFD.
+"""JSON text decoded with its unpaired UTF-16 surrogates replaced by U+FFFD, and the test
+for one in any text (``holds_lone_surrogate``).
 
 A JSON string may spell half a surrogate pair (``"\\ud800"``: a client that cut an emoji in
 half); it is valid JSON, but orjson refuses it, and Python's decoder makes a ``str`` that no
 UTF-8 can carry (the tokenizer and SQLite then fail on it). Replaced, it reads as the one
-character that says something was lost.
+character that says something was lost. A form post (the mask editor's) is refused instead:
+its sender is told, and can send it again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def loads_replacing_lone_surrogates(
     if _SURROGATE_ESCAPE.search(text) is None:
         return fast_loads(text)
     return _replaced(json.loads(text))
+
+
+def holds_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds half a surrogate pair, which no UTF-8 can carry: in a ``str``
+    every surrogate is one (a decoder joins each pair into the character it spells)."""
+    return _SURROGATE.search(text) is not None
 
 
 def _replaced(value: Any) -> Any:

@@ -20,16 +20,21 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+# Members whose quota limits, spending and settings are kept, those who asked last; another
+# member's are read again. Measured at this size: spending 9.1 MiB, limits 13.9 MiB (ten roles
+# a member), settings 2.0 MiB.
+MEMBERS_KEPT = 10_000
+
 
 class Memo(Generic[K, V]):
     def __init__(self, max_size: int | None = None) -> None:
-        # With ``max_size``, the least recently used value goes first (keys without end).
+        # With ``max_size``, the least recently used value goes first (values without end).
         self._max_size = max_size
         self._values: dict[K, V] = {}
-        self._version = 0  # counts changes
-        self._changed_at: dict[K, int] = {}  # the version of each key's latest change
-        self._cleared_at = 0  # the version of the latest change of many keys at once
         self._reading: dict[K, asyncio.Task[V]] = {}  # reads no change has overtaken
+        # Every read in flight, overtaken or not, by key: a change marks them, so that what a
+        # change leaves behind lasts only while a read that began before it does.
+        self._in_flight: dict[K, list[_Read]] = {}
 
     async def get(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
         """The kept value, or ``read()``'s, kept unless the key changed while it ran."""
@@ -52,13 +57,18 @@ class Memo(Generic[K, V]):
         return self._values[key]
 
     async def _read(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
-        started = self._version
+        this_read = _Read()
+        self._in_flight.setdefault(key, []).append(this_read)
         try:
             value = await read()
         finally:
             if self._reading.get(key) is asyncio.current_task():
                 del self._reading[key]
-        if self._changed_at.get(key, 0) <= started and self._cleared_at <= started:
+            reads = self._in_flight[key]
+            reads.remove(this_read)
+            if not reads:
+                del self._in_flight[key]
+        if not this_read.overtaken:
             self._keep(key, value)
         return value
 
@@ -85,18 +95,25 @@ class Memo(Generic[K, V]):
         self._values.pop(key, None)
 
     def drop_where(self, matches: Callable[[K], bool]) -> None:
-        """Read every key that ``matches`` again next time (and any key being read now)."""
-        self._version += 1
-        self._cleared_at = self._version
+        """Read every key that ``matches`` again next time (and any such key being read now)."""
         for key in [key for key in self._values if matches(key)]:
             del self._values[key]
-        for key in [key for key in self._reading if matches(key)]:
-            del self._reading[key]
+        for key in [key for key in self._in_flight if matches(key)]:
+            self._changed(key)
 
     def _changed(self, key: K) -> None:
-        self._version += 1
-        self._changed_at[key] = self._version
+        for read in self._in_flight.get(key, ()):
+            read.overtaken = True
         self._reading.pop(key, None)  # who asks from now on reads after the change
+
+
+class _Read:
+    """One read in flight; ``overtaken``: its key changed since it began."""
+
+    __slots__ = ("overtaken",)
+
+    def __init__(self) -> None:
+        self.overtaken = False
 
 
 class ExpiringKeys(Generic[K]):

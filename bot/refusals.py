@@ -26,11 +26,36 @@ log = logging.getLogger(__name__)
 MAX_SENTENCE_CHARS = 300
 
 
-def quota_refused(refused: QuotaExceeded) -> UserError:
-    """The member's limits or the queue bound refusing a job (its message: which, and when
-    it resets or how to make room), as one sentence: what they are told and what their
-    server's dashboard shows (under ``refused.reason``), on every path."""
-    return UserError(f"⛔ {refused.message}", refused.reason)
+def told_refusal(message: str, reason: Reason, *, of: str | None = None) -> UserError:
+    """``message`` as the member is told a refusal: after "⛔", and after which of the
+    request's jobs it refuses (``of``: "Repeat 2 of 3") when not the whole request."""
+    return UserError(f"⛔ {message}" if of is None else f"⛔ {of}: {message}", reason)
+
+
+def quota_refused(
+    refused: QuotaExceeded, *, as_relax: QuotaExceeded | None = None, of: str | None = None
+) -> UserError:
+    """The member's limits, relax caps or the queue bound refusing a job (its message:
+    which, and when it resets or how to make room), as one sentence: what they are told and
+    what their server's dashboard shows (under its reason), on every path.
+
+    Made only to be told, so the one place ``easel_quota_refusals`` is counted: once per
+    sentence, when the member's limits or the relax caps (``Reason.QUOTA``) refuse the job
+    or, given ``as_relax``, its free form, whatever the reason it is recorded under (limits
+    then the bound: recorded ``QUEUE``; the bound then the relax caps: ``QUOTA``). The queue
+    bound alone (``Reason.QUEUE``, for both forms) is not counted, and a check whose answer
+    is not told counts nothing.
+
+    ``as_relax``: why the job's free ``--relax`` form is refused too, when the job may yet
+    be free (its picture not read): said after, where it differs, and its reason is the
+    one recorded, as a free job meets only that. ``of``: which of the request's jobs
+    (``told_refusal``)."""
+    message, reason = refused.message, refused.reason
+    if as_relax is not None and as_relax.message != message:
+        message, reason = f"{message} As a --relax job: {as_relax.message}", as_relax.reason
+    if Reason.QUOTA in (refused.reason, None if as_relax is None else as_relax.reason):
+        metrics.quota_refused()
+    return told_refusal(message, reason, of=of)
 
 
 class RefusalLog:

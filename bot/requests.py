@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from bot.policy.unavailable import echoed
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.limits import MAX_CLIP_SKIP, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 from inference.limits import MAX_SEED as MAX_SEED
@@ -22,7 +21,8 @@ from inference.prompts import (
     picture_seeds,
     resolve_flags,
 )
-from inference.types import RenderInputError, RenderRequest
+from inference.quoting import echoed
+from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
 from inference.validation import validate_request
 
 if TYPE_CHECKING:
@@ -34,8 +34,12 @@ _MAX_SIDE_DIGITS = 6
 # The Discord contract offers 1-4 pictures a request (a 2x2 grid at most).
 MAX_COUNT = 4
 # The longest prompt (and negative prompt) accepted from anywhere: typed, or read from a
-# picture's parameters; also the /imagine option's length limit.
+# picture's parameters; also the slash commands' prompt options' length limit.
 MAX_PROMPT_CHARS = 4000
+# The slash commands' negative options are registered shorter (as they always were): a longer
+# negative prompt, up to MAX_PROMPT_CHARS, comes from a picture's parameters, the prompt's
+# --no flag or the Remix form.
+MAX_NEGATIVE_OPTION_CHARS = 2000
 
 
 class RequestError(ValueError):
@@ -80,7 +84,7 @@ class ImagineOptions:
 class Defaults:
     steps: int = 20
     cfg: float = 7.0
-    sampler: str = "Euler a"
+    sampler: str = DEFAULT_SAMPLER
 
 
 def random_seed() -> int:

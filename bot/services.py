@@ -109,7 +109,8 @@ class Services:
     thread_members: RecentThreadMembers = field(
         default_factory=lambda: RecentThreadMembers(ttl_s=30.0)
     )
-    # Members banned from a server within the hour: what they started before queues no more.
+    # Members banned or kicked from a server within the hour, or timed out there until the
+    # timeout ends: what they started before the stop queues and posts nothing more.
     stopped_members: StoppedMembers = field(default_factory=StoppedMembers)
     # The installed models' names as last listed, with the models folder's change time then.
     listed_models: ListedModels = field(default_factory=ListedModels)

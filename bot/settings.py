@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.discord_endpoints import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
 from bot.policy.moderation import read_banned_words
 from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
@@ -19,6 +18,11 @@ from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
 from inference.quantization import Quantize
 from inference.upscale import latent_upscaler
 from inference.validation import RenderLimits
+
+# Discord's own endpoints; bot.discord_endpoints points discord.py elsewhere (a proxy, the tests'
+# fake) when these are changed. Kept here so that loading the settings never imports discord.
+DISCORD_API_BASE_DEFAULT = "https://discord.com/api/v10"
+DISCORD_GATEWAY_URL_DEFAULT = "wss://gateway.discord.gg/"
 
 
 class SettingsError(Exception):

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
-from bot import metrics
 from bot.compare import redraws_by_seed
 from bot.images import check_upload_size
 from bot.jobs.accounting import Member
@@ -32,7 +31,7 @@ from bot.policy.guild import GuildList, NsfwPolicy
 from bot.policy.moderation import model_allowed
 from bot.policy.unavailable import unavailable_here
 from bot.presets import Preset, over_saved_settings
-from bot.refusals import quota_refused
+from bot.refusals import quota_refused, told_refusal
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
@@ -505,8 +504,8 @@ async def _check_smallest_job_fits(
     ``may_be_free``, for the smallest ``--relax`` job (a limit of 0, or the relax caps:
     ``bot.policy.quota``); the member is told why each is refused, in one sentence when the
     reasons differ (spending that resets in hours, and jobs of theirs that wait), recorded
-    with the --relax job's reason, and a quota refusal told counted once
-    (``easel_quota_refusals``). ``submit_from_interaction`` checks the job."""
+    with the --relax job's reason (``quota_refused``). ``submit_from_interaction`` checks
+    the job."""
     queue = queue_of(interaction)
     smallest = Submission(
         kind="probe",
@@ -516,23 +515,16 @@ async def _check_smallest_job_fits(
         role_ids=role_ids(interaction),
         is_admin=is_admin(interaction),
     )
-    # Counted once, as told: the free probe may yet accept what the charged one refused.
-    refusal = await queue.quota_refusal(smallest, counted=not may_be_free)
+    refusal = await queue.quota_refusal(smallest)
     if refusal is None:
         return
+    free_refusal = None
     if may_be_free:
         free = dataclasses.replace(smallest, request=_SMALLEST_FREE_JOB)
         free_refusal = await queue.quota_refusal(free)
         if free_refusal is None:
             return
-        if free_refusal.message != refusal.message:
-            if refusal.reason is Reason.QUOTA and free_refusal.reason is not Reason.QUOTA:
-                metrics.quota_refused()  # told, where neither probe counted it
-            # Recorded as what refuses the --relax job too: a free job meets only that.
-            refusal = QuotaExceeded(
-                f"{refusal.message} As a --relax job: {free_refusal.message}", free_refusal.reason
-            )
-    raise quota_refused(refusal)
+    raise quota_refused(refusal, as_relax=free_refusal)
 
 
 async def submit_from_interaction(
@@ -697,10 +689,12 @@ async def _submit_repeats(
             if await submit_unless_stopped(services, queue, repeat, began_at=began_at) is None:
                 return  # stopped meanwhile: nothing more is made or said
         except (UserError, QuotaExceeded) as error:
-            refused = (
-                error if isinstance(error, UserError) else UserError(error.message, error.reason)
+            which = f"Repeat {index} of {total}"
+            told = (
+                told_refusal(str(error), error.reason, of=which)
+                if isinstance(error, UserError)
+                else quota_refused(error, of=which)
             )
-            told = UserError(f"⛔ Repeat {index} of {total}: {refused}", refused.reason)
             await _refuse(interaction, told)
             return
     await tell(

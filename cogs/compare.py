@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare import Axis, AxisValues, cells_planned_apart, parse_axis, plan_comparison
-from bot.requests import MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
+from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
 from cogs.common import (
@@ -24,6 +24,7 @@ from cogs.common import (
 )
 from cogs.lists import allowed_model_names
 from cogs.visibility import check_member_may_act_here
+from inference.limits import MAX_CFG, MAX_STEPS, MIN_CFG, MIN_STEPS
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -63,10 +64,10 @@ class CompareCog(commands.Cog):
         x_values: _VALUES,
         y: str | None = None,
         y_values: _VALUES | None = None,
-        negative: app_commands.Range[str, 0, 2000] | None = None,
+        negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
         seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
-        steps: app_commands.Range[int, 1, 150] | None = None,
-        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
         sampler: str | None = None,
         size: str | None = None,
         model: str | None = None,

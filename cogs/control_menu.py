@@ -15,7 +15,7 @@ from bot.requests import MAX_PROMPT_CHARS, ImagineOptions, RequestError
 from cogs.common import requests_for_member, services_of, submit_from_interaction
 from cogs.control import with_control_picture
 from cogs.edit import SavedInputs
-from cogs.errors import report_error
+from cogs.errors import ReportingModal
 from cogs.info import picture_of
 from cogs.results.remix import MODAL_TIMEOUT_S
 from cogs.results.story import check_posted_picture
@@ -60,7 +60,7 @@ def control_weight(text: str) -> float:
         ) from None
 
 
-class ControlModal(discord.ui.Modal):
+class ControlModal(ReportingModal):
     def __init__(self, message: discord.Message) -> None:
         # A fresh custom_id per modal: two members using the same picture never collide.
         super().__init__(
@@ -121,9 +121,3 @@ class ControlModal(discord.ui.Modal):
                 before_queueing=inputs.saved_later,  # read once acknowledged; the parent
                 on_journaled=inputs.keep,
             )
-
-    # discord.py's Modal.on_error drops the View's ``item`` argument, as here.
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction[Any], error: Exception, /
-    ) -> None:
-        await report_error(interaction, error, "control modal")

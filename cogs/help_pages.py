@@ -4,10 +4,9 @@ takes room from its own topic only."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 HelpTopic = Literal["prompts", "flags", "buttons", "pictures", "models", "privacy", "admin"]
-HELP_TOPICS: tuple[str, ...] = get_args(HelpTopic)
 
 HELP_OVERVIEW = """\
 **Easel** — Stable Diffusion in this server. More on each part: `/help topic:` \

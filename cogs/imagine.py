@@ -15,6 +15,7 @@ from bot.policy.addons import UPSCALERS_FILLED_OPTION
 from bot.policy.styles import apply_style
 from bot.presets import MAX_PRESET_NAME
 from bot.requests import (
+    MAX_NEGATIVE_OPTION_CHARS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     ImagineOptions,
@@ -36,7 +37,7 @@ from cogs.lists import lora_choices, with_lora
 from cogs.settings import preset_choices
 from inference.control_units import MAX_CONTROL_WEIGHT
 from inference.image_prompts import MAX_IMAGE_PROMPT_WEIGHT
-from inference.limits import MAX_CLIP_SKIP
+from inference.limits import MAX_CFG, MAX_CLIP_SKIP, MAX_STEPS, MIN_CFG, MIN_STEPS
 from inference.refiner import MAX_SWITCH, MIN_SWITCH, refiner_names
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
@@ -114,10 +115,10 @@ class ImagineCog(commands.Cog):
         self,
         interaction: discord.Interaction[Any],
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
-        negative: app_commands.Range[str, 0, 2000] | None = None,
+        negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
         seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
-        steps: app_commands.Range[int, 1, 150] | None = None,
-        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
         sampler: str | None = None,
         size: str | None = None,
         model: str | None = None,

@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from bot.images import CheckedImage, check_upload_size
 from bot.infotext_import import MAX_INFOTEXT_CHARS
-from bot.requests import MAX_PROMPT_CHARS
+from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import MESSAGE_LIMIT, first_image, quoted, services_of
 from cogs.help_pages import HelpTopic, help_page
@@ -25,6 +25,7 @@ from cogs.results.story import (
 )
 from cogs.visibility import check_member_may_use
 from inference.infotext import parse_infotext
+from inference.limits import MAX_STEPS, MIN_STEPS
 
 _CODE_BLOCK_ROOM = MESSAGE_LIMIT - 120  # fences, and the note on truncation
 
@@ -144,8 +145,8 @@ class InfoCog(commands.Cog):
         self,
         interaction: discord.Interaction[Any],
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
-        negative: app_commands.Range[str, 0, 2000] | None = None,
-        steps: app_commands.Range[int, 1, 150] | None = None,
+        negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
+        steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
     ) -> None:
         # Acknowledged first (the answer is the member's alone), then read on a worker thread
         # within a time budget; a prompt error is a UserError.

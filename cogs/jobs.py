@@ -85,8 +85,9 @@ class JobsCog(commands.Cog):
             state = await queue.state(line.job_id)
             if state is None:
                 continue
-            where = "rendering" if state.position is None else f"position {state.position + 1}"
-            eta = f", done in about {state.eta_s:.0f} s" if state.eta_s is not None else ""
+            where = "rendering" if state.position is None else state.place()
+            wait = state.wait()
+            eta = f", done in {wait}" if wait is not None else ""
             prompt = quoted(line.prompt, _PROMPT_PREVIEW)
             lines.append(f"`{line.job_id}` {where}{eta} — {prompt}")
         if not mine:

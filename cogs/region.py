@@ -39,7 +39,7 @@ from cogs.common import (
     submit_unless_stopped,
 )
 from cogs.edit import write_file
-from cogs.errors import refusal_of, report_error
+from cogs.errors import ReportingModal, refusal_of
 from cogs.results.buttons import (
     JobButton,
     check_still_shown,
@@ -341,7 +341,7 @@ class _HasRegionOffers(Protocol):
     region_offer: RegionOffers
 
 
-class RegionModal(discord.ui.Modal):
+class RegionModal(ReportingModal):
     def __init__(self, offers: RegionOffers, job_id: str, idx: int) -> None:
         super().__init__(
             title="Vary (Region)",
@@ -367,12 +367,6 @@ class RegionModal(discord.ui.Modal):
         await self._offers.submit_words(
             interaction, self.job_id, self.idx, self.region.value, self.prompt.value
         )
-
-    # discord.py's stubs give Modal.on_error the View's signature; at run time it has this one.
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction[Any], error: Exception, /
-    ) -> None:
-        await report_error(interaction, error, "region modal")
 
 
 class WordsButton(

@@ -11,9 +11,10 @@ from discord.ext import commands
 
 from bot.policy.member_settings import MemberSettings, UserSettings
 from bot.presets import MAX_PRESET_NAME, Preset, Scope
+from bot.requests import MAX_NEGATIVE_OPTION_CHARS
 from cogs.choices import matching_choices, model_choices, sampler_choices, style_choices
 from cogs.common import services_of, tell
-from inference.limits import MAX_CLIP_SKIP
+from inference.limits import MAX_CFG, MAX_CLIP_SKIP, MAX_STEPS, MIN_CFG, MIN_STEPS
 
 
 def describe_settings(settings: UserSettings) -> str:
@@ -54,11 +55,11 @@ class SettingsCog(commands.Cog):
     async def settings(
         self,
         interaction: discord.Interaction[Any],
-        steps: app_commands.Range[int, 1, 150] | None = None,
-        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
         sampler: app_commands.Range[str, 1, 64] | None = None,
         size: app_commands.Range[str, 1, 16] | None = None,
-        negative: app_commands.Range[str, 0, 2000] | None = None,
+        negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
         clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         private_results: bool | None = None,
         results_by_dm: bool | None = None,
@@ -123,12 +124,12 @@ class PresetsCog(commands.Cog):
         interaction: discord.Interaction[Any],
         name: app_commands.Range[str, 1, MAX_PRESET_NAME],
         sampler: app_commands.Range[str, 1, 64] | None = None,
-        steps: app_commands.Range[int, 1, 150] | None = None,
-        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
+        cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
         size: app_commands.Range[str, 1, 16] | None = None,
         style: app_commands.Range[str, 1, 100] | None = None,
         model: app_commands.Range[str, 1, 100] | None = None,
-        negative: app_commands.Range[str, 0, 2000] | None = None,
+        negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
         clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
     ) -> None:
         preset = Preset(name, sampler, steps, cfg, size, style, model, negative, clip_skip)

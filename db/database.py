@@ -70,10 +70,28 @@ async def migrate(conn: aiosqlite.Connection) -> int:
     return await schema_version(conn)
 
 
+# RETURNING and DROP COLUMN came in 3.35.0; 3.35.5 fixed DROP COLUMN bugs that could corrupt a
+# database (migration 0026 drops one).
+OLDEST_SQLITE = (3, 35, 5)
+
+
+def check_sqlite_version(found: tuple[int, int, int] = sqlite3.sqlite_version_info) -> None:
+    """Refuse an SQLite older than ``OLDEST_SQLITE`` by name, before a migration fails on it
+    with a bare syntax error."""
+    if found < OLDEST_SQLITE:
+        have = ".".join(map(str, found))
+        need = ".".join(map(str, OLDEST_SQLITE))
+        raise RuntimeError(
+            f"SQLite {have} is too old: Easel needs {need} or later (Python's sqlite3 module "
+            "uses the system's SQLite library; upgrade it, or use the Docker image)"
+        )
+
+
 async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Connection:
     """Open (creating if needed) the database at ``path``, migrated to the latest schema.
     ``busy_timeout_s``: how long a write waits for another connection's lock before it fails
     (``database is locked``)."""
+    check_sqlite_version()
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row

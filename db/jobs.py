@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 
 import aiosqlite
 
@@ -59,7 +61,6 @@ class JobRecord:
     interaction_token: str | None
     interaction_created_at: float | None
     delivered_at: float | None
-    result_message_id: int | None
     filesize_limit: int | None
     spoiler: bool
     priority: int
@@ -95,6 +96,10 @@ class ImageRecord:
     pixel_digest: bytes | None = None
 
 
+# Rows made into records between two turns of the event loop's other tasks (about 20 µs each).
+RECORDS_PER_TURN = 500
+
+
 def _job(row: aiosqlite.Row) -> JobRecord:
     data = dict(row)
     data["status"] = JobStatus(data["status"])
@@ -103,6 +108,18 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data["age_restricted"] = bool(data["age_restricted"])
     data["withdrawn_with_channel"] = bool(data["withdrawn_with_channel"])
     return JobRecord(**data)
+
+
+async def _records(rows: Iterable[aiosqlite.Row]) -> list[JobRecord]:
+    """``rows`` as records, made a page at a time with the event loop's other tasks run between
+    two: a whole status's rows (a deep backlog's, at a start) take a while."""
+    left = iter(rows)
+    records: list[JobRecord] = []
+    while page := list(islice(left, RECORDS_PER_TURN)):
+        if records:
+            await asyncio.sleep(0)
+        records.extend(map(_job, page))
+    return records
 
 
 async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
@@ -152,7 +169,7 @@ async def jobs_with_status(conn: aiosqlite.Connection, status: JobStatus) -> lis
     async with conn.execute(
         "SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (status.value,)
     ) as cursor:
-        return [_job(row) for row in await cursor.fetchall()]
+        return await _records(await cursor.fetchall())
 
 
 async def unfinished_of(
@@ -167,6 +184,19 @@ async def unfinished_of(
     ) as cursor:
         row = await cursor.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def unfinished_pictures_of(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None
+) -> list[tuple[str, int]]:
+    """The member's queued and running jobs in the guild (None: direct messages), each id
+    with the pictures it asks for (its request's ``count``, as ``unfinished_of`` sums them)."""
+    async with conn.execute(
+        """SELECT id, COALESCE(json_extract(request_json, '$.count'), 0) FROM jobs
+           WHERE user_id = ? AND guild_id IS ? AND status IN ('queued', 'running')""",
+        (user_id, guild_id),
+    ) as cursor:
+        return [(str(job_id), int(pictures)) for job_id, pictures in await cursor.fetchall()]
 
 
 async def unfinished_jobs_of(
@@ -191,7 +221,7 @@ async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
            WHERE +status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL
            ORDER BY finished_at, rowid"""
     ) as cursor:
-        return [_job(row) for row in await cursor.fetchall()]
+        return await _records(await cursor.fetchall())
 
 
 async def journaled_order(conn: aiosqlite.Connection, job_ids: Collection[str]) -> dict[str, int]:
@@ -387,21 +417,17 @@ async def ended_unsettled(conn: aiosqlite.Connection) -> list[UnsettledEnd]:
     ]
 
 
-async def mark_delivered(
-    conn: aiosqlite.Connection, job_id: str, now: float, message_id: int | None
-) -> bool:
-    """Record the delivery, and the result's message in the server's channel
-    (``message_id``); the interaction token, needed only to post it, is blanked. The post is
-    one of its job's posts (``job_messages``) already: the sink links it as soon as it is
-    posted (``History.result_posted``), before this. Whether the job is still there (False:
-    its maker's /forget-me erased it while it was posted)."""
+async def mark_delivered(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
+    """Record the delivery; the interaction token, needed only to post it, is blanked. Its
+    post in a server's channel is one of its job's posts (``job_messages``) already: the sink
+    links it as soon as it is posted (``History.result_posted``), before this. Whether the job
+    is still there (False: its maker's /forget-me erased it while it was posted)."""
     # Wholly before or after /forget-me's transaction (erase_user), never inside it: the job
     # is either erased there with its posts, or found missing here and its post deleted.
     async with outside_transactions(conn):
         cursor = await conn.execute(
-            "UPDATE jobs SET delivered_at = ?, result_message_id = ?, interaction_token = NULL"
-            " WHERE id = ?",
-            (now, message_id, job_id),
+            "UPDATE jobs SET delivered_at = ?, interaction_token = NULL WHERE id = ?",
+            (now, job_id),
         )
         return cursor.rowcount > 0
 

@@ -190,12 +190,3 @@ def _plain(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def parse_control_infotext(value: str) -> dict[str, str]:
-    """A ``ControlNet N`` infotext value back as its fields (the model keeps its hash)."""
-    fields = {}
-    for pair in value.split(", "):
-        key, _, field = pair.partition(": ")
-        fields[key] = field
-    return fields

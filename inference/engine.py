@@ -174,14 +174,6 @@ class Engine:
     def list_models(self) -> list[str]:
         return self.registry.names()
 
-    def loaded_models(self) -> list[str]:
-        """Names of the models in this device's cache, least recently used first."""
-        return list(self.models.loaded)
-
-    def unload(self) -> None:
-        """Drop every cached model (for shutdown or to free the device)."""
-        self.models.clear()
-
     def warm_up(self, cancel: threading.Event | None = None, model: str | None = None) -> None:
         """Load ``model`` (the first queued job's; None, or one no longer installed: the
         default) and render one throw-away step of one picture at its native size, so that
@@ -243,7 +235,7 @@ class Engine:
         self._check_inputs(request, latent_channels_of(entry))
         request = self._sized(outpainted(request), entry)
         jobs = self._image_jobs(request)
-        inputs = load_inputs(request, jobs[0].seed)
+        inputs = load_inputs(request)
         raise_if_cancelled(cancel)
         model = self.models.load(entry)
         return self._run(model, request, jobs, inputs, progress, cancel)

@@ -24,7 +24,7 @@ from inference.memory import gguf_quantization
 from inference.prompts import PromptPlan
 from inference.quantization import GGUF_FILE_TYPE, gguf_quantization_config
 from inference.registry import CHECKPOINT_FOLDERS, GGUF_SUFFIX, ModelEntry
-from inference.types import RenderInputError, RenderRequest
+from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 Guidance = Literal["cfg", "distilled", "none"]
@@ -34,29 +34,25 @@ Guidance = Literal["cfg", "distilled", "none"]
 T5_TOKENIZER_FOLDER = Path("text_encoder") / "t5-tokenizer"
 # Every family's default sampler: the request default ("Euler a") has no flow-matching form.
 FLOW_EULER = "Euler"
-ANCESTRAL_DEFAULT = "Euler a"
 
 
 @dataclass(frozen=True)
 class FlowFamily:
-    """One family's rules: how it is guided, which samplers it takes, its T5 parts."""
+    """One family's rules: how it is guided, which samplers it takes, its T5 length."""
 
     label: str
     guidance: Guidance
     samplers: tuple[str, ...]
-    t5_encoder: str  # the pipeline attribute holding T5
     max_sequence_length: int  # T5 tokens the model was trained with
 
     def refusal(self, what: str) -> RenderInputError:
         return RenderInputError(f"{what} does not work with {self.label} models here")
 
 
-SD3 = FlowFamily("SD 3", "cfg", ("Euler", "DPM++ 2M", "UniPC", "Heun"), "text_encoder_3", 256)
-FLUX_DEV = FlowFamily(
-    "Flux dev", "distilled", ("Euler", "DPM++ 2M", "UniPC"), "text_encoder_2", 512
-)
+SD3 = FlowFamily("SD 3", "cfg", ("Euler", "DPM++ 2M", "UniPC", "Heun"), 256)
+FLUX_DEV = FlowFamily("Flux dev", "distilled", ("Euler", "DPM++ 2M", "UniPC"), 512)
 # Schnell has no dynamic shift; diffusers' DPM++ 2M takes the pipeline's shift only with it.
-FLUX_SCHNELL = FlowFamily("Flux schnell", "none", ("Euler", "UniPC"), "text_encoder_2", 256)
+FLUX_SCHNELL = FlowFamily("Flux schnell", "none", ("Euler", "UniPC"), 256)
 
 
 def flow_family(pipeline: Any) -> FlowFamily | None:
@@ -75,7 +71,7 @@ def flow_family(pipeline: Any) -> FlowFamily | None:
 def flow_sampler(family: FlowFamily, name: str) -> tuple[str, str | None]:
     """The sampler ``name`` renders with on ``family``, and a note when it had to change:
     the default "Euler a" becomes Euler; any other unknown one is refused."""
-    if name == ANCESTRAL_DEFAULT:
+    if name == DEFAULT_SAMPLER:
         return FLOW_EULER, f"{family.label} has no Euler a (flow matching); rendered with Euler"
     if name not in family.samplers:
         raise RenderInputError(

@@ -52,12 +52,6 @@ VAE_DECODE_COPIES = 8
 DEFAULT_NATIVE_SIDE = 1024
 VAE_SCALE = 8
 TRANSFORMER_PATCH = 2
-SAFETENSORS_ITEM_SIZES = {
-    "F64": 8, "I64": 8, "U64": 8,
-    "F32": 4, "I32": 4, "U32": 4,
-    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
-}  # fmt: skip
 # Single-file prefixes (the original layouts, as the web UI and ComfyUI save them).
 _COMPONENT_PREFIXES = (
     ("model.diffusion_model.", "denoiser"),

@@ -168,7 +168,8 @@ class ModelCache:
         self._refiner: LoadedModel | None = None
 
     def clear(self) -> None:
-        """Drop every cached model, VAE, upscaler and refiner."""
+        """Drop every cached model, VAE, upscaler and refiner (tests start afresh with it; the
+        product keeps its models until the process ends)."""
         self.loaded.clear()
         self._vae_override = None
         self._upscaler.drop()

@@ -68,11 +68,6 @@ def initial_noise(
     return initial_noise_and_generator(seed, shape, variation_seed, variation_strength)[0]
 
 
-def generator_after_initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Generator:
-    """The seed's generator after its initial noise (the parity tests' reference state)."""
-    return initial_noise_and_generator(seed, shape)[1]
-
-
 # Ancestral samplers draw fresh noise at every step from the pictures' CPU generators and copy
 # it to the device; on CUDA that blocking copy waits for every queued kernel, so the device
 # thread could not run ahead of the device. The steps' noise is drawn ahead instead, in the same

@@ -22,7 +22,6 @@ from inference.types import RenderInputError
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin
 
-DEFAULT_SAMPLER = "Euler a"
 SIGMA_SCHEDULES = {"Karras": "use_karras_sigmas", "Exponential": "use_exponential_sigmas"}
 # The web UI's "Schedule type" labels (1.9) and the scheduler flags each sets. "Automatic":
 # what the sampler name says ("DPM++ 2M Karras": Karras; plain names: Uniform, the model's

@@ -41,6 +41,8 @@ ALLOWED_CONTROLNETS_OPTION = "controlnets"
 ALLOWED_LORAS_OPTION = "loras"
 # "faces": fix and/or restore the faces of ``init_image`` (inference.face_options).
 Mode = Literal["txt2img", "img2img", "inpaint", "upscale", "faces"]
+# The sampler a request names when the member names none (web UI names, inference.samplers).
+DEFAULT_SAMPLER = "Euler a"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class RenderRequest:
     # the input picture's size for img2img and inpainting.
     width: int | None = None
     height: int | None = None
-    sampler: str = "Euler a"
+    sampler: str = DEFAULT_SAMPLER
     # The web UI's "Schedule type" label ("Karras", "Exponential"...); "Automatic": what the
     # sampler name says (inference/samplers.py SCHEDULE_TYPES).
     schedule_type: str = "Automatic"

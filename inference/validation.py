@@ -36,12 +36,13 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise RenderInputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
 
 
-def _check_seed(name: str, seed: int | None, allow_random: bool) -> None:
-    if seed is None or (allow_random and seed == -1):
+def _check_seed(name: str, seed: int | None) -> None:
+    if seed is None or seed == -1:
         return
     if not 0 <= seed <= MAX_SEED:
-        random_hint = " (or -1 for a random seed)" if allow_random else ""
-        raise RenderInputError(f"{name} must be between 0 and {MAX_SEED}{random_hint}, got {seed}")
+        raise RenderInputError(
+            f"{name} must be between 0 and {MAX_SEED} (or -1 for a random seed), got {seed}"
+        )
 
 
 def validate_request(request: RenderRequest) -> None:
@@ -59,8 +60,8 @@ def validate_request(request: RenderRequest) -> None:
         raise RenderInputError(f"steps must be a whole number, got {request.steps}")
     _check_range("cfg scale", request.cfg_scale, MIN_CFG, MAX_CFG)
     _check_range("count", request.count, MIN_COUNT, MAX_COUNT)
-    _check_seed("seed", request.seed, allow_random=True)
-    _check_seed("variation seed", request.variation_seed, allow_random=True)
+    _check_seed("seed", request.seed)
+    _check_seed("variation seed", request.variation_seed)
     _check_range("variation strength", request.variation_strength, 0.0, 1.0)
     _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
     scheduler_spec(request.sampler, request.schedule_type)

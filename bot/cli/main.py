@@ -118,6 +118,13 @@ def _add_upscale_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG")
 
 
+EXPLAIN_DESCRIPTION = (
+    "Print how a prompt is understood, as strict JSON: the weight of an extra-network tag the "
+    "engine ignores that is no finite number (<a:x:nan>) is null, and a warning names it as "
+    "typed."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="easel", description="A Stable Diffusion studio for Discord servers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -125,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="serve the broker named by EASEL_QUEUE_URL")
     _add_render_options(commands.add_parser("render", help="one generation without Discord"))
     _add_upscale_options(commands.add_parser("upscale", help="enlarge a picture 2x or 4x"))
-    explain = commands.add_parser("explain", help="print how a prompt is understood, as JSON")
+    explain = commands.add_parser(
+        "explain",
+        help="print how a prompt is understood, as JSON",
+        description=EXPLAIN_DESCRIPTION,
+    )
     explain.add_argument("prompt")
     explain.add_argument("--negative", default="")
     explain.add_argument("--seed", type=int)
@@ -275,32 +286,33 @@ def render_request(
             model_defaults=model_defaults,
         )
         variation_seed = _first_given(args.variation_seed, base.variation_seed)
-        changes: dict[str, object] = {
-            "variation_seed": None if variation_seed is None else resolve_seed(variation_seed),
-            "variation_strength": _first_given(args.variation_strength, base.variation_strength),
+        request = dataclasses.replace(
+            request,
+            variation_seed=None if variation_seed is None else resolve_seed(variation_seed),
+            variation_strength=_first_given(args.variation_strength, base.variation_strength),
             # Clip skip, hires fix, VAE... from the infotext; the size given may change.
-            "options": {
+            options={
                 **base.options,
                 **request.options,
                 **_refiner_options(args),
                 **_faces_options(args),
             },
             # A --sampler given names its schedule itself ("Euler Karras").
-            "schedule_type": (
+            schedule_type=(
                 request.schedule_type if args.sampler or args.schedule_type else base.schedule_type
             ),
-        }
+        )
         if args.init_image:
             load_input_image(args.init_image, "--init-image")
-            changes.update(
+            request = dataclasses.replace(
+                request,
                 mode="inpaint" if args.mask else "img2img",
                 init_image=str(args.init_image),
                 denoising_strength=args.strength,
             )
         if args.mask:
             load_input_image(args.mask, "--mask")
-            changes["mask_image"] = str(args.mask)
-        request = dataclasses.replace(request, **changes)  # type: ignore[arg-type]
+            request = dataclasses.replace(request, mask_image=str(args.mask))
         request = with_control_units(request, control_units_from_args(args))
         if args.sref:
             for picture in args.sref:

@@ -13,8 +13,8 @@ A ``--relax`` job is free, so it is taken only while the member's unfinished job
 pictures stay under ``bot.policy.quota``'s relax caps (read in SQLite, in that transaction
 too); admins of the server included. Every job, free or not, is taken only while the member's
 unfinished jobs in that server stay under the queue bound (``bot.policy.queue_bound``), read
-in that transaction too; the queue counts them in memory for the check before the
-acknowledgement (``JobQueue.quota_refusal``).
+in that transaction too (``unfinished_refusal``, both); the queue counts those jobs and their
+pictures in memory for the check before the acknowledgement (``JobQueue.quota_refusal``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TypeAlias
 
 import aiosqlite
 
-from bot.memo import Memo
+from bot.memo import MEMBERS_KEPT, Memo
 from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import (
     Cost,
@@ -132,12 +132,11 @@ async def refusal_for(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
-    jobs: int = 1,
-) -> Refusal | RelaxRefusal | None:
+) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only, and
-    from memory when it can (see the module's docstring). ``jobs``: how many jobs the
-    request's pictures are split into (``--repeat``), for the relax caps. The queue bound
-    is the queue's to check (it counts the member's unfinished jobs in memory).
+    from memory when it can (see the module's docstring). The relax caps and the queue
+    bound are the queue's to check (``unfinished_refusal``: it counts the member's
+    unfinished jobs in memory).
 
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
@@ -160,12 +159,21 @@ async def refusal_for(
         kept.usage.drop(key)
         if member.guild_id is not None:
             kept.limits.drop(_limits_key(member))
-        refusal = await _refusal_in_ledger(conn, member, request, now, dm_limits)
-        if refusal is not None:
-            return refusal
-    if request.options.get("relax"):  # free: taken only under the relax caps (SQLite)
-        return check_relax(await _unfinished(conn, member), Unfinished(jobs, request.count))
+        return await _refusal_in_ledger(conn, member, request, now, dm_limits)
     return None
+
+
+def unfinished_refusal(
+    waiting: Unfinished, request: RenderRequest, jobs: int, max_queued: int
+) -> RelaxRefusal | QueueBoundRefusal | None:
+    """Why ``jobs`` more jobs of ``request`` (its ``count``: their pictures in all) do not
+    fit beside the member's ``waiting`` ones, or None: a free (``--relax``) request's caps,
+    then the queue bound (``max_queued``; 0: none)."""
+    if request.options.get("relax") and (
+        relax := check_relax(waiting, Unfinished(jobs, request.count))
+    ):
+        return relax
+    return check_queue_bound(max_queued, waiting.jobs, jobs)
 
 
 async def _unfinished(conn: aiosqlite.Connection, member: Member) -> Unfinished:
@@ -217,9 +225,7 @@ async def admit(
     relax = bool(request.options.get("relax"))
     if refusal is None and (relax or max_queued):
         waiting = await _unfinished(conn, member)  # read once for both checks
-        if relax:
-            refusal = check_relax(waiting, Unfinished(1, request.count))
-        refusal = refusal or check_queue_bound(max_queued, waiting.jobs, 1)
+        refusal = unfinished_refusal(waiting, request, 1, max_queued)
     if refusal is None:
         cost = quota_cost(request)
         reserved = await ledger.reserve(
@@ -327,8 +333,8 @@ class _Reservation:
 
 class _KeptQuotas:
     def __init__(self) -> None:
-        self.limits: Memo[LimitsKey, QuotaLimits] = Memo()
-        self.usage: Memo[UsageKey, _Spending] = Memo()
+        self.limits: Memo[LimitsKey, QuotaLimits] = Memo(MEMBERS_KEPT)
+        self.usage: Memo[UsageKey, _Spending] = Memo(MEMBERS_KEPT)
         # Reserved by this process and not settled yet: what a commit or refund replaces.
         self._open: dict[str, _Reservation] = {}
 

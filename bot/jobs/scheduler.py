@@ -9,7 +9,10 @@ Fair order
        so nothing starves forever.
     2. Within a class, round robin across users: the user who started a job least recently goes
        first (a user who never started one goes before everyone who has); ties go to the user
-       whose next job was submitted first.
+       whose next job was submitted first. A user idle (nothing queued or running) for
+       ``IDLE_USER_FORGOTTEN_S`` is forgotten except for their id: back, they go after the
+       users who never started and before everyone who started since, and several such
+       returners go by their next job's submit time, not by who started least recently.
     3. Within a user, first in first out (among the jobs that can run on the device asked for):
        a user's job never starts before one of theirs that is ahead of it.
     A user has at most ``per_user_in_flight`` jobs running, a guild at most
@@ -94,6 +97,9 @@ class SchedulerConfig:
     batch_window_s: float = 0.05
     # How many turns a job whose model is already loaded may jump to lead a batch.
     model_affinity_turns: int = 1
+    # How far positions and ETAs are counted: a deep queue is walked this far, no further,
+    # on each change (a job further back reads "at least this many ahead").
+    positions_counted: int = 1000
 
     def __post_init__(self) -> None:
         if self.per_user_in_flight < 1:
@@ -115,6 +121,8 @@ class SchedulerConfig:
             raise ValueError(
                 f"model_affinity_turns must be 0 or more, got {self.model_affinity_turns}"
             )
+        if self.positions_counted < 1:
+            raise ValueError(f"positions_counted must be at least 1, got {self.positions_counted}")
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,22 @@ class RunningJob:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """For a ``/queue`` view: ``queued`` is in fair order, so an index is a position."""
+    """For a queue view: ``queued`` is in fair order (all of it, or its first ``limit`` jobs
+    when asked so), so an index is a position."""
 
     running: tuple[RunningJob, ...]
     queued: tuple[QueuedJob, ...]
 
+
+# A user with nothing queued or running is forgotten once idle this long (their memory would
+# otherwise grow with every member ever seen), when that cannot move them ahead of anyone.
+IDLE_USER_FORGOTTEN_S = 3600.0
+
+# Start numbers (rule 2, lower goes first): users who never started a job, then forgotten users
+# who come back, then each start, numbered upwards from _FIRST_START.
+_NEVER_STARTED = 0
+_RETURNED = 1
+_FIRST_START = 2
 
 # A lane holds one user's jobs of one priority class and one device affinity, in FIFO order.
 _LaneKey = tuple[PriorityClass, str | None]
@@ -148,9 +167,10 @@ class _Ticket:
 @dataclass(slots=True, eq=False)
 class _User:
     lanes: dict[_LaneKey, deque[_Ticket]] = field(default_factory=dict)
-    start_seq: int = 0  # 0 = never started; larger = started more recently
+    start_seq: int = _NEVER_STARTED  # larger = started more recently
     running: int = 0
     version: int = 0
+    idle_since: float | None = None  # since when nothing of theirs is queued or running
 
 
 @dataclass(slots=True, eq=False)
@@ -176,19 +196,23 @@ class _QueueOrder:
     index: dict[str, int] = field(default_factory=dict)  # job id -> its place in ``jobs``
     work_before: list[float] = field(default_factory=lambda: [0.0])  # est_seconds of jobs[:i]
 
-    def place_of(self, job_id: str) -> int:
-        """Where the queued job ``job_id`` stands, walking on until it is reached."""
-        while job_id not in self.index:
+    def place_of(self, job_id: str, limit: int) -> int | None:
+        """Where the queued job ``job_id`` stands, walking on until it is reached; None when
+        ``limit`` jobs start before it (the walk stops there)."""
+        while job_id not in self.index and len(self.jobs) < limit:
             job = next(self.walk, None)
             if job is None:
                 raise AssertionError(f"queued job {job_id} is missing from the fair order")
             self._take(job)
-        return self.index[job_id]
+        place = self.index.get(job_id)
+        return place if place is not None and place < limit else None
 
-    def whole(self) -> tuple[QueuedJob, ...]:
-        for job in self.walk:
+    def first(self, count: int | None) -> tuple[QueuedJob, ...]:
+        """The first ``count`` jobs (None: all of them)."""
+        more = None if count is None else max(0, count - len(self.jobs))
+        for job in itertools.islice(self.walk, more):
             self._take(job)
-        return tuple(self.jobs)
+        return tuple(self.jobs[:count])
 
     def _take(self, job: QueuedJob) -> None:
         self.index[job.job_id] = len(self.jobs)
@@ -217,9 +241,18 @@ class FairScheduler:
         self._views: dict[str | None, _View] = {None: _View(None)}
         # (time, user id, version): when one of that user's waiting jobs gets promoted by aging.
         self._aging_events: list[tuple[float, int, int]] = []
+        # (time, job id): every promotion of every queued job, behind a lane's head too; the
+        # kept order ends at the first one due (entries of jobs gone are dropped when on top).
+        self._promotions: list[tuple[float, str]] = []
         self._submit_seq = itertools.count(1)
         self._versions = itertools.count(1)
-        self._last_start_seq = 0
+        self._last_start_seq = _FIRST_START - 1
+        # (start seq, user id) at each start: who started least recently, for forgetting.
+        self._starts: list[tuple[int, int]] = []
+        # Ids of forgotten users who have not started a job since (they come back at _RETURNED).
+        self._forgotten: set[int] = set()
+        # Users left idle by a finish or cancel, which take no time: stamped at the next ``now``.
+        self._newly_idle: list[int] = []
         self._clock = float("-inf")
         # Positions, ETAs and snapshots read this instead of walking the queue each time.
         self._queue_order_cache: _QueueOrder | None = None
@@ -231,7 +264,8 @@ class FairScheduler:
     def submit(self, job: QueuedJob) -> None:
         if job.job_id in self._tickets or job.job_id in self._running:
             raise ValueError(f"job {job.job_id} is already queued or running")
-        self._clock = max(self._clock, job.submitted_at)
+        self._move_clock(job.submitted_at)
+        self._forget_idle_users()
         self._enqueue(_Ticket(next(self._submit_seq), job))
 
     def peek_batch(
@@ -284,6 +318,8 @@ class FairScheduler:
                 del user.lanes[lane_key]
             self._last_start_seq += 1
             user.start_seq = self._last_start_seq
+            heapq.heappush(self._starts, (user.start_seq, job.user_id))
+            self._forgotten.discard(job.user_id)
             user.running += 1
             self._guild_running[job.guild_id] += 1
             self._running[job.job_id] = RunningJob(job, device, now)
@@ -313,6 +349,7 @@ class FairScheduler:
         if not lane:
             del user.lanes[lane_key]
         self._refresh(ticket.job.user_id)
+        self._note_if_idle(ticket.job.user_id)
         return True
 
     def requeue(self, job_id: str) -> None:
@@ -329,10 +366,6 @@ class FairScheduler:
 
     # ---- queries ---------------------------------------------------------------------------
 
-    def owner_of(self, job_id: str) -> int | None:
-        job = self._find(job_id)
-        return None if job is None else job.user_id
-
     def could_grow(self, batch: list[QueuedJob]) -> bool:
         """Whether waiting ``batch_window_s`` for partners could make ``batch`` bigger.
 
@@ -344,42 +377,50 @@ class FairScheduler:
     def position(self, job_id: str, now: float) -> int | None:
         """How many queued jobs start before this one (0 = next); None if it is not queued.
 
-        Counted over every device and ignoring in-flight caps, which delay but do not reorder.
+        Counted over every device and ignoring in-flight caps, which delay but do not reorder;
+        counted up to ``positions_counted``: a job further back reads that number (at least).
         """
         if job_id not in self._tickets:
             return None
-        return self._queue_order(now).place_of(job_id)
+        counted = self.config.positions_counted
+        place = self._queue_order(now).place_of(job_id, counted)
+        return counted if place is None else place
 
     def eta(self, job_id: str, now: float) -> float | None:
         """Estimated time (same clock as ``now``) this queued job's render finishes.
 
         The remaining work of running jobs and the ``est_seconds`` of the jobs ahead are shared
-        among the known devices. None when the job is not queued.
+        among the known devices. None when the job is not queued. For a job further back than
+        ``positions_counted`` only the counted jobs ahead are summed: a lower bound.
         """
-        if job_id not in self._tickets:
+        found = self._tickets.get(job_id)
+        if found is None:
             return None
         order = self._queue_order(now)
-        index = order.place_of(job_id)
+        place = order.place_of(job_id, self.config.positions_counted)
+        index = self.config.positions_counted if place is None else place
         running_left = sum(
             max(0.0, running.job.est_seconds - (now - running.started_at))
             for running in self._running.values()
         )
         devices = max(1, len(self._views) - 1)
         work_ahead = running_left + order.work_before[index]
-        return now + work_ahead / devices + order.jobs[index].est_seconds
+        return now + work_ahead / devices + found[0].job.est_seconds
 
     def fair_order(
         self, now: float, device: str | None = None, *, respect_caps: bool = True
     ) -> list[QueuedJob]:
-        """Queued jobs in the order they would start one at a time (``device`` None: any)."""
+        """Queued jobs in the order they would start one at a time (``device`` None: any).
+        Only the tests call it: their oracle for the batches ``next_batch`` takes."""
         view = self._view(device)
         self._advance(view, now)
         return list(self._walk(view, now, respect_caps=respect_caps))
 
-    def snapshot(self, now: float) -> QueueSnapshot:
+    def snapshot(self, now: float, limit: int | None = None) -> QueueSnapshot:
+        """Running jobs, and the queued ones in fair order: the first ``limit`` (None: all)."""
         return QueueSnapshot(
             running=tuple(sorted(self._running.values(), key=lambda r: r.started_at)),
-            queued=self._queue_order(now).whole(),
+            queued=self._queue_order(now).first(limit),
         )
 
     @property
@@ -392,12 +433,6 @@ class FairScheduler:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _find(self, job_id: str) -> QueuedJob | None:
-        if job_id in self._running:
-            return self._running[job_id].job
-        found = self._tickets.get(job_id)
-        return None if found is None else found[0].job
-
     def _view(self, device: str | None) -> _View:
         view = self._views.get(device)
         if view is None:
@@ -409,7 +444,11 @@ class FairScheduler:
     def _enqueue(self, ticket: _Ticket) -> None:
         job = ticket.job
         lane_key: _LaneKey = (job.priority, job.device)
-        user = self._users.setdefault(job.user_id, _User())
+        user = self._users.get(job.user_id)
+        if user is None:
+            back = job.user_id in self._forgotten
+            user = self._users[job.user_id] = _User(start_seq=_RETURNED if back else _NEVER_STARTED)
+        user.idle_since = None
         lane = user.lanes.setdefault(lane_key, deque())
         # Tickets normally arrive in sequence order; a requeued one goes back to its place.
         index = len(lane)
@@ -417,6 +456,8 @@ class FairScheduler:
             index -= 1
         lane.insert(index, ticket)
         self._tickets[job.job_id] = (ticket, lane_key)
+        for promoted_from in range(job.priority, PriorityClass.PRIORITY):
+            heapq.heappush(self._promotions, (self._next_promotion(job, promoted_from), job.job_id))
         self._refresh(job.user_id)
 
     def _release(self, job_id: str) -> int:
@@ -424,8 +465,51 @@ class FairScheduler:
         running = self._running.pop(job_id)
         user = self._users[running.job.user_id]
         user.running -= 1
-        self._guild_running[running.job.guild_id] -= 1
+        guild_id = running.job.guild_id
+        self._guild_running[guild_id] -= 1
+        if not self._guild_running[guild_id]:
+            del self._guild_running[guild_id]
+        self._note_if_idle(running.job.user_id)
         return self._running_seq.pop(job_id)
+
+    def _note_if_idle(self, user_id: int) -> None:
+        """A user left with nothing queued or running: one who has not started a job since
+        they were new or forgotten leaves no more trace (coming back, they stand where they
+        did); one who did is forgotten later, idle from the next time the scheduler is told."""
+        user = self._users[user_id]
+        if user.lanes or user.running:
+            return
+        if user.start_seq < _FIRST_START:
+            del self._users[user_id]
+        else:
+            self._newly_idle.append(user_id)
+
+    def _move_clock(self, now: float) -> None:
+        """Advance the clock to ``now`` (never back) and stamp the users idle since the last
+        move: idle from now, a lower bound of how long they have been."""
+        self._clock = max(self._clock, now)
+        for user_id in self._newly_idle:
+            user = self._users.get(user_id)
+            if user is None or user.lanes or user.running or user.idle_since is not None:
+                continue  # forgotten, busy again, or already stamped
+            user.idle_since = self._clock
+        self._newly_idle.clear()
+
+    def _forget_idle_users(self) -> None:
+        """Forget users idle for IDLE_USER_FORGOTTEN_S, least recently started first, and only
+        while the one who started least recently of all is such a user: coming back (start
+        number _RETURNED), they go after the users who never started and before every user
+        who started since, as they did; only their id is kept."""
+        starts = self._starts
+        while starts:
+            start_seq, user_id = starts[0]
+            user = self._users.get(user_id)
+            if user is not None and user.start_seq == start_seq:
+                if user.idle_since is None or self._clock - user.idle_since < IDLE_USER_FORGOTTEN_S:
+                    return
+                del self._users[user_id]
+                self._forgotten.add(user_id)
+            heapq.heappop(starts)
 
     def _queue_order(self, now: float) -> _QueueOrder:
         """The fair order over every device ignoring caps, walked anew only after a change."""
@@ -434,14 +518,12 @@ class FairScheduler:
         kept = self._queue_order_cache
         if kept is None or now >= kept.valid_until:
             # Aging events follow only the first job of each lane; any job's promotion counts.
-            promotions = (
-                self._next_promotion(ticket.job, promoted)
-                for ticket, _ in self._tickets.values()
-                if (promoted := self._effective_class(ticket.job, now)) < PriorityClass.PRIORITY
-            )
+            promotions = self._promotions
+            while promotions and (promotions[0][0] <= now or promotions[0][1] not in self._tickets):
+                heapq.heappop(promotions)
             kept = self._queue_order_cache = _QueueOrder(
                 walk=self._walk(view, now, respect_caps=False),
-                valid_until=min(promotions, default=float("inf")),
+                valid_until=promotions[0][0] if promotions else float("inf"),
             )
         return kept
 
@@ -508,7 +590,7 @@ class FairScheduler:
 
     def _advance(self, view: _View, now: float) -> None:
         """Move the clock to ``now``, re-index promoted users and drop stale entries on top."""
-        self._clock = max(self._clock, now)
+        self._move_clock(now)
         events = self._aging_events
         while events and events[0][0] <= now:
             _, user_id, version = heapq.heappop(events)
@@ -526,6 +608,21 @@ class FairScheduler:
             if len(view.heap) > limit:
                 view.heap = [entry for entry in view.heap if self._is_current(entry[5], entry[4])]
                 heapq.heapify(view.heap)
+        if len(self._promotions) > 4 * len(self._tickets) + 64:
+            due = {
+                entry
+                for entry in self._promotions
+                if entry[0] > self._clock and entry[1] in self._tickets
+            }
+            self._promotions = list(due)
+            heapq.heapify(self._promotions)
+        if len(self._starts) > limit:
+            self._starts = [
+                (start_seq, user_id)
+                for start_seq, user_id in self._starts
+                if (user := self._users.get(user_id)) is not None and user.start_seq == start_seq
+            ]
+            heapq.heapify(self._starts)
         if len(self._aging_events) > limit:
             self._aging_events = [
                 event for event in self._aging_events if self._is_current(event[1], event[2])
@@ -533,7 +630,8 @@ class FairScheduler:
             heapq.heapify(self._aging_events)
 
     def _is_current(self, user_id: int, version: int) -> bool:
-        return self._users[user_id].version == version
+        user = self._users.get(user_id)  # None: forgotten since (``_forget_idle_users``)
+        return user is not None and user.version == version
 
     def _walk(self, view: _View, now: float, *, respect_caps: bool) -> Iterator[QueuedJob]:
         """Yield queued jobs in fair order, pretending each starts before the next is chosen."""
@@ -546,10 +644,12 @@ class FairScheduler:
         guild_cap = self.config.per_guild_in_flight
         while heap:
             *_, version, user_id = heapq.heappop(heap)
-            user = self._users[user_id]
             state = simulated.get(user_id)
-            if version != (user.version if state is None else state.version):
+            if state is None and not self._is_current(user_id, version):
                 continue
+            if state is not None and version != state.version:
+                continue
+            user = self._users[user_id]
             head = self._head(user, view, now, state.consumed if state else None)
             assert head is not None, "a current index entry always has a head job"
             ticket, _ = head

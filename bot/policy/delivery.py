@@ -11,11 +11,14 @@ import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 
-from bot.history import conditioning_texts
 from bot.jobs.queue import FinishedJob
 from bot.policy.addons import allowed_addons_only
 from bot.policy.guild import GuildPolicy
-from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
+from bot.policy.moderation import (
+    NsfwPolicy,
+    conditioning_texts,
+    kept_in_age_restricted_channels,
+)
 from bot.user_errors import Reason, UserError
 
 # Why a result was not posted, as its maker is told (after "was not posted: "); none names a

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiosqlite
 
-from bot.memo import Memo
+from bot.memo import MEMBERS_KEPT, Memo
 from bot.requests import check_saved_values
 from db import user_settings as store
 from db.user_settings import UserSettings
@@ -29,7 +29,7 @@ class MemberSettings:
     def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
-        self._cached: Memo[int, UserSettings] = Memo()
+        self._cached: Memo[int, UserSettings] = Memo(MEMBERS_KEPT)
 
     async def get(self, user_id: int) -> UserSettings:
         return await self._cached.get(user_id, lambda: store.get(self._conn, user_id))

@@ -10,10 +10,12 @@ import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from bot.policy.unavailable import unavailable_here
 from bot.user_errors import Reason, UserError
-from inference.face_options import FaceOptions
+from inference.face_options import FIX_FACES_PROMPT, FaceOptions
+from inference.infotext import parse_infotext
 from inference.prompts import (
     PlannedDraws,
     PromptError,
@@ -53,7 +55,7 @@ _EDGE = " "
 # Choices whose variants end in more distinct ways than this are not checked one by one:
 # such a prompt is refused where words are banned (see find_banned_rendering).
 MAX_CHECKED_ENDINGS = 4096
-# Where ``normalise_split`` keeps a word boundary that ``normalise`` would close: a character
+# Where ``_read_apart`` keeps a word boundary that ``normalise`` would close: a character
 # that normalising keeps as it is, no letter, digit or space (the object replacement
 # character, which no banned word is expected to hold).
 _BOUNDARY = "\ufffc"
@@ -81,8 +83,8 @@ def normalise(text: str) -> str:
     ``bad , wolf`` reads ``bad,wolf``); a number character that is
     no decimal digit (``৴``, ``৹``) reads ``0``: CLIP's tokenizer splits words at
     every number character, and ``_LETTER`` would count it a letter. Removing and folding
-    joins letters the tokenizer reads apart (``cat™`` reads ``cattm``): ``normalise_split``
-    is checked as well."""
+    joins letters the tokenizer reads apart (``cat™`` reads ``cattm``): the text read apart
+    first (``_read_apart``) is checked as well."""
     visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
     folded = unicodedata.normalize("NFKC", _INVISIBLE.sub("", visible)).casefold()
     normal = unicodedata.normalize("NFKC", folded)
@@ -90,23 +92,19 @@ def normalise(text: str) -> str:
     return _SPACE_BESIDE_NON_LETTER.sub("", spaced)
 
 
-def normalise_split(text: str) -> str:
-    """``normalise``, except where CLIP's tokenizer splits words: it reads a text in NFC, lower
-    cased (``inference.prompts.tokenizer.ClipTokenizer.encode``), and splits it at every
+def _read_apart(text: str) -> str:
+    """``text`` NFC, lower cased, each character the tokenizer splits words at made a
+    ``_BOUNDARY``, so that ``normalise`` keeps the split. CLIP's tokenizer reads a text in NFC,
+    lower cased (``inference.prompts.tokenizer.ClipTokenizer.encode``), and splits it at every
     character that is no letter, digit or space (``split_words``). Such a character stays a
     word boundary where ``normalise`` would join the letters either side: an invisible one
     (soft hyphen, zero-width space, BOM, variation selector), one NFKC turns into letters
     (``™``, ``℡``, ``Ⅻ``) and a combining mark NFC left apart, which case folding would make a
     letter (``\u0345`` folds to ``ι``) or compose (``T\u0308`` folds to ``ẗ``): ``a dog\u00adcat``,
-    ``cat™``, ``cat\u0345`` and ``caT\u0308`` read ``cat``."""
-    return normalise(_read_apart(text))
-
-
-def _read_apart(text: str) -> str:
-    """``text`` NFC, lower cased, each character the tokenizer splits words at made a
-    ``_BOUNDARY``; a part of a prompt is mapped on its own, before it joins the carried
-    (lower-cased) tail: NFC would compose that tail's ``t`` with a leading ``\u0308``, which
-    the tokenizer never does to the ``T`` typed (``caT[\u0308|\u0308]`` reads ``cat``)."""
+    ``cat™``, ``cat\u0345`` and ``caT\u0308`` read ``cat``. A part of a prompt is mapped on its
+    own, before it joins the carried (lower-cased) tail: NFC would compose that tail's ``t``
+    with a leading ``\u0308``, which the tokenizer never does to the ``T`` typed
+    (``caT[\u0308|\u0308]`` reads ``cat``)."""
     return "".join(map(_split_where_read_apart, unicodedata.normalize("NFC", text).lower()))
 
 
@@ -146,7 +144,7 @@ def _number_as_digit(char: str) -> str:
 def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -> str | None:
     """The first banned word or phrase some variant of ``texts`` contains as a whole word (not
     inside a longer run of letters), or None; both sides are normalised (``normalise``), the
-    texts also split where the tokenizer splits them (``normalise_split``). A word or phrase of
+    texts also split where the tokenizer splits them (``_read_apart``). A word or phrase of
     letters, digits and spaces is looked for with punctuation read as spaces (``as_words``),
     one with punctuation as written.
 
@@ -500,6 +498,26 @@ class ConditioningTexts:
             return self
         drawn = fix_faces_prompts_drawn(self.fix_faces.options, self.fix_faces.seeds)
         return ConditioningTexts(each_once([*self.prompts, *drawn]), self.negatives)
+
+
+def conditioning_texts(request: dict[str, Any], infotexts: list[str]) -> ConditioningTexts:
+    """A stored job's prompt and fix-faces prompt as typed and each picture's prompt as
+    rendered (wildcards drawn); its negative prompt as typed and as each picture rendered it.
+    Read from the journal's texts (a fraction of a millisecond a picture); the fix-faces
+    prompt as each picture rendered it is left to draw (``ConditioningTexts.fix_faces``) by
+    the banned-word check, which alone needs it, within its budget, after the checks of who
+    asks (the draw parses the prompt: seconds for a heavy one)."""
+    options = request.get("options") or {}
+    rendered = [parse_infotext(infotext) for infotext in infotexts]
+    face_prompt = options.get(FIX_FACES_PROMPT)
+    prompts = [request.get("prompt"), face_prompt]
+    negatives = [request.get("negative_prompt")]
+    for prompt, negative, _ in rendered:
+        prompts.append(prompt)
+        negatives.append(negative)
+    seeds = tuple(params.get("Seed") for *_, params in rendered)
+    fix_faces = FixFacesDraws(options, seeds) if each_once([face_prompt]) and seeds else None
+    return ConditioningTexts(each_once(prompts), each_once(negatives), fix_faces)
 
 
 def fix_faces_prompts_drawn(options: Mapping[str, object], seeds: Iterable[object]) -> list[str]:

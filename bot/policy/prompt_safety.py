@@ -121,8 +121,8 @@ def plan_request(
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
     the request when the prompt language rejects it, a variant renders a banned word, or a
     LoRA the engine applies (a wildcard's or a /compare cell's included; not a fix-faces
-    prompt's, nor any for /fix-faces or an upscale: ``applies_networks``) is one the server's
-    ``addons`` leave out.
+    prompt's, nor any for /fix-faces or an upscale: ``_applies_loras``, whose plans check no
+    LoRA weight either) is one the server's ``addons`` leave out.
 
     Returns the request with a concrete seed and variation seed, the texts its wildcards were
     drawn as (``WILDCARD_DRAWS_OPTION``): the engine renders those, wherever it runs, not its own
@@ -155,25 +155,23 @@ def plan_request(
     named_embeddings = addons.embeddings_read(embeddings)
     try:
         planned = [
-            (
-                _applies_loras(picture, name),
-                build_plan(
-                    _with_chaos(picture, prompt, _picture_seed(picture, index))
-                    if name == "the prompt"
-                    else prompt,
-                    picture.negative_prompt,
-                    seed=_picture_seed(picture, index),
-                    steps=steps,
-                    first_pass_steps=first_pass_steps,
-                    calls_per_step=calls_per_step(picture.sampler, picture.schedule_type),
-                    wildcards=library,
-                    embeddings=(
-                        ()
-                        if (picture.model or unnamed_model) in models_without_embeddings
-                        else named_embeddings
-                    ),
-                    name=name,
+            build_plan(
+                _with_chaos(picture, prompt, _picture_seed(picture, index))
+                if name == "the prompt"
+                else prompt,
+                picture.negative_prompt,
+                seed=_picture_seed(picture, index),
+                steps=steps,
+                first_pass_steps=first_pass_steps,
+                calls_per_step=calls_per_step(picture.sampler, picture.schedule_type),
+                wildcards=library,
+                embeddings=(
+                    ()
+                    if (picture.model or unnamed_model) in models_without_embeddings
+                    else named_embeddings
                 ),
+                name=name,
+                applies_loras=_applies_loras(picture, name),
             )
             for picture in pictures
             for name, prompt, steps, first_pass_steps in _prompts_planned(picture)
@@ -183,17 +181,17 @@ def plan_request(
         raise UserError(f"{error}; fix the prompt and try again.") from None
     except RenderInputError as error:  # an unknown sampler (``calls_per_step``)
         raise UserError(f"{error}; fix the settings and try again.") from None
-    renderings = (rendering for _, plan in planned for rendering in plan.renderings())
+    renderings = (rendering for plan in planned for rendering in plan.renderings())
     if word := find_banned_rendering(renderings, banned_words):
         raise UserError(
             f"The word {word!r} is banned on this server; remove it from your prompt.",
             Reason.BANNED_WORD,
         )
-    applied = [lora.name for applies, plan in planned if applies for lora in plan.loras()]
+    applied = [lora.name for plan in planned for lora in plan.loras()]
     applied = list(dict.fromkeys(applied))
     check_loras(applied, addons, installed_loras)
     # /fix-faces and the upscales read no embedding: none is recorded for the start gate.
-    used = [name for _, plan in planned for name in plan.embeddings_used]
+    used = [name for plan in planned for name in plan.embeddings_used]
     used_embeddings = sorted(set(used)) if applies_networks(request.mode) else []
     options = {
         **request.options,

@@ -1,15 +1,23 @@
 """Prompt styles from a web UI ``styles.csv`` (columns ``name``, ``prompt``,
-``negative_prompt``), read on each use so an edited file applies without a restart (pure)."""
+``negative_prompt``), read again once edited, so an edit applies without a restart (pure)."""
 
 from __future__ import annotations
 
 import csv
+import functools
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from bot.requests import RequestError
 
+log = logging.getLogger(__name__)
+
 PROMPT_PLACEHOLDER = "{prompt}"
+# A styles.csv's first row names its columns; ``negative_prompt`` may be left out.
+REQUIRED_COLUMNS = ("name", "prompt")
 
 
 @dataclass(frozen=True)
@@ -20,11 +28,46 @@ class Style:
 
 
 def load_styles(path: Path) -> dict[str, Style]:
-    """The styles in ``path`` by name; none when the file does not exist."""
-    if not path.is_file():
+    """The styles in ``path`` by name; none when the file does not exist. Parsed again only
+    when the file changes (its device, inode, size, modification or change time: a copy that
+    keeps the old modification time, ``cp -p``, still changes the last), or while it changed
+    too recently for its time to tell (``SETTLED_NS``): the autocomplete asks at every
+    keystroke, on the event loop, and 3,000 styles took 23 ms to parse."""
+    try:
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return {}
+    if not S_ISREG(stat.st_mode):
+        return {}
+    version = (path, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if time.time_ns() - stat.st_mtime_ns < SETTLED_NS:
+        return _parsed.__wrapped__(*version)
+    return dict(_parsed(*version))
+
+
+# A file written again within the same tick of a coarse file-system clock (2 s on FAT), at the
+# same size, keeps its modification time: one changed more recently than this is read anew.
+SETTLED_NS = 3_000_000_000
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(
+    path: Path, device: int, inode: int, size: int, mtime_ns: int, ctime_ns: int
+) -> dict[str, Style]:
+    """The styles of this version of ``path``, kept by version (``load_styles`` hands out
+    copies)."""
     with path.open(newline="", encoding="utf-8-sig") as file:
-        rows = list(csv.DictReader(file))
+        reader = csv.DictReader(file)
+        rows = list(reader)
+    missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
+    if missing:
+        # Read all the same (without a name column: no style), but logged, as the refusal of
+        # an unknown style blames a missing file.
+        log.error(
+            "%s: the first row must name the columns name,prompt,negative_prompt; missing %s",
+            path,
+            ", ".join(missing),
+        )
     styles: dict[str, Style] = {}
     for row in rows:
         name = (row.get("name") or "").strip()

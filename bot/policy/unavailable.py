@@ -10,9 +10,9 @@ from collections.abc import Collection
 from difflib import get_close_matches
 
 from bot.user_errors import Reason, UserError
-from inference.quoting import cut, echoed
+from inference.quoting import cut
 
-__all__ = ["MAX_NAMED", "echoed", "named_at_most", "quoted", "unavailable_here"]
+__all__ = ["MAX_NAMED", "named_at_most", "quoted", "unavailable_here"]
 
 # A refusal names up to this many usable names, then says how many more there are.
 MAX_NAMED = 10

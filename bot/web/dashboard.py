@@ -45,6 +45,9 @@ from db.guild_settings import GuildSettings
 SESSION_LIFETIME_S = 8 * 60 * 60
 COOKIE = "easel_dashboard"
 REFUSALS_SHOWN = 20
+# The queue rows a poll sends: the running jobs and those among the first QUEUE_SHOWN to start,
+# this server's; the rest of its jobs are counted, not listed (a deep queue is not walked).
+QUEUE_SHOWN = 100
 # Past the thumbnails' share of decodes (bot.web.thumbnails): 503, and the page asks again at
 # its next poll.
 THUMBNAIL_RETRY_AFTER_S = 3
@@ -282,11 +285,15 @@ class Dashboard:
         """What the page shows, for one server only and as far as its admin may read;
         LinkRefused when they may no longer see it."""
         guild_id = session.guild_id
-        snapshot = self._queue.snapshot()
+        snapshot = self._queue.snapshot(QUEUE_SHOWN)
         devices = {running.job.job_id: running.device for running in snapshot.running}
         positions = {job.job_id: place for place, job in enumerate(snapshot.queued)}
         now = time.time()
-        unfinished = await queries.unfinished_jobs(self._conn, guild_id)
+        unfinished = sorted(
+            await queries.unfinished_jobs(self._conn, guild_id, devices.keys() | positions.keys()),
+            key=lambda job: (positions.get(job.job_id, -1), job.created_at),  # running first
+        )
+        unfinished_in_all = await queries.unfinished_count(self._conn, guild_id)
         candidates = await queries.picture_channels(self._conn, guild_id)
         refused = await refusals.latest(self._conn, guild_id, REFUSALS_SHOWN)
         candidates.update(job.channel_id for job in unfinished if job.channel_id is not None)
@@ -318,6 +325,8 @@ class Dashboard:
                 }
                 for job in unfinished
             ],
+            # This server's unfinished jobs further back than the rows (or just ended).
+            "queue_more": max(0, unfinished_in_all - len(unfinished)),
             "workers": [
                 {
                     "device": slot.device,

@@ -106,7 +106,7 @@ def dashboard_page(home_url: str, state_url: str) -> str:
 <form method=post action="{signing_out}"><button type=submit id=sign-out>Sign out</button></form>
 <p id=status role=status>Loading…</p>
 <p><span id=waiting></span> job(s) waiting on Easel in all (every server).</p>
-{queue}{workers}
+{queue}<p id=queue-more hidden></p>{workers}
 <h2>Recent pictures</h2>
 <div id=gallery class=gallery></div>
 <p id=gallery-empty class=empty hidden>No pictures yet (private results, and those of channels

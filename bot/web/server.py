@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot import metrics
 from bot.images import MAX_UPLOAD_BYTES
+from bot.lenient_json import holds_lone_surrogate
 from bot.requests import RequestError
 from bot.user_errors import UserError
 from bot.web import assets
@@ -222,11 +223,10 @@ class RegionWebServer:
         mask, prompt = form.get("mask"), form.get("prompt", "")
         if not isinstance(mask, web.FileField) or not isinstance(prompt, str):
             return plain_text(_FORM_EXPECTED, 400)
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError:
-            # A client naming another charset (utf-7, unicode_escape) can spell half a
-            # surrogate pair, which the tokenizer and SQLite fail on.
+        if holds_lone_surrogate(prompt):
+            # A client naming another charset (utf-7, unicode_escape) can spell one, which the
+            # tokenizer and SQLite fail on; refused, its sender is told (a Discord payload's is
+            # replaced: ``bot.lenient_json``).
             return plain_text(f"The prompt holds half a surrogate pair. {_FORM_EXPECTED}", 400)
         try:
             sentence = await self._editor.submit(

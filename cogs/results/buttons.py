@@ -58,15 +58,21 @@ _IDX = r"(?P<idx>[0-3])"
 VARY_PRESETS = {"v": "strong", "subtle": "subtle", "strong": "strong"}
 
 
+def _gone(job_id: str) -> UserError:
+    """One refusal for a job that is gone, another server's, or another member's private
+    one: none of them tells the clicker which it is."""
+    return UserError(
+        f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
+    )
+
+
 async def clicked_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
     """The job a button names, with its pictures. A job of another server (or of direct
     messages, clicked in a server) is answered as if it did not exist: results belong to
     the server they were made in."""
     job = await services_of(interaction).history.job(job_id)
     if job is None or job.guild_id != interaction.guild_id or not job.image_paths:
-        raise UserError(
-            f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
-        )
+        raise _gone(job_id)
     return job
 
 
@@ -78,9 +84,7 @@ async def check_clicker_may_see(interaction: discord.Interaction[Any], job: Stor
     ``check_member_may_read_channel``)."""
     made_by_clicker = job.user_id == interaction.user.id
     if job.private and not made_by_clicker:
-        raise UserError(
-            f"Job `{job.job_id}` is no longer in the history; make a new picture with /imagine."
-        )
+        raise _gone(job.job_id)
     if job.channel_id is not None:
         await check_member_may_read_channel(
             interaction,
@@ -161,9 +165,7 @@ async def _original_request(interaction: discord.Interaction[Any], job_id: str) 
 async def original_request(queue: JobQueue, job_id: str) -> RenderRequest:
     request = await queue.request_of(job_id)
     if request is None:
-        raise UserError(
-            f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
-        )
+        raise _gone(job_id)
     return request
 
 

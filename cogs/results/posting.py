@@ -5,6 +5,7 @@ pictures stay in age-restricted channels: ``cogs.results.copies.may_go_to_direct
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import discord
 
 from bot.bans import StoppedMembers
 from bot.images import decoded, posted_as_grid, posted_grid_png
-from bot.jobs.queue import FinishedJob
+from bot.jobs.queue import STOPPED_BEFORE_ITS_START, FinishedJob
 from bot.policy.delivery import (
     CHANNEL_DELETED,
     PROGRESS_DELETED,
@@ -198,9 +199,10 @@ class DiscordResults(ProgressMessages):
         # unset: none is refunded); whether it stands refunded.
         self.refund_withheld: Callable[[str], Awaitable[bool]] | None = None
         # The jobs whose progress message a restart's delivery turned into "posting…" with
-        # its token expired, in this run (``_show_ended``): no try's edit can have made it
-        # their outcome since, so a retry points it to the result without reading it.
-        self._posting_shown: set[str] = set()
+        # its token expired, in this run (``_show_ended``), and where: no try's edit can have
+        # made it their outcome since, so a retry points it to the result without reading it,
+        # and a delivery given up says so there (``given_up``).
+        self._posting_shown: dict[str, Pointer] = {}
 
     async def deliver(self, job: FinishedJob) -> int | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
@@ -268,10 +270,7 @@ class DiscordResults(ProgressMessages):
         (``bot.policy.delivery``), or ``Withheld``; also a result rendered before its maker
         was banned, kicked or timed out in the server after it was submitted (the stop
         cancels only unfinished jobs), without telling them."""
-        stopped = self.stopped_members
-        if stopped is not None and stopped.holds(
-            job.guild_id, job.user_id, began_at=job.created_at
-        ):
+        if self._maker_stopped(job):
             raise Withheld(None)
         return await under_rules_of_now(
             job,
@@ -286,9 +285,26 @@ class DiscordResults(ProgressMessages):
             job.job_id, job.guild_id
         )
 
+    def _maker_stopped(self, job: FinishedJob) -> bool:
+        """Whether the job's maker was banned, kicked or timed out in its server after it was
+        journaled, and that stop still holds (``bot.bans.StoppedMembers``)."""
+        stopped = self.stopped_members
+        return stopped is not None and stopped.holds(
+            job.guild_id, job.user_id, began_at=job.created_at
+        )
+
     async def why_not_started(self, job: FinishedJob) -> str | None:
         """The queue's start gate (``bot.jobs.queue.StartGate``): the rules of now that are
-        cheap to read; the banned words are read at delivery only (a reader may be slow)."""
+        cheap to read; the banned words are read at delivery only (a reader may be slow). A
+        job whose maker was stopped in its server since it was journaled (one the stop's
+        cancels missed: a cancel that raised, or one started before its cancel reached it)
+        ends as those cancels end it, uncharged and answered "Cancelled", rather than renders
+        to be withheld at delivery; noted for the stop's audit (``StoppedMembers``)."""
+        stopped = self.stopped_members
+        if stopped is not None and stopped.ends_at_start(
+            job.guild_id, job.user_id, job.job_id, began_at=job.created_at
+        ):
+            return STOPPED_BEFORE_ITS_START
         try:
             await placed_under_rules_of_now(
                 job, self.guild_policy, lambda: self._channel_age_restricted_now(job)
@@ -390,11 +406,14 @@ class DiscordResults(ProgressMessages):
         except discord.HTTPException as error:
             log.warning("job %s: the erased job's result stays posted (%s)", job.job_id, error)
 
-    def given_up(self, job_id: str) -> None:
-        """The job's delivery is given up: its progress message, kept for the next try
-        (``_post_result``), goes."""
+    def given_up(self, job_id: str, why: str) -> None:
+        """The job's delivery is given up (``why``: what kept its outcome from being posted):
+        its progress message, kept for the next try (``_post_result``), goes; one a restart's
+        delivery turned into "posting…" says instead that its outcome was not posted."""
         self._watched.pop(job_id, None)
-        self._posting_shown.discard(job_id)
+        if (shown := self._posting_shown.pop(job_id, None)) is not None:
+            not_posted = f"Job `{job_id}` ended; its outcome could not be posted ({why})."
+            self.point_to_result(job_id, dataclasses.replace(shown, text=not_posted))
 
     async def _deleted_through_webhook(self, job: FinishedJob, message_id: int) -> bool:
         """False when the token or the message is not the webhook's (a result posted in the
@@ -490,7 +509,7 @@ class DiscordResults(ProgressMessages):
             if watched is not None and not isinstance(error, _ProgressDeleted | _ChannelDeleted):
                 self._watched.setdefault(job.job_id, watched)  # for the retry, and its pointer
             raise
-        self._posting_shown.discard(job.job_id)
+        self._posting_shown.pop(job.job_id, None)
         progress_id = placed.progress_id
         if placed.pointer is None or progress_id is None or job.guild_id is None:
             return placed.message_id, None
@@ -611,12 +630,13 @@ class DiscordResults(ProgressMessages):
         Easel did not hear (made while Easel was offline) is learned here, before the outcome
         is public, and raised as a live token's edit raises it (``_message_deleted``): nothing
         is posted. Other failures leave it as it was (the pointer is tried after the post)."""
+        posting = f"Job `{job.job_id}` ended; posting…"
         try:
-            await self._edit_progress_message(
-                channel, progress_id, f"Job `{job.job_id}` ended; posting…"
-            )
-            if not self._token_alive(job):  # else a retry's edit through it may land there
-                self._posting_shown.add(job.job_id)
+            await self._edit_progress_message(channel, progress_id, posting)
+            # Not while its token lives: a retry's edit through it may land there.
+            if job.guild_id is not None and not self._token_alive(job):
+                shown = Pointer(job.guild_id, channel.id, progress_id, posting)
+                self._posting_shown[job.job_id] = shown
         except discord.NotFound as error:
             if error.code == UNKNOWN_CHANNEL:
                 raise _ChannelDeleted from error

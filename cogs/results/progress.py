@@ -102,8 +102,9 @@ class ProgressMessages:
         if state.position is None:  # already rendering: progress edits follow
             watched.schedule("🎨 Rendering…", _cancel_view(job_id))
         else:
-            eta = f", about {state.eta_s:.0f} s" if state.eta_s is not None else ""
-            queued = f"⏳ Queued — position {state.position + 1}{eta}."
+            wait = state.wait()
+            eta = f", {wait}" if wait is not None else ""
+            queued = f"⏳ Queued — {state.place()}{eta}."
             watched.schedule(queued, _cancel_view(job_id))
         watched.last_edit = self._monotonic()
         # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.

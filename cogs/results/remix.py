@@ -14,7 +14,7 @@ from bot.history import StoredJob
 from bot.remix import RemixFields, remix_fields, remix_request
 from bot.requests import MAX_PROMPT_CHARS
 from cogs.common import submit_from_interaction
-from cogs.errors import report_error
+from cogs.errors import ReportingModal
 from inference.types import RenderRequest
 
 # A modal lives in memory until submitted; one left open is dropped after this long.
@@ -33,7 +33,7 @@ def _label(label: str, short: str, default: str) -> str:
     return f"{short} (cut to {MAX_PROMPT_CHARS:,} characters)"
 
 
-class RemixModal(discord.ui.Modal):
+class RemixModal(ReportingModal):
     def __init__(
         self, job_id: str, original: RenderRequest, *, private: bool, visible_job: VisibleJob
     ) -> None:
@@ -95,9 +95,3 @@ class RemixModal(discord.ui.Modal):
             self.job_id,
             private=self.private or job.private,
         )
-
-    # discord.py's Modal.on_error drops the View's ``item`` argument, as here.
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction[Any], error: Exception, /
-    ) -> None:
-        await report_error(interaction, error, "remix modal")

@@ -37,7 +37,7 @@ class RenderInputs:
     canvas: InpaintCanvas | None = None
 
 
-def load_inputs(request: RenderRequest, seed: int) -> RenderInputs:
+def load_inputs(request: RenderRequest) -> RenderInputs:
     size = request.size()
     if request.mode == "img2img" and request.init_image:
         init = load_input_image(request.init_image, "init image")

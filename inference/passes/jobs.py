@@ -89,7 +89,9 @@ class ImageJob:
         sampler making ``calls_per_step`` (``build_plan``). A pass of other steps (hires fix,
         faces) may find it over a limit the request's steps were not: the member reads why,
         as from ``image_jobs``. ``wildcards``: the folder where it renders, read unless the
-        job carries its ``draws``."""
+        job carries its ``draws``. The LoRAs the job applies are its ``loras``, planned and
+        checked by ``image_jobs``: a pass's own plan (a fix-faces prompt's, an upscale's)
+        applies none of its prompt's tags, so it does not check their weights."""
         prompt, negative, seed = self.planning_inputs
         if self.draws is not None:
             wildcards = self.draws
@@ -110,6 +112,7 @@ class ImageJob:
             wildcards=wildcards,
             first_pass_steps=first_pass_steps,
             calls_per_step=calls_per_step,
+            applies_loras=False,
         )
 
 
@@ -139,6 +142,7 @@ def _planned(
     embeddings: Collection[str] = (),
     first_pass_steps: int | None = None,
     calls_per_step: int = 1,
+    applies_loras: bool = True,
 ) -> PromptPlan:
     """``build_plan``, a prompt it refuses refused as the render's input (the member reads
     why: the sentence, not an internal error)."""
@@ -153,6 +157,7 @@ def _planned(
             embeddings=embeddings,
             first_pass_steps=first_pass_steps,
             calls_per_step=calls_per_step,
+            applies_loras=applies_loras,
         )
     except PromptError as error:
         raise RenderInputError(str(error)) from error

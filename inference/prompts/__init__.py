@@ -21,7 +21,6 @@ from inference.prompts.flags import (
 )
 from inference.prompts.plan import PromptPlan, ScheduledText, SubPromptPlan, build_plan, explain
 from inference.prompts.schedule import Rendering, ScheduleSegment, renderings, schedule_prompt
-from inference.prompts.styles import Style, apply_styles, load_styles, pick_styles
 from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, default_tokenizer
 from inference.prompts.wildcards import (
     NOT_PLANNED,
@@ -51,13 +50,11 @@ __all__ = [
     "Rendering",
     "ScheduleSegment",
     "ScheduledText",
-    "Style",
     "SubPrompt",
     "SubPromptPlan",
     "UnknownWildcardError",
     "WildcardLibrary",
     "WildcardRecursionError",
-    "apply_styles",
     "build_plan",
     "chunk_tokens",
     "default_tokenizer",
@@ -65,11 +62,9 @@ __all__ = [
     "explain",
     "extract_extra_networks",
     "find_embeddings",
-    "load_styles",
     "parse_aspect_ratio",
     "parse_attention",
     "parse_inline_flags",
-    "pick_styles",
     "picture_seeds",
     "renderings",
     "resolve_flags",

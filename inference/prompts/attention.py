@@ -61,45 +61,61 @@ def attention_depth(text: str) -> int:
 
 def parse_attention(text: str) -> list[tuple[str, float]]:
     """Split ``text`` into ``(piece, weight)`` pairs the way the web UI weights tokens."""
-    pieces: list[list[str | float]] = []
-    open_round: list[int] = []
+    return [(piece, weight) for piece, weight, _ in weigh_attention(text)]
+
+
+def weigh_attention(text: str) -> list[tuple[str, float, str | None]]:
+    """``parse_attention``'s pieces, each with its weight as typed where one bracket alone
+    gives it: ``w`` of ``(x:w)`` around nothing else (None: no bracket, more than one, or
+    ``(x)``/``[x]``), for a refusal to quote as typed. Merged pieces keep the first's."""
+    # Each piece: its text, weight, and the "(" around it where it is the only bracket (its
+    # offset in ``text``; -1: none, or more than one).
+    pieces: list[list[str | float | int]] = []
+    open_round: list[tuple[int, int]] = []  # each open "(": its first piece and its offset
     open_square: list[int] = []
+    typed: dict[int, str] = {}  # the weight a "(" was closed with (":w)"), by its offset
 
     def multiply_from(start: int, factor: float) -> None:
         for piece in pieces[start:]:
             piece[1] = float(piece[1]) * factor
 
+    def add(piece_text: str, weight: float = 1.0) -> None:
+        alone = weight == 1.0 and len(open_round) == 1 and not open_square
+        pieces.append([piece_text, weight, open_round[0][1] if alone else -1])
+
     for match in _TOKEN.finditer(text):
         token = match.group(0)
         weight = match.group(1)
         if token.startswith("\\"):
-            pieces.append([token[1:], 1.0])
+            add(token[1:])
         elif token == "(":
-            open_round.append(len(pieces))
+            open_round.append((len(pieces), match.start()))
         elif token == "[":
             open_square.append(len(pieces))
         elif weight is not None and open_round:
-            multiply_from(open_round.pop(), float(weight))
+            start, offset = open_round.pop()
+            typed[offset] = weight
+            multiply_from(start, float(weight))
         elif token == ")" and open_round:
-            multiply_from(open_round.pop(), ROUND_MULTIPLIER)
+            multiply_from(open_round.pop()[0], ROUND_MULTIPLIER)
         elif token == "]" and open_square:
             multiply_from(open_square.pop(), SQUARE_MULTIPLIER)
         else:
             for index, part in enumerate(BREAK_PATTERN.split(token)):
                 if index:
-                    pieces.append(list(BREAK_MARKER))
-                pieces.append([part, 1.0])
+                    add(*BREAK_MARKER)
+                add(part)
 
     # Unclosed brackets reach to the end of the prompt, outermost first as in the web UI.
-    for start in open_round:
+    for start, _ in open_round:
         multiply_from(start, ROUND_MULTIPLIER)
     for start in open_square:
         multiply_from(start, SQUARE_MULTIPLIER)
 
-    merged: list[tuple[str, float]] = []
-    for piece_text, piece_weight in pieces:
+    merged: list[tuple[str, float, str | None]] = []
+    for piece_text, piece_weight, bracket in pieces:
         if merged and merged[-1][1] == piece_weight:
-            merged[-1] = (merged[-1][0] + str(piece_text), merged[-1][1])
+            merged[-1] = (merged[-1][0] + str(piece_text), merged[-1][1], merged[-1][2])
         else:
-            merged.append((str(piece_text), float(piece_weight)))
-    return merged or [("", 1.0)]
+            merged.append((str(piece_text), float(piece_weight), typed.get(int(bracket))))
+    return merged or [("", 1.0, None)]

@@ -1,11 +1,12 @@
 """From what the user typed to what the text encoder needs, step by step: ``PromptPlan``.
 
-Order, as in the web UI with the dynamic-prompts extension: inline flags are cut off, styles
-applied, wildcards and ``{a|b}`` expanded (seeded by the image seed), extra-network tags
-removed (positive prompt only, as in the web UI), ``AND`` splits sub-prompts with their
-weights, each sub-prompt is scheduled over the steps (editing and alternation), each
-scheduled text is weighted by the attention parser and cut into 75-token chunks. The
-negative prompt gets the same scheduling but no ``AND`` and no weight.
+Order, as in the web UI with the dynamic-prompts extension: inline flags are cut off (a
+``styles.csv`` style was applied before, by the bot), wildcards and ``{a|b}`` expanded (seeded
+by the image seed), extra-network tags removed (positive prompt only, as in the web UI),
+``AND`` splits sub-prompts with their weights, each sub-prompt is scheduled over the steps
+(editing and alternation), each scheduled text is weighted by the attention parser and cut
+into 75-token chunks. The negative prompt gets the same scheduling but no ``AND`` and no
+weight.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, parse_attention
+from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, weigh_attention
 from inference.prompts.composition import split_subprompts
 from inference.prompts.errors import NestingError, PromptError
 from inference.prompts.extra_networks import (
@@ -30,7 +31,6 @@ from inference.prompts.extra_networks import (
 from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
 from inference.prompts.schedule import Rendering, renderings, schedule_prompt
 from inference.prompts.stopping import checkpoint
-from inference.prompts.styles import Style, apply_styles
 from inference.prompts.tokenizer import (
     CHUNK_LENGTH,
     Chunk,
@@ -97,10 +97,13 @@ class PromptPlan:
     first_pass_steps: int | None = None
     # The sampler's model calls per step: the schedules' steps are its calls (``build_plan``).
     calls_per_step: int = 1
+    # Whether the engine applies the prompt's LoRA tags (``build_plan``).
+    applies_loras: bool = True
 
     def loras(self, available: Collection[str] | None = None) -> list[ExtraNetwork]:
-        """LoRA tags to apply: kind ``lora`` and, when ``available`` is given, a known name."""
-        return _applied(self.extra_networks, available)
+        """LoRA tags to apply: kind ``lora`` and, when ``available`` is given, a known name;
+        none where the engine applies none of the prompt's (``applies_loras``)."""
+        return _applied(self.extra_networks, available) if self.applies_loras else []
 
     def renderings(self) -> tuple[Rendering, ...]:
         """Every text each sub-prompt and the negative prompt can condition the model on,
@@ -132,18 +135,32 @@ class PromptPlan:
                 for sub in self.subprompts
             ],
             "extra_networks": [
-                {"kind": n.kind, "name": n.name, "weight": _explained_weight(n)}
+                {
+                    "kind": n.kind,
+                    "name": n.name,
+                    "weight": n.weight if math.isfinite(n.weight) else None,
+                }
                 for n in self.extra_networks
             ],
-            "warnings": list(self.warnings),
+            "warnings": [
+                *self.warnings,
+                *(
+                    _unwritable_weight(n)
+                    for n in self.extra_networks
+                    if not math.isfinite(n.weight)
+                ),
+            ],
         }
 
 
-def _explained_weight(network: ExtraNetwork) -> float | str:
-    """``network``'s weight for strict JSON: a tag the engine ignores keeps a weight that is
-    no finite number (``<a:x:nan>``), written as typed (an unwritten one is the finite 1)."""
-    typed = network.typed[0]
-    return network.weight if math.isfinite(network.weight) or typed is None else typed
+def _unwritable_weight(network: ExtraNetwork) -> str:
+    """The explain warning for a tag whose weight strict JSON has no number for, written as
+    null: only a tag the engine ignores keeps one (``<a:x:nan>``; an applied LoRA's is
+    refused), and it was typed (an unwritten weight is the finite 1)."""
+    return (
+        f"<{network.kind}:{network.name}> weight {network.typed[0]!r} is no finite number: "
+        "written as null"
+    )
 
 
 class _TooDeep(Exception):
@@ -152,12 +169,21 @@ class _TooDeep(Exception):
 
 
 class _WeighedPast(Exception):
-    """A piece its brackets weigh out of ``check_weight``'s range: ``((a:100):100)`` is 10,000,
-    a hundred ``(`` 13,781."""
+    """A piece its brackets weigh out of ``check_weight``'s range: ``(a:500)``, and multiplied
+    ``((a:100):100)`` 10,000, a hundred ``(`` 13,781. ``typed``: the weight as written where
+    one bracket alone gives it (``weigh_attention``)."""
 
-    def __init__(self, piece: str, weight: float) -> None:
+    def __init__(self, piece: str, weight: float, typed: str | None) -> None:
         self.piece = piece
         self.weight = weight
+        self.typed = typed
+
+    @property
+    def given(self) -> str:
+        """The weight as the refusal tells it: as typed, else as its brackets multiply."""
+        if self.typed is not None:
+            return self.typed
+        return f"{self.weight!r} (its brackets multiplied)"
 
 
 class _ScheduledChunks:
@@ -212,8 +238,7 @@ def _plan_subprompt(
             ) from None
         except _WeighedPast as error:
             raise weight_refusal(
-                f"{name}'s weight of {excerpt(error.piece)}",
-                f"{error.weight!r} (its brackets multiplied)",
+                f"{name}'s weight of {excerpt(error.piece)}", error.given
             ) from None
         scheduled.add(chunks)
         schedule.append(ScheduledText(segment.until_step, segment.text, pieces, chunks))
@@ -231,10 +256,11 @@ def _weighted_chunks(
     depth = attention_depth(text)
     if depth > MAX_ATTENTION_NESTING:
         raise _TooDeep(depth)
-    pieces = parse_attention(text)
-    past = next(((piece, weight) for piece, weight in pieces if not in_range(weight)), None)
+    weighed = weigh_attention(text)
+    past = next((piece for piece in weighed if not in_range(piece[1])), None)
     if past is not None:
         raise _WeighedPast(*past)
+    pieces = [(piece, weight) for piece, weight, _ in weighed]
     return tuple(pieces), tuple(chunk_tokens(pieces, tokenizer))
 
 
@@ -315,19 +341,21 @@ def build_plan(
     seed: int | None = None,
     steps: int | None = None,
     wildcards: WildcardLibrary | Path | str | None = None,
-    styles: Sequence[Style] = (),
     loras: Collection[str] | None = None,
     embeddings: Collection[str] = (),
     tokenizer: ClipTokenizer | None = None,
     name: str = "the prompt",
     first_pass_steps: int | None = None,
     calls_per_step: int = 1,
+    applies_loras: bool = True,
 ) -> PromptPlan:
     """Plan one image. ``seed``/``steps`` given here win over ``--seed``/``--steps`` flags.
     ``name`` is the prompt's in messages ("the fix-faces prompt"). ``first_pass_steps``:
     ``steps`` are a hires pass's, after a first pass of that many (``schedule_prompt``).
     ``calls_per_step``: a second-order sampler's 2, whose schedules the web UI plans over
-    (and reads at) each model call, so that ``[a:b:N]`` counts N calls.
+    (and reads at) each model call, so that ``[a:b:N]`` counts N calls. ``applies_loras``:
+    whether the engine applies the prompt's LoRA tags; only then are their weights checked
+    (a fix-faces prompt's, or a /fix-faces or upscale pass's, are removed and do nothing).
 
     ``seed`` is this image's seed (``None`` or -1: the flag's, else random). ``loras`` are
     the LoRA names on disk (``None``: not checked); ``embeddings`` the textual-inversion
@@ -345,7 +373,6 @@ def build_plan(
     image_seed = _choose_seed(seed if seed != -1 else None, typed_flags.seed)
     if flags.no:
         negative = ", ".join(part for part in (negative.strip(), flags.no) if part)
-    typed_prompt, negative = apply_styles(typed_prompt, negative, styles)
 
     library = (
         wildcards if isinstance(wildcards, WildcardLibrary | None) else WildcardLibrary(wildcards)
@@ -357,7 +384,8 @@ def build_plan(
             warnings.append(warning)
 
     text, networks, network_warnings = extract_extra_networks(expanded.text, loras)
-    _check_extra_networks(networks, loras, name)
+    if applies_loras:
+        _check_extra_networks(networks, loras, name)
     warnings += network_warnings
     if extract_extra_networks(expanded_negative.text)[1]:
         warnings.append("extra-network tags in the negative prompt are read as plain text")
@@ -392,6 +420,7 @@ def build_plan(
         warnings=tuple(warnings),
         first_pass_steps=first_pass_steps,
         calls_per_step=calls_per_step,
+        applies_loras=applies_loras,
     )
 
 
@@ -401,7 +430,6 @@ def explain(
     seed: int | None = None,
     steps: int | None = None,
     wildcards_dir: Path | str | None = None,
-    styles: Sequence[Style] = (),
     loras: Collection[str] | None = None,
     embeddings: Collection[str] = (),
 ) -> dict[str, Any]:
@@ -412,7 +440,6 @@ def explain(
         seed=seed,
         steps=steps,
         wildcards=wildcards_dir,
-        styles=styles,
         loras=loras,
         embeddings=embeddings,
     )

@@ -42,6 +42,7 @@ from bot.jobs.broker.wire import (
 )
 from bot.jobs.queue import JobCopies, JobQueue, Submission
 from bot.policy.member_settings import MemberSettings
+from db.history import count_rows_of_user
 from inference.types import RenderRequest
 from tests.distributed.nats_server import NatsServer
 from tests.distributed.test_broker_images import NOISE_SIDE, NoisyEngine, stored_object_names
@@ -210,7 +211,7 @@ async def test_forget_me_erases_and_says_so_when_the_broker_cannot_be_reached(
         await copies.close()
         away.stop()
     assert forgotten.jobs == 1 and forgotten.broker_copies_left
-    assert await history.rows_left_for(MEMBER) == 0
+    assert await count_rows_of_user(conn, MEMBER) == 0
     (logged,) = [r.getMessage() for r in caplog.records if r.name == "bot.history"]
     assert logged.startswith("/forget-me: the broker's copies of 1 job(s) stay until")
     assert job_id not in caplog.text and str(MEMBER) not in logged

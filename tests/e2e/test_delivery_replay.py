@@ -23,6 +23,7 @@ from cogs.results.posting import DiscordResults
 from cogs.results.progress import Pointer
 from db import jobs as journal
 from db.database import connect
+from tests.conftest import ErrorLogs
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -83,6 +84,15 @@ async def tokens_expired(conn: aiosqlite.Connection) -> None:
     await journal.clear_expired_tokens(conn, time.time() + 10_000)
 
 
+async def tokens_expired_in(settings: Settings) -> None:
+    """``tokens_expired`` in the journal of a stopped Easel."""
+    conn = await connect(settings.database_path)
+    try:
+        await tokens_expired(conn)
+    finally:
+        await conn.close()
+
+
 async def replayed_after_restart(
     start_easel: StartEasel,
     settings: Settings,
@@ -141,7 +151,6 @@ async def test_a_post_whose_answer_was_lost_is_found_after_a_restart_not_posted_
     )
     assert posted == first.id
     assert job is not None and job.delivered_at is not None
-    assert job.result_message_id == first.id  # recorded as its post
     assert posts_of(fake_discord, job_id) == [first]
     # Found as one of the job's recorded posts, by its id: the channel's history not read.
     assert len(fake_discord.calls_to(*MESSAGE)) == 1 and fake_discord.calls_to(*HISTORY) == []
@@ -303,11 +312,7 @@ async def test_a_job_queued_across_a_restart_points_its_progress_message_to_its_
             fake_discord.channel_id, fake_discord.bot_user_id, deny=PERMISSION_READ_MESSAGE_HISTORY
         )
         fake_discord.fail("POST", "/channels/{channel}/messages", status=503)
-    conn = await connect(easel_settings_for_test.database_path)
-    try:
-        await tokens_expired(conn)
-    finally:
-        await conn.close()
+    await tokens_expired_in(easel_settings_for_test)
     async with start_easel():
         result = await fake_discord.wait_for_channel_message(
             lambda m: has_picture(m) and m.id != progress.id, timeout=RENDER_TIMEOUT_S
@@ -315,6 +320,40 @@ async def test_a_job_queued_across_a_restart_points_its_progress_message_to_its_
         link = f"/{fake_discord.channel_id}/{result.id}"
         pointer = await handle.wait_for_original(lambda message: link in message.content)
         assert pointer.custom_ids == []  # no Cancel left
+
+
+async def test_a_restart_s_delivery_given_up_leaves_no_posting_on_its_progress_message(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    error_logs: ErrorLogs,
+) -> None:
+    """The restart's delivery shows "posting…" on the job's progress message, then Discord
+    refuses the result's post for good (400), and its failure's post too: the delivery is
+    given up, and the progress message says its outcome was not posted, not "posting…"."""
+    error_logs.expect("its result cannot be posted")
+    error_logs.expect("its end could not be posted")
+    handle, progress = await queued_as_easel_stops(fake_discord, start_easel, monkeypatch)
+    job_id = progress.custom_ids[0].rsplit(":", 1)[1]  # its Cancel's
+    fake_discord.fail("POST", "/channels/{channel}/messages", times=2, status=400)
+    await tokens_expired_in(easel_settings_for_test)
+    async with start_easel():
+        told = await handle.wait_for_original(
+            lambda message: "could not be posted" in message.content, timeout=RENDER_TIMEOUT_S
+        )
+    assert told.content == (
+        f"Job `{job_id}` ended; its outcome could not be posted "
+        "(Discord refused it with error 400)."
+    )
+    assert told.custom_ids == []  # no Cancel left
+    edits = [
+        call.json["content"]
+        for call in fake_discord.calls_to("PATCH", "/channels/{channel}/messages/{message}")
+        if call.path.endswith(f"/{progress.id}")
+    ]
+    assert edits == [f"Job `{job_id}` ended; posting…"] * 2 + [told.content]
+    assert [m for m in fake_discord.messages.values() if has_picture(m)] == []
 
 
 @pytest.mark.parametrize("tried_before", [False, True], ids=["never tried", "tried before"])

@@ -15,13 +15,9 @@ import pytest
 
 from bot import app
 from bot.app import DEV_GUILD_MARKER, INVITE_PERMISSIONS, build
-from bot.discord_endpoints import (
-    DISCORD_API_BASE_DEFAULT,
-    DISCORD_GATEWAY_URL_DEFAULT,
-    point_discord_at,
-)
+from bot.discord_endpoints import point_discord_at
 from bot.policy.prompt_safety import PromptPlanner
-from bot.settings import SettingsError
+from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT, SettingsError
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import reply_to
 from tests.fake_discord import FakeDiscord

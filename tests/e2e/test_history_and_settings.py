@@ -6,6 +6,9 @@ import asyncio
 
 import pytest
 
+from bot.settings import Settings
+from db.database import connect
+from db.history import count_rows_of_user
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
@@ -21,7 +24,10 @@ from tests.fake_discord.rest import RESPONSE_DEFERRED_MESSAGE
 
 
 async def test_history_pages_search_show_and_forget_me(
-    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    easel_settings_for_test: Settings,
 ) -> None:
     async with start_easel() as bot:
         deletions = deletions_read(bot, monkeypatch)
@@ -80,10 +86,10 @@ async def test_history_pages_search_show_and_forget_me(
         assert "Removed 6 of 6 posted message(s) from channels." in told.content
         others_job = await bot.services.history.job(job_id_of(other))
         assert others_job is not None and not others_job.withdrawn
-        assert await bot.services.history.rows_left_for(user_id) == 0
+        assert await rows_of(easel_settings_for_test, user_id) == 0
         assert not (images_dir / job_id_of(dog)).exists()
         assert (images_dir / job_id_of(other)).is_dir()  # nobody else's pictures go
-        assert await bot.services.history.rows_left_for(fake_discord.owner_id) > 0
+        assert await rows_of(easel_settings_for_test, fake_discord.owner_id) > 0
         gone = await (await fake_discord.click(dog, label="Upscale (2x)")).wait_for_original()
         assert gone.is_ephemeral and "no longer in the history" in gone.content
         empty = await reply_to(fake_discord, "history")
@@ -128,3 +134,12 @@ async def test_settings_are_used_when_options_are_absent(
         private = await fake_discord.invoke_command("imagine", {"prompt": "a secret fox"})
         result = await private.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         assert result.is_ephemeral
+
+
+async def rows_of(settings: Settings, user_id: int) -> int:
+    """The member's rows left in the bot's database (jobs, pictures, settings...)."""
+    conn = await connect(settings.database_path)
+    try:
+        return await count_rows_of_user(conn, user_id)
+    finally:
+        await conn.close()

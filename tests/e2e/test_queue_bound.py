@@ -35,9 +35,9 @@ async def test_a_members_queue_is_bounded_repeats_counted_nothing_charged(
     gate = threading.Event()  # every render waits: what is submitted stays unfinished
     queue_before, quota_before = refusals_counted()
     real_engines = engine_factory_for(settings)
-    try:
-        bot = build(settings, lambda device: GatedEngine(real_engines(device), gate))
-        async with running_bot(fake, bot):
+    bot = build(settings, lambda device: GatedEngine(real_engines(device), gate))
+    async with running_bot(fake, bot):
+        try:  # opened before the bot stops, else a failed assertion waits for the gated jobs
             first = await fake.invoke_command("imagine", {"prompt": "a dog", **QUICK})
             await first.wait_for_original(lambda m: "Queued" in m.content or "Render" in m.content)
             charged = await images_today(bot.services, fake.user_id, fake.guild_id)
@@ -58,10 +58,9 @@ async def test_a_members_queue_is_bounded_repeats_counted_nothing_charged(
             # Nothing charged for the refusals: only the two queued jobs reserved pictures.
             after = await images_today(bot.services, fake.user_id, fake.guild_id)
             assert after == charged + 1
+        finally:
             gate.set()
-            await first.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
-            await second.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
-        queue_after, quota_after = refusals_counted()
-        assert (queue_after - queue_before, quota_after - quota_before) == (2, 0)
-    finally:
-        gate.set()
+        await first.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        await second.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    queue_after, quota_after = refusals_counted()
+    assert (queue_after - queue_before, quota_after - quota_before) == (2, 0)

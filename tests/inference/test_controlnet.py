@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from inference.control_units import parse_control_infotext
 from inference.controlnet import load_controlnet, shipped_config
 from inference.engine import Engine
 from inference.infotext import infotext_from_png, parse_infotext
@@ -29,6 +28,7 @@ from inference.tiny import (
     write_tiny_model,
 )
 from inference.types import ALLOWED_CONTROLNETS_OPTION, RenderInputError, RenderRequest
+from tests.support.control_infotext import parse_control_infotext
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_bad_units_are_refused_before_any_model_loads(
     )
     with pytest.raises(RenderInputError, match="^" + re.escape(message)):
         fresh.render(request)
-    assert fresh.loaded_models() == []
+    assert list(fresh.models.loaded) == []
 
 
 def test_a_control_picture_that_is_no_image_is_named(models: Path, tmp_path: Path) -> None:

@@ -31,9 +31,9 @@ def render_with(engine: Engine, *names: str) -> None:
 def test_least_recently_used_model_is_dropped(three_models: Path) -> None:
     engine = Engine(three_models, max_loaded_models=2)
     render_with(engine, "a", "b", "a", "c")
-    assert engine.loaded_models() == ["a", "c"]
-    engine.unload()
-    assert engine.loaded_models() == []
+    assert list(engine.models.loaded) == ["a", "c"]
+    engine.models.clear()
+    assert list(engine.models.loaded) == []
 
 
 def test_memory_budget_bounds_the_cache(three_models: Path) -> None:
@@ -43,11 +43,11 @@ def test_memory_budget_bounds_the_cache(three_models: Path) -> None:
     assert one_model > 1_000_000  # the tiny model's weights, in float32
     engine = Engine(three_models, max_loaded_models=3, memory_budget_bytes=int(one_model * 2.5))
     render_with(engine, "a", "b", "c")
-    assert engine.loaded_models() == ["b", "c"]
+    assert list(engine.models.loaded) == ["b", "c"]
     # A model larger than the whole budget still loads: the newest one always stays.
     tight = Engine(three_models, max_loaded_models=3, memory_budget_bytes=1)
     render_with(tight, "a", "b")
-    assert tight.loaded_models() == ["b"]
+    assert list(tight.models.loaded) == ["b"]
 
 
 def test_an_evicted_model_is_freed_with_its_vae_override(three_models: Path) -> None:

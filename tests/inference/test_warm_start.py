@@ -107,7 +107,7 @@ async def test_the_warm_up_loads_the_model_the_first_recovered_job_asks_for(
 def test_a_warm_up_for_a_model_no_longer_installed_loads_the_default(models_dir: Path) -> None:
     engine = Engine(models_dir)
     engine.warm_up(model="removed-since")
-    assert engine.loaded_models() == ["tiny"]
+    assert list(engine.models.loaded) == ["tiny"]
 
 
 async def test_without_a_warm_start_the_first_job_builds_the_engine_and_loads_the_model(
@@ -198,7 +198,7 @@ def test_a_shutdown_during_the_warm_up_load_skips_its_step_and_keeps_the_model(
     with pytest.raises(RenderCancelled):
         engine.warm_up(shutdown)
     assert steps_run == []
-    assert engine.loaded_models() == ["tiny"]  # a later start's first job finds it loaded
+    assert list(engine.models.loaded) == ["tiny"]  # a later start's first job finds it loaded
 
 
 def test_the_warm_up_queues_the_native_shapes_for_compiling_before_any_job(

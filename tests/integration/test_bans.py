@@ -1,6 +1,7 @@
 """A ban stops the banned member's jobs in that server: the running one at once, not after
-the queued ones' "Cancelled" messages went out one by one; and their work still under way when
-the ban came queues nothing more. Real SQLite journal and audit."""
+the queued ones' "Cancelled" messages went out one by one; their work still under way when
+the ban came queues nothing more; and a job the ban's cancels missed ends at its start, not
+rendered. Real SQLite journal and audit."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import aiosqlite
+import discord
 import pytest
 
 from bot.bans import MemberStops, Standing, StopCause, StoppedMembers
@@ -22,12 +24,14 @@ from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.member_settings import MemberSettings
 from bot.services import Services
 from cogs.common import submit_unless_stopped
+from cogs.results.posting import DiscordResults
 from db import guild_settings as settings_audit
 from db import jobs as journal
 from db.jobs import JobStatus
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.conftest import ErrorLogs
+from tests.integration.test_job_end_written import ledger_kinds
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
 
@@ -233,3 +237,128 @@ async def test_a_ban_whose_cancel_of_one_job_raises_cancels_and_audits_the_other
     assert await stops.cancel_jobs(GUILD, RAIDER, StopCause.BAN, easel_id=EASEL) == [other]
     audit = await settings_audit.audit_log(conn, GUILD, 10)
     assert [entry.new_value for entry in audit] == [f"<@{RAIDER}>: {other}"]
+
+
+def gated_queue(
+    conn: aiosqlite.Connection, tmp_path: Path, engine: InstantEngine
+) -> tuple[JobQueue, RecordingSink, StoppedMembers, DiscordResults]:
+    """A queue rendering on ``engine`` whose start gate reads the stops; a ban is heard a
+    second after the jobs were journaled."""
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "i")
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    stopped = StoppedMembers(clock=lambda: time.time() + 1.0)
+    gate = DiscordResults(cast(discord.Client, None))
+    gate.stopped_members = stopped
+    queue.set_start_gate(gate)
+    return queue, sink, stopped, gate
+
+
+async def test_a_job_the_bans_cancels_missed_ends_at_its_start_unrendered(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ban's cancel of one job raised (logged), so it goes on: the start gate reads the
+    stop and ends it as the ban's cancels end theirs (refunded whole, answered "Cancelled"),
+    rather than renders it, GPU time spent, for its delivery to withhold. The member's job in
+    another server renders."""
+    error_logs.expect("not cancelled")
+    engine = InstantEngine()
+    queue, sink, stopped, gate = gated_queue(conn, tmp_path, engine)
+    # Each start waits at the gate until the ban is done.
+    banned, why_not_started = asyncio.Event(), gate.why_not_started
+
+    async def after_the_ban(job: FinishedJob) -> str | None:
+        await banned.wait()
+        return await why_not_started(job)
+
+    monkeypatch.setattr(gate, "why_not_started", after_the_ban)
+    cancel = queue.cancel
+    await queue.start()
+    try:
+        missed = await queue.submit(raid(0))
+        elsewhere = await queue.submit(Submission("imagine", raid(1).request, RAIDER, GUILD + 1))
+
+        async def refusing(job_id: str, by: accounting.Member, *, imposed: bool = False) -> Any:
+            if job_id == missed:
+                raise aiosqlite.OperationalError("database is locked")
+            return await cancel(job_id, by, imposed=imposed)
+
+        monkeypatch.setattr(queue, "cancel", refusing)
+        history = History(conn, tmp_path / "i", tmp_path / "in", MemberSettings(conn))
+        stops = MemberStops(conn, queue, history, stopped)
+        assert await stops.cancel_jobs(GUILD, RAIDER, StopCause.BAN, easel_id=EASEL) == []
+        banned.set()
+        await sink.wait_for(2)
+    finally:
+        banned.set()
+        await queue.stop()
+    assert [request.prompt for request in engine.rendered] == [raid(1).request.prompt]
+    outcomes = {job.job_id: (job.succeeded, job.error, job.withheld) for job in sink.delivered}
+    assert outcomes == {missed: (False, "cancelled", None), elsewhere: (True, None, None)}
+    assert await ledger_kinds(conn, missed) == ["reserve", "refund"]
+
+
+@pytest.mark.parametrize("its_end", ["being written", "written", "a ban heard after the gate"])
+async def test_a_job_the_start_gate_ends_before_the_bans_cancel_reaches_it_is_the_bans(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, its_end: str
+) -> None:
+    """The ban reads the member's jobs; before its cancel reaches the queued one, another
+    member's job frees the device and the queued one starts: the start gate reads the ban and
+    ends it, unrendered. The ban's own cancel then finds it ended (its end being written, or
+    written and delivered), yet the ban ended it: it is among the ban's cancels, its audit
+    entry and its log line, as a job the ban stopped. So for a timeout's, though a ban heard
+    seconds later (as the timeout's cancels run) replaced the member's stop: the job the gate
+    ended for the timeout is the timeout's, not lost between the two."""
+    ban_after_a_timeout = its_end == "a ban heard after the gate"
+    engine = InstantEngine(seconds=30.0)
+    queue, sink, stopped, gate = gated_queue(conn, tmp_path, engine)
+    rendering = asyncio.Event()
+    queue.set_progress_listener(lambda _job, _step: rendering.set())
+    gated, why_not_started = asyncio.Event(), gate.why_not_started
+
+    async def telling(job: FinishedJob) -> str | None:
+        why = await why_not_started(job)
+        if job.user_id == RAIDER:
+            gated.set()  # the queue leaves it out before it next awaits
+        return why
+
+    monkeypatch.setattr(gate, "why_not_started", telling)
+    await queue.start()
+    try:
+        other = Submission("imagine", RenderRequest("other", seed=9, steps=60), RAIDER + 1, GUILD)
+        other_job = await queue.submit(other)
+        await asyncio.wait_for(rendering.wait(), 20)
+        queued = await queue.submit(raid(0))
+        history = History(conn, tmp_path / "i", tmp_path / "in", MemberSettings(conn))
+        read = history.unfinished
+
+        async def then_started(user_id: int, *, guild_id: int | None) -> Any:
+            lines = await read(user_id, guild_id=guild_id)
+            # Meanwhile: the device frees, and the queued job starts at the gate.
+            await queue.cancel(other_job, accounting.Member(RAIDER + 1, GUILD))
+            await asyncio.wait_for(gated.wait(), 20)
+            if its_end == "written":
+                await sink.wait_for(2)  # the other job's end, and the queued one's
+            if ban_after_a_timeout:  # it finds the job ended, not by itself
+                plain = History(conn, tmp_path / "i", tmp_path / "in", MemberSettings(conn))
+                ban = MemberStops(conn, queue, plain, stopped)
+                assert await ban.cancel_jobs(GUILD, RAIDER, StopCause.BAN, easel_id=EASEL) == []
+            return lines
+
+        monkeypatch.setattr(history, "unfinished", then_started)
+        stops = MemberStops(conn, queue, history, stopped)
+        cause = StopCause.TIMEOUT if ban_after_a_timeout else StopCause.BAN
+        cancelled = await stops.cancel_jobs(GUILD, RAIDER, cause, easel_id=EASEL)
+        await sink.wait_for(2)
+    finally:
+        await queue.stop()
+    assert cancelled == [queued]
+    [entry] = await settings_audit.audit_log(conn, GUILD, 10)
+    assert (entry.setting, entry.new_value) == (cause.audited_as, f"<@{RAIDER}>: {queued}")
+    assert raid(0).request.prompt not in [request.prompt for request in engine.rendered]
+    outcomes = {job.job_id: (job.succeeded, job.error) for job in sink.delivered}
+    assert outcomes[queued] == (False, "cancelled")
+    assert await ledger_kinds(conn, queued) == ["reserve", "refund"]

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import Route, async_playwright
 
+from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, QueueSnapshot
 from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy
 from bot.web import dashboard, thumbnails
@@ -54,16 +55,22 @@ class Admins:
         return AdminRights(self.refusal, asked, asked & self.age_restricted)
 
 
-class NoQueue:
-    """What the state reads of the JobQueue: nothing waiting."""
+class Queue:
+    """What the state reads of the JobQueue, over a real scheduler (nothing waiting unless a
+    test submits), and the ``limit`` of each snapshot asked."""
 
     slots: ClassVar[list[Any]] = []
 
-    def snapshot(self) -> Any:
-        return dataclasses.make_dataclass("Snapshot", ["running", "queued"])([], [])
+    def __init__(self) -> None:
+        self.scheduler = FairScheduler()
+        self.limits: list[int | None] = []
+
+    def snapshot(self, limit: int | None = None) -> QueueSnapshot:
+        self.limits.append(limit)
+        return self.scheduler.snapshot(time.time(), limit)
 
     def queued_count(self) -> int:
-        return 0
+        return self.scheduler.queued_count
 
 
 class Editor:
@@ -84,6 +91,7 @@ class Site:
     clock: list[float]
     origin: str
     pictures: Path
+    queue: Queue
 
     @property
     def home(self) -> str:
@@ -129,11 +137,12 @@ async def site(tmp_path: Path, conn: aiosqlite.Connection) -> AsyncIterator[Site
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     policy = GuildPolicy(conn, prompts=cast(Any, None))  # its settings only
-    board = Dashboard(signer, origin, conn, cast(Any, NoQueue()), admins, policy.settings)
+    queue = Queue()
+    board = Dashboard(signer, origin, conn, cast(Any, queue), admins, policy.settings)
     web = RegionWebServer(signer, Editor(), origin, "127.0.0.1", port, more_pages=(board,))
     await web.start()
     try:
-        yield Site(conn, policy, admins, board, web, clock, origin, tmp_path)
+        yield Site(conn, policy, admins, board, web, clock, origin, tmp_path, queue)
     finally:
         await web.stop()
 
@@ -456,6 +465,49 @@ async def test_the_page_asks_again_after_a_503_and_clears_itself_on_a_403(site: 
         site.clock[0] += READING_RIGHTS_S
         await page.wait_for_selector("text=no longer have the Manage Server permission")
         assert await page.query_selector("#gallery") is None
+        await browser.close()
+
+
+async def test_a_deep_queue_lists_its_first_jobs_and_counts_the_rest(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll walks the fair order only QUEUE_SHOWN jobs deep and lists this server's among
+    them, in order; the page says how many more of its jobs wait further back."""
+    monkeypatch.setattr(dashboard, "QUEUE_SHOWN", 10)
+    now = time.time()
+    for index in range(30):
+        guild = GUILD if index % 3 else GUILD + 1  # every third job is another server's
+        job_id = f"{index:016x}"
+        site.queue.scheduler.submit(
+            QueuedJob(job_id, 100 + index, guild, ("m",), PriorityClass.STANDARD, now + index)
+        )
+        await site.conn.execute(
+            "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+            " created_at) VALUES (?, 'imagine', 'queued', ?, ?, ?, '{\"prompt\": \"a kite\"}', ?)",
+            (job_id, 100 + index, guild, CHANNEL, now + index),
+        )
+    await site.conn.commit()
+    http = await site.signed_in()
+    async with http, http.get(f"{site.home}/state") as answer:
+        state = await answer.json()
+    # Of the first 10 to start, jobs 1, 2, 4, 5, 7, 8 are this server's; 14 more wait behind.
+    assert [row["job"] for row in state["queue"]] == [f"{i:016x}" for i in (1, 2, 4, 5, 7, 8)]
+    assert [row["position"] for row in state["queue"]] == [2, 3, 5, 6, 8, 9]
+    assert (state["queue_more"], state["waiting_in_all"]) == (14, 30)
+    assert site.queue.limits == [10]
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+        )
+        page = await browser.new_page()
+        await page.goto(site.dashboard.link_for(ADMIN, GUILD))
+        await page.wait_for_selector("#queue-more:not([hidden])")
+        assert await page.inner_text("#queue-more") == (
+            "… and 14 more of this server's jobs, further back."
+        )
+        assert len(await page.query_selector_all("#queue tbody tr")) == 6
+        assert not await page.is_visible("#queue-empty")
         await browser.close()
 
 

@@ -112,26 +112,37 @@ async def test_a_result_that_cannot_be_posted_is_failed_refunded_and_its_maker_t
     journaling = JobQueue(conn, [], images)
     refused = await journaling.submit(submission(1, "refused for good"))
     down = await journaling.submit(submission(2, "never taken"))
-    sink = DownSink({refused: (DiscordError(400), 99), down: (DiscordError(503), 99)})
+    broken = await journaling.submit(submission(3, "a bug in its post"))
+    sink = DownSink(
+        {
+            refused: (DiscordError(400), 99),
+            down: (DiscordError(503), 99),
+            broken: (RuntimeError("a bug"), 99),
+        }
+    )
     # Failing 0.2 s is failing too long here.
     queue = queue_on(conn, images, dataclasses.replace(QUICK, give_up_after_s=0.2))
     queue.set_sink(sink)
     await queue.start()
     try:
-        await sink.wait_for(2)
+        await sink.wait_for(3)
     finally:
         await queue.stop()
     told = {job.job_id: job for job in sink.delivered}
-    assert sorted(told) == sorted([refused, down])
+    assert sorted(told) == sorted([refused, down, broken])
     assert told[refused].error == (
-        "the result could not be posted (Discord refused it (400)), so it does not count "
-        f"against your quota; reference {refused}"
+        "the result could not be posted (Discord refused it with error 400), so it does not "
+        f"count against your quota; reference {refused}"
     )
     assert (told[down].error or "").startswith(
         "the result could not be posted (Discord did not take it for"
     )
+    # Not Discord's doing: not said to be.
+    assert (told[broken].error or "").startswith(
+        "the result could not be posted (Easel's tries failed for"
+    )
     assert sink.tries[refused] == 2  # refused at once: not tried again
-    for job_id in (refused, down):
+    for job_id in (refused, down, broken):
         assert not told[job_id].succeeded
         assert await ledger.refunded(conn, job_id)
         assert await journal.images_of(conn, job_id) == []

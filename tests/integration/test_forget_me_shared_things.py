@@ -22,6 +22,7 @@ from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
+from tests.support.sqlite_work import instructions_of
 
 NOW = 1_800_000_000.0
 MAKER, REROLLER, GUILD, CHANNEL = 7, 8, 5, 50
@@ -104,7 +105,7 @@ async def test_a_result_posted_after_its_job_was_erased_is_deleted_by_the_queue(
 
 
 RECORDS: dict[str, Callable[[aiosqlite.Connection], Awaitable[bool]]] = {
-    "result": lambda conn: journal.mark_delivered(conn, "a" * 16, NOW, 999),
+    "result": lambda conn: journal.mark_delivered(conn, "a" * 16, NOW),
     "/show": lambda conn: journal.record_job_message(conn, "a" * 16, 999, posted_in=(GUILD, 60)),
 }
 
@@ -190,19 +191,9 @@ async def erase_steps(conn: aiosqlite.Connection, tmp_path: Path, user_id: int) 
     job_id = f"member-{user_id}"
     await finished_job(conn, job_id, user_id, tmp_path / "upload.png")
     await ledger.reserve(conn, job_id, user_id, GUILD, 1, 1.0, NOW)
-    raw = conn._conn  # the sqlite3 connection: its progress handler counts its work
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0  # go on
-
-    await conn._execute(raw.set_progress_handler, count, 10)
-    try:
-        erased = await store.erase_user(conn, user_id, counted_since=0, anonymise_at=NOW + 1)
-    finally:
-        await conn._execute(raw.set_progress_handler, None, 0)
+    steps, erased = await instructions_of(
+        conn, store.erase_user(conn, user_id, counted_since=0, anonymise_at=NOW + 1)
+    )
     assert erased.jobs == 1
     return steps
 

@@ -1,6 +1,7 @@
 """Stops imposed on a job's owner (a ban's, a withdrawal's) and the cancels kept for the sweep,
 on real SQLite files: an imposed stop that meets its owner's own cancel of the job ends it
-though that cancel's write is refused; a kept cancel whose ask was refused has it written
+though that cancel's write is refused, and its owner is told it stops when the ban stopped it
+while the owner's stop's ask was refused; a kept cancel whose ask was refused has it written
 before its end, so a process killed between the two still ends the job at its next start;
 and a delivery given up for a job with no result lets its sink drop what it kept for a try.
 """
@@ -8,7 +9,9 @@ and a delivery given up for a job with no result lets its sink drop what it kept
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,12 +21,13 @@ import discord
 import pytest
 
 from bot.jobs import accounting
-from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue
+from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue, Submission
 from bot.jobs.queue import ends as ends_module
 from cogs.results.posting import DiscordResults
 from cogs.results.progress import _Watched
 from db import jobs as journal
 from db.database import connect
+from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
 from tests.conftest import ErrorLogs
 from tests.integration.test_job_end_written import (
@@ -201,6 +205,243 @@ async def test_a_ban_while_its_owner_s_refused_cancel_waits_to_queue_the_job_aga
     await _ended_once_though_refused(conn, tmp_path / "images", ban)
 
 
+def released(queue: JobQueue, job_id: str, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once the batch ``job_id`` was handed to its device in is released: its render (or
+    its stop, or its jobs' renders alone once it failed) ended, and none of it is running."""
+    done, release = asyncio.Event(), queue._release
+
+    def releasing(job_ids: Sequence[str]) -> None:
+        release(job_ids)
+        if job_id in job_ids:
+            done.set()
+
+    monkeypatch.setattr(queue, "_release", releasing)
+    return done
+
+
+async def stopped_by_the_owner_and_a_ban(
+    queue: JobQueue,
+    job_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: Callable[[], Awaitable[object]] | None = None,
+    before_refused: Callable[[], Awaitable[object]] | None = None,
+    owner_answered: asyncio.Event | None = None,
+) -> None:
+    """The owner stops their running job; the journal refuses that stop's ask, tried for
+    minutes, and meanwhile (after ``meanwhile``) a ban stops the job, its ask written. The
+    owner's ask is refused once ``before_refused`` returns (by default: once the job's batch is
+    released, as the real tries outlast a stop): both are answered it stops, uncharged, the
+    owner not "not cancelled". ``owner_answered`` is set once this returns or raises."""
+    batch_released = released(queue, job_id, monkeypatch)
+    banned, asking = asyncio.Event(), asyncio.Event()
+    write_ask = ends_module.JobEnds.write_ask
+
+    async def owner_s_refused(ends: ends_module.JobEnds, asked: str, **kwargs: Any) -> None:
+        if asking.is_set():  # the ban's
+            return await write_ask(ends, asked, **kwargs)
+        asking.set()
+        await banned.wait()
+        raise aiosqlite.OperationalError("database is locked")
+
+    monkeypatch.setattr(ends_module.JobEnds, "write_ask", owner_s_refused)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            clicked = tasks.create_task(queue.cancel(job_id, OWNER))
+            await asyncio.wait_for(asking.wait(), 10)
+            if meanwhile is not None:
+                await meanwhile()
+            ban = queue.cancel(job_id, OWNER, imposed=True)
+            assert await asyncio.wait_for(ban, 10) is CancelOutcome.STOPPING_FREE
+            if before_refused is None:
+                await asyncio.wait_for(batch_released.wait(), 20)
+            else:
+                await before_refused()
+            banned.set()
+            assert await asyncio.wait_for(clicked, 10) is CancelOutcome.STOPPING_FREE
+    finally:
+        banned.set()
+        if owner_answered is not None:
+            owner_answered.set()
+
+
+async def test_a_running_job_a_ban_stopped_while_its_owner_s_ask_was_refused_is_told_stopped(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner stops their running job; the journal refuses that stop's ask, tried for
+    minutes, and meanwhile a ban stops the job (its ask tried once): the owner is told it
+    stops, uncharged, as it does, not "not cancelled: database busy"."""
+    error_logs.expect("its stop's ask was not recorded")
+    engine = InstantEngine(seconds=30.0)  # 0.5 s a step: a stop ends it within one
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images")
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    stepped = asyncio.Event()
+    queue.set_progress_listener(lambda _job_id, _step: stepped.set())
+    await queue.start()
+    try:
+        request = RenderRequest("a barn", seed=1, steps=60)
+        job_id = await queue.submit(Submission("imagine", request, user_id=1, guild_id=1))
+        await asyncio.wait_for(stepped.wait(), 20)
+        await stopped_by_the_owner_and_a_ban(queue, job_id, monkeypatch)
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert not engine.rendered
+    assert [(job.job_id, job.error) for job in sink.delivered] == [(job_id, "cancelled")]
+    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+
+
+class HeldGate:
+    """A start gate that lets each job render, once ``opened``; ``reached`` is set as a job
+    waits at it (handed to its device, its render not begun)."""
+
+    def __init__(self) -> None:
+        self.reached, self.opened = asyncio.Event(), asyncio.Event()
+
+    async def why_not_started(self, job: FinishedJob) -> str | None:
+        self.reached.set()
+        await self.opened.wait()
+        return None
+
+
+async def test_a_job_a_ban_left_out_of_its_render_while_its_owner_s_ask_was_refused_is_told_stopped(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but the job was handed to its device and its render not begun: the ban's stop
+    leaves it out of its batch, and the owner's ask is refused while its end is still to be
+    written. The owner is told it stops, not "not cancelled: database busy"."""
+    error_logs.expect("its stop's ask was not recorded")
+    engine = InstantEngine(seconds=30.0)
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images")
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    gate = HeldGate()
+    queue.set_start_gate(gate)
+    end_cancelled = ends_module.JobEnds.end_cancelled
+    ending, owner_told = asyncio.Event(), asyncio.Event()
+
+    async def held(ends: ends_module.JobEnds, ended_id: str, *args: Any, **kwargs: Any) -> None:
+        ending.set()  # the job left out, its end not written: until the owner is answered
+        await owner_told.wait()
+        await end_cancelled(ends, ended_id, *args, **kwargs)
+
+    monkeypatch.setattr(ends_module.JobEnds, "end_cancelled", held)
+
+    async def left_out() -> None:
+        gate.opened.set()
+        await asyncio.wait_for(ending.wait(), 20)
+
+    await queue.start()
+    try:
+        request = RenderRequest("a barn", seed=1, steps=60)
+        job_id = await queue.submit(Submission("imagine", request, user_id=1, guild_id=1))
+        await asyncio.wait_for(gate.reached.wait(), 20)
+        await stopped_by_the_owner_and_a_ban(
+            queue, job_id, monkeypatch, before_refused=left_out, owner_answered=owner_told
+        )
+        await sink.wait_for(1)
+    finally:
+        gate.opened.set()
+        await queue.stop()
+    assert not engine.rendered
+    assert [(job.job_id, job.error) for job in sink.delivered] == [(job_id, "cancelled")]
+    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+
+
+SLOW = "a barn"
+
+
+@dataclass
+class FailingBatch(InstantEngine):
+    """A batch of several fails once ``fail`` is set (``batch_started`` is set as it starts);
+    each of its jobs then renders alone: ``SLOW``'s for ``seconds``, the others' at once."""
+
+    batch_started: threading.Event = field(default_factory=threading.Event)
+    fail: threading.Event = field(default_factory=threading.Event)
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        if len(requests) > 1:
+            self.batch_started.set()
+            self.fail.wait(20)
+            raise RuntimeError("the batch failed")
+        engine = self if requests[0].prompt == SLOW else InstantEngine()
+        return InstantEngine.render_batch(engine, requests, progress, cancel)
+
+
+@pytest.mark.parametrize("the_ban_s_stop", ["under way", "its end written", "its end kept"])
+async def test_a_job_a_ban_stopped_alone_after_its_batch_failed_is_told_stopped_to_its_owner(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+    the_ban_s_stop: str,
+) -> None:
+    """As above, but the owner stops their job as its batch renders, and the batch fails
+    while their ask waits: the job renders again alone, in a batch of its own, where the ban
+    stops it. The owner's ask is refused as that render stops, or once its batch is released,
+    its end written or, the journal refusing it too, kept for the sweep. The owner is told it
+    stops, not "not cancelled: database busy"."""
+    error_logs.expect("was not recorded")
+    owner_told = asyncio.Event()
+    record_failure = ends_module.JobEnds.record_failure
+
+    async def refused_until_told(ends: ends_module.JobEnds, *args: Any, **kwargs: Any) -> None:
+        if not owner_told.is_set():
+            raise aiosqlite.OperationalError("database is locked")
+        await record_failure(ends, *args, **kwargs)
+
+    if the_ban_s_stop == "its end kept":
+        monkeypatch.setattr(ends_module.JobEnds, "record_failure", refused_until_told)
+    images = tmp_path / "images"
+    journaling = JobQueue(conn, [], images)  # journaled before the start: one batch
+    job_id = await journaling.submit(
+        Submission("imagine", RenderRequest(SLOW, seed=1, steps=60), user_id=1, guild_id=1)
+    )
+    await journaling.submit(
+        Submission("imagine", RenderRequest("a cat", seed=2, steps=60), user_id=2, guild_id=1)
+    )
+    engine = FailingBatch(seconds=30.0)  # 0.5 s a step: a stop ends it within one
+    queue, sink = sweeping_queue(conn, [engine], images)
+    alone = asyncio.Event()
+    queue.set_progress_listener(lambda stepped, _step: stepped == job_id and alone.set())
+
+    async def rendering_alone() -> None:
+        engine.fail.set()
+        await asyncio.wait_for(alone.wait(), 20)
+
+    await queue.start()
+    try:
+        assert await asyncio.to_thread(engine.batch_started.wait, 20)
+        await stopped_by_the_owner_and_a_ban(
+            queue,
+            job_id,
+            monkeypatch,
+            rendering_alone,
+            before_refused=_nothing if the_ban_s_stop == "under way" else None,
+            owner_answered=owner_told,
+        )
+        await sink.wait_for(2)
+    finally:
+        engine.fail.set()
+        await queue.stop()
+    assert SLOW not in [request.prompt for request in engine.rendered]
+    assert [(job.job_id, job.error) for job in sink.delivered if job.job_id == job_id] == [
+        (job_id, "cancelled")
+    ]
+    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+
+
 async def test_a_kept_stop_s_ask_is_written_before_its_end_so_a_kill_between_keeps_it(
     tmp_path: Path, error_logs: ErrorLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,7 +556,7 @@ class RefusedForGood(RecordingSink):
             )
         return await super().deliver(job)
 
-    def given_up(self, job_id: str) -> None:
+    def given_up(self, job_id: str, why: str) -> None:
         self.forgotten.append(job_id)
         self.gave_up.set()
 

@@ -766,11 +766,11 @@ async def test_a_stop_asked_as_another_stop_ends_the_job_is_answered_stopping_no
     ask_stop, release = queue._ask_stop, queue._release
     asked, recorded, released = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def slow_ask(job_id: str, *, imposed: bool) -> bool:
+    async def slow_ask(job_id: str, *, imposed: bool, **batch: Any) -> bool:
         if not imposed:  # the owner's click: its ask is written as a ban's stop ends the job
             asked.set()
             await recorded.wait()
-        return await ask_stop(job_id, imposed=imposed)
+        return await ask_stop(job_id, imposed=imposed, **batch)
 
     def released_too(job_ids: Sequence[str]) -> None:
         release(job_ids)

@@ -131,9 +131,8 @@ def services(history: History, policy: GuildPolicy, planner: PromptPlanner) -> S
 
 async def withdraw(conn: aiosqlite.Connection, history: History, job_id: str) -> None:
     """A moderator deletes the job's result."""
-    record = await journal.get_job(conn, job_id)
-    assert record is not None and record.result_message_id is not None
-    assert await history.withdraw_deleted(GUILD, CHANNEL, [record.result_message_id]) == [job_id]
+    [posted] = await journal.first_posts_in(conn, job_id, CHANNEL)
+    assert await history.withdraw_deleted(GUILD, CHANNEL, [posted]) == [job_id]
 
 
 @pytest.fixture

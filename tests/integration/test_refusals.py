@@ -17,6 +17,7 @@ from bot.refusals import MAX_SENTENCE_CHARS, RefusalLog
 from bot.user_errors import Reason
 from db import refusals
 from db.database import connect
+from db.history import count_rows_of_user
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -82,11 +83,11 @@ async def test_forget_me_erases_the_members_refusals_in_every_server(
         await log.record(guild, CHANNEL, MEMBER, Reason.INPUT, "A bad size.")
     await log.record(GUILD, CHANNEL, PRIVATE_MEMBER, Reason.INPUT, "Someone else's.")
     history = History(conn, tmp_path / "images", tmp_path / "inputs", settings, clock=lambda: NOW)
-    assert await history.rows_left_for(MEMBER) == 2
+    assert await count_rows_of_user(conn, MEMBER) == 2
 
     await history.forget(MEMBER)
 
-    assert await history.rows_left_for(MEMBER) == 0
+    assert await count_rows_of_user(conn, MEMBER) == 0
     assert await refusals.latest(conn, OTHER_GUILD, 10) == []
     assert [r.user_id for r in await refusals.latest(conn, GUILD, 10)] == [PRIVATE_MEMBER]
 

@@ -19,6 +19,7 @@ from bot.policy.member_settings import MemberSettings
 from bot.user_errors import UserError
 from db import jobs as journal
 from db import quotas as ledger
+from db.history import count_rows_of_user
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
@@ -211,7 +212,7 @@ async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
 
     with pytest.raises(UserError, match=rf"your job\(s\) `{waiting}` are still queued"):
         await history.forget(MEMBER)
-    assert await history.rows_left_for(MEMBER) == 5  # nothing erased: 3 jobs, 2 pictures
+    assert await count_rows_of_user(conn, MEMBER) == 5  # nothing erased: 3 jobs, 2 pictures
     await journal.mark_failed(conn, waiting, "cancelled", NOW, cancelled=True)
     await ledger.refund(conn, waiting, NOW)
 
@@ -229,7 +230,7 @@ async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
         # The member's two results (the sink's message ids), for /forget-me to delete.
         posts=(PostedMessage(9, 1001), PostedMessage(9, 1002)),
     )
-    assert await history.rows_left_for(MEMBER) == 0
+    assert await count_rows_of_user(conn, MEMBER) == 0
     assert [path.name for path in data.images.iterdir()] == [someone_else]
     assert [path.name for path in data.inputs.iterdir()] == [f"8-{NOW - 2 * DAY}.png"]
     assert await usage(conn) == 1  # this week's job

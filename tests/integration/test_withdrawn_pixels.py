@@ -26,6 +26,7 @@ from cogs.results.posting import DiscordResults
 from db import history as store
 from db import jobs as journal
 from db.database import load_migrations, migrate
+from db.history import count_rows_of_user
 from inference.types import RenderRequest
 from tests.integration.test_delivery_gate import (
     REFUNDED,
@@ -74,7 +75,7 @@ async def made(
     await journal.mark_done(conn, job_id, [picture], 0.1, NOW)
     if posted_as is not None:
         await journal.record_job_message(conn, job_id, posted_as, posted_in=(guild, channel))
-    await journal.mark_delivered(conn, job_id, NOW, posted_as)
+    await journal.mark_delivered(conn, job_id, NOW)
 
 
 def history_of(conn: aiosqlite.Connection, tmp_path: Path) -> History:
@@ -146,7 +147,7 @@ async def test_an_erase_keeps_the_withdrawn_pixels_naming_no_one(
     history = history_of(conn, tmp_path)
     await history.withdraw_deleted(GUILD, CHANNEL, [100])
     await history.forget(MEMBER)
-    assert await history.rows_left_for(MEMBER) == 0
+    assert await count_rows_of_user(conn, MEMBER) == 0
     [copy] = await history.jobs_with_picture(GUILD, LIGHTHOUSE)
     assert copy.withdrawn and copy.user_id != MEMBER and not copy.texts
     assert await history.jobs_with_picture(OTHER_GUILD, LIGHTHOUSE) == []
@@ -582,4 +583,4 @@ async def made_from_b(
     made = journal.NewJob(job_id, kind, MEMBER, GUILD, CHANNEL, request, NOW + 3, "b" * 16)
     await journal.insert_job(conn, made)
     if delivered:
-        await journal.mark_delivered(conn, job_id, NOW + 3, None)
+        await journal.mark_delivered(conn, job_id, NOW + 3)

@@ -36,7 +36,7 @@ from bot.user_errors import UserError
 from cogs.results.buttons import DeleteButton, check_still_shown, visible_job
 from db import guild_settings
 from db import jobs as journal
-from db.history import prune_jobs
+from db.history import count_rows_of_user, prune_jobs
 from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_infotext
 from inference.prompts import expand_prompt
@@ -83,7 +83,7 @@ async def delivered(
     picture = journal.ImageRecord(job_id, 0, 1, f"/images/{job_id}.png", infotext, 64, 64)
     await journal.mark_done(conn, job_id, [picture], 0.1, NOW)
     await journal.record_job_message(conn, job_id, message_id)
-    await journal.mark_delivered(conn, job_id, NOW, message_id)
+    await journal.mark_delivered(conn, job_id, NOW)
 
 
 async def stored(history: History, job_id: str) -> StoredJob:
@@ -436,7 +436,7 @@ async def test_a_jobs_posts_go_with_it(conn: aiosqlite.Connection, history: Hist
     await delivered(conn, "a" * 16, 100)
     await history.posted_again(await stored(history, "a" * 16), OTHER_CHANNEL, 101)
     await delivered(conn, "b" * 16, 200)
-    assert await history.rows_left_for(MEMBER) > 0
+    assert await count_rows_of_user(conn, MEMBER) > 0
     forgotten = await history.forget(MEMBER)
     # For /forget-me to delete from Discord, by channel.
     posted = [(post.channel_id, post.message_id) for post in forgotten.posts]

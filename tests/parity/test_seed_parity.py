@@ -22,7 +22,7 @@ from PIL import Image
 
 from inference.engine import Engine
 from inference.img2img_steps import Img2ImgSteps
-from inference.noise import generator_after_initial_noise, seeded_noise, slerp
+from inference.noise import initial_noise_and_generator, seeded_noise, slerp
 from inference.samplers import make_scheduler, split_sampler
 from inference.tiny import SD_SCHEDULER_CONFIG, write_tiny_model
 from inference.types import RenderInputError, RenderRequest
@@ -377,7 +377,8 @@ def test_ancestral_noise_continues_after_the_initial_noise() -> None:
     shape = (1, 4, 8, 8)
     web_ui_noise = reference.PictureNoise([7], shape[1:])
     initial = web_ui_noise.first()
-    step_noise = torch.randn(shape, generator=generator_after_initial_noise(7, shape))
+    _, after_initial = initial_noise_and_generator(7, shape)
+    step_noise = torch.randn(shape, generator=after_initial)
     assert torch.equal(initial, seeded_noise(7, shape))
     assert torch.equal(step_noise, web_ui_noise.next())
 

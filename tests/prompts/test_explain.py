@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.prompts import InlineFlagError, PromptError, Style, build_plan, explain
+from inference.prompts import InlineFlagError, PromptError, build_plan, explain
 
 # The top-level keys of ``easel explain``'s JSON, as the interface contract lists them.
 EXPLAIN_KEYS = {"prompt", "negative_prompt", "seed", "subprompts", "extra_networks", "warnings"}
@@ -61,13 +61,11 @@ def test_flags_feed_steps_seed_and_negative() -> None:
     assert overridden["warnings"] == ["the seed option (4) overrides the prompt's flag (9)"]
 
 
-def test_wildcards_styles_and_reproducible_seed(tmp_path: Path) -> None:
+def test_wildcards_and_reproducible_seed(tmp_path: Path) -> None:
     (tmp_path / "animal.txt").write_text("cat\ndog\nfox\nowl\n", encoding="utf-8")
-    style = Style("photo", "photo of {prompt}", "drawing")
-    first = explain("__animal__", seed=77, wildcards_dir=tmp_path, styles=[style])
-    assert first == explain("__animal__", seed=77, wildcards_dir=tmp_path, styles=[style])
+    first = explain("photo of __animal__", seed=77, wildcards_dir=tmp_path)
+    assert first == explain("photo of __animal__", seed=77, wildcards_dir=tmp_path)
     assert first["prompt"] in {f"photo of {a}" for a in ("cat", "dog", "fox", "owl")}
-    assert first["negative_prompt"] == "drawing"
 
 
 def test_unknown_lora_and_embeddings() -> None:

@@ -1,8 +1,6 @@
-"""AND composition, extra networks, embeddings and styles."""
+"""AND composition, extra networks and embeddings."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,13 +8,8 @@ from hypothesis import strategies as st
 
 from inference.prompts import (
     ExtraNetwork,
-    PromptError,
-    Style,
-    apply_styles,
     extract_extra_networks,
     find_embeddings,
-    load_styles,
-    pick_styles,
     split_subprompts,
 )
 
@@ -151,45 +144,3 @@ def test_find_embeddings_whole_words_case_insensitive() -> None:
         ["easynegative", "bad-hands-5", "badhands", "absent"],
     )
     assert found == ["bad-hands-5", "easynegative"]
-
-
-@pytest.fixture
-def styles_file(tmp_path: Path) -> Path:
-    path = tmp_path / "styles.csv"
-    path.write_text(
-        "name,prompt,negative_prompt\n"
-        'cinematic,"cinematic still of {prompt}, film grain","cartoon"\n'
-        "vivid,vivid colors,\n"
-        ',"ignored row",\n',
-        encoding="utf-8",
-    )
-    return path
-
-
-def test_load_and_apply_styles(styles_file: Path) -> None:
-    styles = load_styles(styles_file)
-    assert set(styles) == {"cinematic", "vivid"}
-    picked = pick_styles(["cinematic", "vivid"], styles)
-    assert apply_styles("a cat", "blurry", picked) == (
-        "cinematic still of a cat, film grain, vivid colors",
-        "blurry, cartoon",
-    )
-    assert apply_styles("", "", [styles["vivid"]]) == ("vivid colors", "")
-
-
-def test_unknown_style_names_closest(styles_file: Path) -> None:
-    with pytest.raises(
-        PromptError, match="unknown style 'cinematik' \\(did you mean cinematic\\?\\)"
-    ):
-        pick_styles(["cinematik"], load_styles(styles_file))
-
-
-def test_styles_file_without_columns(tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text("title,text\nx,y\n", encoding="utf-8")
-    with pytest.raises(PromptError, match="missing name, prompt"):
-        load_styles(path)
-
-
-def test_style_without_placeholder_on_empty_style() -> None:
-    assert apply_styles("a cat ", "", [Style("s", "", "")]) == ("a cat", "")

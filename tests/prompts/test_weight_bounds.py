@@ -1,18 +1,26 @@
 """Every weight a prompt gives (emphasis, AND, LoRA) is refused outside -100..100, NaN and
 infinity included, naming the range: past it the picture came out black and was charged. So
 are the weights the engine adds up: a LoRA tagged more than once, and the AND parts' (without
-their signs)."""
+their signs). A LoRA's only where the engine applies the prompt's LoRAs."""
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bot.policy.addons import APPLIED_LORAS_OPTION
+from bot.policy.prompt_safety import plan_request
+from bot.user_errors import UserError
+from inference.face_options import FIX_FACES_PROMPT
+from inference.passes.jobs import ImageJob, image_jobs
 from inference.prompts import PromptError, build_plan, explain
 from inference.prompts.weights import MAX_WEIGHT
+from inference.types import RenderInputError, RenderRequest
 
 RANGE_REFUSAL = "a weight must be a number between -100 and 100"
 # Weights as members write them: decimals of any size, and runs of nines past a float's range.
@@ -31,6 +39,8 @@ PLACES = {
 
 
 @given(weight=WEIGHT_TEXTS, place=st.sampled_from(sorted(PLACES)))
+@example(weight="500", place="emphasis")
+@example(weight="-100.5", place="negative emphasis")
 def test_a_weight_is_refused_exactly_outside_the_range(weight: str, place: str) -> None:
     prompt = PLACES[place].format(weight)
     negative = f"(blurry:{weight})" if place == "negative emphasis" else ""
@@ -38,12 +48,17 @@ def test_a_weight_is_refused_exactly_outside_the_range(weight: str, place: str) 
         # Strict JSON (no NaN, no Infinity), as for the weight of a tag the engine ignores.
         result = explain(f"{prompt} <a:x:nan> <hypernet:y:-1e999>", negative, seed=1)
         assert json.loads(json.dumps(result, allow_nan=False))["extra_networks"][-2:] == [
-            {"kind": "a", "name": "x", "weight": "nan"},
-            {"kind": "hypernet", "name": "y", "weight": "-1e999"},
+            {"kind": "a", "name": "x", "weight": None},
+            {"kind": "hypernet", "name": "y", "weight": None},
         ]
     else:
-        with pytest.raises(PromptError, match=RANGE_REFUSAL):
+        with pytest.raises(PromptError, match=RANGE_REFUSAL) as refused:
             explain(prompt, negative, seed=1)
+        if "emphasis" in place:  # one bracket gives it: told as typed
+            which, piece = ("negative prompt", "blurry") if negative else ("prompt", "red")
+            assert str(refused.value) == (
+                f"the {which}'s weight of {piece!r} is {weight}; {RANGE_REFUSAL}"
+            )
 
 
 @pytest.mark.parametrize("weight", ["nan", "inf", "-inf", "1e9", "-1e9", "1e400"])
@@ -57,9 +72,35 @@ def test_a_lora_weight_that_is_no_finite_number_in_range_is_refused(weight: str)
 def test_nested_brackets_are_judged_by_the_weight_they_multiply_to() -> None:
     # 1.1 ** 48 is 97.0, 1.1 ** 49 is 106.7; (a:100) inside (a:100) is 10,000; ((a:-100)) -110.
     explain("(" * 48 + "a" + ")" * 48, seed=1)
-    for prompt in ("(" * 49 + "a", "((a:100):100)", "((a:-100))"):
-        with pytest.raises(PromptError, match=rf"^the prompt's weight of 'a' is .*{RANGE_REFUSAL}"):
+    explain("((a:500):0.1)", seed=1)  # 50: only the product counts
+    for prompt, product in (
+        ("(" * 49 + "a", repr(functools.reduce(operator.mul, [1.1] * 49, 1.0))),
+        ("((a:100):100)", "10000.0"),
+        ("((a:-100))", repr(-100 * 1.1)),
+        ("[(a:500)]", repr(500 / 1.1)),
+        ("(b (a:500))", repr(500 * 1.1)),
+    ):
+        with pytest.raises(PromptError) as refused:
             explain(prompt, seed=1)
+        assert str(refused.value) == (
+            f"the prompt's weight of 'a' is {product} (its brackets multiplied); {RANGE_REFUSAL}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "told"),
+    [
+        ("a (cat:500)", "'cat' is 500"),
+        ("a (cat: -0500.50 ) dog", "'cat' is -0500.50"),
+        ("(a:1) (b:1e3) (c:+101.)", "'c' is +101."),  # 1e3 is no weight: ":1e3" stays text
+        ("(a:200) [b", "'a' is 200"),  # the unclosed "[" weighs only what follows it
+        ("(wide " + "x" * 50 + ":101)", repr("wide " + "x" * 34 + "…") + " is 101"),
+    ],
+)
+def test_a_weight_one_bracket_gives_is_told_as_typed(prompt: str, told: str) -> None:
+    with pytest.raises(PromptError) as refused:
+        explain(prompt, seed=1)
+    assert str(refused.value) == f"the prompt's weight of {told}; {RANGE_REFUSAL}"
 
 
 def test_the_refusal_names_the_part_and_the_weight_as_typed() -> None:
@@ -88,10 +129,52 @@ def test_only_a_network_the_engine_applies_has_its_weight_checked_told_as_typed(
             f"the weight of <lora:typo> in the prompt is 500; {RANGE_REFUSAL}"
         )
     with pytest.raises(PromptError) as refused:
-        build_plan("a face <lora:x:te=2:unet=-5e2>", seed=1, name="the fix-faces prompt")
+        build_plan("a face <lora:x:te=2:unet=-5e2>", seed=1)
     assert str(refused.value) == (
-        f"the UNet weight of <lora:x> in the fix-faces prompt is -5e2; {RANGE_REFUSAL}"
+        f"the UNet weight of <lora:x> in the prompt is -5e2; {RANGE_REFUSAL}"
     )
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
+def test_only_a_prompt_whose_loras_the_engine_applies_has_their_weights_checked(
+    mode: str,
+) -> None:
+    """A fix-faces prompt's LoRA tags, and /fix-faces' and the upscales' (their jobs apply no
+    LoRA: ``inference.passes.faces``, ``.upscale``), are removed and do nothing; the prompt's
+    in every mode that applies them (``applies_networks``)."""
+    creative = {"upscale_factor": 2, "upscale_mode": "creative"}
+    faces_prompt = {FIX_FACES_PROMPT: "a face <lora:x:500>"}
+    for request in (
+        RenderRequest("a cat", seed=1, mode=mode, options=faces_prompt),
+        RenderRequest("a cat <lora:x:1:-500>", seed=1, mode="upscale", options=creative),
+        RenderRequest("a cat" + " <lora:x:60>" * 2, seed=1, mode="faces"),
+    ):
+        assert plan_request(request, (), None).options[APPLIED_LORAS_OPTION] == []
+    # The engine's own plan of a pass's prompt (the faces pass's, a tile's): its job's LoRAs
+    # are its ``loras``, none here.
+    face = ImageJob("a face <lora:x:500>", "", 1, None, 0.0).plan(20, None)
+    assert face.loras() == [] and face.extra_networks[0].weight == 500
+    # The prompt whose LoRAs the mode applies: refused at admission and by the engine.
+    imagine = RenderRequest("a cat <lora:x:500>", seed=1, mode=mode)
+    told = f"the weight of <lora:x> in the prompt is 500; {RANGE_REFUSAL}"
+    with pytest.raises(UserError, match=f"^{told}; fix the prompt"):
+        plan_request(imagine, (), None)
+    with pytest.raises(RenderInputError, match=f"^{told}$"):
+        image_jobs(imagine, None, ["x"], [])
+
+
+def test_explain_writes_a_weight_no_finite_number_as_null_naming_it_in_a_warning() -> None:
+    result = explain("a cat <a:x:nan> <lyco:y:1e999> <a:z>", seed=1)
+    assert json.loads(json.dumps(result, allow_nan=False)) == result
+    assert result["extra_networks"] == [
+        {"kind": "a", "name": "x", "weight": None},
+        {"kind": "lyco", "name": "y", "weight": None},
+        {"kind": "a", "name": "z", "weight": 1.0},
+    ]
+    assert result["warnings"][-2:] == [
+        "<a:x> weight 'nan' is no finite number: written as null",
+        "<lyco:y> weight '1e999' is no finite number: written as null",
+    ]
 
 
 @given(

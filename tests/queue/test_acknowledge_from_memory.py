@@ -4,6 +4,7 @@ real SQLite file: once warm, nothing waits on SQLite, and every change is seen a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,12 +16,12 @@ import pytest
 from bot.history import History
 from bot.jobs import accounting
 from bot.jobs.accounting import Member
-from bot.jobs.queue import JobQueue, Submission
+from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.retention import Retention
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.prompt_safety import PromptPlanner
-from bot.policy.quota import QuotaLimits
+from bot.policy.quota import RELAX_MAX_UNFINISHED_PICTURES, QuotaLimits
 from bot.settings import Settings
 from bot.user_errors import Reason, UserError
 from db.quotas import LimitScope
@@ -28,6 +29,7 @@ from inference.types import RenderRequest
 
 GUILD, ADMIN, MEMBER = 100, 1, 2
 CAT = RenderRequest("a cat", seed=1, steps=2)
+RELAXED_CAT = dataclasses.replace(CAT, options={"relax": True})
 NO_DM_LIMITS = QuotaLimits()
 DEFAULT_QUEUE_BOUND = Settings.model_fields["max_queued_per_member"].default
 # A burst like benchmarks/interactions.py's: four commands from each member, one server.
@@ -97,21 +99,42 @@ async def test_a_burst_in_one_server_wakes_each_waiting_plan_a_few_times_not_at_
     assert len(turn_checks) <= 3 * BURST
 
 
+@pytest.mark.parametrize("request_", [CAT, RELAXED_CAT], ids=["charged", "--relax"])
 async def test_once_warm_nothing_before_the_defer_reads_sqlite(
-    conn: aiosqlite.Connection, policy: GuildPolicy, queue: JobQueue
+    conn: aiosqlite.Connection, policy: GuildPolicy, queue: JobQueue, request_: RenderRequest
 ) -> None:
+    """Also a free (``--relax``) request's caps: the member's unfinished jobs and pictures
+    are counted in memory."""
     settings = MemberSettings(conn)
     await limit_member(policy, QuotaLimits(images_per_day=10))
 
     async def checks_before_the_defer() -> None:
         await settings.get(MEMBER)
-        admission = await policy.admit(GUILD, None, False, CAT)
+        admission = await policy.admit(GUILD, None, False, request_)
         assert await queue.quota_refusal(submission(admission.request)) is None
 
     await checks_before_the_defer()
-    await queue.submit(submission())
+    await queue.submit(submission(request_))
     async with counting_statements(conn) as statements:
         await checks_before_the_defer()
+    assert statements == []
+
+
+async def test_a_relax_request_over_the_caps_is_refused_from_memory_as_sqlite_would(
+    conn: aiosqlite.Connection, queue: JobQueue
+) -> None:
+    """The relax caps count the member's unfinished jobs and pictures in memory; a refusal is
+    confirmed in SQLite and says what ``submit`` would. An end makes room at once."""
+    four = dataclasses.replace(RELAXED_CAT, count=RELAX_MAX_UNFINISHED_PICTURES)
+    first = await queue.submit(submission(four))
+    refusal = await queue.quota_refusal(submission(RELAXED_CAT))
+    assert refusal is not None and refusal.reason is Reason.QUOTA
+    with pytest.raises(QuotaExceeded) as refused_at_submit:
+        await queue.submit(submission(RELAXED_CAT))
+    assert refusal.message == refused_at_submit.value.message
+    await queue.cancel(first, Member(MEMBER, GUILD))
+    async with counting_statements(conn) as statements:
+        assert await queue.quota_refusal(submission(RELAXED_CAT)) is None
     assert statements == []
 
 

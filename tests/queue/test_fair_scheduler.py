@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.jobs.scheduler import (
+    IDLE_USER_FORGOTTEN_S,
     FairScheduler,
     PriorityClass,
     QueuedJob,
@@ -334,10 +336,8 @@ def test_cancel_drops_queued_jobs_only() -> None:
     first, second, third = job(1), job(1), job(1)
     for item in (first, second, third):
         scheduler.submit(item)
-    assert scheduler.owner_of(second.job_id) == 1
     assert scheduler.cancel(second.job_id)
     assert scheduler.position(second.job_id, 0.0) is None
-    assert scheduler.owner_of(second.job_id) is None
     assert not scheduler.cancel(second.job_id)
     assert scheduler.next_batch("cpu", 0.0) == [first]
     assert scheduler.next_batch("cpu", 0.0) == []  # at the cap
@@ -534,3 +534,174 @@ def test_positions_and_etas_equal_a_fresh_walk_after_any_history(
             expected.append((index, now + ahead / 2 + item.est_seconds))
         assert [position for position, _ in answers] == [index for index, _ in expected]
         assert [eta for _, eta in answers] == pytest.approx([eta for _, eta in expected])
+
+
+def test_a_deep_queue_is_walked_only_as_far_as_positions_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind ``positions_counted`` jobs a position reads that many (at least) and the ETA
+    sums only those: a submit into a deep queue walks no further, and finding when the kept
+    order ends reads no waiting job (the promotions are kept in time order)."""
+    counted = 50
+    scheduler = FairScheduler(SchedulerConfig(positions_counted=counted), devices=["cpu"])
+    jobs = [job(user % 400, at=float(index), est=2.0) for index, user in enumerate(range(2000))]
+    for item in jobs:
+        scheduler.submit(item)
+    walks = count_queue_walks(scheduler, monkeypatch)
+    read = Counter[str]()
+    effective_class = scheduler._effective_class
+
+    def counting(queued: QueuedJob, now: float) -> int:
+        read[queued.job_id] += 1
+        return effective_class(queued, now)
+
+    monkeypatch.setattr(scheduler, "_effective_class", counting)
+    last = jobs[-1]
+    assert scheduler.position(last.job_id, 3000.0) == counted
+    assert scheduler.eta(last.job_id, 3000.0) == pytest.approx(3000.0 + counted * 2.0 + 2.0)
+    assert walks == [counted]
+    assert scheduler.position(jobs[7].job_id, 3000.0) == 7  # near the front: exact
+    scheduler.submit(job(1, at=3001.0))
+    read.clear()
+    assert scheduler.position(last.job_id, 3001.0) == counted
+    assert walks == [counted, counted]
+    assert len(read) < 4 * counted, "the whole queue was read to find when its order ends"
+    assert scheduler.cancel(jobs[0].job_id)
+    assert len(scheduler.snapshot(3001.0, limit=10).queued) == 10
+    assert walks == [counted, counted, 10]
+
+
+@settings(max_examples=60, deadline=None)
+@given(scheduler_histories())
+def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
+    history: list[tuple[str, int, float]],
+) -> None:
+    """With ``positions_counted`` small, every answer is the fresh walk's, capped there."""
+    counted = 3
+    config = SchedulerConfig(aging_seconds=3.0, max_batch=2, positions_counted=counted)
+    scheduler = FairScheduler(config, ["cpu", "gpu"])
+    queued: list[QueuedJob] = []
+    now = 0.0
+    for name, pick, elapsed in history:
+        now += elapsed
+        if name == "submit":
+            item = job(pick % 5, at=now, priority=PriorityClass(pick % 3), est=float(1 + pick % 9))
+            scheduler.submit(item)
+            queued.append(item)
+        elif name == "start":
+            started = scheduler.next_batch(["cpu", "gpu"][pick % 2], now)
+            queued = [item for item in queued if item not in started]
+            for item in started:
+                scheduler.finish(item.job_id)
+        elif name == "cancel" and queued:
+            assert scheduler.cancel(queued.pop(pick % len(queued)).job_id)
+        order = scheduler.fair_order(now, respect_caps=False)
+        assert list(scheduler.snapshot(now, limit=counted).queued) == order[:counted]
+        for item in queued:
+            place = min(order.index(item), counted)
+            ahead = sum(other.est_seconds for other in order[:place])
+            assert scheduler.position(item.job_id, now) == place
+            assert scheduler.eta(item.job_id, now) == pytest.approx(
+                now + ahead / 2 + item.est_seconds
+            )
+
+
+def run_alone(scheduler: FairScheduler, user: int, at: float) -> None:
+    """``user`` submits one job at ``at``, which starts and finishes at once."""
+    scheduler.submit(job(user, at=at))
+    [started] = scheduler.next_batch("cpu", at)
+    scheduler.finish(started.job_id)
+
+
+def assert_memory_bounded(scheduler: FairScheduler) -> None:
+    """Every index holds a bounded number of entries per member known and job queued."""
+    users, queued = len(scheduler._users), len(scheduler._tickets)
+    assert len(scheduler._promotions) <= 4 * queued + 66, "stale promotions pile up"
+    assert len(scheduler._starts) <= 4 * users + 65, "stale starts pile up"
+    for view in scheduler._views.values():
+        assert len(view.heap) <= 4 * users + 65, "stale index entries pile up"
+
+
+def test_idle_users_are_forgotten_yet_nobody_passes_a_user_by_idling() -> None:
+    """Members who ran jobs and then went idle for an hour are forgotten, least recently
+    started first, but only while no one who started before them is still known: one who
+    started earlier and waits still goes first when the later one comes back."""
+    config = SchedulerConfig(aging_seconds=1e9)  # round robin alone decides
+    scheduler = FairScheduler(config, devices=["cpu"])
+    for user in range(1000):
+        run_alone(scheduler, user, at=float(user))
+    cancelled = job(5000, at=1000.0)  # never started: no trace once cancelled
+    scheduler.submit(cancelled)
+    assert scheduler.cancel(cancelled.job_id)
+    assert 5000 not in scheduler._users
+    later = 1000.0 + IDLE_USER_FORGOTTEN_S
+    run_alone(scheduler, 2000, at=later)  # its submit forgets users idle since 999 and before
+    assert set(scheduler._users) == {2000}
+    assert_memory_bounded(scheduler)
+
+    # Churn behind a member whose job keeps running (so nobody can be forgotten): the stale
+    # entries of every start and promotion are still dropped.
+    scheduler = FairScheduler(config, devices=["cpu"])
+    busy = job(0, at=0.0, guild=7)
+    scheduler.submit(busy)
+    assert scheduler.next_batch("cpu", 0.0) == [busy]
+    for turn in range(300):
+        run_alone(scheduler, 1 + turn % 5, at=1.0 + turn)
+    assert_memory_bounded(scheduler)
+    scheduler.finish(busy.job_id)
+    assert not scheduler._guild_running, "a guild with nothing running is still counted"
+
+    # 1 started first and waits; 2, who started after 1, idles an hour then comes back.
+    scheduler = FairScheduler(config, devices=["cpu"])
+    run_alone(scheduler, 1, at=0.0)
+    run_alone(scheduler, 2, at=1.0)
+    waiting = job(1, at=3.0)
+    scheduler.submit(waiting)
+    back = job(2, at=5.0 + IDLE_USER_FORGOTTEN_S)
+    scheduler.submit(back)
+    assert scheduler.fair_order(back.submitted_at) == [waiting, back]
+
+
+def test_a_member_back_after_an_idle_hour_still_goes_after_newcomers() -> None:
+    """A member forgotten after an idle hour comes back behind members who never started a
+    job, even ones who ask after them: HEAD's order, who had never forgotten them."""
+    scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
+    run_alone(scheduler, 1, at=0.0)
+    busy = job(3, at=0.0)
+    scheduler.submit(busy)
+    assert scheduler.next_batch("cpu", 0.0) == [busy]
+    back = job(1, at=4000.0)
+    scheduler.submit(back)
+    newcomer = job(2, at=4001.0)
+    scheduler.submit(newcomer)
+    assert scheduler.fair_order(4002.0) == [newcomer, back]
+    assert scheduler._forgotten == {1}, "the test no longer covers a member forgotten"
+
+
+def test_members_back_from_an_idle_hour_go_by_submit_time() -> None:
+    """Several members back from an idle hour go in the order their jobs were submitted:
+    who of them started a job least recently is forgotten with them."""
+    scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
+    for user, at in ((1, 0.0), (3, 1.0), (4, 2.0)):
+        run_alone(scheduler, user, at=at)
+    first_back = job(3, at=5000.0)
+    scheduler.submit(first_back)  # forgets 1 and 3 (4 is idle since this call only)
+    second_back = job(1, at=5001.0)  # 1 started before 3, yet asks later
+    scheduler.submit(second_back)
+    assert scheduler.fair_order(5002.0) == [first_back, second_back]
+    assert scheduler._forgotten == {1, 3}, "the test no longer covers two members forgotten"
+
+
+def test_idleness_counts_from_the_first_call_after_the_last_job_ends() -> None:
+    """``finish`` and ``cancel`` take no time: a member whose render ended long after it
+    started is idle from the next call that tells the time, not from the render's start."""
+    scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
+    started = job(1, at=0.0)
+    scheduler.submit(started)
+    assert scheduler.next_batch("cpu", 0.0) == [started]
+    scheduler.finish(started.job_id)  # at 3000, say
+    assert scheduler.peek_batch("cpu", 3000.0) == []  # the dispatcher looks for more work
+    start_number = scheduler._users[1].start_seq
+    scheduler.submit(job(1, at=3000.0 + IDLE_USER_FORGOTTEN_S - 1))
+    assert scheduler._users[1].start_seq == start_number, "forgotten after under an hour idle"
+    assert not scheduler._forgotten

@@ -21,6 +21,7 @@ from benchmarks.gpu import (
     RunSettings,
     benchmark_family,
     build_random_pipeline,
+    goals,
     variants_for,
 )
 from benchmarks.interactions import FAKE_MODES, check_arguments, percentile, run_load
@@ -103,6 +104,19 @@ def test_gpu_benchmark_compares_compiled_plain_diffusers_when_asked() -> None:
     # A session can split a long run; each part still measures plain diffusers first.
     chosen = RunSettings("cuda", torch.float16, 512, 25, variants=("easel_tuned", "plain_compiled"))
     assert chosen.variant_list() == ("plain", "easel_tuned", "plain_compiled")
+
+
+def test_gpu_goals_are_judged_only_where_the_run_measured_easel_as_shipped() -> None:
+    # A CUDA session's compiled-baseline part (--variants plain plain_compiled) measures no
+    # "easel": its figures must still be printed, not lost to a KeyError after minutes of work.
+    plain = {"it_per_s": 35.0, "grid_2x2_s": 1.0}
+    baseline_only = RunSettings("cuda", torch.float16, 512, 25, variants=("plain_compiled",))
+    assert goals("sd15", baseline_only, {"plain": plain, "plain_compiled": plain}) == {}
+    shipped = {"it_per_s": 90.0, "grid_2x2_s": 0.6}
+    judged = goals(
+        "sd15", RunSettings("cuda", torch.float16, 512, 25), {"plain": plain, "easel": shipped}
+    )
+    assert (judged["it_per_s_met"], judged["grid_met"]) == (True, False)
 
 
 class _PoisonedEngine(CheckedEngine):
@@ -271,3 +285,13 @@ def test_planning_threads_benchmark_answers_the_cheap_prompt(script_report: Scri
     assert round_["cheap_answer"] == "planned"
     assert all(answer.startswith("refused") for answer in round_["costly_answers"])
     assert round_["threads_all_free_after_s"] > 0
+
+
+def test_deep_queue_benchmark_times_a_submit_a_cancel_and_a_poll(
+    script_report: ScriptReport,
+) -> None:
+    report = script_report("deep_queue.py", "--depths", "300:50", "--tries", "2")
+    [depth] = report["depths"]
+    assert (depth["queued"], depth["members"]) == (300, 50)
+    for figure in ("submit_and_state", "cancel_and_state", "dashboard_snapshot", "whole_snapshot"):
+        assert depth[f"{figure}_ms"] > 0

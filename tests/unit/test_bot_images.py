@@ -19,7 +19,6 @@ from bot.images import (
     fit_under,
     grid_png,
     pixel_digest,
-    png_of,
 )
 from bot.user_errors import UserError
 from inference.infotext import infotext_from_png, png_with_infotext
@@ -67,9 +66,9 @@ def test_a_truncated_jpeg_is_refused_as_unreadable_when_decoded() -> None:
     check_image("cut.jpg", half)  # passes the header check
     with pytest.raises(UserError, match=r"'cut\.jpg' is not a readable image"):
         decoded_upload("cut.jpg", half, digest=True, as_png=False)
-    # The mask editor's mask is converted by png_of alone: the same refusal.
+    # Converted to a job's PNG: the same refusal.
     with pytest.raises(UserError, match=r"'mask\.png' is not a readable image"):
-        png_of(check_image("cut.jpg", half), "mask.png")
+        as_png("mask.png", half)
 
 
 def test_gif_is_refused_by_format() -> None:
@@ -203,7 +202,7 @@ def test_an_exif_pillow_cannot_write_again_still_turns_the_picture() -> None:
 
 def test_a_mask_is_turned_like_the_picture_it_masks() -> None:
     """A mask saved with the photo's orientation lines up with the photo as shown."""
-    mask = png_of(check_image("mask.jpg", sideways_photo()), "mask.jpg")
+    mask = as_png("mask.jpg", sideways_photo())
     top, bottom = red_share_of_halves(mask)
     assert top > 0.9 and bottom < 0.1
 
@@ -226,12 +225,12 @@ def test_grid_places_four_pictures_two_by_two_with_the_infotext() -> None:
     assert infotext_from_png(grid) == INFOTEXT + ", Grid: 4 images"
 
 
-def test_png_of_keeps_a_png_and_converts_a_jpeg() -> None:
+def test_a_job_s_png_keeps_a_png_and_converts_a_jpeg() -> None:
     png = picture()
-    assert png_of(check_image("a.png", png), "a.png") == png
+    assert as_png("a.png", png) == png
     buffer = io.BytesIO()
     Image.new("RGB", (16, 8), "blue").save(buffer, format="JPEG")
-    converted = png_of(check_image("a.jpg", buffer.getvalue()), "a.jpg")
+    converted = as_png("a.jpg", buffer.getvalue())
     with Image.open(io.BytesIO(converted)) as image:
         assert (image.format, image.size) == ("PNG", (16, 8))
 
@@ -243,3 +242,10 @@ def test_fit_under_keeps_small_files_and_previews_big_ones() -> None:
     big = png_with_infotext(noisy, INFOTEXT)
     fitted = fit_under(big, 8_000)
     assert fitted.is_preview and fitted.extension == "jpg" and len(fitted.data) <= 8_000
+
+
+def as_png(name: str, data: bytes) -> bytes:
+    """The 8-bit PNG a job reads of an upload."""
+    png = decoded_upload(name, data, digest=False, as_png=True).png
+    assert png is not None
+    return png

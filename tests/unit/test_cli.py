@@ -97,6 +97,23 @@ def test_explain_prints_the_contract_json(capsys: pytest.CaptureFixture[str]) ->
     assert report["extra_networks"] == [{"kind": "lora", "name": "ink", "weight": 0.5}]
 
 
+def test_explain_prints_strict_json_a_weight_no_finite_number_null_as_its_help_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is no JSON")
+
+    assert main(["explain", "a cat <a:party:nan>", "--seed", "1"]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert report["extra_networks"] == [{"kind": "a", "name": "party", "weight": None}]
+    assert "<a:party> weight 'nan' is no finite number: written as null" in report["warnings"]
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    assert "(<a:x:nan>) is null" in " ".join(capsys.readouterr().out.split())
+
+
 def test_tiny_model_then_render_writes_a_png_sd_parsers_reads(
     tiny_models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,

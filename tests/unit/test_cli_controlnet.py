@@ -11,8 +11,8 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 
 from bot.cli.main import main
-from inference.control_units import parse_control_infotext
 from inference.infotext import infotext_from_png, parse_infotext
+from tests.support.control_infotext import parse_control_infotext
 from tests.unit.test_cli import isolated, one_error_line
 
 __all__ = ["isolated"]  # the autouse fixture: no stray settings, runs in tmp_path

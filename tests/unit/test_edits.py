@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import time
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -18,7 +22,7 @@ from bot.edits import (
     vary_request,
 )
 from bot.policy.addons import AddonKind, AddonRules, under_addon_rules
-from bot.policy.styles import apply_style, load_styles
+from bot.policy.styles import SETTLED_NS, Style, apply_style, load_styles
 from bot.requests import RequestError
 from bot.user_errors import UserError
 from inference.types import RenderRequest
@@ -178,18 +182,88 @@ def test_input_paths_are_fresh_pngs(tmp_path: Path) -> None:
     assert first != second and first.parent == tmp_path and first.suffix == ".png"
 
 
+def test_styles_csv_is_parsed_again_only_once_edited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The autocomplete reads the styles at every keystroke: an unchanged file is not parsed
+    again, an edited one (even to the same size) is, and one edited too recently for its
+    modification time to tell is parsed at every read."""
+    parsed: list[Path] = []
+    reader = csv.DictReader
+
+    def counted(file: TextIO) -> csv.DictReader[str]:
+        parsed.append(Path(file.name))
+        return reader(file)
+
+    monkeypatch.setattr(csv, "DictReader", counted)
+    path = tmp_path / "styles.csv"
+    settled = time.time_ns() - 10 * SETTLED_NS
+
+    def write(text: str, written_at_ns: int) -> None:
+        path.write_text(f"name,prompt,negative_prompt\n{text}\n")
+        os.utime(path, ns=(written_at_ns, written_at_ns))
+
+    write("Oil,oil painting,", settled)
+    assert load_styles(path)["Oil"].prompt == "oil painting"
+    load_styles(path)["Oil"] = Style("Oil", "changed by a caller", "")
+    assert load_styles(path)["Oil"].prompt == "oil painting" and len(parsed) == 1
+    write("Oil,oil pastels,", settled + 1_000_000_000)  # the same size
+    assert load_styles(path)["Oil"].prompt == "oil pastels" and len(parsed) == 2
+    # The same size and modification time (``cp -p``, ``touch -r``): only its change time
+    # tells, which moves at the file system's clock tick.
+    changed_at = path.stat().st_ctime_ns
+    while path.stat().st_ctime_ns == changed_at:
+        write("Oil,oil crayons,", settled + 1_000_000_000)
+    assert load_styles(path)["Oil"].prompt == "oil crayons" and len(parsed) == 3
+    # Modified "in the future" is as recent as now, however long the machine stalls.
+    write("Ink,ink drawing,", time.time_ns() + 60 * 10**9)
+    assert sorted(load_styles(path)) == ["Ink"]
+    assert sorted(load_styles(path)) == ["Ink"] and len(parsed) == 5
+    path.unlink()
+    assert load_styles(path) == {}
+
+
 def test_styles_csv_placeholder_append_and_unknown(tmp_path: Path) -> None:
     assert load_styles(tmp_path / "missing.csv") == {}
     path = tmp_path / "styles.csv"
     path.write_text(
         "name,prompt,negative_prompt\n"
-        '"Oil","oil painting of {prompt}",photo\n'
+        '"Oil","oil painting of {prompt}, canvas",photo\n'
         "Sharp,sharp focus,\n"
+        "Soft , soft light ,  blurry \n"
+        "Plain,,\n"
         ",ignored,\n"
     )
     styles = load_styles(path)
-    assert sorted(styles) == ["Oil", "Sharp"]
-    assert apply_style(styles, "Oil", "a cat", "dog") == ("oil painting of a cat", "dog, photo")
+    assert sorted(styles) == ["Oil", "Plain", "Sharp", "Soft"]
+    assert apply_style(styles, "Oil", "a cat", "dog") == (
+        "oil painting of a cat, canvas",
+        "dog, photo",
+    )
     assert apply_style(styles, "Sharp", "a cat", None) == ("a cat, sharp focus", "")
+    assert apply_style(styles, "Sharp", "", None) == ("sharp focus", "")
+    # A style's texts are trimmed; an empty one leaves the member's text as it is.
+    assert apply_style(styles, "Soft", "a cat", "dog") == ("a cat, soft light", "dog, blurry")
+    assert apply_style(styles, "Plain", "a cat", None) == ("a cat", "")
     with pytest.raises(RequestError, match="style 'Nope' does not exist; known styles: Oil"):
         apply_style(styles, "Nope", "a cat", None)
+
+
+def test_styles_csv_without_its_columns_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A styles.csv whose first row does not name the columns is read as before (no name
+    column: no style) and logged, as the refusal of its styles blames a missing file."""
+    path = tmp_path / "styles.csv"
+    path.write_text("title,text\nOil,oil painting\n")
+    assert load_styles(path) == {}
+    path.write_text("name,negative_prompt\nSoft,blurry\n")
+    assert load_styles(path) == {"Soft": Style("Soft", "", "blurry")}
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "ERROR",
+            f"{path}: the first row must name the columns name,prompt,negative_prompt; "
+            f"missing {missing}",
+        )
+        for missing in ("name, prompt", "prompt")
+    ]

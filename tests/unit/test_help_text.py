@@ -7,15 +7,18 @@ import importlib
 import inspect
 import pkgutil
 import re
+from typing import get_args
 
 from discord import app_commands
 from discord.ext import commands
 
 import cogs
-from cogs.help_pages import HELP_OVERVIEW, HELP_PAGES, HELP_TOPICS, help_page
+from cogs.help_pages import HELP_OVERVIEW, HELP_PAGES, HelpTopic, help_page
 from cogs.imagine import ImagineCog
 from cogs.info import MESSAGE_LIMIT, InfoCog
 from inference.prompts import KNOWN_FLAGS
+
+HELP_TOPICS: tuple[str, ...] = get_args(HelpTopic)
 
 
 def slash_commands() -> list[app_commands.Command[object, ..., object] | app_commands.Group]:

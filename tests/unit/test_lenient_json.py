@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.lenient_json import loads_replacing_lone_surrogates
+from bot.lenient_json import holds_lone_surrogate, loads_replacing_lone_surrogates
 
 
 def test_lone_surrogates_become_the_replacement_character_and_pairs_stay() -> None:
@@ -34,3 +34,13 @@ def test_text_spelling_no_surrogate_is_read_by_the_fast_decoder() -> None:
     assert loads_replacing_lone_surrogates('{"t": "a cat 🐈"}', fast_loads) == {"t": "a cat 🐈"}
     assert loads_replacing_lone_surrogates('{"t": "\\ud800"}', fast_loads) == {"t": "\ufffd"}
     assert read == ['{"t": "a cat 🐈"}']
+
+
+def test_the_shared_test_finds_half_a_pair_wherever_it_is_and_nothing_else() -> None:
+    """The one test both answers use: the Discord decoder replaces what it finds, the mask
+    editor's form refuses it (``tests/integration/test_web_server.py``)."""
+    for text in ("\ud800", "a \udfff cat", "\ud83d cat", "cat \udbff"):
+        assert holds_lone_surrogate(text), ascii(text)
+        assert not holds_lone_surrogate(loads_replacing_lone_surrogates(json.dumps(text)))
+    for text in ("", "a cat", "\U0001f600 \ufffd \uffff \ud7ff\ue000"):
+        assert not holds_lone_surrogate(text), ascii(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import tracemalloc
 
 import pytest
 
@@ -127,3 +128,46 @@ async def test_kept_peeks_without_reading_and_counts_as_a_use() -> None:
     assert memo.kept("a") == 0
     assert memo.kept("b") is None
     assert store.reads == 3
+
+
+async def test_changes_of_many_keys_leave_nothing_behind() -> None:
+    # One entry per key ever changed would grow with membership: a change is remembered
+    # only while a read that began before it is in flight.
+    store, memo = Store(), Memo[int, int](max_size=10)
+    await memo.get(0, lambda: store.read("0"))
+    tracemalloc.start()
+    try:
+        before, _peak = tracemalloc.get_traced_memory()
+        for key in range(20_000):
+            memo.put(key, key)
+            memo.update(key + 1, lambda value: value + 1)
+            memo.drop(key + 2)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 20_000, f"{grown} bytes kept after changes of 20,000 keys"
+    assert [memo.kept(key) for key in range(19_990, 20_000)] == list(range(19_990, 20_000))
+
+
+async def test_a_key_let_go_for_room_is_read_again_with_what_changed_since() -> None:
+    store, memo = Store(), Memo[str, int](max_size=2)
+    assert await memo.get("a", lambda: store.read("a")) == 0
+    for key in ("b", "c"):  # "a" goes
+        await memo.get(key, functools.partial(store.read, key))
+    store.rows["a"] = 9
+    memo.update("a", lambda value: value + 9)  # nothing kept to update
+    assert memo.kept("a") is None
+    assert await memo.get("a", lambda: store.read("a")) == 9
+    assert store.reads == 4
+    # A read of a let-go key that a change overtakes is still not kept.
+    for key in ("b", "c"):
+        await memo.get(key, functools.partial(store.read, key))
+    store.gate.clear()
+    store.reading.clear()  # set by the reads above
+    stale = asyncio.create_task(memo.get("a", lambda: store.read("a")))
+    await store.began()
+    store.rows["a"] = 10
+    memo.update("a", lambda value: value + 1)
+    store.gate.set()
+    assert await stale == 9
+    assert await memo.get("a", lambda: store.read("a")) == 10

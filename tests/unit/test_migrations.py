@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from db.database import connect, load_migrations, schema_version
+from db import jobs as journal
+from db.database import check_sqlite_version, connect, load_migrations, schema_version
 
 
 def test_migrations_are_numbered_without_gaps() -> None:
@@ -48,3 +49,45 @@ async def test_newer_database_is_refused(tmp_path: Path) -> None:
         raw.execute(f"PRAGMA user_version = {len(load_migrations()) + 5}")
     with pytest.raises(RuntimeError, match="upgrade Easel"):
         await connect(path)
+
+
+async def test_a_journal_from_before_0026_keeps_its_delivered_job_and_its_post(
+    tmp_path: Path,
+) -> None:
+    """0026 drops ``jobs.result_message_id`` from a table that views and triggers read (0023):
+    a delivered job of the older schema reads back, its post still one of its posts."""
+    path = tmp_path / "easel.sqlite3"
+    job_id = "a" * 16
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        for migration in load_migrations()[:25]:
+            raw.executescript(
+                f"BEGIN;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
+            )
+        raw.execute(
+            "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+            " created_at, finished_at, delivered_at, result_message_id)"
+            " VALUES (?, 'imagine', 'done', 1, 5, 50, '{}', 0, 1, 2, 77)",
+            (job_id,),
+        )
+        raw.execute(
+            "INSERT INTO job_messages (message_id, job_id, guild_id, channel_id)"
+            " VALUES (77, ?, 5, 50)",
+            (job_id,),
+        )
+    conn = await connect(path)
+    try:
+        assert await schema_version(conn) == len(load_migrations())
+        job = await journal.get_job(conn, job_id)
+        assert job is not None and job.delivered_at == 2
+        assert await journal.first_posts_in(conn, job_id, 50) == (77,)
+        columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(jobs)")}
+        assert "result_message_id" not in columns
+    finally:
+        await conn.close()
+
+
+def test_an_sqlite_too_old_for_the_migrations_is_refused_by_name() -> None:
+    with pytest.raises(RuntimeError, match=r"SQLite 3\.34\.1 is too old: Easel needs 3\.35\.5"):
+        check_sqlite_version((3, 34, 1))
+    check_sqlite_version((3, 35, 5))
+    check_sqlite_version(sqlite3.sqlite_version_info)

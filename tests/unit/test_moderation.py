@@ -15,7 +15,6 @@ from bot.policy.moderation import (
     check_request,
     find_banned_rendering,
     normalise,
-    normalise_split,
 )
 from bot.user_errors import UserError
 from inference.prompts import PromptError, PromptPlan, build_plan, renderings
@@ -365,7 +364,6 @@ def test_a_banned_word_holding_a_mark_is_found_beside_what_splits_it(
 
 
 def test_invisible_characters_inside_a_word_still_join_it() -> None:
-    assert normalise_split("ｃａ\u200bT") != "cat"
     assert banned_in(["a ｃａ\u200bT"], {"cat"}) == "cat"
     assert banned_in(["a xcat\u200bs", "a c\u200bats"], {"cat"}) is None  # "xcat", "cats"
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from bot.history import conditioning_texts
 from bot.policy.moderation import (
     BANNED_SINCE,
     STORED_TOO_LONG,
     ConditioningTexts,
     check_banned_since,
+    conditioning_texts,
     find_banned_rendering,
 )
 from bot.policy.prompt_safety import plan_request

@@ -83,3 +83,25 @@ def test_the_owner_and_administrators_are_exempt_from_timeouts() -> None:
     assert not is_exempt_from_timeouts(member(3, other_role), guild)
     everyone_admin = {**guild, "roles": [{"id": str(guild_id), "permissions": str(ADMINISTRATOR)}]}
     assert is_exempt_from_timeouts(member(3), everyone_admin)
+
+
+def test_the_jobs_a_stop_ended_at_their_start_are_that_stops_only() -> None:
+    """The start gate's ends are noted for the stop's audit: a job begun after the stop is
+    neither held nor noted, and a later stop (a ban after a timeout) starts a list of its own."""
+    now = [1000.0]
+    stopped = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0])
+    timeout = stopped.add(5, 77, until=now[0] + 600.0)
+    elsewhere = stopped.add(6, 77)
+    assert stopped.ends_at_start(5, 77, "before", began_at=now[0] - 1.0)
+    assert not stopped.ends_at_start(5, 77, "after", began_at=now[0] + 1.0)
+    assert timeout.ended_at_start == {"before"}
+    assert elsewhere.ended_at_start == set()
+    now[0] += 10.0
+    ban = stopped.add(5, 77)
+    assert stopped.ends_at_start(5, 77, "queued", began_at=now[0] - 5.0)
+    # The timeout's cancels, still running, find its job theirs: the ban's list is its own.
+    assert (timeout.ended_at_start, ban.ended_at_start) == ({"before"}, {"queued"})
+    # AutoMod's end, learnt later, keeps the list.
+    stopped.ends_at(5, 77, now[0] + 60.0, of=ban)
+    assert stopped.ends_at_start(5, 77, "late", began_at=now[0] - 5.0)
+    assert ban.ended_at_start == {"queued", "late"}

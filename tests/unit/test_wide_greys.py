@@ -1,6 +1,6 @@
 """16-bit greyscale uploads (real 16-bit PNGs) become 8-bit pictures by scaling, not by
 Pillow's clipping conversion (which turns a grey of 40000 into white), on the bot's side
-(``bot.images.png_of``) and the engine's (``inference.images.load_input_image``)."""
+(``bot.images.decoded_upload``) and the engine's (``inference.images.load_input_image``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from bot.images import check_image, png_of
+from bot.images import decoded_upload
 from inference.images import eight_bit, load_input_image, prepare_mask
 from inference.infotext import infotext_from_png
 
@@ -83,8 +83,9 @@ def test_a_16_bit_mask_keeps_white_white_and_dark_grey_kept(tmp_path: Path) -> N
 
 
 def test_the_bot_stores_a_16_bit_upload_as_8_bit_with_its_infotext() -> None:
-    upload = check_image("scan.png", sixteen_bit_grey_png(np.full((16, 16), GREY_16), "a fox"))
-    stored = png_of(upload, "grey.png")
+    upload = sixteen_bit_grey_png(np.full((16, 16), GREY_16), "a fox")
+    stored = decoded_upload("grey.png", upload, digest=False, as_png=True).png
+    assert stored is not None
     with Image.open(io.BytesIO(stored)) as picture:
         assert picture.mode == "L" and picture.getpixel((4, 4)) == GREY_8
     assert infotext_from_png(stored) == "a fox"
@@ -93,7 +94,8 @@ def test_the_bot_stores_a_16_bit_upload_as_8_bit_with_its_infotext() -> None:
 def test_an_8_bit_png_is_stored_as_it_came() -> None:
     buffer = io.BytesIO()
     Image.new("L", (8, 8), 200).save(buffer, format="PNG")
-    assert png_of(check_image("grey.png", buffer.getvalue()), "grey.png") == buffer.getvalue()
+    stored = decoded_upload("grey.png", buffer.getvalue(), digest=False, as_png=True).png
+    assert stored == buffer.getvalue()
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])

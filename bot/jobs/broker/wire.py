@@ -291,10 +291,10 @@ class BrokerRefused(BrokerUnavailable):
     message names the right."""
 
 
-def _subject_token(kind: str, value: str) -> str:
-    if not _TOKEN.match(value):
-        raise ValueError(f"{kind} {value!r} must be letters, digits, '-' or '_' only")
-    return value
+def _subject_token(job_id: str) -> str:
+    if not _TOKEN.match(job_id):
+        raise ValueError(f"job id {job_id!r} must be letters, digits, '-' or '_' only")
+    return job_id
 
 
 def model_token(model: str | None) -> str:
@@ -314,19 +314,19 @@ def consumer_name(model: str | None) -> str:
 
 
 def result_subject(job_id: str) -> str:
-    return f"easel.results.{_subject_token('job id', job_id)}"
+    return f"easel.results.{_subject_token(job_id)}"
 
 
 def settled_subject(job_id: str) -> str:
-    return f"easel.settled.{_subject_token('job id', job_id)}"
+    return f"easel.settled.{_subject_token(job_id)}"
 
 
 def progress_subject(job_id: str) -> str:
-    return f"easel.progress.{_subject_token('job id', job_id)}"
+    return f"easel.progress.{_subject_token(job_id)}"
 
 
 def cancel_subject(job_id: str) -> str:
-    return f"easel.cancel.{_subject_token('job id', job_id)}"
+    return f"easel.cancel.{_subject_token(job_id)}"
 
 
 def job_id_of(subject: str) -> str:
@@ -380,7 +380,7 @@ def _carried_fields(body: dict[str, Any]) -> dict[str, Any]:
 
 def input_object_name(job_id: str, field: str) -> str:
     """Where a job's input picture too large to ride in its message waits in the store."""
-    return f"{_subject_token('job id', job_id)}/input-{field}"
+    return f"{_subject_token(job_id)}/input-{field}"
 
 
 def picture_digest(data: bytes) -> str:

@@ -17,6 +17,7 @@ from bot.jobs.queue.slots import (
     WarmingSlot,
 )
 from bot.jobs.queue.values import (
+    STOPPED_BEFORE_ITS_START,
     CancelOutcome,
     FinishedJob,
     ForgettingSink,
@@ -30,6 +31,7 @@ from bot.jobs.queue.values import (
 
 __all__ = [
     "MAX_RENDER_ATTEMPTS",
+    "STOPPED_BEFORE_ITS_START",
     "BatchRenderSlot",
     "BrokeredSlot",
     "CancelOutcome",

@@ -82,12 +82,21 @@ def _cannot_heal(error: Exception) -> str | None:
         return None
     status = getattr(error, "status", None)
     if isinstance(status, int) and 400 <= status < 500:
-        return f"Discord refused it ({status})"
+        return f"Discord refused it with error {status}"
     # Only a file that is not there stays so; another OSError (EIO, EMFILE, a restore with
     # the wrong owner) may pass or be fixed, so it waits out the sweep's tries.
     if isinstance(error, FileNotFoundError | IsADirectoryError):
         return "its stored picture is missing"
     return None
+
+
+def _failing_too_long(error: Exception, seconds: float) -> str:
+    """Why a delivery failing for ``seconds`` (the last try's ``error``) is given up, said as
+    its maker reads it: Discord's doing only where its failure was Discord's (``_passing``);
+    else (the journal refused its writes, a bug) Easel's."""
+    if _passing(error):
+        return f"Discord did not take it for {_duration(seconds)}"
+    return f"Easel's tries failed for {_duration(seconds)}"
 
 
 def _duration(seconds: float) -> str:
@@ -226,7 +235,7 @@ class Delivery:
                 return False
         still_there = await self._writer.write(
             f"job {job_id}: its delivery",
-            functools.partial(journal.mark_delivered, self._conn, job_id, self._now(), message_id),
+            functools.partial(journal.mark_delivered, self._conn, job_id, self._now()),
         )
         if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
             await self._sink.retract(finished, message_id)
@@ -259,18 +268,18 @@ class Delivery:
                 exc_info=None if _passing(error) else error,
             )
             return False
-        why = why or f"Discord did not take it for {_duration(now - failing_since)}"
+        why = why or _failing_too_long(error, now - failing_since)
         if job.status is not journal.JobStatus.DONE:
             log.error("job %s: its end could not be posted (%s); given up", job.id, why)
             try:
                 await self._writer.write(
                     f"job {job.id}: its given-up delivery",
-                    functools.partial(journal.mark_delivered, self._conn, job.id, now, None),
+                    functools.partial(journal.mark_delivered, self._conn, job.id, now),
                 )
             finally:
                 # Even if that write is refused: a later try, if any, goes as after a
                 # restart, with nothing kept for it.
-                self._given_up(job.id)
+                self._given_up(job.id, why)
             return False
         log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
         refunded = (
@@ -290,14 +299,14 @@ class Delivery:
             log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
             await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
         else:  # delivered or changed meanwhile: nothing of this delivery is tried again
-            self._given_up(job.id)
+            self._given_up(job.id, why)
         return failed
 
-    def _given_up(self, job_id: str) -> None:
+    def _given_up(self, job_id: str, why: str) -> None:
         """Let a sink that keeps things for a delivery's next try (a progress message) drop
-        them: ``job_id``'s delivery is not tried again."""
+        them: ``job_id``'s delivery is not tried again, for ``why``."""
         if isinstance(self._sink, ForgettingSink):
-            self._sink.given_up(job_id)
+            self._sink.given_up(job_id, why)
 
     async def sweep(self, kept_ends: Callable[[], Awaitable[None]]) -> None:
         """While the queue runs, every ``sweep_every_s``: write the ends kept from before

@@ -182,7 +182,7 @@ class JobEnds:
             await broker_chores.owe(self._conn, job_id, outcome, now)
 
     async def finish_unsuccessfully(
-        self, job_id: str, error: str, *, cancelled: bool = False, used_s: float | None = None
+        self, job_id: str, error: str, *, cancelled: bool = False
     ) -> bool:
         """Record the end of a job that has no pictures (failed, or cancelled before or while
         it rendered) and deliver it at once, outside its lane: there is no result to order,
@@ -190,7 +190,7 @@ class JobEnds:
         journal that stays unwritable leaves the job as it was there, for the next start, and
         nothing is delivered. A delivery that raises once the end is recorded is logged, not
         raised: the end stands, and the sweep delivers it (``Delivery.retry_notices``)."""
-        if not await self._end_recorded(job_id, error, cancelled=cancelled, used_s=used_s):
+        if not await self._end_recorded(job_id, error, cancelled=cancelled, used_s=None):
             return False
         await self._delivery.notice(job_id)
         return True

@@ -57,10 +57,11 @@ from bot.jobs.scheduler import (
     SchedulerConfig,
 )
 from bot.logging_setup import job_event
-from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
-from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
+from bot.policy.queue_bound import QueueBoundRefusal
+from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits, RelaxRefusal
 from bot.user_errors import Reason, UserError
 from db import jobs as journal
+from db import quotas as ledger
 from db.database import transaction
 from inference.types import (
     RenderCancelled,
@@ -81,6 +82,9 @@ SHUTDOWN_GRACE_S = 15.0
 # the next start, not rendered again (the broker delivers a job as often to its workers:
 # ``BrokerConfig.max_attempts``).
 MAX_RENDER_ATTEMPTS = 3
+# Queued jobs a start replays between two turns of the event loop's other tasks (a deep
+# backlog's replay takes seconds: about 0.1 ms a job).
+REPLAYED_AT_ONCE = 256
 # Set apart in a job's batch key, it shares a batch with no other job.
 _ALONE = "alone"
 # While a slot cannot hand jobs over (``SlotUnavailable``) it is asked again after the first
@@ -272,9 +276,13 @@ class JobQueue:
                 f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped while rendering it "
                 f"each time, so it is not rendered again; reference {job_id}",
             )
-        for job in await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED):
+        queued = await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED)
+        for replayed, job in enumerate(queued):
+            if replayed and replayed % REPLAYED_AT_ONCE == 0:
+                await asyncio.sleep(0)  # the health check and web pages answer meanwhile
+            request = RenderRequest.from_json(job.request_json)
             self._kinds[job.id] = job.kind
-            self._unfinished.add(job.id, (job.user_id, job.guild_id))
+            self._unfinished.add(job.id, (job.user_id, job.guild_id), request.count)
             if job.cancel_asked_at is not None:
                 # Its stop was asked (``_ask_stop``) and its end not written before the stop:
                 # ended now, refunded whole (the GPU time it used was not journaled), and
@@ -283,7 +291,6 @@ class JobQueue:
                 # for the sweep, and not rendered.
                 await self._ends.record_cancel(job.id, "cancelled", retried=False, ask_first=False)
                 continue
-            request = RenderRequest.from_json(job.request_json)
             priority = PriorityClass(job.priority)
             if job.attempts > 0:
                 self._suspects.add(job.id)
@@ -400,12 +407,10 @@ class JobQueue:
                     ),
                 )
         if refusal is not None:
-            exceeded = QuotaExceeded.of(refusal)
-            if exceeded.reason is Reason.QUOTA:  # the bound's: easel_refusals{reason="queue"}
-                metrics.quota_refused()
-            raise exceeded
+            raise QuotaExceeded.of(refusal)  # counted where the member is told
         self._kinds[job_id] = submission.kind
-        self._unfinished.add(job_id, (submission.user_id, submission.guild_id))
+        member = (submission.user_id, submission.guild_id)
+        self._unfinished.add(job_id, member, submission.request.count)
         metrics.job_submitted(submission.kind)
         log.info(
             "job %s queued",
@@ -425,14 +430,11 @@ class JobQueue:
             self._wakeup.notify_all()
         return job_id
 
-    async def quota_refusal(
-        self, submission: Submission, jobs: int = 1, *, counted: bool = True
-    ) -> QuotaExceeded | None:
-        """Why the member's limits or the queue bound would refuse this submission now, or
-        None (reads only); ``jobs``: how many jobs its pictures are split into
-        (``--repeat``); ``counted``: a quota refusal is counted (``easel_quota_refusals``) as
-        one the member is told, unless the caller may yet accept the request (a probe
-        another probe overrules).
+    async def quota_refusal(self, submission: Submission, jobs: int = 1) -> QuotaExceeded | None:
+        """Why the member's limits, the queue bound or the relax caps would refuse this
+        submission now, or None (reads only: nothing counted, the caller may never tell it,
+        ``bot.refusals.quota_refused``); ``jobs``: how many jobs its pictures are split into
+        (``--repeat``).
 
         For answering before the interaction is deferred, so a refusal can be ephemeral:
         from memory once warm, a refusal confirmed in SQLite; ``submit`` checks again,
@@ -443,27 +445,24 @@ class JobQueue:
             submission.request,
             self._now(),
             self._dm_limits,
-            jobs,
         )
         if refusal is not None:
-            if counted:
-                metrics.quota_refused()
             return QuotaExceeded.of(refusal)
-        bound = await self._queue_bound_refusal(submission.member, jobs)
-        return None if bound is None else QuotaExceeded.of(bound)
+        waiting = await self._unfinished_refusal(submission.member, submission.request, jobs)
+        return None if waiting is None else QuotaExceeded.of(waiting)
 
-    async def _queue_bound_refusal(
-        self, member: accounting.Member, jobs: int
-    ) -> QueueBoundRefusal | None:
-        """Why ``jobs`` more of ``member``'s do not fit under the queue bound, or None:
-        counted in memory (``_unfinished``); a refusal is confirmed in SQLite, whose count
-        replaces memory's (it may have missed an end)."""
-        key = (member.user_id, member.guild_id)
-        if check_queue_bound(self._max_queued, self._unfinished.count(key), jobs) is None:
+    async def _unfinished_refusal(
+        self, member: accounting.Member, request: RenderRequest, jobs: int
+    ) -> RelaxRefusal | QueueBoundRefusal | None:
+        """Why ``jobs`` more of ``member``'s (``request``'s pictures in all) do not fit beside
+        their unfinished ones (``accounting.unfinished_refusal``: a ``--relax`` request's caps,
+        the queue bound), or None: counted in memory (``_unfinished``); a refusal is confirmed
+        in SQLite, whose count replaces memory's (it may have missed an end)."""
+        key, bound = (member.user_id, member.guild_id), self._max_queued
+        if accounting.unfinished_refusal(self._unfinished.of(key), request, jobs, bound) is None:
             return None
-        found = await journal.unfinished_jobs_of(self._conn, *key)
-        self._unfinished.found(key, (job.id for job in found))
-        return check_queue_bound(self._max_queued, len(found), jobs)
+        self._unfinished.found(key, await journal.unfinished_pictures_of(self._conn, *key))
+        return accounting.unfinished_refusal(self._unfinished.of(key), request, jobs, bound)
 
     async def cancel(
         self, job_id: str, by: accounting.Member, *, imposed: bool = False
@@ -487,7 +486,8 @@ class JobQueue:
         kept for the sweep (``JobEnds.record_cancel``), so it never raises ``UserError`` (nor
         when another cancel of the job is being written: ``_impose_meanwhile``); nor once this
         call recorded the stop as asked: the next start ends the job whatever this process
-        manages, so it is kept and answered cancelled rather than "not cancelled"."""
+        manages, so it is kept and answered cancelled rather than "not cancelled"; nor when
+        another stop ended the job meanwhile (``_ask_stop``): its asker is told it stops."""
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
@@ -506,7 +506,7 @@ class JobQueue:
             if (running := self._running.get(job_id)) is not None:
                 if not asked:
                     asked_of = running
-                    asked = await self._ask_stop(job_id, imposed=imposed)
+                    asked = await self._ask_stop(job_id, imposed=imposed, of=running)
                 if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
                     return stopping
                 # Ended meanwhile, or queued again as its start did not happen.
@@ -527,6 +527,13 @@ class JobQueue:
                     return await self._meet_other_cancel(job_id, imposed=imposed)
                 if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
                     return kept  # another cancel ended it, and its end waits for the sweep
+                if (
+                    asked_of is not None
+                    and (ended := await self._ended_cancelled(job_id)) is not None
+                ):
+                    # Another cancel stopped it in a batch released since (alone, after
+                    # ``asked_of`` failed), while this one's ask was tried for minutes.
+                    return ended
                 if asked:
                     await self._forget_ask(job_id)
                 return CancelOutcome.FINISHED
@@ -594,30 +601,63 @@ class JobQueue:
         await self._ask_stop(job_id, imposed=True)
         return CancelOutcome.CANCELLED
 
-    async def _ask_stop(self, job_id: str, *, imposed: bool) -> bool:
-        """Record in the journal that a stop of running ``job_id`` (or of a queued one,
-        ``imposed``) was asked, before it is stopped and its asker told so; whether it was
-        recorded. Its end is written once its render stops (a queued one's at once), and a
-        journal that refuses that write then keeps it only in this process
+    async def _ask_stop(
+        self, job_id: str, *, imposed: bool, of: _RunningBatch | None = None
+    ) -> bool:
+        """Record in the journal that a stop of running ``job_id`` (its batch ``of``; or of a
+        queued one, ``imposed``) was asked, before it is stopped and its asker told so; whether
+        it was recorded. Its end is written once its render stops (a queued one's at once), and
+        a journal that refuses that write then keeps it only in this process
         (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start
         would render and charge a job its member was told stops. With the ask recorded, that
         start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
         (the job is not stopped, and its asker is told to try again, rather than told a stop
         the journal may lose), unless the stop is ``imposed``: that one is tried once, and
-        made all the same (``JobEnds.write_ask``)."""
+        made all the same (``JobEnds.write_ask``); nor when another stop (a ban's, imposed
+        while this one's tries ran) stopped the job meanwhile (``_stopped_meanwhile``): its
+        asker is told it stops."""
         try:
             await self._ends.write_ask(job_id, retried=not imposed)
         except aiosqlite.OperationalError:
-            if not imposed:
+            if not (imposed or await self._stopped_meanwhile(job_id, of)):
                 log.critical("job %s: its stop's ask was not recorded; not stopped", job_id)
                 raise _not_cancelled(job_id) from None
             log.critical(
-                "job %s: its stop's ask was not recorded; stopped all the same (imposed), "
-                "its end kept for the sweep if refused too",
+                "job %s: its stop's ask was not recorded; stopped all the same (%s), its end "
+                "kept for the sweep if refused too",
                 job_id,
+                "imposed" if imposed else "by another stop meanwhile",
             )
             return False
         return True
+
+    async def _stopped_meanwhile(self, job_id: str, of: _RunningBatch | None) -> bool:
+        """Whether another stop ended running ``job_id`` since a stop of it was asked in its
+        batch ``of``: one marked in ``of``, or in the batch it renders alone in since ``of``
+        failed; or, that batch released (the ask's tries take minutes), its end kept for the
+        sweep or written cancelled (``_ended_cancelled``)."""
+        batches = (of, self._running.get(job_id))
+        if any(batch is not None and job_id in batch.cancelled for batch in batches):
+            return True
+        # Read only: the asker's stop is not made, so it changes no charge.
+        if self._ends.kept_cancel(job_id, owner_pays=True) is not None:
+            return True
+        return await self._ended_cancelled(job_id) is not None
+
+    async def _ended_cancelled(self, job_id: str) -> CancelOutcome | None:
+        """How a stop asked of ``job_id`` while it ran is answered once the journal says it
+        ended cancelled (another stop ended it, its batch released): it stopped, free unless
+        its owner was charged for its GPU time. None: it did not (it finished; or its end is
+        not written yet, or cannot be read now)."""
+        try:
+            job = await journal.get_job(self._conn, job_id)
+            if job is None or job.status is not journal.JobStatus.CANCELLED:
+                return None
+            refunded = await ledger.refunded(self._conn, job_id)
+        except aiosqlite.OperationalError:
+            log.warning("job %s: its end could not be read", job_id, exc_info=True)
+            return None
+        return CancelOutcome.STOPPING_FREE if refunded else CancelOutcome.STOPPING
 
     async def _forget_ask(self, job_id: str) -> None:
         """The stop asked of ``job_id`` came too late: its render finished, and its asker is
@@ -674,10 +714,12 @@ class JobQueue:
             return None
         now = self._now()
         eta = self._scheduler.eta(job_id, now)
+        position = self._scheduler.position(job_id, now)
         return JobState(
             status=job.status,
-            position=self._scheduler.position(job_id, now),
+            position=position,
             eta_s=None if eta is None else max(0.0, eta - now),
+            at_least=position is not None and position >= self._scheduler.config.positions_counted,
         )
 
     @property
@@ -687,9 +729,10 @@ class JobQueue:
     def queued_count(self) -> int:
         return self._scheduler.queued_count
 
-    def snapshot(self) -> QueueSnapshot:
-        """Running jobs with their devices, and queued ones in the order they would start."""
-        return self._scheduler.snapshot(self._now())
+    def snapshot(self, limit: int | None = None) -> QueueSnapshot:
+        """Running jobs with their devices, and queued ones in the order they would start:
+        the first ``limit`` of them (None: all, walking the whole queue)."""
+        return self._scheduler.snapshot(self._now(), limit)
 
     async def request_of(self, job_id: str) -> RenderRequest | None:
         job = await journal.get_job(self._conn, job_id)
@@ -891,7 +934,8 @@ class JobQueue:
             self._wakeup.notify_all()
         for job_id, error in ended.items():
             # One the rules of now ended (their why in place of "cancelled") had no stop
-            # asked: kept, it is judged again at the next start.
+            # asked: kept, it is judged again at the next start. One whose maker was stopped
+            # (``STOPPED_BEFORE_ITS_START``) has its ask written first, as a stop's cancel.
             await self._ends.end_cancelled(job_id, error, ask_first=error == "cancelled")
 
     async def _queue_again(self, running: _RunningBatch) -> None:

@@ -122,16 +122,22 @@ class RetractingSink(ResultSink, Protocol):
 @runtime_checkable
 class ForgettingSink(ResultSink, Protocol):
     """A sink that keeps something of a job between its delivery's tries (its progress
-    message, to edit into the result), told when no try follows: its delivery given up."""
+    message, to edit into the result), told when no try follows: its delivery given up,
+    ``why`` (what kept its outcome from being posted, as its maker reads it)."""
 
-    def given_up(self, job_id: str) -> None: ...
+    def given_up(self, job_id: str, why: str) -> None: ...
+
+
+# A start gate's answer for a job that ends as a cancel ends it (its maker was stopped in its
+# server since: ``bot.bans``): recorded "cancelled", refunded whole, its maker told so.
+STOPPED_BEFORE_ITS_START = "cancelled"
 
 
 class StartGate(Protocol):
     async def why_not_started(self, job: FinishedJob) -> str | None:
         """Why ``job`` (no pictures yet) must not render: the cheap rules of now that would
         withhold its result (``bot.policy.delivery.placed_under_rules_of_now``), said as its
-        maker is told; None: it renders."""
+        maker is told, or ``STOPPED_BEFORE_ITS_START``; None: it renders."""
 
 
 ProgressListener = Callable[[str, StepProgress], None]
@@ -152,3 +158,21 @@ class JobState:
     status: journal.JobStatus
     position: int | None  # jobs that start before it; None unless queued
     eta_s: float | None  # seconds until it should be finished; None unless queued or running
+    # Further back than the scheduler counts (a deep queue): ``position`` and ``eta_s`` are
+    # lower bounds, shown as such.
+    at_least: bool = False
+
+    def place(self) -> str:
+        """A queued job's place as its member reads it: "position 3", or "position over 1000"
+        when it is further back than that."""
+        if self.position is None:
+            raise ValueError("only a queued job has a place in the queue")
+        return (
+            f"position over {self.position}" if self.at_least else f"position {self.position + 1}"
+        )
+
+    def wait(self) -> str | None:
+        """The estimated wait as a member reads it ("about 40 s", "over 900 s"); None: none."""
+        if self.eta_s is None:
+            return None
+        return f"{'over' if self.at_least else 'about'} {self.eta_s:.0f} s"

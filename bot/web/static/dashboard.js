@@ -56,6 +56,11 @@ function show(state) {
     (job) => Math.round(job.waited_s) + " s",
     (job) => typed(job.prompt, job.readable),
   ]);
+  // A deep queue is listed only as far as its first jobs; the rest are counted.
+  const more = document.getElementById("queue-more");
+  more.textContent = "… and " + state.queue_more + " more of this server's jobs, further back.";
+  more.hidden = state.queue_more === 0;
+  document.getElementById("queue-empty").hidden = state.queue.length > 0 || state.queue_more > 0;
   table("workers", state.workers, [
     (worker) => worker.device,
     (worker) => worker.busy ? "busy" : "idle",

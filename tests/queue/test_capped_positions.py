@@ -1,0 +1,54 @@
+"""A job further back than the scheduler counts (``positions_counted``) reads as such: its
+place "over N" and its wait "over N s", lower bounds, never a number that looks exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.jobs.queue import JobQueue, JobState, Submission
+from bot.jobs.scheduler import SchedulerConfig
+from db.jobs import JobStatus
+from inference.types import RenderRequest
+
+
+def queued(position: int, eta_s: float, *, at_least: bool) -> JobState:
+    return JobState(JobStatus.QUEUED, position=position, eta_s=eta_s, at_least=at_least)
+
+
+def test_a_place_past_the_count_reads_as_a_lower_bound() -> None:
+    assert queued(999, 950.0, at_least=False).place() == "position 1000"
+    assert queued(999, 950.0, at_least=False).wait() == "about 950 s"
+    assert queued(1000, 900.0, at_least=True).place() == "position over 1000"
+    assert queued(1000, 900.0, at_least=True).wait() == "over 900 s"
+    running = JobState(JobStatus.RUNNING, position=None, eta_s=None)
+    assert running.wait() is None
+    with pytest.raises(ValueError, match="only a queued job has a place"):
+        running.place()
+
+
+async def test_the_queue_says_which_places_are_past_the_count(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    # No render slot: submitted jobs stay queued. Admins: no image limit to run into.
+    config = SchedulerConfig(positions_counted=2)
+    queue = JobQueue(conn, [], tmp_path / "images", scheduler_config=config)
+    ids = [
+        await queue.submit(
+            Submission("imagine", RenderRequest("a cat", seed=1, steps=2), 1, 100, is_admin=True)
+        )
+        for _ in range(4)
+    ]
+    states = [await queue.state(job_id) for job_id in ids]
+    assert [(state.position, state.at_least) for state in states if state] == [
+        (0, False),
+        (1, False),
+        (2, True),
+        (2, True),
+    ]
+    first, _, third, _ = (state for state in states if state)
+    assert third.place() == "position over 2"
+    assert (third.wait() or "").startswith("over ")
+    assert first.place() == "position 1"
