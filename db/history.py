@@ -274,8 +274,10 @@ async def _reached(
     it was asked for before (joining every job with a picture once per job reached with it
     took 12 s for 3,000 copies of one picture); and a round's walk of the jobs made from
     others stops at the jobs reached before (1.8 s when each of 1,000 rounds walked again
-    the chain of jobs made from others reached so far). So the work grows with the jobs
-    reached, not with the rounds times them."""
+    the chain of jobs made from others reached so far). So the jobs taken along grow with the
+    jobs reached, not with the rounds times them; but a picture held by an earlier reached job
+    round after round is looked up again each round, its images scanned by digest (the window
+    on ``created_at`` is checked row by row): rounds times its holders, in a contrived chain."""
     for statement in _REACH_TABLES:
         await conn.execute(statement)
     reached: list[str] = []

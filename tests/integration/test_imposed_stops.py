@@ -226,12 +226,15 @@ async def stopped_by_the_owner_and_a_ban(
     meanwhile: Callable[[], Awaitable[object]] | None = None,
     before_refused: Callable[[], Awaitable[object]] | None = None,
     owner_answered: asyncio.Event | None = None,
+    again_by_the_owner: bool = False,
 ) -> None:
     """The owner stops their running job; the journal refuses that stop's ask, tried for
     minutes, and meanwhile (after ``meanwhile``) a ban stops the job, its ask written. The
     owner's ask is refused once ``before_refused`` returns (by default: once the job's batch is
     released, as the real tries outlast a stop): both are answered it stops, uncharged, the
-    owner not "not cancelled". ``owner_answered`` is set once this returns or raises."""
+    owner not "not cancelled". ``owner_answered`` is set once this returns or raises.
+    ``again_by_the_owner``: the second stop is the owner's own second click, not a ban's: both
+    are answered it stops, charged."""
     batch_released = released(queue, job_id, monkeypatch)
     banned, asking = asyncio.Event(), asyncio.Event()
     write_ask = ends_module.JobEnds.write_ask
@@ -250,14 +253,15 @@ async def stopped_by_the_owner_and_a_ban(
             await asyncio.wait_for(asking.wait(), 10)
             if meanwhile is not None:
                 await meanwhile()
-            ban = queue.cancel(job_id, OWNER, imposed=True)
-            assert await asyncio.wait_for(ban, 10) is CancelOutcome.STOPPING_FREE
+            second = queue.cancel(job_id, OWNER, imposed=not again_by_the_owner)
+            answer = CancelOutcome.STOPPING if again_by_the_owner else CancelOutcome.STOPPING_FREE
+            assert await asyncio.wait_for(second, 10) is answer
             if before_refused is None:
                 await asyncio.wait_for(batch_released.wait(), 20)
             else:
                 await before_refused()
             banned.set()
-            assert await asyncio.wait_for(clicked, 10) is CancelOutcome.STOPPING_FREE
+            assert await asyncio.wait_for(clicked, 10) is answer
     finally:
         banned.set()
         if owner_answered is not None:
@@ -379,19 +383,30 @@ class FailingBatch(InstantEngine):
         return InstantEngine.render_batch(engine, requests, progress, cancel)
 
 
-@pytest.mark.parametrize("the_ban_s_stop", ["under way", "its end written", "its end kept"])
-async def test_a_job_a_ban_stopped_alone_after_its_batch_failed_is_told_stopped_to_its_owner(
+@pytest.mark.parametrize(
+    ("the_second_stop", "the_ban_s_stop"),
+    [
+        ("a ban's", "under way"),
+        ("a ban's", "its end written"),
+        ("a ban's", "its end kept"),
+        ("the owner's", "its end written"),
+    ],
+)
+async def test_a_job_stopped_alone_after_its_batch_failed_is_told_stopped_to_its_owner(
     conn: aiosqlite.Connection,
     tmp_path: Path,
     error_logs: ErrorLogs,
     monkeypatch: pytest.MonkeyPatch,
+    the_second_stop: str,
     the_ban_s_stop: str,
 ) -> None:
     """As above, but the owner stops their job as its batch renders, and the batch fails
     while their ask waits: the job renders again alone, in a batch of its own, where the ban
     stops it. The owner's ask is refused as that render stops, or once its batch is released,
     its end written or, the journal refusing it too, kept for the sweep. The owner is told it
-    stops, not "not cancelled: database busy"."""
+    stops, not "not cancelled: database busy". Where the second stop is the owner's own second
+    click, not a ban's, it is charged, and so is the first click told: it stops, charged."""
+    by_the_owner = the_second_stop == "the owner's"
     error_logs.expect("was not recorded")
     owner_told = asyncio.Event()
     record_failure = ends_module.JobEnds.record_failure
@@ -430,6 +445,7 @@ async def test_a_job_a_ban_stopped_alone_after_its_batch_failed_is_told_stopped_
             rendering_alone,
             before_refused=_nothing if the_ban_s_stop == "under way" else None,
             owner_answered=owner_told,
+            again_by_the_owner=by_the_owner,
         )
         await sink.wait_for(2)
     finally:
@@ -439,7 +455,8 @@ async def test_a_job_a_ban_stopped_alone_after_its_batch_failed_is_told_stopped_
     assert [(job.job_id, job.error) for job in sink.delivered if job.job_id == job_id] == [
         (job_id, "cancelled")
     ]
-    assert await ledger_kinds(conn, job_id) == ["reserve", "refund"]
+    ended = "commit" if by_the_owner else "refund"
+    assert await ledger_kinds(conn, job_id) == ["reserve", ended]
 
 
 async def test_a_kept_stop_s_ask_is_written_before_its_end_so_a_kill_between_keeps_it(

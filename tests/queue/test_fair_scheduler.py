@@ -580,6 +580,9 @@ def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
     counted = 3
     config = SchedulerConfig(aging_seconds=3.0, max_batch=2, positions_counted=counted)
     scheduler = FairScheduler(config, ["cpu", "gpu"])
+    # The oracle is a twin given the same calls: asking the scheduler under test for its fair
+    # order would walk it afresh and hide a stale cached order from position() and eta().
+    twin = FairScheduler(config, ["cpu", "gpu"])
     queued: list[QueuedJob] = []
     now = 0.0
     for name, pick, elapsed in history:
@@ -587,15 +590,21 @@ def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
         if name == "submit":
             item = job(pick % 5, at=now, priority=PriorityClass(pick % 3), est=float(1 + pick % 9))
             scheduler.submit(item)
+            twin.submit(item)
             queued.append(item)
         elif name == "start":
-            started = scheduler.next_batch(["cpu", "gpu"][pick % 2], now)
+            device = ["cpu", "gpu"][pick % 2]
+            started = scheduler.next_batch(device, now)
+            assert twin.next_batch(device, now) == started
             queued = [item for item in queued if item not in started]
             for item in started:
                 scheduler.finish(item.job_id)
+                twin.finish(item.job_id)
         elif name == "cancel" and queued:
-            assert scheduler.cancel(queued.pop(pick % len(queued)).job_id)
-        order = scheduler.fair_order(now, respect_caps=False)
+            cancelled = queued.pop(pick % len(queued)).job_id
+            assert scheduler.cancel(cancelled)
+            assert twin.cancel(cancelled)
+        order = twin.fair_order(now, respect_caps=False)
         assert list(scheduler.snapshot(now, limit=counted).queued) == order[:counted]
         for item in queued:
             place = min(order.index(item), counted)
@@ -604,6 +613,29 @@ def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
             assert scheduler.eta(item.job_id, now) == pytest.approx(
                 now + ahead / 2 + item.est_seconds
             )
+
+
+def test_a_later_job_promoted_again_moves_in_positions_and_etas_asked_alone() -> None:
+    """Aging events follow only the first job of a lane, so the cached order must also expire
+    at the second promotion of a job further back: here the second RELAX job of member 1 turns
+    PRIORITY at 25 and passes member 2's second job, with only position and eta asked."""
+    scheduler = FairScheduler(SchedulerConfig(aging_seconds=10.0), devices=["cpu"])
+    first = job(1, at=0.0, priority=PriorityClass.RELAX)  # STANDARD at 10, PRIORITY at 20
+    second = job(1, at=5.0, priority=PriorityClass.RELAX)  # STANDARD at 15, PRIORITY at 25
+    other_first = job(2, at=17.0, priority=PriorityClass.PRIORITY)
+    other_second = job(2, at=17.0, priority=PriorityClass.PRIORITY)
+    jobs = [first, second, other_first, other_second]
+    for item in jobs:
+        scheduler.submit(item)
+    expected = {
+        18.0: [2, 3, 0, 1],
+        22.0: [0, 3, 1, 2],  # the first job's last promotion
+        26.0: [0, 2, 1, 3],  # the second job's last promotion: it now passes other_second
+    }
+    for now, places in expected.items():
+        assert [scheduler.position(item.job_id, now) for item in jobs] == places, now
+        etas = [scheduler.eta(item.job_id, now) for item in jobs]
+        assert etas == [pytest.approx(now + 10.0 * place + 10.0) for place in places], now
 
 
 def run_alone(scheduler: FairScheduler, user: int, at: float) -> None:
@@ -676,6 +708,9 @@ def test_a_member_back_after_an_idle_hour_still_goes_after_newcomers() -> None:
     scheduler.submit(newcomer)
     assert scheduler.fair_order(4002.0) == [newcomer, back]
     assert scheduler._forgotten == {1}, "the test no longer covers a member forgotten"
+    scheduler.finish(busy.job_id)
+    assert scheduler.next_batch("cpu", 4003.0) == [newcomer, back]  # one batch, in that order
+    assert scheduler._forgotten == set(), "a member who starts again is known, not forgotten"
 
 
 def test_members_back_from_an_idle_hour_go_by_submit_time() -> None:
