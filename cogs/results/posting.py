@@ -270,7 +270,10 @@ class DiscordResults(ProgressMessages):
         (``bot.policy.delivery``), or ``Withheld``; also a result rendered before its maker
         was banned, kicked or timed out in the server after it was submitted (the stop
         cancels only unfinished jobs), without telling them."""
-        if self._maker_stopped(job):
+        stopped = self.stopped_members
+        if stopped is not None and stopped.holds(
+            job.guild_id, job.user_id, began_at=job.created_at
+        ):
             raise Withheld(None)
         return await under_rules_of_now(
             job,
@@ -283,14 +286,6 @@ class DiscordResults(ProgressMessages):
         assert job.guild_id is not None  # asked of a server's job only
         return self.history is not None and await self.history.pixels_withdrawn(
             job.job_id, job.guild_id
-        )
-
-    def _maker_stopped(self, job: FinishedJob) -> bool:
-        """Whether the job's maker was banned, kicked or timed out in its server after it was
-        journaled, and that stop still holds (``bot.bans.StoppedMembers``)."""
-        stopped = self.stopped_members
-        return stopped is not None and stopped.holds(
-            job.guild_id, job.user_id, began_at=job.created_at
         )
 
     async def why_not_started(self, job: FinishedJob) -> str | None:
