@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.job_queue import Arrivals
 from benchmarks.timing import TimedEngine, synchronize
-from bot.app import engine_factory_for
+from bot.engines import engine_factory_for
 from bot.jobs.queue import JobQueue, Submission
 from bot.settings import load_settings
 from db.database import connect
@@ -461,7 +461,7 @@ def loaded_pipeline(engine: Engine) -> Any:
 def shipped_engine(
     models_dir: Path, data_dir: Path, device: str, cuda_graphs: bool = True
 ) -> Engine:
-    """The engine the bot builds for ``device`` (bot.app), with this environment's settings,
+    """The engine the bot builds for ``device`` (bot.engines), with this environment's settings,
     EASEL_COMPILE included; no .env file is read. ``cuda_graphs=False`` turns
     EASEL_CUDA_GRAPHS off (it is left as the environment says otherwise)."""
     settings = load_settings(env_file=None)

@@ -16,8 +16,10 @@ import discord
 from discord.ext import commands
 
 from bot import metrics
+from bot.acknowledge_first import AcknowledgeFirst
 from bot.bans import MemberStops
 from bot.discord_endpoints import point_discord_at
+from bot.engines import engine_factory_for
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import Retention
 from bot.lenient_json import loads_replacing_lone_surrogates
@@ -45,22 +47,24 @@ from cogs.lists import ListsCog, PageButton
 from cogs.region import RegionOffers, WordsButton
 from cogs.results.buttons import RESULT_BUTTONS
 from cogs.results.posting import DiscordResults
-from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S
 from cogs.settings import PresetsCog, SettingsCog
 from cogs.use_settings import UseSettingsCog
 from cogs.withdrawals import WithdrawalsCog, thread_parent
 from db.database import connect
-from inference.worker import DeviceWorker, EngineFactory, RenderEngine
+from inference.worker import DeviceWorker, EngineFactory
 
 if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
     from bot.jobs.broker.client import BrokerClient
 
 log = logging.getLogger(__name__)
 
-# With EASEL_MODEL_CACHE_GB set, at most this many models stay loaded on a device.
-MAX_CACHED_MODELS = 8
+# SIGTERM stops Easel within 30 s (the contract; docker-compose's stop_grace_period is 40 s).
+# The stop's clock: each phase waits its own grace or what is left of this budget, less
+# CLOSING_RESERVE_S kept for the closes after the waits (Discord's session, the broker, the
+# database), whichever is shorter; what a cut phase had in hand stays journaled.
+STOP_BUDGET_S = 28.0
+CLOSING_RESERVE_S = 2.0
 # How long a stop waits, twice, for commands and clicks being handled (they journal jobs).
-# With the queue's 15 s for renders, a stop takes 25 s at most: the contract says 30.
 HANDLER_GRACE_S = 5.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The names discord.py 2.x gives the tasks running app commands and component callbacks, and
@@ -89,40 +93,6 @@ INVITE_PERMISSIONS = discord.Permissions(
 DEV_GUILD_MARKER = "dev-guild-commands"
 
 
-def engine_factory_for(settings: Settings) -> EngineFactory:
-    """Real engines: one per device, built on that device's worker thread."""
-
-    def build_engine(device: str) -> RenderEngine:
-        from inference.compile import Compiler
-        from inference.cuda_graphs import CudaGraphRecorder
-        from inference.engine import Engine
-
-        mode = None if settings.compile_mode == "default" else settings.compile_mode
-        compiler = (
-            Compiler(settings.compile_cache_dir, mode=mode) if settings.compiles_models else None
-        )
-        return Engine(
-            settings.models_dir,
-            device=device,
-            default_model=settings.default_model,
-            default_upscaler=settings.default_upscaler,
-            allow_pickle=settings.allow_pickle,
-            wildcards_dir=settings.existing_wildcards_dir,
-            cpu_offload=settings.cpu_offload,
-            max_loaded_models=MAX_CACHED_MODELS if settings.model_cache_gb else 1,
-            memory_budget_bytes=int(settings.model_cache_gb * 2**30) or None,
-            # A preview for each progress edit, no more often than those are allowed.
-            preview_interval_s=PROGRESS_EDIT_INTERVAL_S,
-            limits=settings.render_limits,
-            compiler=compiler,
-            cuda_graphs=CudaGraphRecorder if settings.records_cuda_graphs(device) else None,
-            quantize=settings.quantize,
-            hashes_file=settings.model_hashes_file,
-        )
-
-    return build_engine
-
-
 class EaselBot(commands.Bot):
     queue: JobQueue
     services: Services
@@ -140,6 +110,9 @@ class EaselBot(commands.Bot):
         # Not privileged: bans, and (with View Audit Log) kicks and timeouts, so the member's
         # unfinished jobs there stop (cogs.bans).
         intents.moderation = True
+        # Told of each command as it arrives (EaselCommandTree) and of each first answer (the
+        # HTTP trace): the work after an acknowledgement lets earlier ones go first.
+        self.acknowledge_first = AcknowledgeFirst()
         # Easel needs no complete guild cache to serve interactions: be ready without waiting.
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -154,7 +127,7 @@ class EaselBot(commands.Bot):
             # notifies anyone but the members a message names explicitly (a result's maker).
             allowed_mentions=discord.AllowedMentions.none(),
             # Counts Discord's error answers and 429s, and times each interaction's ack.
-            http_trace=metrics.discord_http_trace(),
+            http_trace=metrics.discord_http_trace(answered=self.acknowledge_first.answered),
         )
         self.settings = settings
         self._engine_factory = engine_factory or engine_factory_for(settings)
@@ -236,10 +209,10 @@ class EaselBot(commands.Bot):
         await self.add_cog(UseSettingsCog(self))
         await self.add_cog(ControlMenuCog(self))
         await self.add_cog(WithdrawalsCog(self.services.history))
-        stops = MemberStops(
+        self.member_stops = MemberStops(
             self._db, self.queue, self.services.history, self.services.stopped_members
         )
-        bans = BansCog(stops, self)
+        bans = BansCog(self.member_stops, self)
         await self.add_cog(bans)
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         self.add_dynamic_items(
@@ -250,9 +223,9 @@ class EaselBot(commands.Bot):
         # and before the queue starts, so no model is loaded yet (see _settle_start_up_heap).
         await self.services.prompts.warm_up()
         _settle_start_up_heap()
-        # Members banned, kicked or timed out while Easel was offline: asked about before any
-        # restored job renders or is delivered (the gateway is not connected yet).
-        await self.queue.start(before_delivery=bans.check_restored_jobs)
+        # Members banned, kicked or timed out while Easel was offline: asked about in the
+        # background; each one's restored jobs render and post only after their answer.
+        await self.queue.start(before_delivery=bans.start_restored_checks)
         # After the replay: a mask editor's submit (a direct message's link) made during it
         # would be queued twice, or ahead of the member's older restored jobs.
         await self._start_web_server(self._db, admin)
@@ -413,16 +386,19 @@ class EaselBot(commands.Bot):
     async def _shut_down(self) -> None:
         # Renders first (they finish, or stay journaled for the next start), then the commands
         # and clicks being handled, then Discord, then whatever those handlers still had in
-        # hand, and only then the database they journal into.
+        # hand, and only then the database they journal into. Every wait ends by ``waits_end``.
+        waits_end = asyncio.get_running_loop().time() + STOP_BUDGET_S - CLOSING_RESERVE_S
         if hasattr(self, "region_offer") and self.region_offer.web is not None:
             await self.region_offer.web.stop()  # no new jobs from the page while stopping
+        if hasattr(self, "member_stops"):  # what waits for their answers stays journaled
+            await self.member_stops.stop_restored_checks(deadline=waits_end)
         if hasattr(self, "queue"):
-            await self.queue.stop()
+            await self.queue.stop(deadline=waits_end)
         if hasattr(self, "results"):  # its pointer edits, started by deliveries
             await self.results.close()
-        await _interaction_handlers_settled()
+        await _interaction_handlers_settled(waits_end)
         await super().close()
-        await _interaction_handlers_settled()
+        await _interaction_handlers_settled(waits_end)
         if hasattr(self, "services"):  # no member's prompt is read from here on
             self.services.prompts.close()
         if hasattr(self, "region_offer"):  # nor a region in words segmented
@@ -453,16 +429,19 @@ def _settle_start_up_heap() -> None:
         gc.freeze()
 
 
-async def _interaction_handlers_settled() -> None:
-    """Wait (bounded) for the tasks discord.py runs slash commands and component clicks in."""
+async def _interaction_handlers_settled(deadline: float) -> None:
+    """Wait for the tasks discord.py runs slash commands and component clicks in, for
+    ``HANDLER_GRACE_S`` at most and not past ``deadline`` (a loop time). One cut short has
+    journaled a job it submitted or none: ``JobQueue.submit`` writes it whole."""
     current = asyncio.current_task()
     handlers = [
         task
         for task in asyncio.all_tasks()
         if task is not current and task.get_name().startswith(_HANDLER_TASK_PREFIXES)
     ]
-    if handlers:
-        await asyncio.wait(handlers, timeout=HANDLER_GRACE_S)
+    left = deadline - asyncio.get_running_loop().time()
+    if handlers and left > 0:
+        await asyncio.wait(handlers, timeout=min(HANDLER_GRACE_S, left))
 
 
 def _read_guild_id(marker: Path) -> int | None:

@@ -11,9 +11,11 @@ it (a kicked member who joined again) is theirs as any member's. What Easel alre
 them stays for the server's moderators to remove (Delete, or deleting the post, which withdraws
 the job: ``cogs.withdrawals``).
 
-What happened while Easel was offline is not replayed by Discord: at start-up
-(``MemberStops.check_restored_jobs``) Easel asks Discord about each member with restored work
-in a server before any of it renders or is delivered."""
+What happened while Easel was offline is not replayed by Discord: from start-up
+(``MemberStops.start_restored_checks``) Easel asks Discord about each member with restored work
+in a server, in the background while it is online; none of that member's restored work renders
+or is delivered before the answer (``StoppedMembers.answer_awaited``), and nobody else's waits
+for it."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -38,11 +40,15 @@ log = logging.getLogger(__name__)
 
 # A stop is imposed, so never charged: STOPPING_FREE.
 _ENDED_BY_THE_STOP = frozenset({CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE})
-# At start-up: members asked about at once, how long one answer may take, and how long the
-# whole check may hold the gateway connection back (Easel is offline meanwhile).
+# From start-up: members asked about at once, how long one answer may take, and how long the
+# restored work may wait for the answers in all (the undecided then keep their jobs).
 RESTORED_CHECKS_AT_ONCE = 8
 RESTORED_CHECK_TIMEOUT_S = 10.0
 RESTORED_CHECKS_DEADLINE_S = 60.0
+# How long Easel's stop lets the stops those answers found finish their cancels, whose notices
+# may wait on Discord (a 429): each job's end is journaled before its notice, which the next
+# start posts. Short: the stop keeps within its 30 s (``bot.app``).
+APPLYING_GRACE_S = 3.0
 # How long asking Discord for an AutoMod timeout's end may take (its jobs are cancelled first).
 AUTOMOD_TIMEOUT_LOOKUP_S = 10.0
 
@@ -86,6 +92,13 @@ class _Stop(NamedTuple):
     ended_at_start: set[str]
 
 
+class _Awaited(NamedTuple):
+    """A member's work restored at start-up, waiting for Discord's answer about them."""
+
+    answered: asyncio.Event
+    job_ids: frozenset[str]
+
+
 class StoppedMembers:
     """The (server, member) pairs whose work begun before a stop makes nothing more there until
     a time: a timeout's end, or an hour after a ban or kick, which is ample for the work that
@@ -98,7 +111,9 @@ class StoppedMembers:
     One record whatever the cause; a raid keeps at most ``capacity`` of them (the ended first,
     then the oldest). An unban, or a timeout removed early, forgets the pair. Not stored: a
     restart forgets them, and ``MemberStops.check_restored_jobs`` asks Discord again for the
-    work that outlives it.
+    work that outlives it; until each member's answer, their restored work waits
+    (``answer_awaited``). A moderator's word heard meanwhile (``add``, ``forget``) is that
+    answer: it is newer than Discord's, which may have been read before it.
 
     Work's start is Discord's time for an interaction (its id) and Easel's for a stop (when
     heard): hosts kept in time by NTP differ by milliseconds, less than a gateway event's
@@ -114,6 +129,10 @@ class StoppedMembers:
         self._capacity = capacity
         self._clock = clock  # wall clock: a timeout ends at a date, an interaction has one
         self._stops: dict[tuple[int, int], _Stop] = {}  # insertion order: oldest first
+        # The members whose restored work waits for Discord's answer, and the tasks waiting.
+        self._awaited: dict[tuple[int, int], _Awaited] = {}
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     def add(self, guild_id: int, user_id: int, until: float | None = None) -> _Stop:
         """Stopped from now until ``until`` (a timeout's end, in seconds since the epoch), or
@@ -122,6 +141,7 @@ class StoppedMembers:
         and for its cancels: its ``ended_at_start``)."""
         now = self._clock()
         key = (guild_id, user_id)
+        self.answered(guild_id, user_id)  # the latest word, whoever asked Discord before it
         self._stops.pop(key, None)
         stop = self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until, set())
         if len(self._stops) > self._capacity:
@@ -132,7 +152,66 @@ class StoppedMembers:
         return stop
 
     def forget(self, guild_id: int, user_id: int) -> None:
+        self.answered(guild_id, user_id)  # as ``add``: the latest word
         self._stops.pop((guild_id, user_id), None)
+
+    def await_answers(self, restored: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
+        """The jobs restored at start-up (id, server, member) wait, each member's until
+        Discord's answer about them (``answered``); the members, in order. Work they begin
+        after the start does not wait: they use Easel in the server, and admission refuses
+        one in a timeout (``cogs.visibility.check_member_may_act_here``)."""
+        by_member: dict[tuple[int, int], set[str]] = {}
+        for job_id, guild_id, user_id in restored:
+            by_member.setdefault((guild_id, user_id), set()).add(job_id)
+        for member, job_ids in by_member.items():
+            self._awaited[member] = _Awaited(asyncio.Event(), frozenset(job_ids))
+        return list(by_member)
+
+    def awaiting_answer(self, guild_id: int, user_id: int) -> bool:
+        """Whether the member's restored work still waits for Discord's answer: False once
+        given, or once a moderator's word came first (which holds over an answer read
+        before it)."""
+        return (guild_id, user_id) in self._awaited
+
+    def answer_awaited(self, guild_id: int | None, user_id: int, job_id: str) -> bool:
+        """Whether job ``job_id``, the member's in ``guild_id``, waits for Discord's answer
+        about them (``wait_for_answer``) before it renders or is posted: one restored at
+        start-up whose answer is not given yet."""
+        if guild_id is None:
+            return False
+        awaited = self._awaited.get((guild_id, user_id))
+        return awaited is not None and job_id in awaited.job_ids
+
+    async def wait_for_answer(self, guild_id: int, user_id: int) -> None:
+        """Until the member's restored work waits no more (``awaiting_answer``); then
+        ``holds`` says whether the answer stops it. Cancelled when Easel stops first
+        (``stop_waiting``): the work stays journaled as it was, for the next start."""
+        awaited = self._awaited.get((guild_id, user_id))
+        if awaited is None:
+            return
+        task = asyncio.current_task()
+        assert task is not None  # awaited in a task
+        if self._stopping:
+            task.cancel()  # as those waiting when the stop came
+        self._waiting.add(task)
+        try:
+            await awaited.answered.wait()
+        finally:
+            self._waiting.discard(task)
+
+    def answered(self, guild_id: int, user_id: int) -> None:
+        """The member's restored work waits no more: Discord's answer is applied (a stop
+        ``add``ed, or none), or there is none (no clear answer: the work goes on)."""
+        awaited = self._awaited.pop((guild_id, user_id), None)
+        if awaited is not None:
+            awaited.answered.set()
+
+    def stop_waiting(self) -> None:
+        """Easel stops: the work waiting for an answer (``wait_for_answer``) is cancelled,
+        and stays journaled for the next start's check."""
+        self._stopping = True
+        for task in list(self._waiting):
+            task.cancel()
 
     def ends_at(self, guild_id: int, user_id: int, until: float, *, of: _Stop) -> None:
         """The end of stop ``of`` learnt after it began (AutoMod's timeout: its audit entry
@@ -202,6 +281,10 @@ class MemberStops:
         self._history = history
         self._stopped = stopped
         self._clock = clock
+        # The start-up's questions to Discord (``start_restored_checks``), and the stops they
+        # found being applied, which a stop of Easel lets finish.
+        self._checking: asyncio.Task[None] | None = None
+        self._applying: set[asyncio.Future[None]] = set()
 
     async def cancel_jobs(
         self,
@@ -309,43 +392,104 @@ class MemberStops:
         them there at once."""
         self._stopped.forget(guild_id, user_id)
 
+    async def start_restored_checks(self, lookup: StandingLookup, *, easel_id: int) -> None:
+        """Bans, kicks and timeouts made while Easel was offline: Discord sends none of them
+        to a new session. For the queue's start (``JobQueue.start``), once the journaled jobs
+        are queued again and before any renders or a finished one is delivered: each
+        member's restored work in a server waits for Discord's answer about them
+        (``await_restored_answers``), asked in the background (``check_restored_jobs``)
+        while Easel goes online; ``stop_restored_checks`` ends it."""
+        members = await self.await_restored_answers()
+        if not members:
+            return
+        log.info(
+            "start-up: asking Discord about %d member(s) with restored jobs, in the "
+            "background; each one's restored jobs wait for their own answer (%.0f s at most)",
+            len(members),
+            RESTORED_CHECKS_DEADLINE_S,
+        )
+        self._checking = asyncio.create_task(
+            self.check_restored_jobs(members, lookup, easel_id=easel_id),
+            name="easel-restored-checks",
+        )
+
+    async def await_restored_answers(self) -> list[tuple[int, int]]:
+        """Each member's queued and finished-undelivered jobs in a server wait, from now, for
+        Discord's answer about them (``StoppedMembers.await_answers``); the members."""
+        restored = [
+            *await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED),
+            *await journal.finished_undelivered(self._conn),
+        ]
+        return self._stopped.await_answers(
+            (job.id, job.guild_id, job.user_id) for job in restored if job.guild_id is not None
+        )
+
+    async def stop_restored_checks(self, deadline: float | None = None) -> None:
+        """Easel stops: no member is asked about any more, and the work waiting for an answer
+        stays journaled for the next start (``StoppedMembers.stop_waiting``); a stop being
+        applied (its cancels) is given ``APPLYING_GRACE_S`` to finish, and never past
+        ``deadline`` (a loop time: the process's stop), then cut short: the ends it journaled
+        stand, their notices posted at the next start."""
+        self._stopped.stop_waiting()
+        loop = asyncio.get_running_loop()
+        grace_s = APPLYING_GRACE_S
+        if deadline is not None:
+            grace_s = max(0.0, min(grace_s, deadline - loop.time()))
+        grace_ends = loop.time() + grace_s
+        if self._checking is not None:
+            self._checking.cancel()
+            # Bounded too: a lookup that swallows its cancel must not hold the stop.
+            await asyncio.wait({self._checking}, timeout=grace_s)
+        if not self._applying:
+            return
+        _, unfinished = await asyncio.wait(
+            self._applying, timeout=max(0.0, grace_ends - loop.time())
+        )
+        if unfinished:
+            log.warning(
+                "stopping: %d stop(s) found at start-up cut short after %.1f s; the cancels "
+                "journaled stand, their notices are posted at the next start",
+                len(unfinished),
+                grace_s,
+            )
+            for applying in unfinished:
+                applying.cancel()
+            # Their cancellation runs before the database closes (the queue's stop is next),
+            # unless a cancel swallows it: then the closing database refuses its writes.
+            await asyncio.wait(unfinished, timeout=max(0.0, grace_ends - loop.time()))
+
     async def check_restored_jobs(
         self,
+        members: Sequence[tuple[int, int]],
         lookup: StandingLookup,
         *,
         easel_id: int,
         deadline_s: float = RESTORED_CHECKS_DEADLINE_S,
     ) -> None:
-        """Bans, kicks and timeouts made while Easel was offline: Discord sends none of them
-        to a new session. For the queue's start (``JobQueue.start``), once the journaled jobs
-        are queued again and before any renders or a finished one is delivered: each member
-        with such work in a server is asked about (a few at once); one gone or in a timeout
-        has their unfinished jobs there cancelled, and is held in ``StoppedMembers`` so that
-        their finished, undelivered results are not posted; so has every member of a server
-        that is gone (Unknown Guild). A member Discord gives no clear answer about (no
-        access, an outage, no answer in time, none before ``deadline_s`` for the whole
-        check, which holds Easel offline) keeps their jobs: a guess would cancel honest
-        members' work."""
-        members = _members_with_work(
-            [
-                *await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED),
-                *await journal.finished_undelivered(self._conn),
-            ]
-        )
-        if not members:
-            return
+        """Asks Discord about each of ``members`` (a few at once), whose restored work waits
+        for the answer: one gone or in a timeout has their unfinished jobs there cancelled,
+        and is held in ``StoppedMembers`` so that their finished, undelivered results are not
+        posted; so has every member of a server that is gone (Unknown Guild). A member
+        Discord gives no clear answer about (no access, an outage, no answer in time, none
+        before ``deadline_s`` for the whole check) keeps their jobs: a guess would cancel
+        honest members' work. A moderator's word heard before the answer holds over it
+        (``StoppedMembers.awaiting_answer``)."""
         at_once = asyncio.Semaphore(RESTORED_CHECKS_AT_ONCE)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         undecided: list[tuple[int, int]] = []
         servers_gone: set[int] = set()  # asked once: its other members are not asked
+        decided_by_discord = 0  # neither undecided nor unclear, nor a moderator's word first
 
         async def check(guild_id: int, user_id: int) -> None:
-            # The deadline bounds the asking alone: a cancel once begun is finished.
+            # The deadline bounds the asking alone: a cancel once begun is finished, even
+            # when Easel stops meanwhile (``stop_restored_checks``).
             try:
                 async with asyncio.timeout_at(deadline), at_once:
                     if guild_id in servers_gone:
                         standing = Standing(server_gone=True)
+                    elif not self._stopped.awaiting_answer(guild_id, user_id):
+                        return  # a moderator's word came first
                     else:
                         async with asyncio.timeout(RESTORED_CHECK_TIMEOUT_S):
                             standing = await lookup(guild_id, user_id)
@@ -363,15 +507,29 @@ class MemberStops:
                 return
             if standing.server_gone:
                 servers_gone.add(guild_id)
-                await self.cancel_jobs(guild_id, user_id, StopCause.SERVER_GONE, easel_id=easel_id)
-            elif standing.gone:
-                await self.cancel_jobs(guild_id, user_id, StopCause.GONE, easel_id=easel_id)
-            elif (until := standing.timed_out_until) is not None and until > self._clock():
-                await self.cancel_jobs(
-                    guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id, until=until
-                )
+            if not self._stopped.awaiting_answer(guild_id, user_id):
+                return  # a moderator's word came while Discord was asked: it is newer
+            nonlocal decided_by_discord
+            decided_by_discord += 1
+            applying = asyncio.ensure_future(self._apply(guild_id, user_id, standing, easel_id))
+            self._applying.add(applying)
+            applying.add_done_callback(self._applying.discard)
+            await asyncio.shield(applying)
 
-        await asyncio.gather(*(check(guild_id, user_id) for guild_id, user_id in members))
+        async def answered(guild_id: int, user_id: int) -> None:
+            try:
+                await check(guild_id, user_id)
+            except Exception:  # the stop, added first, holds their work all the same
+                log.exception(
+                    "start-up: the stop of member %s of guild %s was not applied in full",
+                    user_id,
+                    guild_id,
+                )
+            # A stop applied, or none: the work waits no more. Not when Easel stops first
+            # (cancelled): it waits on, journaled, for the next start's check.
+            self._stopped.answered(guild_id, user_id)
+
+        await asyncio.gather(*(answered(guild_id, user_id) for guild_id, user_id in members))
         if undecided:
             log.warning(
                 "start-up: %d member(s) not decided within %.0f s; their restored jobs are "
@@ -380,11 +538,20 @@ class MemberStops:
                 deadline_s,
                 ", ".join(f"member {user} of guild {guild}" for guild, user in undecided),
             )
-        log.info("start-up: %d member(s) with restored jobs checked with Discord", len(members))
+        log.info(
+            "start-up: %d of %d member(s) with restored jobs decided by Discord's answer",
+            decided_by_discord,
+            len(members),
+        )
 
-
-def _members_with_work(jobs: Iterable[journal.JobRecord]) -> list[tuple[int, int]]:
-    """The distinct (server, member) pairs of server jobs (DM jobs concern no server)."""
-    return list(
-        dict.fromkeys((job.guild_id, job.user_id) for job in jobs if job.guild_id is not None)
-    )
+    async def _apply(self, guild_id: int, user_id: int, standing: Standing, easel_id: int) -> None:
+        """What Discord said of the member, asked at start-up: their jobs in the server
+        cancelled when they are gone, in a timeout, or the server is gone."""
+        if standing.server_gone:
+            await self.cancel_jobs(guild_id, user_id, StopCause.SERVER_GONE, easel_id=easel_id)
+        elif standing.gone:
+            await self.cancel_jobs(guild_id, user_id, StopCause.GONE, easel_id=easel_id)
+        elif (until := standing.timed_out_until) is not None and until > self._clock():
+            await self.cancel_jobs(
+                guild_id, user_id, StopCause.TIMEOUT, easel_id=easel_id, until=until
+            )

@@ -97,7 +97,8 @@ def plan_comparison(base: RenderRequest, x: AxisValues, y: AxisValues | None) ->
     if len(cells) > MAX_CELLS:
         raise UserError(
             f"A comparison renders at most {MAX_CELLS} pictures; "
-            f"{_count(x)}{'' if y is None else ' x ' + _count(y)} is {len(cells)}."
+            f"{_count(x)}{'' if y is None else ' x ' + _count(y)} make {len(cells)}: "
+            "give fewer values."
         )
     plan: dict[str, Any] = {"cells": cells, "x": _axis_plan(x)}
     if y is not None:

@@ -148,10 +148,16 @@ def _check_renderable(picture: Picture, role: str) -> None:
         )
 
 
+def check_may_vary(picture: Picture) -> None:
+    """Refuse a picture no variation can be made of (its size), whatever the request: /vary
+    says so before it asks for a prompt the picture lacks."""
+    _check_renderable(picture, "picture to vary")
+
+
 def vary_request(base: RenderRequest, picture: Picture, strength: str | float) -> RenderRequest:
     """An img2img pass over ``picture`` with ``base``'s settings; ``strength`` is ``subtle``,
     ``strong`` or a number above 0 and at most 1 (how much may change)."""
-    _check_renderable(picture, "picture to vary")
+    check_may_vary(picture)
     denoise = vary_denoise(strength)
     return _from_picture(base, picture, "img2img", denoising_strength=denoise, options={})
 

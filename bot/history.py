@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -473,8 +474,31 @@ class History:
         running: the queue still owns it, and a result written after the erase would name
         the member again."""
         counted_since, period_end = quota_window(self._clock())
+        removed = Counter[str]()
+        broker_copies_left = False
+
+        async def remove_files(batch: store.ErasedJobs) -> None:
+            nonlocal broker_copies_left
+            # Before the next batch: a stop in between leaves no file of an erased job, and no
+            # broker copy unasked for (a rerun erases, and names, only the jobs left).
+            removed["pictures"] += await asyncio.to_thread(
+                remove_inside, self._images_dir, batch.image_paths
+            )
+            removed["uploads"] += await asyncio.to_thread(
+                remove_inside, self._inputs_dir, batch.input_paths
+            )
+            # Pictures of other jobs that only the erased ones read (a variation of a pruned
+            # result): their folders were kept for them; retention would not name them again.
+            await remove_unread_results(self._conn, self._images_dir, batch.input_paths)
+            if not broker_copies_left:  # once it failed, the rest expire on their own too
+                broker_copies_left = not await self._drop_broker_copies(batch.job_ids)
+
         erased = await accounting.erase_member(
-            self._conn, user_id, counted_since=counted_since, anonymise_at=period_end
+            self._conn,
+            user_id,
+            counted_since=counted_since,
+            anonymise_at=period_end,
+            erased_batch=remove_files,
         )
         if erased.unfinished:
             ids = ", ".join(f"`{job_id}`" for job_id in erased.unfinished)
@@ -482,21 +506,16 @@ class History:
                 f"Nothing was erased: your job(s) {ids} are still queued or running. Cancel "
                 "them with /cancel or wait until they finish, then run /forget-me again."
             )
+        # The erase's last step deleted the settings (a stop before it left them).
         self._member_settings.forget(user_id)
-        pictures = await asyncio.to_thread(remove_inside, self._images_dir, erased.image_paths)
-        uploads = await asyncio.to_thread(remove_inside, self._inputs_dir, erased.input_paths)
-        # Pictures of other jobs that only the erased ones read (a variation of a pruned
-        # result): their folders were kept for them; retention would not name them again.
-        await remove_unread_results(self._conn, self._images_dir, erased.input_paths)
-        broker_copies_left = not await self._drop_broker_copies(erased.job_ids)
         # The erased rows stay in the database file's older pages until the write-ahead log is
         # copied back, and in the log until it is emptied: both now, or (a reader holds the
         # log) at Retention's next sweep.
         await write_back_log(self._conn)
         return Forgotten(
             jobs=erased.jobs,
-            pictures=pictures,
-            uploads=uploads,
+            pictures=removed["pictures"],
+            uploads=removed["uploads"],
             ledger_rows_anonymised=erased.ledger_rows_anonymised,
             ledger_rows_deferred=erased.ledger_rows_deferred,
             deferred_until=period_end,

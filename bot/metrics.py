@@ -201,9 +201,11 @@ def watch_data_dir(data_dir: Path) -> None:
     _DATA_DIR_FREE.data_dir = data_dir
 
 
-def discord_http_trace() -> aiohttp.TraceConfig:
+def discord_http_trace(answered: Callable[[int], None] | None = None) -> aiohttp.TraceConfig:
     """A trace for discord.py's HTTP session (``Client(http_trace=...)``): counts error
-    answers and 429s, and times each interaction's first answer from its creation."""
+    answers and 429s, and times each interaction's first answer from its creation.
+    ``answered`` is told the interaction's id once its first answer ended for good: taken,
+    refused (a 4xx other than 429) or lost to the connection."""
 
     async def on_request_end(
         _session: aiohttp.ClientSession,
@@ -216,16 +218,25 @@ def discord_http_trace() -> aiohttp.TraceConfig:
         if status == 429:
             DISCORD_RATE_LIMITS.inc()
         callback = _INTERACTION_CALLBACK.search(params.url.path)
-        if callback is not None and status < 400:
-            created_s = (int(callback[1]) >> 22) / 1000 + _DISCORD_EPOCH_S
+        if callback is None:
+            return
+        interaction_id = int(callback[1])
+        if status < 400:
+            created_s = (interaction_id >> 22) / 1000 + _DISCORD_EPOCH_S
             ACK_LATENCY.observe(max(0.0, time.time() - created_s))
+        # discord.py tries a 5xx or a 429 again: only the last try is the answer.
+        if answered is not None and status < 500 and status != 429:
+            answered(interaction_id)
 
     async def on_request_exception(
         _session: aiohttp.ClientSession,
         _context: SimpleNamespace,
-        _params: aiohttp.TraceRequestExceptionParams,
+        params: aiohttp.TraceRequestExceptionParams,
     ) -> None:
         DISCORD_API_ERRORS.labels("connection").inc()
+        callback = _INTERACTION_CALLBACK.search(params.url.path)
+        if callback is not None and answered is not None:
+            answered(int(callback[1]))
 
     trace = aiohttp.TraceConfig()
     trace.on_request_end.append(on_request_end)

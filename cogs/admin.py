@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Collection, Sequence
+import json
+from bisect import bisect_right
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 import discord
@@ -32,11 +34,12 @@ from bot.policy.guild import (
 )
 from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
 from bot.policy.quota import QuotaLimits
+from bot.policy.unavailable import quoted
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import AdminRights, Dashboard
-from cogs.choices import matching_choices
+from cogs.choices import matching_choices, model_choices
 from cogs.common import MESSAGE_LIMIT, services_of
 from cogs.contexts import command_contexts
 from cogs.visibility import DISCORD_FAILED, is_age_restricted, member_may_read
@@ -56,6 +59,45 @@ _NSFW_LABELS = {
     NsfwPolicy.SPOILER: "post results as spoilers",
     NsfwPolicy.AGE_RESTRICTED_ONLY: "only in age-restricted channels",
 }
+# Discord shows a choice's name: the policy's own name (as the README writes it), not the
+# enum member's, and "server" and "member" for the quota scopes, as the rest of Easel says.
+_NSFW_CHOICES = [app_commands.Choice(name=p.value, value=p.value) for p in NsfwPolicy]
+_SCOPE_CHOICES = [
+    app_commands.Choice(name="server", value=LimitScope.GUILD.value),
+    app_commands.Choice(name="role", value=LimitScope.ROLE.value),
+    app_commands.Choice(name="member", value=LimitScope.USER.value),
+]
+
+
+def _list_name(which: GuildList) -> str:
+    """A server list as /easel-admin show names it: "allowed channels", "banned words"."""
+    kind = next((kind for kind, listed in ADDON_LISTS.items() if listed is which), None)
+    if kind is not None:
+        return f"allowed {_ADDON_PLURALS[kind]}"
+    return which.value.replace("_", " ") + "s"
+
+
+# What Discord's markdown could read in a banned word, escaped behind its spoiler: ``||`` would
+# close it early, and a backtick or emphasis could pair with one outside and swallow its end.
+_SPOILER_ESCAPES = str.maketrans({mark: "\\" + mark for mark in "\\|`*_~"})
+
+
+def _list_entry(which: GuildList, entry: str, room: int | None = None) -> str:
+    """One entry of a server list as Discord should show it: a channel or role as a mention,
+    a banned word behind a spoiler, a name as code; a word or name cut to ``room`` characters
+    first (None: whole), so the spoiler or code still closes."""
+    if which is GuildList.ALLOWED_CHANNEL:
+        return f"<#{entry}>"
+    if which is GuildList.PRIORITY_ROLE:
+        return f"<@&{entry}>"
+    if which is GuildList.BANNED_WORD:
+        return f"||{_cut(entry, room).translate(_SPOILER_ESCAPES)}||"
+    return quoted(_cut(entry, room))
+
+
+def _cut(text: str, room: int | None) -> str:
+    """``text`` in at most ``room`` characters (None: whole), an ellipsis marking a cut."""
+    return text if room is None or len(text) <= room else text[: room - 1] + "…"
 
 
 def _guild_id(interaction: discord.Interaction[Any]) -> int:
@@ -80,8 +122,8 @@ def describe_guild(
     ``default_in_use``: the model a request naming none gets (``GuildPolicy.default_model``),
     shown when it is not the server's own default (unset, or left out of its list)."""
 
-    def listed(which: GuildList, show: Callable[[str], str] = str) -> str:
-        shown = [show(entry) for entry in sorted(settings.entries(which))]
+    def listed(which: GuildList) -> str:
+        shown = [_list_entry(which, entry) for entry in sorted(settings.entries(which))]
         if not shown:
             return "—"
         kept, length = 0, 0
@@ -97,8 +139,7 @@ def describe_guild(
     return "\n".join(
         [
             "**Easel settings for this server**",
-            f"allowed channels: {listed(GuildList.ALLOWED_CHANNEL, lambda c: f'<#{c}>')}"
-            " (— means every channel)",
+            f"allowed channels: {listed(GuildList.ALLOWED_CHANNEL)} (— means every channel)",
             f"allowed models: {listed(GuildList.ALLOWED_MODEL)} (— means every model)",
             *(
                 f"allowed {_ADDON_PLURALS[kind]}: {listed(which)} (— means every installed {kind})"
@@ -110,9 +151,9 @@ def describe_guild(
                 if default_in_use is not None and default_in_use != settings.default_model
                 else ""
             ),
-            f"priority roles: {listed(GuildList.PRIORITY_ROLE, lambda r: f'<@&{r}>')}",
+            f"priority roles: {listed(GuildList.PRIORITY_ROLE)}",
             f"NSFW policy: {_NSFW_LABELS[NsfwPolicy(settings.nsfw_policy)]}",
-            f"banned words: {listed(GuildList.BANNED_WORD, lambda w: f'||{w}||')}"
+            f"banned words: {listed(GuildList.BANNED_WORD)}"
             + (
                 f" (and {operator_banned_words} more that Easel's operator bans everywhere)"
                 if operator_banned_words
@@ -139,20 +180,83 @@ def describe_guild_within(
     return describe_guild(settings, budget, operator_banned_words, default_in_use) + note
 
 
+def _audit_row(entry: AuditEntry, room: int | None = None) -> str:
+    """An audited change in the words of /easel-admin show, with mentions for channels,
+    roles and members (the journal keeps ids, setting keys and JSON); each word, name or
+    value in it cut to ``room`` characters (None: whole), never a mention or a spoiler."""
+    return f"<t:{int(entry.at)}:f> <@{entry.user_id}> {_change_text(entry, room)}"
+
+
+def _change_text(entry: AuditEntry, room: int | None) -> str:
+    old, new = entry.old_value, entry.new_value
+    if entry.setting in set(GuildList):
+        which = GuildList(entry.setting)
+        change = "added" if old is None else "removed"
+        return f"{_list_name(which)}: {change} {_list_entry(which, new or old or '', room)}"
+    if entry.setting == "nsfw_policy":
+        return f"NSFW policy: {_cut(_nsfw_label(old), room)} → {_cut(_nsfw_label(new), room)}"
+    if entry.setting == "default_model":
+        before, after = (_cut(model or "Easel default", room) for model in (old, new))
+        return f"default model: {before} → {after}"
+    scope, _, subject = entry.setting.removeprefix("quota:").partition(":")
+    if entry.setting.startswith("quota:") and scope in set(LimitScope):
+        whose = {
+            LimitScope.GUILD: "everyone",
+            LimitScope.ROLE: f"<@&{subject}>",
+            LimitScope.USER: f"<@{subject}>",
+        }[LimitScope(scope)]
+        return f"quota for {whose}: {_cut(_limits_text(json.loads(new or '{}')), room)}"
+    setting, before, after = (_cut(text, room) for text in (entry.setting, old or "—", new or "—"))
+    return f"{setting}: {before} → {after}"
+
+
+def _limits_text(limits: dict[str, float | None]) -> str:
+    """Quota limits as /easel-admin quota confirms them: "images per day: 5"."""
+    given = [f"{k.replace('_', ' ')}: {v:g}" for k, v in limits.items() if v is not None]
+    return ", ".join(given) or "unlimited"
+
+
+def _nsfw_label(policy: str | None) -> str:
+    return next((label for p, label in _NSFW_LABELS.items() if p.value == policy), policy or "—")
+
+
 def audit_text(entries: Sequence[AuditEntry]) -> str:
     """/easel-admin audit's message: settings changes, and what moderators did to jobs here
-    (withdrawals, restores), the one log of admin-side changes a server has; each line cut to
-    its share of one message, so that a long row never hides the others."""
+    (withdrawals, restores), the one log of admin-side changes a server has. Every row whole
+    while they fit one message; else each long row is cut to its share (``_fair_shares``), so
+    that a long row never hides the others."""
     title = "**Latest Easel settings changes, withdrawals and restores**"
-    share = (MESSAGE_LIMIT - len(title)) // max(len(entries), 1) - 1
-    lines = [
-        f"<t:{int(entry.at)}:f> <@{entry.user_id}> {entry.setting}: "
-        f"{entry.old_value or '—'} → {entry.new_value or '—'}"
-        for entry in entries
-    ]
+    rows = [_audit_row(entry) for entry in entries]
+    shares = _fair_shares([len(row) for row in rows], MESSAGE_LIMIT - len(title) - len(rows))
     return "\n".join(
-        [title, *(line if len(line) <= share else line[: share - 1] + "…" for line in lines)]
+        [
+            title,
+            *(
+                row if len(row) <= share else _audit_row_within(entry, share)
+                for entry, row, share in zip(entries, rows, shares, strict=True)
+            ),
+        ]
     )
+
+
+def _fair_shares(lengths: Sequence[int], room: int) -> list[int]:
+    """``room`` characters shared between texts of ``lengths``: the shortest first, each
+    its length or an equal share of what the shorter ones left, whichever is less (all
+    their lengths when they fit)."""
+    shares = list(lengths)
+    left, waiting = room, len(lengths)
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        shares[index] = min(lengths[index], left // waiting)
+        left, waiting = left - shares[index], waiting - 1
+    return shares
+
+
+def _audit_row_within(entry: AuditEntry, share: int) -> str:
+    """``entry``'s row with its values cut as little as fits ``share`` characters (its
+    mentions and labels are never cut: under 100 characters, far less than the share of one
+    of the 15 rows shown)."""
+    room = bisect_right(range(1, MESSAGE_LIMIT), share, key=lambda r: len(_audit_row(entry, r)))
+    return _audit_row(entry, max(room, 1))
 
 
 def _missing_audit_log(interaction: discord.Interaction[Any]) -> str:
@@ -195,8 +299,6 @@ class AdminCog(commands.Cog):
         which: GuildList,
         action: Action,
         value: str,
-        shown: str,
-        list_name: str | None = None,
         when_empty: str | None = None,
     ) -> None:
         """``when_empty``: what an empty ``which`` means, said when a removal empties it."""
@@ -204,7 +306,7 @@ class AdminCog(commands.Cog):
         changed = await self._policy.change_list(
             guild_id, interaction.user.id, which, value, add=action == "add"
         )
-        list_name = list_name or which.value.replace("_", " ") + "s"
+        shown, list_name = _list_entry(which, value), _list_name(which)
         if not changed:
             state = "already" if action == "add" else "not"
             await self._done(interaction, f"{shown} is {state} in the {list_name}; no change.")
@@ -241,9 +343,7 @@ class AdminCog(commands.Cog):
         action: Action,
         channel: app_commands.AppCommandChannel,
     ) -> None:
-        await self._change(
-            interaction, GuildList.ALLOWED_CHANNEL, action, str(channel.id), channel.mention
-        )
+        await self._change(interaction, GuildList.ALLOWED_CHANNEL, action, str(channel.id))
 
     @admin.command(name="model", description="Allow or disallow a model on this server")
     @app_commands.describe(action="add: allow it; remove: stop allowing it", name="Model name")
@@ -258,7 +358,6 @@ class AdminCog(commands.Cog):
             GuildList.ALLOWED_MODEL,
             action,
             name,
-            f"`{name}`",
             when_empty="every installed model is allowed here",
         )
 
@@ -281,7 +380,7 @@ class AdminCog(commands.Cog):
         if action == "add":
             registry = services_of(interaction).registry
             installed = await asyncio.to_thread(listable_addons, registry, addon_kind)
-            spelt = spelt_as_installed(addon_kind, name, installed)
+            spelt = spelt_as_installed(kind, name, installed)
         else:  # one listed, in any letter case: the list holds it as it was added
             listed = (await self._policy.settings(_guild_id(interaction))).entries(
                 ADDON_LISTS[addon_kind]
@@ -292,8 +391,6 @@ class AdminCog(commands.Cog):
             ADDON_LISTS[addon_kind],
             action,
             spelt,
-            f"`{spelt}`",
-            f"allowed {_ADDON_PLURALS[addon_kind]}",
             f"every installed {kind} is allowed here",
         )
 
@@ -316,11 +413,15 @@ class AdminCog(commands.Cog):
 
     @admin.command(name="default-model", description="The model used when a request names none")
     @app_commands.describe(name="Model name; leave empty for Easel's default")
+    @app_commands.autocomplete(name=model_choices)
     async def default_model(
         self,
         interaction: discord.Interaction[Any],
         name: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
+        if name is not None:  # a default nobody installed would refuse every plain /imagine
+            installed = await asyncio.to_thread(services_of(interaction).list_models)
+            name = spelt_as_installed("model", name, installed)
         await self._policy.set_default_model(_guild_id(interaction), interaction.user.id, name)
         await self._done(interaction, f"Default model: {name or 'Easel default'}.")
 
@@ -329,15 +430,19 @@ class AdminCog(commands.Cog):
     async def priority_role(
         self, interaction: discord.Interaction[Any], action: Action, role: discord.Role
     ) -> None:
-        await self._change(interaction, GuildList.PRIORITY_ROLE, action, str(role.id), role.mention)
+        await self._change(interaction, GuildList.PRIORITY_ROLE, action, str(role.id))
 
     @admin.command(name="nsfw", description="How this server handles NSFW generation")
     @app_commands.describe(
         policy="allow, post results as spoilers, or age-restricted channels only"
     )
-    async def nsfw(self, interaction: discord.Interaction[Any], policy: NsfwPolicy) -> None:
-        await self._policy.set_nsfw_policy(_guild_id(interaction), interaction.user.id, policy)
-        await self._done(interaction, f"NSFW policy: {_NSFW_LABELS[policy]}.")
+    @app_commands.choices(policy=_NSFW_CHOICES)
+    async def nsfw(
+        self, interaction: discord.Interaction[Any], policy: app_commands.Choice[str]
+    ) -> None:
+        chosen = NsfwPolicy(policy.value)
+        await self._policy.set_nsfw_policy(_guild_id(interaction), interaction.user.id, chosen)
+        await self._done(interaction, f"NSFW policy: {_NSFW_LABELS[chosen]}.")
 
     @admin.command(name="banned-word", description="Refuse prompts containing a word")
     @app_commands.describe(action="add or remove", word="A word or phrase (any case)")
@@ -347,22 +452,23 @@ class AdminCog(commands.Cog):
         action: Action,
         word: app_commands.Range[str, 1, BANNED_WORD_MAX_LENGTH],
     ) -> None:
-        await self._change(interaction, GuildList.BANNED_WORD, action, word, f"||{word}||")
+        await self._change(interaction, GuildList.BANNED_WORD, action, word)
 
     @admin.command(name="quota", description="Limits for the server, a role or a member")
     @app_commands.describe(
-        scope="guild: everyone's default; role or user: an override",
+        scope="server: everyone's default; role or member: an override",
         role="The role, for scope role",
-        member="The member, for scope user",
+        member="The member, for scope member",
         images_per_day="Pictures a day (empty: unlimited)",
         images_per_week="Pictures a week (empty: unlimited)",
         images_per_month="Pictures a month (empty: unlimited)",
         gpu_seconds_per_day="GPU seconds a day (empty: unlimited)",
     )
+    @app_commands.choices(scope=_SCOPE_CHOICES)
     async def quota(
         self,
         interaction: discord.Interaction[Any],
-        scope: LimitScope,
+        scope: app_commands.Choice[str],
         role: discord.Role | None = None,
         member: discord.Member | None = None,
         images_per_day: app_commands.Range[int, 0, 100_000] | None = None,
@@ -371,15 +477,16 @@ class AdminCog(commands.Cog):
         gpu_seconds_per_day: app_commands.Range[float, 0.0, 86_400.0] | None = None,
     ) -> None:
         guild_id = _guild_id(interaction)
-        if scope is LimitScope.GUILD:
+        limited = LimitScope(scope.value)
+        if limited is LimitScope.GUILD:
             subject_id, subject = guild_id, "everyone"
-        elif scope is LimitScope.ROLE:
+        elif limited is LimitScope.ROLE:
             if role is None:
                 raise UserError("Scope role needs the role option; pick the role to limit.")
             subject_id, subject = role.id, role.mention
         else:
             if member is None:
-                raise UserError("Scope user needs the member option; pick the member to limit.")
+                raise UserError("Scope member needs the member option; pick the member to limit.")
             subject_id, subject = member.id, member.mention
         limits = QuotaLimits(
             images_per_day=images_per_day,
@@ -387,11 +494,8 @@ class AdminCog(commands.Cog):
             images_per_month=images_per_month,
             gpu_seconds_per_day=gpu_seconds_per_day,
         )
-        await self._policy.set_quota(guild_id, interaction.user.id, scope, subject_id, limits)
-        given = [
-            f"{k.replace('_', ' ')}: {v:g}" for k, v in limits.as_mapping().items() if v is not None
-        ]
-        await self._done(interaction, f"Quota for {subject}: {', '.join(given) or 'unlimited'}.")
+        await self._policy.set_quota(guild_id, interaction.user.id, limited, subject_id, limits)
+        await self._done(interaction, f"Quota for {subject}: {_limits_text(limits.as_mapping())}.")
 
     @admin.command(name="preset", description="Share one of your presets with the server")
     @app_commands.describe(

@@ -3,7 +3,7 @@
 as GUILD_BAN_ADD (an unban as GUILD_BAN_REMOVE); a kick, and a timeout given or removed, only
 as GUILD_AUDIT_LOG_ENTRY_CREATE, which Discord sends only where Easel has View Audit Log (an
 AutoMod timeout too, as its own action naming no end). At start-up, Discord is asked about each
-member with restored work (``check_restored_jobs``)."""
+member with restored work, in the background (``start_restored_checks``)."""
 
 from __future__ import annotations
 
@@ -71,11 +71,12 @@ class BansCog(commands.Cog):
                 until=until.timestamp(),
             )
 
-    async def check_restored_jobs(self) -> None:
-        """For ``JobQueue.start``: after login, before the gateway connects (no guild is
-        cached yet, so members are fetched by ids over REST)."""
+    async def start_restored_checks(self) -> None:
+        """For ``JobQueue.start``: after login, before the gateway connects; the members are
+        asked about in the background meanwhile (fetched by ids over REST: no guild may be
+        cached yet)."""
         assert self._client.user is not None  # logged in: setup_hook runs after login
-        await self._stops.check_restored_jobs(self.standing, easel_id=self._client.user.id)
+        await self._stops.start_restored_checks(self.standing, easel_id=self._client.user.id)
 
     async def standing(self, guild_id: int, user_id: int) -> Standing:
         """GET /guilds/{guild}/members/{user}: 404 Unknown Member is a clear "gone", 404

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
+from bot.acknowledge_first import AcknowledgeFirst
 from bot.compare import redraws_by_seed
 from bot.images import check_upload_size
 from bot.jobs.accounting import Member
@@ -230,6 +231,7 @@ async def _thinking_in_public(interaction: discord.Interaction[Any]) -> Thinking
 class EaselClient(Protocol):
     queue: JobQueue
     results: DiscordResults
+    acknowledge_first: AcknowledgeFirst
 
 
 def client_of(interaction: discord.Interaction[Any]) -> EaselClient:
@@ -588,6 +590,10 @@ async def submit_from_interaction(
         return None
     if not interaction.response.is_done():  # else ``acknowledge``d before reading uploads
         await interaction.response.defer(thinking=True, ephemeral=private)
+    # In a burst, the commands received before this wait are acknowledged before its job is
+    # journaled: only their answers have a deadline (3 s). ACK_TARGET_S (0.3 s) at most; a crash
+    # meanwhile loses this acknowledged, unjournaled command (docs/performance.md).
+    await client_of(interaction).acknowledge_first.earlier_answered()
     if before_queueing is not None and (made_from := await before_queueing()) is not None:
         submission = dataclasses.replace(submission, parent_job_id=made_from)
     try:

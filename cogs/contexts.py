@@ -20,9 +20,12 @@ def command_contexts(*, allow_dms: bool) -> app_commands.AppCommandContext:
 
 
 class EaselCommandTree(app_commands.CommandTree[Any]):
-    """Refuses a command invoked where its contexts do not allow it, whatever Discord sent."""
+    """Refuses a command invoked where its contexts do not allow it, whatever Discord sent;
+    tells the bot's ``acknowledge_first`` (bot.acknowledge_first) of each command as it arrives."""
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        if interaction.type is discord.InteractionType.application_command:
+            self.client.acknowledge_first.received(interaction.id)
         if interaction.guild_id is not None or self._allows_dm(interaction):
             return True
         if interaction.type is discord.InteractionType.autocomplete:

@@ -40,8 +40,11 @@ class ControlMenuCog(commands.Cog):
     async def use_as_control(
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
-        # The same reading rules as the other menus, before the modal opens (and again when
-        # it is submitted: the picture is read then).
+        # Where Easel works, and the same reading rules as the other menus, before the modal
+        # opens (and again when it is submitted: the picture is read then, the job admitted).
+        await services_of(interaction).guild_policy.check_channel(
+            interaction.guild_id, interaction.channel_id
+        )
         await check_member_may_use(interaction, message)
         picture = picture_of(message, MENU_NAME)  # a message without a picture opens no form
         await check_posted_picture(interaction, message, picture.filename)

@@ -19,6 +19,7 @@ from bot.edits import (
     InpaintSettings,
     Picture,
     check_mask_paints,
+    check_may_vary,
     inpaint_request,
     input_path,
     request_from_infotext,
@@ -226,6 +227,7 @@ class EditCog(commands.Cog):
             picture, posted_as = await picture_with_story(
                 interaction, saved, source, image.filename
             )
+            check_may_vary(picture)  # no prompt makes its size right: said first
             models = await allowed_model_names(interaction)
             base = request_from_infotext(picture.infotext, prompt, models)
             request = vary_request(base, picture, denoise)

@@ -18,6 +18,15 @@ from inference.infotext import InfotextError
 
 log = logging.getLogger(__name__)
 
+# Permissions whose name in Discord's client is not discord.py's attribute name title-cased.
+_CLIENT_NAMES = {"manage_guild": "Manage Server"}
+
+
+def permission_names(missing: list[str]) -> str:
+    """discord.py's permission attributes as Discord's client names them (``manage_guild``:
+    Manage Server), so that a member finds them in the server's settings."""
+    return ", ".join(_CLIENT_NAMES.get(name) or name.replace("_", " ").title() for name in missing)
+
 
 def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     """The sentence for an error the member can fix and why they were refused, or None for an
@@ -29,7 +38,7 @@ def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     if isinstance(cause, RequestError | InfotextError):
         return str(cause), Reason.INPUT
     if isinstance(cause, app_commands.MissingPermissions):
-        needed = ", ".join(p.replace("_", " ") for p in cause.missing_permissions)
+        needed = permission_names(cause.missing_permissions)
         sentence = f"You need the {needed} permission to use this; ask a server admin."
         return sentence, Reason.PERMISSION
     if isinstance(cause, app_commands.NoPrivateMessage):

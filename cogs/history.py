@@ -45,6 +45,7 @@ from cogs.visibility import (
     is_age_restricted,
     made_age_restricted,
 )
+from cogs.wording import NO_PROMPT, counted
 from inference.compare import is_comparison
 
 _PROMPT_PREVIEW = 80
@@ -73,11 +74,10 @@ def render_page(page: HistoryPage, search: str | None) -> str:
         elif line.withdrawn:
             state = "removed by a moderator"
         else:
-            state = f"{line.status}, {line.image_count} image(s)"
-        lines.append(
-            f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — "
-            f"{quoted(prompt, _PROMPT_PREVIEW)}"
-        )
+            state = f"{line.status}, {counted(line.image_count, 'image')}"
+        # A job made from an upload alone (an /upscale) has no prompt to quote.
+        shown = quoted(prompt, _PROMPT_PREVIEW) or NO_PROMPT
+        lines.append(f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — {shown}")
     lines.append("Use `/show job_id` to post one again.")
     return "\n".join(lines)
 
@@ -213,14 +213,16 @@ class PostsOutcome:
 def outcome_text(outcome: PostsOutcome) -> str:
     """The line /forget-me's answer gets once its deletes ended. Those that stay are tried
     again (the first failure is never the last: ``bot.history.POST_DELETE_TRIES``)."""
-    text = f"Removed {outcome.removed} of {outcome.asked} posted message(s) from channels."
+    asked = counted(outcome.asked, "posted message")
+    text = f"Removed {outcome.removed} of {asked} from channels."
     if not outcome.kept:
         return text
     reasons = ", ".join(f"{count} {why}" for why, count in outcome.kept.most_common())
+    left = outcome.kept.total()
+    stay, them = ("stays", "it") if left == 1 else ("stay", "them")
     return (
-        f"{text} {outcome.kept.total()} stay for now ({reasons}): Easel tries again over the "
-        f"next {post_delete_retry_days()} days; a moderator of that server can delete them "
-        "sooner."
+        f"{text} {left} {stay} for now ({reasons}): Easel tries again over the next "
+        f"{post_delete_retry_days()} days; a moderator of that server can delete {them} sooner."
     )
 
 
@@ -469,9 +471,21 @@ class HistoryCog(commands.Cog):
         except Exception:
             self._forget_me_cooldown.release(member_id)  # it failed: they may try again at once
             raise
+        posts = (
+            f" Removing {counted(len(forgotten.posts), 'posted message')} from channels…"
+            if forgotten.posts
+            else ""
+        )
+        anonymised = (
+            " Your older quota use no longer carries your id (the server keeps the amounts)."
+            if forgotten.ledger_rows_anonymised
+            else ""
+        )
+        # "too" only after the sentence above: alone, it would point at nothing.
+        too = " too" if anonymised else ""
         deferred = (
-            f" {forgotten.ledger_rows_deferred} more still count towards your current limits "
-            f"and lose your id when those periods end, <t:{int(forgotten.deferred_until)}:f>."
+            " What still counts towards your current limits keeps your id until those periods "
+            f"end, <t:{int(forgotten.deferred_until)}:f>, then loses it{too}."
             if forgotten.ledger_rows_deferred
             else ""
         )
@@ -482,11 +496,10 @@ class HistoryCog(commands.Cog):
             else ""
         )
         reply = await interaction.followup.send(
-            f"Done: erased {forgotten.jobs} job(s), {forgotten.pictures} stored picture(s), "
-            f"{forgotten.uploads} uploaded picture(s) and your settings, and removing "
-            f"{len(forgotten.posts)} posted message(s) from channels…; anonymised "
-            f"{forgotten.ledger_rows_anonymised} quota record(s) (the server keeps the amounts, "
-            f"not your id).{deferred}{broker} Copies sent to you by direct message stay: "
+            f"Done: erased {counted(forgotten.jobs, 'job')}, "
+            f"{counted(forgotten.pictures, 'stored picture')}, "
+            f"{counted(forgotten.uploads, 'uploaded picture')} and your settings."
+            f"{posts}{anonymised}{deferred}{broker} Copies sent to you by direct message stay: "
             "delete those there.",
             ephemeral=True,
             wait=True,

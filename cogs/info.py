@@ -51,8 +51,12 @@ async def _acknowledge_privately(
 ) -> None:
     """The answer is the member's alone: acknowledged privately before ``picture`` is
     downloaded and decoded (seconds for a large one, past Discord's 3 s), unless Discord's
-    size for it refuses it at once."""
+    size for it or the channel's rules of now refuse it at once: a job's prompt is read from
+    the journal only where Easel works, as the result buttons and the other menus read it."""
     check_upload_size(picture.filename, picture.size)
+    await services_of(interaction).guild_policy.check_channel(
+        interaction.guild_id, interaction.channel_id
+    )
     await interaction.response.defer(ephemeral=True, thinking=True)
 
 

@@ -13,6 +13,7 @@ from bot.jobs.queue import CancelOutcome
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
 from cogs.common import acting_member, queue_of, quoted, services_of, tell
+from cogs.wording import NO_PROMPT, counted
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
@@ -80,15 +81,18 @@ class JobsCog(commands.Cog):
         mine = await services_of(interaction).history.unfinished(
             interaction.user.id, guild_id=interaction.guild_id
         )
-        lines = [f"**Queue** — {queue.queued_count()} job(s) waiting in all."]
+        lines = [f"**Queue** — {counted(queue.queued_count(), 'job')} waiting in all."]
         for line in mine[:_MAX_QUEUE_LINES]:
             state = await queue.state(line.job_id)
             if state is None:
                 continue
-            where = "rendering" if state.position is None else state.place()
-            wait = state.wait()
-            eta = f", done in {wait}" if wait is not None else ""
-            prompt = quoted(line.prompt, _PROMPT_PREVIEW)
+            if state.awaiting_check:  # restored at start-up: Easel asks Discord about them
+                where = "waiting for Easel's start-up check"
+            else:
+                where = "rendering" if state.position is None else state.place()
+            eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""
+            # A job made from an upload alone (an /upscale) has no prompt to quote.
+            prompt = quoted(line.prompt, _PROMPT_PREVIEW) or NO_PROMPT
             lines.append(f"`{line.job_id}` {where}{eta} — {prompt}")
         if not mine:
             lines.append("You have no queued or running jobs here.")

@@ -68,6 +68,11 @@ MAX_REGION_CHARS = 200
 MAX_WAITING_REGIONS = 4
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
+# The web page's words for the channel's rules of now refusing a link made there before.
+_CLOSED_SINCE = (
+    "Easel is no longer enabled where this picture was posted, so its editor is closed; use "
+    "Easel in a channel where it is enabled."
+)
 STOPPED_IN_SERVER = (
     "You were banned, kicked or timed out in that server: Easel makes nothing for you there now."
 )
@@ -203,7 +208,12 @@ class RegionOffers:
 
     async def _linked_job(self, link: RegionLink) -> StoredJob:
         """The link's job, still in the server it was made in, its picture still stored and
-        still shown (not withdrawn, no word banned since: the page shows it too)."""
+        still shown (not withdrawn, no word banned since: the page shows it too), while Easel
+        is still enabled in the link's channel (its rules of now, as a button there reads)."""
+        try:
+            await self._services.guild_policy.check_channel(link.guild_id, link.channel_id)
+        except UserError:
+            raise LinkRefused(_CLOSED_SINCE) from None  # its words name Discord channels
         job = await self._services.history.job(link.job_id)
         if job is None or job.guild_id != link.guild_id or link.idx >= len(job.image_paths):
             raise LinkRefused(_GONE)

@@ -137,6 +137,7 @@ class PresetsCog(commands.Cog):
         await tell(interaction, f"Saved your preset {saved.describe()}")
 
     @presets.command(name="delete", description="Delete one of your presets")
+    @app_commands.describe(name="Which of your presets (see /presets list)")
     @app_commands.autocomplete(name=preset_choices)
     async def delete(
         self,

@@ -422,8 +422,9 @@ async def mark_delivered(conn: aiosqlite.Connection, job_id: str, now: float) ->
     post in a server's channel is one of its job's posts (``job_messages``) already: the sink
     links it as soon as it is posted (``History.result_posted``), before this. Whether the job
     is still there (False: its maker's /forget-me erased it while it was posted)."""
-    # Wholly before or after /forget-me's transaction (erase_user), never inside it: the job
-    # is either erased there with its posts, or found missing here and its post deleted.
+    # Wholly before or after the /forget-me transaction that erases the job (erase_user's
+    # batch), never inside it: the job is either erased there with its posts, or found
+    # missing here and its post deleted.
     async with outside_transactions(conn):
         cursor = await conn.execute(
             "UPDATE jobs SET delivered_at = ?, interaction_token = NULL WHERE id = ?",
@@ -540,9 +541,9 @@ async def record_job_message(
     maker's /forget-me erased it while it was posted, nothing is recorded and the caller
     deletes the post, which nothing would delete any more."""
     guild_id, channel_id = posted_in or (None, None)
-    # Wholly before or after /forget-me's transaction (erase_user), never inside it: the
-    # post is either unlinked and returned there, or found missing here and deleted by its
-    # poster.
+    # Wholly before or after the /forget-me transaction that erases the job (erase_user's
+    # batch), never inside it: the post is either unlinked and returned there, or found
+    # missing here and deleted by its poster.
     async with outside_transactions(conn):
         cursor = await conn.execute(
             "INSERT OR IGNORE INTO job_messages"

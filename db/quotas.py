@@ -346,28 +346,42 @@ def _limits(row: Iterable[object]) -> Limits:
     return values
 
 
+# /forget-me erases the member's jobs before their ledger rows: those left are jobs started
+# during it, which name the member, and so do their rows.
+_NOT_OF_KEPT_JOBS = " AND job_id NOT IN (SELECT id FROM jobs WHERE user_id = :member)"
+
+
 async def anonymise_user(
-    conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
-) -> tuple[int, int]:
-    """The member's ledger rows lose their id (user_id 0, never a Discord id; amounts, guild
-    and times stay for the server's accounting). Rows of jobs reserved at or after
-    ``counted_since`` still count towards the member's current limits: they keep the id until
-    ``anonymise_at`` (``anonymise_due`` then), or forgetting oneself would give quota back.
-    Returns (rows anonymised now, rows deferred). Two statements: run it inside the caller's
-    transaction (``db.history.erase_user`` does)."""
+    conn: aiosqlite.Connection, user_id: int, *, counted_since: float, at_most: int
+) -> int:
+    """Up to ``at_most`` of the member's ledger rows lose their id (user_id 0, never a Discord
+    id; amounts, guild and times stay for the server's accounting); returns how many. Rows of
+    jobs reserved at or after ``counted_since`` still count towards the member's current
+    limits: they keep the id (``defer_anonymising``), or forgetting oneself would give quota
+    back. Rows of a job the member still has (one started during /forget-me) stay with it.
+    The caller repeats it, each in its own transaction, until fewer go
+    (``db.history.erase_user``): a member's rows of years are many."""
     # ``+kind``, ``+at``: the member's rows by quota_ledger_usage; on quota_ledger_at SQLite
     # would read every member's reservations of the month (a second at 600,000 jobs).
     cursor = await conn.execute(
-        "UPDATE quota_ledger SET user_id = 0, anonymise_at = NULL WHERE user_id = ?"
+        "UPDATE quota_ledger SET user_id = 0, anonymise_at = NULL WHERE rowid IN ("
+        f"SELECT rowid FROM quota_ledger WHERE user_id = :member{_NOT_OF_KEPT_JOBS}"
         " AND job_id NOT IN (SELECT job_id FROM quota_ledger"
-        " WHERE +kind = 'reserve' AND user_id = ? AND +at >= ?)",
-        (user_id, user_id, counted_since),
+        " WHERE +kind = 'reserve' AND user_id = :member AND +at >= :since) LIMIT :at_most)",
+        {"member": user_id, "since": counted_since, "at_most": at_most},
     )
-    anonymised = cursor.rowcount
+    return cursor.rowcount
+
+
+async def defer_anonymising(conn: aiosqlite.Connection, user_id: int, anonymise_at: float) -> int:
+    """The member's rows ``anonymise_user`` left (those their current quota periods count, not
+    those of a job the member still has) lose their id at ``anonymise_at``
+    (``anonymise_due``); returns how many."""
     cursor = await conn.execute(
-        "UPDATE quota_ledger SET anonymise_at = ? WHERE user_id = ?", (anonymise_at, user_id)
+        f"UPDATE quota_ledger SET anonymise_at = :at WHERE user_id = :member{_NOT_OF_KEPT_JOBS}",
+        {"at": anonymise_at, "member": user_id},
     )
-    return anonymised, cursor.rowcount
+    return cursor.rowcount
 
 
 async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:

@@ -201,7 +201,7 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
             "EASEL_QUEUE_URL is empty: set it to the broker the bot uses, "
             "e.g. nats://127.0.0.1:4222"
         )
-    from bot.app import engine_factory_for
+    from bot.engines import engine_factory_for
     from bot.jobs.broker.wire import BrokerUnavailable
     from bot.jobs.broker.worker import WorkerConfig, run_worker
     from bot.logging_setup import install_logging
@@ -431,7 +431,7 @@ def cmd_upscale(args: argparse.Namespace, settings: Settings) -> int:
 
 def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> int:
     """Render on the first device and print each PNG's path."""
-    from bot.app import engine_factory_for
+    from bot.engines import engine_factory_for
     from inference.devices import resolve_devices
     from inference.prompts import picture_seeds
     from inference.types import RenderInputError

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -276,16 +276,27 @@ async def set_limits(
 
 
 async def erase_member(
-    conn: aiosqlite.Connection, user_id: int, *, counted_since: float, anonymise_at: float
+    conn: aiosqlite.Connection,
+    user_id: int,
+    *,
+    counted_since: float,
+    anonymise_at: float,
+    erased_batch: Callable[[member_data.ErasedJobs], Awaitable[None]],
 ) -> member_data.ErasedData:
-    """/forget-me's erase (``db.history.erase_user``), which rewrites the member's ledger rows."""
-    erased = await member_data.erase_user(
-        conn, user_id, counted_since=counted_since, anonymise_at=anonymise_at
-    )
-    kept = _kept(conn)
-    kept.usage.drop_where(lambda key: key[0] == user_id)
-    kept.limits.drop_where(lambda key: key[1] == user_id)
-    return erased
+    """/forget-me's erase (``db.history.erase_user``), which rewrites the member's ledger rows
+    (in batches: also when one fails after others were written)."""
+    try:
+        return await member_data.erase_user(
+            conn,
+            user_id,
+            counted_since=counted_since,
+            anonymise_at=anonymise_at,
+            erased_batch=erased_batch,
+        )
+    finally:
+        kept = _kept(conn)
+        kept.usage.drop_where(lambda key: key[0] == user_id)
+        kept.limits.drop_where(lambda key: key[1] == user_id)
 
 
 async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -139,6 +139,8 @@ class QueueSnapshot:
 
     running: tuple[RunningJob, ...]
     queued: tuple[QueuedJob, ...]
+    # Handed out, held back by the caller before they start (never filled here).
+    awaiting_check: tuple[QueuedJob, ...] = ()
 
 
 # A user with nothing queued or running is forgotten once idle this long (their memory would
@@ -237,6 +239,8 @@ class FairScheduler:
         self._tickets: dict[str, tuple[_Ticket, _LaneKey]] = {}
         self._running: dict[str, RunningJob] = {}
         self._running_seq: dict[str, int] = {}  # submission order, kept for requeue
+        # Each running job's start number, and its user's before it (``put_back_unstarted``).
+        self._starts_of: dict[str, tuple[int, int]] = {}
         self._guild_running: Counter[int | None] = Counter()
         self._views: dict[str | None, _View] = {None: _View(None)}
         # (time, user id, version): when one of that user's waiting jobs gets promoted by aging.
@@ -317,6 +321,7 @@ class FairScheduler:
             if not lane:
                 del user.lanes[lane_key]
             self._last_start_seq += 1
+            self._starts_of[job.job_id] = (self._last_start_seq, user.start_seq)
             user.start_seq = self._last_start_seq
             heapq.heappush(self._starts, (user.start_seq, job.user_id))
             self._forgotten.discard(job.user_id)
@@ -364,6 +369,28 @@ class FairScheduler:
         seq = self._release(job_id)
         self._enqueue(_Ticket(seq, job))
 
+    def put_back_unstarted(self, job_id: str) -> None:
+        """Put a job handed out but never started (held back before its render) back in the
+        queue at its place, its user back at the round-robin place they had before its
+        hand-out: unlike ``requeue``, no render was lost, so no turn was used. A later start
+        of theirs stands, in place of this one."""
+        if job_id not in self._running:
+            raise KeyError(f"job {job_id} is not running, so it cannot be put back")
+        user_id = self._running[job_id].job.user_id
+        started, before = self._starts_of[job_id]
+        user = self._users[user_id]
+        if user.start_seq == started:
+            user.start_seq = before
+            if before == _RETURNED:
+                self._forgotten.add(user_id)  # as they were, should they leave idle again
+            elif before >= _FIRST_START:
+                heapq.heappush(self._starts, (before, user_id))  # its entry may be dropped
+        else:  # their later start now follows the one before this
+            for other, (later, previous) in self._starts_of.items():
+                if previous == started:
+                    self._starts_of[other] = (later, before)
+        self.requeue(job_id)  # re-indexes the user at the place restored
+
     # ---- queries ---------------------------------------------------------------------------
 
     def could_grow(self, batch: list[QueuedJob]) -> bool:
@@ -386,11 +413,14 @@ class FairScheduler:
         place = self._queue_order(now).place_of(job_id, counted)
         return counted if place is None else place
 
-    def eta(self, job_id: str, now: float) -> float | None:
+    def eta(
+        self, job_id: str, now: float, *, not_rendering: Collection[str] = frozenset()
+    ) -> float | None:
         """Estimated time (same clock as ``now``) this queued job's render finishes.
 
-        The remaining work of running jobs and the ``est_seconds`` of the jobs ahead are shared
-        among the known devices. None when the job is not queued. For a job further back than
+        The remaining work of running jobs (but those ``not_rendering``: handed out, held back
+        by the caller) and the ``est_seconds`` of the jobs ahead are shared among the known
+        devices. None when the job is not queued. For a job further back than
         ``positions_counted`` only the counted jobs ahead are summed: a lower bound.
         """
         found = self._tickets.get(job_id)
@@ -402,6 +432,7 @@ class FairScheduler:
         running_left = sum(
             max(0.0, running.job.est_seconds - (now - running.started_at))
             for running in self._running.values()
+            if running.job.job_id not in not_rendering
         )
         devices = max(1, len(self._views) - 1)
         work_ahead = running_left + order.work_before[index]
@@ -470,6 +501,7 @@ class FairScheduler:
         if not self._guild_running[guild_id]:
             del self._guild_running[guild_id]
         self._note_if_idle(running.job.user_id)
+        del self._starts_of[job_id]
         return self._running_seq.pop(job_id)
 
     def _note_if_idle(self, user_id: int) -> None:

@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
-from bot.policy.unavailable import named_at_most, quoted, unavailable_here
+from bot.policy.unavailable import closest_of, named_at_most, quoted, unavailable_here
 from bot.user_errors import UserError
 from db.guild_settings import GuildList, GuildSettings
 from inference.control_units import OPTION_KEY as CONTROL_UNITS
@@ -241,19 +241,25 @@ def spelt_as_among(name: str, names: Iterable[str]) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
-def spelt_as_installed(kind: AddonKind, name: str, installed: Iterable[str]) -> str:
-    """``name`` as the installed file of ``kind`` an admin's list takes is spelt
-    (``spelt_as_among``), else ``UserError``: none is installed, or several differ from it in
-    letter case only (named: which one is meant is not guessed)."""
+def spelt_as_installed(what: str, name: str, installed: Iterable[str]) -> str:
+    """``name`` as the installed ``what`` ("model", "LoRA"...) an admin names is spelt
+    (``spelt_as_among``), else ``UserError``: none is installed at all (the operator's to
+    fix), several differ from it in letter case only (named: which one is meant is not
+    guessed), or none is it (the closest ones, and the command's name choices listing them)."""
     files = list(installed)
     spelt = spelt_as_among(name, files)
     if spelt is not None:
         return spelt
+    if not files:
+        raise UserError(f"No {what} is installed; ask Easel's operator to install one.")
     alike = sorted(file for file in files if file.casefold() == name.casefold())
     if alike:
         spellings = " and ".join(map(quoted, alike))
-        raise UserError(f"{quoted(name)} matches the {kind}s {spellings}; type one exactly.")
-    raise UserError(f"No {kind} named {quoted(name)} is installed; pick one from the name choices.")
+        raise UserError(f"{quoted(name)} matches the {what}s {spellings}; type one exactly.")
+    raise UserError(
+        f"No {what} named {quoted(name)} is installed{closest_of(name, files)} "
+        "Pick one from the name choices."
+    )
 
 
 def installed_addons(registry: ModelRegistry, kind: AddonKind) -> list[str]:

@@ -148,9 +148,7 @@ def plan_request(
         request = dataclasses.replace(request, seed=random_seed())
     if request.variation_seed == -1:  # stored concrete: one picture of it is made again alike
         request = dataclasses.replace(request, variation_seed=random_seed())
-    # As the engine reads them: no folder, no wildcards (``__name__`` stays as typed).
-    has_folder = wildcards_dir is not None and wildcards_dir.is_dir()
-    library = RecordedDraws(wildcards_dir if has_folder else None)
+    library = RecordedDraws(_wildcards_read(wildcards_dir))
     pictures = [_with_texts_rendered(picture) for picture in _requests_rendered(request)]
     named_embeddings = addons.embeddings_read(embeddings)
     try:
@@ -178,9 +176,9 @@ def plan_request(
             for index in range(picture.count)
         ]
     except PromptError as error:
-        raise UserError(f"{error}; fix the prompt and try again.") from None
+        raise UserError(_then(error, "fix the prompt and try again.")) from None
     except RenderInputError as error:  # an unknown sampler (``calls_per_step``)
-        raise UserError(f"{error}; fix the settings and try again.") from None
+        raise UserError(_then(error, "fix the settings and try again.")) from None
     renderings = (rendering for plan in planned for rendering in plan.renderings())
     if word := find_banned_rendering(renderings, banned_words):
         raise UserError(
@@ -237,7 +235,7 @@ def _requests_rendered(request: RenderRequest) -> list[RenderRequest]:
     try:
         return cells_planned_apart(cell_requests(request))
     except RenderInputError as error:
-        raise UserError(f"{error}; fix the comparison and try again.") from None
+        raise UserError(_then(error, "fix the comparison and try again.")) from None
 
 
 def _with_texts_rendered(request: RenderRequest) -> RenderRequest:
@@ -303,7 +301,7 @@ def _prompts_planned(request: RenderRequest) -> list[tuple[str, str, int, int | 
                 planned.append(("the prompt", request.prompt, hires_steps, request.steps))
         faces = FaceOptions.from_options(request.options)
     except RenderInputError as error:  # e.g. settings pasted without a size, never validated
-        raise UserError(f"{error}; fix the settings and try again.") from None
+        raise UserError(_then(error, "fix the settings and try again.")) from None
     if faces.prompt is not None:
         planned.append(("the fix-faces prompt", faces.prompt, request.steps, None))
     return planned
@@ -328,9 +326,25 @@ def explain_prompt(
     check_prompt_length(prompt, "the prompt")
     check_prompt_length(negative, "the negative prompt")
     try:
-        return explain(prompt, negative, steps=steps, wildcards_dir=wildcards_dir)
+        return explain(prompt, negative, steps=steps, wildcards_dir=_wildcards_read(wildcards_dir))
     except PromptError as error:
-        raise UserError(f"{error}; fix the prompt and try again.") from None
+        raise UserError(_then(error, "fix the prompt and try again.")) from None
+
+
+def _wildcards_read(wildcards_dir: Path | None) -> Path | None:
+    """The wildcard folder as the engine reads it: no folder, no wildcards (``__name__``
+    stays as typed), so that /explain and a render agree."""
+    return wildcards_dir if wildcards_dir is not None and wildcards_dir.is_dir() else None
+
+
+def _then(error: Exception, advice: str) -> str:
+    """The error's sentence, then ``advice``: after "; " unless the sentence already ended."""
+    sentence = str(error)
+    return (
+        f"{sentence} {advice[0].upper()}{advice[1:]}"
+        if sentence.endswith((".", "?"))
+        else f"{sentence}; {advice}"
+    )
 
 
 def server_readers_busy(guild_id: int | None) -> str:

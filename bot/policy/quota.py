@@ -193,10 +193,17 @@ class Refusal:
                 "included; ask the admins."
             )
         if self.requested > self.limit:
-            return (
-                f"This request needs {_number(self.requested)} {unit} but the limit is "
-                f"{_number(self.limit)} {unit} per {self.period.value}; ask for less."
+            needs = (
+                f"This request needs {_amount(self.requested, unit)} but the limit is "
+                f"{_amount(self.limit, unit)} per {self.period.value}"
             )
+            if self.used < self.limit:
+                return f"{needs}; ask for less."
+            # Asking for less cannot help before the reset either. A member asks for pictures,
+            # not GPU-seconds (the cost of the pictures, steps and size asked for).
+            fewer = f"at most {_number(self.limit)}" if self.resource == "images" else "less"
+            used = f"you have used {_number(self.used)} {when}"
+            return f"{needs} and {used}; ask for {fewer} after {reset}"
         if self.used >= self.limit:
             return (
                 f"You have used {_number(self.used)} of {_number(self.limit)} {unit} {when}; "
@@ -204,9 +211,15 @@ class Refusal:
             )
         left = self.limit - self.used
         return (
-            f"This request needs {_number(self.requested)} {unit} but you have "
+            f"This request needs {_amount(self.requested, unit)} but you have "
             f"{_number(left)} of {_number(self.limit)} left {when}; {reset}"
         )
+
+
+def _amount(value: float, unit: str) -> str:
+    """``value`` of ``unit`` (a plural: "images", "GPU-seconds"), singular for exactly 1."""
+    number = _number(value)
+    return f"{number} {unit.removesuffix('s') if number == '1' else unit}"
 
 
 def _number(value: float) -> str:

@@ -91,6 +91,10 @@ def apply_style(
     """``prompt`` and ``negative`` with the style named ``name`` applied."""
     style = styles.get(name)
     if style is None:
-        known = ", ".join(sorted(styles)[:10]) or "none are defined (styles.csv is missing)"
+        if not styles:
+            raise RequestError(f"style {name!r} does not exist: this bot has no styles")
+        listed = sorted(styles)
+        more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+        known = ", ".join(listed[:10]) + more
         raise RequestError(f"style {name!r} does not exist; known styles: {known}")
     return _merge(prompt, style.prompt), _merge(negative or "", style.negative_prompt)

@@ -12,7 +12,7 @@ from difflib import get_close_matches
 from bot.user_errors import Reason, UserError
 from inference.quoting import cut
 
-__all__ = ["MAX_NAMED", "named_at_most", "quoted", "unavailable_here"]
+__all__ = ["MAX_NAMED", "closest_of", "named_at_most", "quoted", "unavailable_here"]
 
 # A refusal names up to this many usable names, then says how many more there are.
 MAX_NAMED = 10
@@ -31,12 +31,17 @@ def unavailable_here(
     sentence = f"The {what} {quoted(typed)} is not installed or not allowed here"
     if not names:
         return UserError(f"{sentence}; there is none you may use here.", Reason.MODEL)
+    return UserError(
+        f"{sentence}{closest_of(typed, names)} You may use: {named_at_most(names, listed_by)}.",
+        Reason.MODEL,
+    )
+
+
+def closest_of(typed: str, names: Collection[str]) -> str:
+    """The end of a sentence refusing ``typed``: "; did you mean" the closest of ``names``
+    to it, else a full stop."""
     closest = get_close_matches(typed, names, n=_CLOSEST)
-    if closest:
-        sentence += f"; did you mean {' or '.join(map(quoted, closest))}?"
-    else:
-        sentence += "."
-    return UserError(f"{sentence} You may use: {named_at_most(names, listed_by)}.", Reason.MODEL)
+    return f"; did you mean {' or '.join(map(quoted, closest))}?" if closest else "."
 
 
 def named_at_most(usable: Collection[str], listed_by: str | None = None) -> str:

@@ -288,10 +288,12 @@ class Dashboard:
         snapshot = self._queue.snapshot(QUEUE_SHOWN)
         devices = {running.job.job_id: running.device for running in snapshot.running}
         positions = {job.job_id: place for place, job in enumerate(snapshot.queued)}
+        awaiting_check = {job.job_id for job in snapshot.awaiting_check}
         now = time.time()
+        listed = devices.keys() | positions.keys() | awaiting_check
         unfinished = sorted(
-            await queries.unfinished_jobs(self._conn, guild_id, devices.keys() | positions.keys()),
-            key=lambda job: (positions.get(job.job_id, -1), job.created_at),  # running first
+            await queries.unfinished_jobs(self._conn, guild_id, listed),
+            key=lambda job: (positions.get(job.job_id, -1), job.created_at),  # unqueued first
         )
         unfinished_in_all = await queries.unfinished_count(self._conn, guild_id)
         candidates = await queries.picture_channels(self._conn, guild_id)
@@ -319,6 +321,7 @@ class Dashboard:
                     "status": job.status,
                     "device": devices.get(job.job_id),
                     "position": positions[job.job_id] + 1 if job.job_id in positions else None,
+                    "awaiting_check": job.job_id in awaiting_check,
                     "waited_s": max(0.0, now - job.created_at),
                     "readable": job.channel_id in readable,
                     "prompt": job.prompt if job.channel_id in readable else None,

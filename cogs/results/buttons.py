@@ -48,6 +48,7 @@ from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
 from cogs.visibility import check_member_may_act_here, check_member_may_read_channel
+from cogs.wording import NO_PROMPT, counted
 from inference.types import RenderRequest
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,16 @@ async def check_still_shown(
 async def visible_job(
     interaction: discord.Interaction[Any], job_id: str, *, resubmitted: bool = False
 ) -> StoredJob:
-    """The job a button names (``clicked_job``), if the clicker may see it
-    (``check_clicker_may_see``) and it may still be used (``check_still_shown``): every
-    button that reads a job's prompt or pictures asks this."""
+    """The job a button names (``clicked_job``), if Easel is enabled where it is clicked
+    (the channel's rules of now, as /show and a job's admission read them), the clicker may
+    see it (``check_clicker_may_see``) and it may still be used (``check_still_shown``):
+    every button that reads a job's prompt or pictures asks this, so none of them (U1 posting
+    a picture again, DM me, Remix's form) works in a channel the server has closed since."""
+    services = services_of(interaction)
+    await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
     job = await clicked_job(interaction, job_id)
     await check_clicker_may_see(interaction, job)
-    await check_still_shown(
-        services_of(interaction), job, interaction.user.id, resubmitted=resubmitted
-    )
+    await check_still_shown(services, job, interaction.user.id, resubmitted=resubmitted)
     return job
 
 
@@ -175,13 +178,18 @@ async def _stored_picture(
     return await stored_picture(queue_of(interaction), job, idx)
 
 
+def only_pictures(job_id: str, count: int) -> UserError:
+    """The refusal of a button or link naming a picture past the job's last."""
+    return UserError(f"Job `{job_id}` has only {counted(count, 'picture')}.")
+
+
 async def stored_picture(
     queue: JobQueue, job: StoredJob, idx: int
 ) -> tuple[RenderRequest, Picture]:
     """Picture ``idx`` of a stored result, and its job's request with that picture's seed."""
     job_id = job.job_id
     if idx >= len(job.image_paths):
-        raise UserError(f"Job `{job_id}` has only {len(job.image_paths)} picture(s).")
+        raise only_pictures(job_id, len(job.image_paths))
     path = job.image_paths[idx]
     try:
         width, height = await asyncio.to_thread(picture_size, path)
@@ -279,7 +287,7 @@ class PickButton(
         assert idx is not None  # the template always holds a picture index
         job = await visible_job(interaction, self.job_id)
         if idx >= len(job.image_paths):
-            raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+            raise only_pictures(self.job_id, len(job.image_paths))
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         check_member_may_act_here(interaction, private=private)  # posted for them, as a result is
         # Acknowledged before the upload, which may take past Discord's 3 s.
@@ -477,7 +485,7 @@ class RemixButton(
         original = await _original_request(interaction, self.job_id)
         if self.idx is not None:
             if self.idx >= len(job.seeds):
-                raise UserError(f"Job `{self.job_id}` has only {len(job.seeds)} picture(s).")
+                raise only_pictures(self.job_id, len(job.seeds))
             alone = picture_alone(original, self.idx, job.seeds[self.idx])
             original = dataclasses.replace(alone, count=1)
         original = dataclasses.replace(original, notes=[])
@@ -503,7 +511,7 @@ class DirectCopyButton(
         job = await visible_job(interaction, self.job_id)
         indexes = range(len(job.image_paths)) if self.idx is None else [self.idx]
         if max(indexes) >= len(job.image_paths):
-            raise UserError(f"Job `{self.job_id}` has only {len(job.image_paths)} picture(s).")
+            raise only_pictures(self.job_id, len(job.image_paths))
         policy = services_of(interaction).guild_policy
         if not await may_go_to_direct_messages(
             interaction.client,
@@ -697,7 +705,7 @@ def _easel_post_of(
 
 
 def copy_caption(job: StoredJob) -> str:
-    prompt = quoted(job.prompt, MAX_QUOTED_PROMPT) or "(no prompt)"
+    prompt = quoted(job.prompt, MAX_QUOTED_PROMPT) or NO_PROMPT
     seeds = ", ".join(map(str, job.seeds))
     return f"**{prompt}** — job `{job.job_id}` (seed {seeds})"
 

@@ -269,12 +269,15 @@ class DiscordResults(ProgressMessages):
         """The delivery gate: ``job`` as the server's rules of now let it be posted
         (``bot.policy.delivery``), or ``Withheld``; also a result rendered before its maker
         was banned, kicked or timed out in the server after it was submitted (the stop
-        cancels only unfinished jobs), without telling them."""
+        cancels only unfinished jobs), without telling them. A result restored at start-up
+        waits for Discord's answer about its maker (``StoppedMembers.answer_awaited``): in
+        its lane, so only that member's later results in that channel wait with it."""
         stopped = self.stopped_members
-        if stopped is not None and stopped.holds(
-            job.guild_id, job.user_id, began_at=job.created_at
-        ):
-            raise Withheld(None)
+        if stopped is not None and job.guild_id is not None:
+            if stopped.answer_awaited(job.guild_id, job.user_id, job.job_id):
+                await stopped.wait_for_answer(job.guild_id, job.user_id)
+            if stopped.holds(job.guild_id, job.user_id, began_at=job.created_at):
+                raise Withheld(None)
         return await under_rules_of_now(
             job,
             self.guild_policy,
@@ -287,6 +290,18 @@ class DiscordResults(ProgressMessages):
         return self.history is not None and await self.history.pixels_withdrawn(
             job.job_id, job.guild_id
         )
+
+    def start_waits_for(
+        self, job_id: str, user_id: int, guild_id: int | None
+    ) -> Callable[[], Awaitable[None]] | None:
+        """For the queue's start gate (``bot.jobs.queue.StartGate``): a job restored at
+        start-up waits for Discord's answer about its maker before ``why_not_started`` reads
+        the stops (``StoppedMembers.answer_awaited``)."""
+        stopped = self.stopped_members
+        if stopped is None or not stopped.answer_awaited(guild_id, user_id, job_id):
+            return None
+        assert guild_id is not None  # awaited in a server only
+        return lambda: stopped.wait_for_answer(guild_id, user_id)
 
     async def why_not_started(self, job: FinishedJob) -> str | None:
         """The queue's start gate (``bot.jobs.queue.StartGate``): the rules of now that are
@@ -531,8 +546,10 @@ class DiscordResults(ProgressMessages):
             content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); no pictures were charged."
         else:
             # The reason may quote what the member typed: escaped and bounded like a prompt.
+            # A failure's reason names the job as its reference already: said once.
             reason = quoted(job.error or "", MAX_CAPTION)
-            content = f"<@{job.user_id}> ❌ {reason} (job `{job.job_id}`)"
+            named = "" if job.job_id in reason else f" (job `{job.job_id}`)"
+            content = f"<@{job.user_id}> ❌ {reason}{named}"
         # Fitted to each place it goes: the interaction's, the server's or a DM's upload limit.
         post = ResultPost(job.job_id, content, png, job.spoiler)
         if self._token_alive(job):

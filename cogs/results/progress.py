@@ -16,7 +16,9 @@ from typing import Any
 
 import discord
 
+from bot.engines import PROGRESS_EDIT_INTERVAL_S
 from bot.history import History
+from bot.jobs.queue import JobState
 from cogs.common import ORIGINAL_RESPONSE, queue_of
 from cogs.results.buttons import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, CancelButton
 from inference.types import StepProgress
@@ -25,7 +27,6 @@ log = logging.getLogger(__name__)
 
 # Discord accepts edits through an interaction token for 15 minutes; leave a safety margin.
 INTERACTION_TOKEN_LIFETIME_S = 14 * 60
-PROGRESS_EDIT_INTERVAL_S = 2.0
 _UNFINISHED = frozenset({"queued", "running"})
 # Asking Discord about a job's channel (still there, age-restricted) for a delivery or a
 # progress edit: no click waits on it.
@@ -102,10 +103,7 @@ class ProgressMessages:
         if state.position is None:  # already rendering: progress edits follow
             watched.schedule("🎨 Rendering…", _cancel_view(job_id))
         else:
-            wait = state.wait()
-            eta = f", {wait}" if wait is not None else ""
-            queued = f"⏳ Queued — {state.place()}{eta}."
-            watched.schedule(queued, _cancel_view(job_id))
+            watched.schedule(queued_text(state), _cancel_view(job_id))
         watched.last_edit = self._monotonic()
         # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.
         await watched.first_edit_done.wait()
@@ -251,6 +249,12 @@ class ProgressMessages:
 
     def _alive(self, interaction_created_at: float) -> bool:
         return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
+
+
+def queued_text(state: JobState) -> str:
+    """A queued job's first message: its place and when it should be finished."""
+    eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""
+    return f"⏳ Queued — {state.place()}{eta}."
 
 
 def _cancel_view(job_id: str) -> discord.ui.View:

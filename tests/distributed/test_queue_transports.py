@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
 from inference.infotext import infotext_from_png
-from inference.types import RenderRequest, StepProgress
+from inference.types import (
+    ProgressCallback,
+    RenderedImage,
+    RenderFailed,
+    RenderRequest,
+    StepProgress,
+)
 from tests.distributed.transports import NatsTransport, Transport
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink, started_queue
@@ -83,6 +90,52 @@ async def test_engine_failure_is_reported_and_refunded(
     record = await journal.get_job(conn, job_id)
     assert record is not None and record.status is journal.JobStatus.FAILED
     assert await images_used_today(conn) == 0
+
+
+class RaisingEngine(InstantEngine):
+    """Raises ``error`` for every render, as an engine hitting a bug or a bad model file."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        raise self.error
+
+
+async def member_told(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport, error: Exception
+) -> tuple[str, str | None]:
+    """A job whose render raises ``error``: its id, and what its member is told."""
+    queue, sink = await started_queue(
+        conn, await transport.slots(RaisingEngine(error)), tmp_path / "images"
+    )
+    job_id = await queue.submit(submission())
+    await sink.wait_for(1)
+    await queue.stop()
+    return job_id, sink.delivered[0].error
+
+
+async def test_an_engine_bug_reaches_its_member_as_plain_words_without_server_paths(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    bug = OSError("cannot read /srv/easel/models/secret.safetensors")
+    job_id, told = await member_told(conn, tmp_path, transport, bug)
+    assert told is not None and job_id in told and "went wrong on Easel's side" in told
+    assert "secret.safetensors" not in told and "OSError" not in told
+
+
+async def test_a_render_failure_worded_for_members_reaches_them_as_it_is(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    worded = RenderFailed("VAE anime.safetensors does not fit this model")
+    job_id, told = await member_told(conn, tmp_path, transport, worded)
+    assert told == f"{worded}; reference {job_id}"
 
 
 async def test_cancelling_a_queued_job_refunds_and_tells_the_owner(

@@ -16,10 +16,12 @@ from PIL import Image
 
 from bot.app import EaselBot
 from bot.jobs.accounting import Member
-from bot.jobs.queue import FinishedJob
+from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
+from db.database import connect
+from inference.types import RenderRequest
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.rules import walk_components
 from tests.support.pictures import has_picture
@@ -144,3 +146,23 @@ async def deliver_after_token_expiry(
         await meanwhile()
     gate.set()
     return posted
+
+
+async def journaled_before_start(
+    fake: FakeDiscord, settings: Settings, user_id: int, prompt: str
+) -> str:
+    """A quick /imagine of ``user_id`` in the fake's channel, journaled queued by the previous
+    process (stopped before it rendered); its id."""
+    conn = await connect(settings.database_path)
+    try:
+        return await JobQueue(conn, [], settings.images_dir).submit(
+            Submission(
+                "imagine",
+                RenderRequest(prompt, steps=2, width=64, height=64),
+                user_id,
+                fake.guild_id,
+                channel_id=fake.channel_id,
+            )
+        )
+    finally:
+        await conn.close()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bot.app import build
+from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, imagine, reply_to
 from tests.fake_discord import FakeDiscord
+from tests.fake_discord.fixtures import running_bot
 
 
 async def test_admin_commands_are_refused_for_members(
@@ -14,11 +19,26 @@ async def test_admin_commands_are_refused_for_members(
             c for c in fake_discord.registered_commands(guild=True) if c["name"] == "easel-admin"
         ]
         assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server
+        # Discord's picker shows choice names: Easel's words, not its enums' member names.
+        choices = {
+            (sub["name"], option["name"]): [(c["name"], c["value"]) for c in option["choices"]]
+            for sub in admin["options"]
+            for option in sub.get("options", [])
+            if option.get("choices") and sub["name"] in {"nsfw", "quota"}
+        }
+        assert choices == {
+            ("nsfw", "policy"): [
+                ("allow", "allow"),
+                ("spoiler", "spoiler"),
+                ("age_restricted_only", "age_restricted_only"),
+            ],
+            ("quota", "scope"): [("server", "guild"), ("role", "role"), ("member", "user")],
+        }
         refused = await reply_to(
             fake_discord, "easel-admin banned-word", {"action": "add", "word": "dog"}
         )
         assert refused.is_ephemeral
-        assert "You need the manage guild permission" in refused.content
+        assert "You need the Manage Server permission" in refused.content
         assert (await bot.services.guild_policy.settings(fake_discord.guild_id)).lists == {}
 
 
@@ -84,8 +104,9 @@ async def test_banned_words_channels_models_and_audit(
         assert bot.queue.queued_count() == 0
 
         audit = await reply_to(fake_discord, "easel-admin audit", user=owner)
-        assert "banned_word: — → ugly dog" in audit.content
-        assert "allowed_channel" in audit.content and "quota:user" in audit.content
+        assert "banned words: added ||ugly dog||" in audit.content
+        assert f"allowed channels: added <#{other_channel}>" in audit.content
+        assert f"quota for <@{fake_discord.user_id}>: images per day: 0" in audit.content
         shown = await reply_to(fake_discord, "easel-admin show", user=owner)
         assert f"<#{other_channel}>" in shown.content and "tiny" in shown.content
 
@@ -102,3 +123,69 @@ async def test_nsfw_policies(fake_discord: FakeDiscord, start_easel: StartEasel)
         )
         refused = await reply_to(fake_discord, "imagine", {"prompt": "a cat", **QUICK})
         assert refused.is_ephemeral and "only in age-restricted channels" in refused.content
+
+
+async def test_a_default_model_must_be_installed(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A default nobody installed would refuse every member's plain /imagine, naming a model
+    they never asked for: it is refused to the admin instead, with the closest installed
+    ones, and the name choices list the models."""
+    owner = fake_discord.owner_id
+    async with start_easel() as bot:
+        refused = await reply_to(
+            fake_discord, "easel-admin default-model", {"name": "nosuch"}, user=owner
+        )
+        assert refused.is_ephemeral
+        assert refused.content == (
+            "No model named `nosuch` is installed. Pick one from the name choices."
+        )
+        typo = await reply_to(
+            fake_discord, "easel-admin default-model", {"name": "tny"}, user=owner
+        )
+        assert typo.content == (
+            "No model named `tny` is installed; did you mean `tiny`? "
+            "Pick one from the name choices."
+        )
+        choices = await fake_discord.autocomplete(
+            "easel-admin default-model", {"name": "ti"}, "name", user=owner
+        )
+        assert [choice["value"] for choice in choices] == ["tiny"]
+        settings = await bot.services.guild_policy.settings(fake_discord.guild_id)
+        assert settings.default_model is None
+        set_to = await reply_to(
+            fake_discord, "easel-admin default-model", {"name": "TINY"}, user=owner
+        )
+        assert set_to.content == "Default model: tiny."
+        await imagine(fake_discord, "a cat")
+
+
+async def test_a_default_model_in_two_letter_cases_is_not_guessed(
+    fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    """Two installed models differing in letter case only: the admin is told both, not that
+    none is installed."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("tiny", "Tiny"):
+        (models / name).symlink_to(tiny_models_dir / "tiny", target_is_directory=True)
+    bot = build(easel_settings(fake_discord, tmp_path / "data", models))
+    async with running_bot(fake_discord, bot):
+        refused = await reply_to(
+            fake_discord, "easel-admin default-model", {"name": "TINY"}, user=fake_discord.owner_id
+        )
+        assert refused.content == "`TINY` matches the models `Tiny` and `tiny`; type one exactly."
+
+
+async def test_a_banned_word_s_confirmation_keeps_it_behind_its_spoiler(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A word holding ``||`` would close its spoiler early and show the rest: escaped, in
+    the confirmations as in /easel-admin show and audit (``_list_entry``)."""
+    owner = fake_discord.owner_id
+    async with start_easel():
+        word = {"action": "add", "word": "bad||word"}
+        added = await reply_to(fake_discord, "easel-admin banned-word", word, user=owner)
+        assert added.content == "Added ||bad\\|\\|word|| to the banned words."
+        again = await reply_to(fake_discord, "easel-admin banned-word", word, user=owner)
+        assert again.content == "||bad\\|\\|word|| is already in the banned words; no change."

@@ -73,5 +73,5 @@ async def test_imagine_with_a_control_picture(
             await conn.close()
 
         forgotten = await reply_to(fake_discord, "forget-me")
-        assert "1 uploaded picture(s)" in forgotten.content, forgotten.content
+        assert "1 uploaded picture and" in forgotten.content, forgotten.content
         assert inputs_of(easel_settings_for_test) == []

@@ -84,7 +84,7 @@ async def test_an_admin_sees_their_servers_queue_and_public_pictures_only(
         running = cancel_id.removeprefix("easel:cancel:")
 
         refused = await reply_to(fake, "easel-admin dashboard")  # the tester manages nothing
-        assert "manage guild permission" in refused.content and not refused.components
+        assert "Manage Server permission" in refused.content and not refused.components
         offer = await reply_to(fake, "easel-admin dashboard", user=fake.owner_id)
         assert offer.is_ephemeral
         link = link_of(offer)

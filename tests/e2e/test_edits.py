@@ -14,6 +14,7 @@ from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, size_of
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.support.chunky_files import plain_png
 
 SOURCE_INFOTEXT = (
     "a red fox\nNegative prompt: blurry\n"
@@ -216,6 +217,8 @@ async def test_hostile_uploads_are_refused_before_queueing(
         ("vary", {}, {"image": ("notes.txt", b"just some text")}, "not a readable image"),
         ("vary", {}, {"image": ("bomb.png", png_claiming(5000, 5000))}, "pixels"),
         ("vary", {}, {"image": ("tiny.png", source_png((32, 32)))}, "between 64 and 4096"),
+        # Its size first: no prompt given for the one it lacks would make it renderable.
+        ("vary", {}, {"image": ("bare.png", plain_png((8, 8)))}, "to vary is 8x8; each side"),
         ("upscale", {"scale": 4}, {"image": ("big.png", source_png((4096, 1024)))}, "largest"),
         ("inpaint", {"prompt": "x"}, {"image": fox, "mask": ("m.png", mask_png((64, 32)))}, "same"),
         (  # a mask of the photo as stored does not line up with the photo as shown

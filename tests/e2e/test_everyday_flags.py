@@ -123,7 +123,7 @@ async def test_presets_round_trip_and_server_presets_are_for_admins(
         refused = await reply_to(
             fake_discord, "easel-admin preset", {"action": "add", "name": "Quick"}
         )
-        assert "You need the manage guild permission" in refused.content
+        assert "You need the Manage Server permission" in refused.content
         await reply_to(fake_discord, "presets save", {"name": "house", "steps": 2}, user=owner)
         shared = await reply_to(
             fake_discord, "easel-admin preset", {"action": "add", "name": "house"}, user=owner

@@ -68,11 +68,15 @@ async def test_history_pages_search_show_and_forget_me(
         forgotten = await forget.wait_for_original(lambda m: not m.is_loading)
         # Deferred first (the erase may take past Discord's 3 s), answered privately after.
         assert forget.response_type == RESPONSE_DEFERRED_MESSAGE and forgotten.is_ephemeral
-        assert "erased 6 job(s), 6 stored picture(s)" in forgotten.content
+        assert "erased 6 jobs, 6 stored pictures" in forgotten.content
         # Every post of the member's jobs still there: results and the /show re-post, after
         # the answer (the one a moderator deleted was unlinked by its deletion).
-        assert "removing 6 posted message(s) from channels" in forgotten.content
+        assert "Removing 6 posted messages from channels" in forgotten.content
         assert "Copies sent to you by direct message stay" in forgotten.content
+        # All of today: its quota use keeps the id until the periods end, and no "too" points
+        # at an older use there is none of.
+        assert "older quota use" not in forgotten.content
+        assert "then loses it. " in forgotten.content
         posts = [*results, dog, shown]
         async with asyncio.timeout(WITHDRAWAL_WAIT_S):  # the others' deletions withdraw nothing
             assert [await deletions.get() for _ in posts[1:]] == [[]] * len(posts[1:])
@@ -83,7 +87,7 @@ async def test_history_pages_search_show_and_forget_me(
         )  # one each, not the one a moderator deleted (no 404 asked for), and nobody else's
         # Once the deletes end, the member's answer says how they went.
         told = await forget.wait_for_original(lambda m: "Removed" in m.content)
-        assert "Removed 6 of 6 posted message(s) from channels." in told.content
+        assert "Removed 6 of 6 posted messages from channels." in told.content
         others_job = await bot.services.history.job(job_id_of(other))
         assert others_job is not None and not others_job.withdrawn
         assert await rows_of(easel_settings_for_test, user_id) == 0

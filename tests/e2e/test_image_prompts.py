@@ -163,7 +163,7 @@ async def test_blend_of_three_pictures(
             await conn.close()
 
         forgotten = await reply_to(fake, "forget-me")
-        assert "3 uploaded picture(s)" in forgotten.content, forgotten.content
+        assert "3 uploaded pictures" in forgotten.content, forgotten.content
         assert inputs_of(easel_settings_for_test) == []
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
+from typing import NoReturn
 
 import pytest
 from PIL import Image
@@ -12,8 +14,17 @@ from PIL import Image
 from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome
 from bot.settings import Settings
+from inference.engine import Engine
 from inference.infotext import infotext_from_png, parse_infotext
-from tests.e2e.helpers import QUICK, StartEasel, imagine, limit_daily_images, reply_to
+from inference.types import RenderFailed
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    imagine,
+    limit_daily_images,
+    reply_to,
+)
 from tests.fake_discord import FakeDiscord
 
 
@@ -31,7 +42,7 @@ async def test_queue_and_cancel_your_latest_job(
         await waiting.wait_for_original(lambda m: "Queued" in m.content)
 
         listed = await reply_to(fake_discord, "queue")
-        assert listed.is_ephemeral and "1 job(s) waiting in all" in listed.content
+        assert listed.is_ephemeral and "1 job waiting in all" in listed.content
         assert "rendering" in listed.content and "position 1" in listed.content
         assert "a long cat" in listed.content and "a next cat" in listed.content
 
@@ -51,6 +62,24 @@ async def test_queue_and_cancel_your_latest_job(
         assert "stops at the next step; nothing is charged" in admin.content
         await long_job.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
         assert bot.queue.queued_count() == 0
+
+
+async def test_a_failed_renders_post_names_its_job_once(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(*_args: object, **_kwargs: object) -> NoReturn:
+        raise RenderFailed("the model file could not be read")
+
+    monkeypatch.setattr(Engine, "render", unreadable)
+    monkeypatch.setattr(Engine, "render_batch", unreadable)
+    async with start_easel():
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
+        failed = await handle.wait_for_original(
+            lambda m: "❌" in m.content, timeout=RENDER_TIMEOUT_S
+        )
+    assert "the model file could not be read; reference " in failed.content
+    [job_id] = re.findall(r"reference ([0-9a-f]{16})", failed.content)
+    assert failed.content.count(job_id) == 1, failed.content
 
 
 async def test_quota_report_and_ephemeral_refusal(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.app import engine_factory_for
+from bot.engines import engine_factory_for
 from bot.settings import Settings
 from inference.infotext import png_with_infotext
 from inference.prompts import WILDCARD_DRAWS_OPTION

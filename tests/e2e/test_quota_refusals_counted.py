@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from bot.app import build, engine_factory_for
+from bot.app import build
+from bot.engines import engine_factory_for
 from bot.jobs.queue import JobQueue, Submission
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (

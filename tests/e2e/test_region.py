@@ -317,6 +317,30 @@ async def test_forged_and_expired_links_are_refused(
         assert await jobs_of(bot, fake_discord.user_id, fake_discord.guild_id) == before
 
 
+async def test_a_link_made_before_its_channel_closed_is_refused_in_plain_web_words(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    fake = fake_discord
+    art = fake.add_text_channel("art")
+    async with start_region_easel() as bot:
+        result = await imagine(fake, "a quiet harbour")
+        link = link_of(await region_offer(fake, result, fake.user_id))
+        await reply_to(
+            fake, "easel-admin channel", {"action": "add", "channel": art}, user=fake.owner_id
+        )
+        async with aiohttp.ClientSession() as http:
+            for shown in (http.get(link), http.get(link + "/picture")):
+                async with shown as answer:
+                    page = await answer.text()
+                    assert answer.status == 403 and "no longer enabled" in page
+                    assert "<#" not in page and "image/png" not in answer.content_type
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                answer_text = await posted.text()
+                assert posted.status == 403 and "no longer enabled" in answer_text
+                assert "<#" not in answer_text
+        assert bot.queue.queued_count() == 0
+
+
 async def test_region_in_words_is_segmented_and_inpainted(
     fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
 ) -> None:

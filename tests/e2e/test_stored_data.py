@@ -47,12 +47,16 @@ async def test_forget_me_erases_uploads_and_anonymises_the_ledger(
 
             assert forgotten.is_ephemeral
             assert (
-                "erased 2 job(s), 2 stored picture(s), 1 uploaded picture(s) and your settings, "
-                "and removing 2 posted message(s) from channels…; anonymised 2 quota record(s)"
-                in forgotten.content
+                "erased 2 jobs, 2 stored pictures, 1 uploaded picture and your settings. "
+                "Removing 2 posted messages from channels… Your older quota use no longer "
+                "carries your id (the server keeps the amounts)." in forgotten.content
             )
             # This month's jobs still count towards the member's limits until the month ends.
-            assert "4 more still count towards your current limits" in forgotten.content
+            assert "What still counts towards your current limits keeps your id" in (
+                forgotten.content
+            )
+            assert "then loses it too." in forgotten.content
+            assert "(s)" not in forgotten.content
             assert list(inputs.iterdir()) == [uploads[someone_else]]
             since = 0.0
             assert (await ledger.usage(ledger_conn, 0, guild, since)).images == 3

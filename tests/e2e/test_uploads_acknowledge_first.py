@@ -18,7 +18,7 @@ import pytest
 import cogs.results.story
 import cogs.use_settings
 import cogs.visibility
-from bot.app import engine_factory_for
+from bot.engines import engine_factory_for
 from bot.settings import Settings
 from bot.user_errors import Reason
 from cogs.common import ANSWERED_PRIVATELY

@@ -166,7 +166,7 @@ def test_compile_setting_default_and_bad_value(monkeypatch: pytest.MonkeyPatch) 
 def test_compile_setting_reaches_the_engine(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from bot.app import engine_factory_for
+    from bot.engines import engine_factory_for
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path))
@@ -183,7 +183,7 @@ def test_compile_setting_reaches_the_engine(
 def test_compile_mode_setting_reaches_the_compiler(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from bot.app import engine_factory_for
+    from bot.engines import engine_factory_for
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path))

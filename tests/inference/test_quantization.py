@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.app import engine_factory_for
 from bot.cli.doctor import diagnose
+from bot.engines import engine_factory_for
 from bot.infotext_import import installed_in, request_from_infotext_text
 from bot.settings import SettingsError, load_settings
 from inference.engine import Engine

@@ -158,7 +158,7 @@ def test_engines_built_for_the_bot_keep_model_hashes_across_a_restart(
 ) -> None:
     """The engines of the bot, `easel worker` and `easel render` (bot/app.py's factory) keep
     the hashes in the data folder: a restart does not read each checkpoint again."""
-    from bot.app import engine_factory_for
+    from bot.engines import engine_factory_for
     from bot.settings import load_settings
     from inference.engine import Engine
 

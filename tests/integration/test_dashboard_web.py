@@ -8,6 +8,7 @@ server ids past a snowflake's length answered 404."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import threading
@@ -20,7 +21,7 @@ import aiohttp
 import aiosqlite
 import pytest
 from PIL import Image
-from playwright.async_api import Route, async_playwright
+from playwright.async_api import Page, Route, async_playwright
 
 from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, QueueSnapshot
 from bot.policy.guild import GuildPolicy
@@ -64,10 +65,12 @@ class Queue:
     def __init__(self) -> None:
         self.scheduler = FairScheduler()
         self.limits: list[int | None] = []
+        self.awaiting_check: tuple[QueuedJob, ...] = ()  # handed out, held back by the queue
 
     def snapshot(self, limit: int | None = None) -> QueueSnapshot:
         self.limits.append(limit)
-        return self.scheduler.snapshot(time.time(), limit)
+        snapshot = self.scheduler.snapshot(time.time(), limit)
+        return dataclasses.replace(snapshot, awaiting_check=self.awaiting_check)
 
     def queued_count(self) -> int:
         return self.scheduler.queued_count
@@ -127,6 +130,19 @@ class Site:
         async with http.get(self.dashboard.link_for(ADMIN, GUILD)) as answer:
             assert answer.status == 200
         return http
+
+
+@contextlib.asynccontextmanager
+async def chromium_page() -> AsyncIterator[Page]:
+    """A page of a Chromium started for the test, closed at the end."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+        )
+        try:
+            yield await browser.new_page()
+        finally:
+            await browser.close()
 
 
 @pytest.fixture
@@ -449,11 +465,7 @@ async def test_the_page_asks_again_after_a_503_and_clears_itself_on_a_403(site: 
         else:
             await route.continue_()
 
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
-        )
-        page = await browser.new_page()
+    async with chromium_page() as page:
         await page.route(f"{site.home}/state", first_answer_busy)
         await page.route(f"{site.home}/picture/**", first_answer_busy)
         await page.goto(site.dashboard.link_for(ADMIN, GUILD))
@@ -465,7 +477,6 @@ async def test_the_page_asks_again_after_a_503_and_clears_itself_on_a_403(site: 
         site.clock[0] += READING_RIGHTS_S
         await page.wait_for_selector("text=no longer have the Manage Server permission")
         assert await page.query_selector("#gallery") is None
-        await browser.close()
 
 
 async def test_a_deep_queue_lists_its_first_jobs_and_counts_the_rest(
@@ -496,11 +507,7 @@ async def test_a_deep_queue_lists_its_first_jobs_and_counts_the_rest(
     assert (state["queue_more"], state["waiting_in_all"]) == (14, 30)
     assert site.queue.limits == [10]
 
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
-        )
-        page = await browser.new_page()
+    async with chromium_page() as page:
         await page.goto(site.dashboard.link_for(ADMIN, GUILD))
         await page.wait_for_selector("#queue-more:not([hidden])")
         assert await page.inner_text("#queue-more") == (
@@ -508,7 +515,33 @@ async def test_a_deep_queue_lists_its_first_jobs_and_counts_the_rest(
         )
         assert len(await page.query_selector_all("#queue tbody tr")) == 6
         assert not await page.is_visible("#queue-empty")
-        await browser.close()
+
+
+async def test_a_restored_job_awaiting_its_check_shows_as_waiting_on_no_device(
+    site: Site,
+) -> None:
+    """A restored job handed out and held back until Discord answers about its maker
+    (``JobQueue._wait_to_start``) renders nowhere: listed as waiting for the check."""
+    now = time.time()
+    held = QueuedJob("a" * 16, 100, GUILD, ("m",), PriorityClass.STANDARD, now)
+    site.queue.awaiting_check = (held,)
+    await site.conn.execute(
+        "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+        " created_at) VALUES (?, 'imagine', 'queued', 100, ?, ?, '{\"prompt\": \"a kite\"}', ?)",
+        (held.job_id, GUILD, CHANNEL, now),
+    )
+    await site.conn.commit()
+    http = await site.signed_in()
+    async with http, http.get(f"{site.home}/state") as answer:
+        state = await answer.json()
+    [row] = state["queue"]
+    assert (row["job"], row["status"], row["device"]) == (held.job_id, "queued", None)
+    assert (row["position"], row["awaiting_check"]) == (None, True)
+
+    async with chromium_page() as page:
+        await page.goto(site.dashboard.link_for(ADMIN, GUILD))
+        await page.wait_for_selector("#queue tbody tr")
+        assert "waiting for the start-up check" in await page.inner_text("#queue tbody tr")
 
 
 async def test_a_server_id_past_a_snowflakes_length_is_not_found(

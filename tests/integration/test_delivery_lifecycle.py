@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import aiosqlite
 import pytest
 
-from bot.jobs.queue import FinishedJob, JobQueue, Submission, job_queue
+from bot.jobs.queue import FinishedJob, JobQueue, Submission, admission, job_queue
 from bot.jobs.queue import delivery as job_delivery
 from bot.jobs.queue.ends import JobEnds
 from db import jobs as journal
@@ -223,7 +223,7 @@ async def test_results_journaled_within_one_tick_post_in_the_order_asked_for(
 ) -> None:
     # Each job's random id sorts before the one journaled before it.
     ids = iter(uuid.UUID(int=(15 - n) << 124) for n in range(2))
-    monkeypatch.setattr(job_queue, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+    monkeypatch.setattr(admission, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
     images = tmp_path / "images"
     # Journaled first: one batch (a member has two jobs in flight at most).
     one_tick = JobQueue(conn, [], images, clock=lambda: 1000.0)

@@ -114,17 +114,17 @@ RECORDS: dict[str, Callable[[aiosqlite.Connection], Awaitable[bool]]] = {
 async def test_a_post_recorded_in_the_middle_of_the_erase_is_returned_or_refused(
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str
 ) -> None:
-    """The record's statements, started while erase_user has unlinked the member's posts but
-    not yet deleted the jobs, wait for the erase: the post is never both "still there" (so
+    """The record's statements, started while erase_user has unlinked a batch's posts but
+    not yet deleted its jobs, wait for the erase: the post is never both "still there" (so
     nobody deletes it) and missing from the posts the erase returns."""
     await finished_job(conn, "a" * 16, MAKER, tmp_path / "none.png")
     recorded: list[asyncio.Task[bool]] = []
     unlink = store._unlink_posts_of_member
 
     async def unlink_then_record(
-        conn: aiosqlite.Connection, user_id: int
+        conn: aiosqlite.Connection, batch: str
     ) -> tuple[store.PostedMessage, ...]:
-        posts = await unlink(conn, user_id)
+        posts = await unlink(conn, batch)
         recorded.append(asyncio.create_task(RECORDS[record](conn)))
         # Room for the record to run now, if nothing orders it after the erase.
         await asyncio.wait(recorded, timeout=0.5)

@@ -305,6 +305,9 @@ class HeldGate:
     def __init__(self) -> None:
         self.reached, self.opened = asyncio.Event(), asyncio.Event()
 
+    def start_waits_for(self, job_id: str, user_id: int, guild_id: int | None) -> None:
+        return None
+
     async def why_not_started(self, job: FinishedJob) -> str | None:
         self.reached.set()
         await self.opened.wait()

@@ -763,7 +763,7 @@ async def test_a_stop_asked_as_another_stop_ends_the_job_is_answered_stopping_no
 ) -> None:
     engine = HeldEngine()
     queue, sink = sweeping_queue(impatient, [engine], tmp_path / "images")
-    ask_stop, release = queue._ask_stop, queue._release
+    ask_stop, release = queue._cancels._ask_stop, queue._release
     asked, recorded, released = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow_ask(job_id: str, *, imposed: bool, **batch: Any) -> bool:
@@ -776,7 +776,7 @@ async def test_a_stop_asked_as_another_stop_ends_the_job_is_answered_stopping_no
         release(job_ids)
         released.set()  # its batch ended: the job is not running here any more
 
-    monkeypatch.setattr(queue, "_ask_stop", slow_ask)
+    monkeypatch.setattr(queue._cancels, "_ask_stop", slow_ask)
     monkeypatch.setattr(queue, "_release", released_too)
     await queue.start()
     try:

@@ -60,8 +60,14 @@ async def test_engine_failure_is_journaled_and_reported(
     await sink.wait_for(1)
     await queue.stop()
     assert not sink.delivered[0].succeeded
-    assert sink.delivered[0].error == f"internal error (RuntimeError); reference {job_id}"
-    assert job_id in caplog.text  # the log names the job, with its traceback
+    # Plain words and the job id for its member; the error's class for the operator, in the
+    # log line that names the job (with its traceback).
+    told = sink.delivered[0].error
+    assert told is not None and "RuntimeError" not in told
+    assert told.startswith("Something went wrong on Easel's side while rendering")
+    assert f"(reference {job_id}); nothing was charged" in told
+    assert f"job {job_id} failed on " in caplog.text
+    assert "internal error (RuntimeError)" in caplog.text
     record = await journal.get_job(conn, job_id)
     assert record is not None and record.status is journal.JobStatus.FAILED
 

@@ -186,7 +186,7 @@ async def test_refused_and_failed_deletes_are_tried_again_while_the_bot_runs(
         async with asyncio.timeout(WAIT_S):
             outcome = await told.get()
         assert outcome == (
-            "Removed 1 of 3 posted message(s) from channels. 2 stay for now (1 Discord failed "
+            "Removed 1 of 3 posted messages from channels. 2 stay for now (1 Discord failed "
             "to delete (DiscordServerError), 1 in a channel Easel cannot reach): Easel tries "
             "again over the next 5 days; a moderator of that server can delete them sooner."
         )

@@ -1,29 +1,42 @@
 """Bans, kicks and timeouts made while Easel was offline: Discord sends none of them to a new
-session, so at start-up Easel asks about each member with restored work in a server, before any
-of it renders or is delivered. Real SQLite file, closed and opened again (the restart)."""
+session, so from start-up Easel asks about each member with restored work in a server, in the
+background; none of a member's restored work renders or is delivered before their answer, and
+nobody else's waits for it. Real SQLite file, closed and opened again (the restart); Easel's
+start and delivery gates (``DiscordResults``) over no Discord."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import aiosqlite
+import discord
+import pytest
 
+from bot import bans
 from bot.bans import (
     RESTORED_CHECK_TIMEOUT_S,
     RESTORED_CHECKS_AT_ONCE,
     MemberStops,
     Standing,
+    StandingLookup,
     StopCause,
     StoppedMembers,
 )
 from bot.history import History
 from bot.jobs import accounting
-from bot.jobs.queue import FinishedJob, JobQueue, Submission
+from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue, JobState, Submission
+from bot.jobs.queue.job_queue import SHUTDOWN_GRACE_S
 from bot.policy.member_settings import MemberSettings
 from bot.policy.quota import Period
+from cogs.results.posting import DiscordResults
+from cogs.results.progress import Pointer
 from db import guild_settings as settings_audit
 from db import jobs as journal
 from db.database import connect
@@ -48,54 +61,78 @@ class UndeliverableSink(RecordingSink):
         raise ConnectionError("discord is down")
 
 
-class StoppedAwareSink(RecordingSink):
-    """Records, with each delivery, whether its maker was stopped in its server by then (what
-    ``DiscordResults.deliver`` reads to post nothing)."""
+class GatedResults(DiscordResults):
+    """Easel's results, their start and delivery gates reading ``stopped``, over no Discord:
+    each job's outcome is noted ("posted", "withheld", or its error), nothing is sent."""
 
     def __init__(self, stopped: StoppedMembers) -> None:
-        super().__init__()
-        self.stopped = stopped
-        self.maker_stopped: dict[str, bool] = {}
+        super().__init__(cast(discord.Client, SimpleNamespace(get_guild=lambda _id: None)))
+        self.stopped_members = stopped
+        self.outcomes: dict[str, str] = {}
+        self._noted = asyncio.Event()
 
-    async def deliver(self, job: FinishedJob) -> int | None:
-        self.maker_stopped[job.job_id] = self.stopped.holds(
-            job.guild_id, job.user_id, began_at=job.created_at
-        )
-        return await super().deliver(job)
+    async def _post_result(
+        self, job: FinishedJob, png: bytes | None
+    ) -> tuple[int | None, Pointer | None]:
+        self._note(job.job_id, "posted" if job.succeeded else str(job.error))
+        return None, None
+
+    async def _withhold(self, job: FinishedJob, why: str | None, *, refunded: bool) -> None:
+        self._note(job.job_id, "withheld")
+
+    def _note(self, job_id: str, outcome: str) -> None:
+        self.outcomes[job_id] = outcome
+        self._noted.set()
+
+    async def wait_for(self, *job_ids: str) -> None:
+        async with asyncio.timeout(20):
+            while not self.outcomes.keys() >= set(job_ids):
+                self._noted.clear()
+                await self._noted.wait()
+
+
+async def previous_process(
+    tmp_path: Path, finished_by: int, queued_by: tuple[int, ...]
+) -> tuple[str, dict[int, str]]:
+    """What the previous process left: a result of ``finished_by`` finished but never
+    delivered, and a job of each of ``queued_by`` still queued."""
+    images = tmp_path / "images"
+    conn = await connect(tmp_path / "easel.sqlite3")
+    try:
+        before = JobQueue(conn, [DeviceWorker("cpu", lambda _: InstantEngine())], images)
+        undeliverable = UndeliverableSink()
+        before.set_sink(undeliverable)
+        await before.start()
+        rendered_before = await before.submit(job(finished_by, "finished before"))
+        async with asyncio.timeout(20):
+            await undeliverable.arrived.wait()
+        await before.stop()
+        left_queued = JobQueue(conn, [], images)  # not started: its jobs stay queued
+        queued = {
+            user: await left_queued.submit(job(user, f"queued by {user}")) for user in queued_by
+        }
+    finally:
+        await conn.close()
+    return rendered_before, queued
 
 
 async def test_members_gone_or_timed_out_while_offline_lose_their_restored_jobs(
     tmp_path: Path,
 ) -> None:
-    database, images = tmp_path / "easel.sqlite3", tmp_path / "images"
-    # The previous process: one result finished but never delivered, jobs still queued.
-    conn = await connect(database)
-    before = JobQueue(conn, [DeviceWorker("cpu", lambda _: InstantEngine())], images)
-    undeliverable = UndeliverableSink()
-    before.set_sink(undeliverable)
-    await before.start()
-    rendered_before = await before.submit(job(KICKED, "finished before the kick"))
-    async with asyncio.timeout(20):
-        await undeliverable.arrived.wait()
-    await before.stop()
-    left_queued = JobQueue(conn, [], images)  # not started: its jobs stay queued
-    queued = {
-        user: await left_queued.submit(job(user, f"queued by {user}"))
-        for user in (KICKED, TIMED_OUT, UNCLEAR, STAYING)
-    }
-    in_dm = await left_queued.submit(job(KICKED, "in a DM", guild_id=None))
-    await conn.close()
+    rendered_before, queued = await previous_process(
+        tmp_path, KICKED, (KICKED, TIMED_OUT, UNCLEAR, STAYING)
+    )
+    conn = await connect(tmp_path / "easel.sqlite3")
+    in_dm = await JobQueue(conn, [], tmp_path / "images").submit(
+        job(KICKED, "in a DM", guild_id=None)
+    )
 
     # The restart. Discord is asked about each member with work in the server, at once.
     restarted_at = time.time()  # the stops found at start-up come after it
-    conn = await connect(database)
     engine = InstantEngine()
-    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], images)
-    stopped = StoppedMembers()
-    sink = StoppedAwareSink(stopped)
-    queue.set_sink(sink)
-    history = History(conn, images, tmp_path / "inputs", MemberSettings(conn))
-    stops = MemberStops(conn, queue, history, stopped)
+    queue, results, stops = gated_queue(conn, tmp_path, engine, StoppedMembers())
+    stopped = results.stopped_members
+    assert stopped is not None
     asked: list[tuple[int, int]] = []
     all_asked, answers_given = asyncio.Event(), asyncio.Event()
     timeout_ends = time.time() + 600.0
@@ -112,23 +149,21 @@ async def test_members_gone_or_timed_out_while_offline_lose_their_restored_jobs(
             timed_out_until=timeout_ends if user_id == TIMED_OUT else None,
         )
 
-    starting = asyncio.create_task(
-        queue.start(before_delivery=lambda: stops.check_restored_jobs(standing, easel_id=EASEL))
-    )
     try:
-        await asyncio.wait_for(all_asked.wait(), 20)
-        await asyncio.sleep(0.2)  # a dispatcher started too soon would render meanwhile
-        # Undecided: nothing rendered, nothing delivered.
-        assert engine.rendered == [] and sink.delivered == []
+        async with asyncio.timeout(20):  # online at once: the answers are awaited meanwhile
+            await queue.start(before_delivery=lambda: start_checks(stops, standing))
+            await all_asked.wait()
+        # Undecided: only the job in a DM, which concerns no server, renders and posts.
+        await results.wait_for(in_dm)
+        assert [request.prompt for request in engine.rendered] == ["in a DM"]
+        assert results.outcomes == {in_dm: "posted"}
         answers_given.set()
-        await starting
-        await sink.wait_for(6)  # two cancelled, the withheld result and three rendered
-    finally:
-        answers_given.set()
-        await queue.stop()
-        await conn.close()
+        # Two cancelled, the result finished before the kick withheld, two rendered.
+        await results.wait_for(*queued.values(), rendered_before)
+    finally:  # the questions still asked are cancelled
+        await stopped_and_closed(stops, queue, conn)
 
-    conn = await connect(database)
+    conn = await connect(tmp_path / "easel.sqlite3")
     try:
         assert sorted(asked) == [(GUILD, user) for user in (KICKED, TIMED_OUT, UNCLEAR, STAYING)]
         statuses = {
@@ -144,10 +179,15 @@ async def test_members_gone_or_timed_out_while_offline_lose_their_restored_jobs(
             in_dm: journal.JobStatus.DONE,  # a DM concerns no server
             rendered_before: journal.JobStatus.DONE,
         }
-        # The result finished before the kick is delivered with its maker held as stopped:
-        # Discord's results post nothing of it.
-        assert sink.maker_stopped[rendered_before]
-        assert not sink.maker_stopped[queued[STAYING]]
+        # The result finished before the kick is not posted.
+        assert results.outcomes == {
+            queued[KICKED]: "cancelled",
+            queued[TIMED_OUT]: "cancelled",
+            queued[UNCLEAR]: "posted",
+            queued[STAYING]: "posted",
+            in_dm: "posted",
+            rendered_before: "withheld",
+        }
         assert sorted(r.prompt for r in engine.rendered) == [
             "in a DM",
             f"queued by {UNCLEAR}",
@@ -173,6 +213,282 @@ async def test_members_gone_or_timed_out_while_offline_lose_their_restored_jobs(
     assert not stopped.holds(GUILD, STAYING, began_at=restarted_at)
 
 
+async def test_a_late_answer_stops_its_members_restored_work_and_holds_nobody_elses(
+    tmp_path: Path,
+) -> None:
+    """Discord is slow to answer about one member: another member's restored job renders and
+    posts meanwhile; the answer, gone, comes late, and the slow member's restored job never
+    renders, nor does their finished result post."""
+    finished, queued = await previous_process(tmp_path, KICKED, (KICKED, STAYING))
+    conn = await connect(tmp_path / "easel.sqlite3")
+    engine = InstantEngine()
+    queue, results, stops = gated_queue(conn, tmp_path, engine, StoppedMembers())
+    kicked_answered = asyncio.Event()
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        if user_id == KICKED:
+            await kicked_answered.wait()
+            return Standing(gone=True)
+        return Standing()
+
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, standing))
+        await results.wait_for(queued[STAYING])
+        assert results.outcomes == {queued[STAYING]: "posted"}
+        kicked_answered.set()
+        await results.wait_for(queued[KICKED], finished)
+    finally:  # the questions still asked are cancelled
+        await stopped_and_closed(stops, queue, conn)
+    assert results.outcomes == {
+        queued[STAYING]: "posted",
+        queued[KICKED]: "cancelled",
+        finished: "withheld",
+    }
+    assert [request.prompt for request in engine.rendered] == [f"queued by {STAYING}"]
+
+
+async def test_a_moderators_word_heard_while_discord_is_asked_holds_over_its_answer(
+    tmp_path: Path,
+) -> None:
+    """While Discord is asked about two members, a moderator bans one (heard live) and removes
+    the other's timeout: Discord's answers, read before, are older. The banned member's
+    restored work stays stopped for the ban's hour, not the end of the timeout Discord read;
+    the other's renders and posts. A third member's, answered at once, went first."""
+    finished, queued = await previous_process(tmp_path, KICKED, (KICKED, TIMED_OUT, STAYING))
+    now = [time.time()]
+    stopped = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0])
+    conn = await connect(tmp_path / "easel.sqlite3")
+    engine = InstantEngine()
+    queue, results, stops = gated_queue(conn, tmp_path, engine, stopped)
+    asked: list[int] = []
+    both_asked, answers_given = asyncio.Event(), asyncio.Event()
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        if user_id == STAYING:
+            return Standing()
+        asked.append(user_id)
+        if len(asked) == 2:
+            both_asked.set()
+        await answers_given.wait()
+        return Standing(timed_out_until=now[0] + 60.0)  # read before the moderator's word
+
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, standing))
+        async with asyncio.timeout(20):
+            await both_asked.wait()
+        await results.wait_for(queued[STAYING])
+        # As ``BansCog`` hears them: a ban, and a timeout removed early.
+        await stops.cancel_jobs(GUILD, KICKED, StopCause.BAN, easel_id=EASEL)
+        stops.may_work_again(GUILD, TIMED_OUT)
+        answers_given.set()
+        await results.wait_for(queued[KICKED], finished, queued[TIMED_OUT])
+    finally:
+        await stopped_and_closed(stops, queue, conn)
+    assert results.outcomes == {
+        queued[STAYING]: "posted",
+        queued[TIMED_OUT]: "posted",  # the timeout's removal holds over Discord's answer
+        queued[KICKED]: "cancelled",  # by the ban
+        finished: "withheld",
+    }
+    assert [request.prompt for request in engine.rendered] == [
+        f"queued by {STAYING}",
+        f"queued by {TIMED_OUT}",
+    ]
+    now[0] += 120.0  # past the end of the timeout Discord read: the ban's hour holds
+    assert stopped.holds(GUILD, KICKED, began_at=now[0] - 130.0)
+    assert not stopped.holds(GUILD, TIMED_OUT, began_at=now[0] - 130.0)
+
+
+async def test_a_stop_while_discord_is_asked_ends_at_once_and_keeps_the_restored_work(
+    tmp_path: Path,
+) -> None:
+    """Easel stops while Discord has not answered about a member: the stop does not wait for
+    the answer (nor for the queue's grace), and the member's restored job stays queued, their
+    finished result undelivered, for the next start's check."""
+    finished, queued = await previous_process(tmp_path, KICKED, (KICKED,))
+    conn = await connect(tmp_path / "easel.sqlite3")
+    queue, results, stops = gated_queue(conn, tmp_path, InstantEngine(), StoppedMembers())
+    asked = asyncio.Event()
+
+    async def hangs(guild_id: int, user_id: int) -> Standing:
+        asked.set()
+        await asyncio.Event().wait()  # never answered
+        raise AssertionError("unreachable")
+
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, hangs))
+        await asyncio.wait_for(asked.wait(), 20)
+        async with asyncio.timeout(SHUTDOWN_GRACE_S / 2):  # as ``EaselBot.close`` stops
+            await stops.stop_restored_checks()
+            await queue.stop()
+        assert results.outcomes == {}
+        left = [await journal.get_job(conn, job_id) for job_id in (queued[KICKED], finished)]
+        assert [record.status for record in left if record is not None] == [
+            journal.JobStatus.QUEUED,
+            journal.JobStatus.DONE,
+        ]
+        assert [job.id for job in await journal.finished_undelivered(conn)] == [finished]
+    finally:
+        await conn.close()
+
+
+class HeldNotices(GatedResults):
+    """Discord holds each notice of a job ended unrendered (a cancel's): a 429 retried on."""
+
+    def __init__(self, stopped: StoppedMembers) -> None:
+        super().__init__(stopped)
+        self.held = asyncio.Event()
+
+    async def _post_result(
+        self, job: FinishedJob, png: bytes | None
+    ) -> tuple[int | None, Pointer | None]:
+        if not job.succeeded:
+            self.held.set()
+            await asyncio.Event().wait()  # never answered
+        return await super()._post_result(job, png)
+
+
+async def test_a_stop_cuts_short_a_start_up_cancel_whose_notice_discord_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord's answer about a member, gone, cancels their restored job, and Discord holds
+    its notice. Easel's stop lets that cancel finish for ``APPLYING_GRACE_S``, not for
+    Discord: its end was journaled before the notice, which the next start posts."""
+    monkeypatch.setattr(bans, "APPLYING_GRACE_S", 0.2)
+    _, queued = await previous_process(tmp_path, STAYING, (KICKED,))
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        return Standing(gone=user_id == KICKED)
+
+    conn = await connect(tmp_path / "easel.sqlite3")
+    queue, results, stops = gated_queue(conn, tmp_path, None, StoppedMembers(), HeldNotices)
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, standing))
+        await asyncio.wait_for(cast(HeldNotices, results).held.wait(), 20)
+        async with asyncio.timeout(SHUTDOWN_GRACE_S / 2):  # as ``EaselBot.close`` stops
+            await stops.stop_restored_checks()
+            await queue.stop()
+        record = await journal.get_job(conn, queued[KICKED])
+        assert record is not None and record.status is journal.JobStatus.CANCELLED
+    finally:
+        await conn.close()
+
+    conn = await connect(tmp_path / "easel.sqlite3")  # the next start posts the notice
+    queue, results, stops = gated_queue(conn, tmp_path, None, StoppedMembers())
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, standing))
+        await results.wait_for(queued[KICKED])
+    finally:
+        await stopped_and_closed(stops, queue, conn)
+    assert results.outcomes[queued[KICKED]] == "cancelled"
+
+
+async def test_a_restored_job_waiting_for_its_answer_reads_as_waiting_not_rendering(
+    tmp_path: Path,
+) -> None:
+    """Handed out to start, a restored job waits out of its slot's way for Discord's answer:
+    it reads as waiting for the check (not rendering, at no place), and lists on no device."""
+    async with restored_job_parked(tmp_path, InstantEngine()) as (queue, results, restored):
+        state = await queue.state(restored)
+        assert state is not None
+        assert (state.status, state.position, state.eta_s) == (journal.JobStatus.QUEUED, None, None)
+        snapshot = queue.snapshot()
+        assert (snapshot.running, snapshot.queued) == ((), ())
+        assert [job.job_id for job in snapshot.awaiting_check] == [restored]
+        results.answer.set()
+        await results.wait_for(restored)
+    assert results.outcomes[restored] == "posted"
+
+
+async def test_a_cancel_of_a_restored_job_as_its_answer_comes_ends_it_unrendered(
+    tmp_path: Path,
+) -> None:
+    """The member cancels their restored job just as Discord's answer (in the server) lets it
+    queue again, while the queue's lock is busy (a dispatcher's): told nothing is charged, it
+    never renders."""
+    engine = InstantEngine()
+    async with restored_job_parked(tmp_path, engine) as (queue, results, restored):
+        async with queue._wakeup:  # the queue's lock, busy
+            results.answer.set()
+            # Its wait is over: it waits for the lock to queue again.
+            await until_state(queue, restored, lambda state: not state.awaiting_check)
+            outcome = await queue.cancel(restored, accounting.Member(STAYING, GUILD))
+        await results.wait_for(restored)
+    assert outcome is CancelOutcome.STOPPING_FREE
+    assert results.outcomes[restored] == "cancelled"
+    assert engine.rendered == []
+
+
+class ParkedResults(GatedResults):
+    """Gates over a Discord that answers about the restored work's makers once ``answer``."""
+
+    def __init__(self, stopped: StoppedMembers) -> None:
+        super().__init__(stopped)
+        self.answer = asyncio.Event()
+
+    async def standing(self, guild_id: int, user_id: int) -> Standing:
+        await self.answer.wait()
+        return Standing()
+
+
+@contextlib.asynccontextmanager
+async def restored_job_parked(
+    tmp_path: Path, engine: InstantEngine
+) -> AsyncIterator[tuple[JobQueue, ParkedResults, str]]:
+    """Easel started over a member's restored job (in the server), handed out to start and
+    waiting for Discord's answer about them (``ParkedResults.answer``); stopped at the end."""
+    _, queued = await previous_process(tmp_path, STAYING, (STAYING,))
+    conn = await connect(tmp_path / "easel.sqlite3")
+    queue, gates, stops = gated_queue(conn, tmp_path, engine, StoppedMembers(), ParkedResults)
+    results = cast(ParkedResults, gates)
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, results.standing))
+        await until_state(queue, queued[STAYING], lambda state: state.awaiting_check)
+        yield queue, results, queued[STAYING]
+    finally:
+        results.answer.set()
+        await stopped_and_closed(stops, queue, conn)
+
+
+async def until_state(queue: JobQueue, job_id: str, holds: Callable[[JobState], bool]) -> None:
+    """Until ``job_id``'s state satisfies ``holds`` (each read yields to the queue's tasks)."""
+    async with asyncio.timeout(20):
+        while (state := await queue.state(job_id)) is None or not holds(state):
+            pass
+
+
+def gated_queue(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    engine: InstantEngine | None,
+    stopped: StoppedMembers,
+    gates: type[GatedResults] = GatedResults,
+) -> tuple[JobQueue, GatedResults, MemberStops]:
+    """A queue rendering on ``engine`` (None: no device, its jobs stay queued) whose start
+    and delivery gates (``gates``) read ``stopped``, and the stops over it."""
+    images = tmp_path / "images"
+    slots = [] if engine is None else [DeviceWorker("cpu", lambda _: engine)]
+    queue = JobQueue(conn, slots, images)
+    results = gates(stopped)
+    queue.set_sink(results)
+    queue.set_start_gate(results)
+    history = History(conn, images, tmp_path / "inputs", MemberSettings(conn))
+    return queue, results, MemberStops(conn, queue, history, stopped)
+
+
+async def stopped_and_closed(
+    stops: MemberStops, queue: JobQueue, conn: aiosqlite.Connection
+) -> None:
+    """Easel's stop as ``EaselBot.close`` orders it, then the database closed."""
+    await stops.stop_restored_checks()
+    await queue.stop()
+    await conn.close()
+
+
+async def start_checks(stops: MemberStops, lookup: StandingLookup) -> None:
+    await stops.start_restored_checks(lookup, easel_id=EASEL)
+
+
 async def stops_over(
     tmp_path: Path, stopped: StoppedMembers, clock: Callable[[], float] = time.time
 ) -> tuple[MemberStops, JobQueue, aiosqlite.Connection]:
@@ -184,13 +500,16 @@ async def stops_over(
 
 
 async def test_the_check_gives_up_at_its_deadline_and_keeps_the_undecided_jobs(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Discord hangs: the check ends at its deadline (Easel is offline until it does), not
-    after 10 s per batch of members; the members it did not decide keep their jobs."""
-    stops, queue, conn = await stops_over(tmp_path, StoppedMembers())
-    members = range(100, 100 + 2 * RESTORED_CHECKS_AT_ONCE)
-    queued = [await queue.submit(job(user, f"queued by {user}")) for user in members]
+    """Discord hangs: the check ends at its deadline (each member's restored work waits until
+    their answer, or it), not after 10 s per batch of members; the members it did not decide
+    keep their jobs, which wait no more, and the log counts none as decided."""
+    caplog.set_level(logging.INFO, logger="bot.bans")
+    stopped = StoppedMembers()
+    stops, queue, conn = await stops_over(tmp_path, stopped)
+    users = range(100, 100 + 2 * RESTORED_CHECKS_AT_ONCE)
+    queued = [await queue.submit(job(user, f"queued by {user}")) for user in users]
     asked: list[int] = []
 
     async def hangs(guild_id: int, user_id: int) -> Standing:
@@ -200,9 +519,13 @@ async def test_the_check_gives_up_at_its_deadline_and_keeps_the_undecided_jobs(
 
     try:
         # Without the deadline: two batches of 10 s each.
+        members = await stops.await_restored_answers()
         async with asyncio.timeout(RESTORED_CHECK_TIMEOUT_S):
-            await stops.check_restored_jobs(hangs, easel_id=EASEL, deadline_s=0.5)
+            await stops.check_restored_jobs(members, hangs, easel_id=EASEL, deadline_s=0.5)
         assert len(asked) == RESTORED_CHECKS_AT_ONCE  # the second batch was never asked
+        decided = f"0 of {len(users)} member(s) with restored jobs decided by Discord's answer"
+        assert f"start-up: {decided}" in caplog.messages
+        assert not any(stopped.awaiting_answer(GUILD, user) for user in users)
         for job_id in queued:
             record = await journal.get_job(conn, job_id)
             assert record is not None and record.status is journal.JobStatus.QUEUED
@@ -222,7 +545,8 @@ async def test_a_deleted_servers_restored_jobs_are_cancelled_refunded_and_not_au
         return Standing(server_gone=guild_id == gone_guild)  # 404 Unknown Guild
 
     try:
-        await stops.check_restored_jobs(standing, easel_id=EASEL)
+        members = await stops.await_restored_answers()
+        await stops.check_restored_jobs(members, standing, easel_id=EASEL)
         statuses = [
             record.status
             for job_id in [*in_gone, staying]

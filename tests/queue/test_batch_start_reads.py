@@ -94,6 +94,9 @@ class StartsAll:
     def __init__(self) -> None:
         self.asked: list[FinishedJob] = []
 
+    def start_waits_for(self, job_id: str, user_id: int, guild_id: int | None) -> None:
+        return None
+
     async def why_not_started(self, job: FinishedJob) -> str | None:
         self.asked.append(job)
         return None

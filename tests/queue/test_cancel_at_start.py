@@ -15,7 +15,7 @@ import pytest
 
 from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome, JobQueue, Submission
-from bot.jobs.queue.job_queue import _RunningBatch
+from bot.jobs.queue.cancels import RunningBatch
 from bot.policy.quota import Period, period_start
 from db import jobs as journal
 from db import quotas as ledger
@@ -138,7 +138,7 @@ async def test_a_cancel_that_waited_for_the_lock_while_its_job_was_handed_out_st
 
     def handed_out_meanwhile(job: str) -> bool:
         take_out(job)  # out of the queue, as the dispatcher's hand-out takes it
-        queue._running[job] = _RunningBatch((job,))  # registered before its first await
+        queue._running[job] = RunningBatch((job,))  # registered before its first await
         return False
 
     monkeypatch.setattr(queue._scheduler, "cancel", handed_out_meanwhile)

@@ -20,11 +20,11 @@ def queued(position: int, eta_s: float, *, at_least: bool) -> JobState:
 
 def test_a_place_past_the_count_reads_as_a_lower_bound() -> None:
     assert queued(999, 950.0, at_least=False).place() == "position 1000"
-    assert queued(999, 950.0, at_least=False).wait() == "about 950 s"
+    assert queued(999, 950.0, at_least=False).done_in() == "done in about 950 s"
     assert queued(1000, 900.0, at_least=True).place() == "position over 1000"
-    assert queued(1000, 900.0, at_least=True).wait() == "over 900 s"
+    assert queued(1000, 900.0, at_least=True).done_in() == "done in over 900 s"
     running = JobState(JobStatus.RUNNING, position=None, eta_s=None)
-    assert running.wait() is None
+    assert running.done_in() is None
     with pytest.raises(ValueError, match="only a queued job has a place"):
         running.place()
 
@@ -50,5 +50,5 @@ async def test_the_queue_says_which_places_are_past_the_count(
     ]
     first, _, third, _ = (state for state in states if state)
     assert third.place() == "position over 2"
-    assert (third.wait() or "").startswith("over ")
+    assert (third.done_in() or "").startswith("done in over ")
     assert first.place() == "position 1"

@@ -318,6 +318,10 @@ def test_position_and_eta_follow_the_fair_order() -> None:
     assert scheduler.position(running.job_id, now) is None
     # 6 s left on the running job, then 5 + 7 ahead, then its own 3.
     assert scheduler.eta(queued[2].job_id, now) == pytest.approx(now + 6 + 5 + 7 + 3)
+    # Held back by the queue (a restored job awaiting a check), it renders nowhere.
+    not_rendering = {running.job_id}
+    eta = scheduler.eta(queued[2].job_id, now, not_rendering=not_rendering)
+    assert eta == pytest.approx(now + 5 + 7 + 3)
     snapshot = scheduler.snapshot(now)
     assert [r.job for r in snapshot.running] == [running]
     assert list(snapshot.queued) == queued
@@ -360,6 +364,42 @@ def test_requeue_puts_a_running_job_back_in_its_place() -> None:
     assert scheduler.next_batch("cuda:1", 3.0) == [first]
     with pytest.raises(KeyError, match="not running"):
         scheduler.requeue(second.job_id)
+
+
+@pytest.mark.parametrize("put_back_first", [0, 1])
+def test_jobs_put_back_unstarted_keep_their_users_turn(put_back_first: int) -> None:
+    """Jobs handed out, then held back before they started (restored ones awaiting a check),
+    go back to their places, and their user to the round-robin place they had: no turn was
+    used, whichever is put back first. A requeue (a lost render) uses the turn."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=2, per_user_in_flight=2))
+    held, other = [job(1, at=0.0), job(1, at=1.0)], job(2, at=2.0, model="other")
+    for item in held:
+        scheduler.submit(item)
+    assert scheduler.next_batch("cpu", 3.0) == held
+    scheduler.submit(other)
+    for index in (put_back_first, 1 - put_back_first):
+        scheduler.put_back_unstarted(held[index].job_id)
+    # Neither user started a job: the earlier submit goes first.
+    assert scheduler.fair_order(4.0, respect_caps=False) == [held[0], other, held[1]]
+    assert scheduler.next_batch("cpu", 4.0) == [held[0], held[1]]
+    scheduler.requeue(held[0].job_id)
+    scheduler.requeue(held[1].job_id)
+    assert scheduler.fair_order(5.0, respect_caps=False) == [other, *held]
+
+
+def test_a_later_start_of_the_user_stands_when_a_held_job_is_put_back() -> None:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=2))
+    held, started = job(1, at=0.0), job(1, at=1.0)
+    for item in (held, started):
+        scheduler.submit(item)
+    assert scheduler.next_batch("cpu", 2.0) == [held]
+    assert scheduler.next_batch("cpu", 2.0) == [started]  # it renders
+    later = job(2, at=3.0)
+    scheduler.submit(later)
+    scheduler.put_back_unstarted(held.job_id)
+    assert scheduler.fair_order(4.0, respect_caps=False) == [later, held]
+    with pytest.raises(KeyError, match="not running"):
+        scheduler.put_back_unstarted(held.job_id)
 
 
 def test_could_grow_only_for_partial_batches() -> None:

@@ -111,6 +111,37 @@ def test_refusal_for_a_request_larger_than_the_limit_itself() -> None:
     )
 
 
+def test_a_request_larger_than_a_used_up_limit_is_told_to_wait_for_the_reset() -> None:
+    """Asking for less cannot help while the limit is used up: the refusal says both."""
+    now = ts(2026, 11, 25, 12)
+    refusal = check(usage_of(12), QuotaLimits(images_per_day=1), Cost(4, 0.0), now)
+    assert refusal is not None
+    assert refusal.message == (
+        "This request needs 4 images but the limit is 1 image per day and you have used 12 "
+        f"today; ask for at most 1 after the limit resets <t:{int(ts(2026, 11, 26))}:R>."
+    )
+
+
+def test_gpu_seconds_are_counted_in_words_and_not_asked_for_by_number() -> None:
+    """A member asks for pictures, steps and sizes, not GPU-seconds: a request larger than a
+    used-up GPU-seconds limit is told to ask for less after the reset, and a request or limit
+    of 1 of any unit reads singular."""
+    now = ts(2026, 11, 25, 12)
+    refusal = check(
+        usage_of(gpu_seconds=0.5), QuotaLimits(gpu_seconds_per_day=0.5), Cost(1, 1.0), now
+    )
+    assert refusal is not None
+    assert refusal.message == (
+        "This request needs 1 GPU-second but the limit is 0.5 GPU-seconds per day and you have "
+        f"used 0.5 today; ask for less after the limit resets <t:{int(ts(2026, 11, 26))}:R>."
+    )
+    larger = check(usage_of(), QuotaLimits(gpu_seconds_per_day=1.0), Cost(1, 2.0), now)
+    assert larger is not None
+    assert larger.message == (
+        "This request needs 2 GPU-seconds but the limit is 1 GPU-second per day; ask for less."
+    )
+
+
 def test_the_limit_that_resets_last_is_reported() -> None:
     now = ts(2026, 11, 25, 12)
     limits = QuotaLimits(images_per_day=10, images_per_month=10)

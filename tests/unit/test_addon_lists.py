@@ -23,6 +23,7 @@ from bot.policy.addons import (
     kinds_to_read,
     listable_addons,
     spelt_as_among,
+    spelt_as_installed,
     under_addon_rules,
 )
 from bot.policy.moderation import NsfwPolicy, check_request
@@ -144,6 +145,25 @@ def test_an_admins_list_takes_a_name_as_installed_in_any_letter_case() -> None:
     loras = ["Style", "style"]
     assert spelt_as_among("style", loras) == "style"
     assert spelt_as_among("STYLE", loras) is None
+
+
+def test_an_admin_naming_what_is_not_installed_is_told_what_is() -> None:
+    """/easel-admin default-model and addon: nothing installed is the operator's to fix;
+    a name several files match in letter case names them; a typo gets the closest ones."""
+    assert spelt_as_installed("model", "TINY", ["tiny", "sdxl"]) == "tiny"
+    with pytest.raises(UserError) as nothing:
+        spelt_as_installed("model", "x", [])
+    assert str(nothing.value) == "No model is installed; ask Easel's operator to install one."
+    with pytest.raises(UserError) as clash:
+        spelt_as_installed("model", "TINY", {"tiny", "Tiny"})
+    assert str(clash.value) == "`TINY` matches the models `Tiny` and `tiny`; type one exactly."
+    many = [f"model-{n:02d}" for n in range(40)] + ["dreamshaper-8"]
+    with pytest.raises(UserError) as typo:
+        spelt_as_installed("model", "dreamshapr-8", many)
+    assert str(typo.value) == (
+        "No model named `dreamshapr-8` is installed; did you mean `dreamshaper-8`? "
+        "Pick one from the name choices."
+    )
 
 
 def test_a_reused_hires_upscaler_the_server_leaves_out_gives_way_to_lanczos() -> None:
@@ -407,7 +427,7 @@ def test_embeddings_left_out_are_plain_prompt_text_for_the_job(tmp_path: Path) -
 def test_show_lists_each_kind_and_says_what_an_empty_list_means() -> None:
     settings = GuildSettings(1, None, "allow", {GuildList.ALLOWED_LORA: frozenset({"a", "b"})})
     shown = describe_guild(settings)
-    assert "allowed LoRAs: a, b (— means every installed LoRA)" in shown
+    assert "allowed LoRAs: `a`, `b` (— means every installed LoRA)" in shown
     assert "allowed ControlNets: — (— means every installed ControlNet)" in shown
 
 

@@ -48,5 +48,5 @@ def test_lists_that_fit_are_shown_whole_beside_a_long_one() -> None:
     )
     shown = describe_guild_within(MESSAGE_LIMIT, settings)
     assert len(shown) <= MESSAGE_LIMIT
-    assert "allowed models: sd15, sdxl (— means every model)" in shown
+    assert "allowed models: `sd15`, `sdxl` (— means every model)" in shown
     assert "||word0000||" in shown and "more (all in easel-settings.txt)" in shown

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 from torch import zeros
 
-import bot.app
+import bot.engines
 from bot.cli.main import main
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.unit.test_cli import isolated, one_error_line
@@ -95,7 +95,7 @@ def test_a_wrong_family_adapter_is_refused_before_the_model_loads(
     def no_engine(*_: object) -> object:
         raise AssertionError("an engine was built: the adapter was found wrong only at render")
 
-    monkeypatch.setattr(bot.app, "engine_factory_for", no_engine)
+    monkeypatch.setattr(bot.engines, "engine_factory_for", no_engine)
     argv = ["render", "a cat", "--steps", "2", "--size", "64x64", "--sref", style, "--out", "out"]
     assert main(argv) == 2
     assert "no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the" in (

@@ -83,8 +83,14 @@ def test_cells_are_every_x_on_every_y_row_by_row() -> None:
 def test_too_many_cells_and_the_same_axis_twice_are_refused() -> None:
     x = parse_axis(Axis.SEED, "1-5", BASE.prompt, 50, ())
     y = parse_axis(Axis.STEPS, "1-4", BASE.prompt, 50, ())
-    with pytest.raises(UserError, match=r"at most 16 pictures; 5 seed values x 4 steps .* is 20"):
+    with pytest.raises(UserError, match=r"at most 16 pictures; 5 seed values x 4 steps .* make 20"):
         plan_comparison(BASE, x, y)
+    seeds = parse_axis(Axis.SEED, "1-17", BASE.prompt, 50, ())
+    with pytest.raises(UserError) as refused:
+        plan_comparison(BASE, seeds, None)
+    assert str(refused.value) == (
+        "A comparison renders at most 16 pictures; 17 seed values make 17: give fewer values."
+    )
     with pytest.raises(UserError, match="both seed"):
         plan_comparison(BASE, x, x)
 

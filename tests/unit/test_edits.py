@@ -247,6 +247,12 @@ def test_styles_csv_placeholder_append_and_unknown(tmp_path: Path) -> None:
     assert apply_style(styles, "Plain", "a cat", None) == ("a cat", "")
     with pytest.raises(RequestError, match="style 'Nope' does not exist; known styles: Oil"):
         apply_style(styles, "Nope", "a cat", None)
+    # No operator's file name for a member to puzzle over; a long list says it was cut.
+    with pytest.raises(RequestError, match=r"^style 'Nope' does not exist: this bot has no"):
+        apply_style({}, "Nope", "a cat", None)
+    many = {f"s{n:02}": styles["Oil"] for n in range(12)}
+    with pytest.raises(RequestError, match=r"known styles: s00, .*, s09 and 2 more$"):
+        apply_style(many, "Nope", "a cat", None)
 
 
 def test_styles_csv_without_its_columns_is_logged(

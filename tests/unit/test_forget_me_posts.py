@@ -95,12 +95,12 @@ async def test_gone_is_done_a_refusing_channel_keeps_the_rest_a_failure_keeps_on
 def test_the_outcome_says_what_stayed_why_when_it_is_tried_again_and_who_can_delete_it() -> None:
     kept = Counter({UNREACHABLE: 2, ARCHIVED_THREAD: 3})
     assert outcome_text(PostsOutcome(asked=9, kept=kept)) == (
-        "Removed 4 of 9 posted message(s) from channels. 5 stay for now (3 in an archived "
+        "Removed 4 of 9 posted messages from channels. 5 stay for now (3 in an archived "
         "thread, 2 in a channel Easel cannot reach): Easel tries again over the next 5 days; a "
         "moderator of that server can delete them sooner."
     )
     assert outcome_text(PostsOutcome(asked=2, kept=Counter())) == (
-        "Removed 2 of 2 posted message(s) from channels."
+        "Removed 2 of 2 posted messages from channels."
     )
 
 
@@ -118,9 +118,9 @@ async def test_the_member_is_told_the_outcome_once_the_deletes_end() -> None:
     async with asyncio.timeout(10):
         await ended.wait()
     assert told == [
-        "Removed 1 of 2 posted message(s) from channels. 1 stay for now (1 in an archived "
+        "Removed 1 of 2 posted messages from channels. 1 stays for now (1 in an archived "
         "thread): Easel tries again over the next 5 days; a moderator of that server can "
-        "delete them sooner."
+        "delete it sooner."
     ]
 
 

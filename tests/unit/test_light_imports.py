@@ -4,8 +4,10 @@ inside a function, so this runs them)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_the_settings_and_the_command_line_import_no_discord_torch_or_cogs() -> None:
@@ -17,3 +19,39 @@ def test_the_settings_and_the_command_line_import_no_discord_torch_or_cogs() -> 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def _modules_loaded_by(argv: list[str], env: dict[str, str], before: str = "") -> str:
+    """Runs ``easel ARGV`` in a fresh interpreter; its exit status and which of discord and the
+    cogs it loaded."""
+    code = (
+        f"import sys; {before}from bot.cli.main import main; code = main({argv!r}); "
+        "print(code, sorted({'discord', 'cogs'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_easel_worker_builds_its_engines_without_discord(tmp_path: Path) -> None:
+    # The broker is left out (run_worker returns at once): its engine factory is built first.
+    stub_broker = (
+        "import bot.jobs.broker.worker as broker; "
+        "broker.run_worker = lambda config, engines: None; "
+    )
+    env = {"EASEL_QUEUE_URL": "nats://127.0.0.1:4222", "EASEL_DATA_DIR": str(tmp_path)}
+    assert _modules_loaded_by(["worker"], env, before=stub_broker) == "0 []"
+
+
+def test_easel_render_builds_its_engine_without_discord(tmp_path: Path) -> None:
+    # The engine is built and asked to render from an empty models folder: a usage error.
+    (tmp_path / "models").mkdir()
+    env = {"EASEL_MODELS_DIR": str(tmp_path / "models"), "EASEL_DATA_DIR": str(tmp_path)}
+    argv = ["render", "a cat", "--steps", "2", "--size", "64x64", "--out", str(tmp_path / "out")]
+    assert _modules_loaded_by(argv, env) == "2 []"

@@ -14,10 +14,11 @@ from typing import Any, cast
 import discord
 import pytest
 
+from bot.engines import PROGRESS_EDIT_INTERVAL_S
 from bot.jobs.queue import FinishedJob
 from cogs.results import progress as progress_module
 from cogs.results.posting import DiscordResults, _original_response_recorded
-from cogs.results.progress import PROGRESS_EDIT_INTERVAL_S, Pointer, ProgressMessages, _Watched
+from cogs.results.progress import Pointer, ProgressMessages, _Watched
 from inference.types import RenderRequest, StepProgress
 
 

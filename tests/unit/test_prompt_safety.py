@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.edits import request_from_infotext
-from bot.policy.prompt_safety import PromptPlanner, plan_request
+from bot.policy.prompt_safety import PromptPlanner, explain_prompt, plan_request
 from bot.requests import MAX_PROMPT_CHARS, RequestError
 from bot.user_errors import UserError
 from inference.infotext import format_infotext, png_with_infotext
@@ -89,6 +89,22 @@ def test_prompt_language_errors_are_clear_refusals(
 ) -> None:
     with pytest.raises(UserError, match=message):
         plan_request(RenderRequest(prompt, seed=1), set(), wildcards)
+
+
+def test_explain_reads_wildcards_as_a_render_does(wildcards: Path, tmp_path: Path) -> None:
+    """Without a wildcard folder a render keeps ``__name__`` as typed, and /explain says so
+    instead of refusing it; with one, both refuse it, in sentences that end once."""
+    missing = tmp_path / "no-such-folder"
+    plan_request(RenderRequest("a __nosuch__ cat", seed=1), set(), missing)
+    assert explain_prompt("a __nosuch__ cat", "", None, missing)["prompt"] == "a __nosuch__ cat"
+    with pytest.raises(UserError) as refused:
+        explain_prompt("a __nosuch__ cat", "", None, wildcards)
+    assert str(refused.value) == (
+        "unknown wildcard __nosuch__: add a file named nosuch.txt to the wildcards folder. "
+        "Fix the prompt and try again."
+    )
+    with pytest.raises(UserError, match=r"did you mean __pet__\? Fix the prompt and try"):
+        plan_request(RenderRequest("a __pets__", seed=1), set(), wildcards)
 
 
 def test_one_length_cap_for_prompts_and_negative_prompts(wildcards: Path) -> None:

@@ -13,7 +13,7 @@ from bot.policy.prompt_safety import plan_request
 from bot.policy.visibility import ChannelAccess, check_member_may_read
 from bot.requests import RequestError
 from bot.user_errors import Reason, UserError
-from cogs.errors import refusal_of
+from cogs.errors import permission_names, refusal_of
 from inference.types import RenderRequest
 
 
@@ -60,7 +60,9 @@ def test_the_error_handler_names_the_reason_and_leaves_internal_errors_out() -> 
     )
     missing = app_commands.MissingPermissions(["manage_guild"])
     assert refusal_of(missing) == (
-        "You need the manage guild permission to use this; ask a server admin.",
+        "You need the Manage Server permission to use this; ask a server admin.",
         Reason.PERMISSION,
     )
+    # Named as Discord's client names them, where members and admins look for them.
+    assert permission_names(["manage_messages", "manage_guild"]) == "Manage Messages, Manage Server"
     assert refusal_of(RuntimeError("a bug")) is None

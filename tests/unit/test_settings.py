@@ -122,7 +122,7 @@ def test_trusted_proxies_are_addresses_and_networks(monkeypatch: pytest.MonkeyPa
 
 
 def test_engine_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.app import engine_factory_for
+    from bot.engines import engine_factory_for
     from inference.engine import Engine
 
     for name, value in {

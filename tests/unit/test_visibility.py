@@ -82,3 +82,8 @@ def test_only_a_private_thread_asks_who_was_added_unless_the_member_manages_thre
     assert must_ask_thread_membership(private_thread=True, manage_threads=False)
     assert not must_ask_thread_membership(private_thread=True, manage_threads=True)
     assert not must_ask_thread_membership(private_thread=False, manage_threads=False)
+
+
+def test_a_bare_id_where_there_is_no_channel_asks_for_the_link() -> None:
+    with pytest.raises(UserError, match="Give the full message link"):
+        locate_message(str(MESSAGE), Place(GUILD, None))

@@ -79,6 +79,7 @@ from bot.redaction import redact_url
 from inference.types import (
     RenderCancelled,
     RenderedImage,
+    RenderFailed,
     RenderInputError,
     RenderRequest,
     StepProgress,
@@ -89,6 +90,12 @@ __all__ = ["WorkerConfig", "run_worker", "serve", "worker_inbox_prefix"]
 
 log = logging.getLogger(__name__)
 
+# What a member is told of a render that raised anything but ``RenderFailed`` (the bot adds the
+# job's reference, which names this worker's log line).
+INTERNAL_FAILURE = (
+    "something went wrong on Easel's side while rendering; nothing was charged. Try again "
+    "later, or give the reference to a server admin"
+)
 # Cancels heard for jobs not (yet) running here: a job taken just before its cancel arrived.
 REMEMBERED_CANCELS = 1024
 # Replies come under ``_INBOX_easel_<broker user>``, so each worker's broker user may subscribe
@@ -600,9 +607,11 @@ class _DeviceLoop:
         except RenderInputError as error:
             return finish(result(Outcome.INVALID, error=str(error)), heartbeat)
         except Exception as error:
+            # The log keeps the class and traceback for the operator; the member reads the
+            # result's words, so only a ``RenderFailed``'s (written for them) travel as they are.
             log.exception("job %s failed on %s", job.job_id, self.device)
-            failed = result(Outcome.FAILED, error=f"{type(error).__name__}: {error}")
-            return finish(failed, heartbeat)
+            told = str(error) if isinstance(error, RenderFailed) else INTERNAL_FAILURE
+            return finish(result(Outcome.FAILED, error=told), heartbeat)
         finally:
             self._hub.running.pop(job.job_id, None)
         return finish(result(Outcome.DONE), heartbeat, rendered)

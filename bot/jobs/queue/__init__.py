@@ -1,7 +1,8 @@
 """The job queue (``JobQueue``: journal in SQLite, fair scheduling, one dispatcher per render
 slot) and what it is made of: the slots it renders on (``slots``), the values it takes and
-hands out (``values``), the journal's writes tried again (``journal_writes``), jobs' ends
-recorded (``ends``) and their outcomes delivered (``delivery``)."""
+hands out (``values``), jobs admitted and journaled (``admission``), cancelled and stopped
+(``cancels``), the journal's writes tried again (``journal_writes``), jobs' ends recorded
+(``ends``) and their outcomes delivered (``delivery``)."""
 
 from bot.jobs.accounting import QuotaExceeded
 from bot.jobs.queue.delivery import DeliveryRetries

@@ -1,11 +1,12 @@
 """The job queue: journal in SQLite, fair scheduling, one dispatcher per render slot.
 
-A job is written to the journal (with its quota reservation, in one transaction) before anyone
-is told it was accepted; a start replays the journal (running jobs are queued again, finished
-but undelivered results are delivered: ``Delivery``). A failed job, or one cancelled before it
-started, is refunded; a finished one is charged the GPU time it really took, and one its owner
-cancelled while running the GPU time it took until it stopped (no pictures; an admin's or a
-ban's stop is refunded whole: ``JobQueue.cancel``); those ends are ``JobEnds``' to record.
+A job is written to the journal (with its quota reservation, in one transaction: ``Admission``)
+before anyone is told it was accepted; a start replays the journal (running jobs are queued
+again, finished but undelivered results are delivered: ``Delivery``). A failed job, or one
+cancelled before it started, is refunded; a finished one is charged the GPU time it really
+took, and one its owner cancelled while running the GPU time it took until it stopped (no
+pictures; an admin's or a ban's stop is refunded whole: ``Cancels``); those ends are
+``JobEnds``' to record.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ import aiosqlite
 from bot import metrics
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.queue.admission import Admission
 from bot.jobs.queue.broker_chores import BrokerChores
+from bot.jobs.queue.cancels import Cancels, RunningBatch
 from bot.jobs.queue.delivery import Delivery, DeliveryRetries
 from bot.jobs.queue.ends import JobEnds
 from bot.jobs.queue.journal_writes import JOURNAL_RETRY_WAITS_S, JournalWriter
@@ -57,12 +58,8 @@ from bot.jobs.scheduler import (
     SchedulerConfig,
 )
 from bot.logging_setup import job_event
-from bot.policy.queue_bound import QueueBoundRefusal
-from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits, RelaxRefusal
-from bot.user_errors import Reason, UserError
+from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
-from db import quotas as ledger
-from db.database import transaction
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -74,9 +71,10 @@ from inference.types import (
 
 log = logging.getLogger(__name__)
 
-_UNFINISHED = frozenset({journal.JobStatus.QUEUED, journal.JobStatus.RUNNING})
-# Stop waiting for a running render after this long on shutdown; the journal requeues it,
-# and that render is no attempt (``MAX_RENDER_ATTEMPTS``): the process ended it, not the job.
+# Stop waiting for a running render after this long on shutdown (sooner when the stop's own
+# deadline says so: ``stop``); the journal requeues it, and that render is no attempt
+# (``MAX_RENDER_ATTEMPTS``): the process ended it, not the job. The posts and broker chores
+# left then share as long again.
 SHUTDOWN_GRACE_S = 15.0
 # Renders a job gets in this process: a job the process died during this often is failed at
 # the next start, not rendered again (the broker delivers a job as often to its workers:
@@ -93,34 +91,6 @@ _ALONE = "alone"
 UNAVAILABLE_PROBE_WAITS_S = (1.0, 30.0)
 
 
-@dataclass
-class _RunningBatch:
-    """Jobs a slot was handed together, from the scheduler's hand-out (before the journal says
-    running) until their render ends. A cancel meanwhile is the batch's to honour, never a
-    refund of a job the slot renders anyway: a job cancelled before the render starts is left
-    out of it; the render stops once every one of them is cancelled."""
-
-    job_ids: tuple[str, ...]
-    # Its slot renders in this process: marking its jobs running counts a render attempt.
-    in_process: bool = True
-    # Its render is under way: a job cancelled before is left out of it, refunded whole.
-    rendering: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-    # Each cancelled job: whether its owner pays the GPU time it used (they chose the stop).
-    cancelled: dict[str, bool] = field(default_factory=dict)
-    # Jobs left out of the render: their scheduler slots were freed when it started.
-    left_out: set[str] = field(default_factory=set)
-
-    def cancel(self, job_id: str, *, owner_pays: bool) -> bool:
-        """Whether the job's owner will pay the GPU time it used: it renders, and they chose
-        the stop."""
-        # A refund wins: one cancel the owner did not choose (a ban) makes the stop free.
-        self.cancelled[job_id] = self.cancelled.get(job_id, True) and owner_pays
-        if self.cancelled.keys() >= set(self.job_ids):
-            self.stop.set()
-        return self.rendering and self.cancelled[job_id]
-
-
 def _cancel_charge(owner_pays: bool | None, used_s: float) -> float | None:
     """The GPU seconds a cancelled job is charged: those it used when its owner chose to stop
     it; None (refunded whole) when someone else stopped it or it used none."""
@@ -133,14 +103,6 @@ def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
     return [seconds * count / total for count in pictures]
 
 
-def _not_cancelled(job_id: str) -> UserError:
-    """What the member is told of a cancel the journal refused."""
-    return UserError(
-        f"Job `{job_id}` was not cancelled: Easel's database is busy. Try again in a minute.",
-        Reason.BUSY,
-    )
-
-
 def _failure(error: Exception, job_id: str, device: str) -> str:
     """What the member of a job that failed with ``error`` is told."""
     if isinstance(error, RenderInputError):
@@ -148,8 +110,19 @@ def _failure(error: Exception, job_id: str, device: str) -> str:
     if isinstance(error, RenderFailed):
         log.warning("job %s failed on %s: %s", job_id, device, error)
         return f"{error}; reference {job_id}"
-    log.error("job %s failed on %s", job_id, device, exc_info=error)
-    return f"internal error ({type(error).__name__}); reference {job_id}"
+    # The class names the bug for an operator; its member gets plain words and the job id,
+    # which this line carries for them to find.
+    log.error(
+        "job %s failed on %s: internal error (%s)",
+        job_id,
+        device,
+        type(error).__name__,
+        exc_info=error,
+    )
+    return (
+        f"Something went wrong on Easel's side while rendering (reference {job_id}); nothing "
+        "was charged. Try again later, or give the reference to a server admin."
+    )
 
 
 class JobQueue:
@@ -173,8 +146,6 @@ class JobQueue:
         self._chores = (
             None if copies is None else BrokerChores(conn, copies, clock, UNAVAILABLE_PROBE_WAITS_S)
         )
-        self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
-        self._max_queued = max_queued_per_member  # EASEL_MAX_QUEUED_PER_MEMBER; 0: no bound
         self._slots = list(slots)
         self._images_dir = images_dir
         self._clock = clock
@@ -191,7 +162,7 @@ class JobQueue:
         # The two latest submission times: a burst is two arrivals within the batch window.
         self._submitted_at = (-1e9, -1e9)
         self._wakeup = asyncio.Condition()
-        self._running: dict[str, _RunningBatch] = {}
+        self._running: dict[str, RunningBatch] = {}
         # Jobs a previous process died while rendering (``start``), until they render: each
         # renders with nothing else in flight on any device, so that a job that takes the
         # process down again costs no other job an attempt (``MAX_RENDER_ATTEMPTS``).
@@ -206,19 +177,18 @@ class JobQueue:
         # Jobs queued here whose start did not happen while the journal refused to say so
         # (``_not_handed_over``): it says running, and their next start here marks them so.
         self._running_in_journal: set[str] = set()
-        # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
-        # meanwhile, so a second click is told so, not that the job ended.
-        self._cancelling: set[str] = set()
-        # Those of them a stop was imposed on meanwhile (a ban's): their cancel, refused, ends
-        # them all the same rather than queues them again.
-        self._imposed_meanwhile: set[str] = set()
         # Set while a slot cannot hand jobs over (``SlotUnavailable``): no batch starts.
         self._paused = False
+        # Jobs handed out that wait, out of their slot's way, for what the start gate says
+        # their start waits for (``_wait_to_start``): in ``_running``, none renders.
+        self._waiting_to_start: set[str] = set()
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
         self._kinds: dict[str, str] = {}
-        # Each member's jobs not yet ended, for the queue bound's check before the
-        # acknowledgement (``quota_refusal``): counted without a read of SQLite.
+        # Each member's jobs not yet ended: counted by admission, found at a start, ended here.
         self._unfinished = UnfinishedJobs()
+        self._admission = Admission(
+            conn, self._unfinished, self._now, dm_limits, max_queued_per_member
+        )
         metrics.watch_queue_depth(self.queued_count)
         self._dispatchers: list[asyncio.Task[None]] = []
         # Rendered batches being stored, charged and delivered while their slot renders on.
@@ -245,6 +215,15 @@ class JobQueue:
             self._ended,
             settles_copies=copies is not None,
         )
+        self._cancels = Cancels(
+            conn,
+            self._ends,
+            self._scheduler,
+            self._wakeup,
+            self._running,
+            self._schedule_again,
+            self._now,
+        )
 
     def set_sink(self, sink: ResultSink) -> None:
         self._delivery.set_sink(sink)
@@ -262,9 +241,9 @@ class JobQueue:
     ) -> None:
         """Replay the journal, then start one dispatcher per slot.
 
-        ``before_delivery``: what must decide about the restored jobs once they are queued
-        again and before any is delivered or rendered (``bot.bans``: members banned, kicked or
-        timed out while Easel was offline); it may cancel them."""
+        ``before_delivery``: what must be done once the restored jobs are queued again and
+        before any is delivered or rendered (``bot.bans``: their makers' answers awaited, asked
+        in the background, the gates holding each one's restored work until theirs comes)."""
         await self._settle_ended()
         requeued, spent = await journal.requeue_running(self._conn, MAX_RENDER_ATTEMPTS)
         if requeued:
@@ -284,8 +263,8 @@ class JobQueue:
             self._kinds[job.id] = job.kind
             self._unfinished.add(job.id, (job.user_id, job.guild_id), request.count)
             if job.cancel_asked_at is not None:
-                # Its stop was asked (``_ask_stop``) and its end not written before the stop:
-                # ended now, refunded whole (the GPU time it used was not journaled), and
+                # Its stop was asked (``Cancels._ask_stop``) and its end not written before
+                # the stop: ended now, refunded whole (the GPU time it used was not journaled), and
                 # delivered with the ended jobs below. Tried once: a database held by another
                 # writer must not delay the login by minutes per job; one it refuses is kept
                 # for the sweep, and not rendered.
@@ -335,82 +314,65 @@ class JobQueue:
             else:
                 await accounting.refund(self._conn, end.job_id, now)
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
         """Take no new work; let running renders finish (bounded), then close the slots.
 
-        A render still running after the grace period is abandoned: its journal row stays
-        ``running`` and the next start queues it again, its attempt given back (the job did
-        not end the process). So is a post still running (or waiting for its turn) after
-        another grace period: the next start posts it.
+        A render still running after ``SHUTDOWN_GRACE_S`` is abandoned: told to stop, its
+        journal row stays ``running`` and the next start queues it again, its attempt given
+        back (the job did not end the process). So is a post still running (or waiting for
+        its turn) after another grace period: the next start posts it. No wait runs past
+        ``deadline`` (a loop time; the process's stop: ``bot.app.STOP_BUDGET_S``), nor does
+        the wait for the slots to close (one whose render ignores its stop is left to it).
         """
+        loop = asyncio.get_running_loop()
+
+        def grace(most_s: float) -> float:
+            return most_s if deadline is None else max(0.0, min(most_s, deadline - loop.time()))
+
         self._stopping = True
         self._stop_requested.set()
         async with self._wakeup:
             self._wakeup.notify_all()
         abandoned: list[str] = []
         if self._dispatchers:
-            _, still_running = await asyncio.wait(self._dispatchers, timeout=SHUTDOWN_GRACE_S)
+            _, still_running = await asyncio.wait(
+                self._dispatchers, timeout=grace(SHUTDOWN_GRACE_S)
+            )
             # Read before the cancels: each batch leaves ``_running`` as its task ends.
             abandoned = [job_id for job_id, batch in self._running.items() if batch.in_process]
+            for batch in self._running.values():
+                if batch.in_process:  # a device stops at its next step: its slot can close
+                    batch.stop.set()
             for task in still_running:
                 task.cancel()
-        # The posts, then the broker's chores, share one grace: with the renders' the stop
-        # takes 30 s at most (SIGTERM's bound); chores left over wait for the next start.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SHUTDOWN_GRACE_S
-        await self._settle_background(SHUTDOWN_GRACE_S)
+        # The posts, then the broker's chores, share one grace; chores left over wait for the
+        # next start.
+        posts_end = loop.time() + grace(SHUTDOWN_GRACE_S)
+        await self._settle_background(posts_end - loop.time())
         if self._chores is not None:  # once the last ends are recorded
-            await self._chores.stop(max(0.0, deadline - loop.time()))
+            await self._chores.stop(max(0.0, posts_end - loop.time()))
         # After the cancels: a start a cancelled task was marking is journaled before this
         # (the connection runs its statements in order).
         await journal.give_back_attempts(self._conn, abandoned)
-        for slot in self._slots:
-            await asyncio.to_thread(slot.close)
+        closing = [asyncio.create_task(asyncio.to_thread(slot.close)) for slot in self._slots]
+        if closing:
+            closing_s = None if deadline is None else max(0.0, deadline - loop.time())
+            _, still_closing = await asyncio.wait(closing, timeout=closing_s)
+            if still_closing:
+                log.warning(
+                    "stopping: %d device(s) still inside a render step past the stop's "
+                    "deadline; the process exits once it returns (or is killed); their jobs "
+                    "stay journaled running and are queued again at the next start",
+                    len(still_closing),
+                )
 
     async def submit(self, submission: Submission) -> str:
         """Reserve quota and journal the job, then queue it; returns its id once it cannot be
         lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits say no.
 
         While the queue stops, a submission is still journaled: the next start runs it."""
-        job_id = uuid.uuid4().hex[:16]
-        created_at = self._now()
-        async with transaction(self._conn):
-            refusal = await accounting.admit(
-                self._conn,
-                job_id,
-                submission.member,
-                submission.request,
-                created_at,
-                self._dm_limits,
-                max_queued=self._max_queued,
-            )
-            if refusal is None:
-                await journal.insert_job(
-                    self._conn,
-                    journal.NewJob(
-                        id=job_id,
-                        kind=submission.kind,
-                        user_id=submission.user_id,
-                        guild_id=submission.guild_id,
-                        channel_id=submission.channel_id,
-                        request_json=submission.request.to_json(),
-                        created_at=created_at,
-                        parent_job_id=submission.parent_job_id,
-                        application_id=submission.application_id,
-                        interaction_token=submission.interaction_token,
-                        interaction_created_at=submission.interaction_created_at,
-                        filesize_limit=submission.filesize_limit,
-                        spoiler=submission.spoiler,
-                        priority=int(submission.priority),
-                        private=submission.private,
-                        age_restricted=submission.age_restricted,
-                    ),
-                )
-        if refusal is not None:
-            raise QuotaExceeded.of(refusal)  # counted where the member is told
+        job_id, created_at = await self._admission.admit(submission)
         self._kinds[job_id] = submission.kind
-        member = (submission.user_id, submission.guild_id)
-        self._unfinished.add(job_id, member, submission.request.count)
         metrics.job_submitted(submission.kind)
         log.info(
             "job %s queued",
@@ -432,288 +394,37 @@ class JobQueue:
 
     async def quota_refusal(self, submission: Submission, jobs: int = 1) -> QuotaExceeded | None:
         """Why the member's limits, the queue bound or the relax caps would refuse this
-        submission now, or None (reads only: nothing counted, the caller may never tell it,
-        ``bot.refusals.quota_refused``); ``jobs``: how many jobs its pictures are split into
-        (``--repeat``).
-
-        For answering before the interaction is deferred, so a refusal can be ephemeral:
-        from memory once warm, a refusal confirmed in SQLite; ``submit`` checks again,
-        atomically, and stays the authority."""
-        refusal = await accounting.refusal_for(
-            self._conn,
-            submission.member,
-            submission.request,
-            self._now(),
-            self._dm_limits,
-        )
-        if refusal is not None:
-            return QuotaExceeded.of(refusal)
-        waiting = await self._unfinished_refusal(submission.member, submission.request, jobs)
-        return None if waiting is None else QuotaExceeded.of(waiting)
-
-    async def _unfinished_refusal(
-        self, member: accounting.Member, request: RenderRequest, jobs: int
-    ) -> RelaxRefusal | QueueBoundRefusal | None:
-        """Why ``jobs`` more of ``member``'s (``request``'s pictures in all) do not fit beside
-        their unfinished ones (``accounting.unfinished_refusal``: a ``--relax`` request's caps,
-        the queue bound), or None: counted in memory (``_unfinished``); a refusal is confirmed
-        in SQLite, whose count replaces memory's (it may have missed an end)."""
-        key, bound = (member.user_id, member.guild_id), self._max_queued
-        if accounting.unfinished_refusal(self._unfinished.of(key), request, jobs, bound) is None:
-            return None
-        self._unfinished.found(key, await journal.unfinished_pictures_of(self._conn, *key))
-        return accounting.unfinished_refusal(self._unfinished.of(key), request, jobs, bound)
+        submission now, or None (``Admission.refusal``): reads only, for answering before the
+        interaction is deferred; ``submit`` checks again, atomically."""
+        return await self._admission.refusal(submission, jobs)
 
     async def cancel(
         self, job_id: str, by: accounting.Member, *, imposed: bool = False
     ) -> CancelOutcome:
-        """Cancel a queued job (refunded, the owner is told) or stop a running one.
-
-        ``by`` acts where they are: a job of another guild (or of DMs) is answered as unknown,
-        so its existence does not leak; there only its owner or an admin may cancel it.
-
-        Who pays for a stop: a running job its owner stops themselves is charged the GPU time
-        it used (no pictures); one an admin stops (another member's job), or whose stop is
-        ``imposed`` on its owner (a ban: they did not choose it), or that was handed to its
-        device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING.
-
-        A job whose cancel the journal never takes (``JournalWriter.write``) is not cancelled:
-        a queued one stays queued here, a running one renders on (``_ask_stop``), and
-        ``UserError`` tells the member so; its tries take minutes, so its callers answer
-        Discord first (defer). Not so for a stop ``imposed`` on its owner: a refused write
-        protects no member there, so each is tried once (a ban's or a withdrawal's stop must
-        not wait minutes for a busy database) and the job is stopped all the same, its end
-        kept for the sweep (``JobEnds.record_cancel``), so it never raises ``UserError`` (nor
-        when another cancel of the job is being written: ``_impose_meanwhile``); nor once this
-        call recorded the stop as asked: the next start ends the job whatever this process
-        manages, so it is kept and answered cancelled rather than "not cancelled"; nor when
-        another stop ended the job meanwhile (``_ask_stop``): its asker is told it stops."""
-        job = await journal.get_job(self._conn, job_id)
-        if job is None or job.guild_id != by.guild_id:
-            return CancelOutcome.UNKNOWN
-        if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
-            return CancelOutcome.NOT_YOURS
-        if job_id in self._cancelling:
-            return await self._meet_other_cancel(job_id, imposed=imposed)
-        owner_pays = job.user_id == by.user_id and not imposed
-        # Stopped already, its end waiting for the journal: the journal says running still.
-        if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
-            return kept
-        asked = False  # this call recorded the stop as asked (``_ask_stop``)
-        # Its batch as the stop was asked: one another cancel stopped meanwhile ends cancelled.
-        asked_of: _RunningBatch | None = None
-        while True:
-            if (running := self._running.get(job_id)) is not None:
-                if not asked:
-                    asked_of = running
-                    asked = await self._ask_stop(job_id, imposed=imposed, of=running)
-                if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
-                    return stopping
-                # Ended meanwhile, or queued again as its start did not happen.
-            async with self._wakeup:
-                removed = self._scheduler.cancel(job_id)  # queued only
-                self._wakeup.notify_all()
-            if removed:
-                break
-            if job_id not in self._running:
-                if asked_of is not None and job_id in asked_of.cancelled:
-                    # Another cancel stopped it meanwhile (left out of its batch, or its render
-                    # stopped): it ends cancelled, so this ask is kept and answered so.
-                    owner_charged = asked_of.rendering and asked_of.cancelled[job_id]
-                    return CancelOutcome.STOPPING if owner_charged else CancelOutcome.STOPPING_FREE
-                if job_id in self._cancelling:
-                    # Another cancel took it from the queue while this waited for the lock, and
-                    # writes its end: not finished yet, and that write may be refused.
-                    return await self._meet_other_cancel(job_id, imposed=imposed)
-                if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
-                    return kept  # another cancel ended it, and its end waits for the sweep
-                if (
-                    asked_of is not None
-                    and (ended := await self._ended_cancelled(job_id)) is not None
-                ):
-                    # Another cancel stopped it in a batch released since (alone, after
-                    # ``asked_of`` failed), while this one's ask was tried for minutes.
-                    return ended
-                if asked:
-                    await self._forget_ask(job_id)
-                return CancelOutcome.FINISHED
-            # Handed to its device while this waited for the lock (the dispatcher registers a
-            # batch as running before its first await): stopped as a running job.
-        self._cancelling.add(job_id)
-        try:
-            if imposed and asked_of is None:
-                # Recorded as asked like a running job's stop, so that a start ends it should
-                # its end be refused and kept only in this process.
-                asked = await self._ask_stop(job_id, imposed=True)
-            if asked or imposed:
-                # Kept for the sweep if the journal refuses its end, not rendered here.
-                await self._ends.end_cancelled(
-                    job_id, "cancelled", retried=not imposed, ask_first=not asked
-                )
-                return CancelOutcome.CANCELLED
-            recorded = await self._ends.finish_unsuccessfully(job_id, "cancelled", cancelled=True)
-            if not recorded:
-                async with self._wakeup:
-                    # Read under the lock that queues it again: a stop imposed while this was
-                    # written, or while this waited for the lock, ends it whatever this write
-                    # managed (``_impose_meanwhile``); none can come after, as it leaves
-                    # ``_cancelling`` before the next await.
-                    imposed_meanwhile = job_id in self._imposed_meanwhile
-                    if not imposed_meanwhile:
-                        # Back in the scheduler, so this process renders it as the journal
-                        # still says: queued and reserved. Left out, the next start would
-                        # render and charge it unseen.
-                        self._schedule(
-                            job.id,
-                            job.user_id,
-                            job.guild_id,
-                            RenderRequest.from_json(job.request_json),
-                            job.created_at,
-                            PriorityClass(job.priority),
-                            alone=job.attempts > 0,
-                        )
-                        self._wakeup.notify_all()
-                if imposed_meanwhile:
-                    await self._ends.end_cancelled(job_id, "cancelled", retried=False)
-                    return CancelOutcome.CANCELLED
-        finally:
-            self._cancelling.discard(job_id)
-            self._imposed_meanwhile.discard(job_id)
-        if not recorded:
-            raise _not_cancelled(job_id)
-        return CancelOutcome.CANCELLED
-
-    async def _meet_other_cancel(self, job_id: str, *, imposed: bool) -> CancelOutcome:
-        """A cancel of ``job_id`` meeting another one whose end is being written
-        (``_cancelling``): a stop ``imposed`` on its owner is kept (``_impose_meanwhile``);
-        any other is told the job is being cancelled."""
-        if imposed:
-            return await self._impose_meanwhile(job_id)
-        raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
-
-    async def _impose_meanwhile(self, job_id: str) -> CancelOutcome:
-        """A stop imposed on queued ``job_id``'s owner (a ban's, a withdrawal's) while another
-        cancel of it (its owner's) is written, tried for minutes: not dropped, nor made to
-        wait. Its ask is recorded (tried once), so that a start ends the job, and the other
-        cancel, should the journal refuse its end, ends it all the same (kept for the sweep),
-        rather than queues it again to be rendered and withheld unrefunded."""
-        self._imposed_meanwhile.add(job_id)
-        await self._ask_stop(job_id, imposed=True)
-        return CancelOutcome.CANCELLED
-
-    async def _ask_stop(
-        self, job_id: str, *, imposed: bool, of: _RunningBatch | None = None
-    ) -> bool:
-        """Record in the journal that a stop of running ``job_id`` (its batch ``of``; or of a
-        queued one, ``imposed``) was asked, before it is stopped and its asker told so; whether
-        it was recorded. Its end is written once its render stops (a queued one's at once), and
-        a journal that refuses that write then keeps it only in this process
-        (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start
-        would render and charge a job its member was told stops. With the ask recorded, that
-        start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
-        (the job is not stopped, and its asker is told to try again, rather than told a stop
-        the journal may lose), unless the stop is ``imposed``: that one is tried once, and
-        made all the same (``JobEnds.write_ask``); nor when another stop (a ban's, imposed
-        while this one's tries ran) stopped the job meanwhile (``_stopped_meanwhile``): its
-        asker is told it stops."""
-        try:
-            await self._ends.write_ask(job_id, retried=not imposed)
-        except aiosqlite.OperationalError:
-            if not (imposed or await self._stopped_meanwhile(job_id, of)):
-                log.critical("job %s: its stop's ask was not recorded; not stopped", job_id)
-                raise _not_cancelled(job_id) from None
-            log.critical(
-                "job %s: its stop's ask was not recorded; stopped all the same (%s), its end "
-                "kept for the sweep if refused too",
-                job_id,
-                "imposed" if imposed else "by another stop meanwhile",
-            )
-            return False
-        return True
-
-    async def _stopped_meanwhile(self, job_id: str, of: _RunningBatch | None) -> bool:
-        """Whether another stop ended running ``job_id`` since a stop of it was asked in its
-        batch ``of``: one marked in ``of``, or in the batch it renders alone in since ``of``
-        failed; or, that batch released (the ask's tries take minutes), its end kept for the
-        sweep or written cancelled (``_ended_cancelled``)."""
-        batches = (of, self._running.get(job_id))
-        if any(batch is not None and job_id in batch.cancelled for batch in batches):
-            return True
-        # Read only: the asker's stop is not made, so it changes no charge.
-        if self._ends.kept_cancel(job_id, owner_pays=True) is not None:
-            return True
-        return await self._ended_cancelled(job_id) is not None
-
-    async def _ended_cancelled(self, job_id: str) -> CancelOutcome | None:
-        """How a stop asked of ``job_id`` while it ran is answered once the journal says it
-        ended cancelled (another stop ended it, its batch released): it stopped, free unless
-        its owner was charged for its GPU time. None: it did not (it finished; or its end is
-        not written yet, or cannot be read now)."""
-        try:
-            job = await journal.get_job(self._conn, job_id)
-            if job is None or job.status is not journal.JobStatus.CANCELLED:
-                return None
-            refunded = await ledger.refunded(self._conn, job_id)
-        except aiosqlite.OperationalError:
-            log.warning("job %s: its end could not be read", job_id, exc_info=True)
-            return None
-        return CancelOutcome.STOPPING_FREE if refunded else CancelOutcome.STOPPING
-
-    async def _forget_ask(self, job_id: str) -> None:
-        """The stop asked of ``job_id`` came too late: its render finished, and its asker is
-        told so. Tried once to clear (``journal.clear_cancel_ask``), so that a start that finds
-        it running (its pictures' record refused, or Easel stopped before it) renders and
-        posts it as told, rather than ends it; one refused leaves it to be ended, refunded."""
-        try:
-            async with transaction(self._conn):
-                await journal.clear_cancel_ask(self._conn, job_id)
-        except aiosqlite.OperationalError as refused:
-            log.warning(
-                "job %s: its late stop's ask not cleared (%s); a start before its outcome is "
-                "recorded ends it, refunded",
-                job_id,
-                refused,
-            )
-
-    def _stop_running(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
-        """Stop ``job_id`` if its batch is running (None: it is not)."""
-        if (running := self._running.get(job_id)) is None:
-            return None
-        if running.cancel(job_id, owner_pays=owner_pays):
-            return CancelOutcome.STOPPING
-        return CancelOutcome.STOPPING_FREE
+        """Cancel a queued job (refunded, the owner is told) or stop a running one, as ``by``
+        (``Cancels.cancel``: who may, who pays, and what a refused write answers); a stop
+        ``imposed`` on its owner (a ban's) is refunded whole and never waits minutes."""
+        return await self._cancels.cancel(job_id, by, imposed=imposed)
 
     async def stop_withdrawn(self, job_ids: Sequence[str]) -> list[str]:
-        """Stop those of ``job_ids`` still queued or running: withdrawn because a moderator
-        deleted the picture they are made from (``db.history.withdraw_deleted_results``), so
-        their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
-        on their makers: refunded whole, each write tried once (``cancel``), so a busy
-        database delays each by a busy timeout per write (its ask, its end), not minutes.
-        Returns those stopped (one its owner's cancel is being written for among them:
-        ``_impose_meanwhile``)."""
-        stopped = []
-        for job_id in job_ids:
-            job = await journal.get_job(self._conn, job_id)
-            if job is None or job.status not in _UNFINISHED:
-                continue
-            owner = accounting.Member(job.user_id, job.guild_id)
-            outcome = await self.cancel(job_id, owner, imposed=True)
-            if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
-                stopped.append(job_id)
-        return stopped
+        """Stop those of ``job_ids`` still queued or running, withdrawn by a moderator's
+        deletion (``Cancels.stop_withdrawn``); returns those stopped."""
+        return await self._cancels.stop_withdrawn(job_ids)
 
     async def refund_withheld(self, job_id: str) -> bool:
         """Give back a finished job's quota, its charge included: its result is withheld for a
         rule changed since its submit, not by its maker (``accounting.refund_withheld``);
         whether it stands refunded."""
-        return await accounting.refund_withheld(self._conn, job_id, self._now())
+        return await self._cancels.refund_withheld(job_id)
 
     async def state(self, job_id: str) -> JobState | None:
         job = await journal.get_job(self._conn, job_id)
         if job is None:
             return None
+        if job_id in self._waiting_to_start:  # out of the queue, rendering neither
+            return JobState(status=job.status, position=None, eta_s=None, awaiting_check=True)
         now = self._now()
-        eta = self._scheduler.eta(job_id, now)
+        eta = self._scheduler.eta(job_id, now, not_rendering=self._waiting_to_start)
         position = self._scheduler.position(job_id, now)
         return JobState(
             status=job.status,
@@ -730,9 +441,16 @@ class JobQueue:
         return self._scheduler.queued_count
 
     def snapshot(self, limit: int | None = None) -> QueueSnapshot:
-        """Running jobs with their devices, and queued ones in the order they would start:
-        the first ``limit`` of them (None: all, walking the whole queue)."""
-        return self._scheduler.snapshot(self._now(), limit)
+        """Running jobs with their devices, queued ones in the order they would start: the
+        first ``limit`` of them (None: all, walking the whole queue), and those handed out that
+        wait to start (``_wait_to_start``), which render nowhere yet."""
+        snapshot = self._scheduler.snapshot(self._now(), limit)
+        waiting = self._waiting_to_start
+        return replace(
+            snapshot,
+            running=tuple(r for r in snapshot.running if r.job.job_id not in waiting),
+            awaiting_check=tuple(r.job for r in snapshot.running if r.job.job_id in waiting),
+        )
 
     async def request_of(self, job_id: str) -> RenderRequest | None:
         job = await journal.get_job(self._conn, job_id)
@@ -770,6 +488,18 @@ class JobQueue:
                 images=request.count,
                 est_seconds=accounting.estimated_cost(request).gpu_seconds,
             )
+        )
+
+    def _schedule_again(self, job: journal.JobRecord) -> None:
+        """Queue ``job`` again as the journal holds it: queued, its quota reserved."""
+        self._schedule(
+            job.id,
+            job.user_id,
+            job.guild_id,
+            RenderRequest.from_json(job.request_json),
+            job.created_at,
+            PriorityClass(job.priority),
+            alone=job.attempts > 0,
         )
 
     def _first_model(self, device: str) -> str | None:
@@ -814,15 +544,18 @@ class JobQueue:
             return True
         if not self._suspects:
             return False
-        if not self._suspects.isdisjoint(self._running.keys() | self._recording):
+        in_flight = self._running.keys() - self._waiting_to_start
+        if not self._suspects.isdisjoint(in_flight | self._recording):
             return True
-        busy = self._scheduler.running_count > 0 or bool(self._recording)
+        busy = self._scheduler.running_count > len(self._waiting_to_start) or bool(self._recording)
         return batch[0].job_id in self._suspects and busy
 
     async def _dispatch(self, slot: RenderSlot) -> None:
         while (batch := await self._next_batch(slot.device)) is not None:
             # Before the first await: from the hand-out on, a cancel is the batch's to honour.
-            running = _RunningBatch(
+            if not (batch := self._wait_to_start(batch)):
+                continue
+            running = RunningBatch(
                 tuple(job.job_id for job in batch), in_process=not isinstance(slot, BrokeredSlot)
             )
             self._running.update(dict.fromkeys(running.job_ids, running))
@@ -834,6 +567,35 @@ class JobQueue:
             async with self._wakeup:
                 self._release([id_ for id_ in running.job_ids if id_ not in running.left_out])
                 self._wakeup.notify_all()
+
+    def _wait_to_start(self, batch: list[QueuedJob]) -> list[QueuedJob]:
+        """Those of ``batch`` that may start now. Each other one (``StartGate.start_waits_for``:
+        restored, its maker's standing not yet answered by Discord) waits for that out of its
+        slot's way, its scheduler slot held (other members' jobs start meanwhile), then goes
+        back to its place in the queue (``_queue_again``); a cancel meanwhile finds it handed
+        out and not rendering, so it ends refunded whole."""
+        if (gate := self._start_gate) is None:
+            return batch
+        ready = []
+        for job in batch:
+            waits_for = gate.start_waits_for(job.job_id, job.user_id, job.guild_id)
+            if waits_for is None:
+                ready.append(job)
+                continue
+            waiting = RunningBatch((job.job_id,), in_process=False)
+            self._running[job.job_id] = waiting
+            self._waiting_to_start.add(job.job_id)
+            self._in_background(self._queue_again_after(waiting, waits_for))
+        return ready
+
+    async def _queue_again_after(
+        self, waiting: RunningBatch, waits_for: Callable[[], Awaitable[None]]
+    ) -> None:
+        try:
+            await waits_for()  # cancelled when Easel stops: the journal says queued
+        finally:
+            self._waiting_to_start.difference_update(waiting.job_ids)
+        await self._queue_again(waiting, started=False)
 
     def _release(self, job_ids: Sequence[str]) -> None:
         """Free the scheduler's slots of a batch whose render ended. One id it does not hold
@@ -859,7 +621,7 @@ class JobQueue:
         except Exception:
             log.exception("could not prepare the next batch on %s", slot.device)
 
-    async def _run(self, slot: RenderSlot, running: _RunningBatch) -> None:
+    async def _run(self, slot: RenderSlot, running: RunningBatch) -> None:
         now = self._now()
         # One statement: only the jobs still queued are marked, and only those it returns
         # render (one cancelled or erased since the hand-out is in neither).
@@ -938,28 +700,35 @@ class JobQueue:
             # (``STOPPED_BEFORE_ITS_START``) has its ask written first, as a stop's cancel.
             await self._ends.end_cancelled(job_id, error, ask_first=error == "cancelled")
 
-    async def _queue_again(self, running: _RunningBatch) -> None:
+    async def _queue_again(self, running: RunningBatch, *, started: bool = True) -> None:
         """The jobs of ``running`` did not start (the journal stayed unwritable at their start:
-        ``JournalWriter.write``; or their slot could not hand them over: ``SlotUnavailable``), and
+        ``JournalWriter.write``; their slot could not hand them over: ``SlotUnavailable``; or
+        they waited for what their start waits for: ``_wait_to_start``, ``started`` False, so
+        their members get back the turns their hand-out took), and
         the journal says queued: they wait in the queue again at their places (a cancel finds
         them), and a next start finds them queued if this process ends first. One cancelled
         meanwhile is ended as such; one left out of the render already was."""
-        cancelled = {
-            job_id: "cancelled" for job_id in running.cancelled if job_id not in running.left_out
-        }
+        put_back = self._scheduler.requeue if started else self._scheduler.put_back_unstarted
         async with self._wakeup:
+            # Read under the lock, with no await before the requeue: a cancel landing while
+            # this waited for it finds the job in its batch, and is honoured here.
+            cancelled = {
+                job_id: "cancelled"
+                for job_id in running.cancelled
+                if job_id not in running.left_out
+            }
             for job_id in running.job_ids:
                 if job_id in running.left_out:
                     continue
                 self._running.pop(job_id, None)
                 if job_id not in cancelled:
-                    self._scheduler.requeue(job_id)
+                    put_back(job_id)
             running.left_out.update(running.job_ids)  # requeued or ended here: not released
             self._wakeup.notify_all()
         if cancelled:
             self._in_background(self._leave_out(cancelled))
 
-    async def _not_handed_over(self, running: _RunningBatch, unavailable: SlotUnavailable) -> None:
+    async def _not_handed_over(self, running: RunningBatch, unavailable: SlotUnavailable) -> None:
         """``running``'s slot could not hand its jobs over (``SlotUnavailable``): they did not
         start, so they are queued again, their attempts given back, and no batch starts until
         the slot answers. A job is failed only by its own render, never by an outage."""
@@ -1020,7 +789,7 @@ class JobQueue:
     async def _render(
         self,
         slot: RenderSlot,
-        running: _RunningBatch,
+        running: RunningBatch,
         jobs: Sequence[journal.JobRecord],
         requests: list[RenderRequest],
     ) -> None:
@@ -1069,7 +838,7 @@ class JobQueue:
                 if job.id in running.cancelled:
                     await self._ends.end_cancelled(job.id, "cancelled")
                 else:
-                    alone = _RunningBatch((job.id,), in_process=running.in_process, rendering=True)
+                    alone = RunningBatch((job.id,), in_process=running.in_process, rendering=True)
                     self._running[job.id] = alone
                     await self._render(slot, alone, (job,), [request])
         else:
@@ -1113,7 +882,7 @@ class JobQueue:
     ) -> None:
         """Store, charge and deliver the jobs of a rendered batch; one ``cancelled`` while it
         rendered gets no pictures, and its share of ``elapsed`` is charged when its owner
-        chose the stop (the value: ``_RunningBatch.cancelled``), else refunded whole.
+        chose the stop (the value: ``RunningBatch.cancelled``), else refunded whole.
 
         Recorded one job after another, each in its own transaction (their partners' failures
         are not theirs). Delivered once all are recorded, each in its lane's turn
@@ -1136,7 +905,7 @@ class JobQueue:
                 except Exception:
                     # Running in the journal still (its pictures kept): the next start renders
                     # it again, or ends it if a stop was asked of it too late
-                    # (``JobQueue._forget_ask``). Its partners are recorded and delivered.
+                    # (``Cancels._forget_ask``). Its partners are recorded and delivered.
                     log.critical(
                         "job %s: its outcome was not recorded; the next start renders it "
                         "again, or ends it, refunded, if its stop was asked",

@@ -4,7 +4,7 @@ that may end a job at its start."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -139,6 +139,14 @@ class StartGate(Protocol):
         withhold its result (``bot.policy.delivery.placed_under_rules_of_now``), said as its
         maker is told, or ``STOPPED_BEFORE_ITS_START``; None: it renders."""
 
+    def start_waits_for(
+        self, job_id: str, user_id: int, guild_id: int | None
+    ) -> Callable[[], Awaitable[None]] | None:
+        """What job ``job_id`` (``user_id``'s in ``guild_id``), handed out to start, must wait
+        for before ``why_not_started`` can tell (its maker's standing, asked of Discord at
+        start-up: ``bot.bans``): the wait, which it waits out of its slot's way, then queues
+        again; None: nothing. Asked before the batch's first await."""
+
 
 ProgressListener = Callable[[str, StepProgress], None]
 
@@ -161,6 +169,9 @@ class JobState:
     # Further back than the scheduler counts (a deep queue): ``position`` and ``eta_s`` are
     # lower bounds, shown as such.
     at_least: bool = False
+    # Restored at start-up and handed out, it waits out of the queue for Discord's answer
+    # about its maker (``bot.bans``): neither queued at a place nor rendering.
+    awaiting_check: bool = False
 
     def place(self) -> str:
         """A queued job's place as its member reads it: "position 3", or "position over 1000"
@@ -171,8 +182,12 @@ class JobState:
             f"position over {self.position}" if self.at_least else f"position {self.position + 1}"
         )
 
-    def wait(self) -> str | None:
-        """The estimated wait as a member reads it ("about 40 s", "over 900 s"); None: none."""
+    def done_in(self) -> str | None:
+        """When it should be finished, as a member reads it ("done in about 40 s", "done in over
+        900 s"); an estimate under a second reads "done in a moment" ("about 0 s" would read as a
+        broken estimate); None: no estimate."""
         if self.eta_s is None:
             return None
-        return f"{'over' if self.at_least else 'about'} {self.eta_s:.0f} s"
+        if self.eta_s < 1 and not self.at_least:
+            return "done in a moment"
+        return f"done in {'over' if self.at_least else 'about'} {self.eta_s:.0f} s"

@@ -52,7 +52,10 @@ function show(state) {
     (job) => job.job,
     (job) => member(job.member),
     (job) => job.kind,
-    (job) => job.status === "running" ? "rendering on " + job.device : "position " + job.position,
+    (job) =>
+      job.status === "running"
+        ? "rendering on " + job.device
+        : job.awaiting_check ? "waiting for the start-up check" : "position " + job.position,
     (job) => Math.round(job.waited_s) + " s",
     (job) => typed(job.prompt, job.readable),
   ]);

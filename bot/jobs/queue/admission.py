@@ -1,0 +1,117 @@
+"""A job's admission: whether the member's limits, the queue bound and the relax caps let it in
+(``Admission.refusal``, answered before the interaction is deferred), and its journaling with
+its quota reservation in one transaction (``Admission.admit``), which checks them again and
+stays the authority."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import aiosqlite
+
+from bot.jobs import accounting
+from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.queue.unfinished import UnfinishedJobs
+from bot.jobs.queue.values import Submission
+from bot.policy.queue_bound import QueueBoundRefusal
+from bot.policy.quota import QuotaLimits, RelaxRefusal
+from db import jobs as journal
+from db.database import transaction
+from inference.types import RenderRequest
+
+
+class Admission:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        unfinished: UnfinishedJobs,
+        now: Callable[[], float],
+        dm_limits: QuotaLimits,
+        max_queued_per_member: int,
+    ) -> None:
+        self._conn = conn
+        # Each member's jobs not yet ended, for the queue bound's check before the
+        # acknowledgement (``refusal``): counted without a read of SQLite.
+        self._unfinished = unfinished
+        self._now = now
+        self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
+        self._max_queued = max_queued_per_member  # EASEL_MAX_QUEUED_PER_MEMBER; 0: no bound
+
+    async def admit(self, submission: Submission) -> tuple[str, float]:
+        """Reserve quota and journal the job; returns its id and when it was made, once it
+        cannot be lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits
+        say no."""
+        job_id = uuid.uuid4().hex[:16]
+        created_at = self._now()
+        async with transaction(self._conn):
+            refusal = await accounting.admit(
+                self._conn,
+                job_id,
+                submission.member,
+                submission.request,
+                created_at,
+                self._dm_limits,
+                max_queued=self._max_queued,
+            )
+            if refusal is None:
+                await journal.insert_job(
+                    self._conn,
+                    journal.NewJob(
+                        id=job_id,
+                        kind=submission.kind,
+                        user_id=submission.user_id,
+                        guild_id=submission.guild_id,
+                        channel_id=submission.channel_id,
+                        request_json=submission.request.to_json(),
+                        created_at=created_at,
+                        parent_job_id=submission.parent_job_id,
+                        application_id=submission.application_id,
+                        interaction_token=submission.interaction_token,
+                        interaction_created_at=submission.interaction_created_at,
+                        filesize_limit=submission.filesize_limit,
+                        spoiler=submission.spoiler,
+                        priority=int(submission.priority),
+                        private=submission.private,
+                        age_restricted=submission.age_restricted,
+                    ),
+                )
+        if refusal is not None:
+            raise QuotaExceeded.of(refusal)  # counted where the member is told
+        member = (submission.user_id, submission.guild_id)
+        self._unfinished.add(job_id, member, submission.request.count)
+        return job_id, created_at
+
+    async def refusal(self, submission: Submission, jobs: int) -> QuotaExceeded | None:
+        """Why the member's limits, the queue bound or the relax caps would refuse this
+        submission now, or None (reads only: nothing counted, the caller may never tell it,
+        ``bot.refusals.quota_refused``); ``jobs``: how many jobs its pictures are split into
+        (``--repeat``).
+
+        For answering before the interaction is deferred, so a refusal can be ephemeral:
+        from memory once warm, a refusal confirmed in SQLite; ``admit`` checks again,
+        atomically, and stays the authority."""
+        refusal = await accounting.refusal_for(
+            self._conn,
+            submission.member,
+            submission.request,
+            self._now(),
+            self._dm_limits,
+        )
+        if refusal is not None:
+            return QuotaExceeded.of(refusal)
+        waiting = await self._unfinished_refusal(submission.member, submission.request, jobs)
+        return None if waiting is None else QuotaExceeded.of(waiting)
+
+    async def _unfinished_refusal(
+        self, member: accounting.Member, request: RenderRequest, jobs: int
+    ) -> RelaxRefusal | QueueBoundRefusal | None:
+        """Why ``jobs`` more of ``member``'s (``request``'s pictures in all) do not fit beside
+        their unfinished ones (``accounting.unfinished_refusal``: a ``--relax`` request's caps,
+        the queue bound), or None: counted in memory (``_unfinished``); a refusal is confirmed
+        in SQLite, whose count replaces memory's (it may have missed an end)."""
+        key, bound = (member.user_id, member.guild_id), self._max_queued
+        if accounting.unfinished_refusal(self._unfinished.of(key), request, jobs, bound) is None:
+            return None
+        self._unfinished.found(key, await journal.unfinished_pictures_of(self._conn, *key))
+        return accounting.unfinished_refusal(self._unfinished.of(key), request, jobs, bound)

@@ -1,0 +1,330 @@
+"""Cancels: a queued job's (ended at once, refunded) and a running one's (its batch stops it;
+its owner pays the GPU time it used when they chose the stop), each asked in the journal before
+its asker is told (``Cancels.cancel``); the stops a moderator's deletion imposes
+(``Cancels.stop_withdrawn``); and the refund of a finished job whose pictures a moderator
+withheld (``Cancels.refund_withheld``), which ends no job but pays back as a cancel does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from bot.jobs import accounting
+from bot.jobs.queue.ends import JobEnds
+from bot.jobs.queue.values import CancelOutcome
+from bot.jobs.scheduler import FairScheduler
+from bot.user_errors import Reason, UserError
+from db import jobs as journal
+from db import quotas as ledger
+from db.database import transaction
+
+log = logging.getLogger(__name__)
+
+_UNFINISHED = frozenset({journal.JobStatus.QUEUED, journal.JobStatus.RUNNING})
+
+
+@dataclass
+class RunningBatch:
+    """Jobs a slot was handed together, from the scheduler's hand-out (before the journal says
+    running) until their render ends. A cancel meanwhile is the batch's to honour, never a
+    refund of a job the slot renders anyway: a job cancelled before the render starts is left
+    out of it; the render stops once every one of them is cancelled."""
+
+    job_ids: tuple[str, ...]
+    # Its slot renders in this process: marking its jobs running counts a render attempt.
+    in_process: bool = True
+    # Its render is under way: a job cancelled before is left out of it, refunded whole.
+    rendering: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    # Each cancelled job: whether its owner pays the GPU time it used (they chose the stop).
+    cancelled: dict[str, bool] = field(default_factory=dict)
+    # Jobs left out of the render: their scheduler slots were freed when it started.
+    left_out: set[str] = field(default_factory=set)
+
+    def cancel(self, job_id: str, *, owner_pays: bool) -> bool:
+        """Whether the job's owner will pay the GPU time it used: it renders, and they chose
+        the stop."""
+        # A refund wins: one cancel the owner did not choose (a ban) makes the stop free.
+        self.cancelled[job_id] = self.cancelled.get(job_id, True) and owner_pays
+        if self.cancelled.keys() >= set(self.job_ids):
+            self.stop.set()
+        return self.rendering and self.cancelled[job_id]
+
+
+def _not_cancelled(job_id: str) -> UserError:
+    """What the member is told of a cancel the journal refused."""
+    return UserError(
+        f"Job `{job_id}` was not cancelled: Easel's database is busy. Try again in a minute.",
+        Reason.BUSY,
+    )
+
+
+class Cancels:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        ends: JobEnds,
+        scheduler: FairScheduler,
+        wakeup: asyncio.Condition,
+        running: dict[str, RunningBatch],
+        schedule_again: Callable[[journal.JobRecord], None],
+        now: Callable[[], float],
+    ) -> None:
+        self._conn = conn
+        self._ends = ends
+        # The queue's scheduler and the lock it is changed under (``JobQueue._wakeup``).
+        self._scheduler = scheduler
+        self._wakeup = wakeup
+        # The queue's batches by job, from their hand-out until their render ends: read only.
+        self._running = running
+        # Queues a job again as the journal holds it (queued, reserved), under ``_wakeup``.
+        self._schedule_again = schedule_again
+        self._now = now
+        # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
+        # meanwhile, so a second click is told so, not that the job ended.
+        self._cancelling: set[str] = set()
+        # Those of them a stop was imposed on meanwhile (a ban's): their cancel, refused, ends
+        # them all the same rather than queues them again.
+        self._imposed_meanwhile: set[str] = set()
+
+    async def cancel(
+        self, job_id: str, by: accounting.Member, *, imposed: bool = False
+    ) -> CancelOutcome:
+        """Cancel a queued job (refunded, the owner is told) or stop a running one.
+
+        ``by`` acts where they are: a job of another guild (or of DMs) is answered as unknown,
+        so its existence does not leak; there only its owner or an admin may cancel it.
+
+        Who pays for a stop: a running job its owner stops themselves is charged the GPU time
+        it used (no pictures); one an admin stops (another member's job), or whose stop is
+        ``imposed`` on its owner (a ban: they did not choose it), or that was handed to its
+        device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING.
+
+        A job whose cancel the journal never takes (``JournalWriter.write``) is not cancelled:
+        a queued one stays queued here, a running one renders on (``_ask_stop``), and
+        ``UserError`` tells the member so; its tries take minutes, so its callers answer
+        Discord first (defer). Not so for a stop ``imposed`` on its owner: a refused write
+        protects no member there, so each is tried once (a ban's or a withdrawal's stop must
+        not wait minutes for a busy database) and the job is stopped all the same, its end
+        kept for the sweep (``JobEnds.record_cancel``), so it never raises ``UserError`` (nor
+        when another cancel of the job is being written: ``_impose_meanwhile``); nor once this
+        call recorded the stop as asked: the next start ends the job whatever this process
+        manages, so it is kept and answered cancelled rather than "not cancelled"; nor when
+        another stop ended the job meanwhile (``_ask_stop``): its asker is told it stops."""
+        job = await journal.get_job(self._conn, job_id)
+        if job is None or job.guild_id != by.guild_id:
+            return CancelOutcome.UNKNOWN
+        if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
+            return CancelOutcome.NOT_YOURS
+        if job_id in self._cancelling:
+            return await self._meet_other_cancel(job_id, imposed=imposed)
+        owner_pays = job.user_id == by.user_id and not imposed
+        # Stopped already, its end waiting for the journal: the journal says running still.
+        if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
+            return kept
+        asked = False  # this call recorded the stop as asked (``_ask_stop``)
+        # Its batch as the stop was asked: one another cancel stopped meanwhile ends cancelled.
+        asked_of: RunningBatch | None = None
+        while True:
+            if (running := self._running.get(job_id)) is not None:
+                if not asked:
+                    asked_of = running
+                    asked = await self._ask_stop(job_id, imposed=imposed, of=running)
+                if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
+                    return stopping
+                # Ended meanwhile, or queued again as its start did not happen.
+            async with self._wakeup:
+                removed = self._scheduler.cancel(job_id)  # queued only
+                self._wakeup.notify_all()
+            if removed:
+                break
+            if job_id not in self._running:
+                if job_id in self._cancelling:
+                    # Another cancel took it from the queue while this waited for the lock, and
+                    # writes its end: not finished yet, and that write may be refused.
+                    return await self._meet_other_cancel(job_id, imposed=imposed)
+                if (
+                    ended := await self._ended_by_another_stop(
+                        job_id, asked_of, owner_pays=owner_pays
+                    )
+                ) is not None:
+                    return ended  # this ask is kept, and answered as that stop ended it
+                if asked:
+                    await self._forget_ask(job_id)
+                return CancelOutcome.FINISHED
+            # Handed to its device while this waited for the lock (the dispatcher registers a
+            # batch as running before its first await): stopped as a running job.
+        self._cancelling.add(job_id)
+        try:
+            if imposed and asked_of is None:
+                # Recorded as asked like a running job's stop, so that a start ends it should
+                # its end be refused and kept only in this process.
+                asked = await self._ask_stop(job_id, imposed=True)
+            if asked or imposed:
+                # Kept for the sweep if the journal refuses its end, not rendered here.
+                await self._ends.end_cancelled(
+                    job_id, "cancelled", retried=not imposed, ask_first=not asked
+                )
+                return CancelOutcome.CANCELLED
+            recorded = await self._ends.finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+            if not recorded:
+                async with self._wakeup:
+                    # Read under the lock that queues it again: a stop imposed while this was
+                    # written, or while this waited for the lock, ends it whatever this write
+                    # managed (``_impose_meanwhile``); none can come after, as it leaves
+                    # ``_cancelling`` before the next await.
+                    imposed_meanwhile = job_id in self._imposed_meanwhile
+                    if not imposed_meanwhile:
+                        # Back in the scheduler, so this process renders it as the journal
+                        # still says: queued and reserved. Left out, the next start would
+                        # render and charge it unseen.
+                        self._schedule_again(job)
+                        self._wakeup.notify_all()
+                if imposed_meanwhile:
+                    await self._ends.end_cancelled(job_id, "cancelled", retried=False)
+                    return CancelOutcome.CANCELLED
+        finally:
+            self._cancelling.discard(job_id)
+            self._imposed_meanwhile.discard(job_id)
+        if not recorded:
+            raise _not_cancelled(job_id)
+        return CancelOutcome.CANCELLED
+
+    async def _meet_other_cancel(self, job_id: str, *, imposed: bool) -> CancelOutcome:
+        """A cancel of ``job_id`` meeting another one whose end is being written
+        (``_cancelling``): a stop ``imposed`` on its owner is kept (``_impose_meanwhile``);
+        any other is told the job is being cancelled."""
+        if imposed:
+            return await self._impose_meanwhile(job_id)
+        raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
+
+    async def _impose_meanwhile(self, job_id: str) -> CancelOutcome:
+        """A stop imposed on queued ``job_id``'s owner (a ban's, a withdrawal's) while another
+        cancel of it (its owner's) is written, tried for minutes: not dropped, nor made to
+        wait. Its ask is recorded (tried once), so that a start ends the job, and the other
+        cancel, should the journal refuse its end, ends it all the same (kept for the sweep),
+        rather than queues it again to be rendered and withheld unrefunded."""
+        self._imposed_meanwhile.add(job_id)
+        await self._ask_stop(job_id, imposed=True)
+        return CancelOutcome.CANCELLED
+
+    async def _ask_stop(
+        self, job_id: str, *, imposed: bool, of: RunningBatch | None = None
+    ) -> bool:
+        """Record in the journal that a stop of running ``job_id`` (its batch ``of``; or of a
+        queued one, ``imposed``) was asked, before it is stopped and its asker told so; whether
+        it was recorded. Its end is written once its render stops (a queued one's at once), and
+        a journal that refuses that write then keeps it only in this process
+        (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start
+        would render and charge a job its member was told stops. With the ask recorded, that
+        start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
+        (the job is not stopped, and its asker is told to try again, rather than told a stop
+        the journal may lose), unless the stop is ``imposed``: that one is tried once, and
+        made all the same (``JobEnds.write_ask``); nor when another stop (a ban's, imposed
+        while this one's tries ran) stopped the job meanwhile (``_ended_by_another_stop``):
+        its asker is told it stops."""
+        try:
+            await self._ends.write_ask(job_id, retried=not imposed)
+        except aiosqlite.OperationalError:
+            # Read only: the asker's stop is not made, so it changes no charge (``owner_pays``).
+            if (
+                not imposed
+                and await self._ended_by_another_stop(job_id, of, owner_pays=True) is None
+            ):
+                log.critical("job %s: its stop's ask was not recorded; not stopped", job_id)
+                raise _not_cancelled(job_id) from None
+            log.critical(
+                "job %s: its stop's ask was not recorded; stopped all the same (%s), its end "
+                "kept for the sweep if refused too",
+                job_id,
+                "imposed" if imposed else "by another stop meanwhile",
+            )
+            return False
+        return True
+
+    async def _ended_by_another_stop(
+        self, job_id: str, of: RunningBatch | None, *, owner_pays: bool
+    ) -> CancelOutcome | None:
+        """How a stop of ``job_id`` (asked in its running batch ``of``; None: asked of it
+        queued) is answered when another stop ended the job meanwhile, or None (none did). The
+        one place that asks: the other stop marked it in ``of`` (left out of it, or its render
+        stopped) or in the batch it renders alone in since ``of`` failed; or its end is kept
+        for the sweep (``JobEnds.kept_cancel``: ``owner_pays`` False, a stop its owner did not
+        choose, makes that end free); or, ``of`` released since (this ask's tries take
+        minutes), the journal says it ended cancelled (``_ended_cancelled``)."""
+        for batch in (of, self._running.get(job_id)):
+            if batch is not None and job_id in batch.cancelled:
+                owner_charged = batch.rendering and batch.cancelled[job_id]
+                return CancelOutcome.STOPPING if owner_charged else CancelOutcome.STOPPING_FREE
+        if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
+            return kept
+        return None if of is None else await self._ended_cancelled(job_id)
+
+    async def _ended_cancelled(self, job_id: str) -> CancelOutcome | None:
+        """How a stop asked of ``job_id`` while it ran is answered once the journal says it
+        ended cancelled (another stop ended it, its batch released): it stopped, free unless
+        its owner was charged for its GPU time. None: it did not (it finished; or its end is
+        not written yet, or cannot be read now)."""
+        try:
+            job = await journal.get_job(self._conn, job_id)
+            if job is None or job.status is not journal.JobStatus.CANCELLED:
+                return None
+            refunded = await ledger.refunded(self._conn, job_id)
+        except aiosqlite.OperationalError:
+            log.warning("job %s: its end could not be read", job_id, exc_info=True)
+            return None
+        return CancelOutcome.STOPPING_FREE if refunded else CancelOutcome.STOPPING
+
+    async def _forget_ask(self, job_id: str) -> None:
+        """The stop asked of ``job_id`` came too late: its render finished, and its asker is
+        told so. Tried once to clear (``journal.clear_cancel_ask``), so that a start that finds
+        it running (its pictures' record refused, or Easel stopped before it) renders and
+        posts it as told, rather than ends it; one refused leaves it to be ended, refunded."""
+        try:
+            async with transaction(self._conn):
+                await journal.clear_cancel_ask(self._conn, job_id)
+        except aiosqlite.OperationalError as refused:
+            log.warning(
+                "job %s: its late stop's ask not cleared (%s); a start before its outcome is "
+                "recorded ends it, refunded",
+                job_id,
+                refused,
+            )
+
+    def _stop_running(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
+        """Stop ``job_id`` if its batch is running (None: it is not)."""
+        if (running := self._running.get(job_id)) is None:
+            return None
+        if running.cancel(job_id, owner_pays=owner_pays):
+            return CancelOutcome.STOPPING
+        return CancelOutcome.STOPPING_FREE
+
+    async def stop_withdrawn(self, job_ids: Sequence[str]) -> list[str]:
+        """Stop those of ``job_ids`` still queued or running: withdrawn because a moderator
+        deleted the picture they are made from (``db.history.withdraw_deleted_results``), so
+        their results would be withheld anyway (``FinishedJob.withdrawn``). The stop is imposed
+        on their makers: refunded whole, each write tried once (``cancel``), so a busy
+        database delays each by a busy timeout per write (its ask, its end), not minutes.
+        Returns those stopped (one its owner's cancel is being written for among them:
+        ``_impose_meanwhile``)."""
+        stopped = []
+        for job_id in job_ids:
+            job = await journal.get_job(self._conn, job_id)
+            if job is None or job.status not in _UNFINISHED:
+                continue
+            owner = accounting.Member(job.user_id, job.guild_id)
+            outcome = await self.cancel(job_id, owner, imposed=True)
+            if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
+                stopped.append(job_id)
+        return stopped
+
+    async def refund_withheld(self, job_id: str) -> bool:
+        """Give back a finished job's quota, its charge included: its result is withheld for a
+        rule changed since its submit, not by its maker (``accounting.refund_withheld``);
+        whether it stands refunded."""
+        return await accounting.refund_withheld(self._conn, job_id, self._now())

@@ -1,0 +1,54 @@
+"""The HTTP trace tells the acknowledge-first gate of an interaction's first answer only once it
+ended for good: discord.py tries a 5xx or a 429 again (bot.metrics.discord_http_trace)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from bot.metrics import discord_http_trace
+
+INTERACTION_ID = 1234567890123456789
+CALLBACK = URL(
+    f"https://discord.com/api/v10/interactions/{INTERACTION_ID}/a-token_x.y/callback"
+    "?with_response=true"
+)
+
+
+async def request_ended(trace: aiohttp.TraceConfig, url: URL, status: int) -> None:
+    params = SimpleNamespace(url=url, method="POST", response=SimpleNamespace(status=status))
+    for on_end in trace.on_request_end:
+        await on_end(None, SimpleNamespace(), params)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+async def test_an_answer_discord_py_tries_again_is_not_told(status: int) -> None:
+    told: list[int] = []
+    await request_ended(discord_http_trace(answered=told.append), CALLBACK, status)
+    assert told == []
+
+
+@pytest.mark.parametrize("status", [200, 204, 400, 404])
+async def test_an_answer_taken_or_refused_for_good_is_told(status: int) -> None:
+    told: list[int] = []
+    await request_ended(discord_http_trace(answered=told.append), CALLBACK, status)
+    assert told == [INTERACTION_ID]
+
+
+async def test_an_answer_lost_to_the_connection_is_told() -> None:
+    told: list[int] = []
+    trace = discord_http_trace(answered=told.append)
+    params = SimpleNamespace(url=CALLBACK, method="POST", exception=OSError("reset"))
+    for on_exception in trace.on_request_exception:
+        await on_exception(None, SimpleNamespace(), params)  # type: ignore[arg-type]
+    assert told == [INTERACTION_ID]
+
+
+async def test_other_requests_are_not_told() -> None:
+    told: list[int] = []
+    edit = URL("https://discord.com/api/v10/webhooks/1/a-token/messages/@original")
+    await request_ended(discord_http_trace(answered=told.append), edit, 200)
+    assert told == []
