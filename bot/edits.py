@@ -58,18 +58,21 @@ def request_from_infotext(
     usable_models: Collection[str] | None,
     *,
     prompt_required: bool = True,
+    how_to_give_a_prompt: str = "give one with `prompt`",
 ) -> RenderRequest:
     """The settings a picture was made with (prompt, negative, seed, steps, cfg, sampler,
     model, fast mode), with ``prompt`` replacing its prompt; a model not among
     ``usable_models`` (those installed that the server allows: one note for both, so a
     picture cannot tell whether a file the server leaves out exists) or an unknown sampler
     falls back to the default, with a note saying so. ``usable_models`` None: the pass uses
-    no model (a fast upscale), so the picture's is neither taken nor noted."""
+    no model (a fast upscale), so the picture's is neither taken nor noted.
+    ``how_to_give_a_prompt`` ends the refusal of a picture with no prompt where one is
+    required: where the member is, the way to give one."""
     typed_prompt = (prompt or "").strip()
     if infotext is None:
         if not typed_prompt and prompt_required:
             raise RequestError(
-                "that picture carries no prompt (no web UI parameters); give one with `prompt`"
+                f"that picture carries no prompt (no web UI parameters); {how_to_give_a_prompt}"
             )
         return RenderRequest(prompt=typed_prompt, seed=random_seed())
     stored_prompt, negative, params = parse_infotext(infotext)

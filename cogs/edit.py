@@ -210,7 +210,15 @@ class EditCog(commands.Cog):
         self, interaction: discord.Interaction[Any], message: discord.Message
     ) -> None:
         await check_member_may_use(interaction, message)
-        await self._vary(interaction, picture_in(message), DEFAULT_VARY_STRENGTH, None, message)
+        await self._vary(
+            interaction,
+            picture_in(message),
+            DEFAULT_VARY_STRENGTH,
+            None,
+            message,
+            # A menu has no prompt option: /vary takes the same picture by its link.
+            how_to_give_a_prompt="use /vary with this message's link in `message` and a `prompt`",
+        )
 
     async def _vary(
         self,
@@ -219,6 +227,8 @@ class EditCog(commands.Cog):
         strength: str,
         prompt: str | None,
         source: discord.Message | None = None,
+        *,
+        how_to_give_a_prompt: str = "give one with `prompt`",
     ) -> None:
         denoise = vary_denoise(strength)  # a typo is refused before "thinking…"
         private = await acknowledge(interaction, image)
@@ -229,7 +239,9 @@ class EditCog(commands.Cog):
             )
             check_may_vary(picture)  # no prompt makes its size right: said first
             models = await allowed_model_names(interaction)
-            base = request_from_infotext(picture.infotext, prompt, models)
+            base = request_from_infotext(
+                picture.infotext, prompt, models, how_to_give_a_prompt=how_to_give_a_prompt
+            )
             request = vary_request(base, picture, denoise)
             await _submit(interaction, inputs, "vary", request, private, posted_as)
 

@@ -46,19 +46,14 @@ class PostedMessage:
 
 @dataclass(frozen=True)
 class ErasedData:
-    """What /forget-me removed; ``image_paths`` and ``input_paths`` are the files of all its
-    batches, each handed to ``erase_user``'s ``erased_batch`` to delete before the next
-    (``input_paths``: only those no remaining job reads). ``unfinished``: the member's queued
-    or running jobs, when nothing was erased because of them."""
+    """What /forget-me removed (each batch's files and jobs were handed to ``erase_user``'s
+    ``erased_batch`` as it went). ``unfinished``: the member's queued or running jobs, when
+    nothing was erased because of them."""
 
     jobs: int
-    image_paths: list[str]
-    input_paths: list[str]
     ledger_rows_anonymised: int
     ledger_rows_deferred: int
     unfinished: list[str]
-    # The erased jobs, whose copies outside the database (a broker's) are the caller's too.
-    job_ids: tuple[str, ...] = ()
     # Easel's posts of the erased jobs in servers, which the caller deletes from Discord.
     posts: tuple[PostedMessage, ...] = ()
 
@@ -501,7 +496,7 @@ async def erase_user(
         )
     unfinished = [str(job_id) for job_id, queued in rows if queued]
     if unfinished:
-        return ErasedData(0, [], [], 0, 0, unfinished)
+        return ErasedData(0, 0, 0, unfinished)
     ended = [str(job_id) for job_id, _ in rows]
     batches: list[ErasedJobs] = []
     for first in range(0, len(ended), ERASE_BATCH):
@@ -526,12 +521,9 @@ async def erase_user(
         await refusals.delete_member_refusals(conn, user_id)
     return ErasedData(
         sum(len(batch.job_ids) for batch in batches),
-        [path for batch in batches for path in batch.image_paths],
-        sorted({path for batch in batches for path in batch.input_paths}),
         anonymised,
         deferred,
         [],
-        tuple(job_id for batch in batches for job_id in batch.job_ids),
         tuple(sorted(post for batch in batches for post in batch.posts)),
     )
 

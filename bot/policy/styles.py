@@ -62,7 +62,7 @@ def _parsed(
     missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
     if missing:
         # Read all the same (without a name column: no style), but logged, as the refusal of
-        # an unknown style blames a missing file.
+        # an unknown style would then only say that this bot has no styles.
         log.error(
             "%s: the first row must name the columns name,prompt,negative_prompt; missing %s",
             path,

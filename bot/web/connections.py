@@ -31,6 +31,8 @@ Cap = Literal["client", "total"]
 
 # At most one log line per server and interval, however many connections are refused.
 REFUSAL_LOG_INTERVAL_S = 60.0
+# How long a stopping server lets the requests in flight finish (``quiet_runner``).
+REQUESTS_AT_STOP_S = 3.0
 _RETRY_AFTER_S = 10
 _REFUSAL_TEXT = b"Too many connections; try again in a few seconds.\n"
 # Written before any request is read: a client that already sent one may see a reset instead.
@@ -288,4 +290,8 @@ def quiet_runner(app: web.Application) -> web.AppRunner:
         access_log=None,
         logger=_AIOHTTP_ERRORS,
         keepalive_timeout=REQUEST_HEAD_TIMEOUT_S,
+        # aiohttp waits 60 s for requests in flight at cleanup: inside SIGTERM's 30 s, a page's
+        # request (a submit asking Discord for its member) is cut short instead. A submit
+        # journals its job whole or not at all.
+        shutdown_timeout=REQUESTS_AT_STOP_S,
     )

@@ -100,6 +100,12 @@ async def test_message_menus_vary_and_upscale(
             await fake_discord.invoke_message_command("Vary", posted)
         ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         assert params_of(varied)[1]["Denoising strength"] == 0.7
+        # A picture with no prompt: the menu has no prompt option, so it points to /vary's.
+        bare = await fake_discord.post_user_message("look", attachments=[("b.png", plain_png())])
+        reply = await (await fake_discord.invoke_message_command("Vary", bare)).wait_for_answer()
+        assert reply.is_ephemeral and reply.content.endswith(
+            "use /vary with this message's link in `message` and a `prompt`"
+        ), reply.content
 
 
 async def test_creative_upscale_re_details_in_tiles_with_the_picture_s_prompt(

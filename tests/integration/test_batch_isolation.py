@@ -10,6 +10,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.jobs.queue import Submission
+from bot.jobs.queue.values import INTERNAL_FAILURE
 from db import jobs as journal
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
@@ -60,7 +61,7 @@ async def test_a_failing_job_fails_alone_and_its_batch_partners_render(
     outcome = {job.request.prompt: job for job in sink.delivered}
     assert outcome["a cat"].succeeded and outcome["a fox"].succeeded
     assert not outcome["boom"].succeeded
-    assert f"(reference {ids['boom']}); nothing was charged" in (outcome["boom"].error or "")
+    assert outcome["boom"].error == f"{INTERNAL_FAILURE}; reference {ids['boom']}"
     # The batch of three failed; then each of its jobs rendered alone.
     assert engine.attempts == [1, 3, 1, 1, 1]
     for prompt in ("a cat", "a fox"):

@@ -21,6 +21,7 @@ from bot.jobs.queue import (
     Submission,
 )
 from bot.jobs.queue import job_queue as queue_module
+from bot.jobs.queue.values import INTERNAL_FAILURE
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.quota import Period, period_start
 from cogs.results.posting import result_png
@@ -65,7 +66,7 @@ async def test_engine_failure_is_journaled_and_reported(
     told = sink.delivered[0].error
     assert told is not None and "RuntimeError" not in told
     assert told.startswith("Something went wrong on Easel's side while rendering")
-    assert f"(reference {job_id}); nothing was charged" in told
+    assert told == f"{INTERNAL_FAILURE}; reference {job_id}"
     assert f"job {job_id} failed on " in caplog.text
     assert "internal error (RuntimeError)" in caplog.text
     record = await journal.get_job(conn, job_id)

@@ -75,6 +75,7 @@ from bot.jobs.broker.wire import (
     tag,
     with_picture_paths,
 )
+from bot.jobs.queue.values import INTERNAL_FAILURE
 from bot.redaction import redact_url
 from inference.types import (
     RenderCancelled,
@@ -90,12 +91,6 @@ __all__ = ["WorkerConfig", "run_worker", "serve", "worker_inbox_prefix"]
 
 log = logging.getLogger(__name__)
 
-# What a member is told of a render that raised anything but ``RenderFailed`` (the bot adds the
-# job's reference, which names this worker's log line).
-INTERNAL_FAILURE = (
-    "something went wrong on Easel's side while rendering; nothing was charged. Try again "
-    "later, or give the reference to a server admin"
-)
 # Cancels heard for jobs not (yet) running here: a job taken just before its cancel arrived.
 REMEMBERED_CANCELS = 1024
 # Replies come under ``_INBOX_easel_<broker user>``, so each worker's broker user may subscribe

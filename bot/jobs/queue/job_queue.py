@@ -43,6 +43,7 @@ from bot.jobs.queue.slots import (
 )
 from bot.jobs.queue.unfinished import UnfinishedJobs
 from bot.jobs.queue.values import (
+    INTERNAL_FAILURE,
     CancelOutcome,
     JobState,
     ProgressListener,
@@ -119,10 +120,7 @@ def _failure(error: Exception, job_id: str, device: str) -> str:
         type(error).__name__,
         exc_info=error,
     )
-    return (
-        f"Something went wrong on Easel's side while rendering (reference {job_id}); nothing "
-        "was charged. Try again later, or give the reference to a server admin."
-    )
+    return f"{INTERNAL_FAILURE}; reference {job_id}"
 
 
 class JobQueue:

@@ -130,6 +130,13 @@ class ForgettingSink(ResultSink, Protocol):
 
 # A start gate's answer for a job that ends as a cancel ends it (its maker was stopped in its
 # server since: ``bot.bans``): recorded "cancelled", refunded whole, its maker told so.
+# What a member is told of a render that raised anything but ``RenderFailed`` (a bug, not their
+# input), here or on a broker's worker: plain words, no class name nor path, which stay in the
+# log line that the job's reference (added after it) names.
+INTERNAL_FAILURE = (
+    "Something went wrong on Easel's side while rendering, and nothing was charged. Try again "
+    "later; if it keeps failing, a server admin can look it up by its reference"
+)
 STOPPED_BEFORE_ITS_START = "cancelled"
 
 
