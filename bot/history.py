@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -474,19 +473,15 @@ class History:
         running: the queue still owns it, and a result written after the erase would name
         the member again."""
         counted_since, period_end = quota_window(self._clock())
-        removed = Counter[str]()
+        pictures = uploads = 0
         broker_copies_left = False
 
         async def remove_files(batch: store.ErasedJobs) -> None:
-            nonlocal broker_copies_left
+            nonlocal pictures, uploads, broker_copies_left
             # Before the next batch: a stop in between leaves no file of an erased job, and no
             # broker copy unasked for (a rerun erases, and names, only the jobs left).
-            removed["pictures"] += await asyncio.to_thread(
-                remove_inside, self._images_dir, batch.image_paths
-            )
-            removed["uploads"] += await asyncio.to_thread(
-                remove_inside, self._inputs_dir, batch.input_paths
-            )
+            pictures += await asyncio.to_thread(remove_inside, self._images_dir, batch.image_paths)
+            uploads += await asyncio.to_thread(remove_inside, self._inputs_dir, batch.input_paths)
             # Pictures of other jobs that only the erased ones read (a variation of a pruned
             # result): their folders were kept for them; retention would not name them again.
             await remove_unread_results(self._conn, self._images_dir, batch.input_paths)
@@ -514,8 +509,8 @@ class History:
         await write_back_log(self._conn)
         return Forgotten(
             jobs=erased.jobs,
-            pictures=removed["pictures"],
-            uploads=removed["uploads"],
+            pictures=pictures,
+            uploads=uploads,
             ledger_rows_anonymised=erased.ledger_rows_anonymised,
             ledger_rows_deferred=erased.ledger_rows_deferred,
             deferred_until=period_end,

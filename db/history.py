@@ -498,11 +498,13 @@ async def erase_user(
     if unfinished:
         return ErasedData(0, 0, 0, unfinished)
     ended = [str(job_id) for job_id, _ in rows]
-    batches: list[ErasedJobs] = []
+    erased_jobs = 0
+    posts: list[PostedMessage] = []
     for first in range(0, len(ended), ERASE_BATCH):
         batch = await _erase_jobs(conn, user_id, ended[first : first + ERASE_BATCH])
         if batch.job_ids:
-            batches.append(batch)
+            erased_jobs += len(batch.job_ids)
+            posts += batch.posts
             if erased_batch is not None:
                 await erased_batch(batch)
     anonymised = 0
@@ -519,13 +521,7 @@ async def erase_user(
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
         await presets.delete_member_presets(conn, user_id)
         await refusals.delete_member_refusals(conn, user_id)
-    return ErasedData(
-        sum(len(batch.job_ids) for batch in batches),
-        anonymised,
-        deferred,
-        [],
-        tuple(sorted(post for batch in batches for post in batch.posts)),
-    )
+    return ErasedData(erased_jobs, anonymised, deferred, [], tuple(sorted(posts)))
 
 
 async def _erase_jobs(

@@ -198,16 +198,15 @@ class _QueueOrder:
     index: dict[str, int] = field(default_factory=dict)  # job id -> its place in ``jobs``
     work_before: list[float] = field(default_factory=lambda: [0.0])  # est_seconds of jobs[:i]
 
-    def place_of(self, job_id: str, limit: int) -> int | None:
-        """Where the queued job ``job_id`` stands, walking on until it is reached; None when
-        ``limit`` jobs start before it (the walk stops there)."""
+    def place_of(self, job_id: str, limit: int) -> int:
+        """Where the queued job ``job_id`` stands, walking on until it is reached; ``limit``
+        when ``limit`` jobs start before it (the walk stops there)."""
         while job_id not in self.index and len(self.jobs) < limit:
             job = next(self.walk, None)
             if job is None:
                 raise AssertionError(f"queued job {job_id} is missing from the fair order")
             self._take(job)
-        place = self.index.get(job_id)
-        return place if place is not None and place < limit else None
+        return min(self.index.get(job_id, limit), limit)
 
     def first(self, count: int | None) -> tuple[QueuedJob, ...]:
         """The first ``count`` jobs (None: all of them)."""
@@ -409,9 +408,7 @@ class FairScheduler:
         """
         if job_id not in self._tickets:
             return None
-        counted = self.config.positions_counted
-        place = self._queue_order(now).place_of(job_id, counted)
-        return counted if place is None else place
+        return self._queue_order(now).place_of(job_id, self.config.positions_counted)
 
     def eta(
         self, job_id: str, now: float, *, not_rendering: Collection[str] = frozenset()
@@ -427,8 +424,7 @@ class FairScheduler:
         if found is None:
             return None
         order = self._queue_order(now)
-        place = order.place_of(job_id, self.config.positions_counted)
-        index = self.config.positions_counted if place is None else place
+        index = order.place_of(job_id, self.config.positions_counted)
         running_left = sum(
             max(0.0, running.job.est_seconds - (now - running.started_at))
             for running in self._running.values()
