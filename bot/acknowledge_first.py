@@ -1,5 +1,5 @@
 """Acknowledge first: work that follows an acknowledgement waits while commands received
-before it are still unanswered, for a short, bounded time.
+before it are still unanswered, for a bounded time.
 
 Discord fails an interaction that has no answer within 3 s; nothing after the answer has a
 deadline. In a burst, the work each command does once deferred (journal, queue, the "queued"
@@ -10,25 +10,50 @@ work runs after them instead.
 The gate is global, not per server: every server's commands share the one event loop's CPU,
 so any server's unanswered command is held up by any server's work. The wait covers every
 command received before ``earlier_answered`` is called (after the caller's own defer), so a
-command received after the caller but before that call holds it too. A command still
-unanswered ``ack_target_s`` after its receipt holds nobody any more (one member's slow prompt
-plan must not hold everyone's work): so no wait lasts longer than ``ack_target_s``.
+command received after the caller but before that call holds it too.
 
-Pure asyncio: the composition root tells it of each command as it arrives (``received``) and
-of each first answer Discord took or refused for good (``answered``, from the HTTP trace).
+How long an unanswered command holds the others depends on why it is still unanswered. One
+queued behind the loop (the burst's other commands) holds them up to ``queued_bound_s`` after
+its receipt: that is what the gate is for. One slowed by prompt plans (the plan it runs, its
+member's earlier plan it waits behind, or the oldest of those holding its server's readers:
+each up to 2.5 s, member-written; ``slowed_by_plans``) holds them no longer than
+``slowed_by_plans_s`` into those plans, and never again: one or two members' slow prompts must
+not hold every other member's work.
+
+Pure asyncio: the composition root tells it of each command as it arrives (``received``, in
+the command's task) and of each first answer Discord took or refused for good (``answered``,
+from the HTTP trace); the prompt planner tells it of the plans a command waits on from that
+task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
 
-# The acknowledgement goal is p99 300 ms from the interaction's creation (docs/performance.md),
-# and the bot receives it after that: a command unanswered 0.3 s after its receipt has missed
-# the goal, so holding other work for it gains nothing and only delays that work.
-ACK_TARGET_S = 0.3
+# Queued commands hold the work after earlier defers for up to this after their receipt: a
+# bound for what the gate is never told (a command that ends with no answer), well within
+# Discord's 3 s; a burst of 200 is acknowledged in about 0.5 s on a 2-core machine.
+QUEUED_BOUND_S = 1.0
+# A command waiting on prompt plans holds others for at most this into them. A burst's plans
+# take a millisecond or so of CPU each (tens of ms of wall time under load); a slow one up to
+# 2.5 s (``PLAN_BUDGET_S``).
+SLOWED_BY_PLANS_S = 0.1
+
+# When the plans a command waits on began (``time.monotonic``; None: none now), asked each time
+# the gate looks: the plans holding a server's readers change while the command waits.
+PlansSince = Callable[[], float | None]
+
+
+@dataclasses.dataclass
+class _Command:
+    number: int  # its place in arrival order
+    received_at: float
+    plans_since: PlansSince | None = None  # the plans it waits on, if any
 
 
 class AcknowledgeFirst:
@@ -37,30 +62,34 @@ class AcknowledgeFirst:
     def __init__(
         self,
         *,
-        ack_target_s: float = ACK_TARGET_S,
+        queued_bound_s: float = QUEUED_BOUND_S,
+        slowed_by_plans_s: float = SLOWED_BY_PLANS_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ack_target_s = ack_target_s
+        self._queued_bound_s = queued_bound_s
+        self._slowed_by_plans_s = slowed_by_plans_s
         self._clock = clock
         self._arrivals = 0  # commands received so far: the next one's number
-        self._unanswered: dict[int, int] = {}  # interaction id -> its arrival number
-        # (arrival number, interaction id, received at), oldest first; answered or forgotten
-        # ones are dropped once they reach the front.
-        self._in_arrival_order: deque[tuple[int, int, float]] = deque()
+        self._unanswered: dict[int, _Command] = {}  # by interaction id, until forgotten
+        # (arrival number, interaction id), oldest first; answered or forgotten ones are
+        # dropped once they reach the front.
+        self._in_arrival_order: deque[tuple[int, int]] = deque()
         # (arrivals before it, its future): released once none of those holds it.
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
-        # Releases the waiters once the oldest command that holds them passes its target.
-        self._past_target: asyncio.TimerHandle | None = None
+        # Releases the waiters once the oldest command that holds them stops holding.
+        self._stops_holding: asyncio.TimerHandle | None = None
 
     @property
     def unanswered(self) -> int:
-        """Commands still unanswered and within their target, as of the latest look."""
+        """Commands still unanswered and holding, as of the latest look."""
         return len(self._unanswered)
 
     def received(self, interaction_id: int) -> None:
-        self._unanswered[interaction_id] = self._arrivals
-        self._in_arrival_order.append((self._arrivals, interaction_id, self._clock()))
+        """Called from the command's own task: its later ``slowed_by_plans`` calls are its."""
+        self._unanswered[interaction_id] = _Command(self._arrivals, self._clock())
+        self._in_arrival_order.append((self._arrivals, interaction_id))
         self._arrivals += 1
+        _current_command.set((self, interaction_id))
 
     def answered(self, interaction_id: int) -> None:
         """Discord took (or refused for good) the interaction's first answer; any id is
@@ -68,41 +97,80 @@ class AcknowledgeFirst:
         if self._unanswered.pop(interaction_id, None) is not None:
             self._release()
 
+    def slowed_by_plans(self, interaction_id: int, since: PlansSince | None) -> None:
+        """The command waits, from now, on prompt plans begun at ``since()`` (this gate's
+        clock); None: on none. Past ``slowed_by_plans_s`` into those it waited on, the command
+        is forgotten."""
+        command = self._unanswered.get(interaction_id)
+        if command is None:
+            return
+        if self._plans_end_holding(command) <= self._clock():
+            del self._unanswered[interaction_id]
+        else:
+            command.plans_since = since
+        self._release()
+
     async def earlier_answered(self) -> None:
-        """Return once every command received before this call was answered or is
-        ``ack_target_s`` past its receipt (so after ``ack_target_s`` at most)."""
+        """Return once every command received before this call was answered or holds it no
+        more (``queued_bound_s`` after its receipt at most)."""
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((self._arrivals, future))
         self._release()
         await future  # at once when it is already settled
 
-    def _oldest_holding(self) -> tuple[int, float] | None:
-        """The arrival number and receipt time of the oldest command still unanswered and
-        within its target; older unanswered ones are forgotten."""
+    def _plans_end_holding(self, command: _Command) -> float:
+        """When the plans the command waits on stop its holding (infinity: none)."""
+        since = None if command.plans_since is None else command.plans_since()
+        return float("inf") if since is None else since + self._slowed_by_plans_s
+
+    def _holds_until(self, command: _Command) -> float:
+        return min(command.received_at + self._queued_bound_s, self._plans_end_holding(command))
+
+    def _oldest_holding(self) -> _Command | None:
+        """The oldest command still unanswered and holding; older unanswered ones are
+        forgotten."""
         order = self._in_arrival_order
-        past_target = self._clock() - self._ack_target_s
+        now = self._clock()
         while order:
-            number, interaction_id, received_at = order[0]
-            if interaction_id in self._unanswered and received_at > past_target:
-                return number, received_at
-            order.popleft()
-            if received_at <= past_target:
-                self._unanswered.pop(interaction_id, None)
+            command = self._unanswered.get(order[0][1])
+            if command is not None and now < self._holds_until(command):
+                return command
+            _, interaction_id = order.popleft()
+            self._unanswered.pop(interaction_id, None)
         return None
 
     def _release(self) -> None:
         """Settle the waiters nothing holds any more (a cancelled one included) and look
-        again when the oldest command still holding one passes its target."""
+        again when the oldest command still holding one stops holding."""
         oldest = self._oldest_holding()
         waiting = self._waiting
-        while waiting and (oldest is None or waiting[0][0] <= oldest[0] or waiting[0][1].done()):
+        while waiting and (
+            oldest is None or waiting[0][0] <= oldest.number or waiting[0][1].done()
+        ):
             _settle(waiting.popleft()[1])
-        if self._past_target is not None:
-            self._past_target.cancel()
-            self._past_target = None
+        if self._stops_holding is not None:
+            self._stops_holding.cancel()
+            self._stops_holding = None
         if waiting and oldest is not None:
-            delay = oldest[1] + self._ack_target_s - self._clock()
-            self._past_target = asyncio.get_running_loop().call_later(delay, self._release)
+            delay = self._holds_until(oldest) - self._clock()
+            self._stops_holding = asyncio.get_running_loop().call_later(delay, self._release)
+
+
+# The gate and interaction id of the command whose task this is (set by ``received``).
+_current_command: contextvars.ContextVar[tuple[AcknowledgeFirst, int] | None] = (
+    contextvars.ContextVar("easel_current_command", default=None)
+)
+
+
+def slowed_by_plans(since: PlansSince | None) -> None:
+    """The command whose task calls this waits, from now, on prompt plans begun at ``since()``
+    (``time.monotonic``: its own plan, its member's previous one it waits behind, or the oldest
+    of those holding its server's readers); None: on none. Outside a command's task (no
+    ``received`` in it): nothing."""
+    current = _current_command.get()
+    if current is not None:
+        gate, interaction_id = current
+        gate.slowed_by_plans(interaction_id, since)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

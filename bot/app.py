@@ -7,10 +7,12 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+import aiohttp
 import aiosqlite
 import discord
 from discord.ext import commands
@@ -21,9 +23,10 @@ from bot.bans import MemberStops
 from bot.discord_endpoints import point_discord_at
 from bot.engines import engine_factory_for
 from bot.jobs.queue import JobQueue, RenderSlot
-from bot.jobs.retention import Retention
+from bot.jobs.retention import connect_making_room
 from bot.lenient_json import loads_replacing_lone_surrogates
 from bot.logging_setup import install_logging
+from bot.process_end import STUCK_DEVICE_EXIT_STATUS, end_at_once, exit_now
 from bot.redaction import redact_url
 from bot.services import Services
 from bot.settings import Settings, SettingsError
@@ -50,7 +53,8 @@ from cogs.results.posting import DiscordResults
 from cogs.settings import PresetsCog, SettingsCog
 from cogs.use_settings import UseSettingsCog
 from cogs.withdrawals import WithdrawalsCog, thread_parent
-from db.database import connect
+from db.database import schema_version
+from inference.device_loss import DEVICE_LOST_EXIT_STATUS
 from inference.worker import DeviceWorker, EngineFactory
 
 if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
@@ -88,6 +92,10 @@ INVITE_PERMISSIONS = discord.Permissions(
     read_message_history=True,
     view_audit_log=True,
 )
+# Discord unreachable at start (a reboot before the network is up, an outage): the login is
+# tried again, after waits doubling from the first to the last, for as long as it takes.
+LOGIN_RETRY_FIRST_S = 1.0
+LOGIN_RETRY_LONGEST_S = 60.0
 # In EASEL_DATA_DIR: the server that commands were last registered to alone (EASEL_DEV_GUILD_ID),
 # so that server's copies are removed once the setting is gone or names another server.
 DEV_GUILD_MARKER = "dev-guild-commands"
@@ -133,32 +141,67 @@ class EaselBot(commands.Bot):
         self._engine_factory = engine_factory or engine_factory_for(settings)
         self._db: aiosqlite.Connection | None = None
         self._broker: BrokerClient | None = None
+        self._devices: list[DeviceWorker] = []  # this process's own device threads
         self._shutdown: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
         self.metrics_server: metrics.MetricsServer | None = None
         # False until setup_hook has finished: a stop before then cancels it (see run).
         self.is_set_up = False
+        self._setting_up = False  # setup_hook has begun: its failures are not the login's
+        # What `easel run` exits with after its stop (``DEVICE_LOST_EXIT_STATUS``).
+        self.exit_status = 0
 
     async def login(self, token: str) -> None:
-        try:
-            await super().login(token)
-        except discord.LoginFailure:
-            raise SettingsError(
-                "DISCORD_TOKEN was refused by Discord: copy the bot's token again from the "
-                "Developer Portal (Bot tab, Reset Token) into .env"
-            ) from None
+        """discord.py's login, then setup_hook; while Discord cannot be reached, tried again
+        (a stop meanwhile cancels the wait). A refused token ends the start at once."""
+        wait = LOGIN_RETRY_FIRST_S
+        while True:
+            try:
+                await super().login(token)
+                return
+            except discord.LoginFailure:
+                raise SettingsError(
+                    "DISCORD_TOKEN was refused by Discord: copy the bot's token again from the "
+                    "Developer Portal (Bot tab, Reset Token) into .env"
+                ) from None
+            except (
+                aiohttp.ClientConnectionError,
+                discord.DiscordServerError,
+                TimeoutError,
+            ) as error:
+                if self._setting_up:
+                    raise
+                log.warning(
+                    "Discord unreachable (%s); retrying in %.0f s",
+                    str(error) or type(error).__name__,
+                    wait,
+                )
+            # The session closes its connector: static_login makes both again.
+            await self.http.close()
+            self.http.connector = discord.utils.MISSING
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, LOGIN_RETRY_LONGEST_S)
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Easel has no text commands: messages arrive for their deletions alone."""
 
     async def setup_hook(self) -> None:
+        self._setting_up = True
         settings = self.settings
         if (endpoint := settings.metrics_endpoint) is not None:
             # Up first, so a health check sees "starting" (503) rather than nothing.
             self.metrics_server = await metrics.serve(
-                *endpoint, healthy=lambda: self.is_ready() and not self.is_closed()
+                *endpoint,
+                healthy=lambda: self.is_ready() and not self.is_closed(),
+                trouble=lambda: self.queue.device_trouble() if hasattr(self, "queue") else None,
             )
-        self._db = await connect(settings.database_path)
+        # On a full disk, what is past the retention goes before the first write to the journal.
+        self._db, retention = await connect_making_room(
+            settings.database_path,
+            settings.images_dir,
+            settings.inputs_dir,
+            settings.retention_days,
+        )
         metrics.watch_data_dir(settings.data_dir)
         slots = await self._render_slots()  # opens the broker, when there is one
         self.queue = JobQueue(
@@ -169,6 +212,7 @@ class EaselBot(commands.Bot):
             copies=self._broker,
             max_queued_per_member=settings.max_queued_per_member,
         )
+        self.queue.set_no_device_left(self._stop_for_lost_devices)
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
         # A job the rules of now would withhold is ended before it uses GPU time (refunded);
@@ -229,19 +273,17 @@ class EaselBot(commands.Bot):
         # After the replay: a mask editor's submit (a direct message's link) made during it
         # would be queued twice, or ahead of the member's older restored jobs.
         await self._start_web_server(self._db, admin)
-        retention = Retention(
-            self._db, settings.images_dir, settings.inputs_dir, settings.retention_days
-        )
         self._pruning = asyncio.create_task(retention.run(), name="easel-retention")
-        # /forget-me's deletes of posts that the last stop left or Discord refused, in the
-        # background while the bot runs.
-        history.resume_post_deletes(self)
-        self._log_start_up()
+        # /forget-me's requests and deletes of posts that the last stop left, and the deletes
+        # Discord refused, in the background while the bot runs.
+        history.resume_forget_me(self)
+        self._log_start_up(await schema_version(self._db))
         self.is_set_up = True
 
-    def _log_start_up(self) -> None:
-        """One line saying what this start found (the gateway's own line follows), and a
-        warning for each thing that makes every render fail while the bot looks healthy."""
+    def _log_start_up(self, schema: int) -> None:
+        """One line saying what this start found (the gateway's own line follows; the data
+        folder absolute: a relative one started from another folder is an empty database),
+        and a warning for each thing that makes every render fail while the bot looks healthy."""
         settings = self.settings
         if settings.queue_url:
             renders = f"on the broker {redact_url(settings.queue_url)}"
@@ -272,11 +314,13 @@ class EaselBot(commands.Bot):
             scopes=("bot", "applications.commands"),
         )
         log.info(
-            "started: renders %s; %d model(s) in %s; commands registered %s; web pages %s; "
-            "metrics %s; invite link %s",
+            "started: renders %s; %d model(s) in %s; data in %s (schema %d); commands "
+            "registered %s; web pages %s; metrics %s; invite link %s",
             renders,
             len(models),
             settings.models_dir,
+            settings.data_dir.resolve(),
+            schema,
             commands_scope,
             web,
             metrics_at,
@@ -331,9 +375,32 @@ class EaselBot(commands.Bot):
             return slots
         from inference.devices import resolve_devices
 
-        return [
+        self._devices = [
             DeviceWorker(device, self._engine_factory, warm_start=self.settings.warms_up(device))
             for device in resolve_devices(self.settings.devices)
+        ]
+        return self._devices
+
+    def _stop_for_lost_devices(self) -> None:
+        """Every device is lost: the stop starts (its jobs stay queued for the next process),
+        and the process ends with ``DEVICE_LOST_EXIT_STATUS`` for its supervisor to restart."""
+        log.critical("no device left to render on: stopping, for a restart to get them back")
+        self.exit_status = DEVICE_LOST_EXIT_STATUS
+        if self._shutdown is None:  # as ``close`` starts it; the gateway's end ends ``run``
+            self._shutdown = asyncio.create_task(self._shut_down())
+
+    @property
+    def journal_closed(self) -> bool:
+        """Whether the database is closed (or was never opened): nothing more is written."""
+        return self._db is None
+
+    def devices_still_busy(self) -> list[str]:
+        """Each device whose thread is still inside its work, with that work ("cuda:0 in job
+        <id>"): after a stop, one stuck in a render step."""
+        return [
+            f"{device.device} in {in_hand}"
+            for device in self._devices
+            if (in_hand := device.in_hand) is not None
         ]
 
     async def _sync_commands(self) -> None:
@@ -469,16 +536,29 @@ def build(settings: Settings, engine_factory: EngineFactory | None = None) -> Ea
     return EaselBot(settings, engine_factory)
 
 
-async def run(settings: Settings) -> None:
-    """``easel run``: the bot until SIGINT/SIGTERM, then a clean stop that loses no job."""
+async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = exit_now) -> int:
+    """``easel run``: the bot until SIGINT/SIGTERM (or until no device is left), then a clean
+    stop that loses no job; returns the process's exit status.
+
+    A device thread still busy after the stop (stuck in a step) is not waited for:
+    ``exit_process`` (``os._exit`` once the output is flushed) ends the process with
+    ``STUCK_DEVICE_EXIT_STATUS``, as returning would wait for that thread for good. A caller
+    that runs this inside a process it keeps (a test) passes one that raises instead. A
+    second SIGINT or SIGTERM while stopping ends the process at once (``end_at_once``)."""
     settings.require_token()
     settings.require_data_dir()
     handler = install_logging(settings.log_format, secrets=settings.log_secrets)
     bot = build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_asked(signum: signal.Signals) -> None:
+        if stop.is_set():
+            end_at_once(signum)
+        stop.set()
+
     for signum in _STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_asked, signum)
     try:
         async with bot:
             connection = asyncio.create_task(bot.start(settings.discord_token))
@@ -496,6 +576,31 @@ async def run(settings: Settings) -> None:
             if not connection.cancelled():
                 await connection  # raises what ended the connection, if it failed
     finally:
-        for signum in _STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-        logging.getLogger().removeHandler(handler)
+        try:
+            # Before the signal handlers go: a signal meanwhile must not raise
+            # KeyboardInterrupt here, where nothing would end the process past the stuck thread.
+            if busy := bot.devices_still_busy():
+                # Closed, all but those threads: asyncio.run (its thread closing the device)
+                # and the interpreter's exit (concurrent.futures) would wait for them for good.
+                # A lost device's status stays: its supervisor restarts the process for it.
+                status = bot.exit_status or STUCK_DEVICE_EXIT_STATUS
+                log.warning(
+                    "stopped with %s still busy past the stop's %.0f s (a step in a hung kernel "
+                    "or driver, or a model still loading?): exiting with status %d without "
+                    "waiting for it; %s",
+                    "; ".join(busy),
+                    STOP_BUDGET_S,
+                    status,
+                    "the database is closed, and a job left there is queued again at the next start"
+                    if bot.journal_closed
+                    else "the database was not closed (the stop failed before): what it "
+                    "committed stays, and a job left running there is queued again at the next "
+                    "start",
+                    exc_info=sys.exc_info()[0] is not None,  # what ended the bot, if it failed
+                )
+                exit_process(status)
+        finally:  # past an exit_process that returns control (a test's raises)
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+            logging.getLogger().removeHandler(handler)
+    return bot.exit_status

@@ -41,16 +41,51 @@ log = logging.getLogger(__name__)
 # A stop is imposed, so never charged: STOPPING_FREE.
 _ENDED_BY_THE_STOP = frozenset({CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE})
 # From start-up: members asked about at once, how long one answer may take, and how long the
-# restored work may wait for the answers in all (the undecided then keep their jobs).
+# restored work may wait for the answers in all beyond the pace's time to ask every member
+# (the undecided then keep their jobs).
 RESTORED_CHECKS_AT_ONCE = 8
+# At most so many questions begun a second, half of Discord's global limit (50 requests a
+# second): Easel's other REST requests share it (results and notices posted in channels,
+# members and messages fetched), and once it is exceeded discord.py holds every one of them
+# until it resets. Interaction answers do not wait: they go through discord.py's webhook
+# adapter, which has no global lock, and Discord exempts interaction endpoints from the limit.
+RESTORED_CHECKS_PER_S = 25.0
 RESTORED_CHECK_TIMEOUT_S = 10.0
 RESTORED_CHECKS_DEADLINE_S = 60.0
 # How long Easel's stop lets the stops those answers found finish their cancels, whose notices
 # may wait on Discord (a 429): each job's end is journaled before its notice, which the next
 # start posts. Short: the stop keeps within its 30 s (``bot.app``).
 APPLYING_GRACE_S = 3.0
+# How long, then, those cut short may take to write the audit entry of the ends they journaled
+# (one read and one write), within the process's stop.
+CUT_SHORT_AUDIT_S = 0.5
 # How long asking Discord for an AutoMod timeout's end may take (its jobs are cancelled first).
 AUTOMOD_TIMEOUT_LOOKUP_S = 10.0
+
+
+class _Paced:
+    """Turns at most ``per_s`` a second, in the order they are asked for: each begins a gap
+    after the one before it began, however late the loop wakes it (times booked ahead would
+    come due together after a busy spell, and begin at once)."""
+
+    def __init__(self, per_s: float) -> None:
+        self._gap_s = 1.0 / per_s
+        self._next = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            await asyncio.sleep(max(0.0, self._next - loop.time()))
+            self._next = loop.time() + self._gap_s
+
+
+def _restored_checks_deadline_s(members: int, answers_s: float) -> float:
+    """How long the restored work of ``members`` members may wait for their answers in all:
+    the pace's time to ask every one (``RESTORED_CHECKS_PER_S``), then ``answers_s`` more, so
+    that the last asked are decided as the first (a fixed deadline released those beyond the
+    pace's reach undecided, a banned one's jobs with them)."""
+    return members / RESTORED_CHECKS_PER_S + answers_s
 
 
 class StopCause(enum.Enum):
@@ -316,35 +351,21 @@ class MemberStops:
         # log stand. An imposed cancel raises no ``UserError`` (``JobQueue.cancel``): one
         # meeting its owner's own cancel of a queued job, wherever that cancel's write is, is
         # answered cancelled and ends the job even if that write is refused.
-        outcomes = await asyncio.gather(
-            *(self._queue.cancel(line.job_id, owner, imposed=True) for line in unfinished),
-            return_exceptions=True,
-        )
-        cancelled = []
-        # Started meanwhile, and ended by the start gate for this stop: the stop's doing too.
-        # Read from this stop, not the member's record: a later stop (a ban seconds after a
-        # timeout) replaces that, and the jobs the gate ends for it are its own cancels'.
-        ended_at_start = stop.ended_at_start
-        for line, outcome in zip(unfinished, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                log.error(
-                    "%s in guild %s: job %s not cancelled",
-                    cause.value,
-                    guild_id,
-                    line.job_id,
-                    exc_info=outcome,
-                )
-            elif outcome in _ENDED_BY_THE_STOP or line.job_id in ended_at_start:
-                cancelled.append(line.job_id)
-        if cancelled and cause.audited:
-            await settings_audit.record_change(
-                self._conn,
-                guild_id,
-                easel_id,
-                cause.audited_as,
-                f"<@{user_id}>: {', '.join(cancelled)}",
-                self._clock(),
-            )
+        cancels = {
+            line.job_id: asyncio.create_task(self._queue.cancel(line.job_id, owner, imposed=True))
+            for line in unfinished
+        }
+        try:
+            await asyncio.gather(*cancels.values(), return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cut short (Easel stops: ``stop_restored_checks``) while notices were posted: the
+            # ends journaled stand, their notices posted at the next start; so does their
+            # audit entry, written now.
+            ended = await self._ended_by(stop, cause, guild_id, cancels)
+            await self._audit(guild_id, user_id, cause, ended, easel_id=easel_id)
+            raise
+        cancelled = await self._ended_by(stop, cause, guild_id, cancels)
+        await self._audit(guild_id, user_id, cause, cancelled, easel_id=easel_id)
         if cancelled:
             log.info(
                 "%s in guild %s: %d unfinished job(s) cancelled (%s)",
@@ -354,6 +375,55 @@ class MemberStops:
                 ", ".join(cancelled),
             )
         return cancelled
+
+    async def _ended_by(
+        self,
+        stop: _Stop,
+        cause: StopCause,
+        guild_id: int,
+        cancels: dict[str, asyncio.Task[CancelOutcome]],
+    ) -> list[str]:
+        """The jobs ``stop``'s ``cancels`` ended, each done or cut short. A cancel done, by its
+        outcome: not a job its member's own cancel ended first, but one the queue's start gate
+        ended for this stop (started meanwhile: read from this stop, not the member's record,
+        which a later stop, a ban seconds after a timeout, replaces). A cancel cut short (its
+        notice held), by the end the journal holds."""
+        ended = []
+        for job_id, cancel in cancels.items():
+            if cancel.cancelled():
+                if await self._ended_cancelled(job_id):
+                    ended.append(job_id)
+            elif (error := cancel.exception()) is not None:
+                log.error(
+                    "%s in guild %s: job %s not cancelled",
+                    cause.value,
+                    guild_id,
+                    job_id,
+                    exc_info=error,
+                )
+            elif cancel.result() in _ENDED_BY_THE_STOP or job_id in stop.ended_at_start:
+                ended.append(job_id)
+        return ended
+
+    async def _ended_cancelled(self, job_id: str) -> bool:
+        """Whether the journal says job ``job_id`` ended cancelled."""
+        job = await journal.get_job(self._conn, job_id)
+        return job is not None and job.status is journal.JobStatus.CANCELLED
+
+    async def _audit(
+        self, guild_id: int, user_id: int, cause: StopCause, cancelled: list[str], *, easel_id: int
+    ) -> None:
+        """The server's audit entry of the member's jobs ``cancelled`` for ``cause``, as
+        Easel's doing (``easel_id``); none when none was, or the cause is not audited."""
+        if cancelled and cause.audited:
+            await settings_audit.record_change(
+                self._conn,
+                guild_id,
+                easel_id,
+                cause.audited_as,
+                f"<@{user_id}>: {', '.join(cancelled)}",
+                self._clock(),
+            )
 
     async def cancel_for_automod_timeout(
         self, guild_id: int, user_id: int, lookup: StandingLookup, *, easel_id: int
@@ -406,7 +476,7 @@ class MemberStops:
             "start-up: asking Discord about %d member(s) with restored jobs, in the "
             "background; each one's restored jobs wait for their own answer (%.0f s at most)",
             len(members),
-            RESTORED_CHECKS_DEADLINE_S,
+            _restored_checks_deadline_s(len(members), RESTORED_CHECKS_DEADLINE_S),
         )
         self._checking = asyncio.create_task(
             self.check_restored_jobs(members, lookup, easel_id=easel_id),
@@ -415,9 +485,15 @@ class MemberStops:
 
     async def await_restored_answers(self) -> list[tuple[int, int]]:
         """Each member's queued and finished-undelivered jobs in a server wait, from now, for
-        Discord's answer about them (``StoppedMembers.await_answers``); the members."""
+        Discord's answer about them (``StoppedMembers.await_answers``); the members, to be
+        asked in about the order the queue would start their work (the first to render is
+        freed first), then those with results to post only. About: by their first job's class
+        then submit time (the journal's order), aside from the scheduler's aging and its
+        returners (``bot.jobs.scheduler``); its fair order, walked whole, would hold the start
+        (``setup_hook``) for seconds in a deep queue."""
+        queued = await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED)
         restored = [
-            *await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED),
+            *sorted(queued, key=lambda job: -job.priority),  # stable: submit time within
             *await journal.finished_undelivered(self._conn),
         ]
         return self._stopped.await_answers(
@@ -454,9 +530,13 @@ class MemberStops:
             )
             for applying in unfinished:
                 applying.cancel()
-            # Their cancellation runs before the database closes (the queue's stop is next),
-            # unless a cancel swallows it: then the closing database refuses its writes.
-            await asyncio.wait(unfinished, timeout=max(0.0, grace_ends - loop.time()))
+            # Their cancellation writes the audit entry of the ends they journaled
+            # (``_cancel_unfinished``) before the database closes (the queue's stop is next),
+            # unless it takes longer: then the closing database refuses it.
+            audit_s = CUT_SHORT_AUDIT_S
+            if deadline is not None:
+                audit_s = max(0.0, min(audit_s, deadline - loop.time()))
+            await asyncio.wait(unfinished, timeout=audit_s)
 
     async def check_restored_jobs(
         self,
@@ -464,19 +544,25 @@ class MemberStops:
         lookup: StandingLookup,
         *,
         easel_id: int,
-        deadline_s: float = RESTORED_CHECKS_DEADLINE_S,
+        deadline_s: float | None = None,
     ) -> None:
-        """Asks Discord about each of ``members`` (a few at once), whose restored work waits
-        for the answer: one gone or in a timeout has their unfinished jobs there cancelled,
-        and is held in ``StoppedMembers`` so that their finished, undelivered results are not
-        posted; so has every member of a server that is gone (Unknown Guild). A member
-        Discord gives no clear answer about (no access, an outage, no answer in time, none
-        before ``deadline_s`` for the whole check) keeps their jobs: a guess would cancel
-        honest members' work. A moderator's word heard before the answer holds over it
+        """Asks Discord about each of ``members`` (a few at once, ``RESTORED_CHECKS_PER_S``
+        begun a second at most), whose restored work waits for the answer: one gone or in a
+        timeout has their unfinished jobs there cancelled, and is held in ``StoppedMembers``
+        so that their finished, undelivered results are not posted; so has every member of a
+        server that is gone (Unknown Guild). A member Discord gives no clear answer about (no
+        access, an outage, no answer in time, none before the whole check's deadline:
+        ``deadline_s``, by default ``RESTORED_CHECKS_DEADLINE_S``, beyond the pace's time to
+        ask them all) keeps their jobs: a guess would cancel honest members' work. A
+        moderator's word heard before the answer holds over it
         (``StoppedMembers.awaiting_answer``)."""
         at_once = asyncio.Semaphore(RESTORED_CHECKS_AT_ONCE)
+        paced = _Paced(RESTORED_CHECKS_PER_S)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
+        whole_s = _restored_checks_deadline_s(
+            len(members), RESTORED_CHECKS_DEADLINE_S if deadline_s is None else deadline_s
+        )
+        deadline = loop.time() + whole_s
         undecided: list[tuple[int, int]] = []
         servers_gone: set[int] = set()  # asked once: its other members are not asked
         decided_by_discord = 0  # neither undecided nor unclear, nor a moderator's word first
@@ -491,6 +577,7 @@ class MemberStops:
                     elif not self._stopped.awaiting_answer(guild_id, user_id):
                         return  # a moderator's word came first
                     else:
+                        await paced.turn()  # live interactions keep most of the rate limit
                         async with asyncio.timeout(RESTORED_CHECK_TIMEOUT_S):
                             standing = await lookup(guild_id, user_id)
             except Exception as unclear:  # any failure leaves the jobs
@@ -535,7 +622,7 @@ class MemberStops:
                 "start-up: %d member(s) not decided within %.0f s; their restored jobs are "
                 "kept: %s",
                 len(undecided),
-                deadline_s,
+                whole_s,
                 ", ".join(f"member {user} of guild {guild}" for guild, user in undecided),
             )
         log.info(

@@ -6,7 +6,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,12 +20,15 @@ from bot.jobs.stored_files import remove_inside
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import ConditioningTexts, conditioning_texts
-from bot.user_errors import UserError
+from bot.user_errors import UserError, counted
+from db import erasures
 from db import history as store
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import write_back_log
-from db.history import PostedMessage as PostedMessage  # for the cogs, which never import db
+from db.erasures import Erasure as Erasure  # for the cogs, which never import db
+from db.erasures import ReplyToken as ReplyToken
+from db.history import PostedMessage as PostedMessage
 
 PAGE_SIZE = 5
 # The same pixels in more jobs than this (one seed rendered again and again) are checked
@@ -133,8 +137,9 @@ class StoredJob:
 
 @dataclass(frozen=True)
 class Forgotten:
-    """What /forget-me erased. ``ledger_rows_deferred`` still count towards the member's
-    current quota periods: they lose the member's id at ``deferred_until``."""
+    """What a /forget-me request erased, in all its runs (one a stop interrupted, then the
+    next start's or the member's again). ``ledger_rows_deferred`` still count towards the
+    member's current quota periods: they lose the member's id at ``deferred_until``."""
 
     jobs: int
     pictures: int
@@ -142,11 +147,15 @@ class Forgotten:
     ledger_rows_anonymised: int
     ledger_rows_deferred: int
     deferred_until: float
+    # The posts of every run of the request (an earlier run's are deleted by the start's
+    # sweep of those pending), and when it was asked (``History.erasure_told``).
+    all_posts: int
+    asked_at: float
     # The broker could not be reached: its copies of the member's jobs expire within 24 h.
     broker_copies_left: bool = False
-    # Easel's posts of the erased jobs in servers, for the caller to delete from Discord (the
-    # database no longer links them to anything, so their deletions withdraw nothing), each
-    # left pending until ``History.post_delete_settled``.
+    # Easel's posts of the jobs this run erased in servers, for the caller to delete from
+    # Discord (the database no longer links them to anything, so their deletions withdraw
+    # nothing), each left pending until ``History.post_delete_settled``.
     posts: tuple[PostedMessage, ...] = ()
 
 
@@ -201,6 +210,10 @@ class History:
         self._deleted_channels: ExpiringKeys[tuple[int, int]] = ExpiringKeys(
             DELETIONS_KEPT_S, DELETIONS_KEPT
         )
+        # The members whose /forget-me request is being erased now: set when it ends.
+        self._erasing_now: dict[int, asyncio.Event] = {}
+        # /forget-me requests asked before this are not being answered by their own run.
+        self._started_at = clock()
 
     async def page(
         self, user_id: int, page: int, search: str | None = None, *, guild_id: int | None
@@ -466,56 +479,134 @@ class History:
             for record in records
         ]
 
-    async def forget(self, user_id: int) -> Forgotten:
+    async def forget(self, user_id: int, reply: ReplyToken | None = None) -> Forgotten:
         """Erase the member's jobs, pictures and uploads (rows and files) and settings, and
         anonymise their quota ledger rows; their jobs' posts are returned for the caller to
-        delete from Discord. Refused, erasing nothing, while one of their jobs is queued or
-        running: the queue still owns it, and a result written after the erase would name
-        the member again."""
+        delete from Discord, and the caller tells the member (``reply``, while its token
+        lives), then calls ``erasure_told``. The request is journaled first: a stop in the
+        middle leaves it for the next start to finish (``resume``). Refused, erasing nothing,
+        while one of their jobs is queued or running: the queue still owns it, and a result
+        written after the erase would name the member again."""
+        async with self._erasing(user_id):
+            asked = await erasures.ask(self._conn, user_id, self._clock(), reply)
+            if asked.unfinished:
+                jobs = asked.unfinished
+                ids = ", ".join(f"`{job_id}`" for job_id in jobs)
+                raise UserError(
+                    f"Nothing was erased: your {counted(len(jobs), 'job')} {ids} "
+                    f"{'is' if len(jobs) == 1 else 'are'} still queued or running. "
+                    "Cancel them with /cancel or wait until they finish, then run /forget-me "
+                    "again."
+                )
+            return await self._erase(user_id, asked.asked_at)
+
+    async def unfinished_erasures(self, *, answering_s: float | None = None) -> list[Erasure]:
+        """The /forget-me requests a stop (or a failure) left unfinished or untold, but for
+        those being erased now, and (``answering_s``) those asked since this start less than
+        that long ago: their own run may be past its erase, answering the member."""
+        now = self._clock()
+        asked_before = None if answering_s is None else max(self._started_at, now - answering_s)
+        return [
+            erasure
+            for erasure in await erasures.unfinished(self._conn)
+            if erasure.user_id not in self._erasing_now
+            and (asked_before is None or erasure.asked_at < asked_before)
+        ]
+
+    async def forget_reply_tokens(self, lifetime_s: float) -> int:
+        """Blank the interaction tokens of the /forget-me requests asked more than
+        ``lifetime_s`` ago (Discord no longer takes them: those members are told by direct
+        message); how many."""
+        return await erasures.clear_expired_tokens(self._conn, self._clock() - lifetime_s)
+
+    async def resume(self, erasure: Erasure) -> Forgotten | None:
+        """Finish ``erasure`` (from ``unfinished_erasures``): what the member made up to when
+        they asked, not what they made since. None when it was told done meanwhile, or asked
+        again (that run answers for it)."""
+        async with self._erasing(erasure.user_id):
+            if await erasures.asked_at(self._conn, erasure.user_id) != erasure.asked_at:
+                return None
+            return await self._erase(erasure.user_id, erasure.asked_at)
+
+    async def erasure_told(self, user_id: int, asked_at: float) -> None:
+        """The member was told (or could not be: the log says so) that their request of
+        ``asked_at`` is done: its journal row goes."""
+        await erasures.told(self._conn, user_id, asked_at)
+
+    @asynccontextmanager
+    async def _erasing(self, user_id: int) -> AsyncIterator[None]:
+        """One erase of a member at a time (theirs, and the one a start resumes)."""
+        while (running := self._erasing_now.get(user_id)) is not None:
+            await running.wait()
+        done = self._erasing_now[user_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._erasing_now[user_id]
+            done.set()
+
+    async def _erase(self, user_id: int, asked_at: float) -> Forgotten:
         counted_since, period_end = quota_window(self._clock())
-        pictures = uploads = 0
         broker_copies_left = False
 
         async def remove_files(batch: store.ErasedJobs) -> None:
-            nonlocal pictures, uploads, broker_copies_left
+            nonlocal broker_copies_left
             # Before the next batch: a stop in between leaves no file of an erased job, and no
-            # broker copy unasked for (a rerun erases, and names, only the jobs left).
-            pictures += await asyncio.to_thread(remove_inside, self._images_dir, batch.image_paths)
-            uploads += await asyncio.to_thread(remove_inside, self._inputs_dir, batch.input_paths)
+            # broker copy unasked for (a rerun erases, and names, only the jobs left; the
+            # journal, ``erasures.batch_left``, names this batch's).
+            # An upload that a job journaled since the batch's rows went reads (another
+            # member's 🔄 of a post not deleted yet) stays with it, for retention.
+            read = await journal.paths_read(self._conn, batch.input_paths)
+            uploads = [path for path in batch.input_paths if path not in read]
+            await asyncio.to_thread(remove_inside, self._images_dir, batch.image_paths)
+            await asyncio.to_thread(remove_inside, self._inputs_dir, uploads)
             # Pictures of other jobs that only the erased ones read (a variation of a pruned
             # result): their folders were kept for them; retention would not name them again.
-            await remove_unread_results(self._conn, self._images_dir, batch.input_paths)
+            await remove_unread_results(self._conn, self._images_dir, uploads)
             if not broker_copies_left:  # once it failed, the rest expire on their own too
                 broker_copies_left = not await self._drop_broker_copies(batch.job_ids)
+            await erasures.batch_finished(
+                self._conn,
+                user_id,
+                erasures.ErasedBatch(list(batch.job_ids), batch.image_paths, batch.input_paths),
+                broker_left=broker_copies_left,
+            )
 
+        # The batch a stop interrupted between its rows' delete and its files' (nothing else
+        # names its files or jobs now), first: its files, and its jobs' broker copies.
+        left = await erasures.batch_left(self._conn, user_id)
+        if left.job_ids or left.image_paths or left.input_paths:
+            await remove_files(
+                store.ErasedJobs(tuple(left.job_ids), left.image_paths, left.input_paths, ())
+            )
         erased = await accounting.erase_member(
             self._conn,
             user_id,
+            asked_at=asked_at,
             counted_since=counted_since,
             anonymise_at=period_end,
             erased_batch=remove_files,
         )
-        if erased.unfinished:
-            ids = ", ".join(f"`{job_id}`" for job_id in erased.unfinished)
-            raise UserError(
-                f"Nothing was erased: your job(s) {ids} are still queued or running. Cancel "
-                "them with /cancel or wait until they finish, then run /forget-me again."
-            )
         # The erase's last step deleted the settings (a stop before it left them).
         self._member_settings.forget(user_id)
         # The erased rows stay in the database file's older pages until the write-ahead log is
         # copied back, and in the log until it is emptied: both now, or (a reader holds the
         # log) at Retention's next sweep.
         await write_back_log(self._conn)
+        counts = await erasures.counts(self._conn, user_id)
+        # ``erasures.ask`` wrote it, and only ``erasure_told`` (after this) deletes it.
+        assert counts is not None, "a /forget-me request erased without its journal row"
         return Forgotten(
-            jobs=erased.jobs,
-            pictures=pictures,
-            uploads=uploads,
-            ledger_rows_anonymised=erased.ledger_rows_anonymised,
-            ledger_rows_deferred=erased.ledger_rows_deferred,
+            jobs=counts.jobs,
+            pictures=counts.pictures,
+            uploads=counts.uploads,
+            ledger_rows_anonymised=counts.ledger_rows_anonymised,
+            ledger_rows_deferred=counts.ledger_rows_deferred,
             deferred_until=period_end,
-            broker_copies_left=broker_copies_left,
+            broker_copies_left=counts.broker_copies_left,
             posts=erased.posts,
+            all_posts=counts.posts,
+            asked_at=asked_at,
         )
 
     async def pending_post_deletes(self) -> tuple[PostedMessage, ...]:

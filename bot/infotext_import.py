@@ -51,6 +51,7 @@ from inference.limits import MAX_CLIP_SKIP
 from inference.metadata import latent_channels_of
 from inference.prompts import PromptError, extract_extra_networks
 from inference.prompts.chaos import MAX_CHAOS
+from inference.prompts.extra_networks import without_unknown_loras
 from inference.prompts.flags import seed_read_back
 from inference.quoting import echoed
 from inference.registry import ModelRegistry
@@ -388,7 +389,7 @@ class _Reader:
         self.model_substituted = True
         if not_hashed:
             hash_text += (
-                f", or it is one of the {not_hashed} model(s) whose hash is being read now: "
+                f", or it is one of the models whose hash is being read now ({not_hashed} left): "
                 "try again in a minute"
             )
         self._tell(f"{named}{hash_text} is not installed here; {instead}", "model")
@@ -655,7 +656,8 @@ class _Reader:
         return scale
 
     def _read_networks(self) -> None:
-        """LoRA tags in the prompt that cannot be applied here (their text stays harmless)."""
+        """LoRA tags in the prompt that cannot be applied here: told, and those naming a LoRA
+        not installed (or left out) here are dropped from the prompts (a typed one is refused)."""
         try:
             _, _, warnings = extract_extra_networks(self.request.prompt, self.installed.loras)
         except PromptError as error:
@@ -663,6 +665,14 @@ class _Reader:
             return
         for warning in warnings:
             self._tell(warning, "the prompt's LoRA tags")
+        # Such a tag is refused in a typed prompt (``check_loras``): the import drops it, told.
+        loras = self.installed.loras
+        prompt = without_unknown_loras(self.request.prompt, loras)
+        negative = without_unknown_loras(self.request.negative_prompt, loras)
+        if (prompt, negative) != (self.request.prompt, self.request.negative_prompt):
+            self.request = dataclasses.replace(
+                self.request, prompt=prompt, negative_prompt=negative
+            )
 
     def _read_hashed_networks(self) -> None:
         """``TI hashes`` / ``Lora hashes`` (and Civitai's ``embed:``/``lora:`` hashes): the

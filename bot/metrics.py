@@ -260,9 +260,14 @@ class MetricsServer:
         await self.runner.cleanup()
 
 
-async def serve(host: str, port: int, healthy: Callable[[], bool]) -> MetricsServer:
-    """Serve ``/metrics`` (Prometheus text) and ``/healthz`` (200 while ``healthy()``, else
-    503) on ``host:port`` until closed."""
+async def serve(
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+    trouble: Callable[[], str | None] = lambda: None,
+) -> MetricsServer:
+    """Serve ``/metrics`` (Prometheus text) and ``/healthz`` (200 while ``healthy()`` and no
+    ``trouble()``, else 503 with that one line: a device lost) on ``host:port`` until closed."""
 
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(REGISTRY))
@@ -270,6 +275,8 @@ async def serve(host: str, port: int, healthy: Callable[[], bool]) -> MetricsSer
         return response
 
     async def health(_: web.Request) -> web.Response:
+        if (problem := trouble()) is not None:
+            return web.Response(text=f"{problem}\n", status=503)
         ok = healthy()
         return web.Response(
             text="ok\n" if ok else "starting or stopping\n", status=200 if ok else 503

@@ -23,10 +23,25 @@ from db.database import transaction
 from db.presets import Scope, StoredPreset
 from db.user_settings import UserSettings
 
-__all__ = ["MAX_PRESETS", "MAX_PRESET_NAME", "Preset", "Presets", "Scope", "over_saved_settings"]
+__all__ = [
+    "MAX_PRESETS",
+    "MAX_PRESET_NAME",
+    "PRESET_AUDIT_PREFIX",
+    "Preset",
+    "Presets",
+    "Scope",
+    "over_saved_settings",
+]
 
 MAX_PRESETS = 25  # per member, and per server
 MAX_PRESET_NAME = 32
+# A server preset's rows in the settings audit: this, then its name (``audited_setting``).
+PRESET_AUDIT_PREFIX = "preset "
+
+
+def audited_setting(name: str) -> str:
+    """The setting a change to the server preset ``name`` is audited as."""
+    return PRESET_AUDIT_PREFIX + name
 
 
 @dataclass(frozen=True)
@@ -53,8 +68,15 @@ class Preset:
         }
 
     def describe(self) -> str:
-        shown = ", ".join(f"{name}: `{value}`" for name, value in self.settings().items())
+        shown = ", ".join(f"{name}: {_code(value)}" for name, value in self.settings().items())
         return f"**{self.name}** — {shown or 'nothing fixed'}"
+
+
+def _code(value: object) -> str:
+    """``value`` as inline code, where nothing renders as markdown: without its backticks,
+    any of which would end the code early and let the rest (a member's negative prompt)
+    render as formatting, links and headings in Easel's message."""
+    return f"`{str(value).replace('`', '')}`"
 
 
 def validated(preset: Preset) -> Preset:
@@ -123,7 +145,7 @@ class Presets:
                 )
             old = await self._put(Scope.SERVER, guild_id, own)
             await store.audit_server_change(
-                self._conn, guild_id, admin_id, own.name, old, own, self._clock()
+                self._conn, guild_id, admin_id, audited_setting(own.name), old, own, self._clock()
             )
         return _from_stored(own, Scope.SERVER)
 
@@ -135,7 +157,7 @@ class Presets:
                 return False
             await store.delete(self._conn, Scope.SERVER, guild_id, name)
             await store.audit_server_change(
-                self._conn, guild_id, admin_id, old.name, old, None, self._clock()
+                self._conn, guild_id, admin_id, audited_setting(old.name), old, None, self._clock()
             )
         return True
 

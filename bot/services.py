@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +14,7 @@ import aiosqlite
 
 from bot.bans import StoppedMembers
 from bot.history import History
+from bot.jobs.accounting import UNKNOWN_MODEL_SIDE
 from bot.jobs.queue import JobCopies
 from bot.policy.addons import installed_addons
 from bot.policy.guild import GuildPolicy
@@ -24,6 +28,7 @@ from bot.refusals import RefusalLog
 from bot.requests import Defaults
 from bot.settings import Settings
 from inference.flow_detect import FAMILY_DEFAULTS
+from inference.memory import native_side, native_side_sources
 from inference.metadata import (
     FAMILY_NAMES,
     UNKNOWN,
@@ -31,9 +36,11 @@ from inference.metadata import (
     reads_textual_inversion,
 )
 from inference.model_list import installed_models
-from inference.registry import ModelRegistry
+from inference.registry import CHECKPOINT_FOLDERS, LISTING_SETTLED_NS, ModelRegistry
 from inference.types import RenderInputError
 from inference.validation import RenderLimits
+
+log = logging.getLogger(__name__)
 
 
 def model_defaults(
@@ -79,6 +86,58 @@ class ListedModels:
     latest: tuple[int | None, frozenset[str]] = (None, frozenset())
 
 
+# Each path a kept value rests on as it was then: (inode, mtime_ns, size); None: unreadable.
+PathStamps = tuple[tuple[int, int, int] | None, ...]
+
+
+def _stamps(paths: tuple[Path, ...]) -> PathStamps:
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+@dataclass
+class NativeSides:
+    """Each model's native side as last read (``Services.native_side``), by the name asked
+    for (None: the first installed), with the paths whose change makes it read again (what
+    it was read from, plus the checkpoint folders where the name could come to mean another
+    model: None, or a model not found here) and their stamps taken before the read."""
+
+    read: dict[str | None, tuple[tuple[Path, ...], PathStamps, int]] = field(default_factory=dict)
+
+    def keep(
+        self,
+        model: str | None,
+        paths: tuple[Path, ...],
+        stamps: PathStamps,
+        side: int,
+        read_at_ns: int,
+    ) -> None:
+        """Keep ``side`` unless a path changed within ``LISTING_SETTLED_NS`` of the read
+        (wall-clock): a change within the same tick of a coarse file-system clock would leave
+        its stamp as it was; such a side is read again at the next ask."""
+        settled = read_at_ns - LISTING_SETTLED_NS
+        if all(stamp is None or stamp[1] < settled for stamp in stamps):
+            self.read[model] = (paths, stamps, side)
+        else:
+            self.read.pop(model, None)
+
+    def kept(self, model: str | None) -> int | None:
+        """``model``'s side, if read since its paths last changed (a few ``stat``s: the event
+        loop may ask before an acknowledgement); else None."""
+        known = self.read.get(model)
+        if known is None:
+            return None
+        paths, stamps, side = known
+        return side if _stamps(paths) == stamps else None
+
+
 def _changed_at(folder: Path) -> int | None:
     # Adding or removing a model (a file or a diffusers folder) changes its folder's time.
     try:
@@ -114,6 +173,7 @@ class Services:
     stopped_members: StoppedMembers = field(default_factory=StoppedMembers)
     # The installed models' names as last listed, with the models folder's change time then.
     listed_models: ListedModels = field(default_factory=ListedModels)
+    native_sides: NativeSides = field(default_factory=NativeSides)
 
     @classmethod
     def build(
@@ -181,6 +241,38 @@ class Services:
         return model_defaults(
             self.registry, name, default_model, self.request_defaults, self.limits.max_steps
         )
+
+    async def native_side(self, model: str | None) -> int:
+        """The side ``model`` (None: the first installed) renders a request naming no size
+        at: from memory while its files are unchanged (no thread, no read: this runs before
+        a command's acknowledgement), else read on a thread (``read_native_side``)."""
+        kept = self.native_sides.kept(model)
+        return kept if kept is not None else await asyncio.to_thread(self.read_native_side, model)
+
+    def read_native_side(self, model: str | None) -> int:
+        """``model``'s native side from its configs, kept in ``native_sides``; when its files
+        cannot be read here (a broker's workers hold the models), ``UNKNOWN_MODEL_SIDE``
+        (blocking: a folder scan and file reads)."""
+        read_at_ns = time.time_ns()
+        folders = tuple(self.registry.models_dir / name for name in CHECKPOINT_FOLDERS)
+        folder_stamps = _stamps(folders)
+        try:
+            entry = self.registry.resolve(model)
+        except RenderInputError as error:
+            log.info("no native size for model %s: %s", model, error)
+            self.native_sides.keep(model, folders, folder_stamps, UNKNOWN_MODEL_SIDE, read_at_ns)
+            return UNKNOWN_MODEL_SIDE
+        paths = native_side_sources(entry)
+        stamps = _stamps(paths)
+        if model is None:  # the first installed by name: another may come first
+            paths, stamps = (*paths, *folders), (*stamps, *folder_stamps)
+        try:
+            side = native_side(entry)
+        except (OSError, ValueError, KeyError) as error:
+            log.info("no native size for model %s: %s", model, error)
+            side = UNKNOWN_MODEL_SIDE
+        self.native_sides.keep(model, paths, stamps, side, read_at_ns)
+        return side
 
     def model_names(self) -> list[str]:
         """Installed checkpoints."""

@@ -31,3 +31,21 @@ class UserError(Exception):
     def __init__(self, message: str, reason: Reason = Reason.INPUT) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def counted(count: int, noun: str) -> str:
+    """ "1 job", "2 jobs": a count and its noun, plural unless the count is one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def as_sentence(text: str) -> str:
+    """``text`` as a member reads a refusal: a sentence, its first letter capitalised and an
+    end mark after it. Refusals come from many parsers (the prompt language, the request's
+    options, pasted settings), each written to be quoted inside another text as well."""
+    if not text:
+        return text
+    first_word = text.split(maxsplit=1)[0]
+    # An option's own name (``sref_strength``) keeps its spelling: the member types it so.
+    if text[0].islower() and "_" not in first_word:
+        text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else f"{text}."

@@ -21,6 +21,7 @@ from bot.policy.addons import (
     ADDON_LISTS,
     AddonKind,
     listable_addons,
+    model_spelt_as_installed,
     spelt_as_among,
     spelt_as_installed,
 )
@@ -36,13 +37,15 @@ from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
 from bot.policy.quota import QuotaLimits
 from bot.policy.unavailable import quoted
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
-from bot.presets import MAX_PRESET_NAME, Presets
+from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import AdminRights, Dashboard
 from cogs.choices import matching_choices, model_choices
 from cogs.common import MESSAGE_LIMIT, services_of
+from cogs.common import quoted as escaped
 from cogs.contexts import command_contexts
 from cogs.visibility import DISCORD_FAILED, is_age_restricted, member_may_read
+from cogs.wording import counted
 
 Action = Literal["add", "remove"]
 # /easel-admin addon's kinds, as Discord shows them (AddonKind's values).
@@ -98,6 +101,11 @@ def _list_entry(which: GuildList, entry: str, room: int | None = None) -> str:
 def _cut(text: str, room: int | None) -> str:
     """``text`` in at most ``room`` characters (None: whole), an ellipsis marking a cut."""
     return text if room is None or len(text) <= room else text[: room - 1] + "…"
+
+
+def _escaped(text: str, room: int | None) -> str:
+    """``text`` with Discord's markdown escaped, cut to ``room`` characters (None: whole)."""
+    return escaped(text, len(text) * 2 + 2 if room is None else room)
 
 
 def _guild_id(interaction: discord.Interaction[Any]) -> int:
@@ -206,7 +214,10 @@ def _change_text(entry: AuditEntry, room: int | None) -> str:
             LimitScope.USER: f"<@{subject}>",
         }[LimitScope(scope)]
         return f"quota for {whose}: {_cut(_limits_text(json.loads(new or '{}')), room)}"
-    setting, before, after = (_cut(text, room) for text in (entry.setting, old or "—", new or "—"))
+    # A server preset's row holds a member's words (its name, its negative prompt): escaped,
+    # so that they cannot format, mask a link or show a mention in the moderators' log.
+    cut = _escaped if entry.setting.startswith(PRESET_AUDIT_PREFIX) else _cut
+    setting, before, after = (cut(text, room) for text in (entry.setting, old or "—", new or "—"))
     return f"{setting}: {before} → {after}"
 
 
@@ -353,6 +364,9 @@ class AdminCog(commands.Cog):
         action: Action,
         name: app_commands.Range[str, 1, 100],
     ) -> None:
+        if action == "add":  # one installed; a removal takes any listed (it may be gone)
+            registry = services_of(interaction).registry
+            name = model_spelt_as_installed(name, await asyncio.to_thread(registry.names))
         await self._change(
             interaction,
             GuildList.ALLOWED_MODEL,
@@ -528,8 +542,8 @@ class AdminCog(commands.Cog):
         history = services_of(interaction).history
         with_it = await history.restore(_guild_id(interaction), job_id, interaction.user.id)
         also = (
-            f" So may those of the {len(with_it)} job(s) withdrawn with it (made from it, or "
-            f"with its pixels): {listed_ids(with_it)}."
+            f" So may those of the {counted(len(with_it), 'job')} withdrawn with it (made from "
+            f"it, or with its pixels): {listed_ids(with_it)}."
             if with_it
             else ""
         )

@@ -37,6 +37,7 @@ from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
 from cogs.visibility import check_member_may_act_here, is_age_restricted
+from cogs.wording import counted
 from inference.types import RenderRequest
 
 if TYPE_CHECKING:
@@ -465,6 +466,7 @@ async def admitted_submission(
         spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
         private=private,
         age_restricted=requester.age_restricted,
+        native_side=await services.native_side(admission.request.model),
         **delivery,
     )
 
@@ -591,7 +593,8 @@ async def submit_from_interaction(
     if not interaction.response.is_done():  # else ``acknowledge``d before reading uploads
         await interaction.response.defer(thinking=True, ephemeral=private)
     # In a burst, the commands received before this wait are acknowledged before its job is
-    # journaled: only their answers have a deadline (3 s). ACK_TARGET_S (0.3 s) at most; a crash
+    # journaled: only their answers have a deadline (3 s). QUEUED_BOUND_S (1 s) at most, a
+    # command slowed by prompt plans holds it SLOWED_BY_PLANS_S (0.1 s) into them; a crash
     # meanwhile loses this acknowledged, unjournaled command (docs/performance.md).
     await client_of(interaction).acknowledge_first.earlier_answered()
     if before_queueing is not None and (made_from := await before_queueing()) is not None:
@@ -705,6 +708,6 @@ async def _submit_repeats(
             return
     await tell(
         interaction,
-        f"🔁 {len(seeds)} more job(s) of this prompt queued (--repeat); each result is posted "
-        "when it is ready.",
+        f"🔁 {counted(len(seeds), 'more job')} of this prompt queued (--repeat); each result is "
+        "posted when it is ready.",
     )

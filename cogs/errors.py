@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.requests import RequestError
-from bot.user_errors import Reason, UserError
+from bot.user_errors import Reason, UserError, as_sentence
 from cogs.common import services_of, tell
 from inference.infotext import InfotextError
 
@@ -33,10 +33,10 @@ def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     internal failure."""
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
     if isinstance(cause, UserError):
-        return str(cause), cause.reason
+        return as_sentence(str(cause)), cause.reason
     # A picture's or pasted settings' text that cannot be read (wherever it is parsed).
     if isinstance(cause, RequestError | InfotextError):
-        return str(cause), Reason.INPUT
+        return as_sentence(str(cause)), Reason.INPUT
     if isinstance(cause, app_commands.MissingPermissions):
         needed = permission_names(cause.missing_permissions)
         sentence = f"You need the {needed} permission to use this; ask a server admin."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
@@ -16,16 +17,25 @@ from discord.ext import commands
 from bot.compare_grid import comparison_png
 from bot.cooldowns import MemberCooldown
 from bot.history import (
+    Erasure,
+    Forgotten,
     History,
     HistoryPage,
     PostedMessage,
+    ReplyToken,
     StoredJob,
     post_delete_retry_days,
 )
 from bot.images import decoded
 from bot.policy.moderation import WITHHELD_BECAUSE, NsfwPolicy, check_repost
 from bot.user_errors import Reason, UserError
-from cogs.common import MAX_QUOTED_PROMPT, queue_of, quoted, services_of
+from cogs.common import (
+    MAX_QUOTED_PROMPT,
+    ORIGINAL_RESPONSE,
+    queue_of,
+    quoted,
+    services_of,
+)
 from cogs.errors import report_error
 from cogs.lists import MAX_SEARCH_CHARS
 from cogs.results.buttons import (
@@ -36,6 +46,7 @@ from cogs.results.buttons import (
     keeps_private,
     spoilered,
 )
+from cogs.results.copies import in_direct_messages
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
 from cogs.visibility import (
@@ -226,6 +237,95 @@ def outcome_text(outcome: PostsOutcome) -> str:
     )
 
 
+def forgotten_text(forgotten: Forgotten) -> str:
+    """What a /forget-me request erased, in all its runs, from "erased" on."""
+    posts = (
+        f" Removing {counted(forgotten.all_posts, 'posted message')} from channels…"
+        if forgotten.all_posts
+        else ""
+    )
+    anonymised = (
+        " Your older quota use no longer carries your id (the server keeps the amounts)."
+        if forgotten.ledger_rows_anonymised
+        else ""
+    )
+    # "too" only after the sentence above: alone, it would point at nothing.
+    too = " too" if anonymised else ""
+    deferred = (
+        " What still counts towards your current limits keeps your id until those periods "
+        f"end, <t:{int(forgotten.deferred_until)}:f>, then loses it{too}."
+        if forgotten.ledger_rows_deferred
+        else ""
+    )
+    broker = (
+        " The render broker could not be reached: its copies of your jobs expire within 24 hours."
+        if forgotten.broker_copies_left
+        else ""
+    )
+    return (
+        f"erased {counted(forgotten.jobs, 'job')}, "
+        f"{counted(forgotten.pictures, 'stored picture')}, "
+        f"{counted(forgotten.uploads, 'uploaded picture')} and your settings."
+        f"{posts}{anonymised}{deferred}{broker} Copies sent to you by direct message stay: "
+        "delete those there."
+    )
+
+
+async def finish_erasures(client: discord.Client, history: History) -> None:
+    """The /forget-me requests a stop or a failed run left, but for those being erased now or
+    still their own run's to answer: each erased to the end (what its member made up to when
+    they asked), then its member told, where they asked while the interaction's token lives,
+    else by direct message, else (closed) in the log alone; then it is done. One that fails is
+    logged and tried again at the next sweep."""
+    for erasure in await history.unfinished_erasures(answering_s=INTERACTION_TOKEN_LIFETIME_S):
+        try:
+            forgotten = await history.resume(erasure)
+            if forgotten is None:  # told meanwhile, or asked again: that run answers
+                continue
+            await _tell_finished(client, erasure, forgotten)
+            await history.erasure_told(erasure.user_id, erasure.asked_at)
+        except Exception:
+            # Naming no one: this line outlives the erase.
+            log.exception("/forget-me: finishing an interrupted request failed; tried again later")
+
+
+async def _tell_finished(client: discord.Client, erasure: Erasure, forgotten: Forgotten) -> None:
+    text = (
+        f"Your /forget-me of <t:{int(erasure.asked_at)}:f> was interrupted (Easel stopped or "
+        f"failed); it is finished now: {forgotten_text(forgotten)}"
+    )
+    reply = erasure.reply
+    if reply is not None and time.time() - erasure.asked_at < INTERACTION_TOKEN_LIFETIME_S:
+        webhook = discord.Webhook.partial(reply.application_id, reply.token, client=client)
+        try:
+            # The deferred answer ("thinking…"), private as it was deferred.
+            await webhook.edit_message(ORIGINAL_RESPONSE, content=text)
+            return
+        except DISCORD_FAILED as error:  # the token went: by direct message instead
+            log.info(
+                "/forget-me: the interrupted answer could not be sent (%s)", type(error).__name__
+            )
+    await _tell_by_direct_message(client, erasure.user_id, text)
+
+
+async def _tell_by_direct_message(
+    client: discord.Client, user_id: int, text: str
+) -> discord.Message | None:
+    """A finished /forget-me's answer, where the interaction cannot take it; None (logged,
+    naming no one) where the member cannot be reached: the erase is done all the same."""
+    try:
+        sent = await in_direct_messages(client, user_id, lambda dm: dm.send(text))
+    except DISCORD_FAILED as error:  # an account deleted meanwhile
+        log.warning(
+            "/forget-me: a request is finished; its member could not be told (%s)",
+            type(error).__name__,
+        )
+        return None
+    if sent is None:
+        log.warning("/forget-me: a request is finished; its member's DMs are closed")
+    return sent
+
+
 async def delete_posts(
     client: discord.Client, posts: Sequence[PostedMessage], history: History
 ) -> PostsOutcome:
@@ -318,7 +418,7 @@ class HistoryCog(commands.Cog):
         self._history = history
         self._pending_sweep_s = pending_sweep_s
         # /forget-me's deletes of posts, going on after its answer until done or the bot stops,
-        # and the sweep of those left to try again (``resume_post_deletes``).
+        # and the sweep of those left to try again (``resume_forget_me``).
         self._deletes: set[asyncio.Task[None]] = set()
         # Message ids a /forget-me is deleting now: the sweep leaves them to it.
         self._in_flight: set[int] = set()
@@ -341,14 +441,24 @@ class HistoryCog(commands.Cog):
         task = self._in_background(_delete_and_tell(client, self._history, posts, tell))
         task.add_done_callback(lambda _: self._in_flight.difference_update(message_ids))
 
-    def resume_post_deletes(self, client: discord.Client) -> None:
-        """From start-up until the bot stops, in the background: the deletes the last stop
-        left, then every ``pending_sweep_s`` those due again (read there too, so that the
-        bot's readiness waits for none of it). A failed round is logged and tried again."""
+    def resume_forget_me(self, client: discord.Client) -> None:
+        """From start-up until the bot stops, in the background: the /forget-me requests the
+        last stop left (``finish_erasures``), the deletes of posts it left, then every
+        ``pending_sweep_s`` those due again (read there too, so that the bot's readiness waits
+        for none of it). A failed round is logged and tried again."""
         self._in_background(self._sweep_pending(client))
 
     async def _sweep_pending(self, client: discord.Client) -> None:
         while True:
+            try:
+                # Discord no longer takes them: those members are told by direct message.
+                await self._history.forget_reply_tokens(INTERACTION_TOKEN_LIFETIME_S)
+                await finish_erasures(client, self._history)
+            except Exception:
+                log.exception(
+                    "/forget-me: finishing interrupted requests failed; trying again in %.0f s",
+                    self._pending_sweep_s,
+                )
             try:
                 await _delete_pending(client, self._history, self._in_flight)
             except Exception:
@@ -467,50 +577,32 @@ class HistoryCog(commands.Cog):
             # The erase, the files and the broker's copies may take past Discord's 3 s to
             # answer. A defer Discord refused (the interaction expired) erased nothing.
             await interaction.response.defer(ephemeral=True, thinking=True)
-            forgotten = await self._history.forget(member_id)
+            reply_token = ReplyToken(interaction.application_id, interaction.token)
+            forgotten = await self._history.forget(member_id, reply_token)
         except Exception:
             self._forget_me_cooldown.release(member_id)  # it failed: they may try again at once
             raise
-        posts = (
-            f" Removing {counted(len(forgotten.posts), 'posted message')} from channels…"
-            if forgotten.posts
-            else ""
-        )
-        anonymised = (
-            " Your older quota use no longer carries your id (the server keeps the amounts)."
-            if forgotten.ledger_rows_anonymised
-            else ""
-        )
-        # "too" only after the sentence above: alone, it would point at nothing.
-        too = " too" if anonymised else ""
-        deferred = (
-            " What still counts towards your current limits keeps your id until those periods "
-            f"end, <t:{int(forgotten.deferred_until)}:f>, then loses it{too}."
-            if forgotten.ledger_rows_deferred
-            else ""
-        )
-        broker = (
-            " The render broker could not be reached: its copies of your jobs expire within "
-            "24 hours."
-            if forgotten.broker_copies_left
-            else ""
-        )
-        reply = await interaction.followup.send(
-            f"Done: erased {counted(forgotten.jobs, 'job')}, "
-            f"{counted(forgotten.pictures, 'stored picture')}, "
-            f"{counted(forgotten.uploads, 'uploaded picture')} and your settings."
-            f"{posts}{anonymised}{deferred}{broker} Copies sent to you by direct message stay: "
-            "delete those there.",
-            ephemeral=True,
-            wait=True,
-        )
+        text = f"Done: {forgotten_text(forgotten)}"
+        reply: discord.Message | None
+        by_dm = False  # a direct message can be edited however long the deletes take
+        try:
+            reply = await interaction.followup.send(text, ephemeral=True, wait=True)
+        except DISCORD_FAILED as error:
+            # Erased all the same: told by direct message, and they may run it again at once.
+            self._forget_me_cooldown.release(member_id)
+            log.info("/forget-me: the answer could not be sent (%s)", type(error).__name__)
+            reply = await _tell_by_direct_message(interaction.client, member_id, text)
+            by_dm = True
+        # Told (or the log says they cannot be): the request is done. A stop before this
+        # leaves it for the next start to tell.
+        await self._history.erasure_told(member_id, forgotten.asked_at)
         if not forgotten.posts:
             return
 
         async def tell(outcome: str) -> None:
-            # The reply can be edited while the interaction's token lives.
+            # The answer can be edited: by direct message, or while the token lives.
             age = discord.utils.utcnow() - interaction.created_at
-            if age.total_seconds() < INTERACTION_TOKEN_LIFETIME_S:
+            if reply is not None and (by_dm or age.total_seconds() < INTERACTION_TOKEN_LIFETIME_S):
                 await reply.edit(content=f"{reply.content}\n{outcome}")
 
         self.delete_posts_later(interaction.client, forgotten.posts, tell)

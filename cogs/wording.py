@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+# Bot-side texts count their nouns too (the bot may not import cogs).
+from bot.user_errors import counted as counted
+
 # What stands for the prompt of a job made without one (an /upscale of an upload).
 NO_PROMPT = "(no prompt)"
-
-
-def counted(count: int, noun: str) -> str:
-    """ "1 job", "2 jobs": a count and its noun, plural unless the count is one."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

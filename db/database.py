@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import sqlite3
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -47,22 +49,55 @@ class SchemaTooNew(RuntimeError):
     """The database is of a newer Easel; the message names both versions and EASEL_DATA_DIR."""
 
 
+# SQLite's "database or disk is full", and the "disk I/O error" of opening a database in WAL
+# mode on a full disk (its shared-memory file cannot be made).
+_NO_ROOM = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
+
+
+def no_room_error(error: BaseException) -> sqlite3.Error | OSError | None:
+    """``error``, or the one it was raised while handling, that is a write that found no room:
+    SQLite's (``_NO_ROOM``) or a file's (ENOSPC); None when there is none."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlite3.Error) and seen.sqlite_errorcode in _NO_ROOM:
+            return seen
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is, or was raised while handling, a write that found no room."""
+    return no_room_error(error) is not None
+
+
 async def schema_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
 
+def pending_migrations(version: int) -> list[Migration]:
+    """The migrations a database at schema ``version`` still needs (``SchemaTooNew`` when it
+    is of a newer Easel)."""
+    migrations = load_migrations()
+    if version > len(migrations):
+        raise SchemaTooNew(
+            f"database schema is version {version} but this Easel knows only {len(migrations)}: "
+            "upgrade Easel or point EASEL_DATA_DIR at another database"
+        )
+    return migrations[version:]
+
+
 async def migrate(conn: aiosqlite.Connection) -> int:
     """Apply pending migrations, each in its own transaction; returns the resulting version."""
     current = await schema_version(conn)
-    migrations = load_migrations()
-    if current > len(migrations):
-        raise SchemaTooNew(
-            f"database schema is version {current} but this Easel knows only {len(migrations)}: "
-            "upgrade Easel or point EASEL_DATA_DIR at another database"
-        )
-    for migration in migrations[current:]:
+    pending = pending_migrations(current)
+    if pending:
+        # An upgrade has no way back (an older Easel refuses the newer schema): the log says when.
+        log.info("migrating schema %d -> %d", current, pending[-1].version)
+    for migration in pending:
         # executescript commits first; BEGIN makes the migration and its version bump atomic.
         await conn.executescript(
             f"BEGIN;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
@@ -104,6 +139,57 @@ async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Conne
         # Debian's SQLite does so by default, other builds do not.
         await conn.execute("PRAGMA secure_delete=ON")
         await migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+# What ``connect_read_only`` says when it reads the file as it stands (``immutable``).
+READ_AS_FROZEN = (
+    "read as a frozen file: reading it as it is being written needs write access to its "
+    "folder (its -shm file), which this user lacks; a running Easel's latest changes may not show"
+)
+
+
+async def connect_read_only(
+    path: Path, *, busy_timeout_s: float = 5.0
+) -> tuple[aiosqlite.Connection, str | None]:
+    """Open the existing database at ``path`` to read only: nothing is created, migrated or
+    written (``easel doctor`` may look at a live volume with a newer Easel's image). A WAL
+    database needs its -shm file even to be read, created in its folder: without write access
+    there, it is read as a frozen file (``immutable``) instead, and the second value says so
+    (``READ_AS_FROZEN``; None otherwise). ``busy_timeout_s``: how long a read waits while a
+    running Easel holds the database (a checkpoint, a recovery)."""
+    check_sqlite_version()
+    try:
+        return await _opened_to_read(path, "mode=ro", busy_timeout_s), None
+    except sqlite3.OperationalError:
+        frozen = await _opened_to_read(path, "mode=ro&immutable=1", busy_timeout_s)
+        return frozen, READ_AS_FROZEN
+
+
+async def _opened_to_read(path: Path, query: str, busy_timeout_s: float) -> aiosqlite.Connection:
+    """``path`` opened with the URI ``query``, its schema read once (where opening fails)."""
+    conn = await aiosqlite.connect(f"file:{quote(str(path))}?{query}", uri=True)
+    conn.row_factory = aiosqlite.Row
+    try:
+        await conn.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
+        await (await conn.execute("SELECT count(*) FROM sqlite_master")).fetchone()
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def connect_without_room(path: Path) -> aiosqlite.Connection:
+    """Open the existing database at ``path`` to read it on a full disk: SQLite keeps its WAL
+    index in memory under an exclusive lock instead of in a shared-memory file, which needs
+    room to be made; so no other connection can use the database until this one is closed."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = aiosqlite.Row
+    try:
+        await conn.execute("PRAGMA locking_mode=EXCLUSIVE")  # before the first read
     except BaseException:
         await conn.close()
         raise

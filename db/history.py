@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from db import guild_settings, presets, quotas, refusals
+from db import erasures, guild_settings, presets, quotas, refusals
 from db.database import outside_transactions, transaction
 
 
@@ -46,14 +46,13 @@ class PostedMessage:
 
 @dataclass(frozen=True)
 class ErasedData:
-    """What /forget-me removed (each batch's files and jobs were handed to ``erase_user``'s
-    ``erased_batch`` as it went). ``unfinished``: the member's queued or running jobs, when
-    nothing was erased because of them."""
+    """What this run of /forget-me removed (each batch's files and jobs were handed to
+    ``erase_user``'s ``erased_batch`` as it went); its request's journal
+    (``db.erasures.counts``) counts every run's."""
 
     jobs: int
     ledger_rows_anonymised: int
     ledger_rows_deferred: int
-    unfinished: list[str]
     # Easel's posts of the erased jobs in servers, which the caller deletes from Discord.
     posts: tuple[PostedMessage, ...] = ()
 
@@ -469,35 +468,35 @@ async def erase_user(
     conn: aiosqlite.Connection,
     user_id: int,
     *,
+    asked_at: float,
     counted_since: float,
     anonymise_at: float,
     erased_batch: Callable[[ErasedJobs], Awaitable[None]] | None = None,
 ) -> ErasedData:
-    """Delete the member's jobs with their images rows and posts (returned:
-    ``ErasedData.posts``), anonymise their quota ledger rows (``db.quotas.anonymise_user``
-    says which rows wait, and why), then delete their settings, own presets and the refusals
-    they were sent. Each step of many rows goes in short transactions (``ERASE_BATCH``,
-    ``ANONYMISE_BATCH``); a batch of jobs is handed to ``erased_batch`` before the next. A stop
-    between batches leaves whole jobs (never one without its pictures, posts or uploads) that
-    a rerun erases. The pixels of their jobs a moderator withdrew stay, naming no one
-    (``withdrawn_pictures``).
+    """Delete the member's jobs made up to ``asked_at`` with their images rows and posts
+    (returned: ``ErasedData.posts``), anonymise their quota ledger rows
+    (``db.quotas.anonymise_user`` says which rows wait, and why), then delete their settings,
+    own presets and the refusals they were sent. Each step of many rows goes in short
+    transactions (``ERASE_BATCH``, ``ANONYMISE_BATCH``), each counted in the request's journal
+    (``db.erasures``, written by ``db.erasures.ask`` first); a batch of jobs is handed to
+    ``erased_batch`` before the next. A stop between batches leaves whole jobs (never one
+    without its pictures, posts or uploads) that a rerun, or the next start, erases. The
+    pixels of their jobs a moderator withdrew stay, naming no one (``withdrawn_pictures``).
 
-    Nothing is erased while one of the member's jobs is queued or running: the queue still
-    owns it (its upload, its reservation, the result it will post). Only the jobs that had
-    ended at that check are erased: one the member starts during the erase keeps its rows and
-    its ledger rows, together (a later /forget-me erases them); settings, presets and refusals
-    go last, so that none written during the erase is left.
+    Only the jobs made up to ``asked_at`` that have ended are erased (``db.erasures.ask`` found
+    none queued or running): one the member starts during the erase, or after a stop and
+    before the next start finishes it, keeps its rows and its ledger rows, together (a later
+    /forget-me erases them); settings, presets and refusals go last, whenever written, so that
+    none is left when the member is told.
     """
     async with outside_transactions(conn):
         rows = await conn.execute_fetchall(
-            "SELECT id, status IN ('queued', 'running') FROM jobs WHERE user_id = ?"
-            " ORDER BY created_at, rowid",
-            (user_id,),
+            # Also a job that ended in a moderator's withdrawal, or Easel's withholding.
+            "SELECT id FROM jobs WHERE user_id = ? AND created_at <= ?"
+            " AND status NOT IN ('queued', 'running') ORDER BY created_at, rowid",
+            (user_id, asked_at),
         )
-    unfinished = [str(job_id) for job_id, queued in rows if queued]
-    if unfinished:
-        return ErasedData(0, 0, 0, unfinished)
-    ended = [str(job_id) for job_id, _ in rows]
+    ended = [str(row[0]) for row in rows]
     erased_jobs = 0
     posts: list[PostedMessage] = []
     for first in range(0, len(ended), ERASE_BATCH):
@@ -513,22 +512,24 @@ async def erase_user(
             rows_anonymised = await quotas.anonymise_user(
                 conn, user_id, counted_since=counted_since, at_most=ANONYMISE_BATCH
             )
+            await erasures.count_anonymised(conn, user_id, rows_anonymised)
         anonymised += rows_anonymised
         if rows_anonymised < ANONYMISE_BATCH:
             break
     async with transaction(conn):
         deferred = await quotas.defer_anonymising(conn, user_id, anonymise_at)
+        await erasures.count_deferred(conn, user_id, deferred)
         await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
         await presets.delete_member_presets(conn, user_id)
         await refusals.delete_member_refusals(conn, user_id)
-    return ErasedData(erased_jobs, anonymised, deferred, [], tuple(sorted(posts)))
+    return ErasedData(erased_jobs, anonymised, deferred, tuple(sorted(posts)))
 
 
 async def _erase_jobs(
     conn: aiosqlite.Connection, user_id: int, job_ids: Sequence[str]
 ) -> ErasedJobs:
     """Erase those of ``job_ids`` (at most ``ERASE_BATCH``) that are still the member's ended
-    jobs (retention may have pruned some meanwhile)."""
+    jobs (retention, or another run of the request, may have erased some meanwhile)."""
     async with transaction(conn):
         rows = await conn.execute_fetchall(
             # ``+user_id``: found by their ids, not among all the member's jobs left.
@@ -556,6 +557,8 @@ async def _erase_jobs(
         await _keep_withdrawn_pictures(conn, condition, (batch,))
         # images and job_inputs go with their job (ON DELETE CASCADE).
         await conn.execute(f"DELETE FROM jobs WHERE {condition}", (batch,))
+        counted = erasures.ErasedBatch(list(erased), image_paths, input_paths)
+        await erasures.count_batch(conn, user_id, counted, len(posts))
     return ErasedJobs(erased, image_paths, input_paths, posts)
 
 
@@ -649,6 +652,13 @@ class PrunedJobs:
     input_paths: tuple[str, ...] = ()
 
 
+# The jobs retention deletes: those that ended and were delivered before a moment.
+_PRUNABLE_WHERE = (
+    "+status IN ('done', 'failed', 'cancelled') AND delivered_at IS NOT NULL AND finished_at < ?"
+)
+_PRUNABLE = f"SELECT id FROM jobs WHERE {_PRUNABLE_WHERE}"
+
+
 async def prune_jobs(
     conn: aiosqlite.Connection, finished_before: float, at_most: int
 ) -> PrunedJobs:
@@ -662,9 +672,7 @@ async def prune_jobs(
     async with transaction(conn):
         # ``+status``: on jobs_finished, in the order of their end.
         rows = await conn.execute_fetchall(
-            "SELECT id FROM jobs WHERE +status IN ('done', 'failed', 'cancelled')"
-            " AND delivered_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?",
-            (finished_before, at_most),
+            f"{_PRUNABLE} ORDER BY finished_at LIMIT ?", (finished_before, at_most)
         )
         job_ids = tuple(str(row[0]) for row in rows)
         if not job_ids:
@@ -683,3 +691,57 @@ async def prune_jobs(
     return PrunedJobs(
         job_ids, tuple(str(row[0]) for row in pictures), tuple(str(row[0]) for row in inputs)
     )
+
+
+async def prunable_files(
+    conn: aiosqlite.Connection,
+    finished_before: float,
+    at_most: int,
+    after: tuple[float, int] | None = None,
+) -> tuple[PrunedJobs, tuple[float, int] | None]:
+    """Read only, so it works on a full disk: the next ``at_most`` jobs ``prune_jobs`` would
+    delete before ``finished_before`` (nothing deleted), in the order of their end after
+    ``after``, with their files' paths; and where the next batch starts (None after the last).
+    At start, before any other statement runs."""
+    start = after or (float("-inf"), 0)
+    rows = list(
+        await conn.execute_fetchall(
+            # In the order of jobs_finished (ties by rowid): no sort of every expired job.
+            f"SELECT id, finished_at, rowid FROM jobs WHERE {_PRUNABLE_WHERE}"
+            " AND (finished_at, rowid) > (?, ?) ORDER BY finished_at, rowid LIMIT ?",
+            (finished_before, *start, at_most),
+        )
+    )
+    job_ids = [str(row[0]) for row in rows]
+    if not job_ids:
+        return PrunedJobs(), None
+    marks = ", ".join("?" * len(job_ids))
+    pictures = await conn.execute_fetchall(
+        f"SELECT path FROM images WHERE job_id IN ({marks})", job_ids
+    )
+    inputs = await conn.execute_fetchall(
+        f"SELECT DISTINCT path FROM job_inputs WHERE job_id IN ({marks})", job_ids
+    )
+    prunable = PrunedJobs(
+        tuple(job_ids),
+        tuple(str(row[0]) for row in pictures),
+        tuple(str(row[0]) for row in inputs),
+    )
+    return prunable, (float(rows[-1][1]), int(rows[-1][2])) if len(job_ids) == at_most else None
+
+
+async def read_by_kept_jobs(
+    conn: aiosqlite.Connection, paths: Collection[str], finished_before: float
+) -> set[str]:
+    """Those of ``paths`` (a batch of ``prunable_files``'s) that a job ``prune_jobs`` would
+    keep (deleting before ``finished_before``) reads: by the path index, each reader by its id."""
+    listed = list(paths)
+    if not listed:
+        return set()
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT path FROM job_inputs AS reads"
+        f" WHERE path IN ({', '.join('?' * len(listed))})"
+        f" AND job_id NOT IN ({_PRUNABLE} AND id = reads.job_id)",
+        (*listed, finished_before),
+    )
+    return {str(row[0]) for row in rows}

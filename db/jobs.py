@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -211,6 +212,27 @@ async def unfinished_jobs_of(
         (user_id, guild_id),
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
+
+
+# The jobs that count as started (``members_who_started``); ``jobs_user_started`` (0029)
+# indexes exactly these, and SQLite uses it only where a query repeats this condition.
+_STARTED = "(jobs.started_at IS NOT NULL OR jobs.attempts > 0)"
+
+
+async def members_who_started(conn: aiosqlite.Connection, user_ids: Collection[int]) -> set[int]:
+    """Those of ``user_ids`` with a job the journal holds as started: ``started_at`` set by
+    ``mark_running`` (cleared by a start that did not happen, ``queue_again``, which gives its
+    attempt back), or an attempt counted by a render a crash interrupted (``requeue_running``
+    clears its ``started_at``): the scheduler's returners (``bot.jobs.scheduler``, rule 2). One
+    look-up per member on ``jobs_user_started``, however many jobs they queued and cancelled."""
+    if not user_ids:
+        return set()
+    rows = await conn.execute_fetchall(
+        "SELECT member.value FROM json_each(?) AS member WHERE EXISTS (SELECT 1 FROM jobs"
+        f" WHERE jobs.user_id = member.value AND {_STARTED})",
+        (json.dumps(sorted(set(user_ids))),),
+    )
+    return {int(row[0]) for row in rows}
 
 
 async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
@@ -496,13 +518,17 @@ async def delivery_failed(
     )
 
 
-async def deliveries_due(conn: aiosqlite.Connection, now: float, limit: int) -> list[JobRecord]:
+async def deliveries_due(
+    conn: aiosqlite.Connection, now: float, limit: int, excluding: Collection[str] = ()
+) -> list[JobRecord]:
     """At most ``limit`` undelivered jobs whose next delivery try is due, the longest due
-    first."""
+    first, none of ``excluding`` (ids: those whose delivery waits elsewhere, which would
+    otherwise fill the page)."""
     async with conn.execute(
         """SELECT * FROM jobs WHERE delivery_retry_at <= ? AND delivered_at IS NULL
+             AND id NOT IN (SELECT value FROM json_each(?))
            ORDER BY delivery_retry_at LIMIT ?""",
-        (now, limit),
+        (now, json.dumps(sorted(excluding)), limit),
     ) as cursor:
         return [_job(row) for row in await cursor.fetchall()]
 

@@ -100,12 +100,13 @@ async def audit_server_change(
     conn: aiosqlite.Connection,
     guild_id: int,
     admin_id: int,
-    name: str,
+    setting: str,
     old: StoredPreset | None,
     new: StoredPreset | None,
     now: float,
 ) -> None:
-    """A server preset saved or deleted, in the server's settings audit (``0003``)."""
+    """A server preset saved or deleted, in the server's settings audit (``0003``) as
+    ``setting`` (``bot.presets.audited_setting``)."""
 
     def shown(preset: StoredPreset | None) -> str | None:
         return None if preset is None else json.dumps(preset.values, sort_keys=True)
@@ -113,5 +114,5 @@ async def audit_server_change(
     await conn.execute(
         "INSERT INTO settings_audit (guild_id, user_id, setting, old_value, new_value, at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (guild_id, admin_id, f"preset {name}", shown(old), shown(new), now),
+        (guild_id, admin_id, setting, shown(old), shown(new), now),
     )

@@ -174,6 +174,16 @@ class Engine:
     def list_models(self) -> list[str]:
         return self.registry.names()
 
+    def probe(self) -> None:
+        """Raise what the device raises once its CUDA context is gone: wait for its work so
+        far, run one tiny kernel and read the result back (``inference.device_loss``). Off
+        CUDA, nothing to check."""
+        device = torch.device(self.device)
+        if device.type != "cuda":
+            return
+        torch.cuda.synchronize(device)
+        torch.ones(1, device=device).add_(1).item()
+
     def warm_up(self, cancel: threading.Event | None = None, model: str | None = None) -> None:
         """Load ``model`` (the first queued job's; None, or one no longer installed: the
         default) and render one throw-away step of one picture at its native size, so that

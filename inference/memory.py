@@ -36,7 +36,13 @@ from inference.flow_detect import UnknownSD3Variant, flow_family_from_tensors
 from inference.gguf_header import TensorInfo, gguf_tensors
 from inference.metadata import family_from_tensors, safetensors_header
 from inference.quantization import T5_ENCODER_CLASS
-from inference.registry import GGUF_SUFFIX, SIDECAR_SUFFIX, ModelEntry, denoiser_gguf
+from inference.registry import (
+    GGUF_SUFFIX,
+    SIDECAR_SUFFIX,
+    ModelEntry,
+    denoiser_gguf,
+    folder_weights,
+)
 
 # Pictures in one 2x2 grid.
 GRID_PICTURES = 4
@@ -77,7 +83,6 @@ _WIDTH_TENSORS = (
 )
 # The VAE decoder's full-resolution width: its last conv's input channels.
 _VAE_WIDTH_TENSOR = "decoder.conv_out.weight"
-_DIFFUSERS_WEIGHTS = ("*.safetensors", f"*{GGUF_SUFFIX}")
 _DENOISER_FOLDERS = ("unet", "transformer")
 
 
@@ -203,7 +208,7 @@ def model_memory(
     for tensor in tensors:
         component, inner = _component_of(tensor.name)
         split.setdefault(component, []).append(dataclasses.replace(tensor, name=inner))
-    unet = any(name.endswith("input_blocks.0.0.weight") for name in names)
+    unet = _has_unet(names)
     denoiser_name = "unet" if unet else "transformer"
     parts = {denoiser_name if k == "denoiser" else k: v for k, v in split.items()}
     separate = part_files or {}
@@ -219,7 +224,7 @@ def model_memory(
         flux = (flow_family_from_tensors(names) or "").startswith("flux")
     except UnknownSD3Variant:
         flux = False
-    side = _single_file_side(entry.path, names) if unet else DEFAULT_NATIVE_SIDE
+    side = _file_side(entry.path, names)
     weights = sum(component.run_bytes for component in components)
     peak = peak_bytes(
         weights,
@@ -233,14 +238,53 @@ def model_memory(
     return ModelMemory(entry.name, components, side, peak)
 
 
+def native_side(entry: ModelEntry) -> int:
+    """The side ``entry`` renders at when a request names no size (512 for SD1.5, 1024 for
+    SDXL, SD3 and Flux), from its configs or its tensor names as ``model_memory`` reads it.
+    Raises ``OSError`` or ``ValueError`` when its files cannot be read."""
+    if entry.format == "pickle":
+        return DEFAULT_NATIVE_SIDE
+    if entry.format == "diffusers":
+        return _folder_side(entry.path, transformer=(entry.path / "transformer").is_dir())
+    return _file_side(entry.path, {tensor.name for tensor in file_tensors(entry.path)})
+
+
+def native_side_sources(entry: ModelEntry) -> tuple[Path, ...]:
+    """What ``native_side(entry)`` reads: a change to one of these paths can change it."""
+    if entry.format == "diffusers":
+        return entry.path, *(entry.path / part / "config.json" for part in ("unet", "vae"))
+    return entry.path, _sidecar_unet_config(entry.path)
+
+
+def _has_unet(names: set[str]) -> bool:
+    return any(name.endswith("input_blocks.0.0.weight") for name in names)
+
+
+def _file_side(checkpoint: Path, names: set[str]) -> int:
+    """A single file's native side: its UNet's, else (SD3, Flux) the default."""
+    return _single_file_side(checkpoint, names) if _has_unet(names) else DEFAULT_NATIVE_SIDE
+
+
+def _folder_side(folder: Path, *, transformer: bool) -> int:
+    """A diffusers folder's native side: its transformer model's VAE's sample size, else its
+    UNet's sample size in pixels."""
+    config = json.loads((folder / ("vae" if transformer else "unet") / "config.json").read_text())
+    side = int(config.get("sample_size", DEFAULT_NATIVE_SIDE // VAE_SCALE))
+    return side if transformer else side * VAE_SCALE
+
+
 def _single_file_side(checkpoint: Path, names: set[str]) -> int:
     """The native side from the checkpoint's sidecar config, else the shipped config of the
     detected SD family."""
-    config = checkpoint.with_name(checkpoint.stem + SIDECAR_SUFFIX) / "unet" / "config.json"
+    config = _sidecar_unet_config(checkpoint)
     if not config.is_file():
         family = family_from_tensors(dict.fromkeys(names)) or "sd15"
         config = Path(__file__).parent / "configs" / family / "unet" / "config.json"
     return int(json.loads(config.read_text())["sample_size"]) * VAE_SCALE
+
+
+def _sidecar_unet_config(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.stem + SIDECAR_SUFFIX) / "unet" / "config.json"
 
 
 def _config_class(folder: Path) -> str | None:
@@ -252,19 +296,11 @@ def _config_class(folder: Path) -> str | None:
     return None if named is None else str(named)
 
 
-def _folder_weights(folder: Path) -> list[Path]:
-    """The weight files diffusers loads from a component folder: the plain ones, else a
-    variant (``.fp16.``) when that is all there is."""
-    files = sorted(p for pattern in _DIFFUSERS_WEIGHTS for p in folder.glob(pattern))
-    plain = [p for p in files if len(p.name.split(".")) == 2]
-    return plain or files
-
-
 def _folder_memory(entry: ModelEntry, item_size: int, quantize: bool) -> ModelMemory:
     parts: list[tuple[str, list[TensorInfo]]] = []
     unread: list[str] = []
     for folder in sorted(p for p in entry.path.iterdir() if p.is_dir()):
-        files = _folder_weights(folder)
+        files = folder_weights(folder)
         if files:
             parts.append((folder.name, [t for f in files for t in file_tensors(f)]))
         elif any(folder.glob("*.bin")):
@@ -274,10 +310,7 @@ def _folder_memory(entry: ModelEntry, item_size: int, quantize: bool) -> ModelMe
     quantized = {*_DENOISER_FOLDERS, *t5} if quantize else set()
     components = _components(parts, item_size, quantized)
     transformer = "transformer" in by_name
-    config_folder = entry.path / ("vae" if transformer else "unet")
-    config = json.loads((config_folder / "config.json").read_text())
-    side = int(config.get("sample_size", DEFAULT_NATIVE_SIDE // VAE_SCALE))
-    side = side if transformer else side * VAE_SCALE
+    side = _folder_side(entry.path, transformer=transformer)
     index = json.loads((entry.path / "model_index.json").read_text())
     flux = "Flux" in str(index.get("_class_name", ""))
     weights = sum(component.run_bytes for component in components)

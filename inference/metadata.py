@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inference.flow_detect import (
     FLOW_FAMILY_NAMES,
@@ -25,7 +25,9 @@ from inference.flow_detect import (
     flow_family_from_tensors,
     gguf_tensor_names,
 )
-from inference.registry import ModelEntry
+
+if TYPE_CHECKING:  # the registry reads headers here, to leave out files that do not load
+    from inference.registry import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,52 @@ class NetworkInfo:
 
 def safetensors_header(path: Path) -> dict[str, Any]:
     """The JSON header of a ``.safetensors`` file (``ValueError`` if it is not one)."""
+    return _sized_header(path)[1]
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why the ``.safetensors`` file at ``path`` would not load: its header does not read, or
+    the file is shorter than its header says (still being copied); None when it is whole.
+    Read once per file version."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        return _unreadable(path, error)
+    return _safetensors_problem(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _safetensors_problem(path: Path, mtime_ns: int, size: int) -> str | None:
+    try:
+        header_bytes, header = _sized_header(path)
+    except OSError as error:
+        return _unreadable(path, error)
+    except ValueError as error:
+        return str(error)
+    try:
+        ends = (
+            int(info["data_offsets"][1]) for name, info in header.items() if name != "__metadata__"
+        )
+        data_bytes = max(ends, default=0)
+    except (ValueError, LookupError, TypeError):
+        return f"{path.name}'s header names a tensor without valid data_offsets"
+    expected = 8 + header_bytes + data_bytes
+    if size < expected:
+        return f"{path.name} is incomplete ({size} of {expected} bytes): still copying?"
+    if size > expected:  # safetensors refuses a file whose data does not end where it says
+        return (
+            f"{path.name} has {size - expected} bytes past the end its header gives "
+            f"({expected} bytes): not a whole safetensors file"
+        )
+    return None
+
+
+def _unreadable(path: Path, error: OSError) -> str:
+    return f"{path.name} cannot be read: {error.strerror or error}"
+
+
+def _sized_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """A ``.safetensors`` file's header length in bytes, and its JSON."""
     with path.open("rb") as stream:
         prefix = stream.read(8)
         if len(prefix) != 8:
@@ -93,10 +141,13 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         raw = stream.read(length)
     if len(raw) != length:
         raise ValueError(f"{path.name} ends inside its header")
-    header = json.loads(raw)
+    try:
+        header = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"{path.name}'s header is not JSON: {error}") from error
     if not isinstance(header, dict):
         raise ValueError(f"{path.name}'s header is not a JSON object")
-    return header
+    return length, header
 
 
 def network_info(path: Path) -> NetworkInfo:

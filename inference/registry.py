@@ -5,14 +5,17 @@ Pure Python (no torch) so listing and validating model names costs nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from inference.file_hashes import file_sha256, recalled_file_sha256
+from inference.metadata import safetensors_problem
 from inference.types import RenderInputError
 from inference.upscale import LANCZOS
 
@@ -66,6 +69,14 @@ LISTING_SETTLED_NS = 3_000_000_000
 # stat from a cache (NFS: 30-60 s) and some FUSE mounts never move its mtime, so a change
 # there shows within this time, still one walk per many commands under load.
 LISTING_MAX_AGE_NS = 10_000_000_000
+# A scan of the checkpoint folders answers lookups while none of them changed, for at most this
+# long: a checkpoint written in place (a copy still running, a file copied over another) or a
+# diffusers folder's part replaced changes no checkpoint folder, so it is checked again within
+# this time. 1 s: a member is offered a half-copied file at most 1 s after a directory-level
+# check would have caught it (its job then fails and is refunded), while a burst of commands
+# (each looking models up several times) scans about once a second, not every lookup (30
+# checkpoints: ~4 ms a scan, their headers checked; ~20 us a kept answer).
+SCAN_MAX_AGE_NS = 1_000_000_000
 # Why a listed file was not read: removed since its folder was listed (the listing can be up
 # to ``LISTING_MAX_AGE_NS`` old on a network mount). The member is told, not "internal error".
 NO_LONGER_INSTALLED = "no longer installed on this device"
@@ -114,6 +125,79 @@ def _entry_for(path: Path) -> ModelEntry | None:
     return None
 
 
+# The weight files diffusers reads from a component folder.
+_DIFFUSERS_WEIGHTS = ("*.safetensors", f"*{GGUF_SUFFIX}")
+# Components a pipeline holds that Easel never loads (``safety_checker=None``).
+_UNLOADED_COMPONENTS = frozenset({"safety_checker"})
+
+
+def folder_weights(folder: Path) -> list[Path]:
+    """The weight files diffusers loads from a component folder: the plain ones, else a
+    variant (``.fp16.``) when that is all there is."""
+    files = sorted(p for pattern in _DIFFUSERS_WEIGHTS for p in folder.glob(pattern))
+    plain = [p for p in files if len(p.name.split(".")) == 2]
+    return plain or files
+
+
+def _component_weights(folder: Path) -> list[Path]:
+    """The ``.safetensors`` files a diffusers folder's pipeline loads (``folder_weights`` of
+    each component ``model_index.json`` names, less those Easel never loads), sorted: a
+    variant or another file next to them is not read. None when the folder or its index is
+    unreadable (its load says why)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(index, dict):
+        return []
+    components = [
+        name
+        for name, value in index.items()
+        if isinstance(value, list) and None not in value and name not in _UNLOADED_COMPONENTS
+    ]
+    files = (file for name in components for file in folder_weights(folder / name))
+    return sorted(file for file in files if file.suffix == ".safetensors")
+
+
+# A directory as a listing saw it: (path, device, inode, mtime_ns).
+DirectoryStamp = tuple[Path, int, int, int]
+
+
+def _stamp(directory: Path) -> DirectoryStamp:
+    """``directory``'s identity and change time (raises ``OSError`` when it is gone)."""
+    stat = directory.stat()
+    return directory, stat.st_dev, stat.st_ino, stat.st_mtime_ns
+
+
+def _unchanged(directories: tuple[DirectoryStamp, ...]) -> bool:
+    """Whether every directory is still there as stamped (adding, removing or renaming a
+    file changes its directory's mtime)."""
+    for directory, *stamped in directories:
+        try:
+            if list(_stamp(directory)[1:]) != stamped:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _settled(directories: tuple[DirectoryStamp, ...], at_ns: int) -> bool:
+    """Whether every directory went unchanged for ``LISTING_SETTLED_NS`` before ``at_ns``
+    (wall-clock): else a file added within its last tick may have left its mtime as it was."""
+    return all(mtime < at_ns - LISTING_SETTLED_NS for *_, mtime in directories)
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """The checkpoints found (``ModelRegistry.scan``), those left out with why, and what
+    says whether the scan still holds: the checkpoint folders as stamped before it."""
+
+    entries: dict[str, ModelEntry]
+    unusable: dict[str, str]
+    folders: tuple[DirectoryStamp, ...]
+    scanned_at_ns: int
+
+
 @dataclass(frozen=True)
 class FolderListing:
     """A folder's files with some suffixes, and what says whether they are still all there:
@@ -121,8 +205,8 @@ class FolderListing:
     directory's mtime; a file replaced in place keeps its name, all a listing holds)."""
 
     files: tuple[Path, ...]
-    # Each directory of the tree: (path, device, inode, mtime_ns).
-    directories: tuple[tuple[Path, int, int, int], ...]
+    # Each directory of the tree.
+    directories: tuple[DirectoryStamp, ...]
     # A symbolic link can change where it points, or its target appear or go, with no
     # directory of the tree changing: a tree holding one (or a directory that went while it
     # was listed) is listed again at every lookup.
@@ -134,19 +218,19 @@ class FolderListing:
         """List ``folder`` (as ``Path.rglob``: symbolic links to folders are not entered)."""
         listed_at_ns = time.time_ns()
         files: list[Path] = []
-        directories: list[tuple[Path, int, int, int]] = []
+        directories: list[DirectoryStamp] = []
         uncertain = False
         pending = [folder]
         while pending:
             directory = pending.pop()
             try:
-                stat = directory.stat()
+                stamp = _stamp(directory)
                 with os.scandir(directory) as entries:
                     found = list(entries)
             except OSError:
                 uncertain = True
                 continue
-            directories.append((directory, stat.st_dev, stat.st_ino, stat.st_mtime_ns))
+            directories.append(stamp)
             for entry in found:
                 uncertain = uncertain or entry.is_symlink()
                 path = directory / entry.name
@@ -158,37 +242,40 @@ class FolderListing:
 
     def may_keep(self) -> bool:
         """Whether this listing may answer later lookups (``still_current``)."""
-        settled = self.listed_at_ns - LISTING_SETTLED_NS
-        return not self.uncertain and all(mtime < settled for *_, mtime in self.directories)
+        return not self.uncertain and _settled(self.directories, self.listed_at_ns)
 
     def still_current(self) -> bool:
         """Whether it is younger than ``LISTING_MAX_AGE_NS`` and no directory of the tree
         changed since it was listed."""
         if not 0 <= time.time_ns() - self.listed_at_ns < LISTING_MAX_AGE_NS:
             return False
-        for directory, device, inode, mtime in self.directories:
-            try:
-                stat = directory.stat()
-            except OSError:
-                return False
-            if (stat.st_dev, stat.st_ino, stat.st_mtime_ns) != (device, inode, mtime):
-                return False
-        return True
+        return _unchanged(self.directories)
 
 
 class ModelRegistry:
-    """Scans the models folder on every lookup, so models dropped in appear without a restart."""
+    """Scans the models folder when a lookup finds it changed (or its scan a second old), so
+    models dropped in appear without a restart."""
 
     def __init__(
-        self, models_dir: Path, allow_pickle: bool = False, hashes_file: Path | None = None
+        self,
+        models_dir: Path,
+        allow_pickle: bool = False,
+        hashes_file: Path | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         """``hashes_file``: where file hashes are kept between runs (``inference.file_hashes``;
-        None: in this process's memory only)."""
+        None: in this process's memory only); ``clock``: nanoseconds, how old a kept scan is."""
         self.models_dir = Path(models_dir)
+        self._clock = clock
+        # The last scan, kept while it holds (``_scanned``).
+        self._kept_scan: _Scan | None = None
         self.allow_pickle = allow_pickle
         self.hashes_file = hashes_file
-        # Every lookup scans (every admission lists embeddings): say each hidden file once.
+        # Lookups scan again and again (every admission lists embeddings): say each hidden
+        # file once.
         self._hidden_told: set[Path] = set()
+        # Checkpoint files left out as incomplete or unreadable, and said so once.
+        self._unusable_told: set[Path] = set()
         # The network and upscaler folders' listings by (folder, suffixes) (``_listed``).
         self._listings: dict[tuple[Path, tuple[str, ...]], FolderListing] = {}
 
@@ -212,21 +299,78 @@ class ModelRegistry:
             self._hidden_told.add(path)
             log.warning("%s %s at %s hidden by %s", kind, name, path, winner)
 
-    def scan(self) -> dict[str, ModelEntry]:
-        entries: dict[str, ModelEntry] = {}
+    def _problem_of(self, entry: ModelEntry) -> str | None:
+        """Why ``entry``'s safetensors files would not load (one still being copied, cut short
+        or not a safetensors file: every job that picked it would fail), said once per file
+        until it loads; None when they are whole."""
+        files = _component_weights(entry.path) if entry.format == "diffusers" else []
+        files += [entry.path] if entry.format == "safetensors" else []
+        for file in files:
+            problem = safetensors_problem(file)
+            if problem is not None:
+                if file != entry.path:  # the message starts with the file's name: "unet/..."
+                    problem = f"{file.parent.name}/{problem}"
+                if file not in self._unusable_told:
+                    self._unusable_told.add(file)
+                    log.warning("model %s is not offered: %s", entry.name, problem)
+                return problem
+            if file in self._unusable_told:
+                self._unusable_told.discard(file)
+                log.info("model %s: %s is whole now", entry.name, file.name)
+        return None
+
+    def unusable(self) -> dict[str, str]:
+        """The checkpoints left out of ``scan``, by name, with why (``_problem_of``)."""
+        return dict(self._scanned().unusable)
+
+    def _found(self) -> list[ModelEntry]:
+        """Every checkpoint in the checkpoint folders, in the order they are searched."""
+        found: list[ModelEntry] = []
         for folder_name in CHECKPOINT_FOLDERS:
             folder = self.models_dir / folder_name
-            if not folder.is_dir():
+            if folder.is_dir():
+                found += filter(None, map(_entry_for, sorted(folder.iterdir())))
+        return found
+
+    def scan(self) -> dict[str, ModelEntry]:
+        """The checkpoints by name, those whose files would not load left out (``unusable``)."""
+        return dict(self._scanned().entries)
+
+    def _scanned(self) -> _Scan:
+        """The checkpoint folders' scan: the kept one while no checkpoint folder changed and
+        it is younger than ``SCAN_MAX_AGE_NS``, else a new one, kept once those folders have
+        settled (as ``FolderListing.may_keep``)."""
+        kept = self._kept_scan
+        now = self._clock()
+        if (
+            kept is not None
+            and 0 <= now - kept.scanned_at_ns < SCAN_MAX_AGE_NS
+            and _unchanged(kept.folders)
+        ):
+            return kept
+        # Stamped before listing: a change meanwhile shows as one at the next lookup.
+        stamped_at_ns = time.time_ns()
+        folders = []
+        for folder_name in CHECKPOINT_FOLDERS:
+            try:
+                folders.append(_stamp(self.models_dir / folder_name))
+            except OSError:  # not there: the models folder's time says when it comes
                 continue
-            for path in sorted(folder.iterdir()):
-                entry = _entry_for(path)
-                if entry is None:
-                    continue
-                if entry.name in entries:
-                    self._tell_hidden("model", entry.name, path, entries[entry.name].path)
-                    continue
-                entries[entry.name] = entry
-        return entries
+        entries: dict[str, ModelEntry] = {}
+        unusable: dict[str, str] = {}
+        for entry in self._found():
+            if (problem := self._problem_of(entry)) is not None:
+                unusable[entry.name] = problem
+                continue
+            if entry.name in entries:
+                self._tell_hidden("model", entry.name, entry.path, entries[entry.name].path)
+                continue
+            entries[entry.name] = entry
+        # A name offered from another folder is not one members lack (shadowed or shadowing).
+        unusable = {name: why for name, why in unusable.items() if name not in entries}
+        scan = _Scan(entries, unusable, tuple(folders), now)
+        self._kept_scan = scan if _settled(scan.folders, stamped_at_ns) else None
+        return scan
 
     def loadable(self) -> dict[str, ModelEntry]:
         """The models this registry will load (pickle checkpoints only when allowed)."""
@@ -255,6 +399,9 @@ class ModelRegistry:
                 f"no models found in {self.models_dir}: put a .safetensors checkpoint or a "
                 "diffusers folder there (or run `easel tiny-model models/tiny` to try things out)"
             )
+        problem = self.unusable().get(wanted) if wanted not in entries else None
+        if problem is not None:
+            raise RenderInputError(f"model {wanted!r} cannot be loaded now: {problem}")
         if wanted not in entries:
             # The member reads this error, and a server may allow only some models: it names
             # none (the request layer names those the member may use there:

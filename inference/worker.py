@@ -45,6 +45,11 @@ class PreparingEngine(Protocol):
 
 
 @runtime_checkable
+class ProbingEngine(Protocol):
+    def probe(self) -> None: ...
+
+
+@runtime_checkable
 class WarmingEngine(Protocol):
     def warm_up(self, cancel: threading.Event, model: str | None = None) -> None: ...
 
@@ -72,6 +77,8 @@ class DeviceWorker:
         # Set by ``close``: a warm-up still running stops at its next step instead of
         # holding the shutdown through a model load and a render nobody will use.
         self._closing = threading.Event()
+        # What the device thread is inside now (``in_hand``), written there alone.
+        self._in_hand: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{device}")
         # CPU work for the requests expected next, done while the device renders.
         self._preparer = ThreadPoolExecutor(
@@ -84,10 +91,12 @@ class DeviceWorker:
         progress: Callable[[StepProgress], None] | None = None,
         cancel: threading.Event | None = None,
         *,
-        job_id: str | None = None,  # the queue's id for the job: only remote slots need it
+        job_id: str | None = None,  # the queue's id for the job, named by ``in_hand``
     ) -> list[RenderedImage]:
         return await self._on_thread(
-            lambda engine, report: engine.render(request, report, cancel), progress
+            lambda engine, report: engine.render(request, report, cancel),
+            progress,
+            _in_hand([] if job_id is None else [job_id]),
         )
 
     async def render_batch(
@@ -95,9 +104,13 @@ class DeviceWorker:
         requests: Sequence[RenderRequest],
         progress: Callable[[StepProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        *,
+        job_ids: Sequence[str] = (),  # the queue's ids for the jobs, named by ``in_hand``
     ) -> list[list[RenderedImage]]:
         return await self._on_thread(
-            lambda engine, report: engine.render_batch(requests, report, cancel), progress
+            lambda engine, report: engine.render_batch(requests, report, cancel),
+            progress,
+            _in_hand(job_ids),
         )
 
     def prepare(self, requests: Sequence[RenderRequest]) -> None:
@@ -117,6 +130,7 @@ class DeviceWorker:
             self._executor.submit(self._warm, model)
 
     def _warm(self, model: str | None) -> None:
+        self._in_hand = "its warm-up"
         try:
             engine = self._built()
             if isinstance(engine, WarmingEngine):
@@ -127,6 +141,32 @@ class DeviceWorker:
             log.warning(
                 "warm start on %s failed; the first job loads its model", self.device, exc_info=True
             )
+        finally:
+            self._in_hand = None
+
+    async def probe(self) -> Exception | None:
+        """What the device raises at a tiny computation (``Engine.probe``) on its own thread,
+        its engine built first; None when it computes, or when the engine has no probe (a
+        test's). Asked once a render raised what may mean a lost device (``device_lost``),
+        and before the device takes its first job."""
+
+        def run() -> Exception | None:
+            try:
+                engine = self._built()
+                if isinstance(engine, ProbingEngine):
+                    engine.probe()
+            except Exception as error:
+                return error
+            return None
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    @property
+    def in_hand(self) -> str | None:
+        """What the device thread is inside now ("job <id>", "jobs <id>, <id>", "a render"
+        with no id, "its warm-up"), or None while it waits for work: a stop that cannot wait
+        any longer for the thread says what it left there."""
+        return self._in_hand
 
     def _built(self) -> RenderEngine:
         """This device's engine, built on first use (on the device thread)."""
@@ -138,6 +178,7 @@ class DeviceWorker:
         self,
         work: Callable[[RenderEngine, ProgressCallback | None], _T],
         progress: Callable[[StepProgress], None] | None,
+        in_hand: str,
     ) -> _T:
         loop = asyncio.get_running_loop()
         thread_progress: ProgressCallback | None = None
@@ -149,12 +190,26 @@ class DeviceWorker:
                 loop.call_soon_threadsafe(report, step)
 
         def run() -> _T:
-            return work(self._built(), thread_progress)
+            self._in_hand = in_hand
+            try:
+                return work(self._built(), thread_progress)
+            finally:
+                self._in_hand = None
 
         return await loop.run_in_executor(self._executor, run)
 
     def close(self) -> None:
-        """Stop a running warm-up, wait for the running render (if any), stop the thread."""
+        """Stop a running warm-up, wait for the running render (if any), stop the thread.
+
+        A render step that never returns (a hung kernel) holds this, and the thread, for
+        good: ``bot.app.run`` then ends the process without them once the database is
+        closed, as a thread pool's threads are otherwise joined at the interpreter's exit."""
         self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._preparer.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_hand(job_ids: Sequence[str]) -> str:
+    if not job_ids:
+        return "a render"
+    return f"job{'s' if len(job_ids) > 1 else ''} {', '.join(job_ids)}"

@@ -37,27 +37,40 @@ def _broker_problem(url: str, timeout: float = 2.0) -> str | None:
         return redact_url(f"cannot reach {url}: {error.strerror or error}")
 
 
-async def _database_version(settings: Settings) -> int:
-    from db.database import connect, schema_version
+async def _database_version(settings: Settings) -> tuple[int, str | None]:
+    """The database's schema version, and how it was read when not as usual."""
+    # Read-only: a newer Easel's doctor run against the live volume must not upgrade it.
+    from db.database import connect_read_only, schema_version
 
-    conn = await connect(settings.database_path)
+    conn, note = await connect_read_only(settings.database_path)
     try:
-        return await schema_version(conn)
+        return await schema_version(conn), note
     finally:
         await conn.close()
 
 
 def _database_check(settings: Settings) -> Check:
+    from db.database import pending_migrations
+
     path = settings.database_path
     if (problem := data_dir_problem(settings.data_dir)) is not None:
         return Check("database", False, problem)
     if not path.exists():
         return Check("database", True, f"{path} will be created at the first start")
     try:
-        version = asyncio.run(_database_version(settings))
+        version, note = asyncio.run(_database_version(settings))
+        pending = len(pending_migrations(version))
     except Exception as error:
         return Check("database", False, f"{path}: {error}")
-    return Check("database", True, f"{path} at schema version {version}")
+    noted = f" ({note})" if note is not None else ""
+    if pending:
+        return Check(
+            "database",
+            True,
+            f"{path} at schema {version}; {pending} migration{'s' * (pending > 1)} pending "
+            f"(run `easel run` to apply; back up first){noted}",
+        )
+    return Check("database", True, f"{path} at schema version {version}{noted}")
 
 
 def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -> Check:
@@ -221,6 +234,13 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             False,
             f"no checkpoint in {settings.models_dir}: copy .safetensors files or diffusers folders "
             "there (or run `easel tiny-model models/tiny` to try Easel out)",
+        )
+    for name, problem in sorted(registry.unusable().items()):
+        yield Check(
+            f"model {name}",
+            False,
+            f"not offered: {problem} (a file is offered once whole: copy it elsewhere on the "
+            "same disk, then move it in)",
         )
 
     yield from _memory_checks(settings, registry, devices)

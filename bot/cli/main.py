@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -181,18 +183,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What `easel run` and `easel worker` create (the database, pictures, uploads, secrets, caches)
+# only their own user may read: members' prompts and pictures are in there.
+PRIVATE_UMASK = 0o077
+
+
 def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     from bot.app import run
     from bot.jobs.broker.wire import BrokerUnavailable
+    from bot.jobs.retention import NothingPrunedFirst
     from bot.metrics import MetricsServerError
-    from db.database import SchemaTooNew
+    from db.database import SchemaTooNew, is_disk_full
 
     settings.require_token()
+    os.umask(PRIVATE_UMASK)
     try:
-        asyncio.run(run(settings))
+        return asyncio.run(run(settings))
     except (BrokerUnavailable, MetricsServerError, SchemaTooNew) as error:
         raise UsageError(str(error)) from None
-    return 0
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        if isinstance(error, NothingPrunedFirst):
+            remedy = f"free space there by hand ({error})"
+        else:
+            if settings.retention_days:
+                setting = f"lower EASEL_RETENTION_DAYS (now {settings.retention_days})"
+            else:
+                setting = "set EASEL_RETENTION_DAYS above 0 (now 0: kept forever)"
+            remedy = (
+                f"free space there, or {setting} and start again, which deletes the older jobs'"
+                " pictures first"
+            )
+        raise UsageError(_disk_full(settings, error, remedy)) from None
+
+
+def _disk_full(settings: Settings, error: BaseException, data_dir_remedy: str) -> str:
+    """One line for a start or run that found no room (``is_disk_full(error)``): in
+    EASEL_DATA_DIR when SQLite's write or one of a file in it failed (``data_dir_remedy``), else
+    on the disk of the file that failed (a full /tmp of a compiler's cache). A file's write that
+    names no file (``Path.write_text``'s) counts as the data folder's when it is nearly full."""
+    from bot.jobs.retention import START_ROOM_BYTES
+    from db.database import no_room_error
+
+    full = no_room_error(error)
+    data_dir = settings.data_dir.resolve()
+    free = _free_bytes(data_dir)
+    if isinstance(full, OSError):
+        if full.filename is not None:
+            path = Path(os.fsdecode(full.filename)).resolve()
+            if not path.is_relative_to(data_dir):
+                there = _said(_free_bytes(path))
+                return f"{path}: its disk is full ({there}; {full}): free space there"
+        elif free is not None and free >= START_ROOM_BYTES:
+            return (
+                f"a write found its disk full ({full}), not EASEL_DATA_DIR's ({data_dir}: "
+                f"{free} bytes free): free space on the disk it wrote to (TMPDIR, a cache's)"
+            )
+    return f"EASEL_DATA_DIR={data_dir} is full ({_said(free)}; {full}): {data_dir_remedy}"
+
+
+def _free_bytes(path: Path) -> int | None:
+    """The bytes free on the disk of ``path`` (or of its nearest folder that exists); None
+    when that cannot be read."""
+    try:
+        folder = next((parent for parent in (path, *path.parents) if parent.is_dir()), path)
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _said(free: int | None) -> str:
+    return "free space unknown" if free is None else f"{free} bytes free"
 
 
 def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
@@ -206,6 +268,7 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     from bot.jobs.broker.worker import WorkerConfig, run_worker
     from bot.logging_setup import install_logging
     from bot.metrics import MetricsServerError
+    from db.database import is_disk_full
     from inference.devices import resolve_devices
 
     try:
@@ -219,11 +282,15 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     install_logging(settings.log_format, secrets=settings.log_secrets)
+    os.umask(PRIVATE_UMASK)
     try:
-        run_worker(config, engine_factory_for(settings))
+        return run_worker(config, engine_factory_for(settings))
     except (BrokerUnavailable, MetricsServerError) as error:
         raise UsageError(str(error)) from None
-    return 0
+    except OSError as error:  # its compile cache and model hashes, in EASEL_DATA_DIR
+        if is_disk_full(error):
+            raise UsageError(_disk_full(settings, error, "free space there")) from None
+        raise
 
 
 def _first_given(*values: object) -> Any:

@@ -23,10 +23,12 @@ import dataclasses
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeAlias
 
 import aiosqlite
 
+from bot.images import picture_size
 from bot.memo import MEMBERS_KEPT, Memo
 from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import (
@@ -47,12 +49,16 @@ from db import jobs as journal
 from db import quotas as ledger
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
+from inference.sizes import default_size
 from inference.types import RenderRequest
 
 # A rough GPU cost used for the reservation only; the measured time replaces it at commit.
 ESTIMATED_SECONDS_PER_STEP_512 = 0.08
 # Each ControlNet adds about half a UNet's work to every step.
 CONTROLNET_STEP_SHARE = 0.5
+# The side a request naming no size renders at when its model is not known (SD 1.5's): every
+# caller that knows the model passes its own (``inference.memory.native_side``).
+UNKNOWN_MODEL_SIDE = 512
 
 
 # Why a job is not taken: its member's limits, the relax caps or the queue bound.
@@ -90,8 +96,10 @@ class Member:
             raise ValueError("a direct message has no admins: is_admin needs a guild_id")
 
 
-def estimated_cost(request: RenderRequest) -> Cost:
-    pixels = (request.width or 512) * (request.height or 512)
+def estimated_cost(request: RenderRequest, native_side: int = UNKNOWN_MODEL_SIDE) -> Cost:
+    """The GPU time reserved for ``request`` before it runs, at the size the engine renders it
+    (``_rendered_pixels``)."""
+    pixels = _rendered_pixels(request, native_side)
     seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
     seconds *= 1 + CONTROLNET_STEP_SHARE * len(request.options.get(CONTROLNET_OPTION) or [])
     if request.mode == "faces":  # a stored picture's faces only: no render of its own
@@ -102,12 +110,29 @@ def estimated_cost(request: RenderRequest) -> Cost:
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
 
 
-def quota_cost(request: RenderRequest) -> Cost:
+def _rendered_pixels(request: RenderRequest, native_side: int) -> int:
+    """The pixels the engine renders ``request`` at: a side it leaves out is the input
+    picture's where it edits one (an edit's, /vary's: ``inference.sizes.default_size``, as
+    the engine sizes it), else its model's ``native_side`` (1024 for SDXL) shaped to its aspect
+    at about that many pixels. An input picture gone or unreadable counts the native size."""
+    if request.width is not None and request.height is not None:
+        return request.width * request.height
+    init_size = None
+    if request.mode in ("img2img", "inpaint") and request.init_image:
+        try:
+            init_size = picture_size(Path(request.init_image))
+        except OSError:  # removed, or not a picture: the engine refuses it, refunded
+            init_size = None
+    width, height = default_size(native_side, request.options.get("aspect"), init_size)
+    return (request.width or width) * (request.height or height)
+
+
+def quota_cost(request: RenderRequest, native_side: int = UNKNOWN_MODEL_SIDE) -> Cost:
     """What the job counts against the member's limits: a relax job (``--relax``, the
-    queue's lowest class) counts nothing; any other its estimate."""
-    return (
-        Cost(images=0, gpu_seconds=0.0) if request.options.get("relax") else estimated_cost(request)
-    )
+    queue's lowest class) counts nothing; any other its estimate (``estimated_cost``)."""
+    if request.options.get("relax"):
+        return Cost(images=0, gpu_seconds=0.0)
+    return estimated_cost(request, native_side)
 
 
 async def limits_for(
@@ -132,11 +157,12 @@ async def refusal_for(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
+    native_side: int = UNKNOWN_MODEL_SIDE,
 ) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only, and
     from memory when it can (see the module's docstring). The relax caps and the queue
     bound are the queue's to check (``unfinished_refusal``: it counts the member's
-    unfinished jobs in memory).
+    unfinished jobs in memory). ``native_side``: its model's (``estimated_cost``).
 
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
@@ -154,12 +180,12 @@ async def refusal_for(
     if spent.starts != starts:  # a period began since it was read
         kept.usage.drop(key)
         spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
-    if check(spent.by_period, limits, quota_cost(request), now) is not None:
+    if check(spent.by_period, limits, quota_cost(request, native_side), now) is not None:
         # Read again next time too: what memory held may have been too much.
         kept.usage.drop(key)
         if member.guild_id is not None:
             kept.limits.drop(_limits_key(member))
-        return await _refusal_in_ledger(conn, member, request, now, dm_limits)
+        return await _refusal_in_ledger(conn, member, request, now, dm_limits, native_side)
     return None
 
 
@@ -188,10 +214,11 @@ async def _refusal_in_ledger(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
+    native_side: int,
 ) -> Refusal | None:
     limits = await limits_for(conn, member, dm_limits)
     usage = await usage_by_period(conn, member.user_id, member.guild_id, now)
-    return check(usage, limits, quota_cost(request), now)
+    return check(usage, limits, quota_cost(request, native_side), now)
 
 
 async def usage_by_period(
@@ -214,20 +241,23 @@ async def admit(
     dm_limits: QuotaLimits,
     *,
     max_queued: int = 0,
+    native_side: int = UNKNOWN_MODEL_SIDE,
 ) -> Refused | None:
     """Reserve the job's estimated cost; or, when it does not fit (its limits, for a relax
     job the relax caps, the member's jobs waiting or running there past ``max_queued``: 0 is
-    no bound), write nothing and say why.
+    no bound), write nothing and say why. ``native_side``: its model's (``estimated_cost``).
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal: Refused | None = await _refusal_in_ledger(conn, member, request, now, dm_limits)
+    refusal: Refused | None = await _refusal_in_ledger(
+        conn, member, request, now, dm_limits, native_side
+    )
     relax = bool(request.options.get("relax"))
     if refusal is None and (relax or max_queued):
         waiting = await _unfinished(conn, member)  # read once for both checks
         refusal = unfinished_refusal(waiting, request, 1, max_queued)
     if refusal is None:
-        cost = quota_cost(request)
+        cost = quota_cost(request, native_side)
         reserved = await ledger.reserve(
             conn, job_id, member.user_id, member.guild_id, cost.images, cost.gpu_seconds, now
         )
@@ -279,6 +309,7 @@ async def erase_member(
     conn: aiosqlite.Connection,
     user_id: int,
     *,
+    asked_at: float,
     counted_since: float,
     anonymise_at: float,
     erased_batch: Callable[[member_data.ErasedJobs], Awaitable[None]],
@@ -289,6 +320,7 @@ async def erase_member(
         return await member_data.erase_user(
             conn,
             user_id,
+            asked_at=asked_at,
             counted_since=counted_since,
             anonymise_at=anonymise_at,
             erased_batch=erased_batch,

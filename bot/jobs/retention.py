@@ -22,12 +22,20 @@ failed; files of a failure elsewhere that did not stop the bot (an erase) wait f
 start.
 
 A button on a pruned result then finds no job and answers that it is no longer stored.
+
+A start that finds less than ``START_ROOM_BYTES`` free (``connect_making_room``) deletes the
+files of the jobs past the retention before their rows, then runs the first round before
+anything else writes: on a full disk SQLite can neither open the database as it always does
+nor delete a row, and freeing the files makes that room. No member reaches a result
+meanwhile: the bot is not yet connected to Discord.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -47,7 +55,15 @@ from bot.jobs.stored_files import (
 from bot.policy.quota import Period, period_start, reset_at
 from db import history, refusals
 from db import jobs as journal
-from db.database import write_back_due_log, write_back_log
+from db.database import (
+    connect,
+    connect_without_room,
+    is_disk_full,
+    load_migrations,
+    schema_version,
+    write_back_due_log,
+    write_back_log,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +80,9 @@ FILE_GRACE_S = 3600.0
 # statements run between batches (at 600,000 jobs a batch of 200 held the connection up to
 # 0.25 s, one of 500 0.6 s; a 6-hour slice of 5,000 in one transaction held it 6 s).
 PRUNE_BATCH = 200
+# Less free space than this in EASEL_DATA_DIR at start, and the first round runs before the
+# start's first write to the journal (it failed "database or disk is full" on a full disk).
+START_ROOM_BYTES = 64 * 1024 * 1024
 
 
 def quota_window(now: float) -> tuple[float, float]:
@@ -123,13 +142,16 @@ class Retention:
         self._retention_s = retention_days * DAY_S
         self._clock = clock
         self._swept = False  # whether a round listed every stored file (the first does)
+        self._pruned_at: float | None = None  # time.monotonic() at the end of the last round
 
     async def clear_expired_tokens(self) -> int:
         return await journal.clear_expired_tokens(
             self._conn, self._clock() - DISCORD_TOKEN_LIFETIME_S
         )
 
-    async def prune(self) -> Pruned:
+    async def prune(self, *, cutoff_floor: float = 0.0) -> Pruned:
+        """One round. ``cutoff_floor``: prune at least what ended before it, whatever the clock
+        says now (the files of those jobs may be gone already: ``connect_making_room``)."""
         now = self._clock()
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)
@@ -137,7 +159,7 @@ class Retention:
             if anonymised:
                 await write_back_log(self._conn)  # no copy of the database files keeps the ids
             return Pruned(tokens, anonymised)
-        cutoff = now - self._retention_s
+        cutoff = max(now - self._retention_s, cutoff_floor)
         jobs = pictures = uploads = 0
         while True:
             batch = await history.prune_jobs(self._conn, cutoff, at_most=PRUNE_BATCH)
@@ -161,6 +183,7 @@ class Retention:
         if not self._swept:
             pictures, uploads = await self._sweep(written_before=now - FILE_GRACE_S)
             self._swept = True
+        self._pruned_at = time.monotonic()
         return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows, refused)
 
     async def _remove_files_of(self, pruned: history.PrunedJobs) -> tuple[int, int]:
@@ -214,13 +237,15 @@ class Retention:
     async def run(self) -> None:
         """Prune now and every ``PRUNE_INTERVAL_S``, blank expired tokens every
         ``TOKEN_SWEEP_S`` in between, until cancelled; a failed round is logged and tried
-        again at the next sweep, and so is a write-back of the database's log a reader held up."""
-        pruned_at: float | None = None
+        again at the next sweep, and so is a write-back of the database's log a reader held up.
+        A round already run (``connect_making_room``'s) counts as the first."""
         while True:
             try:
-                if pruned_at is None or time.monotonic() - pruned_at >= PRUNE_INTERVAL_S:
+                if (
+                    self._pruned_at is None
+                    or time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S
+                ):
                     pruned = await self.prune()
-                    pruned_at = time.monotonic()
                     if pruned != Pruned():
                         log.info("pruned stored data: %s", pruned)
                 else:
@@ -229,3 +254,140 @@ class Retention:
             except Exception:
                 log.exception("pruning stored data failed; trying again in %.0f s", TOKEN_SWEEP_S)
             await asyncio.sleep(TOKEN_SWEEP_S)
+
+
+class NothingPrunedFirst(RuntimeError):
+    """A start found too little room and could not prune before its first write; ``reason``
+    says why (no setting helps: space must be freed by hand). Raised from the write that failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"nothing was pruned before the start: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _RemovedFirst:
+    """What ``_remove_files_before_rows`` deleted, of the jobs that ended before ``cutoff``;
+    ``skipped``: why it read nothing, when so."""
+
+    cutoff: float
+    pictures: int = 0
+    uploads: int = 0
+    skipped: str | None = None
+
+
+async def connect_making_room(
+    database: Path, images_dir: Path, inputs_dir: Path, retention_days: int
+) -> tuple[aiosqlite.Connection, Retention]:
+    """The journal's connection (``db.database.connect``) and its retention, for a start. With
+    less than ``START_ROOM_BYTES`` free beside the database, the files of the jobs past
+    ``retention_days`` go first, read through a connection that needs no room, and then the
+    first round deletes their rows (``Retention.run`` starts with the next one, or tries again
+    when it failed for another reason than no room)."""
+    # A new database (its folder maybe not made yet) has nothing to prune.
+    free = START_ROOM_BYTES
+    if retention_days > 0 and await asyncio.to_thread(database.is_file):
+        free = (await asyncio.to_thread(shutil.disk_usage, database.parent)).free
+    removed: _RemovedFirst | None = None  # when short of room
+    if free < START_ROOM_BYTES:
+        cutoff = time.time() - retention_days * DAY_S
+        removed = await _remove_files_before_rows(database, cutoff, images_dir, inputs_dir)
+    try:
+        conn = await connect(database)
+    except Exception as error:
+        _raise_if_nothing_pruned(removed, error)
+        raise
+    try:
+        retention = Retention(conn, images_dir, inputs_dir, retention_days)
+        if removed is not None:
+            try:
+                pruned = await retention.prune(cutoff_floor=removed.cutoff)
+            except Exception as error:
+                if is_disk_full(error):
+                    _raise_if_nothing_pruned(removed, error)
+                    raise
+                # A file it may not delete (a permission): the start goes on, Retention.run
+                # tries the round again.
+                log.exception("pruning before the start failed; the start goes on")
+                pruned = Pruned()
+            log.warning(
+                "%s had %d bytes free at start: pruned before starting, %d picture(s) and %d "
+                "upload(s) of jobs older than EASEL_RETENTION_DAYS=%d first; %d bytes free now",
+                database.parent,
+                free,
+                removed.pictures + pruned.pictures,
+                removed.uploads + pruned.uploads,
+                retention_days,
+                (await asyncio.to_thread(shutil.disk_usage, database.parent)).free,
+            )
+    except BaseException:
+        await conn.close()
+        raise
+    return conn, retention
+
+
+def _raise_if_nothing_pruned(removed: _RemovedFirst | None, error: Exception) -> None:
+    """``NothingPrunedFirst`` from ``error`` when it found no room and the files were not read."""
+    if removed is not None and removed.skipped is not None and is_disk_full(error):
+        raise NothingPrunedFirst(removed.skipped) from error
+
+
+async def _remove_files_before_rows(
+    database: Path, cutoff: float, images_dir: Path, inputs_dir: Path
+) -> _RemovedFirst:
+    """Delete the result folders and the uploads of the jobs the next round prunes
+    (``cutoff``: its floor), unless a job it keeps reads them. Nothing is written to the
+    journal (its rows stay for that round); nothing goes while a migration is pending (its
+    queries are the latest schema's) or another connection holds the database."""
+    try:
+        reader = await connect_without_room(database)
+        try:
+            pending = len(load_migrations()) - await schema_version(reader)
+            if pending < 0:  # a newer Easel's: ``connect`` refuses it
+                return _RemovedFirst(cutoff)
+            if pending:
+                skipped = f"{pending} schema migration(s) pending"
+                log.warning("%s: nothing pruned before the start; free space by hand", skipped)
+                return _RemovedFirst(cutoff, skipped=skipped)
+            pictures = uploads = 0
+            after: tuple[float, int] | None = None
+            while True:  # a batch at a time: at 60,000 jobs, all at once held 75 MB
+                batch, after = await history.prunable_files(reader, cutoff, PRUNE_BATCH, after)
+                removed = await _remove_batch_files(reader, batch, cutoff, images_dir, inputs_dir)
+                pictures, uploads = pictures + removed[0], uploads + removed[1]
+                if after is None:
+                    break
+        finally:
+            await reader.close()
+    except sqlite3.Error as error:
+        if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            skipped = (
+                f"another connection held the database ({error}: an easel doctor, "
+                "a sqlite3 shell, a backup?)"
+            )
+        else:
+            skipped = f"the database could not be read ({error})"
+        log.warning("%s: nothing pruned before the start", skipped)
+        return _RemovedFirst(cutoff, skipped=skipped)
+    return _RemovedFirst(cutoff, pictures, uploads)
+
+
+async def _remove_batch_files(
+    reader: aiosqlite.Connection,
+    batch: history.PrunedJobs,
+    cutoff: float,
+    images_dir: Path,
+    inputs_dir: Path,
+) -> tuple[int, int]:
+    """Delete the result folders and uploads of ``batch`` (of ``history.prunable_files``) that
+    no job kept reads; returns how many pictures and uploads went."""
+    folders = await asyncio.to_thread(
+        pictures_by_folder, images_dir, batch.picture_paths, batch.job_ids
+    )
+    in_folders = {path for pictures in folders.values() for path in pictures}
+    kept_reads = await history.read_by_kept_jobs(reader, [*in_folders, *batch.input_paths], cutoff)
+    kept = await asyncio.to_thread(folders_of, kept_reads)
+    pictures = await asyncio.to_thread(remove_result_folders, folders, kept)
+    unread = [path for path in batch.input_paths if path not in kept_reads]
+    uploads = await asyncio.to_thread(remove_inside, inputs_dir, unread)
+    return pictures, uploads

@@ -10,9 +10,10 @@ Fair order
     2. Within a class, round robin across users: the user who started a job least recently goes
        first (a user who never started one goes before everyone who has); ties go to the user
        whose next job was submitted first. A user idle (nothing queued or running) for
-       ``IDLE_USER_FORGOTTEN_S`` is forgotten except for their id: back, they go after the
-       users who never started and before everyone who started since, and several such
-       returners go by their next job's submit time, not by who started least recently.
+       ``IDLE_USER_FORGOTTEN_S`` is forgotten whole; back, their submit says whether they
+       ever started a job (the caller reads the journal): then they go after the users who
+       never started and before everyone who started since, and several such returners go by
+       their next job's submit time, not by who started least recently.
     3. Within a user, first in first out (among the jobs that can run on the device asked for):
        a user's job never starts before one of theirs that is ahead of it.
     A user has at most ``per_user_in_flight`` jobs running, a guild at most
@@ -144,11 +145,13 @@ class QueueSnapshot:
 
 
 # A user with nothing queued or running is forgotten once idle this long (their memory would
-# otherwise grow with every member ever seen), when that cannot move them ahead of anyone.
+# otherwise grow with every member ever seen), when that cannot move them ahead of anyone:
+# nothing of them is kept, so back, ``submit``'s ``started_before`` tells a returner.
 IDLE_USER_FORGOTTEN_S = 3600.0
 
-# Start numbers (rule 2, lower goes first): users who never started a job, then forgotten users
-# who come back, then each start, numbered upwards from _FIRST_START.
+# Start numbers (rule 2, lower goes first): users who never started a job, then users who did
+# and come back unknown (forgotten, or from before a restart), then each start, numbered upwards
+# from _FIRST_START.
 _NEVER_STARTED = 0
 _RETURNED = 1
 _FIRST_START = 2
@@ -252,8 +255,6 @@ class FairScheduler:
         self._last_start_seq = _FIRST_START - 1
         # (start seq, user id) at each start: who started least recently, for forgetting.
         self._starts: list[tuple[int, int]] = []
-        # Ids of forgotten users who have not started a job since (they come back at _RETURNED).
-        self._forgotten: set[int] = set()
         # Users left idle by a finish or cancel, which take no time: stamped at the next ``now``.
         self._newly_idle: list[int] = []
         self._clock = float("-inf")
@@ -264,12 +265,15 @@ class FairScheduler:
 
     # ---- mutations -------------------------------------------------------------------------
 
-    def submit(self, job: QueuedJob) -> None:
+    def submit(self, job: QueuedJob, *, started_before: bool = False) -> None:
+        """Queue ``job``. ``started_before``: its user has ever started a job (the journal
+        says so); read only when the scheduler holds nothing of theirs (never seen, or
+        forgotten), to place them after the users who never started (rule 2)."""
         if job.job_id in self._tickets or job.job_id in self._running:
             raise ValueError(f"job {job.job_id} is already queued or running")
         self._move_clock(job.submitted_at)
         self._forget_idle_users()
-        self._enqueue(_Ticket(next(self._submit_seq), job))
+        self._enqueue(_Ticket(next(self._submit_seq), job), started_before=started_before)
 
     def peek_batch(
         self, device: str, now: float, loaded_model: object | None = None
@@ -323,7 +327,6 @@ class FairScheduler:
             self._starts_of[job.job_id] = (self._last_start_seq, user.start_seq)
             user.start_seq = self._last_start_seq
             heapq.heappush(self._starts, (user.start_seq, job.user_id))
-            self._forgotten.discard(job.user_id)
             user.running += 1
             self._guild_running[job.guild_id] += 1
             self._running[job.job_id] = RunningJob(job, device, now)
@@ -364,9 +367,7 @@ class FairScheduler:
         """
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running, so it cannot be requeued")
-        job = self._running[job_id].job
-        seq = self._release(job_id)
-        self._enqueue(_Ticket(seq, job))
+        self._back_in_queue(job_id)
 
     def put_back_unstarted(self, job_id: str) -> None:
         """Put a job handed out but never started (held back before its render) back in the
@@ -380,15 +381,15 @@ class FairScheduler:
         user = self._users[user_id]
         if user.start_seq == started:
             user.start_seq = before
-            if before == _RETURNED:
-                self._forgotten.add(user_id)  # as they were, should they leave idle again
-            elif before >= _FIRST_START:
+            if before >= _FIRST_START:
                 heapq.heappush(self._starts, (before, user_id))  # its entry may be dropped
         else:  # their later start now follows the one before this
             for other, (later, previous) in self._starts_of.items():
                 if previous == started:
                     self._starts_of[other] = (later, before)
-        self.requeue(job_id)  # re-indexes the user at the place restored
+        # Re-indexes the user at the place restored; one restored to _RETURNED with nothing
+        # else queued or running leaves no trace as it leaves, and comes back as such.
+        self._back_in_queue(job_id, started_before=before == _RETURNED)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -450,6 +451,13 @@ class FairScheduler:
             queued=self._queue_order(now).first(limit),
         )
 
+    def started_before(self, user_id: int) -> bool:
+        """Whether ``user_id`` is held as having started a job (``submit``'s
+        ``started_before`` to give when their job comes back after they left no trace): False
+        for a user held as never started, and for one not held at all (ask the journal)."""
+        user = self._users.get(user_id)
+        return user is not None and user.start_seq != _NEVER_STARTED
+
     @property
     def queued_count(self) -> int:
         return len(self._tickets)
@@ -460,6 +468,12 @@ class FairScheduler:
 
     # ---- internals -------------------------------------------------------------------------
 
+    def _back_in_queue(self, job_id: str, *, started_before: bool = False) -> None:
+        """Queue a running job again at its place (``requeue``, ``put_back_unstarted``)."""
+        job = self._running[job_id].job
+        seq = self._release(job_id)
+        self._enqueue(_Ticket(seq, job), started_before=started_before)
+
     def _view(self, device: str | None) -> _View:
         view = self._views.get(device)
         if view is None:
@@ -468,13 +482,13 @@ class FairScheduler:
                 self._push(view, user_id)
         return view
 
-    def _enqueue(self, ticket: _Ticket) -> None:
+    def _enqueue(self, ticket: _Ticket, *, started_before: bool = False) -> None:
         job = ticket.job
         lane_key: _LaneKey = (job.priority, job.device)
         user = self._users.get(job.user_id)
         if user is None:
-            back = job.user_id in self._forgotten
-            user = self._users[job.user_id] = _User(start_seq=_RETURNED if back else _NEVER_STARTED)
+            start_seq = _RETURNED if started_before else _NEVER_STARTED
+            user = self._users[job.user_id] = _User(start_seq=start_seq)
         user.idle_since = None
         lane = user.lanes.setdefault(lane_key, deque())
         # Tickets normally arrive in sequence order; a requeued one goes back to its place.
@@ -502,8 +516,9 @@ class FairScheduler:
 
     def _note_if_idle(self, user_id: int) -> None:
         """A user left with nothing queued or running: one who has not started a job since
-        they were new or forgotten leaves no more trace (coming back, they stand where they
-        did); one who did is forgotten later, idle from the next time the scheduler is told."""
+        they were new or came back leaves no trace (coming back again, ``started_before``
+        puts them where they stood); one who did is forgotten later, idle from the next time
+        the scheduler is told."""
         user = self._users[user_id]
         if user.lanes or user.running:
             return
@@ -526,8 +541,9 @@ class FairScheduler:
     def _forget_idle_users(self) -> None:
         """Forget users idle for IDLE_USER_FORGOTTEN_S, least recently started first, and only
         while the one who started least recently of all is such a user: coming back (start
-        number _RETURNED), they go after the users who never started and before every user
-        who started since, as they did; only their id is kept."""
+        number _RETURNED, ``submit``'s ``started_before``), they go after the users who never
+        started and before every user who started since, as they did; nothing of them is
+        kept."""
         starts = self._starts
         while starts:
             start_seq, user_id = starts[0]
@@ -536,7 +552,6 @@ class FairScheduler:
                 if user.idle_since is None or self._clock - user.idle_since < IDLE_USER_FORGOTTEN_S:
                     return
                 del self._users[user_id]
-                self._forgotten.add(user_id)
             heapq.heappop(starts)
 
     def _queue_order(self, now: float) -> _QueueOrder:

@@ -241,11 +241,17 @@ def spelt_as_among(name: str, names: Iterable[str]) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
-def spelt_as_installed(what: str, name: str, installed: Iterable[str]) -> str:
+def spelt_as_installed(
+    what: str,
+    name: str,
+    installed: Iterable[str],
+    advice: str = "Pick one from the name choices.",
+) -> str:
     """``name`` as the installed ``what`` ("model", "LoRA"...) an admin names is spelt
     (``spelt_as_among``), else ``UserError``: none is installed at all (the operator's to
     fix), several differ from it in letter case only (named: which one is meant is not
-    guessed), or none is it (the closest ones, and the command's name choices listing them)."""
+    guessed), or none is it (the closest ones, then ``advice``: by default the command's
+    name choices, which list them)."""
     files = list(installed)
     spelt = spelt_as_among(name, files)
     if spelt is not None:
@@ -257,9 +263,19 @@ def spelt_as_installed(what: str, name: str, installed: Iterable[str]) -> str:
         spellings = " and ".join(map(quoted, alike))
         raise UserError(f"{quoted(name)} matches the {what}s {spellings}; type one exactly.")
     raise UserError(
-        f"No {what} named {quoted(name)} is installed{closest_of(name, files)} "
-        "Pick one from the name choices."
+        f"No {what} named {quoted(name)} is installed{closest_of(name, files)} {advice}"
     )
+
+
+def model_spelt_as_installed(name: str, installed: Iterable[str]) -> str:
+    """``spelt_as_installed`` for a model an admin allows, saying where Easel looked for it
+    and what it takes for one."""
+    looked_for = (
+        f"Easel looked in its models folder (EASEL_MODELS_DIR) for {quoted(name + '.safetensors')}"
+        f" (or .gguf, or .ckpt where the operator allows pickles) or a diffusers folder "
+        f"{quoted(name + '/')}; `/models` lists those installed."
+    )
+    return spelt_as_installed("model", name, installed, looked_for)
 
 
 def installed_addons(registry: ModelRegistry, kind: AddonKind) -> list[str]:
@@ -311,18 +327,22 @@ def applies_networks(mode: str) -> bool:
 
 
 def check_loras(
-    names: Iterable[str],
+    names: Collection[str],
     rules: AddonRules,
     installed: Callable[[], Collection[str]] | None = None,
 ) -> None:
-    """Refuse the first LoRA tag (``<lora:name:...>``) the server leaves out, installed or not,
-    naming those it lists that are installed (``installed``, the LoRA files' names, listed for
-    a refusal only; None: its list as it is)."""
+    """Refuse the first LoRA tag (``<lora:name:...>``) the server leaves out or, where the
+    installed ones are known (``installed``, the LoRA files' names, listed once when there is
+    a tag; None: not known here, the server's list as it is), that is not installed: in the
+    words the ``lora`` option refuses one with (``addon_unavailable``), naming the closest of
+    those the member may use here. A tag is never ignored: the member would pay for a picture
+    without it."""
+    files = installed() if installed is not None and names else None
+    if files is not None:
+        rules = dataclasses.replace(rules, installed={**rules.installed, AddonKind.LORA: files})
     for name in names:
-        if installed is not None and not rules.allows(AddonKind.LORA, name):
-            rules = dataclasses.replace(
-                rules, installed={**rules.installed, AddonKind.LORA: installed()}
-            )
+        if files is not None and not is_among(AddonKind.LORA, name, files):
+            raise addon_unavailable(AddonKind.LORA, name, rules.usable_of(AddonKind.LORA, files))
         rules.check(AddonKind.LORA, name)
 
 

@@ -15,22 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from bot.acknowledge_first import slowed_by_plans
 from bot.compare import cells_planned_apart
 from bot.policy.addons import (
     ANY_ADDON,
     APPLIED_LORAS_OPTION,
     USED_EMBEDDINGS_OPTION,
+    AddonKind,
     AddonRules,
     applies_networks,
     check_loras,
+    is_among,
     lora_suggestions,
 )
 from bot.policy.moderation import (
@@ -39,6 +44,7 @@ from bot.policy.moderation import (
     check_banned_since,
     find_banned_rendering,
 )
+from bot.policy.unavailable import broken_wildcard, unknown_wildcard
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError
 from inference.compare import cell_requests, is_comparison
@@ -49,8 +55,10 @@ from inference.prompts import (
     WILDCARD_DRAWS_OPTION,
     PromptError,
     RecordedDraws,
+    UnknownWildcardError,
     build_plan,
     explain,
+    extract_extra_networks,
     picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
@@ -176,7 +184,8 @@ def plan_request(
             for index in range(picture.count)
         ]
     except PromptError as error:
-        raise UserError(_then(error, "fix the prompt and try again.")) from None
+        typed = [text for picture in pictures for text in _typed_texts(picture)]
+        raise _prompt_refused(error, typed, library.root) from None
     except RenderInputError as error:  # an unknown sampler (``calls_per_step``)
         raise UserError(_then(error, "fix the settings and try again.")) from None
     renderings = (rendering for plan in planned for rendering in plan.renderings())
@@ -186,7 +195,9 @@ def plan_request(
             Reason.BANNED_WORD,
         )
     applied = [lora.name for plan in planned for lora in plan.loras()]
-    applied = list(dict.fromkeys(applied))
+    applied = _drawn_unknown_left_out(
+        list(dict.fromkeys(applied)), _typed_loras(pictures), installed_loras, wildcards_dir
+    )
     check_loras(applied, addons, installed_loras)
     # /fix-faces and the upscales read no embedding: none is recorded for the start gate.
     used = [name for plan in planned for name in plan.embeddings_used]
@@ -200,6 +211,60 @@ def plan_request(
     }
     request = dataclasses.replace(request, options=options)
     return request if max_job_bytes is None else _within_job_size(request, max_job_bytes)
+
+
+def _typed_texts(picture: RenderRequest) -> list[str]:
+    """The prompts of ``picture`` the member typed (a /compare cell's included), before any
+    wildcard is drawn."""
+    planned = [prompt for _, prompt, _, _ in _prompts_planned(picture)]
+    return [*planned, picture.negative_prompt]
+
+
+def _typed_loras(pictures: list[RenderRequest]) -> set[str]:
+    """The LoRAs the tags of the prompts the member typed name (not those drawn from a
+    wildcard)."""
+    texts = (text for picture in pictures for text in _typed_texts(picture))
+    tags = (tag for text in texts for tag in extract_extra_networks(text)[1])
+    return {tag.name for tag in tags if tag.kind == "lora"}
+
+
+def _drawn_unknown_left_out(
+    applied: list[str],
+    typed: Collection[str],
+    installed_loras: Callable[[], Collection[str]] | None,
+    wildcards_dir: Path | None,
+) -> list[str]:
+    """``applied`` less the LoRAs drawn from a wildcard file (not typed) that are not
+    installed: the engine ignores their tags and tells the member with the picture, as it
+    always did (a wildcard line would otherwise refuse some seeds and not others); the
+    operator is warned of the file. A typed one is refused (``check_loras``), and so is a
+    drawn one installed that the server leaves out."""
+    drawn = [name for name in applied if name not in typed]
+    if not drawn or installed_loras is None:
+        return applied
+    files = installed_loras()
+    unknown = [name for name in drawn if not is_among(AddonKind.LORA, name, files)]
+    for name in unknown:
+        log.warning(
+            "A wildcard file names LoRA %r, which is not installed: its tag is ignored (%s)",
+            name,
+            ", ".join(map(str, _wildcard_files_holding(wildcards_dir, f"<lora:{name}")))
+            or "file not found",
+        )
+    return [name for name in applied if name not in unknown]
+
+
+def _wildcard_files_holding(wildcards_dir: Path | None, text: str) -> list[Path]:
+    """The wildcard files (relative to the folder) holding ``text``, in any letter case:
+    read only where a file's line is to blame for something, for the operator's log."""
+    if wildcards_dir is None:
+        return []
+    folded = text.casefold()
+    return [
+        path.relative_to(wildcards_dir)
+        for path in sorted(wildcards_dir.rglob("*"))
+        if path.is_file() and folded in path.read_text(errors="replace").casefold()
+    ]
 
 
 def _within_job_size(request: RenderRequest, max_job_bytes: int) -> RenderRequest:
@@ -328,7 +393,31 @@ def explain_prompt(
     try:
         return explain(prompt, negative, steps=steps, wildcards_dir=_wildcards_read(wildcards_dir))
     except PromptError as error:
-        raise UserError(_then(error, "fix the prompt and try again.")) from None
+        raise _prompt_refused(error, (prompt, negative), _wildcards_read(wildcards_dir)) from None
+
+
+def _prompt_refused(
+    error: PromptError, typed: Collection[str], wildcards_dir: Path | None
+) -> UserError:
+    """A prompt the prompt language rejects, refused in the member's words: an unknown
+    wildcard the member typed (one of ``typed``) names those there are (the file the operator
+    could add goes to the log); one a wildcard file names is that file's fault, not the
+    prompt's: the member is told which wildcard is broken, the operator warned of the file."""
+    if not isinstance(error, UnknownWildcardError):
+        return UserError(_then(error, "fix the prompt and try again."))
+    reference = f"__{error.name}__"
+    if any(reference in text for text in typed):
+        log.info("refused a prompt: %s", error)
+        return UserError(unknown_wildcard(error.name, error.available))
+    files = _wildcard_files_holding(wildcards_dir, reference)
+    log.warning(
+        "A wildcard file names %s, which is no wildcard: %s",
+        reference,
+        ", ".join(map(str, files)) or "file not found",
+    )
+    return UserError(
+        broken_wildcard(error.name, [file.with_suffix("").as_posix() for file in files])
+    )
 
 
 def _wildcards_read(wildcards_dir: Path | None) -> Path | None:
@@ -407,6 +496,7 @@ class PromptPlanner:
         self._reading: dict[int, asyncio.Future[Any]] = {}  # a member's prompt being read
         # Each server's plans on a thread or queued for one (None: direct messages).
         self._server_reading: dict[int | None, set[asyncio.Future[Any]]] = {}
+        self._plan_started: dict[asyncio.Future[Any], float] = {}  # each on a thread: since when
         self._overdue: set[int] = set()  # members whose prompt is read past its budget
         # Plans waiting for their turn, each line first come, first woken. A plan's end wakes
         # one waiter of each line it frees, not all of them: a burst of one server's commands
@@ -549,14 +639,18 @@ class PromptPlanner:
                 # the submit: a member's plans waiting side by side take one thread in turn.
                 while not self._closed and (turn := self._turn_awaited(member_id, guild_id)):
                     refused_waiting = turn.refusal
+                    # Slowed by the plans holding its line (bot.acknowledge_first).
+                    slowed_by_plans(functools.partial(self._oldest_plan_start, turn.line))
                     woken_in = await self._wait_in(turn.line, woken_in)
                 if self._closed:
                     raise UserError(CLOSED, Reason.CLOSED)
                 submitted = self._threads.submit(stopping_when, stop, function, *args)
                 mine = asyncio.wrap_future(submitted)
                 mine.add_done_callback(lambda _: self._read(member_id, guild_id, mine))
+                started = self._plan_started[mine] = time.monotonic()
                 if member_id is not None:
                     self._reading[member_id] = mine
+                slowed_by_plans(lambda: started)
                 self._server_reading.setdefault(guild_id, set()).add(mine)
                 # Shielded: the thread stops only at a checkpoint, so its member and server
                 # are free only once it ends (soon after ``stop`` is set, below).
@@ -585,6 +679,7 @@ class PromptPlanner:
                 "wildcards, choices or schedules)."
             ) from None
         finally:  # answered, refused or cancelled: nobody reads the plan from here on
+            slowed_by_plans(None)
             stop.set()
             self._waited_for.discard(stop)
 
@@ -597,6 +692,16 @@ class PromptPlanner:
         if len(self._server_reading.get(guild_id, ())) >= SERVER_THREADS:
             return _Turn(("server", guild_id), server_readers_busy(guild_id))
         return None
+
+    def _oldest_plan_start(self, line: _Line) -> float | None:
+        """When the oldest plan holding ``line`` began (``time.monotonic``): the member's plan
+        being read, or the oldest on the server's share of the readers; None: none now."""
+        kind, key = line
+        if kind == "server":
+            plans: Collection[asyncio.Future[Any]] = self._server_reading.get(key, ())
+        else:
+            plans = [self._reading[key]] if key is not None and key in self._reading else []
+        return min((self._plan_started[plan] for plan in plans), default=None)
 
     async def _wait_in(self, line: _Line, woken_in: _Line | None) -> _Line:
         """Wait in ``line`` until woken; returns it. ``woken_in``: the line that woke this plan
@@ -640,6 +745,7 @@ class PromptPlanner:
     ) -> None:
         if not thread.cancelled():
             thread.exception()  # retrieved: a plan stopped after its refusal is no error
+        self._plan_started.pop(thread, None)
         server_plans = self._server_reading.get(guild_id, set())
         server_plans.discard(thread)
         if not server_plans:

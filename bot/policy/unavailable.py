@@ -6,13 +6,21 @@ torch."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from difflib import get_close_matches
 
 from bot.user_errors import Reason, UserError
 from inference.quoting import cut
 
-__all__ = ["MAX_NAMED", "closest_of", "named_at_most", "quoted", "unavailable_here"]
+__all__ = [
+    "MAX_NAMED",
+    "broken_wildcard",
+    "closest_of",
+    "named_at_most",
+    "quoted",
+    "unavailable_here",
+    "unknown_wildcard",
+]
 
 # A refusal names up to this many usable names, then says how many more there are.
 MAX_NAMED = 10
@@ -44,15 +52,42 @@ def closest_of(typed: str, names: Collection[str]) -> str:
     return f"; did you mean {' or '.join(map(quoted, closest))}?" if closest else "."
 
 
-def named_at_most(usable: Collection[str], listed_by: str | None = None) -> str:
-    """The first ``MAX_NAMED`` of ``usable`` by name, then how many more and the command
-    listing them all (``listed_by``)."""
+def named_at_most(
+    usable: Collection[str], listed_by: str | None = None, form: Callable[[str], str] = cut
+) -> str:
+    """The first ``MAX_NAMED`` of ``usable`` by name, each in ``form``, then how many more
+    and the command listing them all (``listed_by``)."""
     names = sorted(usable, key=str.casefold)
-    shown = ", ".join(cut(name) for name in names[:MAX_NAMED])
+    shown = ", ".join(form(name) for name in names[:MAX_NAMED])
     more = len(names) - MAX_NAMED
     if more > 0:
         shown += f" and {more} more" + (f" (`{listed_by}` lists them all)" if listed_by else "")
     return shown
+
+
+def unknown_wildcard(name: str, available: Collection[str]) -> str:
+    """A member's refusal of ``__name__``, which names no wildcard: the closest of those
+    there are (``available``, by name), then a few of them; what the operator could add is
+    for the log, not for the member."""
+    typed, wildcards = f"__{name}__", [f"__{wildcard}__" for wildcard in available]
+    sentence = f"There is no wildcard {quoted(typed)}"
+    if not wildcards:
+        return f"{sentence}; there are no wildcards here. Fix the prompt and try again."
+    return (
+        f"{sentence}{closest_of(typed, wildcards)} Wildcards here: "
+        f"{named_at_most(wildcards, '/wildcards', quoted)}. Fix the prompt and try again."
+    )
+
+
+def broken_wildcard(name: str, holders: Collection[str]) -> str:
+    """A member's refusal of a prompt whose wildcard draws ``__name__`` from a wildcard file
+    (``holders``: the wildcards whose files name it, as found), which names no wildcard: the
+    file is at fault, not the prompt the member typed."""
+    which = " and ".join(quoted(f"__{holder}__") for holder in holders) or "one your prompt uses"
+    return (
+        f"The wildcard {which} is broken: its file names {quoted(f'__{name}__')}, which is no "
+        "wildcard here. Tell a moderator, and leave that wildcard out until it is fixed."
+    )
 
 
 def quoted(name: str) -> str:

@@ -105,7 +105,7 @@ def dashboard_page(home_url: str, state_url: str) -> str:
 <h1>Easel — <span id=server></span></h1>
 <form method=post action="{signing_out}"><button type=submit id=sign-out>Sign out</button></form>
 <p id=status role=status>Loading…</p>
-<p><span id=waiting></span> job(s) waiting on Easel in all (every server).</p>
+<p>Jobs waiting on Easel in all (every server): <span id=waiting></span>.</p>
 {queue}<p id=queue-more hidden></p>{workers}
 <h2>Recent pictures</h2>
 <div id=gallery class=gallery></div>

@@ -22,7 +22,7 @@ from bot import metrics
 from bot.images import MAX_UPLOAD_BYTES
 from bot.lenient_json import holds_lone_surrogate
 from bot.requests import RequestError
-from bot.user_errors import UserError
+from bot.user_errors import UserError, as_sentence
 from bot.web import assets
 from bot.web.connections import CappedSite, ConnectionCounter, quiet_runner
 from bot.web.limits import WEB_CONNECTION_CAPS, ProxyNetworks
@@ -235,7 +235,7 @@ class RegionWebServer:
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
         except (UserError, RequestError) as error:
-            return plain_text(str(error), 400)
+            return plain_text(as_sentence(str(error)), 400)
         return plain_text(sentence, 200)
 
 

@@ -270,8 +270,9 @@ class DiscordResults(ProgressMessages):
         (``bot.policy.delivery``), or ``Withheld``; also a result rendered before its maker
         was banned, kicked or timed out in the server after it was submitted (the stop
         cancels only unfinished jobs), without telling them. A result restored at start-up
-        waits for Discord's answer about its maker (``StoppedMembers.answer_awaited``): in
-        its lane, so only that member's later results in that channel wait with it."""
+        waits for Discord's answer about its maker (``StoppedMembers.answer_awaited``): the
+        queue waits for it out of the job's lane first (``start_waits_for``), so that the
+        member's later results there post meanwhile; this wait holds on any other path."""
         stopped = self.stopped_members
         if stopped is not None and job.guild_id is not None:
             if stopped.answer_awaited(job.guild_id, job.user_id, job.job_id):
@@ -296,7 +297,8 @@ class DiscordResults(ProgressMessages):
     ) -> Callable[[], Awaitable[None]] | None:
         """For the queue's start gate (``bot.jobs.queue.StartGate``): a job restored at
         start-up waits for Discord's answer about its maker before ``why_not_started`` reads
-        the stops (``StoppedMembers.answer_awaited``)."""
+        the stops (``StoppedMembers.answer_awaited``), and its result before its lane's turn
+        to be posted."""
         stopped = self.stopped_members
         if stopped is None or not stopped.answer_awaited(guild_id, user_id, job_id):
             return None

@@ -12,17 +12,22 @@ class InlineFlagError(PromptError):
 
 
 class UnknownWildcardError(PromptError):
-    """``__name__`` names no wildcard file or collection."""
+    """``__name__`` names no wildcard file or collection. Its message is the operator's (the
+    file to add); ``available``: every wildcard name there is, for a member's refusal."""
 
-    def __init__(self, name: str, suggestions: list[str]) -> None:
+    def __init__(self, name: str, suggestions: list[str], available: list[str]) -> None:
         self.name = name
         self.suggestions = suggestions
-        hint = (
-            "did you mean " + ", ".join(f"__{s}__" for s in suggestions) + "?"
+        self.available = available
+        guess = (
+            "did you mean " + ", ".join(f"__{s}__" for s in suggestions) + "? Else "
             if suggestions
-            else "add a file named " + f"{name}.txt to the wildcards folder."
+            else ""
         )
-        super().__init__(f"unknown wildcard __{name}__: {hint}")
+        super().__init__(
+            f"unknown wildcard __{name}__: {guess}add a file named {name}.txt to the wildcards "
+            "folder."
+        )
 
 
 class WildcardRecursionError(PromptError):

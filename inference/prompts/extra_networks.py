@@ -114,6 +114,20 @@ def extract_extra_networks(
     return _TAG.sub(take, prompt), networks, warnings
 
 
+def without_unknown_loras(prompt: str, available_loras: Collection[str]) -> str:
+    """``prompt`` less its LoRA tags naming none of ``available_loras`` (the ones
+    ``extract_extra_networks`` warns of as unknown), and the commas and spaces that leaves at
+    its ends; every other tag and word is kept, and a prompt without such a tag as it is."""
+
+    def kept(match: re.Match[str]) -> str:
+        name = match.group(2).split(":")[0]
+        unknown = match.group(1) == "lora" and name not in available_loras
+        return "" if unknown else match.group(0)
+
+    left = _TAG.sub(kept, prompt)
+    return left.strip(" ,") if left != prompt else prompt
+
+
 def find_embeddings(prompt: str, available: Iterable[str]) -> list[str]:
     """Textual-inversion names that appear as whole words (case-insensitive, like CLIP).
 

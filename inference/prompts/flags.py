@@ -78,23 +78,25 @@ _WORD = re.compile(r'"([^"]*)"|(\S+)')
 _FLAGS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
 _ALIASES = {"aspect": "ar"}
 _USAGE = {
-    "ar": "--ar W:H with whole numbers 1..21 on each side, e.g. --ar 16:9",
-    "seed": "--seed N with N in 0..4294967295, or -1 for random",
+    "ar": "--ar W:H with whole numbers between 1 and 21 on each side, e.g. --ar 16:9",
+    "seed": "--seed N with N between 0 and 4294967295, or -1 for random",
     "no": "--no followed by what to avoid, e.g. --no cars, people",
-    "steps": "--steps N with N in 1..150",
-    "cfg": "--cfg X with X in 0..30",
+    "steps": "--steps N with N between 1 and 150",
+    "cfg": "--cfg X with X between 0 and 30",
     "sampler": '--sampler NAME, quoted when it has spaces: --sampler "DPM++ 2M Karras"',
     "model": "--model NAME",
-    "count": "--count N with N in 1..4",
+    "count": "--count N with N between 1 and 4",
     "fast": "--fast alone, without a value",
-    "chaos": "--chaos N with N in 0..100 (how different the grid's pictures are)",
+    "chaos": "--chaos N with N between 0 and 100 (how different the grid's pictures are)",
     "tile": "--tile alone, without a value",
-    "repeat": "--repeat N with N in 1..4 (that many jobs, each charged)",
-    "stop": "--stop N with N in 10..100 (the percentage of the steps to run)",
+    "repeat": "--repeat N with N between 1 and 4 (that many jobs, each charged)",
+    "stop": "--stop N with N between 10 and 100 (the percentage of the steps to run)",
     "relax": "--relax alone, without a value",
     "preset": "--preset NAME",
     "sref": "--sref followed by a picture's URL on Discord or a message link (or id)",
-    "sref-strength": "--sref-strength W with W in 0..2 (how strongly --sref's picture guides)",
+    "sref-strength": (
+        "--sref-strength W with W between 0 and 2 (how strongly --sref's picture guides)"
+    ),
     "faces": "--faces alone, without a value (re-render each face)",
     "restore-faces": "--restore-faces alone, without a value (restore each face)",
 }

@@ -330,7 +330,7 @@ def _choose_seed(explicit: int | None, typed: int | None) -> int:
     if seed is None or seed == -1:
         return random.randrange(SEED_MAX + 1)
     if not 0 <= seed <= SEED_MAX:
-        raise PromptError(f"seed must be in 0..{SEED_MAX} or -1 for random, got {seed}")
+        raise PromptError(f"seed must be -1 (random) or between 0 and {SEED_MAX}, not {seed}")
     return seed
 
 
@@ -369,7 +369,7 @@ def build_plan(
     )
     steps = flags.steps if flags.steps is not None else DEFAULT_STEPS
     if not 1 <= steps <= MAX_STEPS:
-        raise PromptError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
+        raise PromptError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
     image_seed = _choose_seed(seed if seed != -1 else None, typed_flags.seed)
     if flags.no:
         negative = ", ".join(part for part in (negative.strip(), flags.no) if part)

@@ -145,7 +145,7 @@ class _Manager(WildcardManager):
         if ".." in wildcard:
             # Outside the folder: dynamicprompts refuses it too, but logs the member's text
             # with a traceback each time.
-            raise UnknownWildcardError(wildcard, [])
+            raise UnknownWildcardError(wildcard, [], sorted(self.get_collection_names()))
         pattern, files = self._read_as(wildcard)
         known = self._values.get(files)
         if known is not None:
@@ -154,7 +154,7 @@ class _Manager(WildcardManager):
         if not values:
             names = sorted(self.get_collection_names())
             raise UnknownWildcardError(
-                wildcard, difflib.get_close_matches(wildcard, names, n=3, cutoff=0.5)
+                wildcard, difflib.get_close_matches(wildcard, names, n=3, cutoff=0.5), names
             )
         protected = WildcardValues.from_items(
             WildcardItem(self._protect(str(item), wildcard), getattr(item, "weight", 1.0))

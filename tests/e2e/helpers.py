@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from PIL import Image
@@ -29,6 +32,45 @@ from tests.support.pictures import has_picture
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
 RENDER_TIMEOUT_S = 90
 QUICK = {"steps": 2, "size": "64x64"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@asynccontextmanager
+async def bot_process(
+    fake: FakeDiscord,
+    data_dir: Path,
+    models_dir: Path,
+    *args: str,
+    log: IO[str] | int | None = None,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m bot`` (or ``python ARGS``: another main) as a real process against
+    ``fake``, rendering on the CPU; killed at the end if still running. With ``log`` (a file,
+    or ``asyncio.subprocess.STDOUT``) its stderr (the log) goes there and its stdout is a pipe."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE": fake.api_base,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "EASEL_DEV_GUILD_ID": str(fake.guild_id),
+        "EASEL_DATA_DIR": str(data_dir),
+        "EASEL_MODELS_DIR": str(models_dir),
+        "EASEL_DEVICES": "cpu",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *(args or ("-m", "bot")),
+        env=env,
+        cwd=data_dir.parent,
+        stdout=None if log is None else asyncio.subprocess.PIPE,
+        stderr=log,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def with_web_server(settings: Settings) -> Settings:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.app import build
+from bot.policy.guild import GuildList
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, imagine, reply_to
+from tests.e2e.test_discord_audit import pinged
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
 
@@ -189,3 +191,55 @@ async def test_a_banned_word_s_confirmation_keeps_it_behind_its_spoiler(
         assert added.content == "Added ||bad\\|\\|word|| to the banned words."
         again = await reply_to(fake_discord, "easel-admin banned-word", word, user=owner)
         assert again.content == "||bad\\|\\|word|| is already in the banned words; no change."
+
+
+async def test_a_server_presets_audit_row_shows_its_words_escaped_and_pings_nobody(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A server preset's row in /easel-admin audit quotes what a member typed (here its
+    negative prompt): escaped like every other member's words there, so it can neither
+    format, hide text behind a spoiler, mask a link nor ping anyone."""
+    owner = fake_discord.owner_id
+    words = "**x** ||y|| @everyone <@123> [l](http://e)"
+    async with start_easel():
+        await reply_to(
+            fake_discord, "presets save", {"name": "loud", "negative": words}, user=owner
+        )
+        await reply_to(
+            fake_discord, "easel-admin preset", {"action": "add", "name": "loud"}, user=owner
+        )
+        audit = await reply_to(fake_discord, "easel-admin audit", user=owner)
+    [row] = [line for line in audit.content.splitlines() if "preset loud" in line]
+    # The link stays in angle brackets (no preview); the stored JSON's end runs into it.
+    assert r"\*\*x\*\* \|\|y\|\| @everyone \<@123> \[l](<http://e" in row, row
+    assert "**x**" not in row and "||y||" not in row and "<@123>" not in row.replace(r"\<@123>", "")
+    [answer] = [
+        call.json["data"]
+        for call in fake_discord.calls_to("POST", "/interactions/{interaction}/{token}/callback")
+        if "preset loud" in str(call.json.get("data", {}).get("content"))
+    ]
+    assert pinged(answer["content"], answer) == set(), answer.get("allowed_mentions")
+
+
+async def test_an_admin_may_allow_only_an_installed_model(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """``/easel-admin model add`` refuses a name no installed model has, saying where Easel
+    looked and what a model is; the list is not changed. A removal takes any listed name."""
+    owner = fake_discord.owner_id
+    async with start_easel() as bot:
+        refused = await reply_to(
+            fake_discord, "easel-admin model", {"action": "add", "name": "tiyn"}, user=owner
+        )
+        assert refused.is_ephemeral and refused.content == (
+            "No model named `tiyn` is installed; did you mean `tiny`? Easel looked in its models "
+            "folder (EASEL_MODELS_DIR) for `tiyn.safetensors` (or .gguf, or .ckpt where the "
+            "operator allows pickles) or a diffusers folder `tiyn/`; `/models` lists those "
+            "installed."
+        ), refused.content
+        settings = await bot.services.guild_policy.settings(fake_discord.guild_id)
+        assert settings.entries(GuildList.ALLOWED_MODEL) == frozenset()
+        added = await reply_to(
+            fake_discord, "easel-admin model", {"action": "add", "name": "tiny"}, user=owner
+        )
+        assert "Added `tiny` to the allowed models." in added.content, added.content

@@ -125,5 +125,5 @@ async def test_every_cell_meets_the_servers_rules(
             "at most 16 pictures; 5 seed values x 4 steps values make 20"
             in answers["too many pictures"]
         )
-        assert "steps values must be between 1 and 150 here, not 151" in answers["server's steps"]
+        assert "Steps values must be between 1 and 150 here, not 151" in answers["server's steps"]
         assert bot.queue.queued_count() == 0

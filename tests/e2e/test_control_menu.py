@@ -52,7 +52,7 @@ async def test_use_as_control_renders_the_picture_as_the_members_control(
         values = {prompt_id: "a ring --steps 2 --cfg 4 --ar 1:1", weight_id: "0.8"}
         bad = await fake.submit_modal(opened, {**values, type_id: "sketch"})
         told = await bad.wait_for_original(lambda m: not m.is_loading)
-        assert told.is_ephemeral and "unknown control type 'sketch'" in told.content
+        assert told.is_ephemeral and "Unknown control type 'sketch'" in told.content
         assert bot.queue.queued_count() == 0 and inputs_of(bot.settings) == []
 
         handle = await fake.submit_modal(opened, {**values, type_id: "Canny "})

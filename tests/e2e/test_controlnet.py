@@ -36,11 +36,11 @@ async def test_imagine_with_a_control_picture(
             "not a readable image",
         ),
         ({}, control, "Say what the control picture is with `control_type`"),
-        ({"control_type": "depth"}, control, "the depth control needs a local annotator"),
+        ({"control_type": "depth"}, control, "The depth control needs a local annotator"),
         (
             {"control_type": "canny", "control_start": 0.9, "control_end": 0.1},
             control,
-            "control start (0.9) must not be after control end (0.1)",
+            "Control start (0.9) must not be after control end (0.1)",
         ),
     ]
     async with start_easel() as bot:

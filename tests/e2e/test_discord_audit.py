@@ -289,18 +289,20 @@ async def test_an_unknown_model_is_refused_at_submit_quoting_the_member_safely(
 async def test_a_model_that_is_not_installed_is_named_with_those_this_server_allows(
     fake_discord: FakeDiscord, tmp_path: Path, tiny_models_dir: Path
 ) -> None:
-    """A model the server allows but nobody installed, or one removed since the job a button
-    reuses, is refused at submit with one sentence naming the installed models this server
-    allows (not another installed one it left out); nothing is queued or charged."""
+    """A model the server allows but whose files were removed since (an admin may allow only
+    an installed one), or one removed since the job a button reuses, is refused at submit
+    with one sentence naming the installed models this server allows (not another installed
+    one it left out); nothing is queued or charged."""
     fake = fake_discord
     models = tmp_path / "models"
     models.mkdir()
-    for name in ("tiny", "old", "hidden"):
+    for name in ("tiny", "old", "hidden", "retired"):
         (models / name).symlink_to(tiny_models_dir / "tiny", target_is_directory=True)
     async with running_bot(fake, build(easel_settings(fake, tmp_path / "data", models))) as bot:
         for name in ("tiny", "old", "retired"):
             allowed = {"action": "add", "name": name}
             await reply_to(fake, "easel-admin model", allowed, user=fake.owner_id)
+        (models / "retired").unlink()
         typed = await reply_to(fake, "imagine", {"prompt": "a cat", "model": "retired", **QUICK})
         result = await imagine(fake, "a dog", model="old")
         (models / "old").unlink()

@@ -104,7 +104,7 @@ async def test_message_menus_vary_and_upscale(
         bare = await fake_discord.post_user_message("look", attachments=[("b.png", plain_png())])
         reply = await (await fake_discord.invoke_message_command("Vary", bare)).wait_for_answer()
         assert reply.is_ephemeral and reply.content.endswith(
-            "use /vary with this message's link in `message` and a `prompt`"
+            "use /vary with this message's link in `message` and a `prompt`."
         ), reply.content
 
 
@@ -234,14 +234,14 @@ async def test_hostile_uploads_are_refused_before_queueing(
                 "image": ("phone.jpg", sideways_jpeg((128, 64))),
                 "mask": ("m.png", mask_png((128, 64))),
             },
-            "the mask is 128x64 but the picture is 64x128",
+            "The mask is 128x64 but the picture is 64x128",
         ),
         ("vary", {}, {"image": ("huge.png", b"\x89PNG" + bytes(11 * 2**20))}, "MiB"),
         (  # the engine refused it only after the queue, in the channel
             "inpaint",
             {"prompt": "x"},
             {"image": fox, "mask": ("m.png", mask_png(painted=False))},
-            "the mask is all black: only its white part (pixels above 127 of 255) is repainted",
+            "The mask is all black: only its white part (pixels above 127 of 255) is repainted",
         ),
         ("vary", {}, {}, "exactly one"),
     ]

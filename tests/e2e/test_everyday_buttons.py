@@ -67,7 +67,7 @@ async def test_remix_renders_the_edited_job_for_the_member_who_submits_it(
 
         # A bad field is one private sentence; nothing is queued or charged.
         bad = await fake_discord.submit_modal(opened, {**values, steps_id: "many, 7"}, user=OTHER)
-        refusal = await bad.wait_for_original(lambda m: "steps and CFG" in m.content)
+        refusal = await bad.wait_for_original(lambda m: "Steps and CFG" in m.content)
         assert refusal.is_ephemeral
 
         # The seed field kept: the same seed with the edited prompt.

@@ -82,7 +82,7 @@ async def test_relax_jobs_wait_for_every_other_job(
         relaxed = await fake_discord.invoke_command(
             "imagine", {"prompt": "a cat --relax --repeat 3", "steps": 2, "size": "64x64"}
         )
-        await relaxed.wait_for_followup(lambda m: "2 more job(s)" in m.content)
+        await relaxed.wait_for_followup(lambda m: "2 more jobs of this prompt queued" in m.content)
         # Free jobs are bounded: three waiting, and two more would make five.
         flood = await reply_to(fake_discord, "imagine", {"prompt": "a cat --relax --repeat 2"})
         assert flood.is_ephemeral and "at most 4 jobs waiting or running" in flood.content
@@ -138,7 +138,7 @@ async def test_presets_round_trip_and_server_presets_are_for_admins(
 
         await reply_to(fake_discord, "presets delete", {"name": "quick"})
         gone = await reply_to(fake_discord, "imagine", {"prompt": "a cat --preset quick"})
-        assert gone.is_ephemeral and "no preset named 'quick'" in gone.content
+        assert gone.is_ephemeral and "No preset named 'quick'" in gone.content
         # Without the preset, the member's own clip skip applies again.
         assert params_of(await imagine(fake_discord, "a cat"))["Clip skip"] == 2
         # More layers than the tiny model's text encoder has: told as it is, not "internal".

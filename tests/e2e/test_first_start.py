@@ -18,6 +18,7 @@ from bot.app import DEV_GUILD_MARKER, INVITE_PERMISSIONS, build
 from bot.discord_endpoints import point_discord_at
 from bot.policy.prompt_safety import PromptPlanner
 from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT, SettingsError
+from db.database import load_migrations
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import reply_to
 from tests.fake_discord import FakeDiscord
@@ -106,6 +107,9 @@ async def test_first_start_says_what_it_found_and_a_dev_server_is_cleared_later(
     started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("started:")]
     assert len(started) == 1
     assert "renders on cpu; 1 model(s) in" in started[0]
+    # Absolute: a relative EASEL_DATA_DIR started from another folder is another database.
+    data_in = f"; data in {settings.data_dir.resolve()} (schema {len(load_migrations())});"
+    assert data_in in started[0]
     assert f"commands registered to server {fake.guild_id} only" in started[0]
     assert f"client_id={fake.application_id}&" in started[0]
     assert started[0].endswith(f"&permissions={INVITE_PERMISSIONS.value}")

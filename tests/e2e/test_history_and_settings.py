@@ -117,7 +117,7 @@ async def test_settings_are_used_when_options_are_absent(
         )
         assert saved.is_ephemeral and "steps: `3`" in saved.content
         bad = await reply_to(fake_discord, "settings", {"size": "13x7"})
-        assert bad.is_ephemeral and "size '13x7'" in bad.content
+        assert bad.is_ephemeral and "Size '13x7'" in bad.content
 
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a fox", "seed": 5})
         result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

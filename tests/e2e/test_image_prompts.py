@@ -191,7 +191,7 @@ async def test_an_image_prompt_the_model_cannot_take_is_refused_before_queueing(
             reply = await handle.wait_for_answer()
             assert reply.is_ephemeral, reply.content
             assert reply.content.startswith(
-                "no installed IP-Adapter fits this checkpoint: put an IP-Adapter for the SDXL "
+                "No installed IP-Adapter fits this checkpoint: put an IP-Adapter for the SDXL "
                 "family in EASEL_MODELS_DIR/ipadapter/"
             ), reply.content
             assert bot.queue.queued_count() == 0

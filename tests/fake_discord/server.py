@@ -64,12 +64,16 @@ class FakeDiscord:
         token: str = "fake-bot-token",
         heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+        port: int = 0,
     ) -> None:
+        self._port = port  # 0: any free one, known once started
         self._state = DiscordState(token=token, attachment_size_limit=attachment_size_limit)
         self._gateway = Gateway(self._state, heartbeat_interval_ms=heartbeat_interval_ms)
         self._rest = RestApi(self._state, self._gateway)
         self._builder = InteractionBuilder(self._state)
         self._runner: web.AppRunner | None = None
+        if port:
+            self._listening_on(port)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -83,12 +87,14 @@ class FakeDiscord:
         # aiohttp's default backlog (128) overflows when a burst of interactions is answered
         # at once (discord.py opens a connection per concurrent request): the connections
         # past it wait for a SYN retry, a second later. Discord's own edge has no such limit.
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port, backlog=LISTEN_BACKLOG)
         await site.start()
-        port = self._runner.addresses[0][1]
+        self._listening_on(self._runner.addresses[0][1])
+        return self
+
+    def _listening_on(self, port: int) -> None:
         self._state.origin = f"http://127.0.0.1:{port}"
         self._gateway.url = f"ws://127.0.0.1:{port}/gateway"
-        return self
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -19,6 +19,7 @@ from inference import file_hashes
 from inference.file_hashes import HASHES_FILE, file_sha256
 from inference.passes.networks import hash_list, short_hashes
 from inference.registry import ModelRegistry
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def test_a_file_replaced_keeping_its_size_and_mtime_is_hashed_again(tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_a_hash_search_reads_no_file_itself_and_each_once_in_the_background(
     """/use-settings with a hash of no known file: the member's call reads no checkpoint (it
     must answer within Discord's 3 s); the background hasher reads each once for later calls."""
     for name in ("a", "b", "c"):
-        (tmp_path / f"{name}.safetensors").write_bytes(name.encode())
+        stand_in_checkpoint(tmp_path / f"{name}.safetensors", name.encode())
     registry = ModelRegistry(tmp_path, hashes_file=tmp_path / "data" / HASHES_FILE)
     read: list[str] = []
     digest = file_hashes._digest
@@ -83,11 +84,11 @@ def test_a_hash_search_reads_no_file_itself_and_each_once_in_the_background(
     text = "a cat\nSteps: 3, Sampler: Euler, Seed: 1, Model hash: {hash}"
     installed = installed_in(registry, None, wait_for_hashes=False)
     unknown = request_from_infotext_text(text.format(hash="9999999999"), installed)
-    assert "3 model(s) whose hash is being read now" in unknown.unhonoured[0]
+    assert "one of the models whose hash is being read now (3 left)" in unknown.unhonoured[0]
     deadline = time.monotonic() + 60
     while file_hashes._HASHER.running and time.monotonic() < deadline:
         time.sleep(0.01)
-    b_hash = hashlib.sha256(b"b").hexdigest()[:10]
+    b_hash = hashlib.sha256((tmp_path / "b.safetensors").read_bytes()).hexdigest()[:10]
     for _ in range(2):
         found = request_from_infotext_text(text.format(hash=b_hash), installed)
         assert found.request.model == "b"

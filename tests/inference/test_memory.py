@@ -22,6 +22,7 @@ from inference.memory import (
     TensorInfo,
     gguf_tensors,
     model_memory,
+    native_side,
     run_bytes,
     safetensors_tensors,
 )
@@ -186,3 +187,24 @@ def test_doctor_weighs_the_peak_against_free_gpu_memory(
     assert verdict in check.detail
     assert " in float16, denoiser fp8; " in check.detail  # CUDA runs in half precision
     assert "quantize cuda:0" not in checks  # no usable device here: the device line says so
+
+
+def test_native_side_of_sdxl_sd15_and_a_tiny_folder(tmp_path: Path) -> None:
+    """What a request naming no size renders at, as its cost estimate reads it: an SDXL
+    checkpoint 1024, an SD1.5 one 512 (from their tensor names), a diffusers folder its
+    UNet's configured size (the tiny model's 64)."""
+    unet_input = {"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)}
+    sdxl = write_header_only(
+        tmp_path / "xl.safetensors",
+        {"conditioner.embedders.1.model.ln_final.weight": (1280,), **unet_input},
+        "F16",
+    )
+    sd15 = write_header_only(
+        tmp_path / "sd15.safetensors",
+        {"cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,), **unet_input},
+        "F16",
+    )
+    tiny = write_tiny_model(tmp_path / "tiny")
+    assert native_side(ModelEntry("xl", sdxl, "safetensors")) == 1024
+    assert native_side(ModelEntry("sd15", sd15, "safetensors")) == 512
+    assert native_side(ModelEntry("tiny", tiny, "diffusers")) == 64

@@ -3,18 +3,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from inference import file_hashes
+from inference import registry as registry_module
 from inference.file_hashes import HASHES_FILE, MODELS_FOLDER_HASHES_FILE
+from inference.metadata import safetensors_problem
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def touch_model(path: Path, content: bytes = b"weights") -> Path:
+    if path.suffix == ".safetensors":
+        return stand_in_checkpoint(path, content)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path
@@ -89,7 +97,7 @@ def test_short_hash_is_sha256_prefix_kept_in_the_data_dir(
     models, data = tmp_path / "models", tmp_path / "data"
     model = touch_model(models / "m.safetensors", b"some weights")
     registry = ModelRegistry(models, hashes_file=data / HASHES_FILE)
-    expected = hashlib.sha256(b"some weights").hexdigest()
+    expected = hashlib.sha256(model.read_bytes()).hexdigest()
     hashed.clear()
     assert registry.short_hash(registry.resolve("m")) == expected[:10]
     cache = json.loads((data / HASHES_FILE).read_text())
@@ -101,9 +109,9 @@ def test_short_hash_is_sha256_prefix_kept_in_the_data_dir(
         assert other.short_hash(other.resolve("m")) == expected[:10]
     assert len(hashed) == 1
     # A changed file (new mtime/size) is hashed again.
-    model.write_bytes(b"other weights!")
+    stand_in_checkpoint(model, b"other weights!")
     os.utime(model, (1, 1))
-    rehashed = hashlib.sha256(b"other weights!").hexdigest()[:10]
+    rehashed = hashlib.sha256(model.read_bytes()).hexdigest()[:10]
     assert registry.short_hash(registry.resolve("m")) == rehashed
     assert len(hashed) == 3  # the changed file, and this test's own expected digest
 
@@ -148,9 +156,10 @@ def test_hashes_kept_before_are_read_not_recomputed(
 def test_diffusers_folders_hash_their_unet(tmp_path: Path) -> None:
     folder = tmp_path / "f"
     touch_model(folder / "model_index.json", b"{}")
-    touch_model(folder / "unet" / "diffusion_pytorch_model.safetensors", b"unet")
+    unet = touch_model(folder / "unet" / "diffusion_pytorch_model.safetensors", b"unet")
     registry = ModelRegistry(tmp_path)
-    assert registry.short_hash(registry.resolve("f")) == hashlib.sha256(b"unet").hexdigest()[:10]
+    digest = hashlib.sha256(unet.read_bytes()).hexdigest()
+    assert registry.short_hash(registry.resolve("f")) == digest[:10]
 
 
 def test_engines_built_for_the_bot_keep_model_hashes_across_a_restart(
@@ -180,3 +189,173 @@ def test_engines_built_for_the_bot_keep_model_hashes_across_a_restart(
         registry = engine.registry
         assert registry.short_hash(registry.resolve("m")) != "0123456789"
     assert len(read) == 1
+
+
+def _copied_halfway(path: Path) -> bytes:
+    """Cut the real ``.safetensors`` file at ``path`` in half, as a copy still running leaves
+    it; returns its whole bytes."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return whole
+
+
+def _real_safetensors(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(64)}, str(path))
+    return path
+
+
+def test_a_checkpoint_still_copying_is_offered_once_whole_and_told_once_meanwhile(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every job that picked a half-copied file failed with a traceback: it is left out of
+    every list, the operator is told once, and the next lookup after the copy ends offers it."""
+    touch_model(tmp_path / "ready.safetensors")
+    copying = _real_safetensors(tmp_path / "copying.safetensors")
+    whole = _copied_halfway(copying)
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level("INFO", logger="inference.registry"):
+        for _ in range(3):
+            assert registry.names() == ["ready"]
+            # Refused with why, not as a model never installed.
+            with pytest.raises(
+                RenderInputError, match=r"model 'copying' cannot be loaded now: copying\.safe"
+            ):
+                registry.resolve("copying")
+        told = [r for r in caplog.records if "not offered" in r.getMessage()]
+        assert [r.getMessage() for r in told] == [
+            f"model copying is not offered: copying.safetensors is incomplete "
+            f"({len(whole) // 2} of {len(whole)} bytes): still copying?"
+        ]
+        assert registry.unusable() == {"copying": told[0].getMessage().split(": ", 1)[1]}
+        copying.write_bytes(whole)
+        assert registry.names() == ["copying", "ready"]
+        assert registry.resolve("copying").path == copying
+    assert "model copying: copying.safetensors is whole now" in caplog.messages
+    assert registry.unusable() == {}
+
+
+def test_a_file_that_is_not_safetensors_inside_is_left_out_and_named(tmp_path: Path) -> None:
+    (tmp_path / "garbage.safetensors").write_bytes(bytes(range(256)) * 64)
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == []
+    assert registry.unusable() == {
+        "garbage": "garbage.safetensors announces a 506097522914230528-byte header, over the limit"
+    }
+
+
+# A diffusers pipeline's index: the components it loads, and the safety checker it holds.
+_PIPELINE_INDEX = json.dumps(
+    {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+        "feature_extractor": [None, None],
+    }
+).encode()
+
+
+def test_a_diffusers_folder_with_a_cut_weight_file_is_left_out(tmp_path: Path) -> None:
+    folder = tmp_path / "trunc"
+    touch_model(folder / "model_index.json", _PIPELINE_INDEX)
+    _real_safetensors(folder / "vae" / "diffusion_pytorch_model.safetensors")
+    unet = _real_safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["trunc"]
+    _copied_halfway(unet)
+    assert registry.names() == []
+    assert "unet/diffusion_pytorch_model.safetensors is incomplete" in registry.unusable()["trunc"]
+
+
+def test_only_the_weights_a_pipeline_loads_are_checked(tmp_path: Path) -> None:
+    """A half-written fp16 variant next to whole plain weights, or a broken file of a
+    component Easel never loads (the safety checker), hides no model: diffusers loads it."""
+    folder = tmp_path / "whole"
+    touch_model(folder / "model_index.json", _PIPELINE_INDEX)
+    _real_safetensors(folder / "vae" / "diffusion_pytorch_model.safetensors")
+    unet = _real_safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    variant = folder / "unet" / "diffusion_pytorch_model.fp16.safetensors"
+    variant.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])
+    (folder / "safety_checker").mkdir()
+    (folder / "safety_checker" / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["whole"]
+    assert registry.unusable() == {}
+
+
+def test_a_file_longer_than_its_header_says_is_left_out(tmp_path: Path) -> None:
+    """safetensors refuses it ("file not fully covered"): it is not offered, and says why."""
+    longer = _real_safetensors(tmp_path / "longer.safetensors")
+    size = longer.stat().st_size
+    with longer.open("ab") as stream:
+        stream.write(bytes(16))
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == []
+    assert registry.unusable() == {
+        "longer": f"longer.safetensors has 16 bytes past the end its header gives ({size} "
+        "bytes): not a whole safetensors file"
+    }
+
+
+def test_a_name_offered_from_another_folder_is_not_reported_unusable(tmp_path: Path) -> None:
+    """A new copy still being copied next to the whole one another folder offers: members
+    have the model, so it is not among those they lack."""
+    whole = _real_safetensors(tmp_path / "Stable-diffusion" / "x.safetensors")
+    _real_safetensors(tmp_path / "x.safetensors")
+    _copied_halfway(tmp_path / "x.safetensors")
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["x"]
+    assert registry.resolve("x").path == whole
+    assert registry.unusable() == {}
+
+
+class _Clock:
+    """Nanoseconds that move only when told (``ModelRegistry``'s ``clock``)."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+def _settled(folder: Path) -> None:
+    """Date ``folder``'s last change a minute back, as a folder nobody touched lately."""
+    long_ago = time.time_ns() - 60_000_000_000
+    os.utime(folder, ns=(long_ago, long_ago))
+
+
+def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admission and autocomplete look models up several times a command: a burst reads
+    every checkpoint's header once a second, not at every lookup; a model dropped in or
+    removed shows at once, one completed in place within ``SCAN_MAX_AGE_NS``."""
+    checked: list[Path] = []
+
+    def counted_problem(path: Path) -> str | None:
+        checked.append(path)
+        return safetensors_problem(path)
+
+    monkeypatch.setattr(registry_module, "safetensors_problem", counted_problem)
+    touch_model(tmp_path / "ready.safetensors")
+    copying = _real_safetensors(tmp_path / "copying.safetensors")
+    whole = _copied_halfway(copying)
+    _settled(tmp_path)
+    clock = _Clock()
+    registry = ModelRegistry(tmp_path, clock=clock)
+    for _ in range(50):
+        assert registry.names() == ["ready"]
+        assert registry.resolve("ready").name == "ready"
+    assert len(checked) == 2  # one scan: both files once
+    copying.write_bytes(whole)  # in place: no folder changes
+    clock.now_ns += registry_module.SCAN_MAX_AGE_NS - 1
+    assert registry.names() == ["ready"]
+    clock.now_ns += 1
+    assert registry.names() == ["copying", "ready"]
+    assert len(checked) == 4
+    touch_model(tmp_path / "new.safetensors")  # the folder changes: seen at once
+    assert registry.names() == ["copying", "new", "ready"]
+    (tmp_path / "ready.safetensors").unlink()
+    assert registry.names() == ["copying", "new"]

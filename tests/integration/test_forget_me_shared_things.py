@@ -131,7 +131,9 @@ async def test_a_post_recorded_in_the_middle_of_the_erase_is_returned_or_refused
         return posts
 
     monkeypatch.setattr(store, "_unlink_posts_of_member", unlink_then_record)
-    erased = await store.erase_user(conn, MAKER, counted_since=0, anonymise_at=NOW + 1)
+    erased = await store.erase_user(
+        conn, MAKER, asked_at=NOW + 1, counted_since=0, anonymise_at=NOW + 1
+    )
     still_there = await recorded[0]
 
     assert erased.jobs == 1
@@ -192,7 +194,8 @@ async def erase_steps(conn: aiosqlite.Connection, tmp_path: Path, user_id: int) 
     await finished_job(conn, job_id, user_id, tmp_path / "upload.png")
     await ledger.reserve(conn, job_id, user_id, GUILD, 1, 1.0, NOW)
     steps, erased = await instructions_of(
-        conn, store.erase_user(conn, user_id, counted_since=0, anonymise_at=NOW + 1)
+        conn,
+        store.erase_user(conn, user_id, asked_at=NOW + 1, counted_since=0, anonymise_at=NOW + 1),
     )
     assert erased.jobs == 1
     return steps

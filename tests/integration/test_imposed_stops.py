@@ -94,9 +94,10 @@ async def _ended_once_though_refused(
 
 
 async def _banned(conn: aiosqlite.Connection, job_id: str, stop: Awaitable[CancelOutcome]) -> None:
-    """The ban's ``stop`` is answered cancelled, its ask in the journal before the owner's
-    write ends: a start ends the job whatever this process manages."""
-    assert await asyncio.wait_for(stop, 10) is CancelOutcome.CANCELLED
+    """The ban's ``stop`` is answered as the owner's cancel's (``BEING_CANCELLED``: not the
+    ban's doing, for its audit), its ask in the journal before the owner's write ends: a
+    start ends the job whatever this process manages."""
+    assert await asyncio.wait_for(stop, 10) is CancelOutcome.BEING_CANCELLED
     job = await journal.get_job(conn, job_id)
     assert job is not None and job.cancel_asked_at is not None
 

@@ -304,6 +304,34 @@ async def test_a_cancel_the_database_never_takes_leaves_its_job_queued_here_and_
     assert await ledger_kinds(impatient, job_id) == ["reserve", "refund"]
 
 
+async def test_a_cancel_the_database_never_takes_leaves_a_returner_behind_newcomers(
+    impatient: aiosqlite.Connection, lock: WriteLock, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    """Member 1 started a job before (the journal says so): their job, back in the queue
+    after its cancel was refused, still goes after a newcomer's submitted later, though
+    member 1 left the scheduler with it meanwhile."""
+    error_logs.expect("was not recorded")
+    images = tmp_path / "images"
+    rendering, sink = await started_queue(
+        impatient, [DeviceWorker("cpu", lambda _: InstantEngine())], images
+    )
+    await rendering.submit(submission(1))
+    await sink.wait_for(1)
+    await rendering.stop()
+    queue = JobQueue(impatient, [], images, journal_retry_waits=IMPATIENT)
+    await queue.start()  # a new process: member 1 is no newcomer, by the journal
+    try:
+        back = await queue.submit(submission(1))
+        newcomer = await queue.submit(submission(2))
+        lock.take()
+        with pytest.raises(UserError, match=r"not cancelled.*Try again"):
+            await queue.cancel(back, accounting.Member(1, 1))
+        lock.release()
+        assert [job.job_id for job in queue.snapshot().queued] == [newcomer, back]
+    finally:
+        await queue.stop()
+
+
 class LockingSink(RecordingSink):
     """Its first post fails (Discord unreachable) as another writer takes the database."""
 

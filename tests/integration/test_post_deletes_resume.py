@@ -81,6 +81,7 @@ async def test_the_deletes_a_stop_left_are_done_at_the_next_start(
             history = history_of(conn, tmp_path)
             cog = HistoryCog(history)
             forgotten = await history.forget(MAKER)
+            await history.erasure_told(MAKER, forgotten.asked_at)  # the member's answer
             assert forgotten.posts == tuple(PostedMessage(fake.channel_id, m.id) for m in sent)
 
             async def tell(outcome: str) -> None:
@@ -110,7 +111,7 @@ async def test_the_deletes_a_stop_left_are_done_at_the_next_start(
 
             history.post_delete_settled = settle  # type: ignore[method-assign]
             cog = HistoryCog(history)
-            cog.resume_post_deletes(client)
+            cog.resume_forget_me(client)
             async with asyncio.timeout(WAIT_S):
                 assert [await settled.get() for _ in sent] == list(forgotten.posts)
             await cog.cog_unload()
@@ -178,6 +179,7 @@ async def test_refused_and_failed_deletes_are_tried_again_while_the_bot_runs(
             await posted_job(conn, fake, f"{n:016x}", message.id, channel_id=message.channel.id)
         history = history_of(conn, tmp_path, clock)
         forgotten = await history.forget(MAKER)
+        await history.erasure_told(MAKER, forgotten.asked_at)  # the member's answer
         fake.set_overwrite(hidden, fake.bot_user_id, deny=PERMISSION_VIEW_CHANNEL)
         fake.fail("DELETE", DELETE_ROUTE, times=1, status=503)  # the first post's delete
         told = asyncio.Queue[str]()
@@ -193,7 +195,7 @@ async def test_refused_and_failed_deletes_are_tried_again_while_the_bot_runs(
         assert [fake.messages[m.id].deleted for m in posted] == [False, True, False]
 
         sweeps = counting_sweeps(history)
-        cog.resume_post_deletes(client)
+        cog.resume_forget_me(client)
         await until(lambda: len(sweeps) >= 3)  # neither is due again yet: not asked
         assert len(fake.calls_to("DELETE", DELETE_ROUTE)) == 3
         fake.set_overwrite(hidden, fake.bot_user_id)  # Easel sees the channel again
@@ -219,6 +221,7 @@ async def test_a_delete_refused_at_every_try_is_given_up_at_the_last_and_logged(
         await posted_job(conn, fake, "0" * 16, message.id, channel_id=hidden)
         history = history_of(conn, tmp_path, clock)
         forgotten = await history.forget(MAKER)
+        await history.erasure_told(MAKER, forgotten.asked_at)  # the member's answer
         fake.set_overwrite(hidden, fake.bot_user_id, deny=PERMISSION_VIEW_CHANNEL)
         told = asyncio.Queue[str]()
         cog = HistoryCog(history, pending_sweep_s=SWEEP_S)
@@ -227,7 +230,7 @@ async def test_a_delete_refused_at_every_try_is_given_up_at_the_last_and_logged(
             await told.get()
         sweeps = counting_sweeps(history)
         with caplog.at_level(logging.WARNING, logger="bot.history"):
-            cog.resume_post_deletes(client)
+            cog.resume_forget_me(client)
             # The member's try, then one a sweep, then sweeps with nothing left to try.
             await until(lambda: len(sweeps) >= POST_DELETE_TRIES + 2)
             await cog.cog_unload()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import aiosqlite
 import discord
@@ -29,16 +31,26 @@ from bot.bans import (
     StopCause,
     StoppedMembers,
 )
-from bot.history import History
+from bot.history import History, HistoryLine
 from bot.jobs import accounting
-from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue, JobState, Submission
+from bot.jobs.queue import (
+    CancelOutcome,
+    DeliveryRetries,
+    FinishedJob,
+    JobQueue,
+    JobState,
+    Submission,
+)
+from bot.jobs.queue import delivery as job_delivery
 from bot.jobs.queue.job_queue import SHUTDOWN_GRACE_S
+from bot.jobs.scheduler import PriorityClass
 from bot.policy.member_settings import MemberSettings
 from bot.policy.quota import Period
 from cogs.results.posting import DiscordResults
 from cogs.results.progress import Pointer
 from db import guild_settings as settings_audit
 from db import jobs as journal
+from db import quotas as ledger
 from db.database import connect
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
@@ -69,6 +81,7 @@ class GatedResults(DiscordResults):
         super().__init__(cast(discord.Client, SimpleNamespace(get_guild=lambda _id: None)))
         self.stopped_members = stopped
         self.outcomes: dict[str, str] = {}
+        self.notes: list[str] = []  # each outcome noted, in order
         self._noted = asyncio.Event()
 
     async def _post_result(
@@ -82,6 +95,7 @@ class GatedResults(DiscordResults):
 
     def _note(self, job_id: str, outcome: str) -> None:
         self.outcomes[job_id] = outcome
+        self.notes.append(job_id)
         self._noted.set()
 
     async def wait_for(self, *job_ids: str) -> None:
@@ -211,6 +225,34 @@ async def test_members_gone_or_timed_out_while_offline_lose_their_restored_jobs(
     # Until the timeout ends, the member's work begun before the start stays stopped there.
     assert stopped.holds(GUILD, TIMED_OUT, began_at=restarted_at)
     assert not stopped.holds(GUILD, STAYING, began_at=restarted_at)
+
+
+async def test_members_are_asked_about_in_the_order_their_restored_work_would_start(
+    tmp_path: Path,
+) -> None:
+    """The members with restored work are asked about in the order the queue would start
+    their jobs (a priority job journaled later goes first), so the first render waits least;
+    a member with only a result to post is asked last."""
+    finished, _ = await previous_process(tmp_path, UNCLEAR, (KICKED,))
+    conn = await connect(tmp_path / "easel.sqlite3")
+    left_queued = JobQueue(conn, [], tmp_path / "images")  # not started: its jobs stay queued
+    await left_queued.submit(
+        dataclasses.replace(job(TIMED_OUT, "priority"), priority=PriorityClass.PRIORITY)
+    )
+    await left_queued.submit(job(STAYING, "journaled last"))
+    queue, results, stops = gated_queue(conn, tmp_path, None, StoppedMembers())
+    asked: list[int] = []
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        asked.append(user_id)
+        return Standing()
+
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, standing))
+        await results.wait_for(finished)
+    finally:
+        await stopped_and_closed(stops, queue, conn)
+    assert asked == [TIMED_OUT, KICKED, STAYING, UNCLEAR]
 
 
 async def test_a_late_answer_stops_its_members_restored_work_and_holds_nobody_elses(
@@ -353,7 +395,8 @@ async def test_a_stop_cuts_short_a_start_up_cancel_whose_notice_discord_holds(
 ) -> None:
     """Discord's answer about a member, gone, cancels their restored job, and Discord holds
     its notice. Easel's stop lets that cancel finish for ``APPLYING_GRACE_S``, not for
-    Discord: its end was journaled before the notice, which the next start posts."""
+    Discord: its end was journaled before the notice, which the next start posts, and its
+    audit entry is written as it is cut short."""
     monkeypatch.setattr(bans, "APPLYING_GRACE_S", 0.2)
     _, queued = await previous_process(tmp_path, STAYING, (KICKED,))
 
@@ -370,6 +413,10 @@ async def test_a_stop_cuts_short_a_start_up_cancel_whose_notice_discord_holds(
             await queue.stop()
         record = await journal.get_job(conn, queued[KICKED])
         assert record is not None and record.status is journal.JobStatus.CANCELLED
+        audit = await settings_audit.audit_log(conn, GUILD, 10)
+        assert [(entry.user_id, entry.setting, entry.new_value) for entry in audit] == [
+            (EASEL, StopCause.GONE.audited_as, f"<@{KICKED}>: {queued[KICKED]}")
+        ]
     finally:
         await conn.close()
 
@@ -383,12 +430,61 @@ async def test_a_stop_cuts_short_a_start_up_cancel_whose_notice_discord_holds(
     assert results.outcomes[queued[KICKED]] == "cancelled"
 
 
+@pytest.mark.parametrize("cut_short", [False, True], ids=["finished", "cut-short"])
+async def test_a_members_own_cancel_is_not_audited_as_the_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut_short: bool
+) -> None:
+    """Discord's answer about a member, gone, cancels their two restored jobs; the member
+    cancels the first themselves just as the stop's cancels begin. The server's audit names
+    the second only, as the stop's: also when Easel's stop cuts the cancels short (Discord
+    holding the notices), and the audit entry is written from what they ended."""
+    monkeypatch.setattr(bans, "APPLYING_GRACE_S", 0.2)
+    _, queued = await previous_process(tmp_path, STAYING, (KICKED,))
+    own = queued[KICKED]
+    conn = await connect(tmp_path / "easel.sqlite3")
+    stops_own = await JobQueue(conn, [], tmp_path / "images").submit(job(KICKED, "second"))
+    gates = HeldNotices if cut_short else GatedResults
+    queue, results, stops = gated_queue(conn, tmp_path, None, StoppedMembers(), gates)
+    read_unfinished, own_cancel = History.unfinished, []
+
+    async def unfinished_then_own_cancel(
+        history: History, user_id: int, *, guild_id: int | None
+    ) -> list[HistoryLine]:
+        lines = await read_unfinished(history, user_id, guild_id=guild_id)
+        own_cancel.append(asyncio.create_task(queue.cancel(own, accounting.Member(KICKED, GUILD))))
+        await until_state(queue, own, lambda state: state.status is journal.JobStatus.CANCELLED)
+        return lines
+
+    monkeypatch.setattr(History, "unfinished", unfinished_then_own_cancel)
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        return Standing(gone=user_id == KICKED)
+
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, standing))
+        if cut_short:  # its end journaled, its notice held
+            await until_state(
+                queue, stops_own, lambda state: state.status is journal.JobStatus.CANCELLED
+            )
+        else:
+            await results.wait_for(own, stops_own)
+        async with asyncio.timeout(SHUTDOWN_GRACE_S / 2):
+            await stops.stop_restored_checks()
+            await queue.stop()
+        audit = await settings_audit.audit_log(conn, GUILD, 10)
+    finally:
+        await conn.close()
+    assert [(entry.user_id, entry.setting, entry.new_value) for entry in audit] == [
+        (EASEL, StopCause.GONE.audited_as, f"<@{KICKED}>: {stops_own}")
+    ]
+
+
 async def test_a_restored_job_waiting_for_its_answer_reads_as_waiting_not_rendering(
     tmp_path: Path,
 ) -> None:
     """Handed out to start, a restored job waits out of its slot's way for Discord's answer:
     it reads as waiting for the check (not rendering, at no place), and lists on no device."""
-    async with restored_job_parked(tmp_path, InstantEngine()) as (queue, results, restored):
+    async with restored_job_parked(tmp_path, InstantEngine()) as (queue, results, restored, _):
         state = await queue.state(restored)
         assert state is not None
         assert (state.status, state.position, state.eta_s) == (journal.JobStatus.QUEUED, None, None)
@@ -407,7 +503,7 @@ async def test_a_cancel_of_a_restored_job_as_its_answer_comes_ends_it_unrendered
     queue again, while the queue's lock is busy (a dispatcher's): told nothing is charged, it
     never renders."""
     engine = InstantEngine()
-    async with restored_job_parked(tmp_path, engine) as (queue, results, restored):
+    async with restored_job_parked(tmp_path, engine) as (queue, results, restored, _):
         async with queue._wakeup:  # the queue's lock, busy
             results.answer.set()
             # Its wait is over: it waits for the lock to queue again.
@@ -417,6 +513,126 @@ async def test_a_cancel_of_a_restored_job_as_its_answer_comes_ends_it_unrendered
     assert outcome is CancelOutcome.STOPPING_FREE
     assert results.outcomes[restored] == "cancelled"
     assert engine.rendered == []
+
+
+async def test_a_cancel_of_a_restored_job_waiting_for_its_answer_ends_it_at_once(
+    tmp_path: Path,
+) -> None:
+    """The member cancels their restored job while it waits for Discord's answer about them:
+    it ends then (it never started), cancelled, refunded and its notice posted, not once the
+    answer comes; the answer, when it comes, finds nothing to do: no render, no second end."""
+    engine = InstantEngine()
+    async with restored_job_parked(tmp_path, engine) as (queue, results, restored, conn):
+        outcome = await queue.cancel(restored, accounting.Member(STAYING, GUILD))
+        await results.wait_for(restored)  # its notice
+        stopped = results.stopped_members
+        assert stopped is not None and stopped.awaiting_answer(GUILD, STAYING)  # not answered
+        state = await queue.state(restored)
+        assert state is not None
+        assert (state.status, state.awaiting_check) == (journal.JobStatus.CANCELLED, False)
+        assert queue.snapshot().awaiting_check == ()
+        assert await ledger.refunded(conn, restored)
+        spent = await accounting.usage_by_period(conn, STAYING, GUILD, time.time())
+        results.answer.set()  # late: nothing is left for it to do
+        await stopped.wait_for_answer(GUILD, STAYING)
+        await queue.stop_withdrawn([restored])  # a later stop finds it ended too
+        assert await accounting.usage_by_period(conn, STAYING, GUILD, time.time()) == spent
+    assert outcome is CancelOutcome.CANCELLED
+    assert results.notes.count(restored) == 1  # one end, one notice
+    assert results.outcomes[restored] == "cancelled"
+    assert spent[Period.DAY].images == 1  # their result finished before the restart
+    assert engine.rendered == []
+
+
+async def test_a_members_new_result_posts_while_their_restored_one_waits_for_its_answer(
+    tmp_path: Path,
+) -> None:
+    """A member's result restored at start-up waits for Discord's answer about them, and
+    their job begun since in the same channel (its live command passed every check) does
+    not: it renders and posts meanwhile. The restored one posts once the answer comes."""
+    finished, _ = await previous_process(tmp_path, STAYING, ())
+    conn = await connect(tmp_path / "easel.sqlite3")
+    engine = InstantEngine()
+    queue, gates, stops = gated_queue(conn, tmp_path, engine, StoppedMembers(), ParkedResults)
+    results = cast(ParkedResults, gates)
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, results.standing))
+        begun_since = await queue.submit(job(STAYING, "begun since"))
+        await results.wait_for(begun_since)
+        assert results.outcomes == {begun_since: "posted"}
+        results.answer.set()
+        await results.wait_for(finished)
+    finally:
+        results.answer.set()
+        await stopped_and_closed(stops, queue, conn)
+    assert results.notes == [begun_since, finished]
+    assert results.outcomes == {begun_since: "posted", finished: "posted"}
+
+
+class FirstPostFails(GatedResults):
+    """Discord refuses the first post of each result but the restored ones (a 503), then
+    takes it; it answers about the restored work's makers once ``answer``."""
+
+    def __init__(self, stopped: StoppedMembers) -> None:
+        super().__init__(stopped)
+        self.answer = asyncio.Event()
+        self.refused: set[str] = set()
+        self.started_at = time.time()  # after the previous process's jobs
+
+    async def _post_result(
+        self, job: FinishedJob, png: bytes | None
+    ) -> tuple[int | None, Pointer | None]:
+        if job.created_at > self.started_at and job.job_id not in self.refused:
+            self.refused.add(job.job_id)
+            raise ConnectionError("503 Service Unavailable")
+        return await super()._post_result(job, png)
+
+    async def standing(self, guild_id: int, user_id: int) -> Standing:
+        await self.answer.wait()
+        return Standing()
+
+
+@pytest.mark.parametrize("per_sweep", [20, 1])
+async def test_a_sweep_tries_other_results_while_a_restored_one_waits_for_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_sweep: int
+) -> None:
+    """A result restored at start-up, due for another try of its post, waits for Discord's
+    answer about its maker; the delivery sweep's next rounds try another member's failed post
+    meanwhile, rather than wait for that answer, or fill their page with it (a page of one
+    stands for the 20 of many members' restored results due)."""
+    monkeypatch.setattr(job_delivery, "DELIVERY_RETRY_WAITS_S", ())  # failed: the sweep's
+    finished, _ = await previous_process(tmp_path, STAYING, ())
+    conn = await connect(tmp_path / "easel.sqlite3")
+    await journal.delivery_failed(conn, finished, time.time(), time.time())  # due
+    await conn.commit()
+    quick = DeliveryRetries(
+        sweep_every_s=0.02, first_wait_s=0.01, longest_wait_s=0.05, per_sweep=per_sweep
+    )
+    queue, gates, stops = gated_queue(
+        conn, tmp_path, InstantEngine(), StoppedMembers(), FirstPostFails, quick
+    )
+    results = cast(FirstPostFails, gates)
+    swept, deliveries_due = asyncio.Event(), journal.deliveries_due
+
+    async def noting_the_sweep(*args: Any, **kwargs: Any) -> list[journal.JobRecord]:
+        swept.set()
+        return await deliveries_due(*args, **kwargs)
+
+    monkeypatch.setattr(journal, "deliveries_due", noting_the_sweep)
+    try:
+        await queue.start(before_delivery=lambda: start_checks(stops, results.standing))
+        await asyncio.wait_for(swept.wait(), 20)  # a sweep ran, the restored result due
+        refused_once = await queue.submit(job(UNCLEAR, "refused once"))
+        await results.wait_for(refused_once)
+        assert results.refused == {refused_once}  # posted by the sweep's try
+        stopped = results.stopped_members
+        assert stopped is not None and stopped.awaiting_answer(GUILD, STAYING)  # not answered
+        results.answer.set()
+        await results.wait_for(finished)
+    finally:
+        results.answer.set()
+        await stopped_and_closed(stops, queue, conn)
+    assert results.outcomes == {refused_once: "posted", finished: "posted"}
 
 
 class ParkedResults(GatedResults):
@@ -434,9 +650,10 @@ class ParkedResults(GatedResults):
 @contextlib.asynccontextmanager
 async def restored_job_parked(
     tmp_path: Path, engine: InstantEngine
-) -> AsyncIterator[tuple[JobQueue, ParkedResults, str]]:
+) -> AsyncIterator[tuple[JobQueue, ParkedResults, str, aiosqlite.Connection]]:
     """Easel started over a member's restored job (in the server), handed out to start and
-    waiting for Discord's answer about them (``ParkedResults.answer``); stopped at the end."""
+    waiting for Discord's answer about them (``ParkedResults.answer``), and its database;
+    stopped at the end."""
     _, queued = await previous_process(tmp_path, STAYING, (STAYING,))
     conn = await connect(tmp_path / "easel.sqlite3")
     queue, gates, stops = gated_queue(conn, tmp_path, engine, StoppedMembers(), ParkedResults)
@@ -444,7 +661,7 @@ async def restored_job_parked(
     try:
         await queue.start(before_delivery=lambda: start_checks(stops, results.standing))
         await until_state(queue, queued[STAYING], lambda state: state.awaiting_check)
-        yield queue, results, queued[STAYING]
+        yield queue, results, queued[STAYING], conn
     finally:
         results.answer.set()
         await stopped_and_closed(stops, queue, conn)
@@ -463,12 +680,14 @@ def gated_queue(
     engine: InstantEngine | None,
     stopped: StoppedMembers,
     gates: type[GatedResults] = GatedResults,
+    retries: DeliveryRetries | None = None,
 ) -> tuple[JobQueue, GatedResults, MemberStops]:
     """A queue rendering on ``engine`` (None: no device, its jobs stay queued) whose start
-    and delivery gates (``gates``) read ``stopped``, and the stops over it."""
+    and delivery gates (``gates``) read ``stopped``, its failed posts tried again as
+    ``retries`` says, and the stops over it."""
     images = tmp_path / "images"
     slots = [] if engine is None else [DeviceWorker("cpu", lambda _: engine)]
-    queue = JobQueue(conn, slots, images)
+    queue = JobQueue(conn, slots, images, delivery_retries=retries)
     results = gates(stopped)
     queue.set_sink(results)
     queue.set_start_gate(results)
@@ -531,6 +750,91 @@ async def test_the_check_gives_up_at_its_deadline_and_keeps_the_undecided_jobs(
             assert record is not None and record.status is journal.JobStatus.QUEUED
     finally:
         await conn.close()
+
+
+async def test_the_questions_leave_most_of_discords_rate_limit_to_easels_other_requests(
+    tmp_path: Path,
+) -> None:
+    """The start-up's questions begin 25 a second at most, however fast Discord answers and
+    however late the loop runs (a busy spell here): Discord's global rate limit, which a
+    burst would exceed and discord.py would then hold Easel's channel posts and REST fetches
+    for, is shared. Half of its 50 a second: the figure, not the setting, which could drift."""
+    stops, queue, conn = await stops_over(tmp_path, StoppedMembers())
+    users = range(100, 106)
+    for user in users:
+        await queue.submit(job(user, f"queued by {user}"))
+    loop = asyncio.get_running_loop()
+    asked_at: list[float] = []
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        asked_at.append(loop.time())
+        if len(asked_at) == 1:
+            # The loop busy past the later questions' turns (blocked on purpose: it stands
+            # for other tasks' work): they must not then begin together.
+            time.sleep(len(users) / 25)  # noqa: ASYNC251
+        return Standing()
+
+    try:
+        members = await stops.await_restored_answers()
+        await stops.check_restored_jobs(members, standing, easel_id=EASEL)
+    finally:
+        await conn.close()
+    assert len(asked_at) == len(users)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked_at)]
+    assert min(gaps) >= 0.9 / 25  # a tenth for the loop's clock
+
+
+async def test_a_member_beyond_what_a_fixed_deadline_would_reach_is_decided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More members than the pace can ask within ``RESTORED_CHECKS_DEADLINE_S``: the deadline
+    grows with them, and the last one asked, banned, has their restored job cancelled and is
+    held, not released undecided with it. (10 a second and 1.5 s here: a fixed deadline would
+    reach about 15 of the 25; a gap of 100 ms leaves a loaded machine's loop time to keep up.)"""
+    monkeypatch.setattr(bans, "RESTORED_CHECKS_PER_S", 10.0)
+    monkeypatch.setattr(bans, "RESTORED_CHECKS_DEADLINE_S", 1.5)
+    stopped = StoppedMembers()
+    stops, queue, conn = await stops_over(tmp_path, stopped)
+    users = range(100, 125)
+    last = users[-1]
+    queued = [await queue.submit(job(user, f"queued by {user}")) for user in users]
+
+    async def standing(guild_id: int, user_id: int) -> Standing:
+        return Standing(gone=user_id == last)
+
+    try:
+        members = await stops.await_restored_answers()
+        assert members[-1] == (GUILD, last)
+        await stops.check_restored_jobs(members, standing, easel_id=EASEL)
+        record = await journal.get_job(conn, queued[-1])
+        assert record is not None and record.status is journal.JobStatus.CANCELLED
+    finally:
+        await conn.close()
+    assert stopped.holds(GUILD, last, began_at=time.time() - 1.0)
+
+
+async def test_the_start_reads_the_order_to_ask_in_without_walking_the_fair_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The members' order is read from their journaled jobs (class, then submit time), not by
+    walking the scheduler's fair order, which runs inside ``setup_hook`` and took 0.6 s at
+    20,000 queued jobs."""
+    stops, queue, conn = await stops_over(tmp_path, StoppedMembers())
+    await queue.submit(job(KICKED, "standard"))
+    await queue.submit(dataclasses.replace(job(TIMED_OUT, "relax"), priority=PriorityClass.RELAX))
+    await queue.submit(
+        dataclasses.replace(job(STAYING, "priority"), priority=PriorityClass.PRIORITY)
+    )
+
+    def walked(*args: Any, **kwargs: Any) -> object:
+        raise AssertionError("the fair order was walked")
+
+    monkeypatch.setattr(queue, "snapshot", walked)
+    try:
+        members = await stops.await_restored_answers()
+    finally:
+        await conn.close()
+    assert members == [(GUILD, STAYING), (GUILD, KICKED), (GUILD, TIMED_OUT)]
 
 
 async def test_a_deleted_servers_restored_jobs_are_cancelled_refunded_and_not_audited(

@@ -210,7 +210,7 @@ async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
     waiting = await data.waiting_job(NOW - 3600)
     history = History(conn, data.images, data.inputs, MemberSettings(conn), clock=lambda: NOW)
 
-    with pytest.raises(UserError, match=rf"your job\(s\) `{waiting}` are still queued"):
+    with pytest.raises(UserError, match=rf"your 1 job `{waiting}` is still queued"):
         await history.forget(MEMBER)
     assert await count_rows_of_user(conn, MEMBER) == 5  # nothing erased: 3 jobs, 2 pictures
     await journal.mark_failed(conn, waiting, "cancelled", NOW, cancelled=True)
@@ -229,6 +229,8 @@ async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
         deferred_until=END_OF_THE_MONTH,
         # The member's two results (the sink's message ids), for /forget-me to delete.
         posts=(PostedMessage(9, 1001), PostedMessage(9, 1002)),
+        all_posts=2,
+        asked_at=NOW,
     )
     assert await count_rows_of_user(conn, MEMBER) == 0
     assert [path.name for path in data.images.iterdir()] == [someone_else]

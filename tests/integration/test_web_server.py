@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from bot import metrics
 from bot.images import MAX_UPLOAD_BYTES
+from bot.requests import RequestError
 from bot.web import assets, connections, server
 from bot.web.limits import WEB_CONNECTION_CAPS, ConnectionCaps, ProxyNetworks
 from bot.web.links import LinkSigner, RegionLink
@@ -132,6 +133,26 @@ async def test_a_mask_over_the_size_limit_never_reaches_the_editor(
             for header, value in server.SECURITY_HEADERS.items():
                 assert refused.headers[header] == value
     assert editor.submitted == []
+
+
+async def test_a_refused_region_is_told_as_a_sentence(
+    site: tuple[RegionWebServer, Editor, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The editor's refusals come from parsers written to be quoted inside other texts
+    (lower case, no end mark): the page shows the member a sentence, as Discord does."""
+    web, editor, _ = site
+
+    async def refused(link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
+        raise RequestError("the mask covers nothing; paint the region to change")
+
+    monkeypatch.setattr(editor, "submit", refused)
+    link = web.url_for(web.signer.issue("0123456789abcdef", 0, 7, 5, 9, private=False))
+    form = aiohttp.FormData()
+    form.add_field("mask", b"\x89PNG", filename="mask.png")
+    form.add_field("prompt", "a cat")
+    async with aiohttp.ClientSession() as http, http.post(link, data=form) as posted:
+        assert posted.status == 400
+        assert await posted.text() == "The mask covers nothing; paint the region to change."
 
 
 _MULTIPART = {"Content-Type": "multipart/form-data; boundary=XX"}

@@ -103,8 +103,12 @@ def test_random_seed_when_none() -> None:
     ("kwargs", "error", "message"),
     [
         ({"prompt": "a --foo"}, InlineFlagError, "unknown flag --foo"),
-        ({"prompt": "a", "steps": 0}, PromptError, "steps must be in 1..1000"),
-        ({"prompt": "a", "seed": 2**32}, PromptError, "seed must be in 0..4294967295"),
+        ({"prompt": "a", "steps": 0}, PromptError, "steps must be between 1 and 1000, not 0"),
+        (
+            {"prompt": "a", "seed": 2**32},
+            PromptError,
+            r"seed must be -1 \(random\) or between 0 and 4294967295, not 4294967296",
+        ),
     ],
 )
 def test_bad_input_errors(kwargs: dict[str, object], error: type[Exception], message: str) -> None:

@@ -47,16 +47,19 @@ def test_flag_parsing(prompt: str, expected_prompt: str, expected: InlineFlags) 
     ("prompt", "message"),
     [
         ("a --v 5", "unknown flag --v: known flags are --ar, --seed, --no, --steps"),
-        ("a --ar 22:9", "bad value '22:9' for --ar: expected --ar W:H with whole numbers 1..21"),
+        (
+            "a --ar 22:9",
+            "bad value '22:9' for --ar: expected --ar W:H with whole numbers between 1 and 21",
+        ),
         ("a --ar 16x9", "bad value '16x9' for --ar"),
         ("a --ar 1:²", "bad value '1:²' for --ar"),  # a digit int() does not read
         ("a --ar 1:" + "2" * 5_000, "for --ar: expected --ar W:H"),  # past int()'s digits
-        ("a --steps 0", "bad value '0' for --steps: expected --steps N with N in 1..150"),
-        ("a --steps 151", "1..150"),
-        ("a --cfg 31", "bad value '31' for --cfg: expected --cfg X with X in 0..30"),
+        ("a --steps 0", "bad value '0' for --steps: expected --steps N with N between 1 and 150"),
+        ("a --steps 151", "between 1 and 150"),
+        ("a --cfg 31", "bad value '31' for --cfg: expected --cfg X with X between 0 and 30"),
         ("a --cfg inf", "--cfg"),
-        ("a --count 5", "N in 1..4"),
-        ("a --seed 4294967296", "0..4294967295, or -1"),
+        ("a --count 5", "N between 1 and 4"),
+        ("a --seed 4294967296", "between 0 and 4294967295, or -1"),
         ("a --seed -2", "--seed"),
         ("a --sampler DPM++ 2M", "quoted when it has spaces"),
         ("a --no", "--no followed by"),
@@ -126,7 +129,7 @@ def test_resolve_size(
 def test_resolve_size_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="multiple of 8"):
         resolve_size("1:1", multiple_of=4)
-    with pytest.raises(InlineFlagError, match=r"1\.\.21"):
+    with pytest.raises(InlineFlagError, match="between 1 and 21"):
         resolve_size("0:1")
 
 

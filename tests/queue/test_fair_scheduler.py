@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -735,22 +735,26 @@ def test_idle_users_are_forgotten_yet_nobody_passes_a_user_by_idling() -> None:
 
 
 def test_a_member_back_after_an_idle_hour_still_goes_after_newcomers() -> None:
-    """A member forgotten after an idle hour comes back behind members who never started a
-    job, even ones who ask after them: HEAD's order, who had never forgotten them."""
-    scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
-    run_alone(scheduler, 1, at=0.0)
-    busy = job(3, at=0.0)
-    scheduler.submit(busy)
-    assert scheduler.next_batch("cpu", 0.0) == [busy]
-    back = job(1, at=4000.0)
-    scheduler.submit(back)
-    newcomer = job(2, at=4001.0)
-    scheduler.submit(newcomer)
-    assert scheduler.fair_order(4002.0) == [newcomer, back]
-    assert scheduler._forgotten == {1}, "the test no longer covers a member forgotten"
-    scheduler.finish(busy.job_id)
-    assert scheduler.next_batch("cpu", 4003.0) == [newcomer, back]  # one batch, in that order
-    assert scheduler._forgotten == set(), "a member who starts again is known, not forgotten"
+    """A member forgotten after an idle hour, back with ``started_before`` (the journal's
+    word), comes back behind members who never started a job, even ones who ask after them:
+    the order of a scheduler that never forgot them. It kept nothing of them: without that
+    word, they come back as a newcomer."""
+    orders: dict[bool, list[int]] = {}  # the users in fair order
+    for started_before in (True, False):
+        scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
+        run_alone(scheduler, 1, at=0.0)
+        busy = job(3, at=0.0)
+        scheduler.submit(busy)
+        assert scheduler.next_batch("cpu", 0.0) == [busy]
+        back = job(1, at=4000.0)
+        scheduler.submit(back, started_before=started_before)
+        newcomer = job(2, at=4001.0)
+        scheduler.submit(newcomer)
+        orders[started_before] = [item.user_id for item in scheduler.fair_order(4002.0)]
+        if started_before:
+            scheduler.finish(busy.job_id)
+            assert scheduler.next_batch("cpu", 4003.0) == [newcomer, back]  # one batch, so
+    assert orders == {True: [2, 1], False: [1, 2]}
 
 
 def test_members_back_from_an_idle_hour_go_by_submit_time() -> None:
@@ -760,11 +764,13 @@ def test_members_back_from_an_idle_hour_go_by_submit_time() -> None:
     for user, at in ((1, 0.0), (3, 1.0), (4, 2.0)):
         run_alone(scheduler, user, at=at)
     first_back = job(3, at=5000.0)
-    scheduler.submit(first_back)  # forgets 1 and 3 (4 is idle since this call only)
+    # Forgets 1 and 3 (4 is idle since this call only); back, the journal says they started.
+    scheduler.submit(first_back, started_before=True)
     second_back = job(1, at=5001.0)  # 1 started before 3, yet asks later
-    scheduler.submit(second_back)
+    scheduler.submit(second_back, started_before=True)
     assert scheduler.fair_order(5002.0) == [first_back, second_back]
-    assert scheduler._forgotten == {1, 3}, "the test no longer covers two members forgotten"
+    start_numbers = {user: scheduler._users[user].start_seq for user in (1, 3, 4)}
+    assert start_numbers[1] == start_numbers[3] < start_numbers[4], "not both forgotten"
 
 
 def test_idleness_counts_from_the_first_call_after_the_last_job_ends() -> None:
@@ -779,4 +785,45 @@ def test_idleness_counts_from_the_first_call_after_the_last_job_ends() -> None:
     start_number = scheduler._users[1].start_seq
     scheduler.submit(job(1, at=3000.0 + IDLE_USER_FORGOTTEN_S - 1))
     assert scheduler._users[1].start_seq == start_number, "forgotten after under an hour idle"
-    assert not scheduler._forgotten
+
+
+def test_members_idle_past_the_hour_leave_nothing_behind() -> None:
+    """After 20,000 members each ran a job and idled past the hour, every structure of the
+    scheduler holds entries for the members still active only (a set of the ids of those
+    forgotten, say, would hold them all)."""
+    members = 20_000
+    scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
+    for user in range(members):
+        run_alone(scheduler, user, at=user * 0.01)
+    assert scheduler.peek_batch("cpu", members * 0.01) == []  # the last one idle from now
+    busy = job(members, at=members * 0.01 + IDLE_USER_FORGOTTEN_S)
+    scheduler.submit(busy)  # forgets every member idle an hour: all the others
+    assert scheduler.next_batch("cpu", busy.submitted_at) == [busy]
+    assert set(scheduler._users) == {members}
+    assert_memory_bounded(scheduler)
+    sizes = {
+        name: len(value)
+        for name, value in vars(scheduler).items()
+        if isinstance(value, (dict, list, set, deque))
+    }
+    assert max(sizes.values()) <= 4 * len(scheduler._users) + 65, sizes
+
+
+def test_a_member_back_and_put_back_unstarted_stays_behind_newcomers() -> None:
+    """A returner's job handed out and put back before it started (no turn used): they stand
+    where they came back, behind a newcomer, though they left the scheduler meanwhile."""
+    scheduler = FairScheduler(SchedulerConfig(), devices=["cpu"])
+    run_alone(scheduler, 1, at=0.0)
+    assert scheduler.peek_batch("cpu", 0.0) == []  # idle from now
+    back = job(1, at=4000.0)
+    scheduler.submit(back, started_before=True)
+    assert scheduler.started_before(1)
+    assert scheduler.next_batch("cpu", 4000.0) == [back]
+    newcomer = job(2, at=4001.0)
+    scheduler.submit(newcomer)
+    assert not scheduler.started_before(2)
+    scheduler.put_back_unstarted(back.job_id)
+    assert scheduler.started_before(1)
+    assert scheduler.fair_order(4002.0) == [newcomer, back]
+    assert scheduler.cancel(back.job_id)
+    assert not scheduler.started_before(1), "a member with nothing queued is no longer held"

@@ -20,6 +20,9 @@ from inference.types import (
     StepProgress,
 )
 
+# A ``StuckEngine`` no test released returns after this long: its thread ends with the run.
+STUCK_AT_MOST_S = 120.0
+
 
 @dataclass
 class InstantEngine:
@@ -140,3 +143,19 @@ class HeldEngine(InstantEngine):
 
     def __exit__(self, *exc_info: object) -> None:
         self.released.set()  # passed or failed: the bot stops only once its renders end
+
+
+@dataclass
+class StuckEngine(HeldEngine):
+    """As ``HeldEngine``, but deaf to a render's stop while held: a step in a hung kernel or
+    driver."""
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        self.started.set()
+        self.released.wait(STUCK_AT_MOST_S)  # ``HeldEngine`` then renders at once
+        return super().render_batch(requests, progress, cancel)

@@ -260,11 +260,46 @@ def test_a_lora_refusal_names_only_the_listed_loras_still_installed(tmp_path: Pa
             installed_loras=installed,
         )
     assert str(refused.value).endswith("You may use: kept.")
-    # The folder is listed for a refusal only.
+    # The folder is listed once for a request holding tags (each is checked installed), and
+    # not at all for one holding none.
     plan_request(
-        RenderRequest("a <lora:kept:1>", seed=1), (), tmp_path, listed, installed_loras=installed
+        RenderRequest("a <lora:kept:1> <lora:kept:0.5>", seed=1),
+        (),
+        tmp_path,
+        listed,
+        installed_loras=installed,
     )
-    assert listings == ["lora"]
+    plan_request(RenderRequest("a cat", seed=1), (), tmp_path, listed, installed_loras=installed)
+    assert listings == ["lora", "lora"]
+
+
+def test_an_unknown_lora_tag_is_refused_as_the_lora_option_refuses_it(tmp_path: Path) -> None:
+    """A tag naming no installed LoRA is refused before the job is taken (and charged), in
+    the words of the ``lora`` option (``addon_unavailable``: the closest the member may use
+    here), not ignored by the engine after the member paid for the picture."""
+    installed = ["ink-style", "watercolour"]
+    with pytest.raises(UserError) as refused:
+        plan_request(
+            RenderRequest("a cat <lora:ink-styel:0.8>", seed=1),
+            (),
+            tmp_path,
+            installed_loras=lambda: installed,
+        )
+    option_refusal = addon_unavailable(AddonKind.LORA, "ink-styel", installed)
+    assert str(refused.value) == str(option_refusal)
+    assert "did you mean `ink-style`?" in str(refused.value)
+    # Where the server lists LoRAs, only those it allows are named.
+    with pytest.raises(UserError) as refused:
+        plan_request(
+            RenderRequest("a cat <lora:ink-styel:0.8>", seed=1),
+            (),
+            tmp_path,
+            rules(lora=["watercolour"]),
+            installed_loras=lambda: installed,
+        )
+    assert str(refused.value) == str(
+        addon_unavailable(AddonKind.LORA, "ink-styel", ["watercolour"])
+    )
 
 
 def test_a_lora_the_engine_does_not_apply_is_not_refused(tmp_path: Path) -> None:
@@ -563,3 +598,32 @@ def test_the_compare_model_axis_refuses_in_the_one_sentence_within_a_message() -
     assert said.startswith("The model `checkpoint-model-number-15-v2` is not installed or not")
     assert refused.value.reason is Reason.MODEL and len(said) < 700
     assert said.endswith("and 290 more (`/models` lists them all).")
+
+
+def test_a_wildcard_line_naming_a_lora_not_installed_is_ignored_not_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the tags the member typed are refused: a wildcard file's line drawn at some seeds
+    and not others must not refuse those draws; its tag is ignored (the engine tells the
+    member with the picture) and the operator is warned of the file."""
+    (tmp_path / "style.txt").write_text("oil painting\n<lora:film-grain:0.6> photo\n")
+    installed = ["ink-style"]
+    with caplog.at_level("WARNING", logger="bot.policy.prompt_safety"):
+        for seed in range(12):
+            planned = plan_request(
+                RenderRequest("a cat, __style__", seed=seed),
+                (),
+                tmp_path,
+                installed_loras=lambda: installed,
+            )
+            assert planned.options[APPLIED_LORAS_OPTION] == []
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned and all("'film-grain'" in line and "style.txt" in line for line in warned)
+    # Typed, the same tag is refused before anything is charged.
+    with pytest.raises(UserError, match="film-grain"):
+        plan_request(
+            RenderRequest("a cat, <lora:film-grain:0.6>", seed=1),
+            (),
+            tmp_path,
+            installed_loras=lambda: installed,
+        )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import os
+import re
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,13 @@ from sd_parsers import ParserManager
 from bot import app
 from bot.cli.main import main
 from bot.jobs.broker import wire
+from bot.jobs.retention import NothingPrunedFirst
 from bot.settings import Settings, load_settings
-from db.database import connect
+from db import database
+from db.database import connect, load_migrations
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.prompts.test_explain import EXPLAIN_KEYS
+from tests.support.older_databases import database_at
 from tests.unit.test_settings import SETTING_NAMES
 
 
@@ -29,6 +36,16 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env, data written here
+
+
+@pytest.fixture(autouse=True)
+def umask_restored() -> Iterator[None]:
+    """``main(["run"])`` makes the files of the process it runs in private (``os.umask``):
+    here, the tests' own; the tests after it would make their files so."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -203,6 +220,80 @@ def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> Non
     assert not Path("data").exists()  # the doctor looks, it does not build
 
 
+def test_doctor_says_why_a_checkpoint_is_not_offered(capsys: pytest.CaptureFixture[str]) -> None:
+    Path("models").mkdir()
+    Path("models/garbage.safetensors").write_bytes(bytes(range(256)) * 64)
+    # A header for 64 bytes of data, 32 of them copied so far.
+    header = json.dumps({"w": {"dtype": "F32", "shape": [16], "data_offsets": [0, 64]}}).encode()
+    Path("models/copying.safetensors").write_bytes(
+        struct.pack("<Q", len(header)) + header + bytes(32)
+    )
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[ERR] model garbage: not offered: garbage.safetensors announces a" in out
+    assert (
+        f"[ERR] model copying: not offered: copying.safetensors is incomplete "
+        f"({8 + len(header) + 32} of {8 + len(header) + 64} bytes): still copying? "
+        "(a file is offered once whole: copy it elsewhere on the same disk, then move it in)"
+    ) in out
+
+
+def test_doctor_on_an_older_database_says_what_is_pending_and_migrates_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An admin may try a new image's doctor on the live volume: that must not upgrade it
+    for good (the old Easel would then refuse the newer schema)."""
+    Path("data").mkdir()
+    database_at(Path("data/easel.sqlite3"), 10)
+    main(["doctor"])
+    pending = len(load_migrations()) - 10
+    assert (
+        f"[ok ] database: data/easel.sqlite3 at schema 10; {pending} migrations pending "
+        "(run `easel run` to apply; back up first)"
+    ) in capsys.readouterr().out
+    with sqlite3.connect("data/easel.sqlite3") as after:
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 10
+    after.close()
+
+
+def test_doctor_reads_a_database_it_cannot_open_to_read_as_a_frozen_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A WAL database at rest read by a user without write access to its folder: SQLite
+    cannot make its -shm file ("attempt to write a readonly database"; simulated, as the
+    tests may run as root, whom no mode keeps out); doctor reads it frozen, and says so."""
+    Path("data").mkdir()
+    asyncio.run(_created(Path("data/easel.sqlite3")))
+    opened = database._opened_to_read
+
+    async def without_write_access(path: Path, query: str, busy_timeout_s: float) -> Any:
+        if "immutable=1" not in query:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return await opened(path, query, busy_timeout_s)
+
+    monkeypatch.setattr(database, "_opened_to_read", without_write_access)
+    main(["doctor"])
+    assert (
+        f"[ok ] database: data/easel.sqlite3 at schema version {len(load_migrations())} "
+        f"({database.READ_AS_FROZEN})"
+    ) in capsys.readouterr().out
+
+
+async def _created(path: Path) -> None:
+    await (await connect(path)).close()
+
+
+def test_doctor_names_a_newer_database(capsys: pytest.CaptureFixture[str]) -> None:
+    Path("data").mkdir()
+    with sqlite3.connect("data/easel.sqlite3") as newer:
+        newer.execute("PRAGMA user_version = 999")
+    newer.close()
+    assert main(["doctor"]) == 1
+    assert (
+        "[ERR] database: data/easel.sqlite3: database schema is version 999 but this Easel knows"
+    ) in capsys.readouterr().out
+
+
 def test_a_data_folder_that_cannot_be_made_is_named_by_run_and_doctor(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -299,6 +390,98 @@ def test_a_read_only_data_folder_is_named_as_such(
     assert one_error_line(capsys) == (
         "easel run: error: EASEL_DATA_DIR='data': data is on a read-only mount; mount it read-write"
     )
+
+
+def _start_that_finds_no_room(error: BaseException) -> Callable[[Settings], Awaitable[None]]:
+    async def start(settings: Settings) -> None:
+        raise error
+
+    return start
+
+
+def sqlite_full() -> sqlite3.OperationalError:
+    """SQLite's own "database or disk is full" (a database allowed two pages)."""
+    with sqlite3.connect(":memory:") as tiny:
+        tiny.execute("PRAGMA max_page_count = 2")
+        try:
+            tiny.executescript("CREATE TABLE a (x); CREATE TABLE b (x); CREATE TABLE c (x)")
+        except sqlite3.OperationalError as error:
+            return error
+    raise AssertionError("two pages held three tables")
+
+
+@pytest.mark.parametrize(
+    ("retention_days", "error", "remedy"),
+    [
+        (30, None, "free space there, or lower EASEL_RETENTION_DAYS (now 30) and start again,"),
+        (0, None, "free space there, or set EASEL_RETENTION_DAYS above 0 (now 0: kept forever)"),
+        (
+            30,
+            NothingPrunedFirst("1 schema migration(s) pending"),
+            "free space there by hand (nothing was pruned before the start: 1 schema "
+            "migration(s) pending)",
+        ),
+        (30, OSError(errno.ENOSPC, "No space left on device", "data/images/1/0.png"), "free "),
+    ],
+    ids=["retention", "kept-forever", "nothing-pruned", "a-file-in-it"],
+)
+def test_a_full_data_folder_is_named_with_what_can_free_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    retention_days: int,
+    error: BaseException | None,
+    remedy: str,
+) -> None:
+    """The data folder not made yet (the start failed first): its disk's free space still."""
+    failure = error or sqlite_full()
+    if isinstance(failure, NothingPrunedFirst):
+        failure.__cause__ = sqlite_full()
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setenv("EASEL_RETENTION_DAYS", str(retention_days))
+    monkeypatch.setattr(app, "run", _start_that_finds_no_room(failure))
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    data_dir = Path("data").resolve()
+    assert line.startswith(f"easel run: error: EASEL_DATA_DIR={data_dir} is full ("), line
+    assert re.search(r"is full \(\d+ bytes free; (database or disk is full|.+No space)", line)
+    assert f"): {remedy}" in line
+
+
+def test_a_full_disk_elsewhere_is_named_by_the_file_that_found_it_full(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A compiler's cache in a full /tmp: the data folder is not the one to free."""
+    cache = tmp_path.parent / "torchinductor_easel" / "kernel.so"
+    full = OSError(errno.ENOSPC, "No space left on device", str(cache))
+    compiling = RuntimeError("compiling failed")
+    compiling.__context__ = full  # raised while handling the write's error
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setattr(app, "run", _start_that_finds_no_room(compiling))
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    assert "EASEL_DATA_DIR" not in line
+    assert line.startswith(f"easel run: error: {cache}: its disk is full ("), line
+    assert re.search(r"\(\d+ bytes free; \[Errno 28\] No space left on device: ", line), line
+    assert line.endswith("): free space there"), line
+
+
+def test_a_full_disk_that_names_no_file_is_not_blamed_on_a_roomy_data_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A write's ENOSPC names no file (a file object's); the data folder has room (this test's
+    disk: at least 64 MiB assumed free), so the line does not send the operator there."""
+    Path("data").mkdir()
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(app, "run", _start_that_finds_no_room(full))
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    data_dir = Path("data").resolve()
+    assert line.startswith(
+        "easel run: error: a write found its disk full ([Errno 28] No space left on device), not"
+        f" EASEL_DATA_DIR's ({data_dir}: "
+    ), line
+    assert line.endswith("bytes free): free space on the disk it wrote to (TMPDIR, a cache's)")
 
 
 @pytest.mark.parametrize("listening", [True, False], ids=["reachable", "unreachable"])

@@ -216,3 +216,23 @@ def test_the_readme_asks_for_the_permissions_easel_needs() -> None:
     assert INVITE_PERMISSIONS.view_audit_log  # kicks and timeouts are heard only through it
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"(permission integer `{INVITE_PERMISSIONS.value}`)" in readme
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/deployment.md"])
+def test_the_documented_docker_run_leaves_the_stop_its_time_and_restarts(
+    document: str, compose: dict[str, Any]
+) -> None:
+    """Docker's default stop timeout is 10 s, under the bot's stop budget: a `docker run` as
+    documented would be killed mid-stop, and without a restart policy a lost GPU's exit
+    (status 4) would leave it down."""
+    from bot.app import STOP_BUDGET_S
+
+    text = " ".join((ROOT / document).read_text().split())
+    runs = re.findall(r"`(docker run [^`]+)`", text)
+    assert runs, document
+    bot = services(compose)["bot"]
+    for run in runs:
+        words = shlex.split(run)
+        timeout = words[words.index("--stop-timeout") + 1]
+        assert float(timeout) > STOP_BUDGET_S and f"{timeout}s" == bot["stop_grace_period"], run
+        assert words[words.index("--restart") + 1] == bot["restart"] == "unless-stopped", run

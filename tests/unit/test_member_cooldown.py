@@ -44,7 +44,7 @@ async def test_a_forget_me_whose_defer_discord_refused_can_be_run_again_at_once(
     load): the member's retry runs, rather than being told to wait 15 minutes."""
 
     class Erase:
-        async def forget(self, user_id: int) -> None:
+        async def forget(self, user_id: int, reply: object = None) -> None:
             raise RuntimeError("erased")  # reached: the retry was not refused
 
     async def expired(**_kwargs: object) -> None:
@@ -55,9 +55,19 @@ async def test_a_forget_me_whose_defer_discord_refused_can_be_run_again_at_once(
         return None
 
     cog = HistoryCog(Erase())  # type: ignore[arg-type]
-    first = SimpleNamespace(user=SimpleNamespace(id=1), response=SimpleNamespace(defer=expired))
+    first = SimpleNamespace(
+        user=SimpleNamespace(id=1),
+        application_id=7,
+        token="t",
+        response=SimpleNamespace(defer=expired),
+    )
     with pytest.raises(discord.NotFound):
         await HistoryCog.forget_me.callback(cog, first)  # type: ignore[arg-type]
-    again = SimpleNamespace(user=SimpleNamespace(id=1), response=SimpleNamespace(defer=deferred))
+    again = SimpleNamespace(
+        user=SimpleNamespace(id=1),
+        application_id=7,
+        token="t",
+        response=SimpleNamespace(defer=deferred),
+    )
     with pytest.raises(RuntimeError, match="erased"):
         await HistoryCog.forget_me.callback(cog, again)  # type: ignore[arg-type]

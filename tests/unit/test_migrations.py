@@ -1,3 +1,4 @@
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -5,6 +6,7 @@ import pytest
 
 from db import jobs as journal
 from db.database import check_sqlite_version, connect, load_migrations, schema_version
+from tests.support.older_databases import database_at
 
 
 def test_migrations_are_numbered_without_gaps() -> None:
@@ -41,6 +43,20 @@ async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
         assert row is not None and row[0] == 1
     finally:
         await conn.close()
+
+
+async def test_a_migration_says_once_from_which_schema_to_which(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = database_at(tmp_path / "easel.sqlite3", 10)
+    caplog.set_level(logging.INFO, logger="db.database")
+    await (await connect(path)).close()
+    latest = len(load_migrations())
+    said = [r.getMessage() for r in caplog.records if r.name == "db.database"]
+    assert said == [f"migrating schema 10 -> {latest}"]
+    caplog.clear()
+    await (await connect(path)).close()
+    assert [r for r in caplog.records if r.name == "db.database"] == []  # nothing pending
 
 
 async def test_newer_database_is_refused(tmp_path: Path) -> None:

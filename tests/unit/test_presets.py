@@ -89,7 +89,7 @@ async def test_forget_me_erases_the_members_presets_not_the_servers(
     await presets.save(ADMIN, Preset("mine", steps=8))
     await presets.share(GUILD, ADMIN, "mine")
     assert await history.count_rows_of_user(conn, ADMIN) == 1
-    await history.erase_user(conn, ADMIN, counted_since=0.0, anonymise_at=0.0)
+    await history.erase_user(conn, ADMIN, asked_at=0.0, counted_since=0.0, anonymise_at=0.0)
     assert await history.count_rows_of_user(conn, ADMIN) == 0
     assert await presets.of(Scope.MEMBER, ADMIN) == []
     assert (await presets.find(BOB, GUILD, "mine")).steps == 8
@@ -115,3 +115,12 @@ def test_a_preset_beats_the_members_saved_defaults_only_where_it_fixes_something
     assert (layered.steps, layered.cfg, layered.sampler) == (9, 9.0, "Euler")
     alone = over_saved_settings(None, saved)
     assert (alone.steps, alone.cfg, alone.sampler, alone.size) == (30, 9.0, "Euler", None)
+
+
+def test_a_backtick_in_a_value_does_not_end_its_code_early() -> None:
+    """A negative prompt with a backtick would otherwise let its rest render as markdown in
+    the "Server preset saved" confirmation (a masked link, a heading, bold)."""
+    preset = Preset(name="house", steps=20, negative="blurry` [click](https://x.example) **`")
+    assert preset.describe() == (
+        "**house** — steps: `20`, negative: `blurry [click](https://x.example) **`"
+    )

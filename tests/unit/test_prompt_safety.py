@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_a_random_seed_is_made_concrete_before_the_check(wildcards: Path) -> Non
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
-        ("a __nosuch__", "unknown wildcard __nosuch__"),
+        ("a __nosuch__", "There is no wildcard `__nosuch__`"),
         ("{" * 39 + "a" + "}" * 39, "nests { } braces 39 deep; at most 10 levels"),
         ("__grow0__", "more than 16,000 characters"),
         ("a cat --nosuchflag", "nosuchflag"),
@@ -100,11 +101,55 @@ def test_explain_reads_wildcards_as_a_render_does(wildcards: Path, tmp_path: Pat
     with pytest.raises(UserError) as refused:
         explain_prompt("a __nosuch__ cat", "", None, wildcards)
     assert str(refused.value) == (
-        "unknown wildcard __nosuch__: add a file named nosuch.txt to the wildcards folder. "
+        "There is no wildcard `__nosuch__`. Wildcards here: `__animal__`, `__grow0__`, "
+        "`__grow10__`, `__grow11__`, `__grow12__`, `__grow13__`, `__grow14__`, `__grow15__`, "
+        "`__grow16__`, `__grow17__` and 12 more (`/wildcards` lists them all). "
         "Fix the prompt and try again."
     )
-    with pytest.raises(UserError, match=r"did you mean __pet__\? Fix the prompt and try"):
+    with pytest.raises(UserError) as refused:
         plan_request(RenderRequest("a __pets__", seed=1), set(), wildcards)
+    assert str(refused.value).startswith(
+        "There is no wildcard `__pets__`; did you mean `__pet__`? Wildcards here: `__animal__`"
+    )
+
+
+def test_an_unknown_wildcard_is_told_to_the_member_and_its_fix_to_the_operator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member reads which wildcard is unknown and which there are, never the operator's
+    folder; the log keeps the file the operator could add."""
+    (tmp_path / "colour.txt").write_text("red\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO), pytest.raises(UserError) as refused:
+        plan_request(RenderRequest("a __color__ cat", seed=1), set(), tmp_path)
+    assert str(refused.value) == (
+        "There is no wildcard `__color__`; did you mean `__colour__`? "
+        "Wildcards here: `__colour__`. Fix the prompt and try again."
+    )
+    assert "folder" not in str(refused.value)
+    assert "add a file named color.txt to the wildcards folder" in caplog.text
+    (tmp_path / "colour.txt").unlink()
+    with pytest.raises(UserError) as refused:
+        plan_request(RenderRequest("a __color__ cat", seed=1), set(), tmp_path)
+    assert str(refused.value) == (
+        "There is no wildcard `__color__`; there are no wildcards here. "
+        "Fix the prompt and try again."
+    )
+
+
+def test_an_unknown_wildcard_inside_a_wildcard_file_blames_the_file_not_the_prompt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member typed ``__scene__``, whose file names ``__missing__``: the member cannot fix
+    the prompt, so is told which wildcard is broken; the operator is warned of the file."""
+    (tmp_path / "scene.txt").write_text("a __missing__ at dusk\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING), pytest.raises(UserError) as refused:
+        plan_request(RenderRequest("a __scene__", seed=1), set(), tmp_path)
+    assert str(refused.value) == (
+        "The wildcard `__scene__` is broken: its file names `__missing__`, which is no "
+        "wildcard here. Tell a moderator, and leave that wildcard out until it is fixed."
+    )
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["A wildcard file names __missing__, which is no wildcard: scene.txt"]
 
 
 def test_one_length_cap_for_prompts_and_negative_prompts(wildcards: Path) -> None:

@@ -54,8 +54,19 @@ def test_each_rule_refuses_with_its_reason(refuse: Callable[[], object], reason:
 
 def test_the_error_handler_names_the_reason_and_leaves_internal_errors_out() -> None:
     assert refusal_of(UserError("Nothing to show.")) == ("Nothing to show.", Reason.INPUT)
-    assert refusal_of(RequestError("steps must be between 1 and 150")) == (
-        "steps must be between 1 and 150",
+    # Parsers write their texts to be quoted too: the member reads each as a sentence.
+    assert refusal_of(RequestError("steps must be between 1 and 150, not 151")) == (
+        "Steps must be between 1 and 150, not 151.",
+        Reason.INPUT,
+    )
+    assert refusal_of(UserError("--ar is given twice; keep one")) == (
+        "--ar is given twice; keep one.",
+        Reason.INPUT,
+    )
+    assert refusal_of(UserError("did you mean `x`?")) == ("Did you mean `x`?", Reason.INPUT)
+    # An option's name keeps the spelling the member types it in.
+    assert refusal_of(UserError("sref_strength needs a picture")) == (
+        "sref_strength needs a picture.",
         Reason.INPUT,
     )
     missing = app_commands.MissingPermissions(["manage_guild"])

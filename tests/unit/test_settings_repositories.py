@@ -79,7 +79,9 @@ async def test_history_search_paging_and_erase_only_touch_one_member(tmp_path: P
         assert literal == 1  # % and _ are matched literally
         for job_id in [f"{i:016x}" for i in range(3)] + ["e" * 16, "d" * 16]:
             await journal.mark_failed(conn, job_id, "boom", now=12.0)
-        erased = await history.erase_user(conn, 1, counted_since=0.0, anonymise_at=0.0)
+        erased = await history.erase_user(
+            conn, 1, asked_at=13.0, counted_since=0.0, anonymise_at=0.0
+        )
         assert erased.jobs == 5  # in every server
         assert await history.count_rows_of_user(conn, 1) == 0
         assert await history.count_rows_of_user(conn, 2) == 1

@@ -13,13 +13,14 @@ from bot.policy.unavailable import MAX_NAMED, unavailable_here
 from bot.user_errors import Reason
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def test_the_engines_error_names_no_installed_model_and_the_log_names_them_all(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     for name in ("allowed-here", "left-out-here"):
-        (tmp_path / f"{name}.safetensors").write_bytes(b"")
+        stand_in_checkpoint(tmp_path / f"{name}.safetensors")
     with caplog.at_level(logging.WARNING), pytest.raises(RenderInputError) as error:
         ModelRegistry(tmp_path).resolve("allowed-hre")
     assert str(error.value) == "unknown model 'allowed-hre': it is not installed on this device"

@@ -95,6 +95,7 @@ from bot.jobs.broker.wire import (
 )
 from bot.jobs.queue import MAX_RENDER_ATTEMPTS, RenderStoppedAfter, SlotUnavailable
 from bot.redaction import redact_url
+from bot.user_errors import counted
 from inference.output_bounds import largest_output, output_count
 from inference.types import (
     RenderCancelled,
@@ -814,7 +815,9 @@ def _check_count(result: ResultMessage, request: RenderRequest) -> None:
         returned,
         asked,
     )
-    raise RemoteRenderFailed(f"the worker returned {returned} picture(s); this job makes {asked}")
+    raise RemoteRenderFailed(
+        f"the worker returned {counted(returned, 'picture')}; this job makes {asked}"
+    )
 
 
 def _meta_subject(name: str) -> str:

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -76,7 +76,9 @@ from bot.jobs.broker.wire import (
     with_picture_paths,
 )
 from bot.jobs.queue.values import INTERNAL_FAILURE
+from bot.process_end import STUCK_DEVICE_EXIT_STATUS, end_at_once, exit_now
 from bot.redaction import redact_url
+from inference.device_loss import DEVICE_LOST_EXIT_STATUS, DeviceLost, device_lost, lost_reason
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -111,6 +113,13 @@ SETTLED_GRANT = f"$JS.API.STREAM.INFO.{SETTLED_STREAM}"
 RTT_REFRESH_S = 10.0
 # How long a measuring ping may take before the last measure is kept.
 RTT_PING_TIMEOUT_S = 2
+# A stop (SIGTERM) lets the job in hand finish for this long, then tells its render to stop at
+# its next step and hands the job back to the broker (redelivered at once, to another worker).
+RENDER_AT_STOP_S = 15.0
+# The stop's waits end by then, the closes after them within the contract's 30 s (compose's
+# SIGKILL comes at 40 s): a device thread still inside a step (a hung kernel or driver) is left
+# to it, its job handed back, and the process ends with ``STUCK_DEVICE_EXIT_STATUS``.
+STOP_BUDGET_S = 27.0
 
 
 def worker_inbox_prefix(url: str) -> str:
@@ -177,6 +186,11 @@ class _Hub:
         self._lateness_s = 0.0
         # Device loops that take a late job while idle (``_DeviceLoop.take_late``).
         self.late_takers: list[Callable[[str, Msg], bool]] = []
+        # Why each lost device was (``device_lost``): its loop ended, /healthz says so.
+        self.lost: list[str] = []
+        # Set by ``stop_renders``: a render that stops from now on was stopped by the stop, not
+        # by its member, and its job goes back to the broker.
+        self.renders_stopped = False
         # False once the server refused ``SETTLED_GRANT``: a deployment configured for an older
         # Easel; its results stream alone tells what is settled.
         self._settled_readable = True
@@ -250,9 +264,16 @@ class _Hub:
 
     def cancel_event_for(self, job_id: str) -> threading.Event:
         event = self.running[job_id] = threading.Event()
-        if self._heard_cancels.pop(job_id, "absent") is None:
+        if self._heard_cancels.pop(job_id, "absent") is None or self.renders_stopped:
             event.set()
         return event
+
+    def stop_renders(self) -> None:
+        """The stop cannot wait longer for the jobs in hand: each render stops at its next
+        step, and its job goes back to the broker (``_DeviceLoop._hand_back``)."""
+        self.renders_stopped = True
+        for event in self.running.values():
+            event.set()
 
     async def images(self) -> ObjectStore:
         if self._images is None:
@@ -429,14 +450,33 @@ class _DeviceLoop:
         self._busy = False
         # The last rendered job's result being stored, published and acked.
         self._finishing: asyncio.Task[None] | None = None
+        # The job whose render is under way, and its delivery: a stop that cannot wait for a
+        # device stuck in it hands it back (``hand_back_stuck``).
+        self._rendering: tuple[str, Msg, asyncio.Task[None]] | None = None
 
     @property
     def device(self) -> str:
         return self._device.device
 
+    def stuck_in(self) -> str | None:
+        """What the device thread is still inside ("gpu-0 in job <id>"), or None while idle."""
+        in_hand = self._device.in_hand
+        return None if in_hand is None else f"{self.device} in {in_hand}"
+
+    async def hand_back_stuck(self) -> None:
+        """The device is stuck in the render of the job in hand: that job goes back to the
+        broker now (redelivered at once, to another worker) rather than after its ack wait."""
+        if self._rendering is not None:
+            await self._hand_back(*self._rendering)
+
     async def run(self, stop: asyncio.Event) -> None:
         self._device.warm_up()  # on the device thread, ahead of the first job taken
         try:
+            # A device still broken at the start (the restart did not bring it back) takes
+            # no job: lost without costing one a delivery.
+            if (failed := await self._lost_at_probe()) is not None:
+                self._lose(lost_reason(self.device, failed), failed, "")
+                return
             while not stop.is_set():
                 try:
                     taken = await self._take()
@@ -451,11 +491,30 @@ class _DeviceLoop:
                     # The broker is restarting: wait for the reconnect instead of spinning.
                     log.warning("%s: broker error (%r); retrying", self.device, error)
                     await _wait_any(self._config.idle_poll_s, stop)
+                except DeviceLost as lost:
+                    self._lose(str(lost), lost.__cause__, ", its job handed back to the broker")
+                    return
         finally:
             self._busy = True  # stopping: what comes late from now on goes back at once
             await self._hand_back_late()
             await self._settled()
             await asyncio.to_thread(self._device.close)
+
+    def _lose(self, reason: str, cause: BaseException | None, handed_back: str) -> None:
+        """The device is gone: its loop ends, and /healthz says ``reason``."""
+        log.critical(
+            "%s; it takes no more jobs%s; a new process gets it back",
+            reason,
+            handed_back,
+            exc_info=cause,
+        )
+        self._hub.lost.append(reason)
+
+    async def _lost_at_probe(self) -> Exception | None:
+        """What the device raised at its probe (``DeviceWorker.probe``) when that says it is
+        lost (``device_lost``); None while it computes, or when the error is not the device's."""
+        failed = await self._device.probe()
+        return failed if failed is not None and device_lost(failed) else None
 
     async def _settled(self) -> None:
         """Wait until the last rendered job's result is published and its message acked."""
@@ -594,14 +653,27 @@ class _DeviceLoop:
             with tempfile.TemporaryDirectory(prefix="easel-job-") as folder:
                 request = await self._with_pictures(job, Path(folder))
                 started = time.perf_counter()
-                rendered = await self._device.render(request, report, cancel)
+                self._rendering = job.job_id, msg, heartbeat
+                try:
+                    rendered = await self._device.render(request, report, cancel, job_id=job.job_id)
+                finally:
+                    self._rendering = None
                 seconds = time.perf_counter() - started
                 metrics.render_finished(request.model, self.device, request.steps, seconds)
         except RenderCancelled:
+            if self._hub.renders_stopped:  # by the stop, not the member: for another worker
+                return self._hand_back(job.job_id, msg, heartbeat)
             return finish(result(Outcome.CANCELLED), heartbeat)
         except RenderInputError as error:
             return finish(result(Outcome.INVALID, error=str(error)), heartbeat)
         except Exception as error:
+            # The same errors come from a launch too big for the job, which leaves the device
+            # sound: only a failed probe says it is lost.
+            if device_lost(error) and await self._lost_at_probe() is not None:
+                # Not the job's failure: handed back for another worker (a delivery used up:
+                # one that kills every device it meets ends at the stream's max_deliver).
+                await self._hand_back(job.job_id, msg, heartbeat)
+                raise DeviceLost(lost_reason(self.device, error)) from error
             # The log keeps the class and traceback for the operator; the member reads the
             # result's words, so only a ``RenderFailed``'s (written for them) travel as they are.
             log.exception("job %s failed on %s", job.job_id, self.device)
@@ -610,6 +682,13 @@ class _DeviceLoop:
         finally:
             self._hub.running.pop(job.job_id, None)
         return finish(result(Outcome.DONE), heartbeat, rendered)
+
+    async def _hand_back(self, job_id: str, msg: Msg, heartbeat: asyncio.Task[None]) -> None:
+        """Give the job back to the broker, with every copy of it delivered here (nak): it is
+        redelivered at once, to whichever worker asks next."""
+        heartbeat.cancel()
+        for delivered in [msg, *self._hub.in_hand.pop(job_id, [])]:
+            await _nak(delivered)
 
     async def _finish(
         self,
@@ -748,20 +827,35 @@ async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
             task.cancel()
 
 
-async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set; a running render is finished and reported first."""
+async def serve(
+    config: WorkerConfig,
+    engine_factory: EngineFactory,
+    stop: asyncio.Event,
+    *,
+    exit_process: Callable[[int], NoReturn] = exit_now,
+) -> int:
+    """Serve until ``stop`` is set, or until every device is lost (``device_lost``); a running
+    render is finished and reported first, or after ``RENDER_AT_STOP_S`` stopped and handed
+    back. Returns the exit status: ``DEVICE_LOST_EXIT_STATUS`` once a device was lost (a new
+    process gets it back), else 0. A device thread still busy once ``STOP_BUDGET_S`` is spent
+    (stuck in a step) is not waited for: its job handed back and the connection closed,
+    ``exit_process`` ends the process (a thread pool's threads are otherwise joined at the
+    interpreter's exit) with ``STUCK_DEVICE_EXIT_STATUS``, or that of a lost device."""
     nc = await connect(
         config.url,
         f"easel-worker-{socket.gethostname()}",
         inbox_prefix=worker_inbox_prefix(config.url),
     )
+    hub = _Hub(nc, nc.jetstream())
     metrics_server: metrics.MetricsServer | None = None
+    stuck: list[str] = []
     try:
         if config.metrics_endpoint is not None:
             metrics_server = await metrics.serve(
-                *config.metrics_endpoint, healthy=lambda: nc.is_connected and not stop.is_set()
+                *config.metrics_endpoint,
+                healthy=lambda: nc.is_connected and not stop.is_set(),
+                trouble=lambda: "; ".join(hub.lost) or None,
             )
-        hub = _Hub(nc, nc.jetstream())
         loops = [_DeviceLoop(hub, device, engine_factory, config) for device in config.devices]
         await hub.listen()
         log.info(
@@ -770,21 +864,76 @@ async def serve(config: WorkerConfig, engine_factory: EngineFactory, stop: async
             ", ".join(config.devices),
             redact_url(config.url),
         )
-        await asyncio.gather(*(loop.run(stop) for loop in loops))
+        serving = asyncio.gather(*(each.run(stop) for each in loops))
+        if not await _ended_within_the_stop(serving, stop, hub):
+            stuck = [busy for each in loops if (busy := each.stuck_in()) is not None]
+            for each in loops:
+                await each.hand_back_stuck()
+            with contextlib.suppress(nats.errors.Error):
+                await nc.flush(RTT_PING_TIMEOUT_S)
+        if not stuck:
+            await serving  # raises what ended a loop, if one failed
     finally:
         if metrics_server is not None:
             await metrics_server.close()
         await close_quietly(nc)
+    status = DEVICE_LOST_EXIT_STATUS if hub.lost else 0
+    if stuck:
+        # A lost device's status stays: its supervisor restarts the process for it.
+        status = status or STUCK_DEVICE_EXIT_STATUS
+        log.warning(
+            "stopped with %s still busy past the stop's %.0f s (a step in a hung kernel or "
+            "driver, or a model still loading?): its job handed back to the broker; exiting "
+            "with status %d without waiting for it",
+            "; ".join(stuck),
+            STOP_BUDGET_S,
+            status,
+        )
+        exit_process(status)
+    return status
 
 
-def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> None:
-    """The blocking entry point: SIGINT or SIGTERM stops taking jobs, then exits."""
+async def _ended_within_the_stop(
+    serving: asyncio.Future[Any], stop: asyncio.Event, hub: _Hub
+) -> bool:
+    """Wait for ``serving`` (the device loops): without limit until ``stop`` is set, then for
+    ``STOP_BUDGET_S``, the renders in hand told to stop after ``RENDER_AT_STOP_S``. Whether
+    it ended."""
+    asked = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([serving, asked], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        asked.cancel()
+    loop = asyncio.get_running_loop()
+    stop_end = loop.time() + STOP_BUDGET_S
+    if not serving.done():
+        await asyncio.wait([serving], timeout=min(RENDER_AT_STOP_S, STOP_BUDGET_S))
+    if not serving.done():
+        hub.stop_renders()
+        await asyncio.wait([serving], timeout=max(0.0, stop_end - loop.time()))
+    return serving.done()
 
-    async def main() -> None:
+
+def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> int:
+    """The blocking entry point: SIGINT or SIGTERM stops taking jobs, then exits (``serve``:
+    within ``STOP_BUDGET_S``); returns the exit status. A second one ends the process at once
+    (``end_at_once``)."""
+
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await serve(config, engine_factory, stop)
 
-    asyncio.run(main())
+        def stop_asked(signum: signal.Signals) -> None:
+            if stop.is_set():
+                end_at_once(signum)
+            log.info(
+                "stopping: the job in hand finishes, or after %.0f s goes back to the broker",
+                RENDER_AT_STOP_S,
+            )
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop_asked, signum)
+        return await serve(config, engine_factory, stop)
+
+    return asyncio.run(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiosqlite
 
@@ -19,6 +20,17 @@ from bot.policy.quota import QuotaLimits, RelaxRefusal
 from db import jobs as journal
 from db.database import transaction
 from inference.types import RenderRequest
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A job journaled with its quota reserved."""
+
+    job_id: str
+    created_at: float
+    # Its member has a job the journal holds as started: the scheduler places one it holds
+    # nothing of (forgotten, or from before a restart) after those who never started.
+    started_before: bool
 
 
 class Admission:
@@ -38,10 +50,11 @@ class Admission:
         self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
         self._max_queued = max_queued_per_member  # EASEL_MAX_QUEUED_PER_MEMBER; 0: no bound
 
-    async def admit(self, submission: Submission) -> tuple[str, float]:
-        """Reserve quota and journal the job; returns its id and when it was made, once it
-        cannot be lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits
-        say no."""
+    async def admit(self, submission: Submission) -> Admitted:
+        """Reserve quota and journal the job; returns it once it cannot be lost. Raises
+        ``QuotaExceeded`` (nothing written) when the member's limits say no. Runs after the
+        interaction is deferred, and so does its read of whether the member ever started a
+        job (``refusal`` answers before it, from memory)."""
         job_id = uuid.uuid4().hex[:16]
         created_at = self._now()
         async with transaction(self._conn):
@@ -53,6 +66,7 @@ class Admission:
                 created_at,
                 self._dm_limits,
                 max_queued=self._max_queued,
+                native_side=submission.native_side,
             )
             if refusal is None:
                 await journal.insert_job(
@@ -76,11 +90,12 @@ class Admission:
                         age_restricted=submission.age_restricted,
                     ),
                 )
+                started = await journal.members_who_started(self._conn, [submission.user_id])
         if refusal is not None:
             raise QuotaExceeded.of(refusal)  # counted where the member is told
         member = (submission.user_id, submission.guild_id)
         self._unfinished.add(job_id, member, submission.request.count)
-        return job_id, created_at
+        return Admitted(job_id, created_at, started_before=bool(started))
 
     async def refusal(self, submission: Submission, jobs: int) -> QuotaExceeded | None:
         """Why the member's limits, the queue bound or the relax caps would refuse this
@@ -97,6 +112,7 @@ class Admission:
             submission.request,
             self._now(),
             self._dm_limits,
+            submission.native_side,
         )
         if refusal is not None:
             return QuotaExceeded.of(refusal)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -72,7 +72,8 @@ class Cancels:
         scheduler: FairScheduler,
         wakeup: asyncio.Condition,
         running: dict[str, RunningBatch],
-        schedule_again: Callable[[journal.JobRecord], None],
+        waiting_to_start: Mapping[str, asyncio.Future[None]],
+        schedule_again: Callable[[journal.JobRecord, bool], None],
         now: Callable[[], float],
     ) -> None:
         self._conn = conn
@@ -82,7 +83,11 @@ class Cancels:
         self._wakeup = wakeup
         # The queue's batches by job, from their hand-out until their render ends: read only.
         self._running = running
-        # Queues a job again as the journal holds it (queued, reserved), under ``_wakeup``.
+        # Those of them that wait to start, each with its wait (``JobQueue._wait_to_start``):
+        # read only, but for the wait a cancel ends.
+        self._waiting_to_start = waiting_to_start
+        # Queues a job again as the journal holds it (queued, reserved), under ``_wakeup``, its
+        # member as the scheduler held them when it left (``FairScheduler.started_before``).
         self._schedule_again = schedule_again
         self._now = now
         # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
@@ -139,6 +144,8 @@ class Cancels:
                     return stopping
                 # Ended meanwhile, or queued again as its start did not happen.
             async with self._wakeup:
+                # Their last job out, a member may leave the scheduler: back, as they were.
+                started_before = self._scheduler.started_before(job.user_id)
                 removed = self._scheduler.cancel(job_id)  # queued only
                 self._wakeup.notify_all()
             if removed:
@@ -183,7 +190,7 @@ class Cancels:
                         # Back in the scheduler, so this process renders it as the journal
                         # still says: queued and reserved. Left out, the next start would
                         # render and charge it unseen.
-                        self._schedule_again(job)
+                        self._schedule_again(job, started_before)
                         self._wakeup.notify_all()
                 if imposed_meanwhile:
                     await self._ends.end_cancelled(job_id, "cancelled", retried=False)
@@ -208,10 +215,11 @@ class Cancels:
         cancel of it (its owner's) is written, tried for minutes: not dropped, nor made to
         wait. Its ask is recorded (tried once), so that a start ends the job, and the other
         cancel, should the journal refuse its end, ends it all the same (kept for the sweep),
-        rather than queues it again to be rendered and withheld unrefunded."""
+        rather than queues it again to be rendered and withheld unrefunded. Answered
+        ``BEING_CANCELLED``: the other cancel ends it (a ban's audit does not claim it)."""
         self._imposed_meanwhile.add(job_id)
         await self._ask_stop(job_id, imposed=True)
-        return CancelOutcome.CANCELLED
+        return CancelOutcome.BEING_CANCELLED
 
     async def _ask_stop(
         self, job_id: str, *, imposed: bool, of: RunningBatch | None = None
@@ -302,6 +310,11 @@ class Cancels:
             return None
         if running.cancel(job_id, owner_pays=owner_pays):
             return CancelOutcome.STOPPING
+        if (wait := self._waiting_to_start.get(job_id)) is not None and wait.cancel():
+            # Waiting to start (a restored job, for Discord's answer about its maker): it
+            # never started, and ends now (``JobQueue._queue_again_after``), not once that
+            # answer comes.
+            return CancelOutcome.CANCELLED
         return CancelOutcome.STOPPING_FREE
 
     async def stop_withdrawn(self, job_ids: Sequence[str]) -> list[str]:
@@ -319,7 +332,11 @@ class Cancels:
                 continue
             owner = accounting.Member(job.user_id, job.guild_id)
             outcome = await self.cancel(job_id, owner, imposed=True)
-            if outcome in (CancelOutcome.CANCELLED, CancelOutcome.STOPPING_FREE):
+            if outcome in (
+                CancelOutcome.CANCELLED,
+                CancelOutcome.STOPPING_FREE,
+                CancelOutcome.BEING_CANCELLED,
+            ):
                 stopped.append(job_id)
         return stopped
 

@@ -118,6 +118,7 @@ class Delivery:
         retries: DeliveryRetries,
         in_background: Callable[[Coroutine[Any, Any, None]], None],
         stop_requested: asyncio.Event,
+        waits_for: Callable[[journal.JobRecord], Callable[[], Awaitable[None]] | None],
     ) -> None:
         self._conn = conn
         self._writer = writer
@@ -128,6 +129,12 @@ class Delivery:
         self._stop_requested = stop_requested
         # Results post one member's in one channel at a time, in the order asked for.
         self._lanes = DeliveryLanes(in_background)
+        self._in_background = in_background
+        # What a job's post waits for before its lane's turn (a result restored at start-up:
+        # Discord's answer about its maker, ``StartGate.start_waits_for``), or None; and the
+        # jobs whose posts wait so now (``_in_lane``), which the sweep leaves to that wait.
+        self._waits_for = waits_for
+        self._waiting: set[str] = set()
         self._sink: ResultSink | None = None
         # Ends recorded whose notice's delivery raised (``notice``): no retry time was written
         # for the sweep to find, so it tries them from here.
@@ -156,7 +163,12 @@ class Delivery:
     ) -> list[asyncio.Future[None]]:
         """Deliver each of these ended jobs (with its posted grid, when composed already) in
         its lane: one member's results in one channel post one at a time, in the order they
-        were asked for (``bot.jobs.delivery_lanes``); each future resolves once it ran."""
+        were asked for (``bot.jobs.delivery_lanes``); each future resolves once it ran.
+
+        One that waits for something first (``_waits_for``: a result restored at start-up,
+        for Discord's answer about its maker) waits out of its lane, then takes its turn
+        there: the member's later results in that channel, of work begun since (which
+        admission let through live), do not wait for that answer."""
         try:
             # Two jobs journaled within one tick of the clock (or after it went back) are
             # told apart by the order they were journaled in.
@@ -165,13 +177,44 @@ class Delivery:
             log.exception("jobs %s: the journal's order was not read", [job.id for job, _ in jobs])
             journaled = {}
         return [
-            self._lanes.post(
-                (job.user_id, job.guild_id, job.channel_id),
+            self._in_lane(
+                job,
                 (job.created_at, journaled.get(job.id, 0), job.id),
                 functools.partial(self.deliver, job.id, composed, DELIVERY_RETRY_WAITS_S),
             )
             for job, composed in jobs
         ]
+
+    def _in_lane(
+        self,
+        job: journal.JobRecord,
+        order: tuple[float, int, str],
+        post: Callable[[], Awaitable[None]],
+    ) -> asyncio.Future[None]:
+        """``post`` in ``job``'s lane, in its turn once what it waits for (``_waits_for``) is
+        over; the future resolves once it ran, and is cancelled with the wait (Easel stops)."""
+        lane = (job.user_id, job.guild_id, job.channel_id)
+        waits_for = self._waits_for(job)
+        if waits_for is None:
+            return self._lanes.post(lane, order, post)
+        posted = asyncio.get_running_loop().create_future()
+        self._waiting.add(job.id)
+
+        async def after_the_wait() -> None:
+            try:
+                try:
+                    await waits_for()
+                finally:
+                    self._waiting.discard(job.id)
+                await self._lanes.post(lane, order, post)
+            except BaseException:
+                posted.cancel()
+                raise
+            if not posted.done():  # its waiter may have given up
+                posted.set_result(None)
+
+        self._in_background(after_the_wait())
+        return posted
 
     async def deliver(
         self, job_id: str, composed: bytes | None = None, retry_waits: Sequence[float] = ()
@@ -312,7 +355,8 @@ class Delivery:
         """While the queue runs, every ``sweep_every_s``: write the ends kept from before
         (``kept_ends``), deliver the notices kept (``retry_notices``), then deliver again,
         each in its lane's turn, at most ``per_sweep`` results whose next try is due, and
-        wait for them (a sweep never piles tries on the tries of the one before)."""
+        wait for them (a sweep never piles tries on the tries of the one before); not those
+        restored at start-up still waiting for their makers' answers."""
         retries = self._retries
         while not self._stop_requested.is_set():
             with contextlib.suppress(TimeoutError):
@@ -325,12 +369,26 @@ class Delivery:
             except Exception:
                 log.exception("the kept ends were not written; the sweep goes on")
             try:
-                due = await journal.deliveries_due(self._conn, self._now(), retries.per_sweep)
+                # Not those whose posts wait for something first (``_waiting``: results
+                # restored at start-up, which the start's delivery posts once their makers are
+                # answered): read, they would fill the sweep's page round after round.
+                due = await journal.deliveries_due(
+                    self._conn, self._now(), retries.per_sweep, self._waiting
+                )
             except Exception:
                 log.exception("the deliveries due were not read; the sweep goes on")
                 continue
-            ready = [(job, None) for job in due]
-            await asyncio.gather(*await self.in_turn(ready), return_exceptions=True)
+            posts = await self.in_turn([(job, None) for job in due])
+            # One that now waits first is left to its wait: awaited here, it would hold every
+            # other member's retry for it.
+            await asyncio.gather(
+                *(
+                    post
+                    for job, post in zip(due, posts, strict=True)
+                    if job.id not in self._waiting
+                ),
+                return_exceptions=True,
+            )
 
     async def finished(
         self,

@@ -36,6 +36,7 @@ from bot.jobs.queue.slots import (
     BrokeredSlot,
     JobCopies,
     PreparingSlot,
+    ProbingSlot,
     RenderSlot,
     RenderStoppedAfter,
     SlotUnavailable,
@@ -61,6 +62,7 @@ from bot.jobs.scheduler import (
 from bot.logging_setup import job_event
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
+from inference.device_loss import device_lost, lost_reason
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -161,6 +163,9 @@ class JobQueue:
         self._submitted_at = (-1e9, -1e9)
         self._wakeup = asyncio.Condition()
         self._running: dict[str, RunningBatch] = {}
+        # The batch each slot's dispatcher has in hand (``_dispatch``), by device: a stop keeps
+        # the attempt of the jobs on a device that did not close in time (``stop``).
+        self._on_device: dict[str, RunningBatch] = {}
         # Jobs a previous process died while rendering (``start``), until they render: each
         # renders with nothing else in flight on any device, so that a job that takes the
         # process down again costs no other job an attempt (``MAX_RENDER_ATTEMPTS``).
@@ -177,9 +182,15 @@ class JobQueue:
         self._running_in_journal: set[str] = set()
         # Set while a slot cannot hand jobs over (``SlotUnavailable``): no batch starts.
         self._paused = False
+        # Each device whose render said it is gone (``device_lost``), with why: its slot takes
+        # no more work, and once none is left ``_no_device_left`` is called.
+        self._lost: dict[str, str] = {}
+        self._no_device_left: Callable[[], None] | None = None
+        self._told_no_device_left = False
         # Jobs handed out that wait, out of their slot's way, for what the start gate says
-        # their start waits for (``_wait_to_start``): in ``_running``, none renders.
-        self._waiting_to_start: set[str] = set()
+        # their start waits for (``_wait_to_start``), each with that wait, which its cancel
+        # ends (``Cancels``), and the job with it: in ``_running``, none renders.
+        self._waiting_to_start: dict[str, asyncio.Future[None]] = {}
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
         self._kinds: dict[str, str] = {}
         # Each member's jobs not yet ended: counted by admission, found at a start, ended here.
@@ -203,6 +214,7 @@ class JobQueue:
             delivery_retries or DeliveryRetries(),
             self._in_background,
             self._stop_requested,
+            self._delivery_waits_for,
         )
         self._ends = JobEnds(
             conn,
@@ -219,6 +231,7 @@ class JobQueue:
             self._scheduler,
             self._wakeup,
             self._running,
+            self._waiting_to_start,
             self._schedule_again,
             self._now,
         )
@@ -229,6 +242,22 @@ class JobQueue:
     def set_start_gate(self, gate: StartGate) -> None:
         """Asked about each job as its batch starts: one it refuses uses no GPU time."""
         self._start_gate = gate
+
+    def _delivery_waits_for(self, job: journal.JobRecord) -> Callable[[], Awaitable[None]] | None:
+        """What ``job``'s delivery waits for before its lane's turn: as its start would
+        (``StartGate.start_waits_for``), a result restored at start-up, for Discord's answer
+        about its maker."""
+        gate = self._start_gate
+        return None if gate is None else gate.start_waits_for(job.id, job.user_id, job.guild_id)
+
+    def set_no_device_left(self, listener: Callable[[], None]) -> None:
+        """``listener()`` is called once every slot's device is lost (``device_lost``): only a
+        new process renders again."""
+        self._no_device_left = listener
+
+    def device_trouble(self) -> str | None:
+        """One line saying which devices were lost, and why; None while none was."""
+        return "; ".join(self._lost.values()) or None
 
     def set_progress_listener(self, listener: ProgressListener) -> None:
         """``listener(job_id, step)`` is called on the event loop after each sampling step."""
@@ -254,6 +283,8 @@ class JobQueue:
                 f"each time, so it is not rendered again; reference {job_id}",
             )
         queued = await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED)
+        # Members who started a job before this start come back after those who never did.
+        returners = await journal.members_who_started(self._conn, {job.user_id for job in queued})
         for replayed, job in enumerate(queued):
             if replayed and replayed % REPLAYED_AT_ONCE == 0:
                 await asyncio.sleep(0)  # the health check and web pages answer meanwhile
@@ -280,6 +311,7 @@ class JobQueue:
                 job.created_at,
                 priority,
                 alone=job.attempts > 0,
+                started_before=job.user_id in returners,
             )
         if before_delivery is not None:
             await before_delivery()
@@ -317,11 +349,13 @@ class JobQueue:
 
         A render still running after ``SHUTDOWN_GRACE_S`` is abandoned: told to stop, its
         journal row stays ``running`` and the next start queues it again, its attempt given
-        back (the job did not end the process). So is a post still running (or waiting for
-        its turn) after another grace period: the next start posts it. No wait runs past
-        ``deadline`` (a loop time; the process's stop: ``bot.app.STOP_BUDGET_S``), nor does
-        the wait for the slots to close (one whose render ignores its stop is left to it).
-        """
+        back once its device closed by ``deadline`` (the job did not end the process); one
+        whose device is still stuck in it keeps the attempt: the job may be what hangs the
+        device, so it renders alone next time and fails after ``MAX_RENDER_ATTEMPTS``. So is
+        a post still running (or waiting for its turn) after another grace period: the next
+        start posts it. No wait runs past ``deadline`` (a loop time; the process's stop:
+        ``bot.app.STOP_BUDGET_S``), nor does the wait for the slots to close (one whose render
+        ignores its stop is left to it)."""
         loop = asyncio.get_running_loop()
 
         def grace(most_s: float) -> float:
@@ -331,13 +365,18 @@ class JobQueue:
         self._stop_requested.set()
         async with self._wakeup:
             self._wakeup.notify_all()
-        abandoned: list[str] = []
+        abandoned: set[str] = set()
+        on_device: dict[str, set[str]] = {}
         if self._dispatchers:
             _, still_running = await asyncio.wait(
                 self._dispatchers, timeout=grace(SHUTDOWN_GRACE_S)
             )
             # Read before the cancels: each batch leaves ``_running`` as its task ends.
-            abandoned = [job_id for job_id, batch in self._running.items() if batch.in_process]
+            abandoned = {job_id for job_id, batch in self._running.items() if batch.in_process}
+            on_device = {
+                device: abandoned.intersection(batch.job_ids)
+                for device, batch in self._on_device.items()
+            }
             for batch in self._running.values():
                 if batch.in_process:  # a device stops at its next step: its slot can close
                     batch.stop.set()
@@ -349,27 +388,34 @@ class JobQueue:
         await self._settle_background(posts_end - loop.time())
         if self._chores is not None:  # once the last ends are recorded
             await self._chores.stop(max(0.0, posts_end - loop.time()))
-        # After the cancels: a start a cancelled task was marking is journaled before this
-        # (the connection runs its statements in order).
-        await journal.give_back_attempts(self._conn, abandoned)
-        closing = [asyncio.create_task(asyncio.to_thread(slot.close)) for slot in self._slots]
+        closing = {
+            slot.device: asyncio.create_task(asyncio.to_thread(slot.close)) for slot in self._slots
+        }
+        stuck: set[str] = set()
         if closing:
             closing_s = None if deadline is None else max(0.0, deadline - loop.time())
-            _, still_closing = await asyncio.wait(closing, timeout=closing_s)
-            if still_closing:
+            await asyncio.wait(closing.values(), timeout=closing_s)
+            stuck_devices = [device for device, task in closing.items() if not task.done()]
+            stuck = set().union(*(on_device.get(device, set()) for device in stuck_devices))
+            if stuck_devices:
                 log.warning(
-                    "stopping: %d device(s) still inside a render step past the stop's "
-                    "deadline; the process exits once it returns (or is killed); their jobs "
-                    "stay journaled running and are queued again at the next start",
-                    len(still_closing),
+                    "stopping: %s still inside a render step past the stop's deadline, left to "
+                    "it; jobs %s stay journaled running and are queued again at the next start, "
+                    "their attempt counted (they render alone then)",
+                    ", ".join(stuck_devices),
+                    sorted(stuck),
                 )
+        # After the cancels: a start a cancelled task was marking is journaled before this
+        # (the connection runs its statements in order).
+        await journal.give_back_attempts(self._conn, abandoned - stuck)
 
     async def submit(self, submission: Submission) -> str:
         """Reserve quota and journal the job, then queue it; returns its id once it cannot be
         lost. Raises ``QuotaExceeded`` (nothing written) when the member's limits say no.
 
         While the queue stops, a submission is still journaled: the next start runs it."""
-        job_id, created_at = await self._admission.admit(submission)
+        admitted = await self._admission.admit(submission)
+        job_id = admitted.job_id
         self._kinds[job_id] = submission.kind
         metrics.job_submitted(submission.kind)
         log.info(
@@ -384,8 +430,10 @@ class JobQueue:
                 submission.user_id,
                 submission.guild_id,
                 submission.request,
-                created_at,
+                admitted.created_at,
                 submission.priority,
+                native_side=submission.native_side,
+                started_before=admitted.started_before,
             )
             self._wakeup.notify_all()
         return job_id
@@ -473,7 +521,12 @@ class JobQueue:
         priority: PriorityClass = PriorityClass.STANDARD,
         *,
         alone: bool = False,
+        native_side: int = accounting.UNKNOWN_MODEL_SIDE,
+        started_before: bool,
     ) -> None:
+        """Hand the job to the scheduler; ``native_side``: its model's, for its estimate
+        (``accounting.estimated_cost``; a job read back from the journal: not known);
+        ``started_before``: its member ever started a job (``FairScheduler.submit``)."""
         batch_key = request.batch_key()
         self._scheduler.submit(
             QueuedJob(
@@ -484,12 +537,14 @@ class JobQueue:
                 priority=priority,
                 submitted_at=min(at, self._now()),
                 images=request.count,
-                est_seconds=accounting.estimated_cost(request).gpu_seconds,
-            )
+                est_seconds=accounting.estimated_cost(request, native_side).gpu_seconds,
+            ),
+            started_before=started_before,
         )
 
-    def _schedule_again(self, job: journal.JobRecord) -> None:
-        """Queue ``job`` again as the journal holds it: queued, its quota reserved."""
+    def _schedule_again(self, job: journal.JobRecord, started_before: bool) -> None:
+        """Queue ``job`` again as the journal holds it: queued, its quota reserved;
+        ``started_before``: as the scheduler held its member when it left the queue."""
         self._schedule(
             job.id,
             job.user_id,
@@ -498,6 +553,7 @@ class JobQueue:
             job.created_at,
             PriorityClass(job.priority),
             alone=job.attempts > 0,
+            started_before=started_before,
         )
 
     def _first_model(self, device: str) -> str | None:
@@ -549,7 +605,13 @@ class JobQueue:
         return batch[0].job_id in self._suspects and busy
 
     async def _dispatch(self, slot: RenderSlot) -> None:
-        while (batch := await self._next_batch(slot.device)) is not None:
+        # A device still broken at the start (the restart did not bring it back) takes no
+        # job: lost without costing one an attempt.
+        if (failed := await self._probe(slot)) is not None:
+            self._lose(slot.device, failed, ())
+        while slot.device not in self._lost:
+            if (batch := await self._next_batch(slot.device)) is None:
+                break
             # Before the first await: from the hand-out on, a cancel is the batch's to honour.
             if not (batch := self._wait_to_start(batch)):
                 continue
@@ -557,14 +619,24 @@ class JobQueue:
                 tuple(job.job_id for job in batch), in_process=not isinstance(slot, BrokeredSlot)
             )
             self._running.update(dict.fromkeys(running.job_ids, running))
+            self._on_device[slot.device] = running
             try:
                 await self._run(slot, running)
             except Exception:
                 # The jobs stay in the journal as they were; the next start retries them.
                 log.exception("jobs %s: the queue could not record the outcome", running.job_ids)
+            finally:
+                del self._on_device[slot.device]
             async with self._wakeup:
                 self._release([id_ for id_ in running.job_ids if id_ not in running.left_out])
                 self._wakeup.notify_all()
+        # Here, not in ``_device_lost``: an error while its jobs were put back must not keep
+        # the process from stopping.
+        none_left = self._lost.keys() >= {each.device for each in self._slots}
+        if slot.device in self._lost and none_left and not self._told_no_device_left:
+            self._told_no_device_left = True
+            if self._no_device_left is not None:
+                self._no_device_left()
 
     def _wait_to_start(self, batch: list[QueuedJob]) -> list[QueuedJob]:
         """Those of ``batch`` that may start now. Each other one (``StartGate.start_waits_for``:
@@ -582,17 +654,24 @@ class JobQueue:
                 continue
             waiting = RunningBatch((job.job_id,), in_process=False)
             self._running[job.job_id] = waiting
-            self._waiting_to_start.add(job.job_id)
-            self._in_background(self._queue_again_after(waiting, waits_for))
+            self._waiting_to_start[job.job_id] = asyncio.ensure_future(waits_for())
+            self._in_background(self._queue_again_after(waiting))
         return ready
 
-    async def _queue_again_after(
-        self, waiting: RunningBatch, waits_for: Callable[[], Awaitable[None]]
-    ) -> None:
+    async def _queue_again_after(self, waiting: RunningBatch) -> None:
+        """Once the wait of ``waiting``'s one job is over, queue it again; or end it, when its
+        cancel ended that wait (``Cancels``)."""
+        (job_id,) = waiting.job_ids
         try:
-            await waits_for()  # cancelled when Easel stops: the journal says queued
+            await self._waiting_to_start[job_id]
+        except asyncio.CancelledError:
+            # Easel stops (the journal says queued, for the next start), unless the job's
+            # cancel ended the wait: then ``_queue_again`` ends it now.
+            task = asyncio.current_task()
+            if job_id not in waiting.cancelled or (task is not None and task.cancelling()):
+                raise
         finally:
-            self._waiting_to_start.difference_update(waiting.job_ids)
+            del self._waiting_to_start[job_id]
         await self._queue_again(waiting, started=False)
 
     def _release(self, job_ids: Sequence[str]) -> None:
@@ -698,15 +777,24 @@ class JobQueue:
             # (``STOPPED_BEFORE_ITS_START``) has its ask written first, as a stop's cancel.
             await self._ends.end_cancelled(job_id, error, ask_first=error == "cancelled")
 
-    async def _queue_again(self, running: RunningBatch, *, started: bool = True) -> None:
+    async def _queue_again(
+        self,
+        running: RunningBatch,
+        *,
+        started: bool = True,
+        as_suspects: Sequence[journal.JobRecord] = (),
+    ) -> None:
         """The jobs of ``running`` did not start (the journal stayed unwritable at their start:
         ``JournalWriter.write``; their slot could not hand them over: ``SlotUnavailable``; or
         they waited for what their start waits for: ``_wait_to_start``, ``started`` False, so
         their members get back the turns their hand-out took), and
         the journal says queued: they wait in the queue again at their places (a cancel finds
         them), and a next start finds them queued if this process ends first. One cancelled
-        meanwhile is ended as such; one left out of the render already was."""
+        meanwhile is ended as such; one left out of the render already was. Those of
+        ``as_suspects`` (as the journal holds them, their attempt counted) are queued as
+        ``start`` queues a job a dead process left running: alone, a suspect."""
         put_back = self._scheduler.requeue if started else self._scheduler.put_back_unstarted
+        suspects = {job.id: job for job in as_suspects}
         async with self._wakeup:
             # Read under the lock, with no await before the requeue: a cancel landing while
             # this waited for it finds the job in its batch, and is honoured here.
@@ -719,8 +807,15 @@ class JobQueue:
                 if job_id in running.left_out:
                     continue
                 self._running.pop(job_id, None)
-                if job_id not in cancelled:
+                if job_id in cancelled:
+                    continue
+                if (job := suspects.get(job_id)) is None:
                     put_back(job_id)
+                    continue
+                started_before = self._scheduler.started_before(job.user_id)
+                self._scheduler.finish(job_id)
+                self._suspects.add(job_id)
+                self._schedule_again(job, started_before)
             running.left_out.update(running.job_ids)  # requeued or ended here: not released
             self._wakeup.notify_all()
         if cancelled:
@@ -732,13 +827,74 @@ class JobQueue:
         the slot answers. A job is failed only by its own render, never by an outage."""
         log.warning("jobs %s not started: %s; queued again", running.job_ids, unavailable)
         self._pause_until_answered(unavailable.probe)
+        await self._put_back(running, give_back_attempt=running.in_process)
+
+    async def _probe(self, slot: RenderSlot) -> Exception | None:
+        """What ``slot``'s device raised at its probe (``ProbingSlot.probe``) when that says
+        it is lost (``device_lost``); None while it computes, or when it cannot say (no probe;
+        an error not the device's, as an engine that cannot be built: its jobs fail as ever)."""
+        if not isinstance(slot, ProbingSlot):
+            return None
+        failed = await slot.probe()
+        return failed if failed is not None and device_lost(failed) else None
+
+    def _lose(self, device: str, error: BaseException, job_ids: Sequence[str]) -> None:
+        """``device`` is gone: its slot takes no more work (``_dispatch``); logged once."""
+        if device in self._lost:
+            return
+        self._lost[device] = lost_reason(device, error)
+        log.critical(
+            "%s; it takes no more jobs%s; a new process gets it back",
+            self._lost[device],
+            f", its jobs {tuple(job_ids)} are queued again" if job_ids else "",
+            exc_info=error,
+        )
+
+    async def _device_lost(
+        self,
+        slot: RenderSlot,
+        running: RunningBatch,
+        jobs: Sequence[journal.JobRecord],
+        error: Exception,
+    ) -> None:
+        """``slot``'s device is gone (its render raised, then its probe: ``_probe``): not the
+        jobs' failure. They are queued again as suspects, as a start queues the jobs a dead
+        process left running: their attempt counted, each to render alone with nothing else
+        in flight, so a job that kills every device it renders on ends after
+        ``MAX_RENDER_ATTEMPTS`` (failed as any other, refunded) and its batch-mates spend no
+        further attempt with it. The slot takes no more work (``_dispatch``)."""
+        self._lose(slot.device, error, running.job_ids)
+        spent = [
+            job.id
+            for job in jobs
+            if job.attempts >= MAX_RENDER_ATTEMPTS and job.id not in running.cancelled
+        ]
+        if spent:
+            running.left_out.update(spent)
+            async with self._wakeup:
+                self._release(spent)
+                self._wakeup.notify_all()
+            for job_id in spent:
+                await self._ends.finish_unsuccessfully(job_id, _failure(error, job_id, slot.device))
+        await self._put_back(running, give_back_attempt=False, as_suspects=jobs)
+
+    async def _put_back(
+        self,
+        running: RunningBatch,
+        *,
+        give_back_attempt: bool,
+        as_suspects: Sequence[journal.JobRecord] = (),
+    ) -> None:
+        """The jobs of ``running`` not left out go back to the queue, in the journal (their
+        attempt given back when ``give_back_attempt``) and here (those of ``as_suspects``
+        as ``_queue_again`` says)."""
         running.rendering = False  # one cancelled meanwhile did not start: refunded whole
         not_started = [job_id for job_id in running.job_ids if job_id not in running.left_out]
         try:
             await self._writer.write(
                 f"jobs {not_started}: queued again",
                 lambda: journal.queue_again(
-                    self._conn, not_started, attempt_counted=running.in_process
+                    self._conn, not_started, attempt_counted=give_back_attempt
                 ),
             )
         except aiosqlite.OperationalError:
@@ -751,7 +907,7 @@ class JobQueue:
         for job_id in not_started:  # its "started" was logged: the log says it did not
             self._requeued.add(job_id)
             log.info("job %s queued again", job_id, extra=job_event(job_id, "requeued"))
-        await self._queue_again(running)
+        await self._queue_again(running, as_suspects=as_suspects)
 
     def _pause_until_answered(self, probe: Callable[[], Awaitable[bool]]) -> None:
         """Start no batch until ``probe`` says the slot that could not hand its jobs over
@@ -807,7 +963,9 @@ class JobQueue:
                 ]
             else:
                 assert isinstance(slot, BatchRenderSlot)
-                results = await slot.render_batch(requests, self._progress_for(ids), running.stop)
+                results = await slot.render_batch(
+                    requests, self._progress_for(ids), running.stop, job_ids=ids
+                )
         except SlotUnavailable as unavailable:
             await self._not_handed_over(running, unavailable)
         except RenderCancelled as stop:
@@ -823,6 +981,11 @@ class JobQueue:
                 charge = _cancel_charge(running.cancelled.get(job_id), used_s)
                 await self._ends.end_cancelled(job_id, "cancelled", charge)
         except Exception as error:
+            # The same errors come from a launch too big for its batch, which leaves the
+            # device sound: only a failed probe says it is lost.
+            if running.in_process and device_lost(error) and await self._probe(slot) is not None:
+                await self._device_lost(slot, running, jobs, error)
+                return
             if len(ids) == 1:
                 await self._ends.finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
                 return
@@ -838,7 +1001,11 @@ class JobQueue:
                 else:
                     alone = RunningBatch((job.id,), in_process=running.in_process, rendering=True)
                     self._running[job.id] = alone
-                    await self._render(slot, alone, (job,), [request])
+                    if slot.device in self._lost:  # lost meanwhile: the rest go to another
+                        await self._put_back(alone, give_back_attempt=True)
+                    else:
+                        await self._render(slot, alone, (job,), [request])
+                    running.left_out.update(alone.left_out)  # queued again: not released
         else:
             # The slot is free now: its next batch renders while this one is stored.
             elapsed = time.perf_counter() - started

@@ -39,6 +39,8 @@ class BatchRenderSlot(RenderSlot, Protocol):
         requests: Sequence[RenderRequest],
         progress: Callable[[StepProgress], None] | None = None,
         cancel: threading.Event | None = None,
+        *,
+        job_ids: Sequence[str],
     ) -> list[list[RenderedImage]]: ...
 
 
@@ -58,6 +60,14 @@ class PreparingSlot(RenderSlot, Protocol):
     """A slot that can do a batch's CPU work (prompt expansion) ahead, while it renders."""
 
     def prepare(self, requests: Sequence[RenderRequest]) -> None: ...
+
+
+@runtime_checkable
+class ProbingSlot(RenderSlot, Protocol):
+    """A slot that can say whether its device still computes (a local device): what a tiny
+    computation there raised, or None (``DeviceWorker.probe``)."""
+
+    async def probe(self) -> Exception | None: ...
 
 
 @runtime_checkable

@@ -38,6 +38,9 @@ class Submission:
     # Made in an age-restricted channel: its pictures stay age-restricted whatever the
     # channel's flag later says (cogs.visibility.made_age_restricted).
     age_restricted: bool = False
+    # The side the request's model renders at when it names no size (1024 for SDXL): its
+    # quota reservation's estimate (``accounting.estimated_cost``).
+    native_side: int = accounting.UNKNOWN_MODEL_SIDE
 
     @property
     def member(self) -> accounting.Member:
@@ -152,7 +155,9 @@ class StartGate(Protocol):
         """What job ``job_id`` (``user_id``'s in ``guild_id``), handed out to start, must wait
         for before ``why_not_started`` can tell (its maker's standing, asked of Discord at
         start-up: ``bot.bans``): the wait, which it waits out of its slot's way, then queues
-        again; None: nothing. Asked before the batch's first await."""
+        again (a cancel ends it: the job never started); None: nothing. Asked before the
+        batch's first await; and of a result before its post, which waits out of its lane
+        (``Delivery.in_turn``)."""
 
 
 ProgressListener = Callable[[str, StepProgress], None]
@@ -163,6 +168,9 @@ class CancelOutcome(StrEnum):
     STOPPING = "stopping"  # it was running: it stops at the next step; its owner pays its time
     STOPPING_FREE = "stopping-free"  # it was running: it stops, refunded whole (not the owner's
     # choice, or stopped before its render began)
+    # An imposed stop only (``imposed``): another cancel (its owner's) was ending the queued
+    # job; the stop stands should that cancel's end be refused. Not the stop's doing.
+    BEING_CANCELLED = "being-cancelled"
     NOT_YOURS = "not-yours"
     FINISHED = "finished"  # too late: it already ended
     UNKNOWN = "unknown"

@@ -1,0 +1,244 @@
+"""/forget-me's journal (table ``erasures`` from ``0028_erasures.sql``): each member's request,
+written before its first batch, its progress counted with each batch, deleted once the member
+is told. A start finishes the requests a stop left (``bot.history.History.resume``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import aiosqlite
+
+from db.database import transaction
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """The interaction a member asked in, whose token answers them while it lives."""
+
+    application_id: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One member's request: erase what they made up to ``asked_at``."""
+
+    user_id: int
+    asked_at: float
+    reply: ReplyToken | None
+
+
+@dataclass(frozen=True)
+class ErasureCounts:
+    """What a request erased in all its runs (a resumed or repeated run adds its part)."""
+
+    jobs: int
+    pictures: int
+    uploads: int
+    posts: int
+    ledger_rows_anonymised: int
+    ledger_rows_deferred: int
+    broker_copies_left: bool
+
+
+@dataclass(frozen=True)
+class Asked:
+    """``ask``'s answer: the time the request was journaled with (``asked_at``), or, nothing
+    written, the member's jobs queued or running (``unfinished``)."""
+
+    asked_at: float
+    unfinished: list[str]
+
+
+async def ask(
+    conn: aiosqlite.Connection, user_id: int, now: float, reply: ReplyToken | None
+) -> Asked:
+    """Journal the member's request, unless one of their jobs is queued or running: then
+    nothing is written, and those jobs are returned (the queue still owns them). It is asked
+    at ``now``, or at the newest of their jobs' ``created_at`` if later: the queue's clock
+    never goes back, and a wall clock stepped back must not leave jobs made before the request
+    out of it. Asked again (a request a stop or a failure left), the request takes the new
+    time and token and keeps what it counted."""
+    async with transaction(conn):
+        rows = await conn.execute_fetchall(
+            "SELECT id FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
+            " ORDER BY created_at, rowid",
+            (user_id,),
+        )
+        if rows:
+            return Asked(now, [str(row[0]) for row in rows])
+        newest = await conn.execute_fetchall(
+            "SELECT MAX(created_at) FROM jobs WHERE user_id = ?", (user_id,)
+        )
+        made_at = next(iter(newest))[0]
+        asked_at = now if made_at is None else max(now, float(made_at))
+        await conn.execute(
+            "INSERT INTO erasures (user_id, asked_at, application_id, interaction_token)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+            " asked_at = excluded.asked_at, application_id = excluded.application_id,"
+            " interaction_token = excluded.interaction_token",
+            (
+                user_id,
+                asked_at,
+                None if reply is None else reply.application_id,
+                None if reply is None else reply.token,
+            ),
+        )
+    return Asked(asked_at, [])
+
+
+async def unfinished(conn: aiosqlite.Connection) -> list[Erasure]:
+    """The requests not yet told done, oldest first."""
+    rows = await conn.execute_fetchall(
+        "SELECT user_id, asked_at, application_id, interaction_token FROM erasures"
+        " ORDER BY asked_at, user_id"
+    )
+    return [
+        Erasure(
+            int(user_id),
+            float(asked_at),
+            None if token is None else ReplyToken(int(application_id), str(token)),
+        )
+        for user_id, asked_at, application_id, token in rows
+    ]
+
+
+async def asked_at(conn: aiosqlite.Connection, user_id: int) -> float | None:
+    """When the member's request now journaled was asked (None: there is none)."""
+    rows = await conn.execute_fetchall(
+        "SELECT asked_at FROM erasures WHERE user_id = ?", (user_id,)
+    )
+    return next((float(row[0]) for row in rows), None)
+
+
+@dataclass(frozen=True)
+class ErasedBatch:
+    """A batch of erased jobs (whose copies the broker drops) and their files: their
+    pictures, and the uploads no job left reads."""
+
+    job_ids: list[str]
+    image_paths: list[str]
+    input_paths: list[str]
+
+
+async def count_batch(
+    conn: aiosqlite.Connection, user_id: int, batch: ErasedBatch, posts: int
+) -> None:
+    """In the batch's transaction: its jobs, posts, pictures and uploads, erased with it (the
+    rows counted, whether or not a stop comes before their files' delete), and the batch
+    itself, until its files are deleted and its broker copies dropped (``batch_finished``; a
+    stop before that leaves it to ``batch_left``)."""
+    await conn.execute(
+        "UPDATE erasures SET jobs = jobs + ?, posts = posts + ?, pictures = pictures + ?,"
+        " uploads = uploads + ? WHERE user_id = ?",
+        (len(batch.job_ids), posts, len(batch.image_paths), len(batch.input_paths), user_id),
+    )
+    await conn.executemany(
+        "INSERT OR IGNORE INTO erasure_files (user_id, path, upload) VALUES (?, ?, ?)",
+        [(user_id, path, False) for path in batch.image_paths]
+        + [(user_id, path, True) for path in batch.input_paths],
+    )
+    await conn.executemany(
+        "INSERT OR IGNORE INTO erasure_jobs (user_id, job_id) VALUES (?, ?)",
+        [(user_id, job_id) for job_id in batch.job_ids],
+    )
+
+
+async def batch_left(conn: aiosqlite.Connection, user_id: int) -> ErasedBatch:
+    """The request's batches whose files' delete or broker drop a stop interrupted (their
+    rows counted already)."""
+    jobs = await conn.execute_fetchall(
+        "SELECT job_id FROM erasure_jobs WHERE user_id = ? ORDER BY job_id", (user_id,)
+    )
+    files = await conn.execute_fetchall(
+        "SELECT path, upload FROM erasure_files WHERE user_id = ? ORDER BY path", (user_id,)
+    )
+    return ErasedBatch(
+        [str(row[0]) for row in jobs],
+        [str(path) for path, upload in files if not upload],
+        [str(path) for path, upload in files if upload],
+    )
+
+
+async def batch_finished(
+    conn: aiosqlite.Connection, user_id: int, batch: ErasedBatch, *, broker_left: bool
+) -> None:
+    """``batch``'s files are deleted (an upload a job read since is left to it) and the
+    broker was asked to drop its jobs' copies: whether it kept them."""
+    async with transaction(conn):
+        await conn.execute(
+            "UPDATE erasures SET broker_copies_left = broker_copies_left OR ? WHERE user_id = ?",
+            (broker_left, user_id),
+        )
+        await conn.execute(
+            "DELETE FROM erasure_files WHERE user_id = ?"
+            " AND path IN (SELECT value FROM json_each(?))",
+            (user_id, json.dumps([*batch.image_paths, *batch.input_paths])),
+        )
+        await conn.execute(
+            "DELETE FROM erasure_jobs WHERE user_id = ?"
+            " AND job_id IN (SELECT value FROM json_each(?))",
+            (user_id, json.dumps(batch.job_ids)),
+        )
+
+
+async def count_anonymised(conn: aiosqlite.Connection, user_id: int, rows: int) -> None:
+    """In the transaction that anonymised them: ledger rows that lost the member's id."""
+    await conn.execute(
+        "UPDATE erasures SET ledger_rows_anonymised = ledger_rows_anonymised + ? WHERE user_id = ?",
+        (rows, user_id),
+    )
+
+
+async def count_deferred(conn: aiosqlite.Connection, user_id: int, rows: int) -> None:
+    """In the erase's last transaction: the ledger rows that keep the id until their quota
+    periods end (all of them now, not added to an earlier run's)."""
+    await conn.execute(
+        "UPDATE erasures SET ledger_rows_deferred = ? WHERE user_id = ?", (rows, user_id)
+    )
+
+
+async def counts(conn: aiosqlite.Connection, user_id: int) -> ErasureCounts | None:
+    rows = await conn.execute_fetchall(
+        "SELECT jobs, pictures, uploads, posts, ledger_rows_anonymised, ledger_rows_deferred,"
+        " broker_copies_left FROM erasures WHERE user_id = ?",
+        (user_id,),
+    )
+    for jobs, pictures, uploads, posts, anonymised, deferred, broker_left in rows:
+        return ErasureCounts(
+            int(jobs),
+            int(pictures),
+            int(uploads),
+            int(posts),
+            int(anonymised),
+            int(deferred),
+            bool(broker_left),
+        )
+    return None
+
+
+async def told(conn: aiosqlite.Connection, user_id: int, asked_at: float) -> bool:
+    """The member was told the request of ``asked_at`` is done: it goes (not one asked again
+    since, which its own run answers). Whether it went."""
+    async with transaction(conn):
+        cursor = await conn.execute(
+            "DELETE FROM erasures WHERE user_id = ? AND asked_at = ?", (user_id, asked_at)
+        )
+        if cursor.rowcount == 0:
+            return False
+        await conn.execute("DELETE FROM erasure_files WHERE user_id = ?", (user_id,))
+        await conn.execute("DELETE FROM erasure_jobs WHERE user_id = ?", (user_id,))
+    return True
+
+
+async def clear_expired_tokens(conn: aiosqlite.Connection, asked_before: float) -> int:
+    """Blank the interaction tokens of the requests asked before ``asked_before`` (Discord no
+    longer accepts them: their members are told by direct message); returns how many."""
+    async with transaction(conn):
+        cursor = await conn.execute(
+            "UPDATE erasures SET application_id = NULL, interaction_token = NULL"
+            " WHERE interaction_token IS NOT NULL AND asked_at < ?",
+            (asked_before,),
+        )
+    return cursor.rowcount

@@ -1,0 +1,125 @@
+"""``easel worker``'s stop ends within its budget: the job in hand finishes, or is told to stop
+and goes back to the broker (for another worker, not cancelled); a device stuck inside a step
+is left to it, its job handed back at once, and the process ends with
+``STUCK_DEVICE_EXIT_STATUS``; a second signal ends it at once. A real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.jobs.broker import worker
+from bot.jobs.broker.worker import WorkerConfig, serve
+from bot.jobs.queue import Submission
+from bot.process_end import STUCK_DEVICE_EXIT_STATUS
+from inference.types import RenderRequest
+from tests.distributed.nats_server import python_process, read_until
+from tests.distributed.transports import NatsTransport
+from tests.support.engines import HeldEngine, InstantEngine, StuckEngine
+from tests.support.exits import Exited, exit_process
+from tests.support.sinks import started_queue
+
+BUDGET_S = 3.0
+RENDER_AT_STOP_S = 0.5
+MARGIN_S = 3.0
+# Long past the test: a job the stopped worker did not hand back is not redelivered in it.
+ACK_WAIT_S = 120.0
+
+
+@pytest.fixture(autouse=True)
+def short_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "STOP_BUDGET_S", BUDGET_S)
+    monkeypatch.setattr(worker, "RENDER_AT_STOP_S", RENDER_AT_STOP_S)
+
+
+def submission() -> Submission:
+    return Submission("imagine", RenderRequest("a lake", steps=2), user_id=7, guild_id=5)
+
+
+@asynccontextmanager
+async def worker_rendering_a_job(
+    conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport, engine: HeldEngine
+) -> AsyncIterator[tuple[str, asyncio.Task[int], asyncio.Event]]:
+    """A worker on ``engine`` rendering the one job submitted (its id), its ``serve`` and the
+    stop it was given, not yet set. After the block, checks the job went back to the broker
+    (published by no one, then rendered by another worker at once); at the end ``engine`` is
+    released and the worker ended."""
+    client = await nats.client(slots=1, ack_wait_s=ACK_WAIT_S)
+    queue, sink = await started_queue(conn, client.slots(), tmp_path)
+    job_id = await queue.submit(submission())
+    stop = asyncio.Event()
+    config = WorkerConfig(nats.server.url, ("gpu-0",), idle_poll_s=0.1)
+    serving = asyncio.create_task(serve(config, lambda _: engine, stop, exit_process=exit_process))
+    try:
+        assert await asyncio.to_thread(engine.started.wait, 30)
+        yield job_id, serving, stop
+        assert sink.delivered == []  # not published cancelled: the member asked for no stop
+        nats.start_worker(InstantEngine())
+        async with asyncio.timeout(ACK_WAIT_S / 4):  # handed back, not left to its ack wait
+            await sink.wait_for(1)
+        assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, True)]
+    finally:
+        engine.released.set()
+        await asyncio.wait([serving])
+        await queue.stop()
+
+
+async def test_a_render_still_running_at_the_stop_is_stopped_and_its_job_renders_elsewhere(
+    conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport
+) -> None:
+    held = HeldEngine()  # not released while it renders: it ends by its stop alone
+    async with worker_rendering_a_job(conn, tmp_path, nats, held) as (_job_id, serving, stop):
+        stop.set()
+        async with asyncio.timeout(BUDGET_S + MARGIN_S):
+            assert await asyncio.shield(serving) == 0
+
+
+async def test_a_device_stuck_in_a_step_ends_the_worker_within_its_stop_and_hands_its_job_back(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    nats: NatsTransport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stuck = StuckEngine()
+    async with worker_rendering_a_job(conn, tmp_path, nats, stuck) as (job_id, serving, stop):
+        with caplog.at_level(logging.WARNING, logger=worker.__name__):
+            stop.set()
+            async with asyncio.timeout(BUDGET_S + MARGIN_S):
+                with pytest.raises(Exited) as exited:
+                    await asyncio.shield(serving)
+        assert exited.value.status == STUCK_DEVICE_EXIT_STATUS
+        [said] = [line for line in caplog.messages if "still busy" in line]
+        assert f"gpu-0 in job {job_id}" in said
+
+
+async def test_a_second_stop_signal_ends_the_worker_at_once(
+    conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport
+) -> None:
+    client = await nats.client(slots=1, ack_wait_s=ACK_WAIT_S)
+    queue, _sink = await started_queue(conn, client.slots(), tmp_path)
+    busy = await python_process(
+        "-m", "tests.distributed.worker_main", nats.server.url, "--seconds", "120"
+    )
+    try:
+        await read_until(busy, "serving", 15)
+        job_id = await queue.submit(submission())
+        await read_until(busy, f"job {job_id}: started", 15)  # for 120 s
+        busy.send_signal(signal.SIGTERM)
+        # Heard first (two signals sent at once may be handled in either order).
+        await read_until(busy, "stopping:", MARGIN_S)
+        busy.send_signal(signal.SIGINT)  # whoever sent it will not wait out the stop
+        await read_until(busy, "SIGINT again while stopping", MARGIN_S)
+        async with asyncio.timeout(MARGIN_S):
+            assert await busy.wait() == -signal.SIGINT
+    finally:
+        if busy.returncode is None:
+            busy.kill()
+            await busy.wait()
+        await queue.stop()

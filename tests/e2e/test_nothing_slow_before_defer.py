@@ -1,0 +1,47 @@
+"""A command in a burst is acknowledged from memory (issue 12, item 3): once its model's
+native side is known, reading it again takes no thread hop before the acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bot.acknowledge_first import AcknowledgeFirst
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.fake_discord import FakeDiscord
+
+
+async def test_a_command_after_the_first_hops_to_no_thread_before_its_acknowledgement(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In order: each thread hop by the function it ran, and each command's acknowledgement."""
+    events: list[str] = []
+    to_thread = asyncio.to_thread
+    answered = AcknowledgeFirst.answered
+
+    async def recorded_hop(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        events.append(getattr(function, "__qualname__", repr(function)))
+        return await to_thread(function, *args, **kwargs)
+
+    def recorded_answer(gate: AcknowledgeFirst, interaction_id: int) -> None:
+        events.append(f"answered {interaction_id}")
+        answered(gate, interaction_id)
+
+    # The tiny model was written seconds ago: its side is kept at once all the same.
+    monkeypatch.setattr("bot.services.LISTING_SETTLED_NS", 0)
+    monkeypatch.setattr(asyncio, "to_thread", recorded_hop)
+    monkeypatch.setattr(AcknowledgeFirst, "answered", recorded_answer)
+    async with start_easel():
+        first = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
+        await first.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert "Services.read_native_side" in events[: events.index(f"answered {first.id}")]
+        events.clear()
+        second = await fake_discord.invoke_command("imagine", {"prompt": "a dog", **QUICK})
+        await second.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    # The one hop left is older than this test: the prompt's flags parsed off the loop
+    # (``cogs.common.requests_for_member``). Another (a file read, a scan) fails here.
+    hops_before = events[: events.index(f"answered {second.id}")]
+    assert hops_before == ["requests_for_member.<locals>.unless_a_preset_is_named"], events
