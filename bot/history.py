@@ -570,6 +570,7 @@ class History:
                 user_id,
                 erasures.ErasedBatch(list(batch.job_ids), batch.image_paths, batch.input_paths),
                 broker_left=broker_copies_left,
+                uploads_kept=len(batch.input_paths) - len(uploads),
             )
 
         # The batch a stop interrupted between its rows' delete and its files' (nothing else

@@ -164,7 +164,11 @@ async def connect_read_only(
     check_sqlite_version()
     try:
         return await _opened_to_read(path, "mode=ro", busy_timeout_s), None
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as error:
+        # Only a -shm it cannot create: a busy database (a start's exclusive lock) is no
+        # reason to read a possibly stale frozen file and blame the folder's permissions.
+        if error.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            raise
         frozen = await _opened_to_read(path, "mode=ro&immutable=1", busy_timeout_s)
         return frozen, READ_AS_FROZEN
 

@@ -162,14 +162,21 @@ async def batch_left(conn: aiosqlite.Connection, user_id: int) -> ErasedBatch:
 
 
 async def batch_finished(
-    conn: aiosqlite.Connection, user_id: int, batch: ErasedBatch, *, broker_left: bool
+    conn: aiosqlite.Connection,
+    user_id: int,
+    batch: ErasedBatch,
+    *,
+    broker_left: bool,
+    uploads_kept: int,
 ) -> None:
-    """``batch``'s files are deleted (an upload a job read since is left to it) and the
-    broker was asked to drop its jobs' copies: whether it kept them."""
+    """``batch``'s files are deleted, but for ``uploads_kept`` uploads a job read since (left
+    to it, so not counted as erased), and the broker was asked to drop its jobs' copies:
+    whether it kept them."""
     async with transaction(conn):
         await conn.execute(
-            "UPDATE erasures SET broker_copies_left = broker_copies_left OR ? WHERE user_id = ?",
-            (broker_left, user_id),
+            "UPDATE erasures SET broker_copies_left = broker_copies_left OR ?,"
+            " uploads = uploads - ? WHERE user_id = ?",
+            (broker_left, uploads_kept, user_id),
         )
         await conn.execute(
             "DELETE FROM erasure_files WHERE user_id = ?"

@@ -151,12 +151,15 @@ class DeviceWorker:
         and before the device takes its first job."""
 
         def run() -> Exception | None:
+            self._in_hand = "its probe"  # a device hung here must not hold the exit either
             try:
                 engine = self._built()
                 if isinstance(engine, ProbingEngine):
                     engine.probe()
             except Exception as error:
                 return error
+            finally:
+                self._in_hand = None
             return None
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
@@ -164,8 +167,8 @@ class DeviceWorker:
     @property
     def in_hand(self) -> str | None:
         """What the device thread is inside now ("job <id>", "jobs <id>, <id>", "a render"
-        with no id, "its warm-up"), or None while it waits for work: a stop that cannot wait
-        any longer for the thread says what it left there."""
+        with no id, "its warm-up", "its probe"), or None while it waits for work: a stop that
+        cannot wait any longer for the thread says what it left there."""
         return self._in_hand
 
     def _built(self) -> RenderEngine:

@@ -268,7 +268,7 @@ class NothingPrunedFirst(RuntimeError):
 @dataclass(frozen=True)
 class _RemovedFirst:
     """What ``_remove_files_before_rows`` deleted, of the jobs that ended before ``cutoff``;
-    ``skipped``: why it read nothing, when so."""
+    ``skipped``: why it read nothing or stopped short, when so."""
 
     cutoff: float
     pictures: int = 0
@@ -339,6 +339,7 @@ async def _remove_files_before_rows(
     (``cutoff``: its floor), unless a job it keeps reads them. Nothing is written to the
     journal (its rows stay for that round); nothing goes while a migration is pending (its
     queries are the latest schema's) or another connection holds the database."""
+    pictures = uploads = 0
     try:
         reader = await connect_without_room(database)
         try:
@@ -349,7 +350,6 @@ async def _remove_files_before_rows(
                 skipped = f"{pending} schema migration(s) pending"
                 log.warning("%s: nothing pruned before the start; free space by hand", skipped)
                 return _RemovedFirst(cutoff, skipped=skipped)
-            pictures = uploads = 0
             after: tuple[float, int] | None = None
             while True:  # a batch at a time: at 60,000 jobs, all at once held 75 MB
                 batch, after = await history.prunable_files(reader, cutoff, PRUNE_BATCH, after)
@@ -369,6 +369,10 @@ async def _remove_files_before_rows(
             skipped = f"the database could not be read ({error})"
         log.warning("%s: nothing pruned before the start", skipped)
         return _RemovedFirst(cutoff, skipped=skipped)
+    except OSError as error:  # a file Easel's user may not delete: the start goes on
+        skipped = f"a file could not be deleted ({error})"
+        log.warning("%s: pruning before the start stopped there", skipped)
+        return _RemovedFirst(cutoff, pictures, uploads, skipped=skipped)
     return _RemovedFirst(cutoff, pictures, uploads)
 
 

@@ -118,7 +118,8 @@ def _written_before(entry: os.DirEntry[str], moment: float) -> bool:
 
 
 def remove_result_folders(folders: Iterable[Path], kept: Collection[Path]) -> int:
-    """Delete the result ``folders`` of jobs no longer in the journal, except those in
+    """Delete the result ``folders`` of jobs no longer in the journal (or that the next
+    pruning round removes: ``retention``'s start on a full disk), except those in
     ``kept`` (resolved: a job in the journal reads one of their pictures, a variation of
     it). Returns how many pictures went; a folder removed meanwhile by another path is
     skipped."""

@@ -450,8 +450,12 @@ async def test_an_upload_a_job_reads_since_the_stop_is_left_to_it(
     )
     started = history_of(conn, tmp_path, BrokerCopies())
     (erasure,) = await started.unfinished_erasures()
-    assert await started.resume(erasure) is not None
+    finished = await started.resume(erasure)
+    assert finished is not None
     assert upload.exists()
+    # The maker's 8 uploads (the first and the last job share one) but the one left to the
+    # other member's job: the member is not told it went.
+    assert finished.uploads == JOBS - 2
     assert not upload_of(tmp_path, 3).exists()  # the batch's other upload goes
     assert not picture_of(tmp_path, f"{2:016x}").exists()
 

@@ -134,6 +134,27 @@ async def test_a_first_round_that_fails_for_want_of_a_permission_lets_the_start_
         await connect_making_room(database, data.images, data.inputs, retention_days=1)
 
 
+async def test_a_file_the_pass_before_the_rows_may_not_delete_lets_the_start_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A result folder owned by another user (``chmod -R go= data`` by hand, say) stops the
+    read-only pass there, not the start: the round after it prunes the rows."""
+    database, data, [old] = await journal_of(tmp_path, time.time() - 10 * DAY)
+
+    def refused(*args: object) -> int:
+        raise PermissionError(13, "Permission denied", str(data.images / old))
+
+    monkeypatch.setattr(retention, "remove_result_folders", refused)
+    monkeypatch.setattr(retention, "START_ROOM_BYTES", 1 << 62)
+    caplog.set_level(logging.WARNING, logger="bot.jobs.retention")
+    conn, _ = await connect_making_room(database, data.images, data.inputs, retention_days=1)
+    try:
+        assert await journal.get_job(conn, old) is None
+    finally:
+        await conn.close()
+    assert "a file could not be deleted" in caplog.text
+
+
 async def test_a_pending_migration_is_said_in_the_log_and_in_the_error_of_a_full_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -72,6 +72,30 @@ async def test_a_device_names_its_warm_up_while_it_runs() -> None:
     assert device.in_hand is None
 
 
+class HeldProbingEngine(engines.HeldEngine):
+    """Answers its probe once ``released``: a device that hangs even at a tiny computation."""
+
+    def probe(self) -> None:
+        self.started.set()
+        self.released.wait(WAIT_S)
+
+
+async def test_a_device_names_its_probe_while_it_runs() -> None:
+    """A device hung at its probe (the case probing is for) must be named too, or a stop
+    that cannot wait for it would not know to end the process anyway."""
+    engine = HeldProbingEngine()
+    device = DeviceWorker("cpu", lambda _: engine)
+    probing = asyncio.ensure_future(device.probe())
+    try:
+        assert await asyncio.to_thread(engine.started.wait, WAIT_S)
+        assert device.in_hand == "its probe"
+    finally:
+        engine.released.set()
+        assert await probing is None
+        await asyncio.to_thread(device.close)
+    assert device.in_hand is None
+
+
 async def test_a_stop_keeps_the_attempt_of_a_job_whose_device_stays_stuck_in_it_alone(
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -266,9 +266,12 @@ def test_doctor_reads_a_database_it_cannot_open_to_read_as_a_frozen_file(
     asyncio.run(_created(Path("data/easel.sqlite3")))
     opened = database._opened_to_read
 
+    refusal = sqlite3.OperationalError("attempt to write a readonly database")
+    refusal.sqlite_errorcode = sqlite3.SQLITE_READONLY
+
     async def without_write_access(path: Path, query: str, busy_timeout_s: float) -> Any:
         if "immutable=1" not in query:
-            raise sqlite3.OperationalError("attempt to write a readonly database")
+            raise refusal
         return await opened(path, query, busy_timeout_s)
 
     monkeypatch.setattr(database, "_opened_to_read", without_write_access)
@@ -277,6 +280,13 @@ def test_doctor_reads_a_database_it_cannot_open_to_read_as_a_frozen_file(
         f"[ok ] database: data/easel.sqlite3 at schema version {len(load_migrations())} "
         f"({database.READ_AS_FROZEN})"
     ) in capsys.readouterr().out
+    # A database busy (a start's exclusive lock) is said as such, not read frozen.
+    refusal = sqlite3.OperationalError("database is locked")
+    refusal.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[ERR] database: data/easel.sqlite3: database is locked" in out, out
+    assert database.READ_AS_FROZEN not in out
 
 
 async def _created(path: Path) -> None:

@@ -863,12 +863,13 @@ class JobQueue:
         in flight, so a job that kills every device it renders on ends after
         ``MAX_RENDER_ATTEMPTS`` (failed as any other, refunded) and its batch-mates spend no
         further attempt with it. The slot takes no more work (``_dispatch``)."""
-        self._lose(slot.device, error, running.job_ids)
         spent = [
             job.id
             for job in jobs
             if job.attempts >= MAX_RENDER_ATTEMPTS and job.id not in running.cancelled
         ]
+        back = [job_id for job_id in running.job_ids if job_id not in {*spent, *running.cancelled}]
+        self._lose(slot.device, error, back)
         if spent:
             running.left_out.update(spent)
             async with self._wakeup:
