@@ -19,7 +19,7 @@ from db import history
 from db import jobs as journal
 from db.database import connect, is_disk_full, load_migrations
 from tests.integration.test_stored_data import DAY, Data, submission
-from tests.unit.test_cli import sqlite_full
+from tests.support.older_databases import sqlite_full
 
 
 async def test_a_start_short_of_room_deletes_old_files_then_their_rows_and_keeps_what_is_read(

@@ -1,4 +1,5 @@
-"""A database as an older Easel left it: migrated up to some schema version only."""
+"""Databases as tests need them: as an older Easel left one (migrated up to some schema
+version only), and SQLite's own error for one whose disk is full."""
 
 from __future__ import annotations
 
@@ -19,3 +20,14 @@ def database_at(path: Path, version: int) -> Path:
     finally:
         raw.close()
     return path
+
+
+def sqlite_full() -> sqlite3.OperationalError:
+    """SQLite's own "database or disk is full" (a database allowed two pages)."""
+    with sqlite3.connect(":memory:") as tiny:
+        tiny.execute("PRAGMA max_page_count = 2")
+        try:
+            tiny.executescript("CREATE TABLE a (x); CREATE TABLE b (x); CREATE TABLE c (x)")
+        except sqlite3.OperationalError as error:
+            return error
+    raise AssertionError("two pages held three tables")

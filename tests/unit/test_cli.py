@@ -27,7 +27,7 @@ from db import database
 from db.database import connect, load_migrations
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.prompts.test_explain import EXPLAIN_KEYS
-from tests.support.older_databases import database_at
+from tests.support.older_databases import database_at, sqlite_full
 from tests.unit.test_settings import SETTING_NAMES
 
 
@@ -407,17 +407,6 @@ def _start_that_finds_no_room(error: BaseException) -> Callable[[Settings], Awai
         raise error
 
     return start
-
-
-def sqlite_full() -> sqlite3.OperationalError:
-    """SQLite's own "database or disk is full" (a database allowed two pages)."""
-    with sqlite3.connect(":memory:") as tiny:
-        tiny.execute("PRAGMA max_page_count = 2")
-        try:
-            tiny.executescript("CREATE TABLE a (x); CREATE TABLE b (x); CREATE TABLE c (x)")
-        except sqlite3.OperationalError as error:
-            return error
-    raise AssertionError("two pages held three tables")
 
 
 @pytest.mark.parametrize(
