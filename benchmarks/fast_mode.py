@@ -18,6 +18,7 @@ import dataclasses
 import io
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.engine import Engine
 from inference.fast import DEEP_CACHE_INTERVAL

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 from skimage import data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.engine import Engine
 from inference.infotext import png_with_infotext

@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.preview import LatentPreviewer
 

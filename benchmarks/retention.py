@@ -30,6 +30,8 @@ from pathlib import Path
 
 import aiosqlite
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bot.jobs.retention import PRUNE_INTERVAL_S, Pruned, Retention
 from db import jobs as journal
 from db.database import connect, transaction

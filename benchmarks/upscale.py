@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# Each measurement runs this file in a fresh Python, whose path starts at benchmarks/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def measure(path: Path, size: int, tile: int, device: str) -> dict[str, float]:
     """One upscale in this process: seconds and peak memory in MiB."""

@@ -28,6 +28,7 @@ from inference.images import (
 )
 from inference.infotext import described_sampler, parse_infotext, sampler_and_schedule
 from inference.limits import MAX_SEED, MIN_SIZE
+from inference.outpaint import OutpaintOptions
 from inference.presets import vary_strength
 from inference.prompts.flags import seed_read_back
 from inference.types import Mode, RenderInputError, RenderRequest
@@ -45,6 +46,10 @@ class Picture:
     width: int
     height: int
     infotext: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
 
 
 def input_path(inputs_dir: Path) -> Path:
@@ -295,6 +300,21 @@ def expand_request(
         options = {"outpaint": {pan: int(side * PAN_FRACTION) // 8 * 8}}
     else:
         options = {"zoom_out": zoom_out}
+    # The size the engine renders (``inference.passes.img2img.outpainted``), named: the quota
+    # reserves the canvas's pixels, not the picture's, and a server's pixel cap reads it here.
+    try:
+        outpaint = OutpaintOptions.from_options(options)
+        assert outpaint is not None  # options holds one of the two
+        margins = outpaint.margins(picture.width, picture.height)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+    width, height = margins.canvas_size(picture.width, picture.height)
     return _from_picture(
-        base, picture, "img2img", denoising_strength=EXPAND_DENOISE, options=options
+        base,
+        picture,
+        "img2img",
+        denoising_strength=EXPAND_DENOISE,
+        options=options,
+        width=width,
+        height=height,
     )

@@ -7,12 +7,16 @@ or drops it. A read that overlapped a change of its key is returned but not kept
 may predate the change. Callers that miss the same key at once share one read (a burst of
 commands from one member, or the first ones of a guild, reads once).
 
+A memo given ``ttl_s`` serves reads no writer tells it of: a value is read again once that
+old, and is that stale at most.
+
 ``ExpiringKeys`` keeps what was lately true (Discord's answers, events heard) for a while.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
@@ -27,10 +31,20 @@ MEMBERS_KEPT = 10_000
 
 
 class Memo(Generic[K, V]):
-    def __init__(self, max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        max_size: int | None = None,
+        *,
+        ttl_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         # With ``max_size``, the least recently used value goes first (values without end).
         self._max_size = max_size
+        # With ``ttl_s``, a value kept that long is read again (``clock`` says when).
+        self._ttl_s = ttl_s
+        self._clock = clock
         self._values: dict[K, V] = {}
+        self._kept_at: dict[K, float] = {}  # with ``ttl_s`` only
         self._reading: dict[K, asyncio.Task[V]] = {}  # reads no change has overtaken
         # Every read in flight, overtaken or not, by key: a change marks them, so that what a
         # change leaves behind lasts only while a read that began before it does.
@@ -38,7 +52,7 @@ class Memo(Generic[K, V]):
 
     async def get(self, key: K, read: Callable[[], Coroutine[Any, Any, V]]) -> V:
         """The kept value, or ``read()``'s, kept unless the key changed while it ran."""
-        if key in self._values:
+        if self._holds(key):
             return self._used(key)
         reading = self._reading.get(key)
         if reading is None:
@@ -49,7 +63,20 @@ class Memo(Generic[K, V]):
 
     def kept(self, key: K) -> V | None:
         """The kept value, without reading (None: none kept)."""
-        return self._used(key) if key in self._values else None
+        return self._used(key) if self._holds(key) else None
+
+    def _holds(self, key: K) -> bool:
+        """Whether a value of ``key`` is kept, and not older than ``ttl_s`` (dropped if so)."""
+        if key not in self._values:
+            return False
+        if self._ttl_s is not None and self._clock() - self._kept_at[key] >= self._ttl_s:
+            self._forget(key)
+            return False
+        return True
+
+    def _forget(self, key: K) -> None:
+        self._values.pop(key, None)
+        self._kept_at.pop(key, None)
 
     def _used(self, key: K) -> V:
         if self._max_size is not None:  # the most recently used last
@@ -75,8 +102,10 @@ class Memo(Generic[K, V]):
     def _keep(self, key: K, value: V) -> None:
         self._values.pop(key, None)  # the most recently used last
         self._values[key] = value
+        if self._ttl_s is not None:
+            self._kept_at[key] = self._clock()
         if self._max_size is not None and len(self._values) > self._max_size:
-            del self._values[next(iter(self._values))]
+            self._forget(next(iter(self._values)))
 
     def put(self, key: K, value: V) -> None:
         """The value just written."""
@@ -92,12 +121,12 @@ class Memo(Generic[K, V]):
     def drop(self, key: K) -> None:
         """Read the key again next time."""
         self._changed(key)
-        self._values.pop(key, None)
+        self._forget(key)
 
     def drop_where(self, matches: Callable[[K], bool]) -> None:
         """Read every key that ``matches`` again next time (and any such key being read now)."""
         for key in [key for key in self._values if matches(key)]:
-            del self._values[key]
+            self._forget(key)
         for key in [key for key in self._in_flight if matches(key)]:
             self._changed(key)
 

@@ -17,7 +17,7 @@ import aiosqlite
 from bot import metrics
 from bot.jobs.accounting import QuotaExceeded
 from bot.policy.member_settings import MemberSettings
-from bot.user_errors import Reason, UserError
+from bot.user_errors import Reason, UserError, as_sentence
 from db import refusals as store
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,11 @@ MAX_SENTENCE_CHARS = 300
 
 
 def told_refusal(message: str, reason: Reason, *, of: str | None = None) -> UserError:
-    """``message`` as the member is told a refusal: after "⛔", and after which of the
-    request's jobs it refuses (``of``: "Repeat 2 of 3") when not the whole request."""
-    return UserError(f"⛔ {message}" if of is None else f"⛔ {of}: {message}", reason)
+    """``message`` as the member is told a refusal: a sentence (``as_sentence``, as every
+    refusal is told, whichever parser wrote it) after "⛔", and after which of the request's
+    jobs it refuses (``of``: "Repeat 2 of 3") when not the whole request."""
+    sentence = as_sentence(message)
+    return UserError(f"⛔ {sentence}" if of is None else f"⛔ {of}: {sentence}", reason)
 
 
 def quota_refused(

@@ -36,7 +36,7 @@ from inference.metadata import (
     reads_textual_inversion,
 )
 from inference.model_list import installed_models
-from inference.registry import CHECKPOINT_FOLDERS, LISTING_SETTLED_NS, ModelRegistry
+from inference.registry import CHECKPOINT_FOLDERS, SCAN_MAX_AGE_NS, ModelRegistry, Stamps
 from inference.types import RenderInputError
 from inference.validation import RenderLimits
 
@@ -86,56 +86,50 @@ class ListedModels:
     latest: tuple[int | None, frozenset[str]] = (None, frozenset())
 
 
-# Each path a kept value rests on as it was then: (inode, mtime_ns, size); None: unreadable.
-PathStamps = tuple[tuple[int, int, int] | None, ...]
+@dataclass
+class KeptSide:
+    """A model's native side, the stamps of what it rests on, and when (``NativeSides.clock``)
+    those were last found unchanged."""
 
-
-def _stamps(paths: tuple[Path, ...]) -> PathStamps:
-    stamps: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except OSError:
-            stamps.append(None)
-            continue
-        stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
-    return tuple(stamps)
+    side: int
+    stamps: Stamps
+    checked_at_ns: int
 
 
 @dataclass
 class NativeSides:
     """Each model's native side as last read (``Services.native_side``), by the name asked
-    for (None: the first installed), with the paths whose change makes it read again (what
-    it was read from, plus the checkpoint folders where the name could come to mean another
-    model: None, or a model not found here) and their stamps taken before the read."""
+    for (None: the first installed), with the stamps of the paths whose change makes it read
+    again (what it was read from, plus the checkpoint folders where the name could come to
+    mean another model: None, or a model not found here), taken before the read."""
 
-    read: dict[str | None, tuple[tuple[Path, ...], PathStamps, int]] = field(default_factory=dict)
+    read: dict[str | None, KeptSide] = field(default_factory=dict)
+    # Nanoseconds, how long ago a kept side's paths were last found unchanged.
+    clock: Callable[[], int] = time.monotonic_ns
 
-    def keep(
-        self,
-        model: str | None,
-        paths: tuple[Path, ...],
-        stamps: PathStamps,
-        side: int,
-        read_at_ns: int,
-    ) -> None:
-        """Keep ``side`` unless a path changed within ``LISTING_SETTLED_NS`` of the read
-        (wall-clock): a change within the same tick of a coarse file-system clock would leave
-        its stamp as it was; such a side is read again at the next ask."""
-        settled = read_at_ns - LISTING_SETTLED_NS
-        if all(stamp is None or stamp[1] < settled for stamp in stamps):
-            self.read[model] = (paths, stamps, side)
+    def keep(self, model: str | None, stamps: Stamps, side: int, checked_at_ns: int) -> None:
+        """Keep ``side`` unless a path changed within ``LISTING_SETTLED_NS`` of its stamp
+        (``Stamps.settled``): such a side is read again at the next ask."""
+        if stamps.settled():
+            self.read[model] = KeptSide(side, stamps, checked_at_ns)
         else:
             self.read.pop(model, None)
 
     def kept(self, model: str | None) -> int | None:
-        """``model``'s side, if read since its paths last changed (a few ``stat``s: the event
-        loop may ask before an acknowledgement); else None."""
+        """``model``'s side, if read since its paths last changed; else None. Taken without a
+        ``stat`` for ``SCAN_MAX_AGE_NS`` (the oldest scan the registry answers from) after
+        its paths were last found unchanged: a burst of commands, each asking before its
+        acknowledgement, stats them about once a second, not per command; a change shows
+        within that time (the side only prices a request that names no size)."""
         known = self.read.get(model)
         if known is None:
             return None
-        paths, stamps, side = known
-        return side if _stamps(paths) == stamps else None
+        now = self.clock()
+        if not 0 <= now - known.checked_at_ns < SCAN_MAX_AGE_NS:
+            if not known.stamps.unchanged():
+                return None
+            known.checked_at_ns = now
+        return known.side
 
 
 def _changed_at(folder: Path) -> int | None:
@@ -253,25 +247,23 @@ class Services:
         """``model``'s native side from its configs, kept in ``native_sides``; when its files
         cannot be read here (a broker's workers hold the models), ``UNKNOWN_MODEL_SIDE``
         (blocking: a folder scan and file reads)."""
-        read_at_ns = time.time_ns()
-        folders = tuple(self.registry.models_dir / name for name in CHECKPOINT_FOLDERS)
-        folder_stamps = _stamps(folders)
+        checked_at_ns = self.native_sides.clock()
+        folders = Stamps.take(self.registry.models_dir / name for name in CHECKPOINT_FOLDERS)
         try:
             entry = self.registry.resolve(model)
         except RenderInputError as error:
             log.info("no native size for model %s: %s", model, error)
-            self.native_sides.keep(model, folders, folder_stamps, UNKNOWN_MODEL_SIDE, read_at_ns)
+            self.native_sides.keep(model, folders, UNKNOWN_MODEL_SIDE, checked_at_ns)
             return UNKNOWN_MODEL_SIDE
-        paths = native_side_sources(entry)
-        stamps = _stamps(paths)
+        stamps = Stamps.take(native_side_sources(entry))
         if model is None:  # the first installed by name: another may come first
-            paths, stamps = (*paths, *folders), (*stamps, *folder_stamps)
+            stamps = stamps.joined(folders)
         try:
             side = native_side(entry)
         except (OSError, ValueError, KeyError) as error:
             log.info("no native size for model %s: %s", model, error)
             side = UNKNOWN_MODEL_SIDE
-        self.native_sides.keep(model, paths, stamps, side, read_at_ns)
+        self.native_sides.keep(model, stamps, side, checked_at_ns)
         return side
 
     def model_names(self) -> list[str]:

@@ -104,7 +104,8 @@ async def style_choices(
 async def upscaler_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
-    upscalers = services_of(interaction).upscaler_names()
+    # Reads add-on files' headers (whether each is whole): off the loop.
+    upscalers = await asyncio.to_thread(services_of(interaction).upscaler_names)
     return matching_choices(
         await addons_allowed_here(interaction, AddonKind.UPSCALER, upscalers), current
     )

@@ -17,7 +17,7 @@ import discord
 from bot.acknowledge_first import AcknowledgeFirst
 from bot.compare import redraws_by_seed
 from bot.images import check_upload_size
-from bot.jobs.accounting import Member
+from bot.jobs.accounting import InputSize, Member, edits_a_picture, input_picture_size
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.addons import (
@@ -433,10 +433,12 @@ async def admitted_submission(
     *,
     parent_job_id: str | None,
     private: bool,
+    input_size: InputSize | None = None,
     **delivery: Any,
 ) -> Submission:
     """The job the server's rules make of ``request`` (channel, models, banned words, NSFW,
-    priority role), refused with one sentence when over the render limits. ``delivery``: the
+    priority role), refused with one sentence when over the render limits. ``input_size``:
+    the picture it edits, as decoded (else read off the loop). ``delivery``: the
     interaction fields of a Submission, when there is an interaction to answer."""
     admission = await services.guild_policy.admit(
         requester.guild_id,
@@ -453,6 +455,8 @@ async def admitted_submission(
     )
     if asks_face_restorer(admission.request):
         await asyncio.to_thread(check_face_restorer, admission.request, services.registry)
+    if input_size is None and edits_a_picture(admission.request):  # a 🔄 or Remix of an edit
+        input_size = await asyncio.to_thread(input_picture_size, admission.request)
     return Submission(
         kind=kind,
         request=admission.request,
@@ -467,6 +471,7 @@ async def admitted_submission(
         private=private,
         age_restricted=requester.age_restricted,
         native_side=await services.native_side(admission.request.model),
+        input_size=input_size,
         **delivery,
     )
 
@@ -541,6 +546,7 @@ async def submit_from_interaction(
     repeat_seeds: Sequence[int] = (),
     before_queueing: Callable[[], Awaitable[str | None]] | None = None,
     on_journaled: Callable[[], object] | None = None,
+    input_size: InputSize | None = None,
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s) unless the caller did
     (``acknowledge``), journal the job and show its place in the queue; the result later edits
@@ -552,6 +558,9 @@ async def submit_from_interaction(
 
     ``on_journaled``: called as soon as the job is journaled, before anything that may still
     raise (showing its place, the repeats): the job then owns the uploads it names.
+
+    ``input_size``: the size of the picture ``request`` edits, as decoded where it was read:
+    its quota reservation then reads no file (``Submission.input_size``).
 
     ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
     as a job each and refused together up front when they do not all fit the member's quota;
@@ -571,6 +580,7 @@ async def submit_from_interaction(
         requester,
         parent_job_id=parent_job_id,
         private=private,
+        input_size=input_size,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         interaction_created_at=interaction.created_at.timestamp(),
@@ -658,6 +668,13 @@ async def _refuse(interaction: discord.Interaction[Any], refusal: UserError) -> 
         )
 
 
+def _repeats(first: int, last: int) -> str:
+    """Repeats ``first`` to ``last`` of a --repeat, by number."""
+    if first == last:
+        return f"repeat {first}"
+    return f"repeats {first} and {last}" if last == first + 1 else f"repeats {first} to {last}"
+
+
 async def _submit_repeats(
     interaction: discord.Interaction[Any],
     request: RenderRequest,
@@ -670,7 +687,8 @@ async def _submit_repeats(
     A prompt with wildcards or ``{a|b}`` choices may draw other words at a repeat's seeds, so
     each such repeat is admitted again (banned words included), one after the other and each
     within its own planning budget, after the first job was acknowledged: a refusal is told
-    privately and stops the repeats that follow."""
+    privately and stops the repeats that follow, named in the same sentence, which the
+    server's dashboard keeps as it keeps every refusal (``_refuse``)."""
     services, queue = services_of(interaction), queue_of(interaction)
     began_at = interaction.created_at.timestamp()  # the repeats are the command's work
     total = len(seeds) + 1
@@ -685,6 +703,7 @@ async def _submit_repeats(
                     requester_of(interaction),
                     parent_job_id=first.parent_job_id,
                     private=first.private,
+                    input_size=first.input_size,
                     filesize_limit=first.filesize_limit,
                 )
             else:
@@ -704,6 +723,10 @@ async def _submit_repeats(
                 if isinstance(error, UserError)
                 else quota_refused(error, of=which)
             )
+            if index < total:  # the gate ends the repeats after it too: told and recorded
+                told = UserError(
+                    f"{told} Not queued either: {_repeats(index + 1, total)}.", told.reason
+                )
             await _refuse(interaction, told)
             return
     await tell(

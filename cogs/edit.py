@@ -150,10 +150,12 @@ async def _submit(
     inputs: SavedInputs,
     kind: str,
     request: RenderRequest,
+    picture: Picture,
     private: bool,
     posted_as: str | None = None,
 ) -> None:
-    """``posted_as``: the job whose post the picture was taken from, its parent (else the one
+    """``picture``: the one ``request`` is made from (its size reckons its cost);
+    ``posted_as``: the job whose post the picture was taken from, its parent (else the one
     its pixels are: ``SavedInputs.made_from``)."""
     await submit_from_interaction(
         interaction,
@@ -162,6 +164,7 @@ async def _submit(
         posted_as or inputs.made_from,
         private=private,
         on_journaled=inputs.keep,
+        input_size=picture.size,
     )
 
 
@@ -243,7 +246,7 @@ class EditCog(commands.Cog):
                 picture.infotext, prompt, models, how_to_give_a_prompt=how_to_give_a_prompt
             )
             request = vary_request(base, picture, denoise)
-            await _submit(interaction, inputs, "vary", request, private, posted_as)
+            await _submit(interaction, inputs, "vary", request, picture, private, posted_as)
 
     @app_commands.command(name="inpaint", description="Repaint the white part of a mask")
     @app_commands.describe(
@@ -279,7 +282,7 @@ class EditCog(commands.Cog):
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
             await asyncio.to_thread(check_mask_paints, mask_picture, invert)
-            await _submit(interaction, inputs, "inpaint", request, private)
+            await _submit(interaction, inputs, "inpaint", request, picture, private)
 
     @app_commands.command(name="upscale", description="Enlarge a picture 2x or 4x")
     @app_commands.describe(
@@ -327,12 +330,13 @@ class EditCog(commands.Cog):
             # A fast upscale uses no model: the picture's is not read.
             models = None if mode == "fast" else await allowed_model_names(interaction)
             base = request_from_infotext(picture.infotext, None, models, prompt_required=False)
+            installed_upscalers = await asyncio.to_thread(services.upscaler_names)
             request = upscale_request(
                 base,
                 picture,
                 factor,
                 mode,
                 upscaler=upscaler,
-                installed_upscalers=services.upscaler_names(),
+                installed_upscalers=installed_upscalers,
             )
-            await _submit(interaction, inputs, "upscale", request, private, posted_as)
+            await _submit(interaction, inputs, "upscale", request, picture, private, posted_as)

@@ -29,7 +29,7 @@ from bot.policy.moderation import AGE_RESTRICTED_PICTURE
 from bot.refusals import quota_refused
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from bot.web.links import LinkRefused, RegionLink
 from bot.web.server import Claim, RegionWebServer
 from cogs.common import (
@@ -68,6 +68,7 @@ MAX_REGION_CHARS = 200
 MAX_WAITING_REGIONS = 4
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
+_OUT_OF_SIGHT = "You can no longer see the channel this picture was made in."
 # The web page's words for the channel's rules of now refusing a link made there before.
 _CLOSED_SINCE = (
     "Easel is no longer enabled where this picture was posted, so its editor is closed; use "
@@ -76,6 +77,11 @@ _CLOSED_SINCE = (
 STOPPED_IN_SERVER = (
     "You were banned, kicked or timed out in that server: Easel makes nothing for you there now."
 )
+
+
+class DiscordDidNotAnswer(LinkRefused):
+    """Discord failed while the page's member was looked up: refused on the page, but the
+    failure is Discord's (or Easel's), not the member's, so no refusal of theirs is kept."""
 
 
 def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:
@@ -189,6 +195,7 @@ class RegionOffers:
                     private=private,
                     before_queueing=find_the_mask,
                     on_journaled=lambda: journaled.append(None),
+                    input_size=picture.size,
                 )
         except AlreadyInLine:
             raise UserError(
@@ -213,16 +220,17 @@ class RegionOffers:
         try:
             await self._services.guild_policy.check_channel(link.guild_id, link.channel_id)
         except UserError:
-            raise LinkRefused(_CLOSED_SINCE) from None  # its words name Discord channels
+            # Its words name Discord channels: the check's own are not shown on the page.
+            raise LinkRefused(_CLOSED_SINCE, Reason.CHANNEL) from None
         job = await self._services.history.job(link.job_id)
         if job is None or job.guild_id != link.guild_id or link.idx >= len(job.image_paths):
-            raise LinkRefused(_GONE)
+            raise LinkRefused(_GONE, Reason.INPUT)
         if not await asyncio.to_thread(job.image_paths[link.idx].is_file):
-            raise LinkRefused(_GONE)
+            raise LinkRefused(_GONE, Reason.INPUT)
         try:
             await check_still_shown(self._services, job, link.user_id)
         except UserError as refused:
-            raise LinkRefused(str(refused)) from None
+            raise LinkRefused(str(refused), refused.reason) from None
         return job
 
     async def picture(self, link: RegionLink) -> Path:
@@ -232,6 +240,8 @@ class RegionOffers:
     async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
         try:
             return await self._submit_painted(link, mask_png, prompt, claim)
+        except DiscordDidNotAnswer:  # shown on the page, but no refusal of the member's
+            raise
         except Exception as error:  # the page shows a refusal; the server's dashboard keeps it
             refusal = refusal_of(error)
             if refusal is not None:
@@ -261,7 +271,7 @@ class RegionOffers:
         try:
             base, picture = await stored_picture(self._queue, job, link.idx)
         except UserError:
-            raise LinkRefused(_GONE) from None
+            raise LinkRefused(_GONE, Reason.INPUT) from None
         mask_path = input_path(self._services.inputs_dir)
         mask_picture = Picture(mask_path, upload.image.width, upload.image.height)
         request = inpaint_request(
@@ -277,6 +287,7 @@ class RegionOffers:
             requester,
             parent_job_id=link.job_id,
             private=link.private,
+            input_size=picture.size,
         )
         refusal = await self._queue.quota_refusal(submission)
         if refusal is not None:
@@ -294,7 +305,7 @@ class RegionOffers:
             if job_id is None:
                 await asyncio.to_thread(mask_path.unlink, missing_ok=True)
         if job_id is None:  # banned, kicked or timed out since the member was fetched
-            raise LinkRefused(STOPPED_IN_SERVER)
+            raise LinkRefused(STOPPED_IN_SERVER, Reason.PERMISSION)
         where = "in your direct messages" if link.private else "in the channel"
         return f"Queued as job {job_id}; the result will be posted {where} in Discord."
 
@@ -311,31 +322,33 @@ class RegionOffers:
             return (), False, False
         guild = self._client.get_guild(link.guild_id)
         if guild is None:
-            raise LinkRefused("Easel is no longer in that server.")
+            raise LinkRefused("Easel is no longer in that server.", Reason.CHANNEL)
         try:
             member = await guild.fetch_member(link.user_id)
         except discord.NotFound:
-            raise LinkRefused("You are no longer a member of that server.") from None
+            raise LinkRefused(
+                "You are no longer a member of that server.", Reason.PERMISSION
+            ) from None
         except DISCORD_FAILED:
-            raise LinkRefused(_DISCORD_FAILED) from None
+            raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
         channel = None if link.channel_id is None else guild.get_channel_or_thread(link.channel_id)
         recent = self._services.thread_members
         may_act = member_may_see if job.user_id == link.user_id else member_may_read
         if channel is None or not await may_act(channel, member, recent):
-            raise LinkRefused("You can no longer see the channel this picture was made in.")
+            raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
         # A timeout, or a public result where they may not post one, as a click would be.
         refusal = why_member_may_not_act_in(channel, member, private=link.private)
         if refusal is not None:
-            raise LinkRefused(refusal)
+            raise LinkRefused(refusal, Reason.PERMISSION)
         made_in: object = channel
         if job.channel_id is not None and job.channel_id != link.channel_id:
             made_in = guild.get_channel_or_thread(job.channel_id)
             if made_in is None or not await member_may_read(made_in, member, recent):
-                raise LinkRefused("You can no longer see the channel this picture was made in.")
+                raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
         here_age_restricted = is_age_restricted(channel)
         restricted = is_age_restricted_picture(made_in, restricted_when_made=job.age_restricted)
         if restricted and not here_age_restricted:  # a flag turned off since the click
-            raise LinkRefused(AGE_RESTRICTED_PICTURE)
+            raise LinkRefused(AGE_RESTRICTED_PICTURE, Reason.NSFW)
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
         is_admin = permissions.manage_guild or permissions.administrator

@@ -602,12 +602,6 @@ async def clear_expired_tokens(conn: aiosqlite.Connection, issued_before: float)
     return cursor.rowcount
 
 
-async def job_ids(conn: aiosqlite.Connection) -> set[str]:
-    """Every job in the journal."""
-    async with conn.execute("SELECT id FROM jobs") as cursor:
-        return {str(row[0]) for row in await cursor.fetchall()}
-
-
 async def input_picture_paths(conn: aiosqlite.Connection) -> set[str]:
     """Every picture a job in the journal reads (``init_image``, ``mask_image``, ControlNet
     and image prompt pictures): uploads, or another job's stored result (``job_inputs``,

@@ -11,7 +11,8 @@ atomic on its own and can also run inside a caller's ``transaction(conn)`` (for 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,6 +36,7 @@ __all__ = [
     "refund_withheld",
     "refunded",
     "reserve",
+    "reserved_gpu_seconds",
     "set_limits",
     "usage",
     "usage_since_each",
@@ -102,6 +104,22 @@ async def reserve(
         (job_id, user_id, guild_id, images, est_gpu_s, now),
     ) as cursor:
         return cursor.rowcount == 1
+
+
+async def reserved_gpu_seconds(
+    conn: aiosqlite.Connection, job_ids: Collection[str]
+) -> dict[str, float]:
+    """The GPU seconds reserved for each of ``job_ids`` (its reserve row, as ``reserve``
+    wrote it); a job with no reserve row has none. One read, on the ledger's (job_id, kind)
+    key, however many jobs."""
+    if not job_ids:
+        return {}
+    rows = await conn.execute_fetchall(
+        "SELECT job_id, gpu_seconds FROM quota_ledger WHERE kind = 'reserve'"
+        " AND job_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(set(job_ids))),),
+    )
+    return {str(job_id): float(gpu_seconds) for job_id, gpu_seconds in rows}
 
 
 async def commit(

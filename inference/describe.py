@@ -11,9 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
-from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from inference.images import eight_bit, upright
 from inference.model_thread import ModelThread
@@ -46,6 +44,10 @@ class Captioner:
         self.thread.close()
 
     def _describe(self, picture: bytes) -> list[str]:
+        # Here, not at the top: the bot imports this module at start, and torch with
+        # transformers would cost seconds before it logs in (tests/unit/test_light_imports.py).
+        import torch
+
         processor, model = self._model()
         inputs = processor(images=_decoded(picture), return_tensors="pt")
         with torch.inference_mode():
@@ -67,6 +69,8 @@ class Captioner:
 
     def _model(self) -> tuple[Any, Any]:
         if self._loaded is None:
+            from transformers import BlipForConditionalGeneration, BlipProcessor
+
             if not (self.folder / "config.json").is_file():
                 raise RenderFailed(
                     f"no captioning model in {self.folder} (EASEL_CAPTIONER_DIR): it needs "

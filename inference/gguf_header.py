@@ -1,5 +1,6 @@
 """The one reader of a ``.gguf`` file's header: its tensors' names, shapes, sizes and packing,
-for the model list (family, quantization), ``easel doctor`` and the loader's family check.
+for the model list (family, quantization), ``easel doctor``, the loader's family check and the
+registry's completeness check (``gguf_problem``).
 
 Pure Python apart from ``gguf`` (numpy): the file is memory-mapped and only its header read,
 never its weights. Cached per file version, since lists ask on every autocomplete keystroke.
@@ -11,6 +12,8 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from inference.file_versions import PerFileVersion, problem_of
 
 # GGUF types that hold plain floats; every other type is packed in quantized blocks.
 FLOAT_GGUF_TYPES = frozenset({"F64", "F32", "F16", "BF16"})
@@ -49,3 +52,25 @@ def _gguf_tensors(path: Path, mtime_ns: int, size: int) -> tuple[TensorInfo, ...
         )
         for tensor in GGUFReader(path).tensors
     )
+
+
+def gguf_problem(path: Path) -> str | None:
+    """Why the ``.gguf`` file at ``path`` would not load: its header does not read, or a
+    tensor's data runs past the file's end (still being copied, cut short); None when it is
+    whole. Read once per file version, memory-mapped (the weights are not read)."""
+    return problem_of(_GGUF_PROBLEMS, path)
+
+
+def _read_gguf_problem(path: Path, size: int) -> str | None:
+    try:
+        # The reader maps each tensor's data from its offset and size in the header: a tensor
+        # that runs past the end of the file does not map, and the header says no more.
+        gguf_tensors(path)
+    except OSError as error:
+        return f"{path.name} cannot be read: {error.strerror or error}"
+    except (ValueError, LookupError) as error:
+        return f"{path.name} is not a whole GGUF file ({size} bytes; {error}): still copying?"
+    return None
+
+
+_GGUF_PROBLEMS = PerFileVersion(_read_gguf_problem)

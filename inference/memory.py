@@ -334,8 +334,12 @@ def gguf_quantization(entry: ModelEntry) -> str | None:
         path = denoiser_gguf(entry.path)
     if path is None:
         return None
+    try:
+        tensors = gguf_tensors(path)
+    except (OSError, ValueError):  # cut short since the scan found it whole: the next leaves it out
+        return None
     packed: Counter[str] = Counter()
-    for tensor in gguf_tensors(path):
+    for tensor in tensors:
         if tensor.packed is not None:
             packed[tensor.packed] += tensor.numel
     return packed.most_common(1)[0][0] if packed else None

@@ -12,12 +12,14 @@ import functools
 import json
 import logging
 import struct
+import zipfile
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inference.file_versions import PerFileVersion, problem_of, unreadable
 from inference.flow_detect import (
     FLOW_FAMILY_NAMES,
     SD3_LABEL,
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # safetensors itself refuses headers above 100 MB; a list reads no more.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# How torch's pickle weights files start since torch 1.6: a zip archive's first entry.
+_ZIP_START = b"PK\x03\x04"
 UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 # A VAE's decoder input (shape: out, latent channels, 3, 3), in a VAE file of its own (both
 # the original and diffusers names) or under a checkpoint's prefixes.
@@ -92,19 +96,14 @@ def safetensors_problem(path: Path) -> str | None:
     """Why the ``.safetensors`` file at ``path`` would not load: its header does not read, or
     the file is shorter than its header says (still being copied); None when it is whole.
     Read once per file version."""
-    try:
-        stat = path.stat()
-    except OSError as error:
-        return _unreadable(path, error)
-    return _safetensors_problem(path, stat.st_mtime_ns, stat.st_size)
+    return problem_of(_SAFETENSORS_PROBLEMS, path)
 
 
-@functools.lru_cache(maxsize=1024)
-def _safetensors_problem(path: Path, mtime_ns: int, size: int) -> str | None:
+def _read_safetensors_problem(path: Path, size: int) -> str | None:
     try:
         header_bytes, header = _sized_header(path)
     except OSError as error:
-        return _unreadable(path, error)
+        return unreadable(path, error)
     except ValueError as error:
         return str(error)
     try:
@@ -125,8 +124,38 @@ def _safetensors_problem(path: Path, mtime_ns: int, size: int) -> str | None:
     return None
 
 
-def _unreadable(path: Path, error: OSError) -> str:
-    return f"{path.name} cannot be read: {error.strerror or error}"
+def pickle_problem(path: Path) -> str | None:
+    """Why the pickle weights file (``.ckpt``, ``.pt``, ``.pth``) at ``path`` would not load,
+    where that shows cheaply: it is empty (or a few bytes), or it is a zip archive (as torch
+    saves them) with no directory, which is at its very end, so a file still being copied or
+    cut short has none (read once per file version: its directory only, never its weights).
+    Anything else (torch's older format, which says nothing of its length; a directory naming
+    a zip version Python does not know) is taken as whole: its loading says what is wrong."""
+    return problem_of(_PICKLE_PROBLEMS, path)
+
+
+def _read_pickle_problem(path: Path, size: int) -> str | None:
+    try:
+        with path.open("rb") as stream:
+            start = stream.read(len(_ZIP_START))
+        if len(start) < len(_ZIP_START):  # no weights file is this short
+            return f"{path.name} is {f'only {size} bytes' if start else 'empty'}: still copying?"
+        if start != _ZIP_START:
+            return None
+        with zipfile.ZipFile(path):
+            return None
+    except OSError as error:
+        return unreadable(path, error)
+    except NotImplementedError:
+        # Its directory read, and names a zip version zipfile does not know (torch.load does
+        # not look at it): a whole file, as far as this heuristic can tell.
+        return None
+    except (zipfile.BadZipFile, ValueError) as error:
+        return f"{path.name} is not a whole zip archive ({size} bytes; {error}): still copying?"
+
+
+_SAFETENSORS_PROBLEMS = PerFileVersion(_read_safetensors_problem)
+_PICKLE_PROBLEMS = PerFileVersion(_read_pickle_problem)
 
 
 def _sized_header(path: Path) -> tuple[int, dict[str, Any]]:

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from inference.file_hashes import file_sha256, recalled_file_sha256
-from inference.metadata import safetensors_problem
+from inference.file_versions import forget_files
+from inference.gguf_header import gguf_problem
+from inference.metadata import pickle_problem, safetensors_problem
 from inference.types import RenderInputError
 from inference.upscale import LANCZOS
 
@@ -140,10 +143,10 @@ def folder_weights(folder: Path) -> list[Path]:
 
 
 def _component_weights(folder: Path) -> list[Path]:
-    """The ``.safetensors`` files a diffusers folder's pipeline loads (``folder_weights`` of
-    each component ``model_index.json`` names, less those Easel never loads), sorted: a
-    variant or another file next to them is not read. None when the folder or its index is
-    unreadable (its load says why)."""
+    """The weight files (``.safetensors``, ``.gguf``) a diffusers folder's pipeline loads
+    (``folder_weights`` of each component ``model_index.json`` names, less those Easel never
+    loads), sorted: a variant or another file next to them is not read. None when the folder
+    or its index is unreadable (its load says why)."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
@@ -155,36 +158,71 @@ def _component_weights(folder: Path) -> list[Path]:
         for name, value in index.items()
         if isinstance(value, list) and None not in value and name not in _UNLOADED_COMPONENTS
     ]
-    files = (file for name in components for file in folder_weights(folder / name))
-    return sorted(file for file in files if file.suffix == ".safetensors")
+    return sorted(file for name in components for file in folder_weights(folder / name))
 
 
-# A directory as a listing saw it: (path, device, inode, mtime_ns).
-DirectoryStamp = tuple[Path, int, int, int]
+def weights_problem(path: Path) -> str | None:
+    """Why the weights file at ``path`` would not load (still being copied, cut short, not
+    of its kind), from its header, or a pickle's zip directory (cached per file version:
+    one ``stat`` once read); None when it is whole."""
+    if path.suffix == GGUF_SUFFIX:
+        return gguf_problem(path)
+    if path.suffix in (*PICKLE_SUFFIXES, *UPSCALER_PICKLE_SUFFIXES):
+        return pickle_problem(path)
+    return safetensors_problem(path)
 
 
-def _stamp(directory: Path) -> DirectoryStamp:
-    """``directory``'s identity and change time (raises ``OSError`` when it is gone)."""
-    stat = directory.stat()
-    return directory, stat.st_dev, stat.st_ino, stat.st_mtime_ns
+# A path as a value read from it saw it: (device, inode, mtime_ns, size); None: not there or
+# unreadable.
+PathStamp = tuple[int, int, int, int] | None
 
 
-def _unchanged(directories: tuple[DirectoryStamp, ...]) -> bool:
-    """Whether every directory is still there as stamped (adding, removing or renaming a
-    file changes its directory's mtime)."""
-    for directory, *stamped in directories:
-        try:
-            if list(_stamp(directory)[1:]) != stamped:
-                return False
-        except OSError:
-            return False
-    return True
+def path_stamp(path: Path) -> PathStamp:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def _settled(directories: tuple[DirectoryStamp, ...], at_ns: int) -> bool:
-    """Whether every directory went unchanged for ``LISTING_SETTLED_NS`` before ``at_ns``
-    (wall-clock): else a file added within its last tick may have left its mtime as it was."""
-    return all(mtime < at_ns - LISTING_SETTLED_NS for *_, mtime in directories)
+@dataclass(frozen=True)
+class Stamps:
+    """Paths as they were when something was read from them, and when (wall-clock): what says
+    whether it still holds (adding, removing or renaming a file changes its directory's
+    mtime; writing one in place, its own mtime or size). What the registry's scans and
+    listings and the bot's native sides (``bot.services.NativeSides``) are kept by."""
+
+    paths: tuple[Path, ...]
+    stamps: tuple[PathStamp, ...]
+    taken_at_ns: int  # before the first stamp
+
+    @classmethod
+    def take(cls, paths: Iterable[Path]) -> Stamps:
+        taken_at_ns = time.time_ns()
+        paths = tuple(paths)
+        return cls(paths, tuple(map(path_stamp, paths)), taken_at_ns)
+
+    def joined(self, other: Stamps) -> Stamps:
+        """Both paths' stamps, as taken at the earlier time."""
+        taken_at_ns = min(self.taken_at_ns, other.taken_at_ns)
+        return Stamps(self.paths + other.paths, self.stamps + other.stamps, taken_at_ns)
+
+    def present(self) -> Stamps:
+        """Only the paths that were there."""
+        there = [index for index, stamp in enumerate(self.stamps) if stamp is not None]
+        paths = tuple(self.paths[index] for index in there)
+        return Stamps(paths, tuple(self.stamps[index] for index in there), self.taken_at_ns)
+
+    def unchanged(self) -> bool:
+        """Whether every path is as stamped (one ``stat`` each)."""
+        return tuple(map(path_stamp, self.paths)) == self.stamps
+
+    def settled(self) -> bool:
+        """Whether every path went unchanged for ``LISTING_SETTLED_NS`` before it was stamped:
+        else a change within its last tick of a coarse file-system clock may have left its
+        mtime as it was, and what was read from it may not be kept."""
+        before = self.taken_at_ns - LISTING_SETTLED_NS
+        return all(stamp is None or stamp[2] < before for stamp in self.stamps)
 
 
 @dataclass(frozen=True)
@@ -194,7 +232,7 @@ class _Scan:
 
     entries: dict[str, ModelEntry]
     unusable: dict[str, str]
-    folders: tuple[DirectoryStamp, ...]
+    folders: Stamps
     scanned_at_ns: int
 
 
@@ -205,32 +243,35 @@ class FolderListing:
     directory's mtime; a file replaced in place keeps its name, all a listing holds)."""
 
     files: tuple[Path, ...]
-    # Each directory of the tree.
-    directories: tuple[DirectoryStamp, ...]
+    # Each directory of the tree, stamped as it was listed (from the listing's start).
+    directories: Stamps
     # A symbolic link can change where it points, or its target appear or go, with no
     # directory of the tree changing: a tree holding one (or a directory that went while it
     # was listed) is listed again at every lookup.
     uncertain: bool
-    listed_at_ns: int
 
     @classmethod
     def walk(cls, folder: Path, suffixes: tuple[str, ...]) -> FolderListing:
         """List ``folder`` (as ``Path.rglob``: symbolic links to folders are not entered)."""
         listed_at_ns = time.time_ns()
         files: list[Path] = []
-        directories: list[DirectoryStamp] = []
+        directories: list[Path] = []
+        stamps: list[PathStamp] = []
         uncertain = False
         pending = [folder]
         while pending:
             directory = pending.pop()
+            stamp = path_stamp(directory)
             try:
-                stamp = _stamp(directory)
                 with os.scandir(directory) as entries:
                     found = list(entries)
             except OSError:
+                stamp = None
+            if stamp is None:
                 uncertain = True
                 continue
-            directories.append(stamp)
+            directories.append(directory)
+            stamps.append(stamp)
             for entry in found:
                 uncertain = uncertain or entry.is_symlink()
                 path = directory / entry.name
@@ -238,18 +279,47 @@ class FolderListing:
                     pending.append(path)
                 elif path.suffix in suffixes and entry.is_file():
                     files.append(path)
-        return cls(tuple(sorted(files)), tuple(directories), uncertain, listed_at_ns)
+        directory_stamps = Stamps(tuple(directories), tuple(stamps), listed_at_ns)
+        return cls(tuple(sorted(files)), directory_stamps, uncertain)
 
     def may_keep(self) -> bool:
         """Whether this listing may answer later lookups (``still_current``)."""
-        return not self.uncertain and _settled(self.directories, self.listed_at_ns)
+        return not self.uncertain and self.directories.settled()
 
     def still_current(self) -> bool:
         """Whether it is younger than ``LISTING_MAX_AGE_NS`` and no directory of the tree
         changed since it was listed."""
-        if not 0 <= time.time_ns() - self.listed_at_ns < LISTING_MAX_AGE_NS:
+        if not 0 <= time.time_ns() - self.directories.taken_at_ns < LISTING_MAX_AGE_NS:
             return False
-        return _unchanged(self.directories)
+        return self.directories.unchanged()
+
+
+# Checkpoint and add-on files left out as incomplete or unreadable, and said so: once a
+# process, though the bot and each device's engine keep a registry of their own (both list the
+# LoRAs and embeddings). Registries are read from several threads.
+_UNUSABLE_TOLD: set[Path] = set()
+_UNUSABLE_TOLD_LOCK = threading.Lock()
+
+
+def _told(what: Callable[[], str], file: Path, problem: str | None) -> str | None:
+    """``problem`` (None: ``file`` is whole), told the operator once per file until it is whole
+    again: ``what()`` (``model x``; named only then, as most files are whole) is not offered."""
+    with _UNUSABLE_TOLD_LOCK:
+        if problem is not None and file not in _UNUSABLE_TOLD:
+            _UNUSABLE_TOLD.add(file)
+            log.warning("%s is not offered: %s", what(), problem)
+        elif problem is None and file in _UNUSABLE_TOLD:
+            _UNUSABLE_TOLD.discard(file)
+            log.info("%s: %s is whole now", what(), file.name)
+    return problem
+
+
+def _forget(files: frozenset[Path]) -> None:
+    """Forget what was read and told of ``files``, no longer there: a file copied there again
+    is checked, and told of, afresh."""
+    forget_files(files)
+    with _UNUSABLE_TOLD_LOCK:
+        _UNUSABLE_TOLD.difference_update(files)
 
 
 class ModelRegistry:
@@ -274,10 +344,14 @@ class ModelRegistry:
         # Lookups scan again and again (every admission lists embeddings): say each hidden
         # file once.
         self._hidden_told: set[Path] = set()
-        # Checkpoint files left out as incomplete or unreadable, and said so once.
-        self._unusable_told: set[Path] = set()
         # The network and upscaler folders' listings by (folder, suffixes) (``_listed``).
         self._listings: dict[tuple[Path, tuple[str, ...]], FolderListing] = {}
+        # When each add-on file was last found whole, by ``clock``, and for how long that is
+        # trusted (``_whole``).
+        self._whole_at: dict[Path, tuple[int, int]] = {}
+        # The files each listing (``_listed``'s key, or "checkpoints") had at its last pass, so
+        # that those no longer there are forgotten (``_now_listed``).
+        self._listed_before: dict[object, frozenset[Path]] = {}
 
     def _listed(self, folder: Path, suffixes: tuple[str, ...]) -> tuple[Path, ...]:
         """The files with one of ``suffixes`` under ``folder`` (subfolders included), sorted:
@@ -288,35 +362,41 @@ class ModelRegistry:
         if kept is not None and kept.still_current():
             return kept.files
         listing = FolderListing.walk(folder, suffixes)
+        self._now_listed((folder, suffixes), listing.files)
         if listing.may_keep():
             self._listings[folder, suffixes] = listing
         else:
             self._listings.pop((folder, suffixes), None)
         return listing.files
 
+    def _now_listed(self, key: object, files: Iterable[Path]) -> None:
+        """``files`` are what ``key`` lists now: the files it listed before and no longer does
+        are forgotten (``_forget``), so what is kept of files stays bounded by those there are."""
+        now_listed = frozenset(files)
+        gone = self._listed_before.get(key, now_listed) - now_listed
+        self._listed_before[key] = now_listed
+        if gone:
+            for file in gone:
+                self._whole_at.pop(file, None)
+            _forget(gone)
+
     def _tell_hidden(self, kind: str, name: str, path: Path, winner: Path) -> None:
         if path not in self._hidden_told:
             self._hidden_told.add(path)
             log.warning("%s %s at %s hidden by %s", kind, name, path, winner)
 
-    def _problem_of(self, entry: ModelEntry) -> str | None:
-        """Why ``entry``'s safetensors files would not load (one still being copied, cut short
-        or not a safetensors file: every job that picked it would fail), said once per file
-        until it loads; None when they are whole."""
-        files = _component_weights(entry.path) if entry.format == "diffusers" else []
-        files += [entry.path] if entry.format == "safetensors" else []
+    def _problem_of(self, entry: ModelEntry, checked: list[Path]) -> str | None:
+        """Why ``entry``'s weight files would not load (one still being copied, cut short or
+        not of its kind: every job that picked it would fail), said once per file until it
+        loads; None when they are whole. The files checked are added to ``checked``."""
+        files = _component_weights(entry.path) if entry.format == "diffusers" else [entry.path]
         for file in files:
-            problem = safetensors_problem(file)
-            if problem is not None:
-                if file != entry.path:  # the message starts with the file's name: "unet/..."
-                    problem = f"{file.parent.name}/{problem}"
-                if file not in self._unusable_told:
-                    self._unusable_told.add(file)
-                    log.warning("model %s is not offered: %s", entry.name, problem)
+            checked.append(file)
+            problem = weights_problem(file)
+            if problem is not None and file != entry.path:  # named from the folder: "unet/..."
+                problem = f"{file.parent.name}/{problem}"
+            if _told(lambda: f"model {entry.name}", file, problem) is not None:
                 return problem
-            if file in self._unusable_told:
-                self._unusable_told.discard(file)
-                log.info("model %s: %s is whole now", entry.name, file.name)
         return None
 
     def unusable(self) -> dict[str, str]:
@@ -345,21 +425,17 @@ class ModelRegistry:
         if (
             kept is not None
             and 0 <= now - kept.scanned_at_ns < SCAN_MAX_AGE_NS
-            and _unchanged(kept.folders)
+            and kept.folders.unchanged()
         ):
             return kept
-        # Stamped before listing: a change meanwhile shows as one at the next lookup.
-        stamped_at_ns = time.time_ns()
-        folders = []
-        for folder_name in CHECKPOINT_FOLDERS:
-            try:
-                folders.append(_stamp(self.models_dir / folder_name))
-            except OSError:  # not there: the models folder's time says when it comes
-                continue
+        # Stamped before listing: a change meanwhile shows as one at the next lookup. A folder
+        # not there is not stamped: the models folder's time says when it comes.
+        folders = Stamps.take(self.models_dir / name for name in CHECKPOINT_FOLDERS).present()
         entries: dict[str, ModelEntry] = {}
         unusable: dict[str, str] = {}
+        checked: list[Path] = []
         for entry in self._found():
-            if (problem := self._problem_of(entry)) is not None:
+            if (problem := self._problem_of(entry, checked)) is not None:
                 unusable[entry.name] = problem
                 continue
             if entry.name in entries:
@@ -368,8 +444,9 @@ class ModelRegistry:
             entries[entry.name] = entry
         # A name offered from another folder is not one members lack (shadowed or shadowing).
         unusable = {name: why for name, why in unusable.items() if name not in entries}
-        scan = _Scan(entries, unusable, tuple(folders), now)
-        self._kept_scan = scan if _settled(scan.folders, stamped_at_ns) else None
+        self._now_listed("checkpoints", checked)
+        scan = _Scan(entries, unusable, folders, now)
+        self._kept_scan = scan if folders.settled() else None
         return scan
 
     def loadable(self) -> dict[str, ModelEntry]:
@@ -461,27 +538,66 @@ class ModelRegistry:
         return self._files_in(FACE_RESTORER_FOLDERS, (NETWORK_SUFFIX, *pickles), "face restorer")
 
     def pickled_upscaler_files(self) -> dict[str, Path]:
-        """Upscalers published as pickles (listed only where pickles are allowed)."""
-        return self._files_in(UPSCALER_FOLDERS, UPSCALER_PICKLE_SUFFIXES, "upscaler")
+        """Upscalers published as pickles (listed only where pickles are allowed): where they
+        are not, none is offered, so none is checked (a member naming one is told it is a
+        pickle file, whole or not)."""
+        return self._files_in(
+            UPSCALER_FOLDERS, UPSCALER_PICKLE_SUFFIXES, "upscaler", checked=self.allow_pickle
+        )
 
     def _files_in(
-        self, folder_names: tuple[str, ...], suffixes: tuple[str, ...], kind: str
+        self,
+        folder_names: tuple[str, ...],
+        suffixes: tuple[str, ...],
+        kind: str,
+        *,
+        checked: bool = True,
     ) -> dict[str, Path]:
-        """Files with one of ``suffixes`` under the folders, by stem; the first one found wins."""
+        """Files with one of ``suffixes`` under the folders, by stem; the first one found wins.
+        A file that would not load (still being copied, cut short) is left out (``_whole``),
+        unless not ``checked``."""
         files: dict[str, Path] = {}
         seen: set[Path] = set()
+        now = self._clock()
         for folder_name in folder_names:
             folder = self.models_dir / folder_name
+            if not folder.is_dir():
+                self._now_listed((folder, suffixes), ())
+                continue
             # On a case-insensitive disk ``lora`` and ``Lora`` are one folder.
-            if not folder.is_dir() or folder.resolve() in seen:
+            if folder.resolve() in seen:
                 continue
             seen.add(folder.resolve())
             for path in self._listed(folder, suffixes):
+                if checked and not self._whole(kind, path, now):
+                    continue
                 if path.stem in files:
                     self._tell_hidden(kind, path.stem, path, files[path.stem])
                     continue
                 files[path.stem] = path
         return files
+
+    def _whole(self, kind: str, path: Path, now: int) -> bool:
+        """Whether the add-on file at ``path`` would load (``weights_problem``), the operator
+        told once when it would not (it is left out until it is whole). A lookup stats only
+        the files due (admissions and autocomplete list add-ons; a folder may hold thousands
+        of LoRAs): one that is not whole is checked at every lookup, so it is offered as soon
+        as its copy ends; one found whole is trusted for ``SCAN_MAX_AGE_NS`` (as a kept scan
+        is), or for ``LISTING_MAX_AGE_NS`` when it had gone unchanged that long (a copy moves
+        its mtime all along). A file added, removed or renamed is seen at once (its folder's listing
+        changes); a half copy written over one found whole, in place or renamed onto it, may
+        be offered for that trust (its job then fails, refunded)."""
+        trusted = self._whole_at.get(path)
+        if trusted is not None and 0 <= now - trusted[0] < trusted[1]:
+            return True
+        stamp = path_stamp(path)  # before its header is read: a change meanwhile is recent
+        problem = weights_problem(path)
+        if _told(lambda: f"{kind} {path.stem} at {path}", path, problem) is not None:
+            self._whole_at.pop(path, None)
+            return False
+        settled = stamp is not None and stamp[2] < time.time_ns() - LISTING_MAX_AGE_NS
+        self._whole_at[path] = (now, LISTING_MAX_AGE_NS if settled else SCAN_MAX_AGE_NS)
+        return True
 
     def short_hash(self, entry: ModelEntry) -> str:
         """The web UI's model hash: the first 10 hex digits of the file's SHA-256."""

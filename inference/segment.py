@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from transformers import (
-    CLIPSegConfig,
-    CLIPSegForImageSegmentation,
-    CLIPSegProcessor,
-    ViTImageProcessor,
-)
 
 from inference.images import load_input_image
-from inference.tiny import load_clip_tokenizer
 from inference.types import RenderInputError
+
+# torch and transformers are imported where they are used: the bot imports this module at
+# start, and they would cost seconds before it logs in (tests/unit/test_light_imports.py).
+if TYPE_CHECKING:
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 CLIPSEG_FOLDER = "clipseg"
 # A pixel belongs to the region when CLIPSeg's probability for it reaches this (the web UI's
@@ -49,6 +47,8 @@ def missing_model_sentence(models_dir: Path) -> str | None:
 @functools.lru_cache(maxsize=1)
 def load_segmenter(directory: Path) -> tuple[CLIPSegProcessor, CLIPSegForImageSegmentation]:
     """The processor and model from ``directory``, never from the network; kept loaded."""
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
     processor = CLIPSegProcessor.from_pretrained(directory, local_files_only=True)
     model = CLIPSegForImageSegmentation.from_pretrained(directory, local_files_only=True)
     return processor, model.eval()
@@ -56,6 +56,8 @@ def load_segmenter(directory: Path) -> tuple[CLIPSegProcessor, CLIPSegForImageSe
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Dilate a boolean mask by ``pixels`` (a max filter), so the repaint covers the edge."""
+    import torch
+
     tensor = torch.from_numpy(mask.astype(np.float32))[None, None]
     grown = torch.nn.functional.max_pool2d(tensor, 2 * pixels + 1, stride=1, padding=pixels)
     return grown[0, 0].numpy() > 0
@@ -65,6 +67,8 @@ def segment(models_dir: Path, picture: Path, words: str) -> Image.Image:
     """A black-and-white mask of ``picture``'s size, white where ``words`` matched.
 
     Raises RenderInputError when nothing matched (the member should try other words)."""
+    import torch
+
     missing = missing_model_sentence(models_dir)
     if missing is not None:
         raise RenderInputError(missing)
@@ -89,6 +93,16 @@ def segment(models_dir: Path, picture: Path, words: str) -> Image.Image:
 def write_tiny_clipseg(directory: Path, seed: int = 0) -> Path:
     """A tiny random-weight CLIPSeg folder (shipped CLIP tokenizer, 64-pixel vision tower):
     loads and runs like the real one; its masks are noise."""
+    import torch
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        ViTImageProcessor,
+    )
+
+    from inference.tiny import load_clip_tokenizer
+
     torch.manual_seed(seed)
     config = CLIPSegConfig(
         text_config={

@@ -61,6 +61,9 @@ CONTROLNET_STEP_SHARE = 0.5
 UNKNOWN_MODEL_SIDE = 512
 
 
+# An input picture's width and height, in pixels.
+InputSize: TypeAlias = tuple[int, int]
+
 # Why a job is not taken: its member's limits, the relax caps or the queue bound.
 Refused: TypeAlias = Refusal | RelaxRefusal | QueueBoundRefusal
 
@@ -96,10 +99,15 @@ class Member:
             raise ValueError("a direct message has no admins: is_admin needs a guild_id")
 
 
-def estimated_cost(request: RenderRequest, native_side: int = UNKNOWN_MODEL_SIDE) -> Cost:
+def estimated_cost(
+    request: RenderRequest,
+    native_side: int = UNKNOWN_MODEL_SIDE,
+    input_size: InputSize | None = None,
+) -> Cost:
     """The GPU time reserved for ``request`` before it runs, at the size the engine renders it
-    (``_rendered_pixels``)."""
-    pixels = _rendered_pixels(request, native_side)
+    (``_rendered_pixels``). Reads no file: ``input_size`` is the size of the picture it
+    edits, as read where that was decoded (else by ``input_picture_size``, off the loop)."""
+    pixels = _rendered_pixels(request, native_side, input_size)
     seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
     seconds *= 1 + CONTROLNET_STEP_SHARE * len(request.options.get(CONTROLNET_OPTION) or [])
     if request.mode == "faces":  # a stored picture's faces only: no render of its own
@@ -110,29 +118,48 @@ def estimated_cost(request: RenderRequest, native_side: int = UNKNOWN_MODEL_SIDE
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
 
 
-def _rendered_pixels(request: RenderRequest, native_side: int) -> int:
+def _rendered_pixels(request: RenderRequest, native_side: int, input_size: InputSize | None) -> int:
     """The pixels the engine renders ``request`` at: a side it leaves out is the input
-    picture's where it edits one (an edit's, /vary's: ``inference.sizes.default_size``, as
-    the engine sizes it), else its model's ``native_side`` (1024 for SDXL) shaped to its aspect
-    at about that many pixels. An input picture gone or unreadable counts the native size."""
+    picture's (``input_size``) where it edits one (an edit's, /vary's:
+    ``inference.sizes.default_size``, as the engine sizes it), else its model's ``native_side``
+    (1024 for SDXL) shaped to its aspect at about that many pixels. An edit whose picture's
+    size is not known (gone, unreadable) counts the native size."""
     if request.width is not None and request.height is not None:
         return request.width * request.height
-    init_size = None
-    if request.mode in ("img2img", "inpaint") and request.init_image:
-        try:
-            init_size = picture_size(Path(request.init_image))
-        except OSError:  # removed, or not a picture: the engine refuses it, refunded
-            init_size = None
+    init_size = input_size if edits_a_picture(request) else None
     width, height = default_size(native_side, request.options.get("aspect"), init_size)
     return (request.width or width) * (request.height or height)
 
 
-def quota_cost(request: RenderRequest, native_side: int = UNKNOWN_MODEL_SIDE) -> Cost:
+def edits_a_picture(request: RenderRequest) -> bool:
+    """Whether the engine sizes ``request`` from its input picture (an img2img or inpaint
+    pass over one)."""
+    return request.mode in ("img2img", "inpaint") and bool(request.init_image)
+
+
+def input_picture_size(request: RenderRequest) -> InputSize | None:
+    """The size of the picture ``request`` edits, from its header: a file read, for a thread
+    (a job read back from the journal, which keeps only the picture's path). None: it edits
+    none, or the picture is gone or unreadable (the engine refuses it then, refunded)."""
+    if not edits_a_picture(request):
+        return None
+    assert request.init_image is not None  # edits_a_picture
+    try:
+        return picture_size(Path(request.init_image))
+    except OSError:
+        return None
+
+
+def quota_cost(
+    request: RenderRequest,
+    native_side: int = UNKNOWN_MODEL_SIDE,
+    input_size: InputSize | None = None,
+) -> Cost:
     """What the job counts against the member's limits: a relax job (``--relax``, the
     queue's lowest class) counts nothing; any other its estimate (``estimated_cost``)."""
     if request.options.get("relax"):
         return Cost(images=0, gpu_seconds=0.0)
-    return estimated_cost(request, native_side)
+    return estimated_cost(request, native_side, input_size)
 
 
 async def limits_for(
@@ -158,11 +185,13 @@ async def refusal_for(
     now: float,
     dm_limits: QuotaLimits,
     native_side: int = UNKNOWN_MODEL_SIDE,
+    input_size: InputSize | None = None,
 ) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only, and
     from memory when it can (see the module's docstring). The relax caps and the queue
     bound are the queue's to check (``unfinished_refusal``: it counts the member's
-    unfinished jobs in memory). ``native_side``: its model's (``estimated_cost``).
+    unfinished jobs in memory). ``native_side``: its model's; ``input_size``: the picture it
+    edits (``estimated_cost``).
 
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
@@ -180,12 +209,13 @@ async def refusal_for(
     if spent.starts != starts:  # a period began since it was read
         kept.usage.drop(key)
         spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
-    if check(spent.by_period, limits, quota_cost(request, native_side), now) is not None:
+    cost = quota_cost(request, native_side, input_size)
+    if check(spent.by_period, limits, cost, now) is not None:
         # Read again next time too: what memory held may have been too much.
         kept.usage.drop(key)
         if member.guild_id is not None:
             kept.limits.drop(_limits_key(member))
-        return await _refusal_in_ledger(conn, member, request, now, dm_limits, native_side)
+        return await _refusal_in_ledger(conn, member, cost, now, dm_limits)
     return None
 
 
@@ -211,14 +241,13 @@ async def _unfinished(conn: aiosqlite.Connection, member: Member) -> Unfinished:
 async def _refusal_in_ledger(
     conn: aiosqlite.Connection,
     member: Member,
-    request: RenderRequest,
+    cost: Cost,
     now: float,
     dm_limits: QuotaLimits,
-    native_side: int,
 ) -> Refusal | None:
     limits = await limits_for(conn, member, dm_limits)
     usage = await usage_by_period(conn, member.user_id, member.guild_id, now)
-    return check(usage, limits, quota_cost(request, native_side), now)
+    return check(usage, limits, cost, now)
 
 
 async def usage_by_period(
@@ -242,22 +271,22 @@ async def admit(
     *,
     max_queued: int = 0,
     native_side: int = UNKNOWN_MODEL_SIDE,
+    input_size: InputSize | None = None,
 ) -> Refused | None:
     """Reserve the job's estimated cost; or, when it does not fit (its limits, for a relax
     job the relax caps, the member's jobs waiting or running there past ``max_queued``: 0 is
-    no bound), write nothing and say why. ``native_side``: its model's (``estimated_cost``).
+    no bound), write nothing and say why. ``native_side``: its model's; ``input_size``: the
+    picture it edits (``estimated_cost``).
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    refusal: Refused | None = await _refusal_in_ledger(
-        conn, member, request, now, dm_limits, native_side
-    )
+    cost = quota_cost(request, native_side, input_size)
+    refusal: Refused | None = await _refusal_in_ledger(conn, member, cost, now, dm_limits)
     relax = bool(request.options.get("relax"))
     if refusal is None and (relax or max_queued):
         waiting = await _unfinished(conn, member)  # read once for both checks
         refusal = unfinished_refusal(waiting, request, 1, max_queued)
     if refusal is None:
-        cost = quota_cost(request, native_side)
         reserved = await ledger.reserve(
             conn, job_id, member.user_id, member.guild_id, cost.images, cost.gpu_seconds, now
         )

@@ -99,8 +99,9 @@ class SchedulerConfig:
     # How many turns a job whose model is already loaded may jump to lead a batch.
     model_affinity_turns: int = 1
     # How far positions and ETAs are counted: a deep queue is walked this far, no further,
-    # on each change (a job further back reads "at least this many ahead").
-    positions_counted: int = 1000
+    # after each change (a job further back reads "at least this many ahead"), so a submit's
+    # cost does not grow with the queue's depth. Who starts next is never bounded by it.
+    positions_counted: int = 100
 
     def __post_init__(self) -> None:
         if self.per_user_in_flight < 1:
@@ -273,7 +274,13 @@ class FairScheduler:
             raise ValueError(f"job {job.job_id} is already queued or running")
         self._move_clock(job.submitted_at)
         self._forget_idle_users()
-        self._enqueue(_Ticket(next(self._submit_seq), job), started_before=started_before)
+        if self._enqueue(_Ticket(next(self._submit_seq), job), started_before=started_before):
+            # Behind a head, nothing else of the user changed: their index entries and aging
+            # event stand, and no stale entry is left for every walk to skip (a busy member's
+            # submits would leave one each); only the kept order has to go.
+            self._queue_order_cache = None
+        else:
+            self._refresh(job.user_id)
 
     def peek_batch(
         self, device: str, now: float, loaded_model: object | None = None
@@ -473,6 +480,7 @@ class FairScheduler:
         job = self._running[job_id].job
         seq = self._release(job_id)
         self._enqueue(_Ticket(seq, job), started_before=started_before)
+        self._refresh(job.user_id)
 
     def _view(self, device: str | None) -> _View:
         view = self._views.get(device)
@@ -482,7 +490,9 @@ class FairScheduler:
                 self._push(view, user_id)
         return view
 
-    def _enqueue(self, ticket: _Ticket, *, started_before: bool = False) -> None:
+    def _enqueue(self, ticket: _Ticket, *, started_before: bool = False) -> bool:
+        """Put the ticket in its user's lane (the caller refreshes their index entries);
+        whether it went behind that lane's head."""
         job = ticket.job
         lane_key: _LaneKey = (job.priority, job.device)
         user = self._users.get(job.user_id)
@@ -499,7 +509,7 @@ class FairScheduler:
         self._tickets[job.job_id] = (ticket, lane_key)
         for promoted_from in range(job.priority, PriorityClass.PRIORITY):
             heapq.heappush(self._promotions, (self._next_promotion(job, promoted_from), job.job_id))
-        self._refresh(job.user_id)
+        return index > 0
 
     def _release(self, job_id: str) -> int:
         """Forget a running job, freeing its in-flight slots; returns its submission seq."""

@@ -125,6 +125,7 @@ def plan_request(
     models_without_embeddings: Collection[str] = (),
     unnamed_model: str | None = None,
     installed_loras: Callable[[], Collection[str]] | None = None,
+    lora_warnings: set[str] | None = None,
 ) -> RenderRequest:
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
     the request when the prompt language rejects it, a variant renders a banned word, or a
@@ -146,7 +147,9 @@ def plan_request(
     ``unnamed_model``: the model a picture naming none renders with (None: not known here, as
     on a broker's workers, whose first model may differ: it records them).
     ``installed_loras``: the LoRAs installed for the bot, listed when a refusal names those
-    the server lists (None: its list as it is, files gone included)."""
+    the server lists (None: its list as it is, files gone included). ``lora_warnings``: the
+    LoRAs drawn from a wildcard and not installed that the operator was already warned of (one
+    warning each, not one per plan; None: warn of each)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
     face_prompt = request.options.get(FIX_FACES_PROMPT)
@@ -196,7 +199,11 @@ def plan_request(
         )
     applied = [lora.name for plan in planned for lora in plan.loras()]
     applied = _drawn_unknown_left_out(
-        list(dict.fromkeys(applied)), _typed_loras(pictures), installed_loras, wildcards_dir
+        list(dict.fromkeys(applied)),
+        _typed_loras(pictures),
+        installed_loras,
+        wildcards_dir,
+        set() if lora_warnings is None else lora_warnings,
     )
     check_loras(applied, addons, installed_loras)
     # /fix-faces and the upscales read no embedding: none is recorded for the start gate.
@@ -233,11 +240,14 @@ def _drawn_unknown_left_out(
     typed: Collection[str],
     installed_loras: Callable[[], Collection[str]] | None,
     wildcards_dir: Path | None,
+    warned: set[str],
 ) -> list[str]:
     """``applied`` less the LoRAs drawn from a wildcard file (not typed) that are not
     installed: the engine ignores their tags and tells the member with the picture, as it
     always did (a wildcard line would otherwise refuse some seeds and not others); the
-    operator is warned of the file. A typed one is refused (``check_loras``), and so is a
+    operator is warned of the file, once for each name in ``warned`` (a member drawing from
+    that file again would otherwise write the warning, and read every wildcard file to find it,
+    at each plan). A typed one is refused (``check_loras``), and so is a
     drawn one installed that the server leaves out."""
     drawn = [name for name in applied if name not in typed]
     if not drawn or installed_loras is None:
@@ -245,6 +255,9 @@ def _drawn_unknown_left_out(
     files = installed_loras()
     unknown = [name for name in drawn if not is_among(AddonKind.LORA, name, files)]
     for name in unknown:
+        if name in warned:
+            continue
+        warned.add(name)
         log.warning(
             "A wildcard file names LoRA %r, which is not installed: its tag is ignored (%s)",
             name,
@@ -485,6 +498,7 @@ class PromptPlanner:
         ``plan_request``'s, listed on a reader's thread for a refusal only."""
         self.wildcards_dir = wildcards_dir
         self.installed_loras = installed_loras
+        self._lora_warnings: set[str] = set()  # ``plan_request``'s, kept while the bot runs
         self.installed_embeddings = installed_embeddings
         self.models_without_embeddings = models_without_embeddings
         self.unnamed_model = unnamed_model
@@ -538,6 +552,7 @@ class PromptPlanner:
             self.models_without_embeddings(),
             None if self.unnamed_model is None else self.unnamed_model(),
             self.installed_loras,
+            self._lora_warnings,
         )
 
     async def check_stored(

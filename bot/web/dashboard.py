@@ -32,6 +32,7 @@ import aiosqlite
 from aiohttp import web
 
 from bot.jobs.queue import JobQueue
+from bot.memo import Memo
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.quota import Period, period_start
 from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner
@@ -48,6 +49,13 @@ REFUSALS_SHOWN = 20
 # The queue rows a poll sends: the running jobs and those among the first QUEUE_SHOWN to start,
 # this server's; the rest of its jobs are counted, not listed (a deep queue is not walked).
 QUEUE_SHOWN = 100
+# A server's picture channels and today's spending per member are read at most once this
+# often, whatever the tabs open and their polls: both reads grow with the server's history.
+# No writer tells these memos of a change (a job's end, a charge): by design, the page may
+# show them this late, never later.
+SERVER_READS_KEPT_S = 30.0
+# The servers whose reads are kept, those asked last.
+SERVERS_KEPT = 1_000
 # Past the thumbnails' share of decodes (bot.web.thumbnails): 503, and the page asks again at
 # its next poll.
 THUMBNAIL_RETRY_AFTER_S = 3
@@ -140,6 +148,13 @@ class Dashboard:
         self._reading: dict[tuple[int, int], _Asked] = {}
         # Checked for visibility on every request before one is served from there.
         self._thumbnails = Thumbnails()
+        self._picture_channels: Memo[int, frozenset[int]] = Memo(
+            SERVERS_KEPT, ttl_s=SERVER_READS_KEPT_S
+        )
+        # By server and the day's start: a new day reads afresh.
+        self._usage: Memo[tuple[int, float], tuple[queries.MemberUsage, ...]] = Memo(
+            SERVERS_KEPT, ttl_s=SERVER_READS_KEPT_S
+        )
 
     def link_for(self, user_id: int, guild_id: int) -> str:
         login = DashboardLogin(
@@ -296,7 +311,8 @@ class Dashboard:
             key=lambda job: (positions.get(job.job_id, -1), job.created_at),  # unqueued first
         )
         unfinished_in_all = await queries.unfinished_count(self._conn, guild_id)
-        candidates = await queries.picture_channels(self._conn, guild_id)
+        channels = await self._picture_channels.get(guild_id, lambda: self._channels_of(guild_id))
+        candidates = set(channels)
         refused = await refusals.latest(self._conn, guild_id, REFUSALS_SHOWN)
         candidates.update(job.channel_id for job in unfinished if job.channel_id is not None)
         candidates.update(r.channel_id for r in refused if r.channel_id is not None)
@@ -307,7 +323,7 @@ class Dashboard:
             self._conn, guild_id, rights.shown(shown), GALLERY_SIZE
         )
         today = period_start(Period.DAY, now)
-        usage = await queries.usage_by_member(self._conn, guild_id, today)
+        usage = await self._usage.get((guild_id, today), lambda: self._usage_since(guild_id, today))
         refused_today = await refusals.counts_by_reason(self._conn, guild_id, today)
         ours = {job.job_id for job in unfinished}
         return {
@@ -379,6 +395,12 @@ class Dashboard:
                 {"reason": reason, "count": count} for reason, count in refused_today.items()
             ],
         }
+
+    async def _channels_of(self, guild_id: int) -> frozenset[int]:
+        return frozenset(await queries.picture_channels(self._conn, guild_id))
+
+    async def _usage_since(self, guild_id: int, since: float) -> tuple[queries.MemberUsage, ...]:
+        return tuple(await queries.usage_by_member(self._conn, guild_id, since))
 
     async def _picture(self, request: web.Request) -> web.Response:
         job_id, idx = request.match_info["job"], int(request.match_info["idx"])

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.user_errors import Reason, UserError, as_sentence
+
 log = logging.getLogger(__name__)
 
 # As long as the interaction the link was given in: Discord's tokens also live 15 minutes.
@@ -46,8 +48,14 @@ class SingleUse(Protocol):
     def nonce(self) -> str: ...
 
 
-class LinkRefused(Exception):
-    """The link is forged, expired or used; the message says which, for the member."""
+class LinkRefused(UserError):
+    """The link is forged, expired or used, or what it allows is no longer allowed; the
+    message says which, to the member, as a sentence (``as_sentence``) like any refusal, and
+    ``reason`` why, as the server's dashboard keeps it: ``Reason.PERMISSION`` unless given (a
+    forged link, a session gone), ``Reason.INPUT`` for a link expired or used already."""
+
+    def __init__(self, message: str, reason: Reason = Reason.PERMISSION) -> None:
+        super().__init__(as_sentence(message), reason)
 
 
 @dataclass(frozen=True)
@@ -163,9 +171,11 @@ class LinkSigner:
     def refuse_spent(self, link: SingleUse, again: str) -> None:
         """LinkRefused when the link has expired or was used; ``again`` says what to do."""
         if self.clock() >= link.expires_at:
-            raise LinkRefused(f"This link has expired (links last 15 minutes); {again}.")
+            raise LinkRefused(
+                f"This link has expired (links last 15 minutes); {again}.", Reason.INPUT
+            )
         if self.was_used(link):
-            raise LinkRefused(f"This link was already used; {again}.")
+            raise LinkRefused(f"This link was already used; {again}.", Reason.INPUT)
 
     def was_used(self, link: SingleUse) -> bool:
         return self._used_path(link).exists()
@@ -205,7 +215,7 @@ class LinkSigner:
         try:
             self._used_path(link).touch(exist_ok=False)
         except FileExistsError:
-            raise LinkRefused(f"This link was already used; {again}.") from None
+            raise LinkRefused(f"This link was already used; {again}.", Reason.INPUT) from None
 
     def _used_path(self, link: SingleUse) -> Path:
         # Named with the expiry, so pruning needs no file times (and follows this clock).

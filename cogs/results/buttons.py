@@ -132,15 +132,25 @@ async def visible_job(
 
 
 async def submit_again(
-    interaction: discord.Interaction[Any], kind: str, request: RenderRequest, job: StoredJob
+    interaction: discord.Interaction[Any],
+    kind: str,
+    request: RenderRequest,
+    job: StoredJob,
+    picture: Picture | None = None,
 ) -> None:
     """``submit_from_interaction`` for a button that submits ``job``'s stored prompt again (🔄
     and the picture edits): its admission reads the prompt under the server's words of now,
     and a refusal of it is the stored picture's (``BANNED_SINCE``, ``STORED_TOO_LONG``),
-    naming no word: the clicker may not have typed that prompt."""
+    naming no word: the clicker may not have typed that prompt. ``picture``: the one of
+    ``job``'s that ``request`` edits (its size reckons the cost)."""
     with as_the_stored_pictures_refusal():
         await submit_from_interaction(
-            interaction, kind, request, job.job_id, private=await keeps_private(interaction, job)
+            interaction,
+            kind,
+            request,
+            job.job_id,
+            private=await keeps_private(interaction, job),
+            input_size=None if picture is None else picture.size,
         )
 
 
@@ -362,7 +372,7 @@ class _PictureEditButton(_ReportsErrors):
         job = await visible_job(interaction, self.job_id, resubmitted=True)
         base, picture = await _stored_picture(interaction, job, self.idx)
         request = await self.edit_here(interaction, base, picture)
-        await submit_again(interaction, self.action, request, job)
+        await submit_again(interaction, self.action, request, job, picture)
 
 
 class VaryButton(

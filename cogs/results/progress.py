@@ -1,8 +1,9 @@
-"""A job's progress before its result: the queue position, then the percent with the newest
-preview, edited into the interaction's response at most once per interval, with Cancel. A
-public progress message is one of its job's posts (``History.result_posted``): deleting it
-withdraws the job, and its result is posted nowhere; one gone with its channel or thread
-withdraws what that deletion withdraws (``ProgressMessages._went_with_its_channel``)."""
+"""A job's progress before its result: the queue position (shown again as it moves, at a low
+rate), then the percent with the newest preview, edited into the interaction's response at most
+once per interval, with Cancel. A public progress message is one of its job's posts
+(``History.result_posted``): deleting it withdraws the job, and its result is posted nowhere;
+one gone with its channel or thread withdraws what that deletion withdraws
+(``ProgressMessages._went_with_its_channel``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,13 @@ _UNFINISHED = frozenset({"queued", "running"})
 # Asking Discord about a job's channel (still there, age-restricted) for a delivery or a
 # progress edit: no click waits on it.
 CHANNEL_CHECK_TIMEOUT_S = 10.0
+# A queued job's place is looked at again this often while its token lives, and shown again
+# when it moved by PLACE_MOVE_SHOWN of itself or more, or came into the counted places; at
+# most PLACE_EDITS_PER_S such edits go out a second across the bot, so a deep queue never
+# floods Discord (those left over go first a second later).
+PLACE_REFRESH_S = 60.0
+PLACE_MOVE_SHOWN = 0.1
+PLACE_EDITS_PER_S = 5
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,10 @@ class ProgressMessages:
         # Set by the composition root: where a job's public messages are recorded (unset:
         # nowhere, and deleting one withdraws nothing).
         self.history: History | None = None
+        self.place_refresh_s = PLACE_REFRESH_S  # a test may lower it
+        # Shows queued jobs' places again while any is shown (``_refresh_places``).
+        self._place_refresh: asyncio.Task[None] | None = None
+        self._closed = False  # no refresh starts after ``close``
 
     async def show_queued(
         self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool, private: bool
@@ -104,7 +116,9 @@ class ProgressMessages:
             watched.schedule("🎨 Rendering…", _cancel_view(job_id))
         else:
             watched.schedule(queued_text(state), _cancel_view(job_id))
-        watched.last_edit = self._monotonic()
+            watched.place_shown = state
+            self._follow_places(queue_of(interaction).queued_places)
+        watched.last_edit = watched.place_checked_at = self._monotonic()
         # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.
         await watched.first_edit_done.wait()
 
@@ -191,6 +205,7 @@ class ProgressMessages:
         if now - watched.last_edit < PROGRESS_EDIT_INTERVAL_S:
             return
         watched.last_edit = now
+        watched.place_shown = None
         watched.schedule(
             f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps}).",
             _cancel_view(job_id),
@@ -240,21 +255,94 @@ class ProgressMessages:
         except Exception:
             log.exception("job %s: its progress message could not point to its result", job_id)
 
+    def _follow_places(
+        self, queued_places: Callable[[Collection[str]], dict[str, JobState]]
+    ) -> None:
+        """Show queued jobs' places again as they move (``_refresh_places``), unless already
+        or closed (a command still being answered during the stop may show a place)."""
+        if self._closed:
+            return
+        if self._place_refresh is None or self._place_refresh.done():
+            self._place_refresh = asyncio.ensure_future(self._refresh_places(queued_places))
+
+    async def _refresh_places(
+        self, queued_places: Callable[[Collection[str]], dict[str, JobState]]
+    ) -> None:
+        """Show queued jobs' places again (``_show_places_again``) every second at most, at
+        most PLACE_EDITS_PER_S edits a second; ends once no live message shows a place."""
+        while True:
+            tick_s = min(1.0, self.place_refresh_s)
+            await asyncio.sleep(tick_s)
+            edits_allowed = max(1, round(PLACE_EDITS_PER_S * tick_s))
+            try:
+                if not self._show_places_again(queued_places, edits_allowed):
+                    return
+            except Exception:  # cosmetic: the next queued job shown starts them again
+                log.exception("queued jobs' places are shown again no more")
+                return
+
+    def _show_places_again(
+        self, queued_places: Callable[[Collection[str]], dict[str, JobState]], edits_allowed: int
+    ) -> bool:
+        """The queued jobs whose place was last looked at ``place_refresh_s`` ago or more,
+        while their token lives, are looked at again, in one fair order for all
+        (``JobQueue.queued_places``), the longest unlooked at first; up to ``edits_allowed`` of
+        those that moved enough (``_moved_enough``) are shown again through their
+        interaction's webhook, the rest first next time. Whether a live message shows a place."""
+        showing = [
+            (job_id, watched)
+            for job_id, watched in self._watched.items()
+            if watched.place_shown is not None
+            and not (watched.ended or watched.deleted)
+            and watched.token_alive()
+        ]
+        now = self._monotonic()
+        due = sorted(
+            (item for item in showing if now - item[1].place_checked_at >= self.place_refresh_s),
+            key=lambda item: item[1].place_checked_at,
+        )
+        places = queued_places([job_id for job_id, _ in due]) if due else {}
+        for job_id, watched in due:
+            state = places.get(job_id)
+            if state is None:  # rendering, or held out of the queue: no place to show
+                continue
+            shown = watched.place_shown
+            if shown is not None and _moved_enough(shown, state):
+                if not edits_allowed:
+                    break
+                edits_allowed -= 1
+                watched.place_shown = state
+                watched.schedule(queued_text(state), _cancel_view(job_id))
+            watched.place_checked_at = now
+        return bool(showing)
+
     async def close(self) -> None:
-        """Cancel the pointer edits in flight and wait for them: none may run once the client
-        or the database closes."""
-        for task in self._pointers:
+        """Cancel the pointer edits in flight and the places' refresh, and wait for them: none
+        may run once the client or the database closes."""
+        self._closed = True
+        tasks = [*self._pointers, *([self._place_refresh] if self._place_refresh else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._pointers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _alive(self, interaction_created_at: float) -> bool:
         return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
 
 
 def queued_text(state: JobState) -> str:
-    """A queued job's first message: its place and when it should be finished."""
+    """A queued job's message: its place and when it should be finished."""
     eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""
     return f"⏳ Queued — {state.place()}{eta}."
+
+
+def _moved_enough(shown: JobState, now: JobState) -> bool:
+    """Whether a queued job's place moved enough since ``shown`` to be shown again: by
+    PLACE_MOVE_SHOWN of its place or more, or across the last counted place either way (a job
+    pushed back past it by promoted or put-back jobs must not keep an earlier place)."""
+    if shown.at_least or now.at_least:
+        return shown.at_least != now.at_least
+    assert shown.position is not None and now.position is not None  # both queued
+    return abs(now.position - shown.position) >= PLACE_MOVE_SHOWN * (shown.position + 1)
 
 
 def _cancel_view(job_id: str) -> discord.ui.View:
@@ -293,6 +381,10 @@ class _Watched:
         # Its job ended: its delivery owns the message (``send_again`` sends nothing).
         self.ended = False
         self.last_edit = float("-inf")
+        # The queued state its message shows (None: not a place), and when it was last
+        # looked at (``ProgressMessages._refresh_places``).
+        self.place_shown: JobState | None = None
+        self.place_checked_at = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
 

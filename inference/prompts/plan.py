@@ -343,7 +343,6 @@ def build_plan(
     wildcards: WildcardLibrary | Path | str | None = None,
     loras: Collection[str] | None = None,
     embeddings: Collection[str] = (),
-    tokenizer: ClipTokenizer | None = None,
     name: str = "the prompt",
     first_pass_steps: int | None = None,
     calls_per_step: int = 1,
@@ -390,7 +389,7 @@ def build_plan(
     if extract_extra_networks(expanded_negative.text)[1]:
         warnings.append("extra-network tags in the negative prompt are read as plain text")
 
-    tokenizer = tokenizer or default_tokenizer()
+    tokenizer = default_tokenizer()
     timeline = (
         steps * calls_per_step,
         None if first_pass_steps is None else first_pass_steps * calls_per_step,

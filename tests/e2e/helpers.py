@@ -17,7 +17,7 @@ from typing import IO, Any
 import pytest
 from PIL import Image
 
-from bot.app import EaselBot
+from bot.app import EaselBot, build
 from bot.jobs.accounting import Member
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.quota import Period
@@ -25,7 +25,9 @@ from bot.services import Services
 from bot.settings import Settings
 from db.database import connect
 from inference.types import RenderRequest
+from tests.e2e.conftest import easel_settings
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.rules import walk_components
 from tests.support.pictures import has_picture
 
@@ -71,6 +73,18 @@ async def bot_process(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@asynccontextmanager
+async def restarted_here(
+    fake: FakeDiscord, data_dir: Path, models_dir: Path
+) -> AsyncIterator[EaselBot]:
+    """Easel started again in the test's own process (the real engine, on the CPU) on the data
+    a ``bot_process`` left: what a restart delivers does not depend on how it is started, and
+    a second interpreter would cost seconds of imports and model loading."""
+    bot = build(easel_settings(fake, data_dir, models_dir))
+    async with running_bot(fake, bot):
+        yield bot
 
 
 def with_web_server(settings: Settings) -> Settings:

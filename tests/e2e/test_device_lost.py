@@ -6,7 +6,6 @@ renders and posts the jobs."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from bot.settings import Settings
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS
 from tests.conftest import ErrorLogs
 from tests.e2e.conftest import StartEasel
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, bot_process, calls_held
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, bot_process, calls_held, restarted_here
 from tests.fake_discord import FakeDiscord
 from tests.integration.test_device_lost import ILLEGAL_ACCESS, LostDeviceEngine
 from tests.support.metrics import fetch
@@ -94,10 +93,7 @@ async def test_easel_run_exits_with_the_lost_device_status_and_a_restart_posts_t
     assert status == DEVICE_LOST_EXIT_STATUS
     assert job_statuses(data_dir / "easel.sqlite3") == ["queued"]
 
-    async with bot_process(fake_discord, data_dir, tiny_models_dir) as bot:
+    async with restarted_here(fake_discord, data_dir, tiny_models_dir):
         posted = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
-        bot.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await bot.wait() == 0
     assert len(posted.attachments) == 1
     assert job_statuses(data_dir / "easel.sqlite3") == ["done"]

@@ -3,15 +3,22 @@ with the real tiny model; hostile uploads are refused before anything is queued.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import sqlite3
 import struct
+import threading
 import zlib
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from bot.images import picture_size
+from bot.jobs.accounting import estimated_cost
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
+from inference.types import RenderRequest
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, size_of
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.support.chunky_files import plain_png
@@ -256,3 +263,52 @@ async def test_hostile_uploads_are_refused_before_queueing(
             await bot.services.history.page(fake_discord.user_id, 0, guild_id=fake_discord.guild_id)
         ).total == 0
         assert inputs_of(easel_settings_for_test) == []  # refused uploads are not kept
+
+
+async def test_an_edits_reservation_is_its_pictures_size_read_off_the_loop(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/vary of an upload, the Vary button under its result and its 🔄 reserve GPU time at
+    the picture's size (128x64, not the tiny model's 64x64). The first two bring the size read
+    where the picture was decoded: their reservations, made on the event loop (the button's
+    before its defer), open no file. The 🔄 has only the stored request, which names the
+    picture: read once, off the loop."""
+    loop_thread = threading.get_ident()
+    reads: list[Path] = []
+
+    def read_off_the_loop(path: Path) -> tuple[int, int]:
+        assert threading.get_ident() != loop_thread, f"the reservation read {path} on the loop"
+        reads.append(path)
+        return picture_size(path)
+
+    monkeypatch.setattr("bot.jobs.accounting.picture_size", read_off_the_loop)
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "vary", {"strength": "0.5"}, attachments={"image": ("fox.png", source_png((128, 64)))}
+        )
+        varied = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert size_of(varied) == (128, 64)
+        again = await (await fake_discord.click(varied, label="Vary (Subtle)")).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        assert size_of(again) == (128, 64)
+        assert reads == []
+        [reroll] = [c for c in varied.custom_ids if c.startswith("easel:reroll:")]
+        rerolled = await (await fake_discord.click(varied, reroll)).wait_for_original(
+            has_picture, timeout=RENDER_TIMEOUT_S
+        )
+        assert size_of(rerolled) == (128, 64)
+    with sqlite3.connect(easel_settings_for_test.database_path) as db:
+        rows = db.execute(
+            "SELECT j.request_json, q.gpu_seconds FROM jobs j JOIN quota_ledger q"
+            " ON q.job_id = j.id AND q.kind = 'reserve'"
+        ).fetchall()
+    assert len(rows) == 3
+    for request_json, reserved in rows:
+        request = RenderRequest.from_json(request_json)
+        at_its_size = dataclasses.replace(request, width=128, height=64)
+        assert reserved == estimated_cost(at_its_size).gpu_seconds > 0
+    assert reads == inputs_of(easel_settings_for_test)  # the upload /vary kept, by the 🔄

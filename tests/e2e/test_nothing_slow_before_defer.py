@@ -31,7 +31,7 @@ async def test_a_command_after_the_first_hops_to_no_thread_before_its_acknowledg
         answered(gate, interaction_id)
 
     # The tiny model was written seconds ago: its side is kept at once all the same.
-    monkeypatch.setattr("bot.services.LISTING_SETTLED_NS", 0)
+    monkeypatch.setattr("inference.registry.LISTING_SETTLED_NS", 0)
     monkeypatch.setattr(asyncio, "to_thread", recorded_hop)
     monkeypatch.setattr(AcknowledgeFirst, "answered", recorded_answer)
     async with start_easel():

@@ -24,7 +24,7 @@ from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT, 
 from cogs.region import RegionOffers
 from tests.distributed.nats_server import read_until
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import bot_process, has_picture
+from tests.e2e.helpers import bot_process, has_picture, restarted_here
 from tests.fake_discord import FakeDiscord
 from tests.support.engines import StuckEngine
 from tests.support.exits import Exited, exit_process
@@ -57,7 +57,7 @@ async def test_sigterm_finishes_or_requeues_running_jobs_and_a_restart_delivers_
         async with asyncio.timeout(STOP_LIMIT_S):
             assert await bot.wait() == 0
 
-    async with bot_process(fake_discord, data_dir, tiny_models_dir):
+    async with restarted_here(fake_discord, data_dir, tiny_models_dir):
         results = [await handle.wait_for_original(has_picture, timeout=90) for handle in handles]
     assert [len(message.attachments) for message in results] == [1] * JOBS
     assert len({message.id for message in results}) == JOBS
@@ -109,7 +109,7 @@ async def test_a_device_stuck_in_a_step_does_not_hold_the_exit_past_the_stop_and
     assert f"cpu in job {job_id}" in said
     assert f"exiting with status {STUCK_DEVICE_EXIT_STATUS}" in said
 
-    async with bot_process(fake_discord, data_dir, tiny_models_dir):
+    async with restarted_here(fake_discord, data_dir, tiny_models_dir):
         result = await fake_discord.wait_for_channel_message(
             lambda message: has_picture(message) and HANGING_PROMPT in message.content,
             timeout=90,
@@ -133,7 +133,7 @@ async def test_a_second_stop_signal_ends_the_stop_at_once_and_loses_no_job(
     assert status == -signal.SIGINT  # ended by it, as a shell expects of Ctrl-C
     assert len(running_jobs(data_dir)) == 1
 
-    async with bot_process(fake_discord, data_dir, tiny_models_dir):
+    async with restarted_here(fake_discord, data_dir, tiny_models_dir):
         result = await fake_discord.wait_for_channel_message(
             lambda message: has_picture(message) and HANGING_PROMPT in message.content,
             timeout=90,

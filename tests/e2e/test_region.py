@@ -25,6 +25,7 @@ from bot.app import EaselBot, build
 from bot.image_segments import MAX_PNG_OTHER_CHUNKS
 from bot.jobs.queue import JobQueue
 from bot.policy.visibility import THREAD_CHECK_FAILED
+from bot.web.links import LinkRefused
 from bot.web.server import RegionWebServer
 from cogs import region
 from db import refusals
@@ -104,6 +105,23 @@ def mask_form(painted: bool, text: str = "", *, turned: bool = False) -> aiohttp
     form.add_field("mask", data, filename="mask.png", content_type="image/png")
     form.add_field("prompt", "")
     return form
+
+
+def painted_mask() -> bytes:
+    """A 64x64 mask painted all over, as the page sends it."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def kept_refusals(bot: EaselBot, guild_id: int) -> list[tuple[str, str]]:
+    """The refusals the server's dashboard lists, oldest first: reason and sentence."""
+    conn = await connect(bot.settings.database_path)
+    try:
+        kept = await refusals.latest(conn, guild_id, 50)
+    finally:
+        await conn.close()
+    return [(refused.reason, refused.sentence or "") for refused in reversed(kept)]
 
 
 async def jobs_of(bot: EaselBot, user: int, guild: int) -> int:
@@ -262,11 +280,30 @@ async def test_forged_and_expired_links_are_refused(
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
                 assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
 
-            # Discord's connection breaks while the member is looked up: refused, not a 500.
+            # Discord's connection breaks while the member is looked up: refused, not a 500,
+            # and not kept as the member's refusal (checked below): the failure is Discord's.
             member_route = "/guilds/{guild}/members/{user_id}"
             fake_discord.fail("GET", member_route, times=2, status=CONNECTION_DROPPED)
             async with http.post(link, data=mask_form(painted=True)) as posted:
                 assert posted.status == 403 and "did not answer" in await posted.text()
+
+            # Two submits of one link at once: the second to claim it is refused, a stale link.
+            job_id = web.signer.check(link.rsplit("/", 1)[1]).job_id
+            raced = web.signer.check(
+                web.signer.issue(
+                    job_id,
+                    0,
+                    fake_discord.user_id,
+                    fake_discord.guild_id,
+                    fake_discord.channel_id,
+                    private=False,
+                )
+            )
+            web.signer.use(raced)  # by the submit that won
+            with pytest.raises(LinkRefused, match="already used"):
+                await bot.region_offer.submit(
+                    raced, painted_mask(), "", lambda: web.signer.use(raced)
+                )
 
             # Another's job needs its channel's history, as their click there would: a member
             # who lost it meanwhile is refused (the maker, for their own job, is not).
@@ -285,7 +322,6 @@ async def test_forged_and_expired_links_are_refused(
             # say who is: refused, and told it was Discord, not their access.
             secret = fake_discord.add_thread("secret", private=True, owner=fake_discord.bot_user_id)
             await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers it
-            job_id = web.signer.check(link.rsplit("/", 1)[1]).job_id
             in_thread = web.url_for(
                 web.signer.issue(
                     job_id, 0, fake_discord.user_id, fake_discord.guild_id, secret, private=False
@@ -314,7 +350,31 @@ async def test_forged_and_expired_links_are_refused(
             )
             async with http.post(copied_link, data=mask_form(painted=True)) as posted:
                 assert posted.status == 403 and "no longer see the channel" in await posted.text()
+
+            # The picture deleted since: gone from the history, the member's stale input.
+            made = await bot.services.history.job(job_id)
+            assert made is not None
+            made.image_paths[0].unlink()
+            async with http.post(copied_link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403 and "no longer in the history" in await posted.text()
         assert await jobs_of(bot, fake_discord.user_id, fake_discord.guild_id) == before
+        # The server's dashboard keeps each submit's refusal under its reason; Discord's failure
+        # is none of the member's.
+        kept = await kept_refusals(bot, fake_discord.guild_id)
+        expected = [
+            ("input", "mask is empty"),
+            ("input", "not a readable image"),
+            ("input", "chunks"),
+            ("input", "mask is 64x32 but"),
+            ("input", "already used"),
+            ("permission", "no longer see the channel"),
+            ("permission", THREAD_CHECK_FAILED),
+            ("permission", "no longer see the channel"),
+            ("permission", "no longer see the channel"),
+            ("input", "no longer in the history"),
+        ]
+        assert [reason for reason, _ in kept] == [reason for reason, _ in expected], kept
+        assert all(words in said for (_, said), (_, words) in zip(kept, expected, strict=True))
 
 
 async def test_a_link_made_before_its_channel_closed_is_refused_in_plain_web_words(
@@ -339,6 +399,15 @@ async def test_a_link_made_before_its_channel_closed_is_refused_in_plain_web_wor
                 assert posted.status == 403 and "no longer enabled" in answer_text
                 assert "<#" not in answer_text
         assert bot.queue.queued_count() == 0
+        # The submit's refusal is kept for the server's dashboard, as a command's would be,
+        # under the channel rule's reason (the pages' views are not: they submit nothing).
+        conn = await connect(bot.settings.database_path)
+        try:
+            [refused] = await refusals.latest(conn, fake.guild_id, 10)
+        finally:
+            await conn.close()
+        assert (refused.user_id, refused.reason) == (fake.user_id, "channel")
+        assert refused.sentence == answer_text
 
 
 async def test_region_in_words_is_segmented_and_inpainted(

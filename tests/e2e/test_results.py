@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from PIL import Image
 
 from inference.infotext import infotext_from_png, parse_infotext
+from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -20,6 +24,7 @@ from tests.e2e.helpers import (
     size_of,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.support.engines import InstantEngine
 
 
 def params_of(message: StoredMessage) -> dict[str, object]:
@@ -190,3 +195,52 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         )
         assert not ended.attachments and not ended.custom_ids
         assert bot.queue.queued_count() == 0
+
+
+@dataclass
+class PermittedEngine(InstantEngine):
+    """Each render waits for one permit (``permits.release()``) before it runs."""
+
+    permits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        while not self.permits.acquire(timeout=0.01):
+            if cancel is not None and cancel.is_set():
+                break  # stopping: the render is cancelled at its first step
+        return super().render_batch(requests, progress, cancel)
+
+
+async def test_a_queued_jobs_place_is_shown_again_as_the_jobs_ahead_start(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A queued job's message does not keep its first place: looked at again every
+    ``place_refresh_s``, it shows the smaller place once the jobs ahead of it start."""
+    engine = PermittedEngine(seconds=0.01)
+    async with start_easel(lambda device: engine) as bot:
+        try:
+            bot.results.place_refresh_s = 0.2
+            # Four jobs that batch with none of the others (their steps differ), each queued
+            # before the next is asked: the first renders, held; the last waits third in line.
+            handles = []
+            for steps in (2, 3, 4, 5):
+                handle = await fake_discord.invoke_command(
+                    "imagine", {"prompt": "a cat", "steps": steps, "size": "64x64"}
+                )
+                await handle.wait_for_original(lambda m: not m.is_loading)
+                handles.append(handle)
+            last = handles[-1]
+            await last.wait_for_original(lambda m: "⏳ Queued — position 3," in m.content)
+            engine.permits.release()  # the first ends; the second starts, held
+            moved = await last.wait_for_original(
+                lambda m: "⏳ Queued — position 2," in m.content, timeout=10.0
+            )
+            assert [cancel.startswith("easel:cancel:") for cancel in moved.custom_ids] == [True]
+        finally:
+            engine.permits.release(4)
+        for handle in handles:
+            await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

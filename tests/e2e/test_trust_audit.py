@@ -10,6 +10,8 @@ from __future__ import annotations
 from bot.policy.moderation import AGE_RESTRICTED_PICTURE
 from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from bot.settings import Settings
+from db import refusals
+from db.database import connect
 from inference.infotext import infotext_from_png
 from tests.e2e.helpers import (
     QUICK,
@@ -120,6 +122,37 @@ async def test_every_seed_that_renders_meets_the_servers_banned_words(
         assert "a dog" in (infotext_from_png(dog.attachments[0].data) or "")
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
         assert sum(has_picture(message) for message in fake.messages.values()) == 1
+
+
+async def test_a_refused_repeat_names_and_records_the_repeats_it_ends(
+    fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
+) -> None:
+    """A --repeat's later job refused by the server's gate (a banned word drawn at its seed)
+    ends the repeats after it too: the one sentence the member is told names them all, and
+    the server's dashboard keeps that sentence, as it keeps a first job's refusal."""
+    fake = fake_discord
+    write_wildcard(easel_settings_for_test, "animal", "dog\ncat")  # seed 5: dog; seed 6: cat
+    async with start_easel() as bot:
+        await reply_to(
+            fake, "easel-admin banned-word", {"action": "add", "word": "cat"}, user=fake.owner_id
+        )
+        repeated = await fake.invoke_command(
+            "imagine", {"prompt": "a __animal__ --repeat 3", "seed": 5, **QUICK}
+        )
+        refused = await repeated.wait_for_followup(lambda m: "Repeat 2 of 3" in m.content)
+        assert refused.is_ephemeral
+        assert "The word 'cat' is banned" in refused.content
+        assert refused.content.endswith(" Not queued either: repeat 3."), refused.content
+        await repeated.wait_for_original(has_picture, RENDER_TIMEOUT_S)
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
+        assert bot.queue.queued_count() == 0
+        conn = await connect(bot.settings.database_path)
+        try:
+            kept = await refusals.latest(conn, fake.guild_id, 10)
+        finally:
+            await conn.close()
+    [repeat_refused] = [r for r in kept if r.reason == "banned_word" and r.user_id == fake.user_id]
+    assert repeat_refused.sentence == refused.content
 
 
 async def test_pictures_of_an_age_restricted_channel_stay_in_those(

@@ -34,6 +34,7 @@ from inference.tiny import (
 from inference.types import RenderInputError, RenderRequest
 from inference.vae_files import vae_file
 from tests.inference.test_embedding_listing import settle
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 class _TextEncoder:
@@ -54,12 +55,12 @@ def test_a_kept_listing_expires_where_the_directory_s_mtime_does_not_move(
 ) -> None:
     embeddings = tmp_path / "embeddings"
     embeddings.mkdir()
-    (embeddings / "fuzz.safetensors").write_bytes(b"x")
+    stand_in_checkpoint(embeddings / "fuzz.safetensors")
     settle(tmp_path)
     registry = ModelRegistry(tmp_path)
     assert list(registry.network_files("embedding")) == ["fuzz"]
     listed = embeddings.stat()
-    (embeddings / "sparkle.safetensors").write_bytes(b"x")
+    stand_in_checkpoint(embeddings / "sparkle.safetensors")
     # As an NFS client's attribute cache or a FUSE mount answers the directory's stat.
     os.utime(embeddings, ns=(listed.st_atime_ns, listed.st_mtime_ns))
     assert list(registry.network_files("embedding")) == ["fuzz"]  # kept, and not yet stale

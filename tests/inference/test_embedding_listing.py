@@ -24,6 +24,7 @@ from inference.types import (
     RenderInputError,
     RenderRequest,
 )
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def settle(folder: Path) -> None:
@@ -52,15 +53,15 @@ def test_a_settled_folder_is_walked_once_and_a_change_shows_at_the_next_lookup(
 ) -> None:
     embeddings = tmp_path / "embeddings"
     (embeddings / "styles").mkdir(parents=True)
-    (embeddings / "fuzz.safetensors").write_bytes(b"x")
-    (embeddings / "styles" / "sparkle.safetensors").write_bytes(b"x")
+    stand_in_checkpoint(embeddings / "fuzz.safetensors")
+    stand_in_checkpoint(embeddings / "styles" / "sparkle.safetensors")
     (embeddings / "notes.txt").write_bytes(b"x")
     settle(tmp_path)
     registry = ModelRegistry(tmp_path)
     for _ in range(5):
         assert sorted(registry.network_files("embedding")) == ["fuzz", "sparkle"]
     assert len(walks) == 1
-    (embeddings / "styles" / "glow.safetensors").write_bytes(b"x")  # in a subfolder
+    stand_in_checkpoint(embeddings / "styles" / "glow.safetensors")  # in a subfolder
     assert sorted(registry.network_files("embedding")) == ["fuzz", "glow", "sparkle"]
     (embeddings / "fuzz.safetensors").unlink()
     assert sorted(registry.network_files("embedding")) == ["glow", "sparkle"]
@@ -80,7 +81,7 @@ def test_a_folder_changed_lately_or_holding_a_link_is_walked_at_every_lookup(
     target may come and go with no directory changing: neither listing is kept."""
     embeddings = tmp_path / "embeddings"
     embeddings.mkdir()
-    (embeddings / "fuzz.safetensors").write_bytes(b"x")
+    stand_in_checkpoint(embeddings / "fuzz.safetensors")
     registry = ModelRegistry(tmp_path)
     for _ in range(3):
         registry.network_files("embedding")
@@ -89,7 +90,7 @@ def test_a_folder_changed_lately_or_holding_a_link_is_walked_at_every_lookup(
     (embeddings / "linked.safetensors").symlink_to(target)
     settle(tmp_path)
     assert sorted(registry.network_files("embedding")) == ["fuzz"]  # its target is missing
-    target.write_bytes(b"x")
+    stand_in_checkpoint(target)
     assert sorted(registry.network_files("embedding")) == ["fuzz", "linked"]
     assert len(walks) == 5
 

@@ -16,7 +16,7 @@ import pytest
 
 from bot.infotext_import import installed_in, request_from_infotext_text
 from inference import file_hashes
-from inference.file_hashes import HASHES_FILE, file_sha256
+from inference.file_hashes import HASHES_FILE, NotSafetensorsError, file_sha256
 from inference.passes.networks import hash_list, short_hashes
 from inference.registry import ModelRegistry
 from tests.support.checkpoint_files import stand_in_checkpoint
@@ -140,7 +140,9 @@ def test_the_background_hasher_goes_on_after_a_file_it_cannot_hash(
 
 
 def _lora(folder: Path, name: str, data: bytes) -> Path:
-    header = json.dumps({"__metadata__": {"ss_output_name": name}}).encode()
+    """A whole ``.safetensors`` LoRA whose one tensor (bytes) is ``data``."""
+    tensor = {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}
+    header = json.dumps({"__metadata__": {"ss_output_name": name}, "w": tensor}).encode()
     (folder / "Lora").mkdir(parents=True, exist_ok=True)
     lora = folder / "Lora" / f"{name}.safetensors"
     lora.write_bytes(len(header).to_bytes(8, "little") + header + data)
@@ -165,13 +167,25 @@ def test_easels_own_lora_hashes_pasted_back_tell_no_other_file(tmp_path: Path) -
 
 
 def test_a_lora_removed_or_not_safetensors_inside_is_not_known(tmp_path: Path) -> None:
-    """Removed after the folder was listed, or a header that does not fit in the file: no
-    hash (nothing compared), not an error the member sees as Easel's fault."""
+    """Removed after the folder was listed: no hash (nothing compared), not an error the
+    member sees as Easel's fault. A header that does not fit in the file: not listed."""
     removed = _lora(tmp_path, "removed", b"w")
     (tmp_path / "Lora" / "crafted.safetensors").write_bytes((2**63).to_bytes(8, "little"))
     installed = installed_in(ModelRegistry(tmp_path), None)
+    assert sorted(installed.loras) == ["removed"]
     removed.unlink()
     assert installed.lora_hashes("removed") is None
+
+
+def test_a_lora_crafted_after_it_was_listed_has_no_hash(tmp_path: Path) -> None:
+    """Its header no longer fits in the file: the hasher says so (an ``OSError``) and the
+    paste-back compares nothing, rather than failing."""
+    lora = _lora(tmp_path, "crafted", b"w")
+    installed = installed_in(ModelRegistry(tmp_path), None)
+    assert installed.loras == ["crafted"]
+    lora.write_bytes((2**63).to_bytes(8, "little"))
+    with pytest.raises(NotSafetensorsError):
+        file_sha256(lora, None, tmp_path, tensors_only=True)
     assert installed.lora_hashes("crafted") is None
 
 

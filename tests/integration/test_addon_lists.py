@@ -36,6 +36,7 @@ from tests.integration.test_delivery_gate import (
     started,
 )
 from tests.integration.test_withdrawn_results import CHANNEL, GUILD, MEMBER, MODERATOR, NOW
+from tests.support.checkpoint_files import stand_in_checkpoint
 from tests.support.engines import InstantEngine
 
 
@@ -85,7 +86,7 @@ async def test_a_named_add_on_not_installed_is_refused_naming_only_those_usable_
 ) -> None:
     (tmp_path / "vae").mkdir()
     for name in ("family-vae", "secret-vae"):
-        (tmp_path / "vae" / f"{name}.safetensors").write_bytes(b"")  # listed by name only
+        stand_in_checkpoint(tmp_path / "vae" / f"{name}.safetensors")  # listed by name only
     policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
     await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_VAE, "family-vae", add=True)
     services = cast(
@@ -109,7 +110,7 @@ async def test_an_upscale_is_given_and_told_of_only_the_listed_upscalers_still_i
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
     (tmp_path / "upscalers").mkdir()
-    (tmp_path / "upscalers" / "4x-Kept.safetensors").write_bytes(b"")  # listed by name only
+    stand_in_checkpoint(tmp_path / "upscalers" / "4x-Kept.safetensors")  # listed by name only
     registry = ModelRegistry(tmp_path)
     policy = GuildPolicy(
         conn,

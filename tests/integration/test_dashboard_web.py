@@ -479,6 +479,34 @@ async def test_the_page_asks_again_after_a_503_and_clears_itself_on_a_403(site: 
         assert await page.query_selector("#gallery") is None
 
 
+async def test_polls_within_a_while_read_the_servers_history_once(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reads that grow with a server's history (its picture channels, today's spending per
+    member) are kept SERVER_READS_KEPT_S per server: two polls, from two tabs, read them once."""
+    await site.add_picture("a" * 16, CHANNEL, age_restricted=False)
+    reads: list[tuple[str, int]] = []
+    for name in ("picture_channels", "usage_by_member"):
+        read = getattr(dashboard.queries, name)
+
+        async def counted(
+            conn: aiosqlite.Connection,
+            guild_id: int,
+            *more: Any,
+            _read: Any = read,
+            _name: str = name,
+        ) -> Any:
+            reads.append((_name, guild_id))
+            return await _read(conn, guild_id, *more)
+
+        monkeypatch.setattr(dashboard.queries, name, counted)
+    first, second = await site.signed_in(), await site.signed_in()
+    async with first, second:
+        assert await site.gallery(first) == {"a" * 16}
+        assert await site.gallery(second) == {"a" * 16}
+    assert sorted(reads) == [("picture_channels", GUILD), ("usage_by_member", GUILD)]
+
+
 async def test_a_deep_queue_lists_its_first_jobs_and_counts_the_rest(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ from inference.prompts import (
     WildcardRecursionError,
     build_plan,
     expand_prompt,
+    wildcards,
 )
 from inference.prompts.attention import MAX_ATTENTION_NESTING, parse_attention
 from inference.prompts.composition import MAX_SUBPROMPTS
@@ -155,14 +156,19 @@ def test_a_wildcard_drawing_from_itself_is_refused_clearly(tmp_path: Path) -> No
         expand_prompt("{3$$__itself__}", 4, WildcardLibrary(tmp_path))  # was RecursionError
 
 
-def test_drawing_from_a_wildcard_of_one_value_counts_in_the_budget(tmp_path: Path) -> None:
+def test_drawing_from_a_wildcard_of_one_value_counts_in_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A wildcard of one value drawn with {N$$...} was read at no cost: files whose one value
-    # draws the next file twice made 2,048 draws (11 levels) that the budget never saw.
-    for level in range(11):
+    # draws the next file twice made 2,048 draws (11 levels) that the budget never saw. Here
+    # 256 draws (8 levels) against a budget of 100: each draw parses its value, so the real
+    # budget of 1,000 (test_wildcards: test_expansion_stops_at_its_limits) took seconds.
+    monkeypatch.setattr(wildcards, "MAX_WILDCARD_EXPANSIONS", 100)
+    for level in range(8):
         value = f"{{2$$__w{level + 1}__}} {{2$$__w{level + 1}__}}"
         (tmp_path / f"w{level}.txt").write_text(f"{value}\n", encoding="utf-8")
-    (tmp_path / "w11.txt").write_text("x\n", encoding="utf-8")
-    with pytest.raises(PromptError, match="expand more than 1000 times"):
+    (tmp_path / "w8.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(PromptError, match="expand more than 100 times"):
         expand_prompt("{2$$__w0__}", 1, WildcardLibrary(tmp_path))
 
 
@@ -274,13 +280,12 @@ def _memory_held_by(work: Callable[[], object]) -> int:
 def test_the_tokenizer_keeps_no_long_words() -> None:
     # Its cache of 65,536 words kept the ids of any word: ~18 KiB for a 3,500-letter one, over
     # a gigabyte once full now that such words are cheap to send.
+    # Four words: tracemalloc makes each encoding several times slower.
     tokenizer = ClipTokenizer()
     letters = random.Random(2)
-    words = [
-        "".join(letters.choice(string.ascii_lowercase) for _ in range(3500)) for _ in range(20)
-    ]
+    words = ["".join(letters.choice(string.ascii_lowercase) for _ in range(3500)) for _ in range(4)]
     held = _memory_held_by(lambda: [tokenizer.encode(word) for word in words])
-    assert held < 20 * 3500  # under a byte a letter: none of them kept
+    assert held < 4 * 3500  # under a byte a letter: none of them kept
 
 
 def test_the_plan_cache_holds_little_memory_when_full() -> None:

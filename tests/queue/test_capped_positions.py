@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 
 from bot.jobs.queue import JobQueue, JobState, Submission
-from bot.jobs.scheduler import SchedulerConfig
+from bot.jobs.scheduler import FairScheduler, PriorityClass, QueuedJob, SchedulerConfig
 from db.jobs import JobStatus
 from inference.types import RenderRequest
 
@@ -52,3 +52,44 @@ async def test_the_queue_says_which_places_are_past_the_count(
     assert third.place() == "position over 2"
     assert (third.done_in() or "").startswith("done in over ")
     assert first.place() == "position 1"
+
+
+def test_by_default_places_are_counted_to_100_and_only_what_a_member_reads_is_bounded() -> None:
+    """The 150th job reads "over 100" ahead and an ETA summing only the 100 counted jobs (a
+    lower bound of its exact one), while the jobs still start in the whole fair order: the
+    count bounds what is shown, never who starts next."""
+    counted = FairScheduler(devices=["cpu"])
+    uncounted = FairScheduler(SchedulerConfig(positions_counted=10_000), devices=["cpu"])
+    jobs = [
+        QueuedJob(
+            f"j{index}",
+            1000 + index,
+            1,
+            ("m",),
+            PriorityClass.STANDARD,
+            float(index),
+            est_seconds=float(1 + index % 3),
+        )
+        for index in range(200)
+    ]
+    for item in jobs:
+        counted.submit(item)
+        uncounted.submit(item)
+    now, target = 200.0, jobs[149]
+    assert uncounted.position(target.job_id, now) == 149
+    assert counted.position(target.job_id, now) == 100
+    lower_bound, exact = counted.eta(target.job_id, now), uncounted.eta(target.job_id, now)
+    assert lower_bound == pytest.approx(
+        now + sum(item.est_seconds for item in jobs[:100]) + target.est_seconds
+    )
+    assert exact is not None and lower_bound is not None and lower_bound < exact
+    shown = JobState(JobStatus.QUEUED, position=100, eta_s=lower_bound - now, at_least=True)
+    assert (shown.place(), shown.done_in()) == ("position over 100", "done in over 202 s")
+    started: list[QueuedJob] = []
+    while batch := counted.next_batch("cpu", now):
+        assert uncounted.next_batch("cpu", now) == batch
+        started += batch
+        for item in batch:
+            counted.finish(item.job_id)
+            uncounted.finish(item.job_id)
+    assert started == jobs

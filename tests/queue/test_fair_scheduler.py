@@ -827,3 +827,17 @@ def test_a_member_back_and_put_back_unstarted_stays_behind_newcomers() -> None:
     assert scheduler.fair_order(4002.0) == [newcomer, back]
     assert scheduler.cancel(back.job_id)
     assert not scheduler.started_before(1), "a member with nothing queued is no longer held"
+
+
+def test_a_members_submits_behind_their_queued_job_leave_no_stale_index_entry() -> None:
+    """A submit behind a lane's head changes none of its user's index entries, so it pushes
+    none (each would be a stale entry every later walk skips), and the order stays exact."""
+    scheduler = FairScheduler(devices=["cpu", "gpu"])
+    busy = [job(1, at=float(index)) for index in range(50)]
+    other = job(2, at=50.0)
+    for item in [*busy, other]:
+        scheduler.submit(item)
+    assert [len(view.heap) for view in scheduler._views.values()] == [2, 2, 2]
+    assert scheduler.position(other.job_id, 60.0) == 1
+    assert scheduler.position(busy[49].job_id, 60.0) == 50
+    assert scheduler.fair_order(60.0, respect_caps=False) == [busy[0], other, *busy[1:]]

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch._guards import TracingContext, tracing
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import tree_flatten
 
@@ -48,7 +50,11 @@ class FreezingRecorder(RerunRecorder):
     def record(self, run: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         self.records += 1
         outputs = run()
-        traced = make_fx(lambda: tree_flatten(run())[0])()
+        # make_fx notes each traced tensor's shape in a fake tensor, from the tracing
+        # context's fake mode or else from a new one, whose making reads the whole call stack
+        # (most of a recording's time, under pytest): one mode for the whole trace.
+        with tracing(TracingContext(FakeTensorMode(allow_fallback_kernels=True))):
+            traced = make_fx(lambda: tree_flatten(run())[0])()
         return self._replay(outputs, traced), outputs
 
 

@@ -43,6 +43,7 @@ from inference.types import (
     RenderRequest,
 )
 from inference.upscale import LANCZOS, LATENT_UPSCALERS
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 MANY = [f"style-{index:02}" for index in range(12)]
 
@@ -560,7 +561,7 @@ def test_a_hires_upscaler_the_bot_filled_in_whose_file_is_gone_gives_way_to_lanc
 
 def test_a_list_of_lanczos_only_leaves_every_model_upscaler_out(tmp_path: Path) -> None:
     (tmp_path / "upscalers").mkdir()
-    (tmp_path / "upscalers" / "4x-Model.safetensors").write_bytes(b"")
+    stand_in_checkpoint(tmp_path / "upscalers" / "4x-Model.safetensors")
     listable = listable_addons(ModelRegistry(tmp_path), AddonKind.UPSCALER)
     assert listable == [LANCZOS, *LATENT_UPSCALERS, "4x-Model"]  # what an admin may list
     lanczos_only = AddonRules({AddonKind.UPSCALER: frozenset({LANCZOS})}, "4x-Model")
@@ -619,6 +620,20 @@ def test_a_wildcard_line_naming_a_lora_not_installed_is_ignored_not_refused(
             assert planned.options[APPLIED_LORAS_OPTION] == []
     warned = [record.getMessage() for record in caplog.records]
     assert warned and all("'film-grain'" in line and "style.txt" in line for line in warned)
+    # The bot's planner keeps whom it warned of: one warning for the name, not one per plan.
+    caplog.clear()
+    warnings: set[str] = set()
+    with caplog.at_level("WARNING", logger="bot.policy.prompt_safety"):
+        for seed in range(12):
+            plan_request(
+                RenderRequest("a cat, __style__", seed=seed),
+                (),
+                tmp_path,
+                installed_loras=lambda: installed,
+                lora_warnings=warnings,
+            )
+    assert [record.getMessage() for record in caplog.records] == [warned[0]]
+    assert warnings == {"film-grain"}
     # Typed, the same tag is refused before anything is charged.
     with pytest.raises(UserError, match="film-grain"):
         plan_request(

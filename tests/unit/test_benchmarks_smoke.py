@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import runpy
 import subprocess
@@ -139,16 +141,6 @@ def test_engine_path_pass_passes_a_sound_render_and_catches_nan(tmp_path: Path) 
     assert "tiny.unet.conv_in" in broken["non_finite_in"]
 
 
-def _script_report(script: str, *arguments: str) -> dict[str, Any]:
-    """The script run as a user runs it, in a Python of its own (one such run: each pays
-    torch's and diffusers' imports again)."""
-    root = Path(__file__).resolve().parents[2]
-    command = [sys.executable, str(root / "benchmarks" / script), *arguments]
-    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=root)
-    report: dict[str, Any] = json.loads(output.stdout)
-    return report
-
-
 @pytest.fixture
 def script_report(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -169,10 +161,32 @@ def script_report(
     torch.set_num_threads(threads)
 
 
-def test_upscale_benchmark_compares_tiled_with_whole(script_report: ScriptReport) -> None:
+def test_upscale_benchmark_compares_tiled_with_whole(
+    script_report: ScriptReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The script measures each upscale in a Python of its own, so that its peak memory is its
+    # own; here each of the two commands it builds runs in this process instead (a fresh
+    # Python pays torch's and spandrel's imports again: about 10 s each on a busy CI machine).
+    script = str(Path(__file__).resolve().parents[2] / "benchmarks" / "upscale.py")
+    commands: list[list[str]] = []
+
+    def run_here(command: list[str], **_options: Any) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        with monkeypatch.context() as child, contextlib.redirect_stdout(io.StringIO()) as out:
+            child.setattr(sys, "argv", command[1:])
+            runpy.run_path(command[1], run_name="__main__")
+        return subprocess.CompletedProcess(command, 0, out.getvalue(), "")
+
+    monkeypatch.setattr(subprocess, "run", run_here)
     report = script_report(
         "upscale.py", "--size", "48", "--filters", "8", "--blocks", "1", "--tile", "24"
     )
+    child = [sys.executable, script, "--measure"]
+    assert [command[:3] for command in commands] == [child, child]
+    assert [command[4:] for command in commands] == [
+        ["24", "--size", "48", "--device", "cpu"],
+        ["48", "--size", "48", "--device", "cpu"],
+    ]
     assert report["picture"] == "48x48 -> 192x192"
     assert report["tiled"]["seconds"] > 0 and report["whole"]["seconds"] > 0
     assert report["tiled"]["peak_mib"] >= 0 and report["whole"]["peak_mib"] >= 0
@@ -259,8 +273,11 @@ def test_step_profile_benchmark_isolates_one_step_of_each_loop(script_report: Sc
     assert counts["easel"]["host_born"] == {}
 
 
-def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling() -> None:
-    report = _script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
+def test_dispatcher_benchmark_times_the_compiled_unets_dispatcher_without_compiling(
+    script_report: ScriptReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # the Compiler sets it
+    report = script_report("dispatcher.py", "--calls", "50", "--repeats", "1")
     assert report["tensor_arguments"] == 3  # sample, timestep, text states
     assert report["dispatcher_overhead_us"] > 0
     assert set(report["parts_us"]) == {

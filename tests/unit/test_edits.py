@@ -21,6 +21,7 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
+from bot.jobs.accounting import estimated_cost
 from bot.policy.addons import AddonKind, AddonRules, under_addon_rules
 from bot.policy.styles import SETTLED_NS, Style, apply_style, load_styles
 from bot.requests import RequestError
@@ -108,6 +109,27 @@ def test_inpaint_options_and_size_checks() -> None:
     with pytest.raises(RequestError, match="between 64 and 4096 pixels"):
         small = Picture(PICTURE.path, 32, 32)
         inpaint_request(RenderRequest("a hat"), small, small, InpaintSettings())
+
+
+def test_zoom_out_and_pans_name_the_canvas_they_render_so_the_quota_reserves_it() -> None:
+    """The engine renders an expand's grown canvas (``outpainted``), rounded up to 8s: the
+    request names that size, so its quota reserves the canvas's pixels, not the picture's."""
+    base = RenderRequest("a hat", steps=20)
+    canvases = {
+        (2.0, None): (192, 128),
+        (1.5, None): (144, 96),
+        (None, "left"): (144, 64),
+        (None, "up"): (96, 96),
+    }
+    for (zoom_out, pan), (width, height) in canvases.items():
+        expanded = expand_request(base, PICTURE, zoom_out=zoom_out, pan=pan)
+        assert (expanded.width, expanded.height) == (width, height)
+        at_the_canvas = RenderRequest("a hat", steps=expanded.steps, width=width, height=height)
+        reserved = estimated_cost(expanded, input_size=(PICTURE.width, PICTURE.height))
+        assert reserved == estimated_cost(at_the_canvas)
+    # A canvas past the engine's side: refused here, before queueing, not by the engine.
+    with pytest.raises(RequestError, match="outpainting would make a 3072x64 picture"):
+        expand_request(base, Picture(PICTURE.path, 2048, 64), pan="right")
 
 
 def test_a_picture_past_the_engines_side_is_refused_before_queueing_by_every_button() -> None:

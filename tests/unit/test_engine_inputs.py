@@ -18,6 +18,7 @@ from bot.user_errors import UserError
 from inference.face_restorers import resolve_face_restorer
 from inference.registry import ModelRegistry
 from inference.types import RenderInputError, RenderRequest
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def refusal(request: RenderRequest, registry: ModelRegistry) -> str | None:
@@ -48,7 +49,7 @@ def test_face_restoration_needs_a_restorer_installed(
     assert "models/face_restore/, models/GFPGAN/" in caplog.text
     folder = tmp_path / "face_restore"
     folder.mkdir()
-    (folder / "GFPGANv1.4.safetensors").write_bytes(b"")
+    stand_in_checkpoint(folder / "GFPGANv1.4.safetensors")
     assert refusal(restore, registry) is None
     assert refusal(RenderRequest("a cat", options={"face_restore": "gfpganV1.4"}), registry) is None
     named = RenderRequest("a cat", options={"face_restore": "CodeFormer"})

@@ -487,7 +487,9 @@ def test_a_lora_of_the_same_name_with_another_hash_is_named(hashes: str, told: b
 
 
 def _safetensors(path: Path, metadata: dict[str, str], data: bytes) -> None:
-    header = json.dumps({"__metadata__": metadata}).encode()
+    """A whole ``.safetensors`` file whose one tensor (bytes) is ``data``."""
+    tensor = {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}
+    header = json.dumps({"__metadata__": metadata, "w": tensor}).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(len(header).to_bytes(8, "little") + header + data)
 

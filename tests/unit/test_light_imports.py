@@ -10,15 +10,24 @@ import sys
 from pathlib import Path
 
 
-def test_the_settings_and_the_command_line_import_no_discord_torch_or_cogs() -> None:
-    code = (
-        "import sys, bot.settings, bot.cli.main; "
-        "print(sorted({'discord', 'torch', 'cogs'} & set(sys.modules)))"
-    )
+def _loaded_of(imports: str, watched: set[str]) -> str:
+    """Which of the ``watched`` top-level modules ``import IMPORTS`` loads in a fresh
+    interpreter, sorted."""
+    code = f"import sys, {imports}; print(sorted({watched!r} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert result.stdout.strip() == "[]"
+    return result.stdout.strip()
+
+
+def test_the_settings_and_the_command_line_import_no_discord_torch_or_cogs() -> None:
+    assert _loaded_of("bot.settings, bot.cli.main", {"discord", "torch", "cogs"}) == "[]"
+
+
+def test_the_bot_imports_no_torch_before_it_logs_in() -> None:
+    # The engine, the captioner and the segmenter import torch on their own threads, when first
+    # used: a restarting bot answers Discord seconds sooner (and process tests start faster).
+    assert _loaded_of("bot.app", {"torch", "transformers", "diffusers"}) == "[]"
 
 
 def _modules_loaded_by(argv: list[str], env: dict[str, str], before: str = "") -> str:

@@ -171,3 +171,19 @@ async def test_a_key_let_go_for_room_is_read_again_with_what_changed_since() -> 
     store.gate.set()
     assert await stale == 9
     assert await memo.get("a", lambda: store.read("a")) == 10
+
+
+async def test_a_value_kept_with_a_lifetime_is_read_again_once_that_old() -> None:
+    """``ttl_s``: for reads no writer tells of, a value serves that long, no longer."""
+    clock = [100.0]
+    store, memo = Store(), Memo[str, int](ttl_s=30.0, clock=lambda: clock[0])
+    assert await memo.get("a", lambda: store.read("a")) == 0
+    store.rows["a"] = 5  # written without telling the memo
+    clock[0] = 129.9
+    assert await memo.get("a", lambda: store.read("a")) == 0
+    assert memo.kept("a") == 0
+    assert store.reads == 1
+    clock[0] = 130.0
+    assert memo.kept("a") is None
+    assert await memo.get("a", lambda: store.read("a")) == 5
+    assert store.reads == 2

@@ -192,8 +192,10 @@ def read_as_a_word(texts: list[str], word: str) -> bool:
     return any(word in split_words(unicodedata.normalize("NFC", text).lower()) for text in texts)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(prompt=st.lists(_PIECES, max_size=16).map("".join), steps=st.integers(1, 8))
+# A prompt refused (a weight past the bound): the ci profile's 1,000 examples draw none.
+@example(prompt="[c:11111", steps=4)
 # Weights that close a bracket, their ":" or number written where renderings lost them.
 @example(prompt="c([a:1.1)t", steps=1)
 @example(prompt="c(a:[1.1|x])t", steps=1)

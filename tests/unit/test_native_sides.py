@@ -18,6 +18,7 @@ from bot.jobs.accounting import UNKNOWN_MODEL_SIDE
 from bot.services import Services
 from bot.settings import load_settings
 from db.database import connect
+from inference.registry import SCAN_MAX_AGE_NS
 
 
 def diffusers_model(folder: Path, unet_sample_size: int) -> None:
@@ -39,14 +40,35 @@ def settled(*paths: Path) -> None:
         os.utime(path, ns=(long_ago, long_ago))
 
 
+class Clock:
+    """Nanoseconds that move only when told (``NativeSides.clock``)."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def past_the_window(self) -> None:
+        """Past ``SCAN_MAX_AGE_NS``: a kept side's paths are looked at again."""
+        self.now_ns += SCAN_MAX_AGE_NS
+
+
 @pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def services(tmp_path: Path, clock: Clock) -> AsyncIterator[Services]:
     settings = load_settings(env_file=None).model_copy(
         update={"models_dir": tmp_path / "models", "data_dir": tmp_path / "data"}
     )
     conn = await connect(tmp_path / "easel.sqlite3")
     try:
-        yield Services.build(conn, settings)
+        services = Services.build(conn, settings)
+        services.native_sides.clock = clock
+        yield services
     finally:
         await conn.close()
 
@@ -66,7 +88,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_a_native_side_is_read_once_until_its_config_changes(
-    services: Services, hops: list[str]
+    services: Services, hops: list[str], clock: Clock
 ) -> None:
     sd = services.registry.models_dir / "sd"
     diffusers_model(sd, unet_sample_size=64)
@@ -78,12 +100,40 @@ async def test_a_native_side_is_read_once_until_its_config_changes(
         assert await services.native_side("sd") == 512
     assert hops == ["read_native_side"] * 3
     write_config(sd, unet_sample_size=128)  # in place
+    clock.past_the_window()
     assert await services.native_side("sd") == 1024
     assert hops == ["read_native_side"] * 4
 
 
+async def test_a_kept_side_is_taken_without_a_stat_for_a_second_then_looked_at_again(
+    services: Services, hops: list[str], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst asks before every acknowledgement: its paths are stat'ed once a second, not
+    per command; a change in that second shows once it is over."""
+    sd = services.registry.models_dir / "sd"
+    diffusers_model(sd, unet_sample_size=64)
+    settled(sd, sd / "unet" / "config.json")
+    assert await services.native_side("sd") == 512
+    stats: list[object] = []
+    stat = os.stat
+
+    def counted(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(path)
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted)
+    write_config(sd, unet_sample_size=128)  # in place, within the second
+    clock.now_ns += SCAN_MAX_AGE_NS - 1
+    for _ in range(3):
+        assert await services.native_side("sd") == 512
+    assert stats == []
+    clock.now_ns += 1
+    assert await services.native_side("sd") == 1024
+    assert stats and hops == ["read_native_side"] * 2
+
+
 async def test_the_first_installed_is_read_again_when_another_model_comes_first(
-    services: Services, hops: list[str]
+    services: Services, hops: list[str], clock: Clock
 ) -> None:
     models = services.registry.models_dir
     diffusers_model(models / "b", unet_sample_size=64)
@@ -91,6 +141,7 @@ async def test_the_first_installed_is_read_again_when_another_model_comes_first(
     assert await services.native_side(None) == 512
     assert await services.native_side(None) == 512
     diffusers_model(models / "a", unet_sample_size=128)  # first by name now
+    clock.past_the_window()
     assert await services.native_side(None) == 1024
     assert hops == ["read_native_side"] * 2
 

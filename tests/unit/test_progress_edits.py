@@ -15,10 +15,11 @@ import discord
 import pytest
 
 from bot.engines import PROGRESS_EDIT_INTERVAL_S
-from bot.jobs.queue import FinishedJob
+from bot.jobs.queue import FinishedJob, JobState
 from cogs.results import progress as progress_module
 from cogs.results.posting import DiscordResults, _original_response_recorded
-from cogs.results.progress import Pointer, ProgressMessages, _Watched
+from cogs.results.progress import Pointer, ProgressMessages, _moved_enough, _Watched
+from db.jobs import JobStatus
 from inference.types import RenderRequest, StepProgress
 
 
@@ -278,3 +279,78 @@ async def test_a_progress_message_whose_record_fails_still_gets_its_later_edits(
     await watched.settle()
     assert sent == ["⏳ Queued", "🎨 Rendering…"]
     assert "the progress message 7 could not be recorded" in caplog.text
+
+
+class _RecordingFollowup:
+    """An interaction's webhook that records each edit's text at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def edit_message(self, message_id: Any, *, content: str, **fields: Any) -> None:
+        self.sent.append(content)
+
+
+def _queued(position: int, *, at_least: bool = False) -> JobState:
+    return JobState(JobStatus.QUEUED, position=position, eta_s=60.0, at_least=at_least)
+
+
+async def test_places_are_shown_again_when_moved_enough_and_at_most_so_many_at_once() -> None:
+    """A round looks again at the queued places last looked at ``place_refresh_s`` ago, in one
+    call for all, the longest unlooked at first; it shows again those that moved by a tenth
+    or more, or came into the counted places, up to the edits allowed: the rest go next."""
+    clock = [60.0]
+    messages = ProgressMessages(cast(discord.Client, None), monotonic=lambda: clock[0])
+    names = "rghabcdef"  # from the longest unlooked at; "r" has started rendering since
+
+    def job_id(name: str) -> str:
+        return f"{ord(name):016x}"
+
+    shown = {"g": _queued(20), "h": _queued(100, at_least=True), "r": _queued(3)}
+    shown |= {name: _queued(20) for name in "abcdef"}
+    followups: dict[str, _RecordingFollowup] = {}
+    for checked_at, name in enumerate(names, start=-len(names)):
+        followup = followups[name] = _RecordingFollowup()
+        watched = messages._watched[job_id(name)] = _watched_through(cast(Any, followup))
+        watched.place_shown, watched.place_checked_at = shown[name], float(checked_at)
+    now_at = {"g": _queued(19), "h": _queued(40)} | {name: _queued(10) for name in "abcdef"}
+    asked: list[str] = []
+
+    def queued_places(job_ids: Any) -> dict[str, JobState]:
+        asked.append("".join(chr(int(asked_id, 16)) for asked_id in job_ids))
+        return {job_id(n): now_at[n] for n in asked[-1] if n in now_at}
+
+    async def sent() -> dict[str, list[str]]:
+        await asyncio.gather(*(watched.settle() for watched in messages._watched.values()))
+        return {name: followup.sent for name, followup in followups.items() if followup.sent}
+
+    assert messages._show_places_again(queued_places, edits_allowed=5)
+    assert asked == [names]
+    assert await sent() == {
+        "h": ["⏳ Queued — position 41, done in about 60 s."],  # into the counted places
+        **{name: ["⏳ Queued — position 11, done in about 60 s."] for name in "abcd"},
+    }
+    clock[0] = 61.0  # the two left over go first; the others were looked at a second ago
+    assert messages._show_places_again(queued_places, edits_allowed=5)
+    assert asked[1] == "ref"
+    assert sorted(await sent()) == sorted("habcdef")  # "g" moved by less than a tenth
+    for watched in messages._watched.values():
+        watched.ended = True
+    assert not messages._show_places_again(queued_places, edits_allowed=5)
+
+
+def test_a_place_is_shown_again_across_the_last_counted_place_either_way() -> None:
+    """Pushed back past the counted places (promoted or put-back jobs ahead), a job must not
+    keep showing the place it had; brought into them, it shows its place."""
+    assert _moved_enough(_queued(95), _queued(100, at_least=True))
+    assert _moved_enough(_queued(100, at_least=True), _queued(95))
+    assert not _moved_enough(_queued(100, at_least=True), _queued(100, at_least=True))
+    assert not _moved_enough(_queued(95), _queued(90))  # by less than a tenth
+
+
+async def test_no_places_refresh_starts_once_closed() -> None:
+    """A command still answered during the stop shows its place: nothing may follow it then."""
+    messages = ProgressMessages(cast(discord.Client, None))
+    await messages.close()
+    messages._follow_places(lambda job_ids: {})
+    assert messages._place_refresh is None

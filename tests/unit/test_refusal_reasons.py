@@ -11,8 +11,10 @@ from discord import app_commands
 from bot.policy.moderation import NsfwPolicy, check_request
 from bot.policy.prompt_safety import plan_request
 from bot.policy.visibility import ChannelAccess, check_member_may_read
+from bot.refusals import told_refusal
 from bot.requests import RequestError
 from bot.user_errors import Reason, UserError
+from bot.web.links import LinkRefused
 from cogs.errors import permission_names, refusal_of
 from inference.types import RenderRequest
 
@@ -77,3 +79,24 @@ def test_the_error_handler_names_the_reason_and_leaves_internal_errors_out() -> 
     # Named as Discord's client names them, where members and admins look for them.
     assert permission_names(["manage_messages", "manage_guild"]) == "Manage Messages, Manage Server"
     assert refusal_of(RuntimeError("a bug")) is None
+
+
+def test_a_links_refusal_is_worded_and_kept_as_any_refusal() -> None:
+    """A mask-editor or dashboard link's refusal reaches the member as a sentence (its page,
+    its form's answer) and the server's dashboard under its reason, as every refusal does:
+    one built from a rule's text keeps that rule's reason."""
+    refused = LinkRefused("you can no longer see the channel this picture was made in")
+    assert str(refused) == "You can no longer see the channel this picture was made in."
+    assert refusal_of(refused) == (str(refused), Reason.PERMISSION)
+    banned_since = LinkRefused("the word 'cat' is banned here now", Reason.BANNED_WORD)
+    assert refusal_of(banned_since) == ("The word 'cat' is banned here now.", Reason.BANNED_WORD)
+
+
+def test_a_repeats_refusal_is_a_sentence_after_its_number_as_any_refusal() -> None:
+    """A --repeat's later job refused is told "⛔ Repeat i of n: " and then the refusal as a
+    sentence, as the first job's (``refusal_of``) is: a parser's lower-case text included."""
+    told = told_refusal("bad value 'x' for --ar: expected W:H", Reason.INPUT, of="Repeat 2 of 3")
+    assert str(told) == "⛔ Repeat 2 of 3: Bad value 'x' for --ar: expected W:H."
+    alone = UserError("bad value 'x' for --ar: expected W:H")
+    assert str(told).endswith(f": {refusal_of(alone)[0]}")  # type: ignore[index]
+    assert told.reason is Reason.INPUT

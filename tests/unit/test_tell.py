@@ -135,7 +135,7 @@ async def test_a_quota_refusal_discord_would_not_carry_is_recorded_all_the_same(
     )
     with pytest.raises(discord.HTTPException):
         await _refuse(interaction, quota_refused(QuotaExceeded("over")))  # type: ignore[arg-type]
-    assert recorded == [(GUILD, CHANNEL, MEMBER, Reason.QUOTA, "⛔ over")]
+    assert recorded == [(GUILD, CHANNEL, MEMBER, Reason.QUOTA, "⛔ Over.")]  # told as a sentence
 
 
 @pytest.fixture

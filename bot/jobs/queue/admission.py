@@ -67,6 +67,7 @@ class Admission:
                 self._dm_limits,
                 max_queued=self._max_queued,
                 native_side=submission.native_side,
+                input_size=submission.input_size,
             )
             if refusal is None:
                 await journal.insert_job(
@@ -113,6 +114,7 @@ class Admission:
             self._now(),
             self._dm_limits,
             submission.native_side,
+            submission.input_size,
         )
         if refusal is not None:
             return QuotaExceeded.of(refusal)

@@ -62,6 +62,7 @@ from bot.jobs.scheduler import (
 from bot.logging_setup import job_event
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
+from db import quotas as ledger
 from inference.device_loss import device_lost, lost_reason
 from inference.types import (
     RenderCancelled,
@@ -104,6 +105,19 @@ def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
     """A batch's GPU ``seconds`` shared by its jobs in proportion to their ``pictures``."""
     total = sum(pictures) or 1
     return [seconds * count / total for count in pictures]
+
+
+async def _restored_estimate(request: RenderRequest, reserved_s: float | None) -> float:
+    """A job read back from the journal: its estimate is the GPU seconds its submit reserved,
+    reckoned with its model's native side (1024 for SDXL) and its input picture's size, which
+    the journal keeps neither of. A relax job reserved none: its request's, an edit's picture
+    read off the loop (its size makes the native side, not known here, irrelevant)."""
+    if reserved_s:
+        return reserved_s
+    input_size = None
+    if accounting.edits_a_picture(request):
+        input_size = await asyncio.to_thread(accounting.input_picture_size, request)
+    return accounting.estimated_cost(request, input_size=input_size).gpu_seconds
 
 
 def _failure(error: Exception, job_id: str, device: str) -> str:
@@ -193,6 +207,10 @@ class JobQueue:
         self._waiting_to_start: dict[str, asyncio.Future[None]] = {}
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
         self._kinds: dict[str, str] = {}
+        # Each job's estimated GPU seconds, until it ends, as reckoned at its submit (its
+        # model's native side, its input picture's size) or its restore: the journal keeps
+        # neither, so a job queued again here (``_schedule_again``) keeps it.
+        self._estimates: dict[str, float] = {}
         # Each member's jobs not yet ended: counted by admission, found at a start, ended here.
         self._unfinished = UnfinishedJobs()
         self._admission = Admission(
@@ -285,11 +303,13 @@ class JobQueue:
         queued = await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED)
         # Members who started a job before this start come back after those who never did.
         returners = await journal.members_who_started(self._conn, {job.user_id for job in queued})
+        reserved = await ledger.reserved_gpu_seconds(self._conn, [job.id for job in queued])
         for replayed, job in enumerate(queued):
             if replayed and replayed % REPLAYED_AT_ONCE == 0:
                 await asyncio.sleep(0)  # the health check and web pages answer meanwhile
             request = RenderRequest.from_json(job.request_json)
             self._kinds[job.id] = job.kind
+            self._estimates[job.id] = await _restored_estimate(request, reserved.get(job.id))
             self._unfinished.add(job.id, (job.user_id, job.guild_id), request.count)
             if job.cancel_asked_at is not None:
                 # Its stop was asked (``Cancels._ask_stop``) and its end not written before
@@ -417,6 +437,9 @@ class JobQueue:
         admitted = await self._admission.admit(submission)
         job_id = admitted.job_id
         self._kinds[job_id] = submission.kind
+        self._estimates[job_id] = accounting.estimated_cost(
+            submission.request, submission.native_side, submission.input_size
+        ).gpu_seconds
         metrics.job_submitted(submission.kind)
         log.info(
             "job %s queued",
@@ -432,7 +455,6 @@ class JobQueue:
                 submission.request,
                 admitted.created_at,
                 submission.priority,
-                native_side=submission.native_side,
                 started_before=admitted.started_before,
             )
             self._wakeup.notify_all()
@@ -469,11 +491,23 @@ class JobQueue:
             return None
         if job_id in self._waiting_to_start:  # out of the queue, rendering neither
             return JobState(status=job.status, position=None, eta_s=None, awaiting_check=True)
+        return self._placed(job_id, job.status, self._now())
+
+    def queued_places(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """The state of each of ``job_ids`` still queued, from one fair order (the walk after
+        the last change serves them all) and no journal read: for refreshing their places."""
         now = self._now()
+        return {
+            job_id: self._placed(job_id, journal.JobStatus.QUEUED, now)
+            for job_id in job_ids
+            if self._scheduler.position(job_id, now) is not None
+        }
+
+    def _placed(self, job_id: str, status: journal.JobStatus, now: float) -> JobState:
         eta = self._scheduler.eta(job_id, now, not_rendering=self._waiting_to_start)
         position = self._scheduler.position(job_id, now)
         return JobState(
-            status=job.status,
+            status=status,
             position=position,
             eta_s=None if eta is None else max(0.0, eta - now),
             at_least=position is not None and position >= self._scheduler.config.positions_counted,
@@ -521,11 +555,9 @@ class JobQueue:
         priority: PriorityClass = PriorityClass.STANDARD,
         *,
         alone: bool = False,
-        native_side: int = accounting.UNKNOWN_MODEL_SIDE,
         started_before: bool,
     ) -> None:
-        """Hand the job to the scheduler; ``native_side``: its model's, for its estimate
-        (``accounting.estimated_cost``; a job read back from the journal: not known);
+        """Hand the job to the scheduler with its estimate (``_estimates``);
         ``started_before``: its member ever started a job (``FairScheduler.submit``)."""
         batch_key = request.batch_key()
         self._scheduler.submit(
@@ -537,10 +569,16 @@ class JobQueue:
                 priority=priority,
                 submitted_at=min(at, self._now()),
                 images=request.count,
-                est_seconds=accounting.estimated_cost(request, native_side).gpu_seconds,
+                est_seconds=self._estimate_of(job_id, request),
             ),
             started_before=started_before,
         )
+
+    def _estimate_of(self, job_id: str, request: RenderRequest) -> float:
+        """``job_id``'s estimate as reckoned at its submit or restore (``_estimates``); one
+        whose end was recorded meanwhile: ``request``'s, sized without its model and picture."""
+        estimate = self._estimates.get(job_id)
+        return accounting.estimated_cost(request).gpu_seconds if estimate is None else estimate
 
     def _schedule_again(self, job: journal.JobRecord, started_before: bool) -> None:
         """Queue ``job`` again as the journal holds it: queued, its quota reserved;
@@ -1116,6 +1154,7 @@ class JobQueue:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
         to read, not the log's: it may quote the prompt)."""
         kind = self._kinds.pop(job_id, "unknown")
+        self._estimates.pop(job_id, None)
         self._unfinished.ended(job_id)
         self._requeued.discard(job_id)
         self._running_in_journal.discard(job_id)

@@ -41,6 +41,10 @@ class Submission:
     # The side the request's model renders at when it names no size (1024 for SDXL): its
     # quota reservation's estimate (``accounting.estimated_cost``).
     native_side: int = accounting.UNKNOWN_MODEL_SIDE
+    # The size of the picture it edits (/vary, /inpaint, a picture's buttons), as read where
+    # it was decoded: its estimate reads no file (``accounting.estimated_cost``). None: it
+    # edits none, or its picture could not be read (its model's native size is reckoned).
+    input_size: accounting.InputSize | None = None
 
     @property
     def member(self) -> accounting.Member:
@@ -189,7 +193,7 @@ class JobState:
     awaiting_check: bool = False
 
     def place(self) -> str:
-        """A queued job's place as its member reads it: "position 3", or "position over 1000"
+        """A queued job's place as its member reads it: "position 3", or "position over 100"
         when it is further back than that."""
         if self.position is None:
             raise ValueError("only a queued job has a place in the queue")

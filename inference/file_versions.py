@@ -1,0 +1,68 @@
+"""What was read from a file, kept for the file's version (mtime, size): the registry's
+completeness checks (``safetensors_problem``, ``pickle_problem``, ``gguf_problem``) are asked
+about every add-on file again and again. One entry per path, replaced when the file changes and
+dropped when the registry no longer lists it (``forget_files``): bounded by the files there are,
+never evicting one that is still asked about (a least-recently-used cache smaller than the
+folder rereads every header at every pass).
+
+Pure Python, read from several threads (a dict's get, set and pop are atomic).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+Value = TypeVar("Value")
+
+
+# Every cache, for ``forget_files``.
+_ALL: list[PerFileVersion[Any]] = []
+
+
+class PerFileVersion(Generic[Value]):
+    """``read(path, size)`` of each file, kept per path for the version it was read from."""
+
+    def __init__(self, read: Callable[[Path, int], Value]) -> None:
+        self._read = read
+        self._kept: dict[Path, tuple[int, int, Value]] = {}
+        _ALL.append(self)
+
+    def __call__(self, path: Path, stat: os.stat_result) -> Value:
+        """The value for the file at ``path`` as ``stat`` found it (read again once it changed)."""
+        kept = self._kept.get(path)
+        if kept is not None and kept[:2] == (stat.st_mtime_ns, stat.st_size):
+            return kept[2]
+        value = self._read(path, stat.st_size)
+        self._kept[path] = (stat.st_mtime_ns, stat.st_size, value)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def forget(self, paths: Iterable[Path]) -> None:
+        for path in paths:
+            self._kept.pop(path, None)
+
+
+def forget_files(paths: Iterable[Path]) -> None:
+    """Drop what every cache kept of ``paths`` (no longer listed: removed, renamed)."""
+    paths = tuple(paths)
+    for cache in _ALL:
+        cache.forget(paths)
+
+
+def unreadable(path: Path, error: OSError) -> str:
+    return f"{path.name} cannot be read: {error.strerror or error}"
+
+
+def problem_of(problems: PerFileVersion[str | None], path: Path) -> str | None:
+    """What ``problems`` reads of the file at ``path`` as it is now (why it would not load;
+    None: whole), or why it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        return unreadable(path, error)
+    return problems(path, stat)

@@ -1,0 +1,288 @@
+"""Add-on files still being copied (or cut short) are left out of the registry's lists and
+lookups until they are whole, the operator told once: LoRAs, embeddings, VAEs, upscalers and
+face restorers (``.safetensors``, and ``.pth`` where pickles are allowed), and GGUF
+checkpoints (a ``.gguf`` file alone, or in a diffusers folder's ``unet/``). Each used to be
+offered, and every job that picked it failed or ran without it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from inference import metadata as metadata_module
+from inference.memory import gguf_quantization
+from inference.model_list import installed_models
+from inference.registry import LISTING_MAX_AGE_NS, SCAN_MAX_AGE_NS, ModelEntry, ModelRegistry
+from inference.types import RenderInputError
+from tests.support.gguf_files import write_gguf
+
+Lister = Callable[[ModelRegistry], dict[str, Path]]
+# Each kind's folder and how the registry lists it.
+_KINDS: dict[str, tuple[str, Lister]] = {
+    "lora": ("lora", lambda registry: registry.network_files("lora")),
+    "embedding": ("embeddings", lambda registry: registry.network_files("embedding")),
+    "vae": ("vae", lambda registry: registry.network_files("vae")),
+    "upscaler": ("upscalers", ModelRegistry.upscaler_files),
+    "face restorer": ("face_restore", ModelRegistry.face_restorer_files),
+}
+
+
+def weights(path: Path, numel: int = 256) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(numel)}, str(path))
+    return path
+
+
+def cut_in_half(path: Path) -> bytes:
+    """Leaves the first half of ``path``, as a copy still running does; returns the whole."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return whole
+
+
+def not_offered(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [message for message in caplog.messages if "is not offered" in message]
+
+
+@pytest.mark.parametrize("kind", list(_KINDS))
+def test_a_half_copied_add_on_is_left_out_told_once_and_listed_once_whole(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, listed = _KINDS[kind]
+    weights(tmp_path / folder / "ready.safetensors")
+    copying = weights(tmp_path / folder / "sub" / "copying.safetensors")
+    whole = cut_in_half(copying)
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level(logging.INFO, logger="inference.registry"):
+        for _ in range(3):
+            assert listed(registry) == {"ready": tmp_path / folder / "ready.safetensors"}
+        assert not_offered(caplog) == [
+            f"{kind} copying at {copying} is not offered: copying.safetensors is incomplete "
+            f"({len(whole) // 2} of {len(whole)} bytes): still copying?"
+        ]
+        copying.write_bytes(whole)  # the copy ends: offered at the next lookup
+        assert sorted(listed(registry)) == ["copying", "ready"]
+    assert f"{kind} copying at {copying}: copying.safetensors is whole now" in caplog.messages
+    assert len(not_offered(caplog)) == 1
+
+
+def test_a_name_typed_while_its_file_is_copied_is_not_installed(tmp_path: Path) -> None:
+    """The lookups take the lists: a VAE or upscaler named is refused as not installed."""
+    cut_in_half(weights(tmp_path / "upscalers" / "x4.safetensors"))
+    registry = ModelRegistry(tmp_path)
+    with pytest.raises(RenderInputError, match="unknown upscaler 'x4': it is not installed"):
+        registry.resolve_upscaler("x4")
+    assert registry.resolve_upscaler(None) == ("Lanczos", None)  # the default skips it too
+    assert registry.upscaler_names() == ["Lanczos"]
+
+
+def test_a_whole_file_of_another_folder_stands_in_for_one_still_copying(tmp_path: Path) -> None:
+    cut_in_half(weights(tmp_path / "lora" / "style.safetensors"))
+    fallback = weights(tmp_path / "Lora" / "style.safetensors")
+    assert ModelRegistry(tmp_path).network_files("lora") == {"style": fallback}
+
+
+def test_two_registries_of_a_process_tell_the_operator_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bot and each device's engine keep a registry, and all list the LoRAs."""
+    cut_in_half(weights(tmp_path / "lora" / "half.safetensors"))
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        for registry in (ModelRegistry(tmp_path), ModelRegistry(tmp_path)):
+            assert registry.network_files("lora") == {}
+    assert len(not_offered(caplog)) == 1
+
+
+def test_a_file_found_whole_is_checked_again_a_second_later(tmp_path: Path) -> None:
+    """A lookup within ``SCAN_MAX_AGE_NS`` of finding a file whole stats no file (admissions
+    list the embeddings); a file copied over it in place is left out after that."""
+    now = [0]
+    registry = ModelRegistry(tmp_path, clock=lambda: now[0])
+    lora = weights(tmp_path / "lora" / "style.safetensors")
+    assert list(registry.network_files("lora")) == ["style"]
+    cut_in_half(lora)
+    now[0] += SCAN_MAX_AGE_NS - 1
+    assert list(registry.network_files("lora")) == ["style"]
+    now[0] += 1
+    assert registry.network_files("lora") == {}
+
+
+def torch_pickle(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"w": torch.zeros(256)}, path)
+    return path
+
+
+def test_a_pickled_upscaler_cut_short_is_left_out_where_pickles_are_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """torch saves a zip archive, whose directory is at its end: a cut one has none. An empty
+    file (a browser's placeholder) is left out too; torch's older format, which says nothing
+    of its length, is taken as whole."""
+    copying = torch_pickle(tmp_path / "ESRGAN" / "4x-copying.pth")
+    whole = cut_in_half(copying)
+    (tmp_path / "ESRGAN" / "4x-empty.pth").write_bytes(b"")
+    legacy = tmp_path / "ESRGAN" / "4x-legacy.pth"
+    torch.save({"w": torch.zeros(4)}, legacy, _use_new_zipfile_serialization=False)
+    registry = ModelRegistry(tmp_path, allow_pickle=True)
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        assert list(registry.upscaler_files()) == ["4x-legacy"]
+    assert sorted(not_offered(caplog)) == [
+        f"upscaler 4x-copying at {copying} is not offered: 4x-copying.pth is not a whole zip "
+        f"archive ({len(whole) // 2} bytes; File is not a zip file): still copying?",
+        f"upscaler 4x-empty at {tmp_path / 'ESRGAN' / '4x-empty.pth'} is not offered: "
+        "4x-empty.pth is empty: still copying?",
+    ]
+    copying.write_bytes(whole)
+    assert sorted(registry.upscaler_files()) == ["4x-copying", "4x-legacy"]
+
+
+def gguf_checkpoint(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_gguf({"a.weight": torch.randn(64, 64), "b": torch.randn(10)}, path)
+
+
+def test_a_half_copied_gguf_checkpoint_is_left_out_and_the_model_list_still_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its header read for the list's family and quantization raised, so /models and every
+    admission (which reads the families) failed for everyone while it was copied."""
+    weights(tmp_path / "ready.safetensors")
+    copying = gguf_checkpoint(tmp_path / "unet" / "flux-Q8_0.gguf")
+    whole = cut_in_half(copying)
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        for _ in range(2):
+            assert registry.names() == ["ready"]
+            assert list(installed_models(registry)) == ["ready"]
+    [told] = not_offered(caplog)
+    assert told.startswith(
+        f"model flux-Q8_0 is not offered: flux-Q8_0.gguf is not a whole GGUF file "
+        f"({len(whole) // 2} bytes; "
+    )
+    assert told.endswith("): still copying?")
+    with pytest.raises(RenderInputError, match="model 'flux-Q8_0' cannot be loaded now: flux"):
+        registry.resolve("flux-Q8_0")
+    copying.write_bytes(whole)
+    assert registry.names() == ["flux-Q8_0", "ready"]
+
+
+def test_a_gguf_cut_short_after_the_scan_lists_no_quantization(tmp_path: Path) -> None:
+    """The scan answers for a second: a file copied over a listed one in that time is shown
+    without its quantization, not an internal error of /models."""
+    gguf = gguf_checkpoint(tmp_path / "unet" / "flux-Q8_0.gguf")
+    entry = ModelEntry("flux-Q8_0", gguf, "gguf")
+    assert gguf_quantization(entry) == "Q8_0"
+    cut_in_half(gguf)
+    assert gguf_quantization(entry) is None
+
+
+def test_a_diffusers_folder_whose_gguf_unet_is_cut_is_left_out(tmp_path: Path) -> None:
+    folder = tmp_path / "quantized"
+    folder.mkdir()
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DCondition"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    cut_in_half(gguf_checkpoint(folder / "unet" / "model-Q8_0.gguf"))
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == []
+    assert registry.unusable()["quantized"].startswith("unet/model-Q8_0.gguf is not a whole GGUF")
+
+
+def test_a_pickle_of_a_zip_version_python_does_not_know_is_offered(tmp_path: Path) -> None:
+    """zipfile refuses a directory whose "version needed" is above 6.3 (NotImplementedError);
+    torch.load does not look at it. The check says whole, and lists never raise."""
+    pickled = torch_pickle(tmp_path / "old.ckpt")
+    data = bytearray(pickled.read_bytes())
+    directory = data.find(b"PK\x01\x02")
+    data[directory + 6 : directory + 8] = (99).to_bytes(2, "little")  # version 9.9
+    pickled.write_bytes(bytes(data))
+    (tmp_path / "upscalers").mkdir()
+    (tmp_path / "upscalers" / "x4.pth").write_bytes(bytes(data))
+    registry = ModelRegistry(tmp_path, allow_pickle=True)
+    assert registry.names() == ["old"]
+    assert list(registry.upscaler_files()) == ["x4"]
+
+
+def test_a_pickle_of_a_few_bytes_is_left_out(tmp_path: Path) -> None:
+    (tmp_path / "upscalers").mkdir()
+    (tmp_path / "upscalers" / "x4.pth").write_bytes(b"PK\x03")
+    registry = ModelRegistry(tmp_path, allow_pickle=True)
+    assert registry.upscaler_files() == {}
+
+
+def test_a_half_pickle_where_pickles_are_not_allowed_is_refused_as_a_pickle_untold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It is never offered there: the member is told why, the operator not told of a copy."""
+    cut_in_half(torch_pickle(tmp_path / "upscalers" / "x4.pth"))
+    with (
+        caplog.at_level(logging.WARNING, logger="inference.registry"),
+        pytest.raises(RenderInputError, match="'x4' is a pickle file"),
+    ):
+        ModelRegistry(tmp_path).resolve_upscaler("x4")
+    assert not_offered(caplog) == []
+
+
+def test_a_half_copy_removed_and_copied_again_is_told_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What was kept of a file no longer listed is forgotten (the checks' caches stay as
+    small as the folders)."""
+    registry = ModelRegistry(tmp_path)
+    half = tmp_path / "lora" / "half.safetensors"
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        for _ in range(2):
+            cut_in_half(weights(half))
+            assert registry.network_files("lora") == {}
+            assert registry.network_files("lora") == {}
+            half.unlink()
+            assert registry.network_files("lora") == {}
+    assert len(not_offered(caplog)) == 2
+
+
+def test_many_add_ons_are_each_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of more LoRAs than a least-recently-used cache held (1,024) used to reread
+    every header at every pass."""
+    read: list[Path] = []
+    real = metadata_module._sized_header
+
+    def counted(path: Path) -> tuple[int, dict[str, object]]:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(metadata_module, "_sized_header", counted)
+    one = weights(tmp_path / "lora" / "l0.safetensors", numel=1).read_bytes()
+    for number in range(1, 1100):
+        (tmp_path / "lora" / f"l{number}.safetensors").write_bytes(one)
+    now = [0]
+    registry = ModelRegistry(tmp_path, clock=lambda: now[0])
+    for _ in range(3):
+        assert len(registry.network_files("lora")) == 1100
+        now[0] += SCAN_MAX_AGE_NS
+    assert len(read) == 1100
+
+
+def test_a_file_long_unchanged_is_trusted_longer(tmp_path: Path) -> None:
+    """Found whole after going unchanged for ``LISTING_MAX_AGE_NS``, a file is not statted
+    again for that long (a folder may hold thousands); a file just written, after a second."""
+    now = [0]
+    registry = ModelRegistry(tmp_path, clock=lambda: now[0])
+    old = weights(tmp_path / "lora" / "old.safetensors")
+    long_ago = time.time_ns() - LISTING_MAX_AGE_NS - 1_000_000_000
+    os.utime(old, ns=(long_ago, long_ago))
+    new = weights(tmp_path / "lora" / "new.safetensors")
+    assert sorted(registry.network_files("lora")) == ["new", "old"]
+    cut_in_half(old)
+    cut_in_half(new)
+    now[0] += SCAN_MAX_AGE_NS
+    assert list(registry.network_files("lora")) == ["old"]
+    now[0] += LISTING_MAX_AGE_NS - SCAN_MAX_AGE_NS
+    assert registry.network_files("lora") == {}

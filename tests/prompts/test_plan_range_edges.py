@@ -1,0 +1,21 @@
+"""Edges of ``build_plan``'s ranges that a mutation audit found no test pinned. Refusals are
+asserted by type (their wording is the user-facing texts' own tests' concern)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.prompts import PromptError, build_plan
+from inference.prompts.plan import MAX_STEPS
+
+
+@pytest.mark.parametrize("steps", [1, MAX_STEPS])
+def test_the_first_and_last_step_counts_allowed_are_planned(steps: int) -> None:
+    plan = build_plan("a [cat:dog:0.5]", seed=1, steps=steps)
+    assert plan.steps == steps
+
+
+@pytest.mark.parametrize("steps", [0, MAX_STEPS + 1])
+def test_one_step_count_past_either_end_is_refused(steps: int) -> None:
+    with pytest.raises(PromptError):
+        build_plan("a cat", seed=1, steps=steps)

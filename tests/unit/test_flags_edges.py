@@ -1,0 +1,97 @@
+"""Edges of the Midjourney-style flags (``inference.prompts.flags``) that a mutation audit found
+no test pinned. Refusals are asserted by type (their wording is the user-facing texts' own
+tests' concern)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.prompts import InlineFlagError
+from inference.prompts.flags import (
+    SEED_MAX,
+    parse_inline_flags,
+    picture_seed,
+    picture_seeds,
+    seed_read_back,
+    web_ui_seed,
+)
+
+
+@pytest.mark.parametrize("ratio", ["1:21", "21:1"])
+def test_an_aspect_ratio_side_may_be_1_or_21(ratio: str) -> None:
+    width, height = ratio.split(":")
+    assert parse_inline_flags(f"a castle --ar {ratio}")[1].aspect_ratio == (int(width), int(height))
+
+
+@pytest.mark.parametrize("ratio", ["0:9", "16:0", "22:9", "16:22"])
+def test_an_aspect_ratio_side_past_1_to_21_is_refused(ratio: str) -> None:
+    with pytest.raises(InlineFlagError):
+        parse_inline_flags(f"a castle --ar {ratio}")
+
+
+@pytest.mark.parametrize("ratio", ["+16:9", "16:+9", "1_6:9", "16:-9"])
+def test_an_aspect_ratio_side_is_digits_only(ratio: str) -> None:
+    """``int()`` reads a sign and underscores: each side must be digits (``--ar 16:9``)."""
+    with pytest.raises(InlineFlagError):
+        parse_inline_flags(f"a castle --ar {ratio}")
+
+
+# Each numeric flag's range, as its usage line gives it: (flag, field, lowest, highest, step).
+RANGES = [
+    ("seed", "seed", 0, 2**32 - 1, 1),
+    ("steps", "steps", 1, 150, 1),
+    ("count", "count", 1, 4, 1),
+    ("chaos", "chaos", 0, 100, 1),
+    ("repeat", "repeat", 1, 4, 1),
+    ("stop", "stop", 10, 100, 1),
+    ("cfg", "cfg", 0, 30, 0.5),
+    ("sref-strength", "sref_strength", 0, 2, 0.5),
+]
+
+
+@pytest.mark.parametrize(("flag", "field", "lowest", "highest", "step"), RANGES)
+def test_a_numeric_flag_takes_both_ends_of_its_range(
+    flag: str, field: str, lowest: float, highest: float, step: float
+) -> None:
+    for value in (lowest, highest):
+        _, flags = parse_inline_flags(f"a castle --{flag} {value}")
+        assert getattr(flags, field) == value
+
+
+@pytest.mark.parametrize(("flag", "field", "lowest", "highest", "step"), RANGES)
+def test_a_numeric_flag_refuses_one_past_either_end(
+    flag: str, field: str, lowest: float, highest: float, step: float
+) -> None:
+    for value in (lowest - step, highest + step):
+        if flag == "seed" and value == -1:
+            value = -2  # -1 is random, not out of range
+        with pytest.raises(InlineFlagError):
+            parse_inline_flags(f"a castle --{flag} {value}")
+
+
+@pytest.mark.parametrize("prompt", ["a castle --v5", "a castle --no cars --v5"])
+def test_an_unknown_flag_of_one_letter_and_a_digit_is_refused(prompt: str) -> None:
+    """``--v5`` is a flag (a letter after ``--``), unknown: refused, not dropped from the
+    prompt or read as words of the flag before it."""
+    with pytest.raises(InlineFlagError):
+        parse_inline_flags(prompt)
+
+
+def test_a_batch_s_seeds_wrap_past_the_top_and_the_web_ui_s_go_on() -> None:
+    """Easel wraps picture seeds past ``SEED_MAX`` to 0; the infotext writes the web UI's
+    (which goes on past it) only for the pictures that wrapped, and reads them back."""
+    assert [picture_seed(SEED_MAX - 1, index) for index in range(3)] == [SEED_MAX - 1, SEED_MAX, 0]
+    assert web_ui_seed(None, 5) == 5
+    assert web_ui_seed(10, 10) == 10 and web_ui_seed(10, 13) == 13  # no wrap in this batch
+    assert web_ui_seed(SEED_MAX, 0) == SEED_MAX + 1
+    assert web_ui_seed(SEED_MAX - 1, 1) == SEED_MAX + 2
+    assert seed_read_back(SEED_MAX) == SEED_MAX
+    assert seed_read_back(SEED_MAX + 2) == 1
+    assert seed_read_back(2**64) == 2**64  # past what torch's generator takes: left to refuse
+    assert seed_read_back(-1) == -1
+
+
+def test_a_varied_batch_keeps_its_seed_and_steps_only_the_variation_seed() -> None:
+    assert picture_seeds(7, 100, 0.5, 2) == (7, 102)
+    assert picture_seeds(7, 100, 0.0, 2) == (9, 102)  # strength 0: no variation
+    assert picture_seeds(7, None, 0.5, 2) == (9, None)
