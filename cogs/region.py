@@ -30,7 +30,7 @@ from bot.refusals import quota_refused
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
 from bot.user_errors import Reason, UserError
-from bot.web.links import LinkRefused, RegionLink
+from bot.web.links import DiscordDidNotAnswer, LinkRefused, RegionLink
 from bot.web.server import Claim, RegionWebServer
 from cogs.common import (
     Requester,
@@ -77,11 +77,6 @@ _CLOSED_SINCE = (
 STOPPED_IN_SERVER = (
     "You were banned, kicked or timed out in that server: Easel makes nothing for you there now."
 )
-
-
-class DiscordDidNotAnswer(LinkRefused):
-    """Discord failed while the page's member was looked up: refused on the page, but the
-    failure is Discord's (or Easel's), not the member's, so no refusal of theirs is kept."""
 
 
 def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:

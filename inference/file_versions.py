@@ -39,9 +39,6 @@ class PerFileVersion(Generic[Value]):
         self._kept[path] = (stat.st_mtime_ns, stat.st_size, value)
         return value
 
-    def __len__(self) -> int:
-        return len(self._kept)
-
     def forget(self, paths: Iterable[Path]) -> None:
         for path in paths:
             self._kept.pop(path, None)

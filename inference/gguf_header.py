@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.file_versions import PerFileVersion, problem_of
+from inference.file_versions import PerFileVersion, problem_of, unreadable
 
 # GGUF types that hold plain floats; every other type is packed in quantized blocks.
 FLOAT_GGUF_TYPES = frozenset({"F64", "F32", "F16", "BF16"})
@@ -34,7 +34,8 @@ class TensorInfo:
 
 def gguf_tensors(path: Path) -> tuple[TensorInfo, ...]:
     """A GGUF file's tensors, from its header. GGUF writes shapes innermost first; they are
-    given here as torch has them."""
+    given here as torch has them. A header that does not read (a file cut short or not GGUF)
+    raises ValueError, whatever the reader raised."""
     stat = path.stat()
     return _gguf_tensors(path, stat.st_mtime_ns, stat.st_size)
 
@@ -43,6 +44,10 @@ def gguf_tensors(path: Path) -> tuple[TensorInfo, ...]:
 def _gguf_tensors(path: Path, mtime_ns: int, size: int) -> tuple[TensorInfo, ...]:
     from gguf import GGUFReader
 
+    try:
+        tensors = GGUFReader(path).tensors
+    except LookupError as error:  # an index or key past what a cut header holds
+        raise ValueError(f"{path.name}'s GGUF header does not read: {error}") from error
     return tuple(
         TensorInfo(
             tensor.name,
@@ -50,7 +55,7 @@ def _gguf_tensors(path: Path, mtime_ns: int, size: int) -> tuple[TensorInfo, ...
             int(tensor.n_bytes),
             None if tensor.tensor_type.name in FLOAT_GGUF_TYPES else tensor.tensor_type.name,
         )
-        for tensor in GGUFReader(path).tensors
+        for tensor in tensors
     )
 
 
@@ -67,8 +72,8 @@ def _read_gguf_problem(path: Path, size: int) -> str | None:
         # that runs past the end of the file does not map, and the header says no more.
         gguf_tensors(path)
     except OSError as error:
-        return f"{path.name} cannot be read: {error.strerror or error}"
-    except (ValueError, LookupError) as error:
+        return unreadable(path, error)
+    except ValueError as error:
         return f"{path.name} is not a whole GGUF file ({size} bytes; {error}): still copying?"
     return None
 

@@ -145,7 +145,7 @@ def folder_weights(folder: Path) -> list[Path]:
 def _component_weights(folder: Path) -> list[Path]:
     """The weight files (``.safetensors``, ``.gguf``) a diffusers folder's pipeline loads
     (``folder_weights`` of each component ``model_index.json`` names, less those Easel never
-    loads), sorted: a variant or another file next to them is not read. None when the folder
+    loads), sorted: a variant or another file next to them is not read. No files when the folder
     or its index is unreadable (its load says why)."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
@@ -390,8 +390,8 @@ class ModelRegistry:
         not of its kind: every job that picked it would fail), said once per file until it
         loads; None when they are whole. The files checked are added to ``checked``."""
         files = _component_weights(entry.path) if entry.format == "diffusers" else [entry.path]
+        checked.extend(files)  # all of them listed, past a first bad one too: none forgotten
         for file in files:
-            checked.append(file)
             problem = weights_problem(file)
             if problem is not None and file != entry.path:  # named from the folder: "unet/..."
                 problem = f"{file.parent.name}/{problem}"

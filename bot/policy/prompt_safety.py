@@ -245,10 +245,10 @@ def _drawn_unknown_left_out(
     """``applied`` less the LoRAs drawn from a wildcard file (not typed) that are not
     installed: the engine ignores their tags and tells the member with the picture, as it
     always did (a wildcard line would otherwise refuse some seeds and not others); the
-    operator is warned of the file, once for each name in ``warned`` (a member drawing from
-    that file again would otherwise write the warning, and read every wildcard file to find it,
-    at each plan). A typed one is refused (``check_loras``), and so is a
-    drawn one installed that the server leaves out."""
+    operator is warned of the file once per name (``warned``: the names already warned of,
+    each added as it is; a member drawing from that file again would otherwise write the
+    warning, and read every wildcard file to find it, at each plan). A typed one is refused
+    (``check_loras``), and so is a drawn one installed that the server leaves out."""
     drawn = [name for name in applied if name not in typed]
     if not drawn or installed_loras is None:
         return applied

@@ -58,6 +58,12 @@ class LinkRefused(UserError):
         super().__init__(as_sentence(message), reason)
 
 
+class DiscordDidNotAnswer(LinkRefused):
+    """Discord failed while the page's member was looked up: refused, but the failure is
+    Discord's (or Easel's), not the member's, so no refusal of theirs is kept and the page
+    answers 503 (try again), not 403."""
+
+
 @dataclass(frozen=True)
 class RegionLink:
     """What a mask-editor link allows: member ``user_id`` repaints picture ``idx`` of job

@@ -26,7 +26,7 @@ from bot.user_errors import UserError, as_sentence
 from bot.web import assets
 from bot.web.connections import CappedSite, ConnectionCounter, quiet_runner
 from bot.web.limits import WEB_CONNECTION_CAPS, ProxyNetworks
-from bot.web.links import LinkRefused, LinkSigner, RegionLink
+from bot.web.links import DiscordDidNotAnswer, LinkRefused, LinkSigner, RegionLink
 from bot.web.pages import editor_page, message_page
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ def html_page(text: str, status: int = 200) -> web.Response:
 
 
 def refused_page(reason: LinkRefused) -> web.Response:
+    if isinstance(reason, DiscordDidNotAnswer):
+        return html_page(message_page("Try again", str(reason)), status=503)
     return html_page(message_page("Link refused", str(reason)), status=403)
 
 
@@ -232,6 +234,8 @@ class RegionWebServer:
             sentence = await self._editor.submit(
                 link, mask.file.read(), prompt, lambda: self.signer.use(link)
             )
+        except DiscordDidNotAnswer as failed:
+            return plain_text(str(failed), 503)
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
         except (UserError, RequestError) as error:

@@ -33,9 +33,9 @@ _UNFINISHED = frozenset({"queued", "running"})
 # progress edit: no click waits on it.
 CHANNEL_CHECK_TIMEOUT_S = 10.0
 # A queued job's place is looked at again this often while its token lives, and shown again
-# when it moved by PLACE_MOVE_SHOWN of itself or more, or came into the counted places; at
-# most PLACE_EDITS_PER_S such edits go out a second across the bot, so a deep queue never
-# floods Discord (those left over go first a second later).
+# when it moved by PLACE_MOVE_SHOWN of itself or more, or came into or left the counted
+# places; at most PLACE_EDITS_PER_S such edits go out a second across the bot, so a deep queue
+# never floods Discord (those left over go first a second later).
 PLACE_REFRESH_S = 60.0
 PLACE_MOVE_SHOWN = 0.1
 PLACE_EDITS_PER_S = 5

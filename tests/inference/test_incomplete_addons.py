@@ -181,8 +181,11 @@ def test_a_gguf_cut_short_after_the_scan_lists_no_quantization(tmp_path: Path) -
     gguf = gguf_checkpoint(tmp_path / "unet" / "flux-Q8_0.gguf")
     entry = ModelEntry("flux-Q8_0", gguf, "gguf")
     assert gguf_quantization(entry) == "Q8_0"
-    cut_in_half(gguf)
-    assert gguf_quantization(entry) is None
+    whole = gguf.read_bytes()
+    # Cut anywhere in its header (where the reader also raised IndexError) and in its data.
+    for length in [*range(1, 600), *range(600, len(whole), 97)]:
+        gguf.write_bytes(whole[:length])
+        assert gguf_quantization(entry) is None, length
 
 
 def test_a_diffusers_folder_whose_gguf_unet_is_cut_is_left_out(tmp_path: Path) -> None:
