@@ -4,6 +4,7 @@ no torch)."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 
 class Reason(StrEnum):
@@ -27,6 +28,10 @@ class Reason(StrEnum):
 
 class UserError(Exception):
     """Refused input: the message is one sentence naming the problem and how to fix it."""
+
+    # Whether the refusal is kept as the member's on the server's dashboard: False where the
+    # failure is Discord's (it did not answer a check), not anything the member did.
+    members_doing: ClassVar[bool] = True
 
     def __init__(self, message: str, reason: Reason = Reason.INPUT) -> None:
         super().__init__(message)

@@ -659,13 +659,14 @@ async def _refuse(interaction: discord.Interaction[Any], refusal: UserError) -> 
     try:
         await tell(interaction, sentence)
     finally:
-        await services_of(interaction).refusals.record(
-            interaction.guild_id,
-            interaction.channel_id,
-            interaction.user.id,
-            refusal.reason,
-            sentence,
-        )
+        if refusal.members_doing:
+            await services_of(interaction).refusals.record(
+                interaction.guild_id,
+                interaction.channel_id,
+                interaction.user.id,
+                refusal.reason,
+                sentence,
+            )
 
 
 def _repeats(first: int, last: int) -> str:

@@ -39,7 +39,7 @@ from cogs.common import (
     submit_unless_stopped,
 )
 from cogs.edit import write_file
-from cogs.errors import ReportingModal, refusal_of
+from cogs.errors import ReportingModal, kept_as_members, refusal_of
 from cogs.results.buttons import (
     JobButton,
     check_still_shown,
@@ -235,11 +235,9 @@ class RegionOffers:
     async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
         try:
             return await self._submit_painted(link, mask_png, prompt, claim)
-        except DiscordDidNotAnswer:  # shown on the page, but no refusal of the member's
-            raise
         except Exception as error:  # the page shows a refusal; the server's dashboard keeps it
             refusal = refusal_of(error)
-            if refusal is not None:
+            if refusal is not None and kept_as_members(error):
                 sentence, reason = refusal
                 await self._services.refusals.record(
                     link.guild_id, link.channel_id, link.user_id, reason, sentence

@@ -80,7 +80,10 @@ class ChannelAccess:
 
 class ThreadMembershipUnknown(UserError):
     """Discord failed (an error answer, no answer) when asked whether the member is in a
-    private thread: refused as if they were not, but told it was Discord, not their access."""
+    private thread: refused as if they were not, but told it was Discord, not their access
+    (and not kept as the member's refusal)."""
+
+    members_doing = False
 
     def __init__(self) -> None:
         super().__init__(THREAD_CHECK_FAILED, Reason.PERMISSION)

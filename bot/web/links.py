@@ -63,6 +63,8 @@ class DiscordDidNotAnswer(LinkRefused):
     Discord's (or Easel's), not the member's, so no refusal of theirs is kept and the page
     answers 503 (try again), not 403."""
 
+    members_doing = False
+
 
 @dataclass(frozen=True)
 class RegionLink:

@@ -23,6 +23,7 @@ from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
+from db import refusals
 from db.database import connect
 from inference.types import RenderRequest
 from tests.e2e.conftest import easel_settings
@@ -85,6 +86,16 @@ async def restarted_here(
     bot = build(easel_settings(fake, data_dir, models_dir))
     async with running_bot(fake, bot):
         yield bot
+
+
+async def kept_refusals(bot: EaselBot, guild_id: int) -> list[tuple[str, str]]:
+    """The refusals the server's dashboard lists, oldest first: reason and sentence."""
+    conn = await connect(bot.settings.database_path)
+    try:
+        kept = await refusals.latest(conn, guild_id, 50)
+    finally:
+        await conn.close()
+    return [(refused.reason, refused.sentence or "") for refused in reversed(kept)]
 
 
 def with_web_server(settings: Settings) -> Settings:

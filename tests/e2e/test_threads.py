@@ -14,6 +14,7 @@ from tests.e2e.helpers import (
     has_picture,
     images_today,
     imagine,
+    kept_refusals,
     modal_fields,
     reply_to,
 )
@@ -79,6 +80,10 @@ async def test_a_private_threads_pictures_are_for_its_members_and_thread_manager
         linked = await fake.invoke_command("vary", {"message": result.jump_url}, user=OUTSIDER)
         await refusal_of(linked, THREAD_CHECK_FAILED)
         assert len(fake.calls_to("GET", THREAD_MEMBER)) == asked + 3
+        # The server's dashboard keeps the outsider's refusals, but not Discord's failures.
+        kept = [sentence for _, sentence in await kept_refusals(bot, fake.guild_id)]
+        assert any(NOT_READABLE in sentence for sentence in kept), kept
+        assert not any(THREAD_CHECK_FAILED in sentence for sentence in kept), kept
         asked += 3
         opened = await fake.click(copy, label="Remix", user=OUTSIDER)
         assert "the secret lighthouse" in str(await opened.wait_for_modal())
