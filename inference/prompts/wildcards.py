@@ -24,6 +24,7 @@ from typing import Any
 
 from dynamicprompts.commands import Command, VariantCommand, VariantOption, WildcardCommand
 from dynamicprompts.enums import SamplingMethod
+from dynamicprompts.parser.config import ParserConfig, default_parser_config
 from dynamicprompts.parser.parse import parse
 from dynamicprompts.samplers.base import Sampler
 from dynamicprompts.samplers.random import RandomSampler
@@ -55,6 +56,9 @@ MAX_WILDCARD_EXPANSIONS = 1_000
 NO_FOLDER = "no wildcards folder is configured: __name__ is left as typed"
 # Sets of wildcard files whose protected values a library keeps.
 _KEPT_NAMES = 1_000
+# Texts kept parsed (``_parsed``): prompts, and wildcard values, drawn by every request drawing
+# from a file and at each draw of a one-value wildcard (pyparsing takes milliseconds a value).
+_KEPT_PARSED = 512
 # Plane-15 private-use characters stand in for protected ASCII characters during expansion.
 _SHIELD = 0xF0000
 _SPECIAL = "{}|#$%_"
@@ -267,10 +271,7 @@ class _DepthLimitedSampler(RandomSampler):
             # one wildcard deeper in the chain (so a file whose one value names itself is
             # refused at MAX_WILDCARD_DEPTH); any other value goes to the base sampler.
             only = VariantCommand(
-                [
-                    VariantOption(parse(option, parser_config=inner.parser_config))
-                    for option in options
-                ],
+                [VariantOption(_parsed(option, inner.parser_config)) for option in options],
                 least,
                 most,
                 command.separator,
@@ -288,8 +289,7 @@ class _DepthLimitedSampler(RandomSampler):
                 budget.spend(len(value))
                 drawn.append(value)
             generators = [
-                inner.generator_from_command(parse(value, parser_config=inner.parser_config))
-                for value in drawn
+                inner.generator_from_command(_parsed(value, inner.parser_config)) for value in drawn
             ]
             if generators:
                 yield rotate_and_join(generators, separator=command.separator)
@@ -334,11 +334,13 @@ class Expansion:
     warnings: tuple[str, ...] = ()
 
 
-@functools.lru_cache(maxsize=64)
-def _parsed(shielded: str) -> Command:
+@functools.lru_cache(maxsize=_KEPT_PARSED)
+def _parsed(text: str, parser_config: ParserConfig = default_parser_config) -> Command:
     """dynamicprompts' parse, the slow part (pyparsing), once per text: every picture of a
-    request, and every pass that plans it again, samples the same command."""
-    return parse(shielded)
+    request, and every pass that plans it again, samples the same command, and a wildcard's
+    values are drawn again and again (each draw is still counted in the budget). Its commands
+    are frozen: one is shared by every use."""
+    return parse(text, parser_config=parser_config)
 
 
 def draws_by_seed(*templates: str) -> bool:

@@ -172,6 +172,30 @@ def test_drawing_from_a_wildcard_of_one_value_counts_in_the_budget(
         expand_prompt("{2$$__w0__}", 1, WildcardLibrary(tmp_path))
 
 
+def test_a_wildcard_value_drawn_again_and_again_is_parsed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyparsing takes milliseconds a value: a one-value wildcard drawn twice at each of 30
+    # seeds, and a value drawn from a file at each, parse each value once, not at every draw.
+    parsed: list[str] = []
+    real_parse = wildcards.parse
+
+    def counted(text: str, **options: Any) -> Any:
+        parsed.append(text)
+        return real_parse(text, **options)
+
+    monkeypatch.setattr(wildcards, "parse", counted)
+    # A text no earlier test parsed (letters only: "_" and the like are shielded in values).
+    marker = "lighthouse " + "".join(random.choices(string.ascii_lowercase, k=16))
+    (tmp_path / "one.txt").write_text(f"a {marker}\n", encoding="utf-8")
+    (tmp_path / "two.txt").write_text(f"red {marker}\nblue {marker}\n", encoding="utf-8")
+    library = WildcardLibrary(tmp_path)
+    for seed in range(30):
+        expand_prompt("{2$$__one__}, {2$$__two__}", seed, library)
+    values = sorted(text for text in parsed if marker in text)
+    assert values == sorted({f"a {marker}", f"red {marker}", f"blue {marker}"}), values
+
+
 def test_drawn_values_are_the_ones_dynamicprompts_draws(tmp_path: Path) -> None:
     # A stored seed gives the same text as before: duplicates, nested wildcards and choices
     # inside values, ranges, separators and a wildcard of one value.
