@@ -7,14 +7,12 @@ import dataclasses
 import io
 import sqlite3
 import struct
-import threading
 import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.images import picture_size
 from bot.jobs.accounting import estimated_cost
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
@@ -22,6 +20,7 @@ from inference.types import RenderRequest
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, size_of
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.support.chunky_files import plain_png
+from tests.support.picture_reads import picture_reads_off_the_loop
 
 SOURCE_INFOTEXT = (
     "a red fox\nNegative prompt: blurry\n"
@@ -276,15 +275,7 @@ async def test_an_edits_reservation_is_its_pictures_size_read_off_the_loop(
     where the picture was decoded: their reservations, made on the event loop (the button's
     before its defer), open no file. The 🔄 has only the stored request, which names the
     picture: read once, off the loop."""
-    loop_thread = threading.get_ident()
-    reads: list[Path] = []
-
-    def read_off_the_loop(path: Path) -> tuple[int, int]:
-        assert threading.get_ident() != loop_thread, f"the reservation read {path} on the loop"
-        reads.append(path)
-        return picture_size(path)
-
-    monkeypatch.setattr("bot.jobs.accounting.picture_size", read_off_the_loop)
+    reads = picture_reads_off_the_loop(monkeypatch)
     async with start_easel():
         handle = await fake_discord.invoke_command(
             "vary", {"strength": "0.5"}, attachments={"image": ("fox.png", source_png((128, 64)))}

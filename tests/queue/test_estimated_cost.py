@@ -5,7 +5,6 @@ reservation decides whether a job is taken."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 from pathlib import Path
 
 import aiosqlite
@@ -13,7 +12,6 @@ import pytest
 from PIL import Image
 
 from bot.edits import Picture, vary_request
-from bot.images import picture_size
 from bot.jobs import accounting
 from bot.jobs.accounting import (
     ESTIMATED_SECONDS_PER_STEP_512,
@@ -23,6 +21,7 @@ from bot.jobs.accounting import (
 from bot.jobs.queue import JobQueue, Submission
 from inference.face_options import FIX_FACES
 from inference.types import RenderRequest
+from tests.support.picture_reads import picture_reads_off_the_loop
 
 
 def seconds(count: int = 1, size: int = 512, steps: int = 20, **options: object) -> float:
@@ -137,15 +136,7 @@ async def test_a_restored_relax_edit_is_estimated_as_at_its_submit_reading_off_t
     base = RenderRequest("a cat", steps=20, model="xl")
     varied = vary_request(base, Picture(picture, 512, 384), "subtle")
     varied = dataclasses.replace(varied, options={**varied.options, "relax": True})
-    loop_thread = threading.get_ident()
-    reads: list[Path] = []
-
-    def read_off_the_loop(path: Path) -> tuple[int, int]:
-        assert threading.get_ident() != loop_thread, f"{path} read on the event loop"
-        reads.append(path)
-        return picture_size(path)
-
-    monkeypatch.setattr(accounting, "picture_size", read_off_the_loop)
+    reads = picture_reads_off_the_loop(monkeypatch)
     edit = Submission(
         kind="vary", request=varied, user_id=7, native_side=1024, input_size=(512, 384)
     )
