@@ -36,7 +36,14 @@ from inference.metadata import (
     reads_textual_inversion,
 )
 from inference.model_list import installed_models
-from inference.registry import CHECKPOINT_FOLDERS, SCAN_MAX_AGE_NS, ModelRegistry, Stamps
+from inference.registry import (
+    CHECKPOINT_FOLDERS,
+    SCAN_MAX_AGE_NS,
+    ModelRegistry,
+    PathStamp,
+    Stamps,
+    path_stamp,
+)
 from inference.types import RenderInputError
 from inference.validation import RenderLimits
 
@@ -80,10 +87,11 @@ def model_rendered_unnamed(registry: ModelRegistry, operators_default: str | Non
 
 @dataclass
 class ListedModels:
-    """The last listing of the installed models: the models folder's change time then (None:
-    unreadable) and the names; replaced whole, so a reader never sees half of one."""
+    """The last listing of the installed models: the models folder's stamp then (None:
+    unreadable; adding or removing a model, a file or a diffusers folder, changes its folder's
+    time) and the names; replaced whole, so a reader never sees half of one."""
 
-    latest: tuple[int | None, frozenset[str]] = (None, frozenset())
+    latest: tuple[PathStamp, frozenset[str]] = (None, frozenset())
 
 
 @dataclass
@@ -130,14 +138,6 @@ class NativeSides:
                 return None
             known.checked_at_ns = now
         return known.side
-
-
-def _changed_at(folder: Path) -> int | None:
-    # Adding or removing a model (a file or a diffusers folder) changes its folder's time.
-    try:
-        return folder.stat().st_mtime_ns
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -276,14 +276,12 @@ class Services:
         an acknowledgement. False: list them again (``list_models``, blocking)."""
         stamp, names = self.listed_models.latest
         return (
-            stamp is not None
-            and stamp == _changed_at(self.registry.models_dir)
-            and (model in names)
+            stamp is not None and stamp == path_stamp(self.registry.models_dir) and (model in names)
         )
 
     def list_models(self) -> frozenset[str]:
         """The installed checkpoints' names, listed now (blocking: run it on a thread)."""
-        stamp = _changed_at(self.registry.models_dir)
+        stamp = path_stamp(self.registry.models_dir)
         names = frozenset(self.model_names())
         self.listed_models.latest = (stamp, names)
         return names
