@@ -144,6 +144,7 @@ class EaselBot(commands.Bot):
         self._devices: list[DeviceWorker] = []  # this process's own device threads
         self._shutdown: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
+        self._reading_ahead: asyncio.Task[None] | None = None
         self.metrics_server: metrics.MetricsServer | None = None
         # False until setup_hook has finished: a stop before then cancels it (see run).
         self.is_set_up = False
@@ -270,6 +271,9 @@ class EaselBot(commands.Bot):
         # Members banned, kicked or timed out while Easel was offline: asked about in the
         # background; each one's restored jobs render and post only after their answer.
         await self.queue.start(before_delivery=bans.start_restored_checks)
+        # In the background, the gateway not kept waiting (seconds with many members): a
+        # command before it ends reads what it needs, as without it.
+        self._reading_ahead = asyncio.create_task(self._read_ahead(), name="easel-read-ahead")
         # After the replay: a mask editor's submit (a direct message's link) made during it
         # would be queued twice, or ahead of the member's older restored jobs.
         await self._start_web_server(self._db, admin)
@@ -279,6 +283,15 @@ class EaselBot(commands.Bot):
         history.resume_forget_me(self)
         self._log_start_up(await schema_version(self._db))
         self.is_set_up = True
+
+    async def _read_ahead(self) -> None:
+        """Read who saved settings, who spent anything lately and which guilds store a quota
+        limit: a member's first checks then read nothing when they have none of those."""
+        try:
+            await self.services.member_settings.read_ahead()
+            await self.queue.read_ahead()
+        except aiosqlite.Error:  # first checks read, as without it
+            log.exception("could not read ahead who saved settings or spent lately")
 
     def _log_start_up(self, schema: int) -> None:
         """One line saying what this start found (the gateway's own line follows; the data
@@ -470,10 +483,11 @@ class EaselBot(commands.Bot):
             self.services.prompts.close()
         if hasattr(self, "region_offer"):  # nor a region in words segmented
             self.region_offer.close()
-        if self._pruning is not None:
-            self._pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruning
+        for background in (self._reading_ahead, self._pruning):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         if self._broker is not None:
             await self._broker.close()
             self._broker = None

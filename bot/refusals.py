@@ -79,10 +79,14 @@ class RefusalLog:
         reason: Reason,
         sentence: str,
     ) -> None:
-        """Count the refusal and keep it for the server's dashboard; never raises."""
+        """Count the refusal and keep it for the server's dashboard, unless Discord's failure
+        caused it (``Reason.DISCORD``: counted only, none of the member's doing); never
+        raises."""
         if guild_id is None:
             return
         metrics.member_refused(reason)
+        if reason is Reason.DISCORD:
+            return
         try:
             private = (await self._member_settings.get(user_id)).private_results
             await store.record(

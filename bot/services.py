@@ -102,24 +102,42 @@ class KeptSide:
     side: int
     stamps: Stamps
     checked_at_ns: int
+    # A checkpoint left out (still being copied, cut short) would take the name once whole
+    # (``ModelRegistry.awaited``), which none of the stamps may show (its copy ends in place):
+    # the name is looked up again once the window is over. So is it when a checkpoint folder
+    # changed too lately to tell a later change (``Stamps.settled``).
+    contested: bool
 
 
 @dataclass
 class NativeSides:
     """Each model's native side as last read (``Services.native_side``), by the name asked
     for (None: the first installed), with the stamps of the paths whose change makes it read
-    again (what it was read from, plus the checkpoint folders where the name could come to
-    mean another model: None, or a model not found here), taken before the read."""
+    again, taken before the read: what it was read from, plus where the name could come to
+    mean another model (``Services.read_native_side``)."""
 
     read: dict[str | None, KeptSide] = field(default_factory=dict)
     # Nanoseconds, how long ago a kept side's paths were last found unchanged.
     clock: Callable[[], int] = time.monotonic_ns
 
-    def keep(self, model: str | None, stamps: Stamps, side: int, checked_at_ns: int) -> None:
-        """Keep ``side`` unless a path changed within ``LISTING_SETTLED_NS`` of its stamp
-        (``Stamps.settled``): such a side is read again at the next ask."""
-        if stamps.settled():
-            self.read[model] = KeptSide(side, stamps, checked_at_ns)
+    def keep(
+        self,
+        model: str | None,
+        read_from: Stamps,
+        folders: Stamps,
+        side: int,
+        checked_at_ns: int,
+        *,
+        awaited: bool,
+    ) -> None:
+        """Keep ``side`` unless a path it was ``read_from`` changed within
+        ``LISTING_SETTLED_NS`` of its stamp (``Stamps.settled``): such a side is read again at
+        the next ask. ``folders``: the checkpoint folders, where a checkpoint added takes the
+        name; kept even when one changed lately (each folder written to would else make every
+        ask read), but then, as when a checkpoint is ``awaited``, looked up again each window."""
+        if read_from.settled():
+            contested = awaited or not folders.settled()
+            self.read[model] = KeptSide(side, read_from.joined(folders), checked_at_ns, contested)
         else:
             self.read.pop(model, None)
 
@@ -128,12 +146,17 @@ class NativeSides:
         ``stat`` for ``SCAN_MAX_AGE_NS`` (the oldest scan the registry answers from) after
         its paths were last found unchanged: a burst of commands, each asking before its
         acknowledgement, stats them about once a second, not per command; a change shows
-        within that time (the side only prices a request that names no size)."""
+        within that time (the side only prices a request that names no size). A contested
+        side is read again after that time, by its first asker only: the others meanwhile
+        get it as kept, for another window."""
         known = self.read.get(model)
         if known is None:
             return None
         now = self.clock()
         if not 0 <= now - known.checked_at_ns < SCAN_MAX_AGE_NS:
+            if known.contested:
+                known.checked_at_ns = now
+                return None
             if not known.stamps.unchanged():
                 return None
             known.checked_at_ns = now
@@ -246,24 +269,30 @@ class Services:
     def read_native_side(self, model: str | None) -> int:
         """``model``'s native side from its configs, kept in ``native_sides``; when its files
         cannot be read here (a broker's workers hold the models), ``UNKNOWN_MODEL_SIDE``
-        (blocking: a folder scan and file reads)."""
+        (blocking: a folder scan and file reads). Kept by the name, with the stamps of what it
+        was read from and of the checkpoint folders: a checkpoint of the name added to a folder
+        searched earlier (or, for None, one sorting first) makes it read again."""
         checked_at_ns = self.native_sides.clock()
         folders = Stamps.take(self.registry.models_dir / name for name in CHECKPOINT_FOLDERS)
+        # Before the lookup: a checkpoint whole by then has the name, one copied in later
+        # changes a folder.
+        awaited = self.registry.awaited(model)
         try:
             entry = self.registry.resolve(model)
         except RenderInputError as error:
             log.info("no native size for model %s: %s", model, error)
-            self.native_sides.keep(model, folders, UNKNOWN_MODEL_SIDE, checked_at_ns)
-            return UNKNOWN_MODEL_SIDE
-        stamps = Stamps.take(native_side_sources(entry))
-        if model is None:  # the first installed by name: another may come first
-            stamps = stamps.joined(folders)
-        try:
-            side = native_side(entry)
-        except (OSError, ValueError, KeyError) as error:
-            log.info("no native size for model %s: %s", model, error)
-            side = UNKNOWN_MODEL_SIDE
-        self.native_sides.keep(model, stamps, side, checked_at_ns)
+            read_from, side = Stamps.take(()), UNKNOWN_MODEL_SIDE
+        else:
+            read_from = Stamps.take(native_side_sources(entry))
+            try:
+                side = native_side(entry)
+            except Exception as error:
+                # It only prices: files that do not read, or read as no reader foresaw, price
+                # as unknown (kept like any side: said once), never failing every request
+                # naming it.
+                log.info("no native size for model %s: %r", model, error)
+                side = UNKNOWN_MODEL_SIDE
+        self.native_sides.keep(model, read_from, folders, side, checked_at_ns, awaited=awaited)
         return side
 
     def model_names(self) -> list[str]:

@@ -4,7 +4,6 @@ no torch)."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
 
 
 class Reason(StrEnum):
@@ -24,14 +23,13 @@ class Reason(StrEnum):
     BUSY = "busy"  # every prompt reader taken, or the member's previous prompt still read
     UNCHECKED = "unchecked"  # a stored picture's texts too long to check against the words now
     CLOSED = "closed"  # Easel is shutting down
+    # Discord failed (an error answer, no answer) when asked something a check needs: counted,
+    # never kept as the member's refusal on the dashboard (``bot.refusals.RefusalLog``).
+    DISCORD = "discord"
 
 
 class UserError(Exception):
     """Refused input: the message is one sentence naming the problem and how to fix it."""
-
-    # Whether the refusal is kept as the member's on the server's dashboard: False where the
-    # failure is Discord's (it did not answer a check), not anything the member did.
-    members_doing: ClassVar[bool] = True
 
     def __init__(self, message: str, reason: Reason = Reason.INPUT) -> None:
         super().__init__(message)

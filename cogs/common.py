@@ -17,7 +17,7 @@ import discord
 from bot.acknowledge_first import AcknowledgeFirst
 from bot.compare import redraws_by_seed
 from bot.images import check_upload_size
-from bot.jobs.accounting import InputSize, Member, edits_a_picture, input_picture_size
+from bot.jobs.accounting import InputSize, Member, RenderSize, edits_a_picture, input_picture_size
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.addons import (
@@ -470,8 +470,7 @@ async def admitted_submission(
         spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
         private=private,
         age_restricted=requester.age_restricted,
-        native_side=await services.native_side(admission.request.model),
-        input_size=input_size,
+        render_size=RenderSize(await services.native_side(admission.request.model), input_size),
         **delivery,
     )
 
@@ -560,7 +559,7 @@ async def submit_from_interaction(
     raise (showing its place, the repeats): the job then owns the uploads it names.
 
     ``input_size``: the size of the picture ``request`` edits, as decoded where it was read:
-    its quota reservation then reads no file (``Submission.input_size``).
+    its quota reservation then reads no file (``Submission.render_size``).
 
     ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
     as a job each and refused together up front when they do not all fit the member's quota;
@@ -659,14 +658,13 @@ async def _refuse(interaction: discord.Interaction[Any], refusal: UserError) -> 
     try:
         await tell(interaction, sentence)
     finally:
-        if refusal.members_doing:
-            await services_of(interaction).refusals.record(
-                interaction.guild_id,
-                interaction.channel_id,
-                interaction.user.id,
-                refusal.reason,
-                sentence,
-            )
+        await services_of(interaction).refusals.record(
+            interaction.guild_id,
+            interaction.channel_id,
+            interaction.user.id,
+            refusal.reason,
+            sentence,
+        )
 
 
 def _repeats(first: int, last: int) -> str:
@@ -704,7 +702,7 @@ async def _submit_repeats(
                     requester_of(interaction),
                     parent_job_id=first.parent_job_id,
                     private=first.private,
-                    input_size=first.input_size,
+                    input_size=first.render_size.input_size,
                     filesize_limit=first.filesize_limit,
                 )
             else:

@@ -4,6 +4,7 @@ PNG once the command was acknowledged (``SavedInputs.saved_later``)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Literal, get_args
 
@@ -27,7 +28,7 @@ ControlType = Literal["canny", "tile", "lineart", "softedge", "depth", "openpose
 assert set(get_args(ControlType)) == set(CONTROL_TYPES)  # the slash choices follow the engine
 
 
-def with_control_picture(
+async def with_control_picture(
     request: RenderRequest,
     inputs: SavedInputs,
     services: Services,
@@ -48,9 +49,16 @@ def with_control_picture(
     try:
         controlled = with_control_units(request, [unit])
         # Not ``check_controls``: the picture, not read yet, is decoded and checked when saved.
-        check_control_models([unit], services.registry.models_dir)
-        check_preprocessor(unit, services.registry.models_dir)
+        # On a thread, as an admission reads LoRAs: a new ControlNet file's header is read.
+        await asyncio.to_thread(_check_installed, unit, services)
     except RenderInputError as error:
         raise RequestError(str(error)) from None
     inputs.save_later(functools.partial(inputs.save, picture, path=path))
     return controlled
+
+
+def _check_installed(unit: ControlUnit, services: Services) -> None:
+    """``RenderInputError`` unless ``unit``'s ControlNet and annotator are installed and
+    whole (folder listings, header reads: off the event loop)."""
+    check_control_models([unit], services.registry)
+    check_preprocessor(unit, services.registry.models_dir)

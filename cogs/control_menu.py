@@ -105,7 +105,7 @@ class ControlModal(ReportingModal):
         async with SavedInputs(interaction) as inputs:
             # Made from the picture: withdrawn with it (a moderator deleting its post).
             inputs.made_from = posted[0].job_id if posted is not None else None
-            request = with_control_picture(
+            request = await with_control_picture(
                 request,
                 inputs,
                 services,

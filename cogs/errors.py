@@ -28,12 +28,6 @@ def permission_names(missing: list[str]) -> str:
     return ", ".join(_CLIENT_NAMES.get(name) or name.replace("_", " ").title() for name in missing)
 
 
-def kept_as_members(error: BaseException) -> bool:
-    """Whether a refusal of ``error`` is kept as the member's (``UserError.members_doing``)."""
-    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-    return not isinstance(cause, UserError) or cause.members_doing
-
-
 def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     """The sentence for an error the member can fix and why they were refused, or None for an
     internal failure."""
@@ -105,7 +99,7 @@ async def report_error(
         await tell(interaction, message)
     except discord.HTTPException:
         log.warning("could not tell user %s about an error", interaction.user.id)
-    if refusal is not None and kept_as_members(error):
+    if refusal is not None:
         await services_of(interaction).refusals.record(
             interaction.guild_id, interaction.channel_id, interaction.user.id, refusal[1], message
         )

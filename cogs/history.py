@@ -53,7 +53,9 @@ from cogs.visibility import (
     CHANNEL_CHECK_FAILED,
     DISCORD_FAILED,
     check_member_may_act_here,
+    check_member_may_read_channel,
     is_age_restricted,
+    log_discord_failed,
     made_age_restricted,
 )
 from cogs.wording import NO_PROMPT, counted
@@ -64,6 +66,13 @@ _PROMPT_PREVIEW = 80
 # banned-word read, up to 2 s, and the channel the job was made in, asked of Discord up to 1 s
 # a time) share this much, the rest is the defer's own call.
 SHOW_CHECKS_BUDGET_S = 2.5
+# /show's refusal once the member can no longer read the channel the job was made in: its
+# pictures and prompt are that channel's, not posted again elsewhere. A thread archived since
+# (out of discord.py's cache) is asked of Discord, and read by its parent's permissions.
+LOST_THE_CHANNEL = (
+    "Job `{}` was made in a channel or thread you can no longer read, so /show does not post "
+    "it again."
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +152,13 @@ class HistoryPageButton(
             await report_error(interaction, error, "history pager")
 
 
-async def check_may_show_here(interaction: discord.Interaction[Any], job: StoredJob) -> None:
+async def check_may_show_here(
+    interaction: discord.Interaction[Any], job: StoredJob, made_in: object | None = None
+) -> None:
     """/show works where Easel is enabled, and a picture shown in a server keeps the age
     restriction it was made under, even shown privately: the age gate is the channel's, and
-    a member shown it privately in an ordinary channel has not passed one."""
+    a member shown it privately in an ordinary channel has not passed one. ``made_in``: the
+    job's channel when an earlier check asked Discord for it (not asked again)."""
     policy = services_of(interaction).guild_policy
     await policy.check_channel(interaction.guild_id, interaction.channel_id)
     if interaction.guild_id is None:
@@ -159,11 +171,14 @@ async def check_may_show_here(interaction: discord.Interaction[Any], job: Stored
             interaction.guild_id,
             job.channel_id,
             restricted_when_made=job.age_restricted,
+            fetched=made_in,
         )
-    except CHANNEL_CHECK_FAILED:
+    except CHANNEL_CHECK_FAILED as failed:
+        log_discord_failed(f"what channel {job.channel_id} is (job {job.job_id}, /show)", failed)
         raise UserError(
             f"Discord did not say whether the channel job `{job.job_id}` was made in is "
-            "age-restricted; try /show again in a moment."
+            "age-restricted; try /show again in a moment.",
+            Reason.DISCORD,
         ) from None
     settings = await policy.settings(interaction.guild_id)
     check_repost(
@@ -177,22 +192,39 @@ async def checked_for_showing(
     interaction: discord.Interaction[Any], job: StoredJob
 ) -> tuple[bool, bool]:
     """Whether /show posts ``job``'s pictures privately, and behind a spoiler, once they may
-    still be shown (``check_still_shown``) and shown here (``check_may_show_here``): all
-    answered within ``SHOW_CHECKS_BUDGET_S``, past it a refusal to try again."""
+    still be shown (``check_still_shown``), to this member (the channel it was made in still
+    theirs to read, as its buttons ask: ``check_member_may_read_channel``) and here
+    (``check_may_show_here``): all answered within ``SHOW_CHECKS_BUDGET_S``, past it a
+    refusal to try again."""
     budget = asyncio.timeout(SHOW_CHECKS_BUDGET_S)
     try:
         async with budget:
             await check_still_shown(services_of(interaction), job, interaction.user.id)
+            made_in = None
+            # As its buttons: not once they lost its channel. Shown in that channel, the
+            # member is there now (Discord takes a command only where they see), and
+            # ``check_may_show_here`` keeps its age restriction.
+            if job.channel_id not in (None, interaction.channel_id):
+                made_in = await check_member_may_read_channel(
+                    interaction,
+                    job.channel_id,
+                    made_by_clicker=True,
+                    restricted_when_made=job.age_restricted,
+                    refusal=LOST_THE_CHANNEL.format(job.job_id),
+                )
             private = await keeps_private(interaction, job)
             check_member_may_act_here(interaction, private=private)  # posted for them
             spoiler = await spoilered(interaction, job)
-            await check_may_show_here(interaction, job)
+            await check_may_show_here(interaction, job, made_in)
     except TimeoutError:
         if not budget.expired():
             raise
+        # Mostly Discord's answers waited on (the channel, the thread's members): not the
+        # member's doing, so not kept as their refusal on the dashboard.
         raise UserError(
             f"Checking whether job `{job.job_id}` may be shown here took too long; try /show "
-            "again in a moment."
+            "again in a moment.",
+            Reason.DISCORD,
         ) from None
     return private, spoiler
 

@@ -176,7 +176,7 @@ class ImagineCog(commands.Cog):
             request = with_options(request, refiner=refiner, refiner_switch=refiner_switch)
         async with SavedInputs(interaction) as inputs:
             if control is not None:
-                request = with_control_picture(
+                request = await with_control_picture(
                     request,
                     inputs,
                     services,

@@ -3,8 +3,10 @@ mask, ``inference.segment``) or paints it on the bot's mask editor page (``bot.w
 way the mask goes into the inpaint /inpaint uses, as a job charged to the member.
 
 The page's link is signed for one member, one picture, the server and channel of the click,
-and expires; its submit is checked again here as a click would be (the job still in that
-server, the member still in it and able to see the channel, the server's rules).
+and expires; its page, picture and submit are checked again here as a click would be (the
+job still in that server, the member still in it and able to see the channel; the submit: the
+server's rules too). No age-restricted picture is shown on the page (a web page is age-gated by
+nobody): Vary (Region) offers such a picture's region in words only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
 import secrets
 import time
 from concurrent.futures import Future
@@ -25,7 +28,9 @@ from bot.edits import InpaintSettings, Picture, inpaint_request, input_path
 from bot.history import StoredJob
 from bot.images import decoded_upload
 from bot.jobs.queue import JobQueue, QuotaExceeded
-from bot.policy.moderation import AGE_RESTRICTED_PICTURE
+from bot.memo import Memo
+from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
+from bot.policy.visibility import ThreadMembershipUnknown
 from bot.refusals import quota_refused
 from bot.requests import MAX_PROMPT_CHARS, check_prompt_length
 from bot.services import Services
@@ -39,7 +44,7 @@ from cogs.common import (
     submit_unless_stopped,
 )
 from cogs.edit import write_file
-from cogs.errors import ReportingModal, kept_as_members, refusal_of
+from cogs.errors import ReportingModal, refusal_of
 from cogs.results.buttons import (
     JobButton,
     check_still_shown,
@@ -48,10 +53,14 @@ from cogs.results.buttons import (
     visible_job,
 )
 from cogs.visibility import (
+    CHANNEL_CHECK_FAILED,
     DISCORD_FAILED,
+    GuildChannelLike,
     check_member_may_act_here,
+    guild_channel,
     is_age_restricted,
     is_age_restricted_picture,
+    log_discord_failed,
     member_may_read,
     member_may_see,
     why_member_may_not_act_in,
@@ -66,9 +75,26 @@ MODAL_TIMEOUT_S = 15 * 60
 MAX_REGION_CHARS = 200
 # Members' regions in words waiting for CLIPSeg at once (one each; about a second each on a CPU).
 MAX_WAITING_REGIONS = 4
+# A link's page and its picture, loaded again within this long, use the member (and channel)
+# Discord gave for the last load (a page reloaded asks Discord once); the submit asks anew.
+# Kept for this many members (and channels) at most, those loaded last.
+KEPT_FOR_PAGES_S = 5.0
+KEPT_FOR_PAGES = 1_000
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
 _OUT_OF_SIGHT = "You can no longer see the channel this picture was made in."
+_KEPT_OFF_WEB_PAGES = (
+    "This picture is kept in age-restricted channels, and a web page is age-gated by nobody, "
+    "so the mask editor does not show it; click Vary (Region) again in Discord and describe "
+    "the region in words."
+)
+# Vary (Region) without CLIPSeg installed (the operator's log says where it goes).
+_NO_WORDS = "Describing a region in words is not installed on this bot; ask an admin to add it."
+_NO_WORDS_NOR_PAGE = (
+    "This picture is kept in age-restricted channels, and the mask editor is a web page "
+    "age-gated by nobody, so it is not painted there. Describing the region in words is not "
+    "installed on this bot; ask an admin to add it."
+)
 # The web page's words for the channel's rules of now refusing a link made there before.
 _CLOSED_SINCE = (
     "Easel is no longer enabled where this picture was posted, so its editor is closed; use "
@@ -77,6 +103,8 @@ _CLOSED_SINCE = (
 STOPPED_IN_SERVER = (
     "You were banned, kicked or timed out in that server: Easel makes nothing for you there now."
 )
+
+log = logging.getLogger(__name__)
 
 
 def _with_prompt(base: RenderRequest, prompt: str) -> RenderRequest:
@@ -108,6 +136,14 @@ class RegionOffers:
         # CLIPSeg's own thread: a member waits there for their region in words, one place each.
         self._segmenter = ModelThread("easel-segment", MAX_WAITING_REGIONS)
         self._warming: Future[object] | None = None
+        # The members and channels of links lately loaded (``_member``, ``_channel``): a few
+        # seconds' answers, bounded.
+        self._members_for_pages: Memo[tuple[int, int], discord.Member | None] = Memo(
+            KEPT_FOR_PAGES, ttl_s=KEPT_FOR_PAGES_S
+        )
+        self._channels_for_pages: Memo[int, GuildChannelLike | None] = Memo(
+            KEPT_FOR_PAGES, ttl_s=KEPT_FOR_PAGES_S
+        )
 
     def close(self) -> None:
         self._segmenter.close()
@@ -115,10 +151,17 @@ class RegionOffers:
     # Discord: the button and the modal.
 
     async def offer(self, interaction: discord.Interaction[Any], job: StoredJob, idx: int) -> None:
-        """Without the web page, the words modal at once; with it, a private choice of the
-        two: words, or a link to the page made for this member alone."""
+        """Without the web page, or for a picture no web page shows (``_kept_off_web_pages``),
+        the words modal at once; else a private choice of the two: words, or a link to the page
+        made for this member alone."""
+        made_in = None
+        if interaction.guild is not None and job.channel_id is not None:
+            made_in = interaction.guild.get_channel_or_thread(job.channel_id)
         if self.web is None:
             await self.ask_for_words(interaction, job.job_id, idx)
+            return
+        if await self._kept_off_web_pages(interaction.guild_id, job, made_in):
+            await self.ask_for_words(interaction, job.job_id, idx, kept_off_the_page=True)
             return
         token = self.web.signer.issue(
             job.job_id,
@@ -139,13 +182,26 @@ class RegionOffers:
         )
 
     async def ask_for_words(
-        self, interaction: discord.Interaction[Any], job_id: str, idx: int
+        self,
+        interaction: discord.Interaction[Any],
+        job_id: str,
+        idx: int,
+        *,
+        kept_off_the_page: bool = False,
     ) -> None:
-        missing = missing_model_sentence(self._models_dir)
-        if missing is not None:
-            raise UserError(missing)
+        """The words form, once CLIPSeg is installed (``_check_words_installed``)."""
+        self._check_words_installed(kept_off_the_page=kept_off_the_page)
         self._warm_up()
         await interaction.response.send_modal(RegionModal(self, job_id, idx))
+
+    def _check_words_installed(self, *, kept_off_the_page: bool = False) -> None:
+        """Without CLIPSeg, a refusal that says why (``kept_off_the_page``: the picture's age
+        rule kept the mask editor from it) and to ask an admin, while the log tells the
+        operator where to install it (a path of theirs, never shown to a member)."""
+        missing = missing_model_sentence(self._models_dir)
+        if missing is not None:
+            log.warning("Vary (Region) in words was refused: %s", missing)
+            raise UserError(_NO_WORDS_NOR_PAGE if kept_off_the_page else _NO_WORDS)
 
     def _warm_up(self) -> None:
         """Load CLIPSeg while the member types, on its thread, one load at a time (a broken
@@ -160,6 +216,7 @@ class RegionOffers:
         """The mask is found (CLIPSeg) only once the job is admitted, the member's quota
         included, and the form acknowledged, on the segmenter's thread: a member waits there in
         one place of ``MAX_WAITING_REGIONS``, and one more form is refused at once."""
+        self._check_words_installed()  # removed since the form opened
         job = await visible_job(interaction, job_id)
         private = await keeps_private(interaction, job)
         check_member_may_act_here(interaction, private=private)  # before segmenting spends CPU
@@ -229,7 +286,11 @@ class RegionOffers:
         return job
 
     async def picture(self, link: RegionLink) -> Path:
+        """The page and its picture ask of the member what the submit asks
+        (``_member_may_act``), each time they are served: a link shows nothing to a member who
+        left the server or lost the channel since it was made."""
         job = await self._linked_job(link)
+        await self._member_may_act(link, job, recently=True)
         return job.image_paths[link.idx]
 
     async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
@@ -237,7 +298,7 @@ class RegionOffers:
             return await self._submit_painted(link, mask_png, prompt, claim)
         except Exception as error:  # the page shows a refusal; the server's dashboard keeps it
             refusal = refusal_of(error)
-            if refusal is not None and kept_as_members(error):
+            if refusal is not None:
                 sentence, reason = refusal
                 await self._services.refusals.record(
                     link.guild_id, link.channel_id, link.user_id, reason, sentence
@@ -302,50 +363,110 @@ class RegionOffers:
         where = "in your direct messages" if link.private else "in the channel"
         return f"Queued as job {job_id}; the result will be posted {where} in Discord."
 
+    async def _member(
+        self, guild: discord.Guild, user_id: int, *, recently: bool
+    ) -> discord.Member:
+        """The member as Discord says now, or (``recently``: a page or picture load) as it
+        said within ``KEPT_FOR_PAGES_S``: a page reloaded, or its picture loaded with
+        it, asks Discord once."""
+
+        async def fetched() -> discord.Member | None:
+            try:
+                return await guild.fetch_member(user_id)
+            except discord.NotFound:
+                return None
+
+        try:
+            if recently:
+                member = await self._members_for_pages.get((guild.id, user_id), fetched)
+            else:
+                member = await fetched()
+        except DISCORD_FAILED as failed:
+            log_discord_failed(f"whether member {user_id} is in server {guild.id}", failed)
+            raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
+        if member is None:
+            raise LinkRefused("You are no longer a member of that server.", Reason.PERMISSION)
+        return member
+
+    async def _channel(
+        self, guild: discord.Guild, channel_id: int | None, *, recently: bool
+    ) -> GuildChannelLike | None:
+        """The server's channel (an archived thread asked of Discord: ``guild_channel``);
+        ``recently``: as ``_member``."""
+        if channel_id is None:
+            return None
+
+        async def found() -> GuildChannelLike | None:
+            channel, _ = await guild_channel(self._client, guild, guild.id, channel_id)
+            return channel
+
+        try:
+            if recently:
+                return await self._channels_for_pages.get(channel_id, found)
+            return await found()
+        except CHANNEL_CHECK_FAILED as failed:
+            log_discord_failed(f"what channel {channel_id} is (a Vary (Region) link)", failed)
+            raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
+
     async def _member_may_act(
-        self, link: RegionLink, job: StoredJob
+        self, link: RegionLink, job: StoredJob, *, recently: bool = False
     ) -> tuple[tuple[int, ...], bool, bool]:
         """The member's roles, admin power and the channel's age restriction now; refused
         when they left the server or the channel is out of their sight (another's job: when
         they can no longer read it), as a click there would be
         (``cogs.visibility.check_member_may_read_channel``), and while Discord fails. A link
         offered from a copy of the buttons in another channel also needs the job's own channel
-        still readable, the maker's included, as the click did."""
+        still readable, the maker's included, as the click did. A picture no web page shows
+        (``_kept_off_web_pages``: a channel's flag set since the click) is refused. A channel
+        the cache lacks (an archived thread) is asked of Discord; ``recently``: the member
+        as Discord said a moment ago will do (``_member``)."""
         if link.guild_id is None:
             return (), False, False
         guild = self._client.get_guild(link.guild_id)
         if guild is None:
             raise LinkRefused("Easel is no longer in that server.", Reason.CHANNEL)
-        try:
-            member = await guild.fetch_member(link.user_id)
-        except discord.NotFound:
-            raise LinkRefused(
-                "You are no longer a member of that server.", Reason.PERMISSION
-            ) from None
-        except DISCORD_FAILED:
-            raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
-        channel = None if link.channel_id is None else guild.get_channel_or_thread(link.channel_id)
+        member = await self._member(guild, link.user_id, recently=recently)
+        channel = await self._channel(guild, link.channel_id, recently=recently)
         recent = self._services.thread_members
         may_act = member_may_see if job.user_id == link.user_id else member_may_read
-        if channel is None or not await may_act(channel, member, recent):
-            raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
-        # A timeout, or a public result where they may not post one, as a click would be.
-        refusal = why_member_may_not_act_in(channel, member, private=link.private)
-        if refusal is not None:
-            raise LinkRefused(refusal, Reason.PERMISSION)
-        made_in: object = channel
-        if job.channel_id is not None and job.channel_id != link.channel_id:
-            made_in = guild.get_channel_or_thread(job.channel_id)
-            if made_in is None or not await member_may_read(made_in, member, recent):
+        try:
+            if channel is None or not await may_act(channel, member, recent):
                 raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
-        here_age_restricted = is_age_restricted(channel)
-        restricted = is_age_restricted_picture(made_in, restricted_when_made=job.age_restricted)
-        if restricted and not here_age_restricted:  # a flag turned off since the click
-            raise LinkRefused(AGE_RESTRICTED_PICTURE, Reason.NSFW)
+            # A timeout, or a public result where they may not post one, as a click would be.
+            refusal = why_member_may_not_act_in(channel, member, private=link.private)
+            if refusal is not None:
+                raise LinkRefused(refusal, Reason.PERMISSION)
+            made_in: object = channel
+            if job.channel_id is not None and job.channel_id != link.channel_id:
+                made_in = await self._channel(guild, job.channel_id, recently=recently)
+                if made_in is None or not await member_may_read(made_in, member, recent):
+                    raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
+        except ThreadMembershipUnknown as unknown:  # Discord's failure: the page says try again
+            raise DiscordDidNotAnswer(str(unknown)) from None
+        if await self._kept_off_web_pages(link.guild_id, job, made_in):  # a flag set since
+            raise LinkRefused(_KEPT_OFF_WEB_PAGES, Reason.NSFW)
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
         is_admin = permissions.manage_guild or permissions.administrator
-        return roles, is_admin, here_age_restricted
+        return roles, is_admin, is_age_restricted(channel)
+
+    async def _kept_off_web_pages(
+        self, guild_id: int | None, job: StoredJob, made_in: object | None
+    ) -> bool:
+        """The dashboard's rule (docs/security.md, "No age-restricted picture on the
+        dashboard"): a web page is age-gated by nobody, so a picture kept in age-restricted
+        channels (made in one, its channel one now, or the server renders only in those) is
+        never on the mask editor's page. ``made_in``: the job's channel from the gateway's
+        cache; one not there counts as age-restricted, as one Easel no longer sees does."""
+        if guild_id is None:
+            return False
+        settings = await self._services.guild_policy.settings(guild_id)
+        restricted = made_in is None or is_age_restricted_picture(
+            made_in, restricted_when_made=job.age_restricted
+        )
+        return kept_in_age_restricted_channels(
+            made_age_restricted=restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
+        )
 
 
 def _anything_painted(png: bytes) -> bool:

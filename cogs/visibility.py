@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -36,6 +37,8 @@ from bot.user_errors import Reason, UserError
 if TYPE_CHECKING:
     from cogs.common import HasServices
 
+log = logging.getLogger(__name__)
+
 # What a call to Discord raises when it fails: an error answer, or (after discord.py's own
 # retries) a connection that broke or timed out. A check that needed the answer fails closed.
 DISCORD_FAILED = (discord.HTTPException, OSError, aiohttp.ClientError)
@@ -54,28 +57,67 @@ def _thread_members_of(interaction: discord.Interaction[Any]) -> RecentThreadMem
     return cast("HasServices", interaction.client).services.thread_members
 
 
+# Asking Discord what a channel is, while it does not answer: the member is told to try again.
+_CHANNEL_UNANSWERED = (
+    "Discord did not say whether you can read that channel; try again in a moment."
+)
+
+GuildChannelLike = discord.abc.GuildChannel | discord.Thread
+
+
+async def guild_channel(
+    client: discord.Client, guild: discord.Guild | None, guild_id: int, channel_id: int
+) -> tuple[GuildChannelLike | None, bool]:
+    """The server's channel from discord.py's cache, or else asked of Discord (one call within
+    ``CHANNEL_FETCH_TIMEOUT_S``): the cache drops a thread once it is archived. None: gone,
+    hidden from Easel or another server's. With it, whether Discord was asked (a fetched
+    thread's parent comes from the cache: its permissions and age restriction are its
+    parent's). Raises one of ``CHANNEL_CHECK_FAILED`` while Discord does not answer."""
+    cached = None if guild is None else guild.get_channel_or_thread(channel_id)
+    if cached is not None:
+        return cached, False
+    try:
+        channel = await _fetched_channel(client, channel_id, CHANNEL_FETCH_TIMEOUT_S)
+    except (discord.NotFound, discord.Forbidden):
+        return None, True
+    if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return None, True
+    return (channel if channel.guild.id == guild_id else None), True
+
+
 async def _check_member_may_read(
     interaction: discord.Interaction[Any],
     channel_id: int,
     refusal: str = NOT_READABLE,
     *,
     restricted_when_made: bool = False,
-) -> None:
+) -> GuildChannelLike | None:
     """View Channel + Read Message History from the server's cached roles and overwrites (in
     a private thread, membership too), and from an age-restricted channel (or a job's picture
     made in one: ``restricted_when_made``) only into another; ``refusal`` is the sentence a
-    member who may not read there gets.
+    member who may not read there gets. A channel the cache lacks (an archived thread) is
+    asked of Discord (``guild_channel``); while Discord does not answer, the member is told
+    to try again. Returns the channel when Discord was asked for it, for a later check of the
+    same command to reuse (None: the cache held it).
 
     In a DM, ``check_same_place`` has already kept the message to the member's own DM.
     """
     if interaction.guild_id is None:
-        return
-    guild = interaction.guild
-    channel = None if guild is None else guild.get_channel_or_thread(channel_id)
+        return None
     member = interaction.user
-    if channel is None or not isinstance(member, discord.Member):
+    if not isinstance(member, discord.Member):
         check_member_may_read(ChannelAccess(False, False, False), refusal)
-        return
+        return None
+    try:
+        channel, fetched = await guild_channel(
+            interaction.client, interaction.guild, interaction.guild_id, channel_id
+        )
+    except CHANNEL_CHECK_FAILED as failed:
+        log_discord_failed(f"what channel {channel_id} is (may member {member.id} read it)", failed)
+        raise UserError(_CHANNEL_UNANSWERED, Reason.DISCORD) from None
+    if channel is None:
+        check_member_may_read(ChannelAccess(False, False, False), refusal)
+        return None
     permissions = _permissions_in(channel, member)
     check_member_may_read(
         ChannelAccess(True, permissions.view_channel, permissions.read_message_history), refusal
@@ -91,6 +133,7 @@ async def _check_member_may_read(
         ),
         here_age_restricted=is_age_restricted(interaction.channel),
     )
+    return channel if fetched else None
 
 
 def _permissions_in(
@@ -102,6 +145,27 @@ def _permissions_in(
         return channel.permissions_for(member)
     except discord.ClientException:
         return discord.Permissions.none()
+
+
+def log_discord_failed(asked: str, failed: BaseException) -> None:
+    """Tell the operator, once per failure, that a check's question to Discord (``asked``:
+    ids only, nothing a member wrote) got no answer it could use: the check failed closed (a
+    member refused and told to try again, or a channel left out of an admin's dashboard).
+    The failure by its type and Discord's status and error code only: an aiohttp error's
+    ``repr`` carries the request's headers (the bot's token), an ``HTTPException``'s the whole
+    answer."""
+    log.warning("Discord failed to say %s (%s); the check failed closed", asked, _named(failed))
+
+
+def _named(failed: BaseException) -> str:
+    """``failed``'s type, with the HTTP status and Discord's error code where it has them."""
+    told = [type(failed).__name__]
+    status = getattr(failed, "status", None)  # aiohttp's errors' and discord.py's
+    if isinstance(status, int):
+        told.append(f"status {status}")
+    if isinstance(failed, discord.HTTPException):  # (aiohttp's ``code`` is its status again)
+        told.append(f"code {failed.code}")
+    return ", ".join(told)
 
 
 async def _counts_as_thread_member(
@@ -122,7 +186,8 @@ async def _counts_as_thread_member(
         await channel.fetch_member(member_id)
     except (discord.NotFound, discord.Forbidden):  # not a member, hidden from Easel
         return False
-    except DISCORD_FAILED:  # a 5xx, no answer
+    except DISCORD_FAILED as failed:  # a 5xx, no answer
+        log_discord_failed(f"whether member {member_id} is in private thread {channel.id}", failed)
         raise ThreadMembershipUnknown from None
     recent.remember(channel.id, member_id, time.monotonic())
     return True
@@ -234,6 +299,7 @@ async def made_age_restricted(
     *,
     restricted_when_made: bool,
     timeout_s: float = CHANNEL_FETCH_TIMEOUT_S,
+    fetched: object | None = None,
 ) -> bool:
     """Whether a server's job's pictures are age-restricted (``is_age_restricted_picture``):
     made in an age-restricted channel (its journaled flag, ``restricted_when_made``), or made
@@ -242,7 +308,8 @@ async def made_age_restricted(
     asked of Discord, its parent too unless the cache holds that; one Easel cannot see (gone,
     hidden) counts as age-restricted. Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
     not answer what it is (within ``timeout_s`` each time: by default /show's, which answers
-    within Discord's 3 s); a job journaled as age-restricted asks Discord nothing."""
+    within Discord's 3 s); a job journaled as age-restricted asks Discord nothing, nor one
+    whose channel an earlier check of the same command ``fetched``."""
     if restricted_when_made or channel_id is None:
         return True
     guild = client.get_guild(guild_id)
@@ -250,7 +317,11 @@ async def made_age_restricted(
     if cached is not None:
         return is_age_restricted(cached)
     try:
-        channel = await _fetched_channel(client, channel_id, timeout_s)
+        channel = (
+            fetched
+            if fetched is not None
+            else await _fetched_channel(client, channel_id, timeout_s)
+        )
         if isinstance(channel, discord.Thread):  # an archived thread: the cache may hold its parent
             parent = None if guild is None else guild.get_channel(channel.parent_id)
             channel = (
@@ -306,24 +377,27 @@ async def check_member_may_read_channel(
     *,
     made_by_clicker: bool,
     restricted_when_made: bool,
-) -> None:
-    """For buttons and their forms: a job's picture is for members who can read the channel it
-    was made in. Clicked there, Discord's own reckoning of the member's permissions in it
-    counts: a form opened before they lost the channel is checked when it is submitted. Their
+    refusal: str = NOT_YOURS_TO_CLICK,
+) -> GuildChannelLike | None:
+    """For buttons and their forms, and /show (``refusal``: the sentence it gets): a job's
+    picture is for members who can read the channel it was made in. Clicked there, Discord's
+    own reckoning of the member's permissions in it counts: a form opened before they lost the
+    channel is checked when it is submitted. Their
     own job, clicked there, needs the channel in sight only, not its history (its prompt and
     pictures were theirs already); in sight means what the mask editor's submit asks too
     (``member_may_see``): what Easel makes is posted there, and a private thread they have
     left or were removed from is out of their sight, so Easel posts nothing there for them.
     A picture made in an age-restricted channel (``restricted_when_made``) stays in those, its
-    own channel included once a moderator turned its flag off."""
+    own channel included once a moderator turned its flag off. Clicked elsewhere, a channel
+    the cache lacks (an archived thread) is asked of Discord: returned, for the command's
+    later checks to reuse (``_check_member_may_read``)."""
     if interaction.guild_id is None or channel_id != interaction.channel_id:
-        await _check_member_may_read(
+        return await _check_member_may_read(
             interaction,
             channel_id,
-            NOT_YOURS_TO_CLICK,
+            refusal,
             restricted_when_made=restricted_when_made,
         )
-        return
     permissions = interaction.permissions
     check_member_may_read(
         ChannelAccess(
@@ -331,18 +405,19 @@ async def check_member_may_read_channel(
             permissions.view_channel,
             made_by_clicker or permissions.read_message_history,
         ),
-        NOT_YOURS_TO_CLICK,
+        refusal,
     )
     thread_member = await _counts_as_thread_member(
         interaction.channel, interaction.user.id, permissions, _thread_members_of(interaction)
     )
-    check_member_may_read(ChannelAccess(True, True, True, thread_member), NOT_YOURS_TO_CLICK)
+    check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
     check_age_restriction_kept(
         source_age_restricted=is_age_restricted_picture(
             interaction.channel, restricted_when_made=restricted_when_made
         ),
         here_age_restricted=is_age_restricted(interaction.channel),
     )
+    return None
 
 
 async def check_member_may_use(

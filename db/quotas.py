@@ -277,6 +277,29 @@ async def usage_since_each(
     ]
 
 
+async def spenders_since(
+    conn: aiosqlite.Connection, since: float, most: int
+) -> set[tuple[int, int | None]]:
+    """Every (user, guild) with a reservation at ``since`` or later, refunded or not (so a
+    few too many): those not among them have spent nothing since then. At most ``most``
+    of them (the rest unread): a caller keeping at most N asks for N + 1."""
+    # Read from the (user, guild, kind, at) index alone, in its order: SQLite's own choice,
+    # the (kind, at) index, looks up every row of the window and sorts them (600,000
+    # reservations of 100,000 members: 2.1 s against 0.2 s, docs/performance.md).
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT user_id, guild_id FROM quota_ledger INDEXED BY quota_ledger_usage"
+        " WHERE kind = 'reserve' AND at >= ? LIMIT ?",
+        (since, most),
+    )
+    return {(int(row[0]), None if row[1] is None else int(row[1])) for row in rows}
+
+
+async def guilds_with_limits(conn: aiosqlite.Connection) -> set[int]:
+    """Every guild that stores a limit override (its default, a role's or a member's)."""
+    rows = await conn.execute_fetchall("SELECT DISTINCT guild_id FROM quota_limits")
+    return {int(row[0]) for row in rows}
+
+
 async def set_limits(
     conn: aiosqlite.Connection,
     scope: LimitScope,

@@ -46,6 +46,13 @@ async def get(conn: aiosqlite.Connection, user_id: int) -> UserSettings:
     return UserSettings(**values)
 
 
+async def members_with_settings(conn: aiosqlite.Connection, most: int) -> set[int]:
+    """Every member who has saved settings (the others' are the defaults), at most ``most``
+    of them (the rest unread): a caller keeping at most N asks for N + 1."""
+    rows = await conn.execute_fetchall("SELECT user_id FROM user_settings LIMIT ?", (most,))
+    return {int(row[0]) for row in rows}
+
+
 async def put(conn: aiosqlite.Connection, user_id: int, settings: UserSettings, now: float) -> None:
     updates = ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS)
     await conn.execute(

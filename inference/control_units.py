@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.registry import SIDECAR_SUFFIX
+from inference.not_installed import not_installed
+from inference.registry import SIDECAR_SUFFIX, ModelRegistry, folder_weights
 from inference.types import RenderInputError, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -108,28 +109,33 @@ def with_control_units(request: RenderRequest, units: Sequence[ControlUnit]) -> 
     return controlled
 
 
-def controlnet_files(models_dir: Path) -> dict[str, Path]:
+def controlnet_files(registry: ModelRegistry) -> dict[str, Path]:
     """Installed ControlNets by name: ``.safetensors`` files (subfolders included, as in the
-    web UI) and diffusers folders (``config.json`` + weights); the first one found wins.
-    Pickled ``.pth`` files are not listed: they could run code when loaded."""
-    found: dict[str, Path] = {}
+    web UI) and diffusers folders (``config.json`` + weights); the first one found wins. One
+    whose weights would not load (still being copied, cut short) is left out until they are
+    whole (``ModelRegistry.whole_addons``, as for LoRAs). Pickled ``.pth`` files are not
+    listed: they could run code when loaded."""
+    candidates: list[tuple[str, Path, list[Path]]] = []
     seen: set[Path] = set()
     for folder_name in CONTROLNET_FOLDERS:
-        folder = models_dir / folder_name
+        folder = registry.models_dir / folder_name
         # On a case-insensitive disk both names are one folder.
         if not folder.is_dir() or folder.resolve() in seen:
             continue
         seen.add(folder.resolve())
-        for path in sorted(_controlnet_candidates(folder)):
-            found.setdefault(path.name if path.is_dir() else path.stem, path)
+        candidates += sorted(_controlnet_candidates(folder), key=lambda candidate: candidate[1])
+    found: dict[str, Path] = {}
+    for name, path in registry.whole_addons("ControlNet", candidates):
+        found.setdefault(name, path)
     return found
 
 
-def _controlnet_candidates(folder: Path) -> list[Path]:
-    """The diffusers folders and ``.safetensors`` files under ``folder``. Annotators, sidecar
-    configs and a diffusers folder's own files are no models: their folders are not entered
-    (an annotators cache holds thousands of files)."""
-    candidates: list[Path] = []
+def _controlnet_candidates(folder: Path) -> list[tuple[str, Path, list[Path]]]:
+    """The diffusers folders and ``.safetensors`` files under ``folder``, each with its name
+    and the weight files it loads. Annotators, sidecar configs and a diffusers folder's own
+    files are no models: their folders are not entered (an annotators cache holds thousands
+    of files)."""
+    candidates: list[tuple[str, Path, list[Path]]] = []
     for top, folders, files in os.walk(folder):
         here = Path(top)
         entered = []
@@ -138,27 +144,35 @@ def _controlnet_candidates(folder: Path) -> list[Path]:
             if name.endswith(SIDECAR_SUFFIX) or (here == folder and name == ANNOTATORS_FOLDER):
                 continue
             if (path / DIFFUSERS_CONFIG).is_file():
-                candidates.append(path)
+                candidates.append((name, path, folder_weights(path)))
             else:
                 entered.append(name)
         folders[:] = entered
         weights = (here / name for name in files)
         candidates.extend(
-            path for path in weights if path.suffix == ".safetensors" and path.is_file()
+            (path.stem, path, [path])
+            for path in weights
+            if path.suffix == ".safetensors" and path.is_file()
         )
     return candidates
 
 
-def check_control_models(units: Sequence[ControlUnit], models_dir: Path) -> None:
-    """Refuse a unit whose ControlNet is not installed (before any model loads)."""
+def controlnet_install_hint(models_dir: Path) -> str:
+    """Where the operator puts a ControlNet (a path of theirs: the log and ``easel doctor``)."""
+    return (
+        f"put a ControlNet in {models_dir / CONTROLNET_FOLDERS[0]} as a .safetensors file or "
+        "a diffusers folder"
+    )
+
+
+def check_control_models(units: Sequence[ControlUnit], registry: ModelRegistry) -> None:
+    """Refuse a unit whose ControlNet is not installed, or not whole yet (before any model
+    loads)."""
     if not units:
         return
-    installed = controlnet_files(models_dir)
+    installed = controlnet_files(registry)
     if not installed:
-        raise RenderInputError(
-            f"no ControlNet models in {models_dir / CONTROLNET_FOLDERS[0]}: put a ControlNet "
-            "there as a .safetensors file or a diffusers folder"
-        )
+        raise not_installed("ControlNet", controlnet_install_hint(registry.models_dir))
     for unit in units:
         if unit.model is not None and unit.model not in installed:
             raise unknown_controlnet(unit.model, installed)

@@ -197,7 +197,7 @@ class ControlNetCache:
         units = control_units(request.options)
         if not units:
             return None
-        installed = controlnet_files(registry.models_dir)
+        installed = controlnet_files(registry)
         # A unit naming none is given one its server allows (``ALLOWED_CONTROLNETS_OPTION``).
         allowed = request.options.get(ALLOWED_CONTROLNETS_OPTION)
         choosable = {n: p for n, p in installed.items() if allowed is None or n in allowed}

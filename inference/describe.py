@@ -15,6 +15,7 @@ from PIL import Image
 
 from inference.images import eight_bit, upright
 from inference.model_thread import ModelThread
+from inference.not_installed import not_installed
 from inference.types import RenderFailed
 
 SUGGESTIONS = 4
@@ -72,10 +73,12 @@ class Captioner:
             from transformers import BlipForConditionalGeneration, BlipProcessor
 
             if not (self.folder / "config.json").is_file():
-                raise RenderFailed(
+                refusal = not_installed(
+                    "the captioning model",
                     f"no captioning model in {self.folder} (EASEL_CAPTIONER_DIR): it needs "
-                    "a BLIP model folder with config.json"
+                    "a BLIP model folder with config.json",
                 )
+                raise RenderFailed(str(refusal))
             processor = BlipProcessor.from_pretrained(self.folder, local_files_only=True)
             model = BlipForConditionalGeneration.from_pretrained(
                 self.folder, local_files_only=True

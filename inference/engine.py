@@ -370,7 +370,7 @@ class Engine:
         """Fill a missing width/height (loading the model for its native size), then check it
         against the request ranges and this server's limits."""
         if request.width is None or request.height is None:
-            native = native_size(self.models.load(entry).pipeline)
+            native = native_size(self.models.load(entry))
             init_size = None
             if request.mode in ("img2img", "inpaint") and request.init_image:
                 init_size = load_input_image(request.init_image, "init image").size
@@ -385,8 +385,8 @@ class Engine:
         IP-Adapter."""
         vae_file(self.registry, request, latent_channels)
         check_faces(request, self.registry)
-        check_controls(control_units(request.options), self.registry.models_dir)
-        check_image_prompt_models(image_prompt(request.options), self.registry.models_dir)
+        check_controls(control_units(request.options), self.registry)
+        check_image_prompt_models(image_prompt(request.options), self.registry)
 
     def _check_limits(self, request: RenderRequest) -> None:
         refusal = self.limits.refusal(request)

@@ -10,12 +10,15 @@ Pure Python, read from several threads (a dict's get, set and pop are atomic).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 Value = TypeVar("Value")
+
+log = logging.getLogger(__name__)
 
 
 # Every cache, for ``forget_files``.
@@ -35,7 +38,10 @@ class PerFileVersion(Generic[Value]):
         kept = self._kept.get(path)
         if kept is not None and kept[:2] == (stat.st_mtime_ns, stat.st_size):
             return kept[2]
-        value = self._read(path, stat.st_size)
+        return self.keep(path, stat, self._read(path, stat.st_size))
+
+    def keep(self, path: Path, stat: os.stat_result, value: Value) -> Value:
+        """Keep ``value`` for the file at ``path`` as ``stat`` found it, and give it."""
         self._kept[path] = (stat.st_mtime_ns, stat.st_size, value)
         return value
 
@@ -55,11 +61,20 @@ def unreadable(path: Path, error: OSError) -> str:
     return f"{path.name} cannot be read: {error.strerror or error}"
 
 
-def problem_of(problems: PerFileVersion[str | None], path: Path) -> str | None:
-    """What ``problems`` reads of the file at ``path`` as it is now (why it would not load;
-    None: whole), or why it cannot be read."""
+def problem_of(
+    problems: PerFileVersion[str | None], path: Path, stat: os.stat_result | None = None
+) -> str | None:
+    """What ``problems`` reads of the file at ``path`` as ``stat`` found it (None: as it is
+    now, statted here) (why it would not load; None: whole), or why it cannot be read."""
+    if stat is None:
+        try:
+            stat = path.stat()
+        except OSError as error:
+            return unreadable(path, error)
     try:
-        stat = path.stat()
-    except OSError as error:
-        return unreadable(path, error)
-    return problems(path, stat)
+        return problems(path, stat)
+    except Exception as error:
+        # A file no check foresaw (a hostile header, a reader's oversight) is left out, said
+        # once (kept for its version): never every listing of its folder failing.
+        log.info("reading %s failed", path, exc_info=True)
+        return problems.keep(path, stat, f"{path.name} cannot be read: {error!r}")

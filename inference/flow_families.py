@@ -21,9 +21,10 @@ from inference.control_units import control_units
 from inference.flow_detect import gguf_tensor_names
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
 from inference.memory import gguf_quantization
+from inference.not_installed import not_installed
 from inference.prompts import PromptPlan
 from inference.quantization import GGUF_FILE_TYPE, gguf_quantization_config
-from inference.registry import CHECKPOINT_FOLDERS, GGUF_SUFFIX, ModelEntry
+from inference.registry import CHECKPOINT_FOLDERS, GGUF_SUFFIX, ModelEntry, weights_problem
 from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -310,11 +311,14 @@ def part_files(checkpoint: Path, config: Path) -> dict[str, tuple[str, Path]]:
         folders = VAE_FOLDERS if part == "VAE" else (PART_FOLDERS[part],)
         path = _find_part(part, config / component, [models_dir / f for f in folders])
         if path is None:
-            raise RenderInputError(
+            raise not_installed(
+                f"the {part} {checkpoint.name} needs",
                 f"{checkpoint.name} holds no {part} and no {part} file that fits it is in "
                 f"{models_dir / folders[0]}/: put one there, or use an all-in-one file or a "
-                "diffusers folder"
+                "diffusers folder",
             )
+        if (problem := weights_problem(path)) is not None:
+            raise RenderInputError(f"{checkpoint.name} finds no whole {part} file: {problem}")
         found[component] = (part, path)
     return found
 
@@ -328,33 +332,48 @@ def _width(config: Path, part: str) -> int:
 
 
 def _find_part(part: str, config: Path, folders: list[Path]) -> Path | None:
+    """The first whole file (``weights_problem``) in ``folders`` whose header holds ``part``
+    at ``config``'s width; else the first one not whole (still being copied) whose header
+    fits or does not read (a GGUF reader maps every tensor: a cut file's does not read), so
+    that its loading is refused saying so (one whose header reads but holds no such part is
+    some other file: a half CLIP-L is not blamed for a missing T5); else None."""
     width = _width(config, part)
     # T5 may also be a GGUF file (city96's t5-v1_1-xxl-encoder-Q8_0.gguf).
     patterns = ("*.safetensors", f"*{GGUF_SUFFIX}") if part == "T5" else ("*.safetensors",)
+    not_whole = None
     for folder in folders:
         for pattern in patterns if folder.is_dir() else ():
             for path in sorted(folder.glob(pattern)):
-                if _file_width(part, path) == width:
-                    return path
-    return None
+                if weights_problem(path) is None:
+                    if _fits(part, path, width):
+                        return path
+                elif not_whole is None and _fits(part, path, width) is not False:
+                    not_whole = path
+    return not_whole
+
+
+def _fits(part: str, path: Path, width: int) -> bool | None:
+    """Whether ``path``'s header holds ``part`` at ``width``; None when it does not read."""
+    try:
+        return _file_width(part, path) == width
+    except (OSError, ValueError):
+        return None
 
 
 def _file_width(part: str, path: Path) -> int | None:
-    """The width of the ``part`` that ``path`` holds, from its header (None: it holds none);
-    a GGUF T5 in llama.cpp's names, as its T5 encoder files are written."""
+    """The width of the ``part`` that ``path`` holds, from its header (None: it holds none;
+    ``OSError`` or ``ValueError``: the header does not read); a GGUF T5 in llama.cpp's
+    names, as its T5 encoder files are written."""
     from inference.gguf_header import gguf_tensors
-    from inference.metadata import safetensors_header
+    from inference.metadata import safetensors_header, second_side
 
-    try:
-        if path.suffix == GGUF_SUFFIX:
-            shapes = {tensor.name: tensor.shape for tensor in gguf_tensors(path)}
-            if _GGUF_T5_BLOCK not in shapes or _GGUF_T5_EMBEDDING not in shapes:
-                return None
-            return shapes[_GGUF_T5_EMBEDDING][1]
-        tensor = safetensors_header(path).get(_SEPARATE_MARKERS[part])
-    except (OSError, ValueError):
-        return None
-    return int(tensor["shape"][1]) if isinstance(tensor, dict) else None
+    if path.suffix == GGUF_SUFFIX:
+        shapes = {tensor.name: tensor.shape for tensor in gguf_tensors(path)}
+        embedding = shapes.get(_GGUF_T5_EMBEDDING, ())
+        if _GGUF_T5_BLOCK not in shapes or len(embedding) < 2:
+            return None
+        return embedding[1]
+    return second_side(safetensors_header(path).get(_SEPARATE_MARKERS[part]))
 
 
 def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch.dtype) -> Any:
@@ -429,8 +448,9 @@ def load_t5_tokenizer(models_dir: Path, for_file: str) -> Any:
 
     folder = models_dir / T5_TOKENIZER_FOLDER
     if not (folder / "tokenizer.json").is_file():
-        raise RenderInputError(
+        raise not_installed(
+            f"the T5 tokenizer {for_file} needs",
             f"{for_file} needs T5's tokenizer, which Easel cannot download: put its "
-            f"tokenizer.json (from any Flux or SD3 diffusers repository) in {folder}/"
+            f"tokenizer.json (from any Flux or SD3 diffusers repository) in {folder}/",
         )
     return T5Tokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +60,12 @@ def _gguf_tensors(path: Path, mtime_ns: int, size: int) -> tuple[TensorInfo, ...
     )
 
 
-def gguf_problem(path: Path) -> str | None:
+def gguf_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
     """Why the ``.gguf`` file at ``path`` would not load: its header does not read, or a
     tensor's data runs past the file's end (still being copied, cut short); None when it is
-    whole. Read once per file version, memory-mapped (the weights are not read)."""
-    return problem_of(_GGUF_PROBLEMS, path)
+    whole. Read once per file version, memory-mapped (the weights are not read); ``stat``: the
+    file as the caller found it (None: statted here)."""
+    return problem_of(_GGUF_PROBLEMS, path, stat)
 
 
 def _read_gguf_problem(path: Path, size: int) -> str | None:

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from inference.metadata import FLOW_LABELS, checkpoint_family, safetensors_header
-from inference.registry import ModelEntry, ModelRegistry
+from inference.metadata import (
+    FLOW_LABELS,
+    checkpoint_family,
+    safetensors_header,
+    second_side,
+)
+from inference.not_installed import not_installed
+from inference.registry import ModelEntry, ModelRegistry, folder_weights
 from inference.types import RenderInputError, RenderRequest
 
 OPTION_KEY = "ipadapter"
@@ -104,13 +110,19 @@ def with_image_prompt(request: RenderRequest, prompt: ImagePrompt) -> RenderRequ
     return guided
 
 
-def adapter_files(models_dir: Path) -> dict[str, Path]:
+def adapter_files(registry: ModelRegistry) -> dict[str, Path]:
     """Installed IP-Adapters by name: the ``.safetensors`` files of ``models_dir/ipadapter/``
-    (pickled ``.bin`` files are not listed: they could run code when loaded)."""
-    folder = models_dir / IPADAPTER_FOLDER
-    if not folder.is_dir():
-        return {}
-    return {path.stem: path for path in sorted(folder.glob("*.safetensors")) if path.is_file()}
+    (pickled ``.bin`` files are not listed: they could run code when loaded). One whose file
+    or image encoder's weights would not load (still being copied, cut short) is left out
+    until they are whole (``ModelRegistry.whole_addons``, as for LoRAs)."""
+    folder = registry.models_dir / IPADAPTER_FOLDER
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    candidates = [
+        (path.stem, path, [path, *folder_weights(image_encoder_folder(path))])
+        for path in files
+        if path.is_file()
+    ]
+    return dict(registry.whole_addons("IP-Adapter", candidates))
 
 
 def image_encoder_folder(adapter: Path) -> Path:
@@ -120,30 +132,37 @@ def image_encoder_folder(adapter: Path) -> Path:
     return own if own.is_dir() else adapter.parent / IMAGE_ENCODER_FOLDER
 
 
-def missing_adapter_message(models_dir: Path) -> str:
+def adapter_install_hint(models_dir: Path) -> str:
+    """Where the operator puts an IP-Adapter (a path of theirs: the log and ``easel doctor``)."""
     folder = models_dir / IPADAPTER_FOLDER
     return (
-        f"no IP-Adapter is installed: put an IP-Adapter .safetensors file in {folder}/ and "
-        f"its CLIP image encoder (a transformers folder) in {folder / IMAGE_ENCODER_FOLDER}/"
+        f"put an IP-Adapter .safetensors file in {folder}/ and its CLIP image encoder "
+        f"(a transformers folder) in {folder / IMAGE_ENCODER_FOLDER}/"
     )
 
 
-def check_image_prompt_models(prompt: ImagePrompt | None, models_dir: Path) -> None:
-    """Refuse an image prompt whose adapter or image encoder is not installed."""
+def no_adapter(models_dir: Path) -> RenderInputError:
+    return not_installed("IP-Adapter", adapter_install_hint(models_dir))
+
+
+def check_image_prompt_models(prompt: ImagePrompt | None, registry: ModelRegistry) -> None:
+    """Refuse an image prompt whose adapter or image encoder is not installed, or not whole
+    yet."""
     if prompt is None:
         return
-    installed = adapter_files(models_dir)
+    installed = adapter_files(registry)
     if not installed:
-        raise RenderInputError(missing_adapter_message(models_dir))
+        raise no_adapter(registry.models_dir)
     if prompt.model is not None and prompt.model not in installed:
         raise RenderInputError(
             f"unknown IP-Adapter {prompt.model!r}; available: {', '.join(sorted(installed))}"
         )
     for path in [installed[prompt.model]] if prompt.model else installed.values():
         if not (image_encoder_folder(path) / "config.json").is_file():
-            raise RenderInputError(
-                f"the IP-Adapter {path.stem} has no image encoder: put its CLIP vision model "
-                f"(config.json and weights) in {image_encoder_folder(path)}/"
+            raise not_installed(
+                f"the IP-Adapter {path.stem}'s image encoder",
+                f"put its CLIP vision model (config.json and weights) in "
+                f"{image_encoder_folder(path)}/",
             )
 
 
@@ -191,7 +210,7 @@ def _adapter_text_width(path: Path, mtime_ns: int, size: int) -> int | None:
         tensor = safetensors_header(path).get(_ADAPTER_KEY)
     except (OSError, ValueError):
         return None
-    return int(tensor["shape"][1]) if isinstance(tensor, dict) else None
+    return second_side(tensor)
 
 
 def checkpoint_text_width(entry: ModelEntry) -> int | None:
@@ -206,7 +225,7 @@ def checkpoint_text_width(entry: ModelEntry) -> int | None:
         if entry.format == "safetensors":
             stat = entry.path.stat()
             return _file_text_width(entry.path, stat.st_mtime_ns, stat.st_size)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: a config nested too deep
         pass
     return None
 
@@ -215,17 +234,17 @@ def checkpoint_text_width(entry: ModelEntry) -> int | None:
 def _file_text_width(path: Path, mtime_ns: int, size: int) -> int | None:
     for name, tensor in safetensors_header(path).items():
         if name.startswith(_UNET_PREFIX) and name.endswith(_UNET_CROSS_ATTENTION_KEY):
-            return int(tensor["shape"][1])
+            return second_side(tensor)
     return None
 
 
-def choose_adapter(prompt: ImagePrompt, models_dir: Path, width: int) -> tuple[str, Path]:
+def choose_adapter(prompt: ImagePrompt, registry: ModelRegistry, width: int) -> tuple[str, Path]:
     """The adapter that renders ``prompt`` on a UNet attending to ``width``-wide text: the
     one asked for, else the first installed one of that family; one sentence when none can
     (headers only)."""
-    installed = adapter_files(models_dir)
+    installed = adapter_files(registry)
     if not installed:
-        raise RenderInputError(missing_adapter_message(models_dir))
+        raise no_adapter(registry.models_dir)
     if prompt.model is None:
         fitting = sorted(
             name for name, path in installed.items() if adapter_text_width(path) == width
@@ -263,7 +282,7 @@ def check_image_prompt_fits(
     left to the request's own checks. File headers only, cached: call it off the event loop."""
     if prompt is None:
         return
-    check_image_prompt_models(prompt, registry.models_dir)
+    check_image_prompt_models(prompt, registry)
     try:
         entry = registry.resolve(model, default)
     except RenderInputError:
@@ -275,4 +294,4 @@ def check_image_prompt_fits(
         )
     width = checkpoint_text_width(entry)
     if width is not None:
-        choose_adapter(prompt, registry.models_dir, width)
+        choose_adapter(prompt, registry, width)

@@ -179,7 +179,7 @@ class ImagePromptCache:
             return None
         unet = pipeline.unet
         width = int(unet.config.cross_attention_dim)
-        name, path = choose_adapter(prompt, registry.models_dir, width)
+        name, path = choose_adapter(prompt, registry, width)
         style = style_layers(unet)
         mode = prompt.mode
         if mode == "style" and style is None:

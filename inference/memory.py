@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,8 +115,8 @@ def safetensors_tensors(path: Path) -> list[TensorInfo]:
     return [
         TensorInfo(
             name,
-            tuple(int(side) for side in info["shape"]),
-            int(info["data_offsets"][1]) - int(info["data_offsets"][0]),
+            tuple(info["shape"]),  # whole numbers, as the header's reader checked
+            info["data_offsets"][1] - info["data_offsets"][0],
         )
         for name, info in header.items()
         if name != "__metadata__"
@@ -268,9 +269,12 @@ def _file_side(checkpoint: Path, names: set[str]) -> int:
 def _folder_side(folder: Path, *, transformer: bool) -> int:
     """A diffusers folder's native side: its transformer model's VAE's sample size, else its
     UNet's sample size in pixels."""
-    config = json.loads((folder / ("vae" if transformer else "unet") / "config.json").read_text())
-    side = int(config.get("sample_size", DEFAULT_NATIVE_SIDE // VAE_SCALE))
-    return side if transformer else side * VAE_SCALE
+    if transformer:  # the VAE's size is in pixels
+        return _file_sample_size(folder / "vae" / "config.json", DEFAULT_NATIVE_SIDE)
+    return (
+        _file_sample_size(folder / "unet" / "config.json", DEFAULT_NATIVE_SIDE // VAE_SCALE)
+        * VAE_SCALE
+    )
 
 
 def _single_file_side(checkpoint: Path, names: set[str]) -> int:
@@ -280,7 +284,27 @@ def _single_file_side(checkpoint: Path, names: set[str]) -> int:
     if not config.is_file():
         family = family_from_tensors(dict.fromkeys(names)) or "sd15"
         config = Path(__file__).parent / "configs" / family / "unet" / "config.json"
-    return int(json.loads(config.read_text())["sample_size"]) * VAE_SCALE
+    return _file_sample_size(config) * VAE_SCALE
+
+
+def _file_sample_size(config_file: Path, default: int | None = None) -> int:
+    """The ``sample_size`` a UNet's or VAE's ``config.json`` gives (``sample_size``)."""
+    return sample_size(json.loads(config_file.read_text()), str(config_file), default)
+
+
+def sample_size(config: object, source: str, default: int | None = None) -> int:
+    """The ``sample_size`` a UNet's or VAE's config gives (``default`` when it gives none; of
+    a list, as diffusers also takes, its first value); ``ValueError`` naming ``source`` when
+    that is not a positive whole number. One rule for pricing (the file) and the engine (the
+    loaded pipeline's config)."""
+    size = config.get("sample_size", default) if isinstance(config, Mapping) else None
+    if isinstance(size, list):
+        size = size[0] if size else None
+    if type(size) is not int or size <= 0:
+        raise ValueError(
+            f"{source} gives sample_size {reprlib.repr(size)}, not a positive whole number"
+        )
+    return size
 
 
 def _sidecar_unet_config(checkpoint: Path) -> Path:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import os
+import reprlib
 import struct
 import zipfile
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeGuard
 
 from inference.file_versions import PerFileVersion, problem_of, unreadable
 from inference.flow_detect import (
@@ -92,11 +95,11 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     return _sized_header(path)[1]
 
 
-def safetensors_problem(path: Path) -> str | None:
+def safetensors_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
     """Why the ``.safetensors`` file at ``path`` would not load: its header does not read, or
     the file is shorter than its header says (still being copied); None when it is whole.
-    Read once per file version."""
-    return problem_of(_SAFETENSORS_PROBLEMS, path)
+    Read once per file version (``stat``: the file as the caller found it; None: statted)."""
+    return problem_of(_SAFETENSORS_PROBLEMS, path, stat)
 
 
 def _read_safetensors_problem(path: Path, size: int) -> str | None:
@@ -106,14 +109,9 @@ def _read_safetensors_problem(path: Path, size: int) -> str | None:
         return unreadable(path, error)
     except ValueError as error:
         return str(error)
-    try:
-        ends = (
-            int(info["data_offsets"][1]) for name, info in header.items() if name != "__metadata__"
-        )
-        data_bytes = max(ends, default=0)
-    except (ValueError, LookupError, TypeError):
-        return f"{path.name}'s header names a tensor without valid data_offsets"
-    expected = 8 + header_bytes + data_bytes
+    # Each tensor's offsets are whole numbers (``_sized_header``).
+    ends = (info["data_offsets"][1] for name, info in header.items() if name != "__metadata__")
+    expected = 8 + header_bytes + max(ends, default=0)
     if size < expected:
         return f"{path.name} is incomplete ({size} of {expected} bytes): still copying?"
     if size > expected:  # safetensors refuses a file whose data does not end where it says
@@ -124,14 +122,15 @@ def _read_safetensors_problem(path: Path, size: int) -> str | None:
     return None
 
 
-def pickle_problem(path: Path) -> str | None:
+def pickle_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
     """Why the pickle weights file (``.ckpt``, ``.pt``, ``.pth``) at ``path`` would not load,
     where that shows cheaply: it is empty (or a few bytes), or it is a zip archive (as torch
     saves them) with no directory, which is at its very end, so a file still being copied or
     cut short has none (read once per file version: its directory only, never its weights).
     Anything else (torch's older format, which says nothing of its length; a directory naming
-    a zip version Python does not know) is taken as whole: its loading says what is wrong."""
-    return problem_of(_PICKLE_PROBLEMS, path)
+    a zip version Python does not know) is taken as whole: its loading says what is wrong.
+    ``stat`` as for ``safetensors_problem``."""
+    return problem_of(_PICKLE_PROBLEMS, path, stat)
 
 
 def _read_pickle_problem(path: Path, size: int) -> str | None:
@@ -171,12 +170,53 @@ def _sized_header(path: Path) -> tuple[int, dict[str, Any]]:
     if len(raw) != length:
         raise ValueError(f"{path.name} ends inside its header")
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, parse_float=_finite_number, parse_constant=_not_a_number)
     except ValueError as error:
         raise ValueError(f"{path.name}'s header is not JSON: {error}") from error
+    except RecursionError:  # the decoder recurses once per level, up to Python's limit
+        raise ValueError(f"{path.name}'s header nests too deep to read") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path.name}'s header is not a JSON object")
+    for name, tensor in header.items():
+        if name != "__metadata__":
+            _check_tensor(path, name, tensor)
     return length, header
+
+
+def _finite_number(text: str) -> float:
+    """A JSON number with a fraction or exponent; one past a float's range is refused (Python
+    reads ``1e999`` as infinity, which no size holds; safetensors refuses it)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {reprlib.repr(text)} is out of range")
+    return number
+
+
+def _not_a_number(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_tensor(path: Path, name: str, tensor: object) -> None:
+    """``ValueError`` naming the problem unless the header's entry for tensor ``name`` gives
+    its shape and its two data offsets in whole numbers, as safetensors requires (the readers
+    take them as sizes)."""
+    shape = tensor.get("shape") if isinstance(tensor, dict) else None
+    offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+    if not _whole_numbers(shape):
+        raise ValueError(
+            f"{path.name}'s header gives tensor {reprlib.repr(name)} a shape that is not a "
+            f"list of whole numbers: {reprlib.repr(shape)}"
+        )
+    if not (_whole_numbers(offsets) and len(offsets) == 2):
+        raise ValueError(
+            f"{path.name}'s header gives tensor {reprlib.repr(name)} data_offsets that are "
+            f"not two whole numbers: {reprlib.repr(offsets)}"
+        )
+
+
+def _whole_numbers(value: object) -> TypeGuard[list[int]]:
+    """Whether ``value`` is a list of whole numbers, none negative (JSON's true is none)."""
+    return isinstance(value, list) and all(type(item) is int and item >= 0 for item in value)
 
 
 def network_info(path: Path) -> NetworkInfo:
@@ -220,8 +260,10 @@ def checkpoint_family(entry: ModelEntry) -> str:
         if entry.format == "gguf":
             family = _flow_family_or_sd3(gguf_tensor_names(entry.path))
             return UNKNOWN if family is None else FAMILY_NAMES[family]
-    except (OSError, ValueError) as error:
-        log.info("cannot read %s for its family: %s", entry.path, error)
+    except Exception as error:
+        # It only labels a list (and which models take embeddings, at every admission): a
+        # file or config no reader foresaw is "unknown", never every listing failing.
+        log.info("cannot read %s for its family: %r", entry.path, error)
     return UNKNOWN
 
 
@@ -248,11 +290,18 @@ def family_from_tensors(header: dict[str, Any]) -> str | None:
     family = next((family for family, marker in FAMILY_MARKERS if marker in header), None)
     if family is None:
         return _flow_family_or_sd3(header)
-    conv = header.get(UNET_INPUT_CONV)
-    in_channels = conv["shape"][1] if isinstance(conv, dict) else None
+    in_channels = second_side(header.get(UNET_INPUT_CONV))
     if family == "sd15" and in_channels == 9:
         return "sd15-inpainting"
     return family
+
+
+def second_side(tensor: object) -> int | None:
+    """The second side of a tensor's shape as a checked header gives it (``_check_tensor``:
+    whole numbers, but any count of them), or None: no entry (``tensor`` None), or a shape of
+    fewer than two sides, which no reader of a width may take as a fault of its own."""
+    shape: list[int] = tensor["shape"] if isinstance(tensor, dict) else []
+    return shape[1] if len(shape) > 1 else None
 
 
 def _flow_family_or_sd3(names: Collection[str]) -> str | None:
@@ -271,7 +320,7 @@ def trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
         return tuple(word for word in words if word)[:MAX_TRIGGER_WORDS]
     try:
         datasets = json.loads(metadata.get("ss_tag_frequency", "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return ()
     counts: Counter[str] = Counter()
     for tags in datasets.values() if isinstance(datasets, dict) else ():

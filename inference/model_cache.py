@@ -32,13 +32,14 @@ from inference.cuda_graphs import (
 )
 from inference.faces import FaceRestorer, load_face_restorer
 from inference.flow_families import FlowFamily, flow_family
+from inference.memory import sample_size
 from inference.metadata import FAMILY_NAMES, checkpoint_family
 from inference.model_upscale import SpandrelModel, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
 from inference.preview import LatentPreviewer
 from inference.quantization import Quantize, gguf_denoiser, quantize_denoiser, tensor_bytes
 from inference.registry import ModelEntry, ModelRegistry
-from inference.types import RenderInputError
+from inference.types import RenderFailed, RenderInputError
 from inference.upscale import lanczos_upscale
 
 log = logging.getLogger(__name__)
@@ -329,8 +330,16 @@ def load_pipeline(entry: ModelEntry, dtype: torch.dtype) -> Any:
     )
 
 
-def native_size(pipeline: Any) -> int:
-    """The side the model was trained at (512 for SD1.5, 1024 for SDXL, SD3 and Flux)."""
-    if getattr(pipeline, "unet", None) is None:  # SD3 and Flux: their VAE's picture size
-        return int(pipeline.vae.config.sample_size)
-    return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+def native_size(model: LoadedModel) -> int:
+    """The side the model was trained at (512 for SD1.5, 1024 for SDXL, SD3 and Flux), by the
+    rule the pricing reads its config with (``memory.sample_size``); RenderFailed naming the
+    model (not its path) when its config gives no positive whole size."""
+    pipeline = model.pipeline
+    transformer = getattr(pipeline, "unet", None) is None  # SD3 and Flux: their VAE's size
+    component = "VAE" if transformer else "UNet"
+    config = (pipeline.vae if transformer else pipeline.unet).config
+    try:
+        side = sample_size(config, f"{model.entry.name}'s {component} config")
+    except ValueError as error:
+        raise RenderFailed(f"{error}: ask an admin to fix the model") from None
+    return side if transformer else side * int(pipeline.vae_scale_factor)

@@ -24,6 +24,8 @@ from inference.control_units import (
     check_control_models,
 )
 from inference.images import load_input_image
+from inference.not_installed import not_installed
+from inference.registry import ModelRegistry
 from inference.types import RenderInputError
 
 # The web UI's canny thresholds (on the gradient magnitude of 8-bit grey levels).
@@ -49,10 +51,11 @@ def check_preprocessor(unit: ControlUnit, models_dir: Path) -> None:
         )
     folder = annotator_dir(models_dir, unit.module)
     if unit.module in NEEDS_ANNOTATOR_MODEL and not (folder / "config.json").is_file():
-        raise RenderInputError(
-            f"the {unit.module} control needs a local annotator: put a transformers "
-            f"{unit.module}-estimation model folder (config.json, weights, preprocessor config) "
-            f"at {folder}, or send a ready {unit.module} map with control type none"
+        raise not_installed(
+            f"the {unit.module} control's annotator",
+            f"put a transformers {unit.module}-estimation model folder (config.json, weights, "
+            f"preprocessor config) at {folder}",
+            f", or send a ready {unit.module} map with control type none",
         )
 
 
@@ -143,9 +146,9 @@ def control_map(unit: ControlUnit, image: Image.Image, models_dir: Path) -> Imag
     return image.convert("RGB")
 
 
-def check_controls(units: Sequence[ControlUnit], models_dir: Path) -> None:
+def check_controls(units: Sequence[ControlUnit], registry: ModelRegistry) -> None:
     """Refuse, before any model loads, units whose ControlNet or preprocessor is missing."""
-    check_control_models(units, models_dir)
+    check_control_models(units, registry)
     for unit in units:
-        check_preprocessor(unit, models_dir)
+        check_preprocessor(unit, registry.models_dir)
         load_input_image(unit.image, "control image")

@@ -10,15 +10,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from inference.file_hashes import file_sha256, recalled_file_sha256
-from inference.file_versions import forget_files
+from inference.file_versions import forget_files, unreadable
 from inference.gguf_header import gguf_problem
 from inference.metadata import pickle_problem, safetensors_problem
+from inference.not_installed import not_installed
 from inference.types import RenderInputError
 from inference.upscale import LANCZOS
 
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 # the split folders as a transformer-only safetensors is (inference.flow_families).
 ModelFormat = Literal["diffusers", "safetensors", "pickle", "gguf"]
 
-# Searched in this order; on a name clash the first one found wins.
+# Searched in this order; on a name clash the first one found wins, a pickle only after every
+# other checkpoint of its name (``ModelRegistry._found``).
 # ``unet``: where Forge keeps transformer-only files (Flux, SD3.5), read with their parts.
 CHECKPOINT_FOLDERS = (".", "Stable-diffusion", "checkpoints", "unet")
 PICKLE_SUFFIXES = (".ckpt", ".pt")
@@ -149,7 +151,7 @@ def _component_weights(folder: Path) -> list[Path]:
     or its index is unreadable (its load says why)."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # nested past Python's limit: no index
         return []
     if not isinstance(index, dict):
         return []
@@ -161,15 +163,16 @@ def _component_weights(folder: Path) -> list[Path]:
     return sorted(file for name in components for file in folder_weights(folder / name))
 
 
-def weights_problem(path: Path) -> str | None:
+def weights_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
     """Why the weights file at ``path`` would not load (still being copied, cut short, not
     of its kind), from its header, or a pickle's zip directory (cached per file version:
-    one ``stat`` once read); None when it is whole."""
+    one ``stat`` once read, none when the caller gives the file's ``stat``); None when it is
+    whole."""
     if path.suffix == GGUF_SUFFIX:
-        return gguf_problem(path)
+        return gguf_problem(path, stat)
     if path.suffix in (*PICKLE_SUFFIXES, *UPSCALER_PICKLE_SUFFIXES):
-        return pickle_problem(path)
-    return safetensors_problem(path)
+        return pickle_problem(path, stat)
+    return safetensors_problem(path, stat)
 
 
 # A path as a value read from it saw it: (device, inode, mtime_ns, size); None: not there or
@@ -232,6 +235,8 @@ class _Scan:
 
     entries: dict[str, ModelEntry]
     unusable: dict[str, str]
+    # The names a checkpoint left out would take once whole (``ModelRegistry.awaited``).
+    awaited: frozenset[str]
     folders: Stamps
     scanned_at_ns: int
 
@@ -314,6 +319,14 @@ def _told(what: Callable[[], str], file: Path, problem: str | None) -> str | Non
     return problem
 
 
+def _part_problem(at: Path, file: Path, problem: str | None) -> str | None:
+    """``problem`` of ``file``, named from its folder ("unet/...") when it is a part of the
+    add-on or model at ``at`` (a folder's weights, an IP-Adapter's image encoder)."""
+    if problem is not None and file != at:
+        return f"{file.parent.name}/{problem}"
+    return problem
+
+
 def _forget(files: frozenset[Path]) -> None:
     """Forget what was read and told of ``files``, no longer there: a file copied there again
     is checked, and told of, afresh."""
@@ -392,9 +405,7 @@ class ModelRegistry:
         files = _component_weights(entry.path) if entry.format == "diffusers" else [entry.path]
         checked.extend(files)  # all of them listed, past a first bad one too: none forgotten
         for file in files:
-            problem = weights_problem(file)
-            if problem is not None and file != entry.path:  # named from the folder: "unet/..."
-                problem = f"{file.parent.name}/{problem}"
+            problem = _part_problem(entry.path, file, weights_problem(file))
             if _told(lambda: f"model {entry.name}", file, problem) is not None:
                 return problem
         return None
@@ -404,13 +415,15 @@ class ModelRegistry:
         return dict(self._scanned().unusable)
 
     def _found(self) -> list[ModelEntry]:
-        """Every checkpoint in the checkpoint folders, in the order they are searched."""
+        """Every checkpoint in the checkpoint folders, in the order they are searched, pickles
+        after the others: a pickle (``m.ckpt``, sorting before ``m.safetensors``) never hides
+        a file of its name that loads without running code."""
         found: list[ModelEntry] = []
         for folder_name in CHECKPOINT_FOLDERS:
             folder = self.models_dir / folder_name
             if folder.is_dir():
                 found += filter(None, map(_entry_for, sorted(folder.iterdir())))
-        return found
+        return sorted(found, key=lambda entry: entry.format == "pickle")
 
     def scan(self) -> dict[str, ModelEntry]:
         """The checkpoints by name, those whose files would not load left out (``unusable``)."""
@@ -433,10 +446,13 @@ class ModelRegistry:
         folders = Stamps.take(self.models_dir / name for name in CHECKPOINT_FOLDERS).present()
         entries: dict[str, ModelEntry] = {}
         unusable: dict[str, str] = {}
+        awaited: set[str] = set()
         checked: list[Path] = []
         for entry in self._found():
             if (problem := self._problem_of(entry, checked)) is not None:
                 unusable[entry.name] = problem
+                if entry.name not in entries and self._loads(entry):
+                    awaited.add(entry.name)
                 continue
             if entry.name in entries:
                 self._tell_hidden("model", entry.name, entry.path, entries[entry.name].path)
@@ -445,20 +461,35 @@ class ModelRegistry:
         # A name offered from another folder is not one members lack (shadowed or shadowing).
         unusable = {name: why for name, why in unusable.items() if name not in entries}
         self._now_listed("checkpoints", checked)
-        scan = _Scan(entries, unusable, folders, now)
+        scan = _Scan(entries, unusable, frozenset(awaited), folders, now)
         self._kept_scan = scan if folders.settled() else None
         return scan
 
+    def _loads(self, entry: ModelEntry) -> bool:
+        """Whether this registry loads ``entry`` once it is whole (pickles only when allowed)."""
+        return entry.format != "pickle" or self.allow_pickle
+
     def loadable(self) -> dict[str, ModelEntry]:
         """The models this registry will load (pickle checkpoints only when allowed)."""
-        return {
-            name: entry
-            for name, entry in self.scan().items()
-            if entry.format != "pickle" or self.allow_pickle
-        }
+        return {name: entry for name, entry in self.scan().items() if self._loads(entry)}
 
     def names(self) -> list[str]:
         return sorted(self.loadable())
+
+    def awaited(self, name: str | None) -> bool:
+        """Whether a checkpoint left out now (still being copied, cut short) would take
+        ``name`` (None: the first installed by name) once whole: one searched before the
+        file that has the name now, or, for None, one whose name sorts no later than the first
+        installed's. Its copy ending in place (a diffusers folder's, in its part folders)
+        changes no checkpoint folder: what rests on ``resolve(name)`` is looked up again. One
+        searched after the file that has the name (hidden by it) is not: it takes the name
+        only once that file goes (its folder changes) or is written over."""
+        scan = self._scanned()
+        if name is not None:
+            return name in scan.awaited
+        installed = [other for other, entry in scan.entries.items() if self._loads(entry)]
+        first = min(installed, default=None)
+        return any(first is None or other <= first for other in scan.awaited)
 
     def resolve(self, name: str | None, default: str | None = None) -> ModelEntry:
         """The entry for ``name`` (or the default, or the first model found)."""
@@ -472,9 +503,10 @@ class ModelRegistry:
                 "allow pickle checkpoints (EASEL_ALLOW_PICKLE=1: they are then read weights-only)"
             )
         if wanted is None:
-            raise RenderInputError(
+            raise not_installed(
+                "a model",
                 f"no models found in {self.models_dir}: put a .safetensors checkpoint or a "
-                "diffusers folder there (or run `easel tiny-model models/tiny` to try things out)"
+                "diffusers folder there (or run `easel tiny-model models/tiny` to try things out)",
             )
         problem = self.unusable().get(wanted) if wanted not in entries else None
         if problem is not None:
@@ -569,7 +601,7 @@ class ModelRegistry:
                 continue
             seen.add(folder.resolve())
             for path in self._listed(folder, suffixes):
-                if checked and not self._whole(kind, path, now):
+                if checked and not self._whole(kind, path.stem, path, path, now):
                     continue
                 if path.stem in files:
                     self._tell_hidden(kind, path.stem, path, files[path.stem])
@@ -577,26 +609,49 @@ class ModelRegistry:
                 files[path.stem] = path
         return files
 
-    def _whole(self, kind: str, path: Path, now: int) -> bool:
-        """Whether the add-on file at ``path`` would load (``weights_problem``), the operator
-        told once when it would not (it is left out until it is whole). A lookup stats only
-        the files due (admissions and autocomplete list add-ons; a folder may hold thousands
-        of LoRAs): one that is not whole is checked at every lookup, so it is offered as soon
-        as its copy ends; one found whole is trusted for ``SCAN_MAX_AGE_NS`` (as a kept scan
-        is), or for ``LISTING_MAX_AGE_NS`` when it had gone unchanged that long (a copy moves
-        its mtime all along). A file added, removed or renamed is seen at once (its folder's listing
-        changes); a half copy written over one found whole, in place or renamed onto it, may
-        be offered for that trust (its job then fails, refunded)."""
-        trusted = self._whole_at.get(path)
+    def whole_addons(
+        self, kind: str, candidates: Iterable[tuple[str, Path, Sequence[Path]]]
+    ) -> list[tuple[str, Path]]:
+        """The add-ons among ``candidates`` (name, file or folder, and the weight files it
+        loads: those another module lists, ControlNets and IP-Adapters) whose weight files
+        all would load (``_whole``), in their order: one still being copied is left out until
+        it is whole, as a LoRA is. What was kept of weight files no longer among them is
+        forgotten."""
+        now = self._clock()
+        found = list(candidates)
+        self._now_listed(kind, [file for _, _, files in found for file in files])
+        return [
+            (name, at)
+            for name, at, files in found
+            if all(self._whole(kind, name, at, file, now) for file in files)
+        ]
+
+    def _whole(self, kind: str, name: str, at: Path, file: Path, now: int) -> bool:
+        """Whether the weights ``file`` of add-on ``name`` (the file or folder ``at``) would
+        load (``weights_problem``), the operator told once when it would not (it is left out
+        until it is whole). A lookup stats only the files due (admissions and autocomplete
+        list add-ons; a folder may hold thousands of LoRAs), once each: one that is not whole
+        is checked at every lookup, so it is offered as soon as its copy ends; one found whole
+        is trusted for ``SCAN_MAX_AGE_NS`` (as a kept scan is), or for ``LISTING_MAX_AGE_NS``
+        when it had gone unchanged that long (a copy moves its mtime all along). A file added,
+        removed or renamed is seen at once (its folder's listing changes); a half copy written
+        over one found whole, in place or renamed onto it, may be offered for that trust (its
+        job then fails, refunded)."""
+        trusted = self._whole_at.get(file)
         if trusted is not None and 0 <= now - trusted[0] < trusted[1]:
             return True
-        stamp = path_stamp(path)  # before its header is read: a change meanwhile is recent
-        problem = weights_problem(path)
-        if _told(lambda: f"{kind} {path.stem} at {path}", path, problem) is not None:
-            self._whole_at.pop(path, None)
+        try:
+            stat = file.stat()  # before its header is read: a change meanwhile is recent
+        except OSError as error:
+            problem: str | None = unreadable(file, error)
+        else:
+            problem = weights_problem(file, stat)
+        problem = _part_problem(at, file, problem)
+        if _told(lambda: f"{kind} {name} at {at}", file, problem) is not None:
+            self._whole_at.pop(file, None)
             return False
-        settled = stamp is not None and stamp[2] < time.time_ns() - LISTING_MAX_AGE_NS
-        self._whole_at[path] = (now, LISTING_MAX_AGE_NS if settled else SCAN_MAX_AGE_NS)
+        settled = stat.st_mtime_ns < time.time_ns() - LISTING_MAX_AGE_NS
+        self._whole_at[file] = (now, LISTING_MAX_AGE_NS if settled else SCAN_MAX_AGE_NS)
         return True
 
     def short_hash(self, entry: ModelEntry) -> str:

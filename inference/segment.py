@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from inference.images import load_input_image
+from inference.not_installed import not_installed
 from inference.types import RenderInputError
 
 # torch and transformers are imported where they are used: the bot imports this module at
@@ -35,7 +36,8 @@ def clipseg_dir(models_dir: Path) -> Path:
 
 
 def missing_model_sentence(models_dir: Path) -> str | None:
-    """None when a CLIPSeg model is installed, else the sentence saying where to put one."""
+    """None when a CLIPSeg model is installed, else the sentence saying where to put one (a
+    path of the operator's: the log and ``easel doctor``, never a member's message)."""
     if (clipseg_dir(models_dir) / "config.json").is_file():
         return None
     return (
@@ -71,7 +73,7 @@ def segment(models_dir: Path, picture: Path, words: str) -> Image.Image:
 
     missing = missing_model_sentence(models_dir)
     if missing is not None:
-        raise RenderInputError(missing)
+        raise not_installed("the CLIPSeg model that finds a region from words", missing)
     image = load_input_image(picture, "picture").convert("RGB")
     with torch.inference_mode():
         processor, model = load_segmenter(clipseg_dir(models_dir))

@@ -128,6 +128,27 @@ def _faces_check(registry: ModelRegistry) -> Check:
     return Check("faces", True, f"detector: {found}; restorers: {restorers}")
 
 
+def _addons_check(registry: ModelRegistry) -> Check:
+    """The ControlNets, IP-Adapters and CLIPSeg model installed, and where each missing one
+    goes (a member is told only that it is not installed; none is fine: only the commands
+    that use one need it)."""
+    from inference.control_units import controlnet_files, controlnet_install_hint
+    from inference.image_prompts import adapter_files, adapter_install_hint
+    from inference.segment import missing_model_sentence
+
+    models_dir = registry.models_dir
+    controlnets = ", ".join(sorted(controlnet_files(registry), key=str.casefold))
+    adapters = ", ".join(sorted(adapter_files(registry), key=str.casefold))
+    clipseg = missing_model_sentence(models_dir)
+    return Check(
+        "add-ons",
+        True,
+        f"ControlNet: {controlnets or f'none ({controlnet_install_hint(models_dir)})'}; "
+        f"IP-Adapter: {adapters or f'none ({adapter_install_hint(models_dir)})'}; "
+        f"CLIPSeg: {'installed' if clipseg is None else f'none ({clipseg})'}",
+    )
+
+
 def _bytes(count: int) -> str:
     """``count`` bytes as people read them: ``1.6 GiB``."""
     value = float(count)
@@ -168,6 +189,7 @@ def _memory_checks(
     from inference.checkpoints import split_part_files
     from inference.devices import default_dtype, free_device_bytes
     from inference.memory import gguf_quantization, model_memory
+    from inference.not_installed import for_operator
     from inference.types import RenderInputError
 
     dtype = default_dtype(devices[0])
@@ -179,9 +201,9 @@ def _memory_checks(
             memory = model_memory(entry, dtype.itemsize, settings.quantize != "off", parts)
             gguf = gguf_quantization(entry)
         except RenderInputError as error:
-            yield Check(f"memory {name}", False, str(error))
+            yield Check(f"memory {name}", False, for_operator(error))
             continue
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, RecursionError) as error:  # a hostile config
             yield Check(f"memory {name}", False, f"cannot read {entry.path.name}: {error}")
             continue
         detail = _memory_detail(memory, str(dtype).removeprefix("torch."), settings.quantize)
@@ -246,6 +268,7 @@ def diagnose(settings: Settings) -> Iterator[Check]:
     yield from _memory_checks(settings, registry, devices)
     yield _upscalers_check(registry, settings.default_upscaler, settings.hires_upscaler)
     yield _faces_check(registry)
+    yield _addons_check(registry)
     yield _database_check(settings)
 
     if settings.queue_url:

@@ -468,7 +468,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     request = render_request(args, base, _model_defaults(settings))
     registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
     try:
-        check_controls(control_units(request.options), settings.models_dir)
+        check_controls(control_units(request.options), registry)
         # As the bot checks before queueing: an adapter of the model's family, from headers.
         check_image_prompt_fits(
             image_prompt(request.options), registry, request.model, settings.default_model

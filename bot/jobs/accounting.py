@@ -7,7 +7,9 @@ The check before an interaction is acknowledged (``refusal_for``) reads the memb
 and spending from memory: every write of the ledger or the limits goes through this module,
 which updates what is kept in the same call, so no caller can forget to (a test checks that
 nothing else calls a writing function of ``db.quotas``). That check is advisory: ``admit``
-checks again in SQLite, in the transaction that reserves, and stays the authority.
+checks again in SQLite, in the transaction that reserves, and stays the authority. What it
+knows without reading at all (who spent nothing in the current periods, which guilds set no
+limit) is read once after the bot's start, in the background (``read_ahead``).
 
 A ``--relax`` job is free, so it is taken only while the member's unfinished jobs and their
 pictures stay under ``bot.policy.quota``'s relax caps (read in SQLite, in that transaction
@@ -29,7 +31,7 @@ from typing import TypeAlias
 import aiosqlite
 
 from bot.images import picture_size
-from bot.memo import MEMBERS_KEPT, Memo
+from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, Memo
 from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import (
     Cost,
@@ -63,6 +65,33 @@ UNKNOWN_MODEL_SIDE = 512
 
 # An input picture's width and height, in pixels.
 InputSize: TypeAlias = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class RenderSize:
+    """What the size a job renders at is reckoned from where its request names none: its
+    model's ``native_side`` (1024 for SDXL), and the ``input_size`` of the picture it edits,
+    as read where that was decoded (None: it edits none, or its picture could not be read).
+    Made once, where the job is: its estimate then reads no file (``estimated_cost``)."""
+
+    native_side: int = UNKNOWN_MODEL_SIDE
+    input_size: InputSize | None = None
+
+    def pixels(self, request: RenderRequest) -> int:
+        """The pixels the engine renders ``request`` at: a side it leaves out is the input
+        picture's where it edits one (an edit's, /vary's: ``inference.sizes.default_size``, as
+        the engine sizes it), else its model's native side shaped to its aspect at about that
+        many pixels. An edit whose picture's size is not known (gone, unreadable) counts the
+        native size."""
+        if request.width is not None and request.height is not None:
+            return request.width * request.height
+        init_size = self.input_size if edits_a_picture(request) else None
+        width, height = default_size(self.native_side, request.options.get("aspect"), init_size)
+        return (request.width or width) * (request.height or height)
+
+
+# A job whose model is not known here and whose picture's size is not at hand.
+UNKNOWN_RENDER_SIZE = RenderSize()
 
 # Why a job is not taken: its member's limits, the relax caps or the queue bound.
 Refused: TypeAlias = Refusal | RelaxRefusal | QueueBoundRefusal
@@ -99,15 +128,11 @@ class Member:
             raise ValueError("a direct message has no admins: is_admin needs a guild_id")
 
 
-def estimated_cost(
-    request: RenderRequest,
-    native_side: int = UNKNOWN_MODEL_SIDE,
-    input_size: InputSize | None = None,
-) -> Cost:
+def estimated_cost(request: RenderRequest, render_size: RenderSize = UNKNOWN_RENDER_SIZE) -> Cost:
     """The GPU time reserved for ``request`` before it runs, at the size the engine renders it
-    (``_rendered_pixels``). Reads no file: ``input_size`` is the size of the picture it
+    (``RenderSize.pixels``). Reads no file: ``render_size`` holds the size of the picture it
     edits, as read where that was decoded (else by ``input_picture_size``, off the loop)."""
-    pixels = _rendered_pixels(request, native_side, input_size)
+    pixels = render_size.pixels(request)
     seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
     seconds *= 1 + CONTROLNET_STEP_SHARE * len(request.options.get(CONTROLNET_OPTION) or [])
     if request.mode == "faces":  # a stored picture's faces only: no render of its own
@@ -116,19 +141,6 @@ def estimated_cost(
     face_steps = FaceOptions.from_options(request.options).fix_steps(request.steps)
     seconds += ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count
     return Cost(images=request.count, gpu_seconds=round(seconds, 3))
-
-
-def _rendered_pixels(request: RenderRequest, native_side: int, input_size: InputSize | None) -> int:
-    """The pixels the engine renders ``request`` at: a side it leaves out is the input
-    picture's (``input_size``) where it edits one (an edit's, /vary's:
-    ``inference.sizes.default_size``, as the engine sizes it), else its model's ``native_side``
-    (1024 for SDXL) shaped to its aspect at about that many pixels. An edit whose picture's
-    size is not known (gone, unreadable) counts the native size."""
-    if request.width is not None and request.height is not None:
-        return request.width * request.height
-    init_size = input_size if edits_a_picture(request) else None
-    width, height = default_size(native_side, request.options.get("aspect"), init_size)
-    return (request.width or width) * (request.height or height)
 
 
 def edits_a_picture(request: RenderRequest) -> bool:
@@ -150,16 +162,12 @@ def input_picture_size(request: RenderRequest) -> InputSize | None:
         return None
 
 
-def quota_cost(
-    request: RenderRequest,
-    native_side: int = UNKNOWN_MODEL_SIDE,
-    input_size: InputSize | None = None,
-) -> Cost:
+def quota_cost(request: RenderRequest, render_size: RenderSize = UNKNOWN_RENDER_SIZE) -> Cost:
     """What the job counts against the member's limits: a relax job (``--relax``, the
     queue's lowest class) counts nothing; any other its estimate (``estimated_cost``)."""
     if request.options.get("relax"):
         return Cost(images=0, gpu_seconds=0.0)
-    return estimated_cost(request, native_side, input_size)
+    return estimated_cost(request, render_size)
 
 
 async def limits_for(
@@ -170,6 +178,10 @@ async def limits_for(
     if member.guild_id is None:
         return dm_limits
     found = await ledger.overrides_for(conn, member.guild_id, member.user_id, member.role_ids)
+    return _resolved(member, found)
+
+
+def _resolved(member: Member, found: ledger.LimitOverrides) -> QuotaLimits:
     return resolve_limits(
         is_admin=member.is_admin,
         user_override=QuotaLimits.from_mapping(found.user) if found.user else None,
@@ -184,14 +196,13 @@ async def refusal_for(
     request: RenderRequest,
     now: float,
     dm_limits: QuotaLimits,
-    native_side: int = UNKNOWN_MODEL_SIDE,
-    input_size: InputSize | None = None,
+    render_size: RenderSize = UNKNOWN_RENDER_SIZE,
 ) -> Refusal | None:
     """Why this request does not fit the member's limits now, or None; reads only, and
     from memory when it can (see the module's docstring). The relax caps and the queue
     bound are the queue's to check (``unfinished_refusal``: it counts the member's
-    unfinished jobs in memory). ``native_side``: its model's; ``input_size``: the picture it
-    edits (``estimated_cost``).
+    unfinished jobs in memory). ``render_size``: what its size is reckoned from
+    (``estimated_cost``).
 
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
@@ -199,17 +210,21 @@ async def refusal_for(
     kept = _kept(conn)
     if member.guild_id is None:
         limits = dm_limits
+    elif kept.sets_no_limit(member.guild_id):
+        limits = _resolved(member, ledger.LimitOverrides(user=None, roles=[], guild=None))
     else:
         limits = await kept.limits.get(
             _limits_key(member), lambda: limits_for(conn, member, dm_limits)
         )
     key = (member.user_id, member.guild_id)
     starts = _period_starts(now)
-    spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
+    spent = kept.nothing_spent(key, starts) or await kept.usage.get(
+        key, lambda: _spending(conn, key, starts)
+    )
     if spent.starts != starts:  # a period began since it was read
         kept.usage.drop(key)
         spent = await kept.usage.get(key, lambda: _spending(conn, key, starts))
-    cost = quota_cost(request, native_side, input_size)
+    cost = quota_cost(request, render_size)
     if check(spent.by_period, limits, cost, now) is not None:
         # Read again next time too: what memory held may have been too much.
         kept.usage.drop(key)
@@ -270,17 +285,16 @@ async def admit(
     dm_limits: QuotaLimits,
     *,
     max_queued: int = 0,
-    native_side: int = UNKNOWN_MODEL_SIDE,
-    input_size: InputSize | None = None,
+    render_size: RenderSize = UNKNOWN_RENDER_SIZE,
 ) -> Refused | None:
     """Reserve the job's estimated cost; or, when it does not fit (its limits, for a relax
     job the relax caps, the member's jobs waiting or running there past ``max_queued``: 0 is
-    no bound), write nothing and say why. ``native_side``: its model's; ``input_size``: the
-    picture it edits (``estimated_cost``).
+    no bound), write nothing and say why. ``render_size``: what its size is reckoned from
+    (``estimated_cost``).
 
     Returns rather than raises so the caller's transaction can commit: a refusal is an
     answer, not a failure (see ``db.database.transaction``)."""
-    cost = quota_cost(request, native_side, input_size)
+    cost = quota_cost(request, render_size)
     refusal: Refused | None = await _refusal_in_ledger(conn, member, cost, now, dm_limits)
     relax = bool(request.options.get("relax"))
     if refusal is None and (relax or max_queued):
@@ -331,7 +345,9 @@ async def set_limits(
 ) -> None:
     """Store a limit override of ``guild_id`` (its default, a role's or a member's)."""
     await ledger.set_limits(conn, scope, guild_id, subject_id, limits.as_mapping(), now)
-    _kept(conn).limits.drop_where(lambda key: key[0] == guild_id)
+    kept = _kept(conn)
+    kept.limited_guilds.add(guild_id)
+    kept.limits.drop_where(lambda key: key[0] == guild_id)
 
 
 async def erase_member(
@@ -409,9 +425,17 @@ class _KeptQuotas:
         self.usage: Memo[UsageKey, _Spending] = Memo(MEMBERS_KEPT)
         # Reserved by this process and not settled yet: what a commit or refund replaces.
         self._open: dict[str, _Reservation] = {}
+        # Every member with a reservation since ``complete_since`` (``read_ahead``, then
+        # each reservation): one not among them spent nothing since, known without a read.
+        # None: too many to keep (``MEMBERS_READ_AHEAD``), every first check reads.
+        self.spenders: set[UsageKey] | None = set()
+        self.complete_since: float | None = None  # None: not known yet
+        # Every guild that ever stored a limit override, once ``complete_since`` is known.
+        self.limited_guilds: set[int] = set()
 
     def reserved(self, job_id: str, reservation: _Reservation) -> None:
         self._open[job_id] = reservation
+        self.add_spenders({reservation.member})
         self.usage.update(
             reservation.member, lambda spent: spent.plus(reservation.cost, reservation.at)
         )
@@ -428,6 +452,32 @@ class _KeptQuotas:
         )
         self.usage.update(reservation.member, lambda spent: spent.plus(change, reservation.at))
 
+    def nothing_spent(self, member: UsageKey, starts: tuple[float, ...]) -> _Spending | None:
+        """``member``'s spending in the periods of ``starts`` when it is known to be none and
+        nothing of theirs is kept (kept now: a reservation counts there), else None."""
+        if (
+            self.complete_since is None
+            or self.spenders is None
+            or min(starts) < self.complete_since
+            or member in self.spenders
+            or self.usage.kept(member) is not None
+        ):
+            return None
+        nothing = _Spending(starts, {period: ledger.Usage(0, 0.0) for period in Period})
+        self.usage.put(member, nothing)
+        return nothing
+
+    def add_spenders(self, members: set[UsageKey]) -> None:
+        if self.spenders is not None:
+            self.spenders |= members
+            if len(self.spenders) > MEMBERS_READ_AHEAD:
+                self.spenders = None
+
+    def sets_no_limit(self, guild_id: int) -> bool:
+        """Whether ``guild_id`` is known to store no limit override: its members' limits are
+        the defaults, known without a read."""
+        return self.complete_since is not None and guild_id not in self.limited_guilds
+
     def given_back(self, job_id: str, member: UsageKey) -> None:
         """The job, settled or not, counts nothing now; what it had cost is not kept here
         once settled, so the member's spending is read again."""
@@ -442,6 +492,22 @@ _KEPT: weakref.WeakKeyDictionary[aiosqlite.Connection, _KeptQuotas] = weakref.We
 
 def _kept(conn: aiosqlite.Connection) -> _KeptQuotas:
     return _KEPT.setdefault(conn, _KeptQuotas())
+
+
+async def read_ahead(conn: aiosqlite.Connection, now: float) -> None:
+    """Read once who has spent anything in the periods of ``now``, and which guilds store any
+    limit override (the bot's start, in the background): the first check of a member who has
+    not spent, in a guild that sets no limit (most, after a restart), then reads neither. A
+    check before this ends reads, as without it."""
+    kept = _kept(conn)
+    since = min(_period_starts(now))
+    spenders = await ledger.spenders_since(conn, since, MEMBERS_READ_AHEAD + 1)
+    limited = await ledger.guilds_with_limits(conn)
+    # United, not replaced: a reservation or an override written during the reads is in
+    # them already.
+    kept.add_spenders(spenders)
+    kept.limited_guilds |= limited
+    kept.complete_since = since
 
 
 def _limits_key(member: Member) -> LimitsKey:

@@ -284,7 +284,7 @@ def installed_addons(registry: ModelRegistry, kind: AddonKind) -> list[str]:
     if kind is AddonKind.UPSCALER:
         files = registry.upscaler_files()
     elif kind is AddonKind.CONTROLNET:
-        files = controlnet_files(registry.models_dir)
+        files = controlnet_files(registry)
     else:
         files = registry.network_files(_NETWORK_KINDS[kind])
     return sorted(files, key=str.casefold)

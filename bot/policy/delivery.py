@@ -10,16 +10,22 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
+from enum import IntEnum
 
 from bot.jobs.queue import FinishedJob
 from bot.policy.addons import allowed_addons_only
-from bot.policy.guild import GuildPolicy
+from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.moderation import (
     NsfwPolicy,
     conditioning_texts,
     kept_in_age_restricted_channels,
+    model_left_out,
+    models_rendered,
 )
+from bot.policy.unavailable import quoted
 from bot.user_errors import Reason, UserError
+from inference.compare import is_comparison
+from inference.infotext import InfotextError, parse_infotext
 
 # Why a result was not posted, as its maker is told (after "was not posted: "); none names a
 # banned word: the maker may not have typed it (a drawn wildcard).
@@ -48,6 +54,15 @@ AGE_RESTRICTED_NOW = (
 # asking again this often, this far apart; then it is withheld, never posted unread.
 BUSY_TRIES = 30
 BUSY_PAUSE_S = 1.0
+
+
+def model_left_out_now(model: str) -> str:
+    """Why a job is withheld whose model (or refiner, or a /compare cell's) the server's model
+    list has left out since it was submitted: named, as the member may pick another."""
+    return (
+        f"its model {quoted(model)} is no longer on the server's list of allowed models (an "
+        "admin changed the list since it was submitted)"
+    )
 
 
 class Withheld(Exception):
@@ -93,7 +108,8 @@ async def placed_under_rules_of_now(
     ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
     was withdrawn (its own message or the picture it was made from deleted; its channel or
     that picture's deleted: refunded), Easel is no longer enabled in its channel (or in
-    direct messages), it may use an add-on the server no longer allows
+    direct messages), it renders with a model the server's model list leaves out now (its
+    refiner, a /compare's cells' included), it may use an add-on the server no longer allows
     (``addons.allowed_addons_only``), or its pictures must stay in age-restricted channels
     now and ``here_age_restricted()`` (its channel, asked only then) says that one is not.
     ``policy`` None: the servers' rules are not known (tests), only the withdrawal is read."""
@@ -109,11 +125,16 @@ async def placed_under_rules_of_now(
         off = DIRECT_MESSAGES_OFF if job.guild_id is None else CHANNEL_OFF
         raise Withheld(off, refund=True) from None
     if job.guild_id is not None:
+        settings = await policy.settings(job.guild_id)
+        allowed_models = settings.entries(GuildList.ALLOWED_MODEL)
+        # The admission's rule (a /compare's cells' models were checked as it was planned).
+        if (left_out := model_left_out(_models_delivered(job), allowed_models)) is not None:
+            raise Withheld(model_left_out_now(left_out), refund=True)
         try:
             allowed_addons_only(job.request, await policy.addon_rules(job.guild_id))
         except UserError:
             raise Withheld(ADDON_LEFT_OUT_NOW, refund=True) from None
-        nsfw_policy = NsfwPolicy((await policy.settings(job.guild_id)).nsfw_policy)
+        nsfw_policy = NsfwPolicy(settings.nsfw_policy)
         kept_there = kept_in_age_restricted_channels(
             made_age_restricted=job.age_restricted, nsfw_policy=nsfw_policy
         )
@@ -122,6 +143,38 @@ async def placed_under_rules_of_now(
         if nsfw_policy is NsfwPolicy.SPOILER and not job.spoiler:
             job = dataclasses.replace(job, spoiler=True)
     return job
+
+
+class PreviewShown(IntEnum):
+    """How a job's progress preview may be shown (the stricter, the larger)."""
+
+    OPEN = 0
+    SPOILERED = 1
+    HIDDEN = 2
+
+
+def preview_shown(
+    *,
+    nsfw_policy: NsfwPolicy,
+    made_age_restricted: bool,
+    banned_since: bool,
+    private_since: bool,
+) -> PreviewShown:
+    """How a job's next preview may be shown under the rules of now, read at each edit (its
+    result is judged at delivery; until then its previews follow the same rules): hidden
+    where its maker turned private results on since its response went public
+    (``private_since``), or where the server now renders in age-restricted channels only and
+    it was not made in one (its result will be withheld); behind a spoiler where the server
+    spoilers its pictures now, or banned a word since its submit (``banned_since``: it may
+    render it, which only its delivery reads)."""
+    kept_there = kept_in_age_restricted_channels(
+        made_age_restricted=made_age_restricted, nsfw_policy=nsfw_policy
+    )
+    if private_since or (kept_there and not made_age_restricted):
+        return PreviewShown.HIDDEN
+    if banned_since or nsfw_policy is NsfwPolicy.SPOILER:
+        return PreviewShown.SPOILERED
+    return PreviewShown.OPEN
 
 
 def channel_deletion(job: FinishedJob) -> str | None:
@@ -154,3 +207,29 @@ async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
                 raise Withheld(NOT_CHECKED, refund=True) from None
         await asyncio.sleep(BUSY_PAUSE_S)  # every reader busy: asked again
     raise Withheld(NOT_CHECKED, refund=True, recheckable=True)
+
+
+# Passes over a picture (an upscale, its faces fixed): their infotext keeps the picture's own
+# parameters, its model among them, which is not a model the pass rendered with.
+_PICTURE_PASSES = frozenset({"upscale", "faces"})
+
+
+def _models_delivered(job: FinishedJob) -> list[str | None]:
+    """``models_rendered``, and for a render that named no model (admitted while the server
+    had no model list and no default: the engine took its own default, else its first model
+    installed, on whichever machine rendered it) the one its pictures' infotext says rendered
+    them, so a model list made since governs it too."""
+    models = models_rendered(job.request)
+    request = job.request
+    if request.model is None and request.mode not in _PICTURE_PASSES and not is_comparison(request):
+        models.extend(_model_named_in(image.infotext) for image in job.images)
+    return models
+
+
+def _model_named_in(infotext: str) -> str | None:
+    """The ``Model`` an infotext names (None: none, or one that cannot be read)."""
+    try:
+        model = parse_infotext(infotext)[2].get("Model")
+    except InfotextError:
+        return None
+    return model if isinstance(model, str) else None

@@ -282,7 +282,7 @@ class GuildPolicy:
     ) -> list[str] | None:
         """What a refusal of ``model`` or ``refiner`` names where the list leaves one out: the
         listed models installed, listed on a thread (None: neither is left out, or no listing)."""
-        left_out = model_left_out(model, refiner, allowed_models)
+        left_out = model_left_out((model, refiner), allowed_models)
         if left_out is None or self._installed_models is None:
             return None
         installed = await asyncio.to_thread(self._installed_models)

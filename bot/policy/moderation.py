@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.policy.unavailable import unavailable_here
 from bot.user_errors import Reason, UserError
+from inference.compare import cell_requests, is_comparison
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
 from inference.infotext import parse_infotext
 from inference.prompts import (
@@ -25,7 +26,7 @@ from inference.prompts import (
     renderings,
 )
 from inference.prompts.stopping import checkpoint
-from inference.types import RenderInputError
+from inference.types import RenderInputError, RenderRequest
 
 
 class NsfwPolicy(StrEnum):
@@ -602,13 +603,20 @@ def default_model_here(
     return min(allowed_models) if allowed_models else None
 
 
-def model_left_out(
-    model: str | None, refiner: str | None, allowed_models: Collection[str]
-) -> str | None:
-    """The first of ``model`` and ``refiner`` the server's model list leaves out (a refiner is
-    a model too: the list governs it as well); None: neither."""
-    named = (name for name in (model, refiner) if name is not None)
+def model_left_out(models: Iterable[str | None], allowed_models: Collection[str]) -> str | None:
+    """The first of ``models`` (a request's model and refiner: a refiner is a model too, the
+    list governs it as well; ``models_rendered``) the server's model list leaves out; None:
+    none."""
+    named = (name for name in models if name is not None)
     return next((name for name in named if not model_allowed(name, allowed_models)), None)
+
+
+def models_rendered(request: RenderRequest) -> list[str | None]:
+    """Every model a job renders with: its model, its refiner, and a /compare's cells'."""
+    models = [request.model, request.options.get("refiner")]
+    if is_comparison(request):
+        models.extend(cell.model for cell in cell_requests(request))
+    return models
 
 
 def check_request(
@@ -632,6 +640,6 @@ def check_request(
             "This server allows generation only in age-restricted channels; use one of those.",
             Reason.NSFW,
         )
-    if (left_out := model_left_out(model, refiner, allowed_models)) is not None:
+    if (left_out := model_left_out((model, refiner), allowed_models)) is not None:
         usable = allowed_models if usable_models is None else usable_models
         raise unavailable_here("model", left_out, usable, "/models")

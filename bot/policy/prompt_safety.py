@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from bot.acknowledge_first import slowed_by_plans
 from bot.compare import cells_planned_apart
+from bot.memo import ExpiringKeys
 from bot.policy.addons import (
     ANY_ADDON,
     APPLIED_LORAS_OPTION,
@@ -46,7 +47,7 @@ from bot.policy.moderation import (
 )
 from bot.policy.unavailable import broken_wildcard, unknown_wildcard
 from bot.requests import check_prompt_length, random_seed
-from bot.user_errors import Reason, UserError
+from bot.user_errors import Reason, UserError, counted
 from inference.compare import cell_requests, is_comparison
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
 from inference.limits import MIN_SIZE
@@ -62,7 +63,7 @@ from inference.prompts import (
     picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
-from inference.prompts.stopping import PlanStopped, stopping_when
+from inference.prompts.stopping import PlanStopped, checkpoint, stopping_when
 from inference.samplers import calls_per_step
 from inference.types import RenderInputError, RenderRequest, utf8_json
 from inference.upscale import HiresOptions, UpscaleOptions
@@ -113,6 +114,14 @@ CLOSED = "Easel is shutting down; try again once it is back."
 WARM_UP_REQUEST = RenderRequest(
     "a (red:1.1) [cat:dog:0.5], {day|night} AND a hat", "blurry", seed=1, steps=2
 )
+# What a wildcard file is blamed for in the operator's log (LoRAs it names that are not
+# installed, a ``__name__`` it names that is no wildcard) is written once a day, not at each
+# plan drawing it, and no more of these are kept of each kind (the oldest go first): their
+# names are the operator's files' words, but whatever fills them, the memory stays bounded.
+WARNED_AGAIN_AFTER_S = 24 * 3600.0
+WARNINGS_KEPT = 1_000
+# The LoRAs not installed that a warning names, as examples: the file may name thousands.
+LORAS_NAMED_IN_A_WARNING = 3
 
 
 def plan_request(
@@ -125,7 +134,7 @@ def plan_request(
     models_without_embeddings: Collection[str] = (),
     unnamed_model: str | None = None,
     installed_loras: Callable[[], Collection[str]] | None = None,
-    lora_warnings: set[str] | None = None,
+    warned: OperatorWarnings | None = None,
 ) -> RenderRequest:
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
     the request when the prompt language rejects it, a variant renders a banned word, or a
@@ -147,9 +156,8 @@ def plan_request(
     ``unnamed_model``: the model a picture naming none renders with (None: not known here, as
     on a broker's workers, whose first model may differ: it records them).
     ``installed_loras``: the LoRAs installed for the bot, listed when a refusal names those
-    the server lists (None: its list as it is, files gone included). ``lora_warnings``: the
-    LoRAs drawn from a wildcard and not installed that the operator was already warned of (one
-    warning each, not one per plan; None: warn of each)."""
+    the server lists (None: its list as it is, files gone included). ``warned``: what the
+    operator was lately warned of about the wildcard files (None: warn of each at each plan)."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
     face_prompt = request.options.get(FIX_FACES_PROMPT)
@@ -188,7 +196,7 @@ def plan_request(
         ]
     except PromptError as error:
         typed = [text for picture in pictures for text in _typed_texts(picture)]
-        raise _prompt_refused(error, typed, library.root) from None
+        raise _prompt_refused(error, typed, library.root, warned) from None
     except RenderInputError as error:  # an unknown sampler (``calls_per_step``)
         raise UserError(_then(error, "fix the settings and try again.")) from None
     renderings = (rendering for plan in planned for rendering in plan.renderings())
@@ -198,12 +206,14 @@ def plan_request(
             Reason.BANNED_WORD,
         )
     applied = [lora.name for plan in planned for lora in plan.loras()]
+    typed_loras = _typed_loras(pictures)
+    drawn_loras = _drawn_loras(library.values_drawn())
     applied = _drawn_unknown_left_out(
         list(dict.fromkeys(applied)),
-        _typed_loras(pictures),
+        {name: held for name, held in drawn_loras.items() if name not in typed_loras},
         installed_loras,
-        wildcards_dir,
-        set() if lora_warnings is None else lora_warnings,
+        library.root,
+        warned,
     )
     check_loras(applied, addons, installed_loras)
     # /fix-faces and the upscales read no embedding: none is recorded for the start gate.
@@ -235,49 +245,79 @@ def _typed_loras(pictures: list[RenderRequest]) -> set[str]:
     return {tag.name for tag in tags if tag.kind == "lora"}
 
 
+def _drawn_loras(values: list[str]) -> dict[str, str]:
+    """The LoRAs the wildcard values drawn (``RecordedDraws.values_drawn``) name, each with
+    the text its file holds: a tag in a value (``<lora:name``), or a whole value, the name of
+    a tag typed around a wildcard of names (``<lora:__names__:0.8>``). A tag that only the
+    prompt's own choices spell (``<lo{ra|ra}:name:1>``) is in no value: it is the member's."""
+    named = {value.strip(): value.strip() for value in values}
+    tags = (tag for value in values for tag in extract_extra_networks(value)[1])
+    named.update((tag.name, f"<lora:{tag.name}") for tag in tags if tag.kind == "lora")
+    return named
+
+
 def _drawn_unknown_left_out(
     applied: list[str],
-    typed: Collection[str],
+    drawn: dict[str, str],
     installed_loras: Callable[[], Collection[str]] | None,
     wildcards_dir: Path | None,
-    warned: set[str],
+    warned: OperatorWarnings | None,
 ) -> list[str]:
-    """``applied`` less the LoRAs drawn from a wildcard file (not typed) that are not
-    installed: the engine ignores their tags and tells the member with the picture, as it
-    always did (a wildcard line would otherwise refuse some seeds and not others); the
-    operator is warned of the file once per name (``warned``: the names already warned of,
-    each added as it is; a member drawing from that file again would otherwise write the
-    warning, and read every wildcard file to find it, at each plan). A typed one is refused
-    (``check_loras``), and so is a drawn one installed that the server leaves out."""
-    drawn = [name for name in applied if name not in typed]
-    if not drawn or installed_loras is None:
+    """``applied`` less the LoRAs drawn from a wildcard file and not typed (``drawn``: each
+    with the text its file holds, ``_drawn_loras``) that are not installed: the engine ignores
+    their tags and tells the member with the picture, as it always did (a wildcard line would
+    otherwise refuse some seeds and not others); the operator is warned of each file once a
+    day (``warned``: ``("lora file", its path)``), with a few of the names drawn, so that a
+    file of thousands of names writes one line a day, not one per name. The folder is read
+    once a plan for all the names not lately traced to a file so warned of (``("lora",
+    name)``; a member drawing from that file again would otherwise read every wildcard file
+    at each plan). A typed one is refused (``check_loras``), and so is a drawn one installed
+    that the server leaves out."""
+    if not any(name in drawn for name in applied) or installed_loras is None:
         return applied
     files = installed_loras()
-    unknown = [name for name in drawn if not is_among(AddonKind.LORA, name, files)]
-    for name in unknown:
-        if name in warned:
-            continue
-        warned.add(name)
-        log.warning(
-            "A wildcard file names LoRA %r, which is not installed: its tag is ignored (%s)",
-            name,
-            ", ".join(map(str, _wildcard_files_holding(wildcards_dir, f"<lora:{name}")))
-            or "file not found",
-        )
+    unknown = [
+        name for name in applied if name in drawn and not is_among(AddonKind.LORA, name, files)
+    ]
+    new = [name for name in unknown if warned is None or not warned.lately(("lora", name))]
+    holders = _wildcard_files_holding(wildcards_dir, [drawn[name] for name in new])
+    named_by: dict[str, list[str]] = {}  # file: the names new to the log it holds
+    for name in new:
+        for holder in map(str, holders[drawn[name]]) or ["(file not found)"]:
+            named_by.setdefault(holder, []).append(name)
+        if warned is not None:
+            warned.first(("lora", name))
+    for holder, names in named_by.items():
+        if warned is None or warned.first(("lora file", holder)):
+            examples = ", ".join(map(repr, names[:LORAS_NAMED_IN_A_WARNING]))
+            more = len(names) - LORAS_NAMED_IN_A_WARNING
+            log.warning(
+                "Wildcard file %s names %s not installed, whose tags are ignored: %s%s",
+                holder,
+                counted(len(names), "LoRA"),
+                examples,
+                f" and {more} more" if more > 0 else "",
+            )
     return [name for name in applied if name not in unknown]
 
 
-def _wildcard_files_holding(wildcards_dir: Path | None, text: str) -> list[Path]:
-    """The wildcard files (relative to the folder) holding ``text``, in any letter case:
-    read only where a file's line is to blame for something, for the operator's log."""
-    if wildcards_dir is None:
-        return []
-    folded = text.casefold()
-    return [
-        path.relative_to(wildcards_dir)
-        for path in sorted(wildcards_dir.rglob("*"))
-        if path.is_file() and folded in path.read_text(errors="replace").casefold()
-    ]
+def _wildcard_files_holding(wildcards_dir: Path | None, texts: list[str]) -> dict[str, list[Path]]:
+    """The wildcard files (relative to the folder) holding each of ``texts``, in any letter
+    case: read only where a file's line is to blame for something, for the operator's log,
+    each file once, the plan's checkpoint between files (a plan refused meanwhile stops)."""
+    holders: dict[str, list[Path]] = {text: [] for text in texts}
+    if wildcards_dir is None or not texts:
+        return holders
+    folded = [(text, text.casefold()) for text in holders]
+    for path in sorted(wildcards_dir.rglob("*")):
+        checkpoint()
+        if not path.is_file():
+            continue
+        held = path.read_text(errors="replace").casefold()
+        for text, folded_text in folded:
+            if folded_text in held:
+                holders[text].append(path.relative_to(wildcards_dir))
+    return holders
 
 
 def _within_job_size(request: RenderRequest, max_job_bytes: int) -> RenderRequest:
@@ -398,36 +438,47 @@ def _renders_prompt(request: RenderRequest) -> bool:
 
 
 def explain_prompt(
-    prompt: str, negative: str, steps: int | None, wildcards_dir: Path | None
+    prompt: str,
+    negative: str,
+    steps: int | None,
+    wildcards_dir: Path | None,
+    warned: OperatorWarnings | None = None,
 ) -> dict[str, Any]:
-    """``/explain``: how the prompt is read, as the ``easel explain`` JSON."""
+    """``/explain``: how the prompt is read, as the ``easel explain`` JSON (``warned``:
+    ``plan_request``'s)."""
     check_prompt_length(prompt, "the prompt")
     check_prompt_length(negative, "the negative prompt")
     try:
         return explain(prompt, negative, steps=steps, wildcards_dir=_wildcards_read(wildcards_dir))
     except PromptError as error:
-        raise _prompt_refused(error, (prompt, negative), _wildcards_read(wildcards_dir)) from None
+        folder = _wildcards_read(wildcards_dir)
+        raise _prompt_refused(error, (prompt, negative), folder, warned) from None
 
 
 def _prompt_refused(
-    error: PromptError, typed: Collection[str], wildcards_dir: Path | None
+    error: PromptError,
+    typed: Collection[str],
+    wildcards_dir: Path | None,
+    warned: OperatorWarnings | None,
 ) -> UserError:
     """A prompt the prompt language rejects, refused in the member's words: an unknown
     wildcard the member typed (one of ``typed``) names those there are (the file the operator
     could add goes to the log); one a wildcard file names is that file's fault, not the
-    prompt's: the member is told which wildcard is broken, the operator warned of the file."""
+    prompt's: the member is told which wildcard is broken, the operator warned of the file
+    once a day (``warned``: ``plan_request``'s)."""
     if not isinstance(error, UnknownWildcardError):
         return UserError(_then(error, "fix the prompt and try again."))
     reference = f"__{error.name}__"
     if any(reference in text for text in typed):
         log.info("refused a prompt: %s", error)
         return UserError(unknown_wildcard(error.name, error.available))
-    files = _wildcard_files_holding(wildcards_dir, reference)
-    log.warning(
-        "A wildcard file names %s, which is no wildcard: %s",
-        reference,
-        ", ".join(map(str, files)) or "file not found",
-    )
+    files = _wildcard_files_holding(wildcards_dir, [reference])[reference]
+    if warned is None or warned.first(("wildcard", error.name)):
+        log.warning(
+            "A wildcard file names %s, which is no wildcard: %s",
+            reference,
+            ", ".join(map(str, files)) or "file not found",
+        )
     return UserError(
         broken_wildcard(error.name, [file.with_suffix("").as_posix() for file in files])
     )
@@ -454,6 +505,39 @@ def server_readers_busy(guild_id: int | None) -> str:
     (``SERVER_THREADS``); ``guild_id`` None: direct messages, which share one."""
     where = "direct messages" if guild_id is None else "this server"
     return SERVER_READERS_BUSY.format(where=where, share=SERVER_THREADS, total=PLAN_THREADS)
+
+
+class OperatorWarnings:
+    """What the operator's log was lately told of the wildcard files, by kind and name
+    (``("lora file", path)``, ``("lora", name)``, ``("wildcard", name)``): each told again
+    after ``WARNED_AGAIN_AFTER_S``, at most ``WARNINGS_KEPT`` kept of each kind (a file of
+    thousands of LoRA names never pushes its file out); shared by the plan threads."""
+
+    def __init__(self) -> None:
+        self._told: dict[str, ExpiringKeys[str]] = {}
+        self._lock = threading.Lock()
+
+    def lately(self, key: tuple[str, str]) -> bool:
+        """Whether ``key`` was told lately."""
+        with self._lock:
+            return self._of(key[0]).holds(key[1], time.monotonic())
+
+    def first(self, key: tuple[str, str]) -> bool:
+        """Whether ``key`` is to be told now (not told lately); it counts as told from now."""
+        kind, name = key
+        with self._lock:
+            now = time.monotonic()
+            told = self._of(kind)
+            if told.holds(name, now):
+                return False
+            told.add(name, now)
+            return True
+
+    def _of(self, kind: str) -> ExpiringKeys[str]:
+        told = self._told.get(kind)
+        if told is None:
+            told = self._told[kind] = ExpiringKeys(WARNED_AGAIN_AFTER_S, WARNINGS_KEPT)
+        return told
 
 
 # Where a plan waits for its turn: ("member", its member's id) while their previous plan is
@@ -498,7 +582,7 @@ class PromptPlanner:
         ``plan_request``'s, listed on a reader's thread for a refusal only."""
         self.wildcards_dir = wildcards_dir
         self.installed_loras = installed_loras
-        self._lora_warnings: set[str] = set()  # ``plan_request``'s, kept while the bot runs
+        self._warned = OperatorWarnings()  # ``plan_request``'s, kept while the bot runs
         self.installed_embeddings = installed_embeddings
         self.models_without_embeddings = models_without_embeddings
         self.unnamed_model = unnamed_model
@@ -552,7 +636,7 @@ class PromptPlanner:
             self.models_without_embeddings(),
             None if self.unnamed_model is None else self.unnamed_model(),
             self.installed_loras,
-            self._lora_warnings,
+            self._warned,
         )
 
     async def check_stored(
@@ -615,6 +699,7 @@ class PromptPlanner:
             negative,
             steps,
             self.wildcards_dir,
+            self._warned,
         )
 
     def close(self) -> None:

@@ -81,12 +81,10 @@ class ChannelAccess:
 class ThreadMembershipUnknown(UserError):
     """Discord failed (an error answer, no answer) when asked whether the member is in a
     private thread: refused as if they were not, but told it was Discord, not their access
-    (and not kept as the member's refusal)."""
-
-    members_doing = False
+    (counted under ``Reason.DISCORD``, not kept as the member's refusal)."""
 
     def __init__(self) -> None:
-        super().__init__(THREAD_CHECK_FAILED, Reason.PERMISSION)
+        super().__init__(THREAD_CHECK_FAILED, Reason.DISCORD)
 
 
 def must_ask_thread_membership(*, private_thread: bool, manage_threads: bool) -> bool:

@@ -60,10 +60,11 @@ class LinkRefused(UserError):
 
 class DiscordDidNotAnswer(LinkRefused):
     """Discord failed while the page's member was looked up: refused, but the failure is
-    Discord's (or Easel's), not the member's, so no refusal of theirs is kept and the page
-    answers 503 (try again), not 403."""
+    Discord's (or Easel's), not the member's, so it is counted under ``Reason.DISCORD``, no
+    refusal of theirs is kept, and the page answers 503 (try again), not 403."""
 
-    members_doing = False
+    def __init__(self, message: str) -> None:
+        super().__init__(message, Reason.DISCORD)
 
 
 @dataclass(frozen=True)

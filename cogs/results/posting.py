@@ -25,8 +25,6 @@ from bot.policy.delivery import (
     placed_under_rules_of_now,
     under_rules_of_now,
 )
-from bot.policy.guild import GuildPolicy
-from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import WITHHELD_BECAUSE
 from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, ORIGINAL_RESPONSE, quoted
 from cogs.results.buttons import (
@@ -170,6 +168,15 @@ def _server_named(guild: discord.Guild | None) -> str:
     return "its server" if guild is None else discord.utils.escape_markdown(guild.name)
 
 
+def _went_privately(job: FinishedJob, *, delivered: bool = True) -> str:
+    """What the public progress message of a job made private since its submit says: its
+    result went to its maker alone, or (not ``delivered``: their direct messages closed, or
+    the pictures kept in the server) where it is to be had."""
+    if not delivered:
+        return f"Job `{job.job_id}` ended; `/show {job.job_id}` brings its result back."
+    return f"Job `{job.job_id}` ended; its result went to its maker alone."
+
+
 def _log_direct_messages_closed(job: FinishedJob) -> None:
     log.warning(
         "job %s: the member's direct messages are closed to the bot; the result was not posted",
@@ -189,10 +196,6 @@ class DiscordResults(ProgressMessages):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(client, wall_clock, monotonic)
-        # Set by the composition root: whose results also go to their direct messages, and
-        # the servers' NSFW policies (unset: no server's job goes to direct messages).
-        self.member_settings: MemberSettings | None = None
-        self.guild_policy: GuildPolicy | None = None
         # The members banned, kicked or timed out in a server (unset: none known).
         self.stopped_members: StoppedMembers | None = None
         # Gives a withheld job's quota back, its charge included (``JobQueue.refund_withheld``;
@@ -441,9 +444,12 @@ class DiscordResults(ProgressMessages):
     def _webhook(self, job: FinishedJob) -> discord.Webhook:
         """The interaction's webhook; only for a job whose token lives (``_token_alive``)."""
         assert job.application_id is not None and job.interaction_token is not None
-        return discord.Webhook.partial(
+        webhook = discord.Webhook.partial(
             job.application_id, job.interaction_token, client=self._client
         )
+        # An interaction's webhook: its follow-ups may be seen by its maker alone (ephemeral).
+        webhook.type = discord.WebhookType.application
+        return webhook
 
     async def _send_copy(self, job: FinishedJob, png: bytes) -> None:
         """The copy by DM is extra: failing to send it never fails the posted result. A
@@ -473,13 +479,21 @@ class DiscordResults(ProgressMessages):
         if not sent:
             log.warning("job %s: no copy by DM, the member's DMs are closed", job.job_id)
 
+    async def _private_now(self, job: FinishedJob) -> bool:
+        """Whether the maker of a server's job has their results shown to them alone now (read
+        from memory, as the copy by DM is)."""
+        if self.member_settings is None or job.guild_id is None:
+            return False
+        return (await self.member_settings.get(job.user_id)).private_results
+
     async def _wants_copy(self, job: FinishedJob) -> bool:
         """The member asked for copies by DM, and the result itself did not go there."""
         if self.member_settings is None or job.guild_id is None:
             return False
-        if job.private and not self._token_alive(job):
+        personal = await self.member_settings.get(job.user_id)
+        if (job.private or personal.private_results) and not self._token_alive(job):
             return False  # an expired private result was itself sent to their DMs
-        if not (await self.member_settings.get(job.user_id)).results_by_dm:
+        if not personal.results_by_dm:
             return False
         # Posted where it would be without the setting, and the member is not told: the
         # setting's own description says these pictures stay in the server.
@@ -532,7 +546,12 @@ class DiscordResults(ProgressMessages):
         self, job: FinishedJob, png: bytes | None, watched: _Watched | None
     ) -> _Placed:
         """``_post_result``'s post (``watched``: the progress message this run of Easel
-        edited; None after a restart): where it went."""
+        edited; None after a restart): where it went. Private under its maker's setting of
+        now (``/settings private_results``): a job submitted in the open goes to them alone
+        once they asked for that, its public response showing nothing of it; one submitted
+        private stays so."""
+        response_public = not job.private  # the interaction's response is in the channel
+        private = job.private or await self._private_now(job)
         progress_deleted = watched is not None and watched.deleted
         # Spelled out, not left to the client's default: only the maker is ever notified.
         mentions = discord.AllowedMentions(
@@ -555,11 +574,14 @@ class DiscordResults(ProgressMessages):
         # Fitted to each place it goes: the interaction's, the server's or a DM's upload limit.
         post = ResultPost(job.job_id, content, png, job.spoiler)
         if self._token_alive(job):
-            if progress_deleted and not job.private:
+            if progress_deleted and response_public:
                 # A progress edit found it deleted: not edited again. Judged again (a channel
                 # deletion that edit learned of is remembered).
                 raise await self._message_deleted(job)
             try:
+                if private and response_public:  # made private since its submit
+                    await self._followed_up_privately(job, post, view)
+                    return _Placed(None)
                 edited = await post.send(
                     job.filesize_limit or SMALLEST_UPLOAD_LIMIT,
                     lambda text, files: self._webhook(job).edit_message(
@@ -571,11 +593,11 @@ class DiscordResults(ProgressMessages):
                     ),
                 )
                 # A private result's original response is ephemeral: in no channel.
-                return _Placed(None if job.private else edited.id)
+                return _Placed(None if private else edited.id)
             except discord.HTTPException as error:
                 if error.code == UNKNOWN_CHANNEL:
                     raise _ChannelDeleted from error
-                if error.code == UNKNOWN_MESSAGE and not job.private:
+                if error.code == UNKNOWN_MESSAGE and response_public:
                     # The token lives, the message does not: deleted in the channel, or with it.
                     raise await self._message_deleted(job) from error
                 # Clocks disagree, a private response is gone, or its thread is archived (an
@@ -583,9 +605,13 @@ class DiscordResults(ProgressMessages):
                 if error.code not in _GONE_TOKEN_CODES | {THREAD_ARCHIVED}:
                     raise
                 log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
-        if job.private:  # never the channel: the member asked to see it alone
-            await self._post_directly(job, post, mentions, view)
-            return _Placed(None)
+        if private:  # never the channel: the member asked to see it alone
+            sent_to = await self._post_directly(job, post, mentions, view)
+            if not response_public:
+                return _Placed(None)
+            # Made private since: its public progress message says so, showing nothing of it.
+            went = _went_privately(job, delivered=sent_to is not None)
+            return _Placed(None, went, _progress_message(job, watched))
         if job.channel_id is None:
             return _Placed(None)
         channel = self._client.get_partial_messageable(job.channel_id)
@@ -635,6 +661,34 @@ class DiscordResults(ProgressMessages):
         link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{posted}"
         pointer = f"Job `{job.job_id}` ended; its result is posted here: {link}"
         return _Placed(posted, pointer, progress_id)
+
+    async def _followed_up_privately(
+        self, job: FinishedJob, post: ResultPost, view: discord.ui.View | None
+    ) -> None:
+        """A job made private since its submit, while its token lives: its public response
+        says that it ended (its preview, prompt and Cancel gone), then the result goes to its
+        maker alone, as an ephemeral follow-up. Raises as the edits do (a deleted response:
+        Unknown Message, before anything is sent)."""
+        webhook = self._webhook(job)
+        await webhook.edit_message(
+            ORIGINAL_RESPONSE,
+            content=_went_privately(job),
+            attachments=[],
+            allowed_mentions=discord.AllowedMentions.none(),
+            view=None,
+        )
+        mentions = discord.AllowedMentions.none()
+        await post.send(
+            job.filesize_limit or SMALLEST_UPLOAD_LIMIT,
+            lambda text, files: webhook.send(
+                text,
+                files=files,
+                ephemeral=True,
+                allowed_mentions=mentions,
+                view=view or discord.utils.MISSING,
+                wait=True,
+            ),
+        )
 
     async def _show_ended(
         self, job: FinishedJob, channel: discord.PartialMessageable, progress_id: int

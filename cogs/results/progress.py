@@ -20,8 +20,12 @@ import discord
 from bot.engines import PROGRESS_EDIT_INTERVAL_S
 from bot.history import History
 from bot.jobs.queue import JobState
+from bot.policy.delivery import PreviewShown, preview_shown
+from bot.policy.guild import GuildPolicy, NsfwPolicy
+from bot.policy.member_settings import MemberSettings
 from cogs.common import ORIGINAL_RESPONSE, queue_of
 from cogs.results.buttons import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, CancelButton
+from cogs.visibility import is_age_restricted
 from inference.types import StepProgress
 
 log = logging.getLogger(__name__)
@@ -34,8 +38,10 @@ _UNFINISHED = frozenset({"queued", "running"})
 CHANNEL_CHECK_TIMEOUT_S = 10.0
 # A queued job's place is looked at again this often while its token lives, and shown again
 # when it moved by PLACE_MOVE_SHOWN of itself or more, or came into or left the counted
-# places; at most PLACE_EDITS_PER_S such edits go out a second across the bot, so a deep queue
-# never floods Discord (those left over go first a second later).
+# places, or when its wait did, at the same place too (by PLACE_MOVE_SHOWN of itself, or into
+# another minute: the jobs ahead ran longer or shorter than estimated); at most
+# PLACE_EDITS_PER_S such edits go out a second across the bot, so a deep queue never floods
+# Discord (those left over go first a second later).
 PLACE_REFRESH_S = 60.0
 PLACE_MOVE_SHOWN = 0.1
 PLACE_EDITS_PER_S = 5
@@ -72,6 +78,11 @@ class ProgressMessages:
         # Set by the composition root: where a job's public messages are recorded (unset:
         # nowhere, and deleting one withdraws nothing).
         self.history: History | None = None
+        # Set by the composition root: whose results are private or also go to their direct
+        # messages, and the servers' rules (unset: previews follow their submit's alone, and
+        # no server's job goes to direct messages).
+        self.member_settings: MemberSettings | None = None
+        self.guild_policy: GuildPolicy | None = None
         self.place_refresh_s = PLACE_REFRESH_S  # a test may lower it
         # Shows queued jobs' places again while any is shown (``_refresh_places``).
         self._place_refresh: asyncio.Task[None] | None = None
@@ -81,10 +92,12 @@ class ProgressMessages:
         self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool, private: bool
     ) -> None:
         """Replace "thinking…" with the queue position (or "Rendering") and a Cancel button,
-        then follow progress (previews spoilered like the result; a ``private`` job's response
-        is ephemeral, so are they). Returns once "thinking…" is replaced: Discord turns the
-        first follow-up of a deferred response into that response, so a private follow-up sent
-        before (a --repeat's notice) would have taken its place, publicly."""
+        then follow progress (previews spoilered like the result, or hidden, under the rules
+        of now: ``_previews_now``; a ``private`` job's response is ephemeral, so are they).
+        Returns once "thinking…" is replaced: Discord turns the first follow-up of a deferred
+        response into that response, so a private follow-up sent before (a --repeat's notice)
+        would have taken its place, publicly."""
+        shown_now = await self._previews_now(interaction, private=private)
         state = await queue_of(interaction).state(job_id)
         # No await between this check and the registration: deliver() either already ran
         # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
@@ -110,6 +123,7 @@ class ProgressMessages:
             spoiler,
             on_deleted=deleted,
             on_landed=landed,
+            shown_now=shown_now,
         )
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits follow
@@ -121,6 +135,34 @@ class ProgressMessages:
         watched.last_edit = watched.place_checked_at = self._monotonic()
         # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.
         await watched.first_edit_done.wait()
+
+    async def _previews_now(
+        self, interaction: discord.Interaction[Any], *, private: bool
+    ) -> Callable[[], Awaitable[PreviewShown]] | None:
+        """How a server's job's previews may be shown, read again at each edit from the
+        settings kept in memory (``preview_shown``): its server's NSFW policy and banned words
+        (those of now against those of its submit), and whether its maker, whose response is
+        public, turned private results on since. None: no server's rules apply (direct
+        messages, or none known)."""
+        policy, members, guild_id = self.guild_policy, self.member_settings, interaction.guild_id
+        if policy is None or guild_id is None:
+            return None
+        user_id = interaction.user.id
+        banned_at_submit = await policy.banned_words_where(guild_id)
+        made_age_restricted = is_age_restricted(interaction.channel)
+
+        async def now() -> PreviewShown:
+            private_since = (
+                not private and members is not None and (await members.get(user_id)).private_results
+            )
+            return preview_shown(
+                nsfw_policy=NsfwPolicy((await policy.settings(guild_id)).nsfw_policy),
+                made_age_restricted=made_age_restricted,
+                banned_since=not await policy.banned_words_where(guild_id) <= banned_at_submit,
+                private_since=private_since,
+            )
+
+        return now
 
     async def replace_thinking(self, job_id: str) -> bool:
         """Whether the job's reply shows its place or progress: when none of its edits landed
@@ -336,13 +378,26 @@ def queued_text(state: JobState) -> str:
 
 
 def _moved_enough(shown: JobState, now: JobState) -> bool:
-    """Whether a queued job's place moved enough since ``shown`` to be shown again: by
-    PLACE_MOVE_SHOWN of its place or more, or across the last counted place either way (a job
-    pushed back past it by promoted or put-back jobs must not keep an earlier place)."""
+    """Whether a queued job's message moved enough since ``shown`` to be shown again: its
+    place by PLACE_MOVE_SHOWN of itself or more, or across the last counted place either way
+    (a job pushed back past it by promoted or put-back jobs must not keep an earlier place),
+    or its wait (``_wait_moved``), a place past the count's included; never for a text
+    that reads the same."""
+    if queued_text(now) == queued_text(shown):
+        return False
     if shown.at_least or now.at_least:
-        return shown.at_least != now.at_least
+        return shown.at_least != now.at_least or _wait_moved(shown.eta_s, now.eta_s)
     assert shown.position is not None and now.position is not None  # both queued
-    return abs(now.position - shown.position) >= PLACE_MOVE_SHOWN * (shown.position + 1)
+    moved = abs(now.position - shown.position) >= PLACE_MOVE_SHOWN * (shown.position + 1)
+    return moved or _wait_moved(shown.eta_s, now.eta_s)
+
+
+def _wait_moved(shown_s: float | None, now_s: float | None) -> bool:
+    """Whether a queued job's wait moved by PLACE_MOVE_SHOWN of the one shown or more, or
+    into another whole minute (a long wait is shown again as each minute passes)."""
+    if shown_s is None or now_s is None:
+        return shown_s != now_s
+    return abs(now_s - shown_s) >= PLACE_MOVE_SHOWN * shown_s or shown_s // 60 != now_s // 60
 
 
 def _cancel_view(job_id: str) -> discord.ui.View:
@@ -364,10 +419,16 @@ class _Watched:
         *,
         on_deleted: Callable[[], Awaitable[None]],
         on_landed: Callable[[discord.WebhookMessage], Awaitable[None]],
+        shown_now: Callable[[], Awaitable[PreviewShown]] | None = None,
     ) -> None:
         self._followup = followup
         self.token_alive = token_alive
-        self._spoiler = spoiler
+        # Its previews behind a spoiler as its result (``spoiler``), or stricter where the
+        # rules of now say so (``shown_now``, read at each edit; None: not read).
+        self._shown_at_least = PreviewShown.SPOILERED if spoiler else PreviewShown.OPEN
+        self._shown_now = shown_now
+        # How the preview the message shows was shown (None: it shows none).
+        self._preview_shown: PreviewShown | None = None
         self._on_deleted = on_deleted
         self._on_landed = on_landed  # awaited once, with the first edit that lands
         self._edits: asyncio.Task[None] | None = None
@@ -413,13 +474,30 @@ class _Watched:
             finally:
                 self.first_edit_done.set()
 
+    async def _previews_shown(self) -> PreviewShown:
+        if self._shown_now is None:
+            return self._shown_at_least
+        try:
+            return max(self._shown_at_least, await self._shown_now())
+        except Exception:  # e.g. the database closing: no preview on an unread rule
+            log.exception("the rules of now for a preview were not read; none is shown")
+            return PreviewShown.HIDDEN
+
     async def _edit(self, content: str, view: discord.ui.View, preview: bytes | None) -> None:
-        # Without a new preview the message keeps the one it shows.
-        attachments = (
-            discord.utils.MISSING
-            if preview is None
-            else [discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=self._spoiler)]
-        )
+        # Without a new preview the message keeps the one it shows, unless the rules of now
+        # are stricter than those it was shown under: it goes (the next comes under them).
+        shown = await self._previews_shown()
+        attachments: list[discord.File] = []
+        if preview is None and (self._preview_shown is None or shown <= self._preview_shown):
+            attachments, shown_after = discord.utils.MISSING, self._preview_shown
+        elif preview is None or shown is PreviewShown.HIDDEN:
+            shown_after = None
+        else:
+            spoilered = shown is PreviewShown.SPOILERED
+            attachments = [
+                discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=spoilered)
+            ]
+            shown_after = shown
         try:
             message = await self._followup.edit_message(
                 ORIGINAL_RESPONSE, content=content, view=view, attachments=attachments
@@ -433,7 +511,7 @@ class _Watched:
                 log.warning("progress edit failed (%s); the result will still be posted", error)
             return
         landed_first = self.message is None
-        self.message = message
+        self.message, self._preview_shown = message, shown_after
         if landed_first:
             try:
                 await self._on_landed(message)

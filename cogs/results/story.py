@@ -26,7 +26,12 @@ from bot.policy.moderation import check_age_restriction_kept
 from bot.user_errors import Reason, UserError
 from cogs.common import services_of
 from cogs.results.buttons import check_still_shown
-from cogs.visibility import CHANNEL_CHECK_FAILED, is_age_restricted, made_age_restricted
+from cogs.visibility import (
+    CHANNEL_CHECK_FAILED,
+    is_age_restricted,
+    log_discord_failed,
+    made_age_restricted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +83,13 @@ async def check_named_picture(
     if named is not None:
         try:
             await check_stored_pictures_usable(interaction, [named[0]])
-        except CHANNEL_CHECK_FAILED:
+        except CHANNEL_CHECK_FAILED as failed:
+            job = named[0]
+            log_discord_failed(f"what channel {job.channel_id} is (job {job.job_id})", failed)
             raise UserError(
                 "Discord did not say whether the channel that picture was made in is "
-                "age-restricted; try again in a moment."
+                "age-restricted; try again in a moment.",
+                Reason.DISCORD,
             ) from None
     return named
 

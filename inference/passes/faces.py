@@ -121,7 +121,7 @@ def fixed_faces(
     little and padded, cropped to a square, inpainted at the model's native size with the
     picture's seed, and pasted back through the blurred mask. Each runs img2img's steps
     of the picture's (ADetailer's pass is an img2img inpaint)."""
-    side = native_size(model.pipeline)
+    side = native_size(model)
     size = (side, side)
     task = pipeline_task("inpaint", model.inpainting_unet)
     steps = Img2ImgSteps.img2img(request.steps, options.strength)

@@ -121,7 +121,7 @@ def redetail_in_tiles(
     checked: ``{a|b}`` and wildcards are not drawn again per tile); each runs img2img's
     steps (the web UI's SD upscale script runs its tiles through img2img). Returns the
     picture and the overlap (for the infotext)."""
-    native = native_size(model.pipeline)
+    native = native_size(model)
     overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
     rows = tile_spans(image.height, native, overlap, SIZE_MULTIPLE)
     columns = tile_spans(image.width, native, overlap, SIZE_MULTIPLE)

@@ -56,9 +56,13 @@ MAX_WILDCARD_EXPANSIONS = 1_000
 NO_FOLDER = "no wildcards folder is configured: __name__ is left as typed"
 # Sets of wildcard files whose protected values a library keeps.
 _KEPT_NAMES = 1_000
-# Texts kept parsed (``_parsed``): prompts, and wildcard values, drawn by every request drawing
-# from a file and at each draw of a one-value wildcard (pyparsing takes milliseconds a value).
-_KEPT_PARSED = 512
+# Texts kept parsed, in two caches so that members' prompts never evict the wildcard values:
+# the values (the operator's), drawn by every request drawing from a file and at each draw of
+# a one-value wildcard (pyparsing takes milliseconds a value); the prompts, parsed again by
+# each picture and pass of their plan, a member's own text: a 4,000-character prompt of
+# ``{a|b|c}`` choices keeps 0.58 MB parsed (1,000 characters: 0.13 MB), so 64 keep < 40 MB.
+_KEPT_VALUES = 512
+_KEPT_PROMPTS = 64
 # Plane-15 private-use characters stand in for protected ASCII characters during expansion.
 _SHIELD = 0xF0000
 _SPECIAL = "{}|#$%_"
@@ -189,16 +193,22 @@ class _Manager(WildcardManager):
 
 
 class _Budget:
-    """What one expansion may still produce: wildcard look-ups and characters of values."""
+    """What one expansion may still produce: wildcard look-ups and characters of values;
+    ``drawn``: where the text of each value drawn is noted, shielded (None: nowhere)."""
 
-    def __init__(self) -> None:
+    def __init__(self, drawn: list[str] | None = None) -> None:
         self.expansions = 0
         self.chars = 0
+        self.drawn = drawn
 
-    def spend(self, chars: int) -> None:
+    def spend(self, value: str, *, noted: bool = True) -> None:
+        """Counts ``value`` (as its file holds it); ``noted`` False: its text is noted as
+        drawn (``noting``), its own choices drawn, not here."""
         checkpoint()
         self.expansions += 1
-        self.chars += chars
+        self.chars += len(value)
+        if noted and self.drawn is not None:
+            self.drawn.append(value)
         if self.expansions > MAX_WILDCARD_EXPANSIONS:
             raise PromptError(
                 f"the prompt's wildcards expand more than {MAX_WILDCARD_EXPANSIONS} times; "
@@ -206,6 +216,13 @@ class _Budget:
             )
         if self.chars > MAX_EXPANDED_CHARS:
             raise _too_long()
+
+    def noting(self, results: ResultGen) -> ResultGen:
+        """``results``, the text of each noted as drawn (not counted again)."""
+        for result in results:
+            if self.drawn is not None:
+                self.drawn.append(result.text)
+            yield result
 
 
 def _too_long() -> PromptError:
@@ -243,7 +260,7 @@ class _DepthLimitedSampler(RandomSampler):
         inner = _inside(command, context)
         budget: _Budget = inner.budget  # type: ignore[attr-defined]
         for result in super()._get_wildcard(command, inner):
-            budget.spend(len(result.text))
+            budget.spend(result.text)
             yield result
 
     def _get_variant(self, command: VariantCommand, context: SamplingContext) -> ResultGen:
@@ -265,19 +282,19 @@ class _DepthLimitedSampler(RandomSampler):
         most = min(command.max_bound, len(values), len(options))
         if len(options) < 2:  # dynamicprompts' variant of one value: no draw
             for option in options:
-                budget.spend(len(option))
+                budget.spend(option, noted=False)
             # Back through this override, as dynamicprompts' own sampler recurses through
             # ``self``: a value that is itself ``__other__`` is ``{N$$__other__}``, drawn here
             # one wildcard deeper in the chain (so a file whose one value names itself is
             # refused at MAX_WILDCARD_DEPTH); any other value goes to the base sampler.
             only = VariantCommand(
-                [VariantOption(_parsed(option, inner.parser_config)) for option in options],
+                [VariantOption(_parsed_value(option, inner.parser_config)) for option in options],
                 least,
                 most,
                 command.separator,
                 command.sampling_method,
             )
-            yield from self._get_variant(only, inner)
+            yield from budget.noting(self._get_variant(only, inner))
             return
         while True:
             remaining, drawn = list(options), []
@@ -286,10 +303,15 @@ class _DepthLimitedSampler(RandomSampler):
                 # (random.choices), then the first equal value goes.
                 value = remaining[inner.rand.choices(range(len(remaining)))[0]]
                 remaining.remove(value)
-                budget.spend(len(value))
+                budget.spend(value, noted=False)
                 drawn.append(value)
+            # Each value's own text noted as drawn, its {a|b} choices drawn as ``__name__``
+            # notes them, and not the joined text: the separator is the member's.
             generators = [
-                inner.generator_from_command(_parsed(value, inner.parser_config)) for value in drawn
+                budget.noting(
+                    inner.generator_from_command(_parsed_value(value, inner.parser_config))
+                )
+                for value in drawn
             ]
             if generators:
                 yield rotate_and_join(generators, separator=command.separator)
@@ -303,6 +325,7 @@ class WildcardLibrary:
     def __init__(self, root: Path | str | None) -> None:
         self.root = Path(root) if root is not None else None
         self._manager = _Manager(self.root)
+        self._values_drawn: list[str] | None = None  # where each value drawn is noted
 
     def names(self) -> list[str]:
         return sorted(self._manager.get_collection_names())
@@ -318,6 +341,7 @@ class WildcardLibrary:
             wildcard_manager=self._manager,
             samplers=dict.fromkeys(SamplingMethod, sampler),
             rand=Random(seed),
+            budget=_Budget(self._values_drawn),
         )
 
 
@@ -334,13 +358,16 @@ class Expansion:
     warnings: tuple[str, ...] = ()
 
 
-@functools.lru_cache(maxsize=_KEPT_PARSED)
-def _parsed(text: str, parser_config: ParserConfig = default_parser_config) -> Command:
-    """dynamicprompts' parse, the slow part (pyparsing), once per text: every picture of a
-    request, and every pass that plans it again, samples the same command, and a wildcard's
-    values are drawn again and again (each draw is still counted in the budget). Its commands
-    are frozen: one is shared by every use."""
+def _parse(text: str, parser_config: ParserConfig = default_parser_config) -> Command:
+    """dynamicprompts' parse, the slow part (pyparsing), kept (``_parsed_prompt``,
+    ``_parsed_value``): every picture of a request, and every pass that plans it again,
+    samples the same command, and a wildcard's values are drawn again and again (each draw is
+    still counted in the budget). Its commands are frozen: one is shared by every use."""
     return parse(text, parser_config=parser_config)
+
+
+_parsed_prompt = functools.lru_cache(maxsize=_KEPT_PROMPTS)(_parse)
+_parsed_value = functools.lru_cache(maxsize=_KEPT_VALUES)(_parse)
 
 
 def draws_by_seed(*templates: str) -> bool:
@@ -384,7 +411,7 @@ def _drawn(template: str, seeds: list[int], library: WildcardLibrary | None) -> 
     shielded = protect(template, keep_wildcards=has_folder)
     _check_brace_nesting(shielded, "the prompt")
     try:
-        command = _parsed(shielded)
+        command = _parsed_prompt(shielded)
     except ParseBaseException as error:
         warning = f"dynamic prompt syntax not understood ({error}); the text is used as typed"
         return [Expansion(template, template, image_seed, (warning,)) for image_seed in seeds]
@@ -424,9 +451,15 @@ class RecordedDraws(WildcardLibrary):
     def __init__(self, root: Path | str | None) -> None:
         super().__init__(root)
         self._drawn: dict[tuple[str, int], Expansion] = {}
+        self._values_drawn = []
 
     def note(self, expansion: Expansion) -> None:
         self._drawn[(expansion.template, expansion.seed)] = expansion
+
+    def values_drawn(self) -> list[str]:
+        """The text of each wildcard value drawn, its own wildcards and choices drawn too
+        (only the text the folder gave, not what the prompt typed around it)."""
+        return [_unshield(value) for value in self._values_drawn or ()]
 
     def option(self) -> dict[str, list[Any]]:
         """What was drawn, as ``WILDCARD_DRAWS_OPTION`` holds it."""

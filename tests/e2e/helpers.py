@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from bot.app import EaselBot, build
 from bot.jobs.accounting import Member
@@ -23,6 +24,7 @@ from bot.jobs.queue import FinishedJob, JobQueue, Submission
 from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
+from bot.user_errors import Reason
 from db import refusals
 from db.database import connect
 from inference.types import RenderRequest
@@ -96,6 +98,11 @@ async def kept_refusals(bot: EaselBot, guild_id: int) -> list[tuple[str, str]]:
     finally:
         await conn.close()
     return [(refused.reason, refused.sentence or "") for refused in reversed(kept)]
+
+
+def refusals_counted(reason: Reason) -> float:
+    """``easel_refusals_total`` under ``reason`` so far, in this process."""
+    return REGISTRY.get_sample_value("easel_refusals_total", {"reason": reason.value}) or 0.0
 
 
 def with_web_server(settings: Settings) -> Settings:

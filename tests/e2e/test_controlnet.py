@@ -36,7 +36,11 @@ async def test_imagine_with_a_control_picture(
             "not a readable image",
         ),
         ({}, control, "Say what the control picture is with `control_type`"),
-        ({"control_type": "depth"}, control, "The depth control needs a local annotator"),
+        (
+            {"control_type": "depth"},
+            control,
+            "The depth control's annotator is not installed on this server: ask an admin, or send",
+        ),
         (
             {"control_type": "canny", "control_start": 0.9, "control_end": 0.1},
             control,

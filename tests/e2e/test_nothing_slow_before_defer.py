@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.acknowledge_first import AcknowledgeFirst
+from inference import control_units
+from inference.registry import ModelRegistry
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture
+from tests.e2e.test_controlnet import edges_png
 from tests.fake_discord import FakeDiscord
 
 
@@ -45,3 +49,31 @@ async def test_a_command_after_the_first_hops_to_no_thread_before_its_acknowledg
     # (``cogs.common.requests_for_member``). Another (a file read, a scan) fails here.
     hops_before = events[: events.index(f"answered {second.id}")]
     assert hops_before == ["requests_for_member.<locals>.unless_a_preset_is_named"], events
+
+
+async def test_a_control_picture_s_controlnet_is_checked_off_the_event_loop(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/imagine control:`` lists the ControlNets (a new file's header read, a folder of
+    thirty: tens of milliseconds) on a thread, never on the loop that answers everyone."""
+    listed_on_loop: list[bool] = []
+    listed = control_units.controlnet_files
+
+    def recorded_listing(registry: ModelRegistry) -> dict[str, Path]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a thread of ``asyncio.to_thread``: no loop runs on it
+            listed_on_loop.append(False)
+        else:
+            listed_on_loop.append(True)
+        return listed(registry)
+
+    monkeypatch.setattr(control_units, "controlnet_files", recorded_listing)
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "imagine",
+            {"prompt": "a cat", **QUICK, "control_type": "canny"},
+            attachments={"control": ("edges.png", edges_png())},
+        )
+        await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    assert listed_on_loop and not any(listed_on_loop), listed_on_loop

@@ -4,11 +4,14 @@ results belong to the server they were made in — through the fake Discord."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from bot.settings import Settings
+from cogs.history import LOST_THE_CHANNEL
 from tests.e2e.helpers import (
+    QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
     deliver_after_token_expiry,
@@ -18,6 +21,8 @@ from tests.e2e.helpers import (
     reply_to,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.payloads import PERMISSION_VIEW_CHANNEL
+from tests.support.engines import HeldEngine
 
 OTHER = 5151
 
@@ -60,6 +65,74 @@ async def test_a_private_result_whose_token_expired_goes_by_direct_message(
         )
         # Not a post in the server: nothing for a moderator or /forget-me to delete there.
         assert (await bot.services.history.forget(fake_discord.user_id)).posts == ()
+
+
+async def test_private_results_turned_on_while_the_job_renders_keep_its_result_private(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """The maker's setting at delivery decides: their result is a follow-up only they see;
+    the public response shows neither picture nor prompt."""
+    engine = HeldEngine()
+    async with start_easel(lambda _device: engine):
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "my diary", **QUICK})
+        await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+        await keep_private(fake_discord)
+        engine.released.set()
+        result = await handle.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert result.is_ephemeral and "my diary" in result.content
+        original = await handle.wait_for_original(lambda m: "ended" in m.content)
+        assert original.content == (
+            f"Job `{job_id_of(result)}` ended; its result went to its maker alone."
+        )
+        assert not any(
+            has_picture(m) or "diary" in m.content for m in public_messages(fake_discord)
+        )
+
+
+async def test_private_results_turned_on_while_the_job_waits_send_it_by_direct_message(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Its token expired: the private path of an expired job (direct messages), and the
+    public progress message says only that it ended."""
+    async with start_easel() as bot:
+        posted = await deliver_after_token_expiry(
+            fake_discord, bot, "my secret diary", meanwhile=lambda: keep_private(fake_discord)
+        )
+        assert await asyncio.wait_for(posted, RENDER_TIMEOUT_S) is None  # in no channel
+        direct = await fake_discord.wait_for_channel_message(
+            has_picture,
+            timeout=RENDER_TIMEOUT_S,
+            channel=fake_discord.dm_channel_of(fake_discord.user_id),
+        )
+        assert "my secret diary" in direct.content
+        assert not any(
+            has_picture(m) or "diary" in m.content for m in public_messages(fake_discord)
+        )
+
+
+async def test_a_job_made_private_since_says_where_it_is_when_direct_messages_are_closed(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Private results turned on while it renders, its token expired by its end, the
+    member's direct messages closed: its result is posted nowhere, and its public progress
+    message says it ended and that /show brings it back (review R_AUD1: it said "its result
+    went to its maker alone", falsely)."""
+    fake = fake_discord
+    fake.revoke_send_messages(fake.dm_channel_of(fake.user_id))
+    engine = HeldEngine()
+    async with start_easel(lambda _device: engine) as bot:
+        handle = await fake.invoke_command("imagine", {"prompt": "my diary", **QUICK})
+        await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+        await handle.wait_for_original(lambda m: "Rendering" in m.content)  # its progress
+        await keep_private(fake)
+        fake.advance_time(16 * 60)  # for Discord and for the bot alike
+        bot.results.wall_clock = lambda: time.time() + 16 * 60
+        engine.released.set()
+        original = await handle.wait_for_original(lambda m: "ended" in m.content)
+        [line] = (await bot.services.history.page(fake.user_id, 0, guild_id=fake.guild_id)).lines
+        job_id = line.job_id
+        assert original.content == f"Job `{job_id}` ended; `/show {job_id}` brings its result back."
+        assert not any(has_picture(m) or "diary" in m.content for m in public_messages(fake))
 
 
 async def test_a_private_result_is_posted_nowhere_when_direct_messages_are_closed(
@@ -175,3 +248,63 @@ async def test_results_belong_to_the_server_they_were_made_in(
         assert not any(
             has_picture(m) for m in fake_discord.messages.values() if m.guild_id == other.guild_id
         )
+
+
+async def test_show_posts_a_job_again_only_while_its_maker_can_read_its_channel(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """/show asks what the job's buttons ask (audit AUD1, finding 1: it checked only that the
+    job was the member's and of this server): a maker taken off the channel the job was made
+    in, or out of the private thread, no longer posts its pictures and prompt elsewhere."""
+    fake = fake_discord
+    club = fake.add_text_channel("club", visible_to=[fake.user_id])
+    plans = fake.add_thread("plans", private=True, members=[fake.bot_user_id])
+    async with start_easel():
+        made = {}
+        for where, prompt in ((club, "the club's secret"), (plans, "the thread's plan")):
+            handle = await fake.invoke_command(
+                "imagine", {"prompt": prompt, **QUICK}, channel=where
+            )
+            made[where] = job_id_of(await handle.wait_for_original(has_picture, RENDER_TIMEOUT_S))
+        fake.set_overwrite(club, fake.user_id, deny=PERMISSION_VIEW_CHANNEL)
+        fake.set_thread_member(plans, fake.user_id, member=False)
+        for job_id in made.values():
+            refused = await reply_to(fake, "show", {"job_id": job_id})
+            assert refused.is_ephemeral and not refused.attachments, refused
+            assert LOST_THE_CHANNEL.format(job_id) in refused.content  # nothing of the job's
+        assert not any(has_picture(m) for m in public_messages(fake))
+
+        # Back in the channel: shown again (the refusal was the channel's, not the job's).
+        fake.set_overwrite(club, fake.user_id, allow=PERMISSION_VIEW_CHANNEL)
+        shown = await fake.invoke_command("show", {"job_id": made[club]})
+        assert "the club's secret" in (await shown.wait_for_original(has_picture)).content
+
+
+CHANNEL_ROUTE = "/channels/{channel}"
+
+
+async def test_show_of_a_job_from_an_archived_thread_asks_discord_for_the_thread_once(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Discord archives every quiet thread and discord.py's cache then drops it: /show
+    elsewhere of a job made there asks Discord for the thread once (review R_AUD1: refused as
+    unreadable) and reads it by its parent's permissions; while Discord does not answer, the
+    member is told to try again, not that they lost the channel."""
+    fake = fake_discord
+    thread = fake.add_thread("quiet")
+    async with start_easel():
+        handle = await fake.invoke_command(
+            "imagine", {"prompt": "a lighthouse", **QUICK}, channel=thread
+        )
+        job_id = job_id_of(await handle.wait_for_original(has_picture, RENDER_TIMEOUT_S))
+        await fake.archive_thread(thread)
+        asked = len(fake.calls_to("GET", CHANNEL_ROUTE))
+        shown = await fake.invoke_command("show", {"job_id": job_id})
+        assert "a lighthouse" in (await shown.wait_for_original(has_picture)).content
+        assert len(fake.calls_to("GET", CHANNEL_ROUTE)) == asked + 1  # one ask, not two
+
+        fake.fail("GET", CHANNEL_ROUTE)
+        refused = await reply_to(fake, "show", {"job_id": job_id})
+        assert refused.is_ephemeral and not refused.attachments, refused
+        assert "try again" in refused.content
+        assert LOST_THE_CHANNEL.format(job_id) not in refused.content

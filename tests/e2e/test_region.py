@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import shutil
 import threading
@@ -25,6 +26,7 @@ from bot.app import EaselBot, build
 from bot.image_segments import MAX_PNG_OTHER_CHUNKS
 from bot.jobs.queue import JobQueue
 from bot.policy.visibility import THREAD_CHECK_FAILED
+from bot.user_errors import Reason
 from bot.web.links import LinkRefused
 from bot.web.server import RegionWebServer
 from cogs import region
@@ -37,6 +39,7 @@ from tests.e2e.browser import (
 )
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (
+    QUICK,
     RENDER_TIMEOUT_S,
     has_picture,
     imagine,
@@ -45,6 +48,7 @@ from tests.e2e.helpers import (
     limit_daily_images,
     link_of,
     modal_fields,
+    refusals_counted,
     reply_to,
     with_web_server,
 )
@@ -212,6 +216,7 @@ async def test_forged_and_expired_links_are_refused(
     fake_discord: FakeDiscord,
     start_region_easel: StartRegionEasel,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with start_region_easel() as bot:
         result = await imagine(fake_discord, "a quiet harbour")
@@ -276,8 +281,15 @@ async def test_forged_and_expired_links_are_refused(
             # failure is Discord's.
             member_route = "/guilds/{guild}/members/{user_id}"
             fake_discord.fail("GET", member_route, times=2, status=CONNECTION_DROPPED)
-            async with http.post(link, data=mask_form(painted=True)) as posted:
-                assert posted.status == 503 and "did not answer" in await posted.text()
+            discords_before = refusals_counted(Reason.DISCORD)
+            with caplog.at_level(logging.WARNING, logger="cogs.visibility"):
+                async with http.post(link, data=mask_form(painted=True)) as posted:
+                    assert posted.status == 503 and "did not answer" in await posted.text()
+            # Counted under its own reason, and logged once with what was asked (ids only).
+            assert refusals_counted(Reason.DISCORD) - discords_before == 1
+            asked = f"whether member {fake_discord.user_id} is in server {fake_discord.guild_id}"
+            told = [r.getMessage() for r in caplog.records if r.name == "cogs.visibility"]
+            assert [asked in message for message in told] == [True], told
 
             # Two submits of one link at once: the second to claim it is refused, a stale link.
             job_id = web.signer.check(link.rsplit("/", 1)[1]).job_id
@@ -311,7 +323,7 @@ async def test_forged_and_expired_links_are_refused(
             assert await jobs_of(bot, reader, fake_discord.guild_id) == 0
 
             # A link offered in a private thread the maker is not in, while Discord fails to
-            # say who is: refused, and told it was Discord, not their access.
+            # say who is: refused, and told it was Discord, not their access (try again: 503).
             secret = fake_discord.add_thread("secret", private=True, owner=fake_discord.bot_user_id)
             await reply_to(fake_discord, "help", user=fake_discord.owner_id)  # delivers it
             in_thread = web.url_for(
@@ -321,7 +333,8 @@ async def test_forged_and_expired_links_are_refused(
             )
             fake_discord.fail("GET", "/channels/{channel}/thread-members/{user_id}", status=503)
             async with http.post(in_thread, data=mask_form(painted=True)) as posted:
-                assert posted.status == 400 and THREAD_CHECK_FAILED in await posted.text()
+                assert posted.status == 503 and THREAD_CHECK_FAILED in await posted.text()
+            assert refusals_counted(Reason.DISCORD) - discords_before == 2
 
             # The member can no longer see the channel: refused, as a click there would be.
             fake_discord.set_overwrite(
@@ -481,3 +494,133 @@ async def test_regions_in_words_wait_on_clipsegs_own_thread_one_place_each(
     finally:
         stuck.set()
         shared.shutdown(wait=False)
+
+
+async def test_a_links_page_and_picture_ask_after_its_member_each_time(
+    fake_discord: FakeDiscord,
+    start_region_easel: StartRegionEasel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page and its picture ask of the link's member what its submit asks, each time they
+    are served (audit AUD1, finding 5: both were served for the link's 15 minutes whatever
+    became of its member): Discord not answering (try again), the channel out of their sight,
+    the member kicked; none shows the picture. (Discord's answers are kept for no time here:
+    ``test_a_reloaded_page_asks_discord_once``.)"""
+    monkeypatch.setattr(region, "KEPT_FOR_PAGES_S", 0.0)
+    fake = fake_discord
+    reader = 6102
+    fake.add_member(reader, "reader", roles=(fake.member_role_id,))
+    club = fake.add_text_channel("club", visible_to=[reader])
+    async with start_region_easel():
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "the club's secret", **QUICK}, user=fake.owner_id, channel=club
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        link = link_of(await region_offer(fake, result, reader))
+        async with aiohttp.ClientSession() as http:
+
+            async def refused(status: int, words: str) -> None:
+                for shown in (http.get(link), http.get(link + "/picture")):
+                    async with shown as answer:
+                        assert answer.content_type == "text/html"  # no picture
+                        assert (answer.status, words in await answer.text()) == (status, True)
+
+            async with http.get(link + "/picture") as shown:  # while they may: the picture
+                assert shown.status == 200 and shown.content_type == "image/png"
+            # Discord's connection breaks while the member is looked up (the page and the
+            # picture each ask): try again.
+            member_route = "/guilds/{guild}/members/{user_id}"
+            fake.fail("GET", member_route, times=4, status=CONNECTION_DROPPED)
+            await refused(503, "did not answer")
+            fake.set_overwrite(club, reader, deny=VIEW_CHANNEL)
+            await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
+            await refused(403, "no longer see the channel")
+            await fake.kick_member(reader)
+            await refused(403, "no longer a member")
+
+
+async def test_a_reloaded_page_asks_discord_once(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    """A link's page and picture loaded 40 times in a moment ask Discord for the member once
+    (review R_AUD1: once a load), and for its thread, archived since the click (out of
+    discord.py's cache), once; the picture is shown each time."""
+    fake = fake_discord
+    thread = fake.add_thread("quiet")
+    member_route, channel_route = "/guilds/{guild}/members/{user_id}", "/channels/{channel}"
+    async with start_region_easel():
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "a harbour", **QUICK}, channel=thread
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        link = link_of(await region_offer(fake, result, fake.user_id))
+        await fake.archive_thread(thread)
+        members, channels = (
+            len(fake.calls_to("GET", member_route)),
+            len(fake.calls_to("GET", channel_route)),
+        )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(40):
+                async with http.get(link + "/picture") as answer:
+                    assert (answer.status, answer.content_type) == (200, "image/png")
+        assert len(fake.calls_to("GET", member_route)) == members + 1
+        assert len(fake.calls_to("GET", channel_route)) == channels + 1
+
+
+async def test_no_age_restricted_picture_is_on_the_mask_editors_page(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    """A web page is age-gated by nobody (docs/security.md, the dashboard's rule): Vary
+    (Region) of a picture made in an age-restricted channel opens the words form, no link; a
+    link whose channel was made age-restricted since shows nothing and queues nothing."""
+    fake = fake_discord
+    adults = fake.add_text_channel("adults", nsfw=True)
+    async with start_region_easel() as bot:
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "a night scene", **QUICK}, channel=adults
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        click = await fake.click(result, label="Vary (Region)")
+        assert (await click.wait_for_modal())["title"] == "Vary (Region)"
+
+        link = link_of(await region_offer(fake, await imagine(fake, "a harbour"), fake.user_id))
+        fake.set_nsfw(fake.channel_id, True)
+        await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
+        async with aiohttp.ClientSession() as http:
+            for shown in (http.get(link), http.get(link + "/picture")):
+                async with shown as answer:
+                    assert answer.content_type == "text/html"  # no picture
+                    assert answer.status == 403 and "age-gated by nobody" in await answer.text()
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403 and "age-gated by nobody" in await posted.text()
+        assert bot.queue.queued_count() == 0
+
+
+async def test_without_clipseg_vary_region_names_the_rule_and_never_a_server_path(
+    fake_discord: FakeDiscord,
+    tmp_path: Path,
+    tiny_models_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No CLIPSeg installed (review R_AUD1): a picture kept off the mask editor (made in an
+    age-restricted channel) is refused saying so and that words are not installed here, and
+    an ordinary one (no page at all) says to ask an admin; the path to install CLIPSeg at is
+    the operator's log line, never the member's answer."""
+    fake = fake_discord
+    adults = fake.add_text_channel("adults", nsfw=True)
+    clipseg_path = str(tiny_models_dir / "clipseg")
+    for web in (True, False):
+        settings = easel_settings(fake, tmp_path / f"data-{web}", tiny_models_dir)
+        bot = build(with_web_server(settings) if web else settings)
+        async with running_bot(fake, bot):
+            made = await fake.invoke_command(
+                "imagine", {"prompt": "a night scene", **QUICK}, channel=adults if web else None
+            )
+            result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+            with caplog.at_level(logging.WARNING, logger="cogs.region"):
+                answer = await region_offer(fake, result, fake.user_id)
+        assert answer.is_ephemeral and clipseg_path not in answer.content, answer.content
+        assert "not installed on this bot; ask an admin" in answer.content
+        assert ("age-gated by nobody" in answer.content) is web
+        assert any(clipseg_path in r.getMessage() for r in caplog.records)
+        caplog.clear()

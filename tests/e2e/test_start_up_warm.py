@@ -13,10 +13,13 @@ import pytest
 from safetensors.numpy import save_file
 
 from bot.app import build
+from bot.jobs.queue import Submission
+from bot.policy.member_settings import MemberSettings, UserSettings
 from inference import model_list
 from inference.metadata import FAMILY_MARKERS
 from inference.prompts import default_tokenizer
 from inference.registry import ModelEntry
+from inference.types import RenderRequest
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
 from tests.fake_discord import FakeDiscord
@@ -81,3 +84,65 @@ async def test_the_models_families_are_read_in_the_background_of_a_start(
         assert len(read) == 2
     finally:
         await bot.close()
+
+
+async def test_a_new_members_first_checks_read_nothing_once_the_bot_has_started(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    """The start reads who saved settings, who spent anything lately and which guilds store
+    limits, in the background (the gateway does not wait for it): a burst of members new to
+    the bot (all of them, after a restart) is then checked before its defers without reading,
+    where each member's first command read their settings, their guild's limit overrides and
+    their spending."""
+    bot = build(
+        easel_settings(fake_discord, tmp_path / "data", tmp_path / "models"), instant_engine
+    )
+    newcomer = Submission(
+        kind="imagine",
+        request=RenderRequest("a cat", seed=1, steps=2),
+        user_id=12345,
+        guild_id=fake_discord.guild_id,
+    )
+    try:
+        await bot.login(fake_discord.token)
+        assert bot._db is not None and bot._reading_ahead is not None
+        await bot._reading_ahead
+        statements: list[str] = []
+        await bot._db.set_trace_callback(statements.append)
+        assert await bot.services.member_settings.get(newcomer.user_id) == UserSettings()
+        assert await bot.queue.quota_refusal(newcomer) is None
+        # Those reads' own statements (the start's other work may run statements meanwhile).
+        member_reads = ("FROM user_settings", "FROM quota_limits", "r.user_id = ")
+        assert [text for text in statements if any(read in text for read in member_reads)] == []
+    finally:
+        await bot.close()
+
+
+async def test_the_read_ahead_keeps_neither_the_gateway_nor_the_stop_waiting(
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading ahead takes seconds with many members: the start does not wait for it (a
+    command meanwhile reads what it needs), and a stop cancels what is left of it."""
+    never_ends = asyncio.Event()
+
+    async def slow_read_ahead(_settings: MemberSettings) -> None:
+        await never_ends.wait()
+
+    monkeypatch.setattr(MemberSettings, "read_ahead", slow_read_ahead)
+    bot = build(
+        easel_settings(fake_discord, tmp_path / "data", tmp_path / "models"), instant_engine
+    )
+    try:
+        await asyncio.wait_for(bot.login(fake_discord.token), timeout=30)
+        reading_ahead = bot._reading_ahead
+        assert reading_ahead is not None and not reading_ahead.done()
+        newcomer = Submission(
+            kind="imagine",
+            request=RenderRequest("a cat", seed=1, steps=2),
+            user_id=12345,
+            guild_id=fake_discord.guild_id,
+        )
+        assert await bot.queue.quota_refusal(newcomer) is None
+    finally:
+        await bot.close()
+    assert reading_ahead.cancelled()

@@ -6,7 +6,12 @@ submitted in the channel it came from is checked against the member's permission
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from bot.policy.visibility import NOT_READABLE, NOT_YOURS_TO_CLICK, THREAD_CHECK_FAILED
+from bot.user_errors import Reason
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -16,6 +21,7 @@ from tests.e2e.helpers import (
     imagine,
     kept_refusals,
     modal_fields,
+    refusals_counted,
     reply_to,
 )
 from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
@@ -39,7 +45,7 @@ async def refusal_of(
 
 
 async def test_a_private_threads_pictures_are_for_its_members_and_thread_managers(
-    fake_discord: FakeDiscord, start_easel: StartEasel
+    fake_discord: FakeDiscord, start_easel: StartEasel, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = fake_discord
     fake.add_member(OUTSIDER, "outsider", roles=(fake.member_role_id,))
@@ -72,14 +78,21 @@ async def test_a_private_threads_pictures_are_for_its_members_and_thread_manager
         # internal error, and told it was Discord (a member of the thread has lost nothing):
         # a copy's button, one in the thread, and the message's link.
         asked = len(fake.calls_to("GET", THREAD_MEMBER))
-        for message in (copy, result):
+        discords_before = refusals_counted(Reason.DISCORD)
+        with caplog.at_level(logging.WARNING, logger="cogs.visibility"):
+            for message in (copy, result):
+                fake.fail("GET", THREAD_MEMBER, status=503)
+                clicked = await fake.click(message, label="Remix", user=OUTSIDER)
+                await refusal_of(clicked, THREAD_CHECK_FAILED)
             fake.fail("GET", THREAD_MEMBER, status=503)
-            clicked = await fake.click(message, label="Remix", user=OUTSIDER)
-            await refusal_of(clicked, THREAD_CHECK_FAILED)
-        fake.fail("GET", THREAD_MEMBER, status=503)
-        linked = await fake.invoke_command("vary", {"message": result.jump_url}, user=OUTSIDER)
-        await refusal_of(linked, THREAD_CHECK_FAILED)
+            linked = await fake.invoke_command("vary", {"message": result.jump_url}, user=OUTSIDER)
+            await refusal_of(linked, THREAD_CHECK_FAILED)
         assert len(fake.calls_to("GET", THREAD_MEMBER)) == asked + 3
+        # The operator sees each of Discord's failures once, with what was asked (ids only).
+        asked_of_discord = f"whether member {OUTSIDER} is in private thread {secret}"
+        told = [r.getMessage() for r in caplog.records if r.name == "cogs.visibility"]
+        assert [asked_of_discord in message for message in told] == [True] * 3, told
+        assert not any("lighthouse" in message for message in told)
         # The server's dashboard keeps the outsider's refusals, but not Discord's failures.
         kept = [sentence for _, sentence in await kept_refusals(bot, fake.guild_id)]
         assert any(NOT_READABLE in sentence for sentence in kept), kept
@@ -93,6 +106,9 @@ async def test_a_private_threads_pictures_are_for_its_members_and_thread_manager
         assert len(fake.calls_to("GET", THREAD_MEMBER)) == asked + 1
         assert await images_today(bot.services, OUTSIDER, fake.guild_id) == 0
         assert bot.queue.queued_count() == 0
+    # Each is counted under its own reason, none of the member's doing (recorded after the
+    # member was told: read once Easel stopped).
+    assert refusals_counted(Reason.DISCORD) - discords_before == 3
 
 
 async def test_threads_are_checked_like_discord_does(

@@ -226,7 +226,11 @@ def test_infotext_records_the_unit_in_the_web_ui_form(engine: Engine, disk: str)
             "control start (0.8) must not be after control end (0.2)",
         ),
         ({"module": "canny", "model": "nope"}, "unknown ControlNet model 'nope': it is not inst"),
-        ({"module": "depth"}, "the depth control needs a local annotator: put a transformers"),
+        (
+            {"module": "depth"},
+            "the depth control's annotator is not installed on this server: ask an admin, or "
+            "send a ready depth map with control type none",
+        ),
         ({"module": "openpose"}, "Easel cannot run the openpose annotator: make the openpose"),
     ],
 )

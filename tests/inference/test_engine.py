@@ -140,5 +140,5 @@ def test_bad_input_is_refused_before_any_model_load(
 
 def test_list_models_and_empty_folder(engine: Engine, tmp_path: Path) -> None:
     assert engine.list_models() == ["tiny", "tiny-inpainting"]
-    with pytest.raises(RenderInputError, match="no models found in"):
+    with pytest.raises(RenderInputError, match=r"^a model is not installed on this server: ask"):
         Engine(tmp_path).render(fast())

@@ -16,6 +16,7 @@ from inference.checkpoints import detect_family, load_single_file
 from inference.flow_detect import flow_family_from_tensors
 from inference.flow_tiny import tiny_t5_tokenizer
 from inference.metadata import checkpoint_family
+from inference.not_installed import NotInstalled
 from inference.registry import ModelEntry, ModelRegistry
 from inference.tiny import write_tiny_checkpoint, write_tiny_model
 from inference.types import RenderInputError
@@ -90,9 +91,12 @@ def test_an_sd3_of_no_shipped_size_asks_for_a_sidecar(tmp_path: Path) -> None:
 def test_a_transformer_alone_needs_its_parts_beside_it(tmp_path: Path) -> None:
     tiny_t5_tokenizer().save_pretrained(tmp_path / "text_encoder" / "t5-tokenizer")
     flux = write_file(tmp_path / "unet" / "flux1-dev.safetensors", FLUX + GUIDANCE)
-    with pytest.raises(RenderInputError) as refused:
+    with pytest.raises(NotInstalled) as refused:
         load_single_file(ModelEntry("flux1-dev", flux, "safetensors"), torch.float32)
     assert str(refused.value) == (
+        "the CLIP-L flux1-dev.safetensors needs is not installed on this server: ask an admin"
+    )
+    assert refused.value.for_operator == (
         "flux1-dev.safetensors holds no CLIP-L and no CLIP-L file that fits it is in "
         f"{tmp_path / 'text_encoder'}/: put one there, or use an all-in-one file or a "
         "diffusers folder"
@@ -103,10 +107,13 @@ def test_a_flux_file_without_t5_s_tokenizer_names_the_folder(tmp_path: Path) -> 
     path = write_file(
         tmp_path / "Stable-diffusion" / "flux1-dev.safetensors", FLUX + GUIDANCE + ENCODERS
     )
-    with pytest.raises(RenderInputError) as refused:
+    with pytest.raises(NotInstalled) as refused:
         load_single_file(ModelEntry("flux1-dev", path, "safetensors"), torch.float32)
     folder = tmp_path / "text_encoder" / "t5-tokenizer"
     assert str(refused.value) == (
+        "the T5 tokenizer flux1-dev.safetensors needs is not installed on this server: ask an admin"
+    )
+    assert refused.value.for_operator == (
         "flux1-dev.safetensors needs T5's tokenizer, which Easel cannot download: put its "
         f"tokenizer.json (from any Flux or SD3 diffusers repository) in {folder}/"
     )

@@ -1,8 +1,10 @@
 """Add-on files still being copied (or cut short) are left out of the registry's lists and
 lookups until they are whole, the operator told once: LoRAs, embeddings, VAEs, upscalers and
-face restorers (``.safetensors``, and ``.pth`` where pickles are allowed), and GGUF
+face restorers (``.safetensors``, and ``.pth`` where pickles are allowed), ControlNets (a file,
+or a diffusers folder's weights), IP-Adapters (with their image encoder's weights), and GGUF
 checkpoints (a ``.gguf`` file alone, or in a diffusers folder's ``unet/``). Each used to be
-offered, and every job that picked it failed or ran without it."""
+offered, and every job that picked it failed or ran without it. A split release's T5 or CLIP
+file still being copied is passed over for a whole one, else its load says so."""
 
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ import torch
 from safetensors.torch import save_file
 
 from inference import metadata as metadata_module
+from inference.checkpoints import split_part_files
+from inference.control_units import ControlUnit, check_control_models, controlnet_files
+from inference.flow_tiny import write_tiny_flow_checkpoint
+from inference.image_prompts import ImagePrompt, adapter_files, check_image_prompt_models
 from inference.memory import gguf_quantization
 from inference.model_list import installed_models
 from inference.registry import LISTING_MAX_AGE_NS, SCAN_MAX_AGE_NS, ModelEntry, ModelRegistry
@@ -289,3 +295,154 @@ def test_a_file_long_unchanged_is_trusted_longer(tmp_path: Path) -> None:
     assert list(registry.network_files("lora")) == ["old"]
     now[0] += LISTING_MAX_AGE_NS - SCAN_MAX_AGE_NS
     assert registry.network_files("lora") == {}
+
+
+def incomplete(path: Path, whole: bytes) -> str:
+    """What the check says of ``path`` cut in half (``cut_in_half``) from ``whole``."""
+    return f"{path.name} is incomplete ({len(whole) // 2} of {len(whole)} bytes): still copying?"
+
+
+def test_a_half_copied_controlnet_is_left_out_and_a_whole_one_stands_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file, or a diffusers folder's weights: a unit naming it is refused as not installed
+    (the bot refuses it before queueing: its admission lists the ControlNets)."""
+    fallback = weights(tmp_path / "controlnet" / "canny.safetensors")  # searched second
+    copying = weights(tmp_path / "ControlNet" / "canny.safetensors")
+    whole_canny = cut_in_half(copying)
+    folder = tmp_path / "ControlNet" / "depth-sd15"
+    (folder / "config.json").parent.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    folder_file = weights(folder / "diffusion_pytorch_model.safetensors")
+    whole_depth = cut_in_half(folder_file)
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level(logging.INFO, logger="inference.registry"):
+        for _ in range(2):
+            assert controlnet_files(registry) == {"canny": fallback}
+        depth = ControlUnit("depth", "map.png", model="depth-sd15")
+        with pytest.raises(RenderInputError, match=r"^unknown ControlNet model 'depth-sd15': it"):
+            check_control_models([depth], registry)
+        assert sorted(not_offered(caplog)) == [
+            f"ControlNet canny at {copying} is not offered: {incomplete(copying, whole_canny)}",
+            f"ControlNet depth-sd15 at {folder} is not offered: "
+            f"depth-sd15/{incomplete(folder_file, whole_depth)}",
+        ]
+        folder_file.write_bytes(whole_depth)
+        copying.write_bytes(whole_canny)
+        assert controlnet_files(registry) == {"canny": copying, "depth-sd15": folder}
+        check_control_models([depth], registry)
+    assert f"ControlNet canny at {copying}: canny.safetensors is whole now" in caplog.messages
+
+
+def test_only_half_copied_controlnets_are_no_controlnet(tmp_path: Path) -> None:
+    cut_in_half(weights(tmp_path / "ControlNet" / "canny.safetensors"))
+    with pytest.raises(
+        RenderInputError, match=r"^ControlNet is not installed on this server: ask an admin$"
+    ):
+        check_control_models([ControlUnit("canny", "map.png")], ModelRegistry(tmp_path))
+
+
+def test_an_ip_adapter_is_offered_once_its_file_and_image_encoder_are_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0]
+    registry = ModelRegistry(tmp_path, clock=lambda: now[0])
+    adapter = weights(tmp_path / "ipadapter" / "style.safetensors")
+    encoder = tmp_path / "ipadapter" / "image_encoder"
+    encoder_file = weights(encoder / "model.safetensors")
+    (encoder / "config.json").write_text("{}")
+    whole_encoder = cut_in_half(encoder_file)
+    named = ImagePrompt(("a.png",), model="style")
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        for _ in range(2):
+            assert adapter_files(registry) == {}
+            with pytest.raises(
+                RenderInputError,
+                match=r"^IP-Adapter is not installed on this server: ask an admin$",
+            ):
+                check_image_prompt_models(named, registry)
+    assert not_offered(caplog) == [
+        f"IP-Adapter style at {adapter} is not offered: "
+        f"image_encoder/{incomplete(encoder_file, whole_encoder)}"
+    ]
+    encoder_file.write_bytes(whole_encoder)
+    assert adapter_files(registry) == {"style": adapter}
+    check_image_prompt_models(named, registry)
+    # The adapter itself copied over again, beside another one: the name is not installed.
+    whole_adapter = cut_in_half(adapter)
+    other = weights(tmp_path / "ipadapter" / "other.safetensors")
+    now[0] += SCAN_MAX_AGE_NS
+    assert adapter_files(registry) == {"other": other}
+    with pytest.raises(RenderInputError, match=r"^unknown IP-Adapter 'style'; available: other$"):
+        check_image_prompt_models(named, registry)
+    adapter.write_bytes(whole_adapter)
+    assert sorted(adapter_files(registry)) == ["other", "style"]
+
+
+def cut_in_its_data(path: Path) -> bytes:
+    """Leaves ``path``'s header and one byte of its data (a copy under way); returns it whole."""
+    whole = path.read_bytes()
+    header = int.from_bytes(whole[:8], "little")
+    path.write_bytes(whole[: 8 + header + 1])
+    return whole
+
+
+def test_a_split_release_s_t5_still_being_copied_is_refused_saying_so(tmp_path: Path) -> None:
+    """Its header fits, so its load picked it and failed reading its weights; a GGUF T5's
+    header does not read until it is whole, and it was "no T5 file that fits"."""
+    write_tiny_flow_checkpoint(tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path)
+    parts = tmp_path / "text_encoder"
+    t5 = parts / "tiny-t5xxl.safetensors"
+    whole = cut_in_its_data(t5)
+    [entry] = ModelRegistry(tmp_path).scan().values()
+    refused = "^split.safetensors finds no whole T5 file: "
+    with pytest.raises(
+        RenderInputError,
+        match=refused + r"tiny-t5xxl.safetensors is incomplete \(\d+ of \d+ bytes\): still",
+    ):
+        split_part_files(entry)
+    # A whole one that fits (another name, a later copy) is read meanwhile.
+    (parts / "z-t5xxl.safetensors").write_bytes(whole)
+    assert split_part_files(entry)["text_encoder_3"] == ("T5", parts / "z-t5xxl.safetensors")
+    t5.write_bytes(whole)
+    assert split_part_files(entry)["text_encoder_3"] == ("T5", t5)
+    t5.unlink()
+    (parts / "z-t5xxl.safetensors").unlink()
+    cut_in_half(gguf_checkpoint(parts / "t5-Q8_0.gguf"))
+    with pytest.raises(RenderInputError, match=refused + "t5-Q8_0.gguf is not a whole GGUF file"):
+        split_part_files(entry)
+
+
+def test_a_diffusers_folder_s_half_text_encoder_shard_is_left_out(tmp_path: Path) -> None:
+    """A component's every file is checked (a sharded T5: ``model-00002-of-00002``)."""
+    folder = tmp_path / "split-xl"
+    folder.mkdir()
+    index = {
+        "_class_name": "StableDiffusionXLPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index))
+    weights(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    weights(folder / "text_encoder_2" / "model-00001-of-00002.safetensors")
+    shard = weights(folder / "text_encoder_2" / "model-00002-of-00002.safetensors")
+    whole = cut_in_half(shard)
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == []
+    assert registry.unusable() == {"split-xl": f"text_encoder_2/{incomplete(shard, whole)}"}
+
+
+def test_a_check_stats_its_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file's ``stat`` says when it changed and keys what is read of it: one serves both."""
+    lora = weights(tmp_path / "lora" / "style.safetensors")
+    statted: list[Path] = []
+    stat = Path.stat
+
+    def counted(path: Path, **kwargs: bool) -> os.stat_result:
+        if path == lora:
+            statted.append(path)
+        return stat(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", counted)
+    assert list(ModelRegistry(tmp_path).network_files("lora")) == ["style"]
+    assert statted == [lora]

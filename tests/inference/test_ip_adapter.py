@@ -19,6 +19,7 @@ from inference.engine import Engine
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.tiny import write_tiny_ip_adapter, write_tiny_model
 from inference.types import RenderedImage, RenderInputError, RenderRequest
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,8 @@ def test_bad_inputs_are_refused_with_one_sentence(
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a picture")
-    (models / "ipadapter" / "broken.safetensors").write_bytes(b"not tensors")
+    # Whole, but not an adapter's tensors (one cut short is not listed: test_incomplete_addons).
+    stand_in_checkpoint(models / "ipadapter" / "broken.safetensors")
     cases = [
         (guided([pictures[0]], model="broken"), "broken.safetensors is no IP-Adapter"),
         (guided([str(text)]), "image prompt picture is not a readable image"),

@@ -17,6 +17,7 @@ from bot.cli.doctor import diagnose
 from bot.settings import load_settings
 from inference.checkpoints import CONFIGS_DIR
 from inference.memory import (
+    DEFAULT_NATIVE_SIDE,
     DENOISER_COPIES,
     GRID_PICTURES,
     TensorInfo,
@@ -208,3 +209,18 @@ def test_native_side_of_sdxl_sd15_and_a_tiny_folder(tmp_path: Path) -> None:
     assert native_side(ModelEntry("xl", sdxl, "safetensors")) == 1024
     assert native_side(ModelEntry("sd15", sd15, "safetensors")) == 512
     assert native_side(ModelEntry("tiny", tiny, "diffusers")) == 64
+
+
+def test_a_transformer_folder_whose_vae_gives_no_size_renders_at_the_default_side(
+    tmp_path: Path,
+) -> None:
+    """A Flux/SD3 folder's native side is its VAE's ``sample_size``, in pixels; a VAE config
+    that gives none means the default side in pixels, not the UNet default in latents."""
+    folder = tmp_path / "flow"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "vae").mkdir()
+    (folder / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    entry = ModelEntry("flow", folder, "diffusers")
+    assert native_side(entry) == DEFAULT_NATIVE_SIDE
+    (folder / "vae" / "config.json").write_text(json.dumps({"sample_size": 768}))
+    assert native_side(entry) == 768

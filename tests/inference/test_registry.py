@@ -62,6 +62,9 @@ def test_a_hidden_file_is_told_once_however_often_the_folder_is_listed(
 
 
 def test_first_folder_wins_a_name_clash(tmp_path: Path) -> None:
+    """Of two checkpoints of one name neither a pickle, the one in the folder searched first
+    (the models folder, then ``Stable-diffusion``); a pickle comes after any other of its
+    name, in whichever folder (``test_a_pickle_never_hides_a_safetensors_file_of_its_name``)."""
     touch_model(tmp_path / "x.safetensors")
     touch_model(tmp_path / "Stable-diffusion" / "x.safetensors")
     assert ModelRegistry(tmp_path).resolve("x").path == tmp_path / "x.safetensors"
@@ -75,6 +78,37 @@ def test_pickle_checkpoints_need_permission(tmp_path: Path) -> None:
     assert ModelRegistry(tmp_path).names() == ["new"]
     allowed = ModelRegistry(tmp_path, allow_pickle=True)
     assert allowed.resolve("old").format == "pickle"
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True], ids=["pickles-refused", "pickles-allowed"])
+@pytest.mark.parametrize("usable", ["m.safetensors", "Stable-diffusion/m.safetensors"])
+def test_a_pickle_never_hides_a_safetensors_file_of_its_name(
+    tmp_path: Path, allow_pickle: bool, usable: str
+) -> None:
+    """``m.ckpt`` sorts before ``m.safetensors`` in its folder, and the models folder is
+    searched before ``Stable-diffusion/``: the safetensors file has the name all the same."""
+    touch_model(tmp_path / "m.ckpt")
+    safetensors = touch_model(tmp_path / usable)
+    registry = ModelRegistry(tmp_path, allow_pickle=allow_pickle)
+    assert registry.names() == ["m"]
+    assert registry.resolve("m").path == safetensors
+    assert registry.resolve(None).path == safetensors
+
+
+def test_a_checkpoint_is_awaited_where_it_would_take_a_name_once_whole(tmp_path: Path) -> None:
+    """``awaited``: one still being copied that would take the name once whole (its copy may
+    end in place, changing no folder); not one hidden by the file that has the name, nor a
+    pickle where pickles are refused."""
+    _real_safetensors(tmp_path / "Stable-diffusion" / "m.safetensors")
+    _copied_halfway(_real_safetensors(tmp_path / "m.safetensors"))  # searched first
+    _real_safetensors(tmp_path / "b.safetensors")
+    _copied_halfway(_real_safetensors(tmp_path / "checkpoints" / "b.safetensors"))  # hidden
+    touch_model(tmp_path / "p.ckpt", b"PK")  # cut short
+    registry = ModelRegistry(tmp_path)
+    assert [registry.awaited(name) for name in ("m", "b", "p", None)] == [True, False, False, False]
+    assert ModelRegistry(tmp_path, allow_pickle=True).awaited("p")
+    _copied_halfway(_real_safetensors(tmp_path / "a.safetensors"))  # first by name once whole
+    assert ModelRegistry(tmp_path).awaited(None)
 
 
 @pytest.fixture
@@ -334,9 +368,9 @@ def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
     removed shows at once, one completed in place within ``SCAN_MAX_AGE_NS``."""
     checked: list[Path] = []
 
-    def counted_problem(path: Path) -> str | None:
+    def counted_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
         checked.append(path)
-        return safetensors_problem(path)
+        return safetensors_problem(path, stat)
 
     monkeypatch.setattr(registry_module, "safetensors_problem", counted_problem)
     touch_model(tmp_path / "ready.safetensors")

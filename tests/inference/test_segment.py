@@ -33,9 +33,16 @@ def test_the_mask_has_the_pictures_size_and_is_black_and_white(
     assert set(np.unique(np.asarray(mask))) <= {0, 255} and mask.getextrema()[1] == 255
 
 
-def test_without_a_model_the_sentence_names_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(RenderInputError, match=r"CLIPSeg.*" + str(tmp_path / "clipseg")):
+def test_without_a_model_the_member_is_told_to_ask_an_admin_and_the_log_names_the_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(RenderInputError) as refused:
         segment(tmp_path, picture(tmp_path), "the sky")
+    assert str(refused.value) == (
+        "the CLIPSeg model that finds a region from words is not installed on this server: "
+        "ask an admin"
+    )
+    assert str(tmp_path / "clipseg") in caplog.text
 
 
 def test_nothing_matched_is_refused(

@@ -142,15 +142,14 @@ async def test_a_controlnet_named_where_controlnets_are_listed_is_looked_up_once
 ) -> None:
     """Admission lists the ControlNets (the server's list names one): the check that it is
     installed, before the acknowledgement, reads that listing instead of walking again."""
-    (tmp_path / "ControlNet").mkdir()
-    (tmp_path / "ControlNet" / "canny-x.safetensors").write_bytes(b"")
+    stand_in_checkpoint(tmp_path / "ControlNet" / "canny-x.safetensors")
     registry = ModelRegistry(tmp_path)
     walks: list[Path] = []
     walk = addons.controlnet_files
 
-    def counted(models_dir: Path) -> dict[str, Path]:
-        walks.append(models_dir)
-        return walk(models_dir)
+    def counted(listed: ModelRegistry) -> dict[str, Path]:
+        walks.append(listed.models_dir)
+        return walk(listed)
 
     monkeypatch.setattr(addons, "controlnet_files", counted)
     policy = GuildPolicy(

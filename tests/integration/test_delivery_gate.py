@@ -261,10 +261,14 @@ async def test_the_spoiler_policy_of_now_spoilers_a_result_submitted_before_it(
 
 
 async def delivered_after(
-    conn: aiosqlite.Connection, tmp_path: Path, change: RuleChange
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    change: RuleChange,
+    queued: Submission | None = None,
 ) -> tuple[FakeDiscord, str]:
-    """A job submitted, the server's rules changed (``change``) while it waits, then rendered
-    and delivered; what Discord was sent, and the job's id."""
+    """A job submitted (``queued``, else ``submission()``), the server's rules changed
+    (``change``) while it waits, then rendered and delivered; what Discord was sent, and the
+    job's id."""
     fake, engine = FakeDiscord(), HeldEngine()
     results = results_for(conn, fake)
     policy = results.guild_policy
@@ -272,7 +276,7 @@ async def delivered_after(
     queue = await started(conn, engine, tmp_path / "images", results)
     try:
         await policy.settings(GUILD)  # the rules of submit time, kept in memory
-        job_id = await queue.submit(submission())
+        job_id = await queue.submit(queued or submission())
         await asyncio.to_thread(engine.started.wait, 10)  # past the start gate
         await change(policy)
         engine.released.set()
@@ -344,6 +348,81 @@ async def test_a_queued_job_the_rules_of_now_withhold_ends_before_it_renders_ref
     job_id = await JobQueue(conn, [], images).submit(submission())  # journaled while stopped
     await change(GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)))
     await ends_before_rendering(conn, job_id, images, why)
+
+
+async def _allow_only_the_safe_model(policy: GuildPolicy) -> None:
+    await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_MODEL, "safe-model", add=True)
+
+
+def _rendering_with(model: str = "safe-model", count: int = 1, **options: Any) -> Submission:
+    request = RenderRequest("a dog", seed=1, steps=2, count=count, model=model, options=options)
+    return Submission("imagine", request, MEMBER, GUILD, channel_id=CHANNEL)
+
+
+MODEL_LEFT_OUT = (
+    "its model `nsfw-model` is no longer on the server's list of allowed models (an admin "
+    "changed the list since it was submitted)"
+)
+
+
+async def test_a_model_the_server_leaves_out_while_the_job_renders_holds_at_delivery(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queued = _rendering_with("nsfw-model")
+    fake, job_id = await delivered_after(conn, tmp_path, _allow_only_the_safe_model, queued)
+    assert fake.channel.messages == []
+    notice = f"Your job `{job_id}` in Guild was not posted: {MODEL_LEFT_OUT}. {REFUNDED}"
+    assert fake.direct.messages == [(notice, [])]
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+
+
+async def test_a_job_naming_no_model_is_held_by_the_model_it_rendered_with(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Admitted while the server had no model list and no default, a job names no model and
+    the engine renders its first installed (``instant`` here); a list made since leaves that
+    one out: held at delivery by the model its pictures name (review R_AUD1: the None was
+    skipped and the result posted)."""
+    request = RenderRequest("a dog", seed=1, steps=2, count=1, model=None)
+    queued = Submission("imagine", request, MEMBER, GUILD, channel_id=CHANNEL)
+    fake, job_id = await delivered_after(conn, tmp_path, _allow_only_the_safe_model, queued)
+    assert fake.channel.messages == []
+    left_out = MODEL_LEFT_OUT.replace("nsfw-model", "instant")
+    notice = f"Your job `{job_id}` in Guild was not posted: {left_out}. {REFUNDED}"
+    assert fake.direct.messages == [(notice, [])]
+
+
+@pytest.mark.parametrize(
+    "queued",
+    [
+        _rendering_with("nsfw-model"),
+        _rendering_with(refiner="nsfw-model"),  # a refiner is a model: the list governs it
+        _rendering_with(
+            count=2,
+            compare={
+                "cells": [{"model": "safe-model"}, {"model": "nsfw-model"}],
+                "x": {"title": "Checkpoint name", "labels": ["safe-model", "nsfw-model"]},
+            },
+        ),
+    ],
+    ids=["model", "refiner", "compare cell"],
+)
+async def test_a_queued_job_whose_model_the_server_left_out_since_ends_before_it_renders(
+    conn: aiosqlite.Connection, tmp_path: Path, queued: Submission
+) -> None:
+    images = tmp_path / "images"
+    job_id = await JobQueue(conn, [], images).submit(queued)  # journaled while stopped
+    await _allow_only_the_safe_model(GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)))
+    await ends_before_rendering(conn, job_id, images, MODEL_LEFT_OUT)
+
+
+async def test_a_job_whose_models_the_server_still_allows_renders(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    queued = _rendering_with(refiner="safe-model")
+    fake, _ = await delivered_after(conn, tmp_path, _allow_only_the_safe_model, queued)
+    [(_, files)] = fake.channel.messages
+    assert len(files) == 1
 
 
 async def ends_before_rendering(

@@ -172,19 +172,25 @@ def test_drawing_from_a_wildcard_of_one_value_counts_in_the_budget(
         expand_prompt("{2$$__w0__}", 1, WildcardLibrary(tmp_path))
 
 
-def test_a_wildcard_value_drawn_again_and_again_is_parsed_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # pyparsing takes milliseconds a value: a one-value wildcard drawn twice at each of 30
-    # seeds, and a value drawn from a file at each, parse each value once, not at every draw.
-    parsed: list[str] = []
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each text dynamicprompts parses for the prompt language from here on."""
+    texts: list[str] = []
     real_parse = wildcards.parse
 
     def counted(text: str, **options: Any) -> Any:
-        parsed.append(text)
+        texts.append(text)
         return real_parse(text, **options)
 
     monkeypatch.setattr(wildcards, "parse", counted)
+    return texts
+
+
+def test_a_wildcard_value_drawn_again_and_again_is_parsed_once(
+    tmp_path: Path, parsed: list[str]
+) -> None:
+    # pyparsing takes milliseconds a value: a one-value wildcard drawn twice at each of 30
+    # seeds, and a value drawn from a file at each, parse each value once, not at every draw.
     # A text no earlier test parsed (letters only: "_" and the like are shielded in values).
     marker = "lighthouse " + "".join(random.choices(string.ascii_lowercase, k=16))
     (tmp_path / "one.txt").write_text(f"a {marker}\n", encoding="utf-8")
@@ -194,6 +200,22 @@ def test_a_wildcard_value_drawn_again_and_again_is_parsed_once(
         expand_prompt("{2$$__one__}, {2$$__two__}", seed, library)
     values = sorted(text for text in parsed if marker in text)
     assert values == sorted({f"a {marker}", f"red {marker}", f"blue {marker}"}), values
+
+
+def test_a_member_s_prompts_do_not_evict_the_wildcard_values_parsed(
+    tmp_path: Path, parsed: list[str]
+) -> None:
+    # One cache of 512 held both: a member's prompts (a 4,000-character one of {a|b|c} choices
+    # keeps 0.58 MB parsed) evicted the values every request drawing from a file parses again.
+    marker = "harbour " + "".join(random.choices(string.ascii_lowercase, k=16))
+    (tmp_path / "two.txt").write_text(f"red {marker}\nblue {marker}\n", encoding="utf-8")
+    library = WildcardLibrary(tmp_path)
+    expand_prompt("{2$$__two__}", 1, library)
+    for index in range(520):  # more prompts than the one cache held
+        expand_prompt(f"{{a|b}} {marker} {index}", 1)
+    parsed.clear()
+    expand_prompt("{2$$__two__}", 1, library)
+    assert not [text for text in parsed if text.startswith(("red", "blue"))], parsed
 
 
 def test_drawn_values_are_the_ones_dynamicprompts_draws(tmp_path: Path) -> None:

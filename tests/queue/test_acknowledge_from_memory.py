@@ -18,12 +18,14 @@ from bot.jobs import accounting
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.retention import Retention
+from bot.policy import member_settings
 from bot.policy.guild import GuildList, GuildPolicy
-from bot.policy.member_settings import MemberSettings
+from bot.policy.member_settings import MemberSettings, UserSettings
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import RELAX_MAX_UNFINISHED_PICTURES, QuotaLimits
 from bot.settings import Settings
 from bot.user_errors import Reason, UserError
+from db.database import connect
 from db.quotas import LimitScope
 from inference.types import RenderRequest
 
@@ -60,7 +62,11 @@ async def counting_statements(conn: aiosqlite.Connection) -> AsyncIterator[list[
 
 
 def submission(request: RenderRequest = CAT) -> Submission:
-    return Submission(kind="imagine", request=request, user_id=MEMBER, guild_id=GUILD)
+    return submission_of(MEMBER, request)
+
+
+def submission_of(user_id: int, request: RenderRequest = CAT) -> Submission:
+    return Submission(kind="imagine", request=request, user_id=user_id, guild_id=GUILD)
 
 
 async def limit_member(policy: GuildPolicy, limits: QuotaLimits) -> None:
@@ -267,6 +273,29 @@ async def test_first_checks_take_one_trip_to_the_database_thread_per_query(
     assert len(trips) == 3
 
 
+@asynccontextmanager
+async def previous_process(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """A connection to the test's database with memory of its own, as the process before a
+    restart had (what is kept is per connection)."""
+    connection = await connect(tmp_path / "easel.sqlite3")
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def started_queue(conn: aiosqlite.Connection, tmp_path: Path) -> AsyncIterator[JobQueue]:
+    """A queue started as the bot starts one (reading ahead what first checks need)."""
+    queue = JobQueue(conn, [], tmp_path / "images", max_queued_per_member=DEFAULT_QUEUE_BOUND)
+    await queue.start()
+    await queue.read_ahead()
+    try:
+        yield queue
+    finally:
+        await queue.stop()
+
+
 def bounded_queue(conn: aiosqlite.Connection, tmp_path: Path) -> JobQueue:
     return JobQueue(conn, [], tmp_path / "images", max_queued_per_member=2)
 
@@ -299,6 +328,105 @@ async def test_jobs_left_unfinished_by_a_previous_process_count_against_the_boun
         assert refusal is not None and refusal.reason is Reason.QUEUE
     finally:
         await after.stop()
+
+
+async def test_a_member_who_spent_nothing_lately_is_checked_without_reading_the_ledger(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """After a start every member is new to memory: the queue's start reads once who spent
+    anything in the current periods and which guilds store limits (``accounting.read_ahead``),
+    so the first check of one who did not spend (most of a burst's members) reads no spending;
+    limits and spending written before the start are counted, and so is a job reserved since."""
+    spender = MEMBER + 1
+    async with previous_process(tmp_path) as previous:
+        for member in (MEMBER, spender):
+            one_a_day = QuotaLimits(images_per_day=1)
+            await accounting.set_limits(
+                previous, LimitScope.USER, GUILD, member, one_a_day, time.time()
+            )
+        await JobQueue(previous, [], tmp_path / "images").submit(submission_of(spender))
+    async with started_queue(conn, tmp_path) as queue:
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission()) is None
+        assert [statement for statement in statements if "quota_ledger" in statement] == []
+        spent_before = await queue.quota_refusal(submission_of(spender))
+        assert spent_before is not None and spent_before.reason is Reason.QUOTA
+        job_id = await queue.submit(submission())
+        spent_since = await queue.quota_refusal(submission())
+        assert spent_since is not None and spent_since.reason is Reason.QUOTA
+        await queue.cancel(job_id, Member(MEMBER, GUILD))  # refunded: room again
+        assert await queue.quota_refusal(submission()) is None
+
+
+async def test_spending_since_the_read_ahead_counts_once_memory_lets_it_go(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A member who had spent nothing at the start and reserves since is among those who
+    spent: once memory lets their spending go (retention's prune drops all of it), their
+    next check reads it again rather than taking them for one who spent nothing."""
+    one_a_day = QuotaLimits(images_per_day=1)
+    await accounting.set_limits(conn, LimitScope.USER, GUILD, MEMBER, one_a_day, time.time())
+    async with started_queue(conn, tmp_path) as queue:
+        await queue.submit(submission())
+        await accounting.prune_settled(conn, 0.0)  # prunes no row; forgets every spending
+        refusal = await queue.quota_refusal(submission())
+        assert refusal is not None and refusal.reason is Reason.QUOTA
+
+
+async def test_in_a_guild_that_sets_no_limit_a_new_members_first_check_reads_nothing(
+    conn: aiosqlite.Connection, policy: GuildPolicy, tmp_path: Path
+) -> None:
+    """The queue's start reads which guilds store a limit override; in one that stores none,
+    a member new to memory is checked with no SQL statement; once an admin sets a limit
+    there, it is read and applies at once."""
+    async with started_queue(conn, tmp_path) as queue:
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission()) is None
+        assert statements == []
+        await policy.set_quota(GUILD, ADMIN, LimitScope.GUILD, GUILD, QuotaLimits(images_per_day=0))
+        refusal = await queue.quota_refusal(submission_of(MEMBER + 1))
+        assert refusal is not None and refusal.reason is Reason.QUOTA
+
+
+async def test_settings_read_ahead_answer_a_member_who_saved_none_without_a_read(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """``MemberSettings.read_ahead`` (the bot's start) reads who saved settings: another
+    member's first /imagine reads none; settings saved before the start or since are used,
+    from SQLite too once memory lets them go."""
+    saver = MEMBER + 1
+    async with previous_process(tmp_path) as previous:
+        await MemberSettings(previous).update(saver, {"steps": 30})
+    settings = MemberSettings(conn)
+    await settings.read_ahead()
+    async with counting_statements(conn) as statements:
+        assert await settings.get(MEMBER) == UserSettings()
+    assert statements == []
+    assert (await settings.get(saver)).steps == 30
+    await settings.update(MEMBER, {"steps": 20})
+    settings.forget(MEMBER)  # out of memory: read again
+    assert (await settings.get(MEMBER)).steps == 20
+
+
+async def test_past_the_members_read_ahead_first_checks_read_as_before(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More members with spending or saved settings than ``MEMBERS_READ_AHEAD`` are not kept:
+    a first check then reads, as it did before they were read ahead."""
+    monkeypatch.setattr(accounting, "MEMBERS_READ_AHEAD", 1)
+    monkeypatch.setattr(member_settings, "MEMBERS_READ_AHEAD", 1)
+    async with previous_process(tmp_path) as previous:
+        for member in (MEMBER + 1, MEMBER + 2):
+            await JobQueue(previous, [], tmp_path / "images").submit(submission_of(member))
+            await MemberSettings(previous).update(member, {"steps": 30})
+    settings = MemberSettings(conn)
+    await settings.read_ahead()
+    async with started_queue(conn, tmp_path) as queue:
+        async with counting_statements(conn) as statements:
+            assert await settings.get(MEMBER) == UserSettings()
+            assert await queue.quota_refusal(submission()) is None
+        read = " ".join(statements)
+        assert "FROM user_settings" in read and "r.user_id = " in read
 
 
 async def test_memory_that_missed_an_end_refuses_no_one_and_is_corrected(

@@ -1,5 +1,5 @@
 """A job further back than the scheduler counts (``positions_counted``) reads as such: its
-place "over N" and its wait "over N s", lower bounds, never a number that looks exact."""
+place "over N" and its wait "at least N s", lower bounds, never a number that looks exact."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_a_place_past_the_count_reads_as_a_lower_bound() -> None:
     assert queued(999, 950.0, at_least=False).place() == "position 1000"
     assert queued(999, 950.0, at_least=False).done_in() == "done in about 950 s"
     assert queued(1000, 900.0, at_least=True).place() == "position over 1000"
-    assert queued(1000, 900.0, at_least=True).done_in() == "done in over 900 s"
+    assert queued(1000, 900.0, at_least=True).done_in() == "done in at least 900 s"
     running = JobState(JobStatus.RUNNING, position=None, eta_s=None)
     assert running.done_in() is None
     with pytest.raises(ValueError, match="only a queued job has a place"):
@@ -50,7 +50,7 @@ async def test_the_queue_says_which_places_are_past_the_count(
     ]
     first, _, third, _ = (state for state in states if state)
     assert third.place() == "position over 2"
-    assert (third.done_in() or "").startswith("done in over ")
+    assert (third.done_in() or "").startswith("done in at least ")
     assert first.place() == "position 1"
 
 
@@ -84,7 +84,7 @@ def test_by_default_places_are_counted_to_100_and_only_what_a_member_reads_is_bo
     )
     assert exact is not None and lower_bound is not None and lower_bound < exact
     shown = JobState(JobStatus.QUEUED, position=100, eta_s=lower_bound - now, at_least=True)
-    assert (shown.place(), shown.done_in()) == ("position over 100", "done in over 202 s")
+    assert (shown.place(), shown.done_in()) == ("position over 100", "done in at least 202 s")
     started: list[QueuedJob] = []
     while batch := counted.next_batch("cpu", now):
         assert uncounted.next_batch("cpu", now) == batch

@@ -15,6 +15,7 @@ from bot.edits import Picture, vary_request
 from bot.jobs import accounting
 from bot.jobs.accounting import (
     ESTIMATED_SECONDS_PER_STEP_512,
+    RenderSize,
     estimated_cost,
     input_picture_size,
 )
@@ -52,9 +53,9 @@ def test_a_side_the_request_leaves_out_is_its_models_native_side() -> None:
     times an SD1.5 one (512), and what an explicit 1024x1024 costs."""
     unsized = RenderRequest("a cat", steps=20)
     sized = RenderRequest("a cat", steps=20, width=1024, height=1024)
-    assert estimated_cost(unsized, native_side=1024) == estimated_cost(sized)
-    assert estimated_cost(unsized, native_side=1024).gpu_seconds == pytest.approx(
-        4 * estimated_cost(unsized, native_side=512).gpu_seconds, abs=0.001
+    assert estimated_cost(unsized, RenderSize(native_side=1024)) == estimated_cost(sized)
+    assert estimated_cost(unsized, RenderSize(native_side=1024)).gpu_seconds == pytest.approx(
+        4 * estimated_cost(unsized, RenderSize(native_side=512)).gpu_seconds, abs=0.001
     )
 
 
@@ -67,11 +68,13 @@ def test_an_edit_of_a_picture_reserves_at_the_pictures_size(tmp_path: Path) -> N
     varied = vary_request(base, Picture(picture, 512, 384), "subtle")
     assert (varied.width, varied.height) == (None, None)
     at_its_size = RenderRequest("a cat", steps=varied.steps, width=512, height=384)
-    on_sdxl = estimated_cost(varied, native_side=1024, input_size=(512, 384)).gpu_seconds
+    on_sdxl = estimated_cost(
+        varied, RenderSize(native_side=1024, input_size=(512, 384))
+    ).gpu_seconds
     assert on_sdxl == estimated_cost(at_its_size).gpu_seconds
     # A picture whose size is not known (gone before it was read): the native size.
     at_native = RenderRequest("a cat", steps=varied.steps, width=1024, height=1024)
-    assert estimated_cost(varied, native_side=1024) == estimated_cost(at_native)
+    assert estimated_cost(varied, RenderSize(native_side=1024)) == estimated_cost(at_native)
     assert input_picture_size(varied) is None
 
 
@@ -112,8 +115,18 @@ async def test_a_restored_job_keeps_its_submits_estimate_from_its_reservation(
     submitted, restored = await restored_estimates(
         conn,
         tmp_path / "images",
-        Submission(kind="imagine", request=on_sdxl, user_id=7, native_side=1024),
-        Submission(kind="vary", request=varied, user_id=8, native_side=1024, input_size=(512, 384)),
+        Submission(
+            kind="imagine",
+            request=on_sdxl,
+            user_id=7,
+            render_size=RenderSize(native_side=1024),
+        ),
+        Submission(
+            kind="vary",
+            request=varied,
+            user_id=8,
+            render_size=RenderSize(native_side=1024, input_size=(512, 384)),
+        ),
     )
     at_1024 = dataclasses.replace(on_sdxl, width=1024, height=1024)
     at_its_size = dataclasses.replace(on_sdxl, width=512, height=384, steps=varied.steps)
@@ -138,7 +151,10 @@ async def test_a_restored_relax_edit_is_estimated_as_at_its_submit_reading_off_t
     varied = dataclasses.replace(varied, options={**varied.options, "relax": True})
     reads = picture_reads_off_the_loop(monkeypatch)
     edit = Submission(
-        kind="vary", request=varied, user_id=7, native_side=1024, input_size=(512, 384)
+        kind="vary",
+        request=varied,
+        user_id=7,
+        render_size=RenderSize(native_side=1024, input_size=(512, 384)),
     )
     [submitted], [restored] = await restored_estimates(conn, tmp_path / "images", edit)
     assert reads == [picture]  # at the restart alone

@@ -27,7 +27,7 @@ from bot.policy.addons import (
     under_addon_rules,
 )
 from bot.policy.moderation import NsfwPolicy, check_request
-from bot.policy.prompt_safety import plan_request
+from bot.policy.prompt_safety import OperatorWarnings, plan_request
 from bot.user_errors import Reason, UserError
 from cogs.admin import describe_guild
 from cogs.imagine import with_hires_fix
@@ -622,7 +622,7 @@ def test_a_wildcard_line_naming_a_lora_not_installed_is_ignored_not_refused(
     assert warned and all("'film-grain'" in line and "style.txt" in line for line in warned)
     # The bot's planner keeps whom it warned of: one warning for the name, not one per plan.
     caplog.clear()
-    warnings: set[str] = set()
+    warnings = OperatorWarnings()
     with caplog.at_level("WARNING", logger="bot.policy.prompt_safety"):
         for seed in range(12):
             plan_request(
@@ -630,10 +630,10 @@ def test_a_wildcard_line_naming_a_lora_not_installed_is_ignored_not_refused(
                 (),
                 tmp_path,
                 installed_loras=lambda: installed,
-                lora_warnings=warnings,
+                warned=warnings,
             )
     assert [record.getMessage() for record in caplog.records] == [warned[0]]
-    assert warnings == {"film-grain"}
+    assert warnings.lately(("lora", "film-grain"))
     # Typed, the same tag is refused before anything is charged.
     with pytest.raises(UserError, match="film-grain"):
         plan_request(

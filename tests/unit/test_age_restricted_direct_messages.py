@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import io
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +17,9 @@ import aiohttp
 import aiosqlite
 import discord
 import pytest
+from multidict import CIMultiDict
 from PIL import Image
+from yarl import URL
 
 from bot.history import StoredJob
 from bot.jobs.queue import FinishedJob
@@ -24,11 +27,11 @@ from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.prompt_safety import PromptPlanner
-from bot.user_errors import UserError
+from bot.user_errors import Reason, UserError
 from cogs import history as history_cog
 from cogs import visibility
 from cogs.history import check_may_show_here, checked_for_showing
-from cogs.results import copies
+from cogs.results import copies, story
 from cogs.results.copies import (
     CHANNEL_UNCHECKED,
     MADE_AGE_RESTRICTED,
@@ -405,7 +408,7 @@ async def show_here(
 
 
 async def test_show_asks_discord_about_a_channel_the_cache_lacks_as_direct_messages_do(
-    conn: aiosqlite.Connection,
+    conn: aiosqlite.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An archived thread is not in the gateway's cache: its parent decides, as for a DM copy."""
     await show_here(conn, Client({}, ON_DISCORD), THREAD)
@@ -414,8 +417,84 @@ async def test_show_asks_discord_about_a_channel_the_cache_lacks_as_direct_messa
     with pytest.raises(UserError, match=r"^That picture comes from an age-restricted channel"):
         await show_here(conn, Client({}, ON_DISCORD), GONE)
     unanswering = Unanswering(aiohttp.ServerDisconnectedError(), cached={})
-    with pytest.raises(UserError, match=r"^Discord did not say whether the channel job `j1`"):
+    not_said = r"^Discord did not say whether the channel job `j1`"
+    with (
+        caplog.at_level(logging.WARNING, logger="cogs.visibility"),
+        pytest.raises(UserError, match=not_said) as told,
+    ):
         await show_here(conn, unanswering, THREAD)
+    # Discord's failure, none of the member's: counted under its own reason, and logged.
+    assert told.value.reason is Reason.DISCORD
+    logged = [r.getMessage() for r in caplog.records if r.name == "cogs.visibility"]
+    assert logged == [
+        f"Discord failed to say what channel {THREAD} is (job j1, /show) "
+        "(ServerDisconnectedError); the check failed closed"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("failed", "named"),
+    [
+        (
+            aiohttp.ClientResponseError(
+                aiohttp.RequestInfo(
+                    URL("https://discord.com/api/v10/channels/1"),
+                    "GET",
+                    CIMultiDict({"Authorization": "Bot SECRET-TOKEN"}),
+                    URL("https://discord.com/api/v10/channels/1"),
+                ),
+                (),
+                status=503,
+                message="Service Unavailable",
+            ),
+            "ClientResponseError, status 503",
+        ),
+        (
+            discord.HTTPException(
+                cast(Any, SimpleNamespace(status=500, reason="SECRET-BODY")),
+                {"code": 0, "message": "SECRET-BODY"},
+            ),
+            "HTTPException, status 500, code 0",
+        ),
+    ],
+)
+def test_discord_s_failure_is_logged_without_its_request_or_answer(
+    failed: BaseException, named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An aiohttp error's ``repr`` holds the request's headers (``Authorization: Bot …``), an
+    ``HTTPException``'s Discord's whole answer: the log names the failure's type, status and
+    code only."""
+    with caplog.at_level(logging.WARNING, logger="cogs.visibility"):
+        visibility.log_discord_failed("what channel 1 is", failed)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Discord failed to say what channel 1 is ({named}); the check failed closed"
+    ]
+
+
+async def test_a_named_picture_whose_channel_discord_does_not_say_is_discords_refusal(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload named after a result, its channel's age restriction not answered: refused
+    to try again, counted as Discord's failure (not the member's) and logged."""
+    job = StoredJob("j1", 7, GUILD, False, False, "done", "a barn", [], [1], [""], THREAD)
+
+    async def named(*_: object) -> tuple[StoredJob, int]:
+        return job, 0
+
+    async def unanswered(*_: object) -> None:
+        raise aiohttp.ServerDisconnectedError()
+
+    monkeypatch.setattr(story, "_named_job", named)
+    monkeypatch.setattr(story, "check_stored_pictures_usable", unanswered)
+    interaction = cast(discord.Interaction[Any], SimpleNamespace())
+    with (
+        caplog.at_level(logging.WARNING, logger="cogs.visibility"),
+        pytest.raises(UserError, match=r"^Discord did not say whether the channel") as told,
+    ):
+        await story.check_named_picture(interaction, "easel-0123456789abcdef-0.png")
+    assert told.value.reason is Reason.DISCORD
+    logged = [r.getMessage() for r in caplog.records if r.name == "cogs.visibility"]
+    assert [f"what channel {THREAD} is (job j1)" in message for message in logged] == [True]
 
 
 class Answering(Client):
@@ -447,10 +526,13 @@ async def test_shows_checks_before_its_answer_share_one_budget(
         await asyncio.sleep(budget_s * 0.8)
 
     monkeypatch.setattr(policy, "check_reuse", slow_stored_check)
-    with pytest.raises(UserError, match=r"^Checking whether job `j1` may be shown here took"):
+    with pytest.raises(
+        UserError, match=r"^Checking whether job `j1` may be shown here took"
+    ) as told:
         async with asyncio.timeout(10):
             await show_here(conn, Answering(budget_s / 2), PLAIN, checked_for_showing, policy)
     assert stored_checks == ["j1"]
+    assert told.value.reason is Reason.DISCORD  # not kept as the member's refusal
     # Quick ones: shown.
     monkeypatch.setattr(policy, "check_reuse", lambda *_, **__: asyncio.sleep(0))
     await show_here(conn, Answering(budget_s / 20), PLAIN, checked_for_showing, policy)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.quantized import QUANTIZE_OF, benchmark
+from tests.support.compiled_code import compiled_code_kept
 
 
-def test_every_mode_renders_or_is_refused_on_cpu(tmp_path: Path) -> None:
+def test_every_mode_renders_or_is_refused_on_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resets = compiled_code_kept(monkeypatch)
     report = benchmark("sd15", tmp_path, "cpu", size=64, steps=2, tiny=True)
+    assert resets  # each mode starts from a released device, as on a GPU
     assert set(report) == set(QUANTIZE_OF)
     assert report["fp8"]["refused"].startswith("EASEL_QUANTIZE=fp8 needs a CUDA GPU")
     labels = {mode: report[mode]["quantization"] for mode in ("off", "int8", "gguf-q8")}

@@ -28,6 +28,7 @@ from benchmarks.gpu import (
 )
 from benchmarks.interactions import FAKE_MODES, check_arguments, percentile, run_load
 from inference.tiny import write_tiny_model
+from tests.support.compiled_code import compiled_code_kept
 
 ScriptReport = Callable[..., dict[str, Any]]
 
@@ -62,10 +63,14 @@ def test_load_beyond_the_daily_quota_is_refused_with_the_member_count_needed() -
         check_arguments(requests=20, members=21)
 
 
-def test_gpu_benchmark_runs_every_variant_on_cpu_with_the_tiny_model(tmp_path: Path) -> None:
+def test_gpu_benchmark_runs_every_variant_on_cpu_with_the_tiny_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     levers = Levers(no_vae_upcast=True)  # a tuned variant without compiling (slow on a CPU)
     run = RunSettings("cpu", torch.float32, size=64, steps=2, runs=1, levers=levers, backlog_jobs=3)
+    resets = compiled_code_kept(monkeypatch)
     report = benchmark_family("sd15", tmp_path, run, tiny=True)
+    assert resets  # each variant starts from a released device, as on a GPU
     assert variants_for(levers) == ("plain", "easel", "easel_tuned")
     for variant in variants_for(levers):
         assert report[variant]["it_per_s"] > 0
@@ -162,12 +167,27 @@ def script_report(
 
 
 def test_upscale_benchmark_compares_tiled_with_whole(
-    script_report: ScriptReport, monkeypatch: pytest.MonkeyPatch
+    script_report: ScriptReport, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The script measures each upscale in a Python of its own, so that its peak memory is its
     # own; here each of the two commands it builds runs in this process instead (a fresh
     # Python pays torch's and spandrel's imports again: about 10 s each on a busy CI machine).
-    script = str(Path(__file__).resolve().parents[2] / "benchmarks" / "upscale.py")
+    # That a fresh Python, with the path the script gives it, imports what a measurement
+    # imports (this process has them imported already) is shown once, by the script's own
+    # measurement of a file that is not there: refused by the load, after every import.
+    root = Path(__file__).resolve().parents[2]
+    script = str(root / "benchmarks" / "upscale.py")
+    missing = tmp_path / "missing.safetensors"
+    fresh = subprocess.run(
+        [sys.executable, script, "--measure", str(missing), "24", "--size", "8"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert fresh.returncode != 0
+    assert fresh.stderr.rstrip().endswith(
+        "upscaler 'bench' (missing.safetensors) is no longer installed on this device"
+    ), fresh.stderr
     commands: list[list[str]] = []
 
     def run_here(command: list[str], **_options: Any) -> subprocess.CompletedProcess[str]:

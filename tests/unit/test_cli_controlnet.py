@@ -81,7 +81,10 @@ def test_an_unknown_control_type_is_named(edges: str, capsys: pytest.CaptureFixt
     [
         (["--control-type", "canny", "--control-model", "nope"], "unknown ControlNet model 'nope'"),
         (["--control-type", "canny", "--control-weight", "5"], "control weight must be between"),
-        (["--control-type", "depth"], "the depth control needs a local annotator"),
+        (
+            ["--control-type", "depth"],
+            "the depth control's annotator is not installed on this server",
+        ),
         ([], "--control-image needs --control-type (canny, tile"),
     ],
 )

@@ -21,7 +21,9 @@ from inference.control_units import (
     controlnet_files,
     with_control_units,
 )
+from inference.registry import ModelRegistry
 from inference.types import RenderInputError, RenderRequest
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 fractions = st.floats(0.0, 1.0)
 units = st.builds(
@@ -65,9 +67,8 @@ def test_controlnet_files_are_the_web_ui_s_and_diffusers_folders(tmp_path: Path)
         "canny-sdxl/diffusion_pytorch_model.safetensors",  # inside a diffusers folder
         "old_openpose.pth",  # a pickle: never listed
     ):
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        (folder / relative).write_bytes(b"")
-    assert controlnet_files(tmp_path) == {
+        stand_in_checkpoint(folder / relative)
+    assert controlnet_files(ModelRegistry(tmp_path)) == {
         "canny-sdxl": folder / "canny-sdxl",
         "control_v11p_sd15_canny": folder / "control_v11p_sd15_canny.safetensors",
         "diffusers_xl_depth": folder / "xl" / "diffusers_xl_depth.safetensors",
@@ -79,8 +80,7 @@ def test_the_annotators_folder_is_not_walked(
 ) -> None:
     # An annotators cache holds thousands of files: listing them, then skipping, took 34 ms.
     for relative in ("canny.safetensors", "annotators/depth/blobs/model.safetensors"):
-        (tmp_path / "ControlNet" / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "ControlNet" / relative).write_bytes(b"")
+        stand_in_checkpoint(tmp_path / "ControlNet" / relative)
     read: list[Path] = []
     scandir = os.scandir
 
@@ -89,7 +89,7 @@ def test_the_annotators_folder_is_not_walked(
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", recorded)
-    assert list(controlnet_files(tmp_path)) == ["canny"]
+    assert list(controlnet_files(ModelRegistry(tmp_path))) == ["canny"]
     assert read and not [path for path in read if "annotators" in path.parts]
 
 

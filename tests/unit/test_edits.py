@@ -21,7 +21,7 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
-from bot.jobs.accounting import estimated_cost
+from bot.jobs.accounting import RenderSize, estimated_cost
 from bot.policy.addons import AddonKind, AddonRules, under_addon_rules
 from bot.policy.styles import SETTLED_NS, Style, apply_style, load_styles
 from bot.requests import RequestError
@@ -125,7 +125,7 @@ def test_zoom_out_and_pans_name_the_canvas_they_render_so_the_quota_reserves_it(
         expanded = expand_request(base, PICTURE, zoom_out=zoom_out, pan=pan)
         assert (expanded.width, expanded.height) == (width, height)
         at_the_canvas = RenderRequest("a hat", steps=expanded.steps, width=width, height=height)
-        reserved = estimated_cost(expanded, input_size=(PICTURE.width, PICTURE.height))
+        reserved = estimated_cost(expanded, RenderSize(input_size=(PICTURE.width, PICTURE.height)))
         assert reserved == estimated_cost(at_the_canvas)
     # A canvas past the engine's side: refused here, before queueing, not by the engine.
     with pytest.raises(RequestError, match="outpainting would make a 3072x64 picture"):

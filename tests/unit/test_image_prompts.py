@@ -29,7 +29,9 @@ from inference.image_prompts import (
     with_image_prompt,
 )
 from inference.prompts import InlineFlagError, parse_inline_flags
+from inference.registry import ModelRegistry
 from inference.types import RenderInputError, RenderRequest
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def test_an_image_prompt_is_read_and_checked() -> None:
@@ -84,17 +86,21 @@ def test_sref_outside_imagine_is_a_note() -> None:
 
 def test_missing_adapter_or_encoder_is_named(tmp_path: Path) -> None:
     prompt = ImagePrompt(("a.png",))
-    with pytest.raises(RenderInputError, match="no IP-Adapter is installed: put an IP-Adapter"):
-        check_image_prompt_models(prompt, tmp_path)
-    (tmp_path / "ipadapter").mkdir()
-    (tmp_path / "ipadapter" / "style.safetensors").write_bytes(b"")
-    with pytest.raises(RenderInputError, match="style has no image encoder"):
-        check_image_prompt_models(prompt, tmp_path)
+    registry = ModelRegistry(tmp_path)
+    with pytest.raises(RenderInputError) as refused:
+        check_image_prompt_models(prompt, registry)
+    assert str(refused.value) == "IP-Adapter is not installed on this server: ask an admin"
+    stand_in_checkpoint(tmp_path / "ipadapter" / "style.safetensors")
+    with pytest.raises(RenderInputError) as refused:
+        check_image_prompt_models(prompt, registry)
+    assert str(refused.value) == (
+        "the IP-Adapter style's image encoder is not installed on this server: ask an admin"
+    )
     with pytest.raises(RenderInputError, match="unknown IP-Adapter 'other'; available: style"):
-        check_image_prompt_models(ImagePrompt(("a.png",), model="other"), tmp_path)
+        check_image_prompt_models(ImagePrompt(("a.png",), model="other"), registry)
     (tmp_path / "ipadapter" / "image_encoder").mkdir()
     (tmp_path / "ipadapter" / "image_encoder" / "config.json").write_text("{}")
-    check_image_prompt_models(prompt, tmp_path)
+    check_image_prompt_models(prompt, registry)
 
 
 def test_infotext_names_every_input() -> None:

@@ -5,6 +5,7 @@ from changes (the event loop asks it before a command's acknowledgement)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -14,11 +15,14 @@ from typing import Any
 
 import pytest
 
+import bot.services
 from bot.jobs.accounting import UNKNOWN_MODEL_SIDE
 from bot.services import Services
 from bot.settings import load_settings
 from db.database import connect
-from inference.registry import SCAN_MAX_AGE_NS
+from inference.memory import native_side
+from inference.registry import CHECKPOINT_FOLDERS, SCAN_MAX_AGE_NS, ModelRegistry
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 def diffusers_model(folder: Path, unet_sample_size: int) -> None:
@@ -66,7 +70,9 @@ async def services(tmp_path: Path, clock: Clock) -> AsyncIterator[Services]:
     )
     conn = await connect(tmp_path / "easel.sqlite3")
     try:
-        services = Services.build(conn, settings)
+        # The registry on the same clock: its kept scan ages as the kept sides do.
+        registry = ModelRegistry(settings.models_dir, clock=clock)
+        services = dataclasses.replace(Services.build(conn, settings), registry=registry)
         services.native_sides.clock = clock
         yield services
     finally:
@@ -153,3 +159,269 @@ async def test_models_not_here_are_priced_at_the_fallback_read_once(
     for _ in range(3):
         assert await services.native_side("on-a-worker") == UNKNOWN_MODEL_SIDE
     assert hops == ["read_native_side"]
+
+
+async def test_a_model_copied_into_a_folder_searched_earlier_takes_the_name_and_its_side(
+    services: Services, hops: list[str], clock: Clock
+) -> None:
+    """The checkpoint folders are searched in order: an SDXL "m" written to the models folder
+    takes the name from the SD 1.5 "m" in Stable-diffusion/, whose files stay unchanged."""
+    models = services.registry.models_dir
+    sd15 = models / "Stable-diffusion" / "m"
+    diffusers_model(sd15, unet_sample_size=64)
+    settled(models, sd15.parent, sd15, sd15 / "unet" / "config.json")
+    assert await services.native_side("m") == 512
+    clock.past_the_window()
+    assert await services.native_side("m") == 512  # nothing changed: from memory
+    assert hops == ["read_native_side"]
+    diffusers_model(models / "m", unet_sample_size=128)
+    clock.past_the_window()
+    assert await services.native_side("m") == 1024
+    assert hops == ["read_native_side"] * 2
+
+
+async def test_a_name_another_checkpoint_may_yet_take_is_looked_up_again_each_second(
+    services: Services, hops: list[str], clock: Clock
+) -> None:
+    """An SDXL "m" still being copied into the models folder does not take the name from the
+    SD 1.5 "m" in Stable-diffusion/ yet; it does once whole, its weights written in its part
+    folder (no folder of the winner's or the models folder changes): until then the name is
+    looked up again once a second, not at every ask."""
+    models = services.registry.models_dir
+    sd15 = models / "Stable-diffusion" / "m"
+    diffusers_model(sd15, unet_sample_size=64)
+    sdxl = models / "m"
+    diffusers_model(sdxl, unet_sample_size=128)
+    (sdxl / "model_index.json").write_text(
+        json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]})
+    )
+    weights = sdxl / "unet" / "diffusion_pytorch_model.safetensors"
+    whole = safetensors_bytes()
+    weights.write_bytes(whole[:-8])  # still copying
+    settled(
+        models,
+        models / "Stable-diffusion",
+        sd15,
+        sd15 / "unet" / "config.json",
+        sdxl,
+        sdxl / "unet",
+    )
+    assert await services.native_side("m") == 512
+    assert await services.native_side("m") == 512
+    assert hops == ["read_native_side"]
+    clock.past_the_window()
+    assert await services.native_side("m") == 512
+    assert hops == ["read_native_side"] * 2
+    weights.write_bytes(whole)  # the copy ends
+    clock.past_the_window()
+    assert await services.native_side("m") == 1024
+
+
+def safetensors_bytes() -> bytes:
+    """A whole safetensors file: one tensor of four floats."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(16)
+
+
+def single_file_model(path: Path, *, whole: bool = True) -> None:
+    """A checkpoint file holding no UNet (an SD3 or Flux transformer): priced at 1024."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = safetensors_bytes()
+    path.write_bytes(data if whole else data[:-8])
+
+
+async def test_a_checkpoint_folder_made_with_the_name_in_it_takes_the_name(
+    services: Services, clock: Clock
+) -> None:
+    models = services.registry.models_dir
+    sd15 = models / "checkpoints" / "m"
+    diffusers_model(sd15, unet_sample_size=64)
+    settled(models, sd15.parent, sd15, sd15 / "unet" / "config.json")
+    assert await services.native_side("m") == 512
+    single_file_model(models / "Stable-diffusion" / "m.safetensors")  # searched before
+    clock.past_the_window()
+    assert await services.native_side("m") == 1024
+
+
+async def test_a_model_not_found_is_read_again_once_installed(
+    services: Services, hops: list[str], clock: Clock
+) -> None:
+    models = services.registry.models_dir
+    (models / "Stable-diffusion").mkdir(parents=True)
+    settled(models, models / "Stable-diffusion")
+    assert await services.native_side("m") == UNKNOWN_MODEL_SIDE
+    clock.past_the_window()
+    assert await services.native_side("m") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_side"]
+    single_file_model(models / "checkpoints" / "m.safetensors")
+    clock.past_the_window()
+    assert await services.native_side("m") == 1024
+
+
+async def test_the_first_installed_is_read_again_when_a_copy_sorting_first_ends_in_place(
+    services: Services, clock: Clock
+) -> None:
+    """Model "a" (first by name) is still being copied when the side of the first installed
+    is read; its copy ends with no folder changing, and "a" is the first installed then."""
+    models = services.registry.models_dir
+    diffusers_model(models / "b", unet_sample_size=64)
+    copying = models / "a.safetensors"
+    single_file_model(copying, whole=False)
+    settled(models, models / "b", models / "b" / "unet" / "config.json", copying)
+    assert await services.native_side(None) == 512
+    single_file_model(copying)  # the copy ends
+    clock.past_the_window()
+    assert await services.native_side(None) == 1024
+
+
+def checkpoint(path: Path) -> None:
+    """A diffusers folder (512) where ``path`` has no suffix, else a file (1024; a pickle
+    of the older, non-zip format where it is ``.ckpt``)."""
+    if path.suffix == ".ckpt":
+        path.write_bytes(b"\x80\x02 weights")
+    elif path.suffix:
+        single_file_model(path)
+    else:
+        diffusers_model(path, unet_sample_size=64)
+
+
+@pytest.mark.parametrize(
+    ("winner", "hidden", "side"),
+    [("m", "m.safetensors", 512), ("m.safetensors", "m.ckpt", 1024)],
+    ids=["diffusers-folder-before-its-file", "file-before-its-pickle"],
+)
+async def test_a_checkpoint_hidden_in_the_winners_folder_makes_no_read_each_second(
+    services: Services, hops: list[str], clock: Clock, winner: str, hidden: str, side: int
+) -> None:
+    """Sorted after the file that has the name in its folder (a pickle comes after every other
+    checkpoint of its name), it takes the name only once that one goes, changing the folder."""
+    services.registry.allow_pickle = True
+    models = services.registry.models_dir
+    models.mkdir()
+    checkpoint(models / winner)
+    checkpoint(models / hidden)
+    settled(*models.rglob("*"), models)
+    assert await services.native_side("m") == side
+    for _ in range(10):
+        clock.past_the_window()
+        assert await services.native_side("m") == side
+    assert hops == ["read_native_side"]
+
+
+async def test_a_contested_name_is_read_again_by_one_ask_of_a_burst_each_second(
+    services: Services, hops: list[str], clock: Clock
+) -> None:
+    """An "m" still being copied into the models folder would take the name: each second one
+    ask reads it again; the others of that burst get the kept side, with no hop."""
+    models = services.registry.models_dir
+    sd15 = models / "Stable-diffusion" / "m"
+    diffusers_model(sd15, unet_sample_size=64)
+    single_file_model(models / "m.safetensors", whole=False)
+    settled(*models.rglob("*"), models)
+    assert await services.native_side("m") == 512
+    for window in range(1, 4):
+        clock.past_the_window()
+        sides = await asyncio.gather(*(services.native_side("m") for _ in range(8)))
+        assert sides == [512] * 8
+        assert hops == ["read_native_side"] * (1 + window)
+
+
+async def test_a_side_read_as_a_checkpoint_folder_changed_is_looked_up_again_each_second(
+    services: Services, clock: Clock
+) -> None:
+    """A checkpoint added in the same tick of a coarse file-system clock (2 s on FAT) as a
+    change just before the read leaves its folder's time as it was: until the folders have
+    settled, the name is looked up again each second."""
+    models = services.registry.models_dir
+    sd15 = models / "Stable-diffusion" / "m"
+    diffusers_model(sd15, unet_sample_size=64)
+    settled(sd15.parent, sd15, sd15 / "unet" / "config.json")
+    assert await services.native_side("m") == 512  # the models folder was just written
+    tick = models.stat()
+    single_file_model(models / "m.safetensors")
+    os.utime(models, ns=(tick.st_atime_ns, tick.st_mtime_ns))  # within the same tick
+    clock.past_the_window()
+    assert await services.native_side("m") == 1024
+
+
+async def test_a_kept_side_stats_the_checkpoint_folders_and_what_it_was_read_from_once_a_second(
+    services: Services, hops: list[str], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = services.registry.models_dir
+    m = models / "unet" / "m"
+    diffusers_model(m, unet_sample_size=64)
+    settled(*models.rglob("*"), models)
+    assert await services.native_side("m") == 512
+    stats: list[Path] = []
+    stat = os.stat
+
+    def counted(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(Path(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted)
+    clock.past_the_window()
+    assert await services.native_side("m") == 512
+    folders = [models / name for name in CHECKPOINT_FOLDERS]
+    read_from = [m / "unet" / "config.json", m / "vae" / "config.json", m]
+    assert sorted(stats) == sorted([*read_from, *folders])
+    assert hops == ["read_native_side"]
+
+
+@pytest.mark.parametrize("sample_size", ["null", '"64"', "1e999", "0", "[]", '{"height": 64}'])
+async def test_a_config_without_a_whole_sample_size_prices_at_the_fallback_read_once(
+    services: Services, hops: list[str], sample_size: str
+) -> None:
+    """It only prices: a model whose config gives no side in whole numbers is priced at the
+    fallback (its loading says what is wrong), kept like any side, never failing the request."""
+    sd = services.registry.models_dir / "sd"
+    diffusers_model(sd, unet_sample_size=64)
+    config = sd / "unet" / "config.json"
+    config.write_text(f'{{"sample_size": {sample_size}}}')
+    settled(sd, config)
+    for _ in range(3):
+        assert await services.native_side("sd") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_side"]
+    with pytest.raises(ValueError, match=f"{config} gives sample_size .*not a positive whole"):
+        native_side(services.registry.resolve("sd"))
+
+
+async def test_a_sample_size_of_height_and_width_gives_the_height(services: Services) -> None:
+    sd = services.registry.models_dir / "sd"
+    diffusers_model(sd, unet_sample_size=64)
+    (sd / "unet" / "config.json").write_text('{"sample_size": [128, 96]}')
+    assert await services.native_side("sd") == 1024
+
+
+async def test_a_read_failing_as_no_reader_foresaw_prices_at_the_fallback_read_once(
+    services: Services, hops: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sd = services.registry.models_dir / "sd"
+    diffusers_model(sd, unet_sample_size=64)
+    settled(sd, sd / "unet" / "config.json")
+
+    def overlooked(entry: object) -> int:
+        raise TypeError("int() argument must be a string, a bytes-like object or a real number")
+
+    monkeypatch.setattr(bot.services, "native_side", overlooked)
+    for _ in range(3):
+        assert await services.native_side("sd") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_side"]
+
+
+async def test_a_first_model_copied_into_an_empty_folder_is_read_once_its_copy_ends(
+    services: Services, hops: list[str], clock: Clock
+) -> None:
+    """No model installed yet and a half one coming: the fallback is not kept, and the side is
+    read again once the copy ends in place (which changes no folder)."""
+    models = services.registry.models_dir
+    half = models / "a.safetensors"
+    whole = stand_in_checkpoint(half).read_bytes()
+    half.write_bytes(whole[:-2])
+    settled(models, half)
+    assert await services.native_side(None) == UNKNOWN_MODEL_SIDE
+    half.write_bytes(whole)  # the copy ends, in place
+    settled(half)
+    clock.past_the_window()
+    assert await services.native_side(None) == native_side(services.registry.resolve(None))
+    assert hops == ["read_native_side"] * 2

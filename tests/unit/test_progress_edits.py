@@ -291,8 +291,8 @@ class _RecordingFollowup:
         self.sent.append(content)
 
 
-def _queued(position: int, *, at_least: bool = False) -> JobState:
-    return JobState(JobStatus.QUEUED, position=position, eta_s=60.0, at_least=at_least)
+def _queued(position: int, *, at_least: bool = False, eta_s: float = 60.0) -> JobState:
+    return JobState(JobStatus.QUEUED, position=position, eta_s=eta_s, at_least=at_least)
 
 
 async def test_places_are_shown_again_when_moved_enough_and_at_most_so_many_at_once() -> None:
@@ -346,6 +346,33 @@ def test_a_place_is_shown_again_across_the_last_counted_place_either_way() -> No
     assert _moved_enough(_queued(100, at_least=True), _queued(95))
     assert not _moved_enough(_queued(100, at_least=True), _queued(100, at_least=True))
     assert not _moved_enough(_queued(95), _queued(90))  # by less than a tenth
+
+
+def test_a_wait_that_moved_is_shown_again_at_the_same_place() -> None:
+    """The jobs ahead ran longer or shorter than estimated: at the same place (or past the
+    count, at the same "over 100"), a wait that moved by a tenth or into another minute is
+    shown again; one that reads the same, or moved less within its minute, is not."""
+    assert _moved_enough(_queued(5, eta_s=300.0), _queued(5, eta_s=400.0))  # a third more
+    assert _moved_enough(_queued(5, eta_s=30.0), _queued(5, eta_s=26.0))  # a tenth and more
+    assert _moved_enough(_queued(5, eta_s=605.0), _queued(5, eta_s=595.0))  # another minute
+    assert not _moved_enough(_queued(5, eta_s=650.0), _queued(5, eta_s=610.0))  # same minute
+    assert not _moved_enough(_queued(5, eta_s=0.2), _queued(5, eta_s=0.6))  # "a moment" both
+    far = _queued(100, at_least=True, eta_s=1000.0)
+    assert _moved_enough(far, _queued(100, at_least=True, eta_s=1300.0))
+    assert _moved_enough(far, _queued(100, at_least=True, eta_s=950.0))  # another minute
+    assert not _moved_enough(far, _queued(100, at_least=True, eta_s=1015.0))
+
+
+async def test_a_round_shows_again_a_wait_that_moved_at_the_same_place() -> None:
+    """Through a refresh round: the job's place stayed, its wait did not."""
+    clock = [60.0]
+    messages = ProgressMessages(cast(discord.Client, None), monotonic=lambda: clock[0])
+    followup = _RecordingFollowup()
+    watched = messages._watched["0" * 16] = _watched_through(cast(Any, followup))
+    watched.place_shown, watched.place_checked_at = _queued(4, eta_s=300.0), 0.0
+    assert messages._show_places_again(lambda _: {"0" * 16: _queued(4, eta_s=420.0)}, 5)
+    await watched.settle()
+    assert followup.sent == ["⏳ Queued — position 5, done in about 420 s."]
 
 
 async def test_no_places_refresh_starts_once_closed() -> None:

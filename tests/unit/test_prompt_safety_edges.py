@@ -5,16 +5,19 @@ concern)."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bot.policy import prompt_safety
 from bot.policy.addons import APPLIED_LORAS_OPTION
-from bot.policy.prompt_safety import plan_request
+from bot.policy.prompt_safety import OperatorWarnings, explain_prompt, plan_request
 from bot.user_errors import UserError
 from inference.infotext import format_infotext, png_with_infotext
 from inference.prompts import PlannedDraws
+from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.types import RenderRequest
 
 BANNED = {"forbidden"}
@@ -72,3 +75,173 @@ def test_the_operator_is_warned_of_only_the_wildcard_files_holding_the_tag(
     warned = [record.getMessage() for record in caplog.records]
     assert warned and all("style.txt" in line for line in warned)
     assert not any("other.txt" in line or "pet.txt" in line for line in warned)
+
+
+def test_a_lora_tag_only_the_prompt_s_own_choices_spell_is_refused_as_typed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``<lo{ra|ra}:name:1>`` is a tag only once drawn, but the member spelled it, not a
+    wildcard file: it was ignored as a file's line, each new name kept in the warn-once set
+    for the bot's life, the whole folder read for it and the member's words logged."""
+    (tmp_path / "style.txt").write_text("oil painting\n", encoding="utf-8")
+    warned = OperatorWarnings()
+    with (
+        caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"),
+        pytest.raises(UserError, match="x1"),
+    ):
+        plan_request(
+            RenderRequest("a cat, __style__, <lo{ra|ra}:x1:1>", seed=1),
+            (),
+            tmp_path,
+            installed_loras=lambda: ["ink-style"],
+            warned=warned,
+        )
+    assert not caplog.records
+    assert not warned.lately(("lora", "x1"))
+
+
+def test_a_lora_tag_typed_around_a_wildcard_of_names_is_the_file_s(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``<lora:__names__:0.8>``: the name is a line of the file, drawn at some seeds and not
+    others, so one not installed is ignored (as a tag in a line is), and the file named."""
+    (tmp_path / "names.txt").write_text("film-grain\n", encoding="utf-8")
+    (tmp_path / "other.txt").write_text("watercolour\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
+        planned = plan_request(
+            RenderRequest("a cat, <lora:__names__:0.8>", seed=1),
+            (),
+            tmp_path,
+            installed_loras=lambda: ["ink-style"],
+        )
+    assert planned.options[APPLIED_LORAS_OPTION] == []
+    assert [record.getMessage() for record in caplog.records] == [
+        "Wildcard file names.txt names 1 LoRA not installed, whose tags are ignored: 'film-grain'"
+    ]
+
+
+def _three_files_each_naming_a_lora(folder: Path) -> RenderRequest:
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.txt").write_text(f"<lora:l{name}:1> photo\n", encoding="utf-8")
+    return RenderRequest("__a__ __b__ __c__", seed=1)
+
+
+def test_the_folder_is_read_once_a_plan_for_every_lora_new_to_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = _three_files_each_naming_a_lora(tmp_path)
+    real = prompt_safety._wildcard_files_holding
+    scans: list[object] = []
+    monkeypatch.setattr(
+        prompt_safety,
+        "_wildcard_files_holding",
+        lambda *args: scans.append(args[1]) or real(*args),
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
+        plan_request(request, (), tmp_path, installed_loras=lambda: ["ink-style"])
+    assert len(scans) == 1
+    warned = sorted(record.getMessage() for record in caplog.records)
+    assert [line.split()[2] for line in warned] == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_the_names_warned_of_are_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oldest file goes first once ``WARNINGS_KEPT`` are kept (warned of again), and
+    the oldest name (traced to its file again)."""
+    request = _three_files_each_naming_a_lora(tmp_path)
+    monkeypatch.setattr(prompt_safety, "WARNINGS_KEPT", 2)
+    warned = OperatorWarnings()
+    with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
+        for _ in range(2):
+            plan_request(
+                request, (), tmp_path, installed_loras=lambda: ["ink-style"], warned=warned
+            )
+    files = [record.args[0] for record in caplog.records if isinstance(record.args, tuple)]
+    assert files == ["a.txt", "b.txt", "c.txt", "a.txt"]
+    assert [warned.lately(("lora", name)) for name in ("la", "lb", "lc")] == [True, False, True]
+    told = [warned.lately(("lora file", f"{name}.txt")) for name in "abc"]
+    assert told == [True, False, True]
+
+
+def test_a_file_of_more_loras_than_are_kept_is_warned_of_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``<lora:__artists__:1>`` drawing from a file of more names than ``WARNINGS_KEPT``: one
+    line for the file, with a few of its names, not one per name at each plan forever (the
+    names kept go again and again, but the file stays told)."""
+    monkeypatch.setattr(prompt_safety, "WARNINGS_KEPT", 20)
+    names = [f"artist-{index}" for index in range(2000)]
+    (tmp_path / "artists.txt").write_text("\n".join(names), encoding="utf-8")
+    warned = OperatorWarnings()
+    with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
+        for seed in range(10):
+            plan_request(
+                RenderRequest("<lora:__artists__:1> " * 40, seed=seed),
+                (),
+                tmp_path,
+                installed_loras=lambda: ["ink"],
+                warned=warned,
+            )
+    [line] = [record.getMessage() for record in caplog.records]
+    assert line.startswith("Wildcard file artists.txt names ")
+    assert line.endswith(" more") and line.count("'artist-") == 3
+
+
+def test_a_broken_wildcard_file_is_logged_once_not_at_each_refusal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "style.txt").write_text("__missing__\n", encoding="utf-8")
+    warned = OperatorWarnings()
+    with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
+        for seed in range(5):
+            with pytest.raises(UserError, match="`__style__` is broken"):
+                plan_request(
+                    RenderRequest("a cat, __style__", seed=seed), (), tmp_path, warned=warned
+                )
+            with pytest.raises(UserError, match="`__style__` is broken"):
+                explain_prompt("a cat, __style__", "", None, tmp_path, warned)
+    assert [record.getMessage() for record in caplog.records] == [
+        "A wildcard file names __missing__, which is no wildcard: style.txt"
+    ]
+
+
+def test_reading_the_folder_for_the_log_stops_with_its_plan(tmp_path: Path) -> None:
+    (tmp_path / "style.txt").write_text("<lora:film-grain:0.6>\n", encoding="utf-8")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(PlanStopped):
+        stopping_when(stop, prompt_safety._wildcard_files_holding, tmp_path, ["<lora:film"])
+
+
+@pytest.mark.parametrize("values", ["<lora:{fa|fb}:1>\nplain\n", "<lora:{fa|fb}:1>\n"])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_lora_drawn_by_n_dollar_dollar_from_a_value_with_choices_is_the_file_s(
+    tmp_path: Path, values: str, seed: int
+) -> None:
+    """``{2$$__w__}`` draws the file's value as ``__w__`` does, its ``{fa|fb}`` drawn in it:
+    the LoRA the drawn text names is the file's (ignored, not installed), at every seed, not
+    the member's (refused as typed)."""
+    (tmp_path / "w.txt").write_text(values, encoding="utf-8")
+    for prompt in ("a cat, __w__", "a cat, {2$$__w__}", "a cat, {2$$, $$__w__}"):
+        planned = plan_request(
+            RenderRequest(prompt, seed=seed),
+            (),
+            tmp_path,
+            installed_loras=lambda: ["ink"],
+        )
+        assert planned.options[APPLIED_LORAS_OPTION] == []
+
+
+def test_the_separator_the_member_typed_between_drawn_values_is_no_value_drawn(
+    tmp_path: Path,
+) -> None:
+    """A tag in ``{2$$<sep>$$__w__}``'s separator is the member's: refused as typed."""
+    (tmp_path / "w.txt").write_text("cat\ndog\n", encoding="utf-8")
+    with pytest.raises(UserError, match="x1"):
+        plan_request(
+            RenderRequest("{2$$ <lora:x1:1> $$__w__}", seed=1),
+            (),
+            tmp_path,
+            installed_loras=lambda: ["ink"],
+        )

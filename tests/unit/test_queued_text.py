@@ -20,6 +20,8 @@ def test_a_wait_under_a_second_reads_done_in_a_moment() -> None:
 def test_a_longer_or_unknown_wait_reads_as_before() -> None:
     assert queued_text(queued(2, 40.2)) == "⏳ Queued — position 3, done in about 40 s."
     assert queued_text(queued(1000, 900.0, at_least=True)) == (
-        "⏳ Queued — position over 1000, done in over 900 s."
+        "⏳ Queued — position over 1000, done in at least 900 s."
     )
+    # A lower bound is rounded down: 899.6 s is not "at least 900 s".
+    assert queued(1000, 899.6, at_least=True).done_in() == "done in at least 899 s"
     assert queued_text(queued(0, None)) == "⏳ Queued — position 1."

@@ -66,8 +66,7 @@ class Admission:
                 created_at,
                 self._dm_limits,
                 max_queued=self._max_queued,
-                native_side=submission.native_side,
-                input_size=submission.input_size,
+                render_size=submission.render_size,
             )
             if refusal is None:
                 await journal.insert_job(
@@ -113,8 +112,7 @@ class Admission:
             submission.request,
             self._now(),
             self._dm_limits,
-            submission.native_side,
-            submission.input_size,
+            submission.render_size,
         )
         if refusal is not None:
             return QuotaExceeded.of(refusal)

@@ -117,7 +117,8 @@ async def _restored_estimate(request: RenderRequest, reserved_s: float | None) -
     input_size = None
     if accounting.edits_a_picture(request):
         input_size = await asyncio.to_thread(accounting.input_picture_size, request)
-    return accounting.estimated_cost(request, input_size=input_size).gpu_seconds
+    render_size = accounting.RenderSize(input_size=input_size)
+    return accounting.estimated_cost(request, render_size).gpu_seconds
 
 
 def _failure(error: Exception, job_id: str, device: str) -> str:
@@ -288,7 +289,8 @@ class JobQueue:
 
         ``before_delivery``: what must be done once the restored jobs are queued again and
         before any is delivered or rendered (``bot.bans``: their makers' answers awaited, asked
-        in the background, the gates holding each one's restored work until theirs comes)."""
+        in the background, the gates holding each one's restored work until theirs comes).
+        Who spent nothing lately is read after, in the background (``read_ahead``)."""
         await self._settle_ended()
         requeued, spent = await journal.requeue_running(self._conn, MAX_RENDER_ATTEMPTS)
         if requeued:
@@ -364,6 +366,12 @@ class JobQueue:
             else:
                 await accounting.refund(self._conn, end.job_id, now)
 
+    async def read_ahead(self) -> None:
+        """Read who spent anything in the current quota periods and which guilds store a limit
+        (``accounting.read_ahead``; the bot runs it in the background after ``start``): until it
+        ends, a member's first check reads their spending and limits, as without it."""
+        await accounting.read_ahead(self._conn, self._peek_now())
+
     async def stop(self, deadline: float | None = None) -> None:
         """Take no new work; let running renders finish (bounded), then close the slots.
 
@@ -438,7 +446,7 @@ class JobQueue:
         job_id = admitted.job_id
         self._kinds[job_id] = submission.kind
         self._estimates[job_id] = accounting.estimated_cost(
-            submission.request, submission.native_side, submission.input_size
+            submission.request, submission.render_size
         ).gpu_seconds
         metrics.job_submitted(submission.kind)
         log.info(

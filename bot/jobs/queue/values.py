@@ -4,6 +4,7 @@ that may end a job at its start."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,13 +39,10 @@ class Submission:
     # Made in an age-restricted channel: its pictures stay age-restricted whatever the
     # channel's flag later says (cogs.visibility.made_age_restricted).
     age_restricted: bool = False
-    # The side the request's model renders at when it names no size (1024 for SDXL): its
-    # quota reservation's estimate (``accounting.estimated_cost``).
-    native_side: int = accounting.UNKNOWN_MODEL_SIDE
-    # The size of the picture it edits (/vary, /inpaint, a picture's buttons), as read where
-    # it was decoded: its estimate reads no file (``accounting.estimated_cost``). None: it
-    # edits none, or its picture could not be read (its model's native size is reckoned).
-    input_size: accounting.InputSize | None = None
+    # What its quota reservation's estimate reckons its size from where the request names
+    # none: its model's native side (1024 for SDXL) and the size of the picture it edits
+    # (/vary, /inpaint, a picture's buttons), as read where it was decoded.
+    render_size: accounting.RenderSize = accounting.UNKNOWN_RENDER_SIZE
 
     @property
     def member(self) -> accounting.Member:
@@ -202,11 +200,14 @@ class JobState:
         )
 
     def done_in(self) -> str | None:
-        """When it should be finished, as a member reads it ("done in about 40 s", "done in over
-        900 s"); an estimate under a second reads "done in a moment" ("about 0 s" would read as a
-        broken estimate); None: no estimate."""
+        """When it should be finished, as a member reads it ("done in about 40 s", "done in at
+        least 900 s": further back than the count, only the counted jobs ahead are summed, so
+        the bound is rounded down, never up); an estimate under a second reads "done in a
+        moment" ("about 0 s" would read as a broken estimate); None: no estimate."""
         if self.eta_s is None:
             return None
-        if self.eta_s < 1 and not self.at_least:
+        if self.at_least:
+            return f"done in at least {math.floor(self.eta_s)} s"
+        if self.eta_s < 1:
             return "done in a moment"
-        return f"done in {'over' if self.at_least else 'about'} {self.eta_s:.0f} s"
+        return f"done in about {self.eta_s:.0f} s"
