@@ -290,7 +290,8 @@ class EaselBot(commands.Bot):
         try:
             await self.services.member_settings.read_ahead()
             await self.queue.read_ahead()
-        except aiosqlite.Error:  # first checks read, as without it
+        except Exception:  # it only spares reads (first checks read, as without it); a failure
+            # kept in the task would make the stop raise before it closes the database
             log.exception("could not read ahead who saved settings or spent lately")
 
     def _log_start_up(self, schema: int) -> None:

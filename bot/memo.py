@@ -32,6 +32,9 @@ MEMBERS_KEPT = 10_000
 # start); past it, each one's first check reads as before. Measured at this size: those who
 # spent 15.5 MiB (99,744 of them, 18-digit ids, tracemalloc), those who saved settings 7.4 MiB.
 MEMBERS_READ_AHEAD = 100_000
+# Rows a read-ahead query reads at most: a member's read sent meanwhile waits on one such query
+# (aiosqlite's one thread a connection), and the loop adds one such page at a time.
+READ_AHEAD_PAGE = 1_000
 
 
 class Memo(Generic[K, V]):

@@ -66,12 +66,25 @@ _PROMPT_PREVIEW = 80
 # banned-word read, up to 2 s, and the channel the job was made in, asked of Discord up to 1 s
 # a time) share this much, the rest is the defer's own call.
 SHOW_CHECKS_BUDGET_S = 2.5
+# What /show's checks wait on, in turn, for the log when they run past SHOW_CHECKS_BUDGET_S, and
+# the refusal's reason: none is the member's doing. Discord's (not kept as their refusal on the
+# dashboard: ``Reason.DISCORD``) where Discord was waited on, even in part; Easel's own database
+# and stored banned-word check: ``Reason.BUSY`` (kept, and shown as not the member's doing).
+_WAITING_ON_WORDS = ("the stored pictures' banned-word check (the database)", Reason.BUSY)
+_WAITING_ON_CHANNEL = ("Discord (the channel the job was made in)", Reason.DISCORD)
+_WAITING_ON_SETTINGS = ("the database (the member's and the server's settings)", Reason.BUSY)
+_WAITING_ON_HERE = ("Discord or the database (whether it may be shown here)", Reason.DISCORD)
 # /show's refusal once the member can no longer read the channel the job was made in: its
 # pictures and prompt are that channel's, not posted again elsewhere. A thread archived since
 # (out of discord.py's cache) is asked of Discord, and read by its parent's permissions.
 LOST_THE_CHANNEL = (
     "Job `{}` was made in a channel or thread you can no longer read, so /show does not post "
     "it again."
+)
+# /show's refusal once Discord hides that channel from Easel itself (``HiddenFromEasel``).
+EASEL_LOST_THE_CHANNEL = (
+    "Easel can no longer see the channel or thread job `{}` was made in, so /show does not "
+    "post it again."
 )
 
 log = logging.getLogger(__name__)
@@ -197,9 +210,11 @@ async def checked_for_showing(
     (``check_may_show_here``): all answered within ``SHOW_CHECKS_BUDGET_S``, past it a
     refusal to try again."""
     budget = asyncio.timeout(SHOW_CHECKS_BUDGET_S)
+    waiting_on = _WAITING_ON_WORDS
     try:
         async with budget:
             await check_still_shown(services_of(interaction), job, interaction.user.id)
+            waiting_on = _WAITING_ON_CHANNEL
             made_in = None
             # As its buttons: not once they lost its channel. Shown in that channel, the
             # member is there now (Discord takes a command only where they see), and
@@ -211,20 +226,28 @@ async def checked_for_showing(
                     made_by_clicker=True,
                     restricted_when_made=job.age_restricted,
                     refusal=LOST_THE_CHANNEL.format(job.job_id),
+                    hidden_refusal=EASEL_LOST_THE_CHANNEL.format(job.job_id),
                 )
+            waiting_on = _WAITING_ON_SETTINGS
             private = await keeps_private(interaction, job)
             check_member_may_act_here(interaction, private=private)  # posted for them
             spoiler = await spoilered(interaction, job)
+            waiting_on = _WAITING_ON_HERE
             await check_may_show_here(interaction, job, made_in)
     except TimeoutError:
         if not budget.expired():
             raise
-        # Mostly Discord's answers waited on (the channel, the thread's members): not the
-        # member's doing, so not kept as their refusal on the dashboard.
+        what, reason = waiting_on
+        log.warning(
+            "/show of job %s: its checks ran past %s s waiting on %s",
+            job.job_id,
+            SHOW_CHECKS_BUDGET_S,
+            what,
+        )
         raise UserError(
             f"Checking whether job `{job.job_id}` may be shown here took too long; try /show "
             "again in a moment.",
-            Reason.DISCORD,
+            reason,
         ) from None
     return private, spoiler
 

@@ -56,6 +56,7 @@ from cogs.visibility import (
     CHANNEL_CHECK_FAILED,
     DISCORD_FAILED,
     GuildChannelLike,
+    HiddenFromEasel,
     check_member_may_act_here,
     guild_channel,
     is_age_restricted,
@@ -83,6 +84,7 @@ KEPT_FOR_PAGES = 1_000
 _GONE = "That picture is no longer in the history; make a new one with /imagine."
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
 _OUT_OF_SIGHT = "You can no longer see the channel this picture was made in."
+_EASEL_LOST_SIGHT = "Easel can no longer see the channel or thread this picture is in."
 _KEPT_OFF_WEB_PAGES = (
     "This picture is kept in age-restricted channels, and a web page is age-gated by nobody, "
     "so the mask editor does not show it; click Vary (Region) again in Discord and describe "
@@ -407,6 +409,8 @@ class RegionOffers:
         except CHANNEL_CHECK_FAILED as failed:
             log_discord_failed(f"what channel {channel_id} is (a Vary (Region) link)", failed)
             raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
+        except HiddenFromEasel:
+            raise LinkRefused(_EASEL_LOST_SIGHT, Reason.CHANNEL) from None
 
     async def _member_may_act(
         self, link: RegionLink, job: StoredJob, *, recently: bool = False

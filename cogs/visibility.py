@@ -63,23 +63,35 @@ _CHANNEL_UNANSWERED = (
 )
 
 GuildChannelLike = discord.abc.GuildChannel | discord.Thread
+# A channel Discord refuses to show Easel (403: Easel was removed from a private thread, or lost
+# View Channel there): Easel's sight is lost, not the member's, whatever they may read there.
+EASEL_LOST_SIGHT = (
+    "Easel can no longer see that channel or thread, so it cannot check that you may read it."
+)
+
+
+class HiddenFromEasel(Exception):
+    """Discord answered that Easel may not see the channel (``guild_channel``)."""
 
 
 async def guild_channel(
     client: discord.Client, guild: discord.Guild | None, guild_id: int, channel_id: int
 ) -> tuple[GuildChannelLike | None, bool]:
     """The server's channel from discord.py's cache, or else asked of Discord (one call within
-    ``CHANNEL_FETCH_TIMEOUT_S``): the cache drops a thread once it is archived. None: gone,
-    hidden from Easel or another server's. With it, whether Discord was asked (a fetched
-    thread's parent comes from the cache: its permissions and age restriction are its
-    parent's). Raises one of ``CHANNEL_CHECK_FAILED`` while Discord does not answer."""
+    ``CHANNEL_FETCH_TIMEOUT_S``): the cache drops a thread once it is archived. None: gone
+    or another server's. With it, whether Discord was asked (a fetched thread's parent comes
+    from the cache: its permissions and age restriction are its parent's). Raises
+    ``HiddenFromEasel`` when Discord refuses Easel the channel, and one of
+    ``CHANNEL_CHECK_FAILED`` while Discord does not answer."""
     cached = None if guild is None else guild.get_channel_or_thread(channel_id)
     if cached is not None:
         return cached, False
     try:
         channel = await _fetched_channel(client, channel_id, CHANNEL_FETCH_TIMEOUT_S)
-    except (discord.NotFound, discord.Forbidden):
+    except discord.NotFound:
         return None, True
+    except discord.Forbidden:
+        raise HiddenFromEasel(channel_id) from None
     if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
         return None, True
     return (channel if channel.guild.id == guild_id else None), True
@@ -91,14 +103,16 @@ async def _check_member_may_read(
     refusal: str = NOT_READABLE,
     *,
     restricted_when_made: bool = False,
+    hidden_refusal: str = EASEL_LOST_SIGHT,
 ) -> GuildChannelLike | None:
     """View Channel + Read Message History from the server's cached roles and overwrites (in
     a private thread, membership too), and from an age-restricted channel (or a job's picture
     made in one: ``restricted_when_made``) only into another; ``refusal`` is the sentence a
     member who may not read there gets. A channel the cache lacks (an archived thread) is
     asked of Discord (``guild_channel``); while Discord does not answer, the member is told
-    to try again. Returns the channel when Discord was asked for it, for a later check of the
-    same command to reuse (None: the cache held it).
+    to try again; one Discord hides from Easel is refused with ``hidden_refusal``. Returns
+    the channel when Discord was asked for it, for a later check of the same command to reuse
+    (None: the cache held it).
 
     In a DM, ``check_same_place`` has already kept the message to the member's own DM.
     """
@@ -115,6 +129,8 @@ async def _check_member_may_read(
     except CHANNEL_CHECK_FAILED as failed:
         log_discord_failed(f"what channel {channel_id} is (may member {member.id} read it)", failed)
         raise UserError(_CHANNEL_UNANSWERED, Reason.DISCORD) from None
+    except HiddenFromEasel:
+        raise UserError(hidden_refusal, Reason.CHANNEL) from None
     if channel is None:
         check_member_may_read(ChannelAccess(False, False, False), refusal)
         return None
@@ -122,9 +138,12 @@ async def _check_member_may_read(
     check_member_may_read(
         ChannelAccess(True, permissions.view_channel, permissions.read_message_history), refusal
     )
-    thread_member = await _counts_as_thread_member(
-        channel, member.id, permissions, _thread_members_of(interaction)
-    )
+    try:
+        thread_member = await _thread_membership(
+            channel, member.id, permissions, _thread_members_of(interaction)
+        )
+    except HiddenFromEasel:
+        raise UserError(hidden_refusal, Reason.CHANNEL) from None
     check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
     # What Easel makes of the picture is posted here: it stays in age-restricted channels.
     check_age_restriction_kept(
@@ -171,10 +190,21 @@ def _named(failed: BaseException) -> str:
 async def _counts_as_thread_member(
     channel: object, member_id: int, permissions: discord.Permissions, recent: RecentThreadMembers
 ) -> bool:
+    """Whether a private thread counts the member in (any other channel: yes), a thread Easel
+    cannot ask about counting as one the member is not in (``_thread_membership``)."""
+    try:
+        return await _thread_membership(channel, member_id, permissions, recent)
+    except HiddenFromEasel:
+        return False
+
+
+async def _thread_membership(
+    channel: object, member_id: int, permissions: discord.Permissions, recent: RecentThreadMembers
+) -> bool:
     """Whether a private thread counts the member in (any other channel: yes). Its
     ``permissions`` are its parent's, in discord.py's cache and in an interaction's, so whether
-    the member was added to it is asked of Discord (a "yes" is remembered in ``recent``); a
-    thread Easel cannot ask about counts as one the member is not in. While Discord or the
+    the member was added to it is asked of Discord (a "yes" is remembered in ``recent``);
+    raises ``HiddenFromEasel`` when Discord refuses Easel the thread. While Discord or the
     network to it fails, the member is refused too, but told so: ``ThreadMembershipUnknown``."""
     if not isinstance(channel, discord.Thread) or not must_ask_thread_membership(
         private_thread=channel.is_private(), manage_threads=permissions.manage_threads
@@ -184,8 +214,10 @@ async def _counts_as_thread_member(
         return True
     try:
         await channel.fetch_member(member_id)
-    except (discord.NotFound, discord.Forbidden):  # not a member, hidden from Easel
+    except discord.NotFound:  # not a member
         return False
+    except discord.Forbidden:
+        raise HiddenFromEasel(channel.id) from None
     except DISCORD_FAILED as failed:  # a 5xx, no answer
         log_discord_failed(f"whether member {member_id} is in private thread {channel.id}", failed)
         raise ThreadMembershipUnknown from None
@@ -378,8 +410,10 @@ async def check_member_may_read_channel(
     made_by_clicker: bool,
     restricted_when_made: bool,
     refusal: str = NOT_YOURS_TO_CLICK,
+    hidden_refusal: str = EASEL_LOST_SIGHT,
 ) -> GuildChannelLike | None:
-    """For buttons and their forms, and /show (``refusal``: the sentence it gets): a job's
+    """For buttons and their forms, and /show (``refusal``: the sentence it gets; with
+    ``hidden_refusal`` when Discord hides the channel from Easel itself): a job's
     picture is for members who can read the channel it was made in. Clicked there, Discord's
     own reckoning of the member's permissions in it counts: a form opened before they lost the
     channel is checked when it is submitted. Their
@@ -397,6 +431,7 @@ async def check_member_may_read_channel(
             channel_id,
             refusal,
             restricted_when_made=restricted_when_made,
+            hidden_refusal=hidden_refusal,
         )
     permissions = interaction.permissions
     check_member_may_read(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 
 import aiosqlite
@@ -46,11 +47,22 @@ async def get(conn: aiosqlite.Connection, user_id: int) -> UserSettings:
     return UserSettings(**values)
 
 
-async def members_with_settings(conn: aiosqlite.Connection, most: int) -> set[int]:
-    """Every member who has saved settings (the others' are the defaults), at most ``most``
-    of them (the rest unread): a caller keeping at most N asks for N + 1."""
-    rows = await conn.execute_fetchall("SELECT user_id FROM user_settings LIMIT ?", (most,))
-    return {int(row[0]) for row in rows}
+async def members_with_settings(conn: aiosqlite.Connection, page: int) -> AsyncIterator[list[int]]:
+    """Every member who has saved settings (the others' are the defaults), in pages of at
+    most ``page``, each its own query resuming after the last member: another read waits on
+    one page, not on all of them (aiosqlite runs one statement at a time per connection)."""
+    after = -1
+    while True:
+        rows = await conn.execute_fetchall(
+            "SELECT user_id FROM user_settings WHERE user_id > ? ORDER BY user_id LIMIT ?",
+            (after, page),
+        )
+        found = [int(row[0]) for row in rows]
+        if found:
+            yield found
+        if len(found) < page:
+            return
+        after = found[-1]
 
 
 async def put(conn: aiosqlite.Connection, user_id: int, settings: UserSettings, now: float) -> None:

@@ -5,6 +5,7 @@ Pure PIL + numpy (no torch), so a bad file is refused before any model is touche
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import warnings
@@ -15,6 +16,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFilter
 
 from inference.types import RenderInputError
+
+log = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 # A JPEG with a multi-picture index (some phones and cameras) opens as "MPO" (through Pillow's
@@ -55,8 +58,9 @@ _EXIF_PARSE_ERRORS = (SyntaxError, struct.error, OSError, ValueError, TypeError)
 def load_input_image(path: str | Path, role: str) -> Image.Image:
     """Open ``path`` as an RGB picture, refusing anything that is not a sane image file."""
     path = Path(path)
-    if not path.is_file():
-        raise RenderInputError(f"{role} {str(path)!r} does not exist or is not a file")
+    if not path.is_file():  # the path (a server's) for the log; the member reads the role
+        log.warning("%s %s does not exist or is not a file", role, path)
+        raise RenderInputError(f"{role} is missing or not a file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -32,7 +32,7 @@ from inference.cuda_graphs import (
 )
 from inference.faces import FaceRestorer, load_face_restorer
 from inference.flow_families import FlowFamily, flow_family
-from inference.memory import sample_size
+from inference.memory import DEFAULT_NATIVE_SIDE, VAE_SCALE, sample_size
 from inference.metadata import FAMILY_NAMES, checkpoint_family
 from inference.model_upscale import SpandrelModel, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
@@ -332,14 +332,19 @@ def load_pipeline(entry: ModelEntry, dtype: torch.dtype) -> Any:
 
 def native_size(model: LoadedModel) -> int:
     """The side the model was trained at (512 for SD1.5, 1024 for SDXL, SD3 and Flux), by the
-    rule the pricing reads its config with (``memory.sample_size``); RenderFailed naming the
-    model (not its path) when its config gives no positive whole size."""
+    rule and default the pricing reads its config with (``memory.sample_size``); RenderFailed
+    naming the model (not its path) when its config gives no positive whole size."""
     pipeline = model.pipeline
     transformer = getattr(pipeline, "unet", None) is None  # SD3 and Flux: their VAE's size
     component = "VAE" if transformer else "UNet"
     config = (pipeline.vae if transformer else pipeline.unet).config
+    # What diffusers filled in from the class's defaults (AutoencoderKL's 32) is treated as
+    # absent: the file gave none, and the pricing then takes its default.
+    defaulted = set(config.get("_use_default_values", ()))
+    written = {key: value for key, value in config.items() if key not in defaulted}
+    default = DEFAULT_NATIVE_SIDE if transformer else DEFAULT_NATIVE_SIDE // VAE_SCALE
     try:
-        side = sample_size(config, f"{model.entry.name}'s {component} config")
+        side = sample_size(written, f"{model.entry.name}'s {component} config", default)
     except ValueError as error:
         raise RenderFailed(f"{error}: ask an admin to fix the model") from None
     return side if transformer else side * int(pipeline.vae_scale_factor)

@@ -370,7 +370,7 @@ def render_request(
             ),
         )
         if args.init_image:
-            load_input_image(args.init_image, "--init-image")
+            load_input_image(args.init_image, f"--init-image {str(args.init_image)!r}")
             request = dataclasses.replace(
                 request,
                 mode="inpaint" if args.mask else "img2img",
@@ -378,12 +378,12 @@ def render_request(
                 denoising_strength=args.strength,
             )
         if args.mask:
-            load_input_image(args.mask, "--mask")
+            load_input_image(args.mask, f"--mask {str(args.mask)!r}")
             request = dataclasses.replace(request, mask_image=str(args.mask))
         request = with_control_units(request, control_units_from_args(args))
         if args.sref:
             for picture in args.sref:
-                load_input_image(picture, "--sref")
+                load_input_image(picture, f"--sref {str(picture)!r}")
             prompt = ImagePrompt(tuple(map(str, args.sref)), args.sref_strength, args.sref_mode)
             request = with_image_prompt(request, prompt)
         elif args.sref_strength is not None:
@@ -410,7 +410,7 @@ def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderReque
     if args.upscaler:
         options["upscaler"] = args.upscaler
     try:
-        picture = load_input_image(args.image, "IMAGE")
+        picture = load_input_image(args.image, f"IMAGE {str(args.image)!r}")
         UpscaleOptions.from_options(options).output_size(*picture.size)
         registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
         registry.resolve_upscaler(args.upscaler, settings.default_upscaler)

@@ -31,7 +31,7 @@ from typing import TypeAlias
 import aiosqlite
 
 from bot.images import picture_size
-from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, Memo
+from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, READ_AHEAD_PAGE, Memo
 from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import (
     Cost,
@@ -501,12 +501,13 @@ async def read_ahead(conn: aiosqlite.Connection, now: float) -> None:
     check before this ends reads, as without it."""
     kept = _kept(conn)
     since = min(_period_starts(now))
-    spenders = await ledger.spenders_since(conn, since, MEMBERS_READ_AHEAD + 1)
-    limited = await ledger.guilds_with_limits(conn)
     # United, not replaced: a reservation or an override written during the reads is in
     # them already.
-    kept.add_spenders(spenders)
-    kept.limited_guilds |= limited
+    async for spenders in ledger.spenders_since(conn, since, READ_AHEAD_PAGE):
+        kept.add_spenders(set(spenders))
+        if kept.spenders is None:  # too many to keep: the rest unread
+            break
+    kept.limited_guilds |= await ledger.guilds_with_limits(conn)
     kept.complete_since = since
 
 

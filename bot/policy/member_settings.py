@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiosqlite
 
-from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, Memo
+from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, READ_AHEAD_PAGE, Memo
 from bot.requests import check_saved_values
 from db import user_settings as store
 from db.user_settings import UserSettings
@@ -40,8 +40,10 @@ class MemberSettings:
         """Read once who has saved settings (the bot's start, in the background): the first
         /imagine of a member who has not (most) then waits on no read; one before this ends
         reads, as without it."""
-        found = await store.members_with_settings(self._conn, MEMBERS_READ_AHEAD + 1)
-        self._add_saved(found)  # united: an update during the read is in it already
+        async for found in store.members_with_settings(self._conn, READ_AHEAD_PAGE):
+            self._add_saved(set(found))  # united: an update during the read is in it already
+            if self._saved is None:  # too many to keep: the rest unread
+                break
         self._all_saved_known = True
 
     def _add_saved(self, user_ids: set[int]) -> None:

@@ -54,16 +54,18 @@ from inference.limits import MIN_SIZE
 from inference.passes.picture_prompts import rendered_prompts
 from inference.prompts import (
     WILDCARD_DRAWS_OPTION,
+    DrawnValue,
     PromptError,
     RecordedDraws,
     UnknownWildcardError,
+    WildcardLibrary,
     build_plan,
     explain,
     extract_extra_networks,
     picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
-from inference.prompts.stopping import PlanStopped, checkpoint, stopping_when
+from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.samplers import calls_per_step
 from inference.types import RenderInputError, RenderRequest, utf8_json
 from inference.upscale import HiresOptions, UpscaleOptions
@@ -196,7 +198,7 @@ def plan_request(
         ]
     except PromptError as error:
         typed = [text for picture in pictures for text in _typed_texts(picture)]
-        raise _prompt_refused(error, typed, library.root, warned) from None
+        raise _prompt_refused(error, typed, library, warned) from None
     except RenderInputError as error:  # an unknown sampler (``calls_per_step``)
         raise UserError(_then(error, "fix the settings and try again.")) from None
     renderings = (rendering for plan in planned for rendering in plan.renderings())
@@ -212,7 +214,7 @@ def plan_request(
         list(dict.fromkeys(applied)),
         {name: held for name, held in drawn_loras.items() if name not in typed_loras},
         installed_loras,
-        library.root,
+        library,
         warned,
     )
     check_loras(applied, addons, installed_loras)
@@ -245,14 +247,19 @@ def _typed_loras(pictures: list[RenderRequest]) -> set[str]:
     return {tag.name for tag in tags if tag.kind == "lora"}
 
 
-def _drawn_loras(values: list[str]) -> dict[str, str]:
+def _drawn_loras(values: list[DrawnValue]) -> dict[str, str]:
     """The LoRAs the wildcard values drawn (``RecordedDraws.values_drawn``) name, each with
-    the text its file holds: a tag in a value (``<lora:name``), or a whole value, the name of
-    a tag typed around a wildcard of names (``<lora:__names__:0.8>``). A tag that only the
-    prompt's own choices spell (``<lo{ra|ra}:name:1>``) is in no value: it is the member's."""
-    named = {value.strip(): value.strip() for value in values}
-    tags = (tag for value in values for tag in extract_extra_networks(value)[1])
-    named.update((tag.name, f"<lora:{tag.name}") for tag in tags if tag.kind == "lora")
+    the wildcard whose file holds it: a tag in a value (``<lora:name``), or a whole value, the
+    name of a tag typed around a wildcard of names (``<lora:__names__:0.8>``); the innermost
+    wildcard drawing it (a value that is ``__other__`` holds ``__other__``'s drawn text, but
+    the line is ``other``'s). A tag that only the prompt's own choices spell
+    (``<lo{ra|ra}:name:1>``) is in no value: it is the member's."""
+    named: dict[str, str] = {}
+    for wildcard, text in values:  # innermost first
+        named.setdefault(text.strip(), wildcard)
+        for tag in extract_extra_networks(text)[1]:
+            if tag.kind == "lora":
+                named.setdefault(tag.name, wildcard)
     return named
 
 
@@ -260,33 +267,28 @@ def _drawn_unknown_left_out(
     applied: list[str],
     drawn: dict[str, str],
     installed_loras: Callable[[], Collection[str]] | None,
-    wildcards_dir: Path | None,
+    library: WildcardLibrary,
     warned: OperatorWarnings | None,
 ) -> list[str]:
     """``applied`` less the LoRAs drawn from a wildcard file and not typed (``drawn``: each
-    with the text its file holds, ``_drawn_loras``) that are not installed: the engine ignores
-    their tags and tells the member with the picture, as it always did (a wildcard line would
-    otherwise refuse some seeds and not others); the operator is warned of each file once a
-    day (``warned``: ``("lora file", its path)``), with a few of the names drawn, so that a
-    file of thousands of names writes one line a day, not one per name. The folder is read
-    once a plan for all the names not lately traced to a file so warned of (``("lora",
-    name)``; a member drawing from that file again would otherwise read every wildcard file
-    at each plan). A typed one is refused (``check_loras``), and so is a drawn one installed
-    that the server leaves out."""
+    with the wildcard it was drawn from, ``_drawn_loras``) that are not installed: the engine
+    ignores their tags and tells the member with the picture, as it always did (a wildcard
+    line would otherwise refuse some seeds and not others); the operator is warned of each
+    file once a day (``warned``: ``("lora file", its path)``), with a few of the names drawn,
+    so that a file of thousands of names writes one line a day, not one per name. The file is
+    the one its wildcard reads (``WildcardLibrary.files_of``: no file is read for it). A typed
+    one is refused (``check_loras``), and so is a drawn one installed that the server leaves
+    out."""
     if not any(name in drawn for name in applied) or installed_loras is None:
         return applied
     files = installed_loras()
     unknown = [
         name for name in applied if name in drawn and not is_among(AddonKind.LORA, name, files)
     ]
-    new = [name for name in unknown if warned is None or not warned.lately(("lora", name))]
-    holders = _wildcard_files_holding(wildcards_dir, [drawn[name] for name in new])
-    named_by: dict[str, list[str]] = {}  # file: the names new to the log it holds
-    for name in new:
-        for holder in map(str, holders[drawn[name]]) or ["(file not found)"]:
+    named_by: dict[str, list[str]] = {}  # file: the names not installed drawn from it
+    for name in unknown:
+        for holder in map(str, library.files_of(drawn[name])) or ["(file not found)"]:
             named_by.setdefault(holder, []).append(name)
-        if warned is not None:
-            warned.first(("lora", name))
     for holder, names in named_by.items():
         if warned is None or warned.first(("lora file", holder)):
             examples = ", ".join(map(repr, names[:LORAS_NAMED_IN_A_WARNING]))
@@ -299,25 +301,6 @@ def _drawn_unknown_left_out(
                 f" and {more} more" if more > 0 else "",
             )
     return [name for name in applied if name not in unknown]
-
-
-def _wildcard_files_holding(wildcards_dir: Path | None, texts: list[str]) -> dict[str, list[Path]]:
-    """The wildcard files (relative to the folder) holding each of ``texts``, in any letter
-    case: read only where a file's line is to blame for something, for the operator's log,
-    each file once, the plan's checkpoint between files (a plan refused meanwhile stops)."""
-    holders: dict[str, list[Path]] = {text: [] for text in texts}
-    if wildcards_dir is None or not texts:
-        return holders
-    folded = [(text, text.casefold()) for text in holders]
-    for path in sorted(wildcards_dir.rglob("*")):
-        checkpoint()
-        if not path.is_file():
-            continue
-        held = path.read_text(errors="replace").casefold()
-        for text, folded_text in folded:
-            if folded_text in held:
-                holders[text].append(path.relative_to(wildcards_dir))
-    return holders
 
 
 def _within_job_size(request: RenderRequest, max_job_bytes: int) -> RenderRequest:
@@ -451,28 +434,29 @@ def explain_prompt(
     try:
         return explain(prompt, negative, steps=steps, wildcards_dir=_wildcards_read(wildcards_dir))
     except PromptError as error:
-        folder = _wildcards_read(wildcards_dir)
-        raise _prompt_refused(error, (prompt, negative), folder, warned) from None
+        library = WildcardLibrary(_wildcards_read(wildcards_dir))
+        raise _prompt_refused(error, (prompt, negative), library, warned) from None
 
 
 def _prompt_refused(
     error: PromptError,
     typed: Collection[str],
-    wildcards_dir: Path | None,
+    library: WildcardLibrary,
     warned: OperatorWarnings | None,
 ) -> UserError:
     """A prompt the prompt language rejects, refused in the member's words: an unknown
     wildcard the member typed (one of ``typed``) names those there are (the file the operator
     could add goes to the log); one a wildcard file names is that file's fault, not the
-    prompt's: the member is told which wildcard is broken, the operator warned of the file
-    once a day (``warned``: ``plan_request``'s)."""
+    prompt's: the member is told which wildcard is broken (the files of the wildcard whose
+    value named it, ``UnknownWildcardError.named_in``), the operator warned of the file once
+    a day (``warned``: ``plan_request``'s)."""
     if not isinstance(error, UnknownWildcardError):
         return UserError(_then(error, "fix the prompt and try again."))
     reference = f"__{error.name}__"
     if any(reference in text for text in typed):
         log.info("refused a prompt: %s", error)
         return UserError(unknown_wildcard(error.name, error.available))
-    files = _wildcard_files_holding(wildcards_dir, [reference])[reference]
+    files = [] if error.named_in is None else library.files_of(error.named_in)
     if warned is None or warned.first(("wildcard", error.name)):
         log.warning(
             "A wildcard file names %s, which is no wildcard: %s",
@@ -509,9 +493,9 @@ def server_readers_busy(guild_id: int | None) -> str:
 
 class OperatorWarnings:
     """What the operator's log was lately told of the wildcard files, by kind and name
-    (``("lora file", path)``, ``("lora", name)``, ``("wildcard", name)``): each told again
-    after ``WARNED_AGAIN_AFTER_S``, at most ``WARNINGS_KEPT`` kept of each kind (a file of
-    thousands of LoRA names never pushes its file out); shared by the plan threads."""
+    (``("lora file", path)``, ``("wildcard", name)``): each told again after
+    ``WARNED_AGAIN_AFTER_S``, at most ``WARNINGS_KEPT`` kept of each kind (files, not the
+    LoRAs they name: a file of thousands of names is one); shared by the plan threads."""
 
     def __init__(self) -> None:
         self._told: dict[str, ExpiringKeys[str]] = {}

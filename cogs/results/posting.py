@@ -48,7 +48,7 @@ from cogs.results.fitted import (
     channel_upload_limit,
 )
 from cogs.results.progress import CHANNEL_CHECK_TIMEOUT_S, Pointer, ProgressMessages, _Watched
-from cogs.visibility import made_age_restricted
+from cogs.visibility import DISCORD_FAILED, made_age_restricted
 from inference.compare import is_comparison
 from inference.infotext import PROMPT_WARNINGS, parse_infotext
 
@@ -168,10 +168,13 @@ def _server_named(guild: discord.Guild | None) -> str:
     return "its server" if guild is None else discord.utils.escape_markdown(guild.name)
 
 
-def _went_privately(job: FinishedJob, *, delivered: bool = True) -> str:
+def _went_privately(job: FinishedJob, *, delivered: bool | None = True) -> str:
     """What the public progress message of a job made private since its submit says: its
     result went to its maker alone, or (not ``delivered``: their direct messages closed, or
-    the pictures kept in the server) where it is to be had."""
+    the pictures kept in the server) where it is to be had; None: it is being sent to them
+    (what it says until the send is done, true whatever its outcome)."""
+    if delivered is None:
+        return f"Job `{job.job_id}` ended; its result is being sent to its maker alone."
     if not delivered:
         return f"Job `{job.job_id}` ended; `/show {job.job_id}` brings its result back."
     return f"Job `{job.job_id}` ended; its result went to its maker alone."
@@ -666,18 +669,22 @@ class DiscordResults(ProgressMessages):
         self, job: FinishedJob, post: ResultPost, view: discord.ui.View | None
     ) -> None:
         """A job made private since its submit, while its token lives: its public response
-        says that it ended (its preview, prompt and Cancel gone), then the result goes to its
-        maker alone, as an ephemeral follow-up. Raises as the edits do (a deleted response:
-        Unknown Message, before anything is sent)."""
+        says that it ended and that its result is being sent to its maker (its preview, prompt
+        and Cancel gone), then the result goes to them alone, as an ephemeral follow-up, and
+        only once it went does the response say so (a send that fails leaves it saying what
+        is still true, until a later try, or the direct message tried next, says where the
+        result went). Raises as
+        the first edit and the send do (a deleted response: Unknown Message, before anything
+        is sent); the last edit's failure is logged only: the result is delivered."""
         webhook = self._webhook(job)
+        mentions = discord.AllowedMentions.none()
         await webhook.edit_message(
             ORIGINAL_RESPONSE,
-            content=_went_privately(job),
+            content=_went_privately(job, delivered=None),
             attachments=[],
-            allowed_mentions=discord.AllowedMentions.none(),
+            allowed_mentions=mentions,
             view=None,
         )
-        mentions = discord.AllowedMentions.none()
         await post.send(
             job.filesize_limit or SMALLEST_UPLOAD_LIMIT,
             lambda text, files: webhook.send(
@@ -689,6 +696,14 @@ class DiscordResults(ProgressMessages):
                 wait=True,
             ),
         )
+        try:
+            await webhook.edit_message(
+                ORIGINAL_RESPONSE, content=_went_privately(job), allowed_mentions=mentions
+            )
+        except DISCORD_FAILED as failed:
+            log.warning(
+                "job %s: its response was not told where its result went (%s)", job.job_id, failed
+            )
 
     async def _show_ended(
         self, job: FinishedJob, channel: discord.PartialMessageable, progress_id: int

@@ -25,6 +25,7 @@ from inference.prompts.tokenizer import Chunk, ClipTokenizer, chunk_tokens, defa
 from inference.prompts.wildcards import (
     NOT_PLANNED,
     WILDCARD_DRAWS_OPTION,
+    DrawnValue,
     Expansion,
     PlannedDraws,
     RecordedDraws,
@@ -38,6 +39,7 @@ __all__ = [
     "WILDCARD_DRAWS_OPTION",
     "Chunk",
     "ClipTokenizer",
+    "DrawnValue",
     "Expansion",
     "ExtraNetwork",
     "InlineFlagError",

@@ -13,10 +13,12 @@ class InlineFlagError(PromptError):
 
 class UnknownWildcardError(PromptError):
     """``__name__`` names no wildcard file or collection. Its message is the operator's (the
-    file to add); ``available``: every wildcard name there is, for a member's refusal."""
+    file to add); ``available``: every wildcard name there is, for a member's refusal;
+    ``named_in``: the wildcard whose value named it (None: the prompt did)."""
 
     def __init__(self, name: str, suggestions: list[str], available: list[str]) -> None:
         self.name = name
+        self.named_in: str | None = None
         self.suggestions = suggestions
         self.available = available
         guess = (

@@ -14,13 +14,15 @@ their character literal. Only ``{}``, ``|`` and ``$$`` directly inside braces, `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynamicprompts.commands import Command, VariantCommand, VariantOption, WildcardCommand
 from dynamicprompts.enums import SamplingMethod
@@ -33,6 +35,8 @@ from dynamicprompts.sampling_result import SamplingResult
 from dynamicprompts.types import ResultGen
 from dynamicprompts.utils import rotate_and_join
 from dynamicprompts.wildcards import WildcardManager
+from dynamicprompts.wildcards.collection import WildcardCollection
+from dynamicprompts.wildcards.collection.list import ListWildcardCollection
 from dynamicprompts.wildcards.item import WildcardItem
 from dynamicprompts.wildcards.values import WildcardValues
 from pyparsing import ParseBaseException
@@ -154,7 +158,8 @@ class _Manager(WildcardManager):
             # Outside the folder: dynamicprompts refuses it too, but logs the member's text
             # with a traceback each time.
             raise UnknownWildcardError(wildcard, [], sorted(self.get_collection_names()))
-        pattern, files = self._read_as(wildcard)
+        pattern, found = self._read_as(wildcard)
+        files = tuple(map(id, found))
         known = self._values.get(files)
         if known is not None:
             return known
@@ -173,7 +178,7 @@ class _Manager(WildcardManager):
         self._values[files] = protected
         return protected
 
-    def _read_as(self, wildcard: str) -> tuple[str, tuple[int, ...]]:
+    def _read_as(self, wildcard: str) -> tuple[str, list[WildcardCollection]]:
         """The pattern ``wildcard`` is read as and the collections it reads, as dynamicprompts
         picks them: a name matching nothing is looked for in every folder (``**/name``, asked
         directly: dynamicprompts would log the name, words of a member's prompt)."""
@@ -181,7 +186,15 @@ class _Manager(WildcardManager):
         if not found and not wildcard.startswith("**"):
             wildcard = f"**/{wildcard}"
             found = list(self.match_collections(wildcard))
-        return wildcard, tuple(map(id, found))
+        return wildcard, found
+
+    def files_of(self, wildcard: str) -> list[Path]:
+        """The files (relative to the folder) ``wildcard`` reads, from the tree already
+        listed: no file is read for it."""
+        if self.path is None or ".." in wildcard:
+            return []
+        files = dict.fromkeys(map(_file_of, self._read_as(wildcard)[1]))
+        return sorted(file.relative_to(self.path) for file in files if file is not None)
 
     def _protect(self, value: str, wildcard: str) -> str:
         protected = self._protected.get(value)
@@ -192,23 +205,42 @@ class _Manager(WildcardManager):
         return protected
 
 
+def _file_of(collection: WildcardCollection) -> Path | None:
+    """The file a collection was read from: a text file's own, a YAML or JSON key's
+    ``source`` (its file, its key); None for one built otherwise."""
+    if isinstance(collection, ListWildcardCollection):
+        source = collection.source
+        return source[0] if isinstance(source, tuple) and isinstance(source[0], Path) else None
+    path = getattr(collection, "_path", None)  # WildcardTextFile keeps it under this name
+    return path if isinstance(path, Path) else None
+
+
+class DrawnValue(NamedTuple):
+    """A wildcard value drawn: the wildcard's name as read (``__name__``, its choices drawn)
+    and the value's text, its own wildcards and choices drawn too."""
+
+    wildcard: str
+    text: str
+
+
 class _Budget:
     """What one expansion may still produce: wildcard look-ups and characters of values;
-    ``drawn``: where the text of each value drawn is noted, shielded (None: nowhere)."""
+    ``drawn``: where each value drawn is noted, shielded, with the wildcard it was drawn
+    from (None: nowhere)."""
 
-    def __init__(self, drawn: list[str] | None = None) -> None:
+    def __init__(self, drawn: list[DrawnValue] | None = None) -> None:
         self.expansions = 0
         self.chars = 0
         self.drawn = drawn
 
-    def spend(self, value: str, *, noted: bool = True) -> None:
-        """Counts ``value`` (as its file holds it); ``noted`` False: its text is noted as
-        drawn (``noting``), its own choices drawn, not here."""
+    def spend(self, value: str, wildcard: str, *, noted: bool = True) -> None:
+        """Counts ``value`` (as ``wildcard``'s file holds it); ``noted`` False: its text is
+        noted as drawn (``noting``), its own choices drawn, not here."""
         checkpoint()
         self.expansions += 1
         self.chars += len(value)
         if noted and self.drawn is not None:
-            self.drawn.append(value)
+            self.drawn.append(DrawnValue(wildcard, value))
         if self.expansions > MAX_WILDCARD_EXPANSIONS:
             raise PromptError(
                 f"the prompt's wildcards expand more than {MAX_WILDCARD_EXPANSIONS} times; "
@@ -217,11 +249,12 @@ class _Budget:
         if self.chars > MAX_EXPANDED_CHARS:
             raise _too_long()
 
-    def noting(self, results: ResultGen) -> ResultGen:
-        """``results``, the text of each noted as drawn (not counted again)."""
+    def noting(self, results: ResultGen, wildcard: str) -> ResultGen:
+        """``results``, the text of each noted as drawn from ``wildcard`` (not counted
+        again)."""
         for result in results:
             if self.drawn is not None:
-                self.drawn.append(result.text)
+                self.drawn.append(DrawnValue(wildcard, result.text))
             yield result
 
 
@@ -243,11 +276,11 @@ class _Context(SamplingContext):
         return self.default_sampler, self
 
 
-def _inside(command: WildcardCommand, context: SamplingContext) -> SamplingContext:
-    """The context for reading ``command``'s values, one wildcard deeper; raises
-    ``WildcardRecursionError`` past ``MAX_WILDCARD_DEPTH``."""
+def _inside(name: str, context: SamplingContext) -> SamplingContext:
+    """The context for reading the values of the wildcard ``name``, one wildcard deeper;
+    raises ``WildcardRecursionError`` past ``MAX_WILDCARD_DEPTH``."""
     chain = getattr(context, "wildcard_chain", ())
-    chain = (*chain, str(command.wildcard))
+    chain = (*chain, name)
     if len(chain) > MAX_WILDCARD_DEPTH:
         earlier = [i for i, name in enumerate(chain[:-1]) if name == chain[-1]]
         loop = chain[earlier[-1] :] if earlier else chain  # one turn of the loop
@@ -255,13 +288,36 @@ def _inside(command: WildcardCommand, context: SamplingContext) -> SamplingConte
     return dataclasses.replace(context, wildcard_chain=chain)  # type: ignore[call-arg]
 
 
+def _name_drawn(command: WildcardCommand, context: SamplingContext) -> str:
+    """The name ``command`` reads, its own choices drawn (``__{a|b}__``)."""
+    return next(iter(context.sample_prompts(command.wildcard, 1))).text
+
+
+@contextlib.contextmanager
+def _named_in(inner: SamplingContext) -> Iterator[None]:
+    """An unknown wildcard read in ``inner`` is blamed on the wildcard whose value named it
+    (``UnknownWildcardError.named_in``), if it is no name the prompt typed; the innermost
+    one that knows says."""
+    try:
+        yield
+    except UnknownWildcardError as error:
+        chain: tuple[str, ...] = getattr(inner, "wildcard_chain", ())
+        if error.named_in is None and len(chain) > 1:
+            error.named_in = chain[-2]
+        raise
+
+
 class _DepthLimitedSampler(RandomSampler):
     def _get_wildcard(self, command: WildcardCommand, context: SamplingContext) -> ResultGen:
-        inner = _inside(command, context)
+        # The name drawn once here (as dynamicprompts would, from the same seed) and given to
+        # it as drawn, so that each value drawn is noted with the wildcard it came from.
+        name = _name_drawn(command, context)
+        inner = _inside(name, context)
         budget: _Budget = inner.budget  # type: ignore[attr-defined]
-        for result in super()._get_wildcard(command, inner):
-            budget.spend(result.text)
-            yield result
+        with _named_in(inner):
+            for result in super()._get_wildcard(dataclasses.replace(command, wildcard=name), inner):
+                budget.spend(result.text, name)
+                yield result
 
     def _get_variant(self, command: VariantCommand, context: SamplingContext) -> ResultGen:
         """``{N$$__name__}`` draws as dynamicprompts does (the same values from the same
@@ -273,16 +329,17 @@ class _DepthLimitedSampler(RandomSampler):
         if not isinstance(wildcard, WildcardCommand):
             yield from super()._get_variant(command, context)
             return
-        name = next(iter(context.sample_prompts(wildcard.wildcard, 1))).text
-        inner = _inside(wildcard, context)
+        name = _name_drawn(wildcard, context)
+        inner = _inside(name, context)
         budget: _Budget = inner.budget  # type: ignore[attr-defined]
-        values = inner.wildcard_manager.get_values(name)
+        with _named_in(inner):
+            values = inner.wildcard_manager.get_values(name)
         options = list(values.iterate_string_values_weighted())
         least = min(command.min_bound, len(values), len(options))
         most = min(command.max_bound, len(values), len(options))
         if len(options) < 2:  # dynamicprompts' variant of one value: no draw
             for option in options:
-                budget.spend(option, noted=False)
+                budget.spend(option, name, noted=False)
             # Back through this override, as dynamicprompts' own sampler recurses through
             # ``self``: a value that is itself ``__other__`` is ``{N$$__other__}``, drawn here
             # one wildcard deeper in the chain (so a file whose one value names itself is
@@ -294,7 +351,7 @@ class _DepthLimitedSampler(RandomSampler):
                 command.separator,
                 command.sampling_method,
             )
-            yield from budget.noting(self._get_variant(only, inner))
+            yield from budget.noting(self._get_variant(only, inner), name)
             return
         while True:
             remaining, drawn = list(options), []
@@ -303,13 +360,14 @@ class _DepthLimitedSampler(RandomSampler):
                 # (random.choices), then the first equal value goes.
                 value = remaining[inner.rand.choices(range(len(remaining)))[0]]
                 remaining.remove(value)
-                budget.spend(value, noted=False)
+                budget.spend(value, name, noted=False)
                 drawn.append(value)
             # Each value's own text noted as drawn, its {a|b} choices drawn as ``__name__``
             # notes them, and not the joined text: the separator is the member's.
             generators = [
                 budget.noting(
-                    inner.generator_from_command(_parsed_value(value, inner.parser_config))
+                    inner.generator_from_command(_parsed_value(value, inner.parser_config)),
+                    name,
                 )
                 for value in drawn
             ]
@@ -325,10 +383,15 @@ class WildcardLibrary:
     def __init__(self, root: Path | str | None) -> None:
         self.root = Path(root) if root is not None else None
         self._manager = _Manager(self.root)
-        self._values_drawn: list[str] | None = None  # where each value drawn is noted
+        self._values_drawn: list[DrawnValue] | None = None  # where each value drawn is noted
 
     def names(self) -> list[str]:
         return sorted(self._manager.get_collection_names())
+
+    def files_of(self, wildcard: str) -> list[Path]:
+        """The files (relative to the folder) the wildcard ``wildcard`` reads: those to
+        blame for its values."""
+        return self._manager.files_of(wildcard)
 
     def context(self, seed: int) -> SamplingContext:
         # Each picture draws one text from its own seed: there is no batch for ``{@a|b}`` to
@@ -456,10 +519,13 @@ class RecordedDraws(WildcardLibrary):
     def note(self, expansion: Expansion) -> None:
         self._drawn[(expansion.template, expansion.seed)] = expansion
 
-    def values_drawn(self) -> list[str]:
-        """The text of each wildcard value drawn, its own wildcards and choices drawn too
-        (only the text the folder gave, not what the prompt typed around it)."""
-        return [_unshield(value) for value in self._values_drawn or ()]
+    def values_drawn(self) -> list[DrawnValue]:
+        """Each wildcard value drawn, its own wildcards and choices drawn too (only the text
+        the folder gave, not what the prompt typed around it), innermost first: a value
+        drawn inside another is noted before the one holding it."""
+        return [
+            DrawnValue(value.wildcard, _unshield(value.text)) for value in self._values_drawn or ()
+        ]
 
     def option(self) -> dict[str, list[Any]]:
         """What was drawn, as ``WILDCARD_DRAWS_OPTION`` holds it."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bot.settings import Settings
-from cogs.history import LOST_THE_CHANNEL
+from cogs.history import EASEL_LOST_THE_CHANNEL, LOST_THE_CHANNEL
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -80,13 +80,41 @@ async def test_private_results_turned_on_while_the_job_renders_keep_its_result_p
         engine.released.set()
         result = await handle.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
         assert result.is_ephemeral and "my diary" in result.content
-        original = await handle.wait_for_original(lambda m: "ended" in m.content)
+        original = await handle.wait_for_original(lambda m: "went" in m.content)
         assert original.content == (
             f"Job `{job_id_of(result)}` ended; its result went to its maker alone."
         )
         assert not any(
             has_picture(m) or "diary" in m.content for m in public_messages(fake_discord)
         )
+
+
+FOLLOW_UP_ROUTE = "/webhooks/{app}/{token}"
+
+
+async def test_a_job_made_private_since_whose_follow_up_fails_says_nothing_false(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Private results turned on while it renders, the ephemeral follow-up refused by Discord
+    and the member's direct messages closed: its result reached no one, and the public
+    response never says it went to its maker (review R_FINA: it said so before the send)."""
+    fake = fake_discord
+    fake.revoke_send_messages(fake.dm_channel_of(fake.user_id))
+    engine = HeldEngine()
+    async with start_easel(lambda _device: engine):
+        handle = await fake.invoke_command("imagine", {"prompt": "my diary", **QUICK})
+        await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+        await keep_private(fake)
+        fake.fail("POST", FOLLOW_UP_ROUTE, times=10)
+        engine.released.set()
+        original = await handle.wait_for_original(lambda m: "ended" in m.content)
+        async with asyncio.timeout(RENDER_TIMEOUT_S):  # the follow-up was tried, and refused
+            while not fake.calls_to("POST", FOLLOW_UP_ROUTE):  # noqa: ASYNC110 (polled)
+                await asyncio.sleep(0.05)
+        assert handle.original is not None
+        assert handle.original.content == original.content
+        assert original.content.endswith("ended; its result is being sent to its maker alone.")
+        assert not any(has_picture(m) or "diary" in m.content for m in public_messages(fake))
 
 
 async def test_private_results_turned_on_while_the_job_waits_send_it_by_direct_message(
@@ -307,4 +335,25 @@ async def test_show_of_a_job_from_an_archived_thread_asks_discord_for_the_thread
         refused = await reply_to(fake, "show", {"job_id": job_id})
         assert refused.is_ephemeral and not refused.attachments, refused
         assert "try again" in refused.content
+        assert LOST_THE_CHANNEL.format(job_id) not in refused.content
+
+
+async def test_show_says_easel_lost_a_private_thread_not_the_member(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Easel taken out of an archived private thread the member is still in: Discord refuses
+    Easel the thread (403), and /show says so, not that the member can no longer read it
+    (review R_FINA: both were "gone")."""
+    fake = fake_discord
+    thread = fake.add_thread("secret", private=True, members=[fake.bot_user_id])
+    async with start_easel():
+        handle = await fake.invoke_command(
+            "imagine", {"prompt": "a lighthouse", **QUICK}, channel=thread
+        )
+        job_id = job_id_of(await handle.wait_for_original(has_picture, RENDER_TIMEOUT_S))
+        fake.set_thread_member(thread, fake.bot_user_id, member=False)
+        await fake.archive_thread(thread)
+        refused = await reply_to(fake, "show", {"job_id": job_id})
+        assert refused.is_ephemeral and not refused.attachments, refused
+        assert EASEL_LOST_THE_CHANNEL.format(job_id) in refused.content
         assert LOST_THE_CHANNEL.format(job_id) not in refused.content

@@ -146,3 +146,25 @@ async def test_the_read_ahead_keeps_neither_the_gateway_nor_the_stop_waiting(
     finally:
         await bot.close()
     assert reading_ahead.cancelled()
+
+
+async def test_a_read_ahead_that_failed_leaves_the_stop_closing_everything(
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-ahead only spares reads: whatever it failed with, the stop still closes the
+    broker, the database and the metrics server (a failure it kept made close() raise there)."""
+
+    async def broken_read_ahead(_settings: MemberSettings) -> None:
+        raise RuntimeError("not a database error")
+
+    monkeypatch.setattr(MemberSettings, "read_ahead", broken_read_ahead)
+    bot = build(
+        easel_settings(fake_discord, tmp_path / "data", tmp_path / "models"), instant_engine
+    )
+    try:
+        await bot.login(fake_discord.token)
+        assert bot._reading_ahead is not None
+        await bot._reading_ahead  # logged, not raised
+    finally:
+        await bot.close()
+    assert bot._db is None

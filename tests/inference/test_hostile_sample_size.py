@@ -12,8 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import FrozenDict
 
 from inference.engine import Engine
+from inference.memory import native_side
+from inference.model_cache import LoadedModel, native_size
+from inference.registry import ModelEntry
 from inference.types import RenderFailed, RenderRequest
 
 
@@ -56,3 +61,30 @@ def test_a_sample_size_of_height_and_width_renders_at_the_first(
     [image] = engine.render(UNSIZED)
     scale = engine.models.load(engine.registry.resolve("hostile")).pipeline.vae_scale_factor
     assert (image.width, image.height) == (8 * scale, 8 * scale)
+
+
+def test_a_transformer_models_vae_config_without_a_sample_size_sizes_as_the_pricing_does(
+    tmp_path: Path,
+) -> None:
+    """diffusers fills AutoencoderKL's default (32) into the loaded config where the file
+    gives none: the engine takes the pricing's default (1024) instead, not a 32-pixel render."""
+    folder = tmp_path / "flow"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "vae").mkdir()
+    (folder / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    entry = ModelEntry("flow", folder, "diffusers")
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    pipeline = type("Pipeline", (), {"unet": None, "vae": vae})()
+    model = LoadedModel(entry, pipeline, {}, "0000000000")
+    assert native_size(model) == native_side(entry) == 1024
+
+
+def test_a_unet_sample_size_filled_from_the_class_default_is_taken_as_absent(
+    tmp_path: Path,
+) -> None:
+    unet = type(
+        "UNet", (), {"config": FrozenDict(sample_size=None, _use_default_values=["sample_size"])}
+    )()
+    pipeline = type("Pipeline", (), {"unet": unet, "vae_scale_factor": 8})()
+    model = LoadedModel(ModelEntry("sd", tmp_path, "diffusers"), pipeline, {}, "0000000000")
+    assert native_size(model) == 1024

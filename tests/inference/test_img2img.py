@@ -217,7 +217,7 @@ def test_full_denoising_starts_from_the_picture_as_a_step_below_it_does(
     ("changes", "message"),
     [
         ({"init_image": None}, "img2img needs an init image"),
-        ({"init_image": "/nonexistent.png"}, "init image '/nonexistent.png' does not exist"),
+        ({"init_image": "/nonexistent.png"}, "^init image is missing or not a file$"),
         ({"mode": "inpaint"}, "inpaint needs a mask image"),
         (
             {"mode": "inpaint", "mask_image": "MASK", "options": {"mask_blur": 65}},

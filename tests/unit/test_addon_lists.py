@@ -620,7 +620,7 @@ def test_a_wildcard_line_naming_a_lora_not_installed_is_ignored_not_refused(
             assert planned.options[APPLIED_LORAS_OPTION] == []
     warned = [record.getMessage() for record in caplog.records]
     assert warned and all("'film-grain'" in line and "style.txt" in line for line in warned)
-    # The bot's planner keeps whom it warned of: one warning for the name, not one per plan.
+    # The bot's planner keeps what it warned of: one warning for the file, not one per plan.
     caplog.clear()
     warnings = OperatorWarnings()
     with caplog.at_level("WARNING", logger="bot.policy.prompt_safety"):
@@ -633,7 +633,7 @@ def test_a_wildcard_line_naming_a_lora_not_installed_is_ignored_not_refused(
                 warned=warnings,
             )
     assert [record.getMessage() for record in caplog.records] == [warned[0]]
-    assert warnings.lately(("lora", "film-grain"))
+    assert warnings.lately(("lora file", "style.txt"))
     # Typed, the same tag is refused before anything is charged.
     with pytest.raises(UserError, match="film-grain"):
         plan_request(

@@ -497,6 +497,9 @@ async def test_a_named_picture_whose_channel_discord_does_not_say_is_discords_re
     assert [f"what channel {THREAD} is (job j1)" in message for message in logged] == [True]
 
 
+TOOK_TOO_LONG = r"^Checking whether job `j1` may be shown here took"
+
+
 class Answering(Client):
     """Discord answers what a channel is after ``delay_s``."""
 
@@ -510,10 +513,12 @@ class Answering(Client):
 
 
 async def test_shows_checks_before_its_answer_share_one_budget(
-    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The stored pictures' check and Discord's answer about the channel each come within
-    their own waits, but not both within /show's budget: refused, to try again."""
+    their own waits, but not both within /show's budget: refused, to try again, and the wait
+    that ran out logged (Discord's: not kept as the member's refusal; the stored check's
+    alone: Easel busy)."""
     budget_s = 0.5
     monkeypatch.setattr(history_cog, "SHOW_CHECKS_BUDGET_S", budget_s)
     policy = await policy_of(conn, NsfwPolicy.ALLOW)
@@ -525,14 +530,28 @@ async def test_shows_checks_before_its_answer_share_one_budget(
         stored_checks.append(job_id)
         await asyncio.sleep(budget_s * 0.8)
 
+    async def refused(answering: Answering) -> tuple[Reason, str]:
+        """/show refused for taking too long: its reason, and the one line logged."""
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING, logger="cogs.history"),
+            pytest.raises(UserError, match=TOOK_TOO_LONG) as told,
+        ):
+            async with asyncio.timeout(10):
+                await show_here(conn, answering, PLAIN, checked_for_showing, policy)
+        [logged] = [r.getMessage() for r in caplog.records if r.name == "cogs.history"]
+        return told.value.reason, logged
+
     monkeypatch.setattr(policy, "check_reuse", slow_stored_check)
-    with pytest.raises(
-        UserError, match=r"^Checking whether job `j1` may be shown here took"
-    ) as told:
-        async with asyncio.timeout(10):
-            await show_here(conn, Answering(budget_s / 2), PLAIN, checked_for_showing, policy)
+    reason, logged = await refused(Answering(budget_s / 2))
     assert stored_checks == ["j1"]
-    assert told.value.reason is Reason.DISCORD  # not kept as the member's refusal
+    assert reason is Reason.DISCORD  # not kept as the member's refusal
+    assert "waiting on Discord or the database (whether it may be shown here)" in logged
+    # The stored check alone past the budget: Easel's own wait, not Discord's.
+    monkeypatch.setattr(policy, "check_reuse", lambda *_, **__: asyncio.sleep(budget_s * 2))
+    reason, logged = await refused(Answering(0))
+    assert reason is Reason.BUSY
+    assert "waiting on the stored pictures' banned-word check" in logged
     # Quick ones: shown.
     monkeypatch.setattr(policy, "check_reuse", lambda *_, **__: asyncio.sleep(0))
     await show_here(conn, Answering(budget_s / 20), PLAIN, checked_for_showing, policy)

@@ -93,7 +93,7 @@ def test_mask_without_a_picture_is_refused(capsys: pytest.CaptureFixture[str]) -
 
 def test_missing_init_image_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", "a cat", "--init-image", "nope.png", "--out", "o"]) == 2
-    assert "'nope.png' does not exist" in one_error_line(capsys)
+    assert "--init-image 'nope.png' is missing or not a file" in one_error_line(capsys)
 
 
 def test_missing_argument_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

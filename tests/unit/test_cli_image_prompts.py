@@ -56,7 +56,7 @@ def test_render_with_sref(style: str, capsys: pytest.CaptureFixture[str]) -> Non
     ("extra", "message"),
     [
         (["--sref-strength", "1"], "--sref-strength needs --sref PATH"),
-        (["--sref", "notes.png"], "--sref is not a readable image"),
+        (["--sref", "notes.png"], "--sref 'notes.png' is not a readable image"),
         (["--sref", "style.png", "--sref-strength", "3"], "strength must be between 0 and 2"),
         (["--sref", "style.png", "--sref-mode", "style"], "style-only image prompts need an SDXL"),
     ],

@@ -5,7 +5,6 @@ concern)."""
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from bot.policy.prompt_safety import OperatorWarnings, explain_prompt, plan_requ
 from bot.user_errors import UserError
 from inference.infotext import format_infotext, png_with_infotext
 from inference.prompts import PlannedDraws
-from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.types import RenderRequest
 
 BANNED = {"forbidden"}
@@ -81,8 +79,8 @@ def test_a_lora_tag_only_the_prompt_s_own_choices_spell_is_refused_as_typed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``<lo{ra|ra}:name:1>`` is a tag only once drawn, but the member spelled it, not a
-    wildcard file: it was ignored as a file's line, each new name kept in the warn-once set
-    for the bot's life, the whole folder read for it and the member's words logged."""
+    wildcard file: it was ignored as a file's line, a file warned of for it and the member's
+    words logged."""
     (tmp_path / "style.txt").write_text("oil painting\n", encoding="utf-8")
     warned = OperatorWarnings()
     with (
@@ -97,7 +95,7 @@ def test_a_lora_tag_only_the_prompt_s_own_choices_spell_is_refused_as_typed(
             warned=warned,
         )
     assert not caplog.records
-    assert not warned.lately(("lora", "x1"))
+    assert not warned.lately(("lora file", "style.txt"))
 
 
 def test_a_lora_tag_typed_around_a_wildcard_of_names_is_the_file_s(
@@ -126,29 +124,29 @@ def _three_files_each_naming_a_lora(folder: Path) -> RenderRequest:
     return RenderRequest("__a__ __b__ __c__", seed=1)
 
 
-def test_the_folder_is_read_once_a_plan_for_every_lora_new_to_the_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_a_lora_drawn_as_a_whole_value_is_blamed_on_its_own_file_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    request = _three_files_each_naming_a_lora(tmp_path)
-    real = prompt_safety._wildcard_files_holding
-    scans: list[object] = []
-    monkeypatch.setattr(
-        prompt_safety,
-        "_wildcard_files_holding",
-        lambda *args: scans.append(args[1]) or real(*args),
-    )
-    with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
-        plan_request(request, (), tmp_path, installed_loras=lambda: ["ink-style"])
-    assert len(scans) == 1
-    warned = sorted(record.getMessage() for record in caplog.records)
-    assert [line.split()[2] for line in warned] == ["a.txt", "b.txt", "c.txt"]
+    """``<lora:__names__:1>`` drawing ``art``: names.txt is to blame, not every file holding
+    "art" in any letter case; and a wildcard whose value is ``__names__`` blames names.txt,
+    whose line it is."""
+    (tmp_path / "names.txt").write_text("art\n", encoding="utf-8")
+    (tmp_path / "outer.txt").write_text("__names__\n", encoding="utf-8")
+    (tmp_path / "colours.txt").write_text("party\nsmart\n", encoding="utf-8")
+    (tmp_path / "places.txt").write_text("Art deco hall\n", encoding="utf-8")
+    for prompt in ("a cat, <lora:__names__:1>", "a cat, <lora:__outer__:1>"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
+            plan_request(RenderRequest(prompt, seed=1), (), tmp_path, installed_loras=lambda: [])
+        assert [record.args[0] for record in caplog.records] == ["names.txt"]  # type: ignore[index]
 
 
 def test_the_names_warned_of_are_bounded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The oldest file goes first once ``WARNINGS_KEPT`` are kept (warned of again), and
-    the oldest name (traced to its file again)."""
+    """The oldest file goes first once ``WARNINGS_KEPT`` are kept: three files named at each
+    plan with two kept are each warned of again at the next plan (each pushed out by the
+    one after it), and no more than two are held."""
     request = _three_files_each_naming_a_lora(tmp_path)
     monkeypatch.setattr(prompt_safety, "WARNINGS_KEPT", 2)
     warned = OperatorWarnings()
@@ -158,21 +156,31 @@ def test_the_names_warned_of_are_bounded(
                 request, (), tmp_path, installed_loras=lambda: ["ink-style"], warned=warned
             )
     files = [record.args[0] for record in caplog.records if isinstance(record.args, tuple)]
-    assert files == ["a.txt", "b.txt", "c.txt", "a.txt"]
-    assert [warned.lately(("lora", name)) for name in ("la", "lb", "lc")] == [True, False, True]
+    assert files == ["a.txt", "b.txt", "c.txt"] * 2
     told = [warned.lately(("lora file", f"{name}.txt")) for name in "abc"]
-    assert told == [True, False, True]
+    assert told == [False, True, True]
 
 
 def test_a_file_of_more_loras_than_are_kept_is_warned_of_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``<lora:__artists__:1>`` drawing from a file of more names than ``WARNINGS_KEPT``: one
-    line for the file, with a few of its names, not one per name at each plan forever (the
-    names kept go again and again, but the file stays told)."""
+    line for the file, with a few of its names, not one per name at each plan forever; and the
+    file is the one its wildcard reads, known from the draw: no other file of the folder is
+    read for the log, at any plan (review R_FINA: the whole folder was read again at each plan
+    once a file named more LoRAs than were kept)."""
     monkeypatch.setattr(prompt_safety, "WARNINGS_KEPT", 20)
     names = [f"artist-{index}" for index in range(2000)]
     (tmp_path / "artists.txt").write_text("\n".join(names), encoding="utf-8")
+    (tmp_path / "other.txt").write_text("artist-1\nwatercolour\n", encoding="utf-8")
+    read: list[str] = []
+    for method in ("open", "read_text"):
+        real = getattr(Path, method)
+        monkeypatch.setattr(
+            Path,
+            method,
+            lambda path, *args, real=real, **kw: read.append(path.name) or real(path, *args, **kw),
+        )
     warned = OperatorWarnings()
     with caplog.at_level(logging.WARNING, logger="bot.policy.prompt_safety"):
         for seed in range(10):
@@ -186,6 +194,7 @@ def test_a_file_of_more_loras_than_are_kept_is_warned_of_once(
     [line] = [record.getMessage() for record in caplog.records]
     assert line.startswith("Wildcard file artists.txt names ")
     assert line.endswith(" more") and line.count("'artist-") == 3
+    assert "artists.txt" in read and "other.txt" not in read
 
 
 def test_a_broken_wildcard_file_is_logged_once_not_at_each_refusal(
@@ -206,12 +215,16 @@ def test_a_broken_wildcard_file_is_logged_once_not_at_each_refusal(
     ]
 
 
-def test_reading_the_folder_for_the_log_stops_with_its_plan(tmp_path: Path) -> None:
-    (tmp_path / "style.txt").write_text("<lora:film-grain:0.6>\n", encoding="utf-8")
-    stop = threading.Event()
-    stop.set()
-    with pytest.raises(PlanStopped):
-        stopping_when(stop, prompt_safety._wildcard_files_holding, tmp_path, ["<lora:film"])
+def test_a_broken_wildcard_is_blamed_on_the_file_whose_line_names_it(tmp_path: Path) -> None:
+    """Only the file of the wildcard that drew ``__missing__``, not every file mentioning it
+    (a comment, an unused wildcard)."""
+    (tmp_path / "style.txt").write_text("__missing__\n", encoding="utf-8")
+    (tmp_path / "old.txt").write_text("# __missing__ was removed\nplain\n", encoding="utf-8")
+    (tmp_path / "unused.txt").write_text("__missing__\n", encoding="utf-8")
+    with pytest.raises(UserError) as refused:
+        plan_request(RenderRequest("a cat, __style__", seed=1), (), tmp_path)
+    assert "style" in str(refused.value)
+    assert "old" not in str(refused.value) and "unused" not in str(refused.value)
 
 
 @pytest.mark.parametrize("values", ["<lora:{fa|fb}:1>\nplain\n", "<lora:{fa|fb}:1>\n"])

@@ -838,8 +838,11 @@ def _read_picture(field: str, path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as error:
-        role = field.replace("_", " ")
-        raise RenderInputError(f"{role} {path!r} cannot be read: {error.strerror}") from None
+        role = field.replace(
+            "_", " "
+        )  # the path (a server's) for the log; the member reads the role
+        log.warning("%s %s cannot be read: %s", role, path, error.strerror)
+        raise RenderInputError(f"{role} cannot be read: {error.strerror}") from None
 
 
 class RemoteSlot:
