@@ -13,8 +13,11 @@ Acknowledgements are timed by the fake either way (INTERACTION_CREATE sent, defe
 Prints JSON; with ``--bursts N``, N bursts one after the other in one process (each with a new
 bot, database and fake), to tell what only a fresh process's first burst pays for.
 
+``--sqlite-delay-ms MS`` makes every SQL statement of the bot's database wait MS ms on the
+database's thread first, as a slow disk (network storage, a busy SD card) would.
+
     python benchmarks/interactions.py [--requests 200] [--members 50] [--bursts 1]
-        [--fake process|in-process]
+        [--fake process|in-process] [--sqlite-delay-ms 0]
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.interaction_burst import BurstOutcome, add_members, fire_burst, percentile
 from bot.app import build
+from bot.jobs import retention
 from bot.policy.quota import DEFAULT_LIMITS
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
@@ -117,6 +122,33 @@ def rounded(seconds: float | None) -> float | None:
 
 def instant_engine(_device: str) -> RenderEngine:
     return InstantEngine()
+
+
+@contextmanager
+def slowed_database(delay_ms: float) -> Iterator[list[int]]:
+    """Every statement of the journal connections the bot opens meanwhile waits ``delay_ms``
+    on the database's thread before it runs (sqlite3's trace callback runs there); yields the
+    count of statements slowed. Nothing is changed for 0."""
+    slowed = [0]
+    opening = retention.connect
+    if not delay_ms:
+        yield slowed
+        return
+
+    def wait(_statement: str) -> None:
+        slowed[0] += 1
+        time.sleep(delay_ms / 1000)
+
+    async def connect(path: Path, **options: Any) -> Any:
+        conn = await opening(path, **options)
+        await conn.set_trace_callback(wait)
+        return conn
+
+    retention.connect = connect  # type: ignore[assignment]
+    try:
+        yield slowed
+    finally:
+        retention.connect = opening
 
 
 async def run_load(
@@ -223,6 +255,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--bursts", type=int, default=1)
     parser.add_argument(
+        "--sqlite-delay-ms",
+        type=float,
+        default=0.0,
+        help="wait this long before each SQL statement of the bot's database (a slow disk)",
+    )
+    parser.add_argument(
         "--fake",
         choices=FAKE_MODES,
         default="process",
@@ -233,11 +271,13 @@ def main() -> None:
     check_arguments(args.requests, args.members)
     if args.bursts < 1:
         raise SystemExit(f"--bursts must be at least 1, got {args.bursts}")
+    if not 0 <= args.sqlite_delay_ms <= 1000:
+        raise SystemExit(f"--sqlite-delay-ms must be in 0..1000, got {args.sqlite_delay_ms}")
     reports = []
     for _ in range(args.bursts):
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, slowed_database(args.sqlite_delay_ms):
             result = asyncio.run(run_load(args.requests, args.members, Path(scratch), args.fake))
-        reports.append(result.report())
+        reports.append({**result.report(), "sqlite_delay_ms": args.sqlite_delay_ms})
     print(json.dumps(reports[0] if args.bursts == 1 else reports, indent=2))
 
 

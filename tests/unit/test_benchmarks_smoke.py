@@ -26,7 +26,13 @@ from benchmarks.gpu import (
     goals,
     variants_for,
 )
-from benchmarks.interactions import FAKE_MODES, check_arguments, percentile, run_load
+from benchmarks.interactions import (
+    FAKE_MODES,
+    check_arguments,
+    percentile,
+    run_load,
+    slowed_database,
+)
 from inference.tiny import write_tiny_model
 from tests.support.compiled_code import compiled_code_kept
 
@@ -47,6 +53,24 @@ async def test_interaction_load_answers_every_request_exactly_once(
     assert report["cpu_s_to_last_ack"] is not None  # measured at the last acknowledgement
     # The fake's CPU is counted apart exactly when it has a process of its own.
     assert (report["fake_cpu_s_to_last_ack"] is not None) == (fake == "process")
+
+
+async def test_a_slowed_database_slows_the_bot_s_statements_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """``--sqlite-delay-ms``: the bot's own statements wait (so a burst's reads from SQLite
+    show), every request is still answered once, and the database is as fast again after."""
+    with slowed_database(2.0) as slowed:
+        report = (await run_load(20, 5, tmp_path, fake="in-process")).report()
+    assert slowed[0] > 20  # at least the journal's writes of 20 jobs
+    assert (report["results_arrived"], report["lost"], report["duplicated"]) == (20, 0, 0)
+    with slowed_database(0.0) as untouched:
+        await run_load(5, 5, tmp_path / "again", fake="in-process")
+    assert untouched == [0]
+    with slowed_database(2.0) as slowed_again:
+        pass
+    await run_load(5, 5, tmp_path / "after", fake="in-process")
+    assert slowed_again == [0]  # gone once the block ended
 
 
 def test_nearest_rank_percentile() -> None:
