@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -35,6 +35,35 @@ MEMBERS_READ_AHEAD = 100_000
 # Rows a read-ahead query reads at most: a member's read sent meanwhile waits on one such query
 # (aiosqlite's one thread a connection), and the loop adds one such page at a time.
 READ_AHEAD_PAGE = 1_000
+
+
+class ReadAhead(Generic[K]):
+    """The keys a read at the start found (``read``), joined by each one written since
+    (``add``): once read, a key not among them has no row, known without a read. Past
+    ``MEMBERS_READ_AHEAD`` keys it is given up, and nothing is known."""
+
+    def __init__(self) -> None:
+        self._keys: set[K] | None = set()
+        self.complete = False
+
+    def add(self, keys: Iterable[K]) -> None:
+        if self._keys is not None:
+            self._keys.update(keys)
+            if len(self._keys) > MEMBERS_READ_AHEAD:
+                self._keys = None
+
+    async def read(self, pages: AsyncIterable[Iterable[K]]) -> None:
+        """Join the keys of ``pages`` (united, not replaced: a key written during the read is
+        in already), the rest left unread once given up."""
+        async for page in pages:
+            self.add(page)
+            if self._keys is None:
+                break
+        self.complete = True
+
+    def lacks(self, key: K) -> bool:
+        """Whether ``key`` is known to have no row."""
+        return self.complete and self._keys is not None and key not in self._keys
 
 
 class Memo(Generic[K, V]):

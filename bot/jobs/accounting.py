@@ -31,7 +31,7 @@ from typing import TypeAlias
 import aiosqlite
 
 from bot.images import picture_size
-from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, READ_AHEAD_PAGE, Memo
+from bot.memo import MEMBERS_KEPT, READ_AHEAD_PAGE, Memo, ReadAhead
 from bot.policy.queue_bound import QueueBoundRefusal, check_queue_bound
 from bot.policy.quota import (
     Cost,
@@ -427,15 +427,14 @@ class _KeptQuotas:
         self._open: dict[str, _Reservation] = {}
         # Every member with a reservation since ``complete_since`` (``read_ahead``, then
         # each reservation): one not among them spent nothing since, known without a read.
-        # None: too many to keep (``MEMBERS_READ_AHEAD``), every first check reads.
-        self.spenders: set[UsageKey] | None = set()
+        self.spenders: ReadAhead[UsageKey] = ReadAhead()
         self.complete_since: float | None = None  # None: not known yet
         # Every guild that ever stored a limit override, once ``complete_since`` is known.
         self.limited_guilds: set[int] = set()
 
     def reserved(self, job_id: str, reservation: _Reservation) -> None:
         self._open[job_id] = reservation
-        self.add_spenders({reservation.member})
+        self.spenders.add((reservation.member,))
         self.usage.update(
             reservation.member, lambda spent: spent.plus(reservation.cost, reservation.at)
         )
@@ -457,21 +456,14 @@ class _KeptQuotas:
         nothing of theirs is kept (kept now: a reservation counts there), else None."""
         if (
             self.complete_since is None
-            or self.spenders is None
             or min(starts) < self.complete_since
-            or member in self.spenders
+            or not self.spenders.lacks(member)
             or self.usage.kept(member) is not None
         ):
             return None
         nothing = _Spending(starts, {period: ledger.Usage(0, 0.0) for period in Period})
         self.usage.put(member, nothing)
         return nothing
-
-    def add_spenders(self, members: set[UsageKey]) -> None:
-        if self.spenders is not None:
-            self.spenders |= members
-            if len(self.spenders) > MEMBERS_READ_AHEAD:
-                self.spenders = None
 
     def sets_no_limit(self, guild_id: int) -> bool:
         """Whether ``guild_id`` is known to store no limit override: its members' limits are
@@ -503,10 +495,7 @@ async def read_ahead(conn: aiosqlite.Connection, now: float) -> None:
     since = min(_period_starts(now))
     # United, not replaced: a reservation or an override written during the reads is in
     # them already.
-    async for spenders in ledger.spenders_since(conn, since, READ_AHEAD_PAGE):
-        kept.add_spenders(set(spenders))
-        if kept.spenders is None:  # too many to keep: the rest unread
-            break
+    await kept.spenders.read(ledger.spenders_since(conn, since, READ_AHEAD_PAGE))
     kept.limited_guilds |= await ledger.guilds_with_limits(conn)
     kept.complete_since = since
 

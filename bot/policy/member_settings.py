@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiosqlite
 
-from bot.memo import MEMBERS_KEPT, MEMBERS_READ_AHEAD, READ_AHEAD_PAGE, Memo
+from bot.memo import MEMBERS_KEPT, READ_AHEAD_PAGE, Memo, ReadAhead
 from bot.requests import check_saved_values
 from db import user_settings as store
 from db.user_settings import UserSettings
@@ -31,29 +31,17 @@ class MemberSettings:
         self._clock = clock
         self._cached: Memo[int, UserSettings] = Memo(MEMBERS_KEPT)
         # Every member who saved settings, once ``read_ahead`` ran (and each update since):
-        # another member's are the defaults, known without a read. None: too many to keep
-        # (``MEMBERS_READ_AHEAD``), every first read goes to SQLite.
-        self._saved: set[int] | None = set()
-        self._all_saved_known = False
+        # another member's are the defaults, known without a read.
+        self._saved: ReadAhead[int] = ReadAhead()
 
     async def read_ahead(self) -> None:
         """Read once who has saved settings (the bot's start, in the background): the first
         /imagine of a member who has not (most) then waits on no read; one before this ends
         reads, as without it."""
-        async for found in store.members_with_settings(self._conn, READ_AHEAD_PAGE):
-            self._add_saved(set(found))  # united: an update during the read is in it already
-            if self._saved is None:  # too many to keep: the rest unread
-                break
-        self._all_saved_known = True
-
-    def _add_saved(self, user_ids: set[int]) -> None:
-        if self._saved is not None:
-            self._saved |= user_ids
-            if len(self._saved) > MEMBERS_READ_AHEAD:
-                self._saved = None
+        await self._saved.read(store.members_with_settings(self._conn, READ_AHEAD_PAGE))
 
     async def get(self, user_id: int) -> UserSettings:
-        if self._all_saved_known and self._saved is not None and user_id not in self._saved:
+        if self._saved.lacks(user_id):
             return UserSettings()
         return await self._cached.get(user_id, lambda: store.get(self._conn, user_id))
 
@@ -70,6 +58,6 @@ class MemberSettings:
         given = {name: value for name, value in changes.items() if value is not None}
         updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
         await store.put(self._conn, user_id, updated, self._clock())
-        self._add_saved({user_id})
+        self._saved.add((user_id,))
         self._cached.put(user_id, updated)
         return updated

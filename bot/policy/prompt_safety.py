@@ -118,8 +118,8 @@ WARM_UP_REQUEST = RenderRequest(
 )
 # What a wildcard file is blamed for in the operator's log (LoRAs it names that are not
 # installed, a ``__name__`` it names that is no wildcard) is written once a day, not at each
-# plan drawing it, and no more of these are kept of each kind (the oldest go first): their
-# names are the operator's files' words, but whatever fills them, the memory stays bounded.
+# plan drawing it, and no more of these are kept (the oldest go first): their names are the
+# operator's files' words, but whatever fills them, the memory stays bounded.
 WARNED_AGAIN_AFTER_S = 24 * 3600.0
 WARNINGS_KEPT = 1_000
 # The LoRAs not installed that a warning names, as examples: the file may name thousands.
@@ -494,34 +494,29 @@ def server_readers_busy(guild_id: int | None) -> str:
 class OperatorWarnings:
     """What the operator's log was lately told of the wildcard files, by kind and name
     (``("lora file", path)``, ``("wildcard", name)``): each told again after
-    ``WARNED_AGAIN_AFTER_S``, at most ``WARNINGS_KEPT`` kept of each kind (files, not the
-    LoRAs they name: a file of thousands of names is one); shared by the plan threads."""
+    ``WARNED_AGAIN_AFTER_S``, at most ``WARNINGS_KEPT`` kept (files and wildcard names, not
+    the LoRAs a file names: a file of thousands of names is one); shared by the plan
+    threads."""
 
     def __init__(self) -> None:
-        self._told: dict[str, ExpiringKeys[str]] = {}
+        self._told: ExpiringKeys[tuple[str, str]] = ExpiringKeys(
+            WARNED_AGAIN_AFTER_S, WARNINGS_KEPT
+        )
         self._lock = threading.Lock()
 
     def lately(self, key: tuple[str, str]) -> bool:
         """Whether ``key`` was told lately."""
         with self._lock:
-            return self._of(key[0]).holds(key[1], time.monotonic())
+            return self._told.holds(key, time.monotonic())
 
     def first(self, key: tuple[str, str]) -> bool:
         """Whether ``key`` is to be told now (not told lately); it counts as told from now."""
-        kind, name = key
         with self._lock:
             now = time.monotonic()
-            told = self._of(kind)
-            if told.holds(name, now):
+            if self._told.holds(key, now):
                 return False
-            told.add(name, now)
+            self._told.add(key, now)
             return True
-
-    def _of(self, kind: str) -> ExpiringKeys[str]:
-        told = self._told.get(kind)
-        if told is None:
-            told = self._told[kind] = ExpiringKeys(WARNED_AGAIN_AFTER_S, WARNINGS_KEPT)
-        return told
 
 
 # Where a plan waits for its turn: ("member", its member's id) while their previous plan is

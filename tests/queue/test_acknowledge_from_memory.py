@@ -13,12 +13,12 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from bot import memo
 from bot.history import History
 from bot.jobs import accounting
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.retention import Retention
-from bot.policy import member_settings
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings, UserSettings
 from bot.policy.prompt_safety import PromptPlanner
@@ -413,8 +413,7 @@ async def test_past_the_members_read_ahead_first_checks_read_as_before(
 ) -> None:
     """More members with spending or saved settings than ``MEMBERS_READ_AHEAD`` are not kept:
     a first check then reads, as it did before they were read ahead."""
-    monkeypatch.setattr(accounting, "MEMBERS_READ_AHEAD", 1)
-    monkeypatch.setattr(member_settings, "MEMBERS_READ_AHEAD", 1)
+    monkeypatch.setattr(memo, "MEMBERS_READ_AHEAD", 1)  # both read-aheads' bound
     async with previous_process(tmp_path) as previous:
         for member in (MEMBER + 1, MEMBER + 2):
             await JobQueue(previous, [], tmp_path / "images").submit(submission_of(member))
