@@ -10,6 +10,8 @@ on loopback): its gateway and HTTP handling, which the real Discord does on its 
 then takes no CPU from the bot, and ``cpu_s_to_last_ack`` is the bot's process alone.
 ``--fake in-process`` runs fake, harness and bot on one event loop, as before the sixth stop.
 Acknowledgements are timed by the fake either way (INTERACTION_CREATE sent, defer received).
+The bot runs on the event loop ``easel run`` picks (``bot.event_loop``: uvloop's where it is
+installed); the fake's own process keeps asyncio's.
 Prints JSON; with ``--bursts N``, N bursts one after the other in one process (each with a new
 bot, database and fake), to tell what only a fresh process's first burst pays for.
 
@@ -39,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.interaction_burst import BurstOutcome, add_members, fire_burst, percentile
+from bot import event_loop
 from bot.app import build
 from bot.jobs import retention
 from bot.policy.quota import DEFAULT_LIMITS
@@ -276,7 +279,7 @@ def main() -> None:
     reports = []
     for _ in range(args.bursts):
         with tempfile.TemporaryDirectory() as scratch, slowed_database(args.sqlite_delay_ms):
-            result = asyncio.run(run_load(args.requests, args.members, Path(scratch), args.fake))
+            result = event_loop.run(run_load(args.requests, args.members, Path(scratch), args.fake))
         reports.append({**result.report(), "sqlite_delay_ms": args.sqlite_delay_ms})
     print(json.dumps(reports[0] if args.bursts == 1 else reports, indent=2))
 

@@ -84,12 +84,15 @@ class AcknowledgeFirst:
         """Commands still unanswered and holding, as of the latest look."""
         return len(self._unanswered)
 
-    def received(self, interaction_id: int) -> None:
-        """Called from the command's own task: its later ``slowed_by_plans`` calls are its."""
-        self._unanswered[interaction_id] = _Command(self._arrivals, self._clock())
+    def received(self, interaction_id: int) -> float:
+        """Called from the command's own task: its later ``slowed_by_plans`` calls are its.
+        When it was received (this gate's clock, monotonic unless a test's)."""
+        received_at = self._clock()
+        self._unanswered[interaction_id] = _Command(self._arrivals, received_at)
         self._in_arrival_order.append((self._arrivals, interaction_id))
         self._arrivals += 1
         _current_command.set((self, interaction_id))
+        return received_at
 
     def answered(self, interaction_id: int) -> None:
         """Discord took (or refused for good) the interaction's first answer; any id is

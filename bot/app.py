@@ -22,6 +22,7 @@ from bot.acknowledge_first import AcknowledgeFirst
 from bot.bans import MemberStops
 from bot.discord_endpoints import point_discord_at
 from bot.engines import engine_factory_for
+from bot.event_loop import describe as describe_loop
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import connect_making_room
 from bot.lenient_json import loads_replacing_lone_surrogates
@@ -30,6 +31,7 @@ from bot.process_end import STUCK_DEVICE_EXIT_STATUS, end_at_once, exit_now
 from bot.redaction import redact_url
 from bot.services import Services
 from bot.settings import Settings, SettingsError
+from bot.single_instance import DataDirLock, hold_data_dir
 from bot.web.dashboard import Dashboard
 from bot.web.links import LinkSigner, load_secret
 from bot.web.server import RegionWebServer
@@ -101,6 +103,21 @@ LOGIN_RETRY_LONGEST_S = 60.0
 DEV_GUILD_MARKER = "dev-guild-commands"
 
 
+# The longest reason /healthz, `easel health` and the log give for a failed login.
+UNREACHABLE_REASON_CHARS = 200
+
+
+def _unreachable_because(error: Exception) -> str:
+    """Why a login failed, in one short line: an HTTP answer's status and reason (its body
+    may be a proxy's HTML page), else the error's first line, cut."""
+    if isinstance(error, discord.HTTPException):
+        return f"{error.status} {error.response.reason}"
+    why = (str(error).strip() or type(error).__name__).splitlines()[0]
+    if len(why) > UNREACHABLE_REASON_CHARS:
+        return why[: UNREACHABLE_REASON_CHARS - 1] + "…"
+    return why
+
+
 class EaselBot(commands.Bot):
     queue: JobQueue
     services: Services
@@ -149,13 +166,24 @@ class EaselBot(commands.Bot):
         # False until setup_hook has finished: a stop before then cancels it (see run).
         self.is_set_up = False
         self._setting_up = False  # setup_hook has begun: its failures are not the login's
+        # Why the login is being tried again (``login``), for /healthz; None once it passed.
+        self._waiting_for_discord: str | None = None
         # What `easel run` exits with after its stop (``DEVICE_LOST_EXIT_STATUS``).
         self.exit_status = 0
 
     async def login(self, token: str) -> None:
         """discord.py's login, then setup_hook; while Discord cannot be reached, tried again
-        (a stop meanwhile cancels the wait). A refused token ends the start at once."""
+        (a stop meanwhile cancels the wait), and /healthz, served from the first try on,
+        answers 503 "waiting for Discord: why". A refused token ends the start at once."""
+        if (endpoint := self.settings.metrics_endpoint) is not None and self.metrics_server is None:
+            # Up first, so a health check sees "starting" or why not yet (503) rather than nothing.
+            self.metrics_server = await metrics.serve(
+                *endpoint,
+                healthy=lambda: self.is_ready() and not self.is_closed(),
+                trouble=self._health_trouble,
+            )
         wait = LOGIN_RETRY_FIRST_S
+        self._waiting_for_discord = "waiting for Discord: connecting"  # the first try may hang
         while True:
             try:
                 await super().login(token)
@@ -172,30 +200,29 @@ class EaselBot(commands.Bot):
             ) as error:
                 if self._setting_up:
                     raise
-                log.warning(
-                    "Discord unreachable (%s); retrying in %.0f s",
-                    str(error) or type(error).__name__,
-                    wait,
-                )
+                why = _unreachable_because(error)
+                self._waiting_for_discord = f"waiting for Discord: {why}"
+                log.warning("Discord unreachable (%s); retrying in %.0f s", why, wait)
             # The session closes its connector: static_login makes both again.
             await self.http.close()
             self.http.connector = discord.utils.MISSING
             await asyncio.sleep(wait)
             wait = min(wait * 2, LOGIN_RETRY_LONGEST_S)
 
+    def _health_trouble(self) -> str | None:
+        """/healthz's 503 line beyond "starting or stopping": Discord not reached yet, or a
+        device lost."""
+        if self._waiting_for_discord is not None:
+            return self._waiting_for_discord
+        return self.queue.device_trouble() if hasattr(self, "queue") else None
+
     async def on_message(self, message: discord.Message, /) -> None:
         """Easel has no text commands: messages arrive for their deletions alone."""
 
     async def setup_hook(self) -> None:
         self._setting_up = True
+        self._waiting_for_discord = None  # logged in
         settings = self.settings
-        if (endpoint := settings.metrics_endpoint) is not None:
-            # Up first, so a health check sees "starting" (503) rather than nothing.
-            self.metrics_server = await metrics.serve(
-                *endpoint,
-                healthy=lambda: self.is_ready() and not self.is_closed(),
-                trouble=lambda: self.queue.device_trouble() if hasattr(self, "queue") else None,
-            )
         # On a full disk, what is past the retention goes before the first write to the journal.
         self._db, retention = await connect_making_room(
             settings.database_path,
@@ -245,6 +272,7 @@ class EaselBot(commands.Bot):
         await self.add_cog(PresetsCog())
         admin = AdminCog(self.services.guild_policy, self.services.presets)
         await self.add_cog(admin)
+        admins = DiscordServerAdmins(self, self.services.thread_members)
         await self.add_cog(EditCog(self))
         await self.add_cog(JobsCog())
         await self.add_cog(ListsCog())
@@ -253,7 +281,7 @@ class EaselBot(commands.Bot):
         await self.add_cog(DescribeCog(settings.captioner_dir))
         await self.add_cog(UseSettingsCog(self))
         await self.add_cog(ControlMenuCog(self))
-        await self.add_cog(WithdrawalsCog(self.services.history))
+        await self.add_cog(WithdrawalsCog(self.services.history, admins.forget_channel))
         self.member_stops = MemberStops(
             self._db, self.queue, self.services.history, self.services.stopped_members
         )
@@ -271,12 +299,16 @@ class EaselBot(commands.Bot):
         # Members banned, kicked or timed out while Easel was offline: asked about in the
         # background; each one's restored jobs render and post only after their answer.
         await self.queue.start(before_delivery=bans.start_restored_checks)
+        # Their messages' places move again, through their channels.
+        self.results.follow_restored(
+            await self.queue.queued_progress_posts(), self.queue.queued_places
+        )
         # In the background, the gateway not kept waiting (seconds with many members): a
         # command before it ends reads what it needs, as without it.
         self._reading_ahead = asyncio.create_task(self._read_ahead(), name="easel-read-ahead")
         # After the replay: a mask editor's submit (a direct message's link) made during it
         # would be queued twice, or ahead of the member's older restored jobs.
-        await self._start_web_server(self._db, admin)
+        await self._start_web_server(self._db, admin, admins)
         self._pruning = asyncio.create_task(retention.run(), name="easel-retention")
         # /forget-me's requests and deletes of posts that the last stop left, and the deletes
         # Discord refused, in the background while the bot runs.
@@ -316,6 +348,14 @@ class EaselBot(commands.Bot):
                 settings.models_dir,
                 settings.models_dir,
             )
+        elif settings.default_model is not None and settings.default_model not in models:
+            # Members never typed this name: their refusal would only say it is not there.
+            log.warning(
+                "EASEL_DEFAULT_MODEL=%r is not among the models Easel can load (%s): every "
+                "request naming no model is refused; fix the setting (`easel doctor` says why)",
+                settings.default_model,
+                ", ".join(models),
+            )
         guild = settings.dev_guild_id
         commands_scope = "globally" if guild is None else f"to server {guild} only"
         web = settings.public_url or "off (EASEL_PUBLIC_URL is empty)"
@@ -341,7 +381,9 @@ class EaselBot(commands.Bot):
             invite,
         )
 
-    async def _start_web_server(self, conn: aiosqlite.Connection, admin: AdminCog) -> None:
+    async def _start_web_server(
+        self, conn: aiosqlite.Connection, admin: AdminCog, admins: DiscordServerAdmins
+    ) -> None:
         """The Vary (Region) mask editor and the admin dashboard, when EASEL_PUBLIC_URL says
         where members reach them."""
         endpoint = self.settings.web_endpoint
@@ -351,7 +393,6 @@ class EaselBot(commands.Bot):
         secret = await asyncio.to_thread(load_secret, self.settings.web_secret, data_dir)
         signer = LinkSigner(secret, data_dir / "used-links")
         public_url = self.settings.public_url
-        admins = DiscordServerAdmins(self, self.services.thread_members)
         dashboard = Dashboard(
             signer, public_url, conn, self.queue, admins, self.services.guild_policy.settings
         )
@@ -566,6 +607,7 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
     bot = build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s", describe_loop(loop))
 
     def stop_asked(signum: signal.Signals) -> None:
         if stop.is_set():
@@ -574,7 +616,11 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
 
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_asked, signum)
+    data_dir_lock: DataDirLock | None = None
     try:
+        # Before the database opens: a second Easel there would render this one's running jobs
+        # again. Inside the try: whatever fails from here on lets the lock go.
+        data_dir_lock = hold_data_dir(settings.data_dir)
         async with bot:
             connection = asyncio.create_task(bot.start(settings.discord_token))
             stop_requested = asyncio.create_task(stop.wait())
@@ -618,4 +664,6 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
             for signum in _STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
             logging.getLogger().removeHandler(handler)
+            if data_dir_lock is not None:
+                data_dir_lock.release()
     return bot.exit_status

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -121,7 +122,11 @@ def timed_out_refusal(until: datetime) -> str:
 
 class _Stop(NamedTuple):
     began: float  # when Easel heard of it (seconds since the epoch)
-    until: float
+    heard: float  # the same, on the monotonic clock
+    until: float  # a timeout's end (seconds since the epoch); infinity: a ban's or kick's
+    # A ban's or kick's end, on the monotonic clock: a step of the wall clock neither ends
+    # nor lengthens it (infinity: a timeout's, which ends at a date).
+    expires: float
     # Jobs the queue's start gate ended for it (``StoppedMembers.ends_at_start``): the stop's
     # own cancels find them ended, yet the stop ended them.
     ended_at_start: set[str]
@@ -150,19 +155,23 @@ class StoppedMembers:
     (``answer_awaited``). A moderator's word heard meanwhile (``add``, ``forget``) is that
     answer: it is newer than Discord's, which may have been read before it.
 
-    Work's start is Discord's time for an interaction (its id) and Easel's for a stop (when
-    heard): hosts kept in time by NTP differ by milliseconds, less than a gateway event's
-    delay, so work begun before a stop is never read as begun after it."""
+    A command's work is placed by when this process received it against when it heard the
+    stop, both on the monotonic clock (``holds``' ``received_at``); other work by its start,
+    Discord's time for an interaction (its id) or Easel's for a journaled job, against Easel's
+    wall clock when the stop was heard, which assumes a host kept in time (NTP). A ban's or
+    kick's hour is an hour of the monotonic clock; a timeout ends at its date."""
 
     def __init__(
         self,
         ttl_s: float = 3600.0,
         capacity: int = 10_000,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl_s = ttl_s
         self._capacity = capacity
         self._clock = clock  # wall clock: a timeout ends at a date, an interaction has one
+        self._monotonic = monotonic  # a ban's or kick's ``ttl_s``
         self._stops: dict[tuple[int, int], _Stop] = {}  # insertion order: oldest first
         # The members whose restored work waits for Discord's answer, and the tasks waiting.
         self._awaited: dict[tuple[int, int], _Awaited] = {}
@@ -174,13 +183,17 @@ class StoppedMembers:
         for the next ``ttl_s`` (a ban, a kick). The latest word holds: a shortened timeout
         too, and a second stop holds all the work begun before it. The stop (for ``ends_at``,
         and for its cancels: its ``ended_at_start``)."""
-        now = self._clock()
+        now, heard = self._clock(), self._monotonic()
         key = (guild_id, user_id)
         self.answered(guild_id, user_id)  # the latest word, whoever asked Discord before it
         self._stops.pop(key, None)
-        stop = self._stops[key] = _Stop(now, now + self._ttl_s if until is None else until, set())
+        if until is None:
+            stop = _Stop(now, heard, math.inf, heard + self._ttl_s, set())
+        else:
+            stop = _Stop(now, heard, until, math.inf, set())
+        self._stops[key] = stop
         if len(self._stops) > self._capacity:
-            for ended in [k for k, stop in self._stops.items() if stop.until <= now]:
+            for ended in [k for k, stop in self._stops.items() if self._ended(stop)]:
                 del self._stops[ended]
         while len(self._stops) > self._capacity:
             del self._stops[next(iter(self._stops))]
@@ -256,22 +269,38 @@ class StoppedMembers:
         predate it (its end earlier or later than the moderator's)."""
         key = (guild_id, user_id)
         if self._stops.get(key) is of:
-            self._stops[key] = of._replace(until=until)  # the same ``ended_at_start``
+            # The same ``ended_at_start``; its end a date now.
+            self._stops[key] = of._replace(until=until, expires=math.inf)
 
-    def holds(self, guild_id: int | None, user_id: int, *, began_at: float) -> bool:
+    def holds(
+        self,
+        guild_id: int | None,
+        user_id: int,
+        *,
+        began_at: float,
+        received_at: float | None = None,
+    ) -> bool:
         """Whether the member's work in ``guild_id`` begun at ``began_at`` (seconds since the
         epoch: an interaction's ``created_at``, a job's) is stopped now: a stop came after it
-        began and has not ended (a DM: never)."""
+        began and has not ended (a DM: never). ``received_at``: when this process received
+        the work's command (the monotonic clock, ``cogs.contexts.received_at``), read instead
+        of ``began_at``: both events came in Discord's order over the one gateway, so neither a
+        host clock off Discord's nor a step of it misreads which came first."""
         if guild_id is None:
             return False
         key = (guild_id, user_id)
         stop = self._stops.get(key)
         if stop is None:
             return False
-        if stop.until <= self._clock():
+        if self._ended(stop):
             del self._stops[key]
             return False
+        if received_at is not None:
+            return received_at < stop.heard
         return began_at < stop.began
+
+    def _ended(self, stop: _Stop) -> bool:
+        return stop.until <= self._clock() or stop.expires <= self._monotonic()
 
     def ends_at_start(
         self, guild_id: int | None, user_id: int, job_id: str, *, began_at: float

@@ -42,8 +42,11 @@ AXIS_TITLES = {
     Axis.PROMPT: "Prompt S/R",
 }
 # "1-4" or "2-10 (+2)": an inclusive range with a step, as the web UI writes it.
+# The web UI's X/Y plot ranges: ``1-5``, an increment ``1-5 (+2)`` or ``10-5 (-3)``, or how
+# many values ``1-10 [5]``.
 _RANGE = re.compile(
-    r"(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)(?:\s*\(\+\s*(?P<step>\d+(?:\.\d+)?)\))?"
+    r"(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)"
+    r"(?:\s*\((?P<sign>[+-])\s*(?P<step>\d+(?:\.\d+)?)\)|\s*\[\s*(?P<count>\d+)\s*\])?"
 )
 
 
@@ -199,19 +202,41 @@ def _numbers(axis: Axis, value: str) -> list[Any]:
     match = _RANGE.fullmatch(value)
     if match is None:
         raise UserError(
-            f"{value!r} is not {accepted} or a range such as 1-4 or 2-10 (+2) "
-            f"for the {axis.value} axis."
+            f"{value!r} is not {accepted} or a range such as 1-4, 2-10 (+2), 10-4 (-3) "
+            f"or 1-10 [5] for the {axis.value} axis."
         )
     try:
         start, end = kind(match["start"]), kind(match["end"])
         step = kind(match["step"] or 1)
     except ValueError:
         raise UserError(f"The {axis.value} range {value!r} needs whole numbers.") from None
-    if step <= 0 or end < start:
-        raise UserError(f"The range {value!r} must go up from its first to its last value.")
+    if match["count"] is not None:
+        return _spread(kind, start, end, int(match["count"]), value)
+    if step == 0:
+        raise UserError(f"The range {value!r} needs a step other than 0.")
+    descending = match["sign"] == "-"
+    if end > start if descending else end < start:
+        way = "down" if descending else "up"
+        raise UserError(f"The range {value!r} must go {way} from its first to its last value.")
     numbers: list[Any] = []
     number = start
-    while number <= end + 1e-9 and len(numbers) <= MAX_CELLS:
+    # Past MAX_CELLS values the plan is refused anyway: no need to list them all.
+    while abs(number - start) <= abs(end - start) + 1e-9 and len(numbers) <= MAX_CELLS:
         numbers.append(round(number, 4) if kind is float else number)
-        number += step
+        number += -step if descending else step
     return numbers
+
+
+def _spread(
+    kind: type[int] | type[float], start: Any, end: Any, count: int, value: str
+) -> list[Any]:
+    """``count`` values evenly from ``start`` to ``end``, both included: whole numbers are
+    truncated, as the web UI gives ``1-10 [5]`` as 1, 3, 5, 7, 10."""
+    if count < 1:
+        raise UserError(f"The range {value!r} must ask for at least 1 value.")
+    if count == 1:
+        return [start]
+    spread = [
+        start + (end - start) * index / (count - 1) for index in range(min(count, MAX_CELLS + 1))
+    ]
+    return [round(number, 4) if kind is float else int(number + 1e-9) for number in spread]

@@ -159,6 +159,13 @@ class Forgotten:
     posts: tuple[PostedMessage, ...] = ()
 
 
+# Tells a /forget-me's member what their request erased (``History.forget``'s ``tell``).
+TellErased = Callable[[Forgotten], Awaitable[None]]
+# Tells a /forget-me's member that their request failed part way (``History.forget``'s
+# ``failed``).
+TellFailed = Callable[[Exception], Awaitable[None]]
+
+
 def _erased_withdrawn_job(guild_id: int) -> StoredJob:
     """A job of ``guild_id`` a moderator withdrew, erased since by its maker's /forget-me:
     only its pixels are known (``withdrawn_pictures``), and that it is withdrawn."""
@@ -210,10 +217,9 @@ class History:
         self._deleted_channels: ExpiringKeys[tuple[int, int]] = ExpiringKeys(
             DELETIONS_KEPT_S, DELETIONS_KEPT
         )
-        # The members whose /forget-me request is being erased now: set when it ends.
+        # The members whose /forget-me request is being erased or answered now: set when it
+        # ends.
         self._erasing_now: dict[int, asyncio.Event] = {}
-        # /forget-me requests asked before this are not being answered by their own run.
-        self._started_at = clock()
 
     async def page(
         self, user_id: int, page: int, search: str | None = None, *, guild_id: int | None
@@ -479,14 +485,28 @@ class History:
             for record in records
         ]
 
-    async def forget(self, user_id: int, reply: ReplyToken | None = None) -> Forgotten:
+    async def unposted_result(self, user_id: int, *, guild_id: int | None) -> str | None:
+        """The member's newest job in the guild (None: direct messages) that is done, its
+        result not posted yet: past a cancel, though ``unfinished`` no longer lists it."""
+        return await journal.latest_unposted_result_of(self._conn, user_id, guild_id)
+
+    async def forget(
+        self,
+        user_id: int,
+        reply: ReplyToken | None = None,
+        tell: TellErased | None = None,
+        failed: TellFailed | None = None,
+    ) -> Forgotten:
         """Erase the member's jobs, pictures and uploads (rows and files) and settings, and
         anonymise their quota ledger rows; their jobs' posts are returned for the caller to
-        delete from Discord, and the caller tells the member (``reply``, while its token
-        lives), then calls ``erasure_told``. The request is journaled first: a stop in the
-        middle leaves it for the next start to finish (``resume``). Refused, erasing nothing,
-        while one of their jobs is queued or running: the queue still owns it, and a result
-        written after the erase would name the member again."""
+        delete from Discord. ``tell`` tells the member (``reply``, while its token lives),
+        then the request ends (``erasure_told``), before any other erase or answer of theirs
+        (without it, the caller does both). The request is journaled first: a stop or a
+        failure in the middle leaves it for ``resume`` to finish; ``failed`` tells the member
+        of such a failure before the error is raised, also before any other erase or answer
+        of theirs (a retry's "finished now" comes after it). Refused, erasing nothing, while
+        one of their jobs is queued or running: the queue still owns it, and a result written
+        after the erase would name the member again."""
         async with self._erasing(user_id):
             asked = await erasures.ask(self._conn, user_id, self._clock(), reply)
             if asked.unfinished:
@@ -498,19 +518,20 @@ class History:
                     "Cancel them with /cancel or wait until they finish, then run /forget-me "
                     "again."
                 )
-            return await self._erase(user_id, asked.asked_at)
+            try:
+                return await self._told(user_id, await self._erase(user_id, asked.asked_at), tell)
+            except Exception as error:
+                if failed is not None:
+                    await failed(error)
+                raise
 
-    async def unfinished_erasures(self, *, answering_s: float | None = None) -> list[Erasure]:
-        """The /forget-me requests a stop (or a failure) left unfinished or untold, but for
-        those being erased now, and (``answering_s``) those asked since this start less than
-        that long ago: their own run may be past its erase, answering the member."""
-        now = self._clock()
-        asked_before = None if answering_s is None else max(self._started_at, now - answering_s)
+    async def unfinished_erasures(self) -> list[Erasure]:
+        """The /forget-me requests a stop or a failure left unfinished or untold, but for
+        those being erased or answered now (``_erasing``)."""
         return [
             erasure
             for erasure in await erasures.unfinished(self._conn)
             if erasure.user_id not in self._erasing_now
-            and (asked_before is None or erasure.asked_at < asked_before)
         ]
 
     async def forget_reply_tokens(self, lifetime_s: float) -> int:
@@ -519,14 +540,23 @@ class History:
         message); how many."""
         return await erasures.clear_expired_tokens(self._conn, self._clock() - lifetime_s)
 
-    async def resume(self, erasure: Erasure) -> Forgotten | None:
+    async def resume(self, erasure: Erasure, tell: TellErased | None = None) -> Forgotten | None:
         """Finish ``erasure`` (from ``unfinished_erasures``): what the member made up to when
-        they asked, not what they made since. None when it was told done meanwhile, or asked
-        again (that run answers for it)."""
+        they asked, not what they made since; ``tell`` as ``forget``'s. None (nobody told)
+        when it was told done meanwhile, or asked again (that run answers for it)."""
         async with self._erasing(erasure.user_id):
             if await erasures.asked_at(self._conn, erasure.user_id) != erasure.asked_at:
                 return None
-            return await self._erase(erasure.user_id, erasure.asked_at)
+            erased = await self._erase(erasure.user_id, erasure.asked_at)
+            return await self._told(erasure.user_id, erased, tell)
+
+    async def _told(self, user_id: int, forgotten: Forgotten, tell: TellErased | None) -> Forgotten:
+        """Inside ``_erasing``: the member told, then the request ended. A stop or failure
+        between the two tells them again, as the request is left."""
+        if tell is not None:
+            await tell(forgotten)
+            await self.erasure_told(user_id, forgotten.asked_at)
+        return forgotten
 
     async def erasure_told(self, user_id: int, asked_at: float) -> None:
         """The member was told (or could not be: the log says so) that their request of
@@ -535,7 +565,8 @@ class History:
 
     @asynccontextmanager
     async def _erasing(self, user_id: int) -> AsyncIterator[None]:
-        """One erase of a member at a time (theirs, and the one a start resumes)."""
+        """One erase of a member at a time, with its answer (theirs, and the one a start or
+        a retry resumes)."""
         while (running := self._erasing_now.get(user_id)) is not None:
             await running.wait()
         done = self._erasing_now[user_id] = asyncio.Event()

@@ -16,9 +16,10 @@ old, and is that stale at most.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -30,40 +31,78 @@ V = TypeVar("V")
 MEMBERS_KEPT = 10_000
 # Members known at most to have no row (no spending lately, no saved settings: read ahead at the
 # start); past it, each one's first check reads as before. Measured at this size: those who
-# spent 15.5 MiB (99,744 of them, 18-digit ids, tracemalloc), those who saved settings 7.4 MiB.
+# spent, each with their latest row's time, 18.9 MiB (99,492 of them, 18-digit ids,
+# tracemalloc), those who saved settings, ``UNDATED``, 8.1 MiB (99,744).
 MEMBERS_READ_AHEAD = 100_000
 # Rows a read-ahead query reads at most: a member's read sent meanwhile waits on one such query
 # (aiosqlite's one thread a connection), and the loop adds one such page at a time.
 READ_AHEAD_PAGE = 1_000
+# The time of a key whose rows' times are never asked (``undated``): one float for all of them,
+# so such a set costs little more than its keys; none is older than asked, or let go.
+UNDATED = math.inf
 
 
 class ReadAhead(Generic[K]):
-    """The keys a read at the start found (``read``), joined by each one written since
-    (``add``): once read, a key not among them has no row, known without a read. Past
+    """The keys a read at the start found, each with the time of its latest row (``read``),
+    joined by each one written since (``add``): once read, a key not among them, or whose
+    latest row is older than asked, has no row since then, known without a read. Keys whose
+    rows are all older than will be asked again are let go (``forget_before``). Past
     ``MEMBERS_READ_AHEAD`` keys it is given up, and nothing is known."""
 
     def __init__(self) -> None:
-        self._keys: set[K] | None = set()
+        self._latest: dict[K, float] | None = {}
+        # Rows older than this were not read, or were let go: nothing is known of them.
+        self._since = -math.inf
         self.complete = False
 
-    def add(self, keys: Iterable[K]) -> None:
-        if self._keys is not None:
-            self._keys.update(keys)
-            if len(self._keys) > MEMBERS_READ_AHEAD:
-                self._keys = None
+    def add(self, rows: Iterable[tuple[K, float]]) -> None:
+        """Rows written (or read) at the times given: the latest of a key's is kept, so a
+        read that ends after a newer write does not take it back."""
+        if self._latest is None:
+            return
+        latest = self._latest
+        for key, at in rows:
+            if key not in latest or latest[key] < at:
+                latest[key] = at
+        if len(latest) > MEMBERS_READ_AHEAD:
+            self._latest = None
 
-    async def read(self, pages: AsyncIterable[Iterable[K]]) -> None:
-        """Join the keys of ``pages`` (united, not replaced: a key written during the read is
-        in already), the rest left unread once given up."""
+    async def read(
+        self, pages: AsyncIterable[Iterable[tuple[K, float]]], since: float = -math.inf
+    ) -> None:
+        """Join the rows of ``pages``, every key's latest row at ``since`` or later (united,
+        not replaced: a row written during the read is in already), the rest left unread once
+        given up."""
+        self._since = max(self._since, since)
         async for page in pages:
             self.add(page)
-            if self._keys is None:
+            if self._latest is None:
                 break
         self.complete = True
 
-    def lacks(self, key: K) -> bool:
-        """Whether ``key`` is known to have no row."""
-        return self.complete and self._keys is not None and key not in self._keys
+    def lacks(self, key: K, since: float = -math.inf) -> bool:
+        """Whether ``key`` is known to have no row at ``since`` or later (by default: none)."""
+        if not self.complete or self._latest is None or since < self._since:
+            return False
+        latest = self._latest.get(key)
+        return latest is None or latest < since
+
+    def forget_before(self, since: float) -> None:
+        """Let go of the keys whose rows are all older than ``since``, before which nothing
+        will be asked again (a quota period began): gone, they lack rows since then as much
+        as kept. It reads every key, once for each new ``since``."""
+        if since <= self._since:
+            return
+        self._since = since
+        if self._latest is not None:
+            for key in [key for key, at in self._latest.items() if at < since]:
+                del self._latest[key]
+
+
+async def undated(pages: AsyncIterable[Iterable[K]]) -> AsyncIterator[list[tuple[K, float]]]:
+    """``pages`` of keys whose rows' times are never asked, as ``ReadAhead.read`` takes them."""
+    async for page in pages:
+        yield [(key, UNDATED) for key in page]
 
 
 class Memo(Generic[K, V]):

@@ -21,10 +21,11 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -52,52 +53,84 @@ __all__ = [
 
 # Seconds; from a quick 64 px render on a CPU to a 2048 px hires batch.
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+# Easel's own metrics, served at /metrics: every name starts with ``easel_`` (the contract), the
+# process's CPU, memory and open files included, which prometheus-client's default registry
+# would serve as ``process_*`` beside its ``python_*`` families.
+METRICS_REGISTRY = CollectorRegistry()
+ProcessCollector(namespace="easel", registry=METRICS_REGISTRY)
+
 # Discord fails an interaction not answered within 3 s: the buckets crowd below that.
 _ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 5, 10)
 
-JOBS = Counter("easel_jobs", "Jobs that ended, by kind and outcome", ["kind", "outcome"])
-JOBS_SUBMITTED = Counter("easel_jobs_submitted", "Jobs journaled and queued, by kind", ["kind"])
-QUOTA_REFUSALS = Counter("easel_quota_refusals", "Requests a member's quota refused")
+JOBS = Counter(
+    "easel_jobs",
+    "Jobs that ended, by kind and outcome",
+    ["kind", "outcome"],
+    registry=METRICS_REGISTRY,
+)
+JOBS_SUBMITTED = Counter(
+    "easel_jobs_submitted",
+    "Jobs journaled and queued, by kind",
+    ["kind"],
+    registry=METRICS_REGISTRY,
+)
+QUOTA_REFUSALS = Counter(
+    "easel_quota_refusals", "Requests a member's quota refused", registry=METRICS_REGISTRY
+)
 REFUSALS = Counter(
     "easel_refusals",
     "Refusals sent to members in a server, by reason (bot.user_errors.Reason)",
     ["reason"],
+    registry=METRICS_REGISTRY,
 )
-QUEUE_DEPTH = Gauge("easel_queue_depth", "Jobs waiting for a render slot")
+QUEUE_DEPTH = Gauge(
+    "easel_queue_depth", "Jobs waiting for a render slot", registry=METRICS_REGISTRY
+)
 QUEUE_WAIT = Histogram(
     "easel_queue_wait_seconds",
     "From journaling a job to its render start",
     buckets=_DURATION_BUCKETS,
+    registry=METRICS_REGISTRY,
 )
 RENDER_SECONDS = Histogram(
     "easel_render_seconds",
     "Wall time of one render call (a batch of jobs, or one job on a remote worker)",
     ["model", "device"],
     buckets=_DURATION_BUCKETS,
+    registry=METRICS_REGISTRY,
 )
 ITERATIONS_PER_SECOND = Gauge(
     "easel_render_iterations_per_second",
     "Sampling steps asked for divided by render seconds, for the latest render",
     ["model", "device"],
+    registry=METRICS_REGISTRY,
 )
 WORKER_JOBS = Counter(
-    "easel_worker_jobs", "Jobs an `easel worker` process finished, by outcome", ["outcome"]
+    "easel_worker_jobs",
+    "Jobs an `easel worker` process finished, by outcome",
+    ["outcome"],
+    registry=METRICS_REGISTRY,
 )
 DISCORD_API_ERRORS = Counter(
     "easel_discord_api_errors",
     "Discord API answers with an error status (429 included), or 'connection' when none came",
     ["status"],
+    registry=METRICS_REGISTRY,
 )
-DISCORD_RATE_LIMITS = Counter("easel_discord_rate_limits", "Discord API answers with status 429")
+DISCORD_RATE_LIMITS = Counter(
+    "easel_discord_rate_limits", "Discord API answers with status 429", registry=METRICS_REGISTRY
+)
 ACK_LATENCY = Histogram(
     "easel_ack_latency_seconds",
     "From an interaction's creation (its snowflake) to Easel's first answer to it",
     buckets=_ACK_BUCKETS,
+    registry=METRICS_REGISTRY,
 )
 HTTP_CONNECTIONS_REFUSED = Counter(
     "easel_http_connections_refused",
     "Connections an HTTP server (web or metrics) closed at once, over its cap per client or total",
     ["server", "cap"],
+    registry=METRICS_REGISTRY,
 )
 
 # The model label of a request that names none (the engine then uses EASEL_DEFAULT_MODEL).
@@ -168,7 +201,7 @@ class _GpuMemory(Collector):
         yield family
 
 
-REGISTRY.register(_GpuMemory())
+METRICS_REGISTRY.register(_GpuMemory())
 
 
 class _DataDirFree(Collector):
@@ -193,7 +226,7 @@ class _DataDirFree(Collector):
 
 
 _DATA_DIR_FREE = _DataDirFree()
-REGISTRY.register(_DATA_DIR_FREE)
+METRICS_REGISTRY.register(_DATA_DIR_FREE)
 
 
 def watch_data_dir(data_dir: Path) -> None:
@@ -270,7 +303,7 @@ async def serve(
     ``trouble()``, else 503 with that one line: a device lost) on ``host:port`` until closed."""
 
     async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(REGISTRY))
+        response = web.Response(body=generate_latest(METRICS_REGISTRY))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -91,12 +91,13 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
-def resolve_seed(seed: int | None) -> int:
-    """-1 or nothing means a fresh random seed; anything else must fit in 32 bits."""
+def resolve_seed(seed: int | None, name: str = "seed") -> int:
+    """-1 or nothing means a fresh random seed; anything else must fit in 32 bits (the error
+    calls it ``name``)."""
     if seed is None or seed == -1:
         return random_seed()
     if not 0 <= seed <= MAX_SEED:
-        raise RequestError(f"seed must be -1 (random) or between 0 and {MAX_SEED}, not {seed}")
+        raise RequestError(f"{name} must be -1 (random) or between 0 and {MAX_SEED}, not {seed}")
     return seed
 
 

@@ -42,6 +42,7 @@ from inference.registry import (
     ModelRegistry,
     PathStamp,
     Stamps,
+    entry_weights,
     path_stamp,
 )
 from inference.types import RenderInputError
@@ -270,8 +271,9 @@ class Services:
         """``model``'s native side from its configs, kept in ``native_sides``; when its files
         cannot be read here (a broker's workers hold the models), ``UNKNOWN_MODEL_SIDE``
         (blocking: a folder scan and file reads). Kept by the name, with the stamps of what it
-        was read from and of the checkpoint folders: a checkpoint of the name added to a folder
-        searched earlier (or, for None, one sorting first) makes it read again."""
+        was read from, of the checkpoint folders and of the weights that keep the model offered
+        (``entry_weights``): a checkpoint of the name added to a folder searched earlier (or,
+        for None, one sorting first), or those weights written over, makes it read again."""
         checked_at_ns = self.native_sides.clock()
         folders = Stamps.take(self.registry.models_dir / name for name in CHECKPOINT_FOLDERS)
         # Before the lookup: a checkpoint whole by then has the name, one copied in later
@@ -284,6 +286,10 @@ class Services:
             read_from, side = Stamps.take(()), UNKNOWN_MODEL_SIDE
         else:
             read_from = Stamps.take(native_side_sources(entry))
+            # Its weights written over in place (a half copy) change no folder, and leave the
+            # name to a checkpoint behind it: they are stamped with the folders.
+            weights = [file for file in entry_weights(entry) if file not in read_from.paths]
+            folders = folders.joined(Stamps.take(weights))
             try:
                 side = native_side(entry)
             except Exception as error:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
+from annotated_types import Ge, Le
 from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.policy.moderation import read_banned_words
@@ -26,7 +29,13 @@ DISCORD_GATEWAY_URL_DEFAULT = "wss://gateway.discord.gg/"
 
 
 class SettingsError(Exception):
-    """A setting is missing or malformed; the message names it and says what is accepted."""
+    """A setting is missing or malformed; the message names it and says what is accepted.
+    ``malformed``: each malformed setting's name and line (``load_settings``; the message is
+    the first line)."""
+
+    def __init__(self, message: str, malformed: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.malformed = malformed or {}
 
 
 # EASEL_COMPILE's spellings: the interface's 1 and 0, the README's on and off, and the words
@@ -399,13 +408,57 @@ class Settings(BaseSettings):
             raise SettingsError(problem)
 
 
-def load_settings(env_file: Path | None = Path(".env")) -> Settings:
-    """Read the settings, turning pydantic's report into one line that names the setting."""
+# pydantic's errors for a number out of its field's range, or no number at all.
+_NUMBER_ERRORS = frozenset(
+    {
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "int_parsing",
+        "int_from_float",
+        "float_parsing",
+        "finite_number",
+    }
+)
+
+
+def load_settings(
+    env_file: Path | None = Path(".env"), as_defaults: Collection[str] = ()
+) -> Settings:
+    """Read the settings, turning pydantic's report into one line per malformed setting that
+    names it and what it accepts (``SettingsError``: the first line; ``malformed``: all).
+    ``as_defaults``: settings read as their defaults whatever they are set to (``easel
+    doctor``'s checks past a malformed one)."""
+    fields = {str(field.validation_alias): field for field in Settings.model_fields.values()}
+    defaults = {name: fields[name].get_default(call_default_factory=True) for name in as_defaults}
     try:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **defaults)  # type: ignore[call-arg]
     except ValidationError as error:
-        first = error.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "settings"
-        value = first.get("input")
-        reason = str(first["msg"]).removeprefix("Value error, ")
-        raise SettingsError(redact_url(f"{name}={value!r} is invalid: {reason}")) from None
+        malformed: dict[str, str] = {}
+        for problem in error.errors():
+            name = str(problem["loc"][0]) if problem["loc"] else "settings"
+            field = fields.get(name)
+            reason = str(problem["msg"]).removeprefix("Value error, ")
+            if field is not None and problem["type"] in _NUMBER_ERRORS:
+                reason = _number_range(field) or reason
+            elif problem["type"] == "bool_parsing":
+                reason = "must be 1 or 0 (or true or false, yes or no, on or off)"
+            line = redact_url(f"{name}={problem.get('input')!r} is invalid: {reason}")
+            malformed.setdefault(name, line)
+        raise SettingsError(next(iter(malformed.values())), malformed) from None
+
+
+def _number_range(field: FieldInfo) -> str | None:
+    """What a numeric setting accepts, from its field's bounds: ``must be a whole number
+    between 1 and 150``; None when it has none."""
+    low = next((bound.ge for bound in field.metadata if isinstance(bound, Ge)), None)
+    high = next((bound.le for bound in field.metadata if isinstance(bound, Le)), None)
+    number = "a whole number" if field.annotation in (int, "int") else "a number"
+    if low is not None and high is not None:
+        return f"must be {number} between {low} and {high}"
+    if low is not None:
+        return f"must be {number} of at least {low}"
+    if high is not None:
+        return f"must be {number} of at most {high}"
+    return None

@@ -6,17 +6,21 @@ checked again at run time (a guild can override command permissions)."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import json
+import time
 from bisect import bisect_right
-from collections.abc import Collection, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.history import listed_ids
+from bot.memo import Memo
 from bot.policy.addons import (
     ADDON_LISTS,
     AddonKind,
@@ -39,12 +43,22 @@ from bot.policy.unavailable import quoted
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets
 from bot.user_errors import UserError
-from bot.web.dashboard import AdminRights, Dashboard
+from bot.web.dashboard import READING_RIGHTS_S, AdminRights, Dashboard
 from cogs.choices import matching_choices, model_choices
 from cogs.common import MESSAGE_LIMIT, services_of
 from cogs.common import quoted as escaped
 from cogs.contexts import command_contexts
-from cogs.visibility import DISCORD_FAILED, is_age_restricted, member_may_read
+from cogs.visibility import (
+    CHANNEL_CHECK_FAILED,
+    CHANNEL_FETCH_TIMEOUT_S,
+    DISCORD_FAILED,
+    GuildChannelLike,
+    HiddenFromEasel,
+    guild_channel,
+    is_age_restricted,
+    log_discord_failed,
+    member_may_read,
+)
 from cogs.wording import counted
 
 Action = Literal["add", "remove"]
@@ -582,57 +596,281 @@ class AdminCog(commands.Cog):
         )
 
 
+# Discord's answer about a channel discord.py's cache lacks (an archived thread, a deleted
+# channel) is kept this long for the dashboard, for this many channels at most.
+LOOKED_UP_KEPT_S = 300.0
+LOOKED_UP_KEPT = 10_000
+# A channel (or an admin's place in a private thread) Discord did not answer about is asked
+# again after this long, whoever asks: a dashboard's window (its page polls every 3 s).
+UNANSWERED_KEPT_S = 15.0
+# The dashboard's questions to Discord about channels in flight at most, all servers and
+# admins together: a server's history may name hundreds of archived threads.
+ASKED_AT_ONCE = 6
+# Of those, one server's at most: one server's history does not hold up another's page.
+ASKED_AT_ONCE_PER_SERVER = 3
+# How long one of an admin's polls waits for those answers: the rest are unanswered for now,
+# and an answer that comes later is kept for the next poll.
+ANSWERS_WAITED_S = 2.0
+# One server's questions queued or in flight at most: about as many as can be answered while a
+# poll waits, however slow Discord is; the rest are unanswered for now and queued by a later
+# poll (the newest channels first), so the queue never outgrows a poll.
+QUEUED_PER_SERVER = round(ASKED_AT_ONCE * ANSWERS_WAITED_S / CHANNEL_FETCH_TIMEOUT_S)
+# The admins whose member, as asked at the start of their window, is kept for its later asks.
+ADMINS_KEPT = 1_000
+
+
+class _Reading(enum.Enum):
+    """What the dashboard learnt of a channel for one admin."""
+
+    READABLE = enum.auto()
+    UNREADABLE = enum.auto()  # their permissions, a private thread they are not in, or gone
+    HIDDEN_FROM_EASEL = enum.auto()  # Discord refuses Easel the channel: nobody's is known
+    UNANSWERED = enum.auto()  # Discord did not answer: asked again at a later poll
+
+
+@dataclass(frozen=True)
+class _LookedUp:
+    channel: GuildChannelLike | None  # None: gone, another server's, or unanswered
+    hidden_from_easel: bool = False
+    unanswered_at: float | None = None  # when Discord did not answer (the admins' clock)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class _ServerAsks:
+    at_once: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(ASKED_AT_ONCE_PER_SERVER)
+    )
+    queued: set[Hashable] = field(default_factory=set)  # queued or in flight
+    asking: int = 0  # ``ask`` calls begun and not ended
+
+
+class _Asks:
+    """The dashboard's questions to Discord: ``ASKED_AT_ONCE`` in flight in all, at most
+    ``ASKED_AT_ONCE_PER_SERVER`` of them one server's, and ``QUEUED_PER_SERVER`` of one
+    server's queued or in flight (``queue`` says whether there is room for one more)."""
+
+    def __init__(self) -> None:
+        self._at_once = asyncio.Semaphore(ASKED_AT_ONCE)
+        self._servers: dict[int, _ServerAsks] = {}  # those with a question queued
+
+    def queue(self, guild_id: int, question: Hashable) -> bool:
+        """Whether ``question`` is queued (it was, or there is room): ``ask`` it at once."""
+        server = self._servers.setdefault(guild_id, _ServerAsks())
+        if question not in server.queued:
+            if len(server.queued) >= QUEUED_PER_SERVER:
+                return False
+            server.queued.add(question)
+        return True
+
+    async def ask(self, guild_id: int, question: Hashable, answer: Callable[[], Awaitable[T]]) -> T:
+        """``answer()`` in its turn (``question`` queued by ``queue``)."""
+        server = self._servers.setdefault(guild_id, _ServerAsks())
+        server.asking += 1
+        try:
+            async with server.at_once, self._at_once:
+                return await answer()
+        finally:
+            server.asking -= 1
+            server.queued.discard(question)
+            if not server.asking and not server.queued and self._servers.get(guild_id) is server:
+                del self._servers[guild_id]
+
+
 class DiscordServerAdmins:
     """Who manages a server and which of its channels they may read, asked of Discord when
     an admin signs in to the dashboard and while their session lasts (``Dashboard``)."""
 
-    def __init__(self, client: discord.Client, thread_members: RecentThreadMembers) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        thread_members: RecentThreadMembers,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._thread_members = thread_members
+        self._clock = clock
+        self._looked_up: Memo[tuple[int, int], _LookedUp] = Memo(
+            LOOKED_UP_KEPT, ttl_s=LOOKED_UP_KEPT_S, clock=clock
+        )
+        # (thread, member): whether an admin may read a private thread, as Discord said: an
+        # answer serves the one poll that takes it (a poll that stopped waiting leaves it to
+        # the next), "unanswered" every poll for its ``UNANSWERED_KEPT_S``.
+        self._memberships: Memo[tuple[int, int], _Reading] = Memo(
+            LOOKED_UP_KEPT, ttl_s=UNANSWERED_KEPT_S, clock=clock
+        )
+        self._asks = _Asks()
+        # Each server's ``Guild`` as discord.py held it at its dashboards' last ask (by ``id``:
+        # an old one is not kept alive), to tell when a reconnect rebuilt it.
+        self._servers_seen: dict[int, int] = {}
+        # (server, admin): the member as Discord gave it at the start of their window.
+        self._members: Memo[tuple[int, int], discord.Member] = Memo(
+            ADMINS_KEPT, ttl_s=READING_RIGHTS_S, clock=clock
+        )
 
     def name_of(self, guild_id: int) -> str:
         guild = self._client.get_guild(guild_id)
         return guild.name if guild is not None else str(guild_id)
 
+    def forget_channel(self, guild_id: int, channel_id: int) -> None:
+        """A channel or thread was deleted: what Discord said of it is not used again."""
+        self._looked_up.drop((guild_id, channel_id))
+
     async def rights(
-        self, guild_id: int, user_id: int, channel_ids: Collection[int]
+        self,
+        guild_id: int,
+        user_id: int,
+        channel_ids: Collection[int],
+        *,
+        within_window: bool = False,
     ) -> AdminRights:
         # The member's current roles (one call: Manage Server or Administrator, else refused;
-        # a kick or a ban is "no longer a member"), the channels' overwrites from the cache,
-        # and one call per private thread they do not manage (cogs.visibility's rules). A
-        # channel not in the cache (deleted, an archived thread) is one they cannot read; so
-        # is a private thread while Discord does not answer about it.
+        # a kick or a ban is "no longer a member"; ``within_window``: as asked at the window's
+        # start), the channels' overwrites from the cache, and one call per private thread
+        # they do not manage (cogs.visibility's rules). A channel the cache lacks (an archived
+        # thread) is asked of Discord (``_channel``). One Discord hides from Easel, or that
+        # Discord does not answer about, is not readable either, and the page says which.
         guild = self._client.get_guild(guild_id)
+        if self._servers_seen.get(guild_id) != id(guild):  # left, or rebuilt by a reconnect
+            self._servers_seen.pop(guild_id, None)
+            # What Discord said of its channels goes: a fetched thread holds the old server.
+            self._looked_up.drop_where(lambda looked: looked[0] == guild_id)
         if guild is None:
             return AdminRights("Easel is no longer in that server.")
+        self._servers_seen[guild_id] = id(guild)
+        key = (guild_id, user_id)
+        kept = self._members.kept(key) if within_window else None
+        if kept is None or kept.guild is not guild:  # a reconnect rebuilt the server
+            self._members.drop(key)
         try:
-            member = await guild.fetch_member(user_id)  # current roles, not a cached copy
+            member = await self._members.get(key, lambda: guild.fetch_member(user_id))
         except discord.NotFound:
             return AdminRights("You are no longer a member of that server.")
         except DISCORD_FAILED:
-            return AdminRights("Discord did not answer; reload this page in a minute.")
+            return AdminRights(
+                "Discord did not answer; reload this page in a minute.", discord_failed=True
+            )
         permissions = member.guild_permissions
         if not (permissions.manage_guild or permissions.administrator):
             return AdminRights("You no longer have the Manage Server permission there.")
-        channels = [
-            channel
-            for channel in map(guild.get_channel_or_thread, channel_ids)
-            if channel is not None
-        ]
-        try:
-            readable = await asyncio.gather(*(self._may_read(c, member) for c in channels))
-        except DISCORD_FAILED:
-            readable = [False] * len(channels)
+        # The newest first (a snowflake grows with time): while Discord is slow, the channels
+        # of the gallery's newest pictures are likelier among those queued first.
+        asked = sorted(channel_ids, reverse=True)
+        readings = await asyncio.gather(*(self._reading_waited(guild, c, member) for c in asked))
+        read = dict(zip(asked, readings, strict=True))
         return AdminRights(
             None,
-            frozenset(channel.id for channel, may in zip(channels, readable, strict=True) if may),
-            frozenset(channel.id for channel in channels if is_age_restricted(channel)),
+            frozenset(c for c, (reading, _) in read.items() if reading is _Reading.READABLE),
+            frozenset(
+                c
+                for c, (_, channel) in read.items()
+                if channel is not None and is_age_restricted(channel)
+            ),
+            hidden_from_easel=frozenset(
+                c for c, (reading, _) in read.items() if reading is _Reading.HIDDEN_FROM_EASEL
+            ),
+            unanswered=frozenset(
+                c for c, (reading, _) in read.items() if reading is _Reading.UNANSWERED
+            ),
         )
 
-    async def _may_read(
-        self, channel: discord.abc.GuildChannel | discord.Thread, member: discord.Member
-    ) -> bool:
+    async def _reading_waited(
+        self, guild: discord.Guild, channel_id: int, member: discord.Member
+    ) -> tuple[_Reading, GuildChannelLike | None]:
+        """``_reading`` within ``ANSWERS_WAITED_S``; past it, unanswered for now (a question
+        to Discord goes on, its answer kept for the next poll: ``Memo`` shields it)."""
         try:
-            return await member_may_read(channel, member, self._thread_members)
-        except ThreadMembershipUnknown:
-            return False
+            async with asyncio.timeout(ANSWERS_WAITED_S):
+                return await self._reading(guild, channel_id, member)
+        except TimeoutError:
+            return _Reading.UNANSWERED, None
+
+    async def _reading(
+        self, guild: discord.Guild, channel_id: int, member: discord.Member
+    ) -> tuple[_Reading, GuildChannelLike | None]:
+        """Whether ``member`` may read the channel (``member_may_read``), with the channel."""
+        looked = await self._channel(guild, channel_id)
+        if looked.hidden_from_easel:
+            return _Reading.HIDDEN_FROM_EASEL, None
+        channel = looked.channel
+        if looked.unanswered_at is not None:
+            return _Reading.UNANSWERED, None
+        if channel is None:  # gone, or another server's
+            return _Reading.UNREADABLE, None
+        return await self._member_reading(channel, member), channel
+
+    async def _member_reading(self, channel: GuildChannelLike, member: discord.Member) -> _Reading:
+        """``member_may_read``; in a private thread, whose membership may be asked of Discord,
+        one question among ``_Asks``', its answer kept for the next poll (``_memberships``)."""
+        if not (isinstance(channel, discord.Thread) and channel.is_private()):
+            return await _reading_of(channel, member, self._thread_members)
+        key = (channel.id, member.id)
+        if self._memberships.kept(key) is None and not self._asks.queue(channel.guild.id, key):
+            return _Reading.UNANSWERED  # queued by a later poll
+        reading = await self._memberships.get(
+            key,
+            lambda: self._asks.ask(
+                channel.guild.id,
+                key,
+                lambda: _reading_of(channel, member, self._thread_members),
+            ),
+        )
+        if reading is not _Reading.UNANSWERED:
+            self._memberships.drop(key)
+        return reading
+
+    async def _channel(self, guild: discord.Guild, channel_id: int) -> _LookedUp:
+        """The server's channel from discord.py's cache, or Discord's answer (``guild_channel``)
+        as given within ``LOOKED_UP_KEPT_S`` (``UNANSWERED_KEPT_S`` when there was none): a
+        server's archived threads and deleted channels are asked once in that long, not at
+        each of its admins' windows, one question among ``_Asks``'. What such a thread may
+        be read by is its parent's, from the cache, each time: one fetched before a reconnect
+        rebuilt the server (its parent and roles the old server's) is asked again."""
+        cached = guild.get_channel_or_thread(channel_id)
+        if cached is not None:
+            return _LookedUp(cached)
+        key = (guild.id, channel_id)
+        kept = self._looked_up.kept(key)
+        if kept is not None:
+            if _still_true(kept, guild, self._clock()):
+                return kept
+            self._looked_up.drop(key)
+        if not self._asks.queue(guild.id, channel_id):
+            return _LookedUp(None, unanswered_at=self._clock())  # queued by a later poll
+
+        async def looked_up() -> _LookedUp:
+            try:
+                channel, _ = await guild_channel(self._client, guild, guild.id, channel_id)
+            except HiddenFromEasel:
+                return _LookedUp(None, hidden_from_easel=True)
+            except CHANNEL_CHECK_FAILED as failed:  # told once, not at every poll
+                log_discord_failed(f"what channel {channel_id} is (the dashboard)", failed)
+                return _LookedUp(None, unanswered_at=self._clock())
+            return _LookedUp(channel)
+
+        return await self._looked_up.get(
+            key, lambda: self._asks.ask(guild.id, channel_id, looked_up)
+        )
+
+
+async def _reading_of(
+    channel: GuildChannelLike, member: discord.Member, recent: RecentThreadMembers
+) -> _Reading:
+    """``member_may_read`` as a ``_Reading``."""
+    try:
+        may = await member_may_read(channel, member, recent)
+    except HiddenFromEasel:
+        return _Reading.HIDDEN_FROM_EASEL
+    except ThreadMembershipUnknown:  # logged where Discord was asked
+        return _Reading.UNANSWERED
+    return _Reading.READABLE if may else _Reading.UNREADABLE
+
+
+def _still_true(looked: _LookedUp, guild: discord.Guild, now: float) -> bool:
+    """Whether what Discord said of a channel may be used for ``guild`` as discord.py holds it
+    now: no answer is kept past ``UNANSWERED_KEPT_S``, nor a channel bound to an older server."""
+    if looked.unanswered_at is not None:
+        return now - looked.unanswered_at < UNANSWERED_KEPT_S
+    return looked.channel is None or looked.channel.guild is guild

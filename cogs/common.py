@@ -36,6 +36,7 @@ from bot.refusals import quota_refused, told_refusal
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
 from bot.user_errors import Reason, UserError
+from cogs.contexts import received_at
 from cogs.visibility import check_member_may_act_here, is_age_restricted
 from cogs.wording import counted
 from inference.types import RenderRequest
@@ -610,7 +611,11 @@ async def submit_from_interaction(
         submission = dataclasses.replace(submission, parent_job_id=made_from)
     try:
         job_id = await submit_unless_stopped(
-            services, queue, submission, began_at=interaction.created_at.timestamp()
+            services,
+            queue,
+            submission,
+            began_at=interaction.created_at.timestamp(),
+            received_at=received_at(interaction),
         )
     except QuotaExceeded as refused:  # another job of the member's was admitted meanwhile
         await _refuse(interaction, quota_refused(refused))
@@ -631,21 +636,27 @@ async def submit_from_interaction(
 
 
 async def submit_unless_stopped(
-    services: Services, queue: JobQueue, submission: Submission, *, began_at: float
+    services: Services,
+    queue: JobQueue,
+    submission: Submission,
+    *,
+    began_at: float,
+    received_at: float | None = None,
 ) -> str | None:
     """``queue.submit``, unless the member was banned, kicked or timed out in the
     submission's server since its work began at ``began_at`` (seconds since the epoch: the
-    interaction's ``created_at``), None then and nothing journaled: the stop's cancels
+    interaction's ``created_at``), or, for a command, since this process received it at
+    ``received_at`` (``StoppedMembers.holds``), None then and nothing journaled: the stop's cancels
     (``bot.bans``) read the jobs journaled by then. Work begun after a stop goes on (a kicked
     member who joined again). A stop that comes while this one journals is seen on the way
     out: the job is cancelled here as the stop cancels the others (its maker told alike), and
     its id returned."""
     stopped = services.stopped_members
     member = submission.guild_id, submission.user_id
-    if stopped.holds(*member, began_at=began_at):
+    if stopped.holds(*member, began_at=began_at, received_at=received_at):
         return None
     job_id = await queue.submit(submission)
-    if stopped.holds(*member, began_at=began_at):
+    if stopped.holds(*member, began_at=began_at, received_at=received_at):
         await queue.cancel(job_id, submission.member, imposed=True)
     return job_id
 
@@ -689,7 +700,8 @@ async def _submit_repeats(
     privately and stops the repeats that follow, named in the same sentence, which the
     server's dashboard keeps as it keeps every refusal (``_refuse``)."""
     services, queue = services_of(interaction), queue_of(interaction)
-    began_at = interaction.created_at.timestamp()  # the repeats are the command's work
+    # The repeats are the command's work.
+    began_at, received = interaction.created_at.timestamp(), received_at(interaction)
     total = len(seeds) + 1
     redraws = redraws_by_seed(request)
     for index, seed in enumerate(seeds, start=2):
@@ -713,7 +725,10 @@ async def _submit_repeats(
                     interaction_token=None,
                     interaction_created_at=None,
                 )
-            if await submit_unless_stopped(services, queue, repeat, began_at=began_at) is None:
+            kept = await submit_unless_stopped(
+                services, queue, repeat, began_at=began_at, received_at=received
+            )
+            if kept is None:
                 return  # stopped meanwhile: nothing more is made or said
         except (UserError, QuotaExceeded) as error:
             which = f"Repeat {index} of {total}"

@@ -8,10 +8,46 @@ can still deliver a command from a DM after the operator turned DMs off.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+
+if TYPE_CHECKING:
+    from discord.state import ConnectionState
+
+# Where an interaction's receipt is kept: an application command's in its ``extras``, and
+# every interaction's in its payload's ``data`` (``_stamp_receipts``).
+_RECEIVED_AT = "easel_received_at"
+
+
+def received_at(interaction: discord.Interaction[Any]) -> float | None:
+    """When this process received the interaction, on the monotonic clock: an application
+    command's as ``AcknowledgeFirst.received`` read it, another's (a button, a form) as its
+    gateway event was parsed (``_stamp_receipts``); None: neither (not from the gateway)."""
+    value = interaction.extras.get(_RECEIVED_AT)
+    if value is None and isinstance(interaction.data, dict):
+        value = interaction.data.get(_RECEIVED_AT)
+    return value if isinstance(value, float) else None
+
+
+def _stamp_receipts(state: ConnectionState[Any]) -> None:
+    """Each interaction's payload stamped with when its gateway event is parsed (the monotonic
+    clock), before discord.py hands it to a command, a view or a form: in the gateway's order,
+    so a button's or form's work is placed against a stop heard after it
+    (``StoppedMembers.holds``) as a command's is, whatever the host's wall clock says.
+    discord.py keeps the payload's ``data`` as ``Interaction.data``: the one part of the event
+    that reaches every handler."""
+    parsers = state.parsers  # the dict the gateway reads each event's parser from
+    parse = parsers["INTERACTION_CREATE"]
+
+    def parse_stamped(payload: dict[str, Any]) -> None:
+        if isinstance(data := payload.get("data"), dict):
+            data[_RECEIVED_AT] = time.monotonic()
+        parse(payload)
+
+    parsers["INTERACTION_CREATE"] = parse_stamped
 
 
 def command_contexts(*, allow_dms: bool) -> app_commands.AppCommandContext:
@@ -21,11 +57,17 @@ def command_contexts(*, allow_dms: bool) -> app_commands.AppCommandContext:
 
 class EaselCommandTree(app_commands.CommandTree[Any]):
     """Refuses a command invoked where its contexts do not allow it, whatever Discord sent;
-    tells the bot's ``acknowledge_first`` (bot.acknowledge_first) of each command as it arrives."""
+    tells the bot's ``acknowledge_first`` (bot.acknowledge_first) of each command as it arrives,
+    and has every interaction stamped with when it came (``received_at``)."""
+
+    def __init__(self, client: discord.Client, *args: Any, **kwargs: Any) -> None:
+        super().__init__(client, *args, **kwargs)
+        _stamp_receipts(self._state)
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if interaction.type is discord.InteractionType.application_command:
-            self.client.acknowledge_first.received(interaction.id)
+            arrived = self.client.acknowledge_first.received(interaction.id)
+            interaction.extras[_RECEIVED_AT] = arrived
         if interaction.guild_id is not None or self._allows_dm(interaction):
             return True
         if interaction.type is discord.InteractionType.autocomplete:

@@ -188,7 +188,7 @@ class EditCog(commands.Cog):
     @app_commands.describe(
         image="The picture to vary",
         message="Or: a link to (or the id of) a message with the picture",
-        strength="subtle, strong, or how much may change from 0 to 1",
+        strength="subtle, strong, or how much may change: above 0, at most 1",
         prompt="A new prompt; by default the picture's own (from its PNG parameters)",
     )
     async def vary(
@@ -288,7 +288,10 @@ class EditCog(commands.Cog):
     @app_commands.describe(
         image="The picture to enlarge",
         scale="2x or 4x (default 2x)",
-        mode="fast: resample only; creative: re-detail with the picture's prompt",
+        mode=(
+            "fast: the upscaler only (a model one if installed); "
+            "creative: re-detail with the picture's prompt"
+        ),
         upscaler="Which upscaler (default: the configured one, else the first model installed)",
     )
     @app_commands.autocomplete(upscaler=upscaler_choices)

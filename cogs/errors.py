@@ -74,31 +74,40 @@ async def on_app_command_error(
     await report_error(interaction, error, f"/{command}")
 
 
+# What a member is told to do after an internal failure (``report_error``).
+_TRY_AGAIN = "try again later, or give the reference to a server admin."
+# Where a failure's log lines name no member: /forget-me's outlive the erase it asks for.
+_MEMBER_UNNAMED_IN = frozenset({"/forget-me"})
+
+
 async def report_error(
-    interaction: discord.Interaction[Any], error: BaseException, where: str
+    interaction: discord.Interaction[Any],
+    error: BaseException,
+    where: str,
+    *,
+    next_step: str = _TRY_AGAIN,
 ) -> None:
     """Tell the member what went wrong, and record it as a refusal once they were told; log
-    internal failures with a reference id."""
+    internal failures with a reference id, the member told ``next_step`` after it."""
+    unnamed = where in _MEMBER_UNNAMED_IN
     refusal = refusal_of(error)
     if refusal is None:
         reference = secrets.token_hex(4)
         log.error(
-            "internal error %s in %s for user %s",
+            "internal error %s in %s%s",
             reference,
             where,
-            interaction.user.id,
+            "" if unnamed else f" for user {interaction.user.id}",
             exc_info=error,
         )
-        message = (
-            f"Something went wrong on Easel's side (reference `{reference}`); "
-            "try again later, or give the reference to a server admin."
-        )
+        message = f"Something went wrong on Easel's side (reference `{reference}`); {next_step}"
     else:
         message = refusal[0]
     try:
         await tell(interaction, message)
     except discord.HTTPException:
-        log.warning("could not tell user %s about an error", interaction.user.id)
+        member = "the member" if unnamed else f"user {interaction.user.id}"
+        log.warning("could not tell %s about an error", member)
     if refusal is not None:
         await services_of(interaction).refusals.record(
             interaction.guild_id, interaction.channel_id, interaction.user.id, refusal[1], message

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -50,13 +52,11 @@ from cogs.results.copies import in_direct_messages
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
 from cogs.visibility import (
-    CHANNEL_CHECK_FAILED,
     DISCORD_FAILED,
     check_member_may_act_here,
     check_member_may_read_channel,
     is_age_restricted,
-    log_discord_failed,
-    made_age_restricted,
+    job_made_age_restricted,
 )
 from cogs.wording import NO_PROMPT, counted
 from inference.compare import is_comparison
@@ -178,21 +178,17 @@ async def check_may_show_here(
         return
     # The rule DM copies follow (``made_age_restricted``): a channel the cache lacks (an
     # archived thread) is asked of Discord, one Easel cannot see counts as age-restricted.
-    try:
-        made_restricted = await made_age_restricted(
-            interaction.client,
-            interaction.guild_id,
-            job.channel_id,
-            restricted_when_made=job.age_restricted,
-            fetched=made_in,
-        )
-    except CHANNEL_CHECK_FAILED as failed:
-        log_discord_failed(f"what channel {job.channel_id} is (job {job.job_id}, /show)", failed)
-        raise UserError(
+    made_restricted = await job_made_age_restricted(
+        interaction,
+        job.channel_id,
+        restricted_when_made=job.age_restricted,
+        fetched=made_in,
+        asked_for=f"job {job.job_id}, /show",
+        unanswered=(
             f"Discord did not say whether the channel job `{job.job_id}` was made in is "
-            "age-restricted; try /show again in a moment.",
-            Reason.DISCORD,
-        ) from None
+            "age-restricted; try /show again in a moment."
+        ),
+    )
     settings = await policy.settings(interaction.guild_id)
     check_repost(
         made_age_restricted=made_restricted,
@@ -258,6 +254,16 @@ UNREACHABLE = "in a channel Easel cannot reach"
 STOPPED = "not deleted before the bot stopped"
 # The posts whose delete is due again (``History.post_delete_failed``) are tried this often.
 PENDING_POSTS_SWEEP_S = 15 * 60.0
+# A /forget-me request a failure left (its own run's, or a retry's) is tried again after the
+# first wait, then after each wait doubled up to the last, until it is finished: a member who
+# asked to be forgotten is not kept waiting for the sweep above.
+ERASURE_RETRY_WAITS_S = (5.0, 120.0)
+# What a member whose /forget-me failed part way is told after the error's reference: its
+# retry (``ERASURE_RETRY_WAITS_S``) finishes it, and its answer replaces this one.
+ERASE_RETRIED = (
+    "what is left of your erase is finished shortly, and you are told here (or by direct "
+    "message) when it is; no need to run /forget-me again."
+)
 # /forget-me's erase reads and rewrites all the member's jobs, files and ledger rows: a member
 # runs it once per this long (kept in memory: a restart forgets when they last ran it).
 FORGET_ME_COOLDOWN_S = 15 * 60.0
@@ -326,22 +332,40 @@ def forgotten_text(forgotten: Forgotten) -> str:
     )
 
 
-async def finish_erasures(client: discord.Client, history: History) -> None:
-    """The /forget-me requests a stop or a failed run left, but for those being erased now or
-    still their own run's to answer: each erased to the end (what its member made up to when
-    they asked), then its member told, where they asked while the interaction's token lives,
-    else by direct message, else (closed) in the log alone; then it is done. One that fails is
-    logged and tried again at the next sweep."""
-    for erasure in await history.unfinished_erasures(answering_s=INTERACTION_TOKEN_LIFETIME_S):
+def erasure_retry_wait_s(failures: int) -> float:
+    """The wait before a failed /forget-me request's next try, after ``failures`` in a row."""
+    first, longest = ERASURE_RETRY_WAITS_S
+    return min(first * 2.0 ** max(failures - 1, 0), longest)
+
+
+async def finish_erasures(
+    client: discord.Client, history: History, *, with_traceback: bool = True
+) -> bool:
+    """The /forget-me requests a stop or a failed run left, but for those being erased or
+    answered now: each erased to the end (what its member made up to when they asked), then
+    its member told, where they asked while the interaction's token lives, else by direct
+    message, else (closed) in the log alone; then it is done, before any other run of theirs
+    (a rerun asked meanwhile answers for it instead). One that fails is logged (its traceback
+    ``with_traceback``, else one line), left for the next try. Whether all were finished."""
+    finished = True
+    for erasure in await history.unfinished_erasures():
         try:
-            forgotten = await history.resume(erasure)
-            if forgotten is None:  # told meanwhile, or asked again: that run answers
-                continue
-            await _tell_finished(client, erasure, forgotten)
-            await history.erasure_told(erasure.user_id, erasure.asked_at)
-        except Exception:
+            # None: told meanwhile, or asked again: that run answers.
+            await history.resume(erasure, functools.partial(_tell_finished, client, erasure))
+        except Exception as error:
+            finished = False
             # Naming no one: this line outlives the erase.
-            log.exception("/forget-me: finishing an interrupted request failed; tried again later")
+            _log_failure("finishing an interrupted request failed", error, with_traceback)
+    return finished
+
+
+def _log_failure(what: str, error: Exception, with_traceback: bool) -> None:
+    """A /forget-me retry's failure: an error with its traceback the first time in a row of
+    failures, then a one-line warning each time it fails again."""
+    if with_traceback:
+        log.error("/forget-me: %s", what, exc_info=error)
+    else:
+        log.warning("/forget-me: %s again (%s)", what, type(error).__name__)
 
 
 async def _tell_finished(client: discord.Client, erasure: Erasure, forgotten: Forgotten) -> None:
@@ -479,6 +503,8 @@ class HistoryCog(commands.Cog):
         self._in_flight: set[int] = set()
         self._unloaded = False  # the bot stops: no new deletes (its HTTP session closes)
         self._forget_me_cooldown = MemberCooldown(FORGET_ME_COOLDOWN_S)
+        # Set when a member's /forget-me failed part way: the sweep tries it again now.
+        self._erasure_failed = asyncio.Event()
 
     def delete_posts_later(
         self,
@@ -500,28 +526,35 @@ class HistoryCog(commands.Cog):
         """From start-up until the bot stops, in the background: the /forget-me requests the
         last stop left (``finish_erasures``), the deletes of posts it left, then every
         ``pending_sweep_s`` those due again (read there too, so that the bot's readiness waits
-        for none of it). A failed round is logged and tried again."""
+        for none of it). A /forget-me that failed part way is tried again at once, and while
+        one is left unfinished the sweep comes after ``ERASURE_RETRY_WAITS_S``'s backoff."""
         self._in_background(self._sweep_pending(client))
 
     async def _sweep_pending(self, client: discord.Client) -> None:
+        failures = 0  # sweeps in a row that left a request unfinished
         while True:
+            finished = False
+            first = failures == 0  # of a row of failures: logged with its traceback
             try:
                 # Discord no longer takes them: those members are told by direct message.
                 await self._history.forget_reply_tokens(INTERACTION_TOKEN_LIFETIME_S)
-                await finish_erasures(client, self._history)
-            except Exception:
-                log.exception(
-                    "/forget-me: finishing interrupted requests failed; trying again in %.0f s",
-                    self._pending_sweep_s,
-                )
+                finished = await finish_erasures(client, self._history, with_traceback=first)
+            except Exception as error:
+                _log_failure("finishing interrupted requests failed", error, first)
+            failures = 0 if finished else failures + 1
+            wait = self._pending_sweep_s if finished else erasure_retry_wait_s(failures)
+            if not finished:
+                log.warning("/forget-me: a request is left unfinished; tried again in %.0f s", wait)
             try:
                 await _delete_pending(client, self._history, self._in_flight)
             except Exception:
                 log.exception(
                     "/forget-me: retrying posted messages' deletes failed; trying again in %.0f s",
-                    self._pending_sweep_s,
+                    wait,
                 )
-            await asyncio.sleep(self._pending_sweep_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._erasure_failed.wait(), wait)
+            self._erasure_failed.clear()
 
     def _in_background(self, deletes: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(deletes, name="easel-forget-me-posts")
@@ -628,29 +661,60 @@ class HistoryCog(commands.Cog):
                 f"you can run it again <t:{int(again_at) + 1}:R> (<t:{int(again_at) + 1}:T>).",
                 Reason.COOLDOWN,
             )
+        reply: discord.Message | None = None
+        by_dm = False  # a direct message can be edited however long the deletes take
+        answered = False  # told it is done, or that it failed part way
+
+        async def tell_done(forgotten: Forgotten) -> None:
+            # Told (or the log says they cannot be), the request is done (``History.forget``).
+            # A stop before that leaves it for the next start to tell.
+            nonlocal reply, by_dm, answered
+            text = f"Done: {forgotten_text(forgotten)}"
+            try:
+                reply = await interaction.followup.send(text, ephemeral=True, wait=True)
+            except DISCORD_FAILED as error:
+                # Erased all the same: told by direct message, and they may run it again at once.
+                self._forget_me_cooldown.release(member_id)
+                log.info("/forget-me: the answer could not be sent (%s)", type(error).__name__)
+                reply = await _tell_by_direct_message(interaction.client, member_id, text)
+                by_dm = True
+            answered = True
+
+        async def tell_failed(error: Exception) -> None:
+            # In the erase's turn (``History.forget``): before the retry's "finished now",
+            # which replaces this answer where it can.
+            nonlocal answered
+            if answered:  # only its end was not recorded: the retry tells them again
+                log.error("/forget-me: a request answered could not be ended", exc_info=error)
+                return
+            answered = True
+            try:
+                await report_error(interaction, error, "/forget-me", next_step=ERASE_RETRIED)
+            except DISCORD_FAILED as unsent:  # the retry's answer goes by DM then, if it must
+                log.warning("/forget-me: a failure could not be told (%s)", type(unsent).__name__)
+
         try:
             # The erase, the files and the broker's copies may take past Discord's 3 s to
             # answer. A defer Discord refused (the interaction expired) erased nothing.
             await interaction.response.defer(ephemeral=True, thinking=True)
-            reply_token = ReplyToken(interaction.application_id, interaction.token)
-            forgotten = await self._history.forget(member_id, reply_token)
         except Exception:
             self._forget_me_cooldown.release(member_id)  # it failed: they may try again at once
             raise
-        text = f"Done: {forgotten_text(forgotten)}"
-        reply: discord.Message | None
-        by_dm = False  # a direct message can be edited however long the deletes take
+        reply_token = ReplyToken(interaction.application_id, interaction.token)
         try:
-            reply = await interaction.followup.send(text, ephemeral=True, wait=True)
-        except DISCORD_FAILED as error:
-            # Erased all the same: told by direct message, and they may run it again at once.
+            forgotten = await self._history.forget(member_id, reply_token, tell_done, tell_failed)
+        except UserError:
+            self._forget_me_cooldown.release(member_id)  # refused: they may try again at once
+            raise
+        except Exception:
             self._forget_me_cooldown.release(member_id)
-            log.info("/forget-me: the answer could not be sent (%s)", type(error).__name__)
-            reply = await _tell_by_direct_message(interaction.client, member_id, text)
-            by_dm = True
-        # Told (or the log says they cannot be): the request is done. A stop before this
-        # leaves it for the next start to tell.
-        await self._history.erasure_told(member_id, forgotten.asked_at)
+            # The request a failure left is finished by the sweep, tried again now
+            # (``_sweep_pending``). Not answered: it failed before it was journaled, erasing
+            # nothing (raised: told to try again).
+            self._erasure_failed.set()
+            if not answered:
+                raise
+            return
         if not forgotten.posts:
             return
 

@@ -63,12 +63,15 @@ class JobsCog(commands.Cog):
         job_id: app_commands.Range[str, 16, 16] | None = None,
     ) -> None:
         if job_id is None:
-            mine = await services_of(interaction).history.unfinished(
-                interaction.user.id, guild_id=interaction.guild_id
-            )
-            if not mine:
-                raise UserError("You have no queued or running job here to cancel.")
-            job_id = mine[-1].job_id
+            history = services_of(interaction).history
+            member, guild_id = interaction.user.id, interaction.guild_id
+            if mine := await history.unfinished(member, guild_id=guild_id):
+                job_id = mine[-1].job_id
+            else:
+                # Finished, its post still to come: "Too late", as /cancel job_id: tells it.
+                job_id = await history.unposted_result(member, guild_id=guild_id)
+                if job_id is None:
+                    raise UserError("You have no queued or running job here to cancel.")
         # Answered first: a cancel the database holds up takes minutes to say so.
         await interaction.response.defer(ephemeral=True, thinking=True)
         outcome = await queue_of(interaction).cancel(job_id, acting_member(interaction))

@@ -61,6 +61,7 @@ from cogs.visibility import (
     guild_channel,
     is_age_restricted,
     is_age_restricted_picture,
+    job_made_age_restricted,
     log_discord_failed,
     member_may_read,
     member_may_see,
@@ -85,6 +86,10 @@ _GONE = "That picture is no longer in the history; make a new one with /imagine.
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
 _OUT_OF_SIGHT = "You can no longer see the channel this picture was made in."
 _EASEL_LOST_SIGHT = "Easel can no longer see the channel or thread this picture is in."
+_AGE_UNANSWERED = (
+    "Discord did not say whether the channel this picture was made in is age-restricted; "
+    "click Vary (Region) again in a moment."
+)
 _KEPT_OFF_WEB_PAGES = (
     "This picture is kept in age-restricted channels, and a web page is age-gated by nobody, "
     "so the mask editor does not show it; click Vary (Region) again in Discord and describe "
@@ -152,17 +157,23 @@ class RegionOffers:
 
     # Discord: the button and the modal.
 
-    async def offer(self, interaction: discord.Interaction[Any], job: StoredJob, idx: int) -> None:
+    async def offer(
+        self,
+        interaction: discord.Interaction[Any],
+        job: StoredJob,
+        idx: int,
+        made_in: GuildChannelLike | None,
+    ) -> None:
         """Without the web page, or for a picture no web page shows (``_kept_off_web_pages``),
         the words modal at once; else a private choice of the two: words, or a link to the page
-        made for this member alone."""
-        made_in = None
-        if interaction.guild is not None and job.channel_id is not None:
-            made_in = interaction.guild.get_channel_or_thread(job.channel_id)
+        made for this member alone. ``made_in``: the job's channel as the click's check found
+        it outside discord.py's cache (an archived thread), or None."""
         if self.web is None:
             await self.ask_for_words(interaction, job.job_id, idx)
             return
-        if await self._kept_off_web_pages(interaction.guild_id, job, made_in):
+        if await self._kept_off_web_pages(
+            interaction.guild_id, await self._made_age_restricted(interaction, job, made_in)
+        ):
             await self.ask_for_words(interaction, job.job_id, idx, kept_off_the_page=True)
             return
         token = self.web.signer.issue(
@@ -181,6 +192,26 @@ class RegionOffers:
             "(the link is yours alone, works once and expires in 15 minutes).",
             view=view,
             ephemeral=True,
+        )
+
+    async def _made_age_restricted(
+        self,
+        interaction: discord.Interaction[Any],
+        job: StoredJob,
+        made_in: GuildChannelLike | None,
+    ) -> bool:
+        """The rule /show and DM copies follow (``made_age_restricted``): a job's channel the
+        cache lacks (an archived thread) is asked of Discord unless ``made_in`` holds it; one
+        Easel cannot see counts as age-restricted; while Discord does not answer, try again."""
+        if interaction.guild_id is None:
+            return False
+        return await job_made_age_restricted(
+            interaction,
+            job.channel_id,
+            restricted_when_made=job.age_restricted,
+            fetched=made_in,
+            asked_for=f"job {job.job_id}, Vary (Region)",
+            unanswered=_AGE_UNANSWERED,
         )
 
     async def ask_for_words(
@@ -433,6 +464,8 @@ class RegionOffers:
         channel = await self._channel(guild, link.channel_id, recently=recently)
         recent = self._services.thread_members
         may_act = member_may_see if job.user_id == link.user_id else member_may_read
+        # Discord refusing Easel a private thread (Easel was taken out of it) is Easel's sight
+        # lost, not the member's: the page says so.
         try:
             if channel is None or not await may_act(channel, member, recent):
                 raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
@@ -445,31 +478,31 @@ class RegionOffers:
                 made_in = await self._channel(guild, job.channel_id, recently=recently)
                 if made_in is None or not await member_may_read(made_in, member, recent):
                     raise LinkRefused(_OUT_OF_SIGHT, Reason.PERMISSION)
+        except HiddenFromEasel:
+            raise LinkRefused(_EASEL_LOST_SIGHT, Reason.CHANNEL) from None
         except ThreadMembershipUnknown as unknown:  # Discord's failure: the page says try again
             raise DiscordDidNotAnswer(str(unknown)) from None
-        if await self._kept_off_web_pages(link.guild_id, job, made_in):  # a flag set since
+        made_restricted = is_age_restricted_picture(
+            made_in, restricted_when_made=job.age_restricted
+        )
+        if await self._kept_off_web_pages(link.guild_id, made_restricted):  # a flag set since
             raise LinkRefused(_KEPT_OFF_WEB_PAGES, Reason.NSFW)
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
         is_admin = permissions.manage_guild or permissions.administrator
         return roles, is_admin, is_age_restricted(channel)
 
-    async def _kept_off_web_pages(
-        self, guild_id: int | None, job: StoredJob, made_in: object | None
-    ) -> bool:
+    async def _kept_off_web_pages(self, guild_id: int | None, made_restricted: bool) -> bool:
         """The dashboard's rule (docs/security.md, "No age-restricted picture on the
         dashboard"): a web page is age-gated by nobody, so a picture kept in age-restricted
-        channels (made in one, its channel one now, or the server renders only in those) is
-        never on the mask editor's page. ``made_in``: the job's channel from the gateway's
-        cache; one not there counts as age-restricted, as one Easel no longer sees does."""
+        channels (``made_restricted``: made in one, or its channel one now, one Easel no longer
+        sees counting as one; or the server renders only in those) is never on the mask
+        editor's page."""
         if guild_id is None:
             return False
         settings = await self._services.guild_policy.settings(guild_id)
-        restricted = made_in is None or is_age_restricted_picture(
-            made_in, restricted_when_made=job.age_restricted
-        )
         return kept_in_age_restricted_channels(
-            made_age_restricted=restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
+            made_age_restricted=made_restricted, nsfw_policy=NsfwPolicy(settings.nsfw_policy)
         )
 
 

@@ -138,13 +138,9 @@ async def _check_member_may_read(
     check_member_may_read(
         ChannelAccess(True, permissions.view_channel, permissions.read_message_history), refusal
     )
-    try:
-        thread_member = await _thread_membership(
-            channel, member.id, permissions, _thread_members_of(interaction)
-        )
-    except HiddenFromEasel:
-        raise UserError(hidden_refusal, Reason.CHANNEL) from None
-    check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
+    await _check_thread_member(
+        interaction, channel, permissions, refusal=refusal, hidden_refusal=hidden_refusal
+    )
     # What Easel makes of the picture is posted here: it stays in age-restricted channels.
     check_age_restriction_kept(
         source_age_restricted=is_age_restricted_picture(
@@ -187,15 +183,25 @@ def _named(failed: BaseException) -> str:
     return ", ".join(told)
 
 
-async def _counts_as_thread_member(
-    channel: object, member_id: int, permissions: discord.Permissions, recent: RecentThreadMembers
-) -> bool:
-    """Whether a private thread counts the member in (any other channel: yes), a thread Easel
-    cannot ask about counting as one the member is not in (``_thread_membership``)."""
+async def _check_thread_member(
+    interaction: discord.Interaction[Any],
+    channel: object,
+    permissions: discord.Permissions,
+    *,
+    refusal: str,
+    hidden_refusal: str,
+) -> None:
+    """In a private thread, the interacting member must be in it (``_thread_membership``):
+    ``refusal`` when Discord says they are not, ``hidden_refusal`` when Discord refuses Easel
+    the thread (Easel's sight lost, not the member's), ``ThreadMembershipUnknown`` while it
+    does not answer."""
     try:
-        return await _thread_membership(channel, member_id, permissions, recent)
+        thread_member = await _thread_membership(
+            channel, interaction.user.id, permissions, _thread_members_of(interaction)
+        )
     except HiddenFromEasel:
-        return False
+        raise UserError(hidden_refusal, Reason.CHANNEL) from None
+    check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
 
 
 async def _thread_membership(
@@ -205,7 +211,8 @@ async def _thread_membership(
     ``permissions`` are its parent's, in discord.py's cache and in an interaction's, so whether
     the member was added to it is asked of Discord (a "yes" is remembered in ``recent``);
     raises ``HiddenFromEasel`` when Discord refuses Easel the thread. While Discord or the
-    network to it fails, the member is refused too, but told so: ``ThreadMembershipUnknown``."""
+    network to it fails (or does not answer within ``CHANNEL_FETCH_TIMEOUT_S``), the member
+    is refused too, but told so: ``ThreadMembershipUnknown``."""
     if not isinstance(channel, discord.Thread) or not must_ask_thread_membership(
         private_thread=channel.is_private(), manage_threads=permissions.manage_threads
     ):
@@ -213,7 +220,8 @@ async def _thread_membership(
     if recent.is_member(channel.id, member_id, time.monotonic()):
         return True
     try:
-        await channel.fetch_member(member_id)
+        async with asyncio.timeout(CHANNEL_FETCH_TIMEOUT_S):
+            await channel.fetch_member(member_id)
     except discord.NotFound:  # not a member
         return False
     except discord.Forbidden:
@@ -231,9 +239,10 @@ async def member_may_see(
     recent: RecentThreadMembers,
 ) -> bool:
     """View Channel there, and in a private thread membership (or Manage Threads); raises
-    ``ThreadMembershipUnknown`` while Discord cannot say."""
+    ``HiddenFromEasel`` when Discord refuses Easel the thread (Easel's sight lost, not the
+    member's: the caller says so) and ``ThreadMembershipUnknown`` while Discord cannot say."""
     permissions = _permissions_in(channel, member)
-    return permissions.view_channel and await _counts_as_thread_member(
+    return permissions.view_channel and await _thread_membership(
         channel, member.id, permissions, recent
     )
 
@@ -366,6 +375,32 @@ async def made_age_restricted(
     return is_age_restricted(channel)
 
 
+async def job_made_age_restricted(
+    interaction: discord.Interaction[Any],
+    channel_id: int | None,
+    *,
+    restricted_when_made: bool,
+    fetched: object | None,
+    asked_for: str,
+    unanswered: str,
+) -> bool:
+    """``made_age_restricted`` for a job a server's command or click uses: while Discord does
+    not answer, the member is told ``unanswered`` (``Reason.DISCORD``: try again) and the
+    operator's log says what asked (``asked_for``: ids only)."""
+    assert interaction.guild_id is not None  # a server's
+    try:
+        return await made_age_restricted(
+            interaction.client,
+            interaction.guild_id,
+            channel_id,
+            restricted_when_made=restricted_when_made,
+            fetched=fetched,
+        )
+    except CHANNEL_CHECK_FAILED as failed:
+        log_discord_failed(f"what channel {channel_id} is ({asked_for})", failed)
+        raise UserError(unanswered, Reason.DISCORD) from None
+
+
 async def _fetched_channel(
     client: discord.Client, channel_id: int, timeout_s: float
 ) -> discord.abc.GuildChannel | discord.abc.PrivateChannel | discord.Thread:
@@ -422,9 +457,11 @@ async def check_member_may_read_channel(
     (``member_may_see``): what Easel makes is posted there, and a private thread they have
     left or were removed from is out of their sight, so Easel posts nothing there for them.
     A picture made in an age-restricted channel (``restricted_when_made``) stays in those, its
-    own channel included once a moderator turned its flag off. Clicked elsewhere, a channel
-    the cache lacks (an archived thread) is asked of Discord: returned, for the command's
-    later checks to reuse (``_check_member_may_read``)."""
+    own channel included once a moderator turned its flag off. A private thread Discord
+    refuses Easel (Easel was taken out of it) gets ``hidden_refusal``, clicked there or not.
+    Clicked elsewhere, a channel the cache lacks (an archived thread) is asked of Discord:
+    returned, for the command's later checks to reuse (``_check_member_may_read``); clicked
+    there, the channel as the interaction carries it (the cache drops an archived thread)."""
     if interaction.guild_id is None or channel_id != interaction.channel_id:
         return await _check_member_may_read(
             interaction,
@@ -442,17 +479,21 @@ async def check_member_may_read_channel(
         ),
         refusal,
     )
-    thread_member = await _counts_as_thread_member(
-        interaction.channel, interaction.user.id, permissions, _thread_members_of(interaction)
+    await _check_thread_member(
+        interaction,
+        interaction.channel,
+        permissions,
+        refusal=refusal,
+        hidden_refusal=hidden_refusal,
     )
-    check_member_may_read(ChannelAccess(True, True, True, thread_member), refusal)
     check_age_restriction_kept(
         source_age_restricted=is_age_restricted_picture(
             interaction.channel, restricted_when_made=restricted_when_made
         ),
         here_age_restricted=is_age_restricted(interaction.channel),
     )
-    return None
+    clicked_in = interaction.channel
+    return clicked_in if isinstance(clicked_in, discord.abc.GuildChannel | discord.Thread) else None
 
 
 async def check_member_may_use(

@@ -10,7 +10,7 @@ result is posted nowhere."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import discord
 from discord.ext import commands
@@ -31,8 +31,11 @@ class WithdrawalsCog(commands.Cog):
     """Listens for raw message deletions (the guild messages intent, not a privileged one) and
     channel and thread deletions (the guilds intent)."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, forget_channel: Callable[[int, int], None]) -> None:
+        """``forget_channel(guild_id, channel_id)``: told of every deleted channel and thread,
+        so that what Discord said of it before (``DiscordServerAdmins``) is not used again."""
         self._history = history
+        self._forget_channel = forget_channel
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -53,6 +56,7 @@ class WithdrawalsCog(commands.Cog):
         await self._withdraw_channel(payload.guild_id, payload.thread_id)
 
     async def _withdraw_channel(self, guild_id: int, channel_id: int) -> None:
+        self._forget_channel(guild_id, channel_id)
         for job_id in await self._history.withdraw_deleted_channel(guild_id, channel_id):
             log.info("job %s withdrawn: the channel it was posted in was deleted", job_id)
 

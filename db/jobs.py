@@ -82,6 +82,9 @@ class JobRecord:
     # When a stop of it while it ran was asked (0022; None: never): the next start ends it if
     # its end was not written (``ask_cancel``).
     cancel_asked_at: float | None
+    # A device was lost while it rendered with other jobs (0030, ``queue_again``): it renders
+    # alone until it ends.
+    renders_alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data["private"] = bool(data["private"])
     data["age_restricted"] = bool(data["age_restricted"])
     data["withdrawn_with_channel"] = bool(data["withdrawn_with_channel"])
+    data["renders_alone"] = bool(data["renders_alone"])
     return JobRecord(**data)
 
 
@@ -214,6 +218,21 @@ async def unfinished_jobs_of(
         return [_job(row) for row in await cursor.fetchall()]
 
 
+async def latest_unposted_result_of(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int | None
+) -> str | None:
+    """The id of the member's newest job in the guild (None: direct messages) that is done
+    but not yet posted, if any."""
+    async with conn.execute(
+        """SELECT id FROM jobs
+           WHERE user_id = ? AND guild_id IS ? AND status = 'done' AND delivered_at IS NULL
+           ORDER BY created_at DESC, rowid DESC LIMIT 1""",
+        (user_id, guild_id),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
 # The jobs that count as started (``members_who_started``); ``jobs_user_started`` (0029)
 # indexes exactly these, and SQLite uses it only where a query repeats this condition.
 _STARTED = "(jobs.started_at IS NOT NULL OR jobs.attempts > 0)"
@@ -262,11 +281,25 @@ async def journaled_order(conn: aiosqlite.Connection, job_ids: Collection[str]) 
 async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tuple[int, list[str]]:
     """Jobs a dead process left running go back to the queue while they were started fewer
     than ``max_attempts`` times (``attempts``, counted by ``mark_running``): one that took the
-    process down with it that often would at every start. Returns how many were requeued, and
-    the ids of those left running, for the caller to fail (oldest first). One whose stop was
-    asked (``ask_cancel``) goes back to the queue whatever its attempts: the caller ends it
-    there as cancelled, which is what its member was told, not as failed."""
+    process down with it that often would at every start. Jobs that were rendering together,
+    a batch (one ``mark_running``: one ``started_at``; only jobs on their first start, and not
+    marked to render alone, are batched), get that attempt back, since which of them it was
+    is not known, and each renders alone from then on (``renders_alone``, as ``queue_again``
+    does for a device lost under them): a lone job's attempt counts. Returns how many
+    were requeued, and the ids of those left running, for the caller to fail (oldest first).
+    One whose stop was asked (``ask_cancel``) goes back to the queue whatever its attempts:
+    the caller ends it there as cancelled, which is what its member was told, not as failed."""
     async with transaction(conn):
+        await conn.execute(
+            """WITH batchable AS (
+                   SELECT id, started_at FROM jobs
+                   WHERE status = 'running' AND attempts = 1 AND NOT renders_alone)
+               UPDATE jobs SET attempts = 0, renders_alone = 1
+               WHERE id IN (
+                   SELECT id FROM batchable WHERE started_at IN (
+                       SELECT started_at FROM batchable
+                       GROUP BY started_at HAVING COUNT(*) > 1))"""
+        )
         spent = await conn.execute_fetchall(
             """SELECT id FROM jobs
                WHERE status = 'running' AND attempts >= ? AND cancel_asked_at IS NULL
@@ -348,18 +381,24 @@ async def give_back_attempts(conn: aiosqlite.Connection, job_ids: Collection[str
 
 
 async def queue_again(
-    conn: aiosqlite.Connection, job_ids: Collection[str], *, attempt_counted: bool
+    conn: aiosqlite.Connection,
+    job_ids: Collection[str],
+    *,
+    attempt_counted: bool,
+    renders_alone: bool = False,
 ) -> None:
     """Those of ``job_ids`` still running did not start after all (their slot could not hand
-    them over): queued again, their attempt given back when their start counted one."""
+    them over), or were not the cause of their end (a device lost under several jobs): queued
+    again, their attempt given back when their start counted one; with ``renders_alone``,
+    each renders alone from then on (``JobRecord.renders_alone``)."""
     if not job_ids:
         return
     placeholders = ", ".join("?" * len(job_ids))
     await conn.execute(
         f"""UPDATE jobs SET status = 'queued', started_at = NULL,
-                attempts = MAX(attempts - ?, 0)
+                attempts = MAX(attempts - ?, 0), renders_alone = MAX(renders_alone, ?)
             WHERE id IN ({placeholders}) AND +status = 'running'""",
-        (int(attempt_counted), *job_ids),
+        (int(attempt_counted), int(renders_alone), *job_ids),
     )
 
 
@@ -504,6 +543,22 @@ async def first_posts_in(
         },
     )
     return tuple(int(message_id) for (message_id,) in rows if message_id is not None)
+
+
+async def queued_progress_posts(conn: aiosqlite.Connection) -> list[tuple[str, int, int]]:
+    """The queued jobs' public progress messages (job, channel, message): each one's first
+    post recorded in its channel, which for a job not finished yet is its interaction's
+    original response (recorded once an edit of it landed in the open; a private one's is
+    in no channel)."""
+    rows = await conn.execute_fetchall(
+        """SELECT jobs.id, jobs.channel_id, MIN(posts.message_id)
+           FROM jobs JOIN job_messages AS posts
+             ON posts.job_id = jobs.id AND posts.channel_id = jobs.channel_id
+           WHERE jobs.status = ?
+           GROUP BY jobs.id""",
+        (JobStatus.QUEUED.value,),
+    )
+    return [(str(job_id), int(channel), int(message)) for job_id, channel, message in rows]
 
 
 async def delivery_failed(

@@ -4,7 +4,6 @@ allowed, read weights-only): family detection and loading with the configs shipp
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,14 @@ import diffusers
 import torch
 from safetensors import safe_open
 
-from inference.flow_detect import UnknownSD3Variant, flow_family_from_tensors
-from inference.flow_families import checkpoint_tensor_names, load_flow_single_file, part_files
+from inference.flow_families import load_flow_single_file
 from inference.metadata import FAMILY_MARKERS, UNET_INPUT_CONV
 from inference.pickles import pickled_state_dict
 from inference.registry import PICKLE_SUFFIXES, SIDECAR_SUFFIX, ModelEntry
+from inference.split_parts import CONFIGS_DIR, flow_config, flow_file_family, part_files
 from inference.tiny import load_clip_tokenizer
 from inference.types import RenderInputError
 
-CONFIGS_DIR = Path(__file__).parent / "configs"
 # OpenCLIP tokenizers (SD2, SDXL's second encoder) pad with "!" where OpenAI's CLIP pads with
 # its end token.
 _OPEN_CLIP_PAD = "!"
@@ -42,7 +40,7 @@ def _names_and_input_channels(checkpoint: Path) -> tuple[set[str], int | None]:
 def detect_family(checkpoint: Path) -> str:
     """The shipped config folder that fits ``checkpoint``, read from tensor names and shapes."""
     names, in_channels = _names_and_input_channels(checkpoint)
-    flow = _flow_family(checkpoint, names, has_sidecar=False)
+    flow = flow_file_family(checkpoint, names, has_sidecar=False)
     if flow is not None:
         return flow
     if in_channels is None:
@@ -65,32 +63,6 @@ def detect_family(checkpoint: Path) -> str:
             f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
         )
     return family
-
-
-def _flow_family(checkpoint: Path, names: Collection[str], has_sidecar: bool) -> str | None:
-    """The shipped config folder of an SD3.5/Flux file with these tensor ``names`` (``sd3``
-    for an SD3 of another size, which its sidecar folder configures), or None for SD/SDXL."""
-    try:
-        return flow_family_from_tensors(names)
-    except UnknownSD3Variant as error:
-        if has_sidecar:
-            return "sd3"
-        raise RenderInputError(
-            f"{checkpoint.name} is {error}; put a diffusers config folder next to it as "
-            f"{checkpoint.stem}{SIDECAR_SUFFIX}/"
-        ) from error
-
-
-def flow_config(entry: ModelEntry) -> Path | None:
-    """The config folder of an SD3.5/Flux file (its sidecar folder, else the shipped one of
-    its family); None for any other model."""
-    if entry.format not in ("safetensors", "gguf"):
-        return None
-    sidecar = entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX)
-    flow = _flow_family(entry.path, checkpoint_tensor_names(entry.path), sidecar.is_dir())
-    if flow is None:
-        return None
-    return sidecar if sidecar.is_dir() else CONFIGS_DIR / flow
 
 
 def split_part_files(entry: ModelEntry) -> dict[str, tuple[str, Path]]:

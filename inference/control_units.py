@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.not_installed import not_installed
-from inference.registry import SIDECAR_SUFFIX, ModelRegistry, folder_weights
+from inference.registry import SIDECAR_SUFFIX, ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def _controlnet_candidates(folder: Path) -> list[tuple[str, Path, list[Path]]]:
             if name.endswith(SIDECAR_SUFFIX) or (here == folder and name == ANNOTATORS_FOLDER):
                 continue
             if (path / DIFFUSERS_CONFIG).is_file():
-                candidates.append((name, path, folder_weights(path)))
+                candidates.append((name, path, loaded_weights(path)))
             else:
                 entered.append(name)
         folders[:] = entered

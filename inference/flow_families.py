@@ -8,7 +8,7 @@ The pass that renders them is ``inference.passes.flow``.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,13 +18,13 @@ import torch
 
 from inference.conditioning import DEFAULT_CLIP_SKIP
 from inference.control_units import control_units
-from inference.flow_detect import gguf_tensor_names
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
 from inference.memory import gguf_quantization
 from inference.not_installed import not_installed
 from inference.prompts import PromptPlan
 from inference.quantization import GGUF_FILE_TYPE, gguf_quantization_config
-from inference.registry import CHECKPOINT_FOLDERS, GGUF_SUFFIX, ModelEntry, weights_problem
+from inference.registry import GGUF_SUFFIX, ModelEntry
+from inference.split_parts import models_root, part_components, part_files
 from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -185,17 +185,6 @@ def load_flow_transformer(source: Path, config_dir: Path, dtype: torch.dtype) ->
     )
 
 
-def checkpoint_tensor_names(checkpoint: Path) -> Collection[str]:
-    """The tensor names of a ``.safetensors`` or ``.gguf`` file, from its header (read, not
-    mapped: safetensors maps the whole file copy-on-write, which Linux refuses for a file
-    larger than the machine's memory, as a 33 GB all-in-one Flux file on a 32 GB machine)."""
-    from inference.metadata import safetensors_header
-
-    if checkpoint.suffix == GGUF_SUFFIX:
-        return gguf_tensor_names(checkpoint)
-    return {name for name in safetensors_header(checkpoint) if name != "__metadata__"}
-
-
 def _config_components(
     index: Mapping[str, Any], config: Path, given: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -260,120 +249,8 @@ def load_flow_single_file(entry: ModelEntry, config: Path, dtype: torch.dtype) -
     return pipeline
 
 
-# A tensor each part of an all-in-one file has, as SD3's releases and ComfyUI save them.
-_PARTS = {
-    "T5": ("text_encoders.t5xxl.transformer.shared.weight",),
-    "CLIP-L": ("text_encoders.clip_l.transformer.text_model.embeddings.position_embedding.weight",),
-    "CLIP-G": ("text_encoders.clip_g.transformer.text_model.embeddings.position_embedding.weight",),
-    "VAE": ("first_stage_model.decoder.conv_in.weight", "vae.decoder.conv_in.weight"),
-}
-# The tensor that tells each part in a file of its own, and the axis of its width.
-_SEPARATE_MARKERS = {
-    "T5": "shared.weight",
-    "CLIP-L": "text_model.embeddings.position_embedding.weight",
-    "CLIP-G": "text_model.embeddings.position_embedding.weight",
-    "VAE": "decoder.conv_in.weight",
-}
-# Where a part in a file of its own lives, under the models folder.
-PART_FOLDERS = {"T5": "text_encoder", "CLIP-L": "text_encoder", "CLIP-G": "text_encoder"}
-# A T5 encoder's GGUF file in llama.cpp's names: its token embedding and its first block.
-_GGUF_T5_EMBEDDING = "token_embd.weight"
-_GGUF_T5_BLOCK = "enc.blk.0.attn_q.weight"
 # The encoder's copy of T5's embedding: tied to ``shared`` as the model loads.
 _T5_TIED = ("encoder.embed_tokens.weight",)
-VAE_FOLDERS = ("vae", "VAE")
-
-
-def part_components(index: Mapping[str, Any]) -> dict[str, str]:
-    """Each part's pipeline component: SD3 has CLIP-L, CLIP-G and T5; Flux CLIP-L and T5."""
-    if "text_encoder_3" in index:
-        return {
-            "CLIP-L": "text_encoder",
-            "CLIP-G": "text_encoder_2",
-            "T5": "text_encoder_3",
-            "VAE": "vae",
-        }
-    return {"CLIP-L": "text_encoder", "T5": "text_encoder_2", "VAE": "vae"}
-
-
-def part_files(checkpoint: Path, config: Path) -> dict[str, tuple[str, Path]]:
-    """For each component ``checkpoint`` lacks (a split release's transformer alone), its
-    part (``T5``, ``CLIP-L``, ``VAE``...) and the file it is read from: the first under the
-    models folder whose tensors fit ``config`` (headers only; ``easel doctor`` counts them
-    too). One sentence for a part not found."""
-    index: dict[str, Any] = json.loads((config / "model_index.json").read_text())
-    names = checkpoint_tensor_names(checkpoint)
-    models_dir = models_root(checkpoint)
-    found: dict[str, tuple[str, Path]] = {}
-    for part, component in part_components(index).items():
-        if any(name in names for name in _PARTS[part]):
-            continue
-        folders = VAE_FOLDERS if part == "VAE" else (PART_FOLDERS[part],)
-        path = _find_part(part, config / component, [models_dir / f for f in folders])
-        if path is None:
-            raise not_installed(
-                f"the {part} {checkpoint.name} needs",
-                f"{checkpoint.name} holds no {part} and no {part} file that fits it is in "
-                f"{models_dir / folders[0]}/: put one there, or use an all-in-one file or a "
-                "diffusers folder",
-            )
-        if (problem := weights_problem(path)) is not None:
-            raise RenderInputError(f"{checkpoint.name} finds no whole {part} file: {problem}")
-        found[component] = (part, path)
-    return found
-
-
-def _width(config: Path, part: str) -> int:
-    """The width the part's file must have: hidden size, T5's d_model, latent channels."""
-    if part == "VAE":
-        return int(json.loads((config / "config.json").read_text())["latent_channels"])
-    settings = json.loads((config / "config.json").read_text())
-    return int(settings["d_model"] if part == "T5" else settings["hidden_size"])
-
-
-def _find_part(part: str, config: Path, folders: list[Path]) -> Path | None:
-    """The first whole file (``weights_problem``) in ``folders`` whose header holds ``part``
-    at ``config``'s width; else the first one not whole (still being copied) whose header
-    fits or does not read (a GGUF reader maps every tensor: a cut file's does not read), so
-    that its loading is refused saying so (one whose header reads but holds no such part is
-    some other file: a half CLIP-L is not blamed for a missing T5); else None."""
-    width = _width(config, part)
-    # T5 may also be a GGUF file (city96's t5-v1_1-xxl-encoder-Q8_0.gguf).
-    patterns = ("*.safetensors", f"*{GGUF_SUFFIX}") if part == "T5" else ("*.safetensors",)
-    not_whole = None
-    for folder in folders:
-        for pattern in patterns if folder.is_dir() else ():
-            for path in sorted(folder.glob(pattern)):
-                if weights_problem(path) is None:
-                    if _fits(part, path, width):
-                        return path
-                elif not_whole is None and _fits(part, path, width) is not False:
-                    not_whole = path
-    return not_whole
-
-
-def _fits(part: str, path: Path, width: int) -> bool | None:
-    """Whether ``path``'s header holds ``part`` at ``width``; None when it does not read."""
-    try:
-        return _file_width(part, path) == width
-    except (OSError, ValueError):
-        return None
-
-
-def _file_width(part: str, path: Path) -> int | None:
-    """The width of the ``part`` that ``path`` holds, from its header (None: it holds none;
-    ``OSError`` or ``ValueError``: the header does not read); a GGUF T5 in llama.cpp's
-    names, as its T5 encoder files are written."""
-    from inference.gguf_header import gguf_tensors
-    from inference.metadata import safetensors_header, second_side
-
-    if path.suffix == GGUF_SUFFIX:
-        shapes = {tensor.name: tensor.shape for tensor in gguf_tensors(path)}
-        embedding = shapes.get(_GGUF_T5_EMBEDDING, ())
-        if _GGUF_T5_BLOCK not in shapes or len(embedding) < 2:
-            return None
-        return embedding[1]
-    return second_side(safetensors_header(path).get(_SEPARATE_MARKERS[part]))
 
 
 def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch.dtype) -> Any:
@@ -432,13 +309,6 @@ def _load_gguf_t5(model_class: Any, model_config: Any, path: Path, dtype: torch.
         )
     setattr(model, GGUF_FILE_TYPE, gguf_quantization(ModelEntry(path.stem, path, "gguf")))
     return model.eval()
-
-
-def models_root(checkpoint: Path) -> Path:
-    """The models folder a checkpoint file lies in (its folder, or that folder's parent for
-    the web UI's ``Stable-diffusion/`` and Easel's ``checkpoints/``)."""
-    folder = checkpoint.parent
-    return folder.parent if folder.name in CHECKPOINT_FOLDERS else folder
 
 
 def load_t5_tokenizer(models_dir: Path, for_file: str) -> Any:

@@ -23,7 +23,7 @@ from inference.metadata import (
     second_side,
 )
 from inference.not_installed import not_installed
-from inference.registry import ModelEntry, ModelRegistry, folder_weights
+from inference.registry import ModelEntry, ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
 OPTION_KEY = "ipadapter"
@@ -118,7 +118,7 @@ def adapter_files(registry: ModelRegistry) -> dict[str, Path]:
     folder = registry.models_dir / IPADAPTER_FOLDER
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     candidates = [
-        (path.stem, path, [path, *folder_weights(image_encoder_folder(path))])
+        (path.stem, path, [path, *loaded_weights(image_encoder_folder(path), "transformers")])
         for path in files
         if path.is_file()
     ]

@@ -14,7 +14,8 @@ VARY_STRENGTHS = {"subtle": 0.35, "strong": 0.70}
 
 
 def vary_strength(choice: str | float) -> float:
-    """Denoising strength for ``subtle``, ``strong`` or a number from 0 to 1."""
+    """Denoising strength for ``subtle``, ``strong`` or a number above 0 and at most 1 (0 would
+    change nothing: no denoising step runs)."""
     # Told as given, never rounded: ":g" said "at most 1, got 1" of 1.0000001, "got 0" of 1e-400.
     given = repr(choice)
     if isinstance(choice, str):
@@ -25,7 +26,8 @@ def vary_strength(choice: str | float) -> float:
             choice = float(choice)
         except ValueError:
             raise RenderInputError(
-                f"vary strength must be 'subtle', 'strong' or a number from 0 to 1, got {given}"
+                f"vary strength must be 'subtle', 'strong' or a number above 0 and at most 1, "
+                f"got {given}"
             ) from None
     if not 0.0 < choice <= 1.0:
         raise RenderInputError(f"vary strength must be above 0 and at most 1, got {given}")

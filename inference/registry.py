@@ -10,13 +10,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import Literal
 
 from inference.file_hashes import file_sha256, recalled_file_sha256
-from inference.file_versions import forget_files, unreadable
+from inference.file_versions import PerFileVersion, forget_files, unreadable
 from inference.gguf_header import gguf_problem
 from inference.metadata import pickle_problem, safetensors_problem
 from inference.not_installed import not_installed
@@ -131,24 +132,127 @@ def _entry_for(path: Path) -> ModelEntry | None:
 
 
 # The weight files diffusers reads from a component folder.
-_DIFFUSERS_WEIGHTS = ("*.safetensors", f"*{GGUF_SUFFIX}")
+_DIFFUSERS_WEIGHTS = (".safetensors", GGUF_SUFFIX)
+# What diffusers and transformers read a component's weights from where it holds none of
+# those: pickles (as torch saves them, zip archives), read weights-only.
+PICKLED_WEIGHTS_SUFFIX = ".bin"
+# A sharded component's index (``diffusion_pytorch_model.safetensors.index.json``,
+# ``model.bin.index.json``): its ``weight_map`` names the shard files.
+WEIGHTS_INDEX_SUFFIX = ".index.json"
+# A model's folder (a diffusers or transformers component, a ControlNet, an image encoder)
+# holds this beside its weights; a tokenizer's or scheduler's holds none.
+MODEL_CONFIG = "config.json"
 # Components a pipeline holds that Easel never loads (``safety_checker=None``).
 _UNLOADED_COMPONENTS = frozenset({"safety_checker"})
 
 
 def folder_weights(folder: Path) -> list[Path]:
-    """The weight files diffusers loads from a component folder: the plain ones, else a
-    variant (``.fp16.``) when that is all there is."""
-    files = sorted(p for pattern in _DIFFUSERS_WEIGHTS for p in folder.glob(pattern))
-    plain = [p for p in files if len(p.name.split(".")) == 2]
+    """The ``.safetensors`` and ``.gguf`` files diffusers loads from a component folder (each
+    shard of sharded weights): the plain ones, else a variant (``.fp16.``) when that is all
+    there is."""
+    return [folder / name for name in _weights_among(_file_names(folder), _DIFFUSERS_WEIGHTS)]
+
+
+def loaded_weights(folder: Path, library: str = "diffusers") -> list[Path]:
+    """The files a component folder's load reads its weights from, as the completeness
+    checks (``weights_problem``) take them: its ``.safetensors`` and ``.gguf`` files
+    (``folder_weights``), the index and the shards it names in place of those (there or not:
+    one missing is not whole yet), else its pickled ``.bin`` weights (or their index and its
+    shards). ``library`` loads it: diffusers follows an index; transformers (a text or image
+    encoder) reads the single file an index is named after when it is there, as a
+    ``save_pretrained`` into a folder leaves a stale index beside it. A model's folder (its
+    ``config.json``) holding none of them stands for the weights it lacks (not whole: a copy
+    under way); a folder of no model (a tokenizer's), for none. One listing of the folder,
+    and one ``stat`` of an index (read once per version)."""
+    names = sorted(_file_names(folder))  # scandir's order is arbitrary: the first index wins
+    for suffixes in (_DIFFUSERS_WEIGHTS, (PICKLED_WEIGHTS_SUFFIX,)):
+        files = _weights_among(names, suffixes)
+        index = next((n for n in names if n.endswith(suffixes[0] + WEIGHTS_INDEX_SUFFIX)), None)
+        if index is not None and not (
+            library == "transformers" and index.removesuffix(WEIGHTS_INDEX_SUFFIX) in names
+        ):
+            shards = _index_read(folder / index, None)
+            others = [name for name in files if not name.endswith(suffixes[0])]  # a GGUF
+            files = [*others, index, *([] if isinstance(shards, str) else shards)]
+        if files:
+            return sorted(folder / name for name in files)
+    return [folder] if MODEL_CONFIG in names else []
+
+
+def _file_names(folder: Path) -> list[str]:
+    """The names in ``folder`` (none when it is not there or does not read)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [entry.name for entry in entries]
+    except OSError:
+        return []
+
+
+def _weights_among(names: Iterable[str], suffixes: tuple[str, ...]) -> list[str]:
+    """The names with one of ``suffixes``, sorted: the plain ones (``model.safetensors``),
+    else the variants (``model.fp16.safetensors``) when those are all there are."""
+    files = sorted(name for name in names if name.endswith(suffixes))
+    plain = [name for name in files if len(name.split(".")) == 2]
     return plain or files
 
 
+# A weights index is a few kilobytes (a name per tensor: SDXL's UNet has ~1,700) naming a few
+# shards; past these it is no index (a hostile file), never read whole nor stat'ed shard by shard.
+WEIGHTS_INDEX_MAX_BYTES = 16 * 1024 * 1024
+WEIGHTS_INDEX_MAX_SHARDS = 1000
+
+
+def _read_index(path: Path, size: int) -> tuple[str, ...] | str:
+    """The shard files a weights index names, sorted; or why it does not read as one."""
+    if size > WEIGHTS_INDEX_MAX_BYTES:
+        return f"{path.name} is no weights index: {size} bytes, over {WEIGHTS_INDEX_MAX_BYTES}"
+    try:
+        with path.open("rb") as file:  # grown since its stat: still read no further
+            index = json.loads(file.read(WEIGHTS_INDEX_MAX_BYTES + 1))
+    except OSError as error:
+        return unreadable(path, error)
+    except (ValueError, RecursionError):  # cut short (a copy under way), or no JSON
+        index = None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    named = list(weight_map.values()) if isinstance(weight_map, dict) else None
+    if named is None or not all(isinstance(shard, str) for shard in named):
+        return f"{path.name} is not a whole weights index ({size} bytes): still copying?"
+    shards = set(named)
+    if not all(shard not in ("", ".", "..") and shard == Path(shard).name for shard in shards):
+        return f"{path.name} names weight files outside its folder: no index Easel reads"
+    if len(shards) > WEIGHTS_INDEX_MAX_SHARDS:
+        return (
+            f"{path.name} is no weights index: it names {len(shards)} files, "
+            f"over {WEIGHTS_INDEX_MAX_SHARDS}"
+        )
+    return tuple(sorted(shards))
+
+
+_INDEXES = PerFileVersion(_read_index)
+
+
+def _index_read(path: Path, stat: os.stat_result | None) -> tuple[str, ...] | str:
+    """The shards the weights index at ``path`` names, or why it does not read as one (read
+    once per version; ``stat`` as for ``weights_problem``)."""
+    if stat is None:
+        try:
+            stat = path.stat()
+        except OSError as error:
+            return unreadable(path, error)
+    if not S_ISREG(stat.st_mode):  # a FIFO would hang the read; /dev/zero never end it
+        return _not_a_file(path)
+    return _INDEXES(path, stat)
+
+
+def _not_a_file(path: Path) -> str:
+    return f"{path.name} is not a regular file: no weights Easel reads"
+
+
 def _component_weights(folder: Path) -> list[Path]:
-    """The weight files (``.safetensors``, ``.gguf``) a diffusers folder's pipeline loads
-    (``folder_weights`` of each component ``model_index.json`` names, less those Easel never
-    loads), sorted: a variant or another file next to them is not read. No files when the folder
-    or its index is unreadable (its load says why)."""
+    """The weight files a diffusers folder's pipeline loads (``loaded_weights`` of each
+    component ``model_index.json`` names, less those Easel never loads), sorted: a variant or
+    another file next to them is not read. No files when the folder or its index is
+    unreadable (its load says why)."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError, RecursionError):  # nested past Python's limit: no index
@@ -156,21 +260,68 @@ def _component_weights(folder: Path) -> list[Path]:
     if not isinstance(index, dict):
         return []
     components = [
-        name
+        (name, value[0])
         for name, value in index.items()
-        if isinstance(value, list) and None not in value and name not in _UNLOADED_COMPONENTS
+        if isinstance(value, list)
+        and None not in value
+        and value  # [library, class]
+        and name not in _UNLOADED_COMPONENTS
     ]
-    return sorted(file for name in components for file in folder_weights(folder / name))
+    return sorted(
+        file for name, library in components for file in loaded_weights(folder / name, str(library))
+    )
+
+
+def entry_weights(entry: ModelEntry) -> list[Path]:
+    """The files whose completeness decides whether ``entry`` is offered (``weights_problem``
+    of each): its file and, for a split release, the T5, CLIP and VAE files its load reads
+    (``_split_parts``), or a diffusers folder's component weights (``_component_weights``).
+    One written over in place changes no checkpoint folder: whoever keeps what rests on the
+    entry having its name stamps these too (``bot.services.Services.read_native_side``)."""
+    if entry.format == "diffusers":
+        return _component_weights(entry.path)
+    try:
+        stat = entry.path.stat()
+    except OSError:
+        return [entry.path]
+    return [entry.path, *(file for file, _ in _split_parts(entry, stat, {}))]
+
+
+def _split_parts(
+    entry: ModelEntry, stat: os.stat_result, looked: dict[Path, StatAndProblem]
+) -> list[tuple[Path, str | None]]:
+    """The part files a split release (a transformer alone, its file as ``stat`` found it)
+    reads, each with why it would not load (``split_part_choices``; ``looked``: the files
+    stat'ed); none for a checkpoint of any other kind."""
+    if entry.format not in ("safetensors", "gguf"):
+        return []
+    # Imported here: that module reads its parts with this one's checks.
+    from inference.split_parts import split_part_choices
+
+    return split_part_choices(entry.path, stat, looked)
 
 
 def weights_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
     """Why the weights file at ``path`` would not load (still being copied, cut short, not
-    of its kind), from its header, or a pickle's zip directory (cached per file version:
-    one ``stat`` once read, none when the caller gives the file's ``stat``); None when it is
+    of its kind), from its header, a pickle's zip directory or a weights index's JSON (cached
+    per file version: one ``stat`` once read, none when the caller gives the file's ``stat``);
+    a folder standing for weights it lacks (``loaded_weights``) says so. None when it is
     whole."""
+    if stat is None:
+        try:
+            stat = path.stat()
+        except OSError as error:
+            return unreadable(path, error)
+    if S_ISDIR(stat.st_mode):
+        return f"{path.name} holds no weights (.safetensors, .gguf or .bin): still copying?"
+    if not S_ISREG(stat.st_mode):  # a FIFO's read would hang the scan; /dev/zero's never end
+        return _not_a_file(path)
+    if path.name.endswith(WEIGHTS_INDEX_SUFFIX):
+        shards = _index_read(path, stat)
+        return shards if isinstance(shards, str) else None
     if path.suffix == GGUF_SUFFIX:
         return gguf_problem(path, stat)
-    if path.suffix in (*PICKLE_SUFFIXES, *UPSCALER_PICKLE_SUFFIXES):
+    if path.suffix in (*PICKLE_SUFFIXES, *UPSCALER_PICKLE_SUFFIXES, PICKLED_WEIGHTS_SUFFIX):
         return pickle_problem(path, stat)
     return safetensors_problem(path, stat)
 
@@ -319,6 +470,37 @@ def _told(what: Callable[[], str], file: Path, problem: str | None) -> str | Non
     return problem
 
 
+# A file's ``stat`` (None: not there, or unreadable) and why it would not load (None: whole).
+StatAndProblem = tuple[os.stat_result | None, str | None]
+
+
+def stat_and_problem(file: Path) -> StatAndProblem:
+    """``file``'s ``stat`` (None: not there, or unreadable) and why it would not load
+    (``weights_problem``, given that ``stat``: one per check)."""
+    try:
+        stat = file.stat()  # before its header is read: a change meanwhile is recent
+    except OSError as error:
+        return None, unreadable(file, error)
+    return stat, weights_problem(file, stat)
+
+
+def _file_problems(entry: ModelEntry, checked: list[Path]) -> Iterator[tuple[Path, str | None]]:
+    """Each weights file ``entry`` loads (``entry_weights``) with why it would not load (None:
+    whole), its own first (a split release's parts are looked for once it is whole); each
+    file looked at, whole or not, is added to ``checked`` (forgotten once gone: renamed)."""
+    files = _component_weights(entry.path) if entry.format == "diffusers" else [entry.path]
+    checked.extend(files)  # all of them listed, past a first bad one too: none forgotten
+    stat = None
+    for file in files:
+        stat, problem = stat_and_problem(file)
+        yield file, problem
+    if stat is not None:
+        looked: dict[Path, StatAndProblem] = {}
+        parts = _split_parts(entry, stat, looked)
+        checked.extend(looked)
+        yield from parts
+
+
 def _part_problem(at: Path, file: Path, problem: str | None) -> str | None:
     """``problem`` of ``file``, named from its folder ("unet/...") when it is a part of the
     add-on or model at ``at`` (a folder's weights, an IP-Adapter's image encoder)."""
@@ -402,10 +584,8 @@ class ModelRegistry:
         """Why ``entry``'s weight files would not load (one still being copied, cut short or
         not of its kind: every job that picked it would fail), said once per file until it
         loads; None when they are whole. The files checked are added to ``checked``."""
-        files = _component_weights(entry.path) if entry.format == "diffusers" else [entry.path]
-        checked.extend(files)  # all of them listed, past a first bad one too: none forgotten
-        for file in files:
-            problem = _part_problem(entry.path, file, weights_problem(file))
+        for file, problem in _file_problems(entry, checked):
+            problem = _part_problem(entry.path, file, problem)
             if _told(lambda: f"model {entry.name}", file, problem) is not None:
                 return problem
         return None
@@ -640,14 +820,9 @@ class ModelRegistry:
         trusted = self._whole_at.get(file)
         if trusted is not None and 0 <= now - trusted[0] < trusted[1]:
             return True
-        try:
-            stat = file.stat()  # before its header is read: a change meanwhile is recent
-        except OSError as error:
-            problem: str | None = unreadable(file, error)
-        else:
-            problem = weights_problem(file, stat)
+        stat, problem = stat_and_problem(file)
         problem = _part_problem(at, file, problem)
-        if _told(lambda: f"{kind} {name} at {at}", file, problem) is not None:
+        if _told(lambda: f"{kind} {name} at {at}", file, problem) is not None or stat is None:
             self._whole_at.pop(file, None)
             return False
         settled = stat.st_mtime_ns < time.time_ns() - LISTING_MAX_AGE_NS

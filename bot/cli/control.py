@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from inference.control_units import CONTROL_TYPES, ControlUnit
+
+if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
+    from inference.registry import ModelRegistry
 
 Value = TypeVar("Value")
 
@@ -79,3 +82,25 @@ def control_units_from_args(args: argparse.Namespace) -> list[ControlUnit]:
         )
         for image, (module, model, weight, start, end) in zip(images, columns, strict=True)
     ]
+
+
+def check_controls_installed(units: Sequence[ControlUnit], registry: ModelRegistry) -> None:
+    """Each ``--control-model`` is installed, and some ControlNet is where a unit names none:
+    in the operator's words, naming those installed and where one goes (a member's refusal,
+    ``check_control_models``, names neither)."""
+    from inference.control_units import controlnet_files, controlnet_install_hint
+
+    if not units:
+        return
+    installed = sorted(controlnet_files(registry), key=str.casefold)
+    hint = controlnet_install_hint(registry.models_dir)
+    for unit in units:
+        if unit.model is not None and unit.model not in installed:
+            raise ControlUsageError(
+                f"--control-model {unit.model!r} is not installed; installed: "
+                f"{', '.join(installed) or f'none ({hint})'}"
+            )
+    if not installed:
+        raise ControlUsageError(
+            f"--control-image needs a ControlNet, and none is installed: {hint}"
+        )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from bot.cli.models import model_problem
 from bot.redaction import redact_url
 from bot.settings import Settings, data_dir_problem
 
@@ -264,6 +265,12 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             f"not offered: {problem} (a file is offered once whole: copy it elsewhere on the "
             "same disk, then move it in)",
         )
+    if settings.default_model is not None:
+        default = settings.default_model
+        # Else every request naming no model is refused, in words naming a model its member
+        # never typed.
+        problem = model_problem(registry, default, f"EASEL_DEFAULT_MODEL={default!r}")
+        yield Check("default model", problem is None, problem or default)
 
     yield from _memory_checks(settings, registry, devices)
     yield _upscalers_check(registry, settings.default_upscaler, settings.hires_upscaler)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import dataclasses
+import itertools
 import json
+import logging
+import logging.handlers
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from bot.cli.control import ControlUsageError, add_control_options, control_units_from_args
+from bot.cli.control import (
+    ControlUsageError,
+    add_control_options,
+    check_controls_installed,
+    control_units_from_args,
+)
+from bot.logging_setup import install_logging
 from bot.redaction import redact_url
 from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
@@ -21,8 +30,13 @@ from inference.image_prompts import IMAGE_PROMPT_MODES
 from inference.types import RenderRequest
 from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
 
+if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
+    from inference.registry import ModelRegistry
+
 # Longer --infotext values are the text itself, never a file name.
 _LONGEST_PATH = 4096
+# How much of --init-image is redrawn when --strength is not given.
+IMG2IMG_STRENGTH = 0.75
 
 
 class UsageError(Exception):
@@ -62,7 +76,11 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variation-seed", type=int)
     parser.add_argument("--variation-strength", type=float)
     parser.add_argument("--init-image", type=Path, help="img2img from this picture")
-    parser.add_argument("--strength", type=float, default=0.75, help="img2img denoising 0-1")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        help=f"img2img denoising 0-1 (default {IMG2IMG_STRENGTH}; needs --init-image)",
+    )
     parser.add_argument("--mask", type=Path, help="inpaint the white area (needs --init-image)")
     parser.add_argument("--refiner", help="an SDXL refiner model that finishes the picture")
     parser.add_argument(
@@ -189,17 +207,19 @@ PRIVATE_UMASK = 0o077
 
 
 def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
+    from bot import event_loop
     from bot.app import run
     from bot.jobs.broker.wire import BrokerUnavailable
     from bot.jobs.retention import NothingPrunedFirst
     from bot.metrics import MetricsServerError
+    from bot.single_instance import DataDirInUse
     from db.database import SchemaTooNew, is_disk_full
 
     settings.require_token()
     os.umask(PRIVATE_UMASK)
     try:
-        return asyncio.run(run(settings))
-    except (BrokerUnavailable, MetricsServerError, SchemaTooNew) as error:
+        return event_loop.run(run(settings))
+    except (BrokerUnavailable, MetricsServerError, SchemaTooNew, DataDirInUse) as error:
         raise UsageError(str(error)) from None
     except Exception as error:
         if not is_disk_full(error):
@@ -266,7 +286,6 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     from bot.engines import engine_factory_for
     from bot.jobs.broker.wire import BrokerUnavailable
     from bot.jobs.broker.worker import WorkerConfig, run_worker
-    from bot.logging_setup import install_logging
     from bot.metrics import MetricsServerError
     from db.database import is_disk_full
     from inference.devices import resolve_devices
@@ -332,6 +351,8 @@ def render_request(
 
     if args.mask and not args.init_image:
         raise UsageError("--mask needs --init-image: the picture to inpaint")
+    if args.strength is not None and not args.init_image:
+        raise UsageError("--strength needs --init-image: the picture to redraw")
     base = base or RenderRequest("", seed=-1, variation_strength=0.0)
     base_size = None if base.width is None else f"{base.width}x{base.height}"
     try:
@@ -355,7 +376,9 @@ def render_request(
         variation_seed = _first_given(args.variation_seed, base.variation_seed)
         request = dataclasses.replace(
             request,
-            variation_seed=None if variation_seed is None else resolve_seed(variation_seed),
+            variation_seed=(
+                None if variation_seed is None else resolve_seed(variation_seed, "variation seed")
+            ),
             variation_strength=_first_given(args.variation_strength, base.variation_strength),
             # Clip skip, hires fix, VAE... from the infotext; the size given may change.
             options={
@@ -375,7 +398,7 @@ def render_request(
                 request,
                 mode="inpaint" if args.mask else "img2img",
                 init_image=str(args.init_image),
-                denoising_strength=args.strength,
+                denoising_strength=_first_given(args.strength, IMG2IMG_STRENGTH),
             )
         if args.mask:
             load_input_image(args.mask, f"--mask {str(args.mask)!r}")
@@ -426,6 +449,8 @@ def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderReque
         validate_request(request)
     except (RequestError, RenderInputError) as error:
         raise UsageError(str(error)) from None
+    if args.mode == "creative":  # a diffusion re-detail: its model, refused before torch loads
+        _check_models(request, settings, registry)
     return request
 
 
@@ -460,22 +485,66 @@ def infotext_settings(value: str, settings: Settings) -> RenderRequest:
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     from inference.control_units import control_units
     from inference.image_prompts import check_image_prompt_fits, image_prompt
+    from inference.not_installed import for_operator
     from inference.preprocessors import check_controls
     from inference.registry import ModelRegistry
     from inference.types import RenderInputError
 
-    base = None if args.infotext is None else infotext_settings(args.infotext, settings)
-    request = render_request(args, base, _model_defaults(settings))
-    registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
-    try:
-        check_controls(control_units(request.options), registry)
-        # As the bot checks before queueing: an adapter of the model's family, from headers.
-        check_image_prompt_fits(
-            image_prompt(request.options), registry, request.model, settings.default_model
-        )
-    except RenderInputError as error:
-        raise UsageError(str(error)) from None
+    with _arguments_checked():
+        base = None if args.infotext is None else infotext_settings(args.infotext, settings)
+        request = render_request(args, base, _model_defaults(settings))
+        registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
+        _check_models(request, settings, registry)
+        units = control_units(request.options)
+        try:
+            check_controls_installed(units, registry)
+            check_controls(units, registry)
+            # As the bot checks before queueing: an adapter of the model's family, from headers.
+            check_image_prompt_fits(
+                image_prompt(request.options), registry, request.model, settings.default_model
+            )
+        except ControlUsageError as error:
+            raise UsageError(str(error)) from None
+        except RenderInputError as error:
+            raise UsageError(for_operator(error)) from None
     return _render_and_write(request, settings, args.out)
+
+
+@contextlib.contextmanager
+def _arguments_checked() -> Iterator[None]:
+    """The log lines said while the arguments are checked, shown once they pass; dropped when
+    one is refused: its error line says what they would (the models installed, where an
+    add-on goes), and the contract's bad argument is one line."""
+    root = logging.getLogger()
+    held = logging.handlers.BufferingHandler(capacity=sys.maxsize)
+    handlers = root.handlers
+    root.handlers = [held]
+    try:
+        yield
+    finally:
+        root.handlers = handlers
+    for record in held.buffer:  # reached only when no argument was refused
+        root.handle(record)
+
+
+def _check_models(request: RenderRequest, settings: Settings, registry: ModelRegistry) -> None:
+    """The model and refiner the render would load are installed here: refused before torch
+    loads (seconds, not the half minute of the engine's start), naming the argument or
+    setting and the models installed."""
+    from bot.cli.models import model_problem
+
+    if request.model:
+        model: tuple[str | None, str] = (request.model, f"--model {request.model!r}")
+    elif settings.default_model:
+        model = (settings.default_model, f"EASEL_DEFAULT_MODEL={settings.default_model!r}")
+    else:
+        model = (None, "")
+    named = [model]
+    if refiner := request.options.get("refiner"):
+        named.append((str(refiner), f"--refiner {str(refiner)!r}"))
+    for name, given_as in named:
+        if (problem := model_problem(registry, name, given_as)) is not None:
+            raise UsageError(problem)
 
 
 def _model_defaults(settings: Settings) -> Callable[[str | None], Defaults]:
@@ -493,13 +562,16 @@ def _model_defaults(settings: Settings) -> Callable[[str | None], Defaults]:
 
 
 def cmd_upscale(args: argparse.Namespace, settings: Settings) -> int:
-    return _render_and_write(upscale_request(args, settings), settings, args.out)
+    with _arguments_checked():
+        request = upscale_request(args, settings)
+    return _render_and_write(request, settings, args.out)
 
 
 def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> int:
     """Render on the first device and print each PNG's path."""
     from bot.engines import engine_factory_for
     from inference.devices import resolve_devices
+    from inference.not_installed import for_operator
     from inference.prompts import picture_seeds
     from inference.types import RenderInputError
 
@@ -507,7 +579,7 @@ def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> 
     try:
         images = engine.render(request)
     except RenderInputError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(for_operator(error)) from None
     out.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         # A varied batch keeps one seed (``picture_seeds``): its variation seeds name apart.
@@ -550,7 +622,39 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# The tiny families with an inpainting model (SD3 and Flux inpaint as they are).
+_INPAINTING_FAMILIES = ("sd15", "sdxl")
+
+
 def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
+    if args.inpainting and args.family not in _INPAINTING_FAMILIES:
+        raise UsageError(
+            f"--inpainting: there is no inpainting {args.family} model; use --family "
+            f"{' or '.join(_INPAINTING_FAMILIES)} (SD3 and Flux inpaint as they are)"
+        )
+    _tiny_folder(args.directory)
+    try:
+        print(_write_tiny(args))
+    except (OSError, ValueError) as error:  # a full disk; a folder holding no model it reads
+        raise UsageError(f"DIR {str(args.directory)!r}: {error}") from None
+    return 0
+
+
+def _tiny_folder(directory: Path) -> None:
+    """Make ``easel tiny-model``'s DIR before torch loads, or say in one line why not."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"DIR {str(directory)!r} is a file: name a folder (made when missing)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        where = "" if error.filename is None else f"{os.fsdecode(error.filename)}: "
+        raise UsageError(
+            f"DIR {str(directory)!r} cannot be made ({where}{error.strerror or error})"
+        ) from None
+
+
+def _write_tiny(args: argparse.Namespace) -> Path:
+    """What ``easel tiny-model`` asked for, written; the path it prints."""
     from inference.tiny import (
         write_tiny_controlnet,
         write_tiny_face_restorer,
@@ -560,12 +664,10 @@ def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     if args.upscaler:
-        print(write_tiny_upscaler(args.directory, scale=args.upscaler))
-        return 0
+        return write_tiny_upscaler(args.directory, scale=args.upscaler)
     if args.faces:
-        print(write_tiny_face_restorer(args.directory))
-        return 0
-    model = args.directory
+        return write_tiny_face_restorer(args.directory)
+    model: Path = args.directory
     if not (args.controlnet or args.ipadapter) or not (model / "model_index.json").is_file():
         model = write_tiny_model(args.directory, family=args.family, inpainting=args.inpainting)
     # The model's path, or else the last extra written for the model already there.
@@ -574,15 +676,17 @@ def cmd_tiny_model(args: argparse.Namespace, settings: Settings) -> int:
         path = write_tiny_controlnet(model)
     if args.ipadapter:
         path = write_tiny_ip_adapter(model)
-    print(path)
-    return 0
+    return path
 
 
-def cmd_doctor(_: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli.doctor import diagnose
+def cmd_doctor(_: argparse.Namespace, settings: Settings, malformed: Iterable[str] = ()) -> int:
+    """Each check's line; exit 1 if any failed. ``malformed``: the lines of the settings that
+    are (``SettingsError.malformed``), which the checks after them read as their defaults."""
+    from bot.cli.doctor import Check, diagnose
 
+    told = [Check("settings", False, f"{line} (read as its default below)") for line in malformed]
     problems = 0
-    for check in diagnose(settings):
+    for check in itertools.chain(told, diagnose(settings)):
         mark = "ok " if check.ok else "ERR"
         print(redact_url(f"[{mark}] {check.name}: {check.detail}"))
         problems += not check.ok
@@ -617,11 +721,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "render" and args.prompt is None and args.infotext is None:
         parser.error("the following arguments are required: prompt (or --infotext)")
     try:
-        settings = load_settings()
-        return COMMANDS[args.command](args, settings)
+        code = _run(args)
+        sys.stdout.flush()  # a reader gone (below) shows here, not as an error at exit
+        return code
     except (SettingsError, UsageError) as error:
         print(redact_url(f"easel {args.command}: error: {error}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if args.command in _SERVING_COMMANDS:  # one of its own sockets or pipes, not stdout's
+            raise
+        # The reader went away (`easel doctor | head -3`): it read what it wanted. Python
+        # would flush again at exit and fail again: stdout leads nowhere from here on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+# The long-running commands log as EASEL_LOG_FORMAT says; the others print what they found.
+_SERVING_COMMANDS = ("run", "worker")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with the settings; ``easel doctor`` goes on past malformed settings (read
+    as their defaults), each one of its checks' lines."""
+    malformed: tuple[str, ...] = ()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        if args.command != "doctor" or not error.malformed:
+            raise
+        settings = load_settings(as_defaults=error.malformed)
+        malformed = tuple(error.malformed.values())
+    if args.command not in _SERVING_COMMANDS and not logging.getLogger().handlers:
+        # Warnings (a LoRA left out of a render, a model hidden by another) in the operator's
+        # format, redacted; ``_arguments_checked`` keeps those a refusal repeats off.
+        install_logging(settings.log_format, settings.log_secrets, level=logging.WARNING)
+    if malformed:
+        return cmd_doctor(args, settings, malformed)
+    return COMMANDS[args.command](args, settings)
 
 
 if __name__ == "__main__":

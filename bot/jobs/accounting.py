@@ -425,16 +425,19 @@ class _KeptQuotas:
         self.usage: Memo[UsageKey, _Spending] = Memo(MEMBERS_KEPT)
         # Reserved by this process and not settled yet: what a commit or refund replaces.
         self._open: dict[str, _Reservation] = {}
-        # Every member with a reservation since ``complete_since`` (``read_ahead``, then
-        # each reservation): one not among them spent nothing since, known without a read.
+        # Every member with a reservation in the current periods, with their latest one's
+        # time (``read_ahead``, then each reservation): one not among them, or whose latest
+        # is older than the periods of a check, spent nothing in them, known without a read.
         self.spenders: ReadAhead[UsageKey] = ReadAhead()
-        self.complete_since: float | None = None  # None: not known yet
-        # Every guild that ever stored a limit override, once ``complete_since`` is known.
+        # Every guild that ever stored a limit override, once ``limits_read`` (``read_ahead``).
         self.limited_guilds: set[int] = set()
+        self.limits_read = False
 
     def reserved(self, job_id: str, reservation: _Reservation) -> None:
         self._open[job_id] = reservation
-        self.spenders.add((reservation.member,))
+        # Room first for this period's spenders: those of the last may be in the way.
+        self.spenders.forget_before(min(_period_starts(reservation.at)))
+        self.spenders.add(((reservation.member, reservation.at),))
         self.usage.update(
             reservation.member, lambda spent: spent.plus(reservation.cost, reservation.at)
         )
@@ -453,13 +456,12 @@ class _KeptQuotas:
 
     def nothing_spent(self, member: UsageKey, starts: tuple[float, ...]) -> _Spending | None:
         """``member``'s spending in the periods of ``starts`` when it is known to be none and
-        nothing of theirs is kept (kept now: a reservation counts there), else None."""
-        if (
-            self.complete_since is None
-            or min(starts) < self.complete_since
-            or not self.spenders.lacks(member)
-            or self.usage.kept(member) is not None
-        ):
+        nothing of theirs in these periods is kept (kept: it counts there), else None. Who
+        spent only before these periods is let go (the earliest one began since)."""
+        since = min(starts)
+        self.spenders.forget_before(since)
+        kept = self.usage.kept(member)
+        if (kept is not None and kept.starts == starts) or not self.spenders.lacks(member, since):
             return None
         nothing = _Spending(starts, {period: ledger.Usage(0, 0.0) for period in Period})
         self.usage.put(member, nothing)
@@ -468,7 +470,7 @@ class _KeptQuotas:
     def sets_no_limit(self, guild_id: int) -> bool:
         """Whether ``guild_id`` is known to store no limit override: its members' limits are
         the defaults, known without a read."""
-        return self.complete_since is not None and guild_id not in self.limited_guilds
+        return self.limits_read and guild_id not in self.limited_guilds
 
     def given_back(self, job_id: str, member: UsageKey) -> None:
         """The job, settled or not, counts nothing now; what it had cost is not kept here
@@ -495,9 +497,9 @@ async def read_ahead(conn: aiosqlite.Connection, now: float) -> None:
     since = min(_period_starts(now))
     # United, not replaced: a reservation or an override written during the reads is in
     # them already.
-    await kept.spenders.read(ledger.spenders_since(conn, since, READ_AHEAD_PAGE))
+    await kept.spenders.read(ledger.spenders_since(conn, since, READ_AHEAD_PAGE), since)
     kept.limited_guilds |= await ledger.guilds_with_limits(conn)
-    kept.complete_since = since
+    kept.limits_read = True
 
 
 def _limits_key(member: Member) -> LimitsKey:

@@ -22,10 +22,13 @@ from bot.policy.moderation import (
     model_left_out,
     models_rendered,
 )
+from bot.policy.prompt_safety import renders_prompt
 from bot.policy.unavailable import quoted
 from bot.user_errors import Reason, UserError
 from inference.compare import is_comparison
+from inference.face_options import FaceOptions
 from inference.infotext import InfotextError, parse_infotext
+from inference.types import RenderRequest
 
 # Why a result was not posted, as its maker is told (after "was not posted: "); none names a
 # banned word: the maker may not have typed it (a drawn wildcard).
@@ -127,9 +130,13 @@ async def placed_under_rules_of_now(
     if job.guild_id is not None:
         settings = await policy.settings(job.guild_id)
         allowed_models = settings.entries(GuildList.ALLOWED_MODEL)
-        # The admission's rule (a /compare's cells' models were checked as it was planned).
-        if (left_out := model_left_out(_models_delivered(job), allowed_models)) is not None:
-            raise Withheld(model_left_out_now(left_out), refund=True)
+        # The admission's rule (a /compare's cells' models were checked as it was planned);
+        # no list allows every model, and the engine's pick is not listed then, but for a
+        # faces pass's (``_models_used``: kept from its start for its delivery).
+        if allowed_models or job.request.mode == "faces":
+            left_out = model_left_out(await _models_used(job, policy), allowed_models)
+            if left_out is not None:
+                raise Withheld(model_left_out_now(left_out), refund=True)
         try:
             allowed_addons_only(job.request, await policy.addon_rules(job.guild_id))
         except UserError:
@@ -209,21 +216,33 @@ async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
     raise Withheld(NOT_CHECKED, refund=True, recheckable=True)
 
 
-# Passes over a picture (an upscale, its faces fixed): their infotext keeps the picture's own
-# parameters, its model among them, which is not a model the pass rendered with.
-_PICTURE_PASSES = frozenset({"upscale", "faces"})
-
-
-def _models_delivered(job: FinishedJob) -> list[str | None]:
-    """``models_rendered``, and for a render that named no model (admitted while the server
-    had no model list and no default: the engine took its own default, else its first model
-    installed, on whichever machine rendered it) the one its pictures' infotext says rendered
-    them, so a model list made since governs it too."""
+async def _models_used(job: FinishedJob, policy: GuildPolicy) -> list[str | None]:
+    """``models_rendered``, and for a job that names no model (admitted while the server had
+    no model list and no default) the one it renders with. Once it rendered, the one its
+    pictures' infotext names (the engine's pick, on whichever machine rendered it; a creative
+    upscale's names the pass's own model), so a model list made since governs it too; but a
+    faces fix keeps its picture's infotext, model and all, so the engine's pick here is read
+    for it. Before it renders (the start gate: no GPU time spent on a result to withhold),
+    the engine's pick here: ``GuildPolicy.unnamed_model``, kept from the start for the
+    delivery; None where a broker's workers render, each its own pick, so a faces fix naming
+    no model is held by no list there."""
     models = models_rendered(job.request)
     request = job.request
-    if request.model is None and request.mode not in _PICTURE_PASSES and not is_comparison(request):
+    if request.model is not None or is_comparison(request) or not _renders_a_model(request):
+        return models
+    if job.succeeded and request.mode != "faces":
         models.extend(_model_named_in(image.infotext) for image in job.images)
+    else:
+        models.append(await policy.unnamed_model(job.job_id, starting=not job.succeeded))
     return models
+
+
+def _renders_a_model(request: RenderRequest) -> bool:
+    """Whether the engine renders ``request`` with a checkpoint: all but a fast upscale and a
+    faces pass that only restores (no fix)."""
+    if request.mode == "faces":
+        return FaceOptions.from_options(request.options).fix
+    return renders_prompt(request)
 
 
 def _model_named_in(infotext: str) -> str | None:

@@ -52,6 +52,9 @@ __all__ = [
 
 # Reuse verdicts kept, of the jobs last asked about (a key and a bool each: a few MB at most).
 REUSE_VERDICTS_KEPT = 10_000
+# Picks kept, of the jobs naming no model that started last (a job id and a model name each):
+# more than render and wait for their delivery at once; one let go is judged by now's pick.
+PICKS_KEPT = 1_000
 DMS_OFF = "Easel works only in servers: use it in a server channel, not in direct messages."
 # Direct messages (when allowed) get the rules a guild has before its admins set any.
 _DIRECT_MESSAGES = GuildSettings(
@@ -119,6 +122,8 @@ class GuildPolicy:
         # Each member's stored checks take turns (the read itself is no member's): one member's
         # clicks on many costly jobs hold one prompt reader at a time, not all of them.
         self._stored_turns: dict[int, _Turns] = {}
+        # The engine's pick each job naming no model started with (``unnamed_model``).
+        self._picks_at_start: Memo[str, str] = Memo(PICKS_KEPT)
 
     async def settings(self, guild_id: int) -> GuildSettings:
         return await self._cached.get(guild_id, lambda: store.get(self._conn, guild_id))
@@ -256,6 +261,22 @@ class GuildPolicy:
         if guild_id is None:
             return self._operator_default_model
         return self.default_model(await self.settings(guild_id))
+
+    async def unnamed_model(self, job_id: str, *, starting: bool) -> str | None:
+        """The model the engine here renders job ``job_id``, which names none, with, listed on
+        a thread (``PromptPlanner.unnamed_model``; None: not known here, a broker's workers
+        each take their own, or none is installed). Asked at its start (``starting``): the
+        pick of now, kept. Asked after: the pick it started with, while kept, not the pick of
+        now (a model installed since that sorts first did not render it); else now's."""
+        if not starting and (kept := self._picks_at_start.kept(job_id)) is not None:
+            return kept
+        unnamed = self._prompts.unnamed_model
+        pick = None if unnamed is None else await asyncio.to_thread(unnamed)
+        if starting and pick is not None:
+            self._picks_at_start.put(job_id, pick)
+        elif starting:
+            self._picks_at_start.drop(job_id)
+        return pick
 
     async def addon_rules(self, guild_id: int | None) -> AddonRules:
         """The add-on lists of ``guild_id`` (None: direct messages, the operator's: none)."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiosqlite
 
-from bot.memo import MEMBERS_KEPT, READ_AHEAD_PAGE, Memo, ReadAhead
+from bot.memo import MEMBERS_KEPT, READ_AHEAD_PAGE, UNDATED, Memo, ReadAhead, undated
 from bot.requests import check_saved_values
 from db import user_settings as store
 from db.user_settings import UserSettings
@@ -38,7 +38,7 @@ class MemberSettings:
         """Read once who has saved settings (the bot's start, in the background): the first
         /imagine of a member who has not (most) then waits on no read; one before this ends
         reads, as without it."""
-        await self._saved.read(store.members_with_settings(self._conn, READ_AHEAD_PAGE))
+        await self._saved.read(undated(store.members_with_settings(self._conn, READ_AHEAD_PAGE)))
 
     async def get(self, user_id: int) -> UserSettings:
         if self._saved.lacks(user_id):
@@ -58,6 +58,6 @@ class MemberSettings:
         given = {name: value for name, value in changes.items() if value is not None}
         updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
         await store.put(self._conn, user_id, updated, self._clock())
-        self._saved.add((user_id,))
+        self._saved.add(((user_id, UNDATED),))
         self._cached.put(user_id, updated)
         return updated

@@ -347,7 +347,7 @@ def _with_texts_rendered(request: RenderRequest) -> RenderRequest:
     if (
         request.mode not in ("faces", "upscale")
         or request.init_image is None
-        or not _renders_prompt(request)
+        or not renders_prompt(request)
         or (request.prompt and request.negative_prompt)
     ):
         return request
@@ -415,7 +415,7 @@ def _applies_loras(request: RenderRequest, name: str) -> bool:
     return name == "the prompt" and applies_networks(request.mode)
 
 
-def _renders_prompt(request: RenderRequest) -> bool:
+def renders_prompt(request: RenderRequest) -> bool:
     """Whether the engine renders from ``request``'s prompt: all but a fast upscale."""
     return request.mode != "upscale" or UpscaleOptions.from_options(request.options).mode != "fast"
 

@@ -56,9 +56,10 @@ QUEUE_SHOWN = 100
 SERVER_READS_KEPT_S = 30.0
 # The servers whose reads are kept, those asked last.
 SERVERS_KEPT = 1_000
-# Past the thumbnails' share of decodes (bot.web.thumbnails): 503, and the page asks again at
-# its next poll.
-THUMBNAIL_RETRY_AFTER_S = 3
+# Past the thumbnails' share of decodes (bot.web.thumbnails), or while Discord has not said
+# whether the admin may read the picture's channel: 503, and the page asks again at its next
+# poll.
+RETRY_AFTER_S = 3
 # How long an admin's reading rights, once asked of Discord, hold: the page polls every 3 s.
 READING_RIGHTS_S = 15
 _LOGIN, _SESSION = "dashboard-login", "dashboard-session"
@@ -88,11 +89,16 @@ class DashboardSession:
 @dataclass(frozen=True)
 class AdminRights:
     """What Discord says of a member now: whether they may see the server's dashboard and,
-    of the channels asked about, which they may read and which are age-restricted."""
+    of the channels asked about, which they may read and which are age-restricted; of those
+    they may not read, the ones Discord hides from Easel itself (nobody's reading is known)
+    and the ones Discord did not answer about (asked again at a later poll)."""
 
     refusal: str | None  # why they may not (they no longer manage the server...), or None
     readable: frozenset[int] = frozenset()
     age_restricted: frozenset[int] = frozenset()
+    hidden_from_easel: frozenset[int] = frozenset()
+    unanswered: frozenset[int] = frozenset()
+    discord_failed: bool = False  # the refusal: Discord did not say who the member is now
 
 
 class ServerAdmins(Protocol):
@@ -101,9 +107,15 @@ class ServerAdmins(Protocol):
     def name_of(self, guild_id: int) -> str: ...
 
     async def rights(
-        self, guild_id: int, user_id: int, channel_ids: Collection[int]
+        self,
+        guild_id: int,
+        user_id: int,
+        channel_ids: Collection[int],
+        *,
+        within_window: bool = False,
     ) -> AdminRights:
-        """The member's rights now (one look at their roles), for ``channel_ids``."""
+        """The member's rights now (one look at their roles), for ``channel_ids``;
+        ``within_window``: their roles as asked at the start of this window will do."""
         ...
 
 
@@ -113,13 +125,25 @@ class _Asked:
 
     at: float
     refusal: str | None
-    channels: set[int] = field(default_factory=set)  # asked about
+    channels: set[int] = field(default_factory=set)  # answered about
     readable: set[int] = field(default_factory=set)
     age_restricted: set[int] = field(default_factory=set)
+    hidden_from_easel: set[int] = field(default_factory=set)
+    unanswered: set[int] = field(default_factory=set)  # at the last ask: asked again
 
     def shown(self, channel_ids: Collection[int]) -> set[int]:
         """Of ``channel_ids``, those whose pictures the admin may see on a web page."""
         return {c for c in channel_ids if c in self.readable and c not in self.age_restricted}
+
+    def unread_because(self, channel_id: int | None) -> str | None:
+        """Why what was posted in a channel the admin may not read is not shown, where it is
+        not the admin's own rights: "easel" (Discord hides it from Easel), "discord" (Discord
+        did not answer)."""
+        if channel_id in self.hidden_from_easel:
+            return "easel"
+        if channel_id in self.unanswered:
+            return "discord"
+        return None
 
 
 class Dashboard:
@@ -265,7 +289,11 @@ class Dashboard:
         """The session's admin's rights, for ``channel_ids`` too; LinkRefused when Discord
         says they may no longer see the dashboard (no longer managing the server, gone from
         it). Asked of Discord once per window of READING_RIGHTS_S, and once more for each
-        channel first seen within it, whatever the number of polls."""
+        channel first seen within it (or Discord did not answer about), whatever the number
+        of polls; those later asks reuse the member as asked at the window's start, and one
+        Discord fails leaves the window's rights as they were. So an admin kicked, banned or
+        stripped of Manage Server mid-window keeps the page until the window ends (within
+        READING_RIGHTS_S, as for every right here), and is refused at the next."""
         key = (session.guild_id, session.user_id)
         now = self._signer.clock()
         asked = self._reading.get(key)
@@ -274,11 +302,17 @@ class Dashboard:
             asked = _Asked(now, None)
         unknown = channel_ids - asked.channels
         if fresh or unknown:
-            rights = await self._admins.rights(session.guild_id, session.user_id, unknown)
+            rights = await self._admins.rights(
+                session.guild_id, session.user_id, unknown, within_window=not fresh
+            )
+            if not fresh and rights.discord_failed:  # unanswered for now, not refused
+                rights = AdminRights(asked.refusal, unanswered=frozenset(unknown))
             asked.refusal = rights.refusal
-            asked.channels |= unknown
+            asked.channels |= unknown - rights.unanswered
             asked.readable |= rights.readable
             asked.age_restricted |= rights.age_restricted
+            asked.hidden_from_easel |= rights.hidden_from_easel
+            asked.unanswered = (asked.unanswered - unknown) | rights.unanswered
             self._reading = {
                 other: held
                 for other, held in self._reading.items()
@@ -340,6 +374,7 @@ class Dashboard:
                     "awaiting_check": job.job_id in awaiting_check,
                     "waited_s": max(0.0, now - job.created_at),
                     "readable": job.channel_id in readable,
+                    "unread_because": rights.unread_because(job.channel_id),
                     "prompt": job.prompt if job.channel_id in readable else None,
                 }
                 for job in unfinished
@@ -385,6 +420,7 @@ class Dashboard:
                     "channel": None if refusal.channel_id is None else str(refusal.channel_id),
                     "reason": refusal.reason,
                     "readable": refusal.channel_id in readable,
+                    "unread_because": rights.unread_because(refusal.channel_id),
                     # None: the member keeps results private, or the admin cannot read there.
                     "sentence": refusal.sentence if refusal.channel_id in readable else None,
                     "at": refusal.created_at,
@@ -411,6 +447,8 @@ class Dashboard:
             rights = await self._rights(session, channels)
         except LinkRefused as refused:
             return plain_text(str(refused), 403)
+        if channels & rights.unanswered:  # not known yet: neither shown nor said missing
+            return _again_soon("Discord did not say who may see this picture yet; try again.")
         # A picture the admin may not see here is answered as a missing one.
         if (
             found is None
@@ -423,10 +461,15 @@ class Dashboard:
         except FileNotFoundError:  # pruned meanwhile
             return plain_text(_NO_PICTURE, 404)
         except DecodersBusy:
-            busy = plain_text("Easel is busy making pictures ready; the page asks again.", 503)
-            busy.headers["Retry-After"] = str(THUMBNAIL_RETRY_AFTER_S)
-            return busy
+            return _again_soon("Easel is busy making pictures ready; the page asks again.")
         return web.Response(body=thumbnail, content_type="image/jpeg", headers=SECURITY_HEADERS)
+
+
+def _again_soon(why: str) -> web.Response:
+    """503: the picture may be answered at the page's next poll."""
+    busy = plain_text(why, 503)
+    busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return busy
 
 
 def _home(guild_id: int) -> str:

@@ -47,7 +47,12 @@ from cogs.results.copies import may_go_to_direct_messages, send_copy
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
-from cogs.visibility import check_member_may_act_here, check_member_may_read_channel
+from cogs.results.repeated_clicks import answered_once
+from cogs.visibility import (
+    GuildChannelLike,
+    check_member_may_act_here,
+    check_member_may_read_channel,
+)
 from cogs.wording import NO_PROMPT, counted
 from inference.types import RenderRequest
 
@@ -77,22 +82,25 @@ async def clicked_job(interaction: discord.Interaction[Any], job_id: str) -> Sto
     return job
 
 
-async def check_clicker_may_see(interaction: discord.Interaction[Any], job: StoredJob) -> None:
+async def check_clicker_may_see(
+    interaction: discord.Interaction[Any], job: StoredJob
+) -> GuildChannelLike | None:
     """A private job is its maker's alone (answered as if it did not exist), and a job's
     pictures are for members who can read the channel it was made in, clicked there or
     anywhere else: a copy of its buttons elsewhere widens neither, and neither does a form
     submitted after the member lost the channel (their own job clicked in its channel: see
-    ``check_member_may_read_channel``)."""
+    ``check_member_may_read_channel``, whose channel it returns, for later checks)."""
     made_by_clicker = job.user_id == interaction.user.id
     if job.private and not made_by_clicker:
         raise _gone(job.job_id)
-    if job.channel_id is not None:
-        await check_member_may_read_channel(
-            interaction,
-            job.channel_id,
-            made_by_clicker=made_by_clicker,
-            restricted_when_made=job.age_restricted,
-        )
+    if job.channel_id is None:
+        return None
+    return await check_member_may_read_channel(
+        interaction,
+        job.channel_id,
+        made_by_clicker=made_by_clicker,
+        restricted_when_made=job.age_restricted,
+    )
 
 
 async def check_still_shown(
@@ -118,17 +126,27 @@ async def check_still_shown(
 async def visible_job(
     interaction: discord.Interaction[Any], job_id: str, *, resubmitted: bool = False
 ) -> StoredJob:
+    """The job a button names, if the clicker may use it here (``visible_job_where_made``)."""
+    job, _ = await visible_job_where_made(interaction, job_id, resubmitted=resubmitted)
+    return job
+
+
+async def visible_job_where_made(
+    interaction: discord.Interaction[Any], job_id: str, *, resubmitted: bool = False
+) -> tuple[StoredJob, GuildChannelLike | None]:
     """The job a button names (``clicked_job``), if Easel is enabled where it is clicked
     (the channel's rules of now, as /show and a job's admission read them), the clicker may
     see it (``check_clicker_may_see``) and it may still be used (``check_still_shown``):
     every button that reads a job's prompt or pictures asks this, so none of them (U1 posting
-    a picture again, DM me, Remix's form) works in a channel the server has closed since."""
+    a picture again, DM me, Remix's form) works in a channel the server has closed since.
+    With the job, its channel where the cache may lack it (``check_clicker_may_see``): asked
+    of Discord once, not again by a later check of the same click."""
     services = services_of(interaction)
     await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
     job = await clicked_job(interaction, job_id)
-    await check_clicker_may_see(interaction, job)
+    made_in = await check_clicker_may_see(interaction, job)
     await check_still_shown(services, job, interaction.user.id, resubmitted=resubmitted)
-    return job
+    return job, made_in
 
 
 async def submit_again(
@@ -292,7 +310,8 @@ class PickButton(
     def looks(cls, idx: int | None) -> tuple[str | None, str | None]:
         return f"U{(idx or 0) + 1}", None
 
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
+    @answered_once
+    async def run(self, interaction: discord.Interaction[Any]) -> bool:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
         job = await visible_job(interaction, self.job_id)
@@ -322,6 +341,7 @@ class PickButton(
             if not await history.posted_again(job, interaction.channel_id, sent.id):
                 # Its maker's /forget-me erased the job meanwhile: nothing else would delete it.
                 await sent.delete()
+        return True
 
 
 class _PictureEditButton(_ReportsErrors):
@@ -517,7 +537,8 @@ class DirectCopyButton(
 
     action, label, emoji = "dm", "DM me", "📩"
 
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
+    @answered_once
+    async def run(self, interaction: discord.Interaction[Any]) -> bool:
         job = await visible_job(interaction, self.job_id)
         indexes = range(len(job.image_paths)) if self.idx is None else [self.idx]
         if max(indexes) >= len(job.image_paths):
@@ -548,6 +569,7 @@ class DirectCopyButton(
             "(Privacy Settings), then click again.",
             ephemeral=True,
         )
+        return sent  # not sent: the click again it asks for is no repeat
 
 
 # Discord's "Unknown Message": the message was deleted (the token's end is another code).
@@ -731,7 +753,11 @@ class RegionOffer(Protocol):
     """Vary (Region)'s two ways to say where (``cogs.region.RegionOffers``)."""
 
     async def offer(
-        self, interaction: discord.Interaction[Any], job: StoredJob, idx: int
+        self,
+        interaction: discord.Interaction[Any],
+        job: StoredJob,
+        idx: int,
+        made_in: GuildChannelLike | None,
     ) -> None: ...
 
 
@@ -747,10 +773,10 @@ class RegionButton(
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         idx = self.idx
         assert idx is not None  # the template always holds a picture index
-        job = await visible_job(interaction, self.job_id)
+        job, made_in = await visible_job_where_made(interaction, self.job_id)
         await _stored_picture(interaction, job, idx)  # still there, its job still known
         offers = cast(HasRegionOffer, interaction.client).region_offer
-        await offers.offer(interaction, job, idx)
+        await offers.offer(interaction, job, idx, made_in)
 
 
 class HasRegionOffer(Protocol):

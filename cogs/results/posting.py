@@ -532,6 +532,8 @@ class DiscordResults(ProgressMessages):
             # Put back for a retry when this fails: ``replace_thinking`` sends it no more.
             watched.ended = True
             await watched.settle()  # never let a late progress edit overwrite the result
+            if watched.restored_id is not None:  # this run's places only: a restart's delivery
+                watched = None
         try:
             placed = await self._posted(job, png, watched)
         except Exception as error:

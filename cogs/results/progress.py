@@ -1,8 +1,10 @@
 """A job's progress before its result: the queue position (shown again as it moves, at a low
 rate), then the percent with the newest preview, edited into the interaction's response at most
-once per interval, with Cancel. A public progress message is one of its job's posts
-(``History.result_posted``): deleting it withdraws the job, and its result is posted nowhere;
-one gone with its channel or thread withdraws what that deletion withdraws
+once per interval, with Cancel. Once its token ends, a public message's place is still shown
+again through its channel (after a restart too), while Discord allows edits of it, and a
+private one says first that its place is shown no more. A public progress message is one of
+its job's posts (``History.result_posted``): deleting it withdraws the job, and its result
+is posted nowhere; one gone with its channel or thread withdraws what that deletion withdraws
 (``ProgressMessages._went_with_its_channel``)."""
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ CHANNEL_CHECK_TIMEOUT_S = 10.0
 PLACE_REFRESH_S = 60.0
 PLACE_MOVE_SHOWN = 0.1
 PLACE_EDITS_PER_S = 5
+# A private (ephemeral) place message can be edited only through its token: this long before
+# the token ends, its last edit says that its place is shown no more, and where the result goes.
+PLACE_LAST_WORD_S = 60.0
+# Place edits through a channel (past their tokens), at most one per CHANNEL_PLACE_EDIT_GAP_S
+# in each channel, within PLACE_EDITS_PER_S: the bot's budget never lands on one channel's
+# bucket, where it would hold a delivery's edits behind 429s. None once the message is
+# CHANNEL_PLACE_EDITS_UNTIL_AGE_S old: Discord allows few edits of a message older than an
+# hour (refusing more with OLD_MESSAGE_EDITS_SPENT, which stops them too), which the pointer
+# to its result keeps for itself.
+CHANNEL_PLACE_EDIT_GAP_S = 1.0
+CHANNEL_PLACE_EDITS_UNTIL_AGE_S = 50 * 60
+OLD_MESSAGE_EDITS_SPENT = 30046
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,9 @@ class ProgressMessages:
         # Shows queued jobs' places again while any is shown (``_refresh_places``).
         self._place_refresh: asyncio.Task[None] | None = None
         self._closed = False  # no refresh starts after ``close``
+        # When each channel's latest place edit through it went out (``_show_places_again``),
+        # for CHANNEL_PLACE_EDIT_GAP_S.
+        self._channel_edited_at: dict[int, float] = {}
 
     async def show_queued(
         self, job_id: str, interaction: discord.Interaction[Any], *, spoiler: bool, private: bool
@@ -124,6 +141,9 @@ class ProgressMessages:
             on_deleted=deleted,
             on_landed=landed,
             shown_now=shown_now,
+            channel=None if channel_id is None else self._channel(channel_id),
+            last_word_due=(lambda: self._token_ends_soon(created_at)) if private else None,
+            wall_clock=lambda: self.wall_clock(),
         )
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits follow
@@ -237,9 +257,10 @@ class ProgressMessages:
         return await self.history.withdraw_deleted_channel(guild_id, channel_id)
 
     def progress(self, job_id: str, step: StepProgress) -> None:
-        """The queue's progress listener: at most one edit per interval per job."""
+        """The queue's progress listener: at most one edit per interval per job, while its
+        token lives, and until a private one said its last word (``_last_word``)."""
         watched = self._watched.get(job_id)
-        if watched is None or not watched.token_alive():
+        if watched is None or watched.last_word_said or not watched.token_alive():
             return
         if step.preview is not None:
             watched.preview = step.preview  # shown with the next edit
@@ -275,17 +296,21 @@ class ProgressMessages:
 
     @staticmethod
     async def _edit_progress_message(
-        channel: discord.PartialMessageable, progress_id: int, text: str
+        channel: discord.PartialMessageable,
+        progress_id: int,
+        text: str,
+        view: discord.ui.View | None = None,
     ) -> None:
-        """``text`` in place of the public progress message ``progress_id``, its preview and
-        Cancel gone: through the channel, as a bot may edit its public interaction responses
-        once their token expired (a restart's delivery knows no other way). Raises as the
-        edit does, or ``TimeoutError`` when Discord does not answer in time."""
+        """``text`` in place of the public progress message ``progress_id``, its preview gone,
+        and its Cancel unless ``view`` is given: through the channel, as a bot may edit its
+        public interaction responses once their token expired (a restart's delivery knows no
+        other way). Raises as the edit does, or ``TimeoutError`` when Discord does not answer
+        in time."""
         async with asyncio.timeout(CHANNEL_CHECK_TIMEOUT_S):
             await channel.get_partial_message(progress_id).edit(
                 content=text,
                 attachments=[],
-                view=None,
+                view=view,
                 allowed_mentions=discord.AllowedMentions.none(),
             )
 
@@ -296,6 +321,41 @@ class ProgressMessages:
             await self._point_to_result(job_id, pointer)
         except Exception:
             log.exception("job %s: its progress message could not point to its result", job_id)
+
+    def follow_restored(
+        self,
+        posts: Collection[tuple[str, int, int]],
+        queued_places: Callable[[Collection[str]], dict[str, JobState]],
+    ) -> None:
+        """After a restart: the public progress messages of the jobs restored queued (job,
+        channel, message: ``JobQueue.queued_progress_posts``) show their places again as they
+        move, edited through their channels (the tokens were the last run's): from the place
+        each has now, the first edit when it moves enough, as for any other. Not those no
+        longer queued (rendering, ended meanwhile, or waiting for Discord's answer about their
+        maker): nothing follows them after now. A private job's message can be edited through
+        its token alone: the last run's said its last word, or froze (``_last_word``)."""
+        places = queued_places([job_id for job_id, _, _ in posts])
+        followed = False
+        for job_id, channel_id, message_id in posts:
+            state = places.get(job_id)
+            if state is None or job_id in self._watched:
+                continue
+            watched = _Watched(
+                None,
+                lambda: False,
+                False,
+                on_deleted=_nothing,
+                on_landed=_landed_nowhere,
+                channel=self._channel(channel_id),
+                wall_clock=lambda: self.wall_clock(),
+            )
+            watched.restored_id = message_id
+            watched.place_shown = state
+            watched.first_edit_done.set()  # no "thinking…" to replace
+            self._watched[job_id] = watched
+            followed = True
+        if followed:
+            self._follow_places(queued_places)
 
     def _follow_places(
         self, queued_places: Callable[[Collection[str]], dict[str, JobState]]
@@ -327,23 +387,42 @@ class ProgressMessages:
         self, queued_places: Callable[[Collection[str]], dict[str, JobState]], edits_allowed: int
     ) -> bool:
         """The queued jobs whose place was last looked at ``place_refresh_s`` ago or more,
-        while their token lives, are looked at again, in one fair order for all
-        (``JobQueue.queued_places``), the longest unlooked at first; up to ``edits_allowed`` of
-        those that moved enough (``_moved_enough``) are shown again through their
-        interaction's webhook, the rest first next time. Whether a live message shows a place."""
+        while their message may be edited (``_Watched.editable``), are looked at again, in one
+        fair order for all (``JobQueue.queued_places``), the longest unlooked at first; up to
+        ``edits_allowed`` of those that moved enough (``_moved_enough``) are shown again, one
+        per channel per CHANNEL_PLACE_EDIT_GAP_S of those edited through their channel, the
+        rest first next time. Private messages whose token ends soon go first, with their last
+        word (``_last_word``), looked at whenever, while their job is queued (one handed to a
+        device shows its progress until its token ends). Whether an editable message shows a
+        place."""
         showing = [
             (job_id, watched)
             for job_id, watched in self._watched.items()
-            if watched.place_shown is not None
-            and not (watched.ended or watched.deleted)
-            and watched.token_alive()
+            if watched.place_shown is not None and watched.editable()
         ]
         now = self._monotonic()
+        ending = [item for item in showing if item[1].last_word_due()]
+        ending_ids = {job_id for job_id, _ in ending}
         due = sorted(
-            (item for item in showing if now - item[1].place_checked_at >= self.place_refresh_s),
+            (
+                item
+                for item in showing
+                if now - item[1].place_checked_at >= self.place_refresh_s
+                and item[0] not in ending_ids
+            ),
             key=lambda item: item[1].place_checked_at,
         )
-        places = queued_places([job_id for job_id, _ in due]) if due else {}
+        looked_at = [job_id for job_id, _ in [*ending, *due]]
+        places = queued_places(looked_at) if looked_at else {}
+        for job_id, watched in ending:
+            if edits_allowed and (state := places.get(job_id)) is not None:
+                edits_allowed -= 1
+                watched.say_last_word(_last_word(job_id, state), _cancel_view(job_id))
+        self._channel_edited_at = {
+            channel_id: at
+            for channel_id, at in self._channel_edited_at.items()
+            if now - at < CHANNEL_PLACE_EDIT_GAP_S
+        }
         for job_id, watched in due:
             state = places.get(job_id)
             if state is None:  # rendering, or held out of the queue: no place to show
@@ -352,6 +431,10 @@ class ProgressMessages:
             if shown is not None and _moved_enough(shown, state):
                 if not edits_allowed:
                     break
+                if (channel_id := watched.channel_to_edit()) is not None:
+                    if channel_id in self._channel_edited_at:
+                        continue  # its channel's turn comes: looked at first then
+                    self._channel_edited_at[channel_id] = now
                 edits_allowed -= 1
                 watched.place_shown = state
                 watched.schedule(queued_text(state), _cancel_view(job_id))
@@ -370,11 +453,33 @@ class ProgressMessages:
     def _alive(self, interaction_created_at: float) -> bool:
         return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
 
+    def _channel(self, channel_id: int) -> Callable[[], discord.PartialMessageable]:
+        return lambda: self._client.get_partial_messageable(channel_id)
+
+    def _token_ends_soon(self, interaction_created_at: float) -> bool:
+        """Whether the token lives, for less than PLACE_LAST_WORD_S more."""
+        age_s = self.wall_clock() - interaction_created_at
+        return (
+            INTERACTION_TOKEN_LIFETIME_S - PLACE_LAST_WORD_S <= age_s < INTERACTION_TOKEN_LIFETIME_S
+        )
+
 
 def queued_text(state: JobState) -> str:
     """A queued job's message: its place and when it should be finished."""
     eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""
     return f"⏳ Queued — {state.place()}{eta}."
+
+
+def _last_word(job_id: str, state: JobState) -> str:
+    """A private job's place, as its message shows it last (its token ends within the
+    minute): where its result comes, as its delivery sends it (``DiscordResults``): here while
+    the token lives; then to its maker's direct messages when they are open, a notice alone
+    where its server keeps its pictures; ``/show`` brings it back."""
+    return (
+        f"{queued_text(state)}\nIts place is shown here no more. Its result comes here if it "
+        "ends within the minute, else to your direct messages if they are open (a notice "
+        f"alone where the server keeps its pictures); `/show {job_id}` brings it back."
+    )
 
 
 def _moved_enough(shown: JobState, now: JobState) -> bool:
@@ -400,6 +505,14 @@ def _wait_moved(shown_s: float | None, now_s: float | None) -> bool:
     return abs(now_s - shown_s) >= PLACE_MOVE_SHOWN * shown_s or shown_s // 60 != now_s // 60
 
 
+async def _nothing() -> None:
+    return None
+
+
+async def _landed_nowhere(message: discord.WebhookMessage) -> None:
+    return None
+
+
 def _cancel_view(job_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
@@ -409,20 +522,35 @@ def _cancel_view(job_id: str) -> discord.ui.View:
 class _Watched:
     """One job's progress message: one edit at a time, the newest text wins. Ticks that come
     while an edit is in flight overwrite one pending slot, so a slow Discord skips stale
-    texts instead of sending each of them (and ``settle`` waits for at most one more)."""
+    texts instead of sending each of them (and ``settle`` waits for at most one more).
+    Edited through its interaction's webhook while its token lives; then, when it is in the
+    open (``_public_id``), through ``channel``, until that refuses an edit or the message is
+    CHANNEL_PLACE_EDITS_UNTIL_AGE_S old (on ``wall_clock``); else no more."""
 
     def __init__(
         self,
-        followup: discord.Webhook,
+        followup: discord.Webhook | None,
         token_alive: Callable[[], bool],
         spoiler: bool,
         *,
         on_deleted: Callable[[], Awaitable[None]],
         on_landed: Callable[[discord.WebhookMessage], Awaitable[None]],
         shown_now: Callable[[], Awaitable[PreviewShown]] | None = None,
+        channel: Callable[[], discord.PartialMessageable] | None = None,
+        last_word_due: Callable[[], bool] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._followup = followup
+        self._followup = followup  # None: its token is not this run's (``restored_id``)
         self.token_alive = token_alive
+        self._channel = channel  # None: not known, or not to be edited through
+        self._wall_clock = wall_clock
+        # A private message's: whether its last edit is due (its token ends soon).
+        self.last_word_due = last_word_due or (lambda: False)
+        self.last_word_said = False  # it said its place is shown no more: edited no more
+        # Its message in its channel as the journal recorded it, for a job restored at
+        # start-up (None: the one ``message`` is, once an edit landed).
+        self.restored_id: int | None = None
+        self.channel_refused = False  # an edit through ``channel`` was refused: no more
         # Its previews behind a spoiler as its result (``spoiler``), or stricter where the
         # rules of now say so (``shown_now``, read at each edit; None: not read).
         self._shown_at_least = PreviewShown.SPOILERED if spoiler else PreviewShown.OPEN
@@ -449,6 +577,41 @@ class _Watched:
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
 
+    def editable(self) -> bool:
+        """Whether an edit may still reach its message (through its token, or its channel)."""
+        if self.ended or self.deleted or self.last_word_said:
+            return False
+        return self.token_alive() or self._public_id() is not None
+
+    def channel_to_edit(self) -> int | None:
+        """The channel its next edit goes through (its token ended); None: its webhook's."""
+        if self._channel is None or self.token_alive() or self._public_id() is None:
+            return None
+        return self._channel().id
+
+    def _public_id(self) -> int | None:
+        """Its message in its channel, to be edited through that: one in the open as its
+        latest edit left it, or as the journal recorded it; None: none known (ephemeral, or
+        not landed yet), no channel, the channel refused an edit, or the message is too old
+        for more (CHANNEL_PLACE_EDITS_UNTIL_AGE_S: its snowflake says when it was made)."""
+        if self._channel is None or self.channel_refused:
+            return None
+        if self.message is not None:
+            message_id = None if self.message.flags.ephemeral else self.message.id
+        else:
+            message_id = self.restored_id
+        if message_id is None:
+            return None
+        made_at = discord.utils.snowflake_time(message_id).timestamp()
+        if self._wall_clock() - made_at >= CHANNEL_PLACE_EDITS_UNTIL_AGE_S:
+            return None
+        return message_id
+
+    def say_last_word(self, content: str, view: discord.ui.View) -> None:
+        """``content`` is the message's last edit: no place nor progress follows."""
+        self.place_shown, self.last_word_said = None, True
+        self.schedule(content, view)
+
     def schedule(self, content: str, view: discord.ui.View) -> None:
         """Edit the message to ``content``, with the newest preview if one came since."""
         self._pending = self._newest = content, view
@@ -468,11 +631,40 @@ class _Watched:
             (content, view), self._pending = self._pending, None
             preview, self.preview = self.preview, None
             try:
-                if self.deleted or not self.token_alive():  # judged now: it may have waited
+                if self.deleted:
                     return
-                await self._edit(content, view, preview)
+                if self.token_alive():  # judged now: it may have waited
+                    await self._edit(content, view, preview)
+                elif (public_id := self._public_id()) is not None:
+                    await self._edit_in_channel(public_id, content, view)
+                else:
+                    return
             finally:
                 self.first_edit_done.set()
+
+    async def _edit_in_channel(self, message_id: int, content: str, view: discord.ui.View) -> None:
+        """``content`` through its channel, without a preview (the rules it would be shown
+        under are its webhook's edits'). Refused (403; 404: deleted, which its deletion's
+        event tells; or no more edits of an old message: OLD_MESSAGE_EDITS_SPENT): edited no
+        more, quietly; other failures leave it for the next edit."""
+        assert self._channel is not None  # ``_public_id`` said so
+        try:
+            await ProgressMessages._edit_progress_message(
+                self._channel(), message_id, content, view
+            )
+        except (discord.HTTPException, TimeoutError) as error:
+            refused = isinstance(error, discord.Forbidden | discord.NotFound) or (
+                isinstance(error, discord.HTTPException) and error.code == OLD_MESSAGE_EDITS_SPENT
+            )
+            if refused:
+                self.channel_refused = True
+                log.info("progress message %s: its channel refused an edit (%s)", message_id, error)
+            else:
+                log.warning(
+                    "progress message %s: an edit through its channel failed (%s)",
+                    message_id,
+                    error,
+                )
 
     async def _previews_shown(self) -> PreviewShown:
         if self._shown_now is None:
@@ -498,6 +690,7 @@ class _Watched:
                 discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=spoilered)
             ]
             shown_after = shown
+        assert self._followup is not None  # its token lives: it is this run's
         try:
             message = await self._followup.edit_message(
                 ORIGINAL_RESPONSE, content=content, view=view, attachments=attachments

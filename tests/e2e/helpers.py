@@ -16,11 +16,11 @@ from typing import IO, Any
 
 import pytest
 from PIL import Image
-from prometheus_client import REGISTRY
 
 from bot.app import EaselBot, build
 from bot.jobs.accounting import Member
 from bot.jobs.queue import FinishedJob, JobQueue, Submission
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings

@@ -4,14 +4,19 @@ public pictures, quota use and refusals; private results and other servers never
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from playwright.async_api import async_playwright
 
+import cogs.admin as admin_cog
+from bot.app import EaselBot
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.settings import Settings
@@ -34,6 +39,7 @@ from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.payloads import (
     DEFAULT_MEMBER_PERMISSIONS,
     PERMISSION_READ_MESSAGE_HISTORY,
+    PERMISSION_VIEW_CHANNEL,
 )
 
 MANAGE_GUILD = 1 << 5
@@ -335,3 +341,149 @@ async def test_an_admin_sees_only_what_was_posted_where_they_may_read(
             assert jobs["a shared boat"] in {picture["job"] for picture in state["gallery"]}
             async with http.get(f"{picture}/{lighthouse}/0", cookies=session) as answer:
                 assert answer.status == 404
+
+
+async def test_an_admin_reads_archived_threads_and_is_told_what_else_hides_a_channel(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard read channels from discord.py's cache only, which drops a thread once
+    Discord archives it: an archived thread's pictures and sentences were hidden from an admin
+    who may read it, and a Discord failure or Easel taken out of a private thread read as "a
+    channel you cannot read" (review L1). An archived thread is asked of Discord; while
+    Discord does not answer, nothing of it is shown, the page says why, and a later poll asks
+    again; a private thread Discord hides from Easel stays hidden, said as Easel's loss."""
+    # No answer is kept (a window's worth, else): the next poll is the later one.
+    monkeypatch.setattr(admin_cog, "UNANSWERED_KEPT_S", 0.0)
+    fake = fake_discord
+    managers = fake.add_role("Managers", DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    fake.add_member(ADMIN, "admin", roles=(fake.member_role_id, managers))
+    quiet = fake.add_thread("quiet")
+    secret = fake.add_thread("secret", private=True, members=[fake.bot_user_id, ADMIN])
+    async with start_easel() as bot:
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "a quiet harbour", **QUICK}, channel=quiet
+        )
+        quiet_job = job_id_of(await made.wait_for_original(has_picture, RENDER_TIMEOUT_S))
+        for channel in (quiet, secret):
+            await reply_to(fake, "imagine", {"prompt": "a cat", "size": "13x13"}, channel=channel)
+        await fake.archive_thread(quiet)
+        fake.set_thread_member(secret, fake.bot_user_id, member=False)
+        link = link_of(await reply_to(fake, "easel-admin dashboard", user=ADMIN))
+        home = f"{bot.settings.public_url}/dashboard/{fake.guild_id}"
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(link) as signed_in:
+                assert signed_in.status == 200
+                session = {COOKIE: signed_in.cookies[COOKIE].value}
+
+            async def state() -> tuple[set[str], dict[str, dict[str, object]]]:
+                async with http.get(f"{home}/state", cookies=session) as answer:
+                    shown = await answer.json()
+                gallery = {picture["job"] for picture in shown["gallery"]}
+                return gallery, {refusal["channel"]: refusal for refusal in shown["refusals"]}
+
+            fake.fail("GET", "/channels/{channel}")  # what the archived thread is
+            gallery, refusals = await state()
+            assert quiet_job not in gallery
+            unanswered, hidden = refusals[str(quiet)], refusals[str(secret)]
+            assert (unanswered["sentence"], unanswered["unread_because"]) == (None, "discord")
+            assert (hidden["sentence"], hidden["unread_because"]) == (None, "easel")
+            fake.fail("GET", "/channels/{channel}")  # no answer for the picture's route either
+            async with http.get(f"{home}/picture/{quiet_job}/0", cookies=session) as answer:
+                # Not known yet, so not said missing (review R_FL1: 404): asked again soon.
+                assert (answer.status, answer.headers["Retry-After"]) == (503, "3")
+
+            gallery, refusals = await state()  # a later poll, within the window
+            assert quiet_job in gallery
+            assert "13x13" in str(refusals[str(quiet)]["sentence"])
+            assert refusals[str(quiet)]["unread_because"] is None
+            assert refusals[str(secret)]["unread_because"] == "easel"
+            async with http.get(f"{home}/picture/{quiet_job}/0", cookies=session) as answer:
+                assert answer.status == 200
+
+
+async def admin_state(
+    fake: FakeDiscord, bot: EaselBot, http: aiohttp.ClientSession
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``ADMIN`` signed in to the server's dashboard: its state, at each call a poll."""
+    link = link_of(await reply_to(fake, "easel-admin dashboard", user=ADMIN))
+    home = f"{bot.settings.public_url}/dashboard/{fake.guild_id}"
+    async with http.get(link) as signed_in:
+        session = {COOKIE: signed_in.cookies[COOKIE].value}
+
+    async def state() -> dict[str, Any]:
+        async with http.get(f"{home}/state", cookies=session) as answer:
+            shown: dict[str, Any] = await answer.json()
+            return shown
+
+    return state
+
+
+def to_the_next_window(bot: EaselBot) -> None:
+    """The dashboard's clock moved on by ``READING_RIGHTS_S``: its rights are asked again."""
+    web = bot.region_offer.web
+    assert web is not None
+    real_clock = web.signer.clock
+    web.signer.clock = lambda: real_clock() + READING_RIGHTS_S
+
+
+async def test_an_archived_thread_is_read_through_the_server_as_it_is_after_a_reconnect(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """An archived thread asked of Discord is kept a while; discord.py binds it to the server
+    object of that time, which a fresh IDENTIFY (a RESUME refused) replaces: read through the
+    old one, the thread kept its parent's old overwrites, and an admin who lost the parent
+    still saw its pictures (review R_L1). It is asked again through the server as it is."""
+    fake = fake_discord
+    managers = fake.add_role("Managers", DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    fake.add_member(ADMIN, "admin", roles=(fake.member_role_id, managers))
+    den = fake.add_text_channel("den")
+    quiet = fake.add_thread("quiet", parent=den)
+    async with start_easel() as bot, aiohttp.ClientSession() as http:
+        made = await fake.invoke_command("imagine", {"prompt": "a harbour", **QUICK}, channel=quiet)
+        job = job_id_of(await made.wait_for_original(has_picture, RENDER_TIMEOUT_S))
+        await fake.archive_thread(quiet)
+        state = await admin_state(fake, bot, http)
+
+        async def gallery() -> set[str]:
+            return {picture["job"] for picture in (await state())["gallery"]}
+
+        assert job in await gallery()  # the archived thread, asked of Discord and kept
+        old = bot.get_guild(fake.guild_id)
+        await fake.drop_gateway_connection(resumable=False)
+        deadline = time.monotonic() + 10
+        while (now := bot.get_guild(fake.guild_id)) is None or now is old:
+            assert time.monotonic() < deadline, "no fresh READY"
+            await asyncio.sleep(0.05)
+        fake.set_overwrite(den, ADMIN, deny=PERMISSION_VIEW_CHANNEL)  # the admin loses it
+        await reply_to(fake, "help")  # the change delivered before this answer
+        to_the_next_window(bot)
+        assert job not in await gallery()
+
+
+async def test_a_deleted_archived_thread_is_not_read_from_what_discord_said_before(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """What Discord said of an archived thread is kept a while; once the thread is deleted
+    (THREAD_DELETE), it is asked again: its refusals' sentences were shown for up to
+    ``LOOKED_UP_KEPT_S`` more (review R_L1)."""
+    fake = fake_discord
+    managers = fake.add_role("Managers", DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    fake.add_member(ADMIN, "admin", roles=(fake.member_role_id, managers))
+    quiet = fake.add_thread("quiet")
+    async with start_easel() as bot, aiohttp.ClientSession() as http:
+        await reply_to(fake, "imagine", {"prompt": "a cat", "size": "13x13"}, channel=quiet)
+        await fake.archive_thread(quiet)
+        state = await admin_state(fake, bot, http)
+
+        async def sentence() -> object:
+            refusals = {r["channel"]: r for r in (await state())["refusals"]}
+            return refusals[str(quiet)]["sentence"]
+
+        assert "13x13" in str(await sentence())  # the archived thread, asked and kept
+        await fake.delete_channel(quiet)
+        await reply_to(fake, "help")  # THREAD_DELETE delivered before this answer
+        to_the_next_window(bot)
+        assert await sentence() is None
+        # Asked again (the fake counts asking about a deleted channel against the bot).
+        assert fake.take_violations() == [f"unknown-resource: channel {quiet} does not exist"]

@@ -135,3 +135,10 @@ async def test_first_start_says_what_it_found_and_a_dev_server_is_cleared_later(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(w.startswith("no model in ") for w in warnings), warnings
     assert any("cuda:99" in w and "EASEL_DEVICES" in w for w in warnings), warnings
+
+    caplog.clear()
+    misnamed = settings.model_copy(update={"default_model": "nope", "warm_start": "off"})
+    async with running_bot(fake, build(misnamed)):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("EASEL_DEFAULT_MODEL='nope' is not among") for w in warnings), warnings

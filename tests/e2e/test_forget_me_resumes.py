@@ -6,13 +6,17 @@ where Discord refuses the answer."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from bot.settings import Settings
+from cogs import history as cogs_history
+from cogs.history import HistoryCog
 from db import erasures
 from db import history as store
 from db.database import connect
+from tests.conftest import ErrorLogs
 from tests.e2e.helpers import StartEasel, imagine, job_id_of, reply_to
 from tests.e2e.test_moderation_after_the_fact import deletions_read
 from tests.fake_discord import FakeDiscord
@@ -101,3 +105,75 @@ async def test_an_answer_discord_refuses_goes_by_direct_message(
         assert await bot.services.history.unfinished_erasures() == []
         again = await reply_to(fake, "forget-me")
         assert again.content.startswith("Done: erased 0 jobs")
+
+
+async def test_a_forget_me_that_fails_is_finished_within_seconds_and_told_once(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    error_logs: ErrorLogs,
+) -> None:
+    """/forget-me fails part way (a disk error in its second batch, not a stop): the member is
+    told it went wrong and that it will be finished, and it is tried again at once, not at the
+    15-minute sweep: finished within seconds, that answer edited to say so, counting the whole
+    request; told once, and the request is done. A sweep pass that runs while the failure is
+    being told (woken by another member's failure) leaves it alone: "finished now" never comes
+    before the failure's answer (review R_L5, finding 1)."""
+    fake = fake_discord
+    monkeypatch.setattr(store, "ERASE_BATCH", 1)
+    error_logs.expect(r"internal error [0-9a-f]{8} in /forget-me$")
+    async with start_easel() as bot:
+        images_dir = bot.settings.images_dir
+        results = [await imagine(fake, f"a cat number {i}", seed=i) for i in range(3)]
+        history = bot.services.history
+        cog = bot.get_cog("HistoryCog")
+        assert isinstance(cog, HistoryCog)
+        answers: list[str] = []  # in the order the member was given them
+        ended = asyncio.Event()
+        erasure_told, report, tell_finished = (
+            history.erasure_told,
+            cogs_history.report_error,
+            cogs_history._tell_finished,
+        )
+        finish, swept = cogs_history.finish_erasures, asyncio.Event()
+
+        async def telling(user_id: int, asked_at: float) -> None:
+            await erasure_told(user_id, asked_at)
+            ended.set()
+
+        async def sweeping(*args: Any, **kwargs: Any) -> bool:
+            finished = await finish(*args, **kwargs)
+            swept.set()
+            return finished
+
+        async def report_after_a_sweep(*args: Any, **kwargs: Any) -> None:
+            swept.clear()
+            cog._erasure_failed.set()  # as another member's failure would
+            await asyncio.wait_for(swept.wait(), DELETES_WAIT_S)
+            await report(*args, **kwargs)
+            answers.append("failed")
+
+        async def telling_finished(*args: Any) -> None:
+            await tell_finished(*args)
+            answers.append("finished")
+
+        monkeypatch.setattr(history, "erasure_told", telling)
+        monkeypatch.setattr(cogs_history, "finish_erasures", sweeping)
+        monkeypatch.setattr(cogs_history, "report_error", report_after_a_sweep)
+        monkeypatch.setattr(cogs_history, "_tell_finished", telling_finished)
+        stop_once_in_the_second_batch(monkeypatch, OSError)
+        forget = await fake.invoke_command("forget-me")
+        failure = await forget.wait_for_original(lambda m: "Something went wrong" in m.content)
+        assert "no need to run /forget-me again" in failure.content
+        assert "try again later" not in failure.content
+        told = await forget.wait_for_original(lambda m: "finished now" in m.content)
+        await asyncio.wait_for(ended.wait(), DELETES_WAIT_S)
+        assert answers == ["failed", "finished"]
+        assert told.is_ephemeral
+        assert "erased 3 jobs, 3 stored pictures, 0 uploaded pictures" in told.content
+        for result in results:
+            assert not (images_dir / job_id_of(result)).exists()
+        assert forget.followups == []  # one answer, edited
+        direct = fake.dm_channel_of(fake.user_id)
+        assert [m for m in fake.messages.values() if m.channel_id == direct] == []
+        assert await history.unfinished_erasures() == []

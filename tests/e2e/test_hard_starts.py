@@ -18,10 +18,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
+import aiohttp
+import discord
 import pytest
 
 from bot import app
+from bot.cli.health import check_health
 from bot.discord_endpoints import point_discord_at
 from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT
 from db import jobs as journal
@@ -74,12 +78,71 @@ def unreachable_log() -> Iterator[LogLines]:
     logger.removeHandler(lines)
 
 
+# What a proxy in front of Discord answers a 502 with: a page, not a reason.
+PROXY_PAGE = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+async def test_healthz_says_why_discord_is_not_reached_in_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the first login try hangs, /healthz says it is connecting (review R_L5, 7);
+    once Discord answers a 502 with a proxy's HTML page, it says the status and reason, not
+    the page (finding 3); an error of many lines gives its first, cut to a length."""
+    metrics_port = free_port()
+    fake = FakeDiscord(port=free_port())  # never started: the login is stubbed
+    settings = easel_settings(fake, tmp_path / "data", tmp_path / "models").model_copy(
+        update={"metrics_addr": f"127.0.0.1:{metrics_port}"}
+    )
+    tries: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+
+    async def login(_client: discord.Client, _token: str) -> None:
+        answered = asyncio.get_running_loop().create_future()
+        await tries.put(answered)
+        await answered
+
+    monkeypatch.setattr(discord.Client, "login", login)
+    monkeypatch.setattr(app, "LOGIN_RETRY_FIRST_S", 0.0)
+    bot = app.build(settings)
+    logging_in = asyncio.create_task(bot.login("token"))
+    try:
+
+        async def said_after(error: Exception) -> str:
+            (await tries.get()).set_exception(error)
+            waiting = await tries.get()  # the next try hangs: the reason stays
+            _, said = await asyncio.to_thread(check_health, "127.0.0.1", metrics_port)
+            await tries.put(waiting)
+            return said
+
+        first = await tries.get()
+        _, said = await asyncio.to_thread(check_health, "127.0.0.1", metrics_port)
+        assert said.endswith(": 503 waiting for Discord: connecting"), said
+        await tries.put(first)
+        bad_gateway = SimpleNamespace(status=502, reason="Bad Gateway")
+        said = await said_after(discord.DiscordServerError(bad_gateway, PROXY_PAGE))
+        assert said.endswith(": 503 waiting for Discord: 502 Bad Gateway"), said
+        long_line = "x" * 500
+        said = await said_after(aiohttp.ClientConnectionError(f"{long_line}\nsecond line"))
+        reason = said.split(": 503 waiting for Discord: ")[1]
+        assert "\n" not in said and reason == "x" * (app.UNREACHABLE_REASON_CHARS - 1) + "…"
+    finally:
+        logging_in.cancel()
+        await bot.close()
+
+
 async def test_discord_unreachable_at_start_is_tried_again_until_it_answers(
     tmp_path: Path, unreachable_log: LogLines
 ) -> None:
-    port = free_port()
+    """Tried again for as long as it takes; meanwhile /healthz is up and says why it is not
+    ready (a container's health check tells "waiting for Discord" from dead), until then."""
+    port, metrics_port = free_port(), free_port()
     fake = FakeDiscord(port=port)  # not started yet
-    settings = easel_settings(fake, tmp_path / "data", tmp_path / "models")
+    settings = easel_settings(fake, tmp_path / "data", tmp_path / "models").model_copy(
+        update={"metrics_addr": f"127.0.0.1:{metrics_port}"}
+    )
     running = asyncio.create_task(app.run(settings))
     await unreachable_log.next_one()
     await unreachable_log.next_one()  # tried again, not ended
@@ -87,9 +150,14 @@ async def test_discord_unreachable_at_start_is_tried_again_until_it_answers(
     first, second = [line for line in unreachable_log.lines if "Discord unreachable" in line]
     assert f"127.0.0.1:{port}" in first
     assert first.endswith("retrying in 1 s") and second.endswith("retrying in 2 s")
+    healthy, said = await asyncio.to_thread(check_health, "127.0.0.1", metrics_port)
+    assert not healthy and ": 503 waiting for Discord: " in said and f"127.0.0.1:{port}" in said
     async with fake:
         await fake.wait_until_identified(timeout=60)
         assert fake.registered_commands(guild=True)
+        # Logged in: "ok" once ready (a moment after the identify), no longer waiting.
+        _, said = await asyncio.to_thread(check_health, "127.0.0.1", metrics_port)
+        assert said.endswith(("/healthz: ok", "/healthz: 503 starting or stopping")), said
         os.kill(os.getpid(), signal.SIGTERM)
         async with asyncio.timeout(STOP_LIMIT_S):
             assert await running == 0

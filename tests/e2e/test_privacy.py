@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from bot.settings import Settings
 from cogs.history import EASEL_LOST_THE_CHANNEL, LOST_THE_CHANNEL
+from cogs.visibility import EASEL_LOST_SIGHT
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -357,3 +359,27 @@ async def test_show_says_easel_lost_a_private_thread_not_the_member(
         assert refused.is_ephemeral and not refused.attachments, refused
         assert EASEL_LOST_THE_CHANNEL.format(job_id) in refused.content
         assert LOST_THE_CHANNEL.format(job_id) not in refused.content
+
+
+async def test_a_click_in_a_private_thread_easel_was_taken_out_of_says_so(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Easel taken out of a private thread its member is still in: a button clicked there
+    asks Discord whether the clicker is in the thread, and Discord refuses Easel (403). The
+    click is refused (nothing is known), saying Easel lost the thread, as /show says, not
+    that the picture was made in a channel the member cannot read (review L1)."""
+    fake = fake_discord
+    thread = fake.add_thread("secret", private=True, members=[fake.bot_user_id])
+    async with start_easel() as bot:
+        handle = await fake.invoke_command(
+            "imagine", {"prompt": "a lighthouse", **QUICK}, channel=thread
+        )
+        result = await handle.wait_for_original(has_picture, RENDER_TIMEOUT_S)
+        fake.set_thread_member(thread, fake.bot_user_id, member=False)
+        # Any "yes" Discord gave about the clicker earlier is forgotten (kept 30 s).
+        monkeypatch.setattr(bot.services.thread_members, "is_member", lambda *_: False)
+        click = await fake.click(result, label="DM me")
+        refused = await click.wait_for_original(lambda m: not m.is_loading)
+        assert refused.is_ephemeral and not refused.attachments, refused
+        assert EASEL_LOST_SIGHT in refused.content
+        assert NOT_YOURS_TO_CLICK not in refused.content

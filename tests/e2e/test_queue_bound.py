@@ -8,10 +8,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from prometheus_client import REGISTRY
-
 from bot.app import build
 from bot.engines import engine_factory_for
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, has_picture, images_today, reply_to
 from tests.e2e.test_prompt_safety import GatedEngine

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client import REGISTRY
 
 from bot.app import build
 from bot.engines import engine_factory_for
 from bot.jobs.queue import JobQueue, Submission
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from tests.e2e.conftest import easel_settings
 from tests.e2e.helpers import (
     QUICK,

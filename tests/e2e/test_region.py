@@ -624,3 +624,61 @@ async def test_without_clipseg_vary_region_names_the_rule_and_never_a_server_pat
         assert ("age-gated by nobody" in answer.content) is web
         assert any(clipseg_path in r.getMessage() for r in caplog.records)
         caplog.clear()
+
+
+async def test_vary_region_of_a_job_from_a_thread_archived_since_offers_the_page(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    """Discord archives a quiet thread and discord.py's cache drops it: Vary (Region) clicked
+    on a result there read the job's channel from the cache only, counted the picture as
+    age-restricted, and offered the words form alone (review L1). Its channel, as the click
+    carries it, is read now: the page's link is offered, and the page shows the picture.
+    Clicked on a copy elsewhere (/show), the thread is asked of Discord once for the click,
+    its check and the offer together."""
+    fake = fake_discord
+    thread = fake.add_thread("quiet")
+    channel_route = "/channels/{channel}"
+    async with start_region_easel():
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "a harbour", **QUICK}, channel=thread
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        await fake.archive_thread(thread)
+        link = link_of(await region_offer(fake, result, fake.user_id))
+        async with aiohttp.ClientSession() as http, http.get(link + "/picture") as answer:
+            assert (answer.status, answer.content_type) == (200, "image/png")
+
+        shown = await fake.invoke_command("show", {"job_id": job_id_of(result)})
+        copy = await shown.wait_for_original(has_picture)
+        asked = len(fake.calls_to("GET", channel_route))
+        assert link_of(await region_offer(fake, copy, fake.user_id)) != link
+        assert len(fake.calls_to("GET", channel_route)) == asked + 1
+
+
+async def test_a_links_page_says_easel_lost_a_private_thread_not_the_member(
+    fake_discord: FakeDiscord,
+    start_region_easel: StartRegionEasel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Easel taken out of a private thread its member is still in: Discord refuses Easel the
+    thread's members (403). The page and its picture are refused (nothing is known), saying
+    Easel lost the thread, not "you can no longer see the channel" (review L1)."""
+    fake = fake_discord
+    thread = fake.add_thread("secret", private=True, members=[fake.bot_user_id])
+    async with start_region_easel() as bot:
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "a harbour", **QUICK}, channel=thread
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        link = link_of(await region_offer(fake, result, fake.user_id))
+        fake.set_thread_member(thread, fake.bot_user_id, member=False)
+        await reply_to(fake, "help")  # delivers the change
+        # The member's "yes" from the click is kept 30 s: the page is loaded after that.
+        monkeypatch.setattr(bot.services.thread_members, "is_member", lambda *_: False)
+        async with aiohttp.ClientSession() as http:
+            for shown in (http.get(link), http.get(link + "/picture")):
+                async with shown as answer:
+                    assert answer.content_type == "text/html"  # no picture
+                    text = await answer.text()
+                    assert answer.status == 403 and region._EASEL_LOST_SIGHT in text, text
+                    assert region._OUT_OF_SIGHT not in text

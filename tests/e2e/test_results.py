@@ -3,14 +3,19 @@ Discord's rules (expired tokens, upload limits, rate limits), progress and Cance
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import pytest
 from PIL import Image
 
+from bot.app import EaselBot
+from bot.jobs.queue import job_queue
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from tests.e2e.helpers import (
@@ -21,9 +26,10 @@ from tests.e2e.helpers import (
     has_picture,
     imagine,
     job_id_of,
+    reply_to,
     size_of,
 )
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.support.engines import InstantEngine
 
 
@@ -215,6 +221,39 @@ class PermittedEngine(InstantEngine):
         return super().render_batch(requests, progress, cancel)
 
 
+async def four_jobs_queued(fake: FakeDiscord) -> list[InteractionHandle]:
+    """Four jobs that batch with none of the others (their steps differ), each queued before
+    the next is asked: the first renders, held (``PermittedEngine``); the last waits third in
+    line, and says so."""
+    handles = []
+    for steps in (2, 3, 4, 5):
+        handle = await fake.invoke_command(
+            "imagine", {"prompt": "a cat", "steps": steps, "size": "64x64"}
+        )
+        await handle.wait_for_original(lambda m: not m.is_loading)
+        handles.append(handle)
+    await handles[-1].wait_for_original(lambda m: "⏳ Queued — position 3," in m.content)
+    return handles
+
+
+async def shown_second_once_the_first_ends(
+    engine: PermittedEngine, last: InteractionHandle
+) -> None:
+    """The job rendering ends and the next starts, held: ``last``, third in line, shows that
+    it is second now, with its Cancel."""
+    engine.permits.release()
+    moved = await last.wait_for_original(
+        lambda m: "⏳ Queued — position 2," in m.content, timeout=10.0
+    )
+    assert [cancel.startswith("easel:cancel:") for cancel in moved.custom_ids] == [True]
+
+
+def past_the_tokens(fake: FakeDiscord, bot: EaselBot, seconds: float) -> None:
+    """Both clocks ``seconds`` on: Discord's, whose tokens expire, and the bot's wall clock."""
+    fake.advance_time(seconds)
+    bot.results.wall_clock = lambda: time.time() + seconds
+
+
 async def test_a_queued_jobs_place_is_shown_again_as_the_jobs_ahead_start(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
@@ -224,23 +263,123 @@ async def test_a_queued_jobs_place_is_shown_again_as_the_jobs_ahead_start(
     async with start_easel(lambda device: engine) as bot:
         try:
             bot.results.place_refresh_s = 0.2
-            # Four jobs that batch with none of the others (their steps differ), each queued
-            # before the next is asked: the first renders, held; the last waits third in line.
-            handles = []
-            for steps in (2, 3, 4, 5):
-                handle = await fake_discord.invoke_command(
-                    "imagine", {"prompt": "a cat", "steps": steps, "size": "64x64"}
-                )
-                await handle.wait_for_original(lambda m: not m.is_loading)
-                handles.append(handle)
+            handles = await four_jobs_queued(fake_discord)
             last = handles[-1]
-            await last.wait_for_original(lambda m: "⏳ Queued — position 3," in m.content)
-            engine.permits.release()  # the first ends; the second starts, held
-            moved = await last.wait_for_original(
-                lambda m: "⏳ Queued — position 2," in m.content, timeout=10.0
-            )
-            assert [cancel.startswith("easel:cancel:") for cancel in moved.custom_ids] == [True]
+            await shown_second_once_the_first_ends(engine, last)
         finally:
             engine.permits.release(4)
         for handle in handles:
             await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+
+
+async def test_a_public_place_moves_through_its_channel_once_its_token_ended(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Past its token (a deep queue's wait), a public place message is edited through its
+    channel, Cancel kept; its result then goes to the channel, and the message points to it
+    (review AUD3: it kept its place of the 14th minute until then)."""
+    engine = PermittedEngine(seconds=0.01)
+    async with start_easel(lambda device: engine) as bot:
+        try:
+            bot.results.place_refresh_s = 0.2
+            last = (await four_jobs_queued(fake_discord))[-1]
+            past_the_tokens(fake_discord, bot, 16 * 60)
+            await shown_second_once_the_first_ends(engine, last)
+        finally:
+            engine.permits.release(4)
+        pointer = await last.wait_for_original(
+            lambda m: "its result is posted here" in m.content, timeout=RENDER_TIMEOUT_S
+        )
+        assert not pointer.custom_ids
+
+
+async def four_private_jobs_queued(
+    fake: FakeDiscord, bot: EaselBot
+) -> tuple[InteractionHandle, str]:
+    """``four_jobs_queued`` with private results, their places looked at every 0.2 s: the
+    last one's (ephemeral) message, and its job's id."""
+    bot.results.place_refresh_s = 0.2
+    await reply_to(fake, "settings", {"private_results": True})
+    last = (await four_jobs_queued(fake))[-1]
+    assert last.original.is_ephemeral
+    return last, last.original.custom_ids[0].removeprefix("easel:cancel:")
+
+
+async def test_a_private_place_says_before_its_token_ends_that_it_is_shown_no_more(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A private (ephemeral) place message can be edited only through its token: shortly
+    before it ends, its last edit says where the result will come (review AUD3: it froze
+    unexplained)."""
+    engine = PermittedEngine(seconds=0.01)
+    async with start_easel(lambda device: engine) as bot:
+        try:
+            last, job_id = await four_private_jobs_queued(fake_discord, bot)
+            past_the_tokens(fake_discord, bot, 13.5 * 60)
+            said = await last.wait_for_original(
+                lambda m: "shown here no more" in m.content, timeout=10.0
+            )
+            assert said.content == (
+                f"{said.content.splitlines()[0]}\nIts place is shown here no more. Its result "
+                "comes here if it ends within the minute, else to your direct messages if they "
+                "are open (a notice alone where the server keeps its pictures); "
+                f"`/show {job_id}` brings it back."
+            )
+            assert said.content.startswith("⏳ Queued — position 3,")
+            assert said.custom_ids == [f"easel:cancel:{job_id}"]
+        finally:
+            engine.permits.release(4)
+
+
+async def test_a_private_place_past_its_token_is_never_edited_through_its_channel(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """An ephemeral place message is in no channel: past its token nothing edits it, however
+    its job moves (Discord answers Unknown Message to a channel's edit of it, which the fake
+    counts as a violation)."""
+    engine = PermittedEngine(seconds=0.01)
+    async with start_easel(lambda device: engine) as bot:
+        try:
+            last, job_id = await four_private_jobs_queued(fake_discord, bot)
+            past_the_tokens(fake_discord, bot, 16 * 60)
+            engine.permits.release()
+            await _until(lambda: bot.queue.queued_places([job_id])[job_id].position == 1)
+            route = "/channels/{channel}/messages/{message}"
+            refresh = bot.results._place_refresh
+            # Its places' refresh ends once no message it may edit shows a place.
+            await _until(
+                lambda: (
+                    refresh is None or refresh.done() or bool(fake_discord.calls_to("PATCH", route))
+                )
+            )
+            assert fake_discord.calls_to("PATCH", route) == []
+            assert last.original.content.startswith("⏳ Queued — position 3,")
+        finally:
+            engine.permits.release(4)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Polls ``condition`` (the bot's state, which no fake event announces)."""
+    async with asyncio.timeout(10.0):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_restored_jobs_place_moves_after_a_restart(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job queued again at start-up, whose public place message the journal recorded,
+    shows its place again as the jobs ahead start, through its channel (review AUD3: the
+    new process followed only the jobs submitted to it)."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)
+    first = PermittedEngine(seconds=0.01)
+    async with start_easel(lambda device: first):
+        last = (await four_jobs_queued(fake_discord))[-1]
+    second = PermittedEngine(seconds=0.01)
+    async with start_easel(lambda device: second) as bot:
+        try:
+            bot.results.place_refresh_s = 0.2
+            await shown_second_once_the_first_ends(second, last)
+        finally:
+            second.permits.release(4)
+        await last.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

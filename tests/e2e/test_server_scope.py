@@ -4,6 +4,7 @@ turns them on, and then with the DM quota. Two servers and DMs on the fake Disco
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -172,6 +173,39 @@ def stop_while_handled(bot: EaselBot, guild_id: int, user_id: int) -> None:
         return await asked_quota(*args, **kwargs)
 
     bot.queue.quota_refusal = stopped_meanwhile  # type: ignore[method-assign]
+
+
+async def test_a_command_received_before_a_ban_is_held_though_the_hosts_clock_lags(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's clock 10 s behind Discord's: a command received before the ban, whose
+    interaction time reads as after the ban on Easel's clock, is still held: its receipt is
+    compared with the ban's, both on the monotonic clock (review AUD3)."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        monkeypatch.setattr(bot.services.stopped_members, "_clock", lambda: time.time() - 10.0)
+        stop_while_handled(bot, fake.guild_id, fake.user_id)
+        late = await fake.invoke_command("imagine", {"prompt": "a late cat", **QUICK})
+        await late.wait_for_original_deleted()
+        assert await bot.services.history.unfinished(fake.user_id, guild_id=fake.guild_id) == []
+
+
+async def test_a_click_received_before_a_ban_is_held_though_the_hosts_clock_lags(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a command: a button's click received before the ban is held with the host's clock
+    10 s behind Discord's, its receipt stamped as its event came (review R_FAUD3: a click was
+    still placed by Discord's time against the host's clock)."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        made = await fake.invoke_command("imagine", {"prompt": "a calm cat", **QUICK})
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        monkeypatch.setattr(bot.services.stopped_members, "_clock", lambda: time.time() - 10.0)
+        stop_while_handled(bot, fake.guild_id, fake.user_id)
+        reroll = next(c for c in result.custom_ids if c.startswith("easel:reroll:"))
+        click = await fake.click(result, reroll)
+        await click.wait_for_original_deleted()
+        assert await bot.services.history.unfinished(fake.user_id, guild_id=fake.guild_id) == []
 
 
 async def test_a_ban_cancels_the_members_unfinished_jobs_in_that_server_only(

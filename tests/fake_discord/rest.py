@@ -515,6 +515,16 @@ class RestApi:
 
     async def edit_channel_message(self, request: web.Request) -> web.Response:
         message = self._channel_message(request)
+        if message.is_ephemeral:  # in no channel: edited through its interaction's token alone
+            raise RequestRejected(
+                404,
+                10008,
+                "Unknown Message",
+                (
+                    Violation.UNKNOWN_RESOURCE,
+                    f"edit of ephemeral message {message.id} in a channel",
+                ),
+            )
         if message.author_id != self.state.bot_user_id:
             raise RequestRejected(
                 403,

@@ -407,11 +407,16 @@ class FakeDiscord:
             )
         self._state.outage_plans[(method, route)] = (times, status)
 
-    async def wait_until_identified(self, timeout: float = DEFAULT_WAIT_S) -> None:
+    async def wait_until_identified(
+        self, timeout: float = DEFAULT_WAIT_S, *, times: int = 1
+    ) -> None:
+        """Until a bot is connected, the fake having taken ``times`` IDENTIFYs in all (2: a bot
+        started after another's, not that one's connection)."""
+        gateway = self._gateway
         await self._state.feed.wait_until(
-            lambda: True if self._gateway.connection is not None else None,
+            lambda: True if gateway.connection and gateway.identify_count >= times else None,
             timeout,
-            lambda: f"no bot identified on {self.gateway_url}",
+            lambda: f"no bot identified on {self.gateway_url} ({gateway.identify_count} so far)",
         )
 
     async def wait_for_resume(self, count: int = 1, timeout: float = DEFAULT_WAIT_S) -> None:
@@ -424,8 +429,12 @@ class FakeDiscord:
             lambda: f"{self._gateway.resume_count} RESUMEs so far, waiting for {count}",
         )
 
-    async def drop_gateway_connection(self, code: int = 4000) -> None:
-        """Closes the bot's websocket; discord.py reconnects and RESUMEs."""
+    async def drop_gateway_connection(self, code: int = 4000, *, resumable: bool = True) -> None:
+        """Closes the bot's websocket; discord.py reconnects and RESUMEs. Not ``resumable``:
+        the session is forgotten first, so the RESUME is refused and discord.py IDENTIFYs
+        afresh (a READY: it builds every server's objects anew)."""
+        if not resumable:
+            self._gateway.session = None
         await self._gateway.drop_connection(code)
 
     async def request_reconnect(self) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from inference.flow_families import _find_part
 from inference.image_prompts import ImagePrompt, checkpoint_text_width, choose_adapter
 from inference.metadata import safetensors_header, safetensors_problem, trigger_words
 from inference.registry import ModelRegistry
+from inference.split_parts import _find_part
 from tests.support.checkpoint_files import stand_in_checkpoint
 
 DEEP = 100_000  # past Python's recursion limit, as its JSON decoder recurses once per level
@@ -54,7 +54,7 @@ def test_a_text_encoder_whose_marker_has_one_side_is_not_the_part(tmp_path: Path
     folder = tmp_path / "text_encoder"
     weights_file(folder / "a_odd.safetensors", {"shared.weight": [4096]})
     good = weights_file(folder / "b_t5.safetensors", {"shared.weight": [32128, 4096]})
-    assert _find_part("T5", config, [folder]) == good
+    assert _find_part("T5", config, [folder]) == (good, None)
 
 
 def test_a_half_file_of_another_part_is_not_blamed_for_a_missing_part(tmp_path: Path) -> None:
@@ -70,7 +70,10 @@ def test_a_half_file_of_another_part_is_not_blamed_for_a_missing_part(tmp_path: 
     cut_in_header = folder / "t5.safetensors"
     whole = weights_file(cut_in_header, {"shared.weight": [32128, 4096]}).read_bytes()
     cut_in_header.write_bytes(whole[:20])
-    assert _find_part("T5", config, [folder]) == cut_in_header
+    assert _find_part("T5", config, [folder]) == (
+        cut_in_header,
+        "t5.safetensors ends inside its header",
+    )
 
 
 def test_a_model_index_nested_too_deep_reads_as_one_that_is_not_json(tmp_path: Path) -> None:

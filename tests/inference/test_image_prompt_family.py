@@ -47,6 +47,7 @@ def models(tmp_path: Path) -> Path:
     encoder = tmp_path / "ipadapter" / "image_encoder"
     encoder.mkdir()
     (encoder / "config.json").write_text(json.dumps({}))
+    save_file({"w": torch.zeros(1)}, str(encoder / "model.safetensors"))  # only its config: a copy
     return tmp_path
 
 

@@ -96,7 +96,10 @@ def test_masked_region_pads_and_matches_aspect() -> None:
 def test_vary_presets() -> None:
     assert vary_strength("subtle") < vary_strength("Strong") <= 1
     assert vary_strength("0.5") == vary_strength(0.5) == 0.5
-    with pytest.raises(RenderInputError, match="'subtle', 'strong' or a number"):
+    # One range in both sentences, the one the option's description gives.
+    with pytest.raises(RenderInputError, match="'strong' or a number above 0 and at most 1, got"):
         vary_strength("wild")
+    with pytest.raises(RenderInputError, match=r"above 0 and at most 1, got 0"):
+        vary_strength(0)
     with pytest.raises(RenderInputError, match=r"above 0 and at most 1, got 1\.5"):
         vary_strength(1.5)

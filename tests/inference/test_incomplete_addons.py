@@ -4,13 +4,16 @@ face restorers (``.safetensors``, and ``.pth`` where pickles are allowed), Contr
 or a diffusers folder's weights), IP-Adapters (with their image encoder's weights), and GGUF
 checkpoints (a ``.gguf`` file alone, or in a diffusers folder's ``unet/``). Each used to be
 offered, and every job that picked it failed or ran without it. A split release's T5 or CLIP
-file still being copied is passed over for a whole one, else its load says so."""
+file still being copied is passed over for a whole one, else the transformer needing it is left
+out. A diffusers folder's weights are those its load reads: ``.bin`` pickles where it has no
+safetensors, every shard an index names, and a model's folder holding none is not whole yet."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +23,8 @@ import torch
 from safetensors.torch import save_file
 
 from inference import metadata as metadata_module
+from inference import registry as registry_module
+from inference import split_parts
 from inference.checkpoints import split_part_files
 from inference.control_units import ControlUnit, check_control_models, controlnet_files
 from inference.flow_tiny import write_tiny_flow_checkpoint
@@ -387,30 +392,59 @@ def cut_in_its_data(path: Path) -> bytes:
     return whole
 
 
-def test_a_split_release_s_t5_still_being_copied_is_refused_saying_so(tmp_path: Path) -> None:
-    """Its header fits, so its load picked it and failed reading its weights; a GGUF T5's
-    header does not read until it is whole, and it was "no T5 file that fits"."""
-    write_tiny_flow_checkpoint(tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path)
+def test_a_split_release_whose_t5_is_still_being_copied_is_left_out_until_one_is_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its header fits, so its load picked it and failed reading its weights (refunded): the
+    transformer needing it is not offered, told once, until a whole T5 that fits is there.
+    Its load (after a scan up to a second old offered it) still says why; a GGUF T5's header
+    does not read until it is whole, and it was "no T5 file that fits"."""
+    checkpoint = write_tiny_flow_checkpoint(
+        tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path
+    )
     parts = tmp_path / "text_encoder"
     t5 = parts / "tiny-t5xxl.safetensors"
     whole = cut_in_its_data(t5)
-    [entry] = ModelRegistry(tmp_path).scan().values()
+    size = t5.stat().st_size
+    cut = f"tiny-t5xxl.safetensors is incomplete ({size} of {len(whole)} bytes): still copying?"
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        for _ in range(2):
+            assert registry.names() == []
+            assert registry.unusable() == {"split": f"text_encoder/{cut}"}
+    assert not_offered(caplog) == [f"model split is not offered: text_encoder/{cut}"]
+    with pytest.raises(RenderInputError, match=r"^model 'split' cannot be loaded now: text_enc"):
+        registry.resolve("split")
+    entry = ModelEntry("split", checkpoint, "safetensors")
     refused = "^split.safetensors finds no whole T5 file: "
-    with pytest.raises(
-        RenderInputError,
-        match=refused + r"tiny-t5xxl.safetensors is incomplete \(\d+ of \d+ bytes\): still",
-    ):
+    with pytest.raises(RenderInputError, match=refused + re.escape(cut)):
         split_part_files(entry)
     # A whole one that fits (another name, a later copy) is read meanwhile.
     (parts / "z-t5xxl.safetensors").write_bytes(whole)
+    assert registry.names() == ["split"]
     assert split_part_files(entry)["text_encoder_3"] == ("T5", parts / "z-t5xxl.safetensors")
     t5.write_bytes(whole)
     assert split_part_files(entry)["text_encoder_3"] == ("T5", t5)
     t5.unlink()
     (parts / "z-t5xxl.safetensors").unlink()
     cut_in_half(gguf_checkpoint(parts / "t5-Q8_0.gguf"))
+    assert registry.names() == []
+    assert registry.unusable()["split"].startswith("text_encoder/t5-Q8_0.gguf is not a whole GGUF")
     with pytest.raises(RenderInputError, match=refused + "t5-Q8_0.gguf is not a whole GGUF file"):
         split_part_files(entry)
+
+
+def test_a_split_release_missing_a_part_is_offered_and_its_load_names_the_folder(
+    tmp_path: Path,
+) -> None:
+    """No part file at all is no copy under way: listed, and its load says what to put where
+    (``easel doctor`` too), as before."""
+    write_tiny_flow_checkpoint(tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path)
+    (tmp_path / "text_encoder" / "tiny-t5xxl.safetensors").unlink()
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["split"]
+    with pytest.raises(RenderInputError, match=r"^the T5 split.safetensors needs is not installed"):
+        split_part_files(registry.resolve("split"))
 
 
 def test_a_diffusers_folder_s_half_text_encoder_shard_is_left_out(tmp_path: Path) -> None:
@@ -446,3 +480,229 @@ def test_a_check_stats_its_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Path, "stat", counted)
     assert list(ModelRegistry(tmp_path).network_files("lora")) == ["style"]
     assert statted == [lora]
+
+
+def diffusers_folder(folder: Path, **components: str) -> Path:
+    """A diffusers folder whose ``model_index.json`` names ``components`` (folder: class)."""
+    folder.mkdir(parents=True)
+    index: dict[str, object] = {"_class_name": "StableDiffusionPipeline"}
+    library = {"tokenizer": "transformers", "text_encoder": "transformers"}
+    index |= {name: [library.get(name, "diffusers"), kind] for name, kind in components.items()}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for name in components:
+        (folder / name).mkdir()
+    return folder
+
+
+def test_a_diffusers_folder_s_half_bin_weights_are_left_out(tmp_path: Path) -> None:
+    """diffusers reads a component's pickled ``.bin`` weights where it has no safetensors:
+    they were offered whole or not. A tokenizer or scheduler holds no weights, and needs none."""
+    folder = diffusers_folder(
+        tmp_path / "old-sd",
+        unet="UNet2DConditionModel",
+        tokenizer="CLIPTokenizer",
+        scheduler="PNDMScheduler",
+    )
+    (folder / "tokenizer" / "vocab.json").write_text("{}")
+    (folder / "scheduler" / "scheduler_config.json").write_text("{}")
+    (folder / "unet" / "config.json").write_text("{}")
+    unet = torch_pickle(folder / "unet" / "diffusion_pytorch_model.bin")
+    whole = cut_in_half(unet)
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == []
+    assert registry.unusable() == {
+        "old-sd": f"unet/diffusion_pytorch_model.bin is not a whole zip archive "
+        f"({len(whole) // 2} bytes; File is not a zip file): still copying?"
+    }
+    unet.write_bytes(whole)
+    assert registry.names() == ["old-sd"]
+
+
+def test_a_model_s_folder_with_its_config_and_no_weights_yet_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ControlNet's folder (or a diffusers folder's ``unet/``) whose ``config.json`` came
+    first, its weights still to come: every job naming it failed at load."""
+    controlnet = tmp_path / "ControlNet" / "depth-sd15"
+    controlnet.mkdir(parents=True)
+    (controlnet / "config.json").write_text("{}")
+    folder = diffusers_folder(tmp_path / "sd", unet="UNet2DConditionModel")
+    (folder / "unet" / "config.json").write_text("{}")
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        for _ in range(2):
+            assert controlnet_files(registry) == {}
+            assert registry.names() == []
+    no_weights = "holds no weights (.safetensors, .gguf or .bin): still copying?"
+    assert sorted(not_offered(caplog)) == [
+        f"ControlNet depth-sd15 at {controlnet} is not offered: depth-sd15 {no_weights}",
+        f"model sd is not offered: sd/unet {no_weights}",
+    ]
+    weights(controlnet / "diffusion_pytorch_model.safetensors")
+    weights(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    assert controlnet_files(registry) == {"depth-sd15": controlnet}
+    assert registry.names() == ["sd"]
+
+
+def test_sharded_weights_are_whole_once_every_shard_their_index_names_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sharded transformer: its index came first (or is itself cut short), a shard it names
+    is not there yet or still being copied."""
+    folder = diffusers_folder(tmp_path / "flux", transformer="FluxTransformer2DModel")
+    part = folder / "transformer"
+    shards = [f"diffusion_pytorch_model-0000{n}-of-00002.safetensors" for n in (1, 2)]
+    index = part / "diffusion_pytorch_model.safetensors.index.json"
+    index_text = json.dumps({"weight_map": {"a": shards[0], "b": shards[1], "c": shards[1]}})
+    index.write_text(index_text[:20])
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="inference.registry"):
+        assert registry.names() == []
+        assert registry.unusable() == {
+            "flux": "transformer/diffusion_pytorch_model.safetensors.index.json is not a "
+            "whole weights index (20 bytes): still copying?"
+        }
+        index.write_text(index_text)
+        weights(part / shards[0])
+        assert registry.names() == []
+        assert registry.unusable() == {
+            "flux": f"transformer/{shards[1]} cannot be read: No such file or directory"
+        }
+        whole = cut_in_half(weights(part / shards[1]))
+        assert registry.unusable() == {"flux": f"transformer/{incomplete(part / shards[1], whole)}"}
+    assert len(not_offered(caplog)) == 2  # once per file: the index, the second shard
+    (part / shards[1]).write_bytes(whole)
+    assert registry.names() == ["flux"]
+
+
+def test_a_split_release_s_scan_stats_each_of_its_files_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is on the autocomplete's path: each part file is stat'ed once a scan,
+    though ``text_encoder/`` is searched for each of three encoders."""
+    write_tiny_flow_checkpoint(tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path)
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["split"]  # the headers read, once per file version
+    statted: list[Path] = []
+    stat = Path.stat
+
+    def counted(path: Path, **kwargs: bool) -> os.stat_result:
+        if path.parent.name in ("text_encoder", "vae") and path.suffix == ".safetensors":
+            statted.append(path)
+        return stat(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", counted)
+    assert ModelRegistry(tmp_path).names() == ["split"]
+    parts = [
+        *(tmp_path / "text_encoder").glob("*.safetensors"),
+        tmp_path / "vae" / "tiny-sd3-ae.safetensors",
+    ]
+    assert len(parts) == 4 and sorted(statted) == sorted(parts)
+
+
+def sharded_unet(tmp_path: Path, index_text: str) -> Path:
+    """A diffusers folder "m" whose UNet has ``index_text`` as its weights index."""
+    folder = diffusers_folder(tmp_path / "m", unet="UNet2DConditionModel")
+    index = folder / "unet" / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(index_text)
+    return index
+
+
+@pytest.mark.parametrize("shard", ["..", ".", "", "/etc/passwd", "../../m/x.safetensors", "sub/x"])
+def test_an_index_naming_files_outside_its_folder_is_no_index(tmp_path: Path, shard: str) -> None:
+    """No file outside the component's folder is looked at, and the operator is not told to
+    wait for a copy: such an index never becomes whole."""
+    sharded_unet(tmp_path, json.dumps({"weight_map": {"a": shard}}))
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == []
+    assert registry.unusable() == {
+        "m": "unet/diffusion_pytorch_model.safetensors.index.json names weight files outside "
+        "its folder: no index Easel reads"
+    }
+
+
+def test_an_index_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> None:
+    """A link to ``/dev/zero`` (read for ever, until memory runs out) or a FIFO (whose read
+    waits for a writer): the scan refuses it from its ``stat``, and lists the others."""
+    index = sharded_unet(tmp_path, "")
+    index.unlink()
+    index.symlink_to("/dev/zero")
+    fifo_index = sharded_unet(tmp_path / "fifo", "")
+    fifo_index.unlink()
+    os.mkfifo(fifo_index)
+    fifo_weights = diffusers_folder(tmp_path / "fifo" / "n", unet="UNet2DConditionModel")
+    os.mkfifo(fifo_weights / "unet" / "diffusion_pytorch_model.safetensors")
+    weights(tmp_path / "whole.safetensors")
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["whole"]
+    not_a_file = "is not a regular file: no weights Easel reads"
+    assert registry.unusable() == {
+        "m": f"unet/diffusion_pytorch_model.safetensors.index.json {not_a_file}"
+    }
+    assert ModelRegistry(tmp_path / "fifo").unusable() == {
+        "m": f"unet/diffusion_pytorch_model.safetensors.index.json {not_a_file}",
+        "n": f"unet/diffusion_pytorch_model.safetensors {not_a_file}",
+    }
+
+
+def test_an_index_too_large_or_naming_too_many_shards_is_no_index(tmp_path: Path) -> None:
+    """Past 16 MB or 1,000 shards it is no weights index: not read whole, nor each shard
+    stat'ed at every scan (the event loop checks a winner's weights once a second)."""
+    many = {str(n): f"s{n}.safetensors" for n in range(1001)}
+    sharded_unet(tmp_path / "many", json.dumps({"weight_map": many}))
+    sharded_unet(tmp_path / "lists", json.dumps({"weight_map": {"a": ["s.safetensors"]}}))
+    huge = sharded_unet(tmp_path / "huge", "")
+    with huge.open("wb") as file:
+        file.truncate(16 * 1024 * 1024 + 1)
+    index = "unet/diffusion_pytorch_model.safetensors.index.json"
+    assert ModelRegistry(tmp_path / "many").unusable() == {
+        "m": f"{index} is no weights index: it names 1001 files, over 1000"
+    }
+    assert ModelRegistry(tmp_path / "lists").unusable() == {
+        "m": f"{index} is not a whole weights index (40 bytes): still copying?"
+    }
+    assert ModelRegistry(tmp_path / "huge").unusable() == {
+        "m": f"{index} is no weights index: 16777217 bytes, over 16777216"
+    }
+
+
+def test_a_text_encoder_s_single_file_is_read_before_a_stale_index(tmp_path: Path) -> None:
+    """transformers loads ``model.safetensors`` when it is there, before an index a sharded
+    save left beside it (``save_pretrained`` removes no old index): the model is whole."""
+    folder = diffusers_folder(
+        tmp_path / "m", unet="UNet2DConditionModel", text_encoder="CLIPTextModel"
+    )
+    weights(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    (folder / "text_encoder" / "config.json").write_text("{}")
+    weights(folder / "text_encoder" / "model.safetensors")
+    shards = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    stale = folder / "text_encoder" / "model.safetensors.index.json"
+    stale.write_text(json.dumps({"weight_map": shards}))
+    assert ModelRegistry(tmp_path).names() == ["m"]
+    (folder / "text_encoder" / "model.safetensors").unlink()  # now sharded: its index counts
+    assert ModelRegistry(tmp_path).unusable() == {
+        "m": "text_encoder/model-00001-of-00002.safetensors cannot be read: "
+        "No such file or directory"
+    }
+
+
+def test_part_files_and_indexes_read_once_are_forgotten_once_gone(tmp_path: Path) -> None:
+    """What was read of a split release's part files and of a weights index is dropped once
+    the file is gone (renamed): kept only for the files there are."""
+    write_tiny_flow_checkpoint(tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path)
+    index = sharded_unet(tmp_path, json.dumps({"weight_map": {"a": "s.safetensors"}}))
+    weights(index.parent / "s.safetensors")
+    now = [0]
+    registry = ModelRegistry(tmp_path, clock=lambda: now[0])
+    assert registry.names() == ["m", "split"]
+    encoders = tmp_path / "text_encoder"
+    for n in range(3):  # an operator swaps T5 files and indexes, renaming the old ones
+        t5 = next(encoders.glob("*t5*.safetensors"))
+        t5.rename(encoders / f"t5-{n}.safetensors")
+        index = index.rename(index.with_name(f"{n}.safetensors.index.json"))
+        now[0] += SCAN_MAX_AGE_NS
+        assert registry.names() == ["m", "split"]
+    there = {*encoders.iterdir(), *(tmp_path / "vae").iterdir(), index}
+    for cache in (split_parts._WIDTHS, registry_module._INDEXES):
+        assert {path for path in cache._kept if path.is_relative_to(tmp_path)} <= there
+    assert index in registry_module._INDEXES._kept

@@ -50,7 +50,12 @@ class Admins:
         return "server"
 
     async def rights(
-        self, guild_id: int, user_id: int, channel_ids: Collection[int]
+        self,
+        guild_id: int,
+        user_id: int,
+        channel_ids: Collection[int],
+        *,
+        within_window: bool = False,
     ) -> AdminRights:
         asked = frozenset(channel_ids)
         return AdminRights(self.refusal, asked, asked & self.age_restricted)
@@ -295,7 +300,7 @@ async def test_a_picture_is_decoded_once_at_a_time_and_waiting_decodes_are_cappe
         async with asyncio.timeout(30):
             while entered < 3:  # noqa: ASYNC110 (polled)
                 await asyncio.sleep(0.01)
-        busy = (503, str(dashboard.THUMBNAIL_RETRY_AFTER_S))
+        busy = (503, str(dashboard.RETRY_AFTER_S))
         assert await answered(other) == busy
         release.set()
         assert await asyncio.gather(*same) == [(200, None)] * 3

@@ -95,9 +95,14 @@ class FakeDiscord:
         return self.direct
 
 
-def results_for(conn: aiosqlite.Connection, fake: FakeDiscord) -> DiscordResults:
+def results_for(
+    conn: aiosqlite.Connection, fake: FakeDiscord, unnamed_model: Callable[[], str] | None = None
+) -> DiscordResults:
+    """``unnamed_model``: the engine's pick for a request naming no model, as the composition
+    root lists it where renders run here (None: not known, as on a broker)."""
     results = DiscordResults(cast(discord.Client, fake))
-    results.guild_policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    planner = PromptPlanner(wildcards_dir=None, unnamed_model=unnamed_model)
+    results.guild_policy = GuildPolicy(conn, prompts=planner)
     return results
 
 
@@ -265,12 +270,13 @@ async def delivered_after(
     tmp_path: Path,
     change: RuleChange,
     queued: Submission | None = None,
+    unnamed_model: Callable[[], str] | None = None,
 ) -> tuple[FakeDiscord, str]:
     """A job submitted (``queued``, else ``submission()``), the server's rules changed
     (``change``) while it waits, then rendered and delivered; what Discord was sent, and the
-    job's id."""
+    job's id (``unnamed_model``: ``results_for``'s)."""
     fake, engine = FakeDiscord(), HeldEngine()
-    results = results_for(conn, fake)
+    results = results_for(conn, fake, unnamed_model)
     policy = results.guild_policy
     assert policy is not None
     queue = await started(conn, engine, tmp_path / "images", results)
@@ -392,6 +398,121 @@ async def test_a_job_naming_no_model_is_held_by_the_model_it_rendered_with(
     assert fake.direct.messages == [(notice, [])]
 
 
+def _pass_naming_no_model(mode: str, **options: Any) -> Submission:
+    """A pass over a picture made with no model named: it renders with the engine's pick."""
+    request = RenderRequest(
+        "a dog", seed=1, steps=2, mode=mode, init_image="picture.png", options=options
+    )
+    return Submission(mode, request, MEMBER, GUILD, channel_id=CHANNEL)
+
+
+@pytest.mark.parametrize(
+    "queued",
+    [
+        Submission("imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL),
+        _pass_naming_no_model("upscale", upscale_mode="creative"),
+        _pass_naming_no_model("faces", fix_faces=True),
+    ],
+    ids=["imagine", "creative upscale", "fix faces"],
+)
+async def test_a_queued_job_naming_no_model_ends_unrendered_once_the_list_leaves_out_the_pick(
+    conn: aiosqlite.Connection, tmp_path: Path, queued: Submission
+) -> None:
+    """Admitted while the server had no model list and no default, a job (a pass over a picture
+    too: its picture's infotext does not name the model it renders with) renders with the
+    engine's pick here; a list made since that leaves it out ends the job before it renders,
+    not after (the GPU time spent, withheld at delivery, or for a pass not at all)."""
+    images = tmp_path / "images"
+    job_id = await JobQueue(conn, [], images).submit(queued)  # journaled while stopped
+    await _allow_only_the_safe_model(GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)))
+    await ends_before_rendering(
+        conn, job_id, images, MODEL_LEFT_OUT, unnamed_model=lambda: "nsfw-model"
+    )
+
+
+@pytest.mark.parametrize(
+    "queued",
+    [
+        _pass_naming_no_model("upscale", upscale_mode="fast"),
+        _pass_naming_no_model("faces", face_restore=True),
+    ],
+    ids=["fast upscale", "faces restored only"],
+)
+async def test_a_pass_that_renders_no_model_is_not_held_by_the_model_list(
+    conn: aiosqlite.Connection, tmp_path: Path, queued: Submission
+) -> None:
+    images = tmp_path / "images"
+    job_id = await JobQueue(conn, [], images).submit(queued)
+    await _allow_only_the_safe_model(GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None)))
+    fake, engine = FakeDiscord(), InstantEngine()
+    queue = await started(conn, engine, images, results_for(conn, fake, lambda: "nsfw-model"))
+    try:
+        await all_delivered(conn, [job_id])
+    finally:
+        await queue.stop()
+    assert len(engine.batches) == 1
+    [(_, files)] = fake.channel.messages
+    assert len(files) == 1
+
+
+@pytest.mark.parametrize(
+    ("queued", "unnamed_model", "rendered_with"),
+    [
+        (_pass_naming_no_model("upscale", upscale_mode="creative"), None, "instant"),
+        (_pass_naming_no_model("faces", fix_faces=True), lambda: "nsfw-model", "nsfw-model"),
+    ],
+    ids=["creative upscale on a broker", "fix faces"],
+)
+async def test_a_pass_naming_no_model_is_held_at_delivery_by_the_model_it_rendered_with(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    queued: Submission,
+    unnamed_model: Callable[[], str] | None,
+    rendered_with: str,
+) -> None:
+    """A list made while the pass renders leaves out the model it renders with: a creative
+    upscale's pictures name it (the pass's own, ``base_params``; where no pick is known here,
+    as on a broker, only they can tell: review R_L2, it was posted); a faces fix's keep their
+    picture's (``instant`` here), so it is held by the pick it started with."""
+    fake, job_id = await delivered_after(
+        conn, tmp_path, _allow_only_the_safe_model, queued, unnamed_model
+    )
+    assert fake.channel.messages == []
+    left_out = MODEL_LEFT_OUT.replace("nsfw-model", rendered_with)
+    notice = f"Your job `{job_id}` in Guild was not posted: {left_out}. {REFUNDED}"
+    assert fake.direct.messages == [(notice, [])]
+
+
+@pytest.mark.parametrize(
+    "queued",
+    [
+        _pass_naming_no_model("upscale", upscale_mode="creative"),
+        _pass_naming_no_model("faces", fix_faces=True),
+    ],
+    ids=["creative upscale", "fix faces"],
+)
+async def test_a_pass_naming_no_model_is_judged_by_the_model_it_rendered_not_a_later_pick(
+    conn: aiosqlite.Connection, tmp_path: Path, queued: Submission
+) -> None:
+    """A pass naming no model starts with the engine's pick here, ``instant`` (the test
+    engine's pictures name it). While it renders the server lists that model alone and one
+    sorting first, ``aaa``, is installed, the engine's pick from then on: the model it
+    rendered with is allowed, so it is posted (review R_L2: judged by the pick of delivery
+    time, withheld, its maker told of ``aaa``)."""
+    pick = ["instant"]
+
+    async def list_it_and_install_another(policy: GuildPolicy) -> None:
+        await policy.change_list(GUILD, MODERATOR, GuildList.ALLOWED_MODEL, "instant", add=True)
+        pick[0] = "aaa"
+
+    fake, job_id = await delivered_after(
+        conn, tmp_path, list_it_and_install_another, queued, lambda: pick[0]
+    )
+    assert fake.direct.messages == []
+    [(content, files)] = fake.channel.messages
+    assert job_id in content and len(files) == 1
+
+
 @pytest.mark.parametrize(
     "queued",
     [
@@ -426,12 +547,16 @@ async def test_a_job_whose_models_the_server_still_allows_renders(
 
 
 async def ends_before_rendering(
-    conn: aiosqlite.Connection, job_id: str, images: Path, why: str
+    conn: aiosqlite.Connection,
+    job_id: str,
+    images: Path,
+    why: str,
+    unnamed_model: Callable[[], str] | None = None,
 ) -> None:
     """A queue started over the journal ends ``job_id`` unrendered and refunded, its maker told
-    ``why``."""
+    ``why`` (``unnamed_model``: ``results_for``'s)."""
     fake, engine = FakeDiscord(), InstantEngine()
-    queue = await started(conn, engine, images, results_for(conn, fake))
+    queue = await started(conn, engine, images, results_for(conn, fake, unnamed_model))
     try:
         await all_delivered(conn, [job_id])
         assert queue.snapshot().running == ()  # its slots freed

@@ -72,6 +72,17 @@ async def started(
     return queue, sink, none_left
 
 
+async def run_until_no_device_left(
+    conn: aiosqlite.Connection, engine: InstantEngine, images: Path
+) -> tuple[JobQueue, RecordingSink]:
+    """A started queue on ``engine``'s one device, run until that is lost, then stopped."""
+    queue, sink, none_left = await started(conn, [DeviceWorker("cuda:0", lambda _: engine)], images)
+    async with asyncio.timeout(20):
+        await none_left.wait()
+    await queue.stop()
+    return queue, sink
+
+
 async def statuses(conn: aiosqlite.Connection, job_ids: Sequence[str]) -> list[tuple[str, int]]:
     jobs = [await journal.get_job(conn, job_id) for job_id in job_ids]
     return [(job.status.value, job.attempts) for job in jobs if job is not None]
@@ -98,10 +109,11 @@ async def test_a_lost_device_puts_its_job_back_takes_no_more_and_says_none_is_le
     assert queue.device_trouble() == f"device cuda:0 lost: {ILLEGAL_ACCESS}"
     assert engine.calls == 1  # the slot took no second batch
     assert sink.delivered == []  # nobody is told of a failure
-    # Queued again, reserved still (neither charged nor refunded), the render attempt counted.
+    # Queued again, reserved still (neither charged nor refunded), the render attempt counted
+    # when the first rendered alone (none when they were batched together).
     [first, second] = await statuses(conn, ids)
     assert first[0] == second[0] == "queued"
-    assert sorted([first[1], second[1]]) in ([0, 1], [1, 1])  # alone, or batched together
+    assert sorted([first[1], second[1]]) in ([0, 1], [0, 0])
     assert [await images_reserved_today(conn, user_id) for user_id in (1, 2)] == [1, 1]
 
 
@@ -242,24 +254,53 @@ async def test_a_poison_jobs_batch_mate_renders_alone_and_only_the_poison_spends
     # Alike jobs of two members, journaled before the start: they start as one batch.
     poison = await journaling.submit(submission(1, "poison"))
     innocent = await journaling.submit(submission(2))
-    engines = [KilledByPoison() for _ in range(MAX_RENDER_ATTEMPTS + 1)]
+    engines = [KilledByPoison() for _ in range(MAX_RENDER_ATTEMPTS + 2)]
     devices = [DeviceWorker(f"cuda:{n}", lambda _, e=e: e) for n, e in enumerate(engines)]
     queue, sink, none_left = await started(conn, devices, tmp_path / "images")
     await sink.wait_for(2)
     await queue.stop()
 
     # Batched once; then the poison alone on each device it killed, the innocent job alone.
-    assert sorted(size for engine in engines for size in engine.batches) == [1, 1, 1, 2]
+    sizes = sorted(size for engine in engines for size in engine.batches)
+    assert sizes == [1] * (MAX_RENDER_ATTEMPTS + 1) + [2]
     delivered = {job.job_id: job.succeeded for job in sink.delivered}
     assert delivered == {poison: False, innocent: True}
-    # The innocent job's one lost render is the batch's; the poison's are its own, alone.
+    # The batch's lost render is neither's attempt: the poison's are its own, alone, and the
+    # innocent job's one is the render that made its pictures.
     assert await statuses(conn, [poison, innocent]) == [
         ("failed", MAX_RENDER_ATTEMPTS),
-        ("done", 2),
+        ("done", 1),
     ]
-    assert [engine.dead for engine in engines].count(True) == MAX_RENDER_ATTEMPTS
+    assert [engine.dead for engine in engines].count(True) == MAX_RENDER_ATTEMPTS + 1
     assert not none_left.is_set()  # a device is left
     assert await images_reserved_today(conn, 1) == 0  # the poison's refunded
+
+
+async def test_jobs_lost_together_spend_no_attempt_and_render_alone_after_a_restart(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The only device dies under a batch of two members' jobs (the process then ends): which
+    one killed it is not known, so neither spends an attempt, and the next process renders
+    each alone (so a poison job among them spends its attempts alone, its mate none)."""
+    journaling = JobQueue(conn, [], tmp_path / "images")
+    # Alike jobs of two members, journaled before the start: they start as one batch.
+    ids = [await journaling.submit(submission(user_id)) for user_id in (1, 2)]
+    lost = LostDeviceEngine()
+    _, sink = await run_until_no_device_left(conn, lost, tmp_path / "images")
+    assert lost.calls == 1 and sink.delivered == []
+    assert await statuses(conn, ids) == [("queued", 0), ("queued", 0)]
+    jobs = [await journal.get_job(conn, job_id) for job_id in ids]
+    assert [job is not None and job.renders_alone for job in jobs] == [True, True]
+
+    healthy = InstantEngine()
+    queue, sink, _ = await started(
+        conn, [DeviceWorker("cuda:0", lambda _: healthy)], tmp_path / "images"
+    )
+    await sink.wait_for(2)
+    await queue.stop()
+    assert healthy.batches == [1, 1]  # each alone, though alike
+    assert all(job.succeeded for job in sink.delivered)
+    assert await statuses(conn, ids) == [("done", 1), ("done", 1)]
 
 
 @dataclass
@@ -276,12 +317,7 @@ async def test_a_device_still_broken_at_the_start_takes_no_job_and_costs_none_an
     journaling = JobQueue(conn, [], tmp_path / "images")
     job_id = await journaling.submit(submission(1))
     engine = BrokenAtStart()
-    queue, sink, none_left = await started(
-        conn, [DeviceWorker("cuda:0", lambda _: engine)], tmp_path / "images"
-    )
-    async with asyncio.timeout(20):
-        await none_left.wait()
-    await queue.stop()
+    queue, sink = await run_until_no_device_left(conn, engine, tmp_path / "images")
 
     assert engine.calls == 0
     assert queue.device_trouble() == f"device cuda:0 lost: {ILLEGAL_ACCESS}"

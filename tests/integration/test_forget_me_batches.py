@@ -12,9 +12,10 @@ import aiosqlite
 import discord
 import pytest
 
-from bot.history import Erasure, History, ReplyToken
+from bot.history import Erasure, Forgotten, History, ReplyToken, TellErased
 from bot.jobs import accounting
 from bot.policy.member_settings import MemberSettings
+from cogs import history as cogs_history
 from cogs.history import HistoryCog
 from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
 from db import history as store
@@ -521,36 +522,11 @@ async def test_a_requests_reply_token_is_blanked_once_it_expired(
     assert [row[0] for row in rows] == [None]
 
 
-async def test_the_sweep_finishes_a_failed_request_once_its_own_run_cannot_answer_it(
-    conn: aiosqlite.Connection,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fake_discord: FakeDiscord,
-    error_logs: ErrorLogs,
+async def sweep_until_told(
+    history: History, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """/forget-me fails in its second batch (a disk error, not a stop): the bot's sweep, not
-    only the next start, finishes it, once its interaction's token is past (before that, its
-    own run may still answer) and the token is blanked; the member is told by direct message.
-    A sweep whose read of the requests fails is logged, and the sweeps go on."""
-    await makers_jobs_with_files(conn, tmp_path)
-    now = LATER
-    history = history_of(conn, tmp_path, BrokerCopies(), lambda: now)
-    stop_once_in_the_second_batch(monkeypatch, OSError)
-    with pytest.raises(OSError):
-        await history.forget(MAKER, ReplyToken(1, "token"))
-    reads = 0
-    young_seen = asyncio.Event()  # a read failed, then one found the request too young
-    read = history.unfinished_erasures
-
-    async def read_but_the_first(*, answering_s: float | None = None) -> list[Erasure]:
-        nonlocal reads
-        reads += 1
-        if reads == 1:
-            raise OSError("disk I/O error")
-        if reads == 3:
-            young_seen.set()
-        return await read(answering_s=answering_s)
-
+    """The bot's sweep (its period an hour, the retry's backoff cut to tens of milliseconds)
+    run until the member's request is told and ended."""
     told = asyncio.Event()
     erasure_told = history.erasure_told
 
@@ -558,19 +534,47 @@ async def test_the_sweep_finishes_a_failed_request_once_its_own_run_cannot_answe
         await erasure_told(user_id, asked_at)
         told.set()
 
-    monkeypatch.setattr(history, "unfinished_erasures", read_but_the_first)
     monkeypatch.setattr(history, "erasure_told", telling)
-    error_logs.expect("finishing interrupted requests failed")
+    monkeypatch.setattr(cogs_history, "ERASURE_RETRY_WAITS_S", (0.01, 0.02))
     fake_discord.add_member(MAKER, "maker")
     client = discord.Client(intents=discord.Intents(guilds=True), guild_ready_timeout=0.05)
     async with running_bot(fake_discord, client):
-        cog = HistoryCog(history, pending_sweep_s=0.01)
+        cog = HistoryCog(history, pending_sweep_s=3600.0)
         cog.resume_forget_me(client)
-        await asyncio.wait_for(young_seen.wait(), 10)
-        assert await read() != [] and picture_of(tmp_path, f"{JOBS - 1:016x}").exists()
-        now = LATER + INTERACTION_TOKEN_LIFETIME_S + 1
         await asyncio.wait_for(told.wait(), 10)
         await cog.cog_unload()
+
+
+async def test_a_failed_request_is_tried_again_within_seconds_by_the_sweep(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_discord: FakeDiscord,
+    error_logs: ErrorLogs,
+) -> None:
+    """/forget-me fails in its second batch (a disk error, not a stop), and so does the
+    sweep's first try (its read of the requests): the next tries come after the retry's
+    backoff, not the sweep's period (15 minutes, an hour here) nor the interaction token's
+    life; the member is told once, by direct message (no token), for the whole request."""
+    await makers_jobs_with_files(conn, tmp_path)
+    history = history_of(conn, tmp_path, BrokerCopies())
+    stop_once_in_the_second_batch(monkeypatch, OSError)
+    with pytest.raises(OSError):
+        await history.forget(MAKER)
+    reads = 0
+    read = history.unfinished_erasures
+
+    async def read_but_the_first() -> list[Erasure]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            raise OSError("disk I/O error")
+        return await read()
+
+    monkeypatch.setattr(history, "unfinished_erasures", read_but_the_first)
+    error_logs.expect("finishing interrupted requests failed")
+    await sweep_until_told(history, fake_discord, monkeypatch)
+    assert reads == 2
     direct = fake_discord.dm_channel_of(MAKER)
     (message,) = [m for m in fake_discord.messages.values() if m.channel_id == direct]
     assert "was interrupted" in message.content
@@ -579,3 +583,78 @@ async def test_the_sweep_finishes_a_failed_request_once_its_own_run_cannot_answe
     assert await store.count_rows_of_user(conn, MAKER) == 0
     # The jobs' posts name a channel the fake does not hold (rows only): their deletes 404.
     assert {v.split(":")[0] for v in fake_discord.take_violations()} == {"unknown-resource"}
+
+
+async def test_a_retry_failing_again_and_again_logs_its_traceback_once(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_discord: FakeDiscord,
+    error_logs: ErrorLogs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request whose retry fails at each pass (a disk error that lasts) is logged with its
+    traceback once per run of failures, then one warning line a pass (review R_L5, 6)."""
+    await makers_jobs_with_files(conn, tmp_path)
+    history = history_of(conn, tmp_path, BrokerCopies())
+    stop_once_in_the_second_batch(monkeypatch, OSError)
+    with pytest.raises(OSError):
+        await history.forget(MAKER)
+    tries, resume = 0, history.resume
+
+    async def resume_after_three_failures(
+        erasure: Erasure, tell: TellErased | None = None
+    ) -> object:
+        nonlocal tries
+        tries += 1
+        if tries <= 3:
+            raise OSError("disk I/O error")
+        return await resume(erasure, tell)
+
+    monkeypatch.setattr(history, "resume", resume_after_three_failures)
+    error_logs.expect("finishing an interrupted request failed")
+    await sweep_until_told(history, fake_discord, monkeypatch)
+    failed = [r for r in caplog.records if "finishing an interrupted request failed" in r.message]
+    assert [(r.levelname, r.exc_info is not None) for r in failed] == [
+        ("ERROR", True),
+        ("WARNING", False),
+        ("WARNING", False),
+    ]
+    assert failed[1].message.endswith("failed again (OSError)")
+    assert await history.unfinished_erasures() == []
+    # The jobs' posts name a channel the fake does not hold (rows only): their deletes 404.
+    assert {v.split(":")[0] for v in fake_discord.take_violations()} == {"unknown-resource"}
+
+
+def test_the_retry_waits_double_from_seconds_to_two_minutes() -> None:
+    waits = [cogs_history.erasure_retry_wait_s(failures) for failures in range(1, 9)]
+    assert waits == [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0, 120.0]
+
+
+async def test_a_rerun_racing_a_retry_leaves_each_request_told_once(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed request's retry and the member's rerun meet: the one that began first erases
+    the rest, tells the member and ends the request before the other runs, so the request is
+    told once (with its whole count), and the rerun, a request of its own, answers for itself."""
+    await makers_jobs_with_files(conn, tmp_path)
+    stop_once_in_the_second_batch(monkeypatch, OSError)
+    history = history_of(conn, tmp_path, BrokerCopies())
+    with pytest.raises(OSError):
+        await history.forget(MAKER)
+    (erasure,) = await history.unfinished_erasures()
+    told: list[tuple[str, int, float]] = []
+
+    def telling(run: str) -> Callable[[Forgotten], Awaitable[None]]:
+        async def tell(forgotten: Forgotten) -> None:
+            await asyncio.sleep(0)  # as a message to Discord: the other run may go meanwhile
+            told.append((run, forgotten.jobs, forgotten.asked_at))
+
+        return tell
+
+    await asyncio.gather(
+        history.resume(erasure, telling("retry")), history.forget(MAKER, tell=telling("rerun"))
+    )
+    assert told == [("retry", JOBS, erasure.asked_at), ("rerun", 0, LATER)]
+    assert await history.unfinished_erasures() == []
+    assert await store.count_rows_of_user(conn, MAKER) == 0

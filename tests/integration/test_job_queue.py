@@ -122,6 +122,68 @@ async def test_a_job_the_process_died_during_too_often_fails_and_one_that_died_o
         assert record is not None and record.status is journal.JobStatus.DONE
 
 
+async def test_a_process_that_died_under_a_batch_costs_its_jobs_no_attempt_but_alone_after(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The process died while a batch of two members' jobs rendered (a crash, or a device still
+    stuck at the stop): which one took it down is not known, so neither spends an attempt,
+    and each renders alone from then on. A job the process died under alone keeps its attempt
+    counted, so a poison job still fails at its 3rd render alone (review R_L5, finding 5)."""
+    first = make_queue(conn, tmp_path, InstantEngine())
+    poison, mate, *_ = [
+        await first.submit(dataclasses.replace(submission(seed=s), user_id=s)) for s in (1, 2, 3, 4)
+    ]
+    await journal.mark_running(conn, [poison, mate], 1.0)  # one batch: one start time
+    assert await journal.requeue_running(conn, MAX_RENDER_ATTEMPTS) == (2, [])
+    batch = [await journal.get_job(conn, job_id) for job_id in (poison, mate)]
+    assert [(job.attempts, job.renders_alone) for job in batch if job] == [(0, True), (0, True)]
+    # Then the poison alone at each start, the process dying under it each time.
+    for start in range(MAX_RENDER_ATTEMPTS - 1):
+        await journal.mark_running(conn, [poison], 2.0 + start)
+        assert await journal.requeue_running(conn, MAX_RENDER_ATTEMPTS) == (1, [])
+    await journal.mark_running(conn, [poison], 9.0)  # its third render alone
+
+    engine = InstantEngine()
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
+    await sink.wait_for(4)
+    await queue.stop()
+    assert sorted(request.seed for request in engine.rendered) == [2, 3, 4]
+    assert sorted(engine.batches) == [1, 2]  # its batch-mate alone, the two fresh together
+    [failed] = [job for job in sink.delivered if not job.succeeded]
+    assert failed.job_id == poison
+    record = await journal.get_job(conn, mate)
+    assert record is not None and record.status is journal.JobStatus.DONE
+    assert record.attempts == 1  # the render that made its pictures
+
+
+async def test_each_batch_starts_at_a_time_of_its_own_though_the_clock_stands_still(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The journal tells a batch's jobs by their start time (``requeue_running``): two
+    batches never share one, also while the queue's clock stands still (a wall clock stepped
+    back, or one too coarse to tell two starts apart)."""
+    queue = JobQueue(conn, local_slots(InstantEngine()), tmp_path / "images", clock=lambda: 5.0)
+    sink = RecordingSink(conn)
+    queue.set_sink(sink)
+    await queue.start()
+    # Two members' jobs of two sizes: never one batch.
+    jobs = [
+        await queue.submit(
+            Submission(
+                kind="imagine",
+                request=RenderRequest("a cat", seed=1, steps=2, width=size, height=size),
+                user_id=size,
+            )
+        )
+        for size in (64, 128)
+    ]
+    await sink.wait_for(2)
+    await queue.stop()
+    records = [await journal.get_job(conn, job_id) for job_id in jobs]
+    first, second = sorted(record.started_at or 0.0 for record in records if record)
+    assert 5.0 <= first < second
+
+
 class HeldDevice(DeviceWorker):
     """A device whose render is held until the device closes: after ``stop()`` gave it up."""
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from prometheus_client import REGISTRY
 
 from bot.history import History
 from bot.jobs.retention import Pruned, Retention
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from bot.policy.member_settings import MemberSettings
 from bot.refusals import MAX_SENTENCE_CHARS, RefusalLog
 from bot.user_errors import Reason

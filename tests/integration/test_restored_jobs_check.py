@@ -869,7 +869,7 @@ async def test_an_automod_timeout_holds_until_the_end_discord_gives(tmp_path: Pa
     """AutoMod's audit entry names no end: the jobs are cancelled at once, then the hold
     follows the end Discord gives (a week here, past a ban's hour); unanswered, the hour."""
     now = [time.time()]
-    stopped = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0])
+    stopped = StoppedMembers(ttl_s=3600.0, clock=lambda: now[0], monotonic=lambda: now[0])
     stops, queue, conn = await stops_over(tmp_path, stopped, lambda: now[0])
     spam = await queue.submit(job(TIMED_OUT, "spam"))
     week_end = now[0] + 7 * 86400

@@ -21,10 +21,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web, web_response
-from prometheus_client import REGISTRY
 
-from bot import metrics
+from bot import event_loop, metrics
 from bot.images import MAX_UPLOAD_BYTES
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from bot.requests import RequestError
 from bot.web import assets, connections, server
 from bot.web.limits import WEB_CONNECTION_CAPS, ConnectionCaps, ProxyNetworks
@@ -432,6 +432,27 @@ async def test_the_metrics_server_caps_a_clients_connections(
         held[0][1].close()
     finally:
         await served.close()
+
+
+def test_a_connection_over_the_cap_is_refused_on_the_loop_easel_run_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``easel run`` serves on uvloop's loop (``bot.event_loop``), whose transports derive from
+    none of asyncio's transport classes: the refusal must not depend on them."""
+    monkeypatch.setattr(metrics, "METRICS_CONNECTION_CAPS", ConnectionCaps(per_client=1, total=8))
+
+    async def one_over_the_cap() -> tuple[str, bool]:
+        served = await metrics.serve("127.0.0.1", 0, lambda: True)
+        try:
+            held = await connect(served.port)
+            refused = await is_refused(await connect(served.port))
+            held[1].close()
+            return event_loop.describe(asyncio.get_running_loop()), refused
+        finally:
+            await served.close()
+
+    loop, refused = event_loop.run(one_over_the_cap())
+    assert loop.startswith("uvloop") and refused
 
 
 @pytest.mark.parametrize(

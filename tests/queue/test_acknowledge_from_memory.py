@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -25,6 +27,7 @@ from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import RELAX_MAX_UNFINISHED_PICTURES, QuotaLimits
 from bot.settings import Settings
 from bot.user_errors import Reason, UserError
+from db import quotas as db_quotas
 from db.database import connect
 from db.quotas import LimitScope
 from inference.types import RenderRequest
@@ -285,9 +288,17 @@ async def previous_process(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection
 
 
 @asynccontextmanager
-async def started_queue(conn: aiosqlite.Connection, tmp_path: Path) -> AsyncIterator[JobQueue]:
+async def started_queue(
+    conn: aiosqlite.Connection, tmp_path: Path, clock: Callable[[], float] = time.time
+) -> AsyncIterator[JobQueue]:
     """A queue started as the bot starts one (reading ahead what first checks need)."""
-    queue = JobQueue(conn, [], tmp_path / "images", max_queued_per_member=DEFAULT_QUEUE_BOUND)
+    queue = JobQueue(
+        conn,
+        [],
+        tmp_path / "images",
+        clock=clock,
+        max_queued_per_member=DEFAULT_QUEUE_BOUND,
+    )
     await queue.start()
     await queue.read_ahead()
     try:
@@ -440,3 +451,99 @@ async def test_memory_that_missed_an_end_refuses_no_one_and_is_corrected(
     async with counting_statements(conn) as statements:
         assert await queue.quota_refusal(submission()) is None  # memory counts one now
     assert statements == []
+
+
+# A quota period rollover: the read-ahead at NOV_30_LATE (a Monday) reads from November 1st;
+# by DEC_1_EARLY the earliest current period is the week begun November 30th, so spending of
+# NOV_10 counts in no period any more.
+NOV_10 = datetime(2026, 11, 10, 12, tzinfo=UTC).timestamp()
+NOV_30_LATE = datetime(2026, 11, 30, 23, tzinfo=UTC).timestamp()
+DEC_1_EARLY = datetime(2026, 12, 1, 1, tzinfo=UTC).timestamp()
+
+
+def ledger_reads(statements: list[str]) -> list[str]:
+    return [statement for statement in statements if "quota_ledger" in statement]
+
+
+async def spent_at(tmp_path: Path, at: float, *members: int) -> None:
+    """Each of ``members`` reserved one picture at ``at``, in the process before the start."""
+    async with previous_process(tmp_path) as previous:
+        for member in members:
+            await JobQueue(previous, [], tmp_path / "images", clock=lambda: at).submit(
+                submission_of(member)
+            )
+
+
+async def test_who_spent_only_before_a_new_period_is_checked_without_a_read_after_it(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The start's read-ahead follows the periods: a member whose spending all falls before
+    the earliest current period (read ahead, or kept since their last check) is known to have
+    spent nothing once it begins; one who spends after it is charged."""
+    kept_member = MEMBER + 1  # checked before the new period: their spending is kept
+    for member, images in ((MEMBER, 1), (kept_member, 2)):
+        limits = QuotaLimits(images_per_month=images)
+        await accounting.set_limits(conn, LimitScope.USER, GUILD, member, limits, NOV_10)
+    await spent_at(tmp_path, NOV_10, MEMBER, kept_member)
+    clock = [NOV_30_LATE]
+    async with started_queue(conn, tmp_path, lambda: clock[0]) as queue:
+        spent = await queue.quota_refusal(submission())  # confirmed in SQLite: not kept
+        assert spent is not None and spent.reason is Reason.QUOTA
+        assert await queue.quota_refusal(submission_of(kept_member)) is None
+        clock[0] = DEC_1_EARLY
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission()) is None
+            assert await queue.quota_refusal(submission_of(kept_member)) is None
+        assert ledger_reads(statements) == []
+        await queue.submit(submission())
+        spent_since = await queue.quota_refusal(submission())
+        assert spent_since is not None and "used 1 of 1 images this month" in spent_since.message
+
+
+async def test_a_reservation_during_the_read_ahead_counts_after_a_new_period_begins(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of the read-ahead read before a member's reservation, and added after it,
+    holds their older spending: the newer time is kept, so once a period begins between the
+    two, their reservation still counts in it."""
+    one_a_week = QuotaLimits(images_per_week=1)
+    await accounting.set_limits(conn, LimitScope.USER, GUILD, MEMBER, one_a_week, NOV_10)
+    await spent_at(tmp_path, NOV_10, MEMBER)
+    clock = [NOV_30_LATE]
+    queue = JobQueue(conn, [], tmp_path / "images", clock=lambda: clock[0])
+    await queue.start()  # read ahead below, its page read before a reservation
+    spenders_since = db_quotas.spenders_since
+
+    async def read_before_a_reservation(
+        *args: Any,
+    ) -> AsyncIterator[list[tuple[tuple[int, int | None], float]]]:
+        pages = [page async for page in spenders_since(*args)]
+        await queue.submit(submission())  # reserved now, its page read already
+        for page in pages:
+            yield page
+
+    monkeypatch.setattr(db_quotas, "spenders_since", read_before_a_reservation)
+    try:
+        await queue.read_ahead()
+        clock[0] = DEC_1_EARLY
+        refusal = await queue.quota_refusal(submission())
+        assert refusal is not None and "used 1 of 1 images this week" in refusal.message
+    finally:
+        await queue.stop()
+
+
+async def test_the_read_ahead_lets_go_of_last_periods_spenders_to_make_room(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who spent only before the current periods is let go once they begin, so the members
+    kept stay those who spent in them: a bot up for months does not give up knowing who
+    spent nothing (past ``MEMBERS_READ_AHEAD``) for everyone who ever spent."""
+    monkeypatch.setattr(memo, "MEMBERS_READ_AHEAD", 1)
+    await spent_at(tmp_path, NOV_10, MEMBER + 1)
+    clock = [NOV_30_LATE]
+    async with started_queue(conn, tmp_path, lambda: clock[0]) as queue:
+        clock[0] = DEC_1_EARLY
+        await queue.submit(submission_of(MEMBER + 2))  # one kept: the member of November left
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission()) is None
+        assert ledger_reads(statements) == []

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from prometheus_client import REGISTRY
 
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from bot.policy.quota import QuotaLimits
 from bot.refusals import quota_refused
 from bot.user_errors import Reason

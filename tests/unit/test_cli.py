@@ -10,17 +10,19 @@ import re
 import socket
 import sqlite3
 import struct
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
 from sd_parsers import ParserManager
 
-from bot import app
+from bot import app, event_loop
 from bot.cli.main import main
 from bot.jobs.broker import wire
+from bot.jobs.broker import worker as broker_worker
 from bot.jobs.retention import NothingPrunedFirst
 from bot.settings import Settings, load_settings
 from db import database
@@ -65,8 +67,8 @@ def test_bad_setting_is_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("EASEL_DEVICES", "tpu")
-    assert main(["doctor"]) == 2
-    assert one_error_line(capsys).startswith("easel doctor: error: EASEL_DEVICES='tpu' is invalid")
+    assert main(["explain", "a cat"]) == 2
+    assert one_error_line(capsys).startswith("easel explain: error: EASEL_DEVICES='tpu' is invalid")
 
 
 @pytest.mark.parametrize(
@@ -514,10 +516,14 @@ def test_a_bad_queue_url_is_named_without_its_credentials(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("EASEL_QUEUE_URL", "http://easel:s3cret@broker:4222")
-    assert main(["doctor"]) == 2
+    assert main(["worker"]) == 2
     line = one_error_line(capsys)
     assert "EASEL_QUEUE_URL='http://easel:***@broker:4222' is invalid" in line
     assert "s3cret" not in line
+    assert main(["doctor"]) == 1  # one of its checks' lines
+    out = capsys.readouterr().out
+    assert "[ERR] settings: EASEL_QUEUE_URL='http://easel:***@broker:4222' is invalid" in out
+    assert "s3cret" not in out
 
 
 def test_tiny_upscaler_and_the_doctor_s_upscaler_report(
@@ -625,3 +631,37 @@ def test_upscale_from_the_command_line(
     assert main(["upscale", first, "--upscaler", "nope", "--out", "never"]) == 2
     assert "unknown upscaler 'nope': it is not installed" in one_error_line(capsys)
     assert not Path("never").exists()
+
+
+def test_run_serves_on_uvloop_where_installed_else_on_asyncios_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``easel run`` (and ``easel worker``, through the same ``bot.event_loop.run``) picks
+    uvloop's event loop when it can import it, asyncio's own when it cannot (Windows)."""
+    uvloop = pytest.importorskip("uvloop")  # a dependency wherever it has a build
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def start(settings: Settings) -> int:
+        loops.append(asyncio.get_running_loop())
+        return 0
+
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setattr(app, "run", start)
+    assert main(["run"]) == 0
+    [on_uvloop] = loops
+    assert isinstance(on_uvloop, uvloop.Loop)
+    assert event_loop.describe(on_uvloop) == f"uvloop {uvloop.__version__}"
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it is not installed
+    assert main(["run"]) == 0
+    on_asyncio = loops[1]
+    assert not isinstance(on_asyncio, uvloop.Loop)
+    assert event_loop.describe(on_asyncio) == "asyncio"
+    monkeypatch.setitem(sys.modules, "uvloop", uvloop)
+
+    async def serve(*_: object) -> int:
+        loops.append(asyncio.get_running_loop())
+        return 0
+
+    monkeypatch.setattr(broker_worker, "serve", serve)
+    assert broker_worker.run_worker(cast(broker_worker.WorkerConfig, None), print) == 0
+    assert isinstance(loops[2], uvloop.Loop)  # `easel worker`'s entry point

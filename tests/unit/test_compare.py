@@ -37,6 +37,23 @@ def test_a_range_steps_up_from_its_start_to_its_end(start: int, span: int, step:
     assert parse(Axis.STEPS, f"{start}-{end} (+{step})") == list(range(start, end + 1, step))
 
 
+@pytest.mark.parametrize(
+    ("axis", "text", "values"),
+    [  # the web UI's X/Y plot examples (its features page)
+        (Axis.STEPS, "1-5", [1, 2, 3, 4, 5]),
+        (Axis.STEPS, "1-5 (+2)", [1, 3, 5]),
+        (Axis.STEPS, "10-5 (-3)", [10, 7]),
+        (Axis.CFG, "1-3 (+0.5)", [1.0, 1.5, 2.0, 2.5, 3.0]),
+        (Axis.STEPS, "1-10 [5]", [1, 3, 5, 7, 10]),
+        (Axis.CFG, "0.0-1.0 [6]", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+        (Axis.SEED, "10-1 [4]", [10, 7, 4, 1]),
+        (Axis.STEPS, "3-9 [1]", [3]),
+    ],
+)
+def test_the_web_uis_range_forms(axis: Axis, text: str, values: list[float]) -> None:
+    assert parse(axis, text) == values
+
+
 def test_values_of_each_axis() -> None:
     assert parse(Axis.CFG, "3, 7.5") == [3.0, 7.5]
     assert parse(Axis.SAMPLER, 'euler a,"DPM++ 2M Karras"') == ["Euler a", "DPM++ 2M Karras"]
@@ -55,6 +72,10 @@ def test_values_of_each_axis() -> None:
         (Axis.PROMPT, "green, blue", "which the prompt does not contain"),
         (Axis.SEED, " , ", "at least one value"),
         (Axis.STEPS, "9-3", "must go up"),
+        (Axis.STEPS, "3-9 (-2)", "must go down"),
+        (Axis.STEPS, "3-9 (+0)", "a step other than 0"),
+        (Axis.STEPS, "3-9 [0]", "at least 1 value"),
+        (Axis.SEED, "1-2 [x]", r"or 1-10 \[5\] for the seed axis"),
     ],
 )
 def test_bad_values_are_refused_in_one_sentence(axis: Axis, text: str, message: str) -> None:

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
 from bot import metrics
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 
 
 @pytest.fixture

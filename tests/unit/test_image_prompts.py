@@ -100,6 +100,8 @@ def test_missing_adapter_or_encoder_is_named(tmp_path: Path) -> None:
         check_image_prompt_models(ImagePrompt(("a.png",), model="other"), registry)
     (tmp_path / "ipadapter" / "image_encoder").mkdir()
     (tmp_path / "ipadapter" / "image_encoder" / "config.json").write_text("{}")
+    # Its weights too: a model folder with only its config is a copy still under way.
+    stand_in_checkpoint(tmp_path / "ipadapter" / "image_encoder" / "model.safetensors")
     check_image_prompt_models(prompt, registry)
 
 

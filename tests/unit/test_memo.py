@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import tracemalloc
+from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.memo import Memo
+from bot import memo as memo_module
+from bot.memo import Memo, ReadAhead
 
 
 class Store:
@@ -187,3 +189,52 @@ async def test_a_value_kept_with_a_lifetime_is_read_again_once_that_old() -> Non
     assert memo.kept("a") is None
     assert await memo.get("a", lambda: store.read("a")) == 5
     assert store.reads == 2
+
+
+def read_rows(*pages: list[tuple[str, float]]) -> AsyncIterator[list[tuple[str, float]]]:
+    async def rows() -> AsyncIterator[list[tuple[str, float]]]:
+        for page in pages:
+            yield page
+
+    return rows()
+
+
+async def test_a_read_ahead_knows_who_lacks_rows_since_a_time_once_read() -> None:
+    ahead = ReadAhead[str]()
+    assert not ahead.lacks("nobody")  # not read yet: nothing is known
+    await ahead.read(read_rows([("a", 10.0)], [("b", 20.0)]), since=5.0)
+    assert ahead.lacks("nobody", 5.0)
+    assert not ahead.lacks("a", 5.0) and not ahead.lacks("a", 10.0)
+    assert ahead.lacks("a", 10.5) and not ahead.lacks("b", 10.5)
+    assert not ahead.lacks("nobody", 4.0) and not ahead.lacks("nobody")  # not all was read
+
+
+async def test_a_row_written_during_the_read_outlasts_an_older_one_the_read_returns() -> None:
+    """A page read before a write joins the set after it: the write's later time is kept,
+    so once a period begins between the two its writer is still known to have a row."""
+    ahead = ReadAhead[str]()
+
+    async def rows_read_before_a_write() -> AsyncIterator[list[tuple[str, float]]]:
+        page = [("a", 10.0)]  # as read from SQLite
+        ahead.add([("a", 30.0)])  # the write-through of a row written meanwhile
+        yield page
+
+    await ahead.read(rows_read_before_a_write(), since=5.0)
+    assert not ahead.lacks("a", 20.0)
+
+
+async def test_keys_older_than_a_new_period_are_let_go_and_make_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``forget_before``: a key whose rows are all older lacks rows since then, kept or not;
+    gone, it leaves room below ``MEMBERS_READ_AHEAD`` for those who write since."""
+    monkeypatch.setattr(memo_module, "MEMBERS_READ_AHEAD", 2)
+    ahead = ReadAhead[str]()
+    await ahead.read(read_rows([("a", 10.0), ("b", 20.0)]), since=5.0)
+    ahead.forget_before(15.0)
+    assert ahead.lacks("a", 15.0) and not ahead.lacks("b", 15.0)
+    assert not ahead.lacks("a", 12.0)  # before what is kept now: not known
+    ahead.add([("c", 25.0)])  # three keys ever, two kept: not given up
+    assert ahead.lacks("nobody", 15.0) and not ahead.lacks("c", 15.0)
+    ahead.add([("d", 26.0)])  # three kept: given up, nothing known
+    assert not ahead.lacks("nobody", 15.0)

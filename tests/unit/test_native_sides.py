@@ -192,11 +192,8 @@ async def test_a_name_another_checkpoint_may_yet_take_is_looked_up_again_each_se
     diffusers_model(sd15, unet_sample_size=64)
     sdxl = models / "m"
     diffusers_model(sdxl, unet_sample_size=128)
-    (sdxl / "model_index.json").write_text(
-        json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]})
-    )
-    weights = sdxl / "unet" / "diffusion_pytorch_model.safetensors"
-    whole = safetensors_bytes()
+    weights = unet_weights(sdxl)
+    whole = weights.read_bytes()
     weights.write_bytes(whole[:-8])  # still copying
     settled(
         models,
@@ -215,6 +212,16 @@ async def test_a_name_another_checkpoint_may_yet_take_is_looked_up_again_each_se
     weights.write_bytes(whole)  # the copy ends
     clock.past_the_window()
     assert await services.native_side("m") == 1024
+
+
+def unet_weights(folder: Path) -> Path:
+    """A diffusers folder's UNet named in its index, with whole weights: the file."""
+    (folder / "model_index.json").write_text(
+        json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]})
+    )
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(safetensors_bytes())
+    return weights
 
 
 def safetensors_bytes() -> bytes:
@@ -425,3 +432,59 @@ async def test_a_first_model_copied_into_an_empty_folder_is_read_once_its_copy_e
     clock.past_the_window()
     assert await services.native_side(None) == native_side(services.registry.resolve(None))
     assert hops == ["read_native_side"] * 2
+
+
+async def test_a_winner_s_weights_written_over_in_place_leave_the_name_to_the_one_behind(
+    services: Services, hops: list[str], clock: Clock
+) -> None:
+    """A diffusers "m" (SD 1.5) has the name over an "m" file in Stable-diffusion/ (1024); a
+    half copy written over its UNet's weights changes no folder and none of its configs, yet
+    leaves it out: the name, and its side, go to the file behind it, and come back once the
+    copy ends."""
+    models = services.registry.models_dir
+    folder = models / "m"
+    diffusers_model(folder, unet_sample_size=64)
+    weights = unet_weights(folder)
+    whole = weights.read_bytes()
+    single_file_model(models / "Stable-diffusion" / "m.safetensors")
+    settled(*models.rglob("*"), models)
+    assert await services.native_side("m") == 512
+    clock.past_the_window()
+    assert await services.native_side("m") == 512  # nothing changed: from memory
+    assert hops == ["read_native_side"]
+    weights.write_bytes(whole[:-8])  # a half copy over it, in place
+    settled(weights)
+    clock.past_the_window()
+    assert await services.native_side("m") == 1024
+    weights.write_bytes(whole)  # the copy ends
+    settled(weights)
+    clock.past_the_window()
+    assert await services.native_side("m") == 512
+
+
+async def test_a_split_winner_s_part_written_over_in_place_leaves_the_name_to_the_one_behind(
+    services: Services, clock: Clock
+) -> None:
+    """A split release "m" (its transformer in Stable-diffusion/, its T5 in text_encoder/)
+    has the name over a diffusers "m" in checkpoints/ (SD 1.5); a half copy written over its
+    T5 changes no checkpoint folder, yet leaves it out: the name, and its side, go to the
+    folder behind it, and come back once the copy ends."""
+    from inference.flow_tiny import write_tiny_flow_checkpoint
+
+    models = services.registry.models_dir
+    write_tiny_flow_checkpoint(models / "Stable-diffusion" / "m.safetensors", parts_dir=models)
+    diffusers_model(models / "checkpoints" / "m", unet_sample_size=64)
+    settled(*models.rglob("*"), models)
+    first = await services.native_side("m")
+    assert first != 512
+    t5 = models / "text_encoder" / "tiny-t5xxl.safetensors"
+    whole = t5.read_bytes()
+    t5.write_bytes(whole[: len(whole) // 2])  # a half copy over it, in place
+    settled(t5)
+    clock.past_the_window()
+    assert services.registry.resolve("m").path.parent.name == "checkpoints"
+    assert await services.native_side("m") == 512
+    t5.write_bytes(whole)  # the copy ends
+    settled(t5)
+    clock.past_the_window()
+    assert await services.native_side("m") == first

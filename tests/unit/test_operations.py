@@ -13,8 +13,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
 
+import aiohttp
 import pytest
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
 from bot.cli.health import check_health
@@ -143,11 +145,30 @@ def fake_torch(available: bool) -> SimpleNamespace:
 
 def test_gpu_memory_is_read_from_torch_at_scrape_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", fake_torch(available=True))
-    text = generate_latest(REGISTRY).decode()
+    text = generate_latest(metrics.METRICS_REGISTRY).decode()
     assert 'easel_gpu_memory_bytes{device="cuda:1",kind="allocated"} 2000.0' in text
     assert 'easel_gpu_memory_bytes{device="cuda:0",kind="reserved"} 4000.0' in text
     monkeypatch.setitem(sys.modules, "torch", fake_torch(available=False))
-    assert "easel_gpu_memory_bytes{" not in generate_latest(REGISTRY).decode()
+    assert "easel_gpu_memory_bytes{" not in generate_latest(metrics.METRICS_REGISTRY).decode()
+
+
+async def test_every_metric_served_is_named_easel_the_process_facts_included() -> None:
+    """The contract: metric names start with ``easel_``. prometheus-client's default registry
+    would add ``process_*``, ``python_gc_*`` and ``python_info`` beside Easel's own."""
+    server = await metrics.serve("127.0.0.1", 0, lambda: True)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{server.port}/metrics") as response,
+        ):
+            text = await response.text()
+    finally:
+        await server.close()
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"easel_queue_depth", "easel_refusals"} <= names
+    assert [name for name in names if not name.startswith("easel_")] == []
+    if sys.platform == "linux":  # prometheus-client reads the process's facts from /proc
+        assert {"easel_process_cpu_seconds", "easel_process_resident_memory_bytes"} <= names
 
 
 async def test_the_health_command_exits_0_when_up_and_2_without_a_server(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -18,7 +19,13 @@ from bot.engines import PROGRESS_EDIT_INTERVAL_S
 from bot.jobs.queue import FinishedJob, JobState
 from cogs.results import progress as progress_module
 from cogs.results.posting import DiscordResults, _original_response_recorded
-from cogs.results.progress import Pointer, ProgressMessages, _moved_enough, _Watched
+from cogs.results.progress import (
+    Pointer,
+    ProgressMessages,
+    _moved_enough,
+    _Watched,
+    queued_text,
+)
 from db.jobs import JobStatus
 from inference.types import RenderRequest, StepProgress
 
@@ -381,3 +388,259 @@ async def test_no_places_refresh_starts_once_closed() -> None:
     await messages.close()
     messages._follow_places(lambda job_ids: {})
     assert messages._place_refresh is None
+
+
+class _RefusingChannel:
+    """A channel whose edits land until ``refuse`` is set, then are refused (403)."""
+
+    def __init__(self) -> None:
+        self.id = 9
+        self.sent: list[tuple[int, str]] = []
+        self.refuse = False
+
+    def get_partial_message(self, message_id: int) -> Any:
+        async def edit(*, content: str, **fields: Any) -> None:
+            if self.refuse:
+                answer = SimpleNamespace(status=403, reason="Forbidden")
+                raise discord.Forbidden(answer, "Missing Access")  # type: ignore[arg-type]
+            self.sent.append((message_id, content))
+
+        return SimpleNamespace(edit=edit)
+
+
+async def test_a_public_message_past_its_token_is_edited_in_its_channel_until_refused() -> None:
+    """Its token ended: a public message goes on through its channel (its latest edit's
+    id); once the channel refuses an edit, none is tried again."""
+    channel = _RefusingChannel()
+    token_alive = [True]
+    watched = _Watched(
+        cast(discord.Webhook, _LandingFollowup()),
+        lambda: token_alive[0],
+        False,
+        on_deleted=_nothing,
+        on_landed=_landed_nowhere,
+        channel=lambda: cast(discord.PartialMessageable, channel),
+    )
+    view = discord.ui.View(timeout=None)
+    watched.schedule("⏳ Queued — position 3", view)
+    await watched.settle()
+    token_alive[0] = False
+    watched.place_shown = _queued(2)
+    assert watched.editable()
+    watched.schedule("⏳ Queued — position 2", view)
+    await watched.settle()
+    assert channel.sent == [(_MADE_NOW, "⏳ Queued — position 2")]
+    channel.refuse = True
+    watched.schedule("⏳ Queued — position 1", view)
+    await watched.settle()
+    assert not watched.editable()
+    channel.refuse = False
+    watched.schedule("🎨 Rendering…", view)
+    await watched.settle()
+    assert channel.sent == [(_MADE_NOW, "⏳ Queued — position 2")]
+
+
+def _made_ago(seconds: float) -> int:
+    """The id of a message made ``seconds`` ago (a snowflake says when it was made)."""
+    return discord.utils.time_snowflake(
+        datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
+    )
+
+
+_MADE_NOW = _made_ago(0)
+
+
+class _LandingFollowup:
+    """An interaction's webhook whose edits land as public message ``_MADE_NOW``."""
+
+    async def edit_message(self, message_id: Any, **fields: Any) -> Any:
+        return SimpleNamespace(id=_MADE_NOW, flags=SimpleNamespace(ephemeral=False))
+
+
+class _Channels:
+    """A client's channels, each recording the place edits made through it."""
+
+    def __init__(self) -> None:
+        self.edits: list[tuple[int, str]] = []  # (channel, text)
+
+    def get_partial_messageable(self, channel_id: int) -> Any:
+        def get_partial_message(message_id: int) -> Any:
+            async def edit(*, content: str, **fields: Any) -> None:
+                self.edits.append((channel_id, content))
+
+            return SimpleNamespace(edit=edit)
+
+        return SimpleNamespace(id=channel_id, get_partial_message=get_partial_message)
+
+
+def _past_its_token(messages: ProgressMessages, channel_id: int, shown: JobState) -> _Watched:
+    """A public place message whose token ended (its job restored at start-up, say), showing
+    ``shown``, edited through channel ``channel_id``."""
+    watched = _Watched(
+        None,
+        lambda: False,
+        False,
+        on_deleted=_nothing,
+        on_landed=_landed_nowhere,
+        channel=messages._channel(channel_id),
+    )
+    watched.restored_id, watched.place_shown = _made_ago(60.0), shown
+    return watched
+
+
+async def test_place_edits_through_a_channel_go_out_one_a_second_in_each() -> None:
+    """Past their tokens, the places of many jobs made in one channel are edited through it
+    one a second, not the bot's whole budget at once (review R_FAUD3: five a second in one
+    channel's bucket held a delivery's edits behind 429s); another channel's go on alongside."""
+    channels, clock = _Channels(), [1000.0]
+    messages = ProgressMessages(cast(discord.Client, channels), monotonic=lambda: clock[0])
+    await messages.close()  # the rounds are run by hand
+    places = {f"{index:016x}": _queued(index + 1) for index in range(4)}
+    for index, job_id in enumerate(places):
+        messages._watched[job_id] = _past_its_token(messages, 9, _queued(index + 3))
+    places["00000000000000ff"] = _queued(7)
+    messages._watched["00000000000000ff"] = _past_its_token(messages, 10, _queued(9))
+
+    def queued_places(job_ids: Any) -> dict[str, JobState]:
+        return {job_id: places[job_id] for job_id in job_ids}
+
+    async def round_after(seconds: float) -> list[int]:
+        clock[0] += seconds
+        before = len(channels.edits)
+        assert messages._show_places_again(queued_places, edits_allowed=5)
+        await asyncio.gather(*(watched.settle() for watched in messages._watched.values()))
+        return [channel for channel, _ in channels.edits[before:]]
+
+    assert await round_after(1.0) == [9, 10]
+    assert await round_after(0.5) == []
+    assert [await round_after(1.0) for _ in range(3)] == [[9], [9], [9]]
+    assert sorted(channels.edits) == sorted(
+        (10 if job_id.endswith("ff") else 9, queued_text(state)) for job_id, state in places.items()
+    )
+
+
+async def test_a_restored_place_is_edited_only_once_it_moves() -> None:
+    """A job restored queued at start-up is shown from the place it has then: its message is
+    edited through its channel once it moves, not at the first look (review R_FAUD3: every
+    restored job's first look forced an edit, many at once in one channel)."""
+    channels, clock = _Channels(), [1000.0]
+    messages = ProgressMessages(cast(discord.Client, channels), monotonic=lambda: clock[0])
+    await messages.close()  # the rounds are run by hand
+    job_id, places = "00000000000000a1", {"00000000000000a1": _queued(3)}
+
+    def queued_places(job_ids: Any) -> dict[str, JobState]:
+        return {job_id: places[job_id] for job_id in job_ids if job_id in places}
+
+    messages.follow_restored([(job_id, 9, _made_ago(60.0))], queued_places)
+    assert messages._show_places_again(queued_places, edits_allowed=5)
+    await messages._watched[job_id].settle()
+    assert channels.edits == []
+    places[job_id] = _queued(2)
+    clock[0] += messages.place_refresh_s
+    messages._show_places_again(queued_places, edits_allowed=5)
+    await messages._watched[job_id].settle()
+    assert channels.edits == [(9, queued_text(_queued(2)))]
+
+
+class _OldMessageChannel:
+    """A channel refusing edits of an old message: Discord's 429 "Maximum number of edits to
+    messages older than 1 hour reached" (code 30046)."""
+
+    def __init__(self) -> None:
+        self.id, self.tries = 9, 0
+
+    def get_partial_message(self, message_id: int) -> Any:
+        async def edit(**fields: Any) -> None:
+            self.tries += 1
+            answer = SimpleNamespace(status=429, reason="Too Many Requests")
+            refusal = {"code": 30046, "message": "Maximum number of edits to messages older"}
+            raise discord.HTTPException(answer, refusal)  # type: ignore[arg-type]
+
+        return SimpleNamespace(edit=edit)
+
+
+async def test_an_old_messages_spent_edits_stop_its_place_edits() -> None:
+    """Discord's refusal of more edits of a message older than an hour stops its place edits
+    as a 403 does (review R_FAUD3: tried again at every move)."""
+    channel = _OldMessageChannel()
+    watched = _Watched(
+        None,
+        lambda: False,
+        False,
+        on_deleted=_nothing,
+        on_landed=_landed_nowhere,
+        channel=lambda: cast(discord.PartialMessageable, channel),
+    )
+    watched.restored_id = _made_ago(30 * 60)
+    view = discord.ui.View(timeout=None)
+    for place in (4, 3, 2):
+        watched.schedule(f"⏳ Queued — position {place}", view)
+        await watched.settle()
+    assert channel.tries == 1
+    assert not watched.editable()
+
+
+@pytest.mark.parametrize(("age_min", "edited"), [(49.0, True), (51.0, False)])
+async def test_no_place_edit_goes_through_a_channel_once_the_message_is_50_minutes_old(
+    age_min: float, edited: bool
+) -> None:
+    """Discord allows few edits of a message older than an hour: its place is edited no more
+    from its 50th minute on (its snowflake says when it was made, read on the bot's wall
+    clock), which leaves them to the pointer to its result (review R_FAUD3)."""
+    channel = _RefusingChannel()
+    wall_clock = [time.time()]
+    watched = _Watched(
+        None,
+        lambda: False,
+        False,
+        on_deleted=_nothing,
+        on_landed=_landed_nowhere,
+        channel=lambda: cast(discord.PartialMessageable, channel),
+        wall_clock=lambda: wall_clock[0],
+    )
+    watched.restored_id = _made_ago(0)
+    wall_clock[0] += age_min * 60
+    assert watched.editable() is edited
+    watched.schedule("⏳ Queued — position 2", discord.ui.View(timeout=None))
+    await watched.settle()
+    assert len(channel.sent) == int(edited)
+
+
+class _EphemeralFollowup(_RecordingFollowup):
+    """An interaction's webhook whose edits land as an ephemeral message."""
+
+    async def edit_message(self, message_id: Any, *, content: str, **fields: Any) -> Any:
+        await super().edit_message(message_id, content=content)
+        return SimpleNamespace(id=_MADE_NOW, flags=SimpleNamespace(ephemeral=True))
+
+
+async def test_a_private_place_says_its_last_word_only_while_queued() -> None:
+    """A private job whose token ends within the minute says its last word only while it is
+    queued: one just handed to a device is not told "Queued" then, and its progress goes on
+    until its token ends (review R_FAUD3: a stale place, then no progress for a minute)."""
+    clock = [1000.0]
+    messages = ProgressMessages(cast(discord.Client, None), monotonic=lambda: clock[0])
+    await messages.close()  # the rounds are run by hand
+    followup, job_id = _EphemeralFollowup(), "00000000000000a1"
+    watched = _Watched(
+        cast(discord.Webhook, followup),
+        lambda: True,
+        False,
+        on_deleted=_nothing,
+        on_landed=_landed_nowhere,
+        last_word_due=lambda: True,
+    )
+    watched.place_shown = _queued(1)
+    messages._watched[job_id] = watched
+    messages._show_places_again(lambda job_ids: {}, edits_allowed=5)  # rendering now
+    await watched.settle()
+    assert followup.sent == []
+    clock[0] += PROGRESS_EDIT_INTERVAL_S
+    messages.progress(job_id, StepProgress(step=5, total_steps=20, elapsed_s=1.0))
+    await watched.settle()
+    assert [text.split(" ")[1] for text in followup.sent] == ["Rendering"]
+    watched.place_shown = _queued(2)  # put back in the queue (its device lost)
+    messages._show_places_again(lambda job_ids: {job_id: _queued(2)}, edits_allowed=5)
+    await watched.settle()
+    assert "Its place is shown here no more" in followup.sent[-1]
+    assert watched.last_word_said

@@ -79,9 +79,25 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("EASEL_QUEUE_URL", "redis://x", "nats:// URL"),
         ("DISCORD_API_BASE", "discord.com", "http(s) URL"),
         ("DISCORD_GATEWAY_URL", "https://x", "ws(s) URL"),
-        ("EASEL_MAX_STEPS", "500", "EASEL_MAX_STEPS='500' is invalid: Input should be less than"),
-        ("EASEL_MAX_PIXELS", "100", "EASEL_MAX_PIXELS='100' is invalid"),
-        ("EASEL_ALLOW_PICKLE", "maybe", "EASEL_ALLOW_PICKLE='maybe' is invalid"),
+        # Both bounds, whichever is crossed (pydantic names the one crossed only).
+        (
+            "EASEL_MAX_STEPS",
+            "500",
+            "EASEL_MAX_STEPS='500' is invalid: must be a whole number between 1 and 150",
+        ),
+        (
+            "EASEL_MAX_PIXELS",
+            "100",
+            "EASEL_MAX_PIXELS='100' is invalid: must be a whole number between 4096 and 4194304",
+        ),
+        ("EASEL_MAX_STEPS", "many", "must be a whole number between 1 and 150"),
+        ("EASEL_MODEL_CACHE_GB", "-1", "must be a number between 0 and 4096"),
+        (
+            "EASEL_ALLOW_PICKLE",
+            "maybe",
+            "EASEL_ALLOW_PICKLE='maybe' is invalid: must be 1 or 0 (or true or false, yes or no, "
+            "on or off)",
+        ),
         (
             "EASEL_WEB_TRUSTED_PROXIES",
             "172.18.0.1, 10.0.0.0/33",

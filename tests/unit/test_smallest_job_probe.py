@@ -10,9 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from bot.jobs.queue import QuotaExceeded, Submission
+from bot.metrics import METRICS_REGISTRY as REGISTRY
 from bot.user_errors import Reason, UserError
 from cogs.common import _check_smallest_job_fits
 

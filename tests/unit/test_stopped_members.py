@@ -45,6 +45,20 @@ def test_a_kick_holds_the_work_begun_before_it_not_the_work_begun_after() -> Non
     assert stopped.holds(5, 77, began_at=now[0] - 1.0)
 
 
+def test_a_commands_receipt_is_placed_against_the_stop_on_the_monotonic_clock() -> None:
+    """A command's work is placed by when Easel received it against when it heard the stop,
+    not by Discord's time against Easel's wall clock: a host 10 s behind Discord's holds
+    the command sent 5 s before the ban, and frees one received after it (review AUD3)."""
+    wall, monotonic = [2_000_000.0], [500.0]
+    stopped = StoppedMembers(clock=lambda: wall[0], monotonic=lambda: monotonic[0])
+    stopped.add(10, 21)  # heard at 500.0 (monotonic)
+    sent_before = wall[0] + 10.0 - 5.0  # Discord's time, 10 s ahead of the host's
+    assert stopped.holds(10, 21, began_at=sent_before, received_at=499.0)
+    sent_after = wall[0] - 20.0  # a host ahead of Discord's: read as before the ban
+    assert not stopped.holds(10, 21, began_at=sent_after, received_at=501.0)
+    assert stopped.holds(10, 21, began_at=sent_after)  # a journaled job: its start
+
+
 def test_a_full_record_drops_ended_stops_before_running_ones() -> None:
     now = [1000.0]
     stopped = StoppedMembers(ttl_s=3600.0, capacity=2, clock=lambda: now[0])

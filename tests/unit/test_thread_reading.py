@@ -1,13 +1,16 @@
 """Private threads on the reading paths: the answers Discord gave about membership are kept
 briefly (``RecentThreadMembers``, one per bot), a thread whose parent discord.py has not cached
 counts as unreadable instead of failing the dashboard, so does one Discord says the member is
-not in (or hides from Easel); while Discord fails (an error answer or a broken connection)
-the member is refused with a sentence that says so, and the dashboard hides that thread only;
-a maker's own job clicked in a private thread they are no longer in is refused like anyone's."""
+not in; one Discord hides from Easel is refused saying that Easel lost it, not the member;
+while Discord fails (an error answer or a broken connection) the member is refused with a
+sentence that says so, and the dashboard hides that thread only; a maker's own job clicked in
+a private thread they are no longer in is refused like anyone's."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,15 +19,22 @@ import aiohttp
 import discord
 import pytest
 
+import cogs.visibility as visibility
 from bot.policy.visibility import (
     NOT_YOURS_TO_CLICK,
     THREAD_CHECK_FAILED,
     RecentThreadMembers,
     ThreadMembershipUnknown,
 )
-from bot.user_errors import UserError
-from cogs.admin import DiscordServerAdmins
-from cogs.visibility import check_member_may_read_channel, member_may_read, member_may_see
+from bot.user_errors import Reason, UserError
+from cogs.admin import UNANSWERED_KEPT_S, DiscordServerAdmins
+from cogs.visibility import (
+    EASEL_LOST_SIGHT,
+    HiddenFromEasel,
+    check_member_may_read_channel,
+    member_may_read,
+    member_may_see,
+)
 from tests.fake_discord.payloads import text_channel_payload, thread_payload
 
 GUILD, PARENT, THREAD, MEMBER, OTHER = 1, 2, 3, 4, 5
@@ -127,11 +137,10 @@ async def test_each_bot_keeps_its_own_thread_members(
     assert asked == [MEMBER, MEMBER]  # a second bot (or a restart) asks for itself
 
 
-@pytest.mark.parametrize("answer", [not_found(), forbidden()], ids=["404", "403"])
 async def test_a_thread_discord_says_the_member_is_not_in_is_unreadable(
-    readable_private_thread: Callable[..., list[int]], answer: Exception
+    readable_private_thread: Callable[..., list[int]],
 ) -> None:
-    asked = readable_private_thread(answer)
+    asked = readable_private_thread(not_found())
     thread, member = orphan_thread(), cast(discord.Member, SimpleNamespace(id=MEMBER))
     recent = RecentThreadMembers(ttl_s=30.0)
     assert not await member_may_see(thread, member, recent)
@@ -139,7 +148,31 @@ async def test_a_thread_discord_says_the_member_is_not_in_is_unreadable(
     assert asked == [MEMBER, MEMBER]  # a "no" is not remembered
 
 
-def admins_of(thread: discord.Thread, recent: RecentThreadMembers) -> DiscordServerAdmins:
+async def test_a_thread_discord_hides_from_easel_is_easels_loss_not_the_members(
+    readable_private_thread: Callable[..., list[int]],
+) -> None:
+    """Easel taken out of a private thread: Discord answers Easel's question about its members
+    403. Still refused (nothing is known), but told as Easel's loss on every path: the
+    reading rules, the dashboard, and a click in the thread (review L1: "you cannot read")."""
+    readable_private_thread(forbidden())
+    thread, member = orphan_thread(), cast(discord.Member, SimpleNamespace(id=MEMBER))
+    recent = RecentThreadMembers(ttl_s=30.0)
+    for may in (member_may_see, member_may_read):
+        with pytest.raises(HiddenFromEasel):
+            await may(thread, member, recent)
+    rights = await admins_of(thread, recent).rights(GUILD, MEMBER, [THREAD, PARENT])
+    assert rights.readable == {PARENT} and rights.hidden_from_easel == {THREAD}
+    sees = discord.Permissions(view_channel=True, read_message_history=True)
+    with pytest.raises(UserError, match=re.escape(EASEL_LOST_SIGHT)) as refused:
+        await check_member_may_read_channel(
+            click_in(thread, sees), THREAD, made_by_clicker=True, restricted_when_made=False
+        )
+    assert refused.value.reason is Reason.CHANNEL
+
+
+def admins_of(
+    thread: discord.Thread, recent: RecentThreadMembers, clock: Callable[[], float] = time.monotonic
+) -> DiscordServerAdmins:
     """The dashboard's rights, over a guild holding ``thread`` and the (readable) parent."""
     parent = SimpleNamespace(
         id=PARENT,
@@ -154,7 +187,7 @@ def admins_of(thread: discord.Thread, recent: RecentThreadMembers) -> DiscordSer
 
     guild = SimpleNamespace(get_channel_or_thread=channels.get, fetch_member=fetch_member)
     client = SimpleNamespace(get_guild=lambda guild_id: guild)
-    return DiscordServerAdmins(cast(discord.Client, client), recent)
+    return DiscordServerAdmins(cast(discord.Client, client), recent, clock)
 
 
 @pytest.mark.parametrize(
@@ -178,9 +211,39 @@ async def test_a_thread_discord_cannot_answer_for_is_refused_as_an_outage(
         with pytest.raises(ThreadMembershipUnknown, match=re.escape(THREAD_CHECK_FAILED)):
             await may(thread, member, recent)
     assert asked == [MEMBER, MEMBER]  # a failure is not remembered as an answer
-    # The dashboard hides that thread alone, not every channel it was asked about.
+    # The dashboard hides that thread alone, not every channel it was asked about, and says
+    # Discord did not answer about it.
     rights = await admins_of(thread, recent).rights(GUILD, MEMBER, [THREAD, PARENT])
     assert rights.refusal is None and rights.readable == {PARENT}
+    assert rights.unanswered == {THREAD}
+
+
+async def test_the_dashboard_bounds_a_silent_thread_and_asks_it_again_a_window_later(
+    readable_private_thread: Callable[..., list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether an admin is in a private thread, while Discord does not answer (review R_L1:
+    nothing bounded the ask, and every poll asked again): unanswered within
+    ``CHANNEL_FETCH_TIMEOUT_S``, and asked again once ``UNANSWERED_KEPT_S`` passed."""
+    monkeypatch.setattr(visibility, "CHANNEL_FETCH_TIMEOUT_S", 0.05)
+    readable_private_thread()
+    asked: list[int] = []
+
+    async def silent(self: discord.Thread, member_id: int) -> object:
+        asked.append(member_id)
+        await asyncio.Event().wait()  # no answer, ever
+        raise AssertionError("answered")
+
+    monkeypatch.setattr(discord.Thread, "fetch_member", silent)
+    now = [100.0]
+    admins = admins_of(orphan_thread(), RecentThreadMembers(ttl_s=30.0), lambda: now[0])
+    async with asyncio.timeout(1.0):  # within a poll's wait (``ANSWERS_WAITED_S``)
+        for _ in range(3):  # polls
+            rights = await admins.rights(GUILD, MEMBER, [THREAD, PARENT])
+            assert rights.readable == {PARENT} and rights.unanswered == {THREAD}
+        assert asked == [MEMBER]
+        now[0] += UNANSWERED_KEPT_S
+        assert (await admins.rights(GUILD, MEMBER, [THREAD])).unanswered == {THREAD}
+    assert asked == [MEMBER, MEMBER]
 
 
 def click_in(thread: discord.Thread, permissions: discord.Permissions) -> discord.Interaction[Any]:

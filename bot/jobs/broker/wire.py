@@ -627,7 +627,9 @@ async def close_quietly(nc: NatsClient) -> None:
     (the bot's database and metrics server close after it)."""
     try:
         await nc.close()
-    except (nats.errors.Error, OSError) as error:
+    # uvloop's transport raises RuntimeError ("the handler is closed") for a write to a socket
+    # the broker already closed, where asyncio's raises OSError or drops it.
+    except (nats.errors.Error, OSError, RuntimeError) as error:
         log.warning("broker connection closed while the broker was away: %r", error)
 
 

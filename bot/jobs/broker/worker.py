@@ -43,7 +43,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, Header
 from nats.js.object_store import ObjectStore
 
-from bot import metrics
+from bot import event_loop, metrics
 from bot.jobs.broker.wire import (
     CANCEL_SUBJECTS,
     DOORBELL_SUBJECT,
@@ -859,10 +859,11 @@ async def serve(
         loops = [_DeviceLoop(hub, device, engine_factory, config) for device in config.devices]
         await hub.listen()
         log.info(
-            "worker %s serving %s on %s",
+            "worker %s serving %s on %s (event loop: %s)",
             hub.name,
             ", ".join(config.devices),
             redact_url(config.url),
+            event_loop.describe(asyncio.get_running_loop()),
         )
         serving = asyncio.gather(*(each.run(stop) for each in loops))
         if not await _ended_within_the_stop(serving, stop, hub):
@@ -936,4 +937,4 @@ def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> int:
             loop.add_signal_handler(signum, stop_asked, signum)
         return await serve(config, engine_factory, stop)
 
-    return asyncio.run(main())
+    return event_loop.run(main())

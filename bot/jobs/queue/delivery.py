@@ -324,26 +324,31 @@ class Delivery:
                 # restart, with nothing kept for it.
                 self._given_up(job.id, why)
             return False
-        log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
         refunded = (
             f"the result could not be posted ({why}), so it does not count against your "
             f"quota; reference {job.id}"
         )
 
-        async def fail_refunded() -> bool:
+        async def fail_refunded() -> bool | None:
+            """Whether the job was failed and refunded; None when its row is gone (/forget-me
+            erased it while its delivery waited: its picture with it)."""
             async with transaction(self._conn):
-                failed = await journal.fail_undeliverable(self._conn, job.id, refunded)
-                if failed:
+                if await journal.fail_undeliverable(self._conn, job.id, refunded):
                     await accounting.refund_withheld(self._conn, job.id, now)
-                return failed
+                    return True
+                return None if await journal.get_job(self._conn, job.id) is None else False
 
         failed = await self._writer.write(f"job {job.id}: its undeliverable end", fail_refunded)
         if failed:
+            log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
             log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
             await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
-        else:  # delivered or changed meanwhile: nothing of this delivery is tried again
-            self._given_up(job.id, why)
-        return failed
+            return True
+        if failed is None:
+            log.info("job %s: erased before its delivery; nothing posted", job.id)
+        # Delivered, ended or erased meanwhile: nothing of this delivery is tried again.
+        self._given_up(job.id, why)
+        return False
 
     def _given_up(self, job_id: str, why: str) -> None:
         """Let a sink that keeps things for a delivery's next try (a progress message) drop

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
@@ -95,6 +96,14 @@ _ALONE = "alone"
 UNAVAILABLE_PROBE_WAITS_S = (1.0, 30.0)
 
 
+def _renders_alone(job: journal.JobRecord) -> bool:
+    """Whether ``job`` renders alone, batched with nothing: it was started before, by a
+    process that died, or its device was lost under it alone (an attempt counted); or its
+    device was lost under a batch of it and others (``JobRecord.renders_alone``). So no
+    partner dies with it again."""
+    return job.attempts > 0 or job.renders_alone
+
+
 def _cancel_charge(owner_pays: bool | None, used_s: float) -> float | None:
     """The GPU seconds a cancelled job is charged: those it used when its owner chose to stop
     it; None (refunded whole) when someone else stopped it or it used none."""
@@ -165,6 +174,7 @@ class JobQueue:
         self._images_dir = images_dir
         self._clock = clock
         self._last_now = 0.0
+        self._last_start = 0.0  # ``_start_time``'s last
         # Batches only as big as every slot can render in one call (remote slots: one job).
         max_batch = min(
             (slot.max_batch if isinstance(slot, BatchRenderSlot) else 1 for slot in self._slots),
@@ -322,9 +332,8 @@ class JobQueue:
                 await self._ends.record_cancel(job.id, "cancelled", retried=False, ask_first=False)
                 continue
             priority = PriorityClass(job.priority)
-            if job.attempts > 0:
+            if _renders_alone(job):
                 self._suspects.add(job.id)
-            # Started before, by a process that died: alone, so no partner dies with it again.
             self._schedule(
                 job.id,
                 job.user_id,
@@ -332,7 +341,7 @@ class JobQueue:
                 request,
                 job.created_at,
                 priority,
-                alone=job.attempts > 0,
+                alone=_renders_alone(job),
                 started_before=job.user_id in returners,
             )
         if before_delivery is not None:
@@ -378,8 +387,10 @@ class JobQueue:
         A render still running after ``SHUTDOWN_GRACE_S`` is abandoned: told to stop, its
         journal row stays ``running`` and the next start queues it again, its attempt given
         back once its device closed by ``deadline`` (the job did not end the process); one
-        whose device is still stuck in it keeps the attempt: the job may be what hangs the
-        device, so it renders alone next time and fails after ``MAX_RENDER_ATTEMPTS``. So is
+        whose device is still stuck in it rendering alone keeps the attempt: the job may be
+        what hangs the device, so it renders alone next time and fails after
+        ``MAX_RENDER_ATTEMPTS`` (a batch stuck together gets it back at the next start, each
+        job to render alone: ``journal.requeue_running``). So is
         a post still running (or waiting for its turn) after another grace period: the next
         start posts it. No wait runs past ``deadline`` (a loop time; the process's stop:
         ``bot.app.STOP_BUDGET_S``), nor does the wait for the slots to close (one whose render
@@ -429,7 +440,7 @@ class JobQueue:
                 log.warning(
                     "stopping: %s still inside a render step past the stop's deadline, left to "
                     "it; jobs %s stay journaled running and are queued again at the next start, "
-                    "their attempt counted (they render alone then)",
+                    "each to render alone (a job stuck alone has its attempt counted)",
                     ", ".join(stuck_devices),
                     sorted(stuck),
                 )
@@ -501,6 +512,11 @@ class JobQueue:
             return JobState(status=job.status, position=None, eta_s=None, awaiting_check=True)
         return self._placed(job_id, job.status, self._now())
 
+    async def queued_progress_posts(self) -> list[tuple[str, int, int]]:
+        """The queued jobs' public progress messages as the journal recorded them (job,
+        channel, message): after a restart, only it knows them."""
+        return await journal.queued_progress_posts(self._conn)
+
     def queued_places(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """The state of each of ``job_ids`` still queued, from one fair order (the walk after
         the last change serves them all) and no journal read: for refreshing their places."""
@@ -548,6 +564,13 @@ class JobQueue:
         # The scheduler needs a clock that never goes back, even if the wall clock does.
         self._last_now = self._peek_now()
         return self._last_now
+
+    def _start_time(self) -> float:
+        """The queue's time for a batch's start, after every other start of this process's
+        (``_now`` stands still while the wall clock is stepped back): the journal tells a
+        batch's jobs by their start (``journal.requeue_running``)."""
+        self._last_start = max(self._now(), math.nextafter(self._last_start, math.inf))
+        return self._last_start
 
     def _peek_now(self) -> float:
         """What ``_now`` would say, without moving the queue's clock on."""
@@ -598,7 +621,7 @@ class JobQueue:
             RenderRequest.from_json(job.request_json),
             job.created_at,
             PriorityClass(job.priority),
-            alone=job.attempts > 0,
+            alone=_renders_alone(job),
             started_before=started_before,
         )
 
@@ -745,7 +768,7 @@ class JobQueue:
             log.exception("could not prepare the next batch on %s", slot.device)
 
     async def _run(self, slot: RenderSlot, running: RunningBatch) -> None:
-        now = self._now()
+        now = self._start_time()
         # One statement: only the jobs still queued are marked, and only those it returns
         # render (one cancelled or erased since the hand-out is in neither).
         try:
@@ -905,14 +928,19 @@ class JobQueue:
     ) -> None:
         """``slot``'s device is gone (its render raised, then its probe: ``_probe``): not the
         jobs' failure. They are queued again as suspects, as a start queues the jobs a dead
-        process left running: their attempt counted, each to render alone with nothing else
-        in flight, so a job that kills every device it renders on ends after
-        ``MAX_RENDER_ATTEMPTS`` (failed as any other, refunded) and its batch-mates spend no
-        further attempt with it. The slot takes no more work (``_dispatch``)."""
+        process left running, each to render alone with nothing else in flight. A job lost
+        alone spends the attempt, so one that kills every device it renders on ends after
+        ``MAX_RENDER_ATTEMPTS`` (failed as any other, refunded); jobs lost together spend
+        none, since which of them killed it is not known, and render alone from then on, in
+        the journal too (``queue_again``'s ``renders_alone``): a batch-mate of a poison job
+        loses no attempt to it. The slot takes no more work (``_dispatch``)."""
+        together = len(jobs) > 1
         spent = [
             job.id
             for job in jobs
-            if job.attempts >= MAX_RENDER_ATTEMPTS and job.id not in running.cancelled
+            if not together
+            and job.attempts >= MAX_RENDER_ATTEMPTS
+            and job.id not in running.cancelled
         ]
         back = [job_id for job_id in running.job_ids if job_id not in {*spent, *running.cancelled}]
         self._lose(slot.device, error, back)
@@ -923,7 +951,9 @@ class JobQueue:
                 self._wakeup.notify_all()
             for job_id in spent:
                 await self._ends.finish_unsuccessfully(job_id, _failure(error, job_id, slot.device))
-        await self._put_back(running, give_back_attempt=False, as_suspects=jobs)
+        await self._put_back(
+            running, give_back_attempt=together, as_suspects=jobs, renders_alone=together
+        )
 
     async def _put_back(
         self,
@@ -931,17 +961,22 @@ class JobQueue:
         *,
         give_back_attempt: bool,
         as_suspects: Sequence[journal.JobRecord] = (),
+        renders_alone: bool = False,
     ) -> None:
         """The jobs of ``running`` not left out go back to the queue, in the journal (their
-        attempt given back when ``give_back_attempt``) and here (those of ``as_suspects``
-        as ``_queue_again`` says)."""
+        attempt given back when ``give_back_attempt``, each to render alone from then on
+        with ``renders_alone``) and here (those of ``as_suspects`` as ``_queue_again``
+        says)."""
         running.rendering = False  # one cancelled meanwhile did not start: refunded whole
         not_started = [job_id for job_id in running.job_ids if job_id not in running.left_out]
         try:
             await self._writer.write(
                 f"jobs {not_started}: queued again",
                 lambda: journal.queue_again(
-                    self._conn, not_started, attempt_counted=give_back_attempt
+                    self._conn,
+                    not_started,
+                    attempt_counted=give_back_attempt,
+                    renders_alone=renders_alone,
                 ),
             )
         except aiosqlite.OperationalError:

@@ -9,10 +9,16 @@ function cell(row, text) {
   row.appendChild(td);
 }
 function member(id) { return id === "0" ? "(forgotten)" : "member " + id; }
-// What a member typed, unless they keep it private or it was in a channel this admin cannot read.
-function typed(text, readable) {
+// What a member typed, unless they keep it private or it was in a channel this admin cannot
+// read; "because" says when that is not the admin's rights but Easel's sight or Discord.
+const UNREAD = {
+  easel: "(in a channel or thread Easel can no longer see)",
+  discord: "(Discord did not say whether you can read its channel; asked again shortly)",
+};
+function typed(text, readable, because) {
   if (text !== null) { return text; }
-  return readable ? "(private)" : "(in a channel you cannot read)";
+  if (readable) { return "(private)"; }
+  return UNREAD[because] || "(in a channel you cannot read)";
 }
 function table(id, rows, columns) {
   const body = document.querySelector("#" + id + " tbody");
@@ -57,7 +63,7 @@ function show(state) {
         ? "rendering on " + job.device
         : job.awaiting_check ? "waiting for the start-up check" : "position " + job.position,
     (job) => Math.round(job.waited_s) + " s",
-    (job) => typed(job.prompt, job.readable),
+    (job) => typed(job.prompt, job.readable, job.unread_because),
   ]);
   // A deep queue is listed only as far as its first jobs; the rest are counted.
   const more = document.getElementById("queue-more");
@@ -83,7 +89,7 @@ function show(state) {
     (refusal) => member(refusal.member),
     (refusal) => refusal.channel === null ? "" : "channel " + refusal.channel,
     (refusal) => refusal.reason,
-    (refusal) => typed(refusal.sentence, refusal.readable),
+    (refusal) => typed(refusal.sentence, refusal.readable, refusal.unread_because),
   ]);
   gallery(state.gallery);
 }
