@@ -208,10 +208,11 @@ def _numbers(axis: Axis, value: str) -> list[Any]:
     try:
         start, end = kind(match["start"]), kind(match["end"])
         step = kind(match["step"] or 1)
+        count = None if match["count"] is None else int(match["count"])
     except ValueError:
         raise UserError(f"The {axis.value} range {value!r} needs whole numbers.") from None
-    if match["count"] is not None:
-        return _spread(kind, start, end, int(match["count"]), value)
+    if count is not None:
+        return _spread(kind, start, end, count, value)
     if step == 0:
         raise UserError(f"The range {value!r} needs a step other than 0.")
     descending = match["sign"] == "-"

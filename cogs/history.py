@@ -261,8 +261,8 @@ ERASURE_RETRY_WAITS_S = (5.0, 120.0)
 # What a member whose /forget-me failed part way is told after the error's reference: its
 # retry (``ERASURE_RETRY_WAITS_S``) finishes it, and its answer replaces this one.
 ERASE_RETRIED = (
-    "what is left of your erase is finished shortly, and you are told here (or by direct "
-    "message) when it is; no need to run /forget-me again."
+    "what is left of your erase is finished shortly, and you are told here, or by direct "
+    "message where they are open, when it is; no need to run /forget-me again."
 )
 # /forget-me's erase reads and rewrites all the member's jobs, files and ledger rows: a member
 # runs it once per this long (kept in memory: a restart forgets when they last ran it).

@@ -82,8 +82,8 @@ class JobRecord:
     # When a stop of it while it ran was asked (0022; None: never): the next start ends it if
     # its end was not written (``ask_cancel``).
     cancel_asked_at: float | None
-    # A device was lost while it rendered with other jobs (0030, ``queue_again``): it renders
-    # alone until it ends.
+    # A device was lost, or the process died, while it rendered with other jobs (0030,
+    # ``queue_again``, ``requeue_running``): it renders alone until it ends.
     renders_alone: bool = False
 
 

@@ -212,11 +212,12 @@ def _read_index(path: Path, size: int) -> tuple[str, ...] | str:
     except OSError as error:
         return unreadable(path, error)
     except (ValueError, RecursionError):  # cut short (a copy under way), or no JSON
-        index = None
+        return f"{path.name} is not a whole weights index ({size} bytes): still copying?"
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     named = list(weight_map.values()) if isinstance(weight_map, dict) else None
     if named is None or not all(isinstance(shard, str) for shard in named):
-        return f"{path.name} is not a whole weights index ({size} bytes): still copying?"
+        # Whole JSON of another shape: it will not become an index by waiting.
+        return f"{path.name} is no weights index: its weight_map maps no tensor to a file"
     shards = set(named)
     if not all(shard not in ("", ".", "..") and shard == Path(shard).name for shard in shards):
         return f"{path.name} names weight files outside its folder: no index Easel reads"

@@ -607,15 +607,16 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     # Installed LoRAs and embeddings by name, so unknown ones are listed in the warnings.
     registry = ModelRegistry(settings.models_dir)
     try:
-        report = explain(
-            args.prompt,
-            args.negative,
-            seed=seed,
-            steps=args.steps,
-            wildcards_dir=settings.existing_wildcards_dir,
-            loras=registry.network_files("lora").keys(),
-            embeddings=registry.network_files("embedding").keys(),
-        )
+        with _arguments_checked():  # a refused prompt's one line alone
+            report = explain(
+                args.prompt,
+                args.negative,
+                seed=seed,
+                steps=args.steps,
+                wildcards_dir=settings.existing_wildcards_dir,
+                loras=registry.network_files("lora").keys(),
+                embeddings=registry.network_files("embedding").keys(),
+            )
     except PromptError as error:
         raise UsageError(str(error)) from None
     print(json.dumps(report, ensure_ascii=False, indent=2))

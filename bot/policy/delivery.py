@@ -132,8 +132,8 @@ async def placed_under_rules_of_now(
         allowed_models = settings.entries(GuildList.ALLOWED_MODEL)
         # The admission's rule (a /compare's cells' models were checked as it was planned);
         # no list allows every model, and the engine's pick is not listed then, but for a
-        # faces pass's (``_models_used``: kept from its start for its delivery).
-        if allowed_models or job.request.mode == "faces":
+        # faces pass's at its start (``_models_used``: kept for its delivery).
+        if allowed_models or (job.request.mode == "faces" and not job.succeeded):
             left_out = model_left_out(await _models_used(job, policy), allowed_models)
             if left_out is not None:
                 raise Withheld(model_left_out_now(left_out), refund=True)
@@ -233,7 +233,9 @@ async def _models_used(job: FinishedJob, policy: GuildPolicy) -> list[str | None
     if job.succeeded and request.mode != "faces":
         models.extend(_model_named_in(image.infotext) for image in job.images)
     else:
-        models.append(await policy.unnamed_model(job.job_id, starting=not job.succeeded))
+        # Kept from the start only for a faces fix: the one read back after it rendered.
+        noted = not job.succeeded and request.mode == "faces"
+        models.append(await policy.unnamed_model(job.job_id, starting=noted))
     return models
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import discord
 
 REPEAT_WINDOW_S = 3.0
-ALREADY_ANSWERING = "You clicked this a moment ago; that click is being answered."
+ALREADY_ANSWERING = "You clicked this a moment ago; that click is answered, or being answered."
 
 Click = tuple[int, str, int]  # message, custom_id, member
 Button = TypeVar("Button")

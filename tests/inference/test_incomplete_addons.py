@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -645,6 +646,28 @@ def test_an_index_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> N
     }
 
 
+@pytest.mark.parametrize("made", ["fifo", "endless"])
+def test_a_split_releases_config_that_is_no_regular_file_is_not_read(
+    tmp_path: Path, made: str
+) -> None:
+    """The scan reads a split release's ``model_index.json`` to tell its parts: a FIFO there
+    would hang every scan and a link to ``/dev/zero`` never end it. The release stays listed;
+    its load says what is wrong."""
+    write_tiny_flow_checkpoint(tmp_path / "unet" / "split.safetensors", parts_dir=tmp_path)
+    config = tmp_path / "unet" / "split.config" / "model_index.json"
+    config.unlink()
+    if made == "fifo":
+        os.mkfifo(config)
+    else:
+        config.symlink_to("/dev/zero")
+    listed: list[list[str]] = []
+    scan = threading.Thread(target=lambda: listed.append(ModelRegistry(tmp_path).names()))
+    scan.daemon = True  # a hung scan must not hold the test run
+    scan.start()
+    scan.join(20)
+    assert listed == [["split"]]
+
+
 def test_an_index_too_large_or_naming_too_many_shards_is_no_index(tmp_path: Path) -> None:
     """Past 16 MB or 1,000 shards it is no weights index: not read whole, nor each shard
     stat'ed at every scan (the event loop checks a winner's weights once a second)."""
@@ -659,7 +682,7 @@ def test_an_index_too_large_or_naming_too_many_shards_is_no_index(tmp_path: Path
         "m": f"{index} is no weights index: it names 1001 files, over 1000"
     }
     assert ModelRegistry(tmp_path / "lists").unusable() == {
-        "m": f"{index} is not a whole weights index (40 bytes): still copying?"
+        "m": f"{index} is no weights index: its weight_map maps no tensor to a file"
     }
     assert ModelRegistry(tmp_path / "huge").unusable() == {
         "m": f"{index} is no weights index: 16777217 bytes, over 16777216"
