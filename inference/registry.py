@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
-from typing import Literal
+from typing import Any, Literal
 
 from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.file_versions import PerFileVersion, forget_files, unreadable
@@ -249,13 +249,31 @@ def _not_a_file(path: Path) -> str:
     return f"{path.name} is not a regular file: no weights Easel reads"
 
 
+# A model's config files are a few KB: the registry's scan reads them, so a larger one, or
+# one that is no regular file (a FIFO would hang the scan, /dev/zero never end it), is refused.
+CONFIG_MAX_BYTES = 1024 * 1024
+
+
+def config_json(path: Path) -> Any:
+    """The JSON of a model's config file (``model_index.json``, ``config.json``), read only
+    if it is a regular file of at most ``CONFIG_MAX_BYTES``; raises ``ValueError`` (or
+    ``OSError``) saying why not."""
+    stat = path.stat()
+    if not S_ISREG(stat.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if stat.st_size > CONFIG_MAX_BYTES:
+        raise ValueError(f"{path} holds {stat.st_size} bytes, over {CONFIG_MAX_BYTES}")
+    with path.open("rb") as file:
+        return json.loads(file.read(CONFIG_MAX_BYTES + 1))
+
+
 def _component_weights(folder: Path) -> list[Path]:
     """The weight files a diffusers folder's pipeline loads (``loaded_weights`` of each
     component ``model_index.json`` names, less those Easel never loads), sorted: a variant or
     another file next to them is not read. No files when the folder or its index is
     unreadable (its load says why)."""
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        index = config_json(folder / "model_index.json")
     except (OSError, ValueError, RecursionError):  # nested past Python's limit: no index
         return []
     if not isinstance(index, dict):

@@ -8,12 +8,10 @@ copied (``split_part_choices``), and the loader reads the parts it finds (``part
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any
 
 from inference.file_versions import PerFileVersion
@@ -27,6 +25,7 @@ from inference.registry import (
     SIDECAR_SUFFIX,
     ModelEntry,
     StatAndProblem,
+    config_json,
     stat_and_problem,
 )
 from inference.types import RenderInputError
@@ -139,7 +138,7 @@ def _part_choices(
     """For each part ``checkpoint`` lacks (not in ``held``): the part, its component, the
     folders it is looked for in, and the file found there (``_find_part``; ``looked``: the
     files already stat'ed)."""
-    index: dict[str, Any] = _config_of(config / "model_index.json")
+    index: dict[str, Any] = config_json(config / "model_index.json")
     models_dir = models_root(checkpoint)
     looked = {} if looked is None else looked  # text_encoder/ is searched for each encoder
     for part, component in part_components(index).items():
@@ -194,28 +193,11 @@ def split_part_choices(checkpoint: Path, stat: os.stat_result, looked: Looked) -
     return []
 
 
-# A model's config files are a few KB: the registry's scan reads them, so a larger one, or
-# one that is no regular file (a FIFO would hang the scan, /dev/zero never end it), is refused.
-CONFIG_MAX_BYTES = 1024 * 1024
-
-
-def _config_of(path: Path) -> Any:
-    """The JSON of a split release's config file, read only if it is a regular file of at
-    most ``CONFIG_MAX_BYTES``; raises ``ValueError`` (or ``OSError``) saying why not."""
-    stat = path.stat()
-    if not S_ISREG(stat.st_mode):
-        raise ValueError(f"{path} is not a regular file")
-    if stat.st_size > CONFIG_MAX_BYTES:
-        raise ValueError(f"{path} holds {stat.st_size} bytes, over {CONFIG_MAX_BYTES}")
-    with path.open("rb") as file:
-        return json.loads(file.read(CONFIG_MAX_BYTES + 1))
-
-
 def _width(config: Path, part: str) -> int:
     """The width the part's file must have: hidden size, T5's d_model, latent channels."""
     if part == "VAE":
-        return int(_config_of(config / "config.json")["latent_channels"])
-    settings = _config_of(config / "config.json")
+        return int(config_json(config / "config.json")["latent_channels"])
+    settings = config_json(config / "config.json")
     return int(settings["d_model"] if part == "T5" else settings["hidden_size"])
 
 

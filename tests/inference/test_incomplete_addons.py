@@ -668,6 +668,23 @@ def test_a_split_releases_config_that_is_no_regular_file_is_not_read(
     assert listed == [["split"]]
 
 
+def test_a_config_file_is_read_only_when_small_and_regular(tmp_path: Path) -> None:
+    """``model_index.json`` and ``config.json`` are read by every scan (a diffusers folder's
+    components, a split release's parts): a FIFO or a file past 1 MiB is refused unread."""
+    small = tmp_path / "model_index.json"
+    small.write_text('{"unet": ["diffusers", "UNet2DConditionModel"]}')
+    assert registry_module.config_json(small) == {"unet": ["diffusers", "UNet2DConditionModel"]}
+    large = tmp_path / "large" / "model_index.json"
+    large.parent.mkdir()
+    large.write_text(" " * registry_module.CONFIG_MAX_BYTES + "{}")
+    with pytest.raises(ValueError, match=r"holds 1048578 bytes, over 1048576"):
+        registry_module.config_json(large)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        registry_module.config_json(fifo)
+
+
 def test_an_index_too_large_or_naming_too_many_shards_is_no_index(tmp_path: Path) -> None:
     """Past 16 MB or 1,000 shards it is no weights index: not read whole, nor each shard
     stat'ed at every scan (the event loop checks a winner's weights once a second)."""
