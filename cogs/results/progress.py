@@ -342,16 +342,9 @@ class ProgressMessages:
             state = places.get(job_id)
             if state is None or job_id in self._watched:
                 continue
-            watched = _Watched(
-                None,
-                lambda: False,
-                False,
-                on_deleted=_nothing,
-                on_landed=_landed_nowhere,
-                channel=self._channel(channel_id),
-                wall_clock=lambda: self.wall_clock(),
+            watched = _Watched.restored(
+                message_id, self._channel(channel_id), wall_clock=lambda: self.wall_clock()
             )
-            watched.restored_id = message_id
             watched.place_shown = state
             watched.first_edit_done.set()  # no "thinking…" to replace
             self._watched[job_id] = watched
@@ -578,6 +571,27 @@ class _Watched:
         self.place_checked_at = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
+
+    @classmethod
+    def restored(
+        cls,
+        message_id: int,
+        channel: Callable[[], discord.PartialMessageable],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> _Watched:
+        """Job's progress message ``message_id`` as the journal recorded it at a restart: no
+        token of this run, edited through ``channel`` alone."""
+        watched = cls(
+            None,
+            lambda: False,
+            False,
+            on_deleted=_nothing,
+            on_landed=_landed_nowhere,
+            channel=channel,
+            wall_clock=wall_clock,
+        )
+        watched.restored_id = message_id
+        return watched
 
     def editable(self) -> bool:
         """Whether an edit may still reach its message (through its token, or its channel)."""

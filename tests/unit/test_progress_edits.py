@@ -476,15 +476,8 @@ class _Channels:
 def _past_its_token(messages: ProgressMessages, channel_id: int, shown: JobState) -> _Watched:
     """A public place message whose token ended (its job restored at start-up, say), showing
     ``shown``, edited through channel ``channel_id``."""
-    watched = _Watched(
-        None,
-        lambda: False,
-        False,
-        on_deleted=_nothing,
-        on_landed=_landed_nowhere,
-        channel=messages._channel(channel_id),
-    )
-    watched.restored_id, watched.place_shown = _made_ago(60.0), shown
+    watched = _Watched.restored(_made_ago(60.0), messages._channel(channel_id))
+    watched.place_shown = shown
     return watched
 
 
@@ -563,15 +556,9 @@ async def test_an_old_messages_spent_edits_stop_its_place_edits() -> None:
     """Discord's refusal of more edits of a message older than an hour stops its place edits
     as a 403 does (review R_FAUD3: tried again at every move)."""
     channel = _OldMessageChannel()
-    watched = _Watched(
-        None,
-        lambda: False,
-        False,
-        on_deleted=_nothing,
-        on_landed=_landed_nowhere,
-        channel=lambda: cast(discord.PartialMessageable, channel),
+    watched = _Watched.restored(
+        _made_ago(30 * 60), lambda: cast(discord.PartialMessageable, channel)
     )
-    watched.restored_id = _made_ago(30 * 60)
     view = discord.ui.View(timeout=None)
     for place in (4, 3, 2):
         watched.schedule(f"⏳ Queued — position {place}", view)
@@ -589,16 +576,11 @@ async def test_no_place_edit_goes_through_a_channel_once_the_message_is_50_minut
     clock), which leaves them to the pointer to its result (review R_FAUD3)."""
     channel = _RefusingChannel()
     wall_clock = [time.time()]
-    watched = _Watched(
-        None,
-        lambda: False,
-        False,
-        on_deleted=_nothing,
-        on_landed=_landed_nowhere,
-        channel=lambda: cast(discord.PartialMessageable, channel),
+    watched = _Watched.restored(
+        _made_ago(0),
+        lambda: cast(discord.PartialMessageable, channel),
         wall_clock=lambda: wall_clock[0],
     )
-    watched.restored_id = _made_ago(0)
     wall_clock[0] += age_min * 60
     assert watched.editable() is edited
     watched.schedule("⏳ Queued — position 2", discord.ui.View(timeout=None))
