@@ -22,8 +22,8 @@ not hold every other member's work.
 
 Pure asyncio: the composition root tells it of each command as it arrives (``received``, in
 the command's task) and of each first answer Discord took or refused for good (``answered``,
-from the HTTP trace); the prompt planner tells it of the plans a command waits on from that
-task.
+from the HTTP trace), or whose reply was lost (``answer_lost``); the prompt planner tells it
+of the plans a command waits on from that task.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from bot.memo import ExpiringKeys
+
 # Queued commands hold the work after earlier defers for up to this after their receipt: a
 # bound for what the gate is never told (a command that ends with no answer), well within
 # Discord's 3 s; a burst of 200 is acknowledged in about 0.5 s on a 2-core machine.
@@ -43,6 +45,12 @@ QUEUED_BOUND_S = 1.0
 # take a millisecond or so of CPU each (tens of ms of wall time under load); a slow one up to
 # 2.5 s (``PLAN_BUDGET_S``).
 SLOWED_BY_PLANS_S = 0.1
+
+# A first answer whose reply was lost (a 5xx, a dropped connection: discord.py sends it again)
+# is remembered this long: Discord then refusing the resend as already answered (40060) means
+# the first one landed (``cogs.common.defer_thinking``); without such a loss, another answered.
+LOST_ANSWERS_KEPT_S = 60.0
+LOST_ANSWERS_KEPT = 10_000
 
 # When the plans a command waits on began (``time.monotonic``; None: none now), asked each time
 # the gate looks: the plans holding a server's readers change while the command waits.
@@ -78,6 +86,7 @@ class AcknowledgeFirst:
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
         # Releases the waiters once the oldest command that holds them stops holding.
         self._stops_holding: asyncio.TimerHandle | None = None
+        self._lost_answers: ExpiringKeys[int] = ExpiringKeys(LOST_ANSWERS_KEPT_S, LOST_ANSWERS_KEPT)
 
     @property
     def unanswered(self) -> int:
@@ -93,6 +102,15 @@ class AcknowledgeFirst:
         self._arrivals += 1
         _current_command.set((self, interaction_id))
         return received_at
+
+    def answer_lost(self, interaction_id: int) -> None:
+        """The interaction's first answer got no reply (a 5xx, or the connection dropped),
+        from the HTTP trace: discord.py sends it again, and Discord may have taken it."""
+        self._lost_answers.add(interaction_id, self._clock())
+
+    def lost_an_answer(self, interaction_id: int) -> bool:
+        """Whether a first answer of the interaction got no reply lately (``answer_lost``)."""
+        return self._lost_answers.holds(interaction_id, self._clock())
 
     def answered(self, interaction_id: int) -> None:
         """Discord took (or refused for good) the interaction's first answer; any id is

@@ -27,7 +27,7 @@ from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import connect_making_room
 from bot.lenient_json import loads_replacing_lone_surrogates
 from bot.logging_setup import install_logging
-from bot.process_end import STUCK_DEVICE_EXIT_STATUS, end_at_once, exit_now
+from bot.process_end import end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
 from bot.services import Services
 from bot.settings import Settings, SettingsError
@@ -55,6 +55,7 @@ from cogs.results.posting import DiscordResults
 from cogs.settings import PresetsCog, SettingsCog
 from cogs.use_settings import UseSettingsCog
 from cogs.withdrawals import WithdrawalsCog, thread_parent
+from db.database import close as close_database
 from db.database import schema_version
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS
 from inference.worker import DeviceWorker, EngineFactory
@@ -101,6 +102,18 @@ LOGIN_RETRY_LONGEST_S = 60.0
 # In EASEL_DATA_DIR: the server that commands were last registered to alone (EASEL_DEV_GUILD_ID),
 # so that server's copies are removed once the setting is gone or names another server.
 DEV_GUILD_MARKER = "dev-guild-commands"
+
+
+# The gateway's close for a token it refuses: reset by the operator while Easel runs.
+GATEWAY_AUTHENTICATION_FAILED = 4004
+
+
+def _token_refused() -> SettingsError:
+    """What ends a start, or a run, whose DISCORD_TOKEN Discord refuses (wrong, or reset)."""
+    return SettingsError(
+        "DISCORD_TOKEN was refused by Discord: copy the bot's token again from the "
+        "Developer Portal (Bot tab, Reset Token) into .env"
+    )
 
 
 # The longest reason /healthz, `easel health` and the log give for a failed login.
@@ -152,7 +165,10 @@ class EaselBot(commands.Bot):
             # notifies anyone but the members a message names explicitly (a result's maker).
             allowed_mentions=discord.AllowedMentions.none(),
             # Counts Discord's error answers and 429s, and times each interaction's ack.
-            http_trace=metrics.discord_http_trace(answered=self.acknowledge_first.answered),
+            http_trace=metrics.discord_http_trace(
+                answered=self.acknowledge_first.answered,
+                lost=self.acknowledge_first.answer_lost,
+            ),
         )
         self.settings = settings
         self._engine_factory = engine_factory or engine_factory_for(settings)
@@ -170,6 +186,9 @@ class EaselBot(commands.Bot):
         self._waiting_for_discord: str | None = None
         # What `easel run` exits with after its stop (``DEVICE_LOST_EXIT_STATUS``).
         self.exit_status = 0
+        # Discord refused the token while running (``_token_taken``): `easel run` ends as a
+        # start with it does.
+        self.token_refused = False
 
     async def login(self, token: str) -> None:
         """discord.py's login, then setup_hook; while Discord cannot be reached, tried again
@@ -189,10 +208,7 @@ class EaselBot(commands.Bot):
                 await super().login(token)
                 return
             except discord.LoginFailure:
-                raise SettingsError(
-                    "DISCORD_TOKEN was refused by Discord: copy the bot's token again from the "
-                    "Developer Portal (Bot tab, Reset Token) into .env"
-                ) from None
+                raise _token_refused() from None
             except (
                 aiohttp.ClientConnectionError,
                 discord.DiscordServerError,
@@ -241,6 +257,7 @@ class EaselBot(commands.Bot):
             max_queued_per_member=settings.max_queued_per_member,
         )
         self.queue.set_no_device_left(self._stop_for_lost_devices)
+        self.queue.set_token_check(self._token_taken)
         self.results = DiscordResults(self)
         self.queue.set_sink(self.results)
         # A job the rules of now would withhold is ended before it uses GPU time (refunded);
@@ -444,18 +461,43 @@ class EaselBot(commands.Bot):
         if self._shutdown is None:  # as ``close`` starts it; the gateway's end ends ``run``
             self._shutdown = asyncio.create_task(self._shut_down())
 
+    async def _token_taken(self) -> bool:
+        """Whether Discord still takes the bot's token (a result's post was refused with a
+        401), by one cheap call; refused, the stop starts, as a gateway closed with 4004 starts
+        it (Discord may not close it soon after a reset), and `easel run` ends as a start with
+        a refused token does: the results wait for the next start."""
+        try:
+            await self.application_info()
+        except discord.HTTPException as error:
+            if error.status != 401:
+                raise
+            self.token_refused = True
+            if self._shutdown is None:  # as ``close`` starts it; the gateway's end ends ``run``
+                self._shutdown = asyncio.create_task(self._shut_down())
+            return False
+        return True
+
     @property
     def journal_closed(self) -> bool:
         """Whether the database is closed (or was never opened): nothing more is written."""
         return self._db is None
 
     def devices_still_busy(self) -> list[str]:
-        """Each device whose thread is still inside its work, with that work ("cuda:0 in job
-        <id>"): after a stop, one stuck in a render step."""
+        """Each device whose thread is still inside its work but a load, with that work
+        ("cuda:0 in job <id>"): after a stop, one stuck in a render step."""
         return [
             f"{device.device} in {in_hand}"
             for device in self._devices
-            if (in_hand := device.in_hand) is not None
+            if (in_hand := device.in_hand) is not None and device.loading is None
+        ]
+
+    def devices_still_loading(self) -> list[str]:
+        """Each device whose thread is still loading with no job on it, with what ("cuda:0
+        was still loading model <name>"): after a stop, one in a warm start's load."""
+        return [
+            f"{device.device} was still loading {loading}"
+            for device in self._devices
+            if (loading := device.loading) is not None
         ]
 
     async def _sync_commands(self) -> None:
@@ -534,7 +576,7 @@ class EaselBot(commands.Bot):
             await self._broker.close()
             self._broker = None
         if self._db is not None:
-            await self._db.close()
+            await close_database(self._db)
             self._db = None
         if self.metrics_server is not None:
             await self.metrics_server.close()
@@ -596,9 +638,10 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
     """``easel run``: the bot until SIGINT/SIGTERM (or until no device is left), then a clean
     stop that loses no job; returns the process's exit status.
 
-    A device thread still busy after the stop (stuck in a step) is not waited for:
-    ``exit_process`` (``os._exit`` once the output is flushed) ends the process with
-    ``STUCK_DEVICE_EXIT_STATUS``, as returning would wait for that thread for good. A caller
+    A device thread still busy after the stop is not waited for: ``exit_process``
+    (``os._exit`` once the output is flushed) ends the process with
+    ``STUCK_DEVICE_EXIT_STATUS`` (stuck in a step), or 0 (only loading a model), as returning
+    would wait for that thread for good (``status_after_stop``). A caller
     that runs this inside a process it keeps (a test) passes one that raises instead. A
     second SIGINT or SIGTERM while stopping ends the process at once (``end_at_once``)."""
     settings.require_token()
@@ -635,30 +678,53 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
                     await asyncio.wait({connection})
                 await bot.close()
             if not connection.cancelled():
-                await connection  # raises what ended the connection, if it failed
+                try:
+                    await connection  # raises what ended the connection, if it failed
+                except discord.ConnectionClosed as closed:
+                    if closed.code != GATEWAY_AUTHENTICATION_FAILED:
+                        raise
+                    bot.token_refused = True
+            if bot.token_refused:
+                raise _token_refused()  # said as a start with that token says it
     finally:
         try:
             # Before the signal handlers go: a signal meanwhile must not raise
             # KeyboardInterrupt here, where nothing would end the process past the stuck thread.
-            if busy := bot.devices_still_busy():
+            busy, loading = bot.devices_still_busy(), bot.devices_still_loading()
+            if busy or loading:
                 # Closed, all but those threads: asyncio.run (its thread closing the device)
                 # and the interpreter's exit (concurrent.futures) would wait for them for good.
-                # A lost device's status stays: its supervisor restarts the process for it.
-                status = bot.exit_status or STUCK_DEVICE_EXIT_STATUS
-                log.warning(
-                    "stopped with %s still busy past the stop's %.0f s (a step in a hung kernel "
-                    "or driver, or a model still loading?): exiting with status %d without "
-                    "waiting for it; %s",
-                    "; ".join(busy),
-                    STOP_BUDGET_S,
-                    status,
-                    "the database is closed, and a job left there is queued again at the next start"
-                    if bot.journal_closed
-                    else "the database was not closed (the stop failed before): what it "
-                    "committed stays, and a job left running there is queued again at the next "
-                    "start",
-                    exc_info=sys.exc_info()[0] is not None,  # what ended the bot, if it failed
+                ended_by = sys.exc_info()[1]  # what ended the bot, if it failed
+                failed = ended_by is not None
+                # Said in its one line (a refused token), not as a failure's traceback.
+                refused = isinstance(ended_by, SettingsError)
+                status = status_after_stop(
+                    bot.exit_status, busy, loading, failed=failed, settings_refused=refused
                 )
+                if busy:
+                    log.warning(
+                        "stopped with %s still busy past the stop's %.0f s (a step in a hung "
+                        "kernel or driver, or a job's model still loading?): exiting with "
+                        "status %d without waiting for it; %s",
+                        "; ".join(busy),
+                        STOP_BUDGET_S,
+                        status,
+                        "the database is closed, and a job left there is queued again at the "
+                        "next start"
+                        if bot.journal_closed
+                        else "the database was not closed (the stop failed before): what it "
+                        "committed stays, and a job left running there is queued again at the "
+                        "next start",
+                        exc_info=failed and not refused,
+                    )
+                if refused:
+                    log.error("%s: exiting with status %d", ended_by, status)
+                elif failed and not busy:
+                    log.error(
+                        "the bot failed: exiting with status %d without waiting for the loads",
+                        status,
+                        exc_info=True,
+                    )
                 exit_process(status)
         finally:  # past an exit_process that returns control (a test's raises)
             for signum in _STOP_SIGNALS:

@@ -15,7 +15,9 @@ What happened while Easel was offline is not replayed by Discord: from start-up
 (``MemberStops.start_restored_checks``) Easel asks Discord about each member with restored work
 in a server, in the background while it is online; none of that member's restored work renders
 or is delivered before the answer (``StoppedMembers.answer_awaited``), and nobody else's waits
-for it."""
+for it. Nor is what happened during a gateway gap that Discord does not resume (an
+INVALID_SESSION, then a new READY): the members with unfinished or undelivered work are asked
+about again the same way (``MemberStops.start_session_checks``)."""
 
 from __future__ import annotations
 
@@ -89,6 +91,20 @@ def _restored_checks_deadline_s(members: int, answers_s: float) -> float:
     return members / RESTORED_CHECKS_PER_S + answers_s
 
 
+class CheckOccasion(NamedTuple):
+    """Why members are asked about, as the log names it: ``when``, and the jobs held."""
+
+    when: str
+    jobs: str
+
+
+# Easel's start: what happened while it was offline.
+START_UP = CheckOccasion("start-up", "restored jobs")
+# A new gateway session (a READY after the first): what happened in a gap Discord did not
+# resume, whose bans, kicks and audit-log entries it never sends.
+NEW_SESSION = CheckOccasion("new gateway session", "unfinished or undelivered jobs")
+
+
 class StopCause(enum.Enum):
     """Why a member's jobs in a server were cancelled, as the server's audit names it."""
 
@@ -137,6 +153,9 @@ class _Awaited(NamedTuple):
 
     answered: asyncio.Event
     job_ids: frozenset[str]
+    # When the work waits no more without the answer (a loop time), set by the first check
+    # that asks about the member (``answer_due``); None until then.
+    due: float | None = None
 
 
 class StoppedMembers:
@@ -205,21 +224,41 @@ class StoppedMembers:
 
     def await_answers(self, restored: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
         """The jobs restored at start-up (id, server, member) wait, each member's until
-        Discord's answer about them (``answered``); the members, in order. Work they begin
+        Discord's answer about them (``answered``); the members, in order, those still
+        awaited (a check cut short by a new session's) first. Work they begin
         after the start does not wait: they use Easel in the server, and admission refuses
         one in a timeout (``cogs.visibility.check_member_may_act_here``)."""
         by_member: dict[tuple[int, int], set[str]] = {}
         for job_id, guild_id, user_id in restored:
             by_member.setdefault((guild_id, user_id), set()).add(job_id)
+        carried: dict[tuple[int, int], None] = {}  # still awaited, in order
         for member, job_ids in by_member.items():
-            self._awaited[member] = _Awaited(asyncio.Event(), frozenset(job_ids))
-        return list(by_member)
+            # One still awaited keeps the event its work waits on, and its due time.
+            if (awaited := self._awaited.get(member)) is not None:
+                self._awaited[member] = awaited._replace(job_ids=awaited.job_ids | job_ids)
+                carried[member] = None
+            else:
+                self._awaited[member] = _Awaited(asyncio.Event(), frozenset(job_ids))
+        # Those waiting longest asked first: a new session's check begins again from them.
+        return [*carried, *(member for member in by_member if member not in carried)]
 
     def awaiting_answer(self, guild_id: int, user_id: int) -> bool:
         """Whether the member's restored work still waits for Discord's answer: False once
         given, or once a moderator's word came first (which holds over an answer read
         before it)."""
         return (guild_id, user_id) in self._awaited
+
+    def answer_due(self, guild_id: int, user_id: int, by: float) -> float:
+        """When the member's work waits no more without Discord's answer (a loop time):
+        ``by``, set by the first check asking about them; a check cutting that one short
+        (a new gateway session's) keeps it, so that a storm of them holds nobody longer."""
+        awaited = self._awaited.get((guild_id, user_id))
+        if awaited is None:
+            return by
+        if awaited.due is None:
+            self._awaited[(guild_id, user_id)] = awaited._replace(due=by)
+            return by
+        return awaited.due
 
     def answer_awaited(self, guild_id: int | None, user_id: int, job_id: str) -> bool:
         """Whether job ``job_id``, the member's in ``guild_id``, waits for Discord's answer
@@ -349,6 +388,7 @@ class MemberStops:
         # found being applied, which a stop of Easel lets finish.
         self._checking: asyncio.Task[None] | None = None
         self._applying: set[asyncio.Future[None]] = set()
+        self._stopping = False  # no new gateway session's check begins
 
     async def cancel_jobs(
         self,
@@ -499,29 +539,65 @@ class MemberStops:
         (``await_restored_answers``), asked in the background (``check_restored_jobs``)
         while Easel goes online; ``stop_restored_checks`` ends it."""
         members = await self.await_restored_answers()
-        if not members:
+        if members:
+            self._checking = asyncio.create_task(
+                self.check_restored_jobs(members, lookup, easel_id=easel_id),
+                name="easel-restored-checks",
+            )
+
+    def start_session_checks(self, lookup: StandingLookup, *, easel_id: int) -> None:
+        """A new gateway session (a READY after the first; a RESUMED replays what was
+        missed): Discord sends none of the bans, kicks and timeouts of the gap before it. As
+        at start-up, each member's unfinished (running too) and undelivered work in a server
+        waits from now for Discord's answer about them, asked in the background at the same
+        pace. A check still going on is cut short once this one has read them
+        (``_check_session``): its members still awaited are asked again first, their work
+        waiting on until their first deadline at most (``StoppedMembers.await_answers``,
+        ``answer_due``). None once Easel stops (``stop_restored_checks``)."""
+        if self._stopping:
             return
-        log.info(
-            "start-up: asking Discord about %d member(s) with restored jobs, in the "
-            "background; each one's restored jobs wait for their own answer (%.0f s at most)",
-            len(members),
-            _restored_checks_deadline_s(len(members), RESTORED_CHECKS_DEADLINE_S),
-        )
         self._checking = asyncio.create_task(
-            self.check_restored_jobs(members, lookup, easel_id=easel_id),
-            name="easel-restored-checks",
+            self._check_session(self._checking, lookup, easel_id), name="easel-session-checks"
         )
 
-    async def await_restored_answers(self) -> list[tuple[int, int]]:
-        """Each member's queued and finished-undelivered jobs in a server wait, from now, for
-        Discord's answer about them (``StoppedMembers.await_answers``); the members, to be
-        asked in about the order the queue would start their work (the first to render is
-        freed first), then those with results to post only. About: by their first job's class
-        then submit time (the journal's order), aside from the scheduler's aging and its
-        returners (``bot.jobs.scheduler``); its fair order, walked whole, would hold the start
+    async def _check_session(
+        self, going_on: asyncio.Task[None] | None, lookup: StandingLookup, easel_id: int
+    ) -> None:
+        """The check ``going_on`` is cut short once this one has read whom to ask (its
+        members still awaited among them); when the read fails it goes on, its members
+        waiting on its answers. Cancelled with this one (Easel's stop, a newer session's)."""
+        try:
+            members = await self.await_restored_answers(running=True)
+        except asyncio.CancelledError:
+            if going_on is not None:
+                going_on.cancel()
+            raise
+        except Exception:  # nobody more waits: the work goes on, as before the gap
+            log.exception("%s: the jobs to ask about were not read", NEW_SESSION.when)
+            if going_on is not None:
+                await going_on  # a cancel of this one cancels it
+            return
+        if going_on is not None:
+            going_on.cancel()
+        await self.check_restored_jobs(members, lookup, easel_id=easel_id, occasion=NEW_SESSION)
+
+    async def await_restored_answers(self, *, running: bool = False) -> list[tuple[int, int]]:
+        """Each member's queued (and, ``running``, running) and finished-undelivered jobs in a
+        server wait, from now, for Discord's answer about them
+        (``StoppedMembers.await_answers``); the members, to be asked in about the order the
+        queue would start or finish their work (the first to render is freed first), then
+        those with results to post only. About: by their first job's class then submit time
+        (the journal's order), aside from the scheduler's aging and its returners
+        (``bot.jobs.scheduler``); its fair order, walked whole, would hold the start
         (``setup_hook``) for seconds in a deep queue."""
         queued = await journal.jobs_with_status(self._conn, journal.JobStatus.QUEUED)
+        # After the queued: a job started between the two reads is read running (read
+        # before them, it would be read by neither).
+        rendering = (
+            await journal.jobs_with_status(self._conn, journal.JobStatus.RUNNING) if running else []
+        )
         restored = [
+            *rendering,
             *sorted(queued, key=lambda job: -job.priority),  # stable: submit time within
             *await journal.finished_undelivered(self._conn),
         ]
@@ -535,6 +611,7 @@ class MemberStops:
         applied (its cancels) is given ``APPLYING_GRACE_S`` to finish, and never past
         ``deadline`` (a loop time: the process's stop), then cut short: the ends it journaled
         stand, their notices posted at the next start."""
+        self._stopping = True
         self._stopped.stop_waiting()
         loop = asyncio.get_running_loop()
         grace_s = APPLYING_GRACE_S
@@ -574,6 +651,7 @@ class MemberStops:
         *,
         easel_id: int,
         deadline_s: float | None = None,
+        occasion: CheckOccasion = START_UP,
     ) -> None:
         """Asks Discord about each of ``members`` (a few at once, ``RESTORED_CHECKS_PER_S``
         begun a second at most), whose restored work waits for the answer: one gone or in a
@@ -585,11 +663,22 @@ class MemberStops:
         ask them all) keeps their jobs: a guess would cancel honest members' work. A
         moderator's word heard before the answer holds over it
         (``StoppedMembers.awaiting_answer``)."""
+        if not members:
+            return
         at_once = asyncio.Semaphore(RESTORED_CHECKS_AT_ONCE)
         paced = _Paced(RESTORED_CHECKS_PER_S)
         loop = asyncio.get_running_loop()
         whole_s = _restored_checks_deadline_s(
             len(members), RESTORED_CHECKS_DEADLINE_S if deadline_s is None else deadline_s
+        )
+        log.info(
+            "%s: asking Discord about %d member(s) with %s, in the background; each one's "
+            "%s wait for their own answer (%.0f s at most)",
+            occasion.when,
+            len(members),
+            occasion.jobs,
+            occasion.jobs,
+            whole_s,
         )
         deadline = loop.time() + whole_s
         undecided: list[tuple[int, int]] = []
@@ -598,9 +687,11 @@ class MemberStops:
 
         async def check(guild_id: int, user_id: int) -> None:
             # The deadline bounds the asking alone: a cancel once begun is finished, even
-            # when Easel stops meanwhile (``stop_restored_checks``).
+            # when Easel stops meanwhile (``stop_restored_checks``). A member a check cut
+            # short asked about keeps that check's.
+            due = self._stopped.answer_due(guild_id, user_id, by=deadline)
             try:
-                async with asyncio.timeout_at(deadline), at_once:
+                async with asyncio.timeout_at(due), at_once:
                     if guild_id in servers_gone:
                         standing = Standing(server_gone=True)
                     elif not self._stopped.awaiting_answer(guild_id, user_id):
@@ -610,15 +701,17 @@ class MemberStops:
                         async with asyncio.timeout(RESTORED_CHECK_TIMEOUT_S):
                             standing = await lookup(guild_id, user_id)
             except Exception as unclear:  # any failure leaves the jobs
-                if isinstance(unclear, TimeoutError) and loop.time() >= deadline:
+                if isinstance(unclear, TimeoutError) and loop.time() >= due:
                     undecided.append((guild_id, user_id))  # logged once, below
                     return
                 log.warning(
-                    "start-up: could not ask Discord about member %s of guild %s (%r); "
-                    "their restored jobs there are kept",
+                    "%s: could not ask Discord about member %s of guild %s (%r); their %s "
+                    "there are kept",
+                    occasion.when,
                     user_id,
                     guild_id,
                     unclear,
+                    occasion.jobs,
                 )
                 return
             if standing.server_gone:
@@ -637,7 +730,8 @@ class MemberStops:
                 await check(guild_id, user_id)
             except Exception:  # the stop, added first, holds their work all the same
                 log.exception(
-                    "start-up: the stop of member %s of guild %s was not applied in full",
+                    "%s: the stop of member %s of guild %s was not applied in full",
+                    occasion.when,
                     user_id,
                     guild_id,
                 )
@@ -648,21 +742,25 @@ class MemberStops:
         await asyncio.gather(*(answered(guild_id, user_id) for guild_id, user_id in members))
         if undecided:
             log.warning(
-                "start-up: %d member(s) not decided within %.0f s; their restored jobs are "
-                "kept: %s",
+                "%s: %d member(s) not decided in time (%.0f s for those first asked now); "
+                "their %s are kept: %s",
+                occasion.when,
                 len(undecided),
                 whole_s,
+                occasion.jobs,
                 ", ".join(f"member {user} of guild {guild}" for guild, user in undecided),
             )
         log.info(
-            "start-up: %d of %d member(s) with restored jobs decided by Discord's answer",
+            "%s: %d of %d member(s) with %s decided by Discord's answer",
+            occasion.when,
             decided_by_discord,
             len(members),
+            occasion.jobs,
         )
 
     async def _apply(self, guild_id: int, user_id: int, standing: Standing, easel_id: int) -> None:
-        """What Discord said of the member, asked at start-up: their jobs in the server
-        cancelled when they are gone, in a timeout, or the server is gone."""
+        """What Discord said of the member, asked at start-up or in a new session: their
+        jobs in the server cancelled when they are gone, in a timeout, or the server is gone."""
         if standing.server_gone:
             await self.cancel_jobs(guild_id, user_id, StopCause.SERVER_GONE, easel_id=easel_id)
         elif standing.gone:

@@ -365,6 +365,16 @@ class History:
         withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), withheld_why=why)
         return await self._stopped(withdrawn)
 
+    async def made_private(self, job_id: str) -> None:
+        """A job its delivery posts privately, its maker keeping results private since its
+        submit: private from now on wherever ``private`` is read (``journal.make_private``)."""
+        await journal.make_private(self._conn, job_id)
+
+    async def is_private(self, job_id: str) -> bool:
+        """Whether the job is private now: submitted so, or made so by its maker's /settings
+        since (``journal.make_undelivered_private``), for good."""
+        return await journal.is_private(self._conn, job_id)
+
     async def was_refunded(self, job_id: str) -> bool:
         """Whether the job's quota was given back: for a finished job, withheld at delivery
         (a delivery cut short after ``refund_withheld`` has no ``withheld_why`` to read)."""
@@ -463,6 +473,13 @@ class History:
         """Whether ``message_id`` in that channel of that server is one of the job's posts
         (its result, /show and U1-U4 posts), the ones whose deletion withdraws it."""
         return await store.is_job_post(self._conn, job_id, (guild_id, channel_id), message_id)
+
+    async def posts_of(self, job_id: str) -> tuple[PostedMessage, ...]:
+        """The job's posts in its server still linked (its result, the progress message that
+        became it or points to it, its /show and U1-U4 posts), whose deletion withdraws it:
+        where a deletion Easel did not hear is looked for
+        (``cogs.withdrawals.check_posts_there``)."""
+        return await store.posts_of(self._conn, job_id)
 
     async def deleted_by_its_maker(self, job_id: str, message_id: int) -> bool:
         """The maker deletes one of the job's posts: its deletion (which Discord announces

@@ -4,11 +4,15 @@ Pillow reads it (pure: no discord, no torch).
 Pillow walks a PNG's chunks, and a JPEG's marker segments up to its first scan, one by one in
 Python, a few microseconds each: a 10 MiB PNG of some 870,000 empty chunks cost about 6 s of
 CPU per check (audit A1). This walk stops at the limit, so it costs at most that many steps.
+
+The same walk gives a PNG upload's pixels and colours without what else it carries
+(``png_without_metadata``).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from bot.user_errors import UserError
 
@@ -23,6 +27,16 @@ _PNG_DATA_CHUNK_TYPES = (b"IDAT", b"fdAT")
 MAX_PNG_OTHER_CHUNKS = 1_024
 _PNG_CHUNK_HEAD = struct.Struct(">I4s")  # length, type; then the data and a 4-byte CRC
 _PNG_END = b"IEND"
+# What a stored upload keeps of a PNG: its pixels (header, palette, transparency, data) and how
+# their colours are meant (gamma, chromaticities, sRGB, ICC profile), and the web UI's
+# ``parameters`` text, which the engine reads of the stored copy (a fast upscale carries the
+# picture's own settings and seed over: ``inference.passes.picture_prompts``). Left out: EXIF
+# (a phone's GPS position), every other text (an app's comments), XMP and every other chunk.
+_PNG_KEPT_CHUNKS = frozenset(
+    {b"IHDR", b"PLTE", b"tRNS", b"IDAT", _PNG_END, b"gAMA", b"cHRM", b"sRGB", b"iCCP"}
+)
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})  # each begins with its keyword
+_PNG_KEPT_TEXT = b"parameters\0"
 
 JPEG_START = b"\xff\xd8"
 # Segments before the first scan (what Pillow reads in Python), fill bytes and stray bytes
@@ -45,11 +59,38 @@ def check_segment_count(name: str, data: bytes) -> None:
         _check_jpeg_segments(name, data)
 
 
-def _check_png_chunks(name: str, data: bytes) -> None:
-    data_chunks = other_chunks = 0
+def png_without_metadata(data: bytes) -> bytes:
+    """A PNG (already checked and decoded) with only the chunks that make its picture
+    (``_PNG_KEPT_CHUNKS``) and its ``parameters`` text, each copied whole: the same pixels and
+    infotext, undecoded."""
+    return PNG_SIGNATURE + b"".join(
+        data[start:end] for kind, start, end in _png_chunks(data) if _kept(data, kind, start)
+    )
+
+
+def _kept(data: bytes, kind: bytes, start: int) -> bool:
+    if kind in _PNG_KEPT_CHUNKS:
+        return True
+    text_at = start + _PNG_CHUNK_HEAD.size
+    return kind in _PNG_TEXT_CHUNKS and data.startswith(_PNG_KEPT_TEXT, text_at)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each chunk of a PNG after its signature, up to IEND: its type and where its bytes
+    (length, type, data and CRC) start and end."""
     position = len(PNG_SIGNATURE)
     while position + _PNG_CHUNK_HEAD.size <= len(data):
         length, chunk_type = _PNG_CHUNK_HEAD.unpack_from(data, position)
+        end = position + _PNG_CHUNK_HEAD.size + length + 4
+        yield chunk_type, position, end
+        if chunk_type == _PNG_END:
+            return
+        position = end
+
+
+def _check_png_chunks(name: str, data: bytes) -> None:
+    data_chunks = other_chunks = 0
+    for chunk_type, _, _ in _png_chunks(data):
         if chunk_type in _PNG_DATA_CHUNK_TYPES:
             data_chunks += 1
             if data_chunks > MAX_PNG_DATA_CHUNKS:
@@ -58,9 +99,6 @@ def _check_png_chunks(name: str, data: bytes) -> None:
             other_chunks += 1
             if other_chunks > MAX_PNG_OTHER_CHUNKS:
                 raise _too_many(name, f"{MAX_PNG_OTHER_CHUNKS:,} chunks besides its image data")
-        if chunk_type == _PNG_END:
-            return
-        position += _PNG_CHUNK_HEAD.size + length + 4
 
 
 def _check_jpeg_segments(name: str, data: bytes) -> None:

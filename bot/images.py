@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from bot.compare_grid import comparison_png
-from bot.image_segments import check_segment_count
+from bot.image_segments import check_segment_count, png_without_metadata
 from bot.user_errors import UserError
 from inference.compare import is_comparison
 from inference.images import (
@@ -197,10 +197,13 @@ def _png_from(
     image: CheckedImage, opened: Image.Image, shown: Image.Image, infotext: str | None
 ) -> bytes:
     """The upload as an 8-bit PNG, turned upright by its EXIF orientation (the engine reads
-    pixels as stored): a PNG as it came (infotext kept), or with its 16-bit greys scaled to
-    8 bits (infotext kept); a JPEG or WebP converted."""
+    pixels as stored), with nothing but its pixels, colours and infotext (no EXIF, other text
+    or XMP: stored, and sent to workers, for as long as its jobs are kept; the engine reads
+    the infotext: a fast upscale carries the picture's settings over): a PNG's own chunks of
+    those (``png_without_metadata``), or a PNG with its 16-bit greys scaled to 8 bits; a JPEG
+    or WebP converted."""
     if image.format == "PNG" and shown is opened and not has_wide_greys(opened):
-        return image.data
+        return png_without_metadata(image.data)
     picture = eight_bit(shown) if image.format == "PNG" else shown.convert("RGB")
     if infotext is not None:
         return png_with_infotext(picture, infotext)

@@ -8,7 +8,7 @@ may predate the change. Callers that miss the same key at once share one read (a
 commands from one member, or the first ones of a guild, reads once).
 
 A memo given ``ttl_s`` serves reads no writer tells it of: a value is read again once that
-old, and is that stale at most.
+old, and is that stale at most; one no one asks again goes as the memo keeps others.
 
 ``ExpiringKeys`` keeps what was lately true (Discord's answers, events heard) for a while.
 """
@@ -37,6 +37,9 @@ MEMBERS_READ_AHEAD = 100_000
 # Rows a read-ahead query reads at most: a member's read sent meanwhile waits on one such query
 # (aiosqlite's one thread a connection), and the loop adds one such page at a time.
 READ_AHEAD_PAGE = 1_000
+# Values past ``ttl_s`` a memo drops, the oldest kept first, each time it keeps one: more than
+# one, so those no one asks again go while new ones come, each keep's work bounded.
+EXPIRED_SWEPT_PER_KEEP = 2
 # The time of a key whose rows' times are never asked (``undated``): one float for all of them,
 # so such a set costs little more than its keys; none is older than asked, or let go.
 UNDATED = math.inf
@@ -47,7 +50,8 @@ class ReadAhead(Generic[K]):
     joined by each one written since (``add``): once read, a key not among them, or whose
     latest row is older than asked, has no row since then, known without a read. Keys whose
     rows are all older than will be asked again are let go (``forget_before``). Past
-    ``MEMBERS_READ_AHEAD`` keys it is given up, and nothing is known."""
+    ``MEMBERS_READ_AHEAD`` keys, or when a read fails, it is given up and nothing is known,
+    until it starts over (``start_over``) and the next read ends."""
 
     def __init__(self) -> None:
         self._latest: dict[K, float] | None = {}
@@ -74,11 +78,16 @@ class ReadAhead(Generic[K]):
         not replaced: a row written during the read is in already), the rest left unread once
         given up."""
         self._since = max(self._since, since)
-        async for page in pages:
-            self.add(page)
-            if self._latest is None:
-                break
-        self.complete = True
+        try:
+            async for page in pages:
+                self.add(page)
+                if self._latest is None:
+                    break
+        except BaseException:
+            self._latest = None  # part read: given up
+            raise
+        finally:
+            self.complete = True
 
     def lacks(self, key: K, since: float = -math.inf) -> bool:
         """Whether ``key`` is known to have no row at ``since`` or later (by default: none)."""
@@ -87,16 +96,27 @@ class ReadAhead(Generic[K]):
         latest = self._latest.get(key)
         return latest is None or latest < since
 
-    def forget_before(self, since: float) -> None:
+    def forget_before(self, since: float) -> bool:
         """Let go of the keys whose rows are all older than ``since``, before which nothing
         will be asked again (a quota period began): gone, they lack rows since then as much
-        as kept. It reads every key, once for each new ``since``."""
+        as kept. It reads every key, once for each new ``since``; whether ``since`` was new."""
         if since <= self._since:
-            return
+            return False
         self._since = since
         if self._latest is not None:
             for key in [key for key, at in self._latest.items() if at < since]:
                 del self._latest[key]
+        return True
+
+    def start_over(self) -> bool:
+        """Begin again if given up and no read runs (what was let go may leave room): the
+        keys added from now on are kept, all trusted once the next ``read`` ends. Whether it
+        began again."""
+        if self._latest is not None or not self.complete:
+            return False
+        self._latest = {}
+        self.complete = False
+        return True
 
 
 async def undated(pages: AsyncIterable[Iterable[K]]) -> AsyncIterator[list[tuple[K, float]]]:
@@ -119,7 +139,11 @@ class Memo(Generic[K, V]):
         self._ttl_s = ttl_s
         self._clock = clock
         self._values: dict[K, V] = {}
-        self._kept_at: dict[K, float] = {}  # with ``ttl_s`` only
+        # With ``ttl_s`` only; in the order kept (the oldest first), so what expired is found
+        # at its start: no value is kept long past its life, asked again or not. An ordered
+        # dict, whose first item is found at once (a plain dict used as a queue walks the
+        # slots its removals left: 100 µs a keep at 100,000 values).
+        self._kept_at: OrderedDict[K, float] = OrderedDict()
         self._reading: dict[K, asyncio.Task[V]] = {}  # reads no change has overtaken
         # Every read in flight, overtaken or not, by key: a change marks them, so that what a
         # change leaves behind lasts only while a read that began before it does.
@@ -178,9 +202,21 @@ class Memo(Generic[K, V]):
         self._values.pop(key, None)  # the most recently used last
         self._values[key] = value
         if self._ttl_s is not None:
-            self._kept_at[key] = self._clock()
+            now = self._clock()
+            self._kept_at[key] = now
+            self._kept_at.move_to_end(key)  # the latest kept last
+            self._sweep(now - self._ttl_s)
         if self._max_size is not None and len(self._values) > self._max_size:
             self._forget(next(iter(self._values)))
+
+    def _sweep(self, kept_before: float) -> None:
+        """Drop a few of the values kept at ``kept_before`` or earlier (expired), the oldest
+        first."""
+        for _ in range(EXPIRED_SWEPT_PER_KEEP):
+            oldest = next(iter(self._kept_at.items()), None)
+            if oldest is None or oldest[1] > kept_before:
+                return
+            self._forget(oldest[0])
 
     def put(self, key: K, value: V) -> None:
         """The value just written."""

@@ -234,11 +234,14 @@ def watch_data_dir(data_dir: Path) -> None:
     _DATA_DIR_FREE.data_dir = data_dir
 
 
-def discord_http_trace(answered: Callable[[int], None] | None = None) -> aiohttp.TraceConfig:
+def discord_http_trace(
+    answered: Callable[[int], None] | None = None, lost: Callable[[int], None] | None = None
+) -> aiohttp.TraceConfig:
     """A trace for discord.py's HTTP session (``Client(http_trace=...)``): counts error
     answers and 429s, and times each interaction's first answer from its creation.
     ``answered`` is told the interaction's id once its first answer ended for good: taken,
-    refused (a 4xx other than 429) or lost to the connection."""
+    refused (a 4xx other than 429) or lost to the connection; ``lost``, each time one got no
+    reply (a 5xx, or the connection dropped), which Discord may have acted on."""
 
     async def on_request_end(
         _session: aiohttp.ClientSession,
@@ -257,6 +260,8 @@ def discord_http_trace(answered: Callable[[int], None] | None = None) -> aiohttp
         if status < 400:
             created_s = (interaction_id >> 22) / 1000 + _DISCORD_EPOCH_S
             ACK_LATENCY.observe(max(0.0, time.time() - created_s))
+        if status >= 500 and lost is not None:
+            lost(interaction_id)
         # discord.py tries a 5xx or a 429 again: only the last try is the answer.
         if answered is not None and status < 500 and status != 429:
             answered(interaction_id)
@@ -268,7 +273,11 @@ def discord_http_trace(answered: Callable[[int], None] | None = None) -> aiohttp
     ) -> None:
         DISCORD_API_ERRORS.labels("connection").inc()
         callback = _INTERACTION_CALLBACK.search(params.url.path)
-        if callback is not None and answered is not None:
+        if callback is None:
+            return
+        if lost is not None:
+            lost(int(callback[1]))
+        if answered is not None:
             answered(int(callback[1]))
 
     trace = aiohttp.TraceConfig()

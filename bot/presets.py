@@ -26,10 +26,12 @@ from db.user_settings import UserSettings
 __all__ = [
     "MAX_PRESETS",
     "MAX_PRESET_NAME",
+    "MAX_SHOWN_VALUE",
     "PRESET_AUDIT_PREFIX",
     "Preset",
     "Presets",
     "Scope",
+    "as_code",
     "over_saved_settings",
 ]
 
@@ -37,6 +39,10 @@ MAX_PRESETS = 25  # per member, and per server
 MAX_PRESET_NAME = 32
 # A server preset's rows in the settings audit: this, then its name (``audited_setting``).
 PRESET_AUDIT_PREFIX = "preset "
+# A saved value as a reply shows it (a preset's, a member's /settings): at most this many
+# characters, so that a reply quoting several (a 2,000-character negative prompt among
+# them) stays within Discord's 2,000. What is stored and used stays whole.
+MAX_SHOWN_VALUE = 300
 
 
 def audited_setting(name: str) -> str:
@@ -68,15 +74,19 @@ class Preset:
         }
 
     def describe(self) -> str:
-        shown = ", ".join(f"{name}: {_code(value)}" for name, value in self.settings().items())
+        shown = ", ".join(f"{name}: {as_code(value)}" for name, value in self.settings().items())
         return f"**{self.name}** — {shown or 'nothing fixed'}"
 
 
-def _code(value: object) -> str:
+def as_code(value: object) -> str:
     """``value`` as inline code, where nothing renders as markdown: without its backticks,
     any of which would end the code early and let the rest (a member's negative prompt)
-    render as formatting, links and headings in Easel's message."""
-    return f"`{str(value).replace('`', '')}`"
+    render as formatting, links and headings in Easel's message; cut to
+    ``MAX_SHOWN_VALUE`` characters, an ellipsis marking a cut."""
+    text = str(value).replace("`", "")
+    if len(text) > MAX_SHOWN_VALUE:
+        text = text[: MAX_SHOWN_VALUE - 1] + "…"
+    return f"`{text}`"
 
 
 def validated(preset: Preset) -> Preset:

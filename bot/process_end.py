@@ -1,5 +1,6 @@
 """How ``easel run`` and ``easel worker`` end when their stop cannot end the usual way: a
-device thread stuck inside a step past the stop's budget, or a second stop signal."""
+device thread still busy past the stop's budget (stuck inside a step, or loading), or a second
+stop signal."""
 
 from __future__ import annotations
 
@@ -7,13 +8,48 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
-# The exit status after a stop whose clock ran out with a device thread still busy (a render
-# step in a hung kernel or driver, a model load): the process ends without it, what it
-# journals closed and the job handed back. 0 after every other stop; systemd marks a unit that
-# stopped so "failed".
+# The exit status after a stop whose clock ran out with a device thread still inside a step
+# (a hung kernel or driver) or a job's render: the process ends without it, what it journals
+# closed and the job handed back. 0 after every other stop, one that left a thread only
+# loading included (``status_after_stop``); systemd marks a unit that stopped so "failed".
 STUCK_DEVICE_EXIT_STATUS = 3
+# The exit status of a run its settings end (DISCORD_TOKEN refused while running), as the
+# command line's after a ``SettingsError``.
+SETTINGS_EXIT_STATUS = 2
+
+log = logging.getLogger(__name__)
+
+
+def status_after_stop(
+    status: int,
+    in_work: Sequence[str],
+    loading: Sequence[str],
+    *,
+    failed: bool = False,
+    settings_refused: bool = False,
+) -> int:
+    """The exit status of a stop that leaves device threads busy, not waited for: ``status``
+    when it says something already (a lost device's: its supervisor restarts the process for
+    it); else ``SETTINGS_EXIT_STATUS`` when a setting ended the run (``settings_refused``: its
+    fix is the operator's, whatever the threads); else ``STUCK_DEVICE_EXIT_STATUS`` when one
+    is inside a step or a job (``in_work``); else 1 when the process ends ``failed`` (an
+    error, as Python's exit after one); else 0.
+    A thread only loading (``loading``: "cuda:0 was still loading model x", no job on it) is
+    no fault: nothing of a job is lost with it, and a restart during a warm start is routine.
+    Each is logged, so a load that hangs for good (a stalled network disk) is named at every
+    stop."""
+    for each in loading:
+        log.info("stopped while %s: not waited for (no job was running there)", each)
+    if status:
+        return status
+    if settings_refused:
+        return SETTINGS_EXIT_STATUS
+    if in_work:
+        return STUCK_DEVICE_EXIT_STATUS
+    return 1 if failed else 0
 
 
 def exit_now(status: int) -> NoReturn:
@@ -29,7 +65,7 @@ def end_at_once(signum: signal.Signals) -> NoReturn:
     of the stop. The process ends by that signal, as after a kill: the journal loses nothing
     (each write is one SQLite transaction), a running job is queued again at the next start
     (a broker's job is redelivered once its ack wait lapses), its attempt counted as a crash's."""
-    logging.getLogger(__name__).warning(
+    log.warning(
         "%s again while stopping: ending now, without the rest of the stop; running jobs are "
         "queued again at the next start",
         signum.name,

@@ -45,7 +45,7 @@ from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets
 from bot.user_errors import UserError
 from bot.web.dashboard import READING_RIGHTS_S, AdminRights, Dashboard
 from cogs.choices import matching_choices, model_choices
-from cogs.common import MESSAGE_LIMIT, services_of
+from cogs.common import MESSAGE_LIMIT, fair_shares, services_of, within_message_limit
 from cogs.common import quoted as escaped
 from cogs.contexts import command_contexts
 from cogs.visibility import (
@@ -248,11 +248,11 @@ def _nsfw_label(policy: str | None) -> str:
 def audit_text(entries: Sequence[AuditEntry]) -> str:
     """/easel-admin audit's message: settings changes, and what moderators did to jobs here
     (withdrawals, restores), the one log of admin-side changes a server has. Every row whole
-    while they fit one message; else each long row is cut to its share (``_fair_shares``), so
+    while they fit one message; else each long row is cut to its share (``fair_shares``), so
     that a long row never hides the others."""
     title = "**Latest Easel settings changes, withdrawals and restores**"
     rows = [_audit_row(entry) for entry in entries]
-    shares = _fair_shares([len(row) for row in rows], MESSAGE_LIMIT - len(title) - len(rows))
+    shares = fair_shares([len(row) for row in rows], MESSAGE_LIMIT - len(title) - len(rows))
     return "\n".join(
         [
             title,
@@ -262,18 +262,6 @@ def audit_text(entries: Sequence[AuditEntry]) -> str:
             ),
         ]
     )
-
-
-def _fair_shares(lengths: Sequence[int], room: int) -> list[int]:
-    """``room`` characters shared between texts of ``lengths``: the shortest first, each
-    its length or an equal share of what the shorter ones left, whichever is less (all
-    their lengths when they fit)."""
-    shares = list(lengths)
-    left, waiting = room, len(lengths)
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        shares[index] = min(lengths[index], left // waiting)
-        left, waiting = left - shares[index], waiting - 1
-    return shares
 
 
 def _audit_row_within(entry: AuditEntry, share: int) -> str:
@@ -314,8 +302,12 @@ class AdminCog(commands.Cog):
         return True
 
     async def _done(self, interaction: discord.Interaction[Any], message: str) -> None:
+        """The admin's answer; one quoting long values (a preset's negative prompt) is cut
+        to fit, never refused: the change it reports was made."""
         await interaction.response.send_message(
-            message, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            within_message_limit(message),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
         )
 
     async def _change(

@@ -3,7 +3,8 @@
 as GUILD_BAN_ADD (an unban as GUILD_BAN_REMOVE); a kick, and a timeout given or removed, only
 as GUILD_AUDIT_LOG_ENTRY_CREATE, which Discord sends only where Easel has View Audit Log (an
 AutoMod timeout too, as its own action naming no end). At start-up, Discord is asked about each
-member with restored work, in the background (``start_restored_checks``)."""
+member with restored work, in the background (``start_restored_checks``); after a gateway gap
+Discord did not resume, about each member with unfinished or undelivered work (``on_ready``)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class BansCog(commands.Cog):
     def __init__(self, stops: MemberStops, client: discord.Client) -> None:
         self._stops = stops
         self._client = client
+        self._ready_before = False  # the first READY follows the start's own check
 
     @commands.Cog.listener()
     async def on_member_ban(
@@ -70,6 +72,18 @@ class BansCog(commands.Cog):
                 easel_id=guild.me.id,
                 until=until.timestamp(),
             )
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """A READY after the first: Discord did not resume the session (INVALID_SESSION, then
+        a new IDENTIFY), and sends none of the gap's bans, kicks or audit-log entries (a
+        RESUMED replays them: nothing to do). The members with unfinished or undelivered work
+        are asked about as at start-up (``MemberStops.start_session_checks``)."""
+        if not self._ready_before:
+            self._ready_before = True
+            return
+        assert self._client.user is not None  # a READY comes once logged in
+        self._stops.start_session_checks(self.standing, easel_id=self._client.user.id)
 
     async def start_restored_checks(self) -> None:
         """For ``JobQueue.start``: after login, before the gateway connects; the members are

@@ -38,6 +38,7 @@ from bot.services import Services
 from bot.user_errors import Reason, UserError
 from cogs.contexts import received_at
 from cogs.visibility import check_member_may_act_here, is_age_restricted
+from cogs.withdrawals import check_posts_there
 from cogs.wording import counted
 from inference.types import RenderRequest
 
@@ -62,6 +63,27 @@ def services_of(interaction: discord.Interaction[Any]) -> Services:
 MAX_QUOTED_PROMPT = 1500
 MAX_CAPTION = 1800
 MESSAGE_LIMIT = 2000  # Discord's longest message
+
+
+def within_message_limit(message: str) -> str:
+    """``message`` as Discord takes it: one that quotes a long value is cut in its middle
+    to fit (else it is never sent), keeping its end: what is accepted."""
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    half = (MESSAGE_LIMIT - 1) // 2
+    return message[:half] + "…" + message[-half:]
+
+
+def fair_shares(lengths: Sequence[int], room: int) -> list[int]:
+    """``room`` characters shared between texts of ``lengths``: the shortest first, each
+    its length or an equal share of what the shorter ones left, whichever is less (all
+    their lengths when they fit)."""
+    shares = list(lengths)
+    left, waiting = room, len(lengths)
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        shares[index] = min(lengths[index], left // waiting)
+        left, waiting = left - shares[index], waiting - 1
+    return shares
 
 
 # A link Discord would show a preview of (its picture under Easel's post), or one already in
@@ -146,8 +168,7 @@ class Thinking(enum.Enum):
 
 async def tell(interaction: discord.Interaction[Any], message: str) -> None:
     """An ephemeral message to the member, whether or not the interaction was answered yet;
-    one that quotes a long value is cut in its middle to fit Discord's message (else it is
-    never sent), keeping its end: what is accepted.
+    one that quotes a long value is cut to fit Discord's message (``within_message_limit``).
 
     A reply that may still be a public "thinking…" would take the message as its own, public
     whatever it asks: it goes first (``_end_public_thinking``). One of a recorded job is the
@@ -155,9 +176,7 @@ async def tell(interaction: discord.Interaction[Any], message: str) -> None:
     message too, for the job's next edit to replace: the job's place is sent again through its
     edits (``ProgressMessages.replace_thinking``) until it replaces it, and the message is not
     sent (logged) if after some 15 s of tries it may still be "thinking…"."""
-    if len(message) > MESSAGE_LIMIT:
-        half = (MESSAGE_LIMIT - 1) // 2
-        message = message[:half] + "…" + message[-half:]
+    message = within_message_limit(message)
     if not interaction.response.is_done():
         await interaction.response.send_message(message, ephemeral=True)
         return
@@ -495,8 +514,35 @@ async def acknowledge(
     check_member_may_act_here(interaction, private=private)
     await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
     await _check_smallest_job_fits(interaction, may_be_free=may_be_free)
-    await interaction.response.defer(thinking=True, ephemeral=private)
+    await defer_thinking(interaction, private=private)
     return private
+
+
+# Discord's refusal of a second first response to an interaction.
+ALREADY_ACKNOWLEDGED = 40060
+
+
+async def defer_thinking(interaction: discord.Interaction[Any], *, private: bool) -> None:
+    """Answer Discord with a deferred "thinking…", seen by the member alone when ``private``.
+
+    Discord may act on the defer and lose its answer (a 5xx): discord.py sends it again, and
+    Discord refuses that as already acknowledged (40060). The interaction was acknowledged, by
+    this defer: it is marked so and the work goes on, else the member would see "thinking…"
+    for 15 minutes and nothing. Only after such a loss (``AcknowledgeFirst.lost_an_answer``,
+    from the HTTP trace): a 40060 on a first try is another's answer (a second Easel on the
+    same bot token, elsewhere), whose job this one must not journal and charge again. An
+    interaction Discord delivers twice is dropped on its second arrival (``cogs.contexts``)."""
+    try:
+        await interaction.response.defer(thinking=True, ephemeral=private)
+    except discord.HTTPException as error:
+        lost = client_of(interaction).acknowledge_first.lost_an_answer(interaction.id)
+        if error.code != ALREADY_ACKNOWLEDGED or not lost:
+            raise
+        log.info("interaction %s: its defer landed, Discord's answer was lost", interaction.id)
+        # discord.py sets this only on an answered defer; it tells that the response is done.
+        interaction.response._response_type = (
+            discord.InteractionResponseType.deferred_channel_message
+        )
 
 
 # Less than any job costs: one picture, next to no GPU time. What refuses it refuses them all;
@@ -601,7 +647,7 @@ async def submit_from_interaction(
         await _refuse(interaction, quota_refused(refusal))
         return None
     if not interaction.response.is_done():  # else ``acknowledge``d before reading uploads
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await defer_thinking(interaction, private=private)
     # In a burst, the commands received before this wait are acknowledged before its job is
     # journaled: only their answers have a deadline (3 s). QUEUED_BOUND_S (1 s) at most, a
     # command slowed by prompt plans holds it SLOWED_BY_PLANS_S (0.1 s) into them; a crash
@@ -609,6 +655,8 @@ async def submit_from_interaction(
     await client_of(interaction).acknowledge_first.earlier_answered()
     if before_queueing is not None and (made_from := await before_queueing()) is not None:
         submission = dataclasses.replace(submission, parent_job_id=made_from)
+    if submission.parent_job_id is not None:  # its picture's posts asked of Discord: seconds
+        await _check_parent_posts_there(interaction, submission.parent_job_id)
     try:
         job_id = await submit_unless_stopped(
             services,
@@ -633,6 +681,17 @@ async def submit_from_interaction(
     if repeat_seeds:
         await _submit_repeats(interaction, request, submission, repeat_seeds)
     return job_id
+
+
+async def _check_parent_posts_there(
+    interaction: discord.Interaction[Any], parent_job_id: str
+) -> None:
+    """A new job is made of a stored result only while that result is still posted: one
+    deleted unheard (a gateway gap) withdraws its job and refuses this one
+    (``check_posts_there``), as it refuses /show, U1-U4 and DM me."""
+    history = services_of(interaction).history
+    if (parent := await history.job(parent_job_id)) is not None:
+        await check_posts_there(interaction.client, history, parent)
 
 
 async def submit_unless_stopped(

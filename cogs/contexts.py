@@ -3,23 +3,34 @@ allows them (EASEL_ALLOW_DMS), group DMs never.
 
 Discord hides a command from the places its registered ``contexts`` leave out; the tree checks
 again on arrival, because a stale registration (global commands take up to an hour to update)
-can still deliver a command from a DM after the operator turned DMs off.
+can still deliver a command from a DM after the operator turned DMs off. Every interaction is
+stamped on receipt, and one Discord delivers twice is dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 
+from bot.jobs.retention import DISCORD_TOKEN_LIFETIME_S
+from bot.memo import ExpiringKeys
+
 if TYPE_CHECKING:
     from discord.state import ConnectionState
+
+log = logging.getLogger(__name__)
 
 # Where an interaction's receipt is kept: an application command's in its ``extras``, and
 # every interaction's in its payload's ``data`` (``_stamp_receipts``).
 _RECEIVED_AT = "easel_received_at"
+# Interactions received lately, by id, kept as long as Discord lets one be answered (its
+# token's 15 minutes): at most this many (more than 100 a second for all that time), 17.5 MiB
+# when full (tracemalloc).
+INTERACTIONS_REMEMBERED = 100_000
 
 
 def received_at(interaction: discord.Interaction[Any]) -> float | None:
@@ -38,13 +49,24 @@ def _stamp_receipts(state: ConnectionState[Any]) -> None:
     so a button's or form's work is placed against a stop heard after it
     (``StoppedMembers.holds``) as a command's is, whatever the host's wall clock says.
     discord.py keeps the payload's ``data`` as ``Interaction.data``: the one part of the event
-    that reaches every handler."""
+    that reaches every handler.
+
+    An interaction Discord delivers again (a replayed event) is dropped: handled twice, its
+    second defer would be refused as already acknowledged, which ``defer_thinking`` takes for
+    its own lost answer, journaling and charging the job twice."""
     parsers = state.parsers  # the dict the gateway reads each event's parser from
     parse = parsers["INTERACTION_CREATE"]
+    seen: ExpiringKeys[str] = ExpiringKeys(DISCORD_TOKEN_LIFETIME_S, INTERACTIONS_REMEMBERED)
 
     def parse_stamped(payload: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if (interaction_id := payload.get("id")) is not None:
+            if seen.holds(interaction_id, now):
+                log.info("interaction %s was delivered again: dropped", interaction_id)
+                return
+            seen.add(interaction_id, now)
         if isinstance(data := payload.get("data"), dict):
-            data[_RECEIVED_AT] = time.monotonic()
+            data[_RECEIVED_AT] = now
         parse(payload)
 
     parsers["INTERACTION_CREATE"] = parse_stamped

@@ -20,7 +20,7 @@ from bot.images import check_engine_sides, check_upload_size
 from bot.presets import over_saved_settings
 from bot.requests import ImagineOptions, build_request
 from bot.user_errors import UserError
-from cogs.common import model_defaults_for, services_of, submit_from_interaction
+from cogs.common import defer_thinking, model_defaults_for, services_of, submit_from_interaction
 from cogs.errors import report_error
 from cogs.info import read_attachment
 from cogs.visibility import check_member_may_act_here
@@ -124,7 +124,7 @@ class DescribeCog(commands.Cog):
             with self._captioner.thread.place(member):
                 check_upload_size(image.filename, image.size)  # as Discord reports it
                 # Answered before the download and decode, which may take past Discord's 3 s.
-                await interaction.response.defer(thinking=True, ephemeral=personal.private_results)
+                await defer_thinking(interaction, private=personal.private_results)
                 checked = await read_attachment(interaction, image)
                 # The sides a job's input may have: the captioner reads pictures as jobs do.
                 check_engine_sides(checked, image.filename)

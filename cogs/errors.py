@@ -13,7 +13,7 @@ from discord import app_commands
 
 from bot.requests import RequestError
 from bot.user_errors import Reason, UserError, as_sentence
-from cogs.common import services_of, tell
+from cogs.common import ALREADY_ACKNOWLEDGED, services_of, tell
 from inference.infotext import InfotextError
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,31 @@ async def on_app_command_error(
     await report_error(interaction, error, f"/{command}")
 
 
+# Discord's refusals of an interaction's first response that leave nothing to answer with,
+# and what each means for the member: too late (its 3 s passed), or answered already (the
+# first try landed and its answer was lost, so discord.py sent it again).
+UNKNOWN_INTERACTION = 10062
+_FIRST_RESPONSE_REFUSED = {
+    UNKNOWN_INTERACTION: ("Unknown interaction", "the member is not answered"),
+    ALREADY_ACKNOWLEDGED: ("already acknowledged", "Discord says it was already answered"),
+}
+
+
+def _first_response_refused(
+    interaction: discord.Interaction[Any], error: BaseException
+) -> int | None:
+    """Discord's code when ``error`` is its refusal of the interaction's first response
+    (``_FIRST_RESPONSE_REFUSED``), else None."""
+    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if (
+        isinstance(cause, discord.HTTPException)
+        and cause.code in _FIRST_RESPONSE_REFUSED
+        and not interaction.response.is_done()
+    ):
+        return cause.code
+    return None
+
+
 # What a member is told to do after an internal failure (``report_error``).
 _TRY_AGAIN = "try again later, or give the reference to a server admin."
 # Where a failure's log lines name no member: /forget-me's outlive the erase it asks for.
@@ -88,7 +113,19 @@ async def report_error(
     next_step: str = _TRY_AGAIN,
 ) -> None:
     """Tell the member what went wrong, and record it as a refusal once they were told; log
-    internal failures with a reference id, the member told ``next_step`` after it."""
+    internal failures with a reference id, the member told ``next_step`` after it. Not
+    Discord's refusal of the first response (``_first_response_refused``): the member cannot
+    be told anything, and it is Discord's timing, not Easel's failure; a warning."""
+    if (code := _first_response_refused(interaction, error)) is not None:
+        name, meaning = _FIRST_RESPONSE_REFUSED[code]
+        log.warning(
+            "%s: Discord refused its first response (%s, code %d); %s",
+            where,
+            name,
+            code,
+            meaning,
+        )
+        return
     unnamed = where in _MEMBER_UNNAMED_IN
     refusal = refusal_of(error)
     if refusal is None:
@@ -105,9 +142,12 @@ async def report_error(
         message = refusal[0]
     try:
         await tell(interaction, message)
-    except discord.HTTPException:
+    except discord.HTTPException as failure:
         member = "the member" if unnamed else f"user {interaction.user.id}"
-        log.warning("could not tell %s about an error", member)
+        if failure.code == ALREADY_ACKNOWLEDGED:  # the answer landed, Discord's reply lost
+            log.warning("%s: Discord says %s was already answered (code 40060)", where, member)
+        else:
+            log.warning("could not tell %s about an error", member)
     if refusal is not None:
         await services_of(interaction).refusals.record(
             interaction.guild_id, interaction.channel_id, interaction.user.id, refusal[1], message

@@ -106,7 +106,9 @@ result by DM, except those made in age-restricted channels); `reset` forgets the
 pictures; one you stop while it renders, the GPU time it used; an admin's stop is free), \
 your limits here.
 `/forget-me` — erases your jobs, pictures, uploads and settings, and deletes Easel's posts \
-of them in servers (copies sent to you by DM stay).
+of them in servers, U1–U4 reposts included (copies sent to you by DM stay). What others \
+made from your public results (their V1–V4, Vary, 🔄, Remix or Upscale) is theirs and keeps \
+your prompt.
 Pictures, prompts and buttons belong to the server and channel they were made in: others \
 see only what they may see there."""
 

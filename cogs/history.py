@@ -34,6 +34,7 @@ from bot.user_errors import Reason, UserError
 from cogs.common import (
     MAX_QUOTED_PROMPT,
     ORIGINAL_RESPONSE,
+    defer_thinking,
     queue_of,
     quoted,
     services_of,
@@ -58,6 +59,7 @@ from cogs.visibility import (
     is_age_restricted,
     job_made_age_restricted,
 )
+from cogs.withdrawals import check_posts_there
 from cogs.wording import NO_PROMPT, counted
 from inference.compare import is_comparison
 
@@ -604,7 +606,9 @@ class HistoryCog(commands.Cog):
                 "the finished ones."
             )
         private, spoiler = await checked_for_showing(interaction, job)
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await defer_thinking(interaction, private=private)
+        # After the defer: Discord may take past its 3 s to answer.
+        await check_posts_there(interaction.client, self._history, job)
         # Each file fitted to this interaction's upload limit (per file, as Discord checks).
         limit, paths = interaction.filesize_limit, job.image_paths
         request = await queue_of(interaction).request_of(job.job_id)
@@ -635,14 +639,14 @@ class HistoryCog(commands.Cog):
             )
             view = job_view(job.job_id, len(paths))
         previews = SHOWN_AS_PREVIEW if any(is_preview for _, is_preview in fitted) else ""
-        sent = await interaction.followup.send(
-            f"**{quoted(job.prompt, MAX_QUOTED_PROMPT)}** — job `{job.job_id}` "
+        # Its "thinking…" becomes the post: an edit, which discord.py may send again after a
+        # 5xx without posting twice (a follow-up sent again would leave an unrecorded copy).
+        sent = await interaction.edit_original_response(
+            content=f"**{quoted(job.prompt, MAX_QUOTED_PROMPT)}** — job `{job.job_id}` "
             f"(seed {', '.join(map(str, job.seeds))}){previews}",
-            files=[file for file, _ in fitted],
+            attachments=[file for file, _ in fitted],
             view=view,
             allowed_mentions=discord.AllowedMentions.none(),
-            ephemeral=private,
-            wait=True,
         )
         if not private and not await self._history.posted_again(
             job, interaction.channel_id, sent.id
@@ -696,7 +700,7 @@ class HistoryCog(commands.Cog):
         try:
             # The erase, the files and the broker's copies may take past Discord's 3 s to
             # answer. A defer Discord refused (the interaction expired) erased nothing.
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            await defer_thinking(interaction, private=True)
         except Exception:
             self._forget_me_cooldown.release(member_id)  # it failed: they may try again at once
             raise

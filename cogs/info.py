@@ -15,7 +15,7 @@ from bot.images import CheckedImage, check_upload_size
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS
 from bot.user_errors import UserError
-from cogs.common import MESSAGE_LIMIT, first_image, quoted, services_of
+from cogs.common import MESSAGE_LIMIT, defer_thinking, first_image, quoted, services_of
 from cogs.help_pages import HelpTopic, help_page
 from cogs.results.story import (
     CheckedUpload,
@@ -57,7 +57,7 @@ async def _acknowledge_privately(
     await services_of(interaction).guild_policy.check_channel(
         interaction.guild_id, interaction.channel_id
     )
-    await interaction.response.defer(ephemeral=True, thinking=True)
+    await defer_thinking(interaction, private=True)
 
 
 def picture_of(message: discord.Message, menu: str) -> discord.Attachment:
@@ -154,7 +154,7 @@ class InfoCog(commands.Cog):
     ) -> None:
         # Acknowledged first (the answer is the member's alone), then read on a worker thread
         # within a time budget; a prompt error is a UserError.
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer_thinking(interaction, private=True)
         explained = await services_of(interaction).prompts.explain(
             prompt, negative or "", steps, interaction.user.id, guild_id=interaction.guild_id
         )

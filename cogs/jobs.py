@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.jobs.queue import CancelOutcome
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
-from cogs.common import acting_member, queue_of, quoted, services_of, tell
+from cogs.common import acting_member, defer_thinking, queue_of, quoted, services_of, tell
 from cogs.wording import NO_PROMPT, counted
 
 CANCEL_MESSAGES = {
@@ -73,7 +73,7 @@ class JobsCog(commands.Cog):
                 if job_id is None:
                     raise UserError("You have no queued or running job here to cancel.")
         # Answered first: a cancel the database holds up takes minutes to say so.
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer_thinking(interaction, private=True)
         outcome = await queue_of(interaction).cancel(job_id, acting_member(interaction))
         await tell(interaction, CANCEL_MESSAGES[outcome].format(job_id))
 

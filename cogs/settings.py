@@ -10,16 +10,16 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.policy.member_settings import MemberSettings, UserSettings
-from bot.presets import MAX_PRESET_NAME, Preset, Scope
+from bot.presets import MAX_PRESET_NAME, Preset, Scope, as_code
 from bot.requests import MAX_NEGATIVE_OPTION_CHARS
 from cogs.choices import matching_choices, model_choices, sampler_choices, style_choices
-from cogs.common import services_of, tell
+from cogs.common import MESSAGE_LIMIT, fair_shares, services_of, tell
 from inference.limits import MAX_CFG, MAX_CLIP_SKIP, MAX_STEPS, MIN_CFG, MIN_STEPS
 
 
 def describe_settings(settings: UserSettings) -> str:
     def shown(value: object) -> str:
-        return "Easel's default" if value is None else f"`{value}`"
+        return "Easel's default" if value is None else as_code(value)
 
     return "\n".join(
         [
@@ -82,9 +82,7 @@ class SettingsCog(commands.Cog):
         else:
             current = await self._settings.get(user_id)
             heading = "Nothing changed; pass options to change them."
-        await interaction.response.send_message(
-            f"{heading}\n{describe_settings(current)}", ephemeral=True
-        )
+        await tell(interaction, f"{heading}\n{describe_settings(current)}")
 
 
 async def preset_choices(
@@ -97,8 +95,18 @@ async def preset_choices(
     return matching_choices(names, current)
 
 
-def describe_presets(title: str, presets: list[Preset]) -> list[str]:
-    return [f"**{title}**", *(preset.describe() for preset in presets)] if presets else []
+def describe_presets(title: str, presets: list[Preset], room: int | None = None) -> str:
+    """A section of /presets list: its title, then as many of ``presets`` as fit ``room``
+    characters (None: all), and a line saying how many more were left out."""
+    lines = [preset.describe() for preset in presets]
+
+    def section(kept: int) -> str:
+        more = [f"… and {len(lines) - kept} more."] if kept < len(lines) else []
+        return "\n".join([f"**{title}**", *lines[:kept], *more])
+
+    if room is None:
+        return section(len(lines))
+    return section(max((k for k in range(len(lines) + 1) if len(section(k)) <= room), default=0))
 
 
 class PresetsCog(commands.Cog):
@@ -153,12 +161,17 @@ class PresetsCog(commands.Cog):
     @presets.command(name="list", description="Your presets, and this server's")
     async def list_presets(self, interaction: discord.Interaction[Any]) -> None:
         presets = services_of(interaction).presets
-        lines = describe_presets(
-            "Your presets", await presets.of(Scope.MEMBER, interaction.user.id)
-        )
+        sections = [("Your presets", await presets.of(Scope.MEMBER, interaction.user.id))]
         if interaction.guild_id is not None:
-            lines += describe_presets(
-                "This server's presets", await presets.of(Scope.SERVER, interaction.guild_id)
+            sections.append(
+                ("This server's presets", await presets.of(Scope.SERVER, interaction.guild_id))
             )
-        text = "\n".join(lines) or "No presets yet: `/presets save` makes one."
-        await tell(interaction, text[:2000])
+        sections = [(title, listed) for title, listed in sections if listed]
+        # Each section gets its fair share of one message: a long one never hides the other.
+        whole = [len(describe_presets(title, listed)) for title, listed in sections]
+        shares = fair_shares(whole, MESSAGE_LIMIT - len(sections) + 1)
+        text = "\n".join(
+            describe_presets(title, listed, share)
+            for (title, listed), share in zip(sections, shares, strict=True)
+        )
+        await tell(interaction, text or "No presets yet: `/presets save` makes one.")

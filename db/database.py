@@ -122,6 +122,11 @@ def check_sqlite_version(found: tuple[int, int, int] = sqlite3.sqlite_version_in
         )
 
 
+# Rows of each index an ANALYZE reads (SQLite advises 100 to 1,000): it then costs the same
+# at any size (see ``refresh_planner_statistics``).
+ANALYSIS_LIMIT = 1000
+
+
 async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Connection:
     """Open (creating if needed) the database at ``path``, migrated to the latest schema.
     ``busy_timeout_s``: how long a write waits for another connection's lock before it fails
@@ -138,6 +143,7 @@ async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Conne
         # A deleted row's bytes are overwritten, not left in free space (/forget-me, retention);
         # Debian's SQLite does so by default, other builds do not.
         await conn.execute("PRAGMA secure_delete=ON")
+        await conn.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
         await migrate(conn)
     except BaseException:
         await conn.close()
@@ -254,6 +260,29 @@ async def _to_the_end(conn: aiosqlite.Connection, statement: str) -> None:
         running.exception()  # read, so the loop logs no "never retrieved" failure of it
         raise cancelled
     running.result()
+
+
+async def refresh_planner_statistics(conn: aiosqlite.Connection) -> bool:
+    """Let SQLite analyse the tables this connection queried whose statistics are missing or
+    outgrown (``PRAGMA optimize``, at most ``ANALYSIS_LIMIT`` rows an index), as it advises at
+    a connection's close and every few hours on a long-lived one: without them the planner
+    guesses (plain /cancel walked a member's every job on ``jobs_user``). Never raises: a
+    failure (a full disk) is logged and returns False, and the next refresh tries again."""
+    try:
+        async with outside_transactions(conn):  # its ANALYZE must not join a transaction
+            await conn.execute("PRAGMA optimize")
+    except sqlite3.Error as error:  # one line: a full disk's stop says why in its own
+        log.warning("the database's planner statistics were not refreshed: %s", error)
+        return False
+    return True
+
+
+async def close(conn: aiosqlite.Connection) -> None:
+    """Close the connection ``connect`` opened, its planner statistics refreshed first."""
+    try:
+        await refresh_planner_statistics(conn)
+    finally:  # a cancel, or an error not SQLite's, must not keep it open
+        await conn.close()
 
 
 # Connections whose log a reader kept from being written back; Retention's sweep retries them.

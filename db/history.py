@@ -396,6 +396,18 @@ async def is_job_post(
     return bool(rows)
 
 
+async def posts_of(conn: aiosqlite.Connection, job_id: str) -> tuple[PostedMessage, ...]:
+    """The job's posts still linked (``job_messages``: its result, the progress message that
+    became it or points to it, its /show and U1-U4 posts), the ones whose deletion withdraws
+    it, by channel."""
+    rows = await conn.execute_fetchall(
+        "SELECT channel_id, message_id FROM job_messages WHERE job_id = ?"
+        " ORDER BY channel_id, message_id",
+        (job_id,),
+    )
+    return tuple(PostedMessage(int(channel), int(message)) for channel, message in rows)
+
+
 async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> bool:
     """The job's post ``message_id`` is being deleted by its maker: its deletion is theirs,
     not a moderator's, so it withdraws nothing (the job's other posts still do). Whether it

@@ -85,6 +85,9 @@ class JobRecord:
     # A device was lost, or the process died, while it rendered with other jobs (0030,
     # ``queue_again``, ``requeue_running``): it renders alone until it ends.
     renders_alone: bool = False
+    # Submitted in the open, made private by its maker's /settings before its delivery (0031,
+    # ``make_undelivered_private``): its interaction's response is public, its result theirs.
+    private_since_submit: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data["age_restricted"] = bool(data["age_restricted"])
     data["withdrawn_with_channel"] = bool(data["withdrawn_with_channel"])
     data["renders_alone"] = bool(data["renders_alone"])
+    data["private_since_submit"] = bool(data["private_since_submit"])
     return JobRecord(**data)
 
 
@@ -478,20 +482,72 @@ async def ended_unsettled(conn: aiosqlite.Connection) -> list[UnsettledEnd]:
     ]
 
 
-async def mark_delivered(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
+async def mark_delivered(
+    conn: aiosqlite.Connection, job_id: str, now: float, *, posted_in_channel: bool = False
+) -> bool:
     """Record the delivery; the interaction token, needed only to post it, is blanked. Its
     post in a server's channel is one of its job's posts (``job_messages``) already: the sink
     links it as soon as it is posted (``History.result_posted``), before this. Whether the job
-    is still there (False: its maker's /forget-me erased it while it was posted)."""
+    is still there (False: its maker's /forget-me erased it while it was posted).
+    ``posted_in_channel``: its result is public there, so a job made private by its maker's
+    /settings saved while it was posted (``make_undelivered_private``) is public again: its
+    row says what everyone sees (buttons, /show and the dashboard follow it)."""
+    public_again = (
+        ", private = private AND NOT private_since_submit, private_since_submit = 0"
+        if posted_in_channel
+        else ""
+    )
     # Wholly before or after the /forget-me transaction that erases the job (erase_user's
     # batch), never inside it: the job is either erased there with its posts, or found
     # missing here and its post deleted.
     async with outside_transactions(conn):
         cursor = await conn.execute(
-            "UPDATE jobs SET delivered_at = ?, interaction_token = NULL WHERE id = ?",
+            f"UPDATE jobs SET delivered_at = ?, interaction_token = NULL{public_again}"
+            " WHERE id = ?",
             (now, job_id),
         )
         return cursor.rowcount > 0
+
+
+# Makes public server jobs private, their responses staying public (``private_since_submit``):
+# a direct message's job is private to no one else either.
+_MAKE_PRIVATE = (
+    "UPDATE jobs SET private = 1, private_since_submit = 1"
+    " WHERE NOT private AND guild_id IS NOT NULL AND delivered_at IS NULL"
+)
+
+
+async def make_undelivered_private(conn: aiosqlite.Connection, user_id: int) -> int:
+    """Make the member's server jobs not delivered yet (queued, running, or ended with their
+    outcome still to post) private, in every server: they turned private results on, which
+    their deliveries follow (``DiscordResults._posted``), and so must every other reader of
+    ``private`` (the dashboard, buttons, /show). Delivered ones stay as posted. How many."""
+    cursor = await conn.execute(f"{_MAKE_PRIVATE} AND user_id = ?", (user_id,))
+    return cursor.rowcount
+
+
+async def make_private(conn: aiosqlite.Connection, job_id: str) -> None:
+    """Make one job private as ``make_undelivered_private`` does: its delivery found its maker
+    keeping results private (a job journaled in the open after their /settings ran)."""
+    await conn.execute(f"{_MAKE_PRIVATE} AND id = ?", (job_id,))
+
+
+async def make_private_if_kept(conn: aiosqlite.Connection, job_id: str) -> None:
+    """Make the job just journaled private as ``make_undelivered_private`` does when its
+    maker keeps results private: their /settings saved after its submit read them, before
+    its journaling (one transaction after the other), which it missed."""
+    await conn.execute(
+        f"{_MAKE_PRIVATE} AND id = ? AND EXISTS (SELECT 1 FROM user_settings"
+        " WHERE user_settings.user_id = jobs.user_id AND private_results)",
+        (job_id,),
+    )
+
+
+async def is_private(conn: aiosqlite.Connection, job_id: str) -> bool:
+    """Whether the job is private (as submitted, or made so since); False when it is gone."""
+    async with conn.execute("SELECT private FROM jobs WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    return row is not None and bool(row[0])
 
 
 async def mark_post_attempted(conn: aiosqlite.Connection, job_id: str, now: float) -> None:

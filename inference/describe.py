@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from inference.images import eight_bit, upright
+from inference.library_logs import through_process_logs
 from inference.model_thread import ModelThread
 from inference.not_installed import not_installed
 from inference.types import RenderFailed
@@ -70,7 +71,10 @@ class Captioner:
 
     def _model(self) -> tuple[Any, Any]:
         if self._loaded is None:
+            import transformers.utils.logging
             from transformers import BlipForConditionalGeneration, BlipProcessor
+
+            through_process_logs(transformers.utils.logging)
 
             if not (self.folder / "config.json").is_file():
                 refusal = not_installed(

@@ -32,6 +32,7 @@ from inference.cuda_graphs import RecorderFactory, graphed_unet
 from inference.devices import default_dtype
 from inference.image_prompts import check_image_prompt_models, image_prompt
 from inference.images import load_input_image
+from inference.library_logs import through_process_logs
 from inference.limits import MAX_BATCH_IMAGES
 from inference.metadata import latent_channels_of
 from inference.model_cache import LoadedModel, ModelCache, load_pipeline, native_size
@@ -82,9 +83,8 @@ WARM_UP = RenderRequest("", seed=0, steps=1)
 WARM_UP_STEPS_WITH_GRAPHS = 3
 WARM_UP_GRID_COUNT = 4
 
-# A server logs; per-load progress bars would only clutter it.
-diffusers.utils.logging.disable_progress_bar()
-transformers.utils.logging.disable_progress_bar()
+for library_logging in (diffusers.utils.logging, transformers.utils.logging):
+    through_process_logs(library_logging)
 # DPM++ SDE asks its Brownian tree for the largest and smallest sigmas in float32 while the tree
 # was built with the float64 values; torchsde clamps the last digit and warns at every render.
 warnings.filterwarnings("ignore", message="Should have (tb<=t1|ta>=t0)", module="torchsde")
@@ -170,6 +170,12 @@ class Engine:
     def compiler(self) -> Compiler | None:
         """What compiles each model as it loads (``None``: nothing does)."""
         return self.models.compiler
+
+    @property
+    def loading(self) -> str | None:
+        """The model this engine reads from disk and puts on its device now (its name), else
+        None (``inference.worker.LoadingEngine``)."""
+        return self.models.reading
 
     def list_models(self) -> list[str]:
         return self.registry.names()

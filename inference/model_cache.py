@@ -167,6 +167,9 @@ class ModelCache:
         self._face_restorer = LastLoaded(load_face_restorer)
         # The last SDXL refiner, kept (beside the base model) while it is asked for again.
         self._refiner: LoadedModel | None = None
+        # The model being read from disk and put on the device now (its name), written by the
+        # device thread: a stop that cannot wait for that thread tells a load from a step.
+        self.reading: str | None = None
 
     def clear(self) -> None:
         """Drop every cached model, VAE, upscaler and refiner (tests start afresh with it; the
@@ -209,6 +212,14 @@ class ModelCache:
         return self._refiner
 
     def _read(self, entry: ModelEntry) -> LoadedModel:
+        """``_on_device``, named by ``reading`` meanwhile."""
+        self.reading = entry.name
+        try:
+            return self._on_device(entry)
+        finally:
+            self.reading = None
+
+    def _on_device(self, entry: ModelEntry) -> LoadedModel:
         """``entry`` read from disk and put on the device (offloaded, compiled as set)."""
         pipeline = self.load_pipeline(entry)
         # On the CPU when offloaded (the offload hooks move the weights), else layer by layer on

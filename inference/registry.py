@@ -20,7 +20,7 @@ from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.file_versions import PerFileVersion, forget_files, unreadable
 from inference.gguf_header import gguf_problem
 from inference.metadata import pickle_problem, safetensors_problem
-from inference.not_installed import not_installed
+from inference.not_installed import NotInstalled, not_installed
 from inference.types import RenderInputError
 from inference.upscale import LANCZOS
 
@@ -758,9 +758,14 @@ class ModelRegistry:
                     "(EASEL_ALLOW_PICKLE=1)"
                 )
         # As for models: a server may allow some upscalers only, so the member's error names
-        # none (bot.policy.addons names those allowed there); the operator's log names them all.
-        log.warning("unknown upscaler %r; installed: %s", name, ", ".join(self.upscaler_names()))
-        raise RenderInputError(f"unknown upscaler {name!r}: it is not installed on this device")
+        # none (bot.policy.addons names those allowed there); the operator's log and words
+        # (``for_operator``: `easel upscale`, doctor) name them all.
+        installed = ", ".join(self.upscaler_names())
+        log.warning("unknown upscaler %r; installed: %s", name, installed)
+        raise NotInstalled(
+            f"unknown upscaler {name!r}: it is not installed on this device",
+            f"unknown upscaler {name!r}; installed: {installed}",
+        )
 
     def face_restorer_files(self) -> dict[str, Path]:
         """Face restorers by file stem: ``.safetensors``, plus ``.pth``/``.pt`` where pickles

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from inference.images import load_input_image
+from inference.library_logs import through_process_logs
 from inference.not_installed import not_installed
 from inference.types import RenderInputError
 
@@ -49,7 +50,10 @@ def missing_model_sentence(models_dir: Path) -> str | None:
 @functools.lru_cache(maxsize=1)
 def load_segmenter(directory: Path) -> tuple[CLIPSegProcessor, CLIPSegForImageSegmentation]:
     """The processor and model from ``directory``, never from the network; kept loaded."""
+    import transformers.utils.logging
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+    through_process_logs(transformers.utils.logging)
 
     processor = CLIPSegProcessor.from_pretrained(directory, local_files_only=True)
     model = CLIPSegForImageSegmentation.from_pretrained(directory, local_files_only=True)

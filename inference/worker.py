@@ -54,6 +54,14 @@ class WarmingEngine(Protocol):
     def warm_up(self, cancel: threading.Event, model: str | None = None) -> None: ...
 
 
+@runtime_checkable
+class LoadingEngine(Protocol):
+    @property
+    def loading(self) -> str | None:
+        """The model being read from disk and put on the device now (its name), else None."""
+        ...
+
+
 EngineFactory = Callable[[str], RenderEngine]
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -77,8 +85,12 @@ class DeviceWorker:
         # Set by ``close``: a warm-up still running stops at its next step instead of
         # holding the shutdown through a model load and a render nobody will use.
         self._closing = threading.Event()
-        # What the device thread is inside now (``in_hand``), written there alone.
+        # What the device thread is inside now (``in_hand``), written there alone; whether
+        # that is a render (a job's, whose model load is the job's), and whether it builds the
+        # engine now (``loading``).
         self._in_hand: str | None = None
+        self._rendering = False
+        self._building = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{device}")
         # CPU work for the requests expected next, done while the device renders.
         self._preparer = ThreadPoolExecutor(
@@ -171,10 +183,30 @@ class DeviceWorker:
         cannot wait any longer for the thread says what it left there."""
         return self._in_hand
 
+    @property
+    def loading(self) -> str | None:
+        """What the device thread loads now with no render in hand: "its engine" (at its
+        warm-up or probe: torch imported, the models scanned) or "model <name>" (a warm-up's),
+        else None: it waits for work, runs a step (a warm-up's, a probe's computation) or
+        renders (a job's model load is the job's). A stop that cannot wait for the thread
+        tells a load, which a restart only starts again, from a step in a hung kernel."""
+        if self._in_hand is None or self._rendering:
+            return None
+        if self._building:
+            return "its engine"
+        engine = self._engine
+        if isinstance(engine, LoadingEngine) and (model := engine.loading) is not None:
+            return f"model {model}"
+        return None
+
     def _built(self) -> RenderEngine:
         """This device's engine, built on first use (on the device thread)."""
         if self._engine is None:
-            self._engine = self._engine_factory(self.device)
+            self._building = True
+            try:
+                self._engine = self._engine_factory(self.device)
+            finally:
+                self._building = False
         return self._engine
 
     async def _on_thread(
@@ -193,11 +225,14 @@ class DeviceWorker:
                 loop.call_soon_threadsafe(report, step)
 
         def run() -> _T:
+            # In this order: ``loading`` never sees a render's work without its flag.
+            self._rendering = True
             self._in_hand = in_hand
             try:
                 return work(self._built(), thread_progress)
             finally:
                 self._in_hand = None
+                self._rendering = False
 
         return await loop.run_in_executor(self._executor, run)
 

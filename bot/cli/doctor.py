@@ -80,16 +80,19 @@ def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -
     from inference.types import RenderInputError
     from inference.upscale import latent_upscaler
 
+    def refused(setting: str, error: RenderInputError, also: str = "") -> Check:
+        installed = ", ".join(registry.upscaler_names())
+        return Check("upscalers", False, f"{setting}: {error}; installed: {installed}{also}")
+
     try:
         default_name = registry.resolve_upscaler(None, default)[0]
     except RenderInputError as error:
-        installed = ", ".join(registry.upscaler_names())
-        return Check("upscalers", False, f"EASEL_DEFAULT_UPSCALER: {error}; installed: {installed}")
+        return refused("EASEL_DEFAULT_UPSCALER", error)
     if latent_upscaler(hires) is None:
         try:
             registry.resolve_upscaler(hires)
         except RenderInputError as error:
-            return Check("upscalers", False, f"EASEL_HIRES_UPSCALER: {error} (or Latent)")
+            return refused("EASEL_HIRES_UPSCALER", error, " (or Latent)")
     detail = f"{', '.join(registry.upscaler_names())}; default {default_name}"
     if not registry.allow_pickle:
         pickled = registry.pickled_upscaler_files()

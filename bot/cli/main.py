@@ -420,6 +420,7 @@ def render_request(
 def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderRequest:
     """``easel upscale``'s arguments as a checked request (no model, no torch)."""
     from inference.images import load_input_image
+    from inference.not_installed import for_operator
     from inference.registry import ModelRegistry
     from inference.types import RenderInputError
     from inference.upscale import UpscaleOptions
@@ -447,8 +448,10 @@ def upscale_request(args: argparse.Namespace, settings: Settings) -> RenderReque
             options=options,
         )
         validate_request(request)
-    except (RequestError, RenderInputError) as error:
+    except RequestError as error:
         raise UsageError(str(error)) from None
+    except RenderInputError as error:  # an unknown upscaler: the operator's words name those here
+        raise UsageError(for_operator(error)) from None
     if args.mode == "creative":  # a diffusion re-detail: its model, refused before torch loads
         _check_models(request, settings, registry)
     return request

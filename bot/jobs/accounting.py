@@ -9,7 +9,8 @@ which updates what is kept in the same call, so no caller can forget to (a test 
 nothing else calls a writing function of ``db.quotas``). That check is advisory: ``admit``
 checks again in SQLite, in the transaction that reserves, and stays the authority. What it
 knows without reading at all (who spent nothing in the current periods, which guilds set no
-limit) is read once after the bot's start, in the background (``read_ahead``).
+limit) is read once after the bot's start, in the background (``read_ahead``); the spenders
+again at a period's start if they were too many (``_periods_from``).
 
 A ``--relax`` job is free, so it is taken only while the member's unfinished jobs and their
 pictures stay under ``bot.policy.quota``'s relax caps (read in SQLite, in that transaction
@@ -21,10 +22,14 @@ pictures in memory for the check before the acknowledgement (``JobQueue.quota_re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeAlias
 
@@ -53,6 +58,8 @@ from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
 from inference.sizes import default_size
 from inference.types import RenderRequest
+
+log = logging.getLogger(__name__)
 
 # A rough GPU cost used for the reservation only; the measured time replaces it at commit.
 ESTIMATED_SECONDS_PER_STEP_512 = 0.08
@@ -207,7 +214,7 @@ async def refusal_for(
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
     still refuses, in the transaction that would reserve."""
-    kept = _kept(conn)
+    kept = _periods_from(conn, now)
     if member.guild_id is None:
         limits = dm_limits
     elif kept.sets_no_limit(member.guild_id):
@@ -307,7 +314,8 @@ async def admit(
         if reserved:
             # Kept even if the caller's transaction rolls back: memory then counts too much,
             # which ``refusal_for`` corrects before refusing anyone.
-            _kept(conn).reserved(job_id, _Reservation((member.user_id, member.guild_id), cost, now))
+            kept = _periods_from(conn, now)  # room first: last period's spenders may be in the way
+            kept.reserved(job_id, _Reservation((member.user_id, member.guild_id), cost, now))
     return refusal
 
 
@@ -432,11 +440,19 @@ class _KeptQuotas:
         # Every guild that ever stored a limit override, once ``limits_read`` (``read_ahead``).
         self.limited_guilds: set[int] = set()
         self.limits_read = False
+        # The spenders read again at a new period (``_periods_from``), until it ends; none
+        # once the queue stopped (``stop_reading_again``): the database closes behind it.
+        self.reading_again: asyncio.Task[None] | None = None
+        self.stopped = False
+
+    def periods_from(self, since: float) -> bool:
+        """The earliest current period begins at ``since``: who spent only before it is let
+        go. Whether the spenders, given up, are to be read again from it: once a period, at
+        its first check or reservation, since what was let go may leave room."""
+        return self.spenders.forget_before(since) and self.spenders.start_over()
 
     def reserved(self, job_id: str, reservation: _Reservation) -> None:
         self._open[job_id] = reservation
-        # Room first for this period's spenders: those of the last may be in the way.
-        self.spenders.forget_before(min(_period_starts(reservation.at)))
         self.spenders.add(((reservation.member, reservation.at),))
         self.usage.update(
             reservation.member, lambda spent: spent.plus(reservation.cost, reservation.at)
@@ -456,10 +472,8 @@ class _KeptQuotas:
 
     def nothing_spent(self, member: UsageKey, starts: tuple[float, ...]) -> _Spending | None:
         """``member``'s spending in the periods of ``starts`` when it is known to be none and
-        nothing of theirs in these periods is kept (kept: it counts there), else None. Who
-        spent only before these periods is let go (the earliest one began since)."""
+        nothing of theirs in these periods is kept (kept: it counts there), else None."""
         since = min(starts)
-        self.spenders.forget_before(since)
         kept = self.usage.kept(member)
         if (kept is not None and kept.starts == starts) or not self.spenders.lacks(member, since):
             return None
@@ -488,12 +502,51 @@ def _kept(conn: aiosqlite.Connection) -> _KeptQuotas:
     return _KEPT.setdefault(conn, _KeptQuotas())
 
 
+def _periods_from(conn: aiosqlite.Connection, now: float) -> _KeptQuotas:
+    """What is kept for ``conn``, its spenders following the periods of ``now``: let go of
+    who spent only before them, and, given up (past ``MEMBERS_READ_AHEAD``, or a failed read),
+    read again from their start in the background, with the start's paging and bound; a
+    first check reads SQLite until that read ends, as at the start."""
+    kept = _kept(conn)
+    since = min(_period_starts(now))
+    if not kept.stopped and kept.periods_from(since):
+        kept.reading_again = asyncio.create_task(
+            _read_spenders_again(conn, kept, since), name="easel-read-ahead-again"
+        )
+    return kept
+
+
+async def stop_reading_again(conn: aiosqlite.Connection) -> None:
+    """End the spenders' read again at a new period, if one runs, and start none from here
+    on (the stop, before ``conn`` closes: commands are still answered after the queue's stop):
+    cancelled, the set stays given up, read again at the next start."""
+    kept = _kept(conn)
+    kept.stopped = True
+    task = kept.reading_again
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _read_spenders_again(conn: aiosqlite.Connection, kept: _KeptQuotas, since: float) -> None:
+    try:
+        await kept.spenders.read(ledger.spenders_since(conn, since, READ_AHEAD_PAGE), since)
+    except Exception:  # it only spares reads; given up, it is tried again next period
+        log.warning(
+            "could not read again who spent since %s",
+            datetime.fromtimestamp(since, UTC).isoformat(),
+            exc_info=True,
+        )
+
+
 async def read_ahead(conn: aiosqlite.Connection, now: float) -> None:
     """Read once who has spent anything in the periods of ``now``, and which guilds store any
     limit override (the bot's start, in the background): the first check of a member who has
     not spent, in a guild that sets no limit (most, after a restart), then reads neither. A
     check before this ends reads, as without it."""
     kept = _kept(conn)
+    kept.stopped = False  # a queue started again on this connection
     since = min(_period_starts(now))
     # United, not replaced: a reservation or an override written during the reads is in
     # them already.

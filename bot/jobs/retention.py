@@ -60,6 +60,7 @@ from db.database import (
     connect_without_room,
     is_disk_full,
     load_migrations,
+    refresh_planner_statistics,
     schema_version,
     write_back_due_log,
     write_back_log,
@@ -150,8 +151,15 @@ class Retention:
         )
 
     async def prune(self, *, cutoff_floor: float = 0.0) -> Pruned:
-        """One round. ``cutoff_floor``: prune at least what ended before it, whatever the clock
-        says now (the files of those jobs may be gone already: ``connect_making_room``)."""
+        """One round, then the database's planner statistics refreshed (SQLite's advice for a
+        long-lived connection: every few hours; at a start, a database never analysed is
+        analysed then). ``cutoff_floor``: prune at least what ended before it, whatever the
+        clock says now (the files of those jobs may be gone already: ``connect_making_room``)."""
+        pruned = await self._prune(cutoff_floor)
+        await refresh_planner_statistics(self._conn)
+        return pruned
+
+    async def _prune(self, cutoff_floor: float) -> Pruned:
         now = self._clock()
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)

@@ -11,7 +11,9 @@ import aiosqlite
 
 from bot.memo import MEMBERS_KEPT, READ_AHEAD_PAGE, UNDATED, Memo, ReadAhead, undated
 from bot.requests import check_saved_values
+from db import jobs as journal
 from db import user_settings as store
+from db.database import transaction
 from db.user_settings import UserSettings
 
 __all__ = ["MemberSettings", "UserSettings"]
@@ -53,11 +55,16 @@ class MemberSettings:
         self, user_id: int, changes: dict[str, object], *, clear: bool = False
     ) -> UserSettings:
         """Apply the given changes (None values are ignored) on top of the saved settings,
-        or on top of nothing with ``clear``; raises ``RequestError`` for a bad value."""
+        or on top of nothing with ``clear``; raises ``RequestError`` for a bad value. Private
+        results asked for cover the member's jobs not delivered yet too, in the same
+        transaction (``make_undelivered_private``); turned off, they leave those private."""
         base = UserSettings() if clear else await store.get(self._conn, user_id)
         given = {name: value for name, value in changes.items() if value is not None}
         updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
-        await store.put(self._conn, user_id, updated, self._clock())
+        async with transaction(self._conn):
+            await store.put(self._conn, user_id, updated, self._clock())
+            if given.get("private_results"):
+                await journal.make_undelivered_private(self._conn, user_id)
         self._saved.add(((user_id, UNDATED),))
         self._cached.put(user_id, updated)
         return updated

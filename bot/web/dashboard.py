@@ -8,7 +8,9 @@ manage the server) sets a signed session cookie for that one server (HttpOnly,
 SameSite=Strict, 8 hours, path ``/dashboard/<server>``), and every data route checks that the
 cookie names the server of its URL and that Discord still says they manage it (asked again
 every READING_RIGHTS_S); signing out ends the session for good. Private results never appear
-(the queries leave them out, prompts included). Refusals carry no prompt (``bot.refusals``).
+(the queries leave them out, prompts included), those made private by their maker's /settings
+after their submit too (``db.jobs.make_undelivered_private``). Refusals carry no prompt
+(``bot.refusals``).
 
 What members posted in a channel is shown only to an admin who may read that channel, by
 Discord's rules (Manage Server is not View Channel, nor a place in a private thread): the

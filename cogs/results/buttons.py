@@ -36,6 +36,7 @@ from bot.user_errors import Reason, UserError
 from cogs.common import (
     MAX_QUOTED_PROMPT,
     acting_member,
+    defer_thinking,
     queue_of,
     quoted,
     services_of,
@@ -53,6 +54,7 @@ from cogs.visibility import (
     check_member_may_act_here,
     check_member_may_read_channel,
 )
+from cogs.withdrawals import UNKNOWN_MESSAGE, check_posts_there
 from cogs.wording import NO_PROMPT, counted
 from inference.types import RenderRequest
 
@@ -320,21 +322,21 @@ class PickButton(
         private, spoiler = await keeps_private(interaction, job), await spoilered(interaction, job)
         check_member_may_act_here(interaction, private=private)  # posted for them, as a result is
         # Acknowledged before the upload, which may take past Discord's 3 s.
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await defer_thinking(interaction, private=private)
+        await check_posts_there(interaction.client, services_of(interaction).history, job)
         path, stem = job.image_paths[idx], f"easel-{self.job_id}-{idx}"
         file, is_preview = await asyncio.to_thread(
             lambda: fitted_file(
                 path.read_bytes(), stem, interaction.filesize_limit, spoiler=spoiler
             )
         )
-        sent = await interaction.followup.send(
-            f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
+        # Its "thinking…" becomes the post: an edit, sent again after a 5xx without a copy.
+        sent = await interaction.edit_original_response(
+            content=f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
             f"— <@{interaction.user.id}>{SHOWN_AS_PREVIEW if is_preview else ''}",
-            file=file,
+            attachments=[file],
             view=single_view(self.job_id, idx),
             allowed_mentions=discord.AllowedMentions.none(),
-            ephemeral=private,
-            wait=True,
         )
         if not private:
             history = services_of(interaction).history
@@ -485,7 +487,7 @@ class CancelButton(
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         # Answered first: a cancel the database holds up takes minutes to say so.
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer_thinking(interaction, private=True)
         outcome = await queue_of(interaction).cancel(self.job_id, acting_member(interaction))
         messages = {
             CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
@@ -552,7 +554,8 @@ class DirectCopyButton(
             restricted_when_made=job.age_restricted,
         ):
             raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer_thinking(interaction, private=True)
+        await check_posts_there(interaction.client, services_of(interaction).history, job)
         sent = await send_copy(
             interaction.client,
             interaction.user.id,
@@ -572,8 +575,6 @@ class DirectCopyButton(
         return sent  # not sent: the click again it asks for is no repeat
 
 
-# Discord's "Unknown Message": the message was deleted (the token's end is another code).
-UNKNOWN_MESSAGE = 10008
 # Discord's "Unknown Channel": the channel or thread was deleted, its messages with it.
 UNKNOWN_CHANNEL = 10003
 # Discord's "Thread is archived": nothing in it may change until someone unarchives it.

@@ -27,8 +27,8 @@ import logging
 import discord
 
 from bot.jobs.queue import FinishedJob
-from cogs.results.buttons import UNKNOWN_MESSAGE
 from cogs.results.job_files import carries_pictures_of
+from cogs.withdrawals import UNKNOWN_MESSAGE
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, ORIGINAL_RESPONSE, quote
 from cogs.results.buttons import (
     THREAD_ARCHIVED,
     UNKNOWN_CHANNEL,
-    UNKNOWN_MESSAGE,
     copy_view,
     job_view,
 )
@@ -49,6 +48,7 @@ from cogs.results.fitted import (
 )
 from cogs.results.progress import CHANNEL_CHECK_TIMEOUT_S, Pointer, ProgressMessages, _Watched
 from cogs.visibility import DISCORD_FAILED, made_age_restricted
+from cogs.withdrawals import UNKNOWN_MESSAGE
 from inference.compare import is_comparison
 from inference.infotext import PROMPT_WARNINGS, parse_infotext
 
@@ -553,10 +553,14 @@ class DiscordResults(ProgressMessages):
         """``_post_result``'s post (``watched``: the progress message this run of Easel
         edited; None after a restart): where it went. Private under its maker's setting of
         now (``/settings private_results``): a job submitted in the open goes to them alone
-        once they asked for that, its public response showing nothing of it; one submitted
-        private stays so."""
-        response_public = not job.private  # the interaction's response is in the channel
+        once they asked for that, its public response showing nothing of it, and is journaled
+        private before it is posted (the setting's save did that unless the job was journaled
+        after it); one private once stays so."""
+        # The interaction's response is in the channel: submitted in the open.
+        response_public = not job.private or job.private_since_submit
         private = job.private or await self._private_now(job)
+        if private and not job.private and self.history is not None:
+            await self.history.made_private(job.job_id)
         progress_deleted = watched is not None and watched.deleted
         # Spelled out, not left to the client's default: only the maker is ever notified.
         mentions = discord.AllowedMentions(
@@ -687,6 +691,9 @@ class DiscordResults(ProgressMessages):
             allowed_mentions=mentions,
             view=None,
         )
+        # A new message, not an edit of the public response, and webhooks take no nonce: one
+        # Discord posted and answered 5xx, sent again by discord.py, reaches the member twice
+        # (to them alone; docs/security.md, AUD8 L5).
         await post.send(
             job.filesize_limit or SMALLEST_UPLOAD_LIMIT,
             lambda text, files: webhook.send(

@@ -26,8 +26,9 @@ from bot.policy.delivery import PreviewShown, preview_shown
 from bot.policy.guild import GuildPolicy, NsfwPolicy
 from bot.policy.member_settings import MemberSettings
 from cogs.common import ORIGINAL_RESPONSE, queue_of
-from cogs.results.buttons import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, CancelButton
+from cogs.results.buttons import UNKNOWN_CHANNEL, CancelButton
 from cogs.visibility import is_age_restricted
+from cogs.withdrawals import UNKNOWN_MESSAGE
 from inference.types import StepProgress
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class ProgressMessages:
         Returns once "thinking…" is replaced: Discord turns the first follow-up of a deferred
         response into that response, so a private follow-up sent before (a --repeat's notice)
         would have taken its place, publicly."""
-        shown_now = await self._previews_now(interaction, private=private)
+        shown_now = await self._previews_now(job_id, interaction, private=private)
         state = await queue_of(interaction).state(job_id)
         # No await between this check and the registration: deliver() either already ran
         # (the job has ended, nothing to follow) or will find the entry and wait for our edit.
@@ -159,24 +160,33 @@ class ProgressMessages:
         await watched.first_edit_done.wait()
 
     async def _previews_now(
-        self, interaction: discord.Interaction[Any], *, private: bool
+        self, job_id: str, interaction: discord.Interaction[Any], *, private: bool
     ) -> Callable[[], Awaitable[PreviewShown]] | None:
         """How a server's job's previews may be shown, read again at each edit from the
         settings kept in memory (``preview_shown``): its server's NSFW policy and banned words
-        (those of now against those of its submit), and whether its maker, whose response is
-        public, turned private results on since. None: no server's rules apply (direct
-        messages, or none known)."""
+        (those of now against those of its submit), and whether the job, whose response is
+        public, was made private since by its maker's /settings (for good: seen once, kept).
+        None: no server's rules apply (direct messages, or none known)."""
         policy, members, guild_id = self.guild_policy, self.member_settings, interaction.guild_id
         if policy is None or guild_id is None:
             return None
         user_id = interaction.user.id
         banned_at_submit = await policy.banned_words_where(guild_id)
         made_age_restricted = is_age_restricted(interaction.channel)
+        history = self.history
+
+        async def made_private() -> bool:
+            # Their setting of now (memory), else the job's stored privacy (one read): private
+            # results turned on and off again between two edits made it private all the same.
+            if members is not None and (await members.get(user_id)).private_results:
+                return True
+            return history is not None and await history.is_private(job_id)
+
+        private_since = False
 
         async def now() -> PreviewShown:
-            private_since = (
-                not private and members is not None and (await members.get(user_id)).private_results
-            )
+            nonlocal private_since
+            private_since = private_since or (not private and await made_private())
             return preview_shown(
                 nsfw_policy=NsfwPolicy((await policy.settings(guild_id)).nsfw_policy),
                 made_age_restricted=made_age_restricted,

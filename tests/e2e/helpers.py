@@ -25,6 +25,8 @@ from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
 from bot.user_errors import Reason
+from db import jobs as journal
+from db import quotas as ledger
 from db import refusals
 from db.database import connect
 from inference.types import RenderRequest
@@ -220,6 +222,17 @@ async def deliver_after_token_expiry(
         await meanwhile()
     gate.set()
     return posted
+
+
+async def kept_undelivered(settings: Settings) -> tuple[journal.JobRecord, int, bool]:
+    """The journal's one finished job left undelivered (a stopped Easel's), how many pictures
+    it kept, and whether it was refunded."""
+    conn = await connect(settings.database_path)
+    try:
+        (job,) = await journal.finished_undelivered(conn)
+        return job, len(await journal.images_of(conn, job.id)), await ledger.refunded(conn, job.id)
+    finally:
+        await conn.close()
 
 
 async def journaled_before_start(

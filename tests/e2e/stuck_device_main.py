@@ -2,13 +2,16 @@
 ends" (a hung kernel: deaf to the stop), with the stop's budget given, for a test to stop it
 as a process.
 
-    python -m tests.e2e.stuck_device_main STOP_BUDGET_S
+    python -m tests.e2e.stuck_device_main STOP_BUDGET_S [load]
 
-Prints "stuck in a step" once a render hangs there. The real engine renders the rest.
+Prints "stuck in a step" once a render hangs there. The real engine renders the rest. With
+``load``, the device warms up at the start (``EASEL_WARM_START=on``) and every model load
+hangs instead (a slow disk, for as long as the test needs): it prints "stuck in a load".
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from bot.cli.main import main
 from bot.engines import engine_factory_for
 from bot.settings import Settings
 from inference.progress import StepTracker
+from inference.registry import ModelEntry
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import EngineFactory, RenderEngine
 
@@ -34,6 +38,9 @@ class HangsOnItsPrompt:
 
     def __init__(self, engine: RenderEngine) -> None:
         self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)  # its warm-up, probe, loads: the real engine's
 
     def render(
         self,
@@ -68,6 +75,12 @@ def _hanging_step_end(tracker: StepTracker, *args: Any) -> dict[str, Any]:
     return _step_end(tracker, *args)
 
 
+def _hanging_load(_engine: Any, _entry: ModelEntry) -> Any:
+    print("stuck in a load", flush=True)
+    threading.Event().wait()  # never set: the device thread stays inside the load
+    raise AssertionError("unreachable")
+
+
 def _hanging_engines(settings: Settings) -> EngineFactory:
     real = engine_factory_for(settings)
     return lambda device: HangsOnItsPrompt(real(device))
@@ -78,4 +91,9 @@ if __name__ == "__main__":
     app.CLOSING_RESERVE_S = 0.5
     app.engine_factory_for = _hanging_engines  # type: ignore[assignment]
     StepTracker.on_step_end = _hanging_step_end  # type: ignore[method-assign,assignment]
+    if sys.argv[2:] == ["load"]:
+        from inference.engine import Engine
+
+        os.environ["EASEL_WARM_START"] = "on"
+        Engine._load_pipeline = _hanging_load  # type: ignore[method-assign,assignment]
     sys.exit(main(["run"]))

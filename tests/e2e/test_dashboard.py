@@ -18,6 +18,8 @@ from playwright.async_api import async_playwright
 import cogs.admin as admin_cog
 from bot.app import EaselBot
 from bot.jobs.accounting import Member
+from bot.jobs.queue.admission import Admission, Admitted
+from bot.jobs.queue.values import Submission
 from bot.policy.quota import Period
 from bot.settings import Settings
 from bot.web.dashboard import COOKIE, READING_RIGHTS_S, SESSION_LIFETIME_S
@@ -41,6 +43,7 @@ from tests.fake_discord.payloads import (
     PERMISSION_READ_MESSAGE_HISTORY,
     PERMISSION_VIEW_CHANNEL,
 )
+from tests.support.engines import HeldEngine
 
 MANAGE_GUILD = 1 << 5
 
@@ -487,3 +490,73 @@ async def test_a_deleted_archived_thread_is_not_read_from_what_discord_said_befo
         assert await sentence() is None
         # Asked again (the fake counts asking about a deleted channel against the bot).
         assert fake.take_violations() == [f"unknown-resource: channel {quiet} does not exist"]
+
+
+async def test_jobs_made_private_while_they_wait_leave_the_dashboard(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A member turns private results on while one job of theirs renders and another waits
+    (AUD7, H1): the admins' queue shows neither prompt from then on, and the gallery and the
+    picture route never show the result, which went to its maker alone."""
+    fake = fake_discord
+    admins = fake.add_role("Managers", DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    admin = 424242424242424242
+    fake.add_member(admin, "admin", roles=(fake.member_role_id, admins))
+    with HeldEngine() as engine:
+        async with start_easel(lambda _device: engine) as bot:
+            engine.released.set()  # a public picture first: the gallery shows this channel's
+            public = job_id_of(await imagine(fake, "a public lighthouse"))
+            engine.released.clear()
+            engine.started.clear()
+            rendering = await fake.invoke_command("imagine", {"prompt": "my diary page", **QUICK})
+            await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            waiting = await fake.invoke_command("imagine", {"prompt": "my second page", **QUICK})
+            await waiting.wait_for_original(lambda m: "Queued" in m.content)
+            await reply_to(fake, "settings", {"private_results": True})
+            home = f"{bot.settings.public_url}/dashboard/{fake.guild_id}"
+            link = link_of(await reply_to(fake, "easel-admin dashboard", user=admin))
+            async with aiohttp.ClientSession() as http:
+                async with http.get(link) as signed_in:
+                    session = {COOKIE: signed_in.cookies[COOKIE].value}
+                async with http.get(f"{home}/state", cookies=session) as answer:
+                    queue = (await answer.json())["queue"]
+                assert len(queue) == 2 and [row["prompt"] for row in queue] == [None, None]
+
+                engine.released.set()
+                result = await rendering.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
+                await waiting.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
+                assert result.is_ephemeral  # went to its maker alone
+                job = job_id_of(result)
+                async with http.get(f"{home}/state", cookies=session) as answer:
+                    state = await answer.json()
+                assert [row["job"] for row in state["gallery"]] == [public]
+                assert state["queue"] == []
+                async with http.get(f"{home}/picture/{job}/0", cookies=session) as answer:
+                    assert answer.status == 404
+
+
+async def test_a_job_journaled_just_after_its_makers_save_of_private_results_shows_no_prompt(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member's save of private results lands between their job's submit (which read them
+    off: its response is public) and its journaling: the job is journaled private all the same
+    (F7A review), so the admins' queue never shows its prompt while it renders."""
+    fake = fake_discord
+    managers = fake.add_role("Managers", DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+    fake.add_member(ADMIN, "admin", roles=(fake.member_role_id, managers))
+    with HeldEngine() as engine:
+        async with start_easel(lambda _device: engine) as bot, aiohttp.ClientSession() as http:
+            admit = Admission.admit
+
+            async def saved_first(self: Admission, submission: Submission) -> Admitted:
+                await bot.services.member_settings.update(fake.user_id, {"private_results": True})
+                return await admit(self, submission)
+
+            monkeypatch.setattr(Admission, "admit", saved_first)
+            handle = await fake.invoke_command("imagine", {"prompt": "my diary page", **QUICK})
+            await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            state = await admin_state(fake, bot, http)
+            assert [row["prompt"] for row in (await state())["queue"]] == [None]
+            engine.released.set()
+            result = await handle.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
+            assert result.is_ephemeral  # went to its maker alone

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import aiosqlite
+import discord
 import discord.state
 import pytest
 
@@ -32,6 +33,7 @@ from tests.e2e.helpers import (
     deliver_after_token_expiry,
     has_picture,
     job_id_of,
+    kept_undelivered,
     reply_to,
 )
 from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
@@ -416,3 +418,72 @@ async def test_a_restart_never_points_a_result_in_the_original_response_to_its_c
     assert posted not in (None, edited.id)  # Easel could not tell, so it is there twice
     assert pointed == []
     assert has_picture(fake_discord.messages[edited.id]) and edited.custom_ids
+
+
+async def test_a_result_refused_for_a_reset_bot_token_is_posted_by_the_next_start(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    error_logs: ErrorLogs,
+) -> None:
+    error_logs.expect("Discord refused the bot token")
+    token = fake_discord.token
+    refused = asyncio.Event()
+
+    async def reset() -> None:
+        fake_discord.reset_token("reset-by-the-operator")
+
+    async with start_easel() as bot:
+        deliver = bot.results.deliver
+
+        async def noting_refusals(job: FinishedJob) -> int | None:
+            try:
+                return await deliver(job)
+            except discord.HTTPException as error:
+                if error.status == 401:
+                    refused.set()
+                raise
+
+        monkeypatch.setattr(bot.results, "deliver", noting_refusals)
+        # Its interaction's token expired: its post is a channel message, with the bot's token.
+        await deliver_after_token_expiry(fake_discord, bot, "a lighthouse", meanwhile=reset)
+        await asyncio.wait_for(refused.wait(), RENDER_TIMEOUT_S)
+    assert fake_discord.take_violations()  # the posts with the old token, refused
+    job, pictures, refunded = await kept_undelivered(easel_settings_for_test)
+    # Kept as it was: done, its picture kept (posted below), counted against the quota.
+    assert job.status is journal.JobStatus.DONE and job.delivery_retry_at is None
+    assert pictures == 1 and not refunded
+
+    fake_discord.reset_token(token)  # the new token, as .env now holds it
+    posted, delivered = await replayed_after_restart(
+        start_easel, easel_settings_for_test, monkeypatch, job.id
+    )
+    assert delivered is not None and delivered.delivered_at is not None
+    assert [m.id for m in posts_of(fake_discord, job.id)] == [posted]
+
+
+async def test_a_401_on_a_post_with_a_bot_token_discord_still_takes_holds_no_result(
+    fake_discord: FakeDiscord, start_easel: StartEasel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 that was not the token's (its check, one authenticated call, passes): the post is
+    tried again as after a passing failure, and nothing later waits for a restart."""
+
+    async def one_401() -> None:
+        fake_discord.fail("POST", "/channels/{channel}/messages", status=401)
+
+    async with start_easel() as bot:
+        # Its interaction's token expired: its post is a channel message, with the bot's token.
+        first = await deliver_after_token_expiry(
+            fake_discord, bot, "a lighthouse", meanwhile=one_401
+        )
+        posted = await asyncio.wait_for(first, RENDER_TIMEOUT_S)
+        bot.queue.set_sink(bot.results)  # the late sink's done, and its clock
+        bot.results.wall_clock = time.time
+        # A later result, in the interaction's original response (its own token).
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
+        await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert not bot.is_closed()
+    assert posted is not None and has_picture(fake_discord.messages[posted])
+    said = [r.getMessage() for r in caplog.records if "(401)" in r.getMessage()]
+    assert len(said) == 1 and "but takes the bot token; tried again" in said[0]

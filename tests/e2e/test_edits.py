@@ -66,6 +66,7 @@ async def test_vary_an_upload_reuses_its_parameters(
         assert params["Denoising strength"] == 0.5 and params["Sampler"] == "Euler"
         assert size_of(result) == (64, 64)
         [saved] = inputs_of(easel_settings_for_test)
+        # The stored input keeps its pixels and its infotext (the engine reads it), no more.
         assert saved.suffix == ".png" and infotext_from_png(saved.read_bytes()) == SOURCE_INFOTEXT
         labels = {c.get("label") for row in result.components for c in row["components"]}
         assert {"Vary (Subtle)", "Upscale (2x)"} <= labels
@@ -101,7 +102,10 @@ async def test_message_menus_vary_and_upscale(
             await fake_discord.invoke_message_command("Upscale", posted)
         ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         assert size_of(upscaled) == (128, 128)
-        assert params_of(upscaled)[1]["Postprocess upscale by"] == 2
+        # A fast upscale carries the picture's own settings over, read of the stored copy.
+        upscaled_params = params_of(upscaled)[1]
+        assert upscaled_params["Postprocess upscale by"] == 2
+        assert (upscaled_params["Steps"], upscaled_params["Seed"]) == (3, 77)
         varied = await (
             await fake_discord.invoke_message_command("Vary", posted)
         ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

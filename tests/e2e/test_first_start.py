@@ -14,13 +14,25 @@ from pathlib import Path
 import pytest
 
 from bot import app
-from bot.app import DEV_GUILD_MARKER, INVITE_PERMISSIONS, build
+from bot.app import DEV_GUILD_MARKER, INVITE_PERMISSIONS, EaselBot, build
 from bot.discord_endpoints import point_discord_at
 from bot.policy.prompt_safety import PromptPlanner
-from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT, SettingsError
+from bot.settings import (
+    DISCORD_API_BASE_DEFAULT,
+    DISCORD_GATEWAY_URL_DEFAULT,
+    Settings,
+    SettingsError,
+)
+from db import jobs as journal
 from db.database import load_migrations
+from tests.conftest import ErrorLogs
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import reply_to
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    deliver_after_token_expiry,
+    kept_undelivered,
+    reply_to,
+)
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_VIEW_AUDIT_LOG
@@ -63,6 +75,52 @@ async def test_start_up_mistakes_name_their_setting(
     with pytest.raises(SettingsError, match=named):
         await app.run(settings.model_copy(update=change))
     fake_discord.take_violations()  # the wrong token and the unknown server, on purpose
+
+
+async def test_a_token_reset_while_running_ends_the_run_as_a_refused_token_does(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    settings = easel_settings(fake_discord, tmp_path / "data", tmp_path / "models")
+    running = asyncio.create_task(app.run(settings))
+    await fake_discord.wait_until_identified()
+    # The operator reset the token: Discord closes the gateway, as for a refused IDENTIFY.
+    await fake_discord.drop_gateway_connection(4004, resumable=False)
+    with pytest.raises(SettingsError, match="DISCORD_TOKEN was refused by Discord"):
+        async with asyncio.timeout(30):
+            await running
+
+
+async def test_a_token_reset_the_gateway_outlives_ends_the_run_at_the_first_refused_post(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    error_logs: ErrorLogs,
+) -> None:
+    """Discord may keep a reset token's gateway open: a result's post refused with a 401
+    has Easel check the token itself, and the refused check ends the run as a 4004 does,
+    the result kept for the next start (done, its picture kept, not refunded)."""
+    error_logs.expect("Discord refused the bot token")
+    built: list[EaselBot] = []
+
+    def recorded(settings: Settings) -> EaselBot:
+        built.append(build(settings))
+        return built[-1]
+
+    monkeypatch.setattr(app, "build", recorded)
+    running = asyncio.create_task(app.run(easel_settings_for_test))
+    await fake_discord.wait_until_identified(timeout=60)
+
+    async def reset() -> None:  # REST refuses the old token; the gateway stays open
+        fake_discord.reset_token("reset-by-the-operator")
+
+    # Its interaction's token expired: its post is a channel message, with the bot's token.
+    await deliver_after_token_expiry(fake_discord, built[0], "a lighthouse", meanwhile=reset)
+    with pytest.raises(SettingsError, match="DISCORD_TOKEN was refused by Discord"):
+        async with asyncio.timeout(RENDER_TIMEOUT_S):
+            await running
+    fake_discord.take_violations()  # the posts with the old token, refused
+    job, pictures, refunded = await kept_undelivered(easel_settings_for_test)
+    assert job.status is journal.JobStatus.DONE and pictures == 1 and not refunded
 
 
 async def test_sigterm_while_starting_stops_cleanly(

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
+from bot.jobs.queue.values import FinishedJob
 from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from bot.settings import Settings
 from cogs.history import EASEL_LOST_THE_CHANNEL, LOST_THE_CHANNEL
+from cogs.results.posting import DiscordResults
 from cogs.visibility import EASEL_LOST_SIGHT
+from db import jobs as journal
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -89,6 +93,107 @@ async def test_private_results_turned_on_while_the_job_renders_keep_its_result_p
         assert not any(
             has_picture(m) or "diary" in m.content for m in public_messages(fake_discord)
         )
+
+
+async def shown_privately_for_good(fake: FakeDiscord, result: StoredMessage) -> None:
+    """``result``'s job, made private by its maker's /settings, stays so with private results
+    off: their /show shows it to them alone, and another member's click on its buttons is
+    refused as if the job did not exist."""
+    job_id = job_id_of(result)
+    shown = await fake.invoke_command("show", {"job_id": job_id})
+    assert (await shown.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)).is_ephemeral
+    click = await fake.click(result, label="DM me", user=OTHER)
+    forged = await click.wait_for_original(lambda m: not m.is_loading)
+    assert forged.is_ephemeral and f"Job `{job_id}` is no longer in the history" in forged.content
+
+
+async def test_a_job_made_private_while_it_renders_stays_private_for_good(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Private results turned on while it renders, then off again before it ends (AUD7, H1):
+    the job became private when they were turned on, so its result still goes to its maker
+    alone, their /show of it shows it to them alone, and another member's click on its
+    buttons (a forged one: the result is ephemeral) finds nothing."""
+    fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
+    with HeldEngine() as engine:
+        async with start_easel(lambda _device: engine):
+            handle = await fake_discord.invoke_command("imagine", {"prompt": "my diary", **QUICK})
+            await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            await keep_private(fake_discord)
+            await keep_private(fake_discord, False)
+            engine.released.set()
+            result = await handle.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
+            job_id = job_id_of(result)
+            assert result.is_ephemeral
+            await handle.wait_for_original(lambda m: "went" in m.content and job_id in m.content)
+            await shown_privately_for_good(fake_discord, result)
+            assert not any(
+                has_picture(m) or "diary" in m.content for m in public_messages(fake_discord)
+            )
+
+
+async def test_a_job_the_settings_save_missed_is_made_private_by_its_delivery(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job journaled in the open just after its maker's save of private results (acknowledged
+    before it) is not among those the save made private: its delivery, which posts it to its
+    maker alone, makes it private then, for /show, buttons and the dashboard alike."""
+
+    async def missed(_conn: object, _user_id: int) -> int:
+        return 0
+
+    monkeypatch.setattr(journal, "make_undelivered_private", missed)
+    fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
+    with HeldEngine() as engine:
+        async with start_easel(lambda _device: engine) as bot:
+            handle = await fake_discord.invoke_command("imagine", {"prompt": "my diary", **QUICK})
+            await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            await keep_private(fake_discord)
+            engine.released.set()
+            result = await handle.wait_for_followup(has_picture, timeout=RENDER_TIMEOUT_S)
+            assert result.is_ephemeral
+            job = await bot.services.history.job(job_id_of(result))
+            assert job is not None and job.private
+            await keep_private(fake_discord, False)
+            await shown_privately_for_good(fake_discord, result)
+
+
+async def test_a_result_posted_in_the_open_as_its_maker_saves_private_results_stays_public(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The maker's save of private results lands after their job's delivery read them off, as
+    it posts the result in the channel (F7A review): the save made the job private, but its
+    picture is public, so its delivery makes it public again, and another member's click on
+    its buttons works as on any public result."""
+    fake_discord.add_member(OTHER, "other", roles=(fake_discord.member_role_id,))
+    read_setting = DiscordResults._private_now
+
+    async def read_then_saved(results: DiscordResults, job: FinishedJob) -> bool:
+        now = await read_setting(results, job)
+        await keep_private(fake_discord)
+        return now
+
+    delivered = asyncio.Event()
+    mark_delivered = journal.mark_delivered
+
+    async def marked(*args: Any, **kwargs: Any) -> bool:
+        try:
+            return await mark_delivered(*args, **kwargs)
+        finally:
+            delivered.set()
+
+    monkeypatch.setattr(DiscordResults, "_private_now", read_then_saved)
+    monkeypatch.setattr(journal, "mark_delivered", marked)
+    async with start_easel() as bot:
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert not result.is_ephemeral  # posted in the open
+        await asyncio.wait_for(delivered.wait(), RENDER_TIMEOUT_S)
+        job = await bot.services.history.job(job_id_of(result))
+        assert job is not None and not job.private
+        click = await fake_discord.click(result, label="DM me", user=OTHER)
+        clicked = await click.wait_for_original(lambda m: not m.is_loading)
+        assert clicked.content == "Sent to your direct messages.", clicked.content
 
 
 FOLLOW_UP_ROUTE = "/webhooks/{app}/{token}"

@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import BodyPartReader, web
 from PIL import Image
@@ -32,6 +32,7 @@ from .rules import (
     Violation,
     autocomplete_problems,
     command_list_problems,
+    empty_message_problem,
     message_problems,
     modal_problems,
 )
@@ -211,9 +212,13 @@ class RestApi:
         try:
             response = self._rate_limited_response(request.method, route)
             if response is None:
-                self._fail_if_planned(request, route)
+                outage = self._planned_outage(request.method, route)
+                if outage is not None and not outage[1]:
+                    self._fail(request, outage[0])
                 self._check_authorization(request, route)
                 response = await self._answer_unknown_routes(request, handler)
+                if outage is not None:  # landed: it took effect, and its answer is lost
+                    self._fail(request, outage[0])
         except RequestRejected as rejection:
             if rejection.violation is not None:
                 self.state.violate(*rejection.violation)
@@ -245,13 +250,17 @@ class RestApi:
                 (Violation.UNAUTHORIZED, f"{request.method} {route} without 'Bot <token>'"),
             )
 
-    def _fail_if_planned(self, request: web.Request, route: str) -> None:
-        plan = self.state.outage_plans.pop((request.method, route), None)
+    def _planned_outage(self, method: str, route: str) -> tuple[int, bool] | None:
+        """The status planned for this call (``FakeDiscord.fail``) and whether it lands."""
+        plan = self.state.outage_plans.pop((method, route), None)
         if plan is None:
-            return
-        remaining, status = plan
+            return None
+        remaining, status, landed = plan
         if remaining > 1:
-            self.state.outage_plans[(request.method, route)] = (remaining - 1, status)
+            self.state.outage_plans[(method, route)] = (remaining - 1, status, landed)
+        return status, landed
+
+    def _fail(self, request: web.Request, status: int) -> NoReturn:
         if status == CONNECTION_DROPPED and request.transport is not None:
             # What the network does: the client sees the connection close before an answer.
             request.transport.close()
@@ -454,7 +463,11 @@ class RestApi:
         self._check_bot_may_send(channel_id)
         body, uploads = await read_body(request)
         self._validate_message(
-            body, uploads, self.state.upload_limit_in(channel_id), f"channel {channel_id}"
+            body,
+            uploads,
+            self.state.upload_limit_in(channel_id),
+            f"channel {channel_id}",
+            creating=True,
         )
         await self._unarchived_by_post(channel_id)
         message = self.state.new_message(channel_id, self.state.bot_user_json())
@@ -643,7 +656,13 @@ class RestApi:
         self, handle: InteractionHandle, response_type: int, data: Json, uploads: list[UploadedFile]
     ) -> None:
         if response_type in (RESPONSE_MESSAGE, RESPONSE_UPDATE_MESSAGE):
-            self._validate_message(data, uploads, handle.attachment_size_limit, handle.label)
+            self._validate_message(
+                data,
+                uploads,
+                handle.attachment_size_limit,
+                handle.label,
+                creating=response_type == RESPONSE_MESSAGE,
+            )
         elif response_type == RESPONSE_AUTOCOMPLETE:
             problems = autocomplete_problems(data)
             if problems:
@@ -793,7 +812,9 @@ class RestApi:
     async def create_followup(self, request: web.Request) -> web.Response:
         handle = self._interaction_for_webhook(request)
         body, uploads = await read_body(request)
-        self._validate_message(body, uploads, handle.attachment_size_limit, handle.label)
+        self._validate_message(
+            body, uploads, handle.attachment_size_limit, handle.label, creating=True
+        )
         original = handle.original
         if original is not None and original.is_loading and not original.deleted:
             # Discord turns the first follow-up after a deferred reply into that reply (in
@@ -813,11 +834,24 @@ class RestApi:
     # -- shared message plumbing -----------------------------------------------------------
 
     def _validate_message(
-        self, body: Json, uploads: list[UploadedFile], size_limit: int, where: str
+        self,
+        body: Json,
+        uploads: list[UploadedFile],
+        size_limit: int,
+        where: str,
+        *,
+        creating: bool = False,
     ) -> None:
         problems = message_problems(body)
         if problems:
             raise invalid_form_body(Violation.INVALID_MESSAGE, where, problems)
+        if creating and (empty := empty_message_problem(body, len(uploads))) is not None:
+            raise RequestRejected(
+                400,
+                50006,
+                "Cannot send an empty message",
+                (Violation.INVALID_MESSAGE, f"{where}: {empty}"),
+            )
         self.state.check_upload_sizes(uploads, size_limit, where)
 
     async def delete_message(self, message: StoredMessage) -> None:

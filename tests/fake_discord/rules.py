@@ -2,7 +2,8 @@
 
 Numbers are from Discord's developer docs (message, component, embed, interaction and
 application-command resources). A problem found here is answered with 400 code 50035
-("Invalid Form Body") and recorded as a violation, as a real Discord would reject it.
+("Invalid Form Body") and recorded as a violation, as a real Discord would reject it; a
+new message with nothing in it, with 400 code 50006 (``empty_message_problem``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ MAX_BUTTONS_PER_ROW = 5
 MAX_CUSTOM_ID_CHARS = 100
 MAX_BUTTON_LABEL_CHARS = 80
 MAX_SELECT_OPTIONS = 25
+MAX_SELECT_OPTION_CHARS = 100  # an option's label, value and description
+MAX_SELECT_PLACEHOLDER_CHARS = 150
+MAX_LINK_BUTTON_URL_CHARS = 512  # discord/discord-api-docs#7301
 MAX_EMBEDS = 10
 MAX_EMBED_TOTAL_CHARS = 6000
 MAX_EMBED_FIELDS = 25
+# Each embed's texts (docs/resources/message "Embed Limits").
+MAX_EMBED_TITLE_CHARS = 256
+MAX_EMBED_DESCRIPTION_CHARS = 4096
+MAX_EMBED_FIELD_NAME_CHARS = 256
+MAX_EMBED_FIELD_VALUE_CHARS = 1024
+MAX_EMBED_FOOTER_CHARS = 2048
+MAX_EMBED_AUTHOR_NAME_CHARS = 256
 MAX_FILES_PER_MESSAGE = 10
 MAX_AUTOCOMPLETE_CHOICES = 25
 MAX_CHOICE_NAME_CHARS = 100
@@ -32,9 +43,10 @@ MAX_MODAL_TITLE_CHARS = 45
 MAX_MODAL_COMPONENTS = 5
 MAX_TEXT_INPUT_CHARS = 4000  # a text input's value and max_length
 MAX_TEXT_INPUT_LABEL_CHARS = 45
+MAX_TEXT_INPUT_PLACEHOLDER_CHARS = 100
 MAX_COMMANDS_PER_SCOPE = 100
 MAX_COMMAND_OPTIONS = 25
-MAX_COMMAND_DESCRIPTION_CHARS = 100
+MAX_COMMAND_DESCRIPTION_CHARS = 100  # a command's, and each of its options'
 COMMAND_NAME_PATTERN = re.compile(r"^[-_\w]{1,32}$")
 
 COMPONENT_ACTION_ROW = 1
@@ -78,6 +90,17 @@ def message_problems(body: Json) -> list[str]:
     return problems
 
 
+def empty_message_problem(body: Json, uploads: int) -> str | None:
+    """Why a new message (a post, an interaction's reply or follow-up) is empty, else None:
+    Discord needs at least one of content, embeds, sticker_ids, components, files or poll
+    (docs/resources/message "Create Message") and answers 50006 "Cannot send an empty
+    message" (docs/topics/opcodes-and-status-codes). An edit keeps what it does not name."""
+    given = ("content", "embeds", "sticker_ids", "components", "poll")
+    if uploads or any(body.get(key) for key in given):
+        return None
+    return "a new message needs content, embeds, components, stickers, files or a poll"
+
+
 def embed_problems(embeds: list[Json]) -> list[str]:
     if len(embeds) > MAX_EMBEDS:
         return [f"{len(embeds)} embeds; Discord accepts at most {MAX_EMBEDS} per message"]
@@ -87,6 +110,20 @@ def embed_problems(embeds: list[Json]) -> list[str]:
         fields = embed.get("fields") or []
         if len(fields) > MAX_EMBED_FIELDS:
             problems.append(f"embed {index} has {len(fields)} fields; at most {MAX_EMBED_FIELDS}")
+        texts = [
+            ("title", embed.get("title"), MAX_EMBED_TITLE_CHARS),
+            ("description", embed.get("description"), MAX_EMBED_DESCRIPTION_CHARS),
+            ("footer text", (embed.get("footer") or {}).get("text"), MAX_EMBED_FOOTER_CHARS),
+            ("author name", (embed.get("author") or {}).get("name"), MAX_EMBED_AUTHOR_NAME_CHARS),
+        ]
+        for field in fields:
+            texts.append(("field name", field.get("name"), MAX_EMBED_FIELD_NAME_CHARS))
+            texts.append(("field value", field.get("value"), MAX_EMBED_FIELD_VALUE_CHARS))
+        problems += [
+            f"embed {index}: {what} is {len(text)} characters; Discord accepts at most {limit}"
+            for what, text, limit in texts
+            if text is not None and len(text) > limit
+        ]
         total_chars += len(embed.get("title") or "") + len(embed.get("description") or "")
         total_chars += sum(len(f.get("name", "")) + len(f.get("value", "")) for f in fields)
         total_chars += len((embed.get("footer") or {}).get("text", ""))
@@ -159,6 +196,20 @@ def action_row_problems(row: Json) -> list[str]:
                 f"select {select.get('custom_id')!r} has {len(options)} options; "
                 f"at most {MAX_SELECT_OPTIONS}"
             )
+        placeholder = select.get("placeholder") or ""
+        if len(placeholder) > MAX_SELECT_PLACEHOLDER_CHARS:
+            problems.append(
+                f"select {select.get('custom_id')!r}: placeholder is {len(placeholder)} "
+                f"characters; Discord accepts at most {MAX_SELECT_PLACEHOLDER_CHARS}"
+            )
+        problems += [
+            f"select {select.get('custom_id')!r}: option {key} {str(option[key])[:30]!r} is "
+            f"{len(str(option[key]))} characters; Discord accepts at most "
+            f"{MAX_SELECT_OPTION_CHARS}"
+            for option in options
+            for key in ("label", "value", "description")
+            if len(str(option.get(key) or "")) > MAX_SELECT_OPTION_CHARS
+        ]
     return problems
 
 
@@ -169,8 +220,14 @@ def button_problems(button: Json) -> list[str]:
     if len(label) > MAX_BUTTON_LABEL_CHARS:
         problems.append(f"button label {label[:30]!r}... exceeds {MAX_BUTTON_LABEL_CHARS} chars")
     if style == BUTTON_STYLE_LINK:
-        if "custom_id" in button or not button.get("url"):
+        url = button.get("url") or ""
+        if "custom_id" in button or not url:
             problems.append("a link button (style 5) needs a url and no custom_id")
+        if len(url) > MAX_LINK_BUTTON_URL_CHARS:
+            problems.append(
+                f"link button url {url[:40]!r}... is {len(url)} characters; "
+                f"Discord accepts at most {MAX_LINK_BUTTON_URL_CHARS}"
+            )
     elif style != BUTTON_STYLE_PREMIUM and not button.get("custom_id"):
         problems.append(f"a button of style {style} needs a custom_id")
     return problems
@@ -184,6 +241,12 @@ def autocomplete_problems(body: Json) -> list[str]:
             f"{len(choices)} autocomplete choices; Discord accepts at most "
             f"{MAX_AUTOCOMPLETE_CHOICES}"
         )
+    return problems + choice_problems(choices)
+
+
+def choice_problems(choices: list[Json]) -> list[str]:
+    """An autocomplete answer's choices, or a command option's."""
+    problems: list[str] = []
     for choice in choices:
         name = str(choice.get("name", ""))
         if not 1 <= len(name) <= MAX_CHOICE_NAME_CHARS:
@@ -232,7 +295,19 @@ def text_input_problems(text_input: Json) -> list[str]:
             f"text input label {label[:30]!r} is {len(label)} characters; "
             f"Discord accepts 1 to {MAX_TEXT_INPUT_LABEL_CHARS}"
         )
-    max_length = int(text_input.get("max_length") or MAX_TEXT_INPUT_CHARS)
+    placeholder = str(text_input.get("placeholder") or "")
+    if len(placeholder) > MAX_TEXT_INPUT_PLACEHOLDER_CHARS:
+        problems.append(
+            f"text input {label[:30]!r}: placeholder is {len(placeholder)} characters; "
+            f"Discord accepts at most {MAX_TEXT_INPUT_PLACEHOLDER_CHARS}"
+        )
+    given_max = text_input.get("max_length")
+    max_length = MAX_TEXT_INPUT_CHARS if given_max is None else int(given_max)
+    if not 1 <= max_length <= MAX_TEXT_INPUT_CHARS:
+        problems.append(
+            f"text input {label[:30]!r}: max_length is {max_length}; "
+            f"Discord accepts 1 to {MAX_TEXT_INPUT_CHARS}"
+        )
     value = str(text_input.get("value") or "")
     if len(value) > min(max_length, MAX_TEXT_INPUT_CHARS):
         problems.append(
@@ -281,6 +356,12 @@ def option_list_problems(where: str, options: list[Json]) -> list[str]:
     for option in options:
         option_name = option.get("name", "")
         label = f"{where} {option_name}"
+        description = str(option.get("description", ""))
+        if not 1 <= len(description) <= MAX_COMMAND_DESCRIPTION_CHARS:
+            problems.append(
+                f"{label}: description is {len(description)} characters; "
+                f"Discord accepts 1 to {MAX_COMMAND_DESCRIPTION_CHARS}"
+            )
         if option.get("type") in (1, 2):
             problems += option_list_problems(label, option.get("options") or [])
             continue
@@ -296,4 +377,5 @@ def option_list_problems(where: str, options: list[Json]) -> list[str]:
             problems.append(f"{label}: {len(choices)} choices; at most {MAX_AUTOCOMPLETE_CHOICES}")
         if choices and option.get("autocomplete"):
             problems.append(f"{label}: an option cannot have both choices and autocomplete")
+        problems += [f"{label}: {problem}" for problem in choice_problems(choices)]
     return problems

@@ -374,6 +374,11 @@ class FakeDiscord:
         """The bot loses Send Messages in ``channel_id``: posts there get 403 (code 50013)."""
         self._state.channels_without_send.add(channel_id)
 
+    def reset_token(self, token: str) -> None:
+        """The operator reset the bot's token to ``token`` in the Developer Portal: a REST call
+        with any other is refused (401, code 0), as is an IDENTIFY (closed 4004)."""
+        self._state.token = token
+
     def rate_limit(
         self,
         method: str,
@@ -395,17 +400,21 @@ class FakeDiscord:
             )
         self._state.rate_limit_plans[(method, route)] = RateLimitPlan(times, retry_after, is_global)
 
-    def fail(self, method: str, route: str, *, times: int = 1, status: int = 503) -> None:
+    def fail(
+        self, method: str, route: str, *, times: int = 1, status: int = 503, landed: bool = False
+    ) -> None:
         """Answers the next ``times`` calls on ``method route`` with Discord's server error
         ``status`` (discord.py retries 500, 502 and 504 for seconds; 503 reaches the caller),
         or with none: ``CONNECTION_DROPPED`` closes the connection (aiohttp sends a GET again
-        once on a new one, then its ServerDisconnectedError reaches the caller: plan two)."""
+        once on a new one, then its ServerDisconnectedError reaches the caller: plan two).
+        ``landed``: each call takes effect first, only its answer is lost (a Cloudflare 502
+        after Discord acted): a client that sends it again asks for it twice."""
         known = self._rest.route_keys()
         if (method, route) not in known:
             raise ValueError(
                 f"{method} {route} is not a route the fake serves; known: {sorted(known)}"
             )
-        self._state.outage_plans[(method, route)] = (times, status)
+        self._state.outage_plans[(method, route)] = (times, status, landed)
 
     async def wait_until_identified(
         self, timeout: float = DEFAULT_WAIT_S, *, times: int = 1

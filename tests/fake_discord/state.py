@@ -133,8 +133,9 @@ class DiscordState:
         self.violations: list[str] = []
         self.calls: list[RestCall] = []
         self.rate_limit_plans: dict[tuple[str, str], RateLimitPlan] = {}
-        # (method, route) -> how many more calls get a Discord server error (its status).
-        self.outage_plans: dict[tuple[str, str], tuple[int, int]] = {}
+        # (method, route) -> how many more calls get a Discord server error (its status), and
+        # whether each takes effect first (landed: only its answer is lost).
+        self.outage_plans: dict[tuple[str, str], tuple[int, int, bool]] = {}
         self.rate_limit_log: list[RateLimitRecord] = []
 
         self.application_id = self.ids.next()

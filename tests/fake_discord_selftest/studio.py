@@ -141,6 +141,10 @@ class StudioBot(commands.Bot):
             view.add_item(discord.ui.Button(label="bad", custom_id=OVERLONG_CUSTOM_ID))
             await interaction.response.send_message("look", view=view)
 
+        @tree.command(name="silent", description="Answers with an empty message")
+        async def silent(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message()
+
         @tree.command(name="bigfile", description="Sends a file of the given size")
         async def bigfile(interaction: discord.Interaction, size: int) -> None:
             blob = discord.File(io.BytesIO(b"\0" * size), filename="blob.bin")

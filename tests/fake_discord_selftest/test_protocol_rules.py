@@ -10,7 +10,11 @@ import pytest
 
 from tests.fake_discord import FakeDiscord, Violation
 from tests.fake_discord.payloads import Json
-from tests.fake_discord.rules import autocomplete_problems, text_input_problems
+from tests.fake_discord.rules import (
+    autocomplete_problems,
+    command_list_problems,
+    text_input_problems,
+)
 from tests.fake_discord_selftest.studio import OVERLONG_CUSTOM_ID, StudioBot
 
 
@@ -126,6 +130,38 @@ def row(*custom_ids: str) -> dict[str, Any]:
     return {"type": 1, "components": [button(c) for c in custom_ids]}
 
 
+def select_row(placeholder: str = "p", label: str = "l") -> dict[str, Any]:
+    option = {"label": label, "value": "v", "description": "d"}
+    select = {"type": 3, "custom_id": "s", "placeholder": placeholder, "options": [option]}
+    return {"type": 1, "components": [select]}
+
+
+def link_row(url: str) -> dict[str, Any]:
+    return {"type": 1, "components": [{"type": 2, "style": 5, "label": "x", "url": url}]}
+
+
+def embed(size: int = 0, **texts: Any) -> dict[str, Any]:
+    """An embed whose every text is ``size`` long unless given."""
+    return {
+        "title": "t" * size or "t",
+        "description": "d",
+        "fields": [{"name": "n", "value": "v"}],
+        "footer": {"text": "f"},
+        "author": {"name": "a"},
+        **texts,
+    }
+
+
+async def post_to_channel(fake: FakeDiscord, body: dict[str, Any]) -> tuple[int, Json]:
+    url = f"{fake.api_base}/channels/{fake.channel_id}/messages"
+    headers = {"Authorization": f"Bot {fake.token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
@@ -134,20 +170,23 @@ def row(*custom_ids: str) -> dict[str, Any]:
         ({"components": [row(*(f"b{i}" for i in range(6)))]}, "holds 6 buttons"),
         ({"components": [row("same"), row("same")]}, "repeated: ['same']"),
         ({"embeds": [{"title": "t"}] * 11}, "11 embeds"),
+        ({"embeds": [embed(title="t" * 257)]}, "title is 257 characters"),
+        ({"embeds": [embed(description="d" * 4097)]}, "description is 4097 characters"),
+        ({"embeds": [embed(fields=[{"name": "n" * 257, "value": "v"}])]}, "field name is 257"),
+        ({"embeds": [embed(fields=[{"name": "n", "value": "v" * 1025}])]}, "field value is 1025"),
+        ({"embeds": [embed(footer={"text": "f" * 2049})]}, "footer text is 2049 characters"),
+        ({"embeds": [embed(author={"name": "a" * 257})]}, "author name is 257 characters"),
+        ({"components": [select_row(label="l" * 101)]}, "option label 'lll"),
+        ({"components": [select_row(placeholder="p" * 151)]}, "placeholder is 151 characters"),
+        ({"components": [link_row("https://e.x/" + "u" * 501)]}, "url 'https://e.x/uuu"),
     ],
 )
 async def test_invalid_channel_messages_are_rejected(
     fake_discord: FakeDiscord, body: dict[str, Any], problem: str
 ) -> None:
-    url = f"{fake_discord.api_base}/channels/{fake_discord.channel_id}/messages"
-    headers = {"Authorization": f"Bot {fake_discord.token}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url, json=body, headers=headers) as response,
-    ):
-        answer = await response.json()
+    status, answer = await post_to_channel(fake_discord, body)
 
-    assert (response.status, answer["code"]) == (400, 50035)
+    assert (status, answer["code"]) == (400, 50035)
     [violation] = fake_discord.take_violations()
     assert violation.startswith(Violation.INVALID_MESSAGE) and problem in violation
     assert not fake_discord.messages
@@ -194,10 +233,78 @@ async def test_option_values_are_checked_like_discords_client(
         ({"label": "Prompt", "value": "x" * 4001}, "value is 4001 characters"),
         ({"label": "Seed", "value": "1" * 21, "max_length": 20}, "value is 21 characters"),
         ({"label": "L" * 46, "value": ""}, "is 46 characters"),
+        ({"label": "Prompt", "placeholder": "p" * 101}, "placeholder is 101 characters"),
+        ({"label": "Prompt", "max_length": 4001}, "max_length is 4001"),
     ],
 )
 def test_a_text_input_over_discords_limits_is_refused(text_input: Json, problem: str) -> None:
-    fitting = {"type": 4, "label": "Prompt", "value": "x" * 4000, "max_length": 4000}
+    fitting = {
+        "type": 4,
+        "label": "Prompt",
+        "value": "x" * 4000,
+        "max_length": 4000,
+        "placeholder": "p" * 100,
+    }
     assert text_input_problems(fitting) == []
     (found,) = text_input_problems({"type": 4, **text_input})
     assert problem in found, found
+
+
+async def test_a_message_at_discords_limits_is_accepted(fake_discord: FakeDiscord) -> None:
+    """Each text exactly as long as Discord takes it (the six embed texts within 6,000)."""
+    texts = {
+        "title": "t" * 256,
+        "description": "d" * 2000,
+        "fields": [{"name": "n" * 256, "value": "v" * 1024}],
+        "footer": {"text": "f" * 2000},
+        "author": {"name": "a" * 256},
+    }
+    body = {
+        "embeds": [embed(**texts)],
+        "components": [
+            select_row(placeholder="p" * 150, label="l" * 100),
+            link_row("https://e.x/" + "u" * 500),
+        ],
+    }
+    status, _ = await post_to_channel(fake_discord, body)
+    assert status == 200
+    assert not fake_discord.take_violations()
+
+
+async def test_an_empty_new_message_is_50006(fake_discord: FakeDiscord) -> None:
+    status, answer = await post_to_channel(fake_discord, {"content": ""})
+
+    assert (status, answer["code"]) == (400, 50006)
+    [violation] = fake_discord.take_violations()
+    assert violation.startswith(Violation.INVALID_MESSAGE) and "needs content" in violation
+    assert not fake_discord.messages
+    status, _ = await post_to_channel(fake_discord, {"content": "", "embeds": [embed()]})
+    assert status == 200
+
+
+async def test_an_empty_interaction_reply_is_50006(
+    fake_discord: FakeDiscord, studio_bot: StudioBot
+) -> None:
+    handle = await fake_discord.invoke_command("silent")
+
+    error = await studio_bot.wait_for_outcome("silent")
+
+    assert isinstance(error, discord.HTTPException) and error.code == 50006
+    assert handle.original is None
+    assert kinds(fake_discord.take_violations()) == [Violation.INVALID_MESSAGE]
+
+
+def test_command_options_over_discords_limits_are_refused() -> None:
+    def command(description: str = "d", choice: str = "c") -> Json:
+        option = {"type": 3, "name": "o", "description": description}
+        option["choices"] = [{"name": choice, "value": "v"}]
+        subcommand = {"type": 1, "name": "sub", "description": "s", "options": [option]}
+        return {"name": "x", "description": "d", "options": [subcommand]}
+
+    assert command_list_problems([command("d" * 100, "c" * 100)]) == []
+    assert command_list_problems([command(description="d" * 101)]) == [
+        "/x sub o: description is 101 characters; Discord accepts 1 to 100"
+    ]
+    assert command_list_problems([command(choice="c" * 101)]) == [
+        f"/x sub o: choice name {'c' * 30!r} is 101 characters; Discord accepts 1 to 100"
+    ]

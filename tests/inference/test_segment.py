@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from inference.segment import segment, write_tiny_clipseg
+from inference.segment import load_segmenter, segment, write_tiny_clipseg
 from inference.types import RenderInputError
 
 
@@ -51,3 +52,19 @@ def test_nothing_matched_is_refused(
     monkeypatch.setattr("inference.segment.MATCH_THRESHOLD", 1.01)  # no probability reaches it
     with pytest.raises(RenderInputError, match="Nothing in the picture matched 'a dragon'"):
         segment(models_dir, picture(tmp_path), "a dragon")
+
+
+def test_the_segmenter_sends_transformers_logs_through_the_process(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A bot whose renders run on a broker's workers builds no engine, yet segments (and
+    captions) with transformers: its records go through the process's handlers (redacted,
+    JSON lines), errors only, not to stderr through the library's own."""
+    import transformers.utils.logging
+
+    transformers.utils.logging.enable_default_handler()  # as the library starts
+    transformers.utils.logging.disable_propagation()
+    load_segmenter.cache_clear()
+    segment(models_dir, picture(tmp_path), "the sky")
+    library = logging.getLogger("transformers")
+    assert library.propagate and not library.handlers and library.level == logging.ERROR

@@ -17,6 +17,7 @@ import aiosqlite
 import discord
 import pytest
 
+from bot import bans
 from bot.bans import MemberStops, Standing, StopCause, StoppedMembers
 from bot.history import History
 from bot.jobs import accounting
@@ -362,3 +363,117 @@ async def test_a_job_the_start_gate_ends_before_the_bans_cancel_reaches_it_is_th
     outcomes = {job.job_id: (job.succeeded, job.error) for job in sink.delivered}
     assert outcomes[queued] == (False, "cancelled")
     assert await ledger_kinds(conn, queued) == ["reserve", "refund"]
+
+
+async def test_work_an_earlier_check_left_waiting_waits_for_the_new_sessions_answer() -> None:
+    """A new gateway session's check cuts the one going on short: a member it had not answered
+    yet is asked about again, and their work already waiting is freed by that answer."""
+    stopped = StoppedMembers()
+    stopped.await_answers([("restored", 1, 7)])
+    waiting = asyncio.create_task(stopped.wait_for_answer(1, 7))
+    await asyncio.sleep(0)  # the restored job's wait begins
+    assert stopped.await_answers([("restored", 1, 7), ("since", 1, 7)]) == [(1, 7)]
+    assert stopped.answer_awaited(1, 7, "restored") and stopped.answer_awaited(1, 7, "since")
+    stopped.answered(1, 7)
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_job_started_between_the_new_sessions_reads_waits_for_the_answer(
+    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = RenderRequest("raid", seed=1).to_json()
+    await journal.insert_job(
+        conn, journal.NewJob("started", "imagine", RAIDER, GUILD, 9, request, time.time())
+    )
+    reads = journal.jobs_with_status
+
+    async def started_meanwhile(
+        conn: aiosqlite.Connection, status: JobStatus
+    ) -> list[journal.JobRecord]:
+        if status is JobStatus.QUEUED:  # the queue starts it just before this read
+            await journal.mark_running(conn, ["started"], time.time())
+        return await reads(conn, status)
+
+    monkeypatch.setattr(journal, "jobs_with_status", started_meanwhile)
+    stopped = StoppedMembers()
+    stops = MemberStops(conn, cast(Any, None), cast(Any, None), stopped)
+    assert await stops.await_restored_answers(running=True) == [(GUILD, RAIDER)]
+    assert stopped.answer_awaited(GUILD, RAIDER, "started")
+
+
+async def test_a_new_sessions_failed_read_leaves_the_check_going_on(
+    monkeypatch: pytest.MonkeyPatch, error_logs: ErrorLogs
+) -> None:
+    """The check going on is cut short only once the new one knows whom to ask: the first
+    check's member, asked already, is freed by that check's answer."""
+    stopped = StoppedMembers()
+    stops = MemberStops(cast(Any, None), cast(Any, None), cast(Any, None), stopped)
+    reads, failed = 0, asyncio.Event()
+
+    async def read(*, running: bool = False) -> list[tuple[int, int]]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            failed.set()
+            raise OSError("disk I/O error")
+        return stopped.await_answers([("restored", GUILD, RAIDER)])
+
+    monkeypatch.setattr(stops, "await_restored_answers", read)
+    error_logs.expect("new gateway session: the jobs to ask about were not read")
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def lookup(guild_id: int, user_id: int) -> Standing:
+        asked.set()
+        await answer.wait()
+        return Standing()
+
+    stops.start_session_checks(lookup, easel_id=EASEL)
+    await asyncio.wait_for(asked.wait(), 5)
+    stops.start_session_checks(lookup, easel_id=EASEL)  # its read fails
+    await asyncio.wait_for(failed.wait(), 5)
+    waiting = asyncio.create_task(stopped.wait_for_answer(GUILD, RAIDER))
+    answer.set()
+    await asyncio.wait_for(waiting, 5)
+    assert not stopped.awaiting_answer(GUILD, RAIDER)
+    await stops.stop_restored_checks()
+
+
+async def test_a_storm_of_new_sessions_frees_a_member_by_their_first_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each new session's check asks again, but a member the first asked about waits no
+    longer than that check's deadline (undecided: their work goes on), however many follow."""
+    monkeypatch.setattr(bans, "RESTORED_CHECKS_DEADLINE_S", 0.5)
+    stopped = StoppedMembers()
+    stops = MemberStops(cast(Any, None), cast(Any, None), cast(Any, None), stopped)
+
+    read = asyncio.Event()
+
+    async def awaited(*, running: bool = False) -> list[tuple[int, int]]:
+        read.set()
+        return stopped.await_answers([("restored", GUILD, RAIDER)])
+
+    monkeypatch.setattr(stops, "await_restored_answers", awaited)
+
+    async def slow(guild_id: int, user_id: int) -> Standing:
+        await asyncio.sleep(3600)  # Discord never answers (bounded by the check's timeout)
+        return Standing()
+
+    loop = asyncio.get_running_loop()
+    stops.start_session_checks(slow, easel_id=EASEL)
+    await asyncio.wait_for(read.wait(), 5)
+    began = loop.time()
+    waiting = asyncio.create_task(stopped.wait_for_answer(GUILD, RAIDER))
+    while not waiting.done() and loop.time() - began < 3.0:  # a READY every 0.1 s
+        stops.start_session_checks(slow, easel_id=EASEL)
+        await asyncio.sleep(0.1)
+    assert waiting.done() and loop.time() - began < 1.0
+    assert not stopped.holds(GUILD, RAIDER, began_at=0.0)
+    await stops.stop_restored_checks()
+
+
+def test_members_a_cut_short_check_left_waiting_are_asked_first() -> None:
+    stopped = StoppedMembers()
+    assert stopped.await_answers([("a", GUILD, 1), ("b", GUILD, 2)]) == [(GUILD, 1), (GUILD, 2)]
+    stopped.answered(GUILD, 1)
+    assert stopped.await_answers([("a", GUILD, 1), ("b", GUILD, 2)]) == [(GUILD, 2), (GUILD, 1)]

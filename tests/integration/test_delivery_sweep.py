@@ -224,3 +224,127 @@ async def test_only_a_missing_picture_fails_a_delivery_at_once_not_another_os_er
     assert told[unreadable].succeeded and sink.tries[unreadable] == 5
     assert not told[missing].succeeded
     assert "(its stored picture is missing)" in (told[missing].error or "")
+
+
+class TokenResetSink(DownSink):
+    """Every post refused as Discord refuses a bot token the operator reset (401, code 0)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.refused = asyncio.Event()
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        self.tries[job.job_id] += 1
+        self.refused.set()
+        raise DiscordError(401)
+
+
+async def test_a_refused_bot_token_keeps_every_outcome_for_the_next_start(
+    conn: aiosqlite.Connection, tmp_path: Path, error_logs: ErrorLogs
+) -> None:
+    error_logs.expect("Discord refused the bot token")
+    images = tmp_path / "images"
+    journaling = JobQueue(conn, [], images)
+    # Ended before this start, undelivered: a result and a failure.
+    rendered = await journaling.submit(submission(1, "posted after the token's reset"))
+    picture = journal.ImageRecord(rendered, 0, 1, str(images / rendered / "0.png"), "", 64, 64)
+    await journal.mark_done(conn, rendered, [picture], 1.0, 0.0)
+    ended = await journaling.submit(submission(2, "its failure told after it"))
+    await journal.mark_failed(conn, ended, "the device failed", 1.0)
+    reset = TokenResetSink()
+    # Failing 0.2 s would be failing too long: the token's refusal is never counted so.
+    queue = queue_on(conn, images, dataclasses.replace(QUICK, give_up_after_s=0.2))
+    queue.set_sink(reset)
+    await queue.start()
+    try:
+        async with asyncio.timeout(20):
+            await reset.refused.wait()
+        await asyncio.sleep(0.4)  # twenty sweeps: none tries again
+    finally:
+        await queue.stop()
+    # Nothing tried again, nor begun once the token was refused (both may have been in
+    # flight); said once.
+    assert max(reset.tries.values()) == 1
+    refusals = [r for r in error_logs.records if "refused the bot token" in r.getMessage()]
+    assert len(refusals) == 1
+    for job_id in (rendered, ended):
+        job = await journal.get_job(conn, job_id)
+        assert job is not None and job.delivered_at is None and job.delivery_retry_at is None
+    job = await journal.get_job(conn, rendered)
+    assert job is not None and job.status is journal.JobStatus.DONE
+    assert not await ledger.refunded(conn, rendered)
+    assert await journal.images_of(conn, rendered) == [picture]
+
+    # The next start, with a valid token: both go out, the result with its picture.
+    sink = DownSink({})
+    queue = queue_on(conn, images, QUICK)
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        await sink.wait_for(2)
+    finally:
+        await queue.stop()
+    told = {job.job_id: job for job in sink.delivered}
+    assert told[rendered].succeeded and len(told[rendered].images) == 1
+    assert not told[ended].succeeded and told[ended].error == "the device failed"
+
+
+async def test_a_burst_of_401s_asks_discord_about_the_token_once(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Eight posts refused with a 401 at once (not the token's): one check, whose "taken" the
+    others trust, not eight one after another; each post then goes out."""
+    checks: list[float] = []
+
+    async def check() -> bool:
+        checks.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)  # application_info's round trip
+        return True
+
+    queue = queue_on(conn, tmp_path / "images", QUICK)
+    queue.set_token_check(check)
+    sink = DownSink({})
+    sink.release.clear()
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        jobs = [await queue.submit(submission(number, f"p{number}")) for number in range(1, 9)]
+        sink.failures.update({job_id: (DiscordError(401), 1) for job_id in jobs})
+        sink.release.set()
+        await sink.wait_for(len(jobs))
+    finally:
+        await queue.stop()
+    assert len(checks) == 1
+    assert all(sink.tries[job_id] == 2 for job_id in jobs)
+
+
+async def test_a_token_check_with_no_answer_is_bounded_and_the_post_tried_again(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check Discord does not answer (discord.py waits out 5xx retries and 429s) ends at its
+    bound, as a failed check: the post is tried again, not failed, not held."""
+    monkeypatch.setattr(job_delivery, "TOKEN_CHECK_TIMEOUT_S", 0.1)
+    asked: list[int] = []
+
+    async def check() -> bool:
+        asked.append(1)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    queue = queue_on(conn, tmp_path / "images", QUICK)
+    queue.set_token_check(check)
+    sink = DownSink({})
+    sink.release.clear()
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1, "refused twice, then posted"))
+        sink.failures[job_id] = (DiscordError(401), 2)
+        sink.release.set()
+        async with asyncio.timeout(20):
+            await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    assert len(asked) == 2 and sink.tries[job_id] == 3
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.delivered_at is not None

@@ -1,7 +1,8 @@
 """The statements a start, retention and every dashboard poll run read the rows they need by
 an index (0023), not every server's reservations nor every ended job: at 600,000 jobs those
-took 0.4 to 6 s. SQLite plans without statistics (Easel runs no ANALYZE), so a small
-database's plan is the plan at any size."""
+took 0.4 to 6 s. These are the plans without statistics, a new database's; Easel's refreshed
+statistics (``db.database.refresh_planner_statistics``) changed none of them for the worse at
+600,000 jobs (docs/performance.md, "Planner statistics")."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ INDEXED: dict[str, tuple[Call, str]] = {
     "usage_by_member": (
         lambda conn: dashboard.usage_by_member(conn, 5, since=0.0),
         "quota_ledger_guild (guild_id=? AND kind=? AND at>?)",
+    ),
+    # Plain /cancel's second read: not the member's every job (jobs_user).
+    "latest_unposted_result_of": (
+        lambda conn: journal.latest_unposted_result_of(conn, 1, 5),
+        "jobs_unposted_results (user_id=? AND guild_id=?)",
     ),
     # The dashboard's "N more of this server's jobs": not every server's unfinished jobs.
     "unfinished_count": (

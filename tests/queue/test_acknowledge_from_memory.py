@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -547,3 +548,177 @@ async def test_the_read_ahead_lets_go_of_last_periods_spenders_to_make_room(
         async with counting_statements(conn) as statements:
             assert await queue.quota_refusal(submission()) is None
         assert ledger_reads(statements) == []
+
+
+# The Monday after: the earliest current period is December (begun on the 1st).
+DEC_8 = datetime(2026, 12, 8, 12, tzinfo=UTC).timestamp()
+NOV_1, NOV_30, DEC_1 = (
+    datetime(2026, month, day, tzinfo=UTC).timestamp()
+    for month, day in ((11, 1), (11, 30), (12, 1))
+)
+
+
+async def read_again_ended() -> None:
+    """Wait for the spenders' read again in the background (``accounting``'s task, by its
+    name), if one runs."""
+    await asyncio.gather(
+        *(task for task in asyncio.all_tasks() if task.get_name() == "easel-read-ahead-again")
+    )
+
+
+class SpendersReads:
+    """The time each read of the spenders (``db.quotas.spenders_since``) read from; each
+    waits for ``gate`` (open unless a test closes it) before its first page."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.since: list[float] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        spenders_since = db_quotas.spenders_since
+
+        async def held(
+            conn: aiosqlite.Connection, since: float, page: int
+        ) -> AsyncIterator[list[tuple[tuple[int, int | None], float]]]:
+            self.since.append(since)
+            await self.gate.wait()
+            async for rows in spenders_since(conn, since, page):
+                yield rows
+
+        monkeypatch.setattr(db_quotas, "spenders_since", held)
+
+
+async def test_spenders_given_up_are_read_again_at_a_new_period_and_trusted_once_read(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``MEMBERS_READ_AHEAD`` at the start the spenders are given up; once a period
+    begins and lets last period's go, its first check reads them again in the background
+    (reading SQLite itself meanwhile, as before any read-ahead), and once that read ends a
+    member who spent nothing is checked without a read, one who spent in the period charged."""
+    monkeypatch.setattr(memo, "MEMBERS_READ_AHEAD", 1)
+    spender = MEMBER + 2
+    await accounting.set_limits(
+        conn, LimitScope.USER, GUILD, spender, QuotaLimits(images_per_week=1), NOV_10
+    )
+    await spent_at(tmp_path, NOV_10, MEMBER + 1)  # last month only
+    await spent_at(tmp_path, NOV_30_LATE, spender)  # this week too
+    reads = SpendersReads(monkeypatch)
+    clock = [NOV_30_LATE]
+    async with started_queue(conn, tmp_path, lambda: clock[0]) as queue:
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission()) is None
+        assert ledger_reads(statements) != []  # given up: read as before
+        await read_again_ended()
+        assert reads.since == [NOV_1]  # the same period: not read again
+        clock[0] = DEC_1_EARLY
+        reads.gate.clear()
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission_of(MEMBER + 3)) is None
+        assert reads.since == [NOV_1, NOV_30]
+        assert ledger_reads(statements) != []  # its read again not ended: not trusted yet
+        reads.gate.set()
+        await read_again_ended()
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission_of(MEMBER + 4)) is None
+        assert ledger_reads(statements) == []
+        refusal = await queue.quota_refusal(submission_of(spender))
+        assert refusal is not None and "used 1 of 1 images this week" in refusal.message
+    assert reads.since == [NOV_1, NOV_30]
+
+
+async def test_spenders_still_too_many_at_a_new_period_are_given_up_again_read_once_a_period(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read again that finds too many spenders still gives up again, and the checks and
+    reservations of that period read as before without starting another read; the next
+    period's first check reads them again."""
+    monkeypatch.setattr(memo, "MEMBERS_READ_AHEAD", 1)
+    await spent_at(tmp_path, NOV_30_LATE, MEMBER + 1, MEMBER + 2)  # both in the week of Dec 1
+    reads = SpendersReads(monkeypatch)
+    clock = [NOV_30_LATE]
+    async with started_queue(conn, tmp_path, lambda: clock[0]) as queue:
+        clock[0] = DEC_1_EARLY
+        for member in (MEMBER + 3, MEMBER + 4):
+            assert await queue.quota_refusal(submission_of(member)) is None
+            await read_again_ended()
+        await queue.submit(submission())  # this period's only spender from the 8th
+        await read_again_ended()
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission_of(MEMBER + 5)) is None
+        assert ledger_reads(statements) != []  # given up again: read as before
+        assert reads.since == [NOV_1, NOV_30]
+        clock[0] = DEC_8
+        assert await queue.quota_refusal(submission_of(MEMBER + 5)) is None
+        await read_again_ended()
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission_of(MEMBER + 6)) is None
+        assert ledger_reads(statements) == []  # one spender since the 1st: fits, trusted
+    assert reads.since == [NOV_1, NOV_30, DEC_1]
+
+
+async def test_a_read_again_still_running_at_the_stop_ends_with_the_queue(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop ends a read again of the spenders that is still running, and starts none
+    after it: its next page would read a closed database (a warning at each stop in that
+    window, or a task left pending)."""
+    monkeypatch.setattr(memo, "MEMBERS_READ_AHEAD", 1)
+    await spent_at(tmp_path, NOV_30_LATE, MEMBER + 1, MEMBER + 2)  # given up at the start
+    reads = SpendersReads(monkeypatch)
+    clock = [NOV_30_LATE]
+    async with started_queue(conn, tmp_path, lambda: clock[0]) as queue:
+        clock[0] = DEC_1_EARLY
+        reads.gate.clear()  # the read again waits before its first page
+        assert await queue.quota_refusal(submission_of(MEMBER + 3)) is None
+        (reading,) = (t for t in asyncio.all_tasks() if t.get_name() == "easel-read-ahead-again")
+        await asyncio.sleep(0)
+        assert reads.since == [NOV_1, NOV_30] and not reading.done()
+    assert reading.cancelled()
+    # Commands are still answered between the queue's stop and the database's close: a
+    # check of a new period then reads, and starts no read again.
+    clock[0] = DEC_8
+    assert await queue.quota_refusal(submission_of(MEMBER + 4)) is None
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "easel-read-ahead-again"]
+    assert reads.since == [NOV_1, NOV_30]
+
+
+async def test_a_read_again_that_fails_is_told_once_and_tried_again_next_period(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A read again that fails is one warning; that period's checks read SQLite and start
+    no other; the next period's first check reads them again."""
+    monkeypatch.setattr(memo, "MEMBERS_READ_AHEAD", 1)
+    await spent_at(tmp_path, NOV_30_LATE, MEMBER + 1, MEMBER + 2)  # given up at the start
+    reads = SpendersReads(monkeypatch)
+    read = db_quotas.spenders_since
+    failed: list[float] = []
+
+    async def failing_once(
+        conn: aiosqlite.Connection, since: float, page: int
+    ) -> AsyncIterator[list[tuple[tuple[int, int | None], float]]]:
+        if since == NOV_30:
+            failed.append(since)
+            raise sqlite3.OperationalError("disk I/O error")
+        async for rows in read(conn, since, page):
+            yield rows
+
+    monkeypatch.setattr(db_quotas, "spenders_since", failing_once)
+    clock = [NOV_30_LATE]
+    async with started_queue(conn, tmp_path, lambda: clock[0]) as queue:
+        clock[0] = DEC_1_EARLY
+        for member in (MEMBER + 3, MEMBER + 4):
+            async with counting_statements(conn) as statements:
+                assert await queue.quota_refusal(submission_of(member)) is None
+            assert ledger_reads(statements) != []  # failed: read as before
+            await read_again_ended()
+        warnings = [r for r in caplog.records if "could not read again" in r.getMessage()]
+        assert len(warnings) == 1
+        clock[0] = DEC_8
+        assert await queue.quota_refusal(submission_of(MEMBER + 5)) is None
+        await read_again_ended()
+        async with counting_statements(conn) as statements:
+            assert await queue.quota_refusal(submission_of(MEMBER + 6)) is None
+        assert ledger_reads(statements) == []  # read again at the 8th: trusted
+    assert failed == [NOV_30] and reads.since == [NOV_1, DEC_1]

@@ -1,6 +1,7 @@
 """A device thread says what it is inside (``DeviceWorker.in_hand``): the queue's jobs of
-the batch it renders, its warm-up, or nothing. A stop that cannot wait for a hung step names
-them (``bot.app.run``)."""
+the batch it renders, its warm-up, or nothing; and what it loads with no job on it
+(``DeviceWorker.loading``). A stop that cannot wait for a hung step names them, and one left
+only loading ends without it at status 0 (``bot.app.run``)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ WAIT_S = 30
 
 
 class HeldWarmingEngine(engines.HeldEngine):
-    """Renders, and warms up, once ``released``."""
+    """Renders, and warms up, once ``released``; says meanwhile that it loads ``loading``
+    (None: its warm-up is in its step)."""
+
+    loading: str | None = None
 
     def warm_up(self, cancel: threading.Event, model: str | None = None) -> None:
         self.started.set()
@@ -34,6 +38,7 @@ async def test_a_device_names_the_jobs_of_the_batch_it_renders_and_nothing_once_
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
     engine = HeldWarmingEngine()
+    engine.loading = "tiny"  # the batch's model: the job's load is the job's, not the device's
     device = DeviceWorker("cpu", lambda _: engine)
     # Journaled before the queue starts: the device is handed both as one batch.
     ids = [
@@ -50,6 +55,7 @@ async def test_a_device_names_the_jobs_of_the_batch_it_renders_and_nothing_once_
     try:
         assert await asyncio.to_thread(engine.started.wait, WAIT_S)
         assert device.in_hand == f"jobs {ids[0]}, {ids[1]}"
+        assert device.loading is None
         engine.released.set()
         await sink.wait_for(2)
     finally:
@@ -59,17 +65,46 @@ async def test_a_device_names_the_jobs_of_the_batch_it_renders_and_nothing_once_
     assert device.in_hand is None
 
 
-async def test_a_device_names_its_warm_up_while_it_runs() -> None:
+@pytest.mark.parametrize(("model", "loading"), [("tiny", "model tiny"), (None, None)])
+async def test_a_device_names_its_warm_up_while_it_runs_and_what_it_loads_there(
+    model: str | None, loading: str | None
+) -> None:
     engine = HeldWarmingEngine()
+    engine.loading = model  # None: the warm-up's step runs
     device = DeviceWorker("cpu", lambda _: engine, warm_start=True)
     device.warm_up()
     try:
         assert await asyncio.to_thread(engine.started.wait, WAIT_S)
         assert device.in_hand == "its warm-up"
+        assert device.loading == loading
     finally:
         engine.released.set()
         await asyncio.to_thread(device.close)
     assert device.in_hand is None
+    assert device.loading is None
+
+
+async def test_a_device_says_it_loads_its_engine_while_its_probe_builds_it() -> None:
+    """The engine's build (torch imported, the models scanned) is a load: a stop that comes
+    then (the first probe, at the start) leaves no job and no hung kernel behind."""
+    building, built = threading.Event(), threading.Event()
+
+    def build(_device: str) -> engines.InstantEngine:
+        building.set()
+        built.wait(WAIT_S)
+        return engines.InstantEngine()
+
+    device = DeviceWorker("cpu", build)
+    probing = asyncio.ensure_future(device.probe())
+    try:
+        assert await asyncio.to_thread(building.wait, WAIT_S)
+        assert device.in_hand == "its probe"
+        assert device.loading == "its engine"
+    finally:
+        built.set()
+        assert await probing is None
+        await asyncio.to_thread(device.close)
+    assert device.loading is None
 
 
 class HeldProbingEngine(engines.HeldEngine):
@@ -89,6 +124,7 @@ async def test_a_device_names_its_probe_while_it_runs() -> None:
     try:
         assert await asyncio.to_thread(engine.started.wait, WAIT_S)
         assert device.in_hand == "its probe"
+        assert device.loading is None  # its tiny computation: a step, maybe in a hung kernel
     finally:
         engine.released.set()
         assert await probing is None

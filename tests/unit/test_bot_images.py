@@ -8,7 +8,8 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import GifImagePlugin, Image
+from PIL import GifImagePlugin, Image, ImageCms
+from PIL.PngImagePlugin import PngInfo
 
 from bot.images import (
     MAX_UPLOAD_BYTES,
@@ -21,7 +22,7 @@ from bot.images import (
     pixel_digest,
 )
 from bot.user_errors import UserError
-from inference.infotext import infotext_from_png, png_with_infotext
+from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
 from tests.support.exif_pictures import exif_after_pixels
 
 INFOTEXT = "a cat\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 32x32"
@@ -226,13 +227,59 @@ def test_grid_places_four_pictures_two_by_two_with_the_infotext() -> None:
 
 
 def test_a_job_s_png_keeps_a_png_and_converts_a_jpeg() -> None:
-    png = picture()
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, format="PNG")
+    png = buffer.getvalue()  # pixels alone: nothing to leave out
     assert as_png("a.png", png) == png
     buffer = io.BytesIO()
     Image.new("RGB", (16, 8), "blue").save(buffer, format="JPEG")
     converted = as_png("a.jpg", buffer.getvalue())
     with Image.open(io.BytesIO(converted)) as image:
         assert (image.format, image.size) == ("PNG", (16, 8))
+
+
+def png_chunk_types(png: bytes) -> list[bytes]:
+    types, position = [], 8
+    while position < len(png):
+        (length,) = struct.unpack_from(">I", png, position)
+        types.append(png[position + 4 : position + 8])
+        position += 12 + length
+    return types
+
+
+@pytest.mark.parametrize("orientation", [1, TURNED_CLOCKWISE], ids=["upright", "turned"])
+def test_a_job_s_png_leaves_out_exif_text_and_xmp_and_keeps_pixels_and_colours(
+    orientation: int,
+) -> None:
+    """A PNG upload is stored (and sent to workers) without its EXIF (a GPS position), other
+    text and XMP, with its infotext (the engine reads it of the stored copy). Upright: its own
+    chunks, undecoded."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x8825] = {1: "N", 2: (47.0, 22.0, 1.0), 3: "E", 4: (8.0, 32.0, 2.0)}  # GPS
+    metadata = PngInfo()
+    metadata.add_text(PNG_TEXT_KEY, INFOTEXT)
+    metadata.add_text("Comment", "taken at home", zip=True)  # zTXt
+    metadata.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>at home</x:xmpmeta>")
+    metadata.add_itxt("Title", "Zuhause", lang="de")
+    stored = Image.new("RGB", (40, 20), "blue")
+    stored.paste((255, 0, 0), (0, 0, 20, 20))
+    buffer = io.BytesIO()
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    stored.save(buffer, format="PNG", pnginfo=metadata, exif=exif, icc_profile=icc)
+    data = buffer.getvalue()
+    assert {b"eXIf", b"tEXt", b"zTXt", b"iTXt"} <= set(png_chunk_types(data))
+
+    upload = decoded_upload("home.png", data, digest=False, as_png=True)
+    assert upload.png is not None and upload.infotext == INFOTEXT
+    assert set(png_chunk_types(upload.png)) <= {b"IHDR", b"iCCP", b"tEXt", b"IDAT", b"IEND"}
+    assert infotext_from_png(upload.png) == INFOTEXT
+    for text in (b"home", b"Zuhause", b"Exif", b"GPS"):
+        assert text not in upload.png
+    with Image.open(io.BytesIO(data)) as came, Image.open(io.BytesIO(upload.png)) as kept:
+        assert kept.info.get("icc_profile") == icc
+        shown = came if orientation == 1 else came.transpose(Image.Transpose.ROTATE_270)
+        assert np.array_equal(np.asarray(kept), np.asarray(shown.convert("RGB")))
 
 
 def test_fit_under_keeps_small_files_and_previews_big_ones() -> None:

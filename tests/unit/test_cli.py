@@ -556,6 +556,7 @@ def test_tiny_upscaler_and_the_doctor_s_upscaler_report(
         out = capsys.readouterr().out
         assert ("[ok ] upscalers" in out) == ok, out
     assert "EASEL_HIRES_UPSCALER: unknown upscaler 'Latent 2'" in out
+    assert "installed: Lanczos, 4x-UltraSharp, tiny-esrgan-4x (or Latent)" in out
 
 
 @pytest.fixture
@@ -629,7 +630,7 @@ def test_upscale_from_the_command_line(
     params = parse_infotext(infotext)[2]
     assert (params["Seed"], params["Postprocess upscaler"]) == (3, "tiny-esrgan-2x")
     assert main(["upscale", first, "--upscaler", "nope", "--out", "never"]) == 2
-    assert "unknown upscaler 'nope': it is not installed" in one_error_line(capsys)
+    assert "unknown upscaler 'nope'; installed: Lanczos, tiny-esrgan-2x" in one_error_line(capsys)
     assert not Path("never").exists()
 
 

@@ -38,12 +38,15 @@ async def test_an_answer_taken_or_refused_for_good_is_told(status: int) -> None:
     assert told == [INTERACTION_ID]
 
 
-async def test_an_answer_lost_to_the_connection_is_told() -> None:
-    told: list[int] = []
-    trace = discord_http_trace(answered=told.append)
-    params = SimpleNamespace(url=CALLBACK, method="POST", exception=OSError("reset"))
+async def connection_dropped(trace: aiohttp.TraceConfig, url: URL) -> None:
+    params = SimpleNamespace(url=url, method="POST", exception=OSError("reset"))
     for on_exception in trace.on_request_exception:
         await on_exception(None, SimpleNamespace(), params)  # type: ignore[arg-type]
+
+
+async def test_an_answer_lost_to_the_connection_is_told() -> None:
+    told: list[int] = []
+    await connection_dropped(discord_http_trace(answered=told.append), CALLBACK)
     assert told == [INTERACTION_ID]
 
 
@@ -52,3 +55,20 @@ async def test_other_requests_are_not_told() -> None:
     edit = URL("https://discord.com/api/v10/webhooks/1/a-token/messages/@original")
     await request_ended(discord_http_trace(answered=told.append), edit, 200)
     assert told == []
+
+
+@pytest.mark.parametrize(
+    ("status", "lost"), [(200, False), (400, False), (429, False), (502, True)]
+)
+async def test_an_answer_with_no_reply_is_told_lost(status: int, lost: bool) -> None:
+    """A 5xx: Discord may have acted on it (``cogs.common.defer_thinking`` then takes its
+    40060 for this answer's own); a 429 was refused unseen."""
+    told: list[int] = []
+    await request_ended(discord_http_trace(lost=told.append), CALLBACK, status)
+    assert told == ([INTERACTION_ID] if lost else [])
+
+
+async def test_an_answer_whose_connection_dropped_is_told_lost() -> None:
+    told: list[int] = []
+    await connection_dropped(discord_http_trace(lost=told.append), CALLBACK)
+    assert told == [INTERACTION_ID]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import tracemalloc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -238,3 +239,89 @@ async def test_keys_older_than_a_new_period_are_let_go_and_make_room(
     assert ahead.lacks("nobody", 15.0) and not ahead.lacks("c", 15.0)
     ahead.add([("d", 26.0)])  # three kept: given up, nothing known
     assert not ahead.lacks("nobody", 15.0)
+
+
+class Kept:
+    """A value whose release can be seen (``weakref``)."""
+
+
+async def test_values_past_their_lifetime_go_as_others_are_kept_asked_again_or_not() -> None:
+    """``ttl_s``: a value no one asks again (yesterday's key) goes as the memo keeps others,
+    the oldest kept first (one kept again counts from then), so memory follows the values
+    alive, not every key read since the start (review: no sweep)."""
+    clock = [0.0]
+    memo = Memo[int, Kept](ttl_s=30.0, clock=lambda: clock[0])
+    values = [Kept() for _ in range(100)]
+    released = [weakref.ref(value) for value in values]
+    for key, value in enumerate(values):
+        memo.put(key, value)
+    clock[0] = 20.0
+    memo.put(0, values[0])  # kept again: alive until 50
+    del values, value
+    clock[0] = 30.0
+    for key in range(100, 150):  # fewer keeps than values expired: each drops a few
+        memo.put(key, Kept())
+    assert [key for key, value in enumerate(released) if value() is not None] == [0]
+    assert memo.kept(0) is not None and memo.kept(149) is not None
+
+
+async def test_a_read_ahead_given_up_starts_over_once_and_is_trusted_once_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``start_over``: given up, once a new ``forget_before`` let keys go, a read again is
+    trusted once it ends, keys written meanwhile included; nothing is known before."""
+    monkeypatch.setattr(memo_module, "MEMBERS_READ_AHEAD", 2)
+    ahead = ReadAhead[str]()
+    assert not ahead.start_over()  # the first read is still to come
+    await ahead.read(read_rows([("a", 10.0), ("b", 11.0)], [("c", 12.0)]), since=5.0)
+    assert not ahead.lacks("nobody", 5.0)  # given up
+    assert not ahead.forget_before(5.0)  # not a new time: nothing to start over for
+    assert ahead.forget_before(20.0) and ahead.start_over()
+    assert not ahead.start_over()  # once: its read is to come
+    ahead.add([("d", 21.0)])  # written before the read ends
+    assert not ahead.lacks("nobody", 20.0)  # not trusted until the read ends
+    await ahead.read(read_rows([("e", 22.0)]), since=20.0)
+    assert ahead.lacks("nobody", 20.0)
+    assert not ahead.lacks("d", 20.0) and not ahead.lacks("e", 20.0)
+    assert ahead.forget_before(30.0) and not ahead.start_over()  # not given up
+
+
+async def test_a_read_ahead_given_up_while_its_read_runs_does_not_start_over_under_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes past the bound give up a set whose read still runs, and a new period begins
+    before its next page: no start over then (it would empty what the read had found, and
+    that read's end would trust a set without those keys), nor a second read beside it."""
+    monkeypatch.setattr(memo_module, "MEMBERS_READ_AHEAD", 3)
+    ahead = ReadAhead[str]()
+    await ahead.read(read_rows([("p", 1.0), ("q", 2.0), ("r", 3.0), ("s", 4.0)]), since=0.0)
+    assert ahead.forget_before(10.0) and ahead.start_over()  # given up at the start
+    next_page = asyncio.Event()
+
+    async def pages() -> AsyncIterator[list[tuple[str, float]]]:
+        yield [("a", 22.0)]
+        await next_page.wait()
+        yield [("b", 21.0)]
+
+    reading = asyncio.create_task(ahead.read(pages(), since=10.0))
+    await asyncio.sleep(0)
+    ahead.add([("x", 13.0), ("y", 14.0), ("z", 15.0)])  # past the bound mid-read
+    assert ahead.forget_before(20.0) and not ahead.start_over()
+    next_page.set()
+    await reading
+    assert not ahead.lacks("a", 20.0)
+
+
+async def test_a_read_ahead_whose_read_failed_is_given_up_until_it_starts_over() -> None:
+    ahead = ReadAhead[str]()
+
+    async def failing() -> AsyncIterator[list[tuple[str, float]]]:
+        yield [("a", 10.0)]
+        raise OSError("disk I/O error")
+
+    with pytest.raises(OSError):
+        await ahead.read(failing(), since=5.0)
+    assert not ahead.lacks("nobody", 5.0)
+    assert ahead.forget_before(20.0) and ahead.start_over()
+    await ahead.read(read_rows([("b", 21.0)]), since=20.0)
+    assert ahead.lacks("nobody", 20.0) and not ahead.lacks("b", 20.0)

@@ -76,7 +76,7 @@ from bot.jobs.broker.wire import (
     with_picture_paths,
 )
 from bot.jobs.queue.values import INTERNAL_FAILURE
-from bot.process_end import STUCK_DEVICE_EXIT_STATUS, end_at_once, exit_now
+from bot.process_end import end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS, DeviceLost, device_lost, lost_reason
 from inference.types import (
@@ -459,9 +459,18 @@ class _DeviceLoop:
         return self._device.device
 
     def stuck_in(self) -> str | None:
-        """What the device thread is still inside ("gpu-0 in job <id>"), or None while idle."""
+        """What the device thread is still inside but a load ("gpu-0 in job <id>"), or None
+        while idle or only loading (``still_loading``)."""
         in_hand = self._device.in_hand
-        return None if in_hand is None else f"{self.device} in {in_hand}"
+        if in_hand is None or self._device.loading is not None:
+            return None
+        return f"{self.device} in {in_hand}"
+
+    def still_loading(self) -> str | None:
+        """What the device thread loads with no job on it ("gpu-0 was still loading model
+        <name>"), or None."""
+        loading = self._device.loading
+        return None if loading is None else f"{self.device} was still loading {loading}"
 
     async def hand_back_stuck(self) -> None:
         """The device is stuck in the render of the job in hand: that job goes back to the
@@ -838,9 +847,10 @@ async def serve(
     render is finished and reported first, or after ``RENDER_AT_STOP_S`` stopped and handed
     back. Returns the exit status: ``DEVICE_LOST_EXIT_STATUS`` once a device was lost (a new
     process gets it back), else 0. A device thread still busy once ``STOP_BUDGET_S`` is spent
-    (stuck in a step) is not waited for: its job handed back and the connection closed,
-    ``exit_process`` ends the process (a thread pool's threads are otherwise joined at the
-    interpreter's exit) with ``STUCK_DEVICE_EXIT_STATUS``, or that of a lost device."""
+    is not waited for: its job handed back and the connection closed, ``exit_process`` ends
+    the process (a thread pool's threads are otherwise joined at the interpreter's exit) with
+    ``STUCK_DEVICE_EXIT_STATUS`` (stuck in a step), 0 (only loading a model), or that of a
+    lost device (``status_after_stop``)."""
     nc = await connect(
         config.url,
         f"easel-worker-{socket.gethostname()}",
@@ -849,6 +859,7 @@ async def serve(
     hub = _Hub(nc, nc.jetstream())
     metrics_server: metrics.MetricsServer | None = None
     stuck: list[str] = []
+    loading: list[str] = []
     try:
         if config.metrics_endpoint is not None:
             metrics_server = await metrics.serve(
@@ -868,28 +879,29 @@ async def serve(
         serving = asyncio.gather(*(each.run(stop) for each in loops))
         if not await _ended_within_the_stop(serving, stop, hub):
             stuck = [busy for each in loops if (busy := each.stuck_in()) is not None]
+            loading = [what for each in loops if (what := each.still_loading()) is not None]
             for each in loops:
                 await each.hand_back_stuck()
             with contextlib.suppress(nats.errors.Error):
                 await nc.flush(RTT_PING_TIMEOUT_S)
-        if not stuck:
+        if not stuck and not loading:
             await serving  # raises what ended a loop, if one failed
     finally:
         if metrics_server is not None:
             await metrics_server.close()
         await close_quietly(nc)
     status = DEVICE_LOST_EXIT_STATUS if hub.lost else 0
-    if stuck:
-        # A lost device's status stays: its supervisor restarts the process for it.
-        status = status or STUCK_DEVICE_EXIT_STATUS
-        log.warning(
-            "stopped with %s still busy past the stop's %.0f s (a step in a hung kernel or "
-            "driver, or a model still loading?): its job handed back to the broker; exiting "
-            "with status %d without waiting for it",
-            "; ".join(stuck),
-            STOP_BUDGET_S,
-            status,
-        )
+    if stuck or loading:
+        status = status_after_stop(status, stuck, loading)
+        if stuck:
+            log.warning(
+                "stopped with %s still busy past the stop's %.0f s (a step in a hung kernel or "
+                "driver, or a job's model still loading?): its job handed back to the broker; "
+                "exiting with status %d without waiting for it",
+                "; ".join(stuck),
+                STOP_BUDGET_S,
+                status,
+            )
         exit_process(status)
     return status
 

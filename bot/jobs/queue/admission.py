@@ -90,6 +90,10 @@ class Admission:
                         age_restricted=submission.age_restricted,
                     ),
                 )
+                if not submission.private:
+                    # Its maker's /settings saved private results after its submit read them:
+                    # private as the save made their other jobs (the transactions take turns).
+                    await journal.make_private_if_kept(self._conn, job_id)
                 started = await journal.members_who_started(self._conn, [submission.user_id])
         if refusal is not None:
             raise QuotaExceeded.of(refusal)  # counted where the member is told

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 # The waits before each further try of a result's post that failed for a passing reason
 # (``_passing``), in its lane; one still failing is the delivery sweep's (``DeliveryRetries``).
 DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
+# After a post's 401, Discord's answer that it still takes the bot token is trusted this long:
+# a burst of 401s (a restart's backlog) asks once, not once each, one after another.
+TOKEN_TAKEN_TRUSTED_S = 60.0
+# The check's own bound: discord.py tries a 5xx again for about 25 s, and waits out a 429,
+# while every other 401 waits on the check.
+TOKEN_CHECK_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,13 +78,30 @@ def _passing(error: Exception) -> bool:
     ``OSError``: a stored picture missing or unreadable stays so."""
     status = getattr(error, "status", None)
     busy = isinstance(status, int) and (status >= 500 or status == 429)
+    # The bot token's 401 is tried again only once the token was checked and taken
+    # (``Delivery._token_refused_now``): the refusal was not the token's, and may pass.
+    busy = busy or _bot_token_refused(error)
     return busy or isinstance(error, ConnectionError | TimeoutError | aiohttp.ClientError)
+
+
+# Discord's Invalid Webhook Token: a 401 about an interaction's token, not the bot's.
+INVALID_WEBHOOK_TOKEN = 50027
+
+
+def _bot_token_refused(error: Exception) -> bool:
+    """Whether Discord refused the bot's token (a 401 but an interaction token's): the
+    operator reset it, or it is wrong, or (once the token is checked and taken:
+    ``Delivery._token_refused_now``) a refusal that passes. Nothing of the result's."""
+    return (
+        getattr(error, "status", None) == 401
+        and getattr(error, "code", None) != INVALID_WEBHOOK_TOKEN
+    )
 
 
 def _cannot_heal(error: Exception) -> str | None:
     """Why a delivery's failure stays whatever its tries, said as its maker reads it: Discord
-    refused the post itself (a 4xx answer other than 429), or a stored picture is missing;
-    None: it may pass (``_passing``), or nothing says it cannot."""
+    refused the post itself (a 4xx answer other than 429 or the bot token's 401), or a stored
+    picture is missing; None: it may pass (``_passing``), or nothing says it cannot."""
     if _passing(error):
         return None
     status = getattr(error, "status", None)
@@ -139,9 +163,23 @@ class Delivery:
         # Ends recorded whose notice's delivery raised (``notice``): no retry time was written
         # for the sweep to find, so it tries them from here.
         self._notices_unposted: set[str] = set()
+        # Whether Discord still takes the bot's token (one cheap call), asked after a post's
+        # 401 (``_token_refused_now``); answered False, the composition root ends the run.
+        self._token_check: Callable[[], Awaitable[bool]] | None = None
+        self._checking_the_token = asyncio.Lock()  # one check for 401s at once
+        # Set once the check said the token is refused: a bot token's post refused from then
+        # on waits for the next start, unchecked (the run is ending).
+        self._token_refused = False
+        self._token_taken_at: float | None = None  # the last check's "taken" (monotonic)
 
     def set_sink(self, sink: ResultSink) -> None:
         self._sink = sink
+
+    def set_token_check(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """``check()``: whether Discord still takes the bot's token, asked after a post's 401
+        (``_token_refused_now``); it ends the run itself when not (the next start posts what
+        waits). Without one, a 401 is taken as the token's refusal."""
+        self._token_check = check
 
     async def notice(self, job_id: str) -> None:
         """Deliver a recorded end without pictures; one whose delivery raised (its records
@@ -240,8 +278,9 @@ class Delivery:
         """Post the job's outcome and record it posted. A failure that may pass (``_passing``)
         is tried again after each of ``retry_waits`` (read afresh: a moderator may have
         withdrawn it meanwhile), unless the queue stops; one still failing is recorded for
-        the sweep (``_delivery_failed``). Whether the job failed since, as its result cannot
-        be posted: its failure is to be posted now."""
+        the sweep (``_delivery_failed``); one refused for the bot's token waits for the next
+        start (``_token_refused_now``). Whether the job failed since, as its result cannot be
+        posted: its failure is to be posted now."""
         waits = iter(retry_waits)
         while True:
             job = await journal.get_job(self._conn, job_id)
@@ -262,6 +301,8 @@ class Delivery:
                 message_id = await self._sink.deliver(finished)
                 break
             except Exception as error:
+                if _bot_token_refused(error) and await self._token_refused_now(job_id):
+                    return False
                 wait = next(waits, None) if _passing(error) else None
                 if wait is None or self._stop_requested.is_set():
                     return await self._delivery_failed(job, error)
@@ -278,7 +319,13 @@ class Delivery:
                 return False
         still_there = await self._writer.write(
             f"job {job_id}: its delivery",
-            functools.partial(journal.mark_delivered, self._conn, job_id, self._now()),
+            functools.partial(
+                journal.mark_delivered,
+                self._conn,
+                job_id,
+                self._now(),
+                posted_in_channel=message_id is not None,
+            ),
         )
         if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
             await self._sink.retract(finished, message_id)
@@ -349,6 +396,50 @@ class Delivery:
         # Delivered, ended or erased meanwhile: nothing of this delivery is tried again.
         self._given_up(job.id, why)
         return False
+
+    async def _token_refused_now(self, job_id: str) -> bool:
+        """After ``job_id``'s post was refused with a 401 (``_bot_token_refused``): whether
+        the bot's token is refused, checked once (``set_token_check``; a 401 after a refusal
+        is not checked again). Refused, the job stays undelivered, unfailed, uncounted as
+        failing: the next start posts it (the check ended this run). Taken (or the check
+        itself failed), the refusal was not the token's: the post is tried again as after a
+        passing failure (``_passing``), counted toward ``give_up_after_s`` as those are."""
+        async with self._checking_the_token:
+            if not self._token_refused:
+                taken_at = self._token_taken_at
+                if taken_at is not None and time.monotonic() - taken_at < TOKEN_TAKEN_TRUSTED_S:
+                    log.warning(
+                        "job %s: Discord refused its post (401) but took the bot token %.0f s "
+                        "ago; tried again",
+                        job_id,
+                        time.monotonic() - taken_at,
+                    )
+                    return False
+                try:
+                    async with asyncio.timeout(TOKEN_CHECK_TIMEOUT_S):
+                        taken = self._token_check is not None and await self._token_check()
+                except Exception as error:  # Discord unreachable: the refusal's cause unknown
+                    log.warning(
+                        "job %s: Discord refused its post (401), and the bot token's check "
+                        "failed (%s); tried again",
+                        job_id,
+                        type(error).__name__,
+                    )
+                    return False
+                if taken:
+                    self._token_taken_at = time.monotonic()
+                    log.warning(
+                        "job %s: Discord refused its post (401) but takes the bot token; "
+                        "tried again",
+                        job_id,
+                    )
+                    return False
+                log.error(
+                    "Discord refused the bot token (401): results wait for the next start "
+                    "with a valid DISCORD_TOKEN"
+                )
+                self._token_refused = True
+        return True
 
     def _given_up(self, job_id: str, why: str) -> None:
         """Let a sink that keeps things for a delivery's next try (a progress message) drop
@@ -438,6 +529,7 @@ class Delivery:
             filesize_limit=job.filesize_limit,
             spoiler=job.spoiler,
             private=job.private,
+            private_since_submit=job.private_since_submit,
             age_restricted=job.age_restricted,
             # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
             withdrawn=job.withdrawn_at is not None and job.withheld_why is None,

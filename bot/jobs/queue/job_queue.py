@@ -268,6 +268,11 @@ class JobQueue:
     def set_sink(self, sink: ResultSink) -> None:
         self._delivery.set_sink(sink)
 
+    def set_token_check(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """``check()``: whether Discord still takes the bot's token, asked after a result's
+        post was refused with a 401 (``Delivery.set_token_check``)."""
+        self._delivery.set_token_check(check)
+
     def set_start_gate(self, gate: StartGate) -> None:
         """Asked about each job as its batch starts: one it refuses uses no GPU time."""
         self._start_gate = gate
@@ -402,6 +407,7 @@ class JobQueue:
 
         self._stopping = True
         self._stop_requested.set()
+        await accounting.stop_reading_again(self._conn)  # its reads need the open database
         async with self._wakeup:
             self._wakeup.notify_all()
         abandoned: set[str] = set()
@@ -436,12 +442,12 @@ class JobQueue:
             await asyncio.wait(closing.values(), timeout=closing_s)
             stuck_devices = [device for device, task in closing.items() if not task.done()]
             stuck = set().union(*(on_device.get(device, set()) for device in stuck_devices))
-            if stuck_devices:
+            if stuck:  # a device busy with no job (its warm-up, its probe): the process names it
                 log.warning(
                     "stopping: %s still inside a render step past the stop's deadline, left to "
                     "it; jobs %s stay journaled running and are queued again at the next start, "
                     "each to render alone (a job stuck alone has its attempt counted)",
-                    ", ".join(stuck_devices),
+                    ", ".join(device for device in stuck_devices if on_device.get(device)),
                     sorted(stuck),
                 )
         # After the cancels: a start a cancelled task was marking is journaled before this

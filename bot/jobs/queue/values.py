@@ -75,6 +75,9 @@ class FinishedJob:
     filesize_limit: int | None = None
     spoiler: bool = False
     private: bool = False
+    # Submitted in the open, made private by its maker's /settings since (``private`` set
+    # too): its interaction's response is public (``db.jobs.make_undelivered_private``).
+    private_since_submit: bool = False
     age_restricted: bool = False  # made in an age-restricted channel (Submission's)
     # A moderator deleted the picture it was made from (or its result) while it was queued or
     # rendered (``db.history.withdraw_deleted_results``): it is not posted.

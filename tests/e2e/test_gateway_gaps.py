@@ -1,0 +1,179 @@
+"""A gap in the gateway that Discord does not resume (INVALID_SESSION, then a new IDENTIFY and
+READY): none of the gap's events is sent again. A member banned in it has their unfinished
+jobs cancelled once Easel asks Discord about them, as at start-up; a result a moderator
+deleted in it is found deleted before /show or U1-U4 posts it again, and its job withdrawn.
+Over the fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bot.bans import StopCause
+from bot.policy.moderation import WITHDRAWN_PICTURE
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, job_id_of, reply_to
+from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.support.engines import HeldEngine
+
+BANNED_IN_THE_GAP = 6801
+
+
+async def new_session(fake: FakeDiscord) -> None:
+    """The gateway drops and Discord does not resume the session: Easel identifies again."""
+    identified = fake._gateway.identify_count
+    await fake.drop_gateway_connection(resumable=False)
+    await fake.wait_until_identified(RENDER_TIMEOUT_S, times=identified + 1)
+
+
+@pytest.mark.parametrize("queued_too", [True, False], ids=["rendering and queued", "rendering"])
+async def test_a_member_banned_in_a_gap_not_resumed_has_their_jobs_cancelled(
+    fake_discord: FakeDiscord, start_easel: StartEasel, queued_too: bool
+) -> None:
+    fake = fake_discord
+    fake.add_member(BANNED_IN_THE_GAP, "banned", roles=(fake.member_role_id,))
+    engine = HeldEngine()
+    async with start_easel(lambda device: engine):
+        with engine:
+            running = await fake.invoke_command(
+                "imagine", {"prompt": "a raid rendering", **QUICK}, user=BANNED_IN_THE_GAP
+            )
+            assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            handles = [running]
+            if queued_too:
+                queued = await fake.invoke_command(
+                    "imagine", {"prompt": "a raid queued", **QUICK}, user=BANNED_IN_THE_GAP
+                )
+                await queued.wait_for_original(lambda m: not m.is_loading)
+                handles.append(queued)
+            # Banned while the gateway is down: its GUILD_BAN_ADD went to a session now gone.
+            fake._state.remove_member(BANNED_IN_THE_GAP, fake.guild_id)
+            await new_session(fake)
+            for handle in handles:
+                await handle.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
+            engine.released.set()
+        after = await fake.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
+        await after.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert [m for m in fake.messages.values() if has_picture(m) and "raid" in m.content] == []
+        assert [request.prompt for request in engine.rendered] == ["a lighthouse"]
+        audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
+        by_easel = f"<@{fake.bot_user_id}> {StopCause.GONE.audited_as}: — → <@{BANNED_IN_THE_GAP}>"
+        assert by_easel in audit.content, audit.content
+
+
+async def made_and_shown(fake: FakeDiscord, count: int) -> tuple[StoredMessage, StoredMessage]:
+    """A result of ``count`` pictures, and its /show post: the buttons clicked after the gap."""
+    made = await fake.invoke_command(
+        "imagine", {"prompt": "rule-breaking art", "count": count, **QUICK}
+    )
+    result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    shown = await fake.invoke_command("show", {"job_id": job_id_of(result)})
+    return result, await shown.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+
+
+async def test_a_result_deleted_in_a_gap_not_resumed_is_not_posted_again(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    async with start_easel() as bot:
+        # Shown again before the gap: its U1 is clicked after it.
+        result, shown_again = await made_and_shown(fake, count=2)
+        job_id = job_id_of(result)
+        # Discord cannot say whether the result is still there: U1 posts all the same.
+        fake.fail("GET", "/channels/{channel}/messages/{message}", times=2, status=503)
+        outage = await fake.click(shown_again, label="U1")
+        picked = await outage.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        job = await bot.services.history.job(job_id)
+        assert job is not None and not job.withdrawn
+        # A moderator deletes the result in the gap: its MESSAGE_DELETE is never sent.
+        result.deleted = True
+        await new_session(fake)
+        pick = await fake.click(shown_again, label="U1")
+        assert (await pick.wait_for_answer(RENDER_TIMEOUT_S)).content == WITHDRAWN_PICTURE
+        job = await bot.services.history.job(job_id)
+        assert job is not None and job.withdrawn  # as the deletion heard withdraws it
+        again = await fake.invoke_command("show", {"job_id": job_id})
+        assert (await again.wait_for_answer(RENDER_TIMEOUT_S)).content == WITHDRAWN_PICTURE
+    posts = [m for m in fake.messages.values() if has_picture(m) and not m.deleted]
+    assert [m.id for m in posts] == [shown_again.id, picked.id]
+    # Found by the second U1: the job withdrawn, /show is refused before it asks.
+    read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
+    assert fake.take_violations() == [read]
+
+
+async def test_a_result_posted_apart_and_deleted_in_a_gap_is_found_by_show(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """The result posted as a message of its own (the interaction's token ended while it
+    waited): the progress message pointing to it is the job's first post, still there; the
+    result's deletion is found all the same."""
+    fake = fake_discord
+    engine = HeldEngine()
+    async with start_easel(lambda device: engine) as bot:
+        with engine:
+            made = await fake.invoke_command("imagine", {"prompt": "rule-breaking art", **QUICK})
+            assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            await made.wait_for_original(lambda m: not m.is_loading, timeout=RENDER_TIMEOUT_S)
+            fake.advance_time(16 * 60)
+            bot.results.wall_clock = lambda: time.time() + 16 * 60
+            engine.released.set()
+            pointer = await made.wait_for_original(
+                lambda m: "its result is posted here" in m.content, timeout=RENDER_TIMEOUT_S
+            )
+        [result] = [m for m in fake.messages.values() if has_picture(m) and m.id != pointer.id]
+        job_id = job_id_of(result)
+        result.deleted = True  # in the gap: its MESSAGE_DELETE is never sent
+        await new_session(fake)
+        again = await fake.invoke_command("show", {"job_id": job_id})
+        assert (await again.wait_for_answer(RENDER_TIMEOUT_S)).content == WITHDRAWN_PICTURE
+        job = await bot.services.history.job(job_id)
+        assert job is not None and job.withdrawn
+    assert [m for m in fake.messages.values() if has_picture(m) and not m.deleted] == []
+    read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
+    assert fake.take_violations() == [read]
+
+
+async def test_dm_me_finds_a_result_deleted_in_a_gap(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    fake = fake_discord
+    async with start_easel() as bot:
+        result, shown_again = await made_and_shown(fake, count=1)
+        job_id = job_id_of(result)
+        result.deleted = True  # in the gap: its MESSAGE_DELETE is never sent
+        await new_session(fake)
+        copy = await fake.click(shown_again, label="DM me")
+        refusal = await copy.wait_for_original(lambda m: not m.is_loading)
+        assert refusal.is_ephemeral and refusal.content == WITHDRAWN_PICTURE
+        job = await bot.services.history.job(job_id)
+        assert job is not None and job.withdrawn
+    direct = fake.dm_channel_of(fake.user_id)
+    assert [m for m in fake.messages.values() if m.channel_id == direct] == []
+    read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
+    assert fake.take_violations() == [read]
+
+
+async def test_v2_of_a_result_deleted_in_a_gap_makes_no_new_job(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A picture edit is asked once acknowledged (``submit_from_interaction``), as 🔄, Remix,
+    Vary (Region) and the message menus are: the job is refused, nothing charged or queued."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        result, shown_again = await made_and_shown(fake, count=2)
+        job_id = job_id_of(result)
+        result.deleted = True  # in the gap: its MESSAGE_DELETE is never sent
+        await new_session(fake)
+        vary = await fake.click(shown_again, label="V2")
+        refusal = await vary.wait_for_answer(RENDER_TIMEOUT_S)
+        assert refusal.is_ephemeral and refusal.content == WITHDRAWN_PICTURE
+        job = await bot.services.history.job(job_id)
+        assert job is not None and job.withdrawn
+        jobs = await bot.services.history.page(fake.user_id, 0, guild_id=fake.guild_id)
+        assert jobs.total == 1  # the deleted result's alone: V2 made no job
+    assert [m.id for m in fake.messages.values() if has_picture(m) and not m.deleted] == [
+        shown_again.id
+    ]
+    read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
+    assert fake.take_violations() == [read]
