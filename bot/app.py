@@ -639,9 +639,12 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
     stop that loses no job; returns the process's exit status.
 
     A device thread still busy after the stop is not waited for: ``exit_process``
-    (``os._exit`` once the output is flushed) ends the process with
-    ``STUCK_DEVICE_EXIT_STATUS`` (stuck in a step), or 0 (only loading a model), as returning
-    would wait for that thread for good (``status_after_stop``). A caller
+    (``os._exit`` once the output is flushed) ends the process, as returning would wait for
+    that thread for good, with ``status_after_stop``'s status: a lost device's, else 2 (a
+    settings error, a refused token), else ``STUCK_DEVICE_EXIT_STATUS`` (stuck in a step or a
+    job), else 1 (failed), else 0 (only loading a model). With no thread left busy, a refused
+    token (a 4004, or a post's 401 whose check was refused) raises ``SettingsError``, said by
+    the CLI in one line (status 2). A caller
     that runs this inside a process it keeps (a test) passes one that raises instead. A
     second SIGINT or SIGTERM while stopping ends the process at once (``end_at_once``)."""
     settings.require_token()

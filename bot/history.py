@@ -367,7 +367,8 @@ class History:
 
     async def made_private(self, job_id: str) -> None:
         """A job its delivery posts privately, its maker keeping results private since its
-        submit: private from now on wherever ``private`` is read (``journal.make_private``)."""
+        submit, where the row says public (a fallback: the save and the admission mark such
+        jobs): private from now on wherever ``private`` is read (``journal.make_private``)."""
         await journal.make_private(self._conn, job_id)
 
     async def is_private(self, job_id: str) -> bool:

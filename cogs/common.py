@@ -535,8 +535,9 @@ async def defer_thinking(interaction: discord.Interaction[Any], *, private: bool
     try:
         await interaction.response.defer(thinking=True, ephemeral=private)
     except discord.HTTPException as error:
-        lost = client_of(interaction).acknowledge_first.lost_an_answer(interaction.id)
-        if error.code != ALREADY_ACKNOWLEDGED or not lost:
+        if error.code != ALREADY_ACKNOWLEDGED:
+            raise
+        if not client_of(interaction).acknowledge_first.lost_an_answer(interaction.id):
             raise
         log.info("interaction %s: its defer landed, Discord's answer was lost", interaction.id)
         # discord.py sets this only on an answered defer; it tells that the response is done.
@@ -653,10 +654,14 @@ async def submit_from_interaction(
     # command slowed by prompt plans holds it SLOWED_BY_PLANS_S (0.1 s) into them; a crash
     # meanwhile loses this acknowledged, unjournaled command (docs/performance.md).
     await client_of(interaction).acknowledge_first.earlier_answered()
-    if before_queueing is not None and (made_from := await before_queueing()) is not None:
-        submission = dataclasses.replace(submission, parent_job_id=made_from)
-    if submission.parent_job_id is not None:  # its picture's posts asked of Discord: seconds
+    # The parent's posts asked of Discord (seconds): a known parent before the slow work
+    # (Vary (Region) in words segments), one ``before_queueing`` finds after it.
+    if submission.parent_job_id is not None:
         await _check_parent_posts_there(interaction, submission.parent_job_id)
+    if before_queueing is not None and (made_from := await before_queueing()) is not None:
+        if made_from != submission.parent_job_id:
+            await _check_parent_posts_there(interaction, made_from)
+        submission = dataclasses.replace(submission, parent_job_id=made_from)
     try:
         job_id = await submit_unless_stopped(
             services,

@@ -51,8 +51,9 @@ def _stamp_receipts(state: ConnectionState[Any]) -> None:
     discord.py keeps the payload's ``data`` as ``Interaction.data``: the one part of the event
     that reaches every handler.
 
-    An interaction Discord delivers again (a replayed event) is dropped: handled twice, its
-    second defer would be refused as already acknowledged, which ``defer_thinking`` takes for
+    An interaction Discord delivers again (a replayed event) is dropped: handled twice, it
+    would be answered twice, its second defer refused as already acknowledged (a warning);
+    and where the first defer's reply was lost, ``defer_thinking`` would take that refusal for
     its own lost answer, journaling and charging the job twice."""
     parsers = state.parsers  # the dict the gateway reads each event's parser from
     parse = parsers["INTERACTION_CREATE"]

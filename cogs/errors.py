@@ -76,7 +76,8 @@ async def on_app_command_error(
 
 # Discord's refusals of an interaction's first response that leave nothing to answer with,
 # and what each means for the member: too late (its 3 s passed), or answered already (the
-# first try landed and its answer was lost, so discord.py sent it again).
+# first try landed and its answer was lost, so discord.py sent it again; or, on a first try,
+# another process on the same bot token answered it).
 UNKNOWN_INTERACTION = 10062
 _FIRST_RESPONSE_REFUSED = {
     UNKNOWN_INTERACTION: ("Unknown interaction", "the member is not answered"),

@@ -67,6 +67,7 @@ from cogs.visibility import (
     member_may_see,
     why_member_may_not_act_in,
 )
+from cogs.withdrawals import check_posts_there
 from inference.images import eight_bit
 from inference.model_thread import AlreadyInLine, LineFull, ModelThread
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
@@ -346,6 +347,10 @@ class RegionOffers:
         # is the record's (an old link of a kicked member who joined again works).
         began_at = time.time()
         job = await self._linked_job(link)
+        try:  # a deletion Easel did not hear (offline, a gateway gap): as a button's new job
+            await check_posts_there(self._client, self._services.history, job)
+        except UserError as refused:
+            raise LinkRefused(str(refused), refused.reason) from None
         roles, is_admin, age_restricted = await self._member_may_act(link, job)
         # Decoded once, off the loop: its sides are those of the mask written, turned by an EXIF
         # orientation (a PNG's after its pixels is read only by decoding).

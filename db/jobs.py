@@ -528,7 +528,9 @@ async def make_undelivered_private(conn: aiosqlite.Connection, user_id: int) -> 
 
 async def make_private(conn: aiosqlite.Connection, job_id: str) -> None:
     """Make one job private as ``make_undelivered_private`` does: its delivery found its maker
-    keeping results private (a job journaled in the open after their /settings ran)."""
+    keeping results private where the row says public (a fallback: the settings' save and the
+    admission, ``make_private_if_kept``, mark such jobs; a writer of the setting that does
+    neither would leave one)."""
     await conn.execute(f"{_MAKE_PRIVATE} AND id = ?", (job_id,))
 
 

@@ -759,7 +759,7 @@ class ModelRegistry:
                 )
         # As for models: a server may allow some upscalers only, so the member's error names
         # none (bot.policy.addons names those allowed there); the operator's log and words
-        # (``for_operator``: `easel upscale`, doctor) name them all.
+        # (``for_operator``: `easel upscale`) name them all, as doctor's own list does.
         installed = ", ".join(self.upscaler_names())
         log.warning("unknown upscaler %r; installed: %s", name, installed)
         raise NotInstalled(

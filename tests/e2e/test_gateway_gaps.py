@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
+import aiohttp
 import pytest
 
+from bot.app import EaselBot, build
 from bot.bans import StopCause
 from bot.policy.moderation import WITHDRAWN_PICTURE
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, job_id_of, reply_to
+from bot.settings import Settings
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    imagine,
+    job_id_of,
+    link_of,
+    reply_to,
+    with_web_server,
+)
+from tests.e2e.test_region import mask_form, region_offer
 from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord.fixtures import running_bot
 from tests.support.engines import HeldEngine
 
 BANNED_IN_THE_GAP = 6801
@@ -175,5 +191,30 @@ async def test_v2_of_a_result_deleted_in_a_gap_makes_no_new_job(
     assert [m.id for m in fake.messages.values() if has_picture(m) and not m.deleted] == [
         shown_again.id
     ]
+    read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
+    assert fake.take_violations() == [read]
+
+
+async def test_the_mask_editor_makes_no_job_of_a_result_deleted_in_a_gap(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings
+) -> None:
+    """The page's submit (``cogs.region``) asks as a button's new job does: a link opened
+    before the deletion is refused in the withdrawn picture's words, nothing charged."""
+    fake = fake_discord
+    async with running_bot(fake, build(with_web_server(easel_settings_for_test))) as client:
+        bot = cast(EaselBot, client)
+        result = await imagine(fake, "a harbour")
+        link = link_of(await region_offer(fake, result, fake.user_id))
+        result.deleted = True  # in the gap: its MESSAGE_DELETE is never sent
+        await new_session(fake)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(link, data=mask_form(painted=True)) as posted,
+        ):
+            assert posted.status == 403 and WITHDRAWN_PICTURE in await posted.text()
+        job = await bot.services.history.job(job_id_of(result))
+        assert job is not None and job.withdrawn
+        jobs = await bot.services.history.page(fake.user_id, 0, guild_id=fake.guild_id)
+        assert jobs.total == 1  # the deleted result's alone
     read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
     assert fake.take_violations() == [read]

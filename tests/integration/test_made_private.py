@@ -73,7 +73,8 @@ async def test_private_results_make_the_members_undelivered_server_jobs_private(
 async def test_a_job_journaled_after_the_setting_is_made_private_alone(
     conn: aiosqlite.Connection,
 ) -> None:
-    """At its delivery (``History.made_private``): that one job, once, as the setting would."""
+    """At its delivery (``History.made_private``, a fallback: the save and the admission mark
+    such jobs): that one job, once, as the setting would."""
     late = await journaled(conn, "a" * 16)
     beside = await journaled(conn, "b" * 16)
     await journal.make_private(conn, late)

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 # The waits before each further try of a result's post that failed for a passing reason
 # (``_passing``), in its lane; one still failing is the delivery sweep's (``DeliveryRetries``).
 DELIVERY_RETRY_WAITS_S = (2.0, 8.0)
-# After a post's 401, Discord's answer that it still takes the bot token is trusted this long:
-# a burst of 401s (a restart's backlog) asks once, not once each, one after another.
+# After a post's 401, Discord's answer that it still takes the bot token (or a check that could
+# not tell) is trusted this long: a burst of 401s (a restart's backlog) asks once, not once
+# each, one after another.
 TOKEN_TAKEN_TRUSTED_S = 60.0
 # The check's own bound: discord.py tries a 5xx again for about 25 s, and waits out a 429,
 # while every other 401 waits on the check.
@@ -170,7 +171,8 @@ class Delivery:
         # Set once the check said the token is refused: a bot token's post refused from then
         # on waits for the next start, unchecked (the run is ending).
         self._token_refused = False
-        self._token_taken_at: float | None = None  # the last check's "taken" (monotonic)
+        # When the last check said "taken", or could not tell (monotonic): trusted a while.
+        self._token_checked_at: float | None = None
 
     def set_sink(self, sink: ResultSink) -> None:
         self._sink = sink
@@ -406,19 +408,20 @@ class Delivery:
         passing failure (``_passing``), counted toward ``give_up_after_s`` as those are."""
         async with self._checking_the_token:
             if not self._token_refused:
-                taken_at = self._token_taken_at
-                if taken_at is not None and time.monotonic() - taken_at < TOKEN_TAKEN_TRUSTED_S:
+                checked_at = self._token_checked_at
+                if checked_at is not None and time.monotonic() - checked_at < TOKEN_TAKEN_TRUSTED_S:
                     log.warning(
-                        "job %s: Discord refused its post (401) but took the bot token %.0f s "
+                        "job %s: Discord refused its post (401); the bot token was checked %.0f s "
                         "ago; tried again",
                         job_id,
-                        time.monotonic() - taken_at,
+                        time.monotonic() - checked_at,
                     )
                     return False
                 try:
                     async with asyncio.timeout(TOKEN_CHECK_TIMEOUT_S):
                         taken = self._token_check is not None and await self._token_check()
                 except Exception as error:  # Discord unreachable: the refusal's cause unknown
+                    self._token_checked_at = time.monotonic()  # not asked again at once
                     log.warning(
                         "job %s: Discord refused its post (401), and the bot token's check "
                         "failed (%s); tried again",
@@ -427,7 +430,7 @@ class Delivery:
                     )
                     return False
                 if taken:
-                    self._token_taken_at = time.monotonic()
+                    self._token_checked_at = time.monotonic()
                     log.warning(
                         "job %s: Discord refused its post (401) but takes the bot token; "
                         "tried again",

@@ -383,7 +383,11 @@ class JobQueue:
     async def read_ahead(self) -> None:
         """Read who spent anything in the current quota periods and which guilds store a limit
         (``accounting.read_ahead``; the bot runs it in the background after ``start``): until it
-        ends, a member's first check reads their spending and limits, as without it."""
+        ends, a member's first check reads their spending and limits, as without it. None once
+        the queue stops (a start's read-ahead still going then would undo ``stop``'s end of the
+        spenders' read again)."""
+        if self._stopping:
+            return
         await accounting.read_ahead(self._conn, self._peek_now())
 
     async def stop(self, deadline: float | None = None) -> None:
