@@ -10,6 +10,7 @@ that server only.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +76,19 @@ class Preset:
 
     def describe(self) -> str:
         shown = ", ".join(f"{name}: {as_code(value)}" for name, value in self.settings().items())
-        return f"**{self.name}** — {shown or 'nothing fixed'}"
+        return f"**{as_bold(self.name)}** — {shown or 'nothing fixed'}"
+
+
+# What a preset's name (any characters but spaces) could start as markdown inside bold text:
+# a style, code or spoiler mark, an escape, a masked link, a mention's or pill's "<".
+_MARKDOWN_IN_A_NAME = re.compile(r"([\\*_~|`\[\]<>])")
+
+
+def as_bold(name: str) -> str:
+    """A preset's name, to be shown between ``**``: each character markdown would read
+    escaped, so a name like "a`b" or "<@&1>" neither opens code for the rest of the reply nor
+    shows as a mention."""
+    return _MARKDOWN_IN_A_NAME.sub(r"\\\1", name)
 
 
 def as_code(value: object) -> str:

@@ -41,7 +41,7 @@ from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
 from bot.policy.quota import QuotaLimits
 from bot.policy.unavailable import quoted
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
-from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets
+from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets, as_code
 from bot.user_errors import UserError
 from bot.web.dashboard import READING_RIGHTS_S, AdminRights, Dashboard
 from cogs.choices import matching_choices, model_choices
@@ -533,9 +533,9 @@ class AdminCog(commands.Cog):
             shared = await self._presets.share(guild_id, interaction.user.id, name)
             await self._done(interaction, f"Server preset saved: {shared.describe()}")
         elif await self._presets.unshare(guild_id, interaction.user.id, name):
-            await self._done(interaction, f"Server preset `{name}` deleted.")
+            await self._done(interaction, f"Server preset {as_code(name)} deleted.")
         else:
-            await self._done(interaction, f"This server has no preset named `{name}`.")
+            await self._done(interaction, f"This server has no preset named {as_code(name)}.")
 
     @admin.command(
         name="restore", description="Show and use again a job a moderator removed or Easel withheld"

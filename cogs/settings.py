@@ -155,7 +155,9 @@ class PresetsCog(commands.Cog):
         deleted = await services_of(interaction).presets.delete(interaction.user.id, name)
         await tell(
             interaction,
-            f"Deleted your preset `{name}`." if deleted else f"You have no preset named `{name}`.",
+            f"Deleted your preset {as_code(name)}."
+            if deleted
+            else f"You have no preset named {as_code(name)}.",
         )
 
     @presets.command(name="list", description="Your presets, and this server's")

@@ -117,6 +117,16 @@ def test_a_preset_beats_the_members_saved_defaults_only_where_it_fixes_something
     assert (alone.steps, alone.cfg, alone.sampler, alone.size) == (30, 9.0, "Euler", None)
 
 
+def test_a_names_markdown_is_escaped_where_it_is_shown() -> None:
+    """A name may hold any character but a space: one with a backtick would open code for the
+    rest of the reply (every value after it shown as markdown), one like "<@&1>" would show as
+    a role's mention."""
+    preset = Preset(name="a`b*c<@&1>", steps=20, negative="soft")
+    described = preset.describe()
+    assert described == "**a\\`b\\*c\\<@&1\\>** — steps: `20`, negative: `soft`"
+    assert described.replace("\\`", "").count("`") % 2 == 0
+
+
 def test_a_backtick_in_a_value_does_not_end_its_code_early() -> None:
     """A negative prompt with a backtick would otherwise let its rest render as markdown in
     the "Server preset saved" confirmation (a masked link, a heading, bold)."""
