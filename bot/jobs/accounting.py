@@ -214,7 +214,8 @@ async def refusal_for(
     Memory can count too much (a reservation whose transaction rolled back), so a refusal is
     confirmed in SQLite before it is returned; were it ever to count too little, ``admit``
     still refuses, in the transaction that would reserve."""
-    kept = _periods_from(conn, now)
+    starts = _period_starts(now)
+    kept = _periods_from(conn, starts)
     if member.guild_id is None:
         limits = dm_limits
     elif kept.sets_no_limit(member.guild_id):
@@ -224,7 +225,6 @@ async def refusal_for(
             _limits_key(member), lambda: limits_for(conn, member, dm_limits)
         )
     key = (member.user_id, member.guild_id)
-    starts = _period_starts(now)
     spent = kept.nothing_spent(key, starts) or await kept.usage.get(
         key, lambda: _spending(conn, key, starts)
     )
@@ -314,7 +314,8 @@ async def admit(
         if reserved:
             # Kept even if the caller's transaction rolls back: memory then counts too much,
             # which ``refusal_for`` corrects before refusing anyone.
-            kept = _periods_from(conn, now)  # room first: last period's spenders may be in the way
+            # Room first: last period's spenders may be in the way.
+            kept = _periods_from(conn, _period_starts(now))
             kept.reserved(job_id, _Reservation((member.user_id, member.guild_id), cost, now))
     return refusal
 
@@ -502,13 +503,14 @@ def _kept(conn: aiosqlite.Connection) -> _KeptQuotas:
     return _KEPT.setdefault(conn, _KeptQuotas())
 
 
-def _periods_from(conn: aiosqlite.Connection, now: float) -> _KeptQuotas:
-    """What is kept for ``conn``, its spenders following the periods of ``now``: let go of
-    who spent only before them, and, given up (past ``MEMBERS_READ_AHEAD``, or a failed read),
-    read again from their start in the background, with the start's paging and bound; a
-    first check reads SQLite until that read ends, as at the start."""
+def _periods_from(conn: aiosqlite.Connection, starts: tuple[float, ...]) -> _KeptQuotas:
+    """What is kept for ``conn``, its spenders following the current periods (``starts``,
+    ``_period_starts``): let go of who spent only before them, and, given up (past
+    ``MEMBERS_READ_AHEAD``, or a failed read), read again from their start in the background,
+    with the start's paging and bound; a first check reads SQLite until that read ends, as at
+    the start."""
     kept = _kept(conn)
-    since = min(_period_starts(now))
+    since = min(starts)
     if not kept.stopped and kept.periods_from(since):
         kept.reading_again = asyncio.create_task(
             _read_spenders_again(conn, kept, since), name="easel-read-ahead-again"

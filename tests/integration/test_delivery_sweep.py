@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import itertools
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -296,6 +297,34 @@ async def test_a_refused_bot_token_keeps_every_outcome_for_the_next_start(
     assert not told[ended].succeeded and told[ended].error == "the device failed"
 
 
+async def posts_refused_with_401(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    check: Callable[[], Awaitable[bool]],
+    jobs: int,
+    refusals: int,
+) -> tuple[DownSink, list[str]]:
+    """``jobs`` results rendered at once, each post refused with a 401 (not the token's)
+    ``refusals`` times, the queue asking ``check`` of the token; once every one is posted."""
+    queue = queue_on(conn, tmp_path / "images", QUICK)
+    queue.set_token_check(check)
+    sink = DownSink({})
+    sink.release.clear()
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        made = [
+            await queue.submit(submission(number, f"p{number}")) for number in range(1, jobs + 1)
+        ]
+        sink.failures.update({job_id: (DiscordError(401), refusals) for job_id in made})
+        sink.release.set()
+        async with asyncio.timeout(20):
+            await sink.wait_for(jobs)
+    finally:
+        await queue.stop()
+    return sink, made
+
+
 async def test_a_burst_of_401s_asks_discord_about_the_token_once(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
@@ -308,19 +337,7 @@ async def test_a_burst_of_401s_asks_discord_about_the_token_once(
         await asyncio.sleep(0.05)  # application_info's round trip
         return True
 
-    queue = queue_on(conn, tmp_path / "images", QUICK)
-    queue.set_token_check(check)
-    sink = DownSink({})
-    sink.release.clear()
-    queue.set_sink(sink)
-    await queue.start()
-    try:
-        jobs = [await queue.submit(submission(number, f"p{number}")) for number in range(1, 9)]
-        sink.failures.update({job_id: (DiscordError(401), 1) for job_id in jobs})
-        sink.release.set()
-        await sink.wait_for(len(jobs))
-    finally:
-        await queue.stop()
+    sink, jobs = await posts_refused_with_401(conn, tmp_path, check, jobs=8, refusals=1)
     assert len(checks) == 1
     assert all(sink.tries[job_id] == 2 for job_id in jobs)
 
@@ -339,20 +356,7 @@ async def test_a_token_check_with_no_answer_is_bounded_and_shared_and_the_posts_
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    queue = queue_on(conn, tmp_path / "images", QUICK)
-    queue.set_token_check(check)
-    sink = DownSink({})
-    sink.release.clear()
-    queue.set_sink(sink)
-    await queue.start()
-    try:
-        jobs = [await queue.submit(submission(number, f"p{number}")) for number in range(1, 5)]
-        sink.failures.update({job_id: (DiscordError(401), 2) for job_id in jobs})
-        sink.release.set()
-        async with asyncio.timeout(20):
-            await sink.wait_for(len(jobs))
-    finally:
-        await queue.stop()
+    sink, jobs = await posts_refused_with_401(conn, tmp_path, check, jobs=4, refusals=2)
     assert len(asked) == 1 and all(sink.tries[job_id] == 3 for job_id in jobs)
     for job_id in jobs:
         job = await journal.get_job(conn, job_id)
