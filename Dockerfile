@@ -1,5 +1,8 @@
 # Easel on a CUDA runtime. Build: docker build -t easel .
-# Run:   docker run --gpus all --env-file .env -v easel-data:/data -v /path/to/models:/models easel
+# Run:   docker run --gpus all --env-file .env -v easel-data:/data -v /path/to/models:/models \
+#          --stop-timeout 40 --restart unless-stopped easel
+#        (a stop takes Easel up to 28 s: docker's default 10 s would cut it short). The user is
+#        uid 10001: a host folder bind-mounted as /data must be writable by it (chown 10001).
 # With a broker and one worker per GPU: docker-compose.yml (docs/deployment.md).
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 

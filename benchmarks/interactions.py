@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import discord.utils
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.interaction_burst import BurstOutcome, add_members, fire_burst, percentile
@@ -114,6 +116,8 @@ class LoadResult:
             "cpu_counted": "bot process" if self.fake == "process" else "bot, fake and harness",
             "fake_cpu_s_to_last_ack": rounded(self.fake_cpu_seconds_to_last_ack),
             "load_average_1m": self.load_average,
+            # discord.py's JSON parser: orjson where installed (a dependency since session 24).
+            "discord_json": "orjson" if discord.utils.HAS_ORJSON else "json",
             "ack_p99_goal_ms": ACK_P99_GOAL_MS,
             "ack_goal_met": ack_p99 is not None and ack_p99 <= ACK_P99_GOAL_MS,
         }

@@ -44,6 +44,7 @@ from cogs.control_menu import ControlMenuCog
 from cogs.describe import DescribeCog, ImagineSuggestionButton
 from cogs.edit import EditCog
 from cogs.errors import on_app_command_error
+from cogs.forms import answer_lost_form
 from cogs.history import HistoryCog, HistoryPageButton
 from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
@@ -57,7 +58,9 @@ from cogs.use_settings import UseSettingsCog
 from cogs.withdrawals import WithdrawalsCog, thread_parent
 from db.database import close as close_database
 from db.database import schema_version
+from inference.describe import captioner_problem
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS
+from inference.registry import pickles_left_out
 from inference.worker import DeviceWorker, EngineFactory
 
 if TYPE_CHECKING:  # nats-py is the optional [distributed] extra
@@ -281,6 +284,8 @@ class EaselBot(commands.Bot):
         # A post in a thread goes with the thread's channel, archived or not.
         self.services.history.thread_parent = lambda channel_id: thread_parent(self, channel_id)
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
+        # A form opened before a restart (or left open too long) is answered, not left silent.
+        self.add_listener(answer_lost_form, "on_interaction")
         await self.add_cog(ImagineCog())
         await self.add_cog(InfoCog(self))
         history = HistoryCog(self.services.history)
@@ -298,7 +303,13 @@ class EaselBot(commands.Bot):
         await self.add_cog(DescribeCog(settings.captioner_dir))
         await self.add_cog(UseSettingsCog(self))
         await self.add_cog(ControlMenuCog(self))
-        await self.add_cog(WithdrawalsCog(self.services.history, admins.forget_channel))
+        await self.add_cog(
+            WithdrawalsCog(
+                self.services.history,
+                admins.forget_channel,
+                self.services.unheard_deletions,
+            )
+        )
         self.member_stops = MemberStops(
             self._db, self.queue, self.services.history, self.services.stopped_members
         )
@@ -373,6 +384,11 @@ class EaselBot(commands.Bot):
                 settings.default_model,
                 ", ".join(models),
             )
+        if pickled := self.services.registry.refused_pickles():
+            log.warning("checkpoints %s", pickles_left_out(pickled))
+        captioner = settings.captioner_dir
+        if captioner is not None and (no_captioner := captioner_problem(captioner)) is not None:
+            log.warning("/describe fails: %s", no_captioner)
         guild = settings.dev_guild_id
         commands_scope = "globally" if guild is None else f"to server {guild} only"
         web = settings.public_url or "off (EASEL_PUBLIC_URL is empty)"
@@ -411,7 +427,13 @@ class EaselBot(commands.Bot):
         signer = LinkSigner(secret, data_dir / "used-links")
         public_url = self.settings.public_url
         dashboard = Dashboard(
-            signer, public_url, conn, self.queue, admins, self.services.guild_policy.settings
+            signer,
+            public_url,
+            conn,
+            self.queue,
+            admins,
+            self.services.guild_policy.settings,
+            data_dir,
         )
         web = RegionWebServer(
             signer,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from bot.images import bounded
 from bot.requests import RequestError, check_prompt_length, random_seed
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.images import (
@@ -74,6 +75,10 @@ def request_from_infotext(
     ``how_to_give_a_prompt`` ends the refusal of a picture with no prompt where one is
     required: where the member is, the way to give one."""
     typed_prompt = (prompt or "").strip()
+    if bounded(infotext) is None and (typed_prompt or not prompt_required):
+        # Past the bound, its settings are not carried over where they are not needed;
+        # where its prompt is, the refusal below names the prompt's length.
+        infotext = None
     if infotext is None:
         if not typed_prompt and prompt_required:
             raise RequestError(

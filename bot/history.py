@@ -16,7 +16,13 @@ import aiosqlite
 from bot.jobs import accounting
 from bot.jobs.queue import JobCopies
 from bot.jobs.retention import DAY_S, quota_window, remove_unread_results
-from bot.jobs.stored_files import remove_inside
+from bot.jobs.stored_files import (
+    files_left,
+    pictures_by_folder,
+    remove_inside,
+    remove_result_folders,
+    stored_file,
+)
 from bot.memo import ExpiringKeys
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import ConditioningTexts, conditioning_texts
@@ -268,7 +274,7 @@ class History:
             spoiler=record.spoiler,
             status=record.status.value,
             prompt=str(request.get("prompt", "")),
-            image_paths=[Path(image.path) for image in images],
+            image_paths=[stored_file(self._images_dir.parent, image.path) for image in images],
             seeds=[image.seed for image in images],
             infotexts=infotexts,
             channel_id=record.channel_id,
@@ -350,12 +356,21 @@ class History:
         Discord's answer (``fetch_channel``: 10003)."""
         return self._deleted_channels.holds((guild_id, channel_id), self._clock())
 
-    async def withdraw_job(self, job_id: str) -> list[str]:
-        """A server's job whose public progress message an edit found deleted, maybe before
-        it was recorded as its post ("thinking…", deleted before its first edit): withdrawn as
-        that post's deletion withdraws it, with what is made from it (returned)."""
-        withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), audit=self._audit())
-        return await self._stopped(withdrawn)
+    async def withdraw_job(
+        self, job_id: str, deleted: tuple[int, int, int] | None = None
+    ) -> list[str]:
+        """A server's job whose public progress message an edit found deleted, ``deleted``:
+        (guild, channel, message id) where known (None: "thinking…", deleted before its first
+        edit landed, never recorded as its post): withdrawn as Easel hearing of that deletion
+        withdraws it (``withdraw_deleted``: the post unlinked, so that no later look for it
+        finds it gone and withdraws a restored job again, and its deletion remembered), and by
+        its id where it was not recorded as its post, with what is made from it (returned)."""
+        heard = []
+        if deleted is not None:
+            guild_id, channel_id, message_id = deleted
+            heard = await self.withdraw_deleted(guild_id, channel_id, [message_id])
+        by_id = await store.withdraw_job(self._conn, job_id, self._clock(), audit=self._audit())
+        return heard + await self._stopped(by_id)
 
     async def withhold_job(self, job_id: str, why: str) -> list[str]:
         """A server's job whose result was withheld and refunded at delivery, its maker told
@@ -400,8 +415,9 @@ class History:
     async def posted_again(self, job: StoredJob, channel_id: int | None, message_id: int) -> bool:
         """Easel posted ``job``'s pictures again (/show, U1-U4) in a channel of its server: a
         moderator deleting that post withdraws the job as deleting its result does. Whether
-        the job is still there (False: its maker's /forget-me erased it meanwhile, and the
-        caller deletes the post)."""
+        the job is still there (False: its maker's /forget-me erased it meanwhile; the caller
+        deletes the post, and /forget-me's sweep too, found gone once that worked, or again
+        should it fail: ``_recorded``)."""
         return await self._recorded(job.job_id, job.guild_id, channel_id, message_id)
 
     async def result_posted(
@@ -422,7 +438,9 @@ class History:
         self, job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
     ) -> bool:
         """Link the post to its job; one deleted before this, or in a channel deleted before
-        this (its deletion matched no job then), withdraws the job now."""
+        this (its deletion matched no job then), withdraws the job now. A job erased
+        meanwhile: False, its post left to delete (``pending_post_deletes``, written as the
+        job is found gone) until ``post_delete_settled``, or tried again by the sweep."""
         if guild_id is None or channel_id is None:
             return True  # not a server's channel: nothing recorded, nothing to delete
         posted_in = guild_id, channel_id
@@ -608,10 +626,26 @@ class History:
             read = await journal.paths_read(self._conn, batch.input_paths)
             uploads = [path for path in batch.input_paths if path not in read]
             await asyncio.to_thread(remove_inside, self._images_dir, batch.image_paths)
+            # And each job's result folder by its id, as retention does: whatever its rows
+            # said (one written before schema 33 names the data folder where it was then).
+            folders = await asyncio.to_thread(
+                pictures_by_folder, self._images_dir, (), batch.job_ids
+            )
+            await asyncio.to_thread(remove_result_folders, folders, frozenset())
             await asyncio.to_thread(remove_inside, self._inputs_dir, uploads)
             # Pictures of other jobs that only the erased ones read (a variation of a pruned
             # result): their folders were kept for them; retention would not name them again.
             await remove_unread_results(self._conn, self._images_dir, uploads)
+            # A picture a row names outside images/ is not Easel's to delete: not counted
+            # erased, and left to the operator.
+            left = await asyncio.to_thread(files_left, self._images_dir.parent, batch.image_paths)
+            if left:
+                log.warning(
+                    "/forget-me: %s outside %s kept, not erased: %s",
+                    counted(len(left), "stored picture"),
+                    self._images_dir,
+                    ", ".join(left),
+                )
             if not broker_copies_left:  # once it failed, the rest expire on their own too
                 broker_copies_left = not await self._drop_broker_copies(batch.job_ids)
             await erasures.batch_finished(
@@ -620,6 +654,7 @@ class History:
                 erasures.ErasedBatch(list(batch.job_ids), batch.image_paths, batch.input_paths),
                 broker_left=broker_copies_left,
                 uploads_kept=len(batch.input_paths) - len(uploads),
+                pictures_kept=len(left),
             )
 
         # The batch a stop interrupted between its rows' delete and its files' (nothing else
@@ -670,8 +705,9 @@ class History:
 
     async def post_delete_failed(self, post: PostedMessage) -> bool:
         """Discord refused or failed ``post``'s delete: whether it is tried again (after
-        ``post_delete_retry_wait_s``), else it was the last try and it is given up (logged,
-        with where it stays)."""
+        ``post_delete_retry_wait_s``), else it was the last try and it is given up, or none
+        was pending (a direct message's; one settled meanwhile): logged, with where it
+        stays."""
         now = self._clock()
 
         def retry_at(failures: int) -> float | None:
@@ -679,14 +715,22 @@ class History:
                 return None
             return now + post_delete_retry_wait_s(failures)
 
-        if await store.post_delete_failed(self._conn, post.message_id, retry_at) is not None:
+        outcome = await store.post_delete_failed(self._conn, post.message_id, retry_at)
+        if isinstance(outcome, float):
             return True
-        log.warning(
-            "/forget-me: message %d stays in channel %d: its delete failed %d times, given up",
-            post.message_id,
-            post.channel_id,
-            POST_DELETE_TRIES,
-        )
+        if outcome == "given up":
+            log.warning(
+                "/forget-me: message %d stays in channel %d: its delete failed %d times, given up",
+                post.message_id,
+                post.channel_id,
+                POST_DELETE_TRIES,
+            )
+        else:
+            log.warning(
+                "message %d in channel %d: its delete failed, and none is pending to try again",
+                post.message_id,
+                post.channel_id,
+            )
         return False
 
     async def _drop_broker_copies(self, job_ids: tuple[str, ...]) -> bool:

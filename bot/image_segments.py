@@ -11,10 +11,14 @@ The same walk gives a PNG upload's pixels and colours without what else it carri
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterator
 
+from PIL.PngImagePlugin import PngInfo, putchunk
+
 from bot.user_errors import UserError
+from inference.infotext import PNG_TEXT_KEY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A PNG's pixels come in IDAT chunks (an animated PNG's frames in fdAT): Pillow (Easel's results,
@@ -27,16 +31,13 @@ _PNG_DATA_CHUNK_TYPES = (b"IDAT", b"fdAT")
 MAX_PNG_OTHER_CHUNKS = 1_024
 _PNG_CHUNK_HEAD = struct.Struct(">I4s")  # length, type; then the data and a 4-byte CRC
 _PNG_END = b"IEND"
-# What a stored upload keeps of a PNG: its pixels (header, palette, transparency, data) and how
-# their colours are meant (gamma, chromaticities, sRGB, ICC profile), and the web UI's
-# ``parameters`` text, which the engine reads of the stored copy (a fast upscale carries the
-# picture's own settings and seed over: ``inference.passes.picture_prompts``). Left out: EXIF
-# (a phone's GPS position), every other text (an app's comments), XMP and every other chunk.
+# What a stored upload keeps of a PNG's own chunks: its pixels (header, palette, transparency,
+# data) and how their colours are meant (gamma, chromaticities, sRGB, ICC profile). Left out:
+# EXIF (a phone's GPS position), every text (an app's comments; the web UI's ``parameters`` is
+# written anew: ``png_without_metadata``), XMP and every other chunk.
 _PNG_KEPT_CHUNKS = frozenset(
     {b"IHDR", b"PLTE", b"tRNS", b"IDAT", _PNG_END, b"gAMA", b"cHRM", b"sRGB", b"iCCP"}
 )
-_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})  # each begins with its keyword
-_PNG_KEPT_TEXT = b"parameters\0"
 
 JPEG_START = b"\xff\xd8"
 # Segments before the first scan (what Pillow reads in Python), fill bytes and stray bytes
@@ -59,20 +60,36 @@ def check_segment_count(name: str, data: bytes) -> None:
         _check_jpeg_segments(name, data)
 
 
-def png_without_metadata(data: bytes) -> bytes:
+def png_without_metadata(data: bytes, infotext: str | None) -> bytes:
     """A PNG (already checked and decoded) with only the chunks that make its picture
-    (``_PNG_KEPT_CHUNKS``) and its ``parameters`` text, each copied whole: the same pixels and
-    infotext, undecoded."""
-    return PNG_SIGNATURE + b"".join(
-        data[start:end] for kind, start, end in _png_chunks(data) if _kept(data, kind, start)
-    )
+    (``_PNG_KEPT_CHUNKS``), each copied whole (the same pixels, undecoded), and ``infotext``
+    as its one ``parameters`` text, before its image data (None: no text). The engine reads
+    that text of the stored copy (a fast upscale carries the picture's own settings and seed
+    over: ``inference.passes.picture_prompts``): written anew, it is the text the bot read and
+    bounded (``bot.images.decoded_upload``), whatever other copies of it, compressed or not,
+    the upload carried."""
+    text = _text_chunks(infotext)
+    kept = [PNG_SIGNATURE]
+    for kind, start, end in _png_chunks(data):
+        if kind == b"IDAT":
+            kept.append(text)
+            text = b""
+        if kind in _PNG_KEPT_CHUNKS:
+            kept.append(data[start:end])
+    return b"".join(kept)
 
 
-def _kept(data: bytes, kind: bytes, start: int) -> bool:
-    if kind in _PNG_KEPT_CHUNKS:
-        return True
-    text_at = start + _PNG_CHUNK_HEAD.size
-    return kind in _PNG_TEXT_CHUNKS and data.startswith(_PNG_KEPT_TEXT, text_at)
+def _text_chunks(infotext: str | None) -> bytes:
+    """``infotext`` as PNG chunks, written as Easel writes its own PNGs' (tEXt, or iTXt when not
+    Latin-1: ``inference.infotext.png_with_infotext``)."""
+    if infotext is None:
+        return b""
+    metadata = PngInfo()
+    metadata.add_text(PNG_TEXT_KEY, infotext)
+    chunks = io.BytesIO()
+    for chunk_type, chunk_data, _ in metadata.chunks:
+        putchunk(chunks, chunk_type, chunk_data)
+    return chunks.getvalue()
 
 
 def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:

@@ -15,6 +15,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from bot.compare_grid import comparison_png
 from bot.image_segments import check_segment_count, png_without_metadata
+from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.user_errors import UserError
 from inference.compare import is_comparison
 from inference.images import (
@@ -146,7 +147,7 @@ def pixel_digest_of(data: bytes) -> bytes:
 @dataclass(frozen=True)
 class DecodedUpload:
     image: CheckedImage  # its sides as shown (after its EXIF orientation)
-    infotext: str | None  # ``infotext_of``
+    infotext: str | None  # ``infotext_of`` (its PNG keeps it only when ``bounded``)
     # ``pixel_digest`` of its pixels as stored, then as shown where its EXIF orientation turns
     # them (none when not asked for). Easel's PNGs carry no orientation: a copy of one given an
     # orientation matches as stored; one stored turned and told to turn back, as shown (the
@@ -159,7 +160,10 @@ def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> Dec
     """An upload checked (``check_image``), then decoded once for its ``pixel_digests`` and its
     8-bit PNG (``_png_from``), each only when asked for: one call, on a thread (a 4096x4096 JPEG
     takes about a second). A PNG is asked for a job's input: its sides are held to the engine's
-    range first (``check_engine_sides``)."""
+    range first (``check_engine_sides``), and a ``parameters`` text longer than
+    ``MAX_INFOTEXT_CHARS`` (a zTXt chunk inflates to 1 MiB) is left out of its PNG, as
+    ``/use-settings`` reads none that long; its ``infotext`` stays whole, for the reading of
+    it to refuse or pass over in its own words (``bot.edits.request_from_infotext``)."""
     checked = check_image(name, data)  # before decoding anything
     if as_png:
         check_engine_sides(checked, name)
@@ -174,8 +178,14 @@ def decoded_upload(name: str, data: bytes, *, digest: bool, as_png: bool) -> Dec
             checked,
             infotext,
             _digests(opened, shown) if digest else (),
-            _png_from(checked, opened, shown, infotext) if as_png else None,
+            _png_from(checked, opened, shown, bounded(infotext)) if as_png else None,
         )
+
+
+def bounded(infotext: str | None) -> str | None:
+    """``infotext`` unless it is longer than ``MAX_INFOTEXT_CHARS``: no web UI writes one
+    that long, and no reading of it takes one."""
+    return None if infotext is None or len(infotext) > MAX_INFOTEXT_CHARS else infotext
 
 
 def _digests(opened: Image.Image, shown: Image.Image) -> tuple[bytes, ...]:
@@ -203,7 +213,7 @@ def _png_from(
     those (``png_without_metadata``), or a PNG with its 16-bit greys scaled to 8 bits; a JPEG
     or WebP converted."""
     if image.format == "PNG" and shown is opened and not has_wide_greys(opened):
-        return png_without_metadata(image.data)
+        return png_without_metadata(image.data, infotext)
     picture = eight_bit(shown) if image.format == "PNG" else shown.convert("RGB")
     if infotext is not None:
         return png_with_infotext(picture, infotext)

@@ -97,11 +97,15 @@ def install_logging(
     level: int = logging.INFO,
 ) -> logging.Handler:
     """Send the root logger's records at ``level`` and above to ``stream`` (stderr) in
-    ``log_format``, redacted; returns the handler (a test removes it again)."""
+    ``log_format``, redacted, Python's warnings among them; returns the handler (a test
+    removes it again)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     redact = Redactor(secrets)
     handler.setFormatter(JsonFormatter(redact) if log_format == "json" else TextFormatter(redact))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
+    # Python's warnings (torch's, the libraries') as records of "py.warnings": redacted, and a
+    # JSON line where a collector reads JSON, not bare text on stderr between its lines.
+    logging.captureWarnings(True)
     return handler

@@ -8,6 +8,7 @@ or prompt, so a scrape says how Easel runs and nothing about who asked for what.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import sys
@@ -31,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bot.snowflakes import CLOCK_SLACK_S, made_at
 from bot.web.connections import Cap, CappedSite, ConnectionCounter, quiet_runner
 from bot.web.limits import METRICS_CONNECTION_CAPS
 
@@ -133,9 +135,10 @@ HTTP_CONNECTIONS_REFUSED = Counter(
     registry=METRICS_REGISTRY,
 )
 
+log = logging.getLogger(__name__)
+
 # The model label of a request that names none (the engine then uses EASEL_DEFAULT_MODEL).
 DEFAULT_MODEL_LABEL = "default"
-_DISCORD_EPOCH_S = 1_420_070_400
 # The first answer to an interaction: POST /interactions/{id}/{token}/callback.
 _INTERACTION_CALLBACK = re.compile(r"/interactions/(\d+)/[^/]+/callback$")
 
@@ -241,13 +244,18 @@ def discord_http_trace(
     answers and 429s, and times each interaction's first answer from its creation.
     ``answered`` is told the interaction's id once its first answer ended for good: taken,
     refused (a 4xx other than 429) or lost to the connection; ``lost``, each time one got no
-    reply (a 5xx, or the connection dropped), which Discord may have acted on."""
+    reply (a 5xx, or the connection dropped), which Discord may have acted on.
+    An interaction made (by its id) more than ``CLOCK_SLACK_S`` after the host's clock says
+    it is now is logged once as a warning: the host's clock is behind Discord's by more than
+    Easel allows for (``bot.snowflakes``)."""
+    clock_behind_told = False
 
     async def on_request_end(
         _session: aiohttp.ClientSession,
         _context: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
     ) -> None:
+        nonlocal clock_behind_told
         status = params.response.status
         if status >= 400:
             DISCORD_API_ERRORS.labels(str(status)).inc()
@@ -258,8 +266,18 @@ def discord_http_trace(
             return
         interaction_id = int(callback[1])
         if status < 400:
-            created_s = (interaction_id >> 22) / 1000 + _DISCORD_EPOCH_S
-            ACK_LATENCY.observe(max(0.0, time.time() - created_s))
+            latency_s = time.time() - made_at(interaction_id)
+            ACK_LATENCY.observe(max(0.0, latency_s))
+            if latency_s < -CLOCK_SLACK_S and not clock_behind_told:
+                clock_behind_told = True
+                log.warning(
+                    "this host's clock is at least %.0f s behind Discord's (an interaction's "
+                    "id says it was made then), more than the %.0f s Easel allows for: a "
+                    "result deleted unheard in a gateway gap may be posted again, and "
+                    "acknowledgement latencies read 0; set the clock right (NTP)",
+                    -latency_s,
+                    CLOCK_SLACK_S,
+                )
         if status >= 500 and lost is not None:
             lost(interaction_id)
         # discord.py tries a 5xx or a 429 again: only the last try is the answer.

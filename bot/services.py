@@ -27,6 +27,7 @@ from bot.presets import Presets
 from bot.refusals import RefusalLog
 from bot.requests import Defaults
 from bot.settings import Settings
+from bot.unheard_deletions import UnheardDeletions
 from inference.flow_detect import FAMILY_DEFAULTS
 from inference.memory import native_side, native_side_sources
 from inference.metadata import (
@@ -192,6 +193,9 @@ class Services:
     # The installed models' names as last listed, with the models folder's change time then.
     listed_models: ListedModels = field(default_factory=ListedModels)
     native_sides: NativeSides = field(default_factory=NativeSides)
+    # Which posts a deletion of may have gone unheard (this bot's gateway sessions): the only
+    # ones asked of Discord before their pictures are used again.
+    unheard_deletions: UnheardDeletions = field(default_factory=UnheardDeletions)
 
     @classmethod
     def build(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import re
 from collections.abc import Collection
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -21,6 +25,19 @@ from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
 from inference.quantization import Quantize
 from inference.upscale import latent_upscaler
 from inference.validation import RenderLimits
+
+log = logging.getLogger(__name__)
+
+# Where the settings are read from beside the environment: the working directory's .env.
+ENV_FILE = Path(".env")
+# EASEL_ names that are not settings but that Easel's own files read: docker-compose.yml's
+# mounts, deploy/nats-server.conf's passwords, the tests' and CI's switches. Not warned of.
+_OTHER_EASEL_NAMES = re.compile(
+    r"EASEL_(MODELS_PATH|WILDCARDS_PATH|NATS_BOT_PASSWORD|NATS_WORKER_\w+_PASSWORD"
+    r"|HYPOTHESIS_PROFILE|CI_UPGRADES|CI_UPGRADES_VENV)"
+)
+# The unknown names already warned of, so a second read of the settings says each once.
+_UNKNOWN_TOLD: set[str] = set()
 
 # Discord's own endpoints; bot.discord_endpoints points discord.py elsewhere (a proxy, the tests'
 # fake) when these are changed. Kept here so that loading the settings never imports discord.
@@ -38,13 +55,16 @@ class SettingsError(Exception):
         self.malformed = malformed or {}
 
 
-# EASEL_COMPILE's spellings: the interface's 1 and 0, the README's on and off, and the words
-# pydantic reads as booleans (EASEL_CUDA_GRAPHS=true) for the same.
-_COMPILE_CHOICES = {
+# The spellings of EASEL_COMPILE and EASEL_WARM_START: auto, and the words pydantic reads as
+# booleans for the on/off settings (EASEL_CUDA_GRAPHS=true), so that all take one set (the
+# interface's 1 and 0, the README's on and off).
+_SWITCH_CHOICES = {
     "auto": "auto",
     **dict.fromkeys(("on", "1", "true", "yes"), "on"),
     **dict.fromkeys(("off", "0", "false", "no"), "off"),
 }
+# The web pages' usual port (EASEL_WEB_ADDR), as the metrics' is 9100.
+WEB_PORT = 8080
 
 
 def data_dir_problem(data_dir: Path) -> str | None:
@@ -67,12 +87,16 @@ def data_dir_problem(data_dir: Path) -> str | None:
     )
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:9100`` for IPv6; port 0: any free one) as a pair."""
+def split_host_port(address: str, example_port: int = 9100) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9100`` for IPv6; port 0: any free one) as a pair; the error
+    gives examples on ``example_port`` (the setting's usual one)."""
     host, colon, port = address.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not colon or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError("must be host:port, e.g. 0.0.0.0:9100 or 127.0.0.1:9100 (port 0-65535)")
+        raise ValueError(
+            f"must be host:port, e.g. 0.0.0.0:{example_port} or 127.0.0.1:{example_port} "
+            "(port 0-65535)"
+        )
     return host, int(port)
 
 
@@ -173,7 +197,7 @@ class Settings(BaseSettings):
     # proxy); empty: no web server, regions are described in words only.
     public_url: str = Field(default="", validation_alias="EASEL_PUBLIC_URL")
     # host:port the mask editor's web server listens on (when EASEL_PUBLIC_URL is set).
-    web_addr: str = Field(default="127.0.0.1:8080", validation_alias="EASEL_WEB_ADDR")
+    web_addr: str = Field(default=f"127.0.0.1:{WEB_PORT}", validation_alias="EASEL_WEB_ADDR")
     # Signs the editor's links; empty: a random one kept in EASEL_DATA_DIR/web-secret.
     web_secret: str = Field(default="", repr=False, validation_alias="EASEL_WEB_SECRET")
     # Reverse proxies on other hosts or containers (addresses or CIDRs, comma-separated): their
@@ -229,7 +253,17 @@ class Settings(BaseSettings):
     @field_validator("web_addr")
     @classmethod
     def _check_web_addr(cls, value: str) -> str:
-        split_host_port(value)
+        split_host_port(value, WEB_PORT)
+        return value
+
+    @field_validator("dev_guild_id", mode="before")
+    @classmethod
+    def _check_guild_id(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+            raise ValueError(
+                "must be a server id, its digits only (in Discord, turn on Developer Mode, then "
+                "right-click the server: Copy Server ID), or empty to register commands globally"
+            )
         return value
 
     @field_validator("public_url")
@@ -239,17 +273,17 @@ class Settings(BaseSettings):
             raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
         return value.rstrip("/")
 
-    @field_validator("compile_mode", "warm_start", "log_format", "quantize", mode="before")
+    @field_validator("compile_mode", "log_format", "quantize", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("compile", mode="before")
+    @field_validator("compile", "warm_start", mode="before")
     @classmethod
-    def _compile_choice(cls, value: object) -> object:
+    def _switch_choice(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        if (choice := _COMPILE_CHOICES.get(value.strip().lower())) is None:
+        if (choice := _SWITCH_CHOICES.get(value.strip().lower())) is None:
             raise ValueError("must be auto, on (or 1, true, yes) or off (or 0, false, no)")
         return choice
 
@@ -314,7 +348,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_queue_url(cls, value: str) -> str:
         if value and not value.startswith(("nats://", "tls://")):
-            raise ValueError("must be empty (in-process queue) or a nats:// URL")
+            raise ValueError("must be empty (in-process queue) or a nats:// or tls:// URL")
         return value
 
     @property
@@ -424,12 +458,21 @@ _NUMBER_ERRORS = frozenset(
 
 
 def load_settings(
-    env_file: Path | None = Path(".env"), as_defaults: Collection[str] = ()
+    env_file: Path | None = ENV_FILE,
+    as_defaults: Collection[str] = (),
+    *,
+    warn_unknown: bool = True,
 ) -> Settings:
     """Read the settings, turning pydantic's report into one line per malformed setting that
     names it and what it accepts (``SettingsError``: the first line; ``malformed``: all).
     ``as_defaults``: settings read as their defaults whatever they are set to (``easel
-    doctor``'s checks past a malformed one)."""
+    doctor``'s checks past a malformed one). ``warn_unknown``: log each ``unknown_settings``
+    line, once a process (``easel doctor`` shows them as its own lines instead)."""
+    if warn_unknown:
+        for name, line in unknown_settings(env_file).items():
+            if name not in _UNKNOWN_TOLD:
+                _UNKNOWN_TOLD.add(name)
+                log.warning("%s", line)
     fields = {str(field.validation_alias): field for field in Settings.model_fields.values()}
     defaults = {name: fields[name].get_default(call_default_factory=True) for name in as_defaults}
     try:
@@ -462,3 +505,24 @@ def _number_range(field: FieldInfo) -> str | None:
     if high is not None:
         return f"must be {number} of at most {high}"
     return None
+
+
+def unknown_settings(env_file: Path | None = ENV_FILE) -> dict[str, str]:
+    """Each EASEL_ name set in the environment or ``env_file`` that is no setting (misspelled,
+    or one Easel no longer has), and the line that says it is ignored, naming the closest
+    setting. A start does not fail for one: a shared environment may hold others' names."""
+    settings = [str(field.validation_alias) for field in Settings.model_fields.values()]
+    known = {name.upper() for name in settings}
+    in_file = dotenv_values(env_file) if env_file is not None and env_file.is_file() else {}
+    found = {name: "the environment" for name in os.environ} | {
+        name: str(env_file) for name in in_file if name not in os.environ
+    }
+    lines = {}
+    for name, where in sorted(found.items()):
+        upper = name.upper()
+        if not upper.startswith("EASEL_") or upper in known or _OTHER_EASEL_NAMES.fullmatch(upper):
+            continue
+        closest = difflib.get_close_matches(upper, settings, n=1)
+        hint = f": did you mean {closest[0]}?" if closest else " (.env.example lists them)"
+        lines[name] = f"{name} (in {where}) is not a setting of Easel, so it is ignored{hint}"
+    return lines

@@ -16,6 +16,7 @@ import discord
 
 from bot.acknowledge_first import AcknowledgeFirst
 from bot.compare import redraws_by_seed
+from bot.history import StoredJob
 from bot.images import check_upload_size
 from bot.jobs.accounting import InputSize, Member, RenderSize, edits_a_picture, input_picture_size
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
@@ -587,7 +588,7 @@ async def submit_from_interaction(
     interaction: discord.Interaction[Any],
     kind: str,
     request: RenderRequest,
-    parent_job_id: str | None = None,
+    parent: StoredJob | str | None = None,
     *,
     private: bool = False,
     repeat_seeds: Sequence[int] = (),
@@ -598,6 +599,9 @@ async def submit_from_interaction(
     """Check the guild's rules, acknowledge (deferred, within 3 s) unless the caller did
     (``acknowledge``), journal the job and show its place in the queue; the result later edits
     this interaction's response.
+
+    ``parent``: the Easel job whose picture it is made from, withdrawn with it: loaded already
+    (a button's, whose posts are then looked for without reading it again), or its id.
 
     ``before_queueing``: slow work the job needs (Vary (Region) finds its mask in words), done
     once the job was admitted (quota included) and acknowledged; what it raises stops it.
@@ -625,7 +629,7 @@ async def submit_from_interaction(
         kind,
         request,
         requester,
-        parent_job_id=parent_job_id,
+        parent_job_id=parent.job_id if isinstance(parent, StoredJob) else parent,
         private=private,
         input_size=input_size,
         application_id=interaction.application_id,
@@ -656,8 +660,8 @@ async def submit_from_interaction(
     await client_of(interaction).acknowledge_first.earlier_answered()
     # The parent's posts asked of Discord (seconds): a known parent before the slow work
     # (Vary (Region) in words segments), one ``before_queueing`` finds after it.
-    if submission.parent_job_id is not None:
-        await _check_parent_posts_there(interaction, submission.parent_job_id)
+    if parent is not None:
+        await _check_parent_posts_there(interaction, parent)
     if before_queueing is not None and (made_from := await before_queueing()) is not None:
         if made_from != submission.parent_job_id:
             await _check_parent_posts_there(interaction, made_from)
@@ -689,14 +693,16 @@ async def submit_from_interaction(
 
 
 async def _check_parent_posts_there(
-    interaction: discord.Interaction[Any], parent_job_id: str
+    interaction: discord.Interaction[Any], parent: StoredJob | str
 ) -> None:
     """A new job is made of a stored result only while that result is still posted: one
     deleted unheard (a gateway gap) withdraws its job and refuses this one
-    (``check_posts_there``), as it refuses /show, U1-U4 and DM me."""
-    history = services_of(interaction).history
-    if (parent := await history.job(parent_job_id)) is not None:
-        await check_posts_there(interaction.client, history, parent)
+    (``check_posts_there``), as it refuses /show, U1-U4 and DM me. ``parent``: the job, or
+    its id (read here)."""
+    services = services_of(interaction)
+    job = await services.history.job(parent) if isinstance(parent, str) else parent
+    if job is not None:
+        await check_posts_there(interaction.client, services, job)
 
 
 async def submit_unless_stopped(

@@ -4,7 +4,6 @@ work), the control type and its weight."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import discord
@@ -15,9 +14,8 @@ from bot.requests import MAX_PROMPT_CHARS, ImagineOptions, RequestError
 from cogs.common import requests_for_member, services_of, submit_from_interaction
 from cogs.control import with_control_picture
 from cogs.edit import SavedInputs
-from cogs.errors import ReportingModal
+from cogs.forms import ReportingModal
 from cogs.info import picture_of
-from cogs.results.remix import MODAL_TIMEOUT_S
 from cogs.results.story import check_posted_picture
 from cogs.visibility import check_member_may_use
 from inference.control_units import CONTROL_TYPES, MAX_CONTROL_WEIGHT
@@ -65,12 +63,7 @@ def control_weight(text: str) -> float:
 
 class ControlModal(ReportingModal):
     def __init__(self, message: discord.Message) -> None:
-        # A fresh custom_id per modal: two members using the same picture never collide.
-        super().__init__(
-            title=MENU_NAME,
-            timeout=MODAL_TIMEOUT_S,
-            custom_id=f"easel:control-modal:{secrets.token_hex(8)}",
-        )
+        super().__init__("control", title=MENU_NAME)
         self.message = message
         self.prompt = discord.ui.TextInput[ControlModal](
             label="Prompt (inline flags such as --ar work)",

@@ -54,19 +54,6 @@ def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     return None
 
 
-class ReportingModal(discord.ui.Modal):
-    """A modal whose failure is answered as a command's is (``report_error``), where
-    discord.py would only log it: a member's mistake in one sentence, an internal failure
-    with a reference id."""
-
-    # discord.py's Modal.on_error drops the View's ``item`` argument, as here; mypy holds the
-    # override to BaseView's signature as well.
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction[Any], error: Exception, /
-    ) -> None:
-        await report_error(interaction, error, f"modal {type(self).__name__}")
-
-
 async def on_app_command_error(
     interaction: discord.Interaction[Any], error: app_commands.AppCommandError
 ) -> None:

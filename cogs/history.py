@@ -47,6 +47,7 @@ from cogs.results.buttons import (
     copy_view,
     job_view,
     keeps_private,
+    link_post_again,
     spoilered,
 )
 from cogs.results.copies import in_direct_messages
@@ -608,7 +609,7 @@ class HistoryCog(commands.Cog):
         private, spoiler = await checked_for_showing(interaction, job)
         await defer_thinking(interaction, private=private)
         # After the defer: Discord may take past its 3 s to answer.
-        await check_posts_there(interaction.client, self._history, job)
+        await check_posts_there(interaction.client, services_of(interaction), job)
         # Each file fitted to this interaction's upload limit (per file, as Discord checks).
         limit, paths = interaction.filesize_limit, job.image_paths
         request = await queue_of(interaction).request_of(job.job_id)
@@ -648,10 +649,8 @@ class HistoryCog(commands.Cog):
             view=view,
             allowed_mentions=discord.AllowedMentions.none(),
         )
-        if not private and not await self._history.posted_again(
-            job, interaction.channel_id, sent.id
-        ):
-            await sent.delete()  # the member's /forget-me erased the job meanwhile
+        if not private:
+            await link_post_again(self._history, job, interaction.channel_id, sent)
 
     @app_commands.command(
         name="forget-me",

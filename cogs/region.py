@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import io
 import logging
-import secrets
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -44,7 +43,8 @@ from cogs.common import (
     submit_unless_stopped,
 )
 from cogs.edit import write_file
-from cogs.errors import ReportingModal, refusal_of
+from cogs.errors import refusal_of
+from cogs.forms import ReportingModal
 from cogs.results.buttons import (
     JobButton,
     check_still_shown,
@@ -73,8 +73,6 @@ from inference.model_thread import AlreadyInLine, LineFull, ModelThread
 from inference.segment import clipseg_dir, load_segmenter, missing_model_sentence, segment
 from inference.types import RenderInputError, RenderRequest
 
-# The Discord modal lives as long as the link: what the member chose stays usable 15 minutes.
-MODAL_TIMEOUT_S = 15 * 60
 MAX_REGION_CHARS = 200
 # Members' regions in words waiting for CLIPSeg at once (one each; about a second each on a CPU).
 MAX_WAITING_REGIONS = 4
@@ -277,7 +275,7 @@ class RegionOffers:
                     interaction,
                     "region",
                     request,
-                    job_id,
+                    job,
                     private=private,
                     before_queueing=find_the_mask,
                     on_journaled=lambda: journaled.append(None),
@@ -348,7 +346,7 @@ class RegionOffers:
         began_at = time.time()
         job = await self._linked_job(link)
         try:  # a deletion Easel did not hear (offline, a gateway gap): as a button's new job
-            await check_posts_there(self._client, self._services.history, job)
+            await check_posts_there(self._client, self._services, job)
         except UserError as refused:
             raise LinkRefused(str(refused), refused.reason) from None
         roles, is_admin, age_restricted = await self._member_may_act(link, job)
@@ -522,11 +520,7 @@ class _HasRegionOffers(Protocol):
 
 class RegionModal(ReportingModal):
     def __init__(self, offers: RegionOffers, job_id: str, idx: int) -> None:
-        super().__init__(
-            title="Vary (Region)",
-            timeout=MODAL_TIMEOUT_S,
-            custom_id=f"easel:region-modal:{secrets.token_hex(8)}",
-        )
+        super().__init__("region", title="Vary (Region)")
         self._offers = offers
         self.job_id = job_id
         self.idx = idx

@@ -20,6 +20,8 @@ from discord.ext import commands
 
 from bot.history import History, StoredJob
 from bot.policy.moderation import WITHDRAWN_PICTURE
+from bot.services import Services
+from bot.unheard_deletions import UnheardDeletions
 from bot.user_errors import Reason, UserError
 from cogs.visibility import DISCORD_FAILED
 
@@ -35,13 +37,76 @@ def thread_parent(client: discord.Client, channel_id: int) -> int | None:
 
 class WithdrawalsCog(commands.Cog):
     """Listens for raw message deletions (the guild messages intent, not a privileged one) and
-    channel and thread deletions (the guilds intent)."""
+    channel and thread deletions (the guilds intent); and for the gateway's sessions, which
+    say what a deletion may have gone unheard in (``UnheardDeletions``)."""
 
-    def __init__(self, history: History, forget_channel: Callable[[int, int], None]) -> None:
+    def __init__(
+        self,
+        history: History,
+        forget_channel: Callable[[int, int], None],
+        unheard: UnheardDeletions,
+    ) -> None:
         """``forget_channel(guild_id, channel_id)``: told of every deleted channel and thread,
         so that what Discord said of it before (``DiscordServerAdmins``) is not used again."""
         self._history = history
         self._forget_channel = forget_channel
+        self._unheard = unheard
+
+    # discord.py dispatches "connect" on each READY as it parses it, before any later event
+    # (``on_ready`` comes once the servers' GUILD_CREATEs stopped, interactions answered
+    # meanwhile): each READY, the first included, begins a session. A RESUMED continues one,
+    # the dropped connection's missed events replayed before it.
+    @commands.Cog.listener()
+    async def on_connect(self) -> None:
+        self._unheard.session_began()
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        self._unheard.resumed()
+
+    @commands.Cog.listener()
+    async def on_disconnect(self) -> None:
+        self._unheard.disconnected()
+
+    # Where Easel begins to hear deletions it did not (a MESSAGE_DELETE goes only to a bot in
+    # the server with View Channel), those made meanwhile were never announced: each is asked
+    # about, as after a READY. Added to a server again (it was removed in this session) ...
+    @commands.Cog.listener()
+    async def on_guild_join(self, _guild: discord.Guild) -> None:
+        self._unheard.began_hearing_more()
+
+    # ... or View Channel got: by a channel's overwrites, ...
+    @commands.Cog.listener()
+    async def on_guild_channel_update(
+        self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel
+    ) -> None:
+        me = after.guild.me
+        if me is None or (
+            not before.permissions_for(me).view_channel and after.permissions_for(me).view_channel
+        ):
+            self._unheard.began_hearing_more()
+
+    # ... by a permission one of Easel's roles got, ...
+    @commands.Cog.listener()
+    async def on_guild_role_update(self, before: discord.Role, after: discord.Role) -> None:
+        me = after.guild.me
+        if (me is None or after.is_default() or after in me.roles) and not (
+            after.permissions.is_subset(before.permissions)
+        ):
+            self._unheard.began_hearing_more()
+
+    # ... by a role deleted with its overwrites (one may have denied Easel View Channel), ...
+    @commands.Cog.listener()
+    async def on_guild_role_delete(self, _role: discord.Role) -> None:
+        self._unheard.began_hearing_more()
+
+    # ... or by Easel's roles changed (Discord sends its own member's updates without the
+    # members intent).
+    @commands.Cog.listener()
+    async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
+        me = after.guild.me
+        if me is not None and after.id == me.id and before.roles != after.roles:
+            self._unheard.began_hearing_more()
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -94,23 +159,30 @@ UNKNOWN_MESSAGE = 10008
 POST_LOOKUP_S = 5.0
 
 
-async def check_posts_there(client: discord.Client, history: History, job: StoredJob) -> None:
+async def check_posts_there(client: discord.Client, services: Services, job: StoredJob) -> None:
     """Before ``job``'s pictures are posted again (/show, U1-U4, DM me) or made into a new job
-    (``cogs.common.submit_from_interaction``, once acknowledged): each of its posts in
-    its server (``History.posts_of``: usually one to three) still there, asked of Discord (one
-    GET each, at once). One deleted without Easel hearing it (offline, or in a gateway gap
-    Discord did not resume: neither replays a MESSAGE_DELETE) withdraws the job as that
-    deletion heard would (``withdraw_deleted``), and ``UserError`` in a
-    withdrawn picture's words. Any other answer (403: Easel no longer reads the channel; a
-    5xx, an outage, none in time) withdraws nothing and lets the re-post go on: only "Unknown
-    Message" says a post was deleted, and refusing on an outage would refuse every re-post
-    while Discord falters; a deletion heard later withdraws the job all the same."""
+    (``cogs.common.submit_from_interaction``, once acknowledged): each of its posts in its
+    server (``History.posts_of``: usually one to three) whose deletion Easel may not have
+    heard (``UnheardDeletions``: made before this gateway session, and not found there since)
+    still there, asked of Discord (one GET each, at once); with no gap since they were made,
+    none is asked. One deleted without Easel hearing it (offline, or in a gateway gap Discord
+    did not resume: neither replays a MESSAGE_DELETE) withdraws the job as that deletion
+    heard would (``withdraw_deleted``), and ``UserError`` in a withdrawn picture's words. Any
+    other answer (403: Easel no longer reads the channel; a 5xx, an outage, none in time)
+    withdraws nothing and lets the re-post go on: only "Unknown Message" says a post was
+    deleted, and refusing on an outage would refuse every re-post while Discord falters; a
+    deletion heard later withdraws the job all the same."""
+    history, unheard = services.history, services.unheard_deletions
     if job.guild_id is None or not (posts := await history.posts_of(job.job_id)):
         return
+    session = unheard.session  # an answer counts for this session only
     asked = {
         asyncio.ensure_future(client.http.get_message(post.channel_id, post.message_id)): post
         for post in posts
+        if unheard.may_be_gone_unheard(post.message_id)
     }
+    if not asked:
+        return
     try:
         _, unanswered = await asyncio.wait(asked, timeout=POST_LOOKUP_S)
     finally:
@@ -121,13 +193,13 @@ async def check_posts_there(client: discord.Client, history: History, job: Store
     for lookup, post in asked.items():
         if lookup in unanswered:
             unclear.append(f"{post.message_id}: no answer")
-        elif isinstance(failed := lookup.exception(), discord.NotFound) and (
-            failed.code == UNKNOWN_MESSAGE
-        ):
+        elif (failed := lookup.exception()) is None:
+            unheard.seen_there(post.message_id, session)
+        elif isinstance(failed, discord.NotFound) and failed.code == UNKNOWN_MESSAGE:
             deleted.setdefault(post.channel_id, []).append(post.message_id)
         elif isinstance(failed, DISCORD_FAILED):  # another 404 too: its channel gone, say
             unclear.append(f"{post.message_id}: {failed!r}")
-        elif failed is not None:
+        else:
             raise failed
     for channel_id, message_ids in deleted.items():
         await withdraw_deleted(history, job.guild_id, channel_id, message_ids)

@@ -168,15 +168,17 @@ async def batch_finished(
     *,
     broker_left: bool,
     uploads_kept: int,
+    pictures_kept: int,
 ) -> None:
     """``batch``'s files are deleted, but for ``uploads_kept`` uploads a job read since (left
-    to it, so not counted as erased), and the broker was asked to drop its jobs' copies:
-    whether it kept them."""
+    to it, so not counted as erased) and ``pictures_kept`` pictures its rows named outside the
+    data folder's ``images/`` (not counted as erased either), and the broker was asked to drop
+    its jobs' copies: whether it kept them."""
     async with transaction(conn):
         await conn.execute(
             "UPDATE erasures SET broker_copies_left = broker_copies_left OR ?,"
-            " uploads = uploads - ? WHERE user_id = ?",
-            (broker_left, uploads_kept, user_id),
+            " uploads = uploads - ?, pictures = pictures - ? WHERE user_id = ?",
+            (broker_left, uploads_kept, pictures_kept, user_id),
         )
         await conn.execute(
             "DELETE FROM erasure_files WHERE user_id = ?"

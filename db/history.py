@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import aiosqlite
 
@@ -622,10 +623,11 @@ async def pending_post_deletes(
 
 async def post_delete_failed(
     conn: aiosqlite.Connection, message_id: int, retry_at: Callable[[int], float | None]
-) -> float | None:
+) -> float | Literal["given up", "not pending"]:
     """Discord refused or failed the delete of post ``message_id`` once more: it is tried again
     at ``retry_at(failures so far)``, or given up (its row deleted) when that is None. Returns
-    when it is tried again (None: given up, or no longer pending)."""
+    when it is tried again, or that it was given up, or that no delete of it was pending (a
+    direct message's, or one settled meanwhile)."""
     async with transaction(conn):
         rows = await conn.execute_fetchall(
             "UPDATE pending_post_deletes SET failures = failures + 1 WHERE message_id = ?"
@@ -633,17 +635,17 @@ async def post_delete_failed(
             (message_id,),
         )
         if not rows:
-            return None
+            return "not pending"
         at = retry_at(int(next(iter(rows))[0]))
         if at is None:
             await conn.execute(
                 "DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,)
             )
-        else:
-            await conn.execute(
-                "UPDATE pending_post_deletes SET next_try_at = ? WHERE message_id = ?",
-                (at, message_id),
-            )
+            return "given up"
+        await conn.execute(
+            "UPDATE pending_post_deletes SET next_try_at = ? WHERE message_id = ?",
+            (at, message_id),
+        )
     return at
 
 

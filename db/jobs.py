@@ -677,8 +677,10 @@ async def record_job_message(
     (guild, channel; /show and U1-U4 posts), by default where the job was made (its result;
     nothing for a job of direct messages); ``parent_id``: the channel of that thread (None:
     not a thread), whose deletion deletes the post. Whether the job is still there: when its
-    maker's /forget-me erased it while it was posted, nothing is recorded and the caller
-    deletes the post, which nothing would delete any more."""
+    maker's /forget-me erased it while it was posted, nothing is linked and the post is left
+    to delete as the erase leaves its posts (``pending_post_deletes``), in the same statement
+    that finds the job gone: a stop or a failed delete afterwards leaves it to /forget-me's
+    sweep. The caller deletes it at once and settles it (``post_delete_settled``)."""
     guild_id, channel_id = posted_in or (None, None)
     # Wholly before or after the /forget-me transaction that erases the job (erase_user's
     # batch), never inside it: the post is either unlinked and returned there, or found
@@ -700,6 +702,12 @@ async def record_job_message(
         )
         if cursor.rowcount > 0:
             return True
+        if channel_id is not None:
+            await conn.execute(
+                "INSERT OR IGNORE INTO pending_post_deletes (channel_id, message_id)"
+                " SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = ?)",
+                (channel_id, message_id, job_id),
+            )
         async with conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) as found:
             return await found.fetchone() is not None
 

@@ -23,6 +23,7 @@ __all__ = [
     "LedgerError",
     "LimitOverrides",
     "LimitScope",
+    "NoReservation",
     "Usage",
     "WithheldRefund",
     "anonymise_due",
@@ -61,6 +62,10 @@ _RESERVED_FREE = "images = 0 AND gpu_seconds = 0"
 
 class LedgerError(Exception):
     """A ledger step that contradicts an earlier one (commit after refund, or the reverse)."""
+
+
+class NoReservation(LedgerError):
+    """A commit or refund of a job the ledger holds no reservation of."""
 
 
 class LimitScope(StrEnum):
@@ -231,7 +236,7 @@ async def _explain_no_op(
         raise LedgerError(
             f"job {job_id} was already {_PAST[contradicting]}; it cannot be {_PAST[done]}"
         )
-    raise LedgerError(f"job {job_id} has no reservation to {done}")
+    raise NoReservation(f"job {job_id} has no reservation to {done}")
 
 
 async def usage(

@@ -165,17 +165,38 @@ def controlnet_install_hint(models_dir: Path) -> str:
     )
 
 
+@dataclass(frozen=True)
+class MissingControlNets:
+    """Why ``units`` cannot render here: the ControlNets installed (and whole), and the first
+    one a unit names that is not among them (None: none named is missing, but none is
+    installed for the units that name none)."""
+
+    installed: Collection[str]
+    named: str | None
+
+
+def missing_controlnets(
+    units: Sequence[ControlUnit], registry: ModelRegistry
+) -> MissingControlNets | None:
+    """What ``units`` lack (``MissingControlNets``), or None when each unit's ControlNet is
+    installed: one rule for the member's refusal (``check_control_models``) and the
+    operator's (``bot.cli.control.check_controls_installed``), each in its own words."""
+    if not units:
+        return None
+    installed = controlnet_files(registry)
+    named = next((u.model for u in units if u.model is not None and u.model not in installed), None)
+    return None if installed and named is None else MissingControlNets(installed, named)
+
+
 def check_control_models(units: Sequence[ControlUnit], registry: ModelRegistry) -> None:
     """Refuse a unit whose ControlNet is not installed, or not whole yet (before any model
     loads)."""
-    if not units:
+    missing = missing_controlnets(units, registry)
+    if missing is None:
         return
-    installed = controlnet_files(registry)
-    if not installed:
+    if missing.named is None or not missing.installed:
         raise not_installed("ControlNet", controlnet_install_hint(registry.models_dir))
-    for unit in units:
-        if unit.model is not None and unit.model not in installed:
-            raise unknown_controlnet(unit.model, installed)
+    raise unknown_controlnet(missing.named, missing.installed)
 
 
 def unknown_controlnet(name: str, installed: Collection[str]) -> RenderInputError:

@@ -17,6 +17,7 @@ from inference.images import eight_bit, upright
 from inference.library_logs import through_process_logs
 from inference.model_thread import ModelThread
 from inference.not_installed import not_installed
+from inference.registry import config_json
 from inference.types import RenderFailed
 
 SUGGESTIONS = 4
@@ -26,6 +27,8 @@ _MAX_CAPTION_TOKENS = 40
 # Members' pictures waiting for the captioner at once (one each); more are refused rather
 # than queued for long.
 MAX_WAITING = 8
+# What a BLIP model's config.json says it is (``BlipForConditionalGeneration`` loads it).
+_CAPTIONER_MODEL_TYPE = "blip"
 
 
 class Captioner:
@@ -76,19 +79,34 @@ class Captioner:
 
             through_process_logs(transformers.utils.logging)
 
-            if not (self.folder / "config.json").is_file():
-                refusal = not_installed(
-                    "the captioning model",
-                    f"no captioning model in {self.folder} (EASEL_CAPTIONER_DIR): it needs "
-                    "a BLIP model folder with config.json",
-                )
-                raise RenderFailed(str(refusal))
+            if (problem := captioner_problem(self.folder)) is not None:
+                raise RenderFailed(str(not_installed("the captioning model", problem)))
             processor = BlipProcessor.from_pretrained(self.folder, local_files_only=True)
             model = BlipForConditionalGeneration.from_pretrained(
                 self.folder, local_files_only=True
             ).eval()
             self._loaded = processor, model
         return self._loaded
+
+
+def captioner_problem(folder: Path) -> str | None:
+    """Why ``folder`` (``EASEL_CAPTIONER_DIR``) holds no captioning model ``/describe`` loads
+    (None: it looks like one): a BLIP model folder, whose config.json says so."""
+    needs = "it needs a BLIP captioning model folder with config.json"
+    if not folder.exists():
+        return f"EASEL_CAPTIONER_DIR={folder} does not exist: {needs}"
+    if not folder.is_dir():
+        return f"EASEL_CAPTIONER_DIR={folder} is a file, not a folder: {needs}"
+    config = folder / "config.json"
+    if not config.is_file():
+        return f"no captioning model in {folder} (EASEL_CAPTIONER_DIR): {needs}"
+    try:
+        model_type = config_json(config).get("model_type")
+    except (OSError, ValueError, RecursionError, AttributeError) as error:
+        return f"{config} does not read as a model's config ({error}): {needs}"
+    if model_type != _CAPTIONER_MODEL_TYPE:
+        return f"{folder} (EASEL_CAPTIONER_DIR) holds a {model_type!r} model, not BLIP: {needs}"
+    return None
 
 
 def _decoded(picture: bytes) -> Image.Image:

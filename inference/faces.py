@@ -200,8 +200,8 @@ def _run_restorer(restorer: FaceRestorer, face: Image.Image) -> Image.Image:
     pixels = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)
     with torch.inference_mode():
         output = descriptor(pixels.unsqueeze(0).to(descriptor.device, descriptor.dtype))
-    restored = output[0].float().clamp(0, 1).cpu().permute(1, 2, 0).numpy()
-    return Image.fromarray(np.round(restored * 255).astype(np.uint8))
+    restored = restorer.finite(output[0].float().cpu().permute(1, 2, 0).numpy(), "face restorer")
+    return Image.fromarray(np.round(np.clip(restored, 0, 1) * 255).astype(np.uint8))
 
 
 def feathered_weight(side: int, feather: int) -> np.ndarray[Any, Any]:

@@ -185,26 +185,51 @@ def load_flow_transformer(source: Path, config_dir: Path, dtype: torch.dtype) ->
     )
 
 
+# The libraries a config folder's ``model_index.json`` may take components from, as in
+# diffusers' own loader: importing any other module a downloaded file names would run it.
+COMPONENT_LIBRARIES = ("diffusers", "transformers")
+
+
+def _component_classes(index: Mapping[str, Any], config: Path) -> dict[str, Any]:
+    """Each component's class as the config folder's index names it (None for the optional
+    ones it leaves empty), taken from ``COMPONENT_LIBRARIES`` only: no module is imported
+    for any other name the file gives."""
+    import importlib
+
+    classes: dict[str, Any] = {}
+    for name, spec in index.items():
+        if name.startswith("_"):
+            continue
+        library, class_name = spec
+        if class_name is None:
+            classes[name] = None
+            continue
+        found = None
+        if library in COMPONENT_LIBRARIES and isinstance(class_name, str):
+            found = getattr(importlib.import_module(library), class_name, None)
+        if not (isinstance(found, type) and hasattr(found, "from_pretrained")):
+            accepted = " or ".join(COMPONENT_LIBRARIES)
+            raise RenderInputError(
+                f"{config.name}/model_index.json names {library}.{class_name} for its "
+                f"{name}: a component's class must come from {accepted}; ask an admin to "
+                "fix the config folder"
+            )
+        classes[name] = found
+    return classes
+
+
 def _config_components(
-    index: Mapping[str, Any], config: Path, given: Mapping[str, Any]
+    classes: Mapping[str, Any], config: Path, given: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The pipeline's components not in ``given``, from the config folder (the scheduler, a
     sidecar's tokenizers); None for the optional ones the index leaves empty."""
-    import importlib
-
-    found: dict[str, Any] = {}
-    for name, spec in index.items():
-        if name.startswith("_") or name in given:
-            continue
-        library, class_name = spec
-        found[name] = (
-            None
-            if class_name is None
-            else getattr(importlib.import_module(library), class_name).from_pretrained(
-                str(config / name), local_files_only=True
-            )
-        )
-    return found
+    return {
+        name: None
+        if component is None
+        else component.from_pretrained(str(config / name), local_files_only=True)
+        for name, component in classes.items()
+        if name not in given
+    }
 
 
 def load_flow_single_file(entry: ModelEntry, config: Path, dtype: torch.dtype) -> Any:
@@ -217,6 +242,7 @@ def load_flow_single_file(entry: ModelEntry, config: Path, dtype: torch.dtype) -
 
     index: dict[str, Any] = json.loads((config / "model_index.json").read_text())
     pipeline_class = getattr(diffusers, index["_class_name"])
+    classes = _component_classes(index, config)  # before anything loads
     components = part_components(index)
     t5_tokenizer = components["T5"].replace("text_encoder", "tokenizer")
     clip = {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"}  # OpenCLIP pads with "!"
@@ -235,7 +261,7 @@ def load_flow_single_file(entry: ModelEntry, config: Path, dtype: torch.dtype) -
     given = {"transformer": load_flow_transformer(entry.path, config, dtype), **tokenizers, **parts}
     if set(components.values()) <= set(parts):
         # A transformer alone (split files, GGUF): nothing more to read from it.
-        pipeline = pipeline_class(**given, **_config_components(index, config, given))
+        pipeline = pipeline_class(**given, **_config_components(classes, config, given))
     else:
         pipeline = pipeline_class.from_single_file(
             str(entry.path), config=str(config), local_files_only=True, dtype=dtype, **given

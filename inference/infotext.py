@@ -303,4 +303,6 @@ def infotext_from_png(data: bytes) -> str | None:
     """The ``parameters`` text of a PNG, or None when it carries none."""
     with Image.open(io.BytesIO(data)) as image:
         text = image.info.get(PNG_TEXT_KEY)
-    return text if isinstance(text, str) else None
+    # ``str``, not Pillow's iTXt string, which carries a language tag and a translated
+    # keyword of any size that writing it again would keep.
+    return str(text) if isinstance(text, str) else None

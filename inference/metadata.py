@@ -40,6 +40,22 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # How torch's pickle weights files start since torch 1.6: a zip archive's first entry.
 _ZIP_START = b"PK\x03\x04"
+# The bits of one element of each safetensors type, to check a tensor's shape against its data.
+_DTYPE_BITS = {
+    **dict.fromkeys(
+        ("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E5M2FNUZ", "F8_E4M3FNUZ"), 8
+    ),
+    **dict.fromkeys(("U16", "I16", "F16", "BF16"), 16),
+    **dict.fromkeys(("U32", "I32", "F32"), 32),
+    **dict.fromkeys(("U64", "I64", "F64", "C64"), 64),
+    "F4": 4,
+    **dict.fromkeys(("F6_E2M3", "F6_E3M2"), 6),
+}
+# safetensors multiplies a shape's numbers in unsigned 64 bits, and torch takes each one as a
+# signed 64-bit size: past either, a file does not load.
+_MAX_ELEMENTS = 2**64 - 1
+_MAX_DIMENSION = 2**63 - 1
+_NOT_WHOLE = "not a whole safetensors file"
 UNET_INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 # A VAE's decoder input (shape: out, latent channels, 3, 3), in a VAE file of its own (both
 # the original and diffusers names) or under a checkpoint's prefixes.
@@ -96,8 +112,10 @@ def safetensors_header(path: Path) -> dict[str, Any]:
 
 
 def safetensors_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
-    """Why the ``.safetensors`` file at ``path`` would not load: its header does not read, or
-    the file is shorter than its header says (still being copied); None when it is whole.
+    """Why the ``.safetensors`` file at ``path`` would not load: its header does not read,
+    the file is shorter than its header says (still being copied), its tensors' data do not
+    run on from byte 0 (``_layout_problem``), or a tensor's shape does not fit its data
+    (``_size_problem``); None when it is whole.
     Read once per file version (``stat``: the file as the caller found it; None: statted)."""
     return problem_of(_SAFETENSORS_PROBLEMS, path, stat)
 
@@ -109,17 +127,72 @@ def _read_safetensors_problem(path: Path, size: int) -> str | None:
         return unreadable(path, error)
     except ValueError as error:
         return str(error)
-    # Each tensor's offsets are whole numbers (``_sized_header``).
-    ends = (info["data_offsets"][1] for name, info in header.items() if name != "__metadata__")
-    expected = 8 + header_bytes + max(ends, default=0)
+    # Each tensor's shape and offsets are whole numbers (``_sized_header``).
+    tensors = [(name, info) for name, info in header.items() if name != "__metadata__"]
+    expected = 8 + header_bytes + max((info["data_offsets"][1] for _, info in tensors), default=0)
     if size < expected:
         return f"{path.name} is incomplete ({size} of {expected} bytes): still copying?"
     if size > expected:  # safetensors refuses a file whose data does not end where it says
         return (
             f"{path.name} has {size - expected} bytes past the end its header gives "
-            f"({expected} bytes): not a whole safetensors file"
+            f"({expected} bytes): {_NOT_WHOLE}"
         )
+    return _layout_problem(path, tensors) or next(
+        (problem for name, tensor in tensors if (problem := _size_problem(path, name, tensor))),
+        None,
+    )
+
+
+def _layout_problem(path: Path, tensors: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """Why the tensors' data offsets (checked by ``_check_tensor``) would not load: taken in
+    order, as safetensors takes them, each must start where the one before it ends, the
+    first at 0 (no gap, no overlap); None when they do."""
+    end, before = 0, None
+    for name, tensor in sorted(tensors, key=lambda item: item[1]["data_offsets"]):
+        start, stop = tensor["data_offsets"]
+        if start != end:
+            after = (
+                "where the data starts" if before is None else f"where {reprlib.repr(before)} ends"
+            )
+            return (
+                f"{path.name}'s header puts tensor {reprlib.repr(name)} at byte {start}, not at "
+                f"byte {end} ({after}): a safetensors file's tensors run on from byte 0, with "
+                f"no gap or overlap; {_NOT_WHOLE}"
+            )
+        if stop < start:
+            return (
+                f"{path.name}'s header gives tensor {reprlib.repr(name)} data_offsets "
+                f"[{start}, {stop}], which run backwards: {_NOT_WHOLE}"
+            )
+        end, before = stop, name
     return None
+
+
+def _size_problem(path: Path, name: str, tensor: dict[str, Any]) -> str | None:
+    """Why tensor ``name`` (its header entry, checked by ``_check_tensor``) would not load:
+    its shape's size overflows, or in its type is not the span of its data offsets (None:
+    it is)."""
+    bits = _DTYPE_BITS.get(str(tensor.get("dtype")))
+    if bits is None:  # a type this list does not know: its loading says whether it reads
+        return None
+    shape = tensor["shape"]
+    span = tensor["data_offsets"][1] - tensor["data_offsets"][0]
+    said = f"{path.name}'s header gives tensor {reprlib.repr(name)} the shape {reprlib.repr(shape)}"
+    # Factor by factor, as safetensors does, stopping at the first overflow (even where a
+    # later 0 would make the size 0, its loader refuses it): a hostile shape of many huge
+    # numbers never grows a product whose time is quadratic in its digits.
+    elements = 1
+    for dimension in shape:
+        elements *= dimension
+        if dimension > _MAX_DIMENSION or elements > _MAX_ELEMENTS:
+            return f"{said}, past the 64-bit sizes safetensors and torch read: {_NOT_WHOLE}"
+    if elements * bits == span * 8:
+        return None
+    needs = "more" if elements * bits > span * 8 else "less"
+    return (
+        f"{said} of {tensor['dtype']}, which needs {needs} than its {span} bytes of data: "
+        f"{_NOT_WHOLE}"
+    )
 
 
 def pickle_problem(path: Path, stat: os.stat_result | None = None) -> str | None:

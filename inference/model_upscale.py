@@ -29,7 +29,7 @@ from spandrel import (
 from inference.pickles import load_pickled_weights
 from inference.registry import NO_LONGER_INSTALLED, UPSCALER_PICKLE_SUFFIXES
 from inference.tiles import TileBlender, tile_spans
-from inference.types import RenderCancelled, RenderInputError
+from inference.types import RenderCancelled, RenderFailed, RenderInputError
 
 # Input pixels per tile side: a 4x model's 256x256 tile is a 1024x1024 output in memory.
 DEFAULT_TILE = 256
@@ -56,6 +56,17 @@ class SpandrelModel:
             return path == self.path and path.stat().st_mtime == self.modified
         except FileNotFoundError:  # removed since: its loading says so
             return False
+
+    def finite(self, pixels: np.ndarray, kind: str) -> np.ndarray:
+        """``pixels``, this model's output, unless they hold not-a-number values (a picture
+        would show them black): then ``RenderFailed`` naming this ``kind`` of model."""
+        if not np.isfinite(pixels).all():
+            raise RenderFailed(
+                f"{kind} {self.name!r} ({self.path.name}) gave not-a-number values, a blank "
+                f"picture: its file may be broken; try another {kind}, or ask an admin to "
+                "check it"
+            )
+        return pixels
 
 
 @dataclass
@@ -171,7 +182,7 @@ def upscale_tiled(
             piece = pixels[:, top:bottom, left:right].unsqueeze(0)
             piece = piece.to(descriptor.device, descriptor.dtype)
             result = descriptor(piece)[0].float().cpu().permute(1, 2, 0).numpy()
-            blender.add(top * scale, left * scale, result)
+            blender.add(top * scale, left * scale, upscaler.finite(result, "upscaler"))
             done += 1
             if on_tile is not None:
                 on_tile(done, total)

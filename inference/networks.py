@@ -44,6 +44,9 @@ _WEB_UI_EMBEDDING_KEYS = ("emb_params", "string_to_param.*", "string_to_param")
 _SDXL_EMBEDDING_KEYS = ("clip_l", "clip_g")
 # What a LoRA file that does not fit the model, or was removed since it was listed, raises.
 _LORA_LOAD_ERRORS = (ValueError, KeyError, RuntimeError, SafetensorError, FileNotFoundError)
+# Why an add-on whose weights hold NaN or infinite values is skipped: its pictures would come
+# out blank (every pixel not a number, delivered black).
+BROKEN_WEIGHTS = "its weights hold not-a-number or infinite values (a broken file)"
 # Keys of a VAE saved in the original (LDM) layout, as the web UI's VAE files are.
 _LDM_VAE_MARKERS = ("encoder.down.", "first_stage_model.", "decoder.up.")
 
@@ -98,7 +101,8 @@ def applied_loras(
     pipeline: Any, loras: Sequence[ExtraNetwork], files: Mapping[str, Path]
 ) -> Iterator[AppliedNetworks]:
     """Load ``loras`` (kohya/web UI or diffusers ``.safetensors``) for one job, with their
-    text-encoder and UNet weights. All adapters are unloaded afterwards."""
+    text-encoder and UNet weights; one that does not fit, or whose weights are not finite
+    numbers, is skipped with a warning. All adapters are unloaded afterwards."""
     applied: list[str] = []
     skipped: dict[str, str] = {}
     adapters: list[str] = []
@@ -121,6 +125,9 @@ def applied_loras(
                 skipped[lora.name] = f"LoRA {lora.name!r} skipped: {why}"
                 _forget_adapter(pipeline, adapter)
                 continue
+            if (broken := broken_lora(pipeline, adapter, lora.name)) is not None:
+                skipped[lora.name] = broken
+                continue
             adapters.append(adapter)
             applied.append(lora.name)
             weights.append(_component_weights(pipeline, adapter, lora))
@@ -138,6 +145,23 @@ def _component_weights(pipeline: Any, adapter: str, lora: ExtraNetwork) -> dict[
     weights = {"unet": lora.unet_weight, "text_encoder": lora.weight, "text_encoder_2": lora.weight}
     present = pipeline.get_list_adapters()
     return {part: weight for part, weight in weights.items() if adapter in present.get(part, ())}
+
+
+def broken_lora(pipeline: Any, adapter: str, name: str) -> str | None:
+    """The member's warning when LoRA ``name``, just loaded as ``adapter``, holds weights that
+    are not finite numbers (the adapter is dropped then: its pictures would come out blank);
+    None when every weight it loaded is finite (one reading back from the device for all)."""
+    checks = [
+        torch.isfinite(parameter).all()
+        for part in pipeline.get_list_adapters()
+        for parameter_name, parameter in getattr(pipeline, part).named_parameters()
+        if f".{adapter}." in parameter_name
+    ]
+    if not checks or bool(torch.stack(checks).all()):
+        return None
+    log.warning("LoRA %s not loaded: %s", name, BROKEN_WEIGHTS)
+    _forget_adapter(pipeline, adapter)
+    return f"LoRA {name!r} skipped: {BROKEN_WEIGHTS}"
 
 
 def _forget_adapter(pipeline: Any, adapter: str) -> None:
@@ -161,6 +185,12 @@ def read_embedding(path: Path) -> tuple[torch.Tensor, ...]:
         tensors = tuple(state.values())
     else:
         raise ValueError(f"unknown embedding layout (keys: {', '.join(sorted(state)[:5])})")
+    if any(t.dim() == 0 for t in tensors):
+        raise ValueError("it holds a single number, not vectors")
+    if any(t.shape[-1] == 0 for t in tensors):  # no width to read its vectors' count from
+        raise ValueError("its vectors hold no numbers")
+    if not all(torch.isfinite(t).all() for t in tensors):
+        raise ValueError(BROKEN_WEIGHTS)
     return tuple(t.reshape(-1, t.shape[-1]) for t in tensors)
 
 

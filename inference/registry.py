@@ -5,6 +5,7 @@ Pure Python (no torch) so listing and validating model names costs nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,8 +20,15 @@ from typing import Any, Literal
 from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.file_versions import PerFileVersion, forget_files, unreadable
 from inference.gguf_header import gguf_problem
-from inference.metadata import pickle_problem, safetensors_problem
+from inference.metadata import (
+    UNET_INPUT_CONV,
+    family_from_tensors,
+    pickle_problem,
+    safetensors_header,
+    safetensors_problem,
+)
 from inference.not_installed import NotInstalled, not_installed
+from inference.prompts.extra_networks import TAG_NAME_STOPS
 from inference.types import RenderInputError
 from inference.upscale import LANCZOS
 
@@ -38,6 +46,9 @@ PICKLE_SUFFIXES = (".ckpt", ".pt")
 # A quantized UNet or transformer, in a diffusers folder's unet/ or transformer/ instead of its
 # safetensors (inference.quantization).
 GGUF_SUFFIX = ".gguf"
+# How deep under a checkpoint folder checkpoints are looked for: the web UI's sorting
+# (``Stable-diffusion/SDXL/anime/``) and more, never a whole disk through a mislinked folder.
+CHECKPOINT_SUBFOLDER_DEPTH = 8
 DENOISER_FOLDERS = ("unet", "transformer")
 # ``<checkpoint stem>.config/``: a diffusers config folder (no weights) for that checkpoint.
 SIDECAR_SUFFIX = ".config"
@@ -117,10 +128,15 @@ def denoiser_gguf(folder: Path) -> Path | None:
     return None
 
 
+def _is_pipeline(folder: Path) -> bool:
+    """Whether ``folder`` is a diffusers pipeline's folder: one model, not a folder of them."""
+    return (folder / "model_index.json").is_file()
+
+
 def _entry_for(path: Path) -> ModelEntry | None:
     if path.is_dir() and path.name.endswith(SIDECAR_SUFFIX):
         return None
-    if path.is_dir() and (path / "model_index.json").is_file():
+    if path.is_dir() and _is_pipeline(path):
         return ModelEntry(path.name, path, "diffusers")
     if path.is_file() and path.suffix == ".safetensors":
         return ModelEntry(path.stem, path, "safetensors")
@@ -131,6 +147,8 @@ def _entry_for(path: Path) -> ModelEntry | None:
     return None
 
 
+# The single-file checkpoints a checkpoint folder's listing holds (diffusers folders besides).
+_CHECKPOINT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, GGUF_SUFFIX)
 # The weight files diffusers reads from a component folder.
 _DIFFUSERS_WEIGHTS = (".safetensors", GGUF_SUFFIX)
 # What diffusers and transformers read a component's weights from where it holds none of
@@ -398,6 +416,35 @@ class Stamps:
         return all(stamp is None or stamp[2] < before for stamp in self.stamps)
 
 
+# Tensor names only an add-on's file holds: a LoRA's (kohya's ``lora_unet_``, diffusers' and
+# PEFT's ``.lora_A.``, LyCORIS's ``hada_``/``lokr_``) and a VAE's own (its decoder's input
+# with no prefix); folder each goes in.
+_LORA_MARKS = ("lora_", ".lora.", "hada_w", "lokr_w")
+_VAE_MARK = "decoder.conv_in.weight"
+_ADDON_FOLDERS = {"LoRA": NETWORK_FOLDERS["lora"][0], "VAE": NETWORK_FOLDERS["vae"][0]}
+
+
+def _read_addon_kind(path: Path, size: int) -> str | None:
+    """``LoRA`` or ``VAE`` when the safetensors file at ``path`` is one of those and no
+    checkpoint (no UNet, no SD3/Flux transformer), from its header's tensor names; None for
+    anything else (a header that does not read: its completeness check says why)."""
+    try:
+        header = safetensors_header(path)
+        if UNET_INPUT_CONV in header or family_from_tensors(header) is not None:
+            return None
+    except (OSError, ValueError):
+        return None
+    except Exception:  # a header no reader foresaw: offered, never every scan failing
+        log.info("reading %s for its kind failed", path, exc_info=True)
+        return None
+    if any(mark in name for name in header for mark in _LORA_MARKS):
+        return "LoRA"
+    return "VAE" if _VAE_MARK in header else None
+
+
+_ADDON_KINDS = PerFileVersion(_read_addon_kind)
+
+
 @dataclass(frozen=True)
 class _Scan:
     """The checkpoints found (``ModelRegistry.scan``), those left out with why, and what
@@ -405,6 +452,8 @@ class _Scan:
 
     entries: dict[str, ModelEntry]
     unusable: dict[str, str]
+    # Add-on files (a LoRA, a VAE) in a checkpoint folder, by name, with where they go.
+    misplaced: dict[str, str]
     # The names a checkpoint left out would take once whole (``ModelRegistry.awaited``).
     awaited: frozenset[str]
     folders: Stamps
@@ -426,16 +475,33 @@ class FolderListing:
     uncertain: bool
 
     @classmethod
-    def walk(cls, folder: Path, suffixes: tuple[str, ...]) -> FolderListing:
-        """List ``folder`` (as ``Path.rglob``: symbolic links to folders are not entered)."""
+    def walk(
+        cls,
+        folder: Path,
+        suffixes: tuple[str, ...],
+        *,
+        max_depth: int | None = None,
+        whole_folder: Callable[[Path], bool] | None = None,
+    ) -> FolderListing:
+        """List ``folder`` and its subfolders ``max_depth`` levels down at most (None: all),
+        symbolic links to folders followed as the web UI does (models kept on another disk),
+        but never into a folder the walk is already inside (a link looping back). A subfolder
+        for which ``whole_folder`` holds (a diffusers folder: one model) is listed as a file
+        and not entered, and so is none holding a ``config.json`` (a diffusers component's:
+        a pipeline half copied, or its parts alone); hidden ones (``.git``), sidecar config
+        folders (``x.config``) and links that do not resolve are neither listed nor
+        entered."""
         listed_at_ns = time.time_ns()
         files: list[Path] = []
         directories: list[Path] = []
         stamps: list[PathStamp] = []
         uncertain = False
-        pending = [folder]
+        # Each folder to list, its depth, and the folders (resolved) the walk went through to it.
+        pending: list[tuple[Path, int, tuple[Path, ...]]] = [
+            (folder, 0, (Path(os.path.realpath(folder)),))
+        ]
         while pending:
-            directory = pending.pop()
+            directory, depth, inside = pending.pop()
             stamp = path_stamp(directory)
             try:
                 with os.scandir(directory) as entries:
@@ -450,10 +516,25 @@ class FolderListing:
             for entry in found:
                 uncertain = uncertain or entry.is_symlink()
                 path = directory / entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(path)
-                elif path.suffix in suffixes and entry.is_file():
-                    files.append(path)
+                try:
+                    if not entry.is_dir():
+                        if path.suffix in suffixes and entry.is_file():
+                            files.append(path)
+                    elif _unlisted_folder(entry.name):
+                        continue
+                    elif whole_folder is not None and whole_folder(path):
+                        files.append(path)
+                    elif whole_folder is not None and (path / MODEL_CONFIG).is_file():
+                        continue  # a diffusers component's folder: its weights are no checkpoint
+                    elif max_depth is None or depth < max_depth:
+                        resolved = inside[-1] / entry.name
+                        if entry.is_symlink():
+                            resolved = Path(os.path.realpath(path))
+                            if resolved in inside or resolved in inside[-1].parents:
+                                continue  # back into a folder the walk is in: a loop
+                        pending.append((path, depth + 1, (*inside, resolved)))
+                except OSError:  # a link looping, a folder this user may not look in
+                    continue
         directory_stamps = Stamps(tuple(directories), tuple(stamps), listed_at_ns)
         return cls(tuple(sorted(files)), directory_stamps, uncertain)
 
@@ -467,6 +548,21 @@ class FolderListing:
         if not 0 <= time.time_ns() - self.directories.taken_at_ns < LISTING_MAX_AGE_NS:
             return False
         return self.directories.unchanged()
+
+
+def _unlisted_folder(name: str) -> bool:
+    """Whether a subfolder named ``name`` is left out of every listing: a hidden one (``.git``,
+    ``.ipynb_checkpoints``) or a checkpoint's sidecar config folder (no weights)."""
+    return name.startswith(".") or name.endswith(SIDECAR_SUFFIX)
+
+
+def pickles_left_out(files: Iterable[Path]) -> str:
+    """The operator's words for pickle files left out as pickles are not allowed here, and
+    how to have them read."""
+    return (
+        f"left out, pickle files: {', '.join(sorted(file.name for file in files))}; "
+        "convert them to .safetensors or set EASEL_ALLOW_PICKLE=1"
+    )
 
 
 # Checkpoint and add-on files left out as incomplete or unreadable, and said so: once a
@@ -487,6 +583,18 @@ def _told(what: Callable[[], str], file: Path, problem: str | None) -> str | Non
             _UNUSABLE_TOLD.discard(file)
             log.info("%s: %s is whole now", what(), file.name)
     return problem
+
+
+def _untaggable(name: str) -> str | None:
+    """Why no ``<lora:name:weight>`` tag can name LoRA ``name``: the characters that end its
+    name in a tag (None: a tag can)."""
+    stops = [stop for stop in TAG_NAME_STOPS if stop in name]
+    if not stops:
+        return None
+    return (
+        f"its name holds {' and '.join(map(repr, stops))}, where a <lora:name:weight> tag's "
+        "name ends, so no prompt could apply it: rename the file"
+    )
 
 
 # A file's ``stat`` (None: not there, or unreadable) and why it would not load (None: whole).
@@ -613,16 +721,60 @@ class ModelRegistry:
         """The checkpoints left out of ``scan``, by name, with why (``_problem_of``)."""
         return dict(self._scanned().unusable)
 
-    def _found(self) -> list[ModelEntry]:
-        """Every checkpoint in the checkpoint folders, in the order they are searched, pickles
-        after the others: a pickle (``m.ckpt``, sorting before ``m.safetensors``) never hides
-        a file of its name that loads without running code."""
+    def _misplaced(self, entry: ModelEntry, checked: list[Path]) -> str | None:
+        """Where ``entry`` goes when it is a LoRA or VAE file, not a checkpoint (its header
+        read once per file version; every job that picked it would fail), said once per file;
+        None for anything else. Its file is added to ``checked``."""
+        if entry.format != "safetensors":
+            return None
+        checked.append(entry.path)
+        try:
+            kind = _ADDON_KINDS(entry.path, entry.path.stat())
+        except OSError:
+            return None  # its completeness check says why
+        if kind is None:
+            return None
+        where = self.models_dir / _ADDON_FOLDERS[kind]
+        sentence = f"{entry.path.name} looks like a {kind}, not a checkpoint: move it to {where}/"
+        return _told(lambda: f"model {entry.name}", entry.path, sentence)
+
+    def misplaced(self) -> dict[str, str]:
+        """LoRA and VAE files found in the checkpoint folders (left out of ``scan``), by name,
+        with where each goes."""
+        return dict(self._scanned().misplaced)
+
+    def refused_pickles(self) -> list[Path]:
+        """The pickle checkpoints found and left out, as pickles are not allowed here."""
+        return sorted(entry.path for entry in self.scan().values() if not self._loads(entry))
+
+    @staticmethod
+    def _found(listings: Iterable[FolderListing]) -> list[ModelEntry]:
+        """Every checkpoint the checkpoint folders' ``listings`` hold, in the order they are
+        searched, each folder's shallowest first (a checkpoint at its top keeps its name
+        beside a copy in ``Archive/``), pickles after the others: a pickle (``m.ckpt``,
+        sorting before ``m.safetensors``) never hides a file of its name that loads without
+        running code."""
         found: list[ModelEntry] = []
+        for listing in listings:
+            shallow_first = sorted(listing.files, key=lambda file: (len(file.parts), file))
+            found += filter(None, map(_entry_for, shallow_first))
+        return sorted(found, key=lambda entry: entry.format == "pickle")
+
+    def _checkpoint_listings(self) -> list[FolderListing]:
+        """Each checkpoint folder's listing: its files and diffusers folders, subfolders
+        included as the web UI's ``Stable-diffusion/SDXL/`` (``CHECKPOINT_SUBFOLDER_DEPTH``),
+        but not the models folder's own: those are the add-ons' (``Lora/``, ``ControlNet/``)."""
+        listings = []
         for folder_name in CHECKPOINT_FOLDERS:
             folder = self.models_dir / folder_name
             if folder.is_dir():
-                found += filter(None, map(_entry_for, sorted(folder.iterdir())))
-        return sorted(found, key=lambda entry: entry.format == "pickle")
+                depth = 0 if folder_name == "." else CHECKPOINT_SUBFOLDER_DEPTH
+                listings.append(
+                    FolderListing.walk(
+                        folder, _CHECKPOINT_SUFFIXES, max_depth=depth, whole_folder=_is_pipeline
+                    )
+                )
+        return listings
 
     def scan(self) -> dict[str, ModelEntry]:
         """The checkpoints by name, those whose files would not load left out (``unusable``)."""
@@ -640,14 +792,22 @@ class ModelRegistry:
             and kept.folders.unchanged()
         ):
             return kept
-        # Stamped before listing: a change meanwhile shows as one at the next lookup. A folder
-        # not there is not stamped: the models folder's time says when it comes.
-        folders = Stamps.take(self.models_dir / name for name in CHECKPOINT_FOLDERS).present()
+        # Each directory is stamped as it is listed: a change meanwhile shows as one at the
+        # next lookup. A folder not there is not stamped: the models folder's time says when
+        # it comes.
+        listings = self._checkpoint_listings()
+        folders = Stamps((), (), time.time_ns())
+        for listing in listings:
+            folders = folders.joined(listing.directories)
         entries: dict[str, ModelEntry] = {}
         unusable: dict[str, str] = {}
         awaited: set[str] = set()
+        misplaced: dict[str, str] = {}
         checked: list[Path] = []
-        for entry in self._found():
+        for entry in self._found(listings):
+            if (wrong := self._misplaced(entry, checked)) is not None:
+                misplaced.setdefault(entry.name, wrong)
+                continue
             if (problem := self._problem_of(entry, checked)) is not None:
                 unusable[entry.name] = problem
                 if entry.name not in entries and self._loads(entry):
@@ -660,7 +820,8 @@ class ModelRegistry:
         # A name offered from another folder is not one members lack (shadowed or shadowing).
         unusable = {name: why for name, why in unusable.items() if name not in entries}
         self._now_listed("checkpoints", checked)
-        scan = _Scan(entries, unusable, frozenset(awaited), folders, now)
+        misplaced = {name: why for name, why in misplaced.items() if name not in entries}
+        scan = _Scan(entries, unusable, misplaced, frozenset(awaited), folders, now)
         self._kept_scan = scan if folders.settled() else None
         return scan
 
@@ -805,6 +966,9 @@ class ModelRegistry:
                 continue
             seen.add(folder.resolve())
             for path in self._listed(folder, suffixes):
+                if kind == "lora" and (untaggable := _untaggable(path.stem)) is not None:
+                    _told(functools.partial(str, f"{kind} {path.stem} at {path}"), path, untaggable)
+                    continue
                 if checked and not self._whole(kind, path.stem, path, path, now):
                     continue
                 if path.stem in files:

@@ -21,6 +21,7 @@ from inference.metadata import safetensors_header, second_side
 from inference.not_installed import not_installed
 from inference.registry import (
     CHECKPOINT_FOLDERS,
+    CHECKPOINT_SUBFOLDER_DEPTH,
     GGUF_SUFFIX,
     SIDECAR_SUFFIX,
     ModelEntry,
@@ -261,7 +262,9 @@ _WIDTHS = PerFileVersion(_read_widths)
 
 
 def models_root(checkpoint: Path) -> Path:
-    """The models folder a checkpoint file lies in (its folder, or that folder's parent for
-    the web UI's ``Stable-diffusion/`` and Easel's ``checkpoints/``)."""
-    folder = checkpoint.parent
-    return folder.parent if folder.name in CHECKPOINT_FOLDERS else folder
+    """The models folder a checkpoint file lies in: its folder, or the one holding the
+    nearest checkpoint folder above it (the web UI's ``Stable-diffusion/``, and its
+    subfolders such as ``Stable-diffusion/SDXL/``; Easel's ``checkpoints/``)."""
+    above = checkpoint.parents[: CHECKPOINT_SUBFOLDER_DEPTH + 1]
+    found = next((folder for folder in above if folder.name in CHECKPOINT_FOLDERS), None)
+    return checkpoint.parent if found is None else found.parent

@@ -85,22 +85,19 @@ def control_units_from_args(args: argparse.Namespace) -> list[ControlUnit]:
 
 
 def check_controls_installed(units: Sequence[ControlUnit], registry: ModelRegistry) -> None:
-    """Each ``--control-model`` is installed, and some ControlNet is where a unit names none:
-    in the operator's words, naming those installed and where one goes (a member's refusal,
-    ``check_control_models``, names neither)."""
-    from inference.control_units import controlnet_files, controlnet_install_hint
+    """Each ``--control-model`` is installed, and some ControlNet is where a unit names none
+    (``missing_controlnets``): in the operator's words, naming those installed and where one
+    goes (a member's refusal, ``check_control_models``, names neither)."""
+    from inference.control_units import controlnet_install_hint, missing_controlnets
 
-    if not units:
+    missing = missing_controlnets(units, registry)
+    if missing is None:
         return
-    installed = sorted(controlnet_files(registry), key=str.casefold)
     hint = controlnet_install_hint(registry.models_dir)
-    for unit in units:
-        if unit.model is not None and unit.model not in installed:
-            raise ControlUsageError(
-                f"--control-model {unit.model!r} is not installed; installed: "
-                f"{', '.join(installed) or f'none ({hint})'}"
-            )
-    if not installed:
+    if missing.named is not None:
+        installed = sorted(missing.installed, key=str.casefold)
         raise ControlUsageError(
-            f"--control-image needs a ControlNet, and none is installed: {hint}"
+            f"--control-model {missing.named!r} is not installed; installed: "
+            f"{', '.join(installed) or f'none ({hint})'}"
         )
+    raise ControlUsageError(f"--control-image needs a ControlNet, and none is installed: {hint}")

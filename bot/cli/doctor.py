@@ -6,12 +6,13 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from bot.cli.models import model_problem
 from bot.redaction import redact_url
-from bot.settings import Settings, data_dir_problem
+from bot.settings import Settings, data_dir_problem, unknown_settings
 
 if TYPE_CHECKING:  # the registry is imported where it is used, to keep start-up light
     from inference.memory import ModelMemory
@@ -27,6 +28,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    # Worth a look, yet no failure (``[WARN]``; ``ok`` is then True).
+    warning: bool = False
 
 
 def _broker_problem(url: str, timeout: float = 2.0) -> str | None:
@@ -77,6 +80,7 @@ def _database_check(settings: Settings) -> Check:
 def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -> Check:
     """Lanczos always works; model upscalers are listed, pickles left out are named, and the
     default and the hires fix's upscaler must be installed."""
+    from inference.registry import pickles_left_out
     from inference.types import RenderInputError
     from inference.upscale import latent_upscaler
 
@@ -97,10 +101,7 @@ def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -
     if not registry.allow_pickle:
         pickled = registry.pickled_upscaler_files()
         if pickled:
-            detail += (
-                f" (left out, pickle files: {', '.join(sorted(p.name for p in pickled.values()))}"
-                "; convert them to .safetensors or set EASEL_ALLOW_PICKLE=1)"
-            )
+            detail += f" ({pickles_left_out(pickled.values())})"
     return Check("upscalers", True, detail)
 
 
@@ -151,6 +152,22 @@ def _addons_check(registry: ModelRegistry) -> Check:
         f"IP-Adapter: {adapters or f'none ({adapter_install_hint(models_dir)})'}; "
         f"CLIPSeg: {'installed' if clipseg is None else f'none ({clipseg})'}",
     )
+
+
+def _wildcard_checks(settings: Settings) -> Iterator[Check]:
+    """The wildcards the folder offers, and each file left out with why: one past a bound
+    (too big, YAML aliases, too many wildcards) or that cannot be read; a member naming one
+    of its wildcards is told it is unknown."""
+    from inference.prompts import WildcardLibrary
+
+    folder = settings.existing_wildcards_dir
+    if folder is None:
+        yield Check("wildcards", True, f"no folder at {settings.wildcards_dir}: none offered")
+        return
+    library = WildcardLibrary(folder)
+    yield Check("wildcards", True, f"{len(library.names())} in {folder}")
+    for path, reason in library.files_left_out().items():
+        yield Check(f"wildcard file {path}", False, f"left out: {reason}")
 
 
 def _bytes(count: int) -> str:
@@ -229,6 +246,36 @@ def _memory_checks(
             )
 
 
+def _no_models(models_dir: Path) -> str:
+    """Why no model is offered from ``models_dir`` (``EASEL_MODELS_DIR``), and the fix."""
+    try_out = f"run `easel tiny-model {models_dir / 'tiny'}` to try Easel out"
+    if not models_dir.exists():
+        return (
+            f"EASEL_MODELS_DIR={models_dir} does not exist: set it to the folder holding your "
+            f"checkpoints (or {try_out})"
+        )
+    if not models_dir.is_dir():
+        return (
+            f"EASEL_MODELS_DIR={models_dir} is a file, not a folder: set it to the folder "
+            "holding your checkpoints"
+        )
+    return (
+        f"no checkpoint in {models_dir}: copy .safetensors files or diffusers folders there "
+        f"(or {try_out})"
+    )
+
+
+def _captioner_check(folder: Path | None) -> Check:
+    """Whether ``EASEL_CAPTIONER_DIR`` holds the BLIP model ``/describe`` loads (unset is
+    fine: /describe then says it is not set up)."""
+    if folder is None:
+        return Check("captioner", True, "none (/describe is off: EASEL_CAPTIONER_DIR is empty)")
+    from inference.describe import captioner_problem
+
+    problem = captioner_problem(folder)
+    return Check("captioner", problem is None, problem or f"BLIP in {folder}")
+
+
 def diagnose(settings: Settings) -> Iterator[Check]:
     if settings.discord_token:
         yield Check("settings", True, "DISCORD_TOKEN is set")
@@ -236,6 +283,8 @@ def diagnose(settings: Settings) -> Iterator[Check]:
         yield Check(
             "settings", False, "DISCORD_TOKEN is not set: add it to .env (see .env.example)"
         )
+    for line in unknown_settings().values():
+        yield Check("settings", True, line, warning=True)
 
     from inference.devices import device_problem, resolve_devices
     from inference.quantization import quantize_problem
@@ -248,19 +297,18 @@ def diagnose(settings: Settings) -> Iterator[Check]:
             problem = quantize_problem(settings.quantize, device)
             yield Check(f"quantize {device}", problem is None, problem or settings.quantize)
 
-    from inference.registry import ModelRegistry
+    from inference.registry import ModelRegistry, pickles_left_out
 
     registry = ModelRegistry(settings.models_dir, allow_pickle=settings.allow_pickle)
     models = registry.names()
     if models:
         yield Check("models", True, f"{len(models)} in {settings.models_dir}: {', '.join(models)}")
     else:
-        yield Check(
-            "models",
-            False,
-            f"no checkpoint in {settings.models_dir}: copy .safetensors files or diffusers folders "
-            "there (or run `easel tiny-model models/tiny` to try Easel out)",
-        )
+        yield Check("models", False, _no_models(settings.models_dir))
+    if pickled := registry.refused_pickles():
+        yield Check("models", True, pickles_left_out(pickled), warning=True)
+    for name, where in sorted(registry.misplaced().items()):
+        yield Check(f"model {name}", False, f"not offered: {where}")
     for name, problem in sorted(registry.unusable().items()):
         yield Check(
             f"model {name}",
@@ -279,6 +327,8 @@ def diagnose(settings: Settings) -> Iterator[Check]:
     yield _upscalers_check(registry, settings.default_upscaler, settings.hires_upscaler)
     yield _faces_check(registry)
     yield _addons_check(registry)
+    yield _captioner_check(settings.captioner_dir)
+    yield from _wildcard_checks(settings)
     yield _database_check(settings)
 
     if settings.queue_url:

@@ -23,10 +23,12 @@ from bot.cli.control import (
     control_units_from_args,
 )
 from bot.logging_setup import install_logging
+from bot.process_end import SETTINGS_EXIT_STATUS
 from bot.redaction import redact_url
 from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings
 from inference.image_prompts import IMAGE_PROMPT_MODES
+from inference.limits import MAX_STEPS, MIN_STEPS
 from inference.types import RenderRequest
 from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
 
@@ -59,7 +61,7 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--negative")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--steps", type=int)
+    parser.add_argument("--steps", type=_steps)
     parser.add_argument("--cfg", type=float)
     parser.add_argument("--sampler")
     parser.add_argument(
@@ -133,7 +135,7 @@ def _add_upscale_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompt", default="", help="creative: else the picture's own prompt")
     parser.add_argument("--model")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=_steps, default=20)
     parser.add_argument("--seed", type=int, default=-1)
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG")
 
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("prompt")
     explain.add_argument("--negative", default="")
     explain.add_argument("--seed", type=int)
-    explain.add_argument("--steps", type=int, default=20)
+    explain.add_argument("--steps", type=_steps, default=20)
     tiny = commands.add_parser("tiny-model", help="write a small random-weight model to DIR")
     tiny.add_argument("directory", type=Path)
     tiny.add_argument(
@@ -596,6 +598,18 @@ def _render_and_write(request: RenderRequest, settings: Settings, out: Path) -> 
     return 0
 
 
+def _steps(text: str) -> int:
+    """``--steps`` as a whole number (its range is checked with the settings: this says it
+    when the text is no whole number at all, as argparse's ``invalid int value`` does not)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of steps between {MIN_STEPS} and {MAX_STEPS} (or the "
+            f"lower EASEL_MAX_STEPS), not {text!r}"
+        ) from None
+
+
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from inference.prompts import PromptError, explain
 
@@ -603,8 +617,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         seed = resolve_seed(args.seed)
     except RequestError as error:
         raise UsageError(str(error)) from None
-    if not 1 <= args.steps <= 150:
-        raise UsageError(f"--steps must be between 1 and 150, not {args.steps}")
+    if not MIN_STEPS <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be between {MIN_STEPS} and {MAX_STEPS}, not {args.steps}")
     from inference.registry import ModelRegistry
 
     # Installed LoRAs and embeddings by name, so unknown ones are listed in the warnings.
@@ -691,7 +705,7 @@ def cmd_doctor(_: argparse.Namespace, settings: Settings, malformed: Iterable[st
     told = [Check("settings", False, f"{line} (read as its default below)") for line in malformed]
     problems = 0
     for check in itertools.chain(told, diagnose(settings)):
-        mark = "ok " if check.ok else "ERR"
+        mark = "ERR" if not check.ok else "WARN" if check.warning else "ok "
         print(redact_url(f"[{mark}] {check.name}: {check.detail}"))
         problems += not check.ok
     return 1 if problems else 0
@@ -730,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except (SettingsError, UsageError) as error:
         print(redact_url(f"easel {args.command}: error: {error}"), file=sys.stderr)
-        return 2
+        return SETTINGS_EXIT_STATUS  # a usage error's too, as argparse's own
     except BrokenPipeError:
         if args.command in _SERVING_COMMANDS:  # one of its own sockets or pipes, not stdout's
             raise
@@ -748,12 +762,13 @@ def _run(args: argparse.Namespace) -> int:
     """The command, with the settings; ``easel doctor`` goes on past malformed settings (read
     as their defaults), each one of its checks' lines."""
     malformed: tuple[str, ...] = ()
+    doctor = args.command == "doctor"  # which says unknown settings among its checks
     try:
-        settings = load_settings()
+        settings = load_settings(warn_unknown=not doctor)
     except SettingsError as error:
-        if args.command != "doctor" or not error.malformed:
+        if not doctor or not error.malformed:
             raise
-        settings = load_settings(as_defaults=error.malformed)
+        settings = load_settings(as_defaults=error.malformed, warn_unknown=False)
         malformed = tuple(error.malformed.values())
     if args.command not in _SERVING_COMMANDS and not logging.getLogger().handlers:
         # Warnings (a LoRA left out of a render, a model hidden by another) in the operator's

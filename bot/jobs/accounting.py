@@ -323,15 +323,33 @@ async def admit(
 async def charge(
     conn: aiosqlite.Connection, job_id: str, gpu_seconds: float, images: int, now: float
 ) -> None:
-    """Charge the measured cost (a relax job, reserved free, stays free: the ledger's rule)."""
-    charged = await ledger.commit(conn, job_id, gpu_seconds, now, images=images)
+    """Charge the measured cost (a relax job, reserved free, stays free: the ledger's rule).
+    A job with no reservation is charged nothing (``_unreserved``)."""
+    try:
+        charged = await ledger.commit(conn, job_id, gpu_seconds, now, images=images)
+    except ledger.NoReservation:
+        _unreserved(job_id, "charged")
+        return
     if charged is not None:
         _kept(conn).settled(job_id, Cost(images=charged.images, gpu_seconds=charged.gpu_seconds))
 
 
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
-    if await ledger.refund(conn, job_id, now):
+    """Release the job's reservation; a job with none has nothing to give back (``_unreserved``)."""
+    try:
+        refunded = await ledger.refund(conn, job_id, now)
+    except ledger.NoReservation:
+        _unreserved(job_id, "refunded")
+        return
+    if refunded:
         _kept(conn).settled(job_id, Cost(images=0, gpu_seconds=0.0))
+
+
+def _unreserved(job_id: str, settled: str) -> None:
+    """A job ends with no reservation in the ledger (one queued before schema 2 made the
+    ledger): nothing to charge or give back, and the job ends as any other, not left running
+    to render again at every start."""
+    log.warning("job %s: no quota reservation in the ledger, so nothing was %s", job_id, settled)
 
 
 async def refund_withheld(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:

@@ -228,7 +228,7 @@ class Retention:
         many pictures went. A folder of a job journaled since the listing began is too new."""
         if not self._images_dir.is_dir():
             return 0
-        kept = await asyncio.to_thread(folders_of, in_use)
+        kept = await asyncio.to_thread(folders_of, self._images_dir.parent, in_use)
         removed = 0
         listing = await asyncio.to_thread(ResultFolders, self._images_dir)
         try:
@@ -398,7 +398,7 @@ async def _remove_batch_files(
     )
     in_folders = {path for pictures in folders.values() for path in pictures}
     kept_reads = await history.read_by_kept_jobs(reader, [*in_folders, *batch.input_paths], cutoff)
-    kept = await asyncio.to_thread(folders_of, kept_reads)
+    kept = await asyncio.to_thread(folders_of, images_dir.parent, kept_reads)
     pictures = await asyncio.to_thread(remove_result_folders, folders, kept)
     unread = [path for path in batch.input_paths if path not in kept_reads]
     uploads = await asyncio.to_thread(remove_inside, inputs_dir, unread)

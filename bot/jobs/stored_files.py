@@ -1,6 +1,7 @@
-"""Deleting what Easel stored under ``EASEL_DATA_DIR`` (pictures, uploads): only ever inside
-the folder it belongs to, whatever a database row or a file name says. Blocking file work: run
-it with ``asyncio.to_thread``."""
+"""What Easel stores under ``EASEL_DATA_DIR`` (pictures, uploads): named in the database by
+their path inside it (``stored_name``, ``stored_file``: the folder may move, or be restored
+elsewhere), and deleted only ever inside the folder it belongs to, whatever a database row or
+a file name says. Blocking file work: run it with ``asyncio.to_thread``."""
 
 from __future__ import annotations
 
@@ -9,16 +10,63 @@ import os
 import shutil
 import threading
 from collections.abc import Collection, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from bot.jobs.broker.wire import picture_paths, with_picture_paths
+from inference.types import RenderRequest
+
+# The folders of ``EASEL_DATA_DIR`` whose files the database names by their path inside it.
+STORED_FOLDERS = ("images", "inputs")
+
+
+def stored_name(data_dir: Path, path: str | Path) -> str:
+    """How the database names ``path``: a file under ``data_dir``'s ``images/`` or ``inputs/``
+    by its path there (``images/<job id>/0.png``), so that the data folder may move; any other
+    path as it is given."""
+    try:
+        inside = Path(path).absolute().relative_to(data_dir.absolute())
+    except ValueError:
+        return str(path)
+    if len(inside.parts) > 1 and inside.parts[0] in STORED_FOLDERS:
+        return inside.as_posix()
+    return str(path)
+
+
+def stored_file(data_dir: Path, stored: str) -> Path:
+    """The file the database names ``stored`` (``stored_name``'s): under ``data_dir`` where it
+    is named inside it; any other name (a row older than schema 33 that its migration did not
+    recognise) as it is written."""
+    name = PurePosixPath(stored)
+    if not name.is_absolute() and len(name.parts) > 1 and name.parts[0] in STORED_FOLDERS:
+        return data_dir.joinpath(*name.parts)
+    return Path(stored)
+
+
+def stored_request(data_dir: Path, request: RenderRequest) -> RenderRequest:
+    """``request`` naming its pictures as the database names them (``stored_name``)."""
+    named = picture_paths(request)
+    return with_picture_paths(
+        request, {field: stored_name(data_dir, path) for field, path in named.items()}
+    )
+
+
+def journaled_request(data_dir: Path, request_json: str) -> RenderRequest:
+    """A journaled request (``stored_request``'s) naming the files of its pictures."""
+    request = RenderRequest.from_json(request_json)
+    named = picture_paths(request)
+    return with_picture_paths(
+        request, {field: str(stored_file(data_dir, path)) for field, path in named.items()}
+    )
 
 
 def remove_inside(root: Path, paths: Iterable[str]) -> int:
-    """Delete each file of ``paths`` that lies inside ``root``, and its folder once empty
+    """Delete each file of ``paths`` (as the database names them: ``stored_file``, ``root``
+    being ``images/`` or ``inputs/``) that lies inside ``root``, and its folder once empty
     (``root`` itself stays); returns how many files were deleted."""
     removed = 0
     resolved_root = root.resolve()
     for text in paths:
-        path = Path(text).resolve()
+        path = stored_file(root.parent, text).resolve()
         if resolved_root not in path.parents:
             continue
         if path.is_file():
@@ -30,12 +78,17 @@ def remove_inside(root: Path, paths: Iterable[str]) -> int:
     return removed
 
 
+def files_left(data_dir: Path, paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` (as the database names them) whose file is still there."""
+    return [text for text in paths if stored_file(data_dir, text).is_file()]
+
+
 def remove_unused_uploads(inputs_dir: Path, written_before: float, in_use: Collection[str]) -> int:
     """Delete the uploads no job in the journal reads, last written before ``written_before``
     (a Unix time: an upload is saved just before its job is journaled); returns how many."""
     if not inputs_dir.is_dir():
         return 0
-    used = {Path(text).resolve() for text in in_use}
+    used = {stored_file(inputs_dir.parent, text).resolve() for text in in_use}
     unused = [
         str(path)
         for path in inputs_dir.iterdir()
@@ -51,7 +104,8 @@ def pictures_by_folder(
     ``job_ids`` that exist (a folder no ``images`` row names: its pictures' record refused, a
     crash's), each with the paths of the pictures it holds, written as ``paths`` write theirs
     (a job reads another job's picture by the path that job's row gave it; a folder of
-    ``job_ids`` as ``images_dir`` is written). A path outside ``images/`` is left out."""
+    ``job_ids`` as the database names it: ``stored_name``). ``paths`` are the database's
+    names (``stored_file``); a path outside ``images/`` is left out."""
     root = images_dir.resolve()
     folders: dict[Path, set[str]] = {}
 
@@ -65,20 +119,19 @@ def pictures_by_folder(
         return named
 
     for text in paths:
-        path = Path(text)
-        folder = path.resolve().parent
+        folder = stored_file(images_dir.parent, text).resolve().parent
         if folder.parent == root:
-            pictures_in(folder, path.parent).add(text)
+            pictures_in(folder, Path(text).parent).add(text)
     for job_id in job_ids:
         folder = (root / job_id).resolve()
         if folder.parent == root and folder.is_dir():
-            pictures_in(folder, images_dir / job_id)
+            pictures_in(folder, Path(stored_name(images_dir.parent, images_dir / job_id)))
     return folders
 
 
-def folders_of(paths: Iterable[str]) -> set[Path]:
-    """The folders ``paths`` lie in, resolved."""
-    return {Path(text).resolve().parent for text in paths}
+def folders_of(data_dir: Path, paths: Iterable[str]) -> set[Path]:
+    """The folders ``paths`` (as the database names them) lie in, resolved."""
+    return {stored_file(data_dir, text).resolve().parent for text in paths}
 
 
 class ResultFolders:

@@ -34,6 +34,7 @@ import aiosqlite
 from aiohttp import web
 
 from bot.jobs.queue import JobQueue
+from bot.jobs.stored_files import stored_file
 from bot.memo import Memo
 from bot.policy.moderation import NsfwPolicy, kept_in_age_restricted_channels
 from bot.policy.quota import Period, period_start
@@ -159,11 +160,13 @@ class Dashboard:
         queue: JobQueue,
         admins: ServerAdmins,
         guild_settings: Callable[[int], Awaitable[GuildSettings]],
+        data_dir: Path,
     ) -> None:
         """``guild_settings``: a server's settings as the bot keeps them in memory
         (``GuildPolicy.settings``, dropped when an admin changes them), since the page polls
-        every few seconds."""
+        every few seconds. ``data_dir``: ``EASEL_DATA_DIR``, where the pictures are."""
         self._signer = signer
+        self._data_dir = data_dir
         self._public_url = public_url.rstrip("/")
         self._secure_cookie = self._public_url.startswith("https://")
         self._conn = conn
@@ -459,7 +462,8 @@ class Dashboard:
         ):
             return plain_text(_NO_PICTURE, 404)
         try:
-            thumbnail = await self._thumbnails.get(session.guild_id, job_id, idx, Path(found[0]))
+            picture = stored_file(self._data_dir, found[0])
+            thumbnail = await self._thumbnails.get(session.guild_id, job_id, idx, picture)
         except FileNotFoundError:  # pruned meanwhile
             return plain_text(_NO_PICTURE, 404)
         except DecodersBusy:

@@ -22,7 +22,7 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
-from bot.history import StoredJob
+from bot.history import History, PostedMessage, StoredJob
 from bot.images import picture_size
 from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
@@ -50,6 +50,7 @@ from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
 from cogs.results.repeated_clicks import answered_once
 from cogs.visibility import (
+    DISCORD_FAILED,
     GuildChannelLike,
     check_member_may_act_here,
     check_member_may_read_channel,
@@ -168,7 +169,7 @@ async def submit_again(
             interaction,
             kind,
             request,
-            job.job_id,
+            job,
             private=await keeps_private(interaction, job),
             input_size=None if picture is None else picture.size,
         )
@@ -323,7 +324,7 @@ class PickButton(
         check_member_may_act_here(interaction, private=private)  # posted for them, as a result is
         # Acknowledged before the upload, which may take past Discord's 3 s.
         await defer_thinking(interaction, private=private)
-        await check_posts_there(interaction.client, services_of(interaction).history, job)
+        await check_posts_there(interaction.client, services_of(interaction), job)
         path, stem = job.image_paths[idx], f"easel-{self.job_id}-{idx}"
         file, is_preview = await asyncio.to_thread(
             lambda: fitted_file(
@@ -340,10 +341,29 @@ class PickButton(
         )
         if not private:
             history = services_of(interaction).history
-            if not await history.posted_again(job, interaction.channel_id, sent.id):
-                # Its maker's /forget-me erased the job meanwhile: nothing else would delete it.
-                await sent.delete()
+            await link_post_again(history, job, interaction.channel_id, sent)
         return True
+
+
+async def link_post_again(
+    history: History, job: StoredJob, channel_id: int | None, sent: discord.Message
+) -> None:
+    """Link ``sent``, a public post of ``job``'s pictures again (/show, U1-U4), to its job. If
+    its maker's /forget-me erased the job meanwhile, nothing else would delete it: deleted
+    here, and settled; refused or failed, left to /forget-me's sweep, which its record asked
+    to delete it (``History.posted_again``)."""
+    if await history.posted_again(job, channel_id, sent.id) or channel_id is None:
+        return
+    post = PostedMessage(channel_id, sent.id)
+    try:
+        await sent.delete()
+    except discord.NotFound:
+        pass  # deleted already
+    except DISCORD_FAILED as error:
+        log.warning("job %s: the erased job's post stays for now (%s)", job.job_id, error)
+        await history.post_delete_failed(post)
+        return
+    await history.post_delete_settled(post)
 
 
 class _PictureEditButton(_ReportsErrors):
@@ -555,7 +575,7 @@ class DirectCopyButton(
         ):
             raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
         await defer_thinking(interaction, private=True)
-        await check_posts_there(interaction.client, services_of(interaction).history, job)
+        await check_posts_there(interaction.client, services_of(interaction), job)
         sent = await send_copy(
             interaction.client,
             interaction.user.id,

@@ -27,6 +27,7 @@ import logging
 import discord
 
 from bot.jobs.queue import FinishedJob
+from bot.snowflakes import CLOCK_SLACK_S
 from cogs.results.job_files import carries_pictures_of
 from cogs.withdrawals import UNKNOWN_MESSAGE
 
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 # Messages read from each time a try may have posted: one request (Discord's largest page).
 # A busier channel pushes the post past it: then it is posted again.
 MESSAGES_READ = 100
-# How far Easel's clock may run ahead of Discord's.
-CLOCK_SLACK_S = 60.0
 # How long a delivery waits for the gateway to describe the job's server: a start's replay
 # runs before it connects, and discord.py may be ready before every server's GUILD_CREATE
 # came (it waits 0.1 s after the last); a server in an outage may stay unavailable.

@@ -15,8 +15,10 @@ from pathlib import Path
 import discord
 
 from bot.bans import StoppedMembers
+from bot.history import PostedMessage
 from bot.images import decoded, posted_as_grid, posted_grid_png
 from bot.jobs.queue import STOPPED_BEFORE_ITS_START, FinishedJob
+from bot.jobs.queue.delivery import INVALID_WEBHOOK_TOKEN
 from bot.policy.delivery import (
     CHANNEL_DELETED,
     PROGRESS_DELETED,
@@ -55,7 +57,7 @@ from inference.infotext import PROMPT_WARNINGS, parse_infotext
 log = logging.getLogger(__name__)
 
 # Invalid Webhook Token, Unknown Webhook, Unknown Message.
-_GONE_TOKEN_CODES = frozenset({50027, 10015, 10008})
+_GONE_TOKEN_CODES = frozenset({INVALID_WEBHOOK_TOKEN, 10015, UNKNOWN_MESSAGE})
 # Discord asks for an interaction's first answer within 3 s, and makes its original response
 # then: a post of the job made later (a /show's) is never taken for it. Both times are
 # Discord's (read from ids), so no clock slack is needed beyond its own delays.
@@ -140,6 +142,15 @@ def _progress_message(job: FinishedJob, watched: _Watched | None) -> int | None:
     return progress_id
 
 
+def _response_known(job: FinishedJob, watched: _Watched | None) -> int | None:
+    """The job's interaction's original response in its channel as far as Easel knows it:
+    the one ``watched`` edited (deleted since or not), else the one the journal recorded;
+    None: none (ephemeral, or "thinking…")."""
+    if watched is not None and watched.message is not None:
+        return None if watched.message.flags.ephemeral else watched.message.id
+    return _original_response_recorded(job)
+
+
 def _shows_no_outcome(job: FinishedJob, progress_id: int, read_without_it: set[int]) -> bool:
     """Whether the progress message ``progress_id`` may be edited without replacing the
     job's outcome: no try ran (``FinishedJob.post_attempted_at``), or the look for an earlier
@@ -150,10 +161,15 @@ def _shows_no_outcome(job: FinishedJob, progress_id: int, read_without_it: set[i
 
 
 class _ProgressDeleted(Exception):
-    """The job's public progress message was deleted in its channel while its token lived:
-    by a moderator, or by its maker (Discord does not say which). Its deletion withdrew the
-    job (``History.result_posted``, from its first edit on); its result is posted nowhere,
-    not even to its maker (a withdrawn job's pictures are shown to no one)."""
+    """The job's public progress message, ``message_id`` (None: not known, "thinking…"), was
+    deleted in its channel while its token lived: by a moderator, or by its maker (Discord
+    does not say which). Its deletion withdrew the job (``History.result_posted``, from its
+    first edit on); its result is posted nowhere, not even to its maker (a withdrawn job's
+    pictures are shown to no one)."""
+
+    def __init__(self, message_id: int | None) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
 
 
 class _ChannelDeleted(Exception):
@@ -239,12 +255,14 @@ class DiscordResults(ProgressMessages):
         png = await asyncio.to_thread(result_png, job) if job.succeeded else None
         try:
             message_id, pointer = await self._post_result(job, png)
-        except _ProgressDeleted:
+        except _ProgressDeleted as deleted:
             log.info("job %s: its progress message was deleted; not posted", job.job_id)
             # Withdrawn here too when no progress edit learned of the deletion first (a job
             # that ended before one: its "thinking…" deleted); a job the deletion stopped
             # (cancelled, refunded whole) or that failed is not charged.
-            await self._progress_deleted(job.job_id)
+            await self._progress_deleted(
+                job.job_id, job.guild_id, job.channel_id, deleted.message_id
+            )
             await self._tell_withheld(job, PROGRESS_DELETED, refunded=not job.succeeded)
             return None
         except _ChannelDeleted:
@@ -405,24 +423,38 @@ class DiscordResults(ProgressMessages):
         token lives (the edited original response: it works where the bot user may not view
         the channel), else, or when the result went to the channel after all, the channel's.
         Not one whose deletion Easel heard (a moderator's, which withdrew the job, a moment
-        before the erase)."""
+        before the erase). Its delete waits in the database since its record found the job
+        gone, or the erase unlinked it (``History.result_posted``): done or found gone, it is
+        settled; refused or failed, /forget-me's sweep tries it again under that sweep's rules
+        (``History.post_delete_failed``), as it does one a stop kept from here."""
+        assert job.channel_id is not None  # posted in its channel: a message id
+        post = PostedMessage(job.channel_id, message_id)
+        try:
+            await self._delete_posted(job, post)
+        except discord.NotFound:
+            pass  # deleted already
+        except DISCORD_FAILED as error:
+            log.warning(
+                "job %s: the erased job's result stays posted for now (%s)", job.job_id, error
+            )
+            if self.history is not None:
+                await self.history.post_delete_failed(post)
+            return
+        if self.history is not None:
+            await self.history.post_delete_settled(post)
+
+    async def _delete_posted(self, job: FinishedJob, post: PostedMessage) -> None:
+        """``retract``'s delete of ``post``; raises as Discord refuses or fails it."""
         if (
             self.history is not None
             and job.guild_id is not None
-            and job.channel_id is not None
-            and self.history.message_deleted_lately(job.guild_id, job.channel_id, message_id)
+            and self.history.message_deleted_lately(job.guild_id, post.channel_id, post.message_id)
         ):
             return
-        try:
-            if self._token_alive(job) and await self._deleted_through_webhook(job, message_id):
-                return
-            if job.channel_id is not None:
-                channel = self._client.get_partial_messageable(job.channel_id)
-                await channel.get_partial_message(message_id).delete()
-        except discord.NotFound:
-            pass  # deleted already
-        except discord.HTTPException as error:
-            log.warning("job %s: the erased job's result stays posted (%s)", job.job_id, error)
+        if self._token_alive(job) and await self._deleted_through_webhook(job, post.message_id):
+            return
+        channel = self._client.get_partial_messageable(post.channel_id)
+        await channel.get_partial_message(post.message_id).delete()
 
     def given_up(self, job_id: str, why: str) -> None:
         """The job's delivery is given up (``why``: what kept its outcome from being posted):
@@ -586,7 +618,7 @@ class DiscordResults(ProgressMessages):
             if progress_deleted and response_public:
                 # A progress edit found it deleted: not edited again. Judged again (a channel
                 # deletion that edit learned of is remembered).
-                raise await self._message_deleted(job)
+                raise await self._message_deleted(job, _response_known(job, watched))
             try:
                 if private and response_public:  # made private since its submit
                     await self._followed_up_privately(job, post, view)
@@ -608,7 +640,7 @@ class DiscordResults(ProgressMessages):
                     raise _ChannelDeleted from error
                 if error.code == UNKNOWN_MESSAGE and response_public:
                     # The token lives, the message does not: deleted in the channel, or with it.
-                    raise await self._message_deleted(job) from error
+                    raise await self._message_deleted(job, _response_known(job, watched)) from error
                 # Clocks disagree, a private response is gone, or its thread is archived (an
                 # edit there is refused; a post unarchives it): post it as a message instead.
                 if error.code not in _GONE_TOKEN_CODES | {THREAD_ARCHIVED}:
@@ -632,7 +664,7 @@ class DiscordResults(ProgressMessages):
             if progress_id in deleted:
                 # Gone, its deletion perhaps unheard (made while Easel was offline, after a
                 # try): judged as a live token's edit judges it, before anything is posted.
-                raise await self._message_deleted(job)
+                raise await self._message_deleted(job, progress_id)
             shows_no_outcome = job.job_id in self._posting_shown or (
                 progress_id is not None and _shows_no_outcome(job, progress_id, read_without_it)
             )
@@ -733,13 +765,16 @@ class DiscordResults(ProgressMessages):
             if error.code == UNKNOWN_CHANNEL:
                 raise _ChannelDeleted from error
             if error.code == UNKNOWN_MESSAGE:
-                raise await self._message_deleted(job) from error
+                raise await self._message_deleted(job, progress_id) from error
             log.warning("job %s: its progress message stays as it was (%s)", job.job_id, error)
         except (discord.HTTPException, TimeoutError) as error:
             log.warning("job %s: its progress message stays as it was (%s)", job.job_id, error)
 
-    async def _message_deleted(self, job: FinishedJob) -> _ProgressDeleted | _ChannelDeleted:
-        """The job's public message is gone: with its channel or thread, or alone
+    async def _message_deleted(
+        self, job: FinishedJob, message_id: int | None
+    ) -> _ProgressDeleted | _ChannelDeleted:
+        """The job's public message ``message_id`` (None: not known) is gone: with its channel
+        or thread, or alone
         (``_went_with_its_channel``, as a progress edit asks it). A lookup Discord did not
         answer decides nothing: ``TimeoutError``, so the delivery is tried again (a failure that
         may pass), never read as a moderator's deletion that withdraws the job's twins."""
@@ -750,7 +785,7 @@ class DiscordResults(ProgressMessages):
             raise TimeoutError(f"job {job.job_id}: its channel's lookup was not answered")
         if went_with_its_channel:
             return _ChannelDeleted()
-        return _ProgressDeleted()
+        return _ProgressDeleted(message_id)
 
     async def _post_directly(
         self,

@@ -126,9 +126,9 @@ class ProgressMessages:
         created_at = interaction.created_at.timestamp()
         guild_id, channel_id = interaction.guild_id, interaction.channel_id
 
-        async def deleted() -> None:
+        async def deleted(message_id: int | None) -> None:
             if not private and guild_id is not None:  # one dismissed privately withdraws nothing
-                await self._progress_gone(job_id, guild_id, channel_id)
+                await self._progress_gone(job_id, guild_id, channel_id, message_id)
 
         async def landed(progress: discord.WebhookMessage) -> None:
             # Whichever edit lands first (a failed first one leaves "thinking…" until a later
@@ -210,12 +210,15 @@ class ProgressMessages:
             await watched.settle()
         return watched.message is not None
 
-    async def _progress_gone(self, job_id: str, guild_id: int, channel_id: int | None) -> None:
-        """An edit of the job's public progress message, while its token lives, found it gone
-        from its server's channel: with that channel or thread, the job goes as its deletion
-        withdraws the jobs there (refunded, no twin; Easel may not have heard of it yet, or
-        ever: a channel hidden from Easel), else as its message's deletion withdraws it. When
-        Discord does not say which, nothing is withdrawn here: its delivery asks again."""
+    async def _progress_gone(
+        self, job_id: str, guild_id: int, channel_id: int | None, message_id: int | None
+    ) -> None:
+        """An edit of the job's public progress message ``message_id`` (None: not known,
+        "thinking…"), while its token lives, found it gone from its server's channel: with
+        that channel or thread, the job goes as its deletion withdraws the jobs there
+        (refunded, no twin; Easel may not have heard of it yet, or ever: a channel hidden from
+        Easel), else as its message's deletion withdraws it. When Discord does not say which,
+        nothing is withdrawn here: its delivery asks again."""
         went_with_its_channel = await self._went_with_its_channel(job_id, guild_id, channel_id)
         if went_with_its_channel is None:
             return
@@ -223,15 +226,21 @@ class ProgressMessages:
             for withdrawn in await self._channel_deleted(guild_id, channel_id):
                 log.info("job %s withdrawn: its channel was deleted in Discord", withdrawn)
         else:
-            await self._progress_deleted(job_id)
+            await self._progress_deleted(job_id, guild_id, channel_id, message_id)
 
-    async def _progress_deleted(self, job_id: str) -> None:
-        """The job's public progress message was deleted alone (``_went_with_its_channel``):
-        the job is withdrawn by its id, as a moderator's deletion of a recorded post
-        withdraws it (which it was not if deleted before its first edit: "thinking…")."""
+    async def _progress_deleted(
+        self, job_id: str, guild_id: int | None, channel_id: int | None, message_id: int | None
+    ) -> None:
+        """The job's public progress message ``message_id`` (None: not known) was deleted
+        alone (``_went_with_its_channel``): the job is withdrawn as Easel hearing of that
+        deletion withdraws it, its post unlinked (``History.withdraw_job``), and by its id
+        where it was not recorded as its post (deleted before its first edit: "thinking…")."""
         if self.history is None:
             return
-        for withdrawn in await self.history.withdraw_job(job_id):
+        deleted = None
+        if guild_id is not None and channel_id is not None and message_id is not None:
+            deleted = guild_id, channel_id, message_id
+        for withdrawn in await self.history.withdraw_job(job_id, deleted):
             log.info("job %s withdrawn: its progress message was deleted in Discord", withdrawn)
 
     async def _went_with_its_channel(
@@ -304,7 +313,9 @@ class ProgressMessages:
             log.warning("job %s: its progress message stays as it was (%s)", job_id, error)
             if isinstance(error, discord.NotFound) and error.code == UNKNOWN_MESSAGE:
                 # Deleted, as a progress edit would have found it (its event may be lost).
-                await self._progress_gone(job_id, pointer.guild_id, pointer.channel_id)
+                await self._progress_gone(
+                    job_id, pointer.guild_id, pointer.channel_id, pointer.progress_id
+                )
 
     @staticmethod
     async def _edit_progress_message(
@@ -510,7 +521,7 @@ def _wait_moved(shown_s: float | None, now_s: float | None) -> bool:
     return abs(now_s - shown_s) >= PLACE_MOVE_SHOWN * shown_s or shown_s // 60 != now_s // 60
 
 
-async def _nothing() -> None:
+async def _nothing(message_id: int | None) -> None:
     return None
 
 
@@ -538,7 +549,7 @@ class _Watched:
         token_alive: Callable[[], bool],
         spoiler: bool,
         *,
-        on_deleted: Callable[[], Awaitable[None]],
+        on_deleted: Callable[[int | None], Awaitable[None]],
         on_landed: Callable[[discord.WebhookMessage], Awaitable[None]],
         shown_now: Callable[[], Awaitable[PreviewShown]] | None = None,
         channel: Callable[[], discord.PartialMessageable] | None = None,
@@ -725,7 +736,7 @@ class _Watched:
             if error.code == UNKNOWN_MESSAGE:
                 self.deleted = True
                 log.warning("the progress message was deleted; it is edited no more")
-                await self._on_deleted()
+                await self._on_deleted(None if self.message is None else self.message.id)
             else:
                 log.warning("progress edit failed (%s); the result will still be posted", error)
             return

@@ -4,7 +4,6 @@ open for 15 minutes: submitting checks again that the member may still see the j
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,11 +13,8 @@ from bot.history import StoredJob
 from bot.remix import RemixFields, remix_fields, remix_request
 from bot.requests import MAX_PROMPT_CHARS
 from cogs.common import submit_from_interaction
-from cogs.errors import ReportingModal
+from cogs.forms import ReportingModal
 from inference.types import RenderRequest
-
-# A modal lives in memory until submitted; one left open is dropped after this long.
-MODAL_TIMEOUT_S = 15 * 60
 
 # The buttons' check (``cogs.results.buttons.visible_job``): the job, if the member may see it.
 VisibleJob = Callable[[discord.Interaction[Any], str], Awaitable[StoredJob]]
@@ -37,12 +33,7 @@ class RemixModal(ReportingModal):
     def __init__(
         self, job_id: str, original: RenderRequest, *, private: bool, visible_job: VisibleJob
     ) -> None:
-        # A fresh custom_id per modal: two members remixing the same job never collide.
-        super().__init__(
-            title=f"Remix {job_id}",
-            timeout=MODAL_TIMEOUT_S,
-            custom_id=f"easel:remix-modal:{secrets.token_hex(8)}",
-        )
+        super().__init__("remix", title=f"Remix {job_id}")
         self.job_id = job_id
         self.original = original
         self.private = private
@@ -92,6 +83,6 @@ class RemixModal(ReportingModal):
             interaction,
             "remix",
             remix_request(self.original, fields),
-            self.job_id,
+            job,
             private=self.private or job.private,
         )

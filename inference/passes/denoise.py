@@ -32,7 +32,7 @@ from inference.prompts import WildcardLibrary
 from inference.registry import ModelRegistry
 from inference.samplers import calls_per_step, make_scheduler
 from inference.tiling import seamless
-from inference.types import RenderRequest
+from inference.types import RenderFailed, RenderRequest
 
 
 @contextmanager
@@ -104,21 +104,58 @@ def noising_the_picture(pipeline: Any) -> Iterator[None]:
 
 
 @contextmanager
-def vae_decoding(pipeline: Any, tiled: bool = False) -> Iterator[None]:
+def vae_decoding(
+    pipeline: Any, jobs: Sequence[ImageJob], dtype: torch.dtype, tiled: bool = False
+) -> Iterator[None]:
     """For this call the pipeline's VAE decodes (and encodes) a batch one picture at a time,
     in tiles when ``tiled``. A batch's peak is then one picture's: on the CPU a 2x2 grid at
     512x512 peaked at a third, in the same time (docs/performance.md); pictures within 1/255
-    of a batched decode."""
+    of a batched decode. A decode to values that are not numbers (the pictures of ``jobs``,
+    in order, run at ``dtype``) fails the call (``blank_pictures``): it would deliver black."""
     vae = pipeline.vae
+    decode = vae.decode
+
+    def decode_checked(*args: Any, **kwargs: Any) -> Any:
+        output = decode(*args, **kwargs)
+        finite = torch.isfinite(output[0]).flatten(1).all(dim=1).tolist()
+        if not all(finite):
+            blank = [job for job, ok in zip(jobs, finite, strict=False) if not ok]
+            raise blank_pictures(blank if len(finite) == len(jobs) else jobs, dtype)
+        return output
+
+    vae.decode = decode_checked
     vae.enable_slicing()
     if tiled:
         vae.enable_tiling()
     try:
         yield
     finally:
+        del vae.decode  # the class's own again
         vae.disable_slicing()
         if tiled:
             vae.disable_tiling()
+
+
+def blank_pictures(jobs: Sequence[ImageJob], dtype: torch.dtype) -> RenderFailed:
+    """What the member of ``jobs``, whose pictures decoded to not-a-number values, is told:
+    the add-ons they use, which may be broken (finite weights that overflow: those that are
+    not finite are skipped as they load, ``inference.networks``), and whether half precision
+    may have overflowed (only where the model runs in it)."""
+    addons = dict.fromkeys(
+        [f"LoRA {lora.name}" for job in jobs for lora in job.loras]
+        + [f"embedding {name}" for job in jobs for name in job.embeddings]
+    )
+    half = dtype == torch.float16
+    if addons:
+        cause = f"a LoRA or embedding it uses may be broken ({', '.join(addons)})"
+        cause += ", or the model may have overflowed in half precision" if half else ""
+        cause += "; try without them"
+    elif half:
+        cause = "the model may have overflowed in half precision (float16), or it is broken; "
+        cause += "ask an admin"
+    else:
+        cause = "the model or its VAE may be broken; ask an admin to check them"
+    return RenderFailed(f"a picture came out blank (not-a-number values): {cause}")
 
 
 def stopping_early(request: RenderRequest, then: StepCallback) -> StepCallback:
@@ -269,7 +306,7 @@ class Denoiser:
                     if arguments.noises_picture_at_full_strength
                     else nullcontext()
                 ),
-                vae_decoding(pipeline, tiled),
+                vae_decoding(pipeline, jobs, self.dtype, tiled),
             ):
                 images = pipeline(
                     **guidance.pipeline_arguments(len(jobs)),

@@ -30,7 +30,7 @@ from inference.flow_families import (
     make_flow_scheduler,
 )
 from inference.model_cache import LoadedModel, PipelineTask
-from inference.networks import AppliedNetworks
+from inference.networks import AppliedNetworks, broken_lora
 from inference.noise import initial_noise, seeded_generator
 from inference.passes.denoise import (
     LatentFill,
@@ -112,7 +112,7 @@ class FlowCall:
         if self.family.guidance == "cfg":
             arguments["negative_prompt"] = [negative for _, negative in self.prompts]
         self.tracker.begin_pass()
-        with torch.inference_mode(), vae_decoding(pipeline):
+        with torch.inference_mode(), vae_decoding(pipeline, self.jobs, denoiser.dtype):
             result = pipeline(
                 prompt=[positive for positive, _ in self.prompts],
                 num_inference_steps=steps,
@@ -307,8 +307,9 @@ def flow_loras(
     pipeline: Any, loras: Sequence[ExtraNetwork], files: dict[str, Path]
 ) -> Iterator[AppliedNetworks]:
     """The LoRAs of one pipeline call, loaded as diffusers adapters at their tag weights
-    and unloaded after. One removed since its folder was listed is skipped with a warning,
-    as on SD; one that does not fit refuses the call."""
+    and unloaded after. One removed since its folder was listed, or whose weights are not
+    finite numbers, is skipped with a warning, as on SD; one that does not fit refuses the
+    call."""
     adapters: list[str] = []
     weights: list[float] = []
     skipped: dict[str, str] = {}
@@ -330,6 +331,9 @@ def flow_loras(
                 # diffusers' text names the server's folders: for the operator's log only.
                 log.warning("LoRA %s does not fit: %s", network.name, error)
                 raise RenderInputError(f"LoRA {network.name} does not fit this model") from None
+            if (broken := broken_lora(pipeline, adapter, network.name)) is not None:
+                skipped[network.name] = broken
+                continue
             adapters.append(adapter)
             weights.append(network.unet_weight)
         if adapters:

@@ -17,6 +17,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 _TAG = re.compile(r"<(\w+):([^>]+)>")
+# What ends a name in a tag (``_TAG``'s end, its values' separator): a file whose name holds
+# one cannot be named by a tag.
+TAG_NAME_STOPS = (":", ">")
 _WORD = re.compile(r"\w+")
 # The characters outside ASCII that a case-insensitive search equates with an ASCII one
 # (İ ı: i, ſ: s, the Kelvin sign: k); ``find_embeddings`` searches a prompt holding one.

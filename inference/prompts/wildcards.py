@@ -18,26 +18,33 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import json
+import logging
+import os
+import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
 from typing import Any, NamedTuple
 
+import yaml
 from dynamicprompts.commands import Command, VariantCommand, VariantOption, WildcardCommand
 from dynamicprompts.enums import SamplingMethod
 from dynamicprompts.parser.config import ParserConfig, default_parser_config
-from dynamicprompts.parser.parse import parse
 from dynamicprompts.samplers.base import Sampler
 from dynamicprompts.samplers.random import RandomSampler
 from dynamicprompts.sampling_context import SamplingContext
 from dynamicprompts.sampling_result import SamplingResult
 from dynamicprompts.types import ResultGen
-from dynamicprompts.utils import rotate_and_join
+from dynamicprompts.utils import is_empty_line, rotate_and_join
 from dynamicprompts.wildcards import WildcardManager
 from dynamicprompts.wildcards.collection import WildcardCollection
 from dynamicprompts.wildcards.collection.list import ListWildcardCollection
+from dynamicprompts.wildcards.collection.structured import _parse_structured_file_dict
 from dynamicprompts.wildcards.item import WildcardItem
+from dynamicprompts.wildcards.tree import WildcardTree
 from dynamicprompts.wildcards.values import WildcardValues
 from pyparsing import ParseBaseException
 
@@ -48,6 +55,7 @@ from inference.prompts.errors import (
     WildcardRecursionError,
 )
 from inference.prompts.flags import picture_seed
+from inference.prompts.parsing import parse_prompt
 from inference.prompts.stopping import checkpoint
 
 MAX_WILDCARD_DEPTH = 20
@@ -60,6 +68,9 @@ MAX_WILDCARD_EXPANSIONS = 1_000
 NO_FOLDER = "no wildcards folder is configured: __name__ is left as typed"
 # Sets of wildcard files whose protected values a library keeps.
 _KEPT_NAMES = 1_000
+# Values kept protected from one version of a folder to the next: about 2.5 files at the size
+# limit, a few hundred MB at most.
+_KEPT_PROTECTED = 1_000_000
 # Texts kept parsed, in two caches so that members' prompts never evict the wildcard values:
 # the values (the operator's), drawn by every request drawing from a file and at each draw of
 # a one-value wildcard (pyparsing takes milliseconds a value); the prompts, parsed again by
@@ -67,6 +78,21 @@ _KEPT_NAMES = 1_000
 # ``{a|b|c}`` choices keeps 0.58 MB parsed (1,000 characters: 0.13 MB), so 64 keep < 40 MB.
 _KEPT_VALUES = 512
 _KEPT_PROMPTS = 64
+# A wildcard folder is read once for each version of it (``_SharedFolder``). A file whose
+# reading would cost more than these bounds is left out: a member naming it is told it is
+# unknown, the log names the file and the bound once, and so does ``easel doctor``.
+# - Its size: the biggest real packs hold 1-5 MB in all; 10 MB of lines is about 400,000
+#   values, read in a few seconds once (a 25 MB file of 1,000,000 lines cost 11-16 s and
+#   400 MB at each plan when every plan read the folder again).
+MAX_WILDCARD_FILE_BYTES = 10_000_000
+# - A YAML alias (``*name``): dynamicprompts walks an aliased mapping once for each path to
+#   it, so 26 nested levels of two aliases in 712 bytes were hours of work and GBs, and
+#   PyYAML copies ``<<: *merge`` keys at each level too. Packs write their values out.
+# - Its wildcards (``__file/key__`` names): every look-up of a new name matches them all.
+MAX_WILDCARD_FILE_NAMES = 100_000
+_WILDCARD_SUFFIXES = (".txt", ".yaml", ".json")
+# Wildcard folders kept read: the bot's one, and those of tests and tools.
+_KEPT_FOLDERS = 8
 # Plane-15 private-use characters stand in for protected ASCII characters during expansion.
 _SHIELD = 0xF0000
 _SPECIAL = "{}|#$%_"
@@ -135,23 +161,247 @@ def protect(text: str, *, keep_wildcards: bool = True) -> str:
     return "".join(out)
 
 
+log = logging.getLogger(__name__)
+
+
+class _LeftOut(Exception):
+    """A wildcard file is left out; the message says why, for the log and ``easel doctor``."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no types
+    """``yaml.safe_load``'s reading (dynamicprompts'), refusing aliases. Pure Python, as
+    dynamicprompts reads: libyaml's composer recurses in C and crashed the process on a
+    200 KB file of nested brackets, where Python's raises ``RecursionError``."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            alias = self.peek_event()
+            raise _LeftOut(
+                f"it uses the YAML alias *{alias.anchor}, which wildcard files may not "
+                "(write the values out)"
+            )
+        return super().compose_node(parent, index)
+
+
+def _file_text(path: Path, errors: str = "strict") -> tuple[str, int]:
+    """A wildcard file's text, its line ends read as Python's text mode reads them, and its
+    length in bytes: every read of one is made here."""
+    data = path.read_bytes()
+    return data.decode("utf-8", errors).replace("\r\n", "\n").replace("\r", "\n"), len(data)
+
+
+class _TextFile(WildcardCollection):
+    """A ``.txt`` wildcard file, one value a line (``#`` comments), read at its first use by
+    one thread (its own lock: a big file holds up only the look-ups that read it), as
+    dynamicprompts reads one; one that cannot be read has no values (an unknown wildcard),
+    its reason kept (``problem``) and logged. ``whole``: its read had the ``size`` listed (a
+    file read while it was rewritten in place is read again in the next version)."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.whole = True
+        self.problem: str | None = None
+        self._values: list[str] | None = None
+        self._lock = threading.Lock()
+
+    def get_values(self) -> list[str]:
+        if self._values is None:
+            with _held(self._lock):
+                if self._values is None:
+                    self._values = self._read()
+        return self._values
+
+    def _read(self) -> list[str]:
+        try:
+            text, length = _file_text(self.path, errors="ignore")
+        except OSError as error:
+            self.problem = f"it cannot be read: {error.strerror or error}"
+            log.warning("Wildcard file %s left out: %s", self.path, self.problem)
+            text, length = "", -1
+        self.whole = length == self.size
+        return [line.strip() for line in text.split("\n") if not is_empty_line(line)]
+
+
+def _structured_names(path: Path, prefix: str) -> list[tuple[str, WildcardCollection]]:
+    """The wildcards of a ``.yaml`` or ``.json`` file as dynamicprompts names them, each
+    after ``prefix`` (its folder's); raises ``_LeftOut``."""
+    try:
+        text, _ = _file_text(path)
+        data = (
+            yaml.load(text, Loader=_NoAliasLoader) if path.suffix == ".yaml" else json.loads(text)
+        )
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise _LeftOut(f"it cannot be read: {reason}") from None
+    if isinstance(data, list):  # a list of strings is one wildcard, the file's
+        entries = [entry for entry in data if isinstance(entry, str)]
+        return (
+            [(prefix + path.stem, ListWildcardCollection(entries, source=path))] if entries else []
+        )
+    if not isinstance(data, dict):
+        return []
+    named: list[tuple[str, WildcardCollection]] = []
+    for name, collection in _parse_structured_file_dict(data, file_path=path):
+        if len(named) == MAX_WILDCARD_FILE_NAMES:
+            raise _LeftOut(f"it holds more than the limit of {MAX_WILDCARD_FILE_NAMES:,} wildcards")
+        named.append((prefix + name, collection))
+    return named
+
+
+# Each wildcard file listed: its size and its modification and change times (ns).
+_Listing = dict[Path, tuple[int, int, int]]
+
+
+def _listed(root: Path) -> _Listing:
+    """The wildcard files under ``root`` as dynamicprompts walks it (links followed, folders
+    named ``.*`` skipped; a folder linked under a second name is listed under both), regular
+    files only (a FIFO would block its reader), a link back to a folder above it skipped (a
+    link loop ends)."""
+    listing: _Listing = {}
+    # Each folder to list with the identities of the folders above it (``root`` included).
+    folders: list[tuple[str, frozenset[tuple[int, int]]]] = [(str(root), frozenset())]
+    while folders:
+        folder, above = folders.pop()
+        try:
+            identity = Path(folder).stat()
+            if (identity.st_dev, identity.st_ino) in above:
+                continue
+            above = above | {(identity.st_dev, identity.st_ino)}
+            with os.scandir(folder) as scanned:
+                entries = list(scanned)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    if not entry.name.startswith("."):
+                        folders.append((entry.path, above))
+                elif entry.name.endswith(_WILDCARD_SUFFIXES):
+                    found = entry.stat()
+                    if stat.S_ISREG(found.st_mode):
+                        listing[Path(entry.path)] = (
+                            found.st_size,
+                            found.st_mtime_ns,
+                            found.st_ctime_ns,
+                        )
+            except OSError:
+                continue
+    return listing
+
+
+class _FileRead(NamedTuple):
+    """One version of a wildcard file (its size and times, as listed), as read: its wildcards
+    (a text file's still unread), or why it is left out."""
+
+    version: tuple[int, int, int]
+    named: list[tuple[str, WildcardCollection]]
+    left_out: str | None = None
+
+
+def _file_read(root: Path, path: Path, version: tuple[int, int, int]) -> _FileRead:
+    """``path`` read (a file under ``root``); a file left out is logged."""
+    name = path.relative_to(root).with_suffix("").as_posix()
+    try:
+        if version[0] > MAX_WILDCARD_FILE_BYTES:
+            raise _LeftOut(
+                f"it is {version[0]:,} bytes, over the limit of {MAX_WILDCARD_FILE_BYTES:,}"
+            )
+        if path.suffix == ".txt":
+            return _FileRead(version, [(name, _TextFile(path, version[0]))])
+        folder = name.rpartition("/")[0]
+        return _FileRead(version, _structured_names(path, f"{folder}/" if folder else ""))
+    except _LeftOut as error:
+        log.warning("Wildcard file %s left out: %s", path, error)
+        return _FileRead(version, [], str(error))
+
+
+def _whole(read: _FileRead) -> bool:
+    """Whether ``read`` still stands for its version: a text file read since had its size."""
+    return all(c.whole for _, c in read.named if isinstance(c, _TextFile))
+
+
+def _files_read(
+    root: Path, listing: _Listing, earlier: dict[Path, _FileRead]
+) -> dict[Path, _FileRead]:
+    """Each file ``listing`` names, in path order, read: one whose version is the one read
+    ``earlier`` is not read again (an edit, an upload or a sync of one file in a big pack
+    parses only that file)."""
+    reads: dict[Path, _FileRead] = {}
+    for path, version in sorted(listing.items()):
+        read = earlier.get(path)
+        reads[path] = (
+            read
+            if read is not None and read.version == version and _whole(read)
+            else _file_read(root, path, version)
+        )
+    return reads
+
+
+@contextlib.contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """``lock``, waited for between checkpoints: a plan its member stopped waiting for stops
+    waiting for the lock too."""
+    while not lock.acquire(timeout=0.05):
+        checkpoint()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class _Manager(WildcardManager):
-    """Raises on unknown names and protects web UI syntax inside wildcard values.
+    """One version of the wildcard folder, as read (``reads``: each file's, ``_files_read``),
+    shared by the plans' threads. Raises on unknown names and protects web UI syntax inside
+    wildcard values.
 
     Each value is protected once, and the values of each set of files a name reads are put
-    together once: a glob such as ``__*__`` reads every file it matches, and doing that work
-    again at every look-up (or for ``__**__``, ``__***__``...) let one prompt cost minutes of
-    CPU with a big wildcard pack."""
+    together once, by one thread (that set's lock; the others wait, or find them): a glob such
+    as ``__*__`` reads every file it matches, and doing that work again at every look-up (or
+    for ``__**__``, ``__***__``...) let one prompt cost minutes of CPU with a big wildcard
+    pack. A look-up of other files does not wait for it. The values put together by the
+    version before (``earlier``) from files this one still holds are kept, and so are the
+    values it protected."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        reads: dict[Path, _FileRead] | None = None,
+        earlier: _Manager | None = None,
+    ) -> None:
         super().__init__(path)
+        reads = reads or {}
+        self._read = WildcardTree.from_map(
+            {name: collection for read in reads.values() for name, collection in read.named}
+        )
+        self.left_out = {path: read.left_out for path, read in reads.items() if read.left_out}
+        self._lock = threading.Lock()  # held only to find or add a set of files' lock
+        self._locks: dict[tuple[int, ...], threading.Lock] = {}
         self._protected: dict[str, str] = {}
-        # By the identities of the files read: valid while their tree lives (clear_cache).
+        # By the identities of the files read: valid while their collections live (this
+        # tree's, or the same objects in the version before: a file not read again).
         self._values: dict[tuple[int, ...], WildcardValues] = {}
+        if earlier is not None:
+            held = {id(collection) for collection in self._read.map.values()}
+            self._values = {
+                files: values for files, values in earlier._values.items() if held.issuperset(files)
+            }
+            # Keyed by the value's text: a plan stopped halfway through a big file leaves
+            # the next version less to do.
+            if len(earlier._protected) < _KEPT_PROTECTED:
+                self._protected = earlier._protected
 
-    def clear_cache(self) -> None:
-        super().clear_cache()
-        self._values.clear()
+    @property
+    def tree(self) -> WildcardTree:
+        return self._read
+
+    def files_left_out(self) -> dict[Path, str]:
+        """``WildcardLibrary.files_left_out``."""
+        text_files = [c for c in self._read.map.values() if isinstance(c, _TextFile)]
+        for text_file in text_files:
+            text_file.get_values()
+        unreadable = {c.path: c.problem for c in text_files if c.problem is not None}
+        return dict(sorted({**self.left_out, **unreadable}.items()))
 
     def get_values(self, wildcard: str) -> WildcardValues:
         if ".." in wildcard:
@@ -160,15 +410,27 @@ class _Manager(WildcardManager):
             raise UnknownWildcardError(wildcard, [], sorted(self.get_collection_names()))
         pattern, found = self._read_as(wildcard)
         files = tuple(map(id, found))
-        known = self._values.get(files)
-        if known is not None:
-            return known
-        values = super().get_values(pattern)
-        if not values:
+        values = self._values.get(files)
+        if values is None and found:
+            with self._lock:
+                if len(self._locks) >= _KEPT_NAMES:
+                    self._locks.clear()
+                lock = self._locks.setdefault(files, threading.Lock())
+            with _held(lock):
+                values = self._values.get(files) or self._values_read(wildcard, pattern, files)
+        if not values:  # the "did you mean" outside any lock: it matches every name
             names = sorted(self.get_collection_names())
             raise UnknownWildcardError(
                 wildcard, difflib.get_close_matches(wildcard, names, n=3, cutoff=0.5), names
             )
+        return values
+
+    def _values_read(self, wildcard: str, pattern: str, files: tuple[int, ...]) -> WildcardValues:
+        """The values of ``files``, read as ``pattern`` (the name typed: ``wildcard``),
+        protected and kept (none: they are not kept)."""
+        values = super().get_values(pattern)
+        if not values:
+            return values
         protected = WildcardValues.from_items(
             WildcardItem(self._protect(str(item), wildcard), getattr(item, "weight", 1.0))
             for item in values.items
@@ -199,6 +461,7 @@ class _Manager(WildcardManager):
     def _protect(self, value: str, wildcard: str) -> str:
         protected = self._protected.get(value)
         if protected is None:
+            checkpoint()  # a plan stopped while it protects a big file lets go of its lock
             protected = protect(value)
             _check_brace_nesting(protected, f"a value of __{wildcard}__")
             self._protected[value] = protected
@@ -209,10 +472,10 @@ def _file_of(collection: WildcardCollection) -> Path | None:
     """The file a collection was read from: a text file's own, a YAML or JSON key's
     ``source`` (its file, its key); None for one built otherwise."""
     if isinstance(collection, ListWildcardCollection):
-        source = collection.source
-        return source[0] if isinstance(source, tuple) and isinstance(source[0], Path) else None
-    path = getattr(collection, "_path", None)  # WildcardTextFile keeps it under this name
-    return path if isinstance(path, Path) else None
+        source = collection.source  # a whole file's list: its file
+        source = source[0] if isinstance(source, tuple) else source
+        return source if isinstance(source, Path) else None
+    return collection.path if isinstance(collection, _TextFile) else None
 
 
 class DrawnValue(NamedTuple):
@@ -377,16 +640,83 @@ class _DepthLimitedSampler(RandomSampler):
                 yield SamplingResult(text="")
 
 
+class _SharedFolder:
+    """One wildcard folder, read once for each version of it and shared by every library of
+    it (the plans' threads): listed again at each library's first use (each file's size and
+    times: 5,000 files in 25-35 ms, hundreds in a few ms), read again only when the listing
+    changed, by one thread while the others go on with the version before (at the first
+    read, they wait for it), and then only its files whose size or times changed. Each file
+    left out is logged once for each version of it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._read: _Manager | None = None
+        self._listing: _Listing | None = None
+        self._reads: dict[Path, _FileRead] = {}  # each file of the version read
+
+    def current(self) -> _Manager:
+        read = self._read
+        if read is not None and not self._lock.acquire(blocking=False):
+            return read  # another thread lists it now
+        if read is None:
+            with _held(self._lock):
+                return self._listed_again()
+        try:
+            return self._listed_again()
+        finally:
+            self._lock.release()
+
+    def _listed_again(self) -> _Manager:
+        """The folder as it is now (called holding ``_lock``), read again if it changed."""
+        listing = _listed(self.root)
+        if self._read is None or listing != self._listing:
+            self._reads = _files_read(self.root, listing, self._reads)
+            self._read = _Manager(self.root, self._reads, self._read)
+            self._listing = listing
+        return self._read
+
+
+_FOLDERS: dict[str, _SharedFolder] = {}
+_FOLDERS_LOCK = threading.Lock()
+_NO_FILES = _Manager(None)
+
+
+def _shared_folder(root: Path) -> _SharedFolder:
+    key = str(root.absolute())
+    with _FOLDERS_LOCK:
+        folder = _FOLDERS.get(key)
+        if folder is None:
+            if len(_FOLDERS) >= _KEPT_FOLDERS:
+                del _FOLDERS[next(iter(_FOLDERS))]
+            folder = _FOLDERS[key] = _SharedFolder(root)
+        return folder
+
+
 class WildcardLibrary:
-    """The wildcard folder (``None``: no folder); files are read on first use and cached."""
+    """The wildcard folder (``None``: no folder), as it is at the library's first use, kept
+    for its life (a plan draws from one version of it): read once for every library of it
+    while it does not change (``_SharedFolder``), text files at their first use."""
 
     def __init__(self, root: Path | str | None) -> None:
         self.root = Path(root) if root is not None else None
-        self._manager = _Manager(self.root)
+        self._version: _Manager | None = None
         self._values_drawn: list[DrawnValue] | None = None  # where each value drawn is noted
+
+    @property
+    def _manager(self) -> _Manager:
+        if self._version is None:
+            self._version = _NO_FILES if self.root is None else _shared_folder(self.root).current()
+        return self._version
 
     def names(self) -> list[str]:
         return sorted(self._manager.get_collection_names())
+
+    def files_left_out(self) -> dict[Path, str]:
+        """The wildcard files left out, each with why (``easel doctor``): those past a bound
+        (``MAX_WILDCARD_FILE_BYTES``...), and the text files that cannot be read (each
+        read for it)."""
+        return self._manager.files_left_out()
 
     def files_of(self, wildcard: str) -> list[Path]:
         """The files (relative to the folder) the wildcard ``wildcard`` reads: those to
@@ -426,7 +756,7 @@ def _parse(text: str, parser_config: ParserConfig = default_parser_config) -> Co
     ``_parsed_value``): every picture of a request, and every pass that plans it again,
     samples the same command, and a wildcard's values are drawn again and again (each draw is
     still counted in the budget). Its commands are frozen: one is shared by every use."""
-    return parse(text, parser_config=parser_config)
+    return parse_prompt(text, parser_config=parser_config)
 
 
 _parsed_prompt = functools.lru_cache(maxsize=_KEPT_PROMPTS)(_parse)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -113,15 +113,22 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         server.stop()
 
 
-async def python_process(*args: str, cwd: Path = REPO_ROOT) -> asyncio.subprocess.Process:
-    """``python ARGS`` (from the repository root unless ``cwd`` says otherwise), its stdout a
-    pipe of text lines."""
+async def python_process(
+    *args: str,
+    cwd: Path = REPO_ROOT,
+    environment: Mapping[str, str] | None = None,
+    stderr: int | None = None,
+) -> asyncio.subprocess.Process:
+    """``python ARGS`` (from the repository root unless ``cwd`` says otherwise, with
+    ``environment`` added to this process's), its stdout a pipe of text lines; ``stderr``
+    (the log): ``asyncio.subprocess.STDOUT`` reads it there too."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         *args,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, **(environment or {}), "PYTHONPATH": str(REPO_ROOT)},
         stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
+from PIL import Image
 
 from bot.jobs.accounting import Member
 from bot.jobs.queue import MAX_RENDER_ATTEMPTS, CancelOutcome, JobQueue, Submission
@@ -302,3 +304,31 @@ async def test_bot_restarts_while_a_job_waits_for_a_worker_are_no_render_attempt
     await sink.wait_for(1)
     await queue.stop()
     assert sink.delivered[0].job_id == job_id and sink.delivered[0].succeeded
+
+
+async def test_the_journal_names_files_inside_the_data_folder_wherever_they_render(
+    conn: aiosqlite.Connection, tmp_path: Path, transport: Transport
+) -> None:
+    """A broker worker's pictures are written by the bot, as a local device's are: the journal
+    names the upload a job reads and the pictures it made by their path inside the data
+    folder, so that the folder moved before the next start still has them."""
+    data = tmp_path / "data"
+    (data / "inputs").mkdir(parents=True)
+    upload = data / "inputs" / "upload.png"
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(upload)
+    queue, sink = await started_queue(conn, await transport.slots(InstantEngine()), data / "images")
+    request = RenderRequest("a cat", seed=3, steps=2, mode="img2img", init_image=str(upload))
+    job_id = await queue.submit(replace(submission(), request=request))
+    await sink.wait_for(1)
+    await queue.stop()
+    assert sink.delivered[0].succeeded
+    record = await journal.get_job(conn, job_id)
+    assert record is not None
+    assert json.loads(record.request_json)["init_image"] == "inputs/upload.png"
+    images = await journal.images_of(conn, job_id)
+    assert [image.path for image in images] == [f"images/{job_id}/0.png"]
+
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    read_back = await JobQueue(conn, [], moved / "images").request_of(job_id)
+    assert read_back is not None and read_back.init_image == str(moved / "inputs" / "upload.png")

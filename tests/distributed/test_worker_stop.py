@@ -1,7 +1,8 @@
 """``easel worker``'s stop ends within its budget: the job in hand finishes, or is told to stop
 and goes back to the broker (for another worker, not cancelled); a device stuck inside a step
 is left to it, its job handed back at once, and the process ends with
-``STUCK_DEVICE_EXIT_STATUS``; a second signal ends it at once. A real nats-server."""
+``STUCK_DEVICE_EXIT_STATUS``; a second signal ends it at once; a stop during the warm start's
+model load stops the warm-up and ends with status 0. A real nats-server."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bot.jobs.broker.worker import WorkerConfig, serve
 from bot.jobs.queue import Submission
 from bot.process_end import STUCK_DEVICE_EXIT_STATUS
 from inference.types import RenderRequest
-from tests.distributed.nats_server import python_process, read_until
+from tests.distributed.nats_server import NatsServer, python_process, read_until
 from tests.distributed.transports import NatsTransport
 from tests.support.engines import HeldEngine, InstantEngine, StuckEngine
 from tests.support.exits import Exited, exit_process
@@ -31,6 +32,12 @@ RENDER_AT_STOP_S = 0.5
 MARGIN_S = 3.0
 # Long past the test: a job the stopped worker did not hand back is not redelivered in it.
 ACK_WAIT_S = 120.0
+# The stop's budget of ``easel worker`` as a process (``tests.e2e.stuck_device_main``) whose
+# load never ends, and of one whose load ends (a real load, seconds on a busy machine).
+PROCESS_BUDGET_S = 5.0
+PROCESS_BUDGET_PAST_A_LOAD_S = 30.0
+# Its start, torch imported and the models scanned, on a machine busy with other tests.
+START_TIMEOUT_S = 120
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +130,69 @@ async def test_a_second_stop_signal_ends_the_worker_at_once(
             busy.kill()
             await busy.wait()
         await queue.stop()
+
+
+@asynccontextmanager
+async def worker_loading(
+    server: NatsServer, models_dir: Path, data_dir: Path, budget_s: float, *load_s: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``easel worker`` as a process (the real engine on the CPU, ``EASEL_WARM_START``), its
+    stop's budget ``budget_s``, its warm-up inside the load of the default model: one that
+    never ends, or ends after ``load_s`` (``tests.e2e.stuck_device_main``); its log read on its
+    output."""
+    main = ("-m", "tests.e2e.stuck_device_main", str(budget_s), "load", *load_s)
+    environment = {
+        "EASEL_QUEUE_URL": server.url,
+        "EASEL_DATA_DIR": str(data_dir),
+        "EASEL_MODELS_DIR": str(models_dir),
+        "EASEL_DEVICES": "cpu",
+    }
+    process = await python_process(
+        *main, "--worker", environment=environment, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        await read_until(process, "stuck in a load", START_TIMEOUT_S)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stopped(process: asyncio.subprocess.Process, budget_s: float) -> tuple[int, str]:
+    """SIGTERM ``process``: its exit status, within its stop's ``budget_s``, and the rest of
+    its output."""
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(budget_s + MARGIN_S):
+        output = (await process.communicate())[0].decode()
+    assert process.returncode is not None
+    return process.returncode, output
+
+
+async def test_a_stop_during_a_warm_up_load_that_never_ends_ends_the_worker_at_0(
+    nats_server: NatsServer, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """A restart during the warm start's load (a slow disk) is no stuck device: the worker
+    ends once its stop's budget is spent, without the load, with ``easel run``'s status for it
+    (``status_after_stop``), not the stuck device's, and no traceback."""
+    data_dir = tmp_path / "data"
+    async with worker_loading(nats_server, tiny_models_dir, data_dir, PROCESS_BUDGET_S) as loading:
+        status, said = await stopped(loading, PROCESS_BUDGET_S)
+    assert status == 0, said
+    assert "stopped while cpu was still loading model " in said
+    assert "Traceback" not in said and "still busy" not in said
+
+
+async def test_a_stop_during_a_warm_up_load_stops_the_warm_up_once_the_load_ends(
+    nats_server: NatsServer, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """The stop is not held for what the warm-up had not started: its step and the device's
+    probe are skipped once the load (which no stop interrupts) ends, and the worker ends at
+    0 then, not once its stop's budget is spent (with the load named as not waited for)."""
+    budget_s = PROCESS_BUDGET_PAST_A_LOAD_S
+    data_dir = tmp_path / "data"
+    async with worker_loading(nats_server, tiny_models_dir, data_dir, budget_s, "2") as loading:
+        status, said = await stopped(loading, budget_s)
+    assert status == 0, said
+    assert "warm start on cpu stopped: shutting down" in said, said
+    assert "Traceback" not in said and "still loading" not in said

@@ -1,26 +1,31 @@
-"""``easel run`` whose device hangs inside a step of each render whose prompt says "never
-ends" (a hung kernel: deaf to the stop), with the stop's budget given, for a test to stop it
-as a process.
+"""``easel run`` (or ``easel worker``) whose device hangs inside a step of each render whose
+prompt says "never ends" (a hung kernel: deaf to the stop), with the stop's budget given, for
+a test to stop it as a process.
 
-    python -m tests.e2e.stuck_device_main STOP_BUDGET_S [load]
+    python -m tests.e2e.stuck_device_main STOP_BUDGET_S [load [LOAD_S]] [--worker]
 
 Prints "stuck in a step" once a render hangs there. The real engine renders the rest. With
 ``load``, the device warms up at the start (``EASEL_WARM_START=on``) and every model load
-hangs instead (a slow disk, for as long as the test needs): it prints "stuck in a load".
+hangs instead (a slow disk, for as long as the test needs, or ``LOAD_S`` seconds before it
+loads): it prints "stuck in a load".
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from bot import app
+from bot import app, engines
 from bot.cli.main import main
 from bot.engines import engine_factory_for
+from bot.jobs.broker import worker
 from bot.settings import Settings
+from inference.engine import Engine
 from inference.progress import StepTracker
 from inference.registry import ModelEntry
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
@@ -75,10 +80,19 @@ def _hanging_step_end(tracker: StepTracker, *args: Any) -> dict[str, Any]:
     return _step_end(tracker, *args)
 
 
-def _hanging_load(_engine: Any, _entry: ModelEntry) -> Any:
-    print("stuck in a load", flush=True)
-    threading.Event().wait()  # never set: the device thread stays inside the load
-    raise AssertionError("unreachable")
+_load = Engine._load_pipeline
+
+
+def _hanging_load(load_s: float | None) -> Any:
+    def load(engine: Engine, entry: ModelEntry) -> Any:
+        print("stuck in a load", flush=True)
+        if load_s is None:
+            threading.Event().wait()  # never set: the device thread stays inside the load
+        else:
+            time.sleep(load_s)
+        return _load(engine, entry)
+
+    return load
 
 
 def _hanging_engines(settings: Settings) -> EngineFactory:
@@ -87,13 +101,19 @@ def _hanging_engines(settings: Settings) -> EngineFactory:
 
 
 if __name__ == "__main__":
-    app.STOP_BUDGET_S = float(sys.argv[1])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("stop_budget_s", type=float)
+    parser.add_argument("load", nargs="?", choices=["load"])
+    parser.add_argument("load_s", nargs="?", type=float, help="default: the load never ends")
+    parser.add_argument("--worker", action="store_true", help="easel worker, not easel run")
+    args = parser.parse_args()
+    app.STOP_BUDGET_S = worker.STOP_BUDGET_S = args.stop_budget_s
+    worker.RENDER_AT_STOP_S = min(worker.RENDER_AT_STOP_S, args.stop_budget_s)
     app.CLOSING_RESERVE_S = 0.5
     app.engine_factory_for = _hanging_engines  # type: ignore[assignment]
+    engines.engine_factory_for = _hanging_engines  # ``easel worker`` imports it when it starts
     StepTracker.on_step_end = _hanging_step_end  # type: ignore[method-assign,assignment]
-    if sys.argv[2:] == ["load"]:
-        from inference.engine import Engine
-
+    if args.load is not None:
         os.environ["EASEL_WARM_START"] = "on"
-        Engine._load_pipeline = _hanging_load  # type: ignore[method-assign,assignment]
-    sys.exit(main(["run"]))
+        Engine._load_pipeline = _hanging_load(args.load_s)  # type: ignore[method-assign]
+    sys.exit(main(["worker" if args.worker else "run"]))

@@ -72,7 +72,8 @@ async def test_imagine_with_a_control_picture(
         [kept] = inputs_of(easel_settings_for_test)  # the accepted job's control picture
         conn = await connect(easel_settings_for_test.database_path)
         try:  # retention keeps what a journaled job reads
-            assert str(kept) in await journal.input_picture_paths(conn)
+            named = f"inputs/{kept.name}"  # by its place in the data folder
+            assert named in await journal.input_picture_paths(conn)
         finally:
             await conn.close()
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.jobs.queue import FinishedJob
 from cogs.results.posting import PROGRESS_DELETED
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, reply_to
 from tests.e2e.test_moderation_after_the_fact import WITHDRAWAL_WAIT_S, deletions_read
 from tests.fake_discord import FakeDiscord
 from tests.support.engines import HeldEngine
@@ -161,3 +161,52 @@ async def test_a_queued_jobs_thinking_deleted_ends_it_without_waiting_on_itself(
             assert stored is not None and stored.withdrawn and stored.status == "cancelled"
             engine.released.set()
         fake.take_violations()  # the edit of the deleted response, as above
+
+
+async def test_a_job_whose_deleted_progress_an_edit_found_stays_restored(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its progress message deleted while Easel heard nothing of it (a gateway gap): the edit
+    that finds it gone withdraws the job as hearing of it would, unlinking that post, so an
+    admin's restore stands: /show posts the result again and finds nothing to withdraw it."""
+    fake, engine = fake_discord, HeldEngine()
+    async with start_easel(lambda device: engine) as bot:
+        with engine:
+            loop = asyncio.get_running_loop()
+            linked: asyncio.Future[str] = loop.create_future()
+            delivered: asyncio.Future[int | None] = loop.create_future()
+            result_posted, deliver = bot.services.history.result_posted, bot.results.deliver
+
+            async def recorded_post(job_id: str, *posted: Any) -> bool:
+                still_there = await result_posted(job_id, *posted)
+                if not linked.done():
+                    linked.set_result(job_id)
+                return still_there
+
+            async def recorded_delivery(job: FinishedJob) -> int | None:
+                delivered.set_result(await deliver(job))
+                return delivered.result()
+
+            monkeypatch.setattr(bot.services.history, "result_posted", recorded_post)
+            monkeypatch.setattr(bot.results, "deliver", recorded_delivery)
+            handle = await fake.invoke_command("imagine", {"prompt": "a cat", **QUICK})
+            progress = await handle.wait_for_original(lambda m: not m.is_loading)
+            job_id = await asyncio.wait_for(linked, RENDER_TIMEOUT_S)
+            assert await bot.services.history.posts_of(job_id) != ()
+            progress.deleted = True  # no MESSAGE_DELETE reaches Easel
+            engine.released.set()
+            # The next edit of it (progress, or the result) finds it gone: nothing is posted.
+            assert await asyncio.wait_for(delivered, RENDER_TIMEOUT_S) is None
+        stored = await bot.services.history.job(job_id)
+        assert stored is not None and stored.withdrawn
+        assert await bot.services.history.posts_of(job_id) == ()
+
+        restore = {"job": job_id}
+        restored = await reply_to(fake, "easel-admin restore", restore, user=fake.owner_id)
+        assert "Restored" in restored.content, restored.content
+        shown = await reply_to(fake, "show", {"job_id": job_id})
+        assert has_picture(shown), shown.content
+        stored = await bot.services.history.job(job_id)
+        assert stored is not None and not stored.withdrawn
+        # The one edit of the deleted response that told Easel so; no look for it since.
+        assert [v.split(":", 1)[0] for v in fake.take_violations()] == ["unknown-resource"]

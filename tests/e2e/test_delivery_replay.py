@@ -22,6 +22,7 @@ from bot.jobs.queue import delivery as job_delivery
 from bot.settings import Settings
 from cogs.results.posting import DiscordResults
 from cogs.results.progress import Pointer
+from db import history as db_history
 from db import jobs as journal
 from db.database import connect
 from tests.conftest import ErrorLogs
@@ -385,6 +386,13 @@ async def test_a_progress_message_deleted_while_easel_was_offline_keeps_its_resu
     )
     assert posted is None and job is not None and job.withdrawn_at is not None
     assert [m for m in fake_discord.messages.values() if has_picture(m)] == []
+    # Unlinked as a deletion heard would be: an admin's restore is not undone by a later
+    # re-post's look for the dead message.
+    conn = await connect(easel_settings_for_test.database_path)
+    try:
+        assert await db_history.posts_of(conn, job_id) == ()
+    finally:
+        await conn.close()
     # The one read (or edit) that found it gone, as Discord answers it.
     (read_of_the_deleted,) = fake_discord.take_violations()
     assert read_of_the_deleted.startswith(f"unknown-resource: message {progress.id} ")

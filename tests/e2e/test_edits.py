@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.jobs.accounting import estimated_cost
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
@@ -116,6 +117,24 @@ async def test_message_menus_vary_and_upscale(
         assert reply.is_ephemeral and reply.content.endswith(
             "use /vary with this message's link in `message` and a `prompt`."
         ), reply.content
+
+
+async def test_an_upscale_of_a_picture_with_overlong_parameters_carries_none_over(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Parameters longer than ``/use-settings`` reads are left out of the stored copy: the
+    picture is upscaled as one without them (its over-long prompt is not read, not refused)."""
+    overlong = SOURCE_INFOTEXT.replace("a red fox", "a red fox" + "," * MAX_INFOTEXT_CHARS)
+    async with start_easel():
+        posted = await fake_discord.post_user_message(
+            "look", attachments=[("fox.png", source_png(infotext=overlong))]
+        )
+        upscaled = await (
+            await fake_discord.invoke_message_command("Upscale", posted)
+        ).wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert size_of(upscaled) == (128, 128)
+        prompt, params = params_of(upscaled)
+        assert prompt == "" and "Seed" not in params and "Steps" not in params, params
 
 
 async def test_creative_upscale_re_details_in_tiles_with_the_picture_s_prompt(

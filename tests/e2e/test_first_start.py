@@ -177,12 +177,14 @@ async def test_first_start_says_what_it_found_and_a_dev_server_is_cleared_later(
     caplog.clear()
     empty_models = tmp_path / "no-models"
     empty_models.mkdir()
+    (empty_models / "old.ckpt").write_bytes(b"not offered: pickles are not allowed")
     production = settings.model_copy(
         update={
             "dev_guild_id": None,
             "models_dir": empty_models,
             "devices": ("cuda:99",),
             "warm_start": "off",
+            "captioner_dir": tmp_path / "no-captioner",
         }
     )
     async with running_bot(fake, build(production)):
@@ -193,6 +195,16 @@ async def test_first_start_says_what_it_found_and_a_dev_server_is_cleared_later(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(w.startswith("no model in ") for w in warnings), warnings
     assert any("cuda:99" in w and "EASEL_DEVICES" in w for w in warnings), warnings
+    # A checkpoint left out, and a /describe that would fail, are named once at the start.
+    pickles = [w for w in warnings if "old.ckpt" in w]
+    assert pickles == [
+        "checkpoints left out, pickle files: old.ckpt; convert them to .safetensors or set "
+        "EASEL_ALLOW_PICKLE=1"
+    ]
+    no_captioner = f"EASEL_CAPTIONER_DIR={tmp_path / 'no-captioner'} does not exist"
+    assert [w for w in warnings if no_captioner in w] == [
+        f"/describe fails: {no_captioner}: it needs a BLIP captioning model folder with config.json"
+    ]
 
     caplog.clear()
     misnamed = settings.model_copy(update={"default_model": "nope", "warm_start": "off"})

@@ -13,6 +13,7 @@ from typing import cast
 import aiohttp
 import pytest
 
+from bot import unheard_deletions
 from bot.app import EaselBot, build
 from bot.bans import StopCause
 from bot.policy.moderation import WITHDRAWN_PICTURE
@@ -31,9 +32,11 @@ from tests.e2e.helpers import (
 from tests.e2e.test_region import mask_form, region_offer
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
+from tests.fake_discord.payloads import PERMISSION_VIEW_CHANNEL
 from tests.support.engines import HeldEngine
 
 BANNED_IN_THE_GAP = 6801
+POST_LOOKUP = ("GET", "/channels/{channel}/messages/{message}")
 
 
 async def new_session(fake: FakeDiscord) -> None:
@@ -88,6 +91,131 @@ async def made_and_shown(fake: FakeDiscord, count: int) -> tuple[StoredMessage, 
     return result, await shown.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
 
 
+def posts_asked(fake: FakeDiscord) -> list[int]:
+    """The messages Easel asked Discord about one by one, in order."""
+    return [int(call.path.rsplit("/", 1)[1]) for call in fake.calls_to(*POST_LOOKUP)]
+
+
+@pytest.fixture
+def ids_on_easels_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake makes its ids on Easel's own clock: no slack for a host clock behind
+    Discord's, so a post made after a session began is one made in it."""
+    monkeypatch.setattr(unheard_deletions, "CLOCK_SLACK_S", 0.0)
+
+
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_with_no_gap_nothing_is_asked_before_a_repost_or_a_new_job(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Connected since the job's posts were made (a RESUMED replays what a dropped connection
+    missed), Easel heard any deletion of them: /show, U1, V2 and DM me ask Discord nothing."""
+    fake = fake_discord
+    async with start_easel():
+        _, shown_again = await made_and_shown(fake, count=2)
+        pick = await fake.click(shown_again, label="U1")
+        await pick.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        vary = await fake.click(shown_again, label="V2")
+        await vary.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        await fake.drop_gateway_connection(resumable=True)
+        await fake.wait_for_resume()
+        copy = await fake.click(shown_again, label="DM me")
+        assert not (await copy.wait_for_original(lambda m: not m.is_loading)).is_loading
+    assert posts_asked(fake) == []
+
+
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_after_a_gap_each_earlier_post_is_asked_about_once(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """After a session Discord did not resume, the first click asks about the job's posts made
+    before it; the next clicks, /show and V1 ask nothing (those were found there, the new U1
+    post made in the session); after another such gap, every post is asked about again."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        result, shown_again = await made_and_shown(fake, count=2)
+        job_id = job_id_of(result)
+        await new_session(fake)
+        pick = await fake.click(shown_again, label="U1")
+        await pick.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert sorted(posts_asked(fake)) == sorted([result.id, shown_again.id])
+        pick = await fake.click(shown_again, label="U2")
+        await pick.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        again = await fake.invoke_command("show", {"job_id": job_id})
+        await again.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        vary = await fake.click(shown_again, label="V1")
+        await vary.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert len(posts_asked(fake)) == 2
+        posts = {post.message_id for post in await bot.services.history.posts_of(job_id)}
+        assert len(posts) == 5  # the result, two /show posts and two U posts
+        await new_session(fake)
+        pick = await fake.click(shown_again, label="U1")
+        await pick.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    assert sorted(posts_asked(fake)[2:]) == sorted(posts)
+
+
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_while_disconnected_every_post_is_asked_about_until_the_resume(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """discord.py dispatches "disconnect" as a connection drops: until the RESUMED, a deletion
+    may go unheard. Only the mask editor's submit comes in meanwhile; here the event is
+    dispatched on a connection kept up, so that a click can ask."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        result, shown_again = await made_and_shown(fake, count=2)
+        bot.dispatch("disconnect")
+        pick = await fake.click(shown_again, label="U1")
+        await pick.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert sorted(posts_asked(fake)) == sorted([result.id, shown_again.id])
+        await fake.drop_gateway_connection(resumable=True)
+        await fake.wait_for_resume()
+        pick = await fake.click(shown_again, label="U2")
+        await pick.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    assert len(posts_asked(fake)) == 2
+
+
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_a_result_deleted_while_easel_could_not_view_its_channel_is_not_posted_again(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """In one gateway session, Easel loses View Channel where its result is, a moderator
+    deletes the result (no MESSAGE_DELETE reaches Easel), and View Channel comes back: the
+    next /show asks about the job's posts and finds it deleted."""
+    fake = fake_discord
+    elsewhere = fake.add_text_channel("elsewhere")
+    async with start_easel():
+        result, _ = await made_and_shown(fake, count=1)
+        fake.set_overwrite(fake.channel_id, fake.bot_user_id, deny=PERMISSION_VIEW_CHANNEL)
+        # Sends the queued CHANNEL_UPDATE now (the fake words it as the channel is when it
+        # goes out), so that it says View Channel was denied.
+        await fake.post_user_message("meanwhile", channel=elsewhere)
+        await fake.delete_messages(result)
+        fake.set_overwrite(fake.channel_id, fake.bot_user_id)
+        again = await fake.invoke_command("show", {"job_id": job_id_of(result)})
+        answer = await again.wait_for_answer(RENDER_TIMEOUT_S)
+    assert answer.content == WITHDRAWN_PICTURE
+    read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
+    assert fake.take_violations() == [read]  # the deletion found by asking
+
+
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_after_easel_joins_a_server_each_earlier_post_is_asked_about_once(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A server that removed Easel in this session adds it again (its deletions meanwhile went
+    unannounced): the next /show asks about the posts made before, the one after nothing.
+    discord.py dispatches "guild_join" for such a GUILD_CREATE; the fake's always says
+    ``unavailable: false`` (a server back from an outage), so the test dispatches it."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        result, shown_again = await made_and_shown(fake, count=1)
+        bot.dispatch("guild_join", bot.get_guild(fake.guild_id))
+        for _ in range(2):
+            again = await fake.invoke_command("show", {"job_id": job_id_of(result)})
+            await again.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    assert sorted(posts_asked(fake)) == sorted([result.id, shown_again.id])
+
+
 async def test_a_result_deleted_in_a_gap_not_resumed_is_not_posted_again(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
@@ -96,8 +224,10 @@ async def test_a_result_deleted_in_a_gap_not_resumed_is_not_posted_again(
         # Shown again before the gap: its U1 is clicked after it.
         result, shown_again = await made_and_shown(fake, count=2)
         job_id = job_id_of(result)
-        # Discord cannot say whether the result is still there: U1 posts all the same.
-        fake.fail("GET", "/channels/{channel}/messages/{message}", times=2, status=503)
+        # After a first gap, Discord cannot say whether the result is still there: U1 posts
+        # all the same.
+        await new_session(fake)
+        fake.fail(*POST_LOOKUP, times=2, status=503)
         outage = await fake.click(shown_again, label="U1")
         picked = await outage.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         job = await bot.services.history.job(job_id)

@@ -158,7 +158,8 @@ async def test_blend_of_three_pictures(
         assert len(kept) == 3
         conn = await connect(easel_settings_for_test.database_path)
         try:  # retention keeps what a journaled job reads
-            assert {str(path) for path in kept} <= await journal.input_picture_paths(conn)
+            named = {f"inputs/{path.name}" for path in kept}  # by its place in the data folder
+            assert named <= await journal.input_picture_paths(conn)
         finally:
             await conn.close()
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from inference.engine import Engine
 from inference.face_options import (
@@ -32,7 +34,7 @@ from inference.faces import (
 from inference.infotext import format_infotext, parse_infotext, png_with_infotext
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_face_restorer, write_tiny_model, write_tiny_upscaler
-from inference.types import RenderInputError, RenderRequest, StepProgress
+from inference.types import RenderFailed, RenderInputError, RenderRequest, StepProgress
 from tests.inference.conftest import TINY
 
 # Where the astronaut's face is in the 512x512 photograph (checked by eye once).
@@ -101,6 +103,24 @@ def test_restoration_changes_the_face_and_nothing_else(
     [face] = face_detector(face_models).detect(photo)
     restored = restore_faces(restorer, photo, [face])
     only_near(face, np.asarray(photo), np.asarray(restored))
+
+
+def test_a_restorer_giving_not_a_number_fails_naming_it(tmp_path: Path, photo: Image.Image) -> None:
+    """A file of NaN weights restores a face to NaN pixels, which would be pasted in black."""
+    made = write_tiny_face_restorer(tmp_path / "made")
+    state = load_file(str(made))
+    nan = {k: v.fill_(torch.nan) if v.is_floating_point() else v for k, v in state.items()}
+    broken = tmp_path / "nan-restoreformer.safetensors"
+    save_file(nan, str(broken))
+    restorer = load_face_restorer("nan-restoreformer", broken, "cpu")
+    [face] = face_detector(tmp_path).detect(photo)
+    with pytest.raises(RenderFailed) as failed:
+        restore_faces(restorer, photo, [face])
+    assert str(failed.value) == (
+        "face restorer 'nan-restoreformer' (nan-restoreformer.safetensors) gave not-a-number "
+        "values, a blank picture: its file may be broken; try another face restorer, or ask "
+        "an admin to check it"
+    )
 
 
 def test_restorers_are_named_checked_and_refused_with_a_sentence(

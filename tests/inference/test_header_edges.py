@@ -5,6 +5,7 @@ passed over (or left out, said why), never failing every request that reads it."
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,19 @@ DEEP = 100_000  # past Python's recursion limit, as its JSON decoder recurses on
 
 
 def weights_file(path: Path, tensors: dict[str, list[int]], *, cut: int = 0) -> Path:
-    """A ``.safetensors`` file of one byte per tensor, of these shapes; ``cut`` bytes short of
-    whole (a copy in progress)."""
+    """A ``.safetensors`` file of byte tensors of these shapes, its data never written (a
+    sparse file: these tests read headers only); ``cut`` bytes short of whole (a copy in
+    progress)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {
-        name: {"dtype": "U8", "shape": shape, "data_offsets": [index, index + 1]}
-        for index, (name, shape) in enumerate(tensors.items())
-    }
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        size = math.prod(shape)
+        header[name] = {"dtype": "U8", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
     raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * (len(tensors) - cut))
+    with path.open("wb") as stream:
+        stream.write(struct.pack("<Q", len(raw)) + raw)
+        stream.truncate(8 + len(raw) + offset - cut)
     return path
 
 
@@ -68,8 +73,8 @@ def test_a_half_file_of_another_part_is_not_blamed_for_a_missing_part(tmp_path: 
     weights_file(folder / "clip_l.safetensors", clip, cut=1)
     assert _find_part("T5", config, [folder]) is None
     cut_in_header = folder / "t5.safetensors"
-    whole = weights_file(cut_in_header, {"shared.weight": [32128, 4096]}).read_bytes()
-    cut_in_header.write_bytes(whole[:20])
+    with weights_file(cut_in_header, {"shared.weight": [32128, 4096]}).open("rb") as whole:
+        cut_in_header.write_bytes(whole.read(20))
     assert _find_part("T5", config, [folder]) == (
         cut_in_header,
         "t5.safetensors ends inside its header",

@@ -5,12 +5,17 @@ which models take embeddings (their families, from headers and configs)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import reprlib
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from bot.services import models_without_embeddings
 from inference import gguf_header, metadata
@@ -159,3 +164,91 @@ def test_a_diffusers_folder_whose_index_reads_oddly_is_of_unknown_family(
     registry = ModelRegistry(tmp_path)
     assert checkpoint_family(registry.resolve("odd")) == "unknown"
     assert models_without_embeddings(registry) == []
+
+
+def tensors_file(path: Path, tensors: dict[str, object], data: int) -> Path:
+    """A safetensors file of ``data`` zero bytes, its header naming ``tensors`` as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = json.dumps(tensors).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(data))
+    return path
+
+
+def assert_left_out(models: Path, evil: Path, problem: str) -> None:
+    """safetensors' loader refuses ``evil``: the check names why, and the lists leave it out
+    (not offered to fail every job naming it)."""
+    with pytest.raises(SafetensorError):
+        load_file(evil)
+    assert (
+        safetensors_problem(evil) == f"{evil.name}'s header {problem} not a whole safetensors file"
+    )
+    assert list(ModelRegistry(models).network_files("lora")) == ["good"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "problem"),
+    [
+        ([2**40, 2**40], ", past the 64-bit sizes safetensors and torch read"),
+        ([2**32, 2**32, 0], ", past the 64-bit sizes safetensors and torch read"),
+        ([2**63, 0], ", past the 64-bit sizes safetensors and torch read"),
+        ([3], " of U8, which needs more than its 2 bytes of data"),
+        ([1], " of U8, which needs less than its 2 bytes of data"),
+    ],
+    ids=["size past 64 bits", "past 64 bits before a 0", "a number past torch's", "more", "less"],
+)
+def test_a_shape_that_does_not_fit_its_data_is_a_problem_named_and_the_file_left_out(
+    tmp_path: Path, shape: list[int], problem: str
+) -> None:
+    models = tmp_path / "models"
+    stand_in_checkpoint(models / "Lora" / "good.safetensors")
+    tensor = {"dtype": "U8", "shape": shape, "data_offsets": [0, 2]}
+    evil = tensors_file(models / "Lora" / "evil.safetensors", {"w": tensor}, 2)
+    assert_left_out(models, evil, f"gives tensor 'w' the shape {reprlib.repr(shape)}{problem}:")
+
+
+def test_a_shape_of_many_huge_numbers_is_refused_at_once(tmp_path: Path) -> None:
+    """A 2 MB header of 100,000 numbers of 63 bits: multiplied out, the product's digits grow
+    at each factor (33 s here, hours at the 100 MB a header may take), on every listing of the
+    LoRAs; the check stops at the first overflow."""
+    models = tmp_path / "models"
+    stand_in_checkpoint(models / "Lora" / "good.safetensors")
+    shape = [2**63 - 1] * 100_000
+    tensor = {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}
+    evil = tensors_file(models / "Lora" / "evil.safetensors", {"w": tensor}, 0)
+    started = time.perf_counter()
+    problem = safetensors_problem(evil)
+    assert time.perf_counter() - started < 1  # the header's JSON takes most of it
+    assert problem == (
+        f"evil.safetensors's header gives tensor 'w' the shape {reprlib.repr(shape)}, past the "
+        "64-bit sizes safetensors and torch read: not a whole safetensors file"
+    )
+    assert list(ModelRegistry(models).network_files("lora")) == ["good"]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "problem"),
+    [
+        ({"a": [0, 4], "b": [8, 12]}, "puts tensor 'b' at byte 8, not at byte 4 (where 'a' ends)"),
+        ({"a": [0, 8], "b": [4, 8]}, "puts tensor 'b' at byte 4, not at byte 8 (where 'a' ends)"),
+        ({"a": [4, 8]}, "puts tensor 'a' at byte 4, not at byte 0 (where the data starts)"),
+    ],
+    ids=["a gap", "an overlap", "not from 0"],
+)
+def test_data_that_do_not_run_on_from_byte_0_are_a_problem_named_and_the_file_left_out(
+    tmp_path: Path, offsets: dict[str, list[int]], problem: str
+) -> None:
+    """Each tensor's shape fits its data, and the file ends where its last tensor does, but
+    safetensors lays tensors end to end: it refuses the file, so the lists leave it out."""
+    models = tmp_path / "models"
+    stand_in_checkpoint(models / "Lora" / "good.safetensors")
+    tensors = {
+        name: {"dtype": "U8", "shape": [stop - start], "data_offsets": [start, stop]}
+        for name, (start, stop) in offsets.items()
+    }
+    data = max(stop for _, stop in offsets.values())  # the file ends where its data does
+    evil = tensors_file(models / "Lora" / "evil.safetensors", tensors, data)
+    assert_left_out(
+        models,
+        evil,
+        f"{problem}: a safetensors file's tensors run on from byte 0, with no gap or overlap;",
+    )

@@ -340,6 +340,18 @@ def test_a_half_copied_controlnet_is_left_out_and_a_whole_one_stands_in(
     assert f"ControlNet canny at {copying}: canny.safetensors is whole now" in caplog.messages
 
 
+@pytest.mark.parametrize("named", [None, "depth"], ids=["unnamed", "named"])
+def test_with_no_controlnet_installed_a_unit_is_refused_as_no_controlnet_named_or_not(
+    tmp_path: Path, named: str | None
+) -> None:
+    """A member is told no ControlNet is installed, whether the unit names one or not (the
+    command line names the ``--control-model`` first: ``tests/unit/test_cli_usage_errors.py``)."""
+    with pytest.raises(
+        RenderInputError, match=r"^ControlNet is not installed on this server: ask an admin$"
+    ):
+        check_control_models([ControlUnit("canny", "map.png", named)], ModelRegistry(tmp_path))
+
+
 def test_only_half_copied_controlnets_are_no_controlnet(tmp_path: Path) -> None:
     cut_in_half(weights(tmp_path / "ControlNet" / "canny.safetensors"))
     with pytest.raises(

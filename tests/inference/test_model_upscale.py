@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.SwinIR import SwinIR
 
@@ -25,7 +25,13 @@ from inference.model_upscale import (
 )
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_upscaler
-from inference.types import RenderCancelled, RenderInputError, RenderRequest, StepProgress
+from inference.types import (
+    RenderCancelled,
+    RenderFailed,
+    RenderInputError,
+    RenderRequest,
+    StepProgress,
+)
 from tests.inference.conftest import TINY, PixelReader
 from tests.inference.test_checkpoints import WritesAMarker
 
@@ -216,6 +222,20 @@ def test_files_that_are_not_upscalers_are_refused(tmp_path: Path, picture: Path)
         engine.render(_upscale(picture, upscaler="mystery"))
     with pytest.raises(RenderInputError, match=r"denoise-1x.*at scale 1, not an upscaler"):
         engine.render(_upscale(picture, upscaler="denoise-1x"))
+
+
+def test_an_upscaler_giving_not_a_number_fails_naming_it(tmp_path: Path, picture: Path) -> None:
+    """A file of NaN weights upscales to NaN pixels, which would be delivered black."""
+    good = load_file(str(write_tiny_upscaler(tmp_path / "made", scale=2)))
+    nan = {k: v.fill_(torch.nan) if v.is_floating_point() else v for k, v in good.items()}
+    (tmp_path / "upscalers").mkdir()
+    save_file(nan, str(tmp_path / "upscalers" / "nan-2x.safetensors"))
+    with pytest.raises(RenderFailed) as failed:
+        Engine(tmp_path).render(_upscale(picture, upscale_factor=2, upscaler="nan-2x"))
+    assert str(failed.value) == (
+        "upscaler 'nan-2x' (nan-2x.safetensors) gave not-a-number values, a blank picture: its "
+        "file may be broken; try another upscaler, or ask an admin to check it"
+    )
 
 
 def test_an_unknown_upscaler_fails_before_any_work(tmp_path: Path, picture: Path) -> None:

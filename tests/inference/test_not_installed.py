@@ -28,6 +28,6 @@ def test_a_missing_captioning_model_is_told_without_its_folder(
     finally:
         captioner.close()
     assert caplog.messages == [
-        f"the captioning model is not installed: no captioning model in {folder} "
-        "(EASEL_CAPTIONER_DIR): it needs a BLIP model folder with config.json"
+        f"the captioning model is not installed: EASEL_CAPTIONER_DIR={folder} does not exist: "
+        "it needs a BLIP captioning model folder with config.json"
     ]

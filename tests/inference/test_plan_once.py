@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 import inference.passes.jobs as jobs_module
 from inference.engine import Engine
 from inference.prompts import PromptPlan
 from inference.types import RenderRequest
+from tests.inference.test_batching import BATCH_TOLERANCE
 
 # Wildcard-free, but with alternation and a schedule: planning is tokenizing each segment.
 PROMPT = "a [cat|fox] in a [forest:city:0.5], (detailed:1.2)"
@@ -82,6 +84,9 @@ def test_a_batch_at_the_top_seed_wraps_to_seed_0(engine: Engine) -> None:
     ]
     second = engine.render(top)[1]
     alone = engine.render(dataclasses.replace(top, seed=0, count=1))[0]
-    # The same pixels; the texts differ: the batch's records the web UI's seed, 4294967296.
+    # The same picture (a batch rounds as ``BATCH_TOLERANCE`` allows: oneDNN's AVX-512 kernels
+    # do, for batches of 2 and 1); the texts differ: the batch's records the web UI's seed,
+    # 4294967296.
     assert second.picture is not None and alone.picture is not None
-    assert second.picture.tobytes() == alone.picture.tobytes()
+    difference = np.abs(np.asarray(second.picture, np.int16) - np.asarray(alone.picture, np.int16))
+    assert difference.max() <= BATCH_TOLERANCE

@@ -393,3 +393,183 @@ def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
     assert registry.names() == ["copying", "new", "ready"]
     (tmp_path / "ready.safetensors").unlink()
     assert registry.names() == ["copying", "new"]
+
+
+def test_a_lora_whose_name_no_tag_can_carry_is_left_out_and_the_operator_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``<lora:a:b:0.8>`` reads as LoRA ``a`` at weight ``b``: a file named ``a:b`` (or with a
+    ``>``) could be listed to members but never applied."""
+    for name in ("good", "a:b", "x>y"):
+        stand_in_checkpoint(tmp_path / "Lora" / f"{name}.safetensors")
+    stand_in_checkpoint(tmp_path / "embeddings" / "e:1.safetensors")  # a word, not a tag
+    caplog.set_level("WARNING", logger="inference.registry")
+    registry = ModelRegistry(tmp_path)
+    assert list(registry.network_files("lora")) == ["good"]
+    assert list(registry.network_files("embedding")) == ["e:1"]
+    assert list(ModelRegistry(tmp_path).network_files("lora")) == ["good"]  # told once
+    told = sorted(record.getMessage() for record in caplog.records)
+    assert told == [
+        f"lora {name} at {tmp_path / 'Lora' / name}.safetensors is not offered: its name holds "
+        f"{stop!r}, where a <lora:name:weight> tag's name ends, so no prompt could apply it: "
+        "rename the file"
+        for name, stop in (("a:b", ":"), ("x>y", ">"))
+    ]
+
+
+def test_checkpoints_in_subfolders_are_found_as_the_web_ui_sorts_them(tmp_path: Path) -> None:
+    """``Stable-diffusion/SDXL/x.safetensors`` is offered by its file's name (as a LoRA in a
+    subfolder is); a diffusers folder there is one model, never searched inside; hidden and
+    sidecar config folders, and the models folder's own subfolders (the add-ons'), are not
+    searched; a symbolic link looping back is not followed."""
+    web_ui = tmp_path / "Stable-diffusion"
+    touch_model(web_ui / "top.safetensors")
+    touch_model(web_ui / "SDXL" / "inner.safetensors")
+    touch_model(web_ui / "SD15" / "anime" / "deep.safetensors")
+    touch_model(tmp_path / "checkpoints" / "sd15" / "other.safetensors")
+    pipeline = web_ui / "diffusers" / "pipe"
+    (pipeline / "unet").mkdir(parents=True)
+    (pipeline / "model_index.json").write_text("{}")
+    touch_model(pipeline / "unet" / "diffusion_pytorch_model.safetensors")
+    touch_model(web_ui / ".cache" / "hidden.safetensors")
+    touch_model(web_ui / "SDXL" / "inner.config" / "text_encoder" / "model.safetensors")
+    touch_model(tmp_path / "ControlNet" / "canny.safetensors")  # an add-on folder
+    (web_ui / "SDXL" / "loop").symlink_to(web_ui, target_is_directory=True)
+    too_deep = web_ui.joinpath(*["d"] * (registry_module.CHECKPOINT_SUBFOLDER_DEPTH + 1))
+    touch_model(too_deep / "buried.safetensors")
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["deep", "inner", "other", "pipe", "top"]
+    assert registry.resolve("inner").path == web_ui / "SDXL" / "inner.safetensors"
+    assert registry.resolve("pipe").format == "diffusers"
+
+
+def test_a_link_that_never_resolves_is_passed_over_and_every_other_file_listed(
+    tmp_path: Path,
+) -> None:
+    """A link pointing at itself (as one the bot's user may not look through) names no file:
+    the checkpoints, LoRAs and embeddings beside it are still offered."""
+    touch_model(tmp_path / "Stable-diffusion" / "a.safetensors")
+    stand_in_checkpoint(tmp_path / "Lora" / "style.safetensors")
+    for folder in ("Stable-diffusion", "Lora"):
+        (tmp_path / folder / "self").symlink_to("self")
+    registry = ModelRegistry(tmp_path)
+    assert registry.names() == ["a"]
+    assert list(registry.network_files("lora")) == ["style"]
+
+
+def test_a_top_level_checkpoint_keeps_its_name_beside_a_copy_in_a_subfolder(
+    tmp_path: Path,
+) -> None:
+    """``Archive/juggernaut`` sorts before ``juggernaut``: the one a working install (and its
+    EASEL_DEFAULT_MODEL) named still answers to the name."""
+    web_ui = tmp_path / "Stable-diffusion"
+    touch_model(web_ui / "juggernaut.safetensors")
+    touch_model(web_ui / "Archive" / "juggernaut.safetensors", b"older")
+    touch_model(web_ui / "Archive" / "Deeper" / "zeta.safetensors", b"deeper")
+    touch_model(web_ui / "old" / "zeta.safetensors")
+    registry = ModelRegistry(tmp_path)
+    assert registry.resolve("juggernaut").path == web_ui / "juggernaut.safetensors"
+    assert registry.resolve("zeta").path == web_ui / "old" / "zeta.safetensors"
+
+
+def test_a_diffusers_folder_without_its_model_index_offers_none_of_its_parts(
+    tmp_path: Path,
+) -> None:
+    """A pipeline still being copied (model_index.json not there yet), or a transformer's
+    shards alone: its components' weights (``model``, ``diffusion_pytorch_model``) are no
+    checkpoints."""
+    pipeline = tmp_path / "Stable-diffusion" / "SDXL" / "copying"
+    for component, weights in (("unet", "diffusion_pytorch_model"), ("text_encoder", "model")):
+        touch_model(pipeline / component / "config.json", b"{}")
+        touch_model(pipeline / component / f"{weights}.safetensors")
+    shards = tmp_path / "unet" / "flux"
+    touch_model(shards / "config.json", b"{}")
+    touch_model(shards / "diffusion_pytorch_model-00001-of-00002.safetensors")
+    touch_model(tmp_path / "unet" / "flux_dev.safetensors")
+    assert ModelRegistry(tmp_path).names() == ["flux_dev"]
+
+
+def test_a_linked_subfolder_is_searched_and_a_link_back_up_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Stable-diffusion/SDXL -> /mnt/disk/sdxl`` (models on another disk) is searched, as the
+    web UI does, and so is a LoRA folder's; a link leading back into a folder the search is in
+    (two folders linking to each other) or above it is not followed."""
+    disk = tmp_path / "disk"
+    touch_model(disk / "sdxl" / "far.safetensors")
+    stand_in_checkpoint(disk / "loras" / "far_style.safetensors")
+    models = tmp_path / "models"
+    web_ui = models / "Stable-diffusion"
+    touch_model(web_ui / "x" / "near.safetensors")
+    (web_ui / "SDXL").symlink_to(disk / "sdxl", target_is_directory=True)
+    (web_ui / "x" / "to_y").symlink_to(disk / "y", target_is_directory=True)
+    (disk / "y").mkdir()
+    (disk / "y" / "to_x").symlink_to(web_ui / "x", target_is_directory=True)
+    (disk / "sdxl" / "up").symlink_to(tmp_path, target_is_directory=True)
+    (models / "Lora").mkdir()
+    (models / "Lora" / "shared").symlink_to(disk / "loras", target_is_directory=True)
+    (disk / "loras" / "back").symlink_to(models / "Lora", target_is_directory=True)
+    caplog.set_level("WARNING", logger="inference.registry")
+    registry = ModelRegistry(models)
+    assert registry.names() == ["far", "near"]
+    assert registry.resolve("far").path == web_ui / "SDXL" / "far.safetensors"
+    assert list(registry.network_files("lora")) == ["far_style"]
+    assert not caplog.records  # each file listed once: none hidden by itself further down
+
+
+def test_a_checkpoint_added_to_a_subfolder_is_seen_at_once(tmp_path: Path) -> None:
+    """A kept scan holds while no directory it listed changed: one in a subfolder counts."""
+    sub = tmp_path / "Stable-diffusion" / "SDXL"
+    touch_model(sub / "a.safetensors")
+    for folder in (tmp_path, tmp_path / "Stable-diffusion", sub):
+        _settled(folder)
+    clock = _Clock()
+    registry = ModelRegistry(tmp_path, clock=clock)
+    assert registry.names() == ["a"]
+    touch_model(sub / "b.safetensors")
+    assert registry.names() == ["a", "b"]
+
+
+def test_a_lora_or_vae_in_the_checkpoint_folders_is_left_out_and_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LoRA or VAE dropped among the checkpoints would fail the first job that picked it:
+    it is not offered, the operator is told once where it goes, and its header is read once
+    per file version; a checkpoint, and a file the header says nothing certain of, stay."""
+    (tmp_path / "Stable-diffusion").mkdir()
+    lora_name = "lora_unet_down_blocks_0_proj_in.lora_down.weight"
+    save_file({lora_name: torch.zeros(2, 2)}, tmp_path / "l.safetensors")
+    peft_lora = {"unet.conv_in.lora_A.weight": torch.zeros(2, 2)}
+    save_file(peft_lora, tmp_path / "Stable-diffusion" / "p.safetensors")
+    vae = {"decoder.conv_in.weight": torch.zeros(2, 2), "encoder.conv_in.weight": torch.zeros(2)}
+    save_file(vae, tmp_path / "v.safetensors")
+    checkpoint = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 1, 1),
+        "first_stage_model.decoder.conv_in.weight": torch.zeros(2, 2),
+    }
+    save_file(checkpoint, tmp_path / "sd.safetensors")
+    touch_model(tmp_path / "stand_in.safetensors")
+    read: list[Path] = []
+    real_header = registry_module.safetensors_header
+
+    def counted_header(path: Path) -> dict[str, Any]:
+        read.append(path)
+        return real_header(path)
+
+    monkeypatch.setattr(registry_module, "safetensors_header", counted_header)
+    registry = ModelRegistry(tmp_path)
+    with caplog.at_level("WARNING", logger="inference.registry"):
+        for _ in range(3):
+            assert registry.names() == ["sd", "stand_in"]
+            registry._kept_scan = None  # scan again, as a second later
+    assert registry.misplaced() == {
+        "l": f"l.safetensors looks like a LoRA, not a checkpoint: move it to {tmp_path / 'lora'}/",
+        "p": f"p.safetensors looks like a LoRA, not a checkpoint: move it to {tmp_path / 'lora'}/",
+        "v": f"v.safetensors looks like a VAE, not a checkpoint: move it to {tmp_path / 'vae'}/",
+    }
+    assert registry.unusable() == {}
+    told = [r.getMessage() for r in caplog.records if "not a checkpoint" in r.getMessage()]
+    assert len(told) == 3
+    assert sorted(set(read)) == sorted(read)  # each header once
+    with pytest.raises(RenderInputError):
+        registry.resolve("l")

@@ -15,6 +15,7 @@ from inference.engine import Engine
 from inference.infotext import parse_infotext
 from inference.types import RenderRequest
 from tests.inference.conftest import PixelReader
+from tests.inference.test_batching import BATCH_TOLERANCE
 
 TOP = 2**32 - 1
 
@@ -34,8 +35,8 @@ def test_a_batch_past_the_top_seed_writes_the_web_ui_s_seeds_and_they_paste_back
         assert params[key] == written
         pasted = request_from_infotext_text(second.infotext, installed)
         assert pasted.unhonoured == []
-        again = engine.render(pasted.request)[0]
-        assert np.array_equal(pixels(again.png), pixels(second.png))
+        again = engine.render(pasted.request)[0]  # alone: as a batch's picture, rounding aside
+        assert np.abs(pixels(again.png) - pixels(second.png)).max() <= BATCH_TOLERANCE
 
 
 def test_a_fast_upscale_of_a_wrapped_picture_stores_the_seed_its_buttons_take(

@@ -159,7 +159,7 @@ async def site(tmp_path: Path, conn: aiosqlite.Connection) -> AsyncIterator[Site
     origin = f"http://127.0.0.1:{port}"
     policy = GuildPolicy(conn, prompts=cast(Any, None))  # its settings only
     queue = Queue()
-    board = Dashboard(signer, origin, conn, cast(Any, queue), admins, policy.settings)
+    board = Dashboard(signer, origin, conn, cast(Any, queue), admins, policy.settings, tmp_path)
     web = RegionWebServer(signer, Editor(), origin, "127.0.0.1", port, more_pages=(board,))
     await web.start()
     try:

@@ -47,11 +47,13 @@ async def test_the_jobs_journaled_before_keep_their_inputs(tmp_path: Path) -> No
     conn = await connect(path)
     try:
         rows = await conn.execute_fetchall("SELECT job_id, path FROM job_inputs ORDER BY path")
+        # As 0033 names them after: uploads by their path inside the data folder (a picture
+        # not in images/<16 hex digits>/ as it was).
         assert [tuple(row) for row in rows] == [
             ("a", "/data/images/old/0.png"),
-            ("a", "/data/inputs/init.png"),
-            ("a", "/data/inputs/pose.png"),
-            ("a", "/data/inputs/style.png"),
+            ("a", "inputs/init.png"),
+            ("a", "inputs/pose.png"),
+            ("a", "inputs/style.png"),
         ]
         new = journal.NewJob("c", "vary", 8, 5, 50, json.dumps(request), 1.0)
         await journal.insert_job(conn, new)

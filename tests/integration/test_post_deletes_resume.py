@@ -2,7 +2,9 @@
 to delete in the database (a real SQLite file), a stop while Discord holds the deletes leaves
 them there, and the next start deletes them through the fake Discord, each once. A delete
 Discord refused (a channel Easel cannot see) or failed (a 5xx) is tried again while the bot
-runs, once due, until its last try; a post deleted, or given up, is no longer left."""
+runs, once due, until its last try; a post deleted, or given up, is no longer left. A result
+posted while its maker's /forget-me erased the job is left to delete the same way: the sink's
+own delete of it settles it, and one that failed is deleted by the sweep, after a restart too."""
 
 from __future__ import annotations
 
@@ -16,15 +18,21 @@ import discord
 import pytest
 
 from bot.history import POST_DELETE_FIRST_WAIT_S, POST_DELETE_TRIES, History, PostedMessage
+from bot.jobs.queue import JobQueue, Submission
 from bot.jobs.retention import DAY_S
+from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
+from bot.policy.prompt_safety import PromptPlanner
 from cogs.history import HistoryCog
+from cogs.results.posting import DiscordResults
 from db import jobs as journal
 from db.database import connect
 from inference.types import RenderRequest
-from tests.fake_discord import FakeDiscord
+from inference.worker import DeviceWorker
+from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_VIEW_CHANNEL
+from tests.support.engines import InstantEngine
 
 NOW = 1_800_000_000.0
 MAKER = 7
@@ -240,3 +248,95 @@ async def test_a_delete_refused_at_every_try_is_given_up_at_the_last_and_logged(
         f"{POST_DELETE_TRIES} times, given up"
     ]
     assert await history.pending_post_deletes() == ()
+
+
+def erased_as_posted(history: History) -> None:
+    """The maker's /forget-me erases each job while its result is posted: between Discord's
+    answer and its record (``History.result_posted``), so the queue asks the sink to retract
+    it."""
+    record = history.result_posted
+
+    async def erased_first(
+        job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
+    ) -> bool:
+        forgotten = await history.forget(MAKER)
+        await history.erasure_told(MAKER, forgotten.asked_at)  # the member's answer
+        return await record(job_id, guild_id, channel_id, message_id)
+
+    history.result_posted = erased_first  # type: ignore[method-assign]
+
+
+async def erased_while_posted(
+    fake: FakeDiscord,
+    client: discord.Client,
+    history: History,
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+) -> StoredMessage:
+    """A job rendered and delivered by the real queue and sink while its maker's /forget-me
+    erases it (``erased_as_posted``): its result, once the sink's delete of it was tried."""
+    erased_as_posted(history)
+    results = DiscordResults(client)
+    results.history = history
+    results.guild_policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    engine = InstantEngine()
+    queue = JobQueue(conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images")
+    queue.set_sink(results)
+    await queue.start()
+    try:
+        request = RenderRequest("a barn", seed=1, steps=2)
+        await queue.submit(Submission("imagine", request, MAKER, fake.guild_id, fake.channel_id))
+        await until(lambda: bool(fake.calls_to("DELETE", DELETE_ROUTE)))
+    finally:
+        await queue.stop()
+    [result] = [m for m in fake.messages.values() if m.channel_id == fake.channel_id]
+    return result
+
+
+async def test_an_erased_job_s_result_deleted_at_once_is_not_left_to_delete(
+    fake_discord: FakeDiscord, conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    clock = Clock()
+    async with running_bot(fake_discord, bot_client()) as client:
+        history = history_of(conn, tmp_path, clock)
+        result = await erased_while_posted(fake_discord, client, history, conn, tmp_path)
+    assert result.deleted
+    clock.now += 365 * DAY_S
+    assert await history.pending_post_deletes() == ()  # no sweep deletes it again
+
+
+async def test_an_erased_job_s_result_its_retract_failed_to_delete_is_deleted_at_the_next_start(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    """The result posted while its maker's /forget-me erased the job: the sink's delete of it
+    (``DiscordResults.retract``) fails, and it is left for /forget-me's sweep, which deletes
+    it once due, after a restart too."""
+    fake = fake_discord
+    database = tmp_path / "easel.sqlite3"
+    clock = Clock()
+    conn = await connect(database)
+    try:
+        async with running_bot(fake, bot_client()) as client:
+            history = history_of(conn, tmp_path, clock)
+            fake.fail("DELETE", DELETE_ROUTE, times=1, status=503)
+            result = await erased_while_posted(fake, client, history, conn, tmp_path)
+            assert deletes_of(fake, result.id) == [503]
+            assert not result.deleted
+            assert await history.pending_post_deletes() == ()  # not due yet
+    finally:
+        await conn.close()
+
+    conn = await connect(database)  # the next start, once its next try is due
+    clock.now += POST_DELETE_FIRST_WAIT_S
+    try:
+        async with running_bot(fake, bot_client()) as client:
+            history = history_of(conn, tmp_path, clock)
+            cog = HistoryCog(history, pending_sweep_s=SWEEP_S)
+            cog.resume_forget_me(client)
+            await until(lambda: result.deleted)
+            await cog.cog_unload()
+            clock.now += 365 * DAY_S
+            assert await history.pending_post_deletes() == ()
+    finally:
+        await conn.close()
+    assert deletes_of(fake, result.id) == [503, 204]

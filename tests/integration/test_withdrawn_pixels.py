@@ -389,7 +389,7 @@ async def test_a_progress_message_gone_in_a_channel_hidden_from_easel_went_alone
     results = results_for(conn, _ChannelHiddenDiscord())
     history = results.history = history_of(conn, tmp_path)
     assert await results._went_with_its_channel("a" * 16, GUILD, CHANNEL) is False
-    await results._progress_gone("a" * 16, GUILD, CHANNEL)
+    await results._progress_gone("a" * 16, GUILD, CHANNEL, None)
     job = await stored(history, "a" * 16)
     assert job.withdrawn
     record = await journal.get_job(conn, "a" * 16)
@@ -406,7 +406,7 @@ async def test_a_progress_message_found_gone_is_judged_by_what_discord_and_easel
     await made(conn, "a" * 16, LIGHTHOUSE)
     results = results_for(conn, _ChannelUnreadDiscord())
     history = results.history = history_of(conn, tmp_path)
-    await results._progress_gone("a" * 16, GUILD, CHANNEL)
+    await results._progress_gone("a" * 16, GUILD, CHANNEL, None)
     assert not (await stored(history, "a" * 16)).withdrawn
     await history.withdraw_deleted_channel(GUILD, CHANNEL)  # no THREAD_DELETE: uncached
     assert await results._went_with_its_channel("a" * 16, GUILD, THREAD) is None

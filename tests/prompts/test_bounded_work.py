@@ -176,13 +176,13 @@ def test_drawing_from_a_wildcard_of_one_value_counts_in_the_budget(
 def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each text dynamicprompts parses for the prompt language from here on."""
     texts: list[str] = []
-    real_parse = wildcards.parse
+    real_parse = wildcards.parse_prompt
 
     def counted(text: str, **options: Any) -> Any:
         texts.append(text)
         return real_parse(text, **options)
 
-    monkeypatch.setattr(wildcards, "parse", counted)
+    monkeypatch.setattr(wildcards, "parse_prompt", counted)
     return texts
 
 

@@ -21,6 +21,7 @@ from bot.images import (
     grid_png,
     pixel_digest,
 )
+from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.user_errors import UserError
 from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
 from tests.support.exif_pictures import exif_after_pixels
@@ -280,6 +281,43 @@ def test_a_job_s_png_leaves_out_exif_text_and_xmp_and_keeps_pixels_and_colours(
         assert kept.info.get("icc_profile") == icc
         shown = came if orientation == 1 else came.transpose(Image.Transpose.ROTATE_270)
         assert np.array_equal(np.asarray(kept), np.asarray(shown.convert("RGB")))
+
+
+def png_with_texts(*texts: tuple[str, bool]) -> bytes:
+    """A PNG carrying each (``parameters`` text, compressed) in turn, before its pixels."""
+    metadata = PngInfo()
+    for text, compressed in texts:
+        metadata.add_text(PNG_TEXT_KEY, text, zip=compressed)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, format="PNG", pnginfo=metadata)
+    return buffer.getvalue()
+
+
+def test_a_job_s_png_keeps_one_parameters_text_of_at_most_the_length_read() -> None:
+    """A ``parameters`` text is kept up to ``MAX_INFOTEXT_CHARS`` (as /use-settings reads one):
+    a longer one (a zTXt chunk inflates to 1 MiB) is left out of a job's stored input, which is
+    still taken, as a picture without parameters; the bot reads it whole, for its refusal to
+    name the prompt's length (``request_from_infotext``). The stored copy carries the one text
+    the bot read, however many the upload had."""
+    longest = "a cat\nSteps: 3, Seed: 5, Size: 32x32" + "," * MAX_INFOTEXT_CHARS
+    longest = longest[:MAX_INFOTEXT_CHARS]
+    too_long = longest + ","
+    for uploaded, read, kept in (
+        (png_with_texts((too_long, True)), too_long, None),
+        (png_with_texts((longest, True)), longest, longest),
+        (png_with_texts((too_long, False)), too_long, None),
+        # Pillow reads the last.
+        (png_with_texts((too_long, True), (INFOTEXT, False)), INFOTEXT, INFOTEXT),
+        (png_with_texts((INFOTEXT, False), (too_long, True)), too_long, None),
+    ):
+        upload = decoded_upload("big.png", uploaded, digest=False, as_png=True)
+        assert upload.png is not None and upload.infotext == read
+        assert infotext_from_png(upload.png) == kept
+        texts = [t for t in png_chunk_types(upload.png) if t in (b"tEXt", b"zTXt", b"iTXt")]
+        assert texts == ([] if kept is None else [b"tEXt"])
+    # Only read, not kept (/info, /use-settings): whole, for their own refusal to name its length.
+    shown = decoded_upload("big.png", png_with_texts((too_long, True)), digest=False, as_png=False)
+    assert shown.infotext == too_long
 
 
 def test_fit_under_keeps_small_files_and_previews_big_ones() -> None:

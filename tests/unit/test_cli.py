@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import save_file
 from sd_parsers import ParserManager
 
 from bot import app, event_loop
@@ -29,6 +31,7 @@ from db import database
 from db.database import connect, load_migrations
 from inference.infotext import infotext_from_png, parse_infotext
 from tests.prompts.test_explain import EXPLAIN_KEYS
+from tests.support.checkpoint_files import stand_in_checkpoint
 from tests.support.older_databases import database_at, sqlite_full
 from tests.unit.test_settings import SETTING_NAMES
 
@@ -213,13 +216,42 @@ def test_render_takes_the_web_ui_s_schedule_type(
     assert "Karras" in capsys.readouterr().err
 
 
+def test_steps_that_are_no_whole_number_are_told_the_range(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["render", "a cat", "--steps", "1e3"])
+    assert ended.value.code == 2
+    assert one_error_line(capsys).endswith(
+        "argument --steps: must be a whole number of steps between 1 and 150 (or the lower "
+        "EASEL_MAX_STEPS), not '1e3'"
+    )
+
+
 def test_doctor_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "[ERR] settings: DISCORD_TOKEN is not set" in out
-    assert "[ERR] models: no checkpoint in models" in out
+    assert (
+        "[ERR] models: EASEL_MODELS_DIR=models does not exist: set it to the folder holding "
+        "your checkpoints (or run `easel tiny-model models/tiny` to try Easel out)"
+    ) in out
     assert "[ok ] database: data/easel.sqlite3 will be created" in out
     assert not Path("data").exists()  # the doctor looks, it does not build
+
+
+def test_doctor_warns_of_a_misspelled_setting_without_failing_for_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    Path(".env").write_text("DISCORD_TOKEN=x.y.z\nEASEL_RETENTION_DAY=7\n")
+    main(["doctor"])
+    out, err = capsys.readouterr()
+    assert (
+        "[WARN] settings: EASEL_RETENTION_DAY (in .env) is not a setting of Easel, so it is "
+        "ignored: did you mean EASEL_RETENTION_DAYS?"
+    ) in out
+    assert "EASEL_RETENTION_DAY" not in err  # said once, as the doctor's line
+    assert "[ERR] settings" not in out
 
 
 def test_doctor_says_why_a_checkpoint_is_not_offered(capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,6 +270,52 @@ def test_doctor_says_why_a_checkpoint_is_not_offered(capsys: pytest.CaptureFixtu
         f"({8 + len(header) + 32} of {8 + len(header) + 64} bytes): still copying? "
         "(a file is offered once whole: copy it elsewhere on the same disk, then move it in)"
     ) in out
+
+
+def test_doctor_names_each_checkpoint_it_leaves_out_and_what_to_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint in a web UI subfolder is offered; a pickle checkpoint (not allowed) and a
+    LoRA dropped among the checkpoints are named with the fix; so is a wrong captioner."""
+    stand_in_checkpoint(Path("models/Stable-diffusion/SDXL/inner.safetensors"))
+    Path("models/old.ckpt").write_bytes(b"pickled")
+    lora = {"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": torch.zeros(2, 2)}
+    save_file(lora, "models/mylora.safetensors")
+    monkeypatch.setenv("EASEL_CAPTIONER_DIR", "models/Stable-diffusion")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[ok ] models: 1 in models: inner\n" in out
+    assert (
+        "[WARN] models: left out, pickle files: old.ckpt; convert them to .safetensors or set "
+        "EASEL_ALLOW_PICKLE=1\n"
+    ) in out
+    assert (
+        "[ERR] model mylora: not offered: mylora.safetensors looks like a LoRA, not a "
+        "checkpoint: move it to models/lora/\n"
+    ) in out
+    assert (
+        "[ERR] captioner: no captioning model in models/Stable-diffusion (EASEL_CAPTIONER_DIR): "
+        "it needs a BLIP captioning model folder with config.json\n"
+    ) in out
+
+
+def test_doctor_says_when_the_models_folder_is_a_file_and_hints_at_the_configured_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in_checkpoint(Path("x.safetensors"))
+    monkeypatch.setenv("EASEL_MODELS_DIR", "x.safetensors")
+    assert main(["doctor"]) == 1
+    assert (
+        "[ERR] models: EASEL_MODELS_DIR=x.safetensors is a file, not a folder: set it to the "
+        "folder holding your checkpoints\n"
+    ) in capsys.readouterr().out
+    Path("elsewhere").mkdir()
+    monkeypatch.setenv("EASEL_MODELS_DIR", "elsewhere")
+    assert main(["doctor"]) == 1
+    assert (
+        "[ERR] models: no checkpoint in elsewhere: copy .safetensors files or diffusers folders "
+        "there (or run `easel tiny-model elsewhere/tiny` to try Easel out)\n"
+    ) in capsys.readouterr().out
 
 
 def test_doctor_on_an_older_database_says_what_is_pending_and_migrates_nothing(

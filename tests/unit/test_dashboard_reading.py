@@ -64,7 +64,7 @@ def dashboard(tmp_path: Path, admins: ServerAdmins, now: list[float]) -> Dashboa
     signer = LinkSigner(b"k" * 32, tmp_path, clock=lambda: now[0])
     # _rights needs neither the database, the queue nor the settings.
     return Dashboard(
-        signer, "http://easel", cast(Any, None), cast(Any, None), admins, cast(Any, None)
+        signer, "http://easel", cast(Any, None), cast(Any, None), admins, cast(Any, None), tmp_path
     )
 
 

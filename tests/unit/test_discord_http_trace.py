@@ -3,6 +3,8 @@ ended for good: discord.py tries a 5xx or a 429 again (bot.metrics.discord_http_
 
 from __future__ import annotations
 
+import logging
+import time
 from types import SimpleNamespace
 
 import aiohttp
@@ -10,6 +12,8 @@ import pytest
 from yarl import URL
 
 from bot.metrics import discord_http_trace
+from bot.snowflakes import CLOCK_SLACK_S
+from tests.unit.test_unheard_deletions import post_made_at
 
 INTERACTION_ID = 1234567890123456789
 CALLBACK = URL(
@@ -72,3 +76,31 @@ async def test_an_answer_whose_connection_dropped_is_told_lost() -> None:
     told: list[int] = []
     await connection_dropped(discord_http_trace(lost=told.append), CALLBACK)
     assert told == [INTERACTION_ID]
+
+
+def callback_of(interaction_id: int) -> URL:
+    return URL(f"https://discord.com/api/v10/interactions/{interaction_id}/a-token/callback")
+
+
+async def test_a_host_clock_behind_discords_past_the_slack_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An interaction made, by its id, well after now: this host's clock is behind (the ack
+    latency reads 0), which lets a deletion in a gateway gap go unasked (bot.snowflakes)."""
+    trace = discord_http_trace()
+    with caplog.at_level(logging.WARNING, logger="bot.metrics"):
+        for ahead_s in (2 * CLOCK_SLACK_S, 3 * CLOCK_SLACK_S):
+            await request_ended(trace, callback_of(post_made_at(time.time() + ahead_s)), 204)
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 1, warned
+    assert "clock is at least 1" in warned[0] and "behind Discord's" in warned[0]
+
+
+async def test_a_host_clock_behind_within_the_slack_is_not_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trace = discord_http_trace()
+    with caplog.at_level(logging.WARNING, logger="bot.metrics"):
+        for made_s in (time.time() + CLOCK_SLACK_S / 2, time.time() - 3600):
+            await request_ended(trace, callback_of(post_made_at(made_s)), 204)
+    assert caplog.records == []

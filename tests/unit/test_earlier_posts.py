@@ -18,7 +18,8 @@ import discord
 import pytest
 
 from bot.jobs.queue import FinishedJob
-from cogs.results.earlier_posts import CLOCK_SLACK_S, MESSAGES_READ, earlier_post
+from bot.snowflakes import CLOCK_SLACK_S
+from cogs.results.earlier_posts import MESSAGES_READ, earlier_post
 from inference.types import RenderRequest
 
 BOT, MAKER, OTHER = 1, 7, 8

@@ -21,6 +21,7 @@ from bot.edits import (
     upscale_request,
     vary_request,
 )
+from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.jobs.accounting import RenderSize, estimated_cost
 from bot.policy.addons import AddonKind, AddonRules, under_addon_rules
 from bot.policy.styles import SETTLED_NS, Style, apply_style, load_styles
@@ -41,6 +42,18 @@ def test_infotext_gives_prompt_seed_and_settings() -> None:
     assert (request.steps, request.cfg_scale, request.sampler) == (12, 6.5, "DPM++ 2M Karras")
     assert request.model == "tiny" and request.notes == []
     assert request_from_infotext(INFOTEXT, " a fox ", {"tiny"}).prompt == "a fox"
+
+
+def test_parameters_past_the_read_bound_are_carried_only_where_a_prompt_is_needed() -> None:
+    too_long = "x" * MAX_INFOTEXT_CHARS + "\n" + INFOTEXT.split("\n", 1)[1]
+    # Its prompt is the one needed: refused, naming the prompt's length.
+    with pytest.raises(RequestError, match=f"prompt is {MAX_INFOTEXT_CHARS:,} characters"):
+        request_from_infotext(too_long, None, {"tiny"})
+    # A prompt typed, or none needed (a fast upscale): taken as a picture without settings.
+    typed = request_from_infotext(too_long, "a fox", {"tiny"})
+    assert (typed.prompt, typed.seed == 77) == ("a fox", False)
+    assert typed.steps == RenderRequest("").steps
+    assert request_from_infotext(too_long, None, None, prompt_required=False).prompt == ""
 
 
 def test_a_fast_picture_is_remade_fast() -> None:

@@ -1,11 +1,12 @@
 """A job as the broker carries it (bot.jobs.broker.wire.JobMessage): text outside ASCII in
-UTF-8, not escaped twice; messages of either encoding read back."""
+UTF-8, not escaped twice; messages of either encoding read back; a job of a newer bot than
+the worker says why the worker cannot render it as asked."""
 
 from __future__ import annotations
 
 import json
 
-from bot.jobs.broker.wire import JobMessage
+from bot.jobs.broker.wire import WIRE_VERSION, JobMessage
 from inference.types import RenderRequest
 
 PROMPT = "\N{GRINNING FACE} \N{CJK UNIFIED IDEOGRAPH-732B} caf\N{LATIN SMALL LETTER E WITH ACUTE}"
@@ -27,4 +28,36 @@ def test_a_lone_surrogate_and_a_message_encoded_before_read_back() -> None:
         {"job_id": "job", "request": before.to_json(), "inputs": [], "secret": "s"}
     ).encode()
     assert JobMessage.decode(JobMessage("job", lone, (), "s").encode()).request == lone
-    assert JobMessage.decode(escaped) == JobMessage("job", before, (), "s")
+    # Nor did it write a version: the oldest.
+    assert JobMessage.decode(escaped) == JobMessage("job", before, (), "s", wire=0)
+
+
+def test_a_job_of_this_version_or_an_older_bots_is_honoured() -> None:
+    request = RenderRequest("a cat", seed=1, schedule_type="Karras")
+    current = JobMessage.decode(JobMessage("job", request, (), "s").encode())
+    assert (current.wire, current.too_new()) == (WIRE_VERSION, None)
+    body = json.loads(JobMessage("job", request, (), "s").encode())
+    del body["wire"]  # as a bot from before versions wrote it
+    older = JobMessage.decode(json.dumps(body).encode())
+    assert (older.wire, older.too_new(), older.request) == (0, None, request)
+    # A field a later Easel dropped, in an older bot's request: not a reason to refuse it.
+    dropped = json.loads(body["request"])
+    dropped["clip_skip_legacy"] = 2
+    oldest = JobMessage.decode(json.dumps({**body, "request": json.dumps(dropped)}).encode())
+    assert (oldest.wire, oldest.too_new()) == (0, None)
+
+
+def test_a_job_of_a_newer_bot_says_why_it_cannot_be_honoured() -> None:
+    body = json.loads(JobMessage("job", RenderRequest("a cat", seed=1), (), "s").encode())
+    newer = JobMessage.decode(json.dumps({**body, "wire": WIRE_VERSION + 1}).encode())
+    assert newer.too_new() == (
+        f"its messages are version {WIRE_VERSION + 1}, this worker's {WIRE_VERSION}"
+    )
+    request = json.loads(body["request"])
+    request["guidance_rescale"] = 0.7  # a field a later Easel might add, unbumped
+    unknown = JobMessage.decode(json.dumps({**body, "request": json.dumps(request)}).encode())
+    assert (
+        unknown.too_new() == "its request has fields this worker does not know (guidance_rescale)"
+    )
+    # The request itself still reads (the bot's journal reads old and new requests alike).
+    assert unknown.request == RenderRequest("a cat", seed=1)

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,6 +75,7 @@ def log_through(log_format: Literal["text", "json"], emit: Callable[[logging.Log
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+        logging.captureWarnings(False)
     return stream.getvalue()
 
 
@@ -108,6 +110,15 @@ def test_a_json_line_per_record_with_the_job_fields() -> None:
     assert failed["job_id"] == "0123456789abcdef" and failed["event"] == "failed"
     assert failed["logger"] == "easel.test" and "Traceback" in failed["exception"]
     assert "job_id" not in lines[0]
+
+
+def test_a_python_warning_is_a_redacted_json_line() -> None:
+    def warn(_: logging.Logger) -> None:
+        warnings.warn(f"a library saw {TOKEN}", UserWarning, stacklevel=1)
+
+    [line] = [json.loads(line) for line in log_through("json", warn).splitlines()]
+    assert line["logger"] == "py.warnings" and line["level"] == "warning"
+    assert "UserWarning: a library saw ***" in line["message"] and TOKEN not in line["message"]
 
 
 async def test_easel_health_follows_the_health_route() -> None:

@@ -146,15 +146,17 @@ async def test_a_pointer_edit_that_finds_the_progress_message_gone_withdraws_the
     channel = SimpleNamespace(get_partial_message=lambda _: message)
     client = SimpleNamespace(get_partial_messageable=lambda _: channel)
     messages = ProgressMessages(cast(discord.Client, client))
-    gone: list[tuple[str, int | None, int | None]] = []
+    gone: list[tuple[str, int | None, int | None, int | None]] = []
 
-    async def progress_gone(job_id: str, guild_id: int, channel_id: int | None) -> None:
-        gone.append((job_id, guild_id, channel_id))
+    async def progress_gone(
+        job_id: str, guild_id: int, channel_id: int | None, message_id: int | None
+    ) -> None:
+        gone.append((job_id, guild_id, channel_id, message_id))
 
     monkeypatch.setattr(messages, "_progress_gone", progress_gone)
     messages.point_to_result("job", _POINTER)
     await asyncio.gather(*messages._pointers)
-    assert gone == [("job", 1, 2)]
+    assert gone == [("job", 1, 2, 5)]
 
 
 async def test_a_pointer_edit_discord_does_not_answer_is_given_up(

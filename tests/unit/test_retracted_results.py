@@ -65,7 +65,7 @@ def erased_job(*, token: str | None = None) -> FinishedJob:
         (
             discord.Forbidden(_ANSWER, "Missing Access"),
             [
-                "job j1: the erased job's result stays posted "
+                "job j1: the erased job's result stays posted for now "
                 "(403 Forbidden (error code: 0): Missing Access)"
             ],
         ),

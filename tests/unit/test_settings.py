@@ -1,8 +1,11 @@
+import logging
+import os
 from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
+from bot import settings as settings_module
 from bot.settings import Settings, SettingsError, load_settings
 
 SETTING_NAMES = [
@@ -75,8 +78,10 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ("name", "value", "expected"),
     [
         ("EASEL_DEVICES", "gpu0", "EASEL_DEVICES='gpu0' is invalid"),
-        ("EASEL_DEV_GUILD_ID", "my-server", "EASEL_DEV_GUILD_ID='my-server' is invalid"),
-        ("EASEL_QUEUE_URL", "redis://x", "nats:// URL"),
+        ("EASEL_DEV_GUILD_ID", "12ab", "is invalid: must be a server id, its digits only (in"),
+        ("EASEL_QUEUE_URL", "redis://x", "must be empty (in-process queue) or a nats:// or tls://"),
+        ("EASEL_WEB_ADDR", ":8080", "must be host:port, e.g. 0.0.0.0:8080 or 127.0.0.1:8080"),
+        ("EASEL_WARM_START", "maybe", "must be auto, on (or 1, true, yes) or off (or 0, false"),
         ("DISCORD_API_BASE", "discord.com", "http(s) URL"),
         ("DISCORD_GATEWAY_URL", "https://x", "ws(s) URL"),
         # Both bounds, whichever is crossed (pydantic names the one crossed only).
@@ -195,3 +200,39 @@ def test_a_compile_value_out_of_range_lists_every_accepted_one(
 def test_missing_token_is_named() -> None:
     with pytest.raises(SettingsError, match="DISCORD_TOKEN is not set"):
         load_settings(None).require_token()
+
+
+def test_a_misspelled_setting_is_warned_of_once_with_the_closest_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in [name for name in os.environ if name.upper().startswith("EASEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(settings_module, "_UNKNOWN_TOLD", set())
+    env_file = tmp_path / ".env"
+    env_file.write_text("EASEL_RETENTION_DAY=7\nEASEL_MODELS_PATH=/srv/models\n")
+    monkeypatch.setenv("EASEL_MAX_QUEUED_PER_MEMBERS", "1")
+    # Names Easel's other files read (the tests, CI, the broker's and compose's config).
+    for other in ("EASEL_HYPOTHESIS_PROFILE", "EASEL_CI_UPGRADES", "EASEL_NATS_WORKER_3_PASSWORD"):
+        monkeypatch.setenv(other, "x")
+    with caplog.at_level(logging.WARNING, logger="bot.settings"):
+        settings = load_settings(env_file)
+        load_settings(env_file)  # read again: not said again
+    assert settings.retention_days == 30  # ignored, and the start goes on
+    assert [record.getMessage() for record in caplog.records] == [
+        "EASEL_MAX_QUEUED_PER_MEMBERS (in the environment) is not a setting of Easel, so it is "
+        "ignored: did you mean EASEL_MAX_QUEUED_PER_MEMBER?",
+        f"EASEL_RETENTION_DAY (in {env_file}) is not a setting of Easel, so it is ignored: did "
+        "you mean EASEL_RETENTION_DAYS?",
+    ]
+
+
+def test_every_on_off_setting_takes_the_same_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EASEL_WARM_START and EASEL_COMPILE take 1/0, true/false and yes/no as the bool settings
+    (EASEL_CUDA_GRAPHS) do, besides on, off and auto."""
+    for on, off in (("1", "0"), ("true", "false"), ("yes", "no"), ("on", "off")):
+        for word, expected in ((on, True), (off, False)):
+            for name in ("EASEL_WARM_START", "EASEL_COMPILE", "EASEL_CUDA_GRAPHS"):
+                monkeypatch.setenv(name, word)
+            settings = load_settings(None)
+            switches = (settings.warm_start, settings.compile, settings.cuda_graphs)
+            assert switches == ("on" if expected else "off",) * 2 + (expected,)

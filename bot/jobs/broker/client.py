@@ -121,6 +121,12 @@ log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.05
 # The ``worker`` of a failure the bot stores itself, when no worker lived to report it.
 BOT_REPORTER = "easel-bot"
+# What a member is told of a job a worker older than the bot refused (``Outcome.OUTDATED``).
+OLDER_WORKER = (
+    "Easel's render worker runs an older version than the bot, so it could not make this "
+    "picture as asked: a version mismatch on Easel's side, not a problem with your request. "
+    "Nothing was charged; try again once Easel's operator has upgraded it"
+)
 
 T = TypeVar("T")
 
@@ -389,7 +395,15 @@ class BrokerClient:
             return True
         if job_id not in self._forgeries_logged:
             self._forgeries_logged.add(job_id)
-            log.warning("job %s: a result or progress message without a valid tag dropped", job_id)
+            untagged = TAG_HEADER not in (headers or {})
+            log.warning(
+                "job %s: a result or progress message without a valid tag dropped%s",
+                job_id,
+                # Workers from before tags sign nothing (nor do some made-up results).
+                " (it has no tag at all: a worker older than the bot? upgrade workers with the bot)"
+                if untagged
+                else "",
+            )
         return False
 
     async def _job_message(self, job_id: str, request: RenderRequest) -> JobMessage:
@@ -688,6 +702,15 @@ class BrokerClient:
             raise RenderInputError(result.error or "the worker refused the request")
         if result.outcome is Outcome.FAILED:
             raise RemoteRenderFailed(result.error or "the worker reported a failure")
+        if result.outcome is Outcome.OUTDATED:
+            log.error(
+                "job %s: worker %s is older than the bot and refused it (%s); upgrade workers "
+                "with the bot",
+                result.job_id,
+                result.worker,
+                result.error,
+            )
+            raise RemoteRenderFailed(OLDER_WORKER)
         _check_count(result, request)
         images = []
         for ref in result.images:
@@ -765,8 +788,9 @@ def _left_without_result(
 ) -> RemoteRenderFailed:
     """The failure of a job whose message left the jobs stream with no result the bot
     accepts: expired, when older than the stream's age limit (no worker took it in time);
-    else removed (an operator's purge, or a worker that found a made-up result on its subject,
-    which a worker's user may publish, and took the job as done)."""
+    else removed (an operator's purge, a worker older than the bot whose untagged result was
+    dropped, or a worker that found a made-up result on its subject, which a worker's user may
+    publish, and took the job as done)."""
     age = asyncio.get_running_loop().time() - handed_over.published_at
     if max_age and age >= max_age:
         log.error("job %s: its message expired in the jobs stream with no result", job_id)
@@ -774,7 +798,8 @@ def _left_without_result(
         return RemoteRenderFailed(f"no render worker finished it within {kept}")
     log.warning(
         "job %s: its message left the jobs stream after %.0f s without a result Easel "
-        "accepts (purged, or a worker found a made-up result for it?)",
+        "accepts (purged, a worker older than the bot: upgrade workers with the bot, or a "
+        "worker found a made-up result for it?)",
         job_id,
         age,
     )

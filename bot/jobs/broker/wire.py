@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -79,6 +80,7 @@ __all__ = [
     "TAG_HEADER",
     "TRANSIENT_RETRY_S",
     "UNREACHABLE_ERRORS",
+    "WIRE_VERSION",
     "WRONG_LAST_SEQUENCE",
     "BrokerRefused",
     "BrokerUnavailable",
@@ -218,6 +220,11 @@ TRANSIENT_RETRY_S = 60.0
 INLINE_IMAGES_MAX_BYTES = 512 * 1024
 # A job message's bytes beside its request and inline pictures (ids, signature, field names).
 JOB_ENVELOPE_BYTES = 20 * 1024
+# The version of the job messages this Easel writes (their "wire" field). Bump it whenever
+# RenderRequest or its options gain a field that changes the picture: a worker older than the
+# bot then refuses the job (``Outcome.OUTDATED``) rather than render it without that field. A
+# message without the field is version 0 (a bot from before versions), which every worker takes.
+WIRE_VERSION = 1
 
 T = TypeVar("T")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -431,6 +438,10 @@ class JobMessage:
     request: RenderRequest
     inputs: tuple[PictureInput, ...] = ()
     secret: str = field(default="", repr=False)
+    # The version of Easel's messages the bot wrote it in (``WIRE_VERSION``).
+    wire: int = WIRE_VERSION
+    # The request's fields this Easel does not know, which ``request`` left out.
+    unknown_fields: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """The message as sent: its request's text in UTF-8, not escaped twice (a character
@@ -441,12 +452,14 @@ class JobMessage:
                 "request": self.request.to_json(ascii_only=False),
                 "inputs": [picture.to_json() for picture in self.inputs],
                 "secret": self.secret,
+                "wire": self.wire,
             }
         )
 
     @classmethod
     def decode(cls, data: bytes) -> JobMessage:
-        """Raises ``ValueError`` for anything but a well-formed job message."""
+        """Raises ``ValueError`` for anything but a well-formed job message. One of a newer
+        Easel decodes: ``too_new`` says why it must not be rendered."""
         return _read_message(
             "a job message",
             data,
@@ -455,8 +468,21 @@ class JobMessage:
                 RenderRequest.from_json(body["request"]),
                 tuple(PictureInput.from_json(picture) for picture in body.get("inputs", ())),
                 str(body.get("secret", "")),
+                int(body.get("wire", 0)),
+                _unknown_fields(json.loads(body["request"])),
             ),
         )
+
+    def too_new(self) -> str | None:
+        """Why this Easel cannot render the job as its bot asked (the bot is newer), or None."""
+        if self.wire > WIRE_VERSION:
+            return f"its messages are version {self.wire}, this worker's {WIRE_VERSION}"
+        # Only a bot of this version or newer: an older bot's request lacks nothing this
+        # worker needs, and a field a later Easel dropped must not refuse its jobs.
+        if self.unknown_fields and self.wire >= WIRE_VERSION:
+            unknown = ", ".join(self.unknown_fields)
+            return f"its request has fields this worker does not know ({unknown})"
+        return None
 
     def named_paths(self) -> list[str]:
         """The request's pictures that name a file: a message that has any is refused."""
@@ -468,6 +494,13 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"
     INVALID = "invalid"  # the engine refused the request: RenderInputError, message for the user
     FAILED = "failed"  # the engine raised, or every delivery was lost with its worker
+    OUTDATED = "outdated"  # the worker is older than the bot: the job not rendered (too_new)
+
+
+def _unknown_fields(request: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of a request's JSON that ``RenderRequest`` has no field for."""
+    known = {spec.name for spec in dataclasses.fields(RenderRequest)}
+    return tuple(sorted(set(request) - known))
 
 
 @dataclass(frozen=True)

@@ -482,8 +482,16 @@ class _DeviceLoop:
         self._device.warm_up()  # on the device thread, ahead of the first job taken
         try:
             # A device still broken at the start (the restart did not bring it back) takes
-            # no job: lost without costing one a delivery.
-            if (failed := await self._lost_at_probe()) is not None:
+            # no job: lost without costing one a delivery. The probe waits behind the warm-up:
+            # a stop meanwhile waits for neither, and the close stops the warm-up.
+            probing = asyncio.ensure_future(self._lost_at_probe())
+            await _wait_for_either(probing, stop)
+            if not probing.done():
+                # Still queued behind the warm-up (cancelled), or running (the close waits
+                # for it): either way no job is taken.
+                probing.cancel()
+                return
+            if (failed := probing.result()) is not None:
                 self._lose(lost_reason(self.device, failed), failed, "")
                 return
             while not stop.is_set():
@@ -649,6 +657,16 @@ class _DeviceLoop:
                 "travel with the job, a worker never opens a path a message names",
             )
             return self._finish(msg, job.secret, refused, None)
+        if (newer := job.too_new()) is not None:
+            # Rendered here, the job would lack what this worker does not know: refused, so
+            # the bot fails and refunds it rather than post another picture than was asked.
+            log.error(
+                "job %s refused: %s; this worker is older than the bot: upgrade workers with "
+                "the bot",
+                job.job_id,
+                newer,
+            )
+            return self._finish(msg, job.secret, result(Outcome.OUTDATED, error=newer), None)
         log.info("job %s: started on %s (delivery %d)", job.job_id, self.device, deliveries)
         cancel = self._hub.cancel_event_for(job.job_id)
         heartbeat = asyncio.create_task(
@@ -826,6 +844,15 @@ async def _nak(msg: Msg) -> None:
         await msg.nak()
 
 
+async def _wait_for_either(work: asyncio.Future[Any], stop: asyncio.Event) -> None:
+    """Return when ``work`` is done or ``stop`` is set."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([work, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+
+
 async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
     """Return when one of ``events`` is set, or after ``timeout_s``."""
     tasks = [asyncio.ensure_future(event.wait()) for event in events]
@@ -912,11 +939,7 @@ async def _ended_within_the_stop(
     """Wait for ``serving`` (the device loops): without limit until ``stop`` is set, then for
     ``STOP_BUDGET_S``, the renders in hand told to stop after ``RENDER_AT_STOP_S``. Whether
     it ended."""
-    asked = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([serving, asked], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        asked.cancel()
+    await _wait_for_either(serving, stop)
     loop = asyncio.get_running_loop()
     stop_end = loop.time() + STOP_BUDGET_S
     if not serving.done():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiosqlite
 
@@ -15,6 +16,7 @@ from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
 from bot.jobs.queue.unfinished import UnfinishedJobs
 from bot.jobs.queue.values import Submission
+from bot.jobs.stored_files import stored_request
 from bot.policy.queue_bound import QueueBoundRefusal
 from bot.policy.quota import QuotaLimits, RelaxRefusal
 from db import jobs as journal
@@ -41,8 +43,10 @@ class Admission:
         now: Callable[[], float],
         dm_limits: QuotaLimits,
         max_queued_per_member: int,
+        data_dir: Path,
     ) -> None:
         self._conn = conn
+        self._data_dir = data_dir  # the journal names pictures inside it (``stored_request``)
         # Each member's jobs not yet ended, for the queue bound's check before the
         # acknowledgement (``refusal``): counted without a read of SQLite.
         self._unfinished = unfinished
@@ -77,7 +81,7 @@ class Admission:
                         user_id=submission.user_id,
                         guild_id=submission.guild_id,
                         channel_id=submission.channel_id,
-                        request_json=submission.request.to_json(),
+                        request_json=stored_request(self._data_dir, submission.request).to_json(),
                         created_at=created_at,
                         parent_job_id=submission.parent_job_id,
                         application_id=submission.application_id,

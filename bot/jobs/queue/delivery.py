@@ -28,10 +28,10 @@ from bot.jobs.queue.values import (
     ResultSink,
     RetractingSink,
 )
+from bot.jobs.stored_files import journaled_request, stored_file
 from bot.logging_setup import job_event
 from db import jobs as journal
 from db.database import transaction
-from inference.types import RenderRequest
 
 log = logging.getLogger(__name__)
 
@@ -521,14 +521,17 @@ class Delivery:
             kind=job.kind,
             succeeded=job.status is journal.JobStatus.DONE,
             error=job.error,
-            request=RenderRequest.from_json(job.request_json),
+            request=journaled_request(self._images_dir.parent, job.request_json),
             user_id=job.user_id,
             guild_id=job.guild_id,
             channel_id=job.channel_id,
             application_id=job.application_id,
             interaction_token=job.interaction_token,
             interaction_created_at=job.interaction_created_at,
-            images=tuple(ResultImage(Path(i.path), i.seed, i.infotext) for i in images),
+            images=tuple(
+                ResultImage(stored_file(self._images_dir.parent, i.path), i.seed, i.infotext)
+                for i in images
+            ),
             filesize_limit=job.filesize_limit,
             spoiler=job.spoiler,
             private=job.private,

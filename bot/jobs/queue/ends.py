@@ -28,6 +28,7 @@ from bot.jobs import accounting
 from bot.jobs.queue.delivery import Delivery
 from bot.jobs.queue.journal_writes import JournalWriter
 from bot.jobs.queue.values import CancelOutcome
+from bot.jobs.stored_files import stored_name
 from bot.logging_setup import job_event
 from db import broker_chores
 from db import jobs as journal
@@ -365,7 +366,7 @@ class JobEnds:
                     job_id,
                     idx,
                     image.seed,
-                    str(path),
+                    stored_name(self._images_dir.parent, path),
                     image.infotext,
                     image.width,
                     image.height,

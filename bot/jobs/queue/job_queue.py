@@ -60,6 +60,7 @@ from bot.jobs.scheduler import (
     QueueSnapshot,
     SchedulerConfig,
 )
+from bot.jobs.stored_files import journaled_request
 from bot.logging_setup import job_event
 from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from db import jobs as journal
@@ -172,6 +173,8 @@ class JobQueue:
         )
         self._slots = list(slots)
         self._images_dir = images_dir
+        # ``EASEL_DATA_DIR``: the journal names pictures by their path inside it (``stored_name``).
+        self._data_dir = images_dir.parent
         self._clock = clock
         self._last_now = 0.0
         self._last_start = 0.0  # ``_start_time``'s last
@@ -225,7 +228,7 @@ class JobQueue:
         # Each member's jobs not yet ended: counted by admission, found at a start, ended here.
         self._unfinished = UnfinishedJobs()
         self._admission = Admission(
-            conn, self._unfinished, self._now, dm_limits, max_queued_per_member
+            conn, self._unfinished, self._now, dm_limits, max_queued_per_member, self._data_dir
         )
         metrics.watch_queue_depth(self.queued_count)
         self._dispatchers: list[asyncio.Task[None]] = []
@@ -324,7 +327,7 @@ class JobQueue:
         for replayed, job in enumerate(queued):
             if replayed and replayed % REPLAYED_AT_ONCE == 0:
                 await asyncio.sleep(0)  # the health check and web pages answer meanwhile
-            request = RenderRequest.from_json(job.request_json)
+            request = journaled_request(self._data_dir, job.request_json)
             self._kinds[job.id] = job.kind
             self._estimates[job.id] = await _restored_estimate(request, reserved.get(job.id))
             self._unfinished.add(job.id, (job.user_id, job.guild_id), request.count)
@@ -568,7 +571,7 @@ class JobQueue:
 
     async def request_of(self, job_id: str) -> RenderRequest | None:
         job = await journal.get_job(self._conn, job_id)
-        return RenderRequest.from_json(job.request_json) if job else None
+        return journaled_request(self._data_dir, job.request_json) if job else None
 
     def _now(self) -> float:
         # The scheduler needs a clock that never goes back, even if the wall clock does.
@@ -628,7 +631,7 @@ class JobQueue:
             job.id,
             job.user_id,
             job.guild_id,
-            RenderRequest.from_json(job.request_json),
+            journaled_request(self._data_dir, job.request_json),
             job.created_at,
             PriorityClass(job.priority),
             alone=_renders_alone(job),
@@ -771,7 +774,7 @@ class JobQueue:
         try:
             expected = self._scheduler.peek_batch(slot.device, self._now())
             jobs = [await journal.get_job(self._conn, job.job_id) for job in expected]
-            requests = [RenderRequest.from_json(job.request_json) for job in jobs if job]
+            requests = [journaled_request(self._data_dir, job.request_json) for job in jobs if job]
             if requests:
                 slot.prepare(requests)
         except Exception:
@@ -815,7 +818,7 @@ class JobQueue:
             self._in_background(self._leave_out(ended))
         if not jobs:
             return
-        requests = [RenderRequest.from_json(job.request_json) for job in jobs]
+        requests = [journaled_request(self._data_dir, job.request_json) for job in jobs]
         for job in jobs:
             if job.id not in self._requeued:  # one sample of its wait: until it first started
                 metrics.job_started(now - job.created_at)

@@ -1,0 +1,126 @@
+"""Add-ons whose numbers are broken, on the tiny model through the real engine: one whose
+weights are not finite is skipped as it loads, with a warning, and a picture that still
+decodes to not-a-number values (finite weights that overflow) fails its render in words that
+name the add-ons, instead of being delivered black."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from inference.engine import Engine
+from inference.infotext import parse_infotext
+from inference.passes.denoise import blank_pictures
+from inference.passes.jobs import ImageJob
+from inference.prompts import ExtraNetwork
+from inference.tiny import TINY_TEXT_HIDDEN, write_tiny_lora
+from inference.types import RenderFailed, RenderRequest
+from tests.inference.conftest import TINY, PixelReader
+
+BASE = RenderRequest("a cat", width=64, height=64, steps=2, seed=5)
+BLANK = "a picture came out blank (not-a-number values): a LoRA or embedding it uses may be broken"
+SKIPPED = "skipped: its weights hold not-a-number or infinite values (a broken file)"
+
+
+def _embedding(path: Path, vectors: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": vectors}, str(path))
+
+
+@pytest.fixture(scope="module")
+def broken_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny model (linked) with a good LoRA, one whose up weights are NaN,
+    one whose weights are finite but overflow, and embeddings of NaN, 1e20 (finite, but the
+    text encoder overflows on it), a single number, and vectors of no numbers."""
+    directory = tmp_path_factory.mktemp("broken-models")
+    (directory / TINY).symlink_to(models_dir / TINY, target_is_directory=True)
+    good = load_file(str(write_tiny_lora(directory / "Lora" / "good.safetensors", seed=1)))
+    nan = {k: v.fill_(float("nan")) if k.endswith("up.weight") else v for k, v in good.items()}
+    save_file(nan, str(directory / "Lora" / "nanlora.safetensors"))
+    huge = {k: torch.full_like(v, 1e30) if "weight" in k else v for k, v in good.items()}
+    save_file(huge, str(directory / "Lora" / "hugelora.safetensors"))
+    embeddings = directory / "embeddings"
+    _embedding(embeddings / "nanemb.safetensors", torch.full((1, TINY_TEXT_HIDDEN), torch.nan))
+    _embedding(embeddings / "hugeemb.safetensors", torch.full((1, TINY_TEXT_HIDDEN), 1e20))
+    _embedding(embeddings / "scalaremb.safetensors", torch.tensor(1.0))
+    _embedding(embeddings / "widthlessemb.safetensors", torch.zeros(1, 0))
+    _embedding(embeddings / "emptyemb.safetensors", torch.zeros(0))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def broken_engine(broken_models: Path) -> Engine:
+    return Engine(broken_models, default_model=TINY)
+
+
+def render(engine: Engine, prompt: str) -> tuple[bytes, dict[str, Any]]:
+    [image] = engine.render(dataclasses.replace(BASE, prompt=prompt))
+    return image.png, parse_infotext(image.infotext)[2]
+
+
+@pytest.mark.parametrize(
+    ("tag", "warning"),
+    [
+        ("<lora:nanlora:1>", f"LoRA 'nanlora' {SKIPPED}"),
+        ("nanemb", f"embedding 'nanemb' {SKIPPED}"),
+        ("scalaremb", "embedding 'scalaremb' skipped: it holds a single number, not vectors"),
+        ("widthlessemb", "embedding 'widthlessemb' skipped: its vectors hold no numbers"),
+        ("emptyemb", "embedding 'emptyemb' skipped: its vectors hold no numbers"),
+    ],
+)
+def test_an_add_on_with_broken_numbers_is_skipped_with_a_warning(
+    broken_engine: Engine, pixels: PixelReader, tag: str, warning: str
+) -> None:
+    plain, _ = render(broken_engine, "a cat")
+    png, params = render(broken_engine, f"a cat {tag}")
+    assert params["Prompt warnings"] == warning
+    assert "Lora hashes" not in params and "TI hashes" not in params
+    assert pixels(png).mean() > 10  # not blank: a NaN picture is delivered black
+    # Nothing of it is left in the model for the next job.
+    assert np.array_equal(pixels(render(broken_engine, "a cat")[0]), pixels(plain))
+
+
+@pytest.mark.parametrize("name", ["scalaremb", "widthlessemb", "emptyemb"])
+def test_a_batch_with_an_unfit_embedding_renders_both_pictures(
+    broken_engine: Engine, name: str
+) -> None:
+    """Never an internal failure that sends the whole batch round again job by job."""
+    requests = [dataclasses.replace(BASE, prompt=p) for p in ("a cat", f"a cat {name}")]
+    [[clean], [skipped]] = broken_engine.render_batch(requests)
+    assert "Prompt warnings" not in parse_infotext(clean.infotext)[2]
+    assert name in parse_infotext(skipped.infotext)[2]["Prompt warnings"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "named"),
+    [("a cat hugeemb", "embedding hugeemb"), ("<lora:hugelora:1>", "LoRA hugelora")],
+)
+def test_a_picture_that_decodes_to_not_a_number_fails_naming_the_add_ons(
+    broken_engine: Engine, pixels: PixelReader, prompt: str, named: str
+) -> None:
+    with pytest.raises(RenderFailed) as failed:
+        broken_engine.render(dataclasses.replace(BASE, prompt=prompt))
+    # On the CPU the model runs in float32: no half precision to blame.
+    assert str(failed.value) == f"{BLANK} ({named}); try without them"
+    plain, _ = render(broken_engine, "a cat")
+    good, _ = render(broken_engine, "a cat <lora:good:1>")
+    assert pixels(plain).mean() > 10 and not np.array_equal(pixels(good), pixels(plain))
+
+
+def test_half_precision_is_blamed_only_where_the_model_runs_in_it() -> None:
+    job = ImageJob("a cat", "", 1, None, 0.0, loras=(ExtraNetwork("lora", "ink", 1, 1),))
+    said = {dtype: str(blank_pictures([job], dtype)) for dtype in (torch.float16, torch.float32)}
+    assert said[torch.float16] == (
+        f"{BLANK} (LoRA ink), or the model may have overflowed in half precision; try without them"
+    )
+    assert said[torch.float32] == f"{BLANK} (LoRA ink); try without them"
+    plain = ImageJob("a cat", "", 1, None, 0.0)
+    assert str(blank_pictures([plain], torch.float32)).endswith(
+        ": the model or its VAE may be broken; ask an admin to check them"
+    )

@@ -1,0 +1,129 @@
+"""bot.unheard_deletions: which posts are asked of Discord before their pictures are used
+again (the gateway's sessions; the end-to-end paths are tests/e2e/test_gateway_gaps.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot import unheard_deletions
+from bot.snowflakes import CLOCK_SLACK_S, DISCORD_EPOCH_MS, made_at
+from bot.unheard_deletions import UnheardDeletions
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def post_made_at(seconds: float, sequence: int = 0) -> int:
+    """A message id whose snowflake says it was made at ``seconds`` since the epoch."""
+    return (int(seconds * 1000) - DISCORD_EPOCH_MS) << 22 | sequence
+
+
+START = 1_800_000_000.0
+
+
+def test_made_at_reads_the_snowflakes_time() -> None:
+    assert made_at(post_made_at(START, sequence=7)) == START
+    assert made_at(175928847299117063) == 1462015105.796  # Discord's documented example
+
+
+def test_every_post_is_asked_about_before_the_first_ready() -> None:
+    """A mask editor's submit may come before the gateway connects."""
+    unheard = UnheardDeletions(Clock(START))
+    assert unheard.may_be_gone_unheard(post_made_at(START + 3600))
+
+
+def test_a_post_made_in_the_session_is_not_asked_about_one_made_before_it_once() -> None:
+    clock = Clock(START)
+    unheard = UnheardDeletions(clock)
+    unheard.session_began()
+    earlier, later = post_made_at(START - 10), post_made_at(START + CLOCK_SLACK_S + 1)
+    clock.now += 3600
+    assert not unheard.may_be_gone_unheard(later)
+    assert unheard.may_be_gone_unheard(earlier)
+    unheard.seen_there(earlier, unheard.session)
+    assert not unheard.may_be_gone_unheard(earlier)
+
+
+def test_a_post_made_within_the_clock_slack_after_the_ready_is_asked_about() -> None:
+    """Easel's clock may be behind Discord's: such a post may predate the session."""
+    unheard = UnheardDeletions(Clock(START))
+    unheard.session_began()
+    assert unheard.may_be_gone_unheard(post_made_at(START + CLOCK_SLACK_S - 1))
+
+
+def test_a_new_session_forgets_what_was_found_there() -> None:
+    clock = Clock(START)
+    unheard = UnheardDeletions(clock)
+    unheard.session_began()
+    earlier = post_made_at(START - 10)
+    unheard.seen_there(earlier, unheard.session)
+    made_in_it = post_made_at(START + CLOCK_SLACK_S + 1)
+    clock.now += 3600
+    unheard.session_began()
+    assert unheard.may_be_gone_unheard(earlier)
+    assert unheard.may_be_gone_unheard(made_in_it)
+
+
+def test_an_answer_asked_before_a_new_session_does_not_count_in_it() -> None:
+    """Discord's answer came before the READY: a deletion in the gap after it is not heard."""
+    unheard = UnheardDeletions(Clock(START))
+    unheard.session_began()
+    earlier = post_made_at(START - 10)
+    asked_in = unheard.session
+    unheard.session_began()
+    unheard.seen_there(earlier, asked_in)
+    assert unheard.may_be_gone_unheard(earlier)
+
+
+def test_while_disconnected_every_post_is_asked_about_until_a_resume() -> None:
+    clock = Clock(START)
+    unheard = UnheardDeletions(clock)
+    unheard.session_began()
+    made_in_it = post_made_at(START + CLOCK_SLACK_S + 1)
+    clock.now += 3600
+    unheard.disconnected()
+    assert unheard.may_be_gone_unheard(made_in_it)
+    unheard.resumed()
+    assert not unheard.may_be_gone_unheard(made_in_it)
+
+
+def test_hearing_more_asks_about_every_earlier_post_again() -> None:
+    """Added to a server again, or View Channel got: a deletion before it was never announced,
+    though the gateway stayed connected; a post made after it is not asked about."""
+    clock = Clock(START)
+    unheard = UnheardDeletions(clock)
+    unheard.session_began()
+    found, made_in_it = post_made_at(START - 10), post_made_at(START + CLOCK_SLACK_S + 1)
+    unheard.seen_there(found, unheard.session)
+    clock.now += 3600
+    asked_in = unheard.session
+    unheard.began_hearing_more()
+    unheard.seen_there(found, asked_in)  # an answer from before it counts no more
+    assert unheard.may_be_gone_unheard(found)
+    assert unheard.may_be_gone_unheard(made_in_it)
+    assert not unheard.may_be_gone_unheard(post_made_at(clock.now + CLOCK_SLACK_S + 1))
+
+
+def test_hearing_more_while_disconnected_still_asks_about_every_post() -> None:
+    clock = Clock(START)
+    unheard = UnheardDeletions(clock)
+    unheard.session_began()
+    unheard.disconnected()
+    unheard.began_hearing_more()
+    assert unheard.may_be_gone_unheard(post_made_at(clock.now + CLOCK_SLACK_S + 1))
+
+
+def test_what_was_found_there_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One session may last months: the oldest found go first, and are asked about again."""
+    monkeypatch.setattr(unheard_deletions, "SEEN_KEPT", 2)
+    unheard = UnheardDeletions(Clock(START))
+    unheard.session_began()
+    posts = [post_made_at(START - 10, sequence) for sequence in range(3)]
+    for post in posts:
+        unheard.seen_there(post, unheard.session)
+    assert [unheard.may_be_gone_unheard(post) for post in posts] == [True, False, False]
