@@ -155,23 +155,33 @@ def check_path(
     replays_expected: bool = True,
 ) -> dict[str, Any]:
     """``graphed``: an engine replaying its UNets from graphs, compared with ``engine``;
-    the path fails if it replayed nothing while ``replays_expected``."""
+    the path fails if it replayed nothing while ``replays_expected``, or if a render of it
+    failed (a picture that decoded to NaN or infinity is refused by the engine itself)."""
     engine.non_finite.clear()
-    started = time.perf_counter()
     try:
-        first = render(engine, requests)
-    except RenderFailed as error:  # a picture that decoded to NaN: the engine refuses it
+        return _compared(engine, requests, graphed, replays_expected)
+    except RenderFailed as error:
         return {
             "ok": False,
-            "finite": False,
+            "finite": not engine.non_finite,
             "failed": str(error),
             "non_finite_in": sorted(set(engine.non_finite)),
         }
+
+
+def _compared(
+    engine: CheckedEngine,
+    requests: list[RenderRequest],
+    graphed: Engine | None,
+    replays_expected: bool,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    first = render(engine, requests)
     seconds = time.perf_counter() - started
     again = render(engine, requests)
     max_difference = max(int(np.abs(a - b).max()) for a, b in zip(first, again, strict=True))
     flat = sum(int(picture.std() == 0) for picture in first)
-    result = {
+    result: dict[str, Any] = {
         "pictures": len(first),
         "size": f"{first[0].shape[1]}x{first[0].shape[0]}",
         "seconds": round(seconds, 3),

@@ -356,9 +356,7 @@ class History:
         Discord's answer (``fetch_channel``: 10003)."""
         return self._deleted_channels.holds((guild_id, channel_id), self._clock())
 
-    async def withdraw_job(
-        self, job_id: str, deleted: tuple[int, int, int] | None = None
-    ) -> list[str]:
+    async def withdraw_job(self, job_id: str, deleted: tuple[int, int, int] | None) -> list[str]:
         """A server's job whose public progress message an edit found deleted, ``deleted``:
         (guild, channel, message id) where known (None: "thinking…", deleted before its first
         edit landed, never recorded as its post): withdrawn as Easel hearing of that deletion

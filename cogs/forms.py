@@ -15,6 +15,7 @@ import discord
 
 from cogs.common import MESSAGE_LIMIT, fair_shares, quoted, tell
 from cogs.errors import report_error
+from cogs.visibility import DISCORD_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ async def answer_lost_form(interaction: discord.Interaction[Any]) -> None:
     log.info("form %s submitted by user %s is no longer open: told", custom_id, interaction.user.id)
     try:
         await tell(interaction, lost_form_message(list(typed_values(data.get("components", ())))))
-    except discord.HTTPException as failure:
+    except DISCORD_FAILED as failure:
         log.warning("could not tell user %s their form is gone: %s", interaction.user.id, failure)
 
 

@@ -170,8 +170,8 @@ def _layout_problem(path: Path, tensors: list[tuple[str, dict[str, Any]]]) -> st
 
 def _size_problem(path: Path, name: str, tensor: dict[str, Any]) -> str | None:
     """Why tensor ``name`` (its header entry, checked by ``_check_tensor``) would not load:
-    its shape's size overflows, or in its type is not the span of its data offsets (None:
-    it is)."""
+    its shape's size in bytes, in its type, overflows or is not the span of its data offsets
+    (None: it loads)."""
     bits = _DTYPE_BITS.get(str(tensor.get("dtype")))
     if bits is None:  # a type this list does not know: its loading says whether it reads
         return None

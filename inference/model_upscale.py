@@ -58,13 +58,14 @@ class SpandrelModel:
             return False
 
     def finite(self, pixels: np.ndarray, kind: str) -> np.ndarray:
-        """``pixels``, this model's output, unless they hold not-a-number values (a picture
-        would show them black): then ``RenderFailed`` naming this ``kind`` of model."""
+        """``pixels``, this model's output, unless they hold not-a-number or infinite values
+        (a picture would show them black): then ``RenderFailed`` naming this ``kind`` of
+        model."""
         if not np.isfinite(pixels).all():
             raise RenderFailed(
-                f"{kind} {self.name!r} ({self.path.name}) gave not-a-number values, a blank "
-                f"picture: its file may be broken; try another {kind}, or ask an admin to "
-                "check it"
+                f"{kind} {self.name!r} ({self.path.name}) gave not-a-number or infinite "
+                f"values, a blank picture: its file may be broken; try another {kind}, or ask "
+                "an admin to check it"
             )
         return pixels
 

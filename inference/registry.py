@@ -487,10 +487,9 @@ class FolderListing:
         symbolic links to folders followed as the web UI does (models kept on another disk),
         but never into a folder the walk is already inside (a link looping back). A subfolder
         for which ``whole_folder`` holds (a diffusers folder: one model) is listed as a file
-        and not entered, and so is none holding a ``config.json`` (a diffusers component's:
-        a pipeline half copied, or its parts alone); hidden ones (``.git``), sidecar config
-        folders (``x.config``) and links that do not resolve are neither listed nor
-        entered."""
+        and not entered; one holding a ``config.json`` (a diffusers component's: a pipeline
+        half copied, or its parts alone) is neither listed nor entered, nor are hidden ones
+        (``.git``), sidecar config folders (``x.config``) and links that do not resolve."""
         listed_at_ns = time.time_ns()
         files: list[Path] = []
         directories: list[Path] = []

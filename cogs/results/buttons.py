@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
@@ -354,16 +355,30 @@ async def link_post_again(
     to delete it (``History.posted_again``)."""
     if await history.posted_again(job, channel_id, sent.id) or channel_id is None:
         return
-    post = PostedMessage(channel_id, sent.id)
+    await delete_erased_post(history, job.job_id, PostedMessage(channel_id, sent.id), sent.delete)
+
+
+async def delete_erased_post(
+    history: History | None,
+    job_id: str,
+    post: PostedMessage,
+    delete: Callable[[], Awaitable[None]],
+) -> None:
+    """Delete ``post`` of the erased job ``job_id`` (``delete``: through whichever route can),
+    whose delete waits in the database since its record found the job gone: done or found
+    gone, it is settled; refused or failed, /forget-me's sweep tries it again under that
+    sweep's rules (``History.post_delete_failed``)."""
     try:
-        await sent.delete()
+        await delete()
     except discord.NotFound:
         pass  # deleted already
     except DISCORD_FAILED as error:
-        log.warning("job %s: the erased job's post stays for now (%s)", job.job_id, error)
-        await history.post_delete_failed(post)
+        log.warning("job %s: the erased job's post stays for now (%s)", job_id, error)
+        if history is not None:
+            await history.post_delete_failed(post)
         return
-    await history.post_delete_settled(post)
+    if history is not None:
+        await history.post_delete_settled(post)
 
 
 class _PictureEditButton(_ReportsErrors):

@@ -33,6 +33,7 @@ from cogs.results.buttons import (
     THREAD_ARCHIVED,
     UNKNOWN_CHANNEL,
     copy_view,
+    delete_erased_post,
     job_view,
 )
 from cogs.results.copies import (
@@ -423,25 +424,16 @@ class DiscordResults(ProgressMessages):
         token lives (the edited original response: it works where the bot user may not view
         the channel), else, or when the result went to the channel after all, the channel's.
         Not one whose deletion Easel heard (a moderator's, which withdrew the job, a moment
-        before the erase). Its delete waits in the database since its record found the job
-        gone, or the erase unlinked it (``History.result_posted``): done or found gone, it is
-        settled; refused or failed, /forget-me's sweep tries it again under that sweep's rules
-        (``History.post_delete_failed``), as it does one a stop kept from here."""
-        assert job.channel_id is not None  # posted in its channel: a message id
+        before the erase). A server's post: its delete waits in the database since its
+        record found the job gone, or the erase unlinked it (``History.result_posted``), and
+        one refused or failed here is tried again by /forget-me's sweep
+        (``delete_erased_post``); a direct message's is tried once."""
+        if job.channel_id is None:
+            return  # nowhere Easel can name it (a job stored without its channel)
         post = PostedMessage(job.channel_id, message_id)
-        try:
-            await self._delete_posted(job, post)
-        except discord.NotFound:
-            pass  # deleted already
-        except DISCORD_FAILED as error:
-            log.warning(
-                "job %s: the erased job's result stays posted for now (%s)", job.job_id, error
-            )
-            if self.history is not None:
-                await self.history.post_delete_failed(post)
-            return
-        if self.history is not None:
-            await self.history.post_delete_settled(post)
+        await delete_erased_post(
+            self.history, job.job_id, post, lambda: self._delete_posted(job, post)
+        )
 
     async def _delete_posted(self, job: FinishedJob, post: PostedMessage) -> None:
         """``retract``'s delete of ``post``; raises as Discord refuses or fails it."""

@@ -137,8 +137,8 @@ def vae_decoding(
 
 
 def blank_pictures(jobs: Sequence[ImageJob], dtype: torch.dtype) -> RenderFailed:
-    """What the member of ``jobs``, whose pictures decoded to not-a-number values, is told:
-    the add-ons they use, which may be broken (finite weights that overflow: those that are
+    """What the member of ``jobs``, whose pictures decoded to not-a-number or infinite values,
+    is told: the add-ons they use, which may be broken (finite weights that overflow: those that are
     not finite are skipped as they load, ``inference.networks``), and whether half precision
     may have overflowed (only where the model runs in it)."""
     addons = dict.fromkeys(
@@ -155,7 +155,7 @@ def blank_pictures(jobs: Sequence[ImageJob], dtype: torch.dtype) -> RenderFailed
         cause += "ask an admin"
     else:
         cause = "the model or its VAE may be broken; ask an admin to check them"
-    return RenderFailed(f"a picture came out blank (not-a-number values): {cause}")
+    return RenderFailed(f"a picture came out blank (not-a-number or infinite values): {cause}")
 
 
 def stopping_early(request: RenderRequest, then: StepCallback) -> StepCallback:

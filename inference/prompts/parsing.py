@@ -7,7 +7,11 @@ readers, a burst's first requests) push each other's counts past the right one: 
 with ``TypeError: _parse_literal_command() missing 1 required positional argument``, and once a
 wrong count is kept, every later parse in the process fails the same way. So before the first
 parse of each process, one thread, holding a lock, builds the parser and calls each of its
-actions once; every parse goes through ``parse_prompt``, whatever process or thread runs it.
+actions once: every parse of a prompt or a wildcard's value goes through ``parse_prompt``,
+whatever process or thread runs it. (dynamicprompts parses a drawn wildcard name such as
+``__{a|b}__``'s itself, which comes only after the parse of the prompt that holds it, so
+after the readying.) The readying prompt is written in the default grammar, the only one
+Easel uses.
 """
 
 from __future__ import annotations

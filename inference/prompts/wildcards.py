@@ -219,7 +219,8 @@ class _TextFile(WildcardCollection):
             self.problem = f"it cannot be read: {error.strerror or error}"
             log.warning("Wildcard file %s left out: %s", self.path, self.problem)
             text, length = "", -1
-        self.whole = length == self.size
+        # One it could not read is not read again until the listing shows it changed.
+        self.whole = length in (self.size, -1)
         return [line.strip() for line in text.split("\n") if not is_empty_line(line)]
 
 

@@ -24,7 +24,10 @@ from inference.types import RenderFailed, RenderRequest
 from tests.inference.conftest import TINY, PixelReader
 
 BASE = RenderRequest("a cat", width=64, height=64, steps=2, seed=5)
-BLANK = "a picture came out blank (not-a-number values): a LoRA or embedding it uses may be broken"
+BLANK = (
+    "a picture came out blank (not-a-number or infinite values): a LoRA or embedding it uses "
+    "may be broken"
+)
 SKIPPED = "skipped: its weights hold not-a-number or infinite values (a broken file)"
 
 

@@ -118,8 +118,8 @@ def test_a_restorer_giving_not_a_number_fails_naming_it(tmp_path: Path, photo: I
         restore_faces(restorer, photo, [face])
     assert str(failed.value) == (
         "face restorer 'nan-restoreformer' (nan-restoreformer.safetensors) gave not-a-number "
-        "values, a blank picture: its file may be broken; try another face restorer, or ask "
-        "an admin to check it"
+        "or infinite values, a blank picture: its file may be broken; try another face "
+        "restorer, or ask an admin to check it"
     )
 
 

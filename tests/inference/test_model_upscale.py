@@ -233,8 +233,8 @@ def test_an_upscaler_giving_not_a_number_fails_naming_it(tmp_path: Path, picture
     with pytest.raises(RenderFailed) as failed:
         Engine(tmp_path).render(_upscale(picture, upscale_factor=2, upscaler="nan-2x"))
     assert str(failed.value) == (
-        "upscaler 'nan-2x' (nan-2x.safetensors) gave not-a-number values, a blank picture: its "
-        "file may be broken; try another upscaler, or ask an admin to check it"
+        "upscaler 'nan-2x' (nan-2x.safetensors) gave not-a-number or infinite values, a blank "
+        "picture: its file may be broken; try another upscaler, or ask an admin to check it"
     )
 
 

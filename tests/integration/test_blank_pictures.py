@@ -54,8 +54,8 @@ async def test_a_blank_picture_fails_its_job_alone_refunded_and_told_why(
     assert ended[clean_id].succeeded and len(ended[clean_id].images) == 1
     assert not ended[blank_id].succeeded
     assert ended[blank_id].error == (
-        "a picture came out blank (not-a-number values): a LoRA or embedding it uses may be "
-        f"broken (embedding hugeemb); try without them; reference {blank_id}"
+        "a picture came out blank (not-a-number or infinite values): a LoRA or embedding it "
+        f"uses may be broken (embedding hugeemb); try without them; reference {blank_id}"
     )
     # Batched: one start for both (the batch failed, then each rendered alone).
     started = {(await journal.get_job(conn, job_id)).started_at for job_id in (blank_id, clean_id)}  # type: ignore[union-attr]

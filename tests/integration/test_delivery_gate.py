@@ -689,7 +689,7 @@ async def test_a_deletion_between_the_gate_and_the_withdrawal_leaves_the_refund_
     """Refunded, then a moderator's deletion withdraws the job before Easel does (no sentence
     kept), then Easel stops: the next start tells its maker it does not count."""
     job_id = await stopped_at(conn, tmp_path, monkeypatch, "_withdraw_withheld")
-    await History(conn, tmp_path, tmp_path, MemberSettings(conn)).withdraw_job(job_id)
+    await History(conn, tmp_path, tmp_path, MemberSettings(conn)).withdraw_job(job_id, None)
     again = await delivered_again(conn, tmp_path, job_id)
     assert again.channel.messages == []
     [(notice, _)] = again.direct.messages

@@ -483,7 +483,7 @@ async def test_a_job_withdrawn_with_its_channel_reaches_no_twin_when_its_message
     await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 1)
     history = history_of(conn, tmp_path)
     assert await history.withdraw_deleted_channel(GUILD, CHANNEL) == ["a" * 16]
-    assert await history.withdraw_job("a" * 16) == []
+    assert await history.withdraw_job("a" * 16, None) == []
     assert not (await stored(history, "b" * 16)).withdrawn
 
 

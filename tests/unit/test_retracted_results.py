@@ -65,7 +65,7 @@ def erased_job(*, token: str | None = None) -> FinishedJob:
         (
             discord.Forbidden(_ANSWER, "Missing Access"),
             [
-                "job j1: the erased job's result stays posted for now "
+                "job j1: the erased job's post stays for now "
                 "(403 Forbidden (error code: 0): Missing Access)"
             ],
         ),
@@ -77,7 +77,7 @@ async def test_the_result_of_an_erased_job_is_deleted_where_it_was_posted(
     channels = Channels(answer)
     results = DiscordResults(cast(discord.Client, channels))
     assert isinstance(results, RetractingSink)  # the queue asks it to
-    with caplog.at_level(logging.WARNING, logger="cogs.results.posting"):
+    with caplog.at_level(logging.WARNING, logger="cogs.results"):
         await results.retract(erased_job(), 900)
     assert channels.deleted == [(CHANNEL, 900)]
     assert caplog.messages == logged
