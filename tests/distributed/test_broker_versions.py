@@ -131,7 +131,7 @@ async def test_an_untagged_result_of_a_worker_from_before_tags_fails_the_job_and
                     puller = await js.pull_subscribe_bind(consumer_name(None), wire.JOBS_STREAM)
                     (message,) = await puller.fetch(1, timeout=10)
                     break
-                except nats_client.js.errors.NotFoundError:
+                except nats_client.js.errors.ServiceUnavailableError:  # no consumer yet: a 503
                     await asyncio.sleep(0.05)
             result = ResultMessage(job_id, Outcome.DONE, "older-worker", 1)
             await js.publish(result_subject(job_id), result.encode())  # no Easel-Tag header
