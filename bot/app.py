@@ -23,6 +23,7 @@ from bot.bans import MemberStops
 from bot.discord_endpoints import point_discord_at
 from bot.engines import engine_factory_for
 from bot.event_loop import describe as describe_loop
+from bot.gateway_health import GatewayHealth
 from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import connect_making_room
 from bot.lenient_json import loads_replacing_lone_surrogates
@@ -30,7 +31,7 @@ from bot.logging_setup import install_logging
 from bot.process_end import end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
 from bot.services import Services
-from bot.settings import Settings, SettingsError
+from bot.settings import Settings, SettingsError, warn_of_unknown_settings
 from bot.single_instance import DataDirLock, hold_data_dir
 from bot.web.dashboard import Dashboard
 from bot.web.links import LinkSigner, load_secret
@@ -50,6 +51,7 @@ from cogs.imagine import ImagineCog
 from cogs.info import InfoCog
 from cogs.jobs import JobsCog
 from cogs.lists import ListsCog, PageButton
+from cogs.moderation import MemberJobsPageButton, ModerationCog
 from cogs.region import RegionOffers, WordsButton
 from cogs.results.buttons import RESULT_BUTTONS
 from cogs.results.posting import DiscordResults
@@ -187,6 +189,8 @@ class EaselBot(commands.Bot):
         self._setting_up = False  # setup_hook has begun: its failures are not the login's
         # Why the login is being tried again (``login``), for /healthz; None once it passed.
         self._waiting_for_discord: str | None = None
+        # Whether the gateway is connected (``on_connect``...), for /healthz and /metrics.
+        self._gateway = GatewayHealth()
         # What `easel run` exits with after its stop (``DEVICE_LOST_EXIT_STATUS``).
         self.exit_status = 0
         # Discord refused the token while running (``_token_taken``): `easel run` ends as a
@@ -229,11 +233,24 @@ class EaselBot(commands.Bot):
             wait = min(wait * 2, LOGIN_RETRY_LONGEST_S)
 
     def _health_trouble(self) -> str | None:
-        """/healthz's 503 line beyond "starting or stopping": Discord not reached yet, or a
-        device lost."""
+        """/healthz's 503 line beyond "starting or stopping": Discord not reached yet, its
+        gateway disconnected past the grace (``GatewayHealth``), or a device lost."""
         if self._waiting_for_discord is not None:
             return self._waiting_for_discord
+        if (gateway := self._gateway.trouble()) is not None:
+            return gateway
         return self.queue.device_trouble() if hasattr(self, "queue") else None
+
+    # discord.py dispatches "connect" on each READY, "resumed" on each RESUMED, and
+    # "disconnect" on each drop and each failed reconnect (``cogs.withdrawals`` hears them too).
+    async def on_connect(self) -> None:
+        self._gateway.connected()
+
+    async def on_resumed(self) -> None:
+        self._gateway.connected()
+
+    async def on_disconnect(self) -> None:
+        self._gateway.disconnected()
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Easel has no text commands: messages arrive for their deletions alone."""
@@ -278,7 +295,8 @@ class EaselBot(commands.Bot):
         self.results.history = self.services.history
         # A moderator's deletion stops what was being made from the picture (refunded).
         self.services.history.stop_withdrawn = self.queue.stop_withdrawn
-        # Its audit row is Easel's: Discord does not say which moderator deleted a message.
+        # A deletion's audit row is Easel's unless a Delete click made it: Discord does not say
+        # which moderator deleted a message.
         assert self.user is not None  # setup_hook runs once logged in
         self.services.history.easel_id = self.user.id
         # A post in a thread goes with the thread's channel, archived or not.
@@ -290,10 +308,12 @@ class EaselBot(commands.Bot):
         await self.add_cog(InfoCog(self))
         history = HistoryCog(self.services.history)
         await self.add_cog(history)
+        self.services.history.posts_left_to_delete = history.delete_pending_now
         await self.add_cog(SettingsCog(self.services.member_settings))
         await self.add_cog(PresetsCog())
         admin = AdminCog(self.services.guild_policy, self.services.presets)
         await self.add_cog(admin)
+        await self.add_cog(ModerationCog())
         admins = DiscordServerAdmins(self, self.services.thread_members)
         await self.add_cog(EditCog(self))
         await self.add_cog(JobsCog())
@@ -317,7 +337,12 @@ class EaselBot(commands.Bot):
         await self.add_cog(bans)
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         self.add_dynamic_items(
-            *RESULT_BUTTONS, PageButton, HistoryPageButton, WordsButton, ImagineSuggestionButton
+            *RESULT_BUTTONS,
+            PageButton,
+            HistoryPageButton,
+            MemberJobsPageButton,
+            WordsButton,
+            ImagineSuggestionButton,
         )
         await self._sync_commands()
         # Before the gateway connects (discord.py runs this hook first), so no member waits;
@@ -672,6 +697,7 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
     settings.require_token()
     settings.require_data_dir()
     handler = install_logging(settings.log_format, secrets=settings.log_secrets)
+    warn_of_unknown_settings()  # in the format just installed
     bot = build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,8 +6,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from db import quotas as ledger
 from db.database import write_back_log
 from db.erasures import Erasure as Erasure  # for the cogs, which never import db
 from db.erasures import ReplyToken as ReplyToken
+from db.history import MemberJobsHere as MemberJobsHere
 from db.history import PostedMessage as PostedMessage
 
 PAGE_SIZE = 5
@@ -58,6 +59,8 @@ DELETIONS_KEPT_S = 60.0
 DELETIONS_KEPT = 4096
 # The setting name of the audit row (/easel-admin audit) of a moderator's withdrawal.
 WITHDRAWAL_AUDITED_AS = "jobs withdrawn (their post deleted)"
+# The setting name of the audit row of a moderator's withdrawal by command or Cancel button.
+MODERATOR_WITHDRAWAL_AUDITED_AS = "jobs withdrawn by a moderator"
 # Job ids an audit row or a reply names; past them, how many more (a purge or a deleted
 # channel withdraws thousands, and /easel-admin audit shows 15 rows in one message).
 IDS_LISTED = 10
@@ -72,9 +75,19 @@ def listed_ids(job_ids: Sequence[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-def _withdrawal_audited(withdrawn: Sequence[str], unfinished: int) -> str:
-    counts = f"{len(withdrawn)} withdrawn, {unfinished} unfinished stopped and refunded"
-    return f"{counts}: {listed_ids(withdrawn)}"
+def _withdrawal_audited(taken: store.Withdrawal) -> str:
+    withdrawn = taken.job_ids
+    counts = f"{len(withdrawn)} withdrawn, {taken.unfinished} unfinished stopped and refunded"
+    if taken.made_from_pictures:
+        counts += f", {taken.made_from_pictures} finished made from their pictures"
+    if taken.posts_to_delete:
+        counts += f", {counted(taken.posts_to_delete, 'other post')} deleted (copies by DM too)"
+    older = (
+        f"; older jobs with their pixels still stand: {listed_ids(taken.older_twins)}"
+        if taken.older_twins
+        else ""
+    )
+    return f"{counts}: {listed_ids(withdrawn)}{older}"
 
 
 def post_delete_retry_wait_s(failures: int) -> float:
@@ -100,12 +113,55 @@ class HistoryLine:
     withheld: bool = False
 
 
+def _history_line(entry: store.HistoryEntry) -> HistoryLine:
+    return HistoryLine(
+        entry.job_id,
+        entry.status,
+        str(json.loads(entry.request_json).get("prompt", "")),
+        entry.created_at,
+        entry.image_count,
+        entry.withdrawn,
+        entry.withheld,
+    )
+
+
+def _page_count(total: int) -> int:
+    return max(1, -(-total // PAGE_SIZE))
+
+
 @dataclass(frozen=True)
 class HistoryPage:
     lines: list[HistoryLine]
     page: int  # 0-based
     page_count: int
     total: int
+
+
+@dataclass(frozen=True)
+class ModeratedPage:
+    """A page of a member's public jobs in a server made in the channels a moderator
+    moderates (``History.moderated_page``), each with Easel's posts of it still linked, and
+    how many of the member's other jobs there were left out: public ones made elsewhere (or
+    where not recorded), and private ones (the member's alone)."""
+
+    jobs: HistoryPage
+    posts: dict[str, tuple[PostedMessage, ...]]
+    left_out_elsewhere: int
+    left_out_private: int
+
+
+@dataclass(frozen=True)
+class ModeratorWithdrawal:
+    """What a moderator's withdrawal by id or by member (``/easel-mod withdraw``, Cancel)
+    took: every job newly withdrawn; of them those asked for (the job of that id; the member's
+    public jobs made in the channels the moderator moderates), which the moderator is told by
+    id, the others having gone with them (another member's, a private one, one made
+    elsewhere: counted only); and those of them stopped while queued or rendering
+    (refunded to their makers)."""
+
+    job_ids: list[str]
+    asked: list[str]
+    stopped: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -212,6 +268,10 @@ class History:
         # moderator's withdrawal (unset: none is written).
         self.stop_withdrawn: Callable[[Sequence[str]], Awaitable[Sequence[str]]] | None = None
         self.easel_id: int | None = None
+        # Set by the composition root: wakes the deletes of posts left to delete
+        # (``pending_post_deletes``), as a moderator's withdrawal leaves its jobs' other posts
+        # and copies by DM (unset: the next sweep deletes them).
+        self.posts_left_to_delete: Callable[[], None] = lambda: None
         # Set by the composition root: the channel a thread is in (None: not a thread, or not
         # known), recorded with a post there, since deleting that channel deletes the thread.
         self.thread_parent: Callable[[int], int | None] = lambda _channel_id: None
@@ -223,6 +283,9 @@ class History:
         self._deleted_channels: ExpiringKeys[tuple[int, int]] = ExpiringKeys(
             DELETIONS_KEPT_S, DELETIONS_KEPT
         )
+        # The posts a moderator's Delete click is deleting now: who clicked
+        # (``withdraw_deleted``).
+        self._deleting_by: dict[tuple[int, int, int], int] = {}
         # The members whose /forget-me request is being erased or answered now: set when it
         # ends.
         self._erasing_now: dict[int, asyncio.Event] = {}
@@ -235,7 +298,7 @@ class History:
         _, total = await store.page_of_jobs(
             self._conn, user_id, guild_id=guild_id, search=search, limit=0, offset=0
         )
-        page_count = max(1, -(-total // PAGE_SIZE))
+        page_count = _page_count(total)
         page = min(max(page, 0), page_count - 1)
         entries, total = await store.page_of_jobs(
             self._conn,
@@ -245,19 +308,37 @@ class History:
             limit=PAGE_SIZE,
             offset=page * PAGE_SIZE,
         )
-        lines = [
-            HistoryLine(
-                e.job_id,
-                e.status,
-                str(json.loads(e.request_json).get("prompt", "")),
-                e.created_at,
-                e.image_count,
-                e.withdrawn,
-                e.withheld,
-            )
-            for e in entries
-        ]
-        return HistoryPage(lines, page, page_count, total)
+        return HistoryPage([_history_line(e) for e in entries], page, page_count, total)
+
+    async def member_jobs_here(self, guild_id: int, user_id: int) -> MemberJobsHere:
+        """How many jobs the member made in ``guild_id``: public ones by channel, and
+        private ones, for a moderator's list (``moderated_page``)."""
+        return await store.member_jobs_here(self._conn, guild_id, user_id)
+
+    async def moderated_page(
+        self,
+        guild_id: int,
+        user_id: int,
+        here: MemberJobsHere,
+        moderated: Collection[int],
+        page: int,
+    ) -> ModeratedPage:
+        """Page ``page`` (clamped to the last one) of the member's public jobs in
+        ``guild_id`` made in the ``moderated`` channels (of ``here``, ``member_jobs_here``),
+        newest first, for a moderator: never a private one, nor one made elsewhere."""
+        total = sum(here.public_by_channel.get(channel_id, 0) for channel_id in moderated)
+        page_count = _page_count(total)
+        page = min(max(page, 0), page_count - 1)
+        entries = await store.page_of_public_jobs(
+            self._conn, guild_id, user_id, moderated, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+        )
+        posts = {entry.job_id: await store.posts_of(self._conn, entry.job_id) for entry in entries}
+        return ModeratedPage(
+            HistoryPage([_history_line(e) for e in entries], page, page_count, total),
+            posts,
+            left_out_elsewhere=sum(here.public_by_channel.values()) - total,
+            left_out_private=here.private,
+        )
 
     async def job(self, job_id: str) -> StoredJob | None:
         record = await journal.get_job(self._conn, job_id)
@@ -315,20 +396,71 @@ class History:
         return await journal.pixels_withdrawn(self._conn, job_id, guild_id)
 
     async def withdraw_deleted(
-        self, guild_id: int, channel_id: int, message_ids: Collection[int]
+        self,
+        guild_id: int,
+        channel_id: int,
+        message_ids: Collection[int],
+        *,
+        by: int | None = None,
     ) -> list[str]:
         """Messages deleted in a server's channel: the jobs whose result one of them was are
         withdrawn (returned), so their pictures are not shown or used again. Each deletion
         is remembered a while (before the write: a post recorded meanwhile is then seen by
-        either), for a post Easel records just after it (``_recorded``)."""
+        either), for a post Easel records just after it (``_recorded``). Audited as ``by``'s
+        (the moderator whose Delete click deleted it), or as theirs when a click's deletion
+        is under way (``deleting``: its event may come first), else as Easel's."""
         now = self._clock()
         for message_id in message_ids:
             self._deleted.add((guild_id, channel_id, message_id), now)
+        if by is None:
+            clicked = (self._deleting_by.get((guild_id, channel_id, m)) for m in message_ids)
+            by = next((clicker for clicker in clicked if clicker is not None), None)
         return await self._stopped(
             await store.withdraw_deleted_results(
-                self._conn, guild_id, channel_id, message_ids, now, self._audit()
+                self._conn, guild_id, channel_id, message_ids, now, self._audit(by)
             )
         )
+
+    @contextmanager
+    def deleting(self, post: tuple[int, int, int], by: int) -> Iterator[None]:
+        """A moderator ``by``'s Delete click deletes ``post`` (guild, channel, message) now:
+        its deletion's event, heard meanwhile, withdraws its job as theirs."""
+        self._deleting_by[post] = by
+        try:
+            yield
+        finally:
+            self._deleting_by.pop(post, None)
+
+    async def withdraw_by_moderator(self, job_id: str, by: int) -> ModeratorWithdrawal:
+        """A moderator ``by`` withdraws a server's job (``/easel-mod withdraw``, or Cancel
+        on its progress message), as deleting its post would (``withdraw_job``): stopped and
+        refunded if unfinished, audited as theirs."""
+        withdrawn = await store.withdraw_job(
+            self._conn,
+            job_id,
+            self._clock(),
+            audit=self._audit(by, MODERATOR_WITHDRAWAL_AUDITED_AS),
+        )
+        asked = [job_id] if job_id in withdrawn else []
+        return ModeratorWithdrawal(withdrawn, asked, await self._stop(withdrawn))
+
+    async def withdraw_member_jobs(
+        self, guild_id: int, user_id: int, moderated: Collection[int], by: int
+    ) -> ModeratorWithdrawal:
+        """A moderator ``by`` withdraws the member's public jobs in ``guild_id`` made in the
+        ``moderated`` channels, as ``withdraw_by_moderator`` does each, but not the member's
+        private jobs (``store.withdraw_public_jobs``)."""
+        if not moderated:
+            return ModeratorWithdrawal([], [], ())
+        withdrawn, asked = await store.withdraw_public_jobs(
+            self._conn,
+            guild_id,
+            user_id,
+            moderated,
+            self._clock(),
+            store.WithdrawalAudit(by, MODERATOR_WITHDRAWAL_AUDITED_AS, _withdrawal_audited),
+        )
+        return ModeratorWithdrawal(withdrawn, asked, await self._stop(withdrawn))
 
     async def withdraw_deleted_channel(self, guild_id: int, channel_id: int) -> list[str]:
         """A server's channel or thread deleted, its messages with it (Discord announces none
@@ -362,19 +494,22 @@ class History:
         edit landed, never recorded as its post): withdrawn as Easel hearing of that deletion
         withdraws it (``withdraw_deleted``: the post unlinked, so that no later look for it
         finds it gone and withdraws a restored job again, and its deletion remembered), and by
-        its id where it was not recorded as its post, with what is made from it (returned)."""
-        heard = []
+        its id where it was not recorded as its post, with what is made from it (returned);
+        both in one transaction."""
+        now = self._clock()
         if deleted is not None:
-            guild_id, channel_id, message_id = deleted
-            heard = await self.withdraw_deleted(guild_id, channel_id, [message_id])
-        by_id = await store.withdraw_job(self._conn, job_id, self._clock(), audit=self._audit())
-        return heard + await self._stopped(by_id)
+            self._deleted.add(deleted, now)  # before the write, as ``withdraw_deleted`` does
+        withdrawn = await store.withdraw_job_of_deleted_post(
+            self._conn, job_id, deleted, now, self._audit()
+        )
+        return await self._stopped(withdrawn)
 
     async def withhold_job(self, job_id: str, why: str) -> list[str]:
-        """A server's job whose result was withheld and refunded at delivery, its maker told
-        ``why`` (the server's rules changed during its render): withdrawn as ``withdraw_job``
-        does, since a picture given back is shown later to no one, but as Easel's doing, not
-        a moderator's (``StoredJob.withheld``)."""
+        """A job (of a server, or in direct messages) whose result was withheld and refunded
+        at delivery, its maker told ``why`` (the rules changed during its render, or they
+        could not be read): withdrawn as ``withdraw_job`` does, since a picture given back is
+        shown later to no one, but as Easel's doing, not a moderator's
+        (``StoredJob.withheld``)."""
         withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), withheld_why=why)
         return await self._stopped(withdrawn)
 
@@ -394,29 +529,73 @@ class History:
         (a delivery cut short after ``refund_withheld`` has no ``withheld_why`` to read)."""
         return await ledger.refunded(self._conn, job_id)
 
-    def _audit(self) -> store.WithdrawalAudit | None:
+    def _audit(
+        self, by: int | None = None, setting: str = WITHDRAWAL_AUDITED_AS
+    ) -> store.WithdrawalAudit | None:
         """A moderator's withdrawal (a post deleted; not a result Easel withheld) is audited
-        as Easel's doing, as a ban's cancels are (``bot.bans``): no member's name, since
-        Discord does not say who deleted a message, but how many jobs, how many of them were
+        as ``by``'s, the moderator Easel knows did it (a Delete click, a command), else as
+        Easel's doing, as a ban's cancels are (``bot.bans``): no member's name, since Discord
+        does not say who deleted a message; with how many jobs, how many of them were
         unfinished (stopped and refunded now, or by the start gate after a crash), and which
-        (None: Easel's id not known yet, before it is ready)."""
-        if self.easel_id is None:
+        (None: neither known, before Easel is ready)."""
+        actor = self.easel_id if by is None else by
+        if actor is None:
             return None
-        return store.WithdrawalAudit(self.easel_id, WITHDRAWAL_AUDITED_AS, _withdrawal_audited)
+        return store.WithdrawalAudit(actor, setting, _withdrawal_audited)
 
     async def _stopped(self, withdrawn: list[str]) -> list[str]:
-        """``withdrawn``, once those still queued or rendering are stopped."""
-        if self.stop_withdrawn is not None:
-            await self.stop_withdrawn(withdrawn)
+        """``withdrawn``, once ``_stop`` stopped those still queued or rendering."""
+        await self._stop(withdrawn)
         return withdrawn
+
+    async def _stop(self, withdrawn: list[str]) -> Sequence[str]:
+        """Stop those of ``withdrawn`` still queued or rendering, and wake the deletes of the
+        posts a moderator's withdrawal left; returns those stopped."""
+        stopped: Sequence[str] = []
+        if self.stop_withdrawn is not None:
+            stopped = await self.stop_withdrawn(withdrawn)
+        if withdrawn:
+            self.posts_left_to_delete()
+        return stopped
+
+    async def older_standing_copies(
+        self, job_id: str
+    ) -> list[tuple[StoredJob, tuple[PostedMessage, ...]]]:
+        """The older jobs of ``job_id``'s server with one of its pictures' pixels still
+        standing (a moderator withdrew it: its copy's deletion never reaches an older one),
+        oldest first, each with its posts, for the moderator to delete them too."""
+        found = []
+        for twin_id in await store.standing_twins(self._conn, [job_id]):
+            if (twin := await self.job(twin_id)) is not None:
+                found.append((twin, await store.posts_of(self._conn, twin_id)))
+        return found
+
+    async def copy_deleted(self, message_id: int) -> None:
+        """Easel's copy by DM ``message_id`` is deleted by its member: not recorded, nor
+        deleted again (``store.copy_deleted``)."""
+        await store.copy_deleted(self._conn, message_id)
+
+    async def copy_sent(self, job_id: str, post: PostedMessage) -> bool:
+        """Easel sent a copy of a server's job's pictures as ``post`` in a member's direct
+        messages: a moderator's withdrawal of the job deletes it. Whether the job still
+        stands (False: withdrawn or erased meanwhile; the caller deletes the copy, left to the
+        sweep should that fail: ``store.record_copy``)."""
+        return await store.record_copy(self._conn, job_id, post)
 
     async def posted_again(self, job: StoredJob, channel_id: int | None, message_id: int) -> bool:
         """Easel posted ``job``'s pictures again (/show, U1-U4) in a channel of its server: a
         moderator deleting that post withdraws the job as deleting its result does. Whether
         the job is still there (False: its maker's /forget-me erased it meanwhile; the caller
         deletes the post, and /forget-me's sweep too, found gone once that worked, or again
-        should it fail: ``_recorded``)."""
-        return await self._recorded(job.job_id, job.guild_id, channel_id, message_id)
+        should it fail: ``_recorded``; or a moderator withdrew it just before the record:
+        left to delete as that withdrawal's other posts are)."""
+        if not await self._recorded(job.job_id, job.guild_id, channel_id, message_id):
+            return False
+        # Checked after the record: a withdrawal before it took the job's posts then, not this
+        # one; one after it takes this one too.
+        return channel_id is None or not await store.unlinked_if_withdrawn(
+            self._conn, job.job_id, PostedMessage(channel_id, message_id)
+        )
 
     async def result_posted(
         self, job_id: str, guild_id: int | None, channel_id: int | None, message_id: int
@@ -530,6 +709,8 @@ class History:
         reply: ReplyToken | None = None,
         tell: TellErased | None = None,
         failed: TellFailed | None = None,
+        *,
+        direct_messages: int | None = None,
     ) -> Forgotten:
         """Erase the member's jobs, pictures and uploads (rows and files) and settings, and
         anonymise their quota ledger rows; their jobs' posts are returned for the caller to
@@ -540,7 +721,9 @@ class History:
         of such a failure before the error is raised, also before any other erase or answer
         of theirs (a retry's "finished now" comes after it). Refused, erasing nothing, while
         one of their jobs is queued or running: the queue still owns it, and a result written
-        after the erase would name the member again."""
+        after the erase would name the member again. ``direct_messages``: the member's
+        direct messages with Easel (None: not known), whose copies by DM are no longer
+        recorded (``store.forget_copies_in``)."""
         async with self._erasing(user_id):
             asked = await erasures.ask(self._conn, user_id, self._clock(), reply)
             if asked.unfinished:
@@ -553,6 +736,8 @@ class History:
                     "again."
                 )
             try:
+                if direct_messages is not None:
+                    await store.forget_copies_in(self._conn, direct_messages)
                 return await self._told(user_id, await self._erase(user_id, asked.asked_at), tell)
             except Exception as error:
                 if failed is not None:
@@ -694,7 +879,8 @@ class History:
 
     async def pending_post_deletes(self) -> tuple[PostedMessage, ...]:
         """The posts of erased jobs not yet deleted from Discord (``Forgotten.posts`` that a
-        stop interrupted, or Discord refused or failed) whose next try is due."""
+        stop interrupted, or Discord refused or failed), and those a moderator's withdrawal
+        left (its jobs' other posts and copies by DM), whose next try is due."""
         return await store.pending_post_deletes(self._conn, self._clock())
 
     async def post_delete_settled(self, post: PostedMessage) -> None:

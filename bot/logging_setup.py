@@ -3,6 +3,8 @@
 
 A job's state changes are logged by the queue as ``job <id> <event>`` with ``extra=
 job_event(...)``; in JSON those fields become keys, so a collector can follow a job by id.
+Every other line about one job names it as ``job <id>``: ``JobIdFilter`` gives it that
+``job_id`` too, so the lines that say why (a traceback, a result not posted) follow the job.
 Those lines never carry a prompt; the formatters here keep tokens out of every line.
 """
 
@@ -20,6 +22,7 @@ from bot.redaction import redact_url
 
 __all__ = [
     "JOB_FIELDS",
+    "JobIdFilter",
     "JsonFormatter",
     "Redactor",
     "TextFormatter",
@@ -28,7 +31,9 @@ __all__ = [
 ]
 
 # The ``extra`` keys a job state line may carry; a JSON line copies them when present.
-JOB_FIELDS = ("job_id", "event", "kind", "device", "private")
+JOB_FIELDS = ("job_id", "event", "kind", "device", "private", "reason", "posted")
+# A job named in a line's text: ``job <its 16 hex digits>`` (``jobs [...]`` names several).
+_JOB_NAMED = re.compile(r"\bjob ([0-9a-f]{16})\b")
 HIDDEN = "***"
 # Interaction tokens sit in webhook and callback URLs; whoever holds one can post as the bot
 # in that conversation for 15 minutes.
@@ -38,10 +43,27 @@ _TEXT_FORMAT = "[%(asctime)s] [%(levelname)-8s] %(name)s: %(message)s"
 
 def job_event(job_id: str, event: str, **fields: object) -> dict[str, object]:
     """The ``extra`` of a job state line: queued, started, requeued (its start did not happen:
-    the broker did not answer), done, failed, cancelled, refunded, charged (stopped while
-    running) or delivered, with the job's id (and its kind, device or
-    privacy when known)."""
+    the broker did not answer), done, failed (with its ``reason``), cancelled, refunded,
+    charged (stopped while running) or delivered (with where it was ``posted``), with the
+    job's id (and its kind, device or privacy when known)."""
     return {"job_id": job_id, "event": event, **fields}
+
+
+class JobIdFilter(logging.Filter):
+    """Gives a line that names one job (``job <id>``) and carries no ``job_id`` that job's
+    id, so that a collector's ``job_id`` finds every line about it, the worker's and the
+    cogs' too, not only the state lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "job_id"):
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a filter runs outside emit's guard: emit reports it
+            return True
+        if named := _JOB_NAMED.search(text):
+            record.job_id = named[1]
+        return True
 
 
 class Redactor:
@@ -100,6 +122,7 @@ def install_logging(
     ``log_format``, redacted, Python's warnings among them; returns the handler (a test
     removes it again)."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(JobIdFilter())
     redact = Redactor(secrets)
     handler.setFormatter(JsonFormatter(redact) if log_format == "json" else TextFormatter(redact))
     root = logging.getLogger()

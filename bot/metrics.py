@@ -39,7 +39,9 @@ from bot.web.limits import METRICS_CONNECTION_CAPS
 __all__ = [
     "MetricsServer",
     "MetricsServerError",
+    "delivery_tried",
     "discord_http_trace",
+    "gateway_lost",
     "http_connection_refused",
     "job_ended",
     "job_started",
@@ -49,6 +51,7 @@ __all__ = [
     "render_finished",
     "serve",
     "watch_data_dir",
+    "watch_gateway",
     "watch_queue_depth",
     "worker_job_ended",
 ]
@@ -107,6 +110,14 @@ ITERATIONS_PER_SECOND = Gauge(
     ["model", "device"],
     registry=METRICS_REGISTRY,
 )
+DELIVERIES = Counter(
+    "easel_deliveries",
+    "Tries to post an ended job's outcome (its result, failure or why it is withheld), by "
+    "outcome: delivered, failed (to be tried again) or given_up (failed, no more tries: a "
+    "result's job is failed and refunded, its failure posted instead)",
+    ["outcome"],
+    registry=METRICS_REGISTRY,
+)
 WORKER_JOBS = Counter(
     "easel_worker_jobs",
     "Jobs an `easel worker` process finished, by outcome",
@@ -126,6 +137,11 @@ ACK_LATENCY = Histogram(
     "easel_ack_latency_seconds",
     "From an interaction's creation (its snowflake) to Easel's first answer to it",
     buckets=_ACK_BUCKETS,
+    registry=METRICS_REGISTRY,
+)
+GATEWAY_DISCONNECTS = Counter(
+    "easel_gateway_disconnects",
+    "Drops of Discord's gateway connection (its failed reconnects not counted again)",
     registry=METRICS_REGISTRY,
 )
 HTTP_CONNECTIONS_REFUSED = Counter(
@@ -156,6 +172,11 @@ def job_ended(kind: str, outcome: str) -> None:
     JOBS.labels(kind, outcome).inc()
 
 
+def delivery_tried(outcome: str) -> None:
+    """``outcome``: delivered, failed or given_up (``DELIVERIES``)."""
+    DELIVERIES.labels(outcome).inc()
+
+
 def worker_job_ended(outcome: str) -> None:
     WORKER_JOBS.labels(outcome).inc()
 
@@ -173,6 +194,10 @@ def render_finished(model: str | None, device: str, steps: int, seconds: float) 
     RENDER_SECONDS.labels(*labels).observe(seconds)
     if seconds > 0:
         ITERATIONS_PER_SECOND.labels(*labels).set(steps / seconds)
+
+
+def gateway_lost() -> None:
+    GATEWAY_DISCONNECTS.inc()
 
 
 def http_connection_refused(server: str, cap: Cap) -> None:
@@ -235,6 +260,34 @@ METRICS_REGISTRY.register(_DATA_DIR_FREE)
 def watch_data_dir(data_dir: Path) -> None:
     """Report the free space under ``data_dir`` at each scrape (the latest call wins)."""
     _DATA_DIR_FREE.data_dir = data_dir
+
+
+class _GatewayConnected(Collector):
+    """Whether the bot's Discord gateway connection is up, read at scrape time; nothing in a
+    process without one (a worker), whose 0 would read as a bot cut off."""
+
+    def __init__(self) -> None:
+        self.is_up: Callable[[], bool] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.is_up is None:
+            return
+        yield GaugeMetricFamily(
+            "easel_gateway_connected",
+            "1 while Discord's gateway connection is up (from its READY or RESUMED to its "
+            "drop), else 0",
+            value=1 if self.is_up() else 0,
+        )
+
+
+_GATEWAY_CONNECTED = _GatewayConnected()
+METRICS_REGISTRY.register(_GATEWAY_CONNECTED)
+
+
+def watch_gateway(is_up: Callable[[], bool]) -> None:
+    """Report ``is_up()`` as the gateway connection's gauge at each scrape (the latest call
+    wins)."""
+    _GATEWAY_CONNECTED.is_up = is_up
 
 
 def discord_http_trace(

@@ -38,13 +38,10 @@ from inference.metadata import (
 )
 from inference.model_list import installed_models
 from inference.registry import (
-    CHECKPOINT_FOLDERS,
     SCAN_MAX_AGE_NS,
     ModelRegistry,
-    PathStamp,
     Stamps,
     entry_weights,
-    path_stamp,
 )
 from inference.types import RenderInputError
 from inference.validation import RenderLimits
@@ -89,11 +86,12 @@ def model_rendered_unnamed(registry: ModelRegistry, operators_default: str | Non
 
 @dataclass
 class ListedModels:
-    """The last listing of the installed models: the models folder's stamp then (None:
-    unreadable; adding or removing a model, a file or a diffusers folder, changes its folder's
-    time) and the names; replaced whole, so a reader never sees half of one."""
+    """The last listing of the installed models: the checkpoint folders' trees as stamped
+    before it (``ModelRegistry.checkpoint_stamps``: adding or removing a model, a file or a
+    diffusers folder, in any of their subfolders, changes its directory's time; None: never
+    listed) and the names; replaced whole, so a reader never sees half of one."""
 
-    latest: tuple[PathStamp, frozenset[str]] = (None, frozenset())
+    latest: tuple[Stamps | None, frozenset[str]] = (None, frozenset())
 
 
 @dataclass
@@ -190,7 +188,7 @@ class Services:
     # Members banned or kicked from a server within the hour, or timed out there until the
     # timeout ends: what they started before the stop queues and posts nothing more.
     stopped_members: StoppedMembers = field(default_factory=StoppedMembers)
-    # The installed models' names as last listed, with the models folder's change time then.
+    # The installed models' names as last listed, with the checkpoint folders' stamps then.
     listed_models: ListedModels = field(default_factory=ListedModels)
     native_sides: NativeSides = field(default_factory=NativeSides)
     # Which posts a deletion of may have gone unheard (this bot's gateway sessions): the only
@@ -275,18 +273,20 @@ class Services:
         """``model``'s native side from its configs, kept in ``native_sides``; when its files
         cannot be read here (a broker's workers hold the models), ``UNKNOWN_MODEL_SIDE``
         (blocking: a folder scan and file reads). Kept by the name, with the stamps of what it
-        was read from, of the checkpoint folders and of the weights that keep the model offered
-        (``entry_weights``): a checkpoint of the name added to a folder searched earlier (or,
-        for None, one sorting first), or those weights written over, makes it read again."""
+        was read from, of the checkpoint folders' trees (``ModelRegistry.checkpoint_stamps``)
+        and of the weights that keep the model offered (``entry_weights``): a checkpoint of the
+        name added to a folder searched earlier, a subfolder's included (or, for None, one
+        sorting first), or those weights written over, makes it read again."""
         checked_at_ns = self.native_sides.clock()
-        folders = Stamps.take(self.registry.models_dir / name for name in CHECKPOINT_FOLDERS)
+        folders = self.registry.checkpoint_stamps()
         # Before the lookup: a checkpoint whole by then has the name, one copied in later
         # changes a folder.
         awaited = self.registry.awaited(model)
         try:
             entry = self.registry.resolve(model)
-        except RenderInputError as error:
-            log.info("no native size for model %s: %s", model, error)
+        except RenderInputError:
+            # Not logged: ``model`` is what a member typed (README: no typed text is logged),
+            # and the render refuses it in its own words.
             read_from, side = Stamps.take(()), UNKNOWN_MODEL_SIDE
         else:
             read_from = Stamps.take(native_side_sources(entry))
@@ -310,19 +310,18 @@ class Services:
         return self.registry.names()
 
     def listed_installed(self, model: str) -> bool:
-        """Whether ``model`` was installed when the models were last listed and the models
-        folder has not changed since: one ``stat``, no walk, so the event loop may ask before
-        an acknowledgement. False: list them again (``list_models``, blocking)."""
-        stamp, names = self.listed_models.latest
-        return (
-            stamp is not None and stamp == path_stamp(self.registry.models_dir) and (model in names)
-        )
+        """Whether ``model`` was installed when the models were last listed and no directory
+        of the checkpoint folders' trees has changed since: a ``stat`` per directory, no walk
+        and no header read, so the event loop may ask before an acknowledgement. False: list
+        them again (``list_models``, blocking)."""
+        stamps, names = self.listed_models.latest
+        return stamps is not None and model in names and stamps.unchanged()
 
     def list_models(self) -> frozenset[str]:
         """The installed checkpoints' names, listed now (blocking: run it on a thread)."""
-        stamp = path_stamp(self.registry.models_dir)
+        stamps = self.registry.checkpoint_stamps()
         names = frozenset(self.model_names())
-        self.listed_models.latest = (stamp, names)
+        self.listed_models.latest = (stamps, names)
         return names
 
     def model_labels(self) -> dict[str, str]:

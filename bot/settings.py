@@ -457,22 +457,11 @@ _NUMBER_ERRORS = frozenset(
 )
 
 
-def load_settings(
-    env_file: Path | None = ENV_FILE,
-    as_defaults: Collection[str] = (),
-    *,
-    warn_unknown: bool = True,
-) -> Settings:
+def load_settings(env_file: Path | None = ENV_FILE, as_defaults: Collection[str] = ()) -> Settings:
     """Read the settings, turning pydantic's report into one line per malformed setting that
     names it and what it accepts (``SettingsError``: the first line; ``malformed``: all).
     ``as_defaults``: settings read as their defaults whatever they are set to (``easel
-    doctor``'s checks past a malformed one). ``warn_unknown``: log each ``unknown_settings``
-    line, once a process (``easel doctor`` shows them as its own lines instead)."""
-    if warn_unknown:
-        for name, line in unknown_settings(env_file).items():
-            if name not in _UNKNOWN_TOLD:
-                _UNKNOWN_TOLD.add(name)
-                log.warning("%s", line)
+    doctor``'s checks past a malformed one)."""
     fields = {str(field.validation_alias): field for field in Settings.model_fields.values()}
     defaults = {name: fields[name].get_default(call_default_factory=True) for name in as_defaults}
     try:
@@ -505,6 +494,16 @@ def _number_range(field: FieldInfo) -> str | None:
     if high is not None:
         return f"must be {number} of at most {high}"
     return None
+
+
+def warn_of_unknown_settings(env_file: Path | None = ENV_FILE) -> None:
+    """Log each ``unknown_settings`` line, once a process: called once logging is installed,
+    so that it comes in the operator's format (``easel doctor`` shows them as its own lines
+    instead)."""
+    for name, line in unknown_settings(env_file).items():
+        if name not in _UNKNOWN_TOLD:
+            _UNKNOWN_TOLD.add(name)
+            log.warning("%s", line)
 
 
 def unknown_settings(env_file: Path | None = ENV_FILE) -> dict[str, str]:

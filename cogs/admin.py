@@ -556,7 +556,8 @@ class AdminCog(commands.Cog):
         await self._done(
             interaction,
             f"Restored job `{job_id}`: its pictures may be shown and used again (`/show` by its "
-            f"maker posts them; the deleted messages stay deleted).{also} A job withdrawn at "
+            f"maker posts them; the deleted messages, its other posts and copies by DM the "
+            f"withdrawal deleted, stay deleted).{also} A job withdrawn at "
             "another moment (its own post deleted before or after) stays withdrawn; restore it "
             "by its id. One whose post went in the same bulk delete came back with it.",
         )

@@ -18,7 +18,13 @@ from bot.acknowledge_first import AcknowledgeFirst
 from bot.compare import redraws_by_seed
 from bot.history import StoredJob
 from bot.images import check_upload_size
-from bot.jobs.accounting import InputSize, Member, RenderSize, edits_a_picture, input_picture_size
+from bot.jobs.accounting import (
+    InputSize,
+    Member,
+    RenderSize,
+    costs_by_its_picture,
+    input_picture_size,
+)
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.scheduler import PriorityClass
 from bot.policy.addons import (
@@ -165,6 +171,11 @@ class Thinking(enum.Enum):
     YES = "yes"
     NO = "no"
     UNKNOWN = "unknown"  # Discord did not answer
+
+
+def recorded_job(interaction: discord.Interaction[Any]) -> str | None:
+    """The id of the job the interaction journaled (``submit_from_interaction``), once it did."""
+    return interaction.extras.get(_JOB_RECORDED)
 
 
 async def tell(interaction: discord.Interaction[Any], message: str) -> None:
@@ -374,9 +385,9 @@ async def check_model_installed(
 ) -> None:
     """A model that is not installed (a typo, or one removed since the job a button reuses)
     is refused now, naming those the member may pick here, instead of queued to fail at
-    render. A name listed installed, in a models folder unchanged since, is taken without a
-    walk; else the folders are walked on a thread (names only: no header is read). A model
-    removed from a subfolder since the listing fails at render instead (refunded)."""
+    render. A name listed installed, in checkpoint folders unchanged since (subfolders
+    included), is taken without a walk; else the folders are walked on a thread (names only:
+    no header is read)."""
     if model is None or services.listed_installed(model):
         return
     if model in await asyncio.to_thread(services.list_models):
@@ -476,7 +487,8 @@ async def admitted_submission(
     )
     if asks_face_restorer(admission.request):
         await asyncio.to_thread(check_face_restorer, admission.request, services.registry)
-    if input_size is None and edits_a_picture(admission.request):  # a 🔄 or Remix of an edit
+    # A 🔄 or Remix of an edit or an upscale.
+    if input_size is None and costs_by_its_picture(admission.request):
         input_size = await asyncio.to_thread(input_picture_size, admission.request)
     return Submission(
         kind=kind,

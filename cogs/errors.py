@@ -1,6 +1,6 @@
 """The app-command error handler: a member's mistake is one ephemeral sentence (then recorded as
-a refusal for the server's dashboard); anything else is logged with a reference id the member
-can quote to the admins."""
+a refusal for the server's dashboard); Easel's storage full or busy is one plain sentence and a
+warning; anything else is logged with a reference id the member can quote to the admins."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import discord
 from discord import app_commands
 
 from bot.requests import RequestError
+from bot.storage_trouble import storage_trouble
 from bot.user_errors import Reason, UserError, as_sentence
-from cogs.common import ALREADY_ACKNOWLEDGED, services_of, tell
+from cogs.common import ALREADY_ACKNOWLEDGED, recorded_job, services_of, tell
 from inference.infotext import InfotextError
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,15 @@ def permission_names(missing: list[str]) -> str:
     return ", ".join(_CLIENT_NAMES.get(name) or name.replace("_", " ").title() for name in missing)
 
 
+def _cause(error: BaseException) -> BaseException:
+    """What a command raised: discord.py wraps it in ``CommandInvokeError``."""
+    return error.original if isinstance(error, app_commands.CommandInvokeError) else error
+
+
 def refusal_of(error: BaseException) -> tuple[str, Reason] | None:
     """The sentence for an error the member can fix and why they were refused, or None for an
     internal failure."""
-    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    cause = _cause(error)
     if isinstance(cause, UserError):
         return as_sentence(str(cause)), cause.reason
     # A picture's or pasted settings' text that cannot be read (wherever it is parsed).
@@ -77,7 +83,7 @@ def _first_response_refused(
 ) -> int | None:
     """Discord's code when ``error`` is its refusal of the interaction's first response
     (``_FIRST_RESPONSE_REFUSED``), else None."""
-    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    cause = _cause(error)
     if (
         isinstance(cause, discord.HTTPException)
         and cause.code in _FIRST_RESPONSE_REFUSED
@@ -103,7 +109,10 @@ async def report_error(
     """Tell the member what went wrong, and record it as a refusal once they were told; log
     internal failures with a reference id, the member told ``next_step`` after it. Not
     Discord's refusal of the first response (``_first_response_refused``): the member cannot
-    be told anything, and it is Discord's timing, not Easel's failure; a warning."""
+    be told anything, and it is Discord's timing, not Easel's failure; a warning. Nor Easel's
+    storage full or its database busy (``storage_trouble``): the member is told so in plain
+    words, and it is one warning line, no traceback (the operator frees space, or finds the
+    other writer)."""
     if (code := _first_response_refused(interaction, error)) is not None:
         name, meaning = _FIRST_RESPONSE_REFUSED[code]
         log.warning(
@@ -116,13 +125,31 @@ async def report_error(
         return
     unnamed = where in _MEMBER_UNNAMED_IN
     refusal = refusal_of(error)
-    if refusal is None:
+    cause = _cause(error)
+    if refusal is None and (trouble := storage_trouble(cause)) is not None:
+        log.warning(
+            "%s%s: %s (%s); the member was told so",
+            where,
+            "" if unnamed else f" for user {interaction.user.id}",
+            trouble.what,
+            cause,
+        )
+        message = trouble.told(recorded_job(interaction))
+    elif refusal is None:
         reference = secrets.token_hex(4)
         log.error(
             "internal error %s in %s%s",
             reference,
             where,
-            "" if unnamed else f" for user {interaction.user.id}",
+            # Ids only: enough to find the server's admin who asks about the reference.
+            ""
+            if unnamed
+            else f" for user {interaction.user.id} in "
+            + (
+                f"server {interaction.guild_id} channel {interaction.channel_id}"
+                if interaction.guild_id is not None
+                else "direct messages"
+            ),
             exc_info=error,
         )
         message = f"Something went wrong on Easel's side (reference `{reference}`); {next_step}"

@@ -21,7 +21,8 @@ prompt is read.
 `/queue`, `/cancel`, `/quota` — your jobs in the queue, stop one, your limits.
 `/history`, `/show`, `/settings`, `/presets`, `/forget-me` — your past results, defaults \
 and presets, and erasing your data.
-`/easel-admin` — the server's admins' settings.
+`/easel-admin` — the server's admins' settings; `/easel-mod` — moderators' (Manage Messages) \
+list and withdrawal of a member's jobs.
 `/help` — this; every answer from it is yours alone."""
 
 _PROMPTS = """\
@@ -121,7 +122,11 @@ server, role or member; `priority-role` — roles whose jobs go first; `nsfw` �
 `banned-word` — words refused in prompts; `restore` — a job withdrawn when a moderator \
 deleted one of its posts, or withheld at delivery; `preset` — share a preset with everyone here; \
 `audit` — who changed what; `dashboard` — a sign-in link to the server's web dashboard.
-Admins may cancel members' jobs and have no quota, in their server only."""
+Admins may cancel members' jobs and have no quota, in their server only.
+**Moderators** (Manage Messages, in the channels where they have it), `/easel-mod`: `jobs` — a \
+member's jobs here, with links; `withdraw` — one job, or all of a member's; Delete under a \
+result and Cancel under a job's progress also work for them; **Info** on a picture names the \
+Easel jobs with its pixels."""
 
 HELP_PAGES: dict[str, str] = {
     "prompts": _PROMPTS,

@@ -29,7 +29,7 @@ from bot.history import (
     post_delete_retry_days,
 )
 from bot.images import decoded
-from bot.policy.moderation import WITHHELD_BECAUSE, NsfwPolicy, check_repost
+from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import Reason, UserError
 from cogs.common import (
     MAX_QUOTED_PROMPT,
@@ -40,11 +40,13 @@ from cogs.common import (
     services_of,
 )
 from cogs.errors import report_error
+from cogs.job_lines import history_line_text
 from cogs.lists import MAX_SEARCH_CHARS
 from cogs.results.buttons import (
     THREAD_ARCHIVED,
     check_still_shown,
     copy_view,
+    deleted_picture_read,
     job_view,
     keeps_private,
     link_post_again,
@@ -61,10 +63,9 @@ from cogs.visibility import (
     job_made_age_restricted,
 )
 from cogs.withdrawals import check_posts_there
-from cogs.wording import NO_PROMPT, counted
+from cogs.wording import counted
 from inference.compare import is_comparison
 
-_PROMPT_PREVIEW = 80
 # Discord wants /show's first answer within 3 s: its checks before that (the stored pictures'
 # banned-word read, up to 2 s, and the channel the job was made in, asked of Discord up to 1 s
 # a time) share this much, the rest is the defer's own call.
@@ -101,19 +102,7 @@ def render_page(page: HistoryPage, search: str | None) -> str:
     header = f"**Your jobs** — page {page.page + 1}/{page.page_count} ({page.total} in all)"
     if search:
         header += f", matching {search!r}"
-    lines = [header]
-    for line in page.lines:
-        prompt = line.prompt.replace("\n", " ")
-        # A withdrawn job's pictures cannot be shown again: not offered as if they could.
-        if line.withheld:
-            state = f"not posted: {WITHHELD_BECAUSE}; not counted"
-        elif line.withdrawn:
-            state = "removed by a moderator"
-        else:
-            state = f"{line.status}, {counted(line.image_count, 'image')}"
-        # A job made from an upload alone (an /upscale) has no prompt to quote.
-        shown = quoted(prompt, _PROMPT_PREVIEW) or NO_PROMPT
-        lines.append(f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — {shown}")
+    lines = [header, *(history_line_text(line) for line in page.lines)]
     lines.append("Use `/show job_id` to post one again.")
     return "\n".join(lines)
 
@@ -408,6 +397,23 @@ async def _tell_by_direct_message(
     return sent
 
 
+async def _direct_messages_of(member: discord.User | discord.Member) -> int | None:
+    """The member's direct messages with Easel, whose copies by DM their /forget-me no longer
+    records (``History.forget``); None where Discord does not tell it now (logged: those
+    records stay, naming no one but that channel)."""
+    if member.dm_channel is not None:
+        return member.dm_channel.id
+    try:
+        return (await member.create_dm()).id
+    except DISCORD_FAILED as error:
+        log.warning(
+            "/forget-me: the member's direct messages were not found (%s); the records of "
+            "copies sent there stay",
+            type(error).__name__,
+        )
+        return None
+
+
 async def delete_posts(
     client: discord.Client, posts: Sequence[PostedMessage], history: History
 ) -> PostsOutcome:
@@ -461,14 +467,18 @@ async def _delete_pending(
         post for post in await history.pending_post_deletes() if post.message_id not in in_flight
     ]
     if posts:
-        log.info("/forget-me: deleting %d posted message(s) left to try again", len(posts))
+        # Left by an erase, or by a moderator's withdrawal (its jobs' other posts).
+        log.info("posts left to delete: deleting %d posted message(s)", len(posts))
         outcome = await delete_posts(client, posts, history)
-        log.info("/forget-me: removed %d of %d posted message(s)", outcome.removed, len(posts))
+        log.info("posts left to delete: removed %d of %d", outcome.removed, len(posts))
 
 
 def _log_kept(asked: int, kept: Counter[str]) -> None:
     reasons = ", ".join(f"{count}: {why}" for why, count in kept.items())
-    log.warning("/forget-me: %d of %d posted message(s) stay (%s)", kept.total(), asked, reasons)
+    # Neutral: an erase's deletes, or a moderator's withdrawal's (the sweep), alike.
+    log.warning(
+        "posts to delete: %d of %d posted message(s) stay (%s)", kept.total(), asked, reasons
+    )
 
 
 async def _why_kept(
@@ -506,8 +516,9 @@ class HistoryCog(commands.Cog):
         self._in_flight: set[int] = set()
         self._unloaded = False  # the bot stops: no new deletes (its HTTP session closes)
         self._forget_me_cooldown = MemberCooldown(FORGET_ME_COOLDOWN_S)
-        # Set when a member's /forget-me failed part way: the sweep tries it again now.
-        self._erasure_failed = asyncio.Event()
+        # Set when a member's /forget-me failed part way: the sweep tries it again now; also
+        # when a moderator's withdrawal left posts to delete (``delete_pending_now``).
+        self._sweep_now = asyncio.Event()
 
     def delete_posts_later(
         self,
@@ -524,6 +535,12 @@ class HistoryCog(commands.Cog):
         self._in_flight |= message_ids
         task = self._in_background(_delete_and_tell(client, self._history, posts, tell))
         task.add_done_callback(lambda _: self._in_flight.difference_update(message_ids))
+
+    def delete_pending_now(self) -> None:
+        """A moderator's withdrawal left its jobs' other posts and copies by DM to delete
+        (``History.posts_left_to_delete``): the sweep deletes them now, and those refused or
+        failed later, under its rules (``History.post_delete_failed``)."""
+        self._sweep_now.set()
 
     def resume_forget_me(self, client: discord.Client) -> None:
         """From start-up until the bot stops, in the background: the /forget-me requests the
@@ -552,12 +569,12 @@ class HistoryCog(commands.Cog):
                 await _delete_pending(client, self._history, self._in_flight)
             except Exception:
                 log.exception(
-                    "/forget-me: retrying posted messages' deletes failed; trying again in %.0f s",
+                    "posts left to delete: retrying their deletes failed; trying again in %.0f s",
                     wait,
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._erasure_failed.wait(), wait)
-            self._erasure_failed.clear()
+                await asyncio.wait_for(self._sweep_now.wait(), wait)
+            self._sweep_now.clear()
 
     def _in_background(self, deletes: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(deletes, name="easel-forget-me-posts")
@@ -613,32 +630,36 @@ class HistoryCog(commands.Cog):
         # Each file fitted to this interaction's upload limit (per file, as Discord checks).
         limit, paths = interaction.filesize_limit, job.image_paths
         request = await queue_of(interaction).request_of(job.job_id)
-        if request is not None and is_comparison(request):
-            # Up to 16 pictures: posted as their labelled grid, with Delete alone under it.
-            comparison, first_infotext = request, job.infotexts[0]
-            fitted = await asyncio.to_thread(
-                lambda: [
-                    fitted_file(
-                        comparison_png(
-                            comparison, decoded([p.read_bytes() for p in paths]), first_infotext
-                        ),
-                        f"easel-{job.job_id}",
-                        limit,
-                        spoiler=spoiler,
-                    )
-                ]
-            )
-            view = copy_view(job.job_id)
-        else:
-            fitted = await asyncio.to_thread(
-                lambda: [
-                    fitted_file(
-                        path.read_bytes(), f"easel-{job.job_id}-{i}", limit, spoiler=spoiler
-                    )
-                    for i, path in enumerate(paths)
-                ]
-            )
-            view = job_view(job.job_id, len(paths))
+        # A picture deleted, or named outside the data folder (stored_file): answered as gone.
+        try:
+            if request is not None and is_comparison(request):
+                # Up to 16 pictures: posted as their labelled grid, with Delete alone under it.
+                comparison, first_infotext = request, job.infotexts[0]
+                fitted = await asyncio.to_thread(
+                    lambda: [
+                        fitted_file(
+                            comparison_png(
+                                comparison, decoded([p.read_bytes() for p in paths]), first_infotext
+                            ),
+                            f"easel-{job.job_id}",
+                            limit,
+                            spoiler=spoiler,
+                        )
+                    ]
+                )
+                view = copy_view(job.job_id)
+            else:
+                fitted = await asyncio.to_thread(
+                    lambda: [
+                        fitted_file(
+                            path.read_bytes(), f"easel-{job.job_id}-{i}", limit, spoiler=spoiler
+                        )
+                        for i, path in enumerate(paths)
+                    ]
+                )
+                view = job_view(job.job_id, len(paths))
+        except FileNotFoundError as missing:
+            raise deleted_picture_read(job, range(len(paths)), missing) from None
         previews = SHOWN_AS_PREVIEW if any(is_preview for _, is_preview in fitted) else ""
         # Its "thinking…" becomes the post: an edit, which discord.py may send again after a
         # 5xx without posting twice (a follow-up sent again would leave an unrecorded copy).
@@ -704,8 +725,11 @@ class HistoryCog(commands.Cog):
             self._forget_me_cooldown.release(member_id)  # it failed: they may try again at once
             raise
         reply_token = ReplyToken(interaction.application_id, interaction.token)
+        direct_messages = await _direct_messages_of(interaction.user)
         try:
-            forgotten = await self._history.forget(member_id, reply_token, tell_done, tell_failed)
+            forgotten = await self._history.forget(
+                member_id, reply_token, tell_done, tell_failed, direct_messages=direct_messages
+            )
         except UserError:
             self._forget_me_cooldown.release(member_id)  # refused: they may try again at once
             raise
@@ -714,7 +738,7 @@ class HistoryCog(commands.Cog):
             # The request a failure left is finished by the sweep, tried again now
             # (``_sweep_pending``). Not answered: it failed before it was journaled, erasing
             # nothing (raised: told to try again).
-            self._erasure_failed.set()
+            self._sweep_now.set()
             if not answered:
                 raise
             return

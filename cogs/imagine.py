@@ -11,7 +11,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.addons import UPSCALERS_FILLED_OPTION
 from bot.policy.styles import apply_style
 from bot.presets import MAX_PRESET_NAME
 from bot.requests import (
@@ -39,7 +38,7 @@ from inference.control_units import MAX_CONTROL_WEIGHT
 from inference.image_prompts import MAX_IMAGE_PROMPT_WEIGHT
 from inference.limits import MAX_CFG, MAX_CLIP_SKIP, MAX_STEPS, MIN_CFG, MIN_STEPS
 from inference.refiner import MAX_SWITCH, MIN_SWITCH, refiner_names
-from inference.types import RenderInputError, RenderRequest
+from inference.types import UPSCALERS_FILLED_OPTION, RenderInputError, RenderRequest
 from inference.validation import validate_request
 
 # The "hires" option: render at the size asked, then re-detail at twice that (web UI's hires fix).

@@ -17,6 +17,7 @@ from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS
 from bot.user_errors import UserError
 from cogs.common import MESSAGE_LIMIT, defer_thinking, first_image, quoted, services_of
 from cogs.help_pages import HelpTopic, help_page
+from cogs.moderation import picture_makers
 from cogs.results.story import (
     CheckedUpload,
     checked_upload,
@@ -128,8 +129,15 @@ class InfoCog(commands.Cog):
         infotext = upload.infotext or await journaled_infotext(
             interaction, message, picture.filename
         )
+        described = describe_infotext(picture.filename, infotext)
+        # A moderator of this channel learns whose Easel jobs the picture is (a re-post).
+        makers = await picture_makers(interaction, upload.pixel_digests)
+        if makers:
+            room = MESSAGE_LIMIT - len(makers) - 2
+            cut = described if len(described) <= room else described[: room - 1] + "…"
+            described = f"{makers}\n\n{cut}"
         await interaction.edit_original_response(
-            content=describe_infotext(picture.filename, infotext)
+            content=described, allowed_mentions=discord.AllowedMentions.none()
         )
 
     @app_commands.command(name="help", description="What Easel can do and how to ask for it")

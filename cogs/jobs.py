@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs.queue import CancelOutcome
+from bot.jobs.queue import CancelOutcome, KeptEnd
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
 from cogs.common import acting_member, defer_thinking, queue_of, quoted, services_of, tell
@@ -91,6 +91,10 @@ class JobsCog(commands.Cog):
                 continue
             if state.awaiting_check:  # restored at start-up: Easel asks Discord about them
                 where = "waiting for Easel's start-up check"
+            elif state.end_unrecorded is KeptEnd.RENDERED:
+                where = "rendered, posted once Easel's storage (full or busy now) takes it"
+            elif state.end_unrecorded is KeptEnd.FAILED:
+                where = "failed, you are told why once Easel's storage (full or busy now) takes it"
             else:
                 where = "rendering" if state.position is None else state.place()
             eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""

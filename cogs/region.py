@@ -142,6 +142,8 @@ class RegionOffers:
         # CLIPSeg's own thread: a member waits there for their region in words, one place each.
         self._segmenter = ModelThread("easel-segment", MAX_WAITING_REGIONS)
         self._warming: Future[object] | None = None
+        # The missing CLIPSeg's sentence last logged (``_check_words_installed``).
+        self._missing_logged: str | None = None
         # The members and channels of links lately loaded (``_member``, ``_channel``): a few
         # seconds' answers, bounded.
         self._members_for_pages: Memo[tuple[int, int], discord.Member | None] = Memo(
@@ -229,10 +231,13 @@ class RegionOffers:
     def _check_words_installed(self, *, kept_off_the_page: bool = False) -> None:
         """Without CLIPSeg, a refusal that says why (``kept_off_the_page``: the picture's age
         rule kept the mask editor from it) and to ask an admin, while the log tells the
-        operator where to install it (a path of theirs, never shown to a member)."""
+        operator where to install it (a path of theirs, never shown to a member): once while
+        it stays missing, not at each click, which would bury other warnings."""
         missing = missing_model_sentence(self._models_dir)
-        if missing is not None:
+        if missing is not None and missing != self._missing_logged:
             log.warning("Vary (Region) in words was refused: %s", missing)
+        self._missing_logged = missing
+        if missing is not None:
             raise UserError(_NO_WORDS_NOR_PAGE if kept_off_the_page else _NO_WORDS)
 
     def _warm_up(self) -> None:

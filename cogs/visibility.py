@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -160,6 +161,44 @@ def _permissions_in(
         return channel.permissions_for(member)
     except discord.ClientException:
         return discord.Permissions.none()
+
+
+async def moderated_channels(
+    interaction: discord.Interaction[Any], channel_ids: Iterable[int | None]
+) -> set[int]:
+    """Of ``channel_ids`` (channels and threads of the interaction's server), those where the
+    member has Manage Messages by Discord's reckoning: for the interaction's own channel,
+    Discord's (``interaction.permissions``, as the Delete button reads it); for the others,
+    worked out from the server's cache (a thread by its parent), one the cache lacks (an
+    archived thread) asked of Discord (``guild_channel``), and a private thread only if they
+    see it (``member_may_see``: a member of it, or Manage Threads). One that is gone, hidden
+    from Easel, or not answered for counts as not moderated: a moderator's power fails
+    closed."""
+    member = interaction.user
+    if interaction.guild_id is None or not isinstance(member, discord.Member):
+        return set()
+    moderated: set[int] = set()
+    for channel_id in set(channel_ids):
+        if channel_id is None:
+            continue
+        if channel_id == interaction.channel_id:
+            if interaction.permissions.manage_messages:
+                moderated.add(channel_id)
+            continue
+        try:
+            channel, _ = await guild_channel(
+                interaction.client, interaction.guild, interaction.guild_id, channel_id
+            )
+            if channel is None or not _permissions_in(channel, member).manage_messages:
+                continue
+            # A private thread's permissions are its parent's: also whether they see it.
+            if not await member_may_see(channel, member, _thread_members_of(interaction)):
+                continue
+        except (*CHANNEL_CHECK_FAILED, HiddenFromEasel, ThreadMembershipUnknown) as failed:
+            log_discord_failed(f"whether member {member.id} moderates {channel_id}", failed)
+            continue
+        moderated.add(channel_id)
+    return moderated
 
 
 def log_discord_failed(asked: str, failed: BaseException) -> None:

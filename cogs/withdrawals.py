@@ -108,6 +108,18 @@ class WithdrawalsCog(commands.Cog):
         if me is not None and after.id == me.id and before.roles != after.roles:
             self._unheard.began_hearing_more()
 
+    # A server back from an outage (GUILD_DELETE unavailable, then GUILD_CREATE: discord.py
+    # says "guild_available", as for each server after a READY), or a thread Easel is in again
+    # (added back to a private one it was removed from, or one it sees again: "thread_join"),
+    # heard none of its deletions meanwhile: its posts there are asked about, no others.
+    @commands.Cog.listener()
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        self._unheard.began_hearing_in(guild.id)
+
+    @commands.Cog.listener()
+    async def on_thread_join(self, thread: discord.Thread) -> None:
+        self._unheard.began_hearing_in(thread.id)
+
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self._withdraw(payload.guild_id, payload.channel_id, [payload.message_id])
@@ -175,11 +187,11 @@ async def check_posts_there(client: discord.Client, services: Services, job: Sto
     history, unheard = services.history, services.unheard_deletions
     if job.guild_id is None or not (posts := await history.posts_of(job.job_id)):
         return
-    session = unheard.session  # an answer counts for this session only
+    session = unheard.session  # an answer counts if no session began there since
     asked = {
         asyncio.ensure_future(client.http.get_message(post.channel_id, post.message_id)): post
         for post in posts
-        if unheard.may_be_gone_unheard(post.message_id)
+        if unheard.may_be_gone_unheard(post.message_id, job.guild_id, post.channel_id)
     }
     if not asked:
         return
@@ -194,7 +206,7 @@ async def check_posts_there(client: discord.Client, services: Services, job: Sto
         if lookup in unanswered:
             unclear.append(f"{post.message_id}: no answer")
         elif (failed := lookup.exception()) is None:
-            unheard.seen_there(post.message_id, session)
+            unheard.seen_there(post.message_id, job.guild_id, post.channel_id, session)
         elif isinstance(failed, discord.NotFound) and failed.code == UNKNOWN_MESSAGE:
             deleted.setdefault(post.channel_id, []).append(post.message_id)
         elif isinstance(failed, DISCORD_FAILED):  # another 404 too: its channel gone, say

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 import re
 import sqlite3
 import weakref
@@ -130,15 +131,16 @@ ANALYSIS_LIMIT = 1000
 async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Connection:
     """Open (creating if needed) the database at ``path``, migrated to the latest schema.
     ``busy_timeout_s``: how long a write waits for another connection's lock before it fails
-    (``database is locked``)."""
+    (``database is locked``); a ``transaction`` waits between tries (``_begin_immediate``)."""
     check_sqlite_version()
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
+    _busy_timeouts_ms[conn] = round(busy_timeout_s * 1000)
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
+        await conn.execute(f"PRAGMA busy_timeout={_busy_timeouts_ms[conn]}")
         await conn.execute("PRAGMA synchronous=NORMAL")
         # A deleted row's bytes are overwritten, not left in free space (/forget-me, retention);
         # Debian's SQLite does so by default, other builds do not.
@@ -206,6 +208,12 @@ async def connect_without_room(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+# The busy timeouts ``connect`` set, in milliseconds (``_begin_immediate`` reads another
+# connection's from SQLite once).
+_busy_timeouts_ms: weakref.WeakKeyDictionary[aiosqlite.Connection, int] = (
+    weakref.WeakKeyDictionary()
+)
+
 # One transaction at a time per connection: SQLite cannot nest them, and coroutines share it.
 _transaction_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
@@ -232,7 +240,7 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
     """
     async with outside_transactions(conn):
         try:
-            await _to_the_end(conn, "BEGIN IMMEDIATE")
+            await _begin_immediate(conn)
             yield conn
             await _to_the_end(conn, "COMMIT")
         except BaseException:
@@ -243,23 +251,74 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
             raise
 
 
-async def _to_the_end(conn: aiosqlite.Connection, statement: str) -> None:
-    """Run ``statement`` and wait for it even when the caller is cancelled meanwhile (a stop
-    during start-up): aiosqlite runs a statement whose caller has gone, so BEGIN or COMMIT
-    would otherwise land after the ``in_transaction`` check above."""
-    running = asyncio.ensure_future(conn.execute(statement))
-    # Every cancel is held until the statement is done (a second one would leave it queued
-    # again), and the first one wins over the statement's own failure.
-    cancelled: asyncio.CancelledError | None = None
-    while not running.done():
+# Waits between tries of a ``BEGIN IMMEDIATE`` that found another connection's write lock:
+# the first short (a lock is often held briefly), doubling up to the longest; each drawn from
+# its upper half, so that writers that failed together do not all try again together.
+_FIRST_BEGIN_WAIT_S = 0.02
+_LONGEST_BEGIN_WAIT_S = 0.2
+
+
+async def _begin_immediate(conn: aiosqlite.Connection) -> None:
+    """``BEGIN IMMEDIATE``, waiting up to the connection's busy timeout while another
+    connection (an operator's sqlite3 shell, a backup) holds the write lock, as SQLite would,
+    but from asyncio between tries: SQLite's own wait would hold the connection's one thread,
+    and every other coroutine's statement queued behind it, reads too (a member's /quota
+    past Discord's 3 s). After the timeout, SQLite's own error ("database is locked"). Only
+    BEGIN waits so: the busy timeout stays for every other statement (a read meeting a
+    recovery, a write outside a transaction)."""
+    timeout_ms = _busy_timeouts_ms.get(conn)
+    if timeout_ms is None:  # a connection ``connect`` did not open
+        async with conn.execute("PRAGMA busy_timeout") as cursor:
+            row = await cursor.fetchone()
+        timeout_ms = _busy_timeouts_ms[conn] = int(row[0]) if row else 0
+    loop = asyncio.get_running_loop()
+    # From the first refusal, as SQLite's own wait: a lone write queued first under the lock
+    # may hold the connection's thread for its whole busy timeout before BEGIN ever runs.
+    deadline: float | None = None
+    # Queued back to back, so no other coroutine's statement runs without the wait.
+    without_waiting = (
+        "PRAGMA busy_timeout=0",
+        "BEGIN IMMEDIATE",
+        f"PRAGMA busy_timeout={timeout_ms}",
+    )
+    wait_s = _FIRST_BEGIN_WAIT_S
+    while True:
         try:
-            await asyncio.wait({running})
+            await _to_the_end(conn, *without_waiting)
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            if deadline is None:
+                deadline = loop.time() + timeout_ms / 1000
+            left_s = deadline - loop.time()
+            if left_s <= 0:
+                raise
+        await asyncio.sleep(min(left_s, random.uniform(wait_s / 2, wait_s)))
+        wait_s = min(2 * wait_s, _LONGEST_BEGIN_WAIT_S)
+
+
+async def _to_the_end(conn: aiosqlite.Connection, *statements: str) -> None:
+    """Run ``statements``, queued back to back in this order, and wait for them even when the
+    caller is cancelled meanwhile (a stop during start-up): aiosqlite runs a statement whose
+    caller has gone, so BEGIN or COMMIT would otherwise land after the ``in_transaction``
+    check above. Raises the first one's failure."""
+    # Each ``execute`` is queued as its task first runs, and these run in the order made.
+    running = [asyncio.ensure_future(conn.execute(statement)) for statement in statements]
+    # Every cancel is held until the statements are done (a second one would leave them
+    # queued again), and the first one wins over a statement's own failure.
+    cancelled: asyncio.CancelledError | None = None
+    while not all(statement.done() for statement in running):
+        try:
+            await asyncio.wait(running)
         except asyncio.CancelledError as cancel:
             cancelled = cancelled or cancel
     if cancelled is not None:
-        running.exception()  # read, so the loop logs no "never retrieved" failure of it
+        for statement in running:
+            statement.exception()  # read, so the loop logs no "never retrieved" failure of it
         raise cancelled
-    running.result()
+    for statement in running:
+        statement.result()
 
 
 async def refresh_planner_statistics(conn: aiosqlite.Connection) -> bool:

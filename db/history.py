@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import aiosqlite
@@ -26,15 +27,28 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class Withdrawal:
+    """What one withdrawal took, for its audit row."""
+
+    job_ids: Sequence[str]
+    unfinished: int  # of them, queued or running: stopped and refunded
+    # Of them, finished jobs made from their pictures (V1-V4, Vary, --sref...).
+    made_from_pictures: int = 0
+    # Easel's other posts and copies by DM of them, left to delete (``pending_post_deletes``).
+    posts_to_delete: int = 0
+    # Older jobs of the server with their pixels, still standing (``standing_twins``).
+    older_twins: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
 class WithdrawalAudit:
     """The audit row of a moderator's withdrawal, written in its transaction (a crash
     between them would lose the row: nothing replays it): by ``user_id`` (Easel: Discord does
-    not say who deleted a post), under ``setting``, reading ``describe(jobs withdrawn, how
-    many of them were queued or running)``."""
+    not say who deleted a post), under ``setting``, reading ``describe(what it took)``."""
 
     user_id: int
     setting: str
-    describe: Callable[[Sequence[str], int], str]
+    describe: Callable[[Withdrawal], str]
 
 
 @dataclass(frozen=True, order=True)
@@ -60,6 +74,24 @@ class ErasedData:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# A job ``j`` as ``HistoryEntry`` reads it (``_entries``).
+_HISTORY_COLUMNS = (
+    "j.id, j.kind, j.status, j.request_json, j.created_at,"
+    " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL,"
+    " j.withheld_why IS NOT NULL"
+)
+
+
+def _entries(rows: Iterable[sqlite3.Row]) -> list[HistoryEntry]:
+    """Rows of ``_HISTORY_COLUMNS``, as entries."""
+    return [
+        HistoryEntry(
+            job_id, kind, status, request, created_at, images, bool(withdrawn), bool(withheld)
+        )
+        for job_id, kind, status, request, created_at, images, withdrawn, withheld in rows
+    ]
 
 
 async def page_of_jobs(
@@ -88,20 +120,91 @@ async def page_of_jobs(
         row = await cursor.fetchone()
     total = int(row[0]) if row else 0
     async with conn.execute(
-        "SELECT j.id, j.kind, j.status, j.request_json, j.created_at,"
-        " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL,"
-        " j.withheld_why IS NOT NULL"
-        f" FROM jobs j WHERE {where} ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
+        f"SELECT {_HISTORY_COLUMNS} FROM jobs j WHERE {where}"
+        " ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
         (user_id, guild_id, pattern, limit, offset),
     ) as cursor:
         rows = await cursor.fetchall()
-    entries = [
-        HistoryEntry(
-            job_id, kind, status, request, created_at, images, bool(withdrawn), bool(withheld)
+    return _entries(rows), total
+
+
+# A member's jobs in a server that its moderators may read: not private (the member's alone).
+_MEMBERS_PUBLIC_JOBS = "guild_id = ? AND user_id = ? AND NOT private"
+_IN_CHANNELS = " AND channel_id IN (SELECT value FROM json_each(?))"
+
+
+@dataclass(frozen=True)
+class MemberJobsHere:
+    """A member's jobs in a server, as its moderators count them: the public ones by the
+    channel they were made in (None: not recorded), and how many are private."""
+
+    public_by_channel: dict[int | None, int]
+    private: int
+
+
+async def member_jobs_here(
+    conn: aiosqlite.Connection, guild_id: int, user_id: int
+) -> MemberJobsHere:
+    """How many jobs the member made in ``guild_id``, public by channel, and private."""
+    rows = await conn.execute_fetchall(
+        "SELECT channel_id, private, COUNT(*) FROM jobs WHERE guild_id = ? AND user_id = ?"
+        " GROUP BY channel_id, private",
+        (guild_id, user_id),
+    )
+    public: dict[int | None, int] = {}
+    private = 0
+    for channel_id, is_private, count in rows:
+        if is_private:
+            private += int(count)
+        else:
+            public[channel_id] = int(count)
+    return MemberJobsHere(public, private)
+
+
+async def page_of_public_jobs(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    user_id: int,
+    channel_ids: Collection[int],
+    *,
+    limit: int,
+    offset: int,
+) -> list[HistoryEntry]:
+    """One page of the member's public jobs in ``guild_id`` made in ``channel_ids``, newest
+    first, as ``page_of_jobs`` reads them."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_HISTORY_COLUMNS} FROM jobs j WHERE {_MEMBERS_PUBLIC_JOBS}{_IN_CHANNELS}"
+        " ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
+        (guild_id, user_id, json.dumps(sorted(channel_ids)), limit, offset),
+    )
+    return _entries(rows)
+
+
+async def withdraw_public_jobs(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    user_id: int,
+    channel_ids: Collection[int],
+    now: float,
+    audit: WithdrawalAudit,
+) -> tuple[list[str], list[str]]:
+    """A moderator withdraws the member's public jobs in ``guild_id`` made in
+    ``channel_ids`` (those they moderate), with what a deletion of their posts withdraws with
+    them (``_withdraw_with_made_from``) but the member's private jobs (seen by them alone: no
+    moderator's business), audited as ``audit`` says; returns those newly withdrawn, and of
+    them the member's public ones made in ``channel_ids`` (the others went with those). Their
+    posts and copies by DM are left to delete, as a deletion's are."""
+    asked = f"SELECT id FROM jobs WHERE {_MEMBERS_PUBLIC_JOBS}{_IN_CHANNELS}"
+    parameters = (guild_id, user_id, json.dumps(sorted(channel_ids)))
+    async with transaction(conn):
+        withdrawn = await _withdraw_with_made_from(
+            conn, asked, parameters, now, audit=audit, spared=user_id
         )
-        for job_id, kind, status, request, created_at, images, withdrawn, withheld in rows
-    ]
-    return entries, total
+        rows = await conn.execute_fetchall(
+            f"{asked} AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (*parameters, json.dumps(withdrawn)),
+        )
+    return withdrawn, [str(row[0]) for row in rows]
 
 
 async def withdraw_deleted_results(
@@ -114,13 +217,34 @@ async def withdraw_deleted_results(
 ) -> list[str]:
     """Withdraw the jobs one of whose posts (``job_messages``) was one of ``message_ids``,
     deleted in ``channel_id`` of ``guild_id`` (where it was posted, so an id alone never
-    matches), their upscales (the same pictures, larger), and every job made from them not
+    matches), their upscales (the same pictures, larger), every job made from them not
     yet delivered (a Vary, Zoom Out, pan or reroll queued or rendering: its result is not
-    posted), theirs and so on; returns the jobs newly withdrawn, audited as ``audit`` says.
-    The deleted posts are unlinked: /forget-me has nothing left to delete there."""
+    posted), and the finished ones made from their pictures (``_withdraw_with_made_from``),
+    theirs and so on; returns the jobs newly withdrawn, audited as ``audit`` says. The
+    deleted posts are unlinked: /forget-me has nothing left to delete there; their other
+    posts and copies by DM are left to delete."""
     if not message_ids:
         return []
+    async with transaction(conn):
+        return await _withdraw_deleted_posts(conn, guild_id, channel_id, message_ids, now, audit)
+
+
+async def _withdraw_deleted_posts(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    channel_id: int,
+    message_ids: Collection[int],
+    now: float,
+    audit: WithdrawalAudit | None,
+) -> list[str]:
+    """``withdraw_deleted_results``'s writes, in the caller's transaction."""
     marks = ", ".join("?" * len(message_ids))
+    # Gone already: a delete a withdrawal left of one (a moderator deleting it before the
+    # sweep did) is not asked of Discord again.
+    await conn.execute(
+        f"DELETE FROM pending_post_deletes WHERE message_id IN ({marks}) AND channel_id = ?",
+        (*message_ids, channel_id),
+    )
     deleted = f"message_id IN ({marks}) AND guild_id = ? AND channel_id = ?"
     return await _withdraw_posted(conn, deleted, (*message_ids, guild_id, channel_id), now, audit)
 
@@ -140,9 +264,17 @@ async def withdraw_channel_results(
     member may hold Manage Channels in one channel only, and bots delete temporary channels):
     unlinks those posts; returns the jobs newly withdrawn."""
     there = "guild_id = ? AND (channel_id = ? OR parent_id = ?)"
-    return await _withdraw_posted(
-        conn, there, (guild_id, channel_id, channel_id), now, audit, channel=(guild_id, channel_id)
-    )
+    async with transaction(conn):
+        # Its messages went with it (a thread's are not known here: each answers "gone").
+        await conn.execute("DELETE FROM pending_post_deletes WHERE channel_id = ?", (channel_id,))
+        return await _withdraw_posted(
+            conn,
+            there,
+            (guild_id, channel_id, channel_id),
+            now,
+            audit,
+            channel=(guild_id, channel_id),
+        )
 
 
 async def _withdraw_posted(
@@ -158,19 +290,20 @@ async def _withdraw_posted(
     ``where``), with what ``_withdraw_with_made_from`` withdraws with them, and unlink those
     posts. A deleted ``channel`` (guild, channel): also the jobs made there not yet
     delivered, and no twin, now or later (``withdrawn_with_channel``: neither the delivery
-    gate nor a tombstone reads their pixels)."""
-    jobs = f"SELECT job_id FROM job_messages WHERE {posted}"
-    parameters = where
+    gate nor a tombstone reads their pixels). In the caller's transaction."""
+    # Unlinked first: the deleted posts are not among those left to delete.
+    rows = await conn.execute_fetchall(
+        f"DELETE FROM job_messages WHERE {posted} RETURNING job_id", where
+    )
+    jobs = "SELECT value FROM json_each(?)"
+    parameters: tuple[object, ...] = (json.dumps(sorted({str(row[0]) for row in rows})),)
     if channel is not None:
         jobs += " UNION SELECT id FROM jobs WHERE guild_id = ? AND channel_id = ?"
         jobs += " AND delivered_at IS NULL"
-        parameters = (*where, *channel)
-    async with transaction(conn):
-        withdrawn = await _withdraw_with_made_from(
-            conn, jobs, parameters, now, twins=channel is None, audit=audit
-        )
-        await conn.execute(f"DELETE FROM job_messages WHERE {posted}", where)
-    return withdrawn
+        parameters = (*parameters, *channel)
+    return await _withdraw_with_made_from(
+        conn, jobs, parameters, now, twins=channel is None, audit=audit
+    )
 
 
 async def withdraw_job(
@@ -184,22 +317,59 @@ async def withdraw_job(
     """Withdraw ``job_id`` of a server, whose public progress message an edit found deleted
     (maybe before it was recorded as its post), or whose result was withheld at delivery and
     refunded (``withheld_why``: what its maker was told; kept on it alone, in the same
-    statement, so a delivery retried after a crash tells them the same), with the jobs
+    statement, so a delivery retried after a crash tells them the same; a job in direct
+    messages too, since Easel withholds there by the operator's banned words), with the jobs
     ``withdraw_deleted_results`` withdraws with it; returns the jobs newly withdrawn. One
     already withdrawn with its deleted channel (its message went with it) reaches no twin."""
     async with transaction(conn):
-        with_channel = await conn.execute_fetchall(
-            "SELECT 1 FROM jobs WHERE id = ? AND withdrawn_with_channel", (job_id,)
+        return await _withdraw_job(conn, job_id, now, withheld_why, audit)
+
+
+async def withdraw_job_of_deleted_post(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    deleted: tuple[int, int, int] | None,
+    now: float,
+    audit: WithdrawalAudit | None = None,
+) -> list[str]:
+    """``withdraw_job`` after ``withdraw_deleted_results`` for its deleted progress message
+    ``deleted`` (guild, channel, message id; None: not known), in one transaction: a crash
+    between them would leave its post unlinked and it not withdrawn, or the reverse. Returns
+    the jobs newly withdrawn, those of the deleted post first."""
+    async with transaction(conn):
+        heard = (
+            []
+            if deleted is None
+            else await _withdraw_deleted_posts(
+                conn, deleted[0], deleted[1], [deleted[2]], now, audit
+            )
         )
-        return await _withdraw_with_made_from(
-            conn,
-            "SELECT id FROM jobs WHERE id = ? AND guild_id IS NOT NULL",
-            (job_id,),
-            now,
-            withheld=None if withheld_why is None else (job_id, withheld_why),
-            twins=not with_channel,
-            audit=audit,
-        )
+        return heard + await _withdraw_job(conn, job_id, now, None, audit)
+
+
+async def _withdraw_job(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    now: float,
+    withheld_why: str | None,
+    audit: WithdrawalAudit | None,
+) -> list[str]:
+    """``withdraw_job``'s writes, in the caller's transaction."""
+    with_channel = await conn.execute_fetchall(
+        "SELECT 1 FROM jobs WHERE id = ? AND withdrawn_with_channel", (job_id,)
+    )
+    # Easel withholds in direct messages too (the operator's banned words); a moderator or
+    # member withdraws only in a server.
+    in_a_server = "" if withheld_why is not None else " AND guild_id IS NOT NULL"
+    return await _withdraw_with_made_from(
+        conn,
+        "SELECT id FROM jobs WHERE id = ?" + in_a_server,
+        (job_id,),
+        now,
+        withheld=None if withheld_why is None else (job_id, withheld_why),
+        twins=not with_channel,
+        audit=audit,
+    )
 
 
 async def _withdraw_with_made_from(
@@ -211,23 +381,32 @@ async def _withdraw_with_made_from(
     withheld: tuple[str, str] | None = None,
     twins: bool = True,
     audit: WithdrawalAudit | None = None,
+    spared: int | None = None,
 ) -> list[str]:
     """Withdraw the jobs ``first`` selects (one column: their ids, given ``parameters``),
     their upscales and the jobs made from them not yet delivered, theirs and so on; for a
-    moderator's withdrawal (``twins``), also the jobs of the same server made after one of
+    moderator's withdrawal (``twins``), also the finished jobs made from their pictures
+    (``_MADE_FROM_ITS_PICTURES``), and the jobs of the same server made after one of
     them with one of its pictures' pixels (the same picture made again or pasted into
     /use-settings to evade it), and what goes with those; never an older one (a member
     could otherwise copy another's picture into a channel they moderate and delete it
-    there). ``withheld``: (job id, why) of the one Easel withheld (the others: a
-    moderator's), whose pixels stay usable elsewhere (its rule was its channel's or its
-    texts', not its pictures'). ``audit``: the row written when some job was withdrawn
-    (all of one server), in the caller's transaction."""
+    there); and their posts still linked and copies by DM are unlinked and left to delete
+    (``pending_post_deletes``). ``withheld``: (job id, why) of the one Easel withheld (the
+    others: a moderator's), whose pixels stay usable elsewhere (its rule was its channel's
+    or its texts', not its pictures'), and which was posted nowhere. ``audit``: the row
+    written when some job was withdrawn (all of one server), in the caller's
+    transaction. ``spared``: a member whose private jobs are never reached (nor through
+    them what is made from them)."""
     withheld_id, why = withheld or (None, None)
+    moderators = twins and withheld is None
+    made_from = "j.kind = 'upscale' OR j.delivered_at IS NULL"
     carried = _Carried(
-        "j.kind = 'upscale' OR j.delivered_at IS NULL",
+        f"{made_from} OR {_MADE_FROM_ITS_PICTURES}" if moderators else made_from,
         (),
-        "TRUE" if twins and withheld is None else None,
+        "TRUE" if moderators else None,
     )
+    if spared is not None:
+        carried = _sparing(carried, spared)
     hit = await _reached(conn, first, parameters, carried)
     rows = await conn.execute_fetchall(
         "UPDATE jobs SET withdrawn_at = ?, withheld_why = CASE id WHEN ? THEN ? END,"
@@ -238,13 +417,79 @@ async def _withdraw_with_made_from(
     )
     withdrawn = [str(row[0]) for row in rows]
     guild_id = next((row[1] for row in rows if row[1] is not None), None)
+    taken = Withdrawal(withdrawn, sum(1 for row in rows if row[2]))
+    if moderators and withdrawn:
+        taken = await _posts_and_kin_of(conn, taken)
     if audit is not None and guild_id is not None:
-        unfinished = sum(1 for row in rows if row[2])
-        description = audit.describe(withdrawn, unfinished)
+        description = audit.describe(taken)
         await guild_settings.record_change(
             conn, guild_id, audit.user_id, audit.setting, description, now
         )
     return withdrawn
+
+
+# A job ``j`` that reads a picture (``job_inputs``).
+_READS_A_PICTURE = "EXISTS (SELECT 1 FROM job_inputs WHERE job_inputs.job_id = j.id)"
+# A finished job ``j`` made from the pictures of a withdrawn job ``hit`` (``_reached``'s walk):
+# it reads a picture (one of them, or an upload of their pixels, which is how it was linked to
+# its parent), and is not a 🔄 or Remix of a job that read none of a withdrawn job's (linked to
+# it for the prompt: any picture it reads is its parent's input, not its parent's picture); a 🔄
+# or Remix of one that did (of a V1: ``hit.by_picture``) reads that picture again.
+_MADE_FROM_ITS_PICTURES = (
+    f"({_READS_A_PICTURE} AND (j.kind NOT IN ('reroll', 'remix') OR hit.by_picture))"
+)
+
+
+async def _posts_and_kin_of(conn: aiosqlite.Connection, taken: Withdrawal) -> Withdrawal:
+    """A moderator's withdrawal ``taken``: its delivered jobs' posts still linked and all its
+    jobs' copies by DM, unlinked and left to delete (an undelivered one's progress message is
+    its delivery's to end, saying it is not posted); with how many of them, how many of its jobs
+    are finished ones made from the others' pictures, and the older jobs with their pixels
+    still standing. In the caller's transaction."""
+    batch = json.dumps(list(taken.job_ids))
+    rows = await conn.execute_fetchall(
+        "SELECT json_group_array(id) FROM jobs"
+        " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NOT NULL",
+        (batch,),
+    )
+    delivered = str(next(iter(rows))[0])
+    posts = await _unlink_posts(conn, delivered, "job_messages")
+    # Every job's: a copy by DM is never a delivery's progress message (results by DM send it
+    # before the delivery is marked).
+    copies = await _unlink_posts(conn, batch, "job_copies")
+    rows = await conn.execute_fetchall(
+        "SELECT COUNT(*) FROM jobs j WHERE j.id IN (SELECT value FROM json_each(:batch))"
+        " AND j.delivered_at IS NOT NULL AND j.kind <> 'upscale'"
+        " AND j.parent_job_id IN (SELECT value FROM json_each(:batch))"
+        f" AND {_READS_A_PICTURE}",
+        {"batch": batch},
+    )
+    return replace(
+        taken,
+        made_from_pictures=int(next(iter(rows))[0]),
+        posts_to_delete=len(posts) + len(copies),
+        older_twins=await standing_twins(conn, taken.job_ids),
+    )
+
+
+async def standing_twins(conn: aiosqlite.Connection, job_ids: Sequence[str]) -> list[str]:
+    """The jobs of the same server, not withdrawn, one of whose pictures has the pixels of
+    one of ``job_ids``' (withdrawn by a moderator: so older ones, which a withdrawal never
+    reaches), oldest first."""
+    rows = await conn.execute_fetchall(
+        # Each picture once: not each withdrawn copy joined with every other copy.
+        "WITH held AS MATERIALIZED (SELECT DISTINCT mine.pixel_digest, made.guild_id"
+        " FROM images mine JOIN jobs made ON made.id = mine.job_id"
+        " WHERE mine.job_id IN (SELECT value FROM json_each(?))"
+        " AND mine.pixel_digest IS NOT NULL)"
+        " SELECT twin.id FROM held"
+        " JOIN images same ON same.pixel_digest = held.pixel_digest"
+        " JOIN jobs twin ON twin.id = same.job_id AND twin.guild_id = held.guild_id"
+        " WHERE twin.withdrawn_at IS NULL"
+        " GROUP BY twin.id ORDER BY MIN(twin.created_at), twin.id",
+        (json.dumps(list(job_ids)),),
+    )
+    return [str(row[0]) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -280,11 +525,15 @@ async def _reached(
     seed, seed_parameters = first, parameters
     while True:
         rows = await conn.execute_fetchall(
+            # ``by_picture``: made from a reached job's pictures (``_MADE_FROM_ITS_PICTURES``);
+            # never a seed (the jobs asked for, their twins).
             "INSERT INTO temp.reached_jobs (id)"
-            f" WITH RECURSIVE hit(id) AS ({seed}"
-            " UNION SELECT j.id FROM jobs j JOIN hit ON j.parent_job_id = hit.id"
+            f" WITH RECURSIVE hit(id, by_picture) AS (SELECT *, FALSE FROM ({seed})"
+            f" UNION SELECT j.id, {_MADE_FROM_ITS_PICTURES} FROM jobs j"
+            " JOIN hit ON j.parent_job_id = hit.id"
             f" WHERE ({carried.made_from}) AND j.id NOT IN (SELECT id FROM temp.reached_jobs))"
-            " SELECT id FROM hit WHERE id NOT IN (SELECT id FROM temp.reached_jobs) RETURNING id",
+            " SELECT DISTINCT id FROM hit WHERE id NOT IN (SELECT id FROM temp.reached_jobs)"
+            " RETURNING id",
             (*seed_parameters, *carried.made_from_parameters),
         )
         new = [str(row[0]) for row in rows]
@@ -318,6 +567,17 @@ async def _reached(
     for statement in _REACH_TABLES_EMPTIED:
         await conn.execute(statement)
     return sorted(reached)
+
+
+def _sparing(carried: _Carried, user_id: int) -> _Carried:
+    """``carried``, never reaching a private job of ``user_id``'s."""
+    not_theirs = "NOT ({0}.private AND {0}.user_id = ?)"
+    return _Carried(
+        f"({carried.made_from}) AND {not_theirs.format('j')}",
+        (*carried.made_from_parameters, user_id),
+        None if carried.twins is None else f"({carried.twins}) AND {not_theirs.format('twin')}",
+        (*carried.twins_parameters, user_id),
+    )
 
 
 # ``_reached``'s state, this connection's alone (gone when a transaction creating them is
@@ -407,6 +667,67 @@ async def posts_of(conn: aiosqlite.Connection, job_id: str) -> tuple[PostedMessa
         (job_id,),
     )
     return tuple(PostedMessage(int(channel), int(message)) for channel, message in rows)
+
+
+async def record_copy(conn: aiosqlite.Connection, job_id: str, post: PostedMessage) -> bool:
+    """Easel sent a copy of ``job_id``'s pictures as ``post`` in a member's direct messages
+    (DM me, results by DM): a moderator's withdrawal of the job leaves it to delete. Whether
+    the job still stands: withdrawn or erased meanwhile, the copy is left to delete now
+    (``pending_post_deletes``) until ``post_delete_settled``."""
+    async with transaction(conn):
+        await conn.execute(
+            "INSERT OR IGNORE INTO job_copies (message_id, job_id, channel_id)"
+            " SELECT ?, id, ? FROM jobs WHERE id = ? AND withdrawn_at IS NULL",
+            (post.message_id, post.channel_id, job_id),
+        )
+        # Also one recorded before (a delivery repeated after a restart shows its first copy).
+        if await conn.execute_fetchall(
+            "SELECT 1 FROM job_copies WHERE message_id = ? AND job_id = ?",
+            (post.message_id, job_id),
+        ):
+            return True
+        await conn.execute(
+            "INSERT OR IGNORE INTO pending_post_deletes (channel_id, message_id) VALUES (?, ?)",
+            (post.channel_id, post.message_id),
+        )
+    return False
+
+
+async def copy_deleted(conn: aiosqlite.Connection, message_id: int) -> None:
+    """Easel's copy by DM ``message_id`` is deleted (its member's Delete): no withdrawal of
+    its job deletes it again."""
+    async with transaction(conn):
+        await conn.execute("DELETE FROM job_copies WHERE message_id = ?", (message_id,))
+        await conn.execute("DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
+
+
+async def forget_copies_in(conn: aiosqlite.Connection, channel_id: int) -> None:
+    """The records of Easel's copies by DM sent in ``channel_id``, a member's direct messages
+    (their /forget-me: nothing kept says what they asked for). The copies stay, theirs to
+    delete; a withdrawal no longer deletes them. Read by a scan (no index on the channel:
+    /forget-me is rare, the table small)."""
+    async with transaction(conn):
+        await conn.execute("DELETE FROM job_copies WHERE channel_id = ?", (channel_id,))
+
+
+async def unlinked_if_withdrawn(
+    conn: aiosqlite.Connection, job_id: str, post: PostedMessage
+) -> bool:
+    """``post`` of ``job_id``, recorded after a moderator withdrew the job (a /show or U1
+    racing their Delete): unlinked and left to delete (``pending_post_deletes``), as the
+    withdrawal would have taken it. Whether it was."""
+    async with transaction(conn):
+        rows = await conn.execute_fetchall(
+            "DELETE FROM job_messages WHERE message_id = ? AND job_id IN"
+            " (SELECT id FROM jobs WHERE id = ? AND withdrawn_at IS NOT NULL) RETURNING 1",
+            (post.message_id, job_id),
+        )
+        if rows:
+            await conn.execute(
+                "INSERT OR IGNORE INTO pending_post_deletes (channel_id, message_id) VALUES (?, ?)",
+                (post.channel_id, post.message_id),
+            )
+    return bool(rows)
 
 
 async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message_id: int) -> bool:
@@ -565,7 +886,7 @@ async def _erase_jobs(
         # job, or the member's own in a later batch) stays with that job; retention removes
         # it once no job reads it.
         input_paths = await _inputs_read_by_batch_alone(conn, batch)
-        posts = await _unlink_posts_of_member(conn, batch)
+        posts = await _unlink_posts(conn, batch, "job_messages")
         condition = "jobs.id IN (SELECT value FROM json_each(?))"
         await _keep_withdrawn_pictures(conn, condition, (batch,))
         # images and job_inputs go with their job (ON DELETE CASCADE).
@@ -589,14 +910,14 @@ async def _inputs_read_by_batch_alone(conn: aiosqlite.Connection, batch: str) ->
     return [str(row[0]) for row in rows]
 
 
-async def _unlink_posts_of_member(
-    conn: aiosqlite.Connection, batch: str
+async def _unlink_posts(
+    conn: aiosqlite.Connection, batch: str, table: Literal["job_messages", "job_copies"]
 ) -> tuple[PostedMessage, ...]:
-    """Unlink (they would go with the jobs anyway) and return the posts of the batch's jobs (a
-    JSON list), by channel: their deletions, which Discord announces, then match no job. Each
-    is left to delete (``pending_post_deletes``) until ``post_delete_settled``."""
+    """Unlink and return the posts (or copies by DM) of the batch's jobs (a JSON list), by
+    channel: their deletions, which Discord announces, then match no job. Each is left to
+    delete (``pending_post_deletes``) until ``post_delete_settled``."""
     rows = await conn.execute_fetchall(
-        "DELETE FROM job_messages WHERE job_id IN (SELECT value FROM json_each(?))"
+        f"DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?))"
         " RETURNING channel_id, message_id",
         (batch,),
     )
@@ -611,8 +932,8 @@ async def _unlink_posts_of_member(
 async def pending_post_deletes(
     conn: aiosqlite.Connection, due_at: float
 ) -> tuple[PostedMessage, ...]:
-    """The posts /forget-me erases still have to delete from Discord whose next try is due at
-    ``due_at``, by channel."""
+    """The posts /forget-me erases, or a moderator's withdrawal, still have to delete from
+    Discord whose next try is due at ``due_at``, by channel."""
     rows = await conn.execute_fetchall(
         "SELECT channel_id, message_id FROM pending_post_deletes WHERE next_try_at <= ?"
         " ORDER BY channel_id, message_id",
@@ -759,3 +1080,19 @@ async def read_by_kept_jobs(
         (*listed, finished_before),
     )
     return {str(row[0]) for row in rows}
+
+
+async def stored_names_not_plainly_inside(
+    conn: aiosqlite.Connection, plainly_inside: Callable[[str], bool]
+) -> list[str]:
+    """The file names the database stores (pictures, the pictures jobs read, the files an
+    erasure has left to delete) that are not a plain path inside the data folder's
+    ``images/`` or ``inputs/`` as ``plainly_inside`` (``bot.jobs.stored_files``'s, the rule
+    its reads use) tells: ``easel doctor`` then tells which of them lie outside."""
+    await conn.create_function("plainly_inside", 1, plainly_inside, deterministic=True)
+    rows = await conn.execute_fetchall(
+        "SELECT path FROM images WHERE NOT plainly_inside(path)"
+        " UNION SELECT path FROM job_inputs WHERE NOT plainly_inside(path)"
+        " UNION SELECT path FROM erasure_files WHERE NOT plainly_inside(path)"
+    )
+    return [str(row[0]) for row in rows]

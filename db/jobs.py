@@ -339,14 +339,17 @@ async def mark_running(
     placeholders = ", ".join("?" * len(order))
     restarted = [job_id for job_id in order if job_id in running_still]
     restarted_placeholders = ", ".join("?" * len(restarted))
+    # A transaction of its own: while another process holds the write lock, its wait lets
+    # other coroutines' reads through (``transaction``), where a lone write's holds them up.
     # ``+status``: found by id; on the status index SQLite would walk every queued job.
-    rows = await conn.execute_fetchall(
-        f"""UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + ?
-            WHERE id IN ({placeholders})
-            AND (+status = 'queued' OR +status = 'running' AND id IN ({restarted_placeholders}))
-            RETURNING *""",
-        (now, int(counts_attempt), *order, *restarted),
-    )
+    async with transaction(conn):
+        rows = await conn.execute_fetchall(
+            f"""UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + ?
+                WHERE id IN ({placeholders})
+                AND (+status = 'queued' OR +status = 'running' AND id IN ({restarted_placeholders}))
+                RETURNING *""",
+            (now, int(counts_attempt), *order, *restarted),
+        )
     return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
 
 

@@ -201,8 +201,9 @@ def check_control_models(units: Sequence[ControlUnit], registry: ModelRegistry) 
 
 def unknown_controlnet(name: str, installed: Collection[str]) -> RenderInputError:
     """The member's error names no ControlNet (a server may allow some only, as for models:
-    ``bot.policy.addons`` names those allowed there); the operator's log names them all."""
-    log.warning("unknown ControlNet %r; installed: %s", name, ", ".join(sorted(installed)))
+    ``bot.policy.addons`` names those allowed there); the operator's log names them all, not
+    the name asked (a member's words)."""
+    log.warning("unknown ControlNet asked for; installed: %s", ", ".join(sorted(installed)))
     return RenderInputError(f"unknown ControlNet model {name!r}: it is not installed here")
 
 

@@ -18,6 +18,12 @@ from typing import Any, Generic, TypeVar
 
 Value = TypeVar("Value")
 
+# What was read from a file or a folder is kept only once its stamp (mtime) was this old: a
+# change within the same tick of a coarse file-system clock (2 s on FAT) as the read leaves
+# its mtime as it was. The registry's listings (``Stamps.settled``) and the wildcard text
+# files (``inference.prompts.wildcards._TextFile``) both keep their reads by it.
+LISTING_SETTLED_NS = 3_000_000_000
+
 log = logging.getLogger(__name__)
 
 

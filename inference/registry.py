@@ -18,7 +18,12 @@ from stat import S_ISDIR, S_ISREG
 from typing import Any, Literal
 
 from inference.file_hashes import file_sha256, recalled_file_sha256
-from inference.file_versions import PerFileVersion, forget_files, unreadable
+from inference.file_versions import (
+    LISTING_SETTLED_NS,
+    PerFileVersion,
+    forget_files,
+    unreadable,
+)
 from inference.gguf_header import gguf_problem
 from inference.metadata import (
     UNET_INPUT_CONV,
@@ -78,10 +83,6 @@ UPSCALER_PICKLE_SUFFIXES = (".pth", ".pt")
 # the web UI's. Listed like upscalers (pickles only where allowed). Not the web UI's
 # Codeformer/: spandrel keeps CodeFormer in a separately licensed package.
 FACE_RESTORER_FOLDERS = ("face_restore", "GFPGAN")
-# A folder's listing is kept only once every directory in it has gone unchanged this long: a
-# file added within the same tick of a coarse file-system clock (2 s on FAT) as the listing
-# leaves its directory's mtime as it was.
-LISTING_SETTLED_NS = 3_000_000_000
 # A kept listing is walked again once this old: a network file system answers a directory's
 # stat from a cache (NFS: 30-60 s) and some FUSE mounts never move its mtime, so a change
 # there shows within this time, still one walk per many commands under load.
@@ -773,7 +774,19 @@ class ModelRegistry:
                         folder, _CHECKPOINT_SUFFIXES, max_depth=depth, whole_folder=_is_pipeline
                     )
                 )
+            elif folder_name == ".":
+                # No models folder: stamped as not there, so that its coming shows as a change
+                # (each other checkpoint folder's coming changes the models folder's time).
+                not_there = Stamps((folder,), (None,), time.time_ns())
+                listings.append(FolderListing((), not_there, uncertain=True))
         return listings
+
+    def checkpoint_stamps(self) -> Stamps:
+        """Every directory of the checkpoint folders' trees, as stamped by the scan that
+        answers lookups now: a checkpoint added, removed or renamed anywhere in them (a
+        subfolder's too) changes one. Take them before what is read by name, to keep it by
+        them (``bot.services.Services``): a later change then shows."""
+        return self._scanned().folders
 
     def scan(self) -> dict[str, ModelEntry]:
         """The checkpoints by name, those whose files would not load left out (``unusable``)."""
@@ -793,7 +806,7 @@ class ModelRegistry:
             return kept
         # Each directory is stamped as it is listed: a change meanwhile shows as one at the
         # next lookup. A folder not there is not stamped: the models folder's time says when
-        # it comes.
+        # it comes (``_checkpoint_listings`` stamps that one's absence).
         listings = self._checkpoint_listings()
         folders = Stamps((), (), time.time_ns())
         for listing in listings:
@@ -873,8 +886,9 @@ class ModelRegistry:
         if wanted not in entries:
             # The member reads this error, and a server may allow only some models: it names
             # none (the request layer names those the member may use there:
-            # ``bot.policy.unavailable``); the operator's log names them all.
-            log.warning("unknown model %r; installed: %s", wanted, ", ".join(sorted(entries)))
+            # ``bot.policy.unavailable``); the operator's log names them all, and not the name
+            # asked: a member's words (/imagine's model option takes any text).
+            log.warning("unknown model asked for; installed: %s", ", ".join(sorted(entries)))
             raise RenderInputError(f"unknown model {wanted!r}: it is not installed on this device")
         return entries[wanted]
 
@@ -921,7 +935,7 @@ class ModelRegistry:
         # none (bot.policy.addons names those allowed there); the operator's log and words
         # (``for_operator``: `easel upscale`) name them all, as doctor's own list does.
         installed = ", ".join(self.upscaler_names())
-        log.warning("unknown upscaler %r; installed: %s", name, installed)
+        log.warning("unknown upscaler asked for; installed: %s", installed)  # a member's words
         raise NotInstalled(
             f"unknown upscaler {name!r}: it is not installed on this device",
             f"unknown upscaler {name!r}; installed: {installed}",

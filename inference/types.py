@@ -39,6 +39,19 @@ ALLOWED_CONTROLNETS_OPTION = "controlnets"
 # installed is told "did you mean" from those only (``inference.passes.jobs``), never from a
 # LoRA the server leaves out. Absent: every installed LoRA.
 ALLOWED_LORAS_OPTION = "loras"
+# The LoRAs a job's plans apply (every picture, /compare cell and wildcard draw), in the order
+# first met: filled at each admission (``bot.policy.prompt_safety.plan_request``), whatever
+# the request held, so a member cannot forge it; the start gate checks these. Absent: a job
+# journaled before admission recorded them, whose prompt is read as typed instead.
+APPLIED_LORAS_OPTION = "applied_loras"
+# The upscaler options (``bot.policy.addons._UPSCALER_KEYS``) the bot filled in, not the
+# member: /imagine's hires fix (the operator's upscaler) and an upscale naming none. Admission
+# refills them under the rules of now (a 🔄 or Remix is not refused for a choice the member
+# never made, and a hires fix given Lanczos gets the operator's upscaler back where the list
+# allows it again), and the start gate lets a job run with them (docs/security.md): it cannot
+# change a job that may share a batch, and ending the job would charge the member's queue for
+# the server's list change.
+UPSCALERS_FILLED_OPTION = "upscalers_filled"
 # "faces": fix and/or restore the faces of ``init_image`` (inference.face_options).
 Mode = Literal["txt2img", "img2img", "inpaint", "upscale", "faces"]
 # The sampler a request names when the member names none (web UI names, inference.samplers).

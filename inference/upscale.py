@@ -11,6 +11,7 @@ from typing import Literal
 from PIL import Image
 
 from inference.limits import MAX_SIZE, MAX_STEPS, SIZE_MULTIPLE
+from inference.tiles import tile_spans
 from inference.types import RenderInputError
 
 # The upscaler that needs no model file; the others are named after their files.
@@ -101,6 +102,20 @@ def _shortest_scale(width: int, height: int, scale: float) -> float:
             if shorter > MIN_HIRES_SCALE and hires_size(width, height, float(shorter)) == size:
                 return float(shorter)
     return scale
+
+
+# A tile's box in a picture: left, top, right, bottom.
+TileBox = tuple[int, int, int, int]
+
+
+def creative_tiles(width: int, height: int, native: int) -> tuple[list[TileBox], int]:
+    """The tiles the creative upscale re-details a ``width x height`` picture in, row by row:
+    of the model's ``native`` side at most, all of one size, overlapping by an eighth of it;
+    and that overlap."""
+    overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    rows = tile_spans(height, native, overlap, SIZE_MULTIPLE)
+    columns = tile_spans(width, native, overlap, SIZE_MULTIPLE)
+    return [(left, top, right, bottom) for top, bottom in rows for left, right in columns], overlap
 
 
 @dataclass(frozen=True)

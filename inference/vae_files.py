@@ -33,8 +33,8 @@ def vae_file(
     path = files.get(str(name)) or files.get(Path(str(name)).stem)
     if path is None:
         # A server may allow some VAEs only: the member's error names none (as for models),
-        # the operator's log names them all.
-        log.warning("unknown VAE %r; installed: %s", name, ", ".join(sorted(files)))
+        # the operator's log names them all, not the name asked (a member's words).
+        log.warning("unknown VAE asked for; installed: %s", ", ".join(sorted(files)))
         raise RenderInputError(f"unknown VAE {name!r}: it is not installed on this device")
     if latent_channels is None:
         return path

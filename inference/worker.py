@@ -199,6 +199,12 @@ class DeviceWorker:
             return f"model {model}"
         return None
 
+    @property
+    def building(self) -> bool:
+        """Whether the device thread builds its engine now for no job (at its warm-up or
+        probe: torch imported, the models scanned): a stop need not wait for that."""
+        return self._building and not self._rendering
+
     def _built(self) -> RenderEngine:
         """This device's engine, built on first use (on the device thread)."""
         if self._engine is None:
@@ -236,15 +242,16 @@ class DeviceWorker:
 
         return await loop.run_in_executor(self._executor, run)
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Stop a running warm-up, wait for the running render (if any), stop the thread.
+        ``wait=False``: the thread ends once what it is inside ends, not waited for.
 
         A render step that never returns (a hung kernel) holds this, and the thread, for
         good: ``bot.app.run`` then ends the process without them once the database is
         closed, as a thread pool's threads are otherwise joined at the interpreter's exit."""
         self._closing.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._preparer.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._preparer.shutdown(wait=wait, cancel_futures=True)
 
 
 def _in_hand(job_ids: Sequence[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,28 +54,100 @@ async def _database_version(settings: Settings) -> tuple[int, str | None]:
         await conn.close()
 
 
-def _database_check(settings: Settings) -> Check:
+async def _stored_names_outside(settings: Settings) -> list[str]:
+    """The file names the database stores that lie outside the data folder's ``images/`` and
+    ``inputs/`` (``stored_file`` reads them as missing)."""
+    from bot.jobs.stored_files import named_outside, plainly_inside
+    from db.database import connect_read_only
+    from db.history import stored_names_not_plainly_inside
+
+    conn, _ = await connect_read_only(settings.database_path)
+    try:
+        names = await stored_names_not_plainly_inside(conn, plainly_inside)
+    finally:
+        await conn.close()
+    return named_outside(settings.data_dir, names)
+
+
+def _stored_names_check(settings: Settings) -> Check | None:
+    """A warning where the database names stored files outside the data folder: a database
+    tampered with, or one of another installation's whose paths its migration did not
+    recognise."""
+    try:
+        outside = asyncio.run(_stored_names_outside(settings))
+    except Exception as error:
+        return Check("stored files", True, f"not read: {error}", warning=True)
+    if not outside:
+        return None
+    return Check(
+        "stored files",
+        True,
+        f"{len(outside)} stored file name{'s' * (len(outside) > 1)} in the database "
+        f"lie outside {settings.data_dir}'s images/ and inputs/, read as missing files "
+        f"(a database tampered with, or another installation's?), e.g. {outside[0]!r}",
+        warning=True,
+    )
+
+
+def _database_checks(settings: Settings) -> Iterator[Check]:
+    """The database's check, and at the schema of now, the stored files'
+    (``_stored_names_check``)."""
     from db.database import pending_migrations
 
     path = settings.database_path
     if (problem := data_dir_problem(settings.data_dir)) is not None:
-        return Check("database", False, problem)
+        yield Check("database", False, problem)
+        return
     if not path.exists():
-        return Check("database", True, f"{path} will be created at the first start")
+        yield Check("database", True, f"{path} will be created at the first start")
+        return
     try:
         version, note = asyncio.run(_database_version(settings))
         pending = len(pending_migrations(version))
     except Exception as error:
-        return Check("database", False, f"{path}: {error}")
+        yield Check("database", False, f"{path}: {error}")
+        return
     noted = f" ({note})" if note is not None else ""
     if pending:
-        return Check(
+        yield Check(
             "database",
             True,
             f"{path} at schema {version}; {pending} migration{'s' * (pending > 1)} pending "
             f"(run `easel run` to apply; back up first){noted}",
         )
-    return Check("database", True, f"{path} at schema version {version}{noted}")
+        return
+    yield Check("database", True, f"{path} at schema version {version}{noted}")
+    if (stored := _stored_names_check(settings)) is not None:
+        yield stored
+
+
+# Less free than this share of EASEL_DATA_DIR's disk is worth a warning, whatever its size.
+LOW_FREE_SHARE = 0.05
+
+
+def _data_disk_check(data_dir: Path) -> Check:
+    """The bytes free on ``data_dir``'s disk (of its nearest folder that exists, before the
+    first start), always; a warning when below what a start needs (``START_ROOM_BYTES``) or
+    under ``LOW_FREE_SHARE`` of the disk: pictures and the database stop being written when
+    it is full."""
+    from bot.jobs.retention import START_ROOM_BYTES
+
+    try:
+        folder = next((at for at in (data_dir, *data_dir.parents) if at.is_dir()), data_dir)
+        usage = shutil.disk_usage(folder)
+    except OSError as error:
+        return Check("data disk", True, f"{data_dir}: free space not read: {error}", warning=True)
+    share = usage.free / usage.total if usage.total else 0.0
+    detail = f"{_bytes(usage.free)} free of {_bytes(usage.total)} ({share:.1%}) on {data_dir}"
+    if usage.free >= START_ROOM_BYTES and share >= LOW_FREE_SHARE:
+        return Check("data disk", True, detail)
+    return Check(
+        "data disk",
+        True,
+        f"{detail}: low (a start needs {_bytes(START_ROOM_BYTES)}; pictures and the database "
+        "are not written once it is full): free some space or move EASEL_DATA_DIR",
+        warning=True,
+    )
 
 
 def _upscalers_check(registry: ModelRegistry, default: str | None, hires: str) -> Check:
@@ -276,6 +349,18 @@ def _captioner_check(folder: Path | None) -> Check:
     return Check("captioner", problem is None, problem or f"BLIP in {folder}")
 
 
+def _running_check(host: str, port: int) -> Check:
+    """What the running bot's (or worker's) /healthz says, as `easel health` reads it: it may
+    have lost what a fresh process checks sound here (a device's CUDA context). None
+    answering is a note: doctor is run before a start too."""
+    from bot.cli.health import ask_health
+
+    status, said = ask_health(host, port, timeout_s=2.0)
+    if status is None:
+        return Check("running Easel", True, f"not running, or not answering: {said}")
+    return Check("running Easel", status == 200, said)
+
+
 def diagnose(settings: Settings) -> Iterator[Check]:
     if settings.discord_token:
         yield Check("settings", True, "DISCORD_TOKEN is set")
@@ -329,7 +414,8 @@ def diagnose(settings: Settings) -> Iterator[Check]:
     yield _addons_check(registry)
     yield _captioner_check(settings.captioner_dir)
     yield from _wildcard_checks(settings)
-    yield _database_check(settings)
+    yield from _database_checks(settings)
+    yield _data_disk_check(settings.data_dir)
 
     if settings.queue_url:
         problem = _broker_problem(settings.queue_url)
@@ -337,3 +423,5 @@ def diagnose(settings: Settings) -> Iterator[Check]:
         yield Check("broker", problem is None, problem or reachable)
     else:
         yield Check("broker", True, "in-process queue (EASEL_QUEUE_URL is empty)")
+    if settings.metrics_endpoint is not None:
+        yield _running_check(*settings.metrics_endpoint)

@@ -10,7 +10,6 @@ import json
 import logging
 import logging.handlers
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from bot.logging_setup import install_logging
 from bot.process_end import SETTINGS_EXIT_STATUS
 from bot.redaction import redact_url
 from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings, warn_of_unknown_settings
 from inference.image_prompts import IMAGE_PROMPT_MODES
 from inference.limits import MAX_STEPS, MIN_STEPS
 from inference.types import RenderRequest
@@ -245,17 +244,17 @@ def _disk_full(settings: Settings, error: BaseException, data_dir_remedy: str) -
     EASEL_DATA_DIR when SQLite's write or one of a file in it failed (``data_dir_remedy``), else
     on the disk of the file that failed (a full /tmp of a compiler's cache). A file's write that
     names no file (``Path.write_text``'s) counts as the data folder's when it is nearly full."""
-    from bot.jobs.retention import START_ROOM_BYTES
+    from bot.jobs.retention import START_ROOM_BYTES, free_bytes
     from db.database import no_room_error
 
     full = no_room_error(error)
     data_dir = settings.data_dir.resolve()
-    free = _free_bytes(data_dir)
+    free = free_bytes(data_dir)
     if isinstance(full, OSError):
         if full.filename is not None:
             path = Path(os.fsdecode(full.filename)).resolve()
             if not path.is_relative_to(data_dir):
-                there = _said(_free_bytes(path))
+                there = _said(free_bytes(path))
                 return f"{path}: its disk is full ({there}; {full}): free space there"
         elif free is not None and free >= START_ROOM_BYTES:
             return (
@@ -263,16 +262,6 @@ def _disk_full(settings: Settings, error: BaseException, data_dir_remedy: str) -
                 f"{free} bytes free): free space on the disk it wrote to (TMPDIR, a cache's)"
             )
     return f"EASEL_DATA_DIR={data_dir} is full ({_said(free)}; {full}): {data_dir_remedy}"
-
-
-def _free_bytes(path: Path) -> int | None:
-    """The bytes free on the disk of ``path`` (or of its nearest folder that exists); None
-    when that cannot be read."""
-    try:
-        folder = next((parent for parent in (path, *path.parents) if parent.is_dir()), path)
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
 
 
 def _said(free: int | None) -> str:
@@ -303,6 +292,7 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     install_logging(settings.log_format, secrets=settings.log_secrets)
+    warn_of_unknown_settings()
     os.umask(PRIVATE_UMASK)
     try:
         return run_worker(config, engine_factory_for(settings))
@@ -743,6 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a reader gone (below) shows here, not as an error at exit
         return code
     except (SettingsError, UsageError) as error:
+        if args.command != "doctor":  # which says them as its own lines
+            # A misspelled name may be why it failed (EASEL_QUEUE_URLL): said before the
+            # error, once (a no-op if said already), as a plain line where no logging is set up.
+            warn_of_unknown_settings()
         print(redact_url(f"easel {args.command}: error: {error}"), file=sys.stderr)
         return SETTINGS_EXIT_STATUS  # a usage error's too, as argparse's own
     except BrokenPipeError:
@@ -762,18 +756,22 @@ def _run(args: argparse.Namespace) -> int:
     """The command, with the settings; ``easel doctor`` goes on past malformed settings (read
     as their defaults), each one of its checks' lines."""
     malformed: tuple[str, ...] = ()
-    doctor = args.command == "doctor"  # which says unknown settings among its checks
+    doctor = args.command == "doctor"
     try:
-        settings = load_settings(warn_unknown=not doctor)
+        settings = load_settings()
     except SettingsError as error:
         if not doctor or not error.malformed:
             raise
-        settings = load_settings(as_defaults=error.malformed, warn_unknown=False)
+        settings = load_settings(as_defaults=error.malformed)
         malformed = tuple(error.malformed.values())
-    if args.command not in _SERVING_COMMANDS and not logging.getLogger().handlers:
-        # Warnings (a LoRA left out of a render, a model hidden by another) in the operator's
-        # format, redacted; ``_arguments_checked`` keeps those a refusal repeats off.
-        install_logging(settings.log_format, settings.log_secrets, level=logging.WARNING)
+    if args.command not in _SERVING_COMMANDS:
+        if not logging.getLogger().handlers:
+            # Warnings (a LoRA left out of a render, a model hidden by another) in the
+            # operator's format, redacted; ``_arguments_checked`` keeps those a refusal
+            # repeats off.
+            install_logging(settings.log_format, settings.log_secrets, level=logging.WARNING)
+        if not doctor:  # which says unknown settings among its checks
+            warn_of_unknown_settings()
     if malformed:
         return cmd_doctor(args, settings, malformed)
     return COMMANDS[args.command](args, settings)

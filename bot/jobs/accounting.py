@@ -54,10 +54,13 @@ from bot.user_errors import Reason
 from db import history as member_data
 from db import jobs as journal
 from db import quotas as ledger
+from inference.compare import cell_requests, is_comparison
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
+from inference.img2img_steps import Img2ImgSteps
 from inference.sizes import default_size
-from inference.types import RenderRequest
+from inference.types import RenderInputError, RenderRequest
+from inference.upscale import HiresOptions, UpscaleOptions, creative_tiles
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ log = logging.getLogger(__name__)
 ESTIMATED_SECONDS_PER_STEP_512 = 0.08
 # Each ControlNet adds about half a UNet's work to every step.
 CONTROLNET_STEP_SHARE = 0.5
+# Enlarging a picture (a model upscaler, or Lanczos) per 512x512 of its output: about a quarter
+# of a diffusion step there (as rough as the step's figure).
+ESTIMATED_ENLARGE_SECONDS_PER_512 = 0.02
 # The side a request naming no size renders at when its model is not known (SD 1.5's): every
 # caller that knows the model passes its own (``inference.memory.native_side``).
 UNKNOWN_MODEL_SIDE = 512
@@ -85,16 +91,21 @@ class RenderSize:
     input_size: InputSize | None = None
 
     def pixels(self, request: RenderRequest) -> int:
-        """The pixels the engine renders ``request`` at: a side it leaves out is the input
+        """The pixels the engine renders ``request`` at (``size``)."""
+        width, height = self.size(request)
+        return width * height
+
+    def size(self, request: RenderRequest) -> tuple[int, int]:
+        """The size the engine renders ``request`` at: a side it leaves out is the input
         picture's where it edits one (an edit's, /vary's: ``inference.sizes.default_size``, as
         the engine sizes it), else its model's native side shaped to its aspect at about that
         many pixels. An edit whose picture's size is not known (gone, unreadable) counts the
         native size."""
         if request.width is not None and request.height is not None:
-            return request.width * request.height
+            return request.width, request.height
         init_size = self.input_size if edits_a_picture(request) else None
         width, height = default_size(self.native_side, request.options.get("aspect"), init_size)
-        return (request.width or width) * (request.height or height)
+        return request.width or width, request.height or height
 
 
 # A job whose model is not known here and whose picture's size is not at hand.
@@ -136,18 +147,71 @@ class Member:
 
 
 def estimated_cost(request: RenderRequest, render_size: RenderSize = UNKNOWN_RENDER_SIZE) -> Cost:
-    """The GPU time reserved for ``request`` before it runs, at the size the engine renders it
-    (``RenderSize.pixels``). Reads no file: ``render_size`` holds the size of the picture it
-    edits, as read where that was decoded (else by ``input_picture_size``, off the loop)."""
-    pixels = render_size.pixels(request)
-    seconds = ESTIMATED_SECONDS_PER_STEP_512 * request.steps * request.count * pixels / 512**2
-    seconds *= 1 + CONTROLNET_STEP_SHARE * len(request.options.get(CONTROLNET_OPTION) or [])
-    if request.mode == "faces":  # a stored picture's faces only: no render of its own
+    """The GPU time reserved for ``request`` before it runs, reckoned from the work the engine
+    does for it, a 512x512 step costing ``ESTIMATED_SECONDS_PER_STEP_512``:
+
+    - a render: its steps over its pictures at the size it renders them
+      (``RenderSize.size``), each ControlNet adding ``CONTROLNET_STEP_SHARE``; a txt2img hires
+      fix adds its second pass, its steps (``HiresOptions.pass_steps``: all of them, whatever
+      the denoising) at its size;
+    - a /compare: the sum of its cells (``cell_requests``), each at its own steps, all at
+      ``render_size``'s native side (a model axis's other models' are not known here);
+    - an upscale: enlarging, per pixel of its output (``ESTIMATED_ENLARGE_SECONDS_PER_512``:
+      all a fast one does), plus, for a creative one, img2img's steps at its strength
+      (``Img2ImgSteps.img2img``) over each native-size tile it re-details (``creative_tiles``);
+    - fixing faces: one 512x512 face pass a picture (a faces job does only that).
+
+    A request the engine will refuse (a bad option) is reckoned as a plain render; the member
+    is refunded when it fails. Reads no file: ``render_size`` holds the size of the picture it
+    takes, as read where that was decoded (else by ``input_picture_size``, off the loop)."""
+    try:
+        seconds = _work_seconds(request, render_size)
+    except RenderInputError:
+        seconds = _steps_seconds(request.steps, render_size.size(request)) * request.count
+    return Cost(images=request.count, gpu_seconds=round(seconds, 3))
+
+
+def _steps_seconds(steps: int, size: tuple[int, int]) -> float:
+    """What ``steps`` diffusion steps of one picture of ``size`` cost."""
+    return ESTIMATED_SECONDS_PER_STEP_512 * steps * size[0] * size[1] / 512**2
+
+
+def _work_seconds(request: RenderRequest, render_size: RenderSize) -> float:
+    """``estimated_cost``'s seconds; raises ``RenderInputError`` for options the engine
+    refuses."""
+    if is_comparison(request):
+        return sum(_work_seconds(cell, render_size) for cell in cell_requests(request))
+    if request.mode == "upscale":
+        seconds = _upscale_seconds(request, render_size)
+    elif request.mode == "faces":  # a stored picture's faces only: no render of its own
         seconds = 0.0
+    else:
+        size = render_size.size(request)
+        seconds = _steps_seconds(request.steps, size)
+        txt2img = request.mode == "txt2img"  # the only mode the engine gives a hires pass
+        hires = HiresOptions.from_options(request.options, *size) if txt2img else None
+        if hires is not None:
+            seconds += _steps_seconds(hires.pass_steps(request.steps), hires.size)
+        units = len(request.options.get(CONTROLNET_OPTION) or [])
+        seconds *= request.count * (1 + CONTROLNET_STEP_SHARE * units)
     # Fixing faces: one face pass at 512x512 a picture (the faces are counted when it runs).
     face_steps = FaceOptions.from_options(request.options).fix_steps(request.steps)
-    seconds += ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count
-    return Cost(images=request.count, gpu_seconds=round(seconds, 3))
+    return seconds + ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count
+
+
+def _upscale_seconds(request: RenderRequest, render_size: RenderSize) -> float:
+    """An upscale's enlarging, and a creative one's re-detailing in tiles; from its picture's
+    size (the native size when that is not known)."""
+    options = UpscaleOptions.from_options(request.options)
+    native = render_size.native_side
+    width, height = options.output_size(*(render_size.input_size or (native, native)))
+    seconds = ESTIMATED_ENLARGE_SECONDS_PER_512 * width * height / 512**2
+    if options.mode == "creative":
+        tiles, _ = creative_tiles(width, height, native)
+        left, top, right, bottom = tiles[0]
+        steps = Img2ImgSteps.img2img(request.steps, options.strength).run
+        seconds += len(tiles) * _steps_seconds(steps, (right - left, bottom - top))
+    return seconds
 
 
 def edits_a_picture(request: RenderRequest) -> bool:
@@ -156,13 +220,20 @@ def edits_a_picture(request: RenderRequest) -> bool:
     return request.mode in ("img2img", "inpaint") and bool(request.init_image)
 
 
+def costs_by_its_picture(request: RenderRequest) -> bool:
+    """Whether ``request``'s cost is reckoned from its input picture's size: an edit's (its
+    render's size), an upscale's (its output's)."""
+    return edits_a_picture(request) or (request.mode == "upscale" and bool(request.init_image))
+
+
 def input_picture_size(request: RenderRequest) -> InputSize | None:
-    """The size of the picture ``request`` edits, from its header: a file read, for a thread
-    (a job read back from the journal, which keeps only the picture's path). None: it edits
-    none, or the picture is gone or unreadable (the engine refuses it then, refunded)."""
-    if not edits_a_picture(request):
+    """The size of the picture ``request`` takes (``costs_by_its_picture``), from its header:
+    a file read, for a thread (a job read back from the journal, which keeps only the
+    picture's path). None: it takes none, or the picture is gone or unreadable (the engine
+    refuses it then, refunded)."""
+    if not costs_by_its_picture(request):
         return None
-    assert request.init_image is not None  # edits_a_picture
+    assert request.init_image is not None  # costs_by_its_picture
     try:
         return picture_size(Path(request.init_image))
     except OSError:

@@ -86,6 +86,16 @@ PRUNE_BATCH = 200
 START_ROOM_BYTES = 64 * 1024 * 1024
 
 
+def free_bytes(path: Path) -> int | None:
+    """The bytes free on the disk of ``path`` (or of its nearest folder that exists); None
+    when that cannot be read."""
+    try:
+        folder = next((parent for parent in (path, *path.parents) if parent.is_dir()), path)
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def quota_window(now: float) -> tuple[float, float]:
     """From the start of the earliest quota period containing ``now`` to the end of the
     latest: the ledger rows reserved inside it are what the limits are checked against."""

@@ -7,13 +7,19 @@ Fair order
     1. Strict priority by *effective* class: ``PRIORITY`` > ``STANDARD`` > ``RELAX``. A job is
        promoted one class for every ``aging_seconds`` it has waited (capped at ``PRIORITY``),
        so nothing starves forever.
-    2. Within a class, round robin across users: the user who started a job least recently goes
-       first (a user who never started one goes before everyone who has); ties go to the user
-       whose next job was submitted first. A user idle (nothing queued or running) for
-       ``IDLE_USER_FORGOTTEN_S`` is forgotten whole; back, their submit says whether they
+    2. Within a class, fair shares of work across users: the user whose starts add up to the
+       least work goes first (a user who never started a job goes before everyone who has).
+       Each start moves its user back by the job's ``est_seconds`` (``_LEAST_WORK_S`` at
+       least), from their own tally or the queue's level, whichever is later: the level is the
+       tally of the user first in the fair order at each start, so time spent idle, capped or
+       behind a higher class is not saved up (one turn first, as in round robin). A member
+       sending 16-picture jobs and one sending single pictures thus get about equal device
+       time, not a turn each. Equal tallies go to the user who started least recently, then
+       to the one whose next job was submitted first. A user idle (nothing queued or running)
+       for ``IDLE_USER_FORGOTTEN_S`` is forgotten whole; back, their submit says whether they
        ever started a job (the caller reads the journal): then they go after the users who
        never started and before everyone who started since, and several such returners go by
-       their next job's submit time, not by who started least recently.
+       their next job's submit time.
     3. Within a user, first in first out (among the jobs that can run on the device asked for):
        a user's job never starts before one of theirs that is ahead of it.
     A user has at most ``per_user_in_flight`` jobs running, a guild at most
@@ -34,10 +40,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 __all__ = [
     "FairScheduler",
@@ -78,9 +86,12 @@ class QueuedJob:
             raise ValueError(f"job {self.job_id}: batch_key must start with the model name")
         if self.images < 1:
             raise ValueError(f"job {self.job_id}: images must be at least 1, got {self.images}")
-        if self.est_seconds < 0:
+        # It orders the queue (rule 2): not-a-number would make the heap's comparisons
+        # inconsistent, and an infinity would put its user behind every finite tally for good.
+        if not (math.isfinite(self.est_seconds) and self.est_seconds >= 0):
             raise ValueError(
-                f"job {self.job_id}: est_seconds must be 0 or more, got {self.est_seconds}"
+                f"job {self.job_id}: est_seconds must be a finite number, 0 or more,"
+                f" got {self.est_seconds}"
             )
 
     @property
@@ -150,18 +161,33 @@ class QueueSnapshot:
 # nothing of them is kept, so back, ``submit``'s ``started_before`` tells a returner.
 IDLE_USER_FORGOTTEN_S = 3600.0
 
-# Start numbers (rule 2, lower goes first): users who never started a job, then users who did
-# and come back unknown (forgotten, or from before a restart), then each start, numbered upwards
-# from _FIRST_START.
+# Start numbers: users who never started a job, then users who did and come back unknown
+# (forgotten, or from before a restart), then each start, numbered upwards from _FIRST_START.
 _NEVER_STARTED = 0
 _RETURNED = 1
 _FIRST_START = 2
 
+# The least work a start counts (rule 2), so that jobs estimated at nothing still move their
+# user back and cannot hold the turn.
+_LEAST_WORK_S = 0.1
+
+
+class _Turn(NamedTuple):
+    """A user's place in rule 2 (lower goes first): the work their starts add up to on the
+    queue's scale, then their last start number."""
+
+    work: float
+    start: int
+
+
+_UNSTARTED = _Turn(0.0, _NEVER_STARTED)
+_BACK = _Turn(0.0, _RETURNED)
+
 # A lane holds one user's jobs of one priority class and one device affinity, in FIFO order.
 _LaneKey = tuple[PriorityClass, str | None]
-# Heap entry: (-effective class, user's start sequence, head submitted_at, head ticket, version,
-# user id). Entries whose version is no longer the user's are stale and skipped.
-_Entry = tuple[int, int, float, int, int, int]
+# Heap entry: (-effective class, user's turn, head submitted_at, head ticket, version, user id).
+# Entries whose version is no longer the user's are stale and skipped.
+_Entry = tuple[int, _Turn, float, int, int, int]
 
 
 @dataclass(slots=True)
@@ -173,7 +199,7 @@ class _Ticket:
 @dataclass(slots=True, eq=False)
 class _User:
     lanes: dict[_LaneKey, deque[_Ticket]] = field(default_factory=dict)
-    start_seq: int = _NEVER_STARTED  # larger = started more recently
+    turn: _Turn = _UNSTARTED
     running: int = 0
     version: int = 0
     idle_since: float | None = None  # since when nothing of theirs is queued or running
@@ -230,7 +256,7 @@ class _Simulated:
     """A user's state while a walk pretends their jobs started one by one."""
 
     version: int
-    start_seq: int
+    turn: _Turn
     started: int = 0
     consumed: Counter[_LaneKey] = field(default_factory=Counter)
 
@@ -242,8 +268,8 @@ class FairScheduler:
         self._tickets: dict[str, tuple[_Ticket, _LaneKey]] = {}
         self._running: dict[str, RunningJob] = {}
         self._running_seq: dict[str, int] = {}  # submission order, kept for requeue
-        # Each running job's start number, and its user's before it (``put_back_unstarted``).
-        self._starts_of: dict[str, tuple[int, int]] = {}
+        # Each running job's turn, and its user's before it (``put_back_unstarted``).
+        self._starts_of: dict[str, tuple[_Turn, _Turn]] = {}
         self._guild_running: Counter[int | None] = Counter()
         self._views: dict[str | None, _View] = {None: _View(None)}
         # (time, user id, version): when one of that user's waiting jobs gets promoted by aging.
@@ -254,8 +280,10 @@ class FairScheduler:
         self._submit_seq = itertools.count(1)
         self._versions = itertools.count(1)
         self._last_start_seq = _FIRST_START - 1
-        # (start seq, user id) at each start: who started least recently, for forgetting.
-        self._starts: list[tuple[int, int]] = []
+        # The queue's level of work (rule 2): no start counts from below it.
+        self._level = 0.0
+        # (turn, user id) at each start: who goes first in rule 2, for forgetting.
+        self._starts: list[tuple[_Turn, int]] = []
         # Users left idle by a finish or cancel, which take no time: stamped at the next ``now``.
         self._newly_idle: list[int] = []
         self._clock = float("-inf")
@@ -286,12 +314,18 @@ class FairScheduler:
         self, device: str, now: float, loaded_model: object | None = None
     ) -> list[QueuedJob]:
         """The batch ``next_batch`` would start, without starting it (leader first)."""
+        return self._plan(device, now, loaded_model)[0]
+
+    def _plan(
+        self, device: str, now: float, loaded_model: object | None
+    ) -> tuple[list[QueuedJob], QueuedJob | None]:
+        """The batch ``next_batch`` would start, and the job first in the fair order."""
         view = self._view(device)
         self._advance(view, now)
         horizon = 2 * self.config.max_batch
         order = list(itertools.islice(self._walk(view, now, respect_caps=True), horizon))
         if not order:
-            return []
+            return [], None
         first_of_user: dict[int, int] = {}
         for index, job in enumerate(order):
             first_of_user.setdefault(job.user_id, index)
@@ -313,13 +347,15 @@ class FairScheduler:
                 blocked_users.add(job.user_id)
                 continue
             batch.append(job)
-        return batch
+        return batch, order[0]
 
     def next_batch(
         self, device: str, now: float, loaded_model: object | None = None
     ) -> list[QueuedJob]:
         """Start and return the next batch for ``device`` (empty when nothing can run there)."""
-        batch = self.peek_batch(device, now, loaded_model)
+        batch, first = self._plan(device, now, loaded_model)
+        if first is not None:
+            self._level = max(self._level, self._users[first.user_id].turn.work)
         touched: set[int] = set()
         for job in batch:
             ticket, lane_key = self._tickets.pop(job.job_id)
@@ -331,9 +367,10 @@ class FairScheduler:
             if not lane:
                 del user.lanes[lane_key]
             self._last_start_seq += 1
-            self._starts_of[job.job_id] = (self._last_start_seq, user.start_seq)
-            user.start_seq = self._last_start_seq
-            heapq.heappush(self._starts, (user.start_seq, job.user_id))
+            turn = _Turn(_work_after(user.turn, self._level, job), self._last_start_seq)
+            self._starts_of[job.job_id] = (turn, user.turn)
+            user.turn = turn
+            heapq.heappush(self._starts, (turn, job.user_id))
             user.running += 1
             self._guild_running[job.guild_id] += 1
             self._running[job.job_id] = RunningJob(job, device, now)
@@ -369,8 +406,8 @@ class FairScheduler:
     def requeue(self, job_id: str) -> None:
         """Put a running job whose worker died back in the queue, at its original place.
 
-        The user keeps the round-robin place their start gave them: the lost render is not
-        refunded as a turn, so a crashing job cannot be used to jump the queue.
+        The user keeps the place in rule 2 their start gave them: the lost render's work is not
+        given back, so a crashing job cannot be used to jump the queue.
         """
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running, so it cannot be requeued")
@@ -378,25 +415,27 @@ class FairScheduler:
 
     def put_back_unstarted(self, job_id: str) -> None:
         """Put a job handed out but never started (held back before its render) back in the
-        queue at its place, its user back at the round-robin place they had before its
+        queue at its place, its user back at the place in rule 2 they had before its
         hand-out: unlike ``requeue``, no render was lost, so no turn was used. A later start
-        of theirs stands, in place of this one."""
+        of theirs stands, less this job's work, in place of this one."""
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running, so it cannot be put back")
         user_id = self._running[job_id].job.user_id
         started, before = self._starts_of[job_id]
         user = self._users[user_id]
-        if user.start_seq == started:
-            user.start_seq = before
-            if before >= _FIRST_START:
+        if user.turn.start == started.start:
+            user.turn = before
+            if before.start >= _FIRST_START:
                 heapq.heappush(self._starts, (before, user_id))  # its entry may be dropped
-        else:  # their later start now follows the one before this
+        else:  # their later start stands, less this job's work, and follows the one before
+            user.turn = _Turn(user.turn.work - (started.work - before.work), user.turn.start)
+            heapq.heappush(self._starts, (user.turn, user_id))
             for other, (later, previous) in self._starts_of.items():
-                if previous == started:
+                if previous.start == started.start:
                     self._starts_of[other] = (later, before)
         # Re-indexes the user at the place restored; one restored to _RETURNED with nothing
         # else queued or running leaves no trace as it leaves, and comes back as such.
-        self._back_in_queue(job_id, started_before=before == _RETURNED)
+        self._back_in_queue(job_id, started_before=before.start == _RETURNED)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -463,7 +502,7 @@ class FairScheduler:
         ``started_before`` to give when their job comes back after they left no trace): False
         for a user held as never started, and for one not held at all (ask the journal)."""
         user = self._users.get(user_id)
-        return user is not None and user.start_seq != _NEVER_STARTED
+        return user is not None and user.turn.start != _NEVER_STARTED
 
     @property
     def queued_count(self) -> int:
@@ -497,8 +536,7 @@ class FairScheduler:
         lane_key: _LaneKey = (job.priority, job.device)
         user = self._users.get(job.user_id)
         if user is None:
-            start_seq = _RETURNED if started_before else _NEVER_STARTED
-            user = self._users[job.user_id] = _User(start_seq=start_seq)
+            user = self._users[job.user_id] = _User(turn=_BACK if started_before else _UNSTARTED)
         user.idle_since = None
         lane = user.lanes.setdefault(lane_key, deque())
         # Tickets normally arrive in sequence order; a requeued one goes back to its place.
@@ -532,7 +570,7 @@ class FairScheduler:
         user = self._users[user_id]
         if user.lanes or user.running:
             return
-        if user.start_seq < _FIRST_START:
+        if user.turn.start < _FIRST_START:
             del self._users[user_id]
         else:
             self._newly_idle.append(user_id)
@@ -549,16 +587,15 @@ class FairScheduler:
         self._newly_idle.clear()
 
     def _forget_idle_users(self) -> None:
-        """Forget users idle for IDLE_USER_FORGOTTEN_S, least recently started first, and only
-        while the one who started least recently of all is such a user: coming back (start
-        number _RETURNED, ``submit``'s ``started_before``), they go after the users who never
-        started and before every user who started since, as they did; nothing of them is
-        kept."""
+        """Forget users idle for IDLE_USER_FORGOTTEN_S, first in rule 2 first, and only while
+        the one first of all is such a user: coming back (start number _RETURNED, ``submit``'s
+        ``started_before``), they go after the users who never started and before every user
+        who started since, as they did; nothing of them is kept."""
         starts = self._starts
         while starts:
-            start_seq, user_id = starts[0]
+            turn, user_id = starts[0]
             user = self._users.get(user_id)
-            if user is not None and user.start_seq == start_seq:
+            if user is not None and user.turn == turn:
                 if user.idle_since is None or self._clock - user.idle_since < IDLE_USER_FORGOTTEN_S:
                     return
                 del self._users[user_id]
@@ -633,7 +670,7 @@ class FairScheduler:
             ticket, effective = head
             entry = (
                 -effective,
-                user.start_seq,
+                user.turn,
                 ticket.job.submitted_at,
                 ticket.seq,
                 user.version,
@@ -671,9 +708,9 @@ class FairScheduler:
             heapq.heapify(self._promotions)
         if len(self._starts) > limit:
             self._starts = [
-                (start_seq, user_id)
-                for start_seq, user_id in self._starts
-                if (user := self._users.get(user_id)) is not None and user.start_seq == start_seq
+                (turn, user_id)
+                for turn, user_id in self._starts
+                if (user := self._users.get(user_id)) is not None and user.turn == turn
             ]
             heapq.heapify(self._starts)
         if len(self._aging_events) > limit:
@@ -692,6 +729,7 @@ class FairScheduler:
         simulated: dict[int, _Simulated] = {}
         simulated_versions = itertools.count(-1, -1)
         start_seqs = itertools.count(self._last_start_seq + 1)
+        level = self._level
         guild_started: Counter[int | None] = Counter()
         user_cap = self.config.per_user_in_flight
         guild_cap = self.config.per_guild_in_flight
@@ -715,9 +753,10 @@ class FairScheduler:
                     continue
             yield job
             if state is None:
-                state = simulated[user_id] = _Simulated(version=0, start_seq=0)
+                state = simulated[user_id] = _Simulated(version=0, turn=user.turn)
+            level = max(level, state.turn.work)  # each job yielded is first as it starts
             state.version = next(simulated_versions)
-            state.start_seq = next(start_seqs)
+            state.turn = _Turn(_work_after(state.turn, level, job), next(start_seqs))
             state.started += 1
             state.consumed[(job.priority, job.device)] += 1
             guild_started[job.guild_id] += 1
@@ -728,10 +767,15 @@ class FairScheduler:
                     heap,
                     (
                         -effective,
-                        state.start_seq,
+                        state.turn,
                         after.job.submitted_at,
                         after.seq,
                         state.version,
                         user_id,
                     ),
                 )
+
+
+def _work_after(turn: _Turn, level: float, job: QueuedJob) -> float:
+    """The work a user's starts add up to once ``job`` starts (rule 2)."""
+    return max(turn.work, level) + max(job.est_seconds, _LEAST_WORK_S)

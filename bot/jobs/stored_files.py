@@ -6,6 +6,7 @@ a file name says. Blocking file work: run it with ``asyncio.to_thread``."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -17,6 +18,13 @@ from inference.types import RenderRequest
 
 # The folders of ``EASEL_DATA_DIR`` whose files the database names by their path inside it.
 STORED_FOLDERS = ("images", "inputs")
+# What ``stored_file`` reads for a name outside them: no file of Easel's is named so (a job's
+# folder is its id, an upload a random hex name), so it reads as missing.
+_OUTSIDE = "named-outside-the-data-folder"
+# Parts that make a name other than plain: it is resolved to tell where it leads.
+_NOT_PLAIN = frozenset({"", ".", ".."})
+
+log = logging.getLogger(__name__)
 
 
 def stored_name(data_dir: Path, path: str | Path) -> str:
@@ -33,9 +41,52 @@ def stored_name(data_dir: Path, path: str | Path) -> str:
 
 
 def stored_file(data_dir: Path, stored: str) -> Path:
-    """The file the database names ``stored`` (``stored_name``'s): under ``data_dir`` where it
-    is named inside it; any other name (a row older than schema 33 that its migration did not
-    recognise) as it is written."""
+    """The file the database names ``stored`` (``stored_name``'s), to read: one that resolves
+    inside ``data_dir``'s ``images/`` or ``inputs/``. Any other (a ``..`` part, a row older
+    than schema 33 that its migration did not recognise, a tampered database) is read as a
+    missing file: a read is as strict as a delete (``remove_inside``). A plain name (every one
+    Easel writes) is taken as it is written, without a look at the disk."""
+    path = _named_file(data_dir, stored)
+    if plainly_inside(stored) or _lies_inside(data_dir, path):
+        return path
+    log.warning("a stored file named outside the data folder is read as missing: %r", stored)
+    return data_dir / STORED_FOLDERS[0] / _OUTSIDE
+
+
+def plainly_inside(stored: str) -> bool:
+    """Whether ``stored`` (as the database names files) is a plain name inside ``images/`` or
+    ``inputs/``: relative, with no empty, ``.`` or ``..`` part and no NUL. It lies inside
+    whatever the disk holds (only someone who may already write the data folder could put a
+    link there); any other name is resolved (``stored_file``; ``easel doctor``'s query, which
+    asks the database for the names this is false for)."""
+    folder, *rest = stored.split("/")
+    return (
+        folder in STORED_FOLDERS
+        and bool(rest)
+        and "\0" not in stored
+        and _NOT_PLAIN.isdisjoint(rest)
+    )
+
+
+def named_outside(data_dir: Path, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` (as the database names files, none of them plain: ``plainly_inside``)
+    that ``stored_file`` reads as missing: outside ``data_dir``'s ``images/`` and ``inputs/``
+    (``easel doctor``)."""
+    return [name for name in names if not _lies_inside(data_dir, _named_file(data_dir, name))]
+
+
+def _lies_inside(data_dir: Path, path: Path) -> bool:
+    try:
+        resolved = path.resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte; a link loop (RuntimeError: 3.11)
+        return False
+    return any((data_dir / folder).resolve() in resolved.parents for folder in STORED_FOLDERS)
+
+
+def _named_file(data_dir: Path, stored: str) -> Path:
+    """The file the database names ``stored``, wherever it is: under ``data_dir`` where it is
+    named inside it; any other name as it is written. Deletes check where it lies themselves;
+    reads take ``stored_file``."""
     name = PurePosixPath(stored)
     if not name.is_absolute() and len(name.parts) > 1 and name.parts[0] in STORED_FOLDERS:
         return data_dir.joinpath(*name.parts)
@@ -66,7 +117,7 @@ def remove_inside(root: Path, paths: Iterable[str]) -> int:
     removed = 0
     resolved_root = root.resolve()
     for text in paths:
-        path = stored_file(root.parent, text).resolve()
+        path = _named_file(root.parent, text).resolve()
         if resolved_root not in path.parents:
             continue
         if path.is_file():
@@ -80,7 +131,7 @@ def remove_inside(root: Path, paths: Iterable[str]) -> int:
 
 def files_left(data_dir: Path, paths: Iterable[str]) -> list[str]:
     """Those of ``paths`` (as the database names them) whose file is still there."""
-    return [text for text in paths if stored_file(data_dir, text).is_file()]
+    return [text for text in paths if _named_file(data_dir, text).is_file()]
 
 
 def remove_unused_uploads(inputs_dir: Path, written_before: float, in_use: Collection[str]) -> int:
@@ -88,7 +139,7 @@ def remove_unused_uploads(inputs_dir: Path, written_before: float, in_use: Colle
     (a Unix time: an upload is saved just before its job is journaled); returns how many."""
     if not inputs_dir.is_dir():
         return 0
-    used = {stored_file(inputs_dir.parent, text).resolve() for text in in_use}
+    used = {_named_file(inputs_dir.parent, text).resolve() for text in in_use}
     unused = [
         str(path)
         for path in inputs_dir.iterdir()
@@ -119,7 +170,7 @@ def pictures_by_folder(
         return named
 
     for text in paths:
-        folder = stored_file(images_dir.parent, text).resolve().parent
+        folder = _named_file(images_dir.parent, text).resolve().parent
         if folder.parent == root:
             pictures_in(folder, Path(text).parent).add(text)
     for job_id in job_ids:
@@ -131,7 +182,7 @@ def pictures_by_folder(
 
 def folders_of(data_dir: Path, paths: Iterable[str]) -> set[Path]:
     """The folders ``paths`` (as the database names them) lie in, resolved."""
-    return {stored_file(data_dir, text).resolve().parent for text in paths}
+    return {_named_file(data_dir, text).resolve().parent for text in paths}
 
 
 class ResultFolders:

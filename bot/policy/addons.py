@@ -33,6 +33,8 @@ from inference.types import (
     ALLOWED_CONTROLNETS_OPTION,
     ALLOWED_EMBEDDINGS_OPTION,
     ALLOWED_LORAS_OPTION,
+    APPLIED_LORAS_OPTION,
+    UPSCALERS_FILLED_OPTION,
     USED_EMBEDDINGS_OPTION,
     RenderInputError,
     RenderRequest,
@@ -86,18 +88,6 @@ _NETWORK_KINDS: Mapping[AddonKind, NetworkKind] = {
 }
 # Where a member can see the whole list of a kind (the others are named in the refusal only).
 _LISTED_BY = {AddonKind.LORA: "/loras", AddonKind.EMBEDDING: "/embeddings"}
-# The LoRAs a job's plans apply (every picture, /compare cell and wildcard draw), in the order
-# first met: filled at each admission (``prompt_safety.plan_request``), whatever the request
-# held, so a member cannot forge it; the start gate checks these. Absent: a job journaled
-# before admission recorded them, whose prompt is read as typed instead.
-APPLIED_LORAS_OPTION = "applied_loras"
-# The upscaler options (``_UPSCALER_KEYS``) the bot filled in, not the member: /imagine's hires
-# fix (the operator's upscaler) and an upscale naming none. Admission refills them under the
-# rules of now (a 🔄 or Remix is not refused for a choice the member never made, and a hires fix
-# given Lanczos gets the operator's upscaler back where the list allows it again), and the start
-# gate lets a job run with them (docs/security.md): it cannot change a job that may share a
-# batch, and ending the job would charge the member's queue for the server's list change.
-UPSCALERS_FILLED_OPTION = "upscalers_filled"
 _UPSCALER_KEYS = ("hires_upscaler", "upscaler")
 # What enlarges a picture with no file: an upscaler refusal names it among those usable here
 # (the latent upscalers only enlarge a hires fix's latents).

@@ -71,16 +71,16 @@ def model_left_out_now(model: str) -> str:
 class Withheld(Exception):
     """The result is posted nowhere; ``why``: the clause its maker is told privately (None:
     they are not told, e.g. a member banned from the server). ``refund``: not its maker's doing
-    (the server's rules changed since its submit, or Easel could not check them): its quota is
-    given back. A job withdrawn (its content deleted) or a maker stopped stays charged.
-    ``recheckable``: the rules of now could not be read in time (every prompt reader busy),
-    so the job is not withdrawn for it: a later /show reads them again."""
+    (the server's rules changed since its submit, Easel could not check them, or a channel or
+    another member's picture it was made from was deleted, ``refunded_withdrawal``): its quota
+    is given back, and the job withdrawn, so that no one is shown it later for free. A job
+    withdrawn otherwise (its own message, or its maker's own picture it was made from,
+    deleted) or a maker stopped stays charged."""
 
-    def __init__(self, why: str | None, *, refund: bool = False, recheckable: bool = False) -> None:
+    def __init__(self, why: str | None, *, refund: bool = False) -> None:
         super().__init__(why or "withheld")
         self.why = why
         self.refund = refund
-        self.recheckable = recheckable
 
 
 async def under_rules_of_now(
@@ -110,14 +110,15 @@ async def placed_under_rules_of_now(
     """The rules of now that are cheap to read, also asked before a queued job renders:
     ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
     was withdrawn (its own message or the picture it was made from deleted; its channel or
-    that picture's deleted: refunded), Easel is no longer enabled in its channel (or in
-    direct messages), it renders with a model the server's model list leaves out now (its
-    refiner, a /compare's cells' included), it may use an add-on the server no longer allows
-    (``addons.allowed_addons_only``), or its pictures must stay in age-restricted channels
-    now and ``here_age_restricted()`` (its channel, asked only then) says that one is not.
+    that picture's deleted, or that picture another member's: refunded), Easel is no longer
+    enabled in its channel (or in direct messages), it renders with a model the server's
+    model list leaves out now (its refiner, a /compare's cells' included), it may use an
+    add-on the server no longer allows (``addons.allowed_addons_only``), or its pictures must
+    stay in age-restricted channels now and ``here_age_restricted()`` (its channel, asked
+    only then) says that one is not.
     ``policy`` None: the servers' rules are not known (tests), only the withdrawal is read."""
-    if (deleted := channel_deletion(job)) is not None:
-        raise Withheld(deleted, refund=True)
+    if (refunded := refunded_withdrawal(job)) is not None:
+        raise Withheld(refunded, refund=True)
     if job.withdrawn:
         raise Withheld(SOURCE_WITHDRAWN if job.withdrawn_with_source else PROGRESS_DELETED)
     if policy is None:
@@ -184,6 +185,20 @@ def preview_shown(
     return PreviewShown.OPEN
 
 
+def refunded_withdrawal(job: FinishedJob) -> str | None:
+    """Why ``job`` was withdrawn where that is refunded, as its maker is told: its channel or
+    thread deleted (``channel_deletion``), or a moderator removed the picture it was made from
+    and another member made that picture (its maker did nothing wrong; the same removal before
+    its render ended stops it refunded whole). None: not so withdrawn; one made from its
+    maker's own picture stays charged. Read from the recorded withdrawal, so a delivery
+    retried after a crash tells the same."""
+    if (deleted := channel_deletion(job)) is not None:
+        return deleted
+    if job.withdrawn and job.withdrawn_with_source and job.source_made_by_another:
+        return SOURCE_WITHDRAWN
+    return None
+
+
 def channel_deletion(job: FinishedJob) -> str | None:
     """Why ``job`` was withdrawn with a deleted channel or thread, as its maker is told: its
     own, or (made elsewhere) the one of the picture it was made from; None: it was not. Read
@@ -196,8 +211,9 @@ def channel_deletion(job: FinishedJob) -> str | None:
 async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
     """The server's banned words of now over what the job's pictures were conditioned on, as
     /show reads them (the verdict is kept per job until the words change). Readers busy are
-    waited for; a text too long to read is withheld; Easel shutting down fails the delivery
-    (the next start delivers it)."""
+    waited for (``BUSY_TRIES``); a text too long to read, or readers still busy, withhold it
+    refunded, as a word banned since does; Easel shutting down fails the delivery (the next
+    start delivers it)."""
     request = json.loads(job.request.to_json())
     # Its fix-faces prompt is drawn again by ``check_reuse``'s read, within its budget.
     texts = conditioning_texts(request, [image.infotext for image in job.images])
@@ -213,7 +229,9 @@ async def _check_banned_since(job: FinishedJob, policy: GuildPolicy) -> None:
             if refused.reason is not Reason.BUSY:  # too long to read (UNCHECKED)
                 raise Withheld(NOT_CHECKED, refund=True) from None
         await asyncio.sleep(BUSY_PAUSE_S)  # every reader busy: asked again
-    raise Withheld(NOT_CHECKED, refund=True, recheckable=True)
+    # Given back, it is withdrawn like any refund: shown later (once readers are free) it
+    # would be free pictures.
+    raise Withheld(NOT_CHECKED, refund=True)
 
 
 async def _models_used(job: FinishedJob, policy: GuildPolicy) -> list[str | None]:

@@ -445,16 +445,15 @@ def _prompt_refused(
     warned: OperatorWarnings | None,
 ) -> UserError:
     """A prompt the prompt language rejects, refused in the member's words: an unknown
-    wildcard the member typed (one of ``typed``) names those there are (the file the operator
-    could add goes to the log); one a wildcard file names is that file's fault, not the
-    prompt's: the member is told which wildcard is broken (the files of the wildcard whose
-    value named it, ``UnknownWildcardError.named_in``), the operator warned of the file once
-    a day (``warned``: ``plan_request``'s)."""
+    wildcard the member typed (one of ``typed``) names those there are, and is never logged
+    (the member's words; the refusal is counted); one a wildcard file names is that file's
+    fault, not the prompt's: the member is told which wildcard is broken (the files of the
+    wildcard whose value named it, ``UnknownWildcardError.named_in``), the operator warned of
+    the file once a day (``warned``: ``plan_request``'s)."""
     if not isinstance(error, UnknownWildcardError):
         return UserError(_then(error, "fix the prompt and try again."))
     reference = f"__{error.name}__"
     if any(reference in text for text in typed):
-        log.info("refused a prompt: %s", error)
         return UserError(unknown_wildcard(error.name, error.available))
     files = [] if error.named_in is None else library.files_of(error.named_in)
     if warned is None or warned.first(("wildcard", error.name)):

@@ -11,7 +11,8 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
@@ -45,6 +46,7 @@ from cogs.common import (
     tell,
 )
 from cogs.errors import report_error
+from cogs.moderation import moderated_job, post_link, withdraw_as_moderator
 from cogs.results.copies import may_go_to_direct_messages, send_copy
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.job_files import carries_pictures_of
@@ -55,6 +57,7 @@ from cogs.visibility import (
     GuildChannelLike,
     check_member_may_act_here,
     check_member_may_read_channel,
+    moderated_channels,
 )
 from cogs.withdrawals import UNKNOWN_MESSAGE, check_posts_there
 from cogs.wording import NO_PROMPT, counted
@@ -215,6 +218,23 @@ def only_pictures(job_id: str, count: int) -> UserError:
     return UserError(f"Job `{job_id}` has only {counted(count, 'picture')}.")
 
 
+def picture_deleted(job_id: str, index: int) -> UserError:
+    """The answer when picture ``index`` of a stored result is gone: pruned, erased, or named
+    outside the data folder (``stored_file`` reads such a name as a missing file)."""
+    return UserError(
+        f"Picture {index + 1} of job `{job_id}` was deleted; make a new one with /imagine."
+    )
+
+
+def deleted_picture_read(
+    job: StoredJob, read: Iterable[int], missing: FileNotFoundError
+) -> UserError:
+    """``picture_deleted`` for a read of ``job``'s pictures ``read`` (indexes, in that order)
+    that found ``missing``: the first of them by that name is the one whose read failed."""
+    name = Path(missing.filename)
+    return picture_deleted(job.job_id, next(i for i in read if job.image_paths[i] == name))
+
+
 async def stored_picture(
     queue: JobQueue, job: StoredJob, idx: int
 ) -> tuple[RenderRequest, Picture]:
@@ -226,9 +246,7 @@ async def stored_picture(
     try:
         width, height = await asyncio.to_thread(picture_size, path)
     except FileNotFoundError:
-        raise UserError(
-            f"Picture {idx + 1} of job `{job_id}` was deleted; make a new one with /imagine."
-        ) from None
+        raise picture_deleted(job_id, idx) from None
     original = await original_request(queue, job_id)
     request = dataclasses.replace(picture_alone(original, idx, job.seeds[idx]), notes=[])
     return request, Picture(path, width, height, job.infotexts[idx])
@@ -327,11 +345,14 @@ class PickButton(
         await defer_thinking(interaction, private=private)
         await check_posts_there(interaction.client, services_of(interaction), job)
         path, stem = job.image_paths[idx], f"easel-{self.job_id}-{idx}"
-        file, is_preview = await asyncio.to_thread(
-            lambda: fitted_file(
-                path.read_bytes(), stem, interaction.filesize_limit, spoiler=spoiler
+        try:
+            file, is_preview = await asyncio.to_thread(
+                lambda: fitted_file(
+                    path.read_bytes(), stem, interaction.filesize_limit, spoiler=spoiler
+                )
             )
-        )
+        except FileNotFoundError:
+            raise picture_deleted(self.job_id, idx) from None
         # Its "thinking…" becomes the post: an edit, sent again after a 5xx without a copy.
         sent = await interaction.edit_original_response(
             content=f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
@@ -356,6 +377,23 @@ async def link_post_again(
     if await history.posted_again(job, channel_id, sent.id) or channel_id is None:
         return
     await delete_erased_post(history, job.job_id, PostedMessage(channel_id, sent.id), sent.delete)
+
+
+async def link_copy(
+    history: History | None,
+    job_id: str,
+    guild_id: int | None,
+    post: PostedMessage,
+    delete: Callable[[], Awaitable[None]],
+) -> None:
+    """Link ``post``, a copy of the pictures of ``job_id`` (of ``guild_id``; None: made in
+    direct messages, nothing to link) in a member's direct messages, to its job: no moderator
+    reaches it there, so a moderator's withdrawal of the job deletes it. One withdrawn or
+    erased meanwhile is deleted now (``delete_erased_post``)."""
+    if history is None or guild_id is None:
+        return
+    if not await history.copy_sent(job_id, post):
+        await delete_erased_post(history, job_id, post, delete)
 
 
 async def delete_erased_post(
@@ -515,7 +553,8 @@ class CancelButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:cancel:{_JOB}",
 ):
-    """Cancel under a job's progress message; only its owner (or an admin) may use it."""
+    """Cancel under a job's progress message; its owner (or an admin) cancels it, and a
+    member with Manage Messages in its channel stops it as a moderator (``_moderators_stop``)."""
 
     action, label = "cancel", "Cancel"
     style = discord.ButtonStyle.danger
@@ -524,17 +563,35 @@ class CancelButton(
         # Answered first: a cancel the database holds up takes minutes to say so.
         await defer_thinking(interaction, private=True)
         outcome = await queue_of(interaction).cancel(self.job_id, acting_member(interaction))
+        if outcome is CancelOutcome.NOT_YOURS:
+            await tell(interaction, await _moderators_stop(interaction, self.job_id))
+            return
         messages = {
             CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
             CancelOutcome.STOPPING: (
                 "Stopping at the next step: you pay only for the GPU time used, no pictures."
             ),
             CancelOutcome.STOPPING_FREE: "Stopping at the next step; nothing is charged.",
-            CancelOutcome.NOT_YOURS: "Only the member who started this job can cancel it.",
             CancelOutcome.FINISHED: "Too late: that job has already finished.",
             CancelOutcome.UNKNOWN: "That job is no longer in the history.",
         }
         await tell(interaction, messages[outcome])
+
+
+async def _moderators_stop(interaction: discord.Interaction[Any], job_id: str) -> str:
+    """Cancel clicked by a member who did not start the job: one with Manage Messages in its
+    channel stops a public one there as a moderator, withdrawing it as deleting its progress
+    message would (refunded to its maker, audited as theirs); what they are told."""
+    try:
+        job = await moderated_job(interaction, job_id)
+    except UserError:
+        return (
+            "Only the member who started this job, or a member with Manage Messages in its "
+            "channel, can cancel it."
+        )
+    if job.status not in ("queued", "running"):
+        return "Too late: that job has already finished."
+    return await withdraw_as_moderator(interaction, job)
 
 
 class RemixButton(
@@ -591,23 +648,30 @@ class DirectCopyButton(
             raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
         await defer_thinking(interaction, private=True)
         await check_posts_there(interaction.client, services_of(interaction), job)
-        sent = await send_copy(
-            interaction.client,
-            interaction.user.id,
-            copy_caption(job),
-            [(job.image_paths[i], f"easel-{job.job_id}-{i}") for i in indexes],
-            spoiler=await spoilered(interaction, job),
-            view=copy_view(job.job_id),
-            nonce=secrets.token_hex(8),  # every click is a copy of its own
-        )
+        try:
+            sent = await send_copy(
+                interaction.client,
+                interaction.user.id,
+                copy_caption(job),
+                [(job.image_paths[i], f"easel-{job.job_id}-{i}") for i in indexes],
+                spoiler=await spoilered(interaction, job),
+                view=copy_view(job.job_id),
+                nonce=secrets.token_hex(8),  # every click is a copy of its own
+            )
+        except FileNotFoundError as missing:
+            raise deleted_picture_read(job, indexes, missing) from None
+        if sent is not None:
+            copied = PostedMessage(sent.channel.id, sent.id)
+            history = services_of(interaction).history
+            await link_copy(history, job.job_id, job.guild_id, copied, sent.delete)
         await interaction.followup.send(
             "Sent to your direct messages."
-            if sent
+            if sent is not None
             else "I cannot send you direct messages: allow them from this server's members "
             "(Privacy Settings), then click again.",
             ephemeral=True,
         )
-        return sent  # not sent: the click again it asks for is no repeat
+        return sent is not None  # not sent: the click again it asks for is no repeat
 
 
 # Discord's "Unknown Channel": the channel or thread was deleted, its messages with it.
@@ -685,13 +749,62 @@ class DeleteButton(
                 )
             else:
                 raise not_its_post
-        # A button in direct messages is on the clicker's own copy.
-        deleted = await _delete_clicked(interaction)
-        if moderated is not None and deleted:  # after its event or before: withdrawn once
+        if moderated is None:
+            # A button in direct messages is on the clicker's own copy.
+            await _delete_clicked(interaction)
+            if interaction.guild_id is None and message is not None:
+                # Gone, found gone or not: a withdrawal of its job has nothing there to delete.
+                await services_of(interaction).history.copy_deleted(message.id)
+            return
+        history = services_of(interaction).history
+        # Its deletion's event may come before the answer: withdrawn as the clicker's then too.
+        with history.deleting(moderated, by=interaction.user.id):
+            if not await _delete_clicked(interaction):
+                return
+            # After its event or before: withdrawn once.
             guild_id, channel_id, message_id = moderated
-            await services_of(interaction).history.withdraw_deleted(
-                guild_id, channel_id, [message_id]
+            await history.withdraw_deleted(
+                guild_id, channel_id, [message_id], by=interaction.user.id
             )
+        await _tell_of_older_copies(interaction, self.job_id)
+
+
+async def _tell_of_older_copies(interaction: discord.Interaction[Any], job_id: str) -> None:
+    """A moderator's Delete withdrew ``job_id``, but never an older job of the server with
+    the same pixels (a member could otherwise copy another's picture into a channel they
+    moderate and delete it there): each one still standing and posted is named to them
+    privately, with a link to its post where they have Manage Messages in its channel, else
+    only said to be up elsewhere (the audit row names them all)."""
+    history = services_of(interaction).history
+    older = await history.older_standing_copies(job_id)
+    if not older:
+        return
+    guild_id = interaction.guild_id
+    assert guild_id is not None  # a moderator's Delete is a server's
+    channels = (post.channel_id for _, posts in older for post in posts)
+    moderated = await moderated_channels(interaction, channels)
+    lines = []
+    elsewhere = False
+    for twin, posts in older:
+        # One posted nowhere (private, or its posts deleted) is not up: not said to be, nor
+        # its existence told (the audit row names it).
+        if not posts:
+            continue
+        post = next((post for post in posts if post.channel_id in moderated), None)
+        if post is None:
+            elsewhere = True
+        else:
+            lines.append(
+                f"An older job with these pixels is still up: `{twin.job_id}` "
+                f"{post_link(guild_id, post)}"
+            )
+    if elsewhere:
+        lines.append(
+            "An older copy of this picture is still up elsewhere in this server, where you "
+            "lack Manage Messages."
+        )
+    if lines:
+        await interaction.followup.send("\n".join(lines), ephemeral=True)
 
 
 # The messages a maker's Delete click is deleting now (their ids).

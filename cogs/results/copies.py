@@ -115,9 +115,9 @@ async def send_copy(
     spoiler: bool,
     view: discord.ui.View,
     nonce: str,
-) -> bool:
+) -> discord.Message | None:
     """Send ``pictures`` (a stored PNG's path or the PNG itself, and a filename without
-    extension) to the member's direct messages; False when those are closed to the bot. A
+    extension) to the member's direct messages; None when those are closed to the bot. A
     send repeated with the same ``nonce`` shows once."""
     files = [
         await asyncio.to_thread(_fitted_file, path, filename, spoiler)
@@ -133,4 +133,4 @@ async def send_copy(
             nonce=nonce,
         )
 
-    return await in_direct_messages(client, user_id, send) is not None
+    return await in_direct_messages(client, user_id, send)

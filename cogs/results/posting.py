@@ -23,8 +23,8 @@ from bot.policy.delivery import (
     CHANNEL_DELETED,
     PROGRESS_DELETED,
     Withheld,
-    channel_deletion,
     placed_under_rules_of_now,
+    refunded_withdrawal,
     under_rules_of_now,
 )
 from bot.policy.moderation import WITHHELD_BECAUSE
@@ -35,6 +35,7 @@ from cogs.results.buttons import (
     copy_view,
     delete_erased_post,
     job_view,
+    link_copy,
 )
 from cogs.results.copies import (
     MADE_AGE_RESTRICTED,
@@ -238,8 +239,9 @@ class DiscordResults(ProgressMessages):
             # Given back by a delivery cut short before the withdrawal recorded why (Easel
             # stopped, or a moderator's deletion withdrew it first): never posted, whatever
             # the rules of now, and its maker told it does not count. One withdrawn with a
-            # deleted channel records that alone (its withdrawal keeps no why): told that.
-            why = channel_deletion(job) or WITHHELD_BECAUSE
+            # deleted channel, or with another member's picture it was made from, records that
+            # alone (its withdrawal keeps no why): told that.
+            why = refunded_withdrawal(job) or WITHHELD_BECAUSE
             await self._withdraw_withheld(job, why)
             await self._withhold(job, why, refunded=True)
             return None
@@ -248,7 +250,7 @@ class DiscordResults(ProgressMessages):
                 job = await self._under_rules_of_now(job)
             except Withheld as withheld:
                 refunded = withheld.refund and await self._refunded(job)
-                if refunded and withheld.why is not None and not withheld.recheckable:
+                if refunded and withheld.why is not None:
                     await self._withdraw_withheld(job, withheld.why)
                 await self._withhold(job, withheld.why, refunded=refunded)
                 return None
@@ -503,8 +505,11 @@ class DiscordResults(ProgressMessages):
         except discord.HTTPException as error:
             log.warning("job %s: the copy by DM failed (%s)", job.job_id, error)
             return
-        if not sent:
+        if sent is None:
             log.warning("job %s: no copy by DM, the member's DMs are closed", job.job_id)
+            return
+        copied = PostedMessage(sent.channel.id, sent.id)
+        await link_copy(self.history, job.job_id, job.guild_id, copied, sent.delete)
 
     async def _private_now(self, job: FinishedJob) -> bool:
         """Whether the maker of a server's job has their results shown to them alone now (read
@@ -812,6 +817,10 @@ class DiscordResults(ProgressMessages):
                     DIRECT_MESSAGE_UPLOAD_LIMIT,
                     lambda text, files: self._post(direct, job, text, files, mentions, view),
                 )
+            # A server's job: a moderator's withdrawal deletes it there too.
+            copied = PostedMessage(direct.id, posted)
+            delete = direct.get_partial_message(posted).delete
+            await link_copy(self.history, job.job_id, job.guild_id, copied, delete)
             return f"https://discord.com/channels/@me/{direct.id}/{posted}"
 
         link = await in_direct_messages(self._client, job.user_id, post_there)

@@ -13,7 +13,6 @@ from PIL import Image
 from inference.images import load_input_image
 from inference.img2img_steps import Img2ImgSteps
 from inference.infotext import without_easel_keys
-from inference.limits import SIZE_MULTIPLE
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
 from inference.passes.jobs import ImageJob, planned_draws, resolve_seed
@@ -22,9 +21,9 @@ from inference.passes.output import base_params, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.prompts.flags import seed_read_back
-from inference.tiles import TileBlender, tile_spans
+from inference.tiles import TileBlender
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
-from inference.upscale import UpscaleOptions
+from inference.upscale import UpscaleOptions, creative_tiles
 
 # The creative upscale re-details this many tiles per pipeline call.
 CREATIVE_TILES_PER_CALL = 4
@@ -121,11 +120,7 @@ def redetail_in_tiles(
     checked: ``{a|b}`` and wildcards are not drawn again per tile); each runs img2img's
     steps (the web UI's SD upscale script runs its tiles through img2img). Returns the
     picture and the overlap (for the infotext)."""
-    native = native_size(model)
-    overlap = max(SIZE_MULTIPLE, native // 8 // SIZE_MULTIPLE * SIZE_MULTIPLE)
-    rows = tile_spans(image.height, native, overlap, SIZE_MULTIPLE)
-    columns = tile_spans(image.width, native, overlap, SIZE_MULTIPLE)
-    boxes = [(left, top, right, bottom) for top, bottom in rows for left, right in columns]
+    boxes, overlap = creative_tiles(image.width, image.height, native_size(model))
     tile_size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
     task = pipeline_task("img2img", model.inpainting_unet)
     blender = TileBlender(image.height, image.width, 3, overlap)

@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from dynamicprompts.wildcards.tree import WildcardTree
 from dynamicprompts.wildcards.values import WildcardValues
 from pyparsing import ParseBaseException
 
+from inference.file_versions import LISTING_SETTLED_NS
 from inference.prompts.errors import (
     NestingError,
     PromptError,
@@ -183,45 +185,105 @@ class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no ty
         return super().compose_node(parent, index)
 
 
-def _file_text(path: Path, errors: str = "strict") -> tuple[str, int]:
+class _Stamp(NamedTuple):
+    """A file's identity, size and times, as ``os.fstat`` gives them."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def _file_text(path: Path, errors: str = "strict") -> tuple[str, _Stamp | None]:
     """A wildcard file's text, its line ends read as Python's text mode reads them, and its
-    length in bytes: every read of one is made here."""
-    data = path.read_bytes()
-    return data.decode("utf-8", errors).replace("\r\n", "\n").replace("\r", "\n"), len(data)
+    stamp when the read is whole: the same before and after it, and the read as long as that
+    size (None: the file changed meanwhile). Every read of one is made here."""
+    with path.open("rb") as file:
+        before = os.fstat(file.fileno())
+        data = file.read(MAX_WILDCARD_FILE_BYTES + 1)
+        after = os.fstat(file.fileno())
+    stamp = _Stamp(after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns)
+    whole = (
+        stamp == (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+        and len(data) == after.st_size
+    )
+    text = data.decode("utf-8", errors).replace("\r\n", "\n").replace("\r", "\n")
+    return text, stamp if whole else None
+
+
+class _DrawnUnsettled(threading.local):
+    """Whether this thread drew from a text file's unsettled read (``_TextFile``) since it
+    last cleared this: what it builds from it is not kept (``_Manager._values_read``). Per
+    thread: another thread's look-up may settle the same file meanwhile."""
+
+    drawn = False
+
+
+_drawn_unsettled = _DrawnUnsettled()
 
 
 class _TextFile(WildcardCollection):
     """A ``.txt`` wildcard file, one value a line (``#`` comments), read at its first use by
     one thread (its own lock: a big file holds up only the look-ups that read it), as
     dynamicprompts reads one; one that cannot be read has no values (an unknown wildcard),
-    its reason kept (``problem``) and logged. ``whole``: its read had the ``size`` listed (a
-    file read while it was rewritten in place is read again in the next version)."""
+    its reason kept (``problem``) and logged.
 
-    def __init__(self, path: Path, size: int) -> None:
+    A read is kept only once it is settled: whole (``_file_text``), and the file unchanged
+    for ``LISTING_SETTLED_NS`` before it: its modification time that old, or, for one this
+    machine's clock puts in the future (clock skew, a restored backup), its stamp seen the
+    same that long on this process's own clock. An editor or ``echo > file`` truncates the
+    file, then writes, and a read in between sees it empty or half written with no later
+    change to its stat to tell. Until then the values of its last settled read, an earlier
+    version's (``settled_before``), are drawn from, and the file is read again at the next
+    look-up (``_drawn_unsettled``: nothing built on it is kept). A file never read settled,
+    new, gives its read as it is."""
+
+    def __init__(self, path: Path, settled_before: list[str] | None = None) -> None:
         self.path = path
-        self.size = size
-        self.whole = True
+        self.settled_before = settled_before
         self.problem: str | None = None
         self._values: list[str] | None = None
         self._lock = threading.Lock()
+        # The stamp the last read found, and when (``time.monotonic_ns``) it was first found.
+        self._stamp: _Stamp | None = None
+        self._stamp_seen_ns = 0
 
     def get_values(self) -> list[str]:
-        if self._values is None:
+        values = self._values
+        if values is None:
             with _held(self._lock):
-                if self._values is None:
-                    self._values = self._read()
-        return self._values
+                values = self._values
+                if values is None:
+                    values, settled = self._read()
+                    if settled:
+                        self._values = values
+                    else:
+                        _drawn_unsettled.drawn = True
+                        if self.settled_before is not None:
+                            values = self.settled_before
+        return values
 
-    def _read(self) -> list[str]:
+    def settled_values(self) -> list[str] | None:
+        """The values of this file's last settled read, this version's or an earlier one's."""
+        return self._values if self._values is not None else self.settled_before
+
+    def _read(self) -> tuple[list[str], bool]:
+        """The file's values, and whether the read is settled."""
         try:
-            text, length = _file_text(self.path, errors="ignore")
+            text, stamp = _file_text(self.path, errors="ignore")
         except OSError as error:
             self.problem = f"it cannot be read: {error.strerror or error}"
             log.warning("Wildcard file %s left out: %s", self.path, self.problem)
-            text, length = "", -1
-        # One it could not read is not read again until the listing shows it changed.
-        self.whole = length in (self.size, -1)
-        return [line.strip() for line in text.split("\n") if not is_empty_line(line)]
+            # Not read again until the listing shows it changed.
+            return [], True
+        seen_ns = time.monotonic_ns()
+        if stamp is None or stamp != self._stamp:
+            self._stamp, self._stamp_seen_ns = stamp, seen_ns
+        settled = stamp is not None and (
+            time.time_ns() - stamp.mtime_ns >= LISTING_SETTLED_NS
+            or seen_ns - self._stamp_seen_ns >= LISTING_SETTLED_NS
+        )
+        return [line.strip() for line in text.split("\n") if not is_empty_line(line)], settled
 
 
 def _structured_names(path: Path, prefix: str) -> list[tuple[str, WildcardCollection]]:
@@ -300,8 +362,11 @@ class _FileRead(NamedTuple):
     left_out: str | None = None
 
 
-def _file_read(root: Path, path: Path, version: tuple[int, int, int]) -> _FileRead:
-    """``path`` read (a file under ``root``); a file left out is logged."""
+def _file_read(
+    root: Path, path: Path, version: tuple[int, int, int], earlier: _FileRead | None
+) -> _FileRead:
+    """``path`` read (a file under ``root``; ``earlier``: its version before, a text file's
+    settled values drawn from while it is not settled again); a file left out is logged."""
     name = path.relative_to(root).with_suffix("").as_posix()
     try:
         if version[0] > MAX_WILDCARD_FILE_BYTES:
@@ -309,17 +374,14 @@ def _file_read(root: Path, path: Path, version: tuple[int, int, int]) -> _FileRe
                 f"it is {version[0]:,} bytes, over the limit of {MAX_WILDCARD_FILE_BYTES:,}"
             )
         if path.suffix == ".txt":
-            return _FileRead(version, [(name, _TextFile(path, version[0]))])
+            before = [c for _, c in earlier.named if isinstance(c, _TextFile)] if earlier else []
+            settled_before = before[0].settled_values() if before else None
+            return _FileRead(version, [(name, _TextFile(path, settled_before))])
         folder = name.rpartition("/")[0]
         return _FileRead(version, _structured_names(path, f"{folder}/" if folder else ""))
     except _LeftOut as error:
         log.warning("Wildcard file %s left out: %s", path, error)
         return _FileRead(version, [], str(error))
-
-
-def _whole(read: _FileRead) -> bool:
-    """Whether ``read`` still stands for its version: a text file read since had its size."""
-    return all(c.whole for _, c in read.named if isinstance(c, _TextFile))
 
 
 def _files_read(
@@ -333,8 +395,8 @@ def _files_read(
         read = earlier.get(path)
         reads[path] = (
             read
-            if read is not None and read.version == version and _whole(read)
-            else _file_read(root, path, version)
+            if read is not None and read.version == version
+            else _file_read(root, path, version, read)
         )
     return reads
 
@@ -418,7 +480,7 @@ class _Manager(WildcardManager):
                     self._locks.clear()
                 lock = self._locks.setdefault(files, threading.Lock())
             with _held(lock):
-                values = self._values.get(files) or self._values_read(wildcard, pattern, files)
+                values = self._values.get(files) or self._values_read(wildcard, pattern, found)
         if not values:  # the "did you mean" outside any lock: it matches every name
             names = sorted(self.get_collection_names())
             raise UnknownWildcardError(
@@ -426,19 +488,28 @@ class _Manager(WildcardManager):
             )
         return values
 
-    def _values_read(self, wildcard: str, pattern: str, files: tuple[int, ...]) -> WildcardValues:
-        """The values of ``files``, read as ``pattern`` (the name typed: ``wildcard``),
-        protected and kept (none: they are not kept)."""
+    def _values_read(
+        self, wildcard: str, pattern: str, found: list[WildcardCollection]
+    ) -> WildcardValues:
+        """The values of the collections ``found``, read as ``pattern`` (the name typed:
+        ``wildcard``), protected and kept (none, or drawn from a text file not settled:
+        ``_TextFile``, they are not kept, and read again at the next look-up)."""
+        _drawn_unsettled.drawn = False
         values = super().get_values(pattern)
+        provisional = _drawn_unsettled.drawn
+        if provisional:
+            self._values_cache.pop(pattern, None)  # dynamicprompts' own keeping of them
         if not values:
             return values
         protected = WildcardValues.from_items(
             WildcardItem(self._protect(str(item), wildcard), getattr(item, "weight", 1.0))
             for item in values.items
         )
+        if provisional:
+            return protected
         if len(self._values) >= _KEPT_NAMES:  # as dynamicprompts bounds its own cache
             self._values.clear()
-        self._values[files] = protected
+        self._values[tuple(map(id, found))] = protected
         return protected
 
     def _read_as(self, wildcard: str) -> tuple[str, list[WildcardCollection]]:

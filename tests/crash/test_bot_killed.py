@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.nats_server import NatsServer, python_process, read_until
+from tests.distributed.nats_server import (
+    PROCESS_WAIT_S,
+    NatsServer,
+    python_process,
+    read_until,
+)
 
 JOBS = 6
 
@@ -39,18 +44,20 @@ async def test_a_killed_bot_finishes_every_job_once_after_a_restart(
         worker = await python_process(
             "-m", "tests.distributed.worker_main", server.url, "--seconds", "0.25"
         )
-        await read_until(worker, "serving", 15)
+        await read_until(worker, "serving", PROCESS_WAIT_S)
         bot_args += ["--queue-url", server.url]
     try:
         bot = await python_process(*bot_args, "--submit", str(JOBS))
-        submitted = [(await read_until(bot, "submitted", 15)).split()[1] for _ in range(JOBS)]
-        await read_until(bot, "posted", 15)
+        submitted = [
+            (await read_until(bot, "submitted", PROCESS_WAIT_S)).split()[1] for _ in range(JOBS)
+        ]
+        await read_until(bot, "posted", PROCESS_WAIT_S)
         bot.kill()
         await bot.wait()
         assert undelivered(db) > 0  # the kill left work behind
 
         restarted = await python_process(*bot_args)
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(PROCESS_WAIT_S):
             assert await restarted.wait() == 0
 
         lines = posted.read_text().splitlines()

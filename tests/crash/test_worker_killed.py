@@ -11,7 +11,12 @@ from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.queue import JobQueue, Submission
 from db import jobs as journal
 from inference.types import RenderRequest
-from tests.distributed.nats_server import NatsServer, python_process, read_until
+from tests.distributed.nats_server import (
+    PROCESS_WAIT_S,
+    NatsServer,
+    python_process,
+    read_until,
+)
 from tests.support.sinks import RecordingSink
 
 
@@ -32,7 +37,7 @@ async def test_a_job_finishes_on_another_worker_when_its_worker_is_killed(
     ]
     try:
         for worker in workers:
-            await read_until(worker, "serving", 15)
+            await read_until(worker, "serving", PROCESS_WAIT_S)
         client = await BrokerClient.open(BrokerConfig(nats_server.url, ack_wait_s=1.0))
         queue = JobQueue(conn, client.slots(), tmp_path / "images")
         sink = RecordingSink()
@@ -42,7 +47,9 @@ async def test_a_job_finishes_on_another_worker_when_its_worker_is_killed(
             Submission("imagine", RenderRequest("a cat", seed=3, steps=10), user_id=7)
         )
         readers = {
-            asyncio.create_task(read_until(worker, f"job {job_id}: started", 10)): worker
+            asyncio.create_task(
+                read_until(worker, f"job {job_id}: started", PROCESS_WAIT_S)
+            ): worker
             for worker in workers
         }
         done, pending = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
@@ -55,7 +62,7 @@ async def test_a_job_finishes_on_another_worker_when_its_worker_is_killed(
         first.kill()  # mid-render: it renders for 1 s
         survivor = next(worker for worker in workers if worker is not first)
 
-        line = await read_until(survivor, f"job {job_id}: started", 10)
+        line = await read_until(survivor, f"job {job_id}: started", PROCESS_WAIT_S)
         assert "(delivery 2)" in line
         async with asyncio.timeout(10):
             await sink.arrived.wait()

@@ -12,13 +12,18 @@ from bot.jobs.broker.client import BrokerClient, BrokerConfig
 from bot.jobs.queue import JobQueue, Submission
 from db import jobs as journal
 from inference.types import RenderRequest
-from tests.distributed.nats_server import NatsServer, python_process, read_until
+from tests.distributed.nats_server import (
+    PROCESS_WAIT_S,
+    NatsServer,
+    python_process,
+    read_until,
+)
 from tests.support.sinks import RecordingSink
 
 
 async def worker(url: str, *arguments: str) -> asyncio.subprocess.Process:
     process = await python_process("-m", "tests.distributed.worker_main", url, *arguments)
-    await read_until(process, "serving", 15)
+    await read_until(process, "serving", PROCESS_WAIT_S)
     return process
 
 
@@ -40,9 +45,9 @@ async def test_jobs_rendered_but_not_yet_published_survive_their_worker(
             )
             for seed in (1, 2)
         ]
-        rendered_first = await read_until(doomed, "started", 10)
+        rendered_first = await read_until(doomed, "started", PROCESS_WAIT_S)
         second = next(job_id for job_id in job_ids if job_id not in rendered_first)
-        await read_until(doomed, f"job {second}: started", 10)
+        await read_until(doomed, f"job {second}: started", PROCESS_WAIT_S)
         doomed.kill()  # the first job rendered, unpublished; the second mid-render
 
         survivor = await worker(nats_server.url)

@@ -14,10 +14,21 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["REPO_ROOT", "NatsServer", "nats_server", "python_process", "read_until"]
+__all__ = [
+    "PROCESS_WAIT_S",
+    "REPO_ROOT",
+    "NatsServer",
+    "nats_server",
+    "python_process",
+    "read_until",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 10.0
+# How long a test waits on a Python subprocess it started (a line of its output, its exit): it
+# bounds a hang only. Its imports alone took 11 s on a third of a loaded core; two may start at
+# once.
+PROCESS_WAIT_S = 60.0
 
 
 def _server_binary() -> str:

@@ -26,7 +26,7 @@ from bot.jobs.broker.wire import (
 )
 from inference.types import RenderCancelled, RenderedImage, RenderRequest, StepProgress
 from tests.distributed.transports import NatsTransport
-from tests.support.engines import InstantEngine
+from tests.support.engines import HeldEngine, InstantEngine
 
 
 def request(model: str | None, seed: int = 1) -> RenderRequest:
@@ -50,15 +50,29 @@ async def render_started(
 
 async def test_a_worker_takes_jobs_for_its_loaded_model_first(nats: NatsTransport) -> None:
     client = await nats.client(slots=3)
-    engine = InstantEngine(seconds=0.4)
-    nats.start_worker(engine)
-    first = await render_started(client, "job-a1", request("alpha"))
-    # While "alpha" renders, an "aardvark" job is published before a second "alpha" job
-    # (and its consumer sorts first by name, so only the preference can put "alpha" first).
-    other_model = asyncio.create_task(client.render("job-b1", request("aardvark"), None, None))
-    await asyncio.sleep(0.1)
-    same_model = asyncio.create_task(client.render("job-a2", request("alpha", 2), None, None))
-    await asyncio.gather(first, other_model, same_model)
+    observer = await nats_client.connect(nats.server.url)
+    js = observer.jetstream()
+
+    async def jobs_waiting() -> int:
+        return int((await js.stream_info(JOBS_STREAM)).state.messages)
+
+    with HeldEngine() as engine:
+        # A pull that gives up on the loaded model's consumer after its production wait (about
+        # 75 ms) takes the other model's job: on a loaded machine the answer can come later.
+        nats.start_worker(engine, fetch_timeout_s=2.0)
+        first = asyncio.create_task(client.render("job-a1", request("alpha"), None, None))
+        assert await asyncio.to_thread(engine.started.wait, 30)
+        # While "alpha" renders (held: a loaded machine's publishes may take longer than any
+        # render), an "aardvark" job is published before a second "alpha" job (and its consumer
+        # sorts first by name, so only the preference can put "alpha" first).
+        other_model = asyncio.create_task(client.render("job-b1", request("aardvark"), None, None))
+        await stream_state_reached(jobs_waiting, 2, timeout_s=30)
+        same_model = asyncio.create_task(client.render("job-a2", request("alpha", 2), None, None))
+        await stream_state_reached(jobs_waiting, 3, timeout_s=30)
+        engine.released.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(first, other_model, same_model)
+    await observer.close()
     assert [job.model for job in engine.rendered] == ["alpha", "alpha", "aardvark"]
 
 
@@ -216,15 +230,18 @@ async def test_a_cancel_whose_message_is_lost_still_stops_the_render(
     observer = await nats_client.connect(nats.server.url)
     js = observer.jetstream()
     stored = await js.get_last_msg(JOBS_STREAM, job_subject(None))
-    await js.delete_msg(JOBS_STREAM, stored.seq)
     cancelled = ResultMessage("job-quiet-cancel", Outcome.CANCELLED, "easel-bot", 0).encode()
     secret = client.job_secret("job-quiet-cancel")
+    # The result stored before the message goes (the bot's own cancel deletes first, but its
+    # render stops waiting then): a recheck of this render between the two would find the
+    # message gone with no result, and fail the job instead (on a loaded machine, it did).
     await js.publish(
         result_subject("job-quiet-cancel"), cancelled, headers={TAG_HEADER: tag(secret, cancelled)}
     )
+    await js.delete_msg(JOBS_STREAM, stored.seq)
     with pytest.raises(RenderCancelled):
         await job
-    async with asyncio.timeout(4):  # the step under way, then the check
+    async with asyncio.timeout(30):  # the step under way, then the check (bounds a hang)
         while "job-quiet-cancel: a result is stored already" not in caplog.text:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     last = await js.get_last_msg(RESULTS_STREAM, result_subject("job-quiet-cancel"))

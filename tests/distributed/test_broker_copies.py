@@ -126,8 +126,10 @@ async def run_jobs(
 
 
 def with_large_input(tmp_path: Path, user_id: int) -> Submission:
+    uploads = tmp_path / "inputs"  # where the bot keeps uploads: the data folder's inputs/
+    uploads.mkdir(exist_ok=True)
     request = RenderRequest(
-        "a cat", seed=1, mode="img2img", init_image=noise_png(tmp_path / f"in-{user_id}.png")
+        "a cat", seed=1, mode="img2img", init_image=noise_png(uploads / f"in-{user_id}.png")
     )
     return Submission(kind="vary", request=request, user_id=user_id, guild_id=GUILD)
 

@@ -1,9 +1,9 @@
 """Bot and workers of different versions (a rolling upgrade): a worker older than the bot
-refuses a job it cannot render as asked (a newer message version, or request fields it does not
-know) rather than render another picture; the bot fails and refunds it, tells the member it is a
-version mismatch on Easel's side and the operator to upgrade the workers. An older bot's job
-(no version in it) and a job of this version render. A worker from before tags (its result
-untagged) fails its job, refunded. A real nats-server and the real queue."""
+refuses a job it cannot render as asked (a newer message version, or request fields or options
+it does not know) rather than render another picture; the bot fails and refunds it, tells the
+member it is a version mismatch on Easel's side and the operator to upgrade the workers. An
+older bot's job (no version in it) and a job of this version render. A worker from before tags
+(its result untagged) fails its job, refunded. A real nats-server and the real queue."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def _sent_as(change: str, message: JobMessage) -> bytes:
         request = json.loads(body["request"])
         request["guidance_rescale"] = 0.7
         body["request"] = json.dumps(request)
+    elif change == "unknown option":  # a newer bot's option, its version left unbumped
+        request = json.loads(body["request"])
+        request["options"]["guidance_rescale"] = 0.7
+        body["request"] = json.dumps(request)
     elif change == "no version":  # a bot from before versions
         del body["wire"]
     return json.dumps(body).encode()
@@ -61,7 +65,7 @@ async def _one_job(
     return job_id, sink
 
 
-@pytest.mark.parametrize("newer", ["version", "unknown field"])
+@pytest.mark.parametrize("newer", ["version", "unknown field", "unknown option"])
 async def test_a_worker_older_than_the_bot_refuses_the_job_and_the_member_is_refunded(
     conn: aiosqlite.Connection,
     tmp_path: Path,
@@ -89,7 +93,11 @@ async def test_a_worker_older_than_the_bot_refuses_the_job_and_the_member_is_ref
     usage = await ledger.usage(conn, MEMBER, SERVER, period_start(Period.DAY, time.time()))
     assert usage.images == 0
     told = [record.getMessage() for record in error_logs.records]
-    expected = "version" if newer == "version" else "fields this worker does not know"
+    expected = {
+        "version": "version",
+        "unknown field": "fields this worker does not know (guidance_rescale)",
+        "unknown option": "fields this worker does not know (options.guidance_rescale)",
+    }[newer]
     assert any(expected in line and "upgrade workers with the bot" in line for line in told)
 
 

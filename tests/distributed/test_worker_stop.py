@@ -2,13 +2,15 @@
 and goes back to the broker (for another worker, not cancelled); a device stuck inside a step
 is left to it, its job handed back at once, and the process ends with
 ``STUCK_DEVICE_EXIT_STATUS``; a second signal ends it at once; a stop during the warm start's
-model load stops the warm-up and ends with status 0. A real nats-server."""
+model load stops the warm-up and ends with status 0, one during the engine's build at the start
+ends it at once. A real nats-server."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,15 +23,18 @@ from bot.jobs.broker.worker import WorkerConfig, serve
 from bot.jobs.queue import Submission
 from bot.process_end import STUCK_DEVICE_EXIT_STATUS
 from inference.types import RenderRequest
-from tests.distributed.nats_server import NatsServer, python_process, read_until
+from tests.distributed.nats_server import PROCESS_WAIT_S, NatsServer, python_process, read_until
 from tests.distributed.transports import NatsTransport
-from tests.support.engines import HeldEngine, InstantEngine, StuckEngine
+from tests.support.engines import STUCK_AT_MOST_S, HeldEngine, InstantEngine, StuckEngine
 from tests.support.exits import Exited, exit_process
 from tests.support.sinks import started_queue
 
 BUDGET_S = 3.0
 RENDER_AT_STOP_S = 0.5
 MARGIN_S = 3.0
+# A process's answer to a signal on a loaded machine, under the worker's 15 s render-at-stop
+# budget: a second signal that waited out the stop would take 15 s or more.
+SIGNAL_HEARD_S = 10.0
 # Long past the test: a job the stopped worker did not hand back is not redelivered in it.
 ACK_WAIT_S = 120.0
 # The stop's budget of ``easel worker`` as a process (``tests.e2e.stuck_device_main``) whose
@@ -106,6 +111,65 @@ async def test_a_device_stuck_in_a_step_ends_the_worker_within_its_stop_and_hand
         assert f"gpu-0 in job {job_id}" in said
 
 
+class SlowBuild:
+    """An engine factory whose build (torch imported, the models scanned) lasts until
+    ``released``: ``building`` says it began, ``built`` that it returned."""
+
+    def __init__(self) -> None:
+        self.building = threading.Event()
+        self.released = threading.Event()
+        self.built = threading.Event()
+
+    def __call__(self, _device: str) -> InstantEngine:
+        self.building.set()
+        self.released.wait(STUCK_AT_MOST_S)
+        self.built.set()
+        return InstantEngine()
+
+
+async def test_a_stop_during_the_engines_build_ends_the_worker_without_waiting_for_it(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    nats: NatsTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stop at the start, while the device thread builds its engine for the probe (seconds
+    of imports and scans on a real one), is not held for the build, however long the stop's
+    budget: the worker ends at 0, the build left to its thread, and takes no job (the one
+    queued goes to another worker at once, not after its ack wait)."""
+    monkeypatch.setattr(worker, "STOP_BUDGET_S", STUCK_AT_MOST_S)  # not what ends it
+    monkeypatch.setattr(worker, "RENDER_AT_STOP_S", STUCK_AT_MOST_S)
+    client = await nats.client(slots=1, ack_wait_s=ACK_WAIT_S)
+    queue, sink = await started_queue(conn, client.slots(), tmp_path)
+    job_id = await queue.submit(submission())
+    build = SlowBuild()
+    stop = asyncio.Event()
+    config = WorkerConfig(nats.server.url, ("gpu-0",), idle_poll_s=0.1)
+    serving = asyncio.create_task(serve(config, build, stop, exit_process=exit_process))
+    try:
+        assert await asyncio.to_thread(build.building.wait, START_TIMEOUT_S)
+        with caplog.at_level(logging.INFO, logger="bot.process_end"):
+            stop.set()
+            async with asyncio.timeout(START_TIMEOUT_S / 6):  # the build never ends meanwhile
+                with pytest.raises(Exited) as exited:
+                    await asyncio.shield(serving)
+        assert exited.value.status == 0
+        assert not build.built.is_set()
+        assert "stopped while gpu-0 was still loading its engine: not waited for" in " ".join(
+            caplog.messages
+        )
+        nats.start_worker(InstantEngine())
+        async with asyncio.timeout(ACK_WAIT_S / 4):  # never taken: not left to its ack wait
+            await sink.wait_for(1)
+        assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, True)]
+    finally:
+        build.released.set()
+        assert await asyncio.to_thread(build.built.wait, STUCK_AT_MOST_S)
+        await asyncio.wait([serving])
+        await queue.stop()
+
+
 async def test_a_second_stop_signal_ends_the_worker_at_once(
     conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport
 ) -> None:
@@ -115,15 +179,15 @@ async def test_a_second_stop_signal_ends_the_worker_at_once(
         "-m", "tests.distributed.worker_main", nats.server.url, "--seconds", "120"
     )
     try:
-        await read_until(busy, "serving", 15)
+        await read_until(busy, "serving", PROCESS_WAIT_S)
         job_id = await queue.submit(submission())
-        await read_until(busy, f"job {job_id}: started", 15)  # for 120 s
+        await read_until(busy, f"job {job_id}: started", PROCESS_WAIT_S)  # for 120 s
         busy.send_signal(signal.SIGTERM)
         # Heard first (two signals sent at once may be handled in either order).
-        await read_until(busy, "stopping:", MARGIN_S)
+        await read_until(busy, "stopping:", SIGNAL_HEARD_S)
         busy.send_signal(signal.SIGINT)  # whoever sent it will not wait out the stop
-        await read_until(busy, "SIGINT again while stopping", MARGIN_S)
-        async with asyncio.timeout(MARGIN_S):
+        await read_until(busy, "SIGINT again while stopping", SIGNAL_HEARD_S)
+        async with asyncio.timeout(SIGNAL_HEARD_S):
             assert await busy.wait() == -signal.SIGINT
     finally:
         if busy.returncode is None:

@@ -61,8 +61,15 @@ class NatsTransport:
         self._clients.append(client)
         return client
 
-    def start_worker(self, engine: InstantEngine, devices: tuple[str, ...] = ("gpu-0",)) -> None:
-        config = WorkerConfig(self.server.url, devices, idle_poll_s=0.1)
+    def start_worker(
+        self,
+        engine: InstantEngine,
+        devices: tuple[str, ...] = ("gpu-0",),
+        fetch_timeout_s: float = WorkerConfig.fetch_timeout_s,
+    ) -> None:
+        config = WorkerConfig(
+            self.server.url, devices, idle_poll_s=0.1, fetch_timeout_s=fetch_timeout_s
+        )
         self._workers.append(asyncio.create_task(serve(config, lambda _: engine, self._stop)))
 
     async def slots(self, engine: InstantEngine) -> Sequence[RenderSlot]:

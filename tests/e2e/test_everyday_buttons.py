@@ -148,8 +148,13 @@ async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
 
         await fake_discord.click(first, label="Delete", user=MODERATOR)
         await until_deleted(first)
-        # A moderator's deletion withdraws the job: its pictures are not shown again.
-        removed = await bot.services.history.job(job_id_of(first))
+        # A moderator's deletion withdraws the job: its pictures are not shown again. Once
+        # Easel hears of it (the click's answer or the deletion's event), after the delete.
+        for _ in range(600):  # 30 s: a loaded machine
+            removed = await bot.services.history.job(job_id_of(first))
+            if removed is not None and removed.withdrawn:
+                break
+            await asyncio.sleep(0.05)
         assert removed is not None and removed.withdrawn
         second = await imagine(fake_discord, "a windmill", count=2)
 

@@ -148,7 +148,7 @@ async def test_a_forget_me_that_fails_is_finished_within_seconds_and_told_once(
 
         async def report_after_a_sweep(*args: Any, **kwargs: Any) -> None:
             swept.clear()
-            cog._erasure_failed.set()  # as another member's failure would
+            cog._sweep_now.set()  # as another member's failure would
             await asyncio.wait_for(swept.wait(), DELETES_WAIT_S)
             await report(*args, **kwargs)
             answers.append("failed")

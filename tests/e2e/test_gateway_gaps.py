@@ -1,8 +1,9 @@
 """A gap in the gateway that Discord does not resume (INVALID_SESSION, then a new IDENTIFY and
 READY): none of the gap's events is sent again. A member banned in it has their unfinished
 jobs cancelled once Easel asks Discord about them, as at start-up; a result a moderator
-deleted in it is found deleted before /show or U1-U4 posts it again, and its job withdrawn.
-Over the fake Discord."""
+deleted in it is found deleted before /show or U1-U4 posts it again, and its job withdrawn (its
+other posts deleted; the result, found gone, never asked to be deleted). Over the fake
+Discord."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from tests.support.engines import HeldEngine
 
 BANNED_IN_THE_GAP = 6801
 POST_LOOKUP = ("GET", "/channels/{channel}/messages/{message}")
+POST_DELETE = ("DELETE", "/channels/{channel}/messages/{message}")
 
 
 async def new_session(fake: FakeDiscord) -> None:
@@ -94,6 +96,21 @@ async def made_and_shown(fake: FakeDiscord, count: int) -> tuple[StoredMessage, 
 def posts_asked(fake: FakeDiscord) -> list[int]:
     """The messages Easel asked Discord about one by one, in order."""
     return [int(call.path.rsplit("/", 1)[1]) for call in fake.calls_to(*POST_LOOKUP)]
+
+
+def deletes_asked(fake: FakeDiscord) -> list[int]:
+    """The messages Easel asked Discord to delete in a server's channels, in order."""
+    return [int(call.path.rsplit("/", 1)[1]) for call in fake.calls_to(*POST_DELETE)]
+
+
+async def until_deleted(*posts: StoredMessage) -> None:
+    """Until Easel deleted ``posts`` (polled: a withdrawal's sweep deletes them in the
+    background; the limit bounds a hang, never a speed)."""
+    for _ in range(int(RENDER_TIMEOUT_S / 0.05)):
+        if all(post.deleted for post in posts):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"after {RENDER_TIMEOUT_S} s, not deleted: {[p.id for p in posts]}")
 
 
 @pytest.fixture
@@ -216,6 +233,76 @@ async def test_after_easel_joins_a_server_each_earlier_post_is_asked_about_once(
     assert sorted(posts_asked(fake)) == sorted([result.id, shown_again.id])
 
 
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_a_result_deleted_while_easel_was_out_of_a_private_thread_is_found_there(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """Removed from a private thread (without Manage Threads), Easel hears none of its
+    deletions; added back (THREAD_MEMBERS_UPDATE: discord.py's "thread_join"), /show there
+    asks about the job's post and finds it deleted. That gap is the thread's alone: /show of
+    a job in the channel, made before it, asks nothing."""
+    fake = fake_discord
+    secret = fake.add_thread("secret", private=True, members=[fake.bot_user_id])
+    async with start_easel():
+        outside, _ = await made_and_shown(fake, count=1)
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "rule-breaking art", **QUICK}, channel=secret
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        fake.set_thread_member(secret, fake.bot_user_id, member=False)
+        await fake.delete_messages(result)  # Easel cannot view the thread: not announced
+        fake.set_thread_member(secret, fake.bot_user_id)
+        again = await fake.invoke_command("show", {"job_id": job_id_of(result)}, channel=secret)
+        assert (await again.wait_for_answer(RENDER_TIMEOUT_S)).content == WITHDRAWN_PICTURE
+        shown = await fake.invoke_command("show", {"job_id": job_id_of(outside)})
+        await shown.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+    assert posts_asked(fake) == [result.id]
+    read = f"unknown-resource: message {result.id} is not in channel {secret}"
+    assert fake.take_violations() == [read]
+
+
+@pytest.mark.usefixtures("ids_on_easels_clock")
+async def test_a_result_deleted_while_its_server_was_unavailable_is_found_once_it_is_back(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings
+) -> None:
+    """A Discord outage takes a server down (GUILD_DELETE unavailable) and back (GUILD_CREATE:
+    discord.py's "guild_available"): its deletions meanwhile were never announced. The next
+    /show there asks about the job's posts, once; a job in another server is asked nothing."""
+    fake = fake_discord
+    other = fake.add_guild("Other server")
+    fake.add_member(fake.user_id, "tester", roles=(other.member_role_id,), guild=other.guild_id)
+    everywhere = easel_settings_for_test.model_copy(update={"dev_guild_id": None})
+    async with running_bot(fake, build(everywhere)):
+        kept, kept_shown = await made_and_shown(fake, count=1)
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "rule-breaking art", **QUICK}, channel=other.channel_id
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        shown = await fake.invoke_command(
+            "show", {"job_id": job_id_of(result)}, channel=other.channel_id
+        )
+        shown_again = await shown.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        await fake.guild_outage(guild=other.guild_id)  # nothing deleted in it
+        again = await fake.invoke_command(
+            "show", {"job_id": job_id_of(result)}, channel=other.channel_id
+        )
+        await again.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert sorted(posts_asked(fake)) == sorted([result.id, shown_again.id])
+        shown_again.deleted = True  # in the outage: its MESSAGE_DELETE is never sent
+        await fake.guild_outage(guild=other.guild_id)
+        for _ in range(2):
+            here = await fake.invoke_command("show", {"job_id": job_id_of(kept)})
+            await here.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        refused = await fake.invoke_command(
+            "show", {"job_id": job_id_of(result)}, channel=other.channel_id
+        )
+        assert (await refused.wait_for_answer(RENDER_TIMEOUT_S)).content == WITHDRAWN_PICTURE
+    assert kept_shown.id not in posts_asked(fake)
+    assert len(posts_asked(fake)) == 2 + 3  # the job's three posts there, after the second
+    read = f"unknown-resource: message {shown_again.id} is not in channel {other.channel_id}"
+    assert fake.take_violations() == [read]
+
+
 async def test_a_result_deleted_in_a_gap_not_resumed_is_not_posted_again(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
@@ -241,8 +328,11 @@ async def test_a_result_deleted_in_a_gap_not_resumed_is_not_posted_again(
         assert job is not None and job.withdrawn  # as the deletion heard withdraws it
         again = await fake.invoke_command("show", {"job_id": job_id})
         assert (await again.wait_for_answer(RENDER_TIMEOUT_S)).content == WITHDRAWN_PICTURE
-    posts = [m for m in fake.messages.values() if has_picture(m) and not m.deleted]
-    assert [m.id for m in posts] == [shown_again.id, picked.id]
+        # The withdrawal takes its other posts down (the sweep, in the background).
+        await until_deleted(shown_again, picked)
+    assert [m for m in fake.messages.values() if has_picture(m) and not m.deleted] == []
+    # Found deleted, the result is never asked to be deleted.
+    assert deletes_asked(fake) == [shown_again.id, picked.id]
     # Found by the second U1: the job withdrawn, /show is refused before it asks.
     read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
     assert fake.take_violations() == [read]
@@ -318,9 +408,9 @@ async def test_v2_of_a_result_deleted_in_a_gap_makes_no_new_job(
         assert job is not None and job.withdrawn
         jobs = await bot.services.history.page(fake.user_id, 0, guild_id=fake.guild_id)
         assert jobs.total == 1  # the deleted result's alone: V2 made no job
-    assert [m.id for m in fake.messages.values() if has_picture(m) and not m.deleted] == [
-        shown_again.id
-    ]
+        await until_deleted(shown_again)  # with the withdrawn job's other posts
+    assert [m.id for m in fake.messages.values() if has_picture(m) and not m.deleted] == []
+    assert deletes_asked(fake) == [shown_again.id]
     read = f"unknown-resource: message {result.id} is not in channel {fake.channel_id}"
     assert fake.take_violations() == [read]
 

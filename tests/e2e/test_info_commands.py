@@ -149,5 +149,9 @@ async def test_internal_error_gives_a_reference_and_logs_the_traceback(
     match = re.search(r"reference `([0-9a-f]{8})`", reply.content)
     assert match is not None, reply.content
     [record] = error_logs.records
-    assert match.group(1) in record.getMessage()
+    # Which server and channel asked, by id, for the admin who brings the reference.
+    assert record.getMessage() == (
+        f"internal error {match.group(1)} in /explain for user {fake_discord.user_id} "
+        f"in server {fake_discord.guild_id} channel {fake_discord.channel_id}"
+    )
     assert record.exc_info is not None and "tokenizer exploded" in str(record.exc_info[1])

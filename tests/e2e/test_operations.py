@@ -10,14 +10,26 @@ import re
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from bot.logging_setup import install_logging
 from bot.settings import Settings
+from tests.conftest import ErrorLogs
 from tests.e2e.conftest import StartEasel
-from tests.e2e.helpers import QUICK, imagine, job_id_of, limit_daily_images, reply_to
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    imagine,
+    job_id_of,
+    limit_daily_images,
+    reply_to,
+)
 from tests.fake_discord import FakeDiscord
+from tests.support.engines import HeldEngine
 from tests.support.metrics import fetch, moved, scrape, value
 
 PUBLIC = 5151
@@ -25,6 +37,33 @@ PRIVATE_PROMPT = "a violet lighthouse nobody else may read"
 # Interaction tokens ride in the paths of webhook and interaction callback calls.
 URL_TOKEN = re.compile(r"/(?:webhooks|interactions)/\d+/([^/]+)")
 WEBHOOK_EDIT = ("PATCH", "/webhooks/{app}/{token}/messages/{message}")
+
+
+@contextmanager
+def json_log(settings: Settings) -> Iterator[io.StringIO]:
+    """The JSON log lines written meanwhile, as the bot writes them (``install_logging``)."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = install_logging("json", settings.log_secrets, stream=stream)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def logged(stream: io.StringIO, text: str) -> None:
+    """Wait (generously: a loaded machine) for a log line holding ``text``."""
+    for _ in range(1200):
+        if text in stream.getvalue():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no log line holds {text!r}:\n{stream.getvalue()}")
 
 
 @pytest.fixture
@@ -74,11 +113,7 @@ async def test_the_json_log_has_a_line_per_state_change_and_no_private_prompt_or
     fake_discord: FakeDiscord, start_easel: StartEasel, easel_settings_for_test: Settings
 ) -> None:
     fake_discord.add_member(PUBLIC, "public", roles=(fake_discord.member_role_id,))
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    handler = install_logging("json", easel_settings_for_test.log_secrets, stream=stream)
-    try:
+    with json_log(easel_settings_for_test) as stream:
         async with start_easel():
             await reply_to(fake_discord, "settings", {"private_results": True})
             private_job = job_id_of(await imagine(fake_discord, PRIVATE_PROMPT))
@@ -98,13 +133,10 @@ async def test_the_json_log_has_a_line_per_state_change_and_no_private_prompt_or
             assert "stops at the next step: you pay only for the GPU time" in stopping.content
             stopped = await public.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
             public_job = job_id_of(stopped)
-            await asyncio.sleep(0.2)  # the delivery is recorded just after the post
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+            await logged(stream, f"job {public_job} delivered")
 
     log = stream.getvalue()
-    lines = [json.loads(line) for line in log.splitlines()]  # each line one JSON object
+    lines = lines_of(stream)  # each line one JSON object
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     for secret in ("violet lighthouse", fake_discord.token):
         assert secret not in log
@@ -112,7 +144,9 @@ async def test_the_json_log_has_a_line_per_state_change_and_no_private_prompt_or
     assert tokens and not any(token in log for token in tokens)
 
     def events_of(job_id: str) -> Counter[str]:
-        return Counter(line["event"] for line in lines if line.get("job_id") == job_id)
+        return Counter(
+            line["event"] for line in lines if line.get("job_id") == job_id and "event" in line
+        )
 
     assert events_of(private_job) == {"queued": 1, "started": 1, "done": 1, "delivered": 1}
     stopped_events = {"queued": 1, "started": 1, "cancelled": 1, "charged": 1, "delivered": 1}
@@ -127,3 +161,71 @@ async def test_the_json_log_has_a_line_per_state_change_and_no_private_prompt_or
     }
     [queued] = [x for x in lines if x.get("job_id") == private_job and x["event"] == "queued"]
     assert queued["kind"] == "imagine" and queued["private"] is True
+    # The private picture went to its maker alone, the private cancel was told to them, the
+    # public job's end was posted in its channel.
+    assert [line["posted"] for line in lines if line.get("event") == "delivered"] == [
+        "private",
+        "notice",
+        "channel",
+    ]
+
+
+async def test_a_job_traced_by_its_id_shows_why_it_failed_or_was_not_posted(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    error_logs: ErrorLogs,
+) -> None:
+    """docs/deployment.md's trace, ``jq 'select(.job_id == "…")'``, shows a job's cause too
+    (audit AUD15 finding 3): the traceback of a job that failed inside Easel, the line saying
+    a result was not posted; its ``failed`` line has the reason, its ``delivered`` line where
+    the outcome went. Those lines named the job in their text only, so the trace read
+    "failed … delivered", or "cancelled … delivered" for a picture nobody got."""
+    error_logs.expect(r"failed on cpu: internal error \(RuntimeError\)")
+    engine = HeldEngine(fail_on="boom")
+    with json_log(easel_settings_for_test) as stream:
+        async with start_easel(lambda _device: engine):
+            with engine:  # released at the end, whatever happens: the bot stops
+                failing = await fake_discord.invoke_command(
+                    "imagine", {"prompt": "a boom", **QUICK}
+                )
+                engine.released.set()
+                told = await failing.wait_for_original(
+                    lambda m: "reference" in m.content, timeout=RENDER_TIMEOUT_S
+                )
+                failed_job = re.findall(r"[0-9a-f]{16}", told.content)[-1]
+                await logged(stream, f"job {failed_job} delivered")
+
+                engine.released.clear()
+                unposted = await fake_discord.invoke_command("imagine", {"prompt": "owl", **QUICK})
+                progress = await unposted.wait_for_original(
+                    lambda m: "Rendering" in m.content, timeout=RENDER_TIMEOUT_S
+                )
+                [*_, unposted_job] = [
+                    x["job_id"] for x in lines_of(stream) if x.get("event") == "queued"
+                ]
+                await fake_discord.delete_messages(progress)
+                await logged(stream, f"job {unposted_job} withdrawn")
+                engine.released.set()
+                await logged(stream, f"job {unposted_job} delivered")
+    # Easel's edits of the deleted response, each telling it so.
+    assert {v.split(":", 1)[0] for v in fake_discord.take_violations()} <= {"unknown-resource"}
+    lines = lines_of(stream)
+
+    def trace(job_id: str) -> list[dict[str, Any]]:  # jq 'select(.job_id == "…")'
+        return [line for line in lines if line.get("job_id") == job_id]
+
+    failed = trace(failed_job)
+    [traceback] = [line for line in failed if "exception" in line]
+    assert "internal error (RuntimeError)" in traceback["message"]
+    [failed_line] = [line for line in failed if line.get("event") == "failed"]
+    assert failed_line["reason"] == "internal"
+    [delivered] = [line for line in failed if line.get("event") == "delivered"]
+    assert delivered["posted"] == "channel"  # its end, told in its channel
+
+    withdrawn = trace(unposted_job)
+    assert any("not posted" in line["message"] for line in withdrawn), withdrawn
+    assert any("withdrawn" in line["message"] for line in withdrawn), withdrawn
+    # Every line that names either job in its text is found by its id.
+    for job_id in (failed_job, unposted_job):
+        assert [line for line in lines if job_id in line["message"]] == trace(job_id)

@@ -37,7 +37,7 @@ from tests.e2e.browser import (
     assert_strict_csp,
     watch_csp,
 )
-from tests.e2e.conftest import easel_settings
+from tests.e2e.conftest import StartEasel, easel_settings
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -624,6 +624,23 @@ async def test_without_clipseg_vary_region_names_the_rule_and_never_a_server_pat
         assert ("age-gated by nobody" in answer.content) is web
         assert any(clipseg_path in r.getMessage() for r in caplog.records)
         caplog.clear()
+
+
+async def test_without_clipseg_five_clicks_log_one_warning(
+    fake_discord: FakeDiscord, start_easel: StartEasel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No CLIPSeg is the operator's choice, told once (audit AUD15 finding 7): a warning at
+    each member's click of Vary (Region) was a stream burying other warnings. Each member is
+    still told why."""
+    async with start_easel():
+        made = await fake_discord.invoke_command("imagine", {"prompt": "a night scene", **QUICK})
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        with caplog.at_level(logging.WARNING, logger="cogs.region"):
+            for _ in range(5):
+                answer = await region_offer(fake_discord, result, fake_discord.user_id)
+                assert "not installed on this bot; ask an admin" in answer.content
+    warned = [r for r in caplog.records if r.name == "cogs.region"]
+    assert [r.getMessage().split(":")[0] for r in warned] == ["Vary (Region) in words was refused"]
 
 
 async def test_vary_region_of_a_job_from_a_thread_archived_since_offers_the_page(

@@ -17,7 +17,9 @@ from .rules import walk_components
 
 T = TypeVar("T")
 
-DEFAULT_WAIT_S = 5.0
+# Bounds a hang, never a speed: a 2-core machine under a full parallel run has taken over 5 s
+# to answer a heavy /explain (CI, load 13).
+DEFAULT_WAIT_S = 20.0
 
 
 class ChangeFeed:

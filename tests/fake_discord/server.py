@@ -264,9 +264,10 @@ class FakeDiscord:
 
     def set_thread_member(self, thread_id: int, user_id: int, *, member: bool = True) -> None:
         """Adds ``user_id`` to the thread (or removes them, ``member=False``); sent as
-        THREAD_MEMBERS_UPDATE with the members intent, as Discord does."""
+        THREAD_MEMBERS_UPDATE with the members intent, or without it when the bot itself is
+        added or removed, as Discord does."""
         thread = self._state.set_thread_member(thread_id, user_id, member=member)
-        if self._gateway.intents & INTENT_GUILD_MEMBERS:
+        if self._gateway.intents & INTENT_GUILD_MEMBERS or user_id == self.bot_user_id:
             change: Json = {"id": thread["id"], "guild_id": thread["guild_id"]}
             if member:
                 joined_at = self._state.thread_members[thread_id][user_id]
@@ -675,6 +676,17 @@ class FakeDiscord:
         thread["thread_metadata"]["locked"] = locked
         if self.permissions_in(thread_id, self.bot_user_id):
             await self._gateway.dispatch("THREAD_UPDATE", thread)
+
+    async def guild_outage(self, *, guild: int | None = None) -> None:
+        """``guild`` (default: the first) goes down in a Discord outage and comes back: GUILD_DELETE
+        with ``unavailable: true``, then GUILD_CREATE as it is now. Nothing that happened there
+        meanwhile is sent: make it so before the call, unannounced (``message.deleted = True``)."""
+        guild_id = self._state.guild(guild).guild_id
+        await self._gateway.dispatch("GUILD_DELETE", {"id": str(guild_id), "unavailable": True})
+        with_members = bool(self._gateway.intents & INTENT_GUILD_MEMBERS)
+        await self._gateway.dispatch(
+            "GUILD_CREATE", self._state.guild_json(with_members=with_members, guild_id=guild_id)
+        )
 
     async def ban_member(self, user_id: int, *, guild: int | None = None) -> None:
         """A moderator bans ``user_id`` from ``guild`` (default: the first), deleting none of

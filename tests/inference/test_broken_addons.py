@@ -14,8 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from inference import networks as networks_module
 from inference.engine import Engine
 from inference.infotext import parse_infotext
+from inference.networks import all_finite
 from inference.passes.denoise import blank_pictures
 from inference.passes.jobs import ImageJob
 from inference.prompts import ExtraNetwork
@@ -39,8 +41,9 @@ def _embedding(path: Path, vectors: torch.Tensor) -> None:
 @pytest.fixture(scope="module")
 def broken_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's tiny model (linked) with a good LoRA, one whose up weights are NaN,
-    one whose weights are finite but overflow, and embeddings of NaN, 1e20 (finite, but the
-    text encoder overflows on it), a single number, and vectors of no numbers."""
+    one whose weights are finite but overflow, and embeddings of NaN (float32, and float8,
+    whose ``isfinite`` a CPU lacks), 1e20 (finite, but the text encoder overflows on it), a
+    single number, and vectors of no numbers."""
     directory = tmp_path_factory.mktemp("broken-models")
     (directory / TINY).symlink_to(models_dir / TINY, target_is_directory=True)
     good = load_file(str(write_tiny_lora(directory / "Lora" / "good.safetensors", seed=1)))
@@ -50,6 +53,8 @@ def broken_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     save_file(huge, str(directory / "Lora" / "hugelora.safetensors"))
     embeddings = directory / "embeddings"
     _embedding(embeddings / "nanemb.safetensors", torch.full((1, TINY_TEXT_HIDDEN), torch.nan))
+    nan8 = torch.full((1, TINY_TEXT_HIDDEN), torch.nan).to(torch.float8_e4m3fn)
+    _embedding(embeddings / "fp8nanemb.safetensors", nan8)
     _embedding(embeddings / "hugeemb.safetensors", torch.full((1, TINY_TEXT_HIDDEN), 1e20))
     _embedding(embeddings / "scalaremb.safetensors", torch.tensor(1.0))
     _embedding(embeddings / "widthlessemb.safetensors", torch.zeros(1, 0))
@@ -72,6 +77,7 @@ def render(engine: Engine, prompt: str) -> tuple[bytes, dict[str, Any]]:
     [
         ("<lora:nanlora:1>", f"LoRA 'nanlora' {SKIPPED}"),
         ("nanemb", f"embedding 'nanemb' {SKIPPED}"),
+        ("fp8nanemb", f"embedding 'fp8nanemb' {SKIPPED}"),
         ("scalaremb", "embedding 'scalaremb' skipped: it holds a single number, not vectors"),
         ("widthlessemb", "embedding 'widthlessemb' skipped: its vectors hold no numbers"),
         ("emptyemb", "embedding 'emptyemb' skipped: its vectors hold no numbers"),
@@ -127,3 +133,90 @@ def test_half_precision_is_blamed_only_where_the_model_runs_in_it() -> None:
     assert str(blank_pictures([plain], torch.float32)).endswith(
         ": the model or its VAE may be broken; ask an admin to check them"
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "finite"),
+    [
+        ([1.0, float("nan"), 2.0], torch.float16, False),
+        ([1.0, float("inf"), 2.0], torch.float16, False),
+        ([1.0, float("-inf"), 2.0], torch.bfloat16, False),
+        ([float("inf"), float("-inf")], torch.float32, False),  # their sum is NaN, not 0
+        ([float("nan")], torch.float64, False),  # checked number by number
+        ([1.0, -2.5, 3.0], torch.float32, True),
+    ],
+    ids=["nan", "+inf", "-inf", "both-infs", "float64-nan", "plain"],
+)
+def test_all_finite_finds_every_non_finite_number(
+    values: list[float], dtype: torch.dtype, finite: bool
+) -> None:
+    tensors = [torch.ones(4, 8, dtype=dtype), torch.tensor(values, dtype=dtype)]
+    assert all_finite(tensors) is finite
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_all_finite_takes_the_largest_finite_numbers_of_each_type(dtype: torch.dtype) -> None:
+    """A million of each type's largest number (float16: 65504 everywhere) overflow no
+    float64 sum, nor do a tensor of them and one of their negatives."""
+    largest = torch.finfo(dtype).max
+    tensors = [
+        torch.full((1000, 1000), largest, dtype=dtype),
+        torch.full((3,), -largest, dtype=dtype),
+    ]
+    assert all_finite(tensors)
+
+
+def test_no_tensors_are_all_finite() -> None:
+    assert all_finite([])
+
+
+def test_a_float64_tensor_of_huge_finite_numbers_is_finite() -> None:
+    """Summing these in float64 would overflow: they are checked number by number."""
+    assert all_finite([torch.full((4,), torch.finfo(torch.float64).max, dtype=torch.float64)])
+
+
+# Every float8 type this torch has: a CPU's ``isfinite`` raises on some and calls a NaN of
+# float8_e8m0fnu finite.
+FLOAT8_TYPES = [
+    getattr(torch, name)
+    for name in (
+        "float8_e4m3fn",
+        "float8_e4m3fnuz",
+        "float8_e5m2",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+    )
+    if hasattr(torch, name)
+]
+
+
+@pytest.mark.parametrize("dtype", FLOAT8_TYPES, ids=str)
+def test_all_finite_finds_a_nan_of_each_float8_type_and_takes_its_largest_number(
+    dtype: torch.dtype,
+) -> None:
+    ones = torch.ones(4, 8).to(dtype)
+    nan = torch.tensor([1.0, float("nan")]).to(dtype)
+    assert torch.isnan(nan.float()).any()  # every float8 type holds a NaN
+    assert not all_finite([ones, nan])
+    largest = torch.full((1000, 1000), torch.finfo(dtype).max).to(dtype)
+    assert all_finite([ones, largest])
+
+
+def test_all_finite_finds_an_infinity_of_a_float8_type_that_holds_one() -> None:
+    assert not all_finite([torch.tensor([1.0, float("-inf")]).to(torch.float8_e5m2)])
+
+
+def test_all_finite_sums_a_tensor_bigger_than_one_part_whole() -> None:
+    """A NaN in the last of a big tensor's parts, a non-contiguous view's last number, and
+    +inf and -inf in different parts (their NaN, not a 0) are all found."""
+    size = 2 * networks_module._SUMMED_AT_ONCE + 3
+    last = torch.ones(size, dtype=torch.float16)
+    last[-1] = float("nan")
+    assert not all_finite([last])
+    strided = torch.ones(2, size, dtype=torch.float32).t()  # not contiguous
+    strided[-1, -1] = float("inf")
+    assert not all_finite([strided])
+    apart = torch.ones(size, dtype=torch.bfloat16)
+    apart[0], apart[-1] = float("inf"), float("-inf")
+    assert not all_finite([apart])
+    assert all_finite([torch.ones(size, dtype=torch.float16), torch.ones(2, size).t()])

@@ -74,7 +74,8 @@ async def test_an_img2img_batchs_previews_show_each_job_its_own_picture(
 ) -> None:
     def request(prompt: str, size: tuple[int, int]) -> RenderRequest:
         # Sized by its own picture: jobs of differently sized pictures share a batch.
-        init = tmp_path / f"{prompt}.png"
+        init = tmp_path / "inputs" / f"{prompt}.png"  # where the bot keeps uploads
+        init.parent.mkdir(exist_ok=True)
         Image.new("RGB", size, "gray").save(init)
         return RenderRequest(prompt, seed=1, steps=4, mode="img2img", init_image=str(init))
 

@@ -109,7 +109,10 @@ class Site:
         return f"{self.home}/picture/{job_id}/0"
 
     async def add_picture(self, job_id: str, channel_id: int, *, age_restricted: bool) -> None:
-        path = self.pictures / f"{job_id}.png"
+        # Where the bot stores a result, named as the database names it (``stored_name``).
+        name = f"images/{job_id}/0.png"
+        path = self.pictures / name
+        path.parent.mkdir(parents=True)
         Image.new("RGB", (640, 640), (200, 80, 80)).save(path)
         now = time.time()
         await self.conn.execute(
@@ -121,7 +124,7 @@ class Site:
         await self.conn.execute(
             "INSERT INTO images (job_id, idx, seed, path, infotext, width, height)"
             " VALUES (?, 0, 1, ?, '', 640, 640)",
-            (job_id, str(path)),
+            (job_id, name),
         )
         await self.conn.commit()
 
@@ -274,7 +277,7 @@ async def test_a_picture_is_decoded_once_at_a_time_and_waiting_decodes_are_cappe
     make = thumbnails.make_thumbnail
 
     def held(path: Path) -> bytes:
-        decoded.append(path.stem)
+        decoded.append(path.parent.name)  # its job's folder: images/<job id>/0.png
         release.wait(30)
         return make(path)
 

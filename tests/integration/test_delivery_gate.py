@@ -25,7 +25,7 @@ from bot.images import DEFAULT_FILESIZE_LIMIT
 from bot.jobs import accounting
 from bot.jobs.queue import JobQueue, Submission
 from bot.policy import delivery
-from bot.policy.delivery import CHANNEL_OFF, NOT_CHECKED
+from bot.policy.delivery import CHANNEL_OFF, NOT_CHECKED, PROGRESS_DELETED
 from bot.policy.guild import GuildList, GuildPolicy, NsfwPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import WITHHELD_BECAUSE, WITHHELD_PICTURE
@@ -39,7 +39,7 @@ from cogs.results.posting import DiscordResults
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect
-from db.history import withdraw_deleted_results
+from db.history import withdraw_deleted_results, withdraw_job
 from db.jobs import record_job_message
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
@@ -55,6 +55,7 @@ from tests.integration.test_withdrawn_results import (
 from tests.support.engines import HeldEngine, InstantEngine
 
 SOURCE, SOURCE_POST = "a" * 16, 900
+ANOTHER_MEMBER = 70  # neither the member nor the moderator
 REFUNDED = "It does not count against your quota."
 CHARGED = "It counts against your quota."
 
@@ -137,10 +138,16 @@ async def started(
     return queue
 
 
+@pytest.mark.parametrize("source_maker", [MEMBER, ANOTHER_MEMBER])
 async def test_jobs_made_from_a_picture_withdrawn_while_they_wait_or_render_are_posted_nowhere(
-    conn: aiosqlite.Connection, tmp_path: Path
+    conn: aiosqlite.Connection, tmp_path: Path, source_maker: int
 ) -> None:
+    """One still queued ends unrendered, refunded. One rendered stays charged where its
+    maker's own picture was removed; where another member's was, its maker (who clicked Vary
+    or Upscale on it) did nothing wrong and is refunded, as the same deletion a moment before
+    its render ended would have stopped it refunded (AUD13 F5)."""
     await delivered(conn, SOURCE, SOURCE_POST)
+    await conn.execute("UPDATE jobs SET user_id = ? WHERE id = ?", (source_maker, SOURCE))
     await delivered(conn, "b" * 16, 901, kind="vary", parent=SOURCE)  # posted before: kept
     fake, engine = FakeDiscord(), HeldEngine()
     queue = await started(conn, engine, tmp_path / "images", results_for(conn, fake))
@@ -155,14 +162,43 @@ async def test_jobs_made_from_a_picture_withdrawn_while_they_wait_or_render_are_
         engine.released.set()  # a failed step must not leave a render held
         await queue.stop()
     assert fake.channel.messages == []
-    # One rendered stays charged (its content was removed); one still queued ends unrendered.
     rendered = {job_id: await status_of(conn, job_id) is journal.JobStatus.DONE for job_id in made}
+    assert sum(rendered.values()) == 1
+    own = source_maker == MEMBER
     notices = sorted(content for content, _ in fake.direct.messages)
     assert notices == sorted(
         f"Your job `{job_id}` in Guild was not posted: a moderator removed the picture it was "
-        f"made from. {CHARGED if rendered[job_id] else REFUNDED}"
+        f"made from. {CHARGED if rendered[job_id] and own else REFUNDED}"
         for job_id in made
     )
+    assert (await spent_today(conn)).images == (1 if own else 0)
+
+
+async def test_a_job_withdrawn_for_its_own_message_stays_so_when_its_source_goes_later(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A Vary of another member's picture, rendering, its own message deleted; that picture
+    removed after: it was withdrawn for its own message, not with the picture it was made
+    from, so it stays charged and says so (a delivery retried through an outage, or a restart
+    finding both deletions, reads them in that order)."""
+    await delivered(conn, SOURCE, SOURCE_POST)
+    await conn.execute("UPDATE jobs SET user_id = ? WHERE id = ?", (ANOTHER_MEMBER, SOURCE))
+    fake, engine = FakeDiscord(), HeldEngine()
+    queue = await started(conn, engine, tmp_path / "images", results_for(conn, fake))
+    try:
+        job_id = await queue.submit(submission("vary", parent=SOURCE))
+        await asyncio.to_thread(engine.started.wait, 10)
+        assert await withdraw_job(conn, job_id, NOW + 1) == [job_id]
+        removed = await withdraw_deleted_results(conn, GUILD, CHANNEL, [SOURCE_POST], NOW + 2)
+        assert removed == [SOURCE]
+        engine.released.set()
+        await all_delivered(conn, [job_id])
+    finally:
+        engine.released.set()  # a failed step must not leave a render held
+        await queue.stop()
+    assert (await spent_today(conn)).images == 1
+    notice = f"Your job `{job_id}` in Guild was not posted: {PROGRESS_DELETED}. {CHARGED}"
+    assert fake.direct.messages == [(notice, [])]
 
 
 async def status_of(conn: aiosqlite.Connection, job_id: str) -> journal.JobStatus:
@@ -697,11 +733,17 @@ async def test_a_deletion_between_the_gate_and_the_withdrawal_leaves_the_refund_
     assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
 
 
-async def test_a_result_withheld_while_every_reader_stays_busy_stays_recheckable(
-    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("guild_id", [GUILD, None], ids=["server", "direct-messages"])
+async def test_a_result_withheld_while_every_reader_stays_busy_is_shown_to_no_one_free(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    guild_id: int | None,
 ) -> None:
-    """Withheld and refunded, but not withdrawn: the banned words were not read, only not in
-    time; a later /show reads them again."""
+    """Withheld and refunded, so withdrawn as every refund is: once the readers are free, its
+    maker's /show or U1-U4/V1-V4 would otherwise give them pictures that did not count (it
+    stayed showable, AUD13 F3); an admin's restore brings it back. In direct messages too,
+    where the operator's banned words are read (only Easel withdraws a job there)."""
     monkeypatch.setattr(delivery, "BUSY_TRIES", 2)
     monkeypatch.setattr(delivery, "BUSY_PAUSE_S", 0.0)
 
@@ -710,14 +752,28 @@ async def test_a_result_withheld_while_every_reader_stays_busy_stays_recheckable
 
     fake = FakeDiscord()
     results = results_for(conn, fake)
+    results.guild_policy = GuildPolicy(
+        conn, allow_dms=True, prompts=PromptPlanner(wildcards_dir=None)
+    )
     monkeypatch.setattr(results.guild_policy, "check_reuse", busy)
     queue = await started(conn, InstantEngine(), tmp_path / "images", results)
     try:
-        job_id = await queue.submit(submission())
+        request = RenderRequest("a dog", seed=1, steps=2)
+        channel_id = None if guild_id is None else CHANNEL
+        job_id = await queue.submit(
+            Submission("imagine", request, MEMBER, guild_id, channel_id=channel_id)
+        )
         await all_delivered(conn, [job_id])
     finally:
         await queue.stop()
-    notice = f"Your job `{job_id}` in Guild was not posted: {NOT_CHECKED}. {REFUNDED}"
+    where = "direct messages" if guild_id is None else "Guild"
+    notice = f"Your job `{job_id}` in {where} was not posted: {NOT_CHECKED}. {REFUNDED}"
     assert (fake.channel.messages, fake.direct.messages) == ([], [(notice, [])])
-    job = await journal.get_job(conn, job_id)
-    assert job is not None and job.withdrawn_at is None
+    assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
+    # The readers free now (a policy of its own): the words would pass, yet it is not shown.
+    stored = await History(conn, tmp_path, tmp_path, MemberSettings(conn)).job(job_id)
+    assert stored is not None and stored.withdrawn and stored.withheld
+    policy = GuildPolicy(conn, allow_dms=True, prompts=PromptPlanner(wildcards_dir=None))
+    services = cast(Services, SimpleNamespace(guild_policy=policy))
+    with pytest.raises(UserError, match=re.escape(WITHHELD_PICTURE)):
+        await check_still_shown(services, stored, MEMBER)

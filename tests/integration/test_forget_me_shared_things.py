@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 import pytest
@@ -119,18 +120,18 @@ async def test_a_post_recorded_in_the_middle_of_the_erase_is_returned_or_refused
     nobody deletes it) and missing from the posts the erase returns."""
     await finished_job(conn, "a" * 16, MAKER, tmp_path / "none.png")
     recorded: list[asyncio.Task[bool]] = []
-    unlink = store._unlink_posts_of_member
+    unlink = store._unlink_posts
 
     async def unlink_then_record(
-        conn: aiosqlite.Connection, batch: str
+        conn: aiosqlite.Connection, batch: str, table: Literal["job_messages", "job_copies"]
     ) -> tuple[store.PostedMessage, ...]:
-        posts = await unlink(conn, batch)
+        posts = await unlink(conn, batch, table)
         recorded.append(asyncio.create_task(RECORDS[record](conn)))
         # Room for the record to run now, if nothing orders it after the erase.
         await asyncio.wait(recorded, timeout=0.5)
         return posts
 
-    monkeypatch.setattr(store, "_unlink_posts_of_member", unlink_then_record)
+    monkeypatch.setattr(store, "_unlink_posts", unlink_then_record)
     erased = await store.erase_user(
         conn, MAKER, asked_at=NOW + 1, counted_since=0, anonymise_at=NOW + 1
     )

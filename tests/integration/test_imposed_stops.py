@@ -467,7 +467,7 @@ async def test_a_kept_stop_s_ask_is_written_before_its_end_so_a_kill_between_kee
     tmp_path: Path, error_logs: ErrorLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     error_logs.expect("was not recorded")
-    error_logs.expect("the kept ends were not written")
+    error_logs.expect("its kept end was not written")
     images = tmp_path / "images"
     conn = await connect(tmp_path / "easel.sqlite3")
     queue, _ = sweeping_queue(conn, [], images)

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import aiosqlite
+import pytest
 
 from bot.history import History
 from bot.jobs.queue import Submission
@@ -52,6 +53,55 @@ async def test_pictures_are_named_by_their_path_inside_the_data_folder(tmp_path:
         [job_id] = await made_jobs(conn, tmp_path / "images", 1)
         rows = await conn.execute_fetchall("SELECT path FROM images")
         assert [row[0] for row in rows] == [f"images/{job_id}/0.png"]
+    finally:
+        await conn.close()
+
+
+async def test_a_plain_stored_name_is_read_without_a_look_at_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every name Easel writes is plain (``images/<job id>/0.png``): the loop maps it as it is
+    written, resolving nothing (a 16-picture job is mapped on every click); a name of any other
+    shape is resolved to tell where it leads."""
+    conn = await connect(tmp_path / "easel.sqlite3")
+    try:
+        [job_id] = await made_jobs(conn, tmp_path / "images", 1)
+        history = History(conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn))
+        resolved: list[Path] = []
+        resolve = Path.resolve
+
+        def resolve_counted(path: Path, strict: bool = False) -> Path:
+            resolved.append(path)
+            return resolve(path, strict)
+
+        monkeypatch.setattr(Path, "resolve", resolve_counted)
+        job = await history.job(job_id)
+        assert job is not None
+        assert job.image_paths == [tmp_path / "images" / job_id / "0.png"]
+        assert job.image_paths[0].is_file()
+        assert resolved == []
+        await conn.execute("UPDATE images SET path = 'images/' || job_id || '/./0.png'")
+        job = await history.job(job_id)
+        assert job is not None
+        assert job.image_paths[0].resolve() == tmp_path / "images" / job_id / "0.png"
+        assert resolved  # not plain: resolved, and inside
+    finally:
+        await conn.close()
+
+
+async def test_a_stored_name_with_a_nul_byte_reads_as_a_missing_picture(tmp_path: Path) -> None:
+    """A database tampered with to hold a NUL byte in a picture's name: the job still reads
+    (its Delete, Cancel and a moderator's withdrawal work), its picture as a missing file."""
+    conn = await connect(tmp_path / "easel.sqlite3")
+    try:
+        [job_id] = await made_jobs(conn, tmp_path / "images", 1)
+        history = History(conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn))
+        for name in (f"images/{job_id}/0.png\0", f"images/{job_id}/../../x\0"):
+            await conn.execute("UPDATE images SET path = ?", (name,))
+            job = await history.job(job_id)
+            assert job is not None
+            assert not job.image_paths[0].exists()
+            assert job.image_paths[0].parent == tmp_path / "images"  # not the job's folder
     finally:
         await conn.close()
 

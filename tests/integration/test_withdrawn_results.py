@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -35,6 +36,7 @@ from bot.services import Services
 from bot.user_errors import UserError
 from cogs.results.buttons import DeleteButton, check_still_shown, visible_job
 from db import guild_settings
+from db import history as store
 from db import jobs as journal
 from db.history import count_rows_of_user, prune_jobs
 from inference.face_options import FIX_FACES_PROMPT
@@ -152,6 +154,35 @@ async def test_every_post_of_a_job_in_its_server_withdraws_it_where_it_was_poste
     assert await history.withdraw_deleted(GUILD, CHANNEL, [102, 101]) == []  # 101 is not here
     assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [201]) == ["b" * 16]
     assert await history.withdraw_deleted(GUILD, OTHER_CHANNEL, [101]) == ["a" * 16]
+
+
+async def test_a_deleted_progress_message_withdraws_its_job_in_one_transaction(
+    conn: aiosqlite.Connection, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit finding a job's progress message deleted: its post unlinked and the job
+    withdrawn by its id commit together. A failure in the second part (a crash) leaves the
+    post linked and the job shown, for the next look to withdraw it whole."""
+    await delivered(conn, "a" * 16, 100)
+    withdraw = store._withdraw_with_made_from
+    calls = 0
+
+    async def second_fails(*args: Any, **kwargs: Any) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await withdraw(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_withdraw_with_made_from", second_fails)
+    with pytest.raises(sqlite3.OperationalError):
+        await history.withdraw_job("a" * 16, (GUILD, CHANNEL, 100))
+    assert calls == 2
+    assert not (await stored(history, "a" * 16)).withdrawn
+    assert await journal.first_posts_in(conn, "a" * 16, CHANNEL) == (100,)
+    monkeypatch.setattr(store, "_withdraw_with_made_from", withdraw)
+    assert await history.withdraw_job("a" * 16, (GUILD, CHANNEL, 100)) == ["a" * 16]
+    assert (await stored(history, "a" * 16)).withdrawn
+    assert await journal.first_posts_in(conn, "a" * 16, CHANNEL) == ()
 
 
 async def test_a_post_of_a_job_forgotten_meanwhile_is_not_recorded(

@@ -13,14 +13,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bot.policy.addons import APPLIED_LORAS_OPTION
 from bot.policy.prompt_safety import plan_request
 from bot.user_errors import UserError
 from inference.face_options import FIX_FACES_PROMPT
 from inference.passes.jobs import ImageJob, image_jobs
 from inference.prompts import PromptError, build_plan, explain
 from inference.prompts.weights import MAX_WEIGHT
-from inference.types import RenderInputError, RenderRequest
+from inference.types import APPLIED_LORAS_OPTION, RenderInputError, RenderRequest
 
 RANGE_REFUSAL = "a weight must be a number between -100 and 100"
 # Weights as members write them: decimals of any size, and runs of nines past a float's range.

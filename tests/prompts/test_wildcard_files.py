@@ -5,8 +5,10 @@ of it, not at each plan."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,19 @@ def alias_bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def written_long_ago(*paths: Path) -> None:
+    """Date the files' last change a minute back: a text file read then is settled (kept,
+    ``LISTING_SETTLED_NS``)."""
+    long_ago = time.time_ns() - 60_000_000_000
+    for path in paths:
+        os.utime(path, ns=(long_ago, long_ago))
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "colour.txt").write_text("red\nblue\n", encoding="utf-8")
     (tmp_path / "pets.yaml").write_text("pets:\n  - cat\n  - dog\n", encoding="utf-8")
+    written_long_ago(tmp_path / "colour.txt")
     return tmp_path
 
 
@@ -145,6 +156,7 @@ def test_plans_read_the_folder_once_until_a_file_changes(
     assert set(first) <= {f"a {c} {p}" for c in ("red", "blue") for p in ("cat", "dog")}
     assert first == [planned_text("a __colour__ __pets__", folder, seed) for seed in range(6)]
     (folder / "colour.txt").write_text("green\n", encoding="utf-8")
+    written_long_ago(folder / "colour.txt")  # settled: kept once read
     assert planned_text("a __colour__ __pets__", folder).startswith("a green ")
     # Only the file changed is read again: pets.yaml is parsed once for all these versions.
     assert sorted(opened) == ["colour.txt", "colour.txt", "pets.yaml"]
@@ -311,20 +323,158 @@ def test_weighted_yaml_and_json_values_keep_dynamicprompts_weights(folder: Path)
     assert drawn == {"acrylic", "gouache", "oil", "plain", "watercolor"}
 
 
-def test_a_text_file_read_while_it_is_rewritten_is_read_again_in_the_next_version(
+def test_a_new_text_file_read_while_it_is_written_is_read_again_at_the_next_plan(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No settled read of it to fall back on: that plan finds it empty, the next reads it
+    again though the folder's listing is unchanged."""
     real_text = wildcard_module._file_text
     reads: list[Path] = []
 
-    def mid_rewrite(path: Path, errors: str = "strict") -> tuple[str, int]:
+    def mid_rewrite(path: Path, errors: str = "strict") -> tuple[str, None]:
         reads.append(path)
         if reads.count(folder / "colour.txt") == 1:  # caught between truncate and write
-            return "", 0
+            return "", None
         return real_text(path, errors)
 
     monkeypatch.setattr(wildcard_module, "_file_text", mid_rewrite)
     with pytest.raises(UnknownWildcardError):
         expand_prompt("__colour__", 1, WildcardLibrary(folder))
-    (folder / "other.txt").write_text("x\n", encoding="utf-8")  # colour.txt's listing unchanged
+    assert expand_prompt("__colour__", 1, WildcardLibrary(folder))[0].text in {"red", "blue"}
+
+
+def test_plans_never_see_a_text_file_rewritten_in_place_empty_or_half_written(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer truncates colour.txt and writes it again in two parts, over and over, as an
+    editor or ``echo > file`` does; plans meanwhile draw from its last settled read (red or
+    blue), never an empty file nor half a line; once the writer stops and the file settles,
+    they draw from what it wrote."""
+    # However long a loaded machine stalls the writer mid-write, its file is not settled
+    # (the fixture's, written a minute back, is).
+    monkeypatch.setattr(wildcard_module, "LISTING_SETTLED_NS", 30_000_000_000)
+    colour = folder / "colour.txt"
+    assert expand_prompt("__colour__", 1, WildcardLibrary(folder))[0].text in {"red", "blue"}
+    stop = threading.Event()
+    rewrites = 0
+
+    def rewrite_in_place() -> None:
+        nonlocal rewrites
+        while not stop.is_set():
+            with colour.open("w", encoding="utf-8") as file:  # truncated: empty for a moment
+                file.flush()
+                time.sleep(0.0005)
+                file.write("crimson\nco")
+                file.flush()
+                time.sleep(0.0005)
+                file.write("balt\n")
+            rewrites += 1
+
+    writer = threading.Thread(target=rewrite_in_place)
+    writer.start()
+    drawn: set[str] = set()
+    try:
+        plans = 0
+        # Enough plans to cross many rewrites (bounded however slow the machine is).
+        while plans < 2000 and (plans < 200 or rewrites < 100):
+            library = WildcardLibrary(folder)
+            drawn |= {e.text for e in expand_prompt("__colour__", plans, library, count=4)}
+            plans += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert drawn <= {"red", "blue"} and rewrites > 0
+    written_long_ago(colour)
+    later = {e.text for e in expand_prompt("__colour__", 1, WildcardLibrary(folder), count=20)}
+    assert later == {"crimson", "cobalt"}
+
+
+class MovedClock:
+    """The wildcard module's clocks (its ``time``), moved forward at will (``moved_ns``): a
+    settle window passes without waiting it out."""
+
+    def __init__(self) -> None:
+        self.moved_ns = 0
+
+    def time_ns(self) -> int:
+        return time.time_ns() + self.moved_ns
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns() + self.moved_ns
+
+
+def drawn(wildcard: str, folder: Path) -> set[str]:
+    """What a plan (a library of its own) draws from ``wildcard`` in 30 draws."""
+    return {e.text for e in expand_prompt(wildcard, 1, WildcardLibrary(folder), count=30)}
+
+
+def test_a_text_file_dated_in_the_future_settles_once_seen_unchanged_for_the_window(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A modification time ahead of this machine's clock (clock skew, a restored backup,
+    ``touch -d tomorrow``) never grows old: the file's new values are drawn once this process
+    saw it unchanged for the settle window on its own clock, and kept, not read at each
+    look-up until the clock catches up."""
+    clock = MovedClock()
+    monkeypatch.setattr(wildcard_module, "time", clock)
+    assert drawn("__colour__", folder) == {"red", "blue"}
+    colour = folder / "colour.txt"
+    colour.write_text("crimson\ncobalt\n", encoding="utf-8")
+    tomorrow = time.time_ns() + 86_400_000_000_000
+    os.utime(colour, ns=(tomorrow, tomorrow))
+    assert drawn("__colour__", folder) == {"red", "blue"}  # just seen: maybe mid-write
+    clock.moved_ns = wildcard_module.LISTING_SETTLED_NS
+    opened = opened_in(monkeypatch, folder)
+    assert drawn("__colour__", folder) == {"crimson", "cobalt"}
+    assert all(drawn("__colour__", folder) == {"crimson", "cobalt"} for _ in range(5))
+    assert opened == ["colour.txt"]
+
+
+def test_a_glob_drawing_an_unsettled_read_keeps_nothing_when_another_thread_settles_it(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``__*__`` draws colour.txt's last settled values while it is unsettled; while the glob
+    reads its other files, a plan on another thread finds colour.txt settled and keeps it.
+    The glob's values must not be kept as settled then: later plans draw the new values
+    through ``__*__`` as through ``__colour__``."""
+    other = folder / "zz.txt"
+    other.write_text("zed\n", encoding="utf-8")
+    written_long_ago(other)
+    assert drawn("__*__", folder) == {"red", "blue", "cat", "dog", "zed"}
+    (folder / "colour.txt").write_text("crimson\ncobalt\n", encoding="utf-8")  # unsettled
+    other.write_text("zed\n\n", encoding="utf-8")  # a new version too, settled: read again
+    written_long_ago(other)
+    clock = MovedClock()
+    monkeypatch.setattr(wildcard_module, "time", clock)
+    real_text = wildcard_module._file_text
+    on_other_thread: list[set[str]] = []
+
+    def settled_elsewhere_meanwhile(path: Path, errors: str = "strict") -> tuple[Any, Any]:
+        if path == other and not clock.moved_ns:
+            clock.moved_ns = wildcard_module.LISTING_SETTLED_NS  # the window passes...
+            plan = threading.Thread(
+                target=lambda: on_other_thread.append(drawn("__colour__", folder))
+            )
+            plan.start()  # ...and another plan settles colour.txt
+            plan.join(timeout=60)
+        return real_text(path, errors)
+
+    monkeypatch.setattr(wildcard_module, "_file_text", settled_elsewhere_meanwhile)
+    expand_prompt("__*__", 1, WildcardLibrary(folder))
+    assert on_other_thread == [{"crimson", "cobalt"}]
+    assert drawn("__*__", folder) == {"crimson", "cobalt", "cat", "dog", "zed"}
+
+
+def test_a_text_file_truncated_within_a_coarse_clock_tick_is_not_taken_as_settled(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT dates a change by 2 s ticks: a file truncated just now can show a time 1.9 s
+    back. Its empty read is not kept: the plan draws the last settled values."""
+    colour = folder / "colour.txt"
+    assert drawn("__colour__", folder) == {"red", "blue"}
+    colour.write_text("", encoding="utf-8")  # truncated; its writer not there yet
+    now = time.time_ns()
+    os.utime(colour, ns=(now - 1_900_000_000, now - 1_900_000_000))
+    frozen = types.SimpleNamespace(time_ns=lambda: now, monotonic_ns=time.monotonic_ns)
+    monkeypatch.setattr(wildcard_module, "time", frozen)
     assert expand_prompt("__colour__", 1, WildcardLibrary(folder))[0].text in {"red", "blue"}

@@ -5,13 +5,15 @@ reservation decides whether a job is taken."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
 import pytest
 from PIL import Image
 
-from bot.edits import Picture, vary_request
+from bot.compare import Axis, parse_axis, plan_comparison
+from bot.edits import Picture, upscale_request, vary_request
 from bot.jobs import accounting
 from bot.jobs.accounting import (
     ESTIMATED_SECONDS_PER_STEP_512,
@@ -22,6 +24,7 @@ from bot.jobs.accounting import (
 from bot.jobs.queue import JobQueue, Submission
 from inference.face_options import FIX_FACES
 from inference.types import RenderRequest
+from inference.upscale import creative_tiles
 from tests.support.picture_reads import picture_reads_off_the_loop
 
 
@@ -46,6 +49,66 @@ def test_fixing_faces_adds_one_face_pass_to_every_picture() -> None:
     assert seconds(count=4, **{FIX_FACES: True}) - seconds(count=4) == pytest.approx(
         4 * face_pass, abs=0.004
     )
+
+
+def test_a_hires_fix_costs_its_two_passes() -> None:
+    """/imagine hires: 20 steps at 512x512, then 20 more at 1024x1024 (the second pass runs
+    all its steps, whatever the denoising), what a plain 512 and a plain 1024 cost together."""
+    hires = seconds(hires_scale=2.0)
+    assert hires == pytest.approx(seconds() + seconds(size=1024), abs=0.002)
+    assert seconds(hires_scale=2.0, hires_denoising=0.3) == hires
+    assert seconds(hires_scale=2.0, hires_steps=10) == pytest.approx(
+        seconds() + seconds(size=1024, steps=10), abs=0.002
+    )
+    assert seconds(count=4, hires_scale=2.0) == pytest.approx(4 * hires, abs=0.004)
+
+
+def test_a_comparison_costs_the_sum_of_its_cells() -> None:
+    """A /compare's cells each render at their own steps: 16 cells of 10 and 150 steps are
+    reserved as the 16 renders, not as 16 at the base request's 10."""
+    base = RenderRequest("a cat", seed=1, steps=10, width=512, height=512)
+    x = parse_axis(Axis.STEPS, "10,150", "a cat", 150, [])
+    y = parse_axis(Axis.SEED, "1,2,3,4,5,6,7,8", "a cat", 150, [])
+    comparison = plan_comparison(base, x, y)
+    cost = estimated_cost(comparison.request)
+    assert cost.images == 16
+    cells = sum(estimated_cost(cell).gpu_seconds for cell in comparison.cells)
+    assert cost.gpu_seconds == pytest.approx(cells, abs=0.01)
+    assert cost.gpu_seconds == pytest.approx(8 * (seconds(steps=10) + seconds(steps=150)), abs=0.01)
+
+
+def upscale(mode: str, factor: int, picture: tuple[int, int], native_side: int) -> float:
+    request = RenderRequest(
+        "a cat",
+        steps=20,
+        mode="upscale",
+        init_image="/never-read.png",
+        options={"upscale_factor": factor, "upscale_mode": mode},
+    )
+    return estimated_cost(request, RenderSize(native_side, picture)).gpu_seconds
+
+
+def test_a_fast_upscale_renders_nothing_and_costs_little() -> None:
+    """A fast upscale only enlarges (no diffusion): far below a render of its picture, growing
+    with its output's pixels."""
+    fast = upscale("fast", 4, (1024, 1024), native_side=1024)
+    render_1024 = seconds(size=1024)
+    assert 0 < fast < render_1024 / 4
+    assert upscale("fast", 2, (1024, 1024), native_side=1024) == pytest.approx(fast / 4, abs=0.01)
+
+
+def test_a_creative_upscale_reckons_the_tiles_it_redetails() -> None:
+    """A creative upscale re-details its output in native-size tiles with img2img's steps at
+    its strength (0.35 of 20: 8): a 2x of a 512 picture on SD 1.5 is 1024x1024, nine tiles of
+    384 (three a side, to overlap by 64), so nine 8-step 384x384 renders; a 4x of a 1024 SDXL
+    picture re-details 25 tiles."""
+    enlarge_2x = upscale("fast", 2, (512, 512), native_side=512)
+    creative = upscale("creative", 2, (512, 512), native_side=512)
+    assert creative - enlarge_2x == pytest.approx(9 * seconds(size=384, steps=8), abs=0.01)
+    tiles, _ = creative_tiles(4096, 4096, 1024)
+    assert len(tiles) == 25
+    on_sdxl = upscale("creative", 4, (1024, 1024), native_side=1024)
+    assert on_sdxl > 5 * seconds(size=1024)  # more than five plain SDXL renders
 
 
 def test_a_side_the_request_leaves_out_is_its_models_native_side() -> None:
@@ -138,25 +201,59 @@ async def test_a_restored_job_keeps_its_submits_estimate_from_its_reservation(
     assert restored[0] > estimated_cost(on_sdxl).gpu_seconds  # 512 px, the side not known
 
 
+async def restored_relax_job(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    made_from: Callable[[Picture], RenderRequest],
+) -> tuple[RenderRequest, float, float]:
+    """A relax job ``made_from`` a 512x384 picture, submitted with that size (as where the
+    picture was decoded), then restored: its request and its estimates at the submit and after
+    the restart, which alone reads the picture, off the event loop."""
+    picture = tmp_path / "inputs" / "input.png"  # where the bot keeps uploads
+    picture.parent.mkdir()
+    Image.new("RGB", (512, 384)).save(picture)
+    request = made_from(Picture(picture, 512, 384))
+    request = dataclasses.replace(request, options={**request.options, "relax": True})
+    reads = picture_reads_off_the_loop(monkeypatch)
+    job = Submission(
+        kind=kind,
+        request=request,
+        user_id=7,
+        render_size=RenderSize(native_side=1024, input_size=(512, 384)),
+    )
+    [submitted], [restored] = await restored_estimates(conn, tmp_path / "images", job)
+    assert reads == [picture]  # at the restart alone
+    return request, submitted, restored
+
+
 async def test_a_restored_relax_edit_is_estimated_as_at_its_submit_reading_off_the_loop(
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relax job reserves nothing: restored, its edit's picture is read (its size, not in
     the journal), off the event loop, so its estimate is its submit's. Its submit read no
     file: the size came with it."""
-    picture = tmp_path / "input.png"
-    Image.new("RGB", (512, 384)).save(picture)
     base = RenderRequest("a cat", steps=20, model="xl")
-    varied = vary_request(base, Picture(picture, 512, 384), "subtle")
-    varied = dataclasses.replace(varied, options={**varied.options, "relax": True})
-    reads = picture_reads_off_the_loop(monkeypatch)
-    edit = Submission(
-        kind="vary",
-        request=varied,
-        user_id=7,
-        render_size=RenderSize(native_side=1024, input_size=(512, 384)),
+    varied, submitted, restored = await restored_relax_job(
+        conn, tmp_path, monkeypatch, "vary", lambda picture: vary_request(base, picture, "subtle")
     )
-    [submitted], [restored] = await restored_estimates(conn, tmp_path / "images", edit)
-    assert reads == [picture]  # at the restart alone
     at_its_size = RenderRequest("a cat", steps=varied.steps, width=512, height=384)
     assert submitted == restored == estimated_cost(at_its_size).gpu_seconds
+
+
+async def test_a_restored_relax_upscale_is_estimated_from_its_pictures_size(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upscale's cost follows its output, so its picture's size: a restored relax upscale
+    reads it as an edit does, and is estimated as at its submit."""
+    enlarged, submitted, restored = await restored_relax_job(
+        conn,
+        tmp_path,
+        monkeypatch,
+        "upscale",
+        lambda picture: upscale_request(RenderRequest("a cat"), picture, 4),
+    )
+    at_its_size = estimated_cost(enlarged, RenderSize(input_size=(512, 384))).gpu_seconds
+    assert submitted == restored == at_its_size
+    assert restored < estimated_cost(enlarged).gpu_seconds  # not a square of the native side

@@ -402,6 +402,26 @@ def test_a_later_start_of_the_user_stands_when_a_held_job_is_put_back() -> None:
         scheduler.put_back_unstarted(held.job_id)
 
 
+def test_a_held_job_put_back_under_a_later_start_takes_only_its_own_work_off() -> None:
+    """Member 1's costly job and a cheap one are handed out in turn, and the costly one is
+    held back: their place counts the cheap one's work alone (not both, which would put them
+    behind member 2's 50 s for 100 s never rendered). The cheap one put back as well, they
+    are where they were before both."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=2))
+    run_alone(scheduler, 2, at=0.0, est=50.0)
+    costly, cheap = job(1, at=1.0, model="x", est=100.0), job(1, at=1.5, model="y", est=1.0)
+    for item in (costly, cheap):
+        scheduler.submit(item)
+    assert scheduler.next_batch("cpu", 2.0) == [costly]
+    assert scheduler.next_batch("cpu", 2.0) == [cheap]
+    waiting = job(2, at=3.0, model="z")
+    scheduler.submit(waiting)
+    scheduler.put_back_unstarted(costly.job_id)
+    assert scheduler.fair_order(4.0, respect_caps=False) == [costly, waiting]
+    scheduler.put_back_unstarted(cheap.job_id)  # never started a job, as before
+    assert scheduler.fair_order(4.0, respect_caps=False) == [costly, waiting, cheap]
+
+
 def test_could_grow_only_for_partial_batches() -> None:
     scheduler = FairScheduler(SchedulerConfig(max_batch=2))
     a, b = job(1), job(2)
@@ -678,9 +698,10 @@ def test_a_later_job_promoted_again_moves_in_positions_and_etas_asked_alone() ->
         assert etas == [pytest.approx(now + 10.0 * place + 10.0) for place in places], now
 
 
-def run_alone(scheduler: FairScheduler, user: int, at: float) -> None:
-    """``user`` submits one job at ``at``, which starts and finishes at once."""
-    scheduler.submit(job(user, at=at))
+def run_alone(scheduler: FairScheduler, user: int, at: float, est: float = 10.0) -> None:
+    """``user`` submits one job at ``at`` (estimated ``est`` s), which starts and finishes at
+    once."""
+    scheduler.submit(job(user, at=at, est=est))
     [started] = scheduler.next_batch("cpu", at)
     scheduler.finish(started.job_id)
 
@@ -769,7 +790,7 @@ def test_members_back_from_an_idle_hour_go_by_submit_time() -> None:
     second_back = job(1, at=5001.0)  # 1 started before 3, yet asks later
     scheduler.submit(second_back, started_before=True)
     assert scheduler.fair_order(5002.0) == [first_back, second_back]
-    start_numbers = {user: scheduler._users[user].start_seq for user in (1, 3, 4)}
+    start_numbers = {user: scheduler._users[user].turn.start for user in (1, 3, 4)}
     assert start_numbers[1] == start_numbers[3] < start_numbers[4], "not both forgotten"
 
 
@@ -782,9 +803,9 @@ def test_idleness_counts_from_the_first_call_after_the_last_job_ends() -> None:
     assert scheduler.next_batch("cpu", 0.0) == [started]
     scheduler.finish(started.job_id)  # at 3000, say
     assert scheduler.peek_batch("cpu", 3000.0) == []  # the dispatcher looks for more work
-    start_number = scheduler._users[1].start_seq
+    start_number = scheduler._users[1].turn.start
     scheduler.submit(job(1, at=3000.0 + IDLE_USER_FORGOTTEN_S - 1))
-    assert scheduler._users[1].start_seq == start_number, "forgotten after under an hour idle"
+    assert scheduler._users[1].turn.start == start_number, "forgotten after under an hour idle"
 
 
 def test_members_idle_past_the_hour_leave_nothing_behind() -> None:
@@ -841,3 +862,47 @@ def test_a_members_submits_behind_their_queued_job_leave_no_stale_index_entry() 
     assert scheduler.position(other.job_id, 60.0) == 1
     assert scheduler.position(busy[49].job_id, 60.0) == 50
     assert scheduler.fair_order(60.0, respect_caps=False) == [busy[0], other, *busy[1:]]
+
+
+@pytest.mark.parametrize("heavy_pictures", [4, 16])
+def test_turns_are_shared_by_work_not_by_job(heavy_pictures: int) -> None:
+    """A member sending /compare-sized jobs (16 pictures) or hires grids (4) and one sending
+    single pictures share the device about evenly while both wait: each start moves its
+    member back by the job's estimated seconds, not by one turn (by job, the heavy member had
+    94% and 80% of it)."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=4), devices=["gpu"])
+    # Each member asks for the same pictures in all, 1 s each; every job its own batch key
+    # (no batching, one job per start).
+    for index in range(10 * heavy_pictures):
+        if index < 10:
+            heavy = job(1, at=index * 1e-3, model=f"a{index}", est=float(heavy_pictures))
+            scheduler.submit(heavy)
+        scheduler.submit(job(2, at=index * 1e-3 + 5e-4, model=f"b{index}", est=1.0))
+    rendered = Counter[int]()  # seconds of each member's renders, while both wait
+    now = 0.0
+    while scheduler.queued_count:
+        batch = scheduler.next_batch("gpu", now)
+        users_waiting = {queued.user_id for queued in scheduler.fair_order(now)} | {
+            started.user_id for started in batch
+        }
+        for started in batch:
+            if users_waiting == {1, 2}:
+                rendered[started.user_id] += started.est_seconds
+            now += started.est_seconds
+            scheduler.finish(started.job_id)
+    light_share = rendered[2] / (rendered[1] + rendered[2])
+    assert light_share >= 0.4, f"the single-picture member had {light_share:.0%} of the device"
+
+
+def test_time_spent_idle_is_not_saved_up_as_turns() -> None:
+    """Rule 2 counts work from the queue's level: a member back after others worked alone
+    goes first once, as in round robin, then takes turns; the work they did not ask for
+    meanwhile is not a credit of many turns in a row."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1), devices=["cpu"])
+    run_alone(scheduler, 2, at=0.0)
+    for index in range(20):  # member 1 alone: 2 is known, idle
+        run_alone(scheduler, 1, at=1.0 + index)
+    for index in range(4):
+        scheduler.submit(job(1, at=30.0 + index))
+        scheduler.submit(job(2, at=30.5 + index))
+    assert [started.user_id for started in drain_one_at_a_time(scheduler, 40.0)] == [2, 1] * 4

@@ -46,7 +46,9 @@ def test_a_bad_setting_is_named_with_its_range(settings: dict[str, float], error
     [
         ({"job_id": ""}, "job_id must be a non-empty string"),
         ({"batch_key": ()}, "batch_key must start with the model name"),
-        ({"est_seconds": -1.0}, "est_seconds must be 0 or more, got -1.0"),
+        ({"est_seconds": -1.0}, "est_seconds must be a finite number, 0 or more, got -1.0"),
+        ({"est_seconds": float("nan")}, "est_seconds must be a finite number, 0 or more, got nan"),
+        ({"est_seconds": float("inf")}, "est_seconds must be a finite number, 0 or more, got inf"),
     ],
 )
 def test_a_malformed_job_is_refused(fields: dict[str, object], error: str) -> None:

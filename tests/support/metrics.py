@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +30,16 @@ async def scrape(port: int) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+async def scraped_until(
+    port: int, condition: Callable[[Samples], bool], within_s: float
+) -> Samples:
+    """The first scrape of ``port``'s /metrics for which ``condition`` holds, polled."""
+    async with asyncio.timeout(within_s):
+        while not condition(samples := await scrape(port)):  # noqa: ASYNC110 (another process's view)
+            await asyncio.sleep(0.05)
+    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

@@ -7,9 +7,11 @@ import errno
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import struct
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,7 +28,8 @@ from bot.cli.main import main
 from bot.jobs.broker import wire
 from bot.jobs.broker import worker as broker_worker
 from bot.jobs.retention import NothingPrunedFirst
-from bot.settings import Settings, load_settings
+from bot.process_end import SETTINGS_EXIT_STATUS
+from bot.settings import Settings, load_settings, unknown_settings
 from db import database
 from db.database import connect, load_migrations
 from inference.infotext import infotext_from_png, parse_infotext
@@ -254,6 +257,52 @@ def test_doctor_warns_of_a_misspelled_setting_without_failing_for_it(
     assert "[ERR] settings" not in out
 
 
+def test_a_misspelled_setting_is_warned_of_once_in_the_log_format_set(tmp_path: Path) -> None:
+    """Said through the logging the command installs (a JSON line where a collector reads
+    JSON), not before it as bare text: the real process, as an operator starts it."""
+    Path(".env").write_text("EASEL_QUOTAA=1\nEASEL_LOG_FORMAT=json\n")
+    environment = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
+    environment["PYTHONPATH"] = str(Path(__file__).parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli.main", "explain", "a cat"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    warned = [line["message"] for line in lines if "EASEL_QUOTAA" in line["message"]]
+    assert warned == [unknown_settings(Path(".env"))["EASEL_QUOTAA"]]
+    assert "did you mean EASEL_" in warned[0]
+
+
+def test_a_misspelled_setting_is_hinted_at_when_the_command_fails_before_logging(
+    tmp_path: Path,
+) -> None:
+    """The misspelling is likely why a setting is missing: the hint comes before the error,
+    once, though the worker stops before it sets up its logging."""
+    Path(".env").write_text("EASEL_QUEUE_URLL=nats://127.0.0.1:4222\n")
+    environment = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
+    environment["PYTHONPATH"] = str(Path(__file__).parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli.main", "worker"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == SETTINGS_EXIT_STATUS
+    assert done.stderr.splitlines() == [
+        "EASEL_QUEUE_URLL (in .env) is not a setting of Easel, so it is ignored: "
+        "did you mean EASEL_QUEUE_URL?",
+        "easel worker: error: EASEL_QUEUE_URL is empty: set it to the broker the bot uses, "
+        "e.g. nats://127.0.0.1:4222",
+    ]
+
+
 def test_doctor_says_why_a_checkpoint_is_not_offered(capsys: pytest.CaptureFixture[str]) -> None:
     Path("models").mkdir()
     Path("models/garbage.safetensors").write_bytes(bytes(range(256)) * 64)
@@ -371,6 +420,90 @@ def test_doctor_reads_a_database_it_cannot_open_to_read_as_a_frozen_file(
 
 async def _created(path: Path) -> None:
     await (await connect(path)).close()
+
+
+def test_doctor_warns_of_stored_files_named_outside_the_data_folder(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A database tampered with (or another installation's) naming pictures outside the data
+    folder, which Easel reads as missing: one line with their count and one of them."""
+    Path("data").mkdir()
+    asyncio.run(_created(Path("data/easel.sqlite3")))
+    main(["doctor"])
+    assert "stored files" not in capsys.readouterr().out  # none named: nothing said
+    job = "0123456789abcdef"
+    inside = str(Path("data/images/legacy/0.png").resolve())  # absolute, yet inside
+    with sqlite3.connect("data/easel.sqlite3") as raw:
+        raw.execute(
+            "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+            " created_at) VALUES (?, 'imagine', 'done', 7, 5, 9, '{}', 0)",
+            (job,),
+        )
+        raw.executemany(
+            "INSERT INTO images (job_id, idx, seed, path, infotext, width, height)"
+            " VALUES (?, ?, 1, ?, '', 64, 64)",
+            [
+                (job, 0, f"images/{job}/0.png"),
+                (job, 1, f"images/{job}/../../../secret.png"),
+                (job, 2, "/etc/passwd"),
+                (job, 3, inside),
+                (job, 4, f"images/{job}/../{job}/4.png"),  # ``..`` yet inside
+                (job, 5, "images/."),  # the folder itself
+                (job, 6, f"images/{job}/6.png\0"),  # a NUL byte
+            ],
+        )
+    raw.close()
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert (
+        "[WARN] stored files: 4 stored file names in the database lie outside data's images/ "
+        "and inputs/, read as missing files (a database tampered with, or another "
+        "installation's?), e.g. "
+    ) in out, out
+    outside = (
+        "/etc/passwd",
+        f"images/{job}/../../../secret.png",
+        "images/.",
+        f"images/{job}/6.png\0",
+    )
+    assert any(f"e.g. {name!r}" in out for name in outside)
+
+
+GIB = 1024**3
+
+
+@pytest.mark.parametrize(
+    ("total", "free", "said"),
+    [
+        (100 * GIB, 50 * GIB, "[ok ] data disk: 50.0 GiB free of 100.0 GiB (50.0%) on data\n"),
+        (100 * GIB, 4 * GIB, "[WARN] data disk: 4.0 GiB free of 100.0 GiB (4.0%) on data: low"),
+        (GIB, 32 * 1024**2, "[WARN] data disk: 32.0 MiB free of 1.0 GiB (3.1%) on data: low"),
+        # Above 5 % of a small disk, yet less than a start needs.
+        (512 * 1024**2, 60 * 1024**2, "[WARN] data disk: 60.0 MiB free of 512.0 MiB (11.7%)"),
+    ],
+)
+def test_doctor_says_how_much_the_data_disk_has_free_and_warns_when_it_is_low(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    total: int,
+    free: int,
+    said: str,
+) -> None:
+    """Read where the data folder will be made (it is not yet); a warning below the room a
+    start needs (64 MiB) or under 5 % of the disk."""
+    read: list[Path] = []
+
+    def usage(path: Path) -> shutil._ntuple_diskusage:
+        read.append(Path(path))
+        return shutil._ntuple_diskusage(total, total - free, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert said in out, out
+    if "[WARN]" in said:
+        assert "a start needs 64.0 MiB" in out
+    assert read == [Path()]
 
 
 def test_doctor_names_a_newer_database(capsys: pytest.CaptureFixture[str]) -> None:

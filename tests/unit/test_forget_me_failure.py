@@ -16,7 +16,9 @@ class FailingErase:
     """``History.forget`` failing after its request was journaled: the member is told
     (``failed``), then the error is raised."""
 
-    async def forget(self, user_id: int, reply: object, tell: object, failed: TellFailed) -> None:
+    async def forget(
+        self, user_id: int, reply: object, tell: object, failed: TellFailed, **_options: object
+    ) -> None:
         error = OSError("disk I/O error")
         await failed(error)
         raise error
@@ -35,7 +37,7 @@ async def test_a_failure_whose_answer_discord_drops_still_wakes_the_retry(
     monkeypatch.setattr(cogs_history, "report_error", report_error)
     cog = HistoryCog(FailingErase())  # type: ignore[arg-type]
     await HistoryCog.forget_me.callback(cog, forget_me_interaction())
-    assert cog._erasure_failed.is_set()
+    assert cog._sweep_now.is_set()
     assert "a failure could not be told (ClientOSError)" in caplog.text
 
 
@@ -44,7 +46,7 @@ async def test_a_failure_before_the_request_was_journaled_is_raised_to_be_answer
     error goes to the command's handler, which tells the member to try again."""
 
     class Unjournaled:
-        async def forget(self, user_id: int, *_answers: object) -> None:
+        async def forget(self, user_id: int, *_answers: object, **_options: object) -> None:
             raise OSError("database is locked")
 
     cog = HistoryCog(Unjournaled())  # type: ignore[arg-type]

@@ -87,7 +87,7 @@ async def test_gone_is_done_a_refusing_channel_keeps_the_rest_a_failure_keeps_on
     assert discord_.deleted == [10, 11, 20, 30, 31, 40]
     assert outcome.removed == 3
     assert caplog.messages == [
-        "/forget-me: 5 of 8 posted message(s) stay (2: in a channel Easel cannot reach, "
+        "posts to delete: 5 of 8 posted message(s) stay (2: in a channel Easel cannot reach, "
         "1: Discord failed to delete (DiscordServerError), 2: in an archived thread)"
     ]
 
@@ -146,6 +146,6 @@ async def test_a_stop_ends_the_deletes_and_says_how_many_stay(
     assert discord_.deleted == [10, 11]
     assert told == []
     assert caplog.messages == [
-        "/forget-me: 2 of 3 posted message(s) stay (2: not deleted before the bot stopped)",
-        "/forget-me: 1 of 1 posted message(s) stay (1: not deleted before the bot stopped)",
+        "posts to delete: 2 of 3 posted message(s) stay (2: not deleted before the bot stopped)",
+        "posts to delete: 1 of 1 posted message(s) stay (1: not deleted before the bot stopped)",
     ]

@@ -68,7 +68,8 @@ def forget_me_interaction(
 ) -> discord.Interaction[Any]:
     """A /forget-me of member 1 as the cog reads it, acknowledged by ``defer``."""
     interaction = SimpleNamespace(
-        user=SimpleNamespace(id=1),
+        # Its direct messages with Easel known (discord.py's cache): no lookup.
+        user=SimpleNamespace(id=1, dm_channel=SimpleNamespace(id=900)),
         application_id=7,
         token="t",
         response=SimpleNamespace(defer=defer),
@@ -81,7 +82,7 @@ async def test_a_forget_me_whose_defer_discord_refused_can_be_run_again_at_once(
     load): the member's retry runs, rather than being told to wait 15 minutes."""
 
     class Erase:
-        async def forget(self, user_id: int, *_answers: object) -> None:
+        async def forget(self, user_id: int, *_answers: object, **_options: object) -> None:
             raise UserError("erased")  # reached: the retry was not refused
 
     async def expired(**_kwargs: object) -> None:

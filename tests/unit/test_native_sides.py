@@ -21,7 +21,7 @@ from bot.services import Services
 from bot.settings import load_settings
 from db.database import connect
 from inference.memory import native_side
-from inference.registry import CHECKPOINT_FOLDERS, SCAN_MAX_AGE_NS, ModelRegistry
+from inference.registry import SCAN_MAX_AGE_NS, ModelRegistry
 from tests.support.checkpoint_files import stand_in_checkpoint
 
 
@@ -265,6 +265,41 @@ async def test_a_model_not_found_is_read_again_once_installed(
     assert await services.native_side("m") == 1024
 
 
+@pytest.mark.parametrize("asked", ["m", None], ids=["by-its-name", "first-installed"])
+async def test_a_model_added_in_a_checkpoint_subfolder_is_read_at_the_next_window(
+    services: Services, hops: list[str], clock: Clock, asked: str | None
+) -> None:
+    """A checkpoint copied into ``Stable-diffusion/sdxl/`` changes only that subfolder's time:
+    the side kept for its name (not installed until then), or for the first installed (it
+    sorts first), is read again once the window is over."""
+    models = services.registry.models_dir
+    sdxl = models / "Stable-diffusion" / "sdxl"
+    diffusers_model(models / "z", unet_sample_size=64)
+    sdxl.mkdir(parents=True)
+    settled(*models.rglob("*"), models)
+    before = UNKNOWN_MODEL_SIDE if asked else 512
+    assert await services.native_side(asked) == before
+    clock.past_the_window()
+    assert await services.native_side(asked) == before
+    assert hops == ["read_native_side"]
+    single_file_model(sdxl / "m.safetensors")
+    settled(sdxl / "m.safetensors")  # a whole copy: no top folder's time moved
+    clock.past_the_window()
+    assert await services.native_side(asked) == 1024
+    assert hops == ["read_native_side"] * 2
+
+
+async def test_a_model_put_in_a_models_folder_made_since_the_read_is_read_at_the_next_window(
+    services: Services, clock: Clock
+) -> None:
+    """No models folder at the read: its absence is stamped, so its coming is a change."""
+    assert await services.native_side(None) == UNKNOWN_MODEL_SIDE
+    clock.past_the_window()
+    single_file_model(services.registry.models_dir / "Stable-diffusion" / "m.safetensors")
+    clock.past_the_window()
+    assert await services.native_side(None) == 1024
+
+
 async def test_the_first_installed_is_read_again_when_a_copy_sorting_first_ends_in_place(
     services: Services, clock: Clock
 ) -> None:
@@ -369,7 +404,8 @@ async def test_a_kept_side_stats_the_checkpoint_folders_and_what_it_was_read_fro
     monkeypatch.setattr(os, "stat", counted)
     clock.past_the_window()
     assert await services.native_side("m") == 512
-    folders = [models / name for name in CHECKPOINT_FOLDERS]
+    # The checkpoint folders' trees: the models folder and unet/ (the others are not there).
+    folders = [models, models / "unet"]
     read_from = [m / "unet" / "config.json", m / "vae" / "config.json", m]
     assert sorted(stats) == sorted([*read_from, *folders])
     assert hops == ["read_native_side"]

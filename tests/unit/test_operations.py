@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot import metrics
 from bot.cli.health import check_health
 from bot.cli.main import main
-from bot.logging_setup import install_logging, job_event
+from bot.logging_setup import JobIdFilter, install_logging, job_event
 from bot.settings import Settings, SettingsError, load_settings
 
 TOKEN = "MTIz.bot-token.secret"
@@ -110,6 +110,38 @@ def test_a_json_line_per_record_with_the_job_fields() -> None:
     assert failed["job_id"] == "0123456789abcdef" and failed["event"] == "failed"
     assert failed["logger"] == "easel.test" and "Traceback" in failed["exception"]
     assert "job_id" not in lines[0]
+
+
+def test_a_line_whose_arguments_do_not_format_is_left_to_logging_to_report() -> None:
+    """The job-id filter runs outside a handler's guard: a call whose arguments do not fit its
+    text (a library's, say) must not raise into the code that logged (FIN26_1)."""
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "job %s %s", ("0123456789abcdef",), None
+    )
+    assert JobIdFilter().filter(record) is True
+    assert not hasattr(record, "job_id")
+
+
+def test_a_line_naming_one_job_carries_its_id() -> None:
+    """A line about one job, in its text only (``job <id> …``, anywhere), is found by its
+    ``job_id``; a line naming several (``jobs [...]``) or none has none; a line's own
+    ``job_id`` stands (audit AUD15 finding 3)."""
+
+    def emit(logger: logging.Logger) -> None:
+        logger.error("job %s failed on %s: internal error", "0123456789abcdef", "cpu")
+        logger.info("/show of job %s: its checks ran long", "fedcba9876543210")
+        logger.warning("jobs %s not started", ["0123456789abcdef", "fedcba9876543210"])
+        logger.info("job 0123 is no id")
+        logger.info("job %s queued", "aaaaaaaaaaaaaaaa", extra=job_event("bbbbbbbbbbbbbbbb", "x"))
+
+    lines = [json.loads(line) for line in log_through("json", emit).splitlines()]
+    assert [line.get("job_id") for line in lines] == [
+        "0123456789abcdef",
+        "fedcba9876543210",
+        None,
+        None,
+        "bbbbbbbbbbbbbbbb",
+    ]
 
 
 def test_a_python_warning_is_a_redacted_json_line() -> None:

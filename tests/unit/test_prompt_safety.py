@@ -113,11 +113,11 @@ def test_explain_reads_wildcards_as_a_render_does(wildcards: Path, tmp_path: Pat
     )
 
 
-def test_an_unknown_wildcard_is_told_to_the_member_and_its_fix_to_the_operator(
+def test_an_unknown_wildcard_is_told_to_the_member_and_never_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The member reads which wildcard is unknown and which there are, never the operator's
-    folder; the log keeps the file the operator could add."""
+    folder; the log keeps nothing of it: the name is the member's words (audit AUD15)."""
     (tmp_path / "colour.txt").write_text("red\n", encoding="utf-8")
     with caplog.at_level(logging.INFO), pytest.raises(UserError) as refused:
         plan_request(RenderRequest("a __color__ cat", seed=1), set(), tmp_path)
@@ -126,7 +126,7 @@ def test_an_unknown_wildcard_is_told_to_the_member_and_its_fix_to_the_operator(
         "Wildcards here: `__colour__`. Fix the prompt and try again."
     )
     assert "folder" not in str(refused.value)
-    assert "add a file named color.txt to the wildcards folder" in caplog.text
+    assert "color" not in caplog.text
     (tmp_path / "colour.txt").unlink()
     with pytest.raises(UserError) as refused:
         plan_request(RenderRequest("a __color__ cat", seed=1), set(), tmp_path)

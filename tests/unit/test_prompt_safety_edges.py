@@ -11,12 +11,11 @@ import pytest
 from PIL import Image
 
 from bot.policy import prompt_safety
-from bot.policy.addons import APPLIED_LORAS_OPTION
 from bot.policy.prompt_safety import OperatorWarnings, explain_prompt, plan_request
 from bot.user_errors import UserError
 from inference.infotext import format_infotext, png_with_infotext
 from inference.prompts import PlannedDraws
-from inference.types import RenderRequest
+from inference.types import APPLIED_LORAS_OPTION, RenderRequest
 
 BANNED = {"forbidden"}
 

@@ -93,7 +93,12 @@ from bot.jobs.broker.wire import (
     tag_verifies,
     with_picture_paths,
 )
-from bot.jobs.queue import MAX_RENDER_ATTEMPTS, RenderStoppedAfter, SlotUnavailable
+from bot.jobs.queue import (
+    MAX_RENDER_ATTEMPTS,
+    MeasuredImages,
+    RenderStoppedAfter,
+    SlotUnavailable,
+)
 from bot.redaction import redact_url
 from bot.user_errors import counted
 from inference.output_bounds import largest_output, output_count
@@ -302,19 +307,31 @@ class BrokerClient:
                 result = await self._wait(job_id, waiter, cancel, handed_over, stored_inputs)
             else:
                 log.info("job %s: already finished on the broker; its result is used", job_id)
+            used_s = self._render_seconds(job_id, result)
             self._maybe_in_stream.discard(job_id)
             # Only once there is a result: a redelivered job still needs its inputs.
             await self._delete_objects(stored_inputs)
             try:
-                return await self._images_of(result, request)
+                images = await self._images_of(result, request)
             except UNREACHABLE_ERRORS as error:
                 # Its result and pictures stay stored: the next try's lookup finds them.
                 raise self._unavailable(error) from error
+            return images if used_s is None else MeasuredImages(images, used_s)
         finally:
             self._waiters.pop(job_id, None)
             self._progress.pop(job_id, None)
             self._started_at.pop(job_id, None)
             self._forgeries_logged.discard(job_id)
+
+    def _render_seconds(self, job_id: str, result: ResultMessage) -> float | None:
+        """The device seconds ``result``'s job used, as its worker reported them; from a
+        worker from before it reported them, the time since its first progress report, as a
+        cancel is charged. None (the queue charges its own wait): neither is known, as for a
+        result found stored."""
+        if result.render_s is not None:
+            return result.render_s
+        started_at = self._started_at.get(job_id)
+        return None if started_at is None else time.perf_counter() - started_at
 
     def _unavailable(self, error: Exception) -> SlotUnavailable:
         if stream_missing(error):

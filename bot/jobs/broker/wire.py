@@ -42,6 +42,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +64,7 @@ from inference.control_units import OPTION_KEY as CONTROL_OPTION
 from inference.image_prompts import MAX_IMAGE_PROMPTS, image_prompt_pictures
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_OPTION
 from inference.infotext import PNG_SIGNATURE
+from inference.option_names import OPTION_NAMES
 from inference.types import RenderRequest, StepProgress, utf8_json
 
 __all__ = [
@@ -221,9 +223,11 @@ INLINE_IMAGES_MAX_BYTES = 512 * 1024
 # A job message's bytes beside its request and inline pictures (ids, signature, field names).
 JOB_ENVELOPE_BYTES = 20 * 1024
 # The version of the job messages this Easel writes (their "wire" field). Bump it whenever
-# RenderRequest or its options gain a field that changes the picture: a worker older than the
-# bot then refuses the job (``Outcome.OUTDATED``) rather than render it without that field. A
-# message without the field is version 0 (a bot from before versions), which every worker takes.
+# RenderRequest or its options (``inference.option_names``) gain a field that changes the
+# picture: a worker older than the bot then refuses the job (``Outcome.OUTDATED``) rather than
+# render it without that field; one of this version refuses a field or option it does not
+# know. A message without the field is version 0 (a bot from before versions), which every
+# worker takes.
 WIRE_VERSION = 1
 
 T = TypeVar("T")
@@ -498,9 +502,15 @@ class Outcome(StrEnum):
 
 
 def _unknown_fields(request: dict[str, Any]) -> tuple[str, ...]:
-    """The keys of a request's JSON that ``RenderRequest`` has no field for."""
+    """The keys of a request's JSON that ``RenderRequest`` has no field for, and those of its
+    ``options`` this Easel names none of (``OPTION_NAMES``), as ``options.<name>``."""
     known = {spec.name for spec in dataclasses.fields(RenderRequest)}
-    return tuple(sorted(set(request) - known))
+    options = request.get("options")
+    unknown_options = set(options) - OPTION_NAMES if isinstance(options, dict) else set()
+    return (
+        *sorted(set(request) - known),
+        *(f"options.{name}" for name in sorted(unknown_options)),
+    )
 
 
 @dataclass(frozen=True)
@@ -542,12 +552,21 @@ class ImageRef:
 
 @dataclass(frozen=True)
 class ResultMessage:
+    """A job's outcome, from the worker that took it (or the bot, for a job lost with its
+    workers). Decoding ignores fields it does not know, so an older bot reads a newer worker's
+    result; a field added here is optional, read with a default, so this bot reads an older
+    worker's."""
+
     job_id: str
     outcome: Outcome
     worker: str
     deliveries: int
     images: tuple[ImageRef, ...] = ()
     error: str | None = None
+    # The seconds the worker's device spent rendering a done job, the wait in the broker
+    # left out: what the member is charged (within the bot's own wait for the result). None:
+    # a worker from before it was sent, or a malformed value.
+    render_s: float | None = None
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -558,6 +577,7 @@ class ResultMessage:
                 "deliveries": self.deliveries,
                 "images": [image.to_json() for image in self.images],
                 "error": self.error,
+                "render_s": self.render_s,
             }
         ).encode()
 
@@ -574,8 +594,21 @@ class ResultMessage:
                 deliveries=body["deliveries"],
                 images=tuple(ImageRef.from_json(image) for image in body["images"]),
                 error=body["error"],
+                render_s=_seconds(body.get("render_s")),
             ),
         )
+
+
+def _seconds(value: object) -> float | None:
+    """A duration a message gives, when it is a finite number (JSON may carry NaN, or an
+    integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def own_object_names(job_id: str, images: Iterable[ImageRef]) -> list[str]:

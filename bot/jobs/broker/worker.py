@@ -453,6 +453,8 @@ class _DeviceLoop:
         # The job whose render is under way, and its delivery: a stop that cannot wait for a
         # device stuck in it hands it back (``hand_back_stuck``).
         self._rendering: tuple[str, Msg, asyncio.Task[None]] | None = None
+        # What the stop left the device thread loading, not waited for (``left_loading``).
+        self._left_loading: str | None = None
 
     @property
     def device(self) -> str:
@@ -472,6 +474,12 @@ class _DeviceLoop:
         loading = self._device.loading
         return None if loading is None else f"{self.device} was still loading {loading}"
 
+    def left_loading(self) -> str | None:
+        """What the device thread was still loading when the loop ended at the stop without
+        waiting for it ("gpu-0 was still loading its engine"), or None: the process must end
+        without joining that thread (``serve``)."""
+        return self._left_loading
+
     async def hand_back_stuck(self) -> None:
         """The device is stuck in the render of the job in hand: that job goes back to the
         broker now (redelivered at once, to another worker) rather than after its ack wait."""
@@ -488,7 +496,7 @@ class _DeviceLoop:
             await _wait_for_either(probing, stop)
             if not probing.done():
                 # Still queued behind the warm-up (cancelled), or running (the close waits
-                # for it): either way no job is taken.
+                # for it, unless it is still building the engine): either way no job is taken.
                 probing.cancel()
                 return
             if (failed := probing.result()) is not None:
@@ -515,7 +523,15 @@ class _DeviceLoop:
             self._busy = True  # stopping: what comes late from now on goes back at once
             await self._hand_back_late()
             await self._settled()
-            await asyncio.to_thread(self._device.close)
+            if stop.is_set() and self._device.building:
+                # A stop during the start (the warm-up's or the probe's engine build: seconds
+                # of imports and scans, no job on it) does not wait for it: the thread ends
+                # once built, and takes nothing.
+                self._left_loading = self.still_loading()
+            if self._left_loading is not None:
+                self._device.close(wait=False)
+            else:
+                await asyncio.to_thread(self._device.close)
 
     def _lose(self, reason: str, cause: BaseException | None, handed_back: str) -> None:
         """The device is gone: its loop ends, and /healthz says ``reason``."""
@@ -708,7 +724,8 @@ class _DeviceLoop:
             return finish(result(Outcome.FAILED, error=told), heartbeat)
         finally:
             self._hub.running.pop(job.job_id, None)
-        return finish(result(Outcome.DONE), heartbeat, rendered)
+        # The render's own seconds: the bot charges them, not its wait (the broker's included).
+        return finish(result(Outcome.DONE, render_s=seconds), heartbeat, rendered)
 
     async def _hand_back(self, job_id: str, msg: Msg, heartbeat: asyncio.Task[None]) -> None:
         """Give the job back to the broker, with every copy of it delivered here (nak): it is
@@ -877,7 +894,8 @@ async def serve(
     is not waited for: its job handed back and the connection closed, ``exit_process`` ends
     the process (a thread pool's threads are otherwise joined at the interpreter's exit) with
     ``STUCK_DEVICE_EXIT_STATUS`` (stuck in a step), 0 (only loading a model), or that of a
-    lost device (``status_after_stop``)."""
+    lost device (``status_after_stop``). A stop while a device thread builds its engine for
+    no job (the start) is not held for the build: the process ends so at once."""
     nc = await connect(
         config.url,
         f"easel-worker-{socket.gethostname()}",
@@ -913,6 +931,7 @@ async def serve(
                 await nc.flush(RTT_PING_TIMEOUT_S)
         if not stuck and not loading:
             await serving  # raises what ended a loop, if one failed
+            loading = [what for each in loops if (what := each.left_loading()) is not None]
     finally:
         if metrics_server is not None:
             await metrics_server.close()

@@ -1,10 +1,12 @@
 """A job's admission: whether the member's limits, the queue bound and the relax caps let it in
 (``Admission.refusal``, answered before the interaction is deferred), and its journaling with
 its quota reservation in one transaction (``Admission.admit``), which checks them again and
-stays the authority."""
+stays the authority; and no new job while the data disk is full (``Admission.refusal``)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,14 +16,22 @@ import aiosqlite
 
 from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.queue.room_log import RoomLog
 from bot.jobs.queue.unfinished import UnfinishedJobs
 from bot.jobs.queue.values import Submission
+from bot.jobs.retention import START_ROOM_BYTES, free_bytes
 from bot.jobs.stored_files import stored_request
 from bot.policy.queue_bound import QueueBoundRefusal
 from bot.policy.quota import QuotaLimits, RelaxRefusal
+from bot.storage_trouble import STORAGE_FULL
+from bot.user_errors import Reason, UserError
 from db import jobs as journal
 from db.database import transaction
 from inference.types import RenderRequest
+
+# How long one reading of the pictures' disk's free space answers admission
+# (``Admission.refusal``): a statfs every few seconds, not one per interaction.
+ROOM_READ_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,16 @@ class Admission:
         self._now = now
         self._dm_limits = dm_limits  # the quota in direct messages (settings: EASEL_DM_*)
         self._max_queued = max_queued_per_member  # EASEL_MAX_QUEUED_PER_MEMBER; 0: no bound
+        # The last reading of the pictures' disk's free space (``_storage_full``), and when.
+        self._free: int | None = None
+        self._free_read_at: float | None = None
+        # Admission refusing jobs for want of room, logged as it begins and ends.
+        self._room = RoomLog(
+            data_dir,
+            f"has less free than the {START_ROOM_BYTES // 2**20} MiB a job needs",
+            "new jobs are refused",
+            "new jobs are accepted",
+        )
 
     async def admit(self, submission: Submission) -> Admitted:
         """Reserve quota and journal the job; returns it once it cannot be lost. Raises
@@ -113,7 +133,13 @@ class Admission:
 
         For answering before the interaction is deferred, so a refusal can be ephemeral:
         from memory once warm, a refusal confirmed in SQLite; ``admit`` checks again,
-        atomically, and stays the authority."""
+        atomically, and stays the authority.
+
+        Raises ``UserError`` (``STORAGE_FULL``) while the pictures' disk has less free than a
+        start needs (``START_ROOM_BYTES``): the job would render in full, then fail to store
+        its pictures."""
+        if await self._storage_full():
+            raise UserError(STORAGE_FULL.told(), Reason.BUSY)
         refusal = await accounting.refusal_for(
             self._conn,
             submission.member,
@@ -126,6 +152,20 @@ class Admission:
             return QuotaExceeded.of(refusal)
         waiting = await self._unfinished_refusal(submission.member, submission.request, jobs)
         return None if waiting is None else QuotaExceeded.of(waiting)
+
+    async def _storage_full(self) -> bool:
+        """Whether the disk of the pictures (``EASEL_DATA_DIR/images``) has less free than
+        ``START_ROOM_BYTES``, as read at most ``ROOM_READ_EVERY_S`` ago (off the loop); not
+        when it cannot be read. A reading that crosses the floor is logged (``RoomLog``)."""
+        now = time.monotonic()
+        if self._free_read_at is None or now - self._free_read_at >= ROOM_READ_EVERY_S:
+            self._free_read_at = now
+            self._free = free = await asyncio.to_thread(free_bytes, self._data_dir / "images")
+            if free is not None and free < START_ROOM_BYTES:
+                await self._room.ran_short(free)
+            else:
+                self._room.has_room()
+        return self._free is not None and self._free < START_ROOM_BYTES
 
     async def _unfinished_refusal(
         self, member: accounting.Member, request: RenderRequest, jobs: int

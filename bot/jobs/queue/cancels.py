@@ -16,7 +16,7 @@ import aiosqlite
 
 from bot.jobs import accounting
 from bot.jobs.queue.ends import JobEnds
-from bot.jobs.queue.values import CancelOutcome
+from bot.jobs.queue.values import CancelOutcome, KeptEnd
 from bot.jobs.scheduler import FairScheduler
 from bot.user_errors import Reason, UserError
 from db import jobs as journal
@@ -120,12 +120,35 @@ class Cancels:
         when another cancel of the job is being written: ``_impose_meanwhile``); nor once this
         call recorded the stop as asked: the next start ends the job whatever this process
         manages, so it is kept and answered cancelled rather than "not cancelled"; nor when
-        another stop ended the job meanwhile (``_ask_stop``): its asker is told it stops."""
+        another stop ended the job meanwhile (``_ask_stop``): its asker is told it stops.
+
+        A job rendered or failed whose end the journal refused, kept for the sweep
+        (``JobEnds.ended_unrecorded``), is too late to cancel: ``UserError`` says it is posted,
+        or its maker told why it failed, once Easel's storage takes it. Not for a stop
+        ``imposed`` on its maker (a ban's, a withdrawal's): a result kept is then ended as a
+        cancel, refunded, never posted (``JobEnds.cancel_kept_result``: STOPPING_FREE, as for
+        a running job); a failure kept is FINISHED, as any job ended."""
         job = await journal.get_job(self._conn, job_id)
         if job is None or job.guild_id != by.guild_id:
             return CancelOutcome.UNKNOWN
         if job.user_id != by.user_id and not by.is_admin:  # an admin of this job's guild
             return CancelOutcome.NOT_YOURS
+        if kept_end := self._ends.ended_unrecorded(job_id):
+            # Ended, its end kept for the sweep: the journal says running, and its member
+            # still sees its progress, so "finished" would read as lost.
+            if imposed:
+                stopped = await self._ends.cancel_kept_result(job_id)
+                return CancelOutcome.STOPPING_FREE if stopped else CancelOutcome.FINISHED
+            raise UserError(
+                f"Too late to cancel job `{job_id}`: "
+                + (
+                    "it has rendered, and it is posted"
+                    if kept_end is KeptEnd.RENDERED
+                    else "it failed, and its maker is told why"
+                )
+                + " once Easel's storage (full or busy right now) takes it.",
+                Reason.BUSY,
+            )
         if job_id in self._cancelling:
             return await self._meet_other_cancel(job_id, imposed=imposed)
         owner_pays = job.user_id == by.user_id and not imposed

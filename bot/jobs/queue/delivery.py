@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import aiosqlite
 
+from bot import metrics
 from bot.jobs import accounting
 from bot.jobs.delivery_lanes import DeliveryLanes
 from bot.jobs.queue.journal_writes import JournalWriter
@@ -71,6 +72,28 @@ class DeliveryRetries:
     def wait_after(self, failed: int) -> float:
         """The wait before the next try of a delivery that failed ``failed`` times before."""
         return min(self.first_wait_s * 2.0 ** min(failed, 32), self.longest_wait_s)
+
+
+# Where a delivered job's outcome went (the ``posted`` of its ``delivered`` line), in words.
+_POSTED = {
+    "channel": "posted in its channel",
+    "notice": "its end told to its maker, no picture posted",
+    "private": "for its maker alone, not posted in its channel",
+    "none": "not posted (the job's lines before this one say why)",
+}
+
+
+def _posted(job: FinishedJob, message_id: int | None) -> str:
+    """Where ``job``'s outcome went, its post in the channel being ``message_id``. A
+    picture not posted there, and not private, was withheld, withdrawn or kept from its
+    channel: the sink's own line about the job says why (as it says a DM that failed)."""
+    if message_id is not None:
+        return "channel"
+    if not job.succeeded:
+        return "notice"
+    if job.private and job.withheld is None and not job.withdrawn:
+        return "private"
+    return "none"
 
 
 def _passing(error: Exception) -> bool:
@@ -304,10 +327,12 @@ class Delivery:
                 break
             except Exception as error:
                 if _bot_token_refused(error) and await self._token_refused_now(job_id):
+                    metrics.delivery_tried("failed")  # tried at the next start
                     return False
                 wait = next(waits, None) if _passing(error) else None
                 if wait is None or self._stop_requested.is_set():
                     return await self._delivery_failed(job, error)
+                metrics.delivery_tried("failed")
                 log.warning(
                     "job %s: delivery failed (%s); tried again in %.0f s",
                     job_id,
@@ -331,7 +356,14 @@ class Delivery:
         )
         if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
             await self._sink.retract(finished, message_id)
-        log.info("job %s delivered", job_id, extra=job_event(job_id, "delivered"))
+        metrics.delivery_tried("delivered")
+        posted = _posted(finished, message_id)
+        log.info(
+            "job %s delivered: %s",
+            job_id,
+            _POSTED[posted],
+            extra=job_event(job_id, "delivered", posted=posted),
+        )
         return False
 
     async def _delivery_failed(self, job: journal.JobRecord, error: Exception) -> bool:
@@ -351,6 +383,7 @@ class Delivery:
                 f"job {job.id}: its failed delivery",
                 functools.partial(journal.delivery_failed, self._conn, job.id, now, now + wait),
             )
+            metrics.delivery_tried("failed")
             log.warning(
                 "job %s: delivery failed (%s); tried again in %.0f s",
                 job.id,
@@ -363,6 +396,7 @@ class Delivery:
         why = why or _failing_too_long(error, now - failing_since)
         if job.status is not journal.JobStatus.DONE:
             log.error("job %s: its end could not be posted (%s); given up", job.id, why)
+            metrics.delivery_tried("given_up")
             try:
                 await self._writer.write(
                     f"job {job.id}: its given-up delivery",
@@ -390,6 +424,7 @@ class Delivery:
         failed = await self._writer.write(f"job {job.id}: its undeliverable end", fail_refunded)
         if failed:
             log.error("job %s: its result cannot be posted (%s); failed, refunded", job.id, why)
+            metrics.delivery_tried("given_up")
             log.info("job %s refunded", job.id, extra=job_event(job.id, "refunded"))
             await asyncio.to_thread(shutil.rmtree, self._images_dir / job.id, ignore_errors=True)
             return True
@@ -501,16 +536,20 @@ class Delivery:
         a withdrawn job, to say whether it was withdrawn with it; its recorded posts in its
         channel (``FinishedJob.posted_ids``) only ``with_posts`` (a delivery's: the start
         gate reads none)."""
-        with_source = False
+        with_source = source_made_by_another = False
         if job.withdrawn_at is not None and job.parent_job_id is not None:
             parent = await journal.get_job(self._conn, job.parent_job_id)
-            # A deleted channel withdraws what was made there too: made in its parent's
+            # Withdrawn with it: at its time (one time for all a withdrawal reaches; a job
+            # made from a withdrawn one takes its time), not for its own message before. A
+            # deleted channel withdraws what was made there too: made in its parent's
             # channel, it went with its own channel, not with its parent.
-            with_source = (
+            if (
                 parent is not None
-                and parent.withdrawn_at is not None
+                and parent.withdrawn_at == job.withdrawn_at
                 and not (job.withdrawn_with_channel and parent.channel_id == job.channel_id)
-            )
+            ):
+                with_source = True
+                source_made_by_another = parent.user_id != job.user_id
         posted_ids: tuple[int, ...] = ()
         if with_posts and job.channel_id is not None:  # never tried too: to point its progress
             posted_ids = await journal.first_posts_in(self._conn, job.id, job.channel_id)
@@ -540,6 +579,7 @@ class Delivery:
             # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
             withdrawn=job.withdrawn_at is not None and job.withheld_why is None,
             withdrawn_with_source=with_source,
+            source_made_by_another=source_made_by_another,
             withdrawn_with_channel=job.withdrawn_with_channel,
             withheld=job.error if ended_at_start else job.withheld_why,
             composed=composed,

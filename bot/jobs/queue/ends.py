@@ -1,7 +1,9 @@
 """How jobs end in the journal: a rendered job's pictures stored and recorded with its
 charge, a failed or cancelled one's end with its refund or charge, each in one transaction
-tried again while the database refuses it (``JournalWriter``); a cancel the journal still
-refuses is kept for the delivery sweep."""
+tried again while the database refuses it (``JournalWriter``); an end the journal still
+refuses is kept for the delivery sweep, which writes and delivers it (``JobEnds.retry_kept``).
+Kept in this process only: Easel stopped before it is written, the journal says running, and
+the next start renders the job again (or ends it, refunded, if its stop was asked)."""
 
 from __future__ import annotations
 
@@ -27,12 +29,13 @@ from bot.images import (
 from bot.jobs import accounting
 from bot.jobs.queue.delivery import Delivery
 from bot.jobs.queue.journal_writes import JournalWriter
-from bot.jobs.queue.values import CancelOutcome
+from bot.jobs.queue.room_log import RoomLog
+from bot.jobs.queue.values import CancelOutcome, KeptEnd
 from bot.jobs.stored_files import stored_name
 from bot.logging_setup import job_event
 from db import broker_chores
 from db import jobs as journal
-from db.database import transaction
+from db.database import is_disk_full, transaction
 from inference.types import RenderedImage, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,15 @@ def posted_digests(
     return digests
 
 
+def _unstored(job_id: str, error: Exception) -> str:
+    """A rendered job's failure, its pictures not stored (or their record refused for good)."""
+    reason = error.strerror if isinstance(error, OSError) else None
+    return (
+        f"the pictures were rendered but could not be stored on the server "
+        f"({reason or type(error).__name__}); reference {job_id}"
+    )
+
+
 @dataclass
 class _KeptCancel:
     """A cancel its member was told of whose end the journal refused (``JobEnds.record_cancel``)."""
@@ -90,6 +102,32 @@ class _KeptCancel:
     # Its stop's ask may be missing from the journal (an imposed stop's, refused): written
     # before its end, so that a crash between the two still ends it at the next start.
     ask_first: bool
+
+
+@dataclass(frozen=True)
+class _KeptFailure:
+    """A failure whose end the journal refused (``JobEnds.finish_unsuccessfully``, a rendered
+    job's pictures not stored): refunded whole once written."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What a rendered job's end records with its charge (``JobEnds._record_done``), its
+    pictures stored: kept as it is when the journal refuses it."""
+
+    records: list[journal.ImageRecord]
+    gpu_seconds: float
+    posted_digests: list[bytes]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A rendered job's end recorded (``JobEnds.record_success``): done, or failed as its
+    pictures were not stored; ``composed``: the grid it is posted as, when composed."""
+
+    composed: bytes | None
 
 
 class JobEnds:
@@ -117,10 +155,19 @@ class JobEnds:
         self._images_dir = images_dir
         self._now = now
         self._on_ended = on_ended
-        # Cancels the member was told of but the journal refused (``end_cancelled``): their
-        # error and charge, written by the delivery sweep (``retry_kept``), so the job is not
-        # rendered and charged at the next start.
-        self._cancels_unrecorded: dict[str, _KeptCancel] = {}
+        # Ends the journal refused past their retries, written by the delivery sweep
+        # (``retry_kept``): a cancel the member was told of (``record_cancel``: its error and
+        # charge, so the job is not rendered and charged at the next start), a failure, or a
+        # rendered job's pictures (``record_success``), so that it is not left running, its
+        # quota reserved and its member shown its progress, until the next start.
+        self._ends_unrecorded: dict[str, _KeptCancel | _KeptFailure | _Done] = {}
+        # Held while the sweep writes one of them, and while a stop imposed on a rendered one
+        # makes it a cancel (``cancel_kept_result``): never both on one end.
+        self._kept_writing = asyncio.Lock()
+        # A full EASEL_DATA_DIR, as pictures' stores find it.
+        self._room = RoomLog(
+            images_dir.parent, "is full", "rendered jobs fail, refunded,", "pictures are stored"
+        )
 
     async def record_success(
         self,
@@ -128,53 +175,75 @@ class JobEnds:
         request: RenderRequest,
         rendered: list[RenderedImage],
         gpu_seconds: float,
-    ) -> bytes | None:
-        """Store the pictures and record them with the job's end, and charge it; returns the
-        grid it is posted as, when composed (``composed_grid``).
+    ) -> Recorded | None:
+        """Store the pictures and record them with the job's end, and charge it; what was
+        recorded, or None: the journal stayed unwritable (``JournalWriter.write``), and the end
+        is kept, its pictures too, for the delivery sweep to write and deliver
+        (``retry_kept``).
 
         A storage failure (a full disk, a folder it may not write), or a record refused for
         good (a constraint, the ledger), fails the job instead: refunded, and the member told,
-        rather than left running with its quota reserved; its pictures are deleted once that
-        is recorded. A journal that stays unwritable (``JournalWriter.write``) raises: the job is
-        running there still, its pictures kept, for the next start."""
+        rather than left running with its quota reserved (a failure the journal refuses is
+        kept as well); its pictures are deleted. Raises only the journal's refusal of the job's
+        read before its pictures are stored: nothing is kept, and the next start renders it."""
+        done: _Done | None = None
         try:
             job = await journal.get_job(self._conn, job_id)
             filesize_limit = None if job is None else job.filesize_limit
             records, composed, posted_digests = await asyncio.to_thread(
                 self._store_images, job_id, request, rendered, filesize_limit
             )
+            self._room.has_room()
+            done = _Done(records, gpu_seconds, posted_digests)
             await self._writer.write(
-                f"job {job_id}: its pictures",
-                functools.partial(self._record_done, job_id, records, gpu_seconds, posted_digests),
+                f"job {job_id}: its pictures", functools.partial(self._record_done, job_id, done)
             )
-        except aiosqlite.OperationalError:
-            raise
-        except Exception as error:
-            log.exception("job %s: rendered, but its pictures could not be stored", job_id)
-            reason = error.strerror if isinstance(error, OSError) else None
-            await self.record_failure(
+        except aiosqlite.OperationalError as refused:
+            if done is None:
+                raise
+            log.error(
+                "job %s: its outcome was not recorded (%s); kept, the delivery sweep writes and "
+                "posts it once the journal takes it (a stop of Easel before then renders it "
+                "again at the next start)",
                 job_id,
-                f"the pictures were rendered but could not be stored on the server "
-                f"({reason or type(error).__name__}); reference {job_id}",
+                refused,
             )
-            await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
+            self._ends_unrecorded[job_id] = done
             return None
+        except Exception as error:
+            return Recorded(None) if await self._fail_unstored(job_id, error) else None
         self._on_ended(job_id, "done")
-        return composed
+        return Recorded(composed)
 
-    async def _record_done(
-        self,
-        job_id: str,
-        records: list[journal.ImageRecord],
-        gpu_seconds: float,
-        posted_digests: list[bytes],
-    ) -> None:
+    async def _fail_unstored(self, job_id: str, error: Exception) -> bool:
+        """Fail a rendered job whose pictures could not be stored (``error``), or whose record
+        was refused for good: refunded, its member told; its pictures deleted, whether the
+        journal took its end or it is kept (``_failure_recorded``). Whether it was recorded. A
+        full disk is logged once while it lasts (``RoomLog``: each job's failure would be a
+        traceback, and the cause hidden in it), any other error here with its traceback."""
+        if is_disk_full(error):
+            await self._room.ran_short()
+        else:
+            log.error(
+                "job %s: rendered, but its pictures could not be stored", job_id, exc_info=error
+            )
+        try:
+            return await self._failure_recorded(job_id, _unstored(job_id, error))
+        finally:
+            await self._delete_pictures(job_id)
+
+    async def _delete_pictures(self, job_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._images_dir / job_id, ignore_errors=True)
+
+    async def _record_done(self, job_id: str, done: _Done) -> None:
         """The job's pictures, its end and its charge: one transaction, so that a crash leaves
         all or none."""
         now = self._now()
         async with transaction(self._conn):
-            await journal.mark_done(self._conn, job_id, records, gpu_seconds, now, posted_digests)
-            await accounting.charge(self._conn, job_id, gpu_seconds, len(records), now)
+            await journal.mark_done(
+                self._conn, job_id, done.records, done.gpu_seconds, now, done.posted_digests
+            )
+            await accounting.charge(self._conn, job_id, done.gpu_seconds, len(done.records), now)
             await self._owe_settle(job_id, "done", now)
 
     async def _owe_settle(self, job_id: str, outcome: str, now: float) -> None:
@@ -188,10 +257,16 @@ class JobEnds:
         """Record the end of a job that has no pictures (failed, or cancelled before or while
         it rendered) and deliver it at once, outside its lane: there is no result to order,
         and a cancel (a ban's) waits for the member to be told. Whether it was recorded: a
-        journal that stays unwritable leaves the job as it was there, for the next start, and
-        nothing is delivered. A delivery that raises once the end is recorded is logged, not
-        raised: the end stands, and the sweep delivers it (``Delivery.retry_notices``)."""
-        if not await self._end_recorded(job_id, error, cancelled=cancelled, used_s=None):
+        journal that stays unwritable leaves the job as it was there and nothing is delivered,
+        a cancel for its caller to answer (``Cancels.cancel``), a failure kept for the delivery
+        sweep, which writes and delivers it (``_failure_recorded``). A delivery that raises
+        once the end is recorded is logged, not raised: the end stands, and the sweep
+        delivers it (``Delivery.retry_notices``)."""
+        if cancelled:
+            recorded = await self._end_recorded(job_id, error, cancelled=True, used_s=None)
+        else:
+            recorded = await self._failure_recorded(job_id, error)
+        if not recorded:
             return False
         await self._delivery.notice(job_id)
         return True
@@ -228,7 +303,15 @@ class JobEnds:
         start, not renders and charges it."""
         if await self._end_recorded(job_id, error, cancelled=True, used_s=used_s, retried=retried):
             return True
-        self._cancels_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first)
+        self._ends_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first)
+        return False
+
+    async def _failure_recorded(self, job_id: str, error: str) -> bool:
+        """Record a failed job's end, refunded whole; whether the journal took it. One it
+        refuses is kept for the delivery sweep (``retry_kept``)."""
+        if await self._end_recorded(job_id, error, cancelled=False, used_s=None):
+            return True
+        self._ends_unrecorded[job_id] = _KeptFailure(error)
         return False
 
     async def write_ask(self, job_id: str, *, retried: bool = True) -> None:
@@ -272,35 +355,108 @@ class JobEnds:
         """How a cancel asked again of ``job_id`` is answered while its end is kept
         (``record_cancel``): it stopped, free unless its owner chose the stop and it used
         GPU time; a stop its owner did not choose (a ban's) makes it free. None: none kept."""
-        if (kept := self._cancels_unrecorded.get(job_id)) is None:
+        if not isinstance(kept := self._ends_unrecorded.get(job_id), _KeptCancel):
             return None
         if not owner_pays:
             kept.used_s = None
         return CancelOutcome.STOPPING_FREE if kept.used_s is None else CancelOutcome.STOPPING
 
+    def ended_unrecorded(self, job_id: str) -> KeptEnd | None:
+        """How ``job_id`` ended, rendered or failed, if its end is kept for the sweep
+        (``record_success``, ``finish_unsuccessfully``): too late to cancel, its outcome
+        delivered once the journal takes it. None: no such end kept."""
+        kept = self._ends_unrecorded.get(job_id)
+        if isinstance(kept, _Done):
+            return KeptEnd.RENDERED
+        return KeptEnd.FAILED if isinstance(kept, _KeptFailure) else None
+
+    async def cancel_kept_result(self, job_id: str) -> bool:
+        """A stop imposed on the maker of ``job_id`` (a ban's, a moderator's withdrawal)
+        while its rendered result is kept for the sweep: the result is never posted nor
+        charged, but kept as a cancel refunded whole (its ask written first, so a start ends
+        it), as the stop of any unfinished job is; its pictures are deleted. Whether it was
+        so: False when no result is kept for it (the sweep wrote it meanwhile: it ended)."""
+        async with self._kept_writing:
+            if not isinstance(self._ends_unrecorded.get(job_id), _Done):
+                return False
+            self._ends_unrecorded[job_id] = _KeptCancel("cancelled", used_s=None, ask_first=True)
+        await self._delete_pictures(job_id)
+        return True
+
     async def retry_kept(self) -> None:
-        """Write the cancels the journal refused before (``record_cancel``), each one's ask
-        first where it may be missing (``_KeptCancel.ask_first``), and deliver their notices.
-        Each write is tried once, and none after the first the journal refuses again: a
-        database locked or full would make each try wait out its busy timeout, and the sweep
-        must not stall behind them for minutes; the next sweep tries them again."""
-        for job_id, kept in list(self._cancels_unrecorded.items()):
-            try:
-                if kept.ask_first:
-                    await self.write_ask(job_id, retried=False)
-                    kept.ask_first = False
-                await self.record_failure(
-                    job_id, kept.error, cancelled=True, used_s=kept.used_s, retried=False
-                )
-            except aiosqlite.OperationalError as refused:
-                log.warning(
-                    "%d kept cancel(s) not written (%s); tried again at the next sweep",
-                    len(self._cancels_unrecorded),
-                    refused,
-                )
-                return
-            self._cancels_unrecorded.pop(job_id, None)
-            await self._delivery.notice(job_id)
+        """Write the ends the journal refused before (``_ends_unrecorded``), and deliver them:
+        a cancel's or a failure's notice at once, a result in its lane's turn
+        (``Delivery.in_turn``). Each write is tried once, and none after the first the journal
+        refuses again: a database locked or full would make each try wait out its busy
+        timeout, and the sweep must not stall behind them for minutes; the next sweep tries
+        them again. Any other error is one end's: logged, and the others are written; a
+        result refused so fails, refunded (as ``record_success`` fails it), at the next
+        sweep."""
+        for job_id in list(self._ends_unrecorded):
+            async with self._kept_writing:
+                # Read again: a stop imposed meanwhile may have made a result a cancel.
+                if (kept := self._ends_unrecorded.get(job_id)) is None:
+                    continue
+                try:
+                    job = await self._write_kept(job_id, kept)
+                except aiosqlite.OperationalError as refused:
+                    log.warning(
+                        "%d kept end(s) not written (%s); tried again at the next sweep",
+                        len(self._ends_unrecorded),
+                        refused,
+                    )
+                    return
+                except Exception as error:
+                    await self._kept_refused(job_id, kept, error)
+                    continue
+                self._ends_unrecorded.pop(job_id, None)
+            if not isinstance(kept, _Done):
+                await self._delivery.notice(job_id)
+                continue
+            self._on_ended(job_id, "done")
+            if job is not None:
+                await self._delivery.in_turn([(job, None)])
+
+    async def _kept_refused(
+        self, job_id: str, kept: _KeptCancel | _KeptFailure | _Done, error: Exception
+    ) -> None:
+        """An end kept whose write failed otherwise than the journal's refusal (a constraint,
+        the ledger): logged; a result is kept as a failure instead, its pictures deleted."""
+        if not isinstance(kept, _Done):
+            log.error(
+                "job %s: its kept end was not written; tried again at the next sweep",
+                job_id,
+                exc_info=error,
+            )
+            return
+        log.error("job %s: its kept result was not recorded; it fails", job_id, exc_info=error)
+        self._ends_unrecorded[job_id] = _KeptFailure(_unstored(job_id, error))
+        await self._delete_pictures(job_id)
+
+    async def _write_kept(
+        self, job_id: str, kept: _KeptCancel | _KeptFailure | _Done
+    ) -> journal.JobRecord | None:
+        """Write an end kept (``retry_kept``), tried once; a cancel's ask first where it may
+        be missing (``_KeptCancel.ask_first``). A result's job as read before its write, for
+        its delivery (which reads it again), or None (none, or not a result)."""
+        if isinstance(kept, _Done):
+            job = await journal.get_job(self._conn, job_id)
+            await self._writer.write(
+                f"job {job_id}: its pictures",
+                functools.partial(self._record_done, job_id, kept),
+                retried=False,
+            )
+            return job
+        if isinstance(kept, _KeptFailure):
+            await self.record_failure(job_id, kept.error, retried=False)
+        else:
+            if kept.ask_first:
+                await self.write_ask(job_id, retried=False)
+                kept.ask_first = False
+            await self.record_failure(
+                job_id, kept.error, cancelled=True, used_s=kept.used_s, retried=False
+            )
+        return None
 
     async def record_failure(
         self,

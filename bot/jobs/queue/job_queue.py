@@ -36,6 +36,7 @@ from bot.jobs.queue.slots import (
     BatchRenderSlot,
     BrokeredSlot,
     JobCopies,
+    MeasuredImages,
     PreparingSlot,
     ProbingSlot,
     RenderSlot,
@@ -117,27 +118,39 @@ def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
     return [seconds * count / total for count in pictures]
 
 
+def _device_seconds(results: Sequence[list[RenderedImage]], waited_s: float) -> float:
+    """The GPU seconds a render used: what its slot measured itself (``MeasuredImages``: a
+    worker's own render, not its wait in the broker), kept from 0 to ``waited_s``, the time
+    the queue waited for it; else ``waited_s``."""
+    if len(results) == 1 and isinstance(results[0], MeasuredImages):
+        return min(max(results[0].used_s, 0.0), waited_s)
+    return waited_s
+
+
 async def _restored_estimate(request: RenderRequest, reserved_s: float | None) -> float:
     """A job read back from the journal: its estimate is the GPU seconds its submit reserved,
     reckoned with its model's native side (1024 for SDXL) and its input picture's size, which
-    the journal keeps neither of. A relax job reserved none: its request's, an edit's picture
-    read off the loop (its size makes the native side, not known here, irrelevant)."""
+    the journal keeps neither of. A relax job reserved none: its request's, an edit's or an
+    upscale's picture read off the loop (an edit's size makes the native side, not known here,
+    irrelevant)."""
     if reserved_s:
         return reserved_s
     input_size = None
-    if accounting.edits_a_picture(request):
+    if accounting.costs_by_its_picture(request):
         input_size = await asyncio.to_thread(accounting.input_picture_size, request)
     render_size = accounting.RenderSize(input_size=input_size)
     return accounting.estimated_cost(request, render_size).gpu_seconds
 
 
-def _failure(error: Exception, job_id: str, device: str) -> str:
-    """What the member of a job that failed with ``error`` is told."""
+def _failure(error: Exception, job_id: str, device: str) -> tuple[str, str]:
+    """What the member of a job that failed with ``error`` is told, and the failure's reason
+    for the log's ``failed`` line: input (the member's to fix; never logged, it may quote the
+    prompt), render_failed or internal (logged here, with the traceback)."""
     if isinstance(error, RenderInputError):
-        return str(error)
+        return str(error), "input"
     if isinstance(error, RenderFailed):
         log.warning("job %s failed on %s: %s", job_id, device, error)
-        return f"{error}; reference {job_id}"
+        return f"{error}; reference {job_id}", "render_failed"
     # The class names the bug for an operator; its member gets plain words and the job id,
     # which this line carries for them to find.
     log.error(
@@ -147,7 +160,7 @@ def _failure(error: Exception, job_id: str, device: str) -> str:
         type(error).__name__,
         exc_info=error,
     )
-    return f"{INTERNAL_FAILURE}; reference {job_id}"
+    return f"{INTERNAL_FAILURE}; reference {job_id}", "internal"
 
 
 class JobQueue:
@@ -221,6 +234,9 @@ class JobQueue:
         self._waiting_to_start: dict[str, asyncio.Future[None]] = {}
         # The kind of each job not yet ended, for the metrics that count jobs by kind.
         self._kinds: dict[str, str] = {}
+        # Why each job failing here failed (``_failure``'s reasons, or interrupted), until its
+        # ``failed`` line; the one failure ``JobEnds`` makes alone is its pictures unstored.
+        self._failed_because: dict[str, str] = {}
         # Each job's estimated GPU seconds, until it ends, as reckoned at its submit (its
         # model's native side, its input picture's size) or its restore: the journal keeps
         # neither, so a job queued again here (``_schedule_again``) keeps it.
@@ -315,6 +331,7 @@ class JobQueue:
             log.info("requeued %d job(s) left running by a previous process", requeued)
         for job_id in spent:  # delivered with the jobs finished undelivered, below
             log.error("job %s: Easel stopped during each of its renders; failed", job_id)
+            self._failed_because[job_id] = "interrupted"
             await self._ends.record_failure(
                 job_id,
                 f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped while rendering it "
@@ -523,6 +540,8 @@ class JobQueue:
             return None
         if job_id in self._waiting_to_start:  # out of the queue, rendering neither
             return JobState(status=job.status, position=None, eta_s=None, awaiting_check=True)
+        if kept := self._ends.ended_unrecorded(job_id):  # running in the journal, ended here
+            return JobState(status=job.status, position=None, eta_s=None, end_unrecorded=kept)
         return self._placed(job_id, job.status, self._now())
 
     async def queued_progress_posts(self) -> list[tuple[str, int, int]]:
@@ -963,7 +982,7 @@ class JobQueue:
                 self._release(spent)
                 self._wakeup.notify_all()
             for job_id in spent:
-                await self._ends.finish_unsuccessfully(job_id, _failure(error, job_id, slot.device))
+                await self._fail(job_id, error, slot.device)
         await self._put_back(
             running, give_back_attempt=together, as_suspects=jobs, renders_alone=together
         )
@@ -1082,12 +1101,17 @@ class JobQueue:
                 await self._device_lost(slot, running, jobs, error)
                 return
             if len(ids) == 1:
-                await self._ends.finish_unsuccessfully(ids[0], _failure(error, ids[0], slot.device))
+                await self._fail(ids[0], error, slot.device)
                 return
             # One job's bad input must not fail the jobs batched with it (nor show them its
             # error): each renders again alone, so only the culprit fails.
+            # The class alone: a member's bad input may quote their prompt, and the culprit's
+            # own failure is logged (or told) as it renders alone.
             log.warning(
-                "batch %s failed on %s (%s); rendering it job by job", ids, slot.device, error
+                "batch %s failed on %s (%s); rendering it job by job",
+                ids,
+                slot.device,
+                type(error).__name__,
             )
             running.rendering = False  # a job cancelled while it waits for its turn is refunded
             for job, request in zip(jobs, requests, strict=True):
@@ -1103,8 +1127,9 @@ class JobQueue:
                     running.left_out.update(alone.left_out)  # queued again: not released
         else:
             # The slot is free now: its next batch renders while this one is stored.
-            elapsed = time.perf_counter() - started
-            metrics.render_finished(requests[0].model, slot.device, requests[0].steps, elapsed)
+            waited = time.perf_counter() - started  # a remote slot's: the broker's wait too
+            metrics.render_finished(requests[0].model, slot.device, requests[0].steps, waited)
+            elapsed = _device_seconds(results, waited)
             cancelled = dict(running.cancelled)
             self._recording.update(ids)
             self._in_background(self._finish_rendered(jobs, requests, results, cancelled, elapsed))
@@ -1157,11 +1182,11 @@ class JobQueue:
                         charge = _cancel_charge(cancelled[job.id], used_s)
                         if await self._ends.record_cancel(job.id, "cancelled", charge):
                             recorded.append((job, None))
-                    else:
-                        composed = await self._ends.record_success(
-                            job.id, request, rendered, used_s
-                        )
-                        recorded.append((job, composed))
+                    elif ended := await self._ends.record_success(
+                        job.id, request, rendered, used_s
+                    ):
+                        recorded.append((job, ended.composed))
+                    # Else kept: the sweep writes and delivers it (``JobEnds.retry_kept``).
                 except Exception:
                     # Running in the journal still (its pictures kept): the next start renders
                     # it again, or ends it if a stop was asked of it too late
@@ -1206,6 +1231,12 @@ class JobQueue:
 
         return report
 
+    async def _fail(self, job_id: str, error: Exception, device: str) -> None:
+        """End a job whose render failed with ``error``: its member told, its reason kept for
+        its ``failed`` line."""
+        told, self._failed_because[job_id] = _failure(error, job_id, device)
+        await self._ends.finish_unsuccessfully(job_id, told)
+
     def _ended(self, job_id: str, outcome: str) -> None:
         """Count and log a job's end: done, failed or cancelled (its error is the member's
         to read, not the log's: it may quote the prompt)."""
@@ -1215,6 +1246,11 @@ class JobQueue:
         self._requeued.discard(job_id)
         self._running_in_journal.discard(job_id)
         metrics.job_ended(kind, outcome)
-        log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
+        because = self._failed_because.pop(job_id, "unstored")
+        if outcome == "failed":
+            event = job_event(job_id, outcome, kind=kind, reason=because)
+            log.info("job %s failed (%s)", job_id, because, extra=event)
+        else:
+            log.info("job %s %s", job_id, outcome, extra=job_event(job_id, outcome, kind=kind))
         if self._chores is not None:
             self._chores.owed()

@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 
 # The waits before each further try of a journal write that failed (the database locked by
 # another writer past its busy timeout, or a full disk): about two minutes with the busy
-# timeouts between them. The job is held meanwhile (its pictures kept); one still failing is
-# left as the journal says, for the next start (``JournalWriter.write``).
+# timeouts between them. The job is held meanwhile (its pictures kept); a start still failing
+# is left as the journal says (queued), an end kept for the delivery sweep
+# (``JobEnds.retry_kept``).
 JOURNAL_RETRY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0)
 
 _Written = TypeVar("_Written")

@@ -4,7 +4,7 @@ raise or keep outside the bot."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from inference.types import RenderCancelled, RenderedImage, RenderRequest, StepProgress
@@ -113,6 +113,17 @@ class RenderStoppedAfter(RenderCancelled):
 
     def __init__(self, used_s: float) -> None:
         super().__init__(f"cancelled after {used_s:.1f} s on a device")
+        self.used_s = used_s
+
+
+class MeasuredImages(list[RenderedImage]):
+    """A render's pictures, with the device seconds its slot measured itself: a remote slot's
+    worker reports its render's, so the broker's wait is not charged as GPU time. The queue
+    charges them, kept within its own wall-clock measure (a worker cannot have rendered longer
+    than the bot waited); a slot returning a plain list is charged that measure."""
+
+    def __init__(self, images: Iterable[RenderedImage], used_s: float) -> None:
+        super().__init__(images)
         self.used_s = used_s
 
 

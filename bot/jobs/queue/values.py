@@ -85,6 +85,9 @@ class FinishedJob:
     # Withdrawn with the job it was made from (that one's withdrawn too), not for a deletion
     # of its own message.
     withdrawn_with_source: bool = False
+    # That job is another member's (read with ``withdrawn_with_source``): its withdrawal is
+    # no doing of this job's maker, who is refunded (``refunded_withdrawal``).
+    source_made_by_another: bool = False
     # Withdrawn because its channel (or the one it was made from) was deleted, not by a
     # moderator's deletion of it: refunded, as its maker did nothing.
     withdrawn_with_channel: bool = False
@@ -181,6 +184,14 @@ class CancelOutcome(StrEnum):
     UNKNOWN = "unknown"
 
 
+class KeptEnd(StrEnum):
+    """How a job ended whose end is kept until the journal takes it (``JobEnds.retry_kept``:
+    Easel's storage full or busy)."""
+
+    RENDERED = "rendered"  # its result is posted then, and charged
+    FAILED = "failed"  # its member is told why then, refunded
+
+
 @dataclass(frozen=True)
 class JobState:
     status: journal.JobStatus
@@ -192,6 +203,9 @@ class JobState:
     # Restored at start-up and handed out, it waits out of the queue for Discord's answer
     # about its maker (``bot.bans``): neither queued at a place nor rendering.
     awaiting_check: bool = False
+    # Rendered or failed, its end kept until the journal takes it (``JobEnds.retry_kept``):
+    # no longer rendering, nor to be cancelled. None: no end kept.
+    end_unrecorded: KeptEnd | None = None
 
     def place(self) -> str:
         """A queued job's place as its member reads it: "position 3", or "position over 100"

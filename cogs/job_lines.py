@@ -1,0 +1,25 @@
+"""A job as one line of a list (/history, a moderator's ``/easel-mod jobs``)."""
+
+from __future__ import annotations
+
+from bot.history import HistoryLine
+from bot.policy.moderation import WITHHELD_BECAUSE
+from cogs.common import quoted
+from cogs.wording import NO_PROMPT, counted
+
+_PROMPT_PREVIEW = 80
+
+
+def history_line_text(line: HistoryLine) -> str:
+    """One job of a list: its id, when, its state and its prompt, cut short and escaped."""
+    prompt = line.prompt.replace("\n", " ")
+    # A withdrawn job's pictures cannot be shown again: not offered as if they could.
+    if line.withheld:
+        state = f"not posted: {WITHHELD_BECAUSE}; not counted"
+    elif line.withdrawn:
+        state = "removed by a moderator"
+    else:
+        state = f"{line.status}, {counted(line.image_count, 'image')}"
+    # A job made from an upload alone (an /upscale) has no prompt to quote.
+    shown = quoted(prompt, _PROMPT_PREVIEW) or NO_PROMPT
+    return f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — {shown}"
