@@ -830,3 +830,16 @@ async def _submit_repeats(
         f"🔁 {counted(len(seeds), 'more job')} of this prompt queued (--repeat); each result is "
         "posted when it is ready.",
     )
+
+
+def page_turns(
+    page: int, page_count: int, button: Callable[[int, str, bool], discord.ui.Item[Any]]
+) -> discord.ui.View | None:
+    """◀ ▶ under a reply of several pages (None for one): ``button(page, label, disabled)``
+    makes each, with its own persistent custom id."""
+    if page_count <= 1:
+        return None
+    view = discord.ui.View(timeout=None)
+    view.add_item(button(page - 1, "◀", page == 0))
+    view.add_item(button(page + 1, "▶", page >= page_count - 1))
+    return view

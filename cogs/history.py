@@ -35,6 +35,7 @@ from cogs.common import (
     MAX_QUOTED_PROMPT,
     ORIGINAL_RESPONSE,
     defer_thinking,
+    page_turns,
     queue_of,
     quoted,
     services_of,
@@ -109,13 +110,11 @@ def render_page(page: HistoryPage, search: str | None) -> str:
 
 def pager(page: HistoryPage, search: str | None) -> discord.ui.View | None:
     """◀ ▶ under a /history reply of several pages."""
-    if page.page_count <= 1:
-        return None
-    last = page.page_count - 1
-    view = discord.ui.View(timeout=None)
-    view.add_item(HistoryPageButton(page.page - 1, search or "", "◀", disabled=page.page == 0))
-    view.add_item(HistoryPageButton(page.page + 1, search or "", "▶", disabled=page.page >= last))
-    return view
+    return page_turns(
+        page.page,
+        page.page_count,
+        lambda to, label, disabled: HistoryPageButton(to, search or "", label, disabled=disabled),
+    )
 
 
 class HistoryPageButton(

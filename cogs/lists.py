@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot.policy.addons import AddonKind, addon_unavailable
 from cogs.choices import addons_allowed_here, allowed_models_only, choices_of
-from cogs.common import services_of
+from cogs.common import page_turns, services_of
 from cogs.errors import report_error
 from inference.metadata import network_info
 from inference.model_list import installed_models
@@ -123,12 +123,11 @@ def page_of(
         description="\n".join(lines) + f"\n\n{_HOW_TO_USE[kind]}",
     )
     embed.set_footer(text=f"Page {page + 1}/{pages}" + (f" · search: {search}" if search else ""))
-    if pages == 1:
-        return embed, None
-    view = discord.ui.View(timeout=None)
-    view.add_item(PageButton(kind, page - 1, search, "◀", disabled=page == 0))
-    view.add_item(PageButton(kind, page + 1, search, "▶", disabled=page == pages - 1))
-    return embed, view
+    return embed, page_turns(
+        page,
+        pages,
+        lambda to, label, disabled: PageButton(kind, to, search, label, disabled),
+    )
 
 
 class PageButton(

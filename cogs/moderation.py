@@ -25,7 +25,7 @@ from bot.history import (
     listed_ids,
 )
 from bot.user_errors import UserError
-from cogs.common import defer_thinking, quoted, services_of, within_message_limit
+from cogs.common import defer_thinking, page_turns, quoted, services_of, within_message_limit
 from cogs.contexts import command_contexts
 from cogs.errors import report_error
 from cogs.job_lines import history_line_text
@@ -115,16 +115,11 @@ async def _member_jobs(
             f"these. {UNDO}"
         )
     text = "\n".join(lines) + _left_out(listed.left_out_elsewhere, listed.left_out_private)
-    return within_message_limit(text), _pager(member_id, jobs.page, jobs.page_count)
-
-
-def _pager(member_id: int, page: int, page_count: int) -> discord.ui.View | None:
-    if page_count <= 1:
-        return None
-    view = discord.ui.View(timeout=None)
-    view.add_item(MemberJobsPageButton(member_id, page - 1, "◀", disabled=page == 0))
-    view.add_item(MemberJobsPageButton(member_id, page + 1, "▶", disabled=page >= page_count - 1))
-    return view
+    return within_message_limit(text), page_turns(
+        jobs.page,
+        jobs.page_count,
+        lambda to, label, disabled: MemberJobsPageButton(member_id, to, label, disabled=disabled),
+    )
 
 
 class MemberJobsPageButton(
