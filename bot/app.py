@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -30,6 +31,7 @@ from bot.lenient_json import loads_replacing_lone_surrogates
 from bot.logging_setup import install_logging
 from bot.process_end import end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
+from bot.restores import refuse_pictures_without_database, take_run_mark
 from bot.services import Services
 from bot.settings import Settings, SettingsError, warn_of_unknown_settings
 from bot.single_instance import DataDirLock, hold_data_dir
@@ -55,6 +57,7 @@ from cogs.moderation import MemberJobsPageButton, ModerationCog
 from cogs.region import RegionOffers, WordsButton
 from cogs.results.buttons import RESULT_BUTTONS
 from cogs.results.posting import DiscordResults
+from cogs.servers import AllowedServersCog
 from cogs.settings import PresetsCog, SettingsCog
 from cogs.use_settings import UseSettingsCog
 from cogs.withdrawals import WithdrawalsCog, thread_parent
@@ -259,6 +262,12 @@ class EaselBot(commands.Bot):
         self._setting_up = True
         self._waiting_for_discord = None  # logged in
         settings = self.settings
+        # Pictures put back before their database: a new one's first sweep would delete them.
+        await asyncio.to_thread(
+            refuse_pictures_without_database,
+            settings.database_path,
+            (settings.images_dir, settings.inputs_dir),
+        )
         # On a full disk, what is past the retention goes before the first write to the journal.
         self._db, retention = await connect_making_room(
             settings.database_path,
@@ -266,6 +275,9 @@ class EaselBot(commands.Bot):
             settings.inputs_dir,
             settings.retention_days,
         )
+        # Before the queue reads the journal: a database put back from a backup renders and
+        # posts none of the jobs it held unfinished again.
+        await take_run_mark(self._db, settings.data_dir, time.time())
         metrics.watch_data_dir(settings.data_dir)
         slots = await self._render_slots()  # opens the broker, when there is one
         self.queue = JobQueue(
@@ -275,6 +287,7 @@ class EaselBot(commands.Bot):
             dm_limits=settings.dm_limits,
             copies=self._broker,
             max_queued_per_member=settings.max_queued_per_member,
+            priority_servers=settings.priority_servers,
         )
         self.queue.set_no_device_left(self._stop_for_lost_devices)
         self.queue.set_token_check(self._token_taken)
@@ -292,6 +305,7 @@ class EaselBot(commands.Bot):
         self.results.member_settings = self.services.member_settings
         self.results.guild_policy = self.services.guild_policy
         self.results.stopped_members = self.services.stopped_members
+        self.results.removed_from = self.removed_from
         self.results.history = self.services.history
         # A moderator's deletion stops what was being made from the picture (refunded).
         self.services.history.stop_withdrawn = self.queue.stop_withdrawn
@@ -301,6 +315,9 @@ class EaselBot(commands.Bot):
         self.services.history.easel_id = self.user.id
         # A post in a thread goes with the thread's channel, archived or not.
         self.services.history.thread_parent = lambda channel_id: thread_parent(self, channel_id)
+        # Before the queue renders and members are served: what a database put back from a
+        # backup holds of members who ran /forget-me since it was taken goes again.
+        await self.services.history.forget_again()
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
         # A form opened before a restart (or left open too long) is answered, not left silent.
         self.add_listener(answer_lost_form, "on_interaction")
@@ -335,6 +352,7 @@ class EaselBot(commands.Bot):
         )
         bans = BansCog(self.member_stops, self)
         await self.add_cog(bans)
+        await self.add_cog(AllowedServersCog(self, settings))
         self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
         self.add_dynamic_items(
             *RESULT_BUTTONS,
@@ -529,6 +547,12 @@ class EaselBot(commands.Bot):
         """Whether the database is closed (or was never opened): nothing more is written."""
         return self._db is None
 
+    def removed_from(self, guild_id: int) -> bool:
+        """Whether Easel is no longer in the server ``guild_id``: known once the gateway's
+        READY listed its servers (an outage's stay listed, unavailable); never before it, as
+        while a restart restores its jobs."""
+        return self.is_ready() and self.get_guild(guild_id) is None
+
     def devices_still_busy(self) -> list[str]:
         """Each device whose thread is still inside its work but a load, with that work
         ("cuda:0 in job <id>"): after a stop, one stuck in a render step."""
@@ -610,8 +634,9 @@ class EaselBot(commands.Bot):
         await _interaction_handlers_settled(waits_end)
         await super().close()
         await _interaction_handlers_settled(waits_end)
-        if hasattr(self, "services"):  # no member's prompt is read from here on
+        if hasattr(self, "services"):  # no member's prompt or upload is read from here on
             self.services.prompts.close()
+            self.services.picture_work.close()
         if hasattr(self, "region_offer"):  # nor a region in words segmented
             self.region_offer.close()
         for background in (self._reading_ahead, self._pruning):

@@ -113,7 +113,8 @@ class StopCause(enum.Enum):
     TIMEOUT = "member timed out"
     # Found at start-up: Discord says only "Unknown Member" (banned, kicked or left).
     GONE = "member no longer in the server"
-    # Found at start-up: "Unknown Guild" (deleted). Not audited: nobody is left to read it.
+    # Found at start-up: "Unknown Guild" (deleted); or Easel removed from the server (kicked,
+    # or the server deleted: ``cancel_server_jobs``). Not audited: nobody is left to read it.
     SERVER_GONE = "server gone"
 
     @property
@@ -408,6 +409,19 @@ class MemberStops:
         # submitter (cogs.common), one journaled before is among ``unfinished``.
         stop = self._stopped.add(guild_id, user_id, until)
         return await self._cancel_unfinished(stop, guild_id, user_id, cause, easel_id=easel_id)
+
+    async def cancel_server_jobs(self, guild_id: int, *, easel_id: int) -> list[str]:
+        """Easel was removed from ``guild_id`` (or the server deleted): every member's queued
+        and running jobs there are cancelled as ``cancel_jobs`` cancels them, refunded, so that
+        no device renders for a server Easel can no longer post in. The ids cancelled."""
+        members = await journal.members_with_unfinished_jobs_in(self._conn, guild_id)
+        cancelled = await asyncio.gather(
+            *(
+                self.cancel_jobs(guild_id, user_id, StopCause.SERVER_GONE, easel_id=easel_id)
+                for user_id in members
+            )
+        )
+        return [job_id for of_member in cancelled for job_id in of_member]
 
     async def _cancel_unfinished(
         self, stop: _Stop, guild_id: int, user_id: int, cause: StopCause, *, easel_id: int

@@ -18,6 +18,7 @@ from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_reques
 from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_value
 from inference.limits import MAX_CFG, MAX_SEED, MIN_CFG, MIN_STEPS
+from inference.names import as_typed
 from inference.prompts.wildcards import draws_by_seed
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
@@ -173,9 +174,10 @@ def _parse_value(axis: Axis, value: str, max_steps: int, models: Collection[str]
         except RenderInputError as error:
             raise UserError(f"{error}.") from None
     if axis is Axis.MODEL:
-        if value not in models:
+        model = as_typed(value)
+        if model not in models:
             raise unavailable_here("model", value, models, "/models")
-        return [value]
+        return [model]
     numbers = _numbers(axis, value)
     low, high = {
         Axis.SEED: (0, MAX_SEED),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.forget_me_log import ForgetMeLog
 from bot.jobs import accounting
 from bot.jobs.queue import JobCopies
 from bot.jobs.retention import DAY_S, quota_window, remove_unread_results
@@ -34,6 +35,7 @@ from db import quotas as ledger
 from db.database import write_back_log
 from db.erasures import Erasure as Erasure  # for the cogs, which never import db
 from db.erasures import ReplyToken as ReplyToken
+from db.history import MODERATOR_WITHDRAWAL_AUDITED_AS as MODERATOR_WITHDRAWAL_AUDITED_AS
 from db.history import MemberJobsHere as MemberJobsHere
 from db.history import PostedMessage as PostedMessage
 
@@ -59,8 +61,6 @@ DELETIONS_KEPT_S = 60.0
 DELETIONS_KEPT = 4096
 # The setting name of the audit row (/easel-admin audit) of a moderator's withdrawal.
 WITHDRAWAL_AUDITED_AS = "jobs withdrawn (their post deleted)"
-# The setting name of the audit row of a moderator's withdrawal by command or Cancel button.
-MODERATOR_WITHDRAWAL_AUDITED_AS = "jobs withdrawn by a moderator"
 # Job ids an audit row or a reply names; past them, how many more (a purge or a deleted
 # channel withdraws thousands, and /easel-admin audit shows 15 rows in one message).
 IDS_LISTED = 10
@@ -111,6 +111,8 @@ class HistoryLine:
     withdrawn: bool = False  # a moderator deleted its result: it is not shown again
     # Withdrawn by Easel: its result was withheld at delivery (the server's rules changed).
     withheld: bool = False
+    # Queued or running in a backup put back: ended unrendered, refunded (``bot.restores``).
+    lost_in_a_restore: bool = False
 
 
 def _history_line(entry: store.HistoryEntry) -> HistoryLine:
@@ -122,6 +124,7 @@ def _history_line(entry: store.HistoryEntry) -> HistoryLine:
         entry.image_count,
         entry.withdrawn,
         entry.withheld,
+        entry.lost_in_a_restore,
     )
 
 
@@ -255,8 +258,12 @@ class History:
         member_settings: MemberSettings,
         clock: Callable[[], float] = time.time,
         copies: JobCopies | None = None,  # the broker's, when renders run on one
+        # Each /forget-me recorded outside the database too (None: not, and a database put
+        # back from an older backup brings back what it erased).
+        forget_me_log: ForgetMeLog | None = None,
     ) -> None:
         self._conn = conn
+        self._forget_me_log = forget_me_log
         self._images_dir = images_dir
         self._inputs_dir = inputs_dir
         self._member_settings = member_settings
@@ -719,11 +726,13 @@ class History:
         (without it, the caller does both). The request is journaled first: a stop or a
         failure in the middle leaves it for ``resume`` to finish; ``failed`` tells the member
         of such a failure before the error is raised, also before any other erase or answer
-        of theirs (a retry's "finished now" comes after it). Refused, erasing nothing, while
-        one of their jobs is queued or running: the queue still owns it, and a result written
-        after the erase would name the member again. ``direct_messages``: the member's
-        direct messages with Easel (None: not known), whose copies by DM are no longer
-        recorded (``store.forget_copies_in``)."""
+        of theirs (a retry's "finished now" comes after it). Erased, it is recorded outside the
+        database too (``forget_me_log``), which a restore leaves (``forget_again``), before the
+        member is told.
+        Refused, erasing nothing, while one of their jobs is queued or running: the queue
+        still owns it, and a result written after the erase would name the member again.
+        ``direct_messages``: the member's direct messages with Easel (None: not known), whose
+        copies by DM are no longer recorded (``store.forget_copies_in``)."""
         async with self._erasing(user_id):
             asked = await erasures.ask(self._conn, user_id, self._clock(), reply)
             if asked.unfinished:
@@ -738,7 +747,9 @@ class History:
             try:
                 if direct_messages is not None:
                     await store.forget_copies_in(self._conn, direct_messages)
-                return await self._told(user_id, await self._erase(user_id, asked.asked_at), tell)
+                erased = await self._erase(user_id, asked.asked_at)
+                await self._record(user_id, asked.asked_at)
+                return await self._told(user_id, erased, tell)
             except Exception as error:
                 if failed is not None:
                     await failed(error)
@@ -767,7 +778,72 @@ class History:
             if await erasures.asked_at(self._conn, erasure.user_id) != erasure.asked_at:
                 return None
             erased = await self._erase(erasure.user_id, erasure.asked_at)
+            # Again: a stop or a failure may have come before the member's run recorded it.
+            await self._record(erasure.user_id, erasure.asked_at)
             return await self._told(erasure.user_id, erased, tell)
+
+    async def forget_again(self) -> int:
+        """At start, before the queue renders or members are served: erase again what the
+        database holds of the members whose /forget-me the record outside it names but the
+        database does not know it carried out, made up to when they asked
+        (``erasures.ask_again``): a database put back from a backup taken before they asked
+        brought it back. Settings, presets and refusals go only where dated up to then. Nobody
+        is told (each member was, or is by their own request's run); logged by count. One whose
+        erase fails is left journaled, for the sweep of unfinished requests, which tells its
+        member. A record that cannot be read is logged, and the start goes on: a live database
+        knows each request it carried out. How many were erased again."""
+        if self._forget_me_log is None:
+            return 0
+        try:
+            asked = await asyncio.to_thread(self._forget_me_log.requests)
+        except OSError as error:
+            log.error(
+                "/forget-me: %s cannot be read (%s), so a database put back from a backup may "
+                "still hold what a /forget-me erased: make it a file Easel can read and write, "
+                "then restart",
+                self._forget_me_log.path,
+                error.strerror or error,
+            )
+            return 0
+        erased = 0
+        for erasure in await erasures.ask_again(self._conn, asked):
+            try:
+                async with self._erasing(erasure.user_id):
+                    await self._erase(
+                        erasure.user_id, erasure.asked_at, saved_up_to=erasure.asked_at
+                    )
+                    await self.erasure_told(erasure.user_id, erasure.asked_at)
+            except Exception:
+                # Naming no one: this line outlives the erase.
+                log.exception("/forget-me: erasing again what a database put back held failed")
+            else:
+                erased += 1
+        if erased:
+            log.warning(
+                "/forget-me: this database held what %d request(s) recorded in %s had erased "
+                "(put back from a backup taken before them?): erased again",
+                erased,
+                self._forget_me_log.path,
+            )
+        return erased
+
+    async def _record(self, user_id: int, asked_at: float) -> None:
+        """The request erased, on disk outside the database (``forget_me_log``) before the
+        member is told. A record that fails (a read-only or full disk) fails no erase: only a
+        restore of a backup from before it could undo this one, and the error says so."""
+        if self._forget_me_log is None:
+            return
+        try:
+            await asyncio.to_thread(self._forget_me_log.record, user_id, asked_at)
+        except OSError as error:
+            # Naming no one: this line outlives the erase.
+            log.error(
+                "/forget-me: a request could not be added to %s (%s): it is erased, but a "
+                "database put back from a backup taken before it would bring its data back; "
+                "make the file writable",
+                self._forget_me_log.path,
+                error.strerror or error,
+            )
 
     async def _told(self, user_id: int, forgotten: Forgotten, tell: TellErased | None) -> Forgotten:
         """Inside ``_erasing``: the member told, then the request ended. A stop or failure
@@ -795,7 +871,9 @@ class History:
             del self._erasing_now[user_id]
             done.set()
 
-    async def _erase(self, user_id: int, asked_at: float) -> Forgotten:
+    async def _erase(
+        self, user_id: int, asked_at: float, *, saved_up_to: float | None = None
+    ) -> Forgotten:
         counted_since, period_end = quota_window(self._clock())
         broker_copies_left = False
 
@@ -854,6 +932,7 @@ class History:
             counted_since=counted_since,
             anonymise_at=period_end,
             erased_batch=remove_files,
+            saved_up_to=saved_up_to,
         )
         # The erase's last step deleted the settings (a stop before it left them).
         self._member_settings.forget(user_id)

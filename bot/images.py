@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,22 +122,37 @@ def infotext_of(image: CheckedImage) -> str | None:
     return infotext_from_png(image.data) if image.format == "PNG" else None
 
 
+# The bytes of pixels ``pixel_digest`` hashes at a time.
+_DIGEST_STRIP_BYTES = 2**20
+
+
 def pixel_digest(picture: Image.Image) -> bytes:
     """SHA-256 of a picture's pixels as 8-bit RGB, or RGBA where some pixel is not opaque,
     with its size: the same for any lossless copy (saved again without its PNG text, under
     another name, with an opaque alpha channel or a palette, as a lossless WebP), not for a
     lossy re-encode (a JPEG of it), a crop or a resize. Of the pixels it is given: an upload
-    is digested as stored and as shown (``DecodedUpload.pixel_digests``)."""
+    is digested as stored and as shown (``DecodedUpload.pixel_digests``). Hashed a strip of
+    rows at a time (``_DIGEST_STRIP_BYTES``): a picture in the mode hashed is not copied whole
+    (48 MB at 4096x4096, on the threads that read uploads)."""
     pixels = eight_bit(picture)
     if pixels.has_transparency_data:
-        pixels = pixels.convert("RGBA")
+        pixels = _in_mode(pixels, "RGBA")
         opaque = pixels.getchannel("A").getextrema() == (255, 255)
-        pixels = pixels.convert("RGB") if opaque else pixels
+        mode = "RGB" if opaque else "RGBA"  # an opaque alpha channel: left out of each strip
     else:
-        pixels = pixels.convert("RGB")
-    digest = hashlib.sha256(f"{pixels.mode} {pixels.width}x{pixels.height}\n".encode())
-    digest.update(pixels.tobytes())
+        pixels = _in_mode(pixels, "RGB")
+        mode = "RGB"
+    digest = hashlib.sha256(f"{mode} {pixels.width}x{pixels.height}\n".encode())
+    rows = max(1, _DIGEST_STRIP_BYTES // max(1, pixels.width * len(mode)))
+    for top in range(0, pixels.height, rows):
+        strip = pixels.crop((0, top, pixels.width, min(top + rows, pixels.height)))
+        digest.update(_in_mode(strip, mode).tobytes())
     return digest.digest()
+
+
+def _in_mode(picture: Image.Image, mode: str) -> Image.Image:
+    """``picture`` converted to ``mode``, or itself when in it already (not a copy)."""
+    return picture if picture.mode == mode else picture.convert(mode)
 
 
 def pixel_digest_of(data: bytes) -> bytes:
@@ -278,10 +295,37 @@ def posted_file(png: bytes, filesize_limit: int | None) -> Fitted:
     return fit_under(png, filesize_limit or DEFAULT_FILESIZE_LIMIT)
 
 
+# The oversized pictures fitted last (``fit_under``), by their PNG's SHA-256 and the limit:
+# the queue fits a result to digest its preview (``bot.jobs.queue.ends.posted_digests``), and
+# its delivery fits the same picture moments later (seconds of CPU for a large grid), as does
+# a member's /show of it again. Bounded by their bytes: a fit under a Nitro limit is 100 MB.
+FITS_KEPT_BYTES = 64 * 1024 * 1024
+_fits_kept: OrderedDict[tuple[bytes, int], Fitted] = OrderedDict()
+_fits_kept_lock = threading.Lock()  # ``fit_under`` runs on threads
+
+
 def fit_under(png: bytes, limit: int) -> Fitted:
-    """The PNG as is, else optimised, else a smaller JPEG preview that fits under ``limit``."""
+    """The PNG as is, else optimised, else a smaller JPEG preview that fits under ``limit``;
+    one of the last fitted under ``limit`` (``FITS_KEPT_BYTES`` of them) is not fitted again."""
     if len(png) <= limit:
         return Fitted(png, "png", is_preview=False)
+    key = (hashlib.sha256(png).digest(), limit)
+    with _fits_kept_lock:
+        kept = _fits_kept.get(key)
+        if kept is not None:
+            _fits_kept.move_to_end(key)
+            return kept
+    fitted = _fitted_anew(png, limit)
+    with _fits_kept_lock:
+        _fits_kept[key] = fitted
+        held = sum(len(one.data) for one in _fits_kept.values())
+        while held > FITS_KEPT_BYTES:
+            _, oldest = _fits_kept.popitem(last=False)
+            held -= len(oldest.data)
+    return fitted
+
+
+def _fitted_anew(png: bytes, limit: int) -> Fitted:
     with Image.open(io.BytesIO(png)) as image:
         infotext = image.info.get(PNG_TEXT_KEY)
         rgb = image.convert("RGB")

@@ -50,6 +50,7 @@ __all__ = [
     "quota_refused",
     "render_finished",
     "serve",
+    "undelivered_jobs",
     "watch_data_dir",
     "watch_gateway",
     "watch_queue_depth",
@@ -113,9 +114,17 @@ ITERATIONS_PER_SECOND = Gauge(
 DELIVERIES = Counter(
     "easel_deliveries",
     "Tries to post an ended job's outcome (its result, failure or why it is withheld), by "
-    "outcome: delivered, failed (to be tried again) or given_up (failed, no more tries: a "
+    "outcome: delivered (in its channel, or to its maker alone), not_posted (ended posted "
+    "nowhere: withheld or withdrawn, its message or channel deleted, its maker's direct "
+    "messages closed), failed (to be tried again) or given_up (failed, no more tries: a "
     "result's job is failed and refunded, its failure posted instead)",
     ["outcome"],
+    registry=METRICS_REGISTRY,
+)
+UNDELIVERED_JOBS = Gauge(
+    "easel_undelivered_jobs",
+    "Ended jobs whose outcome is not posted yet (failing deliveries, ends the journal refused "
+    "kept in memory), as the delivery sweep last counted them",
     registry=METRICS_REGISTRY,
 )
 WORKER_JOBS = Counter(
@@ -173,8 +182,12 @@ def job_ended(kind: str, outcome: str) -> None:
 
 
 def delivery_tried(outcome: str) -> None:
-    """``outcome``: delivered, failed or given_up (``DELIVERIES``)."""
+    """``outcome``: delivered, not_posted, failed or given_up (``DELIVERIES``)."""
     DELIVERIES.labels(outcome).inc()
+
+
+def undelivered_jobs(count: int) -> None:
+    UNDELIVERED_JOBS.set(count)
 
 
 def worker_job_ended(outcome: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from bot.requests import RequestError, check_prompt_length, check_saved_values
+from bot.shown_text import as_read, shortened
 from db import presets as store
 from db.database import transaction
 from db.presets import Scope, StoredPreset
@@ -94,12 +95,10 @@ def as_bold(name: str) -> str:
 def as_code(value: object) -> str:
     """``value`` as inline code, where nothing renders as markdown: without its backticks,
     any of which would end the code early and let the rest (a member's negative prompt)
-    render as formatting, links and headings in Easel's message; cut to
-    ``MAX_SHOWN_VALUE`` characters, an ellipsis marking a cut."""
-    text = str(value).replace("`", "")
-    if len(text) > MAX_SHOWN_VALUE:
-        text = text[: MAX_SHOWN_VALUE - 1] + "…"
-    return f"`{text}`"
+    render as formatting, links and headings in Easel's message; on one line, without
+    direction controls (``as_read``); cut to ``MAX_SHOWN_VALUE`` characters, an ellipsis
+    marking a cut."""
+    return f"`{shortened(as_read(str(value).replace('`', '')), MAX_SHOWN_VALUE)}`"
 
 
 def validated(preset: Preset) -> Preset:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import NoReturn
 
 # The exit status after a stop whose clock ran out with a device thread still inside a step
@@ -19,6 +20,8 @@ STUCK_DEVICE_EXIT_STATUS = 3
 # The exit status of a run its settings end (DISCORD_TOKEN refused while running), as the
 # command line's after a ``SettingsError``.
 SETTINGS_EXIT_STATUS = 2
+# The signals that stop ``easel run`` and ``easel worker``.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,23 @@ def end_at_once(signum: signal.Signals) -> NoReturn:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     exit_now(128 + signum)  # the shell's status for it, were the signal blocked here
+
+
+class EarlyStop:
+    """A stop signal heard before the event loop handles them (``easel worker``'s seconds of
+    importing torch): noted (``signum``) for the loop to stop at once, where the signal would
+    end the process (status 143, or a KeyboardInterrupt's traceback). A second one ends it at
+    once (``end_at_once``), as a second one while stopping does."""
+
+    def __init__(self) -> None:
+        self.signum: signal.Signals | None = None
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._heard)
+
+    def _heard(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None:
+            end_at_once(signal.Signals(signum))
+        self.signum = signal.Signals(signum)
 
 
 def _flush_output() -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.limits import MAX_CLIP_SKIP, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 from inference.limits import MAX_SEED as MAX_SEED
+from inference.names import as_typed
 from inference.prompts import (
     InlineFlags,
     PromptError,
@@ -270,6 +271,8 @@ def _build(
             sampler=flags.sampler or preset.sampler,
             model=flags.model or preset.model,
         )
+    if flags.model is not None:  # looked up as the registry names files
+        flags = dataclasses.replace(flags, model=as_typed(flags.model))
     if model_defaults is not None:
         defaults = model_defaults(flags.model)
     count = flags.count if flags.count is not None else 1

@@ -13,9 +13,11 @@ from pathlib import Path
 import aiosqlite
 
 from bot.bans import StoppedMembers
+from bot.forget_me_log import ForgetMeLog
 from bot.history import History
 from bot.jobs.accounting import UNKNOWN_MODEL_SIDE
 from bot.jobs.queue import JobCopies
+from bot.picture_work import PictureWork
 from bot.policy.addons import installed_addons
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
@@ -194,6 +196,10 @@ class Services:
     # Which posts a deletion of may have gone unheard (this bot's gateway sessions): the only
     # ones asked of Discord before their pictures are used again.
     unheard_deletions: UnheardDeletions = field(default_factory=UnheardDeletions)
+    # Members' uploads read and pictures fitted again on threads of their own, each member's
+    # in line (not on asyncio's default pool, where every command's hop before its
+    # acknowledgement waits).
+    picture_work: PictureWork = field(default_factory=PictureWork)
 
     @classmethod
     def build(
@@ -225,7 +231,14 @@ class Services:
             ),
         )
         return cls(
-            History(conn, settings.images_dir, settings.inputs_dir, member_settings, copies=copies),
+            History(
+                conn,
+                settings.images_dir,
+                settings.inputs_dir,
+                member_settings,
+                copies=copies,
+                forget_me_log=ForgetMeLog(settings.data_dir),
+            ),
             member_settings,
             Presets(conn),
             GuildPolicy(

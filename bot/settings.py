@@ -22,6 +22,7 @@ from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
 from inference.file_hashes import HASHES_FILE
 from inference.limits import MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS
+from inference.names import as_typed
 from inference.quantization import Quantize
 from inference.upscale import latent_upscaler
 from inference.validation import RenderLimits
@@ -85,6 +86,11 @@ def data_dir_problem(data_dir: Path) -> str | None:
         f"{setting}: this user (uid {os.getuid()}) cannot enter or write to {existing}; "
         "give it to that user or choose another folder"
     )
+
+
+def _is_server_id(text: str) -> bool:
+    # ASCII digits only: int() would also read other scripts' digits (and a superscript fails).
+    return text.isascii() and text.isdigit()
 
 
 def split_host_port(address: str, example_port: int = 9100) -> tuple[str, int]:
@@ -176,6 +182,17 @@ class Settings(BaseSettings):
     max_queued_per_member: int = Field(
         default=20, ge=0, le=100_000, validation_alias="EASEL_MAX_QUEUED_PER_MEMBER"
     )
+    # Servers whose priority roles put their members ahead of other servers' jobs too (server
+    # ids, comma-separated): the operator's call, never a server admin's. Elsewhere a priority
+    # role orders its own server's jobs only.
+    priority_servers: Annotated[frozenset[int], NoDecode] = Field(
+        default=frozenset(), validation_alias="EASEL_PRIORITY_SERVERS"
+    )
+    # The servers Easel serves (server ids, comma-separated); empty: every server it is in.
+    # Elsewhere every command and click is refused, and a server adding it is left at once.
+    allowed_servers: Annotated[frozenset[int], NoDecode] = Field(
+        default=frozenset(), validation_alias="EASEL_ALLOWED_SERVERS"
+    )
     # Commands in direct messages with the bot. A DM belongs to no server, so no server's
     # rules or admins reach it: off unless the operator turns it on; then the DM quota below
     # and the rules a server has before its admins change any apply.
@@ -212,6 +229,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("default_model", "default_upscaler", "hires_upscaler")
+    @classmethod
+    def _as_typed(cls, value: str | None) -> str | None:
+        # A name pasted from a macOS listing may be NFD; Easel names files in NFC.
+        return None if value is None else as_typed(value)
 
     @field_validator("default_upscaler")
     @classmethod
@@ -259,12 +282,28 @@ class Settings(BaseSettings):
     @field_validator("dev_guild_id", mode="before")
     @classmethod
     def _check_guild_id(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+        if isinstance(value, str) and value.strip() and not _is_server_id(value.strip()):
             raise ValueError(
                 "must be a server id, its digits only (in Discord, turn on Developer Mode, then "
                 "right-click the server: Copy Server ID), or empty to register commands globally"
             )
         return value
+
+    @field_validator("priority_servers", "allowed_servers", mode="before")
+    @classmethod
+    def _split_server_ids(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        ids = set()
+        for part in filter(None, (part.strip() for part in value.split(","))):
+            if not _is_server_id(part):
+                raise ValueError(
+                    f"{part!r} is not a server id; use server ids, digits only (in Discord, turn "
+                    "on Developer Mode, then right-click the server: Copy Server ID), "
+                    "comma-separated"
+                )
+            ids.add(int(part))
+        return frozenset(ids)
 
     @field_validator("public_url")
     @classmethod
@@ -365,6 +404,10 @@ class Settings(BaseSettings):
     def web_endpoint(self) -> tuple[str, int] | None:
         """Where the mask editor's web server listens, or None when there is none."""
         return split_host_port(self.web_addr) if self.public_url else None
+
+    def serves_server(self, guild_id: int) -> bool:
+        """Whether Easel serves the server ``guild_id`` (EASEL_ALLOWED_SERVERS)."""
+        return not self.allowed_servers or guild_id in self.allowed_servers
 
     @property
     def database_path(self) -> Path:

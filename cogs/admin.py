@@ -42,6 +42,7 @@ from bot.policy.quota import QuotaLimits
 from bot.policy.unavailable import quoted
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets, as_code
+from bot.shown_text import shortened
 from bot.user_errors import UserError
 from bot.web.dashboard import READING_RIGHTS_S, AdminRights, Dashboard
 from cogs.choices import matching_choices, model_choices
@@ -114,7 +115,7 @@ def _list_entry(which: GuildList, entry: str, room: int | None = None) -> str:
 
 def _cut(text: str, room: int | None) -> str:
     """``text`` in at most ``room`` characters (None: whole), an ellipsis marking a cut."""
-    return text if room is None or len(text) <= room else text[: room - 1] + "…"
+    return text if room is None else shortened(text, room)
 
 
 def _escaped(text: str, room: int | None) -> str:
@@ -445,7 +446,10 @@ class AdminCog(commands.Cog):
         await self._policy.set_default_model(_guild_id(interaction), interaction.user.id, name)
         await self._done(interaction, f"Default model: {name or 'Easel default'}.")
 
-    @admin.command(name="priority-role", description="Members with this role jump the queue")
+    @admin.command(
+        name="priority-role",
+        description="Members with this role go before this server's other members",
+    )
     @app_commands.describe(action="add or remove", role="The role")
     async def priority_role(
         self, interaction: discord.Interaction[Any], action: Action, role: discord.Role

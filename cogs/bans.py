@@ -2,9 +2,11 @@
 (``bot.bans``). Discord says so through the moderation intent (not a privileged intent): a ban
 as GUILD_BAN_ADD (an unban as GUILD_BAN_REMOVE); a kick, and a timeout given or removed, only
 as GUILD_AUDIT_LOG_ENTRY_CREATE, which Discord sends only where Easel has View Audit Log (an
-AutoMod timeout too, as its own action naming no end). At start-up, Discord is asked about each
-member with restored work, in the background (``start_restored_checks``); after a gateway gap
-Discord did not resume, about each member with unfinished or undelivered work (``on_ready``)."""
+AutoMod timeout too, as its own action naming no end). Easel removed from a server has the
+jobs of all its members there cancelled (GUILD_DELETE, not an outage's). At start-up, Discord
+is asked about each member with restored work, in the background (``start_restored_checks``);
+after a gateway gap Discord did not resume, about each member with unfinished or undelivered
+work (``on_ready``)."""
 
 from __future__ import annotations
 
@@ -72,6 +74,14 @@ class BansCog(commands.Cog):
                 easel_id=guild.me.id,
                 until=until.timestamp(),
             )
+
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """Easel was removed from the server, or it was deleted (GUILD_DELETE; an outage's
+        is ``unavailable`` and discord.py says "guild_unavailable" instead): its jobs are
+        cancelled, refunded, and take no more turns on the devices the other servers share."""
+        assert self._client.user is not None  # a gateway event comes once logged in
+        await self._stops.cancel_server_jobs(guild.id, easel_id=self._client.user.id)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:

@@ -12,6 +12,7 @@ from discord import app_commands
 
 from bot.policy.addons import AddonKind
 from cogs.common import models_allowed_in, services_of
+from inference.names import as_typed
 from inference.samplers import AUTOMATIC_SCHEDULE, SCHEDULE_TYPES, sampler_names
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,21 @@ _LEFT_OUT: set[str] = set()  # said once each in the log
 def matching_choices(
     names: Iterable[str], typed: str, labels: Mapping[str, str] | None = None
 ) -> list[app_commands.Choice[str]]:
-    """Names that start with what was typed first, then names that contain it; each shown
-    as its label when ``labels`` has one."""
-    needle = typed.strip().casefold()
-    starts = [name for name in names if name.casefold().startswith(needle)]
-    contains = [name for name in names if needle in name.casefold() and name not in starts]
+    """Names that start with what was typed first, then names that contain it, in any letter
+    case and Unicode form (``as_typed``: ``é`` typed finds a name spelling it ``e`` + U+0301);
+    each shown as its label when ``labels`` has one."""
+    needle = search_key(typed.strip())
+    folded = {name: search_key(name) for name in names}
+    starts = [name for name, key in folded.items() if key.startswith(needle)]
+    contains = [name for name, key in folded.items() if needle in key and name not in starts]
     shown = labels or {}
     return choices_of((shown.get(name, name), name) for name in starts + contains)
+
+
+def search_key(text: str) -> str:
+    """``text`` as a search compares it (autocomplete, the lists' search): ``as_typed``, then
+    case-folded (which may decompose: ``as_typed`` again)."""
+    return as_typed(as_typed(text).casefold())
 
 
 def choices_of(labelled: Iterable[tuple[str, str]]) -> list[app_commands.Choice[str]]:

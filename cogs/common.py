@@ -42,6 +42,7 @@ from bot.presets import Preset, over_saved_settings
 from bot.refusals import quota_refused, told_refusal
 from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
 from bot.services import Services
+from bot.shown_text import ELLIPSIS, as_read, grapheme_boundary, laid_out
 from bot.user_errors import Reason, UserError
 from cogs.contexts import received_at
 from cogs.visibility import check_member_may_act_here, is_age_restricted
@@ -78,7 +79,9 @@ def within_message_limit(message: str) -> str:
     if len(message) <= MESSAGE_LIMIT:
         return message
     half = (MESSAGE_LIMIT - 1) // 2
-    return message[:half] + "…" + message[-half:]
+    head = grapheme_boundary(message, half)
+    tail = grapheme_boundary(message, len(message) - half, forward=True)
+    return message[:head] + ELLIPSIS + message[tail:]
 
 
 def fair_shares(lengths: Sequence[int], room: int) -> list[int]:
@@ -114,8 +117,10 @@ _LINK_OR_MARKDOWN = re.compile(
 
 def quoted(text: str, limit: int) -> str:
     """``text`` with Discord's markdown escaped and its links in angle brackets (no preview:
-    a member's link never shows an outside picture under Easel's post), cut (with "…") to
-    ``limit`` characters."""
+    a member's link never shows an outside picture under Easel's post), without direction
+    controls and with no line break but "\\n" (``laid_out``), cut (with "…", never within a
+    character as shown) to ``limit`` characters."""
+    text = laid_out(text)
     shown = _neutralised(text)
     if len(shown) <= limit:
         return shown
@@ -127,7 +132,14 @@ def quoted(text: str, limit: int) -> str:
             low = middle
         else:
             high = middle - 1
-    return _neutralised(text[:low]) + "…"
+    return _neutralised(text[: grapheme_boundary(text, low)]) + ELLIPSIS
+
+
+def shown_prompt(prompt: str, limit: int) -> str:
+    """A prompt or negative prompt ``quoted`` on one line, its whitespace as the text encoder
+    reads it (``as_read``): a run of spaces or lines never pushes its later words past the
+    cut. Where it is a record (the picture's infotext, the journal) it stays as typed."""
+    return quoted(as_read(prompt), limit)
 
 
 def _neutralised(text: str) -> str:

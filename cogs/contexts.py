@@ -1,16 +1,21 @@
-"""Where the commands may be used: servers always, direct messages only when the operator
-allows them (EASEL_ALLOW_DMS), group DMs never.
+"""Where the commands may be used: servers (those in EASEL_ALLOWED_SERVERS when the operator
+lists some), direct messages only when the operator allows them (EASEL_ALLOW_DMS), group DMs
+never.
 
 Discord hides a command from the places its registered ``contexts`` leave out; the tree checks
 again on arrival, because a stale registration (global commands take up to an hour to update)
 can still deliver a command from a DM after the operator turned DMs off. Every interaction is
-stamped on receipt, and one Discord delivers twice is dropped.
+stamped on receipt, and one Discord delivers twice is dropped. One from a server the operator
+did not list (a command, a click, a form, an autocomplete) is answered that Easel is not enabled
+there, and goes no further.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,6 +23,7 @@ from discord import app_commands
 
 from bot.jobs.retention import DISCORD_TOKEN_LIFETIME_S
 from bot.memo import ExpiringKeys
+from cogs.visibility import DISCORD_FAILED
 
 if TYPE_CHECKING:
     from discord.state import ConnectionState
@@ -31,6 +37,10 @@ _RECEIVED_AT = "easel_received_at"
 # token's 15 minutes): at most this many (more than 100 a second for all that time), 17.5 MiB
 # when full (tracemalloc).
 INTERACTIONS_REMEMBERED = 100_000
+# The answer in a server that EASEL_ALLOWED_SERVERS leaves out.
+NOT_ENABLED_HERE = (
+    "Easel is not enabled in this server by its operator: it works only in the servers they chose."
+)
 
 
 def received_at(interaction: discord.Interaction[Any]) -> float | None:
@@ -43,7 +53,7 @@ def received_at(interaction: discord.Interaction[Any]) -> float | None:
     return value if isinstance(value, float) else None
 
 
-def _stamp_receipts(state: ConnectionState[Any]) -> None:
+def _stamp_receipts(state: ConnectionState[Any], serves: Callable[[int], bool]) -> None:
     """Each interaction's payload stamped with when its gateway event is parsed (the monotonic
     clock), before discord.py hands it to a command, a view or a form: in the gateway's order,
     so a button's or form's work is placed against a stop heard after it
@@ -54,7 +64,11 @@ def _stamp_receipts(state: ConnectionState[Any]) -> None:
     An interaction Discord delivers again (a replayed event) is dropped: handled twice, it
     would be answered twice, its second defer refused as already acknowledged (a warning);
     and where the first defer's reply was lost, ``defer_thinking`` would take that refusal for
-    its own lost answer, journaling and charging the job twice."""
+    its own lost answer, journaling and charging the job twice.
+
+    One from a server that ``serves`` refuses is answered so (``_refuse_unserved``) and handed
+    to nothing else: here every kind of interaction passes, before discord.py's dispatch; only
+    /forget-me is served everywhere (``_served_everywhere``)."""
     parsers = state.parsers  # the dict the gateway reads each event's parser from
     parse = parsers["INTERACTION_CREATE"]
     seen: ExpiringKeys[str] = ExpiringKeys(DISCORD_TOKEN_LIFETIME_S, INTERACTIONS_REMEMBERED)
@@ -66,11 +80,67 @@ def _stamp_receipts(state: ConnectionState[Any]) -> None:
                 log.info("interaction %s was delivered again: dropped", interaction_id)
                 return
             seen.add(interaction_id, now)
+        if (
+            (guild_id := payload.get("guild_id")) is not None
+            and not serves(int(guild_id))
+            and not _served_everywhere(payload)
+        ):
+            _refuse_unserved(state, payload)
+            return
         if isinstance(data := payload.get("data"), dict):
             data[_RECEIVED_AT] = now
         parse(payload)
 
     parsers["INTERACTION_CREATE"] = parse_stamped
+
+
+# Commands answered in every server, listed or not: a member whose only server in common with
+# Easel was left off EASEL_ALLOWED_SERVERS (DMs off) could otherwise never erase their data.
+# /forget-me (``cogs.history``) has no buttons or forms, so only its command needs to pass.
+_COMMANDS_SERVED_EVERYWHERE = frozenset({"forget-me"})
+
+
+def _served_everywhere(payload: dict[str, Any]) -> bool:
+    data = payload.get("data")
+    return (
+        payload.get("type") == discord.InteractionType.application_command.value
+        and isinstance(data, dict)
+        and data.get("name") in _COMMANDS_SERVED_EVERYWHERE
+    )
+
+
+# The answers to interactions from servers Easel does not serve, kept until sent.
+_refusals: set[asyncio.Task[None]] = set()
+
+
+def _refuse_unserved(state: ConnectionState[Any], payload: dict[str, Any]) -> None:
+    """Answers an interaction from a server Easel does not serve, in the background (the
+    parser is synchronous), as discord.py would read it; nothing of it is recorded."""
+    # The gateway's payload, untyped here, is what discord.py reads into an Interaction.
+    interaction: discord.Interaction[Any] = discord.Interaction(data=payload, state=state)  # type: ignore[arg-type]
+    log.info(
+        "interaction %s in server %s refused: the server is not in EASEL_ALLOWED_SERVERS",
+        interaction.id,
+        interaction.guild_id,
+    )
+    answer = asyncio.create_task(_answer_unserved(interaction), name="easel-unserved-server")
+    _refusals.add(answer)
+    answer.add_done_callback(_refusals.discard)
+
+
+async def _answer_unserved(interaction: discord.Interaction[Any]) -> None:
+    try:
+        if interaction.type is discord.InteractionType.autocomplete:
+            await interaction.response.autocomplete([])  # it can only offer choices: none
+        else:
+            await interaction.response.send_message(NOT_ENABLED_HERE, ephemeral=True)
+    except DISCORD_FAILED as failure:
+        log.warning(
+            "could not tell user %s that Easel is not enabled in server %s: %s",
+            interaction.user.id,
+            interaction.guild_id,
+            failure,
+        )
 
 
 def command_contexts(*, allow_dms: bool) -> app_commands.AppCommandContext:
@@ -85,7 +155,8 @@ class EaselCommandTree(app_commands.CommandTree[Any]):
 
     def __init__(self, client: discord.Client, *args: Any, **kwargs: Any) -> None:
         super().__init__(client, *args, **kwargs)
-        _stamp_receipts(self._state)
+        # The bot's settings are read when an interaction comes: the tree is made before them.
+        _stamp_receipts(self._state, lambda guild_id: self.client.settings.serves_server(guild_id))
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if interaction.type is discord.InteractionType.application_command:

@@ -81,7 +81,7 @@ class SavedInputs:
         self._later.append(save)
 
     async def saved_later(self) -> str | None:
-        """The saves ``save_later`` held, at once (each decodes on its own thread), then
+        """The saves ``save_later`` held, at once (their decodes in the member's line), then
         ``made_from``: ``submit_from_interaction``'s ``before_queueing``, after the
         acknowledgement. All have ended before a refusal is raised, so none is written after
         ``__aexit__`` removed the saved ones."""
@@ -106,8 +106,8 @@ class SavedInputs:
         ``path`` (a job may name it before it is written; default: a fresh one)."""
         check_upload_size(filename, len(data))
         if mask:
-            upload = await asyncio.to_thread(
-                decoded_upload, filename, data, digest=False, as_png=True
+            upload = await services_of(self._interaction).picture_work.run(
+                self._interaction.user.id, decoded_upload, filename, data, digest=False, as_png=True
             )
         else:
             checked = await checked_upload(self._interaction, filename, data, as_png=True)
@@ -281,7 +281,9 @@ class EditCog(commands.Cog):
             base = request_from_infotext(picture.infotext, prompt, models)
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
-            await asyncio.to_thread(check_mask_paints, mask_picture, invert)
+            await services_of(interaction).picture_work.run(
+                interaction.user.id, check_mask_paints, mask_picture, invert
+            )
             await _submit(interaction, inputs, "inpaint", request, picture, private)
 
     @app_commands.command(name="upscale", description="Enlarge a picture 2x or 4x")

@@ -118,10 +118,11 @@ _ADMIN = """\
 `show` — this server's settings; `channel` — where Easel answers; `model` and \
 `default-model` — the models allowed here and the default; `addon` — the LoRAs, embeddings, \
 VAEs, upscalers and ControlNets allowed here (none listed: all); `quota` — limits per \
-server, role or member; `priority-role` — roles whose jobs go first; `nsfw` — the NSFW policy; \
-`banned-word` — words refused in prompts; `restore` — a job withdrawn when a moderator \
-deleted one of its posts, or withheld at delivery; `preset` — share a preset with everyone here; \
-`audit` — who changed what; `dashboard` — a sign-in link to the server's web dashboard.
+server, role or member; `priority-role` — roles whose jobs go first among this server's; \
+`nsfw` — the NSFW policy; `banned-word` — words refused in prompts; `restore` — a job \
+withdrawn when a moderator deleted one of its posts, or withheld at delivery; `preset` — \
+share a preset with everyone here; `audit` — who changed what; `dashboard` — a sign-in link \
+to the server's web dashboard.
 Admins may cancel members' jobs and have no quota, in their server only.
 **Moderators** (Manage Messages, in the channels where they have it), `/easel-mod`: `jobs` — a \
 member's jobs here, with links; `withdraw` — one job, or all of a member's; Delete under a \

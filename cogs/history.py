@@ -32,12 +32,10 @@ from bot.images import decoded
 from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import Reason, UserError
 from cogs.common import (
-    MAX_QUOTED_PROMPT,
     ORIGINAL_RESPONSE,
     defer_thinking,
     page_turns,
     queue_of,
-    quoted,
     services_of,
 )
 from cogs.errors import report_error
@@ -46,6 +44,7 @@ from cogs.lists import MAX_SEARCH_CHARS
 from cogs.results.buttons import (
     THREAD_ARCHIVED,
     check_still_shown,
+    copy_caption,
     copy_view,
     deleted_picture_read,
     job_view,
@@ -626,15 +625,18 @@ class HistoryCog(commands.Cog):
         await defer_thinking(interaction, private=private)
         # After the defer: Discord may take past its 3 s to answer.
         await check_posts_there(interaction.client, services_of(interaction), job)
-        # Each file fitted to this interaction's upload limit (per file, as Discord checks).
+        # Each file fitted to this interaction's upload limit (per file, as Discord checks),
+        # in the member's line of picture work: a burst of /show never fills the default pool.
         limit, paths = interaction.filesize_limit, job.image_paths
         request = await queue_of(interaction).request_of(job.job_id)
+        work, member_id = services_of(interaction).picture_work, interaction.user.id
         # A picture deleted, or named outside the data folder (stored_file): answered as gone.
         try:
             if request is not None and is_comparison(request):
                 # Up to 16 pictures: posted as their labelled grid, with Delete alone under it.
                 comparison, first_infotext = request, job.infotexts[0]
-                fitted = await asyncio.to_thread(
+                fitted = await work.run(
+                    member_id,
                     lambda: [
                         fitted_file(
                             comparison_png(
@@ -644,17 +646,18 @@ class HistoryCog(commands.Cog):
                             limit,
                             spoiler=spoiler,
                         )
-                    ]
+                    ],
                 )
                 view = copy_view(job.job_id)
             else:
-                fitted = await asyncio.to_thread(
+                fitted = await work.run(
+                    member_id,
                     lambda: [
                         fitted_file(
                             path.read_bytes(), f"easel-{job.job_id}-{i}", limit, spoiler=spoiler
                         )
                         for i, path in enumerate(paths)
-                    ]
+                    ],
                 )
                 view = job_view(job.job_id, len(paths))
         except FileNotFoundError as missing:
@@ -663,8 +666,7 @@ class HistoryCog(commands.Cog):
         # Its "thinking…" becomes the post: an edit, which discord.py may send again after a
         # 5xx without posting twice (a follow-up sent again would leave an unrecorded copy).
         sent = await interaction.edit_original_response(
-            content=f"**{quoted(job.prompt, MAX_QUOTED_PROMPT)}** — job `{job.job_id}` "
-            f"(seed {', '.join(map(str, job.seeds))}){previews}",
+            content=copy_caption(job) + previews,
             attachments=[file for file, _ in fitted],
             view=view,
             allowed_mentions=discord.AllowedMentions.none(),

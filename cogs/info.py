@@ -14,8 +14,16 @@ from discord.ext import commands
 from bot.images import CheckedImage, check_upload_size
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS
+from bot.shown_text import shortened
 from bot.user_errors import UserError
-from cogs.common import MESSAGE_LIMIT, defer_thinking, first_image, quoted, services_of
+from cogs.common import (
+    MESSAGE_LIMIT,
+    defer_thinking,
+    first_image,
+    quoted,
+    services_of,
+    shown_prompt,
+)
 from cogs.help_pages import HelpTopic, help_page
 from cogs.moderation import picture_makers
 from cogs.results.story import (
@@ -83,16 +91,17 @@ def describe_infotext(filename: str, infotext: str | None) -> str:
         )
     prompt, negative, params = parse_infotext(infotext)
     # Every part is whoever made the PNG's text: a masked link or a pill in a parameter would
-    # read as Easel's own words (``quoted``).
-    lines = [f"**Prompt:** {quoted(prompt, MESSAGE_LIMIT)}"]
+    # read as Easel's own words (``quoted``). The prompts show as the text encoder reads them
+    # (``shown_prompt``): padding hides none of their words; the PNG keeps them as typed.
+    lines = [f"**Prompt:** {shown_prompt(prompt, MESSAGE_LIMIT)}"]
     if negative:
-        lines.append(f"**Negative:** {quoted(negative, MESSAGE_LIMIT)}")
+        lines.append(f"**Negative:** {shown_prompt(negative, MESSAGE_LIMIT)}")
     lines.extend(
         f"**{quoted(key, MESSAGE_LIMIT)}:** {quoted(str(value), MESSAGE_LIMIT)}"
         for key, value in params.items()
     )
     text = "\n".join(lines)
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    return shortened(text, MESSAGE_LIMIT)
 
 
 class InfoCog(commands.Cog):
@@ -134,8 +143,7 @@ class InfoCog(commands.Cog):
         makers = await picture_makers(interaction, upload.pixel_digests)
         if makers:
             room = MESSAGE_LIMIT - len(makers) - 2
-            cut = described if len(described) <= room else described[: room - 1] + "…"
-            described = f"{makers}\n\n{cut}"
+            described = f"{makers}\n\n{shortened(described, room)}"
         await interaction.edit_original_response(
             content=described, allowed_mentions=discord.AllowedMentions.none()
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bot.history import HistoryLine
 from bot.policy.moderation import WITHHELD_BECAUSE
-from cogs.common import quoted
+from bot.restores import LOST_IN_A_RESTORE
+from cogs.common import shown_prompt
 from cogs.wording import NO_PROMPT, counted
 
 _PROMPT_PREVIEW = 80
@@ -12,14 +13,15 @@ _PROMPT_PREVIEW = 80
 
 def history_line_text(line: HistoryLine) -> str:
     """One job of a list: its id, when, its state and its prompt, cut short and escaped."""
-    prompt = line.prompt.replace("\n", " ")
     # A withdrawn job's pictures cannot be shown again: not offered as if they could.
     if line.withheld:
         state = f"not posted: {WITHHELD_BECAUSE}; not counted"
     elif line.withdrawn:
         state = "removed by a moderator"
+    elif line.lost_in_a_restore:
+        state = f"{line.status}: {LOST_IN_A_RESTORE}; not counted"
     else:
         state = f"{line.status}, {counted(line.image_count, 'image')}"
     # A job made from an upload alone (an /upscale) has no prompt to quote.
-    shown = quoted(prompt, _PROMPT_PREVIEW) or NO_PROMPT
+    shown = shown_prompt(line.prompt, _PROMPT_PREVIEW) or NO_PROMPT
     return f"`{line.job_id}` <t:{int(line.created_at)}:R> {state} — {shown}"

@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.jobs.queue import CancelOutcome, KeptEnd
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
-from cogs.common import acting_member, defer_thinking, queue_of, quoted, services_of, tell
+from cogs.common import acting_member, defer_thinking, queue_of, services_of, shown_prompt, tell
 from cogs.wording import NO_PROMPT, counted
 
 CANCEL_MESSAGES = {
@@ -99,7 +99,7 @@ class JobsCog(commands.Cog):
                 where = "rendering" if state.position is None else state.place()
             eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""
             # A job made from an upload alone (an /upscale) has no prompt to quote.
-            prompt = quoted(line.prompt, _PROMPT_PREVIEW) or NO_PROMPT
+            prompt = shown_prompt(line.prompt, _PROMPT_PREVIEW) or NO_PROMPT
             lines.append(f"`{line.job_id}` {where}{eta} — {prompt}")
         if not mine:
             lines.append("You have no queued or running jobs here.")

@@ -21,11 +21,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.policy.addons import AddonKind, addon_unavailable
-from cogs.choices import addons_allowed_here, allowed_models_only, choices_of
+from cogs.choices import addons_allowed_here, allowed_models_only, choices_of, search_key
 from cogs.common import page_turns, services_of
 from cogs.errors import report_error
 from inference.metadata import network_info
 from inference.model_list import installed_models
+from inference.names import as_typed
 from inference.prompts import WildcardLibrary
 from inference.prompts.flags import insert_before_flags
 from inference.registry import NetworkKind
@@ -104,8 +105,8 @@ async def listed(interaction: discord.Interaction[Any], kind: ListKind) -> list[
 
 
 def searched(rows: list[Listed], search: str) -> list[Listed]:
-    needle = search.strip().casefold()
-    return [row for row in rows if needle in row.line.casefold()] if needle else rows
+    needle = search_key(search.strip())
+    return [row for row in rows if needle in search_key(row.line)] if needle else rows
 
 
 def page_of(
@@ -186,6 +187,7 @@ async def with_lora(interaction: discord.Interaction[Any], prompt: str, lora: st
     server leaves out, is refused alike (whether a file exists is not told)."""
     if lora is None:
         return prompt
+    lora = as_typed(lora)  # as the registry names files
     # Off the loop: the LoRA folders are walked for it.
     installed = await asyncio.to_thread(services_of(interaction).registry.network_files, "lora")
     usable = await addons_allowed_here(interaction, AddonKind.LORA, installed)

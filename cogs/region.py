@@ -357,11 +357,12 @@ class RegionOffers:
         roles, is_admin, age_restricted = await self._member_may_act(link, job)
         # Decoded once, off the loop: its sides are those of the mask written, turned by an EXIF
         # orientation (a PNG's after its pixels is read only by decoding).
-        upload = await asyncio.to_thread(
-            decoded_upload, "mask.png", mask_png, digest=False, as_png=True
+        work = self._services.picture_work
+        upload = await work.run(
+            link.user_id, decoded_upload, "mask.png", mask_png, digest=False, as_png=True
         )
         assert upload.png is not None  # asked for
-        if not await asyncio.to_thread(_anything_painted, upload.png):
+        if not await work.run(link.user_id, _anything_painted, upload.png):
             raise UserError("The mask is empty: paint over what should change, then Submit.")
         try:
             base, picture = await stored_picture(self._queue, job, link.idx)

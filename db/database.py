@@ -9,11 +9,12 @@ import random
 import re
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiosqlite
@@ -21,6 +22,8 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+_Done = TypeVar("_Done")
 
 
 @dataclass(frozen=True)
@@ -53,16 +56,19 @@ class SchemaTooNew(RuntimeError):
 # SQLite's "database or disk is full", and the "disk I/O error" of opening a database in WAL
 # mode on a full disk (its shared-memory file cannot be made).
 _NO_ROOM = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
+# A file's write that found no room: the disk full, or the user's disk quota used up (EDQUOT:
+# the same for Easel, though the disk's free space, as read at admission, may look ample).
+_NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def no_room_error(error: BaseException) -> sqlite3.Error | OSError | None:
     """``error``, or the one it was raised while handling, that is a write that found no room:
-    SQLite's (``_NO_ROOM``) or a file's (ENOSPC); None when there is none."""
+    SQLite's (``_NO_ROOM``) or a file's (``_NO_ROOM_ERRNOS``); None when there is none."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, sqlite3.Error) and seen.sqlite_errorcode in _NO_ROOM:
             return seen
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+        if isinstance(seen, OSError) and seen.errno in _NO_ROOM_ERRNOS:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
@@ -131,7 +137,7 @@ ANALYSIS_LIMIT = 1000
 async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Connection:
     """Open (creating if needed) the database at ``path``, migrated to the latest schema.
     ``busy_timeout_s``: how long a write waits for another connection's lock before it fails
-    (``database is locked``); a ``transaction`` waits between tries (``_begin_immediate``)."""
+    (``database is locked``), between tries (``_without_busy_wait``)."""
     check_sqlite_version()
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
@@ -208,7 +214,7 @@ async def connect_without_room(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-# The busy timeouts ``connect`` set, in milliseconds (``_begin_immediate`` reads another
+# The busy timeouts ``connect`` set, in milliseconds (``_without_busy_wait`` reads another
 # connection's from SQLite once).
 _busy_timeouts_ms: weakref.WeakKeyDictionary[aiosqlite.Connection, int] = (
     weakref.WeakKeyDictionary()
@@ -216,6 +222,10 @@ _busy_timeouts_ms: weakref.WeakKeyDictionary[aiosqlite.Connection, int] = (
 
 # One transaction at a time per connection: SQLite cannot nest them, and coroutines share it.
 _transaction_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+# The task holding each connection's lock: a ``write`` of its own runs in its transaction.
+_lock_holders: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Task[Any] | None] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -226,7 +236,11 @@ async def outside_transactions(conn: aiosqlite.Connection) -> AsyncIterator[aios
     are no transaction of their own: ``transaction``'s lock without ``BEGIN``, so there is no
     ``COMMIT`` that another coroutine's half-read ``RETURNING`` statement could fail."""
     async with _transaction_locks.setdefault(conn, asyncio.Lock()):
-        yield conn
+        _lock_holders[conn] = asyncio.current_task()
+        try:
+            yield conn
+        finally:
+            del _lock_holders[conn]
 
 
 @asynccontextmanager
@@ -242,30 +256,62 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
         try:
             await _begin_immediate(conn)
             yield conn
-            await _to_the_end(conn, "COMMIT")
+            await _to_the_end(conn.execute("COMMIT"))
         except BaseException:
             # Open after the body failed or a COMMIT failed (every later BEGIN would fail);
             # not after a failed BEGIN, nor after a COMMIT done before a cancel arrived.
             if conn.in_transaction:
-                await _to_the_end(conn, "ROLLBACK")
+                await _to_the_end(conn.execute("ROLLBACK"))
             raise
 
 
-# Waits between tries of a ``BEGIN IMMEDIATE`` that found another connection's write lock:
-# the first short (a lock is often held briefly), doubling up to the longest; each drawn from
-# its upper half, so that writers that failed together do not all try again together.
-_FIRST_BEGIN_WAIT_S = 0.02
-_LONGEST_BEGIN_WAIT_S = 0.2
+async def write(
+    conn: aiosqlite.Connection, sql: str, parameters: Iterable[Any] = ()
+) -> aiosqlite.Cursor:
+    """Run ``sql``, one statement that writes, called in a ``transaction`` or not: in the
+    caller's own, as it stands (its write lock is held); else on its own, waiting for another
+    connection's write lock from asyncio (``_without_busy_wait``), as a transaction's BEGIN
+    does. A statement only ever run in a ``transaction`` block needs none of it."""
+    return await _written(conn, lambda: conn.execute(sql, parameters))
+
+
+async def write_returning(
+    conn: aiosqlite.Connection, sql: str, parameters: Iterable[Any] = ()
+) -> Iterable[sqlite3.Row]:
+    """``write`` of a statement whose rows (``RETURNING``) are read in the same call."""
+    return await _written(conn, lambda: conn.execute_fetchall(sql, parameters))
+
+
+async def _written(conn: aiosqlite.Connection, statement: Callable[[], Awaitable[_Done]]) -> _Done:
+    # Only the caller's own transaction: another coroutine's may end before the statement runs.
+    if conn.in_transaction and _lock_holders.get(conn) is asyncio.current_task():
+        return await statement()
+    return await _without_busy_wait(conn, statement)
 
 
 async def _begin_immediate(conn: aiosqlite.Connection) -> None:
-    """``BEGIN IMMEDIATE``, waiting up to the connection's busy timeout while another
+    """``BEGIN IMMEDIATE``, waiting for another connection's write lock from asyncio."""
+    await _without_busy_wait(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
+
+
+# Waits between tries of a statement that found another connection's write lock: the first
+# short (a lock is often held briefly), doubling up to the longest; each drawn from its upper
+# half, so that writers that failed together do not all try again together.
+_FIRST_BUSY_WAIT_S = 0.02
+_LONGEST_BUSY_WAIT_S = 0.2
+
+
+async def _without_busy_wait(
+    conn: aiosqlite.Connection, statement: Callable[[], Awaitable[_Done]]
+) -> _Done:
+    """``statement()`` (one statement: ``BEGIN IMMEDIATE``, or a write outside a transaction,
+    which a refusal leaves undone), waiting up to the connection's busy timeout while another
     connection (an operator's sqlite3 shell, a backup) holds the write lock, as SQLite would,
     but from asyncio between tries: SQLite's own wait would hold the connection's one thread,
     and every other coroutine's statement queued behind it, reads too (a member's /quota
     past Discord's 3 s). After the timeout, SQLite's own error ("database is locked"). Only
-    BEGIN waits so: the busy timeout stays for every other statement (a read meeting a
-    recovery, a write outside a transaction)."""
+    these wait so: the busy timeout stays for every other statement (a read meeting a
+    recovery)."""
     timeout_ms = _busy_timeouts_ms.get(conn)
     if timeout_ms is None:  # a connection ``connect`` did not open
         async with conn.execute("PRAGMA busy_timeout") as cursor:
@@ -273,19 +319,18 @@ async def _begin_immediate(conn: aiosqlite.Connection) -> None:
         timeout_ms = _busy_timeouts_ms[conn] = int(row[0]) if row else 0
     loop = asyncio.get_running_loop()
     # From the first refusal, as SQLite's own wait: a lone write queued first under the lock
-    # may hold the connection's thread for its whole busy timeout before BEGIN ever runs.
+    # may hold the connection's thread for its whole busy timeout before this ever runs.
     deadline: float | None = None
-    # Queued back to back, so no other coroutine's statement runs without the wait.
-    without_waiting = (
-        "PRAGMA busy_timeout=0",
-        "BEGIN IMMEDIATE",
-        f"PRAGMA busy_timeout={timeout_ms}",
-    )
-    wait_s = _FIRST_BEGIN_WAIT_S
+    wait_s = _FIRST_BUSY_WAIT_S
     while True:
+        # Queued back to back (each as its task first runs, in the order made), so no other
+        # coroutine's statement runs without the wait.
+        without_waiting = asyncio.ensure_future(conn.execute("PRAGMA busy_timeout=0"))
+        running = asyncio.ensure_future(statement())
+        waiting_again = asyncio.ensure_future(conn.execute(f"PRAGMA busy_timeout={timeout_ms}"))
         try:
-            await _to_the_end(conn, *without_waiting)
-            return
+            await _to_the_end(without_waiting, running, waiting_again)
+            return running.result()
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                 raise
@@ -295,16 +340,17 @@ async def _begin_immediate(conn: aiosqlite.Connection) -> None:
             if left_s <= 0:
                 raise
         await asyncio.sleep(min(left_s, random.uniform(wait_s / 2, wait_s)))
-        wait_s = min(2 * wait_s, _LONGEST_BEGIN_WAIT_S)
+        wait_s = min(2 * wait_s, _LONGEST_BUSY_WAIT_S)
 
 
-async def _to_the_end(conn: aiosqlite.Connection, *statements: str) -> None:
-    """Run ``statements``, queued back to back in this order, and wait for them even when the
-    caller is cancelled meanwhile (a stop during start-up): aiosqlite runs a statement whose
-    caller has gone, so BEGIN or COMMIT would otherwise land after the ``in_transaction``
-    check above. Raises the first one's failure."""
+async def _to_the_end(*statements: Awaitable[object]) -> None:
+    """Run ``statements`` (``execute`` calls not yet awaited, or their futures), queued back to
+    back in this order, and wait for them even when the caller is cancelled meanwhile (a stop
+    during start-up): aiosqlite runs a statement whose caller has gone, so BEGIN or COMMIT
+    would otherwise land after the ``in_transaction`` check above. Raises the first one's
+    failure."""
     # Each ``execute`` is queued as its task first runs, and these run in the order made.
-    running = [asyncio.ensure_future(conn.execute(statement)) for statement in statements]
+    running = [asyncio.ensure_future(statement) for statement in statements]
     # Every cancel is held until the statements are done (a second one would leave them
     # queued again), and the first one wins over a statement's own failure.
     cancelled: asyncio.CancelledError | None = None
@@ -329,7 +375,7 @@ async def refresh_planner_statistics(conn: aiosqlite.Connection) -> bool:
     failure (a full disk) is logged and returns False, and the next refresh tries again."""
     try:
         async with outside_transactions(conn):  # its ANALYZE must not join a transaction
-            await conn.execute("PRAGMA optimize")
+            await _without_busy_wait(conn, lambda: conn.execute("PRAGMA optimize"))
     except sqlite3.Error as error:  # one line: a full disk's stop says why in its own
         log.warning("the database's planner statistics were not refreshed: %s", error)
         return False

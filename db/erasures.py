@@ -1,15 +1,23 @@
 """/forget-me's journal (table ``erasures`` from ``0028_erasures.sql``): each member's request,
 written before its first batch, its progress counted with each batch, deleted once the member
-is told. A start finishes the requests a stop left (``bot.history.History.resume``)."""
+is told, then marked carried out (``erasures_done``, ``0036_erasures_done.sql``). A start
+finishes the requests a stop left (``bot.history.History.resume``), and journals again those a
+database put back from a backup undid (``ask_again``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiosqlite
 
 from db.database import transaction
+
+# Each member's latest request carried out: an earlier one marked later never lowers it.
+_LATEST_DONE = (
+    "ON CONFLICT (user_id) DO UPDATE SET asked_at = max(erasures_done.asked_at, excluded.asked_at)"
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,63 @@ async def ask(
             ),
         )
     return Asked(asked_at, [])
+
+
+async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> list[Erasure]:
+    """Journal again, with no interaction to answer, each request of ``asked`` (member: when
+    they asked, from the record outside the database) that this database does not know it
+    carried out (``erasures_done``: only one put back from a backup taken before the request
+    lacks it) and whose member it still holds something of dated up to then: their jobs,
+    ledger rows not anonymised nor waiting to be, settings, own presets or refusals (a
+    request's own journal row, asked then or since, is left to its own run). One that finds
+    nothing, nor a journal row, is marked carried out here. Set-based: a start with many
+    requests recorded costs a few statements, not one per member. Returns the requests
+    journaled."""
+    async with transaction(conn):
+        done = {
+            int(user_id): float(at)
+            for user_id, at in await conn.execute_fetchall(
+                "SELECT user_id, asked_at FROM erasures_done"
+            )
+        }
+        unknown = [
+            (user_id, at)
+            for user_id, at in sorted(asked.items())
+            if user_id not in done or done[user_id] < at
+        ]
+        if not unknown:
+            return []
+        # Bound, not read from JSON: each time must compare equal to the one journaled.
+        await conn.execute(
+            "CREATE TEMP TABLE asked_again (user_id INTEGER PRIMARY KEY, asked_at REAL NOT NULL)"
+        )
+        await conn.executemany("INSERT INTO temp.asked_again VALUES (?, ?)", unknown)
+        rows = await conn.execute_fetchall(
+            "INSERT INTO erasures (user_id, asked_at) SELECT a.user_id, a.asked_at"
+            " FROM temp.asked_again AS a WHERE"
+            " EXISTS (SELECT 1 FROM jobs WHERE user_id = a.user_id AND created_at <= a.asked_at)"
+            " OR EXISTS (SELECT 1 FROM quota_ledger WHERE user_id = a.user_id"
+            " AND at <= a.asked_at AND anonymise_at IS NULL)"
+            " OR EXISTS (SELECT 1 FROM user_settings WHERE user_id = a.user_id"
+            " AND updated_at <= a.asked_at)"
+            " OR EXISTS (SELECT 1 FROM presets WHERE scope = 'member' AND owner_id = a.user_id"
+            " AND updated_at <= a.asked_at)"
+            " OR EXISTS (SELECT 1 FROM refusals WHERE user_id = a.user_id"
+            " AND created_at <= a.asked_at)"
+            " ON CONFLICT (user_id) DO UPDATE SET asked_at = excluded.asked_at,"
+            " application_id = NULL, interaction_token = NULL"
+            " WHERE excluded.asked_at > erasures.asked_at"
+            " RETURNING user_id, asked_at"
+        )
+        await conn.execute(
+            "INSERT INTO erasures_done (user_id, asked_at) SELECT a.user_id, a.asked_at"
+            " FROM temp.asked_again AS a"
+            " WHERE NOT EXISTS (SELECT 1 FROM erasures WHERE user_id = a.user_id)"
+            f" {_LATEST_DONE}"
+        )
+        await conn.execute("DROP TABLE temp.asked_again")
+    again = sorted((int(user_id), float(at)) for user_id, at in rows)
+    return [Erasure(user_id, at, None) for user_id, at in again]
 
 
 async def unfinished(conn: aiosqlite.Connection) -> list[Erasure]:
@@ -229,13 +294,18 @@ async def counts(conn: aiosqlite.Connection, user_id: int) -> ErasureCounts | No
 
 async def told(conn: aiosqlite.Connection, user_id: int, asked_at: float) -> bool:
     """The member was told the request of ``asked_at`` is done: it goes (not one asked again
-    since, which its own run answers). Whether it went."""
+    since, which its own run answers), marked carried out (``erasures_done``). Whether it
+    went."""
     async with transaction(conn):
         cursor = await conn.execute(
             "DELETE FROM erasures WHERE user_id = ? AND asked_at = ?", (user_id, asked_at)
         )
         if cursor.rowcount == 0:
             return False
+        await conn.execute(
+            f"INSERT INTO erasures_done (user_id, asked_at) VALUES (?, ?) {_LATEST_DONE}",
+            (user_id, asked_at),
+        )
         await conn.execute("DELETE FROM erasure_files WHERE user_id = ?", (user_id,))
         await conn.execute("DELETE FROM erasure_jobs WHERE user_id = ?", (user_id,))
     return True

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 import aiosqlite
 
-from db.database import transaction
+from db.database import transaction, write
 
 # What a guild has before its admins change anything: every channel, model and add-on, no banned
 # words, no default model (Easel's), and this NSFW policy.
@@ -76,7 +76,8 @@ async def _audit(
     new: str | None,
     now: float,
 ) -> None:
-    await conn.execute(
+    await write(
+        conn,
         "INSERT INTO settings_audit (guild_id, user_id, setting, old_value, new_value, at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (guild_id, user_id, setting, old, new, now),

@@ -10,8 +10,8 @@ from typing import Literal
 
 import aiosqlite
 
-from db import erasures, guild_settings, presets, quotas, refusals
-from db.database import outside_transactions, transaction
+from db import erasures, guild_settings, presets, quotas, refusals, run_mark
+from db.database import outside_transactions, transaction, write
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class HistoryEntry:
     image_count: int
     withdrawn: bool  # a moderator deleted its result, or Easel withheld it: not shown again
     withheld: bool  # withdrawn by Easel: withheld at delivery, refunded (``withheld_why``)
+    lost_in_a_restore: bool  # queued or running in a backup put back (``db.run_mark``)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Withdrawal:
     posts_to_delete: int = 0
     # Older jobs of the server with their pixels, still standing (``standing_twins``).
     older_twins: Sequence[str] = ()
+
+
+# The setting name of the audit row of a moderator's withdrawal by command or Cancel button
+# (``bot.history``), which ``withdrawn_by_moderator`` reads back.
+MODERATOR_WITHDRAWAL_AUDITED_AS = "jobs withdrawn by a moderator"
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,8 @@ def _escape_like(text: str) -> str:
 _HISTORY_COLUMNS = (
     "j.id, j.kind, j.status, j.request_json, j.created_at,"
     " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL,"
-    " j.withheld_why IS NOT NULL"
+    " j.withheld_why IS NOT NULL,"
+    f" j.status = 'cancelled' AND j.error = '{run_mark.LOST_IN_A_RESTORE}'"
 )
 
 
@@ -88,9 +95,17 @@ def _entries(rows: Iterable[sqlite3.Row]) -> list[HistoryEntry]:
     """Rows of ``_HISTORY_COLUMNS``, as entries."""
     return [
         HistoryEntry(
-            job_id, kind, status, request, created_at, images, bool(withdrawn), bool(withheld)
+            job_id,
+            kind,
+            status,
+            request,
+            created_at,
+            images,
+            bool(withdrawn),
+            bool(withheld),
+            bool(lost),
         )
-        for job_id, kind, status, request, created_at, images, withdrawn, withheld in rows
+        for job_id, kind, status, request, created_at, images, withdrawn, withheld, lost in rows
     ]
 
 
@@ -370,6 +385,20 @@ async def _withdraw_job(
         twins=not with_channel,
         audit=audit,
     )
+
+
+async def withdrawn_by_moderator(conn: aiosqlite.Connection, job_id: str) -> bool:
+    """Whether ``job_id`` was withdrawn by a moderator's own act (their Cancel, ``/easel-mod
+    withdraw``): its withdrawal's audit row, written in that transaction at the withdrawal's
+    time (``_withdraw_with_made_from``), is under ``MODERATOR_WITHDRAWAL_AUDITED_AS``. Not
+    a deletion of its message, which Discord does not say who made, nor Easel's withholding."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM jobs JOIN settings_audit AS audit ON audit.guild_id = jobs.guild_id"
+        " AND audit.at = jobs.withdrawn_at AND audit.setting = ?"
+        " WHERE jobs.id = ? AND jobs.withheld_why IS NULL LIMIT 1",
+        (MODERATOR_WITHDRAWAL_AUDITED_AS, job_id),
+    )
+    return bool(rows)
 
 
 async def _withdraw_with_made_from(
@@ -734,8 +763,8 @@ async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message
     """The job's post ``message_id`` is being deleted by its maker: its deletion is theirs,
     not a moderator's, so it withdraws nothing (the job's other posts still do). Whether it
     was linked."""
-    cursor = await conn.execute(
-        "DELETE FROM job_messages WHERE job_id = ? AND message_id = ?", (job_id, message_id)
+    cursor = await write(
+        conn, "DELETE FROM job_messages WHERE job_id = ? AND message_id = ?", (job_id, message_id)
     )
     return cursor.rowcount > 0
 
@@ -806,6 +835,7 @@ async def erase_user(
     counted_since: float,
     anonymise_at: float,
     erased_batch: Callable[[ErasedJobs], Awaitable[None]] | None = None,
+    saved_up_to: float | None = None,
 ) -> ErasedData:
     """Delete the member's jobs made up to ``asked_at`` with their images rows and posts
     (returned: ``ErasedData.posts``), anonymise their quota ledger rows
@@ -821,7 +851,8 @@ async def erase_user(
     none queued or running): one the member starts during the erase, or after a stop and
     before the next start finishes it, keeps its rows and its ledger rows, together (a later
     /forget-me erases them); settings, presets and refusals go last, whenever written, so that
-    none is left when the member is told.
+    none is left when the member is told; or, with ``saved_up_to`` (a start erasing again what
+    a database put back held), only those dated up to it, whatever the clocks did since.
     """
     async with outside_transactions(conn):
         rows = await conn.execute_fetchall(
@@ -853,9 +884,12 @@ async def erase_user(
     async with transaction(conn):
         deferred = await quotas.defer_anonymising(conn, user_id, anonymise_at)
         await erasures.count_deferred(conn, user_id, deferred)
-        await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
-        await presets.delete_member_presets(conn, user_id)
-        await refusals.delete_member_refusals(conn, user_id)
+        await conn.execute(
+            "DELETE FROM user_settings WHERE user_id = ? AND (? IS NULL OR updated_at <= ?)",
+            (user_id, saved_up_to, saved_up_to),
+        )
+        await presets.delete_member_presets(conn, user_id, saved_up_to)
+        await refusals.delete_member_refusals(conn, user_id, saved_up_to)
     return ErasedData(erased_jobs, anonymised, deferred, tuple(sorted(posts)))
 
 
@@ -974,7 +1008,7 @@ async def post_delete_settled(conn: aiosqlite.Connection, message_id: int) -> No
     """The post ``message_id`` is deleted from Discord (or was already): not to delete again."""
     # Not inside another coroutine's transaction, whose rollback would undo it.
     async with outside_transactions(conn):
-        await conn.execute("DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
+        await write(conn, "DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from itertools import islice
 
 import aiosqlite
 
-from db.database import outside_transactions, transaction
+from db.database import outside_transactions, transaction, write
 
 
 class JobStatus(StrEnum):
@@ -222,6 +222,16 @@ async def unfinished_jobs_of(
         return [_job(row) for row in await cursor.fetchall()]
 
 
+async def members_with_unfinished_jobs_in(conn: aiosqlite.Connection, guild_id: int) -> list[int]:
+    """The members with a job queued or running in the guild."""
+    async with conn.execute(
+        """SELECT DISTINCT user_id FROM jobs
+           WHERE guild_id = ? AND status IN ('queued', 'running')""",
+        (guild_id,),
+    ) as cursor:
+        return [int(user_id) for (user_id,) in await cursor.fetchall()]
+
+
 async def latest_unposted_result_of(
     conn: aiosqlite.Connection, user_id: int, guild_id: int | None
 ) -> str | None:
@@ -258,15 +268,23 @@ async def members_who_started(conn: aiosqlite.Connection, user_ids: Collection[i
     return {int(row[0]) for row in rows}
 
 
+# Ended jobs whose outcome is not posted yet. ``+status``: on jobs_undelivered (0023); on the
+# status index SQLite would walk every ended job.
+_ENDED_UNDELIVERED = "+status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL"
+
+
 async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
-    # ``+status``: on jobs_undelivered (0023); on the status index SQLite would walk every
-    # ended job.
     async with conn.execute(
-        """SELECT * FROM jobs
-           WHERE +status IN ('done', 'failed', 'cancelled') AND delivered_at IS NULL
-           ORDER BY finished_at, rowid"""
+        f"SELECT * FROM jobs WHERE {_ENDED_UNDELIVERED} ORDER BY finished_at, rowid"
     ) as cursor:
         return await _records(await cursor.fetchall())
+
+
+async def undelivered_count(conn: aiosqlite.Connection) -> int:
+    """How many ended jobs wait for their outcome's post (``finished_undelivered``'s)."""
+    async with conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {_ENDED_UNDELIVERED}") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def journaled_order(conn: aiosqlite.Connection, job_ids: Collection[str]) -> dict[str, int]:
@@ -380,7 +398,8 @@ async def give_back_attempts(conn: aiosqlite.Connection, job_ids: Collection[str
     if not job_ids:
         return
     placeholders = ", ".join("?" * len(job_ids))
-    await conn.execute(
+    await write(
+        conn,
         f"""UPDATE jobs SET attempts = attempts - 1
             WHERE id IN ({placeholders}) AND +status = 'running' AND attempts > 0""",
         tuple(job_ids),
@@ -401,7 +420,8 @@ async def queue_again(
     if not job_ids:
         return
     placeholders = ", ".join("?" * len(job_ids))
-    await conn.execute(
+    await write(
+        conn,
         f"""UPDATE jobs SET status = 'queued', started_at = NULL,
                 attempts = MAX(attempts - ?, 0), renders_alone = MAX(renders_alone, ?)
             WHERE id IN ({placeholders}) AND +status = 'running'""",
@@ -504,7 +524,8 @@ async def mark_delivered(
     # batch), never inside it: the job is either erased there with its posts, or found
     # missing here and its post deleted.
     async with outside_transactions(conn):
-        cursor = await conn.execute(
+        cursor = await write(
+            conn,
             f"UPDATE jobs SET delivered_at = ?, interaction_token = NULL{public_again}"
             " WHERE id = ?",
             (now, job_id),
@@ -534,7 +555,7 @@ async def make_private(conn: aiosqlite.Connection, job_id: str) -> None:
     keeping results private where the row says public (a fallback: the settings' save and the
     admission, ``make_private_if_kept``, mark such jobs; a writer of the setting that does
     neither would leave one)."""
-    await conn.execute(f"{_MAKE_PRIVATE} AND id = ?", (job_id,))
+    await write(conn, f"{_MAKE_PRIVATE} AND id = ?", (job_id,))
 
 
 async def make_private_if_kept(conn: aiosqlite.Connection, job_id: str) -> None:
@@ -557,21 +578,22 @@ async def is_private(conn: aiosqlite.Connection, job_id: str) -> bool:
 
 async def mark_post_attempted(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
     """A post of ``job_id``'s outcome is tried at ``now`` (the latest try is kept)."""
-    await conn.execute("UPDATE jobs SET post_attempted_at = ? WHERE id = ?", (now, job_id))
+    await write(conn, "UPDATE jobs SET post_attempted_at = ? WHERE id = ?", (now, job_id))
 
 
 # A job's posts recorded since it finished, and since its latest try of a post began, that a
 # delivery reads: the post of the first try, or of the latest, comes first among them (a
 # /show of the job there comes after it).
 POSTS_SINCE_TRY = 3
-# Discord's message ids count milliseconds from its epoch (2015) in their upper bits; Easel's
-# clock may run this far ahead of Discord's (as ``cogs.results.earlier_posts`` allows).
-_DISCORD_EPOCH_MS = 1_420_070_400_000
-_CLOCK_SLACK_S = 60.0
 
 
 async def first_posts_in(
-    conn: aiosqlite.Connection, job_id: str, channel_id: int
+    conn: aiosqlite.Connection,
+    job_id: str,
+    channel_id: int,
+    *,
+    discord_epoch_ms: int,
+    clock_slack_s: float,
 ) -> tuple[int, ...]:
     """The ids of ``job_id``'s posts recorded in ``channel_id`` (``job_messages``) that a
     try of a post may have made, oldest first: its first one (its interaction's original
@@ -579,7 +601,9 @@ async def first_posts_in(
     recorded since it finished (none can be posted before: an older try's post, when a later
     try failed before it could look), and the first ``POSTS_SINCE_TRY`` since its latest try
     began (``post_attempted_at``; none when it was never tried: a try hours later, after
-    /show copies of the job). Bounded: /show copies between them are not read."""
+    /show copies of the job). Bounded: /show copies between them are not read. A message id
+    counts milliseconds from ``discord_epoch_ms`` in its upper bits; Easel's clock may run
+    ``clock_slack_s`` ahead of Discord's (``bot.snowflakes``'s values: db imports no bot)."""
     rows = await conn.execute_fetchall(
         """WITH tries(began) AS (
                SELECT finished_at FROM jobs WHERE id = :job
@@ -598,8 +622,8 @@ async def first_posts_in(
         {
             "job": job_id,
             "channel": channel_id,
-            "slack": _CLOCK_SLACK_S,
-            "epoch": _DISCORD_EPOCH_MS,
+            "slack": clock_slack_s,
+            "epoch": discord_epoch_ms,
             "since": POSTS_SINCE_TRY,
         },
     )
@@ -626,7 +650,8 @@ async def delivery_failed(
     conn: aiosqlite.Connection, job_id: str, now: float, retry_at: float
 ) -> None:
     """A try of ``job_id``'s delivery failed: one more counted, the next due at ``retry_at``."""
-    await conn.execute(
+    await write(
+        conn,
         """UPDATE jobs SET delivery_tries = delivery_tries + 1, delivery_retry_at = ?,
                            delivery_failing_since = COALESCE(delivery_failing_since, ?)
            WHERE id = ? AND delivered_at IS NULL""",
@@ -689,7 +714,8 @@ async def record_job_message(
     # batch), never inside it: the post is either unlinked and returned there, or found
     # missing here and deleted by its poster.
     async with outside_transactions(conn):
-        cursor = await conn.execute(
+        cursor = await write(
+            conn,
             "INSERT OR IGNORE INTO job_messages"
             " (message_id, job_id, guild_id, channel_id, parent_id)"
             " SELECT :message, id, COALESCE(:guild, guild_id), COALESCE(:channel, channel_id),"
@@ -706,7 +732,8 @@ async def record_job_message(
         if cursor.rowcount > 0:
             return True
         if channel_id is not None:
-            await conn.execute(
+            await write(
+                conn,
                 "INSERT OR IGNORE INTO pending_post_deletes (channel_id, message_id)"
                 " SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = ?)",
                 (channel_id, message_id, job_id),
@@ -718,7 +745,8 @@ async def record_job_message(
 async def clear_expired_tokens(conn: aiosqlite.Connection, issued_before: float) -> int:
     """Blank the interaction tokens issued before ``issued_before`` (Discord no longer
     accepts them); returns how many."""
-    cursor = await conn.execute(
+    cursor = await write(
+        conn,
         "UPDATE jobs SET interaction_token = NULL"
         " WHERE interaction_token IS NOT NULL AND interaction_created_at < ?",
         (issued_before,),

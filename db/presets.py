@@ -12,6 +12,8 @@ from typing import Any
 
 import aiosqlite
 
+from db.database import write
+
 
 class Scope(StrEnum):
     MEMBER = "member"  # owner: the member's user id
@@ -81,17 +83,23 @@ async def put(
 
 
 async def delete(conn: aiosqlite.Connection, scope: Scope, owner_id: int, name: str) -> bool:
-    cursor = await conn.execute(
+    cursor = await write(
+        conn,
         "DELETE FROM presets WHERE scope = ? AND owner_id = ? AND name_key = ?",
         (scope.value, owner_id, _key(name)),
     )
     return cursor.rowcount == 1
 
 
-async def delete_member_presets(conn: aiosqlite.Connection, user_id: int) -> int:
-    """/forget-me: the member's own presets (a server's presets belong to the server)."""
+async def delete_member_presets(
+    conn: aiosqlite.Connection, user_id: int, dated_up_to: float | None = None
+) -> int:
+    """/forget-me: the member's own presets (a server's presets belong to the server), those
+    saved up to ``dated_up_to`` (None: whenever)."""
     cursor = await conn.execute(
-        "DELETE FROM presets WHERE scope = 'member' AND owner_id = ?", (user_id,)
+        "DELETE FROM presets WHERE scope = 'member' AND owner_id = ?"
+        " AND (? IS NULL OR updated_at <= ?)",
+        (user_id, dated_up_to, dated_up_to),
     )
     return cursor.rowcount
 

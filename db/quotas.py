@@ -6,7 +6,8 @@ restart or a redelivered message can repeat it without charging twice.
 
 Every function here is one SQL statement (plus, on a no-op, a read to explain it), so it is
 atomic on its own and can also run inside a caller's ``transaction(conn)`` (for instance
-"check usage, reserve, journal the job" as one unit).
+"check usage, reserve, journal the job" as one unit); on its own, a write waits for another
+process's lock between tries (``db.database.write``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import aiosqlite
+
+from db.database import write, write_returning
 
 __all__ = [
     "LIMIT_COLUMNS",
@@ -103,12 +106,13 @@ async def reserve(
         raise ValueError(
             f"job {job_id}: images and est_gpu_s must be 0 or more, got {images}, {est_gpu_s}"
         )
-    async with conn.execute(
+    cursor = await write(
+        conn,
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
         " VALUES (?, 'reserve', ?, ?, ?, ?, ?) ON CONFLICT (job_id, kind) DO NOTHING",
         (job_id, user_id, guild_id, images, est_gpu_s, now),
-    ) as cursor:
-        return cursor.rowcount == 1
+    )
+    return cursor.rowcount == 1
 
 
 async def reserved_gpu_seconds(
@@ -143,7 +147,8 @@ async def commit(
             f"job {job_id}: measured_gpu_s and images must be 0 or more, "
             f"got {measured_gpu_s}, {images}"
         )
-    committed = await conn.execute_fetchall(
+    committed = await write_returning(
+        conn,
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
         " SELECT job_id, 'commit', user_id, guild_id,"
         f" CASE WHEN {_RESERVED_FREE} THEN 0 ELSE COALESCE(?, images) END,"
@@ -163,16 +168,17 @@ async def commit(
 async def refund(conn: aiosqlite.Connection, job_id: str, now: float) -> bool:
     """Release the job's reservation; False if already refunded. Raises LedgerError if the
     job was committed (its cost is final, but for ``refund_withheld``) or never reserved."""
-    async with conn.execute(
+    cursor = await write(
+        conn,
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
         " SELECT job_id, 'refund', user_id, guild_id, images, gpu_seconds, ?"
         " FROM quota_ledger WHERE job_id = ? AND kind = 'reserve' AND NOT EXISTS"
         " (SELECT 1 FROM quota_ledger WHERE job_id = ? AND kind = 'commit')"
         " ON CONFLICT (job_id, kind) DO NOTHING",
         (now, job_id, job_id),
-    ) as cursor:
-        if cursor.rowcount == 1:
-            return True
+    )
+    if cursor.rowcount == 1:
+        return True
     return await _explain_no_op(conn, job_id, done="refund", contradicting="commit")
 
 
@@ -194,7 +200,8 @@ async def refund_withheld(
     as nothing (``COUNTED_RESERVATIONS``), its commit included. The one exception to a
     commit's being final, and idempotent like the rest (one refund a job): a delivery retried
     at the next start refunds nothing more. None: nothing reserved to refund (pruned)."""
-    refunded = await conn.execute_fetchall(
+    refunded = await write_returning(
+        conn,
         "INSERT INTO quota_ledger (job_id, kind, user_id, guild_id, images, gpu_seconds, at)"
         " SELECT job_id, 'refund', user_id, guild_id, images, gpu_seconds, ?"
         " FROM quota_ledger WHERE job_id = ? AND kind = 'reserve'"
@@ -340,7 +347,8 @@ async def set_limits(
     columns = ", ".join(LIMIT_COLUMNS)
     placeholders = ", ".join("?" for _ in LIMIT_COLUMNS)
     updates = ", ".join(f"{column} = excluded.{column}" for column in LIMIT_COLUMNS)
-    await conn.execute(
+    await write(
+        conn,
         f"INSERT INTO quota_limits (scope, guild_id, subject_id, {columns}, updated_at)"
         f" VALUES (?, ?, ?, {placeholders}, ?)"
         f" ON CONFLICT (scope, guild_id, subject_id) DO UPDATE SET {updates},"
@@ -353,11 +361,12 @@ async def clear_limits(
     conn: aiosqlite.Connection, scope: LimitScope, guild_id: int, subject_id: int
 ) -> bool:
     """Remove an override (the next level applies again); False if there was none."""
-    async with conn.execute(
+    cursor = await write(
+        conn,
         "DELETE FROM quota_limits WHERE scope = ? AND guild_id = ? AND subject_id = ?",
         (scope.value, guild_id, subject_id),
-    ) as cursor:
-        return cursor.rowcount == 1
+    )
+    return cursor.rowcount == 1
 
 
 async def get_limits(
@@ -448,7 +457,8 @@ async def defer_anonymising(conn: aiosqlite.Connection, user_id: int, anonymise_
 
 async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:
     """Anonymise the ledger rows /forget-me left named until their quota periods ended."""
-    cursor = await conn.execute(
+    cursor = await write(
+        conn,
         "UPDATE quota_ledger SET user_id = 0, anonymise_at = NULL WHERE anonymise_at <= ?",
         (now,),
     )
@@ -459,7 +469,8 @@ async def prune_settled(conn: aiosqlite.Connection, reserved_before: float) -> i
     """Delete the rows of jobs reserved before ``reserved_before`` whose cost is settled
     (committed or refunded); returns how many rows. The caller passes a time no quota period
     still counts (see ``bot.jobs.retention``); an unsettled reservation is always kept."""
-    cursor = await conn.execute(
+    cursor = await write(
+        conn,
         "DELETE FROM quota_ledger WHERE job_id IN ("
         "SELECT r.job_id FROM quota_ledger AS r WHERE r.kind = 'reserve' AND r.at < ?"
         " AND EXISTS (SELECT 1 FROM quota_ledger AS s"

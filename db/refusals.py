@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from db.database import write
+
 
 @dataclass(frozen=True)
 class NewRefusal:
@@ -29,7 +31,8 @@ class StoredRefusal:
 
 
 async def record(conn: aiosqlite.Connection, refusal: NewRefusal) -> None:
-    await conn.execute(
+    await write(
+        conn,
         "INSERT INTO refusals (guild_id, channel_id, user_id, reason, sentence, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (
@@ -65,13 +68,19 @@ async def counts_by_reason(
         return {str(reason): int(count) for reason, count in await cursor.fetchall()}
 
 
-async def delete_member_refusals(conn: aiosqlite.Connection, user_id: int) -> int:
-    """/forget-me (inside its transaction): every refusal sent to the member, in any server."""
-    cursor = await conn.execute("DELETE FROM refusals WHERE user_id = ?", (user_id,))
+async def delete_member_refusals(
+    conn: aiosqlite.Connection, user_id: int, dated_up_to: float | None = None
+) -> int:
+    """/forget-me (inside its transaction): every refusal sent to the member, in any server,
+    up to ``dated_up_to`` (None: whenever)."""
+    cursor = await conn.execute(
+        "DELETE FROM refusals WHERE user_id = ? AND (? IS NULL OR created_at <= ?)",
+        (user_id, dated_up_to, dated_up_to),
+    )
     return cursor.rowcount
 
 
 async def prune(conn: aiosqlite.Connection, before: float) -> int:
     """Retention: refusals older than ``before``; returns how many went."""
-    cursor = await conn.execute("DELETE FROM refusals WHERE created_at < ?", (before,))
+    cursor = await write(conn, "DELETE FROM refusals WHERE created_at < ?", (before,))
     return cursor.rowcount

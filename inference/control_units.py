@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.names import as_typed
 from inference.not_installed import not_installed
 from inference.registry import SIDECAR_SUFFIX, ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
@@ -92,7 +93,7 @@ def control_units(options: Mapping[str, Any]) -> list[ControlUnit]:
             ControlUnit(
                 module=module,
                 image=image,
-                model=None if model is None else str(model),
+                model=None if model is None else as_typed(str(model)),
                 weight=_number(unit, "weight", 1.0, MAX_CONTROL_WEIGHT),
                 guidance_start=start,
                 guidance_end=end,
@@ -124,10 +125,7 @@ def controlnet_files(registry: ModelRegistry) -> dict[str, Path]:
             continue
         seen.add(folder.resolve())
         candidates += sorted(_controlnet_candidates(folder), key=lambda candidate: candidate[1])
-    found: dict[str, Path] = {}
-    for name, path in registry.whole_addons("ControlNet", candidates):
-        found.setdefault(name, path)
-    return found
+    return registry.whole_addons("ControlNet", candidates)
 
 
 def _controlnet_candidates(folder: Path) -> list[tuple[str, Path, list[Path]]]:

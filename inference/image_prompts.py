@@ -22,6 +22,7 @@ from inference.metadata import (
     safetensors_header,
     second_side,
 )
+from inference.names import as_typed
 from inference.not_installed import not_installed
 from inference.registry import ModelEntry, ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
@@ -98,7 +99,7 @@ def image_prompt(options: Mapping[str, Any]) -> ImagePrompt | None:
         images=tuple(images),
         weight=weight,
         mode=mode,
-        model=None if model is None else str(model),
+        model=None if model is None else as_typed(str(model)),
     )
 
 
@@ -122,7 +123,7 @@ def adapter_files(registry: ModelRegistry) -> dict[str, Path]:
         for path in files
         if path.is_file()
     ]
-    return dict(registry.whole_addons("IP-Adapter", candidates))
+    return registry.whole_addons("IP-Adapter", candidates)
 
 
 def image_encoder_folder(adapter: Path) -> Path:

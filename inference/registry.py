@@ -32,6 +32,7 @@ from inference.metadata import (
     safetensors_header,
     safetensors_problem,
 )
+from inference.names import as_typed
 from inference.not_installed import NotInstalled, not_installed
 from inference.prompts.extra_networks import TAG_NAME_STOPS
 from inference.types import RenderInputError
@@ -138,13 +139,13 @@ def _entry_for(path: Path) -> ModelEntry | None:
     if path.is_dir() and path.name.endswith(SIDECAR_SUFFIX):
         return None
     if path.is_dir() and _is_pipeline(path):
-        return ModelEntry(path.name, path, "diffusers")
+        return ModelEntry(as_typed(path.name), path, "diffusers")
     if path.is_file() and path.suffix == ".safetensors":
-        return ModelEntry(path.stem, path, "safetensors")
+        return ModelEntry(as_typed(path.stem), path, "safetensors")
     if path.is_file() and path.suffix in PICKLE_SUFFIXES:
-        return ModelEntry(path.stem, path, "pickle")
+        return ModelEntry(as_typed(path.stem), path, "pickle")
     if path.is_file() and path.suffix == GGUF_SUFFIX:
-        return ModelEntry(path.stem, path, "gguf")
+        return ModelEntry(as_typed(path.stem), path, "gguf")
     return None
 
 
@@ -858,7 +859,7 @@ class ModelRegistry:
         only once that file goes (its folder changes) or is written over."""
         scan = self._scanned()
         if name is not None:
-            return name in scan.awaited
+            return as_typed(name) in scan.awaited
         installed = [other for other, entry in scan.entries.items() if self._loads(entry)]
         first = min(installed, default=None)
         return any(first is None or other <= first for other in scan.awaited)
@@ -868,6 +869,7 @@ class ModelRegistry:
         found = self.scan()
         entries = self.loadable()
         wanted = name or default or (sorted(entries)[0] if entries else None)
+        wanted = None if wanted is None else as_typed(wanted)
         if wanted in found and wanted not in entries:
             raise RenderInputError(
                 f"model {wanted!r} is a pickle checkpoint ({found[wanted].path.name}), which can "
@@ -919,6 +921,7 @@ class ModelRegistry:
                 return LANCZOS, None
             first = min(files, key=str.casefold)
             return first, files[first]
+        name = as_typed(name)
         if name.casefold() == LANCZOS.casefold():
             return LANCZOS, None
         for stem, path in files.items():
@@ -963,9 +966,10 @@ class ModelRegistry:
         *,
         checked: bool = True,
     ) -> dict[str, Path]:
-        """Files with one of ``suffixes`` under the folders, by stem; the first one found wins.
-        A file that would not load (still being copied, cut short) is left out (``_whole``),
-        unless not ``checked``."""
+        """Files with one of ``suffixes`` under the folders, by stem (``as_typed``: two whose
+        stems differ only in Unicode form are one name); the first one found wins. A file
+        that would not load (still being copied, cut short) is left out (``_whole``), unless
+        not ``checked``."""
         files: dict[str, Path] = {}
         seen: set[Path] = set()
         now = self._clock()
@@ -979,33 +983,38 @@ class ModelRegistry:
                 continue
             seen.add(folder.resolve())
             for path in self._listed(folder, suffixes):
-                if kind == "lora" and (untaggable := _untaggable(path.stem)) is not None:
-                    _told(functools.partial(str, f"{kind} {path.stem} at {path}"), path, untaggable)
+                name = as_typed(path.stem)
+                if kind == "lora" and (untaggable := _untaggable(name)) is not None:
+                    _told(functools.partial(str, f"{kind} {name} at {path}"), path, untaggable)
                     continue
-                if checked and not self._whole(kind, path.stem, path, path, now):
+                if checked and not self._whole(kind, name, path, path, now):
                     continue
-                if path.stem in files:
-                    self._tell_hidden(kind, path.stem, path, files[path.stem])
+                if name in files:
+                    self._tell_hidden(kind, name, path, files[name])
                     continue
-                files[path.stem] = path
+                files[name] = path
         return files
 
     def whole_addons(
         self, kind: str, candidates: Iterable[tuple[str, Path, Sequence[Path]]]
-    ) -> list[tuple[str, Path]]:
+    ) -> dict[str, Path]:
         """The add-ons among ``candidates`` (name, file or folder, and the weight files it
         loads: those another module lists, ControlNets and IP-Adapters) whose weight files
-        all would load (``_whole``), in their order: one still being copied is left out until
-        it is whole, as a LoRA is. What was kept of weight files no longer among them is
-        forgotten."""
+        all would load (``_whole``), by name (``as_typed``), the first in their order winning:
+        one still being copied is left out until it is whole, as a LoRA is. What was kept of
+        weight files no longer among them is forgotten."""
         now = self._clock()
         found = list(candidates)
         self._now_listed(kind, [file for _, _, files in found for file in files])
-        return [
-            (name, at)
-            for name, at, files in found
-            if all(self._whole(kind, name, at, file, now) for file in files)
-        ]
+        whole: dict[str, Path] = {}
+        for name, at, files in found:
+            typed = as_typed(name)
+            if all(self._whole(kind, typed, at, file, now) for file in files):
+                if typed in whole:
+                    self._tell_hidden(kind, typed, at, whole[typed])
+                else:
+                    whole[typed] = at
+        return whole
 
     def _whole(self, kind: str, name: str, at: Path, file: Path, now: int) -> bool:
         """Whether the weights ``file`` of add-on ``name`` (the file or folder ``at``) would

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from inference.metadata import vae_latent_channels
+from inference.names import as_typed
 from inference.registry import NO_LONGER_INSTALLED, ModelRegistry
 from inference.types import RenderInputError, RenderRequest
 
@@ -30,7 +31,8 @@ def vae_file(
         return None
     files = registry.network_files("vae")
     # The web UI records the file name (``VAE: x.safetensors``); both spellings work.
-    path = files.get(str(name)) or files.get(Path(str(name)).stem)
+    typed = as_typed(str(name))
+    path = files.get(typed) or files.get(Path(typed).stem)
     if path is None:
         # A server may allow some VAEs only: the member's error names none (as for models),
         # the operator's log names them all, not the name asked (a member's words).

@@ -92,11 +92,16 @@ def _stored_names_check(settings: Settings) -> Check | None:
 def _database_checks(settings: Settings) -> Iterator[Check]:
     """The database's check, and at the schema of now, the stored files'
     (``_stored_names_check``)."""
+    from bot.restores import damaged_database_problem, pictures_without_database_problem
     from db.database import pending_migrations
 
     path = settings.database_path
     if (problem := data_dir_problem(settings.data_dir)) is not None:
         yield Check("database", False, problem)
+        return
+    stored_dirs = (settings.images_dir, settings.inputs_dir)
+    if (put_back := pictures_without_database_problem(path, stored_dirs)) is not None:
+        yield Check("database", False, put_back)
         return
     if not path.exists():
         yield Check("database", True, f"{path} will be created at the first start")
@@ -105,7 +110,7 @@ def _database_checks(settings: Settings) -> Iterator[Check]:
         version, note = asyncio.run(_database_version(settings))
         pending = len(pending_migrations(version))
     except Exception as error:
-        yield Check("database", False, f"{path}: {error}")
+        yield Check("database", False, damaged_database_problem(path, error) or f"{path}: {error}")
         return
     noted = f" ({note})" if note is not None else ""
     if pending:

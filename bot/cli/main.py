@@ -22,7 +22,7 @@ from bot.cli.control import (
     control_units_from_args,
 )
 from bot.logging_setup import install_logging
-from bot.process_end import SETTINGS_EXIT_STATUS
+from bot.process_end import SETTINGS_EXIT_STATUS, EarlyStop
 from bot.redaction import redact_url
 from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings, warn_of_unknown_settings
@@ -198,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ipadapter.safetensors, with a tiny image encoder in DIR/../ipadapter/image_encoder/",
     )
     commands.add_parser("doctor", help="check settings, models, devices, database and broker")
+    restore = commands.add_parser(
+        "restore",
+        help="put a backup of the database back in EASEL_DATA_DIR (the bot stopped)",
+        description="Check BACKUP_FILE whole, remove the database's -wal and -shm, copy it in "
+        "as the database, and make the next start end the jobs it held queued or running "
+        "(refunded, not posted again). Put images/ and inputs/ back from the same backup.",
+    )
+    restore.add_argument("backup_file", metavar="BACKUP_FILE", type=Path)
     commands.add_parser("health", help="ask the metrics server (EASEL_METRICS_ADDR) if all is up")
     return parser
 
@@ -213,6 +221,7 @@ def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     from bot.jobs.broker.wire import BrokerUnavailable
     from bot.jobs.retention import NothingPrunedFirst
     from bot.metrics import MetricsServerError
+    from bot.restores import PicturesWithoutDatabase, damaged_database_problem
     from bot.single_instance import DataDirInUse
     from db.database import SchemaTooNew, is_disk_full
 
@@ -220,9 +229,17 @@ def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     os.umask(PRIVATE_UMASK)
     try:
         return event_loop.run(run(settings))
-    except (BrokerUnavailable, MetricsServerError, SchemaTooNew, DataDirInUse) as error:
+    except (
+        BrokerUnavailable,
+        MetricsServerError,
+        SchemaTooNew,
+        DataDirInUse,
+        PicturesWithoutDatabase,
+    ) as error:
         raise UsageError(str(error)) from None
     except Exception as error:
+        if (damaged := damaged_database_problem(settings.database_path, error)) is not None:
+            raise UsageError(damaged) from None
         if not is_disk_full(error):
             raise
         if isinstance(error, NothingPrunedFirst):
@@ -274,6 +291,8 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
             "EASEL_QUEUE_URL is empty: set it to the broker the bot uses, "
             "e.g. nats://127.0.0.1:4222"
         )
+    # Before torch's import (seconds): a stop meanwhile ends the worker as one after it does.
+    early_stop = EarlyStop()
     from bot.engines import engine_factory_for
     from bot.jobs.broker.wire import BrokerUnavailable
     from bot.jobs.broker.worker import WorkerConfig, run_worker
@@ -295,7 +314,7 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     warn_of_unknown_settings()
     os.umask(PRIVATE_UMASK)
     try:
-        return run_worker(config, engine_factory_for(settings))
+        return run_worker(config, engine_factory_for(settings), early_stop)
     except (BrokerUnavailable, MetricsServerError) as error:
         raise UsageError(str(error)) from None
     except OSError as error:  # its compile cache and model hashes, in EASEL_DATA_DIR
@@ -701,6 +720,19 @@ def cmd_doctor(_: argparse.Namespace, settings: Settings, malformed: Iterable[st
     return 1 if problems else 0
 
 
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli.restore import RestoreRefused, restore
+
+    try:
+        print(restore(args.backup_file, settings))
+    except RestoreRefused as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:  # a full disk, a file this user may not replace
+        where = "" if error.filename is None else f"{os.fsdecode(error.filename)}: "
+        raise UsageError(f"{where}{error.strerror or error}") from None
+    return 0
+
+
 def cmd_health(_: argparse.Namespace, settings: Settings) -> int:
     from bot.cli.health import check_health
 
@@ -720,6 +752,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "tiny-model": cmd_tiny_model,
     "doctor": cmd_doctor,
     "health": cmd_health,
+    "restore": cmd_restore,
 }
 
 

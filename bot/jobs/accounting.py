@@ -456,6 +456,7 @@ async def erase_member(
     counted_since: float,
     anonymise_at: float,
     erased_batch: Callable[[member_data.ErasedJobs], Awaitable[None]],
+    saved_up_to: float | None = None,
 ) -> member_data.ErasedData:
     """/forget-me's erase (``db.history.erase_user``), which rewrites the member's ledger rows
     (in batches: also when one fails after others were written)."""
@@ -467,6 +468,7 @@ async def erase_member(
             counted_since=counted_since,
             anonymise_at=anonymise_at,
             erased_batch=erased_batch,
+            saved_up_to=saved_up_to,
         )
     finally:
         kept = _kept(conn)

@@ -16,10 +16,11 @@ can prune: those of the jobs it deletes (their result folders, the uploads and o
 pictures they read, found by their rows and kept while the ``job_inputs`` index says another job
 reads them; a pruned job's folder no row names too). /forget-me removes, by the same rule
 (``remove_unread_results``), the folders of other jobs' pictures the erased jobs alone read.
-Files of no job (a crash's, an erase that failed half-way) are found by listing every stored
-file against the journal: at the first round of a process, and the round after one whose files
-failed; files of a failure elsewhere that did not stop the bot (an erase) wait for its next
-start.
+Files of no job (a crash's, an erase that failed half-way, those a database put back from a
+backup does not know) are found by listing every stored file against the journal, whatever
+``EASEL_RETENTION_DAYS`` (0 too: they are reached by no command, nor by /forget-me): at the
+first round of a process, and the round after one whose files failed; files of a failure
+elsewhere that did not stop the bot (an erase) wait for its next start.
 
 A button on a pruned result then finds no job and answers that it is no longer stored.
 
@@ -33,6 +34,7 @@ meanwhile: the bot is not yet connected to Discord.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import sqlite3
@@ -173,10 +175,29 @@ class Retention:
         now = self._clock()
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)
-        if not self._retention_s:  # 0: keep forever
-            if anonymised:
-                await write_back_log(self._conn)  # no copy of the database files keeps the ids
-            return Pruned(tokens, anonymised)
+        past = await self._prune_past(now, cutoff_floor) if self._retention_s else Pruned()
+        if anonymised or past.jobs or past.ledger_rows or past.refusals:
+            await write_back_log(self._conn)  # no copy of the database files keeps their rows
+        pictures, uploads = past.pictures, past.uploads
+        # Whatever the retention (0 too: what no row names is reached by no command, nor by
+        # a /forget-me: a crash's, or those a database put back from a backup does not know).
+        if not self._swept:
+            swept = await self._sweep(written_before=now - FILE_GRACE_S)
+            pictures, uploads = pictures + swept[0], uploads + swept[1]
+            self._swept = True
+        if self._retention_s:  # 0: each sweep of tokens prunes again (``run``)
+            self._pruned_at = time.monotonic()
+        return dataclasses.replace(
+            past,
+            tokens=tokens,
+            ledger_rows_anonymised=anonymised,
+            pictures=pictures,
+            uploads=uploads,
+        )
+
+    async def _prune_past(self, now: float, cutoff_floor: float) -> Pruned:
+        """What ended longer ago than the retention (at least before ``cutoff_floor``): jobs,
+        their files (once a round swept), settled ledger rows and refusals."""
         cutoff = max(now - self._retention_s, cutoff_floor)
         jobs = pictures = uploads = 0
         while True:
@@ -196,13 +217,9 @@ class Retention:
             self._conn, reserved_before=min(cutoff, counted_since)
         )
         refused = await refusals.prune(self._conn, before=cutoff)
-        if anonymised or jobs or ledger_rows or refused:
-            await write_back_log(self._conn)  # no copy of the database files keeps pruned rows
-        if not self._swept:
-            pictures, uploads = await self._sweep(written_before=now - FILE_GRACE_S)
-            self._swept = True
-        self._pruned_at = time.monotonic()
-        return Pruned(tokens, anonymised, jobs, pictures, uploads, ledger_rows, refused)
+        return Pruned(
+            jobs=jobs, pictures=pictures, uploads=uploads, ledger_rows=ledger_rows, refusals=refused
+        )
 
     async def _remove_files_of(self, pruned: history.PrunedJobs) -> tuple[int, int]:
         """Delete what the ``pruned`` jobs stored or read that no job in the journal reads now:

@@ -5,8 +5,18 @@ which must never decrease), and deterministic for a given sequence of calls.
 
 Fair order
     1. Strict priority by *effective* class: ``PRIORITY`` > ``STANDARD`` > ``RELAX``. A job is
-       promoted one class for every ``aging_seconds`` it has waited (capped at ``PRIORITY``),
-       so nothing starves forever.
+       promoted one class for every ``aging_seconds`` it has waited (capped at ``PRIORITY``).
+       Within a guild (direct messages are one guild here) the class decides. Between guilds
+       a job's *rank* does: its class, but a ``PRIORITY`` job (a priority role's) ranks as a
+       ``STANDARD`` job submitted when it was, aging included, unless its guild is in
+       ``priority_across_guilds`` (the operator's choice). A guild ranks as the best of its
+       users' next jobs and is placed by its least *share* among the users of that rank (rule
+       2's tally, with a level of its own, moved by the turns the guild took on it). Its turn
+       goes to its first job in its own order, and is charged to that user's turn and to the
+       sharer's share (the same user without priority roles). So a server's priority role
+       reorders who uses the server's turns, never how many it gets; and a job that has waited
+       ``aging_seconds`` (twice that from ``RELAX``) ranks ``PRIORITY`` everywhere, lifting its
+       guild while its share pays for the lift: nothing starves forever.
     2. Within a class, fair shares of work across users: the user whose starts add up to the
        least work goes first (a user who never started a job goes before everyone who has).
        Each start moves its user back by the job's ``est_seconds`` (``_LEAST_WORK_S`` at
@@ -42,10 +52,10 @@ import heapq
 import itertools
 import math
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 __all__ = [
     "FairScheduler",
@@ -103,6 +113,8 @@ class QueuedJob:
 class SchedulerConfig:
     per_user_in_flight: int = 2
     per_guild_in_flight: int | None = None
+    # The guilds whose PRIORITY jobs go before other guilds' jobs too (rule 1).
+    priority_across_guilds: frozenset[int] = frozenset()
     max_batch: int = 4
     aging_seconds: float = 600.0
     # How long a caller may hold a batch open for partners (see FairScheduler.could_grow).
@@ -180,14 +192,36 @@ class _Turn(NamedTuple):
     start: int
 
 
+# The classes as plain ints, for the walk's comparisons (an enum member's lookup costs more).
+_PRIORITY = int(PriorityClass.PRIORITY)
+_STANDARD = int(PriorityClass.STANDARD)
+
 _UNSTARTED = _Turn(0.0, _NEVER_STARTED)
 _BACK = _Turn(0.0, _RETURNED)
 
 # A lane holds one user's jobs of one priority class and one device affinity, in FIFO order.
 _LaneKey = tuple[PriorityClass, str | None]
-# Heap entry: (-effective class, user's turn, head submitted_at, head ticket, version, user id).
-# Entries whose version is no longer the user's are stale and skipped.
+# A user's entries in their next job's guild: (-effective class, user's turn, head
+# submitted_at, head ticket, version, user id) orders who in the guild starts; (-rank, user's
+# share, ...) orders whose turn the guild takes between guilds. Entries whose version is no
+# longer the user's are stale.
 _Entry = tuple[int, _Turn, float, int, int, int]
+# A guild's entry between guilds: its best share entry's (-rank, share, submitted_at, ticket),
+# the guild's version, guild id. Stale once the guild's version moved on.
+_GuildEntry = tuple[int, _Turn, float, int, int, int | None]
+
+
+class _Charge(NamedTuple):
+    """One start's move of a user's turn or share (``put_back_unstarted`` undoes it)."""
+
+    user_id: int
+    after: _Turn
+    before: _Turn
+
+
+class _Start(NamedTuple):
+    turn: _Charge  # the user who starts the job
+    share: _Charge  # the user whose share the guild's turn was (the same one without roles)
 
 
 @dataclass(slots=True)
@@ -200,9 +234,68 @@ class _Ticket:
 class _User:
     lanes: dict[_LaneKey, deque[_Ticket]] = field(default_factory=dict)
     turn: _Turn = _UNSTARTED
+    # Like ``turn``, but moved by the starts their guild took on their share (rule 1).
+    share: _Turn = _UNSTARTED
     running: int = 0
     version: int = 0
     idle_since: float | None = None  # since when nothing of theirs is queued or running
+
+
+@dataclass(slots=True, eq=False)
+class _Heap:
+    """A heap of user entries. A walk's ``copy`` leaves the original's list as it is and reads
+    it in order from its top, keeping its own pushes apart: copying costs nothing, and reading
+    k entries O(k log k), whatever the guild's size. An original changes only with a change of
+    the scheduler's state, which drops every walk reading it (``_refresh``)."""
+
+    entries: list[_Entry] = field(default_factory=list)  # a heap; pushes go here
+    original: list[_Entry] = field(default_factory=list)  # a copy's, read and never changed
+    frontier: list[tuple[_Entry, int]] = field(default_factory=list)  # its next, with index
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.frontier)  # of an original: its entries
+
+    def copy(self) -> _Heap:
+        """A copy of an original (not of a copy)."""
+        return _Heap(original=self.entries, frontier=[(self.entries[0], 0)] if self.entries else [])
+
+    def top(self) -> _Entry | None:
+        frontier, entries = self.frontier, self.entries
+        if frontier and (not entries or frontier[0][0] < entries[0]):
+            return frontier[0][0]
+        return entries[0] if entries else None
+
+    def pop(self) -> None:
+        frontier, entries = self.frontier, self.entries
+        if not frontier or (entries and entries[0] <= frontier[0][0]):
+            heapq.heappop(entries)
+            return
+        _, index = heapq.heappop(frontier)
+        for child in (2 * index + 1, 2 * index + 2):
+            if child < len(self.original):
+                heapq.heappush(self.frontier, (self.original[child], child))
+
+    def push(self, entry: _Entry) -> None:
+        heapq.heappush(self.entries, entry)
+
+    def keep(self, wanted: Callable[[_Entry], bool]) -> None:
+        """Drop an original's entries not ``wanted``."""
+        self.entries = [entry for entry in self.entries if wanted(entry)]
+        heapq.heapify(self.entries)
+
+
+@dataclass(slots=True, eq=False)
+class _Guild:
+    """One guild's users in a view (or a walk's copy), in the guild's own order."""
+
+    version: int
+    heap: _Heap = field(default_factory=_Heap)  # who starts first (rule 1 and 2)
+    shares: _Heap = field(default_factory=_Heap)  # whose share the guild's turn is
+    users: int = 0  # with a current entry
+    key: tuple[int, _Turn, float, int] | None = None  # of its current entry between guilds
+
+    def copy(self) -> _Guild:
+        return _Guild(self.version, self.heap.copy(), self.shares.copy(), self.users, self.key)
 
 
 @dataclass(slots=True, eq=False)
@@ -210,7 +303,10 @@ class _View:
     """The fair-order index for one device (``None``: every job, whatever its affinity)."""
 
     device: str | None
-    heap: list[_Entry] = field(default_factory=list)
+    heap: list[_GuildEntry] = field(default_factory=list)  # guilds, best rank first
+    guilds: dict[int | None, _Guild] = field(default_factory=dict)
+    # Each user with a current entry: the guild it is in.
+    placed: dict[int, int | None] = field(default_factory=dict)
 
     def fits(self, lane_device: str | None) -> bool:
         return self.device is None or lane_device is None or lane_device == self.device
@@ -257,6 +353,7 @@ class _Simulated:
 
     version: int
     turn: _Turn
+    share: _Turn
     started: int = 0
     consumed: Counter[_LaneKey] = field(default_factory=Counter)
 
@@ -268,8 +365,8 @@ class FairScheduler:
         self._tickets: dict[str, tuple[_Ticket, _LaneKey]] = {}
         self._running: dict[str, RunningJob] = {}
         self._running_seq: dict[str, int] = {}  # submission order, kept for requeue
-        # Each running job's turn, and its user's before it (``put_back_unstarted``).
-        self._starts_of: dict[str, tuple[_Turn, _Turn]] = {}
+        # Each running job's moves of turn and share (``put_back_unstarted``).
+        self._starts_of: dict[str, _Start] = {}
         self._guild_running: Counter[int | None] = Counter()
         self._views: dict[str | None, _View] = {None: _View(None)}
         # (time, user id, version): when one of that user's waiting jobs gets promoted by aging.
@@ -282,6 +379,7 @@ class FairScheduler:
         self._last_start_seq = _FIRST_START - 1
         # The queue's level of work (rule 2): no start counts from below it.
         self._level = 0.0
+        self._share_level = 0.0  # the same for shares
         # (turn, user id) at each start: who goes first in rule 2, for forgetting.
         self._starts: list[tuple[_Turn, int]] = []
         # Users left idle by a finish or cancel, which take no time: stamped at the next ``now``.
@@ -318,14 +416,17 @@ class FairScheduler:
 
     def _plan(
         self, device: str, now: float, loaded_model: object | None
-    ) -> tuple[list[QueuedJob], QueuedJob | None]:
-        """The batch ``next_batch`` would start, and the job first in the fair order."""
+    ) -> tuple[list[QueuedJob], dict[str, int]]:
+        """The batch ``next_batch`` would start, and whose share each job of the fair order's
+        first ones takes (the first job's user and sharer set the queue's levels)."""
         view = self._view(device)
         self._advance(view, now)
         horizon = 2 * self.config.max_batch
-        order = list(itertools.islice(self._walk(view, now, respect_caps=True), horizon))
-        if not order:
-            return [], None
+        turns = list(itertools.islice(self._walk(view, now, respect_caps=True), horizon))
+        if not turns:
+            return [], {}
+        order = [job for job, _ in turns]
+        sharer_of = {job.job_id: sharer for job, sharer in turns}
         first_of_user: dict[int, int] = {}
         for index, job in enumerate(order):
             first_of_user.setdefault(job.user_id, index)
@@ -347,15 +448,18 @@ class FairScheduler:
                 blocked_users.add(job.user_id)
                 continue
             batch.append(job)
-        return batch, order[0]
+        return batch, sharer_of
 
     def next_batch(
         self, device: str, now: float, loaded_model: object | None = None
     ) -> list[QueuedJob]:
         """Start and return the next batch for ``device`` (empty when nothing can run there)."""
-        batch, first = self._plan(device, now, loaded_model)
-        if first is not None:
-            self._level = max(self._level, self._users[first.user_id].turn.work)
+        batch, sharer_of = self._plan(device, now, loaded_model)
+        if sharer_of:
+            first_id, first_sharer = next(iter(sharer_of.items()))
+            first = self._users[self._tickets[first_id][0].job.user_id]
+            self._level = max(self._level, first.turn.work)
+            self._share_level = max(self._share_level, self._users[first_sharer].share.work)
         touched: set[int] = set()
         for job in batch:
             ticket, lane_key = self._tickets.pop(job.job_id)
@@ -368,9 +472,20 @@ class FairScheduler:
                 del user.lanes[lane_key]
             self._last_start_seq += 1
             turn = _Turn(_work_after(user.turn, self._level, job), self._last_start_seq)
-            self._starts_of[job.job_id] = (turn, user.turn)
+            sharer_id = sharer_of[job.job_id]
+            sharer = self._users[sharer_id]
+            first_share = max(sharer.turn.start, sharer.share.start) < _FIRST_START
+            share = _Turn(_work_after(sharer.share, self._share_level, job), self._last_start_seq)
+            self._starts_of[job.job_id] = _Start(
+                _Charge(job.user_id, turn, user.turn), _Charge(sharer_id, share, sharer.share)
+            )
             user.turn = turn
+            sharer.share = share
             heapq.heappush(self._starts, (turn, job.user_id))
+            if sharer_id != job.user_id:
+                touched.add(sharer_id)
+                if first_share:  # of one who never started: forgotten in rule 2's order too
+                    heapq.heappush(self._starts, (sharer.turn, sharer_id))
             user.running += 1
             self._guild_running[job.guild_id] += 1
             self._running[job.job_id] = RunningJob(job, device, now)
@@ -420,19 +535,13 @@ class FairScheduler:
         of theirs stands, less this job's work, in place of this one."""
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running, so it cannot be put back")
-        user_id = self._running[job_id].job.user_id
-        started, before = self._starts_of[job_id]
-        user = self._users[user_id]
-        if user.turn.start == started.start:
-            user.turn = before
-            if before.start >= _FIRST_START:
-                heapq.heappush(self._starts, (before, user_id))  # its entry may be dropped
-        else:  # their later start stands, less this job's work, and follows the one before
-            user.turn = _Turn(user.turn.work - (started.work - before.work), user.turn.start)
-            heapq.heappush(self._starts, (user.turn, user_id))
-            for other, (later, previous) in self._starts_of.items():
-                if previous.start == started.start:
-                    self._starts_of[other] = (later, before)
+        start = self._starts_of[job_id]
+        for moved in ("turn", "share"):
+            self._take_back(moved, start)
+        user_id, _, before = start.turn
+        if start.share.user_id != user_id and start.share.user_id in self._users:
+            self._refresh(start.share.user_id)
+            self._note_if_idle(start.share.user_id)
         # Re-indexes the user at the place restored; one restored to _RETURNED with nothing
         # else queued or running leaves no trace as it leaves, and comes back as such.
         self._back_in_queue(job_id, started_before=before.start == _RETURNED)
@@ -488,7 +597,7 @@ class FairScheduler:
         Only the tests call it: their oracle for the batches ``next_batch`` takes."""
         view = self._view(device)
         self._advance(view, now)
-        return list(self._walk(view, now, respect_caps=respect_caps))
+        return [job for job, _ in self._walk(view, now, respect_caps=respect_caps)]
 
     def snapshot(self, now: float, limit: int | None = None) -> QueueSnapshot:
         """Running jobs, and the queued ones in fair order: the first ``limit`` (None: all)."""
@@ -536,7 +645,8 @@ class FairScheduler:
         lane_key: _LaneKey = (job.priority, job.device)
         user = self._users.get(job.user_id)
         if user is None:
-            user = self._users[job.user_id] = _User(turn=_BACK if started_before else _UNSTARTED)
+            place = _BACK if started_before else _UNSTARTED
+            user = self._users[job.user_id] = _User(turn=place, share=place)
         user.idle_since = None
         lane = user.lanes.setdefault(lane_key, deque())
         # Tickets normally arrive in sequence order; a requeued one goes back to its place.
@@ -545,8 +655,10 @@ class FairScheduler:
             index -= 1
         lane.insert(index, ticket)
         self._tickets[job.job_id] = (ticket, lane_key)
-        for promoted_from in range(job.priority, PriorityClass.PRIORITY):
-            heapq.heappush(self._promotions, (self._next_promotion(job, promoted_from), job.job_id))
+        unaged = self._unaged_rank(job)
+        for promoted_from in range(unaged, PriorityClass.PRIORITY):
+            promotion = self._next_promotion(job, unaged, promoted_from)
+            heapq.heappush(self._promotions, (promotion, job.job_id))
         return index > 0
 
     def _release(self, job_id: str) -> int:
@@ -562,6 +674,29 @@ class FairScheduler:
         del self._starts_of[job_id]
         return self._running_seq.pop(job_id)
 
+    def _take_back(self, moved: Literal["turn", "share"], start: _Start) -> None:
+        """Undo one start's move of a user's ``turn`` or ``share``: back to what it was, or,
+        when a later start moved it since, that one stands, less this job's work, and follows
+        the one before."""
+        user_id, after, before = getattr(start, moved)
+        user = self._users.get(user_id)
+        if user is None:  # forgotten since: nothing left to undo
+            return
+        current: _Turn = getattr(user, moved)
+        if current.start == after.start:
+            restored = before
+        else:
+            restored = _Turn(current.work - (after.work - before.work), current.start)
+            for other, later in self._starts_of.items():
+                charge: _Charge = getattr(later, moved)
+                if charge.before.start == after.start:
+                    self._starts_of[other] = later._replace(
+                        **{moved: charge._replace(before=before)}
+                    )
+        setattr(user, moved, restored)
+        if moved == "turn" and restored.start >= _FIRST_START:
+            heapq.heappush(self._starts, (restored, user_id))  # its entry may be dropped
+
     def _note_if_idle(self, user_id: int) -> None:
         """A user left with nothing queued or running: one who has not started a job since
         they were new or came back leaves no trace (coming back again, ``started_before``
@@ -570,7 +705,7 @@ class FairScheduler:
         user = self._users[user_id]
         if user.lanes or user.running:
             return
-        if user.turn.start < _FIRST_START:
+        if max(user.turn.start, user.share.start) < _FIRST_START:
             del self._users[user_id]
         else:
             self._newly_idle.append(user_id)
@@ -612,21 +747,33 @@ class FairScheduler:
             while promotions and (promotions[0][0] <= now or promotions[0][1] not in self._tickets):
                 heapq.heappop(promotions)
             kept = self._queue_order_cache = _QueueOrder(
-                walk=self._walk(view, now, respect_caps=False),
+                walk=(job for job, _ in self._walk(view, now, respect_caps=False)),
                 valid_until=promotions[0][0] if promotions else float("inf"),
             )
         return kept
 
     def _effective_class(self, job: QueuedJob, now: float) -> int:
+        return self._promoted(job, job.priority, now)
+
+    def _rank(self, job: QueuedJob, now: float) -> int:
+        """The job's class as it ranks between guilds (rule 1)."""
+        return self._promoted(job, self._unaged_rank(job), now)
+
+    def _unaged_rank(self, job: QueuedJob) -> int:
+        if job.priority == _PRIORITY and job.guild_id not in self.config.priority_across_guilds:
+            return _STANDARD
+        return job.priority
+
+    def _promoted(self, job: QueuedJob, unaged: int, now: float) -> int:
         # Promotion k happens at submitted_at + k * aging_seconds; _next_promotion uses the same
         # expression so the aging events and this computation can never disagree.
-        promoted = int(job.priority)
-        while promoted < PriorityClass.PRIORITY and self._next_promotion(job, promoted) <= now:
+        promoted = unaged
+        while promoted < _PRIORITY and self._next_promotion(job, unaged, promoted) <= now:
             promoted += 1
         return promoted
 
-    def _next_promotion(self, job: QueuedJob, current_class: int) -> float:
-        return job.submitted_at + (current_class - job.priority + 1) * self.config.aging_seconds
+    def _next_promotion(self, job: QueuedJob, unaged: int, current_class: int) -> float:
+        return job.submitted_at + (current_class - unaged + 1) * self.config.aging_seconds
 
     def _head(
         self, user: _User, view: _View, now: float, consumed: Counter[_LaneKey] | None = None
@@ -656,27 +803,54 @@ class FairScheduler:
             self._push(view, user_id)
         promotions = []
         for lane in user.lanes.values():
-            lane_class = self._effective_class(lane[0].job, self._clock)
-            if lane_class < PriorityClass.PRIORITY:
-                promotions.append(self._next_promotion(lane[0].job, lane_class))
+            # The rank is promoted whenever the class is, and a PRIORITY job's rank alone.
+            lane_rank = self._rank(lane[0].job, self._clock)
+            if lane_rank < _PRIORITY:
+                unaged = self._unaged_rank(lane[0].job)
+                promotions.append(self._next_promotion(lane[0].job, unaged, lane_rank))
         if promotions:
             heapq.heappush(self._aging_events, (min(promotions), user_id, user.version))
         self._compact_if_needed()
 
     def _push(self, view: _View, user_id: int) -> None:
+        """Index the user's next job in ``view``, in that job's guild."""
         user = self._users[user_id]
+        was_placed = user_id in view.placed
+        placed = view.placed.pop(user_id, None)
+        if was_placed:
+            view.guilds[placed].users -= 1
         head = self._head(user, view, self._clock)
         if head is not None:
             ticket, effective = head
-            entry = (
-                -effective,
-                user.turn,
-                ticket.job.submitted_at,
-                ticket.seq,
-                user.version,
-                user_id,
-            )
-            heapq.heappush(view.heap, entry)
+            job = ticket.job
+            guild = view.guilds.get(job.guild_id)
+            if guild is None:
+                guild = view.guilds[job.guild_id] = _Guild(next(self._versions))
+            guild.users += 1
+            view.placed[user_id] = job.guild_id
+            rank = self._rank(job, self._clock)
+            _enter(guild, ticket, effective, rank, user.turn, user.share, user.version, user_id)
+            self._rekey(view, job.guild_id)
+        if was_placed and (head is None or placed != head[0].job.guild_id):
+            self._rekey(view, placed)
+
+    def _rekey(self, view: _View, guild_id: int | None) -> None:
+        """Index the guild between guilds anew after a change of its users' entries."""
+        guild = view.guilds[guild_id]
+        key = _guild_key(guild, self._is_current)
+        if key is None:
+            del view.guilds[guild_id]  # its entry between guilds is stale from now on
+            return
+        for heap in (guild.heap, guild.shares):
+            if len(heap) > 4 * guild.users + 64:  # stale entries dominate
+                heap.keep(lambda entry: self._is_current(entry[5], entry[4]))
+        if key != guild.key:
+            guild.key, guild.version = key, next(self._versions)
+            heapq.heappush(view.heap, (*key, guild.version, guild_id))
+
+    def _guild_is_current(self, view: _View, guild_id: int | None, version: int) -> bool:
+        guild = view.guilds.get(guild_id)
+        return guild is not None and guild.version == version
 
     def _advance(self, view: _View, now: float) -> None:
         """Move the clock to ``now``, re-index promoted users and drop stale entries on top."""
@@ -686,17 +860,20 @@ class FairScheduler:
             _, user_id, version = heapq.heappop(events)
             if self._is_current(user_id, version):
                 self._refresh(user_id)
-        # Stale entries of users who just started sort first; dropping them here keeps walks short.
+        # Stale entries of guilds whose users just started sort first; dropping them here keeps
+        # walks short.
         heap = view.heap
-        while heap and not self._is_current(heap[0][5], heap[0][4]):
+        while heap and not self._guild_is_current(view, heap[0][5], heap[0][4]):
             heapq.heappop(heap)
 
     def _compact_if_needed(self) -> None:
         # Stale entries pile up with every refresh; rebuild once they dominate.
         limit = 4 * len(self._users) + 64
         for view in self._views.values():
-            if len(view.heap) > limit:
-                view.heap = [entry for entry in view.heap if self._is_current(entry[5], entry[4])]
+            if len(view.heap) > 4 * len(view.guilds) + 64:
+                view.heap = [
+                    entry for entry in view.heap if self._guild_is_current(view, entry[5], entry[4])
+                ]
                 heapq.heapify(view.heap)
         if len(self._promotions) > 4 * len(self._tickets) + 64:
             due = {
@@ -723,57 +900,135 @@ class FairScheduler:
         user = self._users.get(user_id)  # None: forgotten since (``_forget_idle_users``)
         return user is not None and user.version == version
 
-    def _walk(self, view: _View, now: float, *, respect_caps: bool) -> Iterator[QueuedJob]:
-        """Yield queued jobs in fair order, pretending each starts before the next is chosen."""
-        heap = list(view.heap)  # simulated starts are pushed into this copy only
+    def _walk(
+        self, view: _View, now: float, *, respect_caps: bool
+    ) -> Iterator[tuple[QueuedJob, int]]:
+        """Yield queued jobs in fair order, each with the user whose share its guild's turn
+        is, pretending each starts before the next is chosen."""
+        heap = list(view.heap)  # simulated starts change copies only: this, and guilds' below
+        guilds: dict[int | None, _Guild] = {}  # copied from the view's as the walk reaches them
+        capped_guilds: set[int | None] = set()
         simulated: dict[int, _Simulated] = {}
         simulated_versions = itertools.count(-1, -1)
         start_seqs = itertools.count(self._last_start_seq + 1)
-        level = self._level
+        level, share_level = self._level, self._share_level
         guild_started: Counter[int | None] = Counter()
         user_cap = self.config.per_user_in_flight
         guild_cap = self.config.per_guild_in_flight
-        while heap:
-            *_, version, user_id = heapq.heappop(heap)
+
+        def is_current(user_id: int, version: int) -> bool:
             state = simulated.get(user_id)
-            if state is None and not self._is_current(user_id, version):
+            if state is None:
+                return self._is_current(user_id, version)
+            return state.version == version
+
+        def guild_of(guild_id: int | None) -> _Guild:
+            guild = guilds.get(guild_id)
+            if guild is None:
+                kept = view.guilds.get(guild_id)
+                guild = guilds[guild_id] = _Guild(0) if kept is None else kept.copy()
+            return guild
+
+        def rekey(guild_id: int | None, guild: _Guild) -> None:
+            key = _guild_key(guild, is_current)
+            if key is not None:
+                guild.version = next(simulated_versions)
+                heapq.heappush(heap, (*key, guild.version, guild_id))
+
+        def place(user_id: int, state: _Simulated, rekeyed_guild_id: int | None) -> None:
+            """Index the user's next job after the simulated starts in its guild's copy (the
+            caller rekeys ``rekeyed_guild_id``)."""
+            following = self._head(self._users[user_id], view, now, state.consumed)
+            if following is None or following[0].job.guild_id in capped_guilds:
+                return
+            ticket, effective = following
+            rank = self._rank(ticket.job, now)
+            guild = guild_of(ticket.job.guild_id)
+            _enter(guild, ticket, effective, rank, state.turn, state.share, state.version, user_id)
+            if ticket.job.guild_id != rekeyed_guild_id:
+                rekey(ticket.job.guild_id, guild)
+
+        def simulated_state(user_id: int) -> _Simulated:
+            state = simulated.get(user_id)
+            if state is None:
+                user = self._users[user_id]
+                state = simulated[user_id] = _Simulated(0, user.turn, user.share)
+            state.version = next(simulated_versions)  # their entries are stale from now on
+            return state
+
+        while heap:
+            *_, version, guild_id = heapq.heappop(heap)
+            guild = guilds[guild_id] if guild_id in guilds else view.guilds.get(guild_id)
+            if guild is None or guild.version != version or guild_id in capped_guilds:
                 continue
-            if state is not None and version != state.version:
-                continue
+            guild = guild_of(guild_id)
+            # The guild's first user, and the user whose share its turn is: their entries were
+            # current, on top, when the guild was keyed.
+            first, sharer_entry = guild.heap.top(), guild.shares.top()
+            assert first is not None and sharer_entry is not None, "a keyed guild has users"
+            user_id, sharer_id = first[5], sharer_entry[5]
             user = self._users[user_id]
+            state = simulated.get(user_id)
             head = self._head(user, view, now, state.consumed if state else None)
             assert head is not None, "a current index entry always has a head job"
-            ticket, _ = head
-            job = ticket.job
+            job = head[0].job
             if respect_caps:
-                if user.running + (state.started if state else 0) >= user_cap:
-                    continue  # this user can start nothing more; drop them from the walk
-                guild_load = self._guild_running[job.guild_id] + guild_started[job.guild_id]
-                if guild_cap is not None and job.guild_id is not None and guild_load >= guild_cap:
+                guild_load = self._guild_running[guild_id] + guild_started[guild_id]
+                if guild_cap is not None and guild_id is not None and guild_load >= guild_cap:
+                    capped_guilds.add(guild_id)  # nothing of it can start: its users leave
                     continue
-            yield job
-            if state is None:
-                state = simulated[user_id] = _Simulated(version=0, turn=user.turn)
-            level = max(level, state.turn.work)  # each job yielded is first as it starts
-            state.version = next(simulated_versions)
-            state.turn = _Turn(_work_after(state.turn, level, job), next(start_seqs))
+                if user.running + (state.started if state else 0) >= user_cap:
+                    simulated_state(user_id)  # this user can start nothing more: they leave
+                    rekey(guild_id, guild)
+                    continue
+            yield job, sharer_id
+            sharer = simulated_state(sharer_id)
+            # Each job yielded is first as it starts, and its sharer's share first between guilds.
+            share_level = max(share_level, sharer.share.work)
+            start = next(start_seqs)
+            sharer.share = _Turn(_work_after(sharer.share, share_level, job), start)
+            state = simulated_state(user_id)
+            level = max(level, state.turn.work)
+            state.turn = _Turn(_work_after(state.turn, level, job), start)
             state.started += 1
             state.consumed[(job.priority, job.device)] += 1
-            guild_started[job.guild_id] += 1
-            following = self._head(user, view, now, state.consumed)
-            if following is not None:
-                after, effective = following
-                heapq.heappush(
-                    heap,
-                    (
-                        -effective,
-                        state.turn,
-                        after.job.submitted_at,
-                        after.seq,
-                        state.version,
-                        user_id,
-                    ),
-                )
+            guild_started[guild_id] += 1
+            place(user_id, state, guild_id)
+            if sharer_id != user_id:
+                place(sharer_id, sharer, guild_id)
+            rekey(guild_id, guild)
+
+
+def _enter(
+    guild: _Guild,
+    ticket: _Ticket,
+    effective: int,
+    rank: int,
+    turn: _Turn,
+    share: _Turn,
+    version: int,
+    user_id: int,
+) -> None:
+    """Push a user's entries for their next job ``ticket`` into its guild's heaps."""
+    job = ticket.job
+    guild.heap.push((-effective, turn, job.submitted_at, ticket.seq, version, user_id))
+    guild.shares.push((-rank, share, job.submitted_at, ticket.seq, version, user_id))
+
+
+def _guild_key(
+    guild: _Guild, is_current: Callable[[int, int], bool]
+) -> tuple[int, _Turn, float, int] | None:
+    """The guild's place between guilds (rule 1): its best rank, then the least share among
+    its users of that rank (stale entries on top of its heaps are dropped); None when none of
+    its users is left."""
+    for heap in (guild.heap, guild.shares):
+        while (entry := heap.top()) is not None and not is_current(entry[5], entry[4]):
+            heap.pop()
+    entry = guild.shares.top()
+    if entry is None:
+        return None
+    rank, share, submitted_at, seq, _, _ = entry
+    return (rank, share, submitted_at, seq)
 
 
 def _work_after(turn: _Turn, level: float, job: QueuedJob) -> float:

@@ -27,6 +27,7 @@ from bot.user_errors import UserError
 from db.guild_settings import GuildList, GuildSettings
 from inference.control_units import OPTION_KEY as CONTROL_UNITS
 from inference.control_units import ControlUnit, control_units, controlnet_files
+from inference.names import as_typed
 from inference.prompts import extract_extra_networks
 from inference.registry import NETWORK_SUFFIX, ModelRegistry, NetworkKind
 from inference.types import (
@@ -207,7 +208,9 @@ def is_among(kind: AddonKind, name: str, names: Collection[str]) -> bool:
     """Whether the engine takes ``name`` for one of ``names``: upscalers in any letter case,
     VAEs also by file name (``x.safetensors``, as the web UI records it; any other suffix is
     part of the name: the engine loads ``x.nsfw`` for ``x.nsfw``). What is no file (Lanczos,
-    the latent upscalers, the model's own VAE) always is."""
+    the latent upscalers, the model's own VAE) always is. ``name`` is taken ``as_typed``, as
+    ``names`` (the registry's) are."""
+    name = as_typed(name)
     if kind is AddonKind.UPSCALER:
         if name.casefold() == LANCZOS.casefold() or latent_upscaler(name) is not None:
             return True
@@ -223,7 +226,9 @@ def is_among(kind: AddonKind, name: str, names: Collection[str]) -> bool:
 def spelt_as_among(name: str, names: Iterable[str]) -> str | None:
     """``name`` as ``names`` spell it: itself where it is one of them, else the only one equal
     to it in any letter case (None: none is, or several are: which one is not guessed). An
-    admin's list stores Lanczos, not ``lanczos``, and a file's name as the registry has it."""
+    admin's list stores Lanczos, not ``lanczos``, and a file's name as the registry has it
+    (``as_typed``, as ``name`` is taken)."""
+    name = as_typed(name)
     listed = list(names)
     if name in listed:
         return name

@@ -33,6 +33,8 @@ from inference.types import RenderRequest
 # Why a result was not posted, as its maker is told (after "was not posted: "); none names a
 # banned word: the maker may not have typed it (a drawn wildcard).
 SOURCE_WITHDRAWN = "a moderator removed the picture it was made from"
+# Stopped as a moderator withdrew it (``stopped_by_moderator``): which one is never said.
+MODERATOR_STOPPED = "a moderator of the server stopped it"
 # Its own message deleted in the channel: by a moderator or by its maker (Discord does not say).
 PROGRESS_DELETED = "its message in the channel was deleted"
 CHANNEL_DELETED = "the channel or thread it was made in was deleted"
@@ -45,6 +47,8 @@ CHANNEL_OFF = "Easel is no longer enabled in the channel it was made in"
 # The same pixels as a picture a moderator removed in the server (made again: same settings).
 SAME_PICTURE_REMOVED = "a moderator removed a picture with the same pixels from the server"
 DIRECT_MESSAGES_OFF = "Easel no longer works in direct messages"
+# Removed from the server (kicked, or the server deleted): nothing of it renders any more.
+EASEL_REMOVED = "Easel is no longer in the server it was made in"
 # Embeddings: one the job may read (a list kept or narrowed since), whether or not it does.
 ADDON_LEFT_OUT_NOW = (
     "it may use a LoRA, embedding, VAE, upscaler or ControlNet the server no longer allows"
@@ -197,6 +201,16 @@ def refunded_withdrawal(job: FinishedJob) -> str | None:
     if job.withdrawn and job.withdrawn_with_source and job.source_made_by_another:
         return SOURCE_WITHDRAWN
     return None
+
+
+def stopped_by_moderator(job: FinishedJob) -> bool:
+    """Whether a cancelled ``job`` was stopped as a moderator withdrew it (their Cancel,
+    ``/easel-mod withdraw``, as recorded: ``FinishedJob.withdrawn_by_moderator``), itself,
+    not with the picture it was made from nor with a channel. Its own message's deletion
+    is not: Discord does not say who deleted it, its maker as likely as a moderator."""
+    return job.withdrawn_by_moderator and not (
+        job.withdrawn_with_source or job.withdrawn_with_channel
+    )
 
 
 def channel_deletion(job: FinishedJob) -> str | None:

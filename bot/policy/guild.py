@@ -14,6 +14,7 @@ import aiosqlite
 from bot.jobs import accounting
 from bot.memo import Memo
 from bot.policy.addons import (
+    ADDON_LISTS,
     ANY_ADDON,
     AddonKind,
     AddonRules,
@@ -37,6 +38,7 @@ from bot.user_errors import Reason, UserError
 from db import guild_settings as store
 from db.guild_settings import AuditEntry, GuildList, GuildSettings
 from db.quotas import LimitScope
+from inference.names import as_typed
 from inference.types import RenderRequest
 
 __all__ = [
@@ -60,6 +62,8 @@ DMS_OFF = "Easel works only in servers: use it in a server channel, not in direc
 _DIRECT_MESSAGES = GuildSettings(
     guild_id=0, default_model=None, nsfw_policy=store.DEFAULT_NSFW_POLICY, lists={}
 )
+# The lists whose entries name files (compared ``as_typed``).
+_NAME_LISTS = frozenset({GuildList.ALLOWED_MODEL, *ADDON_LISTS.values()})
 
 
 @dataclass
@@ -126,7 +130,21 @@ class GuildPolicy:
         self._picks_at_start: Memo[str, str] = Memo(PICKS_KEPT)
 
     async def settings(self, guild_id: int) -> GuildSettings:
-        return await self._cached.get(guild_id, lambda: store.get(self._conn, guild_id))
+        return await self._cached.get(guild_id, lambda: self._stored_settings(guild_id))
+
+    async def _stored_settings(self, guild_id: int) -> GuildSettings:
+        """The stored settings, each model and add-on name in them ``as_typed``: one saved in
+        NFD (as autocomplete offered a macOS file's name before names were compared in NFC)
+        matches the file, and reads as its name."""
+        stored = await store.get(self._conn, guild_id)
+        return dataclasses.replace(
+            stored,
+            default_model=None if stored.default_model is None else as_typed(stored.default_model),
+            lists={
+                which: frozenset(map(as_typed, entries)) if which in _NAME_LISTS else entries
+                for which, entries in stored.lists.items()
+            },
+        )
 
     async def admit(
         self,
@@ -145,6 +163,7 @@ class GuildPolicy:
         if request.model is None:
             model = self.default_model(settings)
             request = dataclasses.replace(request, model=model)
+        request = _models_as_typed(request)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
         allowed_models = settings.entries(GuildList.ALLOWED_MODEL)
         refiner = request.options.get("refiner")
@@ -352,6 +371,11 @@ class GuildPolicy:
         self, guild_id: int, admin_id: int, which: GuildList, value: str, *, add: bool
     ) -> bool:
         value = value.strip().lower() if which is GuildList.BANNED_WORD else value.strip()
+        if which in _NAME_LISTS:
+            value = as_typed(value)
+            if not add:  # the entry as stored, which may spell the name in NFD
+                stored = (await store.get(self._conn, guild_id)).entries(which)
+                value = next((entry for entry in stored if as_typed(entry) == value), value)
         changed = await store.change_list(
             self._conn, guild_id, admin_id, which, value, add=add, now=self._clock()
         )
@@ -381,6 +405,17 @@ class GuildPolicy:
 
     async def audit_log(self, guild_id: int, limit: int = 15) -> list[AuditEntry]:
         return await store.audit_log(self._conn, guild_id, limit)
+
+
+def _models_as_typed(request: RenderRequest) -> RenderRequest:
+    """The request with its model and refiner ``as_typed``, as the registry names them: a
+    stored job (which Reroll, Vary and Upscale reuse) or a default may spell one in NFD."""
+    refiner = request.options.get("refiner")
+    options = request.options
+    if isinstance(refiner, str):
+        options = {**options, "refiner": as_typed(refiner)}
+    model = None if request.model is None else as_typed(request.model)
+    return dataclasses.replace(request, model=model, options=options)
 
 
 def _allowed_channels(settings: GuildSettings) -> set[int]:

@@ -71,9 +71,8 @@ _UNSPACED_LETTERS = (
     "\uff66-\uff9f\U00020000-\U0003134f]"
 )
 _UNSPACED_SCRIPT = re.compile(_UNSPACED_LETTERS)
-# A letter that continues a word beside it: one of a script written with spaces (a switch to a
-# script written without them, as in ``黒いcat``, ends the word).
-_SPACED_LETTER = rf"(?!{_UNSPACED_LETTERS}){_LETTER}"
+# The script of a letter with no name in this Python's Unicode data (``_script``).
+_UNNAMED = "UNNAMED"
 # Hangul: its jamo, compatibility jamo and syllables (``_whole_word``).
 _HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff]")
 
@@ -83,14 +82,24 @@ def normalise(text: str) -> str:
     whitespace runs as one space and kept between letters only (``ｃａ\u200bT`` reads ``cat``,
     ``bad , wolf`` reads ``bad,wolf``); a number character that is
     no decimal digit (``৴``, ``৹``) reads ``0``: CLIP's tokenizer splits words at
-    every number character, and ``_LETTER`` would count it a letter. Removing and folding
-    joins letters the tokenizer reads apart (``cat™`` reads ``cattm``): the text read apart
-    first (``_read_apart``) is checked as well."""
+    every number character, and ``_LETTER`` would count it a letter. Turkish ``İ`` and ``ı``
+    read ``i`` (``_turkish_i_as_i``). Removing and folding joins letters the tokenizer reads
+    apart (``cat™`` reads ``cattm``): the text read apart first (``_read_apart``) is checked as
+    well."""
     visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
     folded = unicodedata.normalize("NFKC", _INVISIBLE.sub("", visible)).casefold()
-    normal = unicodedata.normalize("NFKC", folded)
+    normal = unicodedata.normalize("NFKC", _turkish_i_as_i(folded))
     spaced = _SPACES.sub(" ", "".join(map(_number_as_digit, normal)))
     return _SPACE_BESIDE_NON_LETTER.sub("", spaced)
+
+
+def _turkish_i_as_i(lowered: str) -> str:
+    """A lower-cased text with Turkish ``İ`` (lower cased: ``i`` and a combining dot above)
+    and dotless ``ı`` read ``i``. Lower casing turns Turkish capitals into other letters than
+    a Turkish writer's lower case (``İSTANBUL`` into ``i̇stanbul``, ``KIZ`` into ``kiz``), so a
+    banned word typed in either case matches the text typed in the other; ``ı`` reads ``i``
+    where it is typed too (a banned ``sik`` also refuses ``sık``)."""
+    return lowered.replace("i\u0307", "i").replace("ı", "i")
 
 
 def _read_apart(text: str) -> str:
@@ -106,7 +115,8 @@ def _read_apart(text: str) -> str:
     own, before it joins the carried (lower-cased) tail: NFC would compose that tail's ``t``
     with a leading ``\u0308``, which the tokenizer never does to the ``T`` typed
     (``caT[\u0308|\u0308]`` reads ``cat``)."""
-    return "".join(map(_split_where_read_apart, unicodedata.normalize("NFC", text).lower()))
+    lowered = _turkish_i_as_i(unicodedata.normalize("NFC", text).lower())
+    return "".join(map(_split_where_read_apart, lowered))
 
 
 def _marks_apart(word: str) -> str:
@@ -114,7 +124,7 @@ def _marks_apart(word: str) -> str:
     ``_BOUNDARY``, as a text's are (``चूत`` is looked for as ``च\ufffcत``, so ``चूत™``
     matches); its other characters as ``normalise`` reads them (a ``™`` in a word stays
     ``tm``, so it does not match every boundary). Empty for a word of marks only, which would."""
-    nfc = unicodedata.normalize("NFC", word).lower()
+    nfc = _turkish_i_as_i(unicodedata.normalize("NFC", word).lower())
     marked = "".join(_BOUNDARY if unicodedata.category(c)[0] == "M" else c for c in nfc)
     split = normalise(marked).strip()
     return split if split.strip(_BOUNDARY) else ""
@@ -206,28 +216,75 @@ class _Choice:
     reached: set[_Ending] = field(default_factory=set)
 
 
-def _whole_word(word: str) -> re.Pattern[str]:
+@dataclass(frozen=True)
+class _WholeWord:
+    """A banned word as normalised, found only where it is no part of a longer word
+    (``_whole_word``): ``first`` and ``last``, its edge letters that a letter beside them may
+    continue (None: nothing does)."""
+
+    word: str
+    first: str | None
+    last: str | None
+
+    def end(self, buffer: str, start: int) -> int | None:
+        """Where the first whole-word match at or after ``start`` ends; None: none. A match at
+        the buffer's end is whole: what follows is not read yet (``_Matcher.check``)."""
+        at = buffer.find(self.word, start)
+        while at >= 0:
+            end = at + len(self.word)
+            joined_before = at > 0 and _continues(buffer[at - 1], self.first)
+            joined_after = end < len(buffer) and _continues(buffer[end], self.last)
+            if not (joined_before or joined_after):
+                return end
+            at = buffer.find(self.word, at + 1)
+        return None
+
+
+def _whole_word(word: str) -> _WholeWord:
     """``word`` not inside a longer run of letters: a letter at its edge has none of a spaced
     script beside it (an edge that is no letter is a word boundary itself, even with no space
     beside it). An edge letter of a script written without spaces (``_UNSPACED_SCRIPT``) is
     matched inside a run too: ``黒猫`` holds ``猫``, as its tokens do. So is a last letter in
     Hangul with letters after it: Korean writes a noun's particles onto it (``고양이가``, whose
-    tokens start as ``고양이``'s do), though it spaces its words (``검은고양이`` holds none)."""
-    before = rf"(?<!{_SPACED_LETTER})" if _spaced_letter(word[0]) else ""
+    tokens start as ``고양이``'s do), though it spaces its words (``검은고양이`` holds none).
+    A letter of another script ends a word too (``_continues``): ``жnaked`` holds ``naked``."""
+    first = word[0] if _spaced_letter(word[0]) else None
     ends_open = _HANGUL.match(word[-1]) is not None or not _spaced_letter(word[-1])
-    after = "" if ends_open else rf"(?!{_SPACED_LETTER})"
-    return re.compile(before + re.escape(word) + after)
+    return _WholeWord(word, first, None if ends_open else word[-1])
 
 
 def _spaced_letter(char: str) -> bool:
+    """A letter of a script written with spaces (a switch to a script written without them, as
+    in ``黒いcat``, ends a word)."""
     return re.match(_LETTER, char) is not None and _UNSPACED_SCRIPT.match(char) is None
+
+
+@functools.lru_cache(maxsize=4096)  # the characters beside a banned word's matches
+def _continues(char: str, edge: str | None) -> bool:
+    """Whether ``char`` beside a word's ``edge`` letter continues the word: a letter of a
+    spaced script, and of the edge's own script where both name one (``_script``). CLIP's
+    tokenizer keeps a word's own tokens beside a letter of another script: ``жnaked`` gives
+    the text encoder ``naked``'s (so do all but one of 126,765 letters before it)."""
+    if edge is None or not _spaced_letter(char):
+        return False
+    scripts = {_script(char), _script(edge)}
+    return len(scripts) == 1 or "" in scripts
+
+
+def _script(letter: str) -> str:
+    """A letter's script, as its Unicode name starts (``LATIN``, ``CYRILLIC``, ``GREEK``,
+    ``HANGUL``); empty for a modifier letter, which several scripts share: it continues a word
+    of any script, as it did before scripts counted. A letter with no name here (the 6,145
+    Tangut ideographs, to Python 3.11) is a script of its own, continuing only another such
+    letter: ``𗀀naked`` gives the text encoder ``naked``'s tokens as ``жnaked`` does."""
+    script = unicodedata.name(letter, _UNNAMED).split(" ", 1)[0]
+    return "" if script == "MODIFIER" else script
 
 
 # A variant's last characters as each of the matcher's forms reads them.
 _Ending = tuple[str, ...]
-# A banned word as normalised (a whole-word match holds it as it is), its pattern (``_whole_word``),
-# and the word as banned.
-_Search = tuple[str, re.Pattern[str], str]
+# A banned word as normalised, where it is whole (``_whole_word``), and the word as banned.
+_Search = tuple[str, _WholeWord, str]
 
 
 @dataclass(frozen=True)
@@ -271,11 +328,11 @@ class _Matcher:
     def check(form: _Form, buffer: str, *, at_end: bool = False) -> None:
         """Raise ``_Banned`` for a whole-word match after the buffer's first character (its
         context) that ends before its last one, or anywhere once the text has ended."""
-        for word, pattern, original in form.patterns:
+        for word, whole_word, original in form.patterns:
             if word not in buffer:  # a small part of a search's cost; a match needs it
                 continue
-            match = pattern.search(buffer, 1)
-            if match is not None and (at_end or match.end() < len(buffer)):
+            end = whole_word.end(buffer, 1)
+            if end is not None and (at_end or end < len(buffer)):
                 raise _Banned(original)
 
     def endings(self, start: frozenset[_Ending], rendering: Rendering) -> frozenset[_Ending]:

@@ -42,12 +42,13 @@ from cogs.common import (
     queue_of,
     quoted,
     services_of,
+    shown_prompt,
     submit_from_interaction,
     tell,
 )
 from cogs.errors import report_error
 from cogs.moderation import moderated_job, post_link, withdraw_as_moderator
-from cogs.results.copies import may_go_to_direct_messages, send_copy
+from cogs.results.copies import copy_files, may_go_to_direct_messages, send_copy
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
@@ -346,10 +347,12 @@ class PickButton(
         await check_posts_there(interaction.client, services_of(interaction), job)
         path, stem = job.image_paths[idx], f"easel-{self.job_id}-{idx}"
         try:
-            file, is_preview = await asyncio.to_thread(
+            # In the member's line of picture work: a burst of clicks never fills the default pool.
+            file, is_preview = await services_of(interaction).picture_work.run(
+                interaction.user.id,
                 lambda: fitted_file(
                     path.read_bytes(), stem, interaction.filesize_limit, spoiler=spoiler
-                )
+                ),
             )
         except FileNotFoundError:
             raise picture_deleted(self.job_id, idx) from None
@@ -648,13 +651,19 @@ class DirectCopyButton(
             raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
         await defer_thinking(interaction, private=True)
         await check_posts_there(interaction.client, services_of(interaction), job)
+        pictures: list[tuple[Path | bytes, str]]
+        pictures = [(job.image_paths[i], f"easel-{job.job_id}-{i}") for i in indexes]
+        spoiler = await spoilered(interaction, job)
         try:
+            # In the member's line of picture work: a burst of clicks never fills the default pool.
+            files = await services_of(interaction).picture_work.run(
+                interaction.user.id, copy_files, pictures, spoiler
+            )
             sent = await send_copy(
                 interaction.client,
                 interaction.user.id,
                 copy_caption(job),
-                [(job.image_paths[i], f"easel-{job.job_id}-{i}") for i in indexes],
-                spoiler=await spoilered(interaction, job),
+                files,
                 view=copy_view(job.job_id),
                 nonce=secrets.token_hex(8),  # every click is a copy of its own
             )
@@ -886,7 +895,7 @@ def _easel_post_of(
 
 
 def copy_caption(job: StoredJob) -> str:
-    prompt = quoted(job.prompt, MAX_QUOTED_PROMPT) or NO_PROMPT
+    prompt = shown_prompt(job.prompt, MAX_QUOTED_PROMPT) or NO_PROMPT
     seeds = ", ".join(map(str, job.seeds))
     return f"**{prompt}** — job `{job.job_id}` (seed {seeds})"
 

@@ -6,7 +6,6 @@ age-gates a direct message, so a picture kept in age-restricted channels never g
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -99,6 +98,13 @@ async def in_direct_messages(
         return None
 
 
+def copy_files(pictures: list[tuple[Path | bytes, str]], spoiler: bool) -> list[discord.File]:
+    """``pictures`` (a stored PNG's path or the PNG itself, and a filename without extension)
+    as the files of a direct message, each under its upload limit. Blocking: seconds of CPU
+    for a large picture."""
+    return [_fitted_file(picture, filename, spoiler) for picture, filename in pictures]
+
+
 def _fitted_file(picture: Path | bytes, filename: str, spoiler: bool) -> discord.File:
     data = picture if isinstance(picture, bytes) else picture.read_bytes()
     fitted = fit_under(data, DEFAULT_FILESIZE_LIMIT)
@@ -110,19 +116,13 @@ async def send_copy(
     client: discord.Client,
     user_id: int,
     content: str,
-    pictures: list[tuple[Path | bytes, str]],
+    files: list[discord.File],
     *,
-    spoiler: bool,
     view: discord.ui.View,
     nonce: str,
 ) -> discord.Message | None:
-    """Send ``pictures`` (a stored PNG's path or the PNG itself, and a filename without
-    extension) to the member's direct messages; None when those are closed to the bot. A
-    send repeated with the same ``nonce`` shows once."""
-    files = [
-        await asyncio.to_thread(_fitted_file, path, filename, spoiler)
-        for path, filename in pictures
-    ]
+    """Send ``files`` (``copy_files``) to the member's direct messages; None when those are
+    closed to the bot. A send repeated with the same ``nonce`` shows once."""
 
     async def send(direct: discord.DMChannel) -> discord.Message:
         return await direct.send(

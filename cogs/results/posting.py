@@ -17,18 +17,21 @@ import discord
 from bot.bans import StoppedMembers
 from bot.history import PostedMessage
 from bot.images import decoded, posted_as_grid, posted_grid_png
-from bot.jobs.queue import STOPPED_BEFORE_ITS_START, FinishedJob
+from bot.jobs.queue import PRIVATELY, STOPPED_BEFORE_ITS_START, FinishedJob, Privately
 from bot.jobs.queue.delivery import INVALID_WEBHOOK_TOKEN
 from bot.policy.delivery import (
     CHANNEL_DELETED,
+    EASEL_REMOVED,
+    MODERATOR_STOPPED,
     PROGRESS_DELETED,
     Withheld,
     placed_under_rules_of_now,
     refunded_withdrawal,
+    stopped_by_moderator,
     under_rules_of_now,
 )
 from bot.policy.moderation import WITHHELD_BECAUSE
-from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, ORIGINAL_RESPONSE, quoted
+from cogs.common import MAX_CAPTION, MAX_QUOTED_PROMPT, ORIGINAL_RESPONSE, quoted, shown_prompt
 from cogs.results.buttons import (
     THREAD_ARCHIVED,
     UNKNOWN_CHANNEL,
@@ -39,6 +42,7 @@ from cogs.results.buttons import (
 )
 from cogs.results.copies import (
     MADE_AGE_RESTRICTED,
+    copy_files,
     in_direct_messages,
     send_copy,
     why_kept_in_the_server,
@@ -68,12 +72,10 @@ FIRST_ANSWER_WINDOW_S = 10.0
 
 def caption(job: FinishedJob) -> str:
     """The prompt, maker, seeds and notes; never so long that Discord refuses the result."""
-    prompt = job.request.prompt or f"({job.kind}, no prompt)"
+    # A prompt of direction controls alone shows as nothing: said to have none.
+    prompt = shown_prompt(job.request.prompt, MAX_QUOTED_PROMPT) or f"({job.kind}, no prompt)"
     seeds = ", ".join(str(image.seed) for image in job.images)
-    text = (
-        f"**{quoted(prompt, MAX_QUOTED_PROMPT)}** — <@{job.user_id}> "
-        f"(seed {seeds}, job `{job.job_id}`)"
-    )
+    text = f"**{prompt}** — <@{job.user_id}> (seed {seeds}, job `{job.job_id}`)"
     said = [*job.request.notes, *render_warnings(job)]
     notes = "".join(f"\nNote: {n}" for n in said)
     return text + quoted(notes, MAX_CAPTION - len(text))
@@ -104,12 +106,12 @@ def result_png(job: FinishedJob) -> bytes:
 
 @dataclass(frozen=True)
 class _Placed:
-    """Where a job's outcome went: its message in the server's channel (None: none there),
-    and, when it is not in the interaction's original response, what that response (the
-    public progress message ``progress_id``) says of it instead (None: it is that response,
-    or private; ``progress_id`` None: none known that may be edited)."""
+    """Where a job's outcome went: its message in the server's channel (``PRIVATELY``: to its
+    maker alone; None: nowhere), and, when it is not in the interaction's original response,
+    what that response (the public progress message ``progress_id``) says of it instead (None:
+    it is that response, or private; ``progress_id`` None: none known that may be edited)."""
 
-    message_id: int | None
+    message_id: int | Privately | None
     pointer: str | None = None
     progress_id: int | None = None
 
@@ -198,6 +200,17 @@ def _went_privately(job: FinishedJob, *, delivered: bool | None = True) -> str:
     return f"Job `{job.job_id}` ended; its result went to its maker alone."
 
 
+def _token_gone(error: discord.HTTPException) -> bool:
+    """Whether the interaction's webhook refused a call for its token (``_GONE_TOKEN_CODES``),
+    or with any 401: an interaction's webhook carries no bot token, so its 401 is never the
+    bot's (``bot.jobs.queue.delivery`` would check the bot's token, then wait for it)."""
+    return error.status == 401 or error.code in _GONE_TOKEN_CODES
+
+
+def _counted(*, refunded: bool) -> str:
+    return "It does not count against your quota." if refunded else "It counts against your quota."
+
+
 def _log_direct_messages_closed(job: FinishedJob) -> None:
     log.warning(
         "job %s: the member's direct messages are closed to the bot; the result was not posted",
@@ -219,6 +232,8 @@ class DiscordResults(ProgressMessages):
         super().__init__(client, wall_clock, monotonic)
         # The members banned, kicked or timed out in a server (unset: none known).
         self.stopped_members: StoppedMembers | None = None
+        # Whether Easel was removed from a server (``EaselBot.removed_from``; unset: never).
+        self.removed_from: Callable[[int], bool] | None = None
         # Gives a withheld job's quota back, its charge included (``JobQueue.refund_withheld``;
         # unset: none is refunded); whether it stands refunded.
         self.refund_withheld: Callable[[str], Awaitable[bool]] | None = None
@@ -228,10 +243,10 @@ class DiscordResults(ProgressMessages):
         # and a delivery given up says so there (``given_up``).
         self._posting_shown: dict[str, Pointer] = {}
 
-    async def deliver(self, job: FinishedJob) -> int | None:
+    async def deliver(self, job: FinishedJob) -> int | Privately | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
-        post of it a moderator (or its maker's /forget-me) can delete there (None for a
-        private result, one sent by DM, or none)."""
+        post of it a moderator (or its maker's /forget-me) can delete there (``PRIVATELY``:
+        its maker alone was shown it; None: posted nowhere)."""
         if job.withheld is not None:  # ended before its render, or withheld: refunded whole
             await self._withhold(job, job.withheld, refunded=True)
             return None
@@ -278,7 +293,7 @@ class DiscordResults(ProgressMessages):
             await self._tell_withheld(job, CHANNEL_DELETED, refunded=refunded)
             return None
         shown = True
-        if message_id is not None and self.history is not None:
+        if isinstance(message_id, int) and self.history is not None:
             # Recorded before the copy by DM (seconds): a deletion meanwhile withdraws the job.
             # An erased job's post is the queue's to retract, once it records the delivery.
             # Withdrawn (its post deleted as it was posted) or erased: no copy goes by DM.
@@ -338,7 +353,12 @@ class DiscordResults(ProgressMessages):
         job whose maker was stopped in its server since it was journaled (one the stop's
         cancels missed: a cancel that raised, or one started before its cancel reached it)
         ends as those cancels end it, uncharged and answered "Cancelled", rather than renders
-        to be withheld at delivery; noted for the stop's audit (``StoppedMembers``)."""
+        to be withheld at delivery; noted for the stop's audit (``StoppedMembers``). A job
+        of a server Easel was removed from (one ``on_guild_remove``'s cancels missed) is
+        refused too."""
+        removed_from = self.removed_from
+        if job.guild_id is not None and removed_from is not None and removed_from(job.guild_id):
+            return EASEL_REMOVED
         stopped = self.stopped_members
         if stopped is not None and stopped.ends_at_start(
             job.guild_id, job.user_id, job.job_id, began_at=job.created_at
@@ -359,6 +379,15 @@ class DiscordResults(ProgressMessages):
         the same, uncharged."""
         if self.history is not None:
             await self.history.withhold_job(job.job_id, why)
+
+    async def _cancelled(self, job: FinishedJob) -> str:
+        """What a cancelled job's post says: its maker's own cancel, or a moderator's stop,
+        said as such (never naming the moderator) with whether it counts against their
+        quota."""
+        if not stopped_by_moderator(job):
+            return f"<@{job.user_id}> Cancelled (job `{job.job_id}`); no pictures were charged."
+        counted = _counted(refunded=await self._was_refunded(job))
+        return f"<@{job.user_id}> Stopped (job `{job.job_id}`): {MODERATOR_STOPPED}. {counted}"
 
     async def _was_refunded(self, job: FinishedJob) -> bool:
         return self.history is not None and await self.history.was_refunded(job.job_id)
@@ -411,9 +440,7 @@ class DiscordResults(ProgressMessages):
         """To the maker by DM: which job was not posted, why (never a banned word, nor the
         picture or prompt), and whether it still counts against their quota."""
         where = "direct messages" if job.guild_id is None else _server_named(self._guild_of(job))
-        counted = (
-            "It does not count against your quota." if refunded else "It counts against your quota."
-        )
+        counted = _counted(refunded=refunded)
         notice = f"Your job `{job.job_id}` in {where} was not posted: {why}. {counted}"
         try:
             await self._tell_maker(job, notice)
@@ -465,7 +492,7 @@ class DiscordResults(ProgressMessages):
         try:
             await self._webhook(job).delete_message(message_id)
         except discord.HTTPException as error:
-            if error.code not in _GONE_TOKEN_CODES:
+            if not _token_gone(error):
                 raise
             return False
         return True
@@ -492,13 +519,14 @@ class DiscordResults(ProgressMessages):
                 (image.path, f"easel-{job.job_id}-{idx}") for idx, image in enumerate(job.images)
             ]
         try:
+            # Easel's own pace, not the member's: on the default pool, outside their line.
+            files = await asyncio.to_thread(copy_files, pictures, job.spoiler)
             # The job id in the nonce: a restart that delivers again shows one copy.
             sent = await send_copy(
                 self._client,
                 job.user_id,
                 f"{caption(job)}\nA copy, as your settings ask (`/settings results_by_dm`).",
-                pictures,
-                spoiler=job.spoiler,
+                files,
                 view=copy_view(job.job_id),
                 nonce=f"{job.job_id}dm",
             )
@@ -552,10 +580,10 @@ class DiscordResults(ProgressMessages):
 
     async def _post_result(
         self, job: FinishedJob, png: bytes | None
-    ) -> tuple[int | None, Pointer | None]:
-        """Post the result (``png``: its picture; None: it failed or was cancelled); the id
-        of the message when it is in the server's channel, and what the progress message it
-        left behind is to say when it went elsewhere (a new message there, or a DM)."""
+    ) -> tuple[int | Privately | None, Pointer | None]:
+        """Post the result (``png``: its picture; None: it failed or was cancelled); where it
+        went (``_Placed.message_id``), and what the progress message it left behind is to say
+        when it went elsewhere (a new message there, or a DM)."""
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             # Put back for a retry when this fails: ``replace_thinking`` sends it no more.
@@ -602,7 +630,7 @@ class DiscordResults(ProgressMessages):
             comparison = is_comparison(job.request)
             view = copy_view(job.job_id) if comparison else job_view(job.job_id, len(job.images))
         elif job.error == "cancelled":
-            content = f"<@{job.user_id}> Cancelled (job `{job.job_id}`); no pictures were charged."
+            content = await self._cancelled(job)
         else:
             # The reason may quote what the member typed: escaped and bounded like a prompt.
             # A failure's reason names the job as its reference already: said once.
@@ -619,7 +647,7 @@ class DiscordResults(ProgressMessages):
             try:
                 if private and response_public:  # made private since its submit
                     await self._followed_up_privately(job, post, view)
-                    return _Placed(None)
+                    return _Placed(PRIVATELY)
                 edited = await post.send(
                     job.filesize_limit or SMALLEST_UPLOAD_LIMIT,
                     lambda text, files: self._webhook(job).edit_message(
@@ -631,7 +659,7 @@ class DiscordResults(ProgressMessages):
                     ),
                 )
                 # A private result's original response is ephemeral: in no channel.
-                return _Placed(None if private else edited.id)
+                return _Placed(PRIVATELY if private else edited.id)
             except discord.HTTPException as error:
                 if error.code == UNKNOWN_CHANNEL:
                     raise _ChannelDeleted from error
@@ -640,16 +668,17 @@ class DiscordResults(ProgressMessages):
                     raise await self._message_deleted(job, _response_known(job, watched)) from error
                 # Clocks disagree, a private response is gone, or its thread is archived (an
                 # edit there is refused; a post unarchives it): post it as a message instead.
-                if error.code not in _GONE_TOKEN_CODES | {THREAD_ARCHIVED}:
+                if not _token_gone(error) and error.code != THREAD_ARCHIVED:
                     raise
                 log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
         if private:  # never the channel: the member asked to see it alone
             sent_to = await self._post_directly(job, post, mentions, view)
+            placed = None if sent_to is None else PRIVATELY
             if not response_public:
-                return _Placed(None)
+                return _Placed(placed)
             # Made private since: its public progress message says so, showing nothing of it.
             went = _went_privately(job, delivered=sent_to is not None)
-            return _Placed(None, went, _progress_message(job, watched))
+            return _Placed(placed, went, _progress_message(job, watched))
         if job.channel_id is None:
             return _Placed(None)
         channel = self._client.get_partial_messageable(job.channel_id)
@@ -695,7 +724,8 @@ class DiscordResults(ProgressMessages):
                 if sent_to is not None
                 else "Easel may not post its result here"
             )
-            return _Placed(None, f"Job `{job.job_id}` ended; {went}", progress_id)
+            placed = None if sent_to is None else PRIVATELY
+            return _Placed(placed, f"Job `{job.job_id}` ended; {went}", progress_id)
         link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{posted}"
         pointer = f"Job `{job.job_id}` ended; its result is posted here: {link}"
         return _Placed(posted, pointer, progress_id)

@@ -151,7 +151,8 @@ async def checked_upload(
     interaction: discord.Interaction[Any], filename: str, data: bytes, *, as_png: bool = False
 ) -> CheckedUpload:
     """A picture a member uploaded or linked, checked as an upload and decoded once on a
-    thread (``decoded_upload``; ``as_png``: with its PNG), refused when its pixels are those of
+    picture thread, in the member's line (``decoded_upload``, ``bot.picture_work``; ``as_png``:
+    with its PNG), refused when its pixels are those of
     a job of this server that may not be used here (``check_stored_pictures_usable``),
     whatever its name or PNG text: every upload a job is made of, or read from, passes here.
     A lossless copy is recognised (``bot.images.pixel_digest``), of a picture or of the grid a
@@ -165,12 +166,12 @@ async def checked_upload(
     with those pixels outlives, ``History.jobs_with_picture``). A match is its ``made_from``,
     checked in time or not: a moderator's later deletion of it reaches the job made of it."""
     in_server = interaction.guild_id is not None  # direct messages: no moderator there
-    upload = await asyncio.to_thread(
-        decoded_upload, filename, data, digest=in_server, as_png=as_png
+    services = services_of(interaction)
+    upload = await services.picture_work.run(
+        interaction.user.id, decoded_upload, filename, data, digest=in_server, as_png=as_png
     )
     if interaction.guild_id is None or not upload.pixel_digests:
         return _with_source(upload, None)
-    services = services_of(interaction)
     matches = await services.history.jobs_with_picture(interaction.guild_id, *upload.pixel_digests)
     checked = _with_source(upload, matches[0].job_id if matches else None)
     if not matches:

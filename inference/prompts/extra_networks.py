@@ -16,6 +16,8 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
+from inference.names import as_typed
+
 _TAG = re.compile(r"<(\w+):([^>]+)>")
 # What ends a name in a tag (``_TAG``'s end, its values' separator): a file whose name holds
 # one cannot be named by a tag.
@@ -61,8 +63,9 @@ def _number(text: str | None, what: str, default: float, warnings: list[str]) ->
 
 
 def _parse_tag(kind: str, args: list[str], warnings: list[str]) -> tuple[ExtraNetwork, str | None]:
-    """The tag's network, and its ``dyn`` value as written (None: none)."""
-    name, positional, named = args[0], [], {}
+    """The tag's network (its name ``as_typed``), and its ``dyn`` value as written (None:
+    none)."""
+    name, positional, named = as_typed(args[0]), [], {}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
         if sep and key in _SETTINGS:
@@ -123,7 +126,7 @@ def without_unknown_loras(prompt: str, available_loras: Collection[str]) -> str:
     its ends; every other tag and word is kept, and a prompt without such a tag as it is."""
 
     def kept(match: re.Match[str]) -> str:
-        name = match.group(2).split(":")[0]
+        name = as_typed(match.group(2).split(":")[0])
         unknown = match.group(1) == "lora" and name not in available_loras
         return "" if unknown else match.group(0)
 
@@ -137,7 +140,9 @@ def find_embeddings(prompt: str, available: Iterable[str]) -> list[str]:
     Every admission looks for every installed name in every planned prompt, so a name of
     ASCII word characters is looked up among the prompt's words instead: the same answer, as
     such a name matches only a whole word, and one in any letter case (``lower()``), but in
-    a prompt holding one of ``_ASCII_LOOKALIKES``. Any other name is searched for."""
+    a prompt holding one of ``_ASCII_LOOKALIKES``. Any other name is searched for, in the
+    prompt ``as_typed`` (the tokenizer reads it so: a name pasted in NFD is the same word)."""
+    prompt = as_typed(prompt)
     words = None
     if _ASCII_LOOKALIKES.isdisjoint(prompt):
         words = {word.lower() for word in _WORD.findall(prompt)}

@@ -24,6 +24,7 @@ import os
 import stat
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from dynamicprompts.wildcards.values import WildcardValues
 from pyparsing import ParseBaseException
 
 from inference.file_versions import LISTING_SETTLED_NS
+from inference.names import as_typed
 from inference.prompts.errors import (
     NestingError,
     PromptError,
@@ -108,10 +110,16 @@ def _unshield(text: str) -> str:
     return "".join(chr(ord(c) - _SHIELD) if _SHIELD <= ord(c) < _SHIELD + 128 else c for c in text)
 
 
+def _in_wildcard_name(char: str) -> bool:
+    """Whether ``char`` may be in a ``__name__``: a letter or digit, ``_-./*``, or a mark (a
+    name pasted in NFD spells ``é`` as ``e`` and U+0301)."""
+    return char.isalnum() or char in "_-./*" or unicodedata.category(char)[0] == "M"
+
+
 def _wildcard_end(text: str, start: int) -> int:
     """End of a ``__name__`` reference starting at ``start``, or -1."""
     position = start + 2
-    while position < len(text) and (text[position].isalnum() or text[position] in "_-./*"):
+    while position < len(text) and _in_wildcard_name(text[position]):
         if text.startswith("__", position) and position > start + 2:
             return position + 2
         position += 1
@@ -413,6 +421,31 @@ def _held(lock: threading.Lock) -> Iterator[None]:
         lock.release()
 
 
+def _named_as_typed(reads: dict[Path, _FileRead]) -> dict[str, WildcardCollection]:
+    """Each wildcard of ``reads`` (in path order) by its name ``as_typed``. Where two names
+    differ only so (``café.txt`` twice, in NFC and NFD), the first file's wildcard keeps it,
+    the other is left out and logged; one name read twice (``a.txt``, ``a.yaml``) is the
+    last one's, as dynamicprompts keeps it."""
+    named: dict[str, WildcardCollection] = {}
+    spelt: dict[str, tuple[str, Path]] = {}  # each name as the first file spells it
+    for path, read in reads.items():
+        for name, collection in read.named:
+            typed = as_typed(name)
+            first, first_path = spelt.setdefault(typed, (name, path))
+            if first != name:
+                log.warning(
+                    "Wildcard __%s__ of %s left out: its name differs from that of %s only "
+                    "in its Unicode form (NFC, NFD), and that one is read as __%s__",
+                    name,
+                    path,
+                    first_path,
+                    typed,
+                )
+                continue
+            named[typed] = collection
+    return named
+
+
 class _Manager(WildcardManager):
     """One version of the wildcard folder, as read (``reads``: each file's, ``_files_read``),
     shared by the plans' threads. Raises on unknown names and protects web UI syntax inside
@@ -434,9 +467,7 @@ class _Manager(WildcardManager):
     ) -> None:
         super().__init__(path)
         reads = reads or {}
-        self._read = WildcardTree.from_map(
-            {name: collection for read in reads.values() for name, collection in read.named}
-        )
+        self._read = WildcardTree.from_map(_named_as_typed(reads))
         self.left_out = {path: read.left_out for path, read in reads.items() if read.left_out}
         self._lock = threading.Lock()  # held only to find or add a set of files' lock
         self._locks: dict[tuple[int, ...], threading.Lock] = {}
@@ -467,6 +498,7 @@ class _Manager(WildcardManager):
         return dict(sorted({**self.left_out, **unreadable}.items()))
 
     def get_values(self, wildcard: str) -> WildcardValues:
+        wildcard = as_typed(wildcard)
         if ".." in wildcard:
             # Outside the folder: dynamicprompts refuses it too, but logs the member's text
             # with a traceback each time.
@@ -525,6 +557,7 @@ class _Manager(WildcardManager):
     def files_of(self, wildcard: str) -> list[Path]:
         """The files (relative to the folder) ``wildcard`` reads, from the tree already
         listed: no file is read for it."""
+        wildcard = as_typed(wildcard)
         if self.path is None or ".." in wildcard:
             return []
         files = dict.fromkeys(map(_file_of, self._read_as(wildcard)[1]))

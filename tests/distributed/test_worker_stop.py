@@ -3,7 +3,8 @@ and goes back to the broker (for another worker, not cancelled); a device stuck 
 is left to it, its job handed back at once, and the process ends with
 ``STUCK_DEVICE_EXIT_STATUS``; a second signal ends it at once; a stop during the warm start's
 model load stops the warm-up and ends with status 0, one during the engine's build at the start
-ends it at once. A real nats-server."""
+ends it at once, and one while it still imports torch before it serves, at 0. A real
+nats-server."""
 
 from __future__ import annotations
 
@@ -194,6 +195,35 @@ async def test_a_second_stop_signal_ends_the_worker_at_once(
             busy.kill()
             await busy.wait()
         await queue.stop()
+
+
+async def test_a_stop_while_the_worker_imports_torch_ends_it_at_0_before_it_serves(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM before the event loop handles it (the seconds of importing torch): heard, the
+    start goes on to the loop, which stops at once: status 0, no broker asked (none listens
+    at the worker's URL), no job taken."""
+    go = tmp_path / "go"
+    environment = {"EASEL_QUEUE_URL": "nats://127.0.0.1:1", "EASEL_DATA_DIR": str(tmp_path)}
+    process = await python_process(
+        "-m",
+        "tests.distributed.held_import_main",
+        str(go),
+        environment={**environment, "EASEL_DEVICES": "cpu"},
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await read_until(process, "importing torch", START_TIMEOUT_S)
+        process.send_signal(signal.SIGTERM)
+        go.touch()  # the import goes on
+        async with asyncio.timeout(START_TIMEOUT_S):
+            output = (await process.communicate())[0].decode()
+        assert process.returncode == 0, output
+        assert "stopped by SIGTERM before serving" in output
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 @asynccontextmanager

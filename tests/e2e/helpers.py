@@ -19,7 +19,7 @@ from PIL import Image
 
 from bot.app import EaselBot, build
 from bot.jobs.accounting import Member
-from bot.jobs.queue import FinishedJob, JobQueue, Submission
+from bot.jobs.queue import FinishedJob, JobQueue, Privately, Submission
 from bot.metrics import METRICS_REGISTRY as REGISTRY
 from bot.policy.quota import Period
 from bot.services import Services
@@ -198,15 +198,16 @@ async def deliver_after_token_expiry(
     channel: int | None = None,
     *,
     meanwhile: Callable[[], Awaitable[object]] | None = None,
-) -> asyncio.Future[int | None]:
+) -> asyncio.Future[int | Privately | None]:
     """Run a quick /imagine (in ``channel``, default the fake's) whose result is held back
-    until its token has expired (and ``meanwhile`` ran); the future holds the id of the
-    message the result was posted as (None: posted nowhere)."""
+    until its token has expired (and ``meanwhile`` ran); the future holds where the sink
+    posted it (``ResultSink.deliver``: its message's id in the channel, ``PRIVATELY``, or
+    None: posted nowhere)."""
     gate = asyncio.Event()
     original_deliver = bot.results.deliver
-    posted: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    posted: asyncio.Future[int | Privately | None] = asyncio.get_running_loop().create_future()
 
-    async def late_deliver(job: FinishedJob) -> int | None:
+    async def late_deliver(job: FinishedJob) -> int | Privately | None:
         await gate.wait()
         message_id = await original_deliver(job)
         posted.set_result(message_id)

@@ -19,6 +19,7 @@ import pytest
 from bot.app import EaselBot
 from bot.jobs.queue import FinishedJob, job_queue
 from bot.jobs.queue import delivery as job_delivery
+from bot.jobs.queue.values import PRIVATELY
 from bot.settings import Settings
 from cogs.results.posting import DiscordResults
 from cogs.results.progress import Pointer
@@ -42,6 +43,7 @@ from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
 
 HISTORY = ("GET", "/channels/{channel}/messages")
 MESSAGE = ("GET", "/channels/{channel}/messages/{message}")
+WEBHOOK_EDIT = "/webhooks/{app}/{token}/messages/{message}"
 
 
 def posts_unrecorded(bot: EaselBot, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +212,7 @@ async def test_a_result_sent_by_dm_whose_answer_was_lost_is_not_sent_again(
     posted, job = await replayed_after_restart(
         start_easel, easel_settings_for_test, monkeypatch, job_id
     )
-    assert posted is None and job is not None and job.delivered_at is not None
+    assert posted is PRIVATELY and job is not None and job.delivered_at is not None
     sent = [m for m in fake_discord.messages.values() if m.channel_id == direct and has_picture(m)]
     assert sent == [first]
 
@@ -495,3 +497,35 @@ async def test_a_401_on_a_post_with_a_bot_token_discord_still_takes_holds_no_res
     assert posted is not None and has_picture(fake_discord.messages[posted])
     said = [r.getMessage() for r in caplog.records if "(401)" in r.getMessage()]
     assert len(said) == 1 and "but takes the bot token; tried again" in said[0]
+
+
+async def test_a_401_on_the_interactions_webhook_posts_the_result_in_the_channel(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord refuses the edit of the interaction's original response with a 401 that is not
+    Invalid Webhook Token, while its token lives: never the bot's token (an interaction's
+    webhook carries none), so the result is posted in the channel at once, as after the
+    token's expiry, not held for the bot token's check and tried again on the webhook."""
+    async with start_easel() as bot:
+        deliver = bot.results.deliver
+        first: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        async def webhook_refused(job: FinishedJob) -> object:
+            fake_discord.fail("PATCH", WEBHOOK_EDIT, times=20, status=401)
+            try:
+                posted = await deliver(job)
+            except Exception as error:
+                if not first.done():
+                    first.set_exception(error)
+                raise
+            if not first.done():
+                first.set_result(posted)
+            return posted
+
+        monkeypatch.setattr(bot.results, "deliver", webhook_refused)
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
+        posted = await asyncio.wait_for(first, RENDER_TIMEOUT_S)
+    original = handle.original
+    assert isinstance(posted, int) and original is not None and posted != original.id
+    assert has_picture(fake_discord.messages[posted]), fake_discord.messages[posted].content
+    assert not has_picture(original)

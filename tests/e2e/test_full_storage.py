@@ -7,7 +7,7 @@ end and its member gets the final answer, charged once or refunded; meanwhile /q
 database, or a database another writer holds, is told so in plain words, nothing charged.
 A full disk is refused at admission. The retry waits and the sweep are the test's (short);
 each fault is made as it happens: SQLite's own SQLITE_FULL error, a real second connection
-holding the write lock, ENOSPC from the file's write."""
+holding the write lock, ENOSPC (or EDQUOT, a used-up disk quota) from the file's write."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import contextvars
 import errno
 import functools
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -31,6 +32,7 @@ from bot.jobs.queue.delivery import DeliveryRetries
 from bot.jobs.queue.ends import JobEnds
 from bot.jobs.queue.journal_writes import JournalWriter
 from bot.jobs.retention import START_ROOM_BYTES, Retention
+from bot.policy.delivery import MODERATOR_STOPPED
 from bot.storage_trouble import DATABASE_BUSY, STORAGE_FULL
 from db import jobs as journal
 from tests.conftest import ErrorLogs
@@ -43,6 +45,8 @@ from tests.support.logs import naming, when_logged
 StartEasel = Callable[[], AbstractAsyncContextManager[EaselBot]]
 # Waits for a condition the test makes (a kept end, the sweep's write): generous under load.
 WAIT_S = 60
+# A file's write that finds no room: the disk full, or the user's disk quota used up.
+NO_ROOM = pytest.mark.parametrize("no_room", [errno.ENOSPC, errno.EDQUOT], ids=["full", "quota"])
 
 
 class Faults:
@@ -78,12 +82,14 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
     yield Faults()
 
 
-def png_writes_fail_while(faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
+def png_writes_fail_while(
+    faults: Faults, monkeypatch: pytest.MonkeyPatch, no_room: int = errno.ENOSPC
+) -> None:
     real = Path.write_bytes
 
     def write_bytes(path: Path, data: Any) -> int:
         if faults.on and "images" in path.parts:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            raise OSError(no_room, os.strerror(no_room), str(path))
         return real(path, data)
 
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
@@ -151,6 +157,7 @@ async def kept_while_full(
     return handle, job_id
 
 
+@NO_ROOM
 async def test_a_failure_kept_while_the_disk_stays_full_is_told_once_space_returns(
     fake_discord: FakeDiscord,
     start_easel: StartEasel,
@@ -158,9 +165,10 @@ async def test_a_failure_kept_while_the_disk_stays_full_is_told_once_space_retur
     error_logs: ErrorLogs,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    no_room: int,
 ) -> None:
     error_logs.expect(r"its end \(failed\) was not recorded")
-    png_writes_fail_while(faults, monkeypatch)
+    png_writes_fail_while(faults, monkeypatch, no_room)
     monkeypatch.setattr(journal, "mark_failed", refused_while(faults, journal.mark_failed))
     async with start_easel() as bot:
         await limit_daily_images(fake_discord, 5)
@@ -172,7 +180,7 @@ async def test_a_failure_kept_while_the_disk_stays_full_is_told_once_space_retur
                 await asyncio.sleep(0.05)
         faults.on = False
         told = await handle.wait_for_original(ended, timeout=WAIT_S)
-        assert "could not be stored on the server (No space left on device)" in told.content
+        assert f"could not be stored on the server ({os.strerror(no_room)})" in told.content
         assert await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id) == 0
         assert await ledger_kinds(bot, job_id) == ["reserve", "refund"]
     # The full disk is one warning naming the data folder, not a traceback.
@@ -222,7 +230,7 @@ async def test_a_result_kept_then_withdrawn_by_a_moderator_is_refunded_never_pos
         assert list(withdrawal.stopped) == [job_id]
         assert not (bot.settings.images_dir / job_id).exists()
         faults.on = False
-        told = await handle.wait_for_original(lambda m: "Cancelled" in m.content, WAIT_S)
+        told = await handle.wait_for_original(lambda m: MODERATOR_STOPPED in m.content, WAIT_S)
         job = await journal.get_job(bot._db, job_id)
         assert job is not None and job.status is journal.JobStatus.CANCELLED
         assert await ledger_kinds(bot, job_id) == ["reserve", "refund"]
@@ -248,9 +256,9 @@ async def test_a_result_kept_whose_read_the_sweep_is_refused_once_is_posted_all_
     refusals = [sqlite3.OperationalError("disk I/O error")]
     retry_kept, get_job = JobEnds.retry_kept, journal.get_job
 
-    async def sweep_of_kept_ends(self: JobEnds) -> None:
+    async def sweep_of_kept_ends(self: JobEnds) -> int:
         in_sweep.set(not faults.on)
-        await retry_kept(self)
+        return await retry_kept(self)
 
     async def read_refused_once_in_the_sweep(conn: Any, job_id: str) -> Any:
         if in_sweep.get() and refusals:
@@ -381,13 +389,17 @@ async def test_a_database_another_writer_holds_is_told_plainly_and_charges_nothi
         assert await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id) == 0
 
 
+@NO_ROOM
 async def test_an_upload_saved_to_a_full_disk_is_told_plainly_and_charges_nothing(
-    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    no_room: int,
 ) -> None:
-    def no_room(path: Path, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def refused(path: Path, data: bytes) -> None:
+        raise OSError(no_room, os.strerror(no_room), str(path))
 
-    monkeypatch.setattr(cogs.edit, "write_file", no_room)
+    monkeypatch.setattr(cogs.edit, "write_file", refused)
     async with start_easel() as bot:
         await limit_daily_images(fake_discord, 5)
         handle = await fake_discord.invoke_command(

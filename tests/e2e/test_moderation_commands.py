@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from bot.history import (
     ModeratorWithdrawal,
 )
 from bot.jobs.queue import FinishedJob
+from bot.policy.delivery import MODERATOR_STOPPED
 from bot.settings import Settings
 from tests.e2e.helpers import (
     QUICK,
@@ -308,22 +310,42 @@ async def delivery_ended(fake: FakeDiscord, delivered: list[str], job: str) -> N
     assert all(v.startswith("unknown-resource") for v in violations), violations
 
 
-async def test_a_moderators_cancel_stops_and_withdraws_the_job(
-    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+async def cancelled_by_a_moderator(
+    fake: FakeDiscord, bot: EaselBot, queued: StoredMessage, cancel: str, job: str
+) -> str:
+    """The moderator's Cancel on the job's progress message, after others' were refused: what
+    they are told."""
+    for refused_user in (OTHER, CHANNEL_MOD):  # CHANNEL_MOD moderates the side channel
+        said = await (await fake.click(queued, cancel, user=refused_user)).wait_for_answer()
+        assert "or a member with Manage Messages in its channel" in said.content, said.content
+    assert not await withdrawn(bot, job)
+    return (await (await fake.click(queued, cancel, user=MOD)).wait_for_answer()).content
+
+
+async def withdrawn_by_a_moderator(
+    fake: FakeDiscord, bot: EaselBot, queued: StoredMessage, cancel: str, job: str
+) -> str:
+    """The moderator's ``/easel-mod withdraw job:``: what they are told."""
+    return (await reply_to(fake, "easel-mod withdraw", {"job": job}, user=MOD)).content
+
+
+@pytest.mark.parametrize("stop", [cancelled_by_a_moderator, withdrawn_by_a_moderator])
+async def test_a_moderators_stop_withdraws_the_job_and_tells_its_maker(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: Callable[[FakeDiscord, EaselBot, StoredMessage, str, str], Awaitable[str]],
 ) -> None:
+    """Its maker is told plainly that a moderator stopped it, and that it does not count, in
+    its progress message, naming no moderator (``/history`` says "removed by a moderator")."""
     fake = fake_discord
     members(fake)
     async with start_easel() as bot:
         gate = calls_held(bot.results, "why_not_started", monkeypatch)
         delivered = deliveries_recorded(bot, monkeypatch)
         queued, cancel, job = await queued_with_cancel(fake)
-        for refused_user in (OTHER, CHANNEL_MOD):  # CHANNEL_MOD moderates the side channel
-            said = await (await fake.click(queued, cancel, user=refused_user)).wait_for_answer()
-            assert "or a member with Manage Messages in its channel" in said.content, said.content
-        assert not await withdrawn(bot, job)
-
-        said = await (await fake.click(queued, cancel, user=MOD)).wait_for_answer()
-        assert f"Withdrew job `{job}`" in said.content and "stopped" in said.content, said.content
+        said = await stop(fake, bot, queued, cancel, job)
+        assert f"Withdrew job `{job}`" in said and "it is stopped" in said, said
         gate.set()
 
         async def ended_cancelled() -> bool:
@@ -337,6 +359,32 @@ async def test_a_moderators_cancel_stops_and_withdraws_the_job(
         assert "removed by a moderator" in (await reply_to(fake, "history", user=RAIDER)).content
 
         await delivery_ended(fake, delivered, job)
+        told = fake.messages[queued.id].content
+        assert f"<@{RAIDER}> Stopped (job `{job}`): {MODERATOR_STOPPED}." in told, told
+        assert "does not count against your quota" in told and f"<@{MOD}>" not in told, told
+
+
+async def test_a_member_deleting_their_own_progress_message_is_not_told_a_moderator_stopped_it(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its queued job's progress message deleted after the interaction's token expired (a long
+    queue, a restart): Discord does not say who deleted it, and no moderator's act is recorded,
+    so the post that replaces it says "Cancelled", never that a moderator stopped it."""
+    fake = fake_discord
+    members(fake)
+    async with start_easel() as bot:
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
+        delivered = deliveries_recorded(bot, monkeypatch)
+        queued, _, job = await queued_with_cancel(fake)
+        fake.advance_time(16 * 60)  # the interaction's token expired: a new post in its place
+        monkeypatch.setattr(bot.results, "wall_clock", lambda: time.time() + 16 * 60)
+        await fake.delete_messages(queued)  # its maker's own deletion, as far as Easel knows
+        assert await until(lambda: withdrawn(bot, job))
+        gate.set()
+        await delivery_ended(fake, delivered, job)
+        shown = [m.content or "" for m in fake.messages.values() if not m.deleted]
+        told = [text for text in shown if job in text]
+        assert told == [f"<@{RAIDER}> Cancelled (job `{job}`); no pictures were charged."], told
 
 
 async def test_a_moderators_list_pages_through_a_members_jobs(

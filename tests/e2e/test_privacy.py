@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.jobs.queue.values import FinishedJob
+from bot.jobs.queue.values import PRIVATELY, FinishedJob
 from bot.policy.visibility import NOT_YOURS_TO_CLICK
 from bot.settings import Settings
 from cogs.history import EASEL_LOST_THE_CHANNEL, LOST_THE_CHANNEL
@@ -233,7 +233,7 @@ async def test_private_results_turned_on_while_the_job_waits_send_it_by_direct_m
         posted = await deliver_after_token_expiry(
             fake_discord, bot, "my secret diary", meanwhile=lambda: keep_private(fake_discord)
         )
-        assert await asyncio.wait_for(posted, RENDER_TIMEOUT_S) is None  # in no channel
+        assert await asyncio.wait_for(posted, RENDER_TIMEOUT_S) is PRIVATELY  # in no channel
         direct = await fake_discord.wait_for_channel_message(
             has_picture,
             timeout=RENDER_TIMEOUT_S,

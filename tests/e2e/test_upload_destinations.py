@@ -15,6 +15,7 @@ import discord
 import pytest
 
 from bot.jobs.queue import delivery as job_delivery
+from bot.jobs.queue.values import PRIVATELY
 from cogs.results import posting
 from cogs.results.fitted import SHOWN_AS_PREVIEW
 from tests.e2e.helpers import (
@@ -96,7 +97,7 @@ async def test_a_result_for_a_locked_archived_thread_goes_by_direct_message(
             timeout=RENDER_TIMEOUT_S,
             channel=fake_discord.dm_channel_of(fake_discord.user_id),
         )
-        assert "a lighthouse" in direct.content and await posted is None
+        assert "a lighthouse" in direct.content and await posted is PRIVATELY
 
 
 async def test_show_and_a_pick_fit_their_interactions_limit(

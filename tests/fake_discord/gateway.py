@@ -151,7 +151,7 @@ class Gateway:
         ready: Json = {
             "v": 10,
             "user": {**self.state.bot_user_json(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.state.guilds],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.state.bot_guilds()],
             "session_id": self.session.session_id,
             "resume_gateway_url": self.url,
             "application": {"id": str(self.state.application_id), "flags": 0},
@@ -161,7 +161,7 @@ class Gateway:
         self.pending.clear()  # the GUILD_CREATEs below carry the world as it is now
         await self.dispatch("READY", ready)
         with_members = bool(self.session.intents & INTENT_GUILD_MEMBERS)
-        for guild_id in list(self.state.guilds):
+        for guild_id in self.state.bot_guilds():
             guild = self.state.guild_json(with_members=with_members, guild_id=guild_id)
             await self.dispatch("GUILD_CREATE", guild)
         return True

@@ -155,6 +155,7 @@ class RestApi:
             web.get(f"{api}/gateway/bot", self.get_gateway_bot),
             web.get(f"{api}/users/@me", self.get_current_user),
             web.post(f"{api}/users/@me/channels", self.create_dm),
+            web.delete(f"{api}/users/@me/guilds/{{guild}}", self.leave_guild),
             web.get(f"{api}/users/{{user_id}}", self.get_user),
             web.get(f"{api}/oauth2/applications/@me", self.get_application),
             web.get(f"{api}/applications/{{app}}/commands", self.get_commands),
@@ -350,7 +351,7 @@ class RestApi:
                 "name": "Easel",
                 "description": "",
                 "icon": None,
-                "bot_public": True,
+                "bot_public": self.state.bot_public,
                 "bot_require_code_grant": False,
                 "owner": owner,
                 "verify_key": "0" * 64,
@@ -410,6 +411,19 @@ class RestApi:
         if guild_id not in self.state.guilds:
             raise RequestRejected(404, 10004, "Unknown Guild")
         return guild_id
+
+    async def leave_guild(self, request: web.Request) -> web.Response:
+        guild_id = self._check_guild(request)
+        if self.state.bot_user_id not in self.state.guild(guild_id).members:
+            raise RequestRejected(404, 10004, "Unknown Guild")
+        await self.bot_removed(guild_id)
+        return web.Response(status=204)
+
+    async def bot_removed(self, guild_id: int) -> None:
+        """The bot is no longer a member of ``guild_id`` (it left, or was removed): GUILD_DELETE
+        without ``unavailable``; a later READY no longer lists the guild."""
+        self.state.remove_member(self.state.bot_user_id, guild_id)
+        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild_id)})
 
     async def get_guild(self, request: web.Request) -> web.Response:
         guild = self.state.guild_json(with_members=False, guild_id=self._check_guild(request))

@@ -683,10 +683,34 @@ class FakeDiscord:
         meanwhile is sent: make it so before the call, unannounced (``message.deleted = True``)."""
         guild_id = self._state.guild(guild).guild_id
         await self._gateway.dispatch("GUILD_DELETE", {"id": str(guild_id), "unavailable": True})
+        await self._send_guild_create(guild_id)
+
+    async def add_bot(self, name: str, *, owner: int | None = None) -> AddedGuild:
+        """The owner of a new guild ``name`` adds the online bot to it: as ``add_guild``, its
+        GUILD_CREATE sent now, without ``unavailable`` as Discord sends a join's (discord.py's
+        ``on_guild_join``; with ``unavailable: false`` it reads as an outage's end)."""
+        added = self._state.add_guild(name, owner)
+        await self._send_guild_create(added.guild_id, joined=True)
+        return added
+
+    async def _send_guild_create(self, guild_id: int, *, joined: bool = False) -> None:
+        """GUILD_CREATE as the guild is now (its members only with the members intent)."""
         with_members = bool(self._gateway.intents & INTENT_GUILD_MEMBERS)
-        await self._gateway.dispatch(
-            "GUILD_CREATE", self._state.guild_json(with_members=with_members, guild_id=guild_id)
-        )
+        guild = self._state.guild_json(with_members=with_members, guild_id=guild_id)
+        if joined:
+            del guild["unavailable"]
+        await self._gateway.dispatch("GUILD_CREATE", guild)
+
+    async def remove_bot(self, *, guild: int | None = None) -> None:
+        """The owner of ``guild`` (default: the first) removes Easel from it (kicks the bot,
+        or deletes the server): the bot is no longer a member there and gets GUILD_DELETE
+        without ``unavailable``; a later READY no longer lists the guild."""
+        await self._rest.bot_removed(self._state.guild(guild).guild_id)
+
+    def set_bot_public(self, public: bool) -> None:
+        """The application's Public Bot toggle (on by default), as
+        ``GET /oauth2/applications/@me`` says it (``bot_public``)."""
+        self._state.bot_public = public
 
     async def ban_member(self, user_id: int, *, guild: int | None = None) -> None:
         """A moderator bans ``user_id`` from ``guild`` (default: the first), deleting none of

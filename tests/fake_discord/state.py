@@ -140,6 +140,8 @@ class DiscordState:
 
         self.application_id = self.ids.next()
         self.bot_user_id = self.application_id  # Discord gives a bot the application's id
+        # The Developer Portal's Public Bot toggle (on by default): anyone may add the bot.
+        self.bot_public = True
         self.guild_id = self.ids.next()
         self.channel_id = self.ids.next()
         self.owner_id = self.ids.next()
@@ -231,6 +233,10 @@ class DiscordState:
         )
         guild.members[user_id] = member
         return member
+
+    def bot_guilds(self) -> list[int]:
+        """The guilds the bot is a member of (``FakeDiscord.remove_bot`` takes it out of one)."""
+        return [g.guild_id for g in self.guilds.values() if self.bot_user_id in g.members]
 
     def remove_member(self, user_id: int, guild_id: int | None = None) -> None:
         """``user_id`` leaves ``guild_id`` (default: the first): LookupError if not a member."""

@@ -342,6 +342,62 @@ async def test_a_burst_of_401s_asks_discord_about_the_token_once(
     assert all(sink.tries[job_id] == 2 for job_id in jobs)
 
 
+async def taken() -> bool:
+    return True
+
+
+async def test_a_401_while_discord_takes_the_token_is_tried_again_until_it_posts(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A post refused with a 401 past its lane's tries while Discord takes the bot token (its
+    check says so): a refusal of the bot's that passes (Discord's own glitch, or a reset racing
+    the check), never the post's own, so the sweep tries it again until it posts; the result
+    is neither failed nor refunded, its picture kept."""
+    sink, (job_id,) = await posts_refused_with_401(conn, tmp_path, taken, jobs=1, refusals=5)
+    (told,) = sink.delivered
+    assert told.succeeded and len(told.images) == 1
+    assert sink.tries[job_id] == 6  # the lane's three, then the sweep's until the sixth
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.status is journal.JobStatus.DONE
+    assert job.delivered_at is not None and not await ledger.refunded(conn, job_id)
+    assert (tmp_path / "images" / job_id).is_dir()
+
+
+class NoticeRefusedOnce(DownSink):
+    """Its first post of a job's failure (a notice, with no picture) is refused with a 401."""
+
+    async def deliver(self, job: FinishedJob) -> int | None:
+        if not job.succeeded and not self.tries[job.job_id]:
+            self.tries[job.job_id] += 1
+            raise DiscordError(401)
+        return await super().deliver(job)
+
+
+async def test_a_failures_notice_refused_with_a_401_is_tried_again_and_told(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A failed job's notice (posted once, outside the lane's tries) refused with a 401 while
+    Discord takes the token: kept for the sweep, which tells its maker; never given up."""
+    queue = JobQueue(
+        conn,
+        [DeviceWorker("cpu", lambda _: InstantEngine(fail_on="boom"))],
+        tmp_path / "images",
+        delivery_retries=QUICK,
+    )
+    queue.set_token_check(taken)
+    sink = NoticeRefusedOnce({})
+    queue.set_sink(sink)
+    await queue.start()
+    try:
+        job_id = await queue.submit(submission(1, "a boom barn"))
+        await sink.wait_for(1)
+    finally:
+        await queue.stop()
+    (told,) = sink.delivered
+    assert told.job_id == job_id and not told.succeeded
+    assert sink.tries[job_id] == 2
+
+
 async def test_a_token_check_with_no_answer_is_bounded_and_shared_and_the_posts_tried_again(
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

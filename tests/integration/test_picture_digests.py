@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +21,7 @@ from PIL import Image
 from bot.history import History
 from bot.images import pixel_digest_of, posted_file
 from bot.jobs.queue import Submission
+from bot.picture_work import PictureWork
 from bot.policy.guild import GuildPolicy
 from bot.policy.member_settings import MemberSettings
 from bot.policy.moderation import (
@@ -37,6 +38,7 @@ from db import jobs as journal
 from db.guild_settings import GuildList
 from inference.types import RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
+from tests.support.discord_clock import SNOWFLAKE_CLOCK
 from tests.support.engines import InstantEngine
 from tests.support.sinks import started_queue
 
@@ -124,14 +126,20 @@ def policy(conn: aiosqlite.Connection, planner: PromptPlanner) -> GuildPolicy:
 
 
 @pytest.fixture
-def services(history: History, policy: GuildPolicy, planner: PromptPlanner) -> SimpleNamespace:
+async def services(
+    history: History, policy: GuildPolicy, planner: PromptPlanner
+) -> AsyncIterator[SimpleNamespace]:
     """The services ``checked_upload`` reads."""
-    return SimpleNamespace(history=history, guild_policy=policy, prompts=planner)
+    picture_work = PictureWork()
+    yield SimpleNamespace(
+        history=history, guild_policy=policy, prompts=planner, picture_work=picture_work
+    )
+    picture_work.close()
 
 
 async def withdraw(conn: aiosqlite.Connection, history: History, job_id: str) -> None:
     """A moderator deletes the job's result."""
-    [posted] = await journal.first_posts_in(conn, job_id, CHANNEL)
+    [posted] = await journal.first_posts_in(conn, job_id, CHANNEL, **SNOWFLAKE_CLOCK)
     assert await history.withdraw_deleted(GUILD, CHANNEL, [posted]) == [job_id]
 
 

@@ -9,6 +9,7 @@ import aiosqlite
 
 from db import jobs as journal
 from inference.types import RenderRequest
+from tests.support.discord_clock import SNOWFLAKE_CLOCK
 
 NOW = 1_800_000_000.0
 MEMBER, GUILD, CHANNEL = 7, 5, 50
@@ -34,12 +35,12 @@ async def test_the_post_of_the_latest_try_is_read_after_any_number_of_earlier_po
     for message_id in [original_response, *copies_before, its_post, *copies_after]:
         await journal.record_job_message(conn, job.id, message_id)
     await journal.mark_post_attempted(conn, job.id, tried_at)
-    assert await journal.first_posts_in(conn, job.id, CHANNEL) == (
+    assert await journal.first_posts_in(conn, job.id, CHANNEL, **SNOWFLAKE_CLOCK) == (
         original_response,
         its_post,
         *copies_after[: journal.POSTS_SINCE_TRY - 1],
     )
-    assert await journal.first_posts_in(conn, job.id, CHANNEL + 1) == ()
+    assert await journal.first_posts_in(conn, job.id, CHANNEL + 1, **SNOWFLAKE_CLOCK) == ()
 
 
 async def test_the_post_of_an_older_try_is_read_after_a_later_try_failed_before_looking(
@@ -58,4 +59,7 @@ async def test_the_post_of_an_older_try_is_read_after_a_later_try_failed_before_
     its_post = message_id_at(NOW + 102)
     await journal.record_job_message(conn, job.id, its_post)
     await journal.mark_post_attempted(conn, job.id, NOW + 700)
-    assert await journal.first_posts_in(conn, job.id, CHANNEL) == (original_response, its_post)
+    assert await journal.first_posts_in(conn, job.id, CHANNEL, **SNOWFLAKE_CLOCK) == (
+        original_response,
+        its_post,
+    )

@@ -197,6 +197,36 @@ async def test_retention_zero_keeps_everything_but_expired_tokens(
     assert await usage(conn) == 2
 
 
+async def test_retention_zero_still_sweeps_files_no_job_names_at_the_first_round(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """Files no row names (a crash's; those of jobs a database put back from a backup does
+    not know, which not even their maker's /forget-me reaches) go whatever the retention."""
+    data = Data(conn, tmp_path / "data")
+    queue = data.queue()
+    await queue.start()
+    old = await data.finished_job(queue, NOW - 400 * DAY)
+    await queue.stop()
+    unknown = data.images / "0123456789abcdef"
+    unknown.mkdir()
+    (unknown / "0.png").write_bytes(b"a picture")
+    data.upload("stray")
+    written_at(data.root, NOW - 400 * DAY)
+    just_written = data.images / "fedcba9876543210"  # its job may be being journaled now
+    just_written.mkdir()
+    (just_written / "0.png").write_bytes(b"a picture")
+    written_at(just_written, NOW - 60)
+    retention = Retention(conn, data.images, data.inputs, 0, clock=lambda: NOW)
+
+    assert await retention.prune() == Pruned(pictures=1, uploads=1)
+
+    assert not unknown.exists()
+    assert (data.images / old / "0.png").is_file()
+    assert [path.name for path in data.inputs.iterdir()] == [f"{MEMBER}-{NOW - 400 * DAY}.png"]
+    assert just_written.is_dir()
+    assert await retention.prune() == Pruned()  # at the first round of a process only
+
+
 async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:

@@ -44,6 +44,7 @@ from inference.infotext import format_infotext
 from inference.prompts import expand_prompt
 from inference.prompts.stopping import PlanStopped, checkpoint
 from inference.types import RenderRequest
+from tests.support.discord_clock import SNOWFLAKE_CLOCK
 
 NOW = 1_800_000_000.0
 MEMBER, MODERATOR, GUILD, CHANNEL = 7, 8, 5, 50
@@ -178,11 +179,11 @@ async def test_a_deleted_progress_message_withdraws_its_job_in_one_transaction(
         await history.withdraw_job("a" * 16, (GUILD, CHANNEL, 100))
     assert calls == 2
     assert not (await stored(history, "a" * 16)).withdrawn
-    assert await journal.first_posts_in(conn, "a" * 16, CHANNEL) == (100,)
+    assert await journal.first_posts_in(conn, "a" * 16, CHANNEL, **SNOWFLAKE_CLOCK) == (100,)
     monkeypatch.setattr(store, "_withdraw_with_made_from", withdraw)
     assert await history.withdraw_job("a" * 16, (GUILD, CHANNEL, 100)) == ["a" * 16]
     assert (await stored(history, "a" * 16)).withdrawn
-    assert await journal.first_posts_in(conn, "a" * 16, CHANNEL) == ()
+    assert await journal.first_posts_in(conn, "a" * 16, CHANNEL, **SNOWFLAKE_CLOCK) == ()
 
 
 async def test_a_post_of_a_job_forgotten_meanwhile_is_not_recorded(

@@ -170,6 +170,194 @@ def test_strict_priority_between_classes() -> None:
     assert drain_one_at_a_time(scheduler, now=4.0) == [urgent, own_urgent, standard, relax]
 
 
+def test_a_priority_role_orders_only_its_own_servers_jobs() -> None:
+    """Server A's priority members pass A's standard member, not server B's earlier job: between
+    servers the fair share decides."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1))
+    urgent = PriorityClass.PRIORITY
+    other_server = job(1, guild=20, at=0.0)
+    standard_here = job(2, guild=10, at=1.0)
+    priority_here = [
+        job(3, guild=10, at=2.0, priority=urgent),
+        job(4, guild=10, at=3.0, priority=urgent),
+    ]
+    for queued in (other_server, standard_here, *priority_here):
+        scheduler.submit(queued)
+    assert drain_one_at_a_time(scheduler) == [other_server, *priority_here, standard_here]
+
+
+def test_the_operators_priority_servers_go_before_other_servers() -> None:
+    """A server the operator lists (``priority_across_guilds``) has its priority members pass
+    other servers' jobs too; another server's priority role still orders that server's only."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, priority_across_guilds=frozenset({10})))
+    urgent = PriorityClass.PRIORITY
+    elsewhere = job(1, guild=20, at=0.0)
+    priority_elsewhere = job(2, guild=20, at=1.0, priority=urgent)
+    listed = job(3, guild=10, at=2.0, priority=urgent)
+    for queued in (elsewhere, priority_elsewhere, listed):
+        scheduler.submit(queued)
+    assert drain_one_at_a_time(scheduler) == [listed, priority_elsewhere, elsewhere]
+
+
+def test_a_server_whose_members_all_have_priority_takes_only_its_fair_share() -> None:
+    """Server A's members all hold a priority role and keep jobs waiting on the one device:
+    server B's member still starts at their fair turn, not after aging (600 s)."""
+    render_s = 20.0
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1))
+    now = 0.0
+    members_of_a = itertools.cycle(range(100, 105))
+
+    def submit_for_a() -> None:
+        scheduler.submit(
+            job(next(members_of_a), guild=1, at=now, priority=PriorityClass.PRIORITY, est=render_s)
+        )
+
+    for _ in range(3):
+        submit_for_a()
+    waiting = job(999, guild=2, at=now, est=render_s)
+    scheduler.submit(waiting)
+    starts = 0
+    while (started := scheduler.next_batch("cpu", now)) != [waiting]:
+        starts += 1
+        assert starts <= 5, f"server B's job still waits after {starts} of server A's"
+        now += render_s
+        scheduler.finish(started[0].job_id)
+        submit_for_a()  # A's members keep one more waiting
+
+
+def starts_of_busy_members(members: dict[int, tuple[int, PriorityClass]]) -> Counter[int]:
+    """One device renders 10 s jobs one at a time for 6,000 s (aging 600 s) while each member
+    (user id: guild and class) keeps one job waiting; how many jobs each member started."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=600.0))
+    starts: Counter[int] = Counter()
+    for user, (guild, priority) in members.items():
+        scheduler.submit(job(user, guild=guild, priority=priority))
+    for step in range(1, 601):
+        now = 10.0 * step
+        [started] = scheduler.next_batch("cpu", now)
+        scheduler.finish(started.job_id)
+        starts[started.user_id] += 1
+        guild, priority = members[started.user_id]
+        scheduler.submit(job(started.user_id, guild=guild, priority=priority, at=now))
+    return starts
+
+
+def test_a_priority_role_reorders_its_servers_turns_without_changing_its_share() -> None:
+    """Server A (11 busy members) against server B (10): with or without a patron in A, A
+    starts the same share of the jobs, and with one the patron takes most of A's turns (before
+    the fix the patron paced all of A: A fell from 53% to 23%)."""
+    server_b = {200 + index: (2, STANDARD) for index in range(10)}
+    plain_a = {100 + index: (1, STANDARD) for index in range(11)}
+    without_role = starts_of_busy_members({**plain_a, **server_b})
+    # The same members, but A's member 110 holds a priority role.
+    with_patron = starts_of_busy_members({**plain_a, 110: (1, PriorityClass.PRIORITY), **server_b})
+    a_without = sum(without_role[user] for user in plain_a)
+    a_with = sum(with_patron[user] for user in plain_a)
+    assert a_without == pytest.approx(600 * 11 / 21, abs=12)
+    assert a_with == pytest.approx(a_without, abs=18)  # within 3 points of the 600 starts
+    assert with_patron[110] > a_with / 2
+
+
+def test_new_priority_members_riding_an_aged_jobs_lift_cannot_starve_another_server() -> None:
+    """Server 1 holds an aged standard job, so it ranks PRIORITY between servers, and gets a
+    new priority member at every start, who goes first within server 1. Server 3's standard
+    job still starts soon after it has aged (60 s): server 1's turns are charged to the aged
+    job's member, not taken for free (before the fix it never started within 3,000 s)."""
+    scheduler = FairScheduler(
+        SchedulerConfig(per_user_in_flight=1, max_batch=1, aging_seconds=60.0)
+    )
+    for index in range(3):  # both members have started jobs before
+        run_alone(scheduler, 20, at=20.0 * index)
+        run_alone(scheduler, 30, at=20.0 * index + 10.0)
+    aged = job(20, guild=1, at=60.0)
+    waiting = job(30, guild=3, at=60.0)
+    newcomers = itertools.count(1000)
+    patron = PriorityClass.PRIORITY
+    newcomers_jobs = [job(next(newcomers), guild=1, at=60.0, priority=patron) for _ in range(2)]
+    for queued in (aged, waiting, *newcomers_jobs):
+        scheduler.submit(queued)
+    started = start_of_waiting_job(
+        scheduler,
+        waiting,
+        lambda now: scheduler.submit(job(next(newcomers), guild=1, at=now, priority=patron)),
+        3000.0,
+    )
+    assert started is not None and started <= 60.0 + 60.0 + 30.0
+
+
+def start_of_waiting_job(
+    scheduler: FairScheduler, waiting: QueuedJob, keep_submitting: Any, horizon: float
+) -> float | None:
+    """One device renders jobs of 10 s one at a time; after each start ``keep_submitting(now)``
+    queues one more job. When ``waiting`` starts (None: not within ``horizon``)."""
+    now = waiting.submitted_at
+    while now < horizon:
+        started = scheduler.next_batch("cpu", now)
+        if started == [waiting]:
+            return now
+        now += 10.0
+        for item in started:
+            scheduler.finish(item.job_id)
+        keep_submitting(now)
+    return None
+
+
+def test_a_job_aged_past_the_bound_goes_before_an_operators_priority_server() -> None:
+    """Server A is an operator's priority server whose patron keeps three jobs waiting; server
+    B's standard job waits 60 s (the aging period), then ranks as PRIORITY everywhere and goes
+    first by rule 2 (before the fix it never started: aging counted only in its own server)."""
+    config = SchedulerConfig(max_batch=1, aging_seconds=60.0, priority_across_guilds=frozenset({1}))
+    scheduler = FairScheduler(config)
+    urgent = PriorityClass.PRIORITY
+    for _ in range(3):
+        scheduler.submit(job(1, guild=1, priority=urgent))
+    waiting = job(2, guild=2)
+    scheduler.submit(waiting)
+    started = start_of_waiting_job(
+        scheduler,
+        waiting,
+        lambda now: scheduler.submit(job(1, guild=1, at=now, priority=urgent)),
+        2000.0,
+    )
+    assert started == 60.0
+
+
+def test_a_job_aged_past_the_bound_goes_before_another_servers_newcomers() -> None:
+    """Server B's member has started jobs before; server A has a stream of members new to the
+    queue, who go first by rule 2. Once B's job has waited the aging period it ranks PRIORITY
+    and goes before A's unaged jobs (before the fix it never started)."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=60.0))
+    for index in range(5):
+        run_alone(scheduler, 2, at=10.0 * index)
+    waiting = job(2, guild=2, at=50.0)
+    scheduler.submit(waiting)
+    newcomers = itertools.count(1000)
+    for _ in range(3):
+        scheduler.submit(job(next(newcomers), guild=1, at=50.0))
+    started = start_of_waiting_job(
+        scheduler,
+        waiting,
+        lambda now: scheduler.submit(job(next(newcomers), guild=1, at=now)),
+        3000.0,
+    )
+    assert started == 110.0
+
+
+def test_an_aged_job_lifts_its_server_whose_own_order_still_holds() -> None:
+    """Within a server an aged job and a priority member's job are both PRIORITY, so rule 2
+    orders them (the patron has started less); between servers the aged job ranks PRIORITY
+    and lifts its server's turn above another server's unaged job."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=10.0))
+    run_alone(scheduler, 1, at=0.0)
+    aged = job(1, guild=10, at=1.0)  # PRIORITY at 11
+    patron = job(2, guild=10, at=5.0, priority=PriorityClass.PRIORITY)
+    elsewhere = job(3, guild=20, at=5.0)
+    for queued in (aged, patron, elsewhere):
+        scheduler.submit(queued)
+    assert scheduler.fair_order(8.0) == [patron, elsewhere, aged]
+    assert scheduler.fair_order(12.0) == [patron, aged, elsewhere]
+
+
 def test_aging_lets_relax_run_despite_a_constant_stream() -> None:
     aging = 10.0
     scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=aging))
@@ -264,11 +452,17 @@ def test_every_batch_respects_fair_order_caps_and_fifo(
     for queued in jobs:
         scheduler.submit(queued)
     running: list[QueuedJob] = []
+    waiting = [queued.job_id for queued in jobs]
     now = 100.0
     for step, finish_one in enumerate(finishes):
         device = "cpu" if step % 2 else "gpu"
+        # Every waiting job is in the order once: none held back behind a guild's PRIORITY
+        # job is lost.
+        whole = [queued.job_id for queued in scheduler.fair_order(now, respect_caps=False)]
+        assert sorted(whole) == sorted(waiting)
         fair = scheduler.fair_order(now, device)
         batch = scheduler.next_batch(device, now)
+        waiting = [job_id for job_id in waiting if job_id not in {j.job_id for j in batch}]
         horizon = fair[: 2 * config.max_batch]
         assert all(started in horizon for started in batch)
         assert len(batch) <= config.max_batch
@@ -292,6 +486,72 @@ def test_every_batch_respects_fair_order_caps_and_fifo(
         if not running and scheduler.queued_count == 0:
             break
     assert scheduler.queued_count == 0 or running
+
+
+@st.composite
+def endless_streams(
+    draw: st.DrawFn,
+) -> tuple[SchedulerConfig, list[tuple[int, PriorityClass, int, int]]]:
+    """Members (guild, class, seconds a job takes, jobs kept waiting), some servers listed as
+    the operator's priority servers."""
+    config = SchedulerConfig(
+        max_batch=1,
+        per_user_in_flight=1,
+        aging_seconds=20.0,
+        priority_across_guilds=draw(st.frozensets(st.sampled_from([1, 2]))),
+    )
+    members = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([1, 2, 3]),
+                st.sampled_from(list(PriorityClass)),
+                st.sampled_from([5, 10]),
+                st.integers(1, 2),
+            ),
+            min_size=2,
+            max_size=4,
+        )
+    )
+    return config, members
+
+
+@settings(max_examples=40, deadline=None)
+@given(endless_streams())
+def test_no_job_waits_forever_whatever_the_servers_roles_and_streams(
+    streams: tuple[SchedulerConfig, list[tuple[int, PriorityClass, int, int]]],
+) -> None:
+    """Every member keeps jobs waiting on one device, whatever their servers, priority roles
+    and the operator's priority servers: each job starts within a bound. By ``2 * aging``
+    a job and its member's older ones rank PRIORITY everywhere and lift their server; then
+    only members whose starts add up to no more work (rule 2) start before each of its
+    member's jobs ahead of it, each of them at most ``longest / shortest + 2`` times."""
+    config, members = streams
+    scheduler = FairScheduler(config, ["cpu"])
+    longest = max(seconds for *_, seconds, _ in members)
+    shortest = min(seconds for *_, seconds, _ in members)
+    kept = max(waiting for *_, waiting in members)
+    passes = (len(members) - 1) * (longest // shortest + 2) + 1
+    bound = 2 * config.aging_seconds + kept * passes * longest + longest
+    now = 0.0
+    waiting: dict[str, QueuedJob] = {}
+
+    def submit(member: int) -> None:
+        guild, priority, seconds, _ = members[member]
+        queued = job(member, guild=guild, priority=priority, at=now, est=seconds)
+        scheduler.submit(queued)
+        waiting[queued.job_id] = queued
+
+    for member, (*_, kept_waiting) in enumerate(members):
+        for _ in range(kept_waiting):
+            submit(member)
+    while now < 4 * bound:
+        [started] = scheduler.next_batch("cpu", now)
+        del waiting[started.job_id]
+        now += started.est_seconds
+        scheduler.finish(started.job_id)
+        submit(started.user_id)
+        oldest = min(queued.submitted_at for queued in waiting.values())
+        assert now - oldest <= bound, f"a job waited over {bound} s"
 
 
 def test_device_affinity_and_fifo_per_device() -> None:
@@ -385,6 +645,31 @@ def test_jobs_put_back_unstarted_keep_their_users_turn(put_back_first: int) -> N
     scheduler.requeue(held[0].job_id)
     scheduler.requeue(held[1].job_id)
     assert scheduler.fair_order(5.0, respect_caps=False) == [other, *held]
+
+
+def test_a_patrons_job_put_back_unstarted_gives_the_server_its_turn_back() -> None:
+    """Server 1's patron takes the server's turn, charged to the share of its member who has
+    started least; put back unstarted, both the patron's turn and that member's share are as
+    before, so the same order stands (server 2's member does not pass)."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1))
+    run_alone(scheduler, 1, at=0.0)  # server 1's standard member
+    for at in (1.0, 2.0):  # the patron has started more
+        run_alone(scheduler, 3, at=at, est=20.0)
+    scheduler.submit(job(2, guild=2, at=5.0))
+    [started] = scheduler.next_batch("cpu", 5.0)  # server 2's member, once
+    scheduler.finish(started.job_id)
+    queued = [
+        job(1, at=10.0),
+        job(3, at=10.0, priority=PriorityClass.PRIORITY, est=100.0),
+        job(2, guild=2, at=10.0),
+    ]
+    for item in queued:
+        scheduler.submit(item)
+    before = scheduler.fair_order(11.0, respect_caps=False)
+    assert before[0] == queued[1]  # the patron, on member 1's share
+    assert scheduler.next_batch("cpu", 11.0) == [queued[1]]
+    scheduler.put_back_unstarted(queued[1].job_id)
+    assert scheduler.fair_order(12.0, respect_caps=False) == before
 
 
 def test_a_later_start_of_the_user_stands_when_a_held_job_is_put_back() -> None:
@@ -631,6 +916,42 @@ def test_a_deep_queue_is_walked_only_as_far_as_positions_are_counted(
     assert walks == [counted, counted, 10]
 
 
+def test_a_servers_priority_member_keeps_the_walks_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """5,000 members wait in one server whose patron (a priority role) has started much: a
+    submit's position and ETA, and the next batch, read a number of users bounded by what
+    they place, not the whole queue (each member ahead of the patron in rule 2 was read and
+    set aside on every walk before)."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=4, per_user_in_flight=100), ["gpu"])
+    urgent = PriorityClass.PRIORITY
+    for _ in range(50):
+        scheduler.submit(job(1, priority=urgent))
+    for _ in range(12):
+        for started in scheduler.next_batch("gpu", 0.0):
+            scheduler.finish(started.job_id)
+    for member in range(5000):
+        scheduler.submit(job(1000 + member))
+    for _ in range(5):
+        scheduler.submit(job(1, priority=urgent))
+    heads_read = 0
+    head = scheduler._head
+
+    def counting(*args: Any) -> Any:
+        nonlocal heads_read
+        heads_read += 1
+        return head(*args)
+
+    monkeypatch.setattr(scheduler, "_head", counting)
+    newcomer = job(99_999)
+    scheduler.submit(newcomer)
+    counted = scheduler.config.positions_counted
+    assert scheduler.position(newcomer.job_id, 0.0) == counted  # behind the 5,000
+    assert scheduler.eta(newcomer.job_id, 0.0) is not None
+    assert heads_read < 4 * counted
+    heads_read = 0
+    assert len(scheduler.peek_batch("gpu", 0.0)) == 4  # of 2 * max_batch placed
+    assert heads_read < 4 * 2 * 4
+
+
 @settings(max_examples=60, deadline=None)
 @given(scheduler_histories())
 def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
@@ -713,6 +1034,9 @@ def assert_memory_bounded(scheduler: FairScheduler) -> None:
     assert len(scheduler._starts) <= 4 * users + 65, "stale starts pile up"
     for view in scheduler._views.values():
         assert len(view.heap) <= 4 * users + 65, "stale index entries pile up"
+        for guild in view.guilds.values():
+            assert len(guild.heap) <= 4 * users + 65, "stale index entries pile up"
+            assert len(guild.shares) <= 4 * users + 65, "stale share entries pile up"
 
 
 def test_idle_users_are_forgotten_yet_nobody_passes_a_user_by_idling() -> None:
@@ -858,7 +1182,9 @@ def test_a_members_submits_behind_their_queued_job_leave_no_stale_index_entry() 
     other = job(2, at=50.0)
     for item in [*busy, other]:
         scheduler.submit(item)
-    assert [len(view.heap) for view in scheduler._views.values()] == [2, 2, 2]
+    assert [
+        sum(len(guild.heap) for guild in view.guilds.values()) for view in scheduler._views.values()
+    ] == [2, 2, 2]
     assert scheduler.position(other.job_id, 60.0) == 1
     assert scheduler.position(busy[49].job_id, 60.0) == 50
     assert scheduler.fair_order(60.0, respect_caps=False) == [busy[0], other, *busy[1:]]

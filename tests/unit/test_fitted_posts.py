@@ -5,6 +5,7 @@ the smallest limit, never lost; the queue knows each such preview by its pixels.
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bot import images
 from bot.images import fit_under, pixel_digest_of
 from bot.jobs.queue import ends
 from cogs.results import fitted
@@ -82,3 +84,47 @@ def test_the_queue_digests_the_preview_under_each_limit_the_delivery_may_fit_to(
     assert all(preview.is_preview for preview in previews)
     assert previews[0].data != previews[1].data
     assert sorted(digests) == sorted(pixel_digest_of(preview.data) for preview in previews)
+
+
+def test_the_delivery_reuses_the_fit_the_queue_made_to_digest_the_preview(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An oversized result is fitted once under each limit: the queue's fit for its
+    preview's digest is the one the delivery posts (each fit re-encodes: seconds of CPU for a
+    large grid), not made again."""
+    monkeypatch.setattr(images, "_fits_kept", OrderedDict())  # none fitted by another test
+    png = noisy_png(96)
+    picture = RenderedImage(encoded=png, seed=1, infotext="a cat", width=96, height=96)
+    interactions = len(png) // 2
+    encodes = 0
+    save = Image.Image.save
+
+    def counted_save(image: Image.Image, *args: Any, **options: Any) -> None:
+        nonlocal encodes
+        encodes += 1
+        save(image, *args, **options)
+
+    monkeypatch.setattr(Image.Image, "save", counted_save)
+    [digest] = ends.posted_digests(RenderRequest(prompt="a cat"), [picture], None, interactions)
+    assert encodes > 0
+    encoded_by_the_queue = encodes
+    file, is_preview = fitted.fitted_file(png, "easel-job", interactions, spoiler=False)
+    assert encodes == encoded_by_the_queue  # the delivery's fit: the queue's, not made again
+    assert is_preview and pixel_digest_of(file.fp.read()) == digest
+
+
+def test_the_fits_kept_are_bounded_by_their_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept fits hold at most ``FITS_KEPT_BYTES`` (a fit under a Nitro limit is up to
+    100 MB): the oldest go first, and a fit larger than the bound is not kept."""
+    older, newer = noisy_png(64), noisy_png(80)
+    limit = len(older) // 2
+    sizes = [len(fit_under(png, limit).data) for png in (older, newer)]
+    monkeypatch.setattr(images, "FITS_KEPT_BYTES", max(sizes))  # either, not both
+    monkeypatch.setattr(images, "_fits_kept", OrderedDict())
+    kept_older = fit_under(older, limit)
+    assert fit_under(older, limit) is kept_older
+    kept_newer = fit_under(newer, limit)
+    assert fit_under(newer, limit) is kept_newer
+    assert fit_under(older, limit) is not kept_older  # it went to make room
+    monkeypatch.setattr(images, "FITS_KEPT_BYTES", min(sizes) - 1)
+    assert fit_under(newer, limit) is not fit_under(newer, limit)  # too large to keep

@@ -51,7 +51,8 @@ def _modules_loaded_by(argv: list[str], env: dict[str, str], before: str = "") -
 def test_easel_worker_builds_its_engines_without_discord(tmp_path: Path) -> None:
     # The broker is left out (run_worker returns at once): its engine factory is built first.
     stub_broker = (
-        "import bot.jobs.broker.worker as broker; broker.run_worker = lambda config, engines: 0; "
+        "import bot.jobs.broker.worker as broker; "
+        "broker.run_worker = lambda config, engines, early_stop: 0; "
     )
     env = {"EASEL_QUEUE_URL": "nats://127.0.0.1:4222", "EASEL_DATA_DIR": str(tmp_path)}
     assert _modules_loaded_by(["worker"], env, before=stub_broker) == "0 []"

@@ -6,6 +6,7 @@ import pytest
 
 from db import jobs as journal
 from db.database import check_sqlite_version, connect, load_migrations, schema_version
+from tests.support.discord_clock import SNOWFLAKE_CLOCK
 from tests.support.older_databases import database_at
 
 
@@ -95,7 +96,7 @@ async def test_a_journal_from_before_0026_keeps_its_delivered_job_and_its_post(
         assert await schema_version(conn) == len(load_migrations())
         job = await journal.get_job(conn, job_id)
         assert job is not None and job.delivered_at == 2
-        assert await journal.first_posts_in(conn, job_id, 50) == (77,)
+        assert await journal.first_posts_in(conn, job_id, 50, **SNOWFLAKE_CLOCK) == (77,)
         columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(jobs)")}
         assert "result_message_id" not in columns
     finally:

@@ -15,6 +15,7 @@ from bot.policy.moderation import (
     check_request,
     find_banned_rendering,
     normalise,
+    read_banned_words,
 )
 from bot.user_errors import UserError
 from inference.prompts import PromptError, PromptPlan, build_plan, renderings
@@ -389,6 +390,61 @@ def test_a_word_of_a_script_written_without_spaces_is_found_inside_a_run(
     text: str, found: str | None
 ) -> None:
     assert banned_in([text], {"猫", "ねこ", "แมว", "cat", "고양이"}) == found
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        *(("a жnaked woman", "naked"), ("a ωnaked woman", "naked"), ("a אnaked", "naked")),
+        *(("a ωcat", "cat"), ("a catω", "cat"), ("a catж woman", "cat")),
+        *(("a xкошка", "кошка"), ("a кошкаx", "кошка"), ("x고양이", "고양이")),
+        # A letter with no name in Python 3.11's Unicode data (Tangut) is a script of its own.
+        *(("a \U00017000naked woman", "naked"), ("a cat\U00017000", "cat")),
+        # Within one script a banned word inside a longer word is still none (``a blackcat``).
+        *(("a blackcat", None), ("a ñcat", None), ("a cate", None), ("a чкошка", None)),
+        ("a \u02bbcat", None),  # a modifier letter, which scripts share, continues a word
+    ],
+)
+def test_a_letter_of_another_script_ends_a_word(text: str, found: str | None) -> None:
+    """CLIP's tokenizer keeps a word's own tokens beside a letter of another script:
+    ``жnaked`` gives the text encoder ``naked``'s."""
+    if found == "naked":  # glued before it
+        assert default_tokenizer().encode("naked")[0] in default_tokenizer().encode(text)
+    assert banned_in([text], {"naked", "cat", "кошка", "고양이"}) == found
+
+
+def test_a_letter_of_another_script_written_by_a_choice_ends_a_word() -> None:
+    for prompt, word in (("a [x|ж]naked woman", "naked"), ("a cat[s|ω] on a mat", "cat")):
+        assert find_banned_rendering(build_plan(prompt, seed=1).renderings(), {word}) == word
+
+
+@pytest.mark.parametrize(
+    ("typed_by_the_admin", "texts"),
+    [
+        (
+            ("İSTANBUL", "istanbul"),
+            (
+                "istanbul skyline",
+                "İstanbul",
+                "ISTANBUL",
+                "i\u0307stanbul",
+                "istanbul™",
+                "İstanbul™",
+            ),
+        ),
+        (("KIZ", "kız"), ("bir kız portresi", "KIZ", "KIZLAR KIZ", "kiz")),
+    ],
+)
+def test_a_word_typed_with_turkish_capitals_matches_its_lower_case_and_back(
+    typed_by_the_admin: tuple[str, str], texts: tuple[str, ...]
+) -> None:
+    """Lower casing makes ``İSTANBUL`` ``i̇stanbul`` (a combining dot above) and ``KIZ``
+    ``kiz``: ``İ``, ``I`` and ``ı`` read ``i`` on both sides, stored as an admin's word is."""
+    assert normalise("İSTANBUL") == normalise("ıstanbul") == "istanbul"
+    for typed in typed_by_the_admin:
+        (stored,) = read_banned_words(typed)
+        for text in texts:
+            assert banned_in([text], {stored}) == stored, (typed, text)
 
 
 @pytest.mark.parametrize(

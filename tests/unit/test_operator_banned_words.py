@@ -45,17 +45,25 @@ def test_a_file_saved_with_a_byte_order_mark_bans_its_first_word(
     assert load_settings(env_file=None).operator_banned_words == {"gore", "blood"}
 
 
+def services_banning(
+    words_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conn: aiosqlite.Connection
+) -> Services:
+    """Services whose operator's file holds ``words_file``."""
+    words = tmp_path / "banned.txt"
+    words.write_text(words_file, encoding="utf-8")
+    monkeypatch.setenv("EASEL_BANNED_WORDS_FILE", str(words))
+    monkeypatch.setenv("EASEL_ALLOW_DMS", "1")
+    settings = load_settings(env_file=None).model_copy(update={"data_dir": tmp_path / "data"})
+    for word in settings.operator_banned_words:
+        assert word not in repr(settings)  # the list stays out of logs, like a secret
+    return Services.build(conn, settings)
+
+
 @pytest.fixture
 def services(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conn: aiosqlite.Connection
 ) -> Services:
-    words = tmp_path / "banned.txt"
-    words.write_text("gore\n", encoding="utf-8")
-    monkeypatch.setenv("EASEL_BANNED_WORDS_FILE", str(words))
-    monkeypatch.setenv("EASEL_ALLOW_DMS", "1")
-    settings = load_settings(env_file=None).model_copy(update={"data_dir": tmp_path / "data"})
-    assert "gore" not in repr(settings)  # the list stays out of logs, like a secret
-    return Services.build(conn, settings)
+    return services_banning("gore\n", tmp_path, monkeypatch, conn)
 
 
 async def test_the_operators_words_are_refused_in_a_server_that_bans_none(
@@ -95,3 +103,19 @@ async def test_the_operators_words_hold_in_direct_messages_for_new_and_stored_pi
         )
     assert str(refused.value) == BANNED_SINCE
     await policy.check_reuse(None, "job-2", ConditioningTexts(("a calm scene",)), withdrawn=False)
+
+
+async def test_words_typed_in_turkish_capitals_refuse_them_as_a_turkish_writer_types_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conn: aiosqlite.Connection
+) -> None:
+    """Stored lower-cased, the operator's ``İSTANBUL`` is ``i̇stanbul`` (a combining dot above)
+    and an admin's ``KIZ`` is ``kiz``; each still refuses the lower case a Turkish writer
+    types."""
+    policy = services_banning("İSTANBUL\n", tmp_path, monkeypatch, conn).guild_policy
+    await policy.change_list(GUILD, ADMIN, GuildList.BANNED_WORD, "KIZ", add=True)
+    for prompt in ("istanbul skyline", "İstanbul skyline", "bir kız portresi", "KIZ"):
+        with pytest.raises(UserError, match="is banned") as refused:
+            request = RenderRequest(prompt, seed=1, steps=2)
+            await policy.admit(GUILD, None, False, request, member_id=MEMBER)
+        assert refused.value.reason is Reason.BANNED_WORD, prompt
+    await policy.admit(GUILD, None, False, RenderRequest("ankara", seed=1), member_id=MEMBER)

@@ -2,13 +2,21 @@
 version refuses a job whose options hold another (``bot.jobs.broker.wire``), so one missing
 there would have every job using it refused. Found in the source, by how options are used:
 ``<...>options[NAME]``, ``<...>options.get(NAME)`` (``pop``, ``setdefault``), ``NAME in
-<...>options``, and the keys of a dict given as ``options=`` or assigned to ``options``."""
+<...>options``, and the keys of a dict given as ``options=`` or assigned to ``options``; and,
+followed through each function, what flows into them: a dict merged with them
+(``{**request.options, NAME: v}``, ``**hires``, ``options | {NAME: v}``, ``options |= ...``,
+``options.update(...)``), one copied from them (``dict(options)``, ``dict(options, NAME=v)``),
+one given as ``{"options": ...}`` or returned by a function merged in
+(``**_refiner_options(args)``), and the keywords of a call to a function whose ``**``
+keywords become options (``with_options(request, NAME=v)``)."""
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from PIL import Image
 
@@ -65,64 +73,262 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
-def _with_imported(
-    tree: ast.Module, own: dict[str, str], texts: dict[str, dict[str, str]]
-) -> dict[str, str]:
-    """``own``, with the texts the module imports by name (``from m import A as B``)."""
-    named = dict(own)
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module in texts:
-            for alias in node.names:
-                if alias.name in texts[node.module]:
-                    named[alias.asname or alias.name] = texts[node.module][alias.name]
-    return named
+def _is_options(node: ast.expr, names: Set[str]) -> bool:
+    """Whether ``node`` holds a request's options: ``<...>options``, or a name found to."""
+    return ast.unparse(node).endswith("options") or (
+        isinstance(node, ast.Name) and node.id in names
+    )
 
 
-def _is_options(node: ast.expr) -> bool:
-    return ast.unparse(node).endswith("options")
+def _callee(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Call):
+        node = node.func
+    return node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
 
 
-def _named_keys(node: ast.AST) -> Iterator[ast.expr | None]:
-    if isinstance(node, ast.Subscript) and _is_options(node.value):
+def _from_options(node: ast.expr, names: Set[str]) -> bool:
+    """Whether ``node`` is options, or a dict made from them: ``dict(options, K=v)``,
+    ``options | {K: v}`` (either side)."""
+    if isinstance(node, ast.Call) and _callee(node) == "dict" and node.args:
+        return _from_options(node.args[0], names)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _from_options(node.left, names) or _from_options(node.right, names)
+    return _is_options(node, names)
+
+
+def _updates_options(node: ast.AST, names: Set[str]) -> TypeGuard[ast.Call]:
+    """Whether ``node`` is ``options.update(...)``."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "update"
+        and _is_options(node.func.value, names)
+    )
+
+
+@dataclass
+class _Flow:
+    """The functions across the source whose options flow through calls: a forwarder's
+    ``**`` keywords become options (``with_options``; its own parameters' names, left out),
+    and a maker's returned dict is merged into them (``**_refiner_options(args)``)."""
+
+    functions: Set[str]  # the source's module-level functions: a maker is one of them
+    forwarders: dict[str, set[str]] = field(default_factory=dict)
+    makers: set[str] = field(default_factory=set)
+
+
+def _in_scope(scope: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of a function (its closures' included), or of a module outside its
+    functions and classes."""
+    if not isinstance(scope, ast.Module):
+        yield from ast.walk(scope)
+        return
+    for statement in scope.body:
+        if not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            yield from ast.walk(statement)
+
+
+def _held(node: ast.AST, names: Set[str], flow: _Flow) -> Iterator[ast.expr]:
+    """The expressions ``node`` shows to hold options, or a part merged into them."""
+    if isinstance(node, ast.keyword) and node.arg == "options":
+        yield node.value
+    elif isinstance(node, ast.Dict):
+        spreads = [value for key, value in zip(node.keys, node.values, strict=True) if key is None]
+        if any(_is_options(spread, names) for spread in spreads):  # {**request.options, K: v}
+            yield node
+        yield from (
+            value
+            for key, value in zip(node.keys, node.values, strict=True)
+            if isinstance(key, ast.Constant) and key.value == "options"
+        )
+    elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if any(_is_options(target, names) for target in targets):
+            yield node.value
+        if _from_options(node.value, names):  # a copy: ``dict(request.options)``, ``| {...}``
+            yield from (node.value, *targets)
+    elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.BitOr):
+        if _is_options(node.target, names):  # options |= {K: v}
+            yield node.value
+    elif _updates_options(node, names):  # options.update({K: v}, **more)
+        yield from (*node.args, *(k.value for k in node.keywords if k.arg is None))
+    elif isinstance(node, ast.BinOp | ast.Call) and _from_options(node, names):
+        yield node  # dict(options, K=v), options | {K: v}: given on, not assigned
+    elif isinstance(node, ast.Call) and _callee(node) in flow.forwarders:
+        yield from (keyword.value for keyword in node.keywords if keyword.arg is None)
+
+
+def _parts(held: ast.expr, flow: _Flow) -> Iterator[ast.expr]:
+    """What makes up an expression that holds options: a dict's spreads, a comprehension's
+    source, either branch of a choice; a maker's call is noted (``_Flow.makers``)."""
+    if isinstance(held, ast.Dict):
+        yield from (value for key, value in zip(held.keys, held.values, strict=True) if not key)
+    elif isinstance(held, ast.DictComp):
+        for generator in held.generators:  # {k: v for k, v in given.items()}
+            if isinstance(generator.iter, ast.Call) and generator.iter.args == []:
+                yield getattr(generator.iter.func, "value", generator.iter.func)
+    elif isinstance(held, ast.IfExp):
+        yield from (held.body, held.orelse)
+    elif isinstance(held, ast.BoolOp):
+        yield from held.values
+    elif isinstance(held, ast.BinOp) and isinstance(held.op, ast.BitOr):
+        yield from (held.left, held.right)
+    elif isinstance(held, ast.Call) and isinstance(held.func, ast.Name):
+        if held.func.id == "dict":
+            yield from held.args
+        elif held.func.id in flow.functions:
+            flow.makers.add(held.func.id)
+
+
+def _holding(scope: ast.AST, flow: _Flow) -> tuple[set[str], list[ast.expr]]:
+    """The names in ``scope`` that hold options, and the expressions that do."""
+    names: set[str] = set()
+    while True:
+        seen = len(names)
+        found = [held for node in _in_scope(scope) for held in _held(node, names, flow)]
+        if isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) and scope.name in flow.makers:
+            found += [n.value for n in ast.walk(scope) if isinstance(n, ast.Return) and n.value]
+        held: list[ast.expr] = []
+        while found:
+            expr = found.pop()
+            held.append(expr)
+            if isinstance(expr, ast.Name):
+                names.add(expr.id)
+            found.extend(_parts(expr, flow))
+        if len(names) == seen:
+            return names, held
+
+
+def _keys(node: ast.AST, names: Set[str], flow: _Flow) -> Iterator[ast.expr | ast.keyword]:
+    """The option names ``node`` reads or writes (an expression, or a forwarder's keyword)."""
+    if isinstance(node, ast.Subscript) and _is_options(node.value, names):
         yield node.slice
     elif (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in ("get", "pop", "setdefault")
-        and _is_options(node.func.value)
+        and _is_options(node.func.value, names)
         and node.args
     ):
         yield node.args[0]
     elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
-        if _is_options(node.comparators[0]):
+        if _is_options(node.comparators[0], names):
             yield node.left
-    elif (
-        isinstance(node, ast.keyword) and node.arg == "options" and isinstance(node.value, ast.Dict)
-    ) or (
-        isinstance(node, ast.Assign)
-        and isinstance(node.value, ast.Dict)
-        and any(isinstance(target, ast.Name) and _is_options(target) for target in node.targets)
-    ):
-        yield from node.value.keys
+    elif _updates_options(node, names):  # options.update(K=v)
+        yield from (k for k in node.keywords if k.arg is not None)
+    elif isinstance(node, ast.Call) and (callee := _callee(node)) in flow.forwarders:
+        own = flow.forwarders[callee]
+        yield from (k for k in node.keywords if k.arg is not None and k.arg not in own)
 
 
-def used_option_names() -> dict[str, str]:
-    """Each option name the source uses, and one place it does."""
-    trees = {path: ast.parse(path.read_text(), str(path)) for path in SOURCES}
-    own = {_module(path): _texts(tree) for path, tree in trees.items()}
+def _scopes(tree: ast.Module) -> list[ast.AST]:
+    return [
+        tree,
+        *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)),
+    ]
+
+
+def _flow(trees: Sequence[ast.Module]) -> _Flow:
+    """The forwarders and makers of options across ``trees``, until no more are found."""
+    functions = [
+        n
+        for tree in trees
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    flow = _Flow({n.name for tree in trees for n in tree.body if isinstance(n, ast.FunctionDef)})
+    while True:
+        known = (len(flow.forwarders), len(flow.makers))
+        for tree in trees:
+            for scope in _scopes(tree):
+                _holding(scope, flow)
+        for function in functions:
+            kwargs = function.args.kwarg
+            if kwargs is not None and kwargs.arg in _holding(function, flow)[0]:
+                arguments = (
+                    function.args.posonlyargs + function.args.args + function.args.kwonlyargs
+                )
+                flow.forwarders[function.name] = {a.arg for a in arguments}
+        if (len(flow.forwarders), len(flow.makers)) == known:
+            return flow
+
+
+def _all_texts(trees: Mapping[str, ast.Module]) -> dict[str, dict[str, str]]:
+    """Each module's names bound to a text, its own and those it imports by name (``from m
+    import A as B``, in a function too), through re-exports (``inference.prompts``)."""
+    texts = {module: _texts(tree) for module, tree in trees.items()}
+    while True:
+        known = sum(map(len, texts.values()))
+        for module, tree in trees.items():
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module in texts:
+                    imported = texts[node.module]
+                    for alias in node.names:
+                        if alias.name in imported:
+                            texts[module][alias.asname or alias.name] = imported[alias.name]
+        if sum(map(len, texts.values())) == known:
+            return texts
+
+
+def _modules(tree: ast.Module, texts: Mapping[str, dict[str, str]]) -> dict[str, str]:
+    """The source's modules ``tree`` imports whole, by the name it uses
+    (``from inference import images``)."""
+    named = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in texts:
+                    named[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            named.update({a.asname: a.name for a in node.names if a.asname and a.name in texts})
+    return named
+
+
+def _text(
+    key: ast.expr | ast.keyword,
+    named: Mapping[str, str],
+    modules: Mapping[str, str],
+    texts: Mapping[str, dict[str, str]],
+) -> str | None:
+    """The option name ``key`` is, read in a module whose texts are ``named``; None: one made
+    as the code runs (a loop's), left to the built requests' test below."""
+    if isinstance(key, ast.keyword):
+        return key.arg
+    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+        return key.value
+    if isinstance(key, ast.Name):
+        return named.get(key.id)
+    if isinstance(key, ast.Attribute):  # images.MASK_BLUR
+        owner = modules.get(key.value.id) if isinstance(key.value, ast.Name) else None
+        return texts[owner].get(key.attr) if owner else named.get(key.attr)
+    return None
+
+
+def _written(held: ast.expr) -> Iterator[ast.expr | ast.keyword]:
+    """The keys written by an expression that holds options: a dict's, ``dict(..., K=v)``'s."""
+    if isinstance(held, ast.Dict):
+        yield from (key for key in held.keys if key)
+    elif isinstance(held, ast.Call) and _callee(held) == "dict":
+        yield from (keyword for keyword in held.keywords if keyword.arg is not None)
+
+
+def used_option_names(trees: Mapping[str, ast.Module] | None = None) -> dict[str, str]:
+    """Each option name the source (``trees``, by module; None: bot, cogs and inference)
+    writes or reads, and one place it does."""
+    if trees is None:
+        trees = {_module(path): ast.parse(path.read_text(), str(path)) for path in SOURCES}
+    texts = _all_texts(trees)
+    flow = _flow(list(trees.values()))
     used: dict[str, str] = {}
-    for path, tree in trees.items():
-        texts = _with_imported(tree, own[_module(path)], own)
-        for node in ast.walk(tree):
-            for key in _named_keys(node):
-                if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                    name: str | None = key.value
-                elif isinstance(key, ast.Name | ast.Attribute):
-                    name = texts.get(key.id if isinstance(key, ast.Name) else key.attr)
-                else:
-                    name = None
-                if name is not None:
-                    used.setdefault(name, f"{path.relative_to(ROOT)}:{key.lineno}")
+    for module, tree in trees.items():
+        modules = _modules(tree, texts)
+        for scope in _scopes(tree):
+            names, held = _holding(scope, flow)
+            keys = [key for node in _in_scope(scope) for key in _keys(node, names, flow)]
+            keys += [key for expr in held for key in _written(expr)]
+            for key in keys:
+                if (name := _text(key, texts[module], modules, texts)) is not None:
+                    used.setdefault(name, f"{module.replace('.', '/')}.py:{key.lineno}")
     return used
 
 
@@ -130,6 +336,26 @@ def test_every_option_the_code_uses_is_named() -> None:
     used = used_option_names()
     assert len(used) >= 30  # the search finds them: it would pass empty
     assert {name: where for name, where in used.items() if name not in OPTION_NAMES} == {}
+
+
+# Each way a dict's keys join a request's options (``scratch``, then used as options).
+MERGES = {
+    "update with keywords": "options = dict(request.options)\noptions.update(scratch=1)",
+    "update with a dict": "request.options.update({'scratch': 1})",
+    "update with a spread": "more = {'scratch': 1}\nrequest.options.update(**more)",
+    "or in place": "options = dict(request.options)\noptions |= {'scratch': 1}",
+    "dict with keywords": "merged = dict(request.options, scratch=1)\nrender(merged)",
+    "or": "merged = request.options | {'scratch': 1}\nrender(merged)",
+    "or given on": "render(replace(request, options={**base} | request.options | {'scratch': 1}))",
+}
+
+
+def test_the_search_reads_every_way_keys_join_the_options() -> None:
+    for way, body in MERGES.items():
+        function = "def made(request, base):\n" + "".join(
+            f"    {line}\n" for line in body.split("\n")
+        )
+        assert "scratch" in used_option_names({"made": ast.parse(function)}), way
 
 
 # Pasted web UI settings (a refiner and the hires fix do not combine: two of them).

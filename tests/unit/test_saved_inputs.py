@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from bot.picture_work import PictureWork
 from bot.user_errors import UserError
 from cogs.edit import SavedInputs
 
@@ -36,7 +37,9 @@ def uploading(inputs_dir: Path) -> Any:
         return []
 
     services = SimpleNamespace(
-        inputs_dir=inputs_dir, history=SimpleNamespace(jobs_with_picture=no_jobs)
+        inputs_dir=inputs_dir,
+        history=SimpleNamespace(jobs_with_picture=no_jobs),
+        picture_work=PictureWork(),
     )
     return SimpleNamespace(
         guild_id=GUILD, user=SimpleNamespace(id=MEMBER), client=SimpleNamespace(services=services)

@@ -1,5 +1,6 @@
 import logging
 import os
+import unicodedata
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -32,6 +33,8 @@ SETTING_NAMES = [
     "EASEL_MODEL_CACHE_GB",
     "EASEL_HIRES_UPSCALER",
     "EASEL_WEB_TRUSTED_PROXIES",
+    "EASEL_PRIORITY_SERVERS",
+    "EASEL_ALLOWED_SERVERS",
 ]
 
 
@@ -111,6 +114,17 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ),
         ("EASEL_WEB_TRUSTED_PROXIES", "proxy", "'proxy' is not an IP address or network"),
         (
+            "EASEL_PRIORITY_SERVERS",
+            "42, home",
+            "EASEL_PRIORITY_SERVERS='42, home' is invalid: 'home' is not a server id; use server "
+            "ids, digits only",
+        ),
+        ("EASEL_ALLOWED_SERVERS", "42;43", "EASEL_ALLOWED_SERVERS='42;43' is invalid: '42;43'"),
+        # Unicode digits (superscript, Arabic-Indic) are not an id's digits.
+        ("EASEL_PRIORITY_SERVERS", "4²", "EASEL_PRIORITY_SERVERS='4²' is invalid: '4²' is not a"),
+        ("EASEL_ALLOWED_SERVERS", "٤٢", "EASEL_ALLOWED_SERVERS='٤٢' is invalid: '٤٢' is not a"),
+        ("EASEL_DEV_GUILD_ID", "٤٢", "EASEL_DEV_GUILD_ID='٤٢' is invalid: must be a server id"),
+        (
             "EASEL_DEFAULT_UPSCALER",
             "latent (Bicubic)",
             "EASEL_DEFAULT_UPSCALER='latent (Bicubic)' is invalid: a latent upscaler enlarges "
@@ -130,6 +144,31 @@ def test_bad_setting_names_itself(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         load_settings(None)
+
+
+def test_priority_servers_are_server_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None).priority_servers == frozenset()
+    monkeypatch.setenv("EASEL_PRIORITY_SERVERS", " 42,,1234567890123456789 ")
+    assert load_settings(None).priority_servers == {42, 1234567890123456789}
+
+
+def test_a_default_model_pasted_in_nfd_is_read_as_the_registry_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """macOS lists ``modèle`` as ``e`` + U+0301; Easel names files in NFC (``as_typed``)."""
+    monkeypatch.setenv("EASEL_DEFAULT_MODEL", unicodedata.normalize("NFD", "modèle"))
+    monkeypatch.setenv("EASEL_DEFAULT_UPSCALER", unicodedata.normalize("NFD", "4x-Ésrgan"))
+    settings = load_settings(None)
+    assert settings.default_model == unicodedata.normalize("NFC", "modèle")
+    assert settings.default_upscaler == unicodedata.normalize("NFC", "4x-Ésrgan")
+
+
+def test_allowed_servers_empty_serve_every_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None).serves_server(42)
+    monkeypatch.setenv("EASEL_ALLOWED_SERVERS", " 42,,1234567890123456789 ")
+    listed = load_settings(None)
+    assert listed.allowed_servers == {42, 1234567890123456789}
+    assert listed.serves_server(42) and not listed.serves_server(43)
 
 
 def test_trusted_proxies_are_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:

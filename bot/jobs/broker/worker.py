@@ -76,7 +76,7 @@ from bot.jobs.broker.wire import (
     with_picture_paths,
 )
 from bot.jobs.queue.values import INTERNAL_FAILURE
-from bot.process_end import end_at_once, exit_now, status_after_stop
+from bot.process_end import STOP_SIGNALS, EarlyStop, end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS, DeviceLost, device_lost, lost_reason
 from inference.types import (
@@ -969,10 +969,13 @@ async def _ended_within_the_stop(
     return serving.done()
 
 
-def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> int:
+def run_worker(
+    config: WorkerConfig, engine_factory: EngineFactory, early_stop: EarlyStop | None = None
+) -> int:
     """The blocking entry point: SIGINT or SIGTERM stops taking jobs, then exits (``serve``:
     within ``STOP_BUDGET_S``); returns the exit status. A second one ends the process at once
-    (``end_at_once``)."""
+    (``end_at_once``). One heard before (``early_stop``: while torch was imported) ends it
+    before it serves, with status 0: no job was taken."""
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -987,8 +990,11 @@ def run_worker(config: WorkerConfig, engine_factory: EngineFactory) -> int:
             )
             stop.set()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop_asked, signum)
+        if early_stop is not None and early_stop.signum is not None:
+            log.info("stopped by %s before serving: no job was taken", early_stop.signum.name)
+            return 0
         return await serve(config, engine_factory, stop)
 
     return event_loop.run(main())

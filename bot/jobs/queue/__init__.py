@@ -19,12 +19,14 @@ from bot.jobs.queue.slots import (
     WarmingSlot,
 )
 from bot.jobs.queue.values import (
+    PRIVATELY,
     STOPPED_BEFORE_ITS_START,
     CancelOutcome,
     FinishedJob,
     ForgettingSink,
     JobState,
     KeptEnd,
+    Privately,
     ResultImage,
     ResultSink,
     RetractingSink,
@@ -34,6 +36,7 @@ from bot.jobs.queue.values import (
 
 __all__ = [
     "MAX_RENDER_ATTEMPTS",
+    "PRIVATELY",
     "STOPPED_BEFORE_ITS_START",
     "BatchRenderSlot",
     "BrokeredSlot",
@@ -47,6 +50,7 @@ __all__ = [
     "KeptEnd",
     "MeasuredImages",
     "PreparingSlot",
+    "Privately",
     "QuotaExceeded",
     "RenderSlot",
     "RenderStoppedAfter",

@@ -18,19 +18,21 @@ from typing import Any
 import aiohttp
 import aiosqlite
 
-from bot import metrics
+from bot import metrics, snowflakes
 from bot.jobs import accounting
 from bot.jobs.delivery_lanes import DeliveryLanes
 from bot.jobs.queue.journal_writes import JournalWriter
 from bot.jobs.queue.values import (
     FinishedJob,
     ForgettingSink,
+    Privately,
     ResultImage,
     ResultSink,
     RetractingSink,
 )
 from bot.jobs.stored_files import journaled_request, stored_file
 from bot.logging_setup import job_event
+from db import history as withdrawals
 from db import jobs as journal
 from db.database import transaction
 
@@ -77,23 +79,21 @@ class DeliveryRetries:
 # Where a delivered job's outcome went (the ``posted`` of its ``delivered`` line), in words.
 _POSTED = {
     "channel": "posted in its channel",
-    "notice": "its end told to its maker, no picture posted",
+    "notice": "its end told to its maker alone, no picture posted",
     "private": "for its maker alone, not posted in its channel",
     "none": "not posted (the job's lines before this one say why)",
 }
 
 
-def _posted(job: FinishedJob, message_id: int | None) -> str:
-    """Where ``job``'s outcome went, its post in the channel being ``message_id``. A
-    picture not posted there, and not private, was withheld, withdrawn or kept from its
-    channel: the sink's own line about the job says why (as it says a DM that failed)."""
-    if message_id is not None:
-        return "channel"
-    if not job.succeeded:
-        return "notice"
-    if job.private and job.withheld is None and not job.withdrawn:
-        return "private"
-    return "none"
+def _posted(job: FinishedJob, placed: int | Privately | None) -> str:
+    """Where ``job``'s outcome went, as the sink answered (``ResultSink.deliver``): its post
+    in the channel, its maker's alone (a failure's or a cancel's: a notice), or none: withheld,
+    withdrawn, or its maker's direct messages closed (the sink's own line says why)."""
+    if placed is None:
+        return "none"
+    if isinstance(placed, Privately):
+        return "private" if job.succeeded else "notice"
+    return "channel"
 
 
 def _passing(error: Exception) -> bool:
@@ -323,7 +323,7 @@ class Delivery:
             except aiosqlite.OperationalError as error:
                 return await self._delivery_failed(job, error)
             try:
-                message_id = await self._sink.deliver(finished)
+                placed = await self._sink.deliver(finished)
                 break
             except Exception as error:
                 if _bot_token_refused(error) and await self._token_refused_now(job_id):
@@ -351,13 +351,14 @@ class Delivery:
                 self._conn,
                 job_id,
                 self._now(),
-                posted_in_channel=message_id is not None,
+                posted_in_channel=isinstance(placed, int),
             ),
         )
-        if not still_there and message_id is not None and isinstance(self._sink, RetractingSink):
-            await self._sink.retract(finished, message_id)
-        metrics.delivery_tried("delivered")
-        posted = _posted(finished, message_id)
+        if not still_there and isinstance(placed, int) and isinstance(self._sink, RetractingSink):
+            await self._sink.retract(finished, placed)
+        posted = _posted(finished, placed)
+        # Posted nowhere is no delivery: withheld, withdrawn, or its maker's DMs closed.
+        metrics.delivery_tried("not_posted" if posted == "none" else "delivered")
         log.info(
             "job %s delivered: %s",
             job_id,
@@ -485,24 +486,29 @@ class Delivery:
         if isinstance(self._sink, ForgettingSink):
             self._sink.given_up(job_id, why)
 
-    async def sweep(self, kept_ends: Callable[[], Awaitable[None]]) -> None:
+    async def sweep(self, kept_ends: Callable[[], Awaitable[int]]) -> None:
         """While the queue runs, every ``sweep_every_s``: write the ends kept from before
-        (``kept_ends``), deliver the notices kept (``retry_notices``), then deliver again,
-        each in its lane's turn, at most ``per_sweep`` results whose next try is due, and
-        wait for them (a sweep never piles tries on the tries of the one before); not those
-        restored at start-up still waiting for their makers' answers."""
+        (``kept_ends``: how many stay kept), deliver the notices kept (``retry_notices``),
+        count what waits to be posted (``metrics.undelivered_jobs``: those ends and the ended
+        jobs undelivered in the journal), then deliver again, each in its lane's turn, at most
+        ``per_sweep`` results whose next try is due, and wait for them (a sweep never piles
+        tries on the tries of the one before); not those restored at start-up still waiting
+        for their makers' answers."""
         retries = self._retries
         while not self._stop_requested.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), retries.sweep_every_s)
             if self._stop_requested.is_set():
                 return
+            kept: int | None = None
             try:
-                await kept_ends()
+                kept = await kept_ends()
                 await self.retry_notices()
             except Exception:
                 log.exception("the kept ends were not written; the sweep goes on")
             try:
+                if kept is not None:  # else uncounted this round
+                    metrics.undelivered_jobs(kept + await journal.undelivered_count(self._conn))
                 # Not those whose posts wait for something first (``_waiting``: results
                 # restored at start-up, which the start's delivery posts once their makers are
                 # answered): read, they would fill the sweep's page round after round.
@@ -552,9 +558,17 @@ class Delivery:
                 source_made_by_another = parent.user_id != job.user_id
         posted_ids: tuple[int, ...] = ()
         if with_posts and job.channel_id is not None:  # never tried too: to point its progress
-            posted_ids = await journal.first_posts_in(self._conn, job.id, job.channel_id)
+            posted_ids = await journal.first_posts_in(
+                self._conn,
+                job.id,
+                job.channel_id,
+                discord_epoch_ms=snowflakes.DISCORD_EPOCH_MS,
+                clock_slack_s=snowflakes.CLOCK_SLACK_S,
+            )
         # Ended before its render with the start gate's why in place of "cancelled".
         ended_at_start = job.status is journal.JobStatus.CANCELLED and job.error != "cancelled"
+        # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
+        withdrawn = job.withdrawn_at is not None and job.withheld_why is None
         return FinishedJob(
             job_id=job.id,
             kind=job.kind,
@@ -576,11 +590,12 @@ class Delivery:
             private=job.private,
             private_since_submit=job.private_since_submit,
             age_restricted=job.age_restricted,
-            # Withdrawn by Easel (withheld at delivery) is not a moderator's withdrawal.
-            withdrawn=job.withdrawn_at is not None and job.withheld_why is None,
+            withdrawn=withdrawn,
             withdrawn_with_source=with_source,
             source_made_by_another=source_made_by_another,
             withdrawn_with_channel=job.withdrawn_with_channel,
+            withdrawn_by_moderator=withdrawn
+            and await withdrawals.withdrawn_by_moderator(self._conn, job.id),
             withheld=job.error if ended_at_start else job.withheld_why,
             composed=composed,
             created_at=job.created_at,

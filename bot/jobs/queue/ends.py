@@ -383,7 +383,7 @@ class JobEnds:
         await self._delete_pictures(job_id)
         return True
 
-    async def retry_kept(self) -> None:
+    async def retry_kept(self) -> int:
         """Write the ends the journal refused before (``_ends_unrecorded``), and deliver them:
         a cancel's or a failure's notice at once, a result in its lane's turn
         (``Delivery.in_turn``). Each write is tried once, and none after the first the journal
@@ -391,7 +391,7 @@ class JobEnds:
         timeout, and the sweep must not stall behind them for minutes; the next sweep tries
         them again. Any other error is one end's: logged, and the others are written; a
         result refused so fails, refunded (as ``record_success`` fails it), at the next
-        sweep."""
+        sweep. How many stay kept."""
         for job_id in list(self._ends_unrecorded):
             async with self._kept_writing:
                 # Read again: a stop imposed meanwhile may have made a result a cancel.
@@ -405,7 +405,7 @@ class JobEnds:
                         len(self._ends_unrecorded),
                         refused,
                     )
-                    return
+                    return len(self._ends_unrecorded)
                 except Exception as error:
                     await self._kept_refused(job_id, kept, error)
                     continue
@@ -416,6 +416,7 @@ class JobEnds:
             self._on_ended(job_id, "done")
             if job is not None:
                 await self._delivery.in_turn([(job, None)])
+        return len(self._ends_unrecorded)
 
     async def _kept_refused(
         self, job_id: str, kept: _KeptCancel | _KeptFailure | _Done, error: Exception

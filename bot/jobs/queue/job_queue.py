@@ -176,6 +176,7 @@ class JobQueue:
         max_queued_per_member: int = 0,
         delivery_retries: DeliveryRetries | None = None,
         journal_retry_waits: Sequence[float] = JOURNAL_RETRY_WAITS_S,
+        priority_servers: frozenset[int] = frozenset(),
     ) -> None:
         self._conn = conn
         self._writer = JournalWriter(journal_retry_waits)
@@ -197,7 +198,8 @@ class JobQueue:
             default=1,
         )
         self._scheduler = FairScheduler(
-            scheduler_config or SchedulerConfig(max_batch=max_batch),
+            scheduler_config
+            or SchedulerConfig(max_batch=max_batch, priority_across_guilds=priority_servers),
             devices=[slot.device for slot in self._slots],
         )
         # The two latest submission times: a burst is two arrivals within the batch window.
@@ -374,6 +376,7 @@ class JobQueue:
         # In the background, each in its lane's turn: one may wait for Discord (the delivery
         # gate's checks), and the start must not hold the gateway's connection for it.
         restored = await journal.finished_undelivered(self._conn)
+        metrics.undelivered_jobs(len(restored))  # until the sweep's first count
         await self._delivery.in_turn([(job, None) for job in restored])
         self._in_background(self._delivery.sweep(self._ends.retry_kept))
         for slot in self._slots:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -91,6 +91,10 @@ class FinishedJob:
     # Withdrawn because its channel (or the one it was made from) was deleted, not by a
     # moderator's deletion of it: refunded, as its maker did nothing.
     withdrawn_with_channel: bool = False
+    # Withdrawn by a moderator's own act (their Cancel, /easel-mod withdraw), as its audit row
+    # records (``db.history.withdrawn_by_moderator``); not a deletion of its message, which
+    # Discord does not say who made.
+    withdrawn_by_moderator: bool = False
     # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
     # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
     # nowhere, refunded whole, and its maker is told this, privately; None: neither.
@@ -114,10 +118,22 @@ class FinishedJob:
     posted_ids: tuple[int, ...] = ()
 
 
+class Privately(Enum):
+    """``ResultSink.deliver``'s answer for an outcome its maker alone was shown (an ephemeral
+    answer, a direct message), in no channel."""
+
+    TO_ITS_MAKER = "private"
+
+
+PRIVATELY = Privately.TO_ITS_MAKER
+
+
 class ResultSink(Protocol):
-    async def deliver(self, job: FinishedJob) -> int | None:
+    async def deliver(self, job: FinishedJob) -> int | Privately | None:
         """Post the result (or the failure); returns the message's id when it was posted in
-        the server's channel (None: privately, by DM, or nowhere). The sink links that post
+        the server's channel, ``PRIVATELY`` when its maker alone was shown it, None when it
+        was posted nowhere (withheld or withdrawn, its message or channel deleted, its
+        maker's direct messages closed: the sink logs why). The sink links a channel's post
         to its job itself, as soon as it is posted (``History.result_posted``): the queue
         records only the delivery."""
 

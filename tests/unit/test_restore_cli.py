@@ -1,0 +1,268 @@
+"""``easel restore`` and what ``easel run`` and ``easel doctor`` say of a data folder put back
+wrong: the command line run in-process through its ``main``, on real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import bot.restores
+from bot import app
+from bot.cli.main import main
+from bot.restores import RUN_FILE_NAME, refuse_pictures_without_database, take_run_mark
+from bot.settings import Settings, load_settings
+from bot.single_instance import hold_data_dir
+from db.database import connect, load_migrations
+from tests.support.backups import SIDE_FILES, backed_up, left_with_a_stale_wal
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_restores import submitted
+from tests.unit.test_settings import SETTING_NAMES
+
+DATA = Path("data")
+DATABASE = DATA / "easel.sqlite3"
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env; the data folder ./data
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)  # ``main(["run"])`` makes the process's files private
+
+
+async def _a_run_with_a_queued_job() -> str:
+    """A bot's run on ./data that left a job queued; its id."""
+    conn = await connect(DATABASE)
+    try:
+        await take_run_mark(conn, DATA, 0.0)
+        return await submitted(conn, DATA, "a queued cat")
+    finally:
+        await conn.close()
+
+
+def a_run_with_a_queued_job() -> str:
+    return asyncio.run(_a_run_with_a_queued_job())
+
+
+def rows_of(database: Path) -> list[tuple[object, ...]]:
+    """Its jobs and its schema version, read as they are."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as raw:
+        jobs = raw.execute("SELECT id, status, request_json FROM jobs ORDER BY id").fetchall()
+        return [*jobs, *raw.execute("PRAGMA user_version").fetchall()]
+
+
+def side_files() -> list[str]:
+    return [suffix for suffix in SIDE_FILES if DATABASE.with_name(DATABASE.name + suffix).exists()]
+
+
+def test_restore_puts_a_checked_backup_back_without_the_stale_wal_and_marks_it_put_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job_id = a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    left_with_a_stale_wal(DATABASE, backup)
+    assert side_files() == ["-wal", "-shm"]
+    assert main(["restore", str(backup)]) == 0
+    said = capsys.readouterr().out
+    assert f"restored {backup} as {DATABASE} (schema version {len(load_migrations())}" in said
+    assert side_files() == []
+    assert rows_of(DATABASE) == rows_of(backup)
+    assert (DATA / RUN_FILE_NAME).read_text() == ""  # the next start: put back
+
+    async def next_start() -> list[str]:
+        conn = await connect(DATABASE)  # not "malformed": no other database's WAL replayed
+        try:
+            lost = await take_run_mark(conn, DATA, 1.0)
+            assert (await conn.execute_fetchall("PRAGMA integrity_check"))[0][0] == "ok"
+            return lost
+        finally:
+            await conn.close()
+
+    assert asyncio.run(next_start()) == [job_id]
+
+
+def test_a_restore_stopped_before_it_marked_the_folder_put_back_replaced_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The folder is marked put back before the backup takes the database's place: a stop
+    between the two (here the mark's write refused) leaves the live database as it was, so a
+    backup taken during this run (holding this run's mark) is never taken for the folder's own
+    and its queued jobs rendered and posted again."""
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    asyncio.run(_a_run_with_a_queued_job())  # the live database moves on past the backup
+    live = rows_of(DATABASE)
+
+    def power_cut(data_dir: Path) -> None:
+        raise KeyboardInterrupt("the power was cut")
+
+    monkeypatch.setattr(bot.restores, "mark_restored", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        main(["restore", str(backup)])
+    assert rows_of(DATABASE) == live != rows_of(backup)
+
+
+def test_restore_is_refused_while_a_bot_holds_the_data_folder(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    before = DATABASE.read_bytes(), (DATA / RUN_FILE_NAME).read_text()
+    held = hold_data_dir(DATA)
+    try:
+        assert main(["restore", str(backup)]) == 2
+    finally:
+        held.release()
+    line = one_error_line(capsys)
+    assert line.startswith("easel restore: error: another Easel is running on EASEL_DATA_DIR=")
+    assert (DATABASE.read_bytes(), (DATA / RUN_FILE_NAME).read_text()) == before
+
+
+def _text_file(path: Path) -> None:
+    path.write_text("not a database, a note\n" * 100)
+
+
+def _overwritten(path: Path) -> None:
+    """An Easel database whose pages past the first were overwritten."""
+    backed_up(DATABASE, path)
+    with path.open("r+b") as file:
+        file.seek(4096 * 3)
+        file.write(b"\xa5" * 4096 * 4)
+
+
+def _index_astray(path: Path) -> None:
+    """An Easel database that reads, yet one of its indexes disagrees with its table."""
+    backed_up(DATABASE, path)
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.execute("PRAGMA writable_schema = ON")
+        raw.execute(
+            "UPDATE sqlite_master SET sql = 'CREATE INDEX quota_ledger_usage"
+            " ON quota_ledger (at, kind, guild_id, user_id)' WHERE name = 'quota_ledger_usage'"
+        )
+        raw.commit()
+
+
+def _empty_sqlite(path: Path) -> None:
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE notes (text TEXT)")
+
+
+def _newer(path: Path) -> None:
+    backed_up(DATABASE, path)
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA user_version = 999")
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (_text_file, "cannot be read as an SQLite database (file is not a database)"),
+        (_overwritten, "cannot be read as an SQLite database (database disk image is malformed)"),
+        (_index_astray, "it is damaged (integrity check: row 1 missing from index"),
+        (_empty_sqlite, "it is no Easel database (schema version 0"),
+        (_newer, "database schema is version 999 but this Easel knows only"),
+    ],
+    ids=["not-sqlite", "overwritten", "index-astray", "not-easel", "newer"],
+)
+def test_restore_refuses_a_backup_it_cannot_use_and_replaces_nothing(
+    capsys: pytest.CaptureFixture[str], make: Callable[[Path], None], said: str
+) -> None:
+    a_run_with_a_queued_job()
+    backup = Path("backup.sqlite3")
+    make(backup)
+    before = DATABASE.read_bytes(), (DATA / RUN_FILE_NAME).read_text()
+    assert main(["restore", str(backup)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"easel restore: error: BACKUP_FILE '{backup}': ")
+    assert said in line and line.endswith("; nothing replaced")
+    assert (DATABASE.read_bytes(), (DATA / RUN_FILE_NAME).read_text()) == before
+    assert sorted(p.name for p in DATA.iterdir()) == sorted(
+        ["easel.sqlite3", RUN_FILE_NAME, "easel.pid"]
+    )
+
+
+def test_restore_names_a_missing_backup(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["restore", "nowhere.sqlite3"]) == 2
+    assert one_error_line(capsys) == (
+        "easel restore: error: BACKUP_FILE 'nowhere.sqlite3' is not a file"
+    )
+
+
+def pictures_put_back_first() -> None:
+    for folder, name in (("images/0123456789abcdef", "0.png"), ("inputs", "up.png")):
+        (DATA / folder).mkdir(parents=True)
+        (DATA / folder / name).write_bytes(b"\x89PNG")
+
+
+async def _start_opening_the_database(settings: Settings) -> None:
+    """``bot.app``'s start up to the database (its setup hook's first steps), without
+    Discord."""
+    settings.require_data_dir()
+    refuse_pictures_without_database(
+        settings.database_path, (settings.images_dir, settings.inputs_dir)
+    )
+    await (await connect(settings.database_path)).close()
+
+
+def test_run_and_doctor_refuse_pictures_put_back_before_their_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pictures_put_back_first()
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setattr(app, "run", _start_opening_the_database)
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    assert line == (
+        f"easel run: error: {DATA} holds 2 stored picture or upload file(s) in images/ and "
+        "inputs/ but no easel.sqlite3: a new database would delete them as no job's; put "
+        "easel.sqlite3 back first (`easel restore BACKUP_FILE`), or empty images/ and inputs/ "
+        "to start afresh"
+    )
+    assert not DATABASE.exists()
+    assert main(["doctor"]) == 1
+    assert f"[ERR] database: {line.removeprefix('easel run: error: ')}" in capsys.readouterr().out
+
+
+def test_doctor_says_an_empty_data_folder_gets_its_database_at_the_first_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (DATA / "images").mkdir(parents=True)  # folders without files: nothing to lose
+    main(["doctor"])
+    assert f"[ok ] database: {DATABASE} will be created at the first start" in (
+        capsys.readouterr().out
+    )
+
+
+def test_run_and_doctor_name_the_stale_wal_of_a_damaged_database_and_the_remedy(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    left_with_a_stale_wal(DATABASE, backup)
+    remedy = (
+        "if it was just put back from a backup, the likely cause is an old easel.sqlite3-wal "
+        "left beside it, which SQLite has now merged in; stop Easel and put the backup back "
+        "with `easel restore BACKUP_FILE`, which removes the -wal and -shm first"
+    )
+    assert main(["doctor"]) == 1  # reads only: the -wal stays
+    out = capsys.readouterr().out
+    assert f"[ERR] database: {DATABASE} is damaged (database disk image is malformed): " in out
+    assert remedy in out
+    monkeypatch.setenv("DISCORD_TOKEN", "any")
+    monkeypatch.setattr(app, "run", _start_opening_the_database)
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    assert line == (
+        f"easel run: error: {DATABASE} is damaged (database disk image is malformed): {remedy}"
+    )
+    assert main(["restore", str(backup)]) == 0  # the remedy works
+    asyncio.run(_start_opening_the_database(load_settings()))

@@ -1,0 +1,214 @@
+"""A start tells a database put back from a backup from one a crash left (``bot.restores``):
+real SQLite files in a real data folder, the real journal and ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot import restores
+from bot.jobs.queue import JobQueue, Submission
+from bot.restores import RUN_FILE_NAME, mark_restored, take_run_mark
+from db import jobs as journal
+from db import run_mark
+from db.database import connect
+from db.run_mark import LOST_IN_A_RESTORE
+from inference.types import RenderRequest
+from tests.support.backups import backed_up, put_back_by_hand
+
+MEMBER, GUILD, CHANNEL = 41, 5, 50
+NOW = 1_800_000_000.0
+
+
+async def submitted(conn: aiosqlite.Connection, data: Path, prompt: str) -> str:
+    """A member's job, journaled queued with its quota reserved, as /imagine journals it."""
+    return await JobQueue(conn, [], data / "images").submit(
+        Submission(
+            "imagine",
+            RenderRequest(prompt, steps=2, width=64, height=64),
+            MEMBER,
+            GUILD,
+            channel_id=CHANNEL,
+        )
+    )
+
+
+async def ledger_kinds(conn: aiosqlite.Connection, job_id: str) -> set[str]:
+    rows = await conn.execute_fetchall("SELECT kind FROM quota_ledger WHERE job_id = ?", (job_id,))
+    return {str(row[0]) for row in rows}
+
+
+async def statuses(conn: aiosqlite.Connection, *job_ids: str) -> list[str]:
+    jobs = [await journal.get_job(conn, job_id) for job_id in job_ids]
+    return [job.status.value if job is not None else "gone" for job in jobs]
+
+
+async def started(data: Path) -> tuple[aiosqlite.Connection, list[str]]:
+    """A start on ``data``: the journal opened and given this start's run mark; the jobs it
+    ended as lost."""
+    conn = await connect(data / "easel.sqlite3")
+    try:
+        return conn, await take_run_mark(conn, data, NOW)
+    except BaseException:
+        await conn.close()
+        raise
+
+
+async def a_queued_and_a_running_job(data: Path) -> tuple[str, str]:
+    """A start that left one job queued and one running (a crash)."""
+    conn, _ = await started(data)
+    try:
+        queued = await submitted(conn, data, "a queued cat")
+        running = await submitted(conn, data, "a running cat")
+        await journal.mark_running(conn, [running], NOW)
+    finally:
+        await conn.close()
+    return queued, running
+
+
+async def test_a_start_after_a_crash_keeps_the_jobs_the_journal_left(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    queued, running = await a_queued_and_a_running_job(data)
+    conn, lost = await started(data)
+    try:
+        assert lost == []
+        assert await statuses(conn, queued, running) == ["queued", "running"]
+    finally:
+        await conn.close()
+
+
+async def test_a_database_put_back_by_hand_ends_what_it_held_unfinished_refunded_unposted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    database = data / "easel.sqlite3"
+    queued, running = await a_queued_and_a_running_job(data)
+    backup = backed_up(database, tmp_path / "backup" / "easel.sqlite3")
+    conn, _ = await started(data)  # the bot runs on after the backup: another run mark
+    await conn.close()
+    put_back_by_hand(backup, database)  # easel.run stays: the folder's, not the backup's
+    caplog.set_level(logging.WARNING, logger="bot.restores")
+    conn, lost = await started(data)
+    try:
+        assert lost == sorted([queued, running])
+        assert await statuses(conn, queued, running) == ["cancelled", "cancelled"]
+        for job_id in (queued, running):
+            job = await journal.get_job(conn, job_id)
+            assert job is not None and job.error == LOST_IN_A_RESTORE
+            assert job.delivered_at is not None  # nothing of it is posted
+            assert await ledger_kinds(conn, job_id) == {"reserve", "refund"}
+        assert await journal.finished_undelivered(conn) == []
+        assert [r.getMessage() for r in caplog.records if "2 job(s)" in r.getMessage()]
+        later = await submitted(conn, data, "a cat after the restore")
+    finally:
+        await conn.close()
+    conn, lost = await started(data)  # the next start: the database is the folder's again
+    try:
+        assert lost == []
+        assert await statuses(conn, later) == ["queued"]
+    finally:
+        await conn.close()
+
+
+async def test_a_database_whose_folder_has_no_run_file_was_put_back(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    queued, _ = await a_queued_and_a_running_job(data)
+    new_host = tmp_path / "new-host"
+    new_host.mkdir()
+    shutil.copyfile(data / "easel.sqlite3", new_host / "easel.sqlite3")
+    conn, lost = await started(new_host)
+    try:
+        assert queued in lost
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["of-the-last-run", "before-run-marks"])
+async def test_easel_restores_mark_counts_any_backup_as_put_back(
+    tmp_path: Path, marked: bool
+) -> None:
+    """A backup taken since the last start holds that start's mark, and one of an Easel
+    before run marks holds none: ``mark_restored`` (the run file naming none) tells the next
+    start all the same."""
+    data = tmp_path / "data"
+    queued, running = await a_queued_and_a_running_job(data)
+    if not marked:
+        with contextlib.closing(sqlite3.connect(data / "easel.sqlite3")) as raw, raw:
+            raw.execute("DELETE FROM run_mark")
+    mark_restored(data)
+    conn, lost = await started(data)
+    try:
+        assert lost == sorted([queued, running])
+    finally:
+        await conn.close()
+
+
+async def test_the_first_start_with_run_marks_and_a_moved_folder_keep_their_jobs(
+    tmp_path: Path,
+) -> None:
+    """A database of an Easel before run marks (none in it, no run file) is the folder's; so
+    is one whose whole folder moved."""
+    data = tmp_path / "data"
+    conn = await connect(data / "easel.sqlite3")
+    try:
+        queued = await submitted(conn, data, "a cat queued before the upgrade")
+        assert await run_mark.read(conn) is None
+    finally:
+        await conn.close()
+    conn, lost = await started(data)
+    await conn.close()
+    assert lost == []
+    moved = tmp_path / "moved" / "data"
+    moved.parent.mkdir()
+    shutil.move(data, moved)
+    conn, lost = await started(moved)
+    try:
+        assert lost == []
+        assert await statuses(conn, queued) == ["queued"]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("restored", [False, True], ids=["crashed", "put-back"])
+@pytest.mark.parametrize("stopped_at", ["the-database-write", "the-last-file-write"])
+async def test_a_start_stopped_between_its_writes_leaves_what_the_next_reads_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored: bool, stopped_at: str
+) -> None:
+    """A start that dies after writing the run file and before the database's mark (or after
+    it, before the last file write): the next start still tells a crash from a restore."""
+    data = tmp_path / "data"
+    queued, _ = await a_queued_and_a_running_job(data)
+    if restored:
+        mark_restored(data)
+
+    def dies(*_: object) -> None:
+        raise OSError("the power went")
+
+    if stopped_at == "the-database-write":
+        monkeypatch.setattr(run_mark, "write", dies)
+    else:
+        write_run_file = restores._write_run_file
+        calls = iter([write_run_file] * (1 - restored))  # the first write, if any, goes
+
+        def write_then_die(folder: Path, marks: list[str]) -> None:
+            next(calls, dies)(folder, marks)
+
+        monkeypatch.setattr(restores, "_write_run_file", write_then_die)
+    with pytest.raises(OSError, match="the power went"):
+        await started(data)
+    monkeypatch.undo()
+    conn, lost = await started(data)
+    try:
+        ended_before = stopped_at == "the-last-file-write" and restored
+        assert (queued in lost) == (restored and not ended_before)
+        expected = "cancelled" if restored else "queued"
+        assert await statuses(conn, queued) == [expected]
+    finally:
+        await conn.close()
+    assert (data / RUN_FILE_NAME).read_text().count("\n") == 1  # one mark, settled
