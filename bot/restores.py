@@ -99,8 +99,10 @@ async def take_run_mark(conn: aiosqlite.Connection, data_dir: Path, now: float) 
     marked = await run_mark.read(conn)
     if named is None:  # no file: a database with a mark came without its folder
         restored = marked is not None
-    else:  # a file naming none: ``easel restore``'s
-        restored = not named or (marked is not None and marked not in named)
+    else:  # a file naming none: ``easel restore``'s; a database without a mark beside a file
+        # naming some: a backup from before schema 35 copied in by hand (a new database, the
+        # only other one, has no jobs to end)
+        restored = not named or marked is None or marked not in named
     mark = uuid.uuid4().hex
     if not restored:
         # The file names the database's mark beside the new one until the database holds the

@@ -723,6 +723,7 @@ def cmd_doctor(_: argparse.Namespace, settings: Settings, malformed: Iterable[st
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     from bot.cli.restore import RestoreRefused, restore
 
+    os.umask(PRIVATE_UMASK)  # the database put back, its -wal and easel.run: as a run makes them
     try:
         print(restore(args.backup_file, settings))
     except RestoreRefused as error:

@@ -90,6 +90,15 @@ def test_restore_puts_a_checked_backup_back_without_the_stale_wal_and_marks_it_p
     assert asyncio.run(next_start()) == [job_id]
 
 
+def test_the_database_put_back_is_private_to_easels_user_whatever_the_shells_umask() -> None:
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    os.umask(0o022)  # a shell's usual; the fixture puts the test's back
+    assert main(["restore", str(backup)]) == 0
+    for made in (DATABASE, DATA / RUN_FILE_NAME):
+        assert made.stat().st_mode & 0o077 == 0, (made, oct(made.stat().st_mode))
+
+
 def test_a_restore_stopped_before_it_marked_the_folder_put_back_replaced_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -129,6 +129,25 @@ async def test_a_database_whose_folder_has_no_run_file_was_put_back(tmp_path: Pa
         await conn.close()
 
 
+async def test_a_backup_from_before_run_marks_put_back_by_hand_was_put_back(
+    tmp_path: Path,
+) -> None:
+    """A database without a mark beside a run file naming marks: a backup from before schema
+    35 copied in by hand (a rollback after an upgrade); its unfinished jobs end lost."""
+    data = tmp_path / "data"
+    database = data / "easel.sqlite3"
+    queued, running = await a_queued_and_a_running_job(data)
+    backup = backed_up(database, tmp_path / "backup" / "easel.sqlite3")
+    with contextlib.closing(sqlite3.connect(backup)) as raw, raw:
+        raw.execute("DELETE FROM run_mark")  # as an Easel before schema 35 left it
+    put_back_by_hand(backup, database)
+    conn, lost = await started(data)
+    try:
+        assert lost == sorted([queued, running])
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize("marked", [True, False], ids=["of-the-last-run", "before-run-marks"])
 async def test_easel_restores_mark_counts_any_backup_as_put_back(
     tmp_path: Path, marked: bool
