@@ -844,6 +844,18 @@ async def _submit_repeats(
     )
 
 
+def page_turn_button(custom_id: str, label: str, disabled: bool) -> discord.ui.Button[Any]:
+    """One ◀ or ▶ of ``page_turns`` (``label``), for a page-turn ``DynamicItem`` to wrap."""
+    return discord.ui.Button(
+        label=label, style=discord.ButtonStyle.secondary, custom_id=custom_id, disabled=disabled
+    )
+
+
+def turned_label(item: discord.ui.Item[Any]) -> str:
+    """The label of the page-turn button clicked (``from_custom_id``'s ``item``)."""
+    return (item.label if isinstance(item, discord.ui.Button) else None) or "▶"
+
+
 def page_turns(
     page: int, page_count: int, button: Callable[[int, str, bool], discord.ui.Item[Any]]
 ) -> discord.ui.View | None:

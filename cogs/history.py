@@ -34,9 +34,11 @@ from bot.user_errors import Reason, UserError
 from cogs.common import (
     ORIGINAL_RESPONSE,
     defer_thinking,
+    page_turn_button,
     page_turns,
     queue_of,
     services_of,
+    turned_label,
 )
 from cogs.errors import report_error
 from cogs.job_lines import history_line_text
@@ -125,22 +127,14 @@ class HistoryPageButton(
     no click shows anyone another member's jobs (the reply is ephemeral besides)."""
 
     def __init__(self, page: int, search: str, label: str, *, disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:history:{page}:{search}",
-                disabled=disabled,
-            )
-        )
+        super().__init__(page_turn_button(f"easel:history:{page}:{search}", label, disabled))
         self.page, self.search = page, search
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
     ) -> Self:
-        label = item.label if isinstance(item, discord.ui.Button) else None
-        return cls(int(match["page"]), match["search"], label or "▶")
+        return cls(int(match["page"]), match["search"], turned_label(item))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:

@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot.policy.addons import AddonKind, addon_unavailable
 from cogs.choices import addons_allowed_here, allowed_models_only, choices_of, search_key
-from cogs.common import page_turns, services_of
+from cogs.common import page_turn_button, page_turns, services_of
 from cogs.errors import report_error
 from inference.metadata import network_info
 from inference.model_list import installed_models
@@ -140,14 +140,8 @@ class PageButton(
     def __init__(
         self, kind: ListKind, page: int, search: str, label: str = "▶", disabled: bool = False
     ) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:list:{kind.value}:{page}:{search}",
-                disabled=disabled,
-            )
-        )
+        custom_id = f"easel:list:{kind.value}:{page}:{search}"
+        super().__init__(page_turn_button(custom_id, label, disabled))
         self.kind, self.page, self.search = kind, page, search
 
     @classmethod

@@ -25,7 +25,15 @@ from bot.history import (
     listed_ids,
 )
 from bot.user_errors import UserError
-from cogs.common import defer_thinking, page_turns, quoted, services_of, within_message_limit
+from cogs.common import (
+    defer_thinking,
+    page_turn_button,
+    page_turns,
+    quoted,
+    services_of,
+    turned_label,
+    within_message_limit,
+)
 from cogs.contexts import command_contexts
 from cogs.errors import report_error
 from cogs.job_lines import history_line_text
@@ -130,22 +138,14 @@ class MemberJobsPageButton(
     read again for the clicker, by their Manage Messages of now."""
 
     def __init__(self, member_id: int, page: int, label: str, *, disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"easel:mod-jobs:{member_id}:{page}",
-                disabled=disabled,
-            )
-        )
+        super().__init__(page_turn_button(f"easel:mod-jobs:{member_id}:{page}", label, disabled))
         self.member_id, self.page = member_id, page
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
     ) -> Self:
-        label = item.label if isinstance(item, discord.ui.Button) else None
-        return cls(int(match["member"]), int(match["page"]), label or "▶")
+        return cls(int(match["member"]), int(match["page"]), turned_label(item))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
