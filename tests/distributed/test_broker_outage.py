@@ -4,10 +4,10 @@ renders. A real nats-server stopped and started again, its timeouts scaled down.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,11 @@ from db.database import connect
 from inference.types import RenderRequest
 from tests.distributed.test_queue_transports import images_used_today, submission
 from tests.distributed.transports import NatsTransport
+from tests.support import polling
 from tests.support.engines import InstantEngine
 from tests.support.sinks import RecordingSink
+
+until = functools.partial(polling.until, timeout_s=30)  # log records and deliveries
 
 
 def logged(caplog: pytest.LogCaptureFixture, text: str) -> int:
@@ -46,12 +49,6 @@ def events(caplog: pytest.LogCaptureFixture, event: str) -> int:
 def queue_wait_samples() -> float:
     [family] = metrics.QUEUE_WAIT.collect()
     return next(sample.value for sample in family.samples if sample.name.endswith("_count"))
-
-
-async def until(condition: Callable[[], object]) -> None:
-    async with asyncio.timeout(30):
-        while not condition():  # noqa: ASYNC110 (log records and deliveries, polled)
-            await asyncio.sleep(0.02)
 
 
 @dataclass

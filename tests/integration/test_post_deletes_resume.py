@@ -9,6 +9,7 @@ own delete of it settles it, and one that failed is deleted by the sweep, after 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from inference.worker import DeviceWorker
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_VIEW_CHANNEL
+from tests.support import polling
 from tests.support.engines import InstantEngine
 
 NOW = 1_800_000_000.0
@@ -40,6 +42,7 @@ DELETE_ROUTE = "/channels/{channel}/messages/{message}"
 # Long enough that the stop comes while discord.py waits it out.
 HELD_S = 60.0
 WAIT_S = 10.0
+until = functools.partial(polling.until, timeout_s=WAIT_S)
 SWEEP_S = 0.01  # the sweep of deletes due again, as often as the test can count it
 
 
@@ -158,12 +161,6 @@ def counting_sweeps(history: History) -> list[None]:
 
     history.pending_post_deletes = counted  # type: ignore[method-assign]
     return sweeps
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(WAIT_S):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 def deletes_of(fake: FakeDiscord, message_id: int) -> list[int]:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 POLLED_WAIT_S = 60.0
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Returns once ``condition()`` holds, polled; ``TimeoutError`` after ``POLLED_WAIT_S``."""
-    async with asyncio.timeout(POLLED_WAIT_S):
+async def until(condition: Callable[[], object], timeout_s: float = POLLED_WAIT_S) -> None:
+    """Returns once ``condition()`` holds, polled; ``TimeoutError`` after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110 (polled: nothing to await)
             await asyncio.sleep(0.01)
