@@ -12,6 +12,7 @@ Best of ``--tries`` per figure, in milliseconds. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -30,6 +31,7 @@ def _job(job_id: str, member: int, at: float) -> QueuedJob:
 
 
 def measure(queued: int, members: int, tries: int) -> dict[str, float | int]:
+    gc.collect()  # an earlier depth's schedulers (cycles through their kept walks) go first
     rng = random.Random(1)
     scheduler = FairScheduler(SchedulerConfig(max_batch=1), devices=["cuda:0"])
     for index in range(queued):
@@ -60,12 +62,24 @@ def measure(queued: int, members: int, tries: int) -> dict[str, float | int]:
         scheduler.cancel(f"j{queued // 3 + attempt}")  # a change: the poll walks anew
         timed("dashboard_snapshot_ms", lambda now=now: scheduler.snapshot(now, QUEUE_SHOWN))
         timed("whole_snapshot_ms", lambda now=now: scheduler.snapshot(now))
+    for _ in range(tries):
+        burst = _submitted_at_once(queued, members, rng)
+        aged = burst.config.aging_seconds
+        timed("aging_burst_ms", lambda burst=burst, aged=aged: burst.snapshot(aged, QUEUE_SHOWN))
     return {
         "queued": queued,
         "members": members,
         "positions_counted": scheduler.config.positions_counted,
         **{name: round(ms, 3) for name, ms in best.items()},
     }
+
+
+def _submitted_at_once(queued: int, members: int, rng: random.Random) -> FairScheduler:
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1), devices=["cuda:0"])
+    for index in range(queued):
+        scheduler.submit(_job(f"a{index}", rng.randrange(members), 0.0))
+    scheduler.snapshot(0.0, QUEUE_SHOWN)
+    return scheduler
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import connect_making_room
 from bot.lenient_json import loads_replacing_lone_surrogates
 from bot.logging_setup import install_logging
-from bot.process_end import end_at_once, exit_now, status_after_stop
+from bot.process_end import EarlyStop, end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
-from bot.restores import refuse_pictures_without_database, take_run_mark
+from bot.restores import RunFileKeeper, refuse_pictures_without_database, take_run_mark
 from bot.services import Services
 from bot.settings import Settings, SettingsError, warn_of_unknown_settings
 from bot.single_instance import DataDirLock, hold_data_dir
@@ -182,6 +182,7 @@ class EaselBot(commands.Bot):
         self._engine_factory = engine_factory or engine_factory_for(settings)
         self._db: aiosqlite.Connection | None = None
         self._broker: BrokerClient | None = None
+        self._run_file: RunFileKeeper | None = None
         self._devices: list[DeviceWorker] = []  # this process's own device threads
         self._shutdown: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
@@ -276,8 +277,13 @@ class EaselBot(commands.Bot):
             settings.retention_days,
         )
         # Before the queue reads the journal: a database put back from a backup renders and
-        # posts none of the jobs it held unfinished again.
-        await take_run_mark(self._db, settings.data_dir, time.time())
+        # posts none of the jobs it held unfinished again (nor does a worker of the broker).
+        await take_run_mark(
+            self._db, settings.data_dir, time.time(), settles_copies=bool(settings.queue_url)
+        )
+        # And one taken during this run and put back by hand, once a job ended after it.
+        self._run_file = RunFileKeeper(self._db, settings.data_dir)
+        await self._run_file.start()
         metrics.watch_data_dir(settings.data_dir)
         slots = await self._render_slots()  # opens the broker, when there is one
         self.queue = JobQueue(
@@ -288,6 +294,7 @@ class EaselBot(commands.Bot):
             copies=self._broker,
             max_queued_per_member=settings.max_queued_per_member,
             priority_servers=settings.priority_servers,
+            serves_server=settings.serves_server,
         )
         self.queue.set_no_device_left(self._stop_for_lost_devices)
         self.queue.set_token_check(self._token_taken)
@@ -306,6 +313,7 @@ class EaselBot(commands.Bot):
         self.results.guild_policy = self.services.guild_policy
         self.results.stopped_members = self.services.stopped_members
         self.results.removed_from = self.removed_from
+        self.results.serves_server = settings.serves_server
         self.results.history = self.services.history
         # A moderator's deletion stops what was being made from the picture (refunded).
         self.services.history.stop_withdrawn = self.queue.stop_withdrawn
@@ -618,11 +626,19 @@ class EaselBot(commands.Bot):
             self._shutdown = asyncio.create_task(self._shut_down())
         await asyncio.shield(self._shutdown)
 
+    async def __aexit__(self, *exc_info: object) -> None:
+        # discord.py's waits only for its own close once ``_shut_down`` has started it: a stop
+        # the bot started itself (a lost device, a refused token) must end whole (the run
+        # file's last count, the database closed) before ``run`` returns and the loop's end
+        # cancels what is left of it.
+        await self.close()
+
     async def _shut_down(self) -> None:
         # Renders first (they finish, or stay journaled for the next start), then the commands
         # and clicks being handled, then Discord, then whatever those handlers still had in
         # hand, and only then the database they journal into. Every wait ends by ``waits_end``.
-        waits_end = asyncio.get_running_loop().time() + STOP_BUDGET_S - CLOSING_RESERVE_S
+        loop = asyncio.get_running_loop()
+        waits_end = loop.time() + STOP_BUDGET_S - CLOSING_RESERVE_S
         if hasattr(self, "region_offer") and self.region_offer.web is not None:
             await self.region_offer.web.stop()  # no new jobs from the page while stopping
         if hasattr(self, "member_stops"):  # what waits for their answers stays journaled
@@ -632,8 +648,13 @@ class EaselBot(commands.Bot):
         if hasattr(self, "results"):  # its pointer edits, started by deliveries
             await self.results.close()
         await _interaction_handlers_settled(waits_end)
+        # Its answers "not enabled here" sent, or cancelled, while the HTTP session is open.
+        assert isinstance(self.tree, EaselCommandTree)  # the ``tree_cls`` it was made with
+        await self.tree.refusals_sent(min(HANDLER_GRACE_S, waits_end - loop.time()))
         await super().close()
         await _interaction_handlers_settled(waits_end)
+        # One a frame parsed while the gateway closed started: its session is closed, so ended.
+        await self.tree.refusals_sent(0)
         if hasattr(self, "services"):  # no member's prompt or upload is read from here on
             self.services.prompts.close()
             self.services.picture_work.close()
@@ -647,6 +668,8 @@ class EaselBot(commands.Bot):
         if self._broker is not None:
             await self._broker.close()
             self._broker = None
+        if self._run_file is not None:  # the last ends counted
+            await self._run_file.stop()
         if self._db is not None:
             await close_database(self._db)
             self._db = None
@@ -706,7 +729,12 @@ def build(settings: Settings, engine_factory: EngineFactory | None = None) -> Ea
     return EaselBot(settings, engine_factory)
 
 
-async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = exit_now) -> int:
+async def run(
+    settings: Settings,
+    *,
+    exit_process: Callable[[int], NoReturn] = exit_now,
+    early_stop: EarlyStop | None = None,
+) -> int:
     """``easel run``: the bot until SIGINT/SIGTERM (or until no device is left), then a clean
     stop that loses no job; returns the process's exit status.
 
@@ -718,7 +746,9 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
     token (a 4004, or a post's 401 whose check was refused) raises ``SettingsError``, said by
     the CLI in one line (status 2). A caller
     that runs this inside a process it keeps (a test) passes one that raises instead. A
-    second SIGINT or SIGTERM while stopping ends the process at once (``end_at_once``)."""
+    second SIGINT or SIGTERM while stopping ends the process at once (``end_at_once``). One
+    heard before the event loop handled them (``early_stop``: the command line's imports)
+    ends the run before anything starts, with status 0."""
     settings.require_token()
     settings.require_data_dir()
     handler = install_logging(settings.log_format, secrets=settings.log_secrets)
@@ -737,6 +767,9 @@ async def run(settings: Settings, *, exit_process: Callable[[int], NoReturn] = e
         loop.add_signal_handler(signum, stop_asked, signum)
     data_dir_lock: DataDirLock | None = None
     try:
+        if early_stop is not None and early_stop.signum is not None:
+            log.info("stopped by %s before starting: nothing was started", early_stop.signum.name)
+            return 0
         # Before the database opens: a second Easel there would render this one's running jobs
         # again. Inside the try: whatever fails from here on lets the lock go.
         data_dir_lock = hold_data_dir(settings.data_dir)

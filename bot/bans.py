@@ -413,15 +413,29 @@ class MemberStops:
     async def cancel_server_jobs(self, guild_id: int, *, easel_id: int) -> list[str]:
         """Easel was removed from ``guild_id`` (or the server deleted): every member's queued
         and running jobs there are cancelled as ``cancel_jobs`` cancels them, refunded, so that
-        no device renders for a server Easel can no longer post in. The ids cancelled."""
+        no device renders for a server Easel can no longer post in. The ids cancelled. One
+        member's cancels that raise are logged with their jobs' ids, and stop no other's; the
+        queue's start gate still refuses those jobs (``EASEL_REMOVED``)."""
+        cause = StopCause.SERVER_GONE
         members = await journal.members_with_unfinished_jobs_in(self._conn, guild_id)
-        cancelled = await asyncio.gather(
-            *(
-                self.cancel_jobs(guild_id, user_id, StopCause.SERVER_GONE, easel_id=easel_id)
-                for user_id in members
-            )
+        cancels = await asyncio.gather(
+            *(self.cancel_jobs(guild_id, user_id, cause, easel_id=easel_id) for user_id in members),
+            return_exceptions=True,
         )
-        return [job_id for of_member in cancelled for job_id in of_member]
+        cancelled: list[str] = []
+        for (user_id, job_ids), of_member in zip(members.items(), cancels, strict=True):
+            if isinstance(of_member, BaseException):
+                log.error(
+                    "%s in guild %s: member %s's job(s) %s not cancelled",
+                    cause.value,
+                    guild_id,
+                    user_id,
+                    ", ".join(job_ids),
+                    exc_info=of_member,
+                )
+            else:
+                cancelled += of_member
+        return cancelled
 
     async def _cancel_unfinished(
         self, stop: _Stop, guild_id: int, user_id: int, cause: StopCause, *, easel_id: int

@@ -2,7 +2,8 @@
 buttons (pure: no discord, no torch).
 
 The picture's own settings (its web UI infotext, or the request of the job that made it) are
-reused, so a variation of a result keeps its prompt, seed, model and steps.
+reused, so a variation of a result keeps its prompt, seed, model and steps, and the options that
+shape its pixels or its place in the queue (``PICTURE_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from bot.images import bounded
+from bot.infotext_import import read_picture_options
 from bot.requests import RequestError, check_prompt_length, random_seed
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.images import (
@@ -27,7 +29,7 @@ from inference.images import (
     ONLY_MASKED_PADDING,
     load_input_image,
 )
-from inference.infotext import described_sampler, parse_infotext, sampler_and_schedule
+from inference.infotext import parse_infotext, sampler_and_schedule
 from inference.limits import MAX_SEED, MIN_SIZE
 from inference.outpaint import OutpaintOptions
 from inference.presets import vary_strength
@@ -37,6 +39,12 @@ from inference.upscale import UpscaleOptions
 from inference.validation import validate_request
 
 DEFAULT_INPAINT_DENOISE = 0.75
+# The options of a picture's request that every edit of it keeps: how the text encoder reads
+# the prompt (clip skip, pad conds), seamless tiling, the VAE override, and --relax (free and
+# last, as the picture was). An edit's own options go on top of them.
+PICTURE_OPTIONS = ("clip_skip", "pad_conds", "tile", "vae", "relax")
+# Those of them a model of another family may refuse, as the picture's text names them.
+_MODEL_SHAPED = {"clip_skip": "clip skip", "tile": "tiling", "pad_conds": "pad conds"}
 
 
 @dataclass(frozen=True)
@@ -63,17 +71,19 @@ def request_from_infotext(
     prompt: str | None,
     usable_models: Collection[str] | None,
     *,
+    usable_vaes: Collection[str] = (),
     prompt_required: bool = True,
     how_to_give_a_prompt: str = "give one with `prompt`",
 ) -> RenderRequest:
     """The settings a picture was made with (prompt, negative, seed, steps, cfg, sampler,
-    model, fast mode), with ``prompt`` replacing its prompt; a model not among
+    model, fast mode, ``PICTURE_OPTIONS``), with ``prompt`` replacing its prompt; a model not among
     ``usable_models`` (those installed that the server allows: one note for both, so a
     picture cannot tell whether a file the server leaves out exists) or an unknown sampler
     falls back to the default, with a note saying so. ``usable_models`` None: the pass uses
     no model (a fast upscale), so the picture's is neither taken nor noted.
     ``how_to_give_a_prompt`` ends the refusal of a picture with no prompt where one is
-    required: where the member is, the way to give one."""
+    required: where the member is, the way to give one. Its VAE is kept when ``usable_vaes``
+    (installed and allowed here) names it, else left out with a note."""
     typed_prompt = (prompt or "").strip()
     if bounded(infotext) is None and (typed_prompt or not prompt_required):
         # Past the bound, its settings are not carried over where they are not needed;
@@ -90,6 +100,8 @@ def request_from_infotext(
     if not typed_prompt:
         check_prompt_length(stored_prompt, "the picture's prompt")
     check_prompt_length(negative, "the picture's negative prompt")
+    # Notes name the picture's values without quoting them: its text is a member's (an
+    # upload's), with no banned-word check, and a note is posted in Easel's caption.
     notes: list[str] = []
     fields: dict[str, Any] = {}
     seed, steps, cfg = params.get("Seed"), params.get("Steps"), params.get("CFG scale")
@@ -102,7 +114,7 @@ def request_from_infotext(
     try:
         named = sampler_and_schedule(params)
     except RenderInputError:
-        notes.append(f"{described_sampler(params)} is unknown here; the default sampler was used")
+        notes.append("the picture's sampler is unknown here; the default sampler was used")
         named = None
     if named is not None:
         fields["sampler"], fields["schedule_type"] = named
@@ -111,9 +123,9 @@ def request_from_infotext(
         if model in usable_models:
             fields["model"] = model
         else:
-            notes.append(
-                f"model {model!r} is not installed or not allowed here; the default model was used"
-            )
+            notes.append("the picture's model is not available here; the default model is used")
+    if usable_models is not None:  # a pass that renders: the options shaping its pixels
+        fields["options"] = _picture_options(params, usable_vaes, "model" in fields, notes)
     return RenderRequest(
         prompt=typed_prompt or stored_prompt,
         negative_prompt=negative,
@@ -121,6 +133,34 @@ def request_from_infotext(
         notes=notes,
         **fields,
     )
+
+
+def _picture_options(
+    params: dict[str, Any], usable_vaes: Collection[str], model_kept: bool, notes: list[str]
+) -> dict[str, Any]:
+    """``PICTURE_OPTIONS`` as the picture's text writes them (``bot.infotext_import``'s reader,
+    naming the picture's values without quoting them). Without the picture's model, a VAE is
+    left out (its family cannot be checked here), and so are clip skip, tiling and pad conds:
+    the default model may not take them (a Flux one), and the render would refuse them after
+    the wait."""
+    read = read_picture_options(
+        params,
+        usable_vaes,
+        lambda _stem: None if model_kept else "made for the picture's model",
+        stand_in=None if model_kept else "the default model",
+        named=lambda setting, _value: f"the picture's {setting}",
+    )
+    notes.extend(sentence for sentence, _setting in read.unhonoured)
+    options = dict(read.options)
+    dropped = [] if model_kept else [key for key in _MODEL_SHAPED if options.pop(key, None)]
+    if dropped:
+        notes.append(
+            f"{', '.join(_MODEL_SHAPED[key] for key in dropped)} left out: set for the "
+            "picture's model, which the default model stands in for"
+        )
+    if options.get("relax"):  # it moves a member with a priority role to the back
+        notes.append("queued as --relax (free, after other jobs), as the picture was")
+    return options
 
 
 def _checked(request: RenderRequest) -> RenderRequest:
@@ -135,7 +175,9 @@ def _from_picture(
     base: RenderRequest, picture: Picture, mode: Mode, **changes: Any
 ) -> RenderRequest:
     """``base``'s prompt and settings applied to one stored or uploaded picture: one image,
-    at the size the engine derives from the picture, no variation seed, no mask unless given."""
+    at the size the engine derives from the picture, no variation seed, no mask unless given;
+    of ``base``'s options only ``PICTURE_OPTIONS``, under the edit's own ``options``."""
+    kept = {key: base.options[key] for key in PICTURE_OPTIONS if key in base.options}
     fields: dict[str, Any] = {
         "mode": mode,
         "init_image": str(picture.path),
@@ -146,6 +188,7 @@ def _from_picture(
         "variation_seed": None,
         "variation_strength": 0.0,
         **changes,
+        "options": {**kept, **changes.get("options", {})},
     }
     return _checked(dataclasses.replace(base, **fields))
 
@@ -172,7 +215,7 @@ def vary_request(base: RenderRequest, picture: Picture, strength: str | float) -
     ``strong`` or a number above 0 and at most 1 (how much may change)."""
     check_may_vary(picture)
     denoise = vary_denoise(strength)
-    return _from_picture(base, picture, "img2img", denoising_strength=denoise, options={})
+    return _from_picture(base, picture, "img2img", denoising_strength=denoise)
 
 
 def vary_denoise(strength: str | float) -> float:
@@ -270,6 +313,13 @@ def upscale_request(
     except RenderInputError as error:
         raise RequestError(str(error)) from None
     return _from_picture(base, picture, "upscale", options=options)
+
+
+def is_fast_upscale(request: RenderRequest) -> bool:
+    """Whether ``request`` only enlarges its picture: nothing in it is rendered, so a new seed
+    or prompt changes nothing, and its journaled request keeps only the picture's words and
+    seed (``upscale_request``): the picture's settings are in its text."""
+    return request.mode == "upscale" and request.options.get("upscale_mode", "fast") == "fast"
 
 
 def fix_faces_request(base: RenderRequest, picture: Picture, *, restore: bool) -> RenderRequest:

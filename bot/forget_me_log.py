@@ -1,9 +1,13 @@
 """/forget-me's record outside the database: ``EASEL_DATA_DIR/forget-me.log``, one line per
 request, the member's id and when they asked (``asked_at``), nothing else. A request is appended,
-and on disk, once erased and before its member is told; no line is ever rewritten. A database
-put back from a backup taken before a request holds what that request erased, and does not know
-it carried it out (``erasures_done``): the next start erases it again
-(``bot.history.History.forget_again``). So no backup may be put back over this file.
+and on disk, once journaled and before anything of it is erased, so a restore once it is
+recorded cannot lose it. It is lost only when the run ends between the database's commit of the
+request and this file's fsync (milliseconds: a thread hop and the fsync) and a backup from
+before the request is then put back; nothing of it was erased then, nor its member told. No
+line is ever rewritten. A database put back from a backup taken before a request holds what
+that request erased, and does not know it carried it out (``erasures_done``): the next start
+erases it again (``bot.history.History.forget_again``). So no backup may be put back over this
+file.
 
 A line a crash cut short (no newline at its end) is no request: it is skipped when read and cut
 off before the next append, so that it never joins the next line."""

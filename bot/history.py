@@ -68,11 +68,18 @@ IDS_LISTED = 10
 log = logging.getLogger(__name__)
 
 
-def listed_ids(job_ids: Sequence[str]) -> str:
-    """``job_ids`` for an audit row or a reply: the first ``IDS_LISTED``, then how many more."""
-    shown = ", ".join(job_ids[:IDS_LISTED])
-    more = len(job_ids) - IDS_LISTED
-    return f"{shown} and {more} more" if more > 0 else shown
+def listed_ids(job_ids: Sequence[str], private: Collection[str] = frozenset()) -> str:
+    """``job_ids`` for an audit row or a reply: the first ``IDS_LISTED``, then how many more;
+    those among ``private`` (their maker's alone) counted, never named, as /easel-mod counts
+    them (``store.private_among``)."""
+    named = [job_id for job_id in job_ids if job_id not in private]
+    listed = ", ".join(named[:IDS_LISTED])
+    if (more := len(named) - IDS_LISTED) > 0:
+        listed += f" and {more} more"
+    if hidden := len(job_ids) - len(named):
+        not_named = f"{counted(hidden, 'private job')} (not named)"
+        listed = f"{listed} and {not_named}" if listed else not_named
+    return listed
 
 
 def _withdrawal_audited(taken: store.Withdrawal) -> str:
@@ -82,12 +89,9 @@ def _withdrawal_audited(taken: store.Withdrawal) -> str:
         counts += f", {taken.made_from_pictures} finished made from their pictures"
     if taken.posts_to_delete:
         counts += f", {counted(taken.posts_to_delete, 'other post')} deleted (copies by DM too)"
-    older = (
-        f"; older jobs with their pixels still stand: {listed_ids(taken.older_twins)}"
-        if taken.older_twins
-        else ""
-    )
-    return f"{counts}: {listed_ids(withdrawn)}{older}"
+    twins = listed_ids(taken.older_twins, taken.private)
+    older = f"; older jobs with their pixels still stand: {twins}" if taken.older_twins else ""
+    return f"{counts}: {listed_ids(withdrawn, taken.private)}{older}"
 
 
 def post_delete_retry_wait_s(failures: int) -> float:
@@ -231,6 +235,13 @@ TellErased = Callable[[Forgotten], Awaitable[None]]
 TellFailed = Callable[[Exception], Awaitable[None]]
 
 
+def _saved_up_to(erasure: Erasure) -> float | None:
+    """Where ``erasure``'s erase stops taking settings, presets and refusals: a re-erase's
+    (``Erasure.again``) at its request, so that what the member saved since stays, also on
+    the sweep's retry of one that failed; none for a member's own request."""
+    return erasure.asked_at if erasure.again else None
+
+
 def _erased_withdrawn_job(guild_id: int) -> StoredJob:
     """A job of ``guild_id`` a moderator withdrew, erased since by its maker's /forget-me:
     only its pixels are known (``withdrawn_pictures``), and that it is withdrawn."""
@@ -264,6 +275,9 @@ class History:
     ) -> None:
         self._conn = conn
         self._forget_me_log = forget_me_log
+        # The requests (member, asked_at) this process recorded: a retry of a failing erase,
+        # every sweep, adds no line (a restart records again: the run that stopped may not have).
+        self._recorded_requests: set[tuple[int, float]] = set()
         self._images_dir = images_dir
         self._inputs_dir = inputs_dir
         self._member_settings = member_settings
@@ -520,6 +534,11 @@ class History:
         withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), withheld_why=why)
         return await self._stopped(withdrawn)
 
+    async def ended_unposted_with(self, user_id: int, guild_id: int, why: str) -> list[str]:
+        """The member's jobs in the server that ended recorded with ``why`` (at the queue's
+        start: ``SERVER_NOT_SERVED``) and are not posted yet, oldest first."""
+        return await journal.undelivered_ended_with(self._conn, user_id, guild_id, why)
+
     async def made_private(self, job_id: str) -> None:
         """A job its delivery posts privately, its maker keeping results private since its
         submit, where the row says public (a fallback: the save and the admission mark such
@@ -666,9 +685,13 @@ class History:
             guild_id,
             admin_id=admin_id,
             now=self._clock(),
-            describe=lambda jobs: f"{len(jobs)} restored: {listed_ids(jobs)}",
+            describe=lambda jobs, private: f"{len(jobs)} restored: {listed_ids(jobs, private)}",
         )
         return restored[1:]
+
+    async def private_among(self, job_ids: Sequence[str]) -> frozenset[str]:
+        """Which of ``job_ids`` are private: an answer counts them (``listed_ids``)."""
+        return await store.private_among(self._conn, job_ids)
 
     async def is_post_of(
         self, job_id: str, guild_id: int, channel_id: int, message_id: int
@@ -726,9 +749,10 @@ class History:
         (without it, the caller does both). The request is journaled first: a stop or a
         failure in the middle leaves it for ``resume`` to finish; ``failed`` tells the member
         of such a failure before the error is raised, also before any other erase or answer
-        of theirs (a retry's "finished now" comes after it). Erased, it is recorded outside the
-        database too (``forget_me_log``), which a restore leaves (``forget_again``), before the
-        member is told.
+        of theirs (a retry's "finished now" comes after it). Journaled, it is recorded outside
+        the database too (``forget_me_log``), which a restore leaves (``forget_again``), before
+        anything is erased: a database put back from a backup taken before the request, however
+        far its run got (erased, told), erases it again.
         Refused, erasing nothing, while one of their jobs is queued or running: the queue
         still owns it, and a result written after the erase would name the member again.
         ``direct_messages``: the member's direct messages with Easel (None: not known), whose
@@ -745,10 +769,10 @@ class History:
                     "again."
                 )
             try:
+                await self._record(user_id, asked.asked_at)
                 if direct_messages is not None:
                     await store.forget_copies_in(self._conn, direct_messages)
                 erased = await self._erase(user_id, asked.asked_at)
-                await self._record(user_id, asked.asked_at)
                 return await self._told(user_id, erased, tell)
             except Exception as error:
                 if failed is not None:
@@ -772,14 +796,17 @@ class History:
 
     async def resume(self, erasure: Erasure, tell: TellErased | None = None) -> Forgotten | None:
         """Finish ``erasure`` (from ``unfinished_erasures``): what the member made up to when
-        they asked, not what they made since; ``tell`` as ``forget``'s. None (nobody told)
+        they asked, not what they made since (a re-erase's settings, presets and refusals too:
+        ``_saved_up_to``); ``tell`` as ``forget``'s. None (nobody told)
         when it was told done meanwhile, or asked again (that run answers for it)."""
         async with self._erasing(erasure.user_id):
             if await erasures.asked_at(self._conn, erasure.user_id) != erasure.asked_at:
                 return None
-            erased = await self._erase(erasure.user_id, erasure.asked_at)
             # Again: a stop or a failure may have come before the member's run recorded it.
             await self._record(erasure.user_id, erasure.asked_at)
+            erased = await self._erase(
+                erasure.user_id, erasure.asked_at, saved_up_to=_saved_up_to(erasure)
+            )
             return await self._told(erasure.user_id, erased, tell)
 
     async def forget_again(self) -> int:
@@ -810,7 +837,7 @@ class History:
             try:
                 async with self._erasing(erasure.user_id):
                     await self._erase(
-                        erasure.user_id, erasure.asked_at, saved_up_to=erasure.asked_at
+                        erasure.user_id, erasure.asked_at, saved_up_to=_saved_up_to(erasure)
                     )
                     await self.erasure_told(erasure.user_id, erasure.asked_at)
             except Exception:
@@ -828,13 +855,15 @@ class History:
         return erased
 
     async def _record(self, user_id: int, asked_at: float) -> None:
-        """The request erased, on disk outside the database (``forget_me_log``) before the
-        member is told. A record that fails (a read-only or full disk) fails no erase: only a
-        restore of a backup from before it could undo this one, and the error says so."""
-        if self._forget_me_log is None:
+        """The request journaled, on disk outside the database (``forget_me_log``) before
+        anything of it is erased. A record that fails (a read-only or full disk) fails no
+        erase: only a restore of a backup from before it could undo this one, and the error
+        says so. Once per request in this process (``_recorded_requests``)."""
+        if self._forget_me_log is None or (user_id, asked_at) in self._recorded_requests:
             return
         try:
             await asyncio.to_thread(self._forget_me_log.record, user_id, asked_at)
+            self._recorded_requests.add((user_id, asked_at))
         except OSError as error:
             # Naming no one: this line outlives the erase.
             log.error(

@@ -241,6 +241,77 @@ def request_from_infotext_text(
     )
 
 
+@dataclass(frozen=True)
+class PictureOptions:
+    """The options a picture's text sets that shape its pixels or its place in the queue."""
+
+    options: dict[str, object]
+    # (sentence, setting) for each one left out, the setting as Easel names it.
+    unhonoured: list[tuple[str, str]]
+
+
+def _quoted(setting: str, value: InfotextValue) -> str:
+    return f"{setting} {echoed(value)}"
+
+
+def read_picture_options(
+    params: Mapping[str, InfotextValue],
+    vaes: Collection[str],
+    vae_refusal: Callable[[str], str | None],
+    *,
+    stand_in: str | None,
+    named: Callable[[str, InfotextValue], str] = _quoted,
+) -> PictureOptions:
+    """``Clip skip``, ``Pad conds``, ``Tiling``, ``Relax`` and ``VAE`` as the picture's text
+    writes them (read by /use-settings and by every edit of a picture, ``bot.edits``).
+
+    ``vaes``: those usable here; ``vae_refusal(stem)``: the render's refusal of that VAE on the
+    model used, or None; ``stand_in``: the model standing in for the picture's (not installed
+    or not allowed), or None when the picture's own is used. A VAE that does not fit the stand-in
+    is left out with a sentence; one that does not fit the picture's own model is refused
+    (``RequestError``, before anything is queued or charged). ``named(setting, value)`` is how a
+    sentence names the picture's value (quoted by default: the caller checks banned words)."""
+    get = params.get
+    options: dict[str, object] = {}
+    unhonoured: list[tuple[str, str]] = []
+    clip_skip = get("Clip skip")
+    if clip_skip is not None:
+        if isinstance(clip_skip, int) and 1 <= clip_skip <= MAX_CLIP_SKIP:
+            options["clip_skip"] = clip_skip
+        else:
+            unhonoured.append(
+                (
+                    f"{named('clip skip', clip_skip)} is not 1-{MAX_CLIP_SKIP}; 1 is used instead",
+                    "clip skip",
+                )
+            )
+    # --relax is the queue class: free and last, admitted as a typed --relax is
+    # (``bot.policy.quota.check_relax``).
+    for key, written in (("pad_conds", "Pad conds"), ("tile", "Tiling"), ("relax", "Relax")):
+        if str(get(written)) == "True":
+            options[key] = True
+    vae = get("VAE")
+    if vae is not None:
+        stem = Path(str(vae)).stem
+        if stem not in vaes:
+            unhonoured.append(
+                (f"{named('VAE', vae)} is not installed here; the model's own VAE is used", "VAE")
+            )
+        elif (refusal := vae_refusal(stem)) is None:
+            options["vae"] = stem
+        elif stand_in is not None:  # the stand-in model's family differs
+            unhonoured.append(
+                (
+                    f"{named('VAE', vae)} does not fit {stand_in}, which stands in for the "
+                    "picture's; the model's own VAE is used",
+                    "VAE",
+                )
+            )
+        else:  # refused now, as the render would, charging nothing
+            raise RequestError(refusal)
+    return PictureOptions(options, unhonoured)
+
+
 class _Reader:
     """Applies the infotext's settings one group at a time; a group the request checks refuse
     is left out with a sentence saying what is used instead."""
@@ -410,26 +481,22 @@ class _Reader:
     def _read_options(self) -> None:
         """Clip skip, hires fix, pad conds, fast mode and the VAE: engine options."""
         get = self.params.get
-        options: dict[str, object] = {}
-        clip_skip = get("Clip skip")
-        if clip_skip is not None:
-            if isinstance(clip_skip, int) and 1 <= clip_skip <= MAX_CLIP_SKIP:
-                options["clip_skip"] = clip_skip
-            else:
-                self._tell(
-                    f"clip skip {echoed(clip_skip)} is not 1-{MAX_CLIP_SKIP}; 1 is used instead",
-                    "clip skip",
-                )
-        if str(get("Pad conds")) == "True":
-            options["pad_conds"] = True
-        if str(get("Tiling")) == "True":
-            options["tile"] = True
+        stand_in = (self.request.model or "the default model") if self.model_substituted else None
+        read = read_picture_options(
+            self.params,
+            self.installed.vaes,
+            lambda stem: self.installed.vae_refusal(
+                dataclasses.replace(self.request, options={**self.request.options, "vae": stem})
+            ),
+            stand_in=stand_in,
+        )
+        options: dict[str, object] = dict(read.options)
+        for sentence, setting in read.unhonoured:
+            self._tell(sentence, setting)
         # Easel's own flags: --chaos's weights are already in the prompt, and reading them
         # again at the picture's seed changes nothing (``inference.prompts.chaos``), so the
         # same picture comes back and its text says Chaos again; unless wildcards or choices
         # drew text after chaos read the prompt (a ``Template``): chaos would reweight it.
-        # --relax is the queue class: free and last, admitted as a typed --relax is
-        # (``bot.policy.quota.check_relax``).
         chaos = get("Chaos")
         if chaos is not None:
             if not (isinstance(chaos, int) and 0 <= chaos <= MAX_CHAOS):
@@ -447,8 +514,7 @@ class _Reader:
                     "written (the same picture)",
                     "chaos",
                 )
-        if str(get("Relax")) == "True":
-            options["relax"] = True
+        if options.get("relax"):
             # Honoured, but it moves a member who holds the priority role to the back.
             self.said.append(
                 "queued as --relax, as the picture was; remove the line 'Relax: True' to keep "
@@ -465,29 +531,6 @@ class _Reader:
                     f"stop at {echoed(stop)} is not {_STOP_PERCENT[0]}-{_STOP_PERCENT[-1]}%; "
                     "every step is run",
                     "stop at",
-                )
-        vae = get("VAE")
-        if vae is not None:
-            stem = Path(str(vae)).stem
-            if stem in self.installed.vaes:
-                with_vae = {**self.request.options, "vae": stem}
-                refusal = self.installed.vae_refusal(
-                    dataclasses.replace(self.request, options=with_vae)
-                )
-                if refusal is None:
-                    options["vae"] = stem
-                elif self.model_substituted:  # the stand-in model's family differs
-                    self._tell(
-                        f"VAE {echoed(vae)} does not fit "
-                        f"{self.request.model or 'the default model'}, which stands in for the "
-                        "picture's; the model's own VAE is used",
-                        "VAE",
-                    )
-                else:  # refused now, as the render would, charging nothing
-                    raise RequestError(refusal)
-            else:
-                self._tell(
-                    f"VAE {echoed(vae)} is not installed here; the model's own VAE is used", "VAE"
                 )
         self._apply(
             {"options": {**self.request.options, **options}} if options else {},

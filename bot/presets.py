@@ -18,8 +18,15 @@ from typing import Any
 
 import aiosqlite
 
-from bot.requests import RequestError, check_prompt_length, check_saved_values
+from bot.requests import (
+    ImagineOptions,
+    RequestError,
+    check_prompt_length,
+    check_sampler,
+    check_saved_values,
+)
 from bot.shown_text import as_read, shortened
+from bot.user_errors import Reason, UserError, as_sentence
 from db import presets as store
 from db.database import transaction
 from db.presets import Scope, StoredPreset
@@ -34,7 +41,9 @@ __all__ = [
     "Presets",
     "Scope",
     "as_code",
+    "check_saved_sampler",
     "over_saved_settings",
+    "refused_as_saved",
 ]
 
 MAX_PRESETS = 25  # per member, and per server
@@ -111,7 +120,7 @@ def validated(preset: Preset) -> Preset:
         )
     if not preset.settings():
         raise RequestError("a preset must fix at least one setting (sampler, steps, cfg, ...)")
-    check_saved_values(preset.steps, preset.cfg, preset.size, preset.clip_skip)
+    check_saved_values(preset.steps, preset.cfg, preset.size, preset.clip_skip, preset.sampler)
     if preset.negative is not None:
         check_prompt_length(preset.negative, "the preset's negative prompt")
     return dataclasses.replace(preset, name=name)
@@ -131,6 +140,47 @@ def over_saved_settings(preset: Preset | None, settings: UserSettings) -> Preset
         negative=base.negative if base.negative is not None else settings.negative,
         clip_skip=base.clip_skip if base.clip_skip is not None else settings.clip_skip,
     )
+
+
+def refused_as_saved(error: Exception, what: str, preset: Preset | None) -> UserError:
+    """The refusal ``error`` of a ``what`` (sampler, model, style) the member did not type: it
+    came from ``preset`` (None: their /settings), saved before such a value was checked on
+    saving. It says where the value is kept and how to change it, so the member is not left
+    guessing (reason: ``error``'s, else a bad input)."""
+    if preset is None:
+        where = "your /settings"
+        fix = f"change it with `/settings {what}:`, or clear them with `/settings reset:True`"
+    elif preset.scope is Scope.SERVER:
+        where = f"this server's preset {as_code(preset.name)}"
+        fix = "pick another preset, or ask an admin to mend that one"
+    else:
+        where = f"your preset {as_code(preset.name)}"
+        fix = (
+            f"save it again with `/presets save name:{preset.name.replace('`', '')} {what}:`, "
+            "or delete it with `/presets delete`"
+        )
+    return UserError(
+        f"{as_sentence(str(error))} That {what} comes from {where}: {fix}.",
+        getattr(error, "reason", Reason.INPUT),
+    )
+
+
+def check_saved_sampler(
+    options: ImagineOptions, preset: Preset | None, settings: UserSettings
+) -> None:
+    """Refuse a sampler the request takes from ``preset`` or the member's /settings (the
+    options and the prompt name none) that is no sampler, saying where it is saved
+    (``refused_as_saved``): the member typed no sampler."""
+    if options.sampler or options.typed[1].sampler:
+        return
+    saved_in = preset if preset is not None and preset.sampler else None
+    sampler = saved_in.sampler if saved_in is not None else settings.sampler
+    if sampler is None:
+        return
+    try:
+        check_sampler(sampler)
+    except RequestError as error:
+        raise refused_as_saved(error, "sampler", saved_in) from None
 
 
 def _from_stored(stored: StoredPreset, scope: Scope) -> Preset:

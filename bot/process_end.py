@@ -80,8 +80,9 @@ def end_at_once(signum: signal.Signals) -> NoReturn:
 
 
 class EarlyStop:
-    """A stop signal heard before the event loop handles them (``easel worker``'s seconds of
-    importing torch): noted (``signum``) for the loop to stop at once, where the signal would
+    """A stop signal heard before the event loop handles them (the command line's imports,
+    from ``bot.cli.entry`` on; ``easel worker``'s seconds of importing torch; ``easel run``'s
+    of discord): noted (``signum``) for the loop to stop at once, where the signal would
     end the process (status 143, or a KeyboardInterrupt's traceback). A second one ends it at
     once (``end_at_once``), as a second one while stopping does."""
 

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from bot.requests import ImagineOptions, RequestError, build_request
+from inference.limits import CFG_ACCEPTS, STEPS_ACCEPTS, out_of_range
+from inference.quoting import cut
 from inference.types import RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -34,8 +36,11 @@ def remix_fields(request: RenderRequest) -> RemixFields:
     """The fields filled in from a job's request."""
     if request.width is not None and request.height is not None:
         size = f"{request.width}x{request.height}"
-    else:
+    elif request.mode == "txt2img":
         size = str(request.options.get("aspect") or AUTO_SIZE)
+    else:  # made from a picture, sized by it: an aspect ratio journaled before is not shown,
+        # as the form would refuse it unchanged (``remix_request``)
+        size = AUTO_SIZE
     return RemixFields(
         prompt=request.prompt,
         negative=request.negative_prompt,
@@ -58,15 +63,21 @@ def _seed(text: str) -> int | None:
 
 
 def _steps_cfg(text: str) -> tuple[int, float]:
+    """The two numbers; each refused as what it is not ("1.5, 7": steps must be whole)."""
     parts = [part.strip() for part in text.split(",")]
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        steps, cfg = int(parts[0]), float(parts[1])
-    except ValueError:
+    if len(parts) != 2:
         raise RequestError(
             f"steps and CFG {text!r} must be two numbers separated by a comma, e.g. `20, 7`"
-        ) from None
+        )
+    steps_text, cfg_text = parts
+    try:
+        steps = int(steps_text)
+    except ValueError:
+        raise RequestError(out_of_range("steps", STEPS_ACCEPTS, cut(steps_text))) from None
+    try:
+        cfg = float(cfg_text)
+    except ValueError:
+        raise RequestError(out_of_range("CFG scale", CFG_ACCEPTS, cut(cfg_text))) from None
     return steps, cfg
 
 
@@ -103,11 +114,19 @@ def remix_request(original: RenderRequest, fields: RemixFields) -> RenderRequest
     )
     width, height = original.width, original.height
     options = dict(original.options)
-    if edited.width is not None or "aspect" in edited.options:  # a size was given
+    aspect = edited.options.get("aspect")
+    if aspect is not None and original.mode != "txt2img":
+        # The engine sizes a pass over a picture from that picture or a typed WxH; an aspect
+        # ratio, which shapes the model's native size, would be dropped without a word.
+        raise RequestError(
+            f"aspect ratio {aspect}: it shapes a new picture, and this one is made from a "
+            f"picture; give the size as WxH (e.g. 512x288) or `{AUTO_SIZE}` for the picture's own"
+        )
+    if edited.width is not None or aspect is not None:  # a size was given
         width, height = edited.width, edited.height
         options.pop("aspect", None)
-        if "aspect" in edited.options:
-            options["aspect"] = edited.options["aspect"]
+        if aspect is not None:
+            options["aspect"] = aspect
     remixed = dataclasses.replace(
         original,
         prompt=edited.prompt,

@@ -11,7 +11,24 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from inference.face_options import FACE_RESTORE, FIX_FACES
-from inference.limits import MAX_CLIP_SKIP, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
+from inference.limits import (
+    CFG_ACCEPTS,
+    CLIP_SKIP_ACCEPTS,
+    COUNT_ACCEPTS,
+    MAX_CFG,
+    MAX_CLIP_SKIP,
+    MAX_COUNT,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_CFG,
+    MIN_COUNT,
+    MIN_SIZE,
+    MIN_STEPS,
+    SEED_ACCEPTS,
+    SIZE_MULTIPLE,
+    STEPS_ACCEPTS,
+    out_of_range,
+)
 from inference.limits import MAX_SEED as MAX_SEED
 from inference.names import as_typed
 from inference.prompts import (
@@ -23,6 +40,7 @@ from inference.prompts import (
     resolve_flags,
 )
 from inference.quoting import echoed
+from inference.samplers import scheduler_spec
 from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
 from inference.validation import validate_request
 
@@ -32,8 +50,6 @@ if TYPE_CHECKING:
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 # A side of more digits is past every size and refused unread (int() refuses 4,300 and more).
 _MAX_SIDE_DIGITS = 6
-# The Discord contract offers 1-4 pictures a request (a 2x2 grid at most).
-MAX_COUNT = 4
 # The longest prompt (and negative prompt) accepted from anywhere: typed, or read from a
 # picture's parameters; also the slash commands' prompt options' length limit.
 MAX_PROMPT_CHARS = 4000
@@ -98,7 +114,7 @@ def resolve_seed(seed: int | None, name: str = "seed") -> int:
     if seed is None or seed == -1:
         return random_seed()
     if not 0 <= seed <= MAX_SEED:
-        raise RequestError(f"{name} must be -1 (random) or between 0 and {MAX_SEED}, not {seed}")
+        raise RequestError(out_of_range(name, SEED_ACCEPTS, seed))
     return seed
 
 
@@ -200,23 +216,37 @@ def build_requests(
 
 
 def check_saved_values(
-    steps: int | None, cfg: float | None, size: str | None, clip_skip: int | None
+    steps: int | None,
+    cfg: float | None,
+    size: str | None,
+    clip_skip: int | None,
+    sampler: str | None,
 ) -> None:
     """The values a preset or a member's /settings keep, checked when they are saved;
     ``RequestError`` names the first bad one (None: not set)."""
-    if steps is not None and not 1 <= steps <= 150:
-        raise RequestError(f"steps must be between 1 and 150, not {steps}")
-    if cfg is not None and not 0 <= cfg <= 30:
-        raise RequestError(f"cfg must be between 0 and 30, not {cfg!r}")
+    if sampler is not None:
+        check_sampler(sampler)
+    if steps is not None and not MIN_STEPS <= steps <= MAX_STEPS:
+        raise RequestError(out_of_range("steps", STEPS_ACCEPTS, steps))
+    if cfg is not None and not MIN_CFG <= cfg <= MAX_CFG:
+        raise RequestError(out_of_range("CFG scale", CFG_ACCEPTS, cfg))
     if size is not None:
         parse_size(size)
     if clip_skip is not None:
         _check_clip_skip(clip_skip)
 
 
+def check_sampler(sampler: str) -> None:
+    """``RequestError`` unless ``sampler`` names a sampler, checked as a render checks it."""
+    try:
+        scheduler_spec(sampler)
+    except RenderInputError as error:
+        raise RequestError(str(error)) from None
+
+
 def _check_clip_skip(clip_skip: int) -> None:
     if not 1 <= clip_skip <= MAX_CLIP_SKIP:
-        raise RequestError(f"clip skip must be between 1 and {MAX_CLIP_SKIP}, not {clip_skip}")
+        raise RequestError(out_of_range("clip skip", CLIP_SKIP_ACCEPTS, clip_skip))
 
 
 def _render_flags(flags: InlineFlags, clip_skip: int | None) -> dict[str, object]:
@@ -276,8 +306,8 @@ def _build(
     if model_defaults is not None:
         defaults = model_defaults(flags.model)
     count = flags.count if flags.count is not None else 1
-    if not 1 <= count <= MAX_COUNT:
-        raise RequestError(f"count must be between 1 and {MAX_COUNT}, not {count}")
+    if not MIN_COUNT <= count <= MAX_COUNT:
+        raise RequestError(out_of_range("count", COUNT_ACCEPTS, count))
     width = height = None
     clip_skip = options.clip_skip
     if clip_skip is None and preset is not None:

@@ -7,8 +7,12 @@ backup holds. A database whose mark that file does not name was put back: its qu
 running jobs end cancelled, "lost in a restore from a backup", refunded, and nothing of them is
 rendered or posted. ``easel restore`` leaves the file naming no mark (``mark_restored``), so
 that a backup taken since the last start, or one without a mark (of an Easel before schema 35),
-counts as put back too. A whole folder moved keeps both marks; a database without a mark yet
-and no file (the first start after an upgrade) counts as the folder's own.
+counts as put back too. A backup taken during the current run and put back by hand, the file
+left in place, holds the current mark: the file also gives, for its mark, how many queued or
+running jobs had ended (the database counts them in each end's transaction; ``RunFileKeeper``
+copies the count while the bot runs), so one that counts fewer is a copy from before those ends,
+put back. A whole folder moved keeps both marks; a database without a mark yet and no file (the
+first start after an upgrade) counts as the folder's own.
 
 A start with no database beside stored pictures (put back before it) would make an empty one
 whose first retention sweep deletes them all: it is refused (``PicturesWithoutDatabase``)."""
@@ -26,13 +30,17 @@ from pathlib import Path
 import aiosqlite
 
 from bot.jobs import accounting
-from db import run_mark
+from bot.settings import DATABASE_FILE_NAME
+from db import broker_chores, run_mark
 from db.database import transaction
 from db.run_mark import LOST_IN_A_RESTORE
 
 log = logging.getLogger(__name__)
 
 RUN_FILE_NAME = "easel.run"
+# How often the running bot copies the database's count of ended jobs into the run file: ends
+# recorded within this before a crash are not in it (``RunFileKeeper``).
+RUN_FILE_CATCH_UP_S = 1.0
 
 __all__ = ["LOST_IN_A_RESTORE"]  # the end /history names
 
@@ -90,36 +98,53 @@ def damaged_database_problem(database: Path, error: BaseException) -> str | None
     return None
 
 
-async def take_run_mark(conn: aiosqlite.Connection, data_dir: Path, now: float) -> list[str]:
+async def take_run_mark(
+    conn: aiosqlite.Connection, data_dir: Path, now: float, *, settles_copies: bool = False
+) -> list[str]:
     """Give this start a new run mark (in ``conn`` and in ``data_dir``'s run file) before the
     queue reads the journal; when ``conn``'s database was put back from a backup, its queued
     and running jobs end lost, refunded and never posted, in the transaction that writes the
-    mark. Returns the ids of the jobs so ended."""
+    mark. ``settles_copies``: renders run on a broker, which may still hold such a job's
+    message (handed over before the stop): its copies are owed a cancelled settle there, as
+    any job's end records (``bot.jobs.queue.broker_chores``), so no worker renders it later.
+    Returns the ids of the jobs so ended."""
     named = await asyncio.to_thread(_read_run_file, data_dir)
     marked = await run_mark.read(conn)
     if named is None:  # no file: a database with a mark came without its folder
         restored = marked is not None
     else:  # a file naming none: ``easel restore``'s; a database without a mark beside a file
         # naming some: a backup from before schema 35 copied in by hand (a new database, the
-        # only other one, has no jobs to end)
-        restored = not named or marked is None or marked not in named
+        # only other one, has no jobs to end); fewer ended jobs than the file counts for its
+        # mark: a backup taken during that run, put back by hand (a crash leaves the database
+        # ahead of the file, never behind)
+        restored = (
+            not named
+            or marked is None
+            or marked.run_id not in named
+            or marked.jobs_ended < named[marked.run_id]
+        )
     mark = uuid.uuid4().hex
     if not restored:
         # The file names the database's mark beside the new one until the database holds the
         # new one (a restored one's file stays as it is until then): a stop between any two of
         # these writes leaves what the next start reads as this one did.
-        kept = [] if marked is None else [marked]
-        await asyncio.to_thread(_write_run_file, data_dir, [mark, *kept])
+        ended = 0 if marked is None else marked.jobs_ended
+        kept = {} if marked is None else {marked.run_id: ended}
+        await asyncio.to_thread(_write_run_file, data_dir, {mark: ended, **kept})
     async with transaction(conn):
         lost = await run_mark.end_unfinished_as_lost(conn, now) if restored else []
         for job_id in lost:
             await accounting.refund(conn, job_id, now)
+            if settles_copies:
+                await broker_chores.owe(conn, job_id, "cancelled", now)
         await run_mark.write(conn, mark)
-    await asyncio.to_thread(_write_run_file, data_dir, [mark])
+    written = await run_mark.read(conn)
+    assert written is not None  # just written
+    await asyncio.to_thread(_write_run_file, data_dir, {mark: written.jobs_ended})
     if restored:
         log.warning(
             "this database was put back from a backup (by `easel restore`, or its run mark is "
-            "not in %s): "
+            "not in %s, or it counts fewer ended jobs than that file): "
             "%d job(s) it held queued or running ended as %s, refunded, not rendered or posted%s",
             data_dir / RUN_FILE_NAME,
             len(lost),
@@ -129,27 +154,116 @@ async def take_run_mark(conn: aiosqlite.Connection, data_dir: Path, now: float) 
     return lost
 
 
+class RunFileKeeper:
+    """While the bot runs, copies the database's count of ended jobs (as committed) into the
+    run file beside its mark, every ``catch_up_s`` and once more at ``stop``: a backup taken
+    during this run, put back by hand with ``easel.run`` left in place, then counts fewer
+    than the file as soon as a job ended after it (and was copied) and is told as put back.
+    The file is only ever behind the database, even on disk after a power loss
+    (``_write_run_file``), so a crash never reads as a restore."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, data_dir: Path, catch_up_s: float = RUN_FILE_CATCH_UP_S
+    ) -> None:
+        self._conn = conn
+        self._data_dir = data_dir
+        self._catch_up_s = catch_up_s
+        self._copied: run_mark.RunMark | None = None
+        self._failing = False  # said once while it lasts
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """From the count ``take_run_mark`` wrote into the file."""
+        self._copied = await run_mark.read(self._conn)
+        self._task = asyncio.create_task(self._run(), name="easel-run-file")
+
+    async def stop(self) -> None:
+        """The last count copied (once the last ends are recorded, before the database
+        closes)."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        await self._task
+
+    async def catch_up(self) -> None:
+        """Copy the count, if it changed since the last copy."""
+        try:
+            current = await run_mark.read(self._conn)
+            if current is None or current == self._copied:
+                return
+            await asyncio.to_thread(
+                _write_run_file, self._data_dir, {current.run_id: current.jobs_ended}
+            )
+        except (OSError, aiosqlite.Error) as error:
+            if not self._failing:
+                log.warning(
+                    "cannot copy the count of ended jobs into %s (%s): a backup taken since "
+                    "and put back by hand would not be told from the live database",
+                    self._data_dir / RUN_FILE_NAME,
+                    error,
+                )
+            self._failing = True
+            return
+        self._copied = current
+        self._failing = False
+
+    async def _run(self) -> None:
+        # Never cancelled in a write: the last copy waits for the one under way.
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._catch_up_s)
+            await self.catch_up()
+
+
 def mark_restored(data_dir: Path) -> None:
     """Make the next start take its database for one put back from a backup (``easel
     restore``): the run file names no mark."""
-    _write_run_file(data_dir, [])
+    _write_run_file(data_dir, {})
 
 
-def _read_run_file(data_dir: Path) -> frozenset[str] | None:
-    """The marks the run file names; None when there is no file."""
+def _read_run_file(data_dir: Path) -> dict[str, int] | None:
+    """The marks the run file names, each with the count of ended jobs it was written with (0
+    where none: a file of an Easel before schema 38); None when there is no file."""
     try:
         text = (data_dir / RUN_FILE_NAME).read_text(encoding="ascii", errors="replace")
     except FileNotFoundError:
         return None
-    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+    named = {}
+    for line in text.splitlines():
+        mark, _, ended = line.strip().partition(" ")
+        if mark:
+            named[mark] = int(ended) if ended.isdigit() else 0
+    return named
 
 
-def _write_run_file(data_dir: Path, marks: list[str]) -> None:
-    """The run file naming ``marks``, replaced whole and on disk before this returns."""
+def _database_on_disk(data_dir: Path) -> None:
+    """Put what the database committed on disk: its -wal, then its file (a checkpoint between
+    the two has moved the frames into the file). With synchronous=NORMAL a commit waits in the
+    page cache for the next checkpoint, so after a power loss a run file written first would
+    count ends the database lost, and the live database would read as put back."""
+    database = data_dir / DATABASE_FILE_NAME
+    for path in (database.with_name(f"{database.name}-wal"), database):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # no -wal once the last connection closed; no database yet
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_run_file(data_dir: Path, marks: dict[str, int]) -> None:
+    """The run file naming ``marks`` (each with its count of ended jobs), replaced whole and
+    on disk before this returns, after the database (``_database_on_disk``): the counts were
+    read once committed, so the file never counts more ends than the disk holds. Blocking:
+    called off the event loop."""
+    _database_on_disk(data_dir)
     path = data_dir / RUN_FILE_NAME
     written = path.with_name(f"{RUN_FILE_NAME}.new")
     with written.open("w", encoding="ascii") as file:
-        file.write("".join(f"{mark}\n" for mark in marks))
+        file.write("".join(f"{mark} {ended}\n" for mark, ended in marks.items()))
         file.flush()
         os.fsync(file.fileno())
     written.replace(path)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Where the settings are read from beside the environment: the working directory's .env.
 ENV_FILE = Path(".env")
+# The database's file in EASEL_DATA_DIR (``Settings.database_path``; ``bot.restores`` syncs it).
+DATABASE_FILE_NAME = "easel.sqlite3"
 # EASEL_ names that are not settings but that Easel's own files read: docker-compose.yml's
 # mounts, deploy/nats-server.conf's passwords, the tests' and CI's switches. Not warned of.
 _OTHER_EASEL_NAMES = re.compile(
@@ -305,6 +307,19 @@ class Settings(BaseSettings):
             ids.add(int(part))
         return frozenset(ids)
 
+    @field_validator("allowed_servers")
+    @classmethod
+    def _check_dev_guild_served(cls, value: frozenset[int], info: ValidationInfo) -> frozenset[int]:
+        # The commands registered to a server Easel refuses would answer nothing else there.
+        dev_guild_id = info.data.get("dev_guild_id")  # absent: itself malformed, named so
+        if value and dev_guild_id is not None and dev_guild_id not in value:
+            raise ValueError(
+                f"it leaves out EASEL_DEV_GUILD_ID={dev_guild_id}, the one server the commands "
+                "are registered to, where every one of them would be refused; add that id to "
+                "EASEL_ALLOWED_SERVERS, or set EASEL_DEV_GUILD_ID to a listed server (or empty)"
+            )
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str) -> str:
@@ -411,7 +426,7 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
-        return self.data_dir / "easel.sqlite3"
+        return self.data_dir / DATABASE_FILE_NAME
 
     @property
     def existing_wildcards_dir(self) -> Path | None:

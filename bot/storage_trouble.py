@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from db.database import is_disk_full
+from db.database import is_out_of_room
 
 # SQLite's answers while another connection holds the database (past the busy timeout).
 _HELD = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -32,11 +32,11 @@ STORAGE_FULL = StorageTrouble("Easel's storage is full right now", "try again la
 DATABASE_BUSY = StorageTrouble("Easel's database is busy right now", "try again in a minute")
 
 
-def storage_trouble(error: BaseException) -> StorageTrouble | None:
+async def storage_trouble(error: BaseException) -> StorageTrouble | None:
     """``STORAGE_FULL`` when ``error`` is (or was raised while handling) a write that found no
-    room (``is_disk_full``: the disk or SQLite's file), ``DATABASE_BUSY`` when it is SQLite's
+    room (``is_out_of_room``: the disk or SQLite's file), ``DATABASE_BUSY`` when it is SQLite's
     refusal while another writer holds the database; None for anything else."""
-    if is_disk_full(error):
+    if await is_out_of_room(error):
         return STORAGE_FULL
     if (
         isinstance(error, sqlite3.OperationalError)

@@ -551,9 +551,10 @@ class AdminCog(commands.Cog):
         job_id = job.strip().lower()
         history = services_of(interaction).history
         with_it = await history.restore(_guild_id(interaction), job_id, interaction.user.id)
+        private = await history.private_among(with_it)
         also = (
             f" So may those of the {counted(len(with_it), 'job')} withdrawn with it (made from "
-            f"it, or with its pixels): {listed_ids(with_it)}."
+            f"it, or with its pixels): {listed_ids(with_it, private)}."
             if with_it
             else ""
         )

@@ -36,11 +36,17 @@ from bot.policy.addons import (
 )
 from bot.policy.engine_inputs import asks_face_restorer, check_face_restorer
 from bot.policy.guild import GuildList, NsfwPolicy
-from bot.policy.moderation import model_allowed
+from bot.policy.moderation import model_allowed, model_left_out, models_rendered
 from bot.policy.unavailable import unavailable_here
-from bot.presets import Preset, over_saved_settings
+from bot.presets import Preset, check_saved_sampler, over_saved_settings, refused_as_saved
 from bot.refusals import quota_refused, told_refusal
-from bot.requests import Defaults, ImagineOptions, build_requests, preset_named
+from bot.requests import (
+    Defaults,
+    ImagineOptions,
+    build_requests,
+    check_sampler,
+    preset_named,
+)
 from bot.services import Services
 from bot.shown_text import ELLIPSIS, as_read, grapheme_boundary, laid_out
 from bot.user_errors import Reason, UserError
@@ -48,7 +54,9 @@ from cogs.contexts import received_at
 from cogs.visibility import check_member_may_act_here, is_age_restricted
 from cogs.withdrawals import check_posts_there
 from cogs.wording import counted
-from inference.types import RenderRequest
+from inference.family_rules import check_model_family, check_model_sampler
+from inference.names import as_typed
+from inference.types import RenderInputError, RenderRequest
 
 if TYPE_CHECKING:
     from cogs.results.posting import DiscordResults
@@ -337,30 +345,61 @@ async def requests_for_member(
     ``RequestError``."""
     services = services_of(interaction)
     personal = await services.member_settings.get(interaction.user.id)
-    model_defaults = await model_defaults_for(interaction)
+    default_model = await default_model_for(interaction)
+    allowed = await allowed_models_where(services, interaction.guild_id)
 
     def build(chosen: Preset | None) -> list[RenderRequest]:
-        return build_requests(
+        check_saved_sampler(options, chosen, personal)
+        requests = build_requests(
             options,
             services.request_defaults,
             over_saved_settings(chosen, personal),
-            model_defaults,
+            lambda model: services.model_defaults(model, default_model),
         )
+        # The others differ by seed.
+        check_family_takes(services, requests[0], default_model, allowed)
+        return requests
 
     def unless_a_preset_is_named() -> list[RenderRequest] | None:
         return None if preset_named(options) else build(None)
 
     # Off the loop: the prompt's flags are parsed (once: ``options`` keeps them) and the
-    # model's family read from its file's header. Only a named preset, looked up in the
-    # database, comes back to the loop between the two.
+    # model's family read from its file's header (its defaults, what it cannot take). Only
+    # a named preset, looked up in the database, comes back to the loop between the two.
     requests = await asyncio.to_thread(unless_a_preset_is_named)
     chosen = None
     if requests is None:
         preset_name = preset_named(options)
         assert preset_name is not None  # named, or the requests were built
         chosen = await services.presets.find(interaction.user.id, interaction.guild_id, preset_name)
+        if chosen is not None and chosen.model and not (options.model or options.typed[1].model):
+            try:
+                await check_model_usable(services, as_typed(chosen.model), interaction.guild_id)
+            except UserError as error:
+                raise refused_as_saved(error, "model", chosen) from None
         requests = await asyncio.to_thread(build, chosen)
     return MemberRequests(requests, chosen, personal.private_results)
+
+
+def check_family_takes(
+    services: Services,
+    request: RenderRequest,
+    default_model: str | None,
+    allowed_models: Collection[str],
+) -> None:
+    """What the model's family cannot take (fast mode, clip skip or a sampler on Flux, a
+    refiner after SD 1.5, a refiner as the model) refused before anything is queued, in the
+    engine's own sentence (``inference.family_rules``), not after a wait in the queue and a
+    load. A model or refiner ``allowed_models`` (``allowed_models_where``) leaves out is left
+    to admission, whose one refusal never tells what the server hides (nor its family).
+    Reads the model's header (cached per file version): run it on a thread."""
+    named = (as_typed(str(name)) for name in models_rendered(request) if name is not None)
+    if model_left_out(named, allowed_models) is not None:
+        return
+    try:
+        check_model_family(services.registry, request, default_model)
+    except RenderInputError as error:
+        raise UserError(str(error)) from None
 
 
 async def model_defaults_for(
@@ -385,11 +424,28 @@ async def models_allowed_in(
 ) -> list[str]:
     """``names`` less the models this server does not allow: a list, an autocomplete or a
     refusal never shows what the server's admins left out."""
-    names = list(names)
-    if guild_id is None:
-        return names
-    allowed = (await services.guild_policy.settings(guild_id)).entries(GuildList.ALLOWED_MODEL)
+    allowed = await allowed_models_where(services, guild_id)
     return [name for name in names if model_allowed(name, allowed)]
+
+
+async def allowed_models_where(services: Services, guild_id: int | None) -> Collection[str]:
+    """The models this server's list allows (empty: every model, as in direct messages)."""
+    if guild_id is None:
+        return ()
+    return (await services.guild_policy.settings(guild_id)).entries(GuildList.ALLOWED_MODEL)
+
+
+async def picture_renderers_in(
+    services: Services, guild_id: int | None
+) -> tuple[list[str], list[str]]:
+    """The models and VAEs installed that ``guild_id`` allows: what a picture's own settings
+    may name when it is rendered from again (``bot.edits.request_from_infotext``). The
+    folders are walked on a thread."""
+    models, vaes = await asyncio.to_thread(
+        lambda: (services.model_names(), list(services.registry.network_files("vae")))
+    )
+    rules = await services.guild_policy.addon_rules(guild_id)
+    return await models_allowed_in(services, guild_id, models), rules.usable(AddonKind.VAE, vaes)
 
 
 async def check_model_installed(
@@ -404,9 +460,32 @@ async def check_model_installed(
         return
     if model in await asyncio.to_thread(services.list_models):
         return
+    raise await _model_unavailable(services, model, guild_id)
+
+
+async def check_model_usable(services: Services, model: str, guild_id: int | None) -> None:
+    """``check_model_installed``, and this server allows it: a model saved in a preset,
+    checked on saving and on use (admission checks what a request names)."""
+    await check_model_installed(services, model, guild_id)
+    if not await models_allowed_in(services, guild_id, [model]):
+        raise await _model_unavailable(services, model, guild_id)
+
+
+async def check_model_takes_sampler(services: Services, model: str, sampler: str) -> None:
+    """``sampler``, saved with ``model`` (a preset), refused on saving when no such sampler
+    is, or when ``model``'s flow family lacks it (Flux schnell: Euler, UniPC), in its
+    render's sentence (``check_model_sampler``: a header read, on a thread)."""
+    check_sampler(sampler)
+    try:
+        await asyncio.to_thread(check_model_sampler, services.registry, model, sampler)
+    except RenderInputError as error:
+        raise UserError(str(error)) from None
+
+
+async def _model_unavailable(services: Services, model: str, guild_id: int | None) -> UserError:
     labels = await asyncio.to_thread(services.model_labels)  # as /models lists them
     usable = await models_allowed_in(services, guild_id, labels)
-    raise unavailable_here("model", model, usable, "/models")
+    return unavailable_here("model", model, usable, "/models")
 
 
 async def check_addons_installed(

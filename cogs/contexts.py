@@ -25,6 +25,9 @@ from bot.jobs.retention import DISCORD_TOKEN_LIFETIME_S
 from bot.memo import ExpiringKeys
 from cogs.visibility import DISCORD_FAILED
 
+# /forget-me's command name (``cogs.history``), which some paths must know before its cog runs.
+FORGET_ME = "forget-me"
+
 if TYPE_CHECKING:
     from discord.state import ConnectionState
 
@@ -53,7 +56,11 @@ def received_at(interaction: discord.Interaction[Any]) -> float | None:
     return value if isinstance(value, float) else None
 
 
-def _stamp_receipts(state: ConnectionState[Any], serves: Callable[[int], bool]) -> None:
+def _stamp_receipts(
+    state: ConnectionState[Any],
+    serves: Callable[[int], bool],
+    refusals: set[asyncio.Task[None]],
+) -> None:
     """Each interaction's payload stamped with when its gateway event is parsed (the monotonic
     clock), before discord.py hands it to a command, a view or a form: in the gateway's order,
     so a button's or form's work is placed against a stop heard after it
@@ -66,9 +73,10 @@ def _stamp_receipts(state: ConnectionState[Any], serves: Callable[[int], bool]) 
     and where the first defer's reply was lost, ``defer_thinking`` would take that refusal for
     its own lost answer, journaling and charging the job twice.
 
-    One from a server that ``serves`` refuses is answered so (``_refuse_unserved``) and handed
-    to nothing else: here every kind of interaction passes, before discord.py's dispatch; only
-    /forget-me is served everywhere (``_served_everywhere``)."""
+    One from a server that ``serves`` refuses is answered so (``_refuse_unserved``, the answer
+    kept in ``refusals`` until sent) and handed to nothing else: here every kind of interaction
+    passes, before discord.py's dispatch; only /forget-me is served everywhere
+    (``_served_everywhere``)."""
     parsers = state.parsers  # the dict the gateway reads each event's parser from
     parse = parsers["INTERACTION_CREATE"]
     seen: ExpiringKeys[str] = ExpiringKeys(DISCORD_TOKEN_LIFETIME_S, INTERACTIONS_REMEMBERED)
@@ -85,7 +93,9 @@ def _stamp_receipts(state: ConnectionState[Any], serves: Callable[[int], bool]) 
             and not serves(int(guild_id))
             and not _served_everywhere(payload)
         ):
-            _refuse_unserved(state, payload)
+            answer = _refuse_unserved(state, payload)
+            refusals.add(answer)
+            answer.add_done_callback(refusals.discard)
             return
         if isinstance(data := payload.get("data"), dict):
             data[_RECEIVED_AT] = now
@@ -97,7 +107,7 @@ def _stamp_receipts(state: ConnectionState[Any], serves: Callable[[int], bool]) 
 # Commands answered in every server, listed or not: a member whose only server in common with
 # Easel was left off EASEL_ALLOWED_SERVERS (DMs off) could otherwise never erase their data.
 # /forget-me (``cogs.history``) has no buttons or forms, so only its command needs to pass.
-_COMMANDS_SERVED_EVERYWHERE = frozenset({"forget-me"})
+_COMMANDS_SERVED_EVERYWHERE = frozenset({FORGET_ME})
 
 
 def _served_everywhere(payload: dict[str, Any]) -> bool:
@@ -109,13 +119,10 @@ def _served_everywhere(payload: dict[str, Any]) -> bool:
     )
 
 
-# The answers to interactions from servers Easel does not serve, kept until sent.
-_refusals: set[asyncio.Task[None]] = set()
-
-
-def _refuse_unserved(state: ConnectionState[Any], payload: dict[str, Any]) -> None:
+def _refuse_unserved(state: ConnectionState[Any], payload: dict[str, Any]) -> asyncio.Task[None]:
     """Answers an interaction from a server Easel does not serve, in the background (the
-    parser is synchronous), as discord.py would read it; nothing of it is recorded."""
+    parser is synchronous), as discord.py would read it; nothing of it is recorded. The
+    answer's task."""
     # The gateway's payload, untyped here, is what discord.py reads into an Interaction.
     interaction: discord.Interaction[Any] = discord.Interaction(data=payload, state=state)  # type: ignore[arg-type]
     log.info(
@@ -123,9 +130,7 @@ def _refuse_unserved(state: ConnectionState[Any], payload: dict[str, Any]) -> No
         interaction.id,
         interaction.guild_id,
     )
-    answer = asyncio.create_task(_answer_unserved(interaction), name="easel-unserved-server")
-    _refusals.add(answer)
-    answer.add_done_callback(_refusals.discard)
+    return asyncio.create_task(_answer_unserved(interaction), name="easel-unserved-server")
 
 
 async def _answer_unserved(interaction: discord.Interaction[Any]) -> None:
@@ -155,8 +160,28 @@ class EaselCommandTree(app_commands.CommandTree[Any]):
 
     def __init__(self, client: discord.Client, *args: Any, **kwargs: Any) -> None:
         super().__init__(client, *args, **kwargs)
+        # The answers to interactions from servers Easel does not serve, until sent (a task
+        # nobody holds may be collected mid-send).
+        self._refusals: set[asyncio.Task[None]] = set()
         # The bot's settings are read when an interaction comes: the tree is made before them.
-        _stamp_receipts(self._state, lambda guild_id: self.client.settings.serves_server(guild_id))
+        _stamp_receipts(
+            self._state,
+            lambda guild_id: self.client.settings.serves_server(guild_id),
+            self._refusals,
+        )
+
+    async def refusals_sent(self, timeout_s: float) -> None:
+        """For Easel's stop, before discord.py's HTTP session closes: the answers still being
+        sent to interactions from servers Easel does not serve, for ``timeout_s`` at most
+        (Discord holding them: a 429); those left then are cancelled, and awaited."""
+        if not self._refusals:
+            return
+        _, late = await asyncio.wait(set(self._refusals), timeout=max(0.0, timeout_s))
+        for answer in late:
+            answer.cancel()
+        if late:
+            log.info("%d answer(s) to servers Easel does not serve cut short: it stops", len(late))
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if interaction.type is discord.InteractionType.application_command:

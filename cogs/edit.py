@@ -35,10 +35,10 @@ from cogs.common import (
     acknowledge,
     check_addons_installed,
     first_image,
+    picture_renderers_in,
     services_of,
     submit_from_interaction,
 )
-from cogs.lists import allowed_model_names
 from cogs.results.story import checked_upload, picture_with_story
 from cogs.visibility import check_member_may_use, message_for_member
 from inference.types import RenderRequest
@@ -145,6 +145,13 @@ def picture_in(message: discord.Message) -> discord.Attachment:
     return picture
 
 
+async def _renderers_here(
+    interaction: discord.Interaction[Any],
+) -> tuple[list[str], list[str]]:
+    """The models and VAEs a picture's own settings may name here."""
+    return await picture_renderers_in(services_of(interaction), interaction.guild_id)
+
+
 async def _submit(
     interaction: discord.Interaction[Any],
     inputs: SavedInputs,
@@ -234,16 +241,21 @@ class EditCog(commands.Cog):
         how_to_give_a_prompt: str = "give one with `prompt`",
     ) -> None:
         denoise = vary_denoise(strength)  # a typo is refused before "thinking…"
-        private = await acknowledge(interaction, image)
+        # The picture's text may say "Relax: True": a free --relax job (as /use-settings').
+        private = await acknowledge(interaction, image, may_be_free=True)
         async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
             picture, posted_as = await picture_with_story(
                 interaction, saved, source, image.filename
             )
             check_may_vary(picture)  # no prompt makes its size right: said first
-            models = await allowed_model_names(interaction)
+            models, vaes = await _renderers_here(interaction)
             base = request_from_infotext(
-                picture.infotext, prompt, models, how_to_give_a_prompt=how_to_give_a_prompt
+                picture.infotext,
+                prompt,
+                models,
+                usable_vaes=vaes,
+                how_to_give_a_prompt=how_to_give_a_prompt,
             )
             request = vary_request(base, picture, denoise)
             await _submit(interaction, inputs, "vary", request, picture, private, posted_as)
@@ -273,12 +285,12 @@ class EditCog(commands.Cog):
         only_masked: bool = False,
         invert: bool = False,
     ) -> None:
-        private = await acknowledge(interaction, image, mask)
+        private = await acknowledge(interaction, image, mask, may_be_free=True)
         async with SavedInputs(interaction) as inputs:
             picture = await inputs.save(image)
             mask_picture = await inputs.save(mask, mask=True)
-            models = await allowed_model_names(interaction)
-            base = request_from_infotext(picture.infotext, prompt, models)
+            models, vaes = await _renderers_here(interaction)
+            base = request_from_infotext(picture.infotext, prompt, models, usable_vaes=vaes)
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
             await services_of(interaction).picture_work.run(
@@ -326,15 +338,18 @@ class EditCog(commands.Cog):
         if upscaler is not None:  # a typo is refused before "thinking…"
             named = RenderRequest(prompt="", options={"upscaler": upscaler})
             await check_addons_installed(services, named, interaction.guild_id, {})
-        private = await acknowledge(interaction, image)
+        # A creative one reads the picture's text, which may make it free (--relax).
+        private = await acknowledge(interaction, image, may_be_free=mode != "fast")
         async with SavedInputs(interaction) as inputs:
             saved = await inputs.save(image)
             picture, posted_as = await picture_with_story(
                 interaction, saved, source, image.filename
             )
             # A fast upscale uses no model: the picture's is not read.
-            models = None if mode == "fast" else await allowed_model_names(interaction)
-            base = request_from_infotext(picture.infotext, None, models, prompt_required=False)
+            models, vaes = (None, []) if mode == "fast" else await _renderers_here(interaction)
+            base = request_from_infotext(
+                picture.infotext, None, models, usable_vaes=vaes, prompt_required=False
+            )
             installed_upscalers = await asyncio.to_thread(services.upscaler_names)
             request = upscale_request(
                 base,

@@ -15,6 +15,7 @@ from bot.requests import RequestError
 from bot.storage_trouble import storage_trouble
 from bot.user_errors import Reason, UserError, as_sentence
 from cogs.common import ALREADY_ACKNOWLEDGED, recorded_job, services_of, tell
+from cogs.contexts import FORGET_ME
 from inference.infotext import InfotextError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _first_response_refused(
 # What a member is told to do after an internal failure (``report_error``).
 _TRY_AGAIN = "try again later, or give the reference to a server admin."
 # Where a failure's log lines name no member: /forget-me's outlive the erase it asks for.
-_MEMBER_UNNAMED_IN = frozenset({"/forget-me"})
+_MEMBER_UNNAMED_IN = frozenset({f"/{FORGET_ME}"})
 
 
 async def report_error(
@@ -126,7 +127,7 @@ async def report_error(
     unnamed = where in _MEMBER_UNNAMED_IN
     refusal = refusal_of(error)
     cause = _cause(error)
-    if refusal is None and (trouble := storage_trouble(cause)) is not None:
+    if refusal is None and (trouble := await storage_trouble(cause)) is not None:
         log.warning(
             "%s%s: %s (%s); the member was told so",
             where,

@@ -60,12 +60,15 @@ An `/imagine` option you set beats the same flag; the answer says which was used
 _BUTTONS = """\
 **Buttons under a result** (each job is charged to whoever clicks):
 A grid: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (again, new seed).
-A single picture: `Vary (Subtle)`, `Vary (Strong)`, `Upscale (2x)`, `Upscale (4x)`, `🔄`, \
-`Zoom Out (2x)`, the pans ⬅️ ➡️ ⬆️ ⬇️, `Vary (Region)` (repaint a part you name in words or \
-paint on a page) and `Fix faces`.
+A single picture: `Vary (Subtle)`, `Vary (Strong)`, `Upscale (2x)`, `Upscale (4x)`, `🔄` \
+(under `U1`–`U4`: that picture again), `Zoom Out (2x)`, the pans ⬅️ ➡️ ⬆️ ⬇️, `Vary (Region)` \
+(repaint a part you name in words or paint on a page) and `Fix faces`; each keeps the \
+picture's settings. A fast upscale has no `🔄` nor `Remix`: they would enlarge it again.
 Every result: `Remix` (a form with its prompt and settings; the edited job renders for \
 whoever submits it), `DM me` (a copy in your direct messages; not of a picture made in an \
-age-restricted channel) and `Delete` (its owner, or a member with Manage Messages there).
+age-restricted channel; a copy of another member's picture is deleted when they run \
+`/forget-me` or a moderator withdraws it: save the file to keep it) and `Delete` (its owner, \
+or a member with Manage Messages there).
 Buttons keep working after the bot restarts. A result a moderator deleted, or whose prompt \
 uses a word the server has banned since, is not shown or used again."""
 
@@ -107,7 +110,8 @@ result by DM, except those made in age-restricted channels); `reset` forgets the
 pictures; one you stop while it renders, the GPU time it used; an admin's stop is free), \
 your limits here.
 `/forget-me` — erases your jobs, pictures, uploads and settings, and deletes Easel's posts \
-of them in servers, U1–U4 reposts included (copies sent to you by DM stay). What others \
+of them in servers, U1–U4 reposts and the copies others asked for with DM me included \
+(copies sent to you by DM stay). What others \
 made from your public results (their V1–V4, Vary, 🔄, Remix or Upscale) is theirs and keeps \
 your prompt.
 Pictures, prompts and buttons belong to the server and channel they were made in: others \

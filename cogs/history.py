@@ -40,6 +40,7 @@ from cogs.common import (
     services_of,
     turned_label,
 )
+from cogs.contexts import FORGET_ME
 from cogs.errors import report_error
 from cogs.job_lines import history_line_text
 from cogs.lists import MAX_SEARCH_CHARS
@@ -312,7 +313,7 @@ def forgotten_text(forgotten: Forgotten) -> str:
         f"{counted(forgotten.pictures, 'stored picture')}, "
         f"{counted(forgotten.uploads, 'uploaded picture')} and your settings."
         f"{posts}{anonymised}{deferred}{broker} Copies sent to you by direct message stay: "
-        "delete those there."
+        "delete those there. Copies other members asked for with DM me go with your posts."
     )
 
 
@@ -653,7 +654,7 @@ class HistoryCog(commands.Cog):
                         for i, path in enumerate(paths)
                     ],
                 )
-                view = job_view(job.job_id, len(paths))
+                view = job_view(job.job_id, request, len(paths))
         except FileNotFoundError as missing:
             raise deleted_picture_read(job, range(len(paths)), missing) from None
         previews = SHOWN_AS_PREVIEW if any(is_preview for _, is_preview in fitted) else ""
@@ -669,7 +670,7 @@ class HistoryCog(commands.Cog):
             await link_post_again(self._history, job, interaction.channel_id, sent)
 
     @app_commands.command(
-        name="forget-me",
+        name=FORGET_ME,
         description="Erase your jobs, pictures, uploads and settings; anonymise your quota records",
     )
     async def forget_me(self, interaction: discord.Interaction[Any]) -> None:
@@ -708,7 +709,7 @@ class HistoryCog(commands.Cog):
                 return
             answered = True
             try:
-                await report_error(interaction, error, "/forget-me", next_step=ERASE_RETRIED)
+                await report_error(interaction, error, f"/{FORGET_ME}", next_step=ERASE_RETRIED)
             except DISCORD_FAILED as unsent:  # the retry's answer goes by DM then, if it must
                 log.warning("/forget-me: a failure could not be told (%s)", type(unsent).__name__)
 

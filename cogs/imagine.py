@@ -11,8 +11,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.styles import apply_style
-from bot.presets import MAX_PRESET_NAME
+from bot.policy.styles import apply_style, style_named
+from bot.policy.unavailable import unavailable_here
+from bot.presets import MAX_PRESET_NAME, refused_as_saved
 from bot.requests import (
     MAX_NEGATIVE_OPTION_CHARS,
     MAX_PROMPT_CHARS,
@@ -29,14 +30,30 @@ from cogs.choices import (
     schedule_type_choices,
     style_choices,
 )
-from cogs.common import requests_for_member, services_of, submit_from_interaction
+from cogs.common import (
+    allowed_models_where,
+    check_family_takes,
+    default_model_for,
+    requests_for_member,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.control import ControlType, with_control_picture
 from cogs.edit import SavedInputs
 from cogs.lists import lora_choices, with_lora
 from cogs.settings import preset_choices
 from inference.control_units import MAX_CONTROL_WEIGHT
 from inference.image_prompts import MAX_IMAGE_PROMPT_WEIGHT
-from inference.limits import MAX_CFG, MAX_CLIP_SKIP, MAX_STEPS, MIN_CFG, MIN_STEPS
+from inference.limits import (
+    MAX_CFG,
+    MAX_CLIP_SKIP,
+    MAX_COUNT,
+    MAX_STEPS,
+    MIN_CFG,
+    MIN_COUNT,
+    MIN_STEPS,
+)
+from inference.names import as_typed
 from inference.refiner import MAX_SWITCH, MIN_SWITCH, refiner_names
 from inference.types import UPSCALERS_FILLED_OPTION, RenderInputError, RenderRequest
 from inference.validation import validate_request
@@ -67,9 +84,35 @@ async def refiner_choices(
     interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[str]]:
     """Installed SDXL refiners this server allows (a refiner is a model too)."""
+    return matching_choices(await refiners_here(interaction), current)
+
+
+async def refiners_here(interaction: discord.Interaction[Any]) -> list[str]:
+    """The installed SDXL refiners the interaction's server allows."""
     # Off the loop: the models folder is walked and headers read (cached per file version).
     refiners = await asyncio.to_thread(refiner_names, services_of(interaction).registry)
-    return matching_choices(await allowed_models_only(interaction, refiners), current)
+    return await allowed_models_only(interaction, refiners)
+
+
+async def check_refiner_here(interaction: discord.Interaction[Any], request: RenderRequest) -> None:
+    """The refiner ``request`` names, refused before anything is queued when it is not
+    installed or not allowed here (naming those the member may pick, as an unknown upscaler
+    or LoRA is), or when the model it would finish is no SDXL base (asked only when this
+    server allows both: ``check_family_takes``)."""
+    services = services_of(interaction)
+    refiner = str(request.options["refiner"])
+    default_model = await default_model_for(interaction)
+    allowed = await allowed_models_where(services, interaction.guild_id)
+
+    def installed() -> list[str]:  # off the loop: a walk, and headers read (cached)
+        refiners = refiner_names(services.registry)
+        if as_typed(refiner) in refiners:
+            check_family_takes(services, request, default_model, allowed)
+        return refiners
+
+    usable = await allowed_models_only(interaction, await asyncio.to_thread(installed))
+    if as_typed(refiner) not in usable:
+        raise unavailable_here("refiner", refiner, usable, "/models")
 
 
 class ImagineCog(commands.Cog):
@@ -121,7 +164,7 @@ class ImagineCog(commands.Cog):
         sampler: str | None = None,
         size: str | None = None,
         model: str | None = None,
-        count: app_commands.Range[int, 1, 4] | None = None,
+        count: app_commands.Range[int, MIN_COUNT, MAX_COUNT] | None = None,
         style: str | None = None,
         hires: bool = False,
         fast: bool | None = None,
@@ -159,7 +202,12 @@ class ImagineCog(commands.Cog):
         asked = await requests_for_member(interaction, options)
         chosen = asked.preset
         request, *repeats = asked.requests
-        style = style or (chosen.style if chosen else None)
+        if not style and chosen is not None and chosen.style:
+            style = chosen.style
+            try:
+                style_named(services.styles(), style)
+            except RequestError as error:
+                raise refused_as_saved(error, "style", chosen) from None
         if style:
             # After the inline flags were read, so the style's text cannot be taken for one.
             prompt_text, negative_text = apply_style(
@@ -173,6 +221,8 @@ class ImagineCog(commands.Cog):
             request = with_hires_fix(request, rules.upscaler_here(services.hires_upscaler))
         if refiner or refiner_switch is not None:
             request = with_options(request, refiner=refiner, refiner_switch=refiner_switch)
+        if refiner:
+            await check_refiner_here(interaction, request)
         async with SavedInputs(interaction) as inputs:
             if control is not None:
                 request = await with_control_picture(

@@ -257,7 +257,7 @@ class RegionOffers:
         job = await visible_job(interaction, job_id)
         private = await keeps_private(interaction, job)
         check_member_may_act_here(interaction, private=private)  # before segmenting spends CPU
-        base, picture = await stored_picture(self._queue, job, idx)
+        base, picture = await stored_picture(self._queue, self._services, job, idx)
         mask_path = input_path(self._services.inputs_dir)
         request = inpaint_request(
             _with_prompt(base, prompt),
@@ -365,7 +365,7 @@ class RegionOffers:
         if not await work.run(link.user_id, _anything_painted, upload.png):
             raise UserError("The mask is empty: paint over what should change, then Submit.")
         try:
-            base, picture = await stored_picture(self._queue, job, link.idx)
+            base, picture = await stored_picture(self._queue, self._services, job, link.idx)
         except UserError:
             raise LinkRefused(_GONE, Reason.INPUT) from None
         mask_path = input_path(self._services.inputs_dir)

@@ -10,11 +10,20 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.policy.member_settings import MemberSettings, UserSettings
+from bot.policy.styles import style_named
 from bot.presets import MAX_PRESET_NAME, Preset, Scope, as_code
 from bot.requests import MAX_NEGATIVE_OPTION_CHARS
 from cogs.choices import matching_choices, model_choices, sampler_choices, style_choices
-from cogs.common import MESSAGE_LIMIT, fair_shares, services_of, tell
+from cogs.common import (
+    MESSAGE_LIMIT,
+    check_model_takes_sampler,
+    check_model_usable,
+    fair_shares,
+    services_of,
+    tell,
+)
 from inference.limits import MAX_CFG, MAX_CLIP_SKIP, MAX_STEPS, MIN_CFG, MIN_STEPS
+from inference.names import as_typed
 
 
 def describe_settings(settings: UserSettings) -> str:
@@ -52,6 +61,7 @@ class SettingsCog(commands.Cog):
         results_by_dm="Also send you a copy of each result by DM (not of age-restricted channels)",
         reset="Forget every saved default first",
     )
+    @app_commands.autocomplete(sampler=sampler_choices)
     async def settings(
         self,
         interaction: discord.Interaction[Any],
@@ -140,8 +150,16 @@ class PresetsCog(commands.Cog):
         negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
         clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
     ) -> None:
+        services = services_of(interaction)
+        # What a render would refuse is refused now, before it is kept (and maybe shared).
+        if model is not None:
+            await check_model_usable(services, as_typed(model), interaction.guild_id)
+            if sampler is not None:
+                await check_model_takes_sampler(services, as_typed(model), sampler)
+        if style is not None:
+            style_named(services.styles(), style)
         preset = Preset(name, sampler, steps, cfg, size, style, model, negative, clip_skip)
-        saved = await services_of(interaction).presets.save(interaction.user.id, preset)
+        saved = await services.presets.save(interaction.user.id, preset)
         await tell(interaction, f"Saved your preset {saved.describe()}")
 
     @presets.command(name="delete", description="Delete one of your presets")

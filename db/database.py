@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
+import os
 import random
 import re
 import sqlite3
+import tempfile
+import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -59,24 +63,118 @@ _NO_ROOM = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
 # A file's write that found no room: the disk full, or the user's disk quota used up (EDQUOT:
 # the same for Easel, though the disk's free space, as read at admission, may look ample).
 _NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# SQLite's "disk I/O error" of a write: SQLite says SQLITE_FULL for ENOSPC alone, and a used-up
+# disk quota (EDQUOT) is one of these, whose errno Python does not show (``_refused_room``).
+_WRITE_FAILED = frozenset(
+    {sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_FSYNC, sqlite3.SQLITE_IOERR_TRUNCATE}
+)
+# Two pages, as SQLite writes: what ``_refused_room`` asks of a database's folder (a WAL frame,
+# a page and its header, can straddle two of the disk's blocks).
+_PROBE_BYTES = 2 * 4096
+# How long ``_refused_room`` waits for the folders' answer: milliseconds on a healthy disk; a
+# failing disk or a hung network mount may hold the write for good, read as a plain I/O error.
+ROOM_PROBE_LIMIT_S = 2.0
+# The folder of each database ``connect`` opened, while it is open (``_refused_room``).
+_database_folders: weakref.WeakKeyDictionary[aiosqlite.Connection, Path] = (
+    weakref.WeakKeyDictionary()
+)
+# The probe of each set of folders while it runs, on its own thread: later askers wait on it
+# (a disk that hangs one holds one thread, not one per failed write).
+_probes_running: dict[tuple[Path, ...], concurrent.futures.Future[OSError | None]] = {}
+_probes_lock = threading.Lock()
 
 
-def no_room_error(error: BaseException) -> sqlite3.Error | OSError | None:
+async def found_no_room(
+    error: BaseException, *, folders: Iterable[Path] = ()
+) -> sqlite3.Error | OSError | None:
     """``error``, or the one it was raised while handling, that is a write that found no room:
-    SQLite's (``_NO_ROOM``) or a file's (``_NO_ROOM_ERRNOS``); None when there is none."""
+    SQLite's (``_NO_ROOM``; or its failed write where a database's folder, an open one's or
+    one of ``folders``, now refuses a page for want of room, that refusal: ``_refused_room``)
+    or a file's (``_NO_ROOM_ERRNOS``); None when there is none."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, sqlite3.Error) and seen.sqlite_errorcode in _NO_ROOM:
             return seen
+        if (
+            isinstance(seen, sqlite3.Error)
+            and seen.sqlite_errorcode in _WRITE_FAILED
+            and (refused := await _refused_room(folders)) is not None
+        ):
+            return refused
         if isinstance(seen, OSError) and seen.errno in _NO_ROOM_ERRNOS:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
 
 
-def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` is, or was raised while handling, a write that found no room."""
-    return no_room_error(error) is not None
+async def is_out_of_room(error: BaseException, *, folders: Iterable[Path] = ()) -> bool:
+    """Whether ``error`` is, or was raised while handling, a write that found no room
+    (``found_no_room``)."""
+    return await found_no_room(error, folders=folders) is not None
+
+
+async def _refused_room(folders: Iterable[Path]) -> OSError | None:
+    """Whether a database's folder (an open one's, or one of ``folders``) refuses a page's
+    write (and its sync) for want of room, as SQLite's write that failed with a bare I/O error
+    may have been refused (a used-up disk quota): that refusal, naming the folder; None when
+    each takes it (a real I/O error, or room made since) or gives no answer within
+    ``ROOM_PROBE_LIMIT_S``. Off the event loop: the disk has just failed a write."""
+    asked = tuple(sorted({*_database_folders.values(), *(f.resolve() for f in folders)}))
+    if not asked:
+        return None
+    try:
+        return await asyncio.wait_for(
+            asyncio.wrap_future(_probe_running(asked)), ROOM_PROBE_LIMIT_S
+        )
+    except TimeoutError:
+        log.warning(
+            "%s: a page's write gave no answer in %s s: read as an I/O error, not a full disk",
+            ", ".join(map(str, asked)),
+            ROOM_PROBE_LIMIT_S,
+        )
+        return None
+
+
+def _probe_running(folders: tuple[Path, ...]) -> concurrent.futures.Future[OSError | None]:
+    """The probe of ``folders``: the one running, else one started on its own thread (a
+    daemon's: a write the disk holds must not hold up the process's end)."""
+    with _probes_lock:
+        if (running := _probes_running.get(folders)) is not None:
+            return running
+        probe: concurrent.futures.Future[OSError | None] = concurrent.futures.Future()
+        probe.set_running_or_notify_cancel()  # an asker's time limit must not cancel it
+        _probes_running[folders] = probe
+    threading.Thread(
+        target=_probe, args=(folders, probe), name="easel-room-probe", daemon=True
+    ).start()
+    return probe
+
+
+def _probe(folders: tuple[Path, ...], probe: concurrent.futures.Future[OSError | None]) -> None:
+    try:
+        probe.set_result(_first_refusal(folders))
+    except BaseException as error:  # an asker waits on it: each answers
+        probe.set_exception(error)
+    finally:
+        with _probes_lock:
+            _probes_running.pop(folders, None)
+
+
+def _first_refusal(folders: tuple[Path, ...]) -> OSError | None:
+    for folder in folders:
+        try:
+            _write_a_page(folder)
+        except OSError as refused:
+            if refused.errno in _NO_ROOM_ERRNOS:
+                return OSError(refused.errno, refused.strerror, str(folder))
+    return None
+
+
+def _write_a_page(folder: Path) -> None:
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(bytes(_PROBE_BYTES))
+        probe.flush()
+        os.fsync(probe.fileno())
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:
@@ -143,6 +241,7 @@ async def connect(path: Path, *, busy_timeout_s: float = 5.0) -> aiosqlite.Conne
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
     _busy_timeouts_ms[conn] = round(busy_timeout_s * 1000)
+    _database_folders[conn] = path.parent.resolve()
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA foreign_keys=ON")
@@ -384,6 +483,7 @@ async def refresh_planner_statistics(conn: aiosqlite.Connection) -> bool:
 
 async def close(conn: aiosqlite.Connection) -> None:
     """Close the connection ``connect`` opened, its planner statistics refreshed first."""
+    _database_folders.pop(conn, None)
     try:
         await refresh_planner_statistics(conn)
     finally:  # a cancel, or an error not SQLite's, must not keep it open

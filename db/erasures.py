@@ -30,11 +30,14 @@ class ReplyToken:
 
 @dataclass(frozen=True)
 class Erasure:
-    """One member's request: erase what they made up to ``asked_at``."""
+    """One member's request: erase what they made up to ``asked_at``. ``again``: journaled
+    again at start from the record outside the database (``ask_again``), not by its member:
+    settings, presets and refusals go only where dated up to ``asked_at``."""
 
     user_id: int
     asked_at: float
     reply: ReplyToken | None
+    again: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ async def ask(
             "INSERT INTO erasures (user_id, asked_at, application_id, interaction_token)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
             " asked_at = excluded.asked_at, application_id = excluded.application_id,"
-            " interaction_token = excluded.interaction_token",
+            " interaction_token = excluded.interaction_token, again = 0",
             (
                 user_id,
                 asked_at,
@@ -126,7 +129,7 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
         )
         await conn.executemany("INSERT INTO temp.asked_again VALUES (?, ?)", unknown)
         rows = await conn.execute_fetchall(
-            "INSERT INTO erasures (user_id, asked_at) SELECT a.user_id, a.asked_at"
+            "INSERT INTO erasures (user_id, asked_at, again) SELECT a.user_id, a.asked_at, 1"
             " FROM temp.asked_again AS a WHERE"
             " EXISTS (SELECT 1 FROM jobs WHERE user_id = a.user_id AND created_at <= a.asked_at)"
             " OR EXISTS (SELECT 1 FROM quota_ledger WHERE user_id = a.user_id"
@@ -138,7 +141,7 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
             " OR EXISTS (SELECT 1 FROM refusals WHERE user_id = a.user_id"
             " AND created_at <= a.asked_at)"
             " ON CONFLICT (user_id) DO UPDATE SET asked_at = excluded.asked_at,"
-            " application_id = NULL, interaction_token = NULL"
+            " application_id = NULL, interaction_token = NULL, again = 1"
             " WHERE excluded.asked_at > erasures.asked_at"
             " RETURNING user_id, asked_at"
         )
@@ -150,13 +153,13 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
         )
         await conn.execute("DROP TABLE temp.asked_again")
     again = sorted((int(user_id), float(at)) for user_id, at in rows)
-    return [Erasure(user_id, at, None) for user_id, at in again]
+    return [Erasure(user_id, at, None, again=True) for user_id, at in again]
 
 
 async def unfinished(conn: aiosqlite.Connection) -> list[Erasure]:
     """The requests not yet told done, oldest first."""
     rows = await conn.execute_fetchall(
-        "SELECT user_id, asked_at, application_id, interaction_token FROM erasures"
+        "SELECT user_id, asked_at, application_id, interaction_token, again FROM erasures"
         " ORDER BY asked_at, user_id"
     )
     return [
@@ -164,8 +167,9 @@ async def unfinished(conn: aiosqlite.Connection) -> list[Erasure]:
             int(user_id),
             float(asked_at),
             None if token is None else ReplyToken(int(application_id), str(token)),
+            again=bool(again),
         )
-        for user_id, asked_at, application_id, token in rows
+        for user_id, asked_at, application_id, token, again in rows
     ]
 
 

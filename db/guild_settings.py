@@ -111,6 +111,10 @@ async def set_value(
         await _audit(conn, guild_id, user_id, setting, old_value, value, now)
 
 
+class ListFull(Exception):
+    """An entry not added: its list holds as many as it may (``change_list``'s ``at_most``)."""
+
+
 async def change_list(
     conn: aiosqlite.Connection,
     guild_id: int,
@@ -120,9 +124,23 @@ async def change_list(
     *,
     add: bool,
     now: float,
+    at_most: int | None = None,
 ) -> bool:
-    """Add or remove one entry and audit it; False (nothing audited) when nothing changed."""
+    """Add or remove one entry and audit it; False (nothing audited) when nothing changed.
+    ``at_most``: the entries ``which`` may hold (None: any number); an addition of an entry
+    not held past it raises ``ListFull``, nothing written (counted in the transaction: two
+    admins' additions at once cannot both pass). An entry held is no addition, however many
+    a list holds from before the limit."""
     async with transaction(conn):
+        if add and at_most is not None:
+            rows = await conn.execute_fetchall(
+                "SELECT COUNT(*), COALESCE(MAX(value = ?), 0) FROM guild_list_entries"
+                " WHERE guild_id = ? AND list = ?",
+                (value, guild_id, which.value),
+            )
+            count, held = next(iter(rows))
+            if count >= at_most and not held:
+                raise ListFull
         if add:
             cursor = await conn.execute(
                 "INSERT OR IGNORE INTO guild_list_entries (guild_id, list, value) VALUES (?, ?, ?)",
@@ -150,6 +168,25 @@ async def record_change(
 ) -> None:
     """Audit a change stored elsewhere (for instance quota limits)."""
     await _audit(conn, guild_id, user_id, setting, None, new_value, now)
+
+
+async def prune_audit(conn: aiosqlite.Connection, keep: int) -> int:
+    """Delete each server's audit rows but its latest ``keep`` (by time, as ``audit_log``
+    reads them); returns how many went. One statement per server over the limit, so other
+    statements run between them; the servers under it are found on the index alone."""
+    over = await conn.execute_fetchall(
+        "SELECT guild_id FROM settings_audit GROUP BY guild_id HAVING COUNT(*) > ?", (keep,)
+    )
+    pruned = 0
+    for (guild_id,) in over:
+        cursor = await write(
+            conn,
+            "DELETE FROM settings_audit WHERE guild_id = ? AND id NOT IN (SELECT id FROM"
+            " settings_audit WHERE guild_id = ? ORDER BY at DESC, id DESC LIMIT ?)",
+            (guild_id, guild_id, keep),
+        )
+        pruned += cursor.rowcount
+    return pruned
 
 
 async def audit_log(conn: aiosqlite.Connection, guild_id: int, limit: int) -> list[AuditEntry]:

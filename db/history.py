@@ -12,6 +12,7 @@ import aiosqlite
 
 from db import erasures, guild_settings, presets, quotas, refusals, run_mark
 from db.database import outside_transactions, transaction, write
+from db.jobs import StoppedBy
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,13 @@ class Withdrawal:
     posts_to_delete: int = 0
     # Older jobs of the server with their pixels, still standing (``standing_twins``).
     older_twins: Sequence[str] = ()
+    # Of those and of ``job_ids``, the private ones (their maker's alone), read for the audit
+    # row, which counts them, never names them (``private_among``).
+    private: frozenset[str] = frozenset()
 
 
 # The setting name of the audit row of a moderator's withdrawal by command or Cancel button
-# (``bot.history``), which ``withdrawn_by_moderator`` reads back.
+# (``bot.history``): it records the jobs it stops as the moderator's (``jobs.stopped_by``).
 MODERATOR_WITHDRAWAL_AUDITED_AS = "jobs withdrawn by a moderator"
 
 
@@ -55,6 +59,13 @@ class WithdrawalAudit:
     user_id: int
     setting: str
     describe: Callable[[Withdrawal], str]
+
+    @property
+    def moderators_own(self) -> bool:
+        """A moderator's own act (their command, their Cancel), not a deletion, which Discord
+        does not say who made, nor Easel's withholding: the unfinished jobs it takes are
+        stopped by them (``journal.StoppedBy.MODERATOR``)."""
+        return self.setting == MODERATOR_WITHDRAWAL_AUDITED_AS
 
 
 @dataclass(frozen=True, order=True)
@@ -387,20 +398,6 @@ async def _withdraw_job(
     )
 
 
-async def withdrawn_by_moderator(conn: aiosqlite.Connection, job_id: str) -> bool:
-    """Whether ``job_id`` was withdrawn by a moderator's own act (their Cancel, ``/easel-mod
-    withdraw``): its withdrawal's audit row, written in that transaction at the withdrawal's
-    time (``_withdraw_with_made_from``), is under ``MODERATOR_WITHDRAWAL_AUDITED_AS``. Not
-    a deletion of its message, which Discord does not say who made, nor Easel's withholding."""
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM jobs JOIN settings_audit AS audit ON audit.guild_id = jobs.guild_id"
-        " AND audit.at = jobs.withdrawn_at AND audit.setting = ?"
-        " WHERE jobs.id = ? AND jobs.withheld_why IS NULL LIMIT 1",
-        (MODERATOR_WITHDRAWAL_AUDITED_AS, job_id),
-    )
-    return bool(rows)
-
-
 async def _withdraw_with_made_from(
     conn: aiosqlite.Connection,
     first: str,
@@ -437,12 +434,16 @@ async def _withdraw_with_made_from(
     if spared is not None:
         carried = _sparing(carried, spared)
     hit = await _reached(conn, first, parameters, carried)
+    # A moderator's own withdrawal stops those unfinished as theirs, unless stopped before
+    # (a member's cancel whose end is not written yet: that stop came first).
+    stopper = StoppedBy.MODERATOR if audit is not None and audit.moderators_own else None
     rows = await conn.execute_fetchall(
         "UPDATE jobs SET withdrawn_at = ?, withheld_why = CASE id WHEN ? THEN ? END,"
-        " withdrawn_with_channel = ?"
+        " withdrawn_with_channel = ?, stopped_by = CASE WHEN status IN ('queued', 'running')"
+        " THEN COALESCE(stopped_by, ?) ELSE stopped_by END"
         " WHERE withdrawn_at IS NULL AND id IN (SELECT value FROM json_each(?))"
         " RETURNING id, guild_id, status IN ('queued', 'running')",
-        (now, withheld_id, why, not twins, json.dumps(hit)),
+        (now, withheld_id, why, not twins, stopper, json.dumps(hit)),
     )
     withdrawn = [str(row[0]) for row in rows]
     guild_id = next((row[1] for row in rows if row[1] is not None), None)
@@ -450,11 +451,22 @@ async def _withdraw_with_made_from(
     if moderators and withdrawn:
         taken = await _posts_and_kin_of(conn, taken)
     if audit is not None and guild_id is not None:
-        description = audit.describe(taken)
+        private = await private_among(conn, [*taken.job_ids, *taken.older_twins])
+        description = audit.describe(replace(taken, private=private))
         await guild_settings.record_change(
             conn, guild_id, audit.user_id, audit.setting, description, now
         )
     return withdrawn
+
+
+async def private_among(conn: aiosqlite.Connection, job_ids: Sequence[str]) -> frozenset[str]:
+    """Which of ``job_ids`` are private (their maker's alone): an audit row or an admin's
+    answer counts them, never names them, as /easel-mod does."""
+    rows = await conn.execute_fetchall(
+        "SELECT id FROM jobs WHERE private AND id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(job_ids)),),
+    )
+    return frozenset(str(row[0]) for row in rows)
 
 
 # A job ``j`` that reads a picture (``job_inputs``).
@@ -626,7 +638,7 @@ async def restore_job(
     *,
     admin_id: int,
     now: float,
-    describe: Callable[[Sequence[str]], str],
+    describe: Callable[[Sequence[str], frozenset[str]], str],
 ) -> list[str]:
     """Undo a withdrawal of ``job_id`` of ``guild_id`` (a moderator's or Easel's) and of the
     jobs withdrawn at the same moment because of it (``_withdraw_with_made_from`` writes one
@@ -635,7 +647,8 @@ async def restore_job(
     then (an erased twin's, ``withdrawn_pictures``), which would still refuse them. One
     withdrawn at another moment stays withdrawn; one withdrawn in the same bulk delete (one
     moment) comes back. Audited in the same transaction (a crash between them would lose the
-    row) as by ``admin_id``, reading ``describe(jobs restored)``. Returns the jobs restored,
+    row) as by ``admin_id``, reading ``describe(jobs restored, the private ones among them)``
+    (``private_among``). Returns the jobs restored,
     ``job_id`` first (none: it was not withdrawn)."""
     async with transaction(conn):
         at_rows = await conn.execute_fetchall(
@@ -667,9 +680,8 @@ async def restore_job(
             (guild_id, at, *restored, *restored),
         )
         restored.sort(key=lambda restored_id: restored_id != job_id)
-        await guild_settings.record_change(
-            conn, guild_id, admin_id, "restore", describe(restored), now
-        )
+        description = describe(restored, await private_among(conn, restored))
+        await guild_settings.record_change(conn, guild_id, admin_id, "restore", description, now)
     return restored
 
 
@@ -920,7 +932,11 @@ async def _erase_jobs(
         # job, or the member's own in a later batch) stays with that job; retention removes
         # it once no job reads it.
         input_paths = await _inputs_read_by_batch_alone(conn, batch)
-        posts = await _unlink_posts(conn, batch, "job_messages")
+        # And the copies other members asked for by DM (the member's own are no longer
+        # recorded: ``forget_copies_in``, theirs to delete), deleted as the posts are: each
+        # holds the member's picture and its settings.
+        copies = await _unlink_posts(conn, batch, "job_copies")
+        posts = tuple(sorted((*await _unlink_posts(conn, batch, "job_messages"), *copies)))
         condition = "jobs.id IN (SELECT value FROM json_each(?))"
         await _keep_withdrawn_pictures(conn, condition, (batch,))
         # images and job_inputs go with their job (ON DELETE CASCADE).

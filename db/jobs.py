@@ -22,6 +22,18 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class StoppedBy(StrEnum):
+    """Who first stopped a job (0037): written with the stop, never over an earlier one."""
+
+    MEMBER = "member"  # its maker's own cancel
+    # A moderator's own act on it: /easel-mod withdraw, their Cancel (``db.history``), an
+    # admin's cancel of another member's job.
+    MODERATOR = "moderator"
+    # A stop its maker was put under: a ban, the server's removal, a deletion of its message
+    # or channel, the rules of now at its start.
+    IMPOSED = "imposed"
+
+
 @dataclass(frozen=True)
 class NewJob:
     id: str
@@ -88,6 +100,9 @@ class JobRecord:
     # Submitted in the open, made private by its maker's /settings before its delivery (0031,
     # ``make_undelivered_private``): its interaction's response is public, its result theirs.
     private_since_submit: bool = False
+    # Who first stopped it (0037, ``StoppedBy``; None: nobody, or a stop before 0037 other
+    # than a moderator's withdrawal).
+    stopped_by: StoppedBy | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,8 @@ def _job(row: aiosqlite.Row) -> JobRecord:
     data["withdrawn_with_channel"] = bool(data["withdrawn_with_channel"])
     data["renders_alone"] = bool(data["renders_alone"])
     data["private_since_submit"] = bool(data["private_since_submit"])
+    if data["stopped_by"] is not None:
+        data["stopped_by"] = StoppedBy(data["stopped_by"])
     return JobRecord(**data)
 
 
@@ -222,14 +239,20 @@ async def unfinished_jobs_of(
         return [_job(row) for row in await cursor.fetchall()]
 
 
-async def members_with_unfinished_jobs_in(conn: aiosqlite.Connection, guild_id: int) -> list[int]:
-    """The members with a job queued or running in the guild."""
+async def members_with_unfinished_jobs_in(
+    conn: aiosqlite.Connection, guild_id: int
+) -> dict[int, list[str]]:
+    """The members with a job queued or running in the guild, each with those jobs' ids."""
+    members: dict[int, list[str]] = {}
     async with conn.execute(
-        """SELECT DISTINCT user_id FROM jobs
-           WHERE guild_id = ? AND status IN ('queued', 'running')""",
+        """SELECT user_id, id FROM jobs
+           WHERE guild_id = ? AND status IN ('queued', 'running')
+           ORDER BY created_at, rowid""",
         (guild_id,),
     ) as cursor:
-        return [int(user_id) for (user_id,) in await cursor.fetchall()]
+        for user_id, job_id in await cursor.fetchall():
+            members.setdefault(int(user_id), []).append(str(job_id))
+    return members
 
 
 async def latest_unposted_result_of(
@@ -278,6 +301,19 @@ async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
         f"SELECT * FROM jobs WHERE {_ENDED_UNDELIVERED} ORDER BY finished_at, rowid"
     ) as cursor:
         return await _records(await cursor.fetchall())
+
+
+async def undelivered_ended_with(
+    conn: aiosqlite.Connection, user_id: int, guild_id: int, error: str
+) -> list[str]:
+    """The ids of the member's ended jobs in the guild whose outcome waits for its post and
+    whose recorded error is ``error``, oldest first."""
+    rows = await conn.execute_fetchall(
+        f"""SELECT id FROM jobs WHERE {_ENDED_UNDELIVERED}
+            AND user_id = ? AND guild_id = ? AND error = ? ORDER BY created_at, rowid""",
+        (user_id, guild_id, error),
+    )
+    return [str(job_id) for (job_id,) in rows]
 
 
 async def undelivered_count(conn: aiosqlite.Connection) -> int:
@@ -371,23 +407,28 @@ async def mark_running(
     return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
 
 
-async def ask_cancel(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
-    """Record that a stop of ``job_id`` was asked at ``now`` (the first ask is kept) while it
-    is queued or running, before its asker is told it stops: a start that finds it still
-    unfinished ends it (``bot.jobs.queue.JobQueue.start``)."""
+async def ask_cancel(
+    conn: aiosqlite.Connection, job_id: str, now: float, stopped_by: StoppedBy | None = None
+) -> None:
+    """Record that a stop of ``job_id`` was asked at ``now`` by ``stopped_by`` (None: recorded
+    already; the first ask, and the first stopper, are kept) while it is queued or running,
+    before its asker is told it stops: a start that finds it still unfinished ends it
+    (``bot.jobs.queue.JobQueue.start``)."""
     await conn.execute(
-        """UPDATE jobs SET cancel_asked_at = COALESCE(cancel_asked_at, ?)
+        """UPDATE jobs SET cancel_asked_at = COALESCE(cancel_asked_at, ?),
+               stopped_by = COALESCE(stopped_by, ?)
            WHERE id = ? AND +status IN ('queued', 'running')""",
-        (now, job_id),
+        (now, stopped_by, job_id),
     )
 
 
 async def clear_cancel_ask(conn: aiosqlite.Connection, job_id: str) -> None:
     """Forget the stop asked of ``job_id`` (``ask_cancel``) while it is running: the ask came
     too late to stop its render, so a start that finds it running renders it again rather
-    than ending a job its member was told had finished."""
+    than ending a job its member was told had finished; nor did anyone stop it."""
     await conn.execute(
-        "UPDATE jobs SET cancel_asked_at = NULL WHERE id = ? AND +status = 'running'",
+        "UPDATE jobs SET cancel_asked_at = NULL, stopped_by = NULL"
+        " WHERE id = ? AND +status = 'running'",
         (job_id,),
     )
 
@@ -462,14 +503,26 @@ async def mark_done(
 
 
 async def mark_failed(
-    conn: aiosqlite.Connection, job_id: str, error: str, now: float, *, cancelled: bool = False
+    conn: aiosqlite.Connection,
+    job_id: str,
+    error: str,
+    now: float,
+    *,
+    cancelled: bool = False,
+    stopped_by: StoppedBy | None = None,
+    clicked_first: bool = False,
 ) -> None:
-    """Record the job's end without pictures; run it in the caller's ``transaction`` with the
-    job's refund or charge (``JobQueue``), so a crash leaves both or neither."""
+    """Record the job's end without pictures, a cancel's with who stopped it (``stopped_by``;
+    None: recorded with its ask, or a failure), unless someone stopped it before; or over a
+    stop recorded since its stopper clicked (``clicked_first``: the journal held none then,
+    and a moderator's withdrawal committed while this end waited for another writer's lock).
+    Run it in the caller's ``transaction`` with the job's refund or charge (``JobQueue``), so
+    a crash leaves both or neither."""
     status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
     await conn.execute(
-        "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-        (status.value, now, error, job_id),
+        "UPDATE jobs SET status = ?, finished_at = ?, error = ?,"
+        " stopped_by = CASE WHEN ? THEN ? ELSE COALESCE(stopped_by, ?) END WHERE id = ?",
+        (status.value, now, error, clicked_first, stopped_by, stopped_by, job_id),
     )
 
 

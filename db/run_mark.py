@@ -1,26 +1,42 @@
 """The run mark (table ``run_mark`` from ``0035_run_mark.sql``): which start last wrote this
-database, so that the next one tells a database put back from a backup from one a crash left
+database, and how many of its unfinished jobs have ended (``0038_run_mark_jobs_ended.sql``),
+so that the next start tells a database put back from a backup from one a crash left
 (``bot.restores``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aiosqlite
 
+from db.database import outside_transactions
 from db.jobs import JobStatus
 
 # The end of a job a restored database held queued or running: its member reads it in /history.
 LOST_IN_A_RESTORE = "lost in a restore from a backup"
 
 
-async def read(conn: aiosqlite.Connection) -> str | None:
-    """The mark of the last start on this database; None before the first start that wrote one
-    (a new database, or one of an Easel before schema 35)."""
-    rows = await conn.execute_fetchall("SELECT run_id FROM run_mark WHERE only_row = 1")
-    return next((str(row[0]) for row in rows), None)
+@dataclass(frozen=True)
+class RunMark:
+    run_id: str
+    # Queued or running jobs ended or deleted so far: the table's triggers count them.
+    jobs_ended: int
+
+
+async def read(conn: aiosqlite.Connection) -> RunMark | None:
+    """The mark of the last start on this database, as committed (never another coroutine's
+    transaction half done); None before the first start that wrote one (a new database, or one
+    of an Easel before schema 35)."""
+    async with outside_transactions(conn):
+        rows = await conn.execute_fetchall(
+            "SELECT run_id, jobs_ended FROM run_mark WHERE only_row = 1"
+        )
+    return next((RunMark(str(row[0]), int(row[1])) for row in rows), None)
 
 
 async def write(conn: aiosqlite.Connection, run_id: str) -> None:
-    """Make ``run_id`` the mark; in the caller's ``transaction``."""
+    """Make ``run_id`` the mark (its count of ended jobs goes on); in the caller's
+    ``transaction``."""
     await conn.execute(
         "INSERT INTO run_mark (only_row, run_id) VALUES (1, ?)"
         " ON CONFLICT (only_row) DO UPDATE SET run_id = excluded.run_id",

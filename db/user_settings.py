@@ -73,8 +73,3 @@ async def put(conn: aiosqlite.Connection, user_id: int, settings: UserSettings, 
         f" ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
         (user_id, *(_stored(getattr(settings, column)) for column in _COLUMNS), now),
     )
-
-
-async def delete(conn: aiosqlite.Connection, user_id: int) -> bool:
-    cursor = await conn.execute("DELETE FROM user_settings WHERE user_id = ?", (user_id,))
-    return cursor.rowcount == 1

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
+from inference.limits import DEFAULT_CLIP_SKIP as DEFAULT_CLIP_SKIP
 from inference.prompts import Chunk
 from inference.prompts.weights import MAX_WEIGHT
 from inference.types import RenderInputError
 
-DEFAULT_CLIP_SKIP = 1
 EMPTY_CHUNK = Chunk((), ())
 
 

@@ -1,6 +1,7 @@
 """The flow-matching model families, SD3/SD3.5 and Flux (dev, schnell): what each one is
-(guidance, samplers, its T5 tokenizer), how its prompt is read, what it refuses, and how it
-loads (a diffusers folder, or a single file with a shipped config and tokenizers).
+(guidance, its T5 tokenizer; the samplers each takes: ``inference.family_rules``), how its
+prompt is read, what it refuses, and how it loads (a diffusers folder, or a single file with
+a shipped config and tokenizers).
 
 The pass that renders them is ``inference.passes.flow``.
 """
@@ -16,16 +17,15 @@ from typing import Any, Literal
 import diffusers
 import torch
 
-from inference.conditioning import DEFAULT_CLIP_SKIP
-from inference.control_units import control_units
-from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
+from inference.family_rules import flow_refusal
+from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
 from inference.memory import gguf_quantization
 from inference.not_installed import not_installed
 from inference.prompts import PromptPlan
 from inference.quantization import GGUF_FILE_TYPE, gguf_quantization_config
 from inference.registry import GGUF_SUFFIX, ModelEntry
 from inference.split_parts import models_root, part_components, part_files
-from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
+from inference.types import RenderInputError
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 Guidance = Literal["cfg", "distilled", "none"]
@@ -33,27 +33,23 @@ Guidance = Literal["cfg", "distilled", "none"]
 # ``google/t5-v1_1-xxl`` or any Flux/SD3 repository's ``tokenizer_2``/``tokenizer_3``) for
 # single-file models: its vocabulary is not ours to ship.
 T5_TOKENIZER_FOLDER = Path("text_encoder") / "t5-tokenizer"
-# Every family's default sampler: the request default ("Euler a") has no flow-matching form.
-FLOW_EULER = "Euler"
 
 
 @dataclass(frozen=True)
 class FlowFamily:
-    """One family's rules: how it is guided, which samplers it takes, its T5 length."""
+    """One family's rules: how it is guided, its T5 length."""
 
     label: str
     guidance: Guidance
-    samplers: tuple[str, ...]
     max_sequence_length: int  # T5 tokens the model was trained with
 
     def refusal(self, what: str) -> RenderInputError:
-        return RenderInputError(f"{what} does not work with {self.label} models here")
+        return flow_refusal(self.label, what)
 
 
-SD3 = FlowFamily("SD 3", "cfg", ("Euler", "DPM++ 2M", "UniPC", "Heun"), 256)
-FLUX_DEV = FlowFamily("Flux dev", "distilled", ("Euler", "DPM++ 2M", "UniPC"), 512)
-# Schnell has no dynamic shift; diffusers' DPM++ 2M takes the pipeline's shift only with it.
-FLUX_SCHNELL = FlowFamily("Flux schnell", "none", ("Euler", "UniPC"), 256)
+SD3 = FlowFamily(SD3_LABEL, "cfg", 256)
+FLUX_DEV = FlowFamily(FLOW_FAMILY_NAMES["flux-dev"], "distilled", 512)
+FLUX_SCHNELL = FlowFamily(FLOW_FAMILY_NAMES["flux-schnell"], "none", 256)
 
 
 def flow_family(pipeline: Any) -> FlowFamily | None:
@@ -67,19 +63,6 @@ def flow_family(pipeline: Any) -> FlowFamily | None:
 
 
 # -- samplers -----------------------------------------------------------------------------
-
-
-def flow_sampler(family: FlowFamily, name: str) -> tuple[str, str | None]:
-    """The sampler ``name`` renders with on ``family``, and a note when it had to change:
-    the default "Euler a" becomes Euler; any other unknown one is refused."""
-    if name == DEFAULT_SAMPLER:
-        return FLOW_EULER, f"{family.label} has no Euler a (flow matching); rendered with Euler"
-    if name not in family.samplers:
-        raise RenderInputError(
-            f"the {name} sampler does not work with {family.label} models; choose one of: "
-            f"{', '.join(family.samplers)}"
-        )
-    return name, None
 
 
 def make_flow_scheduler(name: str, config: Mapping[str, Any], schedule_type: str) -> Any:
@@ -135,28 +118,6 @@ def flow_prompt(plan: PromptPlan, family: FlowFamily) -> tuple[str, str, tuple[s
     if family.guidance != "cfg" and texts[1].strip():
         warnings.append(f"{family.label} takes no negative prompt; it was ignored")
     return texts[0], texts[1], tuple(warnings)
-
-
-# -- refusals -----------------------------------------------------------------------------
-
-
-def check_flow_request(family: FlowFamily, request: RenderRequest) -> None:
-    """One sentence for each SD feature this family cannot take."""
-    options = request.options
-    if control_units(options):
-        raise family.refusal("ControlNet")
-    if options.get("refiner"):
-        raise family.refusal("the SDXL refiner")
-    if options.get(IMAGE_PROMPT_KEY):
-        raise family.refusal("IP-Adapter (--sref, /blend)")
-    if request.fast:
-        raise family.refusal("fast mode (a UNet feature cache)")
-    if options.get("clip_skip", DEFAULT_CLIP_SKIP) != DEFAULT_CLIP_SKIP:
-        raise family.refusal("clip skip")
-    if options.get("tile"):
-        raise family.refusal("seamless tiling (--tile)")
-    if options.get("pad_conds"):
-        raise family.refusal("pad conds")
 
 
 # -- loading ------------------------------------------------------------------------------

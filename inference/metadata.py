@@ -323,21 +323,35 @@ def _vae_latent_channels(path: Path, mtime_ns: int, size: int) -> int | None:
 
 def checkpoint_family(entry: ModelEntry) -> str:
     """The model family as people say it (``SDXL``), from a diffusers folder's configs or a
-    single file's tensor names; pickles are not opened for a list."""
+    single file's tensor names and metadata; pickles are not opened for a list."""
+    return _families(entry)[1]
+
+
+def tensor_family(entry: ModelEntry) -> str:
+    """The family the engine loads ``entry`` as: a diffusers folder's configs or a single
+    file's tensor names, never its metadata, which may name another base model (a merge's
+    stale kohya fields); ``UNKNOWN`` when they tell none (its load tells)."""
+    return _families(entry)[0]
+
+
+def _families(entry: ModelEntry) -> tuple[str, str]:
+    """``entry``'s family as its tensors tell it, and as people say it."""
     try:
         if entry.format == "diffusers":
-            return _diffusers_family(entry.path)
+            family = _diffusers_family(entry.path)
+            return family, family
         if entry.format == "safetensors":
             stat = entry.path.stat()
-            return _file_family(entry.path, stat.st_mtime_ns, stat.st_size)
+            return _file_families(entry.path, stat.st_mtime_ns, stat.st_size)
         if entry.format == "gguf":
-            family = _flow_family_or_sd3(gguf_tensor_names(entry.path))
-            return UNKNOWN if family is None else FAMILY_NAMES[family]
+            flow = _flow_family_or_sd3(gguf_tensor_names(entry.path))
+            family = UNKNOWN if flow is None else FAMILY_NAMES[flow]
+            return family, family
     except Exception as error:
         # It only labels a list (and which models take embeddings, at every admission): a
         # file or config no reader foresaw is "unknown", never every listing failing.
         log.info("cannot read %s for its family: %r", entry.path, error)
-    return UNKNOWN
+    return UNKNOWN, UNKNOWN
 
 
 def reads_textual_inversion(family: str) -> bool:
@@ -428,17 +442,19 @@ def _network_info(path: Path, mtime_ns: int, size: int) -> NetworkInfo:
 
 
 @functools.lru_cache(maxsize=1024)
-def _file_family(path: Path, mtime_ns: int, size: int) -> str:
+def _file_families(path: Path, mtime_ns: int, size: int) -> tuple[str, str]:
+    """The file's family by its tensors, and as people say it (one header read for both)."""
     header = safetensors_header(path)
     metadata = header.get("__metadata__")
     family = family_from_tensors(header)
+    tensors = UNKNOWN if family is None else FAMILY_NAMES[family]
     # A refiner's modelspec says "stable-diffusion-xl-v1-refiner", which reads as SDXL; a
     # Flux file's says "flux", not dev or schnell: the tensors know better.
     if family == "sdxl-refiner" or family in FLOW_FAMILY_NAMES or family == "sd3":
-        return FAMILY_NAMES[family]
+        return tensors, tensors
     if isinstance(metadata, dict) and (said := base_model(metadata)) != UNKNOWN:
-        return said
-    return UNKNOWN if family is None else FAMILY_NAMES[family]
+        return tensors, said
+    return tensors, tensors
 
 
 # The configs a diffusers folder's family is read from, relative to it: the one list

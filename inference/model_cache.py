@@ -31,15 +31,16 @@ from inference.cuda_graphs import (
     install_graphs,
 )
 from inference.faces import FaceRestorer, load_face_restorer
+from inference.family_rules import REFINER_FAMILY, refiner_as_model
 from inference.flow_families import FlowFamily, flow_family
 from inference.memory import DEFAULT_NATIVE_SIDE, VAE_SCALE, sample_size
-from inference.metadata import FAMILY_NAMES, checkpoint_family
+from inference.metadata import checkpoint_family
 from inference.model_upscale import SpandrelModel, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
 from inference.preview import LatentPreviewer
 from inference.quantization import Quantize, gguf_denoiser, quantize_denoiser, tensor_bytes
 from inference.registry import ModelEntry, ModelRegistry
-from inference.types import RenderFailed, RenderInputError
+from inference.types import RenderFailed
 from inference.upscale import lanczos_upscale
 
 log = logging.getLogger(__name__)
@@ -186,11 +187,8 @@ class ModelCache:
         if cached is not None and cached.entry == entry:
             self.loaded.move_to_end(entry.name)
             return cached
-        if checkpoint_family(entry) == FAMILY_NAMES["sdxl-refiner"]:
-            raise RenderInputError(
-                f"{entry.name} is an SDXL refiner: it finishes pictures an SDXL model starts "
-                "(name it as the refiner); choose another model"
-            )
+        if checkpoint_family(entry) == REFINER_FAMILY:
+            raise refiner_as_model(entry.name)
         while len(self.loaded) >= self.max_loaded_models:
             self._evict_oldest()
         self.release_device_memory()

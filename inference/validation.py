@@ -11,6 +11,8 @@ from inference.face_options import FaceOptions
 from inference.image_prompts import image_prompt
 from inference.images import InpaintOptions
 from inference.limits import (
+    CFG_ACCEPTS,
+    COUNT_ACCEPTS,
     MAX_CFG,
     MAX_COUNT,
     MAX_SEED,
@@ -20,7 +22,11 @@ from inference.limits import (
     MIN_COUNT,
     MIN_SIZE,
     MIN_STEPS,
+    SEED_ACCEPTS,
     SIZE_MULTIPLE,
+    STEPS_ACCEPTS,
+    between,
+    out_of_range,
 )
 from inference.outpaint import OutpaintOptions
 from inference.prompts import parse_aspect_ratio
@@ -30,19 +36,19 @@ from inference.types import RenderInputError, RenderRequest
 from inference.upscale import HiresOptions, UpscaleOptions
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
+def _check_range(
+    name: str, value: float, low: float, high: float, accepts: str | None = None
+) -> None:
+    """``accepts``: what the value accepts as its refusals say it (None: its range)."""
     if not low <= value <= high:
-        # Exact (repr), never rounded: ":g" said "between 0 and 30, got 30" of 30.0000001.
-        raise RenderInputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+        raise RenderInputError(out_of_range(name, accepts or between(low, high), value))
 
 
 def _check_seed(name: str, seed: int | None) -> None:
     if seed is None or seed == -1:
         return
     if not 0 <= seed <= MAX_SEED:
-        raise RenderInputError(
-            f"{name} must be between 0 and {MAX_SEED} (or -1 for a random seed), got {seed}"
-        )
+        raise RenderInputError(out_of_range(name, SEED_ACCEPTS, seed))
 
 
 def validate_request(request: RenderRequest) -> None:
@@ -55,11 +61,11 @@ def validate_request(request: RenderRequest) -> None:
                 f"{name} must be a multiple of {SIZE_MULTIPLE} between {MIN_SIZE} and "
                 f"{MAX_SIZE}, got {size}"
             )
-    _check_range("steps", request.steps, MIN_STEPS, MAX_STEPS)
+    _check_range("steps", request.steps, MIN_STEPS, MAX_STEPS, STEPS_ACCEPTS)
     if request.steps != int(request.steps):
-        raise RenderInputError(f"steps must be a whole number, got {request.steps}")
-    _check_range("cfg scale", request.cfg_scale, MIN_CFG, MAX_CFG)
-    _check_range("count", request.count, MIN_COUNT, MAX_COUNT)
+        raise RenderInputError(out_of_range("steps", STEPS_ACCEPTS, request.steps))
+    _check_range("CFG scale", request.cfg_scale, MIN_CFG, MAX_CFG, CFG_ACCEPTS)
+    _check_range("count", request.count, MIN_COUNT, MAX_COUNT, COUNT_ACCEPTS)
     _check_seed("seed", request.seed)
     _check_seed("variation seed", request.variation_seed)
     _check_range("variation strength", request.variation_strength, 0.0, 1.0)

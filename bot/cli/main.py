@@ -21,6 +21,7 @@ from bot.cli.control import (
     check_controls_installed,
     control_units_from_args,
 )
+from bot.cli.entry import SERVING_COMMANDS
 from bot.logging_setup import install_logging
 from bot.process_end import SETTINGS_EXIT_STATUS, EarlyStop
 from bot.redaction import redact_url
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 PRIVATE_UMASK = 0o077
 
 
-def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot import event_loop
     from bot.app import run
     from bot.jobs.broker.wire import BrokerUnavailable
@@ -223,12 +224,13 @@ def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     from bot.metrics import MetricsServerError
     from bot.restores import PicturesWithoutDatabase, damaged_database_problem
     from bot.single_instance import DataDirInUse
-    from db.database import SchemaTooNew, is_disk_full
+    from db.database import SchemaTooNew
 
     settings.require_token()
     os.umask(PRIVATE_UMASK)
     try:
-        return event_loop.run(run(settings))
+        # A stop heard since the process began (``bot.cli.entry``) ends it before it starts.
+        return event_loop.run(run(settings, early_stop=args.early_stop))
     except (
         BrokerUnavailable,
         MetricsServerError,
@@ -240,8 +242,6 @@ def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
     except Exception as error:
         if (damaged := damaged_database_problem(settings.database_path, error)) is not None:
             raise UsageError(damaged) from None
-        if not is_disk_full(error):
-            raise
         if isinstance(error, NothingPrunedFirst):
             remedy = f"free space there by hand ({error})"
         else:
@@ -253,18 +253,25 @@ def cmd_run(_: argparse.Namespace, settings: Settings) -> int:
                 f"free space there, or {setting} and start again, which deletes the older jobs'"
                 " pictures first"
             )
-        raise UsageError(_disk_full(settings, error, remedy)) from None
+        if (full := _disk_full(settings, error, remedy)) is None:
+            raise
+        raise UsageError(full) from None
 
 
-def _disk_full(settings: Settings, error: BaseException, data_dir_remedy: str) -> str:
-    """One line for a start or run that found no room (``is_disk_full(error)``): in
-    EASEL_DATA_DIR when SQLite's write or one of a file in it failed (``data_dir_remedy``), else
-    on the disk of the file that failed (a full /tmp of a compiler's cache). A file's write that
-    names no file (``Path.write_text``'s) counts as the data folder's when it is nearly full."""
+def _disk_full(settings: Settings, error: BaseException, data_dir_remedy: str) -> str | None:
+    """One line for a start or run that found no room (``found_no_room(error)``, EASEL_DATA_DIR
+    asked too: the run closed its database, so no open one names it), None for another
+    error: in EASEL_DATA_DIR when SQLite's write or one of a file in it failed
+    (``data_dir_remedy``), else on the disk of the file that failed (a full /tmp of a
+    compiler's cache). A file's write that names no file (``Path.write_text``'s) counts as the
+    data folder's when it is nearly full."""
+    from bot import event_loop
     from bot.jobs.retention import START_ROOM_BYTES, free_bytes
-    from db.database import no_room_error
+    from db.database import found_no_room
 
-    full = no_room_error(error)
+    full = event_loop.run(found_no_room(error, folders=(settings.data_dir,)))
+    if full is None:
+        return None
     data_dir = settings.data_dir.resolve()
     free = free_bytes(data_dir)
     if isinstance(full, OSError):
@@ -285,19 +292,19 @@ def _said(free: int | None) -> str:
     return "free space unknown" if free is None else f"{free} bytes free"
 
 
-def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.queue_url:
         raise UsageError(
             "EASEL_QUEUE_URL is empty: set it to the broker the bot uses, "
             "e.g. nats://127.0.0.1:4222"
         )
     # Before torch's import (seconds): a stop meanwhile ends the worker as one after it does.
-    early_stop = EarlyStop()
+    early_stop = args.early_stop or EarlyStop()
     from bot.engines import engine_factory_for
+    from bot.jobs.broker.job_files import JobFilesUnusable
     from bot.jobs.broker.wire import BrokerUnavailable
-    from bot.jobs.broker.worker import WorkerConfig, run_worker
+    from bot.jobs.broker.worker import JOB_INPUTS_FOLDER, WorkerConfig, run_worker
     from bot.metrics import MetricsServerError
-    from db.database import is_disk_full
     from inference.devices import resolve_devices
 
     try:
@@ -307,6 +314,7 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
             devices,
             metrics_endpoint=settings.metrics_endpoint,
             warm_devices=frozenset(d for d in devices if settings.warms_up(d)),
+            job_files_root=settings.data_dir / JOB_INPUTS_FOLDER,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -315,11 +323,11 @@ def cmd_worker(_: argparse.Namespace, settings: Settings) -> int:
     os.umask(PRIVATE_UMASK)
     try:
         return run_worker(config, engine_factory_for(settings), early_stop)
-    except (BrokerUnavailable, MetricsServerError) as error:
+    except (BrokerUnavailable, MetricsServerError, JobFilesUnusable) as error:
         raise UsageError(str(error)) from None
     except OSError as error:  # its compile cache and model hashes, in EASEL_DATA_DIR
-        if is_disk_full(error):
-            raise UsageError(_disk_full(settings, error, "free space there")) from None
+        if (full := _disk_full(settings, error, "free space there")) is not None:
+            raise UsageError(full) from None
         raise
 
 
@@ -757,9 +765,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, early_stop: EarlyStop | None = None) -> int:
+    """``early_stop``: ``easel run``'s or ``easel worker``'s, heard since the process began
+    (``bot.cli.entry``); without it, they hear a stop signal from their command on."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.early_stop = early_stop
     if args.command == "render" and args.prompt is None and args.infotext is None:
         parser.error("the following arguments are required: prompt (or --infotext)")
     try:
@@ -774,16 +785,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(redact_url(f"easel {args.command}: error: {error}"), file=sys.stderr)
         return SETTINGS_EXIT_STATUS  # a usage error's too, as argparse's own
     except BrokenPipeError:
-        if args.command in _SERVING_COMMANDS:  # one of its own sockets or pipes, not stdout's
+        if args.command in SERVING_COMMANDS:  # one of its own sockets or pipes, not stdout's
             raise
         # The reader went away (`easel doctor | head -3`): it read what it wanted. Python
         # would flush again at exit and fail again: stdout leads nowhere from here on.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-
-
-# The long-running commands log as EASEL_LOG_FORMAT says; the others print what they found.
-_SERVING_COMMANDS = ("run", "worker")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -798,7 +805,8 @@ def _run(args: argparse.Namespace) -> int:
             raise
         settings = load_settings(as_defaults=error.malformed)
         malformed = tuple(error.malformed.values())
-    if args.command not in _SERVING_COMMANDS:
+    # The long-running commands log as EASEL_LOG_FORMAT says; the others print what they found.
+    if args.command not in SERVING_COMMANDS:
         if not logging.getLogger().handlers:
             # Warnings (a LoRA left out of a render, a model hidden by another) in the
             # operator's format, redacted; ``_arguments_checked`` keeps those a refusal

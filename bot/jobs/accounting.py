@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,9 +52,11 @@ from bot.policy.quota import (
     resolve_limits,
 )
 from bot.user_errors import Reason
+from db import guild_settings as settings_audit
 from db import history as member_data
 from db import jobs as journal
 from db import quotas as ledger
+from db.database import transaction
 from inference.compare import cell_requests, is_comparison
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
@@ -440,12 +443,31 @@ async def set_limits(
     subject_id: int,
     limits: QuotaLimits,
     now: float,
+    *,
+    by: int | None = None,
 ) -> None:
-    """Store a limit override of ``guild_id`` (its default, a role's or a member's)."""
-    await ledger.set_limits(conn, scope, guild_id, subject_id, limits.as_mapping(), now)
+    """Store a limit override of ``guild_id`` (its default, a role's or a member's) and, set
+    by an admin ``by``, its audit row, in one transaction: a failure between them leaves
+    neither."""
     kept = _kept(conn)
-    kept.limited_guilds.add(guild_id)
-    kept.limits.drop_where(lambda key: key[0] == guild_id)
+    try:
+        async with transaction(conn):
+            await ledger.set_limits(conn, scope, guild_id, subject_id, limits.as_mapping(), now)
+            if by is not None:
+                audited = {k: v for k, v in limits.as_mapping().items() if v is not None}
+                await settings_audit.record_change(
+                    conn,
+                    guild_id,
+                    by,
+                    f"quota:{scope.value}:{subject_id}",
+                    json.dumps(audited),
+                    now,
+                )
+    finally:
+        # After the transaction either way: a read meanwhile (on this connection) may have
+        # kept limits it wrote, or then rolled back.
+        kept.limited_guilds.add(guild_id)
+        kept.limits.drop_where(lambda key: key[0] == guild_id)
 
 
 async def erase_member(

@@ -4,8 +4,9 @@ A task started by the composition root prunes at start and then every few hours:
 
 - always: interaction tokens Discord no longer accepts are blanked (a token is kept only while
   it can post the job's result: the queue blanks it once the result is posted, and this task
-  sweeps the rest every 15 minutes), and ledger rows /forget-me left named until their quota
-  periods ended lose the member's id;
+  sweeps the rest every 15 minutes), ledger rows /forget-me left named until their quota
+  periods ended lose the member's id, and each server's audit log keeps its latest
+  ``AUDIT_ROWS_KEPT`` rows;
 - with ``EASEL_RETENTION_DAYS`` above 0: jobs that ended and were delivered longer ago than
   that (journal and history rows), their pictures (``images/<job>/``) and uploads
   (``inputs/``), settled ledger rows no quota period still counts, and refusals recorded
@@ -55,12 +56,12 @@ from bot.jobs.stored_files import (
     remove_unused_uploads,
 )
 from bot.policy.quota import Period, period_start, reset_at
-from db import history, refusals
+from db import guild_settings, history, refusals
 from db import jobs as journal
 from db.database import (
     connect,
     connect_without_room,
-    is_disk_full,
+    is_out_of_room,
     load_migrations,
     refresh_planner_statistics,
     schema_version,
@@ -83,6 +84,12 @@ FILE_GRACE_S = 3600.0
 # statements run between batches (at 600,000 jobs a batch of 200 held the connection up to
 # 0.25 s, one of 500 0.6 s; a 6-hour slice of 5,000 in one transaction held it 6 s).
 PRUNE_BATCH = 200
+# Rows of each server's audit log kept (``settings_audit``, /easel-admin audit shows the latest
+# 15), the latest, whatever EASEL_RETENTION_DAYS: years of an active server's changes
+# (a setting's row about 300 bytes: 300 KiB a server; a server preset's, its JSON before and
+# after with prompts of 4,000 characters, up to about 100 KB: 100 MiB at worst), while a
+# script's thousands of changes (30,000 rows, 8.8 MiB) are not kept past the next round.
+AUDIT_ROWS_KEPT = 1_000
 # Less free space than this in EASEL_DATA_DIR at start, and the first round runs before the
 # start's first write to the journal (it failed "database or disk is full" on a full disk).
 START_ROOM_BYTES = 64 * 1024 * 1024
@@ -116,6 +123,7 @@ class Pruned:
     uploads: int = 0
     ledger_rows: int = 0
     refusals: int = 0
+    audit_rows: int = 0
 
 
 async def remove_unread_results(
@@ -176,7 +184,8 @@ class Retention:
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)
         past = await self._prune_past(now, cutoff_floor) if self._retention_s else Pruned()
-        if anonymised or past.jobs or past.ledger_rows or past.refusals:
+        audit_rows = await guild_settings.prune_audit(self._conn, AUDIT_ROWS_KEPT)
+        if anonymised or past.jobs or past.ledger_rows or past.refusals or audit_rows:
             await write_back_log(self._conn)  # no copy of the database files keeps their rows
         pictures, uploads = past.pictures, past.uploads
         # Whatever the retention (0 too: what no row names is reached by no command, nor by
@@ -193,6 +202,7 @@ class Retention:
             ledger_rows_anonymised=anonymised,
             pictures=pictures,
             uploads=uploads,
+            audit_rows=audit_rows,
         )
 
     async def _prune_past(self, now: float, cutoff_floor: float) -> Pruned:
@@ -330,7 +340,7 @@ async def connect_making_room(
     try:
         conn = await connect(database)
     except Exception as error:
-        _raise_if_nothing_pruned(removed, error)
+        await _raise_if_nothing_pruned(removed, error)
         raise
     try:
         retention = Retention(conn, images_dir, inputs_dir, retention_days)
@@ -338,8 +348,8 @@ async def connect_making_room(
             try:
                 pruned = await retention.prune(cutoff_floor=removed.cutoff)
             except Exception as error:
-                if is_disk_full(error):
-                    _raise_if_nothing_pruned(removed, error)
+                if await is_out_of_room(error):
+                    await _raise_if_nothing_pruned(removed, error)
                     raise
                 # A file it may not delete (a permission): the start goes on, Retention.run
                 # tries the round again.
@@ -361,9 +371,9 @@ async def connect_making_room(
     return conn, retention
 
 
-def _raise_if_nothing_pruned(removed: _RemovedFirst | None, error: Exception) -> None:
+async def _raise_if_nothing_pruned(removed: _RemovedFirst | None, error: Exception) -> None:
     """``NothingPrunedFirst`` from ``error`` when it found no room and the files were not read."""
-    if removed is not None and removed.skipped is not None and is_disk_full(error):
+    if removed is not None and removed.skipped is not None and await is_out_of_room(error):
         raise NothingPrunedFirst(removed.skipped) from error
 
 

@@ -6,17 +6,23 @@ which must never decrease), and deterministic for a given sequence of calls.
 Fair order
     1. Strict priority by *effective* class: ``PRIORITY`` > ``STANDARD`` > ``RELAX``. A job is
        promoted one class for every ``aging_seconds`` it has waited (capped at ``PRIORITY``).
-       Within a guild (direct messages are one guild here) the class decides. Between guilds
-       a job's *rank* does: its class, but a ``PRIORITY`` job (a priority role's) ranks as a
+       Within a guild (direct messages are one guild here) the class decides, and among
+       ``PRIORITY`` jobs those that have waited ``aging_seconds`` go before a priority role's
+       *fresh* jobs, which have not, of users who have not started since they became known
+       (so an endless stream of new priority members, each first by rule 2, cannot hold an
+       aged job back, while a member who has started keeps their role's place by rule 2;
+       without roles every ``PRIORITY`` job is aged and nothing changes). Between guilds a
+       job's *rank* does: its class, but a ``PRIORITY`` job (a priority role's) ranks as a
        ``STANDARD`` job submitted when it was, aging included, unless its guild is in
-       ``priority_across_guilds`` (the operator's choice). A guild ranks as the best of its
-       users' next jobs and is placed by its least *share* among the users of that rank (rule
-       2's tally, with a level of its own, moved by the turns the guild took on it). Its turn
-       goes to its first job in its own order, and is charged to that user's turn and to the
-       sharer's share (the same user without priority roles). So a server's priority role
-       reorders who uses the server's turns, never how many it gets; and a job that has waited
-       ``aging_seconds`` (twice that from ``RELAX``) ranks ``PRIORITY`` everywhere, lifting its
-       guild while its share pays for the lift: nothing starves forever.
+       ``priority_across_guilds`` (the operator's choice). A
+       guild ranks as the best of its users' next jobs and is placed by its least *share*
+       among the users of that rank (rule 2's tally, with a level of its own, moved by the
+       turns the guild took on it). Its turn goes to its first job in its own order, and is
+       charged to that user's turn and to the sharer's share (the same user without priority
+       roles). So a server's priority role reorders who uses the server's turns, never how
+       many it gets; and a job that has waited ``aging_seconds`` (twice that from ``RELAX``)
+       ranks ``PRIORITY`` everywhere, lifting its guild while its share pays for the lift:
+       nothing starves forever.
     2. Within a class, fair shares of work across users: the user whose starts add up to the
        least work goes first (a user who never started a job goes before everyone who has).
        Each start moves its user back by the job's ``est_seconds`` (``_LEAST_WORK_S`` at
@@ -55,7 +61,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal, NamedTuple
+from typing import Final, NamedTuple
 
 __all__ = [
     "FairScheduler",
@@ -201,14 +207,26 @@ _BACK = _Turn(0.0, _RETURNED)
 
 # A lane holds one user's jobs of one priority class and one device affinity, in FIFO order.
 _LaneKey = tuple[PriorityClass, str | None]
-# A user's entries in their next job's guild: (-effective class, user's turn, head
-# submitted_at, head ticket, version, user id) orders who in the guild starts; (-rank, user's
-# share, ...) orders whose turn the guild takes between guilds. Entries whose version is no
-# longer the user's are stale.
-_Entry = tuple[int, _Turn, float, int, int, int]
-# A guild's entry between guilds: its best share entry's (-rank, share, submitted_at, ticket),
-# the guild's version, guild id. Stale once the guild's version moved on.
-_GuildEntry = tuple[int, _Turn, float, int, int, int | None]
+# A user's entry in their next job's guild: (-effective class, whether it is a fresh priority
+# job, turn's work, turn's start, head submitted_at, head seq, version, user id, head ticket)
+# orders who in the guild starts; the same with -rank, False and the share's work and start
+# orders whose turn the guild takes between guilds. Entries whose version is no longer the
+# user's are stale. (version, user id) is unique within a heap: the ticket is never compared.
+_Entry = tuple[int, bool, float, int, float, int, int, int, "_Ticket"]
+_VERSION: Final = 6
+_USER: Final = 7
+_TICKET: Final = 8
+# A guild's entry between guilds: its best share entry's key (up to the version), the guild's
+# version, the guild id. Stale once the guild's version moved on.
+_GuildEntry = tuple[int, bool, float, int, float, int, int, int | None]
+_GuildKey = tuple[int, bool, float, int, float, int]
+_GUILD_VERSION: Final = 6
+_GUILD: Final = 7
+# A user's next job in a view: its ticket, its class, whether it is fresh, its rank (rule 1).
+_Head = tuple["_Ticket", int, bool, int]
+# Where a user with a current entry is in a view: the guild, and whether their two entries are
+# one (the same class and rank, turn and share: always so without priority roles).
+_Placed = tuple[int | None, bool]
 
 
 class _Charge(NamedTuple):
@@ -267,16 +285,25 @@ class _Heap:
 
     def pop(self) -> None:
         frontier, entries = self.frontier, self.entries
-        if not frontier or (entries and entries[0] <= frontier[0][0]):
+        if not frontier or (entries and entries[0] < frontier[0][0]):
             heapq.heappop(entries)
             return
-        _, index = heapq.heappop(frontier)
-        for child in (2 * index + 1, 2 * index + 2):
-            if child < len(self.original):
-                heapq.heappush(self.frontier, (self.original[child], child))
+        original = self.original
+        child = 2 * frontier[0][1] + 1  # the popped entry's children take its place
+        if child + 1 < len(original):
+            heapq.heapreplace(frontier, (original[child], child))
+            heapq.heappush(frontier, (original[child + 1], child + 1))
+        elif child < len(original):
+            heapq.heapreplace(frontier, (original[child], child))
+        else:
+            heapq.heappop(frontier)
 
     def push(self, entry: _Entry) -> None:
         heapq.heappush(self.entries, entry)
+
+    def split(self) -> _Heap:
+        """A heap of its own holding what this one (an original or a copy) holds now."""
+        return _Heap(list(self.entries), self.original, list(self.frontier))
 
     def keep(self, wanted: Callable[[_Entry], bool]) -> None:
         """Drop an original's entries not ``wanted``."""
@@ -290,12 +317,36 @@ class _Guild:
 
     version: int
     heap: _Heap = field(default_factory=_Heap)  # who starts first (rule 1 and 2)
-    shares: _Heap = field(default_factory=_Heap)  # whose share the guild's turn is
+    # Whose share the guild's turn is; None while every user's two entries are one (``heap``
+    # then orders both), so that a guild without priority roles keeps one heap, not two.
+    shares: _Heap | None = None
     users: int = 0  # with a current entry
-    key: tuple[int, _Turn, float, int] | None = None  # of its current entry between guilds
+    uneven: int = 0  # of them, those whose two entries differ (in a view; a walk only splits)
+    key: _GuildKey | None = None  # of its entry between guilds
 
     def copy(self) -> _Guild:
-        return _Guild(self.version, self.heap.copy(), self.shares.copy(), self.users, self.key)
+        shares = None if self.shares is None else self.shares.copy()
+        return _Guild(self.version, self.heap.copy(), shares, self.users, self.uneven, self.key)
+
+    def enter(self, head: _Head, turn: _Turn, share: _Turn, version: int, user_id: int) -> bool:
+        """Push a user's entries for their next job ``head``; whether the two are one."""
+        ticket, effective, fresh, rank = head
+        # Only a newcomer's (or returner's) fresh job waits for the aged ones: they are the
+        # endless supply; a member who has started competes by rule 2, so the role still counts.
+        fresh = fresh and turn.start < _FIRST_START
+        job = ticket.job
+        entry = (-effective, fresh, *turn, job.submitted_at, ticket.seq, version, user_id, ticket)
+        if effective == rank and not fresh and turn == share:
+            self.heap.push(entry)
+            if self.shares is not None:
+                self.shares.push(entry)
+            return True
+        if self.shares is None:
+            self.shares = self.heap.split()  # before the push: it holds no share entries
+        self.heap.push(entry)
+        share_entry = (-rank, False, *share, job.submitted_at, ticket.seq, version, user_id, ticket)
+        self.shares.push(share_entry)
+        return False
 
 
 @dataclass(slots=True, eq=False)
@@ -305,11 +356,7 @@ class _View:
     device: str | None
     heap: list[_GuildEntry] = field(default_factory=list)  # guilds, best rank first
     guilds: dict[int | None, _Guild] = field(default_factory=dict)
-    # Each user with a current entry: the guild it is in.
-    placed: dict[int, int | None] = field(default_factory=dict)
-
-    def fits(self, lane_device: str | None) -> bool:
-        return self.device is None or lane_device is None or lane_device == self.device
+    placed: dict[int, _Placed] = field(default_factory=dict)  # each user with a current entry
 
 
 @dataclass(slots=True, eq=False)
@@ -318,7 +365,7 @@ class _QueueOrder:
     been asked. It stands from one scheduler change to the next, and until ``valid_until``,
     when aging first promotes a queued job (either can reorder it)."""
 
-    walk: Iterator[QueuedJob]
+    walk: Iterator[tuple[QueuedJob, int]]  # ``_walk``'s, each job with its sharer (unread)
     valid_until: float
     jobs: list[QueuedJob] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)  # job id -> its place in ``jobs``
@@ -328,16 +375,16 @@ class _QueueOrder:
         """Where the queued job ``job_id`` stands, walking on until it is reached; ``limit``
         when ``limit`` jobs start before it (the walk stops there)."""
         while job_id not in self.index and len(self.jobs) < limit:
-            job = next(self.walk, None)
-            if job is None:
+            turn = next(self.walk, None)
+            if turn is None:
                 raise AssertionError(f"queued job {job_id} is missing from the fair order")
-            self._take(job)
+            self._take(turn[0])
         return min(self.index.get(job_id, limit), limit)
 
     def first(self, count: int | None) -> tuple[QueuedJob, ...]:
         """The first ``count`` jobs (None: all of them)."""
         more = None if count is None else max(0, count - len(self.jobs))
-        for job in itertools.islice(self.walk, more):
+        for job, _ in itertools.islice(self.walk, more):
             self._take(job)
         return tuple(self.jobs[:count])
 
@@ -355,7 +402,7 @@ class _Simulated:
     turn: _Turn
     share: _Turn
     started: int = 0
-    consumed: Counter[_LaneKey] = field(default_factory=Counter)
+    consumed: dict[_LaneKey, int] = field(default_factory=dict)  # jobs started, by lane
 
 
 class FairScheduler:
@@ -491,8 +538,7 @@ class FairScheduler:
             self._running[job.job_id] = RunningJob(job, device, now)
             self._running_seq[job.job_id] = ticket.seq
             touched.add(job.user_id)
-        for user_id in touched:
-            self._refresh(user_id)
+        self._refresh(*touched)
         return batch
 
     def finish(self, job_id: str) -> None:
@@ -536,8 +582,7 @@ class FairScheduler:
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running, so it cannot be put back")
         start = self._starts_of[job_id]
-        for moved in ("turn", "share"):
-            self._take_back(moved, start)
+        self._take_back(start)
         user_id, _, before = start.turn
         if start.share.user_id != user_id and start.share.user_id in self._users:
             self._refresh(start.share.user_id)
@@ -634,8 +679,7 @@ class FairScheduler:
         view = self._views.get(device)
         if view is None:
             view = self._views[device] = _View(device)
-            for user_id in self._users:
-                self._push(view, user_id)
+            self._push(view, self._users)
         return view
 
     def _enqueue(self, ticket: _Ticket, *, started_before: bool = False) -> bool:
@@ -655,6 +699,8 @@ class FairScheduler:
             index -= 1
         lane.insert(index, ticket)
         self._tickets[job.job_id] = (ticket, lane_key)
+        # Freshness ends need no entry: only a user who has not started has a fresh job that
+        # counts, and only their lane heads' (the aging events in ``_refresh`` end those).
         unaged = self._unaged_rank(job)
         for promoted_from in range(unaged, PriorityClass.PRIORITY):
             promotion = self._next_promotion(job, unaged, promoted_from)
@@ -674,28 +720,27 @@ class FairScheduler:
         del self._starts_of[job_id]
         return self._running_seq.pop(job_id)
 
-    def _take_back(self, moved: Literal["turn", "share"], start: _Start) -> None:
-        """Undo one start's move of a user's ``turn`` or ``share``: back to what it was, or,
-        when a later start moved it since, that one stands, less this job's work, and follows
-        the one before."""
-        user_id, after, before = getattr(start, moved)
-        user = self._users.get(user_id)
-        if user is None:  # forgotten since: nothing left to undo
-            return
-        current: _Turn = getattr(user, moved)
-        if current.start == after.start:
-            restored = before
-        else:
-            restored = _Turn(current.work - (after.work - before.work), current.start)
-            for other, later in self._starts_of.items():
-                charge: _Charge = getattr(later, moved)
-                if charge.before.start == after.start:
-                    self._starts_of[other] = later._replace(
-                        **{moved: charge._replace(before=before)}
-                    )
-        setattr(user, moved, restored)
-        if moved == "turn" and restored.start >= _FIRST_START:
-            heapq.heappush(self._starts, (restored, user_id))  # its entry may be dropped
+    def _take_back(self, start: _Start) -> None:
+        """Undo one start's moves of its user's turn and its sharer's share (a user forgotten
+        since has nothing left to undo)."""
+        turn, share = start
+        starter, sharer = self._users.get(turn.user_id), self._users.get(share.user_id)
+        turn_moved_since = share_moved_since = False
+        if starter is not None:
+            turn_moved_since = starter.turn.start != turn.after.start
+            starter.turn = _taken_back(turn, starter.turn)
+            if starter.turn.start >= _FIRST_START:
+                heapq.heappush(self._starts, (starter.turn, turn.user_id))  # may be dropped
+        if sharer is not None:
+            share_moved_since = sharer.share.start != share.after.start
+            sharer.share = _taken_back(share, sharer.share)
+        if turn_moved_since or share_moved_since:
+            for other, (later_turn, later_share) in self._starts_of.items():
+                if turn_moved_since:
+                    later_turn = _followed(later_turn, turn)
+                if share_moved_since:
+                    later_share = _followed(later_share, share)
+                self._starts_of[other] = _Start(later_turn, later_share)
 
     def _note_if_idle(self, user_id: int) -> None:
         """A user left with nothing queued or running: one who has not started a job since
@@ -747,7 +792,7 @@ class FairScheduler:
             while promotions and (promotions[0][0] <= now or promotions[0][1] not in self._tickets):
                 heapq.heappop(promotions)
             kept = self._queue_order_cache = _QueueOrder(
-                walk=(job for job, _ in self._walk(view, now, respect_caps=False)),
+                walk=self._walk(view, now, respect_caps=False),
                 valid_until=promotions[0][0] if promotions else float("inf"),
             )
         return kept
@@ -758,6 +803,12 @@ class FairScheduler:
     def _rank(self, job: QueuedJob, now: float) -> int:
         """The job's class as it ranks between guilds (rule 1)."""
         return self._promoted(job, self._unaged_rank(job), now)
+
+    def _fresh(self, job: QueuedJob, now: float) -> bool:
+        """Whether ``job`` is a priority role's that has waited less than ``aging_seconds``:
+        in its guild it goes after the PRIORITY jobs that have waited that long while its user
+        has not started (rule 1, ``_Guild.enter``)."""
+        return job.priority == _PRIORITY and now < self._next_promotion(job, _PRIORITY, _PRIORITY)
 
     def _unaged_rank(self, job: QueuedJob) -> int:
         if job.priority == _PRIORITY and job.guild_id not in self.config.priority_across_guilds:
@@ -776,15 +827,18 @@ class FairScheduler:
         return job.submitted_at + (current_class - unaged + 1) * self.config.aging_seconds
 
     def _head(
-        self, user: _User, view: _View, now: float, consumed: Counter[_LaneKey] | None = None
-    ) -> tuple[_Ticket, int] | None:
-        """The user's next job in ``view`` (after ``consumed`` simulated starts) and its class."""
+        self, user: _User, view: _View, now: float, consumed: dict[_LaneKey, int] | None = None
+    ) -> _Head | None:
+        """The user's next job in ``view`` (after ``consumed`` simulated starts), its class,
+        whether it is fresh, its rank."""
         best: tuple[_Ticket, int] | None = None
         best_key: tuple[int, float, int] | None = None
+        device = view.device
         for lane_key, lane in user.lanes.items():
-            if not view.fits(lane_key[1]):
+            lane_device = lane_key[1]
+            if device is not None and lane_device is not None and lane_device != device:
                 continue
-            skipped = consumed[lane_key] if consumed else 0
+            skipped = consumed.get(lane_key, 0) if consumed else 0
             if skipped >= len(lane):
                 continue
             ticket = lane[skipped]
@@ -792,58 +846,79 @@ class FairScheduler:
             key = (-effective, ticket.job.submitted_at, ticket.seq)
             if best_key is None or key < best_key:
                 best, best_key = (ticket, effective), key
-        return best
+        if best is None:
+            return None
+        ticket, effective = best
+        if ticket.job.priority != _PRIORITY:  # only a priority role's job ranks apart
+            return ticket, effective, False, effective
+        return ticket, effective, self._fresh(ticket.job, now), self._rank(ticket.job, now)
 
-    def _refresh(self, user_id: int) -> None:
-        """Invalidate the user's index entries and push current ones into every view."""
-        user = self._users[user_id]
-        user.version = next(self._versions)
+    def _refresh(self, *user_ids: int) -> None:
+        """Invalidate the users' index entries and push current ones into every view (each
+        guild they touch keyed once, after all of them)."""
         self._queue_order_cache = None
+        for user_id in user_ids:
+            user = self._users[user_id]
+            user.version = next(self._versions)
+            promotions = []
+            for lane in user.lanes.values():
+                # The rank is promoted whenever the class is, and a PRIORITY job's rank alone;
+                # a fresh job (of a guild whose PRIORITY ranks everywhere) stops being fresh.
+                job = lane[0].job
+                lane_rank = self._rank(job, self._clock)
+                if lane_rank < _PRIORITY:
+                    unaged = self._unaged_rank(job)
+                    promotions.append(self._next_promotion(job, unaged, lane_rank))
+                elif self._fresh(job, self._clock):
+                    promotions.append(self._next_promotion(job, _PRIORITY, _PRIORITY))
+            if promotions:
+                heapq.heappush(self._aging_events, (min(promotions), user_id, user.version))
         for view in self._views.values():
-            self._push(view, user_id)
-        promotions = []
-        for lane in user.lanes.values():
-            # The rank is promoted whenever the class is, and a PRIORITY job's rank alone.
-            lane_rank = self._rank(lane[0].job, self._clock)
-            if lane_rank < _PRIORITY:
-                unaged = self._unaged_rank(lane[0].job)
-                promotions.append(self._next_promotion(lane[0].job, unaged, lane_rank))
-        if promotions:
-            heapq.heappush(self._aging_events, (min(promotions), user_id, user.version))
+            self._push(view, user_ids)
         self._compact_if_needed()
 
-    def _push(self, view: _View, user_id: int) -> None:
-        """Index the user's next job in ``view``, in that job's guild."""
-        user = self._users[user_id]
-        was_placed = user_id in view.placed
-        placed = view.placed.pop(user_id, None)
-        if was_placed:
-            view.guilds[placed].users -= 1
-        head = self._head(user, view, self._clock)
-        if head is not None:
-            ticket, effective = head
-            job = ticket.job
-            guild = view.guilds.get(job.guild_id)
-            if guild is None:
-                guild = view.guilds[job.guild_id] = _Guild(next(self._versions))
-            guild.users += 1
-            view.placed[user_id] = job.guild_id
-            rank = self._rank(job, self._clock)
-            _enter(guild, ticket, effective, rank, user.turn, user.share, user.version, user_id)
-            self._rekey(view, job.guild_id)
-        if was_placed and (head is None or placed != head[0].job.guild_id):
-            self._rekey(view, placed)
+    def _push(self, view: _View, user_ids: Iterable[int]) -> None:
+        """Index each user's next job in ``view``, in that job's guild, then key anew the
+        guilds they entered or left."""
+        touched: set[int | None] = set()
+        for user_id in user_ids:
+            user = self._users[user_id]
+            head = self._head(user, view, self._clock)
+            if head is not None:
+                job = head[0].job
+                guild = view.guilds.get(job.guild_id)
+                if guild is None:
+                    guild = view.guilds[job.guild_id] = _Guild(next(self._versions))
+                even = guild.enter(head, user.turn, user.share, user.version, user_id)
+                guild.users += 1
+                guild.uneven += not even
+                touched.add(job.guild_id)
+            # Left only now, so that a user whose entries stay two keeps their guild split.
+            placed = view.placed.pop(user_id, None)
+            if head is not None:
+                view.placed[user_id] = (head[0].job.guild_id, even)
+            if placed is not None:
+                left = view.guilds[placed[0]]
+                left.users -= 1
+                if not placed[1]:
+                    left.uneven -= 1
+                    if not left.uneven:
+                        left.shares = None  # one heap orders both again
+                touched.add(placed[0])
+        for guild_id in touched:
+            self._rekey(view, guild_id)
 
     def _rekey(self, view: _View, guild_id: int | None) -> None:
         """Index the guild between guilds anew after a change of its users' entries."""
         guild = view.guilds[guild_id]
-        key = _guild_key(guild, self._is_current)
-        if key is None:
+        top = _guild_top(guild, self._is_current)
+        if top is None:
             del view.guilds[guild_id]  # its entry between guilds is stale from now on
             return
         for heap in (guild.heap, guild.shares):
-            if len(heap) > 4 * guild.users + 64:  # stale entries dominate
-                heap.keep(lambda entry: self._is_current(entry[5], entry[4]))
+            if heap is not None and len(heap) > 4 * guild.users + 64:  # stale entries dominate
+                heap.keep(lambda entry: self._is_current(entry[_USER], entry[_VERSION]))
+        key = top[:_VERSION]
         if key != guild.key:
             guild.key, guild.version = key, next(self._versions)
             heapq.heappush(view.heap, (*key, guild.version, guild_id))
@@ -856,14 +931,17 @@ class FairScheduler:
         """Move the clock to ``now``, re-index promoted users and drop stale entries on top."""
         self._move_clock(now)
         events = self._aging_events
+        promoted: dict[int, None] = {}  # in order, once each
         while events and events[0][0] <= now:
             _, user_id, version = heapq.heappop(events)
             if self._is_current(user_id, version):
-                self._refresh(user_id)
+                promoted[user_id] = None
+        if promoted:
+            self._refresh(*promoted)
         # Stale entries of guilds whose users just started sort first; dropping them here keeps
         # walks short.
         heap = view.heap
-        while heap and not self._guild_is_current(view, heap[0][5], heap[0][4]):
+        while heap and not self._guild_is_current(view, heap[0][_GUILD], heap[0][_GUILD_VERSION]):
             heapq.heappop(heap)
 
     def _compact_if_needed(self) -> None:
@@ -872,7 +950,9 @@ class FairScheduler:
         for view in self._views.values():
             if len(view.heap) > 4 * len(view.guilds) + 64:
                 view.heap = [
-                    entry for entry in view.heap if self._guild_is_current(view, entry[5], entry[4])
+                    entry
+                    for entry in view.heap
+                    if self._guild_is_current(view, entry[_GUILD], entry[_GUILD_VERSION])
                 ]
                 heapq.heapify(view.heap)
         if len(self._promotions) > 4 * len(self._tickets) + 64:
@@ -905,6 +985,7 @@ class FairScheduler:
     ) -> Iterator[tuple[QueuedJob, int]]:
         """Yield queued jobs in fair order, each with the user whose share its guild's turn
         is, pretending each starts before the next is chosen."""
+        users = self._users
         heap = list(view.heap)  # simulated starts change copies only: this, and guilds' below
         guilds: dict[int | None, _Guild] = {}  # copied from the view's as the walk reaches them
         capped_guilds: set[int | None] = set()
@@ -919,7 +1000,8 @@ class FairScheduler:
         def is_current(user_id: int, version: int) -> bool:
             state = simulated.get(user_id)
             if state is None:
-                return self._is_current(user_id, version)
+                user = users.get(user_id)
+                return user is not None and user.version == version
             return state.version == version
 
         def guild_of(guild_id: int | None) -> _Guild:
@@ -929,24 +1011,24 @@ class FairScheduler:
                 guild = guilds[guild_id] = _Guild(0) if kept is None else kept.copy()
             return guild
 
-        def rekey(guild_id: int | None, guild: _Guild) -> None:
-            key = _guild_key(guild, is_current)
-            if key is not None:
-                guild.version = next(simulated_versions)
-                heapq.heappush(heap, (*key, guild.version, guild_id))
+        def entry_of(guild_id: int | None, guild: _Guild) -> _GuildEntry | None:
+            """The guild's entry between guilds, anew (None: none of its users is left)."""
+            top = _guild_top(guild, is_current)
+            if top is None:
+                return None
+            guild.version = next(simulated_versions)
+            return (*top[:_VERSION], guild.version, guild_id)
 
-        def place(user_id: int, state: _Simulated, rekeyed_guild_id: int | None) -> None:
-            """Index the user's next job after the simulated starts in its guild's copy (the
-            caller rekeys ``rekeyed_guild_id``)."""
-            following = self._head(self._users[user_id], view, now, state.consumed)
-            if following is None or following[0].job.guild_id in capped_guilds:
+        def place(user_id: int, state: _Simulated, head: _Head | None, keyed: int | None) -> None:
+            """Index the user's next job ``head`` in its guild's copy (the caller keys the
+            guild ``keyed`` anew)."""
+            if head is None or head[0].job.guild_id in capped_guilds:
                 return
-            ticket, effective = following
-            rank = self._rank(ticket.job, now)
-            guild = guild_of(ticket.job.guild_id)
-            _enter(guild, ticket, effective, rank, state.turn, state.share, state.version, user_id)
-            if ticket.job.guild_id != rekeyed_guild_id:
-                rekey(ticket.job.guild_id, guild)
+            guild_id = head[0].job.guild_id
+            guild = guild_of(guild_id)
+            guild.enter(head, state.turn, state.share, state.version, user_id)
+            if guild_id != keyed and (entry := entry_of(guild_id, guild)) is not None:
+                heapq.heappush(heap, entry)
 
         def simulated_state(user_id: int) -> _Simulated:
             state = simulated.get(user_id)
@@ -956,79 +1038,91 @@ class FairScheduler:
             state.version = next(simulated_versions)  # their entries are stale from now on
             return state
 
-        while heap:
-            *_, version, guild_id = heapq.heappop(heap)
+        # The guild that just took a turn, keyed anew: pushed as the next one is popped, in one
+        # step when it stays first.
+        again: _GuildEntry | None = None
+        while heap or again is not None:
+            if again is None:
+                popped = heapq.heappop(heap)
+            else:
+                popped, again = heapq.heappushpop(heap, again), None
+            version, guild_id = popped[_GUILD_VERSION], popped[_GUILD]
             guild = guilds[guild_id] if guild_id in guilds else view.guilds.get(guild_id)
             if guild is None or guild.version != version or guild_id in capped_guilds:
                 continue
             guild = guild_of(guild_id)
             # The guild's first user, and the user whose share its turn is: their entries were
             # current, on top, when the guild was keyed.
-            first, sharer_entry = guild.heap.top(), guild.shares.top()
+            first = guild.heap.top()
+            sharer_entry = first if guild.shares is None else guild.shares.top()
             assert first is not None and sharer_entry is not None, "a keyed guild has users"
-            user_id, sharer_id = first[5], sharer_entry[5]
-            user = self._users[user_id]
+            user_id, sharer_id, job = first[_USER], sharer_entry[_USER], first[_TICKET].job
             state = simulated.get(user_id)
-            head = self._head(user, view, now, state.consumed if state else None)
-            assert head is not None, "a current index entry always has a head job"
-            job = head[0].job
             if respect_caps:
                 guild_load = self._guild_running[guild_id] + guild_started[guild_id]
                 if guild_cap is not None and guild_id is not None and guild_load >= guild_cap:
                     capped_guilds.add(guild_id)  # nothing of it can start: its users leave
                     continue
-                if user.running + (state.started if state else 0) >= user_cap:
+                if self._users[user_id].running + (state.started if state else 0) >= user_cap:
                     simulated_state(user_id)  # this user can start nothing more: they leave
-                    rekey(guild_id, guild)
+                    again = entry_of(guild_id, guild)
                     continue
             yield job, sharer_id
+            guild.heap.pop()  # the entries just read, stale from now on
+            if guild.shares is not None:
+                guild.shares.pop()
             sharer = simulated_state(sharer_id)
             # Each job yielded is first as it starts, and its sharer's share first between guilds.
-            share_level = max(share_level, sharer.share.work)
+            share, share_level = sharer.share, max(share_level, sharer.share.work)
             start = next(start_seqs)
-            sharer.share = _Turn(_work_after(sharer.share, share_level, job), start)
-            state = simulated_state(user_id)
+            sharer.share = _Turn(_work_after(share, share_level, job), start)
+            state = sharer if sharer_id == user_id else simulated_state(user_id)
             level = max(level, state.turn.work)
-            state.turn = _Turn(_work_after(state.turn, level, job), start)
+            if state.turn == share and level == share_level:  # the same move (without roles)
+                state.turn = sharer.share
+            else:
+                state.turn = _Turn(_work_after(state.turn, level, job), start)
             state.started += 1
-            state.consumed[(job.priority, job.device)] += 1
+            lane_key = (job.priority, job.device)
+            state.consumed[lane_key] = state.consumed.get(lane_key, 0) + 1
             guild_started[guild_id] += 1
-            place(user_id, state, guild_id)
-            if sharer_id != user_id:
-                place(sharer_id, sharer, guild_id)
-            rekey(guild_id, guild)
+            place(user_id, state, self._head(users[user_id], view, now, state.consumed), guild_id)
+            if sharer_id != user_id:  # their next job is the one just read
+                ticket = sharer_entry[_TICKET]
+                effective = self._effective_class(ticket.job, now)
+                head = (ticket, effective, self._fresh(ticket.job, now), -sharer_entry[0])
+                place(sharer_id, sharer, head, guild_id)
+            again = entry_of(guild_id, guild)
 
 
-def _enter(
-    guild: _Guild,
-    ticket: _Ticket,
-    effective: int,
-    rank: int,
-    turn: _Turn,
-    share: _Turn,
-    version: int,
-    user_id: int,
-) -> None:
-    """Push a user's entries for their next job ``ticket`` into its guild's heaps."""
-    job = ticket.job
-    guild.heap.push((-effective, turn, job.submitted_at, ticket.seq, version, user_id))
-    guild.shares.push((-rank, share, job.submitted_at, ticket.seq, version, user_id))
+def _guild_top(guild: _Guild, is_current: Callable[[int, int], bool]) -> _Entry | None:
+    """The entry that places the guild between guilds (rule 1): of its best rank, the least
+    share (stale entries on top of its heaps are dropped); None when none of its users is
+    left."""
+    heap = guild.heap
+    while (entry := heap.top()) is not None and not is_current(entry[_USER], entry[_VERSION]):
+        heap.pop()
+    shares = guild.shares
+    if shares is None:
+        return entry
+    while (entry := shares.top()) is not None and not is_current(entry[_USER], entry[_VERSION]):
+        shares.pop()
+    return entry
 
 
-def _guild_key(
-    guild: _Guild, is_current: Callable[[int, int], bool]
-) -> tuple[int, _Turn, float, int] | None:
-    """The guild's place between guilds (rule 1): its best rank, then the least share among
-    its users of that rank (stale entries on top of its heaps are dropped); None when none of
-    its users is left."""
-    for heap in (guild.heap, guild.shares):
-        while (entry := heap.top()) is not None and not is_current(entry[5], entry[4]):
-            heap.pop()
-    entry = guild.shares.top()
-    if entry is None:
-        return None
-    rank, share, submitted_at, seq, _, _ = entry
-    return (rank, share, submitted_at, seq)
+def _taken_back(charge: _Charge, current: _Turn) -> _Turn:
+    """A tally once ``charge`` is undone: back to what it was, or, when a later start moved it
+    since, that one's, less this job's work."""
+    if current.start == charge.after.start:
+        return charge.before
+    return _Turn(current.work - (charge.after.work - charge.before.work), current.start)
+
+
+def _followed(later: _Charge, undone: _Charge) -> _Charge:
+    """A later start's charge once ``undone`` is: one that followed it follows the one before."""
+    if later.before.start == undone.after.start:
+        return later._replace(before=undone.before)
+    return later
 
 
 def _work_after(turn: _Turn, level: float, job: QueuedJob) -> float:

@@ -204,13 +204,12 @@ def refunded_withdrawal(job: FinishedJob) -> str | None:
 
 
 def stopped_by_moderator(job: FinishedJob) -> bool:
-    """Whether a cancelled ``job`` was stopped as a moderator withdrew it (their Cancel,
-    ``/easel-mod withdraw``, as recorded: ``FinishedJob.withdrawn_by_moderator``), itself,
-    not with the picture it was made from nor with a channel. Its own message's deletion
-    is not: Discord does not say who deleted it, its maker as likely as a moderator."""
-    return job.withdrawn_by_moderator and not (
-        job.withdrawn_with_source or job.withdrawn_with_channel
-    )
+    """Whether a cancelled ``job`` was first stopped by a moderator (their Cancel,
+    ``/easel-mod withdraw``, as recorded: ``FinishedJob.moderator_stopped``), itself, not
+    with the picture it was made from nor with a channel. Its own message's deletion is not:
+    Discord does not say who deleted it, its maker as likely as a moderator; nor a
+    moderator's withdrawal after its maker's own cancel."""
+    return job.moderator_stopped and not (job.withdrawn_with_source or job.withdrawn_with_channel)
 
 
 def channel_deletion(job: FinishedJob) -> str | None:

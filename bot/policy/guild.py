@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -23,10 +22,13 @@ from bot.policy.addons import (
 )
 from bot.policy.moderation import (
     BANNED_SINCE,
+    BANNED_WORDS_PER_SERVER,
     WITHDRAWN_PICTURE,
     WITHHELD_PICTURE,
+    BannedWords,
     ConditioningTexts,
     NsfwPolicy,
+    banned_word_too_long,
     check_channel,
     check_request,
     default_model_here,
@@ -328,13 +330,15 @@ class GuildPolicy:
         installed = await asyncio.to_thread(self._installed_models)
         return [name for name in installed if name in allowed_models]
 
-    def _banned_words(self, settings: GuildSettings) -> frozenset[str]:
-        return settings.entries(GuildList.BANNED_WORD) | self._operator_banned_words
+    def _banned_words(self, settings: GuildSettings) -> BannedWords:
+        """The server's words (one set until its list changes, whose matcher the reader keeps)
+        beside the operator's, never joined (``BannedWords``)."""
+        return BannedWords(settings.entries(GuildList.BANNED_WORD), self._operator_banned_words)
 
-    async def banned_words_where(self, guild_id: int | None) -> frozenset[str]:
+    async def banned_words_where(self, guild_id: int | None) -> BannedWords:
         """The words refused in ``guild_id`` (None: direct messages, the operator's only)."""
         if guild_id is None:
-            return self._operator_banned_words
+            return BannedWords(operator=self._operator_banned_words)
         return self._banned_words(await self.settings(guild_id))
 
     @property
@@ -370,15 +374,34 @@ class GuildPolicy:
     async def change_list(
         self, guild_id: int, admin_id: int, which: GuildList, value: str, *, add: bool
     ) -> bool:
-        value = value.strip().lower() if which is GuildList.BANNED_WORD else value.strip()
+        """Add or remove ``value``; False: nothing changed. A banned word added is at most
+        ``BANNED_WORD_MAX_LENGTH`` long as matched, and a server bans at most
+        ``BANNED_WORDS_PER_SERVER`` (``UserError`` naming the limit; a removal always goes)."""
+        banned_word = which is GuildList.BANNED_WORD
+        value = value.strip().lower() if banned_word else value.strip()
+        if banned_word and add and (too_long := banned_word_too_long(value)) is not None:
+            raise UserError(f"This word or phrase {too_long}.")
         if which in _NAME_LISTS:
             value = as_typed(value)
             if not add:  # the entry as stored, which may spell the name in NFD
                 stored = (await store.get(self._conn, guild_id)).entries(which)
                 value = next((entry for entry in stored if as_typed(entry) == value), value)
-        changed = await store.change_list(
-            self._conn, guild_id, admin_id, which, value, add=add, now=self._clock()
-        )
+        try:
+            changed = await store.change_list(
+                self._conn,
+                guild_id,
+                admin_id,
+                which,
+                value,
+                add=add,
+                now=self._clock(),
+                at_most=BANNED_WORDS_PER_SERVER if banned_word else None,
+            )
+        except store.ListFull:
+            raise UserError(
+                f"This server bans {BANNED_WORDS_PER_SERVER:,} words or phrases already, the "
+                "most it may; remove one (/easel-admin banned-word action:remove) to add another."
+            ) from None
         self._cached.drop(guild_id)
         if which is GuildList.BANNED_WORD:
             self._reuse_verdicts.drop_where(lambda key: key[0] == guild_id)
@@ -392,15 +415,8 @@ class GuildPolicy:
         subject_id: int,
         limits: QuotaLimits,
     ) -> None:
-        now = self._clock()
-        await accounting.set_limits(self._conn, scope, guild_id, subject_id, limits, now)
-        await store.record_change(
-            self._conn,
-            guild_id,
-            admin_id,
-            f"quota:{scope.value}:{subject_id}",
-            json.dumps({k: v for k, v in limits.as_mapping().items() if v is not None}),
-            now,
+        await accounting.set_limits(
+            self._conn, scope, guild_id, subject_id, limits, self._clock(), by=admin_id
         )
 
     async def audit_log(self, guild_id: int, limit: int = 15) -> list[AuditEntry]:

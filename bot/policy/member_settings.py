@@ -19,9 +19,10 @@ from db.user_settings import UserSettings
 __all__ = ["MemberSettings", "UserSettings"]
 
 
-def _validated(settings: UserSettings) -> UserSettings:
-    check_saved_values(settings.steps, settings.cfg, settings.size, settings.clip_skip)
-    return settings
+def _check_values(settings: UserSettings) -> None:
+    check_saved_values(
+        settings.steps, settings.cfg, settings.size, settings.clip_skip, settings.sampler
+    )
 
 
 class MemberSettings:
@@ -60,7 +61,11 @@ class MemberSettings:
         transaction (``make_undelivered_private``); turned off, they leave those private."""
         base = UserSettings() if clear else await store.get(self._conn, user_id)
         given = {name: value for name, value in changes.items() if value is not None}
-        updated = _validated(dataclasses.replace(base, **given))  # type: ignore[arg-type]
+        # Only the values changed are checked: one saved before such values were checked is
+        # refused where it is used, naming where it is kept (``refused_as_saved``), and
+        # blocks no other change.
+        _check_values(dataclasses.replace(UserSettings(), **given))  # type: ignore[arg-type]
+        updated = dataclasses.replace(base, **given)  # type: ignore[arg-type]
         async with transaction(self._conn):
             await store.put(self._conn, user_id, updated, self._clock())
             if given.get("private_results"):

@@ -8,6 +8,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -157,25 +158,84 @@ def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -
     inside a longer run of letters), or None; both sides are normalised (``normalise``), the
     texts also split where the tokenizer splits them (``_read_apart``). A word or phrase of
     letters, digits and spaces is looked for with punctuation read as spaces (``as_words``),
-    one with punctuation as written.
+    one with punctuation as written. ``BannedWords``: its server's own words are looked for
+    first, then the operator's, each list by its own matcher.
 
     A rendering is literal text and choices between renderings (``schedule.renderings``);
     every combination of choices is checked without listing them: only each variant's last
     characters (the longest banned word's length, and one before it) are carried along,
     so ``[c|d]at`` costs two short strings, not every full text.
     """
+    words = banned if isinstance(banned, BannedWords) else BannedWords(frozenset(banned))
+    matchers = [
+        matcher
+        for matcher in (_matcher_for(words.own), _operator_matcher_for(words.operator))
+        if matcher is not None
+    ]
+    read = list(texts) if len(matchers) > 1 else texts  # read once by each matcher
+    return next(
+        (found for matcher in matchers if (found := matcher.first_banned(read)) is not None),
+        None,
+    )
+
+
+class BannedWords(AbstractSet[str]):
+    """The words refused in one place, as a set: its server's own list (``own``) and the
+    operator's (``EASEL_BANNED_WORDS_FILE``, ``operator``), kept apart so that each list has
+    a matcher of its own (``find_banned_rendering``). The operator's, of up to tens of
+    thousands of words, is built once for every server; a server's is kept by its own list
+    alone (``MATCHERS_KEPT``), so no server's list, nor how many servers are active, builds
+    or holds the operator's words again."""
+
+    __slots__ = ("operator", "own")
+
+    def __init__(
+        self, own: frozenset[str] = frozenset(), operator: frozenset[str] = frozenset()
+    ) -> None:
+        self.own = own
+        self.operator = operator
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.own or word in self.operator
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.operator
+        yield from self.own - self.operator
+
+    def __len__(self) -> int:
+        return len(self.operator) + len(self.own - self.operator)
+
+    def __bool__(self) -> bool:
+        return bool(self.own or self.operator)
+
+    def __le__(self, other: AbstractSet[object]) -> bool:
+        """Whether no word here is missing from ``other``: one server's words of two moments
+        share the operator's set, so only the server's own are compared (each edit of a
+        job's previews asks; ``cogs.results.progress``)."""
+        if isinstance(other, BannedWords) and other.operator is self.operator:
+            return all(word in other for word in self.own)
+        return super().__le__(other)
+
+
+def _matcher(banned: frozenset[str]) -> _Matcher | None:
+    """The matcher of ``banned`` (None: no word left once normalised)."""
     words = {normalise(word).strip(): word for word in sorted(banned, reverse=True)}
     words.pop("", None)
-    if not words:
-        return None
-    matcher = _Matcher(words)
-    start = (_EDGE,) * len(matcher.forms)
-    try:
-        for text in texts:
-            matcher.at_end(matcher.endings(frozenset({start}), text))
-    except _Banned as banned_word:
-        return banned_word.word
-    return None
+    return _Matcher(words) if words else None
+
+
+# Servers' lists whose matchers are kept, of those read last (each list one set until it
+# changes: ``GuildPolicy``), keyed by a server's own words only. Building one normalises and
+# compiles every word: each prompt paid it (5,000 words: 0.32 s a /imagine), the read
+# itself a few ms. A matcher of ``BANNED_WORDS_PER_SERVER`` words of the longest takes 0.65 MiB
+# (RSS; of 4 to 12 letters, 0.5 MiB), so all kept take at most 170 MiB, and lists of tens of
+# words a few MiB. Past this many active lists, a prompt pays its own list's build (100
+# words: 3 ms; 1,000: about 0.1 s), never the operator's (5,000 words: 0.3 s).
+MATCHERS_KEPT = 256
+_matcher_for = functools.lru_cache(maxsize=MATCHERS_KEPT)(_matcher)
+# The operator's words: one list for the process (read at start), its matcher built at the
+# first prompt and kept; a server's list never evicts it.
+_operator_matcher_for = functools.lru_cache(maxsize=1)(_matcher)
 
 
 class TooManyCombinations(UserError):
@@ -385,8 +445,15 @@ class _Matcher:
         return result
 
     def _after(self, endings: frozenset[_Ending], text: str) -> frozenset[_Ending]:
-        buffers = {self._read(ending, text) for ending in endings}
+        """Each ending followed by ``text``, checked. A checkpoint per ending: one long part
+        after up to ``MAX_CHECKED_ENDINGS`` endings reads for seconds (15 s), each
+        ending milliseconds (4,000 characters: 8 ms; a stored text's 16,000: 25 ms)."""
+        buffers = set()
+        for ending in endings:
+            checkpoint()
+            buffers.add(self._read(ending, text))
         for buffer in buffers:
+            checkpoint()
             self._check_forms(buffer)
         return self._bounded({tuple(read[-self.keep :] for read in buffer) for buffer in buffers})
 
@@ -415,7 +482,18 @@ class _Matcher:
 
     def at_end(self, endings: frozenset[_Ending]) -> None:
         for ending in endings:
+            checkpoint()
             self._check_forms(self._read(ending, _EDGE), at_end=True)
+
+    def first_banned(self, texts: Iterable[Rendering]) -> str | None:
+        """The first of this matcher's words some variant of ``texts`` renders; None: none."""
+        start = frozenset({(_EDGE,) * len(self.forms)})
+        try:
+            for text in texts:
+                self.at_end(self.endings(start, text))
+        except _Banned as banned_word:
+            return banned_word.word
+        return None
 
 
 def check_channel(channel_id: int | None, allowed_channels: Collection[int]) -> None:
@@ -619,24 +697,53 @@ def check_banned_since(texts: ConditioningTexts, banned: Collection[str]) -> Non
         raise UserError(BANNED_SINCE, Reason.BANNED_WORD)
 
 
-# A banned word or phrase, as /easel-admin banned-word and the operator's file accept it.
+# A banned word or phrase, as /easel-admin banned-word and the operator's file accept it: as
+# typed and as matched (``banned_word_too_long``).
 BANNED_WORD_MAX_LENGTH = 100
+# A server's banned words and phrases at most (/easel-admin banned-word; not the operator's
+# file): every /imagine there reads them all, and each list is a matcher built and kept
+# (``MATCHERS_KEPT``). Lists of words to refuse run to hundreds; 5,000 words cost 0.32 s a
+# prompt before matchers were kept. A list longer from before keeps its words until
+# removed; none is added while it holds this many.
+BANNED_WORDS_PER_SERVER = 1_000
+
+
+def banned_word_too_long(word: str) -> str | None:
+    """Why ``word`` is too long to ban (None: it is not): over ``BANNED_WORD_MAX_LENGTH``
+    characters as typed or in any form the matcher looks for it (``normalise``; its marks
+    apart, ``_marks_apart``). NFKC spells some characters out (one ``\ufdfa`` reads as 18),
+    each combining mark read apart is one character (a variation selector too, which
+    ``normalise`` drops), and every ending of a prompt's variants carries the longest form's
+    length: one word of 100 of those made a prompt with 10 choices 20 times dearer to read."""
+    typed, matched, apart = len(word), len(normalise(word).strip()), len(_marks_apart(word))
+    if max(typed, matched, apart) <= BANNED_WORD_MAX_LENGTH:
+        return None
+    if typed >= max(matched, apart):
+        length = f"{typed:,} characters long"
+    elif matched >= apart:
+        length = (
+            f"{matched:,} characters long as prompts are compared (some characters, such as "
+            "U+FDFA, read as several letters)"
+        )
+    else:
+        length = (
+            f"{apart:,} characters long as prompts are compared (each combining mark, such as "
+            "a variation selector, counts as one)"
+        )
+    return f"is {length}; a banned word or phrase is 1 to {BANNED_WORD_MAX_LENGTH}"
 
 
 def read_banned_words(text: str) -> frozenset[str]:
     """The operator's banned words (``EASEL_BANNED_WORDS_FILE``): one word or phrase a line,
     stored as an admin's are (trimmed, lower case); blank lines and ``#`` comments skipped.
-    ``ValueError`` names the first line longer than ``BANNED_WORD_MAX_LENGTH``."""
+    ``ValueError`` names the first line too long (``banned_word_too_long``)."""
     words = set()
     for number, line in enumerate(text.splitlines(), start=1):
         word = line.strip().lower()
         if not word or word.startswith("#"):
             continue
-        if len(word) > BANNED_WORD_MAX_LENGTH:
-            raise ValueError(
-                f"line {number} is {len(word)} characters long; a banned word or phrase is "
-                f"1 to {BANNED_WORD_MAX_LENGTH}"
-            )
+        if (too_long := banned_word_too_long(word)) is not None:
+            raise ValueError(f"line {number} {too_long}")
         words.add(word)
     return frozenset(words)
 

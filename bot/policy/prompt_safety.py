@@ -45,7 +45,7 @@ from bot.policy.moderation import (
     check_banned_since,
     find_banned_rendering,
 )
-from bot.policy.unavailable import broken_wildcard, unknown_wildcard
+from bot.policy.unavailable import broken_wildcard, quoted, unknown_wildcard
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError, counted
 from inference.compare import cell_requests, is_comparison
@@ -88,9 +88,10 @@ EXPLAIN_BUDGET_S = 10.0
 STORED_CHECK_BUDGET_S = 2.0
 # The prompt language's own threads, apart from asyncio's default executor (file writes, PNGs,
 # database helpers): a refused plan's thread runs on until the prompt language's next
-# checkpoint (milliseconds, at most dynamicprompts' parse of one prompt: ~0.5 s) and must not
-# hold one of those. A member holds at most one of these at a time, so other members' plans
-# find a free one unless as many members each sent a costly prompt in the same seconds.
+# checkpoint (milliseconds, the banned-word read's included: one variant's ending at a time;
+# at most dynamicprompts' parse of one prompt: ~0.5 s) and must not hold one of those. A
+# member holds at most one of these at a time, so other members' plans find a free one
+# unless as many members each sent a costly prompt in the same seconds.
 PLAN_THREADS = 4
 # The threads one server's plans may hold at once (queued or running, refused ones until they
 # stop): half, so a raid of one server's members (or alt accounts) leaves the other servers at
@@ -449,22 +450,22 @@ def _prompt_refused(
     (the member's words; the refusal is counted); one a wildcard file names is that file's
     fault, not the prompt's: the member is told which wildcard is broken (the files of the
     wildcard whose value named it, ``UnknownWildcardError.named_in``), the operator warned of
-    the file once a day (``warned``: ``plan_request``'s)."""
-    if not isinstance(error, UnknownWildcardError):
+    the file once a day (``warned``: ``plan_request``'s). So is a wildcard file at fault
+    otherwise (its { } syntax, a loop, braces too deep: ``PromptError.in_wildcard``)."""
+    if isinstance(error, UnknownWildcardError):
+        reference = f"__{error.name}__"
+        if any(reference in text for text in typed):
+            return UserError(unknown_wildcard(error.name, error.available))
+        fault = f"its file names {quoted(reference)}, which is no wildcard here"
+        holder, warning = error.named_in, f"A wildcard file names {reference}, which is no wildcard"
+    elif error.in_wildcard is not None:
+        holder, fault, warning = error.in_wildcard, error.file_fault, f"A wildcard file: {error}"
+    else:
         return UserError(_then(error, "fix the prompt and try again."))
-    reference = f"__{error.name}__"
-    if any(reference in text for text in typed):
-        return UserError(unknown_wildcard(error.name, error.available))
-    files = [] if error.named_in is None else library.files_of(error.named_in)
-    if warned is None or warned.first(("wildcard", error.name)):
-        log.warning(
-            "A wildcard file names %s, which is no wildcard: %s",
-            reference,
-            ", ".join(map(str, files)) or "file not found",
-        )
-    return UserError(
-        broken_wildcard(error.name, [file.with_suffix("").as_posix() for file in files])
-    )
+    files = library.files_of(holder) if holder else []
+    if warned is None or warned.first(("wildcard", warning)):
+        log.warning("%s: %s", warning, ", ".join(map(str, files)) or "file not found")
+    return UserError(broken_wildcard([file.with_suffix("").as_posix() for file in files], fault))
 
 
 def _wildcards_read(wildcards_dir: Path | None) -> Path | None:

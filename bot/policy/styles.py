@@ -89,6 +89,12 @@ def apply_style(
     styles: dict[str, Style], name: str, prompt: str, negative: str | None
 ) -> tuple[str, str]:
     """``prompt`` and ``negative`` with the style named ``name`` applied."""
+    style = style_named(styles, name)
+    return _merge(prompt, style.prompt), _merge(negative or "", style.negative_prompt)
+
+
+def style_named(styles: dict[str, Style], name: str) -> Style:
+    """The style named ``name``; ``RequestError`` naming some there are when there is none."""
     style = styles.get(name)
     if style is None:
         if not styles:
@@ -97,4 +103,4 @@ def apply_style(
         more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
         known = ", ".join(listed[:10]) + more
         raise RequestError(f"style {name!r} does not exist; known styles: {known}")
-    return _merge(prompt, style.prompt), _merge(negative or "", style.negative_prompt)
+    return style

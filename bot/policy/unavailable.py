@@ -79,14 +79,14 @@ def unknown_wildcard(name: str, available: Collection[str]) -> str:
     )
 
 
-def broken_wildcard(name: str, holders: Collection[str]) -> str:
-    """A member's refusal of a prompt whose wildcard draws ``__name__`` from a wildcard file
-    (``holders``: the wildcards whose files name it, as found), which names no wildcard: the
-    file is at fault, not the prompt the member typed."""
+def broken_wildcard(holders: Collection[str], fault: str) -> str:
+    """A member's refusal of a prompt whose wildcard's file is at fault, not the prompt the
+    member typed: ``holders``, the wildcards of the faulty files (as found), and ``fault``,
+    what is wrong in them (it names a wildcard that does not exist, a `{` has no `}`...)."""
     which = " and ".join(quoted(f"__{holder}__") for holder in holders) or "one your prompt uses"
     return (
-        f"The wildcard {which} is broken: its file names {quoted(f'__{name}__')}, which is no "
-        "wildcard here. Tell a moderator, and leave that wildcard out until it is fixed."
+        f"The wildcard {which} is broken: {fault}. Tell a moderator, and leave that wildcard "
+        "out until it is fixed."
     )
 
 

@@ -21,6 +21,8 @@ from bot.edits import (
     Picture,
     expand_request,
     fix_faces_request,
+    is_fast_upscale,
+    request_from_infotext,
     upscale_request,
     vary_request,
 )
@@ -39,6 +41,7 @@ from cogs.common import (
     MAX_QUOTED_PROMPT,
     acting_member,
     defer_thinking,
+    picture_renderers_in,
     queue_of,
     quoted,
     services_of,
@@ -211,7 +214,7 @@ async def original_request(queue: JobQueue, job_id: str) -> RenderRequest:
 async def _stored_picture(
     interaction: discord.Interaction[Any], job: StoredJob, idx: int
 ) -> tuple[RenderRequest, Picture]:
-    return await stored_picture(queue_of(interaction), job, idx)
+    return await stored_picture(queue_of(interaction), services_of(interaction), job, idx)
 
 
 def only_pictures(job_id: str, count: int) -> UserError:
@@ -237,9 +240,12 @@ def deleted_picture_read(
 
 
 async def stored_picture(
-    queue: JobQueue, job: StoredJob, idx: int
+    queue: JobQueue, services: Services, job: StoredJob, idx: int
 ) -> tuple[RenderRequest, Picture]:
-    """Picture ``idx`` of a stored result, and its job's request with that picture's seed."""
+    """Picture ``idx`` of a stored result, and its job's request with that picture's seed. A
+    fast upscale's request keeps only the words and seed (``is_fast_upscale``): its picture's
+    settings are read from the text it carries over, as ``/vary`` of its post reads them
+    (with a note for a model or VAE not usable here)."""
     job_id = job.job_id
     if idx >= len(job.image_paths):
         raise only_pictures(job_id, len(job.image_paths))
@@ -248,9 +254,16 @@ async def stored_picture(
         width, height = await asyncio.to_thread(picture_size, path)
     except FileNotFoundError:
         raise picture_deleted(job_id, idx) from None
+    picture = Picture(path, width, height, job.infotexts[idx])
     original = await original_request(queue, job_id)
+    if is_fast_upscale(original) and picture.infotext:
+        models, vaes = await picture_renderers_in(services, job.guild_id)
+        read = request_from_infotext(
+            picture.infotext, None, models, usable_vaes=vaes, prompt_required=False
+        )
+        return dataclasses.replace(read, seed=job.seeds[idx]), picture
     request = dataclasses.replace(picture_alone(original, idx, job.seeds[idx]), notes=[])
-    return request, Picture(path, width, height, job.infotexts[idx])
+    return request, picture
 
 
 class _ReportsErrors:
@@ -308,16 +321,36 @@ class JobButton(_ReportsErrors):
 class RerollButton(
     JobButton,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"easel:reroll:{_JOB}",
+    template=rf"easel:reroll:{_JOB}(?::{_IDX})?",
 ):
-    """🔄: the same request with a new seed."""
+    """🔄: the same request with a new seed. Under one picture of a grid (``idx``; posted
+    since session 27, an older button names none), that picture alone, as Remix there."""
 
     action, emoji = "reroll", "🔄"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await visible_job(interaction, self.job_id, resubmitted=True)
-        original = await _original_request(interaction, self.job_id)
+        original = await _remade_request(interaction, job, self.idx, "🔄")
         await submit_again(interaction, "reroll", reroll(original), job)
+
+
+async def _remade_request(
+    interaction: discord.Interaction[Any], job: StoredJob, idx: int | None, button: str
+) -> RenderRequest:
+    """The request 🔄 and Remix make ``job`` again from: its own, or picture ``idx``'s alone.
+    A fast upscale is refused (a button posted before they were left out under one): it
+    renders nothing, so it would post the same pixels again and charge for them."""
+    original = await _original_request(interaction, job.job_id)
+    if is_fast_upscale(original):
+        raise UserError(
+            f"{button} does nothing new under an upscale: it would enlarge the same picture "
+            "again. Use it under the picture that was upscaled, or Vary this one."
+        )
+    if idx is not None:
+        if idx >= len(job.seeds):
+            raise only_pictures(job.job_id, len(job.seeds))
+        original = dataclasses.replace(picture_alone(original, idx, job.seeds[idx]), count=1)
+    return original
 
 
 class PickButton(
@@ -361,7 +394,7 @@ class PickButton(
             content=f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
             f"— <@{interaction.user.id}>{SHOWN_AS_PREVIEW if is_preview else ''}",
             attachments=[file],
-            view=single_view(self.job_id, idx),
+            view=single_view(self.job_id, idx, picked=True),
             allowed_mentions=discord.AllowedMentions.none(),
         )
         if not private:
@@ -609,12 +642,7 @@ class RemixButton(
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await visible_job(interaction, self.job_id)
-        original = await _original_request(interaction, self.job_id)
-        if self.idx is not None:
-            if self.idx >= len(job.seeds):
-                raise only_pictures(self.job_id, len(job.seeds))
-            alone = picture_alone(original, self.idx, job.seeds[self.idx])
-            original = dataclasses.replace(alone, count=1)
+        original = await _remade_request(interaction, job, self.idx, "Remix")
         original = dataclasses.replace(original, notes=[])
         modal = RemixModal(
             self.job_id,
@@ -956,33 +984,45 @@ RESULT_BUTTONS = (
 )
 
 
-def single_view(job_id: str, idx: int) -> discord.ui.View:
+def single_view(
+    job_id: str, idx: int, *, picked: bool = False, remakeable: bool = True
+) -> discord.ui.View:
+    """The buttons under one picture: its job's only one, or picture ``idx`` of a grid posted
+    alone (``picked``: its 🔄 makes that picture again, not the grid). ``remakeable`` False
+    (a fast upscale, ``is_fast_upscale``): no 🔄 nor Remix, which would enlarge the same
+    picture again."""
     view = discord.ui.View(timeout=None)
     view.add_item(VaryButton(job_id, idx, "subtle", row=0))
     view.add_item(VaryButton(job_id, idx, "strong", row=0))
     view.add_item(UpscaleButton(job_id, idx, "2", row=0))
     view.add_item(UpscaleButton(job_id, idx, "4", row=0))
-    view.add_item(RerollButton(job_id, row=0))
+    if remakeable:
+        view.add_item(RerollButton(job_id, idx if picked else None, row=0))
     for how in ("zoom2", "left", "right", "up", "down"):
         view.add_item(ExpandButton(job_id, idx, how, row=1))
     view.add_item(RegionButton(job_id, idx, row=2))
     view.add_item(FixFacesButton(job_id, idx, "fix", row=2))
-    add_everyday_buttons(view, job_id, idx)
+    add_everyday_buttons(view, job_id, idx, remix=remakeable)
     return view
 
 
-def add_everyday_buttons(view: discord.ui.View, job_id: str, idx: int | None) -> None:
-    """Remix, DM me and Delete on row 2 (``idx``: one picture, None: the whole job)."""
-    view.add_item(RemixButton(job_id, idx, row=2))
+def add_everyday_buttons(
+    view: discord.ui.View, job_id: str, idx: int | None, *, remix: bool = True
+) -> None:
+    """Remix (unless ``remix`` is False), DM me and Delete on row 2 (``idx``: one picture,
+    None: the whole job)."""
+    if remix:
+        view.add_item(RemixButton(job_id, idx, row=2))
     view.add_item(DirectCopyButton(job_id, idx, row=2))
     view.add_item(DeleteButton(job_id, row=2))
 
 
-def job_view(job_id: str, image_count: int) -> discord.ui.View:
+def job_view(job_id: str, request: RenderRequest | None, image_count: int) -> discord.ui.View:
     """Single picture: Vary/Upscale/🔄, then Zoom Out and pans; several: U1-U4, V1-V4 and 🔄;
-    then Remix, DM me and Delete."""
+    then Remix, DM me and Delete. ``request``: the job's (None: not known), which tells a
+    fast upscale (``single_view``)."""
     if image_count == 1:
-        return single_view(job_id, 0)
+        return single_view(job_id, 0, remakeable=request is None or not is_fast_upscale(request))
     view = discord.ui.View(timeout=None)
     for idx in range(image_count):
         view.add_item(PickButton(job_id, idx, row=0))

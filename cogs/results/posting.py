@@ -5,6 +5,7 @@ pictures stay in age-restricted channels: ``cogs.results.copies.may_go_to_direct
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -17,7 +18,13 @@ import discord
 from bot.bans import StoppedMembers
 from bot.history import PostedMessage
 from bot.images import decoded, posted_as_grid, posted_grid_png
-from bot.jobs.queue import PRIVATELY, STOPPED_BEFORE_ITS_START, FinishedJob, Privately
+from bot.jobs.queue import (
+    PRIVATELY,
+    SERVER_NOT_SERVED,
+    STOPPED_BEFORE_ITS_START,
+    FinishedJob,
+    Privately,
+)
 from bot.jobs.queue.delivery import INVALID_WEBHOOK_TOKEN
 from bot.policy.delivery import (
     CHANNEL_DELETED,
@@ -68,6 +75,15 @@ _GONE_TOKEN_CODES = frozenset({INVALID_WEBHOOK_TOKEN, 10015, UNKNOWN_MESSAGE})
 # then: a post of the job made later (a /show's) is never taken for it. Both times are
 # Discord's (read from ids), so no clock slack is needed beyond its own delays.
 FIRST_ANSWER_WINDOW_S = 10.0
+# At most so many of a member's jobs a start ended for a server left out of
+# EASEL_ALLOWED_SERVERS are named in one DM (20 characters each: it stays well under Discord's
+# 2,000 however large EASEL_MAX_QUEUED_PER_MEMBER is); and why they were not posted
+# (``SERVER_NOT_SERVED``, said of several; all refunded whole).
+NAMED_IN_ONE_DM = 50
+UNSERVED_JOBS = (
+    "Easel's operator no longer serves the server they were made in. They do not count against "
+    "your quota"
+)
 
 
 def caption(job: FinishedJob) -> str:
@@ -234,6 +250,8 @@ class DiscordResults(ProgressMessages):
         self.stopped_members: StoppedMembers | None = None
         # Whether Easel was removed from a server (``EaselBot.removed_from``; unset: never).
         self.removed_from: Callable[[int], bool] | None = None
+        # Whether Easel serves a server (``Settings.serves_server``; unset: every one).
+        self.serves_server: Callable[[int], bool] | None = None
         # Gives a withheld job's quota back, its charge included (``JobQueue.refund_withheld``;
         # unset: none is refunded); whether it stands refunded.
         self.refund_withheld: Callable[[str], Awaitable[bool]] | None = None
@@ -242,6 +260,10 @@ class DiscordResults(ProgressMessages):
         # made it their outcome since, so a retry points it to the result without reading it,
         # and a delivery given up says so there (``given_up``).
         self._posting_shown: dict[str, Pointer] = {}
+        # Jobs ended at the start for a server left out of EASEL_ALLOWED_SERVERS that a DM
+        # about another of their maker's jobs there named already (``_named_together``).
+        self._named_unserved: set[str] = set()
+        self._naming_unserved = asyncio.Lock()
 
     async def deliver(self, job: FinishedJob) -> int | Privately | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
@@ -249,6 +271,15 @@ class DiscordResults(ProgressMessages):
         its maker alone was shown it; None: posted nowhere)."""
         if job.withheld is not None:  # ended before its render, or withheld: refunded whole
             await self._withhold(job, job.withheld, refunded=True)
+            return None
+        if self._unserved(job):
+            # Ended before the operator left its server out of EASEL_ALLOWED_SERVERS (rendered,
+            # failed or cancelled): nothing new is posted there, whatever the outcome. A result
+            # is refunded and withdrawn; a failure or a cancel stands as it was charged.
+            refunded = await (self._refunded(job) if job.succeeded else self._was_refunded(job))
+            if job.succeeded and refunded:
+                await self._withdraw_withheld(job, SERVER_NOT_SERVED)
+            await self._withhold(job, SERVER_NOT_SERVED, refunded=refunded)
             return None
         if job.succeeded and await self._was_refunded(job):
             # Given back by a delivery cut short before the withdrawal recorded why (Easel
@@ -354,11 +385,14 @@ class DiscordResults(ProgressMessages):
         cancels missed: a cancel that raised, or one started before its cancel reached it)
         ends as those cancels end it, uncharged and answered "Cancelled", rather than renders
         to be withheld at delivery; noted for the stop's audit (``StoppedMembers``). A job
-        of a server Easel was removed from (one ``on_guild_remove``'s cancels missed) is
-        refused too."""
+        of a server Easel was removed from (one ``on_guild_remove``'s cancels missed), or no
+        longer serves (one the queue's start did not end: a Vary (Region) submit from a link
+        given before), is refused too."""
         removed_from = self.removed_from
         if job.guild_id is not None and removed_from is not None and removed_from(job.guild_id):
             return EASEL_REMOVED
+        if self._unserved(job):
+            return SERVER_NOT_SERVED
         stopped = self.stopped_members
         if stopped is not None and stopped.ends_at_start(
             job.guild_id, job.user_id, job.job_id, began_at=job.created_at
@@ -371,6 +405,11 @@ class DiscordResults(ProgressMessages):
         except Withheld as withheld:
             return withheld.why
         return None
+
+    def _unserved(self, job: FinishedJob) -> bool:
+        """Whether ``job`` is of a server EASEL_ALLOWED_SERVERS leaves out now."""
+        serves = self.serves_server
+        return job.guild_id is not None and serves is not None and not serves(job.guild_id)
 
     async def _withdraw_withheld(self, job: FinishedJob, why: str) -> None:
         """Given back, so never shown later either (/show, buttons): withdrawn as Easel's
@@ -438,14 +477,57 @@ class DiscordResults(ProgressMessages):
 
     async def _tell_withheld(self, job: FinishedJob, why: str, *, refunded: bool) -> None:
         """To the maker by DM: which job was not posted, why (never a banned word, nor the
-        picture or prompt), and whether it still counts against their quota."""
-        where = "direct messages" if job.guild_id is None else _server_named(self._guild_of(job))
-        counted = _counted(refunded=refunded)
-        notice = f"Your job `{job.job_id}` in {where} was not posted: {why}. {counted}"
+        picture or prompt), and whether it still counts against their quota. The jobs a start
+        ended for a server left out of EASEL_ALLOWED_SERVERS (up to a member's whole queue)
+        are named together, one DM a member and server (``_named_together``)."""
+        named = [job.job_id]
+        if why == SERVER_NOT_SERVED and refunded and job.guild_id is not None:
+            named = await self._named_together(job, job.guild_id)
+            if not named:
+                return  # named in the DM about another of its maker's jobs there
+        where = "direct messages" if job.guild_id is None else await self._server_name(job)
+        if len(named) == 1:
+            counted = _counted(refunded=refunded)
+            notice = f"Your job `{job.job_id}` in {where} was not posted: {why}. {counted}"
+        else:
+            jobs = ", ".join(f"`{job_id}`" for job_id in named)
+            notice = f"Your jobs {jobs} in {where} were not posted: {UNSERVED_JOBS}."
         try:
             await self._tell_maker(job, notice)
         except discord.HTTPException as error:  # extra: the result stays withheld
             log.warning("job %s: its maker is not told why (%s)", job.job_id, error)
+
+    async def _named_together(self, job: FinishedJob, guild_id: int) -> list[str]:
+        """The jobs the DM about ``job`` (withheld for its server left out) names: it, and
+        its maker's other jobs there that the queue's start ended so and that are not posted
+        yet, each named once a process, ``NAMED_IN_ONE_DM`` at most (the rest in the DMs of
+        their own deliveries); none when an earlier DM named ``job``. One read at a time: two
+        of a member's jobs delivered at once (in two channels) are named once."""
+        async with self._naming_unserved:
+            if job.job_id in self._named_unserved:
+                self._named_unserved.discard(job.job_id)
+                return []
+            history = self.history
+            ended = (
+                []
+                if history is None
+                else await history.ended_unposted_with(job.user_id, guild_id, SERVER_NOT_SERVED)
+            )
+            unnamed = [i for i in ended if i != job.job_id and i not in self._named_unserved]
+            others = unnamed[: NAMED_IN_ONE_DM - 1]
+            self._named_unserved.update(others)
+        return [job.job_id, *others]
+
+    async def _server_name(self, job: FinishedJob) -> str:
+        """``_server_named`` for a DM about ``job``: before Discord's READY (the queue's start
+        delivers before it) the gateway has described no server yet, so its name is asked of
+        Discord; after it, one not cached is a server Easel is not in (asked, a 403: Discord
+        bans an IP for too many of those)."""
+        guild = self._guild_of(job)
+        if guild is None and job.guild_id is not None and not self._client.is_ready():
+            with contextlib.suppress(discord.HTTPException):  # left: "its server"
+                guild = await self._client.fetch_guild(job.guild_id)
+        return _server_named(guild)
 
     async def retract(self, job: FinishedJob, message_id: int) -> None:
         """Delete the result just posted as ``message_id``: its maker's /forget-me erased the
@@ -628,7 +710,11 @@ class DiscordResults(ProgressMessages):
             content = caption(job)
             # A comparison's cells are not a grid of choices: Delete alone under it.
             comparison = is_comparison(job.request)
-            view = copy_view(job.job_id) if comparison else job_view(job.job_id, len(job.images))
+            view = (
+                copy_view(job.job_id)
+                if comparison
+                else job_view(job.job_id, job.request, len(job.images))
+            )
         elif job.error == "cancelled":
             content = await self._cancelled(job)
         else:

@@ -22,13 +22,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from inference.flow_families import (
-    FlowFamily,
-    check_flow_request,
-    flow_prompt,
-    flow_sampler,
-    make_flow_scheduler,
-)
+from inference.family_rules import check_flow_request, flow_sampler
+from inference.flow_families import FlowFamily, flow_prompt, make_flow_scheduler
 from inference.model_cache import LoadedModel, PipelineTask
 from inference.networks import AppliedNetworks, broken_lora
 from inference.noise import initial_noise, seeded_generator
@@ -138,10 +133,10 @@ def render_flow_group(
     tools: PassTools,
 ) -> list[RenderedImage]:
     """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked."""
-    check_flow_request(family, request)
+    check_flow_request(family.label, request)
     if request.mode != "txt2img":
         check_some_step_runs(family, request.steps, request.denoising_strength)
-    sampler, sampler_note = flow_sampler(family, request.sampler)
+    sampler, sampler_note = flow_sampler(family.label, request.sampler)
     request = dataclasses.replace(request, sampler=sampler)  # the infotext says what ran
     # These families take no textual inversion: an embedding's name is plain words here.
     jobs = [dataclasses.replace(job, embeddings=()) for job in jobs]

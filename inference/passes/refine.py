@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from inference.family_rules import refiner_needs_sdxl_base
 from inference.model_cache import LoadedModel
 from inference.networks import EmbeddingPlaceholders
 from inference.passes.denoise import PassTools, TaskArguments
@@ -78,10 +79,7 @@ def refining_for(request: RenderRequest, base: LoadedModel, tools: PassTools) ->
     if options is None:
         return None
     if not base.is_sdxl_base:
-        raise RenderInputError(
-            f"a refiner finishes SDXL pictures; {base.entry.name} is not an SDXL base model: "
-            "choose an SDXL model or no refiner"
-        )
+        raise refiner_needs_sdxl_base(base.entry.name)
     refiner = tools.models.refiner(tools.registry.resolve(options.model))
     if not refiner.is_refiner:
         raise RenderInputError(

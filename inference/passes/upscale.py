@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image
@@ -69,7 +70,10 @@ def upscale(
             else resolve_seed(request.seed)
         )
         job = ImageJob(prompt, negative, seed, None, 0.0)
-        # Less the picture's own warnings and version: this render's are written.
+        # Less the picture's own warnings and version: this render's are written. Its text's
+        # Size (and hires fields) are the picture's before any fast upscale: the factor counts
+        # from there, so an upscale of an upscale says by 4, not by 2.
+        postprocess["Postprocess upscale by"] = options.factor * _upscaled_by(params)
         carried = {**without_easel_keys(params), **postprocess}
         return [rendered(tools.encoder, job, image, carried)]
     # The request's prompt, else the picture's own, guides the re-detailing.
@@ -101,6 +105,16 @@ def upscale(
         **creative,
     }
     return [rendered(tools.encoder, job, image, infotext)]
+
+
+def _upscaled_by(params: Mapping[str, object]) -> int | float:
+    """How many times a fast upscale enlarged the picture past what its text's Size (and
+    hires fields) describe: 1 for a rendered picture, and for a creative upscale, whose Size
+    is the size it rendered at."""
+    by = params.get("Postprocess upscale by")
+    if "SD upscale overlap" in params or not isinstance(by, int | float) or by <= 0:
+        return 1
+    return by
 
 
 def redetail_in_tiles(

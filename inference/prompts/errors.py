@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class PromptError(ValueError):
-    """A prompt the user must change; the message is shown to them as is."""
+    """A prompt the user must change; the message is shown to them as is. Where a wildcard
+    file is at fault instead (its syntax, a loop, braces too deep), ``in_wildcard`` names
+    that wildcard and ``file_fault`` says what is wrong with it in a member's words: the
+    message is then the operator's (what to mend)."""
+
+    in_wildcard: str | None = None
+    file_fault: str = ""
 
 
 class InlineFlagError(PromptError):
@@ -38,6 +44,8 @@ class WildcardRecursionError(PromptError):
     def __init__(self, chain: tuple[str, ...], limit: int) -> None:
         self.chain = chain
         path = " -> ".join(f"__{name}__" for name in chain)
+        self.in_wildcard = chain[0]
+        self.file_fault = f"its values include wildcards without end ({path})"
         super().__init__(
             f"wildcards nest deeper than {limit} levels, most likely a wildcard that includes "
             f"itself: {path}; remove the self-reference"

@@ -25,10 +25,23 @@ import math
 import re
 from dataclasses import dataclass
 
+from inference.limits import (
+    CFG_ACCEPTS,
+    COUNT_ACCEPTS,
+    MAX_CFG,
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_CFG,
+    MIN_COUNT,
+    MIN_STEPS,
+    SEED_ACCEPTS,
+    STEPS_ACCEPTS,
+)
 from inference.prompts.errors import InlineFlagError
 from inference.quoting import cut, echoed
 
-SEED_MAX = 2**32 - 1
+SEED_MAX = MAX_SEED
 # torch's CPU generator takes a seed below this; its noise reads the seed's low 32 bits.
 _GENERATOR_SEEDS = 2**64
 
@@ -79,13 +92,13 @@ _FLAGS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
 _ALIASES = {"aspect": "ar"}
 _USAGE = {
     "ar": "--ar W:H with whole numbers between 1 and 21 on each side, e.g. --ar 16:9",
-    "seed": "--seed N with N between 0 and 4294967295, or -1 for random",
+    "seed": f"--seed N with N {SEED_ACCEPTS}",
     "no": "--no followed by what to avoid, e.g. --no cars, people",
-    "steps": "--steps N with N between 1 and 150",
-    "cfg": "--cfg X with X between 0 and 30",
+    "steps": f"--steps N with N {STEPS_ACCEPTS}",
+    "cfg": f"--cfg X with X {CFG_ACCEPTS}",
     "sampler": '--sampler NAME, quoted when it has spaces: --sampler "DPM++ 2M Karras"',
     "model": "--model NAME",
-    "count": "--count N with N between 1 and 4",
+    "count": f"--count N with N {COUNT_ACCEPTS}",
     "fast": "--fast alone, without a value",
     "chaos": "--chaos N with N between 0 and 100 (how different the grid's pictures are)",
     "tile": "--tile alone, without a value",
@@ -186,9 +199,9 @@ def _convert(flag: str, words: list[str]) -> object:
     if flag == "seed":
         return -1 if value == "-1" else _integer(flag, value, 0, SEED_MAX)
     if flag == "steps":
-        return _integer(flag, value, 1, 150)
+        return _integer(flag, value, MIN_STEPS, MAX_STEPS)
     if flag == "count":
-        return _integer(flag, value, 1, 4)
+        return _integer(flag, value, MIN_COUNT, MAX_COUNT)
     if flag == "chaos":
         return _integer(flag, value, 0, 100)
     if flag == "repeat":
@@ -200,7 +213,8 @@ def _convert(flag: str, words: list[str]) -> object:
             number = float(value)
         except ValueError:
             raise _bad(flag, value) from None
-        if not (math.isfinite(number) and 0 <= number <= (30 if flag == "cfg" else 2)):
+        low, high = (MIN_CFG, MAX_CFG) if flag == "cfg" else (0, 2)
+        if not (math.isfinite(number) and low <= number <= high):
             raise _bad(flag, value)
         return number
     return value  # sampler, model, preset, sref: checked where they are looked up

@@ -61,6 +61,7 @@ from inference.prompts.errors import (
 from inference.prompts.flags import picture_seed
 from inference.prompts.parsing import parse_prompt
 from inference.prompts.stopping import checkpoint
+from inference.quoting import cut
 
 MAX_WILDCARD_DEPTH = 20
 # dynamicprompts parses ``{`` recursively, about 25 stack frames a level: 39 levels overflow
@@ -126,8 +127,9 @@ def _wildcard_end(text: str, start: int) -> int:
     return -1
 
 
-def _check_brace_nesting(shielded: str, where: str) -> None:
-    """Refuse ``{`` nested deeper than ``MAX_BRACE_NESTING`` (escaped braces are shielded)."""
+def _check_brace_nesting(shielded: str, where: str, wildcard: str | None = None) -> None:
+    """Refuse ``{`` nested deeper than ``MAX_BRACE_NESTING`` (escaped braces are shielded);
+    ``wildcard``: the wildcard whose value ``shielded`` is (its file at fault)."""
     depth = deepest = 0
     for char in shielded:
         if char == "{":
@@ -136,7 +138,43 @@ def _check_brace_nesting(shielded: str, where: str) -> None:
         elif char == "}" and depth:
             depth -= 1
     if deepest > MAX_BRACE_NESTING:
-        raise NestingError(f"{where} nests {{ }} braces {deepest} deep", MAX_BRACE_NESTING)
+        error = NestingError(f"{where} nests {{ }} braces {deepest} deep", MAX_BRACE_NESTING)
+        if wildcard is not None:
+            error.in_wildcard = wildcard
+            error.file_fault = (
+                f"a value nests {{ }} braces {deepest} deep, past the {MAX_BRACE_NESTING} "
+                "levels allowed"
+            )
+        raise error
+
+
+def _brace_fault(shielded: str, at: int) -> str:
+    """What is wrong with the ``{a|b}`` choices of ``shielded`` (``protect``'s: escaped
+    braces are no syntax), which the parser gave up on at character ``at``, in plain words:
+    the parser's own message speaks of its grammar. Escaped braces are shielded."""
+    opened: list[int] = []
+    stray: int | None = None  # the first ``}`` with no ``{`` before it
+    for index, char in enumerate(shielded):
+        if char == "{":
+            opened.append(index)
+        elif char == "}" and opened:
+            opened.pop()
+        elif char == "}" and stray is None:
+            stray = index
+    if opened:
+        return f"a '{{' has no matching '}}' (at {_near(shielded, opened[0])})"
+    if stray is not None:
+        return f"a '}}' has no '{{' before it (at {_near(shielded, stray)})"
+    return (
+        f"the {{ }} choices cannot be read (at {_near(shielded, at)}); a choice is written "
+        "{a|b}, and a brace meant as text \\{ or \\}"
+    )
+
+
+def _near(shielded: str, at: int) -> str:
+    """The text from character ``at`` on, quoted: where a fault is (in a refusal or in a
+    note under a picture, whose markdown is escaped: no backticks)."""
+    return repr(cut(_unshield(shielded[at:])))
 
 
 def protect(text: str, *, keep_wildcards: bool = True) -> str:
@@ -568,7 +606,7 @@ class _Manager(WildcardManager):
         if protected is None:
             checkpoint()  # a plan stopped while it protects a big file lets go of its lock
             protected = protect(value)
-            _check_brace_nesting(protected, f"a value of __{wildcard}__")
+            _check_brace_nesting(protected, f"a value of __{wildcard}__", wildcard)
             self._protected[value] = protected
         return protected
 
@@ -666,13 +704,26 @@ def _named_in(inner: SamplingContext) -> Iterator[None]:
     """An unknown wildcard read in ``inner`` is blamed on the wildcard whose value named it
     (``UnknownWildcardError.named_in``), if it is no name the prompt typed; the innermost
     one that knows says."""
+    chain: tuple[str, ...] = getattr(inner, "wildcard_chain", ())
     try:
         yield
     except UnknownWildcardError as error:
-        chain: tuple[str, ...] = getattr(inner, "wildcard_chain", ())
         if error.named_in is None and len(chain) > 1:
             error.named_in = chain[-2]
         raise
+    except ParseBaseException as error:  # a value of the innermost wildcard
+        raise _value_unread(chain[-1], error) from error
+
+
+def _value_unread(wildcard: str, error: ParseBaseException) -> PromptError:
+    """A value of ``wildcard`` ("": not known) whose ``{ }`` choices the parser gave up on:
+    its file's fault. The operator's message quotes the value (the parser's ``line``)."""
+    fault = _brace_fault(error.pstr, error.loc)
+    name = f"__{wildcard}__" if wildcard else "a wildcard"
+    refusal = PromptError(f"a value of {name} cannot be read: {fault}; mend its file")
+    refusal.in_wildcard = wildcard
+    refusal.file_fault = f"in a value, {fault}"
+    return refusal
 
 
 class _DepthLimitedSampler(RandomSampler):
@@ -911,7 +962,8 @@ def _drawn(template: str, seeds: list[int], library: WildcardLibrary | None) -> 
     try:
         command = _parsed_prompt(shielded)
     except ParseBaseException as error:
-        warning = f"dynamic prompt syntax not understood ({error}); the text is used as typed"
+        log.debug("prompt's { } choices not parsed: %s", error)  # the parser's own words
+        warning = f"{_brace_fault(shielded, error.loc)}; the text is used as typed"
         return [Expansion(template, template, image_seed, (warning,)) for image_seed in seeds]
     expansions = []
     for image_seed in seeds:
@@ -919,7 +971,8 @@ def _drawn(template: str, seeds: list[int], library: WildcardLibrary | None) -> 
         try:
             result = next(iter(context.sample_prompts(command, 1)), None)
         except ParseBaseException as error:
-            raise PromptError(f"a wildcard value could not be expanded: {error}") from error
+            # The prompt parsed: a value drawn for ``{N$$__name__}``, which wildcard's unknown.
+            raise _value_unread("", error) from error
         text = _unshield(result.text) if result is not None else ""
         if len(text) > MAX_EXPANDED_CHARS:
             raise _too_long()

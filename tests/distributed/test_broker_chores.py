@@ -74,6 +74,28 @@ async def until_chores_done(conn: aiosqlite.Connection) -> None:
             await asyncio.sleep(0.05)
 
 
+async def settled_before_a_worker_renders(
+    conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport, job_id: str
+) -> None:
+    """The bot started again on ``conn``, its chores done: nothing of ``job_id`` is left on
+    the broker, and a worker started then renders only a later job (none of ``job_id``,
+    whose result is a cancelled marker)."""
+    restarted = await nats.client(slots=1)
+    queue, sink = await started_queue(conn, restarted, tmp_path)
+    await until_chores_done(conn)
+    # Gone once settled, before any worker could pull it (and ack it, seeing it settled).
+    assert await broker_copies(nats.server.url, {job_id}) == []
+    engine = InstantEngine()
+    nats.start_worker(engine)
+    # A later job: the worker takes the jobs in order, so ``job_id`` would come first.
+    await queue.submit(submission(seed=4))
+    await sink.wait_for(1)
+    await queue.stop()
+
+    assert [request.seed for request in engine.rendered] == [4]
+    assert (await stored_result(nats.server.url, job_id)).outcome is Outcome.CANCELLED
+
+
 async def test_a_job_cancelled_while_the_broker_is_away_is_not_rendered_after_a_bot_restart(
     conn: aiosqlite.Connection,
     tmp_path: Path,
@@ -97,20 +119,7 @@ async def test_a_job_cancelled_while_the_broker_is_away_is_not_rendered_after_a_
         await client.close()
 
     nats.server.start()
-    restarted = await nats.client(slots=1)
-    queue, sink = await started_queue(conn, restarted, tmp_path)
-    await until_chores_done(conn)
-    # Gone once settled, before any worker could pull it (and ack it, seeing it settled).
-    assert await broker_copies(nats.server.url, {job_id}) == []
-    engine = InstantEngine()
-    nats.start_worker(engine)
-    # A later job: the worker takes the jobs in order, so the cancelled one would come first.
-    await queue.submit(submission(seed=4))
-    await sink.wait_for(1)
-    await queue.stop()
-
-    assert [request.seed for request in engine.rendered] == [4]
-    assert (await stored_result(nats.server.url, job_id)).outcome is Outcome.CANCELLED
+    await settled_before_a_worker_renders(conn, tmp_path, nats, job_id)
 
 
 async def test_cancels_whose_messages_are_known_gone_do_not_read_the_jobs_stream(

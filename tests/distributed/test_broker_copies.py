@@ -125,6 +125,14 @@ async def run_jobs(
     return job_ids
 
 
+def history_on(conn: aiosqlite.Connection, tmp_path: Path, copies: JobCopies) -> History:
+    """The bot's history over the data folder ``tmp_path``, the broker's copies dropped through
+    ``copies``."""
+    return History(
+        conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn), copies=copies
+    )
+
+
 def with_large_input(tmp_path: Path, user_id: int) -> Submission:
     uploads = tmp_path / "inputs"  # where the bot keeps uploads: the data folder's inputs/
     uploads.mkdir(exist_ok=True)
@@ -164,14 +172,7 @@ async def test_forget_me_deletes_the_members_copies_from_the_broker_and_only_the
     held = await broker_copies(nats.server.url, {*ours, theirs})
     assert {name.split("/")[0].rsplit(".", 1)[-1] for name in held} == {*ours, theirs}
 
-    history = History(
-        conn,
-        tmp_path / "images",
-        tmp_path / "inputs",
-        MemberSettings(conn),
-        copies=await nats.client(),
-    )
-    forgotten = await history.forget(MEMBER)
+    forgotten = await history_on(conn, tmp_path, await nats.client()).forget(MEMBER)
 
     assert forgotten.jobs == 2 and not forgotten.broker_copies_left
     assert await broker_copies(nats.server.url, set(ours)) == []
@@ -200,9 +201,7 @@ async def test_forget_me_erases_and_says_so_when_the_broker_cannot_be_reached(
     away.start()
     copies = await BrokerClient.open(BrokerConfig(away.url))
     away.stop()  # the client reconnects forever: its requests go unanswered
-    history = History(
-        conn, tmp_path / "images", tmp_path / "inputs", MemberSettings(conn), copies=copies
-    )
+    history = history_on(conn, tmp_path, copies)
     caplog.clear()  # running the job may log its id; what /forget-me logs may not
     try:
         with caplog.at_level(logging.WARNING, logger="bot.history"):

@@ -197,29 +197,49 @@ async def test_a_second_stop_signal_ends_the_worker_at_once(
         await queue.stop()
 
 
-async def test_a_stop_while_the_worker_imports_torch_ends_it_at_0_before_it_serves(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("module", "command", "said"),
+    [
+        ("torch", "worker", "stopped by SIGTERM before serving"),
+        ("bot.cli.main", "worker", "stopped by SIGTERM before serving"),
+        ("bot.cli.main", "run", "stopped by SIGTERM before starting"),
+    ],
+    ids=["worker-importing-torch", "worker-importing-its-command-line", "run-importing-it"],
+)
+async def test_a_stop_while_easel_imports_ends_it_at_0_before_it_serves(
+    tmp_path: Path, module: str, command: str, said: str
 ) -> None:
-    """SIGTERM before the event loop handles it (the seconds of importing torch): heard, the
-    start goes on to the loop, which stops at once: status 0, no broker asked (none listens
-    at the worker's URL), no job taken."""
+    """SIGTERM before the event loop handles it (the seconds of importing torch, or the
+    command line's own imports from the process's first statement on): heard, the start goes
+    on to the loop, which stops at once: status 0, no broker asked (none listens at the
+    worker's URL), no job taken, nothing started."""
     go = tmp_path / "go"
-    environment = {"EASEL_QUEUE_URL": "nats://127.0.0.1:1", "EASEL_DATA_DIR": str(tmp_path)}
+    environment = {
+        "EASEL_QUEUE_URL": "nats://127.0.0.1:1",
+        "EASEL_DATA_DIR": str(tmp_path / "data"),
+        "EASEL_DEVICES": "cpu",
+        "DISCORD_TOKEN": "a-token-never-used",
+    }
+    if command == "run":  # the bot renders in-process (no broker), and never logs in
+        del environment["EASEL_QUEUE_URL"]
     process = await python_process(
         "-m",
         "tests.distributed.held_import_main",
         str(go),
-        environment={**environment, "EASEL_DEVICES": "cpu"},
+        module,
+        command,
+        environment=environment,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        await read_until(process, "importing torch", START_TIMEOUT_S)
+        await read_until(process, f"importing {module}", START_TIMEOUT_S)
         process.send_signal(signal.SIGTERM)
         go.touch()  # the import goes on
         async with asyncio.timeout(START_TIMEOUT_S):
             output = (await process.communicate())[0].decode()
         assert process.returncode == 0, output
-        assert "stopped by SIGTERM before serving" in output
+        assert said in output
+        assert not (tmp_path / "data" / "easel.sqlite3").exists()
     finally:
         if process.returncode is None:
             process.kill()

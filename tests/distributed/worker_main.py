@@ -26,9 +26,15 @@ def main() -> None:
     parser.add_argument("--encode-seconds", type=float, default=0.0, help="PNG time per job")
     parser.add_argument("--idle-poll", type=float, default=0.1)
     parser.add_argument("--models", type=Path, help="render for real with the models in this")
+    parser.add_argument("--job-files", type=Path, help="the root of its jobs' input folders")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    config = WorkerConfig(args.url, tuple(args.devices.split(",")), idle_poll_s=args.idle_poll)
+    config = WorkerConfig(
+        args.url,
+        tuple(args.devices.split(",")),
+        idle_poll_s=args.idle_poll,
+        job_files_root=args.job_files,
+    )
     if args.models is None:
         engine = InstantEngine(seconds=args.seconds, encode_seconds=args.encode_seconds)
         run_worker(config, lambda _device: engine)

@@ -7,23 +7,33 @@ the start. Two servers on the fake Discord."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
+import discord
 import pytest
 
-from bot.app import build
+from bot import app
+from bot.app import EaselBot, build
+from bot.jobs.queue import SERVER_NOT_SERVED, job_queue
+from bot.jobs.queue.values import INTERNAL_FAILURE
 from bot.settings import Settings
+from cogs import contexts
 from cogs.contexts import NOT_ENABLED_HERE
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, images_today
-from tests.fake_discord import FakeDiscord
+from cogs.results import posting
+from db import jobs as journal
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, calls_held, images_today
+from tests.fake_discord import AddedGuild, FakeDiscord, InteractionHandle
 from tests.fake_discord.fixtures import running_bot
+from tests.support.engines import HeldEngine, InstantEngine
 from tests.support.pictures import has_picture
 
 B_MEMBER = 7101
 WAIT_S = 30.0
 LEAVE = ("DELETE", "/users/@me/guilds/{guild}")
 PUBLIC = "the Discord application is public"
+NOT_JOINED = 4242  # a listed id Easel is in no server of
 
 
 @pytest.fixture
@@ -36,6 +46,11 @@ def serving(settings: Settings, *guild_ids: int) -> Settings:
     return settings.model_copy(update={"allowed_servers": frozenset(guild_ids)})
 
 
+def in_channel(fake: FakeDiscord, channel_id: int) -> list[int]:
+    """The ids of the messages in ``channel_id``, not deleted."""
+    return [m.id for m in fake.messages.values() if m.channel_id == channel_id and not m.deleted]
+
+
 async def logged(caplog: pytest.LogCaptureFixture, matches: Callable[[str], bool]) -> str:
     """The first WARNING ``matches``, once it is logged (listeners run as tasks)."""
     async with asyncio.timeout(WAIT_S):
@@ -44,6 +59,45 @@ async def logged(caplog: pytest.LogCaptureFixture, matches: Callable[[str], bool
                 if record.levelno == logging.WARNING and matches(message := record.getMessage()):
                     return message
             await asyncio.sleep(0.05)
+
+
+async def queued_in_b_at_the_stop(
+    fake: FakeDiscord, settings: Settings, server_b: AddedGuild, jobs: int
+) -> tuple[InteractionHandle, list[str]]:
+    """Easel serving every server: server A's render holds the device, ``jobs`` of B's member
+    are queued in ``server_b`` behind it, and Easel stops (``SHUTDOWN_GRACE_S`` short: A's
+    render is abandoned). A's interaction, and B's job ids."""
+    held = HeldEngine()
+    async with running_bot(fake, build(settings, lambda device: held)) as bot:
+        blocker = await fake.invoke_command("imagine", {"prompt": "a's blocker", **QUICK})
+        await blocker.wait_for_original(lambda message: not message.is_loading, timeout=WAIT_S)
+        assert await asyncio.to_thread(held.started.wait, RENDER_TIMEOUT_S)
+        for number in range(jobs):
+            waiting = await fake.invoke_command(
+                "imagine",
+                {"prompt": f"b's barn {number}", **QUICK},
+                user=B_MEMBER,
+                channel=server_b.channel_id,
+            )
+            await waiting.wait_for_original(lambda message: not message.is_loading, timeout=WAIT_S)
+        lines = await bot.services.history.unfinished(B_MEMBER, guild_id=server_b.guild_id)
+        assert await images_today(bot.services, B_MEMBER, server_b.guild_id) == jobs
+    return blocker, [line.job_id for line in lines]
+
+
+async def all_delivered(bot: EaselBot) -> None:
+    """Waits until every ended job's outcome was delivered (posted, or withheld)."""
+    conn = bot._db
+    assert conn is not None
+    async with asyncio.timeout(WAIT_S):
+        while await journal.finished_undelivered(conn):  # noqa: ASYNC110 (the journal's)
+            await asyncio.sleep(0.05)
+
+
+def dms_to(fake: FakeDiscord, user_id: int) -> list[str]:
+    return [
+        m.content for m in fake.messages.values() if m.channel_id == fake.dm_channel_of(user_id)
+    ]
 
 
 async def test_a_server_left_out_is_refused_everything_and_nothing_is_queued(
@@ -107,15 +161,214 @@ async def test_a_server_left_out_is_refused_everything_and_nothing_is_queued(
     assert fake.calls_to(*LEAVE) == []
 
 
+@pytest.mark.parametrize("another_as_the_gateway_closes", [False, True], ids=["one", "late"])
+async def test_an_answer_to_a_server_left_out_still_unsent_at_the_stop_is_ended(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    another_as_the_gateway_closes: bool,
+) -> None:
+    """The answer "not enabled here" runs in the background; one Discord still holds when
+    Easel stops is waited for, then cancelled before the HTTP session closes: nothing of it
+    outlives the stop. ``another_as_the_gateway_closes``: an interaction the gateway parses
+    while discord.py closes (after that wait) is ended too."""
+    monkeypatch.setattr(app, "HANDLER_GRACE_S", 0.2)  # the stop's wait for it
+    answering = asyncio.Event()
+    answers: list[asyncio.Event] = []  # each answer's end
+
+    async def held(interaction: object) -> None:
+        answering.set()
+        answers.append(ended := asyncio.Event())
+        try:
+            await asyncio.Event().wait()  # Discord never answers
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(contexts, "_answer_unserved", held)
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    async with running_bot(fake, build(serving(easel_settings_for_test, fake.guild_id))) as bot:
+        refused = await fake.invoke_command(
+            "imagine", {"prompt": "b's barn", **QUICK}, user=B_MEMBER, channel=other.channel_id
+        )
+        async with asyncio.timeout(WAIT_S):
+            await answering.wait()
+        assert not answers[0].is_set()
+        if another_as_the_gateway_closes:
+            close = discord.Client.close
+            again = {**refused.payload, "id": str(int(refused.payload["id"]) + 1)}
+
+            async def parsed_as_it_closes(client: discord.Client) -> None:
+                bot._connection.parsers["INTERACTION_CREATE"](again)
+                await close(client)
+
+            monkeypatch.setattr(discord.Client, "close", parsed_as_it_closes)
+    assert len(answers) == (2 if another_as_the_gateway_closes else 1)
+    assert all(ended.is_set() for ended in answers)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "easel-unserved-server"]
+
+
+async def test_jobs_a_server_left_out_queued_before_the_restart_never_render(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Server B's member queued a job behind server A's render; Easel stopped (A's render
+    abandoned), and started again with only A listed. A's job renders again; B's is ended at
+    the start, never rendered nor posted in B, refunded, its maker told why by DM, and the
+    queue holds nothing of it."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held render is abandoned
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    blocker, [b_job] = await queued_in_b_at_the_stop(fake, easel_settings_for_test, other, 1)
+    b_posts = in_channel(fake, other.channel_id)
+
+    caplog.set_level(logging.WARNING, logger="bot.jobs.queue.job_queue")
+    engine = HeldEngine()
+    settings = serving(easel_settings_for_test, fake.guild_id)
+    async with running_bot(fake, build(settings, lambda device: engine)) as bot:
+        conn = bot._db
+        assert conn is not None
+        with engine:
+            # Ended at the start, not at its turn behind A's render, which is held.
+            assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+            job = await journal.get_job(conn, b_job)
+            assert job is not None and job.status is journal.JobStatus.CANCELLED, job
+            assert job.error == SERVER_NOT_SERVED
+            assert job.stopped_by is journal.StoppedBy.IMPOSED  # Easel's doing, no moderator's
+            assert await images_today(bot.services, B_MEMBER, other.guild_id) == 0
+        await blocker.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        told = await fake.wait_for_channel_message(
+            lambda m: b_job in m.content, channel=fake.dm_channel_of(B_MEMBER), timeout=WAIT_S
+        )
+        assert f"was not posted: {SERVER_NOT_SERVED}" in told.content, told.content
+        assert "does not count against your quota" in told.content, told.content
+        assert bot.queue.queued_count() == 0
+        assert b_job not in {line.job.job_id for line in bot.queue.snapshot().running}
+    assert [request.prompt for request in engine.rendered] == ["a's blocker"]
+    assert in_channel(fake, other.channel_id) == b_posts  # nothing new posted in B
+    assert not any(has_picture(fake.messages[message_id]) for message_id in b_posts)
+    [cancelled] = [r.getMessage() for r in caplog.records if b_job in r.getMessage()]
+    assert "not in EASEL_ALLOWED_SERVERS" in cancelled, cancelled
+
+
+@pytest.mark.parametrize("outcome", [journal.JobStatus.DONE, journal.JobStatus.FAILED])
+async def test_an_outcome_of_a_server_left_out_ended_before_the_restart_is_not_posted(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    outcome: journal.JobStatus,
+) -> None:
+    """Server B's job rendered (or failed), and Easel stopped before posting it; started again
+    with only A listed, it posts nothing in B (no new message, and its progress message shows
+    neither picture nor failure), the job is uncharged (a result refunded) and its maker told
+    by DM."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held post is abandoned
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    engine = InstantEngine(fail_on="boom")
+    prompt = "boom barn" if outcome is journal.JobStatus.FAILED else "b's barn"
+    async with running_bot(fake, build(easel_settings_for_test, lambda d: engine)) as bot:
+        calls_held(bot.results, "deliver", monkeypatch)
+        await fake.invoke_command(
+            "imagine", {"prompt": prompt, **QUICK}, user=B_MEMBER, channel=other.channel_id
+        )
+        conn = bot._db
+        assert conn is not None
+        ended: list[journal.JobRecord] = []
+        async with asyncio.timeout(RENDER_TIMEOUT_S):
+            while not ended:  # polled: the state is the journal's
+                await asyncio.sleep(0.05)
+                ended = await journal.jobs_with_status(conn, outcome)
+        [job] = ended
+    b_posts = in_channel(fake, other.channel_id)
+
+    settings = serving(easel_settings_for_test, fake.guild_id)
+    async with running_bot(fake, build(settings, lambda d: InstantEngine())) as bot:
+        told = await fake.wait_for_channel_message(
+            lambda m: job.id in m.content, channel=fake.dm_channel_of(B_MEMBER), timeout=WAIT_S
+        )
+        assert f"was not posted: {SERVER_NOT_SERVED}" in told.content, told.content
+        assert "does not count against your quota" in told.content, told.content
+        await all_delivered(bot)
+        assert await images_today(bot.services, B_MEMBER, other.guild_id) == 0
+    assert in_channel(fake, other.channel_id) == b_posts  # nothing new posted in B
+    shown = [fake.messages[message_id] for message_id in b_posts]
+    assert not any(has_picture(message) for message in shown)
+    failure = INTERNAL_FAILURE.split(",")[0]
+    assert not any(failure in message.content for message in shown), shown
+
+
+@pytest.mark.parametrize("named_at_most", [None, 2], ids=["one-dm", "two-dms"])
+async def test_a_members_jobs_ended_for_a_server_left_out_are_told_in_one_dm_naming_it(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    named_at_most: int | None,
+) -> None:
+    """B's member had three jobs queued at the stop; the start with only A listed ends them
+    all and tells them in one DM naming each job and the server, which the gateway has not
+    described yet: Discord's READY is held until that DM is sent, and the name is asked.
+    ``named_at_most``: a DM names so many at most, the rest go in the next."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held render is abandoned
+    if named_at_most is not None:
+        monkeypatch.setattr(posting, "NAMED_IN_ONE_DM", named_at_most)
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    _, b_jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, other, 3)
+    assert len(b_jobs) == 3
+
+    dispatch = fake.gateway.dispatch
+
+    async def ready_once_told(event: str, data: dict[str, object]) -> None:
+        if event == "READY":
+            with contextlib.suppress(TimeoutError):  # not told: the assertions below say so
+                await fake.wait_for_channel_message(
+                    lambda m: b_jobs[0] in m.content,
+                    channel=fake.dm_channel_of(B_MEMBER),
+                    timeout=WAIT_S,
+                )
+        await dispatch(event, data)
+
+    monkeypatch.setattr(fake.gateway, "dispatch", ready_once_told)
+    settings = serving(easel_settings_for_test, fake.guild_id)
+    engine = InstantEngine()
+    starting = build(settings, lambda d: engine)
+    async with running_bot(fake, starting, ready_timeout=2 * WAIT_S) as bot:
+        await all_delivered(bot)
+    told = [dm for dm in dms_to(fake, B_MEMBER) if any(job in dm for job in b_jobs)]
+    assert [sum(job in dm for dm in told) for job in b_jobs] == [1, 1, 1], told
+    first = told[0]
+    named = [sum(job in dm for job in b_jobs) for dm in told]
+    assert named == ([3] if named_at_most is None else [2, 1]), told
+    assert first.startswith("Your jobs ") and " in Server B were not posted: " in first, told
+    uncharged = ("They do not count against your quota.", "It does not count against your quota.")
+    assert all(dm.endswith(uncharged) for dm in told), told
+
+
+@pytest.mark.parametrize("unavailable", [False, True], ids=["joined", "joined-unavailable"])
 async def test_a_server_that_adds_easel_while_it_runs_is_left(
     fake_discord: FakeDiscord,
     easel_settings_for_test: Settings,
     caplog: pytest.LogCaptureFixture,
+    unavailable: bool,
 ) -> None:
+    """``unavailable``: Discord reports the server unavailable as it joins (that GUILD_CREATE
+    says only so, and discord.py announces no join): it is left once available. An outage's
+    end in a server left out that Easel was in at READY is no join: refused, not left."""
     fake = fake_discord
+    other = fake.add_guild("Server B")
     caplog.set_level(logging.WARNING, logger="cogs.servers")
     async with running_bot(fake, build(serving(easel_settings_for_test, fake.guild_id))) as bot:
-        uninvited = await fake.add_bot("Uninvited")
+        await fake.guild_outage(guild=other.guild_id)
+        uninvited = await fake.add_bot("Uninvited", unavailable=unavailable)
+        if unavailable:
+            await fake.guild_available(guild=uninvited.guild_id)
         warned = await logged(caplog, lambda message: str(uninvited.guild_id) in message)
         assert "not in EASEL_ALLOWED_SERVERS: leaving it" in warned, warned
         async with asyncio.timeout(WAIT_S):
@@ -124,6 +377,35 @@ async def test_a_server_that_adds_easel_while_it_runs_is_left(
         [leave] = fake.calls_to(*LEAVE)
         assert (leave.path.rsplit("/", 1)[1], leave.status) == (str(uninvited.guild_id), 204)
         assert bot.get_guild(fake.guild_id) is not None
+        assert bot.get_guild(other.guild_id) is not None
+
+
+async def test_the_servers_left_out_are_named_once_a_process_not_at_each_new_session(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A gateway session Discord does not resume (a new IDENTIFY, a new READY) finds the same
+    server left out and the same listed id Easel is not in: each is named once."""
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    caplog.set_level(logging.WARNING, logger="cogs.servers")
+    settings = serving(easel_settings_for_test, fake.guild_id, NOT_JOINED)
+    async with running_bot(fake, build(settings)) as bot:
+        await logged(caplog, lambda message: str(other.guild_id) in message)
+        new_session = asyncio.Event()
+
+        async def after_the_cogs() -> None:  # added after them: its task runs after theirs
+            new_session.set()
+
+        bot.add_listener(after_the_cogs, "on_ready")
+        await fake.drop_gateway_connection(resumable=False)
+        await fake.wait_until_identified(times=2)
+        async with asyncio.timeout(WAIT_S):
+            await new_session.wait()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([m for m in warnings if str(other.guild_id) in m]) == 1, warnings
+    assert len([m for m in warnings if str(NOT_JOINED) in m]) == 1, warnings
 
 
 @pytest.mark.parametrize(

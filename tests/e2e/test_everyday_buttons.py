@@ -65,10 +65,12 @@ async def test_remix_renders_the_edited_job_for_the_member_who_submits_it(
         assert fields["Negative prompt"][1] == "fog"
         steps_id = fields["Steps, CFG scale"][0]
 
-        # A bad field is one private sentence; nothing is queued or charged.
-        bad = await fake_discord.submit_modal(opened, {**values, steps_id: "many, 7"}, user=OTHER)
-        refusal = await bad.wait_for_original(lambda m: "Steps and CFG" in m.content)
+        # A bad field is one private sentence naming what is wrong with it (two numbers, but
+        # steps are whole); nothing is queued or charged.
+        bad = await fake_discord.submit_modal(opened, {**values, steps_id: "1.5, 7"}, user=OTHER)
+        refusal = await bad.wait_for_original(lambda m: not m.is_loading)
         assert refusal.is_ephemeral
+        assert refusal.content == "Steps must be a whole number between 1 and 150, got '1.5'."
 
         # The seed field kept: the same seed with the edited prompt.
         kept = await fake_discord.submit_modal(

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome
+from bot.policy.delivery import MODERATOR_STOPPED
 from bot.settings import Settings
 from inference.engine import Engine
 from inference.infotext import infotext_from_png, parse_infotext
@@ -60,7 +61,11 @@ async def test_queue_and_cancel_your_latest_job(
             fake_discord, "cancel", {"job_id": running_id}, user=fake_discord.owner_id
         )
         assert "stops at the next step; nothing is charged" in admin.content
-        await long_job.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
+        # Its maker did not stop it: told a moderator did (``journal.StoppedBy``), uncharged.
+        stopped = await long_job.wait_for_original(
+            lambda m: MODERATOR_STOPPED in m.content, timeout=30
+        )
+        assert "does not count against your quota" in stopped.content
         assert bot.queue.queued_count() == 0
 
 

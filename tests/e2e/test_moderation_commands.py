@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiosqlite
 import pytest
 
 import cogs.visibility as visibility
@@ -23,8 +24,11 @@ from bot.history import (
     ModeratorWithdrawal,
 )
 from bot.jobs.queue import FinishedJob
+from bot.jobs.queue.delivery import Delivery
+from bot.jobs.queue.journal_writes import JournalWriter
 from bot.policy.delivery import MODERATOR_STOPPED
 from bot.settings import Settings
+from db import jobs as journal
 from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
@@ -362,6 +366,125 @@ async def test_a_moderators_stop_withdraws_the_job_and_tells_its_maker(
         told = fake.messages[queued.id].content
         assert f"<@{RAIDER}> Stopped (job `{job}`): {MODERATOR_STOPPED}." in told, told
         assert "does not count against your quota" in told and f"<@{MOD}>" not in told, told
+
+
+def start_held(
+    bot: EaselBot, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Each job handed to its device waits at its start gate until the first event is set;
+    the second is set once one reached it."""
+    gate = calls_held(bot.results, "why_not_started", monkeypatch)
+    started = asyncio.Event()
+    held_start = bot.results.why_not_started
+
+    async def start_noted(finished: FinishedJob) -> str | None:
+        started.set()
+        return await held_start(finished)
+
+    monkeypatch.setattr(bot.results, "why_not_started", start_noted)
+    return gate, started
+
+
+@pytest.mark.parametrize("at_its_start", [False, True])
+async def test_a_members_own_cancel_before_a_moderators_withdrawal_is_told_as_theirs(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    at_its_start: bool,
+) -> None:
+    """The member cancels their job (``at_its_start``: once handed to its device, its start
+    held), then a moderator withdraws it before its notice goes out: the first stop is the
+    member's, so the notice says "Cancelled", never that a moderator stopped it."""
+    fake = fake_discord
+    members(fake)
+    async with start_easel() as bot:
+        gate, started = start_held(bot, monkeypatch)  # it never renders
+        notices = calls_held(Delivery, "notice", monkeypatch)
+        delivered = deliveries_recorded(bot, monkeypatch)
+        queued, cancel, job = await queued_with_cancel(fake)
+        if at_its_start:
+            await asyncio.wait_for(started.wait(), WAIT_S)
+        # Queued, it ends at once, and its answer waits for its notice; handed to its device
+        # (waiting on the start gate), its stop is asked, and it ends once the gate opens.
+        click = await fake.click(queued, cancel, user=RAIDER)
+
+        async def its_cancel_recorded() -> bool:
+            stored = await journal.get_job(bot._db, job)
+            return stored is not None and (
+                stored.status is journal.JobStatus.CANCELLED or stored.cancel_asked_at is not None
+            )
+
+        assert await until(its_cancel_recorded)
+        withdrew = await withdrawn_by_a_moderator(fake, bot, queued, cancel, job)
+        assert f"Withdrew job `{job}`" in withdrew and await withdrawn(bot, job), withdrew
+        gate.set()
+        notices.set()
+        assert "nothing" in (await click.wait_for_answer()).content  # was or is charged
+        await delivery_ended(fake, delivered, job)
+        told = fake.messages[queued.id].content
+        assert told == f"<@{RAIDER}> Cancelled (job `{job}`); no pictures were charged.", told
+        assert not [m for m in fake.messages.values() if MODERATOR_STOPPED in (m.content or "")]
+
+
+def end_write_locked_once(
+    monkeypatch: pytest.MonkeyPatch, job: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """``job``'s end write finds another connection's lock at its first try (rolled back,
+    tried again by ``JournalWriter``), and its next try waits for the test: (refused, retry)."""
+    refused, retry = asyncio.Event(), asyncio.Event()
+    write = JournalWriter.write
+
+    async def locked_once(
+        writer: JournalWriter, what: str, body: Callable[[], Awaitable[Any]], **options: Any
+    ) -> Any:
+        if what != f"job {job}: its end":
+            return await write(writer, what, body, **options)
+
+        async def tried() -> Any:
+            if not refused.is_set():
+                refused.set()
+                raise aiosqlite.OperationalError("database is locked")
+            await retry.wait()
+            return await body()
+
+        return await write(writer, what, tried, **options)
+
+    monkeypatch.setattr(JournalWriter, "write", locked_once)
+    return refused, retry
+
+
+async def test_a_members_cancel_clicked_first_stays_theirs_while_its_end_waits_for_the_lock(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member clicks Cancel on their queued job first; its end waits to be tried again
+    (another writer's lock) while a moderator's withdrawal commits: the first click is the
+    member's, so the journal and the notice say they cancelled it, not that a moderator
+    stopped it."""
+    fake = fake_discord
+    members(fake)
+    async with start_easel() as bot:
+        gate, started = start_held(bot, monkeypatch)
+        notices = calls_held(Delivery, "notice", monkeypatch)
+        delivered = deliveries_recorded(bot, monkeypatch)
+        await fake.invoke_command("imagine", {**QUICK, "prompt": "a calm lake"}, user=OTHER)
+        await asyncio.wait_for(started.wait(), WAIT_S)  # it holds the one device: the next waits
+        queued, cancel, job = await queued_with_cancel(fake)
+        stored = await journal.get_job(bot._db, job)
+        assert stored is not None and stored.status is journal.JobStatus.QUEUED, stored
+        refused, retry = end_write_locked_once(monkeypatch, job)
+        click = await fake.click(queued, cancel, user=RAIDER)
+        await asyncio.wait_for(refused.wait(), WAIT_S)
+        withdrew = await withdrawn_by_a_moderator(fake, bot, queued, cancel, job)
+        assert f"Withdrew job `{job}`" in withdrew and await withdrawn(bot, job), withdrew
+        retry.set()
+        gate.set()
+        notices.set()
+        assert "nothing" in (await click.wait_for_answer()).content
+        await delivery_ended(fake, delivered, job)
+        stored = await journal.get_job(bot._db, job)
+        assert stored is not None and stored.stopped_by is journal.StoppedBy.MEMBER, stored
+        told = fake.messages[queued.id].content
+        assert told == f"<@{RAIDER}> Cancelled (job `{job}`); no pictures were charged.", told
 
 
 async def test_a_member_deleting_their_own_progress_message_is_not_told_a_moderator_stopped_it(

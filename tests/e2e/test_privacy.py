@@ -70,7 +70,10 @@ async def test_a_private_result_whose_token_expired_goes_by_direct_message(
             has_picture(m) or "secret" in m.content for m in public_messages(fake_discord)
         )
         # Not a post in the server: nothing for a moderator or /forget-me to delete there.
-        assert (await bot.services.history.forget(fake_discord.user_id)).posts == ()
+        # Its DMs given as /forget-me gives them (other members' DM copies would be deleted).
+        dms = fake_discord.dm_channel_of(fake_discord.user_id)
+        forgotten = await bot.services.history.forget(fake_discord.user_id, direct_messages=dms)
+        assert forgotten.posts == ()
 
 
 async def test_private_results_turned_on_while_the_job_renders_keep_its_result_private(
@@ -321,7 +324,10 @@ async def test_buttons_and_show_on_a_private_result_answer_privately(
         assert theirs.is_ephemeral and "You have no job" in theirs.content
         assert not any(has_picture(m) for m in public_messages(fake_discord))
         # Ephemeral results are in no channel: nothing for /forget-me to delete there.
-        assert (await bot.services.history.forget(fake_discord.user_id)).posts == ()
+        # Its DMs given as /forget-me gives them (other members' DM copies would be deleted).
+        dms = fake_discord.dm_channel_of(fake_discord.user_id)
+        forgotten = await bot.services.history.forget(fake_discord.user_id, direct_messages=dms)
+        assert forgotten.posts == ()
 
 
 async def test_the_spoiler_policy_holds_for_previews_picks_and_show(

@@ -36,6 +36,11 @@ async def test_imagine_with_a_refiner(fake_discord: FakeDiscord, start_easel: St
         for options, expected in [
             ({"refiner_switch": 0.5}, "Refiner switch needs a refiner model"),
             ({"refiner": "refiner", "hires": True}, "A refiner and the hires fix do not combine"),
+            # Refused before it is acknowledged, naming those there are, not at render.
+            (
+                {"refiner": "nope"},
+                "The refiner `nope` is not installed or not allowed here. You may use: refiner.",
+            ),
         ]:
             handle = await fake_discord.invoke_command("imagine", {**quick, **options})
             reply = await handle.wait_for_original(lambda m: not m.is_loading)

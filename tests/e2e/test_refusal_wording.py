@@ -19,10 +19,10 @@ async def test_flag_and_option_refusals_are_sentences_naming_the_range(
         steps = await reply_to(fake_discord, "imagine", {"prompt": "a cat --steps 151"})
         assert bot.queue.queued_count() == 0
     assert flag.is_ephemeral and flag.content == (
-        "Bad value 'x' for --seed: expected --seed N with N between 0 and 4294967295, or -1 "
-        "for random."
+        "Bad value 'x' for --seed: expected --seed N with N a whole number between 0 and "
+        "4294967295, or -1 for a random seed."
     ), flag.content
     assert twice.content == "--ar is given twice; keep one.", twice.content
     assert steps.content == (
-        "Bad value '151' for --steps: expected --steps N with N between 1 and 150."
+        "Bad value '151' for --steps: expected --steps N with N a whole number between 1 and 150."
     ), steps.content

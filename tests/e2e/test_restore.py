@@ -17,9 +17,11 @@ from bot.cli.restore import restore
 from bot.restores import LOST_IN_A_RESTORE
 from bot.settings import Settings
 from tests.e2e.helpers import (
+    QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
     bot_process,
+    calls_held,
     imagine,
     job_id_of,
     journaled_before_start,
@@ -37,6 +39,20 @@ def ledger_kinds(database: Path, job_id: str) -> set[str]:
 
 def posts_naming(fake: FakeDiscord, job_id: str) -> list[StoredMessage]:
     return [m for m in fake.messages.values() if job_id in m.content and not m.deleted]
+
+
+async def started_on_the_restore(
+    fake: FakeDiscord, start_easel: StartEasel, job_id: str, posted: StoredMessage
+) -> None:
+    """A start on the data folder put back: ``job_id``, which the backup held unfinished, is
+    posted no more than it was (``posted``), and /history says it was lost in the restore."""
+    async with start_easel():
+        # One device, one member: a job made now renders after the ones the queue restored.
+        await imagine(fake, "a cat after the restore", seed=2)
+        assert posts_naming(fake, job_id) == [posted]
+        history = await reply_to(fake, "history")
+        assert f"`{job_id}`" in history.content
+        assert f"cancelled: {LOST_IN_A_RESTORE}; not counted" in history.content
 
 
 @pytest.mark.parametrize("how", ["easel-restore", "by-hand"])
@@ -62,14 +78,34 @@ async def test_a_job_queued_in_a_backup_is_not_rendered_or_posted_again_after_a_
         restore(backup, settings)
     else:
         put_back_by_hand(backup, settings.database_path)
-    async with start_easel():
-        # One device, one member: a job made now renders after the ones the queue restored.
-        await imagine(fake, "a cat after the restore", seed=2)
-        assert posts_naming(fake, job_id) == [posted]
-        history = await reply_to(fake, "history")
-        assert f"`{job_id}`" in history.content
-        assert f"cancelled: {LOST_IN_A_RESTORE}; not counted" in history.content
+    await started_on_the_restore(fake, start_easel, job_id, posted)
     assert ledger_kinds(settings.database_path, job_id) == {"reserve", "refund"}
+
+
+async def test_a_backup_taken_during_the_run_put_back_by_hand_posts_nothing_again(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    easel_settings_for_test: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The backup holds this run's mark and easel.run stays in place: the job it held queued
+    ended (rendered and posted) after it, which the run file counts."""
+    fake = fake_discord
+    settings = easel_settings_for_test
+    async with start_easel() as bot:
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
+        handle = await fake.invoke_command("imagine", {**QUICK, "prompt": "a cat the backup holds"})
+        await handle.wait_for_answer()
+        (line,) = await bot.services.history.unfinished(fake.user_id, guild_id=fake.guild_id)
+        job_id = line.job_id
+        backup = backed_up(settings.database_path, tmp_path / "backup" / "easel.sqlite3")
+        gate.set()
+        posted = await fake.wait_for_channel_message(
+            lambda m: job_id in m.content and bool(m.attachments), timeout=RENDER_TIMEOUT_S
+        )
+    put_back_by_hand(backup, settings.database_path)
+    await started_on_the_restore(fake, start_easel, job_id, posted)
 
 
 async def test_a_start_refuses_pictures_put_back_before_their_database(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -14,18 +15,19 @@ from bot.app import build
 from bot.bans import MemberStops
 from bot.settings import Settings
 from db import jobs as journal
+from tests.conftest import ErrorLogs
 from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
     StartEasel,
     images_today,
     reply_to,
 )
-from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.fake_discord import AddedGuild, FakeDiscord, InteractionHandle
 from tests.fake_discord.fixtures import running_bot
 from tests.support.engines import HeldEngine
 from tests.support.pictures import has_picture
 
-B_BLOCKER, B_MEMBER, A_PATRON, A_PLAIN = 7001, 7002, 7003, 7004
+B_BLOCKER, B_MEMBER, A_PATRON, A_PLAIN, B_OTHER = 7001, 7002, 7003, 7004, 7005
 MADE_UP_SERVER = 4242
 WAIT_S = 30.0
 
@@ -46,6 +48,18 @@ async def queued(
     )
     await handle.wait_for_original(lambda message: not message.is_loading, timeout=WAIT_S)
     return handle
+
+
+async def queued_behind_a_render(
+    fake: FakeDiscord, engine: HeldEngine, server_b: AddedGuild, jobs: list[tuple[str, int]]
+) -> InteractionHandle:
+    """Server A's render holds the device (``engine`` held), then each of ``jobs`` (its
+    prompt, its member) is queued in ``server_b`` behind it: A's interaction."""
+    blocker = await queued(fake, "a blocker", "64x64", user=fake.user_id)
+    assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
+    for prompt, user in jobs:
+        await queued(fake, prompt, "64x64", user=user, channel=server_b.channel_id)
+    return blocker
 
 
 async def no_unfinished_jobs(conn: aiosqlite.Connection, guild_id: int) -> bool:
@@ -120,10 +134,8 @@ async def test_jobs_of_a_server_easel_was_removed_from_render_nothing(
         conn = bot._db
         assert conn is not None
         with engine:
-            blocker = await queued(fake, "a blocker", "64x64", user=fake.user_id)
-            assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
-            for n in range(3):
-                await queued(fake, f"b job {n}", "64x64", user=B_MEMBER, channel=other.channel_id)
+            b_jobs = [(f"b job {n}", B_MEMBER) for n in range(3)]
+            blocker = await queued_behind_a_render(fake, engine, other, b_jobs)
             history = bot.services.history
             left_behind = [
                 line.job_id for line in await history.unfinished(B_MEMBER, guild_id=other.guild_id)
@@ -144,6 +156,56 @@ async def test_jobs_of_a_server_easel_was_removed_from_render_nothing(
             job = await journal.get_job(conn, job_id)
             assert job is not None and job.status is journal.JobStatus.CANCELLED, job
         assert await images_today(bot.services, B_MEMBER, other.guild_id) == 0
+    assert [request.prompt for request in engine.rendered] == ["a blocker"]
+
+
+async def test_one_members_failed_cancels_at_a_removal_are_logged_and_stop_no_others(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    error_logs: ErrorLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Server B removes Easel with three members' jobs queued; two members' cancels raise.
+    Each of those is logged with its member's job id; the third member's job is cancelled;
+    none renders (the start gate refuses the two left)."""
+    failing = {B_BLOCKER, B_MEMBER}
+    cancel_unfinished = MemberStops._cancel_unfinished
+
+    async def refused_for_some(
+        self: MemberStops, stop: Any, guild_id: int, user_id: int, *args: Any, **kwargs: Any
+    ) -> list[str]:
+        if user_id in failing:
+            raise RuntimeError(f"member {user_id}'s cancels refused")
+        return await cancel_unfinished(self, stop, guild_id, user_id, *args, **kwargs)
+
+    monkeypatch.setattr(MemberStops, "_cancel_unfinished", refused_for_some)
+    error_logs.expect(
+        r"^server gone in guild \d+: member \d+'s job\(s\) [0-9a-f]{16} not cancelled"
+    )
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    for user in (B_BLOCKER, B_MEMBER, B_OTHER):
+        fake.add_member(user, f"b-{user}", roles=(other.member_role_id,), guild=other.guild_id)
+    engine = HeldEngine()
+    async with start_easel(lambda device: engine) as bot:
+        conn = bot._db
+        assert conn is not None
+        with engine:
+            b_jobs = [(f"b {user}", user) for user in (B_BLOCKER, B_MEMBER, B_OTHER)]
+            blocker = await queued_behind_a_render(fake, engine, other, b_jobs)
+            jobs = await journal.members_with_unfinished_jobs_in(conn, other.guild_id)
+            await fake.remove_bot(guild=other.guild_id)
+
+            async def logged_each_failure() -> bool:
+                logged = " ".join(record.getMessage() for record in error_logs.records)
+                return all(jobs[user][0] in logged for user in failing)
+
+            await until(logged_each_failure)
+            [cancelled] = jobs[B_OTHER]
+            job = await journal.get_job(conn, cancelled)
+            assert job is not None and job.status is journal.JobStatus.CANCELLED, job
+        await blocker.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        await until(lambda: no_unfinished_jobs(conn, other.guild_id))
     assert [request.prompt for request in engine.rendered] == ["a blocker"]
 
 

@@ -683,15 +683,28 @@ class FakeDiscord:
         meanwhile is sent: make it so before the call, unannounced (``message.deleted = True``)."""
         guild_id = self._state.guild(guild).guild_id
         await self._gateway.dispatch("GUILD_DELETE", {"id": str(guild_id), "unavailable": True})
-        await self._send_guild_create(guild_id)
+        await self.guild_available(guild=guild_id)
 
-    async def add_bot(self, name: str, *, owner: int | None = None) -> AddedGuild:
+    async def add_bot(
+        self, name: str, *, owner: int | None = None, unavailable: bool = False
+    ) -> AddedGuild:
         """The owner of a new guild ``name`` adds the online bot to it: as ``add_guild``, its
         GUILD_CREATE sent now, without ``unavailable`` as Discord sends a join's (discord.py's
-        ``on_guild_join``; with ``unavailable: false`` it reads as an outage's end)."""
+        ``on_guild_join``; with ``unavailable: false`` it reads as an outage's end).
+        ``unavailable``: Discord reports the guild unavailable as it joins (a GUILD_CREATE
+        saying only that, which discord.py ignores); ``guild_available`` ends that."""
         added = self._state.add_guild(name, owner)
-        await self._send_guild_create(added.guild_id, joined=True)
+        if unavailable:
+            event = {"id": str(added.guild_id), "unavailable": True}
+            await self._gateway.dispatch("GUILD_CREATE", event)
+        else:
+            await self._send_guild_create(added.guild_id, joined=True)
         return added
+
+    async def guild_available(self, *, guild: int | None = None) -> None:
+        """``guild`` (default: the first) is available again: GUILD_CREATE as it is now, with
+        ``unavailable: false`` (discord.py's ``on_guild_available``)."""
+        await self._send_guild_create(self._state.guild(guild).guild_id)
 
     async def _send_guild_create(self, guild_id: int, *, joined: bool = False) -> None:
         """GUILD_CREATE as the guild is now (its members only with the members intent)."""

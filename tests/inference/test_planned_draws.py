@@ -101,7 +101,7 @@ def test_a_prompt_the_bot_did_not_plan_is_said_so_and_no_folder_is_read(
     ("typed", "bot_has_folder", "warning"),
     [
         ("a __pet__", False, "no wildcards folder is configured"),
-        ("a __pet__ {cat", True, "dynamic prompt syntax not understood"),
+        ("a __pet__ {cat", True, "a '{' has no matching '}' (at '{cat')"),
     ],
 )
 def test_the_bot_s_warnings_reach_the_picture_and_nothing_else(

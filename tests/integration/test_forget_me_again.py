@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiosqlite
 import pytest
@@ -18,9 +18,11 @@ from bot.history import Forgotten, History
 from bot.jobs import accounting
 from bot.policy.member_settings import MemberSettings
 from db import erasures
+from db.database import connect
 from db.erasures import ReplyToken
 from db.history import count_rows_of_user
 from tests.conftest import ErrorLogs
+from tests.support.backups import backed_up
 
 MEMBER = 7
 ASKED = 1_765_000_000.0  # when the member ran /forget-me, as the record says
@@ -271,11 +273,39 @@ async def test_a_record_that_cannot_be_written_fails_no_erase(
     assert str(tmp_path / "forget-me.log") in error.getMessage()
 
 
-async def test_a_request_is_recorded_once_erased_and_before_its_member_is_told(
+async def test_a_request_is_recorded_before_its_erase_and_a_restore_after_that_loses_nothing(
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An erase that fails records nothing (its journal row stays: the retry records it); one
-    that is done is on disk when the member hears of it."""
+    """The run stops once the erase is written, before anything else (a crash), and a backup
+    taken before the request is put back: the record names the request already, so the next
+    start erases the member again."""
+    await job_of_the_member(conn, "e" * 16, ASKED - 60)
+    backup = backed_up(tmp_path / "easel.sqlite3", tmp_path / "backup" / "easel.sqlite3")
+    erase_member = accounting.erase_member
+
+    async def erased_then_stopped(*args: Any, **kwargs: Any) -> NoReturn:
+        await erase_member(*args, **kwargs)
+        raise OSError("the power went")
+
+    monkeypatch.setattr(accounting, "erase_member", erased_then_stopped)
+    with pytest.raises(OSError, match="the power went"):
+        await history_on(conn, tmp_path, clock=ASKED).forget(MEMBER)
+    assert await rows_naming_the_member(conn) == 0
+    monkeypatch.undo()
+    restored = await connect(backup)
+    try:
+        assert await rows_naming_the_member(restored) == 1
+        assert await history_on(restored, tmp_path, clock=ASKED + 60).forget_again() == 1
+        assert await rows_naming_the_member(restored) == 0
+    finally:
+        await restored.close()
+
+
+async def test_a_request_is_recorded_before_its_erase_and_its_member_is_told(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erase that fails has its request recorded already (its journal row stays: the
+    retry records it again); one that is done is on disk when the member hears of it."""
     history = history_on(conn, tmp_path, clock=ASKED)
     erase_member = accounting.erase_member
 
@@ -285,7 +315,7 @@ async def test_a_request_is_recorded_once_erased_and_before_its_member_is_told(
     monkeypatch.setattr(accounting, "erase_member", failing)
     with pytest.raises(OSError):
         await history.forget(MEMBER)
-    assert ForgetMeLog(tmp_path).requests() == {}
+    assert ForgetMeLog(tmp_path).requests() == {MEMBER: ASKED}
 
     monkeypatch.setattr(accounting, "erase_member", erase_member)
     recorded: list[dict[int, float]] = []
@@ -296,3 +326,79 @@ async def test_a_request_is_recorded_once_erased_and_before_its_member_is_told(
     [erasure] = await erasures.unfinished(conn)
     await history.resume(erasure, tell)
     assert recorded == [{MEMBER: ASKED}]
+
+
+async def test_a_failing_erase_retried_by_each_sweep_is_recorded_once_per_run(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep retries an erase that keeps failing (every 120 s at most): the record gains
+    one line, not one per retry; a restart records it again (its run may have stopped
+    before it did)."""
+    history = history_on(conn, tmp_path, clock=ASKED)
+
+    async def failing(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError("the disk failed")
+
+    monkeypatch.setattr(accounting, "erase_member", failing)
+    with pytest.raises(OSError):
+        await history.forget(MEMBER)
+    for _ in range(50):  # under two hours of sweeps
+        [erasure] = await erasures.unfinished(conn)
+        with pytest.raises(OSError):
+            await history.resume(erasure)
+    record = tmp_path / "forget-me.log"
+    assert record.read_text().splitlines() == [f"{MEMBER} {ASKED!r}"]
+
+    [erasure] = await erasures.unfinished(conn)
+    with pytest.raises(OSError):
+        await history_on(conn, tmp_path, clock=ASKED).resume(erasure)
+    assert len(record.read_text().splitlines()) == 2
+
+
+async def test_a_re_erase_that_failed_keeps_its_date_bound_when_the_sweep_finishes_it(
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error_logs: ErrorLogs,
+) -> None:
+    """The start's erase failed and left the request journaled: the sweep's retry takes the
+    job made before the request, and leaves the settings the member saved after it."""
+    await job_of_the_member(conn, "f" * 16, ASKED - 60)
+    await conn.execute(ROWS["settings"], {"member": MEMBER, "at": ASKED + 60})
+    await conn.commit()
+    ForgetMeLog(tmp_path).record(MEMBER, ASKED)
+    history = history_on(conn, tmp_path, clock=ASKED + 120)
+
+    async def failing(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError("the disk failed")
+
+    monkeypatch.setattr(accounting, "erase_member", failing)
+    error_logs.expect(r"erasing again what a database put back held failed")
+    assert await history.forget_again() == 0
+    monkeypatch.undo()
+    [erasure] = await history.unfinished_erasures()
+    told: list[int] = []
+
+    async def tell(forgotten: Forgotten) -> None:
+        told.append(forgotten.jobs)
+
+    await history.resume(erasure, tell)
+
+    assert told == [1]
+    assert await erasures.unfinished(conn) == []
+    assert await count_rows_of_user(conn, MEMBER) == 1  # the settings saved after it
+    saved = await conn.execute_fetchall(
+        "SELECT updated_at FROM user_settings WHERE user_id = ?", (MEMBER,)
+    )
+    assert [row[0] for row in saved] == [ASKED + 60]
+
+
+async def test_the_members_own_request_over_a_re_erase_takes_everything_again(
+    conn: aiosqlite.Connection,
+) -> None:
+    """A re-erase left journaled, then the member runs /forget-me: theirs is unbounded."""
+    await conn.execute(ROWS["settings"], {"member": MEMBER, "at": ASKED - 60})
+    assert [e.again for e in await erasures.ask_again(conn, {MEMBER: ASKED})] == [True]
+    assert [e.again for e in await erasures.unfinished(conn)] == [True]
+    await erasures.ask(conn, MEMBER, ASKED + 60, ReplyToken(1, "token"))
+    assert [e.again for e in await erasures.unfinished(conn)] == [False]

@@ -17,7 +17,7 @@ from bot.jobs import retention
 from bot.jobs.retention import NothingPrunedFirst, connect_making_room
 from db import history
 from db import jobs as journal
-from db.database import connect, is_disk_full, load_migrations
+from db.database import connect, is_out_of_room, load_migrations
 from tests.integration.test_stored_data import DAY, Data, submission
 from tests.support.older_databases import sqlite_full
 
@@ -172,7 +172,7 @@ async def test_a_pending_migration_is_said_in_the_log_and_in_the_error_of_a_full
     caplog.set_level(logging.WARNING, logger="bot.jobs.retention")
     with pytest.raises(NothingPrunedFirst) as raised:
         await connect_making_room(database, data.images, data.inputs, retention_days=1)
-    assert is_disk_full(raised.value)
+    assert await is_out_of_room(raised.value)
     assert raised.value.reason == "1 schema migration(s) pending"
     assert "1 schema migration(s) pending: nothing pruned before the start" in caplog.text
     assert (data.images / old).is_dir()

@@ -79,7 +79,7 @@ async def test_a_withdrawal_takes_what_is_made_from_its_pictures_and_its_copies(
     assert PostedMessage(DM_CHANNEL, 902) in await pending(conn)
 
     restored = await store.restore_job(
-        conn, GRID, GUILD, admin_id=MODERATOR, now=NOW + 2, describe=str
+        conn, GRID, GUILD, admin_id=MODERATOR, now=NOW + 2, describe="{} {}".format
     )
     assert restored == [GRID, VARIED]
     assert await store.posts_of(conn, VARIED) == ()  # deleted: not linked again
@@ -165,6 +165,6 @@ async def test_a_reroll_of_a_carried_variation_is_carried_not_a_reroll_of_the_gr
     assert await pending(conn) == [PostedMessage(CHANNEL, m) for m in (102, 104, 105)]
     assert await store.posts_of(conn, REROLLED) == (PostedMessage(CHANNEL, 103),)
     restored = await store.restore_job(
-        conn, GRID, GUILD, admin_id=MODERATOR, now=NOW + 2, describe=str
+        conn, GRID, GUILD, admin_id=MODERATOR, now=NOW + 2, describe="{} {}".format
     )
     assert sorted(restored) == sorted(withdrawn)

@@ -116,7 +116,9 @@ async def random_step(
     job = known[job_id]
     if step == "restore":
         guild = rng.choice(sorted(CHANNELS))  # now and then another server's
-        call = store.restore_job(conn, job_id, guild, admin_id=ADMIN, now=now, describe=str)
+        call = store.restore_job(
+            conn, job_id, guild, admin_id=ADMIN, now=now, describe="{} {}".format
+        )
         if job.withdrawn_at is None or job.guild_id != guild:
             return set(), call
         at = job.withdrawn_at

@@ -54,12 +54,18 @@ def test_flag_parsing(prompt: str, expected_prompt: str, expected: InlineFlags) 
         ("a --ar 16x9", "bad value '16x9' for --ar"),
         ("a --ar 1:²", "bad value '1:²' for --ar"),  # a digit int() does not read
         ("a --ar 1:" + "2" * 5_000, "for --ar: expected --ar W:H"),  # past int()'s digits
-        ("a --steps 0", "bad value '0' for --steps: expected --steps N with N between 1 and 150"),
+        (
+            "a --steps 0",
+            "bad value '0' for --steps: expected --steps N with N a whole number between 1 and 150",
+        ),
         ("a --steps 151", "between 1 and 150"),
-        ("a --cfg 31", "bad value '31' for --cfg: expected --cfg X with X between 0 and 30"),
+        (
+            "a --cfg 31",
+            "bad value '31' for --cfg: expected --cfg X with X a number between 0 and 30",
+        ),
         ("a --cfg inf", "--cfg"),
-        ("a --count 5", "N between 1 and 4"),
-        ("a --seed 4294967296", "between 0 and 4294967295, or -1"),
+        ("a --count 5", "N a whole number between 1 and 4"),
+        ("a --seed 4294967296", "between 0 and 4294967295, or -1 for a random seed"),
         ("a --seed -2", "--seed"),
         ("a --sampler DPM++ 2M", "quoted when it has spaces"),
         ("a --no", "--no followed by"),

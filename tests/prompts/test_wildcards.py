@@ -104,7 +104,12 @@ def test_web_ui_alternation_inside_variants_and_values(library: WildcardLibrary)
 def test_malformed_braces_are_kept_with_a_warning() -> None:
     expansion = expand_prompt("a {b c", 1)[0]
     assert expansion.text == "a {b c"
-    assert "not understood" in expansion.warnings[0]
+    # In plain words, naming where: never the parser's own grammar message.
+    assert expansion.warnings == (
+        "a '{' has no matching '}' (at '{b c'); the text is used as typed",
+    )
+    [unclosed] = expand_prompt("{a|{b} c", 1)[0].warnings
+    assert unclosed == "a '{' has no matching '}' (at '{a|{b} c'); the text is used as typed"
 
 
 def test_without_library_wildcards_stay_and_warn() -> None:

@@ -65,7 +65,13 @@ async def test_a_batch_of_four_starts_with_at_most_two_statements_on_its_jobs(
         await conn._execute(raw.set_trace_callback, None)  # type: ignore[attr-defined]
     assert engine.batches == [4]
     on_the_batch = [sql for sql in engine.before_render if any(id_ in sql for id_ in ids)]
-    assert 1 <= len(on_the_batch) <= 2, on_the_batch
+    assert 1 <= len(_statements(on_the_batch)) <= 2, on_the_batch
+
+
+def _statements(traced: list[str]) -> list[str]:
+    """Python traces each row's trigger program (the run mark's count of ended jobs) as its
+    outer statement again: a statement repeated back to back ran once."""
+    return [sql for n, sql in enumerate(traced) if n == 0 or traced[n - 1] != sql]
 
 
 async def test_marking_running_returns_exactly_the_jobs_it_marked_in_their_order(

@@ -285,6 +285,63 @@ def test_new_priority_members_riding_an_aged_jobs_lift_cannot_starve_another_ser
     assert started is not None and started <= 60.0 + 60.0 + 30.0
 
 
+@pytest.mark.parametrize("across", [frozenset(), frozenset({1})], ids=["server", "operators"])
+def test_a_stream_of_new_priority_members_cannot_pass_their_servers_aged_job(
+    across: frozenset[int],
+) -> None:
+    """A member of server 1 who has started jobs before waits with a standard job, while a new
+    member holding server 1's priority role arrives at every start: each goes first by rule 2
+    (never started). Once the standard job has waited the aging period (60 s) it goes before
+    the priority jobs that have waited less, in an operator's priority server too (before the
+    fix it never started)."""
+    config = SchedulerConfig(max_batch=1, aging_seconds=60.0, priority_across_guilds=across)
+    scheduler = FairScheduler(config)
+    for index in range(3):
+        run_alone(scheduler, 20, at=10.0 * index)
+    waiting = job(20, guild=1, at=30.0)
+    scheduler.submit(waiting)
+    newcomers = itertools.count(1000)
+    patron = PriorityClass.PRIORITY
+    for _ in range(2):
+        scheduler.submit(job(next(newcomers), guild=1, at=30.0, priority=patron))
+    started = start_of_waiting_job(
+        scheduler,
+        waiting,
+        lambda now: scheduler.submit(job(next(newcomers), guild=1, at=now, priority=patron)),
+        3000.0,
+    )
+    assert started == 30.0 + 60.0
+
+
+@pytest.mark.parametrize(("priority", "wait"), [(PriorityClass.PRIORITY, 0.0), (STANDARD, 60.0)])
+def test_a_patron_who_started_before_goes_before_a_busy_servers_aged_backlog(
+    priority: PriorityClass, wait: float
+) -> None:
+    """Eight members of a server keep a job each queued, so every job waits past the aging
+    period (60 s) and is aged when it starts. A patron who has started before still goes first
+    by rule 2 (they used less); only newcomers' priority jobs wait for the aged ones. Without
+    the role their job waits the aging period like everyone's."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=60.0))
+    patron, busy = 9, range(1, 9)
+    for index, member in enumerate([patron, *busy]):
+        run_alone(scheduler, member, at=10.0 * index)
+    for member in busy:
+        scheduler.submit(job(member, at=90.0))
+    now = 90.0
+    patrons_job = None
+    while now < 1000.0:
+        if now == 300.0:
+            patrons_job = job(patron, at=now, priority=priority)
+            scheduler.submit(patrons_job)
+        [started] = scheduler.next_batch("cpu", now)
+        if started is patrons_job:
+            break
+        now += 10.0
+        scheduler.finish(started.job_id)
+        scheduler.submit(job(started.user_id, at=now))
+    assert now - 300.0 == wait
+
+
 def start_of_waiting_job(
     scheduler: FairScheduler, waiting: QueuedJob, keep_submitting: Any, horizon: float
 ) -> float | None:
@@ -344,9 +401,10 @@ def test_a_job_aged_past_the_bound_goes_before_another_servers_newcomers() -> No
 
 
 def test_an_aged_job_lifts_its_server_whose_own_order_still_holds() -> None:
-    """Within a server an aged job and a priority member's job are both PRIORITY, so rule 2
-    orders them (the patron has started less); between servers the aged job ranks PRIORITY
-    and lifts its server's turn above another server's unaged job."""
+    """Between servers an aged job ranks PRIORITY and lifts its server's turn above another
+    server's unaged job. Within its server it goes before a priority member's job that has
+    waited less than the aging period; once that one has waited as long, both are PRIORITY
+    jobs that have waited it, and rule 2 orders them (the patron has started less)."""
     scheduler = FairScheduler(SchedulerConfig(max_batch=1, aging_seconds=10.0))
     run_alone(scheduler, 1, at=0.0)
     aged = job(1, guild=10, at=1.0)  # PRIORITY at 11
@@ -355,7 +413,8 @@ def test_an_aged_job_lifts_its_server_whose_own_order_still_holds() -> None:
     for queued in (aged, patron, elsewhere):
         scheduler.submit(queued)
     assert scheduler.fair_order(8.0) == [patron, elsewhere, aged]
-    assert scheduler.fair_order(12.0) == [patron, aged, elsewhere]
+    assert scheduler.fair_order(12.0) == [aged, patron, elsewhere]
+    assert scheduler.fair_order(15.0) == [patron, elsewhere, aged]
 
 
 def test_aging_lets_relax_run_despite_a_constant_stream() -> None:
@@ -999,7 +1058,8 @@ def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
 def test_a_later_job_promoted_again_moves_in_positions_and_etas_asked_alone() -> None:
     """Aging events follow only the first job of a lane, so the cached order must also expire
     at the second promotion of a job further back: here the second RELAX job of member 1 turns
-    PRIORITY at 25 and passes member 2's second job, with only position and eta asked."""
+    PRIORITY at 25 and passes member 2's priority jobs, which have waited less, with only
+    position and eta asked."""
     scheduler = FairScheduler(SchedulerConfig(aging_seconds=10.0), devices=["cpu"])
     first = job(1, at=0.0, priority=PriorityClass.RELAX)  # STANDARD at 10, PRIORITY at 20
     second = job(1, at=5.0, priority=PriorityClass.RELAX)  # STANDARD at 15, PRIORITY at 25
@@ -1011,11 +1071,44 @@ def test_a_later_job_promoted_again_moves_in_positions_and_etas_asked_alone() ->
     expected = {
         18.0: [2, 3, 0, 1],
         22.0: [0, 3, 1, 2],  # the first job's last promotion
-        26.0: [0, 2, 1, 3],  # the second job's last promotion: it now passes other_second
+        26.0: [0, 1, 2, 3],  # the second job's last promotion: it now passes member 2's
     }
     for now, places in expected.items():
         assert [scheduler.position(item.job_id, now) for item in jobs] == places, now
         etas = [scheduler.eta(item.job_id, now) for item in jobs]
+        assert etas == [pytest.approx(now + 10.0 * place + 10.0) for place in places], now
+
+
+def test_a_patrons_job_in_an_operators_server_stops_being_fresh_on_time() -> None:
+    """In an operator's priority server a patron's job ranks PRIORITY at once, so no promotion
+    falls when it stops being fresh: an aging event of its own must reorder the server then."""
+    config = SchedulerConfig(max_batch=1, aging_seconds=10.0, priority_across_guilds=frozenset({1}))
+    scheduler = FairScheduler(config)
+    run_alone(scheduler, 1, at=0.0, est=30.0)
+    aged = job(1, at=0.0)  # PRIORITY at 10
+    patron = job(2, at=1.0, priority=PriorityClass.PRIORITY)  # fresh until 11
+    for queued in (aged, patron):
+        scheduler.submit(queued)
+    assert scheduler.fair_order(5.0) == [patron, aged]
+    assert scheduler.fair_order(10.5) == [aged, patron]  # the patron's job is still fresh
+    assert scheduler.fair_order(12.0) == [patron, aged]  # both waited: rule 2 (patron less)
+
+
+def test_kept_positions_expire_when_a_new_patrons_job_stops_being_fresh() -> None:
+    """The kept order (positions and ETAs asked alone) must also expire when a new patron's
+    job stops being fresh in an operator's priority server, where no promotion of its rank
+    falls then."""
+    config = SchedulerConfig(max_batch=1, aging_seconds=10.0, priority_across_guilds=frozenset({1}))
+    scheduler = FairScheduler(config, devices=["cpu"])
+    run_alone(scheduler, 1, at=0.0, est=30.0)
+    aged = job(1, at=0.0)  # PRIORITY at 10
+    patron = job(2, at=1.0, priority=PriorityClass.PRIORITY)  # fresh until 11
+    jobs = [aged, patron]
+    for queued in jobs:
+        scheduler.submit(queued)
+    for now, places in {10.5: [0, 1], 11.5: [1, 0]}.items():
+        assert [scheduler.position(queued.job_id, now) for queued in jobs] == places, now
+        etas = [scheduler.eta(queued.job_id, now) for queued in jobs]
         assert etas == [pytest.approx(now + 10.0 * place + 10.0) for place in places], now
 
 
@@ -1036,7 +1129,8 @@ def assert_memory_bounded(scheduler: FairScheduler) -> None:
         assert len(view.heap) <= 4 * users + 65, "stale index entries pile up"
         for guild in view.guilds.values():
             assert len(guild.heap) <= 4 * users + 65, "stale index entries pile up"
-            assert len(guild.shares) <= 4 * users + 65, "stale share entries pile up"
+            shares = 0 if guild.shares is None else len(guild.shares)
+            assert shares <= 4 * users + 65, "stale share entries pile up"
 
 
 def test_idle_users_are_forgotten_yet_nobody_passes_a_user_by_idling() -> None:

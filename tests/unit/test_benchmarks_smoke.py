@@ -354,5 +354,6 @@ def test_deep_queue_benchmark_times_a_submit_a_cancel_and_a_poll(
     report = script_report("deep_queue.py", "--depths", "300:50", "--tries", "2")
     [depth] = report["depths"]
     assert (depth["queued"], depth["members"]) == (300, 50)
-    for figure in ("submit_and_state", "cancel_and_state", "dashboard_snapshot", "whole_snapshot"):
+    figures = ("submit_and_state", "cancel_and_state", "dashboard_snapshot", "whole_snapshot")
+    for figure in (*figures, "aging_burst"):
         assert depth[f"{figure}_ms"] > 0

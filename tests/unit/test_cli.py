@@ -81,8 +81,11 @@ def test_bad_setting_is_named(
     ("argv", "message"),
     [
         (["render", "a cat", "--size", "3x3", "--out", "o"], "multiple of 8 between 64 and 2048"),
-        (["render", "a cat", "--steps", "500", "--out", "o"], "steps must be between 1 and 150"),
-        (["render", "a cat", "--seed", "-7", "--out", "o"], "seed must be -1 (random)"),
+        (
+            ["render", "a cat", "--steps", "500", "--out", "o"],
+            "steps must be a whole number between 1 and 150",
+        ),
+        (["render", "a cat", "--seed", "-7", "--out", "o"], "seed must be a whole number between"),
         (["explain", "a cat", "--steps", "0"], "--steps must be between 1 and 150"),
     ],
 )
@@ -562,13 +565,13 @@ def test_a_data_folder_under_one_this_user_cannot_enter_is_named_by_run_and_doct
     assert f"[ERR] database: {problem}" in capsys.readouterr().out
 
 
-async def _start_with_a_newer_database(settings: Settings) -> None:
+async def _start_with_a_newer_database(settings: Settings, **_: object) -> None:
     """``bot.app.run``'s first steps that can fail so, without Discord: the database opened."""
     settings.require_data_dir()
     await connect(settings.database_path)
 
 
-async def _start_without_the_broker(settings: Settings) -> None:
+async def _start_without_the_broker(settings: Settings, **_: object) -> None:
     """... and the broker reached (timeout shortened: the port refuses at once anyway)."""
     await wire.connect(settings.queue_url, "easel-test", timeout_s=2)
 
@@ -615,8 +618,8 @@ def test_a_read_only_data_folder_is_named_as_such(
     )
 
 
-def _start_that_finds_no_room(error: BaseException) -> Callable[[Settings], Awaitable[None]]:
-    async def start(settings: Settings) -> None:
+def _start_that_finds_no_room(error: BaseException) -> Callable[..., Awaitable[None]]:
+    async def start(settings: Settings, **_: object) -> None:
         raise error
 
     return start
@@ -853,7 +856,7 @@ def test_run_serves_on_uvloop_where_installed_else_on_asyncios_loop(
     uvloop = pytest.importorskip("uvloop")  # a dependency wherever it has a build
     loops: list[asyncio.AbstractEventLoop] = []
 
-    async def start(settings: Settings) -> int:
+    async def start(settings: Settings, **_: object) -> int:
         loops.append(asyncio.get_running_loop())
         return 0
 

@@ -66,14 +66,62 @@ def test_unknown_model_and_sampler_fall_back_with_notes() -> None:
     text = INFOTEXT.replace("DPM++ 2M Karras", "Magic").replace("Model: tiny", "Model: huge")
     request = request_from_infotext(text, None, {"tiny"})
     assert request.model is None and request.sampler == RenderRequest("x").sampler
-    assert len(request.notes) == 2 and "'huge' is not installed" in request.notes[1]
+    assert request.notes == [
+        "the picture's sampler is unknown here; the default sampler was used",
+        "the picture's model is not available here; the default model is used",
+    ]
     # A model the server leaves out (not among those usable here) reads as one not installed.
     assert request_from_infotext(INFOTEXT, None, {"other"}).notes == [
-        "model 'tiny' is not installed or not allowed here; the default model was used"
+        "the picture's model is not available here; the default model is used"
     ]
     # A pass using no model (a fast upscale) neither takes the picture's nor notes it.
     unread = request_from_infotext(INFOTEXT, None, None)
     assert unread.model is None and unread.notes == []
+
+
+SHAPED = INFOTEXT + ", Clip skip: 2, Pad conds: True, Tiling: True, VAE: warm.pt, Relax: True"
+
+
+def test_the_options_shaping_a_picture_are_read_from_its_text() -> None:
+    request = request_from_infotext(SHAPED, None, {"tiny"}, usable_vaes={"warm"})
+    assert request.options == {
+        "clip_skip": 2,
+        "pad_conds": True,
+        "tile": True,
+        "vae": "warm",
+        "relax": True,
+    }
+    assert request.notes == ["queued as --relax (free, after other jobs), as the picture was"]
+    # Each edit keeps them, under its own options.
+    for edit in (
+        vary_request(request, PICTURE, "subtle"),
+        expand_request(request, PICTURE, pan="left"),
+        fix_faces_request(request, PICTURE, restore=False),
+    ):
+        assert {k: edit.options[k] for k in request.options} == request.options
+    assert expand_request(request, PICTURE, pan="left").options["outpaint"] == {"left": 48}
+
+
+def test_a_vae_not_usable_or_made_for_another_model_is_left_out_with_a_note() -> None:
+    missing = request_from_infotext(SHAPED, None, {"tiny"})
+    assert "vae" not in missing.options and missing.options["clip_skip"] == 2
+    assert "the picture's VAE is not installed here" in missing.notes[0]
+    stand_in = request_from_infotext(SHAPED, None, {"other"}, usable_vaes={"warm"})
+    assert stand_in.model is None and stand_in.options == {"relax": True}
+    # Without the picture's model, what was set for it is left out: the default model may be
+    # of another family (a Flux one takes no clip skip), refused only after the queue.
+    assert stand_in.notes[1:] == [
+        "the picture's VAE does not fit the default model, which stands in for the picture's; "
+        "the model's own VAE is used",
+        "clip skip, tiling, pad conds left out: set for the picture's model, which the default "
+        "model stands in for",
+        "queued as --relax (free, after other jobs), as the picture was",
+    ]
+    # A fast upscale renders nothing: no option is read, nor noted.
+    assert request_from_infotext(SHAPED, None, None).options == {}
+    out_of_range = request_from_infotext(INFOTEXT + ", Clip skip: 99", None, {"tiny"})
+    assert "clip_skip" not in out_of_range.options
+    assert out_of_range.notes == ["the picture's clip skip is not 1-12; 1 is used instead"]
 
 
 def test_a_picture_without_infotext_needs_a_prompt() -> None:

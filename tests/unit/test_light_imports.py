@@ -58,6 +58,18 @@ def test_easel_worker_builds_its_engines_without_discord(tmp_path: Path) -> None
     assert _modules_loaded_by(["worker"], env, before=stub_broker) == "0 []"
 
 
+def test_easel_worker_keeps_its_jobs_input_pictures_in_the_data_folder(tmp_path: Path) -> None:
+    # Its exit status says whether the worker's config names EASEL_DATA_DIR/job-inputs.
+    root = str(tmp_path / "job-inputs")
+    stub_broker = (
+        "import bot.jobs.broker.worker as broker; "
+        "broker.run_worker = lambda config, engines, early_stop: "
+        f"int(str(config.job_files_root) != {root!r}); "
+    )
+    env = {"EASEL_QUEUE_URL": "nats://127.0.0.1:4222", "EASEL_DATA_DIR": str(tmp_path)}
+    assert _modules_loaded_by(["worker"], env, before=stub_broker) == "0 []"
+
+
 def test_easel_render_builds_its_engine_without_discord(tmp_path: Path) -> None:
     # The engine is built and asked to render from an empty models folder: a usage error. (The
     # command's own check, which would refuse that before building it, is left out.)

@@ -13,6 +13,7 @@ from inference.metadata import (
     checkpoint_family,
     network_info,
     safetensors_header,
+    tensor_family,
 )
 from inference.registry import ModelEntry
 
@@ -104,3 +105,25 @@ def test_a_checkpoints_family_comes_from_its_tensor_names(tmp_path: Path) -> Non
     pickle = tmp_path / "old.ckpt"
     pickle.write_bytes(b"not read")
     assert checkpoint_family(ModelEntry("old", pickle, "pickle")) == "unknown"
+
+
+def test_the_family_rules_go_by_the_tensors_the_list_by_the_metadata_too(tmp_path: Path) -> None:
+    """A merge's stale metadata names another base model: a list shows what it says, the
+    family rules (``inference.family_rules``) go by the tensors the engine loads it by."""
+    marker = {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}
+    xl = write_header(
+        tmp_path / "merge.safetensors",
+        {
+            "conditioner.embedders.1.model.ln_final.weight": marker,
+            "__metadata__": {"ss_base_model_version": "sd_v1"},
+        },
+        b"\0\0",
+    )
+    said = {"x": marker, "__metadata__": {"ss_base_model_version": "sdxl"}}
+    bare = ModelEntry(
+        "bare", write_header(tmp_path / "bare.safetensors", said, b"\0\0"), "safetensors"
+    )
+    entry = ModelEntry("merge", xl, "safetensors")
+    assert (checkpoint_family(entry), tensor_family(entry)) == ("SD 1.5", "SDXL")
+    # Only the metadata speaks: the rules leave it to the engine.
+    assert (checkpoint_family(bare), tensor_family(bare)) == ("SDXL", "unknown")

@@ -68,7 +68,9 @@ def test_tile_and_stop_split_batches() -> None:
 
 
 def test_clip_skip_out_of_range_is_one_sentence() -> None:
-    with pytest.raises(RequestError, match="clip skip must be between 1 and 12, not 13"):
+    with pytest.raises(
+        RequestError, match="clip skip must be a whole number between 1 and 12, got 13"
+    ):
         build_request(ImagineOptions("a cat", clip_skip=13))
 
 

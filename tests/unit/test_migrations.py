@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.history import MODERATOR_WITHDRAWAL_AUDITED_AS, WITHDRAWAL_AUDITED_AS
 from db import jobs as journal
 from db.database import check_sqlite_version, connect, load_migrations, schema_version
 from tests.support.discord_clock import SNOWFLAKE_CLOCK
@@ -108,3 +109,38 @@ def test_an_sqlite_too_old_for_the_migrations_is_refused_by_name() -> None:
         check_sqlite_version((3, 34, 1))
     check_sqlite_version((3, 35, 5))
     check_sqlite_version(sqlite3.sqlite_version_info)
+
+
+async def test_jobs_stopped_before_0037_keep_the_reading_of_then(tmp_path: Path) -> None:
+    """0037 records who first stopped a job: a job stopped before it reads as a moderator's
+    stop where its withdrawal's audit row was written at its withdrawal's time (the reading
+    of then), and as nobody's otherwise (not a moderator's, as then)."""
+    path = database_at(tmp_path / "easel.sqlite3", 36)
+    stops = {"by_a_moderator": 50.0, "withdrawn_by_deletion": 60.0, "by_its_maker": None}
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        for job_id, withdrawn_at in stops.items():
+            raw.execute(
+                "INSERT INTO jobs (id, kind, status, user_id, guild_id, request_json,"
+                " created_at, finished_at, withdrawn_at)"
+                " VALUES (?, 'imagine', 'cancelled', 1, 5, '{}', 0, 1, ?)",
+                (job_id, withdrawn_at),
+            )
+        for setting, at in (
+            (MODERATOR_WITHDRAWAL_AUDITED_AS, 50.0),
+            (WITHDRAWAL_AUDITED_AS, 60.0),
+        ):
+            raw.execute(
+                "INSERT INTO settings_audit (guild_id, user_id, setting, at) VALUES (5, 9, ?, ?)",
+                (setting, at),
+            )
+    conn = await connect(path)
+    try:
+        read = {job_id: await journal.get_job(conn, job_id) for job_id in stops}
+        stoppers = {job_id: job.stopped_by for job_id, job in read.items() if job is not None}
+        assert stoppers == {
+            "by_a_moderator": journal.StoppedBy.MODERATOR,
+            "withdrawn_by_deletion": None,
+            "by_its_maker": None,
+        }
+    finally:
+        await conn.close()

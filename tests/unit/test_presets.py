@@ -27,9 +27,10 @@ def presets(conn: aiosqlite.Connection) -> Presets:
         (Preset("x" * 33, steps=4), "1 to 32 characters without spaces"),
         (Preset("two words", steps=4), "1 to 32 characters without spaces"),
         (Preset("empty"), "at least one setting"),
-        (Preset("p", steps=151), "steps must be between 1 and 150"),
-        (Preset("p", cfg=31.0), "cfg must be between 0 and 30"),
-        (Preset("p", clip_skip=13), "clip skip must be between 1 and 12"),
+        (Preset("p", steps=151), "steps must be a whole number between 1 and 150, got 151"),
+        (Preset("p", cfg=31.0), "CFG scale must be a number between 0 and 30, got 31.0"),
+        (Preset("p", clip_skip=13), "clip skip must be a whole number between 1 and 12"),
+        (Preset("p", sampler="Eular a"), "unknown sampler 'Eular a'; choose one of: Euler a"),
         (Preset("p", size="500x512"), "multiple of 8"),
     ],
 )

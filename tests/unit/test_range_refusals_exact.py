@@ -30,7 +30,7 @@ REFINER = {"refiner": "r"}
         (lambda: vary_strength("1.0000001"), "got '1.0000001'"),
         (lambda: vary_strength("1e-400"), "got '1e-400'"),  # read as 0: told as typed
         (lambda: vary_strength(1.0000001), "got 1.0000001"),
-        (lambda: check_saved_values(None, 30.0000001, None, None), "not 30.0000001"),
+        (lambda: check_saved_values(None, 30.0000001, None, None, None), "got 30.0000001"),
         (lambda: OutpaintOptions.from_options({"zoom_out": 4.0000001}), "got 4.0000001"),
         (lambda: control_units({"controlnet": [{**CANNY, "weight": 2.0000001}]}), "got 2.0000001"),
         (

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from bot.requests import (
-    MAX_COUNT,
     MAX_PROMPT_CHARS,
     ImagineOptions,
     RequestError,
@@ -18,7 +17,7 @@ from bot.requests import (
     parse_size,
     resolve_seed,
 )
-from inference.limits import MAX_CLIP_SKIP, MAX_SEED, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
+from inference.limits import MAX_CLIP_SKIP, MAX_COUNT, MAX_SEED, MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 
 
 @pytest.mark.parametrize("seed", [0, 1, MAX_SEED])
@@ -85,7 +84,7 @@ def test_a_prompt_of_the_longest_length_is_accepted_and_one_more_character_refus
     [(1, 0, 1), (150, 30, MAX_CLIP_SKIP), (1, 0.0, MAX_CLIP_SKIP), (150, 30.0, 1)],
 )
 def test_saved_values_at_either_end_are_accepted(steps: int, cfg: float, clip_skip: int) -> None:
-    check_saved_values(steps, cfg, f"{MIN_SIZE}x{MAX_SIZE}", clip_skip)
+    check_saved_values(steps, cfg, f"{MIN_SIZE}x{MAX_SIZE}", clip_skip, None)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +102,7 @@ def test_saved_values_just_past_either_end_are_refused(
     steps: int | None, cfg: float | None, clip_skip: int | None
 ) -> None:
     with pytest.raises(RequestError):
-        check_saved_values(steps, cfg, None, clip_skip)
+        check_saved_values(steps, cfg, None, clip_skip, None)
 
 
 def test_clip_skip_at_either_end_reaches_the_request_and_past_them_is_refused() -> None:

@@ -104,9 +104,9 @@ def test_build_request_fills_defaults_and_validates() -> None:
     assert (sized.width, sized.height) == (512, 768)
     with pytest.raises(RequestError, match="sampler"):
         build_request(ImagineOptions(prompt="x", sampler="Euler z"))
-    with pytest.raises(RequestError, match="count must be between 1 and 4"):
+    with pytest.raises(RequestError, match="count must be a whole number between 1 and 4, got 5"):
         build_request(ImagineOptions(prompt="x", count=5))
-    with pytest.raises(RequestError, match="steps must be between 1 and 150, got 0"):
+    with pytest.raises(RequestError, match="steps must be a whole number between 1 and 150, got 0"):
         build_request(ImagineOptions(prompt="x", steps=0))
     with pytest.raises(RequestError, match="prompt is empty"):
         build_request(ImagineOptions(prompt="   "))

@@ -212,7 +212,7 @@ def pictures_put_back_first() -> None:
         (DATA / folder / name).write_bytes(b"\x89PNG")
 
 
-async def _start_opening_the_database(settings: Settings) -> None:
+async def _start_opening_the_database(settings: Settings, **_: object) -> None:
     """``bot.app``'s start up to the database (its setup hook's first steps), without
     Discord."""
     settings.require_data_dir()

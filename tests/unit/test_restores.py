@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -14,13 +16,14 @@ import pytest
 
 from bot import restores
 from bot.jobs.queue import JobQueue, Submission
-from bot.restores import RUN_FILE_NAME, mark_restored, take_run_mark
+from bot.restores import RUN_FILE_NAME, RunFileKeeper, mark_restored, take_run_mark
 from db import jobs as journal
 from db import run_mark
 from db.database import connect
 from db.run_mark import LOST_IN_A_RESTORE
 from inference.types import RenderRequest
 from tests.support.backups import backed_up, put_back_by_hand
+from tests.support.polling import until
 
 MEMBER, GUILD, CHANNEL = 41, 5, 50
 NOW = 1_800_000_000.0
@@ -60,6 +63,17 @@ async def started(data: Path) -> tuple[aiosqlite.Connection, list[str]]:
         raise
 
 
+async def kept_by_a_start(data: Path, *job_ids: str) -> list[str]:
+    """A start on ``data`` that ends no job as lost (a crash, not a restore); the statuses of
+    ``job_ids`` after it."""
+    conn, lost = await started(data)
+    try:
+        assert lost == []
+        return await statuses(conn, *job_ids)
+    finally:
+        await conn.close()
+
+
 async def a_queued_and_a_running_job(data: Path) -> tuple[str, str]:
     """A start that left one job queued and one running (a crash)."""
     conn, _ = await started(data)
@@ -75,12 +89,7 @@ async def a_queued_and_a_running_job(data: Path) -> tuple[str, str]:
 async def test_a_start_after_a_crash_keeps_the_jobs_the_journal_left(tmp_path: Path) -> None:
     data = tmp_path / "data"
     queued, running = await a_queued_and_a_running_job(data)
-    conn, lost = await started(data)
-    try:
-        assert lost == []
-        assert await statuses(conn, queued, running) == ["queued", "running"]
-    finally:
-        await conn.close()
+    assert await kept_by_a_start(data, queued, running) == ["queued", "running"]
 
 
 async def test_a_database_put_back_by_hand_ends_what_it_held_unfinished_refunded_unposted(
@@ -231,3 +240,171 @@ async def test_a_start_stopped_between_its_writes_leaves_what_the_next_reads_ali
     finally:
         await conn.close()
     assert (data / RUN_FILE_NAME).read_text().count("\n") == 1  # one mark, settled
+
+
+async def a_run_that_ended_a_job_after_a_backup(
+    data: Path, backup_to: Path, keeper_copies: bool
+) -> tuple[Path, str, str]:
+    """A run that queued two jobs, was backed up (as the docs take a backup while the bot
+    runs), then ended one of them; ``keeper_copies``: its ``RunFileKeeper`` copied the count
+    (a clean stop), else the run died before it did. The backup, the job ended, the other."""
+    conn, _ = await started(data)
+    # Copying only at its stop (no catch-up within the test) when it copies at all.
+    keeper = RunFileKeeper(conn, data, catch_up_s=3600)
+    if keeper_copies:
+        await keeper.start()
+    try:
+        ended = await submitted(conn, data, "a cat rendered after the backup")
+        waiting = await submitted(conn, data, "a cat still queued")
+        backup = backed_up(data / "easel.sqlite3", backup_to)
+        await journal.mark_failed(conn, ended, "failed", NOW)
+    finally:
+        await keeper.stop()
+        await conn.close()
+    return backup, ended, waiting
+
+
+async def test_a_backup_of_this_run_put_back_by_hand_once_a_job_ended_after_it_was_put_back(
+    tmp_path: Path,
+) -> None:
+    """The backup holds this run's mark, and easel.run is left in place: its count of ended
+    jobs, below the file's, tells it."""
+    data = tmp_path / "data"
+    backup, ended, waiting = await a_run_that_ended_a_job_after_a_backup(
+        data, tmp_path / "backup" / "easel.sqlite3", keeper_copies=True
+    )
+    put_back_by_hand(backup, data / "easel.sqlite3")
+    conn, lost = await started(data)
+    try:
+        assert lost == sorted([ended, waiting])
+        assert await statuses(conn, ended, waiting) == ["cancelled", "cancelled"]
+    finally:
+        await conn.close()
+
+
+async def test_a_crash_before_the_count_was_copied_is_no_restore(tmp_path: Path) -> None:
+    """The database counts more ended jobs than the file (the run died before the copy): the
+    next start keeps its jobs."""
+    data = tmp_path / "data"
+    _, ended, waiting = await a_run_that_ended_a_job_after_a_backup(
+        data, tmp_path / "backup" / "easel.sqlite3", keeper_copies=False
+    )
+    assert await kept_by_a_start(data, ended, waiting) == ["failed", "queued"]
+
+
+@contextlib.asynccontextmanager
+async def a_run_copying_counts(data: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """A start on ``data`` whose ``RunFileKeeper`` copies each end's count within 10 ms; its
+    keeper, then its database, stopped when the block ends."""
+    conn, _ = await started(data)
+    keeper = RunFileKeeper(conn, data, catch_up_s=0.01)
+    await keeper.start()
+    try:
+        yield conn
+    finally:
+        await keeper.stop()
+        await conn.close()
+
+
+class PowerLoss:
+    """What a power loss leaves of ``data``: ``easel.run`` as last written (each write is
+    fsync'd), and the database's file and -wal as they stood when last fsync'd, from now on
+    (SQLite syncs with synchronous=NORMAL only at a checkpoint, none of which comes in the test):
+    the copies in ``disk`` follow each ``os.fsync`` of those files."""
+
+    DATABASE_FILES = ("easel.sqlite3", "easel.sqlite3-wal")
+
+    def __init__(self, data: Path, disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._data, self._disk = data, disk
+        disk.mkdir()
+        for name in self.DATABASE_FILES:
+            self._sync(name)
+        fsync = os.fsync
+
+        def synced(fd: int) -> None:
+            fsync(fd)
+            synced_file = os.fstat(fd)
+            for name in self.DATABASE_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samestat(synced_file, (data / name).stat()):
+                        self._sync(name)
+
+        monkeypatch.setattr(os, "fsync", synced)
+
+    def _sync(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(self._data / name, self._disk / name)
+
+    def left(self, at: Path) -> Path:
+        """The data folder the machine finds when it comes back, at ``at``."""
+        shutil.copytree(self._disk, at)
+        shutil.copyfile(self._data / RUN_FILE_NAME, at / RUN_FILE_NAME)
+        return at
+
+
+async def test_a_power_loss_after_the_count_was_copied_is_no_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end's commit waits in the page cache (synchronous=NORMAL) while the count copied
+    from it is fsync'd into the run file: the copy puts the database on disk first, so after a
+    power loss the live database is not read as put back."""
+    data = tmp_path / "data"
+    async with a_run_copying_counts(data) as conn:
+        ended = await submitted(conn, data, "a cat rendered before the power went")
+        waiting = await submitted(conn, data, "a cat still queued")
+        power = PowerLoss(data, tmp_path / "disk", monkeypatch)
+        await journal.mark_failed(conn, ended, "failed", NOW)
+        await until(lambda: (data / RUN_FILE_NAME).read_text().endswith(" 1\n"))
+        after = power.left(tmp_path / "after")
+    assert await kept_by_a_start(after, ended, waiting) == ["failed", "queued"]
+
+
+async def test_a_power_loss_after_a_start_rewrote_the_run_file_is_no_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's new mark is committed (not yet on disk), then the run file names only it:
+    the mark is put on disk first, so after a power loss the database still holds it."""
+    data = tmp_path / "data"
+    queued, _ = await a_queued_and_a_running_job(data)
+    power = PowerLoss(data, tmp_path / "disk", monkeypatch)
+    conn, _ = await started(data)
+    try:
+        after = power.left(tmp_path / "after")
+    finally:
+        await conn.close()
+    assert await kept_by_a_start(after, queued) == ["queued"]
+
+
+async def test_the_running_bot_copies_the_count_of_ended_jobs_as_they_end(tmp_path: Path) -> None:
+    """Without a stop: within a catch-up of the end, the file counts it."""
+    data = tmp_path / "data"
+    async with a_run_copying_counts(data) as conn:
+        job_id = await submitted(conn, data, "a cat")
+        await journal.mark_failed(conn, job_id, "failed", NOW, cancelled=True)
+        mark = await run_mark.read(conn)
+        assert mark is not None and mark.jobs_ended == 1
+        await until(lambda: (data / RUN_FILE_NAME).read_text() == f"{mark.run_id} 1\n")
+
+
+async def test_the_database_counts_each_end_of_an_unfinished_job_once(tmp_path: Path) -> None:
+    """An end (done, failed, cancelled) or a deletion of a queued or running job counts; a
+    start of one, and a deletion of one already ended, do not."""
+    data = tmp_path / "data"
+    conn, _ = await started(data)
+
+    async def counted() -> int:
+        mark = await run_mark.read(conn)
+        assert mark is not None
+        return mark.jobs_ended
+
+    try:
+        first, second, third = [await submitted(conn, data, f"cat {n}") for n in range(3)]
+        await journal.mark_running(conn, [first, second], NOW)
+        assert await counted() == 0
+        await journal.mark_failed(conn, first, "failed", NOW)
+        await journal.mark_failed(conn, second, "stopped", NOW, cancelled=True)
+        assert await counted() == 2
+        await conn.execute("DELETE FROM jobs WHERE id IN (?, ?)", (first, third))
+        assert await counted() == 3
+    finally:
+        await conn.close()

@@ -171,6 +171,24 @@ def test_allowed_servers_empty_serve_every_server(monkeypatch: pytest.MonkeyPatc
     assert listed.serves_server(42) and not listed.serves_server(43)
 
 
+def test_a_dev_server_left_off_the_allowed_servers_names_both_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its commands, registered there alone, would all be refused there."""
+    monkeypatch.setenv("EASEL_ALLOWED_SERVERS", "42,43")
+    monkeypatch.setenv("EASEL_DEV_GUILD_ID", "44")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(None)
+    assert str(refused.value).startswith(
+        "EASEL_ALLOWED_SERVERS='42,43' is invalid: it leaves out EASEL_DEV_GUILD_ID=44"
+    )
+    monkeypatch.setenv("EASEL_DEV_GUILD_ID", "43")
+    assert load_settings(None).dev_guild_id == 43
+    monkeypatch.setenv("EASEL_ALLOWED_SERVERS", "")
+    monkeypatch.setenv("EASEL_DEV_GUILD_ID", "44")  # no list: every server, its own too
+    assert load_settings(None).dev_guild_id == 44
+
+
 def test_trusted_proxies_are_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(None).web_trusted_proxies == ()  # only loopback is exempt by default
     monkeypatch.setenv("EASEL_WEB_TRUSTED_PROXIES", " 172.18.0.1, 10.0.0.0/8,,fd00::/8 ")

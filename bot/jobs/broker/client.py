@@ -41,7 +41,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header, RawStreamMsg
 from nats.js.object_store import ObjectStore
 
 from bot.jobs.broker.wire import (
@@ -132,6 +132,10 @@ OLDER_WORKER = (
     "picture as asked: a version mismatch on Easel's side, not a problem with your request. "
     "Nothing was charged; try again once Easel's operator has upgraded it"
 )
+
+# How often the bot tries to store a settled job's marker where a late worker's result came
+# meanwhile before it lets the marker replace whatever is there (its pictures' names lost).
+MARKER_ATTEMPTS = 3
 
 T = TypeVar("T")
 
@@ -482,8 +486,10 @@ class BrokerClient:
         decision is kept (a worker handed the job later does not render it), its stored result
         becomes a bare marker and the pictures it named leave the image store. Found by name,
         without listing the broker; a cancelled job's message is left to
-        ``drop_job_messages``. Raises ``nats.errors.Error`` when the broker cannot do it."""
-        await self._replace_result(job_id, Outcome(outcome))
+        ``drop_job_messages``. Raises ``nats.errors.Error`` when the broker cannot do it.
+        Deleted the plain way, not erased: their bytes stay in the broker's files until NATS
+        drops the block (within the 24 h), cheaper by far than an erase on every job."""
+        await self._replace_result(job_id, Outcome(outcome), erase=False)
 
     async def drop_copies(self, job_ids: Sequence[str]) -> None:
         """/forget-me: what the broker still holds of these jobs goes (their results become
@@ -495,7 +501,7 @@ class BrokerClient:
         results = await self._js.stream_info(RESULTS_STREAM, subjects_filter=RESULTS_SUBJECTS)
         for subject in results.state.subjects or {}:
             if (job_id := job_id_of(subject)) in wanted:
-                await self._replace_result(job_id, None)
+                await self._replace_result(job_id, None, erase=True)
         bucket = f"OBJ_{IMAGES_BUCKET}"
         stored = await self._js.stream_info(bucket, subjects_filter=f"$O.{IMAGES_BUCKET}.M.>")
         for meta_subject in stored.state.subjects or {}:
@@ -504,7 +510,7 @@ class BrokerClient:
                 continue
             # A worker (it holds the bucket) may have written a malformed entry: it goes too.
             with contextlib.suppress(nats.js.errors.Error):
-                await self._images.delete(name)
+                await self._erase_object(name)
             await self._js.purge_stream(bucket, subject=meta_subject)
         # Last: its cost grows with the jobs in flight, the erase's time is bounded, and the
         # results and pictures are what most of the member's copies are. The whole stream:
@@ -547,33 +553,94 @@ class BrokerClient:
                     await self._js.delete_msg(JOBS_STREAM, stored.seq)
             sequence = stored.seq + 1
 
-    async def _replace_result(self, job_id: str, outcome: Outcome | None) -> None:
+    async def _replace_result(self, job_id: str, outcome: Outcome | None, *, erase: bool) -> None:
         """Overwrite ``job_id``'s result with a marker of ``outcome`` (None: the stored one's)
         holding nothing of the member's, then delete the pictures the result named. The marker
         stays: a worker whose acknowledgement was lost finds it on the redelivery and only
-        acknowledges (without it, it would render the job again and store a new copy)."""
+        acknowledges (without it, it would render the job again and store a new copy).
+        ``erase``: the result and its pictures are deleted by sequence, which overwrites their
+        bytes in the broker's files (/forget-me); else the marker replaces the result through
+        the stream's one-message-a-subject limit and the pictures are purged, which leave
+        their bytes there until NATS drops the block (within the 24 h), at a fraction of the
+        cost."""
+        last = await self._last_result_message(job_id)
         try:
-            stored = await self._stored_result(job_id)
+            stored = None if last is None else self._result_of(job_id, last)
         except ValueError:
             stored = None  # tagged but malformed (a worker's): replaced all the same
         if outcome is None:
             outcome = stored.outcome if stored is not None else Outcome.FAILED
         await self._record_decision(job_id, outcome)
         marker = ResultMessage(job_id, outcome, BOT_REPORTER, 0)
-        data = marker.encode()
-        # A plain publish: the stream keeps one message a subject, so it replaces the result.
-        await self._js.publish(
-            result_subject(job_id), data, headers={TAG_HEADER: tag(self.job_secret(job_id), data)}
-        )
-        if stored is not None:
-            await self._delete_objects(own_object_names(job_id, stored.images))
+        replaced = [stored, *await self._store_marker_over(marker, last, erase=erase)]
+        pictures = [ref for result in replaced if result is not None for ref in result.images]
+        await self._delete_objects(own_object_names(job_id, pictures), erase=erase)
 
-    async def _delete_objects(self, names: list[str]) -> None:
+    async def _store_marker_over(
+        self, marker: ResultMessage, last: RawStreamMsg | None, *, erase: bool
+    ) -> list[ResultMessage]:
+        """Store ``marker`` in place of the stored result ``last`` (None: none), erased first
+        where ``erase``. Stored only if no other came since: a late worker's result (a missed
+        cancel) is read, its pictures to go too, and replaced in turn; after
+        ``MARKER_ATTEMPTS`` the marker replaces whatever is there (unerased). Returns those
+        late results."""
+        job_id, late = marker.job_id, list[ResultMessage]()
+        data = marker.encode()
+        headers = {TAG_HEADER: tag(self.job_secret(job_id), data)}
+        for _ in range(MARKER_ATTEMPTS):
+            if erase and last is not None:
+                assert last.seq is not None  # the server names each message's sequence
+                with contextlib.suppress(nats.js.errors.NotFoundError):  # removed meanwhile
+                    await self._js.delete_msg(RESULTS_STREAM, last.seq)
+                last = None
+            expected = 0 if last is None else last.seq
+            headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected)
+            try:
+                await self._js.publish(result_subject(job_id), data, headers=headers)
+                return late
+            except nats.js.errors.APIError as error:
+                if error.err_code != WRONG_LAST_SEQUENCE:
+                    raise
+            last = await self._last_result_message(job_id)
+            with contextlib.suppress(ValueError):  # malformed: no pictures to name
+                if last is not None and (result := self._result_of(job_id, last)):
+                    late.append(result)
+        # Results kept coming (made up by a worker's user?): the last one is replaced.
+        del headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE]
+        await self._js.publish(result_subject(job_id), data, headers=headers)
+        return late
+
+    async def _erase_messages(self, stream: str, subject: str) -> None:
+        """Delete each of ``stream``'s messages on ``subject`` by its sequence, which (unlike
+        a purge, an acknowledgement or a limit) overwrites its bytes in the broker's files.
+        One round trip a message read, one a message deleted."""
+        sequence = 1
+        while True:
+            try:
+                stored = await self._js.get_msg(stream, sequence, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return  # none at or after ``sequence``
+            assert stored.seq is not None  # the server names each message's sequence
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # removed meanwhile
+                await self._js.delete_msg(stream, stored.seq)
+            sequence = stored.seq + 1
+
+    async def _erase_object(self, name: str) -> None:
+        """Delete the picture ``name``, its chunks erased first: the object store's delete
+        purges them, which leaves their bytes in the broker's files."""
+        info = await self._images.get_info(name)
+        if info.nuid:
+            chunks = f"$O.{IMAGES_BUCKET}.C.{info.nuid}"
+            await self._erase_messages(f"OBJ_{IMAGES_BUCKET}", chunks)
+        await self._images.delete(name)
+
+    async def _delete_objects(self, names: list[str], *, erase: bool = False) -> None:
         """Best effort: what is left is dropped with the bucket's TTL. Deleting leaves a
-        tombstone naming the object (and its job): purged too."""
+        tombstone naming the object (and its job): purged too. ``erase``: their chunks'
+        bytes are overwritten in the broker's files (``_erase_object``)."""
         for name in names:
             with contextlib.suppress(nats.errors.Error):
-                await self._images.delete(name)
+                await (self._erase_object(name) if erase else self._images.delete(name))
                 await self._js.purge_stream(f"OBJ_{IMAGES_BUCKET}", subject=_meta_subject(name))
 
     async def _ensure_consumer(self, model: str | None) -> datetime.datetime | None:
@@ -703,10 +770,17 @@ class BrokerClient:
         )
 
     async def _stored_result(self, job_id: str) -> ResultMessage | None:
+        stored = await self._last_result_message(job_id)
+        return None if stored is None else self._result_of(job_id, stored)
+
+    async def _last_result_message(self, job_id: str) -> RawStreamMsg | None:
         try:
-            stored = await self._js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
+            return await self._js.get_last_msg(RESULTS_STREAM, result_subject(job_id))
         except nats.js.errors.NotFoundError:
             return None
+
+    def _result_of(self, job_id: str, stored: RawStreamMsg) -> ResultMessage | None:
+        """The result in ``stored`` if it verifies; raises ``ValueError`` when malformed."""
         data = stored.data or b""
         return ResultMessage.decode(data) if self._verified(job_id, data, stored.headers) else None
 

@@ -44,6 +44,7 @@ from nats.js.api import ConsumerInfo, Header
 from nats.js.object_store import ObjectStore
 
 from bot import event_loop, metrics
+from bot.jobs.broker.job_files import JobFiles
 from bot.jobs.broker.wire import (
     CANCEL_SUBJECTS,
     DOORBELL_SUBJECT,
@@ -89,7 +90,7 @@ from inference.types import (
 )
 from inference.worker import DeviceWorker, EngineFactory
 
-__all__ = ["WorkerConfig", "run_worker", "serve", "worker_inbox_prefix"]
+__all__ = ["JOB_INPUTS_FOLDER", "WorkerConfig", "run_worker", "serve", "worker_inbox_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,10 @@ def worker_inbox_prefix(url: str) -> str:
     return f"_INBOX_easel_{parts.username}"
 
 
+# ``easel worker``'s ``WorkerConfig.job_files_root``, in EASEL_DATA_DIR.
+JOB_INPUTS_FOLDER = "job-inputs"
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     url: str = field(repr=False)  # may carry credentials
@@ -150,6 +155,10 @@ class WorkerConfig:
     metrics_endpoint: tuple[str, int] | None = None
     # Devices whose engine is built and warmed before the first job (EASEL_WARM_START).
     warm_devices: frozenset[str] = frozenset()
+    # The root of the folders that hold a job's input pictures while it renders (``JobFiles``:
+    # ``easel worker`` gives EASEL_DATA_DIR/job-inputs); None: the system's temporary folder,
+    # which nothing clears of what a worker ended abruptly left.
+    job_files_root: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -188,6 +197,9 @@ class _Hub:
         self.late_takers: list[Callable[[str, Msg], bool]] = []
         # Why each lost device was (``device_lost``): its loop ended, /healthz says so.
         self.lost: list[str] = []
+        # Where a job's input pictures are kept while it renders (None: the system's temporary
+        # folder); set by ``serve``.
+        self.job_files: Path | None = None
         # Set by ``stop_renders``: a render that stops from now on was stopped by the stop, not
         # by its member, and its job goes back to the broker.
         self.renders_stopped = False
@@ -693,7 +705,9 @@ class _DeviceLoop:
         finish = functools.partial(self._finish, msg, job.secret)
         self._loaded_model = job.request.model
         try:
-            with tempfile.TemporaryDirectory(prefix="easel-job-") as folder:
+            with tempfile.TemporaryDirectory(
+                prefix="easel-job-", dir=self._hub.job_files
+            ) as folder:
                 request = await self._with_pictures(job, Path(folder))
                 started = time.perf_counter()
                 self._rendering = job.job_id, msg, heartbeat
@@ -895,13 +909,21 @@ async def serve(
     the process (a thread pool's threads are otherwise joined at the interpreter's exit) with
     ``STUCK_DEVICE_EXIT_STATUS`` (stuck in a step), 0 (only loading a model), or that of a
     lost device (``status_after_stop``). A stop while a device thread builds its engine for
-    no job (the start) is not held for the build: the process ends so at once."""
-    nc = await connect(
-        config.url,
-        f"easel-worker-{socket.gethostname()}",
-        inbox_prefix=worker_inbox_prefix(config.url),
-    )
+    no job (the start) is not held for the build: the process ends so at once. Raises
+    ``JobFilesUnusable`` before it connects when its job folders' root cannot be written."""
+    job_files = None if config.job_files_root is None else JobFiles.take(config.job_files_root)
+    try:
+        nc = await connect(
+            config.url,
+            f"easel-worker-{socket.gethostname()}",
+            inbox_prefix=worker_inbox_prefix(config.url),
+        )
+    except BaseException:
+        if job_files is not None:
+            job_files.close()
+        raise
     hub = _Hub(nc, nc.jetstream())
+    hub.job_files = None if job_files is None else job_files.folder
     metrics_server: metrics.MetricsServer | None = None
     stuck: list[str] = []
     loading: list[str] = []
@@ -936,6 +958,8 @@ async def serve(
         if metrics_server is not None:
             await metrics_server.close()
         await close_quietly(nc)
+        if job_files is not None:
+            job_files.close()
     status = DEVICE_LOST_EXIT_STATUS if hub.lost else 0
     if stuck or loading:
         status = status_after_stop(status, stuck, loading)

@@ -20,6 +20,7 @@ from bot.jobs.queue.slots import (
 )
 from bot.jobs.queue.values import (
     PRIVATELY,
+    SERVER_NOT_SERVED,
     STOPPED_BEFORE_ITS_START,
     CancelOutcome,
     FinishedJob,
@@ -37,6 +38,7 @@ from bot.jobs.queue.values import (
 __all__ = [
     "MAX_RENDER_ATTEMPTS",
     "PRIVATELY",
+    "SERVER_NOT_SERVED",
     "STOPPED_BEFORE_ITS_START",
     "BatchRenderSlot",
     "BrokeredSlot",

@@ -56,6 +56,17 @@ class RunningBatch:
         return self.rendering and self.cancelled[job_id]
 
 
+def _stopper(job: journal.JobRecord, by: accounting.Member, *, imposed: bool) -> journal.StoppedBy:
+    """Who stops ``job`` as ``by`` cancels it: its maker themself, a stop ``imposed`` on them
+    (a ban's, a withdrawal's: a moderator's withdrawal recorded itself as theirs first), or
+    an admin stopping another member's job, a moderator's act."""
+    if imposed:
+        return journal.StoppedBy.IMPOSED
+    if job.user_id == by.user_id:
+        return journal.StoppedBy.MEMBER
+    return journal.StoppedBy.MODERATOR
+
+
 def _not_cancelled(job_id: str) -> UserError:
     """What the member is told of a cancel the journal refused."""
     return UserError(
@@ -152,6 +163,7 @@ class Cancels:
         if job_id in self._cancelling:
             return await self._meet_other_cancel(job_id, imposed=imposed)
         owner_pays = job.user_id == by.user_id and not imposed
+        stopped_by = _stopper(job, by, imposed=imposed)
         # Stopped already, its end waiting for the journal: the journal says running still.
         if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
             return kept
@@ -162,7 +174,9 @@ class Cancels:
             if (running := self._running.get(job_id)) is not None:
                 if not asked:
                     asked_of = running
-                    asked = await self._ask_stop(job_id, imposed=imposed, of=running)
+                    asked = await self._ask_stop(
+                        job_id, imposed=imposed, of=running, stopped_by=stopped_by
+                    )
                 if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
                     return stopping
                 # Ended meanwhile, or queued again as its start did not happen.
@@ -194,14 +208,26 @@ class Cancels:
             if imposed and asked_of is None:
                 # Recorded as asked like a running job's stop, so that a start ends it should
                 # its end be refused and kept only in this process.
-                asked = await self._ask_stop(job_id, imposed=True)
+                asked = await self._ask_stop(job_id, imposed=True, stopped_by=stopped_by)
             if asked or imposed:
                 # Kept for the sweep if the journal refuses its end, not rendered here.
                 await self._ends.end_cancelled(
-                    job_id, "cancelled", retried=not imposed, ask_first=not asked
+                    job_id,
+                    "cancelled",
+                    retried=not imposed,
+                    ask_first=not asked,
+                    stopped_by=stopped_by,
                 )
                 return CancelOutcome.CANCELLED
-            recorded = await self._ends.finish_unsuccessfully(job_id, "cancelled", cancelled=True)
+            # Taken from the scheduler by this click: the first stop, unless the journal held
+            # one when it was read (a withdrawal committed since is recorded under it).
+            recorded = await self._ends.finish_unsuccessfully(
+                job_id,
+                "cancelled",
+                cancelled=True,
+                stopped_by=stopped_by,
+                clicked_first=job.stopped_by is None,
+            )
             if not recorded:
                 async with self._wakeup:
                     # Read under the lock that queues it again: a stop imposed while this was
@@ -216,7 +242,11 @@ class Cancels:
                         self._schedule_again(job, started_before)
                         self._wakeup.notify_all()
                 if imposed_meanwhile:
-                    await self._ends.end_cancelled(job_id, "cancelled", retried=False)
+                    # Its stopper is the imposed stop's, recorded with its ask (this one's
+                    # write was refused).
+                    await self._ends.end_cancelled(
+                        job_id, "cancelled", retried=False, stopped_by=journal.StoppedBy.IMPOSED
+                    )
                     return CancelOutcome.CANCELLED
         finally:
             self._cancelling.discard(job_id)
@@ -241,26 +271,30 @@ class Cancels:
         rather than queues it again to be rendered and withheld unrefunded. Answered
         ``BEING_CANCELLED``: the other cancel ends it (a ban's audit does not claim it)."""
         self._imposed_meanwhile.add(job_id)
-        await self._ask_stop(job_id, imposed=True)
+        await self._ask_stop(job_id, imposed=True, stopped_by=journal.StoppedBy.IMPOSED)
         return CancelOutcome.BEING_CANCELLED
 
     async def _ask_stop(
-        self, job_id: str, *, imposed: bool, of: RunningBatch | None = None
+        self,
+        job_id: str,
+        *,
+        imposed: bool,
+        stopped_by: journal.StoppedBy,
+        of: RunningBatch | None = None,
     ) -> bool:
-        """Record in the journal that a stop of running ``job_id`` (its batch ``of``; or of a
-        queued one, ``imposed``) was asked, before it is stopped and its asker told so; whether
-        it was recorded. Its end is written once its render stops (a queued one's at once), and
-        a journal that refuses that write then keeps it only in this process
-        (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start
-        would render and charge a job its member was told stops. With the ask recorded, that
-        start ends it instead, refunded whole. An ask the journal refuses raises ``UserError``
-        (the job is not stopped, and its asker is told to try again, rather than told a stop
-        the journal may lose), unless the stop is ``imposed``: that one is tried once, and
-        made all the same (``JobEnds.write_ask``); nor when another stop (a ban's, imposed
-        while this one's tries ran) stopped the job meanwhile (``_ended_by_another_stop``):
-        its asker is told it stops."""
+        """Record in the journal that a stop of running ``job_id`` (its batch ``of``; or of a queued
+        one, ``imposed``) was asked by ``stopped_by``, before it is stopped and its asker told so;
+        whether it was recorded. Its end is written once its render stops (a queued one's at once),
+        and a journal that refuses that write then keeps it only in this process
+        (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start would
+        render and charge a job its member was told stops. With the ask recorded, that start ends it
+        instead, refunded whole. An ask the journal refuses raises ``UserError`` (the job is not
+        stopped, and its asker is told to try again, rather than told a stop the journal may lose),
+        unless the stop is ``imposed``: that one is tried once, and made all the same
+        (``JobEnds.write_ask``); nor when another stop (a ban's, imposed while this one's tries ran)
+        stopped the job meanwhile (``_ended_by_another_stop``): its asker is told it stops."""
         try:
-            await self._ends.write_ask(job_id, retried=not imposed)
+            await self._ends.write_ask(job_id, retried=not imposed, stopped_by=stopped_by)
         except aiosqlite.OperationalError:
             # Read only: the asker's stop is not made, so it changes no charge (``owner_pays``).
             if (

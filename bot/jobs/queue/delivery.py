@@ -32,7 +32,6 @@ from bot.jobs.queue.values import (
 )
 from bot.jobs.stored_files import journaled_request, stored_file
 from bot.logging_setup import job_event
-from db import history as withdrawals
 from db import jobs as journal
 from db.database import transaction
 
@@ -594,8 +593,7 @@ class Delivery:
             withdrawn_with_source=with_source,
             source_made_by_another=source_made_by_another,
             withdrawn_with_channel=job.withdrawn_with_channel,
-            withdrawn_by_moderator=withdrawn
-            and await withdrawals.withdrawn_by_moderator(self._conn, job.id),
+            moderator_stopped=job.stopped_by is journal.StoppedBy.MODERATOR,
             withheld=job.error if ended_at_start else job.withheld_why,
             composed=composed,
             created_at=job.created_at,

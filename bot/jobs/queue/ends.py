@@ -35,7 +35,7 @@ from bot.jobs.stored_files import stored_name
 from bot.logging_setup import job_event
 from db import broker_chores
 from db import jobs as journal
-from db.database import is_disk_full, transaction
+from db.database import is_out_of_room, transaction
 from inference.types import RenderedImage, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class _KeptCancel:
     # Its stop's ask may be missing from the journal (an imposed stop's, refused): written
     # before its end, so that a crash between the two still ends it at the next start.
     ask_first: bool
+    # Who stopped it, written with its ask or its end (None: recorded with its ask).
+    stopped_by: journal.StoppedBy | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class JobEnds:
         journal took its end or it is kept (``_failure_recorded``). Whether it was recorded. A
         full disk is logged once while it lasts (``RoomLog``: each job's failure would be a
         traceback, and the cause hidden in it), any other error here with its traceback."""
-        if is_disk_full(error):
+        if await is_out_of_room(error):
             await self._room.ran_short()
         else:
             log.error(
@@ -252,7 +254,13 @@ class JobEnds:
             await broker_chores.owe(self._conn, job_id, outcome, now)
 
     async def finish_unsuccessfully(
-        self, job_id: str, error: str, *, cancelled: bool = False
+        self,
+        job_id: str,
+        error: str,
+        *,
+        cancelled: bool = False,
+        stopped_by: journal.StoppedBy | None = None,
+        clicked_first: bool = False,
     ) -> bool:
         """Record the end of a job that has no pictures (failed, or cancelled before or while
         it rendered) and deliver it at once, outside its lane: there is no result to order,
@@ -261,9 +269,17 @@ class JobEnds:
         a cancel for its caller to answer (``Cancels.cancel``), a failure kept for the delivery
         sweep, which writes and delivers it (``_failure_recorded``). A delivery that raises
         once the end is recorded is logged, not raised: the end stands, and the sweep
-        delivers it (``Delivery.retry_notices``)."""
+        delivers it (``Delivery.retry_notices``). ``stopped_by``, ``clicked_first``: a
+        cancel's stopper (``journal.mark_failed``)."""
         if cancelled:
-            recorded = await self._end_recorded(job_id, error, cancelled=True, used_s=None)
+            recorded = await self._end_recorded(
+                job_id,
+                error,
+                cancelled=True,
+                used_s=None,
+                stopped_by=stopped_by,
+                clicked_first=clicked_first,
+            )
         else:
             recorded = await self._failure_recorded(job_id, error)
         if not recorded:
@@ -279,10 +295,13 @@ class JobEnds:
         *,
         retried: bool = True,
         ask_first: bool = True,
+        stopped_by: journal.StoppedBy | None = None,
     ) -> None:
         """Record a cancel its member was told of (``record_cancel``) and deliver its notice
         at once (``finish_unsuccessfully``'s reasons)."""
-        if await self.record_cancel(job_id, error, used_s, retried=retried, ask_first=ask_first):
+        if await self.record_cancel(
+            job_id, error, used_s, retried=retried, ask_first=ask_first, stopped_by=stopped_by
+        ):
             await self._delivery.notice(job_id)
 
     async def record_cancel(
@@ -293,6 +312,7 @@ class JobEnds:
         *,
         retried: bool = True,
         ask_first: bool = True,
+        stopped_by: journal.StoppedBy | None = None,
     ) -> bool:
         """Record a cancel its member was told of; whether it was recorded (``retried``: as
         ``JournalWriter.write``). One the journal refuses is kept, and the delivery sweep
@@ -300,10 +320,13 @@ class JobEnds:
         (``JobQueue.cancel``), or the sweep records that first (``ask_first``: it may not be;
         False for one known asked, and for one ended by the rules of now at its start, which
         the next start judges again), so a stop of Easel meanwhile still ends it at the next
-        start, not renders and charges it."""
-        if await self._end_recorded(job_id, error, cancelled=True, used_s=used_s, retried=retried):
+        start, not renders and charges it. ``stopped_by``: who stopped it, unless its ask
+        recorded that (None; ``journal.mark_failed``)."""
+        if await self._end_recorded(
+            job_id, error, cancelled=True, used_s=used_s, retried=retried, stopped_by=stopped_by
+        ):
             return True
-        self._ends_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first)
+        self._ends_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first, stopped_by)
         return False
 
     async def _failure_recorded(self, job_id: str, error: str) -> bool:
@@ -314,16 +337,18 @@ class JobEnds:
         self._ends_unrecorded[job_id] = _KeptFailure(error)
         return False
 
-    async def write_ask(self, job_id: str, *, retried: bool = True) -> None:
-        """Record in the journal that a stop of ``job_id`` was asked while it is queued or
-        running (``journal.ask_cancel``): a start that finds it unfinished ends it, refunded
-        whole. In a transaction of its own: a lone statement would join another coroutine's,
-        and its rollback would undo the ask after the member was told. Raises as
-        ``JournalWriter.write``."""
+    async def write_ask(
+        self, job_id: str, *, retried: bool = True, stopped_by: journal.StoppedBy | None = None
+    ) -> None:
+        """Record in the journal that a stop of ``job_id`` was asked, by ``stopped_by``, while
+        it is queued or running (``journal.ask_cancel``): a start that finds it unfinished
+        ends it, refunded whole. In a transaction of its own: a lone statement would join
+        another coroutine's, and its rollback would undo the ask after the member was told.
+        Raises as ``JournalWriter.write``."""
 
         async def ask() -> None:
             async with transaction(self._conn):
-                await journal.ask_cancel(self._conn, job_id, self._now())
+                await journal.ask_cancel(self._conn, job_id, self._now(), stopped_by)
 
         await self._writer.write(f"job {job_id}: its stop asked", ask, retried=retried)
 
@@ -335,11 +360,19 @@ class JobEnds:
         cancelled: bool,
         used_s: float | None,
         retried: bool = True,
+        stopped_by: journal.StoppedBy | None = None,
+        clicked_first: bool = False,
     ) -> bool:
         """``record_failure``; whether the journal took it (one it refuses is logged)."""
         try:
             await self.record_failure(
-                job_id, error, cancelled=cancelled, used_s=used_s, retried=retried
+                job_id,
+                error,
+                cancelled=cancelled,
+                used_s=used_s,
+                retried=retried,
+                stopped_by=stopped_by,
+                clicked_first=clicked_first,
             )
         except aiosqlite.OperationalError:
             log.critical(
@@ -379,7 +412,9 @@ class JobEnds:
         async with self._kept_writing:
             if not isinstance(self._ends_unrecorded.get(job_id), _Done):
                 return False
-            self._ends_unrecorded[job_id] = _KeptCancel("cancelled", used_s=None, ask_first=True)
+            self._ends_unrecorded[job_id] = _KeptCancel(
+                "cancelled", used_s=None, ask_first=True, stopped_by=journal.StoppedBy.IMPOSED
+            )
         await self._delete_pictures(job_id)
         return True
 
@@ -452,10 +487,15 @@ class JobEnds:
             await self.record_failure(job_id, kept.error, retried=False)
         else:
             if kept.ask_first:
-                await self.write_ask(job_id, retried=False)
+                await self.write_ask(job_id, retried=False, stopped_by=kept.stopped_by)
                 kept.ask_first = False
             await self.record_failure(
-                job_id, kept.error, cancelled=True, used_s=kept.used_s, retried=False
+                job_id,
+                kept.error,
+                cancelled=True,
+                used_s=kept.used_s,
+                retried=False,
+                stopped_by=kept.stopped_by,
             )
         return None
 
@@ -467,17 +507,28 @@ class JobEnds:
         cancelled: bool = False,
         used_s: float | None = None,
         retried: bool = True,
+        stopped_by: journal.StoppedBy | None = None,
+        clicked_first: bool = False,
     ) -> None:
         """Record the job's end; refunded whole, or with ``used_s`` (a job cancelled while
         running) its pictures refunded and those GPU seconds charged: cancelling a render at
         its last step must not make it free. The end and its refund or charge are one
-        transaction: a crash leaves both or neither."""
+        transaction: a crash leaves both or neither. ``stopped_by``, ``clicked_first``: a
+        cancel's stopper (``journal.mark_failed``)."""
         now = self._now()
         outcome = "cancelled" if cancelled else "failed"
 
         async def record() -> None:
             async with transaction(self._conn):
-                await journal.mark_failed(self._conn, job_id, error, now, cancelled=cancelled)
+                await journal.mark_failed(
+                    self._conn,
+                    job_id,
+                    error,
+                    now,
+                    cancelled=cancelled,
+                    stopped_by=stopped_by,
+                    clicked_first=clicked_first,
+                )
                 if used_s is None:
                     await accounting.refund(self._conn, job_id, now)
                 else:

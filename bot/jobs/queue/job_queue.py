@@ -47,6 +47,7 @@ from bot.jobs.queue.slots import (
 from bot.jobs.queue.unfinished import UnfinishedJobs
 from bot.jobs.queue.values import (
     INTERNAL_FAILURE,
+    SERVER_NOT_SERVED,
     CancelOutcome,
     JobState,
     ProgressListener,
@@ -177,8 +178,12 @@ class JobQueue:
         delivery_retries: DeliveryRetries | None = None,
         journal_retry_waits: Sequence[float] = JOURNAL_RETRY_WAITS_S,
         priority_servers: frozenset[int] = frozenset(),
+        serves_server: Callable[[int], bool] = lambda guild_id: True,
     ) -> None:
         self._conn = conn
+        # Whether Easel serves a server (EASEL_ALLOWED_SERVERS): ``start`` ends the queued
+        # jobs of the others.
+        self._serves_server = serves_server
         self._writer = JournalWriter(journal_retry_waits)
         # What the broker's copies of ended jobs still need (``broker_chores``), when renders
         # run on one.
@@ -343,6 +348,7 @@ class JobQueue:
         # Members who started a job before this start come back after those who never did.
         returners = await journal.members_who_started(self._conn, {job.user_id for job in queued})
         reserved = await ledger.reserved_gpu_seconds(self._conn, [job.id for job in queued])
+        unserved: list[str] = []
         for replayed, job in enumerate(queued):
             if replayed and replayed % REPLAYED_AT_ONCE == 0:
                 await asyncio.sleep(0)  # the health check and web pages answer meanwhile
@@ -358,6 +364,22 @@ class JobQueue:
                 # for the sweep, and not rendered.
                 await self._ends.record_cancel(job.id, "cancelled", retried=False, ask_first=False)
                 continue
+            if job.guild_id is not None and not self._serves_server(job.guild_id):
+                # Queued before the operator left its server out (or running at the stop, and
+                # requeued): ended before this process renders it (never scheduled; a broker's
+                # worker may still finish one it held, its result discarded), refunded whole,
+                # and its maker told why by DM (``SERVER_NOT_SERVED``: nothing new is posted
+                # there); imposed, as the start gate's ends. Not asked: one the journal refuses
+                # now is ended by the sweep, or judged again at the next start.
+                if await self._ends.record_cancel(
+                    job.id,
+                    SERVER_NOT_SERVED,
+                    retried=False,
+                    ask_first=False,
+                    stopped_by=journal.StoppedBy.IMPOSED,
+                ):
+                    unserved.append(job.id)  # one kept for the sweep is not refunded yet
+                continue
             priority = PriorityClass(job.priority)
             if _renders_alone(job):
                 self._suspects.add(job.id)
@@ -370,6 +392,13 @@ class JobQueue:
                 priority,
                 alone=_renders_alone(job),
                 started_before=job.user_id in returners,
+            )
+        if unserved:
+            log.warning(
+                "%d queued job(s) of servers not in EASEL_ALLOWED_SERVERS cancelled and "
+                "refunded, not rendered (again) nor posted: %s",
+                len(unserved),
+                ", ".join(unserved),
             )
         if before_delivery is not None:
             await before_delivery()
@@ -879,7 +908,14 @@ class JobQueue:
             # One the rules of now ended (their why in place of "cancelled") had no stop
             # asked: kept, it is judged again at the next start. One whose maker was stopped
             # (``STOPPED_BEFORE_ITS_START``) has its ask written first, as a stop's cancel.
-            await self._ends.end_cancelled(job_id, error, ask_first=error == "cancelled")
+            # Imposed, unless a stop's ask recorded its stopper first (a member's, a
+            # moderator's cancel: ``Cancels.cancel``).
+            await self._ends.end_cancelled(
+                job_id,
+                error,
+                ask_first=error == "cancelled",
+                stopped_by=journal.StoppedBy.IMPOSED,
+            )
 
     async def _queue_again(
         self,

@@ -91,10 +91,10 @@ class FinishedJob:
     # Withdrawn because its channel (or the one it was made from) was deleted, not by a
     # moderator's deletion of it: refunded, as its maker did nothing.
     withdrawn_with_channel: bool = False
-    # Withdrawn by a moderator's own act (their Cancel, /easel-mod withdraw), as its audit row
-    # records (``db.history.withdrawn_by_moderator``); not a deletion of its message, which
-    # Discord does not say who made.
-    withdrawn_by_moderator: bool = False
+    # First stopped by a moderator's own act (their Cancel, /easel-mod withdraw, an admin's
+    # cancel), as its stop recorded (``journal.StoppedBy``); not by a deletion of its message,
+    # which Discord does not say who made, nor after its maker's own cancel.
+    moderator_stopped: bool = False
     # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
     # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
     # nowhere, refunded whole, and its maker is told this, privately; None: neither.
@@ -165,6 +165,9 @@ INTERNAL_FAILURE = (
     "later; if it keeps failing, a server admin can look it up by its reference"
 )
 STOPPED_BEFORE_ITS_START = "cancelled"
+# Why a job of a server EASEL_ALLOWED_SERVERS leaves out ends before it renders (queued before
+# the list was set, or before its server was taken off it), as its maker is told.
+SERVER_NOT_SERVED = "Easel's operator no longer serves the server it was made in"
 
 
 class StartGate(Protocol):

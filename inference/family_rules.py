@@ -1,0 +1,134 @@
+"""What a model family cannot take, told from the family as its tensors say it
+(``tensor_family``: a header read, never a load, and never the metadata, which the engine does
+not load by). The engine refuses with these sentences after it loads a model, as the last
+line; the bot asks the same before it queues a request, so a member's mistake is refused
+privately, not after a wait in the queue. Pure Python (no torch)."""
+
+from __future__ import annotations
+
+from inference.control_units import control_units
+from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
+from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
+from inference.limits import DEFAULT_CLIP_SKIP
+from inference.metadata import FAMILY_NAMES, FLOW_LABELS, tensor_family
+from inference.registry import ModelEntry, ModelRegistry
+from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
+
+REFINER_FAMILY = FAMILY_NAMES["sdxl-refiner"]
+# The families a refiner cannot finish: their latents are not SDXL's.
+_NOT_SDXL = (
+    frozenset(FAMILY_NAMES[family] for family in ("sd15", "sd15-inpainting", "sd2-v")) | FLOW_LABELS
+)
+
+
+# Every flow family's default sampler: the request default ("Euler a") has no flow-matching form.
+FLOW_EULER = "Euler"
+_SD3_SAMPLERS = (FLOW_EULER, "DPM++ 2M", "UniPC", "Heun")
+# The samplers each flow-matching family takes, by its label (the engine's scheduler for each:
+# ``inference.flow_families.make_flow_scheduler``). An SD3 of any size takes SD3's.
+FLOW_SAMPLERS = {
+    **dict.fromkeys(
+        (SD3_LABEL, FLOW_FAMILY_NAMES["sd35-large"], FLOW_FAMILY_NAMES["sd35-medium"]),
+        _SD3_SAMPLERS,
+    ),
+    FLOW_FAMILY_NAMES["flux-dev"]: (FLOW_EULER, "DPM++ 2M", "UniPC"),
+    # Schnell has no dynamic shift; diffusers' DPM++ 2M takes the pipeline's shift only with it.
+    FLOW_FAMILY_NAMES["flux-schnell"]: (FLOW_EULER, "UniPC"),
+}
+
+
+def flow_sampler(label: str, name: str) -> tuple[str, str | None]:
+    """The sampler ``name`` renders with on the flow family ``label``, and a note when it had
+    to change: the default "Euler a" becomes Euler; any other it lacks is refused."""
+    if name == DEFAULT_SAMPLER:
+        return FLOW_EULER, f"{label} has no Euler a (flow matching); rendered with Euler"
+    samplers = FLOW_SAMPLERS[label]
+    if name not in samplers:
+        raise RenderInputError(
+            f"the {name} sampler does not work with {label} models; choose one of: "
+            f"{', '.join(samplers)}"
+        )
+    return name, None
+
+
+def flow_refusal(label: str, what: str) -> RenderInputError:
+    """``what`` (a feature) refused for the flow-matching family ``label`` (Flux dev...)."""
+    return RenderInputError(f"{what} does not work with {label} models here")
+
+
+def check_flow_request(label: str, request: RenderRequest) -> None:
+    """One sentence for each SD feature the flow-matching family ``label`` cannot take."""
+    options = request.options
+    flow_sampler(label, request.sampler)
+    if control_units(options):
+        raise flow_refusal(label, "ControlNet")
+    if options.get("refiner"):
+        raise flow_refusal(label, "the SDXL refiner")
+    if options.get(IMAGE_PROMPT_KEY):
+        raise flow_refusal(label, "IP-Adapter (--sref, /blend)")
+    if request.fast:
+        raise flow_refusal(label, "fast mode (a UNet feature cache)")
+    if options.get("clip_skip", DEFAULT_CLIP_SKIP) != DEFAULT_CLIP_SKIP:
+        raise flow_refusal(label, "clip skip")
+    if options.get("tile"):
+        raise flow_refusal(label, "seamless tiling (--tile)")
+    if options.get("pad_conds"):
+        raise flow_refusal(label, "pad conds")
+
+
+def refiner_as_model(name: str) -> RenderInputError:
+    """The refusal of the refiner ``name`` asked for as the model that starts a picture."""
+    return RenderInputError(
+        f"{name} is an SDXL refiner: it finishes pictures an SDXL model starts "
+        "(name it as the refiner); choose another model"
+    )
+
+
+def refiner_needs_sdxl_base(name: str) -> RenderInputError:
+    """The refusal of a refiner asked for after ``name``, which is no SDXL base model."""
+    return RenderInputError(
+        f"a refiner finishes SDXL pictures; {name} is not an SDXL base model: "
+        "choose an SDXL model or no refiner"
+    )
+
+
+def check_family_request(family: str, model: str, request: RenderRequest) -> None:
+    """Refuse what ``model``, of ``family`` (as ``tensor_family`` says it), cannot render of
+    ``request``; an unknown family is left to the engine."""
+    if family == REFINER_FAMILY:
+        raise refiner_as_model(model)
+    if family in FLOW_LABELS:
+        check_flow_request(family, request)
+    if request.options.get("refiner") and family in _NOT_SDXL:
+        raise refiner_needs_sdxl_base(model)
+
+
+def check_model_family(
+    registry: ModelRegistry, request: RenderRequest, default_model: str | None
+) -> None:
+    """``check_family_request`` for the model ``request`` renders with (None: ``default_model``,
+    else the first installed, as the engine picks), its family read from its header (cached
+    per file version; blocking). A model not installed here (a typo, or a broker's workers
+    hold the models) is left to the check that names those there are."""
+    entry = _installed(registry, request.model, default_model)
+    if entry is not None:
+        check_family_request(tensor_family(entry), entry.name, request)
+
+
+def check_model_sampler(registry: ModelRegistry, model: str, sampler: str) -> None:
+    """Refuse ``sampler`` saved with ``model`` (a preset) when that model's flow family lacks
+    it, as its render would (``flow_sampler``); a model not installed here, or of another
+    family, is let be. Reads its header (cached per file version; blocking)."""
+    entry = _installed(registry, model, None)
+    if entry is not None and (family := tensor_family(entry)) in FLOW_LABELS:
+        flow_sampler(family, sampler)
+
+
+def _installed(
+    registry: ModelRegistry, model: str | None, default: str | None
+) -> ModelEntry | None:
+    """The entry ``model`` (None: ``default``) names, None when none is installed here."""
+    try:
+        return registry.resolve(model, default)
+    except RenderInputError:
+        return None

@@ -1,0 +1,52 @@
+"""A wildcard file at fault (its { } syntax, a loop, braces too deep) is blamed on that file by
+name, never on the member's prompt, and no parser's grammar message reaches a member; a
+member's own unbalanced { } is said in plain words. Through the fake Discord."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
+from tests.fake_discord import FakeDiscord
+
+TELL = "Tell a moderator, and leave that wildcard out until it is fixed."
+
+
+@pytest.fixture(autouse=True)
+def wildcards(easel_settings_for_test: Settings) -> None:
+    folder = Path(easel_settings_for_test.wildcards_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bad.txt").write_text("{a|\n", encoding="utf-8")
+    (folder / "loop.txt").write_text("__loop__\n", encoding="utf-8")
+    (folder / "deep.txt").write_text("{" * 12 + "x" + "}" * 12 + "\n", encoding="utf-8")
+
+
+async def test_a_broken_wildcard_file_is_blamed_by_name(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        for wildcard, fault in (
+            ("bad", "in a value, a '{' has no matching '}' (at '{a|')"),
+            ("loop", "its values include wildcards without end (__loop__ -> __loop__)"),
+            ("deep", "a value nests { } braces 12 deep, past the 10 levels allowed"),
+        ):
+            refused = await reply_to(
+                fake_discord, "imagine", {"prompt": f"a __{wildcard}__", **QUICK}
+            )
+            assert refused.is_ephemeral
+            assert refused.content == f"The wildcard `__{wildcard}__` is broken: {fault}. {TELL}"
+        assert bot.queue.queued_count() == 0
+
+
+async def test_a_prompt_s_unbalanced_brace_is_told_in_plain_words(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel():
+        handle = await fake_discord.invoke_command("imagine", {"prompt": "{a|b", **QUICK})
+        result = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        # Under the picture, its markdown escaped.
+        assert "Note: a '{' has no matching '}' (at '{a\\|b')\n" in result.content
+        assert "Expected" not in result.content and "char 0" not in result.content

@@ -1,0 +1,144 @@
+"""What a model's family cannot take (fast mode, clip skip or --tile on Flux, a refiner after
+SD 1.5, a refiner named as the model) is refused privately before anything is queued, in the
+engine's own sentence, the family read from the model's header: not posted in the channel
+after a wait in the queue and a load. Through the fake Discord with tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from bot.presets import Scope
+from bot.settings import Settings
+from inference.tiny import write_tiny_checkpoint, write_tiny_model
+from tests.e2e.conftest import easel_settings
+from tests.e2e.helpers import QUICK, StartEasel, images_today, reply_to
+from tests.fake_discord import FakeDiscord
+
+
+@pytest.fixture
+def easel_settings_for_test(fake_discord: FakeDiscord, tmp_path: Path) -> Settings:
+    models = tmp_path / "models"
+    write_tiny_model(models / "my-flux", family="flux")
+    write_tiny_model(models / "sd", family="sd15")
+    write_tiny_model(models / "xl", family="sdxl")
+    write_tiny_checkpoint(
+        models / "Stable-diffusion" / "refiner.safetensors", family="sdxl-refiner", seed=3
+    )
+    # SDXL tensors whose metadata (a merge's stale kohya field) says SD 1.5: the engine loads
+    # it by its tensors, as SDXL.
+    lying = write_tiny_checkpoint(models / "Stable-diffusion" / "xlie.safetensors", family="sdxl")
+    save_file(load_file(lying), lying, metadata={"ss_base_model_version": "sd_v1"})
+    return easel_settings(fake_discord, tmp_path / "data", models, tmp_path / "wildcards")
+
+
+FLUX = "does not work with Flux dev models here"
+FLUX_SAMPLER = (
+    "The DPM++ SDE sampler does not work with Flux dev models; choose one of: Euler, "
+    "DPM++ 2M, UniPC."
+)
+
+
+async def test_what_a_family_cannot_take_is_refused_before_it_is_queued(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        for options, expected in (
+            ({"model": "my-flux", "fast": True}, f"Fast mode (a UNet feature cache) {FLUX}."),
+            (
+                {"prompt": "a cat --fast --model my-flux"},
+                f"Fast mode (a UNet feature cache) {FLUX}.",
+            ),
+            ({"model": "my-flux", "clip_skip": 3}, f"Clip skip {FLUX}."),
+            ({"model": "my-flux", "sampler": "DPM++ SDE"}, FLUX_SAMPLER),
+            ({"prompt": "a cat --tile", "model": "my-flux"}, f"Seamless tiling (--tile) {FLUX}."),
+            ({"model": "my-flux", "refiner": "refiner"}, f"The SDXL refiner {FLUX}."),
+            (
+                {"model": "sd", "refiner": "refiner"},
+                "A refiner finishes SDXL pictures; sd is not an SDXL base model: choose an "
+                "SDXL model or no refiner.",
+            ),
+            (
+                {"prompt": "a cat --model refiner"},
+                "Refiner is an SDXL refiner: it finishes pictures an SDXL model starts (name "
+                "it as the refiner); choose another model.",
+            ),
+        ):
+            handle = await fake_discord.invoke_command(
+                "imagine", {"prompt": "a cat", **QUICK, **options}
+            )
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral and reply.content == expected, (options, reply.content)
+        assert bot.queue.queued_count() == 0
+        assert await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id) == 0
+
+
+async def test_a_model_the_server_leaves_out_is_refused_without_its_family(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """The one "not installed or not allowed here" sentence, never what the family of a model
+    the server's admins left out cannot take: a member cannot probe for hidden models."""
+    owner = fake_discord.owner_id
+    async with start_easel() as bot:
+        await reply_to(
+            fake_discord, "easel-admin model", {"action": "add", "name": "sd"}, user=owner
+        )
+        left_out = [
+            ({"prompt": "a cat --model refiner"}, "The model `refiner`"),
+            ({"model": "sd", "refiner": "refiner"}, "The refiner `refiner`"),
+        ]
+        for options, refused in left_out:
+            reply = await reply_to(fake_discord, "imagine", {"prompt": "a cat", **QUICK, **options})
+            assert reply.is_ephemeral, (options, reply.content)
+            assert reply.content.startswith(f"{refused} is not installed or not allowed here"), (
+                options,
+                reply.content,
+            )
+        # The refiner allowed too: the base model left out is what is refused.
+        await reply_to(
+            fake_discord, "easel-admin model", {"action": "add", "name": "refiner"}, user=owner
+        )
+        for options in (
+            {"model": "my-flux", "fast": True},
+            {"model": "my-flux", "refiner": "refiner"},
+            {"model": "my-flux", "sampler": "DPM++ SDE"},
+        ):
+            reply = await reply_to(fake_discord, "imagine", {"prompt": "a cat", **QUICK, **options})
+            assert reply.is_ephemeral and reply.content.startswith(
+                "The model `my-flux` is not installed or not allowed here"
+            ), (options, reply.content)
+        assert bot.queue.queued_count() == 0
+
+
+async def test_a_family_is_told_by_the_tensors_the_engine_loads_by(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A file whose metadata names another base model is not refused up front for what that
+    family cannot take: the engine, which loads it by its tensors (SDXL), renders it."""
+    async with start_easel():
+        handle = await fake_discord.invoke_command(
+            "imagine", {"prompt": "a cat", **QUICK, "model": "xlie", "refiner": "refiner"}
+        )
+        taken = await handle.wait_for_original(lambda m: not m.is_loading)
+        assert not taken.is_ephemeral, taken.content
+        done = await handle.wait_for_original(lambda m: bool(m.attachments), timeout=300)
+        assert not done.is_ephemeral and len(done.attachments) == 1, done.content
+
+
+async def test_a_preset_keeps_no_sampler_its_model_cannot_take(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    async with start_easel() as bot:
+        refused = await reply_to(
+            fake_discord,
+            "presets save",
+            {"name": "f", "model": "my-flux", "sampler": "DPM++ SDE"},
+        )
+        assert refused.is_ephemeral and refused.content == FLUX_SAMPLER, refused.content
+        assert await bot.services.presets.of(Scope.MEMBER, fake_discord.user_id) == []
+        saved = await reply_to(
+            fake_discord, "presets save", {"name": "f", "model": "my-flux", "sampler": "UniPC"}
+        )
+        assert saved.content.startswith("Saved your preset **f**"), saved.content
