@@ -44,6 +44,7 @@ __all__ = [
     "check_saved_sampler",
     "over_saved_settings",
     "refused_as_saved",
+    "saved_sampler",
 ]
 
 MAX_PRESETS = 25  # per member, and per server
@@ -165,18 +166,25 @@ def refused_as_saved(error: Exception, what: str, preset: Preset | None) -> User
     )
 
 
-def check_saved_sampler(
+def saved_sampler(
     options: ImagineOptions, preset: Preset | None, settings: UserSettings
-) -> None:
-    """Refuse a sampler the request takes from ``preset`` or the member's /settings (the
-    options and the prompt name none) that is no sampler, saying where it is saved
-    (``refused_as_saved``): the member typed no sampler."""
+) -> tuple[str, Preset | None] | None:
+    """The sampler the request takes from ``preset`` or the member's /settings, with where it
+    is kept (the preset; None: /settings), for ``refused_as_saved``; None when the options or
+    the prompt name one (the member typed it) or none is saved."""
     if options.sampler or options.typed[1].sampler:
-        return
+        return None
     saved_in = preset if preset is not None and preset.sampler else None
     sampler = saved_in.sampler if saved_in is not None else settings.sampler
-    if sampler is None:
+    return None if sampler is None else (sampler, saved_in)
+
+
+def check_saved_sampler(saved: tuple[str, Preset | None] | None) -> None:
+    """Refuse a ``saved_sampler`` that is no sampler, saying where it is saved: the member
+    typed no sampler."""
+    if saved is None:
         return
+    sampler, saved_in = saved
     try:
         check_sampler(sampler)
     except RequestError as error:

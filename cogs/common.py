@@ -38,7 +38,13 @@ from bot.policy.engine_inputs import asks_face_restorer, check_face_restorer
 from bot.policy.guild import GuildList, NsfwPolicy
 from bot.policy.moderation import model_allowed, model_left_out, models_rendered
 from bot.policy.unavailable import unavailable_here
-from bot.presets import Preset, check_saved_sampler, over_saved_settings, refused_as_saved
+from bot.presets import (
+    Preset,
+    check_saved_sampler,
+    over_saved_settings,
+    refused_as_saved,
+    saved_sampler,
+)
 from bot.refusals import quota_refused, told_refusal
 from bot.requests import (
     Defaults,
@@ -54,7 +60,7 @@ from cogs.contexts import received_at
 from cogs.visibility import check_member_may_act_here, is_age_restricted
 from cogs.withdrawals import check_posts_there
 from cogs.wording import counted
-from inference.family_rules import check_model_family, check_model_sampler
+from inference.family_rules import SamplerNotTaken, check_model_family, check_model_sampler
 from inference.names import as_typed
 from inference.types import RenderInputError, RenderRequest
 
@@ -349,7 +355,8 @@ async def requests_for_member(
     allowed = await allowed_models_where(services, interaction.guild_id)
 
     def build(chosen: Preset | None) -> list[RenderRequest]:
-        check_saved_sampler(options, chosen, personal)
+        saved = saved_sampler(options, chosen, personal)
+        check_saved_sampler(saved)
         requests = build_requests(
             options,
             services.request_defaults,
@@ -357,7 +364,7 @@ async def requests_for_member(
             lambda model: services.model_defaults(model, default_model),
         )
         # The others differ by seed.
-        check_family_takes(services, requests[0], default_model, allowed)
+        check_family_takes(services, requests[0], default_model, allowed, saved)
         return requests
 
     def unless_a_preset_is_named() -> list[RenderRequest] | None:
@@ -386,18 +393,25 @@ def check_family_takes(
     request: RenderRequest,
     default_model: str | None,
     allowed_models: Collection[str],
+    saved: tuple[str, Preset | None] | None = None,
 ) -> None:
     """What the model's family cannot take (fast mode, clip skip or a sampler on Flux, a
     refiner after SD 1.5, a refiner as the model) refused before anything is queued, in the
     engine's own sentence (``inference.family_rules``), not after a wait in the queue and a
     load. A model or refiner ``allowed_models`` (``allowed_models_where``) leaves out is left
-    to admission, whose one refusal never tells what the server hides (nor its family).
-    Reads the model's header (cached per file version): run it on a thread."""
+    to admission, whose one refusal never tells what the server hides (nor its family). A
+    sampler the member saved, not typed (``saved``: ``saved_sampler``'s) is refused naming
+    where it is kept (``refused_as_saved``). Reads the model's header (cached per file
+    version): run it on a thread."""
     named = (as_typed(str(name)) for name in models_rendered(request) if name is not None)
     if model_left_out(named, allowed_models) is not None:
         return
     try:
         check_model_family(services.registry, request, default_model)
+    except SamplerNotTaken as error:
+        if saved is None:
+            raise UserError(str(error)) from None
+        raise refused_as_saved(error, "sampler", saved[1]) from None
     except RenderInputError as error:
         raise UserError(str(error)) from None
 

@@ -407,18 +407,29 @@ async def mark_running(
     return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
 
 
+# Who stopped a job: the first stopper recorded is kept, unless the one writing now clicked
+# before any was recorded (its parameters: clicked_first, stopped_by, stopped_by).
+_FIRST_STOPPER = (
+    "stopped_by = CASE WHEN ? THEN COALESCE(?, stopped_by) ELSE COALESCE(stopped_by, ?) END"
+)
+
+
 async def ask_cancel(
-    conn: aiosqlite.Connection, job_id: str, now: float, stopped_by: StoppedBy | None = None
+    conn: aiosqlite.Connection,
+    job_id: str,
+    now: float,
+    stopped_by: StoppedBy | None = None,
+    *,
+    clicked_first: bool = False,
 ) -> None:
     """Record that a stop of ``job_id`` was asked at ``now`` by ``stopped_by`` (None: recorded
-    already; the first ask, and the first stopper, are kept) while it is queued or running,
-    before its asker is told it stops: a start that finds it still unfinished ends it
-    (``bot.jobs.queue.JobQueue.start``)."""
+    already; the first ask, and the first stopper, are kept, but for ``clicked_first``, as in
+    ``mark_failed``) while it is queued or running, before its asker is told it stops: a start
+    that finds it still unfinished ends it (``bot.jobs.queue.JobQueue.start``)."""
     await conn.execute(
-        """UPDATE jobs SET cancel_asked_at = COALESCE(cancel_asked_at, ?),
-               stopped_by = COALESCE(stopped_by, ?)
+        f"""UPDATE jobs SET cancel_asked_at = COALESCE(cancel_asked_at, ?), {_FIRST_STOPPER}
            WHERE id = ? AND +status IN ('queued', 'running')""",
-        (now, stopped_by, job_id),
+        (now, clicked_first, stopped_by, stopped_by, job_id),
     )
 
 
@@ -520,8 +531,7 @@ async def mark_failed(
     a crash leaves both or neither."""
     status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
     await conn.execute(
-        "UPDATE jobs SET status = ?, finished_at = ?, error = ?,"
-        " stopped_by = CASE WHEN ? THEN ? ELSE COALESCE(stopped_by, ?) END WHERE id = ?",
+        f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, {_FIRST_STOPPER} WHERE id = ?",
         (status.value, now, error, clicked_first, stopped_by, stopped_by, job_id),
     )
 

@@ -24,17 +24,30 @@ _NOT_SDXL = (
 # Every flow family's default sampler: the request default ("Euler a") has no flow-matching form.
 FLOW_EULER = "Euler"
 _SD3_SAMPLERS = (FLOW_EULER, "DPM++ 2M", "UniPC", "Heun")
-# The samplers each flow-matching family takes, by its label (the engine's scheduler for each:
-# ``inference.flow_families.make_flow_scheduler``). An SD3 of any size takes SD3's.
+# The samplers each flow-matching family takes, by the label its rules are told in
+# (``rules_label``). The engine's scheduler for each: ``flow_families.make_flow_scheduler``.
 FLOW_SAMPLERS = {
-    **dict.fromkeys(
-        (SD3_LABEL, FLOW_FAMILY_NAMES["sd35-large"], FLOW_FAMILY_NAMES["sd35-medium"]),
-        _SD3_SAMPLERS,
-    ),
+    SD3_LABEL: _SD3_SAMPLERS,
     FLOW_FAMILY_NAMES["flux-dev"]: (FLOW_EULER, "DPM++ 2M", "UniPC"),
     # Schnell has no dynamic shift; diffusers' DPM++ 2M takes the pipeline's shift only with it.
     FLOW_FAMILY_NAMES["flux-schnell"]: (FLOW_EULER, "UniPC"),
 }
+
+
+# Every SD3 size takes SD3's rules. They are told as "SD 3" wherever they are checked: the
+# engine knows the pipeline's family, not its size, and the early check says the same words.
+_SD3_SIZES = (FLOW_FAMILY_NAMES["sd35-large"], FLOW_FAMILY_NAMES["sd35-medium"])
+
+
+class SamplerNotTaken(RenderInputError):
+    """A sampler the flow family lacks (``flow_sampler``), told apart from the other refusals:
+    a sampler the member saved, not typed, is refused naming where it is kept."""
+
+
+def rules_label(family: str) -> str:
+    """The label the rules of ``family`` (``tensor_family``'s) are told in: "SD 3" for an SD
+    3.5 of either size, as the engine says it; any other family's own."""
+    return SD3_LABEL if family in _SD3_SIZES else family
 
 
 def flow_sampler(label: str, name: str) -> tuple[str, str | None]:
@@ -44,7 +57,7 @@ def flow_sampler(label: str, name: str) -> tuple[str, str | None]:
         return FLOW_EULER, f"{label} has no Euler a (flow matching); rendered with Euler"
     samplers = FLOW_SAMPLERS[label]
     if name not in samplers:
-        raise RenderInputError(
+        raise SamplerNotTaken(
             f"the {name} sampler does not work with {label} models; choose one of: "
             f"{', '.join(samplers)}"
         )
@@ -98,7 +111,7 @@ def check_family_request(family: str, model: str, request: RenderRequest) -> Non
     if family == REFINER_FAMILY:
         raise refiner_as_model(model)
     if family in FLOW_LABELS:
-        check_flow_request(family, request)
+        check_flow_request(rules_label(family), request)
     if request.options.get("refiner") and family in _NOT_SDXL:
         raise refiner_needs_sdxl_base(model)
 
@@ -121,7 +134,7 @@ def check_model_sampler(registry: ModelRegistry, model: str, sampler: str) -> No
     family, is let be. Reads its header (cached per file version; blocking)."""
     entry = _installed(registry, model, None)
     if entry is not None and (family := tensor_family(entry)) in FLOW_LABELS:
-        flow_sampler(family, sampler)
+        flow_sampler(rules_label(family), sampler)
 
 
 def _installed(

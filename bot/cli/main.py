@@ -28,7 +28,7 @@ from bot.redaction import redact_url
 from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings, warn_of_unknown_settings
 from inference.image_prompts import IMAGE_PROMPT_MODES
-from inference.limits import MAX_STEPS, MIN_STEPS
+from inference.limits import MAX_STEPS, MIN_STEPS, STEPS_ACCEPTS, out_of_range
 from inference.types import RenderRequest
 from inference.upscale import DEFAULT_CREATIVE_STRENGTH, UPSCALE_FACTORS
 
@@ -621,10 +621,7 @@ def _steps(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of steps between {MIN_STEPS} and {MAX_STEPS} (or the "
-            f"lower EASEL_MAX_STEPS), not {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(out_of_range("steps", STEPS_ACCEPTS, text)) from None
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
@@ -635,7 +632,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     except RequestError as error:
         raise UsageError(str(error)) from None
     if not MIN_STEPS <= args.steps <= MAX_STEPS:
-        raise UsageError(f"--steps must be between {MIN_STEPS} and {MAX_STEPS}, not {args.steps}")
+        raise UsageError(out_of_range("steps", STEPS_ACCEPTS, args.steps))
     from inference.registry import ModelRegistry
 
     # Installed LoRAs and embeddings by name, so unknown ones are listed in the warnings.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.limits import SEED_ACCEPTS, out_of_range
 from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, weigh_attention
 from inference.prompts.composition import split_subprompts
 from inference.prompts.errors import NestingError, PromptError
@@ -330,7 +331,7 @@ def _choose_seed(explicit: int | None, typed: int | None) -> int:
     if seed is None or seed == -1:
         return random.randrange(SEED_MAX + 1)
     if not 0 <= seed <= SEED_MAX:
-        raise PromptError(f"seed must be -1 (random) or between 0 and {SEED_MAX}, not {seed}")
+        raise PromptError(out_of_range("seed", SEED_ACCEPTS, seed))
     return seed
 
 

@@ -142,3 +142,29 @@ async def test_a_preset_keeps_no_sampler_its_model_cannot_take(
             fake_discord, "presets save", {"name": "f", "model": "my-flux", "sampler": "UniPC"}
         )
         assert saved.content.startswith("Saved your preset **f**"), saved.content
+
+
+async def test_a_saved_sampler_the_model_cannot_take_is_refused_naming_where_it_is_kept(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A sampler saved without a model (/settings, a preset) and used with Flux: the member
+    typed no sampler, so the refusal says where it is kept, as any saved value's does."""
+    async with start_easel() as bot:
+        await reply_to(fake_discord, "settings", {"sampler": "DPM++ SDE"})
+        await reply_to(fake_discord, "presets save", {"name": "s", "sampler": "DPM++ SDE"})
+        for options, kept in (
+            (
+                {"model": "my-flux"},
+                "That sampler comes from your /settings: change it with `/settings sampler:`, "
+                "or clear them with `/settings reset:True`.",
+            ),
+            (
+                {"prompt": "a cat --preset s", "model": "my-flux"},
+                "That sampler comes from your preset `s`: save it again with `/presets save "
+                "name:s sampler:`, or delete it with `/presets delete`.",
+            ),
+        ):
+            reply = await reply_to(fake_discord, "imagine", {"prompt": "a cat", **QUICK, **options})
+            assert reply.is_ephemeral, (options, reply.content)
+            assert reply.content == f"{FLUX_SAMPLER} {kept}", (options, reply.content)
+        assert bot.queue.queued_count() == 0

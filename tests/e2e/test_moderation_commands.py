@@ -426,57 +426,74 @@ async def test_a_members_own_cancel_before_a_moderators_withdrawal_is_told_as_th
         assert not [m for m in fake.messages.values() if MODERATOR_STOPPED in (m.content or "")]
 
 
-def end_write_locked_once(
-    monkeypatch: pytest.MonkeyPatch, job: str
-) -> tuple[asyncio.Event, asyncio.Event]:
-    """``job``'s end write finds another connection's lock at its first try (rolled back,
-    tried again by ``JournalWriter``), and its next try waits for the test: (refused, retry)."""
-    refused, retry = asyncio.Event(), asyncio.Event()
+def write_locked_once(
+    monkeypatch: pytest.MonkeyPatch, job: str, its: str
+) -> tuple[asyncio.Event, asyncio.Event, asyncio.Event]:
+    """``job``'s first write of ``its`` ("end", "stop asked") finds another connection's lock
+    at its first try (rolled back, tried again by ``JournalWriter``), and its next try waits
+    for the test; later writes of it are left alone: (refused, retry, written)."""
+    refused, retry, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
     write = JournalWriter.write
+    first: list[Callable[[], Awaitable[Any]]] = []
 
     async def locked_once(
         writer: JournalWriter, what: str, body: Callable[[], Awaitable[Any]], **options: Any
     ) -> Any:
-        if what != f"job {job}: its end":
+        if what != f"job {job}: its {its}" or (first and first[0] is not body):
             return await write(writer, what, body, **options)
+        first.append(body)
 
         async def tried() -> Any:
             if not refused.is_set():
                 refused.set()
                 raise aiosqlite.OperationalError("database is locked")
             await retry.wait()
-            return await body()
+            try:
+                return await body()
+            finally:
+                written.set()
 
         return await write(writer, what, tried, **options)
 
     monkeypatch.setattr(JournalWriter, "write", locked_once)
-    return refused, retry
+    return refused, retry, written
 
 
-async def test_a_members_cancel_clicked_first_stays_theirs_while_its_end_waits_for_the_lock(
-    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("running", [False, True])
+async def test_a_members_cancel_clicked_first_stays_theirs_while_its_write_waits_for_the_lock(
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    running: bool,
 ) -> None:
-    """The member clicks Cancel on their queued job first; its end waits to be tried again
-    (another writer's lock) while a moderator's withdrawal commits: the first click is the
-    member's, so the journal and the notice say they cancelled it, not that a moderator
-    stopped it."""
+    """The member clicks Cancel on their job first: queued, its end waits to be tried again
+    (another writer's lock); ``running`` (handed to its device, its start held), the ask of its
+    stop does. Meanwhile a moderator's withdrawal commits and stops it: the first click is the
+    member's, so the journal and the notice say they cancelled it, not a moderator."""
     fake = fake_discord
     members(fake)
     async with start_easel() as bot:
         gate, started = start_held(bot, monkeypatch)
         notices = calls_held(Delivery, "notice", monkeypatch)
         delivered = deliveries_recorded(bot, monkeypatch)
-        await fake.invoke_command("imagine", {**QUICK, "prompt": "a calm lake"}, user=OTHER)
-        await asyncio.wait_for(started.wait(), WAIT_S)  # it holds the one device: the next waits
+        if not running:  # another member's job holds the one device: the raider's waits
+            await fake.invoke_command("imagine", {**QUICK, "prompt": "a calm lake"}, user=OTHER)
+            await asyncio.wait_for(started.wait(), WAIT_S)
         queued, cancel, job = await queued_with_cancel(fake)
+        await asyncio.wait_for(started.wait(), WAIT_S)
         stored = await journal.get_job(bot._db, job)
-        assert stored is not None and stored.status is journal.JobStatus.QUEUED, stored
-        refused, retry = end_write_locked_once(monkeypatch, job)
+        status = journal.JobStatus.RUNNING if running else journal.JobStatus.QUEUED
+        assert stored is not None and stored.status is status, stored
+        refused, retry, written = write_locked_once(
+            monkeypatch, job, "stop asked" if running else "end"
+        )
         click = await fake.click(queued, cancel, user=RAIDER)
         await asyncio.wait_for(refused.wait(), WAIT_S)
         withdrew = await withdrawn_by_a_moderator(fake, bot, queued, cancel, job)
         assert f"Withdrew job `{job}`" in withdrew and await withdrawn(bot, job), withdrew
         retry.set()
+        # Written before its start ends it: the ask of a job that ended meanwhile changes nothing.
+        await asyncio.wait_for(written.wait(), WAIT_S)
         gate.set()
         notices.set()
         assert "nothing" in (await click.wait_for_answer()).content

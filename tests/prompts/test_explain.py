@@ -107,7 +107,8 @@ def test_random_seed_when_none() -> None:
         (
             {"prompt": "a", "seed": 2**32},
             PromptError,
-            r"seed must be -1 \(random\) or between 0 and 4294967295, not 4294967296",
+            "seed must be a whole number between 0 and 4294967295, or -1 for a random seed, "
+            "got 4294967296",
         ),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from inference.limits import MAX_SEED
 from inference.prompts import PromptError, build_plan
 from inference.prompts.plan import MAX_STEPS
 
@@ -19,3 +20,13 @@ def test_the_first_and_last_step_counts_allowed_are_planned(steps: int) -> None:
 def test_one_step_count_past_either_end_is_refused(steps: int) -> None:
     with pytest.raises(PromptError):
         build_plan("a cat", seed=1, steps=steps)
+
+
+@pytest.mark.parametrize("seed", [-2, MAX_SEED + 1])
+def test_a_seed_past_either_end_is_refused_in_the_one_seed_sentence(seed: int) -> None:
+    # The words every other seed refusal uses (inference.limits.SEED_ACCEPTS).
+    with pytest.raises(PromptError) as refused:
+        build_plan("a cat", seed=seed)
+    assert str(refused.value) == (
+        f"seed must be a whole number between 0 and {MAX_SEED}, or -1 for a random seed, got {seed}"
+    )

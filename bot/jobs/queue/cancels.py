@@ -164,6 +164,10 @@ class Cancels:
             return await self._meet_other_cancel(job_id, imposed=imposed)
         owner_pays = job.user_id == by.user_id and not imposed
         stopped_by = _stopper(job, by, imposed=imposed)
+        # This click is the first stop unless the journal held one when it was read: a
+        # withdrawal committed while its write waits for another writer's lock is recorded
+        # under it. An imposed stop (tried once, no wait) keeps the first recorded.
+        clicked_first = not imposed and job.stopped_by is None
         # Stopped already, its end waiting for the journal: the journal says running still.
         if (kept := self._ends.kept_cancel(job_id, owner_pays=owner_pays)) is not None:
             return kept
@@ -175,7 +179,11 @@ class Cancels:
                 if not asked:
                     asked_of = running
                     asked = await self._ask_stop(
-                        job_id, imposed=imposed, of=running, stopped_by=stopped_by
+                        job_id,
+                        imposed=imposed,
+                        of=running,
+                        stopped_by=stopped_by,
+                        clicked_first=clicked_first,
                     )
                 if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
                     return stopping
@@ -219,14 +227,13 @@ class Cancels:
                     stopped_by=stopped_by,
                 )
                 return CancelOutcome.CANCELLED
-            # Taken from the scheduler by this click: the first stop, unless the journal held
-            # one when it was read (a withdrawal committed since is recorded under it).
+            # Taken from the scheduler by this click (``clicked_first``).
             recorded = await self._ends.finish_unsuccessfully(
                 job_id,
                 "cancelled",
                 cancelled=True,
                 stopped_by=stopped_by,
-                clicked_first=job.stopped_by is None,
+                clicked_first=clicked_first,
             )
             if not recorded:
                 async with self._wakeup:
@@ -281,20 +288,24 @@ class Cancels:
         imposed: bool,
         stopped_by: journal.StoppedBy,
         of: RunningBatch | None = None,
+        clicked_first: bool = False,
     ) -> bool:
         """Record in the journal that a stop of running ``job_id`` (its batch ``of``; or of a queued
-        one, ``imposed``) was asked by ``stopped_by``, before it is stopped and its asker told so;
-        whether it was recorded. Its end is written once its render stops (a queued one's at once),
-        and a journal that refuses that write then keeps it only in this process
-        (``JobEnds.record_cancel``): were Easel stopped before it is written, the next start would
-        render and charge a job its member was told stops. With the ask recorded, that start ends it
-        instead, refunded whole. An ask the journal refuses raises ``UserError`` (the job is not
-        stopped, and its asker is told to try again, rather than told a stop the journal may lose),
-        unless the stop is ``imposed``: that one is tried once, and made all the same
-        (``JobEnds.write_ask``); nor when another stop (a ban's, imposed while this one's tries ran)
-        stopped the job meanwhile (``_ended_by_another_stop``): its asker is told it stops."""
+        one, ``imposed``) was asked by ``stopped_by`` (``clicked_first``: ``JobEnds.write_ask``),
+        before it is stopped and its asker told so; whether it was recorded. Its end is written once
+        its render stops (a queued one's at once), and a journal that refuses that write then keeps
+        it only in this process (``JobEnds.record_cancel``): were Easel stopped before it is
+        written, the next start would render and charge a job its member was told stops. With the
+        ask recorded, that start ends it instead, refunded whole. An ask the journal refuses raises
+        ``UserError`` (the job is not stopped, and its asker is told to try again, rather than told
+        a stop the journal may lose), unless the stop is ``imposed``: that one is tried once, and
+        made all the same (``JobEnds.write_ask``); nor when another stop (a ban's, imposed while
+        this one's tries ran) stopped the job meanwhile (``_ended_by_another_stop``): its asker is
+        told it stops."""
         try:
-            await self._ends.write_ask(job_id, retried=not imposed, stopped_by=stopped_by)
+            await self._ends.write_ask(
+                job_id, retried=not imposed, stopped_by=stopped_by, clicked_first=clicked_first
+            )
         except aiosqlite.OperationalError:
             # Read only: the asker's stop is not made, so it changes no charge (``owner_pays``).
             if (

@@ -338,17 +338,25 @@ class JobEnds:
         return False
 
     async def write_ask(
-        self, job_id: str, *, retried: bool = True, stopped_by: journal.StoppedBy | None = None
+        self,
+        job_id: str,
+        *,
+        retried: bool = True,
+        stopped_by: journal.StoppedBy | None = None,
+        clicked_first: bool = False,
     ) -> None:
-        """Record in the journal that a stop of ``job_id`` was asked, by ``stopped_by``, while
-        it is queued or running (``journal.ask_cancel``): a start that finds it unfinished
-        ends it, refunded whole. In a transaction of its own: a lone statement would join
-        another coroutine's, and its rollback would undo the ask after the member was told.
-        Raises as ``JournalWriter.write``."""
+        """Record in the journal that a stop of ``job_id`` was asked, by ``stopped_by``
+        (``clicked_first``: over a stopper recorded since its click), while it is queued or
+        running (``journal.ask_cancel``): a start that finds it unfinished ends it, refunded
+        whole. In a transaction of its own: a lone statement would join another coroutine's,
+        and its rollback would undo the ask after the member was told. Raises as
+        ``JournalWriter.write``."""
 
         async def ask() -> None:
             async with transaction(self._conn):
-                await journal.ask_cancel(self._conn, job_id, self._now(), stopped_by)
+                await journal.ask_cancel(
+                    self._conn, job_id, self._now(), stopped_by, clicked_first=clicked_first
+                )
 
         await self._writer.write(f"job {job_id}: its stop asked", ask, retried=retried)
 
