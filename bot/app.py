@@ -29,7 +29,13 @@ from bot.jobs.queue import JobQueue, RenderSlot
 from bot.jobs.retention import connect_making_room
 from bot.lenient_json import loads_replacing_lone_surrogates
 from bot.logging_setup import install_logging
-from bot.process_end import EarlyStop, end_at_once, exit_now, status_after_stop
+from bot.process_end import (
+    STOP_SIGNALS,
+    EarlyStop,
+    end_at_once,
+    exit_now,
+    status_after_stop,
+)
 from bot.redaction import redact_url
 from bot.restores import RunFileKeeper, refuse_pictures_without_database, take_run_mark
 from bot.services import Services
@@ -81,7 +87,6 @@ STOP_BUDGET_S = 28.0
 CLOSING_RESERVE_S = 2.0
 # How long a stop waits, twice, for commands and clicks being handled (they journal jobs).
 HANDLER_GRACE_S = 5.0
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The names discord.py 2.x gives the tasks running app commands and component callbacks, and
 # the event listeners that write to the database (withdrawals, bans, kicks, timeouts).
 _HANDLER_TASK_PREFIXES = (
@@ -763,7 +768,7 @@ async def run(
             end_at_once(signum)
         stop.set()
 
-    for signum in _STOP_SIGNALS:
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_asked, signum)
     data_dir_lock: DataDirLock | None = None
     try:
@@ -836,7 +841,7 @@ async def run(
                     )
                 exit_process(status)
         finally:  # past an exit_process that returns control (a test's raises)
-            for signum in _STOP_SIGNALS:
+            for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
             logging.getLogger().removeHandler(handler)
             if data_dir_lock is not None:

@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from bot.on_disk import put_on_disk
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "forget-me.log"
@@ -49,12 +51,8 @@ class ForgetMeLog:
                 file.write(line)
                 file.flush()
                 os.fsync(file.fileno())
-            if created and os.name == "posix":  # the new file's name on disk too
-                folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(folder)
-                finally:
-                    os.close(folder)
+            if created:  # the new file's name on disk too
+                put_on_disk(self.path.parent)
 
     def requests(self) -> dict[int, float]:
         """Each member's latest request: when they asked. A line a crash cut short, or one

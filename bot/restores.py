@@ -30,9 +30,10 @@ from pathlib import Path
 import aiosqlite
 
 from bot.jobs import accounting
+from bot.on_disk import put_on_disk
 from bot.settings import DATABASE_FILE_NAME
 from db import broker_chores, run_mark
-from db.database import transaction
+from db.database import causes, transaction
 from db.run_mark import LOST_IN_A_RESTORE
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,7 @@ _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 def damaged_database_problem(database: Path, error: BaseException) -> str | None:
     """One line naming the likely cause and the remedy when ``error`` (or one it was raised
     while handling) says the database is damaged; None otherwise."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in causes(error):
         if isinstance(seen, sqlite3.DatabaseError) and seen.sqlite_errorcode & 0xFF in _DAMAGED:
             return (
                 f"{database} is damaged ({seen}): if it was just put back from a backup, the "
@@ -94,7 +94,6 @@ def damaged_database_problem(database: Path, error: BaseException) -> str | None
                 "now merged in; stop Easel and put the backup back with `easel restore "
                 "BACKUP_FILE`, which removes the -wal and -shm first"
             )
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -244,14 +243,9 @@ def _database_on_disk(data_dir: Path) -> None:
     count ends the database lost, and the live database would read as put back."""
     database = data_dir / DATABASE_FILE_NAME
     for path in (database.with_name(f"{database.name}-wal"), database):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # no -wal once the last connection closed; no database yet
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # No -wal once the last connection closed; no database yet.
+        with contextlib.suppress(FileNotFoundError):
+            put_on_disk(path)
 
 
 def _write_run_file(data_dir: Path, marks: dict[str, int]) -> None:
@@ -267,9 +261,4 @@ def _write_run_file(data_dir: Path, marks: dict[str, int]) -> None:
         file.flush()
         os.fsync(file.fileno())
     written.replace(path)
-    if os.name == "posix":  # the rename itself on disk (Windows opens no folder so)
-        folder = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    put_on_disk(data_dir)  # the rename itself

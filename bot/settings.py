@@ -90,6 +90,11 @@ def data_dir_problem(data_dir: Path) -> str | None:
     )
 
 
+def _comma_separated(value: str) -> list[str]:
+    """A setting's comma-separated list, each part stripped, empty ones left out."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def _is_server_id(text: str) -> bool:
     # ASCII digits only: int() would also read other scripts' digits (and a superscript fails).
     return text.isascii() and text.isdigit()
@@ -297,7 +302,7 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         ids = set()
-        for part in filter(None, (part.strip() for part in value.split(","))):
+        for part in _comma_separated(value):
             if not _is_server_id(part):
                 raise ValueError(
                     f"{part!r} is not a server id; use server ids, digits only (in Discord, turn "
@@ -345,7 +350,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_devices(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            return tuple(_comma_separated(value))
         return value
 
     @field_validator("devices")
@@ -366,7 +371,7 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         networks = []
-        for part in filter(None, (part.strip() for part in value.split(","))):
+        for part in _comma_separated(value):
             try:
                 network = ip_network(part, strict=False)
             except ValueError:

@@ -13,7 +13,7 @@ import sqlite3
 import tempfile
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -84,6 +84,14 @@ _probes_running: dict[tuple[Path, ...], concurrent.futures.Future[OSError | None
 _probes_lock = threading.Lock()
 
 
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then the one it was raised from or while handling, and so on."""
+    seen: BaseException | None = error
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 async def found_no_room(
     error: BaseException, *, folders: Iterable[Path] = ()
 ) -> sqlite3.Error | OSError | None:
@@ -91,8 +99,7 @@ async def found_no_room(
     SQLite's (``_NO_ROOM``; or its failed write where a database's folder, an open one's or
     one of ``folders``, now refuses a page for want of room, that refusal: ``_refused_room``)
     or a file's (``_NO_ROOM_ERRNOS``); None when there is none."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in causes(error):
         if isinstance(seen, sqlite3.Error) and seen.sqlite_errorcode in _NO_ROOM:
             return seen
         if (
@@ -103,7 +110,6 @@ async def found_no_room(
             return refused
         if isinstance(seen, OSError) and seen.errno in _NO_ROOM_ERRNOS:
             return seen
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -474,7 +480,7 @@ async def refresh_planner_statistics(conn: aiosqlite.Connection) -> bool:
     failure (a full disk) is logged and returns False, and the next refresh tries again."""
     try:
         async with outside_transactions(conn):  # its ANALYZE must not join a transaction
-            await _without_busy_wait(conn, lambda: conn.execute("PRAGMA optimize"))
+            await write(conn, "PRAGMA optimize")
     except sqlite3.Error as error:  # one line: a full disk's stop says why in its own
         log.warning("the database's planner statistics were not refreshed: %s", error)
         return False

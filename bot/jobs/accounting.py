@@ -450,11 +450,12 @@ async def set_limits(
     by an admin ``by``, its audit row, in one transaction: a failure between them leaves
     neither."""
     kept = _kept(conn)
+    values = limits.as_mapping()
     try:
         async with transaction(conn):
-            await ledger.set_limits(conn, scope, guild_id, subject_id, limits.as_mapping(), now)
+            await ledger.set_limits(conn, scope, guild_id, subject_id, values, now)
             if by is not None:
-                audited = {k: v for k, v in limits.as_mapping().items() if v is not None}
+                audited = {k: v for k, v in values.items() if v is not None}
                 await settings_audit.record_change(
                     conn,
                     guild_id,

@@ -349,7 +349,7 @@ async def connect_making_room(
                 pruned = await retention.prune(cutoff_floor=removed.cutoff)
             except Exception as error:
                 if await is_out_of_room(error):
-                    await _raise_if_nothing_pruned(removed, error)
+                    await _raise_if_nothing_pruned(removed, error, out_of_room=True)
                     raise
                 # A file it may not delete (a permission): the start goes on, Retention.run
                 # tries the round again.
@@ -371,9 +371,16 @@ async def connect_making_room(
     return conn, retention
 
 
-async def _raise_if_nothing_pruned(removed: _RemovedFirst | None, error: Exception) -> None:
-    """``NothingPrunedFirst`` from ``error`` when it found no room and the files were not read."""
-    if removed is not None and removed.skipped is not None and await is_out_of_room(error):
+async def _raise_if_nothing_pruned(
+    removed: _RemovedFirst | None, error: Exception, *, out_of_room: bool = False
+) -> None:
+    """``NothingPrunedFirst`` from ``error`` when it found no room (``out_of_room``: found so
+    already, not probed again) and the files were not read."""
+    if (
+        removed is not None
+        and removed.skipped is not None
+        and (out_of_room or await is_out_of_room(error))
+    ):
         raise NothingPrunedFirst(removed.skipped) from error
 
 

@@ -12,6 +12,7 @@ import logging
 
 import pytest
 
+from bot.app import EaselBot
 from bot.jobs.queue import delivery as job_delivery
 from bot.jobs.queue import job_queue
 from bot.jobs.queue.delivery import DeliveryRetries
@@ -38,6 +39,23 @@ def easel_settings_for_test(easel_settings_for_test: Settings) -> Settings:
     return easel_settings_for_test.model_copy(update={"metrics_addr": "127.0.0.1:0"})
 
 
+def hold_deliveries(
+    bot: EaselBot, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Each result's delivery waits: the first event is set as one arrives, the second lets
+    them go on."""
+    delivering, released = asyncio.Event(), asyncio.Event()
+    deliver = bot.results.deliver
+
+    async def held(job: FinishedJob) -> int | None:
+        delivering.set()
+        await released.wait()
+        return await deliver(job)
+
+    monkeypatch.setattr(bot.results, "deliver", held)
+    return delivering, released
+
+
 async def test_a_result_post_answering_503_is_a_failed_delivery_until_it_is_posted(
     fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -49,15 +67,7 @@ async def test_a_result_post_answering_503_is_a_failed_delivery_until_it_is_post
         before = await scrape(port)
         # The outage begins once the result is to be posted: the job's progress edits before
         # it pass (each edit answered 503 takes discord.py's retries, 25 s).
-        delivering, released = asyncio.Event(), asyncio.Event()
-        deliver = bot.results.deliver
-
-        async def held(job: FinishedJob) -> int | None:
-            delivering.set()
-            await released.wait()
-            return await deliver(job)
-
-        monkeypatch.setattr(bot.results, "deliver", held)
+        delivering, released = hold_deliveries(bot, monkeypatch)
 
         def delta(samples: Samples, outcome: str) -> float:
             return moved(before, samples, "easel_deliveries_total", outcome=outcome)
@@ -117,15 +127,7 @@ async def test_a_result_whose_post_fails_is_counted_undelivered_until_it_is_post
         assert bot.metrics_server is not None
         port = bot.metrics_server.port
         before = await scrape(port)
-        delivering, released = asyncio.Event(), asyncio.Event()
-        deliver = bot.results.deliver
-
-        async def held(job: FinishedJob) -> int | None:
-            delivering.set()
-            await released.wait()
-            return await deliver(job)
-
-        monkeypatch.setattr(bot.results, "deliver", held)
+        delivering, released = hold_deliveries(bot, monkeypatch)
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         await asyncio.wait_for(delivering.wait(), RENDER_TIMEOUT_S)
         fake_discord.fail(*WEBHOOK_EDIT, times=1000, status=503)  # every edit: a Discord outage

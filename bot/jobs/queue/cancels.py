@@ -162,8 +162,8 @@ class Cancels:
             )
         if job_id in self._cancelling:
             return await self._meet_other_cancel(job_id, imposed=imposed)
-        owner_pays = job.user_id == by.user_id and not imposed
         stopped_by = _stopper(job, by, imposed=imposed)
+        owner_pays = stopped_by is journal.StoppedBy.MEMBER
         # This click is the first stop unless the journal held one when it was read: a
         # withdrawal committed while its write waits for another writer's lock is recorded
         # under it. An imposed stop (tried once, no wait) keeps the first recorded.
