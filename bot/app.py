@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 import aiohttp
 import aiosqlite
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot import metrics
@@ -174,6 +175,9 @@ class EaselBot(commands.Bot):
             # Commands work in servers; in direct messages only when the operator allows it.
             tree_cls=EaselCommandTree,
             allowed_contexts=command_contexts(allow_dms=settings.allow_dms),
+            # Installed to servers only: Discord itself refuses a member's own install (a
+            # server's commands that Easel, not in that server, could not answer there).
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
             # Members' text (prompts, notes, errors) is quoted everywhere: nothing Easel sends
             # notifies anyone but the members a message names explicitly (a result's maker).
             allowed_mentions=discord.AllowedMentions.none(),
@@ -300,6 +304,7 @@ class EaselBot(commands.Bot):
             max_queued_per_member=settings.max_queued_per_member,
             priority_servers=settings.priority_servers,
             serves_server=settings.serves_server,
+            fairness=settings.fairness,
         )
         self.queue.set_no_device_left(self._stop_for_lost_devices)
         self.queue.set_token_check(self._token_taken)
@@ -366,7 +371,9 @@ class EaselBot(commands.Bot):
         bans = BansCog(self.member_stops, self)
         await self.add_cog(bans)
         await self.add_cog(AllowedServersCog(self, settings))
-        self.region_offer = RegionOffers(self, self.queue, self.services, settings.models_dir)
+        self.region_offer = RegionOffers(
+            self, self.queue, self.services, settings.models_dir, settings.serves_server
+        )
         self.add_dynamic_items(
             *RESULT_BUTTONS,
             PageButton,
@@ -378,7 +385,7 @@ class EaselBot(commands.Bot):
         await self._sync_commands()
         # Before the gateway connects (discord.py runs this hook first), so no member waits;
         # and before the queue starts, so no model is loaded yet (see _settle_start_up_heap).
-        await self.services.prompts.warm_up()
+        await self.services.prompts.warm_up(settings.operator_banned_words)
         _settle_start_up_heap()
         # Members banned, kicked or timed out while Easel was offline: asked about in the
         # background; each one's restored jobs render and post only after their answer.

@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from bot.images import bounded
-from bot.infotext_import import read_picture_options
+from bot.infotext_import import MODEL_SHAPED, read_picture_options
 from bot.requests import RequestError, check_prompt_length, random_seed
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.images import (
@@ -43,8 +43,16 @@ DEFAULT_INPAINT_DENOISE = 0.75
 # the prompt (clip skip, pad conds), seamless tiling, the VAE override, and --relax (free and
 # last, as the picture was). An edit's own options go on top of them.
 PICTURE_OPTIONS = ("clip_skip", "pad_conds", "tile", "vae", "relax")
-# Those of them a model of another family may refuse, as the picture's text names them.
-_MODEL_SHAPED = {"clip_skip": "clip skip", "tile": "tiling", "pad_conds": "pad conds"}
+
+
+class PictureRenderers(NamedTuple):
+    """What a picture's own settings may name where it is rendered from again: the models
+    and VAEs installed that the server allows, and which of those models are of a flow
+    family (Flux, SD 3: no clip skip, tiling or pad conds; ``inference.family_rules``)."""
+
+    models: list[str]
+    vaes: list[str]
+    flow_models: list[str]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ def request_from_infotext(
     usable_models: Collection[str] | None,
     *,
     usable_vaes: Collection[str] = (),
+    flow_models: Collection[str] = (),
     prompt_required: bool = True,
     how_to_give_a_prompt: str = "give one with `prompt`",
 ) -> RenderRequest:
@@ -83,7 +92,9 @@ def request_from_infotext(
     no model (a fast upscale), so the picture's is neither taken nor noted.
     ``how_to_give_a_prompt`` ends the refusal of a picture with no prompt where one is
     required: where the member is, the way to give one. Its VAE is kept when ``usable_vaes``
-    (installed and allowed here) names it, else left out with a note."""
+    (installed and allowed here) names it, else left out with a note. The picture's model
+    among ``flow_models`` (Flux, SD 3) was never rendered with the clip skip, tiling or pad
+    conds its text may carry (another UI's): they are left out, with a note."""
     typed_prompt = (prompt or "").strip()
     if bounded(infotext) is None and (typed_prompt or not prompt_required):
         # Past the bound, its settings are not carried over where they are not needed;
@@ -125,7 +136,10 @@ def request_from_infotext(
         else:
             notes.append("the picture's model is not available here; the default model is used")
     if usable_models is not None:  # a pass that renders: the options shaping its pixels
-        fields["options"] = _picture_options(params, usable_vaes, "model" in fields, notes)
+        kept = fields.get("model")
+        fields["options"] = _picture_options(
+            params, usable_vaes, kept is not None, kept in flow_models, notes
+        )
     return RenderRequest(
         prompt=typed_prompt or stored_prompt,
         negative_prompt=negative,
@@ -135,27 +149,48 @@ def request_from_infotext(
     )
 
 
+def picture_settings(infotext: str | None, renderers: PictureRenderers | None) -> RenderRequest:
+    """``request_from_infotext`` where the picture's own prompt is kept and none is required
+    (an upscale, the buttons under one); ``renderers`` None: the pass uses no model (a fast
+    upscale)."""
+    return request_from_infotext(
+        infotext,
+        None,
+        None if renderers is None else renderers.models,
+        usable_vaes=() if renderers is None else renderers.vaes,
+        flow_models=() if renderers is None else renderers.flow_models,
+        prompt_required=False,
+    )
+
+
 def _picture_options(
-    params: dict[str, Any], usable_vaes: Collection[str], model_kept: bool, notes: list[str]
+    params: dict[str, Any],
+    usable_vaes: Collection[str],
+    model_kept: bool,
+    flow_model: bool,
+    notes: list[str],
 ) -> dict[str, Any]:
     """``PICTURE_OPTIONS`` as the picture's text writes them (``bot.infotext_import``'s reader,
     naming the picture's values without quoting them). Without the picture's model, a VAE is
     left out (its family cannot be checked here), and so are clip skip, tiling and pad conds:
     the default model may not take them (a Flux one), and the render would refuse them after
-    the wait."""
+    the wait. The picture's own ``flow_model`` takes none of those three: the picture was not
+    rendered with them, so the edit, which re-renders it as it was, leaves them out too
+    (``read_picture_options``, as /use-settings does)."""
     read = read_picture_options(
         params,
         usable_vaes,
         lambda _stem: None if model_kept else "made for the picture's model",
         stand_in=None if model_kept else "the default model",
         named=lambda setting, _value: f"the picture's {setting}",
+        flow_model=flow_model,
     )
     notes.extend(sentence for sentence, _setting in read.unhonoured)
     options = dict(read.options)
-    dropped = [] if model_kept else [key for key in _MODEL_SHAPED if options.pop(key, None)]
+    dropped = [] if model_kept else [key for key in MODEL_SHAPED if options.pop(key, None)]
     if dropped:
         notes.append(
-            f"{', '.join(_MODEL_SHAPED[key] for key in dropped)} left out: set for the "
+            f"{', '.join(MODEL_SHAPED[key] for key in dropped)} left out: set for the "
             "picture's model, which the default model stands in for"
         )
     if options.get("relax"):  # it moves a member with a priority role to the back

@@ -61,6 +61,9 @@ DELETIONS_KEPT_S = 60.0
 DELETIONS_KEPT = 4096
 # The setting name of the audit row (/easel-admin audit) of a moderator's withdrawal.
 WITHDRAWAL_AUDITED_AS = "jobs withdrawn (their post deleted)"
+# Results Easel withheld at delivery (a rule changed during the render): listed in the audit,
+# so that an admin undoing a mistaken change finds the ids to restore.
+WITHHELD_AUDITED_AS = "results withheld (a rule changed during their render)"
 # Job ids an audit row or a reply names; past them, how many more (a purge or a deleted
 # channel withdraws thousands, and /easel-admin audit shows 15 rows in one message).
 IDS_LISTED = 10
@@ -193,6 +196,7 @@ class StoredJob:
     # Its request's prompt and negative prompt as typed (of ``texts``).
     prompt_texts: ConditioningTexts = field(default_factory=ConditioningTexts)
     age_restricted: bool = False  # made in an age-restricted channel (journaled)
+    thread_parent_id: int | None = None  # made in a thread: its channel (journaled)
 
     def texts_to_recheck(self, *, resubmitted: bool) -> ConditioningTexts:
         """Of ``texts``, those to read for the server's banned words of now before reusing a
@@ -385,6 +389,7 @@ class History:
             withheld=record.withheld_why is not None,
             prompt_texts=conditioning_texts({key: request.get(key) for key in _PROMPTS}, []),
             age_restricted=record.age_restricted,
+            thread_parent_id=record.thread_parent_id,
         )
 
     async def jobs_with_picture(self, guild_id: int, *pixel_digests: bytes) -> list[StoredJob]:
@@ -531,13 +536,35 @@ class History:
         could not be read): withdrawn as ``withdraw_job`` does, since a picture given back is
         shown later to no one, but as Easel's doing, not a moderator's
         (``StoredJob.withheld``)."""
-        withdrawn = await store.withdraw_job(self._conn, job_id, self._clock(), withheld_why=why)
+        withdrawn = await store.withdraw_job(
+            self._conn,
+            job_id,
+            self._clock(),
+            withheld_why=why,
+            audit=self._audit(setting=WITHHELD_AUDITED_AS),  # its id, for /easel-admin restore
+        )
         return await self._stopped(withdrawn)
 
-    async def ended_unposted_with(self, user_id: int, guild_id: int, why: str) -> list[str]:
-        """The member's jobs in the server that ended recorded with ``why`` (at the queue's
-        start: ``SERVER_NOT_SERVED``) and are not posted yet, oldest first."""
-        return await journal.undelivered_ended_with(self._conn, user_id, guild_id, why)
+    async def unserved_listing(
+        self, job_id: str, user_id: int, why: str, at_most: int, servers_at_most: int
+    ) -> list[tuple[str, int]] | None:
+        """The jobs, each with its server, that the DM about ``job_id`` (withheld for its
+        server left out) names, as recorded for good (``journal.unserved_listing``: it, and
+        its maker's other jobs that ended with ``why`` in any server, unposted and named in
+        no DM yet); None: a DM sent already names it (``unserved_listing_told``), or another
+        job's will; empty: the job is not journaled."""
+        return await journal.unserved_listing(
+            self._conn, job_id, user_id, why, at_most, servers_at_most
+        )
+
+    async def unserved_listing_told(self, job_id: str) -> None:
+        """The DM about ``job_id`` naming its listing went: no delivery sends it again."""
+        await journal.unserved_listing_told(self._conn, job_id, self._clock())
+
+    async def unserved_listing_failed(self, job_id: str) -> None:
+        """The DM about ``job_id`` naming its listing failed (not for DMs closed): its other
+        jobs are named by the DMs of their own deliveries (``journal.unserved_listing_failed``)."""
+        await journal.unserved_listing_failed(self._conn, job_id)
 
     async def made_private(self, job_id: str) -> None:
         """A job its delivery posts privately, its maker keeping results private since its

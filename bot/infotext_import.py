@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.policy.moderation import find_banned_rendering
+from bot.policy.prompt_safety import wildcards_read
 from bot.requests import (
     Defaults,
     ImagineOptions,
@@ -47,12 +48,12 @@ from inference.infotext import (
     parse_infotext,
     sampler_and_schedule,
 )
-from inference.limits import MAX_CLIP_SKIP
+from inference.limits import DEFAULT_CLIP_SKIP, MAX_CLIP_SKIP, MAX_COUNT, between
 from inference.metadata import latent_channels_of
-from inference.prompts import PromptError, extract_extra_networks
+from inference.prompts import PromptError, WildcardLibrary, build_plan, extract_extra_networks
 from inference.prompts.chaos import MAX_CHAOS
 from inference.prompts.extra_networks import without_unknown_loras
-from inference.prompts.flags import seed_read_back
+from inference.prompts.flags import picture_seeds, seed_read_back
 from inference.quoting import echoed
 from inference.registry import ModelRegistry
 from inference.samplers import canonical_sampler_name
@@ -101,6 +102,13 @@ _MAX_WHOLE_NUMBER = 2**64
 # ``Hires resize`` sides of more digits are refused unread (int() has a digit limit).
 _MAX_SIDE_DIGITS = 5
 _LISTED_UNKNOWN_FIELDS = 8
+# The options of a picture's text a model of another family may refuse, as notes name them.
+MODEL_SHAPED = {"clip_skip": "clip skip", "tile": "tiling", "pad_conds": "pad conds"}
+# Digits of the longest seed a grid's seeds are read as (the web UI's past 2**32 - 1 included).
+_MAX_SEED_DIGITS = 20
+# The largest seed a grid's seeds are read as: torch's generator's, the web UI's seed + i
+# (``seed_read_back``).
+_MAX_GRID_SEED = 2**64 - 1
 
 # Fields that only describe the picture (hashes, versions, dates) or that Easel reads below.
 _READ_FIELDS = frozenset(
@@ -149,6 +157,9 @@ _READ_FIELDS = frozenset(
         "Civitai resources",
         "Civitai metadata",
         "Created Date",
+        # Easel's own grid of a batch (``bot.images.grid_note``), read by _read_grid.
+        "Grid",
+        "Grid seeds",
     }
 )
 
@@ -179,10 +190,16 @@ class Installed:
     vae_refusal: Callable[[RenderRequest], str | None] = _no_vae_refusal
     # The embeddings a job here reads (installed and allowed); other names are plain words.
     embeddings: Collection[str] = ()
+    # The models of a flow family (Flux, SD 3: ``read_picture_options``' ``flow_model``;
+    # ``inference.model_list.models_without_embeddings``).
+    flow_models: Collection[str] = ()
     # The short hashes an installed LoRA is known by (of its tensor data: the web UI's and
     # Easel's since the fourteenth stop; of the whole file: Civitai's AutoV2 and Easel's
     # before), or None: not known yet (being read in the background, or unreadable).
     lora_hashes: Callable[[str], Collection[str] | None] = _no_lora_hashes
+    # The wildcard folder admission draws a prompt's ``__name__`` from (None: none): a grid's
+    # ``Template`` is drawn with it, as its batch would be (``_Reader._read_grid_prompts``).
+    wildcards_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -261,23 +278,29 @@ def read_picture_options(
     *,
     stand_in: str | None,
     named: Callable[[str, InfotextValue], str] = _quoted,
+    flow_model: bool = False,
 ) -> PictureOptions:
     """``Clip skip``, ``Pad conds``, ``Tiling``, ``Relax`` and ``VAE`` as the picture's text
-    writes them (read by /use-settings and by every edit of a picture, ``bot.edits``).
+    writes them (read by /use-settings and by every edit of a picture, ``bot.edits``); a clip
+    skip of 1 is the default, not an option to keep.
 
     ``vaes``: those usable here; ``vae_refusal(stem)``: the render's refusal of that VAE on the
     model used, or None; ``stand_in``: the model standing in for the picture's (not installed
     or not allowed), or None when the picture's own is used. A VAE that does not fit the stand-in
     is left out with a sentence; one that does not fit the picture's own model is refused
     (``RequestError``, before anything is queued or charged). ``named(setting, value)`` is how a
-    sentence names the picture's value (quoted by default: the caller checks banned words)."""
+    sentence names the picture's value (quoted by default: the caller checks banned words).
+    ``flow_model``: the picture's own model is of a flow family (Flux, SD 3), which takes no
+    clip skip, tiling or pad conds; the picture was not rendered with them (another UI wrote
+    them), so rendering it again leaves them out, with a sentence."""
     get = params.get
     options: dict[str, object] = {}
     unhonoured: list[tuple[str, str]] = []
     clip_skip = get("Clip skip")
     if clip_skip is not None:
         if isinstance(clip_skip, int) and 1 <= clip_skip <= MAX_CLIP_SKIP:
-            options["clip_skip"] = clip_skip
+            if clip_skip != DEFAULT_CLIP_SKIP:  # the default: nothing to keep or leave out
+                options["clip_skip"] = clip_skip
         else:
             unhonoured.append(
                 (
@@ -290,6 +313,12 @@ def read_picture_options(
     for key, written in (("pad_conds", "Pad conds"), ("tile", "Tiling"), ("relax", "Relax")):
         if str(get(written)) == "True":
             options[key] = True
+    dropped = [MODEL_SHAPED[key] for key in MODEL_SHAPED if flow_model and options.pop(key, None)]
+    if dropped:
+        left_out = ", ".join(dropped)
+        unhonoured.append(
+            (f"{left_out} left out: the picture's model (flow matching) takes none", left_out)
+        )
     vae = get("VAE")
     if vae is not None:
         stem = Path(str(vae)).stem
@@ -350,6 +379,7 @@ class _Reader:
         self._read_sampler()
         self._read_model()
         self._read_variation()
+        self._read_grid()
         self._read_options()
         self._read_networks()
         self._read_hashed_networks()
@@ -458,12 +488,15 @@ class _Reader:
         hash_text = f" (hash {wanted_hash})" if wanted_hash else ""
         self.request = dataclasses.replace(self.request, model=fallback)
         self.model_substituted = True
+        # The Vary button's words (``bot.policy.unavailable``): one sentence whether the file
+        # is missing or the server leaves it out, so a model left out is not told installed.
+        sentence = f"{named}{hash_text} is not installed or not allowed here; {instead}"
         if not_hashed:
-            hash_text += (
-                f", or it is one of the models whose hash is being read now ({not_hashed} left): "
-                "try again in a minute"
+            sentence += (
+                f". If it is one of the models here whose hash is still being read "
+                f"({not_hashed} left), try again in a minute"
             )
-        self._tell(f"{named}{hash_text} is not installed here; {instead}", "model")
+        self._tell(sentence, "model")
 
     def _read_variation(self) -> None:
         seed, strength = (
@@ -478,6 +511,96 @@ class _Reader:
             "rendered without a variation",
         )
 
+    def _read_grid(self) -> None:
+        """Easel's own grid (``Grid: N images, Grid seeds: …`` after its first picture's
+        settings): the batch is made again where a request can say it; else its first picture
+        alone, told."""
+        grid, listed = self.params.get("Grid"), self.params.get("Grid seeds")
+        if grid is None and listed is None:
+            return
+        words = str(listed).split() if listed is not None else []
+        pictures = f"grid of {len(words)} pictures" if words else "grid"
+        why = self._why_not_a_batch(grid, words)
+        if why is None:
+            why = self._read_grid_prompts()
+        if why is not None:
+            seed = self.request.seed
+            first = "its first picture's settings are used" + (
+                f" (seed {seed})" if seed >= 0 else ""
+            )
+            self._tell(f"{pictures} ({why}): {first}", "grid")
+            return
+        self.request = dataclasses.replace(self.request, count=len(words))
+
+    def _why_not_a_batch(self, grid: InfotextValue | None, words: list[str]) -> str | None:
+        """Why the grid's pictures are not one request's batch (None: they are): its seeds
+        must step from the first picture's as a batch's do (``picture_seeds``), and chaos must
+        not have read the prompt once per picture."""
+        if not words or grid != f"{len(words)} images":
+            return "its count and seeds do not agree"
+        if not all(
+            word.isascii()
+            and word.isdigit()
+            and len(word) <= _MAX_SEED_DIGITS
+            and int(word) <= _MAX_GRID_SEED
+            for word in words
+        ):
+            return f"its seeds are not all whole numbers {between(0, _MAX_GRID_SEED)}"
+        if len(words) > MAX_COUNT:
+            return f"a batch here makes at most {MAX_COUNT}"
+        request = self.request
+        batch = [
+            seed
+            for seed, _ in (
+                picture_seeds(request.seed, request.variation_seed, request.variation_strength, i)
+                for i in range(len(words))
+            )
+        ]
+        if request.seed < 0 or [seed_read_back(int(word)) for word in words] != batch:
+            return "its seeds are not a batch's from the first picture's seed"
+        if self.params.get("Chaos"):
+            return "chaos gave each picture a prompt of its own"
+        return None
+
+    def _read_grid_prompts(self) -> str | None:
+        """The prompts every picture of the grid drew from (``Template``: the text typed, when
+        its wildcards or choices drew the first picture's): None when they fit, else why not."""
+        template = self.params.get("Template")
+        negative_template = self.params.get("Negative Template")
+        shown = (self.request.prompt, self.request.negative_prompt)
+        prompt = shown[0] if template is None else str(template)
+        negative = shown[1] if negative_template is None else str(negative_template)
+        if not prompt.strip():
+            return "its Template carries no prompt"
+        try:
+            check_prompt_length(prompt, "the grid's prompt")
+            check_prompt_length(negative, "the grid's negative prompt")
+        except RequestError as error:
+            return str(error)
+        trimmed = tuple(text.strip() for text in shown)
+        if (prompt, negative) != shown and self._first_drawn(prompt, negative) != trimmed:
+            return f"its Template does not draw the prompt shown at seed {self.request.seed}"
+        self.request = dataclasses.replace(self.request, prompt=prompt, negative_prompt=negative)
+        return None
+
+    def _first_drawn(self, prompt: str, negative: str) -> tuple[str, str] | None:
+        """The texts the grid's first picture draws ``prompt``/``negative`` as, at its seed,
+        as its batch would (``build_plan``, with admission's wildcard folder); None where
+        they cannot be drawn; trimmed, as a pasted prompt is read. A Template tied to no
+        picture shown is not rendered as one."""
+        library = WildcardLibrary(wildcards_read(self.installed.wildcards_dir))
+        try:
+            plan = build_plan(
+                prompt,
+                negative,
+                seed=self.request.seed,
+                steps=self.request.steps,
+                wildcards=library,
+            )
+        except PromptError:
+            return None
+        return plan.prompt.strip(), plan.negative_prompt.strip()
+
     def _read_options(self) -> None:
         """Clip skip, hires fix, pad conds, fast mode and the VAE: engine options."""
         get = self.params.get
@@ -489,6 +612,7 @@ class _Reader:
                 dataclasses.replace(self.request, options={**self.request.options, "vae": stem})
             ),
             stand_in=stand_in,
+            flow_model=stand_in is None and self.request.model in self.installed.flow_models,
         )
         options: dict[str, object] = dict(read.options)
         for sentence, setting in read.unhonoured:
@@ -869,11 +993,15 @@ def _model_hash_of(params: Mapping[str, InfotextValue]) -> str | None:
 def installed_in(
     registry: ModelRegistry, default_model: str | None, *, wait_for_hashes: bool = True
 ) -> Installed:
-    """What ``registry``'s folders hold; a model the infotext names but that is missing gives
-    way to ``default_model`` (else the first installed). Model hashes are read lazily (the
-    registry caches them), so call the import off the event loop; without
-    ``wait_for_hashes`` a hash not known yet is read in the background instead (a member's
-    request: seconds per checkpoint)."""
+    """What ``registry``'s folders hold (its flow models among them); a model the infotext
+    names but that is missing gives way to ``default_model`` (else the first installed).
+    Model hashes are read lazily (the registry caches them), so call the import off the
+    event loop; without ``wait_for_hashes`` a hash not known yet is read in the background
+    instead (a member's request: seconds per checkpoint)."""
+    # Here, not at the top: the listing's GGUF reader names torch (typing only, and inside
+    # functions), and this module is imported by request and policy code kept free of it.
+    from inference.model_list import models_without_embeddings
+
     short_hash = registry.short_hash if wait_for_hashes else registry.recalled_short_hash
     file_hash = file_sha256 if wait_for_hashes else recalled_file_sha256
     models = registry.names()
@@ -903,6 +1031,7 @@ def installed_in(
         fallback_model=fallback,
         vae_refusal=lambda request: _vae_refusal(registry, request, default_model),
         embeddings=list(registry.network_files("embedding")),
+        flow_models=models_without_embeddings(registry),
         lora_hashes=lora_hashes,
     )
 

@@ -31,6 +31,7 @@ from db import presets as store
 from db.database import transaction
 from db.presets import Scope, StoredPreset
 from db.user_settings import UserSettings
+from inference.types import RenderRequest
 
 __all__ = [
     "MAX_PRESETS",
@@ -84,6 +85,16 @@ class Preset:
             for field in dataclasses.fields(self)
             if field.name not in ("name", "scope") and getattr(self, field.name) is not None
         }
+
+    def request(self) -> RenderRequest:
+        """What of a request the preset fixes that a model's family may refuse (its model,
+        sampler and clip skip: ``inference.family_rules``), the rest left as requests are."""
+        fields: dict[str, Any] = {"model": self.model}
+        if self.sampler is not None:
+            fields["sampler"] = self.sampler
+        if self.clip_skip is not None:
+            fields["options"] = {"clip_skip": self.clip_skip}
+        return RenderRequest("", **fields)
 
     def describe(self) -> str:
         shown = ", ".join(f"{name}: {as_code(value)}" for name, value in self.settings().items())
@@ -205,15 +216,24 @@ class Presets:
         self._conn = conn
         self._clock = clock
 
-    async def save(self, user_id: int, preset: Preset) -> Preset:
-        """Save (or replace) one of the member's presets; at most ``MAX_PRESETS``."""
+    async def save(self, user_id: int, preset: Preset) -> tuple[Preset, Preset | None]:
+        """Save (or replace) one of the member's presets; at most ``MAX_PRESETS``. The preset
+        saved, and the one of that name it replaced (None: none), for the member to see."""
         preset = validated(preset)
         async with transaction(self._conn):
-            await self._put(Scope.MEMBER, user_id, StoredPreset(preset.name, preset.settings()))
-        return preset
+            old = await self._put(
+                Scope.MEMBER, user_id, StoredPreset(preset.name, preset.settings())
+            )
+        return preset, None if old is None else _from_stored(old, Scope.MEMBER)
 
-    async def delete(self, user_id: int, name: str) -> bool:
-        return await store.delete(self._conn, Scope.MEMBER, user_id, name)
+    async def delete(self, user_id: int, name: str) -> Preset | None:
+        """Delete one of the member's presets; the one deleted (None: none of that name)."""
+        async with transaction(self._conn):
+            old = await store.find(self._conn, Scope.MEMBER, user_id, name)
+            if old is None:
+                return None
+            await store.delete(self._conn, Scope.MEMBER, user_id, name)
+        return _from_stored(old, Scope.MEMBER)
 
     async def share(self, guild_id: int, admin_id: int, name: str) -> Preset:
         """Copy the admin's own preset ``name`` to the server's presets (audited)."""

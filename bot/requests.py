@@ -14,20 +14,17 @@ from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.limits import (
     CFG_ACCEPTS,
     CLIP_SKIP_ACCEPTS,
-    COUNT_ACCEPTS,
     MAX_CFG,
     MAX_CLIP_SKIP,
-    MAX_COUNT,
     MAX_SIZE,
     MAX_STEPS,
     MIN_CFG,
-    MIN_COUNT,
     MIN_SIZE,
     MIN_STEPS,
-    SEED_ACCEPTS,
     SIZE_MULTIPLE,
     STEPS_ACCEPTS,
     out_of_range,
+    seed_refusal,
 )
 from inference.limits import MAX_SEED as MAX_SEED
 from inference.names import as_typed
@@ -113,8 +110,8 @@ def resolve_seed(seed: int | None, name: str = "seed") -> int:
     calls it ``name``)."""
     if seed is None or seed == -1:
         return random_seed()
-    if not 0 <= seed <= MAX_SEED:
-        raise RequestError(out_of_range(name, SEED_ACCEPTS, seed))
+    if (refusal := seed_refusal(name, seed)) is not None:
+        raise RequestError(refusal)
     return seed
 
 
@@ -305,9 +302,6 @@ def _build(
         flags = dataclasses.replace(flags, model=as_typed(flags.model))
     if model_defaults is not None:
         defaults = model_defaults(flags.model)
-    count = flags.count if flags.count is not None else 1
-    if not MIN_COUNT <= count <= MAX_COUNT:
-        raise RequestError(out_of_range("count", COUNT_ACCEPTS, count))
     width = height = None
     clip_skip = options.clip_skip
     if clip_skip is None and preset is not None:
@@ -339,7 +333,7 @@ def _build(
         sampler=flags.sampler or defaults.sampler,
         schedule_type=options.schedule_type or RenderRequest.schedule_type,
         model=flags.model,
-        count=count,
+        count=flags.count if flags.count is not None else 1,
         fast=bool(flags.fast),
         options=extra,
         notes=notes,

@@ -136,9 +136,7 @@ async def take_run_mark(
             await accounting.refund(conn, job_id, now)
             if settles_copies:
                 await broker_chores.owe(conn, job_id, "cancelled", now)
-        await run_mark.write(conn, mark)
-    written = await run_mark.read(conn)
-    assert written is not None  # just written
+        written = await run_mark.write(conn, mark)
     await asyncio.to_thread(_write_run_file, data_dir, {mark: written.jobs_ended})
     if restored:
         log.warning(

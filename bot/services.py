@@ -30,15 +30,15 @@ from bot.refusals import RefusalLog
 from bot.requests import Defaults
 from bot.settings import Settings
 from bot.unheard_deletions import UnheardDeletions
+from inference.family_rules import flow_label
 from inference.flow_detect import FAMILY_DEFAULTS
 from inference.memory import native_side, native_side_sources
 from inference.metadata import (
     FAMILY_NAMES,
     UNKNOWN,
     checkpoint_family,
-    reads_textual_inversion,
 )
-from inference.model_list import installed_models
+from inference.model_list import installed_models, models_without_embeddings
 from inference.registry import (
     SCAN_MAX_AGE_NS,
     ModelRegistry,
@@ -71,13 +71,6 @@ def model_defaults(
     if family is None:
         return fallback
     return Defaults(steps=min(family.steps, max_steps), cfg=family.cfg, sampler=family.sampler)
-
-
-def models_without_embeddings(registry: ModelRegistry) -> list[str]:
-    """The installed models that take no textual inversion (SD3, Flux), from their headers
-    (read again only when their files change; blocking: a walk)."""
-    listed = installed_models(registry).items()
-    return [name for name, model in listed if not reads_textual_inversion(model.family)]
 
 
 def model_rendered_unnamed(registry: ModelRegistry, operators_default: str | None) -> str | None:
@@ -223,6 +216,7 @@ class Services:
             installed_loras=functools.partial(registry.network_files, "lora"),
             max_job_bytes=max_job_bytes,
             models_without_embeddings=functools.partial(models_without_embeddings, registry),
+            flow_label=functools.partial(flow_label, registry),
             # A broker's workers each take their own first model: not known here.
             unnamed_model=(
                 functools.partial(model_rendered_unnamed, registry, settings.default_model)

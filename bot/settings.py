@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.jobs.scheduler import FAIRNESS_CHOICES, Fairness
 from bot.policy.moderation import read_banned_words
 from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
@@ -195,6 +196,9 @@ class Settings(BaseSettings):
     priority_servers: Annotated[frozenset[int], NoDecode] = Field(
         default=frozenset(), validation_alias="EASEL_PRIORITY_SERVERS"
     )
+    # Between whom the queue is fair first: members (each member's fair share of device time,
+    # whatever their server) or servers (servers take turns, then members within each).
+    fairness: Fairness = Field(default="members", validation_alias="EASEL_FAIRNESS")
     # The servers Easel serves (server ids, comma-separated); empty: every server it is in.
     # Elsewhere every command and click is refused, and a server adding it is left at once.
     allowed_servers: Annotated[frozenset[int], NoDecode] = Field(
@@ -336,6 +340,18 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("fairness", mode="before")
+    @classmethod
+    def _check_fairness(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if (choice := value.strip().lower()) not in FAIRNESS_CHOICES:
+            raise ValueError(
+                "must be members (each member a fair share, whatever their server) or servers "
+                "(servers take turns first, then members within each)"
+            )
+        return choice
 
     @field_validator("compile", "warm_start", mode="before")
     @classmethod

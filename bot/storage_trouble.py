@@ -1,14 +1,15 @@
 """Easel's storage refusing a member's command, as the member is told: the data disk or the
-database full, or the database held by another writer past its busy timeout. Not the member's
-doing, and nothing is charged for it: a job's journaling and its quota reservation are one
-transaction, and an upload is saved before either."""
+database full, the disk slow to answer (a write failed, and a page's write asked of its folder
+then held past its time), or the database held by another writer past its busy timeout. Not
+the member's doing, and nothing is charged for it: a job's journaling and its quota
+reservation are one transaction, and an upload is saved before either."""
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
 
-from db.database import is_out_of_room
+from db.database import SlowToAnswer, storage_failure
 
 # SQLite's answers while another connection holds the database (past the busy timeout).
 _HELD = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -30,13 +31,18 @@ class StorageTrouble:
 
 STORAGE_FULL = StorageTrouble("Easel's storage is full right now", "try again later")
 DATABASE_BUSY = StorageTrouble("Easel's database is busy right now", "try again in a minute")
+STORAGE_SLOW = StorageTrouble("Easel's storage is slow to answer right now", "try again later")
 
 
 async def storage_trouble(error: BaseException) -> StorageTrouble | None:
     """``STORAGE_FULL`` when ``error`` is (or was raised while handling) a write that found no
-    room (``is_out_of_room``: the disk or SQLite's file), ``DATABASE_BUSY`` when it is SQLite's
-    refusal while another writer holds the database; None for anything else."""
-    if await is_out_of_room(error):
+    room (``storage_failure``: the disk or SQLite's file), ``STORAGE_SLOW`` when it is a
+    failed write whose folder held a page's write past its time, ``DATABASE_BUSY`` when it is
+    SQLite's refusal while another writer holds the database; None for anything else."""
+    failure = await storage_failure(error)
+    if isinstance(failure, SlowToAnswer):
+        return STORAGE_SLOW
+    if failure is not None:
         return STORAGE_FULL
     if (
         isinstance(error, sqlite3.OperationalError)

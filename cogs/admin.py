@@ -11,7 +11,7 @@ import io
 import json
 import time
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -36,9 +36,10 @@ from bot.policy.guild import (
     GuildSettings,
     LimitScope,
     NsfwPolicy,
+    StoredOverride,
 )
 from bot.policy.moderation import BANNED_WORD_MAX_LENGTH
-from bot.policy.quota import QuotaLimits
+from bot.policy.quota import DEFAULT_LIMITS, QuotaLimits
 from bot.policy.unavailable import quoted
 from bot.policy.visibility import RecentThreadMembers, ThreadMembershipUnknown
 from bot.presets import MAX_PRESET_NAME, PRESET_AUDIT_PREFIX, Presets, as_code
@@ -63,6 +64,8 @@ from cogs.visibility import (
 from cogs.wording import counted
 
 Action = Literal["add", "remove"]
+# /easel-admin quota: set the limits given, lift every limit, or remove the override.
+QuotaChange = Literal["set", "unlimited", "reset"]
 # /easel-admin addon's kinds, as Discord shows them (AddonKind's values).
 AddonKindName = Literal["LoRA", "embedding", "VAE", "upscaler", "ControlNet"]
 _ADDON_PLURALS = {
@@ -139,25 +142,33 @@ def describe_guild(
     list_budget: int | None = None,
     operator_banned_words: int = 0,
     default_in_use: str | None = None,
+    quotas: Sequence[StoredOverride] = (),
 ) -> str:
     """The server's settings, each list whole, or cut to ``list_budget`` characters;
     ``operator_banned_words``: how many words the bot's operator bans everywhere besides;
     ``default_in_use``: the model a request naming none gets (``GuildPolicy.default_model``),
-    shown when it is not the server's own default (unset, or left out of its list)."""
+    shown when it is not the server's own default (unset, or left out of its list);
+    ``quotas``: the server's limit overrides (``GuildPolicy.quota_overrides``)."""
 
-    def listed(which: GuildList) -> str:
-        shown = [_list_entry(which, entry) for entry in sorted(settings.entries(which))]
+    def within_budget(shown: list[str], separator: str = ", ") -> str:
         if not shown:
             return "—"
         kept, length = 0, 0
         for item in shown:
-            length += len(item) + (2 if kept else 0)  # ", " between
+            length += len(item) + (len(separator) if kept else 0)
             if list_budget is not None and length > list_budget:
                 break
             kept += 1
         left_out = len(shown) - kept
         more = f" … and {left_out} more (all in {SETTINGS_FILE})" if left_out else ""
-        return ", ".join(shown[:kept]) + more
+        return separator.join(shown[:kept]) + more
+
+    def listed(which: GuildList) -> str:
+        return within_budget(
+            [_list_entry(which, entry) for entry in sorted(settings.entries(which))]
+        )
+
+    overrides = [f"{_whose(o.scope, o.subject_id)}: {_limits_text(o.limits)}" for o in quotas]
 
     return "\n".join(
         [
@@ -182,6 +193,8 @@ def describe_guild(
                 if operator_banned_words
                 else ""
             ),
+            f"quota overrides: {within_budget(overrides, '; ')} (— means Easel's built-in "
+            f"limits for everyone: {_limits_text(DEFAULT_LIMITS.as_mapping())})",
         ]
     )
 
@@ -192,15 +205,17 @@ def describe_guild_within(
     operator_banned_words: int = 0,
     default_in_use: str | None = None,
     note: str = "",
+    quotas: Sequence[StoredOverride] = (),
 ) -> str:
     """``describe_guild`` followed by ``note``, in at most ``limit`` characters when its fixed
     lines fit: the room left with every list cut to nothing is shared between the lists that
-    have entries. A list cut to a budget is at most that budget longer than cut to nothing
-    (its "… and N more" only shortens), so the sum stays within the limit."""
-    bare = describe_guild(settings, 0, operator_banned_words, default_in_use) + note
-    filled = sum(1 for which in GuildList if settings.entries(which)) or 1
+    have entries (the quota overrides one of them). A list cut to a budget is at most that
+    budget longer than cut to nothing (its "… and N more" only shortens), so the sum stays
+    within the limit."""
+    bare = describe_guild(settings, 0, operator_banned_words, default_in_use, quotas) + note
+    filled = sum(1 for which in GuildList if settings.entries(which)) + bool(quotas) or 1
     budget = max(0, (limit - len(bare)) // filled)
-    return describe_guild(settings, budget, operator_banned_words, default_in_use) + note
+    return describe_guild(settings, budget, operator_banned_words, default_in_use, quotas) + note
 
 
 def _audit_row(entry: AuditEntry, room: int | None = None) -> str:
@@ -223,12 +238,10 @@ def _change_text(entry: AuditEntry, room: int | None) -> str:
         return f"default model: {before} → {after}"
     scope, _, subject = entry.setting.removeprefix("quota:").partition(":")
     if entry.setting.startswith("quota:") and scope in set(LimitScope):
-        whose = {
-            LimitScope.GUILD: "everyone",
-            LimitScope.ROLE: f"<@&{subject}>",
-            LimitScope.USER: f"<@{subject}>",
-        }[LimitScope(scope)]
-        return f"quota for {whose}: {_cut(_limits_text(json.loads(new or '{}')), room)}"
+        whose = _whose(LimitScope(scope), subject)
+        if new is None:
+            return f"quota for {whose}: override removed"
+        return f"quota for {whose}: {_cut(_limits_text(json.loads(new)), room)}"
     # A server preset's row holds a member's words (its name, its negative prompt): escaped,
     # so that they cannot format, mask a link or show a mention in the moderators' log.
     cut = _escaped if entry.setting.startswith(PRESET_AUDIT_PREFIX) else _cut
@@ -236,7 +249,14 @@ def _change_text(entry: AuditEntry, room: int | None) -> str:
     return f"{setting}: {before} → {after}"
 
 
-def _limits_text(limits: dict[str, float | None]) -> str:
+def _whose(scope: LimitScope, subject_id: int | str) -> str:
+    """Whom a quota override limits, as a mention ("everyone": the server's default)."""
+    if scope is LimitScope.GUILD:
+        return "everyone"
+    return f"<@&{subject_id}>" if scope is LimitScope.ROLE else f"<@{subject_id}>"
+
+
+def _limits_text(limits: Mapping[str, float | None]) -> str:
     """Quota limits as /easel-admin quota confirms them: "images per day: 5"."""
     given = [f"{k.replace('_', ' ')}: {v:g}" for k, v in limits.items() if v is not None]
     return ", ".join(given) or "unlimited"
@@ -331,23 +351,38 @@ class AdminCog(commands.Cog):
             return
         verb = "Added" if action == "add" else "Removed"
         said = f"{verb} {shown} {'to' if action == 'add' else 'from'} the {list_name}."
-        emptied = action == "remove" and not (await self._policy.settings(guild_id)).entries(which)
-        if when_empty is not None and emptied:
+        entries = (await self._policy.settings(guild_id)).entries(which)
+        if when_empty is not None and action == "remove" and not entries:
             said += f" The list is now empty: {when_empty}."
+        if which is GuildList.ALLOWED_CHANNEL and action == "add" and len(entries) == 1:
+            said += await self._only_here(guild_id, int(value))
         await self._done(interaction, said)
+
+    async def _only_here(self, guild_id: int, channel_id: int) -> str:
+        """What the first allowed channel changes, said with it: every other channel closes."""
+        unfinished = await self._policy.unfinished_outside(guild_id, channel_id)
+        ended = (
+            f" Queued or rendering now in other channels and their threads: "
+            f"{counted(unfinished, 'job')}, which end unposted and refunded (their makers are "
+            "told); removing the channel again brings none back."
+            if unfinished
+            else ""
+        )
+        return f" Easel now answers only in the listed channels (and their threads).{ended}"
 
     @admin.command(name="show", description="Every Easel setting of this server")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         settings = await self._policy.settings(_guild_id(interaction))
+        quotas = await self._policy.quota_overrides(_guild_id(interaction))
         operator_words = self._policy.operator_banned_word_count
         in_use = self._policy.default_model(settings)
         missing = _missing_audit_log(interaction)
-        whole = describe_guild(settings, None, operator_words, in_use) + missing
+        whole = describe_guild(settings, None, operator_words, in_use, quotas) + missing
         if len(whole) <= MESSAGE_LIMIT:
             await self._done(interaction, whole)
             return
         await interaction.response.send_message(
-            describe_guild_within(MESSAGE_LIMIT, settings, operator_words, in_use, missing),
+            describe_guild_within(MESSAGE_LIMIT, settings, operator_words, in_use, missing, quotas),
             file=discord.File(io.BytesIO(whole.encode()), filename=SETTINGS_FILE),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -359,8 +394,15 @@ class AdminCog(commands.Cog):
         self,
         interaction: discord.Interaction[Any],
         action: Action,
-        channel: app_commands.AppCommandChannel,
+        # A thread too, so that its refusal can name its channel (else Discord's own).
+        channel: app_commands.AppCommandChannel | app_commands.AppCommandThread,
     ) -> None:
+        if isinstance(channel, app_commands.AppCommandThread):
+            # The list is of channels: a thread or forum post is enabled with its own.
+            raise UserError(
+                f"<#{channel.id}> is a thread; threads and forum posts are allowed with the "
+                f"channel they are in: {action} <#{channel.parent_id}> instead."
+            )
         await self._change(interaction, GuildList.ALLOWED_CHANNEL, action, str(channel.id))
 
     @admin.command(name="model", description="Allow or disallow a model on this server")
@@ -483,10 +525,12 @@ class AdminCog(commands.Cog):
         scope="server: everyone's default; role or member: an override",
         role="The role, for scope role",
         member="The member, for scope member",
-        images_per_day="Pictures a day (empty: unlimited)",
-        images_per_week="Pictures a week (empty: unlimited)",
-        images_per_month="Pictures a month (empty: unlimited)",
-        gpu_seconds_per_day="GPU seconds a day (empty: unlimited)",
+        images_per_day="Pictures a day (empty: no limit on this)",
+        images_per_week="Pictures a week (empty: no limit on this)",
+        images_per_month="Pictures a month (empty: no limit on this)",
+        gpu_seconds_per_day="GPU seconds a day (empty: no limit on this)",
+        change="set (default): the limits given; unlimited: no limits; reset: remove the "
+        "override, so the next level (role, server, Easel's built-in) applies again",
     )
     @app_commands.choices(scope=_SCOPE_CHOICES)
     async def quota(
@@ -499,6 +543,7 @@ class AdminCog(commands.Cog):
         images_per_week: app_commands.Range[int, 0, 1_000_000] | None = None,
         images_per_month: app_commands.Range[int, 0, 10_000_000] | None = None,
         gpu_seconds_per_day: app_commands.Range[float, 0.0, 86_400.0] | None = None,
+        change: QuotaChange = "set",
     ) -> None:
         guild_id = _guild_id(interaction)
         limited = LimitScope(scope.value)
@@ -518,8 +563,38 @@ class AdminCog(commands.Cog):
             images_per_month=images_per_month,
             gpu_seconds_per_day=gpu_seconds_per_day,
         )
-        await self._policy.set_quota(guild_id, interaction.user.id, limited, subject_id, limits)
-        await self._done(interaction, f"Quota for {subject}: {_limits_text(limits.as_mapping())}.")
+        given = _limits_text(limits.as_mapping())
+        if (change == "set") == (given == "unlimited"):
+            raise UserError(
+                f"Give {subject} at least one limit with change:set; or change:reset to remove "
+                f"the override (then {await self._next_level(guild_id, limited)} apply), or "
+                "change:unlimited for no limits at all."
+                if change == "set"
+                else f"change:{change} takes no limits; leave them empty, or use change:set."
+            )
+        admin_id = interaction.user.id
+        if change == "reset":
+            removed = await self._policy.set_quota(guild_id, admin_id, limited, subject_id, None)
+            now = await self._next_level(guild_id, limited)
+            said = "Removed the quota override" if removed else "There was no quota override"
+            await self._done(interaction, f"{said} for {subject}: {now} apply.")
+            return
+        await self._policy.set_quota(guild_id, admin_id, limited, subject_id, limits)
+        await self._done(
+            interaction,
+            f"Quota for {subject}: {given} (change:reset removes this override, so "
+            f"{await self._next_level(guild_id, limited)} apply again).",
+        )
+
+    async def _next_level(self, guild_id: int, scope: LimitScope) -> str:
+        """What limits apply where an override of ``scope`` is missing, in words."""
+        server = await self._policy.server_quota(guild_id)
+        fallback = (
+            f"the server's default limits ({_limits_text(server)})"
+            if server is not None and scope is not LimitScope.GUILD
+            else f"Easel's built-in limits ({_limits_text(DEFAULT_LIMITS.as_mapping())})"
+        )
+        return f"their roles' overrides, else {fallback}" if scope is LimitScope.USER else fallback
 
     @admin.command(name="preset", description="Share one of your presets with the server")
     @app_commands.describe(
@@ -551,6 +626,7 @@ class AdminCog(commands.Cog):
         job_id = job.strip().lower()
         history = services_of(interaction).history
         with_it = await history.restore(_guild_id(interaction), job_id, interaction.user.id)
+        restored = await history.job(job_id)
         private = await history.private_among(with_it)
         also = (
             f" So may those of the {counted(len(with_it), 'job')} withdrawn with it (made from "
@@ -558,11 +634,17 @@ class AdminCog(commands.Cog):
             if with_it
             else ""
         )
+        undone = (
+            "its pictures may be shown and used again (`/show` by its maker posts them; the "
+            "deleted messages, its other posts and copies by DM the withdrawal deleted, stay "
+            "deleted)"
+            if restored is not None and restored.image_paths
+            else "it was stopped before it rendered, so it has no pictures to show; its maker "
+            "may submit it again"
+        )
         await self._done(
             interaction,
-            f"Restored job `{job_id}`: its pictures may be shown and used again (`/show` by its "
-            f"maker posts them; the deleted messages, its other posts and copies by DM the "
-            f"withdrawal deleted, stay deleted).{also} A job withdrawn at "
+            f"Restored job `{job_id}`: {undone}.{also} A job withdrawn at "
             "another moment (its own post deleted before or after) stays withdrawn; restore it "
             "by its id. One whose post went in the same bulk delete came back with it.",
         )

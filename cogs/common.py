@@ -16,6 +16,7 @@ import discord
 
 from bot.acknowledge_first import AcknowledgeFirst
 from bot.compare import redraws_by_seed
+from bot.edits import PictureRenderers
 from bot.history import StoredJob
 from bot.images import check_upload_size
 from bot.jobs.accounting import (
@@ -35,7 +36,7 @@ from bot.policy.addons import (
     is_among,
 )
 from bot.policy.engine_inputs import asks_face_restorer, check_face_restorer
-from bot.policy.guild import GuildList, NsfwPolicy
+from bot.policy.guild import Admission, GuildList, NsfwPolicy
 from bot.policy.moderation import model_allowed, model_left_out, models_rendered
 from bot.policy.unavailable import unavailable_here
 from bot.presets import (
@@ -55,12 +56,19 @@ from bot.requests import (
 )
 from bot.services import Services
 from bot.shown_text import ELLIPSIS, as_read, grapheme_boundary, laid_out
-from bot.user_errors import Reason, UserError
+from bot.user_errors import Reason, UserError, as_sentence
 from cogs.contexts import received_at
-from cogs.visibility import check_member_may_act_here, is_age_restricted
+from cogs.visibility import (
+    check_enabled_here,
+    check_member_may_act_here,
+    is_age_restricted,
+    parent_unseen,
+    thread_parent,
+)
 from cogs.withdrawals import check_posts_there
 from cogs.wording import counted
-from inference.family_rules import SamplerNotTaken, check_model_family, check_model_sampler
+from inference.family_rules import SamplerNotTaken, check_model_family
+from inference.model_list import models_without_embeddings
 from inference.names import as_typed
 from inference.types import RenderInputError, RenderRequest
 
@@ -361,7 +369,7 @@ async def requests_for_member(
             options,
             services.request_defaults,
             over_saved_settings(chosen, personal),
-            lambda model: services.model_defaults(model, default_model),
+            defaults_by_model(services, default_model),
         )
         # The others differ by seed.
         check_family_takes(services, requests[0], default_model, allowed, saved)
@@ -394,6 +402,8 @@ def check_family_takes(
     default_model: str | None,
     allowed_models: Collection[str],
     saved: tuple[str, Preset | None] | None = None,
+    *,
+    vae: bool = False,
 ) -> None:
     """What the model's family cannot take (fast mode, clip skip or a sampler on Flux, a
     refiner after SD 1.5, a refiner as the model) refused before anything is queued, in the
@@ -401,13 +411,13 @@ def check_family_takes(
     load. A model or refiner ``allowed_models`` (``allowed_models_where``) leaves out is left
     to admission, whose one refusal never tells what the server hides (nor its family). A
     sampler the member saved, not typed (``saved``: ``saved_sampler``'s) is refused naming
-    where it is kept (``refused_as_saved``). Reads the model's header (cached per file
-    version): run it on a thread."""
+    where it is kept (``refused_as_saved``). ``vae``: its VAE too (``check_model_family``).
+    Reads the model's header (cached per file version): run it on a thread."""
     named = (as_typed(str(name)) for name in models_rendered(request) if name is not None)
     if model_left_out(named, allowed_models) is not None:
         return
     try:
-        check_model_family(services.registry, request, default_model)
+        check_model_family(services.registry, request, default_model, vae=vae)
     except SamplerNotTaken as error:
         if saved is None:
             raise UserError(str(error)) from None
@@ -422,8 +432,15 @@ async def model_defaults_for(
     """The request defaults by model name where ``interaction`` happens: the model's family's
     (Flux schnell: 4 steps), the default model being this server's, else the bot's. What it
     returns reads file headers: call that from a worker thread."""
-    services = services_of(interaction)
-    default_model = await default_model_for(interaction)
+    return defaults_by_model(services_of(interaction), await default_model_for(interaction))
+
+
+def defaults_by_model(
+    services: Services, default_model: str | None
+) -> Callable[[str | None], Defaults]:
+    """The request defaults by model name, ``default_model`` rendering for a request naming
+    none (``model_defaults_for``). What it returns reads file headers: call that from a
+    worker thread."""
     return lambda model: services.model_defaults(model, default_model)
 
 
@@ -438,8 +455,12 @@ async def models_allowed_in(
 ) -> list[str]:
     """``names`` less the models this server does not allow: a list, an autocomplete or a
     refusal never shows what the server's admins left out."""
-    allowed = await allowed_models_where(services, guild_id)
-    return [name for name in names if model_allowed(name, allowed)]
+    return only_allowed(names, await allowed_models_where(services, guild_id))
+
+
+def only_allowed(names: Iterable[str], allowed_models: Collection[str]) -> list[str]:
+    """``names`` less the models ``allowed_models`` (``allowed_models_where``) leaves out."""
+    return [name for name in names if model_allowed(name, allowed_models)]
 
 
 async def allowed_models_where(services: Services, guild_id: int | None) -> Collection[str]:
@@ -449,17 +470,22 @@ async def allowed_models_where(services: Services, guild_id: int | None) -> Coll
     return (await services.guild_policy.settings(guild_id)).entries(GuildList.ALLOWED_MODEL)
 
 
-async def picture_renderers_in(
-    services: Services, guild_id: int | None
-) -> tuple[list[str], list[str]]:
+async def picture_renderers_in(services: Services, guild_id: int | None) -> PictureRenderers:
     """The models and VAEs installed that ``guild_id`` allows: what a picture's own settings
-    may name when it is rendered from again (``bot.edits.request_from_infotext``). The
-    folders are walked on a thread."""
-    models, vaes = await asyncio.to_thread(
-        lambda: (services.model_names(), list(services.registry.network_files("vae")))
+    may name when it is rendered from again (``bot.edits.request_from_infotext``), and which
+    of those models are of a flow family (``models_without_embeddings``). The folders are
+    walked and the headers read on a thread."""
+    models, vaes, flow = await asyncio.to_thread(
+        lambda: (
+            services.model_names(),
+            list(services.registry.network_files("vae")),
+            frozenset(models_without_embeddings(services.registry)),
+        )
     )
     rules = await services.guild_policy.addon_rules(guild_id)
-    return await models_allowed_in(services, guild_id, models), rules.usable(AddonKind.VAE, vaes)
+    usable = await models_allowed_in(services, guild_id, models)
+    usable_flow = [model for model in usable if model in flow]
+    return PictureRenderers(usable, rules.usable(AddonKind.VAE, vaes), usable_flow)
 
 
 async def check_model_installed(
@@ -485,15 +511,36 @@ async def check_model_usable(services: Services, model: str, guild_id: int | Non
         raise await _model_unavailable(services, model, guild_id)
 
 
-async def check_model_takes_sampler(services: Services, model: str, sampler: str) -> None:
-    """``sampler``, saved with ``model`` (a preset), refused on saving when no such sampler
-    is, or when ``model``'s flow family lacks it (Flux schnell: Euler, UniPC), in its
-    render's sentence (``check_model_sampler``: a header read, on a thread)."""
-    check_sampler(sampler)
+async def check_preset_takes(
+    services: Services, preset: Preset, guild_id: int | None
+) -> str | None:
+    """``preset``'s sampler and clip skip refused on saving when no such sampler is, or when
+    the model it names cannot take them (Flux: no clip skip; Flux schnell: Euler, UniPC), in
+    the render's sentence (``check_family_here``). A preset naming no model is the member's
+    on every server, and renders with each one's default: what this server's refuses of it
+    is saved, and told in the note returned (None: nothing)."""
+    if preset.sampler is not None:
+        check_sampler(preset.sampler)
     try:
-        await asyncio.to_thread(check_model_sampler, services.registry, model, sampler)
-    except RenderInputError as error:
-        raise UserError(str(error)) from None
+        await check_family_here(services, preset.request(), guild_id)
+    except UserError as refusal:
+        if preset.model is not None:
+            raise
+        return (
+            "Note: naming no model, it renders here with this server's default, which refuses "
+            f"it: {as_sentence(str(refusal))} Add a `--model` that takes it when you use it here."
+        )
+    return None
+
+
+async def check_family_here(
+    services: Services, request: RenderRequest, guild_id: int | None, *, vae: bool = False
+) -> None:
+    """``check_family_takes`` of ``request`` where ``guild_id``'s default model and list of
+    allowed models apply, its header read on a thread."""
+    default_model = await services.guild_policy.default_model_where(guild_id)
+    allowed = await allowed_models_where(services, guild_id)
+    await asyncio.to_thread(check_family_takes, services, request, default_model, allowed, vae=vae)
 
 
 async def _model_unavailable(services: Services, model: str, guild_id: int | None) -> UserError:
@@ -533,6 +580,11 @@ class Requester:
     role_ids: tuple[int, ...]
     is_admin: bool
     age_restricted: bool  # the channel's NSFW flag
+    # A thread's channel: the thread is enabled with it (``GuildPolicy.check_channel``).
+    thread_parent_id: int | None = None
+    # A thread in a channel Easel may not view (``parent_unseen``): its pictures are journaled
+    # as age-restricted, the admission's rule reads ``age_restricted`` alone.
+    parent_unseen: bool = False
 
 
 def first_image(message: discord.Message) -> discord.Attachment | None:
@@ -559,6 +611,8 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
         role_ids=role_ids(interaction),
         is_admin=is_admin(interaction),
         age_restricted=is_age_restricted(interaction.channel),
+        thread_parent_id=thread_parent(interaction.channel),
+        parent_unseen=parent_unseen(interaction.channel),
     )
 
 
@@ -584,14 +638,18 @@ async def admitted_submission(
         request,
         requester.role_ids,
         requester.user_id,
+        parent_id=requester.thread_parent_id,
     )
     check_render_limits(services, admission.request)
     await check_model_installed(services, admission.request.model, requester.guild_id)
     await check_addons_installed(
         services, admission.request, requester.guild_id, admission.installed
     )
-    if asks_face_restorer(admission.request):
-        await asyncio.to_thread(check_face_restorer, admission.request, services.registry)
+    # Every path's request as it will render (a picture's own settings, a form's control
+    # picture), the family rules told privately here, not after the queue in the channel.
+    # ``admit`` filled in the default model (one still unnamed has none anywhere) and read
+    # the list these are checked against: no default nor list is read again.
+    await asyncio.to_thread(_check_engine_takes, services, admission)
     # A 🔄 or Remix of an edit or an upscale.
     if input_size is None and costs_by_its_picture(admission.request):
         input_size = await asyncio.to_thread(input_picture_size, admission.request)
@@ -607,10 +665,20 @@ async def admitted_submission(
         priority=priority_class(admission.request, admission.priority),
         spoiler=admission.nsfw_policy is NsfwPolicy.SPOILER,
         private=private,
-        age_restricted=requester.age_restricted,
+        age_restricted=requester.age_restricted or requester.parent_unseen,
+        thread_parent_id=requester.thread_parent_id,
         render_size=RenderSize(await services.native_side(admission.request.model), input_size),
         **delivery,
     )
+
+
+def _check_engine_takes(services: Services, admission: Admission) -> None:
+    """What the engine refuses of the admitted request: its model family's rules (its VAE's
+    included) and a face restorer it names. Reads headers and folders: run it on a thread."""
+    request = admission.request
+    check_family_takes(services, request, None, admission.allowed_models, vae=True)
+    if asks_face_restorer(request):
+        check_face_restorer(request, services.registry)
 
 
 async def acknowledge(
@@ -630,7 +698,7 @@ async def acknowledge(
     services = services_of(interaction)
     private = (await services.member_settings.get(interaction.user.id)).private_results
     check_member_may_act_here(interaction, private=private)
-    await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
+    await check_enabled_here(interaction)
     await _check_smallest_job_fits(interaction, may_be_free=may_be_free)
     await defer_thinking(interaction, private=private)
     return private

@@ -134,6 +134,7 @@ async def _check_every_cell(
                 cell,
                 requester.role_ids,
                 requester.user_id,  # read one after the other, on one planning thread
+                parent_id=requester.thread_parent_id,
             )
             for cell in cells_planned_apart(cells)
         )

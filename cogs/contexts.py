@@ -25,8 +25,10 @@ from bot.jobs.retention import DISCORD_TOKEN_LIFETIME_S
 from bot.memo import ExpiringKeys
 from cogs.visibility import DISCORD_FAILED
 
-# /forget-me's command name (``cogs.history``), which some paths must know before its cog runs.
+# /forget-me's command name (``cogs.history``), which some paths must know before its cog runs,
+# and the start of its confirmation button's custom_id (then the asking interaction's id).
 FORGET_ME = "forget-me"
+FORGET_ME_CONFIRM = "easel-forget-me:"
 
 if TYPE_CHECKING:
     from discord.state import ConnectionState
@@ -106,15 +108,18 @@ def _stamp_receipts(
 
 # Commands answered in every server, listed or not: a member whose only server in common with
 # Easel was left off EASEL_ALLOWED_SERVERS (DMs off) could otherwise never erase their data.
-# /forget-me (``cogs.history``) has no buttons or forms, so only its command needs to pass.
+# /forget-me (``cogs.history``) passes, and the press of its confirmation's button.
 _COMMANDS_SERVED_EVERYWHERE = frozenset({FORGET_ME})
 
 
 def _served_everywhere(payload: dict[str, Any]) -> bool:
     data = payload.get("data")
+    if not isinstance(data, dict):
+        return False
+    if payload.get("type") == discord.InteractionType.component.value:
+        return str(data.get("custom_id", "")).startswith(FORGET_ME_CONFIRM)
     return (
         payload.get("type") == discord.InteractionType.application_command.value
-        and isinstance(data, dict)
         and data.get("name") in _COMMANDS_SERVED_EVERYWHERE
     )
 

@@ -17,7 +17,7 @@ from cogs.edit import SavedInputs
 from cogs.forms import ReportingModal
 from cogs.info import picture_of
 from cogs.results.story import check_posted_picture
-from cogs.visibility import check_member_may_use
+from cogs.visibility import check_enabled_here, check_member_may_use
 from inference.control_units import CONTROL_TYPES, MAX_CONTROL_WEIGHT
 
 MENU_NAME = "Use as control"
@@ -40,9 +40,7 @@ class ControlMenuCog(commands.Cog):
     ) -> None:
         # Where Easel works, and the same reading rules as the other menus, before the modal
         # opens (and again when it is submitted: the picture is read then, the job admitted).
-        await services_of(interaction).guild_policy.check_channel(
-            interaction.guild_id, interaction.channel_id
-        )
+        await check_enabled_here(interaction)
         await check_member_may_use(interaction, message)
         picture = picture_of(message, MENU_NAME)  # a message without a picture opens no form
         await check_posted_picture(interaction, message, picture.filename)

@@ -23,7 +23,7 @@ from bot.user_errors import UserError
 from cogs.common import defer_thinking, model_defaults_for, services_of, submit_from_interaction
 from cogs.errors import report_error
 from cogs.info import read_attachment
-from cogs.visibility import check_member_may_act_here
+from cogs.visibility import check_enabled_here, check_member_may_act_here
 from inference.describe import MAX_WAITING, Captioner
 from inference.model_thread import AlreadyInLine, LineFull
 from inference.types import RenderFailed
@@ -113,7 +113,7 @@ class DescribeCog(commands.Cog):
                 "to a captioning model folder."
             )
         services = services_of(interaction)
-        await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
+        await check_enabled_here(interaction)
         member = interaction.user.id
         personal = await services.member_settings.get(member)
         # The suggestions are text: posted for everyone, they need Send Messages there.

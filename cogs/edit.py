@@ -18,10 +18,12 @@ from discord.ext import commands
 from bot.edits import (
     InpaintSettings,
     Picture,
+    PictureRenderers,
     check_mask_paints,
     check_may_vary,
     inpaint_request,
     input_path,
+    picture_settings,
     request_from_infotext,
     upscale_request,
     vary_denoise,
@@ -145,9 +147,7 @@ def picture_in(message: discord.Message) -> discord.Attachment:
     return picture
 
 
-async def _renderers_here(
-    interaction: discord.Interaction[Any],
-) -> tuple[list[str], list[str]]:
+async def _renderers_here(interaction: discord.Interaction[Any]) -> PictureRenderers:
     """The models and VAEs a picture's own settings may name here."""
     return await picture_renderers_in(services_of(interaction), interaction.guild_id)
 
@@ -249,12 +249,13 @@ class EditCog(commands.Cog):
                 interaction, saved, source, image.filename
             )
             check_may_vary(picture)  # no prompt makes its size right: said first
-            models, vaes = await _renderers_here(interaction)
+            models, vaes, flow = await _renderers_here(interaction)
             base = request_from_infotext(
                 picture.infotext,
                 prompt,
                 models,
                 usable_vaes=vaes,
+                flow_models=flow,
                 how_to_give_a_prompt=how_to_give_a_prompt,
             )
             request = vary_request(base, picture, denoise)
@@ -289,8 +290,10 @@ class EditCog(commands.Cog):
         async with SavedInputs(interaction) as inputs:
             picture = await inputs.save(image)
             mask_picture = await inputs.save(mask, mask=True)
-            models, vaes = await _renderers_here(interaction)
-            base = request_from_infotext(picture.infotext, prompt, models, usable_vaes=vaes)
+            models, vaes, flow = await _renderers_here(interaction)
+            base = request_from_infotext(
+                picture.infotext, prompt, models, usable_vaes=vaes, flow_models=flow
+            )
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
             await services_of(interaction).picture_work.run(
@@ -346,10 +349,8 @@ class EditCog(commands.Cog):
                 interaction, saved, source, image.filename
             )
             # A fast upscale uses no model: the picture's is not read.
-            models, vaes = (None, []) if mode == "fast" else await _renderers_here(interaction)
-            base = request_from_infotext(
-                picture.infotext, None, models, usable_vaes=vaes, prompt_required=False
-            )
+            renderers = None if mode == "fast" else await _renderers_here(interaction)
+            base = picture_settings(picture.infotext, renderers)
             installed_upscalers = await asyncio.to_thread(services.upscaler_names)
             request = upscale_request(
                 base,

@@ -25,9 +25,10 @@ FORM_TIMEOUT_S = 15 * 60
 
 # What ``form_id`` makes: only these submits are Easel's to answer when no form took them.
 _FORM_ID = re.compile(r"easel:[a-z]+(?:-[a-z]+)*-modal:[0-9a-f]{16}")
-# Set on a submit's interaction by the form that took it (``ReportingModal.interaction_check``,
-# or its ``on_error`` when discord.py could not read the submit into it).
-_TAKEN = "easel.form_taken"
+# Set on an interaction by the live form or view that took it (``mark_taken``): a form's
+# submit (``ReportingModal.interaction_check``, or its ``on_error`` when discord.py could not
+# read the submit into it), or a /forget-me question's press.
+_TAKEN = "easel.taken"
 
 LOST_FORM = (
     "Easel no longer has this form: it was opened before Easel restarted, or left open too "
@@ -52,7 +53,7 @@ class ReportingModal(discord.ui.Modal):
         super().__init__(title=title, timeout=FORM_TIMEOUT_S, custom_id=form_id(kind))
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-        interaction.extras[_TAKEN] = True
+        mark_taken(interaction)
         return True
 
     # discord.py's Modal.on_error drops the View's ``item`` argument, as here; mypy holds the
@@ -62,8 +63,25 @@ class ReportingModal(discord.ui.Modal):
     ) -> None:
         # A submit discord.py failed to read into the form (before ``interaction_check``) is
         # this form's too: answered here, once.
-        interaction.extras[_TAKEN] = True
+        mark_taken(interaction)
         await report_error(interaction, error, f"modal {type(self).__name__}")
+
+
+def mark_taken(interaction: discord.Interaction[Any]) -> None:
+    """Mark ``interaction`` as taken by a live form or view (``untaken_custom_id``)."""
+    interaction.extras[_TAKEN] = True
+
+
+def untaken_custom_id(
+    interaction: discord.Interaction[Any], kind: discord.InteractionType
+) -> str | None:
+    """The custom_id of ``interaction``, one of ``kind``, where no live form or view took it
+    (``mark_taken``); None otherwise."""
+    if interaction.type is not kind or interaction.extras.get(_TAKEN):
+        return None
+    data: Mapping[str, Any] = interaction.data or {}
+    custom_id = data.get("custom_id")
+    return custom_id if isinstance(custom_id, str) else None
 
 
 async def answer_lost_form(interaction: discord.Interaction[Any]) -> None:
@@ -74,14 +92,10 @@ async def answer_lost_form(interaction: discord.Interaction[Any]) -> None:
     dispatches ``on_interaction`` (a task made after it), and asyncio starts tasks in the order
     they were made; a form marks the submit in its task's first step, before anything it
     awaits can let this listener run."""
-    if interaction.type is not discord.InteractionType.modal_submit:
+    custom_id = untaken_custom_id(interaction, discord.InteractionType.modal_submit)
+    if custom_id is None or not _FORM_ID.fullmatch(custom_id):
         return
     data: Mapping[str, Any] = interaction.data or {}
-    custom_id = data.get("custom_id")
-    if interaction.extras.get(_TAKEN) or not isinstance(custom_id, str):
-        return
-    if not _FORM_ID.fullmatch(custom_id):
-        return
     log.info("form %s submitted by user %s is no longer open: told", custom_id, interaction.user.id)
     try:
         await tell(interaction, lost_form_message(list(typed_values(data.get("components", ())))))

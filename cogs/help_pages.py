@@ -103,13 +103,15 @@ _PRIVACY = """\
 **Your results and data:**
 `/settings` — your defaults (steps, cfg, sampler, size, negative prompt, clip skip), \
 `private_results` (your results shown to you only) and `results_by_dm` (a copy of each \
-result by DM, except those made in age-restricted channels); `reset` forgets them first.
+result by DM, except those made in age-restricted channels); `reset` forgets them first, \
+`clear` one of them alone.
 `/presets` `save`, `delete`, `list` — your named settings, used with `--preset name`.
 `/history [search]` — your past jobs in this server; `/show job_id` posts one again.
 `/queue`, `/cancel [job_id]`, `/quota` — your waiting jobs, stop one (never charged its \
 pictures; one you stop while it renders, the GPU time it used; an admin's stop is free), \
 your limits here.
-`/forget-me` — erases your jobs, pictures, uploads and settings, and deletes Easel's posts \
+`/forget-me` — asks first, then erases your jobs, pictures, uploads, settings and presets \
+in every server and in DMs, for good (it cannot be undone), and deletes Easel's posts \
 of them in servers, U1–U4 reposts and the copies others asked for with DM me included \
 (copies sent to you by DM stay). What others \
 made from your public results (their V1–V4, Vary, 🔄, Remix or Upscale) is theirs and keeps \
@@ -122,7 +124,8 @@ _ADMIN = """\
 `show` — this server's settings; `channel` — where Easel answers; `model` and \
 `default-model` — the models allowed here and the default; `addon` — the LoRAs, embeddings, \
 VAEs, upscalers and ControlNets allowed here (none listed: all); `quota` — limits per \
-server, role or member; `priority-role` — roles whose jobs go first among this server's; \
+server, role or member (`change:reset` removes one); `priority-role` — roles whose jobs go \
+first among this server's; \
 `nsfw` — the NSFW policy; `banned-word` — words refused in prompts; `restore` — a job \
 withdrawn when a moderator deleted one of its posts, or withheld at delivery; `preset` — \
 share a preset with everyone here; `audit` — who changed what; `dashboard` — a sign-in link \

@@ -40,8 +40,9 @@ from cogs.common import (
     services_of,
     turned_label,
 )
-from cogs.contexts import FORGET_ME
+from cogs.contexts import FORGET_ME, FORGET_ME_CONFIRM
 from cogs.errors import report_error
+from cogs.forms import mark_taken, untaken_custom_id
 from cogs.job_lines import history_line_text
 from cogs.lists import MAX_SEARCH_CHARS
 from cogs.results.buttons import (
@@ -60,6 +61,7 @@ from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
 from cogs.visibility import (
     DISCORD_FAILED,
+    check_enabled_here,
     check_member_may_act_here,
     check_member_may_read_channel,
     is_age_restricted,
@@ -91,7 +93,8 @@ LOST_THE_CHANNEL = (
 # /show's refusal once Discord hides that channel from Easel itself (``HiddenFromEasel``).
 EASEL_LOST_THE_CHANNEL = (
     "Easel can no longer see the channel or thread job `{}` was made in, so /show does not "
-    "post it again."
+    "post it again; once Easel is added to that thread (or may view that channel), /show "
+    "brings it back."
 )
 
 log = logging.getLogger(__name__)
@@ -158,7 +161,7 @@ async def check_may_show_here(
     a member shown it privately in an ordinary channel has not passed one. ``made_in``: the
     job's channel when an earlier check asked Discord for it (not asked again)."""
     policy = services_of(interaction).guild_policy
-    await policy.check_channel(interaction.guild_id, interaction.channel_id)
+    await check_enabled_here(interaction)
     if interaction.guild_id is None:
         return
     # The rule DM copies follow (``made_age_restricted``): a channel the cache lacks (an
@@ -173,6 +176,7 @@ async def check_may_show_here(
             f"Discord did not say whether the channel job `{job.job_id}` was made in is "
             "age-restricted; try /show again in a moment."
         ),
+        hidden=EASEL_LOST_THE_CHANNEL.format(job.job_id),
     )
     settings = await policy.settings(interaction.guild_id)
     check_repost(
@@ -252,6 +256,92 @@ ERASE_RETRIED = (
 # /forget-me's erase reads and rewrites all the member's jobs, files and ledger rows: a member
 # runs it once per this long (kept in memory: a restart forgets when they last ran it).
 FORGET_ME_COOLDOWN_S = 15 * 60.0
+# /forget-me asks first; its button works this long, then the question expires.
+FORGET_ME_CONFIRM_S = 180.0
+ERASE_EVERYTHING = "Erase everything"
+FORGET_ME_ASK = (
+    "**Erase all your Easel data?** In every server and in DMs: your jobs, pictures, uploads, "
+    "settings and presets, and Easel's posts of them in channels; your quota records are "
+    "anonymised. This cannot be undone, and Easel keeps no copy. "
+    f"Press **{ERASE_EVERYTHING}** within {FORGET_ME_CONFIRM_S / 60:.0f} minutes to go ahead; "
+    "anything else keeps everything."
+)
+FORGET_ME_EXPIRED = "/forget-me expired: nothing was erased. Run it again to erase your data."
+FORGET_ME_PRESSED = f"**{ERASE_EVERYTHING}** was pressed: the answer below says what was erased."
+FORGET_ME_REFUSED = (
+    f"**{ERASE_EVERYTHING}** was pressed but refused, so nothing was erased: the answer below "
+    "says why."
+)
+FORGET_ME_PRESS_FAILED = f"**{ERASE_EVERYTHING}** was pressed: the answer below says what happened."
+# A press that no live question took: asked before Easel restarted, or pressed as the question
+# expired or after its one press (``HistoryCog.answer_stray_erase_press``).
+FORGET_ME_NO_LONGER_OPEN = (
+    "This /forget-me question is no longer open (it expired, was already pressed, or Easel "
+    "restarted since): this press erased nothing. Run /forget-me again to erase your data."
+)
+
+
+class _EraseButton(discord.ui.Button["_EraseConfirmation"]):
+    """/forget-me's confirmation's button; its custom_id lets it pass in a server left off
+    EASEL_ALLOWED_SERVERS, as /forget-me does (``cogs.contexts``)."""
+
+    def __init__(self, custom_id: str) -> None:
+        super().__init__(
+            label=ERASE_EVERYTHING, style=discord.ButtonStyle.danger, custom_id=custom_id
+        )
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        assert self.view is not None  # added to its view at once
+        await self.view.confirmed(interaction)
+
+
+class _EraseConfirmation(discord.ui.View):
+    """/forget-me's question: its one button runs ``erase`` for the member who asked, until
+    it expires (a restart forgets it: the member runs /forget-me again)."""
+
+    def __init__(
+        self,
+        asked: discord.Interaction[Any],
+        erase: Callable[[discord.Interaction[Any]], Awaitable[None]],
+    ) -> None:
+        super().__init__(timeout=FORGET_ME_CONFIRM_S)
+        self._asked = asked
+        self._erase = erase
+        self.add_item(_EraseButton(f"{FORGET_ME_CONFIRM}{asked.id}"))
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        # In the press's task's first step: ``answer_stray_erase_press`` leaves it alone.
+        mark_taken(interaction)
+        return True
+
+    async def confirmed(self, pressed: discord.Interaction[Any]) -> None:
+        try:
+            if pressed.user.id != self._asked.user.id:  # private: never, unless forged
+                raise UserError("Only the member who ran this /forget-me may confirm it.")
+            self.stop()
+            await self._erase_once(pressed)
+        except Exception as error:
+            await report_error(pressed, error, f"/{FORGET_ME}")
+
+    async def _erase_once(self, pressed: discord.Interaction[Any]) -> None:
+        """The erase; then the question, its button gone (one press erases), says what came
+        of the press."""
+        try:
+            await self._erase(pressed)
+        except UserError:
+            await self._tell_asked(FORGET_ME_REFUSED)
+            raise
+        except BaseException:
+            await self._tell_asked(FORGET_ME_PRESS_FAILED)
+            raise
+        await self._tell_asked(FORGET_ME_PRESSED)
+
+    async def on_timeout(self) -> None:
+        await self._tell_asked(FORGET_ME_EXPIRED)
+
+    async def _tell_asked(self, text: str) -> None:
+        with contextlib.suppress(*DISCORD_FAILED):
+            await self._asked.edit_original_response(content=text, view=None)
 
 
 @dataclass(frozen=True)
@@ -671,9 +761,32 @@ class HistoryCog(commands.Cog):
 
     @app_commands.command(
         name=FORGET_ME,
-        description="Erase your jobs, pictures, uploads and settings; anonymise your quota records",
+        description="Erase all your Easel data in every server: jobs, pictures, settings "
+        "(asks first; cannot be undone)",
     )
     async def forget_me(self, interaction: discord.Interaction[Any]) -> None:
+        # Asked first: one command (picked by mistake, or Enter) erases for good, everywhere.
+        # The answer is private, so only the member who asked sees and presses the button.
+        view = _EraseConfirmation(interaction, self._erase)
+        await interaction.response.send_message(FORGET_ME_ASK, view=view, ephemeral=True)
+
+    @commands.Cog.listener("on_interaction")
+    async def answer_stray_erase_press(self, interaction: discord.Interaction[Any]) -> None:
+        """A press of a /forget-me question's button that no live question took (asked
+        before a restart, or pressed as it expired) is answered, never left to fail: nothing
+        erased, the button removed. No race with a live question: discord.py hands a press to
+        its view (a task) before it dispatches ``on_interaction`` (a task made after it), and
+        the view marks it in its task's first step (``_EraseConfirmation.interaction_check``)."""
+        custom_id = untaken_custom_id(interaction, discord.InteractionType.component)
+        if custom_id is None or not custom_id.startswith(FORGET_ME_CONFIRM):
+            return
+        try:
+            await interaction.response.edit_message(content=FORGET_ME_NO_LONGER_OPEN, view=None)
+        except DISCORD_FAILED as failure:
+            log.warning("/forget-me: a stray press could not be answered: %s", failure)
+
+    async def _erase(self, interaction: discord.Interaction[Any]) -> None:
+        """/forget-me's erase, on the press of its confirmation's button (``interaction``)."""
         member_id = interaction.user.id
         if (again_at := self._forget_me_cooldown.claim(member_id)) is not None:
             raise UserError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import discord
@@ -21,9 +22,9 @@ from bot.requests import (
     ImagineOptions,
     RequestError,
 )
+from bot.services import Services
 from cogs.blend import with_style_reference
 from cogs.choices import (
-    allowed_models_only,
     matching_choices,
     model_choices,
     sampler_choices,
@@ -32,8 +33,7 @@ from cogs.choices import (
 )
 from cogs.common import (
     allowed_models_where,
-    check_family_takes,
-    default_model_for,
+    only_allowed,
     requests_for_member,
     services_of,
     submit_from_interaction,
@@ -89,28 +89,29 @@ async def refiner_choices(
 
 async def refiners_here(interaction: discord.Interaction[Any]) -> list[str]:
     """The installed SDXL refiners the interaction's server allows."""
-    # Off the loop: the models folder is walked and headers read (cached per file version).
-    refiners = await asyncio.to_thread(refiner_names, services_of(interaction).registry)
-    return await allowed_models_only(interaction, refiners)
+    services = services_of(interaction)
+    allowed = await allowed_models_where(services, interaction.guild_id)
+    return await asyncio.to_thread(refiners_allowed, services, allowed)
+
+
+def refiners_allowed(services: Services, allowed_models: Collection[str]) -> list[str]:
+    """The installed SDXL refiners ``allowed_models`` (``allowed_models_where``) lets
+    through. Walks the models folder and reads headers (cached per file version): run it on
+    a thread."""
+    return only_allowed(refiner_names(services.registry), allowed_models)
 
 
 async def check_refiner_here(interaction: discord.Interaction[Any], request: RenderRequest) -> None:
     """The refiner ``request`` names, refused before anything is queued when it is not
     installed or not allowed here (naming those the member may pick, as an unknown upscaler
-    or LoRA is), or when the model it would finish is no SDXL base (asked only when this
-    server allows both: ``check_family_takes``)."""
+    or LoRA is); a model it cannot finish (no SDXL base) is admission's refusal
+    (``check_family_takes``). The allowed list is read again (cached), as admission will: an
+    admin may have changed it since."""
     services = services_of(interaction)
     refiner = str(request.options["refiner"])
-    default_model = await default_model_for(interaction)
     allowed = await allowed_models_where(services, interaction.guild_id)
-
-    def installed() -> list[str]:  # off the loop: a walk, and headers read (cached)
-        refiners = refiner_names(services.registry)
-        if as_typed(refiner) in refiners:
-            check_family_takes(services, request, default_model, allowed)
-        return refiners
-
-    usable = await allowed_models_only(interaction, await asyncio.to_thread(installed))
+    # Off the loop: a walk, and headers read (cached).
+    usable = await asyncio.to_thread(refiners_allowed, services, allowed)
     if as_typed(refiner) not in usable:
         raise unavailable_here("refiner", refiner, usable, "/models")
 

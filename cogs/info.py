@@ -32,7 +32,7 @@ from cogs.results.story import (
     journaled_infotext,
     own_upload_infotext,
 )
-from cogs.visibility import check_member_may_use
+from cogs.visibility import check_enabled_here, check_member_may_use
 from inference.infotext import parse_infotext
 from inference.limits import MAX_STEPS, MIN_STEPS
 
@@ -63,9 +63,7 @@ async def _acknowledge_privately(
     size for it or the channel's rules of now refuse it at once: a job's prompt is read from
     the journal only where Easel works, as the result buttons and the other menus read it."""
     check_upload_size(picture.filename, picture.size)
-    await services_of(interaction).guild_policy.check_channel(
-        interaction.guild_id, interaction.channel_id
-    )
+    await check_enabled_here(interaction)
     await defer_thinking(interaction, private=True)
 
 

@@ -192,7 +192,11 @@ async def withdraw_as_moderator(interaction: discord.Interaction[Any], job: Stor
         return f"Job `{job.job_id}` was withdrawn already. {UNDO}"
     # By what the withdrawal found, not ``job``'s status read before it (it may have ended).
     if job.job_id in withdrawn.stopped:
-        stopped = " It was queued or rendering: it is stopped, and its maker is not charged."
+        stopped = (
+            " It was queued or rendering: it is stopped, and its maker is not charged; the "
+            "stop cannot be undone (a restore lifts only the withdrawal: its maker may submit "
+            "it again)."
+        )
     elif job.status in _UNFINISHED:
         stopped = " It finished meanwhile: it was not stopped."
     else:

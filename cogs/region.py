@@ -16,6 +16,7 @@ import dataclasses
 import io
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -42,6 +43,7 @@ from cogs.common import (
     submit_from_interaction,
     submit_unless_stopped,
 )
+from cogs.contexts import NOT_ENABLED_HERE
 from cogs.edit import write_file
 from cogs.errors import refusal_of
 from cogs.forms import ReportingModal
@@ -54,6 +56,7 @@ from cogs.results.buttons import (
 )
 from cogs.visibility import (
     CHANNEL_CHECK_FAILED,
+    CHANNEL_FETCH_TIMEOUT_S,
     DISCORD_FAILED,
     GuildChannelLike,
     HiddenFromEasel,
@@ -65,6 +68,7 @@ from cogs.visibility import (
     log_discord_failed,
     member_may_read,
     member_may_see,
+    thread_parent_of,
     why_member_may_not_act_in,
 )
 from cogs.withdrawals import check_posts_there
@@ -132,9 +136,17 @@ class RegionOffers:
     """What Vary (Region) offers and does; the composition root builds one per bot."""
 
     def __init__(
-        self, client: discord.Client, queue: JobQueue, services: Services, models_dir: Path
+        self,
+        client: discord.Client,
+        queue: JobQueue,
+        services: Services,
+        models_dir: Path,
+        serves_server: Callable[[int], bool],
     ) -> None:
         self._client = client
+        # Whether Easel serves a server (``Settings.serves_server``): a link made before the
+        # operator left its server out of EASEL_ALLOWED_SERVERS opens and submits nothing.
+        self._serves_server = serves_server
         self._queue = queue
         self._services = services
         self._models_dir = models_dir
@@ -302,35 +314,62 @@ class RegionOffers:
 
     # The web page (bot.web.server.RegionEditor).
 
-    async def _linked_job(self, link: RegionLink) -> StoredJob:
+    async def _linked_job(self, link: RegionLink) -> tuple[StoredJob, int | None]:
         """The link's job, still in the server it was made in, its picture still stored and
         still shown (not withdrawn, no word banned since: the page shows it too), while Easel
-        is still enabled in the link's channel (its rules of now, as a button there reads)."""
-        try:
-            await self._services.guild_policy.check_channel(link.guild_id, link.channel_id)
-        except UserError:
-            # Its words name Discord channels: the check's own are not shown on the page.
-            raise LinkRefused(_CLOSED_SINCE, Reason.CHANNEL) from None
+        is still enabled in the link's channel (its rules of now, as a button there reads: a
+        thread with its channel); with that thread's channel (None: not a thread)."""
         job = await self._services.history.job(link.job_id)
         if job is None or job.guild_id != link.guild_id or link.idx >= len(job.image_paths):
             raise LinkRefused(_GONE, Reason.INPUT)
+        parent = await self._thread_parent(link, job)
+        try:
+            await self._services.guild_policy.check_channel(link.guild_id, link.channel_id, parent)
+        except UserError:
+            # Its words name Discord channels: the check's own are not shown on the page.
+            raise LinkRefused(_CLOSED_SINCE, Reason.CHANNEL) from None
         if not await asyncio.to_thread(job.image_paths[link.idx].is_file):
             raise LinkRefused(_GONE, Reason.INPUT)
         try:
             await check_still_shown(self._services, job, link.user_id)
         except UserError as refused:
             raise LinkRefused(str(refused), refused.reason) from None
-        return job
+        return job, parent
+
+    async def _thread_parent(self, link: RegionLink, job: StoredJob) -> int | None:
+        """The channel of the thread the link was made in: the job's, journaled at its submit,
+        where the job was made there (Discord may not show Easel a private thread); else the
+        cache's or Discord's (``thread_parent_of``). None: not a thread."""
+        if link.guild_id is None or link.channel_id is None:
+            return None
+        if link.channel_id == job.channel_id and job.thread_parent_id is not None:
+            return job.thread_parent_id
+        try:
+            return await thread_parent_of(
+                self._client, link.guild_id, link.channel_id, CHANNEL_FETCH_TIMEOUT_S
+            )
+        except CHANNEL_CHECK_FAILED as failed:
+            log_discord_failed(f"what channel {link.channel_id} is (a Vary (Region) link)", failed)
+            raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
+
+    def _check_served(self, link: RegionLink) -> None:
+        """Refused, in the words of a command there, where Easel no longer serves the link's
+        server: before anything is checked, charged or recorded (a server left out keeps no
+        refusals, as its commands' answers are not recorded)."""
+        if link.guild_id is not None and not self._serves_server(link.guild_id):
+            raise LinkRefused(NOT_ENABLED_HERE, Reason.CHANNEL)
 
     async def picture(self, link: RegionLink) -> Path:
         """The page and its picture ask of the member what the submit asks
         (``_member_may_act``), each time they are served: a link shows nothing to a member who
         left the server or lost the channel since it was made."""
-        job = await self._linked_job(link)
+        self._check_served(link)
+        job, _ = await self._linked_job(link)
         await self._member_may_act(link, job, recently=True)
         return job.image_paths[link.idx]
 
     async def submit(self, link: RegionLink, mask_png: bytes, prompt: str, claim: Claim) -> str:
+        self._check_served(link)
         try:
             return await self._submit_painted(link, mask_png, prompt, claim)
         except Exception as error:  # the page shows a refusal; the server's dashboard keeps it
@@ -349,7 +388,7 @@ class RegionOffers:
         # stop heard before it is Discord's answer (gone, in a timeout) and one heard after it
         # is the record's (an old link of a kicked member who joined again works).
         began_at = time.time()
-        job = await self._linked_job(link)
+        job, thread_parent_id = await self._linked_job(link)
         try:  # a deletion Easel did not hear (offline, a gateway gap): as a button's new job
             await check_posts_there(self._client, self._services, job)
         except UserError as refused:
@@ -374,7 +413,13 @@ class RegionOffers:
             _with_prompt(base, prompt), picture, mask_picture, InpaintSettings()
         )
         requester = Requester(
-            link.user_id, link.guild_id, link.channel_id, roles, is_admin, age_restricted
+            link.user_id,
+            link.guild_id,
+            link.channel_id,
+            roles,
+            is_admin,
+            age_restricted,
+            thread_parent_id=thread_parent_id,
         )
         submission = await admitted_submission(
             self._services,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -13,11 +13,12 @@ from bot.policy.member_settings import MemberSettings, UserSettings
 from bot.policy.styles import style_named
 from bot.presets import MAX_PRESET_NAME, Preset, Scope, as_code
 from bot.requests import MAX_NEGATIVE_OPTION_CHARS
+from bot.user_errors import UserError
 from cogs.choices import matching_choices, model_choices, sampler_choices, style_choices
 from cogs.common import (
     MESSAGE_LIMIT,
-    check_model_takes_sampler,
     check_model_usable,
+    check_preset_takes,
     fair_shares,
     services_of,
     tell,
@@ -45,6 +46,19 @@ def describe_settings(settings: UserSettings) -> str:
     )
 
 
+# /settings clear's choices: one saved default, by its option's name.
+SettingName = Literal[
+    "steps",
+    "cfg",
+    "sampler",
+    "size",
+    "negative",
+    "clip_skip",
+    "private_results",
+    "results_by_dm",
+]
+
+
 class SettingsCog(commands.Cog):
     def __init__(self, member_settings: MemberSettings) -> None:
         self._settings = member_settings
@@ -60,6 +74,7 @@ class SettingsCog(commands.Cog):
         private_results="Show your results only to you",
         results_by_dm="Also send you a copy of each result by DM (not of age-restricted channels)",
         reset="Forget every saved default first",
+        clear="Forget one saved default (back to Easel's), keeping the others",
     )
     @app_commands.autocomplete(sampler=sampler_choices)
     async def settings(
@@ -74,6 +89,7 @@ class SettingsCog(commands.Cog):
         private_results: bool | None = None,
         results_by_dm: bool | None = None,
         reset: bool = False,
+        clear: SettingName | None = None,
     ) -> None:
         changes: dict[str, object] = {
             "steps": steps,
@@ -86,13 +102,33 @@ class SettingsCog(commands.Cog):
             "results_by_dm": results_by_dm,
         }
         user_id = interaction.user.id
-        if reset or any(value is not None for value in changes.values()):
-            current = await self._settings.update(user_id, changes, clear=reset)
+        if clear is not None and changes[clear] is not None:
+            given = f"{clear}:{changes[clear]}"
+            raise UserError(
+                f"Both clear:{clear} and {given} change {clear}: pick one (clear:{clear} goes "
+                f"back to Easel's default; {given} saves that value). Nothing was saved."
+            )
+        if reset or clear is not None or any(value is not None for value in changes.values()):
+            unset = clear is not None and _unset(await self._settings.get(user_id), clear)
+            forgotten = () if clear is None else (clear,)
+            current = await self._settings.update(
+                user_id, changes, clear=reset, back_to_default=forgotten
+            )
             heading = "Saved."
+            if unset and not reset:
+                saved = any(value is not None for value in changes.values())
+                heading = f"{clear} was not set (Easel's default already applied)" + (
+                    "; the rest saved." if saved else ": nothing changed."
+                )
         else:
             current = await self._settings.get(user_id)
             heading = "Nothing changed; pass options to change them."
         await tell(interaction, f"{heading}\n{describe_settings(current)}")
+
+
+def _unset(settings: UserSettings, name: SettingName) -> bool:
+    """Whether ``settings`` holds Easel's default for ``name`` (nothing of the member's)."""
+    return bool(getattr(settings, name) == getattr(UserSettings(), name))
 
 
 async def preset_choices(
@@ -153,14 +189,19 @@ class PresetsCog(commands.Cog):
         services = services_of(interaction)
         # What a render would refuse is refused now, before it is kept (and maybe shared).
         if model is not None:
-            await check_model_usable(services, as_typed(model), interaction.guild_id)
-            if sampler is not None:
-                await check_model_takes_sampler(services, as_typed(model), sampler)
+            model = as_typed(model)
+            await check_model_usable(services, model, interaction.guild_id)
+        preset = Preset(name, sampler, steps, cfg, size, style, model, negative, clip_skip)
+        # Without a model, this server's default's refusal is a note (a Flux one takes no clip
+        # skip): the preset is the member's, for their other servers too.
+        note = await check_preset_takes(services, preset, interaction.guild_id)
         if style is not None:
             style_named(services.styles(), style)
-        preset = Preset(name, sampler, steps, cfg, size, style, model, negative, clip_skip)
-        saved = await services.presets.save(interaction.user.id, preset)
-        await tell(interaction, f"Saved your preset {saved.describe()}")
+        saved, replaced = await services.presets.save(interaction.user.id, preset)
+        was = "" if replaced is None else f"\nIt replaced your earlier one: {replaced.describe()}"
+        verb = "Saved" if replaced is None else "Replaced"
+        noted = "" if note is None else f"\n{note}"
+        await tell(interaction, f"{verb} your preset {saved.describe()}{was}{noted}")
 
     @presets.command(name="delete", description="Delete one of your presets")
     @app_commands.describe(name="Which of your presets (see /presets list)")
@@ -173,8 +214,8 @@ class PresetsCog(commands.Cog):
         deleted = await services_of(interaction).presets.delete(interaction.user.id, name)
         await tell(
             interaction,
-            f"Deleted your preset {as_code(name)}."
-            if deleted
+            f"Deleted your preset {deleted.describe()}"
+            if deleted is not None
             else f"You have no preset named {as_code(name)}.",
         )
 

@@ -146,7 +146,12 @@ async def _render(
     # is set only where renders run on a broker).
     on_workers = services.prompts.max_job_bytes is not None
     allowed = _allowed_here(installed, rules, renders_on_workers=on_workers)
-    here = dataclasses.replace(allowed, models=models)
+    # A grid's Template is drawn from the folder admission draws its batch from.
+    here = dataclasses.replace(
+        allowed,
+        models=models,
+        wildcards_dir=services.prompts.wildcards_dir,
+    )
     # Its notes quote the pasted text only where it holds none of the server's banned words.
     banned_words = await services.guild_policy.banned_words_where(interaction.guild_id)
     imported = await asyncio.to_thread(

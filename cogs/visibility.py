@@ -76,10 +76,14 @@ class HiddenFromEasel(Exception):
 
 
 async def guild_channel(
-    client: discord.Client, guild: discord.Guild | None, guild_id: int, channel_id: int
+    client: discord.Client,
+    guild: discord.Guild | None,
+    guild_id: int,
+    channel_id: int,
+    timeout_s: float = CHANNEL_FETCH_TIMEOUT_S,
 ) -> tuple[GuildChannelLike | None, bool]:
     """The server's channel from discord.py's cache, or else asked of Discord (one call within
-    ``CHANNEL_FETCH_TIMEOUT_S``): the cache drops a thread once it is archived. None: gone
+    ``timeout_s``): the cache drops a thread once it is archived. None: gone
     or another server's. With it, whether Discord was asked (a fetched thread's parent comes
     from the cache: its permissions and age restriction are its parent's). Raises
     ``HiddenFromEasel`` when Discord refuses Easel the channel, and one of
@@ -88,7 +92,7 @@ async def guild_channel(
     if cached is not None:
         return cached, False
     try:
-        channel = await _fetched_channel(client, channel_id, CHANNEL_FETCH_TIMEOUT_S)
+        channel = await _fetched_channel(client, channel_id, timeout_s)
     except discord.NotFound:
         return None, True
     except discord.Forbidden:
@@ -364,6 +368,49 @@ def is_age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
+def thread_parent(channel: object) -> int | None:
+    """The channel a thread or forum post belongs to (its place on a server's channel list is
+    that channel's); None: not a thread."""
+    return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+
+def parent_unseen(channel: object) -> bool:
+    """Whether ``channel`` is a thread whose channel Easel may not view: Discord hides such a
+    channel's fields from Easel (its age restriction among them), so the thread's pictures
+    count as made in an age-restricted one."""
+    return isinstance(channel, discord.Thread) and not _easel_views(channel.parent)
+
+
+def _easel_views(channel: discord.abc.GuildChannel | None) -> bool:
+    """Whether Easel may view ``channel``, as the cache says (not cached: no)."""
+    me = None if channel is None else channel.guild.me
+    return channel is not None and me is not None and channel.permissions_for(me).view_channel
+
+
+async def check_enabled_here(interaction: discord.Interaction[Any]) -> None:
+    """``UserError`` unless Easel works where ``interaction`` was made
+    (``GuildPolicy.check_channel``): a thread or forum post is enabled with its channel."""
+    policy = cast("HasServices", interaction.client).services.guild_policy
+    parent = thread_parent(interaction.channel)
+    await policy.check_channel(interaction.guild_id, interaction.channel_id, parent)
+
+
+async def thread_parent_of(
+    client: discord.Client, guild_id: int, channel_id: int, timeout_s: float
+) -> int | None:
+    """``thread_parent`` of a server's channel by its id (``guild_channel``: an archived
+    thread, a delivery at start-up are asked of Discord); None: not a thread, gone, or hidden
+    from Easel. Raises one of ``CHANNEL_CHECK_FAILED`` while Discord does not answer (within
+    ``timeout_s``): a delivery is tried again, not refused for it."""
+    try:
+        channel, _ = await guild_channel(
+            client, client.get_guild(guild_id), guild_id, channel_id, timeout_s
+        )
+    except HiddenFromEasel:
+        return None
+    return thread_parent(channel)
+
+
 def is_age_restricted_picture(channel: object, *, restricted_when_made: bool) -> bool:
     """The rule for a server's job's pictures: age-restricted when the job was made in an
     age-restricted channel (journaled at submit: ``restricted_when_made``) or when the channel
@@ -380,13 +427,20 @@ async def made_age_restricted(
     restricted_when_made: bool,
     timeout_s: float = CHANNEL_FETCH_TIMEOUT_S,
     fetched: object | None = None,
+    hidden_is_restricted: bool = True,
+    thread_parent_id: int | None = None,
 ) -> bool:
     """Whether a server's job's pictures are age-restricted (``is_age_restricted_picture``):
     made in an age-restricted channel (its journaled flag, ``restricted_when_made``), or made
     in a channel that is one now (a thread: its parent). A channel the gateway's cache does not
     hold (an archived thread, a result delivered at start-up before the cache is filled) is
-    asked of Discord, its parent too unless the cache holds that; one Easel cannot see (gone,
-    hidden) counts as age-restricted. Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
+    asked of Discord, its parent too unless the cache holds that; one that is gone counts as
+    age-restricted, and one Discord hides from Easel (a private thread it was not added to)
+    too, unless not ``hidden_is_restricted``: then ``HiddenFromEasel`` is raised (a job
+    journaled as made outside one may go to its maker's direct messages, as neither /show nor
+    its buttons bring it back there), unless the thread's channel (``thread_parent_id``,
+    journaled at submit) is age-restricted now or hidden from Easel too (Discord does not show
+    Easel such a channel's flag). Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
     not answer what it is (within ``timeout_s`` each time: by default /show's, which answers
     within Discord's 3 s); a job journaled as age-restricted asks Discord nothing, nor one
     whose channel an earlier check of the same command ``fetched``."""
@@ -409,9 +463,31 @@ async def made_age_restricted(
                 if parent is not None
                 else await _fetched_channel(client, channel.parent_id, timeout_s)
             )
+    except discord.NotFound:
+        return True
+    except discord.Forbidden:
+        if hidden_is_restricted or await _parent_age_restricted(
+            client, guild, thread_parent_id, timeout_s
+        ):
+            return True
+        raise HiddenFromEasel(channel_id) from None
+    return is_age_restricted(channel)
+
+
+async def _parent_age_restricted(
+    client: discord.Client, guild: discord.Guild | None, parent_id: int | None, timeout_s: float
+) -> bool:
+    """Whether a hidden thread's channel (``parent_id``; None: not known) is age-restricted
+    now, or one Easel may not view or that is gone: what it is, unknown, counts as one."""
+    if parent_id is None:
+        return False
+    parent = None if guild is None else guild.get_channel(parent_id)
+    if parent is not None:
+        return is_age_restricted(parent) or not _easel_views(parent)
+    try:
+        return is_age_restricted(await _fetched_channel(client, parent_id, timeout_s))
     except (discord.NotFound, discord.Forbidden):
         return True
-    return is_age_restricted(channel)
 
 
 async def job_made_age_restricted(
@@ -422,10 +498,12 @@ async def job_made_age_restricted(
     fetched: object | None,
     asked_for: str,
     unanswered: str,
+    hidden: str | None = None,
 ) -> bool:
     """``made_age_restricted`` for a job a server's command or click uses: while Discord does
     not answer, the member is told ``unanswered`` (``Reason.DISCORD``: try again) and the
-    operator's log says what asked (``asked_for``: ids only)."""
+    operator's log says what asked (``asked_for``: ids only); where Discord hides the channel
+    from Easel, told ``hidden`` (None: it counts as age-restricted)."""
     assert interaction.guild_id is not None  # a server's
     try:
         return await made_age_restricted(
@@ -434,7 +512,11 @@ async def job_made_age_restricted(
             channel_id,
             restricted_when_made=restricted_when_made,
             fetched=fetched,
+            hidden_is_restricted=hidden is None,
         )
+    except HiddenFromEasel:
+        assert hidden is not None  # raised only then
+        raise UserError(hidden) from None
     except CHANNEL_CHECK_FAILED as failed:
         log_discord_failed(f"what channel {channel_id} is ({asked_for})", failed)
         raise UserError(unanswered, Reason.DISCORD) from None

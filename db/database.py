@@ -72,7 +72,8 @@ _WRITE_FAILED = frozenset(
 # a page and its header, can straddle two of the disk's blocks).
 _PROBE_BYTES = 2 * 4096
 # How long ``_refused_room`` waits for the folders' answer: milliseconds on a healthy disk; a
-# failing disk or a hung network mount may hold the write for good, read as a plain I/O error.
+# failing disk or a hung network mount may hold the write for good: storage slow to answer
+# (``SlowToAnswer``), told to the member as such.
 ROOM_PROBE_LIMIT_S = 2.0
 # The folder of each database ``connect`` opened, while it is open (``_refused_room``).
 _database_folders: weakref.WeakKeyDictionary[aiosqlite.Connection, Path] = (
@@ -81,6 +82,9 @@ _database_folders: weakref.WeakKeyDictionary[aiosqlite.Connection, Path] = (
 # The probe of each set of folders while it runs, on its own thread: later askers wait on it
 # (a disk that hangs one holds one thread, not one per failed write).
 _probes_running: dict[tuple[Path, ...], concurrent.futures.Future[OSError | None]] = {}
+# The probes an asker already found past their time, logged at ERROR: one ERROR a hang, not one
+# a failed write while it lasts (a probe ended is dropped with its last reference).
+_probes_reported: weakref.WeakSet[concurrent.futures.Future[OSError | None]] = weakref.WeakSet()
 _probes_lock = threading.Lock()
 
 
@@ -92,25 +96,54 @@ def causes(error: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-async def found_no_room(
+class SlowToAnswer(Exception):
+    """A write SQLite failed with a bare I/O error whose folders gave no answer to a page's
+    write within ``ROOM_PROBE_LIMIT_S`` (a failing disk, a hung network mount): neither room
+    found lacking nor a write that fails at once, but storage too slow to use now."""
+
+
+async def storage_failure(
     error: BaseException, *, folders: Iterable[Path] = ()
-) -> sqlite3.Error | OSError | None:
+) -> sqlite3.Error | OSError | SlowToAnswer | None:
     """``error``, or the one it was raised while handling, that is a write that found no room:
     SQLite's (``_NO_ROOM``; or its failed write where a database's folder, an open one's or
     one of ``folders``, now refuses a page for want of room, that refusal: ``_refused_room``)
-    or a file's (``_NO_ROOM_ERRNOS``); None when there is none."""
+    or a file's (``_NO_ROOM_ERRNOS``); else ``SlowToAnswer`` when a folder asked so held the
+    page's write past its time; None when there is neither."""
+    slow: SlowToAnswer | None = None
     for seen in causes(error):
         if isinstance(seen, sqlite3.Error) and seen.sqlite_errorcode in _NO_ROOM:
             return seen
         if (
             isinstance(seen, sqlite3.Error)
             and seen.sqlite_errorcode in _WRITE_FAILED
-            and (refused := await _refused_room(folders)) is not None
+            and slow is None  # the folders, asked again, would hold the write again
         ):
-            return refused
+            refused = await _refused_room(folders, seen)
+            if isinstance(refused, OSError):
+                return refused
+            slow = refused
         if isinstance(seen, OSError) and seen.errno in _NO_ROOM_ERRNOS:
             return seen
-    return None
+    return slow
+
+
+async def found_no_room(
+    error: BaseException, *, folders: Iterable[Path] = ()
+) -> sqlite3.Error | OSError | None:
+    """``storage_failure``'s write that found no room; None when there is none (a folder
+    slow to answer included: whether it has room is not known)."""
+    failure = await storage_failure(error, folders=folders)
+    return None if isinstance(failure, SlowToAnswer) else failure
+
+
+def failed_writing(error: BaseException) -> bool:
+    """Whether ``error``, or one it was raised while handling, is SQLite's failed write (no
+    room, or a write, sync or truncate refused): a copy's side, never a read of its source."""
+    return any(
+        isinstance(seen, sqlite3.Error) and seen.sqlite_errorcode in _NO_ROOM | _WRITE_FAILED
+        for seen in causes(error)
+    )
 
 
 async def is_out_of_room(error: BaseException, *, folders: Iterable[Path] = ()) -> bool:
@@ -119,26 +152,45 @@ async def is_out_of_room(error: BaseException, *, folders: Iterable[Path] = ()) 
     return await found_no_room(error, folders=folders) is not None
 
 
-async def _refused_room(folders: Iterable[Path]) -> OSError | None:
+async def _refused_room(
+    folders: Iterable[Path], failed: sqlite3.Error
+) -> OSError | SlowToAnswer | None:
     """Whether a database's folder (an open one's, or one of ``folders``) refuses a page's
-    write (and its sync) for want of room, as SQLite's write that failed with a bare I/O error
-    may have been refused (a used-up disk quota): that refusal, naming the folder; None when
-    each takes it (a real I/O error, or room made since) or gives no answer within
-    ``ROOM_PROBE_LIMIT_S``. Off the event loop: the disk has just failed a write."""
+    write (and its sync) for want of room, as SQLite's write that ``failed`` with a bare I/O
+    error may have been refused (a used-up disk quota): that refusal, naming the folder; None
+    when each takes it (a real I/O error, or room made since); ``SlowToAnswer`` when they give
+    no answer within ``ROOM_PROBE_LIMIT_S``, logged at ERROR by the first asker to find that
+    probe past its time (every write fails while the disk hangs: the operator must look).
+    Off the event loop: the disk has just failed a write."""
     asked = tuple(sorted({*_database_folders.values(), *(f.resolve() for f in folders)}))
     if not asked:
         return None
+    probe = _probe_running(asked)
     try:
-        return await asyncio.wait_for(
-            asyncio.wrap_future(_probe_running(asked)), ROOM_PROBE_LIMIT_S
-        )
+        return await asyncio.wait_for(asyncio.wrap_future(probe), ROOM_PROBE_LIMIT_S)
     except TimeoutError:
-        log.warning(
-            "%s: a page's write gave no answer in %s s: read as an I/O error, not a full disk",
-            ", ".join(map(str, asked)),
-            ROOM_PROBE_LIMIT_S,
-        )
-        return None
+        where = ", ".join(map(str, asked))
+        with _probes_lock:
+            first = probe not in _probes_reported
+            _probes_reported.add(probe)
+        if first:
+            log.error(
+                "%s: SQLite's write failed (%s) and a page's write there gave no answer in %s s:"
+                " the storage is hung or failing, every write fails while it lasts (members "
+                "are told Easel's storage is slow to answer); check the disk's health (dmesg, "
+                "smartctl) or the network mount it is on",
+                where,
+                failed,
+                ROOM_PROBE_LIMIT_S,
+            )
+        else:
+            log.warning(
+                "%s: SQLite's write failed (%s); the page's write reported at ERROR still gives"
+                " no answer: read as storage slow to answer",
+                where,
+                failed,
+            )
+        return SlowToAnswer(f"{where}: no answer in {ROOM_PROBE_LIMIT_S} s")
 
 
 def _probe_running(folders: tuple[Path, ...]) -> concurrent.futures.Future[OSError | None]:

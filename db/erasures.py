@@ -14,6 +14,9 @@ import aiosqlite
 
 from db.database import transaction
 
+# Requests ``ask_again`` compares in one statement: two values bound each, under SQLite's
+# limit of 32,766.
+_REQUESTS_BOUND_AT_ONCE = 10_000
 # Each member's latest request carried out: an earlier one marked later never lowers it.
 _LATEST_DONE = (
     "ON CONFLICT (user_id) DO UPDATE SET asked_at = max(erasures_done.asked_at, excluded.asked_at)"
@@ -110,17 +113,7 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
     requests recorded costs a few statements, not one per member. Returns the requests
     journaled."""
     async with transaction(conn):
-        done = {
-            int(user_id): float(at)
-            for user_id, at in await conn.execute_fetchall(
-                "SELECT user_id, asked_at FROM erasures_done"
-            )
-        }
-        unknown = [
-            (user_id, at)
-            for user_id, at in sorted(asked.items())
-            if user_id not in done or done[user_id] < at
-        ]
+        unknown = await _not_known_done(conn, asked)
         if not unknown:
             return []
         # Bound, not read from JSON: each time must compare equal to the one journaled.
@@ -154,6 +147,27 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
         await conn.execute("DROP TABLE temp.asked_again")
     again = sorted((int(user_id), float(at)) for user_id, at in rows)
     return [Erasure(user_id, at, None, again=True) for user_id, at in again]
+
+
+async def _not_known_done(
+    conn: aiosqlite.Connection, asked: Mapping[int, float]
+) -> list[tuple[int, float]]:
+    """The requests of ``asked`` that ``erasures_done`` does not hold, or holds only an
+    earlier one of, by member. Only those come back: each batch of requests is bound (never
+    read from JSON, so each time compares equal to the one journaled) and compared there."""
+    requests = sorted(asked.items())
+    unknown: list[tuple[int, float]] = []
+    for start in range(0, len(requests), _REQUESTS_BOUND_AT_ONCE):
+        batch = requests[start : start + _REQUESTS_BOUND_AT_ONCE]
+        rows = await conn.execute_fetchall(
+            "SELECT a.column1 FROM (VALUES " + ", ".join(["(?, ?)"] * len(batch)) + ") AS a"
+            " WHERE NOT EXISTS (SELECT 1 FROM erasures_done"
+            " WHERE user_id = a.column1 AND asked_at >= a.column2)",
+            [value for request in batch for value in request],
+        )
+        missing = {int(row[0]) for row in rows}
+        unknown += [(user_id, at) for user_id, at in batch if user_id in missing]
+    return unknown
 
 
 async def unfinished(conn: aiosqlite.Connection) -> list[Erasure]:

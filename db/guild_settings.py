@@ -7,7 +7,7 @@ from enum import StrEnum
 
 import aiosqlite
 
-from db.database import transaction, write
+from db.database import outside_transactions, transaction, write
 
 # What a guild has before its admins change anything: every channel, model and add-on, no banned
 # words, no default model (Easel's), and this NSFW policy.
@@ -170,13 +170,34 @@ async def record_change(
     await _audit(conn, guild_id, user_id, setting, None, new_value, now)
 
 
-async def prune_audit(conn: aiosqlite.Connection, keep: int) -> int:
+@dataclass(frozen=True)
+class AuditPruned:
+    """``prune_audit``'s answer: how many rows went, and the last row id it read, for the
+    next round."""
+
+    rows: int
+    read_to: int
+
+
+async def prune_audit(conn: aiosqlite.Connection, keep: int, read_to: int = 0) -> AuditPruned:
     """Delete each server's audit rows but its latest ``keep`` (by time, as ``audit_log``
-    reads them); returns how many went. One statement per server over the limit, so other
-    statements run between them; the servers under it are found on the index alone."""
-    over = await conn.execute_fetchall(
-        "SELECT guild_id FROM settings_audit GROUP BY guild_id HAVING COUNT(*) > ?", (keep,)
-    )
+    reads them), of the servers with a row after id ``read_to``: 0 (a start) reads every
+    server; the last round's ``read_to`` only those with a row since (ids only grow,
+    AUTOINCREMENT, and the others were within ``keep`` then): found on the ids since, each
+    server's count read no further than ``keep`` rows of its index, not on a walk of the
+    whole table every round. One statement per server over the limit, so other statements
+    run between them."""
+    # As committed: a row of another coroutine's transaction, rolled back, leaves its id to
+    # the next row.
+    async with outside_transactions(conn):
+        rows = await conn.execute_fetchall("SELECT MAX(id) FROM settings_audit")
+        last = next(iter(rows))[0] or 0
+        over = await conn.execute_fetchall(
+            "SELECT new.guild_id FROM (SELECT DISTINCT guild_id FROM settings_audit"
+            " WHERE id > ? AND id <= ?) AS new WHERE EXISTS (SELECT 1 FROM settings_audit"
+            " WHERE guild_id = new.guild_id LIMIT 1 OFFSET ?)",
+            (read_to, last, keep),
+        )
     pruned = 0
     for (guild_id,) in over:
         cursor = await write(
@@ -186,7 +207,7 @@ async def prune_audit(conn: aiosqlite.Connection, keep: int) -> int:
             (guild_id, guild_id, keep),
         )
         pruned += cursor.rowcount
-    return pruned
+    return AuditPruned(pruned, max(last, read_to))
 
 
 async def audit_log(conn: aiosqlite.Connection, guild_id: int, limit: int) -> list[AuditEntry]:

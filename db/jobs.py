@@ -52,6 +52,7 @@ class NewJob:
     priority: int = 1
     private: bool = False  # the member asked to see the result alone
     age_restricted: bool = False  # made in an age-restricted channel (a thread: its parent)
+    thread_parent_id: int | None = None  # made in a thread: its channel (0041)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ class JobRecord:
     # Who first stopped it (0037, ``StoppedBy``; None: nobody, or a stop before 0037 other
     # than a moderator's withdrawal).
     stopped_by: StoppedBy | None = None
+    # Made in a thread (or forum post): its channel, as the interaction said (0041; None: not
+    # a thread, or journaled before 0041).
+    thread_parent_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,8 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
         """INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,
                              created_at, application_id, interaction_token, interaction_created_at,
                              filesize_limit, spoiler, priority, private, age_restricted,
-                             withdrawn_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                             thread_parent_id, withdrawn_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
                    (SELECT withdrawn_at FROM jobs WHERE id = ?))""",
         (
             job.id,
@@ -177,6 +181,7 @@ async def insert_job(conn: aiosqlite.Connection, job: NewJob) -> None:
             job.priority,
             int(job.private),
             int(job.age_restricted),
+            job.thread_parent_id,
             job.parent_job_id,
         ),
     )
@@ -303,17 +308,72 @@ async def finished_undelivered(conn: aiosqlite.Connection) -> list[JobRecord]:
         return await _records(await cursor.fetchall())
 
 
-async def undelivered_ended_with(
-    conn: aiosqlite.Connection, user_id: int, guild_id: int, error: str
-) -> list[str]:
-    """The ids of the member's ended jobs in the guild whose outcome waits for its post and
-    whose recorded error is ``error``, oldest first."""
-    rows = await conn.execute_fetchall(
-        f"""SELECT id FROM jobs WHERE {_ENDED_UNDELIVERED}
-            AND user_id = ? AND guild_id = ? AND error = ? ORDER BY created_at, rowid""",
-        (user_id, guild_id, error),
-    )
-    return [str(job_id) for (job_id,) in rows]
+async def unserved_listing(
+    conn: aiosqlite.Connection,
+    job_id: str,
+    user_id: int,
+    error: str,
+    at_most: int,
+    servers_at_most: int,
+) -> list[tuple[str, int]] | None:
+    """The jobs the direct message about ``job_id`` (a job of the member ``user_id``
+    withheld for its server left out) names, each with its server, ``job_id`` first: those
+    recorded for it (``unserved_listings``), else it and the member's other ended jobs whose
+    outcome waits for its post, whose recorded error is ``error`` and that no DM names yet,
+    oldest first, ``at_most`` in all, of ``servers_at_most`` servers at most, recorded so in
+    the same transaction. None: a DM told already (``unserved_listing_told``), or another
+    job's, names it; empty: ``job_id`` is not journaled."""
+    async with transaction(conn):
+        listed_in = await conn.execute_fetchall(
+            "SELECT listed_in, told_at FROM unserved_listings WHERE job_id = ?", (job_id,)
+        )
+        if listed_in:
+            [(leader, told_at)] = listed_in
+            if leader != job_id or told_at is not None:
+                return None
+            rows = await conn.execute_fetchall(
+                """SELECT jobs.id, jobs.guild_id FROM unserved_listings
+                   JOIN jobs ON jobs.id = unserved_listings.job_id
+                   WHERE unserved_listings.listed_in = ?
+                   ORDER BY jobs.id != ?, jobs.created_at, jobs.rowid""",
+                (job_id, job_id),
+            )
+            return [(str(listed), int(guild_id)) for listed, guild_id in rows]
+        rows = await conn.execute_fetchall(
+            f"""SELECT id, guild_id FROM jobs
+                WHERE id = ? OR ({_ENDED_UNDELIVERED} AND user_id = ? AND error = ?
+                    AND guild_id IS NOT NULL
+                    AND id NOT IN (SELECT job_id FROM unserved_listings))
+                ORDER BY id != ?, created_at, rowid""",
+            (job_id, user_id, error, job_id),
+        )
+        listed: list[tuple[str, int]] = []
+        servers: set[int] = set()
+        for listed_id, guild_id in rows:
+            if len(listed) == at_most:
+                break
+            if guild_id not in servers and len(servers) == servers_at_most:
+                continue
+            servers.add(guild_id)
+            listed.append((str(listed_id), int(guild_id)))
+        if not listed or listed[0][0] != job_id:
+            return []  # not journaled: named alone, nothing recorded
+        await conn.executemany(
+            "INSERT INTO unserved_listings (job_id, listed_in) VALUES (?, ?)",
+            [(listed_id, job_id) for listed_id, _ in listed],
+        )
+    return listed
+
+
+async def unserved_listing_told(conn: aiosqlite.Connection, job_id: str, now: float) -> None:
+    """The DM about ``job_id`` naming its listing (``unserved_listing``) went to its maker."""
+    await write(conn, "UPDATE unserved_listings SET told_at = ? WHERE listed_in = ?", (now, job_id))
+
+
+async def unserved_listing_failed(conn: aiosqlite.Connection, job_id: str) -> None:
+    """The DM about ``job_id`` naming its listing (``unserved_listing``) failed: the listing
+    is forgotten, so the deliveries still to come of the jobs it named list them again."""
+    await write(conn, "DELETE FROM unserved_listings WHERE listed_in = ?", (job_id,))
 
 
 async def undelivered_count(conn: aiosqlite.Connection) -> int:
@@ -336,7 +396,9 @@ async def journaled_order(conn: aiosqlite.Connection, job_ids: Collection[str]) 
     return {str(job_id): int(rowid) for job_id, rowid in rows}
 
 
-async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tuple[int, list[str]]:
+async def requeue_running(
+    conn: aiosqlite.Connection, max_attempts: int
+) -> tuple[int, list[tuple[str, str]]]:
     """Jobs a dead process left running go back to the queue while they were started fewer
     than ``max_attempts`` times (``attempts``, counted by ``mark_running``): one that took the
     process down with it that often would at every start. Jobs that were rendering together,
@@ -344,7 +406,8 @@ async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tupl
     marked to render alone, are batched), get that attempt back, since which of them it was
     is not known, and each renders alone from then on (``renders_alone``, as ``queue_again``
     does for a device lost under them): a lone job's attempt counts. Returns how many
-    were requeued, and the ids of those left running, for the caller to fail (oldest first).
+    were requeued, and the ids and kinds of those left running, for the caller to fail (oldest
+    first) and count under their kind.
     One whose stop was asked (``ask_cancel``) goes back to the queue whatever its attempts:
     the caller ends it there as cancelled, which is what its member was told, not as failed."""
     async with transaction(conn):
@@ -359,7 +422,7 @@ async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tupl
                        GROUP BY started_at HAVING COUNT(*) > 1))"""
         )
         spent = await conn.execute_fetchall(
-            """SELECT id FROM jobs
+            """SELECT id, kind FROM jobs
                WHERE status = 'running' AND attempts >= ? AND cancel_asked_at IS NULL
                ORDER BY created_at, rowid""",
             (max_attempts,),
@@ -369,7 +432,7 @@ async def requeue_running(conn: aiosqlite.Connection, max_attempts: int) -> tupl
                WHERE status = 'running' AND (attempts < ? OR cancel_asked_at IS NOT NULL)""",
             (max_attempts,),
         )
-    return cursor.rowcount, [str(job_id) for (job_id,) in spent]
+    return cursor.rowcount, [(str(job_id), str(kind)) for job_id, kind in spent]
 
 
 async def mark_running(
@@ -912,3 +975,16 @@ async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord
         "SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,)
     ) as cursor:
         return [ImageRecord(**dict(row)) for row in await cursor.fetchall()]
+
+
+async def unfinished_outside(conn: aiosqlite.Connection, guild_id: int, channel_id: int) -> int:
+    """How many of the guild's jobs are queued or running in a channel other than
+    ``channel_id``, or in a thread of another: those an allowed-channels list of it alone ends
+    unposted. A thread's job journaled before 0041 (its channel not recorded) is counted."""
+    rows = await conn.execute_fetchall(
+        "SELECT COUNT(*) FROM jobs WHERE guild_id = ?"
+        " AND status IN ('queued', 'running') AND channel_id IS NOT ?"
+        " AND thread_parent_id IS NOT ?",
+        (guild_id, channel_id, channel_id),
+    )
+    return int(next(iter(rows))[0])

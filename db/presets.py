@@ -82,13 +82,12 @@ async def put(
     )
 
 
-async def delete(conn: aiosqlite.Connection, scope: Scope, owner_id: int, name: str) -> bool:
-    cursor = await write(
+async def delete(conn: aiosqlite.Connection, scope: Scope, owner_id: int, name: str) -> None:
+    await write(
         conn,
         "DELETE FROM presets WHERE scope = ? AND owner_id = ? AND name_key = ?",
         (scope.value, owner_id, _key(name)),
     )
-    return cursor.rowcount == 1
 
 
 async def delete_member_presets(

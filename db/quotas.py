@@ -27,6 +27,7 @@ __all__ = [
     "LimitOverrides",
     "LimitScope",
     "NoReservation",
+    "StoredOverride",
     "Usage",
     "WithheldRefund",
     "anonymise_due",
@@ -35,6 +36,7 @@ __all__ = [
     "commit",
     "get_limits",
     "overrides_for",
+    "overrides_in",
     "prune_settled",
     "refund",
     "refund_withheld",
@@ -90,6 +92,16 @@ class LimitOverrides:
     user: Limits | None
     roles: list[Limits]
     guild: Limits | None
+
+
+@dataclass(frozen=True)
+class StoredOverride:
+    """One limit override a guild stores: its default (subject: the guild), a role's or a
+    member's."""
+
+    scope: LimitScope
+    subject_id: int
+    limits: Limits
 
 
 async def reserve(
@@ -406,6 +418,17 @@ async def overrides_for(
         roles=by_scope[LimitScope.ROLE.value],
         guild=guild[0] if guild else None,
     )
+
+
+async def overrides_in(conn: aiosqlite.Connection, guild_id: int) -> list[StoredOverride]:
+    """Every override the guild stores: its default first, then roles', then members'."""
+    rows = await conn.execute_fetchall(
+        f"SELECT scope, subject_id, {', '.join(LIMIT_COLUMNS)} FROM quota_limits"
+        " WHERE guild_id = ?"
+        " ORDER BY CASE scope WHEN 'guild' THEN 0 WHEN 'role' THEN 1 ELSE 2 END, subject_id",
+        (guild_id,),
+    )
+    return [StoredOverride(LimitScope(row[0]), int(row[1]), _limits(row[2:])) for row in rows]
 
 
 def _limits(row: Iterable[object]) -> Limits:

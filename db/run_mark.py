@@ -34,14 +34,18 @@ async def read(conn: aiosqlite.Connection) -> RunMark | None:
     return next((RunMark(str(row[0]), int(row[1])) for row in rows), None)
 
 
-async def write(conn: aiosqlite.Connection, run_id: str) -> None:
+async def write(conn: aiosqlite.Connection, run_id: str) -> RunMark:
     """Make ``run_id`` the mark (its count of ended jobs goes on); in the caller's
-    ``transaction``."""
-    await conn.execute(
+    ``transaction``. Returns the mark as that transaction commits it: nothing else writes
+    the table while it holds the write lock."""
+    rows = await conn.execute_fetchall(
         "INSERT INTO run_mark (only_row, run_id) VALUES (1, ?)"
-        " ON CONFLICT (only_row) DO UPDATE SET run_id = excluded.run_id",
+        " ON CONFLICT (only_row) DO UPDATE SET run_id = excluded.run_id"
+        " RETURNING run_id, jobs_ended",
         (run_id,),
     )
+    ((written_id, jobs_ended),) = rows
+    return RunMark(str(written_id), int(jobs_ended))
 
 
 async def end_unfinished_as_lost(conn: aiosqlite.Connection, now: float) -> list[str]:

@@ -326,8 +326,9 @@ class Engine:
         jobs_per_request = [self._image_jobs(request) for request in requests]
         raise_if_cancelled(cancel)
         model = self.models.load(entry)
-        # Everything but the per-image prompts and seeds is shared, so the first request
-        # stands for the batch.
+        # Everything but what each picture's job carries (its prompts, seeds and what its
+        # text says of its own request, ``OwnRequest``) is shared: the first request stands
+        # for the batch.
         owners = [index for index, jobs in enumerate(jobs_per_request) for _ in jobs]
         images = self._run(
             model,

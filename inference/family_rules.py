@@ -7,12 +7,16 @@ privately, not after a wait in the queue. Pure Python (no torch)."""
 from __future__ import annotations
 
 from inference.control_units import control_units
+from inference.face_options import FaceOptions
 from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
 from inference.image_prompts import OPTION_KEY as IMAGE_PROMPT_KEY
 from inference.limits import DEFAULT_CLIP_SKIP
-from inference.metadata import FAMILY_NAMES, FLOW_LABELS, tensor_family
+from inference.metadata import FAMILY_NAMES, FLOW_LABELS, latent_channels_of, tensor_family
+from inference.prompts import PromptPlan
 from inference.registry import ModelEntry, ModelRegistry
 from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
+from inference.upscale import UpscaleOptions
+from inference.vae_files import vae_file
 
 REFINER_FAMILY = FAMILY_NAMES["sdxl-refiner"]
 # The families a refiner cannot finish: their latents are not SDXL's.
@@ -33,6 +37,9 @@ FLOW_SAMPLERS = {
     FLOW_FAMILY_NAMES["flux-schnell"]: (FLOW_EULER, "UniPC"),
 }
 
+
+# A creative upscale re-renders its tiles through a UNet img2img pass, which has no flow form.
+CREATIVE_UPSCALE = "the creative upscale (img2img in tiles)"
 
 # Every SD3 size takes SD3's rules. They are told as "SD 3" wherever they are checked: the
 # engine knows the pipeline's family, not its size, and the early check says the same words.
@@ -72,6 +79,8 @@ def flow_refusal(label: str, what: str) -> RenderInputError:
 def check_flow_request(label: str, request: RenderRequest) -> None:
     """One sentence for each SD feature the flow-matching family ``label`` cannot take."""
     options = request.options
+    if request.mode == "upscale" and UpscaleOptions.from_options(options).mode == "creative":
+        raise flow_refusal(label, CREATIVE_UPSCALE)
     flow_sampler(label, request.sampler)
     if control_units(options):
         raise flow_refusal(label, "ControlNet")
@@ -87,6 +96,30 @@ def check_flow_request(label: str, request: RenderRequest) -> None:
         raise flow_refusal(label, "seamless tiling (--tile)")
     if options.get("pad_conds"):
         raise flow_refusal(label, "pad conds")
+
+
+def flow_prompt_refusal(label: str, plan: PromptPlan) -> RenderInputError | None:
+    """What the flow-matching family ``label`` cannot read of ``plan`` (the prompt's, over the
+    request's steps), refused; None: nothing. T5 and CLIP read one plain text, so no ``AND``
+    parts and no text that changes over the steps (prompt editing, alternation), in the
+    negative prompt neither."""
+    if len(plan.subprompts) > 1:
+        return flow_refusal(label, "AND (composable prompts)")
+    if any(len(part.schedule) > 1 for part in (plan.subprompts[0], plan.negative)):
+        return flow_refusal(label, "prompt editing and alternation ([a:b:when], [a|b])")
+    return None
+
+
+def check_flow_faces(label: str, model: str, request: RenderRequest) -> None:
+    """The faces passes run after an SD 1.x / SDXL render (the fix re-renders through its
+    UNet): ``model``, of the flow-matching family ``label``, is refused them rather than its
+    faces silently left alone. A faces job that only restores runs no model."""
+    faces = FaceOptions.from_options(request.options)
+    if faces.fix or (faces.restore and request.mode != "faces"):
+        raise RenderInputError(
+            f"{model} ({label}) cannot fix or restore faces: that works with SD 1.x and SDXL "
+            "models; leave out --faces and --restore-faces or pick another"
+        )
 
 
 def refiner_as_model(name: str) -> RenderInputError:
@@ -112,29 +145,40 @@ def check_family_request(family: str, model: str, request: RenderRequest) -> Non
         raise refiner_as_model(model)
     if family in FLOW_LABELS:
         check_flow_request(rules_label(family), request)
+        check_flow_faces(rules_label(family), model, request)
     if request.options.get("refiner") and family in _NOT_SDXL:
         raise refiner_needs_sdxl_base(model)
 
 
 def check_model_family(
-    registry: ModelRegistry, request: RenderRequest, default_model: str | None
+    registry: ModelRegistry,
+    request: RenderRequest,
+    default_model: str | None,
+    *,
+    vae: bool = False,
 ) -> None:
     """``check_family_request`` for the model ``request`` renders with (None: ``default_model``,
     else the first installed, as the engine picks), its family read from its header (cached
     per file version; blocking). A model not installed here (a typo, or a broker's workers
-    hold the models) is left to the check that names those there are."""
+    hold the models) is left to the check that names those there are. ``vae``: its VAE too,
+    refused when of another family (``vae_file``), once admission found it installed and
+    allowed (else this sentence would tell of a VAE the server leaves out)."""
     entry = _installed(registry, request.model, default_model)
     if entry is not None:
         check_family_request(tensor_family(entry), entry.name, request)
+        if vae:
+            vae_file(registry, request, latent_channels_of(entry))
 
 
-def check_model_sampler(registry: ModelRegistry, model: str, sampler: str) -> None:
-    """Refuse ``sampler`` saved with ``model`` (a preset) when that model's flow family lacks
-    it, as its render would (``flow_sampler``); a model not installed here, or of another
-    family, is let be. Reads its header (cached per file version; blocking)."""
+def flow_label(registry: ModelRegistry, model: str) -> str | None:
+    """The label the rules of ``model`` are told in when it is of a flow-matching family
+    (``rules_label``), from its header (cached per file version; blocking); None for any other
+    family or a model not installed here (left to the engine where it renders)."""
     entry = _installed(registry, model, None)
-    if entry is not None and (family := tensor_family(entry)) in FLOW_LABELS:
-        flow_sampler(rules_label(family), sampler)
+    if entry is None:
+        return None
+    family = tensor_family(entry)
+    return rules_label(family) if family in FLOW_LABELS else None
 
 
 def _installed(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import diffusers
 import torch
 
-from inference.family_rules import flow_refusal
+from inference.family_rules import flow_prompt_refusal, flow_refusal
 from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
 from inference.memory import gguf_quantization
 from inference.not_installed import not_installed
@@ -98,14 +98,12 @@ def make_flow_scheduler(name: str, config: Mapping[str, Any], schedule_type: str
 def flow_prompt(plan: PromptPlan, family: FlowFamily) -> tuple[str, str, tuple[str, ...]]:
     """The plain positive and negative texts T5 and CLIP read, and what the member should
     know: T5 takes no ``(word:1.3)``, so weights are dropped with a warning; AND and prompt
-    editing/alternation are refused."""
-    if len(plan.subprompts) > 1:
-        raise family.refusal("AND (composable prompts)")
+    editing/alternation are refused (``flow_prompt_refusal``, which admission asks too)."""
+    if (refusal := flow_prompt_refusal(family.label, plan)) is not None:
+        raise refusal
     texts: list[str] = []
     weighted = False
     for part in (plan.subprompts[0], plan.negative):
-        if len(part.schedule) > 1:
-            raise family.refusal("prompt editing and alternation ([a:b:when], [a|b])")
         pieces = [(text, weight) for text, weight in part.schedule[0].pieces if text != "BREAK"]
         weighted |= any(weight != 1.0 for _, weight in pieces)
         texts.append("".join(text for text, _ in pieces))

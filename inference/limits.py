@@ -34,3 +34,11 @@ def out_of_range(name: str, accepts: str, value: object) -> str:
     """The one refusal of ``value`` given for ``name``: what it accepts (``*_ACCEPTS``), and
     the value exactly as given (repr: never rounded, so 30.0000001 is not told as 30)."""
     return f"{name} must be {accepts}, got {value!r}"
+
+
+def seed_refusal(name: str, seed: int | None) -> str | None:
+    """The refusal of ``seed`` given for ``name`` (a seed, a variation seed), or None where
+    it is taken: in 32 bits, or -1 or None for a random one."""
+    if seed is None or seed == -1 or 0 <= seed <= MAX_SEED:
+        return None
+    return out_of_range(name, SEED_ACCEPTS, seed)

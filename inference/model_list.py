@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.memory import gguf_quantization
-from inference.metadata import FAMILY_CONFIGS, checkpoint_family
+from inference.metadata import FAMILY_CONFIGS, checkpoint_family, reads_textual_inversion
 from inference.registry import DENOISER_FOLDERS, GGUF_SUFFIX, ModelEntry, ModelRegistry
 
 
@@ -39,6 +39,13 @@ def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
     versions = tuple(_version(entry) for entry in registry.loadable().values())
     with _LISTING:
         return dict(_listed(versions))
+
+
+def models_without_embeddings(registry: ModelRegistry) -> list[str]:
+    """The installed models that take no textual inversion (SD3, Flux), from their headers
+    (read again only when their files change; blocking: a walk)."""
+    listed = installed_models(registry).items()
+    return [name for name, model in listed if not reads_textual_inversion(model.family)]
 
 
 _Stat = tuple[int, int]  # size, mtime in ns; (-1, -1): missing or unreadable

@@ -15,18 +15,17 @@ from inference.limits import (
     COUNT_ACCEPTS,
     MAX_CFG,
     MAX_COUNT,
-    MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
     MIN_CFG,
     MIN_COUNT,
     MIN_SIZE,
     MIN_STEPS,
-    SEED_ACCEPTS,
     SIZE_MULTIPLE,
     STEPS_ACCEPTS,
     between,
     out_of_range,
+    seed_refusal,
 )
 from inference.outpaint import OutpaintOptions
 from inference.prompts import parse_aspect_ratio
@@ -44,13 +43,6 @@ def _check_range(
         raise RenderInputError(out_of_range(name, accepts or between(low, high), value))
 
 
-def _check_seed(name: str, seed: int | None) -> None:
-    if seed is None or seed == -1:
-        return
-    if not 0 <= seed <= MAX_SEED:
-        raise RenderInputError(out_of_range(name, SEED_ACCEPTS, seed))
-
-
 def validate_request(request: RenderRequest) -> None:
     """Refuse a request with a message that names the problem and the accepted range."""
     for name, size in (("width", request.width), ("height", request.height)):
@@ -66,8 +58,9 @@ def validate_request(request: RenderRequest) -> None:
         raise RenderInputError(out_of_range("steps", STEPS_ACCEPTS, request.steps))
     _check_range("CFG scale", request.cfg_scale, MIN_CFG, MAX_CFG, CFG_ACCEPTS)
     _check_range("count", request.count, MIN_COUNT, MAX_COUNT, COUNT_ACCEPTS)
-    _check_seed("seed", request.seed)
-    _check_seed("variation seed", request.variation_seed)
+    for name, seed in (("seed", request.seed), ("variation seed", request.variation_seed)):
+        if (refusal := seed_refusal(name, seed)) is not None:
+            raise RenderInputError(refusal)
     _check_range("variation strength", request.variation_strength, 0.0, 1.0)
     _check_range("denoising strength", request.denoising_strength, 0.0, 1.0)
     scheduler_spec(request.sampler, request.schedule_type)

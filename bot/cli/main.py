@@ -495,8 +495,12 @@ def infotext_settings(value: str, settings: Settings) -> RenderRequest:
         allow_pickle=settings.allow_pickle,
         hashes_file=settings.model_hashes_file,
     )
+    installed = dataclasses.replace(
+        installed_in(registry, settings.default_model),
+        wildcards_dir=settings.existing_wildcards_dir,
+    )
     try:
-        imported = request_from_infotext_text(text, installed_in(registry, settings.default_model))
+        imported = request_from_infotext_text(text, installed)
     except RequestError as error:
         raise UsageError(f"--infotext: {error}") from None
     for warning in imported.unhonoured:

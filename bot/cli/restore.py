@@ -8,12 +8,14 @@ jobs it held queued or running are not rendered and posted again."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings
 
-# What SQLite keeps beside a database and replays into it at the next open.
-_BESIDE_A_DATABASE = ("-wal", "-shm", "-journal")
+if TYPE_CHECKING:
+    from db.backups import JobsHeld
 
 
 class RestoreRefused(Exception):
@@ -24,7 +26,12 @@ def restore(backup: Path, settings: Settings) -> str:
     """Put ``backup`` in place of the database; the line that says what was done."""
     from bot.restores import mark_restored
     from bot.single_instance import DataDirInUse, hold_data_dir
-    from db.backups import BackupUnusable, copy_checked
+    from db.backups import (
+        BESIDE_A_DATABASE,
+        BackupUnusable,
+        copy_checked,
+        jobs_held,
+    )
 
     database = settings.database_path
     if not backup.is_file():
@@ -37,24 +44,87 @@ def restore(backup: Path, settings: Settings) -> str:
     except DataDirInUse as error:
         raise RestoreRefused(str(error)) from None  # stop it first
     staged = database.with_name(f"{database.name}.restoring")
+    replaced = database.with_name(f"{database.name}.replaced")
     try:
+        if replaced.exists() and backup.resolve() != replaced.resolve():
+            # The only copy of what an earlier restore replaced: never written over.
+            raise RestoreRefused(
+                f"an earlier restore's copy {replaced} ({_held_text(jobs_held(replaced))}) is "
+                f"still there: if that restore was wrong, `easel restore {replaced}` puts it back"
+                " first; if it was right, move or delete it; nothing replaced"
+            )
         staged.unlink(missing_ok=True)
         try:
             version = copy_checked(backup, staged)
         except BackupUnusable as error:
             named = f"BACKUP_FILE {str(backup)!r}"
             raise RestoreRefused(f"{named}: {error}; nothing replaced") from None
+        kept = ""
+        if database.exists():  # a wrong backup put back is then undone by restoring this copy
+            try:
+                unread = _keep_copy_whole(database, replaced)
+            except OSError as error:
+                left = f"; {replaced} is as it was" if replaced.exists() else ""
+                raise RestoreRefused(
+                    f"no copy of {database} could be kept as {replaced} ({error}); nothing "
+                    f"replaced{left}"
+                ) from None
+            how = "" if unread is None else f", its files as they were (SQLite: {unread})"
+            kept = (
+                f"; the database it replaced ({_held_text(jobs_held(replaced))}) is kept as "
+                f"{replaced}{how}: `easel restore {replaced}` puts it back; delete it once "
+                "this restore is right (it holds members' data)"
+            )
+        held = _held_text(jobs_held(staged))
         # Marked first: a stop between the two then ends the replaced database's jobs at the
         # next start (the operator was replacing it), never renders the backup's again.
         mark_restored(settings.data_dir)
-        for suffix in _BESIDE_A_DATABASE:
+        for suffix in BESIDE_A_DATABASE:
             database.with_name(f"{database.name}{suffix}").unlink(missing_ok=True)
         staged.replace(database)
     finally:
         staged.unlink(missing_ok=True)
         lock.release()
     return (
-        f"restored {backup} as {database} (schema version {version}, integrity checked); the "
-        "next `easel run` ends the jobs it holds queued or running, refunded, without "
-        "rendering or posting them; put images/ and inputs/ back from the same backup"
+        f"restored {backup} as {database} (schema version {version}, integrity checked; "
+        f"{held}){kept}; the next `easel run` ends the jobs it holds queued or running, "
+        "refunded, without rendering or posting them; put images/ and inputs/ back from the "
+        "same backup"
     )
+
+
+def _keep_copy_whole(database: Path, to: Path) -> str | None:
+    """``keep_copy`` to ``to`` whole, or ``to`` left as it was: written under a temporary name
+    beside it, put on disk, then renamed over it (``to`` may be the backup being restored)."""
+    from bot.on_disk import put_on_disk
+    from db.backups import BESIDE_A_DATABASE, keep_copy
+
+    writing = to.with_name(f"{to.name}.new")
+    beside = [Path(f"{writing}{suffix}") for suffix in BESIDE_A_DATABASE]
+    try:
+        for path in (writing, *beside):
+            path.unlink(missing_ok=True)
+        unread = keep_copy(database, writing)
+        for suffix in BESIDE_A_DATABASE:
+            Path(f"{to}{suffix}").unlink(missing_ok=True)
+        wal = Path(f"{writing}-wal")
+        if wal.exists():  # SQLite could not read it: its -wal kept beside, put in place first
+            put_on_disk(wal)
+            wal.replace(f"{to}-wal")
+        put_on_disk(writing)
+        writing.replace(to)
+        put_on_disk(to.parent)
+    finally:
+        for path in (writing, *beside):
+            path.unlink(missing_ok=True)
+    return unread
+
+
+def _held_text(held: JobsHeld | None) -> str:
+    """What a database holds, in words: "12 jobs, the newest made 2026-11-03 14:05 UTC"."""
+    if held is None:
+        return "its jobs cannot be read"
+    if held.newest is None:
+        return "no jobs"
+    newest = datetime.fromtimestamp(held.newest, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{held.count:,} job{'s' if held.count != 1 else ''}, the newest made {newest}"

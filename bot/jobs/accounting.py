@@ -441,34 +441,36 @@ async def set_limits(
     scope: ledger.LimitScope,
     guild_id: int,
     subject_id: int,
-    limits: QuotaLimits,
+    limits: QuotaLimits | None,
     now: float,
     *,
     by: int | None = None,
-) -> None:
-    """Store a limit override of ``guild_id`` (its default, a role's or a member's) and, set
-    by an admin ``by``, its audit row, in one transaction: a failure between them leaves
-    neither."""
+) -> bool:
+    """Store a limit override of ``guild_id`` (its default, a role's or a member's), or with
+    ``limits`` None remove it (the next level applies again), and, changed by an admin ``by``,
+    its audit row (a removal's new value NULL), in one transaction: a failure between them
+    leaves neither. Whether anything changed (False: no such override to remove)."""
     kept = _kept(conn)
-    values = limits.as_mapping()
     try:
         async with transaction(conn):
-            await ledger.set_limits(conn, scope, guild_id, subject_id, values, now)
-            if by is not None:
-                audited = {k: v for k, v in values.items() if v is not None}
+            if limits is None:
+                changed = await ledger.clear_limits(conn, scope, guild_id, subject_id)
+                audited = None
+            else:
+                values = limits.as_mapping()
+                await ledger.set_limits(conn, scope, guild_id, subject_id, values, now)
+                changed = True
+                audited = json.dumps({k: v for k, v in values.items() if v is not None})
+            if by is not None and changed:
                 await settings_audit.record_change(
-                    conn,
-                    guild_id,
-                    by,
-                    f"quota:{scope.value}:{subject_id}",
-                    json.dumps(audited),
-                    now,
+                    conn, guild_id, by, f"quota:{scope.value}:{subject_id}", audited, now
                 )
     finally:
         # After the transaction either way: a read meanwhile (on this connection) may have
         # kept limits it wrote, or then rolled back.
         kept.limited_guilds.add(guild_id)
         kept.limits.drop_where(lambda key: key[0] == guild_id)
+    return changed
 
 
 async def erase_member(

@@ -164,6 +164,7 @@ class Retention:
         self._clock = clock
         self._swept = False  # whether a round listed every stored file (the first does)
         self._pruned_at: float | None = None  # time.monotonic() at the end of the last round
+        self._audit_read_to = 0  # the last audit row id a round read (0: none yet)
 
     async def clear_expired_tokens(self) -> int:
         return await journal.clear_expired_tokens(
@@ -184,8 +185,9 @@ class Retention:
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)
         past = await self._prune_past(now, cutoff_floor) if self._retention_s else Pruned()
-        audit_rows = await guild_settings.prune_audit(self._conn, AUDIT_ROWS_KEPT)
-        if anonymised or past.jobs or past.ledger_rows or past.refusals or audit_rows:
+        audit = await guild_settings.prune_audit(self._conn, AUDIT_ROWS_KEPT, self._audit_read_to)
+        self._audit_read_to = audit.read_to
+        if anonymised or past.jobs or past.ledger_rows or past.refusals or audit.rows:
             await write_back_log(self._conn)  # no copy of the database files keeps their rows
         pictures, uploads = past.pictures, past.uploads
         # Whatever the retention (0 too: what no row names is reached by no command, nor by
@@ -202,7 +204,7 @@ class Retention:
             ledger_rows_anonymised=anonymised,
             pictures=pictures,
             uploads=uploads,
-            audit_rows=audit_rows,
+            audit_rows=audit.rows,
         )
 
     async def _prune_past(self, now: float, cutoff_floor: float) -> Pruned:

@@ -21,8 +21,8 @@ Fair order
        charged to that user's turn and to the sharer's share (the same user without priority
        roles). So a server's priority role reorders who uses the server's turns, never how
        many it gets; and a job that has waited ``aging_seconds`` (twice that from ``RELAX``)
-       ranks ``PRIORITY`` everywhere, lifting its guild while its share pays for the lift:
-       nothing starves forever.
+       ranks ``PRIORITY`` everywhere (no higher than ``STANDARD`` while servers take turns,
+       below), lifting its guild while its share pays for the lift: nothing starves forever.
     2. Within a class, fair shares of work across users: the user whose starts add up to the
        least work goes first (a user who never started a job goes before everyone who has).
        Each start moves its user back by the job's ``est_seconds`` (``_LEAST_WORK_S`` at
@@ -38,6 +38,25 @@ Fair order
        their next job's submit time.
     3. Within a user, first in first out (among the jobs that can run on the device asked for):
        a user's job never starts before one of theirs that is ahead of it.
+    Servers take turns (``fairness`` ``servers``, the operator's EASEL_FAIRNESS): between
+    guilds of one rank, rule 1's share gives way to the guild's own *tally*, rule 2's count
+    kept for the guild as a whole (direct messages are one guild here too): each start moves
+    it back by the job's work from its tally or the guilds' level (the tally of the guild first
+    at each start), equal tallies going to the guild that started least recently. So guilds
+    with jobs waiting get about equal device time, however many of their members wait, and a
+    guild back from idle goes first once and saves up nothing. Tallies are kept for every guild
+    seen (about 190 bytes each: 1.9 MB for 10,000) and none across a restart: then every guild
+    is new, and among guilds of one rank each one waiting starts once before any starts twice.
+    Within the guild nothing changes (aging included), and rank still goes first: an operator's
+    priority server's priority role lifts its guild past the guilds of lower rank, its guild's
+    tally paying for the lift. Aging lifts a job's rank no higher than ``STANDARD`` here: the
+    tallies already bound every guild's wait, and a busy guild's aged backlog ranking
+    ``PRIORITY`` would take every turn once the queue is ``aging_seconds`` deep. Only with
+    priority servers listed does aging still lift a job to ``PRIORITY`` between guilds, as
+    nothing else ends their priority roles' hold on the others; servers then take turns among
+    the jobs that have not waited ``aging_seconds``, and the aged ones go first. A member gets
+    a turn in each guild they use (the operator's EASEL_ALLOWED_SERVERS keeps strangers out).
+    ``members`` (the default) is rule 1 as written.
     A user has at most ``per_user_in_flight`` jobs running, a guild at most
     ``per_guild_in_flight`` (direct messages have no guild cap); jobs of users or guilds at
     their cap wait without blocking others.
@@ -50,6 +69,9 @@ Batching bound
     ahead of its fair turn. The batch leader is job 0, or the first of jobs
     ``1..model_affinity_turns`` whose model is already loaded on the device (jumping that many
     turns at most); partners share the leader's ``batch_key`` and keep FIFO within each user.
+    A job whose effective class is ``RELAX`` neither leads for the loaded model nor joins a
+    batch while a job of a higher class ahead of it is left waiting: it runs only when no other
+    job that could start waits (the README's ``--relax``).
 """
 
 from __future__ import annotations
@@ -61,10 +83,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final, NamedTuple
+from typing import Final, Generic, Literal, NamedTuple, TypeVar
 
 __all__ = [
+    "FAIRNESS_CHOICES",
     "FairScheduler",
+    "Fairness",
     "PriorityClass",
     "QueueSnapshot",
     "QueuedJob",
@@ -115,6 +139,11 @@ class QueuedJob:
         return self.batch_key[0]
 
 
+# Between whom the queue is fair first (EASEL_FAIRNESS): members, or servers (then members).
+Fairness = Literal["members", "servers"]
+FAIRNESS_CHOICES: Final[tuple[Fairness, ...]] = ("members", "servers")
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     per_user_in_flight: int = 2
@@ -131,6 +160,8 @@ class SchedulerConfig:
     # after each change (a job further back reads "at least this many ahead"), so a submit's
     # cost does not grow with the queue's depth. Who starts next is never bounded by it.
     positions_counted: int = 100
+    # servers: guilds take turns before their users do (rule 1, "Servers take turns").
+    fairness: Fairness = "members"
 
     def __post_init__(self) -> None:
         if self.per_user_in_flight < 1:
@@ -154,6 +185,8 @@ class SchedulerConfig:
             )
         if self.positions_counted < 1:
             raise ValueError(f"positions_counted must be at least 1, got {self.positions_counted}")
+        if self.fairness not in FAIRNESS_CHOICES:
+            raise ValueError(f"fairness must be members or servers, got {self.fairness!r}")
 
 
 @dataclass(frozen=True)
@@ -201,6 +234,7 @@ class _Turn(NamedTuple):
 # The classes as plain ints, for the walk's comparisons (an enum member's lookup costs more).
 _PRIORITY = int(PriorityClass.PRIORITY)
 _STANDARD = int(PriorityClass.STANDARD)
+_RELAX = int(PriorityClass.RELAX)
 
 _UNSTARTED = _Turn(0.0, _NEVER_STARTED)
 _BACK = _Turn(0.0, _RETURNED)
@@ -229,17 +263,23 @@ _Head = tuple["_Ticket", int, bool, int]
 _Placed = tuple[int | None, bool]
 
 
-class _Charge(NamedTuple):
-    """One start's move of a user's turn or share (``put_back_unstarted`` undoes it)."""
+# Whose tally a charge moves: a user's (their id), or a guild's (None: direct messages).
+_Holder = TypeVar("_Holder", int, int | None)
 
-    user_id: int
+
+class _Charge(NamedTuple, Generic[_Holder]):
+    """One start's move of a tally (``put_back_unstarted`` undoes it): a user's turn or
+    share, or its guild's (servers taking turns)."""
+
+    holder: _Holder
     after: _Turn
     before: _Turn
 
 
 class _Start(NamedTuple):
-    turn: _Charge  # the user who starts the job
-    share: _Charge  # the user whose share the guild's turn was (the same one without roles)
+    turn: _Charge[int]  # the user who starts the job
+    share: _Charge[int]  # the user whose share the guild's turn was (the same one without roles)
+    guild: _Charge[int | None] | None  # its guild's tally, when servers take turns
 
 
 @dataclass(slots=True)
@@ -427,6 +467,20 @@ class FairScheduler:
         # The queue's level of work (rule 2): no start counts from below it.
         self._level = 0.0
         self._share_level = 0.0  # the same for shares
+        # Servers taking turns: each guild's tally (never forgotten: one per server served
+        # since the start) and the guilds' level, as rule 2's for users.
+        self._servers_take_turns = self.config.fairness == "servers"
+        # How far aging lifts a job's rank between guilds: while servers take turns, no higher
+        # than STANDARD (their tallies already bound each guild's wait: an aged backlog ranking
+        # PRIORITY would take every turn), unless priority servers are listed (only aging lifts
+        # other guilds' jobs past their priority roles' endless stream).
+        self._rank_ceiling = (
+            _STANDARD
+            if self._servers_take_turns and not self.config.priority_across_guilds
+            else _PRIORITY
+        )
+        self._guild_tallies: dict[int | None, _Turn] = {}
+        self._guild_level = 0.0
         # (turn, user id) at each start: who goes first in rule 2, for forgetting.
         self._starts: list[tuple[_Turn, int]] = []
         # Users left idle by a finish or cancel, which take no time: stamped at the next ``now``.
@@ -477,22 +531,32 @@ class FairScheduler:
         first_of_user: dict[int, int] = {}
         for index, job in enumerate(order):
             first_of_user.setdefault(job.user_id, index)
+        # A RELAX job runs only when no other job waits (the README's --relax): it starts in no
+        # batch, as leader or partner, that leaves a job of a higher class ahead of it waiting.
+        classes = [self._effective_class(job, now) for job in order]
         leader_index = 0
         if loaded_model is not None:
             for index, job in enumerate(order[: self.config.model_affinity_turns + 1]):
                 if job.model == loaded_model and first_of_user[job.user_id] == index:
-                    leader_index = index
+                    if classes[index] > _RELAX or max(classes[:index], default=_RELAX) == _RELAX:
+                        leader_index = index
                     break
         leader = order[leader_index]
         batch = [leader]
         blocked_users: set[int] = set()  # FIFO: a user's later job may not pass a skipped one
+        passed_class = _RELAX  # the highest class of the jobs skipped so far (none: RELAX)
         for index, job in enumerate(order):
             if len(batch) == self.config.max_batch:
                 break
             if index == leader_index:
                 continue
-            if job.user_id in blocked_users or job.batch_key != leader.batch_key:
+            if (
+                job.user_id in blocked_users
+                or job.batch_key != leader.batch_key
+                or classes[index] == _RELAX < passed_class
+            ):
                 blocked_users.add(job.user_id)
+                passed_class = max(passed_class, classes[index])
                 continue
             batch.append(job)
         return batch, sharer_of
@@ -507,7 +571,11 @@ class FairScheduler:
             first = self._users[self._tickets[first_id][0].job.user_id]
             self._level = max(self._level, first.turn.work)
             self._share_level = max(self._share_level, self._users[first_sharer].share.work)
+            if self._servers_take_turns:
+                first_guild = self._tickets[first_id][0].job.guild_id
+                self._guild_level = max(self._guild_level, self._guild_tally(first_guild).work)
         touched: set[int] = set()
+        charged_guilds: set[int | None] = set()
         for job in batch:
             ticket, lane_key = self._tickets.pop(job.job_id)
             user = self._users[job.user_id]
@@ -523,8 +591,17 @@ class FairScheduler:
             sharer = self._users[sharer_id]
             first_share = max(sharer.turn.start, sharer.share.start) < _FIRST_START
             share = _Turn(_work_after(sharer.share, self._share_level, job), self._last_start_seq)
+            guild_charge = None
+            if self._servers_take_turns:
+                tally = self._guild_tally(job.guild_id)
+                after = _Turn(_work_after(tally, self._guild_level, job), self._last_start_seq)
+                guild_charge = _Charge(job.guild_id, after, tally)
+                self._guild_tallies[job.guild_id] = after
+                charged_guilds.add(job.guild_id)
             self._starts_of[job.job_id] = _Start(
-                _Charge(job.user_id, turn, user.turn), _Charge(sharer_id, share, sharer.share)
+                _Charge(job.user_id, turn, user.turn),
+                _Charge(sharer_id, share, sharer.share),
+                guild_charge,
             )
             user.turn = turn
             sharer.share = share
@@ -539,6 +616,7 @@ class FairScheduler:
             self._running_seq[job.job_id] = ticket.seq
             touched.add(job.user_id)
         self._refresh(*touched)
+        self._rekey_everywhere(charged_guilds)
         return batch
 
     def finish(self, job_id: str) -> None:
@@ -584,12 +662,15 @@ class FairScheduler:
         start = self._starts_of[job_id]
         self._take_back(start)
         user_id, _, before = start.turn
-        if start.share.user_id != user_id and start.share.user_id in self._users:
-            self._refresh(start.share.user_id)
-            self._note_if_idle(start.share.user_id)
+        sharer_id = start.share.holder
+        if sharer_id != user_id and sharer_id in self._users:
+            self._refresh(sharer_id)
+            self._note_if_idle(sharer_id)
         # Re-indexes the user at the place restored; one restored to _RETURNED with nothing
         # else queued or running leaves no trace as it leaves, and comes back as such.
         self._back_in_queue(job_id, started_before=before.start == _RETURNED)
+        if start.guild is not None:
+            self._rekey_everywhere((start.guild.holder,))
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -721,26 +802,33 @@ class FairScheduler:
         return self._running_seq.pop(job_id)
 
     def _take_back(self, start: _Start) -> None:
-        """Undo one start's moves of its user's turn and its sharer's share (a user forgotten
-        since has nothing left to undo)."""
-        turn, share = start
-        starter, sharer = self._users.get(turn.user_id), self._users.get(share.user_id)
+        """Undo one start's moves of its user's turn, its sharer's share and its guild's tally
+        (a user forgotten since has nothing left to undo)."""
+        turn, share, guild = start
+        starter, sharer = self._users.get(turn.holder), self._users.get(share.holder)
         turn_moved_since = share_moved_since = False
         if starter is not None:
             turn_moved_since = starter.turn.start != turn.after.start
             starter.turn = _taken_back(turn, starter.turn)
             if starter.turn.start >= _FIRST_START:
-                heapq.heappush(self._starts, (starter.turn, turn.user_id))  # may be dropped
+                heapq.heappush(self._starts, (starter.turn, turn.holder))  # may be dropped
         if sharer is not None:
             share_moved_since = sharer.share.start != share.after.start
             sharer.share = _taken_back(share, sharer.share)
-        if turn_moved_since or share_moved_since:
-            for other, (later_turn, later_share) in self._starts_of.items():
+        guild_moved_since = False
+        if guild is not None:
+            tally = self._guild_tallies[guild.holder]
+            guild_moved_since = tally.start != guild.after.start
+            self._guild_tallies[guild.holder] = _taken_back(guild, tally)
+        if turn_moved_since or share_moved_since or guild_moved_since:
+            for other, (later_turn, later_share, later_guild) in self._starts_of.items():
                 if turn_moved_since:
                     later_turn = _followed(later_turn, turn)
                 if share_moved_since:
                     later_share = _followed(later_share, share)
-                self._starts_of[other] = _Start(later_turn, later_share)
+                if guild_moved_since and later_guild is not None and guild is not None:
+                    later_guild = _followed(later_guild, guild)
+                self._starts_of[other] = _Start(later_turn, later_share, later_guild)
 
     def _note_if_idle(self, user_id: int) -> None:
         """A user left with nothing queued or running: one who has not started a job since
@@ -802,7 +890,8 @@ class FairScheduler:
 
     def _rank(self, job: QueuedJob, now: float) -> int:
         """The job's class as it ranks between guilds (rule 1)."""
-        return self._promoted(job, self._unaged_rank(job), now)
+        unaged = self._unaged_rank(job)
+        return min(self._promoted(job, unaged, now), max(unaged, self._rank_ceiling))
 
     def _fresh(self, job: QueuedJob, now: float) -> bool:
         """Whether ``job`` is a priority role's that has waited less than ``aging_seconds``:
@@ -850,7 +939,7 @@ class FairScheduler:
             return None
         ticket, effective = best
         if ticket.job.priority != _PRIORITY:  # only a priority role's job ranks apart
-            return ticket, effective, False, effective
+            return ticket, effective, False, min(effective, self._rank_ceiling)
         return ticket, effective, self._fresh(ticket.job, now), self._rank(ticket.job, now)
 
     def _refresh(self, *user_ids: int) -> None:
@@ -862,13 +951,17 @@ class FairScheduler:
             user.version = next(self._versions)
             promotions = []
             for lane in user.lanes.values():
-                # The rank is promoted whenever the class is, and a PRIORITY job's rank alone;
-                # a fresh job (of a guild whose PRIORITY ranks everywhere) stops being fresh.
+                # The rank is promoted whenever the class is (to its ceiling), and a PRIORITY
+                # job's rank alone; a fresh job (of a guild whose PRIORITY ranks everywhere)
+                # stops being fresh.
                 job = lane[0].job
                 lane_rank = self._rank(job, self._clock)
-                if lane_rank < _PRIORITY:
-                    unaged = self._unaged_rank(job)
+                unaged = self._unaged_rank(job)
+                if lane_rank < max(unaged, self._rank_ceiling):
                     promotions.append(self._next_promotion(job, unaged, lane_rank))
+                elif (effective := self._effective_class(job, self._clock)) < _PRIORITY:
+                    # The rank stopped below the class (servers taking turns): the class ages on.
+                    promotions.append(self._next_promotion(job, job.priority, effective))
                 elif self._fresh(job, self._clock):
                     promotions.append(self._next_promotion(job, _PRIORITY, _PRIORITY))
             if promotions:
@@ -919,9 +1012,21 @@ class FairScheduler:
             if heap is not None and len(heap) > 4 * guild.users + 64:  # stale entries dominate
                 heap.keep(lambda entry: self._is_current(entry[_USER], entry[_VERSION]))
         key = top[:_VERSION]
+        if self._servers_take_turns:
+            key = _by_tally(top, self._guild_tally(guild_id))
         if key != guild.key:
             guild.key, guild.version = key, next(self._versions)
             heapq.heappush(view.heap, (*key, guild.version, guild_id))
+
+    def _guild_tally(self, guild_id: int | None) -> _Turn:
+        return self._guild_tallies.get(guild_id, _UNSTARTED)
+
+    def _rekey_everywhere(self, guild_ids: Iterable[int | None]) -> None:
+        """Index the guilds between guilds anew in every view, after their tallies moved."""
+        for view in self._views.values():
+            for guild_id in guild_ids:
+                if guild_id in view.guilds:
+                    self._rekey(view, guild_id)
 
     def _guild_is_current(self, view: _View, guild_id: int | None, version: int) -> bool:
         guild = view.guilds.get(guild_id)
@@ -993,6 +1098,8 @@ class FairScheduler:
         simulated_versions = itertools.count(-1, -1)
         start_seqs = itertools.count(self._last_start_seq + 1)
         level, share_level = self._level, self._share_level
+        servers_take_turns, guild_level = self._servers_take_turns, self._guild_level
+        tallies: dict[int | None, _Turn] = {}  # guilds' tallies moved by simulated starts
         guild_started: Counter[int | None] = Counter()
         user_cap = self.config.per_user_in_flight
         guild_cap = self.config.per_guild_in_flight
@@ -1017,6 +1124,9 @@ class FairScheduler:
             if top is None:
                 return None
             guild.version = next(simulated_versions)
+            if servers_take_turns:
+                tally = tallies.get(guild_id) or self._guild_tally(guild_id)
+                return (*_by_tally(top, tally), guild.version, guild_id)
             return (*top[:_VERSION], guild.version, guild_id)
 
         def place(user_id: int, state: _Simulated, head: _Head | None, keyed: int | None) -> None:
@@ -1082,6 +1192,10 @@ class FairScheduler:
                 state.turn = sharer.share
             else:
                 state.turn = _Turn(_work_after(state.turn, level, job), start)
+            if servers_take_turns:
+                tally = tallies.get(guild_id) or self._guild_tally(guild_id)
+                guild_level = max(guild_level, tally.work)
+                tallies[guild_id] = _Turn(_work_after(tally, guild_level, job), start)
             state.started += 1
             lane_key = (job.priority, job.device)
             state.consumed[lane_key] = state.consumed.get(lane_key, 0) + 1
@@ -1110,7 +1224,13 @@ def _guild_top(guild: _Guild, is_current: Callable[[int, int], bool]) -> _Entry 
     return entry
 
 
-def _taken_back(charge: _Charge, current: _Turn) -> _Turn:
+def _by_tally(top: _Entry, tally: _Turn) -> _GuildKey:
+    """Where a guild goes between guilds when servers take turns: at its top entry's rank, by
+    its own ``tally`` in place of its sharer's share (rule 1)."""
+    return (top[0], top[1], *tally, top[4], top[5])
+
+
+def _taken_back(charge: _Charge[_Holder], current: _Turn) -> _Turn:
     """A tally once ``charge`` is undone: back to what it was, or, when a later start moved it
     since, that one's, less this job's work."""
     if current.start == charge.after.start:
@@ -1118,7 +1238,7 @@ def _taken_back(charge: _Charge, current: _Turn) -> _Turn:
     return _Turn(current.work - (charge.after.work - charge.before.work), current.start)
 
 
-def _followed(later: _Charge, undone: _Charge) -> _Charge:
+def _followed(later: _Charge[_Holder], undone: _Charge[_Holder]) -> _Charge[_Holder]:
     """A later start's charge once ``undone`` is: one that followed it follows the one before."""
     if later.before.start == undone.after.start:
         return later._replace(before=undone.before)

@@ -35,6 +35,13 @@ from inference.types import RenderRequest
 SOURCE_WITHDRAWN = "a moderator removed the picture it was made from"
 # Stopped as a moderator withdrew it (``stopped_by_moderator``): which one is never said.
 MODERATOR_STOPPED = "a moderator of the server stopped it"
+# Stopped by a stop its maker was put under (``stopped_by_sanction``): not their own cancel.
+# No moderator named: AutoMod times members out too, and a member found gone at start-up may
+# have left on their own (Discord says only "Unknown Member").
+SANCTION_STOPPED = (
+    "Easel stopped it because you were timed out in the server or are no longer in it; you "
+    "may submit it again once you can post there"
+)
 # Its own message deleted in the channel: by a moderator or by its maker (Discord does not say).
 PROGRESS_DELETED = "its message in the channel was deleted"
 CHANNEL_DELETED = "the channel or thread it was made in was deleted"
@@ -92,13 +99,14 @@ async def under_rules_of_now(
     policy: GuildPolicy | None,
     here_age_restricted: Callable[[], Awaitable[bool]],
     pixels_withdrawn: Callable[[], Awaitable[bool]],
+    thread_parent: Callable[[], Awaitable[int | None]] | None = None,
 ) -> FinishedJob:
     """``job``'s result as it may be posted now (``placed_under_rules_of_now``), or
     ``Withheld``: also when one of its pictures has the pixels of a server's job a moderator
     withdrew (``pixels_withdrawn()``, asked of a server's job only: its settings pasted again
     make the same picture; refunded, as its maker may not have known), or when what it was
     conditioned on renders a word banned since."""
-    job = await placed_under_rules_of_now(job, policy, here_age_restricted)
+    job = await placed_under_rules_of_now(job, policy, here_age_restricted, thread_parent)
     if job.guild_id is not None and await pixels_withdrawn():
         raise Withheld(SAME_PICTURE_REMOVED, refund=True)
     if policy is not None:
@@ -110,6 +118,7 @@ async def placed_under_rules_of_now(
     job: FinishedJob,
     policy: GuildPolicy | None,
     here_age_restricted: Callable[[], Awaitable[bool]],
+    thread_parent: Callable[[], Awaitable[int | None]] | None = None,
 ) -> FinishedJob:
     """The rules of now that are cheap to read, also asked before a queued job renders:
     ``job`` behind a spoiler where the server spoilers its pictures now, or ``Withheld``: it
@@ -119,7 +128,8 @@ async def placed_under_rules_of_now(
     model list leaves out now (its refiner, a /compare's cells' included), it may use an
     add-on the server no longer allows (``addons.allowed_addons_only``), or its pictures must
     stay in age-restricted channels now and ``here_age_restricted()`` (its channel, asked
-    only then) says that one is not.
+    only then) says that one is not. A thread's job is enabled with the channel
+    ``thread_parent()`` names (asked only when the thread itself is not listed).
     ``policy`` None: the servers' rules are not known (tests), only the withdrawal is read."""
     if (refunded := refunded_withdrawal(job)) is not None:
         raise Withheld(refunded, refund=True)
@@ -131,7 +141,13 @@ async def placed_under_rules_of_now(
         await policy.check_channel(job.guild_id, job.channel_id)
     except UserError:
         off = DIRECT_MESSAGES_OFF if job.guild_id is None else CHANNEL_OFF
-        raise Withheld(off, refund=True) from None
+        parent = None if thread_parent is None or job.guild_id is None else await thread_parent()
+        if parent is None:
+            raise Withheld(off, refund=True) from None
+        try:
+            await policy.check_channel(job.guild_id, job.channel_id, parent)
+        except UserError:
+            raise Withheld(off, refund=True) from None
     if job.guild_id is not None:
         settings = await policy.settings(job.guild_id)
         allowed_models = settings.entries(GuildList.ALLOWED_MODEL)
@@ -210,6 +226,12 @@ def stopped_by_moderator(job: FinishedJob) -> bool:
     Discord does not say who deleted it, its maker as likely as a moderator; nor a
     moderator's withdrawal after its maker's own cancel."""
     return job.moderator_stopped and not (job.withdrawn_with_source or job.withdrawn_with_channel)
+
+
+def stopped_by_sanction(job: FinishedJob) -> bool:
+    """Whether a cancelled ``job`` was first stopped by a stop its maker was put under (a ban,
+    a kick, a timeout), not withdrawn (a deletion's stop is told as such)."""
+    return job.imposed_stop and not job.withdrawn
 
 
 def channel_deletion(job: FinishedJob) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import aiosqlite
 
@@ -53,13 +53,24 @@ class MemberSettings:
         self._cached.drop(user_id)
 
     async def update(
-        self, user_id: int, changes: dict[str, object], *, clear: bool = False
+        self,
+        user_id: int,
+        changes: dict[str, object],
+        *,
+        clear: bool = False,
+        back_to_default: Collection[str] = (),
     ) -> UserSettings:
         """Apply the given changes (None values are ignored) on top of the saved settings,
-        or on top of nothing with ``clear``; raises ``RequestError`` for a bad value. Private
-        results asked for cover the member's jobs not delivered yet too, in the same
+        or on top of nothing with ``clear``, those named in ``back_to_default`` forgotten
+        first (a mistaken default undone alone); raises ``RequestError`` for a bad value.
+        Private results asked for cover the member's jobs not delivered yet too, in the same
         transaction (``make_undelivered_private``); turned off, they leave those private."""
         base = UserSettings() if clear else await store.get(self._conn, user_id)
+        fresh = UserSettings()
+        base = dataclasses.replace(
+            base,
+            **{name: getattr(fresh, name) for name in back_to_default},
+        )
         given = {name: value for name, value in changes.items() if value is not None}
         # Only the values changed are checked: one saved before such values were checked is
         # refused where it is used, naming where it is kept (``refused_as_saved``), and

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import itertools
 import re
+import threading
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -169,7 +170,7 @@ def find_banned_rendering(texts: Iterable[Rendering], banned: Collection[str]) -
     words = banned if isinstance(banned, BannedWords) else BannedWords(frozenset(banned))
     matchers = [
         matcher
-        for matcher in (_matcher_for(words.own), _operator_matcher_for(words.operator))
+        for matcher in (_matcher_for(words.own), operator_matcher(words.operator))
         if matcher is not None
     ]
     read = list(texts) if len(matchers) > 1 else texts  # read once by each matcher
@@ -233,9 +234,19 @@ def _matcher(banned: frozenset[str]) -> _Matcher | None:
 # words: 3 ms; 1,000: about 0.1 s), never the operator's (5,000 words: 0.3 s).
 MATCHERS_KEPT = 256
 _matcher_for = functools.lru_cache(maxsize=MATCHERS_KEPT)(_matcher)
-# The operator's words: one list for the process (read at start), its matcher built at the
-# first prompt and kept; a server's list never evicts it.
+# The operator's words: one list for the process (read at start), its matcher built once and
+# kept (``operator_matcher``); a server's list never evicts it. One build at a time: a
+# prompt read during the start's build waits for it, rather than building the same again.
 _operator_matcher_for = functools.lru_cache(maxsize=1)(_matcher)
+_operator_build = threading.Lock()
+
+
+def operator_matcher(banned: frozenset[str]) -> _Matcher | None:
+    """The matcher of the operator's words (``EASEL_BANNED_WORDS_FILE``), built once and kept:
+    the start builds it ahead of the first prompt, which finds it kept. Blocking (20,000
+    words: about a second): at the start, on a thread of its own."""
+    with _operator_build:
+        return _operator_matcher_for(banned)
 
 
 class TooManyCombinations(UserError):
@@ -496,9 +507,17 @@ class _Matcher:
         return None
 
 
-def check_channel(channel_id: int | None, allowed_channels: Collection[int]) -> None:
-    """Raise ``UserError`` when Easel is not enabled in this channel (empty list: all are)."""
-    if allowed_channels and channel_id not in allowed_channels:
+def check_channel(
+    channel_id: int | None, allowed_channels: Collection[int], parent_id: int | None = None
+) -> None:
+    """Raise ``UserError`` when Easel is not enabled in this channel (empty list: all are). A
+    thread or a forum post (``parent_id``: the channel it belongs to) is enabled with that
+    channel, as its members expect."""
+    if (
+        allowed_channels
+        and channel_id not in allowed_channels
+        and parent_id not in allowed_channels
+    ):
         where = ", ".join(f"<#{channel}>" for channel in sorted(allowed_channels))
         raise UserError(f"Easel is not enabled in this channel; use it in {where}.", Reason.CHANNEL)
 
@@ -556,7 +575,8 @@ WITHHELD_BECAUSE = (
 )
 WITHHELD_PICTURE = (
     f"This picture was never posted: {WITHHELD_BECAUSE}, so it was withheld and not counted "
-    "against its maker's quota. It is not shown or used again; make a new one with /imagine."
+    "against its maker's quota. It is not shown or used again unless a server admin restores "
+    "it; make a new one with /imagine."
 )
 BANNED_SINCE = (
     "This picture's prompt uses a word this server has since banned; it is not shown or used "
@@ -793,12 +813,13 @@ def check_request(
     nsfw_policy: NsfwPolicy,
     refiner: str | None = None,
     usable_models: Collection[str] | None = None,
+    parent_id: int | None = None,
 ) -> None:
     """Raise ``UserError`` when the guild's rules refuse this request; empty lists allow all.
     Banned words are looked for in what the prompt renders: ``bot.policy.prompt_safety``.
     ``usable_models``: what a model refusal names, the listed models installed (None: the
-    list as it is)."""
-    check_channel(channel_id, allowed_channels)
+    list as it is). ``parent_id``: a thread's channel (``check_channel``)."""
+    check_channel(channel_id, allowed_channels, parent_id)
     if nsfw_policy is NsfwPolicy.AGE_RESTRICTED_ONLY and not channel_is_age_restricted:
         raise UserError(
             "This server allows generation only in age-restricted channels; use one of those.",

@@ -44,18 +44,21 @@ from bot.policy.moderation import (
     ConditioningTexts,
     check_banned_since,
     find_banned_rendering,
+    operator_matcher,
 )
 from bot.policy.unavailable import broken_wildcard, quoted, unknown_wildcard
 from bot.requests import check_prompt_length, random_seed
 from bot.user_errors import Reason, UserError, counted
 from inference.compare import cell_requests, is_comparison
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
+from inference.family_rules import flow_prompt_refusal
 from inference.limits import MIN_SIZE
 from inference.passes.picture_prompts import rendered_prompts
 from inference.prompts import (
     WILDCARD_DRAWS_OPTION,
     DrawnValue,
     PromptError,
+    PromptPlan,
     RecordedDraws,
     UnknownWildcardError,
     WildcardLibrary,
@@ -138,6 +141,7 @@ def plan_request(
     unnamed_model: str | None = None,
     installed_loras: Callable[[], Collection[str]] | None = None,
     warned: OperatorWarnings | None = None,
+    flow_label: Callable[[str], str | None] | None = None,
 ) -> RenderRequest:
     """Plan every picture's prompt as the engine will (same seeds, same wildcards) and refuse
     the request when the prompt language rejects it, a variant renders a banned word, or a
@@ -160,7 +164,9 @@ def plan_request(
     on a broker's workers, whose first model may differ: it records them).
     ``installed_loras``: the LoRAs installed for the bot, listed when a refusal names those
     the server lists (None: its list as it is, files gone included). ``warned``: what the
-    operator was lately warned of about the wildcard files (None: warn of each at each plan)."""
+    operator was lately warned of about the wildcard files (None: warn of each at each plan).
+    ``flow_label``: a model's flow-matching family as its rules are told (``family_rules.
+    flow_label``; None: not of one, or not known here), whose prompts take no AND or editing."""
     check_prompt_length(request.prompt, "the prompt")
     check_prompt_length(request.negative_prompt, "the negative prompt")
     face_prompt = request.options.get(FIX_FACES_PROMPT)
@@ -170,33 +176,41 @@ def plan_request(
         request = dataclasses.replace(request, seed=random_seed())
     if request.variation_seed == -1:  # stored concrete: one picture of it is made again alike
         request = dataclasses.replace(request, variation_seed=random_seed())
-    library = RecordedDraws(_wildcards_read(wildcards_dir))
+    library = RecordedDraws(wildcards_read(wildcards_dir))
     pictures = [_with_texts_rendered(picture) for picture in _requests_rendered(request)]
     named_embeddings = addons.embeddings_read(embeddings)
     try:
-        planned = [
-            build_plan(
-                _with_chaos(picture, prompt, _picture_seed(picture, index))
-                if name == "the prompt"
-                else prompt,
-                picture.negative_prompt,
-                seed=_picture_seed(picture, index),
-                steps=steps,
-                first_pass_steps=first_pass_steps,
-                calls_per_step=calls_per_step(picture.sampler, picture.schedule_type),
-                wildcards=library,
-                embeddings=(
-                    ()
-                    if (picture.model or unnamed_model) in models_without_embeddings
-                    else named_embeddings
-                ),
-                name=name,
-                applies_loras=_applies_loras(picture, name),
-            )
-            for picture in pictures
-            for name, prompt, steps, first_pass_steps in _prompts_planned(picture)
-            for index in range(picture.count)
-        ]
+        planned: list[PromptPlan] = []
+        for picture in pictures:
+            model = picture.model or unnamed_model
+            # A flow-matching model reads one plain text: refused here, from the plan its
+            # render reads (``flow_prompt_refusal``), before anything is queued.
+            label = None if flow_label is None or model is None else flow_label(model)
+            for name, prompt, steps, first_pass_steps in _prompts_planned(picture):
+                for index in range(picture.count):
+                    plan = build_plan(
+                        _with_chaos(picture, prompt, _picture_seed(picture, index))
+                        if name == "the prompt"
+                        else prompt,
+                        picture.negative_prompt,
+                        seed=_picture_seed(picture, index),
+                        steps=steps,
+                        first_pass_steps=first_pass_steps,
+                        # A flow pass reads its prompt once a step, whatever its sampler.
+                        calls_per_step=1
+                        if label
+                        else calls_per_step(picture.sampler, picture.schedule_type),
+                        wildcards=library,
+                        embeddings=(() if model in models_without_embeddings else named_embeddings),
+                        name=name,
+                        applies_loras=_applies_loras(picture, name),
+                    )
+                    # The prompt its model renders over the request's steps, as the engine reads it.
+                    read = _applies_loras(picture, name) and first_pass_steps is None
+                    refusal = flow_prompt_refusal(label, plan) if label and read else None
+                    if refusal is not None:
+                        raise UserError(str(refusal))
+                    planned.append(plan)
     except PromptError as error:
         typed = [text for picture in pictures for text in _typed_texts(picture)]
         raise _prompt_refused(error, typed, library, warned) from None
@@ -433,9 +447,9 @@ def explain_prompt(
     check_prompt_length(prompt, "the prompt")
     check_prompt_length(negative, "the negative prompt")
     try:
-        return explain(prompt, negative, steps=steps, wildcards_dir=_wildcards_read(wildcards_dir))
+        return explain(prompt, negative, steps=steps, wildcards_dir=wildcards_read(wildcards_dir))
     except PromptError as error:
-        library = WildcardLibrary(_wildcards_read(wildcards_dir))
+        library = WildcardLibrary(wildcards_read(wildcards_dir))
         raise _prompt_refused(error, (prompt, negative), library, warned) from None
 
 
@@ -468,7 +482,7 @@ def _prompt_refused(
     return UserError(broken_wildcard([file.with_suffix("").as_posix() for file in files], fault))
 
 
-def _wildcards_read(wildcards_dir: Path | None) -> Path | None:
+def wildcards_read(wildcards_dir: Path | None) -> Path | None:
     """The wildcard folder as the engine reads it: no folder, no wildcards (``__name__``
     stays as typed), so that /explain and a render agree."""
     return wildcards_dir if wildcards_dir is not None and wildcards_dir.is_dir() else None
@@ -552,14 +566,17 @@ class PromptPlanner:
         models_without_embeddings: Callable[[], Collection[str]] = tuple,
         unnamed_model: Callable[[], str | None] | None = None,
         installed_loras: Callable[[], Collection[str]] | None = None,
+        flow_label: Callable[[str], str | None] | None = None,
     ) -> None:
         """``installed_embeddings``: the embeddings installed for the bot, listed now (called on
         a reader's thread: it may walk a folder), whose names a plan records where they occur;
         ``max_job_bytes``: the largest job the broker carries now (None: renders run here);
         ``models_without_embeddings``, ``unnamed_model``: ``plan_request``'s, listed now (on a
         reader's thread; ``unnamed_model`` None: renders run elsewhere); ``installed_loras``:
-        ``plan_request``'s, listed on a reader's thread for a refusal only."""
+        ``plan_request``'s, listed on a reader's thread for a refusal only; ``flow_label``:
+        ``plan_request``'s (a header read, on a reader's thread)."""
         self.wildcards_dir = wildcards_dir
+        self.flow_label = flow_label
         self.installed_loras = installed_loras
         self._warned = OperatorWarnings()  # ``plan_request``'s, kept while the bot runs
         self.installed_embeddings = installed_embeddings
@@ -583,6 +600,8 @@ class PromptPlanner:
         self._waited_for: set[threading.Event] = set()  # each one's stop, while awaited
         # The installed models' families read ahead of the first plan (``warm_up``).
         self.families_read: asyncio.Task[None] | None = None
+        # The operator's banned words' matcher built ahead of the first plan (``warm_up``).
+        self.operator_words_built: asyncio.Task[None] | None = None
         self._closed = False
 
     async def check(
@@ -616,6 +635,7 @@ class PromptPlanner:
             None if self.unnamed_model is None else self.unnamed_model(),
             self.installed_loras,
             self._warned,
+            self.flow_label,
         )
 
     async def check_stored(
@@ -637,20 +657,35 @@ class PromptPlanner:
             overdue=STORED_TOO_LONG,
         )
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, operator_words: frozenset[str] = frozenset()) -> None:
         """Load what the first plan would (see ``WARM_UP_REQUEST``), off the event loop; then
         start reading the installed models' families on a thread of the loop's own, awaited by
         no one (every checkpoint's header: 393 ms for 60 of them, which the first plan after a
         start paid on the admission path): the start does not wait for it, and a plan during
         it waits for what is left of it, not reading every header again
         (``inference.model_list.installed_models``). Started after the plan, with whose thread
-        it would share the interpreter."""
+        it would share the interpreter. The matcher of ``operator_words`` (the operator's
+        banned words, read by every plan) is built the same way, on a thread of its own
+        (``moderation.operator_matcher``: 20,000 words, about a second that the first
+        prompt paid; a plan meanwhile waits for that build)."""
         await asyncio.wrap_future(
             self._threads.submit(plan_request, WARM_UP_REQUEST, (), self.wildcards_dir)
         )
         self.families_read = asyncio.create_task(
             asyncio.to_thread(self._read_model_families), name="easel-model-families"
         )
+        if operator_words:
+            self.operator_words_built = asyncio.create_task(
+                asyncio.to_thread(self._build_operator_matcher, operator_words),
+                name="easel-operator-words",
+            )
+
+    @staticmethod
+    def _build_operator_matcher(words: frozenset[str]) -> None:
+        try:
+            operator_matcher(words)
+        except Exception:  # the first plan builds it again, and fails in its own words
+            log.exception("building the operator's banned words' matcher ahead of time failed")
 
     def _read_model_families(self) -> None:
         """``models_without_embeddings`` ahead of the first plan, which finds them cached."""

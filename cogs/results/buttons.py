@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, cast
 
@@ -22,7 +22,7 @@ from bot.edits import (
     expand_request,
     fix_faces_request,
     is_fast_upscale,
-    request_from_infotext,
+    picture_settings,
     upscale_request,
     vary_request,
 )
@@ -59,6 +59,7 @@ from cogs.results.repeated_clicks import answered_once
 from cogs.visibility import (
     DISCORD_FAILED,
     GuildChannelLike,
+    check_enabled_here,
     check_member_may_act_here,
     check_member_may_read_channel,
     moderated_channels,
@@ -153,7 +154,7 @@ async def visible_job_where_made(
     With the job, its channel where the cache may lack it (``check_clicker_may_see``): asked
     of Discord once, not again by a later check of the same click."""
     services = services_of(interaction)
-    await services.guild_policy.check_channel(interaction.guild_id, interaction.channel_id)
+    await check_enabled_here(interaction)
     job = await clicked_job(interaction, job_id)
     made_in = await check_clicker_may_see(interaction, job)
     await check_still_shown(services, job, interaction.user.id, resubmitted=resubmitted)
@@ -257,10 +258,8 @@ async def stored_picture(
     picture = Picture(path, width, height, job.infotexts[idx])
     original = await original_request(queue, job_id)
     if is_fast_upscale(original) and picture.infotext:
-        models, vaes = await picture_renderers_in(services, job.guild_id)
-        read = request_from_infotext(
-            picture.infotext, None, models, usable_vaes=vaes, prompt_required=False
-        )
+        renderers = await picture_renderers_in(services, job.guild_id)
+        read = picture_settings(picture.infotext, renderers)
         return dataclasses.replace(read, seed=job.seeds[idx]), picture
     request = dataclasses.replace(picture_alone(original, idx, job.seeds[idx]), notes=[])
     return request, picture
@@ -690,7 +689,7 @@ class DirectCopyButton(
             sent = await send_copy(
                 interaction.client,
                 interaction.user.id,
-                copy_caption(job),
+                copy_caption(job, indexes),
                 files,
                 view=copy_view(job.job_id),
                 nonce=secrets.token_hex(8),  # every click is a copy of its own
@@ -922,10 +921,14 @@ def _easel_post_of(
     )
 
 
-def copy_caption(job: StoredJob) -> str:
+def copy_caption(job: StoredJob, indexes: Sequence[int] | None = None) -> str:
+    """The caption of a copy of ``job``'s pictures at ``indexes`` (None: all of them): the
+    seeds of those sent alone, and which picture it is when one of several is sent."""
     prompt = shown_prompt(job.prompt, MAX_QUOTED_PROMPT) or NO_PROMPT
-    seeds = ", ".join(map(str, job.seeds))
-    return f"**{prompt}** — job `{job.job_id}` (seed {seeds})"
+    sent = range(len(job.seeds)) if indexes is None else indexes
+    seeds = ", ".join(str(job.seeds[index]) for index in sent)
+    which = f"picture {sent[0] + 1} of job" if len(sent) == 1 < len(job.seeds) else "job"
+    return f"**{prompt}** — {which} `{job.job_id}` (seed {seeds})"
 
 
 def copy_view(job_id: str) -> discord.ui.View:

@@ -16,7 +16,7 @@ import discord
 from bot.images import DEFAULT_FILESIZE_LIMIT, fit_under
 from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy
-from cogs.visibility import CHANNEL_CHECK_FAILED, made_age_restricted
+from cogs.visibility import CHANNEL_CHECK_FAILED, HiddenFromEasel, made_age_restricted
 
 CANNOT_MESSAGE_USER = 50007
 # Asking Discord about a job's channel before a copy goes to direct messages, each time at
@@ -28,6 +28,15 @@ Sent = TypeVar("Sent")
 
 MADE_AGE_RESTRICTED = "made under the server's age restriction"
 CHANNEL_UNCHECKED = "could not check the channel it was made in"
+# Not a reason to keep them: Discord hides their channel from Easel (a private thread it was
+# not added to), so neither /show nor their buttons bring them back there; made outside an
+# age-restricted channel, they may go to direct messages (``kept_in_the_server``).
+EASEL_CANNOT_SEE = "Easel cannot see the thread or channel it was made in"
+
+
+def kept_in_the_server(why: str | None) -> bool:
+    """Whether ``why_kept_in_the_server``'s answer keeps the pictures out of direct messages."""
+    return why is not None and why != EASEL_CANNOT_SEE
 
 
 async def may_go_to_direct_messages(
@@ -43,7 +52,7 @@ async def may_go_to_direct_messages(
     kept = await why_kept_in_the_server(
         client, guild_policy, guild_id, channel_id, restricted_when_made=restricted_when_made
     )
-    return kept is None
+    return not kept_in_the_server(kept)
 
 
 async def why_kept_in_the_server(
@@ -53,13 +62,16 @@ async def why_kept_in_the_server(
     channel_id: int | None,
     *,
     restricted_when_made: bool,
+    thread_parent_id: int | None = None,
 ) -> str | None:
     """Why a job's pictures stay out of direct messages (for the log), None when they may go
-    there. Kept when the server's rules keep them in age-restricted channels
-    (``kept_in_age_restricted_channels``'s rule, the policy read first so that Discord need
-    not be asked): the server renders only in those, or they were made in one (journaled with
-    the job: ``restricted_when_made``), or their channel is one now or one Easel no longer
-    sees (``made_age_restricted``); and, to be safe, when Discord does not answer whether their
+    there (``EASEL_CANNOT_SEE`` too: they may, said so that their maker learns that /show
+    cannot bring them back, ``kept_in_the_server``). Kept when the server's rules keep them in
+    age-restricted channels (``kept_in_age_restricted_channels``'s rule, the policy read first
+    so that Discord need not be asked): the server renders only in those, or they were made in
+    one (journaled with the job: ``restricted_when_made``), or their channel is one now or is
+    gone (``made_age_restricted``: a hidden thread, its channel, ``thread_parent_id``, as
+    journaled); and, to be safe, when Discord does not answer whether their
     channel is one. A job made in direct messages is there already."""
     if guild_id is None:
         return None
@@ -73,7 +85,14 @@ async def why_kept_in_the_server(
             channel_id,
             restricted_when_made=restricted_when_made,
             timeout_s=COPY_CHANNEL_FETCH_TIMEOUT_S,
+            hidden_is_restricted=False,
+            thread_parent_id=thread_parent_id,
         )
+    except HiddenFromEasel:
+        # A server Easel is not in (or not yet, before Discord's READY) hides every channel:
+        # what it is, unknown, counts as age-restricted.
+        in_server = client.get_guild(guild_id) is not None
+        return EASEL_CANNOT_SEE if in_server else MADE_AGE_RESTRICTED
     except CHANNEL_CHECK_FAILED:
         return CHANNEL_UNCHECKED
     return MADE_AGE_RESTRICTED if age_restricted else None

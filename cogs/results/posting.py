@@ -31,10 +31,12 @@ from bot.policy.delivery import (
     EASEL_REMOVED,
     MODERATOR_STOPPED,
     PROGRESS_DELETED,
+    SANCTION_STOPPED,
     Withheld,
     placed_under_rules_of_now,
     refunded_withdrawal,
     stopped_by_moderator,
+    stopped_by_sanction,
     under_rules_of_now,
 )
 from bot.policy.moderation import WITHHELD_BECAUSE
@@ -48,9 +50,12 @@ from cogs.results.buttons import (
     link_copy,
 )
 from cogs.results.copies import (
+    CHANNEL_UNCHECKED,
+    EASEL_CANNOT_SEE,
     MADE_AGE_RESTRICTED,
     copy_files,
     in_direct_messages,
+    kept_in_the_server,
     send_copy,
     why_kept_in_the_server,
 )
@@ -62,7 +67,14 @@ from cogs.results.fitted import (
     channel_upload_limit,
 )
 from cogs.results.progress import CHANNEL_CHECK_TIMEOUT_S, Pointer, ProgressMessages, _Watched
-from cogs.visibility import DISCORD_FAILED, made_age_restricted
+from cogs.visibility import (
+    CHANNEL_CHECK_FAILED,
+    DISCORD_FAILED,
+    HiddenFromEasel,
+    guild_channel,
+    made_age_restricted,
+    thread_parent_of,
+)
 from cogs.withdrawals import UNKNOWN_MESSAGE
 from inference.compare import is_comparison
 from inference.infotext import PROMPT_WARNINGS, parse_infotext
@@ -75,15 +87,27 @@ _GONE_TOKEN_CODES = frozenset({INVALID_WEBHOOK_TOKEN, 10015, UNKNOWN_MESSAGE})
 # then: a post of the job made later (a /show's) is never taken for it. Both times are
 # Discord's (read from ids), so no clock slack is needed beyond its own delays.
 FIRST_ANSWER_WINDOW_S = 10.0
-# At most so many of a member's jobs a start ended for a server left out of
-# EASEL_ALLOWED_SERVERS are named in one DM (20 characters each: it stays well under Discord's
-# 2,000 however large EASEL_MAX_QUEUED_PER_MEMBER is); and why they were not posted
-# (``SERVER_NOT_SERVED``, said of several; all refunded whole).
+# At most so many of a member's jobs a start ended for servers left out of
+# EASEL_ALLOWED_SERVERS are named in one DM, of so many servers at most, each named once (20
+# characters a job, up to 206 a server's escaped name: under Discord's 2,000 however large
+# EASEL_MAX_QUEUED_PER_MEMBER is, and in however many servers); the rest in the next.
 NAMED_IN_ONE_DM = 50
-UNSERVED_JOBS = (
-    "Easel's operator no longer serves the server they were made in. They do not count against "
-    "your quota"
+SERVERS_IN_ONE_DM = 3
+# What a server's result sent to direct messages says of its buttons (none there: a click
+# outside its server is refused); of one made in a thread Discord hides from Easel (a private
+# thread it was not added to), that /show and the buttons refuse it there until it is added.
+_BUTTONS_THERE = "Its buttons work in its server: `/show {0}` there."
+_UNSEEN_THERE = (
+    "Easel cannot see the thread it was made in, so its buttons and `/show {0}` do not work "
+    "there; add Easel to that thread to use them."
 )
+
+
+def _unserved_jobs(servers: int) -> str:
+    """Why jobs of ``servers`` servers left out were not posted (``SERVER_NOT_SERVED``, said
+    of several; all refunded whole)."""
+    made_in = "the server they were made in" if servers == 1 else "the servers they were made in"
+    return f"Easel's operator no longer serves {made_in}. They do not count against your quota"
 
 
 def caption(job: FinishedJob) -> str:
@@ -198,10 +222,13 @@ class _ChannelDeleted(Exception):
     withdraws what was posted there, and never tried again."""
 
 
-def _server_named(guild: discord.Guild | None) -> str:
-    """A server as a DM names it: its name as typed (markdown escaped), or "its server" when
-    Easel does not see it (not cached yet at start-up, or left)."""
-    return "its server" if guild is None else discord.utils.escape_markdown(guild.name)
+def _server_named(guild: discord.Guild | None, *, left: bool) -> str:
+    """A server as a DM names it: its name as typed (markdown escaped); when Easel does not
+    know it, what is known: that Easel is no longer in it (``left``), else that its name is
+    not known now (Discord did not answer for it)."""
+    if guild is not None:
+        return discord.utils.escape_markdown(guild.name)
+    return "a server Easel is no longer in" if left else "a server Easel cannot name right now"
 
 
 def _went_privately(job: FinishedJob, *, delivered: bool | None = True) -> str:
@@ -260,10 +287,6 @@ class DiscordResults(ProgressMessages):
         # made it their outcome since, so a retry points it to the result without reading it,
         # and a delivery given up says so there (``given_up``).
         self._posting_shown: dict[str, Pointer] = {}
-        # Jobs ended at the start for a server left out of EASEL_ALLOWED_SERVERS that a DM
-        # about another of their maker's jobs there named already (``_named_together``).
-        self._named_unserved: set[str] = set()
-        self._naming_unserved = asyncio.Lock()
 
     async def deliver(self, job: FinishedJob) -> int | Privately | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
@@ -272,14 +295,15 @@ class DiscordResults(ProgressMessages):
         if job.withheld is not None:  # ended before its render, or withheld: refunded whole
             await self._withhold(job, job.withheld, refunded=True)
             return None
-        if self._unserved(job):
-            # Ended before the operator left its server out of EASEL_ALLOWED_SERVERS (rendered,
-            # failed or cancelled): nothing new is posted there, whatever the outcome. A result
+        if (left := self._server_left(job)) is not None:
+            # Ended before Easel was removed from its server, or before the operator left it
+            # out of EASEL_ALLOWED_SERVERS (rendered, failed or cancelled): nothing new is
+            # posted there, whatever the outcome, and no /show there brings it back. A result
             # is refunded and withdrawn; a failure or a cancel stands as it was charged.
             refunded = await (self._refunded(job) if job.succeeded else self._was_refunded(job))
             if job.succeeded and refunded:
-                await self._withdraw_withheld(job, SERVER_NOT_SERVED)
-            await self._withhold(job, SERVER_NOT_SERVED, refunded=refunded)
+                await self._withdraw_withheld(job, left)
+            await self._withhold(job, left, refunded=refunded)
             return None
         if job.succeeded and await self._was_refunded(job):
             # Given back by a delivery cut short before the withdrawal recorded why (Easel
@@ -357,6 +381,7 @@ class DiscordResults(ProgressMessages):
             self.guild_policy,
             lambda: self._channel_age_restricted_now(job),
             lambda: self._pixels_withdrawn(job),
+            lambda: self._thread_parent(job),
         )
 
     async def _pixels_withdrawn(self, job: FinishedJob) -> bool:
@@ -386,13 +411,11 @@ class DiscordResults(ProgressMessages):
         ends as those cancels end it, uncharged and answered "Cancelled", rather than renders
         to be withheld at delivery; noted for the stop's audit (``StoppedMembers``). A job
         of a server Easel was removed from (one ``on_guild_remove``'s cancels missed), or no
-        longer serves (one the queue's start did not end: a Vary (Region) submit from a link
-        given before), is refused too."""
-        removed_from = self.removed_from
-        if job.guild_id is not None and removed_from is not None and removed_from(job.guild_id):
-            return EASEL_REMOVED
-        if self._unserved(job):
-            return SERVER_NOT_SERVED
+        longer serves (one the queue's start did not end, nor a check before queueing caught:
+        a second line behind those, the Vary (Region) page's ``RegionOffers._check_served``
+        among them), is refused too."""
+        if (left := self._server_left(job)) is not None:
+            return left
         stopped = self.stopped_members
         if stopped is not None and stopped.ends_at_start(
             job.guild_id, job.user_id, job.job_id, began_at=job.created_at
@@ -400,16 +423,26 @@ class DiscordResults(ProgressMessages):
             return STOPPED_BEFORE_ITS_START
         try:
             await placed_under_rules_of_now(
-                job, self.guild_policy, lambda: self._channel_age_restricted_now(job)
+                job,
+                self.guild_policy,
+                lambda: self._channel_age_restricted_now(job),
+                lambda: self._thread_parent(job),
             )
         except Withheld as withheld:
             return withheld.why
         return None
 
-    def _unserved(self, job: FinishedJob) -> bool:
-        """Whether ``job`` is of a server EASEL_ALLOWED_SERVERS leaves out now."""
-        serves = self.serves_server
-        return job.guild_id is not None and serves is not None and not serves(job.guild_id)
+    def _server_left(self, job: FinishedJob) -> str | None:
+        """Why nothing of ``job`` is posted in its server any more: Easel was removed from it
+        (known after Discord's READY: ``removed_from``), or EASEL_ALLOWED_SERVERS leaves it
+        out now; None: neither."""
+        if job.guild_id is None:
+            return None
+        if self.removed_from is not None and self.removed_from(job.guild_id):
+            return EASEL_REMOVED
+        if self.serves_server is not None and not self.serves_server(job.guild_id):
+            return SERVER_NOT_SERVED
+        return None
 
     async def _withdraw_withheld(self, job: FinishedJob, why: str) -> None:
         """Given back, so never shown later either (/show, buttons): withdrawn as Easel's
@@ -423,10 +456,14 @@ class DiscordResults(ProgressMessages):
         """What a cancelled job's post says: its maker's own cancel, or a moderator's stop,
         said as such (never naming the moderator) with whether it counts against their
         quota."""
-        if not stopped_by_moderator(job):
+        if stopped_by_moderator(job):
+            why = MODERATOR_STOPPED
+        elif stopped_by_sanction(job):
+            why = SANCTION_STOPPED
+        else:
             return f"<@{job.user_id}> Cancelled (job `{job.job_id}`); no pictures were charged."
         counted = _counted(refunded=await self._was_refunded(job))
-        return f"<@{job.user_id}> Stopped (job `{job.job_id}`): {MODERATOR_STOPPED}. {counted}"
+        return f"<@{job.user_id}> Stopped (job `{job.job_id}`): {why}. {counted}"
 
     async def _was_refunded(self, job: FinishedJob) -> bool:
         return self.history is not None and await self.history.was_refunded(job.job_id)
@@ -445,6 +482,18 @@ class DiscordResults(ProgressMessages):
             job.channel_id,
             restricted_when_made=False,
             timeout_s=CHANNEL_CHECK_TIMEOUT_S,
+        )
+
+    async def _thread_parent(self, job: FinishedJob) -> int | None:
+        """The channel of the thread the job was made in (None: not a thread, or not known):
+        a thread is enabled with its channel. Journaled at submit (Discord may not show Easel
+        the thread: a private one it was not added to); a job journaled before 0041 asks."""
+        if job.thread_parent_id is not None:
+            return job.thread_parent_id
+        if job.guild_id is None or job.channel_id is None:
+            return None
+        return await thread_parent_of(
+            self._client, job.guild_id, job.channel_id, CHANNEL_CHECK_TIMEOUT_S
         )
 
     async def _withhold(self, job: FinishedJob, why: str | None, *, refunded: bool) -> None:
@@ -478,56 +527,75 @@ class DiscordResults(ProgressMessages):
     async def _tell_withheld(self, job: FinishedJob, why: str, *, refunded: bool) -> None:
         """To the maker by DM: which job was not posted, why (never a banned word, nor the
         picture or prompt), and whether it still counts against their quota. The jobs a start
-        ended for a server left out of EASEL_ALLOWED_SERVERS (up to a member's whole queue)
-        are named together, one DM a member and server (``_named_together``)."""
-        named = [job.job_id]
+        ended for servers left out of EASEL_ALLOWED_SERVERS (up to a member's whole queue, in
+        any of those servers) are named together, one DM a member (``_named_together``)."""
+        listed: list[tuple[str, int]] = []
         if why == SERVER_NOT_SERVED and refunded and job.guild_id is not None:
-            named = await self._named_together(job, job.guild_id)
-            if not named:
-                return  # named in the DM about another of its maker's jobs there
-        where = "direct messages" if job.guild_id is None else await self._server_name(job)
-        if len(named) == 1:
+            named = await self._named_together(job)
+            if named is None:
+                return  # named in a DM sent already, about it or another of its maker's jobs
+            listed = named
+        if len(listed) > 1:
+            notice = await self._unserved_notice(listed)
+        else:
+            guild_id = job.guild_id
+            where = "direct messages" if guild_id is None else await self._server_name(guild_id)
             counted = _counted(refunded=refunded)
             notice = f"Your job `{job.job_id}` in {where} was not posted: {why}. {counted}"
-        else:
-            jobs = ", ".join(f"`{job_id}`" for job_id in named)
-            notice = f"Your jobs {jobs} in {where} were not posted: {UNSERVED_JOBS}."
         try:
             await self._tell_maker(job, notice)
         except discord.HTTPException as error:  # extra: the result stays withheld
             log.warning("job %s: its maker is not told why (%s)", job.job_id, error)
+            if listed and self.history is not None:  # the others named by their deliveries
+                await self.history.unserved_listing_failed(job.job_id)
+            return
+        if listed and self.history is not None:
+            await self.history.unserved_listing_told(job.job_id)
 
-    async def _named_together(self, job: FinishedJob, guild_id: int) -> list[str]:
-        """The jobs the DM about ``job`` (withheld for its server left out) names: it, and
-        its maker's other jobs there that the queue's start ended so and that are not posted
-        yet, each named once a process, ``NAMED_IN_ONE_DM`` at most (the rest in the DMs of
-        their own deliveries); none when an earlier DM named ``job``. One read at a time: two
-        of a member's jobs delivered at once (in two channels) are named once."""
-        async with self._naming_unserved:
-            if job.job_id in self._named_unserved:
-                self._named_unserved.discard(job.job_id)
-                return []
-            history = self.history
-            ended = (
-                []
-                if history is None
-                else await history.ended_unposted_with(job.user_id, guild_id, SERVER_NOT_SERVED)
-            )
-            unnamed = [i for i in ended if i != job.job_id and i not in self._named_unserved]
-            others = unnamed[: NAMED_IN_ONE_DM - 1]
-            self._named_unserved.update(others)
-        return [job.job_id, *others]
+    async def _named_together(self, job: FinishedJob) -> list[tuple[str, int]] | None:
+        """The jobs, each with its server, that the DM about ``job`` (withheld for its server
+        left out) names: it, and its maker's other jobs in any server that the queue's start
+        ended so and that are not posted yet, ``NAMED_IN_ONE_DM`` at most (the rest in the DMs
+        of their own deliveries). Recorded in the database before the DM is sent
+        (``History.unserved_listing``), and marked told once it went: a delivery after a
+        restart before that sends the same DM again (its nonce the job's: one message), and
+        no other delivery names them; forgotten when Discord fails that DM otherwise than for
+        DMs closed (the others' deliveries list them again). None: a DM sent already names
+        ``job``; empty: none is recorded (the job is not journaled)."""
+        if self.history is None:
+            return []
+        return await self.history.unserved_listing(
+            job.job_id, job.user_id, SERVER_NOT_SERVED, NAMED_IN_ONE_DM, SERVERS_IN_ONE_DM
+        )
 
-    async def _server_name(self, job: FinishedJob) -> str:
-        """``_server_named`` for a DM about ``job``: before Discord's READY (the queue's start
-        delivers before it) the gateway has described no server yet, so its name is asked of
-        Discord; after it, one not cached is a server Easel is not in (asked, a 403: Discord
-        bans an IP for too many of those)."""
-        guild = self._guild_of(job)
-        if guild is None and job.guild_id is not None and not self._client.is_ready():
-            with contextlib.suppress(discord.HTTPException):  # left: "its server"
-                guild = await self._client.fetch_guild(job.guild_id)
-        return _server_named(guild)
+    async def _unserved_notice(self, listed: list[tuple[str, int]]) -> str:
+        """The DM naming ``listed``'s jobs, by their servers in the order they come."""
+        by_server: dict[int, list[str]] = {}
+        for job_id, guild_id in listed:
+            by_server.setdefault(guild_id, []).append(job_id)
+        places = [
+            ", ".join(f"`{job_id}`" for job_id in job_ids)
+            + f" in {await self._server_name(guild_id)}"
+            for guild_id, job_ids in by_server.items()
+        ]
+        jobs = "; ".join(places)
+        return f"Your jobs {jobs} were not posted: {_unserved_jobs(len(by_server))}."
+
+    async def _server_name(self, guild_id: int) -> str:
+        """``_server_named`` for a DM: before Discord's READY (the queue's start delivers
+        before it) the gateway has described no server yet, and one cached unavailable is
+        one Easel is in that it has not described (READY's nameless placeholder until that
+        server's GUILD_CREATE, or its outage), so its name is asked of Discord, and is not
+        known when Discord does not answer; after READY, one not cached is a server Easel is
+        not in (asked, a 403: Discord bans an IP for too many of those)."""
+        cached = self._client.get_guild(guild_id)
+        if cached is not None and not cached.unavailable:
+            return _server_named(cached, left=False)
+        left = cached is None and self._client.is_ready()
+        if not left:
+            with contextlib.suppress(discord.HTTPException):  # not named
+                return _server_named(await self._client.fetch_guild(guild_id), left=False)
+        return _server_named(None, left=left)
 
     async def retract(self, job: FinishedJob, message_id: int) -> None:
         """Delete the result just posted as ``message_id``: its maker's /forget-me erased the
@@ -639,7 +707,7 @@ class DiscordResults(ProgressMessages):
             return False
         # Posted where it would be without the setting, and the member is not told: the
         # setting's own description says these pictures stay in the server.
-        return await self._why_kept_in_the_server(job) is None
+        return not kept_in_the_server(await self._why_kept_in_the_server(job))
 
     async def _why_kept_in_the_server(self, job: FinishedJob) -> str | None:
         if self.guild_policy is None:
@@ -650,6 +718,7 @@ class DiscordResults(ProgressMessages):
             job.guild_id,
             job.channel_id,
             restricted_when_made=job.age_restricted,
+            thread_parent_id=job.thread_parent_id,
         )
 
     def _token_alive(self, job: FinishedJob) -> bool:
@@ -805,10 +874,11 @@ class DiscordResults(ProgressMessages):
                 raise
             log.warning("job %s: cannot post in the channel (%s); sending a DM", job.job_id, error)
             sent_to = await self._post_directly(job, post, mentions, view)
+            # An interaction's answer needs no Send Messages: /show posts it here.
             went = (
                 f"its result went to its maker's direct messages: {sent_to}"
                 if sent_to is not None
-                else "Easel may not post its result here"
+                else f"Easel may not post its result here; `/show {job.job_id}` here brings it back"
             )
             placed = None if sent_to is None else PRIVATELY
             return _Placed(placed, f"Job `{job.job_id}` ended; {went}", progress_id)
@@ -909,11 +979,13 @@ class DiscordResults(ProgressMessages):
     ) -> str | None:
         """Post in the member's direct messages; when those are closed to the bot, nowhere
         (logged: `/show` still brings the result back). A server's job gets no buttons
-        there, since a click outside its server is refused. A job whose pictures stay in
-        the server gets a notice there instead, which shows nothing of the job. The link to
-        the post (None: not posted there)."""
+        there, since a click outside its server is refused (one made in a thread hidden from
+        Easel is told that they and /show work there once Easel is added to it). A job whose
+        pictures stay in the server gets a notice there instead, which shows nothing of the
+        job. The link to the post (None: not posted there)."""
         kept_because = await self._why_kept_in_the_server(job)
-        if kept_because is not None:
+        if kept_in_the_server(kept_because):
+            assert kept_because is not None  # kept for a reason
             log.warning(
                 "job %s: %s; only a notice sent to direct messages (`/show` in an "
                 "age-restricted channel of the server brings it back)",
@@ -922,9 +994,14 @@ class DiscordResults(ProgressMessages):
             )
             await self._notify_directly(job, kept_because)
             return None  # the result itself was posted nowhere
+        if kept_because == EASEL_CANNOT_SEE:
+            # Its maker's own picture, made outside an age-restricted channel: this copy is
+            # the one they can have until Easel is added to that thread.
+            log.warning("job %s: %s; sent to direct messages", job.job_id, EASEL_CANNOT_SEE)
         if job.guild_id is not None and view is not None:
             view = None
-            post = post.noted(f"\nIts buttons work in its server: `/show {job.job_id}` there.")
+            there = _UNSEEN_THERE if kept_because == EASEL_CANNOT_SEE else _BUTTONS_THERE
+            post = post.noted(f"\n{there.format(job.job_id)}")
 
         async def post_there(direct: discord.DMChannel) -> str:
             # A try that landed there may have lost its answer, as in a channel.
@@ -947,8 +1024,9 @@ class DiscordResults(ProgressMessages):
     async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:
         """Tell the member by DM that a job kept in its server has ended: no picture, prompt
         or reason, only its id and where to see it."""
+        assert job.guild_id is not None  # a job of direct messages is kept nowhere
         guild = self._guild_of(job)
-        server = _server_named(guild)
+        server = await self._server_name(job.guild_id)  # asked of Discord before READY
         # An age-restricted channel only where the server keeps the picture in one: not for a
         # channel Discord did not describe, nor a server Easel no longer sees.
         show_where = (
@@ -956,7 +1034,14 @@ class DiscordResults(ProgressMessages):
             if guild is not None and kept_because == MADE_AGE_RESTRICTED
             else "there"
         )
-        if job.succeeded:
+        if job.succeeded and await self._hidden_from_easel(job, guild, kept_because):
+            # /show refuses a job of a channel Easel cannot see, wherever it is asked.
+            notice = (
+                f"Your job `{job.job_id}` in {server} is ready, but Easel cannot see the thread "
+                f"it was made in: add Easel to that thread, then `/show {job.job_id}` there "
+                "brings it back."
+            )
+        elif job.succeeded:
             notice = (
                 f"Your job `{job.job_id}` in {server} is ready; `/show {job.job_id}` "
                 f"{show_where} brings it back."
@@ -965,6 +1050,23 @@ class DiscordResults(ProgressMessages):
             ended = "was cancelled" if job.error == "cancelled" else "failed"
             notice = f"Your job `{job.job_id}` in {server} {ended}; `/history` there lists it."
         await self._tell_maker(job, notice)
+
+    async def _hidden_from_easel(
+        self, job: FinishedJob, guild: discord.Guild | None, kept_because: str
+    ) -> bool:
+        """Whether Discord hides the job's channel from Easel (asked of it when the cache
+        lacks it); not when it does not answer, nor asked again when it did not answer
+        ``why_kept_in_the_server`` (``kept_because``) a moment ago."""
+        if guild is None or job.guild_id is None or job.channel_id is None:
+            return False
+        if kept_because == CHANNEL_UNCHECKED:
+            return False
+        with contextlib.suppress(*CHANNEL_CHECK_FAILED):
+            try:
+                await guild_channel(self._client, guild, job.guild_id, job.channel_id)
+            except HiddenFromEasel:
+                return True
+        return False
 
     def _guild_of(self, job: FinishedJob) -> discord.Guild | None:
         return None if job.guild_id is None else self._client.get_guild(job.guild_id)

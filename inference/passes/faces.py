@@ -25,12 +25,13 @@ from inference.faces import (
     face_mask,
     restore_faces,
 )
+from inference.family_rules import check_flow_faces
 from inference.images import InpaintOptions, inpaint_canvas, load_input_image
 from inference.img2img_steps import Img2ImgSteps
 from inference.infotext import without_easel_keys
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import PassTools, pipeline_task, task_arguments
-from inference.passes.jobs import ImageJob, planned_draws, resolve_seed
+from inference.passes.jobs import ImageJob, OwnRequest, planned_draws, resolve_seed
 from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
@@ -51,13 +52,10 @@ def check_faces(request: RenderRequest, registry: ModelRegistry) -> None:
 
 
 def check_faces_model(model: LoadedModel, request: RenderRequest) -> None:
-    """The faces passes run after an SD 1.x / SDXL render (the fix re-renders through its
-    UNet); an SD3 or Flux model is refused rather than its faces silently left alone."""
-    if model.flow is not None and FaceOptions.from_options(request.options).wanted:
-        raise RenderInputError(
-            f"{model.entry.name} ({model.flow.label}) cannot fix or restore faces: that works "
-            "with SD 1.x and SDXL models; leave out --faces and --restore-faces or pick another"
-        )
+    """An SD3 or Flux ``model`` is refused the faces passes (``check_flow_faces``: the bot
+    asks the same before it queues)."""
+    if model.flow is not None:
+        check_flow_faces(model.flow.label, model.entry.name, request)
 
 
 def finish_faces(
@@ -199,6 +197,7 @@ def faces_of_picture(
         None,
         0.0,
         draws=planned_draws(request),
+        own_request=OwnRequest.of(request),
     )
     detector = face_detector(tools.registry.models_dir)
     found = detector.detect(source, options.confidence)

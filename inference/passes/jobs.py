@@ -36,6 +36,26 @@ def resolve_seed(seed: int | None) -> int:
 
 
 @dataclass(frozen=True)
+class OwnRequest:
+    """What a picture's text says of its own request that the pipeline call it renders in
+    does not share (``RenderRequest.pipeline_key`` leaves it out): a batch's call runs as its
+    first request. ``seed``/``variation_seed``: those its request's pictures count from,
+    resolved, for the web UI's seed + i (``web_ui_seed``); None: no batch to count from."""
+
+    seed: int | None = None
+    variation_seed: int | None = None
+    chaos: int | None = None
+    relax: bool = False
+
+    @classmethod
+    def of(
+        cls, request: RenderRequest, seed: int | None = None, variation_seed: int | None = None
+    ) -> OwnRequest:
+        options = request.options
+        return cls(seed, variation_seed, options.get("chaos"), bool(options.get("relax")))
+
+
+@dataclass(frozen=True)
 class ImageJob:
     """One picture of a (possibly batched) pipeline call.
 
@@ -67,6 +87,9 @@ class ImageJob:
     # The seed the prompts are drawn at, where it is not the noise's: a creative upscale's
     # tiles each take their own noise seed but the picture's prompt (the one the bot checked).
     prompt_seed: int | None = None
+    # What its text says of the request it was made for (a batch's call runs as another's).
+    # No default: every job names its own, so a pass cannot silently drop Chaos or Relax.
+    own_request: OwnRequest = field(kw_only=True)
 
     @property
     def planning_inputs(self) -> tuple[str, str, int]:
@@ -193,6 +216,7 @@ def image_jobs(
     )
     # Planned as the engine's pass over the request's steps plans it: the plan is its.
     sampler_calls = calls_per_step(request.sampler, request.schedule_type)
+    own_request = OwnRequest.of(request, seed, variation_seed)
     jobs = []
     for index in range(request.count):
         image_seed, image_variation_seed = picture_seeds(
@@ -226,6 +250,7 @@ def image_jobs(
                 loras=merged_loras(plan.loras(loras)),
                 embeddings=plan.embeddings_used,
                 draws=draws,
+                own_request=own_request,
             )
         )
         jobs[-1] = dataclasses.replace(

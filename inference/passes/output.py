@@ -27,20 +27,23 @@ from inference.types import RenderedImage, RenderRequest
 def base_params(
     model: LoadedModel, request: RenderRequest, job: ImageJob, size: tuple[int, int]
 ) -> dict[str, object]:
+    """The infotext's parameters of ``job``'s picture, rendered by a call made as ``request``:
+    what the call does not share (seeds, chaos, relax) is the job's own request's."""
     varied = job.variation_seed is not None and job.variation_strength > 0
     clip_skip = clip_skip_of(request)
+    own = job.own_request
     return {
         "Steps": request.steps,
         **web_ui_sampler_fields(request.sampler, request.schedule_type),
         "CFG scale": float(request.cfg_scale),
         # The web UI's seed + i, which goes on past 2**32 - 1 where Easel's wraps to 0.
-        "Seed": web_ui_seed(request.seed, job.seed),
+        "Seed": web_ui_seed(own.seed, job.seed),
         "Size": f"{size[0]}x{size[1]}",
         "Model hash": model.short_hash,
         "Model": model.entry.name,
         "Quantization": model.quantization,
         "Variation seed": (
-            web_ui_seed(request.variation_seed, job.variation_seed)
+            web_ui_seed(own.variation_seed, job.variation_seed)
             if varied and job.variation_seed is not None
             else None
         ),
@@ -49,9 +52,9 @@ def base_params(
         "Pad conds": True if pad_conds(request) else None,
         # Midjourney-style flags (bot.requests): absent unless asked for.
         "Tiling": True if request.options.get("tile") else None,
-        "Chaos": request.options.get("chaos"),
+        "Chaos": own.chaos,
         "Stop at": f"{request.options['stop']}%" if "stop" in request.options else None,
-        "Relax": True if request.options.get("relax") else None,
+        "Relax": True if own.relax else None,
         # Initial and step noise come from per-picture CPU generators (the web UI's "CPU").
         "RNG": "CPU",
         "Fast": fast_infotext(request, fast_preset_for(model, request)),

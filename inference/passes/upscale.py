@@ -11,12 +11,13 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image
 
+from inference.family_rules import CREATIVE_UPSCALE
 from inference.images import load_input_image
 from inference.img2img_steps import Img2ImgSteps
 from inference.infotext import without_easel_keys
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
-from inference.passes.jobs import ImageJob, planned_draws, resolve_seed
+from inference.passes.jobs import ImageJob, OwnRequest, planned_draws, resolve_seed
 from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import base_params, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
@@ -69,7 +70,7 @@ def upscale(
             if isinstance(original_seed, int)
             else resolve_seed(request.seed)
         )
-        job = ImageJob(prompt, negative, seed, None, 0.0)
+        job = ImageJob(prompt, negative, seed, None, 0.0, own_request=OwnRequest.of(request))
         # Less the picture's own warnings and version: this render's are written. Its text's
         # Size (and hires fields) are the picture's before any fast upscale: the factor counts
         # from there, so an upscale of an upscale says by 4, not by 2.
@@ -83,12 +84,13 @@ def upscale(
         None,
         0.0,
         draws=planned_draws(request),
+        own_request=OwnRequest.of(request),
     )
     entry = tools.registry.resolve(request.model, default_model)
     raise_if_cancelled(cancel)
     model = tools.models.load(entry)
-    if model.flow is not None:  # its tiles would need the flow pass
-        raise model.flow.refusal("the creative upscale (img2img in tiles)")
+    if model.flow is not None:  # its tiles would need the flow pass (the bot refuses it first)
+        raise model.flow.refusal(CREATIVE_UPSCALE)
     tracker.previewer = previewer_for(model, progress, tools.preview_interval_s)
     with job_networks(tools.registry, tools.models, model, request, [job]) as networks:
         image, overlap = redetail_in_tiles(

@@ -41,34 +41,33 @@ from inference.limits import (
 from inference.prompts.errors import InlineFlagError
 from inference.quoting import cut, echoed
 
-SEED_MAX = MAX_SEED
 # torch's CPU generator takes a seed below this; its noise reads the seed's low 32 bits.
 _GENERATOR_SEEDS = 2**64
 
 
 def picture_seed(seed: int, index: int) -> int:
-    """Picture ``index`` of a batch from ``seed``: ``seed + index``, wrapped past ``SEED_MAX``
+    """Picture ``index`` of a batch from ``seed``: ``seed + index``, wrapped past ``MAX_SEED``
     to 0 as ``--repeat`` does, so every picture's seed is one a member can type again. The
     web UI goes on past it, but its CPU noise reads a seed's low 32 bits: the same noise.
     The infotext writes the web UI's (``web_ui_seed``)."""
-    return (seed + index) % (SEED_MAX + 1)
+    return (seed + index) % (MAX_SEED + 1)
 
 
 def web_ui_seed(batch_seed: int | None, seed: int) -> int:
     """The seed the web UI writes for the picture Easel renders at ``seed`` (its
     ``picture_seed``) in a batch from ``batch_seed`` (None: no batch seed): where Easel
-    wrapped past ``SEED_MAX`` to 0, the web UI's seed + i goes on (4294967296, not 0). Both
+    wrapped past ``MAX_SEED`` to 0, the web UI's seed + i goes on (4294967296, not 0). Both
     give the same noise, and ``seed_read_back`` reads it back as Easel's."""
     wrapped = batch_seed is not None and 0 <= seed < batch_seed
-    return seed + SEED_MAX + 1 if wrapped else seed
+    return seed + MAX_SEED + 1 if wrapped else seed
 
 
 def seed_read_back(seed: int) -> int:
-    """A seed a picture's text gives, as Easel renders it: one past ``SEED_MAX`` (the web
+    """A seed a picture's text gives, as Easel renders it: one past ``MAX_SEED`` (the web
     UI's seed + i past it, up to the ``2**64`` torch's generator takes) as its low 32 bits,
     which are all the CPU noise reads: the seed Easel renders that picture with. Any other
     seed is returned as it is, for the request checks to take or refuse."""
-    return seed % (SEED_MAX + 1) if SEED_MAX < seed < _GENERATOR_SEEDS else seed
+    return seed % (MAX_SEED + 1) if MAX_SEED < seed < _GENERATOR_SEEDS else seed
 
 
 def picture_seeds(
@@ -197,7 +196,7 @@ def _convert(flag: str, words: list[str]) -> object:
     if flag == "ar":
         return parse_aspect_ratio(value)
     if flag == "seed":
-        return -1 if value == "-1" else _integer(flag, value, 0, SEED_MAX)
+        return -1 if value == "-1" else _integer(flag, value, 0, MAX_SEED)
     if flag == "steps":
         return _integer(flag, value, MIN_STEPS, MAX_STEPS)
     if flag == "count":

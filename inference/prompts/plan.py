@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.limits import SEED_ACCEPTS, out_of_range
+from inference.limits import (
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_STEPS,
+    STEPS_ACCEPTS,
+    out_of_range,
+    seed_refusal,
+)
 from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, weigh_attention
 from inference.prompts.composition import split_subprompts
 from inference.prompts.errors import NestingError, PromptError
@@ -29,7 +36,7 @@ from inference.prompts.extra_networks import (
     extract_extra_networks,
     find_embeddings,
 )
-from inference.prompts.flags import SEED_MAX, InlineFlags, parse_inline_flags, resolve_flags
+from inference.prompts.flags import InlineFlags, parse_inline_flags, resolve_flags
 from inference.prompts.schedule import Rendering, renderings, schedule_prompt
 from inference.prompts.stopping import checkpoint
 from inference.prompts.tokenizer import (
@@ -43,7 +50,6 @@ from inference.prompts.weights import check_weight, excerpt, in_range, weight_re
 from inference.prompts.wildcards import WildcardLibrary, expand_prompt
 
 DEFAULT_STEPS = 20
-MAX_STEPS = 1000
 # Chunks one prompt (its AND parts together) or the negative prompt may make. Each is encoded
 # on its own and is 77 more keys for every cross-attention of every UNet step, so the cost
 # grows with the count; long wildcard expansions legitimately reach 100+ (BREAK closes one).
@@ -190,7 +196,8 @@ class _WeighedPast(Exception):
 class _ScheduledChunks:
     """The chunks of one prompt's distinct texts (its AND parts together), counted as they are
     tokenized: a prompt over ``MAX_SCHEDULED_CHUNKS`` is refused as soon as it passes them,
-    before the rest of its steps (up to 1,000 of a hires pass) are weighted and chunked."""
+    before the rest of its steps (a hires pass's, times its sampler's calls) are weighted and
+    chunked."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -329,9 +336,9 @@ def _check_chunk_count(parts: Sequence[SubPromptPlan], name: str) -> None:
 def _choose_seed(explicit: int | None, typed: int | None) -> int:
     seed = explicit if explicit is not None else typed
     if seed is None or seed == -1:
-        return random.randrange(SEED_MAX + 1)
-    if not 0 <= seed <= SEED_MAX:
-        raise PromptError(out_of_range("seed", SEED_ACCEPTS, seed))
+        return random.randrange(MAX_SEED + 1)
+    if (refusal := seed_refusal("seed", seed)) is not None:
+        raise PromptError(refusal)
     return seed
 
 
@@ -368,8 +375,9 @@ def build_plan(
         InlineFlags(seed=None if seed == -1 else seed, steps=steps),
     )
     steps = flags.steps if flags.steps is not None else DEFAULT_STEPS
-    if not 1 <= steps <= MAX_STEPS:
-        raise PromptError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
+    # The range every request's steps are checked against (``inference.validation``).
+    if not MIN_STEPS <= steps <= MAX_STEPS:
+        raise PromptError(out_of_range("steps", STEPS_ACCEPTS, steps))
     image_seed = _choose_seed(seed if seed != -1 else None, typed_flags.seed)
     if flags.no:
         negative = ", ".join(part for part in (negative.strip(), flags.no) if part)

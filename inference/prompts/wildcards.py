@@ -715,6 +715,13 @@ def _named_in(inner: SamplingContext) -> Iterator[None]:
         raise _value_unread(chain[-1], error) from error
 
 
+def _parsed_in(value: str, inner: SamplingContext) -> Command:
+    """``value``, drawn from the innermost wildcard of ``inner``, parsed: one whose ``{ }``
+    choices do not parse is blamed on that wildcard's file (``_named_in``), not the prompt."""
+    with _named_in(inner):
+        return _parsed_value(value, inner.parser_config)
+
+
 def _value_unread(wildcard: str, error: ParseBaseException) -> PromptError:
     """A value of ``wildcard`` ("": not known) whose ``{ }`` choices the parser gave up on:
     its file's fault. The operator's message quotes the value (the parser's ``line``)."""
@@ -764,7 +771,7 @@ class _DepthLimitedSampler(RandomSampler):
             # one wildcard deeper in the chain (so a file whose one value names itself is
             # refused at MAX_WILDCARD_DEPTH); any other value goes to the base sampler.
             only = VariantCommand(
-                [VariantOption(_parsed_value(option, inner.parser_config)) for option in options],
+                [VariantOption(_parsed_in(option, inner)) for option in options],
                 least,
                 most,
                 command.separator,
@@ -785,7 +792,7 @@ class _DepthLimitedSampler(RandomSampler):
             # notes them, and not the joined text: the separator is the member's.
             generators = [
                 budget.noting(
-                    inner.generator_from_command(_parsed_value(value, inner.parser_config)),
+                    inner.generator_from_command(_parsed_in(value, inner)),
                     name,
                 )
                 for value in drawn
@@ -971,7 +978,8 @@ def _drawn(template: str, seeds: list[int], library: WildcardLibrary | None) -> 
         try:
             result = next(iter(context.sample_prompts(command, 1)), None)
         except ParseBaseException as error:
-            # The prompt parsed: a value drawn for ``{N$$__name__}``, which wildcard's unknown.
+            # The prompt parsed: a value drawn where no wildcard is known to have drawn it
+            # (each of ours is parsed in its wildcard's ``_named_in``).
             raise _value_unread("", error) from error
         text = _unshield(result.text) if result is not None else ""
         if len(text) > MAX_EXPANDED_CHARS:

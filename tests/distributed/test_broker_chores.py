@@ -216,3 +216,50 @@ async def test_forget_me_deletes_the_members_jobs_left_in_the_jobs_stream(
     assert held_at_the_read == [["job message mine"]]
     assert await broker_copies(nats.server.url, {"mine"}) == []
     assert await broker_copies(nats.server.url, {"theirs"}) == ["job message theirs"]
+
+
+@pytest.mark.parametrize("removal", ["purged", "deleted"])
+async def test_forget_me_goes_on_past_messages_removed_between_its_read_and_its_delete(
+    nats: NatsTransport, monkeypatch: pytest.MonkeyPatch, removal: str
+) -> None:
+    """A purge, or a delete by sequence (a worker's ack, another bot's cancel), takes each
+    message the erase has just read: the broker answers its delete that there is none
+    (nats-server 2.15: a 500, not a 404), which is what the erase wanted, and it goes on."""
+    client = await nats.client()
+    remover = await nats_client.connect(nats.server.url)
+    try:
+        js = remover.jetstream()
+        job = JobMessage("mine", RenderRequest("a secret"), (), client.job_secret("mine"))
+        await js.publish(job_subject(None), job.encode(), headers=headers_for_job("mine"))
+        result = ResultMessage("mine", Outcome.DONE, "a worker", 1).encode()
+        tagged = {TAG_HEADER: tag(client.job_secret("mine"), result)}
+        await js.publish(result_subject("mine"), result, headers=tagged)
+        removed: list[str] = []
+
+        async def remove(stream: str, stored: Any) -> Any:
+            if stored is not None and stored.subject not in removed:
+                removed.append(stored.subject)
+                if removal == "purged":
+                    await js.purge_stream(stream, subject=stored.subject)
+                else:
+                    await js.delete_msg(stream, stored.seq)
+            return stored
+
+        get_msg, get_last_msg = client._js.get_msg, client._js.get_last_msg
+
+        async def removed_once_read(stream: str, *args: Any, **kwargs: Any) -> Any:
+            return await remove(stream, await get_msg(stream, *args, **kwargs))
+
+        async def last_removed_once_read(stream: str, *args: Any, **kwargs: Any) -> Any:
+            return await remove(stream, await get_last_msg(stream, *args, **kwargs))
+
+        monkeypatch.setattr(client._js, "get_msg", removed_once_read)
+        monkeypatch.setattr(client._js, "get_last_msg", last_removed_once_read)
+
+        await client.drop_copies(["mine"])
+    finally:
+        await remover.close()
+
+    assert sorted(removed) == [job_subject(None), result_subject("mine")]
+    assert await broker_copies(nats.server.url, {"mine"}) == []
+    assert (await stored_result(nats.server.url, "mine")).outcome is Outcome.DONE

@@ -25,13 +25,14 @@ from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
 from bot.user_errors import Reason
+from cogs.history import ERASE_EVERYTHING
 from db import jobs as journal
 from db import quotas as ledger
 from db import refusals
 from db.database import connect
 from inference.types import RenderRequest
 from tests.e2e.conftest import easel_settings
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.rules import walk_components
 from tests.support.pictures import has_picture
@@ -165,6 +166,17 @@ async def reply_to(
 ) -> StoredMessage:
     handle = await fake.invoke_command(command, options, **kwargs)
     return await handle.wait_for_answer()
+
+
+async def forget_me(
+    fake: FakeDiscord, *, user: int | None = None, channel: int | None = None
+) -> InteractionHandle:
+    """/forget-me as a member runs it: asked, then its confirmation's button pressed; the
+    press's handle, whose answer says what was erased."""
+    asked = await fake.invoke_command("forget-me", user=user, channel=channel)
+    question = await asked.wait_for_answer()
+    assert question.is_ephemeral and "This cannot be undone" in question.content
+    return await fake.click(question, label=ERASE_EVERYTHING, user=user)
 
 
 async def limit_daily_images(fake: FakeDiscord, images: int, member: int | None = None) -> None:

@@ -35,6 +35,11 @@ async def test_admin_commands_are_refused_for_members(
                 ("age_restricted_only", "age_restricted_only"),
             ],
             ("quota", "scope"): [("server", "guild"), ("role", "role"), ("member", "user")],
+            ("quota", "change"): [
+                ("set", "set"),
+                ("unlimited", "unlimited"),
+                ("reset", "reset"),
+            ],
         }
         refused = await reply_to(
             fake_discord, "easel-admin banned-word", {"action": "add", "word": "dog"}

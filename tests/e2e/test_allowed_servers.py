@@ -9,21 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 
 import discord
 import pytest
 
 from bot import app
 from bot.app import EaselBot, build
-from bot.jobs.queue import SERVER_NOT_SERVED, job_queue
+from bot.jobs.queue import SERVER_NOT_SERVED, FinishedJob, job_queue
 from bot.jobs.queue.values import INTERNAL_FAILURE
 from bot.settings import Settings
 from cogs import contexts
 from cogs.contexts import NOT_ENABLED_HERE
 from cogs.results import posting
+from cogs.results.posting import DiscordResults
 from db import jobs as journal
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, calls_held, images_today
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, calls_held, forget_me, images_today
 from tests.fake_discord import AddedGuild, FakeDiscord, InteractionHandle
 from tests.fake_discord.fixtures import running_bot
 from tests.support.engines import HeldEngine, InstantEngine
@@ -62,27 +64,33 @@ async def logged(caplog: pytest.LogCaptureFixture, matches: Callable[[str], bool
 
 
 async def queued_in_b_at_the_stop(
-    fake: FakeDiscord, settings: Settings, server_b: AddedGuild, jobs: int
+    fake: FakeDiscord, settings: Settings, places: Sequence[AddedGuild]
 ) -> tuple[InteractionHandle, list[str]]:
-    """Easel serving every server: server A's render holds the device, ``jobs`` of B's member
-    are queued in ``server_b`` behind it, and Easel stops (``SHUTDOWN_GRACE_S`` short: A's
-    render is abandoned). A's interaction, and B's job ids."""
+    """Easel serving every server: server A's render holds the device, a job of B's member is
+    queued in each of ``places`` (servers other than A) behind it, in that order, and Easel
+    stops (``SHUTDOWN_GRACE_S`` short: A's render is abandoned). A's interaction, and B's
+    member's job ids, in the order queued."""
     held = HeldEngine()
     async with running_bot(fake, build(settings, lambda device: held)) as bot:
         blocker = await fake.invoke_command("imagine", {"prompt": "a's blocker", **QUICK})
         await blocker.wait_for_original(lambda message: not message.is_loading, timeout=WAIT_S)
         assert await asyncio.to_thread(held.started.wait, RENDER_TIMEOUT_S)
-        for number in range(jobs):
+        job_ids: list[str] = []
+        for number, place in enumerate(places):
             waiting = await fake.invoke_command(
                 "imagine",
                 {"prompt": f"b's barn {number}", **QUICK},
                 user=B_MEMBER,
-                channel=server_b.channel_id,
+                channel=place.channel_id,
             )
             await waiting.wait_for_original(lambda message: not message.is_loading, timeout=WAIT_S)
-        lines = await bot.services.history.unfinished(B_MEMBER, guild_id=server_b.guild_id)
-        assert await images_today(bot.services, B_MEMBER, server_b.guild_id) == jobs
-    return blocker, [line.job_id for line in lines]
+            lines = await bot.services.history.unfinished(B_MEMBER, guild_id=place.guild_id)
+            [job_id] = {line.job_id for line in lines} - set(job_ids)
+            job_ids.append(job_id)
+        for place in {place.guild_id: place for place in places}.values():
+            queued_there = places.count(place)
+            assert await images_today(bot.services, B_MEMBER, place.guild_id) == queued_there
+    return blocker, job_ids
 
 
 async def all_delivered(bot: EaselBot) -> None:
@@ -155,7 +163,7 @@ async def test_a_server_left_out_is_refused_everything_and_nothing_is_queued(
 
         # /forget-me alone is served there: B's member shares no listed server with Easel and
         # DMs are off, so it is their one way to erase what Easel keeps of them.
-        forget = await fake.invoke_command("forget-me", user=B_MEMBER, channel=other.channel_id)
+        forget = await forget_me(fake, user=B_MEMBER, channel=other.channel_id)
         erased = await forget.wait_for_original(lambda m: m.content.startswith("Done"))
         assert "erased 1 job" in erased.content, erased.content
     assert fake.calls_to(*LEAVE) == []
@@ -223,7 +231,7 @@ async def test_jobs_a_server_left_out_queued_before_the_restart_never_render(
     fake = fake_discord
     other = fake.add_guild("Server B")
     fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
-    blocker, [b_job] = await queued_in_b_at_the_stop(fake, easel_settings_for_test, other, 1)
+    blocker, [b_job] = await queued_in_b_at_the_stop(fake, easel_settings_for_test, [other])
     b_posts = in_channel(fake, other.channel_id)
 
     caplog.set_level(logging.WARNING, logger="bot.jobs.queue.job_queue")
@@ -320,7 +328,7 @@ async def test_a_members_jobs_ended_for_a_server_left_out_are_told_in_one_dm_nam
     fake = fake_discord
     other = fake.add_guild("Server B")
     fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
-    _, b_jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, other, 3)
+    _, b_jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, [other] * 3)
     assert len(b_jobs) == 3
 
     dispatch = fake.gateway.dispatch
@@ -349,6 +357,199 @@ async def test_a_members_jobs_ended_for_a_server_left_out_are_told_in_one_dm_nam
     assert first.startswith("Your jobs ") and " in Server B were not posted: " in first, told
     uncharged = ("They do not count against your quota.", "It does not count against your quota.")
     assert all(dm.endswith(uncharged) for dm in told), told
+
+
+@pytest.mark.parametrize("stopped", ["after-the-dm", "before-the-dm"])
+async def test_a_restart_between_a_members_deliveries_names_each_job_in_one_dm(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    stopped: str,
+) -> None:
+    """B's member had three jobs queued at the stop; the start with only A listed ends them,
+    and the first one's delivery sends the DM naming all three. Easel stops after that DM,
+    before the other two are delivered, or (``before-the-dm``) while it is being sent. The
+    next start names each job in one DM in all: which DM names a job is kept in the
+    database, not in the process's memory, and a DM that did not go is sent then."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held render is abandoned
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    _, b_jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, [other] * 3)
+    settings = serving(easel_settings_for_test, fake.guild_id)
+
+    held_there = asyncio.Event()
+    method = "_tell_maker" if stopped == "before-the-dm" else "deliver"
+    call = getattr(DiscordResults, method)
+    of_b: list[str] = []
+
+    # The DM itself held, or the deliveries after the first's.
+    passed = 0 if stopped == "before-the-dm" else 1
+
+    async def held_after(results: DiscordResults, job: FinishedJob, *args: object) -> object:
+        if job.guild_id == other.guild_id:
+            of_b.append(job.job_id)
+            if len(of_b) > passed:
+                held_there.set()
+                await asyncio.Event().wait()  # until the stop
+        return await call(results, job, *args)
+
+    with monkeypatch.context() as held:
+        held.setattr(DiscordResults, method, held_after)
+        async with running_bot(fake, build(settings, lambda d: InstantEngine())):
+            if stopped == "after-the-dm":
+                await fake.wait_for_channel_message(
+                    lambda m: all(job in m.content for job in b_jobs),
+                    channel=fake.dm_channel_of(B_MEMBER),
+                    timeout=WAIT_S,
+                )
+            async with asyncio.timeout(WAIT_S):
+                await held_there.wait()
+    async with running_bot(fake, build(settings, lambda d: InstantEngine())) as bot:
+        await all_delivered(bot)
+    told = [dm for dm in dms_to(fake, B_MEMBER) if any(job in dm for job in b_jobs)]
+    assert len(told) == 1 and all(job in told[0] for job in b_jobs), told
+
+
+async def test_a_members_jobs_in_two_servers_left_out_are_told_in_one_dm_by_server(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """B's member had jobs queued in servers B and C at the stop; the start with only A
+    listed ends them all, and one DM names each job by its server."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held render is abandoned
+    fake = fake_discord
+    server_b, server_c = fake.add_guild("Server B"), fake.add_guild("Server C")
+    for place in (server_b, server_c):
+        fake.add_member(B_MEMBER, "b-member", roles=(place.member_role_id,), guild=place.guild_id)
+    places = [server_b, server_c, server_b]
+    _, jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, places)
+    settings = serving(easel_settings_for_test, fake.guild_id)
+    async with running_bot(fake, build(settings, lambda d: InstantEngine())) as bot:
+        await all_delivered(bot)
+    [told] = [dm for dm in dms_to(fake, B_MEMBER) if any(job in dm for job in jobs)]
+    reason = (
+        " were not posted: Easel's operator no longer serves the servers they were made in. "
+        "They do not count against your quota."
+    )
+    assert told.startswith("Your jobs ") and told.endswith(reason), told
+    named = told.removeprefix("Your jobs ").removesuffix(reason).split("; ")
+    by_server = {
+        server: set(re.findall(r"`(\w+)`", listed))
+        for listed, server in (place.rsplit(" in ", 1) for place in named)
+    }
+    assert by_server == {"Server B": {jobs[0], jobs[2]}, "Server C": {jobs[1]}}, told
+
+
+@pytest.mark.parametrize(
+    ("answered", "named"),
+    [(True, "Server B"), (False, "a server Easel cannot name right now")],
+    ids=["asked", "not-answered"],
+)
+async def test_a_dm_between_ready_and_its_servers_description_names_the_server(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    answered: bool,
+    named: str,
+) -> None:
+    """Discord's READY lists server B unavailable (discord.py caches a nameless placeholder)
+    and B's GUILD_CREATE comes later: a DM about B's jobs sent in between names B as Discord
+    answers for it, or (``answered`` False: Discord fails) says its name is not known, never
+    an empty name nor "no longer in". B's GUILD_CREATE is held until that DM is sent."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held render is abandoned
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    _, b_jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, [other] * 2)
+    if not answered:
+        fake.fail("GET", "/guilds/{guild}", times=100, status=503)
+
+    dispatch = fake.gateway.dispatch
+    ready_dispatched = asyncio.Event()
+    told_before_b_described: list[bool] = []
+
+    async def b_described_once_told(event: str, data: dict[str, object]) -> None:
+        if event == "GUILD_CREATE" and str(data.get("id")) == str(other.guild_id):
+            try:
+                await fake.wait_for_channel_message(
+                    lambda m: b_jobs[0] in m.content,
+                    channel=fake.dm_channel_of(B_MEMBER),
+                    timeout=WAIT_S,
+                )
+                told_before_b_described.append(True)
+            except TimeoutError:  # not told: the assertions below say so
+                told_before_b_described.append(False)
+        await dispatch(event, data)
+        if event == "READY":
+            ready_dispatched.set()
+
+    monkeypatch.setattr(fake.gateway, "dispatch", b_described_once_told)
+    deliver = DiscordResults.deliver
+
+    async def after_ready(results: DiscordResults, job: FinishedJob, *args: object) -> object:
+        async with asyncio.timeout(WAIT_S):
+            await ready_dispatched.wait()
+        return await deliver(results, job, *args)
+
+    monkeypatch.setattr(DiscordResults, "deliver", after_ready)
+    settings = serving(easel_settings_for_test, fake.guild_id)
+    starting = build(settings, lambda d: InstantEngine())
+    async with running_bot(fake, starting, ready_timeout=2 * WAIT_S) as bot:
+        await all_delivered(bot)
+    assert told_before_b_described == [True]
+    [told] = [dm for dm in dms_to(fake, B_MEMBER) if any(job in dm for job in b_jobs)]
+    assert told.startswith(f"Your jobs `{b_jobs[0]}`, `{b_jobs[1]}` in {named} were not"), told
+
+
+async def test_a_listings_dm_that_discord_fails_leaves_its_other_jobs_to_be_named_again(
+    fake_discord: FakeDiscord,
+    easel_settings_for_test: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """B's member had three jobs queued at the stop; the start with only A listed ends them,
+    and the DM of the first one's delivery, naming all three, gets Discord's 503 (not DMs
+    closed): the other two are named by a later delivery's DM, once each. Every other
+    delivery waits for the first one's (nothing else posts while its 503 is planned)."""
+    monkeypatch.setattr(job_queue, "SHUTDOWN_GRACE_S", 0.5)  # the held render is abandoned
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    _, b_jobs = await queued_in_b_at_the_stop(fake, easel_settings_for_test, [other] * 3)
+    post_message = ("POST", "/channels/{channel}/messages")
+
+    first: list[str] = []
+    first_delivered = asyncio.Event()
+    deliver, tell_maker = DiscordResults.deliver, DiscordResults._tell_maker
+
+    async def first_alone(results: DiscordResults, job: FinishedJob, *args: object) -> object:
+        if job.guild_id == other.guild_id and not first:
+            first.append(job.job_id)
+            try:
+                return await deliver(results, job, *args)
+            finally:
+                first_delivered.set()
+        async with asyncio.timeout(WAIT_S):
+            await first_delivered.wait()
+        return await deliver(results, job, *args)
+
+    async def first_dm_fails(results: DiscordResults, job: FinishedJob, notice: str) -> None:
+        if job.job_id == first[0]:
+            fake.fail(*post_message, status=503)
+        await tell_maker(results, job, notice)
+
+    monkeypatch.setattr(DiscordResults, "deliver", first_alone)
+    monkeypatch.setattr(DiscordResults, "_tell_maker", first_dm_fails)
+    settings = serving(easel_settings_for_test, fake.guild_id)
+    async with running_bot(fake, build(settings, lambda d: InstantEngine())) as bot:
+        await all_delivered(bot)
+    dm_channel = fake.dm_channel_of(B_MEMBER)
+    [failed] = [call for call in fake.calls_to(*post_message) if call.status == 503]
+    assert failed.path.endswith(f"/channels/{dm_channel}/messages"), failed
+    told = [dm for dm in dms_to(fake, B_MEMBER) if any(job in dm for job in b_jobs)]
+    others = [job for job in b_jobs if job != first[0]]
+    assert [sum(job in dm for dm in told) for job in others] == [1, 1], told
 
 
 @pytest.mark.parametrize("unavailable", [False, True], ids=["joined", "joined-unavailable"])

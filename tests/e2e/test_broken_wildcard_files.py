@@ -22,6 +22,7 @@ def wildcards(easel_settings_for_test: Settings) -> None:
     (folder / "bad.txt").write_text("{a|\n", encoding="utf-8")
     (folder / "loop.txt").write_text("__loop__\n", encoding="utf-8")
     (folder / "deep.txt").write_text("{" * 12 + "x" + "}" * 12 + "\n", encoding="utf-8")
+    (folder / "pair.txt").write_text("{a|\n{b|\n", encoding="utf-8")
 
 
 async def test_a_broken_wildcard_file_is_blamed_by_name(
@@ -38,6 +39,28 @@ async def test_a_broken_wildcard_file_is_blamed_by_name(
             )
             assert refused.is_ephemeral
             assert refused.content == f"The wildcard `__{wildcard}__` is broken: {fault}. {TELL}"
+        assert bot.queue.queued_count() == 0
+
+
+async def test_a_value_drawn_by_a_count_is_blamed_on_its_wildcard_file(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """``{N$$__name__}`` (dynamic prompts' count of a wildcard's values): a value drawn that
+    does not parse is that wildcard file's fault, named as ``__name__``'s is, with one value
+    or a draw among several."""
+    async with start_easel() as bot:
+        for prompt, wildcard, value in (
+            ("a {2$$__bad__}", "bad", "{a|"),
+            ("a {1$$__pair__}", "pair", "{"),
+            ("a {2$$__pair__}", "pair", "{"),
+        ):
+            refused = await reply_to(fake_discord, "imagine", {"prompt": prompt, **QUICK})
+            assert refused.is_ephemeral, refused.content
+            assert refused.content.startswith(
+                f"The wildcard `__{wildcard}__` is broken: in a value, a '{{' has no matching "
+                f"'}}' (at '{value}"
+            ), (prompt, refused.content)
+            assert refused.content.endswith(TELL), refused.content
         assert bot.queue.queued_count() == 0
 
 

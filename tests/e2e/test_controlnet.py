@@ -12,7 +12,7 @@ from bot.settings import Settings
 from db import jobs as journal
 from db.database import connect
 from inference.infotext import infotext_from_png, parse_infotext
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, forget_me, has_picture
 from tests.e2e.test_edits import inputs_of
 from tests.fake_discord import FakeDiscord
 
@@ -77,6 +77,6 @@ async def test_imagine_with_a_control_picture(
         finally:
             await conn.close()
 
-        forgotten = await reply_to(fake_discord, "forget-me")
+        forgotten = await (await forget_me(fake_discord)).wait_for_answer()
         assert "1 uploaded picture and" in forgotten.content, forgotten.content
         assert inputs_of(easel_settings_for_test) == []

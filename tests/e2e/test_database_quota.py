@@ -23,7 +23,7 @@ import pytest
 from bot import app
 from bot.app import EaselBot
 from bot.cli.main import main
-from bot.storage_trouble import STORAGE_FULL, storage_trouble
+from bot.storage_trouble import STORAGE_FULL, STORAGE_SLOW, storage_trouble
 from db import database
 from db import jobs as journal
 from tests.conftest import ErrorLogs
@@ -144,11 +144,15 @@ async def test_a_probe_the_disk_holds_does_not_freeze_the_bot(
     probe_held: tuple[threading.Event, threading.Event],
 ) -> None:
     """While the folder's write hangs, another member's command is answered; the member whose
-    write failed is told of an internal error once the probe's time is up."""
+    write failed is told, once the probe's time is up, that Easel's storage is slow to answer
+    and nothing was charged (not an internal error), and the operator gets one ERROR naming
+    SQLite's error and what to check: one for the hang, a second failed write while it lasts
+    is a warning (the error_logs fixture fails on any other ERROR)."""
     started, ended = probe_held
     monkeypatch.setattr(database, "ROOM_PROBE_LIMIT_S", 1.0)
-    error_logs.expect(r"^internal error \w+ in /imagine")
-    async with start_easel():
+    error_logs.expect(r"gave no answer in 1\.0 s")
+    async with start_easel() as bot:
+        await limit_daily_images(fake_discord, 5)
         journal_refused(monkeypatch)
         failed = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         assert await asyncio.to_thread(started.wait, WAIT_S)
@@ -156,9 +160,47 @@ async def test_a_probe_the_disk_holds_does_not_freeze_the_bot(
         assert "/imagine" in (await helped.wait_for_original(timeout=WAIT_S)).content
         assert not ended.is_set(), "the bot answered only once the probe's write ended"
         told = (await failed.wait_for_answer(timeout=WAIT_S)).content
-        assert told.startswith("Something went wrong on Easel's side"), told
+        assert told == STORAGE_SLOW.told(), told
+        assert "slow to answer" in told and "nothing was charged" in told, told
+        again = await fake_discord.invoke_command("imagine", {"prompt": "a dog", **QUICK})
+        assert (await again.wait_for_answer(timeout=WAIT_S)).content == STORAGE_SLOW.told()
         assert not ended.is_set()
-    assert "a page's write gave no answer in 1.0 s" in caplog.text
+        assert await images_today(bot.services, fake_discord.user_id, fake_discord.guild_id) == 0
+    [reported] = [r.getMessage() for r in error_logs.records]
+    assert "SQLite's write failed (disk I/O error)" in reported, reported
+    assert "check the disk's health" in reported and "network mount" in reported, reported
+    assert "the page's write reported at ERROR still gives no answer" in caplog.text
+    assert any(
+        r.levelno == logging.WARNING and STORAGE_SLOW.what in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_a_failed_write_raised_while_handling_another_waits_for_the_folder_once(
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error_logs: ErrorLogs,
+    probe_held: tuple[threading.Event, threading.Event],
+) -> None:
+    """Two of SQLite's failed writes in one error's chain, the folder holding the page's
+    write: slow to answer after one wait, one ERROR (not a second wait of the limit)."""
+    monkeypatch.setattr(database, "ROOM_PROBE_LIMIT_S", 0.2)
+    error_logs.expect(r"gave no answer in 0\.2 s")
+    probe_running = database._probe_running
+    asked: list[tuple[Path, ...]] = []
+
+    def counted(folders: tuple[Path, ...]) -> Any:
+        asked.append(folders)
+        return probe_running(folders)
+
+    monkeypatch.setattr(database, "_probe_running", counted)
+    chained = disk_io_error()
+    chained.__context__ = disk_io_error()
+    conn = await database.connect(folder / "easel.sqlite3")
+    try:
+        assert isinstance(await database.storage_failure(chained), database.SlowToAnswer)
+    finally:
+        await database.close(conn)
+    assert len(asked) == 1 and len(error_logs.records) == 1, (asked, error_logs.records)
 
 
 def test_easel_run_names_the_data_folder_a_quota_refused_a_write_in(

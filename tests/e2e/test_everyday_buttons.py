@@ -14,6 +14,7 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    forget_me,
     has_picture,
     images_today,
     imagine,
@@ -126,7 +127,7 @@ async def test_a_remix_form_is_checked_again_when_submitted(
 
         # The club again, but its maker has erased the job meanwhile.
         fake.set_overwrite(club, OTHER, allow=VIEW_CHANNEL | READ_MESSAGE_HISTORY)
-        await reply_to(fake, "forget-me", user=fake.owner_id)
+        await (await forget_me(fake, user=fake.owner_id)).wait_for_answer()
         gone = await fake.submit_modal(forms[1], values[1], user=OTHER)
         refusal = await gone.wait_for_original(lambda m: not m.is_loading)
         assert refusal.is_ephemeral and "no longer in the history" in refusal.content
@@ -181,6 +182,28 @@ async def test_delete_is_for_the_owner_or_a_moderator_and_dm_me_sends_a_copy(
         # Its maker's own deletion withdraws nothing: /show brings it back.
         shown = await reply_to(fake_discord, "show", {"job_id": job_id_of(second)})
         assert has_picture(shown)
+
+
+async def test_dm_me_under_one_picture_of_a_grid_names_that_picture_and_its_seed_alone(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """The copy's text names the pictures it carries: one picture of a grid is that picture
+    and its seed (as its U post and its PNG say), not every seed of the batch (AUD26 F2)."""
+    async with start_easel():
+        grid = await imagine(fake_discord, "two foxes", count=2, seed=100)
+        job_id = job_id_of(grid)
+        picked = await (await fake_discord.click(grid, label="U2")).wait_for_original(has_picture)
+        asked = await fake_discord.click(picked, label="DM me")
+        await asked.wait_for_original(lambda m: "Sent to your direct messages" in m.content)
+        [one] = direct_messages(fake_discord, fake_discord.user_id)
+        assert one.content.endswith(f"picture 2 of job `{job_id}` (seed 101)")
+        assert params_of(one)[2]["Seed"] == 101 and len(one.attachments) == 1
+        # The whole grid's copy still names each of its seeds.
+        asked = await fake_discord.click(grid, label="DM me")
+        await asked.wait_for_original(lambda m: "Sent to your direct messages" in m.content)
+        [both] = [m for m in direct_messages(fake_discord, fake_discord.user_id) if m.id != one.id]
+        assert both.content.endswith(f"job `{job_id}` (seed 100, 101)")
+        assert len(both.attachments) == 2
 
 
 async def test_results_by_dm_sends_each_result_to_the_member_too(

@@ -148,8 +148,12 @@ async def test_a_saved_sampler_the_model_cannot_take_is_refused_naming_where_it_
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
     """A sampler saved without a model (/settings, a preset) and used with Flux: the member
-    typed no sampler, so the refusal says where it is kept, as any saved value's does."""
+    typed no sampler, so the refusal says where it is kept, as any saved value's does. (The
+    preset is saved under an SD default, which takes that sampler.)"""
     async with start_easel() as bot:
+        await reply_to(
+            fake_discord, "easel-admin default-model", {"name": "sd"}, user=fake_discord.owner_id
+        )
         await reply_to(fake_discord, "settings", {"sampler": "DPM++ SDE"})
         await reply_to(fake_discord, "presets save", {"name": "s", "sampler": "DPM++ SDE"})
         for options, kept in (
@@ -168,3 +172,45 @@ async def test_a_saved_sampler_the_model_cannot_take_is_refused_naming_where_it_
             assert reply.is_ephemeral, (options, reply.content)
             assert reply.content == f"{FLUX_SAMPLER} {kept}", (options, reply.content)
         assert bot.queue.queued_count() == 0
+
+
+async def test_a_preset_without_a_model_is_saved_with_a_note_of_what_the_default_refuses(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A preset is the member's on every server. One naming a Flux model with a clip skip or a
+    sampler Flux lacks is refused on saving, in the render's sentence; one naming no model is
+    saved, with a note of what this server's default (Flux) refuses of it, as it does when
+    the preset is used here; with an SD default there is no note."""
+    fake = fake_discord
+    owner = fake.owner_id
+    async with start_easel() as bot:
+        await reply_to(fake, "easel-admin default-model", {"name": "my-flux"}, user=owner)
+        for settings, expected in (
+            ({"model": "my-flux", "clip_skip": 2}, f"Clip skip {FLUX}."),
+            ({"model": "my-flux", "sampler": "DPM++ SDE"}, FLUX_SAMPLER),
+        ):
+            refused = await reply_to(fake, "presets save", {"name": "p", **settings})
+            assert refused.is_ephemeral and refused.content == expected, refused.content
+        assert await bot.services.presets.of(Scope.MEMBER, fake.user_id) == []
+        for name, settings, refusal in (
+            ("skip", {"clip_skip": 2}, f"Clip skip {FLUX}."),
+            ("dpm", {"sampler": "DPM++ SDE"}, FLUX_SAMPLER),
+        ):
+            saved = await reply_to(fake, "presets save", {"name": name, **settings})
+            assert saved.content.startswith(f"Saved your preset **{name}**"), saved.content
+            assert saved.content.endswith(
+                "\nNote: naming no model, it renders here with this server's default, which "
+                f"refuses it: {refusal} Add a `--model` that takes it when you use it here."
+            ), saved.content
+            used = await reply_to(
+                fake, "imagine", {"prompt": f"a cat --preset {name}", "size": "64x64"}
+            )
+            assert used.is_ephemeral and used.content.startswith(refusal), used.content
+        assert bot.queue.queued_count() == 0
+        assert len(await bot.services.presets.of(Scope.MEMBER, fake.user_id)) == 2
+        await reply_to(fake, "easel-admin default-model", {"name": "sd"}, user=owner)
+        saved = await reply_to(
+            fake, "presets save", {"name": "p", "clip_skip": 2, "sampler": "DPM++ SDE"}
+        )
+        assert saved.content.startswith("Saved your preset **p**"), saved.content
+        assert "Note" not in saved.content, saved.content

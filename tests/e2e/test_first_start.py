@@ -130,7 +130,9 @@ async def test_sigterm_while_starting_stops_cleanly(
     database closed under it."""
     warming = asyncio.Event()
 
-    async def slow_warm_up(self: PromptPlanner) -> None:
+    async def slow_warm_up(
+        self: PromptPlanner, operator_words: frozenset[str] = frozenset()
+    ) -> None:
         warming.set()
         await asyncio.sleep(1)
 

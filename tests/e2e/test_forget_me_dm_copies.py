@@ -5,7 +5,7 @@ which go and which stay. Through the fake Discord with a real tiny render."""
 
 from __future__ import annotations
 
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, forget_me
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.support.pictures import has_picture
 from tests.support.polling import until
@@ -38,7 +38,7 @@ async def test_forget_me_deletes_the_copies_others_asked_for_by_dm_not_the_membe
         others_copy = await dm_copy(fake, result, OTHER)
         own_copy = await dm_copy(fake, result, fake.user_id)
 
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         forgotten = await forget.wait_for_original(lambda m: not m.is_loading)
         assert "Removing 2 posted messages from channels" in forgotten.content
         assert "Copies other members asked for with DM me go" in forgotten.content

@@ -15,7 +15,7 @@ import pytest
 
 from bot.forget_me_log import FILE_NAME
 from bot.settings import Settings
-from tests.e2e.helpers import StartEasel, imagine, job_id_of, reply_to
+from tests.e2e.helpers import StartEasel, forget_me, imagine, job_id_of, reply_to
 from tests.fake_discord import FakeDiscord
 from tests.support.backups import backed_up, put_back_by_hand
 
@@ -41,7 +41,7 @@ async def test_a_private_result_forgotten_after_a_backup_stays_erased_after_its_
         assert picture.is_file()
         backed_up(settings.database_path, backup / "easel.sqlite3")
         shutil.copytree(settings.images_dir, backup / "images")  # as `rsync -a` does
-        forget = await reply_to(fake, "forget-me")
+        forget = await (await forget_me(fake)).wait_for_answer()
         assert forget.content.startswith("Done: erased 1 job, 1 stored picture")
         assert not picture.exists()
 
@@ -93,7 +93,7 @@ async def test_a_post_forgotten_after_a_backup_is_not_withdrawn_again_after_its_
         result = await imagine(fake, "a public secret cat", seed=3)
         job_id = job_id_of(result)
         backed_up(settings.database_path, backup)
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         await forget.wait_for_original(lambda m: "Removed" in m.content)
         assert result.deleted
 

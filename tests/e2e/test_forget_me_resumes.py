@@ -17,7 +17,7 @@ from db import erasures
 from db import history as store
 from db.database import connect
 from tests.conftest import ErrorLogs
-from tests.e2e.helpers import StartEasel, imagine, job_id_of, reply_to
+from tests.e2e.helpers import StartEasel, forget_me, imagine, job_id_of
 from tests.e2e.test_moderation_after_the_fact import deletions_read
 from tests.fake_discord import FakeDiscord
 from tests.integration.test_forget_me_batches import stop_once_in_the_second_batch
@@ -39,7 +39,7 @@ async def test_a_forget_me_a_stop_interrupted_is_finished_at_the_next_start(
         # The erase ends, as in a crash, once its second batch's rows are gone: no answer,
         # nothing after it runs.
         stopped = stop_once_in_the_second_batch(monkeypatch, asyncio.CancelledError)
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         await asyncio.wait_for(stopped.wait(), DELETES_WAIT_S)
         assert (await forget.wait_for_original()).is_loading  # "thinking…": never answered
         assert (images_dir / job_id_of(results[2])).is_dir()
@@ -80,7 +80,7 @@ async def test_a_forget_me_answered_ends_its_request(
     fake = fake_discord
     async with start_easel() as bot:
         await imagine(fake, "a cat", seed=1)
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         done = await forget.wait_for_original(lambda m: "Removed" in m.content)  # after the end
         assert done.content.startswith("Done: erased 1 job, 1 stored picture")
         assert await bot.services.history.unfinished_erasures() == []
@@ -96,14 +96,14 @@ async def test_an_answer_discord_refuses_goes_by_direct_message(
     async with start_easel() as bot:
         result = await imagine(fake, "a cat", seed=1)
         fake.fail("POST", "/webhooks/{app}/{token}", status=404)  # as a token gone
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         direct = fake.dm_channel_of(fake.user_id)
         told = await fake.wait_for_channel_message(lambda m: "Removed" in m.content, channel=direct)
         assert told.content.startswith("Done: erased 1 job, 1 stored picture")
         assert (await forget.wait_for_original()).is_loading  # never answered there
         assert result.deleted
         assert await bot.services.history.unfinished_erasures() == []
-        again = await reply_to(fake, "forget-me")
+        again = await (await forget_me(fake)).wait_for_answer()
         assert again.content.startswith("Done: erased 0 jobs")
 
 
@@ -162,7 +162,7 @@ async def test_a_forget_me_that_fails_is_finished_within_seconds_and_told_once(
         monkeypatch.setattr(cogs_history, "report_error", report_after_a_sweep)
         monkeypatch.setattr(cogs_history, "_tell_finished", telling_finished)
         stop_once_in_the_second_batch(monkeypatch, OSError)
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         failure = await forget.wait_for_original(lambda m: "Something went wrong" in m.content)
         assert "no need to run /forget-me again" in failure.content
         assert "try again later" not in failure.content

@@ -17,6 +17,7 @@ import pytest
 from bot import unheard_deletions
 from bot.app import EaselBot, build
 from bot.bans import StopCause
+from bot.policy.delivery import SANCTION_STOPPED
 from bot.policy.moderation import WITHDRAWN_PICTURE
 from bot.settings import Settings
 from tests.e2e.helpers import (
@@ -72,7 +73,7 @@ async def test_a_member_banned_in_a_gap_not_resumed_has_their_jobs_cancelled(
             fake._state.remove_member(BANNED_IN_THE_GAP, fake.guild_id)
             await new_session(fake)
             for handle in handles:
-                await handle.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
+                await handle.wait_for_original(lambda m: SANCTION_STOPPED in m.content, timeout=30)
             engine.released.set()
         after = await fake.invoke_command("imagine", {"prompt": "a lighthouse", **QUICK})
         await after.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

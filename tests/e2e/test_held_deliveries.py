@@ -14,7 +14,7 @@ import pytest
 
 from bot.app import EaselBot
 from bot.jobs.queue import FinishedJob
-from tests.e2e.helpers import QUICK, StartEasel
+from tests.e2e.helpers import QUICK, StartEasel, forget_me
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.records import InteractionHandle
 from tests.support.engines import InstantEngine
@@ -79,7 +79,7 @@ async def test_a_job_erased_by_forget_me_while_its_delivery_waits_is_no_error(
 
         monkeypatch.setattr(bot.results, "given_up", recorded)
         async with finished_and_held(fake, bot, monkeypatch) as (_, job_id, released):
-            erased = await (await fake.invoke_command("forget-me")).wait_for_answer()
+            erased = await (await forget_me(fake)).wait_for_answer()
             assert erased.content.startswith("Done: erased 1 job, 1 stored picture,")
             released.set()
             async with asyncio.timeout(30):

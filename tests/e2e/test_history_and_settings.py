@@ -13,6 +13,7 @@ from inference.infotext import infotext_from_png, parse_infotext
 from tests.e2e.helpers import (
     RENDER_TIMEOUT_S,
     StartEasel,
+    forget_me,
     has_picture,
     imagine,
     job_id_of,
@@ -64,7 +65,7 @@ async def test_history_pages_search_show_and_forget_me(
         user_id = fake_discord.user_id
         images_dir = bot.settings.images_dir
         assert (images_dir / job_id_of(dog)).is_dir()
-        forget = await fake_discord.invoke_command("forget-me")
+        forget = await forget_me(fake_discord)
         forgotten = await forget.wait_for_original(lambda m: not m.is_loading)
         # Deferred first (the erase may take past Discord's 3 s), answered privately after.
         assert forget.response_type == RESPONSE_DEFERRED_MESSAGE and forgotten.is_ephemeral
@@ -99,7 +100,7 @@ async def test_history_pages_search_show_and_forget_me(
         empty = await reply_to(fake_discord, "history")
         assert "You have no jobs yet" in empty.content
         # The erase grows with the member's jobs: once per cooldown, refused with when again.
-        again = await reply_to(fake_discord, "forget-me")
+        again = await (await forget_me(fake_discord)).wait_for_answer()
         assert again.is_ephemeral and "can run it again <t:" in again.content
         assert "erased" not in again.content
         settings = await reply_to(fake_discord, "settings")

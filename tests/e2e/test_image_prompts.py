@@ -20,7 +20,7 @@ from db.database import connect
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.ldm_export import UNET_PREFIX
 from inference.tiny import write_tiny_ip_adapter, write_tiny_model
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, has_picture, reply_to
+from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, forget_me, has_picture, reply_to
 from tests.e2e.test_edits import inputs_of
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.rest import RESPONSE_DEFERRED_MESSAGE as DEFERRED
@@ -163,7 +163,7 @@ async def test_blend_of_three_pictures(
         finally:
             await conn.close()
 
-        forgotten = await reply_to(fake, "forget-me")
+        forgotten = await (await forget_me(fake)).wait_for_answer()
         assert "3 uploaded pictures" in forgotten.content, forgotten.content
         assert inputs_of(easel_settings_for_test) == []
 

@@ -350,6 +350,7 @@ async def test_a_moderators_stop_withdraws_the_job_and_tells_its_maker(
         queued, cancel, job = await queued_with_cancel(fake)
         said = await stop(fake, bot, queued, cancel, job)
         assert f"Withdrew job `{job}`" in said and "it is stopped" in said, said
+        assert "the stop cannot be undone (a restore lifts only the withdrawal" in said, said
         gate.set()
 
         async def ended_cancelled() -> bool:
@@ -366,6 +367,11 @@ async def test_a_moderators_stop_withdraws_the_job_and_tells_its_maker(
         told = fake.messages[queued.id].content
         assert f"<@{RAIDER}> Stopped (job `{job}`): {MODERATOR_STOPPED}." in told, told
         assert "does not count against your quota" in told and f"<@{MOD}>" not in told, told
+        # Its restore is told true: a job stopped before it rendered has no pictures to show.
+        restored = await reply_to(fake, "easel-admin restore", {"job": job}, user=fake.owner_id)
+        assert f"Restored job `{job}`: it was stopped before it rendered, so it has no " in (
+            restored.content
+        )
 
 
 def start_held(

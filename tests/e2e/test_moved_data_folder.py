@@ -14,7 +14,7 @@ from pathlib import Path
 from bot.app import build
 from tests.conftest import ErrorLogs
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import RENDER_TIMEOUT_S, imagine, job_id_of
+from tests.e2e.helpers import RENDER_TIMEOUT_S, forget_me, imagine, job_id_of
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
 from tests.support.pictures import has_picture
@@ -44,7 +44,7 @@ async def test_a_moved_data_folder_keeps_its_pictures_shown_and_erasable(
             has_picture, timeout=RENDER_TIMEOUT_S
         )
         assert "deleted" not in upscaled.content
-        forget = await fake.invoke_command("forget-me")
+        forget = await forget_me(fake)
         forgotten = await forget.wait_for_original(lambda m: not m.is_loading, timeout=60)
         assert "erased 2 jobs, 2 stored pictures" in forgotten.content
     assert not list((new / "images").rglob("*.png"))

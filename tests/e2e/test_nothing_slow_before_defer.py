@@ -45,10 +45,15 @@ async def test_a_command_after_the_first_hops_to_no_thread_before_its_acknowledg
         events.clear()
         second = await fake_discord.invoke_command("imagine", {"prompt": "a dog", **QUICK})
         await second.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
-    # The one hop left is older than this test: the prompt's flags parsed off the loop
-    # (``cogs.common.requests_for_member``). Another (a file read, a scan) fails here.
+    # Two hops are left: the prompt's flags parsed off the loop
+    # (``cogs.common.requests_for_member``), and the engine's rules of the request as
+    # admitted, one hop for all of them (its model's family from its header, cached:
+    # ``cogs.common._check_engine_takes``). Another (a file read, a scan) fails here.
     hops_before = events[: events.index(f"answered {second.id}")]
-    assert hops_before == ["requests_for_member.<locals>.unless_a_preset_is_named"], events
+    assert hops_before == [
+        "requests_for_member.<locals>.unless_a_preset_is_named",
+        "_check_engine_takes",
+    ], events
 
 
 async def test_a_control_picture_s_controlnet_is_checked_off_the_event_loop(

@@ -5,10 +5,13 @@ web UI's refiner fields, and bad refiner inputs are one ephemeral sentence, noth
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import cogs.imagine
 from bot.settings import Settings
+from db.guild_settings import GuildList
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.tiny import write_tiny_checkpoint, write_tiny_model
 from tests.e2e.conftest import easel_settings
@@ -67,3 +70,30 @@ async def test_imagine_with_a_refiner(fake_discord: FakeDiscord, start_easel: St
         )
         choices = await fake_discord.autocomplete("imagine", {**quick, "refiner": ""}, "refiner")
         assert choices == []
+
+
+async def test_a_refiner_allowed_while_the_command_is_read_is_taken(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refiner check agrees with admission: it reads the server's list as it is then,
+    not as it was when the member's options were read."""
+    quick = {"prompt": "a cat", **QUICK, "steps": 4, "model": "xl"}
+    async with start_easel() as bot:
+        policy = bot.services.guild_policy
+        guild, owner = fake_discord.guild_id, fake_discord.owner_id
+        await policy.change_list(guild, owner, GuildList.ALLOWED_MODEL, "xl", add=True)
+        check_refiner_here = cogs.imagine.check_refiner_here
+
+        async def allowed_just_before(*args: Any) -> None:
+            await policy.change_list(guild, owner, GuildList.ALLOWED_MODEL, "refiner", add=True)
+            await check_refiner_here(*args)
+
+        monkeypatch.setattr(cogs.imagine, "check_refiner_here", allowed_just_before)
+        handle = await fake_discord.invoke_command(
+            "imagine", {**quick, "refiner": "refiner", "refiner_switch": 0.5}
+        )
+        result = await handle.wait_for_original(
+            lambda m: not m.is_loading and (has_picture(m) or m.is_ephemeral),
+            timeout=RENDER_TIMEOUT_S,
+        )
+        assert has_picture(result), result.content

@@ -30,6 +30,7 @@ from bot.user_errors import Reason
 from bot.web.links import LinkRefused
 from bot.web.server import RegionWebServer
 from cogs import region
+from cogs.contexts import NOT_ENABLED_HERE
 from db import refusals
 from db.database import connect
 from tests.e2e.browser import (
@@ -42,6 +43,7 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     has_picture,
+    images_today,
     imagine,
     job_id_of,
     kept_refusals,
@@ -414,6 +416,37 @@ async def test_a_link_made_before_its_channel_closed_is_refused_in_plain_web_wor
         assert refused.sentence == answer_text
 
 
+async def test_a_link_made_before_its_server_was_left_out_opens_and_submits_nothing(
+    fake_discord: FakeDiscord, tmp_path: Path, region_models_dir: Path
+) -> None:
+    """A link given before the operator left its server out of EASEL_ALLOWED_SERVERS (a
+    restart between): its page, its picture and its submit are refused in the words a
+    command there gets, before anything is queued or charged, and nothing is recorded for
+    the server's dashboard (a server left out keeps none)."""
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    settings = with_web_server(easel_settings(fake, tmp_path / "data", region_models_dir))
+    async with running_bot(fake, build(settings)):
+        result = await imagine(fake, "a quiet harbour")
+        link = link_of(await region_offer(fake, result, fake.user_id))
+    left_out = settings.model_copy(update={"allowed_servers": frozenset({other.guild_id})})
+    async with running_bot(fake, build(left_out)) as bot:
+        async with aiohttp.ClientSession() as http:
+            for shown in (http.get(link), http.get(link + "/picture")):
+                async with shown as answer:
+                    assert answer.status == 403 and NOT_ENABLED_HERE in await answer.text()
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                assert (posted.status, await posted.text()) == (403, NOT_ENABLED_HERE)
+        assert bot.queue.queued_count() == 0
+        assert await jobs_of(bot, fake.user_id, fake.guild_id) == 1  # the picture's own
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1
+        conn = await connect(bot.settings.database_path)
+        try:
+            assert await refusals.latest(conn, fake.guild_id, 10) == []
+        finally:
+            await conn.close()
+
+
 async def test_region_in_words_is_segmented_and_inpainted(
     fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
 ) -> None:
@@ -699,3 +732,39 @@ async def test_a_links_page_says_easel_lost_a_private_thread_not_the_member(
                     text = await answer.text()
                     assert answer.status == 403 and region._EASEL_LOST_SIGHT in text, text
                     assert region._OUT_OF_SIGHT not in text
+
+
+async def test_a_link_from_a_thread_of_an_allowed_channel_opens_and_submits(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    """A thread is enabled with its channel: the page of a result posted in a thread of the
+    server's one allowed channel was refused as "no longer enabled", and so was its submit."""
+    fake = fake_discord
+    thread = fake.add_thread("ideas")
+    async with start_region_easel() as bot:
+        await reply_to(
+            fake,
+            "easel-admin channel",
+            {"action": "add", "channel": fake.channel_id},
+            user=fake.owner_id,
+        )
+        made = await fake.invoke_command(
+            "imagine", {"prompt": "a harbour", **QUICK}, channel=thread
+        )
+        result = await made.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        link = link_of(await region_offer(fake, result, fake.user_id))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(link + "/picture") as shown:
+                assert (shown.status, shown.content_type) == (200, "image/png")
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                answer = await posted.text()
+                assert posted.status == 200, answer
+        job_id = re.search(r"job ([0-9a-f]{16})", answer)
+        assert job_id is not None, answer
+        repainted = await fake.wait_for_channel_message(
+            lambda m: has_picture(m) and f"job `{job_id.group(1)}`" in m.content,
+            channel=thread,
+            timeout=RENDER_TIMEOUT_S,
+        )
+        request = await bot.queue.request_of(job_id_of(repainted))
+        assert request is not None and request.mode == "inpaint"

@@ -13,6 +13,7 @@ import pytest
 from bot.app import EaselBot, build
 from bot.bans import StopCause
 from bot.jobs.accounting import Member
+from bot.policy.delivery import SANCTION_STOPPED
 from bot.policy.quota import Period
 from bot.services import Services
 from bot.settings import Settings
@@ -234,7 +235,7 @@ async def test_a_ban_cancels_the_members_unfinished_jobs_in_that_server_only(
 
             await fake.ban_member(RAIDER)
             for handle in (running, queued):
-                await handle.wait_for_original(lambda m: "Cancelled" in m.content, timeout=30)
+                await handle.wait_for_original(lambda m: SANCTION_STOPPED in m.content, timeout=30)
         for handle in (elsewhere, in_dm):
             await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
         assert await images_today(bot.services, Member(RAIDER, fake.guild_id)) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from safetensors.numpy import save_file
 
 from bot.app import build
 from bot.jobs.queue import Submission
+from bot.policy import moderation
 from bot.policy.member_settings import MemberSettings, UserSettings
 from inference import model_list
 from inference.metadata import FAMILY_MARKERS
@@ -23,6 +25,7 @@ from inference.types import RenderRequest
 from inference.worker import RenderEngine
 from tests.e2e.conftest import easel_settings
 from tests.fake_discord import FakeDiscord
+from tests.fake_discord.fixtures import running_bot
 from tests.support.engines import InstantEngine
 
 
@@ -168,3 +171,39 @@ async def test_a_read_ahead_that_failed_leaves_the_stop_closing_everything(
     finally:
         await bot.close()
     assert bot._db is None
+
+
+@pytest.fixture
+def matchers_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[frozenset[str]]]:
+    """The banned-word lists a matcher was built for, none kept from another test's."""
+    built: list[frozenset[str]] = []
+    matcher_init = moderation._Matcher.__init__
+
+    def counting(matcher: moderation._Matcher, words: dict[str, str]) -> None:
+        built.append(frozenset(words.values()))
+        matcher_init(matcher, words)
+
+    monkeypatch.setattr(moderation._Matcher, "__init__", counting)
+    moderation._operator_matcher_for.cache_clear()
+    yield built
+    moderation._operator_matcher_for.cache_clear()
+
+
+async def test_the_operators_banned_words_are_built_in_the_background_of_a_start(
+    fake_discord: FakeDiscord, tmp_path: Path, matchers_built: list[frozenset[str]]
+) -> None:
+    """The first prompt after a start built the matcher of the operator's banned words on the
+    admission path (20,000 words: about a second): built at start instead, on a thread; the
+    first /imagine builds none, and is refused by those words."""
+    words = frozenset({"gore", *(f"banned{letters}" for letters in ("one", "two", "three"))})
+    settings = easel_settings(fake_discord, tmp_path / "data", tmp_path / "models")
+    bot = build(settings.model_copy(update={"operator_banned_words": words}), instant_engine)
+    async with running_bot(fake_discord, bot):
+        built = bot.services.prompts.operator_words_built
+        assert built is not None
+        await built
+        assert matchers_built == [words]
+        refused = await fake_discord.invoke_command("imagine", {"prompt": "a gore scene"})
+        answer = await refused.wait_for_original(lambda m: not m.is_loading, timeout=30)
+        assert "'gore' is banned" in answer.content, answer.content
+    assert matchers_built == [words]  # the first prompt's check found it built

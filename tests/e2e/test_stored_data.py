@@ -14,7 +14,13 @@ from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect
 from inference.types import RenderRequest
-from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine, reply_to
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    forget_me,
+    has_picture,
+    imagine,
+)
 from tests.e2e.test_edits import source_png
 from tests.fake_discord import FakeDiscord
 
@@ -43,7 +49,7 @@ async def test_forget_me_erases_uploads_and_anonymises_the_ledger(
             await ledger.reserve(ledger_conn, "lastmonth", member, guild, 3, 1.0, long_ago)
             await ledger.commit(ledger_conn, "lastmonth", 1.0, long_ago)
 
-            forgotten = await reply_to(fake_discord, "forget-me")
+            forgotten = await (await forget_me(fake_discord)).wait_for_answer()
 
             assert forgotten.is_ephemeral
             assert (

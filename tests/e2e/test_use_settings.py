@@ -5,12 +5,16 @@ form, name what they cannot honour, and hold to the rules /imagine holds to."""
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.policy.visibility import NOT_READABLE
+from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
 from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine, reply_to
 from tests.fake_discord import FakeDiscord, InteractionHandle, Overwrite, StoredMessage
@@ -79,6 +83,68 @@ async def test_easel_s_own_settings_give_the_same_picture_again(
         assert "not honoured" not in pasted.content
 
 
+async def test_use_settings_on_easel_s_grid_makes_its_batch_again(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """The grid's text is its first picture's settings and ``Grid: 2 images, Grid seeds:
+    100 101``: the batch comes back, each picture drawing from the prompt as typed
+    (``Template``), not the first picture alone with a note calling the grid's own fields
+    unused (AUD26 F1)."""
+    fake = fake_discord
+    async with start_easel():
+        grid = await imagine(fake, "two {red|blue} foxes", count=2, seed=100)
+        again = await rendered(await fake.invoke_message_command("Use settings", grid))
+        assert "not honoured" not in again.content
+        assert "(seed 100, 101" in again.content
+        _prompt, _negative, params = parse_infotext(
+            infotext_from_png(again.attachments[0].data) or ""
+        )
+        assert (params["Grid"], params["Grid seeds"]) == ("2 images", "100 101")
+        assert params["Template"] == "two {red|blue} foxes"
+        assert again.attachments[0].data == grid.attachments[0].data
+
+
+@pytest.fixture
+def colour_wildcard(easel_settings_for_test: Settings) -> None:
+    folder = Path(easel_settings_for_test.wildcards_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "colour.txt").write_text("red\nblue\ngreen\n", encoding="utf-8")
+
+
+@pytest.mark.usefixtures("colour_wildcard")
+async def test_a_grid_s_template_is_honoured_only_where_it_draws_the_picture_shown(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A grid drawn from the wildcard folder comes back as its batch: its Template is drawn
+    at the first picture's seed from the folder admission draws from, and gives the prompt
+    shown. A Template that draws another prompt, or none, is no grid's: the picture shown is
+    made alone, told, and charged as one."""
+    fake = fake_discord
+    async with start_easel():
+        grid = await imagine(fake, "two __colour__ foxes", count=2, seed=100)
+        again = await rendered(await fake.invoke_message_command("Use settings", grid))
+        assert "not honoured" not in again.content
+        assert again.attachments[0].data == grid.attachments[0].data
+
+        shown = infotext_from_png(grid.attachments[0].data) or ""
+        for template, why in (
+            ("a cat", "its Template does not draw the prompt shown at seed 100"),
+            ('" "', "its Template carries no prompt"),
+        ):
+            crafted = re.sub(r"Template: [^,]*", f"Template: {template}", shown)
+            posted = await fake.post_user_message("g", attachments=[("g.png", picture(crafted))])
+            alone = await rendered(await fake.invoke_message_command("Use settings", posted))
+            assert (
+                f"not honoured: grid of 2 pictures ({why}): its first picture's settings are "
+                "used (seed 100)" in alone.content
+            )
+            assert "(seed 100, job" in alone.content
+            prompt, _negative, params = parse_infotext(
+                infotext_from_png(alone.attachments[0].data) or ""
+            )
+            assert prompt == parse_infotext(shown)[0] and "Grid" not in params
+
+
 async def test_civitai_settings_render_and_say_what_was_not_honoured(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
@@ -92,8 +158,8 @@ async def test_civitai_settings_render_and_say_what_was_not_honoured(
     assert "not honoured: sampler 'Restart' is not available here; Euler a is used" in content
     assert "not honoured: unknown LoRA 'missing-style' ignored" in content
     assert (
-        "not honoured: model 'DreamShaper' (hash fedcba9876) is not installed here; "
-        "'tiny' is used instead" in content
+        "not honoured: model 'DreamShaper' (hash fedcba9876) is not installed or not allowed "
+        "here; 'tiny' is used instead" in content
     )
     infotext = infotext_from_png(result.attachments[0].data)
     assert infotext is not None

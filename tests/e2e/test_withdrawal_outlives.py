@@ -18,7 +18,15 @@ from bot.settings import Settings
 from db import jobs as journal
 from db.database import connect
 from db.history import count_rows_of_user
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, imagine, job_id_of, reply_to
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    forget_me,
+    imagine,
+    job_id_of,
+    reply_to,
+)
 from tests.e2e.test_moderation_after_the_fact import (
     WITHDRAWAL_WAIT_S,
     deletions_read,
@@ -198,7 +206,7 @@ async def test_a_withdrawn_picture_stays_refused_after_its_maker_runs_forget_me(
                 pass
         stored = await bot.services.history.job(job_id)
         assert stored is not None and stored.withdrawn and not shown.deleted
-        forgotten = await reply_to(fake, "forget-me")
+        forgotten = await (await forget_me(fake)).wait_for_answer()
         assert "erased 1 job, 1 stored picture" in forgotten.content
         # The withdrawn job goes whole, as any other: its row, its pictures' rows and files,
         # and its post still in the channel.

@@ -18,7 +18,15 @@ import pytest
 import bot.history
 from bot.history import WITHDRAWAL_AUDITED_AS, StoredJob
 from cogs.history import HistoryCog
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, StartEasel, imagine, job_id_of, reply_to
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    forget_me,
+    imagine,
+    job_id_of,
+    reply_to,
+)
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.payloads import DEFAULT_MEMBER_PERMISSIONS
 from tests.support.pictures import has_picture
@@ -266,7 +274,7 @@ async def test_copies_by_dm_deleted_or_forgotten_by_their_member_are_not_deleted
         deleted_copy, forgotten_copy = copies
         await fake.click(deleted_copy, label="Delete", user=MAKER)
         await until_all(lambda: deleted_copy.deleted, "the maker's delete of their copy")
-        forgotten = await reply_to(fake, "forget-me", user=OTHER)
+        forgotten = await (await forget_me(fake, user=OTHER)).wait_for_answer()
         assert forgotten.content.startswith("Done"), forgotten.content
         shown = await reply_to(fake, "show", {"job_id": job_id_of(grid)}, user=MAKER)
 

@@ -18,11 +18,21 @@ BASE = RenderRequest("a cat", width=64, height=64, steps=3)
 
 
 def test_batch_matches_solo_renders(engine: Engine, pixels: PixelReader) -> None:
+    """Each picture's text is its solo render's: its own seeds, chaos and relax, though the
+    call runs as the first request (seeds in descending order: a partner's below the first's
+    read as no wrap past 2**32)."""
     requests = [
-        dataclasses.replace(BASE, prompt="a red fox", seed=10),
+        dataclasses.replace(
+            BASE,
+            prompt="a red fox, blue sky",
+            seed=50,
+            variation_seed=900,
+            variation_strength=0.3,
+            options={"chaos": 60, "relax": True},
+        ),
         dataclasses.replace(BASE, prompt="a blue bird", negative_prompt="fog", seed=30, count=2),
         dataclasses.replace(
-            BASE, prompt="a tree", seed=50, variation_seed=7, variation_strength=0.4
+            BASE, prompt="a tree", seed=10, variation_seed=7, variation_strength=0.4
         ),
     ]
     batched = engine.render_batch(requests)
@@ -36,6 +46,10 @@ def test_batch_matches_solo_renders(engine: Engine, pixels: PixelReader) -> None
             assert difference.max() <= BATCH_TOLERANCE
     assert parse_infotext(batched[1][1].infotext)[:2] == ("a blue bird", "fog")
     assert [image.seed for image in batched[1]] == [30, 31]
+    first, bird, tree = (parse_infotext(images[0].infotext)[2] for images in batched)
+    assert (first["Chaos"], first["Relax"]) == (60, "True")
+    assert "Chaos" not in bird and "Relax" not in bird and bird["Seed"] == 30
+    assert (tree["Seed"], tree["Variation seed"]) == (10, 7)
 
 
 def test_incompatible_requests_are_refused(engine: Engine) -> None:

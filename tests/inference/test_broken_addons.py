@@ -19,7 +19,7 @@ from inference.engine import Engine
 from inference.infotext import parse_infotext
 from inference.networks import all_finite
 from inference.passes.denoise import blank_pictures
-from inference.passes.jobs import ImageJob
+from inference.passes.jobs import ImageJob, OwnRequest
 from inference.prompts import ExtraNetwork
 from inference.tiny import TINY_TEXT_HIDDEN, write_tiny_lora
 from inference.types import RenderFailed, RenderRequest
@@ -123,13 +123,21 @@ def test_a_picture_that_decodes_to_not_a_number_fails_naming_the_add_ons(
 
 
 def test_half_precision_is_blamed_only_where_the_model_runs_in_it() -> None:
-    job = ImageJob("a cat", "", 1, None, 0.0, loras=(ExtraNetwork("lora", "ink", 1, 1),))
+    job = ImageJob(
+        "a cat",
+        "",
+        1,
+        None,
+        0.0,
+        loras=(ExtraNetwork("lora", "ink", 1, 1),),
+        own_request=OwnRequest(),
+    )
     said = {dtype: str(blank_pictures([job], dtype)) for dtype in (torch.float16, torch.float32)}
     assert said[torch.float16] == (
         f"{BLANK} (LoRA ink), or the model may have overflowed in half precision; try without them"
     )
     assert said[torch.float32] == f"{BLANK} (LoRA ink); try without them"
-    plain = ImageJob("a cat", "", 1, None, 0.0)
+    plain = ImageJob("a cat", "", 1, None, 0.0, own_request=OwnRequest())
     assert str(blank_pictures([plain], torch.float32)).endswith(
         ": the model or its VAE may be broken; ask an admin to check them"
     )

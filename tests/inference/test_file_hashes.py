@@ -84,7 +84,12 @@ def test_a_hash_search_reads_no_file_itself_and_each_once_in_the_background(
     text = "a cat\nSteps: 3, Sampler: Euler, Seed: 1, Model hash: {hash}"
     installed = installed_in(registry, None, wait_for_hashes=False)
     unknown = request_from_infotext_text(text.format(hash="9999999999"), installed)
-    assert "one of the models whose hash is being read now (3 left)" in unknown.unhonoured[0]
+    # One sentence of the two cases, then the hashes still read: no clause inside another.
+    assert unknown.unhonoured[0] == (
+        "the model (hash 9999999999) is not installed or not allowed here; 'a' is used "
+        "instead. If it is one of the models here whose hash is still being read (3 left), "
+        "try again in a minute"
+    )
     deadline = time.monotonic() + 60
     while file_hashes._HASHER.running and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -17,7 +17,6 @@ import pytest
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bot.services import models_without_embeddings
 from inference import gguf_header, metadata
 from inference.file_versions import PerFileVersion
 from inference.gguf_header import gguf_problem
@@ -27,6 +26,7 @@ from inference.metadata import (
     safetensors_header,
     safetensors_problem,
 )
+from inference.model_list import models_without_embeddings
 from inference.registry import ModelRegistry
 from tests.support.checkpoint_files import stand_in_checkpoint
 

@@ -54,7 +54,13 @@ def test_fast_upscale_needs_no_model(tmp_path: Path, picture_with_infotext: Path
 def test_creative_upscale_redetails_with_the_model(
     engine: Engine, picture_with_infotext: Path, pixels: PixelReader
 ) -> None:
-    options = {"upscale_factor": 2, "upscale_mode": "creative", "upscale_strength": 0.5}
+    # Of a --relax picture (edits keep its relax): its text says so, as the picture's did.
+    options = {
+        "upscale_factor": 2,
+        "upscale_mode": "creative",
+        "upscale_strength": 0.5,
+        "relax": True,
+    }
     request = dataclasses.replace(
         BASE, mode="upscale", init_image=str(picture_with_infotext), options=options
     )
@@ -62,6 +68,7 @@ def test_creative_upscale_redetails_with_the_model(
     assert (image.width, image.height) == (80, 48)
     params = parse_infotext(image.infotext)[2]
     assert (params["Model"], params["Denoising strength"], params["Size"]) == ("tiny", 0.5, "80x48")
+    assert params["Relax"] == "True"
     fast = engine.render(dataclasses.replace(request, options={"upscale_factor": 2}))[0]
     assert np.abs(pixels(image.png) - pixels(fast.png)).mean() > 1
 

@@ -80,6 +80,7 @@ class FakeDiscord:
         cached = SimpleNamespace(is_nsfw=lambda: age_restricted)
         self.guild = SimpleNamespace(
             name="Guild",
+            unavailable=False,
             get_channel_or_thread=lambda _id: cached,
             filesize_limit=DEFAULT_FILESIZE_LIMIT,  # an unboosted server's
         )

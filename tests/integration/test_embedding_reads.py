@@ -16,9 +16,10 @@ import pytest
 from bot.jobs.queue import JobQueue, Submission
 from bot.policy.guild import GuildPolicy
 from bot.policy.prompt_safety import PromptPlanner
-from bot.services import model_rendered_unnamed, models_without_embeddings
+from bot.services import model_rendered_unnamed
 from db.guild_settings import GuildList
 from inference.engine import Engine
+from inference.model_list import models_without_embeddings
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_embedding, write_tiny_model
 from inference.types import USED_EMBEDDINGS_OPTION, RenderedImage, RenderRequest

@@ -19,7 +19,7 @@ import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from bot.jobs.queue import (
     DeliveryRetries,
     FinishedJob,
     JobQueue,
-    SlotUnavailable,
     Submission,
 )
 from bot.jobs.queue import delivery as job_delivery
@@ -43,12 +42,13 @@ from bot.user_errors import UserError
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import connect, transaction
-from inference.types import ProgressCallback, RenderedImage, RenderRequest, StepProgress
+from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.worker import DeviceWorker
 from tests.conftest import ErrorLogs
 from tests.support.engines import HeldEngine, InstantEngine
 from tests.support.logs import naming, when_logged
 from tests.support.sinks import RecordingSink, started_queue
+from tests.support.slots import BrokerAwayAtFirst
 
 # How long a write waits for the lock before it fails: short, so the tries are many.
 BUSY_TIMEOUT_S = 0.05
@@ -564,45 +564,6 @@ async def test_a_stop_as_the_render_completes_whose_end_is_refused_is_written_by
     assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]  # its GPU time
 
 
-class AwayOnceSlot:
-    """A broker's slot whose broker is away at its first hand-over, as the database is taken
-    by another writer; it renders (on ``engine``) from the next one on."""
-
-    def __init__(self, lock: WriteLock, engine: InstantEngine) -> None:
-        self._lock = lock
-        self._worker = DeviceWorker("remote", lambda _: engine)
-        self.hand_overs = 0
-
-    @property
-    def device(self) -> str:
-        return "remote"
-
-    @property
-    def brokered(self) -> bool:
-        return True
-
-    async def render(
-        self,
-        request: RenderRequest,
-        progress: Callable[[StepProgress], None] | None = None,
-        cancel: threading.Event | None = None,
-        *,
-        job_id: str,
-    ) -> list[RenderedImage]:
-        self.hand_overs += 1
-        if self.hand_overs == 1:
-            self._lock.take()
-            raise SlotUnavailable("the broker does not answer", answers)
-        return await self._worker.render(request, progress, cancel, job_id=job_id)
-
-    def close(self) -> None:
-        self._worker.close()
-
-
-async def answers() -> bool:
-    return True
-
-
 async def test_a_start_that_did_not_happen_whose_requeue_is_refused_renders_once_it_answers(
     impatient: aiosqlite.Connection,
     lock: WriteLock,
@@ -612,7 +573,7 @@ async def test_a_start_that_did_not_happen_whose_requeue_is_refused_renders_once
 ) -> None:
     error_logs.expect("was not recorded")
     monkeypatch.setattr(queue_module, "UNAVAILABLE_PROBE_WAITS_S", (0.01, 0.01))
-    slot = AwayOnceSlot(lock, InstantEngine())
+    slot = BrokerAwayAtFirst(InstantEngine(), away=lock.take)  # as another writer takes it
     queue = JobQueue(impatient, [slot], tmp_path / "images", journal_retry_waits=IMPATIENT)
     sink = RecordingSink(impatient)
     queue.set_sink(sink)
@@ -624,7 +585,7 @@ async def test_a_start_that_did_not_happen_whose_requeue_is_refused_renders_once
             await sink.wait_for(1)
     finally:
         await queue.stop()
-    assert slot.hand_overs == 2
+    assert len(slot.hand_overs) == 2
     assert [(job.job_id, job.succeeded) for job in sink.delivered] == [(job_id, True)]
     assert await ledger_kinds(impatient, job_id) == ["reserve", "commit"]
 

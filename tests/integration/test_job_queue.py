@@ -23,6 +23,7 @@ from bot.jobs.queue import (
 from bot.jobs.queue import job_queue as queue_module
 from bot.jobs.queue.values import INTERNAL_FAILURE
 from bot.jobs.scheduler import PriorityClass
+from bot.metrics import METRICS_REGISTRY
 from bot.policy.quota import Period, period_start
 from cogs.results.posting import result_png
 from db import jobs as journal
@@ -36,6 +37,14 @@ from tests.support.sinks import RecordingSink, started_queue
 
 def local_slots(engine: InstantEngine) -> list[DeviceWorker]:
     return [DeviceWorker("cpu", lambda _: engine)]
+
+
+def _jobs_counted(kind: str, outcome: str) -> float:
+    """``easel_jobs_total`` for ``kind`` and ``outcome`` (0 before its first count)."""
+    return (
+        METRICS_REGISTRY.get_sample_value("easel_jobs_total", {"kind": kind, "outcome": outcome})
+        or 0.0
+    )
 
 
 def make_queue(conn: aiosqlite.Connection, tmp_path: Path, engine: InstantEngine) -> JobQueue:
@@ -107,6 +116,7 @@ async def test_a_job_the_process_died_during_too_often_fails_and_one_that_died_o
     await journal.mark_running(conn, [poison, crashed_once], 0.0)  # its last try, with a partner
 
     engine = InstantEngine()
+    failed_before = _jobs_counted("imagine", "failed")
     queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
     await sink.wait_for(4)
     await queue.stop()
@@ -114,6 +124,8 @@ async def test_a_job_the_process_died_during_too_often_fails_and_one_that_died_o
     assert sorted(engine.batches) == [1, 2]  # the job that crashed once, with no partner
     [failed] = [job for job in sink.delivered if not job.succeeded]
     assert failed.job_id == poison and failed.error is not None
+    # /metrics counts it under its kind, as its journal row, log and notice name it (AUD26 F4).
+    assert _jobs_counted("imagine", "failed") - failed_before == 1
     assert failed.error.startswith(f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped")
     assert await ledger.refunded(conn, poison)
     assert poison in caplog.text  # the log names it

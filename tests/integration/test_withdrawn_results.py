@@ -18,7 +18,7 @@ import aiosqlite
 import discord
 import pytest
 
-from bot.history import WITHDRAWAL_AUDITED_AS, History, StoredJob
+from bot.history import WITHDRAWAL_AUDITED_AS, WITHHELD_AUDITED_AS, History, StoredJob
 from bot.jobs.queue import FinishedJob, ResultImage
 from bot.policy import guild as guild_policy
 from bot.policy import moderation, prompt_safety
@@ -996,12 +996,13 @@ async def test_a_withdrawals_audit_row_is_written_with_it_whatever_happens_after
     assert ids.endswith(" and 3 more") and len(ids.split(", ")) == 10
 
 
-async def test_a_moderators_withdrawal_is_audited_as_easels_a_withheld_result_is_not(
+async def test_a_moderators_withdrawal_is_audited_as_easels_a_withheld_result_apart(
     conn: aiosqlite.Connection, history: History, policy: GuildPolicy
 ) -> None:
     """Discord does not say who deleted a post: the row is Easel's, naming the jobs withdrawn
     and how many of them were stopped (as the queue says). Easel's own withholding at
-    delivery is no moderator's doing, and a deletion that matches no job writes nothing."""
+    delivery is no moderator's doing: its row has its own name, and the job's id, for an
+    admin to restore; a deletion that matches no job writes nothing."""
     easel = 99
     history.easel_id = easel
 
@@ -1017,7 +1018,9 @@ async def test_a_moderators_withdrawal_is_audited_as_easels_a_withheld_result_is
     assert await history.withdraw_deleted(GUILD, CHANNEL, [999]) == []
     assert sorted(await history.withdraw_deleted(GUILD, CHANNEL, [100])) == ["a" * 16, "e" * 16]
     await history.withhold_job("b" * 16, "a word banned since")
-    [entry] = await policy.audit_log(GUILD)
+    withheld, entry = await policy.audit_log(GUILD)  # the latest first
+    assert (withheld.user_id, withheld.setting) == (easel, WITHHELD_AUDITED_AS)
+    assert withheld.new_value is not None and "b" * 16 in withheld.new_value
     assert (entry.user_id, entry.setting) == (easel, WITHDRAWAL_AUDITED_AS)
     assert entry.new_value is not None and "a" * 16 in entry.new_value
     assert entry.new_value.startswith("2 withdrawn, 1 unfinished stopped and refunded: ")

@@ -103,7 +103,17 @@ def test_random_seed_when_none() -> None:
     ("kwargs", "error", "message"),
     [
         ({"prompt": "a --foo"}, InlineFlagError, "unknown flag --foo"),
-        ({"prompt": "a", "steps": 0}, PromptError, "steps must be between 1 and 1000, not 0"),
+        # Every request's range and sentence (``inference.limits``), not a ceiling of its own.
+        (
+            {"prompt": "a", "steps": 0},
+            PromptError,
+            "steps must be a whole number between 1 and 150, got 0",
+        ),
+        (
+            {"prompt": "a", "steps": 151},
+            PromptError,
+            "steps must be a whole number between 1 and 150, got 151",
+        ),
         (
             {"prompt": "a", "seed": 2**32},
             PromptError,

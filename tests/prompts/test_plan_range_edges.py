@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from inference.limits import MAX_SEED
+from inference.limits import MAX_SEED, MAX_STEPS
 from inference.prompts import PromptError, build_plan
-from inference.prompts.plan import MAX_STEPS
 
 
 @pytest.mark.parametrize("steps", [1, MAX_STEPS])

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bot.policy.prompt_safety import plan_request
 from bot.user_errors import UserError
 from inference.face_options import FIX_FACES_PROMPT
-from inference.passes.jobs import ImageJob, image_jobs
+from inference.passes.jobs import ImageJob, OwnRequest, image_jobs
 from inference.prompts import PromptError, build_plan, explain
 from inference.prompts.weights import MAX_WEIGHT
 from inference.types import APPLIED_LORAS_OPTION, RenderInputError, RenderRequest
@@ -151,7 +151,9 @@ def test_only_a_prompt_whose_loras_the_engine_applies_has_their_weights_checked(
         assert plan_request(request, (), None).options[APPLIED_LORAS_OPTION] == []
     # The engine's own plan of a pass's prompt (the faces pass's, a tile's): its job's LoRAs
     # are its ``loras``, none here.
-    face = ImageJob("a face <lora:x:500>", "", 1, None, 0.0).plan(20, None)
+    face = ImageJob("a face <lora:x:500>", "", 1, None, 0.0, own_request=OwnRequest()).plan(
+        20, None
+    )
     assert face.loras() == [] and face.extra_networks[0].weight == 500
     # The prompt whose LoRAs the mode applies: refused at admission and by the engine.
     imagine = RenderRequest("a cat <lora:x:500>", seed=1, mode=mode)

@@ -22,6 +22,7 @@ from bot.jobs import accounting
 from bot.jobs.accounting import Member
 from bot.jobs.queue import JobQueue, QuotaExceeded, Submission
 from bot.jobs.retention import Retention
+from bot.policy import guild
 from bot.policy.guild import GuildList, GuildPolicy
 from bot.policy.member_settings import MemberSettings, UserSettings
 from bot.policy.prompt_safety import PromptPlanner
@@ -722,3 +723,28 @@ async def test_a_read_again_that_fails_is_told_once_and_tried_again_next_period(
             assert await queue.quota_refusal(submission_of(MEMBER + 6)) is None
         assert ledger_reads(statements) == []  # read again at the 8th: trusted
     assert failed == [NOV_30] and reads.since == [NOV_1, DEC_1]
+
+
+async def test_the_settings_kept_are_the_servers_read_last_up_to_a_bound(
+    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bot in many servers keeps the settings of ``SERVER_SETTINGS_KEPT`` of them, those
+    read last: one read lately is served from memory, the least recently read is read again
+    from SQLite (and, read again, is as stored)."""
+    monkeypatch.setattr(guild, "SERVER_SETTINGS_KEPT", 3)
+    policy = GuildPolicy(conn, prompts=PromptPlanner(wildcards_dir=None))
+    await policy.set_default_model(GUILD + 1, ADMIN, "first-model")
+    for guild_id in range(GUILD + 1, GUILD + 4):
+        await policy.settings(guild_id)
+    await policy.settings(GUILD + 1)  # read lately again: GUILD + 2 is the least recent
+    await policy.settings(GUILD + 4)  # one more than kept
+    async with counting_statements(conn) as statements:
+        for guild_id in (GUILD + 1, GUILD + 3, GUILD + 4):
+            await policy.settings(guild_id)
+    assert statements == []
+    async with counting_statements(conn) as statements:
+        assert (await policy.settings(GUILD + 2)).default_model is None
+    assert statements != []
+    async with counting_statements(conn) as statements:  # GUILD + 1 made way for it
+        assert (await policy.settings(GUILD + 1)).default_model == "first-model"
+    assert statements != []

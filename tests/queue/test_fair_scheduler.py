@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.jobs.scheduler import (
+    FAIRNESS_CHOICES,
     IDLE_USER_FORGOTTEN_S,
+    Fairness,
     FairScheduler,
     PriorityClass,
     QueuedJob,
@@ -485,6 +487,7 @@ def job_mixes(draw: st.DrawFn) -> tuple[SchedulerConfig, list[QueuedJob], list[b
         per_user_in_flight=draw(st.integers(1, 3)),
         per_guild_in_flight=draw(st.none() | st.integers(1, 4)),
         max_batch=draw(st.integers(1, 4)),
+        fairness=draw(st.sampled_from(FAIRNESS_CHOICES)),
     )
     jobs = [
         job(
@@ -558,6 +561,7 @@ def endless_streams(
         per_user_in_flight=1,
         aging_seconds=20.0,
         priority_across_guilds=draw(st.frozensets(st.sampled_from([1, 2]))),
+        fairness=draw(st.sampled_from(FAIRNESS_CHOICES)),
     )
     members = draw(
         st.lists(
@@ -872,10 +876,11 @@ def test_a_position_near_the_front_walks_no_further(monkeypatch: pytest.MonkeyPa
 
 
 @st.composite
-def scheduler_histories(draw: st.DrawFn) -> list[tuple[str, int, float]]:
-    """Operations (name, a number picking what it acts on, seconds passing before it)."""
+def scheduler_histories(draw: st.DrawFn) -> tuple[Fairness, list[tuple[str, int, float]]]:
+    """The fairness, and operations (name, a number picking what it acts on, seconds passing
+    before it)."""
     names = st.sampled_from(["submit", "submit", "submit", "start", "finish", "cancel", "requeue"])
-    return draw(
+    return draw(st.sampled_from(FAIRNESS_CHOICES)), draw(
         st.lists(
             st.tuples(names, st.integers(0, 1_000), st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0])),
             min_size=1,
@@ -887,11 +892,13 @@ def scheduler_histories(draw: st.DrawFn) -> list[tuple[str, int, float]]:
 @settings(max_examples=80, deadline=None)
 @given(scheduler_histories())
 def test_positions_and_etas_equal_a_fresh_walk_after_any_history(
-    history: list[tuple[str, int, float]],
+    fairness_and_history: tuple[Fairness, list[tuple[str, int, float]]],
 ) -> None:
     """The answers read from the kept order equal the old computation, which walked the whole
     fair order on every call; a short aging period makes promotions happen between calls."""
-    scheduler = FairScheduler(SchedulerConfig(aging_seconds=3.0, max_batch=2), ["cpu", "gpu"])
+    fairness, history = fairness_and_history
+    config = SchedulerConfig(aging_seconds=3.0, max_batch=2, fairness=fairness)
+    scheduler = FairScheduler(config, ["cpu", "gpu"])
     queued: list[QueuedJob] = []
     running: list[QueuedJob] = []
     now = 0.0
@@ -902,6 +909,7 @@ def test_positions_and_etas_equal_a_fresh_walk_after_any_history(
                 pick % 5,
                 at=now,
                 priority=PriorityClass(pick % 3),
+                guild=[1, 2, None][pick // 3 % 3],
                 device=[None, None, "cpu", "gpu"][pick % 4],
                 est=float(1 + pick % 9),
             )
@@ -1014,11 +1022,14 @@ def test_a_servers_priority_member_keeps_the_walks_short(monkeypatch: pytest.Mon
 @settings(max_examples=60, deadline=None)
 @given(scheduler_histories())
 def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
-    history: list[tuple[str, int, float]],
+    fairness_and_history: tuple[Fairness, list[tuple[str, int, float]]],
 ) -> None:
     """With ``positions_counted`` small, every answer is the fresh walk's, capped there."""
+    fairness, history = fairness_and_history
     counted = 3
-    config = SchedulerConfig(aging_seconds=3.0, max_batch=2, positions_counted=counted)
+    config = SchedulerConfig(
+        aging_seconds=3.0, max_batch=2, positions_counted=counted, fairness=fairness
+    )
     scheduler = FairScheduler(config, ["cpu", "gpu"])
     # The oracle is a twin given the same calls: asking the scheduler under test for its fair
     # order would walk it afresh and hide a stale cached order from position() and eta().
@@ -1028,7 +1039,13 @@ def test_capped_positions_and_etas_are_the_fresh_walks_up_to_the_cap(
     for name, pick, elapsed in history:
         now += elapsed
         if name == "submit":
-            item = job(pick % 5, at=now, priority=PriorityClass(pick % 3), est=float(1 + pick % 9))
+            item = job(
+                pick % 5,
+                at=now,
+                priority=PriorityClass(pick % 3),
+                guild=[1, 2, None][pick // 3 % 3],
+                est=float(1 + pick % 9),
+            )
             scheduler.submit(item)
             twin.submit(item)
             queued.append(item)

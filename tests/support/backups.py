@@ -46,9 +46,15 @@ os._exit(0)
 """
 
 
+def died_writing(database: Path) -> None:
+    """A bot that crashed while writing ``database``: 300 rows of a table ``filler``
+    committed to its -wal, left full, none in the database file itself."""
+    subprocess.run([sys.executable, "-c", _DIES_WRITING, str(database)], check=True)
+    assert database.with_name(f"{database.name}-wal").stat().st_size > 0
+
+
 def left_with_a_stale_wal(database: Path, backup: Path) -> None:
     """A bot that crashed while writing ``database`` (its -wal left, full), and then the
     backup copied over it by hand with that -wal forgotten beside it."""
-    subprocess.run([sys.executable, "-c", _DIES_WRITING, str(database)], check=True)
-    assert database.with_name(f"{database.name}-wal").stat().st_size > 0
+    died_writing(database)
     shutil.copyfile(backup, database)

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.jobs.queue import FinishedJob, JobQueue, RenderSlot
+from bot.jobs.scheduler import Fairness
 from db import jobs as journal
 
 
@@ -37,10 +38,14 @@ class RecordingSink:
 
 
 async def started_queue(
-    conn: aiosqlite.Connection, slots: Sequence[RenderSlot], images_dir: Path
+    conn: aiosqlite.Connection,
+    slots: Sequence[RenderSlot],
+    images_dir: Path,
+    *,
+    fairness: Fairness = "members",
 ) -> tuple[JobQueue, RecordingSink]:
     """A started queue on ``slots``, with a sink recording what it delivers."""
-    queue = JobQueue(conn, slots, images_dir)
+    queue = JobQueue(conn, slots, images_dir, fairness=fairness)
     sink = RecordingSink(conn)
     queue.set_sink(sink)
     await queue.start()

@@ -75,19 +75,39 @@ class FetchedThread(discord.Thread):
 
 class Client:
     """discord.Client's cache (``cached``: the channels its guild holds, None: the guild is
-    not cached yet) and Discord behind it (``on_discord``)."""
+    not cached: Easel left it, or, not ``ready``, the gateway has not described it yet) and
+    Discord behind it (``on_discord``; ``named``: the guild's name, None: Discord does not
+    answer for it)."""
 
-    def __init__(self, cached: dict[int, object] | None, on_discord: dict[int, object]) -> None:
+    def __init__(
+        self,
+        cached: dict[int, object] | None,
+        on_discord: dict[int, object],
+        *,
+        ready: bool = True,
+        named: str | None = None,
+    ) -> None:
         self.cached = cached
         self.on_discord = on_discord
         self.fetched: list[int] = []
+        self.ready = ready
+        self.named = named
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def fetch_guild(self, guild_id: int) -> object:
+        if guild_id != GUILD or self.named is None:
+            response = SimpleNamespace(status=503, reason="Service Unavailable")
+            raise discord.DiscordServerError(cast(Any, response), "down")
+        return SimpleNamespace(name=self.named)
 
     def get_guild(self, guild_id: int) -> object | None:
         cached = self.cached
         if guild_id != GUILD or cached is None:
             return None
         return SimpleNamespace(
-            get_channel_or_thread=cached.get, get_channel=cached.get, name="Barn"
+            get_channel_or_thread=cached.get, get_channel=cached.get, name="Barn", unavailable=False
         )
 
     async def fetch_channel(self, channel_id: int) -> object:
@@ -304,8 +324,9 @@ async def test_a_job_kept_in_the_server_ends_with_a_notice_in_words_only(
     age-restricted channels: the member learns by DM that it ended, with no prompt or reason."""
     direct = DirectMessages()
     client = SimpleNamespace(
-        get_guild=lambda guild_id: SimpleNamespace(name="Barn *club*"),
+        get_guild=lambda guild_id: SimpleNamespace(name="Barn *club*", unavailable=False),
         create_dm=lambda user: asyncio.sleep(0, direct),
+        is_ready=lambda: True,
     )
     results = DiscordResults(cast(discord.Client, client))
     results.guild_policy = await policy_of(conn, NsfwPolicy.AGE_RESTRICTED_ONLY)
@@ -344,7 +365,12 @@ def finished(succeeded: bool, error: str | None = None) -> FinishedJob:
         (Unanswering(aiohttp.ServerDisconnectedError(), cached={}), PLAIN, "there"),
         # A server Easel is no longer in (its channels gone with it): none either.
         (Client(None, {}), PLAIN, "there"),
+        # Before READY, the gateway has not described the server yet: its name is asked.
+        (Client(None, {}, ready=False, named="Barn"), PLAIN, "there"),
+        # ...and Discord did not answer: said so, not named.
+        (Client(None, {}, ready=False), PLAIN, "there"),
     ],
+    ids=["age-restricted", "unanswered-channel", "left", "before-ready", "before-ready-unnamed"],
 )
 async def test_a_ready_notice_names_an_age_restricted_channel_only_where_the_picture_is_kept(
     conn: aiosqlite.Connection, client: Client, channel_id: int, told: str
@@ -361,7 +387,11 @@ async def test_a_ready_notice_names_an_age_restricted_channel_only_where_the_pic
     )
     assert await results.deliver(job) is None
     [(notice, _)] = direct.sent
-    server = "its server" if client.cached is None else "Barn"
+    server = {
+        (True, True): "Barn",
+        (False, True): "a server Easel is no longer in",
+        (False, False): client.named or "a server Easel cannot name right now",
+    }[client.cached is not None, client.ready]
     assert notice == f"Your job `{job_id}` in {server} is ready; `/show {job_id}` {told}" + (
         " channel of the server brings it back." if told != "there" else " brings it back."
     )

@@ -53,7 +53,8 @@ def test_settings_that_cannot_be_honoured_are_warnings(
     assert captured.err.splitlines() == [
         "easel render: warning: sampler 'Restart' is not available here; Euler a is used "
         "instead (the picture will differ)",
-        "easel render: warning: model 'sdxl-base' is not installed here; 'tiny' is used instead",
+        "easel render: warning: model 'sdxl-base' is not installed or not allowed here; 'tiny' "
+        "is used instead",
     ]
     assert Path(captured.out.split()[0]) == Path("o") / "9.png"
 

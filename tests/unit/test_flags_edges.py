@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from inference.limits import MAX_SEED
 from inference.prompts import InlineFlagError
 from inference.prompts.flags import (
-    SEED_MAX,
     parse_inline_flags,
     picture_seed,
     picture_seeds,
@@ -78,15 +78,15 @@ def test_an_unknown_flag_of_one_letter_and_a_digit_is_refused(prompt: str) -> No
 
 
 def test_a_batch_s_seeds_wrap_past_the_top_and_the_web_ui_s_go_on() -> None:
-    """Easel wraps picture seeds past ``SEED_MAX`` to 0; the infotext writes the web UI's
+    """Easel wraps picture seeds past ``MAX_SEED`` to 0; the infotext writes the web UI's
     (which goes on past it) only for the pictures that wrapped, and reads them back."""
-    assert [picture_seed(SEED_MAX - 1, index) for index in range(3)] == [SEED_MAX - 1, SEED_MAX, 0]
+    assert [picture_seed(MAX_SEED - 1, index) for index in range(3)] == [MAX_SEED - 1, MAX_SEED, 0]
     assert web_ui_seed(None, 5) == 5
     assert web_ui_seed(10, 10) == 10 and web_ui_seed(10, 13) == 13  # no wrap in this batch
-    assert web_ui_seed(SEED_MAX, 0) == SEED_MAX + 1
-    assert web_ui_seed(SEED_MAX - 1, 1) == SEED_MAX + 2
-    assert seed_read_back(SEED_MAX) == SEED_MAX
-    assert seed_read_back(SEED_MAX + 2) == 1
+    assert web_ui_seed(MAX_SEED, 0) == MAX_SEED + 1
+    assert web_ui_seed(MAX_SEED - 1, 1) == MAX_SEED + 2
+    assert seed_read_back(MAX_SEED) == MAX_SEED
+    assert seed_read_back(MAX_SEED + 2) == 1
     assert seed_read_back(2**64) == 2**64  # past what torch's generator takes: left to refuse
     assert seed_read_back(-1) == -1
 

@@ -36,7 +36,7 @@ async def test_a_failure_whose_answer_discord_drops_still_wakes_the_retry(
 
     monkeypatch.setattr(cogs_history, "report_error", report_error)
     cog = HistoryCog(FailingErase())  # type: ignore[arg-type]
-    await HistoryCog.forget_me.callback(cog, forget_me_interaction())
+    await cog._erase(forget_me_interaction())
     assert cog._sweep_now.is_set()
     assert "a failure could not be told (ClientOSError)" in caplog.text
 
@@ -51,5 +51,5 @@ async def test_a_failure_before_the_request_was_journaled_is_raised_to_be_answer
 
     cog = HistoryCog(Unjournaled())  # type: ignore[arg-type]
     with pytest.raises(OSError, match="database is locked"):
-        await HistoryCog.forget_me.callback(cog, forget_me_interaction())
+        await cog._erase(forget_me_interaction())
     assert cog._forget_me_cooldown.claim(1) is None  # they may run it again at once

@@ -140,7 +140,8 @@ def test_one_line_paste_unknown_sampler_and_missing_model() -> None:
         "native size is used instead",
         "schedule type 'Align Your Steps' is not available for DPM++ 2M here; the sampler's "
         "own schedule is used instead (the picture will differ)",
-        "model 'sdxl-base' (hash 1111111111) is not installed here; 'tiny' is used instead",
+        "model 'sdxl-base' (hash 1111111111) is not installed or not allowed here; 'tiny' is "
+        "used instead",
         "VAE 'other-vae.safetensors' is not installed here; the model's own VAE is used",
         "not used here: Emphasis: No norm",
     ]
@@ -678,3 +679,106 @@ def test_adetailer_s_second_unit_is_read_when_it_is_the_face_pass() -> None:
         "ADetailer model 3rd mediapipe_face_full: one face pass runs here (ADetailer model "
         "2nd's); rendered without that pass",
     ]
+
+
+EASEL_GRID = (
+    "two red foxes\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: {seed}, Size: 64x64, "
+    "Model: tiny, RNG: CPU, Template: {template}, Version: Easel 0.1.0, "
+    "Grid: {count} images, Grid seeds: {seeds}{more}"
+)
+GRID_SEEDS = "between 0 and 18446744073709551615"
+# What was typed: at seed 100 (and 4294967295) it draws the "two red foxes" the grid shows.
+GRID_TEMPLATE = "two {red|blue} foxes"
+
+
+def easel_grid(seed: int, seeds: str, more: str = "", template: str = GRID_TEMPLATE) -> str:
+    count = len(seeds.split())
+    return EASEL_GRID.format(seed=seed, count=count, seeds=seeds, more=more, template=template)
+
+
+@pytest.mark.parametrize(
+    ("seed", "seeds", "more"),
+    [
+        (100, "100 101 102 103", ""),
+        # Easel's seeds wrap past 2**32 - 1 to 0; the web UI's go on: both read back.
+        (4294967295, "4294967295 0 1 2", ""),
+        (4294967295, "4294967295 4294967296 4294967297 4294967298", ""),
+        # A varied batch keeps its seed and steps its variation seed.
+        (100, "100 100 100 100", ", Variation seed: 7, Variation seed strength: 0.3"),
+    ],
+)
+def test_easel_s_grid_is_made_again_as_its_batch(seed: int, seeds: str, more: str) -> None:
+    result = request_from_infotext_text(easel_grid(seed, seeds, more), INSTALLED)
+    assert result.unhonoured == []
+    request = result.request
+    assert (request.count, request.seed) == (4, seed)
+    # Each picture draws from the prompt as typed, as the grid's did.
+    assert request.prompt == "two {red|blue} foxes"
+
+
+NOT_WHOLE = f"its seeds are not all whole numbers {GRID_SEEDS}"
+NOT_DRAWN = "its Template does not draw the prompt shown at seed 100"
+
+
+@pytest.mark.parametrize(
+    ("seeds", "more", "template", "why"),
+    [
+        (
+            "100 102 104 106",
+            "",
+            GRID_TEMPLATE,
+            "its seeds are not a batch's from the first picture's seed",
+        ),
+        (
+            "100 101 102 103",
+            ", Chaos: 40",
+            GRID_TEMPLATE,
+            "chaos gave each picture a prompt of its own",
+        ),
+        ("100 101 102 103 104", "", GRID_TEMPLATE, "a batch here makes at most 4"),
+        ("100 101 x 103", "", GRID_TEMPLATE, NOT_WHOLE),
+        ("100 -101", "", GRID_TEMPLATE, NOT_WHOLE),
+        ("100 " + "1" * 30, "", GRID_TEMPLATE, NOT_WHOLE),
+        ("100 18446744073709551616", "", GRID_TEMPLATE, NOT_WHOLE),
+        # Arabic-Indic digits: int() reads them, but Easel writes no such seed.
+        ("100 \u0661\u0660\u0661", "", GRID_TEMPLATE, NOT_WHOLE),
+        # A Template with nothing to render: not an empty batch, charged.
+        ("100 101", "", '" "', "its Template carries no prompt"),
+        ("100 101", "", '""', "its Template carries no prompt"),
+        # A Template that does not draw the picture shown is not what the grid drew from.
+        ("100 101", "", "a cat", NOT_DRAWN),
+        ("100 101", "", "two {green|blue} foxes", NOT_DRAWN),
+        ("100 101", "", "<lora:detail:1>", NOT_DRAWN),
+        ("100 101", ", Negative Template: {blurry|dark}", GRID_TEMPLATE, NOT_DRAWN),
+    ],
+)
+def test_a_grid_that_is_no_batch_here_gives_its_first_picture_told(
+    seeds: str, more: str, template: str, why: str
+) -> None:
+    result = request_from_infotext_text(easel_grid(100, seeds, more, template), INSTALLED)
+    count = len(seeds.split())
+    told = f"grid of {count} pictures ({why}): its first picture's settings are used (seed 100)"
+    assert told in result.unhonoured
+    assert not any(sentence.startswith("not used here") for sentence in result.unhonoured)
+    request = result.request
+    assert (request.count, request.seed, request.prompt) == (1, 100, "two red foxes")
+    assert request.negative_prompt == ""
+
+
+def test_a_grid_s_template_is_drawn_with_the_wildcard_folder_its_batch_draws_from(
+    tmp_path: Path,
+) -> None:
+    """Drawn at the first picture's seed, ``__colour__`` gives the prompt shown only with the
+    folder admission draws from: without it, the picture shown is made alone, told."""
+    (tmp_path / "colour.txt").write_text("red\n", encoding="utf-8")
+    text = easel_grid(100, "100 101", template="two __colour__ foxes")
+    with_folder = dataclasses.replace(INSTALLED, wildcards_dir=tmp_path)
+    result = request_from_infotext_text(text, with_folder)
+    assert result.unhonoured == []
+    assert (result.request.count, result.request.prompt) == (2, "two __colour__ foxes")
+    alone = request_from_infotext_text(text, INSTALLED)
+    assert (
+        f"grid of 2 pictures ({NOT_DRAWN}): its first picture's settings are used (seed 100)"
+        in alone.unhonoured
+    )
+    assert (alone.request.count, alone.request.prompt) == (1, "two red foxes")

@@ -91,6 +91,6 @@ async def test_a_forget_me_whose_defer_discord_refused_can_be_run_again_at_once(
 
     cog = HistoryCog(Erase())  # type: ignore[arg-type]
     with pytest.raises(discord.NotFound):
-        await HistoryCog.forget_me.callback(cog, forget_me_interaction(expired))
+        await cog._erase(forget_me_interaction(expired))
     with pytest.raises(UserError, match="erased"):
-        await HistoryCog.forget_me.callback(cog, forget_me_interaction())
+        await cog._erase(forget_me_interaction())

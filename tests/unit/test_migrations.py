@@ -144,3 +144,40 @@ async def test_jobs_stopped_before_0037_keep_the_reading_of_then(tmp_path: Path)
         }
     finally:
         await conn.close()
+
+
+async def test_jobs_journaled_before_0041_have_no_thread_parent_and_count_as_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """0041 records a thread's channel with its job: a job journaled before it reads None (its
+    delivery asks Discord, as then), and counts among those a first listed channel ends; one
+    journaled after it in a thread of that channel does not."""
+    path = database_at(tmp_path / "easel.sqlite3", 40)
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        raw.execute(
+            "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+            " created_at) VALUES ('before', 'imagine', 'queued', 1, 5, 51, '{}', 0)"
+        )
+    conn = await connect(path)
+    try:
+        before = await journal.get_job(conn, "before")
+        assert before is not None and before.thread_parent_id is None
+        await journal.insert_job(
+            conn,
+            journal.NewJob(
+                id="after",
+                kind="imagine",
+                user_id=1,
+                guild_id=5,
+                channel_id=52,
+                request_json="{}",
+                created_at=1,
+                thread_parent_id=50,
+            ),
+        )
+        after = await journal.get_job(conn, "after")
+        assert after is not None and after.thread_parent_id == 50
+        assert await journal.unfinished_outside(conn, 5, 50) == 1  # "before" alone
+        assert await journal.unfinished_outside(conn, 5, 51) == 1  # "after", in another's thread
+    finally:
+        await conn.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
+import signal
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from bot.restores import RUN_FILE_NAME, refuse_pictures_without_database, take_r
 from bot.settings import Settings, load_settings
 from bot.single_instance import hold_data_dir
 from db.database import connect, load_migrations
-from tests.support.backups import SIDE_FILES, backed_up, left_with_a_stale_wal
+from tests.support.backups import SIDE_FILES, backed_up, died_writing, left_with_a_stale_wal
 from tests.unit.test_cli import one_error_line
 from tests.unit.test_restores import submitted
 from tests.unit.test_settings import SETTING_NAMES
@@ -88,6 +90,119 @@ def test_restore_puts_a_checked_backup_back_without_the_stale_wal_and_marks_it_p
             await conn.close()
 
     assert asyncio.run(next_start()) == [job_id]
+
+
+def test_restore_keeps_the_database_it_replaces_whole_and_says_what_each_holds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A wrong backup put back is undone: the live database, its -wal's commits taken in,
+    is kept as easel.sqlite3.replaced, and restoring that copy brings it back."""
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("old-backup.sqlite3"))
+    a_run_with_a_queued_job()  # the live database moves on past the backup: 2 jobs
+    died_writing(DATABASE)  # and holds commits only its -wal has
+    live = rows_of(DATABASE)
+    assert main(["restore", str(backup)]) == 0
+    said = capsys.readouterr().out
+    replaced = DATA / "easel.sqlite3.replaced"
+    assert "integrity checked; 1 job, the newest made " in said
+    assert "the database it replaced (2 jobs, the newest made " in said
+    assert f"is kept as {replaced}: `easel restore {replaced}` puts it back" in said
+    assert not replaced.with_name(f"{replaced.name}-wal").exists()  # one file, consistent
+    assert rows_of(replaced) == live != rows_of(DATABASE)
+    with contextlib.closing(sqlite3.connect(f"file:{replaced}?mode=ro", uri=True)) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM filler").fetchone() == (300,)
+
+    assert main(["restore", str(replaced)]) == 0  # the undo: the two swap places
+    assert rows_of(DATABASE) == live
+    assert rows_of(replaced) == rows_of(backup)
+
+
+def test_a_second_restore_never_writes_over_the_copy_an_earlier_one_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two wrong backups in a row: the second is refused, so the good database kept as
+    .replaced by the first is never written over; restoring .replaced still swaps back."""
+    a_run_with_a_queued_job()
+    wrong_1 = backed_up(DATABASE, Path("wrong-1.sqlite3"))
+    a_run_with_a_queued_job()
+    wrong_2 = backed_up(DATABASE, Path("wrong-2.sqlite3"))
+    a_run_with_a_queued_job()
+    good = rows_of(DATABASE)
+    replaced = DATA / "easel.sqlite3.replaced"
+    assert main(["restore", str(wrong_1)]) == 0
+    capsys.readouterr()
+
+    assert main(["restore", str(wrong_2)]) == 2
+    said = one_error_line(capsys)
+    assert f"an earlier restore's copy {replaced} (3 jobs, the newest made " in said
+    assert f"`easel restore {replaced}` puts it back first; if it was right, move or " in said
+    assert said.endswith("delete it; nothing replaced")
+    assert rows_of(replaced) == good
+    assert rows_of(DATABASE) == rows_of(wrong_1)
+
+    assert main(["restore", str(replaced)]) == 0
+    assert rows_of(DATABASE) == good
+    assert rows_of(replaced) == rows_of(wrong_1)
+
+
+@contextlib.contextmanager
+def files_limited_to(size: int) -> Iterator[None]:
+    """No file may grow past ``size`` bytes (a write past it fails, EFBIG): a full disk."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_a_full_disk_while_restoring_the_replaced_copy_leaves_that_copy_whole(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Undoing with .replaced, the live database's copy finds no room: the restore is
+    refused and .replaced, the only copy of the good database, is as it was."""
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    a_run_with_a_queued_job()
+    assert main(["restore", str(backup)]) == 0
+    replaced = DATA / "easel.sqlite3.replaced"
+    good = rows_of(replaced)
+    with contextlib.closing(sqlite3.connect(DATABASE)) as live:  # the live one grows large
+        live.execute("CREATE TABLE big (x BLOB)")
+        live.executemany("INSERT INTO big VALUES (randomblob(4000))", [()] * 300)
+        live.commit()
+    assert DATABASE.stat().st_size > 2 * replaced.stat().st_size + 256 * 1024
+    capsys.readouterr()
+
+    with files_limited_to(replaced.stat().st_size + 256 * 1024):
+        assert main(["restore", str(replaced)]) == 2
+    said = one_error_line(capsys)
+    assert f"no copy of {DATABASE} could be kept as {replaced} (" in said
+    assert said.endswith(f"nothing replaced; {replaced} is as it was")
+    assert rows_of(replaced) == good
+    assert not list(DATA.glob("*.new*"))
+
+
+def test_a_full_disk_is_never_told_as_a_database_sqlite_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The live database's SQLite copy finds no room, though its files one by one would fit:
+    the restore is refused as a copy not written, not done with those files kept as they are
+    and SQLite said unable to read them."""
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    died_writing(DATABASE)  # the live database's commits in its -wal, its file small
+    wal = DATABASE.with_name(f"{DATABASE.name}-wal").stat().st_size
+    largest = max(DATABASE.stat().st_size, wal)
+    with files_limited_to(largest + 4096):
+        assert main(["restore", str(backup)]) == 2
+    said = one_error_line(capsys)
+    assert "the copy could not be written" in said
+    assert said.endswith("nothing replaced")
+    assert not (DATA / "easel.sqlite3.replaced").exists()
 
 
 def test_the_database_put_back_is_private_to_easels_user_whatever_the_shells_umask() -> None:

@@ -177,6 +177,25 @@ async def test_easel_restores_mark_counts_any_backup_as_put_back(
         await conn.close()
 
 
+async def test_a_start_writes_its_mark_with_the_count_its_transaction_committed(
+    tmp_path: Path,
+) -> None:
+    """The run file names the new mark with the database's count of ended jobs as the
+    mark's transaction committed it, the jobs a restore ended there included: a backup
+    taken before those ends, put back by hand, then counts fewer than the file."""
+    data = tmp_path / "data"
+    queued, running = await a_queued_and_a_running_job(data)
+    mark_restored(data)
+    conn, lost = await started(data)
+    try:
+        marked = await run_mark.read(conn)
+    finally:
+        await conn.close()
+    assert lost == sorted([queued, running])
+    assert marked is not None and marked.jobs_ended == 2
+    assert (data / RUN_FILE_NAME).read_text() == f"{marked.run_id} 2\n"
+
+
 async def test_the_first_start_with_run_marks_and_a_moved_folder_keep_their_jobs(
     tmp_path: Path,
 ) -> None:

@@ -35,6 +35,7 @@ SETTING_NAMES = [
     "EASEL_WEB_TRUSTED_PROXIES",
     "EASEL_PRIORITY_SERVERS",
     "EASEL_ALLOWED_SERVERS",
+    "EASEL_FAIRNESS",
 ]
 
 
@@ -114,6 +115,13 @@ def test_env_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ),
         ("EASEL_WEB_TRUSTED_PROXIES", "proxy", "'proxy' is not an IP address or network"),
         (
+            "EASEL_FAIRNESS",
+            "guilds",
+            "EASEL_FAIRNESS='guilds' is invalid: must be members (each member a fair share, "
+            "whatever their server) or servers (servers take turns first, then members within "
+            "each)",
+        ),
+        (
             "EASEL_PRIORITY_SERVERS",
             "42, home",
             "EASEL_PRIORITY_SERVERS='42, home' is invalid: 'home' is not a server id; use server "
@@ -144,6 +152,14 @@ def test_bad_setting_names_itself(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         load_settings(None)
+
+
+def test_fairness_is_between_members_unless_servers_take_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(None).fairness == "members"
+    monkeypatch.setenv("EASEL_FAIRNESS", " Servers ")
+    assert load_settings(None).fairness == "servers"
 
 
 def test_priority_servers_are_server_ids(monkeypatch: pytest.MonkeyPatch) -> None:

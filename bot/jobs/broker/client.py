@@ -80,6 +80,7 @@ from bot.jobs.broker.wire import (
     job_subject,
     lost_with_workers,
     max_job_bytes,
+    message_gone,
     own_object_names,
     picture_digest,
     picture_paths,
@@ -533,25 +534,15 @@ class BrokerClient:
 
     async def _delete_job_messages(self, job_ids: Collection[str], until: int | None) -> int | None:
         """Delete the messages of ``job_ids`` in the jobs stream up to sequence ``until``
-        (None: all), found by reading each message there in turn (one round trip each): it
-        holds only the jobs in flight (a worker's ack removes one), so its callers ask once
-        for all the jobs they have. Returns the first message's sequence (None: empty)."""
-        sequence, first = 1, None
-        while True:
-            try:
-                stored = await self._js.get_msg(
-                    JOBS_STREAM, sequence, subject=JOBS_SUBJECTS, next=True
-                )
-            except nats.js.errors.NotFoundError:
-                return first  # none at or after ``sequence``
-            assert stored.seq is not None  # the server names each message's sequence
-            first = stored.seq if first is None else first
-            if until is not None and stored.seq > until:
-                return first
-            if (stored.headers or {}).get(Header.MSG_ID) in job_ids:
-                with contextlib.suppress(nats.js.errors.NotFoundError):  # acked meanwhile
-                    await self._js.delete_msg(JOBS_STREAM, stored.seq)
-            sequence = stored.seq + 1
+        (None: all). It holds only the jobs in flight (a worker's ack removes one), so its
+        callers ask once for all the jobs they have. Returns the first message's sequence
+        (None: empty)."""
+        return await self._delete_messages(
+            JOBS_STREAM,
+            JOBS_SUBJECTS,
+            wanted=lambda stored: (stored.headers or {}).get(Header.MSG_ID) in job_ids,
+            until=until,
+        )
 
     async def _replace_result(self, job_id: str, outcome: Outcome | None, *, erase: bool) -> None:
         """Overwrite ``job_id``'s result with a marker of ``outcome`` (None: the stored one's)
@@ -590,8 +581,7 @@ class BrokerClient:
         for _ in range(MARKER_ATTEMPTS):
             if erase and last is not None:
                 assert last.seq is not None  # the server names each message's sequence
-                with contextlib.suppress(nats.js.errors.NotFoundError):  # removed meanwhile
-                    await self._js.delete_msg(RESULTS_STREAM, last.seq)
+                await self._delete_message(RESULTS_STREAM, last.seq)
                 last = None
             expected = 0 if last is None else last.seq
             headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected)
@@ -610,20 +600,41 @@ class BrokerClient:
         await self._js.publish(result_subject(job_id), data, headers=headers)
         return late
 
-    async def _erase_messages(self, stream: str, subject: str) -> None:
-        """Delete each of ``stream``'s messages on ``subject`` by its sequence, which (unlike
-        a purge, an acknowledgement or a limit) overwrites its bytes in the broker's files.
-        One round trip a message read, one a message deleted."""
-        sequence = 1
+    async def _delete_messages(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        wanted: Callable[[RawStreamMsg], bool] = lambda _stored: True,
+        until: int | None = None,
+    ) -> int | None:
+        """Delete each of ``stream``'s messages on ``subject`` that is ``wanted``, up to
+        sequence ``until`` (None: all), by its sequence, which (unlike a purge, an
+        acknowledgement or a limit) overwrites its bytes in the broker's files. Found by
+        reading each message there in turn: one round trip a message read, one a message
+        deleted. Returns the first message's sequence (None: none there)."""
+        sequence, first = 1, None
         while True:
             try:
                 stored = await self._js.get_msg(stream, sequence, subject=subject, next=True)
             except nats.js.errors.NotFoundError:
-                return  # none at or after ``sequence``
+                return first  # none at or after ``sequence``
             assert stored.seq is not None  # the server names each message's sequence
-            with contextlib.suppress(nats.js.errors.NotFoundError):  # removed meanwhile
-                await self._js.delete_msg(stream, stored.seq)
+            first = stored.seq if first is None else first
+            if until is not None and stored.seq > until:
+                return first
+            if wanted(stored):
+                await self._delete_message(stream, stored.seq)
             sequence = stored.seq + 1
+
+    async def _delete_message(self, stream: str, sequence: int) -> None:
+        """Delete ``stream``'s message at ``sequence``. One removed since it was read (a purge,
+        a worker's acknowledgement, another bot's delete) is as good (``message_gone``)."""
+        try:
+            await self._js.delete_msg(stream, sequence)
+        except nats.js.errors.APIError as error:
+            if not message_gone(error):
+                raise
 
     async def _erase_object(self, name: str) -> None:
         """Delete the picture ``name``, its chunks erased first: the object store's delete
@@ -631,7 +642,7 @@ class BrokerClient:
         info = await self._images.get_info(name)
         if info.nuid:
             chunks = f"$O.{IMAGES_BUCKET}.C.{info.nuid}"
-            await self._erase_messages(f"OBJ_{IMAGES_BUCKET}", chunks)
+            await self._delete_messages(f"OBJ_{IMAGES_BUCKET}", chunks)
         await self._images.delete(name)
 
     async def _delete_objects(self, names: list[str], *, erase: bool = False) -> None:
@@ -742,7 +753,7 @@ class BrokerClient:
             with contextlib.suppress(nats.js.errors.NotFoundError):  # gone already
                 stored = await self._js.get_msg(JOBS_STREAM, sequence)
                 if (stored.headers or {}).get(Header.MSG_ID) == job_id:
-                    await self._js.delete_msg(JOBS_STREAM, sequence)
+                    await self._delete_message(JOBS_STREAM, sequence)
             # Not skipped by a broker away: its chore need not read the stream for it.
             self._maybe_in_stream.discard(job_id)
         with contextlib.suppress(nats.errors.Error):
@@ -855,7 +866,7 @@ class BrokerClient:
                 if error.err_code != WRONG_LAST_SEQUENCE:
                     raise
                 # It has a result (or the marker of a settled job): nothing left to report.
-            await self._js.delete_msg(JOBS_STREAM, sequence)
+            await self._delete_message(JOBS_STREAM, sequence)
         except nats.js.errors.NotFoundError:
             pass  # cancelled, or already handled
         except (nats.js.errors.APIError, nats.errors.Error) as error:

@@ -106,6 +106,7 @@ __all__ = [
     "job_subject",
     "lost_with_workers",
     "max_job_bytes",
+    "message_gone",
     "model_token",
     "own_object_names",
     "picture_digest",
@@ -214,6 +215,10 @@ _NATS_LOG = logging.getLogger("nats.aio.client")
 # JetStream's error code for "stream not found": on Easel's broker, one restarted without its
 # store (``ensure_streams`` made them all at the bot's start).
 _STREAM_NOT_FOUND = 10059
+# JetStream's error code for a delete by sequence that failed (a 500), and its text when the
+# message is not there (purged, acknowledged, deleted already): nats-server 2.15 answers no 404.
+_MESSAGE_DELETE_FAILED = 10057
+_NO_MESSAGE_FOUND = "no message found"
 # A broker restart takes seconds; past this a publish is reported as failed.
 TRANSIENT_RETRY_S = 60.0
 # PNGs up to this many bytes in all ride in the result message: fetching them from the object
@@ -924,6 +929,18 @@ def refused_for_storage(error: Exception) -> bool:
 def stream_missing(error: Exception) -> bool:
     """Whether ``error`` is JetStream's answer that a stream it was asked about is not there."""
     return isinstance(error, nats.js.errors.NotFoundError) and error.err_code == _STREAM_NOT_FOUND
+
+
+def message_gone(error: Exception) -> bool:
+    """Whether ``error`` is JetStream's answer to a delete of a message that is not there, nor
+    (a 404) its stream. Another failure to delete (a store closed or failing) is not."""
+    if isinstance(error, nats.js.errors.NotFoundError):
+        return True
+    return (
+        isinstance(error, nats.js.errors.APIError)
+        and error.err_code == _MESSAGE_DELETE_FAILED
+        and error.description == _NO_MESSAGE_FOUND
+    )
 
 
 async def retry_transient(

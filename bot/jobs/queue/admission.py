@@ -112,6 +112,7 @@ class Admission:
                         priority=int(submission.priority),
                         private=submission.private,
                         age_restricted=submission.age_restricted,
+                        thread_parent_id=submission.thread_parent_id,
                     ),
                 )
                 if not submission.private:

@@ -56,6 +56,7 @@ from bot.jobs.queue.values import (
     Submission,
 )
 from bot.jobs.scheduler import (
+    Fairness,
     FairScheduler,
     PriorityClass,
     QueuedJob,
@@ -179,6 +180,7 @@ class JobQueue:
         journal_retry_waits: Sequence[float] = JOURNAL_RETRY_WAITS_S,
         priority_servers: frozenset[int] = frozenset(),
         serves_server: Callable[[int], bool] = lambda guild_id: True,
+        fairness: Fairness = "members",
     ) -> None:
         self._conn = conn
         # Whether Easel serves a server (EASEL_ALLOWED_SERVERS): ``start`` ends the queued
@@ -204,7 +206,9 @@ class JobQueue:
         )
         self._scheduler = FairScheduler(
             scheduler_config
-            or SchedulerConfig(max_batch=max_batch, priority_across_guilds=priority_servers),
+            or SchedulerConfig(
+                max_batch=max_batch, priority_across_guilds=priority_servers, fairness=fairness
+            ),
             devices=[slot.device for slot in self._slots],
         )
         # The two latest submission times: a burst is two arrivals within the batch window.
@@ -336,9 +340,10 @@ class JobQueue:
         requeued, spent = await journal.requeue_running(self._conn, MAX_RENDER_ATTEMPTS)
         if requeued:
             log.info("requeued %d job(s) left running by a previous process", requeued)
-        for job_id in spent:  # delivered with the jobs finished undelivered, below
+        for job_id, kind in spent:  # delivered with the jobs finished undelivered, below
             log.error("job %s: Easel stopped during each of its renders; failed", job_id)
             self._failed_because[job_id] = "interrupted"
+            self._kinds[job_id] = kind  # counted under it (``_ended``)
             await self._ends.record_failure(
                 job_id,
                 f"failed after {MAX_RENDER_ATTEMPTS} tries: Easel stopped while rendering it "
@@ -925,9 +930,9 @@ class JobQueue:
         as_suspects: Sequence[journal.JobRecord] = (),
     ) -> None:
         """The jobs of ``running`` did not start (the journal stayed unwritable at their start:
-        ``JournalWriter.write``; their slot could not hand them over: ``SlotUnavailable``; or
-        they waited for what their start waits for: ``_wait_to_start``, ``started`` False, so
-        their members get back the turns their hand-out took), and
+        ``JournalWriter.write``; or their slot could not hand them over: ``SlotUnavailable``,
+        or they waited for what their start waits for: ``_wait_to_start``, both ``started``
+        False, so their members and servers get back the turns their hand-out took), and
         the journal says queued: they wait in the queue again at their places (a cancel finds
         them), and a next start finds them queued if this process ends first. One cancelled
         meanwhile is ended as such; one left out of the render already was. Those of
@@ -967,7 +972,7 @@ class JobQueue:
         the slot answers. A job is failed only by its own render, never by an outage."""
         log.warning("jobs %s not started: %s; queued again", running.job_ids, unavailable)
         self._pause_until_answered(unavailable.probe)
-        await self._put_back(running, give_back_attempt=running.in_process)
+        await self._put_back(running, give_back_attempt=running.in_process, started=False)
 
     async def _probe(self, slot: RenderSlot) -> Exception | None:
         """What ``slot``'s device raised at its probe (``ProbingSlot.probe``) when that says
@@ -1033,11 +1038,12 @@ class JobQueue:
         give_back_attempt: bool,
         as_suspects: Sequence[journal.JobRecord] = (),
         renders_alone: bool = False,
+        started: bool = True,
     ) -> None:
         """The jobs of ``running`` not left out go back to the queue, in the journal (their
         attempt given back when ``give_back_attempt``, each to render alone from then on
         with ``renders_alone``) and here (those of ``as_suspects`` as ``_queue_again``
-        says)."""
+        says; their members' turns given back unless ``started``)."""
         running.rendering = False  # one cancelled meanwhile did not start: refunded whole
         not_started = [job_id for job_id in running.job_ids if job_id not in running.left_out]
         try:
@@ -1060,7 +1066,7 @@ class JobQueue:
         for job_id in not_started:  # its "started" was logged: the log says it did not
             self._requeued.add(job_id)
             log.info("job %s queued again", job_id, extra=job_event(job_id, "requeued"))
-        await self._queue_again(running, as_suspects=as_suspects)
+        await self._queue_again(running, started=started, as_suspects=as_suspects)
 
     def _pause_until_answered(self, probe: Callable[[], Awaitable[bool]]) -> None:
         """Start no batch until ``probe`` says the slot that could not hand its jobs over

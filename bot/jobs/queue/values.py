@@ -39,6 +39,9 @@ class Submission:
     # Made in an age-restricted channel: its pictures stay age-restricted whatever the
     # channel's flag later says (cogs.visibility.made_age_restricted).
     age_restricted: bool = False
+    # Made in a thread (or forum post): its channel, as the interaction said; the thread is
+    # enabled with it, though Discord may not show Easel the thread later.
+    thread_parent_id: int | None = None
     # What its quota reservation's estimate reckons its size from where the request names
     # none: its model's native side (1024 for SDXL) and the size of the picture it edits
     # (/vary, /inpaint, a picture's buttons), as read where it was decoded.
@@ -79,6 +82,7 @@ class FinishedJob:
     # too): its interaction's response is public (``db.jobs.make_undelivered_private``).
     private_since_submit: bool = False
     age_restricted: bool = False  # made in an age-restricted channel (Submission's)
+    thread_parent_id: int | None = None  # made in a thread: its channel (Submission's)
     # A moderator deleted the picture it was made from (or its result) while it was queued or
     # rendered (``db.history.withdraw_deleted_results``): it is not posted.
     withdrawn: bool = False
@@ -95,6 +99,9 @@ class FinishedJob:
     # cancel), as its stop recorded (``journal.StoppedBy``); not by a deletion of its message,
     # which Discord does not say who made, nor after its maker's own cancel.
     moderator_stopped: bool = False
+    # Stopped by a stop its maker was put under (a ban, a kick, a timeout: ``bot.bans``), as
+    # recorded (``journal.StoppedBy.IMPOSED``), not their own cancel.
+    imposed_stop: bool = False
     # Why it was ended before its render, by the rules of now (``StartGate``), or withheld
     # at delivery (``History.withhold_job``: a delivery retried after a crash): it is posted
     # nowhere, refunded whole, and its maker is told this, privately; None: neither.
