@@ -172,8 +172,9 @@ def check_model_family(
 
 def flow_label(registry: ModelRegistry, model: str) -> str | None:
     """The label the rules of ``model`` are told in when it is of a flow-matching family
-    (``rules_label``), from its header (cached per file version; blocking); None for any other
-    family or a model not installed here (left to the engine where it renders)."""
+    (``rules_label``), from its header (blocking: a safetensors header is cached per file
+    version, a GGUF file or diffusers folder read again each call, under 1 ms); None for any
+    other family or a model not installed here (left to the engine where it renders)."""
     entry = _installed(registry, model, None)
     if entry is None:
         return None

@@ -24,6 +24,7 @@ class RestoreRefused(Exception):
 
 def restore(backup: Path, settings: Settings) -> str:
     """Put ``backup`` in place of the database; the line that says what was done."""
+    from bot.on_disk import put_on_disk
     from bot.restores import mark_restored
     from bot.single_instance import DataDirInUse, hold_data_dir
     from db.backups import (
@@ -45,6 +46,9 @@ def restore(backup: Path, settings: Settings) -> str:
         raise RestoreRefused(str(error)) from None  # stop it first
     staged = database.with_name(f"{database.name}.restoring")
     replaced = database.with_name(f"{database.name}.replaced")
+    # Restoring .replaced itself: once the live database's copy is renamed over it, the staged
+    # file is the earlier database's only copy until it is in place.
+    swapping = backup.resolve() == replaced.resolve()
     try:
         if replaced.exists() and backup.resolve() != replaced.resolve():
             # The only copy of what an earlier restore replaced: never written over.
@@ -61,6 +65,8 @@ def restore(backup: Path, settings: Settings) -> str:
             raise RestoreRefused(f"{named}: {error}; nothing replaced") from None
         kept = ""
         if database.exists():  # a wrong backup put back is then undone by restoring this copy
+            if swapping:
+                put_on_disk(staged)
             try:
                 unread = _keep_copy_whole(database, replaced)
             except OSError as error:
@@ -83,6 +89,8 @@ def restore(backup: Path, settings: Settings) -> str:
             database.with_name(f"{database.name}{suffix}").unlink(missing_ok=True)
         staged.replace(database)
     finally:
+        if swapping and staged.exists():
+            staged.replace(replaced)  # cut short: the earlier database back where it was
         staged.unlink(missing_ok=True)
         lock.release()
     return (

@@ -8,6 +8,7 @@ there and in its threads, no twin. Real SQLite, the real queue and history."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -65,10 +66,11 @@ async def made(
     channel: int = CHANNEL,
     posted_as: int | None = None,
     made_at: float = NOW,
+    insert: Callable[[aiosqlite.Connection, journal.NewJob], Awaitable[None]] = journal.insert_job,
 ) -> None:
     """A finished, delivered job of one picture with these pixels (posted as ``posted_as``)."""
     request = RenderRequest("a lighthouse", seed=1, steps=2)
-    await journal.insert_job(
+    await insert(
         conn, journal.NewJob(job_id, "imagine", user, guild, channel, request.to_json(), made_at)
     )
     picture = journal.ImageRecord(job_id, 0, 1, f"/images/{job_id}.png", "", 64, 64, digest)
@@ -554,15 +556,16 @@ async def test_the_upgrade_withdraws_the_same_pixels_made_after_a_job_withdrawn_
             await conn.executescript(
                 f"BEGIN;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
             )
-        await made(conn, "a" * 16, LIGHTHOUSE, made_at=NOW + 1)
-        await made(conn, "w" * 16, BOAT, made_at=NOW + 1)
+        old = _inserted_as_at_0019
+        await made(conn, "a" * 16, LIGHTHOUSE, made_at=NOW + 1, insert=old)
+        await made(conn, "w" * 16, BOAT, made_at=NOW + 1, insert=old)
         withdrawn_before = "UPDATE jobs SET withdrawn_at = ?, withheld_why = ? WHERE id = ?"
         await conn.execute(withdrawn_before, (NOW + 5, None, "a" * 16))  # a moderator's
         await conn.execute(withdrawn_before, (NOW + 5, SAME_PICTURE_REMOVED, "w" * 16))
-        await made(conn, "o" * 16, LIGHTHOUSE)  # older than the withdrawn one
-        await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 2)
-        await made(conn, "c" * 16, LIGHTHOUSE, guild=OTHER_GUILD, made_at=NOW + 2)
-        await made(conn, "x" * 16, BOAT, made_at=NOW + 2)  # a withheld job's twin
+        await made(conn, "o" * 16, LIGHTHOUSE, insert=old)  # older than the withdrawn one
+        await made(conn, "b" * 16, LIGHTHOUSE, channel=OTHER_CHANNEL, made_at=NOW + 2, insert=old)
+        await made(conn, "c" * 16, LIGHTHOUSE, guild=OTHER_GUILD, made_at=NOW + 2, insert=old)
+        await made(conn, "x" * 16, BOAT, made_at=NOW + 2, insert=old)  # a withheld job's twin
         # Made from the twin "b": its upscale, and a Vary undelivered or delivered.
         for job_id, kind, delivered in (("u", "upscale", True), ("v", "vary", False)):
             await made_from_b(conn, job_id * 16, kind, delivered=delivered)
@@ -576,11 +579,30 @@ async def test_the_upgrade_withdraws_the_same_pixels_made_after_a_job_withdrawn_
         await conn.close()
 
 
+async def _inserted_as_at_0019(conn: aiosqlite.Connection, job: journal.NewJob) -> None:
+    """A job journaled as a schema-0019 database took it: none of the columns added since
+    (today's ``insert_job`` names them)."""
+    await conn.execute(
+        "INSERT INTO jobs (id, kind, user_id, guild_id, channel_id, parent_job_id, request_json,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job.id,
+            job.kind,
+            job.user_id,
+            job.guild_id,
+            job.channel_id,
+            job.parent_job_id,
+            job.request_json,
+            job.created_at,
+        ),
+    )
+
+
 async def made_from_b(
     conn: aiosqlite.Connection, job_id: str, kind: str, *, delivered: bool
 ) -> None:
     request = RenderRequest("a lighthouse", seed=1, steps=2).to_json()
     made = journal.NewJob(job_id, kind, MEMBER, GUILD, CHANNEL, request, NOW + 3, "b" * 16)
-    await journal.insert_job(conn, made)
+    await _inserted_as_at_0019(conn, made)
     if delivered:
         await journal.mark_delivered(conn, job_id, NOW + 3)

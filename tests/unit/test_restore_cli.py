@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import bot.restores
+import db.backups
 from bot import app
 from bot.cli.main import main
 from bot.restores import RUN_FILE_NAME, refuse_pictures_without_database, take_run_mark
@@ -144,6 +145,31 @@ def test_a_second_restore_never_writes_over_the_copy_an_earlier_one_kept(
     assert main(["restore", str(replaced)]) == 0
     assert rows_of(DATABASE) == good
     assert rows_of(replaced) == rows_of(wrong_1)
+
+
+def test_a_swap_back_cut_short_leaves_the_earlier_database_where_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`easel restore <db>.replaced` stopped after the live database's copy took .replaced's
+    name: the earlier database (then only in the staged file) goes back to .replaced."""
+    a_run_with_a_queued_job()
+    wrong = backed_up(DATABASE, Path("wrong.sqlite3"))
+    a_run_with_a_queued_job()
+    good = rows_of(DATABASE)
+    replaced = DATA / "easel.sqlite3.replaced"
+    assert main(["restore", str(wrong)]) == 0
+    counted = db.backups.jobs_held
+
+    def stopped_counting_the_staged_copy(path: Path) -> db.backups.JobsHeld | None:
+        if path.name.endswith(".restoring"):
+            raise KeyboardInterrupt  # Ctrl-C while the staged copy's jobs are counted
+        return counted(path)
+
+    monkeypatch.setattr(db.backups, "jobs_held", stopped_counting_the_staged_copy)
+    with pytest.raises(KeyboardInterrupt):
+        main(["restore", str(replaced)])
+    assert rows_of(replaced) == good
+    assert rows_of(DATABASE) == rows_of(wrong)
 
 
 @contextlib.contextmanager
